@@ -1,0 +1,162 @@
+// The `pgflow` command: subcommands that wire configuration to the engine, nothing more.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "engine/config.h"
+#include "engine/log.h"
+#include "engine/pipeline.h"
+#include "engine/stop_signal.h"
+#include "sinks/jsonl/jsonl_sink.h"
+#include "sources/postgres/postgres_source.h"
+
+namespace pgflow {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitConfig = 2;
+
+void RegisterComponents() { RegisterJsonlSink(); }
+
+int Validate(const std::string& path) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return kExitConfig;
+  }
+  std::string sinks;
+  for (const SinkConfig& sink : config->sinks) {
+    absl::StrAppend(&sinks, sinks.empty() ? "" : ", ", sink.name, " (", sink.type, ")");
+  }
+  std::string tables;
+  for (const TableRef& t : config->source.tables) {
+    absl::StrAppend(&tables, tables.empty() ? "" : ", ", t.ToString());
+  }
+  std::printf("%s: ok: pipeline %s, tables %s, sinks %s\n", path.c_str(), config->name.c_str(),
+              tables.c_str(), sinks.c_str());
+  return kExitOk;
+}
+
+int Run(const std::string& path, std::chrono::milliseconds progress_interval,
+        const std::string& until) {
+  Lsn stop_at;
+  if (!until.empty()) {
+    std::optional<Lsn> lsn = Lsn::Parse(until);
+    if (!lsn) {
+      LogError("--until: '%s' is not a WAL position of the form X/X (e.g. 0/16B3748)", until);
+      return kExitConfig;
+    }
+    stop_at = *lsn;
+  }
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    LogError("%s", config.status().message());
+    return kExitConfig;
+  }
+  std::vector<SinkSlot> sinks;
+  for (const SinkConfig& sink : config->sinks) {
+    const SinkFactory* factory = FindSinkFactory(sink.type);
+    sinks.push_back(SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval});
+  }
+  PipelineRunOptions options;
+  options.name = config->name;
+  options.queue_bytes = config->queue_bytes;
+  options.progress_interval = progress_interval;
+  options.stop_at = stop_at;
+  Pipeline pipeline(std::move(options), std::make_unique<PostgresSource>(*config),
+                    std::move(sinks));
+  StopSignal stop;
+  InstallStopSignalHandlers(&stop);
+  absl::Status status = pipeline.Run(stop);
+  if (!status.ok()) {
+    LogError("pipeline %s: %s", config->name, status.message());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+void PrintOptionTable(const char* section, std::span<const OptionSpec> options) {
+  std::printf("%s\n", section);
+  for (const OptionSpec& o : options) {
+    std::string meta(o.type);
+    if (o.required) meta += ", required";
+    if (!o.default_value.empty()) meta += ", default " + std::string(o.default_value);
+    std::printf("  %-20s %-28s %s\n", std::string(o.key).c_str(), meta.c_str(),
+                std::string(o.help).c_str());
+  }
+  std::printf("\n");
+}
+
+int Options() {
+  PrintOptionTable("pipeline file (top level)", PipelineOptions());
+  PrintOptionTable("source.postgres", PostgresSourceOptions());
+  PrintOptionTable("source.postgres.snapshot", SnapshotOptions());
+  for (const SinkFactory* factory : SinkFactories()) {
+    PrintOptionTable(("sinks.<name>." + std::string(factory->type())).c_str(), factory->options());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace pgflow
+
+int main(int argc, char** argv) {
+  using namespace pgflow;
+  RegisterComponents();
+
+  CLI::App app{
+      "pgflow: change-data-capture pipelines for PostgreSQL.\n"
+      "Streams every insert, update, delete and truncate of the tables a pipeline names into "
+      "its sinks, acknowledging to PostgreSQL only what every sink holds."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("pgflow ") + PGFLOW_VERSION);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+
+  std::string run_path;
+  int progress_seconds = 10;
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Run a pipeline: create its publication and replication slot if missing, then stream "
+      "changes into its sinks until SIGINT/SIGTERM (which drain, flush, acknowledge and exit "
+      "0). After a crash it resumes from the slot's confirmed position.");
+  run->add_option("pipeline", run_path, "pipeline file (YAML)")->required();
+  run->add_option("--progress", progress_seconds,
+                  "seconds between progress lines on stderr (0: none); on a terminal a live "
+                  "line is redrawn every second")
+      ->capture_default_str();
+  std::string until;
+  run->add_option("--until", until,
+                  "stop (drain, flush, acknowledge, exit 0) once every change up to this WAL "
+                  "position (X/X, e.g. from pg_current_wal_lsn()) is held by every sink");
+
+  std::string validate_path;
+  CLI::App* validate = app.add_subcommand(
+      "validate",
+      "Check a pipeline file without touching any server: YAML syntax, unknown keys, types, "
+      "required fields, URLs. Errors name file, line and column; exit status 2 on error.");
+  validate->add_option("pipeline", validate_path, "pipeline file (YAML)")->required();
+
+  CLI::App* options = app.add_subcommand(
+      "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
+
+  CLI11_PARSE(app, argc, argv);
+
+  LogLevel level;
+  if (!ParseLogLevel(log_level, &level)) {
+    std::fprintf(stderr, "--log-level: unknown level '%s' (debug, info, warn, error)\n",
+                 log_level.c_str());
+    return 2;
+  }
+  SetLogLevel(level);
+  if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
+  if (*validate) return Validate(validate_path);
+  if (*options) return Options();
+  return 0;
+}

@@ -1,0 +1,241 @@
+#include "engine/pipeline.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "engine/log.h"
+
+namespace pgflow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string HumanBytes(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u])
+                : absl::StrFormat("%.1f %s", bytes, units[u]);
+}
+
+std::string HumanDuration(double seconds) {
+  if (seconds < 60) return absl::StrFormat("%.0fs", seconds);
+  if (seconds < 3600) return absl::StrFormat("%.0fm%02.0fs", seconds / 60, fmod(seconds, 60));
+  return absl::StrFormat("%.0fh%02.0fm", seconds / 3600, fmod(seconds / 60, 60));
+}
+
+}  // namespace
+
+// Hands each batch to every sink queue in turn, remembering how far it got when a queue is
+// full so that a retried Emit resumes with the next queue instead of duplicating.
+class Pipeline::FanOut : public Emitter {
+ public:
+  FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats)
+      : queues_(std::move(queues)), stats_(stats) {}
+
+  Result Emit(const EventBatchPtr& batch, absl::Duration timeout) override {
+    if (batch.get() != in_progress_) {
+      in_progress_ = batch.get();
+      next_queue_ = 0;
+    }
+    while (next_queue_ < queues_.size()) {
+      EventBatchPtr copy = batch;
+      switch (queues_[next_queue_]->Push(&copy, batch->bytes, timeout)) {
+        case BoundedQueue<EventBatchPtr>::PushResult::kOk:
+          ++next_queue_;
+          break;
+        case BoundedQueue<EventBatchPtr>::PushResult::kTimeout:
+          return Result::kTimeout;
+        case BoundedQueue<EventBatchPtr>::PushResult::kClosed:
+          return Result::kClosed;
+      }
+    }
+    in_progress_ = nullptr;
+    uint64_t changes = 0;
+    uint64_t commits = 0;
+    for (const Event& e : batch->events) {
+      changes += e.kind == EventKind::kChange;
+      commits += e.kind == EventKind::kCommit;
+    }
+    stats_->changes.fetch_add(changes, std::memory_order_relaxed);
+    stats_->transactions.fetch_add(commits, std::memory_order_relaxed);
+    stats_->bytes.fetch_add(batch->bytes, std::memory_order_relaxed);
+    return Result::kOk;
+  }
+
+  void NoteServerWalEnd(Lsn wal_end) override {
+    stats_->server_wal_end.store(wal_end.value, std::memory_order_relaxed);
+  }
+
+ private:
+  std::vector<BoundedQueue<EventBatchPtr>*> queues_;
+  PipelineStats* stats_;
+  const EventBatch* in_progress_ = nullptr;
+  size_t next_queue_ = 0;
+};
+
+Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
+                   std::vector<SinkSlot> sinks)
+    : options_(std::move(options)), source_(std::move(source)), sinks_(std::move(sinks)) {
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    queues_.push_back(std::make_unique<BoundedQueue<EventBatchPtr>>(options_.queue_bytes));
+  }
+}
+
+Pipeline::~Pipeline() = default;
+
+void Pipeline::RecordError(absl::Status status) {
+  absl::MutexLock lock(&error_mu_);
+  if (error_.ok()) error_ = std::move(status);
+}
+
+absl::Status Pipeline::Run(StopSignal& stop) {
+  for (SinkSlot& slot : sinks_) {
+    if (absl::Status s = slot.sink->Open(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message()));
+    }
+  }
+  absl::StatusOr<Lsn> start = source_->Prepare();
+  if (!start.ok()) return start.status();
+  tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
+  LogInfo("pipeline %s: streaming from %s into %d sink(s)", options_.name, start->ToString(),
+          sinks_.size());
+
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    threads.emplace_back([this, i, &stop] { RunSink(i, stop); });
+  }
+  StopSignal reporter_done;
+  std::thread reporter([this, &reporter_done, &stop] { ReportProgress(reporter_done, stop); });
+
+  std::vector<BoundedQueue<EventBatchPtr>*> queues;
+  for (auto& q : queues_) queues.push_back(q.get());
+  FanOut fan_out(std::move(queues), &stats_);
+  absl::Status source_status = source_->Stream(fan_out, *tracker_, stop);
+  if (!source_status.ok()) RecordError(source_status);
+
+  // Drain: the sinks finish what is queued, flush and report what is durable.
+  for (auto& q : queues_) q->Close();
+  for (std::thread& t : threads) t.join();
+  reporter_done.Request();
+  reporter.join();
+
+  Lsn confirmed = tracker_->Confirmed();
+  absl::Status finish = source_->Finish(confirmed);
+  for (SinkSlot& slot : sinks_) {
+    if (absl::Status s = slot.sink->Close(); !s.ok()) {
+      RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
+    }
+  }
+  absl::MutexLock lock(&error_mu_);
+  if (error_.ok() && !finish.ok()) error_ = finish;
+  if (error_.ok()) {
+    LogInfo("pipeline %s: stopped after %d changes in %d transactions; confirmed %s", options_.name,
+            stats_.changes.load(), stats_.transactions.load(), confirmed.ToString());
+  }
+  return error_;
+}
+
+void Pipeline::RunSink(size_t index, StopSignal& stop) {
+  SinkSlot& slot = sinks_[index];
+  BoundedQueue<EventBatchPtr>& queue = *queues_[index];
+  const absl::Duration flush_interval = absl::FromChrono(slot.flush_interval);
+  Lsn written;   // last acknowledgeable position written to the sink
+  Lsn reported;  // last position reported durable
+  Clock::time_point last_flush = Clock::now();
+
+  auto fail = [&](const absl::Status& s) {
+    RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
+    stop.Request();
+  };
+  auto flush = [&]() -> bool {
+    last_flush = Clock::now();
+    if (absl::Status s = slot.sink->Flush(); !s.ok()) {
+      fail(s);
+      return false;
+    }
+    Lsn durable = slot.sink->DurableThrough().value_or(written);
+    if (durable > reported) {
+      tracker_->Report(index, durable);
+      reported = durable;
+    }
+    return true;
+  };
+
+  while (true) {
+    auto elapsed = Clock::now() - last_flush;
+    absl::Duration wait = flush_interval - absl::FromChrono(elapsed);
+    std::optional<EventBatchPtr> batch = queue.Pop(std::max(wait, absl::Milliseconds(1)));
+    if (batch.has_value()) {
+      for (const Event& event : (*batch)->events) {
+        if (absl::Status s = slot.sink->Write(event); !s.ok()) {
+          fail(s);
+          return;
+        }
+        if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
+      }
+    }
+    bool drained = queue.closed_and_drained();
+    if (drained || Clock::now() - last_flush >= slot.flush_interval) {
+      bool pending = written > reported || slot.sink->DurableThrough().has_value();
+      if (pending && !flush()) return;
+      last_flush = Clock::now();
+    }
+    if (drained) return;
+  }
+}
+
+void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
+  const bool report = options_.progress_interval.count() > 0;
+  const bool live = isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
+  const auto interval = live ? std::chrono::milliseconds(1000) : options_.progress_interval;
+  auto last = Clock::now();
+  uint64_t last_changes = 0;
+  uint64_t last_confirmed = tracker_->Confirmed().value;
+  auto next = last + interval;
+  while (!done.requested()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (options_.stop_at.IsValid() && tracker_->Confirmed() >= options_.stop_at &&
+        !stop.requested()) {
+      LogInfo("pipeline %s: confirmed through %s, stopping as asked", options_.name,
+              options_.stop_at.ToString());
+      stop.Request();
+    }
+    auto now = Clock::now();
+    if (!report || now < next) continue;
+    next = now + interval;
+    double dt = std::chrono::duration<double>(now - last).count();
+    uint64_t changes = stats_.changes.load();
+    Lsn confirmed = tracker_->Confirmed();
+    uint64_t wal_end = stats_.server_wal_end.load();
+    double rate = (changes - last_changes) / dt;
+    double wal_rate = (confirmed.value - last_confirmed) / dt;
+    uint64_t lag = wal_end > confirmed.value ? wal_end - confirmed.value : 0;
+    std::string eta = lag == 0 ? "caught up"
+                      : wal_rate > 0
+                          ? absl::StrCat("catching up, ETA ", HumanDuration(lag / wal_rate))
+                          : "behind";
+    std::string line = absl::StrFormat(
+        "%s: %d changes, %d txns, %s; %.0f changes/s; confirmed %s, lag %s (%s)", options_.name,
+        changes, stats_.transactions.load(), HumanBytes(stats_.bytes.load()), rate,
+        confirmed.ToString(), HumanBytes(lag), eta);
+    if (live) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      std::fflush(stderr);
+    } else {
+      LogInfo("%s", line);
+    }
+    last = now;
+    last_changes = changes;
+    last_confirmed = confirmed.value;
+  }
+  if (live && report) std::fprintf(stderr, "\n");
+}
+
+}  // namespace pgflow

@@ -1,0 +1,82 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/ack_tracker.h"
+#include "engine/bounded_queue.h"
+#include "engine/sink.h"
+#include "engine/source.h"
+#include "engine/stop_signal.h"
+
+namespace pgflow {
+
+// Counters the source and the sink runners update and the progress reporter reads.
+struct PipelineStats {
+  std::atomic<uint64_t> changes{0};         // change events emitted by the source
+  std::atomic<uint64_t> transactions{0};    // commits emitted
+  std::atomic<uint64_t> bytes{0};           // approximate bytes of events emitted
+  std::atomic<uint64_t> server_wal_end{0};  // latest WAL end the server reported
+};
+
+struct PipelineRunOptions {
+  std::string name;
+  size_t queue_bytes = 64u << 20;  // bound of each sink's queue
+  // How often progress is printed to stderr as a plain line (0 = never). On a terminal a live
+  // line is redrawn every second instead, unless stdout is the same terminal.
+  std::chrono::milliseconds progress_interval{10000};
+  // Stop (drain, flush, acknowledge, return OK) once everything up to this position is
+  // confirmed. Invalid (0/0) = run until stopped.
+  Lsn stop_at;
+};
+
+struct SinkSlot {
+  std::string name;
+  std::unique_ptr<Sink> sink;
+  std::chrono::milliseconds flush_interval{200};
+};
+
+// Runs one source into N sinks:
+//
+//   source ──► fan-out ──► queue ──► sink A (own thread) ─┐
+//                      └─► queue ──► sink B (own thread) ─┤
+//   server ◄── confirmed = min over sinks of durable ◄────┘
+//
+// Each sink has a queue bounded in bytes; a full queue blocks the source. Each sink's runner
+// writes events in order, flushes every flush_interval, and then reports the last
+// acknowledgeable position it wrote as durable.
+class Pipeline {
+ public:
+  Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source, std::vector<SinkSlot> sinks);
+  ~Pipeline();
+
+  // Runs until `stop` is requested (then drains every queue, flushes every sink, acknowledges
+  // and returns OK) or until a fatal error in the source or any sink (returns it; nothing
+  // beyond what every sink made durable has been acknowledged).
+  absl::Status Run(StopSignal& stop);
+
+  PipelineStats& stats() { return stats_; }
+
+ private:
+  class FanOut;
+  void RunSink(size_t index, StopSignal& stop);
+  void ReportProgress(const StopSignal& done, StopSignal& stop);
+  void RecordError(absl::Status status);
+
+  PipelineRunOptions options_;
+  std::unique_ptr<Source> source_;
+  std::vector<SinkSlot> sinks_;
+  std::vector<std::unique_ptr<BoundedQueue<EventBatchPtr>>> queues_;
+  std::unique_ptr<AckTracker> tracker_;
+  PipelineStats stats_;
+
+  absl::Mutex error_mu_;
+  absl::Status error_ ABSL_GUARDED_BY(error_mu_);
+};
+
+}  // namespace pgflow

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/change.h"
+#include "engine/lsn.h"
+
+namespace pgflow {
+
+// A destination for change events. The engine drives each sink from one thread of its own:
+// Open once, then Write for every event in stream order, Flush from time to time and at
+// shutdown, then Close. Implementations need not be thread-safe.
+//
+// Durability is what the acknowledgement rule stands on: after Flush returns OK, every event
+// written before it must survive a crash of pgflow and of the machine (a file fsynced, a
+// target transaction committed, a 2xx received). The engine acknowledges to PostgreSQL only
+// positions that every sink has made durable.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+
+  // Opens files and connections. A non-OK status stops the pipeline before it streams.
+  virtual absl::Status Open() = 0;
+
+  // Takes one event. May buffer; blocking here back-pressures the whole pipeline.
+  // A non-OK status stops the pipeline; the events it did not make durable are not
+  // acknowledged and will be delivered again after a restart.
+  virtual absl::Status Write(const Event& event) = 0;
+
+  // Makes every event written so far durable.
+  virtual absl::Status Flush() = 0;
+
+  // For sinks that complete writes asynchronously (a Kafka producer): the highest
+  // acknowledgeable position all of whose events are durable, which may lag what was
+  // flushed. Synchronous sinks keep the default, meaning "everything flushed is durable".
+  virtual std::optional<Lsn> DurableThrough() const { return std::nullopt; }
+
+  // Releases resources. Not called concurrently with anything else.
+  virtual absl::Status Close() = 0;
+};
+
+}  // namespace pgflow

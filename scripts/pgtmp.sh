@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the quickstart, the tests and the benchmarks.
+#
+#   scripts/pgtmp.sh start DIR   initdb in DIR (must not exist or be empty), start on a free
+#                                loopback port with wal_level=logical; prints the port
+#   scripts/pgtmp.sh stop DIR    stop it (fast) and delete DIR
+#
+# Trust authentication on 127.0.0.1 and on a Unix socket inside DIR; superuser "postgres".
+# As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+set -euo pipefail
+
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+[ -x "$PGBIN/initdb" ] || { echo "pgtmp: no PostgreSQL server binaries under /usr/lib/postgresql (install postgresql)" >&2; exit 1; }
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 - <<'PY' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 ))
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+cmd=${1:-}; dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+
+case "$cmd" in
+  start)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+    as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    for attempt in 1 2 3 4 5; do
+      port=$(free_port)
+      cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+wal_sender_timeout = 60s
+fsync = off
+full_page_writes = off
+shared_buffers = 256MB
+max_connections = 100
+log_min_messages = warning
+CONF
+      if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+        echo "$port" >"$dir/port"
+        echo "$port"
+        exit 0
+      fi
+      sed -i '/^listen_addresses = /,$d' "$dir/data/postgresql.conf"
+    done
+    cat "$dir/server.log" >&2
+    exit 1
+    ;;
+  stop)
+    [ -d "$dir/data" ] && as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The quickstart: installs and builds pgflow, starts a throwaway PostgreSQL with a small shop
+# schema, runs examples/quickstart.yaml, makes a few writes, and shows the change events that
+# arrive. Everything it starts is stopped and removed when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+work=$(mktemp -d /tmp/pgflow-quickstart.XXXXXX)
+pgflow_pid=""
+cleanup() {
+  [ -n "$pgflow_pid" ] && kill "$pgflow_pid" 2>/dev/null || true
+  scripts/pgtmp.sh stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting a throwaway PostgreSQL (wal_level=logical)"
+export PGPORT=$(scripts/pgtmp.sh start "$work/pg")
+export PGHOST=127.0.0.1 PGUSER=postgres
+psql -q -d postgres -c "CREATE DATABASE shop"
+psql -q -d shop <<'SQL'
+CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2),
+                       tags text[], attrs jsonb);
+CREATE TABLE orders (id bigserial PRIMARY KEY, product_id bigint REFERENCES products,
+                     quantity int, placed_at timestamptz DEFAULT now());
+SQL
+echo "== PostgreSQL on 127.0.0.1:$PGPORT, database shop; running: pgflow run examples/quickstart.yaml"
+
+build/pgflow run examples/quickstart.yaml > "$work/events.jsonl" 2> "$work/pgflow.log" &
+pgflow_pid=$!
+for _ in $(seq 100); do grep -q "streaming from" "$work/pgflow.log" 2>/dev/null && break; sleep 0.1; done
+cat "$work/pgflow.log"
+
+echo "== writing to the shop"
+psql -q -d shop -e <<'SQL'
+INSERT INTO products VALUES (1, 'pen', 1.50, '{office,blue}', '{"ink": "gel"}'),
+                            (2, 'notebook', 4.00, '{office}', null);
+BEGIN;
+INSERT INTO orders (product_id, quantity) VALUES (1, 3);
+UPDATE products SET price = 1.75 WHERE id = 1;
+COMMIT;
+DELETE FROM products WHERE id = 2;
+SQL
+
+expected=5
+for _ in $(seq 100); do [ "$(wc -l < "$work/events.jsonl")" -ge $expected ] && break; sleep 0.1; done
+kill -INT "$pgflow_pid"
+wait "$pgflow_pid"
+pgflow_pid=""
+echo "== change events written by the jsonl sink:"
+cat "$work/events.jsonl"
+tail -n 2 "$work/pgflow.log"
+[ "$(wc -l < "$work/events.jsonl")" -ge $expected ] || { echo "quickstart: expected $expected events" >&2; exit 1; }
+echo "== done: pgflow stopped cleanly, PostgreSQL removed"

@@ -1,0 +1,137 @@
+#include "sources/postgres/pg_connection.h"
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace pgflow {
+namespace {
+
+constexpr const char* kSessionOptions =
+    "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 "
+    "-c bytea_output=hex";
+
+bool IsConnectionClass(absl::string_view sqlstate) {
+  return absl::StartsWith(sqlstate, "08") || sqlstate == "57P01" || sqlstate == "57P02" ||
+         sqlstate == "57P03" || sqlstate == "53300" || sqlstate == "55006";
+}
+
+}  // namespace
+
+std::string QuoteIdent(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string QuoteLiteral(std::string_view text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string Describe(PGconn* conn) {
+  const char* host = PQhost(conn);
+  std::string h = host == nullptr ? "" : host;
+  if (absl::StartsWith(h, "/")) h = "socket " + h;
+  return absl::StrCat(h, ":", PQport(conn) ? PQport(conn) : "", "/", PQdb(conn) ? PQdb(conn) : "");
+}
+
+absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
+  char* err = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &err);
+  if (parsed == nullptr) {
+    std::string message = err ? err : "out of memory";
+    PQfreemem(err);
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid PostgreSQL URL: ", absl::StripTrailingAsciiWhitespace(message)));
+  }
+  std::vector<std::string> keys;
+  std::vector<std::string> values;
+  std::string options = kSessionOptions;
+  bool has_application_name = false;
+  for (PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    if (std::strcmp(o->keyword, "options") == 0) {
+      options = absl::StrCat(options, " ", o->val);
+      continue;
+    }
+    if (std::strcmp(o->keyword, "replication") == 0) continue;
+    if (std::strcmp(o->keyword, "application_name") == 0) has_application_name = true;
+    keys.emplace_back(o->keyword);
+    values.emplace_back(o->val);
+  }
+  PQconninfoFree(parsed);
+  keys.emplace_back("options");
+  values.push_back(options);
+  if (!has_application_name) {
+    keys.emplace_back("application_name");
+    values.emplace_back("pgflow");
+  }
+  if (kind == ConnectionKind::kReplication) {
+    keys.emplace_back("replication");
+    values.emplace_back("database");
+  }
+  std::vector<const char*> k;
+  std::vector<const char*> v;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    k.push_back(keys[i].c_str());
+    v.push_back(values[i].c_str());
+  }
+  k.push_back(nullptr);
+  v.push_back(nullptr);
+  PgConnPtr conn(PQconnectdbParams(k.data(), v.data(), 0));
+  if (conn == nullptr)
+    return absl::ResourceExhaustedError("out of memory connecting to PostgreSQL");
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    std::string message(absl::StripTrailingAsciiWhitespace(PQerrorMessage(conn.get())));
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to PostgreSQL at ", Describe(conn.get()), ": ", message));
+  }
+  return conn;
+}
+
+absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view context) {
+  std::string message;
+  std::string sqlstate;
+  if (res != nullptr) {
+    const char* m = PQresultErrorMessage(res);
+    message = m ? m : "";
+    const char* s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    sqlstate = s ? s : "";
+  }
+  if (message.empty()) message = PQerrorMessage(conn);
+  message = std::string(absl::StripTrailingAsciiWhitespace(message));
+  if (message.empty()) message = "unknown error";
+  std::string text = absl::StrCat(context, ": ", message);
+  if (!sqlstate.empty()) absl::StrAppend(&text, " (SQLSTATE ", sqlstate, ")");
+  if (PQstatus(conn) != CONNECTION_OK || IsConnectionClass(sqlstate)) {
+    return absl::UnavailableError(text);
+  }
+  return absl::FailedPreconditionError(text);
+}
+
+absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
+                                 const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  for (const std::string& p : params) values.push_back(p.c_str());
+  PgResultPtr res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0));
+  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
+  }
+  return res;
+}
+
+}  // namespace pgflow

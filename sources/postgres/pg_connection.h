@@ -1,0 +1,53 @@
+#pragma once
+
+// Thin RAII and error helpers over libpq, shared by the PostgreSQL source's setup queries and
+// its replication stream.
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace pgflow {
+
+struct PgConnDeleter {
+  void operator()(PGconn* conn) const { PQfinish(conn); }
+};
+struct PgResultDeleter {
+  void operator()(PGresult* res) const { PQclear(res); }
+};
+using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
+using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
+
+enum class ConnectionKind { kRegular, kReplication };
+
+// Connects with the user's URL or conninfo, adding what pgflow needs: the replication
+// flag, an application_name, and session settings that fix how values print (ISO dates, UTC,
+// ISO 8601 intervals, round-trip floats), so that the values decoded downstream never depend
+// on the server's configuration. Errors name the host and database, never the password.
+absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind);
+
+// "host:port/dbname" of a connection, for messages.
+std::string Describe(PGconn* conn);
+
+// Runs `sql` with text parameters and expects PGRES_COMMAND_OK or PGRES_TUPLES_OK.
+absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
+                                 const std::vector<std::string>& params = {});
+
+// An error status from a failed result or connection: the server's message with its SQLSTATE.
+// Connection-class failures (lost connection, server shutting down, too many connections)
+// are kUnavailable, so callers can tell a retryable failure from a fatal one.
+absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view context);
+
+// Quotes an identifier for SQL: "name", with embedded quotes doubled.
+std::string QuoteIdent(std::string_view name);
+// Quotes a string literal for SQL: 'text', with embedded quotes doubled.
+std::string QuoteLiteral(std::string_view text);
+
+}  // namespace pgflow

@@ -1,0 +1,677 @@
+#include "sources/postgres/postgres_source.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/log.h"
+#include "sources/postgres/pgoutput.h"
+
+namespace pgflow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kBatchEvents = 1024;
+constexpr size_t kBatchBytes = 1 << 20;
+constexpr std::string_view kHeartbeatPrefix = "pgflow.heartbeat";
+
+int64_t NowUnixUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string QualifiedIdent(const std::string& schema, const std::string& table) {
+  return absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(table));
+}
+
+// Sleeps up to `d`, waking early when a stop is requested. Returns false if stopped.
+bool SleepUnlessStopped(std::chrono::milliseconds d, const StopSignal& stop) {
+  auto until = Clock::now() + d;
+  while (Clock::now() < until) {
+    if (stop.requested()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return !stop.requested();
+}
+
+}  // namespace
+
+// Everything the replication loop keeps between messages: the catalog, the transaction being
+// decoded, the batch being filled and where the stream stands.
+class PostgresSource::StreamState {
+ public:
+  StreamState(PostgresSource* source, Emitter& emitter, const AckTracker& acks,
+              const StopSignal& stop)
+      : source_(source), emitter_(emitter), acks_(acks), stop_(stop) {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status RunConnected();
+  absl::Status HandleFrame(std::string_view bytes);
+  absl::Status HandleMessage(const pgoutput::XLogData& frame);
+  absl::StatusOr<Row> ToRow(const pgoutput::TupleData& tuple, const TableSchema& table,
+                            absl::string_view what);
+  absl::StatusOr<TableSchemaPtr> FindRelation(uint32_t relation_id);
+  void Add(Event event);
+  // Hands the batch on, answering the server while the sinks are full. kCancelled if stopped.
+  absl::Status EmitBatch();
+  absl::Status SendStatus(bool force);
+  void MaybeHeartbeat();
+
+  PostgresSource* source_;
+  Emitter& emitter_;
+  const AckTracker& acks_;
+  const StopSignal& stop_;
+
+  Catalog catalog_;
+  EventBatch batch_;
+
+  bool in_txn_ = false;
+  bool skip_txn_ = false;
+  TxnInfo txn_;
+  uint64_t sequence_ = 0;
+  // End of the last transaction (or keepalive position) handed on: after a reconnect, whatever
+  // ends at or before it is skipped, since the sinks already have it.
+  Lsn handed_on_;
+
+  Clock::time_point last_status_{};
+  Lsn last_status_lsn_;
+  Clock::time_point last_heartbeat_ = Clock::now();
+  PgConnPtr heartbeat_conn_;
+};
+
+absl::Status PostgresSource::StreamState::Run() {
+  handed_on_ = source_->start_;
+  auto backoff = std::chrono::milliseconds(500);
+  int attempt = 0;
+  while (!stop_.requested()) {
+    absl::Status s =
+        source_->replication_ ? RunConnected() : absl::UnavailableError("not connected");
+    if (s.ok() || absl::IsCancelled(s)) return absl::OkStatus();
+    if (!absl::IsUnavailable(s)) return s;
+    // Lost the connection: whatever part of a transaction the sinks got will come again.
+    if (in_txn_ && !skip_txn_) {
+      Event rollback;
+      rollback.kind = EventKind::kRollback;
+      rollback.txn = txn_;
+      Add(std::move(rollback));
+    }
+    in_txn_ = false;
+    if (absl::Status e = EmitBatch(); !e.ok()) return absl::OkStatus();
+    source_->replication_.reset();
+    ++attempt;
+    LogWarning("replication stream: %s; reconnecting in %.1fs (attempt %d)", s.message(),
+               backoff.count() / 1000.0, attempt);
+    if (!SleepUnlessStopped(backoff, stop_)) break;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
+    absl::Status started = source_->StartReplication(std::max(handed_on_, acks_.Confirmed()));
+    if (started.ok()) {
+      LogInfo("replication stream: reconnected, resuming after %s", handed_on_.ToString());
+      backoff = std::chrono::milliseconds(500);
+      attempt = 0;
+    } else if (!absl::IsUnavailable(started)) {
+      return started;
+    } else {
+      LogWarning("replication stream: %s", started.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::StreamState::RunConnected() {
+  PGconn* conn = source_->replication_.get();
+  const auto status_interval = source_->source_.status_interval;
+  while (!stop_.requested()) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(conn, &buf, /*async=*/1);
+    if (n > 0) {
+      absl::Status s = HandleFrame(std::string_view(buf, static_cast<size_t>(n)));
+      PQfreemem(buf);
+      if (!s.ok()) return s;
+      if (batch_.events.size() >= kBatchEvents || batch_.bytes >= kBatchBytes) {
+        if (absl::Status e = EmitBatch(); !e.ok()) return e;
+      }
+      if (Clock::now() - last_status_ >= status_interval) {
+        if (absl::Status e = SendStatus(false); !e.ok()) return e;
+      }
+      continue;
+    }
+    if (n == 0) {
+      // Nothing complete is buffered: hand on what we have, answer the server, then wait.
+      if (absl::Status e = EmitBatch(); !e.ok()) return e;
+      if (absl::Status e = SendStatus(false); !e.ok()) return e;
+      MaybeHeartbeat();
+      pollfd pfd = {PQsocket(conn), POLLIN, 0};
+      ::poll(&pfd, 1, 100);
+      if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "reading the stream");
+      continue;
+    }
+    if (n == -2) return ResultError(conn, nullptr, "reading the stream");
+    // n == -1: the server ended the stream.
+    PgResultPtr res(PQgetResult(conn));
+    absl::Status err = ResultError(conn, res.get(), "the server ended the replication stream");
+    return absl::UnavailableError(err.message());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::StreamState::HandleFrame(std::string_view bytes) {
+  absl::StatusOr<pgoutput::StreamFrame> frame = pgoutput::DecodeFrame(bytes);
+  if (!frame.ok()) return frame.status();
+  if (auto* keepalive = std::get_if<pgoutput::Keepalive>(&*frame)) {
+    emitter_.NoteServerWalEnd(keepalive->wal_end);
+    // Between transactions, everything before the server's position has been received: once
+    // the sinks hold what came before, that position can be confirmed, so a quiet or
+    // filtered-out stream never pins WAL.
+    if (!in_txn_ && keepalive->wal_end > handed_on_) {
+      Event position;
+      position.kind = EventKind::kPosition;
+      position.position = keepalive->wal_end;
+      Add(std::move(position));
+      handed_on_ = keepalive->wal_end;
+    }
+    if (keepalive->reply_requested) return SendStatus(true);
+    return absl::OkStatus();
+  }
+  const auto& data = std::get<pgoutput::XLogData>(*frame);
+  emitter_.NoteServerWalEnd(data.wal_end);
+  return HandleMessage(data);
+}
+
+absl::StatusOr<TableSchemaPtr> PostgresSource::StreamState::FindRelation(uint32_t relation_id) {
+  TableSchemaPtr table = catalog_.Find(relation_id);
+  if (table == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("pgoutput sent a change for relation ", relation_id, " before describing it"));
+  }
+  return table;
+}
+
+absl::StatusOr<Row> PostgresSource::StreamState::ToRow(const pgoutput::TupleData& tuple,
+                                                       const TableSchema& table,
+                                                       absl::string_view what) {
+  if (tuple.size() != table.columns.size()) {
+    return absl::DataLossError(absl::StrCat(what, " of ", table.QualifiedName(), " has ",
+                                            tuple.size(), " columns, its relation has ",
+                                            table.columns.size()));
+  }
+  Row row;
+  row.reserve(tuple.size());
+  for (size_t i = 0; i < tuple.size(); ++i) {
+    const pgoutput::TupleColumn& col = tuple[i];
+    uint32_t oid = table.columns[i].type_oid;
+    switch (col.kind) {
+      case 'n':
+        row.push_back(Value::Null(oid));
+        break;
+      case 'u':
+        row.push_back(Value::UnchangedToast(oid));
+        break;
+      case 'b':
+        row.push_back(Value{ValueKind::kBinary, oid, col.data});
+        break;
+      default:
+        row.push_back(Value::Text(oid, col.data));
+        break;
+    }
+  }
+  return row;
+}
+
+void PostgresSource::StreamState::Add(Event event) {
+  batch_.bytes += event.ApproximateBytes();
+  batch_.events.push_back(std::move(event));
+}
+
+absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData& frame) {
+  absl::StatusOr<pgoutput::Message> decoded = pgoutput::DecodeMessage(frame.payload);
+  if (!decoded.ok()) return decoded.status();
+  pgoutput::Message& message = *decoded;
+
+  auto change_event = [&](Op op, TableSchemaPtr table) {
+    Event event;
+    event.kind = EventKind::kChange;
+    event.change.op = op;
+    event.change.table = std::move(table);
+    event.change.txn = txn_;
+    event.change.lsn = frame.wal_start;
+    event.change.sequence = sequence_++;
+    return event;
+  };
+
+  if (auto* begin = std::get_if<pgoutput::BeginMessage>(&message)) {
+    in_txn_ = true;
+    txn_ = TxnInfo{begin->xid, begin->final_lsn, Lsn(), begin->commit_time_us};
+    sequence_ = 0;
+    // After a reconnect the server may resend what the sinks already have.
+    skip_txn_ = begin->final_lsn < handed_on_;
+    if (!skip_txn_) {
+      Event event;
+      event.kind = EventKind::kBegin;
+      event.txn = txn_;
+      Add(std::move(event));
+    }
+    return absl::OkStatus();
+  }
+  if (auto* commit = std::get_if<pgoutput::CommitMessage>(&message)) {
+    if (!in_txn_) return absl::DataLossError("pgoutput sent a Commit outside a transaction");
+    in_txn_ = false;
+    if (skip_txn_) return absl::OkStatus();
+    txn_.end_lsn = commit->end_lsn;
+    Event event;
+    event.kind = EventKind::kCommit;
+    event.txn = txn_;
+    Add(std::move(event));
+    handed_on_ = std::max(handed_on_, commit->end_lsn);
+    return absl::OkStatus();
+  }
+  if (auto* relation = std::get_if<pgoutput::RelationMessage>(&message)) {
+    TableSchema schema;
+    schema.relation_id = relation->relation_id;
+    schema.schema = std::move(relation->schema);
+    schema.name = std::move(relation->name);
+    schema.replica_identity = relation->replica_identity;
+    for (pgoutput::RelationColumn& c : relation->columns) {
+      schema.columns.push_back(
+          Column{std::move(c.name), c.type_oid, c.type_modifier, (c.flags & 1) != 0, {}});
+    }
+    TableSchemaPtr version = catalog_.UpdateRelation(std::move(schema));
+    LogDebug("relation %s (oid %d) version %d", version->QualifiedName(), version->relation_id,
+             version->version);
+    return absl::OkStatus();
+  }
+  if (auto* type = std::get_if<pgoutput::TypeMessage>(&message)) {
+    catalog_.UpdateType(type->type_oid, absl::StrCat(type->schema, ".", type->name));
+    return absl::OkStatus();
+  }
+  if (std::holds_alternative<pgoutput::OriginMessage>(message)) return absl::OkStatus();
+
+  if (auto* logical = std::get_if<pgoutput::LogicalMessage>(&message)) {
+    if (logical->prefix == kHeartbeatPrefix) return absl::OkStatus();
+    if (logical->transactional && skip_txn_) return absl::OkStatus();
+    Event event = change_event(Op::kMessage, nullptr);
+    event.change.prefix = std::move(logical->prefix);
+    event.change.content = std::move(logical->content);
+    event.change.transactional = logical->transactional;
+    if (!logical->transactional) {
+      // Outside any transaction: its own LSN is its position.
+      event.change.txn = TxnInfo{0, logical->lsn, Lsn(), frame.send_time_us};
+      event.change.sequence = 0;
+      --sequence_;
+    }
+    Add(std::move(event));
+    return absl::OkStatus();
+  }
+
+  if (!in_txn_) return absl::DataLossError("pgoutput sent a row change outside a transaction");
+  if (skip_txn_) return absl::OkStatus();
+
+  if (auto* insert = std::get_if<pgoutput::InsertMessage>(&message)) {
+    absl::StatusOr<TableSchemaPtr> table = FindRelation(insert->relation_id);
+    if (!table.ok()) return table.status();
+    Event event = change_event(Op::kInsert, *table);
+    absl::StatusOr<Row> row = ToRow(insert->new_tuple, **table, "an insert");
+    if (!row.ok()) return row.status();
+    event.change.after = *std::move(row);
+    Add(std::move(event));
+    return absl::OkStatus();
+  }
+  if (auto* update = std::get_if<pgoutput::UpdateMessage>(&message)) {
+    absl::StatusOr<TableSchemaPtr> table = FindRelation(update->relation_id);
+    if (!table.ok()) return table.status();
+    Event event = change_event(Op::kUpdate, *table);
+    absl::StatusOr<Row> row = ToRow(update->new_tuple, **table, "an update");
+    if (!row.ok()) return row.status();
+    event.change.after = *std::move(row);
+    if (update->old_kind != 0) {
+      absl::StatusOr<Row> old = ToRow(update->old_tuple, **table, "an update's old row");
+      if (!old.ok()) return old.status();
+      event.change.before = *std::move(old);
+      event.change.before_kind = update->old_kind == 'O' ? BeforeKind::kFull : BeforeKind::kKey;
+    }
+    Add(std::move(event));
+    return absl::OkStatus();
+  }
+  if (auto* del = std::get_if<pgoutput::DeleteMessage>(&message)) {
+    absl::StatusOr<TableSchemaPtr> table = FindRelation(del->relation_id);
+    if (!table.ok()) return table.status();
+    Event event = change_event(Op::kDelete, *table);
+    absl::StatusOr<Row> old = ToRow(del->old_tuple, **table, "a delete");
+    if (!old.ok()) return old.status();
+    event.change.before = *std::move(old);
+    event.change.before_kind = del->old_kind == 'O' ? BeforeKind::kFull : BeforeKind::kKey;
+    Add(std::move(event));
+    return absl::OkStatus();
+  }
+  if (auto* truncate = std::get_if<pgoutput::TruncateMessage>(&message)) {
+    for (uint32_t relation_id : truncate->relation_ids) {
+      absl::StatusOr<TableSchemaPtr> table = FindRelation(relation_id);
+      if (!table.ok()) return table.status();
+      Event event = change_event(Op::kTruncate, *table);
+      event.change.truncate_cascade = truncate->cascade;
+      event.change.truncate_restart_identity = truncate->restart_identity;
+      Add(std::move(event));
+    }
+    return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::StreamState::EmitBatch() {
+  if (batch_.events.empty()) return absl::OkStatus();
+  auto shared = std::make_shared<const EventBatch>(std::move(batch_));
+  batch_ = EventBatch();
+  batch_.events.reserve(kBatchEvents);
+  while (true) {
+    switch (emitter_.Emit(shared, absl::Milliseconds(100))) {
+      case Emitter::Result::kOk:
+        return absl::OkStatus();
+      case Emitter::Result::kClosed:
+        return absl::CancelledError("pipeline closed");
+      case Emitter::Result::kTimeout:
+        // The sinks are full: keep the server answered so it does not time us out, and stop
+        // reading until there is room (back-pressure reaches the WAL sender).
+        if (stop_.requested()) return absl::CancelledError("stopping");
+        if (absl::Status s = SendStatus(false); !s.ok()) return s;
+        break;
+    }
+  }
+}
+
+absl::Status PostgresSource::StreamState::SendStatus(bool force) {
+  auto now = Clock::now();
+  Lsn confirmed = acks_.Confirmed();
+  if (!force && now - last_status_ < source_->source_.status_interval &&
+      confirmed == last_status_lsn_) {
+    return absl::OkStatus();
+  }
+  if (!force && now - last_status_ < std::chrono::milliseconds(100)) return absl::OkStatus();
+  PGconn* conn = source_->replication_.get();
+  std::string message = pgoutput::EncodeStandbyStatus(confirmed, NowUnixUs(), false);
+  if (PQputCopyData(conn, message.data(), static_cast<int>(message.size())) != 1 ||
+      PQflush(conn) != 0) {
+    return ResultError(conn, nullptr, "sending a standby status update");
+  }
+  last_status_ = now;
+  last_status_lsn_ = confirmed;
+  return absl::OkStatus();
+}
+
+void PostgresSource::StreamState::MaybeHeartbeat() {
+  auto interval = source_->source_.heartbeat_interval;
+  if (interval.count() == 0 || Clock::now() - last_heartbeat_ < interval) return;
+  last_heartbeat_ = Clock::now();
+  if (heartbeat_conn_ == nullptr || PQstatus(heartbeat_conn_.get()) != CONNECTION_OK) {
+    absl::StatusOr<PgConnPtr> conn = Connect(source_->source_.url, ConnectionKind::kRegular);
+    if (!conn.ok()) {
+      LogWarning("heartbeat: %s", conn.status().message());
+      return;
+    }
+    heartbeat_conn_ = *std::move(conn);
+  }
+  auto res = Exec(heartbeat_conn_.get(), absl::StrCat("SELECT pg_logical_emit_message(false, ",
+                                                      QuoteLiteral(kHeartbeatPrefix), ", '')"));
+  if (!res.ok()) LogWarning("heartbeat: %s", res.status().message());
+}
+
+PostgresSource::PostgresSource(PipelineConfig config)
+    : config_(std::move(config)), source_(config_.source) {}
+
+PostgresSource::~PostgresSource() = default;
+
+absl::Status PostgresSource::CheckServer(PGconn* conn) {
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, "SELECT current_setting('wal_level'), current_setting('server_version_num')::int");
+  if (!res.ok()) return res.status();
+  std::string wal_level = PQgetvalue(res->get(), 0, 0);
+  int version = std::atoi(PQgetvalue(res->get(), 0, 1));
+  if (version < 140000) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("PostgreSQL at ", Describe(conn), " is version ", version / 10000,
+                     ": pgflow needs PostgreSQL 14 or later (pgoutput's `messages` option)"));
+  }
+  if (wal_level != "logical") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "wal_level is '", wal_level, "' on ", Describe(conn),
+        ": logical replication needs wal_level = logical (set it in postgresql.conf, or "
+        "ALTER SYSTEM SET wal_level = logical, and restart PostgreSQL)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::CheckTables(PGconn* conn) {
+  constexpr const char* kTableQuery =
+      "SELECT n.nspname, c.relname, c.relkind, c.relreplident, "
+      "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) "
+      "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE n.nspname = $1 AND ($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+      "OR c.relname = $2) ORDER BY 2";
+  for (const TableRef& ref : source_.tables) {
+    if (ref.table == "*") {
+      auto ns = Exec(conn, "SELECT 1 FROM pg_namespace WHERE nspname = $1", {ref.schema});
+      if (!ns.ok()) return ns.status();
+      if (PQntuples(ns->get()) == 0) {
+        return absl::NotFoundError(absl::StrCat("schema ", ref.schema,
+                                                " (in source.postgres.tables) "
+                                                "does not exist in ",
+                                                Describe(conn)));
+      }
+    }
+    absl::StatusOr<PgResultPtr> res = Exec(conn, kTableQuery, {ref.schema, ref.table});
+    if (!res.ok()) return res.status();
+    PGresult* r = res->get();
+    if (ref.table != "*" && PQntuples(r) == 0) {
+      return absl::NotFoundError(absl::StrCat("table ", ref.ToString(),
+                                              " (in source.postgres.tables) does not exist in ",
+                                              Describe(conn)));
+    }
+    for (int i = 0; i < PQntuples(r); ++i) {
+      std::string name = absl::StrCat(PQgetvalue(r, i, 0), ".", PQgetvalue(r, i, 1));
+      char kind = PQgetvalue(r, i, 2)[0];
+      char identity = PQgetvalue(r, i, 3)[0];
+      bool has_pk = PQgetvalue(r, i, 4)[0] == 't';
+      if (kind != 'r' && kind != 'p') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, " (in source.postgres.tables) is not a table (relkind '", std::string(1, kind),
+            "'): only tables and partitioned tables can be replicated"));
+      }
+      if ((identity == 'd' && !has_pk) || identity == 'n') {
+        LogWarning(
+            "table %s has no primary key and REPLICA IDENTITY %s: its UPDATEs and DELETEs cannot "
+            "be streamed (and PostgreSQL rejects them while the table is published). Fix: add a "
+            "primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL",
+            name, identity == 'n' ? "NOTHING" : "DEFAULT",
+            QualifiedIdent(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1)));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
+  std::set<std::string> want_tables;
+  std::set<std::string> want_schemas;
+  for (const TableRef& ref : source_.tables) {
+    if (ref.table == "*") {
+      want_schemas.insert(QuoteIdent(ref.schema));
+    } else {
+      want_tables.insert(QualifiedIdent(ref.schema, ref.table));
+    }
+  }
+  std::vector<std::string> objects;
+  if (!want_tables.empty()) {
+    objects.push_back(absl::StrCat("TABLE ", absl::StrJoin(want_tables, ", ")));
+  }
+  if (!want_schemas.empty()) {
+    objects.push_back(absl::StrCat("TABLES IN SCHEMA ", absl::StrJoin(want_schemas, ", ")));
+  }
+  const std::string objects_sql = absl::StrJoin(objects, ", ");
+  const std::string pub = QuoteIdent(source_.publication);
+
+  auto existing = Exec(conn, "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                       {source_.publication});
+  if (!existing.ok()) return existing.status();
+  if (PQntuples(existing->get()) == 0) {
+    auto created = Exec(conn, absl::StrCat("CREATE PUBLICATION ", pub, " FOR ", objects_sql,
+                                           " WITH (publish_via_partition_root = true)"));
+    if (!created.ok()) return created.status();
+    LogInfo("created publication %s for %s", source_.publication, objects_sql);
+    return absl::OkStatus();
+  }
+  if (PQgetvalue(existing->get(), 0, 0)[0] == 't') {
+    LogInfo("publication %s exists and publishes all tables; using it as it is",
+            source_.publication);
+    return absl::OkStatus();
+  }
+  auto tables = Exec(conn,
+                     "SELECT n.nspname, c.relname FROM pg_publication_rel pr "
+                     "JOIN pg_publication p ON p.oid = pr.prpubid "
+                     "JOIN pg_class c ON c.oid = pr.prrelid "
+                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
+                     {source_.publication});
+  if (!tables.ok()) return tables.status();
+  auto schemas = Exec(conn,
+                      "SELECT n.nspname FROM pg_publication_namespace pn "
+                      "JOIN pg_publication p ON p.oid = pn.pnpubid "
+                      "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = $1",
+                      {source_.publication});
+  if (!schemas.ok()) return schemas.status();
+  std::set<std::string> have_tables;
+  std::set<std::string> have_schemas;
+  for (int i = 0; i < PQntuples(tables->get()); ++i) {
+    have_tables.insert(
+        QualifiedIdent(PQgetvalue(tables->get(), i, 0), PQgetvalue(tables->get(), i, 1)));
+  }
+  for (int i = 0; i < PQntuples(schemas->get()); ++i) {
+    have_schemas.insert(QuoteIdent(PQgetvalue(schemas->get(), i, 0)));
+  }
+  if (have_tables == want_tables && have_schemas == want_schemas) return absl::OkStatus();
+  auto altered = Exec(conn, absl::StrCat("ALTER PUBLICATION ", pub, " SET ", objects_sql));
+  if (!altered.ok()) return altered.status();
+  LogInfo("updated publication %s to %s", source_.publication, objects_sql);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
+  auto res = Exec(conn,
+                  "SELECT plugin, database, confirmed_flush_lsn, active_pid, "
+                  "current_database() FROM pg_replication_slots WHERE slot_name = $1",
+                  {source_.slot});
+  if (!res.ok()) return res.status();
+  PGresult* r = res->get();
+  if (PQntuples(r) == 1) {
+    std::string plugin = PQgetvalue(r, 0, 0);
+    std::string database = PQgetvalue(r, 0, 1);
+    if (plugin != "pgoutput" || database != PQgetvalue(r, 0, 4)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "replication slot ", source_.slot, " exists but belongs to database '", database,
+          "' with plugin '", plugin, "': choose another slot name (source.postgres.slot)"));
+    }
+    if (!PQgetisnull(r, 0, 3)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "replication slot ", source_.slot, " is in use by server process ", PQgetvalue(r, 0, 3),
+          ": is another pgflow running pipeline ", config_.name, "?"));
+    }
+    std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(r, 0, 2));
+    if (!lsn) return absl::DataLossError("replication slot has no confirmed_flush_lsn");
+    LogInfo("resuming replication slot %s from %s", source_.slot, lsn->ToString());
+    return *lsn;
+  }
+  PgResultPtr created(
+      PQexec(replication_.get(), absl::StrCat("CREATE_REPLICATION_SLOT ", QuoteIdent(source_.slot),
+                                              " LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+                                     .c_str()));
+  if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
+    return ResultError(replication_.get(), created.get(),
+                       absl::StrCat("creating replication slot ", source_.slot));
+  }
+  std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(created.get(), 0, 1));
+  if (!lsn) return absl::DataLossError("CREATE_REPLICATION_SLOT returned no consistent point");
+  LogInfo("created replication slot %s at %s", source_.slot, lsn->ToString());
+  return *lsn;
+}
+
+absl::StatusOr<Lsn> PostgresSource::Prepare() {
+  if (source_.snapshot.mode != SnapshotMode::kNever) {
+    return absl::UnimplementedError(
+        "source.postgres.snapshot.mode: this build of pgflow cannot copy existing rows yet; "
+        "set `snapshot: {mode: never}` to stream changes from now on");
+  }
+  absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+  if (!conn.ok()) return conn.status();
+  if (absl::Status s = CheckServer(conn->get()); !s.ok()) return s;
+  if (absl::Status s = CheckTables(conn->get()); !s.ok()) return s;
+  if (absl::Status s = EnsurePublication(conn->get()); !s.ok()) return s;
+  absl::StatusOr<PgConnPtr> replication = Connect(source_.url, ConnectionKind::kReplication);
+  if (!replication.ok()) return replication.status();
+  replication_ = *std::move(replication);
+  absl::StatusOr<Lsn> start = EnsureSlot(conn->get());
+  if (!start.ok()) return start.status();
+  start_ = *start;
+  if (absl::Status s = StartReplication(start_); !s.ok()) return s;
+  return start_;
+}
+
+absl::Status PostgresSource::StartReplication(Lsn from) {
+  if (replication_ == nullptr) {
+    absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kReplication);
+    if (!conn.ok()) return conn.status();
+    replication_ = *std::move(conn);
+  }
+  std::string command =
+      absl::StrCat("START_REPLICATION SLOT ", QuoteIdent(source_.slot), " LOGICAL ",
+                   from.ToString(), " (proto_version '1', publication_names ",
+                   QuoteLiteral(QuoteIdent(source_.publication)), ", messages 'true')");
+  PgResultPtr res(PQexec(replication_.get(), command.c_str()));
+  if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
+    absl::Status s = ResultError(replication_.get(), res.get(), "starting replication");
+    replication_.reset();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::Stream(Emitter& emitter, const AckTracker& acks,
+                                    const StopSignal& stop) {
+  StreamState state(this, emitter, acks, stop);
+  return state.Run();
+}
+
+absl::Status PostgresSource::Finish(Lsn confirmed) {
+  if (replication_ == nullptr) return absl::OkStatus();
+  PGconn* conn = replication_.get();
+  std::string message = pgoutput::EncodeStandbyStatus(confirmed, NowUnixUs(), false);
+  if (PQputCopyData(conn, message.data(), static_cast<int>(message.size())) != 1 ||
+      PQputCopyEnd(conn, nullptr) != 1 || PQflush(conn) != 0) {
+    replication_.reset();
+    return absl::OkStatus();  // the slot keeps its last confirmed position; replays are safe
+  }
+  // Wait (briefly) for the server to end the stream: by then it has processed the update.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(conn, &buf, 1);
+    if (n > 0) {
+      PQfreemem(buf);
+      continue;
+    }
+    if (n < 0) break;
+    pollfd pfd = {PQsocket(conn), POLLIN, 0};
+    ::poll(&pfd, 1, 100);
+    if (PQconsumeInput(conn) == 0) break;
+  }
+  while (PGresult* res = PQgetResult(conn)) PQclear(res);
+  replication_.reset();
+  LogInfo("acknowledged %s to replication slot %s", confirmed.ToString(), source_.slot);
+  return absl::OkStatus();
+}
+
+}  // namespace pgflow

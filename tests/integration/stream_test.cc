@@ -1,0 +1,398 @@
+// End to end: a real PostgreSQL, the real pgflow binary, a jsonl file; each test checks what a
+// user would check: the lines written, and the position acknowledged to the slot.
+
+#include <signal.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+TestCluster* cluster = nullptr;
+
+class Environment : public ::testing::Environment {
+ public:
+  void SetUp() override { cluster = new TestCluster(); }
+  void TearDown() override { delete cluster; }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Environment);
+
+// One pipeline in its own database, with its output file and log.
+class Pipeline {
+ public:
+  Pipeline(const std::string& name, const std::string& tables, const std::string& extra = "")
+      : name_(name) {
+    Sql admin(cluster->Url());
+    admin.Exec("CREATE DATABASE " + name);
+    yaml_ = dir_.File("pipeline.yaml");
+    WriteFile(yaml_, "pipeline: " + name + "\n" +
+                         "source:\n"
+                         "  postgres:\n"
+                         "    url: ${SOURCE_URL}\n"
+                         "    tables: " +
+                         tables + "\n" +
+                         "    snapshot: {mode: never}\n"
+                         "    status_interval: 200ms\n" +
+                         extra +
+                         "sinks:\n"
+                         "  out: {jsonl: {path: " +
+                         output() + "}, flush_interval: 50ms}\n");
+  }
+  std::string url() const { return cluster->Url(name_); }
+  std::string output() const { return dir_.File("out.jsonl"); }
+  std::string log() const { return dir_.File("pgflow.log"); }
+
+  // Starts pgflow and waits until it streams.
+  std::unique_ptr<PgflowProcess> Start() {
+    size_t before = CountInLog("streaming from");
+    auto p = std::make_unique<PgflowProcess>(
+        std::vector<std::string>{"run", yaml_, "--progress", "1"}, log(),
+        std::map<std::string, std::string>{{"SOURCE_URL", url()}});
+    bool up = WaitFor([&] { return CountInLog("streaming from") > before || !p->Running(); },
+                      std::chrono::seconds(30));
+    EXPECT_TRUE(up && p->Running()) << ReadFile(log());
+    return p;
+  }
+  size_t CountInLog(const std::string& needle) const {
+    std::string text = ReadFile(log());
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+      ++n;
+    return n;
+  }
+  std::vector<json> Lines() const { return ReadJsonl(output()); }
+  // Waits until the output has at least `n` lines.
+  std::vector<json> WaitForLines(size_t n) const {
+    std::vector<json> lines;
+    WaitFor([&] { return (lines = Lines()).size() >= n; }, std::chrono::seconds(30));
+    EXPECT_GE(lines.size(), n) << ReadFile(log());
+    return lines;
+  }
+  std::string ConfirmedLsn() {
+    Sql sql(url());
+    return sql.Scalar(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = "
+        "'pgflow_" +
+        name_ + "'");
+  }
+  // "t" when the slot's confirmed position is at or past `lsn`.
+  std::string ConfirmedAtLeast(const std::string& lsn) {
+    Sql sql(url());
+    return sql.Scalar("SELECT confirmed_flush_lsn >= '" + lsn +
+                      "' FROM pg_replication_slots "
+                      "WHERE slot_name = 'pgflow_" +
+                      name_ + "'");
+  }
+
+ private:
+  std::string name_;
+  TempDir dir_;
+  std::string yaml_;
+};
+
+json Only(const std::vector<json>& lines, const std::string& op, const std::string& table) {
+  for (const json& l : lines) {
+    if (l["op"] == op && l["table"] == table) return l;
+  }
+  ADD_FAILURE() << "no " << op << " on " << table;
+  return json();
+}
+
+TEST(StreamTest, EveryOperationAndTypeArrivesInCommitOrder) {
+  Pipeline p("types", "[public.kinds, public.other]");
+  Sql sql(p.url());
+  sql.Exec(R"sql(
+    CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+    CREATE TABLE kinds (
+      id bigint PRIMARY KEY, i2 smallint, i4 integer, n numeric(12,3), f4 real, f8 double precision,
+      b boolean, t text, vc varchar(20), by bytea, u uuid, d date, ts timestamp, tstz timestamptz,
+      iv interval, j json, jb jsonb, ia integer[], ta text[], m mood, ma mood[], big text);
+    -- Stored out of line and uncompressed: an update that leaves it alone does not resend it.
+    ALTER TABLE kinds ALTER COLUMN big SET STORAGE EXTERNAL;
+    CREATE TABLE other (k text PRIMARY KEY, v int);
+  )sql");
+  auto pgflow = p.Start();
+
+  sql.Exec(R"sql(
+    INSERT INTO kinds VALUES (1, -2, 40000, 12345.678, 1.5, 3.141592653589793, true, 'tab	"quote"',
+      'vc', '\xdeadbeef', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29',
+      '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05+02', '1 day 02:03:04',
+      '{"a": [1, 2]}', '{"b": {"c": null}}', '{1,NULL,3}', '{"x y","z\"w",NULL}', 'happy',
+      '{sad,ok}', repeat('toast me ', 2000));
+    INSERT INTO kinds (id) VALUES (2);
+  )sql");
+  // An update that leaves the TOASTed column untouched, then one that changes the key.
+  sql.Exec("UPDATE kinds SET i4 = 41 WHERE id = 1");
+  sql.Exec("UPDATE kinds SET id = 3 WHERE id = 2");
+  // A multi-table transaction, and a rolled-back one that must not appear.
+  sql.Exec(
+      "BEGIN; INSERT INTO other VALUES ('a', 1); DELETE FROM kinds WHERE id = 3; "
+      "INSERT INTO other VALUES ('b', 2); COMMIT;");
+  sql.Exec("BEGIN; INSERT INTO other VALUES ('rolled back', 0); ROLLBACK;");
+  sql.Exec("TRUNCATE other");
+  sql.Exec("INSERT INTO other VALUES ('last', 9)");
+
+  auto lines = p.WaitForLines(9);
+  ASSERT_EQ(lines.size(), 9u);
+  std::vector<std::string> ops;
+  for (const json& l : lines) {
+    ops.push_back(l["op"].get<std::string>() + ":" + l["table"].get<std::string>());
+  }
+  EXPECT_THAT(ops, ::testing::ElementsAre("insert:kinds", "insert:kinds", "update:kinds",
+                                          "update:kinds", "insert:other", "delete:kinds",
+                                          "insert:other", "truncate:other", "insert:other"));
+
+  const json& row = lines[0]["after"];
+  EXPECT_EQ(lines[0]["schema"], "public");
+  EXPECT_EQ(row["id"], 1);
+  EXPECT_EQ(row["i2"], -2);
+  EXPECT_EQ(row["i4"], 40000);
+  EXPECT_EQ(row["n"], "12345.678");
+  EXPECT_EQ(row["f4"], 1.5);
+  EXPECT_EQ(row["f8"], 3.141592653589793);
+  EXPECT_EQ(row["b"], true);
+  EXPECT_EQ(row["t"], "tab\t\"quote\"");
+  EXPECT_EQ(row["vc"], "vc");
+  EXPECT_EQ(row["by"], "3q2+7w==");
+  EXPECT_EQ(row["u"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+  EXPECT_EQ(row["d"], "2024-02-29");
+  EXPECT_EQ(row["ts"], "2024-01-02T03:04:05.123456");
+  EXPECT_EQ(row["tstz"], "2024-01-02T01:04:05+00:00");
+  EXPECT_EQ(row["iv"], "P1DT2H3M4S");
+  EXPECT_EQ(row["j"], json::parse(R"({"a": [1, 2]})"));
+  EXPECT_EQ(row["jb"], json::parse(R"({"b": {"c": null}})"));
+  EXPECT_EQ(row["ia"], json::parse("[1, null, 3]"));
+  EXPECT_EQ(row["ta"], json::parse(R"(["x y", "z\"w", null])"));
+  EXPECT_EQ(row["m"], "happy");
+  EXPECT_EQ(row["ma"], json::parse(R"(["sad", "ok"])"));
+  EXPECT_EQ(row["big"].get<std::string>().size(), 18000u);
+  EXPECT_FALSE(lines[0].contains("unchanged_toast"));
+
+  // NULLs are JSON nulls.
+  EXPECT_EQ(lines[1]["after"]["id"], 2);
+  EXPECT_TRUE(lines[1]["after"]["t"].is_null());
+  EXPECT_TRUE(lines[1]["after"]["ia"].is_null());
+
+  // The TOASTed column was not sent: absent from `after`, listed, never given a value.
+  const json& toast = lines[2];
+  EXPECT_EQ(toast["after"]["i4"], 41);
+  EXPECT_FALSE(toast["after"].contains("big"));
+  EXPECT_EQ(toast["unchanged_toast"], json::parse(R"(["big"])"));
+  EXPECT_FALSE(toast.contains("before"));  // key unchanged under REPLICA IDENTITY DEFAULT
+
+  // A key change carries the old key.
+  EXPECT_EQ(lines[3]["before"], json::parse(R"({"id": 2})"));
+  EXPECT_EQ(lines[3]["after"]["id"], 3);
+
+  // One transaction: same lsn and xid, consecutive sequence numbers.
+  EXPECT_EQ(lines[4]["lsn"], lines[6]["lsn"]);
+  EXPECT_EQ(lines[4]["xid"], lines[5]["xid"]);
+  EXPECT_EQ(lines[4]["seq"], 0);
+  EXPECT_EQ(lines[5]["seq"], 1);
+  EXPECT_EQ(lines[6]["seq"], 2);
+  EXPECT_EQ(lines[5]["before"], json::parse(R"({"id": 3})"));
+  EXPECT_NE(lines[3]["lsn"], lines[4]["lsn"]);
+  EXPECT_THAT(lines[4]["commit_ts"].get<std::string>(),
+              ::testing::MatchesRegex(
+                  "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z"));
+  EXPECT_EQ(lines[7]["cascade"], false);
+  EXPECT_EQ(lines[8]["after"], json::parse(R"({"k": "last", "v": 9})"));
+  for (const json& l : lines) EXPECT_EQ(l.dump().find("rolled back"), std::string::npos);
+
+  // SIGINT drains, flushes, acknowledges and exits 0; the slot then sits at or past the
+  // last commit, so a restart writes nothing again.
+  std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+  EXPECT_EQ(p.ConfirmedAtLeast(lines[8]["lsn"]), "t");
+  auto again = p.Start();
+  sql.Exec("INSERT INTO other VALUES ('after restart', 10)");
+  auto after = p.WaitForLines(10);
+  EXPECT_EQ(after.size(), 10u);
+  EXPECT_EQ(after.back()["after"]["k"], "after restart");
+  again->Signal(SIGTERM);
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+}
+
+TEST(StreamTest, KillNineLosesNothingThatWasCommitted) {
+  Pipeline p("crash", "[public.events]");
+  Sql sql(p.url());
+  sql.Exec("CREATE TABLE events (id bigint PRIMARY KEY, payload text, n int)");
+  auto pgflow = p.Start();
+
+  // A writer commits transactions of 20 inserts and 5 updates until told to stop.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> committed{0};
+  std::thread writer([&] {
+    Sql w(p.url());
+    int64_t next = 1;
+    while (!stop.load()) {
+      std::string batch = "BEGIN;";
+      for (int i = 0; i < 20; ++i, ++next) {
+        batch += "INSERT INTO events VALUES (" + std::to_string(next) + ", md5('" +
+                 std::to_string(next) + "'), 0);";
+      }
+      batch += "UPDATE events SET n = n + 1 WHERE id > " + std::to_string(next - 6) + ";COMMIT;";
+      if (w.Exec(batch)) committed.store(next - 1);
+    }
+  });
+  auto wait_rows = [&](int64_t n) {
+    return WaitFor([&] { return committed.load() >= n; }, std::chrono::seconds(60));
+  };
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(wait_rows(committed.load() + 2000));
+    pgflow->Signal(SIGKILL);
+    EXPECT_EQ(pgflow->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
+    ASSERT_TRUE(wait_rows(committed.load() + 1000));  // writes go on while pgflow is down
+    pgflow = p.Start();
+  }
+  ASSERT_TRUE(wait_rows(committed.load() + 1000));
+  stop.store(true);
+  writer.join();
+  const int64_t total = committed.load();
+  // Once the slot confirms the end of the WAL, every change must be in the output.
+  std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
+  EXPECT_TRUE(WaitFor([&] { return p.ConfirmedAtLeast(end) == "t"; }, std::chrono::seconds(120)))
+      << ReadFile(p.log());
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
+
+  // Every committed insert is in the output; an id seen twice is a replay of a change after
+  // the last acknowledgement, and then it carries the same event id (lsn, seq).
+  std::map<int64_t, std::set<std::string>> inserts;
+  int64_t updates = 0;
+  for (const json& l : p.Lines()) {
+    if (l["op"] == "insert") {
+      inserts[l["after"]["id"].get<int64_t>()].insert(l["lsn"].get<std::string>() + "/" +
+                                                      std::to_string(l["seq"].get<int>()));
+    } else if (l["op"] == "update") {
+      ++updates;
+    }
+  }
+  ASSERT_EQ(static_cast<int64_t>(inserts.size()), total);
+  EXPECT_EQ(inserts.begin()->first, 1);
+  EXPECT_EQ(inserts.rbegin()->first, total);
+  for (const auto& [id, event_ids] : inserts) {
+    EXPECT_EQ(event_ids.size(), 1u) << "id " << id << " arrived with different event ids";
+  }
+  EXPECT_GE(updates, total / 20 * 5);
+}
+
+TEST(StreamTest, ReconnectsAfterTheServerDropsTheStream) {
+  Pipeline p("reconnect", "[public.t]");
+  Sql sql(p.url());
+  sql.Exec("CREATE TABLE t (id int PRIMARY KEY)");
+  auto pgflow = p.Start();
+  sql.Exec("INSERT INTO t VALUES (1)");
+  p.WaitForLines(1);
+  sql.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active");
+  sql.Exec("INSERT INTO t VALUES (2)");
+  EXPECT_TRUE(WaitFor([&] { return p.CountInLog("reconnected") > 0; }, std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  sql.Exec("INSERT INTO t VALUES (3)");
+  auto lines = p.WaitForLines(3);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["after"]["id"], 2);
+  EXPECT_EQ(lines[2]["after"]["id"], 3);
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(StreamTest, QuietPipelineDoesNotPinWal) {
+  Pipeline p("quiet", "[public.watched]");
+  Sql sql(p.url());
+  sql.Exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE busy (id int)");
+  auto pgflow = p.Start();
+  std::string before = p.ConfirmedLsn();
+  // Only unwatched tables change: the slot must still move forward.
+  sql.Exec("INSERT INTO busy SELECT generate_series(1, 10000)");
+  std::string target = sql.Scalar("SELECT pg_current_wal_lsn()");
+  EXPECT_TRUE(WaitFor([&] { return p.ConfirmedAtLeast(target) == "t"; }, std::chrono::seconds(30)))
+      << "confirmed stayed at " << p.ConfirmedLsn() << " (was " << before << ")";
+  EXPECT_TRUE(p.Lines().empty());
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(StreamTest, WarnsAboutTablesWhoseUpdatesCannotBeStreamed) {
+  Pipeline p("nokey", "[public.nokey]");
+  Sql sql(p.url());
+  sql.Exec("CREATE TABLE nokey (a int, b text)");
+  auto pgflow = p.Start();
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.nokey has no primary key and REPLICA "
+                                           "IDENTITY DEFAULT"));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("REPLICA IDENTITY FULL"));
+  // Inserts still stream; with REPLICA IDENTITY FULL, deletes carry the whole old row.
+  sql.Exec(
+      "INSERT INTO nokey VALUES (1, 'x'); ALTER TABLE nokey REPLICA IDENTITY FULL; "
+      "DELETE FROM nokey");
+  auto lines = p.WaitForLines(2);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1]["op"], "delete");
+  EXPECT_EQ(lines[1]["before"], json::parse(R"({"a": 1, "b": "x"})"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(StreamTest, ClearErrorsForAMissingTableAndAnUnreachableServer) {
+  Pipeline p("missing", "[public.nope]");
+  std::string out;
+  TempDir tmp;
+  EXPECT_EQ(RunPgflow({"run", tmp.File("absent.yaml")}, &out), 2);
+  // The table does not exist.
+  std::string yaml = tmp.File("p.yaml");
+  WriteFile(yaml, "pipeline: missing\nsource:\n  postgres:\n    url: " + p.url() +
+                      "\n    tables: [public.nope]\n    snapshot: {mode: never}\n"
+                      "sinks:\n  out: {jsonl: {path: " +
+                      tmp.File("o.jsonl") + "}}\n");
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
+  EXPECT_THAT(out, HasSubstr("table public.nope (in source.postgres.tables) does not exist"));
+  // Nothing listens on port 1.
+  WriteFile(yaml,
+            "pipeline: missing\nsource:\n  postgres:\n"
+            "    url: postgres://postgres:secret@127.0.0.1:1/x\n"
+            "    tables: [public.nope]\n    snapshot: {mode: never}\n"
+            "sinks:\n  out: {jsonl: {path: " +
+                tmp.File("o.jsonl") + "}}\n");
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
+  EXPECT_THAT(out, HasSubstr("cannot connect to PostgreSQL at 127.0.0.1:1/x"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("secret")));
+}
+
+TEST(CliTest, ValidateNamesFileLineAndColumn) {
+  TempDir tmp;
+  std::string yaml = tmp.File("bad.yaml");
+  WriteFile(yaml,
+            "pipeline: shop\nsource:\n  postgres:\n    url: postgres://h/db\n"
+            "    tables: [public.a]\n    tabels: [x]\nsinks:\n  out: {jsonl: {path: -}}\n");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 2);
+  EXPECT_THAT(out, HasSubstr(yaml + ":6:5:"));
+  EXPECT_THAT(out, HasSubstr("tabels"));
+
+  WriteFile(yaml,
+            "pipeline: shop\nsource:\n  postgres:\n    url: postgres://h/db\n"
+            "    tables: [public.a]\nsinks:\n  out: {jsonl: {path: -}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("ok"));
+
+  EXPECT_EQ(RunPgflow({"--help"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("validate"));
+  EXPECT_THAT(out, HasSubstr("run"));
+  EXPECT_EQ(RunPgflow({"run", "--help"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("--progress"));
+  EXPECT_EQ(RunPgflow({"options"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("sinks.<name>.jsonl"));
+}
+
+}  // namespace
+}  // namespace pgflow::testing

@@ -1,0 +1,224 @@
+#include "tests/integration/support/test_support.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace pgflow::testing {
+namespace {
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+int ExitCode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& out_path,
+            const std::map<std::string, std::string>& env) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+  }
+  int devnull = ::open("/dev/null", O_RDONLY);
+  if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+  for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+  std::vector<char*> argv;
+  std::string binary = PGFLOW_BINARY;
+  argv.push_back(binary.data());
+  std::vector<std::string> copy = args;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(binary.c_str(), argv.data());
+  _exit(127);
+}
+
+}  // namespace
+
+TestCluster::TestCluster() {
+  char tmpl[] = "/tmp/pgflow-test-pg.XXXXXX";
+  char* d = mkdtemp(tmpl);
+  if (d == nullptr) {
+    std::perror("mkdtemp");
+    std::abort();
+  }
+  dir_ = d;
+  std::string cmd = std::string(PGFLOW_SOURCE_DIR) + "/scripts/pgtmp.sh start " + dir_;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[64] = {};
+  if (p == nullptr || std::fgets(buf, sizeof(buf), p) == nullptr || pclose(p) != 0) {
+    std::fprintf(stderr, "could not start a test PostgreSQL (%s)\n", cmd.c_str());
+    std::abort();
+  }
+  port_ = std::atoi(buf);
+}
+
+TestCluster::~TestCluster() {
+  std::string cmd = std::string(PGFLOW_SOURCE_DIR) + "/scripts/pgtmp.sh stop " + dir_;
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not stop %s\n", dir_.c_str());
+}
+
+std::string TestCluster::Url(const std::string& database) const {
+  return "postgres://postgres@127.0.0.1:" + std::to_string(port_) + "/" + database;
+}
+
+Sql::Sql(const std::string& url) {
+  conn_ = PQconnectdb(url.c_str());
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    ADD_FAILURE() << "cannot connect to " << url << ": " << PQerrorMessage(conn_);
+  }
+}
+
+Sql::~Sql() { PQfinish(conn_); }
+
+bool Sql::Exec(const std::string& sql, bool expect_error) {
+  PGresult* res = PQexec(conn_, sql.c_str());
+  ExecStatusType st = PQresultStatus(res);
+  bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  if (!ok && !expect_error) {
+    ADD_FAILURE() << "SQL failed: " << sql.substr(0, 200) << "\n" << PQresultErrorMessage(res);
+  }
+  PQclear(res);
+  return ok;
+}
+
+std::vector<std::vector<std::string>> Sql::Query(const std::string& sql) {
+  std::vector<std::vector<std::string>> rows;
+  PGresult* res = PQexec(conn_, sql.c_str());
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    ADD_FAILURE() << "query failed: " << sql << "\n" << PQresultErrorMessage(res);
+    PQclear(res);
+    return rows;
+  }
+  for (int r = 0; r < PQntuples(res); ++r) {
+    std::vector<std::string> row;
+    for (int c = 0; c < PQnfields(res); ++c) {
+      row.push_back(PQgetisnull(res, r, c) ? "<NULL>" : PQgetvalue(res, r, c));
+    }
+    rows.push_back(std::move(row));
+  }
+  PQclear(res);
+  return rows;
+}
+
+std::string Sql::Scalar(const std::string& sql) {
+  auto rows = Query(sql);
+  if (rows.size() != 1 || rows[0].size() != 1) {
+    ADD_FAILURE() << "expected one value from: " << sql;
+    return "";
+  }
+  return rows[0][0];
+}
+
+PgflowProcess::PgflowProcess(std::vector<std::string> args, const std::string& log_path,
+                             std::map<std::string, std::string> env) {
+  pid_ = Spawn(args, log_path, env);
+}
+
+PgflowProcess::~PgflowProcess() {
+  if (Running()) {
+    kill(pid_, SIGKILL);
+    Wait(std::chrono::seconds(10));
+  }
+}
+
+void PgflowProcess::Signal(int signo) {
+  if (pid_ > 0) kill(pid_, signo);
+}
+
+bool PgflowProcess::Running() {
+  if (pid_ <= 0 || status_ != -1) return false;
+  int st = 0;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = ExitCode(st);
+    return false;
+  }
+  return r == 0;
+}
+
+int PgflowProcess::Wait(std::chrono::milliseconds timeout) {
+  WaitFor([this] { return !Running(); }, timeout);
+  return status_;
+}
+
+int RunPgflow(const std::vector<std::string>& args, std::string* output,
+              std::map<std::string, std::string> env) {
+  TempDir tmp;
+  std::string out = tmp.File("out");
+  pid_t pid = Spawn(args, out, env);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (output != nullptr) *output = ReadFile(out);
+  return ExitCode(st);
+}
+
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    try {
+      out.push_back(nlohmann::json::parse(line));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << path << ":" << n << ": not JSON: " << line.substr(0, 200);
+    }
+  }
+  return out;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/pgflow-test.XXXXXX";
+  char* d = mkdtemp(tmpl);
+  if (d == nullptr) std::abort();
+  path_ = d;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace pgflow::testing

@@ -1,0 +1,105 @@
+#pragma once
+
+// What the integration tests and benchmarks share: a throwaway PostgreSQL (scripts/pgtmp.sh),
+// SQL helpers over libpq, the real `pgflow` binary run as a child process, and a reader for
+// the jsonl files it writes.
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pgflow::testing {
+
+// A PostgreSQL server of its own, started on a free loopback port and removed on destruction.
+class TestCluster {
+ public:
+  // Starts the server; aborts the test binary with the server's log on failure.
+  TestCluster();
+  ~TestCluster();
+  TestCluster(const TestCluster&) = delete;
+  TestCluster& operator=(const TestCluster&) = delete;
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  // postgres://postgres@127.0.0.1:<port>/<database>
+  std::string Url(const std::string& database = "postgres") const;
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+};
+
+// A plain libpq connection whose calls fail the current test (gtest ADD_FAILURE) on error.
+class Sql {
+ public:
+  explicit Sql(const std::string& url);
+  ~Sql();
+  // Runs one or more statements; returns false (and records a test failure unless
+  // `expect_error`) when the server reports an error.
+  bool Exec(const std::string& sql, bool expect_error = false);
+  // The rows of a query, every value as text ("<NULL>" for null).
+  std::vector<std::vector<std::string>> Query(const std::string& sql);
+  // The single value of a one-row, one-column query.
+  std::string Scalar(const std::string& sql);
+  PGconn* conn() { return conn_; }
+
+ private:
+  PGconn* conn_ = nullptr;
+};
+
+// The pgflow binary, run as a child with its stdout and stderr sent to files.
+class PgflowProcess {
+ public:
+  PgflowProcess(std::vector<std::string> args, const std::string& log_path,
+                std::map<std::string, std::string> env = {});
+  ~PgflowProcess();  // SIGKILLs the child if it still runs
+
+  pid_t pid() const { return pid_; }
+  void Signal(int signo);
+  // Waits for the child to exit; returns its exit status (128 + signal if killed), or -1 on
+  // timeout.
+  int Wait(std::chrono::milliseconds timeout);
+  bool Running();
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+};
+
+// Runs `pgflow <args>` to completion; returns the exit status and fills *output with its
+// stdout and stderr.
+int RunPgflow(const std::vector<std::string>& args, std::string* output,
+              std::map<std::string, std::string> env = {});
+
+// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// The JSON objects of a jsonl file, one per line (a missing file reads as empty). A line that
+// is not valid JSON fails the current test.
+std::vector<nlohmann::json> ReadJsonl(const std::string& path);
+
+// A fresh temporary directory, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `text` to `path`.
+void WriteFile(const std::string& path, const std::string& text);
+std::string ReadFile(const std::string& path);
+
+}  // namespace pgflow::testing

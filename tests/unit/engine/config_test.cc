@@ -1,0 +1,994 @@
+#include "engine/config.h"
+
+#include "engine/sink.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "yaml-cpp/yaml.h"
+
+namespace pgflow {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+// A sink type for the tests: {fake: {path: <string, required>, fsync: <bool>}}.
+struct FakeSinkOptions : SinkOptions {
+  std::string path;
+  bool fsync = false;
+};
+
+constexpr OptionSpec kFakeOptions[] = {
+    {"path", "string", true, "", "where"},
+    {"fsync", "bool", false, "false", "whether"},
+};
+
+class FakeSinkFactory : public SinkFactory {
+ public:
+  std::string_view type() const override { return "fake"; }
+  std::span<const OptionSpec> options() const override { return kFakeOptions; }
+  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
+    if (absl::Status status = node.CheckKeys(options()); !status.ok()) return status;
+    auto options = std::make_shared<FakeSinkOptions>();
+    absl::StatusOr<std::string> path = node.Get("path")->AsString();
+    if (!path.ok()) return path.status();
+    options->path = *path;
+    if (std::optional<ConfigNode> fsync = node.Get("fsync")) {
+      absl::StatusOr<bool> value = fsync->AsBool();
+      if (!value.ok()) return value.status();
+      options->fsync = *value;
+    }
+    return options;
+  }
+  std::unique_ptr<Sink> Build(const PipelineConfig&, const SinkConfig&) const override {
+    return nullptr;
+  }
+};
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (FindSinkFactory("fake") == nullptr) {
+      RegisterSinkFactory(std::make_unique<FakeSinkFactory>());
+    }
+  }
+};
+
+// Raw string literals below start with a newline, which is dropped: line 1 is the first line
+// after `R"(`.
+absl::StatusOr<PipelineConfig> Parse(std::string_view yaml) {
+  if (!yaml.empty() && yaml.front() == '\n') yaml.remove_prefix(1);
+  return ParsePipelineConfig(yaml, "p.yaml");
+}
+
+std::string Message(const absl::Status& status) { return std::string(status.message()); }
+
+// Parses `yaml`, which must fail, and returns the message.
+std::string ErrorOf(std::string_view yaml) {
+  absl::StatusOr<PipelineConfig> config = Parse(yaml);
+  EXPECT_FALSE(config.ok()) << "parsed without error:\n" << yaml;
+  if (config.ok()) return "";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  return Message(config.status());
+}
+
+// A minimal valid file; the tests append to or edit it.
+constexpr std::string_view kMinimal = R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://app@db:5432/shop
+    tables: [public.orders]
+sinks:
+  out: {fake: {path: /tmp/out}}
+)";
+
+// ---------------------------------------------------------------------------------------------
+// Valid files.
+
+TEST_F(ConfigTest, FullFile) {
+  setenv("PGFLOW_TEST_PASSWORD", "s3cret", 1);
+  absl::StatusOr<PipelineConfig> config = Parse(R"(
+pipeline: shop_2
+source:
+  postgres:
+    url: postgres://replicator:${PGFLOW_TEST_PASSWORD}@db:5432/shop?sslmode=require
+    tables:
+      - public.products
+      - Sales.Orders
+      - '"My Schema"."Order"'
+      - audit.*
+    snapshot: {mode: only, workers: 4, chunk_size: 16MiB}
+    slot: my_slot
+    publication: my_pub
+    status_interval: 500ms
+    heartbeat_interval: 1m
+transforms: []
+sinks:
+  out:
+    fake: {path: /var/lib/pgflow/shop.jsonl, fsync: yes}
+    flush_interval: 2s
+  second-sink: {fake: {path: "-"}}
+buffer: {queue_bytes: 1GiB}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->file, "p.yaml");
+  EXPECT_EQ(config->name, "shop_2");
+  const PostgresSourceConfig& pg = config->source;
+  EXPECT_EQ(pg.url, "postgres://replicator:s3cret@db:5432/shop?sslmode=require");
+  EXPECT_EQ(
+      pg.tables,
+      (std::vector<TableRef>{
+          {"public", "products"}, {"sales", "orders"}, {"My Schema", "Order"}, {"audit", "*"}}));
+  EXPECT_EQ(pg.snapshot.mode, SnapshotMode::kOnly);
+  EXPECT_EQ(pg.snapshot.workers, 4);
+  EXPECT_EQ(pg.snapshot.chunk_bytes, 16ull << 20);
+  EXPECT_EQ(pg.slot, "my_slot");
+  EXPECT_EQ(pg.publication, "my_pub");
+  EXPECT_EQ(pg.status_interval, milliseconds(500));
+  EXPECT_EQ(pg.heartbeat_interval, milliseconds(60000));
+  EXPECT_TRUE(config->transforms.empty());
+  ASSERT_EQ(config->sinks.size(), 2u);
+  EXPECT_EQ(config->sinks[0].name, "out");
+  EXPECT_EQ(config->sinks[0].type, "fake");
+  EXPECT_EQ(config->sinks[0].flush_interval, milliseconds(2000));
+  auto* out = dynamic_cast<const FakeSinkOptions*>(config->sinks[0].options.get());
+  ASSERT_NE(out, nullptr);
+  EXPECT_EQ(out->path, "/var/lib/pgflow/shop.jsonl");
+  EXPECT_TRUE(out->fsync);
+  EXPECT_EQ(config->sinks[1].name, "second-sink");
+  EXPECT_EQ(config->sinks[1].flush_interval, milliseconds(200));
+  auto* second = dynamic_cast<const FakeSinkOptions*>(config->sinks[1].options.get());
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->path, "-");
+  EXPECT_FALSE(second->fsync);
+  EXPECT_EQ(config->queue_bytes, 1ull << 30);
+  unsetenv("PGFLOW_TEST_PASSWORD");
+}
+
+TEST_F(ConfigTest, AdminEndpointIsRefusedUntilItExists) {
+  absl::StatusOr<PipelineConfig> config =
+      Parse(std::string(kMinimal) + "admin: {listen: 127.0.0.1:9187}\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("admin endpoint"));
+  EXPECT_THAT(config.status().message(), HasSubstr("not available in this build"));
+}
+
+TEST_F(ConfigTest, Defaults) {
+  absl::StatusOr<PipelineConfig> config = Parse(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const PostgresSourceConfig& pg = config->source;
+  EXPECT_EQ(pg.slot, "pgflow_shop");
+  EXPECT_EQ(pg.publication, "pgflow_shop");
+  EXPECT_EQ(pg.snapshot.mode, SnapshotMode::kInitial);
+  EXPECT_EQ(pg.snapshot.workers, 0);
+  EXPECT_EQ(pg.snapshot.chunk_bytes, 64ull << 20);
+  EXPECT_EQ(pg.status_interval, milliseconds(1000));
+  EXPECT_EQ(pg.heartbeat_interval, milliseconds(0));
+  EXPECT_EQ(config->queue_bytes, 64ull << 20);
+  EXPECT_EQ(config->admin_listen, "");
+  EXPECT_EQ(config->sinks[0].flush_interval, milliseconds(200));
+}
+
+TEST_F(ConfigTest, NullSectionsAreAbsentAndKeyValueConninfoIsAccepted) {
+  absl::StatusOr<PipelineConfig> config = Parse(R"(
+pipeline: shop
+source:
+  postgres:
+    url: host=db port=5432 dbname=shop user=app
+    tables: public.*
+    snapshot:
+    slot: ~
+transforms:
+sinks:
+  out: {fake: {path: x}}
+buffer:
+admin: ~
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source.tables, (std::vector<TableRef>{{"public", "*"}}));
+  EXPECT_EQ(config->source.slot, "pgflow_shop");
+  EXPECT_EQ(config->admin_listen, "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML syntax and structure.
+
+TEST_F(ConfigTest, MalformedYaml) {
+  std::string message = ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    tables: [public.orders
+sinks: {}
+)");
+  // yaml-cpp reports an unclosed flow sequence where it gave up looking for the ']'.
+  EXPECT_EQ(message, "p.yaml:5:6: end of sequence flow not found");
+
+  EXPECT_EQ(ErrorOf("pipeline: shop\n  bad: indent\n"), "p.yaml:2:6: illegal map value");
+}
+
+TEST_F(ConfigTest, EmptyFileAndWrongRoot) {
+  EXPECT_THAT(ErrorOf(""), HasSubstr("p.yaml:1:1: the file is empty"));
+  EXPECT_THAT(ErrorOf("# only a comment\n"), HasSubstr("p.yaml:1:1: the file is empty"));
+  EXPECT_THAT(ErrorOf("- a\n- b\n"),
+              HasSubstr("p.yaml:1:1: expected a mapping with the keys pipeline, source and "
+                        "sinks, got a sequence"));
+}
+
+TEST_F(ConfigTest, MultipleDocuments) {
+  EXPECT_THAT(ErrorOf("pipeline: a\n---\npipeline: b\n"),
+              HasSubstr("p.yaml:3:1: expected one YAML document, found 2"));
+}
+
+TEST_F(ConfigTest, DuplicateKey) {
+  std::string message = ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    url: postgres://other/shop
+sinks:
+  out: {fake: {path: x}}
+)");
+  EXPECT_EQ(message, "p.yaml:6:5: source.postgres: duplicate key 'url' (first at p.yaml:4:5)");
+}
+
+TEST_F(ConfigTest, DuplicateSinkName) {
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out: {fake: {path: x}}
+  out: {fake: {path: y}}
+)"),
+              HasSubstr("p.yaml:5:3: sinks: duplicate key 'out' (first at p.yaml:4:3)"));
+}
+
+TEST_F(ConfigTest, NonScalarKey) {
+  EXPECT_THAT(ErrorOf("? [a, b]\n: x\n"), HasSubstr("p.yaml:1:3: a key must be a string"));
+}
+
+TEST_F(ConfigTest, RecursiveAliasIsBounded) {
+  EXPECT_THAT(ErrorOf("pipeline: shop\nx: &a [1, *a]\n"), HasSubstr("is an alias recursive?"));
+}
+
+TEST_F(ConfigTest, DeepNesting) {
+  std::string yaml = "pipeline: " + std::string(5000, '[') + std::string(5000, ']') + "\n";
+  EXPECT_THAT(ErrorOf(yaml), AllOf(StartsWith("p.yaml:"), HasSubstr("nested too deeply")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown keys, at every level, with suggestions.
+
+TEST_F(ConfigTest, UnknownTopLevelKey) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sink:
+  out: {fake: {path: x}}
+)"),
+            "p.yaml:3:1: unknown key 'sink' (did you mean 'sinks'? expected one of: pipeline, "
+            "source, transforms, sinks, buffer, admin)");
+}
+
+TEST_F(ConfigTest, UnknownSourceType) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  mysql: {url: x}
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:3:3: source: unknown key 'mysql' (expected one of: postgres)");
+}
+
+TEST_F(ConfigTest, UnknownPostgresKey) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tabels: [public.a]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:5:5: source.postgres: unknown key 'tabels' (did you mean 'tables'? expected "
+            "one of: url, tables, snapshot, slot, publication, status_interval, "
+            "heartbeat_interval)");
+}
+
+TEST_F(ConfigTest, UnknownSnapshotKey) {
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    snapshot: {mode: never, worker: 3}
+sinks: {out: {fake: {path: x}}}
+)"),
+              HasSubstr("p.yaml:6:29: source.postgres.snapshot: unknown key 'worker' (did you "
+                        "mean 'workers'? expected one of: mode, workers, chunk_size)"));
+}
+
+TEST_F(ConfigTest, UnknownSinkKey) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out:
+    fake:
+      pth: /tmp/x
+)"),
+            "p.yaml:6:7: sinks.out.fake: unknown key 'pth' (did you mean 'path'? expected one "
+            "of: path, fsync)");
+}
+
+TEST_F(ConfigTest, UnknownBufferAndAdminKeysWithoutSuggestion) {
+  std::string base(kMinimal.substr(1));  // 7 lines
+  EXPECT_EQ(ErrorOf(base + "buffer: {queue_bytes: 2MiB, zzzzz: 1}\n"),
+            "p.yaml:8:29: buffer: unknown key 'zzzzz' (expected one of: queue_bytes)");
+  EXPECT_EQ(ErrorOf(base + "admin: {lisen: 127.0.0.1:1}\n"),
+            "p.yaml:8:9: admin: unknown key 'lisen' (did you mean 'listen'? expected one of: "
+            "listen)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wrong types and missing keys.
+
+TEST_F(ConfigTest, WrongTypes) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: [postgres://db/shop]
+    tables: [public.a]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:4:10: source.postgres.url: expected a string, got a sequence");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: {public: a}
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:5:13: source.postgres.tables: expected a list, got a mapping");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a, [public.b]]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:5:24: source.postgres.tables[1]: expected a string, got a sequence");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    snapshot: never
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:6:15: source.postgres.snapshot: expected a mapping, got a string");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: {name: shop}
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:1:11: pipeline: expected a string, got a mapping");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {out: {fake: {path: x, fsync: maybe}}}
+)"),
+            "p.yaml:3:38: sinks.out.fake.fsync: expected true or false, got 'maybe'");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: [out]
+)"),
+            "p.yaml:3:8: sinks: expected a mapping, got a sequence");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {out: {fake: {path: x}}}
+transforms: {mask: {}}
+)"),
+            "p.yaml:4:13: transforms: expected a list, got a mapping");
+}
+
+TEST_F(ConfigTest, MissingRequiredKeys) {
+  EXPECT_EQ(ErrorOf(R"(
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:1:1: missing required key 'pipeline'");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+)"),
+            "p.yaml:1:1: missing required key 'sinks'");
+  // At the mapping that should hold it.
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    tables: [public.a]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:4:5: source.postgres: missing required key 'url'");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out:
+    fake: {fsync: true}
+)"),
+            "p.yaml:5:11: sinks.out.fake: missing required key 'path'");
+  // Present without a value: at the key.
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url:
+    tables: [public.a]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:4:5: source.postgres: required key 'url' has no value");
+  // A sink type with no options at all is an empty mapping.
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out:
+    fake:
+)"),
+            "p.yaml:5:5: sinks.out.fake: missing required key 'path'");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values of source.postgres.
+
+TEST_F(ConfigTest, MalformedUrlNeverShowsThePassword) {
+  auto with_url = [](std::string_view url) {
+    return ErrorOf(std::string(R"(
+pipeline: shop
+source:
+  postgres:
+    url: ')") + std::string(url) +
+                   R"('
+    tables: [public.a]
+sinks: {out: {fake: {path: x}}}
+)");
+  };
+  std::string message = with_url("http://app:hunter2@db/shop");
+  EXPECT_THAT(message, StartsWith("p.yaml:4:10: source.postgres.url: invalid connection string: "
+                                  "missing \"=\" after \"http://app:*******@db/shop\""));
+  EXPECT_THAT(message, Not(HasSubstr("hunter2")));
+
+  message = with_url("postgres://app:hun%zzter2@db/shop");
+  EXPECT_THAT(message, StartsWith("p.yaml:4:10: source.postgres.url: invalid connection string: "
+                                  "the password is malformed"));
+  EXPECT_THAT(message, Not(HasSubstr("hun")));
+
+  message = with_url("postgres://app:hunter2@db/shop?sslmod=require");
+  EXPECT_EQ(message,
+            "p.yaml:4:10: source.postgres.url: invalid connection string: invalid URI query "
+            "parameter: \"sslmod\"");
+
+  message = with_url("host=db password=hunter2 nonsense=1");
+  EXPECT_EQ(message,
+            "p.yaml:4:10: source.postgres.url: invalid connection string: invalid connection "
+            "option \"nonsense\"");
+
+  message = with_url("host=db password=hunter2 dbname");
+  EXPECT_THAT(message, HasSubstr("p.yaml:4:10: source.postgres.url: invalid connection string"));
+  EXPECT_THAT(message, Not(HasSubstr("hunter2")));
+
+  message = with_url("postgres://app:hunter2@db:54x2/shop");
+  EXPECT_EQ(message,
+            "p.yaml:4:10: source.postgres.url: invalid connection string: port '54x2' is not a "
+            "number 1..65535");
+
+  EXPECT_EQ(with_url(""), "p.yaml:4:10: source.postgres.url: must not be empty");
+}
+
+TEST_F(ConfigTest, BadTableNames) {
+  auto with_tables = [](std::string_view tables) {
+    return ErrorOf(std::string(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables:
+      - public.ok
+      - )") + std::string(tables) +
+                   R"(
+sinks: {out: {fake: {path: x}}}
+)");
+  };
+  EXPECT_EQ(with_tables("orders"),
+            "p.yaml:7:9: source.postgres.tables[1]: invalid table 'orders': expected "
+            "schema.table or schema.*; add the schema, like public.orders");
+  EXPECT_THAT(with_tables("shop.public.orders"),
+              HasSubstr("p.yaml:7:9: source.postgres.tables[1]: invalid table "
+                        "'shop.public.orders': expected schema.table or schema.*, not "
+                        "database.schema.table"));
+  EXPECT_THAT(with_tables("public."), HasSubstr("p.yaml:7:9: source.postgres.tables[1]: invalid "
+                                                "table 'public.': empty name"));
+  EXPECT_THAT(with_tables("my-schema.t"),
+              HasSubstr("p.yaml:7:9: source.postgres.tables[1]: invalid table 'my-schema.t': "
+                        "unexpected character '-'"));
+  EXPECT_THAT(with_tables("'\"Open.t'"),
+              HasSubstr("p.yaml:7:9: source.postgres.tables[1]: invalid table '\"Open.t': "
+                        "unterminated quoted name"));
+  EXPECT_THAT(with_tables("'*.orders'"), HasSubstr("p.yaml:7:9: source.postgres.tables[1]: "
+                                                   "invalid table '*.orders'"));
+  EXPECT_THAT(with_tables("public.\"\""), HasSubstr("zero-length quoted name"));
+  EXPECT_THAT(with_tables("public." + std::string(64, 'a')), HasSubstr("is longer than 63 bytes"));
+}
+
+TEST_F(ConfigTest, DuplicateTables) {
+  // Unquoted names fold to lower case, so these are the same table.
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.orders, Public.ORDERS]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:5:29: source.postgres.tables[1]: table public.orders is listed twice (first "
+            "at p.yaml:5:14)");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables:
+      - public.*
+      - audit.log
+      - public.orders
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:8:9: source.postgres.tables[2]: public.orders is already covered by public.* "
+            "(p.yaml:6:9); list only one of them");
+  // Quoted names keep their case, so these differ.
+  EXPECT_TRUE(Parse(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.orders, 'public."Orders"']
+sinks: {out: {fake: {path: x}}}
+)")
+                  .ok());
+}
+
+TEST_F(ConfigTest, EmptyTables) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: []
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:5:13: source.postgres.tables: list at least one table (schema.table or "
+            "schema.*)");
+}
+
+TEST_F(ConfigTest, SnapshotValues) {
+  auto with_snapshot = [](std::string_view snapshot) {
+    return ErrorOf(std::string(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    snapshot: )") + std::string(snapshot) +
+                   R"(
+sinks: {out: {fake: {path: x}}}
+)");
+  };
+  EXPECT_EQ(with_snapshot("{mode: intial}"),
+            "p.yaml:6:22: source.postgres.snapshot.mode: unknown snapshot mode 'intial' (did you "
+            "mean 'initial'? expected one of: initial, never, only)");
+  EXPECT_EQ(with_snapshot("{workers: 65}"),
+            "p.yaml:6:25: source.postgres.snapshot.workers: must be between 0 and 64, got 65");
+  EXPECT_EQ(with_snapshot("{workers: four}"),
+            "p.yaml:6:25: source.postgres.snapshot.workers: expected an integer, got 'four'");
+  EXPECT_EQ(with_snapshot("{workers: [4]}"),
+            "p.yaml:6:25: source.postgres.snapshot.workers: expected an integer, got a sequence");
+  EXPECT_EQ(with_snapshot("{chunk_size: 512KiB}"),
+            "p.yaml:6:28: source.postgres.snapshot.chunk_size: must be at least 1MiB, got 524288 "
+            "bytes");
+  EXPECT_THAT(with_snapshot("{chunk_size: 64XB}"),
+              HasSubstr("p.yaml:6:28: source.postgres.snapshot.chunk_size: expected a byte size"));
+}
+
+TEST_F(ConfigTest, SlotAndPipelineNames) {
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: Shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:1:11: pipeline: invalid pipeline name 'Shop': use a-z, 0-9 and '_', at most "
+            "48 characters");
+  std::string long_name(49, 'a');
+  EXPECT_THAT(
+      ErrorOf("pipeline: " + long_name + std::string(kMinimal.substr(kMinimal.find('\n', 1)))),
+      HasSubstr("p.yaml:1:11: pipeline: invalid pipeline name"));
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    slot: my-slot
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:6:11: source.postgres.slot: invalid name 'my-slot': use a-z, 0-9 and '_', at "
+            "most 63 characters");
+}
+
+TEST_F(ConfigTest, BadDurations) {
+  auto with_source_line = [](std::string_view line) {
+    return ErrorOf(std::string(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+    )") + std::string(line) +
+                   R"(
+sinks: {out: {fake: {path: x}}}
+)");
+  };
+  EXPECT_THAT(with_source_line("status_interval: 5x"),
+              HasSubstr("p.yaml:6:22: source.postgres.status_interval: expected a duration"));
+  EXPECT_EQ(with_source_line("status_interval: 50ms"),
+            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 1m, got "
+            "50ms");
+  EXPECT_EQ(with_source_line("status_interval: 2m"),
+            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 1m, got 2m");
+  EXPECT_EQ(with_source_line("heartbeat_interval: 10ms"),
+            "p.yaml:6:25: source.postgres.heartbeat_interval: must be 0 (off) or at least 100ms, "
+            "got 10ms");
+  EXPECT_THAT(with_source_line("heartbeat_interval: -1s"),
+              HasSubstr("p.yaml:6:25: source.postgres.heartbeat_interval: expected a duration"));
+
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out:
+    fake: {path: x}
+    flush_interval: 1.5s
+)"),
+              HasSubstr("p.yaml:6:21: sinks.out.flush_interval: expected a duration"));
+}
+
+TEST_F(ConfigTest, BufferAndAdmin) {
+  std::string base(kMinimal.substr(1));  // 7 lines
+  EXPECT_EQ(ErrorOf(base + "buffer: {queue_bytes: 100kB}\n"),
+            "p.yaml:8:23: buffer.queue_bytes: must be at least 1MiB, got 102400 bytes");
+  EXPECT_THAT(ErrorOf(base + "buffer: {queue_bytes: lots}\n"),
+              HasSubstr("p.yaml:8:23: buffer.queue_bytes: expected a byte size"));
+  EXPECT_EQ(ErrorOf(base + "admin: {listen: localhost}\n"),
+            "p.yaml:8:17: admin.listen: missing port; expected host:port, like 127.0.0.1:9187 "
+            "or [::1]:9187");
+  EXPECT_EQ(ErrorOf(base + "admin: {listen: '127.0.0.1:70000'}\n"),
+            "p.yaml:8:17: admin.listen: invalid port '70000': expected a number 0..65535");
+  EXPECT_EQ(ErrorOf(base + "admin: {listen: '::1:9187'}\n"),
+            "p.yaml:8:17: admin.listen: an IPv6 address must be in brackets, like [::1]:9187");
+  EXPECT_EQ(ErrorOf(base + "admin: {listen: ':9187'}\n"),
+            "p.yaml:8:17: admin.listen: missing host (write 0.0.0.0:<port> to listen on every "
+            "interface)");
+  EXPECT_EQ(ErrorOf(base + "admin: {}\n"), "p.yaml:8:8: admin: missing required key 'listen'");
+  for (std::string listen : {"'[::1]:9187'", "localhost:0", "0.0.0.0:9187"}) {
+    // A well-formed address gets past the address checks to the refusal of the endpoint.
+    EXPECT_THAT(ErrorOf(base + "admin: {listen: " + listen + "}\n"),
+                HasSubstr("p.yaml:8:8: admin: the admin endpoint"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinks and transforms.
+
+TEST_F(ConfigTest, UnknownSinkType) {
+  std::string message = ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  out: {fak: {path: x}}
+)");
+  EXPECT_THAT(message, StartsWith("p.yaml:4:9: sinks.out: unknown sink type 'fak' (did you mean "
+                                  "'fake'? known types: "));
+  EXPECT_THAT(message, HasSubstr("fake"));
+}
+
+TEST_F(ConfigTest, SinkShapes) {
+  auto with_sinks = [](std::string_view sinks) {
+    return ErrorOf(std::string(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+)") + std::string(sinks));
+  };
+  EXPECT_EQ(with_sinks("  out: {fake: {path: x}, other: {}}\n"),
+            "p.yaml:4:26: sinks.out: a sink has one type, but 'fake' and 'other' are both here; "
+            "use one sink per type");
+  EXPECT_THAT(with_sinks("  out: {flush_interval: 1s}\n"),
+              HasSubstr("p.yaml:4:8: sinks.out: missing the sink type"));
+  EXPECT_THAT(with_sinks("  out: fake\n"),
+              HasSubstr("p.yaml:4:8: sinks.out: expected a mapping with one key naming the sink "
+                        "type"));
+  EXPECT_THAT(with_sinks("  out:\n  other: {fake: {path: x}}\n"),
+              HasSubstr("p.yaml:4:3: sinks.out: expected a mapping with one key naming the sink "
+                        "type"));
+  EXPECT_EQ(with_sinks("  out: {fake: /tmp/x}\n"),
+            "p.yaml:4:15: sinks.out.fake: expected a mapping of fake options, got a string");
+  EXPECT_EQ(with_sinks("  my.sink: {fake: {path: x}}\n"),
+            "p.yaml:4:3: sinks: invalid sink name 'my.sink': use letters, digits, '_' and '-'");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {}
+)"),
+            "p.yaml:3:8: sinks: define at least one sink, like {out: {jsonl: {path: out.jsonl}}}");
+}
+
+TEST_F(ConfigTest, UnknownTransform) {
+  std::string base(kMinimal.substr(1));  // 7 lines
+  EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask: {table: public.customers}\n"),
+            "p.yaml:9:5: transforms[0]: unknown transform 'mask' (pgflow has no transforms yet)");
+  EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask\n"),
+            "p.yaml:9:5: transforms[0]: expected a mapping with one key naming the transform "
+            "type");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ${VAR} expansion.
+
+TEST_F(ConfigTest, EnvironmentExpansion) {
+  setenv("PGFLOW_TEST_DB", "db.internal", 1);
+  setenv("PGFLOW_TEST_EMPTY", "", 1);
+  unsetenv("PGFLOW_TEST_UNSET");
+  absl::StatusOr<PipelineConfig> config = Parse(R"(
+pipeline: shop
+source:
+  postgres:
+    url: "postgres://${PGFLOW_TEST_DB}:${PGFLOW_TEST_UNSET:-5432}/shop?application_name=a$$b"
+    tables: ['${PGFLOW_TEST_SCHEMA:-public}.orders']
+    snapshot: {workers: '${PGFLOW_TEST_UNSET:-3}'}
+sinks:
+  out: {fake: {path: "${PGFLOW_TEST_EMPTY:-/tmp/default}$HOME"}}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source.url, "postgres://db.internal:5432/shop?application_name=a$b");
+  EXPECT_EQ(config->source.tables, (std::vector<TableRef>{{"public", "orders"}}));
+  EXPECT_EQ(config->source.snapshot.workers, 3);
+  auto* out = dynamic_cast<const FakeSinkOptions*>(config->sinks[0].options.get());
+  ASSERT_NE(out, nullptr);
+  // An empty variable takes the default, as in the shell; `$` not before `{` is kept.
+  EXPECT_EQ(out->path, "/tmp/default$HOME");
+  unsetenv("PGFLOW_TEST_DB");
+  unsetenv("PGFLOW_TEST_EMPTY");
+}
+
+TEST_F(ConfigTest, UnsetVariable) {
+  unsetenv("PGFLOW_TEST_UNSET");
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://app:${PGFLOW_TEST_UNSET}@db/shop
+    tables: [public.a]
+sinks: {out: {fake: {path: x}}}
+)"),
+            "p.yaml:4:10: source.postgres.url: environment variable PGFLOW_TEST_UNSET is not set "
+            "(write ${PGFLOW_TEST_UNSET:-default} to give a default)");
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+sinks: {out: {fake: {path: "${PGFLOW_TEST_UNSET"}}}
+)"),
+              HasSubstr("p.yaml:6:28: sinks.out.fake.path: unterminated '${'"));
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source:
+  postgres:
+    url: postgres://db/shop
+    tables: [public.a]
+sinks: {out: {fake: {path: "${1X}"}}}
+)"),
+              HasSubstr("p.yaml:6:28: sinks.out.fake.path: invalid variable reference '${1X}'"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConfigNode's typed reads.
+
+ConfigNode NodeOf(const std::string& yaml) {
+  return ConfigNode(std::make_shared<const YAML::Node>(YAML::Load(yaml)), "n.yaml", "x");
+}
+
+TEST_F(ConfigTest, AsBytes) {
+  struct Case {
+    std::string text;
+    uint64_t bytes;
+  };
+  for (const Case& c : std::vector<Case>{{"0", 0},
+                                         {"1048576", 1048576},
+                                         {"100B", 100},
+                                         {"512kB", 512ull << 10},
+                                         {"512KB", 512ull << 10},
+                                         {"512KiB", 512ull << 10},
+                                         {"64MB", 64ull << 20},
+                                         {"64 MiB", 64ull << 20},
+                                         {"2GB", 2ull << 30},
+                                         {"1GiB", 1ull << 30},
+                                         {"1TiB", 1ull << 40}}) {
+    absl::StatusOr<uint64_t> bytes = NodeOf(c.text).AsBytes();
+    ASSERT_TRUE(bytes.ok()) << c.text << ": " << bytes.status();
+    EXPECT_EQ(*bytes, c.bytes) << c.text;
+  }
+  for (std::string bad : {"", "MiB", "-1", "1.5GiB", "64mib", "64 M", "0x10", "[1]", "{a: 1}",
+                          "99999999999999999999", "99999999999TiB"}) {
+    absl::StatusOr<uint64_t> bytes = NodeOf(bad).AsBytes();
+    EXPECT_FALSE(bytes.ok()) << bad;
+    EXPECT_THAT(Message(bytes.status()), StartsWith("n.yaml:1:1: x: ")) << bad;
+  }
+  EXPECT_THAT(Message(NodeOf("99999999999TiB").AsBytes().status()), HasSubstr("too large"));
+}
+
+TEST_F(ConfigTest, AsDuration) {
+  struct Case {
+    std::string text;
+    int64_t ms;
+  };
+  for (const Case& c : std::vector<Case>{{"0", 0},
+                                         {"5", 5000},
+                                         {"250ms", 250},
+                                         {"5s", 5000},
+                                         {"2m", 120000},
+                                         {"1h", 3600000},
+                                         {"10 s", 10000}}) {
+    absl::StatusOr<milliseconds> d = NodeOf(c.text).AsDuration();
+    ASSERT_TRUE(d.ok()) << c.text << ": " << d.status();
+    EXPECT_EQ(d->count(), c.ms) << c.text;
+  }
+  for (std::string bad :
+       {"", "s", "1.5s", "-5s", "5 sec", "1d", "5S", "[1s]", "9999999999999999999h"}) {
+    absl::StatusOr<milliseconds> d = NodeOf(bad).AsDuration();
+    EXPECT_FALSE(d.ok()) << bad;
+    EXPECT_THAT(Message(d.status()), StartsWith("n.yaml:1:1: x: ")) << bad;
+  }
+}
+
+TEST_F(ConfigTest, AsIntAsBoolAsStringList) {
+  EXPECT_EQ(*NodeOf("-3").AsInt(-5, 5), -3);
+  EXPECT_EQ(Message(NodeOf("6").AsInt(-5, 5).status()),
+            "n.yaml:1:1: x: must be between -5 and 5, got 6");
+  EXPECT_FALSE(NodeOf("99999999999999999999").AsInt(0, 10).ok());
+  EXPECT_FALSE(NodeOf("+3").AsInt(0, 10).ok());
+
+  for (std::string yes : {"true", "True", "yes", "on"}) EXPECT_TRUE(*NodeOf(yes).AsBool()) << yes;
+  for (std::string no : {"false", "FALSE", "no", "off"}) EXPECT_FALSE(*NodeOf(no).AsBool()) << no;
+  EXPECT_FALSE(NodeOf("1").AsBool().ok());
+
+  EXPECT_EQ(*NodeOf("a").AsStringList(), std::vector<std::string>{"a"});
+  EXPECT_EQ(*NodeOf("[a, b]").AsStringList(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(Message(NodeOf("[a, {b: c}]").AsStringList().status()),
+            "n.yaml:1:5: x[1]: expected a string, got a mapping");
+  EXPECT_EQ(Message(NodeOf("{b: c}").AsString().status()),
+            "n.yaml:1:1: x: expected a string, got a mapping");
+  EXPECT_EQ(Message(NodeOf("~").AsString().status()), "n.yaml:1:1: x: expected a string, got null");
+}
+
+TEST_F(ConfigTest, MappingAccessors) {
+  ConfigNode node = NodeOf("b: 1\na: ~\nc: [x]\n");
+  ASSERT_TRUE(node.IsMap());
+  EXPECT_TRUE(node.Get("b").has_value());
+  EXPECT_EQ(node.Get("b")->path(), "x.b");
+  EXPECT_FALSE(node.Get("a").has_value());  // null counts as absent
+  EXPECT_FALSE(node.Get("zz").has_value());
+  EXPECT_EQ(node.KeyNode("c")->Position(), "n.yaml:3:1");
+  EXPECT_EQ(node.Get("c")->Position(), "n.yaml:3:4");
+  std::vector<std::pair<std::string, ConfigNode>> entries = node.Entries();
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(entries[0].first, "b");
+  EXPECT_EQ(entries[1].first, "a");
+  EXPECT_TRUE(entries[1].second.IsNull());
+  EXPECT_EQ(entries[2].second.Items().at(0).path(), "x.c[0]");
+  // Non-mappings: nothing, and CheckKeys says why.
+  ConfigNode scalar = NodeOf("hello");
+  EXPECT_FALSE(scalar.Get("a").has_value());
+  EXPECT_TRUE(scalar.Entries().empty());
+  EXPECT_TRUE(scalar.Items().empty());
+  EXPECT_EQ(Message(scalar.CheckKeys(kFakeOptions)),
+            "n.yaml:1:1: x: expected a mapping, got a string");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files, registry and option tables.
+
+TEST_F(ConfigTest, LoadPipelineConfig) {
+  std::string dir = ::testing::TempDir() + "/config_test_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::string path = dir + "/shop.yaml";
+  {
+    std::ofstream out(path);
+    out << kMinimal.substr(1) << "buffer: {queue_bytes: 1KiB}\n";
+  }
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(Message(config.status()),
+            path + ":8:23: buffer.queue_bytes: must be at least 1MiB, got 1024 bytes");
+  {
+    std::ofstream out(path);
+    out << kMinimal.substr(1);
+  }
+  config = LoadPipelineConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->file, path);
+
+  config = LoadPipelineConfig(dir + "/missing.yaml");
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(config.status()), HasSubstr(dir + "/missing.yaml: cannot read"));
+  config = LoadPipelineConfig(dir);
+  EXPECT_FALSE(config.ok());
+  EXPECT_THAT(Message(config.status()), HasSubstr(dir + ": cannot read"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(ConfigTest, Registry) {
+  const SinkFactory* fake = FindSinkFactory("fake");
+  ASSERT_NE(fake, nullptr);
+  EXPECT_EQ(FindSinkFactory("nope"), nullptr);
+  RegisterSinkFactory(std::make_unique<FakeSinkFactory>());  // a second "fake" is discarded
+  EXPECT_EQ(FindSinkFactory("fake"), fake);
+  int count = 0;
+  for (const SinkFactory* factory : SinkFactories()) count += factory->type() == "fake";
+  EXPECT_EQ(count, 1);
+}
+
+TEST_F(ConfigTest, OptionTablesAreWellFormed) {
+  const std::set<std::string_view> types = {"string",   "bool", "int", "bytes",
+                                            "duration", "list", "map"};
+  for (std::span<const OptionSpec> table :
+       {PipelineOptions(), PostgresSourceOptions(), SnapshotOptions(), BufferOptions(),
+        AdminOptions(), SinkCommonOptions()}) {
+    std::set<std::string_view> keys;
+    for (const OptionSpec& spec : table) {
+      EXPECT_TRUE(keys.insert(spec.key).second) << "duplicate " << spec.key;
+      EXPECT_TRUE(types.count(spec.type)) << spec.key << ": " << spec.type;
+      EXPECT_FALSE(spec.help.empty()) << spec.key;
+      if (spec.required) {
+        EXPECT_TRUE(spec.default_value.empty()) << spec.key;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pgflow
