@@ -16,10 +16,11 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 work=$(mktemp -d /tmp/pgflow-bench.XXXXXX)
 trap 'scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
-export PGPORT=$(scripts/pgtmp.sh start "$work/pg") PGHOST=127.0.0.1 PGUSER=postgres
 chmod 755 "$work"
+PGPORT=$(scripts/pgtmp.sh start "$work/pg")
+export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
 psql -q -d postgres -c "CREATE DATABASE bench"
-psql -q -d bench <<'SQL'
+psql -q -d bench >/dev/null <<'SQL'
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
                     updated_at timestamptz, tags text[], attrs jsonb);
 CREATE PUBLICATION pgflow_bench FOR TABLE items;

@@ -97,6 +97,9 @@ int Options() {
   PrintOptionTable("pipeline file (top level)", PipelineOptions());
   PrintOptionTable("source.postgres", PostgresSourceOptions());
   PrintOptionTable("source.postgres.snapshot", SnapshotOptions());
+  PrintOptionTable("sinks.<name> (beside the sink type)", SinkCommonOptions());
+  PrintOptionTable("buffer", BufferOptions());
+  PrintOptionTable("admin", AdminOptions());
   for (const SinkFactory* factory : SinkFactories()) {
     PrintOptionTable(("sinks.<name>." + std::string(factory->type())).c_str(), factory->options());
   }

@@ -91,7 +91,8 @@ constexpr OptionSpec kPipelineOptions[] = {
      "{<name>: {<type>: {...}, flush_interval: 200ms}}."},
     {"buffer", "map", false, "", "{queue_bytes: 64MiB}: bound of each sink's queue."},
     {"admin", "map", false, "",
-     "{listen: host:port}: HTTP endpoint for /metrics /healthz /readyz /status; off when absent."},
+     "{listen: host:port}: HTTP endpoint for /metrics /healthz /readyz /status (not available "
+     "in this build yet)."},
 };
 
 constexpr OptionSpec kSourceOptions[] = {

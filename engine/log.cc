@@ -3,10 +3,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <string>
 
-#include "schemas/json_encoding.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace pgflow {
 namespace {
@@ -48,15 +48,8 @@ bool ParseLogLevel(std::string_view name, LogLevel* level) {
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 
 void LogLine(LogLevel level, std::string_view message) {
-  using std::chrono::duration_cast;
-  using std::chrono::microseconds;
-  int64_t now_us =
-      duration_cast<microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  std::string line;
-  line.reserve(message.size() + 40);
-  // Millisecond precision is enough for logs.
-  AppendIsoTimestamp(now_us / 1000 * 1000, &line);
-  line += ' ';
+  std::string line = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone());
+  line.reserve(line.size() + message.size() + 8);
   line += LevelTag(level);
   line += ' ';
   line += message;

@@ -30,7 +30,13 @@ case "$cmd" in
   start)
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres:postgres "$dir"
+      runuser -u postgres -- test -x "$dir" || {
+        echo "pgtmp: the postgres user cannot reach $dir: make its parent directories searchable (chmod o+x)" >&2
+        exit 1
+      }
+    fi
     as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     for attempt in 1 2 3 4 5; do

@@ -16,8 +16,9 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting a throwaway PostgreSQL (wal_level=logical)"
-export PGPORT=$(scripts/pgtmp.sh start "$work/pg")
-export PGHOST=127.0.0.1 PGUSER=postgres
+chmod 755 "$work"
+PGPORT=$(scripts/pgtmp.sh start "$work/pg")
+export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
 psql -q -d postgres -c "CREATE DATABASE shop"
 psql -q -d shop <<'SQL'
 CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2),
@@ -27,12 +28,13 @@ CREATE TABLE orders (id bigserial PRIMARY KEY, product_id bigint REFERENCES prod
 SQL
 echo "== PostgreSQL on 127.0.0.1:$PGPORT, database shop; running: pgflow run examples/quickstart.yaml"
 
-build/pgflow run examples/quickstart.yaml > "$work/events.jsonl" 2> "$work/pgflow.log" &
+# Events go to the terminal as they arrive (and to a file, to count them).
+build/pgflow run examples/quickstart.yaml 2> "$work/pgflow.log" > >(tee "$work/events.jsonl") &
 pgflow_pid=$!
 for _ in $(seq 100); do grep -q "streaming from" "$work/pgflow.log" 2>/dev/null && break; sleep 0.1; done
 cat "$work/pgflow.log"
 
-echo "== writing to the shop"
+echo "== writing to the shop; the change events follow as pgflow writes them"
 psql -q -d shop -e <<'SQL'
 INSERT INTO products VALUES (1, 'pen', 1.50, '{office,blue}', '{"ink": "gel"}'),
                             (2, 'notebook', 4.00, '{office}', null);
@@ -45,11 +47,10 @@ SQL
 
 expected=5
 for _ in $(seq 100); do [ "$(wc -l < "$work/events.jsonl")" -ge $expected ] && break; sleep 0.1; done
+echo "== stopping pgflow with SIGINT (drain, flush, acknowledge, exit 0)"
 kill -INT "$pgflow_pid"
 wait "$pgflow_pid"
 pgflow_pid=""
-echo "== change events written by the jsonl sink:"
-cat "$work/events.jsonl"
 tail -n 2 "$work/pgflow.log"
 [ "$(wc -l < "$work/events.jsonl")" -ge $expected ] || { echo "quickstart: expected $expected events" >&2; exit 1; }
 echo "== done: pgflow stopped cleanly, PostgreSQL removed"
