@@ -12,6 +12,7 @@
 #include "engine/log.h"
 #include "engine/pipeline.h"
 #include "engine/stop_signal.h"
+#include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sources/postgres/postgres_source.h"
 
@@ -22,7 +23,10 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitConfig = 2;
 
-void RegisterComponents() { RegisterJsonlSink(); }
+void RegisterComponents() {
+  RegisterJsonlSink();
+  RegisterBlackholeSink();
+}
 
 int Validate(const std::string& path) {
   absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);

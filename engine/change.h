@@ -93,12 +93,14 @@ struct Change {
 // What flows through the pipeline: changes framed by their transactions, and position
 // markers. Events are delivered to every sink in exactly the order the source produced them.
 enum class EventKind : uint8_t {
-  kBegin,     // txn: a transaction starts
-  kChange,    // change
-  kCommit,    // txn (end_lsn set): the transaction is complete
-  kRollback,  // txn: the transaction was cut off (connection lost); it will be sent again
-  kPosition,  // position: nothing before it is pending, so it may be acknowledged once
-              // every earlier event is durable (keepalives on a quiet stream)
+  kBegin,      // txn: a transaction starts
+  kChange,     // change
+  kCommit,     // txn (end_lsn set): the transaction is complete
+  kRollback,   // txn: the transaction was cut off (connection lost); it will be sent again
+  kPosition,   // position: nothing before it is pending, so it may be acknowledged once
+               // every earlier event is durable (keepalives on a quiet stream)
+  kChunkDone,  // chunk: every snapshot row of one chunk has been sent (the chunk's `read`
+               // changes all come before it); tracked apart from WAL positions
 };
 
 struct Event {
@@ -106,6 +108,8 @@ struct Event {
   TxnInfo txn;
   Change change;
   Lsn position;
+  // kChunkDone: the chunk's ordinal, 1, 2, 3... in the order chunks finish.
+  uint64_t chunk = 0;
 
   // The position acknowledged when this event and all before it are durable, if any.
   Lsn AckPosition() const {

@@ -36,12 +36,13 @@ std::string HumanDuration(double seconds) {
 // full so that a retried Emit resumes with the next queue instead of duplicating.
 class Pipeline::FanOut : public Emitter {
  public:
-  FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats)
-      : queues_(std::move(queues)), stats_(stats) {}
+  FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats,
+         SnapshotView* snapshot)
+      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot) {}
 
   Result Emit(const EventBatchPtr& batch, absl::Duration timeout) override {
-    if (batch.get() != in_progress_) {
-      in_progress_ = batch.get();
+    if (batch != in_progress_) {
+      in_progress_ = batch;  // held, so its address cannot be reused while in progress
       next_queue_ = 0;
     }
     while (next_queue_ < queues_.size()) {
@@ -56,7 +57,7 @@ class Pipeline::FanOut : public Emitter {
           return Result::kClosed;
       }
     }
-    in_progress_ = nullptr;
+    in_progress_.reset();
     uint64_t changes = 0;
     uint64_t commits = 0;
     for (const Event& e : batch->events) {
@@ -73,10 +74,18 @@ class Pipeline::FanOut : public Emitter {
     stats_->server_wal_end.store(wal_end.value, std::memory_order_relaxed);
   }
 
+  void NoteSnapshot(std::vector<TableProgress> tables, bool running) override {
+    absl::MutexLock lock(&snapshot_->mu);
+    snapshot_->tables = std::move(tables);
+    snapshot_->running = running;
+    snapshot_->reported = snapshot_->reported || running;
+  }
+
  private:
   std::vector<BoundedQueue<EventBatchPtr>*> queues_;
   PipelineStats* stats_;
-  const EventBatch* in_progress_ = nullptr;
+  SnapshotView* snapshot_;
+  EventBatchPtr in_progress_;
   size_t next_queue_ = 0;
 };
 
@@ -96,14 +105,24 @@ void Pipeline::RecordError(absl::Status status) {
 }
 
 absl::Status Pipeline::Run(StopSignal& stop) {
+  size_t opened = 0;
+  auto close_opened = [&] {
+    for (size_t i = 0; i < opened; ++i) sinks_[i].sink->Close().IgnoreError();
+  };
   for (SinkSlot& slot : sinks_) {
     if (absl::Status s = slot.sink->Open(); !s.ok()) {
+      close_opened();
       return absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message()));
     }
+    ++opened;
   }
   absl::StatusOr<Lsn> start = source_->Prepare();
-  if (!start.ok()) return start.status();
+  if (!start.ok()) {
+    close_opened();
+    return start.status();
+  }
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
+  chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());
   LogInfo("pipeline %s: streaming from %s into %d sink(s)", options_.name, start->ToString(),
           sinks_.size());
 
@@ -116,8 +135,9 @@ absl::Status Pipeline::Run(StopSignal& stop) {
 
   std::vector<BoundedQueue<EventBatchPtr>*> queues;
   for (auto& q : queues_) queues.push_back(q.get());
-  FanOut fan_out(std::move(queues), &stats_);
-  absl::Status source_status = source_->Stream(fan_out, *tracker_, stop);
+  FanOut fan_out(std::move(queues), &stats_, &snapshot_);
+  absl::Status source_status =
+      source_->Stream(fan_out, Acknowledgements{*tracker_, *chunk_tracker_}, stop);
   if (!source_status.ok()) RecordError(source_status);
 
   // Drain: the sinks finish what is queued, flush and report what is durable.
@@ -127,7 +147,7 @@ absl::Status Pipeline::Run(StopSignal& stop) {
   reporter.join();
 
   Lsn confirmed = tracker_->Confirmed();
-  absl::Status finish = source_->Finish(confirmed);
+  absl::Status finish = source_->Finish(Acknowledgements{*tracker_, *chunk_tracker_});
   for (SinkSlot& slot : sinks_) {
     if (absl::Status s = slot.sink->Close(); !s.ok()) {
       RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
@@ -146,8 +166,10 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   SinkSlot& slot = sinks_[index];
   BoundedQueue<EventBatchPtr>& queue = *queues_[index];
   const absl::Duration flush_interval = absl::FromChrono(slot.flush_interval);
-  Lsn written;   // last acknowledgeable position written to the sink
-  Lsn reported;  // last position reported durable
+  Lsn written;                  // last acknowledgeable position written to the sink
+  Lsn reported;                 // last position reported durable
+  uint64_t written_chunk = 0;   // last snapshot chunk written whole
+  uint64_t reported_chunk = 0;  // last snapshot chunk reported durable
   Clock::time_point last_flush = Clock::now();
 
   auto fail = [&](const absl::Status& s) {
@@ -165,6 +187,12 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       tracker_->Report(index, durable);
       reported = durable;
     }
+    // Snapshot chunks are acknowledged like WAL positions, but only by synchronous sinks for
+    // now: an asynchronous sink would need to say which chunk its durable point covers.
+    if (!slot.sink->DurableThrough().has_value() && written_chunk > reported_chunk) {
+      chunk_tracker_->Report(index, written_chunk);
+      reported_chunk = written_chunk;
+    }
     return true;
   };
 
@@ -179,11 +207,13 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
           return;
         }
         if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
+        if (event.kind == EventKind::kChunkDone) written_chunk = event.chunk;
       }
     }
     bool drained = queue.closed_and_drained();
     if (drained || Clock::now() - last_flush >= slot.flush_interval) {
-      bool pending = written > reported || slot.sink->DurableThrough().has_value();
+      bool pending = written > reported || written_chunk > reported_chunk ||
+                     slot.sink->DurableThrough().has_value();
       if (pending && !flush()) return;
       last_flush = Clock::now();
     }
@@ -191,13 +221,51 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   }
 }
 
+std::vector<std::string> Pipeline::SnapshotLines(double elapsed, bool per_table) {
+  absl::MutexLock lock(&snapshot_.mu);
+  std::vector<std::string> lines;
+  if (!snapshot_.running) return lines;
+  TableProgress all;
+  for (const TableProgress& t : snapshot_.tables) {
+    all.rows += t.rows;
+    all.bytes_done += t.bytes_done;
+    all.bytes_total += t.bytes_total;
+    all.chunks_done += t.chunks_done;
+    all.chunks_total += t.chunks_total;
+  }
+  auto describe = [elapsed](const TableProgress& t) {
+    double rate = elapsed > 0 ? t.bytes_done / elapsed : 0;
+    double fraction = t.bytes_total > 0    ? static_cast<double>(t.bytes_done) / t.bytes_total
+                      : t.chunks_total > 0 ? static_cast<double>(t.chunks_done) / t.chunks_total
+                                           : 1;
+    std::string eta =
+        t.chunks_done == t.chunks_total ? "done"
+        : rate > 0 && t.bytes_total > t.bytes_done
+            ? absl::StrCat("ETA ", HumanDuration((t.bytes_total - t.bytes_done) / rate))
+            : "ETA ?";
+    return absl::StrFormat("%d rows, %s of %s (%.0f%%), %s/s, %d/%d chunks, %s", t.rows,
+                           HumanBytes(t.bytes_done), HumanBytes(t.bytes_total),
+                           100 * std::min(fraction, 1.0), HumanBytes(rate), t.chunks_done,
+                           t.chunks_total, eta);
+  };
+  lines.push_back(absl::StrCat(options_.name, ": snapshot: ", describe(all)));
+  if (per_table) {
+    for (const TableProgress& t : snapshot_.tables) {
+      lines.push_back(absl::StrCat("  ", t.name, ": ", describe(t)));
+    }
+  }
+  return lines;
+}
+
 void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
   const bool report = options_.progress_interval.count() > 0;
   const bool live = isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
   const auto interval = live ? std::chrono::milliseconds(1000) : options_.progress_interval;
-  auto last = Clock::now();
+  const auto started = Clock::now();
+  auto last = started;
   uint64_t last_changes = 0;
   uint64_t last_confirmed = tracker_->Confirmed().value;
+  size_t live_lines = 0;  // lines drawn last time, redrawn in place
   auto next = last + interval;
   while (!done.requested()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -221,21 +289,33 @@ void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
                       : wal_rate > 0
                           ? absl::StrCat("catching up, ETA ", HumanDuration(lag / wal_rate))
                           : "behind";
-    std::string line = absl::StrFormat(
-        "%s: %d changes, %d txns, %s; %.0f changes/s; confirmed %s, lag %s (%s)", options_.name,
-        changes, stats_.transactions.load(), HumanBytes(stats_.bytes.load()), rate,
-        confirmed.ToString(), HumanBytes(lag), eta);
+    std::vector<std::string> lines =
+        SnapshotLines(std::chrono::duration<double>(now - started).count(), live);
+    if (lines.empty()) {
+      lines.push_back(absl::StrFormat(
+          "%s: %d changes, %d txns, %s; %.0f changes/s; confirmed %s, lag %s (%s)", options_.name,
+          changes, stats_.transactions.load(), HumanBytes(stats_.bytes.load()), rate,
+          confirmed.ToString(), HumanBytes(lag), eta));
+    }
     if (live) {
-      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      std::string out;
+      if (live_lines > 1) absl::StrAppend(&out, "\033[", live_lines - 1, "A");
+      out += "\r";
+      for (size_t i = 0; i < lines.size(); ++i) {
+        absl::StrAppend(&out, "\033[K", lines[i], i + 1 < lines.size() ? "\n" : "");
+      }
+      for (size_t i = lines.size(); i < live_lines; ++i) out += "\n\033[K";
+      std::fprintf(stderr, "%s", out.c_str());
       std::fflush(stderr);
+      live_lines = std::max(live_lines, lines.size());
     } else {
-      LogInfo("%s", line);
+      for (const std::string& line : lines) LogInfo("%s", line);
     }
     last = now;
     last_changes = changes;
     last_confirmed = confirmed.value;
   }
-  if (live && report) std::fprintf(stderr, "\n");
+  if (live && report && live_lines > 0) std::fprintf(stderr, "\n");
 }
 
 }  // namespace pgflow

@@ -64,6 +64,15 @@ class Pipeline {
 
  private:
   class FanOut;
+  // The latest snapshot progress a source reported.
+  struct SnapshotView {
+    absl::Mutex mu;
+    std::vector<TableProgress> tables ABSL_GUARDED_BY(mu);
+    bool running ABSL_GUARDED_BY(mu) = false;
+    bool reported ABSL_GUARDED_BY(mu) = false;  // running was true at least once
+  };
+  // Lines describing the snapshot (overall first, then one per table when `per_table`).
+  std::vector<std::string> SnapshotLines(double elapsed_seconds, bool per_table);
   void RunSink(size_t index, StopSignal& stop);
   void ReportProgress(const StopSignal& done, StopSignal& stop);
   void RecordError(absl::Status status);
@@ -73,7 +82,9 @@ class Pipeline {
   std::vector<SinkSlot> sinks_;
   std::vector<std::unique_ptr<BoundedQueue<EventBatchPtr>>> queues_;
   std::unique_ptr<AckTracker> tracker_;
+  std::unique_ptr<ChunkTracker> chunk_tracker_;
   PipelineStats stats_;
+  SnapshotView snapshot_;
 
   absl::Mutex error_mu_;
   absl::Status error_ ABSL_GUARDED_BY(error_mu_);

@@ -1,11 +1,14 @@
 #pragma once
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/ack_tracker.h"
 #include "engine/change.h"
 #include "engine/lsn.h"
+#include "engine/progress.h"
 #include "engine/stop_signal.h"
 
 namespace pgflow {
@@ -21,6 +24,9 @@ class Emitter {
   virtual Result Emit(const EventBatchPtr& batch, absl::Duration timeout) = 0;
   // Tells progress reporting where the server's WAL ends, to show lag and time to catch up.
   virtual void NoteServerWalEnd(Lsn wal_end) {}
+  // Tells progress reporting how a snapshot stands (called every second or so while one runs,
+  // and once with `running` false when it ends).
+  virtual void NoteSnapshot(std::vector<TableProgress> tables, bool running) {}
 };
 
 // Produces the event stream. Driven by the engine from one thread:
@@ -33,12 +39,14 @@ class Source {
   // from (everything before it was acknowledged in an earlier run).
   virtual absl::StatusOr<Lsn> Prepare() = 0;
 
-  // Streams events into `emitter` until `stop` is requested (returns OK) or a fatal error.
-  // Reports acks.Confirmed() to the server, and nothing beyond it.
-  virtual absl::Status Stream(Emitter& emitter, const AckTracker& acks, const StopSignal& stop) = 0;
+  // Streams events into `emitter` until `stop` is requested or the source has nothing more to
+  // send (returns OK), or a fatal error. Reports acks.wal.Confirmed() to the server, and
+  // nothing beyond it; acks.chunks tells which snapshot chunks every sink holds.
+  virtual absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) = 0;
 
-  // Called once the sinks have drained and flushed: acknowledges `confirmed` and disconnects.
-  virtual absl::Status Finish(Lsn confirmed) = 0;
+  // Called once the sinks have drained and flushed: acknowledges what `acks` confirms (WAL
+  // position, snapshot chunks) and disconnects.
+  virtual absl::Status Finish(Acknowledgements acks) = 0;
 };
 
 }  // namespace pgflow

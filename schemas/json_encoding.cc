@@ -1,5 +1,6 @@
 #include "schemas/json_encoding.h"
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <charconv>
@@ -26,6 +27,8 @@ constexpr int64_t kPgEpochDays = 10'957;
 
 // PostgreSQL's MAXDIM is 6; a little slack, still a hard bound on the recursion.
 constexpr int kMaxArrayDepth = 16;
+// Binary arrays carry their dimension count: anything above MAXDIM is malformed.
+constexpr int kMaxBinaryArrayDims = 6;
 
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
@@ -853,15 +856,150 @@ T ReadBigEndian(const char* p) {
   return static_cast<T>(v);
 }
 
+// A finite float as decimal digits: value = digits × 10^(exponent - ndigits + 1).
+struct FloatDecimal {
+  bool negative = false;
+  char digits[24];  // no trailing zeros (but "0" for zero)
+  int ndigits = 0;
+  int exponent = 0;      // of the first digit
+  uint64_t integer = 0;  // the digits as an integer
+};
+
+// Reads std::to_chars' scientific form "-d.ddde-XX" (at most 17 digits).
+FloatDecimal ParseScientific(const char* p, const char* end) {
+  FloatDecimal d;
+  d.negative = *p == '-';
+  if (d.negative) ++p;
+  d.digits[d.ndigits++] = *p;
+  d.integer = static_cast<uint64_t>(*p++ - '0');
+  if (*p == '.') {
+    for (++p; *p != 'e' && d.ndigits < static_cast<int>(sizeof(d.digits)); ++p) {
+      d.digits[d.ndigits++] = *p;
+      d.integer = d.integer * 10 + static_cast<uint64_t>(*p - '0');
+    }
+  }
+  while (d.ndigits > 1 && d.digits[d.ndigits - 1] == '0') {
+    --d.ndigits;
+    d.integer /= 10;
+  }
+  while (p < end && *p != 'e') ++p;
+  ++p;  // 'e'
+  const bool negative_exponent = p < end && *p == '-';
+  for (++p; p < end; ++p) d.exponent = d.exponent * 10 + (*p - '0');
+  if (negative_exponent) d.exponent = -d.exponent;
+  return d;
+}
+
+// Whether decimal × 10^k == odd × 2^e2, exactly (`odd` odd, `decimal` > 0).
+bool DecimalEqualsDyadic(uint64_t decimal, int k, uint64_t odd, int e2) {
+  const int twos = std::countr_zero(decimal);
+  decimal >>= twos;
+  int fives = 0;
+  while (decimal % 5 == 0) {
+    decimal /= 5;
+    ++fives;
+  }
+  int odd_fives = 0;
+  while (odd % 5 == 0) {
+    odd /= 5;
+    ++odd_fives;
+  }
+  return decimal == odd && twos + k == e2 && fives + k == odd_fives;
+}
+
+// Whether `d` lies exactly halfway between nonzero `f` and one of its neighbours, where
+// round-to-nearest-even reads it back as `f` only because of the tie.
+template <typename Float>
+bool IsHalfwayToNeighbour(Float f, const FloatDecimal& d) {
+  constexpr int kMantissaBits = std::numeric_limits<Float>::digits - 1;  // 23, 52
+  constexpr int kBias = std::numeric_limits<Float>::max_exponent - 1;    // 127, 1023
+  using Bits = std::conditional_t<sizeof(Float) == 4, uint32_t, uint64_t>;
+  const auto bits = std::bit_cast<Bits>(f);
+  const uint64_t fraction = bits & ((Bits{1} << kMantissaBits) - 1);
+  const int biased =
+      static_cast<int>((bits >> kMantissaBits) & ((1u << (sizeof(Float) == 4 ? 8 : 11)) - 1));
+  // |f| = m × 2^e.
+  const uint64_t m = biased == 0 ? fraction : fraction | (uint64_t{1} << kMantissaBits);
+  const int e = (biased == 0 ? 1 : biased) - kBias - kMantissaBits;
+  const uint64_t decimal = d.integer;
+  if (decimal == 0) return false;
+  const int k = d.exponent - d.ndigits + 1;
+  // Equal powers of two on both sides or not equal: the common case ends here.
+  const int twos = std::countr_zero(decimal) + k;
+  if (twos != e - 1 && twos != e - 2) return false;
+  // Above: (2m + 1) × 2^(e - 1). Below: the same distance, except at a power of two (not
+  // subnormal), where the neighbour below is half as far.
+  if (DecimalEqualsDyadic(decimal, k, 2 * m + 1, e - 1)) return true;
+  if (fraction == 0 && biased > 1) return DecimalEqualsDyadic(decimal, k, 4 * m - 1, e - 2);
+  return DecimalEqualsDyadic(decimal, k, 2 * m - 1, e - 1);
+}
+
+// float4 / float8 as float4out / float8out write them when extra_float_digits > 0 (PostgreSQL
+// 12 and later, src/common/{f2s,d2s}.c): Ryu's shortest digits that read back exactly, found
+// in the open interval of values that round to `f` (PostgreSQL excludes its ends, where
+// reading back depends on ties being broken to even), in fixed notation when the decimal
+// exponent is in [-4, 6) for float4 or [-4, 15) for float8, else as "1.5e+20".
 template <typename Float>
 void AppendFloat(Float f, std::string* out) {
   if (std::isnan(f)) {
     out->append("\"NaN\"");
-  } else if (std::isinf(f)) {
-    out->append(f > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-  } else {
-    AppendNumber(f, out);  // shortest form that reads back exactly, as extra_float_digits=3
+    return;
   }
+  if (std::isinf(f)) {
+    out->append(f > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    return;
+  }
+  constexpr bool kIsFloat4 = std::is_same_v<Float, float>;
+  constexpr int kMaxDigits = std::numeric_limits<Float>::max_digits10;  // 9, 17
+  constexpr int kFixedBelow = kIsFloat4 ? 6 : 15;
+  char buf[64];
+  std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), f, std::chars_format::scientific);
+  FloatDecimal d = ParseScientific(buf, r.ptr);
+  // std::to_chars accepts the interval's ends, PostgreSQL does not: the float4 123331296 is
+  // 1.233313e+08 for one (a tie, broken to even) and 1.23331296e+08 for the other.
+  if (f != 0 && IsHalfwayToNeighbour(f, d)) {
+    // The shortest inside: the closest number of p digits is inside if any is.
+    for (int p = d.ndigits + 1; p <= kMaxDigits; ++p) {
+      r = std::to_chars(buf, buf + sizeof(buf), f, std::chars_format::scientific, p - 1);
+      Float back;
+      std::from_chars(buf, r.ptr, back, std::chars_format::scientific);
+      const FloatDecimal candidate = ParseScientific(buf, r.ptr);
+      if (back == f && !IsHalfwayToNeighbour(f, candidate)) {
+        d = candidate;
+        break;
+      }
+    }
+  }
+  // At most "-0.0000" + 17 digits, or "-d." + 16 digits + "e-308", or 17 digits + zeros.
+  char text[40];
+  char* w = text;
+  if (d.negative) *w++ = '-';
+  if (d.exponent < -4 || d.exponent >= kFixedBelow) {
+    *w++ = d.digits[0];
+    if (d.ndigits > 1) {
+      *w++ = '.';
+      w = std::copy(d.digits + 1, d.digits + d.ndigits, w);
+    }
+    *w++ = 'e';
+    *w++ = d.exponent < 0 ? '-' : '+';
+    const int exponent = d.exponent < 0 ? -d.exponent : d.exponent;
+    if (exponent >= 100) *w++ = static_cast<char>('0' + exponent / 100);
+    *w++ = static_cast<char>('0' + exponent / 10 % 10);
+    *w++ = static_cast<char>('0' + exponent % 10);
+  } else if (d.exponent < 0) {
+    *w++ = '0';
+    *w++ = '.';
+    w = std::fill_n(w, -d.exponent - 1, '0');
+    w = std::copy(d.digits, d.digits + d.ndigits, w);
+  } else if (d.ndigits <= d.exponent + 1) {
+    w = std::copy(d.digits, d.digits + d.ndigits, w);
+    w = std::fill_n(w, d.exponent + 1 - d.ndigits, '0');
+  } else {
+    w = std::copy(d.digits, d.digits + d.exponent + 1, w);
+    *w++ = '.';
+    w = std::copy(d.digits + d.exponent + 1, d.digits + d.ndigits, w);
+  }
+  out->append(text, w - text);
 }
 
 void AppendBinaryUuid(std::string_view data, std::string* out) {
@@ -970,73 +1108,191 @@ bool AppendBinaryNumeric(std::string_view data, const JsonOptions& options, std:
   return true;
 }
 
-void AppendBinaryValue(uint32_t type_oid, std::string_view data, const JsonOptions& options,
-                       std::string* out) {
+// True for the types AppendBinaryScalar() writes exactly as the text rules write their text
+// form. Not "char": charout escapes bytes that charsend sends raw.
+bool IsExactBinaryScalar(uint32_t type_oid) {
+  switch (type_oid) {
+    case oid::kBool:
+    case oid::kInt2:
+    case oid::kInt4:
+    case oid::kInt8:
+    case oid::kOid:
+    case oid::kFloat4:
+    case oid::kFloat8:
+    case oid::kNumeric:
+    case oid::kText:
+    case oid::kVarchar:
+    case oid::kBpchar:
+    case oid::kName:
+    case oid::kJson:
+    case oid::kJsonb:
+    case oid::kBytea:
+    case oid::kUuid:
+    case oid::kDate:
+    case oid::kTimestamp:
+    case oid::kTimestamptz:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Appends the JSON of one value in its type's send format. Returns false, appending nothing,
+// for types without a decoder here and for data not of the type's form.
+bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOptions& options,
+                        std::string* out) {
   const char* const p = data.data();
   const size_t size = data.size();
   switch (type_oid) {
     case oid::kBool:
-      if (size != 1) break;
+      if (size != 1) return false;
       out->append(p[0] != 0 ? "true" : "false");
-      return;
+      return true;
     case oid::kInt2:
-      if (size != 2) break;
+      if (size != 2) return false;
       AppendNumber(ReadBigEndian<int16_t>(p), out);
-      return;
+      return true;
     case oid::kInt4:
-      if (size != 4) break;
+      if (size != 4) return false;
       AppendNumber(ReadBigEndian<int32_t>(p), out);
-      return;
+      return true;
     case oid::kInt8:
-      if (size != 8) break;
+      if (size != 8) return false;
       AppendNumber(ReadBigEndian<int64_t>(p), out);
-      return;
+      return true;
     case oid::kOid:
-      if (size != 4) break;
+      if (size != 4) return false;
       AppendNumber(ReadBigEndian<uint32_t>(p), out);
-      return;
+      return true;
     case oid::kFloat4:
-      if (size != 4) break;
+      if (size != 4) return false;
       AppendFloat(std::bit_cast<float>(ReadBigEndian<uint32_t>(p)), out);
-      return;
+      return true;
     case oid::kFloat8:
-      if (size != 8) break;
+      if (size != 8) return false;
       AppendFloat(std::bit_cast<double>(ReadBigEndian<uint64_t>(p)), out);
-      return;
+      return true;
     case oid::kText:
     case oid::kVarchar:
     case oid::kBpchar:
     case oid::kName:
     case oid::kChar:
       AppendJsonString(data, out);
-      return;
+      return true;
     case oid::kJson:
       AppendEmbeddedJson(data, out);
-      return;
+      return true;
     case oid::kJsonb:
-      if (size < 1 || p[0] != 1) break;
+      if (size < 1 || p[0] != 1) return false;
       AppendEmbeddedJson(data.substr(1), out);
-      return;
+      return true;
+    case oid::kBytea:
+      AppendBase64String(data, out);
+      return true;
     case oid::kUuid:
-      if (size != 16) break;
+      if (size != 16) return false;
       AppendBinaryUuid(data, out);
-      return;
+      return true;
     case oid::kDate:
-      if (size != 4) break;
+      if (size != 4) return false;
       AppendBinaryDate(ReadBigEndian<int32_t>(p), out);
-      return;
+      return true;
     case oid::kTimestamp:
     case oid::kTimestamptz:
-      if (size != 8) break;
+      if (size != 8) return false;
       AppendBinaryTimestamp(ReadBigEndian<int64_t>(p), type_oid == oid::kTimestamptz, out);
-      return;
+      return true;
     case oid::kNumeric:
-      if (!AppendBinaryNumeric(data, options, out)) break;
-      return;
+      return AppendBinaryNumeric(data, options, out);
     default:
-      break;
+      return false;
   }
-  // bytea, types without a decoder here, and malformed data: the bytes, in base64.
+}
+
+// array_send: int32 ndim, int32 flags (1: has NULLs), uint32 element type OID, then per
+// dimension int32 length and int32 lower bound, then every element in row-major order as
+// int32 length (-1: NULL) and that many bytes in the element type's send format. Written as
+// nested JSON arrays, as AppendTextArray writes the text form: lower bounds are dropped, and an
+// array without elements is [] whatever its dimensions (array_recv makes it so).
+// Returns false, leaving *out as it was, when `data` is not of that form or an element is
+// malformed: the caller writes the whole value as base64 then.
+bool AppendBinaryArray(uint32_t element_oid, std::string_view data, const JsonOptions& options,
+                       std::string* out) {
+  const size_t start = out->size();
+  size_t pos = 0;
+  auto read32 = [&](int32_t* v) {
+    if (data.size() - pos < 4) return false;
+    *v = ReadBigEndian<int32_t>(data.data() + pos);
+    pos += 4;
+    return true;
+  };
+  int32_t ndim;
+  int32_t flags;
+  int32_t element_type;
+  if (!read32(&ndim) || !read32(&flags) || !read32(&element_type)) return false;
+  if (ndim < 0 || ndim > kMaxBinaryArrayDims || (flags != 0 && flags != 1) ||
+      static_cast<uint32_t>(element_type) != element_oid) {
+    return false;
+  }
+  int32_t dims[kMaxBinaryArrayDims];
+  bool empty = ndim == 0;
+  for (int d = 0; d < ndim; ++d) {
+    int32_t lower_bound;
+    if (!read32(&dims[d]) || !read32(&lower_bound) || dims[d] < 0) return false;
+    if (dims[d] == 0) empty = true;
+  }
+  if (empty) {
+    if (pos != data.size()) return false;
+    out->append("[]");
+    return true;
+  }
+  // Every element takes at least its 4-byte length: the element count must fit the bytes
+  // there are, checked before anything is written (and before the product could overflow).
+  const uint64_t max_items = (data.size() - pos) / 4;
+  uint64_t nitems = 1;
+  for (int d = 0; d < ndim; ++d) {
+    if (nitems > max_items / static_cast<uint64_t>(dims[d])) return false;
+    nitems *= static_cast<uint64_t>(dims[d]);
+  }
+  int32_t index[kMaxBinaryArrayDims] = {};
+  out->append(static_cast<size_t>(ndim), '[');
+  for (uint64_t k = 0; k < nitems; ++k) {
+    int32_t length;
+    if (!read32(&length)) break;
+    if (length == -1) {
+      out->append("null");
+    } else {
+      if (length < 0 || static_cast<size_t>(length) > data.size() - pos) break;
+      if (!AppendBinaryScalar(element_oid, data.substr(pos, length), options, out)) break;
+      pos += static_cast<size_t>(length);
+    }
+    // Close the dimensions this element completes; open them again if more follow.
+    size_t closed = 0;
+    for (int d = ndim - 1; d >= 0 && ++index[d] == dims[d]; --d) {
+      index[d] = 0;
+      ++closed;
+    }
+    out->append(closed, ']');
+    if (k + 1 < nitems) {
+      out->push_back(',');
+      out->append(closed, '[');
+    } else if (pos == data.size()) {
+      return true;
+    }
+  }
+  out->resize(start);
+  return false;
+}
+
+void AppendBinaryValue(uint32_t type_oid, std::string_view data, const JsonOptions& options,
+                       std::string* out) {
+  if (AppendBinaryScalar(type_oid, data, options, out)) return;
+  const uint32_t element_oid = ArrayElementOid(type_oid);
+  if (element_oid != kNotArray && IsExactBinaryScalar(element_oid) &&
+      AppendBinaryArray(element_oid, data, options, out)) {
+    return;
+  }
+  // Types without a decoder here, and malformed data: the bytes, in base64.
   AppendBase64String(data, out);
 }
 
@@ -1129,6 +1385,11 @@ void AppendJsonString(std::string_view text, std::string* out) {
   }
   out->append(text.substr(run, n - run));
   out->push_back('"');
+}
+
+bool CanDecodeBinary(uint32_t type_oid) {
+  const uint32_t element_oid = ArrayElementOid(type_oid);
+  return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);
 }
 
 void AppendBase64(std::string_view bytes, std::string* out) {

@@ -20,9 +20,22 @@ struct JsonOptions {
 
 // Appends `value` to *out as one JSON value. `type_name` is the column's Column::type_name
 // (used to recognise arrays of non-built-in types, e.g. "public._mood"); may be empty.
+// kBinary values are decoded for the types CanDecodeBinary() accepts and written as base64
+// otherwise, or when malformed.
 // REQUIRES: !value.is_unchanged_toast(); such values are listed, never encoded.
 void AppendJsonValue(const Value& value, std::string_view type_name, const JsonOptions& options,
                      std::string* out);
+
+// True when AppendJsonValue turns a kBinary value of built-in type `type_oid` (its send format,
+// as `COPY ... (FORMAT binary)` writes it) into the same JSON as a kText value of its text
+// form (output settings as for the text rules: DateStyle=ISO, TimeZone=UTC,
+// extra_float_digits=3). True for bool, int2/4/8, oid, float4/8, numeric, text, varchar,
+// bpchar, name, json, jsonb, bytea, uuid, date, timestamp, timestamptz and the built-in array
+// types of these. False for every other type (interval, time, timetz, "char", enums, domains,
+// box[], unknown OIDs...): their binary form is written as base64, so read them in their text
+// form instead. Beware that a cast to text is not always the type's output function:
+// '10.0.0.1'::inet::text is "10.0.0.1/32" where inet_out writes "10.0.0.1".
+bool CanDecodeBinary(uint32_t type_oid);
 
 // Appends `text` as a quoted JSON string, escaping as RFC 8259 requires. Bytes that are not
 // valid UTF-8 are replaced by U+FFFD so the output is always valid JSON.

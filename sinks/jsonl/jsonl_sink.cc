@@ -161,6 +161,19 @@ absl::Status JsonlSink::Open() {
   struct stat st;
   if (::fstat(fd_, &st) != 0) return ErrnoError("cannot stat", options_->path);
   is_regular_file_ = S_ISREG(st.st_mode);
+  written_bytes_ = is_regular_file_ ? static_cast<uint64_t>(st.st_size) : 0;
+  if (is_regular_file_ && st.st_size == 0 && options_->fsync) {
+    // A new file: make its directory entry durable too, or a machine crash could lose the
+    // file with every acknowledged line in it.
+    std::string dir = options_->path;
+    size_t slash = dir.rfind('/');
+    dir = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
   if (!is_regular_file_ || st.st_size == 0) return absl::OkStatus();
   // A crash can leave a partial last line. It belongs to an unacknowledged position, so it
   // will be written again in full: cut it off so the file stays one object per line.
@@ -181,15 +194,50 @@ absl::Status JsonlSink::Open() {
     keep = from;
   }
   if (::ftruncate(fd_, keep) != 0) return ErrnoError("cannot truncate", options_->path);
+  written_bytes_ = static_cast<uint64_t>(keep);
   LogWarning("sink jsonl %s: removed a partial last line (%d bytes) left by an earlier crash",
              options_->path, st.st_size - keep);
   return absl::OkStatus();
 }
 
 absl::Status JsonlSink::Write(const Event& event) {
-  if (event.kind != EventKind::kChange) return absl::OkStatus();
+  switch (event.kind) {
+    case EventKind::kBegin:
+      txn_start_ = written_bytes_ + buffer_.size();
+      return absl::OkStatus();
+    case EventKind::kCommit:
+      txn_start_.reset();
+      return absl::OkStatus();
+    case EventKind::kRollback:
+      return Rollback();
+    case EventKind::kChange:
+      break;
+    default:
+      return absl::OkStatus();
+  }
   AppendJsonlLine(event.change, options_->json, &buffer_);
   if (buffer_.size() >= kWriteThreshold) return WriteBuffer();
+  return absl::OkStatus();
+}
+
+absl::Status JsonlSink::Rollback() {
+  if (!txn_start_) return absl::OkStatus();
+  const uint64_t start = *txn_start_;
+  txn_start_.reset();
+  // The transaction will be sent again in full; nothing of it was acknowledged, so its lines
+  // can go. Lines already written to a pipe cannot be taken back: they will appear twice.
+  if (start >= written_bytes_) {
+    buffer_.resize(start - written_bytes_);
+    return absl::OkStatus();
+  }
+  buffer_.clear();
+  if (!is_regular_file_) return absl::OkStatus();
+  if (::ftruncate(fd_, static_cast<off_t>(start)) != 0) {
+    return ErrnoError("cannot truncate", options_->path);
+  }
+  LogInfo("sink jsonl %s: took back %d bytes of a transaction that was cut off; it comes again",
+          options_->path, written_bytes_ - start);
+  written_bytes_ = start;
   return absl::OkStatus();
 }
 
@@ -204,6 +252,7 @@ absl::Status JsonlSink::WriteBuffer() {
     }
     p += n;
     left -= static_cast<size_t>(n);
+    written_bytes_ += static_cast<uint64_t>(n);
   }
   buffer_.clear();
   return absl::OkStatus();

@@ -10,8 +10,11 @@
 // crash, changes after the last acknowledgement may be written again, and this pair tells
 // them apart. A column whose TOASTed value was not sent is absent from `after` and listed in
 // `unchanged_toast`. Durable means written and fsynced (a file) or written (stdout, a pipe).
+// The lines of a transaction cut off by a lost connection are removed from a file (it will
+// be sent again in full); on a pipe they stay, and appear twice.
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/config.h"
@@ -42,10 +45,14 @@ class JsonlSink : public Sink {
 
  private:
   absl::Status WriteBuffer();
+  // Takes back the lines of a transaction cut off by a lost connection.
+  absl::Status Rollback();
 
   std::shared_ptr<const JsonlSinkOptions> options_;
   int fd_ = -1;
   bool is_regular_file_ = false;
+  uint64_t written_bytes_ = 0;         // size of the file (bytes written to fd_), buffer_ excluded
+  std::optional<uint64_t> txn_start_;  // offset of the open transaction's first line
   std::string buffer_;
 };
 

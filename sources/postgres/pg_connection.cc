@@ -1,5 +1,6 @@
 #include "sources/postgres/pg_connection.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -72,6 +73,18 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
     values.emplace_back(o->val);
   }
   PQconninfoFree(parsed);
+  // Notice a dead server or network within about a minute instead of the kernel's ~15, unless
+  // the URL says otherwise.
+  for (auto [key, value] : {std::pair{"connect_timeout", "10"},
+                            {"keepalives", "1"},
+                            {"keepalives_idle", "30"},
+                            {"keepalives_interval", "10"},
+                            {"keepalives_count", "3"}}) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      keys.emplace_back(key);
+      values.emplace_back(value);
+    }
+  }
   keys.emplace_back("options");
   values.push_back(options);
   if (!has_application_name) {
@@ -125,8 +138,10 @@ absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
                                  const std::vector<std::string>& params) {
   std::vector<const char*> values;
   for (const std::string& p : params) values.push_back(p.c_str());
-  PgResultPtr res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                               values.data(), nullptr, nullptr, 0));
+  // Without parameters, the simple protocol: it also runs several statements at once.
+  PgResultPtr res(params.empty() ? PQexec(conn, sql.c_str())
+                                 : PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()),
+                                                nullptr, values.data(), nullptr, nullptr, 0));
   ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));

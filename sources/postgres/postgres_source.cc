@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/log.h"
 #include "sources/postgres/pgoutput.h"
+#include "sources/postgres/snapshot.h"
 
 namespace pgflow {
 namespace {
@@ -61,6 +62,8 @@ class PostgresSource::StreamState {
                             absl::string_view what);
   absl::StatusOr<TableSchemaPtr> FindRelation(uint32_t relation_id);
   void Add(Event event);
+  // Ends a transaction cut off mid-way (lost connection, stop) with a kRollback event.
+  void CutTransaction();
   // Hands the batch on, answering the server while the sinks are full. kCancelled if stopped.
   absl::Status EmitBatch();
   absl::Status SendStatus(bool force);
@@ -73,6 +76,9 @@ class PostgresSource::StreamState {
 
   Catalog catalog_;
   EventBatch batch_;
+  // A batch handed to the emitter but not yet taken by every sink: never dropped, so that
+  // nothing handed on (and so skipped after a reconnect) can be lost.
+  EventBatchPtr pending_;
 
   bool in_txn_ = false;
   bool skip_txn_ = false;
@@ -92,25 +98,26 @@ absl::Status PostgresSource::StreamState::Run() {
   handed_on_ = source_->start_;
   auto backoff = std::chrono::milliseconds(500);
   int attempt = 0;
-  while (!stop_.requested()) {
-    absl::Status s =
-        source_->replication_ ? RunConnected() : absl::UnavailableError("not connected");
-    if (s.ok() || absl::IsCancelled(s)) return absl::OkStatus();
+  while (true) {
+    absl::Status s = source_->streaming_ ? RunConnected() : absl::UnavailableError("not connected");
+    if (stop_.requested() || absl::IsCancelled(s)) {
+      // A transaction cut short here comes again in full after a restart.
+      CutTransaction();
+      absl::Status e = EmitBatch();
+      return e.ok() || absl::IsCancelled(e) ? absl::OkStatus() : e;
+    }
     if (!absl::IsUnavailable(s)) return s;
     // Lost the connection: whatever part of a transaction the sinks got will come again.
-    if (in_txn_ && !skip_txn_) {
-      Event rollback;
-      rollback.kind = EventKind::kRollback;
-      rollback.txn = txn_;
-      Add(std::move(rollback));
+    source_->streaming_ = false;
+    CutTransaction();
+    if (absl::Status e = EmitBatch(); !e.ok()) {
+      return absl::IsCancelled(e) ? absl::OkStatus() : e;
     }
-    in_txn_ = false;
-    if (absl::Status e = EmitBatch(); !e.ok()) return absl::OkStatus();
     source_->replication_.reset();
     ++attempt;
     LogWarning("replication stream: %s; reconnecting in %.1fs (attempt %d)", s.message(),
                backoff.count() / 1000.0, attempt);
-    if (!SleepUnlessStopped(backoff, stop_)) break;
+    if (!SleepUnlessStopped(backoff, stop_)) return absl::OkStatus();
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
     absl::Status started = source_->StartReplication(std::max(handed_on_, acks_.Confirmed()));
     if (started.ok()) {
@@ -123,7 +130,16 @@ absl::Status PostgresSource::StreamState::Run() {
       LogWarning("replication stream: %s", started.message());
     }
   }
-  return absl::OkStatus();
+}
+
+void PostgresSource::StreamState::CutTransaction() {
+  if (in_txn_ && !skip_txn_) {
+    Event rollback;
+    rollback.kind = EventKind::kRollback;
+    rollback.txn = txn_;
+    Add(std::move(rollback));
+  }
+  in_txn_ = false;
 }
 
 absl::Status PostgresSource::StreamState::RunConnected() {
@@ -155,10 +171,13 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       continue;
     }
     if (n == -2) return ResultError(conn, nullptr, "reading the stream");
-    // n == -1: the server ended the stream.
+    // n == -1: the server ended the stream. A shutdown or a terminated WAL sender is worth a
+    // reconnect; a dropped slot or publication is not.
     PgResultPtr res(PQgetResult(conn));
-    absl::Status err = ResultError(conn, res.get(), "the server ended the replication stream");
-    return absl::UnavailableError(err.message());
+    if (PQresultStatus(res.get()) == PGRES_COMMAND_OK) {
+      return absl::UnavailableError("the server ended the replication stream");
+    }
+    return ResultError(conn, res.get(), "the server ended the replication stream");
   }
   return absl::OkStatus();
 }
@@ -366,24 +385,28 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
 }
 
 absl::Status PostgresSource::StreamState::EmitBatch() {
-  if (batch_.events.empty()) return absl::OkStatus();
-  auto shared = std::make_shared<const EventBatch>(std::move(batch_));
-  batch_ = EventBatch();
-  batch_.events.reserve(kBatchEvents);
-  while (true) {
-    switch (emitter_.Emit(shared, absl::Milliseconds(100))) {
+  while (pending_ != nullptr || !batch_.events.empty()) {
+    if (pending_ == nullptr) {
+      pending_ = std::make_shared<const EventBatch>(std::move(batch_));
+      batch_ = EventBatch();
+      batch_.events.reserve(kBatchEvents);
+    }
+    switch (emitter_.Emit(pending_, absl::Milliseconds(100))) {
       case Emitter::Result::kOk:
-        return absl::OkStatus();
+        pending_.reset();
+        break;
       case Emitter::Result::kClosed:
         return absl::CancelledError("pipeline closed");
       case Emitter::Result::kTimeout:
         // The sinks are full: keep the server answered so it does not time us out, and stop
-        // reading until there is room (back-pressure reaches the WAL sender).
+        // reading until there is room (back-pressure reaches the WAL sender). The batch is
+        // kept: if the connection fails now, it is still handed on before anything after it.
         if (stop_.requested()) return absl::CancelledError("stopping");
         if (absl::Status s = SendStatus(false); !s.ok()) return s;
         break;
     }
   }
+  return absl::OkStatus();
 }
 
 absl::Status PostgresSource::StreamState::SendStatus(bool force) {
@@ -395,6 +418,7 @@ absl::Status PostgresSource::StreamState::SendStatus(bool force) {
   }
   if (!force && now - last_status_ < std::chrono::milliseconds(100)) return absl::OkStatus();
   PGconn* conn = source_->replication_.get();
+  if (!source_->streaming_ || conn == nullptr) return absl::OkStatus();
   std::string message = pgoutput::EncodeStandbyStatus(confirmed, NowUnixUs(), false);
   if (PQputCopyData(conn, message.data(), static_cast<int>(message.size())) != 1 ||
       PQflush(conn) != 0) {
@@ -561,6 +585,7 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
 }
 
 absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
+  const bool initial = source_.snapshot.mode == SnapshotMode::kInitial;
   auto res = Exec(conn,
                   "SELECT plugin, database, confirmed_flush_lsn, active_pid, "
                   "current_database() FROM pg_replication_slots WHERE slot_name = $1",
@@ -582,13 +607,31 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
     }
     std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(r, 0, 2));
     if (!lsn) return absl::DataLossError("replication slot has no confirmed_flush_lsn");
-    LogInfo("resuming replication slot %s from %s", source_.slot, lsn->ToString());
+    if (initial) {
+      auto state =
+          Exec(conn, "SELECT finished_at IS NULL FROM pgflow.snapshots WHERE pipeline = $1",
+               {config_.name});
+      if (!state.ok()) return state.status();
+      snapshot_owed_ = PQntuples(state->get()) == 1 && PQgetvalue(state->get(), 0, 0)[0] == 't';
+    }
+    LogInfo("resuming replication slot %s from %s%s", source_.slot, lsn->ToString(),
+            snapshot_owed_ ? ", after finishing the interrupted snapshot" : "");
     return *lsn;
   }
+  if (initial) {
+    // Recorded before the slot exists, so a crash in between is recognised as a snapshot owed.
+    for (const char* sql : {"DELETE FROM pgflow.snapshot_chunks WHERE pipeline = $1",
+                            "DELETE FROM pgflow.snapshots WHERE pipeline = $1",
+                            "INSERT INTO pgflow.snapshots (pipeline) VALUES ($1)"}) {
+      auto res = Exec(conn, sql, {config_.name});
+      if (!res.ok()) return res.status();
+    }
+  }
   PgResultPtr created(
-      PQexec(replication_.get(), absl::StrCat("CREATE_REPLICATION_SLOT ", QuoteIdent(source_.slot),
-                                              " LOGICAL pgoutput NOEXPORT_SNAPSHOT")
-                                     .c_str()));
+      PQexec(replication_.get(),
+             absl::StrCat("CREATE_REPLICATION_SLOT ", QuoteIdent(source_.slot),
+                          " LOGICAL pgoutput ", initial ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT")
+                 .c_str()));
   if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
     return ResultError(replication_.get(), created.get(),
                        absl::StrCat("creating replication slot ", source_.slot));
@@ -596,31 +639,88 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(created.get(), 0, 1));
   if (!lsn) return absl::DataLossError("CREATE_REPLICATION_SLOT returned no consistent point");
   LogInfo("created replication slot %s at %s", source_.slot, lsn->ToString());
+  if (initial) {
+    snapshot_owed_ = true;
+    snapshot_name_ = PQgetvalue(created.get(), 0, 2);
+    auto noted = Exec(conn, "UPDATE pgflow.snapshots SET consistent_point = $2 WHERE pipeline = $1",
+                      {config_.name, lsn->ToString()});
+    if (!noted.ok()) return noted.status();
+  }
   return *lsn;
 }
 
 absl::StatusOr<Lsn> PostgresSource::Prepare() {
-  if (source_.snapshot.mode != SnapshotMode::kNever) {
-    return absl::UnimplementedError(
-        "source.postgres.snapshot.mode: this build of pgflow cannot copy existing rows yet; "
-        "set `snapshot: {mode: never}` to stream changes from now on");
-  }
   absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
   if (!conn.ok()) return conn.status();
   if (absl::Status s = CheckServer(conn->get()); !s.ok()) return s;
   if (absl::Status s = CheckTables(conn->get()); !s.ok()) return s;
+  if (source_.snapshot.mode == SnapshotMode::kOnly) {
+    // A one-off copy: no slot, no publication, nothing left behind.
+    snapshot_owed_ = true;
+    return Lsn();
+  }
   if (absl::Status s = EnsurePublication(conn->get()); !s.ok()) return s;
+  if (source_.snapshot.mode == SnapshotMode::kInitial) {
+    if (absl::Status s = EnsureSnapshotState(conn->get()); !s.ok()) return s;
+  }
   absl::StatusOr<PgConnPtr> replication = Connect(source_.url, ConnectionKind::kReplication);
   if (!replication.ok()) return replication.status();
   replication_ = *std::move(replication);
   absl::StatusOr<Lsn> start = EnsureSlot(conn->get());
   if (!start.ok()) return start.status();
   start_ = *start;
-  if (absl::Status s = StartReplication(start_); !s.ok()) return s;
   return start_;
 }
 
+absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& chunks,
+                                         const StopSignal& stop) {
+  const bool only = source_.snapshot.mode == SnapshotMode::kOnly;
+  SnapshotCopier::Options options;
+  options.url = source_.url;
+  options.pipeline = config_.name;
+  options.tables = source_.tables;
+  options.workers = source_.snapshot.workers > 0
+                        ? source_.snapshot.workers
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.chunk_bytes = source_.snapshot.chunk_bytes;
+  options.position = start_;
+  options.record_progress = !only;
+
+  // Without a snapshot exported with the slot, take one now and hold it until the workers
+  // have imported it.
+  PgConnPtr holder;
+  std::string name = snapshot_name_;
+  if (name.empty()) {
+    absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+    if (!conn.ok()) return conn.status();
+    holder = *std::move(conn);
+    auto res = Exec(holder.get(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (!res.ok()) return res.status();
+    res = Exec(holder.get(), "SELECT pg_export_snapshot(), pg_current_wal_lsn()");
+    if (!res.ok()) return res.status();
+    name = PQgetvalue(res->get(), 0, 0);
+    if (only) options.position = Lsn::Parse(PQgetvalue(res->get(), 0, 1)).value_or(Lsn());
+  }
+  copier_ = std::make_unique<SnapshotCopier>(std::move(options));
+  absl::Status s = copier_->Run(
+      name,
+      [&] {
+        if (holder != nullptr) Exec(holder.get(), "COMMIT").IgnoreError();
+        holder.reset();
+      },
+      emitter, chunks, stop);
+  if (!s.ok() || !copier_->finished() || only) return s;
+  absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+  if (!conn.ok()) return conn.status();
+  auto done =
+      Exec(conn->get(), "UPDATE pgflow.snapshots SET finished_at = now() WHERE pipeline = $1",
+           {config_.name});
+  snapshot_owed_ = false;
+  return done.status();
+}
+
 absl::Status PostgresSource::StartReplication(Lsn from) {
+  streaming_ = false;
   if (replication_ == nullptr) {
     absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kReplication);
     if (!conn.ok()) return conn.status();
@@ -636,17 +736,35 @@ absl::Status PostgresSource::StartReplication(Lsn from) {
     replication_.reset();
     return s;
   }
+  streaming_ = true;
   return absl::OkStatus();
 }
 
-absl::Status PostgresSource::Stream(Emitter& emitter, const AckTracker& acks,
+absl::Status PostgresSource::Stream(Emitter& emitter, Acknowledgements acks,
                                     const StopSignal& stop) {
-  StreamState state(this, emitter, acks, stop);
+  if (snapshot_owed_) {
+    if (absl::Status s = RunSnapshot(emitter, acks.chunks, stop); !s.ok()) return s;
+    if (stop.requested() || source_.snapshot.mode == SnapshotMode::kOnly) {
+      return absl::OkStatus();
+    }
+  }
+  // Every snapshot row is durable in every sink: the stream starts exactly where the snapshot
+  // was taken.
+  absl::Status started = StartReplication(start_);
+  if (!started.ok() && !absl::IsUnavailable(started)) return started;
+  StreamState state(this, emitter, acks.wal, stop);
   return state.Run();
 }
 
-absl::Status PostgresSource::Finish(Lsn confirmed) {
-  if (replication_ == nullptr) return absl::OkStatus();
+absl::Status PostgresSource::Finish(Acknowledgements acks) {
+  if (copier_ != nullptr && !copier_->finished()) {
+    // Stopped mid-snapshot: remember every chunk the sinks hold, so the next run skips them.
+    if (absl::Status s = copier_->RecordDurable(acks.chunks); !s.ok()) {
+      LogWarning("snapshot: could not record finished chunks: %s", s.message());
+    }
+  }
+  const Lsn confirmed = acks.wal.Confirmed();
+  if (replication_ == nullptr || !streaming_) return absl::OkStatus();
   PGconn* conn = replication_.get();
   std::string message = pgoutput::EncodeStandbyStatus(confirmed, NowUnixUs(), false);
   if (PQputCopyData(conn, message.data(), static_cast<int>(message.size())) != 1 ||

@@ -4,9 +4,11 @@
 //
 // Prepare() checks the server (wal_level, version), resolves the configured tables, warns about
 // tables whose updates and deletes cannot be streamed correctly, creates or updates the
-// publication and creates the logical slot if missing. Stream() runs START_REPLICATION from
-// the slot, decodes every message into typed events, answers keepalives, sends standby status
-// updates carrying only the confirmed (durable everywhere) position, and reconnects with
+// publication and creates the logical slot if missing (exporting its snapshot when the tables
+// are to be copied first). Stream() copies the tables when a snapshot is owed (snapshot.h),
+// waits until every sink holds the copy, then runs START_REPLICATION from the slot's
+// consistent point, decodes every message into typed events, answers keepalives, sends standby
+// status updates carrying only the confirmed (durable everywhere) position, and reconnects with
 // backoff after a lost connection, resuming after the last transaction it handed on.
 
 #include <memory>
@@ -16,6 +18,7 @@
 #include "engine/source.h"
 #include "schemas/catalog.h"
 #include "sources/postgres/pg_connection.h"
+#include "sources/postgres/snapshot.h"
 
 namespace pgflow {
 
@@ -25,8 +28,8 @@ class PostgresSource : public Source {
   ~PostgresSource() override;
 
   absl::StatusOr<Lsn> Prepare() override;
-  absl::Status Stream(Emitter& emitter, const AckTracker& acks, const StopSignal& stop) override;
-  absl::Status Finish(Lsn confirmed) override;
+  absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override;
+  absl::Status Finish(Acknowledgements acks) override;
 
  private:
   class StreamState;
@@ -36,11 +39,18 @@ class PostgresSource : public Source {
   absl::Status EnsurePublication(PGconn* conn);
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);
   absl::Status StartReplication(Lsn from);
+  absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
 
   PipelineConfig config_;
   const PostgresSourceConfig& source_;
   PgConnPtr replication_;
+  bool streaming_ = false;  // START_REPLICATION is running on replication_
   Lsn start_;
+  // The initial copy still owed before streaming may start, and the snapshot exported with the
+  // slot for it (empty: take a new one).
+  bool snapshot_owed_ = false;
+  std::string snapshot_name_;
+  std::unique_ptr<SnapshotCopier> copier_;
 };
 
 }  // namespace pgflow

@@ -20,7 +20,7 @@ class ScriptedSource : public Source {
 
   absl::StatusOr<Lsn> Prepare() override { return Lsn(100); }
 
-  absl::Status Stream(Emitter& emitter, const AckTracker& acks, const StopSignal& stop) override {
+  absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override {
     uint64_t lsn = 1000;
     for (int t = 0; t < transactions_ && !stop.requested(); ++t) {
       auto batch = std::make_shared<EventBatch>();
@@ -38,7 +38,7 @@ class ScriptedSource : public Source {
       EventBatchPtr shared = batch;
       while (true) {
         auto r = emitter.Emit(shared, absl::Milliseconds(10));
-        confirmed_.push_back(acks.Confirmed());
+        confirmed_.push_back(acks.wal.Confirmed());
         if (r == Emitter::Result::kOk) break;
         if (stop.requested()) return absl::OkStatus();
       }
@@ -50,8 +50,8 @@ class ScriptedSource : public Source {
     return absl::OkStatus();
   }
 
-  absl::Status Finish(Lsn confirmed) override {
-    final_ = confirmed;
+  absl::Status Finish(Acknowledgements acks) override {
+    final_ = acks.wal.Confirmed();
     return absl::OkStatus();
   }
 

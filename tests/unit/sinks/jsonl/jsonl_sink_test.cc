@@ -138,3 +138,46 @@ TEST(JsonlSinkTest, AnUnwritablePathIsAClearError) {
 
 }  // namespace
 }  // namespace pgflow
+
+namespace pgflow {
+namespace {
+
+TEST(JsonlSinkTest, ARolledBackTransactionLeavesNoLines) {
+  char tmpl[] = "/tmp/jsonl-rollback.XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  const std::string path = tmpl;
+  auto options = std::make_shared<JsonlSinkOptions>();
+  options->path = path;
+  JsonlSink sink(options);
+  ASSERT_TRUE(sink.Open().ok());
+  auto event = [](EventKind kind) {
+    Event e;
+    e.kind = kind;
+    if (kind == EventKind::kChange) e.change = Update();
+    return e;
+  };
+  // A committed transaction, then one cut off after part of it reached the file.
+  for (EventKind k : {EventKind::kBegin, EventKind::kChange, EventKind::kCommit, EventKind::kBegin,
+                      EventKind::kChange}) {
+    ASSERT_TRUE(sink.Write(event(k)).ok());
+  }
+  ASSERT_TRUE(sink.Flush().ok());
+  ASSERT_TRUE(sink.Write(event(EventKind::kChange)).ok());
+  ASSERT_TRUE(sink.Write(event(EventKind::kRollback)).ok());
+  ASSERT_TRUE(sink.Flush().ok());
+  std::string text = Slurp(path);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  // Writing goes on after it.
+  for (EventKind k : {EventKind::kBegin, EventKind::kChange, EventKind::kCommit}) {
+    ASSERT_TRUE(sink.Write(event(k)).ok());
+  }
+  ASSERT_TRUE(sink.Close().ok());
+  text = Slurp(path);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2) << text;
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace pgflow

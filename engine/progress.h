@@ -1,0 +1,18 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pgflow {
+
+// How far the copy of one table has come, for progress display.
+struct TableProgress {
+  std::string name;  // "schema.table"
+  uint64_t rows = 0;
+  uint64_t bytes_done = 0;   // heap bytes of the chunks copied
+  uint64_t bytes_total = 0;  // heap bytes planned
+  uint32_t chunks_done = 0;
+  uint32_t chunks_total = 0;
+};
+
+}  // namespace pgflow

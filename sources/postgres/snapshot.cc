@@ -1,0 +1,596 @@
+#include "sources/postgres/snapshot.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/bounded_queue.h"
+#include "engine/log.h"
+#include "schemas/json_encoding.h"
+#include "sources/postgres/copy_binary.h"
+
+namespace pgflow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kBatchRows = 1024;
+constexpr size_t kBatchBytes = 1 << 20;
+constexpr size_t kWorkerQueueBytes = 16 << 20;
+// pgoutput describes types below this OID as built in and sends Type messages for the rest.
+constexpr uint32_t kFirstNonBuiltinOid = 10000;
+
+std::string Qualified(const std::string& schema, const std::string& name) {
+  return absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
+}
+
+// What a worker hands the coordinator: rows, and possibly the end of a chunk.
+struct WorkerOutput {
+  EventBatch batch;
+  std::string table;                     // "schema.table" the rows belong to
+  uint64_t rows = 0;                     // rows in `batch`
+  std::optional<size_t> finished_chunk;  // index into the plan
+  uint64_t chunk_rows = 0;
+};
+
+// How to read one published table: its schema as pgoutput would describe it, and the SELECT
+// list that yields its columns in binary where pgflow decodes the binary form, else as text.
+struct TableReader {
+  TableSchemaPtr schema;
+  std::string select_list;
+  std::vector<ValueKind> kinds;
+};
+
+absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
+                                          const std::string& name) {
+  auto rel = Exec(conn,
+                  "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                  "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                  {schema, name});
+  if (!rel.ok()) return rel.status();
+  if (PQntuples(rel->get()) != 1) {
+    return absl::NotFoundError(absl::StrCat("table ", schema, ".", name, " does not exist"));
+  }
+  std::string oid = PQgetvalue(rel->get(), 0, 0);
+  char identity = PQgetvalue(rel->get(), 0, 1)[0];
+  auto cols =
+      Exec(conn,
+           "SELECT a.attname, a.atttypid, a.atttypmod, "
+           "  coalesce(a.attnum = ANY((SELECT i.indkey FROM pg_index i WHERE i.indrelid = "
+           "    a.attrelid AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary "
+           "    END LIMIT 1)::int2[]), false), "
+           "  tn.nspname || '.' || t.typname "
+           "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+           "JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+           "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+           "  AND a.attgenerated = '' ORDER BY a.attnum",
+           {oid, std::string(1, identity)});
+  if (!cols.ok()) return cols.status();
+  auto table = std::make_shared<TableSchema>();
+  table->relation_id = static_cast<uint32_t>(std::stoul(oid));
+  table->schema = schema;
+  table->name = name;
+  table->replica_identity = identity;
+  TableReader reader;
+  std::vector<std::string> select;
+  PGresult* r = cols->get();
+  for (int i = 0; i < PQntuples(r); ++i) {
+    Column column;
+    column.name = PQgetvalue(r, i, 0);
+    column.type_oid = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 1)));
+    column.type_modifier = std::stoi(PQgetvalue(r, i, 2));
+    column.is_key = identity == 'f' || (identity != 'n' && PQgetvalue(r, i, 3)[0] == 't');
+    if (column.type_oid >= kFirstNonBuiltinOid) column.type_name = PQgetvalue(r, i, 4);
+    if (CanDecodeBinary(column.type_oid)) {
+      select.push_back(QuoteIdent(column.name));
+      reader.kinds.push_back(ValueKind::kBinary);
+    } else {
+      // Read as text, exactly as the stream will show it (the same session settings).
+      select.push_back(absl::StrCat(QuoteIdent(column.name), "::text"));
+      reader.kinds.push_back(ValueKind::kText);
+    }
+    table->columns.push_back(std::move(column));
+  }
+  reader.select_list = absl::StrJoin(select, ", ");
+  reader.schema = std::move(table);
+  return reader;
+}
+
+}  // namespace
+
+std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
+                                         uint32_t pages_per_chunk, uint32_t block_size) {
+  std::vector<SnapshotChunk> chunks;
+  pages_per_chunk = std::max<uint32_t>(pages_per_chunk, 1);
+  uint32_t first = 0;
+  do {
+    SnapshotChunk chunk = relation;
+    chunk.first_page = first;
+    uint32_t end = pages - first > pages_per_chunk ? first + pages_per_chunk : pages;
+    chunk.bytes = static_cast<uint64_t>(end - first) * block_size;
+    if (end < pages) chunk.end_page = end;  // the last chunk stays open-ended
+    chunks.push_back(std::move(chunk));
+    first = end;
+  } while (first < pages);
+  return chunks;
+}
+
+absl::Status EnsureSnapshotState(PGconn* conn) {
+  auto res = Exec(conn, R"sql(
+    CREATE SCHEMA IF NOT EXISTS pgflow;
+    CREATE TABLE IF NOT EXISTS pgflow.snapshots (
+      pipeline text PRIMARY KEY,
+      consistent_point pg_lsn,
+      started_at timestamptz NOT NULL DEFAULT now(),
+      finished_at timestamptz);
+    CREATE TABLE IF NOT EXISTS pgflow.snapshot_chunks (
+      pipeline text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      leaf_schema text NOT NULL,
+      leaf_name text NOT NULL,
+      first_page bigint NOT NULL,
+      end_page bigint,
+      bytes bigint NOT NULL,
+      done_at timestamptz,
+      rows bigint,
+      PRIMARY KEY (pipeline, leaf_schema, leaf_name, first_page));
+  )sql");
+  return res.status();
+}
+
+// State shared by the coordinator and the workers.
+struct SnapshotCopier::Shared {
+  std::vector<SnapshotChunk> plan;
+  std::map<std::string, TableReader> readers;  // by "schema.table"
+  std::string snapshot_name;
+  std::string url;
+
+  absl::Mutex mu;
+  size_t next ABSL_GUARDED_BY(mu) = 0;  // next index into `order`
+  std::vector<size_t> order;            // plan indices still to copy, largest tables first
+  absl::Status error ABSL_GUARDED_BY(mu);
+  std::atomic<int> imported{0};
+  std::atomic<int> finished_workers{0};
+  std::atomic<bool> stop{false};
+  BoundedQueue<WorkerOutput> out{kWorkerQueueBytes};
+
+  void Fail(absl::Status s) {
+    absl::MutexLock lock(&mu);
+    if (error.ok()) error = std::move(s);
+    stop = true;
+  }
+  std::optional<size_t> Take() {
+    absl::MutexLock lock(&mu);
+    if (next >= order.size()) return std::nullopt;
+    return order[next++];
+  }
+  bool Push(WorkerOutput output) {
+    size_t bytes = output.batch.bytes + sizeof(WorkerOutput);
+    while (!stop.load()) {
+      switch (out.Push(&output, bytes, absl::Milliseconds(100))) {
+        case BoundedQueue<WorkerOutput>::PushResult::kOk:
+          return true;
+        case BoundedQueue<WorkerOutput>::PushResult::kClosed:
+          return false;
+        case BoundedQueue<WorkerOutput>::PushResult::kTimeout:
+          break;
+      }
+    }
+    return false;
+  }
+};
+
+// One worker: a connection holding the snapshot, copying chunks until none are left.
+struct SnapshotCopier::Worker {
+  Shared& shared;
+  Lsn position;
+
+  void Run() {
+    absl::Status s = RunChunks();
+    if (!s.ok()) shared.Fail(std::move(s));
+    shared.finished_workers.fetch_add(1);
+  }
+
+  absl::Status RunChunks() {
+    absl::StatusOr<PgConnPtr> conn = Connect(shared.url, ConnectionKind::kRegular);
+    if (!conn.ok()) return conn.status();
+    PGconn* c = conn->get();
+    auto begin = Exec(c, absl::StrCat("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                                      "SET TRANSACTION SNAPSHOT ",
+                                      QuoteLiteral(shared.snapshot_name)));
+    if (!begin.ok()) return begin.status();
+    shared.imported.fetch_add(1);
+    while (!shared.stop.load()) {
+      std::optional<size_t> index = shared.Take();
+      if (!index) break;
+      if (absl::Status s = CopyChunk(c, *index); !s.ok()) return s;
+    }
+    Exec(c, "COMMIT").IgnoreError();
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyChunk(PGconn* c, size_t index) {
+    const SnapshotChunk& chunk = shared.plan[index];
+    const TableReader& reader = shared.readers.at(chunk.TableName());
+    std::string where = absl::StrCat("ctid >= '(", chunk.first_page, ",0)'");
+    if (chunk.end_page) absl::StrAppend(&where, " AND ctid < '(", *chunk.end_page, ",0)'");
+    std::string sql = absl::StrCat("COPY (SELECT ", reader.select_list, " FROM ONLY ",
+                                   Qualified(chunk.leaf_schema, chunk.leaf_name), " WHERE ", where,
+                                   ") TO STDOUT (FORMAT binary)");
+    if (auto sp = Exec(c, "SAVEPOINT chunk"); !sp.ok()) return sp.status();
+    PgResultPtr res(PQexec(c, sql.c_str()));
+    if (PQresultStatus(res.get()) != PGRES_COPY_OUT) {
+      const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+      if (state != nullptr && std::string_view(state) == "42P01") {
+        // Dropped since the snapshot was taken: its rows are gone from the source too.
+        LogWarning(
+            "snapshot: %s.%s was dropped while being copied; its remaining chunks are "
+            "skipped",
+            chunk.leaf_schema, chunk.leaf_name);
+        if (auto rb = Exec(c, "ROLLBACK TO SAVEPOINT chunk"); !rb.ok()) return rb.status();
+        WorkerOutput done;
+        done.finished_chunk = index;
+        shared.Push(std::move(done));
+        return absl::OkStatus();
+      }
+      return ResultError(c, res.get(),
+                         absl::StrCat("copying ", chunk.leaf_schema, ".", chunk.leaf_name));
+    }
+    BinaryCopyParser parser(reader.schema->columns.size());
+    WorkerOutput output;
+    uint64_t rows = 0;
+    absl::Status parse_status;
+    while (true) {
+      char* buf = nullptr;
+      int n = PQgetCopyData(c, &buf, 0);
+      if (n == -1) break;
+      if (n == -2) return ResultError(c, nullptr, "reading a snapshot chunk");
+      absl::Status s = parser.Parse(
+          std::string_view(buf, static_cast<size_t>(n)),
+          [&](std::span<const BinaryCopyParser::Field> fields) {
+            Event event;
+            event.kind = EventKind::kChange;
+            Change& change = event.change;
+            change.op = Op::kRead;
+            change.table = reader.schema;
+            change.txn.commit_lsn = position;
+            change.lsn = position;
+            change.after.reserve(fields.size());
+            for (size_t i = 0; i < fields.size(); ++i) {
+              uint32_t oid = reader.schema->columns[i].type_oid;
+              if (fields[i].is_null) {
+                change.after.push_back(Value::Null(oid));
+              } else {
+                change.after.push_back(Value{reader.kinds[i], oid, std::string(fields[i].bytes)});
+              }
+            }
+            output.batch.bytes += event.ApproximateBytes();
+            output.batch.events.push_back(std::move(event));
+            ++rows;
+          });
+      PQfreemem(buf);
+      if (!s.ok()) return s;
+      if (output.batch.events.size() >= kBatchRows || output.batch.bytes >= kBatchBytes) {
+        output.table = chunk.TableName();
+        output.rows = output.batch.events.size();
+        if (!shared.Push(std::move(output))) return Cancel(c);
+        output = WorkerOutput();
+      }
+    }
+    PgResultPtr end(PQgetResult(c));
+    if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
+      return ResultError(c, end.get(), "finishing a snapshot chunk");
+    }
+    while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+    if (!parser.finished()) {
+      return absl::DataLossError(absl::StrCat("COPY of ", chunk.leaf_schema, ".", chunk.leaf_name,
+                                              " ended without its trailer"));
+    }
+    if (auto rel = Exec(c, "RELEASE SAVEPOINT chunk"); !rel.ok()) return rel.status();
+    output.table = chunk.TableName();
+    output.rows = output.batch.events.size();
+    output.finished_chunk = index;
+    output.chunk_rows = rows;
+    shared.Push(std::move(output));
+    return absl::OkStatus();
+  }
+
+  // Stops a COPY in progress when the snapshot is stopping.
+  absl::Status Cancel(PGconn* c) {
+    if (PGcancel* cancel = PQgetCancel(c)) {
+      char err[256];
+      PQcancel(cancel, err, sizeof(err));
+      PQfreeCancel(cancel);
+    }
+    char* buf = nullptr;
+    while (PQgetCopyData(c, &buf, 0) > 0) PQfreemem(buf);
+    while (PGresult* r = PQgetResult(c)) PQclear(r);
+    return absl::OkStatus();
+  }
+};
+
+SnapshotCopier::SnapshotCopier(Options options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PGconn* state) {
+  auto bs = Exec(snap, "SELECT current_setting('block_size')::int");
+  if (!bs.ok()) return bs.status();
+  const uint32_t block_size = static_cast<uint32_t>(std::stoul(PQgetvalue(bs->get(), 0, 0)));
+  const uint32_t pages_per_chunk =
+      static_cast<uint32_t>(std::max<uint64_t>(1, options_.chunk_bytes / block_size));
+  std::vector<SnapshotChunk> plan;
+  for (const TableRef& ref : options_.tables) {
+    auto res = Exec(snap,
+                    "SELECT n.nspname, c.relname, ln.nspname, l.relname, "
+                    "  pg_relation_size(l.oid) / current_setting('block_size')::int "
+                    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "CROSS JOIN LATERAL (SELECT c.oid AS relid WHERE c.relkind = 'r' UNION ALL "
+                    "  SELECT p.relid FROM pg_partition_tree(c.oid) p "
+                    "  WHERE c.relkind = 'p' AND p.isleaf) t "
+                    "JOIN pg_class l ON l.oid = t.relid "
+                    "JOIN pg_namespace ln ON ln.oid = l.relnamespace "
+                    "WHERE n.nspname = $1 AND l.relkind = 'r' AND "
+                    "  (($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition) OR "
+                    "   c.relname = $2) ORDER BY 1, 2, 3, 4",
+                    {ref.schema, ref.table});
+    if (!res.ok()) return res.status();
+    PGresult* r = res->get();
+    for (int i = 0; i < PQntuples(r); ++i) {
+      SnapshotChunk relation;
+      relation.table_schema = PQgetvalue(r, i, 0);
+      relation.table_name = PQgetvalue(r, i, 1);
+      relation.leaf_schema = PQgetvalue(r, i, 2);
+      relation.leaf_name = PQgetvalue(r, i, 3);
+      uint32_t pages = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 4)));
+      for (SnapshotChunk& c : CutIntoChunks(relation, pages, pages_per_chunk, block_size)) {
+        plan.push_back(std::move(c));
+      }
+    }
+  }
+  if (!options_.record_progress || plan.empty()) return plan;
+  // Stored in batches of multi-row INSERTs; names are quoted as literals, never spliced raw.
+  for (size_t at = 0; at < plan.size(); at += 500) {
+    std::vector<std::string> rows;
+    for (size_t i = at; i < std::min(plan.size(), at + 500); ++i) {
+      const SnapshotChunk& c = plan[i];
+      rows.push_back(
+          absl::StrCat("(", QuoteLiteral(options_.pipeline), ",", QuoteLiteral(c.table_schema), ",",
+                       QuoteLiteral(c.table_name), ",", QuoteLiteral(c.leaf_schema), ",",
+                       QuoteLiteral(c.leaf_name), ",", c.first_page, ",",
+                       c.end_page ? absl::StrCat(*c.end_page) : "NULL", ",", c.bytes, ")"));
+    }
+    auto inserted = Exec(state, absl::StrCat("INSERT INTO pgflow.snapshot_chunks (pipeline, "
+                                             "table_schema, table_name, leaf_schema, leaf_name, "
+                                             "first_page, end_page, bytes) VALUES ",
+                                             absl::StrJoin(rows, ",")));
+    if (!inserted.ok()) return inserted.status();
+  }
+  return plan;
+}
+
+absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::LoadPlan(PGconn* state) {
+  auto res = Exec(state,
+                  "SELECT table_schema, table_name, leaf_schema, leaf_name, first_page, "
+                  "end_page, bytes, done_at IS NOT NULL, coalesce(rows, 0) "
+                  "FROM pgflow.snapshot_chunks WHERE pipeline = $1",
+                  {options_.pipeline});
+  if (!res.ok()) return res.status();
+  std::vector<SnapshotChunk> plan;
+  PGresult* r = res->get();
+  for (int i = 0; i < PQntuples(r); ++i) {
+    SnapshotChunk c;
+    c.table_schema = PQgetvalue(r, i, 0);
+    c.table_name = PQgetvalue(r, i, 1);
+    c.leaf_schema = PQgetvalue(r, i, 2);
+    c.leaf_name = PQgetvalue(r, i, 3);
+    c.first_page = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 4)));
+    if (!PQgetisnull(r, i, 5)) c.end_page = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 5)));
+    c.bytes = std::stoull(PQgetvalue(r, i, 6));
+    if (PQgetvalue(r, i, 7)[0] == 't') {
+      done_before_.push_back({std::move(c), std::stoull(PQgetvalue(r, i, 8))});
+    } else {
+      plan.push_back(std::move(c));
+    }
+  }
+  return plan;
+}
+
+absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
+                                 const std::function<void()>& imported, Emitter& emitter,
+                                 const ChunkTracker& chunks, const StopSignal& stop) {
+  Shared shared;
+  shared.url = options_.url;
+  shared.snapshot_name = snapshot_name;
+
+  absl::StatusOr<PgConnPtr> state = Connect(options_.url, ConnectionKind::kRegular);
+  if (!state.ok()) return state.status();
+  state_conn_ = *std::move(state);
+  // The planner holds the snapshot too, and describes the tables as of that instant.
+  absl::StatusOr<PgConnPtr> planner = Connect(options_.url, ConnectionKind::kRegular);
+  if (!planner.ok()) return planner.status();
+  auto begin = Exec(planner->get(), absl::StrCat("BEGIN ISOLATION LEVEL REPEATABLE READ READ "
+                                                 "ONLY; SET TRANSACTION SNAPSHOT ",
+                                                 QuoteLiteral(snapshot_name)));
+  if (!begin.ok()) return begin.status();
+
+  absl::StatusOr<std::vector<SnapshotChunk>> plan =
+      options_.record_progress ? LoadPlan(state_conn_.get()) : std::vector<SnapshotChunk>();
+  if (!plan.ok()) return plan.status();
+  if (plan->empty() && done_before_.empty()) {
+    plan = Plan(planner->get(), state_conn_.get());
+    if (!plan.ok()) return plan.status();
+  }
+  shared.plan = *std::move(plan);
+
+  // Progress per table, counting what earlier runs already copied.
+  std::map<std::string, TableProgress> progress;
+  std::map<std::string, uint64_t> table_bytes;
+  for (const SnapshotChunk& c : shared.plan) {
+    TableProgress& p = progress[c.TableName()];
+    p.name = c.TableName();
+    p.bytes_total += c.bytes;
+    ++p.chunks_total;
+    table_bytes[c.TableName()] += c.bytes;
+  }
+  for (const auto& [c, rows] : done_before_) {
+    TableProgress& p = progress[c.TableName()];
+    p.name = c.TableName();
+    p.bytes_total += c.bytes;
+    p.bytes_done += c.bytes;
+    p.rows += rows;
+    ++p.chunks_total;
+    ++p.chunks_done;
+  }
+  for (const SnapshotChunk& c : shared.plan) {
+    if (shared.readers.count(c.TableName())) continue;
+    absl::StatusOr<TableReader> reader =
+        DescribeTable(planner->get(), c.table_schema, c.table_name);
+    if (!reader.ok()) return reader.status();
+    shared.readers.emplace(c.TableName(), *std::move(reader));
+  }
+  for (size_t i = 0; i < shared.plan.size(); ++i) shared.order.push_back(i);
+  std::stable_sort(shared.order.begin(), shared.order.end(), [&](size_t a, size_t b) {
+    return table_bytes[shared.plan[a].TableName()] > table_bytes[shared.plan[b].TableName()];
+  });
+  uint64_t total_bytes = 0;
+  for (const auto& [name, p] : progress) total_bytes += p.bytes_total - p.bytes_done;
+  LogInfo("snapshot: %d chunks of %d tables to copy (%d MB), %d done before, %d workers",
+          shared.plan.size(), progress.size(), total_bytes >> 20, done_before_.size(),
+          std::min<size_t>(options_.workers, std::max<size_t>(shared.plan.size(), 1)));
+
+  const int workers = static_cast<int>(
+      std::min<size_t>(std::max(options_.workers, 1), std::max<size_t>(shared.plan.size(), 1)));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < workers && !shared.plan.empty(); ++i) {
+    threads.emplace_back([&shared, this] { Worker{shared, options_.position}.Run(); });
+  }
+  auto join = [&] {
+    shared.stop = true;
+    shared.out.Close();
+    while (shared.out.Pop(absl::ZeroDuration())) {
+    }
+    for (std::thread& t : threads) t.join();
+    threads.clear();
+  };
+  // Until every worker holds the snapshot, its exporter must stay untouched.
+  while (shared.imported.load() + shared.finished_workers.load() <
+         static_cast<int>(threads.size())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  imported();
+  Exec(planner->get(), "COMMIT").IgnoreError();
+  planner->reset();
+
+  auto report = [&](bool running) {
+    std::vector<TableProgress> tables;
+    for (const auto& [name, p] : progress) tables.push_back(p);
+    emitter.NoteSnapshot(std::move(tables), running);
+  };
+  auto last_report = Clock::now();
+  report(true);
+  uint64_t ordinal = 0;
+  while (true) {
+    absl::Status error;
+    {
+      absl::MutexLock lock(&shared.mu);
+      error = shared.error;
+    }
+    if (!error.ok()) {
+      join();
+      return error;
+    }
+    if (stop.requested()) {
+      join();
+      report(false);
+      return absl::OkStatus();
+    }
+    if (Clock::now() - last_report >= std::chrono::seconds(1)) {
+      report(true);
+      last_report = Clock::now();
+    }
+    if (absl::Status s = RecordDurable(chunks); !s.ok()) {
+      join();
+      return s;
+    }
+    std::optional<WorkerOutput> output = shared.out.Pop(absl::Milliseconds(50));
+    if (!output) {
+      if (shared.finished_workers.load() == static_cast<int>(threads.size()) &&
+          shared.out.used_bytes() == 0) {
+        break;
+      }
+      continue;
+    }
+    if (output->finished_chunk) {
+      const SnapshotChunk& chunk = shared.plan[*output->finished_chunk];
+      Event done;
+      done.kind = EventKind::kChunkDone;
+      done.chunk = ++ordinal;
+      output->batch.events.push_back(std::move(done));
+      unrecorded_.push_back({ordinal, chunk});
+      unrecorded_rows_.push_back({ordinal, output->chunk_rows});
+      TableProgress& p = progress[chunk.TableName()];
+      p.bytes_done += chunk.bytes;
+      ++p.chunks_done;
+    }
+    if (output->rows > 0) progress[output->table].rows += output->rows;
+    auto shared_batch = std::make_shared<const EventBatch>(std::move(output->batch));
+    while (true) {
+      Emitter::Result r = emitter.Emit(shared_batch, absl::Milliseconds(100));
+      if (r == Emitter::Result::kOk) break;
+      if (r == Emitter::Result::kClosed || stop.requested()) {
+        join();
+        report(false);
+        return absl::OkStatus();
+      }
+    }
+  }
+  join();
+  // Every chunk is handed on: wait until every sink holds them all.
+  while (chunks.Confirmed() < ordinal) {
+    if (stop.requested()) {
+      report(false);
+      return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (absl::Status s = RecordDurable(chunks); !s.ok()) return s;
+  report(false);
+  uint64_t rows = 0;
+  for (const auto& [name, p] : progress) rows += p.rows;
+  LogInfo("snapshot: done, %d rows of %d tables copied", rows, progress.size());
+  finished_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotCopier::RecordDurable(const ChunkTracker& chunks) {
+  uint64_t confirmed = chunks.Confirmed();
+  std::vector<std::string> values;
+  size_t n = 0;
+  while (n < unrecorded_.size() && unrecorded_[n].first <= confirmed) {
+    const SnapshotChunk& c = unrecorded_[n].second;
+    values.push_back(absl::StrCat("(", QuoteLiteral(c.leaf_schema), ",", QuoteLiteral(c.leaf_name),
+                                  ",", c.first_page, ",", unrecorded_rows_[n].second, ")"));
+    ++n;
+  }
+  if (n == 0) return absl::OkStatus();
+  if (options_.record_progress && state_conn_ != nullptr) {
+    auto res = Exec(state_conn_.get(),
+                    absl::StrCat("UPDATE pgflow.snapshot_chunks c SET done_at = now(), rows = "
+                                 "v.rows FROM (VALUES ",
+                                 absl::StrJoin(values, ","),
+                                 ") v(leaf_schema, leaf_name, first_page, rows) "
+                                 "WHERE c.pipeline = $1 AND c.leaf_schema = v.leaf_schema AND "
+                                 "c.leaf_name = v.leaf_name AND c.first_page = v.first_page"),
+                    {options_.pipeline});
+    if (!res.ok()) return res.status();
+  }
+  unrecorded_.erase(unrecorded_.begin(), unrecorded_.begin() + n);
+  unrecorded_rows_.erase(unrecorded_rows_.begin(), unrecorded_rows_.begin() + n);
+  return absl::OkStatus();
+}
+
+}  // namespace pgflow

@@ -1,0 +1,98 @@
+#pragma once
+
+// The initial copy of a pipeline's tables: PeerDB's CTID-range method, made exact.
+//
+// All workers read under one exported snapshot, so the copy is the database as of one instant
+// (the slot's consistent point when the slot was created with it). Each table is cut into
+// ranges of heap pages sized in bytes; every range is read by
+//   COPY (SELECT cols FROM ONLY t WHERE ctid >= '(a,0)' AND ctid < '(b,0)') TO STDOUT (FORMAT
+//   binary)
+// (a TID range scan), the last range of a table left open so rows on pages added since the size
+// was read are not missed. All tables' ranges share one queue, largest tables first.
+//
+// Progress is durable: the plan is stored in the source (pgflow.snapshot_chunks) and a chunk is
+// marked done once every sink holds it, so a crash resumes with the chunks still to do.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/config.h"
+#include "engine/source.h"
+#include "schemas/table_schema.h"
+#include "sources/postgres/pg_connection.h"
+
+namespace pgflow {
+
+// One range of heap pages of one relation to copy.
+struct SnapshotChunk {
+  std::string table_schema;  // the published table the rows belong to (the root of a
+  std::string table_name;    // partitioned table)
+  std::string leaf_schema;   // the relation actually read (a leaf partition, or the table)
+  std::string leaf_name;
+  uint32_t first_page = 0;
+  std::optional<uint32_t> end_page;  // exclusive; nullopt: to the end of the relation
+  uint64_t bytes = 0;                // estimated heap bytes, for progress
+
+  std::string TableName() const { return table_schema + "." + table_name; }
+};
+
+// Cuts relations of `pages` heap pages into chunks of `pages_per_chunk`; the last chunk of each
+// relation is open-ended (an empty relation gets one open chunk). Pure; exposed for tests.
+std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
+                                         uint32_t pages_per_chunk, uint32_t block_size);
+
+// The SQL pgflow keeps its snapshot progress in, in the source database. Idempotent.
+absl::Status EnsureSnapshotState(PGconn* conn);
+
+// Runs one snapshot to its end (or until stopped), emitting `read` changes and one
+// kChunkDone per chunk, and recording chunks durable in every sink as done.
+class SnapshotCopier {
+ public:
+  struct Options {
+    std::string url;
+    std::string pipeline;
+    std::vector<TableRef> tables;
+    int workers = 1;
+    uint64_t chunk_bytes = 64ull << 20;
+    Lsn position;                 // the LSN `read` events carry (the slot's consistent point)
+    bool record_progress = true;  // keep the plan and finished chunks in pgflow.snapshot_chunks
+  };
+
+  explicit SnapshotCopier(Options options);
+
+  // Copies every chunk not yet done under snapshot `snapshot_name` (which some connection must
+  // keep alive until this returns... or at least until every worker imported it: `imported`
+  // is called then). Plans first when no plan is stored.
+  // Returns OK when every chunk is durable in every sink (or when stopped: then the chunks
+  // still owed stay recorded as not done).
+  absl::Status Run(const std::string& snapshot_name, const std::function<void()>& imported,
+                   Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
+
+  // Records the chunks `chunks` now confirms (after the pipeline drained). Call once at the end.
+  absl::Status RecordDurable(const ChunkTracker& chunks);
+
+  bool finished() const { return finished_; }
+
+ private:
+  struct Worker;
+  struct Shared;
+
+  absl::StatusOr<std::vector<SnapshotChunk>> Plan(PGconn* snapshot_conn, PGconn* state_conn);
+  absl::StatusOr<std::vector<SnapshotChunk>> LoadPlan(PGconn* state_conn);
+
+  Options options_;
+  PgConnPtr state_conn_;
+  // Ordinal (1-based, in emission order) -> chunk, for chunks emitted but not yet recorded.
+  std::vector<std::pair<uint64_t, SnapshotChunk>> unrecorded_;
+  std::vector<std::pair<uint64_t, uint64_t>> unrecorded_rows_;
+  // Chunks an earlier run finished, with their row counts (for progress only).
+  std::vector<std::pair<SnapshotChunk, uint64_t>> done_before_;
+  bool finished_ = false;
+};
+
+}  // namespace pgflow
