@@ -6,6 +6,8 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "engine/config.h"
@@ -14,6 +16,7 @@
 #include "engine/stop_signal.h"
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
+#include "sources/postgres/backfill.h"
 #include "sources/postgres/postgres_source.h"
 
 namespace pgflow {
@@ -85,6 +88,79 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   return kExitOk;
 }
 
+// `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
+int Snapshot(const std::string& path, const std::vector<std::string>& tables, bool wait) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    LogError("%s", config.status().message());
+    return kExitConfig;
+  }
+  for (const std::string& t : tables) {
+    size_t dot = t.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == t.size() ||
+        t.find('.', dot + 1) != std::string::npos) {
+      LogError("--tables: '%s' is not schema.table or schema.*", t);
+      return kExitConfig;
+    }
+    TableRef ref{t.substr(0, dot), t.substr(dot + 1)};
+    bool covered = false;
+    for (const TableRef& c : config->source.tables) {
+      covered = covered || (c.schema == ref.schema && (c.table == "*" || c.table == ref.table));
+    }
+    if (!covered) {
+      LogError("--tables: %s is not among the tables pipeline %s follows", t, config->name);
+      return kExitConfig;
+    }
+  }
+  absl::StatusOr<int64_t> id = RequestBackfill(config->source.url, config->name, tables);
+  if (!id.ok()) {
+    LogError("%s", id.status().message());
+    return kExitFailure;
+  }
+  LogInfo("backfill %d requested for pipeline %s", *id, config->name);
+  if (!wait) return kExitOk;
+  absl::StatusOr<PgConnPtr> conn = Connect(config->source.url, ConnectionKind::kRegular);
+  if (!conn.ok()) {
+    LogError("%s", conn.status().message());
+    return kExitFailure;
+  }
+  StopSignal stop;
+  InstallStopSignalHandlers(&stop);
+  auto asked = std::chrono::steady_clock::now();
+  auto last_line = asked;
+  bool warned = false;
+  while (!stop.requested()) {
+    absl::StatusOr<BackfillStatus> status = GetBackfillStatus(conn->get(), *id);
+    if (!status.ok()) {
+      LogError("%s", status.status().message());
+      return kExitFailure;
+    }
+    if (!status->error.empty()) {
+      LogError("backfill %d failed: %s", *id, status->error);
+      return kExitFailure;
+    }
+    if (status->finished) {
+      LogInfo("backfill %d: done, %d rows copied and held by every sink", *id, status->rows);
+      return kExitOk;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (!status->started && !warned && now - asked > std::chrono::seconds(5)) {
+      LogWarning(
+          "backfill %d: pipeline %s has not started it yet; it will when `pgflow run %s` "
+          "reads the request from the stream",
+          *id, config->name, path);
+      warned = true;
+    }
+    if (status->started && now - last_line > std::chrono::seconds(5)) {
+      LogInfo("backfill %d: %d rows copied so far", *id, status->rows);
+      last_line = now;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  LogInfo("stopped waiting; backfill %d goes on in the pipeline", *id);
+  return kExitOk;
+}
+
 void PrintOptionTable(const char* section, std::span<const OptionSpec> options) {
   std::printf("%s\n", section);
   for (const OptionSpec& o : options) {
@@ -150,6 +226,21 @@ int main(int argc, char** argv) {
       "required fields, URLs. Errors name file, line and column; exit status 2 on error.");
   validate->add_option("pipeline", validate_path, "pipeline file (YAML)")->required();
 
+  std::string snapshot_path;
+  std::vector<std::string> snapshot_tables;
+  bool no_wait = false;
+  CLI::App* snapshot = app.add_subcommand(
+      "snapshot",
+      "Re-copy tables into the sinks of a pipeline while it keeps streaming (a backfill): the "
+      "running `pgflow run` copies them in key order between watermarks in the WAL, so no "
+      "copied row overwrites a later change. Waits until every sink holds the copy.");
+  snapshot->add_option("pipeline", snapshot_path, "pipeline file (YAML)")->required();
+  snapshot
+      ->add_option("--tables", snapshot_tables,
+                   "tables to copy, schema.table or schema.* (default: all the pipeline's)")
+      ->delimiter(',');
+  snapshot->add_flag("--no-wait", no_wait, "return once the request is recorded");
+
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
 
@@ -164,6 +255,7 @@ int main(int argc, char** argv) {
   SetLogLevel(level);
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path);
+  if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
   if (*options) return Options();
   return 0;
 }

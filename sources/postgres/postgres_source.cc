@@ -4,12 +4,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <set>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "engine/log.h"
+#include "sources/postgres/backfill.h"
 #include "sources/postgres/pgoutput.h"
 #include "sources/postgres/snapshot.h"
 
@@ -64,6 +68,15 @@ class PostgresSource::StreamState {
   void Add(Event event);
   // Ends a transaction cut off mid-way (lost connection, stop) with a kRollback event.
   void CutTransaction();
+  absl::Status QueueBackfill(std::string_view content);
+  void NoteForBackfill(const Change& change);
+  template <typename MakeEvent>
+  absl::Status OnWatermark(std::string_view content, MakeEvent& change_event);
+  void FailBackfill(const absl::Status& error);
+  PGconn* StateConnection();
+  void LoadPendingBackfills();
+  // Starts the next backfill, and records the current one done once the sinks hold it.
+  void TendBackfills();
   // Hands the batch on, answering the server while the sinks are full. kCancelled if stopped.
   absl::Status EmitBatch();
   absl::Status SendStatus(bool force);
@@ -92,10 +105,20 @@ class PostgresSource::StreamState {
   Lsn last_status_lsn_;
   Clock::time_point last_heartbeat_ = Clock::now();
   PgConnPtr heartbeat_conn_;
+
+  // Backfills (`pgflow snapshot`), one at a time, in the order they were asked for.
+  std::unique_ptr<Backfill> backfill_;
+  std::deque<int64_t> backfill_queue_;
+  std::set<int64_t> backfills_seen_;
+  uint64_t backfill_rows_ = 0;
+  bool backfill_ending_ = false;  // the current transaction holds the backfill's last rows
+  Lsn backfill_durable_at_;       // done once this is confirmed
+  PgConnPtr state_conn_;          // pgflow.backfills bookkeeping
 };
 
 absl::Status PostgresSource::StreamState::Run() {
   handed_on_ = source_->start_;
+  LoadPendingBackfills();
   auto backoff = std::chrono::milliseconds(500);
   int attempt = 0;
   while (true) {
@@ -157,6 +180,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       }
       if (Clock::now() - last_status_ >= status_interval) {
         if (absl::Status e = SendStatus(false); !e.ok()) return e;
+        TendBackfills();
       }
       continue;
     }
@@ -165,6 +189,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       if (absl::Status e = EmitBatch(); !e.ok()) return e;
       if (absl::Status e = SendStatus(false); !e.ok()) return e;
       MaybeHeartbeat();
+      TendBackfills();
       pollfd pfd = {PQsocket(conn), POLLIN, 0};
       ::poll(&pfd, 1, 100);
       if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "reading the stream");
@@ -245,6 +270,127 @@ absl::StatusOr<Row> PostgresSource::StreamState::ToRow(const pgoutput::TupleData
   return row;
 }
 
+absl::Status PostgresSource::StreamState::QueueBackfill(std::string_view content) {
+  int64_t id = 0;
+  if (!absl::SimpleAtoi(absl::string_view(content.data(), content.size()), &id)) {
+    LogWarning("ignoring a malformed %s message '%s'", kBackfillPrefix, std::string(content));
+    return absl::OkStatus();
+  }
+  if (backfills_seen_.insert(id).second) backfill_queue_.push_back(id);
+  return absl::OkStatus();
+}
+
+void PostgresSource::StreamState::NoteForBackfill(const Change& change) {
+  if (backfill_ == nullptr || !backfill_->Watches(change.table->relation_id)) return;
+  if (change.op == Op::kTruncate) {
+    backfill_->NoteTruncated();
+    return;
+  }
+  if (!change.after.empty()) backfill_->NoteChanged(*change.table, change.after);
+  if (!change.before.empty()) backfill_->NoteChanged(*change.table, change.before);
+}
+
+template <typename MakeEvent>
+absl::Status PostgresSource::StreamState::OnWatermark(std::string_view content,
+                                                      MakeEvent& change_event) {
+  if (backfill_ == nullptr) return absl::OkStatus();
+  std::optional<Backfill::Watermark> mark = backfill_->ParseWatermark(content);
+  if (!mark) return absl::OkStatus();  // another run's, replayed: nothing to do
+  if (!mark->high) {
+    backfill_->OpenWindow(mark->chunk);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Backfill::Chunk> chunk = backfill_->CloseWindow(mark->chunk);
+  if (!chunk.ok()) {
+    FailBackfill(chunk.status());
+    return absl::OkStatus();
+  }
+  for (Row& row : chunk->rows) {
+    Event event = change_event(Op::kRead, chunk->table);
+    event.change.after = std::move(row);
+    Add(std::move(event));
+  }
+  backfill_rows_ += chunk->rows.size();
+  if (chunk->last) backfill_ending_ = true;
+  return absl::OkStatus();
+}
+
+void PostgresSource::StreamState::FailBackfill(const absl::Status& error) {
+  LogError("backfill %d failed: %s", backfill_->id(), error.message());
+  auto res = Exec(StateConnection(), "UPDATE pgflow.backfills SET error = $2 WHERE id = $1",
+                  {absl::StrCat(backfill_->id()), std::string(error.message())});
+  if (!res.ok()) LogWarning("backfill: %s", res.status().message());
+  backfill_.reset();
+  backfill_ending_ = false;
+  backfill_durable_at_ = Lsn();
+}
+
+PGconn* PostgresSource::StreamState::StateConnection() {
+  if (state_conn_ == nullptr || PQstatus(state_conn_.get()) != CONNECTION_OK) {
+    absl::StatusOr<PgConnPtr> conn = Connect(source_->source_.url, ConnectionKind::kRegular);
+    if (!conn.ok()) {
+      LogWarning("%s", conn.status().message());
+      return nullptr;
+    }
+    state_conn_ = *std::move(conn);
+    Exec(state_conn_.get(), "SET statement_timeout = '10s'").IgnoreError();
+  }
+  return state_conn_.get();
+}
+
+void PostgresSource::StreamState::LoadPendingBackfills() {
+  PGconn* conn = StateConnection();
+  if (conn == nullptr) return;
+  auto res = Exec(conn,
+                  "SELECT id FROM pgflow.backfills WHERE to_regclass('pgflow.backfills') IS NOT "
+                  "NULL AND pipeline = $1 AND finished_at IS NULL AND error IS NULL ORDER BY id",
+                  {source_->config_.name});
+  if (!res.ok()) return;  // no pgflow schema: no backfill was ever asked for
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    QueueBackfill(PQgetvalue(res->get(), i, 0)).IgnoreError();
+  }
+}
+
+void PostgresSource::StreamState::TendBackfills() {
+  if (backfill_ != nullptr) {
+    if (absl::Status e = backfill_->error(); !e.ok()) {
+      FailBackfill(e);
+    } else if (backfill_durable_at_.IsValid() && acks_.Confirmed() >= backfill_durable_at_) {
+      auto res =
+          Exec(StateConnection(), "UPDATE pgflow.backfills SET finished_at = now() WHERE id = $1",
+               {absl::StrCat(backfill_->id())});
+      if (!res.ok()) LogWarning("backfill: %s", res.status().message());
+      LogInfo("backfill %d: done, %d rows copied", backfill_->id(), backfill_rows_);
+      backfill_.reset();
+      backfill_durable_at_ = Lsn();
+    }
+  }
+  if (backfill_ != nullptr || backfill_queue_.empty()) return;
+  const int64_t id = backfill_queue_.front();
+  backfill_queue_.pop_front();
+  PGconn* conn = StateConnection();
+  if (conn == nullptr) return;
+  auto res = Exec(conn, "SELECT array_to_string(tables, ',') FROM pgflow.backfills WHERE id = $1",
+                  {absl::StrCat(id)});
+  if (!res.ok() || PQntuples(res->get()) != 1) return;
+  Backfill::Options options;
+  options.url = source_->source_.url;
+  options.id = id;
+  std::string listed = PQgetvalue(res->get(), 0, 0);
+  if (listed.empty()) {
+    options.tables = source_->source_.tables;
+  } else {
+    for (absl::string_view t : absl::StrSplit(listed, ',')) {
+      size_t dot = t.find('.');
+      options.tables.push_back(
+          TableRef{std::string(t.substr(0, dot)), std::string(t.substr(dot + 1))});
+    }
+  }
+  LogInfo("backfill %d: copying %s beside the stream", id, listed.empty() ? "every table" : listed);
+  backfill_rows_ = 0;
+  backfill_ = std::make_unique<Backfill>(std::move(options));
+}
+
 void PostgresSource::StreamState::Add(Event event) {
   batch_.bytes += event.ApproximateBytes();
   batch_.events.push_back(std::move(event));
@@ -290,6 +436,11 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     event.txn = txn_;
     Add(std::move(event));
     handed_on_ = std::max(handed_on_, commit->end_lsn);
+    if (backfill_ending_) {
+      // The backfill's last rows are in this transaction: it is done once this is durable.
+      backfill_durable_at_ = commit->end_lsn;
+      backfill_ending_ = false;
+    }
     return absl::OkStatus();
   }
   if (auto* relation = std::get_if<pgoutput::RelationMessage>(&message)) {
@@ -316,16 +467,21 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
   if (auto* logical = std::get_if<pgoutput::LogicalMessage>(&message)) {
     if (logical->prefix == kHeartbeatPrefix) return absl::OkStatus();
     if (logical->transactional && skip_txn_) return absl::OkStatus();
-    Event event = change_event(Op::kMessage, nullptr);
+    if (logical->prefix == kBackfillPrefix) return QueueBackfill(logical->content);
+    if (logical->prefix == kWatermarkPrefix) return OnWatermark(logical->content, change_event);
+    Event event;
+    if (logical->transactional) {
+      event = change_event(Op::kMessage, nullptr);
+    } else {
+      // Outside any transaction: its own LSN is its position.
+      event.kind = EventKind::kChange;
+      event.change.op = Op::kMessage;
+      event.change.txn = TxnInfo{0, logical->lsn, Lsn(), frame.send_time_us};
+      event.change.lsn = logical->lsn;
+    }
     event.change.prefix = std::move(logical->prefix);
     event.change.content = std::move(logical->content);
     event.change.transactional = logical->transactional;
-    if (!logical->transactional) {
-      // Outside any transaction: its own LSN is its position.
-      event.change.txn = TxnInfo{0, logical->lsn, Lsn(), frame.send_time_us};
-      event.change.sequence = 0;
-      --sequence_;
-    }
     Add(std::move(event));
     return absl::OkStatus();
   }
@@ -340,6 +496,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     absl::StatusOr<Row> row = ToRow(insert->new_tuple, **table, "an insert");
     if (!row.ok()) return row.status();
     event.change.after = *std::move(row);
+    NoteForBackfill(event.change);
     Add(std::move(event));
     return absl::OkStatus();
   }
@@ -356,6 +513,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
       event.change.before = *std::move(old);
       event.change.before_kind = update->old_kind == 'O' ? BeforeKind::kFull : BeforeKind::kKey;
     }
+    NoteForBackfill(event.change);
     Add(std::move(event));
     return absl::OkStatus();
   }
@@ -367,6 +525,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     if (!old.ok()) return old.status();
     event.change.before = *std::move(old);
     event.change.before_kind = del->old_kind == 'O' ? BeforeKind::kFull : BeforeKind::kKey;
+    NoteForBackfill(event.change);
     Add(std::move(event));
     return absl::OkStatus();
   }
@@ -377,6 +536,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
       Event event = change_event(Op::kTruncate, *table);
       event.change.truncate_cascade = truncate->cascade;
       event.change.truncate_restart_identity = truncate->restart_identity;
+      NoteForBackfill(event.change);
       Add(std::move(event));
     }
     return absl::OkStatus();

@@ -37,13 +37,7 @@ struct WorkerOutput {
   uint64_t chunk_rows = 0;
 };
 
-// How to read one published table: its schema as pgoutput would describe it, and the SELECT
-// list that yields its columns in binary where pgflow decodes the binary form, else as text.
-struct TableReader {
-  TableSchemaPtr schema;
-  std::string select_list;
-  std::vector<ValueKind> kinds;
-};
+}  // namespace
 
 absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
                                           const std::string& name) {
@@ -63,7 +57,9 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
            "  coalesce(a.attnum = ANY((SELECT i.indkey FROM pg_index i WHERE i.indrelid = "
            "    a.attrelid AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary "
            "    END LIMIT 1)::int2[]), false), "
-           "  tn.nspname || '.' || t.typname "
+           "  tn.nspname || '.' || t.typname, format_type(a.atttypid, a.atttypmod), "
+           "  array_position((SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid "
+           "    AND i.indisprimary)::int2[], a.attnum) "
            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
            "JOIN pg_namespace tn ON tn.oid = t.typnamespace "
            "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
@@ -71,14 +67,17 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
            {oid, std::string(1, identity)});
   if (!cols.ok()) return cols.status();
   auto table = std::make_shared<TableSchema>();
+  TableReader reader;
   table->relation_id = static_cast<uint32_t>(std::stoul(oid));
   table->schema = schema;
   table->name = name;
   table->replica_identity = identity;
-  TableReader reader;
   std::vector<std::string> select;
   PGresult* r = cols->get();
+  std::vector<std::pair<int, int>> key_order;  // (position in the primary key, column)
   for (int i = 0; i < PQntuples(r); ++i) {
+    reader.types.push_back(PQgetvalue(r, i, 5));
+    if (!PQgetisnull(r, i, 6)) key_order.push_back({std::stoi(PQgetvalue(r, i, 6)), i});
     Column column;
     column.name = PQgetvalue(r, i, 0);
     column.type_oid = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 1)));
@@ -89,18 +88,21 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
       select.push_back(QuoteIdent(column.name));
       reader.kinds.push_back(ValueKind::kBinary);
     } else {
-      // Read as text, exactly as the stream will show it (the same session settings).
-      select.push_back(absl::StrCat(QuoteIdent(column.name), "::text"));
+      // Read as text, exactly as the stream shows it: the type's output function under the
+      // same session settings. (A cast to text is not always that: inet's shows the mask.)
+      const std::string c = QuoteIdent(column.name);
+      select.push_back(
+          absl::StrCat("CASE WHEN ", c, " IS NULL THEN NULL ELSE format('%s', ", c, ") END"));
       reader.kinds.push_back(ValueKind::kText);
     }
     table->columns.push_back(std::move(column));
   }
+  std::sort(key_order.begin(), key_order.end());
+  for (const auto& [position, column] : key_order) reader.primary_key.push_back(column);
   reader.select_list = absl::StrJoin(select, ", ");
   reader.schema = std::move(table);
   return reader;
 }
-
-}  // namespace
 
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
                                          uint32_t pages_per_chunk, uint32_t block_size) {
@@ -139,6 +141,15 @@ absl::Status EnsureSnapshotState(PGconn* conn) {
       done_at timestamptz,
       rows bigint,
       PRIMARY KEY (pipeline, leaf_schema, leaf_name, first_page));
+    CREATE TABLE IF NOT EXISTS pgflow.backfills (
+      id bigserial PRIMARY KEY,
+      pipeline text NOT NULL,
+      tables text[] NOT NULL,
+      requested_at timestamptz NOT NULL DEFAULT now(),
+      started_at timestamptz,
+      finished_at timestamptz,
+      rows bigint NOT NULL DEFAULT 0,
+      error text);
   )sql");
   return res.status();
 }

@@ -41,6 +41,22 @@ struct SnapshotChunk {
   std::string TableName() const { return table_schema + "." + table_name; }
 };
 
+// How to read one published table: its schema as pgoutput describes it (columns in order,
+// generated columns left out, key flags from its replica identity) and the SELECT list that
+// yields each column in binary where pgflow decodes the binary form exactly, else as the text
+// of the type's output function.
+struct TableReader {
+  TableSchemaPtr schema;
+  std::string select_list;
+  std::vector<ValueKind> kinds;    // per column: kBinary or kText
+  std::vector<std::string> types;  // per column: format_type(), for casts
+  std::vector<int> primary_key;    // column indices of the primary key, in key order
+};
+
+// Describes table schema.name as the transaction on `conn` sees it.
+absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
+                                          const std::string& name);
+
 // Cuts relations of `pages` heap pages into chunks of `pages_per_chunk`; the last chunk of each
 // relation is open-ended (an empty relation gets one open chunk). Pure; exposed for tests.
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,

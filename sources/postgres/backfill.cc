@@ -1,0 +1,320 @@
+#include "sources/postgres/backfill.h"
+
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/log.h"
+#include "sources/postgres/copy_binary.h"
+#include "sources/postgres/snapshot.h"
+
+namespace pgflow {
+namespace {
+
+// A key as a string: each part length-prefixed, so that ("a:b", "c") and ("a", "b:c") differ.
+void AppendKeyPart(std::string_view part, std::string* key) {
+  absl::StrAppend(key, part.size(), ":");
+  key->append(part);
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> RequestBackfill(const std::string& url, const std::string& pipeline,
+                                        const std::vector<std::string>& tables) {
+  absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
+  if (!conn.ok()) return conn.status();
+  if (absl::Status s = EnsureSnapshotState(conn->get()); !s.ok()) return s;
+  std::vector<std::string> quoted;
+  for (const std::string& t : tables) quoted.push_back(QuoteLiteral(t));
+  std::string array = absl::StrCat("ARRAY[", absl::StrJoin(quoted, ","), "]::text[]");
+  // One transaction: the request row and its announcement in the WAL.
+  auto res =
+      Exec(conn->get(), absl::StrCat("WITH r AS (INSERT INTO pgflow.backfills (pipeline, tables) "
+                                     "VALUES (",
+                                     QuoteLiteral(pipeline), ", ", array,
+                                     ") RETURNING id) SELECT id, pg_logical_emit_message(true, ",
+                                     QuoteLiteral(kBackfillPrefix), ", id::text) FROM r"));
+  if (!res.ok()) return res.status();
+  int64_t id = 0;
+  if (!absl::SimpleAtoi(PQgetvalue(res->get(), 0, 0), &id)) {
+    return absl::InternalError("pgflow.backfills returned no id");
+  }
+  return id;
+}
+
+absl::StatusOr<BackfillStatus> GetBackfillStatus(PGconn* conn, int64_t id) {
+  auto res = Exec(conn,
+                  "SELECT started_at IS NOT NULL, finished_at IS NOT NULL, rows, "
+                  "coalesce(error, '') FROM pgflow.backfills WHERE id = $1",
+                  {absl::StrCat(id)});
+  if (!res.ok()) return res.status();
+  if (PQntuples(res->get()) != 1) return absl::NotFoundError("no such backfill");
+  BackfillStatus status;
+  status.started = PQgetvalue(res->get(), 0, 0)[0] == 't';
+  status.finished = PQgetvalue(res->get(), 0, 1)[0] == 't';
+  status.rows = std::stoll(PQgetvalue(res->get(), 0, 2));
+  status.error = PQgetvalue(res->get(), 0, 3);
+  return status;
+}
+
+Backfill::Backfill(Options options) : options_(std::move(options)) {
+  run_ = absl::StrCat(options_.id, ".", std::random_device()());
+  worker_ = std::thread([this] { Work(); });
+}
+
+Backfill::~Backfill() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+absl::Status Backfill::error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
+}
+
+std::optional<Backfill::Watermark> Backfill::ParseWatermark(std::string_view content) const {
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::string_view(content.data(), content.size()), ':');
+  if (parts.size() != 3 || parts[0] != run_) return std::nullopt;
+  Watermark w;
+  if (!absl::SimpleAtoi(parts[1], &w.chunk)) return std::nullopt;
+  if (parts[2] != "low" && parts[2] != "high") return std::nullopt;
+  w.high = parts[2] == "high";
+  return w;
+}
+
+void Backfill::OpenWindow(uint64_t chunk) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (announced_chunk_ != chunk) return;  // not announced: nothing to watch
+  open_chunk_ = chunk;
+  watched_relation_ = announced_relation_;
+  watched_key_ = announced_key_;
+  changed_.clear();
+  truncated_ = false;
+}
+
+bool Backfill::Watches(uint32_t relation_id) const {
+  return open_chunk_ != 0 && relation_id == watched_relation_;
+}
+
+void Backfill::NoteChanged(const TableSchema& table, const Row& row) {
+  std::string key;
+  for (const std::string& name : watched_key_) {
+    std::string_view part;
+    for (size_t i = 0; i < table.columns.size() && i < row.size(); ++i) {
+      if (table.columns[i].name == name) part = row[i].data;
+    }
+    AppendKeyPart(part, &key);
+  }
+  changed_.insert(std::move(key));
+}
+
+absl::StatusOr<Backfill::Chunk> Backfill::CloseWindow(uint64_t chunk) {
+  std::unique_lock<std::mutex> lock(mu_);
+  // The worker hands the rows over before it writes the high watermark we are reading, so
+  // they are there unless it failed.
+  if (!ready_.has_value() || ready_->chunk != chunk) {
+    open_chunk_ = 0;
+    if (!error_.ok()) return error_;
+    return absl::InternalError(
+        absl::StrCat("backfill ", options_.id, ": no rows for chunk ", chunk));
+  }
+  Copied copied = std::move(*ready_);
+  ready_.reset();
+  taken_ = true;
+  lock.unlock();
+  cv_.notify_all();
+
+  Chunk out;
+  out.table = copied.table;
+  out.last = copied.last;
+  for (size_t i = 0; i < copied.rows.size() && !truncated_; ++i) {
+    if (!changed_.contains(copied.keys[i])) out.rows.push_back(std::move(copied.rows[i]));
+  }
+  open_chunk_ = 0;
+  changed_.clear();
+  return out;
+}
+
+void Backfill::Work() {
+  absl::Status s = CopyAll();
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_) error_ = s;
+  }
+}
+
+absl::Status Backfill::CopyAll() {
+  absl::StatusOr<PgConnPtr> conn = Connect(options_.url, ConnectionKind::kRegular);
+  if (!conn.ok()) return conn.status();
+  PGconn* c = conn->get();
+  auto mark = Exec(c, "UPDATE pgflow.backfills SET started_at = now() WHERE id = $1",
+                   {absl::StrCat(options_.id)});
+  if (!mark.ok()) return mark.status();
+
+  // The tables, as they are now (a schema's tables expanded).
+  std::vector<std::pair<std::string, std::string>> tables;
+  for (const TableRef& ref : options_.tables) {
+    auto res = Exec(c,
+                    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT "
+                    "c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2",
+                    {ref.schema, ref.table});
+    if (!res.ok()) return res.status();
+    if (PQntuples(res->get()) == 0 && ref.table != "*") {
+      return absl::NotFoundError(absl::StrCat("table ", ref.ToString(), " does not exist"));
+    }
+    for (int i = 0; i < PQntuples(res->get()); ++i) {
+      tables.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
+    }
+  }
+
+  uint64_t chunk = 0;
+  for (size_t t = 0; t < tables.size(); ++t) {
+    const auto& [schema, name] = tables[t];
+    absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
+    if (!reader.ok()) return reader.status();
+    if (reader->primary_key.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("table ", schema, ".", name,
+                       " has no primary key: `pgflow snapshot` copies a live "
+                       "table in key order and needs one"));
+    }
+    const TableSchema& table = *reader->schema;
+    std::vector<std::string> key_columns;
+    std::vector<std::string> key_select;
+    std::vector<std::string> key_order;
+    for (int k : reader->primary_key) {
+      const std::string col = QuoteIdent(table.columns[k].name);
+      key_columns.push_back(table.columns[k].name);
+      key_select.push_back(absl::StrCat("format('%s', ", col, ")"));
+      key_order.push_back(col);
+    }
+    const std::string from = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
+    std::vector<std::string> last_key;  // text of the last key copied
+    while (true) {
+      ++chunk;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_) return absl::CancelledError("stopped");
+        announced_chunk_ = chunk;
+        announced_relation_ = table.relation_id;
+        announced_key_ = key_columns;
+      }
+      auto watermark = [&](const char* which) {
+        return Exec(c, absl::StrCat("SELECT pg_logical_emit_message(true, ",
+                                    QuoteLiteral(kWatermarkPrefix), ", ",
+                                    QuoteLiteral(absl::StrCat(run_, ":", chunk, ":", which)), ")"))
+            .status();
+      };
+      if (absl::Status s = watermark("low"); !s.ok()) return s;
+
+      std::string where;
+      if (!last_key.empty()) {
+        std::vector<std::string> literals;
+        for (size_t k = 0; k < last_key.size(); ++k) {
+          literals.push_back(
+              absl::StrCat(QuoteLiteral(last_key[k]), "::", reader->types[reader->primary_key[k]]));
+        }
+        where = absl::StrCat(" WHERE (", absl::StrJoin(key_order, ", "), ") > (",
+                             absl::StrJoin(literals, ", "), ")");
+      }
+      std::string sql =
+          absl::StrCat("COPY (SELECT ", reader->select_list, ", ", absl::StrJoin(key_select, ", "),
+                       " FROM ", from, where, " ORDER BY ", absl::StrJoin(key_order, ", "),
+                       " LIMIT ", options_.chunk_rows, ") TO STDOUT (FORMAT binary)");
+      PgResultPtr res(PQexec(c, sql.c_str()));
+      if (PQresultStatus(res.get()) != PGRES_COPY_OUT) {
+        return ResultError(c, res.get(), absl::StrCat("backfill of ", schema, ".", name));
+      }
+      Copied copied;
+      copied.chunk = chunk;
+      copied.table = reader->schema;
+      copied.key_columns = key_columns;
+      const size_t ncols = table.columns.size();
+      BinaryCopyParser parser(ncols + key_columns.size());
+      while (true) {
+        char* buf = nullptr;
+        int n = PQgetCopyData(c, &buf, 0);
+        if (n == -1) break;
+        if (n == -2) return ResultError(c, nullptr, "reading a backfill chunk");
+        absl::Status s = parser.Parse(
+            std::string_view(buf, static_cast<size_t>(n)),
+            [&](std::span<const BinaryCopyParser::Field> fields) {
+              Row row;
+              row.reserve(ncols);
+              for (size_t i = 0; i < ncols; ++i) {
+                uint32_t oid = table.columns[i].type_oid;
+                row.push_back(fields[i].is_null
+                                  ? Value::Null(oid)
+                                  : Value{reader->kinds[i], oid, std::string(fields[i].bytes)});
+              }
+              std::string key;
+              last_key.clear();
+              for (size_t k = 0; k < key_columns.size(); ++k) {
+                AppendKeyPart(fields[ncols + k].bytes, &key);
+                last_key.emplace_back(fields[ncols + k].bytes);
+              }
+              copied.rows.push_back(std::move(row));
+              copied.keys.push_back(std::move(key));
+            });
+        PQfreemem(buf);
+        if (!s.ok()) return s;
+      }
+      PgResultPtr end(PQgetResult(c));
+      if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
+        return ResultError(c, end.get(), "finishing a backfill chunk");
+      }
+      while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+      const size_t copied_rows = copied.rows.size();
+      const bool table_done = copied_rows < options_.chunk_rows;
+      copied.last = table_done && t + 1 == tables.size();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ready_ = std::move(copied);
+        taken_ = false;
+      }
+      if (absl::Status s = watermark("high"); !s.ok()) return s;
+      // One chunk in memory at a time: wait until the stream thread has taken it.
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return taken_ || stop_; });
+        if (stop_) return absl::CancelledError("stopped");
+      }
+      auto progress = Exec(c, "UPDATE pgflow.backfills SET rows = rows + $2 WHERE id = $1",
+                           {absl::StrCat(options_.id), absl::StrCat(copied_rows)});
+      if (!progress.ok()) return progress.status();
+      if (table_done) break;
+    }
+  }
+  if (chunk == 0) {
+    // Nothing to copy (a schema without tables): still end at a point of the stream, so the
+    // stream thread sees the backfill finish.
+    chunk = 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      announced_chunk_ = chunk;
+      announced_relation_ = 0;
+      Copied empty;
+      empty.chunk = chunk;
+      empty.last = true;
+      ready_ = std::move(empty);
+      taken_ = false;
+    }
+    for (const char* which : {"low", "high"}) {
+      auto res = Exec(
+          c, absl::StrCat("SELECT pg_logical_emit_message(true, ", QuoteLiteral(kWatermarkPrefix),
+                          ", ", QuoteLiteral(absl::StrCat(run_, ":", chunk, ":", which)), ")"));
+      if (!res.ok()) return res.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pgflow
