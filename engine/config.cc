@@ -111,7 +111,8 @@ constexpr OptionSpec kPostgresSourceOptions[] = {
     {"publication", "string", false, "pgflow_<pipeline>",
      "Publication: [a-z0-9_]+, at most 63 characters."},
     {"status_interval", "duration", false, "1s",
-     "How often a standby status update is sent to the server (100ms..60s)."},
+     "How often a standby status update is sent to the server (100ms..30s; it must stay "
+     "well under the server's wal_sender_timeout, 60s by default)."},
     {"heartbeat_interval", "duration", false, "0",
      "How often a heartbeat message is written to the WAL so that the slot of an idle pipeline "
      "advances; 0 = off, else at least 100ms."},
@@ -791,7 +792,7 @@ absl::Status Loader::LoadSource(const ConfigNode& node, PipelineConfig* config) 
     return status;
   }
   if (absl::Status status = ReadDuration(pg, "status_interval", milliseconds(100),
-                                         milliseconds(60000), false, &source.status_interval);
+                                         milliseconds(30000), false, &source.status_interval);
       !status.ok()) {
     return status;
   }

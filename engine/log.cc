@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 
 #include "absl/time/clock.h"
@@ -47,6 +48,48 @@ bool ParseLogLevel(std::string_view name, LogLevel* level) {
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 
+namespace {
+
+std::mutex g_terminal_mu;
+size_t g_live_lines = 0;  // guarded by g_terminal_mu: lines of the live display on screen
+
+void WriteAll(const std::string& text) {
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// Moves to the first line of the live display and clears it and everything below.
+std::string EraseLive() {
+  if (g_live_lines == 0) return "";
+  std::string out = "\r";
+  if (g_live_lines > 1) out += "\033[" + std::to_string(g_live_lines - 1) + "A";
+  return out + "\033[J";
+}
+
+}  // namespace
+
+void DrawLive(const std::vector<std::string>& lines) {
+  std::lock_guard<std::mutex> lock(g_terminal_mu);
+  if (lines.empty()) {
+    if (g_live_lines > 0) WriteAll("\n");
+    g_live_lines = 0;
+    return;
+  }
+  std::string out = EraseLive();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    out += lines[i];
+    if (i + 1 < lines.size()) out += '\n';
+  }
+  WriteAll(out);
+  g_live_lines = lines.size();
+}
+
 void LogLine(LogLevel level, std::string_view message) {
   std::string line = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone());
   line.reserve(line.size() + message.size() + 8);
@@ -54,14 +97,9 @@ void LogLine(LogLevel level, std::string_view message) {
   line += ' ';
   line += message;
   line += '\n';
-  const char* p = line.data();
-  size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  std::lock_guard<std::mutex> lock(g_terminal_mu);
+  WriteAll(EraseLive() + line);
+  g_live_lines = 0;
 }
 
 }  // namespace pgflow

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,6 +17,11 @@ void SetLogLevel(LogLevel level);
 bool ParseLogLevel(std::string_view name, LogLevel* level);
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, std::string_view message);
+
+// A live display on a terminal: redraws `lines` in place of the ones drawn before. Log lines
+// written meanwhile erase the display first, and it is drawn anew below them next time.
+// `lines` empty ends the display (its last drawing stays on screen).
+void DrawLive(const std::vector<std::string>& lines);
 
 template <typename... Args>
 void LogInfo(const absl::FormatSpec<Args...>& format, const Args&... args) {

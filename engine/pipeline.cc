@@ -24,6 +24,17 @@ std::string HumanBytes(double bytes) {
                 : absl::StrFormat("%.1f %s", bytes, units[u]);
 }
 
+// 1234567 -> "1,234,567".
+std::string HumanCount(uint64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
 std::string HumanDuration(double seconds) {
   if (seconds < 60) return absl::StrFormat("%.0fs", seconds);
   if (seconds < 3600) return absl::StrFormat("%.0fm%02.0fs", seconds / 60, fmod(seconds, 60));
@@ -123,8 +134,8 @@ absl::Status Pipeline::Run(StopSignal& stop) {
   }
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
   chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());
-  LogInfo("pipeline %s: streaming from %s into %d sink(s)", options_.name, start->ToString(),
-          sinks_.size());
+  LogInfo("pipeline %s: running into %d sink(s), from position %s", options_.name, sinks_.size(),
+          start->ToString());
 
   std::vector<std::thread> threads;
   for (size_t i = 0; i < sinks_.size(); ++i) {
@@ -239,11 +250,12 @@ std::vector<std::string> Pipeline::SnapshotLines(double elapsed, bool per_table)
                       : t.chunks_total > 0 ? static_cast<double>(t.chunks_done) / t.chunks_total
                                            : 1;
     std::string eta =
-        t.chunks_done == t.chunks_total ? "done"
+        t.chunks_done == t.chunks_total           ? "done"
+        : t.chunks_done == 0 && t.bytes_done == 0 ? "queued"
         : rate > 0 && t.bytes_total > t.bytes_done
             ? absl::StrCat("ETA ", HumanDuration((t.bytes_total - t.bytes_done) / rate))
             : "ETA ?";
-    return absl::StrFormat("%d rows, %s of %s (%.0f%%), %s/s, %d/%d chunks, %s", t.rows,
+    return absl::StrFormat("%s rows, %s of %s (%.0f%%), %s/s, %d/%d chunks, %s", HumanCount(t.rows),
                            HumanBytes(t.bytes_done), HumanBytes(t.bytes_total),
                            100 * std::min(fraction, 1.0), HumanBytes(rate), t.chunks_done,
                            t.chunks_total, eta);
@@ -259,13 +271,15 @@ std::vector<std::string> Pipeline::SnapshotLines(double elapsed, bool per_table)
 
 void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
   const bool report = options_.progress_interval.count() > 0;
-  const bool live = isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
+  bool stdout_taken = false;
+  for (const SinkSlot& slot : sinks_) stdout_taken = stdout_taken || slot.sink->WritesToStdout();
+  const bool live = isatty(STDERR_FILENO) && !(stdout_taken && isatty(STDOUT_FILENO));
   const auto interval = live ? std::chrono::milliseconds(1000) : options_.progress_interval;
   const auto started = Clock::now();
   auto last = started;
   uint64_t last_changes = 0;
   uint64_t last_confirmed = tracker_->Confirmed().value;
-  size_t live_lines = 0;  // lines drawn last time, redrawn in place
+  bool drew = false;
   auto next = last + interval;
   while (!done.requested()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -293,21 +307,13 @@ void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
         SnapshotLines(std::chrono::duration<double>(now - started).count(), live);
     if (lines.empty()) {
       lines.push_back(absl::StrFormat(
-          "%s: %d changes, %d txns, %s; %.0f changes/s; confirmed %s, lag %s (%s)", options_.name,
-          changes, stats_.transactions.load(), HumanBytes(stats_.bytes.load()), rate,
-          confirmed.ToString(), HumanBytes(lag), eta));
+          "%s: %s changes, %s txns, %s; %.0f changes/s; confirmed %s, lag %s (%s)", options_.name,
+          HumanCount(changes), HumanCount(stats_.transactions.load()),
+          HumanBytes(stats_.bytes.load()), rate, confirmed.ToString(), HumanBytes(lag), eta));
     }
     if (live) {
-      std::string out;
-      if (live_lines > 1) absl::StrAppend(&out, "\033[", live_lines - 1, "A");
-      out += "\r";
-      for (size_t i = 0; i < lines.size(); ++i) {
-        absl::StrAppend(&out, "\033[K", lines[i], i + 1 < lines.size() ? "\n" : "");
-      }
-      for (size_t i = lines.size(); i < live_lines; ++i) out += "\n\033[K";
-      std::fprintf(stderr, "%s", out.c_str());
-      std::fflush(stderr);
-      live_lines = std::max(live_lines, lines.size());
+      DrawLive(lines);
+      drew = true;
     } else {
       for (const std::string& line : lines) LogInfo("%s", line);
     }
@@ -315,7 +321,7 @@ void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
     last_changes = changes;
     last_confirmed = confirmed.value;
   }
-  if (live && report && live_lines > 0) std::fprintf(stderr, "\n");
+  if (drew) DrawLive({});
 }
 
 }  // namespace pgflow

@@ -28,7 +28,7 @@ struct PipelineRunOptions {
   std::string name;
   size_t queue_bytes = 64u << 20;  // bound of each sink's queue
   // How often progress is printed to stderr as a plain line (0 = never). On a terminal a live
-  // line is redrawn every second instead, unless stdout is the same terminal.
+  // display is redrawn every second instead, unless a sink writes to that terminal too.
   std::chrono::milliseconds progress_interval{10000};
   // Stop (drain, flush, acknowledge, return OK) once everything up to this position is
   // confirmed. Invalid (0/0) = run until stopped.

@@ -39,6 +39,10 @@ class Sink {
 
   // Releases resources. Not called concurrently with anything else.
   virtual absl::Status Close() = 0;
+
+  // True if the sink writes to the process's standard output (then progress is never drawn
+  // on the terminal, to keep the two apart).
+  virtual bool WritesToStdout() const { return false; }
 };
 
 }  // namespace pgflow

@@ -25,13 +25,15 @@ CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL, price numeric(
                        tags text[], attrs jsonb);
 CREATE TABLE orders (id bigserial PRIMARY KEY, product_id bigint REFERENCES products,
                      quantity int, placed_at timestamptz DEFAULT now());
+INSERT INTO products VALUES (10, 'stapler', 7.90, '{office}', '{"color": "red"}'),
+                            (11, 'lamp', 24.00, '{home}', null);
 SQL
 echo "== PostgreSQL on 127.0.0.1:$PGPORT, database shop; running: pgflow run examples/quickstart.yaml"
 
 # Events go to the terminal as they arrive (and to a file, to count them).
 build/pgflow run examples/quickstart.yaml 2> "$work/pgflow.log" > >(tee "$work/events.jsonl") &
 pgflow_pid=$!
-for _ in $(seq 100); do grep -q "streaming from" "$work/pgflow.log" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q "snapshot: done" "$work/pgflow.log" 2>/dev/null && break; sleep 0.1; done
 cat "$work/pgflow.log"
 
 echo "== writing to the shop; the change events follow as pgflow writes them"
@@ -45,7 +47,7 @@ COMMIT;
 DELETE FROM products WHERE id = 2;
 SQL
 
-expected=5
+expected=7   # 2 rows copied by the snapshot, then 5 changes
 for _ in $(seq 100); do [ "$(wc -l < "$work/events.jsonl")" -ge $expected ] && break; sleep 0.1; done
 echo "== stopping pgflow with SIGINT (drain, flush, acknowledge, exit 0)"
 kill -INT "$pgflow_pid"

@@ -42,6 +42,7 @@ class JsonlSink : public Sink {
   absl::Status Write(const Event& event) override;
   absl::Status Flush() override;
   absl::Status Close() override;
+  bool WritesToStdout() const override { return options_->path == "-"; }
 
  private:
   absl::Status WriteBuffer();

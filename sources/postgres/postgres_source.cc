@@ -912,6 +912,7 @@ absl::Status PostgresSource::Stream(Emitter& emitter, Acknowledgements acks,
   // was taken.
   absl::Status started = StartReplication(start_);
   if (!started.ok() && !absl::IsUnavailable(started)) return started;
+  if (started.ok()) LogInfo("replication stream: streaming from %s", start_.ToString());
   StreamState state(this, emitter, acks.wal, stop);
   return state.Run();
 }
@@ -946,9 +947,22 @@ absl::Status PostgresSource::Finish(Acknowledgements acks) {
     ::poll(&pfd, 1, 100);
     if (PQconsumeInput(conn) == 0) break;
   }
-  while (PGresult* res = PQgetResult(conn)) PQclear(res);
+  // The server answers our CopyDone with its own and a CommandComplete: only then do we know
+  // it read the status update before it.
+  bool ended = false;
+  while (PGresult* res = PQgetResult(conn)) {
+    ended = ended || PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+  }
   replication_.reset();
-  LogInfo("acknowledged %s to replication slot %s", confirmed.ToString(), source_.slot);
+  if (ended) {
+    LogInfo("acknowledged %s to replication slot %s", confirmed.ToString(), source_.slot);
+  } else {
+    LogWarning(
+        "could not confirm the final acknowledgement (%s) with the server; the slot may "
+        "resume a little earlier, which replays (never loses) changes",
+        confirmed.ToString());
+  }
   return absl::OkStatus();
 }
 

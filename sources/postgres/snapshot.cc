@@ -166,6 +166,10 @@ struct SnapshotCopier::Shared {
   std::vector<size_t> order;            // plan indices still to copy, largest tables first
   absl::Status error ABSL_GUARDED_BY(mu);
   std::atomic<int> imported{0};
+  // `read` events carry the snapshot's time and a sequence number unique within it, so
+  // (lsn, seq) identifies each row like any change.
+  int64_t started_us = 0;
+  std::atomic<uint64_t> sequence{0};
   std::atomic<int> finished_workers{0};
   std::atomic<bool> stop{false};
   BoundedQueue<WorkerOutput> out{kWorkerQueueBytes};
@@ -270,7 +274,9 @@ struct SnapshotCopier::Worker {
             change.op = Op::kRead;
             change.table = reader.schema;
             change.txn.commit_lsn = position;
+            change.txn.commit_time_us = shared.started_us;
             change.lsn = position;
+            change.sequence = shared.sequence.fetch_add(1, std::memory_order_relaxed);
             change.after.reserve(fields.size());
             for (size_t i = 0; i < fields.size(); ++i) {
               uint32_t oid = reader.schema->columns[i].type_oid;
@@ -414,6 +420,9 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                                  const std::function<void()>& imported, Emitter& emitter,
                                  const ChunkTracker& chunks, const StopSignal& stop) {
   Shared shared;
+  shared.started_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
   shared.url = options_.url;
   shared.snapshot_name = snapshot_name;
 

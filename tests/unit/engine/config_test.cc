@@ -664,10 +664,10 @@ sinks: {out: {fake: {path: x}}}
   EXPECT_THAT(with_source_line("status_interval: 5x"),
               HasSubstr("p.yaml:6:22: source.postgres.status_interval: expected a duration"));
   EXPECT_EQ(with_source_line("status_interval: 50ms"),
-            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 1m, got "
+            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 30s, got "
             "50ms");
   EXPECT_EQ(with_source_line("status_interval: 2m"),
-            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 1m, got 2m");
+            "p.yaml:6:22: source.postgres.status_interval: must be between 100ms and 30s, got 2m");
   EXPECT_EQ(with_source_line("heartbeat_interval: 10ms"),
             "p.yaml:6:25: source.postgres.heartbeat_interval: must be 0 (off) or at least 100ms, "
             "got 10ms");
