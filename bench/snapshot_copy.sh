@@ -4,21 +4,16 @@
 # One throwaway PostgreSQL with a ROWS-row table (default 2,000,000, about 380 MB: bigint key,
 # text, numeric, int, timestamptz, text[], jsonb). In the same run:
 #   reference: psql -c "COPY items TO STDOUT (FORMAT binary)" > /dev/null
-#   pgflow:    snapshot mode `only` into a `blackhole` sink, with 1, 2 and 4 workers
+#   pgflow:    snapshot mode `only` into a `blackhole` sink, with 1, 2 and 4 workers, rows
+#              decoded as for every sink; then the raw COPY path (rows not decoded) that a
+#              PostgreSQL target takes
 # Each is timed from process start to exit (best of RUNS, default 2); prints rows/s, MB/s and
 # the ratio to the single COPY.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-2000000}
 RUNS=${RUNS:-2}
-[ -x build/pgflow ] || scripts/setup.sh >/dev/null
-
-work=$(mktemp -d /tmp/pgflow-bench.XXXXXX)
-trap 'scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
-chmod 755 "$work"
-PGPORT=$(scripts/pgtmp.sh start "$work/pg")
-export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
-psql -q -d postgres -c "CREATE DATABASE bench"
+source bench/common.sh
 echo "creating items: $ROWS rows"
 psql -q -d bench >/dev/null <<SQL
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
@@ -32,7 +27,6 @@ SQL
 BYTES=$(psql -Atq -d bench -c "SELECT pg_relation_size('items')")
 echo "items: $ROWS rows, $((BYTES / 1048576)) MB of heap"
 
-now() { date +%s.%N; }
 best() {  # best of RUNS timings of the command given
   local best_t=""
   for _ in $(seq "$RUNS"); do
@@ -52,18 +46,24 @@ print(f"{name:<34} {t:6.2f}s {rows / t:>12,.0f} rows/s {size / t / 1048576:8.1f}
 PY
 }
 report "COPY (FORMAT binary) via psql" "$copy_t"
-for workers in 1 2 4; do
+run_pgflow() {  # workers, raw_copy
   cat >"$work/snap.yaml" <<YAML
 pipeline: bench
 source:
   postgres:
     url: postgres://postgres@127.0.0.1:$PGPORT/bench
     tables: [public.items]
-    snapshot: {mode: only, workers: $workers, chunk_size: 16MiB}
+    snapshot: {mode: only, workers: $1, chunk_size: 16MiB}
 sinks:
-  discard: {blackhole: {}}
+  discard: {blackhole: {raw_copy: $2}}
 YAML
-  t=$(best build/pgflow run "$work/snap.yaml" --progress 0)
-  report "pgflow snapshot, $workers worker(s)" "$t"
+  best build/pgflow run "$work/snap.yaml" --progress 0
+}
+for workers in 1 2 4; do
+  report "pgflow snapshot, $workers worker(s)" "$(run_pgflow "$workers" false)"
+done
+# The path a PostgreSQL target takes: rows handed on as raw COPY data, not decoded.
+for workers in 1 4; do
+  report "  raw COPY path, $workers worker(s)" "$(run_pgflow "$workers" true)"
 done
 echo "goal: 1 worker >= 0.9 of the single COPY; more workers faster where the cores allow ($(nproc) cores)"

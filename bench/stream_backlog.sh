@@ -11,15 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CHANGES=${CHANGES:-500000}
 TXNS=$((CHANGES / 100))
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-[ -x build/pgflow ] || scripts/setup.sh >/dev/null
-
-work=$(mktemp -d /tmp/pgflow-bench.XXXXXX)
-trap 'scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
-chmod 755 "$work"
-PGPORT=$(scripts/pgtmp.sh start "$work/pg")
-export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
-psql -q -d postgres -c "CREATE DATABASE bench"
+source bench/common.sh
 psql -q -d bench >/dev/null <<'SQL'
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
                     updated_at timestamptz, tags text[], attrs jsonb);
@@ -45,7 +37,6 @@ END=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
 WAL=$(psql -Atq -d bench -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$END', confirmed_flush_lsn)) FROM pg_replication_slots WHERE slot_name = 'pgflow_bench'")
 echo "backlog written: WAL up to $END ($WAL to decode)"
 
-now() { date +%s.%N; }
 t0=$(now)
 "$PGBIN/pg_recvlogical" -d "postgres://postgres@127.0.0.1:$PGPORT/bench" --slot recvlogical_bench \
   --start --endpos "$END" --no-loop -o proto_version=1 -o publication_names=pgflow_bench -f /dev/null

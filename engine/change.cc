@@ -24,6 +24,7 @@ const char* OpName(Op op) {
 
 size_t Event::ApproximateBytes() const {
   size_t n = sizeof(Event);
+  if (kind == EventKind::kRawRows) return n + change.content.size();
   if (kind != EventKind::kChange) return n;
   for (const Value& v : change.after) n += sizeof(Value) + v.data.size();
   for (const Value& v : change.before) n += sizeof(Value) + v.data.size();

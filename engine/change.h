@@ -101,6 +101,9 @@ enum class EventKind : uint8_t {
                // every earlier event is durable (keepalives on a quiet stream)
   kChunkDone,  // chunk: every snapshot row of one chunk has been sent (the chunk's `read`
                // changes all come before it); tracked apart from WAL positions
+  kRawRows,    // change.table, change.content, rows: snapshot rows as PostgreSQL's binary
+               // COPY tuples, untouched (no header or trailer), every column in table order;
+               // sent in place of `read` changes when every sink accepts them
 };
 
 struct Event {
@@ -110,6 +113,8 @@ struct Event {
   Lsn position;
   // kChunkDone: the chunk's ordinal, 1, 2, 3... in the order chunks finish.
   uint64_t chunk = 0;
+  // kRawRows: how many tuples change.content holds.
+  uint64_t rows = 0;
 
   // The position acknowledged when this event and all before it are durable, if any.
   Lsn AckPosition() const {

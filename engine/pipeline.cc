@@ -48,8 +48,10 @@ std::string HumanDuration(double seconds) {
 class Pipeline::FanOut : public Emitter {
  public:
   FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats,
-         SnapshotView* snapshot)
-      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot) {}
+         SnapshotView* snapshot, bool raw_copy)
+      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot), raw_copy_(raw_copy) {}
+
+  bool WantsRawCopy() const override { return raw_copy_; }
 
   Result Emit(const EventBatchPtr& batch, absl::Duration timeout) override {
     if (batch != in_progress_) {
@@ -72,7 +74,7 @@ class Pipeline::FanOut : public Emitter {
     uint64_t changes = 0;
     uint64_t commits = 0;
     for (const Event& e : batch->events) {
-      changes += e.kind == EventKind::kChange;
+      changes += e.kind == EventKind::kChange ? 1 : e.kind == EventKind::kRawRows ? e.rows : 0;
       commits += e.kind == EventKind::kCommit;
     }
     stats_->changes.fetch_add(changes, std::memory_order_relaxed);
@@ -96,6 +98,7 @@ class Pipeline::FanOut : public Emitter {
   std::vector<BoundedQueue<EventBatchPtr>*> queues_;
   PipelineStats* stats_;
   SnapshotView* snapshot_;
+  const bool raw_copy_;
   EventBatchPtr in_progress_;
   size_t next_queue_ = 0;
 };
@@ -146,7 +149,9 @@ absl::Status Pipeline::Run(StopSignal& stop) {
 
   std::vector<BoundedQueue<EventBatchPtr>*> queues;
   for (auto& q : queues_) queues.push_back(q.get());
-  FanOut fan_out(std::move(queues), &stats_, &snapshot_);
+  bool raw_copy = !sinks_.empty();
+  for (const SinkSlot& slot : sinks_) raw_copy = raw_copy && slot.sink->AcceptsRawCopy();
+  FanOut fan_out(std::move(queues), &stats_, &snapshot_, raw_copy);
   absl::Status source_status =
       source_->Stream(fan_out, Acknowledgements{*tracker_, *chunk_tracker_}, stop);
   if (!source_status.ok()) RecordError(source_status);

@@ -43,6 +43,11 @@ class Sink {
   // True if the sink writes to the process's standard output (then progress is never drawn
   // on the terminal, to keep the two apart).
   virtual bool WritesToStdout() const { return false; }
+
+  // True if the sink takes snapshot rows as raw binary COPY data (EventKind::kRawRows) rather
+  // than as decoded `read` changes: a PostgreSQL target can COPY them in without decoding.
+  // The raw path is taken only when every sink of the pipeline accepts it.
+  virtual bool AcceptsRawCopy() const { return false; }
 };
 
 }  // namespace pgflow

@@ -27,6 +27,8 @@ class Emitter {
   // Tells progress reporting how a snapshot stands (called every second or so while one runs,
   // and once with `running` false when it ends).
   virtual void NoteSnapshot(std::vector<TableProgress> tables, bool running) {}
+  // True when every sink takes snapshot rows as raw binary COPY data (EventKind::kRawRows).
+  virtual bool WantsRawCopy() const { return false; }
 };
 
 // Produces the event stream. Driven by the engine from one thread:

@@ -845,6 +845,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   options.chunk_bytes = source_.snapshot.chunk_bytes;
   options.position = start_;
   options.record_progress = !only;
+  options.raw = emitter.WantsRawCopy();
 
   // Without a snapshot exported with the slot, take one now and hold it until the workers
   // have imported it.
@@ -861,6 +862,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
     name = PQgetvalue(res->get(), 0, 0);
     if (only) options.position = Lsn::Parse(PQgetvalue(res->get(), 0, 1)).value_or(Lsn());
   }
+  if (options.raw) LogInfo("snapshot: every sink takes raw COPY data; rows are not decoded");
   copier_ = std::make_unique<SnapshotCopier>(std::move(options));
   absl::Status s = copier_->Run(
       name,

@@ -100,6 +100,9 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
   std::sort(key_order.begin(), key_order.end());
   for (const auto& [position, column] : key_order) reader.primary_key.push_back(column);
   reader.select_list = absl::StrJoin(select, ", ");
+  std::vector<std::string> plain;
+  for (const Column& column : table->columns) plain.push_back(QuoteIdent(column.name));
+  reader.raw_select_list = absl::StrJoin(plain, ", ");
   reader.schema = std::move(table);
   return reader;
 }
@@ -160,6 +163,7 @@ struct SnapshotCopier::Shared {
   std::map<std::string, TableReader> readers;  // by "schema.table"
   std::string snapshot_name;
   std::string url;
+  bool raw = false;
 
   absl::Mutex mu;
   size_t next ABSL_GUARDED_BY(mu) = 0;  // next index into `order`
@@ -234,9 +238,10 @@ struct SnapshotCopier::Worker {
     const TableReader& reader = shared.readers.at(chunk.TableName());
     std::string where = absl::StrCat("ctid >= '(", chunk.first_page, ",0)'");
     if (chunk.end_page) absl::StrAppend(&where, " AND ctid < '(", *chunk.end_page, ",0)'");
-    std::string sql = absl::StrCat("COPY (SELECT ", reader.select_list, " FROM ONLY ",
-                                   Qualified(chunk.leaf_schema, chunk.leaf_name), " WHERE ", where,
-                                   ") TO STDOUT (FORMAT binary)");
+    std::string sql =
+        absl::StrCat("COPY (SELECT ", shared.raw ? reader.raw_select_list : reader.select_list,
+                     " FROM ONLY ", Qualified(chunk.leaf_schema, chunk.leaf_name), " WHERE ", where,
+                     ") TO STDOUT (FORMAT binary)");
     if (auto sp = Exec(c, "SAVEPOINT chunk"); !sp.ok()) return sp.status();
     PgResultPtr res(PQexec(c, sql.c_str()));
     if (PQresultStatus(res.get()) != PGRES_COPY_OUT) {
@@ -265,6 +270,18 @@ struct SnapshotCopier::Worker {
       int n = PQgetCopyData(c, &buf, 0);
       if (n == -1) break;
       if (n == -2) return ResultError(c, nullptr, "reading a snapshot chunk");
+      if (shared.raw) {
+        absl::Status s = AppendRaw(std::string_view(buf, static_cast<size_t>(n)), parser, reader,
+                                   &output, &rows);
+        PQfreemem(buf);
+        if (!s.ok()) return s;
+        if (output.batch.bytes >= kBatchBytes) {
+          output.table = chunk.TableName();
+          if (!shared.Push(std::move(output))) return Cancel(c);
+          output = WorkerOutput();
+        }
+        continue;
+      }
       absl::Status s = parser.Parse(
           std::string_view(buf, static_cast<size_t>(n)),
           [&](std::span<const BinaryCopyParser::Field> fields) {
@@ -310,10 +327,47 @@ struct SnapshotCopier::Worker {
     }
     if (auto rel = Exec(c, "RELEASE SAVEPOINT chunk"); !rel.ok()) return rel.status();
     output.table = chunk.TableName();
-    output.rows = output.batch.events.size();
+    if (!shared.raw) output.rows = output.batch.events.size();
     output.finished_chunk = index;
     output.chunk_rows = rows;
     shared.Push(std::move(output));
+    return absl::OkStatus();
+  }
+
+  // Raw path: validates one CopyData message, strips the stream's header and trailer, and
+  // appends its tuples, untouched, to the batch's kRawRows event.
+  absl::Status AppendRaw(std::string_view message, BinaryCopyParser& parser,
+                         const TableReader& reader, WorkerOutput* output, uint64_t* rows) {
+    const bool first = parser.stream_offset() == 0;
+    uint64_t tuples = 0;
+    absl::Status s =
+        parser.Parse(message, [&](std::span<const BinaryCopyParser::Field>) { ++tuples; });
+    if (!s.ok()) return s;
+    if (first) {
+      // Signature (11), flags (4), extension length (4), extension.
+      uint32_t ext = 0;
+      for (int i = 15; i < 19; ++i) ext = (ext << 8) | static_cast<uint8_t>(message[i]);
+      message.remove_prefix(19 + ext);
+    }
+    if (parser.finished()) message.remove_suffix(2);  // the trailer ends the last message
+    if (message.empty()) return absl::OkStatus();
+    EventBatch& batch = output->batch;
+    if (batch.events.empty() || batch.events.back().kind != EventKind::kRawRows) {
+      Event event;
+      event.kind = EventKind::kRawRows;
+      event.change.op = Op::kRead;
+      event.change.table = reader.schema;
+      event.change.txn.commit_lsn = position;
+      event.change.txn.commit_time_us = shared.started_us;
+      event.change.lsn = position;
+      batch.events.push_back(std::move(event));
+    }
+    Event& raw = batch.events.back();
+    raw.change.content.append(message);
+    raw.rows += tuples;
+    batch.bytes += message.size();
+    output->rows += tuples;
+    *rows += tuples;
     return absl::OkStatus();
   }
 
@@ -425,6 +479,7 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                           .count();
   shared.url = options_.url;
   shared.snapshot_name = snapshot_name;
+  shared.raw = options_.raw;
 
   absl::StatusOr<PgConnPtr> state = Connect(options_.url, ConnectionKind::kRegular);
   if (!state.ok()) return state.status();

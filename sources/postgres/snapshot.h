@@ -48,6 +48,7 @@ struct SnapshotChunk {
 struct TableReader {
   TableSchemaPtr schema;
   std::string select_list;
+  std::string raw_select_list;     // every column as it is, for raw COPY to a PostgreSQL target
   std::vector<ValueKind> kinds;    // per column: kBinary or kText
   std::vector<std::string> types;  // per column: format_type(), for casts
   std::vector<int> primary_key;    // column indices of the primary key, in key order
@@ -76,6 +77,7 @@ class SnapshotCopier {
     int workers = 1;
     uint64_t chunk_bytes = 64ull << 20;
     Lsn position;                 // the LSN `read` events carry (the slot's consistent point)
+    bool raw = false;             // hand rows on as raw COPY data (EventKind::kRawRows)
     bool record_progress = true;  // keep the plan and finished chunks in pgflow.snapshot_chunks
   };
 

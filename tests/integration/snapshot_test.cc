@@ -7,8 +7,10 @@
 #include <random>
 #include <thread>
 
+#include "engine/source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sources/postgres/snapshot.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -17,20 +19,11 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-TestCluster* cluster = nullptr;
-
-class Environment : public ::testing::Environment {
- public:
-  void SetUp() override { cluster = new TestCluster(); }
-  void TearDown() override { delete cluster; }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Environment);
-
 class SnapshotPipeline {
  public:
   SnapshotPipeline(const std::string& name, const std::string& tables, const std::string& snapshot)
       : name_(name) {
-    Sql admin(cluster->Url());
+    Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
     WriteFile(yaml_, "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + url() +
@@ -38,7 +31,7 @@ class SnapshotPipeline {
                          "\n    status_interval: 200ms\nsinks:\n  out: {jsonl: {path: " + output() +
                          "}, flush_interval: 50ms}\n");
   }
-  std::string url() const { return cluster->Url(name_); }
+  std::string url() const { return SharedCluster().Url(name_); }
   const std::string& yaml() const { return yaml_; }
   std::string output() const { return dir_.File("out.jsonl"); }
   std::string log() const { return dir_.File("pgflow.log"); }
@@ -314,6 +307,77 @@ TEST(SnapshotTest, BackfillIntoARunningPipelineIsExactUnderWrites) {
   EXPECT_EQ(sql.Scalar("SELECT finished_at IS NOT NULL AND error IS NULL FROM pgflow.backfills "
                        "WHERE tables = '{public.items}'"),
             "t");
+}
+
+// Collects what a snapshot emits, and acknowledges every chunk at once, as one sink would.
+class CollectingEmitter : public Emitter {
+ public:
+  explicit CollectingEmitter(ChunkTracker* chunks) : chunks_(chunks) {}
+  Result Emit(const EventBatchPtr& batch, absl::Duration) override {
+    for (const Event& e : batch->events) {
+      if (e.kind == EventKind::kRawRows) {
+        raw += e.change.content;
+        rows += e.rows;
+      }
+      if (e.kind == EventKind::kChunkDone) chunks_->Report(0, e.chunk);
+    }
+    return Result::kOk;
+  }
+  bool WantsRawCopy() const override { return true; }
+  std::string raw;
+  uint64_t rows = 0;
+
+ private:
+  ChunkTracker* chunks_;
+};
+
+TEST(SnapshotTest, TheRawCopyPathHandsOnDataPostgresCopiesInUntouched) {
+  SnapshotPipeline p("rawcopy", "[public.kinds]", "{mode: only}");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE TABLE kinds (id int PRIMARY KEY, n numeric, iv interval, ip inet, t text[], "
+      "j jsonb, z timestamptz); "
+      "INSERT INTO kinds SELECT g, g / 7.0, g * interval '1 minute', '10.0.0.1', "
+      "ARRAY['a', g::text], jsonb_build_object('g', g), now() FROM generate_series(1, 50000) g; "
+      "CREATE TABLE target (LIKE kinds)");
+  Sql holder(p.url());
+  holder.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
+  std::string snapshot = holder.Scalar("SELECT pg_export_snapshot()");
+  SnapshotCopier::Options options;
+  options.url = p.url();
+  options.pipeline = "rawcopy";
+  options.tables = {TableRef{"public", "kinds"}};
+  options.workers = 2;
+  options.chunk_bytes = 1 << 20;
+  options.record_progress = false;
+  options.raw = true;
+  SnapshotCopier copier(options);
+  ChunkTracker chunks(1);
+  CollectingEmitter emitter(&chunks);
+  StopSignal stop;
+  ASSERT_TRUE(copier
+                  .Run(
+                      snapshot, [&] { holder.Exec("COMMIT"); }, emitter, chunks, stop)
+                  .ok());
+  EXPECT_EQ(emitter.rows, 50000u);
+
+  // Wrapped in a header and a trailer, the bytes go into PostgreSQL as they are.
+  std::string data("PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19);
+  data += emitter.raw;
+  data += std::string("\377\377", 2);
+  PGresult* res = PQexec(sql.conn(), "COPY target FROM STDIN (FORMAT binary)");
+  ASSERT_EQ(PQresultStatus(res), PGRES_COPY_IN);
+  PQclear(res);
+  ASSERT_EQ(PQputCopyData(sql.conn(), data.data(), static_cast<int>(data.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(sql.conn(), nullptr), 1);
+  res = PQgetResult(sql.conn());
+  EXPECT_EQ(PQresultStatus(res), PGRES_COMMAND_OK) << PQresultErrorMessage(res);
+  PQclear(res);
+  while (PGresult* r = PQgetResult(sql.conn())) PQclear(r);
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM ((SELECT * FROM kinds EXCEPT SELECT * FROM target) "
+                       "UNION ALL (SELECT * FROM target EXCEPT SELECT * FROM kinds)) d"),
+            "0");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM target"), "50000");
 }
 
 TEST(SnapshotTest, OnlyModeCopiesAndExitsLeavingNothingBehind) {

@@ -19,22 +19,13 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-TestCluster* cluster = nullptr;
-
-class Environment : public ::testing::Environment {
- public:
-  void SetUp() override { cluster = new TestCluster(); }
-  void TearDown() override { delete cluster; }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Environment);
-
 // One pipeline in its own database, with its output file and log.
 class Pipeline {
  public:
   // `extra` is YAML added at the top level (after `source`).
   Pipeline(const std::string& name, const std::string& tables, const std::string& extra = "")
       : name_(name) {
-    Sql admin(cluster->Url());
+    Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
     WriteFile(yaml_, "pipeline: " + name + "\n" +
@@ -50,7 +41,7 @@ class Pipeline {
                          "  out: {jsonl: {path: " +
                          output() + "}, flush_interval: 50ms}\n");
   }
-  std::string url() const { return cluster->Url(name_); }
+  std::string url() const { return SharedCluster().Url(name_); }
   std::string output() const { return dir_.File("out.jsonl"); }
   std::string log() const { return dir_.File("pgflow.log"); }
 

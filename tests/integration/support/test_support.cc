@@ -80,6 +80,13 @@ std::string TestCluster::Url(const std::string& database) const {
   return "postgres://postgres@127.0.0.1:" + std::to_string(port_) + "/" + database;
 }
 
+TestCluster& SharedCluster(int index) {
+  static std::map<int, std::unique_ptr<TestCluster>> clusters;
+  std::unique_ptr<TestCluster>& cluster = clusters[index];
+  if (cluster == nullptr) cluster = std::make_unique<TestCluster>();
+  return *cluster;
+}
+
 Sql::Sql(const std::string& url) {
   conn_ = PQconnectdb(url.c_str());
   if (PQstatus(conn_) != CONNECTION_OK) {

@@ -37,6 +37,10 @@ class TestCluster {
   int port_ = 0;
 };
 
+// The test binary's own PostgreSQL server number `index` (0, 1, ...), started on first use and
+// removed when the binary exits.
+TestCluster& SharedCluster(int index = 0);
+
 // A plain libpq connection whose calls fail the current test (gtest ADD_FAILURE) on error.
 class Sql {
  public:
