@@ -1,5 +1,6 @@
 #include "sources/postgres/backfill.h"
 
+#include <chrono>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -142,6 +143,37 @@ absl::StatusOr<Backfill::Chunk> Backfill::CloseWindow(uint64_t chunk) {
   return out;
 }
 
+// The chunk's select must see every transaction whose commit precedes the low watermark in the
+// WAL. WAL order is not visibility order: a transaction whose commit record is already written
+// can still look in progress to a new snapshot for a moment (until it leaves the proc array).
+// So wait until every transaction running just after the watermark has completed; transactions
+// committing later are in the window anyway.
+absl::Status Backfill::AwaitEarlierCommits(PGconn* c) {
+  auto running = Exec(c, "SELECT pg_current_snapshot()::text");
+  if (!running.ok()) return running.status();
+  const std::string snapshot = PQgetvalue(running->get(), 0, 0);
+  auto started = std::chrono::steady_clock::now();
+  bool told = false;
+  while (true) {
+    auto done = Exec(c,
+                     "SELECT coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), "
+                     "true) FROM pg_snapshot_xip($1::pg_snapshot) x",
+                     {snapshot});
+    if (!done.ok()) return done.status();
+    if (PQgetvalue(done->get(), 0, 0)[0] == 't') return absl::OkStatus();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return absl::CancelledError("stopped");
+    }
+    if (!told && std::chrono::steady_clock::now() - started > std::chrono::seconds(5)) {
+      LogInfo("backfill %d: waiting for transactions older than its watermark to end (%s)",
+              options_.id, snapshot);
+      told = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 void Backfill::Work() {
   absl::Status s = CopyAll();
   if (!s.ok()) {
@@ -214,6 +246,7 @@ absl::Status Backfill::CopyAll() {
             .status();
       };
       if (absl::Status s = watermark("low"); !s.ok()) return s;
+      if (absl::Status s = AwaitEarlierCommits(c); !s.ok()) return s;
 
       std::string where;
       if (!last_key.empty()) {

@@ -29,7 +29,7 @@
 #include "absl/status/statusor.h"
 #include "engine/change.h"
 #include "engine/config.h"
-#include "sources/postgres/pg_connection.h"
+#include "engine/pg_connection.h"
 
 namespace pgflow {
 
@@ -104,6 +104,7 @@ class Backfill {
 
   void Work();
   absl::Status CopyAll();
+  absl::Status AwaitEarlierCommits(PGconn* conn);
 
   Options options_;
   std::string run_;  // distinguishes this run's watermarks from any replayed older ones
