@@ -16,6 +16,7 @@
 #include "engine/stop_signal.h"
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
+#include "sinks/postgres/postgres_sink.h"
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/postgres_source.h"
 
@@ -29,6 +30,7 @@ constexpr int kExitConfig = 2;
 void RegisterComponents() {
   RegisterJsonlSink();
   RegisterBlackholeSink();
+  RegisterPostgresSink();
 }
 
 int Validate(const std::string& path) {

@@ -1,4 +1,4 @@
-#include "sources/postgres/pg_connection.h"
+#include "engine/pg_connection.h"
 
 #include <algorithm>
 #include <cstring>

@@ -1,7 +1,7 @@
 #pragma once
 
-// Thin RAII and error helpers over libpq, shared by the PostgreSQL source's setup queries and
-// its replication stream.
+// Thin RAII and error helpers over libpq, shared by the PostgreSQL source (setup queries,
+// replication stream, snapshot) and the PostgreSQL sink.
 
 #include <libpq-fe.h>
 

@@ -15,9 +15,9 @@
 #include <string>
 
 #include "engine/config.h"
+#include "engine/pg_connection.h"
 #include "engine/source.h"
 #include "schemas/catalog.h"
-#include "sources/postgres/pg_connection.h"
 #include "sources/postgres/snapshot.h"
 
 namespace pgflow {

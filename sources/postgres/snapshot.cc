@@ -4,7 +4,9 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -421,6 +423,24 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
         plan.push_back(std::move(c));
       }
     }
+  }
+  // Say what will be done with each table: partitions, empty tables, chunking.
+  std::map<std::string, std::tuple<std::set<std::string>, size_t, uint64_t>> summary;
+  for (const SnapshotChunk& c : plan) {
+    auto& [leaves, chunks, bytes] = summary[c.TableName()];
+    leaves.insert(c.leaf_schema + "." + c.leaf_name);
+    ++chunks;
+    bytes += c.bytes;
+  }
+  for (const auto& [table, entry] : summary) {
+    const auto& [leaves, chunks, bytes] = entry;
+    std::string how = bytes == 0 ? "empty (one chunk, to be sure)"
+                                 : absl::StrCat(bytes >> 20, " MB in ", chunks, " chunk(s)");
+    if (leaves.size() > 1 || !leaves.count(table)) {
+      absl::StrAppend(&how, "; partitioned: ", leaves.size(),
+                      " leaf partition(s) copied under the name ", table);
+    }
+    LogInfo("snapshot: %s: %s", table, how);
   }
   if (!options_.record_progress || plan.empty()) return plan;
   // Stored in batches of multi-row INSERTs; names are quoted as literals, never spliced raw.

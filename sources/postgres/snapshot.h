@@ -22,9 +22,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/config.h"
+#include "engine/pg_connection.h"
 #include "engine/source.h"
 #include "schemas/table_schema.h"
-#include "sources/postgres/pg_connection.h"
 
 namespace pgflow {
 

@@ -1,0 +1,996 @@
+#include "sinks/postgres/postgres_sink.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "engine/log.h"
+#include "engine/pg_connection.h"
+#include "engine/sink.h"
+#include "schemas/json_encoding.h"
+
+namespace pgflow {
+namespace {
+
+constexpr OptionSpec kOptions[] = {
+    {"url", "string", true, "", "PostgreSQL URL or conninfo of the target database"},
+    {"schema", "string", false, "",
+     "target schema for every table (default: the source table's own schema)"},
+    {"batch_rows", "int", false, "1000", "rows per multi-row INSERT statement"},
+    {"create_tables", "bool", false, "true",
+     "create a table missing from the target from the source's columns and primary key"},
+};
+
+constexpr uint32_t kFirstNonBuiltinOid = 16384;
+constexpr size_t kMaxParams = 65535;
+constexpr size_t kMaxPrepared = 512;
+constexpr char kCopyHeader[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";  // 19 bytes
+constexpr char kCopyTrailer[] = "\377\377";                           // int16 -1
+
+// Types with no `=` operator: rows of a keyless table are matched on their text form.
+bool LacksEquality(uint32_t oid) {
+  switch (oid) {
+    case 114:   // json
+    case 199:   // json[]
+    case 142:   // xml
+    case 143:   // xml[]
+    case 600:   // point
+    case 1017:  // point[]
+    case 601:   // lseg
+    case 1018:  // lseg[]
+    case 602:   // path
+    case 1019:  // path[]
+    case 603:   // box (= compares areas)
+    case 1020:  // box[]
+    case 604:   // polygon
+    case 1027:  // polygon[]
+    case 628:   // line
+    case 629:   // line[]
+    case 718:   // circle (= compares areas)
+    case 719:   // circle[]
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Statement parameters pointing into Values that outlive the call.
+class Params {
+ public:
+  void Add(const Value& v) {
+    if (v.is_null()) {
+      values_.push_back(nullptr);
+      lengths_.push_back(0);
+      formats_.push_back(0);
+    } else {
+      values_.push_back(v.data.c_str());
+      lengths_.push_back(static_cast<int>(v.data.size()));
+      formats_.push_back(v.kind == ValueKind::kBinary ? 1 : 0);
+    }
+  }
+  int size() const { return static_cast<int>(values_.size()); }
+  const char* const* values() const { return values_.data(); }
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+
+ private:
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+};
+
+// What the sink knows of one source table in the target.
+struct TargetTable {
+  TableSchemaPtr schema;    // the source shape last checked against the target
+  std::string name;         // target "schema.table", unquoted, for messages
+  std::string quoted;       // target "schema"."table"
+  std::string column_list;  // "a", "b", ... in source column order
+  std::vector<size_t> key;  // source columns of the primary key; empty: no key
+  std::string stage;        // temporary staging table for snapshot rows, once needed
+  // Columns holding arrays of non-built-in types, with the target's OID of their element
+  // type: binary COPY data names the element type by OID, which differs between databases.
+  std::vector<std::pair<size_t, uint32_t>> array_elements;
+  std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
+};
+
+class PostgresSink : public Sink {
+ public:
+  PostgresSink(std::string sink_name, std::string pipeline,
+               std::shared_ptr<const PostgresSinkOptions> options)
+      : sink_name_(std::move(sink_name)),
+        pipeline_(std::move(pipeline)),
+        options_(std::move(options)) {}
+
+  absl::Status Open() override;
+  absl::Status Write(const Event& event) override;
+  absl::Status Flush() override;
+  absl::Status Close() override;
+  bool AcceptsRawCopy() const override { return true; }
+
+ private:
+  PGconn* conn() { return conn_.get(); }
+  std::string TargetName() const { return conn_ ? Describe(conn_.get()) : options_->url; }
+
+  // Runs `sql` without parameters (simple protocol: several statements allowed).
+  absl::Status Run(const std::string& sql, absl::string_view context);
+  // Runs `sql` as a prepared statement; *affected gets the row count when not null.
+  absl::Status RunPrepared(const std::string& sql, const Params& params,
+                           const std::function<std::string()>& context,
+                           uint64_t* affected = nullptr);
+
+  absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
+  absl::Status CreateTable(const TableSchema& schema, const std::string& target_schema,
+                           const std::string& quoted);
+
+  // Opens a target transaction if none is open.
+  absl::Status EnsureTransaction();
+  // Ends the COPY in progress and writes the buffered inserts.
+  absl::Status FinishStatements();
+  // Commits the open target transaction, if any, after FinishStatements().
+  absl::Status CommitTransaction(std::optional<Lsn> applied);
+
+  absl::Status WriteRawRows(const Event& event);
+  absl::Status StartCopy(TargetTable* table);
+  absl::Status EndCopy();
+
+  absl::Status ApplyChange(const Change& change);
+  absl::Status QueueUpsert(TargetTable* table, const Change& change);
+  absl::Status FlushInserts();
+  std::string InsertSql(const TargetTable& table, size_t rows) const;
+  absl::Status ApplyUpdate(TargetTable* table, const Change& change);
+  absl::Status ApplyDelete(TargetTable* table, const Change& change);
+  // "c1" = $n AND ... over the key columns of `row`, or over every known column of a keyless
+  // row; appends the parameters.
+  absl::Status KeyCondition(const TargetTable& table, const Change& change, const Row& row,
+                            std::string* sql, Params* params, int* next_param) const;
+  // "(id)=(5)": the key of a row, for messages.
+  std::string DescribeKey(const TargetTable& table, const Row& row) const;
+
+  const std::string sink_name_;
+  const std::string pipeline_;
+  const std::shared_ptr<const PostgresSinkOptions> options_;
+
+  PgConnPtr conn_;
+  Lsn applied_;                  // end LSN of the last source transaction committed in the target
+  bool in_transaction_ = false;  // a target transaction is open
+  bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
+  bool skipping_ = false;        // the current source transaction was applied before
+  absl::flat_hash_map<std::string, std::unique_ptr<TargetTable>> tables_;
+  absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
+  uint64_t next_statement_ = 0;
+
+  // The COPY in progress, if any.
+  TargetTable* copy_table_ = nullptr;
+  const TableSchema* copy_schema_ = nullptr;
+  uint64_t copy_rows_ = 0;
+
+  // Consecutive upserts of one table, not yet sent.
+  TargetTable* insert_table_ = nullptr;
+  const TableSchema* insert_schema_ = nullptr;
+  std::vector<Row> inserts_;
+  absl::flat_hash_set<std::string> insert_keys_;
+
+  uint64_t transactions_ = 0;
+  uint64_t skipped_ = 0;
+  uint64_t copied_rows_ = 0;
+  uint64_t changes_ = 0;
+};
+
+absl::Status PostgresSink::Open() {
+  absl::StatusOr<PgConnPtr> connected = Connect(options_->url, ConnectionKind::kRegular);
+  if (!connected.ok()) {
+    return absl::Status(connected.status().code(),
+                        absl::StrCat("postgres target: ", connected.status().message()));
+  }
+  conn_ = std::move(*connected);
+  // "already exists, skipping" and the like: nothing a user needs on stderr.
+  PQsetNoticeProcessor(
+      conn(), [](void*, const char*) {}, nullptr);
+  if (absl::Status s =
+          Run("CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
+              "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint)",
+              "creating pgflow.applied");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn(), "SELECT lsn::text FROM pgflow.applied WHERE pipeline = $1", {pipeline_});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(), absl::StrCat("postgres target ", TargetName(), ": ",
+                                                          res.status().message()));
+  }
+  if (PQntuples(res->get()) == 1) {
+    std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(res->get(), 0, 0));
+    if (!lsn) return absl::DataLossError("postgres target: unreadable pgflow.applied.lsn");
+    applied_ = *lsn;
+  }
+  LogInfo("sink %s (postgres): target %s, applied through %s", sink_name_, TargetName(),
+          applied_.ToString());
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
+  PgResultPtr res(PQexec(conn(), sql.c_str()));
+  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return ResultError(conn(), res.get(),
+                       absl::StrCat("postgres target ", TargetName(), ": ", context));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
+                                       const std::function<std::string()>& context,
+                                       uint64_t* affected) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    if (prepared_.size() >= kMaxPrepared) {
+      if (absl::Status s = Run("DEALLOCATE ALL", "releasing prepared statements"); !s.ok()) {
+        return s;
+      }
+      prepared_.clear();
+    }
+    std::string name = absl::StrCat("pgflow_", ++next_statement_);
+    PgResultPtr res(PQprepare(conn(), name.c_str(), sql.c_str(), params.size(), nullptr));
+    if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+      return ResultError(conn(), res.get(), context());
+    }
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  PgResultPtr res(PQexecPrepared(conn(), it->second.c_str(), params.size(), params.values(),
+                                 params.lengths(), params.formats(), 0));
+  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return ResultError(conn(), res.get(), context());
+  }
+  if (affected != nullptr) {
+    const char* n = PQcmdTuples(res.get());
+    *affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
+  if (schema == nullptr) return absl::InternalError("change without a table");
+  std::unique_ptr<TargetTable>& slot = tables_[schema->QualifiedName()];
+  if (slot != nullptr && (slot->schema.get() == schema.get() || slot->schema->SameShape(*schema))) {
+    slot->schema = schema;
+    return slot.get();
+  }
+  auto table = std::make_unique<TargetTable>();
+  if (slot != nullptr) {
+    table->fast_copy = slot->fast_copy;
+    table->stage = slot->stage;
+  }
+  const std::string target_schema = options_->schema.empty() ? schema->schema : options_->schema;
+  table->schema = schema;
+  table->name = absl::StrCat(target_schema, ".", schema->name);
+  table->quoted = absl::StrCat(QuoteIdent(target_schema), ".", QuoteIdent(schema->name));
+  std::vector<std::string> columns;
+  const bool keyed = schema->replica_identity == 'd' || schema->replica_identity == 'i';
+  for (size_t i = 0; i < schema->columns.size(); ++i) {
+    columns.push_back(QuoteIdent(schema->columns[i].name));
+    if (keyed && schema->columns[i].is_key) table->key.push_back(i);
+  }
+  table->column_list = absl::StrJoin(columns, ", ");
+
+  absl::StatusOr<PgResultPtr> res = Exec(
+      conn(),
+      "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
+      "AND NOT a.attisdropped",
+      {table->quoted});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": checking table ",
+                                     table->name, ": ", res.status().message()));
+  }
+  if (PQntuples(res->get()) == 0) {
+    if (!options_->create_tables) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
+                       " does not exist and create_tables is false: create it first"));
+    }
+    if (absl::Status s = CreateTable(*schema, target_schema, table->quoted); !s.ok()) return s;
+    table->fast_copy = std::nullopt;
+  } else {
+    absl::flat_hash_set<std::string> present;
+    for (int i = 0; i < PQntuples(res->get()); ++i) present.insert(PQgetvalue(res->get(), i, 0));
+    for (const Column& c : schema->columns) {
+      if (!present.contains(c.name)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
+                         " has no column ", QuoteIdent(c.name), " (source ",
+                         schema->QualifiedName(), " has it): add it to the target table"));
+      }
+    }
+  }
+  for (size_t i = 0; i < schema->columns.size(); ++i) {
+    const Column& c = schema->columns[i];
+    size_t dot = c.type_name.find('.');
+    if (c.type_oid < kFirstNonBuiltinOid || dot == std::string::npos ||
+        c.type_name.compare(dot + 1, 1, "_") != 0) {
+      continue;
+    }
+    std::string element = absl::StrCat(QuoteIdent(c.type_name.substr(0, dot)), ".",
+                                       QuoteIdent(c.type_name.substr(dot + 2)));
+    absl::StatusOr<PgResultPtr> res = Exec(conn(), "SELECT to_regtype($1)::oid", {element});
+    if (!res.ok()) return res.status();
+    if (PQgetisnull(res->get(), 0, 0)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " column ",
+                       c.name, ": type ", element, " does not exist in the target"));
+    }
+    table->array_elements.push_back(
+        {i, static_cast<uint32_t>(std::stoul(PQgetvalue(res->get(), 0, 0)))});
+  }
+  slot = std::move(table);
+  return slot.get();
+}
+
+// Rewrites, in binary COPY tuples, the element type OID of the arrays in `columns` (the
+// third int32 of an array's binary form) to the target's. Fails on malformed data.
+absl::Status RewriteArrayElementTypes(std::string* tuples, size_t column_count,
+                                      const std::vector<std::pair<size_t, uint32_t>>& columns) {
+  auto read32 = [&](size_t at) {
+    const auto* p = reinterpret_cast<const unsigned char*>(tuples->data() + at);
+    return static_cast<int32_t>((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
+                                (uint32_t{p[2]} << 8) | uint32_t{p[3]});
+  };
+  size_t at = 0;
+  while (at < tuples->size()) {
+    if (at + 2 > tuples->size()) return absl::DataLossError("truncated COPY tuple");
+    const auto* p = reinterpret_cast<const unsigned char*>(tuples->data() + at);
+    size_t fields = (size_t{p[0]} << 8) | p[1];
+    if (fields != column_count) return absl::DataLossError("COPY tuple of unexpected width");
+    at += 2;
+    size_t next = 0;
+    for (size_t f = 0; f < fields; ++f) {
+      if (at + 4 > tuples->size()) return absl::DataLossError("truncated COPY tuple");
+      int32_t len = read32(at);
+      at += 4;
+      if (len < 0) continue;
+      if (at + static_cast<size_t>(len) > tuples->size()) {
+        return absl::DataLossError("truncated COPY tuple");
+      }
+      while (next < columns.size() && columns[next].first < f) ++next;
+      if (next < columns.size() && columns[next].first == f && len >= 12) {
+        uint32_t oid = columns[next].second;
+        char* o = tuples->data() + at + 8;
+        o[0] = static_cast<char>(oid >> 24);
+        o[1] = static_cast<char>(oid >> 16);
+        o[2] = static_cast<char>(oid >> 8);
+        o[3] = static_cast<char>(oid);
+      }
+      at += static_cast<size_t>(len);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
+                                       const std::string& quoted) {
+  std::vector<std::string> defs;
+  std::vector<std::string> key;
+  const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
+  for (const Column& c : schema.columns) {
+    std::string type;
+    if (c.type_oid < kFirstNonBuiltinOid) {
+      absl::StatusOr<PgResultPtr> res =
+          Exec(conn(), "SELECT format_type($1::oid, $2::int)",
+               {std::to_string(c.type_oid), std::to_string(c.type_modifier)});
+      if (!res.ok()) return res.status();
+      if (PQgetisnull(res->get(), 0, 0)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
+                         ": type OID ", c.type_oid, " of column ", c.name, " is unknown"));
+      }
+      type = PQgetvalue(res->get(), 0, 0);
+    } else {
+      size_t dot = c.type_name.find('.');
+      if (c.type_name.empty() || dot == std::string::npos) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
+                         ": the type of column ", c.name, " (OID ", c.type_oid, ") is unknown"));
+      }
+      std::string type_schema = c.type_name.substr(0, dot);
+      std::string type_name = c.type_name.substr(dot + 1);
+      bool array = absl::StartsWith(type_name, "_");
+      if (array) type_name = type_name.substr(1);
+      type = absl::StrCat(QuoteIdent(type_schema), ".", QuoteIdent(type_name), array ? "[]" : "");
+    }
+    defs.push_back(absl::StrCat(QuoteIdent(c.name), " ", type));
+    if (keyed && c.is_key) key.push_back(QuoteIdent(c.name));
+  }
+  if (!key.empty()) defs.push_back(absl::StrCat("PRIMARY KEY (", absl::StrJoin(key, ", "), ")"));
+  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema),
+                                 "; CREATE TABLE ", quoted, " (", absl::StrJoin(defs, ", "), ")");
+  if (absl::Status s = Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
+                                             " (a type it uses must exist in the target)"));
+      !s.ok()) {
+    return s;
+  }
+  LogInfo("sink %s (postgres): created table %s.%s in the target", sink_name_, target_schema,
+          schema.name);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::EnsureTransaction() {
+  if (in_transaction_) return absl::OkStatus();
+  if (absl::Status s =
+          Run("BEGIN; SET LOCAL session_replication_role = replica", "starting a transaction");
+      !s.ok()) {
+    return s;
+  }
+  in_transaction_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FinishStatements() {
+  if (absl::Status s = EndCopy(); !s.ok()) return s;
+  return FlushInserts();
+}
+
+absl::Status PostgresSink::CommitTransaction(std::optional<Lsn> applied) {
+  if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  if (!in_transaction_) return absl::OkStatus();
+  if (applied.has_value()) {
+    Params params;
+    Value name = Value::Text(oid::kText, pipeline_);
+    Value lsn = Value::Text(oid::kText, applied->ToString());
+    params.Add(name);
+    params.Add(lsn);
+    if (absl::Status s =
+            RunPrepared("INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
+                        "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
+                        params,
+                        [&] {
+                          return absl::StrCat("postgres target ", TargetName(),
+                                              ": recording the applied position");
+                        });
+        !s.ok()) {
+      return s;
+    }
+  }
+  PgResultPtr res(PQexec(conn(), "COMMIT"));
+  in_transaction_ = false;
+  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK ||
+      std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0) {
+    return ResultError(conn(), res.get(),
+                       absl::StrCat("postgres target ", TargetName(), ": commit failed"));
+  }
+  if (applied.has_value()) applied_ = *applied;
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::Write(const Event& event) {
+  switch (event.kind) {
+    case EventKind::kBegin:
+      // Snapshot rows (a backfill) commit on their own before a source transaction starts.
+      if (absl::Status s = CommitTransaction(std::nullopt); !s.ok()) return s;
+      in_source_txn_ = true;
+      skipping_ = applied_.IsValid() && event.txn.commit_lsn < applied_;
+      if (skipping_) {
+        ++skipped_;
+        return absl::OkStatus();
+      }
+      return EnsureTransaction();
+    case EventKind::kChange:
+      if (skipping_) return absl::OkStatus();
+      ++changes_;
+      return ApplyChange(event.change);
+    case EventKind::kCommit: {
+      const bool skipped = skipping_;
+      in_source_txn_ = false;
+      skipping_ = false;
+      if (skipped) return absl::OkStatus();
+      if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+      ++transactions_;
+      return CommitTransaction(event.txn.end_lsn);
+    }
+    case EventKind::kRollback:
+      in_source_txn_ = false;
+      if (skipping_) {
+        skipping_ = false;
+        return absl::OkStatus();
+      }
+      inserts_.clear();
+      insert_keys_.clear();
+      insert_table_ = nullptr;
+      if (copy_table_ != nullptr) {
+        PQputCopyEnd(conn(), "source transaction cut off");
+        while (PGresult* r = PQgetResult(conn())) PQclear(r);
+        copy_table_ = nullptr;
+      }
+      if (in_transaction_) {
+        in_transaction_ = false;
+        // A table created in the rolled-back transaction is gone again: check anew.
+        tables_.clear();
+        return Run("ROLLBACK", "rolling back a cut-off transaction");
+      }
+      return absl::OkStatus();
+    case EventKind::kPosition:
+      return absl::OkStatus();
+    case EventKind::kChunkDone:
+      return CommitTransaction(std::nullopt);
+    case EventKind::kRawRows:
+      return WriteRawRows(event);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::Flush() {
+  // A source transaction still open stays open: its position is not acknowledged yet, and
+  // every transaction before it committed at its own kCommit.
+  if (in_source_txn_) return absl::OkStatus();
+  return CommitTransaction(std::nullopt);
+}
+
+absl::Status PostgresSink::Close() {
+  if (conn_ != nullptr && copy_table_ != nullptr) {
+    PQputCopyEnd(conn(), "pgflow is stopping");
+    while (PGresult* r = PQgetResult(conn())) PQclear(r);
+  }
+  copy_table_ = nullptr;
+  conn_.reset();  // an open transaction rolls back
+  LogInfo(
+      "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
+      "%d transactions skipped as already applied",
+      sink_name_, copied_rows_, changes_, transactions_, skipped_);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::WriteRawRows(const Event& event) {
+  if (copy_table_ != nullptr && copy_schema_ == event.change.table.get()) {
+    const std::string* data = &event.change.content;
+    std::string rewritten;
+    if (!copy_table_->array_elements.empty()) {
+      rewritten = event.change.content;
+      if (absl::Status s = RewriteArrayElementTypes(&rewritten, copy_table_->schema->columns.size(),
+                                                    copy_table_->array_elements);
+          !s.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("snapshot rows of ", copy_table_->name, ": ", s.message()));
+      }
+      data = &rewritten;
+    }
+    if (PQputCopyData(conn(), data->data(), static_cast<int>(data->size())) != 1) {
+      return ResultError(
+          conn(), nullptr,
+          absl::StrCat("postgres target ", TargetName(), ": copying into ", copy_table_->name));
+    }
+    copy_rows_ += event.rows;
+    return absl::OkStatus();
+  }
+  if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  absl::StatusOr<TargetTable*> table = EnsureTable(event.change.table);
+  if (!table.ok()) return table.status();
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  if (absl::Status s = StartCopy(*table); !s.ok()) return s;
+  copy_schema_ = event.change.table.get();
+  return WriteRawRows(event);
+}
+
+absl::Status PostgresSink::StartCopy(TargetTable* table) {
+  if (!table->fast_copy.has_value()) {
+    absl::StatusOr<PgResultPtr> res =
+        Exec(conn(), absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted, ")"));
+    if (!res.ok()) return res.status();
+    // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
+    // backfill) may include the ones coming, which must then replace them.
+    table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
+    if (!*table->fast_copy && !table->key.empty()) {
+      LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
+              table->name);
+    } else if (!*table->fast_copy) {
+      LogWarning(
+          "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
+          "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
+          "table again for an exact copy",
+          sink_name_, table->name);
+    }
+  }
+  std::string into = table->quoted;
+  if (!*table->fast_copy) {
+    if (table->stage.empty()) table->stage = absl::StrCat("pgflow_stage_", ++next_statement_);
+    if (absl::Status s =
+            Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->stage, " AS SELECT ",
+                             table->column_list, " FROM ", table->quoted, " WITH NO DATA"),
+                absl::StrCat("creating a staging table for ", table->name));
+        !s.ok()) {
+      return s;
+    }
+    into = table->stage;
+  }
+  PgResultPtr res(PQexec(
+      conn(), absl::StrCat("COPY ", into, " (", table->column_list, ") FROM STDIN (FORMAT binary)")
+                  .c_str()));
+  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
+    return ResultError(conn(), res.get(),
+                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
+  }
+  if (PQputCopyData(conn(), kCopyHeader, 19) != 1) {
+    return ResultError(conn(), nullptr,
+                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
+  }
+  copy_table_ = table;
+  copy_rows_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::EndCopy() {
+  if (copy_table_ == nullptr) return absl::OkStatus();
+  TargetTable* table = copy_table_;
+  copy_table_ = nullptr;
+  copy_schema_ = nullptr;
+  const std::string context = absl::StrCat("postgres target ", TargetName(), ": COPY of ",
+                                           copy_rows_, " snapshot rows into ", table->name);
+  if (PQputCopyData(conn(), kCopyTrailer, 2) != 1 || PQputCopyEnd(conn(), nullptr) != 1) {
+    return ResultError(conn(), nullptr, context);
+  }
+  absl::Status status;
+  while (PGresult* r = PQgetResult(conn())) {
+    PgResultPtr res(r);
+    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK) {
+      status = ResultError(conn(), r, context);
+    }
+  }
+  if (!status.ok()) return status;
+  copied_rows_ += copy_rows_;
+  if (*table->fast_copy) return absl::OkStatus();
+  std::string sql =
+      absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
+                   ") OVERRIDING SYSTEM VALUE SELECT ", table->column_list, " FROM ", table->stage);
+  if (!table->key.empty()) {
+    std::vector<std::string> key;
+    std::vector<std::string> set;
+    for (size_t i : table->key) key.push_back(QuoteIdent(table->schema->columns[i].name));
+    for (size_t i = 0; i < table->schema->columns.size(); ++i) {
+      if (std::find(table->key.begin(), table->key.end(), i) != table->key.end()) continue;
+      const std::string c = QuoteIdent(table->schema->columns[i].name);
+      set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
+    }
+    absl::StrAppend(
+        &sql, " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
+        set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
+  }
+  absl::StrAppend(&sql, "; TRUNCATE ", table->stage);
+  return Run(sql, absl::StrCat("upserting staged snapshot rows into ", table->name));
+}
+
+absl::Status PostgresSink::ApplyChange(const Change& change) {
+  if (change.op == Op::kMessage) return absl::OkStatus();
+  if (change.op == Op::kDdl) {
+    return absl::UnimplementedError(
+        absl::StrCat("postgres target ", TargetName(),
+                     ": replaying DDL is not supported yet; the statement was: ",
+                     change.content.substr(0, 200)));
+  }
+  if (change.table == nullptr ||
+      (insert_schema_ != change.table.get() && insert_table_ != nullptr)) {
+    if (absl::Status s = FlushInserts(); !s.ok()) return s;
+  }
+  if (absl::Status s = EndCopy(); !s.ok()) return s;
+  absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
+  if (!table.ok()) return table.status();
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  // Rows changed by the stream may reappear in later snapshot rows (a backfill): those go
+  // through the staging table from now on.
+  if (change.op != Op::kRead) (*table)->fast_copy = false;
+  switch (change.op) {
+    case Op::kRead:
+    case Op::kInsert:
+      return QueueUpsert(*table, change);
+    case Op::kUpdate:
+      if (absl::Status s = FlushInserts(); !s.ok()) return s;
+      return ApplyUpdate(*table, change);
+    case Op::kDelete:
+      if (absl::Status s = FlushInserts(); !s.ok()) return s;
+      return ApplyDelete(*table, change);
+    case Op::kTruncate: {
+      if (absl::Status s = FlushInserts(); !s.ok()) return s;
+      std::string sql = absl::StrCat("TRUNCATE ", (*table)->quoted,
+                                     change.truncate_restart_identity ? " RESTART IDENTITY" : "",
+                                     change.truncate_cascade ? " CASCADE" : "");
+      return Run(sql, absl::StrCat("truncating ", (*table)->name));
+    }
+    case Op::kDdl:
+    case Op::kMessage:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+std::string PostgresSink::DescribeKey(const TargetTable& table, const Row& row) const {
+  std::vector<std::string> names;
+  std::vector<std::string> values;
+  std::vector<size_t> columns = table.key;
+  if (columns.empty()) {
+    for (size_t i = 0; i < row.size(); ++i) columns.push_back(i);
+  }
+  for (size_t i : columns) {
+    if (i >= row.size()) continue;
+    names.push_back(table.schema->columns[i].name);
+    std::string v;
+    if (row[i].is_unchanged_toast()) {
+      v = "<unchanged toast>";
+    } else if (row[i].is_null()) {
+      v = "null";
+    } else if (row[i].kind == ValueKind::kText) {
+      v = row[i].data;
+    } else {
+      AppendJsonValue(row[i], table.schema->columns[i].type_name, JsonOptions(), &v);
+    }
+    if (v.size() > 100) v = v.substr(0, 100) + "...";
+    values.push_back(std::move(v));
+  }
+  return absl::StrCat("(", absl::StrJoin(names, ", "), ")=(", absl::StrJoin(values, ", "), ")");
+}
+
+std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const {
+  const size_t n = table.schema->columns.size();
+  std::string sql = absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
+                                 ") OVERRIDING SYSTEM VALUE VALUES ");
+  int param = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (size_t c = 0; c < n; ++c) absl::StrAppend(&sql, c == 0 ? "$" : ", $", param++);
+    sql += ")";
+  }
+  if (!table.key.empty()) {
+    std::vector<std::string> key;
+    std::vector<std::string> set;
+    for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
+    for (size_t i = 0; i < n; ++i) {
+      if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
+      const std::string c = QuoteIdent(table.schema->columns[i].name);
+      set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
+    }
+    absl::StrAppend(
+        &sql, " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
+        set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
+  }
+  return sql;
+}
+
+absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change) {
+  const size_t n = table->schema->columns.size();
+  if (change.after.size() != n) {
+    return absl::DataLossError(absl::StrCat("a change of ", table->schema->QualifiedName(), " has ",
+                                            change.after.size(), " values for ", n, " columns"));
+  }
+  for (const Value& v : change.after) {
+    if (v.is_unchanged_toast()) {
+      return absl::DataLossError(absl::StrCat("an insert into ", table->schema->QualifiedName(),
+                                              " lacks a TOASTed value"));
+    }
+  }
+  std::string key;
+  if (!table->key.empty()) {
+    for (size_t i : table->key) {
+      absl::StrAppend(&key, change.after[i].data.size(), ":", change.after[i].data, ";");
+    }
+  }
+  // A row with the same key twice in one INSERT ... ON CONFLICT DO UPDATE is an error.
+  if (insert_table_ != nullptr && !key.empty() && insert_keys_.contains(key)) {
+    if (absl::Status s = FlushInserts(); !s.ok()) return s;
+  }
+  insert_table_ = table;
+  insert_schema_ = change.table.get();
+  inserts_.push_back(change.after);
+  if (!key.empty()) insert_keys_.insert(std::move(key));
+  const size_t per_statement = std::max<size_t>(
+      1, std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(n, 1)));
+  if (inserts_.size() >= per_statement) return FlushInserts();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FlushInserts() {
+  if (insert_table_ == nullptr || inserts_.empty()) {
+    insert_table_ = nullptr;
+    insert_schema_ = nullptr;
+    return absl::OkStatus();
+  }
+  TargetTable* table = insert_table_;
+  std::vector<Row> rows = std::move(inserts_);
+  inserts_.clear();
+  insert_keys_.clear();
+  insert_table_ = nullptr;
+  insert_schema_ = nullptr;
+  Params params;
+  for (const Row& row : rows) {
+    for (const Value& v : row) params.Add(v);
+  }
+  return RunPrepared(InsertSql(*table, rows.size()), params, [&] {
+    return absl::StrCat(
+        "postgres target ", TargetName(), ": inserting into ", table->name,
+        rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
+        DescribeKey(*table, rows.front()),
+        rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back())));
+  });
+}
+
+absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Change& change,
+                                        const Row& row, std::string* sql, Params* params,
+                                        int* next_param) const {
+  std::vector<std::string> terms;
+  if (!table.key.empty()) {
+    for (size_t i : table.key) {
+      const Value& v = row[i];
+      if (v.is_null() || v.is_unchanged_toast()) {
+        return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
+                                                " has no value for key column ",
+                                                table.schema->columns[i].name));
+      }
+      terms.push_back(
+          absl::StrCat(QuoteIdent(table.schema->columns[i].name), " = $", (*next_param)++));
+      params->Add(v);
+    }
+    absl::StrAppend(sql, absl::StrJoin(terms, " AND "));
+    return absl::OkStatus();
+  }
+  // No key (REPLICA IDENTITY FULL): one row equal to the old row in every known column.
+  for (size_t i = 0; i < row.size(); ++i) {
+    const Value& v = row[i];
+    const Column& c = table.schema->columns[i];
+    if (v.is_unchanged_toast()) continue;
+    if (v.is_null()) {
+      terms.push_back(absl::StrCat(QuoteIdent(c.name), " IS NULL"));
+    } else if (LacksEquality(c.type_oid)) {
+      terms.push_back(absl::StrCat(QuoteIdent(c.name), "::text = $", (*next_param)++));
+      params->Add(v);
+    } else {
+      terms.push_back(absl::StrCat(QuoteIdent(c.name), " = $", (*next_param)++));
+      params->Add(v);
+    }
+  }
+  if (terms.empty()) {
+    return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
+                                            " carries no old values to find its row by"));
+  }
+  absl::StrAppend(sql, "ctid = (SELECT ctid FROM ", table.quoted, " WHERE ",
+                  absl::StrJoin(terms, " AND "), " LIMIT 1)");
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change) {
+  const TableSchema& schema = *table->schema;
+  if (change.after.size() != schema.columns.size()) {
+    return absl::DataLossError(absl::StrCat("an update of ", schema.QualifiedName(), " has ",
+                                            change.after.size(), " values for ",
+                                            schema.columns.size(), " columns"));
+  }
+  const bool has_before =
+      change.before_kind != BeforeKind::kNone && change.before.size() == schema.columns.size();
+  if (table->key.empty() && !has_before) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("an update of ", schema.QualifiedName(),
+                     " carries neither a primary key nor the old row: set REPLICA IDENTITY FULL "
+                     "or add a primary key"));
+  }
+  const Row& old_row = has_before ? change.before : change.after;
+  Params params;
+  std::vector<std::string> set;
+  int param = 1;
+  bool all_known = true;
+  for (size_t i = 0; i < schema.columns.size(); ++i) {
+    if (change.after[i].is_unchanged_toast()) {
+      all_known = false;
+      continue;
+    }
+    set.push_back(absl::StrCat(QuoteIdent(schema.columns[i].name), " = $", param++));
+    params.Add(change.after[i]);
+  }
+  auto context = [&] {
+    return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
+                        " row with key ", DescribeKey(*table, old_row));
+  };
+  if (set.empty()) return absl::OkStatus();
+  std::string sql =
+      absl::StrCat("UPDATE ", table->quoted, " SET ", absl::StrJoin(set, ", "), " WHERE ");
+  if (absl::Status s = KeyCondition(*table, change, old_row, &sql, &params, &param); !s.ok()) {
+    return s;
+  }
+  uint64_t affected = 0;
+  if (absl::Status s = RunPrepared(sql, params, context, &affected); !s.ok()) return s;
+  if (affected > 0) return absl::OkStatus();
+  // The row is not in the target. After a resumed snapshot a later copy may already hold the
+  // update's effect (or its deletion): with every value known, upserting converges.
+  if (all_known && !table->key.empty()) {
+    Params row;
+    for (const Value& v : change.after) row.Add(v);
+    return RunPrepared(InsertSql(*table, 1), row, context);
+  }
+  LogWarning("sink %s (postgres): update of %s row with key %s found no row in the target",
+             sink_name_, table->name, DescribeKey(*table, old_row));
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
+  const TableSchema& schema = *table->schema;
+  if (change.before_kind == BeforeKind::kNone || change.before.size() != schema.columns.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("a delete from ", schema.QualifiedName(),
+                                                      " carries no old key: set REPLICA IDENTITY "
+                                                      "FULL or add a primary key"));
+  }
+  Params params;
+  int param = 1;
+  std::string sql = absl::StrCat("DELETE FROM ", table->quoted, " WHERE ");
+  if (absl::Status s = KeyCondition(*table, change, change.before, &sql, &params, &param);
+      !s.ok()) {
+    return s;
+  }
+  return RunPrepared(sql, params, [&] {
+    return absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
+                        " the row with key ", DescribeKey(*table, change.before));
+  });
+}
+
+class PostgresSinkFactory : public SinkFactory {
+ public:
+  std::string_view type() const override { return "postgres"; }
+  std::span<const OptionSpec> options() const override { return kOptions; }
+
+  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
+    if (!node.IsMap()) return node.Error("expected a mapping like {url: postgres://host/db}");
+    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
+    auto options = std::make_shared<PostgresSinkOptions>();
+    std::optional<ConfigNode> url = node.Get("url");
+    if (!url) return node.Error("url is required");
+    absl::StatusOr<std::string> u = url->AsString();
+    if (!u.ok()) return u.status();
+    if (u->empty()) return url->Error("url is empty");
+    char* err = nullptr;
+    PQconninfoOption* parsed = PQconninfoParse(u->c_str(), &err);
+    if (parsed == nullptr) {
+      std::string message = err != nullptr ? err : "out of memory";
+      PQfreemem(err);
+      return url->Error(
+          absl::StrCat("invalid PostgreSQL URL: ", absl::StripTrailingAsciiWhitespace(message)));
+    }
+    PQconninfoFree(parsed);
+    options->url = *u;
+    if (auto v = node.Get("schema")) {
+      absl::StatusOr<std::string> s = v->AsString();
+      if (!s.ok()) return s.status();
+      if (s->empty()) return v->Error("schema is empty (leave it out to keep the source's)");
+      options->schema = *s;
+    }
+    if (auto v = node.Get("batch_rows")) {
+      absl::StatusOr<int64_t> n = v->AsInt(1, 65535);
+      if (!n.ok()) return n.status();
+      options->batch_rows = *n;
+    }
+    if (auto v = node.Get("create_tables")) {
+      absl::StatusOr<bool> b = v->AsBool();
+      if (!b.ok()) return b.status();
+      options->create_tables = *b;
+    }
+    return options;
+  }
+
+  std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
+                              const SinkConfig& sink) const override {
+    return std::make_unique<PostgresSink>(
+        sink.name, pipeline.name,
+        std::static_pointer_cast<const PostgresSinkOptions>(sink.options));
+  }
+};
+
+}  // namespace
+
+void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
+
+}  // namespace pgflow
