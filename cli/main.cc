@@ -17,6 +17,7 @@
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sinks/postgres/postgres_sink.h"
+#include "sinks/postgres/verify.h"
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/postgres_source.h"
 
@@ -68,26 +69,42 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     LogError("%s", config.status().message());
     return kExitConfig;
   }
-  std::vector<SinkSlot> sinks;
-  for (const SinkConfig& sink : config->sinks) {
-    const SinkFactory* factory = FindSinkFactory(sink.type);
-    sinks.push_back(SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval});
-  }
-  PipelineRunOptions options;
-  options.name = config->name;
-  options.queue_bytes = config->queue_bytes;
-  options.progress_interval = progress_interval;
-  options.stop_at = stop_at;
-  Pipeline pipeline(std::move(options), std::make_unique<PostgresSource>(*config),
-                    std::move(sinks));
   StopSignal stop;
   InstallStopSignalHandlers(&stop);
-  absl::Status status = pipeline.Run(stop);
-  if (!status.ok()) {
-    LogError("pipeline %s: %s", config->name, status.message());
-    return kExitFailure;
+  auto backoff = std::chrono::milliseconds(500);
+  bool ran = false;  // some attempt got past set-up: from then on, outages are waited out
+  while (true) {
+    std::vector<SinkSlot> sinks;
+    for (const SinkConfig& sink : config->sinks) {
+      const SinkFactory* factory = FindSinkFactory(sink.type);
+      sinks.push_back(SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval});
+    }
+    PipelineRunOptions options;
+    options.name = config->name;
+    options.queue_bytes = config->queue_bytes;
+    options.progress_interval = progress_interval;
+    options.stop_at = stop_at;
+    Pipeline pipeline(std::move(options), std::make_unique<PostgresSource>(*config),
+                      std::move(sinks));
+    absl::Status status = pipeline.Run(stop);
+    if (status.ok()) return kExitOk;
+    ran = ran || pipeline.started();
+    // A running pipeline that lost a server (a sink's target, the source) starts over from
+    // what every sink holds: the slot's confirmed position. A first start that fails is
+    // reported at once.
+    if (!absl::IsUnavailable(status) || !ran || stop.requested()) {
+      LogError("pipeline %s: %s", config->name, status.message());
+      return kExitFailure;
+    }
+    LogWarning("pipeline %s: %s; starting again from the confirmed position in %.1fs", config->name,
+               status.message(), backoff.count() / 1000.0);
+    for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop.requested();
+         waited += std::chrono::milliseconds(50)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (stop.requested()) return kExitOk;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
   }
-  return kExitOk;
 }
 
 // `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
@@ -160,6 +177,85 @@ int Snapshot(const std::string& path, const std::vector<std::string>& tables, bo
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   LogInfo("stopped waiting; backfill %d goes on in the pipeline", *id);
+  return kExitOk;
+}
+
+// `pgflow verify`: compares the source with each PostgreSQL sink's target.
+int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    LogError("%s", config.status().message());
+    return kExitConfig;
+  }
+  std::vector<TableRef> tables = config->source.tables;
+  if (!only.empty()) {
+    tables.clear();
+    for (const std::string& t : only) {
+      size_t dot = t.find('.');
+      if (dot == std::string::npos) {
+        LogError("--tables: '%s' is not schema.table", t);
+        return kExitConfig;
+      }
+      tables.push_back(TableRef{t.substr(0, dot), t.substr(dot + 1)});
+    }
+  }
+  bool all_ok = true;
+  int targets = 0;
+  for (const SinkConfig& sink : config->sinks) {
+    if (sink.type != "postgres") continue;
+    ++targets;
+    const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
+    VerifyOptions options;
+    options.source_url = config->source.url;
+    options.target_url = target.url;
+    options.target_schema = target.schema;
+    options.tables = tables;
+    options.ranges = ranges;
+    absl::StatusOr<VerifyReport> report = Verify(options, [&](const std::string& line) {
+      std::printf("%s: %s\n", sink.name.c_str(), line.c_str());
+    });
+    if (!report.ok()) {
+      LogError("verify %s: %s", sink.name, report.status().message());
+      return kExitFailure;
+    }
+    for (const RangeDifference& d : report->differences) {
+      std::printf("%s: %s differs where %s: source %lld rows, target %lld rows\n",
+                  sink.name.c_str(), d.table.c_str(), d.range.c_str(),
+                  static_cast<long long>(d.source_rows), static_cast<long long>(d.target_rows));
+    }
+    std::printf("%s: %s (%lld tables, %lld rows)\n", sink.name.c_str(),
+                report->ok() ? "identical" : "DIFFERENT", static_cast<long long>(report->tables),
+                static_cast<long long>(report->rows));
+    all_ok = all_ok && report->ok();
+  }
+  if (targets == 0) {
+    LogError("pipeline %s has no postgres sink to verify", config->name);
+    return kExitConfig;
+  }
+  return all_ok ? kExitOk : kExitFailure;
+}
+
+// `pgflow sequences`: sets every target sequence to the source's value.
+int SequencesCommand(const std::string& path) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    LogError("%s", config.status().message());
+    return kExitConfig;
+  }
+  int targets = 0;
+  for (const SinkConfig& sink : config->sinks) {
+    if (sink.type != "postgres") continue;
+    ++targets;
+    absl::Status s = SyncSequences(*config, static_cast<const PostgresSinkOptions&>(*sink.options));
+    if (!s.ok()) {
+      LogError("sequences for sink %s: %s", sink.name, s.message());
+      return kExitFailure;
+    }
+  }
+  if (targets == 0) {
+    LogError("pipeline %s has no postgres sink", config->name);
+    return kExitConfig;
+  }
   return kExitOk;
 }
 
@@ -243,6 +339,29 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   snapshot->add_flag("--no-wait", no_wait, "return once the request is recorded");
 
+  std::string verify_path;
+  std::vector<std::string> verify_tables;
+  int verify_ranges = 64;
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "Compare the source with every PostgreSQL sink's target, table by table: row counts and "
+      "a hash of the rows over primary-key ranges; prints the ranges that differ. Exit status 0 "
+      "only when everything matches. Run it once the target has caught up.");
+  verify->add_option("pipeline", verify_path, "pipeline file (YAML)")->required();
+  verify->add_option("--tables", verify_tables, "tables to compare (default: the pipeline's)")
+      ->delimiter(',');
+  verify->add_option("--ranges", verify_ranges, "key ranges per table")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+
+  std::string sequences_path;
+  CLI::App* sequences = app.add_subcommand(
+      "sequences",
+      "Set every sequence the pipeline's tables use (serial, identity, nextval defaults) on each "
+      "PostgreSQL target to the source's current value: the step before a cutover. (The "
+      "initial load does it by itself once the snapshot is in.)");
+  sequences->add_option("pipeline", sequences_path, "pipeline file (YAML)")->required();
+
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
 
@@ -258,6 +377,8 @@ int main(int argc, char** argv) {
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
+  if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges);
+  if (*sequences) return SequencesCommand(sequences_path);
   if (*options) return Options();
   return 0;
 }

@@ -101,6 +101,8 @@ enum class EventKind : uint8_t {
                // every earlier event is durable (keepalives on a quiet stream)
   kChunkDone,  // chunk: every snapshot row of one chunk has been sent (the chunk's `read`
                // changes all come before it); tracked apart from WAL positions
+  kSnapshotDone,  // every chunk of the initial snapshot is durable in every sink; streaming
+                  // starts next (a PostgreSQL target builds indexes, sets sequences)
   kRawRows,    // change.table, change.content, rows: snapshot rows as PostgreSQL's binary
                // COPY tuples, untouched (no header or trailer), every column in table order;
                // sent in place of `read` changes when every sink accepts them

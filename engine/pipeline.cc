@@ -118,7 +118,11 @@ void Pipeline::RecordError(absl::Status status) {
   if (error_.ok()) error_ = std::move(status);
 }
 
-absl::Status Pipeline::Run(StopSignal& stop) {
+absl::Status Pipeline::Run(const StopSignal& requested) {
+  // Stops for this run: the caller's (a signal) passed on by the reporter, or our own (a sink
+  // failed, --until reached), which must not look to the caller like a signal.
+  StopSignal stop;
+  if (requested.requested()) stop.Request();
   size_t opened = 0;
   auto close_opened = [&] {
     for (size_t i = 0; i < opened; ++i) sinks_[i].sink->Close().IgnoreError();
@@ -135,6 +139,7 @@ absl::Status Pipeline::Run(StopSignal& stop) {
     close_opened();
     return start.status();
   }
+  started_ = true;
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
   chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());
   LogInfo("pipeline %s: running into %d sink(s), from position %s", options_.name, sinks_.size(),
@@ -145,7 +150,9 @@ absl::Status Pipeline::Run(StopSignal& stop) {
     threads.emplace_back([this, i, &stop] { RunSink(i, stop); });
   }
   StopSignal reporter_done;
-  std::thread reporter([this, &reporter_done, &stop] { ReportProgress(reporter_done, stop); });
+  std::thread reporter([this, &reporter_done, &requested, &stop] {
+    ReportProgress(reporter_done, requested, stop);
+  });
 
   std::vector<BoundedQueue<EventBatchPtr>*> queues;
   for (auto& q : queues_) queues.push_back(q.get());
@@ -274,7 +281,8 @@ std::vector<std::string> Pipeline::SnapshotLines(double elapsed, bool per_table)
   return lines;
 }
 
-void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
+void Pipeline::ReportProgress(const StopSignal& done, const StopSignal& requested,
+                              StopSignal& stop) {
   const bool report = options_.progress_interval.count() > 0;
   bool stdout_taken = false;
   for (const SinkSlot& slot : sinks_) stdout_taken = stdout_taken || slot.sink->WritesToStdout();
@@ -288,6 +296,7 @@ void Pipeline::ReportProgress(const StopSignal& done, StopSignal& stop) {
   auto next = last + interval;
   while (!done.requested()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (requested.requested() && !stop.requested()) stop.Request();
     if (options_.stop_at.IsValid() && tracker_->Confirmed() >= options_.stop_at &&
         !stop.requested()) {
       LogInfo("pipeline %s: confirmed through %s, stopping as asked", options_.name,

@@ -58,9 +58,12 @@ class Pipeline {
   // Runs until `stop` is requested (then drains every queue, flushes every sink, acknowledges
   // and returns OK) or until a fatal error in the source or any sink (returns it; nothing
   // beyond what every sink made durable has been acknowledged).
-  absl::Status Run(StopSignal& stop);
+  absl::Status Run(const StopSignal& stop);
 
   PipelineStats& stats() { return stats_; }
+  // True once Run got past opening the sinks and preparing the source: a failure after that is
+  // a failure of a running pipeline (worth a restart if transient), not of its set-up.
+  bool started() const { return started_; }
 
  private:
   class FanOut;
@@ -74,7 +77,7 @@ class Pipeline {
   // Lines describing the snapshot (overall first, then one per table when `per_table`).
   std::vector<std::string> SnapshotLines(double elapsed_seconds, bool per_table);
   void RunSink(size_t index, StopSignal& stop);
-  void ReportProgress(const StopSignal& done, StopSignal& stop);
+  void ReportProgress(const StopSignal& done, const StopSignal& requested, StopSignal& stop);
   void RecordError(absl::Status status);
 
   PipelineRunOptions options_;
@@ -85,6 +88,7 @@ class Pipeline {
   std::unique_ptr<ChunkTracker> chunk_tracker_;
   PipelineStats stats_;
   SnapshotView snapshot_;
+  bool started_ = false;
 
   absl::Mutex error_mu_;
   absl::Status error_ ABSL_GUARDED_BY(error_mu_);

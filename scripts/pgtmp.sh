@@ -4,6 +4,7 @@
 #   scripts/pgtmp.sh start DIR   initdb in DIR (must not exist or be empty), start on a free
 #                                loopback port with wal_level=logical; prints the port
 #   scripts/pgtmp.sh stop DIR    stop it (fast) and delete DIR
+#   scripts/pgtmp.sh pause DIR   stop it, keeping DIR; `resume DIR` starts it again
 #
 # Trust authentication on 127.0.0.1 and on a Unix socket inside DIR; superuser "postgres".
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
@@ -65,9 +66,15 @@ CONF
     cat "$dir/server.log" >&2
     exit 1
     ;;
+  pause)  # stop the server, keeping its data and port
+    as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+  resume)  # start a paused server again
+    as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    ;;
   stop)
     [ -d "$dir/data" ] && as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|pause|resume DIR" >&2; exit 2 ;;
 esac

@@ -21,6 +21,7 @@
 #include "engine/pg_connection.h"
 #include "engine/sink.h"
 #include "schemas/json_encoding.h"
+#include "sinks/postgres/table_definition.h"
 
 namespace pgflow {
 namespace {
@@ -104,14 +105,21 @@ struct TargetTable {
   // type: binary COPY data names the element type by OID, which differs between databases.
   std::vector<std::pair<size_t, uint32_t>> array_elements;
   std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
+  // Per source column: the target's is GENERATED ALWAYS AS IDENTITY, which an UPDATE (or an
+  // upsert's DO UPDATE) may not set; inserts override it.
+  std::vector<bool> always_identity;
+
+  // Whether an UPDATE may set source column `i`.
+  bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
 };
 
 class PostgresSink : public Sink {
  public:
-  PostgresSink(std::string sink_name, std::string pipeline,
+  PostgresSink(std::string sink_name, std::string pipeline, PostgresSourceConfig source,
                std::shared_ptr<const PostgresSinkOptions> options)
       : sink_name_(std::move(sink_name)),
         pipeline_(std::move(pipeline)),
+        source_(std::move(source)),
         options_(std::move(options)) {}
 
   absl::Status Open() override;
@@ -132,8 +140,22 @@ class PostgresSink : public Sink {
                            uint64_t* affected = nullptr);
 
   absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
+  // Creates the table from the source's definition, recording its secondary indexes and
+  // constraints in pgflow.pending_ddl; falls back to CreateTable when the source no longer has
+  // the table.
+  absl::Status CreateTableFromSource(const TableSchema& schema, const std::string& target_schema,
+                                     const std::string& quoted, const std::string& name);
+  // Creates the table from the shape pgoutput describes: columns and primary key.
   absl::Status CreateTable(const TableSchema& schema, const std::string& target_schema,
                            const std::string& quoted);
+  absl::StatusOr<PGconn*> SourceConnection();
+
+  // The initial load is complete: builds what was deferred and copies the sequences.
+  absl::Status FinishSnapshot(bool copy_sequences);
+  // Runs every statement of pgflow.pending_ddl not yet done for this pipeline. One that fails
+  // is logged and left pending (tried again after the next snapshot or restart); only a lost
+  // connection is an error. Inside an open target transaction each runs under a savepoint.
+  absl::Status BuildPending();
 
   // Opens a target transaction if none is open.
   absl::Status EnsureTransaction();
@@ -161,9 +183,14 @@ class PostgresSink : public Sink {
 
   const std::string sink_name_;
   const std::string pipeline_;
+  const PostgresSourceConfig source_;
   const std::shared_ptr<const PostgresSinkOptions> options_;
 
   PgConnPtr conn_;
+  PgConnPtr source_conn_;  // catalog reads from the source, opened when first needed
+  // The initial snapshot is over (kSnapshotDone, or the stream started): a table created from
+  // now on gets its indexes and constraints at once.
+  bool snapshot_finished_ = false;
   Lsn applied_;                  // end LSN of the last source transaction committed in the target
   bool in_transaction_ = false;  // a target transaction is open
   bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
@@ -201,8 +228,11 @@ absl::Status PostgresSink::Open() {
       conn(), [](void*, const char*) {}, nullptr);
   if (absl::Status s =
           Run("CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
-              "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint)",
-              "creating pgflow.applied");
+              "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
+              "CREATE TABLE IF NOT EXISTS pgflow.pending_ddl (id bigserial PRIMARY KEY, "
+              "pipeline text NOT NULL, target_table text NOT NULL, phase int NOT NULL, "
+              "statement text NOT NULL, done boolean NOT NULL DEFAULT false, error text)",
+              "creating pgflow.applied and pgflow.pending_ddl");
       !s.ok()) {
     return s;
   }
@@ -287,35 +317,49 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
   }
   table->column_list = absl::StrJoin(columns, ", ");
 
-  absl::StatusOr<PgResultPtr> res = Exec(
-      conn(),
-      "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
-      "AND NOT a.attisdropped",
-      {table->quoted});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": checking table ",
-                                     table->name, ": ", res.status().message()));
-  }
+  auto target_columns = [&]() -> absl::StatusOr<PgResultPtr> {
+    absl::StatusOr<PgResultPtr> res =
+        Exec(conn(),
+             "SELECT a.attname, a.attidentity = 'a' FROM pg_attribute "
+             "a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
+             "AND NOT a.attisdropped",
+             {table->quoted});
+    if (!res.ok()) {
+      return absl::Status(res.status().code(),
+                          absl::StrCat("postgres target ", TargetName(), ": checking table ",
+                                       table->name, ": ", res.status().message()));
+    }
+    return res;
+  };
+  absl::StatusOr<PgResultPtr> res = target_columns();
+  if (!res.ok()) return res.status();
   if (PQntuples(res->get()) == 0) {
     if (!options_->create_tables) {
       return absl::FailedPreconditionError(
           absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
                        " does not exist and create_tables is false: create it first"));
     }
-    if (absl::Status s = CreateTable(*schema, target_schema, table->quoted); !s.ok()) return s;
-    table->fast_copy = std::nullopt;
-  } else {
-    absl::flat_hash_set<std::string> present;
-    for (int i = 0; i < PQntuples(res->get()); ++i) present.insert(PQgetvalue(res->get(), i, 0));
-    for (const Column& c : schema->columns) {
-      if (!present.contains(c.name)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
-                         " has no column ", QuoteIdent(c.name), " (source ",
-                         schema->QualifiedName(), " has it): add it to the target table"));
-      }
+    if (absl::Status s = CreateTableFromSource(*schema, target_schema, table->quoted, table->name);
+        !s.ok()) {
+      return s;
     }
+    table->fast_copy = std::nullopt;
+    res = target_columns();
+    if (!res.ok()) return res.status();
+  }
+  absl::flat_hash_map<std::string, bool> present;  // column -> GENERATED ALWAYS AS IDENTITY
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    present[PQgetvalue(res->get(), i, 0)] = PQgetvalue(res->get(), i, 1)[0] == 't';
+  }
+  for (const Column& c : schema->columns) {
+    auto it = present.find(c.name);
+    if (it == present.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " has no column ",
+                       QuoteIdent(c.name), " (source ", schema->QualifiedName(),
+                       " has it): add it to the target table"));
+    }
+    table->always_identity.push_back(it->second);
   }
   for (size_t i = 0; i < schema->columns.size(); ++i) {
     const Column& c = schema->columns[i];
@@ -377,6 +421,161 @@ absl::Status RewriteArrayElementTypes(std::string* tuples, size_t column_count,
       at += static_cast<size_t>(len);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PGconn*> PostgresSink::SourceConnection() {
+  if (source_conn_ == nullptr) {
+    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_.url);
+    if (!connected.ok()) {
+      return absl::Status(
+          connected.status().code(),
+          absl::StrCat("postgres target ", TargetName(), ": reading table definitions from the ",
+                       connected.status().message()));
+    }
+    source_conn_ = std::move(*connected);
+  }
+  return source_conn_.get();
+}
+
+absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
+                                                 const std::string& target_schema,
+                                                 const std::string& quoted,
+                                                 const std::string& name) {
+  absl::StatusOr<PGconn*> source = SourceConnection();
+  if (!source.ok()) return source.status();
+  absl::StatusOr<TableDefinition> def =
+      ReadTableDefinition(*source, schema.schema, schema.name, options_->schema);
+  if (absl::IsNotFound(def.status())) {
+    LogWarning("sink %s (postgres): %s: %s; creating %s from the columns the stream describes",
+               sink_name_, schema.QualifiedName(), def.status().message(), name);
+    return CreateTable(schema, target_schema, quoted);
+  }
+  if (!def.ok()) {
+    source_conn_.reset();
+    return absl::Status(def.status().code(), absl::StrCat("postgres target ", TargetName(), ": ",
+                                                          def.status().message()));
+  }
+  std::vector<std::string> sql;
+  for (const std::string& s : def->schemas) {
+    sql.push_back(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(s)));
+  }
+  for (std::string& s : def->create) sql.push_back(std::move(s));
+  // A table created again (dropped in the target since) starts afresh.
+  sql.push_back(absl::StrCat("DELETE FROM pgflow.pending_ddl WHERE pipeline = ",
+                             QuoteLiteral(pipeline_), " AND target_table = ", QuoteLiteral(name)));
+  std::vector<std::string> rows;
+  for (const DeferredStatement& d : def->deferred) {
+    rows.push_back(absl::StrCat("(", QuoteLiteral(pipeline_), ", ", QuoteLiteral(name), ", ",
+                                d.phase, ", ", QuoteLiteral(d.statement), ")"));
+  }
+  if (!rows.empty()) {
+    sql.push_back(
+        absl::StrCat("INSERT INTO pgflow.pending_ddl (pipeline, target_table, phase, statement) "
+                     "VALUES ",
+                     absl::StrJoin(rows, ", ")));
+  }
+  // One simple-protocol query: the table and its pending DDL commit together.
+  if (absl::Status s = Run(absl::StrJoin(sql, "; "),
+                           absl::StrCat("creating table ", name,
+                                        " (a type or function it uses must exist in the target)"));
+      !s.ok()) {
+    return s;
+  }
+  LogInfo(
+      "sink %s (postgres): created table %s in the target from the source's definition; %d "
+      "indexes and constraints are built %s",
+      sink_name_, name, def->deferred.size(),
+      snapshot_finished_ ? "now" : "once the snapshot is loaded");
+  if (snapshot_finished_) return BuildPending();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::BuildPending() {
+  absl::StatusOr<PgResultPtr> res = Exec(conn(),
+                                         "SELECT id, target_table, statement FROM "
+                                         "pgflow.pending_ddl WHERE pipeline = $1 AND NOT done "
+                                         "ORDER BY phase, id",
+                                         {pipeline_});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(),
+                        absl::StrCat("postgres target ", TargetName(),
+                                     ": reading pgflow.pending_ddl: ", res.status().message()));
+  }
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    const std::string id = PQgetvalue(res->get(), i, 0);
+    const std::string table = PQgetvalue(res->get(), i, 1);
+    const std::string statement = PQgetvalue(res->get(), i, 2);
+    const bool nested = in_transaction_;
+    const std::string done =
+        absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ", id);
+    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", statement, "; ", done,
+                                            "; RELEASE SAVEPOINT pgflow_ddl")
+                             : absl::StrCat(statement, "; ", done);
+    absl::Status s = Run(sql, absl::StrCat("building on ", table, ": ", statement));
+    if (s.ok()) {
+      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, table, statement);
+      continue;
+    }
+    if (absl::IsUnavailable(s)) return s;
+    if (nested) {
+      if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
+                               "rolling back a failed index or constraint");
+          !r.ok()) {
+        return r;
+      }
+    }
+    LogWarning(
+        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
+        "the next snapshot or restart",
+        sink_name_, s.message());
+    Params params;
+    Value error = Value::Text(oid::kText, std::string(s.message()));
+    params.Add(error);
+    if (absl::Status r = RunPrepared(
+            absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", id), params,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(),
+                                  ": recording a failed statement");
+            });
+        !r.ok()) {
+      return r;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
+  if (absl::Status s = CommitTransaction(std::nullopt); !s.ok()) return s;
+  snapshot_finished_ = true;
+  if (absl::Status s = BuildPending(); !s.ok()) return s;
+  if (!copy_sequences) return absl::OkStatus();
+  absl::StatusOr<PGconn*> source = SourceConnection();
+  absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
+  if (!source.ok()) {
+    copied = source.status();
+  } else {
+    absl::StatusOr<std::vector<SequencePair>> sequences =
+        ReadTableSequences(*source, source_.tables, options_->schema);
+    copied = sequences.ok() ? CopySequenceValues(*source, conn(), *sequences)
+                            : absl::StatusOr<SequenceCopyResult>(sequences.status());
+  }
+  source_conn_.reset();
+  if (!copied.ok()) {
+    if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
+      return copied.status();
+    }
+    LogWarning(
+        "sink %s (postgres): the sequences were not copied: %s (run `pgflow sequences` once "
+        "fixed)",
+        sink_name_, copied.status().message());
+    return absl::OkStatus();
+  }
+  LogInfo("sink %s (postgres): %d sequences set to the source's values%s", sink_name_,
+          copied->copied,
+          copied->missing.empty()
+              ? ""
+              : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
   return absl::OkStatus();
 }
 
@@ -480,6 +679,11 @@ absl::Status PostgresSink::Write(const Event& event) {
     case EventKind::kBegin:
       // Snapshot rows (a backfill) commit on their own before a source transaction starts.
       if (absl::Status s = CommitTransaction(std::nullopt); !s.ok()) return s;
+      // The stream started, so any snapshot is over (also when a crash came between its end
+      // and the DDL it defers).
+      if (!snapshot_finished_) {
+        if (absl::Status s = FinishSnapshot(false); !s.ok()) return s;
+      }
       in_source_txn_ = true;
       skipping_ = applied_.IsValid() && event.txn.commit_lsn < applied_;
       if (skipping_) {
@@ -522,9 +726,12 @@ absl::Status PostgresSink::Write(const Event& event) {
       }
       return absl::OkStatus();
     case EventKind::kPosition:
+      if (!snapshot_finished_) return FinishSnapshot(false);
       return absl::OkStatus();
     case EventKind::kChunkDone:
       return CommitTransaction(std::nullopt);
+    case EventKind::kSnapshotDone:
+      return FinishSnapshot(true);
     case EventKind::kRawRows:
       return WriteRawRows(event);
   }
@@ -545,6 +752,7 @@ absl::Status PostgresSink::Close() {
   }
   copy_table_ = nullptr;
   conn_.reset();  // an open transaction rolls back
+  source_conn_.reset();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
       "%d transactions skipped as already applied",
@@ -659,6 +867,7 @@ absl::Status PostgresSink::EndCopy() {
     for (size_t i : table->key) key.push_back(QuoteIdent(table->schema->columns[i].name));
     for (size_t i = 0; i < table->schema->columns.size(); ++i) {
       if (std::find(table->key.begin(), table->key.end(), i) != table->key.end()) continue;
+      if (!table->Settable(i)) continue;
       const std::string c = QuoteIdent(table->schema->columns[i].name);
       set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
     }
@@ -755,6 +964,7 @@ std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const
     for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
     for (size_t i = 0; i < n; ++i) {
       if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
+      if (!table.Settable(i)) continue;
       const std::string c = QuoteIdent(table.schema->columns[i].name);
       set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
     }
@@ -890,6 +1100,9 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change)
       all_known = false;
       continue;
     }
+    // An identity column the target generates ALWAYS cannot be set by an UPDATE; on the source
+    // such a value cannot change either (short of SET DEFAULT).
+    if (!table->Settable(i)) continue;
     set.push_back(absl::StrCat(QuoteIdent(schema.columns[i].name), " = $", param++));
     params.Add(change.after[i]);
   }
@@ -984,7 +1197,7 @@ class PostgresSinkFactory : public SinkFactory {
   std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
                               const SinkConfig& sink) const override {
     return std::make_unique<PostgresSink>(
-        sink.name, pipeline.name,
+        sink.name, pipeline.name, pipeline.source,
         std::static_pointer_cast<const PostgresSinkOptions>(sink.options));
   }
 };
@@ -992,5 +1205,30 @@ class PostgresSinkFactory : public SinkFactory {
 }  // namespace
 
 void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
+
+absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOptions& options) {
+  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(pipeline.source.url);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
+  if (!target.ok()) {
+    return absl::Status(target.status().code(),
+                        absl::StrCat("postgres target: ", target.status().message()));
+  }
+  absl::StatusOr<std::vector<SequencePair>> sequences =
+      ReadTableSequences(source->get(), pipeline.source.tables, options.schema);
+  if (!sequences.ok()) return sequences.status();
+  absl::StatusOr<SequenceCopyResult> copied =
+      CopySequenceValues(source->get(), target->get(), *sequences);
+  if (!copied.ok()) return copied.status();
+  LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
+          pipeline.name, Describe(target->get()));
+  if (!copied->missing.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),
+                     " sequences of the source do not exist in the target (the others were set): ",
+                     absl::StrJoin(copied->missing, ", ")));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace pgflow

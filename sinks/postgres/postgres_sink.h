@@ -22,8 +22,17 @@
 // deletes go by the old key; a table with REPLICA IDENTITY FULL and no key has one matching
 // row updated or deleted at a time. Values travel as statement parameters, never as SQL text.
 //
-// Tables are created in the target the first time they are seen (`create_tables`), typed by
-// the target's own format_type(); an existing table must have every source column.
+// Tables missing from the target are created the first time they are seen (`create_tables`)
+// from the SOURCE's definition (sinks/postgres/table_definition.h): column types, collations,
+// NOT NULL, defaults, identity and generated (STORED) columns, the primary key, and the
+// sequences the defaults use (same name, mapped schema, OWNED BY as on the source). Secondary
+// indexes and the other constraints (UNIQUE, CHECK, FOREIGN KEY, EXCLUDE) are recorded in
+// `pgflow.pending_ddl` in the target, committed with the table, and built once the load is
+// over: at EventKind::kSnapshotDone (or, after a crash in between, when the stream starts),
+// each in its own transaction; one that fails is logged and stays pending. At kSnapshotDone the
+// sequences of the pipeline's tables are also set to the source's values. A table created while
+// streaming gets its indexes and constraints at once. An existing table is never altered; it
+// must have every source column.
 //
 // Errors: an unreachable target is kUnavailable; a statement the target refuses is an error
 // naming the table, the row's key and PostgreSQL's message. Either stops the pipeline, and
@@ -32,6 +41,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "engine/config.h"
 
 namespace pgflow {
@@ -45,5 +55,13 @@ struct PostgresSinkOptions : SinkOptions {
 
 // Registers the "postgres" sink type with the engine's factory registry.
 void RegisterPostgresSink();
+
+// `pgflow sequences pipeline.yaml`: sets every sequence that the pipeline's tables own (serial
+// and identity columns) or use in a column default to the source's current value (last_value,
+// is_called), in the target of `options`, under the same schema mapping; run it just before
+// switching writes over to the target, since the stream carries rows, not sequence advances.
+// Connects to pipeline.source.url and options.url. NotFound, after setting the others, when
+// some of those sequences are missing from the target; other errors name the sequence.
+absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOptions& options);
 
 }  // namespace pgflow

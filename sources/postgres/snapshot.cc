@@ -653,6 +653,17 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (absl::Status s = RecordDurable(chunks); !s.ok()) return s;
+  // Tell the sinks the copy is complete (a PostgreSQL target builds its indexes now).
+  auto done = std::make_shared<EventBatch>();
+  Event done_event;
+  done_event.kind = EventKind::kSnapshotDone;
+  done_event.position = options_.position;
+  done->events.push_back(std::move(done_event));
+  done->bytes = sizeof(Event);
+  EventBatchPtr done_batch = std::move(done);
+  while (emitter.Emit(done_batch, absl::Milliseconds(100)) == Emitter::Result::kTimeout) {
+    if (stop.requested()) break;
+  }
   report(false);
   uint64_t rows = 0;
   for (const auto& [name, p] : progress) rows += p.rows;

@@ -4,12 +4,16 @@
 
 #include <signal.h>
 
+#include <stdio.h>
+
 #include <atomic>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sinks/postgres/postgres_sink.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -36,9 +40,10 @@ const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Environment);
 // One pipeline from database `name` of the source cluster to database `name` of the target.
 class Replication {
  public:
-  // `extra_sinks`: more lines under `sinks:`.
+  // `extra_sinks`: more lines under `sinks:`; `sink_options`: more keys of the postgres sink,
+  // each written ", key: value".
   Replication(const std::string& name, const std::string& tables, const std::string& snapshot,
-              const std::string& extra_sinks = "")
+              const std::string& extra_sinks = "", const std::string& sink_options = "")
       : name_(name) {
     Sql(source->Url()).Exec("CREATE DATABASE " + name);
     Sql(target->Url()).Exec("CREATE DATABASE " + name);
@@ -46,8 +51,8 @@ class Replication {
     WriteFile(yaml_, "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + source_url() +
                          "\n    tables: " + tables + "\n    snapshot: " + snapshot +
                          "\n    status_interval: 200ms\nsinks:\n  replica: {postgres: {url: " +
-                         target_url() + ", batch_rows: 100}, flush_interval: 50ms}\n" +
-                         extra_sinks);
+                         target_url() + ", batch_rows: 100" + sink_options +
+                         "}, flush_interval: 50ms}\n" + extra_sinks);
   }
   std::string source_url() const { return source->Url(name_); }
   std::string target_url() const { return target->Url(name_); }
@@ -257,7 +262,7 @@ TEST(PostgresSinkTest, KillNineMidSnapshotResumesAndUpsertsTheChunksCopiedAgain)
       "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, payload text); "
       "INSERT INTO items SELECT g, 0, repeat(md5(g::text), 2) FROM generate_series(1, 400000) g; "
       "CREATE TABLE events (n bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL; "
-      "ANALYZE items");
+      "CREATE INDEX items_v ON items (v); ANALYZE items");
   Writer writer(r.source_url(), 400001);
   auto pgflow = r.Start();
   Sql dst(r.target_url());
@@ -284,6 +289,8 @@ TEST(PostgresSinkTest, KillNineMidSnapshotResumesAndUpsertsTheChunksCopiedAgain)
   writer.Stop();
   r.DrainAndStop(*pgflow);
   ExpectSameRows(r, "items", "id");
+  // The index deferred by the first run, which created the table, is built by the second.
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_v'"), "1");
 }
 
 TEST(PostgresSinkTest, ARowTheTargetRefusesStopsThePipelineUnacknowledged) {
@@ -374,6 +381,158 @@ TEST(PostgresSinkTest, OptionsAreValidatedWithoutADatabase) {
             "tables: [public.t]\nsinks:\n  replica: {postgres: {schema: s}}\n");
   EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 2);
   EXPECT_THAT(out, HasSubstr("url"));
+}
+
+// The schema of `tables` as pg_dump prints it, without comments, blank lines, session settings
+// and the \restrict lines newer pg_dump versions add with a random key.
+std::string SchemaDump(const std::string& url, const std::vector<std::string>& tables) {
+  std::string command =
+      "/usr/lib/postgresql/15/bin/pg_dump --schema-only --no-owner "
+      "--no-privileges -d '" +
+      url + "'";
+  for (const std::string& t : tables) command += " -t '" + t + "'";
+  command += " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "cannot run " << command;
+    return "";
+  }
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
+  EXPECT_EQ(pclose(pipe), 0) << out;
+  std::istringstream lines(out);
+  std::string kept;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line.rfind("--", 0) == 0 || line.rfind("SET ", 0) == 0 ||
+        line.rfind("SELECT pg_catalog.set_config", 0) == 0 || line.rfind("\\", 0) == 0) {
+      continue;
+    }
+    kept += line + "\n";
+  }
+  return kept;
+}
+
+const char kDefinitionSchema[] = R"sql(
+  CREATE TABLE parents (id bigserial PRIMARY KEY, name text NOT NULL,
+    CONSTRAINT parents_name_key UNIQUE (name));
+  CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    parent_id bigint NOT NULL REFERENCES parents (id) ON DELETE CASCADE,
+    status varchar(12) NOT NULL DEFAULT 'new',
+    qty int NOT NULL DEFAULT 1 CONSTRAINT qty_positive CHECK (qty > 0),
+    code text COLLATE "C",
+    ticket int GENERATED ALWAYS AS IDENTITY (START WITH 100 INCREMENT BY 5),
+    total numeric GENERATED ALWAYS AS (qty * 2.5) STORED,
+    created timestamptz NOT NULL DEFAULT now());
+  CREATE UNIQUE INDEX orders_code ON orders (code);
+  CREATE INDEX orders_open ON orders (parent_id, created DESC) WHERE status <> 'done';
+  INSERT INTO parents (name) SELECT 'p' || g FROM generate_series(1, 50) g;
+  INSERT INTO orders (parent_id, qty, code)
+    SELECT g % 50 + 1, g % 9 + 1, 'c' || g FROM generate_series(1, 3000) g;
+)sql";
+
+std::string SequenceState(const std::string& url, const std::string& sequence) {
+  return Sql(url).Scalar("SELECT last_value || ' ' || is_called FROM " + sequence);
+}
+
+TEST(PostgresSinkTest, AMissingTableIsCreatedFromTheSourcesDefinitionWithItsIndexesAfterTheLoad) {
+  Replication r("definition", "[public.parents, public.orders]", "{mode: initial, workers: 2}");
+  Sql sql(r.source_url());
+  sql.Exec(kDefinitionSchema);
+  auto pgflow = r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.LogHas("sequences set") || !pgflow->Running(); },
+                      std::chrono::seconds(120)))
+      << ReadFile(r.log());
+  ASSERT_TRUE(pgflow->Running()) << ReadFile(r.log());
+  std::string log = ReadFile(r.log());
+  // Built after the load, not during it.
+  EXPECT_THAT(log, HasSubstr("4 indexes and constraints are built once the snapshot is loaded"));
+  EXPECT_THAT(log, HasSubstr("CREATE UNIQUE INDEX orders_code ON \"public\".\"orders\""));
+
+  // Columns, defaults, NOT NULL, identity and generated columns, the key, the sequences and
+  // their ownership, every index and constraint: pg_dump cannot tell the two apart.
+  const std::vector<std::string> tables = {"public.parents", "public.orders"};
+  std::string from = SchemaDump(r.source_url(), tables);
+  EXPECT_THAT(from, HasSubstr("orders_open"));
+  EXPECT_THAT(from, HasSubstr("FOREIGN KEY"));
+  EXPECT_EQ(SchemaDump(r.target_url(), tables), from);
+  Sql dst(r.target_url());
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pgflow.pending_ddl WHERE pipeline = 'definition' "
+                       "AND NOT done"),
+            "0");
+  for (const char* seq : {"parents_id_seq", "orders_id_seq", "orders_ticket_seq"}) {
+    EXPECT_EQ(SequenceState(r.target_url(), seq), SequenceState(r.source_url(), seq)) << seq;
+  }
+  EXPECT_EQ(SequenceState(r.target_url(), "orders_ticket_seq"), "15095 true");
+
+  // The stream applies over the recreated definition: an identity the target generates ALWAYS
+  // is inserted as sent and never updated, a generated column is computed by the target, a
+  // cascade arrives as the source's own deletes.
+  sql.Exec(R"sql(
+    INSERT INTO orders (parent_id, code) SELECT g % 10 + 1, 'n' || g FROM generate_series(1, 200) g;
+    UPDATE orders SET qty = 7, status = 'done' WHERE id % 11 = 0;
+    DELETE FROM parents WHERE id = 50;
+    INSERT INTO parents (name) VALUES ('late');
+  )sql");
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "parents", "id");
+  ExpectSameRows(r, "orders", "id");
+
+  // On demand (`pgflow sequences`): the target's sequences catch up with the source's.
+  EXPECT_NE(SequenceState(r.target_url(), "orders_id_seq"),
+            SequenceState(r.source_url(), "orders_id_seq"));
+  PipelineConfig pipeline;
+  pipeline.name = "definition";
+  pipeline.source.url = r.source_url();
+  pipeline.source.tables = {{"public", "*"}};
+  PostgresSinkOptions options;
+  options.url = r.target_url();
+  ASSERT_TRUE(SyncSequences(pipeline, options).ok());
+  for (const char* seq : {"parents_id_seq", "orders_id_seq", "orders_ticket_seq"}) {
+    EXPECT_EQ(SequenceState(r.target_url(), seq), SequenceState(r.source_url(), seq)) << seq;
+  }
+  EXPECT_EQ(dst.Scalar("SELECT nextval('orders_id_seq') = (SELECT max(id) + 1 FROM orders)"), "t");
+}
+
+TEST(PostgresSinkTest, TheSchemaOptionMapsEveryGeneratedNameAndAnExistingTableIsLeftAlone) {
+  Replication r("mapped", "[public.parents, public.orders, public.kept]",
+                "{mode: initial, workers: 1}", "", ", schema: copy");
+  Sql sql(r.source_url());
+  sql.Exec(kDefinitionSchema);
+  sql.Exec(
+      "CREATE TABLE kept (id serial PRIMARY KEY, v text UNIQUE); INSERT INTO kept (v) "
+      "VALUES ('a'), ('b')");
+  Sql dst(r.target_url());
+  dst.Exec("CREATE SCHEMA copy; CREATE TABLE copy.kept (id int PRIMARY KEY, v text)");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.LogHas("sequences set") || !pgflow->Running(); },
+                      std::chrono::seconds(120)))
+      << ReadFile(r.log());
+  sql.Exec("INSERT INTO orders (parent_id, code) VALUES (1, 'streamed')");
+  r.DrainAndStop(*pgflow);
+  EXPECT_EQ(Rows(r.target_url(), "copy.orders", "id"), Rows(r.source_url(), "public.orders", "id"));
+  EXPECT_EQ(dst.Scalar("SELECT to_regclass('public.orders') IS NULL"), "t");
+  EXPECT_EQ(dst.Scalar("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = "
+                       "'copy.orders'::regclass AND adnum = 1"),
+            "nextval('copy.orders_id_seq'::regclass)");
+  EXPECT_EQ(dst.Scalar("SELECT pg_get_serial_sequence('copy.orders', 'ticket')"),
+            "copy.orders_ticket_seq");
+  EXPECT_EQ(dst.Scalar("SELECT confrelid::regclass::text FROM pg_constraint WHERE conrelid = "
+                       "'copy.orders'::regclass AND contype = 'f'"),
+            "copy.parents");
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY "
+                       "indexrelid::regclass::text) FROM pg_index WHERE indrelid = "
+                       "'copy.orders'::regclass"),
+            "copy.orders_code,copy.orders_open,copy.orders_pkey");
+  // As the source's at the end of the snapshot, before the streamed insert.
+  EXPECT_EQ(SequenceState(r.target_url(), "copy.orders_id_seq"), "3000 true");
+  // The existing table keeps its own definition: no unique constraint, no default.
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'copy.kept'::regclass"),
+            "1");
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pg_attrdef WHERE adrelid = 'copy.kept'::regclass"),
+            "0");
+  EXPECT_EQ(Rows(r.target_url(), "copy.kept", "id"), Rows(r.source_url(), "public.kept", "id"));
 }
 
 }  // namespace

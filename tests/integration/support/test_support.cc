@@ -76,6 +76,16 @@ TestCluster::~TestCluster() {
   if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not stop %s\n", dir_.c_str());
 }
 
+void TestCluster::Pause() {
+  std::string cmd = std::string(PGFLOW_SOURCE_DIR) + "/scripts/pgtmp.sh pause " + dir_;
+  if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "could not pause " << dir_;
+}
+
+void TestCluster::Resume() {
+  std::string cmd = std::string(PGFLOW_SOURCE_DIR) + "/scripts/pgtmp.sh resume " + dir_;
+  if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "could not resume " << dir_;
+}
+
 std::string TestCluster::Url(const std::string& database) const {
   return "postgres://postgres@127.0.0.1:" + std::to_string(port_) + "/" + database;
 }

@@ -27,6 +27,10 @@ class TestCluster {
   TestCluster(const TestCluster&) = delete;
   TestCluster& operator=(const TestCluster&) = delete;
 
+  // Stops the server (fast shutdown), keeping its data; Resume starts it again on the same port.
+  void Pause();
+  void Resume();
+
   int port() const { return port_; }
   const std::string& dir() const { return dir_; }
   // postgres://postgres@127.0.0.1:<port>/<database>

@@ -1,0 +1,81 @@
+#pragma once
+
+// What the postgres sink reads from the SOURCE's catalogs to recreate a table in the target:
+// columns (types, collations, NOT NULL, defaults, identity and generated columns), the primary
+// key and the sequences the table uses, then the secondary indexes and constraints that are
+// built only once the table is loaded. Also the sequences' current values, copied at the end
+// of the snapshot and on demand.
+//
+// Schema mapping: every qualified name generated for the target (the table, its sequences,
+// the tables its foreign keys reference) goes to the sink's `schema` option when set, else
+// keeps the source's schema. Names inside user-written expressions (a function a default or a
+// CHECK calls, a user type) keep the source's schema: those objects must exist in the target.
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/config.h"
+#include "engine/pg_connection.h"
+
+namespace pgflow {
+
+// The target schema of an object of source schema `source_schema`: `mapped_schema` (the sink's
+// `schema` option) unless it is empty.
+inline const std::string& MapSchema(const std::string& mapped_schema,
+                                    const std::string& source_schema) {
+  return mapped_schema.empty() ? source_schema : mapped_schema;
+}
+
+// A statement to run once the table is loaded.
+struct DeferredStatement {
+  int phase = 0;  // 0: indexes, UNIQUE, CHECK, EXCLUDE; 1: foreign keys (after every phase 0)
+  std::string statement;
+};
+
+struct TableDefinition {
+  std::vector<std::string> schemas;  // target schemas the statements below need
+  // CREATE SEQUENCE IF NOT EXISTS ..., CREATE TABLE ..., ALTER SEQUENCE ... OWNED BY ...:
+  // run together, in order, when the table is created.
+  std::vector<std::string> create;
+  // Secondary indexes and constraints other than the primary key and NOT NULL.
+  std::vector<DeferredStatement> deferred;
+};
+
+// Connects to the source for catalog reads. The session's search_path is pg_catalog alone, so
+// that format_type, pg_get_expr, pg_get_indexdef and pg_get_constraintdef qualify every name
+// outside pg_catalog and the definitions read do not depend on the target's search_path.
+absl::StatusOr<PgConnPtr> ConnectToSourceCatalog(const std::string& url);
+
+// Reads the definition of source table `schema`.`name` (a plain or partitioned table; a
+// partitioned one is recreated as a plain table) from `source`, a connection from
+// ConnectToSourceCatalog. NotFound when the source has no such table.
+absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::string& schema,
+                                                    const std::string& name,
+                                                    const std::string& mapped_schema);
+
+// A sequence of the source and its name in the target, both quoted and qualified.
+struct SequencePair {
+  std::string source;
+  std::string target;
+};
+
+// Every sequence that a table of `tables` ("schema.*" allowed) owns (serial and identity
+// columns) or calls nextval() of in a column default, each once, in name order.
+absl::StatusOr<std::vector<SequencePair>> ReadTableSequences(PGconn* source,
+                                                             const std::vector<TableRef>& tables,
+                                                             const std::string& mapped_schema);
+
+struct SequenceCopyResult {
+  int copied = 0;
+  std::vector<std::string> missing;  // target sequences that do not exist (left alone)
+};
+
+// Sets each target sequence to the source's current state (last_value and is_called, with
+// setval). A sequence missing from the target is listed in `missing`; any other failure (no
+// SELECT privilege on a source sequence, a value out of the target sequence's range) is an
+// error naming the sequence.
+absl::StatusOr<SequenceCopyResult> CopySequenceValues(PGconn* source, PGconn* target,
+                                                      const std::vector<SequencePair>& sequences);
+
+}  // namespace pgflow
