@@ -297,8 +297,10 @@ void Pipeline::ReportProgress(const StopSignal& done, const StopSignal& requeste
   while (!done.requested()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (requested.requested() && !stop.requested()) stop.Request();
-    if (options_.stop_at.IsValid() && tracker_->Confirmed() >= options_.stop_at &&
-        !stop.requested()) {
+    // Only once streaming (the server has reported its position): during a snapshot the
+    // confirmed position is the slot's start, which says nothing about the copy.
+    if (options_.stop_at.IsValid() && stats_.server_wal_end.load() != 0 &&
+        tracker_->Confirmed() >= options_.stop_at && !stop.requested()) {
       LogInfo("pipeline %s: confirmed through %s, stopping as asked", options_.name,
               options_.stop_at.ToString());
       stop.Request();
