@@ -28,6 +28,41 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitConfig = 2;
 
+// The pipeline file, or nullopt after logging why it cannot be used.
+std::optional<PipelineConfig> LoadOrReport(const std::string& path) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    LogError("%s", config.status().message());
+    return std::nullopt;
+  }
+  return *std::move(config);
+}
+
+// --tables values ("schema.table" or "schema.*") that the pipeline follows; logs and returns
+// false on a malformed or foreign name.
+bool ParseTableArgs(const std::vector<std::string>& args, const PipelineConfig& config,
+                    std::vector<TableRef>* tables) {
+  for (const std::string& t : args) {
+    size_t dot = t.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == t.size() ||
+        t.find('.', dot + 1) != std::string::npos) {
+      LogError("--tables: '%s' is not schema.table or schema.*", t);
+      return false;
+    }
+    TableRef ref{t.substr(0, dot), t.substr(dot + 1)};
+    bool covered = false;
+    for (const TableRef& c : config.source.tables) {
+      covered = covered || (c.schema == ref.schema && (c.table == "*" || c.table == ref.table));
+    }
+    if (!covered) {
+      LogError("--tables: %s is not among the tables pipeline %s follows", t, config.name);
+      return false;
+    }
+    tables->push_back(std::move(ref));
+  }
+  return true;
+}
+
 void RegisterComponents() {
   RegisterJsonlSink();
   RegisterBlackholeSink();
@@ -64,11 +99,8 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     }
     stop_at = *lsn;
   }
-  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
-  if (!config.ok()) {
-    LogError("%s", config.status().message());
-    return kExitConfig;
-  }
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
   StopSignal stop;
   InstallStopSignalHandlers(&stop);
   auto backoff = std::chrono::milliseconds(500);
@@ -109,28 +141,10 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
 
 // `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
 int Snapshot(const std::string& path, const std::vector<std::string>& tables, bool wait) {
-  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
-  if (!config.ok()) {
-    LogError("%s", config.status().message());
-    return kExitConfig;
-  }
-  for (const std::string& t : tables) {
-    size_t dot = t.find('.');
-    if (dot == std::string::npos || dot == 0 || dot + 1 == t.size() ||
-        t.find('.', dot + 1) != std::string::npos) {
-      LogError("--tables: '%s' is not schema.table or schema.*", t);
-      return kExitConfig;
-    }
-    TableRef ref{t.substr(0, dot), t.substr(dot + 1)};
-    bool covered = false;
-    for (const TableRef& c : config->source.tables) {
-      covered = covered || (c.schema == ref.schema && (c.table == "*" || c.table == ref.table));
-    }
-    if (!covered) {
-      LogError("--tables: %s is not among the tables pipeline %s follows", t, config->name);
-      return kExitConfig;
-    }
-  }
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
+  std::vector<TableRef> refs;
+  if (!ParseTableArgs(tables, *config, &refs)) return kExitConfig;
   absl::StatusOr<int64_t> id = RequestBackfill(config->source.url, config->name, tables);
   if (!id.ok()) {
     LogError("%s", id.status().message());
@@ -182,23 +196,11 @@ int Snapshot(const std::string& path, const std::vector<std::string>& tables, bo
 
 // `pgflow verify`: compares the source with each PostgreSQL sink's target.
 int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges) {
-  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
-  if (!config.ok()) {
-    LogError("%s", config.status().message());
-    return kExitConfig;
-  }
-  std::vector<TableRef> tables = config->source.tables;
-  if (!only.empty()) {
-    tables.clear();
-    for (const std::string& t : only) {
-      size_t dot = t.find('.');
-      if (dot == std::string::npos) {
-        LogError("--tables: '%s' is not schema.table", t);
-        return kExitConfig;
-      }
-      tables.push_back(TableRef{t.substr(0, dot), t.substr(dot + 1)});
-    }
-  }
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
+  std::vector<TableRef> tables;
+  if (!ParseTableArgs(only, *config, &tables)) return kExitConfig;
+  if (tables.empty()) tables = config->source.tables;
   bool all_ok = true;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
@@ -237,11 +239,8 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
 
 // `pgflow sequences`: sets every target sequence to the source's value.
 int SequencesCommand(const std::string& path) {
-  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
-  if (!config.ok()) {
-    LogError("%s", config.status().message());
-    return kExitConfig;
-  }
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
     if (sink.type != "postgres") continue;

@@ -746,11 +746,21 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
 
 absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   const bool initial = source_.snapshot.mode == SnapshotMode::kInitial;
-  auto res = Exec(conn,
-                  "SELECT plugin, database, confirmed_flush_lsn, active_pid, "
-                  "current_database() FROM pg_replication_slots WHERE slot_name = $1",
-                  {source_.slot});
+  const std::string query =
+      "SELECT plugin, database, confirmed_flush_lsn, active_pid, current_database() "
+      "FROM pg_replication_slots WHERE slot_name = $1";
+  auto res = Exec(conn, query, {source_.slot});
   if (!res.ok()) return res.status();
+  // A slot still held by the WAL sender of a pgflow that just died (or of this process's
+  // previous attempt) is released within moments: give it a few seconds before concluding
+  // that another pgflow runs this pipeline.
+  for (int waited_ms = 0; PQntuples(res->get()) == 1 && !PQgetisnull(res->get(), 0, 3) &&
+                          waited_ms < 10000;
+       waited_ms += 200) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    res = Exec(conn, query, {source_.slot});
+    if (!res.ok()) return res.status();
+  }
   PGresult* r = res->get();
   if (PQntuples(r) == 1) {
     std::string plugin = PQgetvalue(r, 0, 0);

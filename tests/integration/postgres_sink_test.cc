@@ -183,40 +183,25 @@ TEST(PostgresSinkTest, DecodedSnapshotRowsAreUpsertedToTheSameResult) {
 }
 
 // Transactions of several statements, on a keyed table and on a keyless one (where applying
-// a transaction twice would leave duplicate rows).
-class Writer {
- public:
-  Writer(const std::string& url, int64_t first_new_id) : next_(first_new_id) {
-    thread_ = std::thread([this, url] {
-      Sql sql(url);
-      std::mt19937_64 rng(7);
-      while (!stop_.load()) {
-        int64_t a = rng() % next_ + 1;
-        int64_t b = rng() % next_ + 1;
-        std::string id = std::to_string(next_++);
-        std::string batch = "BEGIN;";
-        batch += "INSERT INTO items VALUES (" + id + ", 1, md5(random()::text));";
-        batch += "UPDATE items SET v = v + 1 WHERE id = " + std::to_string(a) + ";";
-        batch += "DELETE FROM items WHERE id = " + std::to_string(b) + ";";
-        batch += "INSERT INTO events VALUES (" + id + ", 'txn " + id + "');";
-        batch += "COMMIT;";
-        if (sql.Exec(batch)) ++transactions_;
-      }
-    });
-  }
-  ~Writer() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  int64_t transactions() const { return transactions_.load(); }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> transactions_{0};
-  int64_t next_;
-  std::thread thread_;
-};
+// a transaction twice would leave duplicate rows); new ids from `first_new_id`.
+BackgroundWriter::Make ItemsAndEventsLoad(int64_t first_new_id) {
+  return [first_new_id](int64_t n, std::mt19937_64& rng) {
+    const int64_t next = first_new_id + n;
+    const int64_t a = rng() % next + 1;
+    const int64_t b = rng() % next + 1;
+    const std::string id = std::to_string(next);
+    return "BEGIN; INSERT INTO items VALUES (" + id +
+           ", 1, md5(random()::text)); "
+           "UPDATE items SET v = v + 1 WHERE id = " +
+           std::to_string(a) +
+           "; "
+           "DELETE FROM items WHERE id = " +
+           std::to_string(b) +
+           "; "
+           "INSERT INTO events VALUES (" +
+           id + ", 'txn " + id + "'); COMMIT;";
+  };
+}
 
 TEST(PostgresSinkTest, KillNineMidStreamAppliesEveryTransactionExactlyOnce) {
   Replication r("crash", "[public.items, public.events]", "{mode: initial, workers: 2}");
@@ -225,7 +210,7 @@ TEST(PostgresSinkTest, KillNineMidStreamAppliesEveryTransactionExactlyOnce) {
       "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, payload text); "
       "INSERT INTO items SELECT g, 0, md5(g::text) FROM generate_series(1, 20000) g; "
       "CREATE TABLE events (n bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL");
-  Writer writer(r.source_url(), 20001);
+  BackgroundWriter writer(r.source_url(), ItemsAndEventsLoad(20001));
   auto pgflow = r.Start();
   ASSERT_TRUE(WaitFor([&] { return r.LogHas("snapshot: done") || !pgflow->Running(); },
                       std::chrono::seconds(120)))
@@ -263,7 +248,7 @@ TEST(PostgresSinkTest, KillNineMidSnapshotResumesAndUpsertsTheChunksCopiedAgain)
       "INSERT INTO items SELECT g, 0, repeat(md5(g::text), 2) FROM generate_series(1, 400000) g; "
       "CREATE TABLE events (n bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL; "
       "CREATE INDEX items_v ON items (v); ANALYZE items");
-  Writer writer(r.source_url(), 400001);
+  BackgroundWriter writer(r.source_url(), ItemsAndEventsLoad(400001));
   auto pgflow = r.Start();
   Sql dst(r.target_url());
   // Killed once the target holds part of the table, before the snapshot ends.

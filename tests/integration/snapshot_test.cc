@@ -117,41 +117,18 @@ std::string Diff(const std::map<std::string, json>& replayed,
   return out;
 }
 
-// Random inserts, updates and deletes on items(id, v, payload) until stopped.
-class Writer {
- public:
-  Writer(const std::string& url, int64_t first_new_id) : next_(first_new_id) {
-    thread_ = std::thread([this, url] {
-      Sql sql(url);
-      std::mt19937_64 rng(42);
-      while (!stop_.load()) {
-        int64_t a = rng() % next_ + 1;
-        int64_t b = rng() % next_ + 1;
-        std::string batch = "BEGIN;";
-        batch +=
-            "INSERT INTO items VALUES (" + std::to_string(next_++) + ", 1, md5(random()::text));";
-        batch +=
-            "UPDATE items SET v = v + 1, payload = md5(payload) WHERE id = " + std::to_string(a) +
-            ";";
-        batch += "DELETE FROM items WHERE id = " + std::to_string(b) + ";";
-        batch += "COMMIT;";
-        if (sql.Exec(batch)) ++transactions_;
-      }
-    });
-  }
-  ~Writer() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  int64_t transactions() const { return transactions_.load(); }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> transactions_{0};
-  int64_t next_;
-  std::thread thread_;
-};
+// Random inserts, updates and deletes on items(id, v, payload), new ids from `first_new_id`.
+BackgroundWriter::Make ItemsLoad(int64_t first_new_id) {
+  return [first_new_id](int64_t n, std::mt19937_64& rng) {
+    const int64_t next = first_new_id + n;
+    const int64_t a = rng() % next + 1;
+    const int64_t b = rng() % next + 1;
+    return "BEGIN; INSERT INTO items VALUES (" + std::to_string(next) +
+           ", 1, md5(random()::text)); UPDATE items SET v = v + 1, payload = md5(payload) "
+           "WHERE id = " +
+           std::to_string(a) + "; DELETE FROM items WHERE id = " + std::to_string(b) + "; COMMIT;";
+  };
+}
 
 void CreateItems(Sql& sql, int rows) {
   sql.Exec("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, payload text)");
@@ -184,7 +161,7 @@ TEST(SnapshotTest, ExactUnderConcurrentWritesAndHandedOverToTheStream) {
       "CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (500) TO (1000); "
       "INSERT INTO parted SELECT g, 'n' || g FROM generate_series(0, 999) g");
 
-  Writer writer(p.url(), 200001);
+  BackgroundWriter writer(p.url(), ItemsLoad(200001));
   ASSERT_TRUE(WaitFor([&] { return writer.transactions() > 50; }, std::chrono::seconds(30)));
   auto pgflow = p.Start();
   ASSERT_TRUE(WaitFor([&] { return p.LogHas("snapshot: done") || !pgflow->Running(); },
@@ -230,7 +207,7 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
   SnapshotPipeline p("resume", "[public.items]", "{mode: initial, workers: 2, chunk_size: 1MiB}");
   Sql sql(p.url());
   CreateItems(sql, 400000);
-  Writer writer(p.url(), 400001);
+  BackgroundWriter writer(p.url(), ItemsLoad(400001));
   auto pgflow = p.Start();
   auto done_chunks = [&] {
     if (sql.Scalar("SELECT to_regclass('pgflow.snapshot_chunks') IS NULL") == "t") return 0;
@@ -308,7 +285,7 @@ TEST(SnapshotTest, BackfillIntoARunningPipelineIsExactUnderWrites) {
   auto pgflow = p.Start();
   ASSERT_TRUE(WaitFor([&] { return p.LogHas("streaming from") || !pgflow->Running(); },
                       std::chrono::seconds(30)));
-  Writer writer(p.url(), 200001);
+  BackgroundWriter writer(p.url(), ItemsLoad(200001));
   ASSERT_TRUE(WaitFor([&] { return writer.transactions() > 20; }, std::chrono::seconds(30)));
 
   std::string out;

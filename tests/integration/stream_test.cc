@@ -93,14 +93,6 @@ class Pipeline {
   std::string yaml_;
 };
 
-json Only(const std::vector<json>& lines, const std::string& op, const std::string& table) {
-  for (const json& l : lines) {
-    if (l["op"] == op && l["table"] == table) return l;
-  }
-  ADD_FAILURE() << "no " << op << " on " << table;
-  return json();
-}
-
 TEST(StreamTest, EveryOperationAndTypeArrivesInCommitOrder) {
   Pipeline p("types", "[public.kinds, public.other]");
   Sql sql(p.url());

@@ -145,6 +145,23 @@ std::string Sql::Scalar(const std::string& sql) {
   return rows[0][0];
 }
 
+BackgroundWriter::BackgroundWriter(const std::string& url, Make transaction) {
+  thread_ = std::thread([this, url, transaction = std::move(transaction)] {
+    Sql sql(url);
+    std::mt19937_64 rng(42);
+    for (int64_t n = 0; !stop_.load(); ++n) {
+      if (sql.Exec(transaction(n, rng))) committed_.fetch_add(1);
+    }
+  });
+}
+
+BackgroundWriter::~BackgroundWriter() { Stop(); }
+
+void BackgroundWriter::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
 PgflowProcess::PgflowProcess(std::vector<std::string> args, const std::string& log_path,
                              std::map<std::string, std::string> env) {
   pid_ = Spawn(args, log_path, env);

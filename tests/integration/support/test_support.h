@@ -7,11 +7,14 @@
 #include <libpq-fe.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -61,6 +64,24 @@ class Sql {
 
  private:
   PGconn* conn_ = nullptr;
+};
+
+// Commits transactions on `url` from a thread of its own until stopped (or destroyed).
+// `transaction(n, rng)` returns the SQL of the n-th transaction (n from 0), BEGIN/COMMIT
+// included; `rng` is seeded the same way every run.
+class BackgroundWriter {
+ public:
+  using Make = std::function<std::string(int64_t n, std::mt19937_64& rng)>;
+  BackgroundWriter(const std::string& url, Make transaction);
+  ~BackgroundWriter();
+  void Stop();
+  // Transactions committed so far.
+  int64_t transactions() const { return committed_.load(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> committed_{0};
+  std::thread thread_;
 };
 
 // The pgflow binary, run as a child with its stdout and stderr sent to files.
