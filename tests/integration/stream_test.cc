@@ -401,6 +401,14 @@ TEST(CliTest, ValidateNamesFileLineAndColumn) {
   EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("ok"));
 
+  // Every example validates as written.
+  for (const char* example : {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml"}) {
+    EXPECT_EQ(
+        RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
+                  {{"SOURCE_URL", "postgres://u@h/db"}, {"TARGET_URL", "postgres://u@h2/db"}}),
+        0)
+        << example << ": " << out;
+  }
   EXPECT_EQ(RunPgflow({"--help"}, &out), 0);
   EXPECT_THAT(out, HasSubstr("validate"));
   EXPECT_THAT(out, HasSubstr("run"));
