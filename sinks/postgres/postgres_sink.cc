@@ -108,6 +108,11 @@ struct TargetTable {
   // Per source column: the target's is GENERATED ALWAYS AS IDENTITY, which an UPDATE (or an
   // upsert's DO UPDATE) may not set; inserts override it.
   std::vector<bool> always_identity;
+  // Per source column: the target column's type, as format_type() spells it with no type
+  // modifier (typmod -1: "bpchar", not "character", which means character(1)), to cast the
+  // parameters of a batched UPDATE's VALUES list; the column's own modifier applies on
+  // assignment.
+  std::vector<std::string> types;
 
   // Whether an UPDATE may set source column `i`.
   bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
@@ -125,6 +130,12 @@ class PostgresSink : public Sink {
   absl::Status Open() override;
   absl::Status Write(const Event& event) override;
   absl::Status Flush() override;
+  // While source transactions applied in the open target transaction wait for its commit
+  // (a Flush came in the middle of the next source transaction), only what is committed.
+  std::optional<Lsn> DurableThrough() const override {
+    if (group_txns_ > 0) return applied_;
+    return std::nullopt;
+  }
   absl::Status Close() override;
   bool AcceptsRawCopy() const override { return true; }
 
@@ -138,6 +149,10 @@ class PostgresSink : public Sink {
   absl::Status RunPrepared(const std::string& sql, const Params& params,
                            const std::function<std::string()>& context,
                            uint64_t* affected = nullptr);
+
+  // Runs prepared statement `name` after the pending savepoint, in one round trip (pipeline
+  // mode); null when the connection failed.
+  PgResultPtr ExecAfterSavepoint(const std::string& name, const Params& params);
 
   absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
   // Creates the table from the source's definition, recording its secondary indexes and
@@ -159,10 +174,11 @@ class PostgresSink : public Sink {
 
   // Opens a target transaction if none is open.
   absl::Status EnsureTransaction();
-  // Ends the COPY in progress and writes the buffered inserts.
+  // Ends the COPY in progress and writes the buffered inserts, updates and deletes.
   absl::Status FinishStatements();
-  // Commits the open target transaction, if any, after FinishStatements().
-  absl::Status CommitTransaction(std::optional<Lsn> applied);
+  // Commits the open target transaction, if any, after FinishStatements(), recording in
+  // pgflow.applied the end LSN of the last source transaction it holds.
+  absl::Status CommitTransaction();
 
   absl::Status WriteRawRows(const Event& event);
   absl::Status StartCopy(TargetTable* table);
@@ -172,12 +188,24 @@ class PostgresSink : public Sink {
   absl::Status QueueUpsert(TargetTable* table, const Change& change);
   absl::Status FlushInserts();
   std::string InsertSql(const TargetTable& table, size_t rows) const;
-  absl::Status ApplyUpdate(TargetTable* table, const Change& change);
+  // Queues an update into the batch of consecutive updates of one table that set the same
+  // columns (or applies it at once, for a table without a key).
+  absl::Status QueueUpdate(TargetTable* table, const Change& change);
+  absl::Status FlushUpdates();
+  // Applies one update: `old_row` finds the row, `after` holds the new values.
+  absl::Status ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after);
+  // Queues a delete into the batch of consecutive deletes of one table (or applies it at once,
+  // for a table without a key).
+  absl::Status QueueDelete(TargetTable* table, const Change& change);
+  absl::Status FlushDeletes();
   absl::Status ApplyDelete(TargetTable* table, const Change& change);
   // "c1" = $n AND ... over the key columns of `row`, or over every known column of a keyless
   // row; appends the parameters.
-  absl::Status KeyCondition(const TargetTable& table, const Change& change, const Row& row,
-                            std::string* sql, Params* params, int* next_param) const;
+  absl::Status KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
+                            Params* params, int* next_param) const;
+  // The key values of `row` as one string, to recognize the same key; none without a key or
+  // with a key value missing (null, or an unchanged TOAST value).
+  std::optional<std::string> KeyString(const TargetTable& table, const Row& row) const;
   // "(id)=(5)": the key of a row, for messages.
   std::string DescribeKey(const TargetTable& table, const Row& row) const;
 
@@ -195,6 +223,20 @@ class PostgresSink : public Sink {
   bool in_transaction_ = false;  // a target transaction is open
   bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
   bool skipping_ = false;        // the current source transaction was applied before
+  // Source transactions are grouped into one target transaction, committed at Flush (or
+  // before snapshot rows, or once the group is large): those complete in the open target
+  // transaction, their changes, and the end LSN of the last one.
+  uint64_t group_txns_ = 0;
+  uint64_t group_changes_ = 0;
+  Lsn group_applied_;
+  // SAVEPOINT pgflow_txn marks where the current source transaction started in the group (a
+  // kRollback goes back to it); set when the group held other transactions at its kBegin.
+  bool savepoint_ = false;
+  // The current source transaction needs that savepoint: it is sent with its first statement
+  // (a source transaction that writes nothing needs none).
+  bool savepoint_pending_ = false;
+  // A Flush came in the middle of a source transaction: commit once it is complete.
+  bool commit_soon_ = false;
   absl::flat_hash_map<std::string, std::unique_ptr<TargetTable>> tables_;
   absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
   uint64_t next_statement_ = 0;
@@ -209,6 +251,22 @@ class PostgresSink : public Sink {
   const TableSchema* insert_schema_ = nullptr;
   std::vector<Row> inserts_;
   absl::flat_hash_set<std::string> insert_keys_;
+
+  // Consecutive updates of one table setting the same columns, not yet sent.
+  struct PendingUpdate {
+    Row old_row;  // finds the row (its key columns)
+    Row after;
+  };
+  TargetTable* update_table_ = nullptr;
+  const TableSchema* update_schema_ = nullptr;
+  std::vector<size_t> update_columns_;  // the columns the batch sets
+  std::vector<PendingUpdate> updates_;
+  absl::flat_hash_set<std::string> update_keys_;  // old and new keys in the batch
+
+  // Consecutive deletes of one keyed table, not yet sent: the old rows.
+  TargetTable* delete_table_ = nullptr;
+  const TableSchema* delete_schema_ = nullptr;
+  std::vector<Row> deletes_;
 
   uint64_t transactions_ = 0;
   uint64_t skipped_ = 0;
@@ -253,7 +311,17 @@ absl::Status PostgresSink::Open() {
 }
 
 absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
-  PgResultPtr res(PQexec(conn(), sql.c_str()));
+  PgResultPtr res;
+  if (savepoint_pending_) {
+    // The savepoint goes in the same round trip.
+    savepoint_pending_ = false;
+    res.reset(PQexec(conn(), absl::StrCat(savepoint_ ? "RELEASE SAVEPOINT pgflow_txn; " : "",
+                                          "SAVEPOINT pgflow_txn; ", sql)
+                                 .c_str()));
+    savepoint_ = true;
+  } else {
+    res.reset(PQexec(conn(), sql.c_str()));
+  }
   ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     return ResultError(conn(), res.get(),
@@ -280,8 +348,11 @@ absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& par
     }
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  PgResultPtr res(PQexecPrepared(conn(), it->second.c_str(), params.size(), params.values(),
-                                 params.lengths(), params.formats(), 0));
+  PgResultPtr res =
+      savepoint_pending_
+          ? ExecAfterSavepoint(it->second, params)
+          : PgResultPtr(PQexecPrepared(conn(), it->second.c_str(), params.size(), params.values(),
+                                       params.lengths(), params.formats(), 0));
   ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     return ResultError(conn(), res.get(), context());
@@ -291,6 +362,53 @@ absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& par
     *affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
   }
   return absl::OkStatus();
+}
+
+PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name, const Params& params) {
+  savepoint_pending_ = false;
+  const bool release = savepoint_;
+  savepoint_ = true;
+  if (PQenterPipelineMode(conn()) != 1) return nullptr;
+  bool sent = true;
+  int queries = 0;
+  auto send = [&](const char* sql) {
+    sent = sent && PQsendQueryParams(conn(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    ++queries;
+  };
+  if (release) send("RELEASE SAVEPOINT pgflow_txn");
+  send("SAVEPOINT pgflow_txn");
+  sent = sent && PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
+                                     params.lengths(), params.formats(), 0) == 1;
+  ++queries;
+  sent = sent && PQpipelineSync(conn()) == 1;
+  // The first failing result (the statements after it are aborted), else the statement's.
+  PgResultPtr result;
+  bool failed = false;
+  if (sent) {
+    for (int q = 0; q < queries; ++q) {
+      while (PGresult* r = PQgetResult(conn())) {
+        PgResultPtr res(r);
+        ExecStatusType status = PQresultStatus(r);
+        if (failed) continue;
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+          failed = true;
+          result = std::move(res);
+        } else if (q == queries - 1) {
+          result = std::move(res);
+        }
+      }
+    }
+    PgResultPtr sync(PQgetResult(conn()));  // PGRES_PIPELINE_SYNC
+    if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+      result.reset();
+    }
+  }
+  if (PQexitPipelineMode(conn()) != 1) {
+    while (PGresult* r = PQgetResult(conn())) PQclear(r);
+    PQexitPipelineMode(conn());
+    if (!failed) result.reset();
+  }
+  return result;
 }
 
 absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
@@ -320,8 +438,8 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
   auto target_columns = [&]() -> absl::StatusOr<PgResultPtr> {
     absl::StatusOr<PgResultPtr> res =
         Exec(conn(),
-             "SELECT a.attname, a.attidentity = 'a' FROM pg_attribute "
-             "a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
+             "SELECT a.attname, a.attidentity = 'a', format_type(a.atttypid, -1) FROM "
+             "pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
              "AND NOT a.attisdropped",
              {table->quoted});
     if (!res.ok()) {
@@ -347,9 +465,11 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
     res = target_columns();
     if (!res.ok()) return res.status();
   }
-  absl::flat_hash_map<std::string, bool> present;  // column -> GENERATED ALWAYS AS IDENTITY
+  // column -> (GENERATED ALWAYS AS IDENTITY, type)
+  absl::flat_hash_map<std::string, std::pair<bool, std::string>> present;
   for (int i = 0; i < PQntuples(res->get()); ++i) {
-    present[PQgetvalue(res->get(), i, 0)] = PQgetvalue(res->get(), i, 1)[0] == 't';
+    present[PQgetvalue(res->get(), i, 0)] = {PQgetvalue(res->get(), i, 1)[0] == 't',
+                                             PQgetvalue(res->get(), i, 2)};
   }
   for (const Column& c : schema->columns) {
     auto it = present.find(c.name);
@@ -359,7 +479,8 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
                        QuoteIdent(c.name), " (source ", schema->QualifiedName(),
                        " has it): add it to the target table"));
     }
-    table->always_identity.push_back(it->second);
+    table->always_identity.push_back(it->second.first);
+    table->types.push_back(it->second.second);
   }
   for (size_t i = 0; i < schema->columns.size(); ++i) {
     const Column& c = schema->columns[i];
@@ -546,7 +667,7 @@ absl::Status PostgresSink::BuildPending() {
 }
 
 absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
-  if (absl::Status s = CommitTransaction(std::nullopt); !s.ok()) return s;
+  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
   if (!copy_sequences) return absl::OkStatus();
@@ -639,16 +760,20 @@ absl::Status PostgresSink::EnsureTransaction() {
 
 absl::Status PostgresSink::FinishStatements() {
   if (absl::Status s = EndCopy(); !s.ok()) return s;
-  return FlushInserts();
+  if (absl::Status s = FlushInserts(); !s.ok()) return s;
+  if (absl::Status s = FlushUpdates(); !s.ok()) return s;
+  return FlushDeletes();
 }
 
-absl::Status PostgresSink::CommitTransaction(std::optional<Lsn> applied) {
+absl::Status PostgresSink::CommitTransaction() {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  savepoint_pending_ = false;
   if (!in_transaction_) return absl::OkStatus();
-  if (applied.has_value()) {
+  const bool record = group_txns_ > 0;
+  if (record) {
     Params params;
     Value name = Value::Text(oid::kText, pipeline_);
-    Value lsn = Value::Text(oid::kText, applied->ToString());
+    Value lsn = Value::Text(oid::kText, group_applied_.ToString());
     params.Add(name);
     params.Add(lsn);
     if (absl::Status s =
@@ -665,20 +790,29 @@ absl::Status PostgresSink::CommitTransaction(std::optional<Lsn> applied) {
   }
   PgResultPtr res(PQexec(conn(), "COMMIT"));
   in_transaction_ = false;
+  savepoint_ = false;
+  commit_soon_ = false;
+  group_txns_ = 0;
+  group_changes_ = 0;
   if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK ||
       std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0) {
     return ResultError(conn(), res.get(),
                        absl::StrCat("postgres target ", TargetName(), ": commit failed"));
   }
-  if (applied.has_value()) applied_ = *applied;
+  if (record) applied_ = group_applied_;
   return absl::OkStatus();
 }
 
 absl::Status PostgresSink::Write(const Event& event) {
+  // Bounds on a group of source transactions in one target transaction.
+  constexpr uint64_t kGroupTransactions = 5000;
+  constexpr uint64_t kGroupChanges = 50000;
   switch (event.kind) {
     case EventKind::kBegin:
       // Snapshot rows (a backfill) commit on their own before a source transaction starts.
-      if (absl::Status s = CommitTransaction(std::nullopt); !s.ok()) return s;
+      if (group_txns_ == 0) {
+        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+      }
       // The stream started, so any snapshot is over (also when a crash came between its end
       // and the DDL it defers).
       if (!snapshot_finished_) {
@@ -690,10 +824,21 @@ absl::Status PostgresSink::Write(const Event& event) {
         ++skipped_;
         return absl::OkStatus();
       }
+      if (in_transaction_ && group_txns_ > 0) {
+        // The transactions before it in the group are kept if this one is cut off.
+        if (absl::Status s = FinishStatements(); !s.ok()) return s;
+        savepoint_pending_ = true;
+        return absl::OkStatus();
+      }
       return EnsureTransaction();
     case EventKind::kChange:
       if (skipping_) return absl::OkStatus();
+      if (!in_source_txn_ && group_txns_ > 0) {
+        // Rows outside a source transaction (snapshot rows) do not join the group.
+        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+      }
       ++changes_;
+      if (in_source_txn_) ++group_changes_;
       return ApplyChange(event.change);
     case EventKind::kCommit: {
       const bool skipped = skipping_;
@@ -702,7 +847,12 @@ absl::Status PostgresSink::Write(const Event& event) {
       if (skipped) return absl::OkStatus();
       if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
       ++transactions_;
-      return CommitTransaction(event.txn.end_lsn);
+      ++group_txns_;
+      group_applied_ = event.txn.end_lsn;
+      if (commit_soon_ || group_txns_ >= kGroupTransactions || group_changes_ >= kGroupChanges) {
+        return CommitTransaction();
+      }
+      return absl::OkStatus();
     }
     case EventKind::kRollback:
       in_source_txn_ = false;
@@ -713,15 +863,38 @@ absl::Status PostgresSink::Write(const Event& event) {
       inserts_.clear();
       insert_keys_.clear();
       insert_table_ = nullptr;
+      insert_schema_ = nullptr;
+      updates_.clear();
+      update_keys_.clear();
+      update_table_ = nullptr;
+      update_schema_ = nullptr;
+      deletes_.clear();
+      delete_table_ = nullptr;
+      delete_schema_ = nullptr;
       if (copy_table_ != nullptr) {
         PQputCopyEnd(conn(), "source transaction cut off");
         while (PGresult* r = PQgetResult(conn())) PQclear(r);
         copy_table_ = nullptr;
+        copy_schema_ = nullptr;
+      }
+      // A table created in the rolled-back transaction is gone again: check anew.
+      tables_.clear();
+      if (savepoint_pending_) {
+        // Nothing of it was sent.
+        savepoint_pending_ = false;
+        return absl::OkStatus();
+      }
+      if (savepoint_) {
+        // Only the cut-off transaction goes; those before it in the group stay.
+        savepoint_ = false;
+        return Run("ROLLBACK TO SAVEPOINT pgflow_txn; RELEASE SAVEPOINT pgflow_txn",
+                   "rolling back a cut-off transaction");
       }
       if (in_transaction_) {
         in_transaction_ = false;
-        // A table created in the rolled-back transaction is gone again: check anew.
-        tables_.clear();
+        group_txns_ = 0;
+        group_changes_ = 0;
+        commit_soon_ = false;
         return Run("ROLLBACK", "rolling back a cut-off transaction");
       }
       return absl::OkStatus();
@@ -729,35 +902,49 @@ absl::Status PostgresSink::Write(const Event& event) {
       if (!snapshot_finished_) return FinishSnapshot(false);
       return absl::OkStatus();
     case EventKind::kChunkDone:
-      return CommitTransaction(std::nullopt);
+      return CommitTransaction();
     case EventKind::kSnapshotDone:
       return FinishSnapshot(true);
     case EventKind::kRawRows:
+      if (group_txns_ > 0 && !in_source_txn_) {
+        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+      }
       return WriteRawRows(event);
   }
   return absl::OkStatus();
 }
 
 absl::Status PostgresSink::Flush() {
-  // A source transaction still open stays open: its position is not acknowledged yet, and
-  // every transaction before it committed at its own kCommit.
-  if (in_source_txn_) return absl::OkStatus();
-  return CommitTransaction(std::nullopt);
+  // A source transaction still open stays open (its position is not acknowledged yet): the
+  // group before it commits as soon as it is complete, and meanwhile DurableThrough() says
+  // what is committed.
+  if (in_source_txn_) {
+    if (group_txns_ > 0) commit_soon_ = true;
+    return absl::OkStatus();
+  }
+  return CommitTransaction();
 }
 
 absl::Status PostgresSink::Close() {
+  absl::Status status;
   if (conn_ != nullptr && copy_table_ != nullptr) {
     PQputCopyEnd(conn(), "pgflow is stopping");
     while (PGresult* r = PQgetResult(conn())) PQclear(r);
   }
   copy_table_ = nullptr;
+  // Complete source transactions not committed yet (the last Flush normally did) commit; a
+  // failed transaction or a source transaction cut off rolls back.
+  if (conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
+      PQtransactionStatus(conn()) == PQTRANS_INTRANS) {
+    status = CommitTransaction();
+  }
   conn_.reset();  // an open transaction rolls back
   source_conn_.reset();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
       "%d transactions skipped as already applied",
       sink_name_, copied_rows_, changes_, transactions_, skipped_);
-  return absl::OkStatus();
+  return status;
 }
 
 absl::Status PostgresSink::WriteRawRows(const Event& event) {
@@ -821,6 +1008,9 @@ absl::Status PostgresSink::StartCopy(TargetTable* table) {
       return s;
     }
     into = table->stage;
+  }
+  if (savepoint_pending_) {
+    if (absl::Status s = Run("SELECT 1", "starting a savepoint"); !s.ok()) return s;
   }
   PgResultPtr res(PQexec(
       conn(), absl::StrCat("COPY ", into, " (", table->column_list, ") FROM STDIN (FORMAT binary)")
@@ -887,9 +1077,18 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
                      ": replaying DDL is not supported yet; the statement was: ",
                      change.content.substr(0, 200)));
   }
-  if (change.table == nullptr ||
-      (insert_schema_ != change.table.get() && insert_table_ != nullptr)) {
+  // A batch of another table or of another kind is sent first: statements keep the stream's
+  // order.
+  const TableSchema* schema = change.table.get();
+  const bool upsert = change.op == Op::kRead || change.op == Op::kInsert;
+  if (insert_table_ != nullptr && (insert_schema_ != schema || !upsert)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
+  }
+  if (update_table_ != nullptr && (update_schema_ != schema || change.op != Op::kUpdate)) {
+    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
+  }
+  if (delete_table_ != nullptr && (delete_schema_ != schema || change.op != Op::kDelete)) {
+    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
   }
   if (absl::Status s = EndCopy(); !s.ok()) return s;
   absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
@@ -903,13 +1102,10 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
     case Op::kInsert:
       return QueueUpsert(*table, change);
     case Op::kUpdate:
-      if (absl::Status s = FlushInserts(); !s.ok()) return s;
-      return ApplyUpdate(*table, change);
+      return QueueUpdate(*table, change);
     case Op::kDelete:
-      if (absl::Status s = FlushInserts(); !s.ok()) return s;
-      return ApplyDelete(*table, change);
+      return QueueDelete(*table, change);
     case Op::kTruncate: {
-      if (absl::Status s = FlushInserts(); !s.ok()) return s;
       std::string sql = absl::StrCat("TRUNCATE ", (*table)->quoted,
                                      change.truncate_restart_identity ? " RESTART IDENTITY" : "",
                                      change.truncate_cascade ? " CASCADE" : "");
@@ -1032,9 +1228,8 @@ absl::Status PostgresSink::FlushInserts() {
   });
 }
 
-absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Change& change,
-                                        const Row& row, std::string* sql, Params* params,
-                                        int* next_param) const {
+absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
+                                        Params* params, int* next_param) const {
   std::vector<std::string> terms;
   if (!table.key.empty()) {
     for (size_t i : table.key) {
@@ -1075,7 +1270,17 @@ absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Change& 
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change) {
+std::optional<std::string> PostgresSink::KeyString(const TargetTable& table, const Row& row) const {
+  if (table.key.empty()) return std::nullopt;
+  std::string key;
+  for (size_t i : table.key) {
+    if (i >= row.size() || row[i].is_null() || row[i].is_unchanged_toast()) return std::nullopt;
+    absl::StrAppend(&key, row[i].data.size(), ":", row[i].data, ";");
+  }
+  return key;
+}
+
+absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change) {
   const TableSchema& schema = *table->schema;
   if (change.after.size() != schema.columns.size()) {
     return absl::DataLossError(absl::StrCat("an update of ", schema.QualifiedName(), " has ",
@@ -1091,20 +1296,123 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change)
                      "or add a primary key"));
   }
   const Row& old_row = has_before ? change.before : change.after;
+  std::optional<std::string> old_key = KeyString(*table, old_row);
+  std::optional<std::string> new_key = KeyString(*table, change.after);
+  if (!old_key.has_value() || !new_key.has_value()) {
+    // No key, or not all of it known: one statement for this row alone.
+    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
+    return ApplyUpdate(table, old_row, change.after);
+  }
+  // An identity column the target generates ALWAYS cannot be set by an UPDATE; on the source
+  // such a value cannot change either (short of SET DEFAULT).
+  std::vector<size_t> columns;
+  for (size_t i = 0; i < schema.columns.size(); ++i) {
+    if (!change.after[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
+  }
+  if (columns.empty()) return absl::OkStatus();
+  // One statement updates a set of rows: the same key twice (as old or new key) would not be
+  // applied in order, so it starts a new batch.
+  if (update_table_ != nullptr &&
+      (update_table_ != table || update_columns_ != columns || update_keys_.contains(*old_key) ||
+       update_keys_.contains(*new_key))) {
+    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
+  }
+  const size_t per_statement = std::max<size_t>(
+      1, std::min<size_t>(options_->batch_rows, kMaxParams / (table->key.size() + columns.size())));
+  update_table_ = table;
+  update_schema_ = change.table.get();
+  update_columns_ = std::move(columns);
+  updates_.push_back(PendingUpdate{old_row, change.after});
+  update_keys_.insert(std::move(*old_key));
+  update_keys_.insert(std::move(*new_key));
+  if (updates_.size() >= per_statement) return FlushUpdates();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FlushUpdates() {
+  TargetTable* table = update_table_;
+  std::vector<PendingUpdate> rows = std::move(updates_);
+  std::vector<size_t> columns = std::move(update_columns_);
+  updates_.clear();
+  update_columns_.clear();
+  update_keys_.clear();
+  update_table_ = nullptr;
+  update_schema_ = nullptr;
+  if (table == nullptr || rows.empty()) return absl::OkStatus();
+  if (rows.size() == 1) return ApplyUpdate(table, rows[0].old_row, rows[0].after);
+  const TableSchema& schema = *table->schema;
+  // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
+  //   WHERE t.key = v.k
+  std::vector<std::string> names;
+  std::vector<std::string> set;
+  std::vector<std::string> match;
+  for (size_t k = 0; k < table->key.size(); ++k) {
+    names.push_back(absl::StrCat("pgflow_k", k));
+    match.push_back(absl::StrCat("pgflow_t.", QuoteIdent(schema.columns[table->key[k]].name),
+                                 " = pgflow_v.pgflow_k", k));
+  }
+  for (size_t c = 0; c < columns.size(); ++c) {
+    names.push_back(absl::StrCat("pgflow_c", c));
+    set.push_back(
+        absl::StrCat(QuoteIdent(schema.columns[columns[c]].name), " = pgflow_v.pgflow_c", c));
+  }
+  Params params;
+  std::string values;
+  int param = 1;
+  auto add = [&](const Value& v, size_t column, bool first) {
+    absl::StrAppend(&values, first ? "$" : ", $", param++, "::", table->types[column]);
+    params.Add(v);
+  };
+  for (size_t r = 0; r < rows.size(); ++r) {
+    values += r == 0 ? "(" : ", (";
+    bool first = true;
+    for (size_t i : table->key) {
+      add(rows[r].old_row[i], i, first);
+      first = false;
+    }
+    for (size_t i : columns) add(rows[r].after[i], i, false);
+    values += ")";
+  }
+  std::string sql =
+      absl::StrCat("UPDATE ", table->quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "),
+                   " FROM (VALUES ", values, ") AS pgflow_v (", absl::StrJoin(names, ", "),
+                   ") WHERE ", absl::StrJoin(match, " AND "));
+  uint64_t affected = 0;
+  if (absl::Status s = RunPrepared(
+          sql, params,
+          [&] {
+            return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
+                                " a batch of rows from key ",
+                                DescribeKey(*table, rows.front().old_row), " to ",
+                                DescribeKey(*table, rows.back().old_row));
+          },
+          &affected);
+      !s.ok()) {
+    return s;
+  }
+  if (affected >= rows.size()) return absl::OkStatus();
+  // Some rows are not in the target: row by row, which upserts those (updating again the
+  // others to the values they already have).
+  for (const PendingUpdate& row : rows) {
+    if (absl::Status s = ApplyUpdate(table, row.old_row, row.after); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after) {
+  const TableSchema& schema = *table->schema;
   Params params;
   std::vector<std::string> set;
   int param = 1;
   bool all_known = true;
   for (size_t i = 0; i < schema.columns.size(); ++i) {
-    if (change.after[i].is_unchanged_toast()) {
+    if (after[i].is_unchanged_toast()) {
       all_known = false;
       continue;
     }
-    // An identity column the target generates ALWAYS cannot be set by an UPDATE; on the source
-    // such a value cannot change either (short of SET DEFAULT).
     if (!table->Settable(i)) continue;
     set.push_back(absl::StrCat(QuoteIdent(schema.columns[i].name), " = $", param++));
-    params.Add(change.after[i]);
+    params.Add(after[i]);
   }
   auto context = [&] {
     return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
@@ -1113,7 +1421,7 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change)
   if (set.empty()) return absl::OkStatus();
   std::string sql =
       absl::StrCat("UPDATE ", table->quoted, " SET ", absl::StrJoin(set, ", "), " WHERE ");
-  if (absl::Status s = KeyCondition(*table, change, old_row, &sql, &params, &param); !s.ok()) {
+  if (absl::Status s = KeyCondition(*table, old_row, &sql, &params, &param); !s.ok()) {
     return s;
   }
   uint64_t affected = 0;
@@ -1123,7 +1431,7 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change)
   // update's effect (or its deletion): with every value known, upserting converges.
   if (all_known && !table->key.empty()) {
     Params row;
-    for (const Value& v : change.after) row.Add(v);
+    for (const Value& v : after) row.Add(v);
     return RunPrepared(InsertSql(*table, 1), row, context);
   }
   LogWarning("sink %s (postgres): update of %s row with key %s found no row in the target",
@@ -1131,18 +1439,71 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Change& change)
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
+absl::Status PostgresSink::QueueDelete(TargetTable* table, const Change& change) {
   const TableSchema& schema = *table->schema;
   if (change.before_kind == BeforeKind::kNone || change.before.size() != schema.columns.size()) {
     return absl::FailedPreconditionError(absl::StrCat("a delete from ", schema.QualifiedName(),
                                                       " carries no old key: set REPLICA IDENTITY "
                                                       "FULL or add a primary key"));
   }
+  if (!KeyString(*table, change.before).has_value()) {
+    // No key, or not all of it known: one statement for this row alone.
+    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
+    return ApplyDelete(table, change);
+  }
+  if (delete_table_ != nullptr && delete_table_ != table) {
+    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
+  }
+  delete_table_ = table;
+  delete_schema_ = change.table.get();
+  deletes_.push_back(change.before);
+  const size_t per_statement =
+      std::max<size_t>(1, std::min<size_t>(options_->batch_rows, kMaxParams / table->key.size()));
+  if (deletes_.size() >= per_statement) return FlushDeletes();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FlushDeletes() {
+  TargetTable* table = delete_table_;
+  std::vector<Row> rows = std::move(deletes_);
+  deletes_.clear();
+  delete_table_ = nullptr;
+  delete_schema_ = nullptr;
+  if (table == nullptr || rows.empty()) return absl::OkStatus();
+  const TableSchema& schema = *table->schema;
+  // DELETE FROM t WHERE k IN ($1, ...), or WHERE (k1, k2) IN (($1, $2), ...)
+  std::vector<std::string> key;
+  for (size_t i : table->key) key.push_back(QuoteIdent(schema.columns[i].name));
+  const bool single = key.size() == 1;
+  Params params;
+  std::string sql =
+      absl::StrCat("DELETE FROM ", table->quoted, " WHERE ",
+                   single ? key[0] : absl::StrCat("(", absl::StrJoin(key, ", "), ")"), " IN (");
+  int param = 1;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (r > 0) sql += ", ";
+    if (!single) sql += "(";
+    for (size_t k = 0; k < table->key.size(); ++k) {
+      absl::StrAppend(&sql, k == 0 ? "$" : ", $", param++);
+      params.Add(rows[r][table->key[k]]);
+    }
+    if (!single) sql += ")";
+  }
+  sql += ")";
+  return RunPrepared(sql, params, [&] {
+    return absl::StrCat(
+        "postgres target ", TargetName(), ": deleting from ", table->name,
+        rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
+        DescribeKey(*table, rows.front()),
+        rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back())));
+  });
+}
+
+absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
   Params params;
   int param = 1;
   std::string sql = absl::StrCat("DELETE FROM ", table->quoted, " WHERE ");
-  if (absl::Status s = KeyCondition(*table, change, change.before, &sql, &params, &param);
-      !s.ok()) {
+  if (absl::Status s = KeyCondition(*table, change.before, &sql, &params, &param); !s.ok()) {
     return s;
   }
   return RunPrepared(sql, params, [&] {

@@ -13,14 +13,21 @@
 // chunk copied twice converges rather than failing on its primary key. Decoded `read` rows
 // (when another sink of the pipeline needs them) are upserted in multi-row statements.
 //
-// Streaming: each source transaction is applied in one target transaction, under
-// `session_replication_role = replica` (no target triggers, no foreign key checks), and
-// commits together with the pipeline's applied position in `pgflow.applied` (created in the
-// target). After a restart, transactions whose commit LSN is below that position are skipped:
-// each source transaction is applied exactly once. Inserts are upserts by primary key,
-// updates set only the columns whose values were sent (never an unchanged TOAST value),
-// deletes go by the old key; a table with REPLICA IDENTITY FULL and no key has one matching
-// row updated or deleted at a time. Values travel as statement parameters, never as SQL text.
+// Streaming: consecutive source transactions are applied in one target transaction, under
+// `session_replication_role = replica` (no target triggers, no foreign key checks), committed
+// at each flush (every flush_interval), before snapshot rows, or after 5,000 transactions or
+// 50,000 changes, together with the end LSN of the last of them in `pgflow.applied` (created
+// in the target). After a restart, transactions whose commit LSN is below that position are
+// skipped: each source transaction is applied exactly once. A source transaction cut off
+// mid-way (kRollback) is undone alone, back to the SAVEPOINT taken at its start (sent with its
+// first statement). Inserts are upserts by primary key, updates set only the columns whose
+// values were sent (never an unchanged TOAST value), deletes go by the old key; a table with
+// REPLICA IDENTITY FULL and no key has one matching row updated or deleted at a time. Values
+// travel as statement parameters, never as SQL text. Consecutive changes of one keyed table
+// are batched by kind, in stream order: inserts in multi-row upserts, deletes in one
+// `DELETE ... WHERE key IN (...)`, updates that set the same columns in one
+// `UPDATE ... FROM (VALUES ...)` (a key seen twice starts a new batch; a batch that finds
+// fewer rows than it holds is applied again row by row, which upserts the missing ones).
 //
 // Tables missing from the target are created the first time they are seen (`create_tables`)
 // from the SOURCE's definition (sinks/postgres/table_definition.h): column types, collations,

@@ -182,6 +182,53 @@ TEST(PostgresSinkTest, DecodedSnapshotRowsAreUpsertedToTheSameResult) {
   InitialLoadThenStream("decoded", true);
 }
 
+// Streamed changes are grouped into one target transaction and batched per table and kind:
+// the result must still be that of applying them one by one, in order.
+TEST(PostgresSinkTest, BatchedUpdatesAndDeletesKeepTheStreamsOrder) {
+  Replication r("batched", "[public.s, public.pair]", "{mode: initial, workers: 1}");
+  Sql sql(r.source_url());
+  sql.Exec(R"sql(
+    CREATE TABLE s (id int PRIMARY KEY, v text, n int, big text);
+    ALTER TABLE s ALTER COLUMN big SET STORAGE EXTERNAL;
+    INSERT INTO s SELECT g, 'v' || g, g, CASE WHEN g IN (5, 6) THEN 'small' ELSE
+      repeat(md5(g::text), 100) END FROM generate_series(1, 20) g;
+    CREATE TABLE pair (a int, b text, v numeric(6,2), PRIMARY KEY (a, b));
+    INSERT INTO pair SELECT g % 5, 'b' || g, g FROM generate_series(1, 30) g;
+  )sql");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.LogHas("snapshot: done") || !pgflow->Running(); },
+                      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  ASSERT_TRUE(pgflow->Running()) << ReadFile(r.log());
+  // Rows missing from the target: their updates are upserted (the batch falls back).
+  Sql dst(r.target_url());
+  dst.Exec("DELETE FROM s WHERE id IN (5, 6)");
+  sql.Exec(R"sql(
+    BEGIN;
+    INSERT INTO s SELECT g, 'new', g, 'small' FROM generate_series(21, 60) g;
+    UPDATE s SET n = n + 1 WHERE id <= 30;
+    UPDATE s SET v = 'once' WHERE id = 2;
+    UPDATE s SET v = 'twice' WHERE id = 2;
+    DELETE FROM s WHERE id BETWEEN 10 AND 15;
+    INSERT INTO s VALUES (10, 'back', 0, 'b'), (11, 'back', 0, 'b');
+    DELETE FROM s WHERE id = 11;
+    UPDATE s SET id = id + 1000 WHERE id BETWEEN 40 AND 45;
+    UPDATE s SET id = 1100 WHERE id = 1040;
+    UPDATE s SET id = 1040 WHERE id = 1041;
+    UPDATE s SET v = 'toast kept' WHERE id BETWEEN 16 AND 19;
+    UPDATE pair SET v = v * 2 WHERE a = 1;
+    DELETE FROM pair WHERE a = 2;
+    INSERT INTO pair VALUES (2, 'b2', 1.5);
+    COMMIT;
+    UPDATE s SET n = -1 WHERE id BETWEEN 50 AND 55;
+    DELETE FROM s WHERE id BETWEEN 56 AND 58;
+    BEGIN; DELETE FROM pair WHERE a = 3; UPDATE pair SET b = b || 'x' WHERE a = 4; COMMIT;
+  )sql");
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "s", "id");
+  ExpectSameRows(r, "pair", "a, b");
+}
+
 // Transactions of several statements, on a keyed table and on a keyless one (where applying
 // a transaction twice would leave duplicate rows); new ids from `first_new_id`.
 BackgroundWriter::Make ItemsAndEventsLoad(int64_t first_new_id) {
