@@ -21,25 +21,25 @@ bool IsConnectionClass(absl::string_view sqlstate) {
 
 }  // namespace
 
-std::string QuoteIdent(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
+namespace {
+
+// `text` between `quote`s, with every `quote` inside doubled: SQL's rule for both identifiers
+// and string literals.
+std::string Quote(std::string_view text, char quote) {
+  std::string out(1, quote);
+  for (char c : text) {
+    if (c == quote) out += quote;
     out += c;
   }
-  out += '"';
+  out += quote;
   return out;
 }
 
-std::string QuoteLiteral(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  out += '\'';
-  return out;
-}
+}  // namespace
+
+std::string QuoteIdent(std::string_view name) { return Quote(name, '"'); }
+
+std::string QuoteLiteral(std::string_view text) { return Quote(text, '\''); }
 
 std::string Describe(PGconn* conn) {
   const char* host = PQhost(conn);
