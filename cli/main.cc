@@ -19,6 +19,7 @@
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
 #include "sources/postgres/backfill.h"
+#include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/postgres_source.h"
 
 namespace pgflow {
@@ -109,7 +110,8 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     std::vector<SinkSlot> sinks;
     for (const SinkConfig& sink : config->sinks) {
       const SinkFactory* factory = FindSinkFactory(sink.type);
-      sinks.push_back(SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval});
+      sinks.push_back(
+          SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval, sink.ddl});
     }
     PipelineRunOptions options;
     options.name = config->name;
@@ -137,6 +139,51 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     if (stop.requested()) return kExitOk;
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
   }
+}
+
+// `pgflow init`: what `run` would create before streaming, created now.
+int Init(const std::string& path) {
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
+  if (config->source.snapshot.mode == SnapshotMode::kOnly) {
+    LogError("pipeline %s copies once (snapshot mode only) and leaves nothing in the source: "
+             "there is nothing to initialise",
+             config->name);
+    return kExitConfig;
+  }
+  PostgresSource source(*config);
+  absl::StatusOr<Lsn> start = source.Prepare();
+  if (!start.ok()) {
+    LogError("init %s: %s", config->name, start.status().message());
+    return kExitFailure;
+  }
+  std::printf("pipeline %s: ready in %s (publication %s, slot %s at %s)\n", config->name.c_str(),
+              config->source.url.c_str(), config->source.publication.c_str(),
+              config->source.slot.c_str(), start->ToString().c_str());
+  return kExitOk;
+}
+
+// `pgflow teardown`: removes what init (or run) left in the source.
+int TeardownCommand(const std::string& path) {
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
+  absl::StatusOr<PgConnPtr> conn = Connect(config->source.url, ConnectionKind::kRegular);
+  if (!conn.ok()) {
+    LogError("%s", conn.status().message());
+    return kExitFailure;
+  }
+  absl::StatusOr<TeardownReport> report =
+      Teardown(conn->get(), config->name, config->source.slot, config->source.publication);
+  if (!report.ok()) {
+    LogError("teardown %s: %s", config->name, report.status().message());
+    return kExitFailure;
+  }
+  for (const std::string& what : report->removed) std::printf("removed %s\n", what.c_str());
+  for (const std::string& what : report->kept) std::printf("kept %s\n", what.c_str());
+  if (report->removed.empty()) {
+    std::printf("pipeline %s: nothing to remove\n", config->name.c_str());
+  }
+  return kExitOk;
 }
 
 // `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
@@ -275,6 +322,7 @@ int Options() {
   PrintOptionTable("source.postgres", PostgresSourceOptions());
   PrintOptionTable("source.postgres.snapshot", SnapshotOptions());
   PrintOptionTable("sinks.<name> (beside the sink type)", SinkCommonOptions());
+  PrintOptionTable("sinks.<name>.ddl", DdlOptions());
   PrintOptionTable("buffer", BufferOptions());
   PrintOptionTable("admin", AdminOptions());
   for (const SinkFactory* factory : SinkFactories()) {
@@ -315,6 +363,23 @@ int main(int argc, char** argv) {
   run->add_option("--until", until,
                   "stop (drain, flush, acknowledge, exit 0) once every change up to this WAL "
                   "position (X/X, e.g. from pg_current_wal_lsn()) is held by every sink");
+
+  std::string init_path;
+  CLI::App* init = app.add_subcommand(
+      "init",
+      "Install what a pipeline needs in the source without streaming: the pgflow schema, the "
+      "DDL capture event triggers (needs a superuser), the publication and the replication "
+      "slot, from which point changes are kept for the first `run`. Idempotent; `run` does the "
+      "same when something is missing.");
+  init->add_option("pipeline", init_path, "pipeline file (YAML)")->required();
+
+  std::string teardown_path;
+  CLI::App* teardown = app.add_subcommand(
+      "teardown",
+      "Remove what a pipeline installed in the source: its replication slot (so no WAL stays "
+      "pinned), its publication and its state; the DDL capture and the pgflow schema too when "
+      "no other pipeline uses them. Refuses while the pipeline runs. Idempotent.");
+  teardown->add_option("pipeline", teardown_path, "pipeline file (YAML)")->required();
 
   std::string validate_path;
   CLI::App* validate = app.add_subcommand(
@@ -375,6 +440,8 @@ int main(int argc, char** argv) {
   SetLogLevel(level);
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path);
+  if (*init) return Init(init_path);
+  if (*teardown) return TeardownCommand(teardown_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges);
   if (*sequences) return SequencesCommand(sequences_path);

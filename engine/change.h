@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/lsn.h"
+#include "schemas/ddl.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
@@ -81,6 +82,9 @@ struct Change {
   std::string prefix;
   std::string content;
   bool transactional = true;
+  // kDdl: the parsed content (schemas/ddl.h). `table` is then the relation's version before
+  // the command, when the stream described it already (null otherwise).
+  DdlCommandPtr ddl;
 
   TxnInfo txn;
   // WAL position of the change's own record.

@@ -138,6 +138,16 @@ constexpr OptionSpec kAdminOptions[] = {
 
 constexpr OptionSpec kSinkCommonOptions[] = {
     {"flush_interval", "duration", false, "200ms", "How often the sink is flushed (10ms..1h)."},
+    {"ddl", "map", false, "", "What the sink does with schema changes: {mode, exclude}."},
+};
+
+constexpr OptionSpec kDdlOptions[] = {
+    {"mode", "string", false, "apply",
+     "apply: replay DDL where the sink can (postgres), pass it on as events elsewhere; "
+     "events: pass it on as `ddl` events only; ignore: drop it."},
+    {"exclude", "list", false, "",
+     "Object types whose DDL the sink never sees: table, index, sequence, view, function, "
+     "type, ... (as PostgreSQL names them in event triggers)."},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -647,6 +657,7 @@ class Loader {
   absl::Status LoadSource(const ConfigNode& node, PipelineConfig* config);
   absl::Status LoadTables(const ConfigNode& node, std::vector<TableRef>* tables);
   absl::Status LoadSnapshot(const ConfigNode& node, SnapshotConfig* snapshot);
+  absl::Status LoadDdlPolicy(const ConfigNode& node, DdlPolicy* policy);
   absl::Status LoadTransforms(const ConfigNode& node, std::vector<TransformConfig>* transforms);
   absl::Status LoadSinks(const ConfigNode& node, std::vector<SinkConfig>* sinks);
   absl::Status LoadSink(std::string name, const ConfigNode& node, SinkConfig* sink);
@@ -679,6 +690,27 @@ absl::Status ReadDuration(const ConfigNode& map, std::string_view key, milliseco
   }
   *out = *value;
   return absl::OkStatus();
+}
+
+// Reads an optional string that must be one of `choices`, each paired with its value.
+template <typename Enum>
+absl::Status ReadChoice(const ConfigNode& map, std::string_view key, std::string_view what,
+                        std::initializer_list<std::pair<std::string_view, Enum>> choices,
+                        Enum* out) {
+  std::optional<ConfigNode> node = map.Get(key);
+  if (!node.has_value()) return absl::OkStatus();
+  absl::StatusOr<std::string> text = node->AsString();
+  if (!text.ok()) return text.status();
+  std::vector<std::string_view> names;
+  for (const auto& [name, value] : choices) {
+    if (name == *text) {
+      *out = value;
+      return absl::OkStatus();
+    }
+    names.push_back(name);
+  }
+  return node->Error(
+      Cat("unknown ", what, " '", *text, "' ", UnknownSuffix(*text, names, "expected one of")));
 }
 
 absl::Status ReadBytes(const ConfigNode& map, std::string_view key, uint64_t min, uint64_t* out) {
@@ -836,20 +868,13 @@ absl::Status Loader::LoadTables(const ConfigNode& node, std::vector<TableRef>* t
 
 absl::Status Loader::LoadSnapshot(const ConfigNode& node, SnapshotConfig* snapshot) {
   if (absl::Status status = node.CheckKeys(SnapshotOptions()); !status.ok()) return status;
-  if (std::optional<ConfigNode> mode_node = node.Get("mode"); mode_node.has_value()) {
-    absl::StatusOr<std::string> mode = mode_node->AsString();
-    if (!mode.ok()) return mode.status();
-    if (*mode == "initial") {
-      snapshot->mode = SnapshotMode::kInitial;
-    } else if (*mode == "never") {
-      snapshot->mode = SnapshotMode::kNever;
-    } else if (*mode == "only") {
-      snapshot->mode = SnapshotMode::kOnly;
-    } else {
-      return mode_node->Error(
-          Cat("unknown snapshot mode '", *mode, "' ",
-              UnknownSuffix(*mode, {"initial", "never", "only"}, "expected one of")));
-    }
+  if (absl::Status status = ReadChoice(node, "mode", "snapshot mode",
+                                       {{"initial", SnapshotMode::kInitial},
+                                        {"never", SnapshotMode::kNever},
+                                        {"only", SnapshotMode::kOnly}},
+                                       &snapshot->mode);
+      !status.ok()) {
+    return status;
   }
   if (std::optional<ConfigNode> workers = node.Get("workers"); workers.has_value()) {
     absl::StatusOr<int64_t> value = workers->AsInt(0, 64);
@@ -938,8 +963,29 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, SinkConf
   sink->name = std::move(name);
   sink->type = type;
   sink->options = *std::move(options);
+  if (std::optional<ConfigNode> ddl = node.Get("ddl"); ddl.has_value()) {
+    if (absl::Status status = LoadDdlPolicy(*ddl, &sink->ddl); !status.ok()) return status;
+  }
   return ReadDuration(node, "flush_interval", milliseconds(10), milliseconds(3600000), false,
                       &sink->flush_interval);
+}
+
+absl::Status Loader::LoadDdlPolicy(const ConfigNode& node, DdlPolicy* policy) {
+  if (absl::Status status = node.CheckKeys(DdlOptions()); !status.ok()) return status;
+  if (absl::Status status = ReadChoice(node, "mode", "ddl mode",
+                                       {{"apply", DdlMode::kApply},
+                                        {"events", DdlMode::kEvents},
+                                        {"ignore", DdlMode::kIgnore}},
+                                       &policy->mode);
+      !status.ok()) {
+    return status;
+  }
+  if (std::optional<ConfigNode> exclude = node.Get("exclude"); exclude.has_value()) {
+    absl::StatusOr<std::vector<std::string>> types = exclude->AsStringList();
+    if (!types.ok()) return types.status();
+    policy->exclude = *std::move(types);
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::unique_ptr<SinkFactory>>& Registry() {
@@ -1187,6 +1233,12 @@ std::span<const OptionSpec> SnapshotOptions() { return kSnapshotOptions; }
 std::span<const OptionSpec> BufferOptions() { return kBufferOptions; }
 std::span<const OptionSpec> AdminOptions() { return kAdminOptions; }
 std::span<const OptionSpec> SinkCommonOptions() { return kSinkCommonOptions; }
+std::span<const OptionSpec> DdlOptions() { return kDdlOptions; }
+
+bool DdlPolicy::Passes(std::string_view object_type) const {
+  if (mode == DdlMode::kIgnore) return false;
+  return std::find(exclude.begin(), exclude.end(), object_type) == exclude.end();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Entry points.

@@ -121,10 +121,27 @@ struct SinkOptions {
   virtual ~SinkOptions() = default;
 };
 
+// What a sink does with schema changes (`ddl: {mode: ..., exclude: [...]}` beside its type).
+enum class DdlMode {
+  kApply,   // sinks that can replay DDL (postgres) do; the others pass it on as events
+  kEvents,  // pass it on as `ddl` events only: a PostgreSQL target is left as it is
+  kIgnore,  // drop it: the sink never sees a `ddl` event
+};
+
+struct DdlPolicy {
+  DdlMode mode = DdlMode::kApply;
+  // Object types ("index", "sequence", "function", ...) whose DDL the sink never sees.
+  std::vector<std::string> exclude;
+
+  // Whether a `ddl` event on an object of `object_type` reaches the sink at all.
+  bool Passes(std::string_view object_type) const;
+};
+
 struct SinkConfig {
   std::string name;                               // the user's key under `sinks:`
   std::string type;                               // "jsonl", ...
   std::chrono::milliseconds flush_interval{200};  // how often the engine calls Flush
+  DdlPolicy ddl;
   std::shared_ptr<const SinkOptions> options;
 };
 
@@ -177,6 +194,7 @@ std::span<const OptionSpec> SnapshotOptions();
 std::span<const OptionSpec> BufferOptions();      // `buffer:`
 std::span<const OptionSpec> AdminOptions();       // `admin:`
 std::span<const OptionSpec> SinkCommonOptions();  // beside the type key of every sink
+std::span<const OptionSpec> DdlOptions();         // `sinks.<name>.ddl`
 
 // `yaml_text` is the whole pipeline file; `file_name` is only used in messages. A mistake in
 // the file is an InvalidArgument status whose message starts with "<file_name>:<line>:<col>: ".

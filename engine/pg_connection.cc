@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "engine/log.h"
 
 namespace pgflow {
 namespace {
@@ -111,6 +112,14 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
     return absl::UnavailableError(
         absl::StrCat("cannot connect to PostgreSQL at ", Describe(conn.get()), ": ", message));
   }
+  // Server notices ("schema already exists, skipping") are not the user's business: they go
+  // to the debug log instead of libpq's default, stderr.
+  PQsetNoticeProcessor(
+      conn.get(),
+      [](void*, const char* message) {
+        LogDebug("server notice: %s", absl::StripTrailingAsciiWhitespace(message));
+      },
+      nullptr);
   return conn;
 }
 

@@ -225,6 +225,10 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
     std::optional<EventBatchPtr> batch = queue.Pop(std::max(wait, absl::Milliseconds(1)));
     if (batch.has_value()) {
       for (const Event& event : (*batch)->events) {
+        if (event.kind == EventKind::kChange && event.change.ddl != nullptr &&
+            !slot.ddl.Passes(event.change.ddl->object_type)) {
+          continue;
+        }
         if (absl::Status s = slot.sink->Write(event); !s.ok()) {
           fail(s);
           return;

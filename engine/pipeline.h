@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "engine/ack_tracker.h"
 #include "engine/bounded_queue.h"
+#include "engine/config.h"
 #include "engine/sink.h"
 #include "engine/source.h"
 #include "engine/stop_signal.h"
@@ -39,6 +40,8 @@ struct SinkSlot {
   std::string name;
   std::unique_ptr<Sink> sink;
   std::chrono::milliseconds flush_interval{200};
+  // Which schema changes reach the sink (the others are dropped before it sees them).
+  DdlPolicy ddl;
 };
 
 // Runs one source into N sinks:

@@ -27,6 +27,9 @@ class Catalog {
   // The current version of a relation, or null if no Relation message described it yet.
   TableSchemaPtr Find(uint32_t relation_id) const;
 
+  // Forgets a dropped relation (a captured DROP TABLE): its OID may name another one later.
+  void Forget(uint32_t relation_id) { relations_.erase(relation_id); }
+
  private:
   absl::flat_hash_map<uint32_t, TableSchemaPtr> relations_;
   absl::flat_hash_map<uint32_t, std::string> type_names_;

@@ -85,7 +85,7 @@ void AppendJsonlLine(const Change& change, const JsonOptions& options, std::stri
   out->append("{\"op\":\"");
   out->append(OpName(change.op));
   out->push_back('"');
-  if (change.table != nullptr) {
+  if (change.table != nullptr && change.ddl == nullptr) {
     out->append(",\"schema\":");
     AppendJsonString(change.table->schema, out);
     out->append(",\"table\":");
@@ -132,6 +132,20 @@ void AppendJsonlLine(const Change& change, const JsonOptions& options, std::stri
       out->append(change.truncate_restart_identity ? "true" : "false");
       break;
     case Op::kDdl:
+      if (change.ddl != nullptr) {
+        // The captured description is JSON already (written by PostgreSQL's jsonb output
+        // and parsed by the source): embedded as it is.
+        out->append(",\"tag\":");
+        AppendJsonString(change.ddl->tag, out);
+        out->append(",\"object_type\":");
+        AppendJsonString(change.ddl->object_type, out);
+        out->append(",\"identity\":");
+        AppendJsonString(change.ddl->identity, out);
+        out->append(",\"ddl\":");
+        out->append(change.content);
+        break;
+      }
+      [[fallthrough]];
     case Op::kMessage:
       out->append(",\"prefix\":");
       AppendJsonString(change.prefix, out);

@@ -21,6 +21,8 @@
 #include "engine/pg_connection.h"
 #include "engine/sink.h"
 #include "schemas/json_encoding.h"
+#include "nlohmann/json.hpp"
+#include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/table_definition.h"
 
 namespace pgflow {
@@ -121,11 +123,12 @@ struct TargetTable {
 class PostgresSink : public Sink {
  public:
   PostgresSink(std::string sink_name, std::string pipeline, PostgresSourceConfig source,
-               std::shared_ptr<const PostgresSinkOptions> options)
+               std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
       : sink_name_(std::move(sink_name)),
         pipeline_(std::move(pipeline)),
         source_(std::move(source)),
-        options_(std::move(options)) {}
+        options_(std::move(options)),
+        ddl_mode_(ddl_mode) {}
 
   absl::Status Open() override;
   absl::Status Write(const Event& event) override;
@@ -185,6 +188,8 @@ class PostgresSink : public Sink {
   absl::Status EndCopy();
 
   absl::Status ApplyChange(const Change& change);
+  // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
+  absl::Status ApplyDdl(const Change& change);
   absl::Status QueueUpsert(TargetTable* table, const Change& change);
   absl::Status FlushInserts();
   std::string InsertSql(const TargetTable& table, size_t rows) const;
@@ -213,6 +218,7 @@ class PostgresSink : public Sink {
   const std::string pipeline_;
   const PostgresSourceConfig source_;
   const std::shared_ptr<const PostgresSinkOptions> options_;
+  const DdlMode ddl_mode_;
 
   PgConnPtr conn_;
   PgConnPtr source_conn_;  // catalog reads from the source, opened when first needed
@@ -1071,12 +1077,7 @@ absl::Status PostgresSink::EndCopy() {
 
 absl::Status PostgresSink::ApplyChange(const Change& change) {
   if (change.op == Op::kMessage) return absl::OkStatus();
-  if (change.op == Op::kDdl) {
-    return absl::UnimplementedError(
-        absl::StrCat("postgres target ", TargetName(),
-                     ": replaying DDL is not supported yet; the statement was: ",
-                     change.content.substr(0, 200)));
-  }
+  if (change.op == Op::kDdl) return ApplyDdl(change);
   // A batch of another table or of another kind is sent first: statements keep the stream's
   // order.
   const TableSchema* schema = change.table.get();
@@ -1114,6 +1115,95 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
     case Op::kDdl:
     case Op::kMessage:
       break;
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The target's tables as DDL planning sees them, read inside the sink's open transaction.
+class TargetCatalogLookup : public TargetLookup {
+ public:
+  explicit TargetCatalogLookup(PGconn* conn) : conn_(conn) {}
+
+  absl::StatusOr<std::optional<TargetTableState>> Table(const std::string& schema,
+                                                        const std::string& name) override {
+    absl::StatusOr<PgResultPtr> res = Exec(conn_, R"sql(
+      SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute
+              WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)::text,
+             (SELECT conname FROM pg_constraint WHERE conrelid = r.oid AND contype = 'p'),
+             (SELECT json_agg(a.attname ORDER BY k.ord)
+              FROM pg_constraint c
+              CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+              WHERE c.conrelid = r.oid AND c.contype = 'p')::text
+      FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL)sql",
+                                           {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
+    if (!res.ok()) return res.status();
+    if (PQntuples(res->get()) == 0) return std::optional<TargetTableState>();
+    TargetTableState state;
+    auto names = [&](int column) {
+      std::vector<std::string> out;
+      if (PQgetisnull(res->get(), 0, column)) return out;
+      nlohmann::json list =
+          nlohmann::json::parse(PQgetvalue(res->get(), 0, column), nullptr, false);
+      if (!list.is_array()) return out;
+      for (const nlohmann::json& n : list) {
+        if (n.is_string()) out.push_back(n.get<std::string>());
+      }
+      return out;
+    };
+    state.columns = names(0);
+    state.primary_key_constraint = PQgetvalue(res->get(), 0, 1);
+    state.primary_key = names(2);
+    return std::optional<TargetTableState>(std::move(state));
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+}  // namespace
+
+absl::Status PostgresSink::ApplyDdl(const Change& change) {
+  const DdlCommand& cmd = *change.ddl;
+  if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
+  // Statements keep the stream's order: what came before the DDL is sent first.
+  if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  TargetCatalogLookup lookup(conn());
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, options_->schema, lookup);
+  if (!plan.ok()) {
+    return absl::Status(plan.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": at ",
+                                     change.lsn.ToString(), ": ", plan.status().message()));
+  }
+  if (!plan->passed_over.empty()) {
+    LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
+             plan->passed_over);
+  }
+  for (const std::string& sql : plan->statements) {
+    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
+             change.lsn.ToString(), sql);
+    if (absl::Status s = Run(sql, absl::StrCat("replaying ", cmd.tag, " ", cmd.identity, " as `",
+                                                sql, "` (source statement: ",
+                                                cmd.statement.substr(0, 200), ")"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const std::string& table : plan->changed_tables) tables_.erase(table);
+  if (!plan->statements.empty() && !prepared_.empty()) {
+    // A prepared statement keeps the parameter types its columns had when it was prepared
+    // (an int column retyped to bigint would still take int parameters): start afresh.
+    if (absl::Status s = Run("DEALLOCATE ALL", "dropping prepared statements after DDL"); !s.ok()) {
+      return s;
+    }
+    prepared_.clear();
+  }
+  if (!plan->statements.empty()) {
+    LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
+            cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
   }
   return absl::OkStatus();
 }
@@ -1559,7 +1649,7 @@ class PostgresSinkFactory : public SinkFactory {
                               const SinkConfig& sink) const override {
     return std::make_unique<PostgresSink>(
         sink.name, pipeline.name, pipeline.source,
-        std::static_pointer_cast<const PostgresSinkOptions>(sink.options));
+        std::static_pointer_cast<const PostgresSinkOptions>(sink.options), sink.ddl.mode);
   }
 };
 

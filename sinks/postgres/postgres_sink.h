@@ -38,8 +38,12 @@
 // over: at EventKind::kSnapshotDone (or, after a crash in between, when the stream starts),
 // each in its own transaction; one that fails is logged and stays pending. At kSnapshotDone the
 // sequences of the pipeline's tables are also set to the source's values. A table created while
-// streaming gets its indexes and constraints at once. An existing table is never altered; it
-// must have every source column.
+// streaming gets its indexes and constraints at once. An existing table must have every source
+// column.
+//
+// Schema changes (Op::kDdl, under the sink's `ddl.mode: apply`) are replayed in the target
+// transaction at their place in the stream, planned from the table's shape before and after
+// (sinks/postgres/ddl_replay.h); what cannot be replayed safely stops the pipeline.
 //
 // Errors: an unreachable target is kUnavailable; a statement the target refuses is an error
 // naming the table, the row's key and PostgreSQL's message. Either stops the pipeline, and

@@ -12,8 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
 #include "engine/log.h"
+#include "schemas/ddl.h"
 #include "sources/postgres/backfill.h"
+#include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/pgoutput.h"
 #include "sources/postgres/snapshot.h"
 
@@ -69,6 +72,15 @@ class PostgresSource::StreamState {
   // Ends a transaction cut off mid-way (lost connection, stop) with a kRollback event.
   void CutTransaction();
   absl::Status QueueBackfill(std::string_view content);
+  // Whether a captured DDL command concerns the pipeline's tables. Keeps the followed names
+  // current across renames and drops, and asks for a backfill of a table that moves into a
+  // followed schema with its rows.
+  bool Follows(const DdlCommand& cmd);
+  bool FollowsTable(const std::string& schema, const std::string& name) const {
+    return followed_schemas_.contains(schema) ||
+           followed_tables_.contains(absl::StrCat(schema, ".", name));
+  }
+  bool FollowsSomethingIn(const std::string& schema) const;
   void NoteForBackfill(const Change& change);
   template <typename MakeEvent>
   absl::Status OnWatermark(std::string_view content, MakeEvent& change_event);
@@ -88,6 +100,9 @@ class PostgresSource::StreamState {
   const StopSignal& stop_;
 
   Catalog catalog_;
+  // What the pipeline follows: whole schemas ("schema.*") and single tables ("schema.table").
+  std::set<std::string> followed_schemas_;
+  std::set<std::string> followed_tables_;
   EventBatch batch_;
   // A batch handed to the emitter but not yet taken by every sink: never dropped, so that
   // nothing handed on (and so skipped after a reconnect) can be lost.
@@ -117,6 +132,13 @@ class PostgresSource::StreamState {
 };
 
 absl::Status PostgresSource::StreamState::Run() {
+  for (const TableRef& ref : source_->source_.tables) {
+    if (ref.table == "*") {
+      followed_schemas_.insert(ref.schema);
+    } else {
+      followed_tables_.insert(ref.ToString());
+    }
+  }
   handed_on_ = source_->start_;
   LoadPendingBackfills();
   auto backoff = std::chrono::milliseconds(500);
@@ -278,6 +300,59 @@ absl::Status PostgresSource::StreamState::QueueBackfill(std::string_view content
   }
   if (backfills_seen_.insert(id).second) backfill_queue_.push_back(id);
   return absl::OkStatus();
+}
+
+bool PostgresSource::StreamState::FollowsSomethingIn(const std::string& schema) const {
+  if (followed_schemas_.contains(schema)) return true;
+  auto it = followed_tables_.lower_bound(schema + ".");
+  return it != followed_tables_.end() && absl::StartsWith(*it, schema + ".");
+}
+
+bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
+  if (cmd.IsTable()) {
+    const std::string schema = cmd.table ? cmd.table->schema : cmd.schema;
+    const std::string name = cmd.table ? cmd.table->name : cmd.name;
+    bool now = FollowsTable(schema, name);
+    const bool before = cmd.old_table && FollowsTable(cmd.old_table->schema, cmd.old_table->name);
+    if (cmd.dropped) {
+      followed_tables_.erase(absl::StrCat(schema, ".", name));
+      return now;
+    }
+    if (before && !now) {
+      // A followed table was renamed (or moved): the publication follows it by OID, and so
+      // does the pipeline, under its new name.
+      const std::string old_name = absl::StrCat(cmd.old_table->schema, ".", cmd.old_table->name);
+      if (followed_tables_.erase(old_name) > 0) {
+        followed_tables_.insert(absl::StrCat(schema, ".", name));
+        LogWarning("table %s was renamed to %s.%s: the pipeline follows it; change %s to %s.%s "
+                   "in source.postgres.tables before the next start",
+                   old_name, schema, name, old_name, schema, name);
+        now = true;
+      }
+    }
+    if (now && !before && cmd.old_table && !cmd.tag.starts_with("CREATE")) {
+      // Moved into a followed schema with its rows, which the stream never carried.
+      const std::string table = absl::StrCat(schema, ".", name);
+      absl::StatusOr<int64_t> id =
+          RequestBackfill(source_->source_.url, source_->config_.name, {table});
+      if (id.ok()) {
+        LogInfo("table %s joined the pipeline with its rows: backfill %d copies them", table,
+                *id);
+      } else {
+        LogWarning("table %s joined the pipeline but its rows could not be queued for a backfill "
+                   "(%s): run `pgflow snapshot --tables %s`",
+                   table, id.status().message(), table);
+      }
+    }
+    return now || before;
+  }
+  if (cmd.object_type == "index") {
+    if (cmd.dropped) return FollowsSomethingIn(cmd.schema);
+    return FollowsTable(cmd.index_table_schema, cmd.index_table_name);
+  }
+  if (cmd.object_type == "sequence") return FollowsSomethingIn(cmd.schema);
+  // Other objects (functions, views, types...) only when their whole schema is followed.
+  return followed_schemas_.contains(cmd.schema);
 }
 
 void PostgresSource::StreamState::NoteForBackfill(const Change& change) {
@@ -469,6 +544,25 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     if (logical->transactional && skip_txn_) return absl::OkStatus();
     if (logical->prefix == kBackfillPrefix) return QueueBackfill(logical->content);
     if (logical->prefix == kWatermarkPrefix) return OnWatermark(logical->content, change_event);
+    if (logical->prefix == kDdlMessagePrefix && logical->transactional) {
+      absl::StatusOr<DdlCommand> ddl = ParseDdlCommand(logical->content);
+      if (ddl.ok()) {
+        if (!Follows(*ddl)) return absl::OkStatus();
+        uint32_t relid = ddl->IsTable() ? ddl->objid : 0;
+        Event event = change_event(Op::kDdl, relid != 0 ? catalog_.Find(relid) : nullptr);
+        if (ddl->IsTable() && ddl->dropped) catalog_.Forget(relid);
+        LogDebug("DDL %s %s at %s", ddl->tag, ddl->identity, frame.wal_start.ToString());
+        event.change.ddl = std::make_shared<const DdlCommand>(*std::move(ddl));
+        event.change.prefix = std::move(logical->prefix);
+        event.change.content = std::move(logical->content);
+        Add(std::move(event));
+        return absl::OkStatus();
+      }
+      // Not pgflow's triggers' doing (someone emitted a message with this prefix): carried
+      // as the plain message it is.
+      LogWarning("a %s message at %s is not a DDL description (%s); passing it on as a message",
+                 kDdlMessagePrefix, frame.wal_start.ToString(), ddl.status().message());
+    }
     Event event;
     if (logical->transactional) {
       event = change_event(Op::kMessage, nullptr);
@@ -785,7 +879,7 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
       snapshot_owed_ = PQntuples(state->get()) == 1 && PQgetvalue(state->get(), 0, 0)[0] == 't';
     }
     LogInfo("resuming replication slot %s from %s%s", source_.slot, lsn->ToString(),
-            snapshot_owed_ ? ", after finishing the interrupted snapshot" : "");
+            snapshot_owed_ ? ", once the tables are copied (the snapshot is not finished)" : "");
     return *lsn;
   }
   if (initial) {
@@ -828,6 +922,16 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
     // A one-off copy: no slot, no publication, nothing left behind.
     snapshot_owed_ = true;
     return Lsn();
+  }
+  absl::StatusOr<std::vector<std::string>> installed = InstallDdlCapture(conn->get());
+  if (installed.ok()) {
+    for (const std::string& what : *installed) LogInfo("installed %s", what);
+    absl::Status s = RegisterPipeline(conn->get(), config_.name, source_.slot, source_.publication);
+    if (!s.ok()) return s;
+  } else if (absl::IsFailedPrecondition(installed.status())) {
+    LogWarning("%s; until then schema changes are not streamed", installed.status().message());
+  } else {
+    return installed.status();
   }
   if (absl::Status s = EnsurePublication(conn->get()); !s.ok()) return s;
   if (source_.snapshot.mode == SnapshotMode::kInitial) {

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sinks/postgres/postgres_sink.h"
+#include "tests/integration/support/replication.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -38,73 +39,13 @@ class Environment : public ::testing::Environment {
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Environment);
 
 // One pipeline from database `name` of the source cluster to database `name` of the target.
-class Replication {
+class Replication : public testing::Replication {
  public:
-  // `extra_sinks`: more lines under `sinks:`; `sink_options`: more keys of the postgres sink,
-  // each written ", key: value".
   Replication(const std::string& name, const std::string& tables, const std::string& snapshot,
               const std::string& extra_sinks = "", const std::string& sink_options = "")
-      : name_(name) {
-    Sql(source->Url()).Exec("CREATE DATABASE " + name);
-    Sql(target->Url()).Exec("CREATE DATABASE " + name);
-    yaml_ = dir_.File("pipeline.yaml");
-    WriteFile(yaml_, "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + source_url() +
-                         "\n    tables: " + tables + "\n    snapshot: " + snapshot +
-                         "\n    status_interval: 200ms\nsinks:\n  replica: {postgres: {url: " +
-                         target_url() + ", batch_rows: 100" + sink_options +
-                         "}, flush_interval: 50ms}\n" + extra_sinks);
-  }
-  std::string source_url() const { return source->Url(name_); }
-  std::string target_url() const { return target->Url(name_); }
-  std::string log() const { return dir_.File("pgflow.log"); }
-  std::unique_ptr<PgflowProcess> Start() {
-    return std::make_unique<PgflowProcess>(
-        std::vector<std::string>{"run", yaml_, "--progress", "1"}, log());
-  }
-  bool LogHas(const std::string& needle) const {
-    return ReadFile(log()).find(needle) != std::string::npos;
-  }
-  bool ConfirmedAtLeast(const std::string& lsn) {
-    Sql sql(source_url());
-    return sql.Scalar("SELECT confirmed_flush_lsn >= '" + lsn +
-                      "' FROM pg_replication_slots WHERE slot_name = 'pgflow_" + name_ + "'") ==
-           "t";
-  }
-  std::string Confirmed() {
-    Sql sql(source_url());
-    return sql.Scalar(
-        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = "
-        "'pgflow_" +
-        name_ + "'");
-  }
-  // Waits until the stream has confirmed everything written so far, then stops pgflow cleanly.
-  void DrainAndStop(PgflowProcess& pgflow) {
-    std::string end = Sql(source_url()).Scalar("SELECT pg_current_wal_lsn()");
-    EXPECT_TRUE(WaitFor([&] { return ConfirmedAtLeast(end); }, std::chrono::seconds(120)))
-        << ReadFile(log());
-    pgflow.Signal(SIGTERM);
-    EXPECT_EQ(pgflow.Wait(std::chrono::seconds(60)), 0) << ReadFile(log());
-  }
-
- private:
-  std::string name_;
-  TempDir dir_;
-  std::string yaml_;
+      : testing::Replication(*source, *target, name, tables, snapshot, extra_sinks,
+                             sink_options) {}
 };
-
-// Every row of `table` as JSON text, in `order`: the two clusters are compared row by row.
-std::vector<std::vector<std::string>> Rows(const std::string& url, const std::string& table,
-                                           const std::string& order) {
-  Sql sql(url);
-  return sql.Query("SELECT row_to_json(t)::text FROM " + table + " t ORDER BY " + order);
-}
-
-void ExpectSameRows(Replication& r, const std::string& table, const std::string& order) {
-  auto from = Rows(r.source_url(), table, order);
-  auto to = Rows(r.target_url(), table, order);
-  EXPECT_EQ(from.size(), to.size()) << table;
-  EXPECT_TRUE(from == to) << table << ": the target differs from the source";
-}
 
 // `decoded`: a second sink needs decoded rows, so snapshot rows reach the postgres sink as
 // `read` changes (binary values as binary parameters) instead of raw COPY data.

@@ -347,14 +347,17 @@ TEST(StreamTest, WarnsAboutTablesWhoseUpdatesCannotBeStreamed) {
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.nokey has no primary key and REPLICA "
                                            "IDENTITY DEFAULT"));
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("REPLICA IDENTITY FULL"));
-  // Inserts still stream; with REPLICA IDENTITY FULL, deletes carry the whole old row.
+  // Inserts still stream; with REPLICA IDENTITY FULL (itself a `ddl` event), deletes carry
+  // the whole old row.
   sql.Exec(
       "INSERT INTO nokey VALUES (1, 'x'); ALTER TABLE nokey REPLICA IDENTITY FULL; "
       "DELETE FROM nokey");
-  auto lines = p.WaitForLines(2);
-  ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(lines[1]["op"], "delete");
-  EXPECT_EQ(lines[1]["before"], json::parse(R"({"a": 1, "b": "x"})"));
+  auto lines = p.WaitForLines(3);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["op"], "ddl");
+  EXPECT_EQ(lines[1]["tag"], "ALTER TABLE");
+  EXPECT_EQ(lines[2]["op"], "delete");
+  EXPECT_EQ(lines[2]["before"], json::parse(R"({"a": 1, "b": "x"})"));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }

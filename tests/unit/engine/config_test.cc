@@ -992,3 +992,44 @@ TEST_F(ConfigTest, OptionTablesAreWellFormed) {
 
 }  // namespace
 }  // namespace pgflow
+
+namespace pgflow {
+namespace {
+
+TEST_F(ConfigTest, DdlPolicyPerSink) {
+  absl::StatusOr<PipelineConfig> config = Parse(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  a: {fake: {path: /tmp/a}}
+  b: {fake: {path: /tmp/b}, ddl: {mode: events, exclude: [index, sequence]}}
+  c: {fake: {path: /tmp/c}, ddl: {mode: ignore}}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->sinks.size(), 3u);
+  EXPECT_EQ(config->sinks[0].ddl.mode, DdlMode::kApply);
+  EXPECT_TRUE(config->sinks[0].ddl.Passes("index"));
+  EXPECT_EQ(config->sinks[1].ddl.mode, DdlMode::kEvents);
+  EXPECT_FALSE(config->sinks[1].ddl.Passes("index"));
+  EXPECT_TRUE(config->sinks[1].ddl.Passes("table"));
+  EXPECT_FALSE(config->sinks[2].ddl.Passes("table"));
+
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  a: {fake: {path: /tmp/a}, ddl: {mode: replay}}
+)"),
+            "p.yaml:4:41: sinks.a.ddl.mode: unknown ddl mode 'replay' (expected one of: apply, "
+            "events, ignore)");
+  EXPECT_THAT(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks:
+  a: {fake: {path: /tmp/a}, ddl: {exlude: [index]}}
+)"),
+              ::testing::HasSubstr("unknown key 'exlude' (did you mean 'exclude'?"));
+}
+
+}  // namespace
+}  // namespace pgflow

@@ -1,0 +1,67 @@
+#pragma once
+
+// Replaying captured DDL (schemas/ddl.h) on a PostgreSQL target.
+//
+// pgflow does not replay the source's statement text: it may hold several statements, name
+// objects through the source's search_path, or use a schema the pipeline maps elsewhere.
+// Instead it compares the shape a table had before the command with the one after, both
+// carried by the message, and issues the statements that take the target from one to the
+// other: RENAME TO / SET SCHEMA, RENAME COLUMN, DROP COLUMN, ADD COLUMN (with its default,
+// generation or identity, and NOT NULL), ALTER COLUMN TYPE ... USING col::type,
+// SET/DROP NOT NULL, SET/DROP DEFAULT, and the primary key. A table the target lacks is
+// created from the shape. Indexes are created from pg_get_indexdef's method and columns on
+// the mapped table; sequences from their options. Each statement checks the target's state
+// first (the table exists under its old name, the column is still there), so that a target
+// table created from a newer shape than the stream's, during the initial load, is not
+// changed twice.
+//
+// Anything else (views, functions, types, ...) cannot be replayed safely and is refused with
+// the statement and the way out; constraints other than the primary key, triggers, policies,
+// comments and grants are passed over: they do not change the rows pgflow writes.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "schemas/ddl.h"
+
+namespace pgflow {
+
+// What DDL planning needs to know of a target table.
+struct TargetTableState {
+  std::vector<std::string> columns;      // names, in any order
+  std::string primary_key_constraint;    // its name; empty: no primary key
+  std::vector<std::string> primary_key;  // its columns, in key order
+
+  bool HasColumn(std::string_view name) const;
+};
+
+// Looks tables up in the target.
+class TargetLookup {
+ public:
+  virtual ~TargetLookup() = default;
+  // nullopt when the table does not exist.
+  virtual absl::StatusOr<std::optional<TargetTableState>> Table(const std::string& schema,
+                                                                const std::string& name) = 0;
+};
+
+struct DdlPlan {
+  std::vector<std::string> statements;  // to run in order, in the target transaction
+  // Source tables ("schema.table", unquoted) whose target definition changed: the sink
+  // forgets what it knew of them.
+  std::vector<std::string> changed_tables;
+  // Set when the command needs nothing on the target, and why (for the log).
+  std::string passed_over;
+};
+
+// Plans the replay of `cmd`. `target_schema` maps every source schema to one target schema;
+// empty keeps the source's. FailedPrecondition, naming the command and what to do, for
+// commands that cannot be replayed safely.
+absl::StatusOr<DdlPlan> PlanDdl(const DdlCommand& cmd, const std::string& target_schema,
+                                TargetLookup& target);
+
+// "name type [GENERATED ...] [DEFAULT ...] [NOT NULL]" for CREATE TABLE and ADD COLUMN.
+std::string ColumnDefinition(const DdlColumn& column);
+
+}  // namespace pgflow

@@ -1,0 +1,313 @@
+#include "sources/postgres/ddl_capture.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace pgflow {
+namespace {
+
+constexpr const char* kSchemaSql = R"sql(
+CREATE SCHEMA IF NOT EXISTS pgflow;
+CREATE TABLE IF NOT EXISTS pgflow.pipelines (
+  name text PRIMARY KEY,
+  slot text NOT NULL,
+  publication text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS pgflow.ddl_shapes (
+  relid oid PRIMARY KEY,
+  shape jsonb NOT NULL);
+)sql";
+
+// The shape of a table: what DDL replay reproduces (schemas/ddl.h, DdlTableShape).
+constexpr const char* kShapeFunctionSql = R"sql(
+CREATE OR REPLACE FUNCTION pgflow.table_shape(rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT jsonb_build_object(
+    'relid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+    'columns', COALESCE((
+      SELECT jsonb_agg(jsonb_build_object(
+          'attnum', a.attnum,
+          'name', a.attname,
+          'type', format_type(a.atttypid, a.atttypmod),
+          'not_null', a.attnotnull,
+          'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+          'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+          'identity', NULLIF(a.attidentity, ''))
+        ORDER BY a.attnum)
+      FROM pg_attribute a
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
+    'primary_key', COALESCE((
+      SELECT jsonb_agg(a.attname ORDER BY k.ord)
+      FROM pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE i.indrelid = c.oid AND i.indisprimary), '[]'::jsonb))
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = rel
+$f$;
+)sql";
+
+// ddl_command_end: one message per command, with the shape before and after for tables.
+constexpr const char* kCaptureFunctionSql = R"sql(
+CREATE OR REPLACE FUNCTION pgflow.capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  cmd record;
+  msg jsonb;
+  shape jsonb;
+  old jsonb;
+  kind "char";
+  emit boolean := coalesce(current_setting('pgflow.capture_ddl', true), '')
+                  NOT IN ('off', 'false', '0', 'no');
+BEGIN
+  FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    CONTINUE WHEN cmd.in_extension OR cmd.schema_name = 'pgflow'
+               OR cmd.schema_name LIKE 'pg\_temp%'
+               OR (cmd.object_type = 'schema' AND cmd.object_identity = 'pgflow');
+    msg := jsonb_build_object('tag', cmd.command_tag, 'object_type', cmd.object_type,
+                              'identity', cmd.object_identity, 'schema', cmd.schema_name,
+                              'objid', cmd.objid::bigint, 'statement', current_query());
+    kind := NULL;
+    IF cmd.classid = 'pg_catalog.pg_class'::regclass THEN
+      SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = cmd.objid;
+    END IF;
+    IF kind IN ('r', 'p') THEN
+      shape := pgflow.table_shape(cmd.objid);
+      old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = cmd.objid);
+      msg := msg || jsonb_build_object(
+        'object_type', 'table', 'name', shape->>'name',
+        'identity', quote_ident(shape->>'schema') || '.' || quote_ident(shape->>'name'),
+        'table', shape, 'old', old);
+      INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (cmd.objid, shape)
+        ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
+    ELSIF kind IN ('i', 'I') THEN
+      -- `using`: the definition after "ON <table> USING ", so a sink can build the index on
+      -- its own (mapped) table name.
+      msg := msg || (
+        SELECT jsonb_build_object('name', x.relname, 'index', jsonb_build_object(
+          'definition', x.def, 'unique', x.indisunique,
+          'table_schema', x.nspname, 'table_name', x.tablename,
+          'using', CASE WHEN strpos(x.def, x.marker) > 0
+                        THEN substr(x.def, strpos(x.def, x.marker) + length(x.marker))
+                        WHEN strpos(x.def, x.only_marker) > 0
+                        THEN substr(x.def, strpos(x.def, x.only_marker) + length(x.only_marker))
+                   END,
+          'constraint', EXISTS (SELECT 1 FROM pg_constraint k
+                                WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid
+                                  AND k.contype IN ('p', 'u', 'x'))))
+        FROM (
+          SELECT i.indexrelid, i.indrelid, i.indisunique, ic.relname, tn.nspname,
+                 tc.relname AS tablename, pg_get_indexdef(i.indexrelid) AS def,
+                 ' ON ' || quote_ident(tn.nspname) || '.' || quote_ident(tc.relname)
+                   || ' USING ' AS marker,
+                 ' ON ONLY ' || quote_ident(tn.nspname) || '.' || quote_ident(tc.relname)
+                   || ' USING ' AS only_marker
+          FROM pg_index i
+          JOIN pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_class tc ON tc.oid = i.indrelid
+          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+          WHERE i.indexrelid = cmd.objid) x);
+    ELSIF kind = 'S' THEN
+      msg := msg || (
+        SELECT jsonb_build_object('name', c.relname, 'sequence', jsonb_build_object(
+          'type', format_type(s.seqtypid, NULL), 'start', s.seqstart::text,
+          'increment', s.seqincrement::text, 'min', s.seqmin::text, 'max', s.seqmax::text,
+          'cycle', s.seqcycle,
+          'identity', EXISTS (SELECT 1 FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
+                                AND d.deptype = 'i'),
+          'owned_by', (SELECT jsonb_build_object('schema', tn.nspname, 'table', tc.relname,
+                                                 'column', a.attname)
+                       FROM pg_depend d
+                       JOIN pg_class tc ON tc.oid = d.refobjid
+                       JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                       WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
+                         AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
+                         AND d.refobjsubid > 0)))
+        FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+        WHERE s.seqrelid = cmd.objid);
+    END IF;
+    IF emit THEN
+      PERFORM pg_logical_emit_message(true, 'pgflow.ddl', msg::text);
+    END IF;
+  END LOOP;
+END
+$f$;
+)sql";
+
+// sql_drop: the objects a command dropped. Objects dropped along with another (a table's
+// indexes, row type, defaults) are not described; tables always are (DROP SCHEMA ... CASCADE
+// drops them as dependents). Dropped columns are described by the ALTER TABLE's own message.
+constexpr const char* kDropFunctionSql = R"sql(
+CREATE OR REPLACE FUNCTION pgflow.capture_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  obj record;
+  emit boolean := coalesce(current_setting('pgflow.capture_ddl', true), '')
+                  NOT IN ('off', 'false', '0', 'no');
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+    CONTINUE WHEN obj.is_temporary OR obj.objsubid <> 0 OR obj.schema_name = 'pgflow';
+    IF obj.object_type = 'table' THEN
+      DELETE FROM pgflow.ddl_shapes WHERE relid = obj.objid;
+    END IF;
+    CONTINUE WHEN NOT emit OR (NOT obj.original AND obj.object_type <> 'table');
+    PERFORM pg_logical_emit_message(true, 'pgflow.ddl', jsonb_build_object(
+      'tag', tg_tag, 'object_type', obj.object_type, 'identity', obj.object_identity,
+      'schema', obj.schema_name, 'name', obj.object_name, 'objid', obj.objid::bigint,
+      'dropped', true, 'statement', current_query())::text);
+  END LOOP;
+END
+$f$;
+)sql";
+
+constexpr const char* kTriggersSql = R"sql(
+DO $do$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgflow_capture_ddl') THEN
+    CREATE EVENT TRIGGER pgflow_capture_ddl ON ddl_command_end
+      EXECUTE FUNCTION pgflow.capture_ddl();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgflow_capture_drop') THEN
+    CREATE EVENT TRIGGER pgflow_capture_drop ON sql_drop
+      EXECUTE FUNCTION pgflow.capture_drop();
+  END IF;
+END
+$do$;
+)sql";
+
+// Shapes of the tables that have none recorded yet (every table, at the first install).
+constexpr const char* kRecordShapesSql = R"sql(
+INSERT INTO pgflow.ddl_shapes (relid, shape)
+SELECT c.oid, pgflow.table_shape(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgflow')
+  AND n.nspname NOT LIKE 'pg\_%'
+ON CONFLICT (relid) DO NOTHING
+)sql";
+
+// Old shapes of tables that no longer exist (dropped while the triggers were absent).
+constexpr const char* kForgetShapesSql =
+    "DELETE FROM pgflow.ddl_shapes s WHERE NOT EXISTS "
+    "(SELECT 1 FROM pg_class c WHERE c.oid = s.relid AND c.relkind IN ('r', 'p'))";
+
+absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
+                            const std::vector<std::string>& params = {}) {
+  absl::StatusOr<PgResultPtr> res = Exec(conn, sql, params);
+  if (!res.ok()) return res.status();
+  return PQntuples(res->get()) > 0 && PQgetvalue(res->get(), 0, 0)[0] == 't';
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
+  absl::StatusOr<bool> super =
+      Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+  if (!super.ok()) return super.status();
+  absl::StatusOr<bool> had_schema =
+      Exists(conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgflow')");
+  if (!had_schema.ok()) return had_schema.status();
+  absl::StatusOr<bool> had_triggers =
+      Exists(conn,
+             "SELECT count(*) = 2 FROM pg_event_trigger "
+             "WHERE evtname IN ('pgflow_capture_ddl', 'pgflow_capture_drop')");
+  if (!had_triggers.ok()) return had_triggers.status();
+  if (!*super && !*had_triggers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "capturing schema changes needs event triggers, which only a superuser can create, and ",
+        Describe(conn),
+        " connects as a role that is not one: run `pgflow init` once as a superuser"));
+  }
+  // One transaction: a concurrent init sees all of it or none of it.
+  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql);
+  if (*super) absl::StrAppend(&sql, kCaptureFunctionSql, kDropFunctionSql, kTriggersSql);
+  absl::StrAppend(&sql, kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
+  absl::StatusOr<PgResultPtr> res = Exec(conn, sql);
+  if (!res.ok()) {
+    Exec(conn, "ROLLBACK").IgnoreError();
+    return absl::Status(res.status().code(),
+                        absl::StrCat("installing pgflow's schema in ", Describe(conn), ": ",
+                                     res.status().message()));
+  }
+  std::vector<std::string> created;
+  if (!*had_schema) created.push_back("schema pgflow");
+  if (!*had_triggers) {
+    created.push_back("DDL capture (event triggers pgflow_capture_ddl, pgflow_capture_drop)");
+  }
+  return created;
+}
+
+absl::Status RegisterPipeline(PGconn* conn, const std::string& pipeline, const std::string& slot,
+                              const std::string& publication) {
+  return Exec(conn,
+              "INSERT INTO pgflow.pipelines (name, slot, publication) VALUES ($1, $2, $3) "
+              "ON CONFLICT (name) DO UPDATE SET slot = excluded.slot, "
+              "publication = excluded.publication",
+              {pipeline, slot, publication})
+      .status();
+}
+
+absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipeline,
+                                        const std::string& slot, const std::string& publication) {
+  TeardownReport report;
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", {slot});
+  if (!res.ok()) return res.status();
+  if (PQntuples(res->get()) == 1) {
+    if (!PQgetisnull(res->get(), 0, 0)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "replication slot ", slot, " is in use by server process ", PQgetvalue(res->get(), 0, 0),
+          ": stop the pgflow running pipeline ", pipeline, " first"));
+    }
+    res = Exec(conn, "SELECT pg_drop_replication_slot($1)", {slot});
+    if (!res.ok()) return res.status();
+    report.removed.push_back(absl::StrCat("replication slot ", slot));
+  }
+  absl::StatusOr<bool> pub = Exists(
+      conn, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", {publication});
+  if (!pub.ok()) return pub.status();
+  if (*pub) {
+    res = Exec(conn, absl::StrCat("DROP PUBLICATION ", QuoteIdent(publication)));
+    if (!res.ok()) return res.status();
+    report.removed.push_back(absl::StrCat("publication ", publication));
+  }
+  absl::StatusOr<bool> schema =
+      Exists(conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgflow')");
+  if (!schema.ok()) return schema.status();
+  if (!*schema) return report;
+
+  // The pipeline's rows in pgflow's tables (those that exist: older installs lack some).
+  bool registry = false;
+  for (const char* table : {"pipelines", "snapshots", "snapshot_chunks", "backfills"}) {
+    const char* column = std::string_view(table) == "pipelines" ? "name" : "pipeline";
+    absl::StatusOr<bool> present =
+        Exists(conn, "SELECT to_regclass($1) IS NOT NULL", {absl::StrCat("pgflow.", table)});
+    if (!present.ok()) return present.status();
+    if (!*present) continue;
+    if (std::string_view(table) == "pipelines") registry = true;
+    res = Exec(conn, absl::StrCat("DELETE FROM pgflow.", table, " WHERE ", column, " = $1"),
+               {pipeline});
+    if (!res.ok()) return res.status();
+  }
+  absl::StatusOr<PgResultPtr> others =
+      Exec(conn, registry ? "SELECT string_agg(name, ', ' ORDER BY name) FROM pgflow.pipelines"
+                          : "SELECT NULL");
+  if (!others.ok()) return others.status();
+  if (!PQgetisnull(others->get(), 0, 0)) {
+    report.removed.push_back(absl::StrCat("pipeline ", pipeline, "'s rows in schema pgflow"));
+    report.kept.push_back(absl::StrCat("schema pgflow and the DDL capture, still used by ",
+                                       PQgetvalue(others->get(), 0, 0)));
+    return report;
+  }
+  res = Exec(conn,
+             "DROP EVENT TRIGGER IF EXISTS pgflow_capture_ddl; "
+             "DROP EVENT TRIGGER IF EXISTS pgflow_capture_drop; "
+             "DROP SCHEMA pgflow CASCADE");
+  if (!res.ok()) return res.status();
+  report.removed.push_back("DDL capture (event triggers) and schema pgflow");
+  return report;
+}
+
+}  // namespace pgflow

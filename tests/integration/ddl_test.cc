@@ -1,0 +1,321 @@
+// Schema changes flowing through the stream: DDL captured by pgflow's event triggers in the
+// source, passed on in order as `ddl` events (jsonl), replayed on a PostgreSQL target, under a
+// concurrent write load, across rollbacks and a kill -9; and `pgflow init` / `teardown`.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/support/replication.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TestCluster& Source() { return SharedCluster(0); }
+TestCluster& Target() { return SharedCluster(1); }
+
+// `pg_dump --schema-only` of one schema, without what differs between two clusters by nature
+// (comments, SET lines, the \restrict token of recent pg_dump versions, ownership).
+std::string SchemaDump(const TestCluster& cluster, const std::string& database,
+                       const std::string& schema) {
+  std::string command = "pg_dump -h 127.0.0.1 -p " + std::to_string(cluster.port()) +
+                        " -U postgres --schema-only --no-owner --no-privileges -n " + schema + " " +
+                        database;
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), pipe) != nullptr) {
+    std::string line(buf);
+    if (line.starts_with("--") || line.starts_with("SET ") ||
+        line.starts_with("SELECT pg_catalog") || line.starts_with("\\restrict") ||
+        line.starts_with("\\unrestrict") || line == "\n") {
+      continue;
+    }
+    out += line;
+  }
+  EXPECT_EQ(pclose(pipe), 0) << command;
+  return out;
+}
+
+// Every table of `schema` holds the same rows on both sides.
+void ExpectSameTables(const Replication& r, const std::string& schema) {
+  auto tables = Sql(r.source_url())
+                    .Query(
+                        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) "
+                        "FROM pg_tables WHERE schemaname = '" +
+                        schema + "' ORDER BY 1");
+  ASSERT_FALSE(tables.empty());
+  for (const auto& t : tables) {
+    std::string q = "SELECT row_to_json(row_)::text AS r FROM " + t[0] + " row_ ORDER BY r";
+    EXPECT_EQ(Sql(r.source_url()).Query(q), Sql(r.target_url()).Query(q)) << t[0] << " differs";
+  }
+}
+
+// Index of the first jsonl event for which `match` holds, or -1.
+template <typename Match>
+int FindEvent(const std::vector<nlohmann::json>& events, Match match) {
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (match(events[i])) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool IsDdl(const nlohmann::json& e, const std::string& tag, const std::string& identity) {
+  return e.value("op", "") == "ddl" && e.value("tag", "") == tag &&
+         e.value("identity", "") == identity;
+}
+
+TEST(DdlTest, EveryStatementUnderAWriteLoadEndsIdentical) {
+  TempDir dir;
+  Replication r(Source(), Target(), "load", "[app.*]", "{mode: initial, workers: 2}",
+                "  out: {jsonl: {path: " + dir.File("out.jsonl") + "}, flush_interval: 50ms}\n");
+  Sql sql(r.source_url());
+  sql.Exec(R"sql(
+    CREATE SCHEMA app;
+    CREATE TABLE app.t (id int PRIMARY KEY, v text, a text, b int, n int);
+    INSERT INTO app.t SELECT g, 'v' || g, 'a' || g, g, g FROM generate_series(1, 500) g;
+    CREATE TABLE app.r (id int PRIMARY KEY, note text);
+    INSERT INTO app.r SELECT g, 'r' || g FROM generate_series(1, 50) g;
+    CREATE TABLE app.gone (id int PRIMARY KEY);
+    INSERT INTO app.gone SELECT generate_series(1, 10);
+    CREATE TABLE app.trunc (id int PRIMARY KEY, x text);
+    INSERT INTO app.trunc SELECT g, 'x' FROM generate_series(1, 20) g;
+  )sql");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+
+  // Writes to columns no statement below touches, all along.
+  BackgroundWriter writer(r.source_url(), [](int64_t n, std::mt19937_64& rng) {
+    int64_t id = 1000 + n;
+    int64_t old = 1 + static_cast<int64_t>(rng() % 500);
+    return "BEGIN; INSERT INTO app.t (id, v) VALUES (" + std::to_string(id) + ", 'w" +
+           std::to_string(n) + "'); UPDATE app.t SET v = 'u" + std::to_string(n) +
+           "' WHERE id = " + std::to_string(old) +
+           (n % 7 == 0 ? "; DELETE FROM app.t WHERE id = " + std::to_string(id - 3) : "") +
+           "; COMMIT";
+  });
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(150)); };
+  // DDL and writes in the same transaction, and in the neighbouring ones.
+  sql.Exec(
+      "BEGIN; UPDATE app.t SET a = 'before add' WHERE id = 1; "
+      "ALTER TABLE app.t ADD COLUMN c text NOT NULL DEFAULT 'dflt'; "
+      "UPDATE app.t SET c = 'after add' WHERE id = 2; COMMIT");
+  sql.Exec("INSERT INTO app.t (id, v, c) VALUES (900001, 'with c', 'c value')");
+  pause();
+  sql.Exec("ALTER TABLE app.t RENAME COLUMN a TO a2");
+  sql.Exec("UPDATE app.t SET a2 = 'renamed' WHERE id = 3");
+  pause();
+  sql.Exec(
+      "BEGIN; ALTER TABLE app.t ALTER COLUMN n TYPE bigint; "
+      "UPDATE app.t SET n = 5000000000 WHERE id = 4; COMMIT");
+  pause();
+  sql.Exec("ALTER TABLE app.t DROP COLUMN b");
+  sql.Exec("INSERT INTO app.t (id, v, a2, n) VALUES (900002, 'no b', 'a', 7)");
+  pause();
+  sql.Exec("CREATE INDEX t_v_idx ON app.t (v) WHERE v IS NOT NULL");
+  pause();
+  sql.Exec(
+      "BEGIN; CREATE TABLE app.fresh (id bigserial PRIMARY KEY, note text DEFAULT 'n'); "
+      "INSERT INTO app.fresh (note) SELECT 'f' || g FROM generate_series(1, 30) g; COMMIT");
+  sql.Exec("UPDATE app.fresh SET note = 'changed' WHERE id = 5");
+  pause();
+  sql.Exec("ALTER TABLE app.r RENAME TO r2");
+  sql.Exec(
+      "INSERT INTO app.r2 VALUES (51, 'after rename'); UPDATE app.r2 SET note = 'u' WHERE id = 1");
+  pause();
+  sql.Exec("DROP TABLE app.gone");
+  sql.Exec(
+      "BEGIN; TRUNCATE app.trunc; INSERT INTO app.trunc VALUES (100, 'after truncate'); COMMIT");
+  pause();
+  writer.Stop();
+  ASSERT_GT(writer.transactions(), 0);
+  r.DrainAndStop(*pgflow);
+
+  EXPECT_EQ(SchemaDump(Source(), "load", "app"), SchemaDump(Target(), "load", "app"));
+  ExpectSameTables(r, "app");
+  EXPECT_EQ(Sql(r.target_url()).Scalar("SELECT to_regclass('app.gone') IS NULL"), "t");
+
+  // The jsonl sink: each ddl event in its place, the rows after it in their new shape.
+  std::vector<nlohmann::json> events = ReadJsonl(dir.File("out.jsonl"));
+  int add = FindEvent(events, [](const auto& e) {
+    return IsDdl(e, "ALTER TABLE", "app.t") && e["ddl"]["table"]["columns"].size() == 6;
+  });
+  ASSERT_GE(add, 0);
+  int before = FindEvent(events, [](const auto& e) {
+    return e.value("op", "") == "update" && e["after"].value("a", "") == "before add";
+  });
+  int after = FindEvent(events, [](const auto& e) {
+    return e.value("op", "") == "update" && e["after"].value("c", "") == "after add";
+  });
+  ASSERT_GE(before, 0);
+  ASSERT_GE(after, 0);
+  EXPECT_LT(before, add);
+  EXPECT_GT(after, add);
+  EXPECT_FALSE(events[before]["after"].contains("c"));
+  EXPECT_EQ(events[add]["lsn"], events[after]["lsn"]) << "one transaction";
+  int rename = FindEvent(events, [](const auto& e) {
+    return IsDdl(e, "ALTER TABLE", "app.t") && e["ddl"]["table"]["columns"][2]["name"] == "a2";
+  });
+  int renamed_row = FindEvent(events, [](const auto& e) {
+    return e.value("op", "") == "update" && e["after"].value("a2", "") == "renamed";
+  });
+  ASSERT_GE(rename, 0);
+  EXPECT_GT(renamed_row, rename);
+  EXPECT_GE(
+      FindEvent(events, [](const auto& e) { return IsDdl(e, "CREATE INDEX", "app.t_v_idx"); }), 0);
+  EXPECT_GE(FindEvent(events, [](const auto& e) { return IsDdl(e, "CREATE TABLE", "app.fresh"); }),
+            0);
+  EXPECT_GE(FindEvent(events, [](const auto& e) { return IsDdl(e, "DROP TABLE", "app.gone"); }), 0);
+  EXPECT_GE(FindEvent(events, [](const auto& e) { return IsDdl(e, "ALTER TABLE", "app.r2"); }), 0);
+}
+
+TEST(DdlTest, RolledBackDdlLeavesNoTrace) {
+  TempDir dir;
+  Replication r(Source(), Target(), "rollback", "[public.t]", "{mode: initial}",
+                "  out: {jsonl: {path: " + dir.File("out.jsonl") + "}, flush_interval: 50ms}\n");
+  Sql sql(r.source_url());
+  sql.Exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec(
+      "BEGIN; ALTER TABLE t ADD COLUMN ghost int; INSERT INTO t VALUES (2, 'two', 2); "
+      "CREATE INDEX t_ghost ON t (ghost); ROLLBACK");
+  sql.Exec("INSERT INTO t VALUES (3, 'three')");
+  r.DrainAndStop(*pgflow);
+  EXPECT_EQ(SchemaDump(Source(), "rollback", "public"), SchemaDump(Target(), "rollback", "public"));
+  ExpectSameRows(r, "t", "id");
+  std::string jsonl = ReadFile(dir.File("out.jsonl"));
+  EXPECT_THAT(jsonl, Not(HasSubstr("ghost")));
+  EXPECT_THAT(jsonl, Not(HasSubstr("\"ddl\"")));
+}
+
+TEST(DdlTest, KillBetweenADdlAndTheNextChangeThenRestart) {
+  Replication r(Source(), Target(), "killed", "[public.*]", "{mode: initial}");
+  Sql sql(r.source_url());
+  sql.Exec(
+      "CREATE TABLE t (id int PRIMARY KEY, v text); "
+      "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec("ALTER TABLE t ADD COLUMN extra int DEFAULT 7, ALTER COLUMN v TYPE varchar(20)");
+  Sql target(r.target_url());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return target.Scalar(
+                   "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                   "'t' AND column_name = 'extra'") == "1";
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  pgflow->Signal(SIGKILL);
+  pgflow->Wait(std::chrono::seconds(10));
+  sql.Exec("INSERT INTO t VALUES (101, 'new', 8); UPDATE t SET extra = 9 WHERE id = 1");
+  sql.Exec("ALTER TABLE t DROP COLUMN extra");
+  sql.Exec("INSERT INTO t VALUES (102, 'newer')");
+  pgflow = r.Start();
+  r.DrainAndStop(*pgflow);
+  EXPECT_EQ(SchemaDump(Source(), "killed", "public"), SchemaDump(Target(), "killed", "public"));
+  ExpectSameRows(r, "t", "id");
+}
+
+TEST(DdlTest, PerSinkPolicyAndRefusal) {
+  TempDir dir;
+  // The target takes tables and columns but not indexes; the jsonl sink ignores DDL.
+  Replication r(Source(), Target(), "policy", "[app.*]", "{mode: never}",
+                "  out: {jsonl: {path: " + dir.File("out.jsonl") +
+                    "}, ddl: {mode: ignore}, flush_interval: 50ms}\n",
+                "}, ddl: {exclude: [index]");
+  Sql sql(r.source_url());
+  sql.Exec("CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text)");
+  Sql(r.target_url()).Exec("CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text)");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec("CREATE INDEX t_v ON app.t (v); ALTER TABLE app.t ADD COLUMN w int");
+  sql.Exec("INSERT INTO app.t VALUES (1, 'one', 1)");
+  ASSERT_TRUE(r.CaughtUp(std::chrono::seconds(60))) << ReadFile(r.log());
+  Sql target(r.target_url());
+  EXPECT_EQ(target.Scalar("SELECT w FROM app.t WHERE id = 1"), "1");
+  EXPECT_EQ(target.Scalar("SELECT to_regclass('app.t_v') IS NULL"), "t");
+  EXPECT_THAT(ReadFile(dir.File("out.jsonl")), Not(HasSubstr("\"ddl\"")));
+
+  // A view cannot be replayed: the pipeline stops, naming it, before acknowledging it.
+  std::string confirmed = r.Confirmed();
+  sql.Exec("CREATE VIEW app.names AS SELECT v FROM app.t");
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 1) << ReadFile(r.log());
+  EXPECT_TRUE(r.LogHas("cannot replay CREATE VIEW of view app.names")) << ReadFile(r.log());
+  EXPECT_TRUE(r.LogHas("ddl.exclude"));
+  EXPECT_EQ(r.Confirmed(), confirmed);
+}
+
+TEST(DdlTest, TableMovedIntoAFollowedSchemaIsCopiedWithItsRows) {
+  Replication r(Source(), Target(), "moved", "[app.*]", "{mode: initial}");
+  Sql sql(r.source_url());
+  sql.Exec(
+      "CREATE SCHEMA app; CREATE SCHEMA elsewhere; "
+      "CREATE TABLE app.t (id int PRIMARY KEY); "
+      "CREATE TABLE elsewhere.m (id int PRIMARY KEY, v text); "
+      "INSERT INTO elsewhere.m SELECT g, 'm' || g FROM generate_series(1, 300) g");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec("ALTER TABLE elsewhere.m SET SCHEMA app");
+  sql.Exec("UPDATE app.m SET v = 'changed' WHERE id = 7");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Sql target(r.target_url());
+        return target.Scalar("SELECT to_regclass('app.m') IS NOT NULL") == "t" &&
+               target.Scalar("SELECT count(*) FROM app.m") == "300";
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "app.m", "id");
+}
+
+TEST(DdlTest, InitAndTeardown) {
+  Replication r(Source(), Target(), "lifecycle", "[public.t]", "{mode: initial}");
+  Sql sql(r.source_url());
+  sql.Exec("CREATE TABLE t (id int PRIMARY KEY)");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"init", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("installed DDL capture"));
+  EXPECT_THAT(out, HasSubstr("created publication pgflow_lifecycle"));
+  EXPECT_THAT(out, HasSubstr("created replication slot pgflow_lifecycle"));
+  ASSERT_EQ(RunPgflow({"init", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, Not(HasSubstr("created")));
+  EXPECT_THAT(out, Not(HasSubstr("NOTICE")));
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgflow%'"), "2");
+
+  // Changes made between init and the first run are not lost.
+  sql.Exec("INSERT INTO t VALUES (1)");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec("INSERT INTO t VALUES (2)");
+  ASSERT_EQ(RunPgflow({"teardown", r.yaml()}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("stop the pgflow running pipeline lifecycle first"));
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "t", "id");
+
+  ASSERT_EQ(RunPgflow({"teardown", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("removed replication slot pgflow_lifecycle"));
+  EXPECT_THAT(out, HasSubstr("removed publication pgflow_lifecycle"));
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots "
+                       "WHERE slot_name = 'pgflow_lifecycle'"),
+            "0");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgflow%'"), "0");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'"), "0");
+  ASSERT_EQ(RunPgflow({"teardown", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("nothing to remove"));
+}
+
+}  // namespace
+}  // namespace pgflow::testing
