@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -157,6 +158,18 @@ class PostgresSink : public Sink {
   // mode); null when the connection failed.
   PgResultPtr ExecAfterSavepoint(const std::string& name, const Params& params);
 
+  // Sends `sql` as a prepared statement without waiting for its result (libpq pipeline mode),
+  // after the pending savepoint if any: the target executes it while the next changes are
+  // decoded and batched. Its result is read by Drain(); `context` then names it if it failed.
+  absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context);
+  // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
+  // mode: the first failure, with its statement's context. Everything that needs a result, or
+  // the connection to itself (a query, COPY, COMMIT), drains first.
+  absl::Status Drain();
+  // The name of the prepared statement for `sql`, preparing it first if needed.
+  absl::StatusOr<std::string> Prepared(const std::string& sql, size_t params,
+                                       const std::function<std::string()>& context);
+
   absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
   // Creates the table from the source's definition, recording its secondary indexes and
   // constraints in pgflow.pending_ddl; falls back to CreateTable when the source no longer has
@@ -246,6 +259,9 @@ class PostgresSink : public Sink {
   absl::flat_hash_map<std::string, std::unique_ptr<TargetTable>> tables_;
   absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
   uint64_t next_statement_ = 0;
+  // Statements sent and not yet drained (the connection is in pipeline mode while there are
+  // any): what each one did, for the error message.
+  std::deque<std::string> in_flight_;
 
   // The COPY in progress, if any.
   TargetTable* copy_table_ = nullptr;
@@ -317,6 +333,7 @@ absl::Status PostgresSink::Open() {
 }
 
 absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   PgResultPtr res;
   if (savepoint_pending_) {
     // The savepoint goes in the same round trip.
@@ -339,25 +356,13 @@ absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context
 absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
                                        const std::function<std::string()>& context,
                                        uint64_t* affected) {
-  auto it = prepared_.find(sql);
-  if (it == prepared_.end()) {
-    if (prepared_.size() >= kMaxPrepared) {
-      if (absl::Status s = Run("DEALLOCATE ALL", "releasing prepared statements"); !s.ok()) {
-        return s;
-      }
-      prepared_.clear();
-    }
-    std::string name = absl::StrCat("pgflow_", ++next_statement_);
-    PgResultPtr res(PQprepare(conn(), name.c_str(), sql.c_str(), params.size(), nullptr));
-    if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      return ResultError(conn(), res.get(), context());
-    }
-    it = prepared_.emplace(sql, std::move(name)).first;
-  }
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  absl::StatusOr<std::string> name = Prepared(sql, params.size(), context);
+  if (!name.ok()) return name.status();
   PgResultPtr res =
       savepoint_pending_
-          ? ExecAfterSavepoint(it->second, params)
-          : PgResultPtr(PQexecPrepared(conn(), it->second.c_str(), params.size(), params.values(),
+          ? ExecAfterSavepoint(*name, params)
+          : PgResultPtr(PQexecPrepared(conn(), name->c_str(), params.size(), params.values(),
                                        params.lengths(), params.formats(), 0));
   ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
@@ -368,6 +373,91 @@ absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& par
     *affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_t params,
+                                                  const std::function<std::string()>& context) {
+  auto it = prepared_.find(sql);
+  if (it != prepared_.end()) return it->second;
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (prepared_.size() >= kMaxPrepared) {
+    if (absl::Status s = Run("DEALLOCATE ALL", "releasing prepared statements"); !s.ok()) {
+      return s;
+    }
+    prepared_.clear();
+  }
+  std::string name = absl::StrCat("pgflow_", ++next_statement_);
+  PgResultPtr res(PQprepare(conn(), name.c_str(), sql.c_str(), static_cast<int>(params), nullptr));
+  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+    return ResultError(conn(), res.get(), context());
+  }
+  prepared_.emplace(sql, name);
+  return name;
+}
+
+absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& params,
+                                        std::string context) {
+  // Enough to keep the target busy; few enough that the results waiting to be read stay far
+  // below what the sockets buffer (a blocked server would stop reading what we send).
+  constexpr size_t kMaxInFlight = 64;
+  absl::StatusOr<std::string> name = Prepared(sql, params.size(), [&] { return context; });
+  if (!name.ok()) return name.status();
+  if (in_flight_.empty() && PQenterPipelineMode(conn()) != 1) {
+    return ResultError(conn(), nullptr, context);
+  }
+  auto send_simple = [&](const char* command) {
+    in_flight_.push_back(absl::StrCat("postgres target ", TargetName(), ": ", command));
+    return PQsendQueryParams(conn(), command, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  };
+  bool sent = true;
+  if (savepoint_pending_) {
+    savepoint_pending_ = false;
+    if (savepoint_) sent = send_simple("RELEASE SAVEPOINT pgflow_txn");
+    sent = sent && send_simple("SAVEPOINT pgflow_txn");
+    savepoint_ = true;
+  }
+  in_flight_.push_back(std::move(context));
+  sent = sent && PQsendQueryPrepared(conn(), name->c_str(), params.size(), params.values(),
+                                     params.lengths(), params.formats(), 0) == 1;
+  // Out to the server now, so that it executes while we go on (pipeline mode buffers).
+  sent = sent && PQflush(conn()) == 0;
+  if (!sent) {
+    absl::Status s = ResultError(conn(), nullptr, in_flight_.back());
+    Drain().IgnoreError();
+    return s;
+  }
+  if (in_flight_.size() >= kMaxInFlight) return Drain();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::Drain() {
+  if (in_flight_.empty()) return absl::OkStatus();
+  absl::Status status;
+  if (PQpipelineSync(conn()) != 1) {
+    status = ResultError(conn(), nullptr, in_flight_.front());
+  } else {
+    for (const std::string& context : in_flight_) {
+      while (PGresult* r = PQgetResult(conn())) {
+        PgResultPtr res(r);
+        ExecStatusType result = PQresultStatus(r);
+        if (status.ok() && result != PGRES_COMMAND_OK && result != PGRES_TUPLES_OK) {
+          status = ResultError(conn(), r, context);
+        }
+      }
+    }
+    PgResultPtr sync(PQgetResult(conn()));
+    if (status.ok() && (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)) {
+      status = ResultError(conn(), sync.get(), "postgres target: ending a pipeline");
+    }
+  }
+  in_flight_.clear();
+  if (PQexitPipelineMode(conn()) != 1) {
+    while (PGresult* r = PQgetResult(conn())) PQclear(r);
+    if (PQexitPipelineMode(conn()) != 1 && status.ok()) {
+      status = ResultError(conn(), nullptr, "postgres target: leaving pipeline mode");
+    }
+  }
+  return status;
 }
 
 PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name, const Params& params) {
@@ -424,6 +514,7 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
     slot->schema = schema;
     return slot.get();
   }
+  if (absl::Status s = Drain(); !s.ok()) return s;
   auto table = std::make_unique<TargetTable>();
   if (slot != nullptr) {
     table->fast_copy = slot->fast_copy;
@@ -569,6 +660,7 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
                                                  const std::string& target_schema,
                                                  const std::string& quoted,
                                                  const std::string& name) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();
   absl::StatusOr<TableDefinition> def =
@@ -619,6 +711,7 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
 }
 
 absl::Status PostgresSink::BuildPending() {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   absl::StatusOr<PgResultPtr> res = Exec(conn(),
                                          "SELECT id, target_table, statement FROM "
                                          "pgflow.pending_ddl WHERE pipeline = $1 AND NOT done "
@@ -673,6 +766,7 @@ absl::Status PostgresSink::BuildPending() {
 }
 
 absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
@@ -708,6 +802,7 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
 
 absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
                                        const std::string& quoted) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   std::vector<std::string> defs;
   std::vector<std::string> key;
   const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
@@ -794,6 +889,7 @@ absl::Status PostgresSink::CommitTransaction() {
       return s;
     }
   }
+  if (absl::Status s = Drain(); !s.ok()) return s;
   PgResultPtr res(PQexec(conn(), "COMMIT"));
   in_transaction_ = false;
   savepoint_ = false;
@@ -933,6 +1029,7 @@ absl::Status PostgresSink::Flush() {
 
 absl::Status PostgresSink::Close() {
   absl::Status status;
+  if (conn_ != nullptr) status = Drain();
   if (conn_ != nullptr && copy_table_ != nullptr) {
     PQputCopyEnd(conn(), "pgflow is stopping");
     while (PGresult* r = PQgetResult(conn())) PQclear(r);
@@ -940,7 +1037,7 @@ absl::Status PostgresSink::Close() {
   copy_table_ = nullptr;
   // Complete source transactions not committed yet (the last Flush normally did) commit; a
   // failed transaction or a source transaction cut off rolls back.
-  if (conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
+  if (status.ok() && conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
       PQtransactionStatus(conn()) == PQTRANS_INTRANS) {
     status = CommitTransaction();
   }
@@ -954,6 +1051,7 @@ absl::Status PostgresSink::Close() {
 }
 
 absl::Status PostgresSink::WriteRawRows(const Event& event) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   if (copy_table_ != nullptr && copy_schema_ == event.change.table.get()) {
     const std::string* data = &event.change.content;
     std::string rewritten;
@@ -985,6 +1083,7 @@ absl::Status PostgresSink::WriteRawRows(const Event& event) {
 }
 
 absl::Status PostgresSink::StartCopy(TargetTable* table) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
   if (!table->fast_copy.has_value()) {
     absl::StatusOr<PgResultPtr> res =
         Exec(conn(), absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted, ")"));
@@ -1171,6 +1270,7 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   // Statements keep the stream's order: what came before the DDL is sent first.
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  if (absl::Status s = Drain(); !s.ok()) return s;
   TargetCatalogLookup lookup(conn());
   absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, options_->schema, lookup);
   if (!plan.ok()) {
@@ -1309,13 +1409,12 @@ absl::Status PostgresSink::FlushInserts() {
   for (const Row& row : rows) {
     for (const Value& v : row) params.Add(v);
   }
-  return RunPrepared(InsertSql(*table, rows.size()), params, [&] {
-    return absl::StrCat(
-        "postgres target ", TargetName(), ": inserting into ", table->name,
-        rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
-        DescribeKey(*table, rows.front()),
-        rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back())));
-  });
+  return SendPrepared(
+      InsertSql(*table, rows.size()), params,
+      absl::StrCat("postgres target ", TargetName(), ": inserting into ", table->name,
+                   rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
+                   DescribeKey(*table, rows.front()),
+                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))));
 }
 
 absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
@@ -1580,13 +1679,12 @@ absl::Status PostgresSink::FlushDeletes() {
     if (!single) sql += ")";
   }
   sql += ")";
-  return RunPrepared(sql, params, [&] {
-    return absl::StrCat(
-        "postgres target ", TargetName(), ": deleting from ", table->name,
-        rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
-        DescribeKey(*table, rows.front()),
-        rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back())));
-  });
+  return SendPrepared(
+      sql, params,
+      absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
+                   rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
+                   DescribeKey(*table, rows.front()),
+                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))));
 }
 
 absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
