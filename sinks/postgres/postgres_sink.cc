@@ -21,8 +21,8 @@
 #include "engine/log.h"
 #include "engine/pg_connection.h"
 #include "engine/sink.h"
-#include "schemas/json_encoding.h"
 #include "nlohmann/json.hpp"
+#include "schemas/json_encoding.h"
 #include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/table_definition.h"
 
@@ -376,7 +376,7 @@ absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& par
 }
 
 absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_t params,
-                                                  const std::function<std::string()>& context) {
+                                                   const std::function<std::string()>& context) {
   auto it = prepared_.find(sql);
   if (it != prepared_.end()) return it->second;
   if (absl::Status s = Drain(); !s.ok()) return s;
@@ -1227,7 +1227,8 @@ class TargetCatalogLookup : public TargetLookup {
 
   absl::StatusOr<std::optional<TargetTableState>> Table(const std::string& schema,
                                                         const std::string& name) override {
-    absl::StatusOr<PgResultPtr> res = Exec(conn_, R"sql(
+    absl::StatusOr<PgResultPtr> res =
+        Exec(conn_, R"sql(
       SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute
               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)::text,
              (SELECT conname FROM pg_constraint WHERE conrelid = r.oid AND contype = 'p'),
@@ -1237,7 +1238,7 @@ class TargetCatalogLookup : public TargetLookup {
               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
               WHERE c.conrelid = r.oid AND c.contype = 'p')::text
       FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL)sql",
-                                           {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
+             {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
     if (!res.ok()) return res.status();
     if (PQntuples(res->get()) == 0) return std::optional<TargetTableState>();
     TargetTableState state;
@@ -1285,9 +1286,9 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   for (const std::string& sql : plan->statements) {
     LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
              change.lsn.ToString(), sql);
-    if (absl::Status s = Run(sql, absl::StrCat("replaying ", cmd.tag, " ", cmd.identity, " as `",
-                                                sql, "` (source statement: ",
-                                                cmd.statement.substr(0, 200), ")"));
+    if (absl::Status s =
+            Run(sql, absl::StrCat("replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
+                                  "` (source statement: ", cmd.statement.substr(0, 200), ")"));
         !s.ok()) {
       return s;
     }
