@@ -83,9 +83,9 @@ absl::Status ParseShape(const json& object, const std::string& path, DdlTableSha
       std::string identity;
       for (absl::Status s :
            {cr.Integer("attnum", &column.attnum), cr.String("name", &column.name),
-            cr.String("type", &column.type), cr.Bool("not_null", &column.not_null),
-            cr.String("default", &column.default_expr), cr.String("generated", &column.generated),
-            cr.String("identity", &identity)}) {
+            cr.String("type", &column.type), cr.String("collation", &column.collation),
+            cr.Bool("not_null", &column.not_null), cr.String("default", &column.default_expr),
+            cr.String("generated", &column.generated), cr.String("identity", &identity)}) {
         if (!s.ok()) return s;
       }
       if (column.name.empty() || column.type.empty() || column.attnum <= 0) {
@@ -132,10 +132,13 @@ absl::StatusOr<DdlCommand> ParseDdlCommand(std::string_view content) {
   }
   DdlCommand cmd;
   Reader r(doc, "");
-  for (absl::Status s : {r.String("tag", &cmd.tag), r.String("object_type", &cmd.object_type),
-                         r.String("identity", &cmd.identity), r.String("schema", &cmd.schema),
-                         r.String("name", &cmd.name), r.Integer("objid", &cmd.objid),
-                         r.Bool("dropped", &cmd.dropped), r.String("statement", &cmd.statement)}) {
+  for (absl::Status s :
+       {r.String("tag", &cmd.tag), r.String("object_type", &cmd.object_type),
+        r.String("identity", &cmd.identity), r.String("schema", &cmd.schema),
+        r.String("name", &cmd.name), r.Integer("objid", &cmd.objid),
+        r.Bool("dropped", &cmd.dropped), r.String("statement", &cmd.statement),
+        r.Bool("rewritten", &cmd.rewritten), r.String("table_schema", &cmd.on_schema),
+        r.String("table_name", &cmd.on_table)}) {
     if (!s.ok()) return s;
   }
   if (cmd.tag.empty() || cmd.object_type.empty()) {
@@ -152,8 +155,8 @@ absl::StatusOr<DdlCommand> ParseDdlCommand(std::string_view content) {
     Reader ir(*index, "index.");
     for (absl::Status s :
          {ir.String("definition", &cmd.index_definition), ir.String("using", &cmd.index_using),
-          ir.Bool("unique", &cmd.index_unique), ir.String("table_schema", &cmd.index_table_schema),
-          ir.String("table_name", &cmd.index_table_name),
+          ir.Bool("unique", &cmd.index_unique), ir.String("table_schema", &cmd.on_schema),
+          ir.String("table_name", &cmd.on_table),
           ir.Bool("constraint", &cmd.index_backs_constraint)}) {
       if (!s.ok()) return s;
     }

@@ -28,7 +28,8 @@ inline constexpr std::string_view kDdlMessagePrefix = "pgflow.ddl";
 struct DdlColumn {
   int attnum = 0;  // stable across renames; never reused after a drop
   std::string name;
-  std::string type;  // format_type(atttypid, atttypmod), schema-qualified when needed
+  std::string type;       // format_type(atttypid, atttypmod), schema-qualified when needed
+  std::string collation;  // "schema"."name" when not the type's default; empty otherwise
   bool not_null = false;
   std::string default_expr;  // pg_get_expr of the default; empty: none
   std::string generated;     // expression of a STORED generated column; empty: not generated
@@ -62,17 +63,23 @@ struct DdlCommand {
   std::string statement;    // the query text that ran the command (may hold several statements)
 
   // Tables: the shape after the command, and the one recorded before it (none for a table
-  // created by this command, or created before pgflow's triggers were installed).
+  // created by this command, or created before pgflow's triggers were installed). Indexes and
+  // sequences: `old_table` holds their schema and name before the command.
   std::optional<DdlTableShape> table;
   std::optional<DdlTableShape> old_table;
+  // The command rewrote the table (a type change, a volatile default): its rows were not
+  // decoded again, so consumers may hold other values than the source now has.
+  bool rewritten = false;
 
-  // Indexes: pg_get_indexdef(), the indexed table, and whether the index backs a constraint
-  // (a primary key's or unique constraint's index: it follows its constraint).
+  // Indexes and constraints: the table they belong to.
+  std::string on_schema;
+  std::string on_table;
+
+  // Indexes: pg_get_indexdef(), and whether the index backs a constraint (a primary key's or
+  // unique constraint's index: it follows its constraint).
   std::string index_definition;
   std::string index_using;  // the definition after "ON <table> USING ": method, columns, ...
   bool index_unique = false;
-  std::string index_table_schema;
-  std::string index_table_name;
   bool index_backs_constraint = false;
 
   // Sequences: CREATE SEQUENCE options.

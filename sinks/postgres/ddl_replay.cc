@@ -31,17 +31,23 @@ std::string Qualified(const std::string& schema, const std::string& name) {
 
 class Planner {
  public:
-  Planner(const DdlCommand& cmd, const std::string& target_schema, TargetLookup& target)
-      : cmd_(cmd), target_schema_(target_schema), target_(target) {}
+  Planner(const DdlCommand& cmd, const DdlReplayOptions& options, TargetLookup& target)
+      : cmd_(cmd), options_(options), target_(target) {}
 
   absl::StatusOr<DdlPlan> Plan() {
+    absl::Status s;
     if (cmd_.IsTable()) {
-      absl::Status s = cmd_.dropped ? DropTable() : Table();
-      if (!s.ok()) return s;
+      s = cmd_.dropped ? DropTable() : Table();
     } else if (cmd_.object_type == "index") {
-      if (absl::Status s = Index(); !s.ok()) return s;
+      s = Index();
     } else if (cmd_.object_type == "sequence") {
-      if (absl::Status s = Sequence(); !s.ok()) return s;
+      s = Sequence();
+    } else if (cmd_.object_type == "table constraint" && cmd_.dropped) {
+      // UNIQUE, CHECK and EXCLUDE constraints still reject rows on the target: a constraint
+      // the source dropped goes there too (a primary key's too; replay skips what is gone).
+      Add(absl::StrCat("ALTER TABLE IF EXISTS ",
+                       Qualified(MapSchema(cmd_.on_schema), cmd_.on_table),
+                       " DROP CONSTRAINT IF EXISTS ", QuoteIdent(cmd_.name)));
     } else if (std::find(std::begin(kPassedOver), std::end(kPassedOver), cmd_.object_type) !=
                std::end(kPassedOver)) {
       plan_.passed_over = absl::StrCat(cmd_.object_type, "s are not replayed");
@@ -51,14 +57,16 @@ class Planner {
           " (statement: ", Excerpt(cmd_.statement),
           "): pgflow replays tables, columns, primary keys, indexes and sequences only. To go "
           "on, make the change on the target yourself and add '",
-          cmd_.object_type, "' to this sink's ddl.exclude, or set its ddl.mode to events"));
+          cmd_.object_type, "' to ", options_.config_path, ".exclude, or set ",
+          options_.config_path, ".mode to events"));
     }
+    if (!s.ok()) return s;
     return std::move(plan_);
   }
 
  private:
   std::string MapSchema(const std::string& schema) const {
-    return target_schema_.empty() ? schema : target_schema_;
+    return options_.target_schema.empty() ? schema : options_.target_schema;
   }
   static std::string Excerpt(const std::string& statement) {
     return statement.size() <= 200 ? statement : statement.substr(0, 200) + "...";
@@ -66,6 +74,25 @@ class Planner {
   void Add(std::string sql) { plan_.statements.push_back(std::move(sql)); }
   void Changed(const std::string& schema, const std::string& name) {
     plan_.changed_tables.push_back(absl::StrCat(schema, ".", name));
+  }
+  // A column's definition for the target: sequences its default names move with the
+  // pipeline's schema mapping.
+  std::string Definition(DdlColumn column) const { return ColumnDefinition(MapDefault(column)); }
+  DdlColumn MapDefault(DdlColumn column) const {
+    if (options_.target_schema.empty() || column.default_expr.empty()) return column;
+    const std::string schema = cmd_.table ? cmd_.table->schema : cmd_.schema;
+    if (schema == options_.target_schema) return column;
+    // nextval('schema.seq'::regclass): the schema as the catalog quotes it in a literal.
+    for (const std::string& from : {schema, QuoteIdent(schema)}) {
+      const std::string needle = absl::StrCat("nextval('", from, ".");
+      size_t at = column.default_expr.find(needle);
+      if (at != std::string::npos) {
+        column.default_expr.replace(
+            at, needle.size(), absl::StrCat("nextval('", QuoteIdent(options_.target_schema), "."));
+        break;
+      }
+    }
+    return column;
   }
 
   absl::Status DropTable() {
@@ -103,7 +130,7 @@ class Planner {
     }
     if (!current->has_value()) {
       std::vector<std::string> defs;
-      for (const DdlColumn& c : now.columns) defs.push_back(ColumnDefinition(c));
+      for (const DdlColumn& c : now.columns) defs.push_back(Definition(c));
       if (!now.primary_key.empty()) defs.push_back(PrimaryKey(now.primary_key));
       Add(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(schema)));
       Add(absl::StrCat("CREATE TABLE IF NOT EXISTS ", quoted, " (", absl::StrJoin(defs, ", "),
@@ -116,17 +143,21 @@ class Planner {
       Add(absl::StrCat("ALTER TABLE ", quoted, " ", action));
     };
 
-    // The primary key goes first when it changes: its columns may be dropped or retyped.
-    const bool key_changes = state.primary_key != now.primary_key;
-    if (key_changes && !state.primary_key_constraint.empty()) {
+    // The primary key goes first when the source changed it: its columns may be dropped or
+    // retyped. (Without the shape before, a key is only added to a table that has none.)
+    const bool key_changes = old != nullptr ? old->primary_key != now.primary_key
+                                            : state.primary_key.empty() && !now.primary_key.empty();
+    if (key_changes && old != nullptr && !state.primary_key_constraint.empty()) {
       alter(absl::StrCat("DROP CONSTRAINT ", QuoteIdent(state.primary_key_constraint)));
     }
+    std::vector<std::string> set_defaults;  // after the type changes they may depend on
     if (old != nullptr) {
       for (const DdlColumn& was : old->columns) {
         const DdlColumn* is = now.FindAttnum(was.attnum);
         if (is == nullptr) {
-          // Dropped on the source.
-          if (state.HasColumn(was.name) && now.FindName(was.name) == nullptr) {
+          // Dropped on the source (perhaps re-added under the same name as a new column, with
+          // a new attnum: the add below makes it anew).
+          if (state.HasColumn(was.name)) {
             alter(absl::StrCat("DROP COLUMN ", QuoteIdent(was.name)));
             std::erase(state.columns, was.name);
           }
@@ -138,21 +169,29 @@ class Planner {
         }
         if (!state.HasColumn(is->name)) continue;  // added below
         const std::string column = QuoteIdent(is->name);
-        if (is->type != was.type) {
-          alter(absl::StrCat("ALTER COLUMN ", column, " TYPE ", is->type, " USING ", column,
-                             "::", is->type));
-        }
         if (is->generated != was.generated || is->identity != was.identity) {
           return absl::FailedPreconditionError(absl::StrCat(
               "cannot replay ", cmd_.tag, " on table ", cmd_.identity, ": column ", is->name,
               " changed its generation or identity (statement: ", Excerpt(cmd_.statement),
-              "); make the change on the target yourself and add 'table' to this sink's "
-              "ddl.exclude for the time it takes, or set its ddl.mode to events"));
+              "); make the change on the target yourself and add 'table' to ", options_.config_path,
+              ".exclude while it is replayed, or set ", options_.config_path, ".mode to events"));
         }
-        if (is->default_expr != was.default_expr && is->generated.empty() && is->identity == 0) {
-          alter(is->default_expr.empty()
-                    ? absl::StrCat("ALTER COLUMN ", column, " DROP DEFAULT")
-                    : absl::StrCat("ALTER COLUMN ", column, " SET DEFAULT ", is->default_expr));
+        const bool default_changes = is->default_expr != was.default_expr;
+        const bool type_changes = is->type != was.type || is->collation != was.collation;
+        const bool plain = is->generated.empty() && is->identity == 0;
+        // A default that may not cast to the new type is dropped before the type changes and
+        // set again after every type change of the command.
+        if (plain && !was.default_expr.empty() && (default_changes || type_changes)) {
+          alter(absl::StrCat("ALTER COLUMN ", column, " DROP DEFAULT"));
+        }
+        if (type_changes) {
+          alter(absl::StrCat("ALTER COLUMN ", column, " TYPE ", is->type,
+                             is->collation.empty() ? "" : absl::StrCat(" COLLATE ", is->collation),
+                             " USING ", column, "::", is->type));
+        }
+        if (plain && !is->default_expr.empty() && (default_changes || type_changes)) {
+          set_defaults.push_back(
+              absl::StrCat("ALTER COLUMN ", column, " SET DEFAULT ", MapDefault(*is).default_expr));
         }
         if (is->not_null != was.not_null && is->identity == 0) {
           alter(
@@ -160,11 +199,13 @@ class Planner {
         }
       }
     }
+    for (const std::string& action : set_defaults) alter(action);
     for (const DdlColumn& c : now.columns) {
-      if (!state.HasColumn(c.name)) alter(absl::StrCat("ADD COLUMN ", ColumnDefinition(c)));
+      if (!state.HasColumn(c.name)) alter(absl::StrCat("ADD COLUMN ", Definition(c)));
     }
-    if (key_changes && !now.primary_key.empty())
+    if (key_changes && !now.primary_key.empty()) {
       alter(absl::StrCat("ADD ", PrimaryKey(now.primary_key)));
+    }
     return absl::OkStatus();
   }
 
@@ -180,12 +221,19 @@ class Planner {
       Add(absl::StrCat("DROP INDEX IF EXISTS ", Qualified(schema, cmd_.name)));
       return absl::OkStatus();
     }
+    if (cmd_.old_table.has_value() && cmd_.old_table->name != cmd_.name) {
+      // ALTER INDEX ... RENAME (also of a constraint's index, which renames the constraint).
+      Add(absl::StrCat("ALTER INDEX IF EXISTS ",
+                       Qualified(MapSchema(cmd_.old_table->schema), cmd_.old_table->name),
+                       " RENAME TO ", QuoteIdent(cmd_.name)));
+      return absl::OkStatus();
+    }
     if (cmd_.index_backs_constraint) {
       plan_.passed_over = "the index of a constraint follows its constraint";
       return absl::OkStatus();
     }
     if (cmd_.tag != "CREATE INDEX") {
-      // ALTER INDEX: renames, storage parameters, tablespaces; none changes rows.
+      // Other ALTER INDEX forms: storage parameters, tablespaces; none changes rows.
       plan_.passed_over = absl::StrCat(cmd_.tag, " is not replayed");
       return absl::OkStatus();
     }
@@ -194,17 +242,19 @@ class Planner {
           "cannot replay CREATE INDEX ", cmd_.identity, ": its definition (",
           Excerpt(cmd_.index_definition),
           ") has an unexpected form; create the index on the target yourself and add 'index' "
-          "to this sink's ddl.exclude"));
+          "to ",
+          options_.config_path, ".exclude"));
     }
     Add(absl::StrCat("CREATE ", cmd_.index_unique ? "UNIQUE " : "", "INDEX IF NOT EXISTS ",
                      QuoteIdent(cmd_.name), " ON ",
-                     Qualified(MapSchema(cmd_.index_table_schema), cmd_.index_table_name),
-                     " USING ", cmd_.index_using));
+                     Qualified(MapSchema(cmd_.on_schema), cmd_.on_table), " USING ",
+                     cmd_.index_using));
     return absl::OkStatus();
   }
 
   absl::Status Sequence() {
-    const std::string quoted = Qualified(MapSchema(cmd_.schema), cmd_.name);
+    const std::string schema = MapSchema(cmd_.schema);
+    const std::string quoted = Qualified(schema, cmd_.name);
     if (cmd_.dropped) {
       Add(absl::StrCat("DROP SEQUENCE IF EXISTS ", quoted));
       return absl::OkStatus();
@@ -212,6 +262,18 @@ class Planner {
     if (cmd_.sequence_of_identity) {
       plan_.passed_over = "an identity column's sequence follows its column";
       return absl::OkStatus();
+    }
+    if (cmd_.old_table.has_value()) {
+      // Renamed or moved: the target's sequence follows (the defaults using it follow too).
+      const std::string old_schema = MapSchema(cmd_.old_table->schema);
+      if (cmd_.old_table->name != cmd_.name) {
+        Add(absl::StrCat("ALTER SEQUENCE IF EXISTS ", Qualified(old_schema, cmd_.old_table->name),
+                         " RENAME TO ", QuoteIdent(cmd_.name)));
+      }
+      if (old_schema != schema) {
+        Add(absl::StrCat("ALTER SEQUENCE IF EXISTS ", Qualified(old_schema, cmd_.name),
+                         " SET SCHEMA ", QuoteIdent(schema)));
+      }
     }
     // OWNED BY once the owning table exists on the target (a serial column's sequence is
     // described before its table, and again after it).
@@ -231,14 +293,14 @@ class Planner {
                      " INCREMENT BY ", cmd_.sequence_increment, " MINVALUE ", cmd_.sequence_min,
                      " MAXVALUE ", cmd_.sequence_max, " START WITH ", cmd_.sequence_start,
                      cmd_.sequence_cycle ? " CYCLE" : " NO CYCLE");
-    Add(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(MapSchema(cmd_.schema))));
+    Add(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(schema)));
     Add(absl::StrCat("CREATE SEQUENCE IF NOT EXISTS ", quoted, options));
     Add(absl::StrCat("ALTER SEQUENCE ", quoted, options, owner));
     return absl::OkStatus();
   }
 
   const DdlCommand& cmd_;
-  const std::string& target_schema_;
+  const DdlReplayOptions& options_;
   TargetLookup& target_;
   DdlPlan plan_;
 };
@@ -251,6 +313,7 @@ bool TargetTableState::HasColumn(std::string_view name) const {
 
 std::string ColumnDefinition(const DdlColumn& column) {
   std::string def = absl::StrCat(QuoteIdent(column.name), " ", column.type);
+  if (!column.collation.empty()) absl::StrAppend(&def, " COLLATE ", column.collation);
   if (!column.generated.empty()) {
     absl::StrAppend(&def, " GENERATED ALWAYS AS (", column.generated, ") STORED");
   } else if (column.identity != 0) {
@@ -263,9 +326,9 @@ std::string ColumnDefinition(const DdlColumn& column) {
   return def;
 }
 
-absl::StatusOr<DdlPlan> PlanDdl(const DdlCommand& cmd, const std::string& target_schema,
+absl::StatusOr<DdlPlan> PlanDdl(const DdlCommand& cmd, const DdlReplayOptions& options,
                                 TargetLookup& target) {
-  return Planner(cmd, target_schema, target).Plan();
+  return Planner(cmd, options, target).Plan();
 }
 
 }  // namespace pgflow

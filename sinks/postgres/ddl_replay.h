@@ -55,10 +55,16 @@ struct DdlPlan {
   std::string passed_over;
 };
 
-// Plans the replay of `cmd`. `target_schema` maps every source schema to one target schema;
-// empty keeps the source's. FailedPrecondition, naming the command and what to do, for
+struct DdlReplayOptions {
+  // Maps every source schema to this target schema; empty keeps the source's.
+  std::string target_schema;
+  // The sink's `ddl` options in the pipeline file ("sinks.replica.ddl"), for messages.
+  std::string config_path = "ddl";
+};
+
+// Plans the replay of `cmd`. FailedPrecondition, naming the command and what to do, for
 // commands that cannot be replayed safely.
-absl::StatusOr<DdlPlan> PlanDdl(const DdlCommand& cmd, const std::string& target_schema,
+absl::StatusOr<DdlPlan> PlanDdl(const DdlCommand& cmd, const DdlReplayOptions& options,
                                 TargetLookup& target);
 
 // "name type [GENERATED ...] [DEFAULT ...] [NOT NULL]" for CREATE TABLE and ADD COLUMN.

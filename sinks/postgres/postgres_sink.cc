@@ -1273,7 +1273,10 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   TargetCatalogLookup lookup(conn());
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, options_->schema, lookup);
+  DdlReplayOptions replay;
+  replay.target_schema = options_->schema;
+  replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
   if (!plan.ok()) {
     return absl::Status(plan.status().code(),
                         absl::StrCat("postgres target ", TargetName(), ": at ",
@@ -1283,14 +1286,22 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
     LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
              plan->passed_over);
   }
+  if (!plan->statements.empty() && savepoint_pending_) {
+    if (absl::Status s = Run("SELECT 1", "starting a source transaction"); !s.ok()) return s;
+  }
   for (const std::string& sql : plan->statements) {
     LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
              change.lsn.ToString(), sql);
-    if (absl::Status s =
-            Run(sql, absl::StrCat("replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
-                                  "` (source statement: ", cmd.statement.substr(0, 200), ")"));
-        !s.ok()) {
-      return s;
+    // One statement per call (the extended protocol refuses several), whatever the text.
+    PgResultPtr res(PQexecParams(conn(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
+    if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+      return ResultError(
+          conn(), res.get(),
+          absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
+                       ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
+                       "` (source statement: ", cmd.statement.substr(0, 200),
+                       "); to go on, make the target accept it, or add '", cmd.object_type,
+                       "' to sinks.", sink_name_, ".ddl.exclude"));
     }
   }
   for (const std::string& table : plan->changed_tables) tables_.erase(table);

@@ -15,6 +15,16 @@ CREATE TABLE IF NOT EXISTS pgflow.pipelines (
 CREATE TABLE IF NOT EXISTS pgflow.ddl_shapes (
   relid oid PRIMARY KEY,
   shape jsonb NOT NULL);
+-- The key that authenticates DDL messages: anyone may call pg_logical_emit_message, so a
+-- message is taken for DDL only with a valid MAC, which only the capture functions can make.
+CREATE TABLE IF NOT EXISTS pgflow.ddl_secret (secret text NOT NULL);
+REVOKE ALL ON pgflow.ddl_secret FROM PUBLIC;
+-- Any role may reach the SECURITY DEFINER functions (registration, MAC checks); the tables
+-- keep their own privileges.
+GRANT USAGE ON SCHEMA pgflow TO PUBLIC;
+INSERT INTO pgflow.ddl_secret
+  SELECT gen_random_uuid()::text || gen_random_uuid()::text
+  WHERE NOT EXISTS (SELECT 1 FROM pgflow.ddl_secret);
 )sql";
 
 // The shape of a table: what DDL replay reproduces (schemas/ddl.h, DdlTableShape).
@@ -28,12 +38,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
           'attnum', a.attnum,
           'name', a.attname,
           'type', format_type(a.atttypid, a.atttypmod),
+          'collation', CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN
+                         (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                          FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                          WHERE co.oid = a.attcollation) END,
           'not_null', a.attnotnull,
           'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
           'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
           'identity', NULLIF(a.attidentity, ''))
         ORDER BY a.attnum)
       FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
     'primary_key', COALESCE((
@@ -45,18 +60,72 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.oid = rel
 $f$;
+-- Indexes and sequences: their name, so that a rename can be followed.
+CREATE OR REPLACE FUNCTION pgflow.relation_name(rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT jsonb_build_object('schema', n.nspname, 'name', c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel
+$f$;
 )sql";
 
-// ddl_command_end: one message per command, with the shape before and after for tables.
+// Authentication and registration: SECURITY DEFINER, so that the key stays unreadable and a
+// pipeline run by a role that may not write in schema pgflow still registers.
+constexpr const char* kMacFunctionsSql = R"sql(
+CREATE OR REPLACE FUNCTION pgflow.ddl_mac(content text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT encode(sha256(convert_to(
+           s.secret || encode(sha256(convert_to(s.secret || content, 'UTF8')), 'hex'),
+           'UTF8')), 'hex')
+  FROM pgflow.ddl_secret s LIMIT 1
+$f$;
+REVOKE EXECUTE ON FUNCTION pgflow.ddl_mac(text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION pgflow.ddl_verify(content text, mac text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT pgflow.ddl_mac(content) = mac
+$f$;
+CREATE OR REPLACE FUNCTION pgflow.emit_ddl(msg jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  body text := msg::text;
+BEGIN
+  PERFORM pg_logical_emit_message(true, 'pgflow.ddl', pgflow.ddl_mac(body) || ':' || body);
+END
+$f$;
+REVOKE EXECUTE ON FUNCTION pgflow.emit_ddl(jsonb) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION pgflow.register_pipeline(name text, slot text, publication text)
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+  INSERT INTO pgflow.pipelines (name, slot, publication) VALUES (name, slot, publication)
+  ON CONFLICT ON CONSTRAINT pipelines_pkey
+  DO UPDATE SET slot = excluded.slot, publication = excluded.publication
+$f$;
+-- table_rewrite: notes which tables the current transaction rewrote (a type change, a volatile
+-- default), whose rows logical decoding never shows again.
+CREATE OR REPLACE FUNCTION pgflow.capture_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  PERFORM set_config('pgflow.rewritten',
+                     coalesce(nullif(current_setting('pgflow.rewritten', true), ''), ',')
+                       || pg_event_trigger_table_rewrite_oid()::text || ',',
+                     true);
+END
+$f$;
+)sql";
+
+// ddl_command_end: one message per command, with the shape before and after for tables (and
+// for each inheritance child or partition the command changed with them), the previous name
+// for indexes and sequences.
 constexpr const char* kCaptureFunctionSql = R"sql(
 CREATE OR REPLACE FUNCTION pgflow.capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
   cmd record;
+  child record;
   msg jsonb;
   shape jsonb;
   old jsonb;
   kind "char";
+  rewritten text := coalesce(current_setting('pgflow.rewritten', true), '');
+  statement text := left(current_query(), 2000);
   emit boolean := coalesce(current_setting('pgflow.capture_ddl', true), '')
                   NOT IN ('off', 'false', '0', 'no');
 BEGIN
@@ -66,31 +135,46 @@ BEGIN
                OR (cmd.object_type = 'schema' AND cmd.object_identity = 'pgflow');
     msg := jsonb_build_object('tag', cmd.command_tag, 'object_type', cmd.object_type,
                               'identity', cmd.object_identity, 'schema', cmd.schema_name,
-                              'objid', cmd.objid::bigint, 'statement', current_query());
+                              'objid', cmd.objid::bigint, 'statement', statement);
     kind := NULL;
     IF cmd.classid = 'pg_catalog.pg_class'::regclass THEN
       SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = cmd.objid;
     END IF;
     IF kind IN ('r', 'p') THEN
-      shape := pgflow.table_shape(cmd.objid);
-      old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = cmd.objid);
-      msg := msg || jsonb_build_object(
-        'object_type', 'table', 'name', shape->>'name',
-        'identity', quote_ident(shape->>'schema') || '.' || quote_ident(shape->>'name'),
-        'table', shape, 'old', old);
-      INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (cmd.objid, shape)
-        ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
+      -- The command and the inheritance children or partitions it changed with the table.
+      FOR child IN
+        WITH RECURSIVE tree(relid) AS (
+          SELECT cmd.objid
+          UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+        SELECT relid FROM tree
+      LOOP
+        shape := pgflow.table_shape(child.relid);
+        old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = child.relid);
+        CONTINUE WHEN child.relid <> cmd.objid AND old IS NOT DISTINCT FROM shape;
+        INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (child.relid, shape)
+          ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
+        IF emit THEN
+          PERFORM pgflow.emit_ddl(msg || jsonb_build_object(
+            'object_type', 'table', 'objid', child.relid::bigint,
+            'schema', shape->>'schema', 'name', shape->>'name',
+            'identity', quote_ident(shape->>'schema') || '.' || quote_ident(shape->>'name'),
+            'table', shape, 'old', old,
+            'rewritten', strpos(rewritten, ',' || child.relid::text || ',') > 0));
+        END IF;
+      END LOOP;
+      CONTINUE;
     ELSIF kind IN ('i', 'I') THEN
-      -- `using`: the definition after "ON <table> USING ", so a sink can build the index on
-      -- its own (mapped) table name.
+      -- `using`: the definition after "CREATE [UNIQUE] INDEX <name> ON [ONLY] <table> USING ",
+      -- checked to start exactly so, for a sink to build the index on its own table name.
       msg := msg || (
         SELECT jsonb_build_object('name', x.relname, 'index', jsonb_build_object(
           'definition', x.def, 'unique', x.indisunique,
           'table_schema', x.nspname, 'table_name', x.tablename,
-          'using', CASE WHEN strpos(x.def, x.marker) > 0
-                        THEN substr(x.def, strpos(x.def, x.marker) + length(x.marker))
-                        WHEN strpos(x.def, x.only_marker) > 0
-                        THEN substr(x.def, strpos(x.def, x.only_marker) + length(x.only_marker))
+          'using', CASE WHEN starts_with(x.def, x.prefix || x.qualified || ' USING ')
+                        THEN substr(x.def, length(x.prefix || x.qualified || ' USING ') + 1)
+                        WHEN starts_with(x.def, x.prefix || 'ONLY ' || x.qualified || ' USING ')
+                        THEN substr(x.def,
+                                    length(x.prefix || 'ONLY ' || x.qualified || ' USING ') + 1)
                    END,
           'constraint', EXISTS (SELECT 1 FROM pg_constraint k
                                 WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid
@@ -98,10 +182,9 @@ BEGIN
         FROM (
           SELECT i.indexrelid, i.indrelid, i.indisunique, ic.relname, tn.nspname,
                  tc.relname AS tablename, pg_get_indexdef(i.indexrelid) AS def,
-                 ' ON ' || quote_ident(tn.nspname) || '.' || quote_ident(tc.relname)
-                   || ' USING ' AS marker,
-                 ' ON ONLY ' || quote_ident(tn.nspname) || '.' || quote_ident(tc.relname)
-                   || ' USING ' AS only_marker
+                 'CREATE ' || CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX '
+                   || quote_ident(ic.relname) || ' ON ' AS prefix,
+                 quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) AS qualified
           FROM pg_index i
           JOIN pg_class ic ON ic.oid = i.indexrelid
           JOIN pg_class tc ON tc.oid = i.indrelid
@@ -128,40 +211,65 @@ BEGIN
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
         WHERE s.seqrelid = cmd.objid);
     END IF;
+    IF kind IN ('i', 'I', 'S') THEN
+      shape := pgflow.relation_name(cmd.objid);
+      msg := msg || jsonb_build_object(
+        'old', (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = cmd.objid));
+      INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (cmd.objid, shape)
+        ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
+    END IF;
     IF emit THEN
-      PERFORM pg_logical_emit_message(true, 'pgflow.ddl', msg::text);
+      PERFORM pgflow.emit_ddl(msg);
     END IF;
   END LOOP;
 END
 $f$;
 )sql";
 
-// sql_drop: the objects a command dropped. Objects dropped along with another (a table's
-// indexes, row type, defaults) are not described; tables always are (DROP SCHEMA ... CASCADE
-// drops them as dependents). Dropped columns are described by the ALTER TABLE's own message.
+// sql_drop: the objects a command dropped. Constraints come first (a dropped table's foreign
+// keys on other tables go before it); then tables, always (DROP SCHEMA ... CASCADE drops them
+// as dependents), and the other objects the command named. Objects dropped along with a table
+// (its indexes, row type, defaults) are not described; dropped columns are described by the
+// ALTER TABLE's own message.
 constexpr const char* kDropFunctionSql = R"sql(
 CREATE OR REPLACE FUNCTION pgflow.capture_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
   obj record;
+  pass int;
+  statement text := left(current_query(), 2000);
   emit boolean := coalesce(current_setting('pgflow.capture_ddl', true), '')
                   NOT IN ('off', 'false', '0', 'no');
 BEGIN
-  FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
-    CONTINUE WHEN obj.is_temporary OR obj.objsubid <> 0 OR obj.schema_name = 'pgflow';
-    IF obj.object_type = 'table' THEN
-      DELETE FROM pgflow.ddl_shapes WHERE relid = obj.objid;
-    END IF;
-    CONTINUE WHEN NOT emit OR (NOT obj.original AND obj.object_type <> 'table');
-    PERFORM pg_logical_emit_message(true, 'pgflow.ddl', jsonb_build_object(
-      'tag', tg_tag, 'object_type', obj.object_type, 'identity', obj.object_identity,
-      'schema', obj.schema_name, 'name', obj.object_name, 'objid', obj.objid::bigint,
-      'dropped', true, 'statement', current_query())::text);
+  FOR pass IN 1..2 LOOP
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+      CONTINUE WHEN obj.is_temporary OR obj.schema_name = 'pgflow';
+      IF pass = 1 THEN
+        CONTINUE WHEN obj.object_type <> 'table constraint' OR NOT emit;
+        PERFORM pgflow.emit_ddl(jsonb_build_object(
+          'tag', tg_tag, 'object_type', obj.object_type, 'identity', obj.object_identity,
+          'schema', obj.schema_name, 'name', obj.address_names[3],
+          'table_schema', obj.address_names[1], 'table_name', obj.address_names[2],
+          'objid', obj.objid::bigint, 'dropped', true, 'statement', statement));
+        CONTINUE;
+      END IF;
+      CONTINUE WHEN obj.objsubid <> 0 OR obj.object_type = 'table constraint';
+      IF obj.object_type IN ('table', 'index', 'sequence') THEN
+        DELETE FROM pgflow.ddl_shapes WHERE relid = obj.objid;
+      END IF;
+      CONTINUE WHEN NOT emit OR (NOT obj.original AND obj.object_type <> 'table');
+      PERFORM pgflow.emit_ddl(jsonb_build_object(
+        'tag', tg_tag, 'object_type', obj.object_type, 'identity', obj.object_identity,
+        'schema', obj.schema_name, 'name', obj.object_name, 'objid', obj.objid::bigint,
+        'dropped', true, 'statement', statement));
+    END LOOP;
   END LOOP;
 END
 $f$;
 )sql";
 
+// Event triggers fire ALWAYS, so that DDL replayed into a database that is itself a pgflow
+// target (session_replication_role = replica) is captured for the next pipeline of a chain.
 constexpr const char* kTriggersSql = R"sql(
 DO $do$
 BEGIN
@@ -173,25 +281,33 @@ BEGIN
     CREATE EVENT TRIGGER pgflow_capture_drop ON sql_drop
       EXECUTE FUNCTION pgflow.capture_drop();
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgflow_capture_rewrite') THEN
+    CREATE EVENT TRIGGER pgflow_capture_rewrite ON table_rewrite
+      EXECUTE FUNCTION pgflow.capture_rewrite();
+  END IF;
+  ALTER EVENT TRIGGER pgflow_capture_ddl ENABLE ALWAYS;
+  ALTER EVENT TRIGGER pgflow_capture_drop ENABLE ALWAYS;
+  ALTER EVENT TRIGGER pgflow_capture_rewrite ENABLE ALWAYS;
 END
 $do$;
 )sql";
 
-// Shapes of the tables that have none recorded yet (every table, at the first install).
+// Shapes of the relations that have none recorded yet (every one, at the first install).
 constexpr const char* kRecordShapesSql = R"sql(
 INSERT INTO pgflow.ddl_shapes (relid, shape)
-SELECT c.oid, pgflow.table_shape(c.oid)
+SELECT c.oid, CASE WHEN c.relkind IN ('r', 'p') THEN pgflow.table_shape(c.oid)
+                   ELSE pgflow.relation_name(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+WHERE c.relkind IN ('r', 'p', 'i', 'I', 'S') AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgflow')
   AND n.nspname NOT LIKE 'pg\_%'
 ON CONFLICT (relid) DO NOTHING
 )sql";
 
-// Old shapes of tables that no longer exist (dropped while the triggers were absent).
+// Old shapes of relations that no longer exist (dropped while the triggers were absent).
 constexpr const char* kForgetShapesSql =
     "DELETE FROM pgflow.ddl_shapes s WHERE NOT EXISTS "
-    "(SELECT 1 FROM pg_class c WHERE c.oid = s.relid AND c.relkind IN ('r', 'p'))";
+    "(SELECT 1 FROM pg_class c WHERE c.oid = s.relid AND c.relkind IN ('r', 'p', 'i', 'I', 'S'))";
 
 absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
                             const std::vector<std::string>& params = {}) {
@@ -211,19 +327,21 @@ absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
   if (!had_schema.ok()) return had_schema.status();
   absl::StatusOr<bool> had_triggers =
       Exists(conn,
-             "SELECT count(*) = 2 FROM pg_event_trigger "
-             "WHERE evtname IN ('pgflow_capture_ddl', 'pgflow_capture_drop')");
+             "SELECT count(*) = 3 FROM pg_event_trigger WHERE evtname IN "
+             "('pgflow_capture_ddl', 'pgflow_capture_drop', 'pgflow_capture_rewrite')");
   if (!had_triggers.ok()) return had_triggers.status();
-  if (!*super && !*had_triggers) {
+  if (!*super) {
+    // Installed (or updated) only by a superuser; another role uses what is there.
+    if (*had_triggers) return std::vector<std::string>();
     return absl::FailedPreconditionError(absl::StrCat(
         "capturing schema changes needs event triggers, which only a superuser can create, and ",
         Describe(conn),
         " connects as a role that is not one: run `pgflow init` once as a superuser"));
   }
   // One transaction: a concurrent init sees all of it or none of it.
-  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql);
-  if (*super) absl::StrAppend(&sql, kCaptureFunctionSql, kDropFunctionSql, kTriggersSql);
-  absl::StrAppend(&sql, kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
+  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql, kMacFunctionsSql,
+                                 kCaptureFunctionSql, kDropFunctionSql, kTriggersSql,
+                                 kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
   absl::StatusOr<PgResultPtr> res = Exec(conn, sql);
   if (!res.ok()) {
     Exec(conn, "ROLLBACK").IgnoreError();
@@ -234,18 +352,16 @@ absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
   std::vector<std::string> created;
   if (!*had_schema) created.push_back("schema pgflow");
   if (!*had_triggers) {
-    created.push_back("DDL capture (event triggers pgflow_capture_ddl, pgflow_capture_drop)");
+    created.push_back(
+        "DDL capture (event triggers pgflow_capture_ddl, pgflow_capture_drop, "
+        "pgflow_capture_rewrite)");
   }
   return created;
 }
 
 absl::Status RegisterPipeline(PGconn* conn, const std::string& pipeline, const std::string& slot,
                               const std::string& publication) {
-  return Exec(conn,
-              "INSERT INTO pgflow.pipelines (name, slot, publication) VALUES ($1, $2, $3) "
-              "ON CONFLICT (name) DO UPDATE SET slot = excluded.slot, "
-              "publication = excluded.publication",
-              {pipeline, slot, publication})
+  return Exec(conn, "SELECT pgflow.register_pipeline($1, $2, $3)", {pipeline, slot, publication})
       .status();
 }
 
@@ -280,6 +396,7 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
 
   // The pipeline's rows in pgflow's tables (those that exist: older installs lack some).
   bool registry = false;
+  bool snapshots = false;
   for (const char* table : {"pipelines", "snapshots", "snapshot_chunks", "backfills"}) {
     const char* column = std::string_view(table) == "pipelines" ? "name" : "pipeline";
     absl::StatusOr<bool> present =
@@ -287,13 +404,16 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
     if (!present.ok()) return present.status();
     if (!*present) continue;
     if (std::string_view(table) == "pipelines") registry = true;
+    if (std::string_view(table) == "snapshots") snapshots = true;
     res = Exec(conn, absl::StrCat("DELETE FROM pgflow.", table, " WHERE ", column, " = $1"),
                {pipeline});
     if (!res.ok()) return res.status();
   }
-  absl::StatusOr<PgResultPtr> others =
-      Exec(conn, registry ? "SELECT string_agg(name, ', ' ORDER BY name) FROM pgflow.pipelines"
-                          : "SELECT NULL");
+  absl::StatusOr<PgResultPtr> others = Exec(
+      conn, absl::StrCat("SELECT string_agg(name, ', ' ORDER BY name) FROM (SELECT NULL::text "
+                         "AS name WHERE false",
+                         registry ? " UNION SELECT name FROM pgflow.pipelines" : "",
+                         snapshots ? " UNION SELECT pipeline FROM pgflow.snapshots" : "", ") p"));
   if (!others.ok()) return others.status();
   if (!PQgetisnull(others->get(), 0, 0)) {
     report.removed.push_back(absl::StrCat("pipeline ", pipeline, "'s rows in schema pgflow"));
@@ -304,6 +424,7 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
   res = Exec(conn,
              "DROP EVENT TRIGGER IF EXISTS pgflow_capture_ddl; "
              "DROP EVENT TRIGGER IF EXISTS pgflow_capture_drop; "
+             "DROP EVENT TRIGGER IF EXISTS pgflow_capture_rewrite; "
              "DROP SCHEMA pgflow CASCADE");
   if (!res.ok()) return res.status();
   report.removed.push_back("DDL capture (event triggers) and schema pgflow");

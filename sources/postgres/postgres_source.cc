@@ -5,14 +5,18 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/match.h"
 #include "engine/log.h"
 #include "schemas/ddl.h"
 #include "sources/postgres/backfill.h"
@@ -76,6 +80,11 @@ class PostgresSource::StreamState {
   // current across renames and drops, and asks for a backfill of a table that moves into a
   // followed schema with its rows.
   bool Follows(const DdlCommand& cmd);
+  // Asks for a backfill of a table whose rows the stream did not carry.
+  void RequestTableCopy(const std::string& schema, const std::string& name, const char* why);
+  // The description in a 'pgflow.ddl' message if pgflow's triggers wrote it (its MAC checks
+  // out in the source), nullopt otherwise.
+  absl::StatusOr<std::optional<std::string>> AuthenticDdl(std::string_view content);
   bool FollowsTable(const std::string& schema, const std::string& name) const {
     return followed_schemas_.contains(schema) ||
            followed_tables_.contains(absl::StrCat(schema, ".", name));
@@ -103,6 +112,9 @@ class PostgresSource::StreamState {
   // What the pipeline follows: whole schemas ("schema.*") and single tables ("schema.table").
   std::set<std::string> followed_schemas_;
   std::set<std::string> followed_tables_;
+  // OIDs of the tables followed, known from Relation messages and DDL: a renamed table stays.
+  absl::flat_hash_set<uint32_t> followed_relids_;
+  std::set<std::pair<Lsn, uint32_t>> rewrites_seen_;  // (commit, table) already handled
   EventBatch batch_;
   // A batch handed to the emitter but not yet taken by every sink: never dropped, so that
   // nothing handed on (and so skipped after a reconnect) can be lost.
@@ -312,47 +324,88 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
   if (cmd.IsTable()) {
     const std::string schema = cmd.table ? cmd.table->schema : cmd.schema;
     const std::string name = cmd.table ? cmd.table->name : cmd.name;
-    bool now = FollowsTable(schema, name);
+    const bool known = followed_relids_.contains(cmd.objid);
     const bool before = cmd.old_table && FollowsTable(cmd.old_table->schema, cmd.old_table->name);
-    if (cmd.dropped) {
-      followed_tables_.erase(absl::StrCat(schema, ".", name));
-      return now;
-    }
-    if (before && !now) {
-      // A followed table was renamed (or moved): the publication follows it by OID, and so
-      // does the pipeline, under its new name.
-      const std::string old_name = absl::StrCat(cmd.old_table->schema, ".", cmd.old_table->name);
-      if (followed_tables_.erase(old_name) > 0) {
-        followed_tables_.insert(absl::StrCat(schema, ".", name));
-        LogWarning("table %s was renamed to %s.%s: the pipeline follows it; change %s to %s.%s "
-                   "in source.postgres.tables before the next start",
-                   old_name, schema, name, old_name, schema, name);
-        now = true;
+    // A table followed under its previous name stays followed (by OID, as the publication
+    // follows it).
+    const bool now = known || before || FollowsTable(schema, name);
+    if (cmd.dropped || !now) return now;
+    if (!known) {
+      followed_relids_.insert(cmd.objid);
+      if (!before && cmd.old_table && !cmd.tag.starts_with("CREATE")) {
+        // Moved into a followed schema with its rows, which the stream never carried.
+        RequestTableCopy(schema, name, "joined the pipeline with its rows");
       }
     }
-    if (now && !before && cmd.old_table && !cmd.tag.starts_with("CREATE")) {
-      // Moved into a followed schema with its rows, which the stream never carried.
-      const std::string table = absl::StrCat(schema, ".", name);
-      absl::StatusOr<int64_t> id =
-          RequestBackfill(source_->source_.url, source_->config_.name, {table});
-      if (id.ok()) {
-        LogInfo("table %s joined the pipeline with its rows: backfill %d copies them", table,
-                *id);
-      } else {
-        LogWarning("table %s joined the pipeline but its rows could not be queued for a backfill "
-                   "(%s): run `pgflow snapshot --tables %s`",
-                   table, id.status().message(), table);
+    if (known && !FollowsTable(schema, name)) {
+      // A followed table renamed or moved: the publication follows it by OID, and so does the
+      // pipeline until it restarts.
+      LogWarning(
+          "table %s.%s (OID %d) is followed under its new name: update "
+          "source.postgres.tables before the next start",
+          schema, name, cmd.objid);
+    }
+    if (cmd.rewritten && rewrites_seen_.insert({txn_.commit_lsn, cmd.objid}).second) {
+      // A rewrite's rows are not decoded. A type change by a plain cast or SET LOGGED leaves
+      // values as the sinks will have them; a USING expression or a new column's volatile
+      // default does not: the table is copied again.
+      bool added = false;
+      if (cmd.old_table) {
+        for (const DdlColumn& c : cmd.table->columns) {
+          added = added || cmd.old_table->FindAttnum(c.attnum) == nullptr;
+        }
+      }
+      if (added || cmd.statement.size() >= 2000 ||
+          absl::AsciiStrToLower(cmd.statement).find("using") != std::string::npos) {
+        RequestTableCopy(schema, name, "was rewritten with values computed by the source");
       }
     }
-    return now || before;
+    return true;
   }
   if (cmd.object_type == "index") {
     if (cmd.dropped) return FollowsSomethingIn(cmd.schema);
-    return FollowsTable(cmd.index_table_schema, cmd.index_table_name);
+    return FollowsTable(cmd.on_schema, cmd.on_table);
   }
+  if (cmd.object_type == "table constraint") return FollowsTable(cmd.on_schema, cmd.on_table);
   if (cmd.object_type == "sequence") return FollowsSomethingIn(cmd.schema);
   // Other objects (functions, views, types...) only when their whole schema is followed.
   return followed_schemas_.contains(cmd.schema);
+}
+
+void PostgresSource::StreamState::RequestTableCopy(const std::string& schema,
+                                                   const std::string& name, const char* why) {
+  const std::string table = absl::StrCat(schema, ".", name);
+  absl::StatusOr<int64_t> id =
+      RequestBackfill(source_->source_.url, source_->config_.name, {table});
+  if (id.ok()) {
+    LogInfo("table %s %s: backfill %d copies it", table, why, *id);
+  } else {
+    LogWarning(
+        "table %s %s, but a backfill could not be queued (%s): run `pgflow snapshot "
+        "--tables %s`",
+        table, why, id.status().message(), table);
+  }
+}
+
+absl::StatusOr<std::optional<std::string>> PostgresSource::StreamState::AuthenticDdl(
+    std::string_view content) {
+  size_t colon = content.find(':');
+  if (colon != 64) return std::optional<std::string>();
+  PGconn* conn = StateConnection();
+  if (conn == nullptr) return absl::UnavailableError("cannot check a DDL message's signature");
+  std::string body(content.substr(colon + 1));
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, "SELECT pgflow.ddl_verify($1, $2)", {body, std::string(content.substr(0, colon))});
+  if (!res.ok()) {
+    if (PQstatus(conn) != CONNECTION_OK) return res.status();
+    LogWarning(
+        "cannot check DDL messages (%s): run `pgflow init` as a superuser to update "
+        "pgflow's schema in the source",
+        res.status().message());
+    return std::optional<std::string>();
+  }
+  if (PQgetvalue(res->get(), 0, 0)[0] != 't') return std::optional<std::string>();
+  return std::optional<std::string>(std::move(body));
 }
 
 void PostgresSource::StreamState::NoteForBackfill(const Change& change) {
@@ -528,6 +581,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
       schema.columns.push_back(
           Column{std::move(c.name), c.type_oid, c.type_modifier, (c.flags & 1) != 0, {}});
     }
+    followed_relids_.insert(relation->relation_id);
     TableSchemaPtr version = catalog_.UpdateRelation(std::move(schema));
     LogDebug("relation %s (oid %d) version %d", version->QualifiedName(), version->relation_id,
              version->version);
@@ -545,8 +599,23 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     if (logical->prefix == kBackfillPrefix) return QueueBackfill(logical->content);
     if (logical->prefix == kWatermarkPrefix) return OnWatermark(logical->content, change_event);
     if (logical->prefix == kDdlMessagePrefix && logical->transactional) {
-      absl::StatusOr<DdlCommand> ddl = ParseDdlCommand(logical->content);
-      if (ddl.ok()) {
+      absl::StatusOr<std::optional<std::string>> body = AuthenticDdl(logical->content);
+      if (!body.ok()) return body.status();
+      if (!body->has_value()) {
+        // Anyone may call pg_logical_emit_message: what the triggers did not sign is no DDL.
+        LogWarning("ignoring a %s message at %s that pgflow's DDL capture did not write",
+                   kDdlMessagePrefix, frame.wal_start.ToString());
+        return absl::OkStatus();
+      }
+      absl::StatusOr<DdlCommand> ddl = ParseDdlCommand(**body);
+      if (!ddl.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "the DDL description at ", frame.wal_start.ToString(), " cannot be read (",
+            ddl.status().message(),
+            "): the source's pgflow schema may be another version's; run `pgflow init` with "
+            "this one as a superuser"));
+      }
+      {
         if (!Follows(*ddl)) return absl::OkStatus();
         uint32_t relid = ddl->IsTable() ? ddl->objid : 0;
         Event event = change_event(Op::kDdl, relid != 0 ? catalog_.Find(relid) : nullptr);
@@ -554,14 +623,10 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
         LogDebug("DDL %s %s at %s", ddl->tag, ddl->identity, frame.wal_start.ToString());
         event.change.ddl = std::make_shared<const DdlCommand>(*std::move(ddl));
         event.change.prefix = std::move(logical->prefix);
-        event.change.content = std::move(logical->content);
+        event.change.content = **std::move(body);
         Add(std::move(event));
         return absl::OkStatus();
       }
-      // Not pgflow's triggers' doing (someone emitted a message with this prefix): carried
-      // as the plain message it is.
-      LogWarning("a %s message at %s is not a DDL description (%s); passing it on as a message",
-                 kDdlMessagePrefix, frame.wal_start.ToString(), ddl.status().message());
     }
     Event event;
     if (logical->transactional) {
@@ -848,8 +913,8 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   // A slot still held by the WAL sender of a pgflow that just died (or of this process's
   // previous attempt) is released within moments: give it a few seconds before concluding
   // that another pgflow runs this pipeline.
-  for (int waited_ms = 0; PQntuples(res->get()) == 1 && !PQgetisnull(res->get(), 0, 3) &&
-                          waited_ms < 10000;
+  for (int waited_ms = 0;
+       PQntuples(res->get()) == 1 && !PQgetisnull(res->get(), 0, 3) && waited_ms < 10000;
        waited_ms += 200) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     res = Exec(conn, query, {source_.slot});

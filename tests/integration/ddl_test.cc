@@ -281,6 +281,111 @@ TEST(DdlTest, TableMovedIntoAFollowedSchemaIsCopiedWithItsRows) {
   ExpectSameRows(r, "app.m", "id");
 }
 
+TEST(DdlTest, ForgedMessagesAndHostileNamesChangeNothingOnTheTarget) {
+  TempDir dir;
+  Replication r(Source(), Target(), "hostile", "[public.*]", "{mode: initial}",
+                "  out: {jsonl: {path: " + dir.File("out.jsonl") + "}, flush_interval: 50ms}\n");
+  Sql sql(r.source_url());
+  sql.Exec(
+      "CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE victim (id int PRIMARY KEY);"
+      "INSERT INTO victim VALUES (1); CREATE ROLE mallory LOGIN;"
+      "GRANT CREATE, USAGE ON SCHEMA public TO mallory");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  // Anyone may emit a message with pgflow's prefix; it is not DDL.
+  Sql mallory(Source().Url("hostile") + "?user=mallory");
+  mallory.Exec(
+      "SELECT pg_logical_emit_message(true, 'pgflow.ddl', '{\"tag\": \"DROP TABLE\", "
+      "\"object_type\": \"table\", \"schema\": \"public\", \"name\": \"victim\", "
+      "\"dropped\": true}')");
+  // An index whose name imitates the rest of its definition.
+  mallory.Exec("CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m VALUES (1, 1)");
+  mallory.Exec("CREATE INDEX \"a ON public.m USING btree (v); DROP TABLE victim; --\" ON m (v)");
+  sql.Exec("INSERT INTO t VALUES (1, 1)");
+  r.DrainAndStop(*pgflow);
+  EXPECT_TRUE(r.LogHas("that pgflow's DDL capture did not write")) << ReadFile(r.log());
+  EXPECT_EQ(Sql(r.target_url()).Scalar("SELECT to_regclass('public.victim') IS NOT NULL"), "t");
+  EXPECT_EQ(Sql(r.target_url())
+                .Scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'm' "
+                        "AND indexname LIKE 'a ON%'"),
+            "1");
+  ExpectSameRows(r, "m", "id");
+  ExpectSameRows(r, "t", "id");
+  EXPECT_EQ(FindEvent(ReadJsonl(dir.File("out.jsonl")),
+                      [](const auto& e) { return e.value("tag", "") == "DROP TABLE"; }),
+            -1);
+}
+
+TEST(DdlTest, RewritesWithComputedValuesInheritanceAndConstraintDrops) {
+  Replication r(Source(), Target(), "rewrite", "[public.*]", "{mode: initial}");
+  Sql sql(r.source_url());
+  sql.Exec(
+      "CREATE TABLE p (id int PRIMARY KEY, price int, code text);"
+      "INSERT INTO p SELECT g, g, 'c' || g FROM generate_series(1, 200) g;"
+      "CREATE TABLE parent (id int PRIMARY KEY, v text);"
+      "CREATE TABLE child (extra int) INHERITS (parent);"
+      "ALTER TABLE child ADD PRIMARY KEY (id);"
+      "INSERT INTO child VALUES (1, 'one', 1);"
+      "CREATE TABLE u (id int PRIMARY KEY, code text, CONSTRAINT u_code UNIQUE (code));"
+      "INSERT INTO u VALUES (1, 'same')");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  // Values computed by the source during a rewrite reach the target by a backfill.
+  sql.Exec("ALTER TABLE p ALTER COLUMN price TYPE bigint USING price * 100");
+  sql.Exec("ALTER TABLE p ADD COLUMN token uuid DEFAULT gen_random_uuid()");
+  // A column added to a parent reaches its inheritance child too.
+  sql.Exec("ALTER TABLE parent ADD COLUMN w int DEFAULT 5");
+  sql.Exec("INSERT INTO child VALUES (2, 'two', 2, 6)");
+  // A dropped UNIQUE constraint stops rejecting rows on the target as well.
+  sql.Exec("ALTER TABLE u DROP CONSTRAINT u_code; INSERT INTO u VALUES (2, 'same')");
+  // A column dropped and added again under its name is a new column.
+  sql.Exec("ALTER TABLE p DROP COLUMN code, ADD COLUMN code int DEFAULT 1");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Sql(r.target_url()).Scalar("SELECT count(*) FROM p WHERE price >= 100") == "200";
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Sql(r.target_url()).Scalar("SELECT count(*) FROM p p1 JOIN p p2 USING (token)") ==
+               "200";
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  r.DrainAndStop(*pgflow);
+  // (pgflow copies an inheritance child as a table of its own: the tables are compared alone.)
+  for (const char* table : {"p", "u", "ONLY parent", "child"}) ExpectSameRows(r, table, "id");
+  EXPECT_EQ(Sql(r.target_url()).Scalar("SELECT w FROM child WHERE id = 2"), "6");
+  EXPECT_EQ(
+      Sql(r.target_url()).Scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'u_code'"),
+      "0");
+}
+
+TEST(DdlTest, APipelineRunByAnotherRoleAfterASuperuserInit) {
+  Replication r(Source(), Target(), "roles", "[public.t]", "{mode: never}");
+  Sql sql(r.source_url());
+  sql.Exec(
+      "CREATE TABLE t (id int PRIMARY KEY); CREATE ROLE replicator LOGIN REPLICATION;"
+      "GRANT SELECT ON t TO replicator; GRANT CREATE ON DATABASE roles TO replicator;"
+      "ALTER TABLE t OWNER TO replicator");
+  Sql(r.target_url()).Exec("CREATE TABLE t (id int PRIMARY KEY)");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"init", r.yaml()}, &out), 0) << out;
+  // The same pipeline, run as the unprivileged role.
+  std::string yaml = ReadFile(r.yaml());
+  const std::string url = r.source_url();
+  yaml.replace(yaml.find(url), url.size(), url + "?user=replicator");
+  WriteFile(r.yaml(), yaml);
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  EXPECT_FALSE(r.LogHas("schema changes are not streamed")) << ReadFile(r.log());
+  sql.Exec("ALTER TABLE t ADD COLUMN v text; INSERT INTO t VALUES (1, 'one')");
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "t", "id");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pgflow.pipelines WHERE name = 'roles'"), "1");
+}
+
 TEST(DdlTest, InitAndTeardown) {
   Replication r(Source(), Target(), "lifecycle", "[public.t]", "{mode: initial}");
   Sql sql(r.source_url());
@@ -293,7 +398,7 @@ TEST(DdlTest, InitAndTeardown) {
   ASSERT_EQ(RunPgflow({"init", r.yaml()}, &out), 0) << out;
   EXPECT_THAT(out, Not(HasSubstr("created")));
   EXPECT_THAT(out, Not(HasSubstr("NOTICE")));
-  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgflow%'"), "2");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgflow%'"), "3");
 
   // Changes made between init and the first run are not lost.
   sql.Exec("INSERT INTO t VALUES (1)");

@@ -45,7 +45,7 @@ TEST(ParseDdlCommandTest, IndexSequenceAndDrop) {
     "constraint": false}})json");
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ(index->index_using, "btree (v)");
-  EXPECT_EQ(index->index_table_name, "t");
+  EXPECT_EQ(index->on_table, "t");
 
   absl::StatusOr<DdlCommand> seq = ParseDdlCommand(R"json({
     "tag": "CREATE SEQUENCE", "object_type": "sequence", "identity": "app.s", "schema": "app",

@@ -24,6 +24,13 @@ class FakeTarget : public TargetLookup {
   std::map<std::string, TargetTableState> tables;
 };
 
+DdlReplayOptions Opts(std::string schema) {
+  DdlReplayOptions options;
+  options.target_schema = std::move(schema);
+  options.config_path = "sinks.replica.ddl";
+  return options;
+}
+
 DdlColumn Col(int attnum, std::string name, std::string type, bool not_null = false,
               std::string default_expr = "") {
   DdlColumn c;
@@ -67,7 +74,7 @@ TEST(PlanDdlTest, ColumnsAddedDroppedRenamedRetyped) {
       Shape("app", "t",
             {Col(1, "id", "integer", true), Col(2, "a2", "text", true),
              Col(4, "n", "bigint", false, "0"), Col(5, "c", "text", true, "'x'::text")}));
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, "", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(
       plan->statements,
@@ -87,7 +94,7 @@ TEST(PlanDdlTest, WhatTheTargetAlreadyHasIsNotDoneTwice) {
   DdlCommand cmd = AlterTable(
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "a", "text")}),
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "a2", "text"), Col(3, "c", "text")}));
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, "", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(plan->statements, IsEmpty());
 }
@@ -97,7 +104,7 @@ TEST(PlanDdlTest, RenamedTableFollowsUnderTheMappedSchema) {
   target.tables["copy.r"] = {{"id"}, "r_pkey", {"id"}};
   DdlCommand cmd = AlterTable(Shape("app", "r", {Col(1, "id", "integer")}),
                               Shape("app", "r2", {Col(1, "id", "integer")}));
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, "copy", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts("copy"), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(plan->statements, ElementsAre(R"(ALTER TABLE "copy"."r" RENAME TO "r2")"));
   EXPECT_THAT(plan->changed_tables, ElementsAre("app.r2", "app.r"));
@@ -113,7 +120,7 @@ TEST(PlanDdlTest, MissingTableIsCreatedFromTheShape) {
   DdlColumn total = Col(3, "total", "numeric");
   total.generated = "(price * 2)";
   cmd.table = Shape("app", "fresh", {id, Col(2, "price", "numeric(10,2)"), total});
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, "", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(
       plan->statements,
@@ -128,7 +135,7 @@ TEST(PlanDdlTest, PrimaryKeyChange) {
   DdlCommand cmd =
       AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}),
                  Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}, {"id", "k"}));
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, "", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(plan->statements,
               ElementsAre(R"(ALTER TABLE "app"."t" DROP CONSTRAINT "t_pkey")",
@@ -142,11 +149,11 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
   index.object_type = "index";
   index.schema = "app";
   index.name = "t_v";
-  index.index_table_schema = "app";
-  index.index_table_name = "t";
+  index.on_schema = "app";
+  index.on_table = "t";
   index.index_unique = true;
   index.index_using = "btree (lower(v)) WHERE (v IS NOT NULL)";
-  absl::StatusOr<DdlPlan> plan = PlanDdl(index, "copy", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(index, Opts("copy"), target);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(
       plan->statements,
@@ -154,7 +161,7 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
           R"(CREATE UNIQUE INDEX IF NOT EXISTS "t_v" ON "copy"."t" USING btree (lower(v)) WHERE (v IS NOT NULL))"));
 
   index.index_backs_constraint = true;
-  plan = PlanDdl(index, "", target);
+  plan = PlanDdl(index, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(plan->statements, IsEmpty());
   EXPECT_THAT(plan->passed_over, HasSubstr("constraint"));
@@ -165,7 +172,7 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
   drop.schema = "app";
   drop.name = "gone";
   drop.dropped = true;
-  plan = PlanDdl(drop, "", target);
+  plan = PlanDdl(drop, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(plan->statements, ElementsAre(R"(DROP TABLE IF EXISTS "app"."gone")"));
 
@@ -179,7 +186,7 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
   seq.sequence_owner_schema = "app";
   seq.sequence_owner_table = "t";
   seq.sequence_owner_column = "id";
-  plan = PlanDdl(seq, "", target);
+  plan = PlanDdl(seq, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(
       plan->statements,
@@ -189,7 +196,7 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
           R"(ALTER SEQUENCE "app"."s" AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 100 START WITH 1 NO CYCLE)"))
       << "OWNED BY waits until the owning table exists";
   target.tables["app.t"] = {{"id"}, "", {}};
-  plan = PlanDdl(seq, "", target);
+  plan = PlanDdl(seq, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(plan->statements.back(), HasSubstr(R"( OWNED BY "app"."t"."id")"));
 }
@@ -201,7 +208,7 @@ TEST(PlanDdlTest, WhatCannotBeReplayedIsRefusedWithTheWayOut) {
   view.object_type = "view";
   view.identity = "app.v";
   view.statement = "CREATE VIEW app.v AS SELECT 1";
-  absl::StatusOr<DdlPlan> plan = PlanDdl(view, "", target);
+  absl::StatusOr<DdlPlan> plan = PlanDdl(view, Opts(""), target);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(plan.status()));
   EXPECT_THAT(plan.status().message(), HasSubstr("cannot replay CREATE VIEW of view app.v"));
@@ -211,7 +218,7 @@ TEST(PlanDdlTest, WhatCannotBeReplayedIsRefusedWithTheWayOut) {
   DdlCommand trigger;
   trigger.tag = "CREATE TRIGGER";
   trigger.object_type = "trigger";
-  plan = PlanDdl(trigger, "", target);
+  plan = PlanDdl(trigger, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(plan->statements, IsEmpty());
 
@@ -221,9 +228,102 @@ TEST(PlanDdlTest, WhatCannotBeReplayedIsRefusedWithTheWayOut) {
   generated.generated = "(id * 2)";
   plan = PlanDdl(AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "g", "integer")}),
                             Shape("app", "t", {Col(1, "id", "integer"), generated})),
-                 "", target);
+                 Opts(""), target);
   ASSERT_FALSE(plan.ok());
   EXPECT_THAT(plan.status().message(), HasSubstr("changed its generation or identity"));
+}
+
+TEST(PlanDdlTest, ColumnDroppedAndAddedAgainUnderItsNameIsANewColumn) {
+  FakeTarget target;
+  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}};
+  DdlCommand cmd = AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "integer")}),
+                              Shape("app", "t", {Col(1, "id", "integer"), Col(3, "v", "text")}));
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->statements, ElementsAre(R"(ALTER TABLE "app"."t" DROP COLUMN "v")",
+                                            R"(ALTER TABLE "app"."t" ADD COLUMN "v" text)"));
+}
+
+TEST(PlanDdlTest, DefaultsMakeWayForATypeChange) {
+  FakeTarget target;
+  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}};
+  DdlCommand cmd = AlterTable(
+      Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "text", false, "'a'::text")}),
+      Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "integer", false, "0")}));
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(
+      plan->statements,
+      ElementsAre(R"(ALTER TABLE "app"."t" ALTER COLUMN "v" DROP DEFAULT)",
+                  R"(ALTER TABLE "app"."t" ALTER COLUMN "v" TYPE integer USING "v"::integer)",
+                  R"(ALTER TABLE "app"."t" ALTER COLUMN "v" SET DEFAULT 0)"));
+}
+
+TEST(PlanDdlTest, KeyOfTheTargetIsLeftAloneUnlessTheSourceChangedIt) {
+  // The target's key differs from the source's (the user made it so): a command that does not
+  // touch the source's key leaves it.
+  FakeTarget target;
+  target.tables["app.t"] = {{"id", "k"}, "t_pkey", {"id", "k"}};
+  DdlCommand cmd = AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}),
+                              Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}));
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->statements, IsEmpty());
+}
+
+TEST(PlanDdlTest, RenamesOfIndexesAndSequencesAndConstraintDrops) {
+  FakeTarget target;
+  DdlCommand index;
+  index.tag = "ALTER INDEX";
+  index.object_type = "index";
+  index.schema = "app";
+  index.name = "t_new";
+  index.old_table = Shape("app", "t_old", {}, {});
+  absl::StatusOr<DdlPlan> plan = PlanDdl(index, Opts("copy"), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->statements,
+              ElementsAre(R"(ALTER INDEX IF EXISTS "copy"."t_old" RENAME TO "t_new")"));
+
+  DdlCommand seq;
+  seq.tag = "ALTER SEQUENCE";
+  seq.object_type = "sequence";
+  seq.schema = "other";
+  seq.name = "s2";
+  seq.old_table = Shape("app", "s", {}, {});
+  plan = PlanDdl(seq, Opts(""), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_GE(plan->statements.size(), 2u);
+  EXPECT_EQ(plan->statements[0], R"(ALTER SEQUENCE IF EXISTS "app"."s" RENAME TO "s2")");
+  EXPECT_EQ(plan->statements[1], R"(ALTER SEQUENCE IF EXISTS "app"."s2" SET SCHEMA "other")");
+
+  DdlCommand constraint;
+  constraint.tag = "ALTER TABLE";
+  constraint.object_type = "table constraint";
+  constraint.name = "t_u_key";
+  constraint.on_schema = "app";
+  constraint.on_table = "t";
+  constraint.dropped = true;
+  plan = PlanDdl(constraint, Opts(""), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(
+      plan->statements,
+      ElementsAre(R"(ALTER TABLE IF EXISTS "app"."t" DROP CONSTRAINT IF EXISTS "t_u_key")"));
+}
+
+TEST(PlanDdlTest, MappedSchemaMovesTheSequencesDefaultsUse) {
+  FakeTarget target;
+  DdlCommand cmd;
+  cmd.tag = "CREATE TABLE";
+  cmd.object_type = "table";
+  DdlColumn id = Col(1, "id", "integer", true, "nextval('public.t_id_seq'::regclass)");
+  DdlColumn name = Col(2, "name", "text");
+  name.collation = R"("pg_catalog"."C")";
+  cmd.table = Shape("public", "t", {id, name});
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts("copy"), target);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->statements.back(),
+              HasSubstr(R"("id" integer DEFAULT nextval('"copy".t_id_seq'::regclass) NOT NULL)"));
+  EXPECT_THAT(plan->statements.back(), HasSubstr(R"("name" text COLLATE "pg_catalog"."C")"));
 }
 
 }  // namespace
