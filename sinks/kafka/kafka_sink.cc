@@ -378,6 +378,12 @@ absl::Status KafkaSink::Open() {
   rd_kafka_conf_set_opaque(*conf, this);
   rd_kafka_conf_set_dr_msg_cb(*conf, &KafkaSink::OnDelivery);
   rd_kafka_conf_set_error_cb(*conf, &KafkaSink::OnError);
+  // librdkafka's own log lines go to pgflow's log (debug level): what matters of them also
+  // comes through the error callback, rate-limited.
+  rd_kafka_conf_set_log_cb(
+      *conf, [](const rd_kafka_t*, int level, const char* facility, const char* message) {
+        LogDebug("librdkafka %s: %s", facility, message);
+      });
   char errstr[512];
   producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, *conf, errstr, sizeof(errstr));
   if (producer_ == nullptr) {
