@@ -499,6 +499,12 @@ TEST(KafkaSinkTest, ClearErrorsForAMissingTopicAndUnreachableBrokers) {
     EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 2);
     EXPECT_THAT(output, HasSubstr("'acks' is set by pgflow"));
   }
+  std::string output;
+  EXPECT_EQ(
+      RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/kafka.yaml"}, &output), 0)
+      << output;
+  EXPECT_EQ(RunPgflow({"options"}, &output), 0);
+  EXPECT_THAT(output, HasSubstr("sinks.<name>.kafka"));
 }
 
 }  // namespace
