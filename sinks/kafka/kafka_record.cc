@@ -147,6 +147,19 @@ bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::strin
   return true;
 }
 
+bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::string* out) {
+  if (change.op != Op::kUpdate || change.before_kind == BeforeKind::kNone ||
+      change.table == nullptr || change.before.empty()) {
+    return false;
+  }
+  size_t mark = out->size();
+  if (AppendRowObject(*change.table, change.before, true, options, out) == 0) {
+    out->resize(mark);
+    return false;
+  }
+  return true;
+}
+
 void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,
                       std::string* out) {
   if (options.format == KafkaFormat::kCompact) {

@@ -19,7 +19,8 @@
 // Value, format `compact`: pgflow's own jsonl object (DESIGN.md, "Configuration"), one line.
 //
 // Event id: "<commit lsn X/X>:<seq>", the same for a change however often it is produced:
-// consumers deduplicate on it after a restart (at-least-once).
+// consumers deduplicate on it after a restart (at-least-once). The delete that an update of a
+// row's key publishes for the old key has the id "<commit lsn>:<seq>:old-key".
 
 #include <cstdint>
 #include <string>
@@ -40,6 +41,12 @@ struct KafkaRecordOptions {
 // Appends the key JSON to *out and returns true, or returns false (nothing appended) when the
 // change has no key.
 bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out);
+
+// The key an update's old row had (from `before`); false when the change is not an update
+// or carries no old key. When it differs from AppendKafkaKey's, the row moved to another key:
+// the sink then publishes, as Debezium does, a delete of the old key (and its tombstone) and
+// a create under the new key, so that compacted topics drop the old key.
+bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::string* out);
 
 // Appends the value JSON. `now_ms` is the envelope's ts_ms (when pgflow produced it).
 void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,

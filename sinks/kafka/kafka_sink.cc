@@ -510,9 +510,11 @@ absl::Status KafkaSink::Poll(int timeout_ms) {
 }
 
 absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
-                                const std::string* value, const Change& change) {
+                                const std::string* value, const Change& change,
+                                std::string_view id_suffix) {
   event_id_.clear();
   AppendEventId(change, &event_id_);
+  event_id_.append(id_suffix);
   lsn_text_.clear();
   AppendLsn(change.txn.commit_lsn, &lsn_text_);
   // The window of numbered messages is bounded too: a message stuck on one partition must
@@ -598,6 +600,28 @@ absl::Status KafkaSink::Write(const Event& event) {
   const Change& change = event.change;
   absl::StatusOr<rd_kafka_topic_s*> topic = TopicFor(change);
   if (!topic.ok()) return topic.status();
+  if (change.op == Op::kUpdate) {
+    old_key_.clear();
+    key_.clear();
+    if (AppendKafkaOldKey(change, record_options_.json, &old_key_) &&
+        AppendKafkaKey(change, record_options_.json, &key_) && old_key_ != key_) {
+      // The row's key changed: a delete under the old key, then a create under the new one.
+      Change gone = change;
+      gone.op = Op::kDelete;
+      gone.after.clear();
+      if (absl::Status s = ProduceChange(*topic, gone, ":old-key"); !s.ok()) return s;
+      Change moved = change;
+      moved.op = Op::kInsert;
+      moved.before.clear();
+      moved.before_kind = BeforeKind::kNone;
+      return ProduceChange(*topic, moved);
+    }
+  }
+  return ProduceChange(*topic, change);
+}
+
+absl::Status KafkaSink::ProduceChange(rd_kafka_topic_s* topic, const Change& change,
+                                      std::string_view id_suffix) {
   key_.clear();
   bool has_key = AppendKafkaKey(change, record_options_.json, &key_);
   value_.clear();
@@ -609,11 +633,12 @@ absl::Status KafkaSink::Write(const Event& event) {
   } else {
     AppendKafkaValue(change, record_options_, now_ms, &value_);
   }
-  if (absl::Status s = Produce(*topic, has_key ? &key_ : nullptr, &value_, change); !s.ok()) {
+  if (absl::Status s = Produce(topic, has_key ? &key_ : nullptr, &value_, change, id_suffix);
+      !s.ok()) {
     return s;
   }
   if (change.op == Op::kDelete && options_->tombstones && has_key) {
-    if (absl::Status s = Produce(*topic, &key_, nullptr, change); !s.ok()) return s;
+    return Produce(topic, &key_, nullptr, change, id_suffix);
   }
   return absl::OkStatus();
 }
@@ -626,7 +651,11 @@ absl::Status KafkaSink::Flush() {
 absl::Status KafkaSink::Close() {
   if (producer_ == nullptr) return absl::OkStatus();
   // Whatever is still queued was not acknowledged; it is produced again after a restart.
-  rd_kafka_flush(producer_, 2000);
+  if (rd_kafka_flush(producer_, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Brokers down: drop what is left rather than wait for it (it was not acknowledged).
+    rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(producer_, 0);
+  }
   for (auto& [name, topic] : topics_) rd_kafka_topic_destroy(topic);
   topics_.clear();
   table_topics_.clear();

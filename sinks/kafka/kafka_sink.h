@@ -97,8 +97,12 @@ class KafkaSink : public Sink {
   absl::Status EnsureTopicExists(const std::string& name);
   absl::StatusOr<rd_kafka_topic_s*> TopicFor(const Change& change);
   // Produces one message, waiting (polling) while librdkafka's queue is full.
+  // `id_suffix` is appended to the change's event id (":old-key").
   absl::Status Produce(rd_kafka_topic_s* topic, const std::string* key, const std::string* value,
-                       const Change& change);
+                       const Change& change, std::string_view id_suffix = {});
+  // Publishes one row change (value, then a tombstone after a delete when asked).
+  absl::Status ProduceChange(rd_kafka_topic_s* topic, const Change& change,
+                             std::string_view id_suffix = {});
   absl::Status Poll(int timeout_ms);
 
   const std::string pipeline_;
@@ -113,6 +117,7 @@ class KafkaSink : public Sink {
   uint64_t since_poll_ = 0;
   std::chrono::steady_clock::time_point last_error_log_{};
   std::string key_;
+  std::string old_key_;
   std::string value_;
   std::string event_id_;
   std::string lsn_text_;

@@ -320,6 +320,8 @@ TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
   auto pgflow = p.Start();
   for (int64_t n = 1; n <= 300; ++n) sql.Exec(Workload(n));
   sql.Exec("UPDATE items SET note = NULL WHERE id = 1000");
+  // A key change: a delete (and tombstone) under the old key, a create under the new one.
+  sql.Exec("UPDATE items SET id = 5000 WHERE id = 1001");
   std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
   ASSERT_TRUE(p.WaitConfirmed(end)) << ReadFile(p.log());
 
@@ -355,9 +357,16 @@ TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
     if (m.value["op"] != "r") EXPECT_GT(source["txId"].get<int64_t>(), 0);
   }
   EXPECT_EQ(ops["r"], 200);
-  EXPECT_EQ(ops["c"], 300);
-  EXPECT_EQ(ops["d"], 42);
-  EXPECT_EQ(ops["tombstone"], 42);
+  EXPECT_EQ(ops["c"], 300 + 1);
+  EXPECT_EQ(ops["d"], 42 + 1);
+  EXPECT_EQ(ops["tombstone"], 42 + 1);
+  bool old_key_deleted = false;
+  for (const Message& m : messages) {
+    if (m.null_value || m.key != R"({"id":1001})" || m.value["op"] != "d") continue;
+    old_key_deleted = true;
+    EXPECT_THAT(m.headers.at("pgflow.event_id"), ::testing::EndsWith(":old-key"));
+  }
+  EXPECT_TRUE(old_key_deleted);
   EXPECT_EQ(ops["u"], ExpectedUpdates(300) + 1);
   EXPECT_EQ(partitions.size(), 3u);
 

@@ -102,6 +102,20 @@ TEST(KafkaRecordTest, KeyIsThePrimaryKeyOldForDeletesNoneWithoutKey) {
   EXPECT_FALSE(AppendKafkaKey(c, {}, &key));
 }
 
+TEST(KafkaRecordTest, OldKeyOfAnUpdate) {
+  Change c = Update();
+  std::string key;
+  ASSERT_TRUE(AppendKafkaOldKey(c, {}, &key));
+  EXPECT_EQ(key, R"({"id":7})");
+  c.before_kind = BeforeKind::kNone;
+  key.clear();
+  EXPECT_FALSE(AppendKafkaOldKey(c, {}, &key));
+  c = Update();
+  c.op = Op::kDelete;
+  EXPECT_FALSE(AppendKafkaOldKey(c, {}, &key));
+  EXPECT_EQ(key, "");
+}
+
 TEST(KafkaRecordTest, CompactFormatIsTheJsonlObject) {
   std::string value;
   AppendKafkaValue(Update(), Options(KafkaFormat::kCompact), 0, &value);
