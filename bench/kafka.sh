@@ -24,6 +24,7 @@ CHANGES=${CHANGES:-500000}
 TXNS=$((CHANGES / 100))
 RATE=${RATE:-1000}
 LATENCY_SECONDS=${LATENCY_SECONDS:-20}
+KAFKA_EXTRA=${KAFKA_EXTRA:-}  # more kafka sink options, e.g. ", properties: {linger.ms: 5}"
 source bench/common.sh
 MOCK=${KAFKA_MOCK_CLUSTER:-build/kafka_mock_cluster}
 [ -x "$MOCK" ] || ninja -C build kafka_mock_cluster >/dev/null
@@ -81,12 +82,14 @@ sinks:
 YAML
 }
 pipeline bench jsonl_bench "{jsonl: {path: /dev/null}}" >"$work/jsonl.yaml"
-pipeline bench pgflow_bench "{kafka: {brokers: \"$BROKERS\", tombstones: false, create_topics: false}}" >"$work/kafka.yaml"
+pipeline bench pgflow_bench "{kafka: {brokers: \"$BROKERS\", tombstones: false, create_topics: false$KAFKA_EXTRA}}" >"$work/kafka.yaml"
 
+# Wall time, and pgflow's own CPU time (user + system): on a shared machine the second moves
+# less with the neighbours' load.
 t0=$(now)
-build/pgflow run "$work/jsonl.yaml" --until "$END" --progress 0 2>"$work/jsonl.log" || { cat "$work/jsonl.log"; exit 1; }
+/usr/bin/time -f "%U %S" -o "$work/jsonl.cpu" build/pgflow run "$work/jsonl.yaml" --until "$END" --progress 0 2>"$work/jsonl.log" || { cat "$work/jsonl.log"; exit 1; }
 t1=$(now)
-build/pgflow run "$work/kafka.yaml" --until "$END" --progress 0 2>"$work/kafka.log" || { cat "$work/kafka.log"; exit 1; }
+/usr/bin/time -f "%U %S" -o "$work/kafka.cpu" build/pgflow run "$work/kafka.yaml" --until "$END" --progress 0 2>"$work/kafka.log" || { cat "$work/kafka.log"; exit 1; }
 t2=$(now)
 grep -hE "stopped after" "$work/jsonl.log" "$work/kafka.log" || true
 # The mock cluster keeps only the last few MB of each partition, so the messages are counted
@@ -95,13 +98,16 @@ ON_TOPIC=$(kcat -b "$BROKERS" -Q -t bench.public.items:0:-1 -t bench.public.item
   -t bench.public.items:2:-1 | awk '{n += $NF} END {print n}')
 echo "messages appended to bench.public.items (kcat, end offsets): $ON_TOPIC"
 
-python3 - "$CHANGES" "$t0" "$t1" "$t2" "$ON_TOPIC" <<'PY'
+python3 - "$CHANGES" "$t0" "$t1" "$t2" "$ON_TOPIC" "$work/jsonl.cpu" "$work/kafka.cpu" <<'PY'
 import sys
 n = int(sys.argv[1]); t0, t1, t2 = map(float, sys.argv[2:5]); on_topic = int(sys.argv[5])
+cpu = [sum(map(float, open(f).read().split())) for f in sys.argv[6:8]]
 ref, ours = n / (t1 - t0), n / (t2 - t1)
 print(f"pgflow -> jsonl /dev/null (reference): {n} changes in {t1 - t0:.2f}s = {ref:,.0f} changes/s")
 print(f"pgflow -> kafka (mock, 3 brokers):     {n} changes in {t2 - t1:.2f}s = {ours:,.0f} messages/s")
 print(f"ratio kafka/jsonl = {ours / ref:.3f} (goal >= 0.8)")
+print(f"pgflow CPU time: jsonl {cpu[0]:.2f}s ({n / cpu[0]:,.0f} changes per CPU-second), "
+      f"kafka {cpu[1]:.2f}s ({n / cpu[1]:,.0f}); the mock cluster's own CPU not counted")
 if on_topic < n:
     print(f"ERROR: only {on_topic} of {n} changes on the topic")
     sys.exit(1)
@@ -117,7 +123,7 @@ source:
     tables: [public.lat]
     snapshot: {mode: never}
 sinks:
-  out: {kafka: {brokers: "$BROKERS", create_topics: false}}
+  out: {kafka: {brokers: "$BROKERS", create_topics: false$KAFKA_EXTRA}}
 YAML
 build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
 pgflow_pid=$!
