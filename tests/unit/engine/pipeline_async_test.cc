@@ -92,6 +92,17 @@ class AsyncSink : public Sink {
   std::atomic<int> flushes{0};
 };
 
+// Polls `condition` until it holds or 10 s pass.
+template <typename F>
+bool WaitUntil(F condition) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 TEST(PipelineAsyncTest, ChunksAndPositionsWaitForTheAsynchronousSink) {
   auto source = std::make_unique<ChunkSource>();
   auto sink = std::make_unique<AsyncSink>();
@@ -107,23 +118,16 @@ TEST(PipelineAsyncTest, ChunksAndPositionsWaitForTheAsynchronousSink) {
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
 
   // Every chunk and the commit are written and flushed many times over, but not durable.
-  ASSERT_TRUE(src->emitted.load() || [&] {
-    for (int i = 0; i < 5000 && !src->emitted.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return src->emitted.load();
-  }());
-  while (async->written_lsn.load() == 0 || async->flushes.load() < 10) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  EXPECT_TRUE(WaitUntil([&] {
+    return src->emitted.load() && async->written_lsn.load() != 0 && async->flushes.load() >= 10;
+  }));
   EXPECT_EQ(async->written_chunk.load(), 3u);
   EXPECT_EQ(src->chunks_seen.load(), 0u);
   EXPECT_EQ(src->wal_seen.load(), 100u);
 
   async->gate = true;
-  while (src->chunks_seen.load() != 3 || src->wal_seen.load() != 1010) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  EXPECT_TRUE(
+      WaitUntil([&] { return src->chunks_seen.load() == 3 && src->wal_seen.load() == 1010; }));
   stop.Request();
   runner.join();
   EXPECT_EQ(src->final_chunks, 3u);
@@ -144,7 +148,7 @@ TEST(PipelineAsyncTest, ACleanStopWaitsForTheLastDeliveries) {
   Pipeline pipeline(options, std::move(source), std::move(sinks));
   StopSignal stop;
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
-  while (!src->emitted.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(WaitUntil([&] { return src->emitted.load(); }));
   stop.Request();
   // The deliveries come back a little after the stop: still acknowledged.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
