@@ -506,6 +506,22 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
   return *topic;
 }
 
+absl::Status KafkaSink::WaitForRoom() {
+  // Resuming at the first delivery report would trade one wake-up per report with the
+  // producer's threads; wait instead until a quarter of the queue is free, serving reports in
+  // bulk every millisecond.
+  const uint64_t low_water = options_->queue_messages - options_->queue_messages / 4;
+  const uint64_t max_window = 4 * options_->queue_messages;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (absl::Status s = Poll(0); !s.ok()) return s;
+  } while ((static_cast<uint64_t>(rd_kafka_outq_len(producer_)) > low_water ||
+            tracker_.Window() >= max_window) &&
+           std::chrono::steady_clock::now() < give_up);
+  return absl::OkStatus();
+}
+
 absl::Status KafkaSink::Poll(int timeout_ms) {
   rd_kafka_poll(producer_, timeout_ms);
   since_poll_ = 0;
@@ -535,7 +551,7 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
                tracker_.Outstanding());
   };
   while (tracker_.Window() >= max_window) {
-    if (absl::Status s = Poll(100); !s.ok()) return s;
+    if (absl::Status s = WaitForRoom(); !s.ok()) return s;
     note_wait("delivery reports are behind");
   }
   while (true) {
@@ -571,7 +587,7 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
       return IsRetriable(err) ? absl::UnavailableError(what) : absl::InternalError(what);
     }
     // The producer's queue is full: the brokers are slow or down. Wait for deliveries.
-    if (absl::Status s = Poll(100); !s.ok()) return s;
+    if (absl::Status s = WaitForRoom(); !s.ok()) return s;
     note_wait("the producer queue is full");
   }
   if (++since_poll_ >= kPollEvery) return Poll(0);

@@ -104,6 +104,8 @@ class KafkaSink : public Sink {
   absl::Status ProduceChange(rd_kafka_topic_s* topic, const Change& change,
                              std::string_view id_suffix = {});
   absl::Status Poll(int timeout_ms);
+  // Waits (serving delivery reports) until the producer's queue has room again, or 100 ms.
+  absl::Status WaitForRoom();
 
   const std::string pipeline_;
   std::shared_ptr<const KafkaSinkOptions> options_;

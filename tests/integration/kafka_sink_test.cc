@@ -419,7 +419,8 @@ TEST(KafkaSinkTest, KillNineThenRestartLosesNothingAndDuplicatesOnlyAfterTheAckn
 
 TEST(KafkaSinkTest, BrokerOutageLosesNothingKeepsKeyOrderAndHoldsTheAcknowledgement) {
   MockKafka kafka;
-  KafkaPipeline p("kafka_outage", kafka, ", format: debezium");
+  // A small producer queue: the outage fills it, and pgflow must back off, not grow or drop.
+  KafkaPipeline p("kafka_outage", kafka, ", format: debezium, queue_messages: 50");
   kafka.Command("topic " + p.topic() + " 3");
   Sql sql(p.url());
   sql.Exec(kSchema);
