@@ -13,6 +13,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long, once the stream ends, an asynchronous sink may take to confirm its last writes.
+constexpr std::chrono::seconds kAsyncSettleTimeout(30);
+
 std::string HumanBytes(double bytes) {
   const char* units[] = {"B", "kB", "MB", "GB", "TB"};
   int u = 0;
@@ -205,16 +208,36 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       fail(s);
       return false;
     }
-    Lsn durable = slot.sink->DurableThrough().value_or(written);
+    // An asynchronous sink says itself how far its writes are durable, chunks included.
+    std::optional<Lsn> async_durable = slot.sink->DurableThrough();
+    Lsn durable = async_durable.value_or(written);
     if (durable > reported) {
       tracker_->Report(index, durable);
       reported = durable;
     }
-    // Snapshot chunks are acknowledged like WAL positions, but only by synchronous sinks for
-    // now: an asynchronous sink would need to say which chunk its durable point covers.
-    if (!slot.sink->DurableThrough().has_value() && written_chunk > reported_chunk) {
-      chunk_tracker_->Report(index, written_chunk);
-      reported_chunk = written_chunk;
+    uint64_t durable_chunk =
+        async_durable.has_value() ? slot.sink->DurableChunkThrough() : written_chunk;
+    if (durable_chunk > reported_chunk) {
+      chunk_tracker_->Report(index, durable_chunk);
+      reported_chunk = durable_chunk;
+    }
+    return true;
+  };
+  // At the end of the stream, an asynchronous sink gets a while to confirm what it was given,
+  // so that a clean stop acknowledges everything; what it has not confirmed by then is simply
+  // not acknowledged (and delivered again after a restart).
+  auto settle = [&]() -> bool {
+    const Clock::time_point deadline = Clock::now() + kAsyncSettleTimeout;
+    while (slot.sink->DurableThrough().has_value() &&
+           (reported < written || reported_chunk < written_chunk)) {
+      if (Clock::now() >= deadline) {
+        LogWarning("sink %s: deliveries up to %s still unconfirmed after %ds; not acknowledged",
+                   slot.name, written.ToString(),
+                   std::chrono::duration_cast<std::chrono::seconds>(kAsyncSettleTimeout).count());
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (!flush()) return false;
     }
     return true;
   };
@@ -242,6 +265,7 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       bool pending = written > reported || written_chunk > reported_chunk ||
                      slot.sink->DurableThrough().has_value();
       if (pending && !flush()) return;
+      if (drained && !settle()) return;
       last_flush = Clock::now();
     }
     if (drained) return;

@@ -37,6 +37,11 @@ class Sink {
   // flushed. Synchronous sinks keep the default, meaning "everything flushed is durable".
   virtual std::optional<Lsn> DurableThrough() const { return std::nullopt; }
 
+  // For asynchronous sinks (DurableThrough() has a value): the highest snapshot chunk ordinal
+  // (EventKind::kChunkDone) such that it, every earlier chunk and all their rows are durable;
+  // 0 when none is. Synchronous sinks never need it: for them a flushed chunk is durable.
+  virtual uint64_t DurableChunkThrough() const { return 0; }
+
   // Releases resources. Not called concurrently with anything else.
   virtual absl::Status Close() = 0;
 

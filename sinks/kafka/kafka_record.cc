@@ -1,0 +1,255 @@
+#include "sinks/kafka/kafka_record.h"
+
+#include <nlohmann/json.hpp>
+
+namespace pgflow {
+namespace {
+
+// {"col":value,...} over the columns of `row` (key columns only when `keys_only`), skipping
+// unchanged TOAST values. Returns how many columns were written.
+size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
+                       const JsonOptions& options, std::string* out) {
+  out->push_back('{');
+  size_t written = 0;
+  for (size_t i = 0; i < row.size() && i < table.columns.size(); ++i) {
+    const Column& column = table.columns[i];
+    const Value& value = row[i];
+    if (value.is_unchanged_toast()) continue;
+    if (keys_only && !column.is_key) continue;
+    if (written > 0) out->push_back(',');
+    ++written;
+    AppendJsonString(column.name, out);
+    out->push_back(':');
+    AppendJsonValue(value, column.type_name, options, out);
+  }
+  out->push_back('}');
+  return written;
+}
+
+bool IsRowChange(Op op) {
+  return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
+}
+
+void AppendUnchangedToast(const Change& change, std::string* out) {
+  if (change.table == nullptr) return;
+  bool any = false;
+  for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
+    if (!change.after[i].is_unchanged_toast()) continue;
+    out->append(any ? "," : ",\"unchanged_toast\":[");
+    any = true;
+    AppendJsonString(change.table->columns[i].name, out);
+  }
+  if (any) out->push_back(']');
+}
+
+void AppendSource(const Change& change, const KafkaRecordOptions& options, std::string* out) {
+  out->append("{\"connector\":\"pgflow\",\"name\":");
+  AppendJsonString(options.pipeline, out);
+  if (change.table != nullptr) {
+    out->append(",\"schema\":");
+    AppendJsonString(change.table->schema, out);
+    out->append(",\"table\":");
+    AppendJsonString(change.table->name, out);
+  }
+  out->append(",\"lsn\":");
+  out->append(std::to_string(change.txn.commit_lsn.value));
+  out->append(",\"txId\":");
+  out->append(std::to_string(change.txn.xid));
+  out->append(",\"ts_ms\":");
+  out->append(std::to_string(change.txn.commit_time_us / 1000));
+  out->append(",\"snapshot\":");
+  out->append(change.op == Op::kRead ? "\"true\"" : "\"false\"");
+  out->append(",\"seq\":");
+  out->append(std::to_string(change.sequence));
+  out->push_back('}');
+}
+
+void AppendCompact(const Change& change, const JsonOptions& options, std::string* out) {
+  out->append("{\"op\":\"");
+  out->append(OpName(change.op));
+  out->push_back('"');
+  if (change.table != nullptr) {
+    out->append(",\"schema\":");
+    AppendJsonString(change.table->schema, out);
+    out->append(",\"table\":");
+    AppendJsonString(change.table->name, out);
+  }
+  out->append(",\"lsn\":\"");
+  AppendLsn(change.txn.commit_lsn, out);
+  out->append("\",\"xid\":");
+  out->append(std::to_string(change.txn.xid));
+  out->append(",\"commit_ts\":\"");
+  AppendIsoTimestamp(change.txn.commit_time_us, out);
+  out->append("\",\"seq\":");
+  out->append(std::to_string(change.sequence));
+  if (IsRowChange(change.op) && change.table != nullptr) {
+    if (change.op != Op::kDelete) {
+      out->append(",\"after\":");
+      AppendRowObject(*change.table, change.after, false, options, out);
+    }
+    if (change.before_kind != BeforeKind::kNone) {
+      out->append(",\"before\":");
+      AppendRowObject(*change.table, change.before, change.before_kind == BeforeKind::kKey, options,
+                      out);
+    }
+    AppendUnchangedToast(change, out);
+  } else if (change.op == Op::kTruncate) {
+    out->append(",\"cascade\":");
+    out->append(change.truncate_cascade ? "true" : "false");
+    out->append(",\"restart_identity\":");
+    out->append(change.truncate_restart_identity ? "true" : "false");
+  } else if (change.op == Op::kDdl || change.op == Op::kMessage) {
+    out->append(",\"prefix\":");
+    AppendJsonString(change.prefix, out);
+    out->append(",\"transactional\":");
+    out->append(change.transactional ? "true" : "false");
+    out->append(",\"content\":");
+    AppendJsonString(change.content, out);
+  }
+  out->push_back('}');
+}
+
+}  // namespace
+
+const char* DebeziumOp(Op op) {
+  switch (op) {
+    case Op::kRead:
+      return "r";
+    case Op::kInsert:
+      return "c";
+    case Op::kUpdate:
+      return "u";
+    case Op::kDelete:
+      return "d";
+    case Op::kTruncate:
+      return "t";
+    case Op::kMessage:
+      return "m";
+    case Op::kDdl:
+      return "ddl";
+  }
+  return "?";
+}
+
+bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out) {
+  if (!IsRowChange(change.op) || change.table == nullptr) return false;
+  bool has_key = false;
+  for (const Column& c : change.table->columns) has_key = has_key || c.is_key;
+  if (!has_key) return false;
+  // A delete knows only its old key; everything else keys on the row as it now is.
+  const Row& row = change.op == Op::kDelete ? change.before : change.after;
+  if (row.empty()) return false;
+  size_t mark = out->size();
+  if (AppendRowObject(*change.table, row, true, options, out) == 0) {
+    out->resize(mark);
+    return false;
+  }
+  return true;
+}
+
+bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::string* out) {
+  if (change.op != Op::kUpdate || change.before_kind == BeforeKind::kNone ||
+      change.table == nullptr || change.before.empty()) {
+    return false;
+  }
+  size_t mark = out->size();
+  if (AppendRowObject(*change.table, change.before, true, options, out) == 0) {
+    out->resize(mark);
+    return false;
+  }
+  return true;
+}
+
+void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,
+                      std::string* out) {
+  if (options.format == KafkaFormat::kCompact) {
+    AppendCompact(change, options.json, out);
+    return;
+  }
+  const bool row_change = IsRowChange(change.op) && change.table != nullptr;
+  out->append("{\"before\":");
+  if (row_change && change.before_kind != BeforeKind::kNone) {
+    AppendRowObject(*change.table, change.before, change.before_kind == BeforeKind::kKey,
+                    options.json, out);
+  } else {
+    out->append("null");
+  }
+  out->append(",\"after\":");
+  if (row_change && change.op != Op::kDelete) {
+    AppendRowObject(*change.table, change.after, false, options.json, out);
+  } else {
+    out->append("null");
+  }
+  out->append(",\"op\":\"");
+  out->append(DebeziumOp(change.op));
+  out->append("\",\"ts_ms\":");
+  out->append(std::to_string(now_ms));
+  out->append(",\"source\":");
+  AppendSource(change, options, out);
+  if (row_change) AppendUnchangedToast(change, out);
+  if (change.op == Op::kTruncate) {
+    out->append(",\"truncate\":{\"cascade\":");
+    out->append(change.truncate_cascade ? "true" : "false");
+    out->append(",\"restart_identity\":");
+    out->append(change.truncate_restart_identity ? "true" : "false");
+    out->push_back('}');
+  }
+  if (change.op == Op::kMessage) {
+    // Debezium's logical decoding message shape.
+    out->append(",\"message\":{\"prefix\":");
+    AppendJsonString(change.prefix, out);
+    out->append(",\"content\":");
+    AppendBase64(change.content, out);
+    out->append(",\"transactional\":");
+    out->append(change.transactional ? "true" : "false");
+    out->push_back('}');
+  }
+  out->push_back('}');
+}
+
+void AppendSchemaChangeValue(const Change& change, const KafkaRecordOptions& options,
+                             int64_t now_ms, std::string* out) {
+  out->append("{\"source\":");
+  AppendSource(change, options, out);
+  out->append(",\"ts_ms\":");
+  out->append(std::to_string(now_ms));
+  out->append(",\"ddl\":");
+  if (nlohmann::json::accept(change.content)) {
+    out->append(change.content);
+  } else {
+    AppendJsonString(change.content, out);
+  }
+  out->push_back('}');
+}
+
+void AppendEventId(const Change& change, std::string* out) {
+  AppendLsn(change.txn.commit_lsn, out);
+  out->push_back(':');
+  out->append(std::to_string(change.sequence));
+}
+
+std::string ExpandTopic(const std::string& pattern, const std::string& pipeline,
+                        const std::string& schema, const std::string& table) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size();) {
+    auto take = [&](std::string_view name, const std::string& value) {
+      if (pattern.compare(i, name.size(), name) != 0) return false;
+      out.append(value);
+      i += name.size();
+      return true;
+    };
+    if (pattern[i] == '{' &&
+        (take("{pipeline}", pipeline) || take("{schema}", schema) || take("{table}", table))) {
+      continue;
+    }
+    out.push_back(pattern[i++]);
+  }
+  for (char& c : out) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  return out;
+}
+
+}  // namespace pgflow
