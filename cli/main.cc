@@ -16,6 +16,7 @@
 #include "engine/stop_signal.h"
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
+#include "sinks/kv/kv_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
 #include "sources/postgres/backfill.h"
@@ -67,6 +68,7 @@ void RegisterComponents() {
   RegisterJsonlSink();
   RegisterBlackholeSink();
   RegisterPostgresSink();
+  RegisterKvSink();
 }
 
 int Validate(const std::string& path) {

@@ -9,6 +9,7 @@ PACKAGES=(
   libpq-dev postgresql postgresql-client
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl
 )
 
 missing=()

@@ -361,6 +361,11 @@ void PostgresSource::StreamState::TendBackfills() {
                {absl::StrCat(backfill_->id())});
       if (!res.ok()) LogWarning("backfill: %s", res.status().message());
       LogInfo("backfill %d: done, %d rows copied", backfill_->id(), backfill_rows_);
+      if (backfill_->id() == source_->full_copy_backfill_) {
+        Event done;
+        done.kind = EventKind::kSnapshotDone;
+        Add(std::move(done));
+      }
       backfill_.reset();
       backfill_durable_at_ = Lsn();
     }
@@ -840,6 +845,16 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   if (!start.ok()) return start.status();
   start_ = *start;
   return start_;
+}
+
+absl::Status PostgresSource::EnsureFullCopy() {
+  if (snapshot_owed_) return absl::OkStatus();
+  if (source_.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
+  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, config_.name, {});
+  if (!id.ok()) return id.status();
+  full_copy_backfill_ = *id;
+  LogInfo("a sink starts empty: copying every table again beside the stream (backfill %d)", *id);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& chunks,
