@@ -230,9 +230,10 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_THAT(p.Curl("/users/1?min_lsn=FFFF/0&timeout_ms=10"), HasSubstr(" 504"));
 
   // Garbage on every listener gets a protocol error (or a close), and the server goes on.
-  std::string junk = "*99999999999\r\n$-7\r\n\x01\xff\x00GET\r\n";
+  using namespace std::string_literals;
+  std::string junk = "*99999999999\r\n$-7\r\n\x01\xff\x00GET\r\n"s;
   EXPECT_THAT(Raw(p.redis(), junk, 1), HasSubstr("-ERR Protocol error"));
-  EXPECT_THAT(Raw(p.http(), "GET\x00 / HTTP/9\r\n\r\n", 1), HasSubstr("400 Bad Request"));
+  EXPECT_THAT(Raw(p.http(), "GET\x00 / HTTP/9\r\n\r\n"s, 1), HasSubstr("400 Bad Request"));
   EXPECT_THAT(Raw(p.memcached(), std::string(70000, 'x'), 1), HasSubstr("CLIENT_ERROR"));
   EXPECT_THAT(Raw(p.redis(), "*1\r\n$100000000\r\n", 1), HasSubstr("-ERR Protocol error"));
   EXPECT_EQ(p.Cli("PING"), "PONG");
