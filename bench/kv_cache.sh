@@ -49,7 +49,7 @@ source:
 sinks:
   cache:
     flush_interval: 20ms
-    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT}
+    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT, threads: ${KV_THREADS:-2}}
 YAML
 "$BUILD/pgflow" run "$work/kv.yaml" --progress 0 2>"$work/pgflow.log" &
 pids+=($!)

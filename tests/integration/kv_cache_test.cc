@@ -307,5 +307,22 @@ TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
 
+TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
+  KvPipeline p("kv_limits", ", columns: {public.people: [name]}, max_memory: 256KiB");
+  Sql sql(p.url());
+  sql.Exec("CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text, secret text);"
+           "INSERT INTO people SELECT g, 'p' || g, 'hidden' FROM generate_series(1, 100) g;");
+  auto pgflow = p.Start();
+  EXPECT_EQ(p.Cli("HGETALL people:7"), "id\n7\nname\np7");
+  EXPECT_THAT(p.Curl("/people/7"), HasSubstr(R"({"id":7,"name":"p7"} 200)"));
+  EXPECT_THAT(p.Curl("/people/7"), Not(HasSubstr("hidden")));
+  // Past the limit the pipeline stops with a clear message instead of serving part of a table.
+  sql.Exec("INSERT INTO people SELECT g, repeat('x', 200), 'hidden' FROM generate_series(101, "
+           "5000) g");
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(p.log());
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("memory limit (max_memory 262144 bytes)"));
+  EXPECT_THAT(p.Cli("PING"), HasSubstr("Could not connect"));
+}
+
 }  // namespace
 }  // namespace pgflow::testing
