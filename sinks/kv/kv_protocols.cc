@@ -116,6 +116,7 @@ SessionStep RedisSession::Feed(std::string_view data, std::string* out) {
 }
 
 SessionStep RedisSession::Run(std::string* out) {
+  more_ = false;
   resp::ParseLimits limits;
   limits.max_request_bytes = service_->config().max_request_bytes;
   std::vector<std::string_view> args;
@@ -136,7 +137,10 @@ SessionStep RedisSession::Run(std::string* out) {
     // The views point into in_, which stays put until Compact below.
     step = Execute(args, out);
     if (step.kind != SessionStep::kContinue) break;
-    if (out->size() > service_->config().max_output_bytes) break;  // let the writer drain
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
   }
   Compact(&in_, &in_pos_);
   return step;
@@ -780,6 +784,7 @@ std::vector<std::string_view> Tokens(std::string_view line) {
 
 SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
   in_.append(data);
+  more_ = false;
   SessionStep step;
   KvStore& store = service_->store();
   const size_t max_line = std::min<size_t>(service_->config().max_request_bytes, 64 * 1024);
@@ -927,7 +932,10 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
     } else {
       out->append("ERROR\r\n");
     }
-    if (out->size() > service_->config().max_output_bytes) break;
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
   }
   Compact(&in_, &in_pos_);
   return step;
@@ -1014,6 +1022,7 @@ SessionStep HttpSession::Feed(std::string_view data, std::string* out) {
 }
 
 SessionStep HttpSession::Run(std::string* out) {
+  more_ = false;
   const size_t max_head = std::min<size_t>(service_->config().max_request_bytes, 16 * 1024);
   SessionStep step;
   auto fail = [&](int status, std::string_view message) {
@@ -1080,7 +1089,10 @@ SessionStep HttpSession::Run(std::string* out) {
       break;
     }
     if (step.kind == SessionStep::kClose) break;
-    if (out->size() > service_->config().max_output_bytes) break;
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
   }
   Compact(&in_, &in_pos_);
   return step;

@@ -108,6 +108,9 @@ class RedisSession {
   // In subscribed mode, the notifications for one commit's keys that match a subscription.
   void Deliver(const std::vector<KeyEvent>& events, std::string* out) const;
   bool subscribed() const { return !channels_.empty() || !patterns_.empty(); }
+  // True when Feed stopped at the output bound with commands still buffered: once the output
+  // is written, call Feed("") to go on.
+  bool more() const { return more_; }
 
  private:
   SessionStep Run(std::string* out);
@@ -123,6 +126,7 @@ class RedisSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  bool more_ = false;
   bool resp3_ = false;
   bool authed_ = false;
   std::string pending_reply_;  // a write-through reply, sent once its LSN is applied
@@ -134,11 +138,13 @@ class MemcachedSession {
  public:
   explicit MemcachedSession(KvService* service) : service_(service) {}
   SessionStep Feed(std::string_view data, std::string* out);
+  bool more() const { return more_; }
 
  private:
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  bool more_ = false;
   size_t skip_ = 0;  // bytes of a storage command's data block still to discard
 };
 
@@ -147,6 +153,7 @@ class HttpSession {
   explicit HttpSession(KvService* service) : service_(service) {}
   SessionStep Feed(std::string_view data, std::string* out);
   SessionStep Resume(bool reached, std::string* out);
+  bool more() const { return more_; }
 
  private:
   struct Request {
@@ -164,6 +171,7 @@ class HttpSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  bool more_ = false;
   Request waiting_;  // the request a kWait is for
 };
 

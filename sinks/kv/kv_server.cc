@@ -91,6 +91,11 @@ class KvServer::Impl {
                 continue;
               }
             }
+            if (session_.more()) {
+              // Stopped at the output bound with requests still buffered: go on with them.
+              step = session_.Feed(std::string_view(), &out_);
+              continue;
+            }
             break;
           }
         }

@@ -1,6 +1,7 @@
 #include "sinks/kv/kv_sink.h"
 
 #include <array>
+#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -396,6 +397,18 @@ absl::Status KvSink::Close() {
   return absl::OkStatus();
 }
 
-void RegisterKvSink() { RegisterSinkFactory(std::make_unique<KvSinkFactory>()); }
+void RegisterKvSink() {
+  RegisterSinkFactory(std::make_unique<KvSinkFactory>());
+  // The caches outlive the pipeline attempts; their threads are stopped before the process's
+  // static objects go.
+  static const bool registered = [] {
+    std::atexit([] {
+      absl::MutexLock lock(&registry_mu);
+      for (auto& [id, cache] : Registry()) cache->server.Stop();
+    });
+    return true;
+  }();
+  (void)registered;
+}
 
 }  // namespace pgflow

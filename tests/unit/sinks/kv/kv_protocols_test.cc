@@ -216,6 +216,27 @@ TEST_F(KvProtocolsTest, MemcachedGetAndMetaGet) {
   EXPECT_NE(out.find("VERSION "), std::string::npos);
 }
 
+// A pipeline whose replies pass max_output_bytes is answered in parts, none lost.
+TEST_F(KvProtocolsTest, OutputBoundPausesAndResumes) {
+  KvServiceConfig config;
+  config.max_output_bytes = 200;
+  KvService small(&store_, config, nullptr);
+  RedisSession session(&small);
+  std::string input;
+  for (int i = 0; i < 50; ++i) input += "GET users:1\r\n";
+  std::string out;
+  session.Feed(input, &out);
+  EXPECT_TRUE(session.more());
+  EXPECT_LT(out.size(), 50 * 56u);
+  int rounds = 0;
+  while (session.more() && ++rounds < 100) session.Feed("", &out);
+  EXPECT_FALSE(session.more());
+  size_t replies = 0;
+  for (size_t at = out.find("$50\r\n"); at != std::string::npos; at = out.find("$50\r\n", at + 1))
+    ++replies;
+  EXPECT_EQ(replies, 50u);
+}
+
 TEST(RespTest, ParsesAndRejects) {
   resp::ParseLimits limits;
   limits.max_request_bytes = 64;
