@@ -189,8 +189,8 @@ int Latency(const char* url, int port, int rate, int seconds, uint64_t keys) {
     std::this_thread::sleep_until(next);
     next += interval;
     uint64_t key = rng() % keys;
-    std::string sql = "UPDATE items SET qty = " + std::to_string(1000000 + i) +
-                      " WHERE id = '" + Key(key).substr(6) + "'";
+    std::string sql = "UPDATE items SET qty = " + std::to_string(1000000 + i) + " WHERE id = '" +
+                      Key(key).substr(6) + "'";
     PGresult* res = PQexec(conn, sql.c_str());
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
       std::fprintf(stderr, "%s", PQerrorMessage(conn));
@@ -215,8 +215,8 @@ int Latency(const char* url, int port, int rate, int seconds, uint64_t keys) {
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "memcached" && argc == 7) {
-    return Memcached(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]),
-                     std::atoi(argv[5]), std::strtoull(argv[6], nullptr, 10));
+    return Memcached(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
+                     std::strtoull(argv[6], nullptr, 10));
   }
   if (mode == "latency" && argc == 7) {
     return Latency(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),

@@ -45,12 +45,13 @@ constexpr std::string_view kReadOnly =
 
 bool IsWriteCommand(const std::string& cmd) {
   static const absl::flat_hash_set<std::string> kWrites = {
-      "SET",    "SETEX",   "PSETEX",  "SETNX",   "MSET",        "MSETNX", "DEL",    "UNLINK",
-      "HSET",   "HMSET",   "HSETNX",  "HDEL",    "HINCRBY",     "HINCRBYFLOAT",   "EXPIRE",
-      "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST", "INCR",    "DECR",   "INCRBY", "DECRBY",
-      "INCRBYFLOAT", "APPEND", "RENAME", "RENAMENX", "FLUSHDB", "FLUSHALL", "LPUSH", "RPUSH",
-      "LPOP",   "RPOP",    "SADD",    "SREM",    "ZADD",        "ZREM",   "GETDEL", "GETSET",
-      "GETEX",  "SETRANGE", "COPY",   "MOVE",    "RESTORE",     "SWAPDB", "PUBLISH"};
+      "SET",      "SETEX",   "PSETEX",      "SETNX",     "MSET",    "MSETNX",   "DEL",
+      "UNLINK",   "HSET",    "HMSET",       "HSETNX",    "HDEL",    "HINCRBY",  "HINCRBYFLOAT",
+      "EXPIRE",   "PEXPIRE", "EXPIREAT",    "PEXPIREAT", "PERSIST", "INCR",     "DECR",
+      "INCRBY",   "DECRBY",  "INCRBYFLOAT", "APPEND",    "RENAME",  "RENAMENX", "FLUSHDB",
+      "FLUSHALL", "LPUSH",   "RPUSH",       "LPOP",      "RPOP",    "SADD",     "SREM",
+      "ZADD",     "ZREM",    "GETDEL",      "GETSET",    "GETEX",   "SETRANGE", "COPY",
+      "MOVE",     "RESTORE", "SWAPDB",      "PUBLISH"};
   return kWrites.contains(cmd);
 }
 
@@ -61,23 +62,23 @@ struct CommandInfo {
   int first_key, last_key, step;
 };
 constexpr CommandInfo kCommands[] = {
-    {"ping", -1, "fast", 0, 0, 0},       {"echo", 2, "fast", 0, 0, 0},
-    {"hello", -1, "fast", 0, 0, 0},      {"auth", -2, "fast", 0, 0, 0},
-    {"command", -1, "loading", 0, 0, 0}, {"info", -1, "loading", 0, 0, 0},
-    {"select", 2, "fast", 0, 0, 0},      {"dbsize", 1, "readonly", 0, 0, 0},
-    {"exists", -2, "readonly", 1, -1, 1}, {"type", 2, "readonly", 1, 1, 1},
-    {"get", 2, "readonly", 1, 1, 1},     {"mget", -2, "readonly", 1, -1, 1},
-    {"hget", 3, "readonly", 1, 1, 1},    {"hmget", -3, "readonly", 1, 1, 1},
-    {"hgetall", 2, "readonly", 1, 1, 1}, {"hexists", 3, "readonly", 1, 1, 1},
-    {"hlen", 2, "readonly", 1, 1, 1},    {"hkeys", 2, "readonly", 1, 1, 1},
-    {"hvals", 2, "readonly", 1, 1, 1},   {"hstrlen", 3, "readonly", 1, 1, 1},
-    {"scan", -2, "readonly", 0, 0, 0},   {"keys", 2, "readonly", 0, 0, 0},
-    {"ttl", 2, "readonly", 1, 1, 1},     {"pttl", 2, "readonly", 1, 1, 1},
-    {"quit", -1, "fast", 0, 0, 0},       {"subscribe", -2, "pubsub", 0, 0, 0},
-    {"psubscribe", -2, "pubsub", 0, 0, 0}, {"unsubscribe", -1, "pubsub", 0, 0, 0},
+    {"ping", -1, "fast", 0, 0, 0},           {"echo", 2, "fast", 0, 0, 0},
+    {"hello", -1, "fast", 0, 0, 0},          {"auth", -2, "fast", 0, 0, 0},
+    {"command", -1, "loading", 0, 0, 0},     {"info", -1, "loading", 0, 0, 0},
+    {"select", 2, "fast", 0, 0, 0},          {"dbsize", 1, "readonly", 0, 0, 0},
+    {"exists", -2, "readonly", 1, -1, 1},    {"type", 2, "readonly", 1, 1, 1},
+    {"get", 2, "readonly", 1, 1, 1},         {"mget", -2, "readonly", 1, -1, 1},
+    {"hget", 3, "readonly", 1, 1, 1},        {"hmget", -3, "readonly", 1, 1, 1},
+    {"hgetall", 2, "readonly", 1, 1, 1},     {"hexists", 3, "readonly", 1, 1, 1},
+    {"hlen", 2, "readonly", 1, 1, 1},        {"hkeys", 2, "readonly", 1, 1, 1},
+    {"hvals", 2, "readonly", 1, 1, 1},       {"hstrlen", 3, "readonly", 1, 1, 1},
+    {"scan", -2, "readonly", 0, 0, 0},       {"keys", 2, "readonly", 0, 0, 0},
+    {"ttl", 2, "readonly", 1, 1, 1},         {"pttl", 2, "readonly", 1, 1, 1},
+    {"quit", -1, "fast", 0, 0, 0},           {"subscribe", -2, "pubsub", 0, 0, 0},
+    {"psubscribe", -2, "pubsub", 0, 0, 0},   {"unsubscribe", -1, "pubsub", 0, 0, 0},
     {"punsubscribe", -1, "pubsub", 0, 0, 0}, {"waitlsn", 3, "readonly", 0, 0, 0},
-    {"client", -2, "admin", 0, 0, 0},    {"reset", 1, "fast", 0, 0, 0},
-    {"hset", -4, "write", 1, 1, 1},      {"del", -2, "write", 1, -1, 1},
+    {"client", -2, "admin", 0, 0, 0},        {"reset", 1, "fast", 0, 0, 0},
+    {"hset", -4, "write", 1, 1, 1},          {"del", -2, "write", 1, -1, 1},
 };
 
 }  // namespace
@@ -124,8 +125,8 @@ SessionStep RedisSession::Run(std::string* out) {
   while (in_pos_ < in_.size()) {
     size_t consumed = 0;
     std::string error;
-    resp::ParseStatus status = resp::ParseCommand(std::string_view(in_).substr(in_pos_), limits,
-                                                  &args, &consumed, &error);
+    resp::ParseStatus status =
+        resp::ParseCommand(std::string_view(in_).substr(in_pos_), limits, &args, &consumed, &error);
     if (status == resp::ParseStatus::kIncomplete) break;
     if (status == resp::ParseStatus::kError) {
       resp::AppendError(absl::StrCat("ERR Protocol error: ", error), out);
@@ -161,10 +162,10 @@ SessionStep RedisSession::Resume(bool reached, std::string* out) {
   } else if (reached) {
     resp::AppendSimple("OK", out);
   } else {
-    resp::AppendError(absl::StrCat("TIMEOUT the cache has applied ",
-                                   service_->store().applied().ToString(),
-                                   ", not yet the LSN asked for"),
-                      out);
+    resp::AppendError(
+        absl::StrCat("TIMEOUT the cache has applied ", service_->store().applied().ToString(),
+                     ", not yet the LSN asked for"),
+        out);
   }
   return Run(out);
 }
@@ -244,9 +245,10 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
       }
     }
     if (!config.password.empty() && !authed_) {
-      resp::AppendError("NOAUTH HELLO must be called with the client already authenticated, "
-                        "otherwise the HELLO <proto> AUTH <user> <pass> option can be used",
-                        out);
+      resp::AppendError(
+          "NOAUTH HELLO must be called with the client already authenticated, "
+          "otherwise the HELLO <proto> AUTH <user> <pass> option can be used",
+          out);
       return step;
     }
     if (cmd == "AUTH") {
@@ -410,9 +412,10 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     std::optional<Lsn> lsn = Lsn::Parse(args[1]);
     int64_t timeout_ms = 0;
     if (!lsn) {
-      resp::AppendError("ERR WAITLSN: the LSN must be of the form X/X, as pg_current_wal_lsn() "
-                        "prints it",
-                        out);
+      resp::AppendError(
+          "ERR WAITLSN: the LSN must be of the form X/X, as pg_current_wal_lsn() "
+          "prints it",
+          out);
       return step;
     }
     if (!ParseInt(args[2], &timeout_ms) || timeout_ms < 0) {
@@ -470,8 +473,7 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
   bool known = cmd == "DBSIZE" || cmd == "EXISTS" || cmd == "TYPE" || cmd == "GET" ||
                cmd == "MGET" || cmd == "HGET" || cmd == "HMGET" || cmd == "HGETALL" ||
                cmd == "HEXISTS" || cmd == "HLEN" || cmd == "HKEYS" || cmd == "HVALS" ||
-               cmd == "HSTRLEN" || cmd == "SCAN" || cmd == "KEYS" || cmd == "TTL" ||
-               cmd == "PTTL";
+               cmd == "HSTRLEN" || cmd == "SCAN" || cmd == "KEYS" || cmd == "TTL" || cmd == "PTTL";
   if (!known) {
     std::string first;
     for (size_t i = 1; i < n && i < 4; ++i) absl::StrAppend(&first, "'", Absl(args[i]), "' ");
@@ -738,15 +740,14 @@ void RedisSession::Keys(std::string_view pattern, std::string* out) {
 
 void RedisSession::Info(std::string* out) {
   KvStore& store = service_->store();
-  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::steady_clock::now() - service_->started);
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 service_->started);
   std::string text = absl::StrCat(
       "# Server\r\nredis_version:7.0.0\r\npgflow_version:", service_->config().version,
       "\r\nredis_mode:standalone\r\nprocess_id:", getpid(),
       "\r\nuptime_in_seconds:", uptime.count(),
       "\r\n\r\n# Clients\r\nconnected_clients:", service_->connections.load(),
-      "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(),
-      "\r\nmaxmemory:", store.max_memory(),
+      "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(), "\r\nmaxmemory:", store.max_memory(),
       "\r\n\r\n# Persistence\r\nloading:", store.ready() ? 0 : 1,
       "\r\n\r\n# Stats\r\ntotal_connections_received:", service_->total_connections.load(),
       "\r\ntotal_commands_processed:", service_->commands.load(),
@@ -861,14 +862,30 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       for (size_t i = 2; i < tok.size(); ++i) {
         std::string_view f = tok[i];
         switch (f[0]) {
-          case 'v': value = true; break;
-          case 'q': quiet = true; break;
-          case 'k': absl::StrAppend(&flags, " k", Absl(tok[1])); break;
-          case 's': if (row) absl::StrAppend(&flags, " s", row->json.size()); break;
-          case 'c': if (row) absl::StrAppend(&flags, " c", row->lsn.value); break;
-          case 't': absl::StrAppend(&flags, " t-1"); break;
-          case 'f': absl::StrAppend(&flags, " f0"); break;
-          case 'O': absl::StrAppend(&flags, " ", Absl(f)); break;
+          case 'v':
+            value = true;
+            break;
+          case 'q':
+            quiet = true;
+            break;
+          case 'k':
+            absl::StrAppend(&flags, " k", Absl(tok[1]));
+            break;
+          case 's':
+            if (row) absl::StrAppend(&flags, " s", row->json.size());
+            break;
+          case 'c':
+            if (row) absl::StrAppend(&flags, " c", row->lsn.value);
+            break;
+          case 't':
+            absl::StrAppend(&flags, " t-1");
+            break;
+          case 'f':
+            absl::StrAppend(&flags, " f0");
+            break;
+          case 'O':
+            absl::StrAppend(&flags, " ", Absl(f));
+            break;
           default:
             bad = true;
         }
@@ -926,8 +943,7 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       skip_ = static_cast<size_t>(bytes) + 2;
       out->append("SERVER_ERROR pgflow's kv cache is read-only: write to PostgreSQL\r\n");
     } else if (cmd == "delete" || cmd == "incr" || cmd == "decr" || cmd == "touch" ||
-               cmd == "flush_all" || cmd == "gat" || cmd == "gats" || cmd == "md" ||
-               cmd == "ma") {
+               cmd == "flush_all" || cmd == "gat" || cmd == "gats" || cmd == "md" || cmd == "ma") {
       out->append("SERVER_ERROR pgflow's kv cache is read-only: write to PostgreSQL\r\n");
     } else {
       out->append("ERROR\r\n");
@@ -948,18 +964,30 @@ namespace {
 
 const char* StatusText(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 200:
+      return "OK";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Error";
   }
 }
 
@@ -1007,8 +1035,7 @@ void AppendHttpResponse(int status, std::string_view body, bool keep_alive,
                         std::string_view extra_headers, bool head, std::string* out) {
   absl::StrAppend(out, "HTTP/1.1 ", status, " ", StatusText(status), "\r\n");
   if (status != 304) {
-    absl::StrAppend(out, "Content-Type: application/json\r\nContent-Length: ", body.size(),
-                    "\r\n");
+    absl::StrAppend(out, "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n");
   }
   if (!keep_alive) out->append("Connection: close\r\n");
   out->append(extra_headers);
@@ -1052,7 +1079,8 @@ SessionStep HttpSession::Run(std::string* out) {
     request.method = std::string(line.substr(0, sp1));
     std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
     std::string_view version = line.substr(sp2 + 1);
-    if (version != "HTTP/1.1" && version != "HTTP/1.0") return fail(400, "unsupported HTTP version");
+    if (version != "HTTP/1.1" && version != "HTTP/1.0")
+      return fail(400, "unsupported HTTP version");
     if (target.empty() || target[0] != '/') return fail(400, "the target must be a path");
     request.keep_alive = version == "HTTP/1.1";
     size_t q = target.find('?');
@@ -1068,8 +1096,10 @@ SessionStep HttpSession::Run(std::string* out) {
       if (colon == std::string_view::npos || colon == 0) return fail(400, "malformed header");
       std::string_view name = h.substr(0, colon);
       std::string_view value = h.substr(colon + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
       if (EqualsIgnoreCase(name, "content-length")) {
         if (value != "0") return fail(413, "request bodies are not accepted");
       } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
@@ -1208,8 +1238,9 @@ SessionStep HttpSession::Answer(const Request& request, std::string* out) {
       absl::StrAppend(&body, ",\"rows\":", table->rows(), "}");
     }
     absl::StrAppend(&body, "],\"rows\":", store.TotalRows(), ",\"applied_lsn\":\"",
-                    store.applied().ToString(), "\",\"ready\":true,\"memory_bytes\":",
-                    store.MemoryBytes(), ",\"max_memory\":", store.max_memory(), "}");
+                    store.applied().ToString(),
+                    "\",\"ready\":true,\"memory_bytes\":", store.MemoryBytes(),
+                    ",\"max_memory\":", store.max_memory(), "}");
     return reply(200, body);
   }
   std::shared_ptr<const KvTable> table = store.FindTable(segments[0]);

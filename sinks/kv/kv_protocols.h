@@ -41,11 +41,11 @@ class KvWriteThrough {
 };
 
 struct KvServiceConfig {
-  std::string publication;   // for PGEC-style keys; empty: not accepted
-  std::string password;      // Redis AUTH; empty: none
-  std::string http_token;    // HTTP bearer token; empty: none
+  std::string publication;  // for PGEC-style keys; empty: not accepted
+  std::string password;     // Redis AUTH; empty: none
+  std::string http_token;   // HTTP bearer token; empty: none
   size_t max_request_bytes = 1 << 20;
-  size_t max_output_bytes = 64 << 20;  // replies and notifications buffered per connection
+  size_t max_output_bytes = 64 << 20;         // replies and notifications buffered per connection
   std::chrono::milliseconds max_wait{60000};  // WAITLSN / min_lsn cap
   std::string version = "0.1.0";
 };

@@ -65,8 +65,7 @@ class KvServer::Impl {
   class Conn : public std::enable_shared_from_this<Conn<Session>> {
    public:
     Conn(Impl* impl, tcp::socket socket, asio::io_context* context)
-        : impl_(impl), socket_(std::move(socket)), context_(context),
-          session_(impl->service_) {}
+        : impl_(impl), socket_(std::move(socket)), context_(context), session_(impl->service_) {}
 
     awaitable<void> Run() {
       auto self = this->shared_from_this();
@@ -112,14 +111,16 @@ class KvServer::Impl {
         if (closed_) return;
         session_.Deliver(events, &out_);
         if (out_.size() > impl_->service_->config().max_output_bytes) {
-          LogWarning("kv redis: a subscriber fell behind by more than max_output_bytes; "
-                     "disconnecting it");
+          LogWarning(
+              "kv redis: a subscriber fell behind by more than max_output_bytes; "
+              "disconnecting it");
           Close();
           return;
         }
         if (!writing_ && !out_.empty()) {
-          asio::co_spawn(*context_, [self = this->shared_from_this()]() { return self->Flush(); },
-                         asio::detached);
+          asio::co_spawn(
+              *context_, [self = this->shared_from_this()]() { return self->Flush(); },
+              asio::detached);
         }
       }
     }
@@ -312,8 +313,7 @@ class KvServer::Impl {
         message = "SERVER_ERROR too many open connections\r\n";
         break;
       case Protocol::kHttp:
-        AppendHttpResponse(503, "{\"error\":\"too many connections\"}", false, "", false,
-                           &message);
+        AppendHttpResponse(503, "{\"error\":\"too many connections\"}", false, "", false, &message);
         break;
     }
     boost::system::error_code ec;
@@ -329,8 +329,7 @@ class KvServer::Impl {
         co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context)->Run();
         break;
       case Protocol::kMemcached:
-        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context)
-            ->Run();
+        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context)->Run();
         break;
       case Protocol::kHttp:
         co_await std::make_shared<Conn<HttpSession>>(this, std::move(socket), context)->Run();

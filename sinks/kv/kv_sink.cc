@@ -117,9 +117,9 @@ class PgWriteThrough : public KvWriteThrough {
     for (size_t i = 0; i < t.key_columns.size(); ++i) {
       size_t end = i + 1 == t.key_columns.size() ? key.size() : key.find(':');
       if (end == std::string_view::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the key of ", t.shape->QualifiedName(), " has ", t.key_columns.size(),
-            " columns: write <table>:", absl::StrJoin(t.key_columns, ":")));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the key of ", t.shape->QualifiedName(), " has ", t.key_columns.size(),
+                         " columns: write <table>:", absl::StrJoin(t.key_columns, ":")));
       }
       t.key_values.emplace_back(key.substr(0, end));
       key = end < key.size() ? key.substr(end + 1) : std::string_view();
@@ -222,12 +222,13 @@ class KvSinkFactory : public SinkFactory {
       }
       return absl::OkStatus();
     };
-    for (auto [key, out] : {std::pair<std::string_view, std::string*>{"redis", &options->listen.redis},
-                            {"memcached", &options->listen.memcached},
-                            {"http", &options->listen.http},
-                            {"password", &options->service.password},
-                            {"http_token", &options->service.http_token},
-                            {"publication", &options->service.publication}}) {
+    for (auto [key, out] :
+         {std::pair<std::string_view, std::string*>{"redis", &options->listen.redis},
+          {"memcached", &options->listen.memcached},
+          {"http", &options->listen.http},
+          {"password", &options->service.password},
+          {"http_token", &options->service.http_token},
+          {"publication", &options->service.publication}}) {
       if (absl::Status s = read_string(key, out); !s.ok()) return s;
     }
     for (std::string_view key : {"redis", "memcached", "http"}) {
@@ -326,14 +327,14 @@ absl::Status KvSink::Open() {
     return absl::Status(s.code(), absl::StrCat("kv: ", s.message()));
   }
   cache_->started = true;
-  LogInfo("kv cache: serving%s%s%s", cache_->server.redis_port()
-                                          ? absl::StrCat(" redis on port ", cache_->server.redis_port())
-                                          : "",
-          cache_->server.memcached_port()
-              ? absl::StrCat(" memcached on port ", cache_->server.memcached_port())
-              : "",
-          cache_->server.http_port() ? absl::StrCat(" http on port ", cache_->server.http_port())
-                                     : "");
+  LogInfo(
+      "kv cache: serving%s%s%s",
+      cache_->server.redis_port() ? absl::StrCat(" redis on port ", cache_->server.redis_port())
+                                  : "",
+      cache_->server.memcached_port()
+          ? absl::StrCat(" memcached on port ", cache_->server.memcached_port())
+          : "",
+      cache_->server.http_port() ? absl::StrCat(" http on port ", cache_->server.http_port()) : "");
   return absl::OkStatus();
 }
 

@@ -222,8 +222,7 @@ KvRowPtr KvStore::Current(const KvTable& table, const std::string& key) const {
 
 absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>& table,
                                                  const TableSchema& schema, const Row& row,
-                                                 const Row* key_source, bool delete_op,
-                                                 Lsn lsn) {
+                                                 const Row* key_source, bool delete_op, Lsn lsn) {
   Pending p;
   p.table = table;
   const Row& keys = key_source != nullptr ? *key_source : row;
@@ -467,7 +466,8 @@ absl::Status KvStore::Commit(Lsn end) {
       if (notify) events.push_back(KeyEvent{absl::StrCat(t.key_name_, ":", p.key), !p.row});
     }
     for (KvTable* t : tables) t->rows_.store(t->order_.size(), std::memory_order_relaxed);
-    for (auto it = shards.rbegin(); it != shards.rend(); ++it) it->first->shards_[it->second].mu.Unlock();
+    for (auto it = shards.rbegin(); it != shards.rend(); ++it)
+      it->first->shards_[it->second].mu.Unlock();
     for (auto it = tables.rbegin(); it != tables.rend(); ++it) (*it)->order_mu_.Unlock();
     bytes_.fetch_add(static_cast<uint64_t>(pending_bytes_));
     NotePosition(end);

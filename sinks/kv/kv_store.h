@@ -48,10 +48,10 @@ struct KvColumn {
 
 // One cached row, immutable once built.
 struct KvRow {
-  std::string key;  // the key columns' values joined by ':' ("42", "7:2026-01-01")
+  std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
   std::vector<KvColumn> columns;  // the selected columns, in table order
   std::string json;               // the row as a typed JSON object, null columns included
-  Lsn lsn;  // commit LSN of the transaction that wrote it (the snapshot's for reads)
+  Lsn lsn;             // commit LSN of the transaction that wrote it (the snapshot's for reads)
   uint64_t bytes = 0;  // approximate memory held, for the memory limit
 
   // The column's value text, or nullptr when the column is absent or null (Redis hashes
@@ -113,7 +113,7 @@ class KvTable {
 
 // What the keyspace notifications report for one key after a commit.
 struct KeyEvent {
-  std::string key;   // "<table>:<key>"
+  std::string key;       // "<table>:<key>"
   bool deleted = false;  // "del", else "hset"
 };
 
@@ -179,8 +179,7 @@ class KvStore {
   // The row as it will be once the staged changes apply (for TOAST merges).
   KvRowPtr Current(const KvTable& table, const std::string& key) const;
   absl::StatusOr<Pending> Encode(const std::shared_ptr<KvTable>& table, const TableSchema& schema,
-                                 const Row& row, const Row* key_source, bool delete_op,
-                                 Lsn lsn);
+                                 const Row& row, const Row* key_source, bool delete_op, Lsn lsn);
 
   const KvStoreOptions options_;
   mutable absl::Mutex tables_mu_;
@@ -194,7 +193,7 @@ class KvStore {
   // Writer-thread state.
   std::vector<Pending> pending_;
   absl::flat_hash_map<std::string, size_t> pending_index_;  // table key_name + '\0' + key
-  int64_t pending_bytes_ = 0;  // net change of bytes_ once applied
+  int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
 
   absl::Mutex listener_mu_;
   std::function<void(const std::vector<KeyEvent>&)> listener_ ABSL_GUARDED_BY(listener_mu_);

@@ -26,8 +26,7 @@ bool ReadLength(std::string_view input, size_t* pos, int64_t* value, bool* compl
 }
 
 ParseStatus ParseInline(std::string_view input, const ParseLimits& limits,
-                        std::vector<std::string_view>* args, size_t* consumed,
-                        std::string* error) {
+                        std::vector<std::string_view>* args, size_t* consumed, std::string* error) {
   size_t nl = input.find('\n');
   if (nl == std::string_view::npos) {
     if (input.size() > limits.max_request_bytes) {
@@ -159,7 +158,9 @@ void AppendMapHeader(size_t pairs, bool resp3, std::string* out) {
   }
 }
 
-void AppendPushHeader(size_t n, bool resp3, std::string* out) { AppendLine(resp3 ? '>' : '*', n, out); }
+void AppendPushHeader(size_t n, bool resp3, std::string* out) {
+  AppendLine(resp3 ? '>' : '*', n, out);
+}
 
 bool GlobMatch(std::string_view pattern, std::string_view text) {
   // Iterative matching with one backtrack point for the last '*' seen: linear in practice,

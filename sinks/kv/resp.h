@@ -26,8 +26,7 @@ struct ParseLimits {
 // than the limit, which is kError. kError: *error holds the message for "-ERR Protocol
 // error: ...", and the connection must be closed (the framing is lost).
 ParseStatus ParseCommand(std::string_view input, const ParseLimits& limits,
-                         std::vector<std::string_view>* args, size_t* consumed,
-                         std::string* error);
+                         std::vector<std::string_view>* args, size_t* consumed, std::string* error);
 
 // Reply writers. `resp3` selects RESP3 forms where they differ (null, map, push, double).
 void AppendSimple(std::string_view s, std::string* out);  // +OK
@@ -37,7 +36,7 @@ void AppendBulk(std::string_view s, std::string* out);
 void AppendNull(bool resp3, std::string* out);  // $-1 or _
 void AppendArrayHeader(size_t n, std::string* out);
 void AppendMapHeader(size_t pairs, bool resp3, std::string* out);  // %n, or *2n in RESP2
-void AppendPushHeader(size_t n, bool resp3, std::string* out);    // >n, or *n in RESP2
+void AppendPushHeader(size_t n, bool resp3, std::string* out);     // >n, or *n in RESP2
 
 // Redis's glob: * ? [abc] [^a-z] and \x escapes. Runs in O(|pattern| * |text|) at worst.
 bool GlobMatch(std::string_view pattern, std::string_view text);

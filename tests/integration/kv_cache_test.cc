@@ -76,10 +76,7 @@ std::string Raw(int port, const std::string& request, size_t expect_bytes) {
 class KvPipeline {
  public:
   KvPipeline(const std::string& name, const std::string& extra_sink_options = "")
-      : name_(name),
-        redis_(FreePort()),
-        memcached_(FreePort()),
-        http_(FreePort()) {
+      : name_(name), redis_(FreePort()), memcached_(FreePort()), http_(FreePort()) {
     Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
@@ -95,9 +92,9 @@ class KvPipeline {
                          "  cache:\n"
                          "    flush_interval: 20ms\n"
                          "    kv: {redis: 127.0.0.1:" +
-                         std::to_string(redis_) + ", memcached: 127.0.0.1:" +
-                         std::to_string(memcached_) + ", http: 127.0.0.1:" +
-                         std::to_string(http_) + extra_sink_options + "}\n");
+                         std::to_string(redis_) +
+                         ", memcached: 127.0.0.1:" + std::to_string(memcached_) +
+                         ", http: 127.0.0.1:" + std::to_string(http_) + extra_sink_options + "}\n");
   }
   std::string url() const { return SharedCluster().Url(name_); }
   std::string log() const { return dir_.File("pgflow.log"); }
@@ -162,7 +159,8 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_THAT(Raw(p.redis(), "HELLO 3\r\nHGETALL users:4\r\n", 200),
               HasSubstr("%4\r\n$2\r\nid\r\n$1\r\n4\r\n$4\r\nname\r\n$5\r\nuser4\r\n"));
   std::string scanned = p.Cli("--scan --pattern 'users:1*'");
-  EXPECT_EQ(std::count(scanned.begin(), scanned.end(), '\n') + 1, 111) << scanned;  // 1, 10-19, 100-199
+  EXPECT_EQ(std::count(scanned.begin(), scanned.end(), '\n') + 1, 111)
+      << scanned;  // 1, 10-19, 100-199
   EXPECT_THAT(p.Cli("HSET users:1 name x"), HasSubstr("READONLY"));
   EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=202"));
 
@@ -179,7 +177,8 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_THAT(p.Curl("/users/999"), HasSubstr("\"error\":\"not found\""));
   EXPECT_THAT(p.Curl("/users/999"), HasSubstr(" 404"));
   EXPECT_THAT(p.Curl("/users?limit=2&after=10"), HasSubstr(R"({"rows":[{"id":11,)"));
-  EXPECT_THAT(p.Curl("/"), HasSubstr(R"("name":"users","schema":"public","table":"users","rows":200)"));
+  EXPECT_THAT(p.Curl("/"),
+              HasSubstr(R"("name":"users","schema":"public","table":"users","rows":200)"));
   EXPECT_THAT(Shell("curl -si http://127.0.0.1:" + std::to_string(p.http()) + "/users/5"),
               HasSubstr("ETag: \""));
 
@@ -199,10 +198,11 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
                       std::chrono::seconds(10)));
 
   // Changes: insert, update, delete, in one transaction, become visible together.
-  sql.Exec("BEGIN; INSERT INTO users VALUES (500, 'new', 1, NULL); UPDATE users SET name = "
-           "'changed' WHERE id = 1; DELETE FROM users WHERE id = 2; COMMIT;");
-  ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET users:500 name") == "new"; },
-                      std::chrono::seconds(10)))
+  sql.Exec(
+      "BEGIN; INSERT INTO users VALUES (500, 'new', 1, NULL); UPDATE users SET name = "
+      "'changed' WHERE id = 1; DELETE FROM users WHERE id = 2; COMMIT;");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET users:500 name") == "new"; }, std::chrono::seconds(10)))
       << ReadFile(p.log());
   EXPECT_EQ(p.Cli("HGET users:1 name"), "changed");
   EXPECT_EQ(p.Cli("EXISTS users:2"), "0");
@@ -213,9 +213,10 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_THAT(ReadFile(events), HasSubstr("__keyspace@0__:users:500\nhset"));
 
   // DDL: an added column shows in the next reads of the rows written after it.
-  sql.Exec("ALTER TABLE users ADD COLUMN email text; UPDATE users SET email = 'a@b.c' WHERE id = 3");
-  ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET users:3 email") == "a@b.c"; },
-                      std::chrono::seconds(10)));
+  sql.Exec(
+      "ALTER TABLE users ADD COLUMN email text; UPDATE users SET email = 'a@b.c' WHERE id = 3");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET users:3 email") == "a@b.c"; }, std::chrono::seconds(10)));
   EXPECT_THAT(p.Curl("/users/3"), HasSubstr(R"("email":"a@b.c")"));
 
   // Read-your-writes: wait for the LSN of one's own commit.
@@ -240,8 +241,8 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
 
   // Truncate empties the table.
   sql.Exec("TRUNCATE sales.lines");
-  ASSERT_TRUE(WaitFor([&] { return p.Cli("EXISTS sales.lines:7:1") == "0"; },
-                      std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("EXISTS sales.lines:7:1") == "0"; }, std::chrono::seconds(10)));
 
   pgflow->Signal(SIGTERM);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
@@ -250,13 +251,14 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
 TEST(KvCacheTest, ARestartedCacheLoadsEveryRowAgainWithoutPinningWal) {
   KvPipeline p("kv_restart");
   Sql sql(p.url());
-  sql.Exec("CREATE SCHEMA sales; CREATE TABLE items (id int PRIMARY KEY, v text);"
-           "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g;");
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE items (id int PRIMARY KEY, v text);"
+      "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g;");
   auto pgflow = p.Start();
   EXPECT_EQ(p.Cli("DBSIZE"), "1000");
   sql.Exec("UPDATE items SET v = 'before' WHERE id = 1");
-  ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET items:1 v") == "before"; },
-                      std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET items:1 v") == "before"; }, std::chrono::seconds(10)));
   pgflow->Signal(SIGTERM);
   ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
   // The slot moved past what the cache applied: nothing pins WAL.
@@ -266,8 +268,9 @@ TEST(KvCacheTest, ARestartedCacheLoadsEveryRowAgainWithoutPinningWal) {
   EXPECT_EQ(confirmed, "t");
 
   // While pgflow is down: rows change, appear and go.
-  sql.Exec("UPDATE items SET v = 'while down' WHERE id = 2; DELETE FROM items WHERE id = 3;"
-           "INSERT INTO items VALUES (5000, 'new')");
+  sql.Exec(
+      "UPDATE items SET v = 'while down' WHERE id = 2; DELETE FROM items WHERE id = 3;"
+      "INSERT INTO items VALUES (5000, 'new')");
   pgflow = p.Start();
   EXPECT_EQ(p.Count("copying every table again"), 1u) << ReadFile(p.log());
   EXPECT_EQ(p.Cli("HGET items:1 v"), "before");
@@ -282,17 +285,20 @@ TEST(KvCacheTest, ARestartedCacheLoadsEveryRowAgainWithoutPinningWal) {
 TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
   KvPipeline p("kv_write", ", write_through: true, password: s3cret");
   Sql sql(p.url());
-  sql.Exec("CREATE SCHEMA sales; CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance numeric(12,2), "
-           "active boolean);"
-           "INSERT INTO accounts VALUES (1, 'ann', 10.00, true);");
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance "
+      "numeric(12,2), "
+      "active boolean);"
+      "INSERT INTO accounts VALUES (1, 'ann', 10.00, true);");
   auto pgflow = p.Start();
   EXPECT_THAT(p.Cli("HGET accounts:1 owner"), HasSubstr("NOAUTH"));
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:1 owner"), "ann");
   // Written to PostgreSQL with the column types respected, and readable at once.
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HSET accounts:2 owner bob balance 5.5 active f"),
             "3");
-  EXPECT_EQ(sql.Scalar("SELECT owner || ' ' || balance || ' ' || active FROM accounts WHERE id = 2"),
-            "bob 5.50 false");
+  EXPECT_EQ(
+      sql.Scalar("SELECT owner || ' ' || balance || ' ' || active FROM accounts WHERE id = 2"),
+      "bob 5.50 false");
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:2 balance"), "5.50");
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HSET accounts:1 balance 20"), "0");
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:1 balance"), "20.00");
@@ -310,15 +316,17 @@ TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
 TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
   KvPipeline p("kv_limits", ", columns: {public.people: [name]}, max_memory: 256KiB");
   Sql sql(p.url());
-  sql.Exec("CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text, secret text);"
-           "INSERT INTO people SELECT g, 'p' || g, 'hidden' FROM generate_series(1, 100) g;");
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text, secret text);"
+      "INSERT INTO people SELECT g, 'p' || g, 'hidden' FROM generate_series(1, 100) g;");
   auto pgflow = p.Start();
   EXPECT_EQ(p.Cli("HGETALL people:7"), "id\n7\nname\np7");
   EXPECT_THAT(p.Curl("/people/7"), HasSubstr(R"({"id":7,"name":"p7"} 200)"));
   EXPECT_THAT(p.Curl("/people/7"), Not(HasSubstr("hidden")));
   // Past the limit the pipeline stops with a clear message instead of serving part of a table.
-  sql.Exec("INSERT INTO people SELECT g, repeat('x', 200), 'hidden' FROM generate_series(101, "
-           "5000) g");
+  sql.Exec(
+      "INSERT INTO people SELECT g, repeat('x', 200), 'hidden' FROM generate_series(101, "
+      "5000) g");
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(p.log());
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("memory limit (max_memory 262144 bytes)"));
   EXPECT_THAT(p.Cli("PING"), HasSubstr("Could not connect"));

@@ -72,8 +72,9 @@ TEST_F(KvProtocolsTest, RedisHashCommandsAndPipelining) {
   EXPECT_EQ(Redis("GET pub.users.2\r\n").substr(0, 4), "$50\r");
   EXPECT_EQ(Redis("HLEN users:2\r\nHEXISTS users:2 note\r\nTYPE users:2\r\nTYPE users:99\r\n"),
             ":3\r\n:0\r\n+hash\r\n+none\r\n");
-  EXPECT_EQ(Redis("HGETALL users:3\r\n"),
-            "*6\r\n$2\r\nid\r\n$1\r\n3\r\n$4\r\nname\r\n$5\r\nuser3\r\n$5\r\nscore\r\n$4\r\n1.50\r\n");
+  EXPECT_EQ(
+      Redis("HGETALL users:3\r\n"),
+      "*6\r\n$2\r\nid\r\n$1\r\n3\r\n$4\r\nname\r\n$5\r\nuser3\r\n$5\r\nscore\r\n$4\r\n1.50\r\n");
   EXPECT_EQ(Redis("HELLO 3\r\nHGETALL users:3\r\n").find("%3\r\n$2\r\nid\r\n$1\r\n3\r\n") !=
                 std::string::npos,
             true);
@@ -188,7 +189,8 @@ TEST_F(KvProtocolsTest, HttpRowsPagesAndErrors) {
   session.Feed("GET / HTTP/1.1\r\n\r\n", &out);
   EXPECT_NE(out.find("\"applied_lsn\":\"0/200\""), std::string::npos);
   out.clear();
-  SessionStep step = session.Feed("GET /users/1?min_lsn=0/FFFF&timeout_ms=5 HTTP/1.1\r\n\r\n", &out);
+  SessionStep step =
+      session.Feed("GET /users/1?min_lsn=0/FFFF&timeout_ms=5 HTTP/1.1\r\n\r\n", &out);
   EXPECT_EQ(step.kind, SessionStep::kWait);
   step = session.Resume(false, &out);
   EXPECT_NE(out.find("504 Gateway Timeout"), std::string::npos);
