@@ -295,7 +295,10 @@ class KvServer::Impl {
       }
       socket.set_option(tcp::no_delay(true), ec);
       service_->total_connections.fetch_add(1, std::memory_order_relaxed);
-      if (service_->connections.load() >= options_.max_connections) {
+      // Counted here, not when the connection's coroutine starts on its thread, so that
+      // back-to-back accepts cannot pass the limit.
+      if (service_->connections.fetch_add(1) >= options_.max_connections) {
+        service_->connections.fetch_sub(1);
         asio::co_spawn(target, Refuse(std::move(socket), protocol), asio::detached);
         continue;
       }
@@ -322,8 +325,8 @@ class KvServer::Impl {
     socket.close(ec);
   }
 
+  // REQUIRES: the connection was counted in service_->connections.
   awaitable<void> Serve(tcp::socket socket, Protocol protocol, asio::io_context* context) {
-    service_->connections.fetch_add(1);
     switch (protocol) {
       case Protocol::kRedis:
         co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context)->Run();

@@ -92,7 +92,7 @@ class KvTable {
 
  private:
   friend class KvStore;
-  struct Shard {
+  struct alignas(64) Shard {  // a cache line of its own: no false sharing between shards
     mutable absl::Mutex mu;
     absl::flat_hash_map<std::string, KvRowPtr> rows ABSL_GUARDED_BY(mu);
   };

@@ -48,6 +48,22 @@ std::string Shell(const std::string& command) {
   return out;
 }
 
+// A connected socket to `port` on loopback (-1 on failure).
+int Open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
 // Sends `request` on a fresh TCP connection and reads until `expect_bytes` arrived or 5 s.
 std::string Raw(int port, const std::string& request, size_t expect_bytes) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -314,7 +330,8 @@ TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
 }
 
 TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
-  KvPipeline p("kv_limits", ", columns: {public.people: [name]}, max_memory: 256KiB");
+  KvPipeline p("kv_limits",
+               ", columns: {public.people: [name]}, max_memory: 256KiB, max_connections: 3");
   Sql sql(p.url());
   sql.Exec(
       "CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text, secret text);"
@@ -323,6 +340,16 @@ TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
   EXPECT_EQ(p.Cli("HGETALL people:7"), "id\n7\nname\np7");
   EXPECT_THAT(p.Curl("/people/7"), HasSubstr(R"({"id":7,"name":"p7"} 200)"));
   EXPECT_THAT(p.Curl("/people/7"), Not(HasSubstr("hidden")));
+  // Past max_connections a new client is told so and closed; the others are served.
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Open(p.redis()));
+  EXPECT_THAT(Raw(p.redis(), "PING\r\n", 1), HasSubstr("-ERR max number of clients reached"));
+  (void)!write(held[0], "PING\r\n", 6);
+  char pong[16] = {};
+  EXPECT_GT(read(held[0], pong, sizeof(pong) - 1), 0);
+  EXPECT_STREQ(pong, "+PONG\r\n");
+  for (int fd : held) close(fd);
+
   // Past the limit the pipeline stops with a clear message instead of serving part of a table.
   sql.Exec(
       "INSERT INTO people SELECT g, repeat('x', 200), 'hidden' FROM generate_series(101, "

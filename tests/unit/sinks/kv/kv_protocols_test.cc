@@ -203,6 +203,27 @@ TEST_F(KvProtocolsTest, HttpRowsPagesAndErrors) {
   EXPECT_EQ(step.kind, SessionStep::kClose);
 }
 
+TEST_F(KvProtocolsTest, HttpBearerTokenAndRedisPassword) {
+  KvServiceConfig config;
+  config.http_token = "t0ken";
+  config.password = "pw";
+  KvService guarded(&store_, config, nullptr);
+  HttpSession http(&guarded);
+  std::string out;
+  http.Feed("GET /users/1 HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("401 Unauthorized"), std::string::npos);
+  EXPECT_NE(out.find("WWW-Authenticate: Bearer"), std::string::npos);
+  out.clear();
+  http.Feed("GET /users/1 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\n\r\n", &out);
+  EXPECT_NE(out.find("200 OK"), std::string::npos);
+  RedisSession redis(&guarded);
+  out.clear();
+  redis.Feed("GET users:1\r\nAUTH nope\r\nAUTH pw\r\nEXISTS users:1\r\n", &out);
+  EXPECT_EQ(out,
+            "-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or "
+            "user is disabled.\r\n+OK\r\n:1\r\n");
+}
+
 TEST_F(KvProtocolsTest, MemcachedGetAndMetaGet) {
   MemcachedSession session(&service_);
   std::string out;
