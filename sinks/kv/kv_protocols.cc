@@ -147,6 +147,19 @@ SessionStep RedisSession::Run(std::string* out) {
   return step;
 }
 
+SessionStep RedisSession::FinishWrite(WriteResult result, std::string* out) {
+  if (!result.lsn.ok()) {
+    resp::AppendError(absl::StrCat("ERR ", result.lsn.status().message()), out);
+    return Run(out);
+  }
+  pending_reply_ = write_reply_ == '+' ? "+OK\r\n" : absl::StrCat(":", result.count, "\r\n");
+  SessionStep step;
+  step.kind = SessionStep::kWait;
+  step.lsn = *result.lsn;
+  step.timeout = service_->config().max_wait;
+  return step;
+}
+
 SessionStep RedisSession::Resume(bool reached, std::string* out) {
   if (!pending_reply_.empty()) {
     // A write-through command: written to PostgreSQL, waiting for it to come back.
@@ -437,32 +450,26 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
       if (n < 4 || n % 2 != 0) return arity_error();
       std::vector<std::pair<std::string, std::string>> values;
       for (size_t i = 2; i + 1 < n; i += 2) values.emplace_back(args[i], args[i + 1]);
-      int64_t added = 0;
-      absl::StatusOr<Lsn> lsn = writer->Upsert(args[1], values, &added);
-      if (!lsn.ok()) {
-        resp::AppendError(absl::StrCat("ERR ", lsn.status().message()), out);
-        return step;
-      }
-      // Answered once the change is back in the cache, so the next read sees it.
-      pending_reply_ = cmd == "HSET" ? absl::StrCat(":", added, "\r\n") : "+OK\r\n";
-      step.kind = SessionStep::kWait;
-      step.lsn = *lsn;
-      step.timeout = config.max_wait;
+      // Run by the connection off its network thread (a round trip to PostgreSQL), then
+      // answered once the change is back in the cache, so the next read sees it.
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, key = std::string(args[1]), values = std::move(values)] {
+        WriteResult r;
+        r.lsn = writer->Upsert(key, values, &r.count);
+        return r;
+      };
+      write_reply_ = cmd == "HSET" ? ':' : '+';
       return step;
     }
     if (writer != nullptr && (cmd == "DEL" || cmd == "UNLINK")) {
       if (n < 2) return arity_error();
-      std::vector<std::string> keys(args.begin() + 1, args.end());
-      int64_t deleted = 0;
-      absl::StatusOr<Lsn> lsn = writer->Delete(keys, &deleted);
-      if (!lsn.ok()) {
-        resp::AppendError(absl::StrCat("ERR ", lsn.status().message()), out);
-        return step;
-      }
-      pending_reply_ = absl::StrCat(":", deleted, "\r\n");
-      step.kind = SessionStep::kWait;
-      step.lsn = *lsn;
-      step.timeout = config.max_wait;
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, keys = std::vector<std::string>(args.begin() + 1, args.end())] {
+        WriteResult r;
+        r.lsn = writer->Delete(keys, &r.count);
+        return r;
+      };
+      write_reply_ = ':';
       return step;
     }
     resp::AppendError(kReadOnly, out);

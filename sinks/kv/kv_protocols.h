@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -83,13 +84,21 @@ class KvService {
   std::vector<std::pair<uint64_t, CursorState>> cursors_ ABSL_GUARDED_BY(cursor_mu_);  // ring
 };
 
+// The outcome of a write-through command: the LSN to wait for, and the count to answer.
+struct WriteResult {
+  absl::StatusOr<Lsn> lsn;
+  int64_t count = 0;
+};
+
 // What a session asks of its connection after consuming input.
 struct SessionStep {
   enum Kind {
     kContinue,  // wait for more input
     kClose,     // send what was appended, then close
     kWait,      // wait until store().applied() >= lsn or the timeout, then call Resume
+    kWrite,     // run `write` away from the network thread, then call FinishWrite
   } kind = kContinue;
+  std::function<WriteResult()> write;
   Lsn lsn;
   std::chrono::milliseconds timeout{0};
 };
@@ -104,6 +113,8 @@ class RedisSession {
   // Ends a kWait: `reached` says whether the LSN was applied in time. Continues with the
   // commands already received.
   SessionStep Resume(bool reached, std::string* out);
+  // Ends a kWrite: answers an error at once, or asks to wait for the write's LSN (kWait).
+  SessionStep FinishWrite(WriteResult result, std::string* out);
 
   // In subscribed mode, the notifications for one commit's keys that match a subscription.
   void Deliver(const std::vector<KeyEvent>& events, std::string* out) const;
@@ -130,6 +141,7 @@ class RedisSession {
   bool resp3_ = false;
   bool authed_ = false;
   std::string pending_reply_;  // a write-through reply, sent once its LSN is applied
+  char write_reply_ = ':';     // how the running write-through answers: ":<count>" or "+OK"
   absl::flat_hash_set<std::string> channels_;
   absl::flat_hash_set<std::string> patterns_;
 };

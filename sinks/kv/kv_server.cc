@@ -52,6 +52,10 @@ absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& address) {
   return tcp::endpoint(ip, static_cast<unsigned short>(port));
 }
 
+// A coroutine function, not a capturing lambda: its argument lives in the coroutine frame for
+// as long as it runs.
+awaitable<WriteResult> RunWrite(std::function<WriteResult()> work) { co_return work(); }
+
 }  // namespace
 
 class KvServer::Impl {
@@ -90,6 +94,14 @@ class KvServer::Impl {
                 continue;
               }
             }
+            if constexpr (std::is_same_v<Session, RedisSession>) {
+              if (step.kind == SessionStep::kWrite) {
+                WriteResult result = co_await asio::co_spawn(
+                    impl_->write_pool_, RunWrite(std::move(step.write)), use_awaitable);
+                step = session_.FinishWrite(std::move(result), &out_);
+                continue;
+              }
+            }
             if (session_.more()) {
               // Stopped at the output bound with requests still buffered: go on with them.
               step = session_.Feed(std::string_view(), &out_);
@@ -118,9 +130,7 @@ class KvServer::Impl {
           return;
         }
         if (!writing_ && !out_.empty()) {
-          asio::co_spawn(
-              *context_, [self = this->shared_from_this()]() { return self->Flush(); },
-              asio::detached);
+          asio::co_spawn(*context_, FlushHolding(this->shared_from_this()), asio::detached);
         }
       }
     }
@@ -133,6 +143,9 @@ class KvServer::Impl {
     }
 
    private:
+    // Flush, keeping the connection alive until it is done (for writes no reader awaits).
+    static awaitable<void> FlushHolding(std::shared_ptr<Conn> self) { co_await self->Flush(); }
+
     void UpdateSubscription() {
       if constexpr (std::is_same_v<Session, RedisSession>) {
         if (session_.subscribed() && !subscribed_) {
@@ -264,6 +277,8 @@ class KvServer::Impl {
     service_->store().SetCommitListener(nullptr);
     for (auto& context : contexts_) context->stop();
     for (std::thread& t : threads_) t.join();
+    write_pool_.stop();
+    write_pool_.join();
     threads_.clear();
     {
       absl::MutexLock lock(&subs_mu_);
@@ -274,6 +289,8 @@ class KvServer::Impl {
     contexts_.clear();  // destroys the suspended coroutines and their sockets
   }
 
+  // Write-through statements (blocking libpq calls) run here, never on a network thread.
+  asio::thread_pool write_pool_{2};
   int redis_port_ = 0;
   int memcached_port_ = 0;
   int http_port_ = 0;

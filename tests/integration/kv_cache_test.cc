@@ -311,7 +311,8 @@ TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:1 owner"), "ann");
   // Written to PostgreSQL with the column types respected, and readable at once.
   EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HSET accounts:2 owner bob balance 5.5 active f"),
-            "3");
+            "3")
+      << ReadFile(p.log());
   EXPECT_EQ(
       sql.Scalar("SELECT owner || ' ' || balance || ' ' || active FROM accounts WHERE id = 2"),
       "bob 5.50 false");
