@@ -17,6 +17,7 @@
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sinks/kafka/kafka_sink.h"
+#include "sinks/kv/kv_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
 #include "sources/postgres/backfill.h"
@@ -70,6 +71,7 @@ void RegisterComponents() {
   RegisterBlackholeSink();
   RegisterPostgresSink();
   RegisterKafkaSink();
+  RegisterKvSink();
 }
 
 int Validate(const std::string& path) {

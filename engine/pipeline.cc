@@ -142,6 +142,14 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
     close_opened();
     return start.status();
   }
+  bool full_copy = false;
+  for (const SinkSlot& slot : sinks_) full_copy = full_copy || slot.sink->NeedsFullCopy();
+  if (full_copy) {
+    if (absl::Status s = source_->EnsureFullCopy(); !s.ok()) {
+      close_opened();
+      return s;
+    }
+  }
   started_ = true;
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
   chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());

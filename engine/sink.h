@@ -53,6 +53,11 @@ class Sink {
   // than as decoded `read` changes: a PostgreSQL target can COPY them in without decoding.
   // The raw path is taken only when every sink of the pipeline accepts it.
   virtual bool AcceptsRawCopy() const { return false; }
+
+  // True for a sink that starts empty and needs every row of the pipeline's tables again (an
+  // in-memory cache after the process started): the engine then asks the source for a full
+  // copy (Source::EnsureFullCopy), which ends with a kSnapshotDone event.
+  virtual bool NeedsFullCopy() const { return false; }
 };
 
 }  // namespace pgflow

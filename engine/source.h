@@ -46,6 +46,13 @@ class Source {
   // nothing beyond it; acks.chunks tells which snapshot chunks every sink holds.
   virtual absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) = 0;
 
+  // Called after Prepare when a sink needs every row again (Sink::NeedsFullCopy): makes sure
+  // this run sends all the tables' rows, followed by a kSnapshotDone event, while streaming
+  // goes on from the resume point. An initial snapshot already owed does it by itself.
+  virtual absl::Status EnsureFullCopy() {
+    return absl::UnimplementedError("this source cannot copy its tables again");
+  }
+
   // Called once the sinks have drained and flushed: acknowledges what `acks` confirms (WAL
   // position, snapshot chunks) and disconnects.
   virtual absl::Status Finish(Acknowledgements acks) = 0;

@@ -489,6 +489,11 @@ void PostgresSource::StreamState::TendBackfills() {
                {absl::StrCat(backfill_->id())});
       if (!res.ok()) LogWarning("backfill: %s", res.status().message());
       LogInfo("backfill %d: done, %d rows copied", backfill_->id(), backfill_rows_);
+      if (backfill_->id() == source_->full_copy_backfill_) {
+        Event done;
+        done.kind = EventKind::kSnapshotDone;
+        Add(std::move(done));
+      }
       backfill_.reset();
       backfill_durable_at_ = Lsn();
     }
@@ -1009,6 +1014,33 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   if (!start.ok()) return start.status();
   start_ = *start;
   return start_;
+}
+
+absl::Status PostgresSource::EnsureFullCopy() {
+  if (source_.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
+  if (snapshot_owed_) {
+    if (source_.snapshot.mode != SnapshotMode::kInitial) return absl::OkStatus();
+    // An interrupted snapshot would skip the chunks recorded done, which the empty sink lacks:
+    // copy them all again (under the new snapshot, as any resumed chunk is).
+    absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+    if (!conn.ok()) return conn.status();
+    auto res = Exec(conn->get(),
+                    "UPDATE pgflow.snapshot_chunks SET done_at = NULL, rows = NULL "
+                    "WHERE pipeline = $1 AND done_at IS NOT NULL",
+                    {config_.name});
+    if (!res.ok()) return res.status();
+    if (std::string n = PQcmdTuples(res->get()); n != "0") {
+      LogInfo("a sink starts empty: the interrupted snapshot copies its %s finished chunk(s) "
+              "again",
+              n);
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, config_.name, {});
+  if (!id.ok()) return id.status();
+  full_copy_backfill_ = *id;
+  LogInfo("a sink starts empty: copying every table again beside the stream (backfill %d)", *id);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& chunks,

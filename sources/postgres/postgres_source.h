@@ -30,6 +30,9 @@ class PostgresSource : public Source {
   absl::StatusOr<Lsn> Prepare() override;
   absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override;
   absl::Status Finish(Acknowledgements acks) override;
+  // Without a snapshot owed, requests a backfill of every table (as `pgflow snapshot` does);
+  // its end is announced to the sinks with kSnapshotDone.
+  absl::Status EnsureFullCopy() override;
 
  private:
   class StreamState;
@@ -49,6 +52,7 @@ class PostgresSource : public Source {
   // The initial copy still owed before streaming may start, and the snapshot exported with the
   // slot for it (empty: take a new one).
   bool snapshot_owed_ = false;
+  int64_t full_copy_backfill_ = 0;  // the backfill EnsureFullCopy asked for, if any
   std::string snapshot_name_;
   std::unique_ptr<SnapshotCopier> copier_;
 };

@@ -405,7 +405,8 @@ TEST(CliTest, ValidateNamesFileLineAndColumn) {
   EXPECT_THAT(out, HasSubstr("ok"));
 
   // Every example validates as written.
-  for (const char* example : {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml"}) {
+  for (const char* example :
+       {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml", "kv-cache.yaml"}) {
     EXPECT_EQ(
         RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
                   {{"SOURCE_URL", "postgres://u@h/db"}, {"TARGET_URL", "postgres://u@h2/db"}}),

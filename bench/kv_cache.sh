@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Benchmark: the kv cache against the servers its protocols come from, in one run.
+#
+# One throwaway PostgreSQL with ROWS rows (default 100,000; key: 12-digit text, as
+# redis-benchmark's __rand_int__ writes it). pgflow caches them (kv sink); a redis-server is
+# loaded with the same rows as hashes (and each row's JSON as a string, for GET), a memcached
+# with the rows' JSON, an nginx with one file per row. Then, 50 clients each:
+#   Redis:     redis-benchmark HGET / HGETALL / GET on random real keys, without and with
+#              pipelining (-P 16), pgflow and redis-server
+#   memcached: kv_bench memcached (get, 1 and 16 per write), pgflow and memcached
+#   HTTP:      wrk GET /items/<key> on random keys, pgflow and nginx (static files)
+# and prints each pair and pgflow/reference (each measured twice, alternating, best kept).
+# Last, commit→visible latency: UPDATEs committed at 1,000/s while polling HGET until each
+# shows; p50 / p99 / max.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-100000}
+REQUESTS=${REQUESTS:-200000}
+SECONDS_EACH=${SECONDS_EACH:-4}
+BUILD=${BUILD:-build}
+source bench/common.sh
+KV_BENCH="$BUILD/kv_bench"
+[ -x "$KV_BENCH" ] || ninja -C "$BUILD" kv_bench >/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); MPORT=$(free_port); HPORT=$(free_port)
+REDIS_PORT=$(free_port); MEMC_PORT=$(free_port); NGINX_PORT=$(free_port)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/pgtmp.sh stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "loading $ROWS rows"
+psql -q -d bench <<SQL
+CREATE TABLE items (id text PRIMARY KEY, name text, price numeric(12,2), qty int);
+INSERT INTO items SELECT lpad(g::text, 12, '0'), 'item ' || g, g * 1.25, g % 100
+  FROM generate_series(0, $ROWS - 1) g;
+SQL
+
+cat >"$work/kv.yaml" <<YAML
+pipeline: kvbench
+source:
+  postgres:
+    url: postgres://postgres@127.0.0.1:$PGPORT/bench
+    tables: [public.items]
+sinks:
+  cache:
+    flush_interval: 20ms
+    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT, threads: ${KV_THREADS:-2}}
+YAML
+"$BUILD/pgflow" run "$work/kv.yaml" --progress 0 2>"$work/pgflow.log" &
+pids+=($!)
+for _ in $(seq 600); do
+  [ "$(redis-cli -p "$RPORT" DBSIZE 2>/dev/null)" = "$ROWS" ] && break
+  sleep 0.1
+done
+[ "$(redis-cli -p "$RPORT" DBSIZE)" = "$ROWS" ] || { cat "$work/pgflow.log"; exit 1; }
+
+# The references, loaded with the same rows.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  >"$work/redis.log" 2>&1 &
+pids+=($!)
+memcached -u "$(id -un)" -p "$MEMC_PORT" -l 127.0.0.1 -U 0 -m 1024 -t 2 >"$work/memcached.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/www/items"
+psql -Atq -d bench -c "COPY (SELECT id, row_to_json(i)::text FROM (SELECT id, name, price::text AS price, qty FROM items) i) TO STDOUT" \
+  >"$work/rows.tsv"
+python3 - "$work" "$REDIS_PORT" "$MEMC_PORT" <<'PY'
+import socket, sys, os, json
+work, rport, mport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def bulk(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+redis, memc = bytearray(), bytearray()
+for line in open(os.path.join(work, "rows.tsv")):
+    key, doc = line.rstrip("\n").split("\t", 1)
+    row = json.loads(doc)
+    redis += bulk("HSET", "items:" + key, "id", key, "name", row["name"], "price", row["price"],
+                  "qty", str(row["qty"]))
+    redis += bulk("SET", "json:items:" + key, doc)
+    memc += b"set items:%s 0 0 %d noreply\r\n%s\r\n" % (key.encode(), len(doc), doc.encode())
+    with open(os.path.join(work, "www", "items", key), "w") as f:
+        f.write(doc)
+redis += bulk("PING")
+memc += b"version\r\n"
+for port, data, end in ((rport, redis, b"+PONG\r\n"), (mport, memc, b"VERSION")):
+    for _ in range(100):
+        try:
+            s = socket.create_connection(("127.0.0.1", port)); break
+        except OSError:
+            import time; time.sleep(0.1)
+    s.sendall(data)
+    got = b""
+    while end not in got[-200:]:
+        chunk = s.recv(1 << 20)
+        if not chunk: break
+        got += chunk
+    s.close()
+PY
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  default_type application/json;
+  server { listen 127.0.0.1:$NGINX_PORT; root $work/www; keepalive_requests 1000000; }
+}
+NGINX
+nginx -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+sleep 0.5
+echo "references loaded: redis-server $(redis-cli -p "$REDIS_PORT" DBSIZE) keys," \
+  "memcached $(printf 'stats\r\nquit\r\n' | python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",'"$MEMC_PORT"')); s.sendall(sys.stdin.buffer.read()); print([l for l in s.makefile().read().splitlines() if "curr_items" in l][0].split()[2])') items," \
+  "nginx $(ls "$work/www/items" | wc -l) files"
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+pair() {  # name pgflow reference
+  printf '%-34s pgflow %10.0f   reference %10.0f   ratio %s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"
+}
+# The machine is shared: each pair is measured twice, alternating pgflow and the reference,
+# and the better of each kept, so that a burst of outside load does not decide a ratio.
+best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
+measure() {  # name "pgflow command" "reference command"
+  local a1 b1 a2 b2
+  a1=$(eval "$2"); b1=$(eval "$3"); a2=$(eval "$2"); b2=$(eval "$3")
+  pair "$1" "$(best "$a1" "$a2")" "$(best "$b1" "$b2")"
+}
+rb() {  # port pipeline command...
+  local port=$1 pipe=$2; shift 2
+  redis-benchmark -p "$port" -c 50 -n "$REQUESTS" -r "$ROWS" -P "$pipe" -q --csv "$@" 2>/dev/null |
+    tail -n 1 | cut -d, -f2 | tr -d '"'
+}
+
+echo
+echo "requests per second, 50 clients ($(nproc) cores shared by client and server)"
+for pipe in 1 16; do
+  measure "redis HGET (-P $pipe)" "rb $RPORT $pipe HGET items:__rand_int__ name" \
+    "rb $REDIS_PORT $pipe HGET items:__rand_int__ name"
+  measure "redis HGETALL (-P $pipe)" "rb $RPORT $pipe HGETALL items:__rand_int__" \
+    "rb $REDIS_PORT $pipe HGETALL items:__rand_int__"
+  measure "redis GET row JSON (-P $pipe)" "rb $RPORT $pipe GET items:__rand_int__" \
+    "rb $REDIS_PORT $pipe GET json:items:__rand_int__"
+done
+for pipe in 1 16; do
+  measure "memcached get ($pipe per write)" \
+    "$KV_BENCH memcached $MPORT 50 $SECONDS_EACH $pipe $ROWS | cut -d' ' -f1" \
+    "$KV_BENCH memcached $MEMC_PORT 50 $SECONDS_EACH $pipe $ROWS | cut -d' ' -f1"
+done
+cat >"$work/random.lua" <<LUA
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", string.format("/items/%012d", math.random(0, $ROWS - 1)))
+end
+LUA
+wrk_rate() {
+  wrk -t 2 -c 50 -d "${SECONDS_EACH}s" -s "$work/random.lua" "http://127.0.0.1:$1" |
+    awk '/Requests\/sec/ {print $2}'
+}
+measure "http GET /items/<key> (wrk)" "wrk_rate $HPORT" "wrk_rate $NGINX_PORT"
+
+echo
+echo "commit→visible latency, UPDATEs at 1,000/s for 10 s, polled with HGET:"
+read -r p50 p99 max achieved < <("$KV_BENCH" latency "postgres://postgres@127.0.0.1:$PGPORT/bench" \
+  "$RPORT" 1000 10 "$ROWS")
+echo "p50 ${p50} ms   p99 ${p99} ms   max ${max} ms   (${achieved} writes/s achieved)"

@@ -1,0 +1,1296 @@
+#include "sinks/kv/kv_protocols.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "schemas/json_encoding.h"
+#include "sinks/kv/resp.h"
+
+namespace pgflow {
+namespace {
+
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = absl::ascii_toupper(static_cast<unsigned char>(c));
+  return out;
+}
+
+bool ParseInt(std::string_view s, int64_t* out) {
+  if (s.empty()) return false;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && ptr == s.data() + s.size();
+}
+
+void Compact(std::string* in, size_t* pos) {
+  if (*pos == 0) return;
+  if (*pos >= in->size()) {
+    in->clear();
+  } else {
+    in->erase(0, *pos);
+  }
+  *pos = 0;
+}
+
+constexpr std::string_view kReadOnly =
+    "READONLY pgflow's kv cache is read-only: write to PostgreSQL (with write_through: true, "
+    "HSET and DEL write there)";
+
+bool IsWriteCommand(const std::string& cmd) {
+  static const absl::flat_hash_set<std::string> kWrites = {
+      "SET",      "SETEX",   "PSETEX",      "SETNX",     "MSET",    "MSETNX",   "DEL",
+      "UNLINK",   "HSET",    "HMSET",       "HSETNX",    "HDEL",    "HINCRBY",  "HINCRBYFLOAT",
+      "EXPIRE",   "PEXPIRE", "EXPIREAT",    "PEXPIREAT", "PERSIST", "INCR",     "DECR",
+      "INCRBY",   "DECRBY",  "INCRBYFLOAT", "APPEND",    "RENAME",  "RENAMENX", "FLUSHDB",
+      "FLUSHALL", "LPUSH",   "RPUSH",       "LPOP",      "RPOP",    "SADD",     "SREM",
+      "ZADD",     "ZREM",    "GETDEL",      "GETSET",    "GETEX",   "SETRANGE", "COPY",
+      "MOVE",     "RESTORE", "SWAPDB",      "PUBLISH"};
+  return kWrites.contains(cmd);
+}
+
+struct CommandInfo {
+  const char* name;
+  int arity;  // negative: at least -arity
+  const char* flag;
+  int first_key, last_key, step;
+};
+constexpr CommandInfo kCommands[] = {
+    {"ping", -1, "fast", 0, 0, 0},           {"echo", 2, "fast", 0, 0, 0},
+    {"hello", -1, "fast", 0, 0, 0},          {"auth", -2, "fast", 0, 0, 0},
+    {"command", -1, "loading", 0, 0, 0},     {"info", -1, "loading", 0, 0, 0},
+    {"select", 2, "fast", 0, 0, 0},          {"dbsize", 1, "readonly", 0, 0, 0},
+    {"exists", -2, "readonly", 1, -1, 1},    {"type", 2, "readonly", 1, 1, 1},
+    {"get", 2, "readonly", 1, 1, 1},         {"mget", -2, "readonly", 1, -1, 1},
+    {"hget", 3, "readonly", 1, 1, 1},        {"hmget", -3, "readonly", 1, 1, 1},
+    {"hgetall", 2, "readonly", 1, 1, 1},     {"hexists", 3, "readonly", 1, 1, 1},
+    {"hlen", 2, "readonly", 1, 1, 1},        {"hkeys", 2, "readonly", 1, 1, 1},
+    {"hvals", 2, "readonly", 1, 1, 1},       {"hstrlen", 3, "readonly", 1, 1, 1},
+    {"scan", -2, "readonly", 0, 0, 0},       {"keys", 2, "readonly", 0, 0, 0},
+    {"ttl", 2, "readonly", 1, 1, 1},         {"pttl", 2, "readonly", 1, 1, 1},
+    {"quit", -1, "fast", 0, 0, 0},           {"subscribe", -2, "pubsub", 0, 0, 0},
+    {"psubscribe", -2, "pubsub", 0, 0, 0},   {"unsubscribe", -1, "pubsub", 0, 0, 0},
+    {"punsubscribe", -1, "pubsub", 0, 0, 0}, {"waitlsn", 3, "readonly", 0, 0, 0},
+    {"client", -2, "admin", 0, 0, 0},        {"reset", 1, "fast", 0, 0, 0},
+    {"hset", -4, "write", 1, 1, 1},          {"del", -2, "write", 1, -1, 1},
+};
+
+}  // namespace
+
+KvService::KvService(KvStore* store, KvServiceConfig config, KvWriteThrough* write_through)
+    : store_(store), config_(std::move(config)), write_through_(write_through) {}
+
+uint64_t KvService::SaveCursor(CursorState state) {
+  absl::MutexLock lock(&cursor_mu_);
+  uint64_t id = next_cursor_++;
+  if (cursors_.size() < kMaxCursors) {
+    cursors_.emplace_back(id, std::move(state));
+  } else {
+    cursors_[id % kMaxCursors] = {id, std::move(state)};
+  }
+  return id;
+}
+
+bool KvService::LoadCursor(uint64_t id, CursorState* state) {
+  absl::MutexLock lock(&cursor_mu_);
+  for (const auto& [cid, s] : cursors_) {
+    if (cid == id) {
+      *state = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+SessionStep RedisSession::Feed(std::string_view data, std::string* out) {
+  in_.append(data);
+  return Run(out);
+}
+
+SessionStep RedisSession::Run(std::string* out) {
+  more_ = false;
+  resp::ParseLimits limits;
+  limits.max_request_bytes = service_->config().max_request_bytes;
+  std::vector<std::string_view> args;
+  SessionStep step;
+  while (in_pos_ < in_.size()) {
+    size_t consumed = 0;
+    std::string error;
+    resp::ParseStatus status =
+        resp::ParseCommand(std::string_view(in_).substr(in_pos_), limits, &args, &consumed, &error);
+    if (status == resp::ParseStatus::kIncomplete) break;
+    if (status == resp::ParseStatus::kError) {
+      resp::AppendError(absl::StrCat("ERR Protocol error: ", error), out);
+      step.kind = SessionStep::kClose;
+      return step;
+    }
+    in_pos_ += consumed;
+    if (args.empty()) continue;
+    // The views point into in_, which stays put until Compact below.
+    step = Execute(args, out);
+    if (step.kind != SessionStep::kContinue) break;
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
+  }
+  Compact(&in_, &in_pos_);
+  return step;
+}
+
+SessionStep RedisSession::FinishWrite(WriteResult result, std::string* out) {
+  if (!result.lsn.ok()) {
+    resp::AppendError(absl::StrCat("ERR ", result.lsn.status().message()), out);
+    return Run(out);
+  }
+  pending_reply_ = write_reply_ == '+' ? "+OK\r\n" : absl::StrCat(":", result.count, "\r\n");
+  SessionStep step;
+  step.kind = SessionStep::kWait;
+  step.lsn = *result.lsn;
+  step.timeout = service_->config().max_wait;
+  return step;
+}
+
+SessionStep RedisSession::Resume(bool reached, std::string* out) {
+  if (!pending_reply_.empty()) {
+    // A write-through command: written to PostgreSQL, waiting for it to come back.
+    if (reached) {
+      out->append(pending_reply_);
+    } else {
+      resp::AppendError(absl::StrCat("ERR written to PostgreSQL, but not yet back in the cache "
+                                     "(applied: ",
+                                     service_->store().applied().ToString(), ")"),
+                        out);
+    }
+    pending_reply_.clear();
+  } else if (reached) {
+    resp::AppendSimple("OK", out);
+  } else {
+    resp::AppendError(
+        absl::StrCat("TIMEOUT the cache has applied ", service_->store().applied().ToString(),
+                     ", not yet the LSN asked for"),
+        out);
+  }
+  return Run(out);
+}
+
+void RedisSession::AppendHash(const KvRow& row, std::string* out) const {
+  resp::AppendMapHeader(row.FieldCount(), resp3_, out);
+  for (const KvColumn& c : row.columns) {
+    if (c.null) continue;
+    resp::AppendBulk(c.name, out);
+    resp::AppendBulk(c.text, out);
+  }
+}
+
+SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std::string* out) {
+  service_->commands.fetch_add(1, std::memory_order_relaxed);
+  const std::string cmd = Upper(args[0]);
+  const size_t n = args.size();
+  const KvServiceConfig& config = service_->config();
+  KvStore& store = service_->store();
+  const std::string_view pub = config.publication;
+  SessionStep step;
+  auto arity_error = [&] {
+    resp::AppendError(absl::StrCat("ERR wrong number of arguments for '",
+                                   absl::AsciiStrToLower(cmd), "' command"),
+                      out);
+    return step;
+  };
+
+  if (cmd == "AUTH" || cmd == "HELLO") {
+    // AUTH [user] password; HELLO [protover [AUTH user password] [SETNAME name]]
+    std::string_view password;
+    bool has_password = false;
+    int proto = resp3_ ? 3 : 2;
+    if (cmd == "AUTH") {
+      if (n < 2 || n > 3) return arity_error();
+      password = args[n - 1];
+      has_password = true;
+    } else {
+      size_t i = 1;
+      if (n > 1) {
+        int64_t v = 0;
+        if (!ParseInt(args[1], &v) || (v != 2 && v != 3)) {
+          resp::AppendError("NOPROTO unsupported protocol version", out);
+          return step;
+        }
+        proto = static_cast<int>(v);
+        i = 2;
+      }
+      for (; i < n; ++i) {
+        std::string opt = Upper(args[i]);
+        if (opt == "AUTH" && i + 2 < n) {
+          password = args[i + 2];
+          has_password = true;
+          i += 2;
+        } else if (opt == "SETNAME" && i + 1 < n) {
+          ++i;
+        } else {
+          resp::AppendError(absl::StrCat("ERR Syntax error in HELLO option '", Absl(args[i]), "'"),
+                            out);
+          return step;
+        }
+      }
+    }
+    if (has_password) {
+      if (config.password.empty()) {
+        if (cmd == "AUTH") {
+          resp::AppendError(
+              "ERR AUTH <password> called without any password configured for the default user",
+              out);
+          return step;
+        }
+      } else if (password != config.password) {
+        resp::AppendError("WRONGPASS invalid username-password pair or user is disabled.", out);
+        return step;
+      } else {
+        authed_ = true;
+      }
+    }
+    if (!config.password.empty() && !authed_) {
+      resp::AppendError(
+          "NOAUTH HELLO must be called with the client already authenticated, "
+          "otherwise the HELLO <proto> AUTH <user> <pass> option can be used",
+          out);
+      return step;
+    }
+    if (cmd == "AUTH") {
+      resp::AppendSimple("OK", out);
+      return step;
+    }
+    resp3_ = proto == 3;
+    resp::AppendMapHeader(7, resp3_, out);
+    resp::AppendBulk("server", out);
+    resp::AppendBulk("redis", out);
+    resp::AppendBulk("version", out);
+    resp::AppendBulk("7.0.0", out);
+    resp::AppendBulk("proto", out);
+    resp::AppendInteger(proto, out);
+    resp::AppendBulk("id", out);
+    resp::AppendInteger(static_cast<int64_t>(service_->total_connections.load()), out);
+    resp::AppendBulk("mode", out);
+    resp::AppendBulk("standalone", out);
+    resp::AppendBulk("role", out);
+    resp::AppendBulk("master", out);
+    resp::AppendBulk("modules", out);
+    resp::AppendArrayHeader(0, out);
+    return step;
+  }
+  if (cmd == "QUIT") {
+    resp::AppendSimple("OK", out);
+    step.kind = SessionStep::kClose;
+    return step;
+  }
+  if (!config.password.empty() && !authed_) {
+    resp::AppendError("NOAUTH Authentication required.", out);
+    return step;
+  }
+  if (subscribed() && !resp3_ && cmd != "SUBSCRIBE" && cmd != "PSUBSCRIBE" &&
+      cmd != "UNSUBSCRIBE" && cmd != "PUNSUBSCRIBE" && cmd != "PING" && cmd != "RESET") {
+    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(cmd),
+                                   "': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / RESET "
+                                   "are allowed in this context"),
+                      out);
+    return step;
+  }
+
+  if (cmd == "PING") {
+    if (n > 2) return arity_error();
+    if (subscribed() && !resp3_) {
+      resp::AppendArrayHeader(2, out);
+      resp::AppendBulk("pong", out);
+      resp::AppendBulk(n == 2 ? args[1] : "", out);
+    } else if (n == 2) {
+      resp::AppendBulk(args[1], out);
+    } else {
+      resp::AppendSimple("PONG", out);
+    }
+    return step;
+  }
+  if (cmd == "ECHO") {
+    if (n != 2) return arity_error();
+    resp::AppendBulk(args[1], out);
+    return step;
+  }
+  if (cmd == "SELECT") {
+    if (n != 2) return arity_error();
+    int64_t db = -1;
+    if (!ParseInt(args[1], &db)) {
+      resp::AppendError("ERR value is not an integer or out of range", out);
+    } else if (db != 0) {
+      resp::AppendError("ERR DB index is out of range", out);
+    } else {
+      resp::AppendSimple("OK", out);
+    }
+    return step;
+  }
+  if (cmd == "COMMAND") {
+    std::string sub = n > 1 ? Upper(args[1]) : "";
+    if (sub == "COUNT") {
+      resp::AppendInteger(std::size(kCommands), out);
+    } else if (sub == "DOCS") {
+      resp::AppendMapHeader(0, resp3_, out);
+    } else if (sub.empty() || sub == "INFO") {
+      std::vector<const CommandInfo*> infos;
+      for (const CommandInfo& c : kCommands) {
+        if (sub.empty()) {
+          infos.push_back(&c);
+          continue;
+        }
+      }
+      if (sub == "INFO") {
+        resp::AppendArrayHeader(n - 2, out);
+        for (size_t i = 2; i < n; ++i) {
+          const CommandInfo* found = nullptr;
+          for (const CommandInfo& c : kCommands) {
+            if (absl::AsciiStrToLower(Absl(args[i])) == c.name) found = &c;
+          }
+          if (found == nullptr) {
+            resp::AppendNull(resp3_, out);
+            continue;
+          }
+          infos = {found};
+          resp::AppendArrayHeader(6, out);
+          resp::AppendBulk(found->name, out);
+          resp::AppendInteger(found->arity, out);
+          resp::AppendArrayHeader(1, out);
+          resp::AppendSimple(found->flag, out);
+          resp::AppendInteger(found->first_key, out);
+          resp::AppendInteger(found->last_key, out);
+          resp::AppendInteger(found->step, out);
+        }
+        return step;
+      }
+      resp::AppendArrayHeader(infos.size(), out);
+      for (const CommandInfo* c : infos) {
+        resp::AppendArrayHeader(6, out);
+        resp::AppendBulk(c->name, out);
+        resp::AppendInteger(c->arity, out);
+        resp::AppendArrayHeader(1, out);
+        resp::AppendSimple(c->flag, out);
+        resp::AppendInteger(c->first_key, out);
+        resp::AppendInteger(c->last_key, out);
+        resp::AppendInteger(c->step, out);
+      }
+    } else {
+      resp::AppendError(absl::StrCat("ERR unknown subcommand '", Absl(args[1]), "'"), out);
+    }
+    return step;
+  }
+  if (cmd == "CLIENT") {
+    std::string sub = n > 1 ? Upper(args[1]) : "";
+    if (sub == "SETNAME" || sub == "SETINFO" || sub == "NO-EVICT" || sub == "NO-TOUCH") {
+      resp::AppendSimple("OK", out);
+    } else if (sub == "GETNAME") {
+      resp::AppendNull(resp3_, out);
+    } else if (sub == "ID") {
+      resp::AppendInteger(static_cast<int64_t>(service_->total_connections.load()), out);
+    } else {
+      resp::AppendError(absl::StrCat("ERR unknown subcommand '", Absl(args[1]), "'"), out);
+    }
+    return step;
+  }
+  if (cmd == "RESET") {
+    resp3_ = false;
+    channels_.clear();
+    patterns_.clear();
+    resp::AppendSimple("RESET", out);
+    return step;
+  }
+  if (cmd == "INFO") {
+    Info(out);
+    return step;
+  }
+  if (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") {
+    if (n < 2) return arity_error();
+    Subscribe(cmd == "PSUBSCRIBE", args, out);
+    return step;
+  }
+  if (cmd == "UNSUBSCRIBE" || cmd == "PUNSUBSCRIBE") {
+    Unsubscribe(cmd == "PUNSUBSCRIBE", args, out);
+    return step;
+  }
+  if (cmd == "WAITLSN") {
+    if (n != 3) return arity_error();
+    std::optional<Lsn> lsn = Lsn::Parse(args[1]);
+    int64_t timeout_ms = 0;
+    if (!lsn) {
+      resp::AppendError(
+          "ERR WAITLSN: the LSN must be of the form X/X, as pg_current_wal_lsn() "
+          "prints it",
+          out);
+      return step;
+    }
+    if (!ParseInt(args[2], &timeout_ms) || timeout_ms < 0) {
+      resp::AppendError("ERR WAITLSN: the timeout must be a number of milliseconds", out);
+      return step;
+    }
+    if (store.applied() >= *lsn) {
+      resp::AppendSimple("OK", out);
+      return step;
+    }
+    step.kind = SessionStep::kWait;
+    step.lsn = *lsn;
+    step.timeout = std::min(std::chrono::milliseconds(timeout_ms), config.max_wait);
+    return step;
+  }
+  if (IsWriteCommand(cmd)) {
+    KvWriteThrough* writer = service_->write_through();
+    if (writer != nullptr && (cmd == "HSET" || cmd == "HMSET")) {
+      if (n < 4 || n % 2 != 0) return arity_error();
+      std::vector<std::pair<std::string, std::string>> values;
+      for (size_t i = 2; i + 1 < n; i += 2) values.emplace_back(args[i], args[i + 1]);
+      // Run by the connection off its network thread (a round trip to PostgreSQL), then
+      // answered once the change is back in the cache, so the next read sees it.
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, key = std::string(args[1]), values = std::move(values)] {
+        WriteResult r;
+        r.lsn = writer->Upsert(key, values, &r.count);
+        return r;
+      };
+      write_reply_ = cmd == "HSET" ? ':' : '+';
+      return step;
+    }
+    if (writer != nullptr && (cmd == "DEL" || cmd == "UNLINK")) {
+      if (n < 2) return arity_error();
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, keys = std::vector<std::string>(args.begin() + 1, args.end())] {
+        WriteResult r;
+        r.lsn = writer->Delete(keys, &r.count);
+        return r;
+      };
+      write_reply_ = ':';
+      return step;
+    }
+    resp::AppendError(kReadOnly, out);
+    return step;
+  }
+
+  // Everything below reads the data.
+  bool known = cmd == "DBSIZE" || cmd == "EXISTS" || cmd == "TYPE" || cmd == "GET" ||
+               cmd == "MGET" || cmd == "HGET" || cmd == "HMGET" || cmd == "HGETALL" ||
+               cmd == "HEXISTS" || cmd == "HLEN" || cmd == "HKEYS" || cmd == "HVALS" ||
+               cmd == "HSTRLEN" || cmd == "SCAN" || cmd == "KEYS" || cmd == "TTL" || cmd == "PTTL";
+  if (!known) {
+    std::string first;
+    for (size_t i = 1; i < n && i < 4; ++i) absl::StrAppend(&first, "'", Absl(args[i]), "' ");
+    resp::AppendError(absl::StrCat("ERR unknown command '", Absl(args[0]),
+                                   "', with args beginning with: ", first),
+                      out);
+    return step;
+  }
+  if (!store.ready()) {
+    resp::AppendError("LOADING pgflow is loading the tables into the cache", out);
+    return step;
+  }
+  if (cmd == "DBSIZE") {
+    if (n != 1) return arity_error();
+    resp::AppendInteger(static_cast<int64_t>(store.TotalRows()), out);
+  } else if (cmd == "EXISTS") {
+    if (n < 2) return arity_error();
+    std::vector<std::string_view> keys(args.begin() + 1, args.end());
+    int64_t count = 0;
+    for (const KvRowPtr& row : store.LookupMany(keys, pub)) count += row != nullptr;
+    resp::AppendInteger(count, out);
+  } else if (cmd == "TYPE") {
+    if (n != 2) return arity_error();
+    resp::AppendSimple(store.Lookup(args[1], pub) ? "hash" : "none", out);
+  } else if (cmd == "TTL" || cmd == "PTTL") {
+    if (n != 2) return arity_error();
+    resp::AppendInteger(store.Lookup(args[1], pub) ? -1 : -2, out);
+  } else if (cmd == "GET") {
+    if (n != 2) return arity_error();
+    KvRowPtr row = store.Lookup(args[1], pub);
+    if (row) {
+      resp::AppendBulk(row->json, out);
+    } else {
+      resp::AppendNull(resp3_, out);
+    }
+  } else if (cmd == "MGET") {
+    if (n < 2) return arity_error();
+    std::vector<std::string_view> keys(args.begin() + 1, args.end());
+    std::vector<KvRowPtr> rows = store.LookupMany(keys, pub);
+    resp::AppendArrayHeader(rows.size(), out);
+    for (const KvRowPtr& row : rows) {
+      if (row) {
+        resp::AppendBulk(row->json, out);
+      } else {
+        resp::AppendNull(resp3_, out);
+      }
+    }
+  } else if (cmd == "HGET" || cmd == "HEXISTS" || cmd == "HSTRLEN") {
+    if (n != 3) return arity_error();
+    KvRowPtr row = store.Lookup(args[1], pub);
+    const std::string* v = row ? row->Field(args[2]) : nullptr;
+    if (cmd == "HGET") {
+      if (v) {
+        resp::AppendBulk(*v, out);
+      } else {
+        resp::AppendNull(resp3_, out);
+      }
+    } else if (cmd == "HEXISTS") {
+      resp::AppendInteger(v != nullptr, out);
+    } else {
+      resp::AppendInteger(v ? static_cast<int64_t>(v->size()) : 0, out);
+    }
+  } else if (cmd == "HMGET") {
+    if (n < 3) return arity_error();
+    KvRowPtr row = store.Lookup(args[1], pub);
+    resp::AppendArrayHeader(n - 2, out);
+    for (size_t i = 2; i < n; ++i) {
+      const std::string* v = row ? row->Field(args[i]) : nullptr;
+      if (v) {
+        resp::AppendBulk(*v, out);
+      } else {
+        resp::AppendNull(resp3_, out);
+      }
+    }
+  } else if (cmd == "HGETALL" || cmd == "HLEN" || cmd == "HKEYS" || cmd == "HVALS") {
+    if (n != 2) return arity_error();
+    KvRowPtr row = store.Lookup(args[1], pub);
+    if (cmd == "HLEN") {
+      resp::AppendInteger(row ? static_cast<int64_t>(row->FieldCount()) : 0, out);
+    } else if (cmd == "HGETALL") {
+      if (row) {
+        AppendHash(*row, out);
+      } else {
+        resp::AppendMapHeader(0, resp3_, out);
+      }
+    } else {
+      resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
+      if (row) {
+        for (const KvColumn& c : row->columns) {
+          if (!c.null) resp::AppendBulk(cmd == "HKEYS" ? c.name : c.text, out);
+        }
+      }
+    }
+  } else if (cmd == "SCAN") {
+    Scan(args, out);
+  } else if (cmd == "KEYS") {
+    if (n != 2) return arity_error();
+    Keys(args[1], out);
+  }
+  return step;
+}
+
+void RedisSession::Subscribe(bool pattern, const std::vector<std::string_view>& args,
+                             std::string* out) {
+  auto& set = pattern ? patterns_ : channels_;
+  for (size_t i = 1; i < args.size(); ++i) {
+    set.insert(std::string(args[i]));
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(pattern ? "psubscribe" : "subscribe", out);
+    resp::AppendBulk(args[i], out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+  }
+}
+
+void RedisSession::Unsubscribe(bool pattern, const std::vector<std::string_view>& args,
+                               std::string* out) {
+  auto& set = pattern ? patterns_ : channels_;
+  const char* kind = pattern ? "punsubscribe" : "unsubscribe";
+  std::vector<std::string> names;
+  if (args.size() > 1) {
+    for (size_t i = 1; i < args.size(); ++i) names.emplace_back(args[i]);
+  } else {
+    names.assign(set.begin(), set.end());
+  }
+  if (names.empty()) {
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(kind, out);
+    resp::AppendNull(resp3_, out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+    return;
+  }
+  for (const std::string& name : names) {
+    set.erase(name);
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(kind, out);
+    resp::AppendBulk(name, out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+  }
+}
+
+void RedisSession::Deliver(const std::vector<KeyEvent>& events, std::string* out) const {
+  std::string channel;
+  auto send = [&](const std::string& ch, std::string_view payload) {
+    if (channels_.contains(ch)) {
+      resp::AppendPushHeader(3, resp3_, out);
+      resp::AppendBulk("message", out);
+      resp::AppendBulk(ch, out);
+      resp::AppendBulk(payload, out);
+    }
+    for (const std::string& p : patterns_) {
+      if (!resp::GlobMatch(p, ch)) continue;
+      resp::AppendPushHeader(4, resp3_, out);
+      resp::AppendBulk("pmessage", out);
+      resp::AppendBulk(p, out);
+      resp::AppendBulk(ch, out);
+      resp::AppendBulk(payload, out);
+    }
+  };
+  for (const KeyEvent& e : events) {
+    const char* what = e.deleted ? "del" : "hset";
+    channel = absl::StrCat("__keyspace@0__:", e.key);
+    send(channel, what);
+    channel = absl::StrCat("__keyevent@0__:", what);
+    send(channel, e.key);
+  }
+}
+
+void RedisSession::Scan(const std::vector<std::string_view>& args, std::string* out) {
+  KvStore& store = service_->store();
+  std::string_view match;
+  int64_t count = 10;
+  bool other_type = false;
+  for (size_t i = 2; i < args.size(); i += 2) {
+    std::string opt = Upper(args[i]);
+    if (i + 1 >= args.size()) {
+      resp::AppendError("ERR syntax error", out);
+      return;
+    }
+    if (opt == "MATCH") {
+      match = args[i + 1];
+    } else if (opt == "COUNT") {
+      if (!ParseInt(args[i + 1], &count) || count < 1) {
+        resp::AppendError("ERR value is not an integer or out of range", out);
+        return;
+      }
+      count = std::min<int64_t>(count, 100000);
+    } else if (opt == "TYPE") {
+      other_type = absl::AsciiStrToLower(Absl(args[i + 1])) != "hash";
+    } else {
+      resp::AppendError("ERR syntax error", out);
+      return;
+    }
+  }
+  int64_t cursor_id = 0;
+  if (args.size() < 2 || !ParseInt(args[1], &cursor_id) || cursor_id < 0) {
+    resp::AppendError("ERR invalid cursor", out);
+    return;
+  }
+  KvService::CursorState state;
+  if (cursor_id != 0 && !service_->LoadCursor(static_cast<uint64_t>(cursor_id), &state)) {
+    resp::AppendError("ERR invalid cursor (unknown, or forgotten: start again from 0)", out);
+    return;
+  }
+  std::vector<std::shared_ptr<const KvTable>> tables = store.Tables();
+  size_t t = 0;
+  while (t < tables.size() && tables[t]->key_name() < state.table) ++t;
+  if (t < tables.size() && tables[t]->key_name() != state.table) state.sort_key.clear();
+  std::vector<std::string> keys;
+  size_t budget = static_cast<size_t>(count);
+  uint64_t next_cursor = 0;
+  while (t < tables.size()) {
+    std::string next;
+    std::vector<KvRowPtr> rows = tables[t]->ScanFrom(state.sort_key, budget, &next);
+    budget -= std::min(budget, rows.size());
+    for (const KvRowPtr& row : rows) {
+      std::string key = absl::StrCat(tables[t]->key_name(), ":", row->key);
+      if (!other_type && (match.empty() || resp::GlobMatch(match, key))) {
+        keys.push_back(std::move(key));
+      }
+    }
+    if (next.empty()) {
+      ++t;
+      state.sort_key.clear();
+    } else {
+      state.sort_key = std::move(next);
+    }
+    if (budget == 0) {
+      if (t < tables.size()) {
+        next_cursor = service_->SaveCursor({tables[t]->key_name(), state.sort_key});
+      }
+      break;
+    }
+  }
+  resp::AppendArrayHeader(2, out);
+  resp::AppendBulk(std::to_string(next_cursor), out);
+  resp::AppendArrayHeader(keys.size(), out);
+  for (const std::string& key : keys) resp::AppendBulk(key, out);
+}
+
+void RedisSession::Keys(std::string_view pattern, std::string* out) {
+  std::vector<std::string> keys;
+  size_t bytes = 0;
+  const size_t limit = service_->config().max_output_bytes;
+  for (const auto& table : service_->store().Tables()) {
+    std::string from;
+    do {
+      std::string next;
+      for (const KvRowPtr& row : table->ScanFrom(from, 1024, &next)) {
+        std::string key = absl::StrCat(table->key_name(), ":", row->key);
+        if (!resp::GlobMatch(pattern, key)) continue;
+        bytes += key.size() + 16;
+        keys.push_back(std::move(key));
+        if (bytes > limit) {
+          resp::AppendError("ERR KEYS: the reply would exceed max_output_bytes; use SCAN", out);
+          return;
+        }
+      }
+      from = std::move(next);
+    } while (!from.empty());
+  }
+  resp::AppendArrayHeader(keys.size(), out);
+  for (const std::string& key : keys) resp::AppendBulk(key, out);
+}
+
+void RedisSession::Info(std::string* out) {
+  KvStore& store = service_->store();
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 service_->started);
+  std::string text = absl::StrCat(
+      "# Server\r\nredis_version:7.0.0\r\npgflow_version:", service_->config().version,
+      "\r\nredis_mode:standalone\r\nprocess_id:", getpid(),
+      "\r\nuptime_in_seconds:", uptime.count(),
+      "\r\n\r\n# Clients\r\nconnected_clients:", service_->connections.load(),
+      "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(), "\r\nmaxmemory:", store.max_memory(),
+      "\r\n\r\n# Persistence\r\nloading:", store.ready() ? 0 : 1,
+      "\r\n\r\n# Stats\r\ntotal_connections_received:", service_->total_connections.load(),
+      "\r\ntotal_commands_processed:", service_->commands.load(),
+      "\r\n\r\n# Replication\r\nrole:master\r\npgflow_applied_lsn:", store.applied().ToString(),
+      "\r\n\r\n# Keyspace\r\ndb0:keys=", store.TotalRows(), ",expires=0,avg_ttl=0\r\n");
+  resp::AppendBulk(text, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// memcached (text protocol, with the meta get command)
+
+namespace {
+
+bool ValidMemcachedKey(std::string_view key) {
+  if (key.empty() || key.size() > 250) return false;
+  for (char c : key) {
+    if (static_cast<unsigned char>(c) <= 32 || c == 127) return false;
+  }
+  return true;
+}
+
+std::vector<std::string_view> Tokens(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    size_t start = i;
+    while (i < line.size() && line[i] != ' ') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+}  // namespace
+
+SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
+  in_.append(data);
+  more_ = false;
+  SessionStep step;
+  KvStore& store = service_->store();
+  const size_t max_line = std::min<size_t>(service_->config().max_request_bytes, 64 * 1024);
+  while (in_pos_ < in_.size()) {
+    if (skip_ > 0) {
+      size_t n = std::min(skip_, in_.size() - in_pos_);
+      skip_ -= n;
+      in_pos_ += n;
+      continue;
+    }
+    size_t nl = in_.find('\n', in_pos_);
+    if (nl == std::string::npos) {
+      if (in_.size() - in_pos_ > max_line) {
+        out->append("CLIENT_ERROR line too long\r\n");
+        step.kind = SessionStep::kClose;
+        return step;
+      }
+      break;
+    }
+    std::string_view line(in_.data() + in_pos_, nl - in_pos_);
+    in_pos_ = nl + 1;
+    if (line.size() > max_line) {
+      out->append("CLIENT_ERROR line too long\r\n");
+      step.kind = SessionStep::kClose;
+      return step;
+    }
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    service_->commands.fetch_add(1, std::memory_order_relaxed);
+    std::vector<std::string_view> tok = Tokens(line);
+    if (tok.empty()) {
+      out->append("ERROR\r\n");
+      continue;
+    }
+    std::string_view cmd = tok[0];
+    if (cmd == "get" || cmd == "gets") {
+      if (tok.size() < 2) {
+        out->append("ERROR\r\n");
+        continue;
+      }
+      bool bad = false;
+      for (size_t i = 1; i < tok.size(); ++i) bad = bad || !ValidMemcachedKey(tok[i]);
+      if (bad) {
+        out->append("CLIENT_ERROR bad command line format\r\n");
+        continue;
+      }
+      if (!store.ready()) {
+        out->append("SERVER_ERROR loading the tables into the cache\r\n");
+        continue;
+      }
+      std::vector<std::string_view> keys(tok.begin() + 1, tok.end());
+      std::vector<KvRowPtr> rows = store.LookupMany(keys, service_->config().publication);
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (!rows[i]) continue;
+        absl::StrAppend(out, "VALUE ", Absl(keys[i]), " 0 ", rows[i]->json.size());
+        if (cmd == "gets") absl::StrAppend(out, " ", rows[i]->lsn.value);
+        out->append("\r\n");
+        out->append(rows[i]->json);
+        out->append("\r\n");
+      }
+      out->append("END\r\n");
+    } else if (cmd == "mg") {
+      if (tok.size() < 2 || !ValidMemcachedKey(tok[1])) {
+        out->append("CLIENT_ERROR bad command line format\r\n");
+        continue;
+      }
+      if (!store.ready()) {
+        out->append("SERVER_ERROR loading the tables into the cache\r\n");
+        continue;
+      }
+      bool value = false, quiet = false;
+      std::string flags;
+      KvRowPtr row = store.Lookup(tok[1], service_->config().publication);
+      bool bad = false;
+      for (size_t i = 2; i < tok.size(); ++i) {
+        std::string_view f = tok[i];
+        switch (f[0]) {
+          case 'v':
+            value = true;
+            break;
+          case 'q':
+            quiet = true;
+            break;
+          case 'k':
+            absl::StrAppend(&flags, " k", Absl(tok[1]));
+            break;
+          case 's':
+            if (row) absl::StrAppend(&flags, " s", row->json.size());
+            break;
+          case 'c':
+            if (row) absl::StrAppend(&flags, " c", row->lsn.value);
+            break;
+          case 't':
+            absl::StrAppend(&flags, " t-1");
+            break;
+          case 'f':
+            absl::StrAppend(&flags, " f0");
+            break;
+          case 'O':
+            absl::StrAppend(&flags, " ", Absl(f));
+            break;
+          default:
+            bad = true;
+        }
+      }
+      if (bad) {
+        out->append("CLIENT_ERROR invalid flag\r\n");
+        continue;
+      }
+      if (!row) {
+        if (!quiet) out->append("EN\r\n");
+        continue;
+      }
+      if (value) {
+        absl::StrAppend(out, "VA ", row->json.size(), flags, "\r\n");
+        out->append(row->json);
+        out->append("\r\n");
+      } else {
+        absl::StrAppend(out, "HD", flags, "\r\n");
+      }
+    } else if (cmd == "mn") {
+      out->append("MN\r\n");
+    } else if (cmd == "version") {
+      absl::StrAppend(out, "VERSION 1.6.18-pgflow-", service_->config().version, "\r\n");
+    } else if (cmd == "verbosity") {
+      out->append("OK\r\n");
+    } else if (cmd == "stats") {
+      if (tok.size() == 1) {
+        auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+            std::chrono::steady_clock::now() - service_->started);
+        absl::StrAppend(out, "STAT pid ", getpid(), "\r\nSTAT uptime ", uptime.count(),
+                        "\r\nSTAT version 1.6.18-pgflow-", service_->config().version,
+                        "\r\nSTAT curr_connections ", service_->connections.load(),
+                        "\r\nSTAT total_connections ", service_->total_connections.load(),
+                        "\r\nSTAT cmd_get ", service_->commands.load(), "\r\nSTAT curr_items ",
+                        store.TotalRows(), "\r\nSTAT bytes ", store.MemoryBytes(),
+                        "\r\nSTAT limit_maxbytes ", store.max_memory(),
+                        "\r\nSTAT pgflow_applied_lsn ", store.applied().ToString(),
+                        "\r\nSTAT pgflow_ready ", store.ready() ? 1 : 0, "\r\n");
+      }
+      out->append("END\r\n");
+    } else if (cmd == "quit") {
+      step.kind = SessionStep::kClose;
+      return step;
+    } else if (cmd == "set" || cmd == "add" || cmd == "replace" || cmd == "append" ||
+               cmd == "prepend" || cmd == "cas" || cmd == "ms") {
+      // The data block follows the line: skip it, then refuse.
+      size_t bytes_index = cmd == "ms" ? 2 : 4;
+      int64_t bytes = -1;
+      if (tok.size() <= bytes_index || !ParseInt(tok[bytes_index], &bytes) || bytes < 0 ||
+          static_cast<uint64_t>(bytes) > service_->config().max_request_bytes) {
+        out->append("CLIENT_ERROR bad data chunk\r\n");
+        step.kind = SessionStep::kClose;
+        return step;
+      }
+      skip_ = static_cast<size_t>(bytes) + 2;
+      out->append("SERVER_ERROR pgflow's kv cache is read-only: write to PostgreSQL\r\n");
+    } else if (cmd == "delete" || cmd == "incr" || cmd == "decr" || cmd == "touch" ||
+               cmd == "flush_all" || cmd == "gat" || cmd == "gats" || cmd == "md" || cmd == "ma") {
+      out->append("SERVER_ERROR pgflow's kv cache is read-only: write to PostgreSQL\r\n");
+    } else {
+      out->append("ERROR\r\n");
+    }
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
+  }
+  Compact(&in_, &in_pos_);
+  return step;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1
+
+namespace {
+
+const char* StatusText(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Error";
+  }
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return false;
+      int hi = HexDigit(in[i + 1]);
+      int lo = HexDigit(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out->push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out->push_back(' ');
+    } else {
+      out->push_back(c);
+    }
+  }
+  return true;
+}
+
+std::string ErrorBody(std::string_view error) {
+  std::string body = "{\"error\":";
+  AppendJsonString(error, &body);
+  body.push_back('}');
+  return body;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return absl::EqualsIgnoreCase(Absl(a), Absl(b));
+}
+
+}  // namespace
+
+void AppendHttpResponse(int status, std::string_view body, bool keep_alive,
+                        std::string_view extra_headers, bool head, std::string* out) {
+  absl::StrAppend(out, "HTTP/1.1 ", status, " ", StatusText(status), "\r\n");
+  if (status != 304) {
+    absl::StrAppend(out, "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n");
+  }
+  if (!keep_alive) out->append("Connection: close\r\n");
+  out->append(extra_headers);
+  out->append("\r\n");
+  if (!head && status != 304) out->append(body);
+}
+
+SessionStep HttpSession::Feed(std::string_view data, std::string* out) {
+  in_.append(data);
+  return Run(out);
+}
+
+SessionStep HttpSession::Run(std::string* out) {
+  more_ = false;
+  const size_t max_head = std::min<size_t>(service_->config().max_request_bytes, 16 * 1024);
+  SessionStep step;
+  auto fail = [&](int status, std::string_view message) {
+    AppendHttpResponse(status, ErrorBody(message), false, "", false, out);
+    step.kind = SessionStep::kClose;
+    return step;
+  };
+  while (in_pos_ < in_.size()) {
+    size_t end = in_.find("\r\n\r\n", in_pos_);
+    if (end == std::string::npos) {
+      if (in_.size() - in_pos_ > max_head) return fail(431, "request head too large");
+      break;
+    }
+    if (end - in_pos_ > max_head) return fail(431, "request head too large");
+    std::string_view head(in_.data() + in_pos_, end - in_pos_);
+    in_pos_ = end + 4;
+    service_->commands.fetch_add(1, std::memory_order_relaxed);
+
+    size_t line_end = head.find("\r\n");
+    std::string_view line = head.substr(0, line_end);
+    size_t sp1 = line.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp1 == std::string_view::npos || sp2 == std::string_view::npos || sp1 == 0) {
+      return fail(400, "malformed request line");
+    }
+    Request request;
+    request.method = std::string(line.substr(0, sp1));
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string_view version = line.substr(sp2 + 1);
+    if (version != "HTTP/1.1" && version != "HTTP/1.0")
+      return fail(400, "unsupported HTTP version");
+    if (target.empty() || target[0] != '/') return fail(400, "the target must be a path");
+    request.keep_alive = version == "HTTP/1.1";
+    size_t q = target.find('?');
+    request.path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) request.query = std::string(target.substr(q + 1));
+    size_t pos = line_end == std::string_view::npos ? head.size() : line_end + 2;
+    while (pos < head.size()) {
+      size_t eol = head.find("\r\n", pos);
+      if (eol == std::string_view::npos) eol = head.size();
+      std::string_view h = head.substr(pos, eol - pos);
+      pos = eol + 2;
+      size_t colon = h.find(':');
+      if (colon == std::string_view::npos || colon == 0) return fail(400, "malformed header");
+      std::string_view name = h.substr(0, colon);
+      std::string_view value = h.substr(colon + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
+      if (EqualsIgnoreCase(name, "content-length")) {
+        if (value != "0") return fail(413, "request bodies are not accepted");
+      } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
+        return fail(501, "request bodies are not accepted");
+      } else if (EqualsIgnoreCase(name, "connection")) {
+        if (EqualsIgnoreCase(value, "close")) request.keep_alive = false;
+        if (EqualsIgnoreCase(value, "keep-alive")) request.keep_alive = true;
+      } else if (EqualsIgnoreCase(name, "authorization")) {
+        request.authorization = std::string(value);
+      } else if (EqualsIgnoreCase(name, "if-none-match")) {
+        request.if_none_match = std::string(value);
+      }
+    }
+    step = Answer(request, out);
+    if (step.kind == SessionStep::kWait) {
+      waiting_ = std::move(request);
+      break;
+    }
+    if (step.kind == SessionStep::kClose) break;
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
+  }
+  Compact(&in_, &in_pos_);
+  return step;
+}
+
+SessionStep HttpSession::Resume(bool reached, std::string* out) {
+  if (!reached) {
+    SessionStep step;
+    std::string body = ErrorBody(
+        absl::StrCat("timed out waiting for the cache to apply the LSN asked for (min_lsn); "
+                     "applied: ",
+                     service_->store().applied().ToString()));
+    AppendHttpResponse(504, body, waiting_.keep_alive, "", waiting_.method == "HEAD", out);
+    if (!waiting_.keep_alive) {
+      step.kind = SessionStep::kClose;
+      return step;
+    }
+  } else {
+    waiting_.query.clear();  // the wait is over: answer without min_lsn
+    SessionStep step = Answer(waiting_, out);
+    if (step.kind != SessionStep::kContinue) return step;
+  }
+  return Run(out);
+}
+
+SessionStep HttpSession::Answer(const Request& request, std::string* out) {
+  SessionStep step;
+  const bool head = request.method == "HEAD";
+  const bool keep = request.keep_alive;
+  if (!keep) step.kind = SessionStep::kClose;
+  auto reply = [&](int status, std::string_view body, std::string_view headers = "") {
+    AppendHttpResponse(status, body, keep, headers, head, out);
+    return step;
+  };
+  if (request.method != "GET" && !head) {
+    return reply(405, ErrorBody("only GET and HEAD: the cache is read-only"),
+                 "Allow: GET, HEAD\r\n");
+  }
+  const std::string& token = service_->config().http_token;
+  if (!token.empty() && request.authorization != absl::StrCat("Bearer ", token)) {
+    return reply(401, ErrorBody("a bearer token is required"), "WWW-Authenticate: Bearer\r\n");
+  }
+  KvStore& store = service_->store();
+  // Query parameters.
+  int64_t limit = 100;
+  std::string after;
+  std::optional<Lsn> min_lsn;
+  int64_t timeout_ms = 5000;
+  std::string_view query = request.query;
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    size_t eq = pair.find('=');
+    std::string name, value;
+    if (!PercentDecode(pair.substr(0, eq), true, &name) ||
+        !PercentDecode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true, &value)) {
+      return reply(400, ErrorBody("malformed percent-encoding in the query"));
+    }
+    if (name == "limit") {
+      if (!ParseInt(value, &limit) || limit < 1 || limit > 10000) {
+        return reply(400, ErrorBody("limit must be between 1 and 10000"));
+      }
+    } else if (name == "after") {
+      after = value;
+    } else if (name == "min_lsn") {
+      min_lsn = Lsn::Parse(value);
+      if (!min_lsn) return reply(400, ErrorBody("min_lsn must be an LSN of the form X/X"));
+    } else if (name == "timeout_ms") {
+      if (!ParseInt(value, &timeout_ms) || timeout_ms < 0) {
+        return reply(400, ErrorBody("timeout_ms must be a number of milliseconds"));
+      }
+    } else {
+      return reply(400, ErrorBody(absl::StrCat("unknown query parameter '", name,
+                                               "' (known: limit, after, min_lsn, timeout_ms)")));
+    }
+  }
+  // Path segments.
+  std::vector<std::string> segments;
+  std::string_view path = request.path;
+  size_t start = 1;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string segment;
+    if (!PercentDecode(path.substr(start, slash - start), false, &segment)) {
+      return reply(400, ErrorBody("malformed percent-encoding in the path"));
+    }
+    if (!segment.empty() || slash < path.size()) segments.push_back(std::move(segment));
+    start = slash + 1;
+  }
+  if (!store.ready()) {
+    return reply(503, ErrorBody("loading the tables into the cache"), "Retry-After: 1\r\n");
+  }
+  if (min_lsn && store.applied() < *min_lsn) {
+    step.kind = SessionStep::kWait;
+    step.lsn = *min_lsn;
+    step.timeout = std::min(std::chrono::milliseconds(timeout_ms), service_->config().max_wait);
+    return step;
+  }
+  if (segments.empty()) {
+    std::string body = "{\"tables\":[";
+    bool first = true;
+    for (const auto& table : store.Tables()) {
+      if (!first) body.push_back(',');
+      first = false;
+      body.append("{\"name\":");
+      AppendJsonString(table->key_name(), &body);
+      body.append(",\"schema\":");
+      AppendJsonString(table->schema(), &body);
+      body.append(",\"table\":");
+      AppendJsonString(table->name(), &body);
+      absl::StrAppend(&body, ",\"rows\":", table->rows(), "}");
+    }
+    absl::StrAppend(&body, "],\"rows\":", store.TotalRows(), ",\"applied_lsn\":\"",
+                    store.applied().ToString(),
+                    "\",\"ready\":true,\"memory_bytes\":", store.MemoryBytes(),
+                    ",\"max_memory\":", store.max_memory(), "}");
+    return reply(200, body);
+  }
+  std::shared_ptr<const KvTable> table = store.FindTable(segments[0]);
+  if (table == nullptr) {
+    return reply(404, ErrorBody(absl::StrCat("no table '", segments[0], "' in the cache")));
+  }
+  if (segments.size() == 1) {
+    bool more = false;
+    std::vector<KvRowPtr> rows = table->Page(after, static_cast<size_t>(limit), &more);
+    std::string body = "{\"rows\":[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (i > 0) body.push_back(',');
+      body.append(rows[i]->json);
+    }
+    body.append("],\"next\":");
+    if (more && !rows.empty()) {
+      AppendJsonString(rows.back()->key, &body);
+    } else {
+      body.append("null");
+    }
+    body.push_back('}');
+    return reply(200, body);
+  }
+  std::string key;
+  for (size_t i = 1; i < segments.size(); ++i) {
+    if (i > 1) key.push_back(':');
+    key += segments[i];
+  }
+  KvRowPtr row = table->Get(key);
+  if (row == nullptr) {
+    std::string body = "{\"error\":\"not found\",\"table\":";
+    AppendJsonString(table->key_name(), &body);
+    body.append(",\"key\":");
+    AppendJsonString(key, &body);
+    body.push_back('}');
+    return reply(404, body);
+  }
+  std::string etag = absl::StrCat("\"", row->lsn.ToString(), "\"");
+  std::string headers = absl::StrCat("ETag: ", etag, "\r\n");
+  if (!request.if_none_match.empty() && request.if_none_match == etag) {
+    return reply(304, "", headers);
+  }
+  return reply(200, row->json, headers);
+}
+
+}  // namespace pgflow

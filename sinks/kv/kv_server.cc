@@ -1,0 +1,388 @@
+#include "sinks/kv/kv_server.h"
+
+#include <utility>  // before asio's awaitable.hpp (Boost 1.74 under g++ 12)
+
+#include <boost/asio.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <array>
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/log.h"
+
+namespace pgflow {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+
+enum class Protocol { kRedis, kMemcached, kHttp };
+
+absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& address) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "': bad port"));
+  }
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+  boost::system::error_code ec;
+  asio::ip::address ip = asio::ip::make_address(host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': '", host, "' is not an IP address"));
+  }
+  return tcp::endpoint(ip, static_cast<unsigned short>(port));
+}
+
+// A coroutine function, not a capturing lambda: its argument lives in the coroutine frame for
+// as long as it runs.
+awaitable<WriteResult> RunWrite(std::function<WriteResult()> work) { co_return work(); }
+
+}  // namespace
+
+class KvServer::Impl {
+ public:
+  Impl(KvService* service, KvListenOptions options)
+      : service_(service), options_(std::move(options)) {}
+
+  // One client connection: the session, its output buffer, and the writer state. Lives on one
+  // io_context; every member is touched from that context's thread only.
+  template <typename Session>
+  class Conn : public std::enable_shared_from_this<Conn<Session>> {
+   public:
+    Conn(Impl* impl, tcp::socket socket, asio::io_context* context)
+        : impl_(impl), socket_(std::move(socket)), context_(context), session_(impl->service_) {}
+
+    awaitable<void> Run() {
+      auto self = this->shared_from_this();
+      std::array<char, 16384> buf;
+      try {
+        while (!closed_) {
+          size_t n = co_await socket_.async_read_some(asio::buffer(buf), use_awaitable);
+          SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
+          while (true) {
+            UpdateSubscription();
+            co_await Flush();
+            if (step.kind == SessionStep::kClose) {
+              Close();
+              break;
+            }
+            if (step.kind == SessionStep::kWait) {
+              bool reached = co_await WaitFor(step);
+              if constexpr (std::is_same_v<Session, MemcachedSession>) {
+                break;  // memcached never waits
+              } else {
+                step = session_.Resume(reached, &out_);
+                continue;
+              }
+            }
+            if constexpr (std::is_same_v<Session, RedisSession>) {
+              if (step.kind == SessionStep::kWrite) {
+                WriteResult result = co_await asio::co_spawn(
+                    impl_->write_pool_, RunWrite(std::move(step.write)), use_awaitable);
+                step = session_.FinishWrite(std::move(result), &out_);
+                continue;
+              }
+            }
+            if (session_.more()) {
+              // Stopped at the output bound with requests still buffered: go on with them.
+              step = session_.Feed(std::string_view(), &out_);
+              continue;
+            }
+            break;
+          }
+        }
+      } catch (const boost::system::system_error&) {
+        // The client went away or the server is stopping.
+      }
+      closed_ = true;
+      if (subscribed_) impl_->RemoveSubscriber(this);
+    }
+
+    // Notifications for a commit (posted to this connection's context).
+    void Deliver(const std::vector<KeyEvent>& events) {
+      if constexpr (std::is_same_v<Session, RedisSession>) {
+        if (closed_) return;
+        session_.Deliver(events, &out_);
+        if (out_.size() > impl_->service_->config().max_output_bytes) {
+          LogWarning(
+              "kv redis: a subscriber fell behind by more than max_output_bytes; "
+              "disconnecting it");
+          Close();
+          return;
+        }
+        if (!writing_ && !out_.empty()) {
+          asio::co_spawn(*context_, FlushHolding(this->shared_from_this()), asio::detached);
+        }
+      }
+    }
+
+    void Close() {
+      closed_ = true;
+      boost::system::error_code ec;
+      socket_.shutdown(tcp::socket::shutdown_both, ec);
+      socket_.close(ec);
+    }
+
+   private:
+    // Flush, keeping the connection alive until it is done (for writes no reader awaits).
+    static awaitable<void> FlushHolding(std::shared_ptr<Conn> self) { co_await self->Flush(); }
+
+    void UpdateSubscription() {
+      if constexpr (std::is_same_v<Session, RedisSession>) {
+        if (session_.subscribed() && !subscribed_) {
+          subscribed_ = true;
+          impl_->AddSubscriber(this->shared_from_this(), context_);
+        } else if (!session_.subscribed() && subscribed_) {
+          subscribed_ = false;
+          impl_->RemoveSubscriber(this);
+        }
+      }
+    }
+
+    // Writes out_ until it is empty. Only one writer at a time: a second caller returns at
+    // once, and the running one picks up what it appended.
+    awaitable<void> Flush() {
+      if (writing_) {
+        // Back-pressure on the reader: wait while the other writer drains a large backlog.
+        asio::steady_timer timer(*context_);
+        while (writing_ && out_.size() > (1u << 20) && !closed_) {
+          timer.expires_after(std::chrono::milliseconds(1));
+          co_await timer.async_wait(use_awaitable);
+        }
+        co_return;
+      }
+      writing_ = true;
+      try {
+        while (!out_.empty() && !closed_) {
+          sending_.clear();
+          std::swap(sending_, out_);
+          co_await asio::async_write(socket_, asio::buffer(sending_), use_awaitable);
+        }
+      } catch (const boost::system::system_error&) {
+        writing_ = false;
+        Close();
+        co_return;
+      }
+      if (sending_.capacity() > (1u << 20)) std::string().swap(sending_);
+      if (out_.capacity() > (1u << 20) && out_.empty()) std::string().swap(out_);
+      writing_ = false;
+    }
+
+    // Waits until the store has applied step.lsn, or the timeout; true if applied.
+    awaitable<bool> WaitFor(const SessionStep& step) {
+      KvStore& store = impl_->service_->store();
+      auto deadline = std::chrono::steady_clock::now() + step.timeout;
+      asio::steady_timer timer(*context_);
+      while (store.applied() < step.lsn) {
+        if (std::chrono::steady_clock::now() >= deadline || closed_) co_return false;
+        timer.expires_after(std::chrono::microseconds(500));
+        co_await timer.async_wait(use_awaitable);
+      }
+      co_return true;
+    }
+
+    Impl* impl_;
+    tcp::socket socket_;
+    asio::io_context* context_;
+    Session session_;
+    std::string out_;
+    std::string sending_;
+    bool writing_ = false;
+    bool closed_ = false;
+    bool subscribed_ = false;
+  };
+
+  using RedisConn = Conn<RedisSession>;
+
+  void AddSubscriber(std::shared_ptr<RedisConn> conn, asio::io_context* context) {
+    absl::MutexLock lock(&subs_mu_);
+    subs_[conn.get()] = {context, conn};
+    service_->store().keyspace_listeners().fetch_add(1);
+  }
+  void RemoveSubscriber(void* conn) {
+    absl::MutexLock lock(&subs_mu_);
+    if (subs_.erase(conn) > 0) service_->store().keyspace_listeners().fetch_sub(1);
+  }
+  void Publish(const std::vector<KeyEvent>& events) {
+    auto shared = std::make_shared<const std::vector<KeyEvent>>(events);
+    absl::MutexLock lock(&subs_mu_);
+    for (auto& [key, sub] : subs_) {
+      asio::post(*sub.context, [weak = sub.conn, shared] {
+        if (auto conn = weak.lock()) conn->Deliver(*shared);
+      });
+    }
+  }
+
+  absl::Status Start() {
+    const int threads = std::max(1, options_.threads);
+    for (int i = 0; i < threads; ++i) {
+      contexts_.push_back(std::make_unique<asio::io_context>(1));
+      guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+    }
+    struct Want {
+      Protocol protocol;
+      const std::string* address;
+      int* port;
+    };
+    for (Want want : {Want{Protocol::kRedis, &options_.redis, &redis_port_},
+                      Want{Protocol::kMemcached, &options_.memcached, &memcached_port_},
+                      Want{Protocol::kHttp, &options_.http, &http_port_}}) {
+      if (want.address->empty()) continue;
+      absl::StatusOr<tcp::endpoint> endpoint = ParseEndpoint(*want.address);
+      if (!endpoint.ok()) return endpoint.status();
+      auto acceptor = std::make_unique<tcp::acceptor>(*contexts_[0]);
+      boost::system::error_code ec;
+      acceptor->open(endpoint->protocol(), ec);
+      if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) acceptor->bind(*endpoint, ec);
+      if (!ec) acceptor->listen(1024, ec);
+      if (ec) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot listen on ", *want.address, ": ", ec.message()));
+      }
+      *want.port = acceptor->local_endpoint().port();
+      asio::co_spawn(*contexts_[0], Accept(acceptor.get(), want.protocol), asio::detached);
+      acceptors_.push_back(std::move(acceptor));
+    }
+    service_->store().SetCommitListener(
+        [this](const std::vector<KeyEvent>& events) { Publish(events); });
+    for (auto& context : contexts_) {
+      threads_.emplace_back([c = context.get()] { c->run(); });
+    }
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    service_->store().SetCommitListener(nullptr);
+    for (auto& context : contexts_) context->stop();
+    for (std::thread& t : threads_) t.join();
+    write_pool_.stop();
+    write_pool_.join();
+    threads_.clear();
+    {
+      absl::MutexLock lock(&subs_mu_);
+      subs_.clear();
+    }
+    acceptors_.clear();
+    guards_.clear();
+    contexts_.clear();  // destroys the suspended coroutines and their sockets
+  }
+
+  // Write-through statements (blocking libpq calls) run here, never on a network thread.
+  asio::thread_pool write_pool_{2};
+  int redis_port_ = 0;
+  int memcached_port_ = 0;
+  int http_port_ = 0;
+
+ private:
+  awaitable<void> Accept(tcp::acceptor* acceptor, Protocol protocol) {
+    size_t next = 0;
+    while (true) {
+      asio::io_context& target = *contexts_[next++ % contexts_.size()];
+      tcp::socket socket(target);
+      boost::system::error_code ec;
+      co_await acceptor->async_accept(socket, asio::redirect_error(use_awaitable, ec));
+      if (ec == asio::error::operation_aborted) co_return;
+      if (ec) {
+        // Out of file descriptors and the like: wait a little rather than spin.
+        asio::steady_timer timer(*contexts_[0], std::chrono::milliseconds(50));
+        co_await timer.async_wait(use_awaitable);
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true), ec);
+      service_->total_connections.fetch_add(1, std::memory_order_relaxed);
+      // Counted here, not when the connection's coroutine starts on its thread, so that
+      // back-to-back accepts cannot pass the limit.
+      if (service_->connections.fetch_add(1) >= options_.max_connections) {
+        service_->connections.fetch_sub(1);
+        asio::co_spawn(target, Refuse(std::move(socket), protocol), asio::detached);
+        continue;
+      }
+      asio::co_spawn(target, Serve(std::move(socket), protocol, &target), asio::detached);
+    }
+  }
+
+  awaitable<void> Refuse(tcp::socket socket, Protocol protocol) {
+    std::string message;
+    switch (protocol) {
+      case Protocol::kRedis:
+        message = "-ERR max number of clients reached\r\n";
+        break;
+      case Protocol::kMemcached:
+        message = "SERVER_ERROR too many open connections\r\n";
+        break;
+      case Protocol::kHttp:
+        AppendHttpResponse(503, "{\"error\":\"too many connections\"}", false, "", false, &message);
+        break;
+    }
+    boost::system::error_code ec;
+    co_await asio::async_write(socket, asio::buffer(message),
+                               asio::redirect_error(use_awaitable, ec));
+    socket.close(ec);
+  }
+
+  // REQUIRES: the connection was counted in service_->connections.
+  awaitable<void> Serve(tcp::socket socket, Protocol protocol, asio::io_context* context) {
+    switch (protocol) {
+      case Protocol::kRedis:
+        co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context)->Run();
+        break;
+      case Protocol::kMemcached:
+        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context)->Run();
+        break;
+      case Protocol::kHttp:
+        co_await std::make_shared<Conn<HttpSession>>(this, std::move(socket), context)->Run();
+        break;
+    }
+    service_->connections.fetch_sub(1);
+  }
+
+  struct Subscriber {
+    asio::io_context* context;
+    std::weak_ptr<RedisConn> conn;
+  };
+
+  KvService* service_;
+  KvListenOptions options_;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::thread> threads_;
+  bool stopped_ = false;
+  absl::Mutex subs_mu_;
+  absl::flat_hash_map<void*, Subscriber> subs_ ABSL_GUARDED_BY(subs_mu_);
+};
+
+KvServer::KvServer(KvService* service, KvListenOptions options)
+    : impl_(std::make_unique<Impl>(service, std::move(options))) {}
+
+KvServer::~KvServer() { Stop(); }
+
+absl::Status KvServer::Start() { return impl_->Start(); }
+void KvServer::Stop() { impl_->Stop(); }
+int KvServer::redis_port() const { return impl_->redis_port_; }
+int KvServer::memcached_port() const { return impl_->memcached_port_; }
+int KvServer::http_port() const { return impl_->http_port_; }
+
+}  // namespace pgflow

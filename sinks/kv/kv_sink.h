@@ -1,0 +1,65 @@
+#pragma once
+
+// The `kv` sink: the pipeline's tables held in memory and served from the pgflow process over
+// Redis, memcached and HTTP (PGEC's idea; see kv_protocols.h for keys and commands).
+//
+//   cache: {kv: {redis: 127.0.0.1:6380, memcached: 127.0.0.1:11212, http: 127.0.0.1:8080}}
+//
+// Acknowledgement. The cache keeps nothing on disk, so "durable" cannot mean what it means for
+// the other sinks. It acknowledges what it has applied (Flush does nothing more; DurableThrough
+// keeps its default), so a kv pipeline never pins WAL. What makes that honest is the other
+// half: a cache that starts empty asks for every row again (NeedsFullCopy). On the pipeline's
+// first run that is the initial snapshot; on every later start of the process the source copies
+// the tables again into the running stream (the `pgflow snapshot` backfill, exact by WAL
+// watermarks) while the stream resumes from the slot. Until that copy is complete the cache
+// answers "loading" (Redis -LOADING, memcached SERVER_ERROR, HTTP 503) rather than serve a
+// partial table. When the pipeline restarts inside the same process (a lost connection), the
+// cache and its listeners live on, and transactions it already applied are skipped.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "engine/config.h"
+#include "engine/sink.h"
+#include "sinks/kv/kv_protocols.h"
+#include "sinks/kv/kv_server.h"
+#include "sinks/kv/kv_store.h"
+
+namespace pgflow {
+
+struct KvSinkOptions : SinkOptions {
+  KvListenOptions listen;
+  KvServiceConfig service;
+  KvStoreOptions store;
+  bool write_through = false;
+};
+
+// The cache of one kv sink: store, service, listeners and write-through connection. It outlives
+// the sink objects of successive pipeline attempts in one process.
+struct KvCache;
+
+class KvSink : public Sink {
+ public:
+  KvSink(std::shared_ptr<KvCache> cache, bool fresh);
+  ~KvSink() override;
+
+  absl::Status Open() override;
+  absl::Status Write(const Event& event) override;
+  absl::Status Flush() override { return absl::OkStatus(); }
+  absl::Status Close() override;
+  bool NeedsFullCopy() const override { return fresh_; }
+
+ private:
+  std::shared_ptr<KvCache> cache_;
+  const bool fresh_;
+  bool in_txn_ = false;
+  bool skip_txn_ = false;
+  size_t staged_reads_ = 0;
+};
+
+// Registers the "kv" sink type with the engine's factory registry.
+void RegisterKvSink();
+
+}  // namespace pgflow

@@ -1,0 +1,484 @@
+#include "sinks/kv/kv_store.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace pgflow {
+namespace {
+
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool IsIntegerType(uint32_t oid) {
+  return oid == oid::kInt2 || oid == oid::kInt4 || oid == oid::kInt8 || oid == oid::kOid;
+}
+
+// The text a JSON value stands for: a string's contents, or the JSON itself.
+std::string JsonText(const std::string& json) {
+  if (json.empty() || json[0] != '"') return json;
+  try {
+    return nlohmann::json::parse(json).get<std::string>();
+  } catch (const std::exception&) {
+    return json;  // AppendJsonValue always writes valid JSON; kept for safety
+  }
+}
+
+// Appends an order-preserving encoding of one key part: integers compare as numbers, the
+// rest as bytes. Every part is self-delimiting, so composite keys compare part by part.
+void AppendSortPart(uint32_t type_oid, std::string_view text, std::string* out) {
+  int64_t n = 0;
+  if (IsIntegerType(type_oid) && absl::SimpleAtoi(Absl(text), &n)) {
+    out->push_back('\x01');
+    uint64_t u = static_cast<uint64_t>(n) ^ (1ull << 63);
+    for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>(u >> shift));
+    return;
+  }
+  out->push_back('\x02');
+  for (char c : text) {
+    out->push_back(c);
+    if (c == '\0') out->push_back('\xff');
+  }
+  out->push_back('\0');
+  out->push_back('\0');
+}
+
+std::string PendingId(const KvTable& table, std::string_view key) {
+  return absl::StrCat(Absl(table.key_name()), absl::string_view("\0", 1), Absl(key));
+}
+
+}  // namespace
+
+std::string KeyNameOf(std::string_view schema, std::string_view table) {
+  if (schema == "public") return std::string(table);
+  return absl::StrCat(Absl(schema), ".", Absl(table));
+}
+
+const std::string* KvRow::Field(std::string_view name) const {
+  for (const KvColumn& c : columns) {
+    if (c.name == name) return c.null ? nullptr : &c.text;
+  }
+  return nullptr;
+}
+
+size_t KvRow::FieldCount() const {
+  size_t n = 0;
+  for (const KvColumn& c : columns) n += !c.null;
+  return n;
+}
+
+KvTable::KvTable(std::string schema, std::string name)
+    : schema_(std::move(schema)), name_(std::move(name)), key_name_(KeyNameOf(schema_, name_)) {}
+
+size_t KvTable::ShardOf(std::string_view key) const {
+  return absl::Hash<absl::string_view>()(Absl(key)) % kShards;
+}
+
+KvRowPtr KvTable::Get(std::string_view key) const {
+  const Shard& shard = shards_[ShardOf(key)];
+  absl::ReaderMutexLock lock(&shard.mu);
+  auto it = shard.rows.find(Absl(key));
+  return it == shard.rows.end() ? nullptr : it->second;
+}
+
+TableSchemaPtr KvTable::shape() const {
+  absl::ReaderMutexLock lock(&shape_mu_);
+  return shape_;
+}
+
+std::string KvTable::SortKeyOf(std::string_view key) const {
+  TableSchemaPtr shape = this->shape();
+  std::string out;
+  if (shape == nullptr) return out;
+  std::vector<uint32_t> types;
+  for (const Column& c : shape->columns) {
+    if (c.is_key) types.push_back(c.type_oid);
+  }
+  // Split into as many parts as there are key columns; the last part keeps any further ':'.
+  size_t start = 0;
+  for (size_t i = 0; i < types.size(); ++i) {
+    size_t end = i + 1 == types.size() ? key.size() : key.find(':', start);
+    if (end == std::string_view::npos) end = key.size();
+    AppendSortPart(types[i], key.substr(start, end - start), &out);
+    start = std::min(key.size(), end + 1);
+  }
+  return out;
+}
+
+std::vector<KvRowPtr> KvTable::Page(std::string_view after, size_t limit, bool* more) const {
+  std::string from = after.empty() ? std::string() : SortKeyOf(after);
+  std::vector<KvRowPtr> out;
+  absl::ReaderMutexLock lock(&order_mu_);
+  auto it = after.empty() ? order_.begin() : order_.upper_bound(from);
+  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(it->second);
+  *more = it != order_.end();
+  return out;
+}
+
+std::vector<KvRowPtr> KvTable::ScanFrom(const std::string& from_sort_key, size_t limit,
+                                        std::string* next_sort_key) const {
+  std::vector<KvRowPtr> out;
+  absl::ReaderMutexLock lock(&order_mu_);
+  auto it = order_.lower_bound(from_sort_key);
+  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(it->second);
+  if (it == order_.end()) {
+    next_sort_key->clear();
+  } else {
+    *next_sort_key = it->first;
+  }
+  return out;
+}
+
+KvStore::KvStore(KvStoreOptions options) : options_(std::move(options)) {}
+
+std::shared_ptr<const KvTable> KvStore::FindTable(std::string_view key_name) const {
+  absl::ReaderMutexLock lock(&tables_mu_);
+  auto it = tables_.find(Absl(key_name));
+  return it == tables_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<const KvTable>> KvStore::Tables() const {
+  std::vector<std::shared_ptr<const KvTable>> out;
+  {
+    absl::ReaderMutexLock lock(&tables_mu_);
+    for (const auto& [name, table] : tables_) out.push_back(table);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a->key_name() < b->key_name(); });
+  return out;
+}
+
+KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publication) const {
+  size_t colon = redis_key.find(':');
+  if (colon != std::string_view::npos) {
+    if (auto table = FindTable(redis_key.substr(0, colon))) {
+      return table->Get(redis_key.substr(colon + 1));
+    }
+  }
+  // PGEC's form: <publication>.<table>.<key>, where <table> may itself hold a dot.
+  if (!publication.empty() && redis_key.size() > publication.size() + 1 &&
+      redis_key.substr(0, publication.size()) == publication &&
+      redis_key[publication.size()] == '.') {
+    std::string_view rest = redis_key.substr(publication.size() + 1);
+    for (size_t dot = rest.find('.'); dot != std::string_view::npos;
+         dot = rest.find('.', dot + 1)) {
+      if (auto table = FindTable(rest.substr(0, dot))) return table->Get(rest.substr(dot + 1));
+    }
+  }
+  return nullptr;
+}
+
+std::vector<KvRowPtr> KvStore::LookupMany(const std::vector<std::string_view>& redis_keys,
+                                          std::string_view publication) const {
+  std::vector<KvRowPtr> out;
+  out.reserve(redis_keys.size());
+  absl::ReaderMutexLock lock(&commit_mu_);
+  for (std::string_view key : redis_keys) out.push_back(Lookup(key, publication));
+  return out;
+}
+
+uint64_t KvStore::TotalRows() const {
+  uint64_t n = 0;
+  absl::ReaderMutexLock lock(&tables_mu_);
+  for (const auto& [name, table] : tables_) n += table->rows();
+  return n;
+}
+
+void KvStore::SetCommitListener(std::function<void(const std::vector<KeyEvent>&)> listener) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(listener);
+}
+
+std::shared_ptr<KvTable> KvStore::TableFor(const TableSchema& schema) {
+  std::string key_name = KeyNameOf(schema.schema, schema.name);
+  std::shared_ptr<KvTable> table;
+  {
+    absl::ReaderMutexLock lock(&tables_mu_);
+    auto it = tables_.find(key_name);
+    if (it != tables_.end()) table = it->second;
+  }
+  if (table == nullptr) {
+    absl::MutexLock lock(&tables_mu_);
+    auto& slot = tables_[key_name];
+    if (slot == nullptr) slot = std::make_shared<KvTable>(schema.schema, schema.name);
+    table = slot;
+  }
+  return table;
+}
+
+KvRowPtr KvStore::Current(const KvTable& table, const std::string& key) const {
+  auto it = pending_index_.find(PendingId(table, key));
+  if (it != pending_index_.end()) return pending_[it->second].row;
+  for (const Pending& p : pending_) {
+    if (p.truncate && p.table.get() == &table) return nullptr;
+  }
+  return table.Get(key);
+}
+
+absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>& table,
+                                                 const TableSchema& schema, const Row& row,
+                                                 const Row* key_source, bool delete_op, Lsn lsn) {
+  Pending p;
+  p.table = table;
+  const Row& keys = key_source != nullptr ? *key_source : row;
+  bool first = true;
+  bool any_key = false;
+  std::string json;
+  for (size_t i = 0; i < schema.columns.size() && i < keys.size(); ++i) {
+    const Column& column = schema.columns[i];
+    if (!column.is_key) continue;
+    const Value& v = keys[i];
+    if (v.is_unchanged_toast()) {
+      return absl::DataLossError(absl::StrCat("key column ", column.name, " of ",
+                                              schema.QualifiedName(), " arrived without a value"));
+    }
+    json.clear();
+    if (!v.is_null()) AppendJsonValue(v, column.type_name, options_.json, &json);
+    std::string text = v.is_null() ? std::string() : JsonText(json);
+    if (!first) p.key.push_back(':');
+    first = false;
+    any_key = true;
+    p.key += text;
+    AppendSortPart(column.type_oid, text, &p.sort_key);
+  }
+  if (!any_key) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "table ", schema.QualifiedName(),
+        " has no primary key and REPLICA IDENTITY is not FULL: the kv cache keys rows by "
+        "primary key; add one (or set REPLICA IDENTITY FULL)"));
+  }
+  if (delete_op) return p;
+
+  const std::vector<std::string>* selected = nullptr;
+  if (auto it = options_.columns.find(schema.QualifiedName()); it != options_.columns.end()) {
+    selected = &it->second;
+  }
+  KvRowPtr old;
+  auto row_out = std::make_shared<KvRow>();
+  row_out->key = p.key;
+  row_out->lsn = lsn;
+  row_out->json.push_back('{');
+  first = true;
+  for (size_t i = 0; i < schema.columns.size() && i < row.size(); ++i) {
+    const Column& column = schema.columns[i];
+    if (selected != nullptr && !column.is_key &&
+        std::find(selected->begin(), selected->end(), column.name) == selected->end()) {
+      continue;
+    }
+    KvColumn out;
+    out.name = column.name;
+    const Value& v = row[i];
+    if (v.is_unchanged_toast()) {
+      // Not sent because it did not change: the cached value is still current.
+      if (old == nullptr) old = Current(*table, p.key);
+      const KvColumn* previous = nullptr;
+      if (old != nullptr) {
+        for (const KvColumn& c : old->columns) {
+          if (c.name == column.name) previous = &c;
+        }
+      }
+      if (previous == nullptr) continue;  // unknown: left out rather than made up
+      out = *previous;
+    } else if (v.is_null()) {
+      out.json = "null";
+      out.null = true;
+    } else {
+      AppendJsonValue(v, column.type_name, options_.json, &out.json);
+      out.text = JsonText(out.json);
+    }
+    if (!first) row_out->json.push_back(',');
+    first = false;
+    AppendJsonString(out.name, &row_out->json);
+    row_out->json.push_back(':');
+    row_out->json += out.json;
+    row_out->bytes += out.name.size() + out.json.size() + out.text.size() + 3 * sizeof(std::string);
+    row_out->columns.push_back(std::move(out));
+  }
+  row_out->json.push_back('}');
+  row_out->bytes += sizeof(KvRow) + 2 * p.key.size() + p.sort_key.size() + row_out->json.size() +
+                    64;  // hash and tree node overhead
+  p.row = std::move(row_out);
+  return p;
+}
+
+absl::Status KvStore::Stage(const Change& change) {
+  if (change.table == nullptr) return absl::OkStatus();
+  const TableSchema& schema = *change.table;
+  std::shared_ptr<KvTable> table = TableFor(schema);
+  {
+    absl::MutexLock lock(&table->shape_mu_);
+    if (table->shape_ != change.table) table->shape_ = change.table;
+  }
+  std::vector<Pending> staged;
+  switch (change.op) {
+    case Op::kRead:
+    case Op::kInsert:
+    case Op::kUpdate: {
+      absl::StatusOr<Pending> p =
+          Encode(table, schema, change.after, nullptr, false, change.txn.commit_lsn);
+      if (!p.ok()) return p.status();
+      if (change.op == Op::kUpdate && change.before_kind != BeforeKind::kNone) {
+        absl::StatusOr<Pending> old =
+            Encode(table, schema, change.before, &change.before, true, change.txn.commit_lsn);
+        if (!old.ok()) return old.status();
+        if (old->key != p->key) staged.push_back(*std::move(old));  // the key changed
+      }
+      staged.push_back(*std::move(p));
+      break;
+    }
+    case Op::kDelete: {
+      if (change.before_kind == BeforeKind::kNone) return absl::OkStatus();
+      absl::StatusOr<Pending> p =
+          Encode(table, schema, change.before, &change.before, true, change.txn.commit_lsn);
+      if (!p.ok()) return p.status();
+      staged.push_back(*std::move(p));
+      break;
+    }
+    case Op::kTruncate: {
+      Pending p;
+      p.table = table;
+      p.truncate = true;
+      staged.push_back(std::move(p));
+      break;
+    }
+    case Op::kDdl:
+    case Op::kMessage:
+      return absl::OkStatus();
+  }
+
+  // Memory: what the rows will weigh once applied.
+  int64_t delta = 0;
+  for (const Pending& p : staged) {
+    if (p.truncate) {
+      delta -= static_cast<int64_t>(table->bytes_.load());
+      continue;
+    }
+    KvRowPtr old = Current(*table, p.key);
+    if (old != nullptr) delta -= static_cast<int64_t>(old->bytes);
+    if (p.row != nullptr) delta += static_cast<int64_t>(p.row->bytes);
+  }
+  int64_t after = static_cast<int64_t>(bytes_.load()) + pending_bytes_ + delta;
+  if (delta > 0 && after > static_cast<int64_t>(options_.max_memory)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the cache would exceed its memory limit (max_memory ", options_.max_memory,
+        " bytes) at table ", schema.QualifiedName(), " with ", TotalRows(),
+        " rows held: raise max_memory, or cache fewer tables or columns; the cache stops "
+        "rather than serve a partial table"));
+  }
+  pending_bytes_ += delta;
+
+  for (Pending& p : staged) {
+    if (p.truncate) {
+      for (auto it = pending_index_.begin(); it != pending_index_.end();) {
+        auto next = std::next(it);
+        if (pending_[it->second].table == table) pending_index_.erase(it);
+        it = next;
+      }
+      pending_.push_back(std::move(p));
+      continue;
+    }
+    std::string id = PendingId(*table, p.key);
+    auto it = pending_index_.find(id);
+    if (it != pending_index_.end()) {
+      pending_[it->second] = std::move(p);
+    } else {
+      pending_index_.emplace(std::move(id), pending_.size());
+      pending_.push_back(std::move(p));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void KvStore::Discard() {
+  pending_.clear();
+  pending_index_.clear();
+  pending_bytes_ = 0;
+}
+
+void KvStore::NotePosition(Lsn position) {
+  uint64_t current = applied_.load(std::memory_order_relaxed);
+  if (position.value > current) applied_.store(position.value, std::memory_order_release);
+}
+
+absl::Status KvStore::Commit(Lsn end) {
+  if (pending_.empty()) {
+    NotePosition(end);
+    return absl::OkStatus();
+  }
+  // Every lock the changes touch, in one global order: tables by address, shards by index.
+  std::vector<KvTable*> tables;
+  std::vector<std::pair<KvTable*, size_t>> shards;
+  for (const Pending& p : pending_) {
+    tables.push_back(p.table.get());
+    if (p.truncate) {
+      for (size_t i = 0; i < KvTable::kShards; ++i) shards.emplace_back(p.table.get(), i);
+    } else {
+      shards.emplace_back(p.table.get(), p.table->ShardOf(p.key));
+    }
+  }
+  std::sort(tables.begin(), tables.end());
+  tables.erase(std::unique(tables.begin(), tables.end()), tables.end());
+  std::sort(shards.begin(), shards.end());
+  shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
+
+  const bool notify = keyspace_listeners_.load(std::memory_order_relaxed) > 0;
+  std::vector<KeyEvent> events;
+  std::vector<KvRowPtr> released;  // freed after the locks are dropped
+  released.reserve(pending_.size());
+  {
+    absl::MutexLock commit_lock(&commit_mu_);
+    for (KvTable* t : tables) t->order_mu_.Lock();
+    for (auto& [t, i] : shards) t->shards_[i].mu.Lock();
+    for (Pending& p : pending_) {
+      KvTable& t = *p.table;
+      if (p.truncate) {
+        for (KvTable::Shard& s : t.shards_) {
+          for (auto& [k, row] : s.rows) released.push_back(std::move(row));
+          s.rows.clear();
+        }
+        t.order_.clear();
+        t.bytes_.store(0);
+        continue;
+      }
+      auto& rows = t.shards_[t.ShardOf(p.key)].rows;
+      auto it = rows.find(p.key);
+      if (it != rows.end()) {
+        t.bytes_.fetch_sub(it->second->bytes);
+        released.push_back(std::move(it->second));
+      }
+      if (p.row != nullptr) {
+        t.bytes_.fetch_add(p.row->bytes);
+        t.order_[p.sort_key] = p.row;
+        if (it != rows.end()) {
+          it->second = p.row;
+        } else {
+          rows.emplace(p.key, p.row);
+        }
+      } else if (it != rows.end()) {
+        rows.erase(it);
+        t.order_.erase(p.sort_key);
+      }
+      if (notify) events.push_back(KeyEvent{absl::StrCat(t.key_name_, ":", p.key), !p.row});
+    }
+    for (KvTable* t : tables) t->rows_.store(t->order_.size(), std::memory_order_relaxed);
+    for (auto it = shards.rbegin(); it != shards.rend(); ++it)
+      it->first->shards_[it->second].mu.Unlock();
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) (*it)->order_mu_.Unlock();
+    bytes_.fetch_add(static_cast<uint64_t>(pending_bytes_));
+    NotePosition(end);
+  }
+  Discard();
+  released.clear();
+  if (!events.empty()) {
+    absl::MutexLock lock(&listener_mu_);
+    if (listener_) listener_(events);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pgflow

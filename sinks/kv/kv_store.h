@@ -1,0 +1,206 @@
+#pragma once
+
+// The in-memory row store behind the `kv` sink: every row of the cached tables, keyed by table
+// and primary key, served to the Redis, memcached and HTTP listeners.
+//
+// Layout: one KvTable per source table; inside it the rows sit in kShards hash shards (each
+// with its own mutex) for point reads, and in a B-tree in key order for paging and SCAN.
+// A row is an immutable KvRow shared by pointer, so a reader copies a pointer under a shard's
+// lock and formats the answer after releasing it.
+//
+// Writes come from the sink's one thread. Rows are encoded (JSON, hash fields, sort key)
+// before any lock is taken; a transaction's changes are kept aside until its commit and then
+// applied under every lock they touch at once (plus the store's commit lock), so a reader sees
+// all of a transaction or none of it, and waits at most for those pointer swaps, never for the
+// encoding of a long batch. Multi-key reads (MGET, pages) take the commit lock in shared mode.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/change.h"
+#include "engine/lsn.h"
+#include "schemas/json_encoding.h"
+
+namespace pgflow {
+
+// One column of a cached row.
+struct KvColumn {
+  std::string name;
+  std::string json;  // the value as JSON ("42", "\"pen\"", "null")
+  // The value as a Redis hash field or memcached text: a JSON string's text, the JSON text
+  // of anything else (numbers, booleans, arrays, objects).
+  std::string text;
+  bool null = false;
+};
+
+// One cached row, immutable once built.
+struct KvRow {
+  std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
+  std::vector<KvColumn> columns;  // the selected columns, in table order
+  std::string json;               // the row as a typed JSON object, null columns included
+  Lsn lsn;             // commit LSN of the transaction that wrote it (the snapshot's for reads)
+  uint64_t bytes = 0;  // approximate memory held, for the memory limit
+
+  // The column's value text, or nullptr when the column is absent or null (Redis hashes
+  // have no null: such fields are left out).
+  const std::string* Field(std::string_view name) const;
+  size_t FieldCount() const;
+};
+using KvRowPtr = std::shared_ptr<const KvRow>;
+
+class KvTable {
+ public:
+  static constexpr size_t kShards = 16;
+
+  KvTable(std::string schema, std::string name);
+
+  const std::string& schema() const { return schema_; }
+  const std::string& name() const { return name_; }
+  // The name used in keys and URLs: "users", or "sales.orders" outside the public schema.
+  const std::string& key_name() const { return key_name_; }
+
+  // The row with key text `key`, or nullptr.
+  KvRowPtr Get(std::string_view key) const;
+  // Up to `limit` rows in key order, starting after key text `after` (from the first when
+  // empty); `*more` tells whether rows follow. Keys that do not parse start from the first
+  // row whose sort key is greater than `after`'s.
+  std::vector<KvRowPtr> Page(std::string_view after, size_t limit, bool* more) const;
+  // Up to `limit` rows in key order from sort key `from` on (SCAN keeps the sort key of the
+  // next row as its cursor); *next_sort_key is set to the following row's, or cleared at the
+  // end.
+  std::vector<KvRowPtr> ScanFrom(const std::string& from_sort_key, size_t limit,
+                                 std::string* next_sort_key) const;
+  // The sort key of key text `key` under the current shape ("" when there is no shape yet).
+  std::string SortKeyOf(std::string_view key) const;
+
+  uint64_t rows() const { return rows_.load(std::memory_order_relaxed); }
+  // The latest shape seen (columns, types, key columns), for write-through; may be null.
+  TableSchemaPtr shape() const;
+
+ private:
+  friend class KvStore;
+  struct alignas(64) Shard {  // a cache line of its own: no false sharing between shards
+    mutable absl::Mutex mu;
+    absl::flat_hash_map<std::string, KvRowPtr> rows ABSL_GUARDED_BY(mu);
+  };
+  size_t ShardOf(std::string_view key) const;
+
+  const std::string schema_;
+  const std::string name_;
+  const std::string key_name_;
+  Shard shards_[kShards];
+  mutable absl::Mutex order_mu_;
+  // Sort key (order-preserving encoding of the key columns) → row.
+  absl::btree_map<std::string, KvRowPtr> order_ ABSL_GUARDED_BY(order_mu_);
+  std::atomic<uint64_t> rows_{0};
+  std::atomic<uint64_t> bytes_{0};
+  mutable absl::Mutex shape_mu_;
+  TableSchemaPtr shape_ ABSL_GUARDED_BY(shape_mu_);
+};
+
+// What the keyspace notifications report for one key after a commit.
+struct KeyEvent {
+  std::string key;       // "<table>:<key>"
+  bool deleted = false;  // "del", else "hset"
+};
+
+struct KvStoreOptions {
+  // Columns to keep per table ("schema.table" → names); tables not listed keep every column.
+  // Key columns are always kept.
+  absl::flat_hash_map<std::string, std::vector<std::string>> columns;
+  uint64_t max_memory = 1ull << 30;  // bytes of rows; past it, Apply fails
+  JsonOptions json;
+};
+
+class KvStore {
+ public:
+  explicit KvStore(KvStoreOptions options);
+
+  // --- reads, from any thread ---
+
+  // The table named `key_name` ("users", "sales.orders"), or nullptr.
+  std::shared_ptr<const KvTable> FindTable(std::string_view key_name) const;
+  std::vector<std::shared_ptr<const KvTable>> Tables() const;
+  // Splits a Redis key "<table>:<key>" (or "<publication>.<table>.<key>" when `publication`
+  // is not empty) and finds the row; nullptr when the table or row is absent.
+  KvRowPtr Lookup(std::string_view redis_key, std::string_view publication) const;
+  // Lookup of several keys as of one moment (no transaction half-seen across them).
+  std::vector<KvRowPtr> LookupMany(const std::vector<std::string_view>& redis_keys,
+                                   std::string_view publication) const;
+  uint64_t TotalRows() const;
+  uint64_t MemoryBytes() const { return bytes_.load(std::memory_order_relaxed); }
+  uint64_t max_memory() const { return options_.max_memory; }
+  // End LSN of the last transaction applied (or stream position passed): a client that
+  // committed at or before it reads its own write.
+  Lsn applied() const { return Lsn(applied_.load(std::memory_order_acquire)); }
+  // False until the tables are loaded whole (the snapshot, or the copy made after a restart).
+  bool ready() const { return ready_.load(std::memory_order_acquire); }
+
+  // Called after each applied commit with the keys it changed, from the writer thread, while
+  // `has_listener` says someone listens (set by the servers).
+  void SetCommitListener(std::function<void(const std::vector<KeyEvent>&)> listener);
+  std::atomic<int>& keyspace_listeners() { return keyspace_listeners_; }
+
+  // --- writes, from the sink's thread only ---
+
+  // Stages one change of the open transaction (or a snapshot row, applied in batches).
+  // Fails, leaving the store as it was, when the memory limit would be passed.
+  absl::Status Stage(const Change& change);
+  // Makes the staged changes visible at once; `end` becomes applied() (when valid).
+  absl::Status Commit(Lsn end);
+  // Drops the staged changes (a transaction cut off).
+  void Discard();
+  // Everything before `position` is applied (a stream keepalive with nothing pending).
+  void NotePosition(Lsn position);
+  void SetReady() { ready_.store(true, std::memory_order_release); }
+
+ private:
+  struct Pending {
+    std::shared_ptr<KvTable> table;
+    std::string key;
+    std::string sort_key;
+    KvRowPtr row;  // null: delete
+    bool truncate = false;
+  };
+  std::shared_ptr<KvTable> TableFor(const TableSchema& schema);
+  // The row as it will be once the staged changes apply (for TOAST merges).
+  KvRowPtr Current(const KvTable& table, const std::string& key) const;
+  absl::StatusOr<Pending> Encode(const std::shared_ptr<KvTable>& table, const TableSchema& schema,
+                                 const Row& row, const Row* key_source, bool delete_op, Lsn lsn);
+
+  const KvStoreOptions options_;
+  mutable absl::Mutex tables_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<KvTable>> tables_ ABSL_GUARDED_BY(tables_mu_);
+  // Held exclusively while a commit swaps rows in, shared by multi-key reads.
+  mutable absl::Mutex commit_mu_;
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint64_t> applied_{0};
+  std::atomic<bool> ready_{false};
+
+  // Writer-thread state.
+  std::vector<Pending> pending_;
+  absl::flat_hash_map<std::string, size_t> pending_index_;  // table key_name + '\0' + key
+  int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
+
+  absl::Mutex listener_mu_;
+  std::function<void(const std::vector<KeyEvent>&)> listener_ ABSL_GUARDED_BY(listener_mu_);
+  std::atomic<int> keyspace_listeners_{0};
+};
+
+// "users" for public.users, "sales.orders" otherwise.
+std::string KeyNameOf(std::string_view schema, std::string_view table);
+
+}  // namespace pgflow

@@ -1,0 +1,364 @@
+// End to end for the kv sink: a real PostgreSQL, the real pgflow binary, and real clients
+// (redis-cli, curl, memccat, and a raw socket for pipelining): rows appear, change and
+// disappear as the source changes, survive a restart of pgflow, and write through.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+// Runs a shell command; returns its standard output.
+std::string Shell(const std::string& command) {
+  std::string out;
+  FILE* f = popen(command.c_str(), "r");
+  if (f == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  pclose(f);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// A connected socket to `port` on loopback (-1 on failure).
+int Open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// Sends `request` on a fresh TCP connection and reads until `expect_bytes` arrived or 5 s.
+std::string Raw(int port, const std::string& request, size_t expect_bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  (void)!write(fd, request.data(), request.size());
+  std::string out;
+  char buf[65536];
+  while (out.size() < expect_bytes) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
+
+class KvPipeline {
+ public:
+  KvPipeline(const std::string& name, const std::string& extra_sink_options = "")
+      : name_(name), redis_(FreePort()), memcached_(FreePort()), http_(FreePort()) {
+    Sql admin(SharedCluster().Url());
+    admin.Exec("CREATE DATABASE " + name);
+    yaml_ = dir_.File("pipeline.yaml");
+    WriteFile(yaml_, "pipeline: " + name +
+                         "\n"
+                         "source:\n"
+                         "  postgres:\n"
+                         "    url: ${SOURCE_URL}\n"
+                         "    tables: [public.*, sales.*]\n"
+                         "    snapshot: {mode: initial, workers: 2}\n"
+                         "    status_interval: 200ms\n"
+                         "sinks:\n"
+                         "  cache:\n"
+                         "    flush_interval: 20ms\n"
+                         "    kv: {redis: 127.0.0.1:" +
+                         std::to_string(redis_) +
+                         ", memcached: 127.0.0.1:" + std::to_string(memcached_) +
+                         ", http: 127.0.0.1:" + std::to_string(http_) + extra_sink_options + "}\n");
+  }
+  std::string url() const { return SharedCluster().Url(name_); }
+  std::string log() const { return dir_.File("pgflow.log"); }
+  int redis() const { return redis_; }
+  int http() const { return http_; }
+  int memcached() const { return memcached_; }
+
+  // Starts pgflow and waits until the cache serves.
+  std::unique_ptr<PgflowProcess> Start() {
+    size_t before = Count("kv cache: loaded");
+    auto p = std::make_unique<PgflowProcess>(
+        std::vector<std::string>{"run", yaml_, "--progress", "1"}, log(),
+        std::map<std::string, std::string>{{"SOURCE_URL", url()}});
+    bool up = WaitFor([&] { return Count("kv cache: loaded") > before || !p->Running(); },
+                      std::chrono::seconds(60));
+    EXPECT_TRUE(up && p->Running()) << ReadFile(log());
+    return p;
+  }
+  size_t Count(const std::string& needle) const {
+    std::string text = ReadFile(log());
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+      ++n;
+    return n;
+  }
+  std::string Cli(const std::string& args) const {
+    return Shell("redis-cli -p " + std::to_string(redis_) + " " + args + " 2>&1");
+  }
+  std::string Curl(const std::string& path) const {
+    return Shell("curl -s -w ' %{http_code}' 'http://127.0.0.1:" + std::to_string(http_) + path +
+                 "'");
+  }
+
+ private:
+  std::string name_;
+  TempDir dir_;
+  std::string yaml_;
+  int redis_, memcached_, http_;
+};
+
+TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
+  KvPipeline p("kv_clients");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE TABLE users (id int PRIMARY KEY, name text, score numeric, tags text[]);"
+      "CREATE SCHEMA sales;"
+      "CREATE TABLE sales.lines (order_id int, line int, item text, PRIMARY KEY (order_id, line));"
+      "INSERT INTO users SELECT g, 'user' || g, g * 1.5, ARRAY['a','b'] FROM generate_series(1, "
+      "200) g;"
+      "INSERT INTO sales.lines VALUES (7, 1, 'pen'), (7, 2, 'ink');");
+  auto pgflow = p.Start();
+
+  // Redis: hashes, JSON, composite keys, PGEC keys, RESP3.
+  EXPECT_EQ(p.Cli("HGET users:1 name"), "user1");
+  EXPECT_EQ(p.Cli("HGET sales.lines:7:2 item"), "ink");
+  EXPECT_EQ(p.Cli("GET users:2"), R"({"id":2,"name":"user2","score":"3.0","tags":["a","b"]})");
+  EXPECT_EQ(p.Cli("HGET pgflow_kv_clients.users.3 name"), "user3");
+  EXPECT_EQ(p.Cli("DBSIZE"), "202");
+  // redis-cli -3 (HELLO 3) prints a map as "field value" lines when not on a terminal.
+  EXPECT_EQ(p.Cli("-3 HGETALL users:4"), "id 4\nname user4\nscore 6.0\ntags [\"a\",\"b\"]");
+  // RESP3 on the wire: HELLO 3 makes HGETALL a map.
+  EXPECT_THAT(Raw(p.redis(), "HELLO 3\r\nHGETALL users:4\r\n", 200),
+              HasSubstr("%4\r\n$2\r\nid\r\n$1\r\n4\r\n$4\r\nname\r\n$5\r\nuser4\r\n"));
+  std::string scanned = p.Cli("--scan --pattern 'users:1*'");
+  EXPECT_EQ(std::count(scanned.begin(), scanned.end(), '\n') + 1, 111)
+      << scanned;  // 1, 10-19, 100-199
+  EXPECT_THAT(p.Cli("HSET users:1 name x"), HasSubstr("READONLY"));
+  EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=202"));
+
+  // Pipelining: many commands in one write, answered in order.
+  std::string batch;
+  for (int i = 1; i <= 100; ++i) batch += "HGET users:" + std::to_string(i) + " id\r\n";
+  std::string replies = Raw(p.redis(), batch, 100 * 7);
+  EXPECT_THAT(replies, HasSubstr("$2\r\n99\r\n$3\r\n100\r\n"));
+  EXPECT_EQ(std::count(replies.begin(), replies.end(), '$'), 100);
+
+  // HTTP.
+  EXPECT_EQ(p.Curl("/users/5"), R"({"id":5,"name":"user5","score":"7.5","tags":["a","b"]} 200)");
+  EXPECT_EQ(p.Curl("/sales.lines/7/1"), R"({"order_id":7,"line":1,"item":"pen"} 200)");
+  EXPECT_THAT(p.Curl("/users/999"), HasSubstr("\"error\":\"not found\""));
+  EXPECT_THAT(p.Curl("/users/999"), HasSubstr(" 404"));
+  EXPECT_THAT(p.Curl("/users?limit=2&after=10"), HasSubstr(R"({"rows":[{"id":11,)"));
+  EXPECT_THAT(p.Curl("/"),
+              HasSubstr(R"("name":"users","schema":"public","table":"users","rows":200)"));
+  EXPECT_THAT(Shell("curl -si http://127.0.0.1:" + std::to_string(p.http()) + "/users/5"),
+              HasSubstr("ETag: \""));
+
+  // memcached.
+  EXPECT_EQ(Shell("memccat --servers=127.0.0.1:" + std::to_string(p.memcached()) + " users:6"),
+            R"({"id":6,"name":"user6","score":"9.0","tags":["a","b"]})");
+  EXPECT_THAT(Raw(p.memcached(), "mg users:6 s v\r\n", 10), HasSubstr("VA 54 s54\r\n"));
+  EXPECT_THAT(Shell("memcstat --servers=127.0.0.1:" + std::to_string(p.memcached())),
+              HasSubstr("curr_items: 202"));
+
+  // Keyspace notifications, with a real subscriber.
+  TempDir tmp;
+  std::string events = tmp.File("events.txt");
+  Shell("(timeout 20 redis-cli -p " + std::to_string(p.redis()) +
+        " PSUBSCRIBE '__keyspace@0__:users:*' > " + events + " 2>&1 &)");
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(events).find("psubscribe") != std::string::npos; },
+                      std::chrono::seconds(10)));
+
+  // Changes: insert, update, delete, in one transaction, become visible together.
+  sql.Exec(
+      "BEGIN; INSERT INTO users VALUES (500, 'new', 1, NULL); UPDATE users SET name = "
+      "'changed' WHERE id = 1; DELETE FROM users WHERE id = 2; COMMIT;");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET users:500 name") == "new"; }, std::chrono::seconds(10)))
+      << ReadFile(p.log());
+  EXPECT_EQ(p.Cli("HGET users:1 name"), "changed");
+  EXPECT_EQ(p.Cli("EXISTS users:2"), "0");
+  EXPECT_THAT(p.Curl("/users/2"), HasSubstr(" 404"));
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(events).find("users:2\ndel") != std::string::npos; },
+                      std::chrono::seconds(10)))
+      << ReadFile(events);
+  EXPECT_THAT(ReadFile(events), HasSubstr("__keyspace@0__:users:500\nhset"));
+
+  // DDL: an added column shows in the next reads of the rows written after it.
+  sql.Exec(
+      "ALTER TABLE users ADD COLUMN email text; UPDATE users SET email = 'a@b.c' WHERE id = 3");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET users:3 email") == "a@b.c"; }, std::chrono::seconds(10)));
+  EXPECT_THAT(p.Curl("/users/3"), HasSubstr(R"("email":"a@b.c")"));
+
+  // Read-your-writes: wait for the LSN of one's own commit.
+  sql.Exec("INSERT INTO users (id, name) VALUES (600, 'mine')");
+  std::string lsn = sql.Scalar("SELECT pg_current_wal_lsn()");
+  EXPECT_EQ(p.Cli("WAITLSN " + lsn + " 5000"), "OK");
+  EXPECT_EQ(p.Cli("HGET users:600 name"), "mine");
+  sql.Exec("INSERT INTO users (id, name) VALUES (601, 'mine too')");
+  lsn = sql.Scalar("SELECT pg_current_wal_lsn()");
+  EXPECT_THAT(p.Curl("/users/601?min_lsn=" + lsn), HasSubstr("\"mine too\""));
+  EXPECT_THAT(p.Cli("WAITLSN FFFF/0 10"), HasSubstr("TIMEOUT"));
+  EXPECT_THAT(p.Curl("/users/1?min_lsn=FFFF/0&timeout_ms=10"), HasSubstr(" 504"));
+
+  // Garbage on every listener gets a protocol error (or a close), and the server goes on.
+  using namespace std::string_literals;
+  std::string junk = "*99999999999\r\n$-7\r\n\x01\xff\x00GET\r\n"s;
+  EXPECT_THAT(Raw(p.redis(), junk, 1), HasSubstr("-ERR Protocol error"));
+  EXPECT_THAT(Raw(p.http(), "GET\x00 / HTTP/9\r\n\r\n"s, 1), HasSubstr("400 Bad Request"));
+  EXPECT_THAT(Raw(p.memcached(), std::string(70000, 'x'), 1), HasSubstr("CLIENT_ERROR"));
+  EXPECT_THAT(Raw(p.redis(), "*1\r\n$100000000\r\n", 1), HasSubstr("-ERR Protocol error"));
+  EXPECT_EQ(p.Cli("PING"), "PONG");
+
+  // Truncate empties the table.
+  sql.Exec("TRUNCATE sales.lines");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("EXISTS sales.lines:7:1") == "0"; }, std::chrono::seconds(10)));
+
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+}
+
+TEST(KvCacheTest, ARestartedCacheLoadsEveryRowAgainWithoutPinningWal) {
+  KvPipeline p("kv_restart");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE items (id int PRIMARY KEY, v text);"
+      "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g;");
+  auto pgflow = p.Start();
+  EXPECT_EQ(p.Cli("DBSIZE"), "1000");
+  sql.Exec("UPDATE items SET v = 'before' WHERE id = 1");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET items:1 v") == "before"; }, std::chrono::seconds(10)));
+  pgflow->Signal(SIGTERM);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+  // The slot moved past what the cache applied: nothing pins WAL.
+  std::string confirmed = sql.Scalar(
+      "SELECT confirmed_flush_lsn >= (SELECT pg_current_wal_lsn() - 1000000) FROM "
+      "pg_replication_slots WHERE slot_name = 'pgflow_kv_restart'");
+  EXPECT_EQ(confirmed, "t");
+
+  // While pgflow is down: rows change, appear and go.
+  sql.Exec(
+      "UPDATE items SET v = 'while down' WHERE id = 2; DELETE FROM items WHERE id = 3;"
+      "INSERT INTO items VALUES (5000, 'new')");
+  pgflow = p.Start();
+  EXPECT_EQ(p.Count("copying every table again"), 1u) << ReadFile(p.log());
+  EXPECT_EQ(p.Cli("HGET items:1 v"), "before");
+  EXPECT_EQ(p.Cli("HGET items:2 v"), "while down");
+  EXPECT_EQ(p.Cli("EXISTS items:3"), "0");
+  EXPECT_EQ(p.Cli("HGET items:5000 v"), "new");
+  EXPECT_EQ(p.Cli("DBSIZE"), "1000");
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(KvCacheTest, WriteThroughHsetAndDelReachPostgresAndAreReadBack) {
+  KvPipeline p("kv_write", ", write_through: true, password: s3cret");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance "
+      "numeric(12,2), "
+      "active boolean);"
+      "INSERT INTO accounts VALUES (1, 'ann', 10.00, true);");
+  auto pgflow = p.Start();
+  EXPECT_THAT(p.Cli("HGET accounts:1 owner"), HasSubstr("NOAUTH"));
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:1 owner"), "ann");
+  // Written to PostgreSQL with the column types respected, and readable at once.
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HSET accounts:2 owner bob balance 5.5 active f"),
+            "3")
+      << ReadFile(p.log());
+  EXPECT_EQ(
+      sql.Scalar("SELECT owner || ' ' || balance || ' ' || active FROM accounts WHERE id = 2"),
+      "bob 5.50 false");
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:2 balance"), "5.50");
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HSET accounts:1 balance 20"), "0");
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning HGET accounts:1 balance"), "20.00");
+  EXPECT_THAT(p.Cli("-a s3cret --no-auth-warning HSET accounts:1 balance notanumber"),
+              HasSubstr("invalid input syntax"));
+  EXPECT_THAT(p.Cli("-a s3cret --no-auth-warning HSET accounts:1 nosuch 1"),
+              HasSubstr("no column 'nosuch'"));
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning DEL accounts:1 accounts:404"), "1");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM accounts"), "1");
+  EXPECT_EQ(p.Cli("-a s3cret --no-auth-warning EXISTS accounts:1"), "0");
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
+  KvPipeline p("kv_limits",
+               ", columns: {public.people: [name]}, max_memory: 256KiB, max_connections: 3");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text, secret text);"
+      "INSERT INTO people SELECT g, 'p' || g, 'hidden' FROM generate_series(1, 100) g;");
+  auto pgflow = p.Start();
+  EXPECT_EQ(p.Cli("HGETALL people:7"), "id\n7\nname\np7");
+  EXPECT_THAT(p.Curl("/people/7"), HasSubstr(R"({"id":7,"name":"p7"} 200)"));
+  EXPECT_THAT(p.Curl("/people/7"), Not(HasSubstr("hidden")));
+  // Past max_connections a new client is told so and closed; the others are served.
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Open(p.redis()));
+  EXPECT_THAT(Raw(p.redis(), "PING\r\n", 1), HasSubstr("-ERR max number of clients reached"));
+  (void)!write(held[0], "PING\r\n", 6);
+  char pong[16] = {};
+  EXPECT_GT(read(held[0], pong, sizeof(pong) - 1), 0);
+  EXPECT_STREQ(pong, "+PONG\r\n");
+  for (int fd : held) close(fd);
+
+  // Past the limit the pipeline stops with a clear message instead of serving part of a table.
+  sql.Exec(
+      "INSERT INTO people SELECT g, repeat('x', 200), 'hidden' FROM generate_series(101, "
+      "5000) g");
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(p.log());
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("memory limit (max_memory 262144 bytes)"));
+  EXPECT_THAT(p.Cli("PING"), HasSubstr("Could not connect"));
+}
+
+}  // namespace
+}  // namespace pgflow::testing

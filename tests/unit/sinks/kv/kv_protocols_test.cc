@@ -1,0 +1,335 @@
+#include "sinks/kv/kv_protocols.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+#include <string>
+
+#include "sinks/kv/kv_store.h"
+#include "sinks/kv/resp.h"
+
+namespace pgflow {
+namespace {
+
+TableSchemaPtr Users() {
+  auto t = std::make_shared<TableSchema>();
+  t->relation_id = 1;
+  t->schema = "public";
+  t->name = "users";
+  t->columns = {{"id", oid::kInt4, -1, true, ""},
+                {"name", oid::kText, -1, false, ""},
+                {"score", oid::kNumeric, -1, false, ""},
+                {"note", oid::kText, -1, false, ""}};
+  return t;
+}
+
+Change Insert(const TableSchemaPtr& t, int id, const std::string& name, Lsn lsn) {
+  Change c;
+  c.op = Op::kInsert;
+  c.table = t;
+  c.after = {Value::Text(oid::kInt4, std::to_string(id)), Value::Text(oid::kText, name),
+             Value::Text(oid::kNumeric, "1.50"), Value::Null(oid::kText)};
+  c.txn.commit_lsn = lsn;
+  return c;
+}
+
+class KvProtocolsTest : public ::testing::Test {
+ protected:
+  KvProtocolsTest() : store_(KvStoreOptions{}), service_(&store_, Config(), nullptr) {
+    users_ = Users();
+    for (int i = 1; i <= 30; ++i) {
+      EXPECT_TRUE(store_.Stage(Insert(users_, i, "user" + std::to_string(i), Lsn(0x100))).ok());
+    }
+    EXPECT_TRUE(store_.Commit(Lsn(0x200)).ok());
+    store_.SetReady();
+  }
+  static KvServiceConfig Config() {
+    KvServiceConfig c;
+    c.publication = "pub";
+    c.max_request_bytes = 4096;
+    return c;
+  }
+  std::string Redis(const std::string& input, SessionStep::Kind* kind = nullptr) {
+    RedisSession session(&service_);
+    std::string out;
+    SessionStep step = session.Feed(input, &out);
+    if (kind != nullptr) *kind = step.kind;
+    return out;
+  }
+
+  KvStore store_;
+  KvService service_;
+  TableSchemaPtr users_;
+};
+
+TEST_F(KvProtocolsTest, RedisHashCommandsAndPipelining) {
+  EXPECT_EQ(Redis("*2\r\n$4\r\nHGET\r\n$7\r\nusers:7\r\n*3\r\n$4\r\nHGET\r\n$7\r\nusers:7\r\n$4\r\n"
+                  "name\r\n"),
+            "-ERR wrong number of arguments for 'hget' command\r\n$5\r\nuser7\r\n");
+  EXPECT_EQ(Redis("GET users:2\r\n"),
+            "$50\r\n{\"id\":2,\"name\":\"user2\",\"score\":\"1.50\",\"note\":null}\r\n");
+  EXPECT_EQ(Redis("GET pub.users.2\r\n").substr(0, 4), "$50\r");
+  EXPECT_EQ(Redis("HLEN users:2\r\nHEXISTS users:2 note\r\nTYPE users:2\r\nTYPE users:99\r\n"),
+            ":3\r\n:0\r\n+hash\r\n+none\r\n");
+  EXPECT_EQ(
+      Redis("HGETALL users:3\r\n"),
+      "*6\r\n$2\r\nid\r\n$1\r\n3\r\n$4\r\nname\r\n$5\r\nuser3\r\n$5\r\nscore\r\n$4\r\n1.50\r\n");
+  EXPECT_EQ(Redis("HELLO 3\r\nHGETALL users:3\r\n").find("%3\r\n$2\r\nid\r\n$1\r\n3\r\n") !=
+                std::string::npos,
+            true);
+  EXPECT_EQ(Redis("MGET users:1 users:404\r\n").substr(0, 4), "*2\r\n");
+  EXPECT_NE(Redis("MGET users:1 users:404\r\n").find("$-1\r\n"), std::string::npos);
+  EXPECT_EQ(Redis("DBSIZE\r\nEXISTS users:1 users:2 users:404\r\nTTL users:1\r\nTTL nope:1\r\n"),
+            ":30\r\n:2\r\n:-1\r\n:-2\r\n");
+  EXPECT_EQ(Redis("HSET users:1 name x\r\n").substr(0, 9), "-READONLY");
+  EXPECT_EQ(Redis("SELECT 1\r\nSELECT 0\r\n"), "-ERR DB index is out of range\r\n+OK\r\n");
+  SessionStep::Kind kind;
+  EXPECT_EQ(Redis("QUIT\r\nPING\r\n", &kind), "+OK\r\n");
+  EXPECT_EQ(kind, SessionStep::kClose);
+}
+
+TEST_F(KvProtocolsTest, RedisScanVisitsEveryKeyOnce) {
+  std::set<std::string> seen;
+  std::string cursor = "0";
+  int rounds = 0;
+  do {
+    RedisSession session(&service_);
+    std::string out;
+    session.Feed("SCAN " + cursor + " MATCH users:* COUNT 7\r\n", &out);
+    // *2\r\n$<n>\r\n<cursor>\r\n*<k>\r\n...
+    size_t p = out.find("\r\n", 4);
+    size_t c_end = out.find("\r\n", p + 2);
+    cursor = out.substr(p + 2, c_end - p - 2);
+    size_t pos = out.find("\r\n", c_end + 2) + 2;
+    while (pos < out.size()) {
+      size_t len_end = out.find("\r\n", pos);
+      int len = std::stoi(out.substr(pos + 1, len_end - pos - 1));
+      EXPECT_TRUE(seen.insert(out.substr(len_end + 2, len)).second);
+      pos = len_end + 2 + len + 2;
+    }
+    ASSERT_LT(++rounds, 20);
+  } while (cursor != "0");
+  EXPECT_EQ(seen.size(), 30u);
+  EXPECT_TRUE(seen.contains("users:30"));
+  std::string keys = Redis("KEYS users:2?\r\n");
+  EXPECT_EQ(keys.substr(0, 5), "*10\r\n");  // users:20 .. users:29
+}
+
+TEST_F(KvProtocolsTest, RedisKeyspaceNotifications) {
+  RedisSession session(&service_);
+  std::string out;
+  session.Feed("PSUBSCRIBE __keyspace@0__:users:*\r\n", &out);
+  EXPECT_TRUE(session.subscribed());
+  out.clear();
+  session.Feed("GET users:1\r\n", &out);
+  EXPECT_NE(out.find("only (P)SUBSCRIBE"), std::string::npos);
+  out.clear();
+  session.Deliver({KeyEvent{"users:5", false}, KeyEvent{"users:6", true}}, &out);
+  EXPECT_EQ(out,
+            "*4\r\n$8\r\npmessage\r\n$22\r\n__keyspace@0__:users:*\r\n$22\r\n__keyspace@0__:"
+            "users:5\r\n$4\r\nhset\r\n"
+            "*4\r\n$8\r\npmessage\r\n$22\r\n__keyspace@0__:users:*\r\n$22\r\n__keyspace@0__:"
+            "users:6\r\n$3\r\ndel\r\n");
+}
+
+TEST_F(KvProtocolsTest, StoreAppliesTransactionsWhole) {
+  Change update = Insert(users_, 1, "renamed", Lsn(0x300));
+  update.op = Op::kUpdate;
+  update.after[3] = Value::UnchangedToast(oid::kText);
+  ASSERT_TRUE(store_.Stage(update).ok());
+  Change del;
+  del.op = Op::kDelete;
+  del.table = users_;
+  del.before = {Value::Text(oid::kInt4, "2"), Value::Null(oid::kText), Value::Null(oid::kNumeric),
+                Value::Null(oid::kText)};
+  del.before_kind = BeforeKind::kKey;
+  ASSERT_TRUE(store_.Stage(del).ok());
+  // Staged, not yet visible.
+  EXPECT_EQ(*store_.Lookup("users:1", "")->Field("name"), "user1");
+  EXPECT_NE(store_.Lookup("users:2", ""), nullptr);
+  ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
+  EXPECT_EQ(*store_.Lookup("users:1", "")->Field("name"), "renamed");
+  EXPECT_EQ(store_.Lookup("users:2", ""), nullptr);
+  EXPECT_EQ(store_.applied(), Lsn(0x310));
+  EXPECT_EQ(store_.TotalRows(), 29u);
+  // A discarded transaction leaves nothing behind.
+  ASSERT_TRUE(store_.Stage(Insert(users_, 500, "ghost", Lsn(0x400))).ok());
+  store_.Discard();
+  ASSERT_TRUE(store_.Commit(Lsn(0x410)).ok());
+  EXPECT_EQ(store_.Lookup("users:500", ""), nullptr);
+}
+
+TEST_F(KvProtocolsTest, MemoryLimitRefusesRatherThanDropping) {
+  KvStoreOptions options;
+  options.max_memory = 2000;
+  KvStore small(options);
+  absl::Status status;
+  int i = 0;
+  for (; i < 100 && status.ok(); ++i) status = small.Stage(Insert(users_, i, "name", Lsn(1)));
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(std::string(status.message()).find("max_memory"), std::string::npos);
+}
+
+TEST_F(KvProtocolsTest, HttpRowsPagesAndErrors) {
+  HttpSession session(&service_);
+  std::string out;
+  session.Feed("GET /users/4 HTTP/1.1\r\nHost: x\r\n\r\nGET /users/404 HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 50"),
+            std::string::npos);
+  EXPECT_NE(out.find("ETag: \"0/100\""), std::string::npos);
+  EXPECT_NE(out.find("HTTP/1.1 404 Not Found"), std::string::npos);
+  EXPECT_NE(out.find("{\"error\":\"not found\",\"table\":\"users\",\"key\":\"404\"}"),
+            std::string::npos);
+  out.clear();
+  session.Feed("GET /users?limit=2&after=9 HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("{\"rows\":[{\"id\":10,"), std::string::npos);
+  EXPECT_NE(out.find("\"next\":\"11\"}"), std::string::npos);
+  out.clear();
+  session.Feed("GET / HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("\"applied_lsn\":\"0/200\""), std::string::npos);
+  out.clear();
+  SessionStep step =
+      session.Feed("GET /users/1?min_lsn=0/FFFF&timeout_ms=5 HTTP/1.1\r\n\r\n", &out);
+  EXPECT_EQ(step.kind, SessionStep::kWait);
+  step = session.Resume(false, &out);
+  EXPECT_NE(out.find("504 Gateway Timeout"), std::string::npos);
+  out.clear();
+  step = session.Feed("BREW /coffee HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("405 Method Not Allowed"), std::string::npos);
+  out.clear();
+  step = session.Feed("garbage\r\n\r\n", &out);
+  EXPECT_NE(out.find("400 Bad Request"), std::string::npos);
+  EXPECT_EQ(step.kind, SessionStep::kClose);
+}
+
+TEST_F(KvProtocolsTest, HttpBearerTokenAndRedisPassword) {
+  KvServiceConfig config;
+  config.http_token = "t0ken";
+  config.password = "pw";
+  KvService guarded(&store_, config, nullptr);
+  HttpSession http(&guarded);
+  std::string out;
+  http.Feed("GET /users/1 HTTP/1.1\r\n\r\n", &out);
+  EXPECT_NE(out.find("401 Unauthorized"), std::string::npos);
+  EXPECT_NE(out.find("WWW-Authenticate: Bearer"), std::string::npos);
+  out.clear();
+  http.Feed("GET /users/1 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\n\r\n", &out);
+  EXPECT_NE(out.find("200 OK"), std::string::npos);
+  RedisSession redis(&guarded);
+  out.clear();
+  redis.Feed("GET users:1\r\nAUTH nope\r\nAUTH pw\r\nEXISTS users:1\r\n", &out);
+  EXPECT_EQ(out,
+            "-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or "
+            "user is disabled.\r\n+OK\r\n:1\r\n");
+}
+
+TEST_F(KvProtocolsTest, MemcachedGetAndMetaGet) {
+  MemcachedSession session(&service_);
+  std::string out;
+  session.Feed("get users:1 users:404 users:2\r\nmg users:3 v k s t\r\nmg users:404 v\r\n", &out);
+  EXPECT_EQ(out.substr(0, 24), "VALUE users:1 0 50\r\n{\"id");
+  EXPECT_NE(out.find("VALUE users:2 0 50\r\n"), std::string::npos);
+  EXPECT_NE(out.find("END\r\nVA 50 kusers:3 s50 t-1\r\n{\"id\":3"), std::string::npos);
+  EXPECT_NE(out.find("EN\r\n"), std::string::npos);
+  out.clear();
+  // A storage command's data block is skipped, the refusal is clear, and the session goes on.
+  session.Feed("set users:1 0 0 5\r\nhello\r\nversion\r\n", &out);
+  EXPECT_EQ(out.substr(0, 12), "SERVER_ERROR");
+  EXPECT_NE(out.find("VERSION "), std::string::npos);
+}
+
+// A pipeline whose replies pass max_output_bytes is answered in parts, none lost.
+TEST_F(KvProtocolsTest, OutputBoundPausesAndResumes) {
+  KvServiceConfig config;
+  config.max_output_bytes = 200;
+  KvService small(&store_, config, nullptr);
+  RedisSession session(&small);
+  std::string input;
+  for (int i = 0; i < 50; ++i) input += "GET users:1\r\n";
+  std::string out;
+  session.Feed(input, &out);
+  EXPECT_TRUE(session.more());
+  EXPECT_LT(out.size(), 50 * 56u);
+  int rounds = 0;
+  while (session.more() && ++rounds < 100) session.Feed("", &out);
+  EXPECT_FALSE(session.more());
+  size_t replies = 0;
+  for (size_t at = out.find("$50\r\n"); at != std::string::npos; at = out.find("$50\r\n", at + 1))
+    ++replies;
+  EXPECT_EQ(replies, 50u);
+}
+
+TEST(RespTest, ParsesAndRejects) {
+  resp::ParseLimits limits;
+  limits.max_request_bytes = 64;
+  std::vector<std::string_view> args;
+  size_t consumed = 0;
+  std::string error;
+  EXPECT_EQ(resp::ParseCommand("*1\r\n$4\r\nPING\r\n", limits, &args, &consumed, &error),
+            resp::ParseStatus::kComplete);
+  EXPECT_EQ(consumed, 14u);
+  EXPECT_EQ(resp::ParseCommand("*1\r\n$4\r\nPI", limits, &args, &consumed, &error),
+            resp::ParseStatus::kIncomplete);
+  // Oversized before the bytes arrive.
+  EXPECT_EQ(resp::ParseCommand("*1\r\n$100000\r\n", limits, &args, &consumed, &error),
+            resp::ParseStatus::kError);
+  EXPECT_EQ(resp::ParseCommand("*-5\r\n", limits, &args, &consumed, &error),
+            resp::ParseStatus::kError);
+  EXPECT_EQ(resp::ParseCommand("*1\r\n:4\r\n", limits, &args, &consumed, &error),
+            resp::ParseStatus::kError);
+  EXPECT_EQ(resp::ParseCommand("*1\r\n$4\r\nPINGxx", limits, &args, &consumed, &error),
+            resp::ParseStatus::kError);
+  EXPECT_EQ(resp::ParseCommand(std::string(100, 'a'), limits, &args, &consumed, &error),
+            resp::ParseStatus::kError);
+  EXPECT_TRUE(resp::GlobMatch("users:*", "users:12"));
+  EXPECT_TRUE(resp::GlobMatch("u?ers:[0-9]*", "users:12"));
+  EXPECT_FALSE(resp::GlobMatch("users:[^1]*", "users:12"));
+  EXPECT_TRUE(resp::GlobMatch("*a*a*a*a*b", std::string(40, 'a') + "b"));
+  EXPECT_FALSE(resp::GlobMatch("*a*a*a*a*b", std::string(2000, 'a')));
+}
+
+// Random, truncated and mutated input never crashes a session, and a session never buffers
+// more than its limit.
+TEST_F(KvProtocolsTest, FuzzedInputNeverCrashes) {
+  std::mt19937_64 rng(42);
+  const std::vector<std::string> seeds = {
+      "*3\r\n$4\r\nHGET\r\n$7\r\nusers:1\r\n$4\r\nname\r\n",
+      "SCAN 0 MATCH * COUNT 5\r\nHELLO 3\r\nSUBSCRIBE a\r\n",
+      "get users:1 users:2\r\nmg users:1 v k c O123\r\nset k 0 0 3\r\nabc\r\n",
+      "GET /users/1?min_lsn=0/1 HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+  };
+  for (int round = 0; round < 20000; ++round) {
+    std::string input = seeds[rng() % seeds.size()];
+    switch (rng() % 4) {
+      case 0:
+        input.resize(rng() % (input.size() + 1));
+        break;
+      case 1:
+        for (int i = 0; i < 4; ++i) input[rng() % input.size()] = static_cast<char>(rng());
+        break;
+      case 2:
+        input.clear();
+        for (size_t i = rng() % 300; i > 0; --i) input.push_back(static_cast<char>(rng()));
+        break;
+      default:
+        input = input + std::string(rng() % 5000, static_cast<char>(rng()));
+    }
+    std::string out;
+    RedisSession redis(&service_);
+    MemcachedSession memcached(&service_);
+    HttpSession http(&service_);
+    // Fed in random pieces, as a socket delivers them.
+    for (size_t pos = 0; pos < input.size();) {
+      size_t n = 1 + rng() % 64;
+      std::string_view piece = std::string_view(input).substr(pos, n);
+      pos += n;
+      if (redis.Feed(piece, &out).kind == SessionStep::kWait) redis.Resume(false, &out);
+      memcached.Feed(piece, &out);
+      if (http.Feed(piece, &out).kind == SessionStep::kWait) http.Resume(false, &out);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pgflow
