@@ -345,6 +345,17 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
           "source.postgres.tables before the next start",
           schema, name, cmd.objid);
     }
+    if (source_->reload_new_columns_ && cmd.old_table && !cmd.rewritten &&
+        rewrites_seen_.insert({txn_.commit_lsn, cmd.objid}).second) {
+      // A column added with a default has that value in every existing row without a change
+      // in the stream. A sink holding whole rows (the kv cache) reads them again.
+      for (const DdlColumn& c : cmd.table->columns) {
+        if (cmd.old_table->FindAttnum(c.attnum) == nullptr && !c.default_expr.empty()) {
+          RequestTableCopy(schema, name, "gained a column with a default");
+          break;
+        }
+      }
+    }
     if (cmd.rewritten && rewrites_seen_.insert({txn_.commit_lsn, cmd.objid}).second) {
       // A rewrite's rows are not decoded. A type change by a plain cast or SET LOGGED leaves
       // values as the sinks will have them; a USING expression or a new column's volatile
@@ -1018,6 +1029,7 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
 
 absl::Status PostgresSource::EnsureFullCopy() {
   if (source_.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
+  reload_new_columns_ = true;
   if (snapshot_owed_) {
     if (source_.snapshot.mode != SnapshotMode::kInitial) return absl::OkStatus();
     // An interrupted snapshot would skip the chunks recorded done, which the empty sink lacks:
@@ -1030,9 +1042,10 @@ absl::Status PostgresSource::EnsureFullCopy() {
                     {config_.name});
     if (!res.ok()) return res.status();
     if (std::string n = PQcmdTuples(res->get()); n != "0") {
-      LogInfo("a sink starts empty: the interrupted snapshot copies its %s finished chunk(s) "
-              "again",
-              n);
+      LogInfo(
+          "a sink starts empty: the interrupted snapshot copies its %s finished chunk(s) "
+          "again",
+          n);
     }
     return absl::OkStatus();
   }

@@ -53,6 +53,9 @@ class PostgresSource : public Source {
   // slot for it (empty: take a new one).
   bool snapshot_owed_ = false;
   int64_t full_copy_backfill_ = 0;  // the backfill EnsureFullCopy asked for, if any
+  // A sink holds whole rows and cannot fill a column added with a default (EnsureFullCopy was
+  // asked for): such a table is copied again.
+  bool reload_new_columns_ = false;
   std::string snapshot_name_;
   std::unique_ptr<SnapshotCopier> copier_;
 };

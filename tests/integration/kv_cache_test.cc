@@ -234,6 +234,12 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   ASSERT_TRUE(
       WaitFor([&] { return p.Cli("HGET users:3 email") == "a@b.c"; }, std::chrono::seconds(10)));
   EXPECT_THAT(p.Curl("/users/3"), HasSubstr(R"("email":"a@b.c")"));
+  // A column added with a default has it in every row, written since or not: the table is read
+  // again.
+  sql.Exec("ALTER TABLE users ADD COLUMN tier int NOT NULL DEFAULT 7");
+  ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET users:1 tier") == "7"; }, std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  EXPECT_THAT(p.Curl("/users/4"), HasSubstr(R"("tier":7)"));
 
   // Read-your-writes: wait for the LSN of one's own commit.
   sql.Exec("INSERT INTO users (id, name) VALUES (600, 'mine')");
