@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -205,17 +206,27 @@ class PostgresSink : public Sink {
   absl::Status ApplyDdl(const Change& change);
   absl::Status QueueUpsert(TargetTable* table, const Change& change);
   absl::Status FlushInserts();
+  absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows);
   std::string InsertSql(const TargetTable& table, size_t rows) const;
   // Queues an update into the batch of consecutive updates of one table that set the same
   // columns (or applies it at once, for a table without a key).
   absl::Status QueueUpdate(TargetTable* table, const Change& change);
   absl::Status FlushUpdates();
+  struct PendingUpdate;
+  absl::Status SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
+                           std::vector<size_t> columns);
   // Applies one update: `old_row` finds the row, `after` holds the new values.
   absl::Status ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after);
   // Queues a delete into the batch of consecutive deletes of one table (or applies it at once,
   // for a table without a key).
   absl::Status QueueDelete(TargetTable* table, const Change& change);
   absl::Status FlushDeletes();
+  absl::Status SendDeletes(TargetTable* table, std::vector<Row> rows);
+  // Whether a batch of `rows` of the current source transaction is held back (see deferred_).
+  bool Deferring(size_t rows) const;
+  // Sends the held-back batches, in order (under the savepoint when the source transaction is
+  // not complete yet).
+  absl::Status ReleaseDeferred();
   absl::Status ApplyDelete(TargetTable* table, const Change& change);
   // "c1" = $n AND ... over the key columns of `row`, or over every known column of a keyless
   // row; appends the parameters.
@@ -279,6 +290,22 @@ class PostgresSink : public Sink {
     Row old_row;  // finds the row (its key columns)
     Row after;
   };
+
+  // The batches of a source transaction that joined a group, held back until its kCommit:
+  // sent then, it needs no SAVEPOINT (which costs the target a subtransaction) to be undone
+  // alone if it is cut off, since nothing of it was sent. Past kDeferRows rows, or before
+  // anything that must go out at once (DDL, a keyless row, TRUNCATE), they are sent under the
+  // savepoint as before.
+  struct DeferredBatch {
+    char kind = 'i';  // 'i' upserts, 'u' updates, 'd' deletes
+    TargetTable* table = nullptr;
+    std::vector<Row> rows;               // 'i', 'd'
+    std::vector<PendingUpdate> updates;  // 'u'
+    std::vector<size_t> columns;         // 'u': the columns set
+  };
+  static constexpr size_t kDeferRows = 20000;
+  std::vector<DeferredBatch> deferred_;
+  size_t deferred_rows_ = 0;
   TargetTable* update_table_ = nullptr;
   const TableSchema* update_schema_ = nullptr;
   std::vector<size_t> update_columns_;  // the columns the batch sets
@@ -333,6 +360,7 @@ absl::Status PostgresSink::Open() {
 }
 
 absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   PgResultPtr res;
   if (savepoint_pending_) {
@@ -356,6 +384,7 @@ absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context
 absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
                                        const std::function<std::string()>& context,
                                        uint64_t* affected) {
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   absl::StatusOr<std::string> name = Prepared(sql, params.size(), context);
   if (!name.ok()) return name.status();
@@ -400,6 +429,7 @@ absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& pa
   // Enough to keep the target busy; few enough that the results waiting to be read stay far
   // below what the sockets buffer (a blocked server would stop reading what we send).
   constexpr size_t kMaxInFlight = 64;
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   absl::StatusOr<std::string> name = Prepared(sql, params.size(), [&] { return context; });
   if (!name.ok()) return name.status();
   if (in_flight_.empty() && PQenterPipelineMode(conn()) != 1) {
@@ -514,6 +544,8 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
     slot->schema = schema;
     return slot.get();
   }
+  // (Held-back batches point at the TargetTable about to be replaced.)
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   auto table = std::make_unique<TargetTable>();
   if (slot != nullptr) {
@@ -868,6 +900,7 @@ absl::Status PostgresSink::FinishStatements() {
 
 absl::Status PostgresSink::CommitTransaction() {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   savepoint_pending_ = false;
   if (!in_transaction_) return absl::OkStatus();
   const bool record = group_txns_ > 0;
@@ -947,6 +980,9 @@ absl::Status PostgresSink::Write(const Event& event) {
       in_source_txn_ = false;
       skipping_ = false;
       if (skipped) return absl::OkStatus();
+      // Complete: what of it is still to be sent needs no savepoint any more.
+      savepoint_pending_ = false;
+      if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
       if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
       ++transactions_;
       ++group_txns_;
@@ -962,6 +998,8 @@ absl::Status PostgresSink::Write(const Event& event) {
         skipping_ = false;
         return absl::OkStatus();
       }
+      deferred_.clear();
+      deferred_rows_ = 0;
       inserts_.clear();
       insert_keys_.clear();
       insert_table_ = nullptr;
@@ -1270,6 +1308,7 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
   // Statements keep the stream's order: what came before the DDL is sent first.
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   TargetCatalogLookup lookup(conn());
@@ -1405,6 +1444,31 @@ absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change)
   return absl::OkStatus();
 }
 
+bool PostgresSink::Deferring(size_t rows) const {
+  return in_source_txn_ && savepoint_pending_ && deferred_rows_ + rows <= kDeferRows;
+}
+
+absl::Status PostgresSink::ReleaseDeferred() {
+  std::vector<DeferredBatch> batches = std::exchange(deferred_, {});
+  deferred_rows_ = 0;
+  for (DeferredBatch& b : batches) {
+    absl::Status s;
+    switch (b.kind) {
+      case 'i':
+        s = SendUpserts(b.table, std::move(b.rows));
+        break;
+      case 'u':
+        s = SendUpdates(b.table, std::move(b.updates), std::move(b.columns));
+        break;
+      default:
+        s = SendDeletes(b.table, std::move(b.rows));
+        break;
+    }
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PostgresSink::FlushInserts() {
   if (insert_table_ == nullptr || inserts_.empty()) {
     insert_table_ = nullptr;
@@ -1417,6 +1481,15 @@ absl::Status PostgresSink::FlushInserts() {
   insert_keys_.clear();
   insert_table_ = nullptr;
   insert_schema_ = nullptr;
+  if (Deferring(rows.size())) {
+    deferred_rows_ += rows.size();
+    deferred_.push_back(DeferredBatch{'i', table, std::move(rows), {}, {}});
+    return absl::OkStatus();
+  }
+  return SendUpserts(table, std::move(rows));
+}
+
+absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows) {
   Params params;
   for (const Row& row : rows) {
     for (const Value& v : row) params.Add(v);
@@ -1540,6 +1613,16 @@ absl::Status PostgresSink::FlushUpdates() {
   update_table_ = nullptr;
   update_schema_ = nullptr;
   if (table == nullptr || rows.empty()) return absl::OkStatus();
+  if (Deferring(rows.size())) {
+    deferred_rows_ += rows.size();
+    deferred_.push_back(DeferredBatch{'u', table, {}, std::move(rows), std::move(columns)});
+    return absl::OkStatus();
+  }
+  return SendUpdates(table, std::move(rows), std::move(columns));
+}
+
+absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
+                                       std::vector<size_t> columns) {
   if (rows.size() == 1) return ApplyUpdate(table, rows[0].old_row, rows[0].after);
   const TableSchema& schema = *table->schema;
   // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
@@ -1671,6 +1754,15 @@ absl::Status PostgresSink::FlushDeletes() {
   delete_table_ = nullptr;
   delete_schema_ = nullptr;
   if (table == nullptr || rows.empty()) return absl::OkStatus();
+  if (Deferring(rows.size())) {
+    deferred_rows_ += rows.size();
+    deferred_.push_back(DeferredBatch{'d', table, std::move(rows), {}, {}});
+    return absl::OkStatus();
+  }
+  return SendDeletes(table, std::move(rows));
+}
+
+absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows) {
   const TableSchema& schema = *table->schema;
   // DELETE FROM t WHERE k IN ($1, ...), or WHERE (k1, k2) IN (($1, $2), ...)
   std::vector<std::string> key;

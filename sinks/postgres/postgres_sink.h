@@ -18,9 +18,11 @@
 // at each flush (every flush_interval), before snapshot rows, or after 5,000 transactions or
 // 50,000 changes, together with the end LSN of the last of them in `pgflow.applied` (created
 // in the target). After a restart, transactions whose commit LSN is below that position are
-// skipped: each source transaction is applied exactly once. A source transaction cut off
-// mid-way (kRollback) is undone alone, back to the SAVEPOINT taken at its start (sent with its
-// first statement). Inserts are upserts by primary key, updates set only the columns whose
+// skipped: each source transaction is applied exactly once. The statements of a source
+// transaction that joins a group are held back until its kCommit (up to 20,000 rows), so one
+// cut off mid-way (kRollback) is dropped before anything of it was sent; a larger one goes out
+// under a SAVEPOINT taken at its start and is undone back to it. Upserts and deletes are sent
+// in libpq's pipeline mode, their results read before anything that needs one. Inserts are upserts by primary key, updates set only the columns whose
 // values were sent (never an unchanged TOAST value), deletes go by the old key; a table with
 // REPLICA IDENTITY FULL and no key has one matching row updated or deleted at a time. Values
 // travel as statement parameters, never as SQL text. Consecutive changes of one keyed table
