@@ -9,6 +9,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "engine/lsn.h"
 #include "schemas/table_schema.h"
 
 // Everything here runs once per column of every row, so the scalar paths append straight to
@@ -1412,6 +1413,107 @@ void AppendIsoTimestamp(int64_t unix_us, std::string* out) {
   out->push_back('T');
   AppendTimeOfDay(us_of_day, /*trim=*/false, out);
   out->push_back('Z');
+}
+
+size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
+                       const JsonOptions& options, std::string* out) {
+  out->push_back('{');
+  size_t written = 0;
+  for (size_t i = 0; i < row.size() && i < table.columns.size(); ++i) {
+    const Column& column = table.columns[i];
+    const Value& value = row[i];
+    if (value.is_unchanged_toast()) continue;
+    if (keys_only && !column.is_key) continue;
+    if (written > 0) out->push_back(',');
+    ++written;
+    AppendJsonString(column.name, out);
+    out->push_back(':');
+    AppendJsonValue(value, column.type_name, options, out);
+  }
+  out->push_back('}');
+  return written;
+}
+
+void AppendUnchangedToast(const Change& change, std::string* out) {
+  if (change.table == nullptr) return;
+  bool any = false;
+  for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
+    if (!change.after[i].is_unchanged_toast()) continue;
+    out->append(any ? "," : ",\"unchanged_toast\":[");
+    any = true;
+    AppendJsonString(change.table->columns[i].name, out);
+  }
+  if (any) out->push_back(']');
+}
+
+void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out) {
+  out->append("{\"op\":\"");
+  out->append(OpName(change.op));
+  out->push_back('"');
+  if (change.table != nullptr && change.ddl == nullptr) {
+    out->append(",\"schema\":");
+    AppendJsonString(change.table->schema, out);
+    out->append(",\"table\":");
+    AppendJsonString(change.table->name, out);
+  }
+  out->append(",\"lsn\":\"");
+  AppendLsn(change.txn.commit_lsn, out);
+  out->append("\",\"xid\":");
+  out->append(std::to_string(change.txn.xid));
+  out->append(",\"commit_ts\":\"");
+  AppendIsoTimestamp(change.txn.commit_time_us, out);
+  out->append("\",\"seq\":");
+  out->append(std::to_string(change.sequence));
+
+  const TableSchema* table = change.table.get();
+  switch (change.op) {
+    case Op::kRead:
+    case Op::kInsert:
+    case Op::kUpdate:
+    case Op::kDelete: {
+      if (change.op != Op::kDelete) {
+        out->append(",\"after\":");
+        AppendRowObject(*table, change.after, false, options, out);
+      }
+      if (change.before_kind != BeforeKind::kNone) {
+        out->append(",\"before\":");
+        AppendRowObject(*table, change.before, change.before_kind == BeforeKind::kKey, options,
+                        out);
+      }
+      AppendUnchangedToast(change, out);
+      break;
+    }
+    case Op::kTruncate:
+      out->append(",\"cascade\":");
+      out->append(change.truncate_cascade ? "true" : "false");
+      out->append(",\"restart_identity\":");
+      out->append(change.truncate_restart_identity ? "true" : "false");
+      break;
+    case Op::kDdl:
+      if (change.ddl != nullptr) {
+        // The captured description is JSON already (written by PostgreSQL's jsonb output
+        // and parsed by the source): embedded as it is.
+        out->append(",\"tag\":");
+        AppendJsonString(change.ddl->tag, out);
+        out->append(",\"object_type\":");
+        AppendJsonString(change.ddl->object_type, out);
+        out->append(",\"identity\":");
+        AppendJsonString(change.ddl->identity, out);
+        out->append(",\"ddl\":");
+        out->append(change.content);
+        break;
+      }
+      [[fallthrough]];
+    case Op::kMessage:
+      out->append(",\"prefix\":");
+      AppendJsonString(change.prefix, out);
+      out->append(",\"transactional\":");
+      out->append(change.transactional ? "true" : "false");
+      out->append(",\"content\":");
+      AppendJsonString(change.content, out);
+      break;
+  }
+  out->push_back('}');
 }
 
 }  // namespace pgflow

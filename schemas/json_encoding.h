@@ -44,6 +44,19 @@ void AppendJsonString(std::string_view text, std::string* out);
 // Appends the standard base64 (RFC 4648, with padding) of `bytes`.
 void AppendBase64(std::string_view bytes, std::string* out);
 
+// Appends {"column":value,...} over the columns of `row` (key columns only when `keys_only`),
+// leaving out unchanged TOAST values. Returns how many columns were written.
+size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
+                       const JsonOptions& options, std::string* out);
+
+// Appends `,"unchanged_toast":["col",...]` when the new row of `change` has any unchanged
+// TOAST value; nothing otherwise.
+void AppendUnchangedToast(const Change& change, std::string* out);
+
+// Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
+// and the Kafka sink's `compact` value (README, "The jsonl line format").
+void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out);
+
 // Appends a UTC instant, microseconds since the Unix epoch, as ISO 8601
 // "2026-11-22T10:43:00.123456Z" (fraction omitted when zero).
 void AppendIsoTimestamp(int64_t unix_us, std::string* out);

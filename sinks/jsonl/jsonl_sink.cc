@@ -20,24 +20,6 @@ absl::Status ErrnoError(const char* what, const std::string& path) {
   return absl::UnavailableError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
-void AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
-                     const JsonOptions& options, std::string* out) {
-  out->push_back('{');
-  bool first = true;
-  for (size_t i = 0; i < row.size() && i < table.columns.size(); ++i) {
-    const Column& column = table.columns[i];
-    const Value& value = row[i];
-    if (value.is_unchanged_toast()) continue;
-    if (keys_only && !column.is_key) continue;
-    if (!first) out->push_back(',');
-    first = false;
-    AppendJsonString(column.name, out);
-    out->push_back(':');
-    AppendJsonValue(value, column.type_name, options, out);
-  }
-  out->push_back('}');
-}
-
 constexpr std::array<OptionSpec, 3> kOptions = {{
     {"path", "string", true, "", "file to append to; \"-\" writes to stdout"},
     {"fsync", "bool", false, "true",
@@ -82,80 +64,8 @@ class JsonlSinkFactory : public SinkFactory {
 }  // namespace
 
 void AppendJsonlLine(const Change& change, const JsonOptions& options, std::string* out) {
-  out->append("{\"op\":\"");
-  out->append(OpName(change.op));
-  out->push_back('"');
-  if (change.table != nullptr && change.ddl == nullptr) {
-    out->append(",\"schema\":");
-    AppendJsonString(change.table->schema, out);
-    out->append(",\"table\":");
-    AppendJsonString(change.table->name, out);
-  }
-  out->append(",\"lsn\":\"");
-  AppendLsn(change.txn.commit_lsn, out);
-  out->append("\",\"xid\":");
-  out->append(std::to_string(change.txn.xid));
-  out->append(",\"commit_ts\":\"");
-  AppendIsoTimestamp(change.txn.commit_time_us, out);
-  out->append("\",\"seq\":");
-  out->append(std::to_string(change.sequence));
-
-  const TableSchema* table = change.table.get();
-  switch (change.op) {
-    case Op::kRead:
-    case Op::kInsert:
-    case Op::kUpdate:
-    case Op::kDelete: {
-      if (change.op != Op::kDelete) {
-        out->append(",\"after\":");
-        AppendRowObject(*table, change.after, false, options, out);
-      }
-      if (change.before_kind != BeforeKind::kNone) {
-        out->append(",\"before\":");
-        AppendRowObject(*table, change.before, change.before_kind == BeforeKind::kKey, options,
-                        out);
-      }
-      bool any_toast = false;
-      for (size_t i = 0; i < change.after.size() && i < table->columns.size(); ++i) {
-        if (!change.after[i].is_unchanged_toast()) continue;
-        out->append(any_toast ? "," : ",\"unchanged_toast\":[");
-        any_toast = true;
-        AppendJsonString(table->columns[i].name, out);
-      }
-      if (any_toast) out->push_back(']');
-      break;
-    }
-    case Op::kTruncate:
-      out->append(",\"cascade\":");
-      out->append(change.truncate_cascade ? "true" : "false");
-      out->append(",\"restart_identity\":");
-      out->append(change.truncate_restart_identity ? "true" : "false");
-      break;
-    case Op::kDdl:
-      if (change.ddl != nullptr) {
-        // The captured description is JSON already (written by PostgreSQL's jsonb output
-        // and parsed by the source): embedded as it is.
-        out->append(",\"tag\":");
-        AppendJsonString(change.ddl->tag, out);
-        out->append(",\"object_type\":");
-        AppendJsonString(change.ddl->object_type, out);
-        out->append(",\"identity\":");
-        AppendJsonString(change.ddl->identity, out);
-        out->append(",\"ddl\":");
-        out->append(change.content);
-        break;
-      }
-      [[fallthrough]];
-    case Op::kMessage:
-      out->append(",\"prefix\":");
-      AppendJsonString(change.prefix, out);
-      out->append(",\"transactional\":");
-      out->append(change.transactional ? "true" : "false");
-      out->append(",\"content\":");
-      AppendJsonString(change.content, out);
-      break;
-  }
-  out->append("}\n");
+  AppendChangeObject(change, options, out);
+  out->push_back('\n');
 }
 
 JsonlSink::JsonlSink(std::shared_ptr<const JsonlSinkOptions> options)

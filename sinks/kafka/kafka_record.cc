@@ -5,41 +5,8 @@
 namespace pgflow {
 namespace {
 
-// {"col":value,...} over the columns of `row` (key columns only when `keys_only`), skipping
-// unchanged TOAST values. Returns how many columns were written.
-size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
-                       const JsonOptions& options, std::string* out) {
-  out->push_back('{');
-  size_t written = 0;
-  for (size_t i = 0; i < row.size() && i < table.columns.size(); ++i) {
-    const Column& column = table.columns[i];
-    const Value& value = row[i];
-    if (value.is_unchanged_toast()) continue;
-    if (keys_only && !column.is_key) continue;
-    if (written > 0) out->push_back(',');
-    ++written;
-    AppendJsonString(column.name, out);
-    out->push_back(':');
-    AppendJsonValue(value, column.type_name, options, out);
-  }
-  out->push_back('}');
-  return written;
-}
-
 bool IsRowChange(Op op) {
   return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
-}
-
-void AppendUnchangedToast(const Change& change, std::string* out) {
-  if (change.table == nullptr) return;
-  bool any = false;
-  for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
-    if (!change.after[i].is_unchanged_toast()) continue;
-    out->append(any ? "," : ",\"unchanged_toast\":[");
-    any = true;
-    AppendJsonString(change.table->columns[i].name, out);
-  }
-  if (any) out->push_back(']');
 }
 
 void AppendSource(const Change& change, const KafkaRecordOptions& options, std::string* out) {
@@ -61,51 +28,6 @@ void AppendSource(const Change& change, const KafkaRecordOptions& options, std::
   out->append(change.op == Op::kRead ? "\"true\"" : "\"false\"");
   out->append(",\"seq\":");
   out->append(std::to_string(change.sequence));
-  out->push_back('}');
-}
-
-void AppendCompact(const Change& change, const JsonOptions& options, std::string* out) {
-  out->append("{\"op\":\"");
-  out->append(OpName(change.op));
-  out->push_back('"');
-  if (change.table != nullptr) {
-    out->append(",\"schema\":");
-    AppendJsonString(change.table->schema, out);
-    out->append(",\"table\":");
-    AppendJsonString(change.table->name, out);
-  }
-  out->append(",\"lsn\":\"");
-  AppendLsn(change.txn.commit_lsn, out);
-  out->append("\",\"xid\":");
-  out->append(std::to_string(change.txn.xid));
-  out->append(",\"commit_ts\":\"");
-  AppendIsoTimestamp(change.txn.commit_time_us, out);
-  out->append("\",\"seq\":");
-  out->append(std::to_string(change.sequence));
-  if (IsRowChange(change.op) && change.table != nullptr) {
-    if (change.op != Op::kDelete) {
-      out->append(",\"after\":");
-      AppendRowObject(*change.table, change.after, false, options, out);
-    }
-    if (change.before_kind != BeforeKind::kNone) {
-      out->append(",\"before\":");
-      AppendRowObject(*change.table, change.before, change.before_kind == BeforeKind::kKey, options,
-                      out);
-    }
-    AppendUnchangedToast(change, out);
-  } else if (change.op == Op::kTruncate) {
-    out->append(",\"cascade\":");
-    out->append(change.truncate_cascade ? "true" : "false");
-    out->append(",\"restart_identity\":");
-    out->append(change.truncate_restart_identity ? "true" : "false");
-  } else if (change.op == Op::kDdl || change.op == Op::kMessage) {
-    out->append(",\"prefix\":");
-    AppendJsonString(change.prefix, out);
-    out->append(",\"transactional\":");
-    out->append(change.transactional ? "true" : "false");
-    out->append(",\"content\":");
-    AppendJsonString(change.content, out);
-  }
   out->push_back('}');
 }
 
@@ -163,7 +85,7 @@ bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::st
 void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,
                       std::string* out) {
   if (options.format == KafkaFormat::kCompact) {
-    AppendCompact(change, options.json, out);
+    AppendChangeObject(change, options.json, out);
     return;
   }
   const bool row_change = IsRowChange(change.op) && change.table != nullptr;
