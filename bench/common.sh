@@ -11,3 +11,34 @@ export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
 psql -q -d postgres -c "CREATE DATABASE bench"
 
 now() { date +%s.%N; }
+
+# The streaming benchmarks' table, publication pgflow_bench and two pgoutput slots created
+# before any backlog: pgflow_bench and the reference's slot $1. Both then drain the same WAL.
+create_items_and_slots() {
+  psql -q -d bench >/dev/null <<SQL
+CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
+                    updated_at timestamptz, tags text[], attrs jsonb);
+CREATE PUBLICATION pgflow_bench FOR TABLE items;
+SELECT 'slot' FROM pg_create_logical_replication_slot('pgflow_bench', 'pgoutput');
+SELECT 'slot' FROM pg_create_logical_replication_slot('$1', 'pgoutput');
+SQL
+}
+
+# Writes $1 transactions of 100 changes into items (60 inserts, 25 updates, 15 deletes) and
+# sets END to the WAL position after them.
+write_backlog() {
+  echo "writing the backlog: $(($1 * 100)) changes in $1 transactions of 100"
+  python3 - "$1" >"$work/backlog.sql" <<'PY'
+import sys
+for k in range(int(sys.argv[1])):
+    a = k * 60 + 1
+    print(f"BEGIN;"
+          f"INSERT INTO items SELECT g, 'item ' || g, g * 1.25, g % 100, now(), "
+          f"ARRAY['a','b'], jsonb_build_object('k', g) FROM generate_series({a}, {a + 59}) g;"
+          f"UPDATE items SET qty = qty + 1, updated_at = now() WHERE id BETWEEN {a} AND {a + 24};"
+          f"DELETE FROM items WHERE id BETWEEN {a + 25} AND {a + 39};"
+          f"COMMIT;")
+PY
+  psql -q -d bench -f "$work/backlog.sql" >/dev/null
+  END=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
+}

@@ -43,28 +43,8 @@ mock topic bench.public.items 3
 mock topic latency.public.lat 3
 echo "mock Kafka cluster: $BROKERS"
 
-psql -q -d bench >/dev/null <<'SQL'
-CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
-                    updated_at timestamptz, tags text[], attrs jsonb);
-CREATE PUBLICATION pgflow_bench FOR TABLE items;
-SELECT 'slot' FROM pg_create_logical_replication_slot('pgflow_bench', 'pgoutput');
-SELECT 'slot' FROM pg_create_logical_replication_slot('jsonl_bench', 'pgoutput');
-SQL
-
-echo "writing the backlog: $CHANGES changes in $TXNS transactions of 100"
-python3 - "$TXNS" >"$work/backlog.sql" <<'PY'
-import sys
-for k in range(int(sys.argv[1])):
-    a = k * 60 + 1
-    print(f"BEGIN;"
-          f"INSERT INTO items SELECT g, 'item ' || g, g * 1.25, g % 100, now(), "
-          f"ARRAY['a','b'], jsonb_build_object('k', g) FROM generate_series({a}, {a + 59}) g;"
-          f"UPDATE items SET qty = qty + 1, updated_at = now() WHERE id BETWEEN {a} AND {a + 24};"
-          f"DELETE FROM items WHERE id BETWEEN {a + 25} AND {a + 39};"
-          f"COMMIT;")
-PY
-psql -q -d bench -f "$work/backlog.sql" >/dev/null
-END=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
+create_items_and_slots jsonl_bench
+write_backlog "$TXNS"
 echo "backlog written: WAL up to $END"
 
 pipeline() {  # name slot sink-yaml
