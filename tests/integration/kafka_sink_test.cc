@@ -164,21 +164,8 @@ class KafkaPipeline {
   std::string topic() const { return name_ + ".public.items"; }
 
   std::unique_ptr<PgflowProcess> Start(const std::string& wait_for = "streaming from") {
-    size_t before = CountInLog(wait_for);
-    auto p = std::make_unique<PgflowProcess>(
-        std::vector<std::string>{"run", yaml_, "--progress", "1"}, log(),
-        std::map<std::string, std::string>{{"SOURCE_URL", url()}});
-    bool up = WaitFor([&] { return CountInLog(wait_for) > before || !p->Running(); },
-                      std::chrono::seconds(60));
-    EXPECT_TRUE(up && p->Running()) << ReadFile(log());
-    return p;
-  }
-  size_t CountInLog(const std::string& needle) const {
-    std::string text = ReadFile(log());
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
-      ++n;
-    return n;
+    return StartPgflowUntilLogged({"run", yaml_, "--progress", "1"}, log(), {{"SOURCE_URL", url()}},
+                                  wait_for);
   }
   std::string Confirmed() {
     Sql sql(url());

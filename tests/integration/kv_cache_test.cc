@@ -120,22 +120,10 @@ class KvPipeline {
 
   // Starts pgflow and waits until the cache serves.
   std::unique_ptr<PgflowProcess> Start() {
-    size_t before = Count("kv cache: loaded");
-    auto p = std::make_unique<PgflowProcess>(
-        std::vector<std::string>{"run", yaml_, "--progress", "1"}, log(),
-        std::map<std::string, std::string>{{"SOURCE_URL", url()}});
-    bool up = WaitFor([&] { return Count("kv cache: loaded") > before || !p->Running(); },
-                      std::chrono::seconds(60));
-    EXPECT_TRUE(up && p->Running()) << ReadFile(log());
-    return p;
+    return StartPgflowUntilLogged({"run", yaml_, "--progress", "1"}, log(), {{"SOURCE_URL", url()}},
+                                  "kv cache: loaded");
   }
-  size_t Count(const std::string& needle) const {
-    std::string text = ReadFile(log());
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
-      ++n;
-    return n;
-  }
+  size_t Count(const std::string& needle) const { return CountInFile(log(), needle); }
   std::string Cli(const std::string& args) const {
     return Shell("redis-cli -p " + std::to_string(redis_) + " " + args + " 2>&1");
   }

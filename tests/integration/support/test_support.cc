@@ -255,4 +255,25 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+size_t CountInFile(const std::string& path, const std::string& needle) {
+  std::string text = ReadFile(path);
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+std::unique_ptr<PgflowProcess> StartPgflowUntilLogged(std::vector<std::string> args,
+                                                      const std::string& log_path,
+                                                      std::map<std::string, std::string> env,
+                                                      const std::string& needle) {
+  size_t before = CountInFile(log_path, needle);
+  auto p = std::make_unique<PgflowProcess>(std::move(args), log_path, std::move(env));
+  bool up = WaitFor([&] { return CountInFile(log_path, needle) > before || !p->Running(); },
+                    std::chrono::seconds(60));
+  EXPECT_TRUE(up && p->Running()) << ReadFile(log_path);
+  return p;
+}
+
 }  // namespace pgflow::testing

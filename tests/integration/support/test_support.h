@@ -127,6 +127,17 @@ class TempDir {
   std::string path_;
 };
 
+// How many times `needle` occurs in the file at `path` (0 for a missing file).
+size_t CountInFile(const std::string& path, const std::string& needle);
+
+// Starts `pgflow <args>` logging into `log_path` and waits (up to a minute) until `needle`
+// appears in the log once more than before; fails the current test if pgflow exits first or
+// the line never comes.
+std::unique_ptr<PgflowProcess> StartPgflowUntilLogged(std::vector<std::string> args,
+                                                      const std::string& log_path,
+                                                      std::map<std::string, std::string> env,
+                                                      const std::string& needle);
+
 // Writes `text` to `path`.
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
