@@ -301,6 +301,7 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'i', 'I', 'S') AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgflow')
   AND n.nspname NOT LIKE 'pg\_%'
+  AND NOT EXISTS (SELECT 1 FROM pgflow.ddl_shapes s WHERE s.relid = c.oid)
 ON CONFLICT (relid) DO NOTHING
 )sql";
 
