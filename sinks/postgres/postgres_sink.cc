@@ -150,6 +150,11 @@ class PostgresSink : public Sink {
 
   // Runs `sql` without parameters (simple protocol: several statements allowed).
   absl::Status Run(const std::string& sql, absl::string_view context);
+  // Takes the pending savepoint, if any, on its own: before statements that cannot carry it
+  // in their round trip (COPY, DDL sent one statement at a time).
+  absl::Status SendPendingSavepoint() {
+    return savepoint_pending_ ? Run("SELECT 1", "starting a savepoint") : absl::OkStatus();
+  }
   // Runs `sql` as a prepared statement; *affected gets the row count when not null.
   absl::Status RunPrepared(const std::string& sql, const Params& params,
                            const std::function<std::string()>& context,
@@ -1152,9 +1157,7 @@ absl::Status PostgresSink::StartCopy(TargetTable* table) {
     }
     into = table->stage;
   }
-  if (savepoint_pending_) {
-    if (absl::Status s = Run("SELECT 1", "starting a savepoint"); !s.ok()) return s;
-  }
+  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
   PgResultPtr res(PQexec(
       conn(), absl::StrCat("COPY ", into, " (", table->column_list, ") FROM STDIN (FORMAT binary)")
                   .c_str()));
@@ -1325,8 +1328,8 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
     LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
              plan->passed_over);
   }
-  if (!plan->statements.empty() && savepoint_pending_) {
-    if (absl::Status s = Run("SELECT 1", "starting a source transaction"); !s.ok()) return s;
+  if (!plan->statements.empty()) {
+    if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
   }
   for (const std::string& sql : plan->statements) {
     LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
