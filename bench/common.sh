@@ -42,3 +42,25 @@ PY
   psql -q -d bench -f "$work/backlog.sql" >/dev/null
   END=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
 }
+
+# CPU seconds (user + system) a pgtmp server in directory $1 has used so far: its postmaster,
+# the children still running and those that have exited. The machine is shared, so a phase's
+# CPU time tells more than its wall time about where the work went.
+cluster_cpu() {
+  python3 - "$(head -n 1 "$1/data/postmaster.pid")" <<'PY'
+import os, sys
+postmaster, ticks = sys.argv[1], os.sysconf("SC_CLK_TCK")
+def stat(pid):
+    text = open(f"/proc/{pid}/stat").read()
+    return text[text.rindex(")") + 2:].split()
+total = sum(int(x) for x in stat(postmaster)[11:15])  # own and reaped children's times
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = stat(pid)
+    except OSError:
+        continue
+    if fields[1] == postmaster:
+        total += int(fields[11]) + int(fields[12])
+print(f"{total / ticks:.2f}")
+PY
+}

@@ -37,19 +37,27 @@ tpsql -q -d native -c "$TABLE"
 tpsql -q -d dump -c "$TABLE"
 
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+# Phases are timed by wall clock and by the CPU seconds each side spent: the source server
+# (decoding, COPY TO), the target server (applying, COPY FROM, index builds) and pgflow.
+begin_phase() { t0=$(now); src0=$(cluster_cpu "$work/pg"); tgt0=$(cluster_cpu "$work/target"); }
+# end_phase NAME [PGFLOW_TIME_FILE]: records NAME's wall time and CPU seconds.
+end_phase() {
+  local t1 src1 tgt1 own=0
+  t1=$(now); src1=$(cluster_cpu "$work/pg"); tgt1=$(cluster_cpu "$work/target")
+  [ -n "${2:-}" ] && own=$(awk '{print $1 + $2}' "$2")
+  echo "$1 $(elapsed "$t0" "$t1") $(elapsed "$src0" "$src1") $(elapsed "$tgt0" "$tgt1") $own" >>"$work/phases"
+}
 
 # Native initial sync.
-t0=$(now)
+begin_phase
 tpsql -q -d native -c "CREATE SUBSCRIPTION native_sub CONNECTION 'host=127.0.0.1 port=$PGPORT dbname=bench user=postgres' PUBLICATION native_pub WITH (copy_data = true)"
 until [ "$(tpsql -Atq -d native -c "SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel")" = t ]; do sleep 0.05; done
-t1=$(now)
-native_sync=$(elapsed "$t0" "$t1")
+end_phase native_sync
 
 # pg_dump --data-only | psql.
-t0=$(now)
+begin_phase
 "$PGBIN/pg_dump" -h 127.0.0.1 -p "$PGPORT" -U postgres --data-only -t items bench | tpsql -q -d dump >/dev/null
-t1=$(now)
-dump_copy=$(elapsed "$t0" "$t1")
+end_phase dump_copy
 
 # pgflow: snapshot into an empty target, indexes after; stops once streaming confirms `start`.
 cat >"$work/migrate.yaml" <<YAML
@@ -63,11 +71,10 @@ sinks:
   target: {postgres: {url: postgres://postgres@127.0.0.1:$TPORT/pgflow}}
 YAML
 start=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
-t0=$(now)
-build/pgflow run "$work/migrate.yaml" --until "$start" --progress 0 2>"$work/pgflow-snapshot.log" \
-  || { cat "$work/pgflow-snapshot.log"; exit 1; }
-t1=$(now)
-pgflow_sync=$(elapsed "$t0" "$t1")
+begin_phase
+/usr/bin/time -f "%U %S" -o "$work/snapshot.cpu" build/pgflow run "$work/migrate.yaml" --until "$start" \
+  --progress 0 2>"$work/pgflow-snapshot.log" || { cat "$work/pgflow-snapshot.log"; exit 1; }
+end_phase pgflow_sync "$work/snapshot.cpu"
 [ "$(tpsql -Atq -d pgflow -c "SELECT count(*) FROM items")" = "$ROWS" ] || { echo "pgflow copied a wrong row count" >&2; exit 1; }
 
 # The backlog, written while neither subscriber runs.
@@ -89,28 +96,35 @@ echo "writing the backlog: $CHANGES changes"
 psql -q -d bench -f "$work/backlog.sql" >/dev/null
 end=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
 
-t0=$(now)
+begin_phase
 tpsql -q -d native -c "ALTER SUBSCRIPTION native_sub ENABLE"
 until [ "$(psql -Atq -d bench -c "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'native_sub'")" = t ]; do sleep 0.05; done
-t1=$(now)
-native_apply=$(elapsed "$t0" "$t1")
+end_phase native_apply
 
-t0=$(now)
-build/pgflow run "$work/migrate.yaml" --until "$end" --progress 0 2>"$work/pgflow-stream.log" \
-  || { cat "$work/pgflow-stream.log"; exit 1; }
-t1=$(now)
-pgflow_apply=$(elapsed "$t0" "$t1")
+begin_phase
+/usr/bin/time -f "%U %S" -o "$work/stream.cpu" build/pgflow run "$work/migrate.yaml" --until "$end" \
+  --progress 0 2>"$work/pgflow-stream.log" || { cat "$work/pgflow-stream.log"; exit 1; }
+end_phase pgflow_apply "$work/stream.cpu"
 build/pgflow verify "$work/migrate.yaml" --ranges 16 | tail -n 1
 
-python3 - "$ROWS" "$CHANGES" "$native_sync" "$dump_copy" "$pgflow_sync" "$native_apply" "$pgflow_apply" <<'PY'
+python3 - "$ROWS" "$CHANGES" "$work/phases" <<'PY'
 import sys
 rows, changes = int(sys.argv[1]), int(sys.argv[2])
-ns, dc, ps, na, pa = map(float, sys.argv[3:])
+phase = {}
+for line in open(sys.argv[3]):
+    name, *figures = line.split()
+    phase[name] = [float(x) for x in figures]
+def row(label, name, extra=""):
+    wall, src, tgt, own = phase[name]
+    cpu = f"cpu: source {src:5.2f}s  target {tgt:5.2f}s" + (f"  pgflow {own:5.2f}s" if own else "")
+    print(f"  {label:<40}{wall:6.2f}s  {extra:<36}{cpu}")
+ns, ps = phase["native_sync"][0], phase["pgflow_sync"][0]
+na, pa = phase["native_apply"][0], phase["pgflow_apply"][0]
 print(f"initial copy of {rows:,} rows (PK + 1 index):")
-print(f"  native logical replication (copy_data)  {ns:6.2f}s")
-print(f"  pg_dump --data-only | psql              {dc:6.2f}s")
-print(f"  pgflow snapshot into an empty target    {ps:6.2f}s   {ns / ps:.2f}x native (goal >= 1.8)")
+row("native logical replication (copy_data)", "native_sync")
+row("pg_dump --data-only | psql", "dump_copy")
+row("pgflow snapshot into an empty target", "pgflow_sync", f"{ns / ps:.2f}x native (goal >= 1.8)")
 print(f"apply of a {changes:,}-change backlog:")
-print(f"  native logical replication              {na:6.2f}s  {changes / na:,.0f} changes/s")
-print(f"  pgflow                                  {pa:6.2f}s  {changes / pa:,.0f} changes/s   {na / pa:.2f}x native (goal >= 1.2)")
+row("native logical replication", "native_apply", f"{changes / na:,.0f} changes/s")
+row("pgflow", "pgflow_apply", f"{changes / pa:,.0f}/s  {na / pa:.2f}x native (goal >= 1.2)")
 PY

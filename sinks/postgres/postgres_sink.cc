@@ -25,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
 #include "sinks/postgres/ddl_replay.h"
+#include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/table_definition.h"
 
 namespace pgflow {
@@ -98,7 +99,7 @@ class Params {
 };
 
 // What the sink knows of one source table in the target.
-struct TargetTable {
+struct TargetTable : std::enable_shared_from_this<TargetTable> {
   TableSchemaPtr schema;    // the source shape last checked against the target
   std::string name;         // target "schema.table", unquoted, for messages
   std::string quoted;       // target "schema"."table"
@@ -117,6 +118,10 @@ struct TargetTable {
   // parameters of a batched UPDATE's VALUES list; the column's own modifier applies on
   // assignment.
   std::vector<std::string> types;
+  // The key is the target table's only uniqueness rule (no other unique index, no exclusion
+  // constraint): its changes may be folded into net changes (sinks/postgres/net_changes.h).
+  // Unknown until checked, and again after indexes were built or DDL replayed.
+  std::optional<bool> foldable;
 
   // Whether an UPDATE may set source column `i`.
   bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
@@ -164,10 +169,12 @@ class PostgresSink : public Sink {
   // mode); null when the connection failed.
   PgResultPtr ExecAfterSavepoint(const std::string& name, const Params& params);
 
-  // Sends `sql` as a prepared statement without waiting for its result (libpq pipeline mode),
-  // after the pending savepoint if any: the target executes it while the next changes are
-  // decoded and batched. Its result is read by Drain(); `context` then names it if it failed.
-  absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context);
+  // Sends `sql` without waiting for its result (libpq pipeline mode), after the pending
+  // savepoint if any: the target executes it while the next changes are decoded and batched.
+  // Its result is read by Drain(); `context` then names it if it failed, and `*affected`, when
+  // given, gets its row count. A statement sent `once` goes unnamed rather than prepared.
+  absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context,
+                            uint64_t* affected = nullptr, bool once = false);
   // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
   // mode: the first failure, with its statement's context. Everything that needs a result, or
   // the connection to itself (a query, COPY, COMMIT), drains first.
@@ -194,6 +201,11 @@ class PostgresSink : public Sink {
   // connection is an error. Inside an open target transaction each runs under a savepoint.
   absl::Status BuildPending();
 
+  // Before the current source transaction's first statement takes its savepoint: the net
+  // changes of the group's complete transactions go first, outside it (a cut-off transaction
+  // rolls back to its savepoint and must not take them along).
+  absl::Status SendGroupFirst();
+
   // Opens a target transaction if none is open.
   absl::Status EnsureTransaction();
   // Ends the COPY in progress and writes the buffered inserts, updates and deletes.
@@ -207,11 +219,25 @@ class PostgresSink : public Sink {
   absl::Status EndCopy();
 
   absl::Status ApplyChange(const Change& change);
+  // Whether `table`'s changes may be folded; checks the target once (see TargetTable).
+  absl::StatusOr<bool> Foldable(TargetTable* table);
+  // Folds an insert, update or delete of the current source transaction into its net changes;
+  // false when it cannot be folded (sent what is staged; the caller applies it alone).
+  absl::StatusOr<bool> Stage(TargetTable* table, const Change& change);
+  // Sends the staged net changes: those of the complete transactions of the group first
+  // (never under the current transaction's savepoint), then the current transaction's.
+  // Whatever follows in the target then comes after them.
+  absl::Status SendStaged();
+  // Sends the net changes of `staged` and empties it: per table, its deletes, its updates
+  // (rows with values unknown) and its upserts, in multi-row statements; then reads every
+  // result, and applies one row at a time an update batch that found fewer rows than it held.
+  struct Staged;
+  absl::Status SendNet(std::vector<Staged>& staged);
   // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
   absl::Status ApplyDdl(const Change& change);
   absl::Status QueueUpsert(TargetTable* table, const Change& change);
   absl::Status FlushInserts();
-  absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows);
+  absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows, bool once = false);
   std::string InsertSql(const TargetTable& table, size_t rows) const;
   // Queues an update into the batch of consecutive updates of one table that set the same
   // columns (or applies it at once, for a table without a key).
@@ -220,13 +246,17 @@ class PostgresSink : public Sink {
   struct PendingUpdate;
   absl::Status SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
                            std::vector<size_t> columns);
+  // Sends one multi-row UPDATE of `rows` setting `columns` (pipelined); *affected gets the
+  // number of rows it found once drained.
+  absl::Status SendUpdateBatch(const TargetTable& table, const std::vector<PendingUpdate>& rows,
+                               const std::vector<size_t>& columns, uint64_t* affected, bool once);
   // Applies one update: `old_row` finds the row, `after` holds the new values.
   absl::Status ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after);
   // Queues a delete into the batch of consecutive deletes of one table (or applies it at once,
   // for a table without a key).
   absl::Status QueueDelete(TargetTable* table, const Change& change);
   absl::Status FlushDeletes();
-  absl::Status SendDeletes(TargetTable* table, std::vector<Row> rows);
+  absl::Status SendDeletes(TargetTable* table, std::vector<Row> rows, bool once = false);
   // Whether a batch of `rows` of the current source transaction is held back (see deferred_).
   bool Deferring(size_t rows) const;
   // Sends the held-back batches, in order (under the savepoint when the source transaction is
@@ -272,12 +302,28 @@ class PostgresSink : public Sink {
   bool savepoint_pending_ = false;
   // A Flush came in the middle of a source transaction: commit once it is complete.
   bool commit_soon_ = false;
-  absl::flat_hash_map<std::string, std::unique_ptr<TargetTable>> tables_;
+  // Shared with the net changes staged for them, which may outlive an entry replaced here.
+  absl::flat_hash_map<std::string, std::shared_ptr<TargetTable>> tables_;
   absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
   uint64_t next_statement_ = 0;
   // Statements sent and not yet drained (the connection is in pipeline mode while there are
   // any): what each one did, for the error message.
-  std::deque<std::string> in_flight_;
+  struct InFlight {
+    std::string context;
+    uint64_t* affected = nullptr;  // where its row count goes, if wanted
+  };
+  std::deque<InFlight> in_flight_;
+
+  // Net changes of foldable tables, not yet sent: those of the source transactions complete
+  // in the open target transaction (group_net_) and those of the current one (txn_net_),
+  // which is dropped if the transaction is cut off. One entry per table, in first-seen order.
+  struct Staged {
+    std::shared_ptr<TargetTable> table;
+    NetChanges changes;
+  };
+  std::vector<Staged> group_net_;
+  std::vector<Staged> txn_net_;
+  size_t txn_folded_ = 0;  // changes folded into txn_net_ since it was last sent
 
   // The COPY in progress, if any.
   TargetTable* copy_table_ = nullptr;
@@ -292,7 +338,7 @@ class PostgresSink : public Sink {
 
   // Consecutive updates of one table setting the same columns, not yet sent.
   struct PendingUpdate {
-    Row old_row;  // finds the row (its key columns)
+    Row old_row;  // finds the row (its key columns); empty: `after` holds the same key
     Row after;
   };
 
@@ -364,7 +410,16 @@ absl::Status PostgresSink::Open() {
   return absl::OkStatus();
 }
 
+absl::Status PostgresSink::SendGroupFirst() {
+  if (!savepoint_pending_ || group_net_.empty()) return absl::OkStatus();
+  savepoint_pending_ = false;
+  absl::Status s = SendNet(group_net_);
+  savepoint_pending_ = true;
+  return s;
+}
+
 absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
+  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   PgResultPtr res;
@@ -389,6 +444,7 @@ absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context
 absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
                                        const std::function<std::string()>& context,
                                        uint64_t* affected) {
+  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   absl::StatusOr<std::string> name = Prepared(sql, params.size(), context);
@@ -430,18 +486,23 @@ absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_
 }
 
 absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& params,
-                                        std::string context) {
+                                        std::string context, uint64_t* affected, bool once) {
   // Enough to keep the target busy; few enough that the results waiting to be read stay far
   // below what the sockets buffer (a blocked server would stop reading what we send).
   constexpr size_t kMaxInFlight = 64;
+  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  absl::StatusOr<std::string> name = Prepared(sql, params.size(), [&] { return context; });
-  if (!name.ok()) return name.status();
+  std::string name;
+  if (!once) {
+    absl::StatusOr<std::string> prepared = Prepared(sql, params.size(), [&] { return context; });
+    if (!prepared.ok()) return prepared.status();
+    name = *std::move(prepared);
+  }
   if (in_flight_.empty() && PQenterPipelineMode(conn()) != 1) {
     return ResultError(conn(), nullptr, context);
   }
   auto send_simple = [&](const char* command) {
-    in_flight_.push_back(absl::StrCat("postgres target ", TargetName(), ": ", command));
+    in_flight_.push_back(InFlight{absl::StrCat("postgres target ", TargetName(), ": ", command)});
     return PQsendQueryParams(conn(), command, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
   };
   bool sent = true;
@@ -451,13 +512,15 @@ absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& pa
     sent = sent && send_simple("SAVEPOINT pgflow_txn");
     savepoint_ = true;
   }
-  in_flight_.push_back(std::move(context));
-  sent = sent && PQsendQueryPrepared(conn(), name->c_str(), params.size(), params.values(),
-                                     params.lengths(), params.formats(), 0) == 1;
+  in_flight_.push_back(InFlight{std::move(context), affected});
+  sent = sent && (once ? PQsendQueryParams(conn(), sql.c_str(), params.size(), nullptr,
+                                           params.values(), params.lengths(), params.formats(), 0)
+                       : PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
+                                             params.lengths(), params.formats(), 0)) == 1;
   // Out to the server now, so that it executes while we go on (pipeline mode buffers).
   sent = sent && PQflush(conn()) == 0;
   if (!sent) {
-    absl::Status s = ResultError(conn(), nullptr, in_flight_.back());
+    absl::Status s = ResultError(conn(), nullptr, in_flight_.back().context);
     Drain().IgnoreError();
     return s;
   }
@@ -469,14 +532,17 @@ absl::Status PostgresSink::Drain() {
   if (in_flight_.empty()) return absl::OkStatus();
   absl::Status status;
   if (PQpipelineSync(conn()) != 1) {
-    status = ResultError(conn(), nullptr, in_flight_.front());
+    status = ResultError(conn(), nullptr, in_flight_.front().context);
   } else {
-    for (const std::string& context : in_flight_) {
+    for (const InFlight& statement : in_flight_) {
       while (PGresult* r = PQgetResult(conn())) {
         PgResultPtr res(r);
         ExecStatusType result = PQresultStatus(r);
         if (status.ok() && result != PGRES_COMMAND_OK && result != PGRES_TUPLES_OK) {
-          status = ResultError(conn(), r, context);
+          status = ResultError(conn(), r, statement.context);
+        } else if (statement.affected != nullptr) {
+          const char* n = PQcmdTuples(r);
+          *statement.affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
         }
       }
     }
@@ -544,15 +610,19 @@ PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name, const Para
 
 absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
   if (schema == nullptr) return absl::InternalError("change without a table");
-  std::unique_ptr<TargetTable>& slot = tables_[schema->QualifiedName()];
+  std::shared_ptr<TargetTable>& slot = tables_[schema->QualifiedName()];
   if (slot != nullptr && (slot->schema.get() == schema.get() || slot->schema->SameShape(*schema))) {
     slot->schema = schema;
     return slot.get();
   }
-  // (Held-back batches point at the TargetTable about to be replaced.)
+  // (Held-back batches point at the TargetTable about to be replaced; staged rows have the
+  // shape it knew.)
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
+  if (slot != nullptr) {
+    if (absl::Status s = SendStaged(); !s.ok()) return s;
+  }
   if (absl::Status s = Drain(); !s.ok()) return s;
-  auto table = std::make_unique<TargetTable>();
+  auto table = std::make_shared<TargetTable>();
   if (slot != nullptr) {
     table->fast_copy = slot->fast_copy;
     table->stage = slot->stage;
@@ -807,6 +877,8 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
+  // Unique indexes may have been built.
+  for (auto& [name, table] : tables_) table->foldable.reset();
   if (!copy_sequences) return absl::OkStatus();
   absl::StatusOr<PGconn*> source = SourceConnection();
   absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
@@ -907,6 +979,7 @@ absl::Status PostgresSink::CommitTransaction() {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   savepoint_pending_ = false;
+  if (absl::Status s = SendStaged(); !s.ok()) return s;
   if (!in_transaction_) return absl::OkStatus();
   const bool record = group_txns_ > 0;
   if (record) {
@@ -989,6 +1062,17 @@ absl::Status PostgresSink::Write(const Event& event) {
       savepoint_pending_ = false;
       if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
       if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+      for (Staged& t : txn_net_) {
+        auto into = std::find_if(group_net_.begin(), group_net_.end(),
+                                 [&](const Staged& g) { return g.table == t.table; });
+        if (into == group_net_.end()) {
+          group_net_.push_back(std::move(t));
+        } else {
+          into->changes.Absorb(t.changes);
+        }
+      }
+      txn_net_.clear();
+      txn_folded_ = 0;
       ++transactions_;
       ++group_txns_;
       group_applied_ = event.txn.end_lsn;
@@ -1005,6 +1089,8 @@ absl::Status PostgresSink::Write(const Event& event) {
       }
       deferred_.clear();
       deferred_rows_ = 0;
+      txn_net_.clear();
+      txn_folded_ = 0;
       inserts_.clear();
       insert_keys_.clear();
       insert_table_ = nullptr;
@@ -1037,6 +1123,7 @@ absl::Status PostgresSink::Write(const Event& event) {
       }
       if (in_transaction_) {
         in_transaction_ = false;
+        group_net_.clear();
         group_txns_ = 0;
         group_changes_ = 0;
         commit_soon_ = false;
@@ -1238,6 +1325,32 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   // Rows changed by the stream may reappear in later snapshot rows (a backfill): those go
   // through the staging table from now on.
   if (change.op != Op::kRead) (*table)->fast_copy = false;
+  const bool row_change =
+      change.op == Op::kInsert || change.op == Op::kUpdate || change.op == Op::kDelete;
+  if (in_source_txn_ && row_change) {
+    absl::StatusOr<bool> foldable = Foldable(*table);
+    if (!foldable.ok()) return foldable.status();
+    if (*foldable) {
+      absl::StatusOr<bool> staged = Stage(*table, change);
+      if (!staged.ok() || *staged) return staged.status();
+      // Everything before it was sent: it goes now, alone and in order.
+      absl::Status s;
+      switch (change.op) {
+        case Op::kInsert:
+          s = QueueUpsert(*table, change);
+          break;
+        case Op::kUpdate:
+          s = QueueUpdate(*table, change);
+          break;
+        default:
+          s = QueueDelete(*table, change);
+          break;
+      }
+      if (!s.ok()) return s;
+      if (absl::Status s = FinishStatements(); !s.ok()) return s;
+      return ReleaseDeferred();
+    }
+  }
   switch (change.op) {
     case Op::kRead:
     case Op::kInsert:
@@ -1247,6 +1360,7 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
     case Op::kDelete:
       return QueueDelete(*table, change);
     case Op::kTruncate: {
+      if (absl::Status s = SendStaged(); !s.ok()) return s;
       std::string sql = absl::StrCat("TRUNCATE ", (*table)->quoted,
                                      change.truncate_restart_identity ? " RESTART IDENTITY" : "",
                                      change.truncate_cascade ? " CASCADE" : "");
@@ -1312,6 +1426,7 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   // Statements keep the stream's order: what came before the DDL is sent first.
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
+  if (absl::Status s = SendStaged(); !s.ok()) return s;
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   if (absl::Status s = Drain(); !s.ok()) return s;
   TargetCatalogLookup lookup(conn());
@@ -1347,6 +1462,10 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
     }
   }
   for (const std::string& table : plan->changed_tables) tables_.erase(table);
+  if (!plan->statements.empty()) {
+    // An index or constraint may have come or gone.
+    for (auto& [name, table] : tables_) table->foldable.reset();
+  }
   if (!plan->statements.empty() && !prepared_.empty()) {
     // A prepared statement keeps the parameter types its columns had when it was prepared
     // (an int column retyped to bigint would still take int parameters): start afresh.
@@ -1492,7 +1611,7 @@ absl::Status PostgresSink::FlushInserts() {
   return SendUpserts(table, std::move(rows));
 }
 
-absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows) {
+absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
   Params params;
   for (const Row& row : rows) {
     for (const Value& v : row) params.Add(v);
@@ -1502,7 +1621,8 @@ absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows
       absl::StrCat("postgres target ", TargetName(), ": inserting into ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
                    DescribeKey(*table, rows.front()),
-                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))));
+                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))),
+      nullptr, once);
 }
 
 absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
@@ -1594,8 +1714,14 @@ absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change)
        update_keys_.contains(*new_key))) {
     if (absl::Status s = FlushUpdates(); !s.ok()) return s;
   }
-  const size_t per_statement = std::max<size_t>(
-      1, std::min<size_t>(options_->batch_rows, kMaxParams / (table->key.size() + columns.size())));
+  // Under another unique index, the rows of one UPDATE change in no set order, which may pass
+  // through a state the index forbids: one row at a time.
+  const size_t per_statement =
+      table->foldable == false
+          ? 1
+          : std::max<size_t>(1,
+                             std::min<size_t>(options_->batch_rows,
+                                              kMaxParams / (table->key.size() + columns.size())));
   update_table_ = table;
   update_schema_ = change.table.get();
   update_columns_ = std::move(columns);
@@ -1627,15 +1753,31 @@ absl::Status PostgresSink::FlushUpdates() {
 absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
                                        std::vector<size_t> columns) {
   if (rows.size() == 1) return ApplyUpdate(table, rows[0].old_row, rows[0].after);
-  const TableSchema& schema = *table->schema;
+  uint64_t affected = 0;
+  if (absl::Status s = SendUpdateBatch(*table, rows, columns, &affected, false); !s.ok()) return s;
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (affected >= rows.size()) return absl::OkStatus();
+  // Some rows are not in the target: row by row, which upserts those (updating again the
+  // others to the values they already have).
+  for (const PendingUpdate& row : rows) {
+    if (absl::Status s = ApplyUpdate(table, row.old_row, row.after); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
+                                           const std::vector<PendingUpdate>& rows,
+                                           const std::vector<size_t>& columns, uint64_t* affected,
+                                           bool once) {
+  const TableSchema& schema = *table.schema;
   // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
   //   WHERE t.key = v.k
   std::vector<std::string> names;
   std::vector<std::string> set;
   std::vector<std::string> match;
-  for (size_t k = 0; k < table->key.size(); ++k) {
+  for (size_t k = 0; k < table.key.size(); ++k) {
     names.push_back(absl::StrCat("pgflow_k", k));
-    match.push_back(absl::StrCat("pgflow_t.", QuoteIdent(schema.columns[table->key[k]].name),
+    match.push_back(absl::StrCat("pgflow_t.", QuoteIdent(schema.columns[table.key[k]].name),
                                  " = pgflow_v.pgflow_k", k));
   }
   for (size_t c = 0; c < columns.size(); ++c) {
@@ -1647,41 +1789,168 @@ absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUp
   std::string values;
   int param = 1;
   auto add = [&](const Value& v, size_t column, bool first) {
-    absl::StrAppend(&values, first ? "$" : ", $", param++, "::", table->types[column]);
+    absl::StrAppend(&values, first ? "$" : ", $", param++, "::", table.types[column]);
     params.Add(v);
   };
   for (size_t r = 0; r < rows.size(); ++r) {
+    const Row& key_row = rows[r].old_row.empty() ? rows[r].after : rows[r].old_row;
     values += r == 0 ? "(" : ", (";
     bool first = true;
-    for (size_t i : table->key) {
-      add(rows[r].old_row[i], i, first);
+    for (size_t i : table.key) {
+      add(key_row[i], i, first);
       first = false;
     }
     for (size_t i : columns) add(rows[r].after[i], i, false);
     values += ")";
   }
   std::string sql =
-      absl::StrCat("UPDATE ", table->quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "),
+      absl::StrCat("UPDATE ", table.quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "),
                    " FROM (VALUES ", values, ") AS pgflow_v (", absl::StrJoin(names, ", "),
                    ") WHERE ", absl::StrJoin(match, " AND "));
-  uint64_t affected = 0;
-  if (absl::Status s = RunPrepared(
-          sql, params,
-          [&] {
-            return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
-                                " a batch of rows from key ",
-                                DescribeKey(*table, rows.front().old_row), " to ",
-                                DescribeKey(*table, rows.back().old_row));
-          },
-          &affected);
-      !s.ok()) {
-    return s;
+  const Row& first = rows.front().old_row.empty() ? rows.front().after : rows.front().old_row;
+  const Row& last = rows.back().old_row.empty() ? rows.back().after : rows.back().old_row;
+  return SendPrepared(sql, params,
+                      absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
+                                   " a batch of rows from key ", DescribeKey(table, first), " to ",
+                                   DescribeKey(table, last)),
+                      affected, once);
+}
+
+absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
+  if (table->key.empty()) return false;
+  if (table->foldable.has_value()) return *table->foldable;
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn(),
+           "SELECT NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND "
+           "(indisunique OR indisexclusion) AND NOT indisprimary AND NOT indisreplident)",
+           {table->quoted});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": checking the indexes of ",
+                                     table->name, ": ", res.status().message()));
   }
-  if (affected >= rows.size()) return absl::OkStatus();
-  // Some rows are not in the target: row by row, which upserts those (updating again the
-  // others to the values they already have).
-  for (const PendingUpdate& row : rows) {
-    if (absl::Status s = ApplyUpdate(table, row.old_row, row.after); !s.ok()) return s;
+  table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
+  if (!*table->foldable) {
+    LogInfo(
+        "sink %s (postgres): %s has a unique index or exclusion constraint besides its key: its "
+        "changes are applied in stream order, not folded",
+        sink_name_, table->name);
+  }
+  return *table->foldable;
+}
+
+absl::StatusOr<bool> PostgresSink::Stage(TargetTable* table, const Change& change) {
+  auto staged = std::find_if(txn_net_.rbegin(), txn_net_.rend(),
+                             [&](const Staged& t) { return t.table.get() == table; });
+  NetChanges* net;
+  if (staged != txn_net_.rend()) {
+    net = &staged->changes;
+  } else {
+    txn_net_.push_back(Staged{table->shared_from_this(), NetChanges(table->key)});
+    net = &txn_net_.back().changes;
+  }
+  if (!net->Fold(change)) {
+    if (absl::Status s = SendStaged(); !s.ok()) return s;
+    return false;
+  }
+  // A large transaction goes out in parts, under its savepoint.
+  if (++txn_folded_ >= kDeferRows) {
+    if (absl::Status s = SendStaged(); !s.ok()) return s;
+  }
+  return true;
+}
+
+absl::Status PostgresSink::SendStaged() {
+  txn_folded_ = 0;
+  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
+  if (absl::Status s = SendNet(group_net_); !s.ok()) return s;
+  return SendNet(txn_net_);
+}
+
+absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
+  if (staged.empty()) return absl::OkStatus();
+  std::vector<Staged> work = std::exchange(staged, {});
+  // Sent update batches, checked once their row counts are read.
+  struct SentUpdates {
+    TargetTable* table;
+    std::vector<PendingUpdate> rows;
+    uint64_t affected = 0;
+  };
+  std::deque<SentUpdates> sent_updates;  // stable addresses for `affected`
+  for (Staged& t : work) {
+    TargetTable* table = t.table.get();
+    std::vector<NetChanges::Entry>& entries = t.changes.entries();
+    const size_t width = table->schema->columns.size();
+    auto per_statement = [&](size_t params_per_row) {
+      return std::max<size_t>(
+          1,
+          std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(params_per_row, 1)));
+    };
+    // A full batch has the same text every time and is prepared; the remainder goes unnamed.
+    auto send_rows = [&](NetChanges::Kind kind, size_t limit, auto send) -> absl::Status {
+      std::vector<Row> batch;
+      for (NetChanges::Entry& e : entries) {
+        if (e.kind != kind) continue;
+        batch.push_back(std::move(e.row));
+        if (batch.size() == limit) {
+          if (absl::Status s = send(std::move(batch), false); !s.ok()) return s;
+          batch.clear();
+        }
+      }
+      if (batch.empty()) return absl::OkStatus();
+      return send(std::move(batch), true);
+    };
+    if (absl::Status s = send_rows(NetChanges::Kind::kDelete, per_statement(table->key.size()),
+                                   [&](std::vector<Row> rows, bool once) {
+                                     return SendDeletes(table, std::move(rows), once);
+                                   });
+        !s.ok()) {
+      return s;
+    }
+    // Updates, batched by the columns they set.
+    std::vector<std::pair<std::vector<size_t>, std::vector<PendingUpdate>>> updates;
+    for (NetChanges::Entry& e : entries) {
+      if (e.kind != NetChanges::Kind::kUpdate) continue;
+      std::vector<size_t> columns;
+      for (size_t i = 0; i < width; ++i) {
+        if (!e.row[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
+      }
+      auto group = std::find_if(updates.begin(), updates.end(),
+                                [&](const auto& u) { return u.first == columns; });
+      if (group == updates.end()) group = updates.insert(updates.end(), {std::move(columns), {}});
+      group->second.push_back(PendingUpdate{{}, std::move(e.row)});
+    }
+    for (auto& [columns, rows] : updates) {
+      const size_t limit = per_statement(table->key.size() + columns.size());
+      for (size_t from = 0; from < rows.size(); from += limit) {
+        const size_t to = std::min(rows.size(), from + limit);
+        SentUpdates& sent = sent_updates.emplace_back(SentUpdates{
+            table, std::vector<PendingUpdate>(std::make_move_iterator(rows.begin() + from),
+                                              std::make_move_iterator(rows.begin() + to))});
+        if (absl::Status s =
+                SendUpdateBatch(*table, sent.rows, columns, &sent.affected, to - from != limit);
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    if (absl::Status s = send_rows(NetChanges::Kind::kUpsert, per_statement(width),
+                                   [&](std::vector<Row> rows, bool once) {
+                                     return SendUpserts(table, std::move(rows), once);
+                                   });
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (sent_updates.empty()) return absl::OkStatus();
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  for (const SentUpdates& sent : sent_updates) {
+    if (sent.affected >= sent.rows.size()) continue;
+    // Some rows are not in the target (no other statement of these touched their keys).
+    for (const PendingUpdate& row : sent.rows) {
+      if (absl::Status s = ApplyUpdate(sent.table, row.after, row.after); !s.ok()) return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -1765,7 +2034,7 @@ absl::Status PostgresSink::FlushDeletes() {
   return SendDeletes(table, std::move(rows));
 }
 
-absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows) {
+absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows, bool once) {
   const TableSchema& schema = *table->schema;
   // DELETE FROM t WHERE k IN ($1, ...), or WHERE (k1, k2) IN (($1, $2), ...)
   std::vector<std::string> key;
@@ -1791,7 +2060,8 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
       absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
                    DescribeKey(*table, rows.front()),
-                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))));
+                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))),
+      nullptr, once);
 }
 
 absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {

@@ -22,14 +22,25 @@
 // transaction that joins a group are held back until its kCommit (up to 20,000 rows), so one
 // cut off mid-way (kRollback) is dropped before anything of it was sent; a larger one goes out
 // under a SAVEPOINT taken at its start and is undone back to it. Upserts and deletes are sent
-// in libpq's pipeline mode, their results read before anything that needs one. Inserts are upserts by primary key, updates set only the columns whose
-// values were sent (never an unchanged TOAST value), deletes go by the old key; a table with
-// REPLICA IDENTITY FULL and no key has one matching row updated or deleted at a time. Values
-// travel as statement parameters, never as SQL text. Consecutive changes of one keyed table
-// are batched by kind, in stream order: inserts in multi-row upserts, deletes in one
-// `DELETE ... WHERE key IN (...)`, updates that set the same columns in one
-// `UPDATE ... FROM (VALUES ...)` (a key seen twice starts a new batch; a batch that finds
-// fewer rows than it holds is applied again row by row, which upserts the missing ones).
+// in libpq's pipeline mode, their results read before anything that needs one.
+//
+// Folding: the changes of a keyed table whose key is its only uniqueness rule in the target
+// are folded into their net effect per row (sinks/postgres/net_changes.h) across the whole
+// group, and sent at its commit as multi-row statements: the group's deletes, then its
+// updates (rows with an unchanged TOAST value: only the known columns are set), then its
+// upserts (`INSERT ... ON CONFLICT DO UPDATE` of whole rows). A row inserted, updated and
+// deleted in one group costs the target one row of one statement. An update whose row is
+// missing from the target is upserted when every value is known, as row-at-a-time apply
+// would. The source transaction in progress is folded apart from the group and joins it at
+// its kCommit, so one cut off (kRollback) is dropped without a SAVEPOINT; one larger than
+// 20,000 changes goes out in parts under a savepoint taken at its first part.
+//
+// Tables with another unique index or an exclusion constraint (checked in the target, again
+// after the deferred indexes are built and after replayed DDL), and tables without a key, are
+// applied in stream order instead, since folding could pass through a state such an index
+// forbids: inserts in multi-row upserts, deletes in one `DELETE ... WHERE key IN (...)`,
+// updates one row at a time (a keyless table's rows are matched on every old value, one at a
+// time). Values travel as statement parameters, never as SQL text.
 //
 // Tables missing from the target are created the first time they are seen (`create_tables`)
 // from the SOURCE's definition (sinks/postgres/table_definition.h): column types, collations,
