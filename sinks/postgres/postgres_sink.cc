@@ -26,6 +26,7 @@
 #include "schemas/json_encoding.h"
 #include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/net_changes.h"
+#include "sinks/postgres/parallel_copy.h"
 #include "sinks/postgres/table_definition.h"
 
 namespace pgflow {
@@ -38,13 +39,17 @@ constexpr OptionSpec kOptions[] = {
     {"batch_rows", "int", false, "1000", "rows per multi-row INSERT statement"},
     {"create_tables", "bool", false, "true",
      "create a table missing from the target from the source's columns and primary key"},
+    {"load_workers", "int", false, "2",
+     "connections that copy the initial snapshot into the target at once (into tables that "
+     "were empty)"},
+    {"maintenance_work_mem", "string", false, "256MB",
+     "memory for building the keys and indexes after the load (raised to this for the sink's "
+     "session, never lowered)"},
 };
 
 constexpr uint32_t kFirstNonBuiltinOid = 16384;
 constexpr size_t kMaxParams = 65535;
 constexpr size_t kMaxPrepared = 512;
-constexpr char kCopyHeader[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";  // 19 bytes
-constexpr char kCopyTrailer[] = "\377\377";                           // int16 -1
 
 // Types with no `=` operator: rows of a keyless table are matched on their text form.
 bool LacksEquality(uint32_t oid) {
@@ -110,6 +115,11 @@ struct TargetTable : std::enable_shared_from_this<TargetTable> {
   // type: binary COPY data names the element type by OID, which differs between databases.
   std::vector<std::pair<size_t, uint32_t>> array_elements;
   std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
+  // What the parallel loaders need of it, once they copy into it.
+  std::shared_ptr<const ParallelCopy::Table> load;
+  // The table was empty and its primary key is not built yet (it comes after the load): rows
+  // are inserted without ON CONFLICT, which needs the key's index.
+  bool plain_inserts = false;
   // Per source column: the target's is GENERATED ALWAYS AS IDENTITY, which an UPDATE (or an
   // upsert's DO UPDATE) may not set; inserts override it.
   std::vector<bool> always_identity;
@@ -142,9 +152,15 @@ class PostgresSink : public Sink {
   absl::Status Flush() override;
   // While source transactions applied in the open target transaction wait for its commit
   // (a Flush came in the middle of the next source transaction), only what is committed.
+  // While parallel loaders have not committed a chunk they were given, chunks are tracked
+  // apart (DurableChunkThrough), and every position written is durable.
   std::optional<Lsn> DurableThrough() const override {
     if (group_txns_ > 0) return applied_;
+    if (loaders_ != nullptr && loaders_->Pending()) return written_;
     return std::nullopt;
+  }
+  uint64_t DurableChunkThrough() const override {
+    return loaders_ != nullptr ? loaders_->DurableChunkThrough() : 0;
   }
   absl::Status Close() override;
   bool AcceptsRawCopy() const override { return true; }
@@ -200,6 +216,13 @@ class PostgresSink : public Sink {
   // is logged and left pending (tried again after the next snapshot or restart); only a lost
   // connection is an error. Inside an open target transaction each runs under a savepoint.
   absl::Status BuildPending();
+  // Builds the primary key of target table `name` (unquoted) if it is still pending.
+  absl::Status BuildPendingKey(const std::string& name);
+  // Before the first snapshot rows of `table` in this run: sets fast_copy (is it empty?) and
+  // plain_inserts. A table holding rows while its key is still pending is the rest of an
+  // interrupted load: the rows a chunk copied twice left twice are removed, the newest copy
+  // kept, and the key is built, so that what comes is upserted.
+  absl::Status PrepareSnapshotLoad(TargetTable* table);
 
   // Before the current source transaction's first statement takes its savepoint: the net
   // changes of the group's complete transactions go first, outside it (a cut-off transaction
@@ -215,6 +238,9 @@ class PostgresSink : public Sink {
   absl::Status CommitTransaction();
 
   absl::Status WriteRawRows(const Event& event);
+  // Hands snapshot rows of `table` (fast path, initial snapshot) to the parallel loaders,
+  // starting them first if needed.
+  absl::Status LoadInParallel(TargetTable* table, const Event& event);
   absl::Status StartCopy(TargetTable* table);
   absl::Status EndCopy();
 
@@ -284,7 +310,12 @@ class PostgresSink : public Sink {
   // The initial snapshot is over (kSnapshotDone, or the stream started): a table created from
   // now on gets its indexes and constraints at once.
   bool snapshot_finished_ = false;
-  Lsn applied_;                  // end LSN of the last source transaction committed in the target
+  Lsn applied_;  // end LSN of the last source transaction committed in the target
+  Lsn written_;  // the last acknowledgeable position written
+  // Loaders copying the initial snapshot's rows over connections of their own
+  // (options_->load_workers), from the first rows of a table that was empty until the
+  // snapshot is done.
+  std::unique_ptr<ParallelCopy> loaders_;
   bool in_transaction_ = false;  // a target transaction is open
   bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
   bool skipping_ = false;        // the current source transaction was applied before
@@ -393,6 +424,17 @@ absl::Status PostgresSink::Open() {
               "creating pgflow.applied and pgflow.pending_ddl");
       !s.ok()) {
     return s;
+  }
+  // Keys and indexes built after the load sort in memory rather than in temporary files.
+  if (absl::StatusOr<PgResultPtr> mem =
+          Exec(conn(),
+               "SELECT CASE WHEN pg_size_bytes(current_setting('maintenance_work_mem')) < "
+               "pg_size_bytes($1) THEN set_config('maintenance_work_mem', $1, false) END",
+               {options_->maintenance_work_mem});
+      !mem.ok()) {
+    return absl::Status(mem.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": sinks.", sink_name_,
+                                     ".maintenance_work_mem: ", mem.status().message()));
   }
   absl::StatusOr<PgResultPtr> res =
       Exec(conn(), "SELECT lsn::text FROM pgflow.applied WHERE pipeline = $1", {pipeline_});
@@ -709,46 +751,6 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
   return slot.get();
 }
 
-// Rewrites, in binary COPY tuples, the element type OID of the arrays in `columns` (the
-// third int32 of an array's binary form) to the target's. Fails on malformed data.
-absl::Status RewriteArrayElementTypes(std::string* tuples, size_t column_count,
-                                      const std::vector<std::pair<size_t, uint32_t>>& columns) {
-  auto read32 = [&](size_t at) {
-    const auto* p = reinterpret_cast<const unsigned char*>(tuples->data() + at);
-    return static_cast<int32_t>((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
-                                (uint32_t{p[2]} << 8) | uint32_t{p[3]});
-  };
-  size_t at = 0;
-  while (at < tuples->size()) {
-    if (at + 2 > tuples->size()) return absl::DataLossError("truncated COPY tuple");
-    const auto* p = reinterpret_cast<const unsigned char*>(tuples->data() + at);
-    size_t fields = (size_t{p[0]} << 8) | p[1];
-    if (fields != column_count) return absl::DataLossError("COPY tuple of unexpected width");
-    at += 2;
-    size_t next = 0;
-    for (size_t f = 0; f < fields; ++f) {
-      if (at + 4 > tuples->size()) return absl::DataLossError("truncated COPY tuple");
-      int32_t len = read32(at);
-      at += 4;
-      if (len < 0) continue;
-      if (at + static_cast<size_t>(len) > tuples->size()) {
-        return absl::DataLossError("truncated COPY tuple");
-      }
-      while (next < columns.size() && columns[next].first < f) ++next;
-      if (next < columns.size() && columns[next].first == f && len >= 12) {
-        uint32_t oid = columns[next].second;
-        char* o = tuples->data() + at + 8;
-        o[0] = static_cast<char>(oid >> 24);
-        o[1] = static_cast<char>(oid >> 16);
-        o[2] = static_cast<char>(oid >> 8);
-        o[3] = static_cast<char>(oid);
-      }
-      at += static_cast<size_t>(len);
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<PGconn*> PostgresSink::SourceConnection() {
   if (source_conn_ == nullptr) {
     absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_.url);
@@ -817,13 +819,20 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::BuildPending() {
+absl::Status PostgresSink::BuildPending() { return BuildPendingKey(""); }
+
+absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
   if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res = Exec(conn(),
-                                         "SELECT id, target_table, statement FROM "
-                                         "pgflow.pending_ddl WHERE pipeline = $1 AND NOT done "
-                                         "ORDER BY phase, id",
-                                         {pipeline_});
+  absl::StatusOr<PgResultPtr> res =
+      name.empty() ? Exec(conn(),
+                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
+                          "pipeline = $1 AND NOT done ORDER BY phase, id",
+                          {pipeline_})
+                   : Exec(conn(),
+                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
+                          "pipeline = $1 AND NOT done AND target_table = $2 AND phase < 0 "
+                          "ORDER BY id",
+                          {pipeline_, name});
   if (!res.ok()) {
     return absl::Status(res.status().code(),
                         absl::StrCat("postgres target ", TargetName(),
@@ -877,8 +886,11 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
-  // Unique indexes may have been built.
-  for (auto& [name, table] : tables_) table->foldable.reset();
+  // Keys and unique indexes may have been built.
+  for (auto& [name, table] : tables_) {
+    table->foldable.reset();
+    table->plain_inserts = false;
+  }
   if (!copy_sequences) return absl::OkStatus();
   absl::StatusOr<PGconn*> source = SourceConnection();
   absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
@@ -1020,6 +1032,7 @@ absl::Status PostgresSink::Write(const Event& event) {
   // Bounds on a group of source transactions in one target transaction.
   constexpr uint64_t kGroupTransactions = 5000;
   constexpr uint64_t kGroupChanges = 50000;
+  if (Lsn p = event.AckPosition(); p.IsValid()) written_ = p;
   switch (event.kind) {
     case EventKind::kBegin:
       // Snapshot rows (a backfill) commit on their own before a source transaction starts.
@@ -1134,8 +1147,15 @@ absl::Status PostgresSink::Write(const Event& event) {
       if (!snapshot_finished_) return FinishSnapshot(false);
       return absl::OkStatus();
     case EventKind::kChunkDone:
-      return CommitTransaction();
+      if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+      return loaders_ != nullptr ? loaders_->EndChunk(event.chunk) : absl::OkStatus();
     case EventKind::kSnapshotDone:
+      if (loaders_ != nullptr) {
+        absl::Status s = loaders_->Finish();
+        copied_rows_ += loaders_->rows();
+        loaders_.reset();
+        if (!s.ok()) return s;
+      }
       return FinishSnapshot(true);
     case EventKind::kRawRows:
       if (group_txns_ > 0 && !in_source_txn_) {
@@ -1147,6 +1167,9 @@ absl::Status PostgresSink::Write(const Event& event) {
 }
 
 absl::Status PostgresSink::Flush() {
+  if (loaders_ != nullptr) {
+    if (absl::Status s = loaders_->status(); !s.ok()) return s;
+  }
   // A source transaction still open stays open (its position is not acknowledged yet): the
   // group before it commits as soon as it is complete, and meanwhile DurableThrough() says
   // what is committed.
@@ -1170,6 +1193,10 @@ absl::Status PostgresSink::Close() {
   if (status.ok() && conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
       PQtransactionStatus(conn()) == PQTRANS_INTRANS) {
     status = CommitTransaction();
+  }
+  if (loaders_ != nullptr) {
+    copied_rows_ += loaders_->rows();
+    loaders_.reset();  // what they had not committed rolls back
   }
   conn_.reset();  // an open transaction rolls back
   source_conn_.reset();
@@ -1206,32 +1233,95 @@ absl::Status PostgresSink::WriteRawRows(const Event& event) {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   absl::StatusOr<TargetTable*> table = EnsureTable(event.change.table);
   if (!table.ok()) return table.status();
+  if (!snapshot_finished_ && options_->load_workers > 1) {
+    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
+    if (*(*table)->fast_copy) return LoadInParallel(*table, event);
+  }
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   if (absl::Status s = StartCopy(*table); !s.ok()) return s;
   copy_schema_ = event.change.table.get();
   return WriteRawRows(event);
 }
 
+absl::Status PostgresSink::PrepareSnapshotLoad(TargetTable* table) {
+  if (table->fast_copy.has_value()) return absl::OkStatus();
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn(),
+           absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
+                        "), EXISTS (SELECT 1 FROM pgflow.pending_ddl WHERE pipeline = $1 AND "
+                        "target_table = $2 AND phase < 0 AND NOT done)"),
+           {pipeline_, table->name});
+  if (!res.ok()) return res.status();
+  // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
+  // backfill) may include the ones coming, which must then replace them.
+  table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
+  const bool key_pending = PQgetvalue(res->get(), 0, 1)[0] == 't' && !table->key.empty();
+  table->plain_inserts = *table->fast_copy && key_pending;
+  if (*table->fast_copy) return absl::OkStatus();
+  if (table->key.empty()) {
+    LogWarning(
+        "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
+        "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
+        "table again for an exact copy",
+        sink_name_, table->name);
+    return absl::OkStatus();
+  }
+  LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
+          table->name);
+  if (!key_pending) return absl::OkStatus();
+  // The snapshot that copied a chunk again is newer than the one before: its rows, from a later
+  // transaction, are the ones to keep.
+  std::vector<std::string> key;
+  for (size_t i : table->key) key.push_back(QuoteIdent(table->schema->columns[i].name));
+  uint64_t removed = 0;
+  if (absl::Status s = RunPrepared(
+          absl::StrCat("DELETE FROM ", table->quoted,
+                       " WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER "
+                       "(PARTITION BY ",
+                       absl::StrJoin(key, ", "), " ORDER BY age(xmin)) AS copy FROM ",
+                       table->quoted, ") c WHERE copy > 1)"),
+          Params(),
+          [&] {
+            return absl::StrCat("postgres target ", TargetName(), ": removing from ", table->name,
+                                " the rows an interrupted load copied twice");
+          },
+          &removed);
+      !s.ok()) {
+    return s;
+  }
+  LogInfo(
+      "sink %s (postgres): %s: the load was interrupted; %d rows copied twice removed, "
+      "building its primary key before going on",
+      sink_name_, table->name, removed);
+  return BuildPendingKey(table->name);
+}
+
+absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event) {
+  if (table->load == nullptr) {
+    // The loaders' connections must see the table, created in this transaction perhaps.
+    if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+    auto load = std::make_shared<ParallelCopy::Table>();
+    load->name = table->name;
+    load->quoted = table->quoted;
+    load->column_list = table->column_list;
+    load->column_count = table->schema->columns.size();
+    load->array_elements = table->array_elements;
+    table->load = std::move(load);
+  }
+  if (loaders_ == nullptr) {
+    auto loaders = std::make_unique<ParallelCopy>(options_->url, options_->load_workers, 8u << 20);
+    if (absl::Status s = loaders->Start(); !s.ok()) return s;
+    loaders_ = std::move(loaders);
+    LogInfo("sink %s (postgres): loading the snapshot over %d connections", sink_name_,
+            options_->load_workers);
+  }
+  return loaders_->Add(table->load, event.change.content, event.rows);
+}
+
 absl::Status PostgresSink::StartCopy(TargetTable* table) {
   if (absl::Status s = Drain(); !s.ok()) return s;
-  if (!table->fast_copy.has_value()) {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn(), absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted, ")"));
-    if (!res.ok()) return res.status();
-    // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
-    // backfill) may include the ones coming, which must then replace them.
-    table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
-    if (!*table->fast_copy && !table->key.empty()) {
-      LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
-              table->name);
-    } else if (!*table->fast_copy) {
-      LogWarning(
-          "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
-          "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
-          "table again for an exact copy",
-          sink_name_, table->name);
-    }
-  }
+  if (absl::Status s = PrepareSnapshotLoad(table); !s.ok()) return s;
   std::string into = table->quoted;
   if (!*table->fast_copy) {
     if (table->stage.empty()) table->stage = absl::StrCat("pgflow_stage_", ++next_statement_);
@@ -1252,7 +1342,7 @@ absl::Status PostgresSink::StartCopy(TargetTable* table) {
     return ResultError(conn(), res.get(),
                        absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
   }
-  if (PQputCopyData(conn(), kCopyHeader, 19) != 1) {
+  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1) {
     return ResultError(conn(), nullptr,
                        absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
   }
@@ -1268,7 +1358,8 @@ absl::Status PostgresSink::EndCopy() {
   copy_schema_ = nullptr;
   const std::string context = absl::StrCat("postgres target ", TargetName(), ": COPY of ",
                                            copy_rows_, " snapshot rows into ", table->name);
-  if (PQputCopyData(conn(), kCopyTrailer, 2) != 1 || PQputCopyEnd(conn(), nullptr) != 1) {
+  if (PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
+      PQputCopyEnd(conn(), nullptr) != 1) {
     return ResultError(conn(), nullptr, context);
   }
   absl::Status status;
@@ -1324,7 +1415,11 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   // Rows changed by the stream may reappear in later snapshot rows (a backfill): those go
   // through the staging table from now on.
-  if (change.op != Op::kRead) (*table)->fast_copy = false;
+  if (change.op == Op::kRead) {
+    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
+  } else {
+    (*table)->fast_copy = false;
+  }
   const bool row_change =
       change.op == Op::kInsert || change.op == Op::kUpdate || change.op == Op::kDelete;
   if (in_source_txn_ && row_change) {
@@ -1517,7 +1612,7 @@ std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const
     for (size_t c = 0; c < n; ++c) absl::StrAppend(&sql, c == 0 ? "$" : ", $", param++);
     sql += ")";
   }
-  if (!table.key.empty()) {
+  if (!table.key.empty() && !table.plain_inserts) {
     std::vector<std::string> key;
     std::vector<std::string> set;
     for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
@@ -2116,6 +2211,17 @@ class PostgresSinkFactory : public SinkFactory {
       absl::StatusOr<bool> b = v->AsBool();
       if (!b.ok()) return b.status();
       options->create_tables = *b;
+    }
+    if (auto v = node.Get("load_workers")) {
+      absl::StatusOr<int64_t> n = v->AsInt(1, 64);
+      if (!n.ok()) return n.status();
+      options->load_workers = *n;
+    }
+    if (auto v = node.Get("maintenance_work_mem")) {
+      absl::StatusOr<std::string> m = v->AsString();
+      if (!m.ok()) return m.status();
+      if (m->empty()) return v->Error("maintenance_work_mem is empty (leave it out for 256MB)");
+      options->maintenance_work_mem = *m;
     }
     return options;
   }

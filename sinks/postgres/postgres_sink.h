@@ -75,6 +75,11 @@ struct PostgresSinkOptions : SinkOptions {
   std::string schema;         // target schema for every table; empty: the source table's schema
   int64_t batch_rows = 1000;  // rows per multi-row INSERT (also bounded by 65535 parameters)
   bool create_tables = true;  // create missing target tables from the source's shape
+  // Connections that copy the initial snapshot into tables that were empty, at once.
+  int64_t load_workers = 2;
+  // Set for the sink's session when the target's is lower: building a key or an index after
+  // the load sorts in this much memory.
+  std::string maintenance_work_mem = "256MB";
 };
 
 // Registers the "postgres" sink type with the engine's factory registry.

@@ -182,8 +182,8 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     defs.push_back(std::move(d));
   }
 
-  // Constraints: the primary key goes into CREATE TABLE, and so does a constraint whose index is
-  // the replica identity (the sink upserts on it); the others wait for the load.
+  // Constraints: a UNIQUE constraint whose index is the replica identity goes into CREATE TABLE
+  // (the sink upserts on it); the primary key and the others wait for the load.
   absl::StatusOr<PgResultPtr> cons =
       Exec(source,
            "SELECT quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid), "
@@ -205,11 +205,13 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     const char type = Get(r, i, 1)[0];
     std::string body = Get(r, i, 2);
     if (type == 'p') {
-      defs.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
+      std::string statement =
+          absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint, " ", body);
       if (Get(r, i, 3) == "t") {
-        after_create.push_back(
-            absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
+        absl::StrAppend(&statement, "; ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ",
+                        Get(r, i, 7));
       }
+      def.deferred.insert(def.deferred.begin(), {-1, std::move(statement)});
       continue;
     }
     if (type == 'f') {

@@ -29,7 +29,9 @@ inline const std::string& MapSchema(const std::string& mapped_schema,
 
 // A statement to run once the table is loaded.
 struct DeferredStatement {
-  int phase = 0;  // 0: indexes, UNIQUE, CHECK, EXCLUDE; 1: foreign keys (after every phase 0)
+  // -1: the primary key (first, and early when a resumed load needs it to upsert);
+  // 0: indexes, UNIQUE, CHECK, EXCLUDE; 1: foreign keys (after every phase 0).
+  int phase = 0;
   std::string statement;
 };
 
@@ -38,7 +40,9 @@ struct TableDefinition {
   // CREATE SEQUENCE IF NOT EXISTS ..., CREATE TABLE ..., ALTER SEQUENCE ... OWNED BY ...:
   // run together, in order, when the table is created.
   std::vector<std::string> create;
-  // Secondary indexes and constraints other than the primary key and NOT NULL.
+  // The primary key, secondary indexes and constraints other than NOT NULL: built after the
+  // load, as pg_restore does (building an index once is much cheaper than maintaining it row by
+  // row). A UNIQUE constraint or index that is the replica identity stays in `create`.
   std::vector<DeferredStatement> deferred;
 };
 
