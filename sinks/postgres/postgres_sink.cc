@@ -115,6 +115,11 @@ struct TargetTable : std::enable_shared_from_this<TargetTable> {
   // type: binary COPY data names the element type by OID, which differs between databases.
   std::vector<std::pair<size_t, uint32_t>> array_elements;
   std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
+  // Decoded snapshot rows are copied into this temporary table (created when first needed),
+  // then inserted: per column, whether it holds the value's binary form (a column the snapshot
+  // reads in binary, CanDecodeBinary) or its text (cast on insert).
+  std::string read_stage;
+  std::vector<bool> read_binary;
   // What the parallel loaders need of it, once they copy into it.
   std::shared_ptr<const ParallelCopy::Table> load;
   // The table was empty and its primary key is not built yet (it comes after the load): rows
@@ -262,6 +267,14 @@ class PostgresSink : public Sink {
   // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
   absl::Status ApplyDdl(const Change& change);
   absl::Status QueueUpsert(TargetTable* table, const Change& change);
+  // Decoded snapshot rows (`read` changes) of one table go by binary COPY into its read stage
+  // and from there into the table in one INSERT ... SELECT (an upsert once the table held
+  // rows): a row whose values do not come in the forms the stage expects is upserted alone.
+  absl::Status QueueRead(TargetTable* table, const Change& change);
+  absl::Status FlushReads();
+  // " ON CONFLICT (key) DO UPDATE SET ..." for an upsert into `table`; empty when plain
+  // inserts are wanted (no key, or the key is not built yet).
+  std::string ConflictClause(const TargetTable& table) const;
   absl::Status FlushInserts();
   absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows, bool once = false);
   std::string InsertSql(const TargetTable& table, size_t rows) const;
@@ -360,6 +373,13 @@ class PostgresSink : public Sink {
   TargetTable* copy_table_ = nullptr;
   const TableSchema* copy_schema_ = nullptr;
   uint64_t copy_rows_ = 0;
+
+  // Decoded snapshot rows of one table, not yet copied: binary COPY tuples for its read stage.
+  TargetTable* read_table_ = nullptr;
+  const TableSchema* read_schema_ = nullptr;
+  std::string read_tuples_;
+  uint64_t read_rows_ = 0;
+  absl::flat_hash_set<std::string> read_keys_;
 
   // Consecutive upserts of one table, not yet sent.
   TargetTable* insert_table_ = nullptr;
@@ -982,6 +1002,7 @@ absl::Status PostgresSink::EnsureTransaction() {
 
 absl::Status PostgresSink::FinishStatements() {
   if (absl::Status s = EndCopy(); !s.ok()) return s;
+  if (absl::Status s = FlushReads(); !s.ok()) return s;
   if (absl::Status s = FlushInserts(); !s.ok()) return s;
   if (absl::Status s = FlushUpdates(); !s.ok()) return s;
   return FlushDeletes();
@@ -1372,23 +1393,9 @@ absl::Status PostgresSink::EndCopy() {
   if (!status.ok()) return status;
   copied_rows_ += copy_rows_;
   if (*table->fast_copy) return absl::OkStatus();
-  std::string sql =
-      absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
-                   ") OVERRIDING SYSTEM VALUE SELECT ", table->column_list, " FROM ", table->stage);
-  if (!table->key.empty()) {
-    std::vector<std::string> key;
-    std::vector<std::string> set;
-    for (size_t i : table->key) key.push_back(QuoteIdent(table->schema->columns[i].name));
-    for (size_t i = 0; i < table->schema->columns.size(); ++i) {
-      if (std::find(table->key.begin(), table->key.end(), i) != table->key.end()) continue;
-      if (!table->Settable(i)) continue;
-      const std::string c = QuoteIdent(table->schema->columns[i].name);
-      set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
-    }
-    absl::StrAppend(
-        &sql, " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
-        set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
-  }
+  std::string sql = absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
+                                 ") OVERRIDING SYSTEM VALUE SELECT ", table->column_list, " FROM ",
+                                 table->stage, ConflictClause(*table));
   absl::StrAppend(&sql, "; TRUNCATE ", table->stage);
   return Run(sql, absl::StrCat("upserting staged snapshot rows into ", table->name));
 }
@@ -1400,6 +1407,9 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   // order.
   const TableSchema* schema = change.table.get();
   const bool upsert = change.op == Op::kRead || change.op == Op::kInsert;
+  if (read_table_ != nullptr && (read_schema_ != schema || change.op != Op::kRead)) {
+    if (absl::Status s = FlushReads(); !s.ok()) return s;
+  }
   if (insert_table_ != nullptr && (insert_schema_ != schema || !upsert)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
   }
@@ -1448,6 +1458,7 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   }
   switch (change.op) {
     case Op::kRead:
+      return QueueRead(*table, change);
     case Op::kInsert:
       return QueueUpsert(*table, change);
     case Op::kUpdate:
@@ -1612,21 +1623,123 @@ std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const
     for (size_t c = 0; c < n; ++c) absl::StrAppend(&sql, c == 0 ? "$" : ", $", param++);
     sql += ")";
   }
-  if (!table.key.empty() && !table.plain_inserts) {
-    std::vector<std::string> key;
-    std::vector<std::string> set;
-    for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
-    for (size_t i = 0; i < n; ++i) {
-      if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
-      if (!table.Settable(i)) continue;
-      const std::string c = QuoteIdent(table.schema->columns[i].name);
-      set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
-    }
-    absl::StrAppend(
-        &sql, " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
-        set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
+  return sql + ConflictClause(table);
+}
+
+std::string PostgresSink::ConflictClause(const TargetTable& table) const {
+  if (table.key.empty() || table.plain_inserts) return "";
+  std::vector<std::string> key;
+  std::vector<std::string> set;
+  for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
+  for (size_t i = 0; i < table.schema->columns.size(); ++i) {
+    if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
+    if (!table.Settable(i)) continue;
+    const std::string c = QuoteIdent(table.schema->columns[i].name);
+    set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
   }
-  return sql;
+  return absl::StrCat(
+      " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
+      set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
+}
+
+absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
+  constexpr size_t kReadBytes = 8u << 20;
+  const size_t n = table->schema->columns.size();
+  if (table->read_binary.empty()) {
+    for (const Column& c : table->schema->columns) {
+      table->read_binary.push_back(CanDecodeBinary(c.type_oid));
+    }
+  }
+  bool fits = change.after.size() == n;
+  for (size_t i = 0; fits && i < n; ++i) {
+    const Value& v = change.after[i];
+    fits = v.is_null() || v.kind == (table->read_binary[i] ? ValueKind::kBinary : ValueKind::kText);
+  }
+  std::optional<std::string> key = KeyString(*table, change.after);
+  if (!fits || (key.has_value() && read_keys_.contains(*key))) {
+    // Not in the stage's forms, or a key twice in one INSERT ... ON CONFLICT: alone.
+    if (absl::Status s = FlushReads(); !s.ok()) return s;
+    if (!fits) return QueueUpsert(table, change);
+  }
+  read_table_ = table;
+  read_schema_ = change.table.get();
+  auto append16 = [&](uint16_t v) {
+    read_tuples_.push_back(static_cast<char>(v >> 8));
+    read_tuples_.push_back(static_cast<char>(v));
+  };
+  auto append32 = [&](uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8)
+      read_tuples_.push_back(static_cast<char>(v >> shift));
+  };
+  append16(static_cast<uint16_t>(n));
+  for (const Value& v : change.after) {
+    if (v.is_null()) {
+      append32(0xFFFFFFFFu);
+      continue;
+    }
+    append32(static_cast<uint32_t>(v.data.size()));
+    read_tuples_.append(v.data);
+  }
+  ++read_rows_;
+  if (key.has_value()) read_keys_.insert(*std::move(key));
+  if (read_tuples_.size() >= kReadBytes) return FlushReads();
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::FlushReads() {
+  TargetTable* table = read_table_;
+  std::string tuples = std::exchange(read_tuples_, {});
+  const uint64_t rows = std::exchange(read_rows_, 0);
+  read_table_ = nullptr;
+  read_schema_ = nullptr;
+  read_keys_.clear();
+  if (table == nullptr || rows == 0) return absl::OkStatus();
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  const TableSchema& schema = *table->schema;
+  std::vector<std::string> stage_columns;
+  std::vector<std::string> select;
+  for (size_t i = 0; i < schema.columns.size(); ++i) {
+    const std::string c = absl::StrCat("c", i);
+    stage_columns.push_back(
+        absl::StrCat(c, " ", table->read_binary[i] ? table->types[i] : std::string("text")));
+    select.push_back(table->read_binary[i] ? c : absl::StrCat(c, "::", table->types[i]));
+  }
+  const std::string context = absl::StrCat("postgres target ", TargetName(), ": copying ", rows,
+                                           " snapshot rows into ", table->name);
+  if (table->read_stage.empty()) {
+    table->read_stage = absl::StrCat("pgflow_read_", ++next_statement_);
+    if (absl::Status s = Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->read_stage,
+                                          " (", absl::StrJoin(stage_columns, ", "), ")"),
+                             context);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
+  PgResultPtr res(PQexec(
+      conn(), absl::StrCat("COPY ", table->read_stage, " FROM STDIN (FORMAT binary)").c_str()));
+  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
+    return ResultError(conn(), res.get(), context);
+  }
+  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1 ||
+      PQputCopyData(conn(), tuples.data(), static_cast<int>(tuples.size())) != 1 ||
+      PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
+      PQputCopyEnd(conn(), nullptr) != 1) {
+    return ResultError(conn(), nullptr, context);
+  }
+  absl::Status status;
+  while (PGresult* r = PQgetResult(conn())) {
+    PgResultPtr result(r);
+    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK)
+      status = ResultError(conn(), r, context);
+  }
+  if (!status.ok()) return status;
+  copied_rows_ += rows;
+  return Run(
+      absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
+                   ") OVERRIDING SYSTEM VALUE SELECT ", absl::StrJoin(select, ", "), " FROM ",
+                   table->read_stage, ConflictClause(*table), "; TRUNCATE ", table->read_stage),
+      context);
 }
 
 absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change) {
