@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/log.h"
+#include "schemas/table_schema_json.h"
 
 namespace pgflow {
 namespace {
@@ -491,6 +492,7 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::Topic(const std::string& name) {
 }
 
 absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
+  schema_header_ = nullptr;
   if (change.op == Op::kDdl) {
     return Topic(ExpandTopic(options_->schema_changes_topic, pipeline_, "", ""));
   }
@@ -498,12 +500,16 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
     return Topic(ExpandTopic(options_->messages_topic, pipeline_, "", ""));
   }
   auto it = table_topics_.find(change.table.get());
-  if (it != table_topics_.end()) return it->second.topic;
-  absl::StatusOr<rd_kafka_topic_s*> topic =
-      Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
-  if (!topic.ok()) return topic.status();
-  table_topics_.emplace(change.table.get(), TopicEntry{change.table, *topic});
-  return *topic;
+  if (it == table_topics_.end()) {
+    absl::StatusOr<rd_kafka_topic_s*> topic =
+        Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
+    if (!topic.ok()) return topic.status();
+    auto header = std::make_shared<std::string>();
+    AppendTableSchemaJson(*change.table, header.get());
+    it = table_topics_.emplace(change.table.get(), TopicEntry{change.table, *topic, header}).first;
+  }
+  schema_header_ = it->second.schema_header.get();
+  return it->second.topic;
 }
 
 absl::Status KafkaSink::WaitForRoom() {
@@ -555,11 +561,15 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
     note_wait("delivery reports are behind");
   }
   while (true) {
-    rd_kafka_headers_t* headers = rd_kafka_headers_new(2);
+    rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
     rd_kafka_header_add(headers, "pgflow.lsn", -1, lsn_text_.data(),
                         static_cast<ssize_t>(lsn_text_.size()));
     rd_kafka_header_add(headers, "pgflow.event_id", -1, event_id_.data(),
                         static_cast<ssize_t>(event_id_.size()));
+    if (value != nullptr && schema_header_ != nullptr) {
+      rd_kafka_header_add(headers, "pgflow.schema", -1, schema_header_->data(),
+                          static_cast<ssize_t>(schema_header_->size()));
+    }
     const uint64_t id = tracker_.Peek();
     const void* key_data = key != nullptr ? key->data() : nullptr;
     const size_t key_size = key != nullptr ? key->size() : 0;
