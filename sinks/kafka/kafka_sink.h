@@ -41,6 +41,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
 #include "engine/sink.h"
 #include "sinks/kafka/delivery_tracker.h"
@@ -53,8 +54,8 @@ struct rd_kafka_message_s;
 namespace pgflow {
 
 struct KafkaSinkOptions : SinkOptions {
-  std::string brokers;           // bootstrap.servers
-  std::string brokers_position;  // "file:line:col" of `brokers`, for errors
+  // Brokers, security settings and `properties:` (acks and enable.idempotence are pgflow's).
+  KafkaClientConfig client;
   std::string topic = "{pipeline}.{schema}.{table}";
   std::string schema_changes_topic = "{pipeline}.schema_changes";
   std::string messages_topic = "{pipeline}.messages";
@@ -67,8 +68,6 @@ struct KafkaSinkOptions : SinkOptions {
   uint64_t queue_bytes = 64ull << 20;                // queue.buffering.max.kbytes * 1024
   std::chrono::milliseconds delivery_timeout{0};     // message.timeout.ms; 0 = retry forever
   std::chrono::milliseconds connect_timeout{10000};  // Open's wait for the cluster's metadata
-  // librdkafka properties, in order: security settings, then `properties:`.
-  std::vector<std::pair<std::string, std::string>> properties;
 };
 
 class KafkaSink : public Sink {

@@ -132,7 +132,7 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
   kafka.Topic("shop.schema_changes", 1);
   kafka.Topic("shop.messages", 1);
   auto options = std::make_shared<KafkaSinkOptions>();
-  options->brokers = kafka.bootstrap();
+  options->client.brokers = kafka.bootstrap();
   options->create_topics = false;
   options->record.format = KafkaFormat::kCompact;
   KafkaSink sink("shop", options);
@@ -187,7 +187,7 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
 TEST(KafkaSinkMockTest, AMissingTopicIsAnErrorWhenCreationIsOff) {
   MockCluster kafka;
   auto options = std::make_shared<KafkaSinkOptions>();
-  options->brokers = kafka.bootstrap();
+  options->client.brokers = kafka.bootstrap();
   options->create_topics = false;
   KafkaSink sink("shop", options);
   ASSERT_TRUE(sink.Open().ok());
