@@ -244,6 +244,10 @@ absl::Status AppendArrayLiteral(std::string_view json, uint32_t element_oid, int
   return absl::OkStatus();
 }
 
+absl::Status NulError() {
+  return absl::InvalidArgumentError("a string holds \\u0000, which no PostgreSQL text value can");
+}
+
 }  // namespace
 
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
@@ -271,9 +275,11 @@ absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
     } else if (absl::Status s = AppendArrayLiteral(json, element_oid, 1, &text); !s.ok()) {
       return s;
     }
+    if (text.find('\0') != std::string::npos) return NulError();
     return Value::Text(type_oid, std::move(text));
   }
   if (absl::Status s = AppendScalarText(json, type_oid, type_name, &text); !s.ok()) return s;
+  if (text.find('\0') != std::string::npos) return NulError();
   return Value::Text(type_oid, std::move(text));
 }
 

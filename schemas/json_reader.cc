@@ -405,10 +405,6 @@ absl::Status ReadJsonString(std::string_view text, std::string* out) {
         } else if (code >= 0xDC00 && code <= 0xDFFF) {
           return absl::InvalidArgumentError("a string holds a lone surrogate escape");
         }
-        if (code == 0) {
-          return absl::InvalidArgumentError(
-              "a string holds \\u0000, which no PostgreSQL text value can");
-        }
         AppendUtf8(code, out);
         break;
       }

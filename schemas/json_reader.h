@@ -46,7 +46,8 @@ absl::Status ReadJsonObject(std::string_view text, std::vector<JsonMember>* memb
 absl::Status ReadJsonArray(std::string_view text, std::vector<std::string_view>* items);
 
 // Reads the string `text` (a checked JSON string, quotes included), appending its content,
-// escapes resolved, to *out. Fails on an escape for U+0000 or a lone surrogate.
+// escapes resolved (\u0000 included: the content may be bytes), to *out. Fails on a lone
+// surrogate escape.
 absl::Status ReadJsonString(std::string_view text, std::string* out);
 
 // The value of the first member named `key`, or nullptr.

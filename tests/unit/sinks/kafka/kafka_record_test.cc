@@ -146,6 +146,19 @@ TEST(KafkaRecordTest, EventIdAndSchemaChange) {
   EXPECT_EQ(json::parse(value)["ddl"], "not json");
 }
 
+TEST(KafkaRecordTest, DebeziumMessageContentIsABase64String) {
+  Change message;
+  message.op = Op::kMessage;
+  message.prefix = "app";
+  message.content = std::string("bin\0ary", 7);
+  std::string value;
+  AppendKafkaValue(message, Options(KafkaFormat::kDebezium), 0, &value);
+  json v = json::parse(value);
+  EXPECT_EQ(v["op"], "m");
+  EXPECT_EQ(v["message"]["prefix"], "app");
+  EXPECT_EQ(v["message"]["content"], "YmluAGFyeQ==");
+}
+
 TEST(KafkaRecordTest, TopicTemplate) {
   EXPECT_EQ(ExpandTopic("{pipeline}.{schema}.{table}", "shop", "public", "order items"),
             "shop.public.order_items");
