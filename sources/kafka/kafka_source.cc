@@ -77,7 +77,10 @@ std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSou
       // Offsets are committed by pgflow, and only for what every sink holds.
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
-      {"auto.offset.reset", o.offset_reset},
+      // A partition without a committed offset is assigned at offset_reset's end explicitly;
+      // any other reset means messages this group never read are gone: an error, never a
+      // silent skip.
+      {"auto.offset.reset", "error"},
       {"enable.partition.eof", "false"},
       // New topics matching a pattern, and named topics created after start-up, are found
       // within 10 s rather than librdkafka's 5 minutes.
@@ -360,14 +363,30 @@ void KafkaSource::Rebalance(bool assign, rd_kafka_topic_partition_list_t* partit
   cooperative_ = std::strcmp(rd_kafka_rebalance_protocol(consumer_), "COOPERATIVE") == 0;
   if (assign) {
     LogInfo("kafka source: group %s assigned %s", options_->group, Describe(partitions));
+    // Each partition starts at the group's committed offset, or, without one, at the end
+    // offset_reset names.
+    rd_kafka_topic_partition_list_t* start = rd_kafka_topic_partition_list_copy(partitions);
+    rd_kafka_resp_err_t err = rd_kafka_committed(consumer_, start, kRequestTimeoutMs);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && fatal_.ok()) {
+      fatal_ =
+          absl::UnavailableError(absl::StrCat("kafka source: cannot read group ", options_->group,
+                                              "'s committed offsets: ", rd_kafka_err2str(err)));
+    }
+    for (int i = 0; i < start->cnt; ++i) {
+      if (start->elems[i].offset < 0) {
+        start->elems[i].offset =
+            options_->offset_reset == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+      }
+    }
     if (cooperative_) {
-      if (rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, partitions)) {
+      if (rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, start)) {
         LogWarning("kafka source: assigning partitions: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
       }
     } else {
-      rd_kafka_assign(consumer_, partitions);
+      rd_kafka_assign(consumer_, start);
     }
+    rd_kafka_topic_partition_list_destroy(start);
     // While the sinks are full, new partitions wait too.
     if (paused_) rd_kafka_pause_partitions(consumer_, partitions);
     return;
@@ -554,6 +573,15 @@ absl::Status KafkaSource::Decode() {
       if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
           m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
         status = absl::PermissionDeniedError(absl::StrCat("kafka source: ", what));
+        break;
+      }
+      if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        status = absl::DataLossError(absl::StrCat(
+            "kafka source: ", what, " (partition ", m->partition, ", offset ", m->offset,
+            "): the next message group ", options_->group,
+            " has to read is no longer on the topic (retention deleted it first), so changes "
+            "are missing from the sinks. Copy the tables again into the sinks, then move the "
+            "group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
         break;
       }
       auto now = Clock::now();

@@ -60,6 +60,11 @@
 // partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps
 // serving the group (heartbeats, rebalances) until there is room.
 //
+// Retention: a partition whose next message to read was deleted from the topic before this
+// group read it (the consumer fell behind the topic's retention) stops the pipeline with an
+// error (DataLoss) rather than skipping ahead: the sinks miss those changes.
+// `offset_reset` only says where a partition without any committed offset starts.
+//
 // Malformed messages (not pgflow's JSON, no pgflow.schema header, a value that cannot be of
 // its column's type) stop the pipeline with an error naming the topic, partition and offset;
 // with `malformed: skip` they are logged the same way and skipped (their offsets committed).
