@@ -56,6 +56,10 @@ constexpr OptionSpec kOptions[] = {
      "auto: apply a truncate read from a topic of one partition, skip it (with a warning) "
      "from a topic of several, where it cannot be placed among the other partitions' "
      "changes; apply; skip."},
+    {"ddl_wait", "duration", false, "30s",
+     "How long a row of a new shape (a column its table's last shape lacks) waits for its "
+     "table's DDL event from the schema-changes topic before it goes on as it is; 0 = it "
+     "does not wait."},
     {"malformed", "string", false, "stop",
      "A message that is not a pgflow event: stop (the pipeline fails, naming topic, partition "
      "and offset) or skip (logged the same way; its offset is committed)."},
@@ -166,7 +170,8 @@ class KafkaSourceFactory : public SourceFactory {
     };
     for (const Duration& d : {Duration{"commit_interval", &o->commit_interval, 100},
                               Duration{"connect_timeout", &o->connect_timeout, 100},
-                              Duration{"rebalance_timeout", &o->rebalance_timeout, 1000}}) {
+                              Duration{"rebalance_timeout", &o->rebalance_timeout, 1000},
+                              Duration{"ddl_wait", &o->ddl_wait, 0}}) {
       if (auto v = node.Get(d.key)) {
         absl::StatusOr<std::chrono::milliseconds> value = v->AsDuration();
         if (!value.ok()) return value.status();
@@ -268,6 +273,10 @@ KafkaSource::KafkaSource(std::string pipeline, std::shared_ptr<const KafkaSource
 KafkaSource::~KafkaSource() {
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
   polled_.clear();
+  for (auto& [partition, held] : held_) {
+    for (rd_kafka_message_t* m : held.messages) rd_kafka_message_destroy(m);
+  }
+  held_.clear();
   if (consumer_ != nullptr) {
     closing_ = true;
     rd_kafka_consumer_close(consumer_);
@@ -452,6 +461,10 @@ void KafkaSource::DropPolled(const TopicPartition& partition) {
     return true;
   });
   polled_.erase(gone, polled_.end());
+  if (auto it = held_.find(partition); it != held_.end()) {
+    for (rd_kafka_message_t* m : it->second.messages) rd_kafka_message_destroy(m);
+    held_.erase(it);
+  }
 }
 
 void KafkaSource::Commit(bool sync, const std::vector<PartitionOffset>* only) {
@@ -486,10 +499,112 @@ void KafkaSource::PausePartitions() {
 void KafkaSource::ResumePartitions() {
   rd_kafka_topic_partition_list_t* assigned = nullptr;
   if (rd_kafka_assignment(consumer_, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    rd_kafka_resume_partitions(consumer_, assigned);
+    // Partitions the schema-change gate holds stay paused.
+    rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(assigned->cnt);
+    for (int i = 0; i < assigned->cnt; ++i) {
+      const rd_kafka_topic_partition_t& p = assigned->elems[i];
+      if (!held_.contains(TopicPartition{p.topic, p.partition})) {
+        rd_kafka_topic_partition_list_add(resume, p.topic, p.partition);
+      }
+    }
+    rd_kafka_resume_partitions(consumer_, resume);
+    rd_kafka_topic_partition_list_destroy(resume);
     rd_kafka_topic_partition_list_destroy(assigned);
   }
   paused_ = false;
+}
+
+KafkaSource::ShapeCheck KafkaSource::CheckShape(Change* change) {
+  const TableSchema& table = *change->table;
+  const std::string name = table.QualifiedName();
+  Shape& known = shapes_[name];
+  auto remember = [&] {
+    known.columns.clear();
+    for (const Column& c : table.columns) known.columns.emplace_back(c.name, c.type_oid);
+    known.lsn = change->txn.commit_lsn;
+    known.from_ddl = false;
+  };
+  if (known.columns.empty()) {
+    remember();
+    return ShapeCheck::kHandOn;
+  }
+  auto knows = [&](const Column& c) {
+    for (const auto& [name_k, oid_k] : known.columns) {
+      if (name_k == c.name && (oid_k == 0 || oid_k == c.type_oid)) return true;
+    }
+    return false;
+  };
+  bool all_known = true;
+  for (const Column& c : table.columns) all_known = all_known && knows(c);
+  if (all_known) return ShapeCheck::kHandOn;
+  if (known.from_ddl && change->txn.commit_lsn < known.lsn) {
+    // Written before the DDL that was handed on: without the columns it dropped.
+    auto narrowed = std::make_shared<TableSchema>(table);
+    narrowed->columns.clear();
+    Row after;
+    Row before;
+    for (size_t i = 0; i < table.columns.size(); ++i) {
+      const Column& c = table.columns[i];
+      bool kept = false;
+      for (const auto& [name_k, oid_k] : known.columns) kept = kept || name_k == c.name;
+      if (!kept) continue;
+      narrowed->columns.push_back(c);
+      if (i < change->after.size()) after.push_back(std::move(change->after[i]));
+      if (i < change->before.size()) before.push_back(std::move(change->before[i]));
+    }
+    change->table = std::move(narrowed);
+    change->after = std::move(after);
+    change->before = std::move(before);
+    return ShapeCheck::kHandOn;
+  }
+  if (!known.accept_next && options_->ddl_wait.count() > 0) return ShapeCheck::kHold;
+  if (options_->ddl_wait.count() > 0) {
+    LogWarning(
+        "kafka source: a row of %s has a column its last shape lacks, and no DDL event "
+        "describing the change came within ddl_wait (%dms): it goes on as it is",
+        name, options_->ddl_wait.count());
+  }
+  remember();
+  known.accept_next = false;
+  return ShapeCheck::kHandOn;
+}
+
+void KafkaSource::NoteDdl(const Change& change) {
+  if (change.ddl == nullptr || !change.ddl->table.has_value() || change.ddl->dropped) return;
+  const DdlTableShape& shape = *change.ddl->table;
+  Shape& known = shapes_[shape.schema + "." + shape.name];
+  known.columns.clear();
+  known.lsn = change.txn.commit_lsn;
+  known.from_ddl = true;
+  known.accept_next = false;
+  // The DDL's types are format_type text, the rows' OIDs: a column a DDL names is known
+  // whatever the type the rows give it.
+  for (const DdlColumn& c : shape.columns) known.columns.emplace_back(c.name, 0);
+  for (auto& [partition, held] : held_) {
+    if (held.table == shape.schema + "." + shape.name) held.released = true;
+  }
+}
+
+void KafkaSource::ReleaseHeld() {
+  std::vector<rd_kafka_message_t*> front;
+  rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(0);
+  const auto now = Clock::now();
+  for (auto it = held_.begin(); it != held_.end();) {
+    Held& held = it->second;
+    if (!held.released && now - held.since < options_->ddl_wait) {
+      ++it;
+      continue;
+    }
+    if (!held.released) shapes_[held.table].accept_next = true;
+    front.insert(front.end(), held.messages.begin(), held.messages.end());
+    if (!paused_) {
+      rd_kafka_topic_partition_list_add(resume, it->first.topic.c_str(), it->first.partition);
+    }
+    held_.erase(it++);
+  }
+  if (resume->cnt > 0) rd_kafka_resume_partitions(consumer_, resume);
+  rd_kafka_topic_partition_list_destroy(resume);
+  polled_.insert(polled_.begin(), front.begin(), front.end());
 }
 
 absl::Status KafkaSource::EmitPending(Clock::time_point deadline) {
@@ -550,6 +665,7 @@ bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {
 }
 
 absl::Status KafkaSource::Decode() {
+  if (!held_.empty()) ReleaseHeld();
   auto batch = std::make_shared<EventBatch>();
   const Lsn position(last_position_.value + 1);
   TxnInfo txn;
@@ -592,6 +708,12 @@ absl::Status KafkaSource::Decode() {
       continue;
     }
     const TopicPartition origin = PartitionOf(m);
+    if (auto held = held_.find(origin); held != held_.end()) {
+      // Behind a row that waits for its table's DDL: waits too, in order.
+      held->second.messages.push_back(m);
+      polled_[used] = nullptr;
+      continue;
+    }
     std::optional<std::string_view> value;
     if (m->payload != nullptr)
       value = std::string_view(static_cast<const char*>(m->payload), m->len);
@@ -624,6 +746,22 @@ absl::Status KafkaSource::Decode() {
       DecodedMessage& d = **decoded;
       if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
       bool keep = true;
+      const Op op = d.change.op;
+      if ((op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) &&
+          CheckShape(&d.change) == ShapeCheck::kHold) {
+        LogInfo(
+            "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
+            "the DDL event that added it",
+            where(), d.change.table->QualifiedName(), options_->ddl_wait.count());
+        held_[origin] = Held{d.change.table->QualifiedName(), {m}, Clock::now(), false};
+        polled_[used] = nullptr;
+        rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, origin.topic.c_str(), origin.partition);
+        rd_kafka_pause_partitions(consumer_, one);
+        rd_kafka_topic_partition_list_destroy(one);
+        continue;
+      }
+      if (op == Op::kDdl) NoteDdl(d.change);
       if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
         keep = false;
         LogWarning(
@@ -647,7 +785,7 @@ absl::Status KafkaSource::Decode() {
   }
   for (size_t i = 0; i < polled_.size(); ++i) {
     // What follows a malformed message stays unread: it is read again after a restart.
-    rd_kafka_message_destroy(polled_[i]);
+    if (polled_[i] != nullptr) rd_kafka_message_destroy(polled_[i]);
   }
   polled_.clear();
   if (offsets == 0) return status;
@@ -707,6 +845,10 @@ absl::Status KafkaSource::Finish(Acknowledgements acks) {
   closing_ = true;
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
   polled_.clear();
+  for (auto& [partition, held] : held_) {
+    for (rd_kafka_message_t* m : held.messages) rd_kafka_message_destroy(m);
+  }
+  held_.clear();
   tracker_.Confirm(acks.wal.Confirmed());
   std::vector<PartitionOffset> done = tracker_.AllDone();
   Commit(/*sync=*/true, &done);

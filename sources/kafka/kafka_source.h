@@ -40,11 +40,15 @@
 //     `truncate: auto` (the default) it is applied when its topic has one partition (then the
 //     whole table is in commit order) and skipped with a warning otherwise; `apply` and `skip`
 //     force either.
-//   - Schema changes travel on their own topic and are applied when read, not between the
-//     rows they separate: a row of the new shape read before its table's DDL is refused by a
-//     PostgreSQL target that lacks the new column (the pipeline stops; run it again once
-//     the DDL is in, or apply it by hand); a row of the old shape read after is applied with
-//     the columns it has.
+//   - Schema changes travel on their own topic (one partition, in commit order) and are
+//     applied when read, not between the rows they separate. Every row carries its table's
+//     shape, so the source puts them back in order where it matters: a row with a column (name
+//     and type) that the last shape handed on for its table lacks waits, its partition paused,
+//     until a DDL event describing that table arrives (at most `ddl_wait`; then it goes on as
+//     it is, and a PostgreSQL target without the column refuses it with its error); a row
+//     written before the DDL that set the last shape (by commit LSN) loses the columns that
+//     DDL dropped. A column renamed is a column dropped and another added: a row of the old
+//     shape read after the rename does not set the renamed column.
 //   - A row moved to a new key whose TOASTed columns were unchanged reaches the topic without
 //     their values; it is applied as an update of the new key and logged.
 //
@@ -107,6 +111,8 @@ struct KafkaSourceOptions : SourceOptions {
   // durable before it commits their offsets and lets them go.
   std::chrono::milliseconds rebalance_timeout{60000};
   KafkaTruncateMode truncate = KafkaTruncateMode::kAuto;
+  // How long a row of a new shape waits for its table's DDL event (0: it does not wait).
+  std::chrono::milliseconds ddl_wait{30000};
   bool skip_malformed = false;  // `malformed: skip`
 };
 
@@ -152,6 +158,16 @@ class KafkaSource : public Source {
   bool ApplyTruncate(const rd_kafka_message_s* m);
   void DropPolled(const TopicPartition& partition);
 
+  // The schema-change gate (see "Schema changes" above).
+  enum class ShapeCheck { kHandOn, kHold };
+  // Decides whether row change `change` goes on now or waits for its table's DDL; may narrow
+  // it to the last shape handed on (a row older than the DDL that set it).
+  ShapeCheck CheckShape(Change* change);
+  // Records the shape a DDL event gives its table; releases the partitions waiting for it.
+  void NoteDdl(const Change& change);
+  // Moves the held messages of partitions that may go on to the front of polled_.
+  void ReleaseHeld();
+
   const std::string pipeline_;
   const std::shared_ptr<const KafkaSourceOptions> options_;
   rd_kafka_s* consumer_ = nullptr;
@@ -174,6 +190,24 @@ class KafkaSource : public Source {
   std::chrono::steady_clock::time_point last_commit_{};
   std::chrono::steady_clock::time_point last_error_log_{};
   absl::flat_hash_map<std::string, int> partition_counts_;  // by topic, for truncates
+
+  // The last shape handed on per table ("schema.table"): its columns (name, type OID; 0 when
+  // a DDL event named it, whose types are text) and the commit LSN of the event that set it.
+  struct Shape {
+    std::vector<std::pair<std::string, uint32_t>> columns;
+    Lsn lsn;
+    bool from_ddl = false;
+    bool accept_next = false;  // ddl_wait passed: the next new shape goes on as it is
+  };
+  absl::flat_hash_map<std::string, Shape> shapes_;
+  // Partitions held back by the gate: their messages from the waiting row on, in order.
+  struct Held {
+    std::string table;
+    std::deque<rd_kafka_message_s*> messages;  // owned
+    std::chrono::steady_clock::time_point since;
+    bool released = false;  // may go on (its DDL came, or ddl_wait passed)
+  };
+  absl::flat_hash_map<TopicPartition, Held> held_;
   uint64_t messages_ = 0;
   uint64_t skipped_ = 0;
 };

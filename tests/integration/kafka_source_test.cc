@@ -25,6 +25,8 @@ constexpr char kAccountsColumns[] =
     "updated timestamptz, flag boolean, score float8, nums int4[], day date, big text";
 constexpr char kAccountsList[] =
     "id, name, balance, tags, doc, blob, updated, flag, score, nums, day, big";
+// What the schema-change step of the end-to-end test adds.
+constexpr char kExtraColumn[] = "extra int";
 constexpr char kLedgerColumns[] = "acct bigint, n int, amount numeric, note text";
 constexpr char kLedgerList[] = "acct, n, amount, note";
 
@@ -215,13 +217,29 @@ class KafkaRoundTrip {
         [&] { return TargetHasTables() && Fingerprint(source_url()) == Fingerprint(target_url()); },
         timeout);
   }
+  // The source's accounts lost `column`: so do the comparisons.
+  void DropColumn(const std::string& column) {
+    Sql check(check_url());
+    for (const char* side : {"src", "dst"}) {
+      check.Exec(std::string("ALTER TABLE ") + side + "_accounts DROP COLUMN " + column);
+    }
+    accounts_list_.erase(accounts_list_.find(", " + column), column.size() + 2);
+  }
+  // The source's accounts gained kExtraColumn: so do the comparisons.
+  void AddExtraColumn() {
+    Sql check(check_url());
+    for (const char* side : {"src", "dst"}) {
+      check.Exec(std::string("ALTER TABLE ") + side + "_accounts ADD COLUMN " + kExtraColumn);
+    }
+    accounts_list_ += ", extra";
+  }
   // Rows in one side and not the other, both ways, as the check database sees them.
   void ExpectIdentical() {
     Sql check(check_url());
     check.Exec("TRUNCATE src_accounts, dst_accounts, src_ledger, dst_ledger");
-    CopyRows(source_url(), std::string("SELECT ") + kAccountsList + " FROM accounts", check_url(),
+    CopyRows(source_url(), "SELECT " + accounts_list_ + " FROM accounts", check_url(),
              "src_accounts");
-    CopyRows(target_url(), std::string("SELECT ") + kAccountsList + " FROM accounts", check_url(),
+    CopyRows(target_url(), "SELECT " + accounts_list_ + " FROM accounts", check_url(),
              "dst_accounts");
     CopyRows(source_url(), std::string("SELECT ") + kLedgerList + " FROM ledger", check_url(),
              "src_ledger");
@@ -248,6 +266,7 @@ class KafkaRoundTrip {
   TempDir dir_;
   std::string capture_yaml_;
   std::string delivery_yaml_;
+  std::string accounts_list_ = kAccountsList;
 };
 
 TEST(KafkaSourceTest, PostgresThroughKafkaIntoPostgresLeavesTheTargetIdentical) {
@@ -258,7 +277,13 @@ TEST(KafkaSourceTest, PostgresThroughKafkaIntoPostgresLeavesTheTargetIdentical) 
   for (int64_t n = 1; n <= 60; ++n) source.Exec(Workload(n));
   auto capture = t.StartCapture();
   auto delivery = t.StartDelivery();
-  for (int64_t n = 61; n <= 400; ++n) source.Exec(Workload(n));
+  for (int64_t n = 61; n <= 300; ++n) source.Exec(Workload(n));
+  // A schema change: the rows written after it carry the new column, possibly read before the
+  // DDL event (another topic); they wait for it, and the target gets the column first.
+  source.Exec(std::string("ALTER TABLE accounts ADD COLUMN ") + kExtraColumn + " DEFAULT 7");
+  t.AddExtraColumn();
+  source.Exec("UPDATE accounts SET extra = id % 100 WHERE id % 3 = 0");
+  for (int64_t n = 301; n <= 400; ++n) source.Exec(Workload(n));
   // A truncate of a table whose topic has one partition is applied in its place.
   source.Exec("TRUNCATE ledger");
   for (int64_t n = 401; n <= 460; ++n) source.Exec(Workload(n));
@@ -276,12 +301,55 @@ TEST(KafkaSourceTest, PostgresThroughKafkaIntoPostgresLeavesTheTargetIdentical) 
   EXPECT_THAT(log, HasSubstr("changes are applied as upserts and deletes by key, none skipped"));
   EXPECT_THAT(log, HasSubstr("created table public.accounts in the target"));
   EXPECT_THAT(log, ::testing::Not(HasSubstr("truncate of")));  // none skipped
+  EXPECT_THAT(log, HasSubstr("replayed ALTER TABLE public.accounts"));
 
   // Written while the delivery pipeline is down: read from the committed offsets.
   for (int64_t n = 461; n <= 500; ++n) source.Exec(Workload(n));
   delivery = t.StartDelivery();
   ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
   t.ExpectIdentical();
+  delivery->Signal(SIGTERM);
+  EXPECT_EQ(delivery->Wait(std::chrono::seconds(60)), 0) << ReadFile(t.delivery_log());
+  capture->Signal(SIGTERM);
+  EXPECT_EQ(capture->Wait(std::chrono::seconds(60)), 0) << ReadFile(t.capture_log());
+}
+
+TEST(KafkaSourceTest, SchemaChangesReachTheTargetInTheirPlaceAmongTheRows) {
+  MockKafka kafka;
+  KafkaRoundTrip t("ks_ddl", kafka);
+  // The rows' partitions on broker 1, the schema changes on broker 2: slowing one broker
+  // down makes the other's messages arrive first.
+  for (int p = 0; p < 3; ++p)
+    kafka.Command("leader ks_ddl.public.accounts " + std::to_string(p) + " 1");
+  kafka.Command("leader ks_ddl.public.ledger 0 1");
+  kafka.Command("leader ks_ddl.schema_changes 0 2");
+  Sql source(t.source_url());
+  auto capture = t.StartCapture();
+  auto delivery = t.StartDelivery();
+  for (int64_t n = 1; n <= 40; ++n) source.Exec(Workload(n));
+  ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
+
+  // A column added, the DDL event late: rows with the column wait for it.
+  kafka.Command("rtt 2 3000");
+  source.Exec(std::string("ALTER TABLE accounts ADD COLUMN ") + kExtraColumn + " DEFAULT 7");
+  t.AddExtraColumn();
+  for (int64_t n = 41; n <= 60; ++n) source.Exec(Workload(n));
+  ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
+  t.ExpectIdentical();
+  EXPECT_THAT(ReadFile(t.delivery_log()),
+              HasSubstr("with a column its last shape lacks waits (at most 30000ms) for the DDL "
+                        "event that added it"));
+  kafka.Command("rtt 2 0");
+
+  // A column dropped, the rows written before it late: they go on without it.
+  kafka.Command("rtt 1 3000");
+  source.Exec("UPDATE accounts SET balance = balance + 1, day = day + 1 WHERE id % 2 = 0");
+  source.Exec("ALTER TABLE accounts DROP COLUMN day");
+  t.DropColumn("day");
+  ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
+  t.ExpectIdentical();
+  kafka.Command("rtt 1 0");
+  EXPECT_THAT(ReadFile(t.delivery_log()), HasSubstr("replayed ALTER TABLE public.accounts"));
   delivery->Signal(SIGTERM);
   EXPECT_EQ(delivery->Wait(std::chrono::seconds(60)), 0) << ReadFile(t.delivery_log());
   capture->Signal(SIGTERM);
