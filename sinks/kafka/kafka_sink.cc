@@ -61,7 +61,8 @@ constexpr OptionSpec kOptions[] = {
      "Give up on a message not delivered after this long (message.timeout.ms) and restart "
      "from the last acknowledgement; 0 = keep retrying while brokers are down."},
     {"connect_timeout", "duration", false, "10s",
-     "How long start-up waits for the brokers to answer before failing."},
+     "How long start-up, and the creation of a missing topic, wait for the brokers to answer "
+     "before failing."},
     {"numeric_as_number", "bool", false, "false",
      "Write numeric columns as JSON numbers instead of strings."},
     {"security", "map", false, "",
@@ -370,10 +371,12 @@ absl::Status KafkaSink::EnsureTopicExists(const std::string& name) {
   rd_kafka_queue_t* queue = rd_kafka_queue_new(producer_);
   rd_kafka_AdminOptions_t* admin =
       rd_kafka_AdminOptions_new(producer_, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  rd_kafka_AdminOptions_set_operation_timeout(admin, 30000, errstr, sizeof(errstr));
-  rd_kafka_AdminOptions_set_request_timeout(admin, 30000, errstr, sizeof(errstr));
+  // The brokers get connect_timeout to answer, as at start-up.
+  const int timeout_ms = static_cast<int>(options_->connect_timeout.count());
+  rd_kafka_AdminOptions_set_operation_timeout(admin, timeout_ms, errstr, sizeof(errstr));
+  rd_kafka_AdminOptions_set_request_timeout(admin, timeout_ms, errstr, sizeof(errstr));
   rd_kafka_CreateTopics(producer_, &topic, 1, admin, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 35000);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, timeout_ms + 5000);
   absl::Status status;
   if (event == nullptr) {
     status = absl::UnavailableError(absl::StrCat("creating Kafka topic ", name, " timed out"));

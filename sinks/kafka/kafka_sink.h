@@ -59,15 +59,16 @@ struct KafkaSinkOptions : SinkOptions {
   std::string topic = "{pipeline}.{schema}.{table}";
   std::string schema_changes_topic = "{pipeline}.schema_changes";
   std::string messages_topic = "{pipeline}.messages";
-  KafkaRecordOptions record;                         // format, JSON options (pipeline set at Build)
-  bool tombstones = true;                            // a null-valued message after each delete
-  bool create_topics = true;                         // create missing topics (else fail)
-  int partitions = 3;                                // of topics pgflow creates
-  int replication_factor = -1;                       // of topics pgflow creates; -1 broker default
-  uint64_t queue_messages = 100000;                  // queue.buffering.max.messages
-  uint64_t queue_bytes = 64ull << 20;                // queue.buffering.max.kbytes * 1024
-  std::chrono::milliseconds delivery_timeout{0};     // message.timeout.ms; 0 = retry forever
-  std::chrono::milliseconds connect_timeout{10000};  // Open's wait for the cluster's metadata
+  KafkaRecordOptions record;                      // format, JSON options (pipeline set at Build)
+  bool tombstones = true;                         // a null-valued message after each delete
+  bool create_topics = true;                      // create missing topics (else fail)
+  int partitions = 3;                             // of topics pgflow creates
+  int replication_factor = -1;                    // of topics pgflow creates; -1 broker default
+  uint64_t queue_messages = 100000;               // queue.buffering.max.messages
+  uint64_t queue_bytes = 64ull << 20;             // queue.buffering.max.kbytes * 1024
+  std::chrono::milliseconds delivery_timeout{0};  // message.timeout.ms; 0 = retry forever
+  // Open's wait for the cluster's metadata, and a topic creation's.
+  std::chrono::milliseconds connect_timeout{10000};
 };
 
 class KafkaSink : public Sink {

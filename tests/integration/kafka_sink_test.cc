@@ -402,6 +402,28 @@ TEST(KafkaSinkTest, ClearErrorsForAMissingTopicAndUnreachableBrokers) {
                           "create_topics is false"));
   }
   {
+    // Creating a missing topic (CreateTopics) cannot succeed against librdkafka 2.0.2's mock
+    // cluster: its metadata names no controller, which librdkafka's admin client waits for,
+    // and it has no CreateTopics handler either. What is checked is that the failure is a
+    // clear error naming the topic, within connect_timeout. (The topics of the other tests
+    // are created in the mock directly.)
+    KafkaPipeline p("kafka_nocreate", kafka, ", connect_timeout: 2s, partitions: 5");
+    Sql sql(p.url());
+    sql.Exec(kSchema);
+    auto pgflow = p.Start();
+    sql.Exec(Workload(1));
+    // A failed creation is retried (a controller may come back): the error is in the log.
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return ReadFile(p.log()).find("cannot create Kafka topic kafka_nocreate.public.items") !=
+                 std::string::npos;
+        },
+        std::chrono::seconds(60)));
+    EXPECT_THAT(ReadFile(p.log()), HasSubstr("waiting for controller"));
+    pgflow->Signal(SIGKILL);
+    pgflow->Wait(std::chrono::seconds(10));
+  }
+  {
     TempDir dir;
     std::string yaml = dir.File("p.yaml");
     WriteFile(yaml,
