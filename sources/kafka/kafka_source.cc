@@ -653,12 +653,14 @@ bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {
   auto it = partition_counts_.find(topic);
   if (it == partition_counts_.end()) {
     const rd_kafka_metadata_t* metadata = nullptr;
-    int count = 0;  // unknown: not applied
+    int count = 0;
     if (rd_kafka_metadata(consumer_, 0, m->rkt, &metadata, kRequestTimeoutMs) ==
         RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (metadata->topic_cnt == 1) count = metadata->topics[0].partition_cnt;
       rd_kafka_metadata_destroy(metadata);
     }
+    // Unknown (the brokers did not answer): not applied, and asked again next time.
+    if (count == 0) return false;
     it = partition_counts_.emplace(topic, count).first;
   }
   return it->second == 1;
