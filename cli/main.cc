@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
 #include "engine/log.h"
 #include "engine/pipeline.h"
@@ -20,6 +21,7 @@
 #include "sinks/kv/kv_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
+#include "sources/kafka/kafka_source.h"
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/postgres_source.h"
@@ -39,6 +41,21 @@ std::optional<PipelineConfig> LoadOrReport(const std::string& path) {
     return std::nullopt;
   }
   return *std::move(config);
+}
+
+// The pipeline file of a command that works on a PostgreSQL source (init, teardown, snapshot,
+// verify, sequences), or nullopt after logging why it cannot be used.
+std::optional<PipelineConfig> LoadPostgresPipeline(const std::string& path,
+                                                   std::string_view command) {
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (config.has_value() && config->source_type != "postgres") {
+    LogError(
+        "pipeline %s reads from a %s source: `pgflow %s` works on a postgres source (run it "
+        "on the capture pipeline's file)",
+        config->name, config->source_type, command);
+    return std::nullopt;
+  }
+  return config;
 }
 
 // --tables values ("schema.table" or "schema.*") that the pipeline follows; logs and returns
@@ -67,6 +84,7 @@ bool ParseTableArgs(const std::vector<std::string>& args, const PipelineConfig& 
 }
 
 void RegisterComponents() {
+  RegisterKafkaSource();
   RegisterJsonlSink();
   RegisterBlackholeSink();
   RegisterPostgresSink();
@@ -83,6 +101,11 @@ int Validate(const std::string& path) {
   std::string sinks;
   for (const SinkConfig& sink : config->sinks) {
     absl::StrAppend(&sinks, sinks.empty() ? "" : ", ", sink.name, " (", sink.type, ")");
+  }
+  if (config->source_type != "postgres") {
+    std::printf("%s: ok: pipeline %s, source %s, sinks %s\n", path.c_str(), config->name.c_str(),
+                config->source_type.c_str(), sinks.c_str());
+    return kExitOk;
   }
   std::string tables;
   for (const TableRef& t : config->source.tables) {
@@ -106,6 +129,11 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   }
   std::optional<PipelineConfig> config = LoadOrReport(path);
   if (!config) return kExitConfig;
+  if (stop_at.IsValid() && config->source_type != "postgres") {
+    LogError("--until: pipeline %s reads from a %s source, whose positions are not WAL positions",
+             config->name, config->source_type);
+    return kExitConfig;
+  }
   StopSignal stop;
   InstallStopSignalHandlers(&stop);
   auto backoff = std::chrono::milliseconds(500);
@@ -122,8 +150,13 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     options.queue_bytes = config->queue_bytes;
     options.progress_interval = progress_interval;
     options.stop_at = stop_at;
-    Pipeline pipeline(std::move(options), std::make_unique<PostgresSource>(*config),
-                      std::move(sinks));
+    std::unique_ptr<Source> source;
+    if (config->source_type == "postgres") {
+      source = std::make_unique<PostgresSource>(*config);
+    } else {
+      source = FindSourceFactory(config->source_type)->Build(*config);
+    }
+    Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
     absl::Status status = pipeline.Run(stop);
     if (status.ok()) return kExitOk;
     ran = ran || pipeline.started();
@@ -147,12 +180,13 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
 
 // `pgflow init`: what `run` would create before streaming, created now.
 int Init(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadOrReport(path);
+  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "init");
   if (!config) return kExitConfig;
   if (config->source.snapshot.mode == SnapshotMode::kOnly) {
-    LogError("pipeline %s copies once (snapshot mode only) and leaves nothing in the source: "
-             "there is nothing to initialise",
-             config->name);
+    LogError(
+        "pipeline %s copies once (snapshot mode only) and leaves nothing in the source: "
+        "there is nothing to initialise",
+        config->name);
     return kExitConfig;
   }
   PostgresSource source(*config);
@@ -169,7 +203,7 @@ int Init(const std::string& path) {
 
 // `pgflow teardown`: removes what init (or run) left in the source.
 int TeardownCommand(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadOrReport(path);
+  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "teardown");
   if (!config) return kExitConfig;
   absl::StatusOr<PgConnPtr> conn = Connect(config->source.url, ConnectionKind::kRegular);
   if (!conn.ok()) {
@@ -192,7 +226,7 @@ int TeardownCommand(const std::string& path) {
 
 // `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
 int Snapshot(const std::string& path, const std::vector<std::string>& tables, bool wait) {
-  std::optional<PipelineConfig> config = LoadOrReport(path);
+  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "snapshot");
   if (!config) return kExitConfig;
   std::vector<TableRef> refs;
   if (!ParseTableArgs(tables, *config, &refs)) return kExitConfig;
@@ -247,7 +281,7 @@ int Snapshot(const std::string& path, const std::vector<std::string>& tables, bo
 
 // `pgflow verify`: compares the source with each PostgreSQL sink's target.
 int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges) {
-  std::optional<PipelineConfig> config = LoadOrReport(path);
+  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "verify");
   if (!config) return kExitConfig;
   std::vector<TableRef> tables;
   if (!ParseTableArgs(only, *config, &tables)) return kExitConfig;
@@ -290,7 +324,7 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
 
 // `pgflow sequences`: sets every target sequence to the source's value.
 int SequencesCommand(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadOrReport(path);
+  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "sequences");
   if (!config) return kExitConfig;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
@@ -325,6 +359,10 @@ int Options() {
   PrintOptionTable("pipeline file (top level)", PipelineOptions());
   PrintOptionTable("source.postgres", PostgresSourceOptions());
   PrintOptionTable("source.postgres.snapshot", SnapshotOptions());
+  for (const SourceFactory* factory : SourceFactories()) {
+    PrintOptionTable(("source." + std::string(factory->type())).c_str(), factory->options());
+  }
+  PrintOptionTable("source.kafka.security and sinks.<name>.kafka.security", KafkaSecurityOptions());
   PrintOptionTable("sinks.<name> (beside the sink type)", SinkCommonOptions());
   PrintOptionTable("sinks.<name>.ddl", DdlOptions());
   PrintOptionTable("buffer", BufferOptions());
@@ -357,7 +395,10 @@ int main(int argc, char** argv) {
       "run",
       "Run a pipeline: create its publication and replication slot if missing, then stream "
       "changes into its sinks until SIGINT/SIGTERM (which drain, flush, acknowledge and exit "
-      "0). After a crash it resumes from the slot's confirmed position.");
+      "0). After a crash it resumes from the slot's confirmed position. With a kafka source "
+      "(source: {kafka: {brokers, topics, group}}) it reads pgflow's events back from Kafka "
+      "as a member of the consumer group, committing offsets only for what every sink holds, "
+      "and resumes from the committed offsets.");
   run->add_option("pipeline", run_path, "pipeline file (YAML)")->required();
   run->add_option("--progress", progress_seconds,
                   "seconds between progress lines on stderr (0: none); on a terminal a live "

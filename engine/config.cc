@@ -83,7 +83,9 @@ constexpr OptionSpec kPipelineOptions[] = {
     {"pipeline", "string", true, "",
      "Pipeline name: [a-z0-9_]+, at most 48 characters. The replication slot and publication "
      "names derive from it."},
-    {"source", "map", true, "", "Where changes come from: {postgres: {...}}."},
+    {"source", "map", true, "",
+     "Where changes come from, one of: {postgres: {...}} (a PostgreSQL database) or "
+     "{kafka: {...}} (pgflow's events read back from Kafka)."},
     {"transforms", "list", false, "",
      "Transforms applied to every event, in order, each {<type>: {...}} (none exist yet)."},
     {"sinks", "map", true, "",
@@ -95,9 +97,8 @@ constexpr OptionSpec kPipelineOptions[] = {
      "in this build yet)."},
 };
 
-constexpr OptionSpec kSourceOptions[] = {
-    {"postgres", "map", true, "", "PostgreSQL logical replication source."},
-};
+constexpr OptionSpec kPostgresSourceSpec = {"postgres", "map", false, "",
+                                            "PostgreSQL logical replication source."};
 
 constexpr OptionSpec kPostgresSourceOptions[] = {
     {"url", "string", true, "",
@@ -796,7 +797,42 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
 }
 
 absl::Status Loader::LoadSource(const ConfigNode& node, PipelineConfig* config) {
-  if (absl::Status status = node.CheckKeys(kSourceOptions); !status.ok()) return status;
+  // One key naming the source type: postgres, built in, or a registered one.
+  std::vector<OptionSpec> types = {kPostgresSourceSpec};
+  for (const SourceFactory* factory : SourceFactories()) {
+    types.push_back(OptionSpec{factory->type(), "map", false, "", ""});
+  }
+  std::sort(types.begin(), types.end(),
+            [](const OptionSpec& a, const OptionSpec& b) { return a.key < b.key; });
+  std::vector<std::string_view> names;
+  for (const OptionSpec& spec : types) names.push_back(spec.key);
+  if (absl::Status status = node.CheckKeys(types); !status.ok()) return status;
+  std::vector<std::pair<std::string, ConfigNode>> entries = node.Entries();
+  if (entries.empty()) {
+    return node.Error(
+        Cat("missing the source type: add one key naming it (", Join(names, ", "), ")"));
+  }
+  if (entries.size() > 1) {
+    return node.KeyNode(entries[1].first)
+        ->Error(Cat("a pipeline has one source, but '", entries[0].first, "' and '",
+                    entries[1].first, "' are both here: run one pipeline per source"));
+  }
+  if (const SourceFactory* factory = FindSourceFactory(entries[0].first); factory != nullptr) {
+    const ConfigNode& options_node = entries[0].second;
+    if (!options_node.IsMap() && !options_node.IsNull()) {
+      return options_node.Error(Cat("expected a mapping of ", factory->type(), " options, got ",
+                                    options_node.IsSequence() ? "a sequence" : "a string"));
+    }
+    absl::StatusOr<std::shared_ptr<const SourceOptions>> options = factory->Parse(options_node);
+    if (!options.ok()) return options.status();
+    config->source_type = std::string(factory->type());
+    config->source_options = *std::move(options);
+    config->positions = factory->positions();
+    return absl::OkStatus();
+  }
+  if (!node.Get("postgres").has_value()) {
+    return node.KeyNode("postgres")->Error("required key 'postgres' has no value");
+  }
   ConfigNode pg = *node.Get("postgres");
   if (absl::Status status = pg.CheckKeys(PostgresSourceOptions()); !status.ok()) return status;
   PostgresSourceConfig& source = config->source;
@@ -972,11 +1008,10 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, SinkConf
 
 absl::Status Loader::LoadDdlPolicy(const ConfigNode& node, DdlPolicy* policy) {
   if (absl::Status status = node.CheckKeys(DdlOptions()); !status.ok()) return status;
-  if (absl::Status status = ReadChoice(node, "mode", "ddl mode",
-                                       {{"apply", DdlMode::kApply},
-                                        {"events", DdlMode::kEvents},
-                                        {"ignore", DdlMode::kIgnore}},
-                                       &policy->mode);
+  if (absl::Status status = ReadChoice(
+          node, "mode", "ddl mode",
+          {{"apply", DdlMode::kApply}, {"events", DdlMode::kEvents}, {"ignore", DdlMode::kIgnore}},
+          &policy->mode);
       !status.ok()) {
     return status;
   }
@@ -990,6 +1025,11 @@ absl::Status Loader::LoadDdlPolicy(const ConfigNode& node, DdlPolicy* policy) {
 
 std::vector<std::unique_ptr<SinkFactory>>& Registry() {
   static auto* registry = new std::vector<std::unique_ptr<SinkFactory>>();
+  return *registry;
+}
+
+std::vector<std::unique_ptr<SourceFactory>>& SourceRegistry() {
+  static auto* registry = new std::vector<std::unique_ptr<SourceFactory>>();
   return *registry;
 }
 
@@ -1224,6 +1264,27 @@ const SinkFactory* FindSinkFactory(std::string_view type) {
 std::vector<const SinkFactory*> SinkFactories() {
   std::vector<const SinkFactory*> out;
   for (const auto& factory : Registry()) out.push_back(factory.get());
+  return out;
+}
+
+void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory) {
+  if (factory == nullptr || factory->type() == "postgres" ||
+      FindSourceFactory(factory->type()) != nullptr) {
+    return;
+  }
+  SourceRegistry().push_back(std::move(factory));
+}
+
+const SourceFactory* FindSourceFactory(std::string_view type) {
+  for (const auto& factory : SourceRegistry()) {
+    if (factory->type() == type) return factory.get();
+  }
+  return nullptr;
+}
+
+std::vector<const SourceFactory*> SourceFactories() {
+  std::vector<const SourceFactory*> out;
+  for (const auto& factory : SourceRegistry()) out.push_back(factory.get());
   return out;
 }
 

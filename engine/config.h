@@ -116,6 +116,24 @@ struct PostgresSourceConfig {
   std::chrono::milliseconds heartbeat_interval{0};  // 0 = off; pg_logical_emit_message period
 };
 
+// Options a source's factory parsed from its block (source types other than postgres, whose
+// options are PostgresSourceConfig); each source type defines its own subclass.
+struct SourceOptions {
+  virtual ~SourceOptions() = default;
+};
+
+// What the positions a source acknowledges (Event::AckPosition) are.
+enum class SourcePositions {
+  // PostgreSQL WAL positions: the same for a transaction in every run, so a sink may store the
+  // last one it applied and skip what comes again at or below it after a restart.
+  kWal,
+  // The source's own sequence, increasing within a run (and, by construction, from one run of
+  // the process to the next) but unrelated to the order of the changes' commit LSNs: a sink
+  // must not skip a transaction because its position is at or below one it stored. It relies
+  // on applying changes idempotently (upserts and deletes by key) instead.
+  kSourceSequence,
+};
+
 // Options a sink's factory parsed from its block; each sink type defines its own subclass.
 struct SinkOptions {
   virtual ~SinkOptions() = default;
@@ -154,7 +172,12 @@ struct TransformConfig {
 struct PipelineConfig {
   std::string file;
   std::string name;  // [a-z0-9_]+, at most 48 characters (slot names are limited to 63)
-  PostgresSourceConfig source;
+  // The key under `source:`: "postgres" (options in `source`) or a registered SourceFactory's
+  // type (options in `source_options`).
+  std::string source_type = "postgres";
+  PostgresSourceConfig source;  // source_type "postgres" only
+  std::shared_ptr<const SourceOptions> source_options;
+  SourcePositions positions = SourcePositions::kWal;
   std::vector<TransformConfig> transforms;
   std::vector<SinkConfig> sinks;
   uint64_t queue_bytes = 64ull << 20;  // `buffer: {queue_bytes: 64MiB}`: bound of each sink queue
@@ -162,6 +185,29 @@ struct PipelineConfig {
 };
 
 class Sink;
+class Source;
+
+// Parses and builds one source type other than the built-in postgres one (whose options are
+// part of PipelineConfig itself), registered by name like the sinks.
+class SourceFactory {
+ public:
+  virtual ~SourceFactory() = default;
+  virtual std::string_view type() const = 0;
+  virtual std::span<const OptionSpec> options() const = 0;
+  // What the positions this source acknowledges are; sinks read it from PipelineConfig.
+  virtual SourcePositions positions() const = 0;
+  // Pure: no network, no files. `node` is the mapping under the type key (or null).
+  virtual absl::StatusOr<std::shared_ptr<const SourceOptions>> Parse(
+      const ConfigNode& node) const = 0;
+  virtual std::unique_ptr<Source> Build(const PipelineConfig& pipeline) const = 0;
+};
+
+// Not thread-safe: register at start-up, like sinks; the first registration of a type wins.
+void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory);
+// nullptr when no factory of that type is registered ("postgres" never is).
+const SourceFactory* FindSourceFactory(std::string_view type);
+// In registration order.
+std::vector<const SourceFactory*> SourceFactories();
 
 // Parses and builds one sink type. Registered by name so the engine never names a concrete
 // sink (Envoy's factory registry).

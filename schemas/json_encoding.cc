@@ -1388,6 +1388,19 @@ void AppendJsonString(std::string_view text, std::string* out) {
   out->push_back('"');
 }
 
+bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid) {
+  const uint32_t element = ArrayElementOid(type_oid);
+  if (element != kNotArray) {
+    *element_oid = element;
+    return true;
+  }
+  if (!type_name.empty() && IsArrayTypeName(type_name)) {
+    *element_oid = 0;
+    return true;
+  }
+  return false;
+}
+
 bool CanDecodeBinary(uint32_t type_oid) {
   const uint32_t element_oid = ArrayElementOid(type_oid);
   return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);

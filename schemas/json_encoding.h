@@ -37,6 +37,12 @@ void AppendJsonValue(const Value& value, std::string_view type_name, const JsonO
 // '10.0.0.1'::inet::text is "10.0.0.1/32" where inet_out writes "10.0.0.1".
 bool CanDecodeBinary(uint32_t type_oid);
 
+// True when AppendJsonValue writes a text value of type `type_oid` (`type_name` as above) as a
+// JSON array, parsed from PostgreSQL's array text form; then *element_oid is the element type
+// whose rules apply to each element (0: elements are written as strings). False for every
+// other type, box[] included (written as the string of its text).
+bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid);
+
 // Appends `text` as a quoted JSON string, escaping as RFC 8259 requires. Bytes that are not
 // valid UTF-8 are replaced by U+FFFD so the output is always valid JSON.
 void AppendJsonString(std::string_view text, std::string* out);

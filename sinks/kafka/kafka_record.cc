@@ -120,8 +120,9 @@ void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, i
     // Debezium's logical decoding message shape.
     out->append(",\"message\":{\"prefix\":");
     AppendJsonString(change.prefix, out);
-    out->append(",\"content\":");
+    out->append(",\"content\":\"");
     AppendBase64(change.content, out);
+    out->push_back('"');
     out->append(",\"transactional\":");
     out->append(change.transactional ? "true" : "false");
     out->push_back('}');

@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/kafka/kafka_client_config.h"
 #include "engine/log.h"
+#include "schemas/table_schema_json.h"
 
 namespace pgflow {
 namespace {
@@ -30,33 +32,6 @@ constexpr std::array<std::string_view, 6> kReservedProperties = {"acks",
                                                                  "bootstrap.servers",
                                                                  "metadata.broker.list",
                                                                  "enable.gapless.guarantee"};
-
-// Security settings, each a librdkafka property under a YAML-friendly name.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kSecurityKeys = {{
-    {"protocol", "security.protocol"},
-    {"sasl_mechanism", "sasl.mechanism"},
-    {"sasl_username", "sasl.username"},
-    {"sasl_password", "sasl.password"},
-    {"ssl_ca_location", "ssl.ca.location"},
-    {"ssl_certificate_location", "ssl.certificate.location"},
-    {"ssl_key_location", "ssl.key.location"},
-    {"ssl_key_password", "ssl.key.password"},
-    {"ssl_endpoint_identification_algorithm", "ssl.endpoint.identification.algorithm"},
-}};
-
-constexpr OptionSpec kSecurityOptions[] = {
-    {"protocol", "string", false, "plaintext",
-     "security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl."},
-    {"sasl_mechanism", "string", false, "", "sasl.mechanism: PLAIN, SCRAM-SHA-256, ..."},
-    {"sasl_username", "string", false, "", "sasl.username"},
-    {"sasl_password", "string", false, "", "sasl.password (use ${VAR})"},
-    {"ssl_ca_location", "string", false, "", "ssl.ca.location"},
-    {"ssl_certificate_location", "string", false, "", "ssl.certificate.location"},
-    {"ssl_key_location", "string", false, "", "ssl.key.location"},
-    {"ssl_key_password", "string", false, "", "ssl.key.password"},
-    {"ssl_endpoint_identification_algorithm", "string", false, "https",
-     "ssl.endpoint.identification.algorithm: https or none."},
-};
 
 constexpr OptionSpec kOptions[] = {
     {"brokers", "list", true, "", "Bootstrap brokers, host:port, a list or comma-separated."},
@@ -86,7 +61,8 @@ constexpr OptionSpec kOptions[] = {
      "Give up on a message not delivered after this long (message.timeout.ms) and restart "
      "from the last acknowledgement; 0 = keep retrying while brokers are down."},
     {"connect_timeout", "duration", false, "10s",
-     "How long start-up waits for the brokers to answer before failing."},
+     "How long start-up, and the creation of a missing topic, wait for the brokers to answer "
+     "before failing."},
     {"numeric_as_number", "bool", false, "false",
      "Write numeric columns as JSON numbers instead of strings."},
     {"security", "map", false, "",
@@ -119,14 +95,11 @@ absl::Status CheckTopicPattern(const ConfigNode& node, const std::string& patter
   return absl::OkStatus();
 }
 
-// Builds the librdkafka configuration every producer of this sink uses. Pure: no network.
-// Fails with librdkafka's own message naming the property.
-absl::StatusOr<rd_kafka_conf_t*> MakeConf(const KafkaSinkOptions& o, const std::string& client_id,
-                                          std::string* bad_property) {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char errstr[512];
-  std::vector<std::pair<std::string, std::string>> all = {
-      {"bootstrap.servers", o.brokers},
+// pgflow's own producer settings; `properties:` come after them.
+std::vector<std::pair<std::string, std::string>> ProducerSettings(const KafkaSinkOptions& o,
+                                                                  const std::string& client_id) {
+  return {
+      {"bootstrap.servers", o.client.brokers},
       {"client.id", client_id},
       {"enable.idempotence", "true"},
       {"acks", "all"},
@@ -138,16 +111,6 @@ absl::StatusOr<rd_kafka_conf_t*> MakeConf(const KafkaSinkOptions& o, const std::
       {"queue.buffering.max.messages", std::to_string(o.queue_messages)},
       {"queue.buffering.max.kbytes", std::to_string(std::max<uint64_t>(o.queue_bytes / kKiB, 1))},
   };
-  all.insert(all.end(), o.properties.begin(), o.properties.end());
-  for (const auto& [name, value] : all) {
-    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof(errstr)) !=
-        RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      *bad_property = name;
-      return absl::InvalidArgumentError(errstr);
-    }
-  }
-  return conf;
 }
 
 class KafkaSinkFactory : public SinkFactory {
@@ -159,16 +122,13 @@ class KafkaSinkFactory : public SinkFactory {
     if (!node.IsMap()) return node.Error("expected a mapping like {brokers: 127.0.0.1:9092}");
     if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
     auto o = std::make_shared<KafkaSinkOptions>();
-
-    ConfigNode brokers_node = *node.Get("brokers");
-    absl::StatusOr<std::vector<std::string>> brokers = brokers_node.AsStringList();
-    if (!brokers.ok()) return brokers.status();
-    for (const std::string& b : *brokers) {
-      if (b.empty()) return brokers_node.Error("a broker address is empty");
-      absl::StrAppend(&o->brokers, o->brokers.empty() ? "" : ",", b);
+    if (absl::Status s = ReadKafkaClientConfig(
+            node, kReservedProperties,
+            "brokers: the `brokers` key; acks=all and idempotence: acknowledgement depends on them",
+            &o->client);
+        !s.ok()) {
+      return s;
     }
-    if (o->brokers.empty()) return brokers_node.Error("list at least one broker, host:port");
-    o->brokers_position = brokers_node.Position();
 
     auto read_string = [&](std::string_view key, std::string* out) -> absl::Status {
       if (auto v = node.Get(key)) {
@@ -253,48 +213,10 @@ class KafkaSinkFactory : public SinkFactory {
       if (d->count() < 100) return v->Error("must be at least 100ms");
       o->connect_timeout = *d;
     }
-    // Each property with the node it came from, for errors librdkafka finds.
-    std::vector<ConfigNode> property_nodes;
-    if (auto security = node.Get("security")) {
-      if (absl::Status s = security->CheckKeys(kSecurityOptions); !s.ok()) return s;
-      for (const auto& [key, value] : security->Entries()) {
-        absl::StatusOr<std::string> text = value.AsString();
-        if (!text.ok()) return text.status();
-        for (const auto& [name, property] : kSecurityKeys) {
-          if (name == key) o->properties.emplace_back(AsString(property), *text);
-        }
-        property_nodes.push_back(value);
-      }
+    if (absl::Status s = CheckKafkaProperties(ProducerSettings(*o, "pgflow"), o->client, node);
+        !s.ok()) {
+      return s;
     }
-    if (auto properties = node.Get("properties")) {
-      if (!properties->IsMap())
-        return properties->Error("expected a mapping of librdkafka properties");
-      for (const auto& [key, value] : properties->Entries()) {
-        for (std::string_view reserved : kReservedProperties) {
-          if (key == reserved) {
-            return properties->KeyNode(key)->Error(absl::StrCat(
-                "'", key,
-                "' is set by pgflow (brokers: the `brokers` key; acks=all and idempotence: "
-                "acknowledgement depends on them)"));
-          }
-        }
-        if (value.IsNull()) return value.Error("expected a value");
-        absl::StatusOr<std::string> text = value.AsString();
-        if (!text.ok()) return text.status();
-        o->properties.emplace_back(key, *text);
-        property_nodes.push_back(value);
-      }
-    }
-    std::string bad;
-    absl::StatusOr<rd_kafka_conf_t*> conf = MakeConf(*o, "pgflow", &bad);
-    if (!conf.ok()) {
-      for (size_t i = 0; i < o->properties.size(); ++i) {
-        if (o->properties[i].first == bad)
-          return property_nodes[i].Error(AsString(conf.status().message()));
-      }
-      return node.Error(AsString(conf.status().message()));
-    }
-    rd_kafka_conf_destroy(*conf);
     return o;
   }
 
@@ -370,27 +292,32 @@ void KafkaSink::OnError(rd_kafka_s* rk, int err, const char* reason, void* opaqu
   auto now = std::chrono::steady_clock::now();
   if (now - self->last_error_log_ < kWaitLogInterval) return;
   self->last_error_log_ = now;
-  LogWarning("kafka %s: %s (retrying; %d messages waiting for delivery)", self->options_->brokers,
-             reason, self->tracker_.Outstanding());
+  LogWarning("kafka %s: %s (retrying; %d messages waiting for delivery)",
+             self->options_->client.brokers, reason, self->tracker_.Outstanding());
 }
 
 absl::Status KafkaSink::Open() {
   std::string bad;
-  absl::StatusOr<rd_kafka_conf_t*> conf = MakeConf(*options_, "pgflow-" + pipeline_, &bad);
-  if (!conf.ok()) return conf.status();
-  rd_kafka_conf_set_opaque(*conf, this);
-  rd_kafka_conf_set_dr_msg_cb(*conf, &KafkaSink::OnDelivery);
-  rd_kafka_conf_set_error_cb(*conf, &KafkaSink::OnError);
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (absl::Status s = SetKafkaProperties(conf, ProducerSettings(*options_, "pgflow-" + pipeline_),
+                                          options_->client, &bad);
+      !s.ok()) {
+    rd_kafka_conf_destroy(conf);
+    return s;
+  }
+  rd_kafka_conf_set_opaque(conf, this);
+  rd_kafka_conf_set_dr_msg_cb(conf, &KafkaSink::OnDelivery);
+  rd_kafka_conf_set_error_cb(conf, &KafkaSink::OnError);
   // librdkafka's own log lines go to pgflow's log (debug level): what matters of them also
   // comes through the error callback, rate-limited.
   rd_kafka_conf_set_log_cb(
-      *conf, [](const rd_kafka_t*, int level, const char* facility, const char* message) {
+      conf, [](const rd_kafka_t*, int level, const char* facility, const char* message) {
         LogDebug("librdkafka %s: %s", facility, message);
       });
   char errstr[512];
-  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, *conf, errstr, sizeof(errstr));
+  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
   if (producer_ == nullptr) {
-    rd_kafka_conf_destroy(*conf);
+    rd_kafka_conf_destroy(conf);
     return absl::InvalidArgumentError(absl::StrCat("cannot create a Kafka producer: ", errstr));
   }
   // The cluster must answer now: a wrong address is a set-up error, reported at once.
@@ -398,9 +325,10 @@ absl::Status KafkaSink::Open() {
   rd_kafka_resp_err_t err = rd_kafka_metadata(producer_, 1, nullptr, &metadata,
                                               static_cast<int>(options_->connect_timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return absl::UnavailableError(absl::StrCat(
-        "no Kafka broker of ", options_->brokers, " (brokers, at ", options_->brokers_position,
-        ") answered within ", options_->connect_timeout.count(), "ms: ", rd_kafka_err2str(err)));
+    return absl::UnavailableError(
+        absl::StrCat("no Kafka broker of ", options_->client.brokers, " (brokers, at ",
+                     options_->client.brokers_position, ") answered within ",
+                     options_->connect_timeout.count(), "ms: ", rd_kafka_err2str(err)));
   }
   for (int i = 0; i < metadata->topic_cnt; ++i) {
     if (metadata->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -443,10 +371,12 @@ absl::Status KafkaSink::EnsureTopicExists(const std::string& name) {
   rd_kafka_queue_t* queue = rd_kafka_queue_new(producer_);
   rd_kafka_AdminOptions_t* admin =
       rd_kafka_AdminOptions_new(producer_, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  rd_kafka_AdminOptions_set_operation_timeout(admin, 30000, errstr, sizeof(errstr));
-  rd_kafka_AdminOptions_set_request_timeout(admin, 30000, errstr, sizeof(errstr));
+  // The brokers get connect_timeout to answer, as at start-up.
+  const int timeout_ms = static_cast<int>(options_->connect_timeout.count());
+  rd_kafka_AdminOptions_set_operation_timeout(admin, timeout_ms, errstr, sizeof(errstr));
+  rd_kafka_AdminOptions_set_request_timeout(admin, timeout_ms, errstr, sizeof(errstr));
   rd_kafka_CreateTopics(producer_, &topic, 1, admin, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 35000);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, timeout_ms + 5000);
   absl::Status status;
   if (event == nullptr) {
     status = absl::UnavailableError(absl::StrCat("creating Kafka topic ", name, " timed out"));
@@ -491,6 +421,7 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::Topic(const std::string& name) {
 }
 
 absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
+  schema_header_ = nullptr;
   if (change.op == Op::kDdl) {
     return Topic(ExpandTopic(options_->schema_changes_topic, pipeline_, "", ""));
   }
@@ -498,12 +429,16 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
     return Topic(ExpandTopic(options_->messages_topic, pipeline_, "", ""));
   }
   auto it = table_topics_.find(change.table.get());
-  if (it != table_topics_.end()) return it->second.topic;
-  absl::StatusOr<rd_kafka_topic_s*> topic =
-      Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
-  if (!topic.ok()) return topic.status();
-  table_topics_.emplace(change.table.get(), TopicEntry{change.table, *topic});
-  return *topic;
+  if (it == table_topics_.end()) {
+    absl::StatusOr<rd_kafka_topic_s*> topic =
+        Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
+    if (!topic.ok()) return topic.status();
+    auto header = std::make_shared<std::string>();
+    AppendTableSchemaJson(*change.table, header.get());
+    it = table_topics_.emplace(change.table.get(), TopicEntry{change.table, *topic, header}).first;
+  }
+  schema_header_ = it->second.schema_header.get();
+  return it->second.topic;
 }
 
 absl::Status KafkaSink::WaitForRoom() {
@@ -546,7 +481,7 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
     if (now - last_log < kWaitLogInterval) return;
     last_log = now;
     LogWarning("kafka %s: %s for %ds (%d messages waiting for delivery); backing off",
-               options_->brokers, why,
+               options_->client.brokers, why,
                std::chrono::duration_cast<std::chrono::seconds>(now - waited_since).count(),
                tracker_.Outstanding());
   };
@@ -555,11 +490,15 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
     note_wait("delivery reports are behind");
   }
   while (true) {
-    rd_kafka_headers_t* headers = rd_kafka_headers_new(2);
+    rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
     rd_kafka_header_add(headers, "pgflow.lsn", -1, lsn_text_.data(),
                         static_cast<ssize_t>(lsn_text_.size()));
     rd_kafka_header_add(headers, "pgflow.event_id", -1, event_id_.data(),
                         static_cast<ssize_t>(event_id_.size()));
+    if (value != nullptr && schema_header_ != nullptr) {
+      rd_kafka_header_add(headers, "pgflow.schema", -1, schema_header_->data(),
+                          static_cast<ssize_t>(schema_header_->size()));
+    }
     const uint64_t id = tracker_.Peek();
     const void* key_data = key != nullptr ? key->data() : nullptr;
     const size_t key_size = key != nullptr ? key->size() : 0;

@@ -7,8 +7,12 @@
 //     events: {kafka: {brokers: "127.0.0.1:9092", topic: "{pipeline}.{schema}.{table}"}}
 //
 // Messages (see kafka_record.h): key = the row's primary key as JSON, value = a Debezium
-// envelope (or pgflow's compact object), headers `pgflow.lsn` (commit LSN, X/X) and
-// `pgflow.event_id` ("<commit lsn>:<seq>"). A delete may be followed by a tombstone (same key,
+// envelope (or pgflow's compact object), headers `pgflow.lsn` (commit LSN, X/X),
+// `pgflow.event_id` ("<commit lsn>:<seq>") and, on every change of a table, `pgflow.schema`:
+// the table's shape (schemas/table_schema_json.h: column names, type OIDs and modifiers,
+// key columns), which the JSON values alone do not say and a consumer rebuilding typed rows
+// needs (sources/kafka/). It is written once per relation version and copied onto each
+// message (about 25 bytes per column). A delete may be followed by a tombstone (same key,
 // null value) for compacted topics. DDL events go to `schema_changes_topic`, logical decoding
 // messages to `messages_topic`.
 //
@@ -37,6 +41,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
 #include "engine/sink.h"
 #include "sinks/kafka/delivery_tracker.h"
@@ -49,22 +54,21 @@ struct rd_kafka_message_s;
 namespace pgflow {
 
 struct KafkaSinkOptions : SinkOptions {
-  std::string brokers;           // bootstrap.servers
-  std::string brokers_position;  // "file:line:col" of `brokers`, for errors
+  // Brokers, security settings and `properties:` (acks and enable.idempotence are pgflow's).
+  KafkaClientConfig client;
   std::string topic = "{pipeline}.{schema}.{table}";
   std::string schema_changes_topic = "{pipeline}.schema_changes";
   std::string messages_topic = "{pipeline}.messages";
-  KafkaRecordOptions record;                         // format, JSON options (pipeline set at Build)
-  bool tombstones = true;                            // a null-valued message after each delete
-  bool create_topics = true;                         // create missing topics (else fail)
-  int partitions = 3;                                // of topics pgflow creates
-  int replication_factor = -1;                       // of topics pgflow creates; -1 broker default
-  uint64_t queue_messages = 100000;                  // queue.buffering.max.messages
-  uint64_t queue_bytes = 64ull << 20;                // queue.buffering.max.kbytes * 1024
-  std::chrono::milliseconds delivery_timeout{0};     // message.timeout.ms; 0 = retry forever
-  std::chrono::milliseconds connect_timeout{10000};  // Open's wait for the cluster's metadata
-  // librdkafka properties, in order: security settings, then `properties:`.
-  std::vector<std::pair<std::string, std::string>> properties;
+  KafkaRecordOptions record;                      // format, JSON options (pipeline set at Build)
+  bool tombstones = true;                         // a null-valued message after each delete
+  bool create_topics = true;                      // create missing topics (else fail)
+  int partitions = 3;                             // of topics pgflow creates
+  int replication_factor = -1;                    // of topics pgflow creates; -1 broker default
+  uint64_t queue_messages = 100000;               // queue.buffering.max.messages
+  uint64_t queue_bytes = 64ull << 20;             // queue.buffering.max.kbytes * 1024
+  std::chrono::milliseconds delivery_timeout{0};  // message.timeout.ms; 0 = retry forever
+  // Open's wait for the cluster's metadata, and a topic creation's.
+  std::chrono::milliseconds connect_timeout{10000};
 };
 
 class KafkaSink : public Sink {
@@ -88,6 +92,8 @@ class KafkaSink : public Sink {
   struct TopicEntry {
     std::shared_ptr<const TableSchema> table;  // keeps the cache key's address in use
     rd_kafka_topic_s* topic = nullptr;
+    // The table's shape (schemas/table_schema_json.h), at an address that stays put.
+    std::shared_ptr<const std::string> schema_header;
   };
   static void OnDelivery(rd_kafka_s* rk, const rd_kafka_message_s* message, void* opaque);
   static void OnError(rd_kafka_s* rk, int err, const char* reason, void* opaque);
@@ -95,9 +101,12 @@ class KafkaSink : public Sink {
   // The topic handle for `name`, creating the topic on the cluster if it is missing.
   absl::StatusOr<rd_kafka_topic_s*> Topic(const std::string& name);
   absl::Status EnsureTopicExists(const std::string& name);
+  // The topic of `change`; sets schema_header_ to its table's `pgflow.schema` header (null for
+  // changes without a table).
   absl::StatusOr<rd_kafka_topic_s*> TopicFor(const Change& change);
   // Produces one message, waiting (polling) while librdkafka's queue is full.
-  // `id_suffix` is appended to the change's event id (":old-key").
+  // `id_suffix` is appended to the change's event id (":old-key"). A message with a value
+  // carries schema_header_, if any.
   absl::Status Produce(rd_kafka_topic_s* topic, const std::string* key, const std::string* value,
                        const Change& change, std::string_view id_suffix = {});
   // Publishes one row change (value, then a tombstone after a delete when asked).
@@ -123,6 +132,7 @@ class KafkaSink : public Sink {
   std::string value_;
   std::string event_id_;
   std::string lsn_text_;
+  const std::string* schema_header_ = nullptr;  // of the change being produced
 };
 
 // Registers the "kafka" sink type with the engine's factory registry.

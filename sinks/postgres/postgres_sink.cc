@@ -144,11 +144,13 @@ struct TargetTable : std::enable_shared_from_this<TargetTable> {
 
 class PostgresSink : public Sink {
  public:
-  PostgresSink(std::string sink_name, std::string pipeline, PostgresSourceConfig source,
+  PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
                std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
       : sink_name_(std::move(sink_name)),
-        pipeline_(std::move(pipeline)),
-        source_(std::move(source)),
+        pipeline_(pipeline.name),
+        source_(pipeline.source),
+        source_is_postgres_(pipeline.source_type == "postgres"),
+        wal_positions_(pipeline.positions == SourcePositions::kWal),
         options_(std::move(options)),
         ddl_mode_(ddl_mode) {}
 
@@ -315,6 +317,13 @@ class PostgresSink : public Sink {
   const std::string sink_name_;
   const std::string pipeline_;
   const PostgresSourceConfig source_;
+  // The pipeline reads a PostgreSQL database: tables are created from its catalog, sequences
+  // copied from it. Otherwise (events read back from Kafka) from the shape events carry.
+  const bool source_is_postgres_;
+  // Positions are WAL positions (SourcePositions::kWal): the applied one is stored in
+  // pgflow.applied and transactions at or below it are skipped after a restart. Otherwise
+  // nothing is skipped: every change is applied as an idempotent upsert or delete by key.
+  const bool wal_positions_;
   const std::shared_ptr<const PostgresSinkOptions> options_;
   const DdlMode ddl_mode_;
 
@@ -455,6 +464,13 @@ absl::Status PostgresSink::Open() {
     return absl::Status(mem.status().code(),
                         absl::StrCat("postgres target ", TargetName(), ": sinks.", sink_name_,
                                      ".maintenance_work_mem: ", mem.status().message()));
+  }
+  if (!wal_positions_) {
+    LogInfo(
+        "sink %s (postgres): target %s; the source's positions are not WAL positions: "
+        "changes are applied as upserts and deletes by key, none skipped",
+        sink_name_, TargetName());
+    return absl::OkStatus();
   }
   absl::StatusOr<PgResultPtr> res =
       Exec(conn(), "SELECT lsn::text FROM pgflow.applied WHERE pipeline = $1", {pipeline_});
@@ -790,6 +806,7 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
                                                  const std::string& quoted,
                                                  const std::string& name) {
   if (absl::Status s = Drain(); !s.ok()) return s;
+  if (!source_is_postgres_) return CreateTable(schema, target_schema, quoted);
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();
   absl::StatusOr<TableDefinition> def =
@@ -911,7 +928,7 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
     table->foldable.reset();
     table->plain_inserts = false;
   }
-  if (!copy_sequences) return absl::OkStatus();
+  if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
   absl::StatusOr<PGconn*> source = SourceConnection();
   absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
   if (!source.ok()) {
@@ -1015,7 +1032,7 @@ absl::Status PostgresSink::CommitTransaction() {
   if (absl::Status s = SendStaged(); !s.ok()) return s;
   if (!in_transaction_) return absl::OkStatus();
   const bool record = group_txns_ > 0;
-  if (record) {
+  if (record && wal_positions_) {
     Params params;
     Value name = Value::Text(oid::kText, pipeline_);
     Value lsn = Value::Text(oid::kText, group_applied_.ToString());
@@ -1066,7 +1083,7 @@ absl::Status PostgresSink::Write(const Event& event) {
         if (absl::Status s = FinishSnapshot(false); !s.ok()) return s;
       }
       in_source_txn_ = true;
-      skipping_ = applied_.IsValid() && event.txn.commit_lsn < applied_;
+      skipping_ = wal_positions_ && applied_.IsValid() && event.txn.commit_lsn < applied_;
       if (skipping_) {
         ++skipped_;
         return absl::OkStatus();
@@ -2342,8 +2359,8 @@ class PostgresSinkFactory : public SinkFactory {
   std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
                               const SinkConfig& sink) const override {
     return std::make_unique<PostgresSink>(
-        sink.name, pipeline.name, pipeline.source,
-        std::static_pointer_cast<const PostgresSinkOptions>(sink.options), sink.ddl.mode);
+        sink.name, pipeline, std::static_pointer_cast<const PostgresSinkOptions>(sink.options),
+        sink.ddl.mode);
   }
 };
 

@@ -18,7 +18,12 @@
 // at each flush (every flush_interval), before snapshot rows, or after 5,000 transactions or
 // 50,000 changes, together with the end LSN of the last of them in `pgflow.applied` (created
 // in the target). After a restart, transactions whose commit LSN is below that position are
-// skipped: each source transaction is applied exactly once. The statements of a source
+// skipped: each source transaction is applied exactly once. That holds only for WAL positions
+// (PipelineConfig::positions kWal). A pipeline whose source acknowledges positions of its own
+// (the kafka source, kSourceSequence: events from several partitions arrive out of commit
+// order, so no stored position can say what was applied) records and skips nothing: every
+// change is applied, which converges because upserts and deletes by key are idempotent and
+// each key's changes arrive in commit order. The statements of a source
 // transaction that joins a group are held back until its kCommit (up to 20,000 rows), so one
 // cut off mid-way (kRollback) is dropped before anything of it was sent; a larger one goes out
 // under a SAVEPOINT taken at its start and is undone back to it. Upserts and deletes are sent
@@ -42,17 +47,27 @@
 // updates one row at a time (a keyless table's rows are matched on every old value, one at a
 // time). Values travel as statement parameters, never as SQL text.
 //
-// Tables missing from the target are created the first time they are seen (`create_tables`)
-// from the SOURCE's definition (sinks/postgres/table_definition.h): column types, collations,
-// NOT NULL, defaults, identity and generated (STORED) columns, the primary key, and the
-// sequences the defaults use (same name, mapped schema, OWNED BY as on the source). Secondary
-// indexes and the other constraints (UNIQUE, CHECK, FOREIGN KEY, EXCLUDE) are recorded in
-// `pgflow.pending_ddl` in the target, committed with the table, and built once the load is
-// over: at EventKind::kSnapshotDone (or, after a crash in between, when the stream starts),
-// each in its own transaction; one that fails is logged and stays pending. At kSnapshotDone the
-// sequences of the pipeline's tables are also set to the source's values. A table created while
-// streaming gets its indexes and constraints at once. An existing table must have every source
-// column.
+// Tables missing from the target are created the first time they are seen (`create_tables`).
+// Without a PostgreSQL source (the kafka source), from the shape the events carry: columns
+// with their types and the primary key, nothing else. With one, from the SOURCE's definition
+// (sinks/postgres/table_definition.h): column types, collations, NOT NULL, defaults, identity
+// and generated (STORED) columns, and the sequences the defaults use (same name, mapped schema,
+// OWNED BY as on the source). The primary key, the secondary indexes and the other constraints
+// (UNIQUE, CHECK, FOREIGN KEY, EXCLUDE) are recorded in `pgflow.pending_ddl` in the target,
+// committed with the table, and built once the load is over, the key first, as pg_restore
+// does: at EventKind::kSnapshotDone (or, after a crash in between, when the stream starts),
+// each in its own transaction; one that fails is logged and stays pending. Until its key is
+// built, an empty table takes plain inserts; one found holding rows while its key is pending is
+// the rest of an interrupted load, whose rows copied twice are removed (the newest copy kept)
+// and whose key is built before anything is upserted. At kSnapshotDone the sequences of the
+// pipeline's tables are also set to the source's values. A table created while streaming gets
+// its key, indexes and constraints at once. An existing table must have every source column.
+//
+// Initial load over several connections: the raw snapshot rows of a table that was empty go
+// to `load_workers` connections of their own (sinks/postgres/parallel_copy.h), each committing
+// at every chunk end; chunks are then reported durable through DurableChunkThrough().
+// Decoded snapshot rows (another sink needs them decoded) go by binary COPY into a temporary
+// table and from there into the table in one INSERT ... SELECT.
 //
 // Schema changes (Op::kDdl, under the sink's `ddl.mode: apply`) are replayed in the target
 // transaction at their place in the stream, planned from the table's shape before and after

@@ -10,6 +10,8 @@
 //   up <broker id>            it serves again
 //   topic <name> <partitions> creates a topic (replication factor 1)
 //   rtt <broker id> <ms>      adds a round-trip delay to the broker's answers
+//   leader <topic> <partition> <broker id>
+//                             moves the partition's leadership to the broker
 // Exits at end of input (or "quit"), taking the cluster with it.
 
 #include <librdkafka/rdkafka.h>
@@ -69,6 +71,16 @@ int main(int argc, char** argv) {
         continue;
       }
       err = rd_kafka_mock_topic_create(cluster, name.c_str(), partitions, 1);
+    } else if (command == "leader") {
+      std::string topic;
+      int partition = 0;
+      int id = 0;
+      if (!(in >> topic >> partition >> id)) {
+        std::printf("error usage: leader <topic> <partition> <broker id>\n");
+        std::fflush(stdout);
+        continue;
+      }
+      err = rd_kafka_mock_partition_set_leader(cluster, topic.c_str(), partition, id);
     } else if (command == "rtt") {
       int id = 0;
       int ms = 0;

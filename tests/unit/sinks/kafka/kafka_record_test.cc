@@ -146,6 +146,19 @@ TEST(KafkaRecordTest, EventIdAndSchemaChange) {
   EXPECT_EQ(json::parse(value)["ddl"], "not json");
 }
 
+TEST(KafkaRecordTest, DebeziumMessageContentIsABase64String) {
+  Change message;
+  message.op = Op::kMessage;
+  message.prefix = "app";
+  message.content = std::string("bin\0ary", 7);
+  std::string value;
+  AppendKafkaValue(message, Options(KafkaFormat::kDebezium), 0, &value);
+  json v = json::parse(value);
+  EXPECT_EQ(v["op"], "m");
+  EXPECT_EQ(v["message"]["prefix"], "app");
+  EXPECT_EQ(v["message"]["content"], "YmluAGFyeQ==");
+}
+
 TEST(KafkaRecordTest, TopicTemplate) {
   EXPECT_EQ(ExpandTopic("{pipeline}.{schema}.{table}", "shop", "public", "order items"),
             "shop.public.order_items");
@@ -171,19 +184,19 @@ TEST(KafkaSinkConfigTest, OptionsAndErrorsWithTheirPlace) {
       "sasl_password: p}, properties: {compression.type: lz4}}}");
   ASSERT_TRUE(ok.ok()) << ok.status().message();
   const auto& o = static_cast<const KafkaSinkOptions&>(*ok->sinks[0].options);
-  EXPECT_EQ(o.brokers, "a:9092,b:9092");
+  EXPECT_EQ(o.client.brokers, "a:9092,b:9092");
   EXPECT_EQ(o.topic, "cdc.{table}");
   EXPECT_EQ(o.record.format, KafkaFormat::kCompact);
   EXPECT_EQ(o.partitions, 6);
   EXPECT_EQ(o.replication_factor, 3);
   EXPECT_FALSE(o.tombstones);
-  EXPECT_EQ(o.brokers_position, "p.yaml:4:29");
+  EXPECT_EQ(o.client.brokers_position, "p.yaml:4:29");
   std::vector<std::pair<std::string, std::string>> expected = {{"security.protocol", "sasl_ssl"},
                                                                {"sasl.mechanism", "SCRAM-SHA-512"},
                                                                {"sasl.username", "u"},
                                                                {"sasl.password", "p"},
                                                                {"compression.type", "lz4"}};
-  EXPECT_EQ(o.properties, expected);
+  EXPECT_EQ(o.client.properties, expected);
 
   struct Bad {
     std::string sink;

@@ -43,8 +43,10 @@ class MockCluster {
     }
   }
 
-  // Every message of partition 0 of `topic`: (key, value or "<null>").
-  std::vector<std::pair<std::string, std::string>> Read(const std::string& topic, size_t want) {
+  // Every message of partition 0 of `topic`: (key, value or "<null>"). *schemas, when given,
+  // gets each message's `pgflow.schema` header ("" when it has none).
+  std::vector<std::pair<std::string, std::string>> Read(
+      const std::string& topic, size_t want, std::vector<std::string>* schemas = nullptr) {
     char errstr[256];
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap().c_str(), errstr, sizeof(errstr));
@@ -66,6 +68,16 @@ class MockCluster {
                                 ? "<null>"
                                 : std::string(static_cast<const char*>(m->payload), m->len);
         out.emplace_back(key, value);
+        rd_kafka_headers_t* headers = nullptr;
+        const void* header = nullptr;
+        size_t header_size = 0;
+        if (schemas != nullptr) {
+          bool found = rd_kafka_message_headers(m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                       rd_kafka_header_get_last(headers, "pgflow.schema", &header, &header_size) ==
+                           RD_KAFKA_RESP_ERR_NO_ERROR;
+          schemas->push_back(found ? std::string(static_cast<const char*>(header), header_size)
+                                   : "");
+        }
       }
       rd_kafka_message_destroy(m);
     }
@@ -120,7 +132,7 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
   kafka.Topic("shop.schema_changes", 1);
   kafka.Topic("shop.messages", 1);
   auto options = std::make_shared<KafkaSinkOptions>();
-  options->brokers = kafka.bootstrap();
+  options->client.brokers = kafka.bootstrap();
   options->create_topics = false;
   options->record.format = KafkaFormat::kCompact;
   KafkaSink sink("shop", options);
@@ -151,14 +163,21 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
   kafka.SetDown(false);
   ASSERT_TRUE(WaitDurable(sink, Lsn(0x1008)));
 
-  auto rows = kafka.Read("shop.public.items", 1);
+  std::vector<std::string> schemas;
+  auto rows = kafka.Read("shop.public.items", 1, &schemas);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].first, R"({"id":1})");
   EXPECT_EQ(json::parse(rows[0].second)["op"], "insert");
-  auto ddls = kafka.Read("shop.schema_changes", 1);
+  // What a consumer needs to type the values: the table's columns, types and key.
+  EXPECT_EQ(schemas, std::vector<std::string>{
+                         R"({"relid":0,"schema":"public","table":"items","identity":"d",)"
+                         R"("version":1,"columns":[["id",20,-1,1],["name",25,-1,0]]})"});
+  schemas.clear();
+  auto ddls = kafka.Read("shop.schema_changes", 1, &schemas);
   ASSERT_EQ(ddls.size(), 1u);
   EXPECT_EQ(ddls[0].first, "shop");
   EXPECT_EQ(json::parse(ddls[0].second)["ddl"]["command_tag"], "ALTER TABLE");
+  EXPECT_EQ(schemas, std::vector<std::string>{""});
   auto messages = kafka.Read("shop.messages", 1);
   ASSERT_EQ(messages.size(), 1u);
   EXPECT_EQ(json::parse(messages[0].second)["content"], "hello");
@@ -168,7 +187,7 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
 TEST(KafkaSinkMockTest, AMissingTopicIsAnErrorWhenCreationIsOff) {
   MockCluster kafka;
   auto options = std::make_shared<KafkaSinkOptions>();
-  options->brokers = kafka.bootstrap();
+  options->client.brokers = kafka.bootstrap();
   options->create_topics = false;
   KafkaSink sink("shop", options);
   ASSERT_TRUE(sink.Open().ok());

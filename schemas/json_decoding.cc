@@ -1,0 +1,286 @@
+#include "schemas/json_decoding.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "schemas/json_encoding.h"
+#include "schemas/json_reader.h"
+#include "schemas/table_schema.h"
+
+namespace pgflow {
+namespace {
+
+// PostgreSQL's MAXDIM.
+constexpr int kMaxArrayDims = 6;
+
+constexpr char kLowerHex[] = "0123456789abcdef";
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+// Standard base64 with padding (what AppendBase64 writes) as bytea's hex text "\x...".
+// Returns false, appending nothing, when `text` is not of that form.
+bool AppendByteaFromBase64(std::string_view text, std::string* out) {
+  if (text.size() % 4 != 0) return false;
+  size_t padding = 0;
+  if (!text.empty() && text.back() == '=') ++padding;
+  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    if (Base64Value(text[i]) < 0) return false;
+  }
+  const size_t start = out->size();
+  out->append("\\x");
+  uint32_t bits = 0;
+  int nbits = 0;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    bits = (bits << 6) | static_cast<uint32_t>(Base64Value(text[i]));
+    nbits += 6;
+    if (nbits >= 8) {
+      nbits -= 8;
+      const uint32_t byte = (bits >> nbits) & 0xFF;
+      out->push_back(kLowerHex[byte >> 4]);
+      out->push_back(kLowerHex[byte & 15]);
+    }
+  }
+  // The bits left over must be zero (RFC 4648's canonical encoding, which AppendBase64 writes).
+  if ((bits & ((1u << nbits) - 1)) != 0) {
+    out->resize(start);
+    return false;
+  }
+  return true;
+}
+
+// The inverse of the encoding's timestamp rule: "2024-01-02T03:04:05.5+00:00" becomes
+// "2024-01-02 03:04:05.5+00" (an offset in whole hours is written as PostgreSQL writes it).
+// Returns false, appending nothing, for anything not of that form ("infinity", BC dates).
+bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* out) {
+  const size_t n = s.size();
+  size_t i = 0;
+  auto digits = [&](size_t count) {
+    for (size_t k = 0; k < count; ++k, ++i) {
+      if (i >= n || !IsDigit(s[i])) return false;
+    }
+    return true;
+  };
+  auto literal = [&](char c) {
+    if (i >= n || s[i] != c) return false;
+    ++i;
+    return true;
+  };
+  while (i < n && IsDigit(s[i])) ++i;
+  if (i < 4) return false;
+  if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
+  const size_t date_end = i;
+  if (!literal('T')) return false;
+  if (!digits(2) || !literal(':') || !digits(2) || !literal(':') || !digits(2)) return false;
+  if (i < n && s[i] == '.') {
+    ++i;
+    const size_t fraction_start = i;
+    while (i < n && IsDigit(s[i])) ++i;
+    if (i == fraction_start) return false;
+  }
+  const size_t time_end = i;
+  size_t offset_end = n;
+  if (with_zone) {
+    if (!literal('+') && !literal('-')) return false;
+    if (!digits(2) || !literal(':') || !digits(2)) return false;
+    if (i < n && (!literal(':') || !digits(2))) return false;
+    // "+05:00" is PostgreSQL's "+05"; "+05:30" and "+00:19:32" stay as they are.
+    if (n - time_end == 6 && s.substr(n - 3) == ":00") offset_end = n - 3;
+  }
+  if (i != n) return false;
+  out->append(s.substr(0, date_end));
+  out->push_back(' ');
+  out->append(s.substr(date_end + 1, offset_end - date_end - 1));
+  return true;
+}
+
+// Whether array_out would quote `element`: empty, "NULL" in any case, or holding a quote,
+// backslash, brace, the delimiter or white space.
+bool NeedsArrayQuotes(std::string_view element) {
+  if (element.empty()) return true;
+  if (element.size() == 4 && (element[0] | 0x20) == 'n' && (element[1] | 0x20) == 'u' &&
+      (element[2] | 0x20) == 'l' && (element[3] | 0x20) == 'l') {
+    return true;
+  }
+  for (char c : element) {
+    if (c == '"' || c == '\\' || c == '{' || c == '}' || c == ',' || c == ' ' || c == '\t' ||
+        c == '\n' || c == '\r' || c == '\v' || c == '\f') {
+      return true;
+    }
+  }
+  return false;
+}
+
+void AppendArrayElement(std::string_view element, std::string* out) {
+  if (!NeedsArrayQuotes(element)) {
+    out->append(element);
+    return;
+  }
+  out->push_back('"');
+  for (char c : element) {
+    if (c == '"' || c == '\\') out->push_back('\\');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+std::string TypeLabel(uint32_t type_oid, std::string_view type_name) {
+  return type_name.empty() ? absl::StrCat("type OID ", type_oid)
+                           : absl::StrCat("type ", std::string(type_name));
+}
+
+absl::Status Expected(std::string_view what, JsonType got, uint32_t type_oid,
+                      std::string_view type_name) {
+  return absl::InvalidArgumentError(absl::StrCat("expected ", std::string(what), " for ",
+                                                 TypeLabel(type_oid, type_name), ", got ",
+                                                 JsonTypeName(got)));
+}
+
+// Appends the text of a non-null scalar of type `type_oid` written as `json`.
+absl::Status AppendScalarText(std::string_view json, uint32_t type_oid, std::string_view type_name,
+                              std::string* out) {
+  const JsonType type = JsonTypeOf(json);
+  switch (type_oid) {
+    case oid::kJson:
+    case oid::kJsonb:
+      out->append(json);
+      return absl::OkStatus();
+    case oid::kBool:
+      if (type == JsonType::kBool) {
+        out->push_back(json[0] == 't' ? 't' : 'f');
+        return absl::OkStatus();
+      }
+      if (type != JsonType::kString) return Expected("true, false or a string", type, type_oid, "");
+      return ReadJsonString(json, out);
+    case oid::kInt2:
+    case oid::kInt4:
+    case oid::kInt8:
+    case oid::kOid:
+    case oid::kFloat4:
+    case oid::kFloat8:
+    case oid::kNumeric:
+      if (type == JsonType::kNumber) {
+        out->append(json);
+        return absl::OkStatus();
+      }
+      if (type != JsonType::kString) return Expected("a number or a string", type, type_oid, "");
+      return ReadJsonString(json, out);
+    default:
+      break;
+  }
+  if (type == JsonType::kNumber || type == JsonType::kBool) {
+    out->append(json);
+    return absl::OkStatus();
+  }
+  if (type != JsonType::kString) return Expected("a string", type, type_oid, type_name);
+  if (type_oid != oid::kBytea && type_oid != oid::kTimestamp && type_oid != oid::kTimestamptz) {
+    return ReadJsonString(json, out);
+  }
+  std::string content;
+  if (absl::Status s = ReadJsonString(json, &content); !s.ok()) return s;
+  const bool converted = type_oid == oid::kBytea ? AppendByteaFromBase64(content, out)
+                                                 : AppendPgTimestampFromIso(
+                                                       content, type_oid == oid::kTimestamptz, out);
+  // What the encoding kept as text (not PostgreSQL's usual form) comes back as it was.
+  if (!converted) out->append(content);
+  return absl::OkStatus();
+}
+
+// Appends the array literal for the JSON array `json` whose elements are of `element_oid`.
+absl::Status AppendArrayLiteral(std::string_view json, uint32_t element_oid, int depth,
+                                std::string* out) {
+  if (depth > kMaxArrayDims) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arrays nested more than ", kMaxArrayDims, " deep"));
+  }
+  std::vector<std::string_view> items;
+  if (absl::Status s = ReadJsonArray(json, &items); !s.ok()) return s;
+  out->push_back('{');
+  std::string element;
+  bool nested = false;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    const std::string_view item = items[i];
+    const JsonType type = JsonTypeOf(item);
+    // json and jsonb elements may be arrays themselves; a level holds sub-arrays or
+    // elements, never both (as array_in requires), and the first item decides.
+    const bool is_sub_array =
+        type == JsonType::kArray &&
+        (i == 0 ? element_oid != oid::kJson && element_oid != oid::kJsonb : nested);
+    if (i == 0) nested = is_sub_array;
+    if (is_sub_array) {
+      if (absl::Status s = AppendArrayLiteral(item, element_oid, depth + 1, out); !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    if (nested) {
+      return absl::InvalidArgumentError("an array mixes sub-arrays and elements at one level");
+    }
+    if (type == JsonType::kNull) {
+      out->append("NULL");
+      continue;
+    }
+    element.clear();
+    // Elements of arrays of non-built-in types (element 0) are strings of their text.
+    if (absl::Status s =
+            AppendScalarText(item, element_oid == 0 ? oid::kText : element_oid, "", &element);
+        !s.ok()) {
+      return s;
+    }
+    AppendArrayElement(element, out);
+  }
+  out->push_back('}');
+  return absl::OkStatus();
+}
+
+absl::Status NulError() {
+  return absl::InvalidArgumentError("a string holds \\u0000, which no PostgreSQL text value can");
+}
+
+}  // namespace
+
+absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
+                                    std::string_view type_name) {
+  absl::StatusOr<JsonType> type = CheckJson(json);
+  if (!type.ok()) return type.status();
+  // Surrounding white space, which a checked text may have, is no part of the value.
+  while (!json.empty() && (json.front() == ' ' || json.front() == '\n' || json.front() == '\r' ||
+                           json.front() == '\t')) {
+    json.remove_prefix(1);
+  }
+  while (!json.empty() && (json.back() == ' ' || json.back() == '\n' || json.back() == '\r' ||
+                           json.back() == '\t')) {
+    json.remove_suffix(1);
+  }
+  if (*type == JsonType::kNull) return Value::Null(type_oid);
+  std::string text;
+  uint32_t element_oid = 0;
+  if (IsJsonArrayType(type_oid, type_name, &element_oid)) {
+    if (*type == JsonType::kString) {
+      // Text the encoding could not read as an array (box[]-like forms) was kept as it was.
+      if (absl::Status s = ReadJsonString(json, &text); !s.ok()) return s;
+    } else if (*type != JsonType::kArray) {
+      return Expected("an array or a string", *type, type_oid, type_name);
+    } else if (absl::Status s = AppendArrayLiteral(json, element_oid, 1, &text); !s.ok()) {
+      return s;
+    }
+    if (text.find('\0') != std::string::npos) return NulError();
+    return Value::Text(type_oid, std::move(text));
+  }
+  if (absl::Status s = AppendScalarText(json, type_oid, type_name, &text); !s.ok()) return s;
+  if (text.find('\0') != std::string::npos) return NulError();
+  return Value::Text(type_oid, std::move(text));
+}
+
+}  // namespace pgflow

@@ -1,0 +1,456 @@
+#include "sources/kafka/kafka_message.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "schemas/ddl.h"
+#include "schemas/json_decoding.h"
+#include "schemas/json_reader.h"
+#include "schemas/table_schema_json.h"
+
+namespace pgflow {
+namespace {
+
+// Tables described by more headers than this are forgotten all at once (a long-running
+// consumer of many schema versions must not grow without bound).
+constexpr size_t kMaxCachedTables = 4096;
+
+std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
+
+absl::Status Invalid(std::string_view what) {
+  return absl::InvalidArgumentError(std::string(what));
+}
+
+// Prefixes a status's message with where it happened.
+absl::Status Within(std::string_view where, const absl::Status& status) {
+  return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": ", Str(status.message())));
+}
+
+absl::StatusOr<std::string> ReadString(std::string_view value, std::string_view field) {
+  if (JsonTypeOf(value) != JsonType::kString) {
+    return Invalid(absl::StrCat(std::string(field), " is not a string"));
+  }
+  std::string out;
+  if (absl::Status s = ReadJsonString(value, &out); !s.ok()) return Within(field, s);
+  return out;
+}
+
+absl::StatusOr<int64_t> ReadInteger(std::string_view value, std::string_view field) {
+  absl::StatusOr<int64_t> n = ReadJsonInt64(value);
+  if (!n.ok()) return Within(field, n.status());
+  return *n;
+}
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+// Standard base64 with padding, as AppendBase64 writes it.
+absl::StatusOr<std::string> DecodeBase64(std::string_view text) {
+  if (text.size() % 4 != 0) return Invalid("message content is not base64");
+  size_t padding = 0;
+  if (!text.empty() && text.back() == '=') ++padding;
+  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
+  std::string out;
+  uint32_t bits = 0;
+  int nbits = 0;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    const int v = Base64Value(text[i]);
+    if (v < 0) return Invalid("message content is not base64");
+    bits = (bits << 6) | static_cast<uint32_t>(v);
+    nbits += 6;
+    if (nbits >= 8) {
+      nbits -= 8;
+      out.push_back(static_cast<char>((bits >> nbits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
+// Low-Level Date Algorithms", days_from_civil).
+int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146'097 + doe - 719'468;
+}
+
+// "2026-11-22T11:06:17.887758Z" (AppendIsoTimestamp's form) as microseconds since the epoch.
+absl::StatusOr<int64_t> ParseIsoTimestamp(std::string_view s) {
+  auto fail = [&] {
+    return Invalid(absl::StrCat("commit_ts '", std::string(s.substr(0, 40)),
+                                "' is not of the form 2026-11-22T11:06:17.887758Z"));
+  };
+  size_t i = 0;
+  bool negative = false;
+  if (i < s.size() && s[i] == '-') {
+    negative = true;
+    ++i;
+  }
+  auto number = [&](size_t min_digits, size_t max_digits, int64_t* out) {
+    size_t start = i;
+    *out = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < max_digits) {
+      *out = *out * 10 + (s[i++] - '0');
+    }
+    return i - start >= min_digits;
+  };
+  auto literal = [&](char c) {
+    if (i >= s.size() || s[i] != c) return false;
+    ++i;
+    return true;
+  };
+  int64_t year, month, day, hour, minute, second;
+  if (!number(4, 9, &year) || !literal('-') || !number(2, 2, &month) || !literal('-') ||
+      !number(2, 2, &day) || !literal('T') || !number(2, 2, &hour) || !literal(':') ||
+      !number(2, 2, &minute) || !literal(':') || !number(2, 2, &second)) {
+    return fail();
+  }
+  int64_t micros = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    int64_t fraction = 0;
+    const size_t start = i;
+    if (!number(1, 6, &fraction)) return fail();
+    for (size_t digits = i - start; digits < 6; ++digits) fraction *= 10;
+    micros = fraction;
+  }
+  if (!literal('Z') || i != s.size() || month < 1 || month > 12 || day < 1 || day > 31 ||
+      hour > 23 || minute > 59 || second > 60) {
+    return fail();
+  }
+  const int64_t days = DaysFromCivil(negative ? -year : year, month, day);
+  return ((days * 24 + hour) * 60 + minute) * 60'000'000 + second * 1'000'000 + micros;
+}
+
+// The Op of a debezium one-letter op or a compact op name; false when neither.
+bool ParseOp(std::string_view name, bool* debezium, Op* op) {
+  struct Name {
+    std::string_view letter;
+    std::string_view word;
+    Op op;
+  };
+  static constexpr Name kNames[] = {
+      {"r", "read", Op::kRead},         {"c", "insert", Op::kInsert},
+      {"u", "update", Op::kUpdate},     {"d", "delete", Op::kDelete},
+      {"t", "truncate", Op::kTruncate}, {"m", "message", Op::kMessage},
+  };
+  for (const Name& n : kNames) {
+    if (name == n.letter || name == n.word) {
+      *debezium = name == n.letter;
+      *op = n.op;
+      return true;
+    }
+  }
+  return false;
+}
+
+// What a column absent from a row object is.
+enum class Missing {
+  kListed,          // unchanged TOAST if listed in unchanged_toast, else an error (`after`)
+  kNull,            // null: the non-key columns of an old key
+  kUnchangedToast,  // unknown: an old row under REPLICA IDENTITY FULL without a TOASTed value
+};
+
+// Reads the object `json` into a row of `table`: present columns decoded, the others as
+// `missing` says.
+absl::Status ReadRow(std::string_view json, const TableSchema& table, std::string_view what,
+                     const std::vector<std::string>& unchanged_toast, Missing missing, Row* row) {
+  if (JsonTypeOf(json) != JsonType::kObject) {
+    return Invalid(absl::StrCat(std::string(what), " is not an object"));
+  }
+  std::vector<JsonMember> members;
+  if (absl::Status s = ReadJsonObject(json, &members); !s.ok()) return Within(what, s);
+  row->assign(table.columns.size(), Value());
+  std::vector<bool> seen(table.columns.size(), false);
+  size_t next = 0;  // the producer writes columns in table order: look there first
+  for (const JsonMember& m : members) {
+    size_t index = next < table.columns.size() && table.columns[next].name == m.key
+                       ? next
+                       : table.columns.size();
+    for (size_t i = 0; index == table.columns.size() && i < table.columns.size(); ++i) {
+      if (table.columns[i].name == m.key) index = i;
+    }
+    if (index == table.columns.size()) {
+      return Invalid(absl::StrCat(std::string(what), " has a column \"", m.key, "\" that ",
+                                  table.QualifiedName(),
+                                  " does not have (by the message's pgflow.schema header)"));
+    }
+    if (seen[index]) {
+      return Invalid(absl::StrCat(std::string(what), " has column \"", m.key, "\" twice"));
+    }
+    seen[index] = true;
+    next = index + 1;
+    const Column& column = table.columns[index];
+    absl::StatusOr<Value> value = ValueFromJson(m.value, column.type_oid, column.type_name);
+    if (!value.ok()) {
+      return Within(absl::StrCat(std::string(what), ".", column.name), value.status());
+    }
+    (*row)[index] = *std::move(value);
+  }
+  for (size_t i = 0; i < table.columns.size(); ++i) {
+    if (seen[i]) continue;
+    const Column& column = table.columns[i];
+    bool toast = missing == Missing::kUnchangedToast;
+    for (const std::string& name : unchanged_toast) toast = toast || name == column.name;
+    if (toast) {
+      (*row)[i] = Value::UnchangedToast(column.type_oid);
+    } else if (missing == Missing::kNull) {
+      (*row)[i] = Value::Null(column.type_oid);
+    } else {
+      return Invalid(absl::StrCat(std::string(what), " lacks column \"", column.name,
+                                  "\", which is not listed in unchanged_toast either"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+const JsonMember* FindNonNull(const std::vector<JsonMember>& members, std::string_view key) {
+  const JsonMember* m = FindJsonMember(members, key);
+  return m == nullptr || JsonTypeOf(m->value) == JsonType::kNull ? nullptr : m;
+}
+
+}  // namespace
+
+absl::StatusOr<TableSchemaPtr> KafkaMessageDecoder::Table(std::string_view header) {
+  auto it = tables_.find(absl::string_view(header.data(), header.size()));
+  if (it != tables_.end()) return it->second;
+  absl::StatusOr<TableSchema> table = ParseTableSchemaJson(header);
+  if (!table.ok()) return Within("header pgflow.schema", table.status());
+  if (tables_.size() >= kMaxCachedTables) tables_.clear();
+  auto ptr = std::make_shared<const TableSchema>(*std::move(table));
+  tables_.emplace(std::string(header), ptr);
+  return ptr;
+}
+
+absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
+    std::optional<std::string_view> value, std::optional<std::string_view> schema_header) {
+  if (!value.has_value()) return std::optional<DecodedMessage>();
+  std::vector<JsonMember> members;
+  if (absl::Status s = ReadJsonObject(*value, &members); !s.ok()) {
+    return Within("the value is not a pgflow event", s);
+  }
+  DecodedMessage out;
+  Change& change = out.change;
+
+  // Transaction and event id: debezium's `source` object, or the compact object's own keys.
+  const JsonMember* source = FindNonNull(members, "source");
+  const JsonMember* op_member = FindNonNull(members, "op");
+  const bool is_ddl = op_member == nullptr && FindJsonMember(members, "ddl") != nullptr;
+  bool debezium = source != nullptr;
+  if (!is_ddl) {
+    if (op_member == nullptr) {
+      return Invalid("the value is not a pgflow event: it has neither \"op\" nor \"ddl\"");
+    }
+    absl::StatusOr<std::string> op = ReadString(op_member->value, "op");
+    if (!op.ok()) return op.status();
+    if (!ParseOp(*op, &debezium, &change.op)) {
+      return Invalid(absl::StrCat("unknown op \"", op->substr(0, 20), "\""));
+    }
+  } else {
+    change.op = Op::kDdl;
+  }
+  if (debezium && source == nullptr) {
+    return Invalid("a debezium event without its \"source\" object");
+  }
+  std::vector<JsonMember> source_members;
+  if (debezium || is_ddl) {
+    if (source == nullptr || JsonTypeOf(source->value) != JsonType::kObject) {
+      return Invalid("\"source\" is not an object");
+    }
+    if (absl::Status s = ReadJsonObject(source->value, &source_members); !s.ok()) {
+      return Within("source", s);
+    }
+  }
+  const std::vector<JsonMember>& txn_members = debezium || is_ddl ? source_members : members;
+  std::string schema_name;
+  std::string table_name;
+  for (const JsonMember& m : txn_members) {
+    absl::StatusOr<int64_t> n;
+    if (m.key == "lsn") {
+      if (debezium || is_ddl) {
+        n = ReadInteger(m.value, "source.lsn");
+        if (!n.ok()) return n.status();
+        change.txn.commit_lsn = Lsn(static_cast<uint64_t>(*n));
+      } else {
+        absl::StatusOr<std::string> text = ReadString(m.value, "lsn");
+        if (!text.ok()) return text.status();
+        std::optional<Lsn> lsn = Lsn::Parse(*text);
+        if (!lsn.has_value()) return Invalid(absl::StrCat("lsn \"", *text, "\" is not X/X"));
+        change.txn.commit_lsn = *lsn;
+      }
+    } else if (m.key == "txId" || m.key == "xid") {
+      n = ReadInteger(m.value, m.key);
+      if (!n.ok()) return n.status();
+      change.txn.xid = static_cast<uint32_t>(*n);
+    } else if (m.key == "ts_ms" && (debezium || is_ddl)) {
+      n = ReadInteger(m.value, "source.ts_ms");
+      if (!n.ok()) return n.status();
+      change.txn.commit_time_us = *n * 1000;
+    } else if (m.key == "commit_ts") {
+      absl::StatusOr<std::string> text = ReadString(m.value, "commit_ts");
+      if (!text.ok()) return text.status();
+      absl::StatusOr<int64_t> us = ParseIsoTimestamp(*text);
+      if (!us.ok()) return us.status();
+      change.txn.commit_time_us = *us;
+    } else if (m.key == "seq") {
+      n = ReadInteger(m.value, "seq");
+      if (!n.ok()) return n.status();
+      if (*n < 0) return Invalid("seq is negative");
+      change.sequence = static_cast<uint64_t>(*n);
+    } else if (m.key == "schema" || m.key == "table") {
+      absl::StatusOr<std::string> text = ReadString(m.value, m.key);
+      if (!text.ok()) return text.status();
+      (m.key == "schema" ? schema_name : table_name) = *std::move(text);
+    }
+  }
+  change.txn.end_lsn = change.txn.commit_lsn;
+  change.lsn = change.txn.commit_lsn;
+
+  if (change.op == Op::kDdl) {
+    const JsonMember* ddl = FindNonNull(members, "ddl");
+    if (ddl == nullptr) return Invalid("a schema change without its \"ddl\" description");
+    if (JsonTypeOf(ddl->value) == JsonType::kString) {
+      absl::StatusOr<std::string> text = ReadString(ddl->value, "ddl");
+      if (!text.ok()) return text.status();
+      change.content = *std::move(text);
+    } else {
+      change.content = std::string(ddl->value);
+    }
+    absl::StatusOr<DdlCommand> command = ParseDdlCommand(change.content);
+    if (!command.ok()) return command.status();
+    change.prefix = std::string(kDdlMessagePrefix);
+    change.transactional = true;
+    change.ddl = std::make_shared<const DdlCommand>(*std::move(command));
+    return std::optional<DecodedMessage>(std::move(out));
+  }
+
+  if (change.op == Op::kMessage) {
+    const JsonMember* message = FindNonNull(members, "message");
+    const std::vector<JsonMember>* fields = &members;
+    std::vector<JsonMember> message_members;
+    if (debezium) {
+      if (message == nullptr || JsonTypeOf(message->value) != JsonType::kObject) {
+        return Invalid("a message event without its \"message\" object");
+      }
+      if (absl::Status s = ReadJsonObject(message->value, &message_members); !s.ok()) {
+        return Within("message", s);
+      }
+      fields = &message_members;
+    }
+    for (const JsonMember& m : *fields) {
+      if (m.key == "prefix") {
+        absl::StatusOr<std::string> text = ReadString(m.value, "prefix");
+        if (!text.ok()) return text.status();
+        change.prefix = *std::move(text);
+      } else if (m.key == "content") {
+        absl::StatusOr<std::string> text = ReadString(m.value, "content");
+        if (!text.ok()) return text.status();
+        if (debezium) {
+          absl::StatusOr<std::string> bytes = DecodeBase64(*text);
+          if (!bytes.ok()) return bytes.status();
+          change.content = *std::move(bytes);
+        } else {
+          change.content = *std::move(text);
+        }
+      } else if (m.key == "transactional") {
+        change.transactional = m.value == "true";
+      }
+    }
+    return std::optional<DecodedMessage>(std::move(out));
+  }
+
+  // Row changes and truncates: typed by the table description.
+  if (!schema_header.has_value()) {
+    return Invalid(
+        "a row event without a pgflow.schema header (written by another producer, or by a "
+        "pgflow older than the kafka source): its values cannot be typed");
+  }
+  absl::StatusOr<TableSchemaPtr> table = Table(*schema_header);
+  if (!table.ok()) return table.status();
+  change.table = *table;
+  if ((!schema_name.empty() && schema_name != change.table->schema) ||
+      (!table_name.empty() && table_name != change.table->name)) {
+    return Invalid(absl::StrCat("the event is about ", schema_name, ".", table_name,
+                                " but its pgflow.schema header describes ",
+                                change.table->QualifiedName()));
+  }
+
+  if (change.op == Op::kTruncate) {
+    const std::vector<JsonMember>* fields = &members;
+    std::vector<JsonMember> truncate_members;
+    if (debezium) {
+      if (const JsonMember* t = FindNonNull(members, "truncate"); t != nullptr) {
+        if (absl::Status s = ReadJsonObject(t->value, &truncate_members); !s.ok()) {
+          return Within("truncate", s);
+        }
+      }
+      fields = &truncate_members;
+    }
+    for (const JsonMember& m : *fields) {
+      if (m.key == "cascade") change.truncate_cascade = m.value == "true";
+      if (m.key == "restart_identity") change.truncate_restart_identity = m.value == "true";
+    }
+    return std::optional<DecodedMessage>(std::move(out));
+  }
+
+  std::vector<std::string> unchanged_toast;
+  if (const JsonMember* list = FindNonNull(members, "unchanged_toast"); list != nullptr) {
+    std::vector<std::string_view> items;
+    if (JsonTypeOf(list->value) != JsonType::kArray) {
+      return Invalid("unchanged_toast is not an array");
+    }
+    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) {
+      return Within("unchanged_toast", s);
+    }
+    for (std::string_view item : items) {
+      absl::StatusOr<std::string> name = ReadString(item, "unchanged_toast[]");
+      if (!name.ok()) return name.status();
+      unchanged_toast.push_back(*std::move(name));
+    }
+  }
+  const TableSchema& schema = *change.table;
+  if (change.op != Op::kDelete) {
+    const JsonMember* after = FindNonNull(members, "after");
+    if (after == nullptr) {
+      return Invalid(absl::StrCat("a ", OpName(change.op), " without its \"after\" row"));
+    }
+    if (absl::Status s = ReadRow(after->value, schema, "after", unchanged_toast, Missing::kListed,
+                                 &change.after);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
+    const bool full = schema.replica_identity == 'f';
+    change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;
+    if (absl::Status s = ReadRow(before->value, schema, "before", {},
+                                 full ? Missing::kUnchangedToast : Missing::kNull, &change.before);
+        !s.ok()) {
+      return s;
+    }
+  } else if (change.op == Op::kDelete) {
+    return Invalid("a delete without its \"before\" key");
+  }
+  if ((change.op == Op::kInsert || change.op == Op::kRead) && !unchanged_toast.empty()) {
+    // An update that moved the row to a new key, published as a create (see the header).
+    change.op = Op::kUpdate;
+    out.warning = absl::StrCat(
+        "a row of ", schema.QualifiedName(), " moved to a new key without the values of ",
+        absl::StrJoin(unchanged_toast, ", "),
+        " (TOASTed and unchanged, so never published): applied as an update of the new key; "
+        "a target that lacks that row lacks it still");
+  }
+  return std::optional<DecodedMessage>(std::move(out));
+}
+
+}  // namespace pgflow

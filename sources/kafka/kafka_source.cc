@@ -1,0 +1,868 @@
+#include "sources/kafka/kafka_source.h"
+
+#include <librdkafka/rdkafka.h>
+#include <regex.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "engine/log.h"
+
+namespace pgflow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A batch (one transaction handed on) holds at most this many messages, or this many bytes of
+// message values.
+constexpr size_t kBatchMessages = 2000;
+constexpr size_t kBatchBytes = 4u << 20;
+// Consumer errors (brokers down and the like) are logged at most this often.
+constexpr auto kErrorLogInterval = std::chrono::seconds(10);
+
+std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
+
+// Properties pgflow sets itself: the group, where it starts, and when offsets are committed
+// (acknowledgement rests on them).
+constexpr std::array<std::string_view, 7> kReservedProperties = {
+    "bootstrap.servers",   "metadata.broker.list",     "group.id",
+    "enable.auto.commit",  "enable.auto.offset.store", "auto.offset.reset",
+    "enable.partition.eof"};
+
+constexpr OptionSpec kOptions[] = {
+    {"brokers", "list", true, "", "Bootstrap brokers, host:port, a list or comma-separated."},
+    {"topics", "list", true, "",
+     "Topics to read: names, or regular expressions starting with '^' (POSIX extended, as "
+     "librdkafka reads them), e.g. '^shop\\..*'. Include the schema-changes topic for DDL."},
+    {"group", "string", true, "",
+     "Consumer group: its committed offsets are where the pipeline resumes; run several "
+     "delivery processes in one group to share the partitions."},
+    {"offset_reset", "string", false, "earliest",
+     "Where a group without committed offsets starts: earliest (everything on the topics) or "
+     "latest (only what is written from now on)."},
+    {"commit_interval", "duration", false, "1s",
+     "How often the offsets of messages every sink holds are committed (100ms..1h)."},
+    {"connect_timeout", "duration", false, "10s",
+     "How long start-up waits for the brokers to answer before failing."},
+    {"rebalance_timeout", "duration", false, "60s",
+     "How long a rebalance waits for the events of the partitions it takes away to be held by "
+     "every sink before their offsets are committed."},
+    {"truncate", "string", false, "auto",
+     "auto: apply a truncate read from a topic of one partition, skip it (with a warning) "
+     "from a topic of several, where it cannot be placed among the other partitions' "
+     "changes; apply; skip."},
+    {"ddl_wait", "duration", false, "30s",
+     "How long a row of a new shape (a column its table's last shape lacks) waits for its "
+     "table's DDL event from the schema-changes topic before it goes on as it is; 0 = it "
+     "does not wait."},
+    {"malformed", "string", false, "stop",
+     "A message that is not a pgflow event: stop (the pipeline fails, naming topic, partition "
+     "and offset) or skip (logged the same way; its offset is committed)."},
+    {"security", "map", false, "",
+     "{protocol, sasl_mechanism, sasl_username, sasl_password, ssl_ca_location, ...}: "
+     "passed to librdkafka as security.protocol, sasl.mechanism, ..."},
+    {"properties", "map", false, "",
+     "Any librdkafka consumer property, {fetch.max.bytes: 1048576}; group.id, offsets and "
+     "auto commit are pgflow's."},
+};
+
+// pgflow's own consumer settings; `properties:` come after them.
+std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSourceOptions& o,
+                                                                  const std::string& client_id) {
+  return {
+      {"bootstrap.servers", o.client.brokers},
+      {"client.id", client_id},
+      {"group.id", o.group.empty() ? "pgflow" : o.group},
+      // Offsets are committed by pgflow, and only for what every sink holds.
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      // A partition without a committed offset is assigned at offset_reset's end explicitly;
+      // any other reset means messages this group never read are gone: an error, never a
+      // silent skip.
+      {"auto.offset.reset", "error"},
+      {"enable.partition.eof", "false"},
+      // New topics matching a pattern, and named topics created after start-up, are found
+      // within 10 s rather than librdkafka's 5 minutes.
+      {"topic.metadata.refresh.interval.ms", "10000"},
+  };
+}
+
+// Ten seconds of patience per call, for rd_kafka_metadata and synchronous commits.
+constexpr int kRequestTimeoutMs = 10000;
+
+class KafkaSourceFactory : public SourceFactory {
+ public:
+  std::string_view type() const override { return "kafka"; }
+  std::span<const OptionSpec> options() const override { return kOptions; }
+  SourcePositions positions() const override { return SourcePositions::kSourceSequence; }
+
+  absl::StatusOr<std::shared_ptr<const SourceOptions>> Parse(
+      const ConfigNode& node) const override {
+    if (!node.IsMap()) {
+      return node.Error(
+          "expected a mapping like {brokers: 127.0.0.1:9092, topics: [...], group: g}");
+    }
+    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
+    auto o = std::make_shared<KafkaSourceOptions>();
+    if (absl::Status s = ReadKafkaClientConfig(
+            node, kReservedProperties,
+            "brokers: the `brokers` key; the group: `group`; where it starts: `offset_reset`; "
+            "offsets are committed only once every sink holds the events",
+            &o->client);
+        !s.ok()) {
+      return s;
+    }
+    ConfigNode topics_node = *node.Get("topics");
+    absl::StatusOr<std::vector<std::string>> topics = topics_node.AsStringList();
+    if (!topics.ok()) return topics.status();
+    if (topics->empty()) return topics_node.Error("list at least one topic");
+    std::vector<ConfigNode> items =
+        topics_node.IsSequence() ? topics_node.Items() : std::vector<ConfigNode>{topics_node};
+    for (size_t i = 0; i < topics->size(); ++i) {
+      const std::string& t = (*topics)[i];
+      const ConfigNode& at = i < items.size() ? items[i] : topics_node;
+      if (t.empty()) return at.Error("a topic name is empty");
+      if (t[0] == '^') {
+        regex_t re;
+        int rc = regcomp(&re, t.c_str(), REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+          char why[256];
+          regerror(rc, &re, why, sizeof(why));
+          return at.Error(absl::StrCat("invalid regular expression '", t, "': ", why));
+        }
+        regfree(&re);
+      } else if (t.size() > 249 || !std::all_of(t.begin(), t.end(), [](char c) {
+                   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+                 })) {
+        return at.Error(absl::StrCat("invalid topic name '", t,
+                                     "': Kafka allows [A-Za-z0-9._-], at most 249 characters "
+                                     "(a regular expression starts with '^')"));
+      }
+      if (std::find(o->topics.begin(), o->topics.end(), t) != o->topics.end()) {
+        return at.Error(absl::StrCat("topic '", t, "' is listed twice"));
+      }
+      o->topics.push_back(t);
+    }
+    ConfigNode group_node = *node.Get("group");
+    absl::StatusOr<std::string> group = group_node.AsString();
+    if (!group.ok()) return group.status();
+    if (group->empty()) return group_node.Error("the group is empty");
+    o->group = *group;
+    if (auto v = node.Get("offset_reset")) {
+      absl::StatusOr<std::string> text = v->AsString();
+      if (!text.ok()) return text.status();
+      if (*text != "earliest" && *text != "latest") {
+        return v->Error(
+            absl::StrCat("unknown offset_reset '", *text, "' (expected earliest or latest)"));
+      }
+      o->offset_reset = *text;
+    }
+    struct Duration {
+      std::string_view key;
+      std::chrono::milliseconds* out;
+      int64_t min_ms;
+    };
+    for (const Duration& d : {Duration{"commit_interval", &o->commit_interval, 100},
+                              Duration{"connect_timeout", &o->connect_timeout, 100},
+                              Duration{"rebalance_timeout", &o->rebalance_timeout, 1000},
+                              Duration{"ddl_wait", &o->ddl_wait, 0}}) {
+      if (auto v = node.Get(d.key)) {
+        absl::StatusOr<std::chrono::milliseconds> value = v->AsDuration();
+        if (!value.ok()) return value.status();
+        if (value->count() < d.min_ms || value->count() > 3'600'000) {
+          return v->Error(absl::StrCat("must be between ", d.min_ms, "ms and 1h"));
+        }
+        *d.out = *value;
+      }
+    }
+    if (auto v = node.Get("truncate")) {
+      absl::StatusOr<std::string> text = v->AsString();
+      if (!text.ok()) return text.status();
+      if (*text == "auto") {
+        o->truncate = KafkaTruncateMode::kAuto;
+      } else if (*text == "apply") {
+        o->truncate = KafkaTruncateMode::kApply;
+      } else if (*text == "skip") {
+        o->truncate = KafkaTruncateMode::kSkip;
+      } else {
+        return v->Error(
+            absl::StrCat("unknown truncate mode '", *text, "' (expected auto, apply or skip)"));
+      }
+    }
+    if (auto v = node.Get("malformed")) {
+      absl::StatusOr<std::string> text = v->AsString();
+      if (!text.ok()) return text.status();
+      if (*text != "stop" && *text != "skip") {
+        return v->Error(
+            absl::StrCat("unknown malformed mode '", *text, "' (expected stop or skip)"));
+      }
+      o->skip_malformed = *text == "skip";
+    }
+    if (absl::Status s = CheckKafkaProperties(ConsumerSettings(*o, "pgflow"), o->client, node);
+        !s.ok()) {
+      return s;
+    }
+    return o;
+  }
+
+  std::unique_ptr<Source> Build(const PipelineConfig& pipeline) const override {
+    return std::make_unique<KafkaSource>(
+        pipeline.name, std::static_pointer_cast<const KafkaSourceOptions>(pipeline.source_options));
+  }
+};
+
+// The first position of a run: above the microseconds since the epoch, and above anything
+// this process used before (a pipeline restarted in-process after a lost connection).
+Lsn NextRunStart() {
+  static std::atomic<uint64_t> last{0};
+  const uint64_t now = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+  uint64_t seen = last.load();
+  uint64_t start;
+  do {
+    start = std::max(now, seen + 1);
+  } while (!last.compare_exchange_weak(seen, start));
+  return Lsn(start);
+}
+
+TopicPartition PartitionOf(const rd_kafka_message_t* m) {
+  return TopicPartition{rd_kafka_topic_name(m->rkt), m->partition};
+}
+
+std::string Describe(const rd_kafka_topic_partition_list_t* partitions) {
+  std::vector<std::string> names;
+  for (int i = 0; i < partitions->cnt; ++i) {
+    names.push_back(
+        absl::StrCat(partitions->elems[i].topic, "[", partitions->elems[i].partition, "]"));
+  }
+  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+}
+
+}  // namespace
+
+// librdkafka's callbacks, run inside rd_kafka_consumer_poll (or consumer_close) on the
+// source's thread.
+class KafkaSourceCallbacks {
+ public:
+  static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* partitions, void* opaque) {
+    auto* source = static_cast<KafkaSource*>(opaque);
+    source->in_rebalance_ = true;
+    source->Rebalance(err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, partitions);
+    source->in_rebalance_ = false;
+  }
+  static void Error(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+    static_cast<KafkaSource*>(opaque)->OnError(err, reason);
+  }
+  static void Commit(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                     rd_kafka_topic_partition_list_t* offsets, void* opaque) {
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    LogWarning("kafka source: committing offsets failed: %s (retried with the next commit)",
+               rd_kafka_err2str(err));
+  }
+};
+
+KafkaSource::KafkaSource(std::string pipeline, std::shared_ptr<const KafkaSourceOptions> options)
+    : pipeline_(std::move(pipeline)), options_(std::move(options)) {}
+
+KafkaSource::~KafkaSource() {
+  for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
+  polled_.clear();
+  for (auto& [partition, held] : held_) {
+    for (rd_kafka_message_t* m : held.messages) rd_kafka_message_destroy(m);
+  }
+  held_.clear();
+  if (consumer_ != nullptr) {
+    closing_ = true;
+    rd_kafka_consumer_close(consumer_);
+    rd_kafka_destroy(consumer_);
+  }
+}
+
+void KafkaSource::OnError(int err, const char* reason) {
+  auto code = static_cast<rd_kafka_resp_err_t>(err);
+  if (code == RD_KAFKA_RESP_ERR__FATAL) {
+    char fatal[512];
+    rd_kafka_fatal_error(consumer_, fatal, sizeof(fatal));
+    if (fatal_.ok()) {
+      fatal_ = absl::UnavailableError(
+          absl::StrCat("the Kafka consumer hit a fatal error and must restart: ", fatal));
+    }
+    return;
+  }
+  auto now = Clock::now();
+  if (now - last_error_log_ < kErrorLogInterval) return;
+  last_error_log_ = now;
+  LogWarning("kafka source %s: %s (retrying)", options_->client.brokers, reason);
+}
+
+absl::StatusOr<Lsn> KafkaSource::Prepare() {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  std::string bad;
+  if (absl::Status s = SetKafkaProperties(conf, ConsumerSettings(*options_, "pgflow-" + pipeline_),
+                                          options_->client, &bad);
+      !s.ok()) {
+    rd_kafka_conf_destroy(conf);
+    return s;
+  }
+  rd_kafka_conf_set_opaque(conf, this);
+  rd_kafka_conf_set_rebalance_cb(conf, &KafkaSourceCallbacks::Rebalance);
+  rd_kafka_conf_set_error_cb(conf, &KafkaSourceCallbacks::Error);
+  rd_kafka_conf_set_offset_commit_cb(conf, &KafkaSourceCallbacks::Commit);
+  rd_kafka_conf_set_log_cb(
+      conf, [](const rd_kafka_t*, int level, const char* facility, const char* message) {
+        LogDebug("librdkafka %s: %s", facility, message);
+      });
+  char errstr[512];
+  consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  if (consumer_ == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    return absl::InvalidArgumentError(absl::StrCat("cannot create a Kafka consumer: ", errstr));
+  }
+  rd_kafka_poll_set_consumer(consumer_);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(consumer_, 1, nullptr, &metadata,
+                                              static_cast<int>(options_->connect_timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError(
+        absl::StrCat("no Kafka broker of ", options_->client.brokers, " (source.kafka.brokers, at ",
+                     options_->client.brokers_position, ") answered within ",
+                     options_->connect_timeout.count(), "ms: ", rd_kafka_err2str(err)));
+  }
+  for (const std::string& topic : options_->topics) {
+    if (topic[0] == '^') continue;
+    bool found = false;
+    for (int i = 0; i < metadata->topic_cnt && !found; ++i) {
+      found = metadata->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+              topic == metadata->topics[i].topic;
+    }
+    if (!found) {
+      LogWarning(
+          "kafka source: topic %s does not exist (yet): pgflow reads it once it does (a kafka "
+          "sink creates its topics with their first message)",
+          topic);
+    }
+  }
+  rd_kafka_metadata_destroy(metadata);
+  rd_kafka_topic_partition_list_t* subscription =
+      rd_kafka_topic_partition_list_new(static_cast<int>(options_->topics.size()));
+  for (const std::string& topic : options_->topics) {
+    rd_kafka_topic_partition_list_add(subscription, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  }
+  err = rd_kafka_subscribe(consumer_, subscription);
+  rd_kafka_topic_partition_list_destroy(subscription);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot subscribe to ",
+                                                   absl::StrJoin(options_->topics, ", "), ": ",
+                                                   rd_kafka_err2str(err)));
+  }
+  last_position_ = NextRunStart();
+  LogInfo("kafka source: group %s reading %s from %s (offsets of new partitions: %s)",
+          options_->group, absl::StrJoin(options_->topics, ", "), options_->client.brokers,
+          options_->offset_reset);
+  return last_position_;
+}
+
+void KafkaSource::Rebalance(bool assign, rd_kafka_topic_partition_list_t* partitions) {
+  cooperative_ = std::strcmp(rd_kafka_rebalance_protocol(consumer_), "COOPERATIVE") == 0;
+  if (assign) {
+    LogInfo("kafka source: group %s assigned %s", options_->group, Describe(partitions));
+    // Each partition starts at the group's committed offset, or, without one, at the end
+    // offset_reset names.
+    rd_kafka_topic_partition_list_t* start = rd_kafka_topic_partition_list_copy(partitions);
+    rd_kafka_resp_err_t err = rd_kafka_committed(consumer_, start, kRequestTimeoutMs);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && fatal_.ok()) {
+      fatal_ =
+          absl::UnavailableError(absl::StrCat("kafka source: cannot read group ", options_->group,
+                                              "'s committed offsets: ", rd_kafka_err2str(err)));
+    }
+    for (int i = 0; i < start->cnt; ++i) {
+      if (start->elems[i].offset < 0) {
+        start->elems[i].offset =
+            options_->offset_reset == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+      }
+    }
+    if (cooperative_) {
+      if (rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, start)) {
+        LogWarning("kafka source: assigning partitions: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+      }
+    } else {
+      rd_kafka_assign(consumer_, start);
+    }
+    rd_kafka_topic_partition_list_destroy(start);
+    // While the sinks are full, new partitions wait too.
+    if (paused_) rd_kafka_pause_partitions(consumer_, partitions);
+    return;
+  }
+  Revoke(partitions, rd_kafka_assignment_lost(consumer_) != 0);
+  if (cooperative_) {
+    if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer_, partitions)) {
+      LogWarning("kafka source: unassigning partitions: %s", rd_kafka_error_string(error));
+      rd_kafka_error_destroy(error);
+    }
+  } else {
+    rd_kafka_assign(consumer_, nullptr);
+  }
+}
+
+void KafkaSource::Revoke(rd_kafka_topic_partition_list_t* partitions, bool lost) {
+  std::vector<TopicPartition> revoked;
+  for (int i = 0; i < partitions->cnt; ++i) {
+    revoked.push_back(TopicPartition{partitions->elems[i].topic, partitions->elems[i].partition});
+  }
+  // Messages polled from them and not handed on: the next owner reads them.
+  for (const TopicPartition& tp : revoked) DropPolled(tp);
+  if (!lost && !closing_ && acks_ != nullptr && emitter_ != nullptr) {
+    // What went out of these partitions must be durable before their offsets are committed
+    // and another consumer takes over: else its changes and ours could reach a sink in the
+    // wrong order.
+    const auto deadline = Clock::now() + options_->rebalance_timeout;
+    if (pending_ != nullptr) EmitPending(deadline).IgnoreError();
+    Lsn through;
+    for (const TopicPartition& tp : revoked) {
+      if (std::optional<Lsn> p = tracker_.PendingThrough(tp); p.has_value()) {
+        through = std::max(through, *p);
+      }
+    }
+    while (acks_->Confirmed() < through && Clock::now() < deadline &&
+           !(stop_ != nullptr && stop_->requested())) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (acks_->Confirmed() < through) {
+      LogWarning(
+          "kafka source: %s taken away before every sink held what was read from them "
+          "(rebalance_timeout %dms): their next owner may apply some changes again, possibly "
+          "before these",
+          Describe(partitions), options_->rebalance_timeout.count());
+    }
+    tracker_.Confirm(acks_->Confirmed());
+  }
+  std::vector<PartitionOffset> last;
+  for (const TopicPartition& tp : revoked) {
+    if (std::optional<PartitionOffset> o = tracker_.Forget(tp); o.has_value()) {
+      last.push_back(*o);
+    }
+  }
+  if (!lost && !last.empty()) Commit(/*sync=*/true, &last);
+  LogInfo("kafka source: group %s %s %s", options_->group, lost ? "lost" : "gave up",
+          Describe(partitions));
+}
+
+void KafkaSource::DropPolled(const TopicPartition& partition) {
+  auto gone = std::remove_if(polled_.begin(), polled_.end(), [&](rd_kafka_message_t* m) {
+    if (m->rkt == nullptr || !(PartitionOf(m) == partition)) return false;
+    rd_kafka_message_destroy(m);
+    return true;
+  });
+  polled_.erase(gone, polled_.end());
+  if (auto it = held_.find(partition); it != held_.end()) {
+    for (rd_kafka_message_t* m : it->second.messages) rd_kafka_message_destroy(m);
+    held_.erase(it);
+  }
+}
+
+void KafkaSource::Commit(bool sync, const std::vector<PartitionOffset>* only) {
+  if (acks_ != nullptr) tracker_.Confirm(acks_->Confirmed());
+  std::vector<PartitionOffset> offsets = only != nullptr ? *only : tracker_.Commits();
+  last_commit_ = Clock::now();
+  if (offsets.empty()) return;
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
+  for (const PartitionOffset& o : offsets) {
+    rd_kafka_topic_partition_list_add(list, o.partition.topic.c_str(), o.partition.partition)
+        ->offset = o.offset;
+  }
+  rd_kafka_resp_err_t err = rd_kafka_commit(consumer_, list, sync ? 0 : 1);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    LogWarning("kafka source: committing offsets failed: %s", rd_kafka_err2str(err));
+    return;
+  }
+  tracker_.MarkCommitted(offsets);
+}
+
+void KafkaSource::PausePartitions() {
+  rd_kafka_topic_partition_list_t* assigned = nullptr;
+  if (rd_kafka_assignment(consumer_, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_pause_partitions(consumer_, assigned);
+    rd_kafka_topic_partition_list_destroy(assigned);
+  }
+  paused_ = true;
+}
+
+void KafkaSource::ResumePartitions() {
+  rd_kafka_topic_partition_list_t* assigned = nullptr;
+  if (rd_kafka_assignment(consumer_, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Partitions the schema-change gate holds stay paused.
+    rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(assigned->cnt);
+    for (int i = 0; i < assigned->cnt; ++i) {
+      const rd_kafka_topic_partition_t& p = assigned->elems[i];
+      if (!held_.contains(TopicPartition{p.topic, p.partition})) {
+        rd_kafka_topic_partition_list_add(resume, p.topic, p.partition);
+      }
+    }
+    rd_kafka_resume_partitions(consumer_, resume);
+    rd_kafka_topic_partition_list_destroy(resume);
+    rd_kafka_topic_partition_list_destroy(assigned);
+  }
+  paused_ = false;
+}
+
+KafkaSource::ShapeCheck KafkaSource::CheckShape(Change* change) {
+  const TableSchema& table = *change->table;
+  const std::string name = table.QualifiedName();
+  Shape& known = shapes_[name];
+  auto remember = [&] {
+    known.columns.clear();
+    for (const Column& c : table.columns) known.columns.emplace_back(c.name, c.type_oid);
+    known.lsn = change->txn.commit_lsn;
+    known.from_ddl = false;
+  };
+  if (known.columns.empty()) {
+    remember();
+    return ShapeCheck::kHandOn;
+  }
+  auto knows = [&](const Column& c) {
+    for (const auto& [name_k, oid_k] : known.columns) {
+      if (name_k == c.name && (oid_k == 0 || oid_k == c.type_oid)) return true;
+    }
+    return false;
+  };
+  bool all_known = true;
+  for (const Column& c : table.columns) all_known = all_known && knows(c);
+  if (all_known) return ShapeCheck::kHandOn;
+  if (known.from_ddl && change->txn.commit_lsn < known.lsn) {
+    // Written before the DDL that was handed on: without the columns it dropped.
+    auto narrowed = std::make_shared<TableSchema>(table);
+    narrowed->columns.clear();
+    Row after;
+    Row before;
+    for (size_t i = 0; i < table.columns.size(); ++i) {
+      const Column& c = table.columns[i];
+      bool kept = false;
+      for (const auto& [name_k, oid_k] : known.columns) kept = kept || name_k == c.name;
+      if (!kept) continue;
+      narrowed->columns.push_back(c);
+      if (i < change->after.size()) after.push_back(std::move(change->after[i]));
+      if (i < change->before.size()) before.push_back(std::move(change->before[i]));
+    }
+    change->table = std::move(narrowed);
+    change->after = std::move(after);
+    change->before = std::move(before);
+    return ShapeCheck::kHandOn;
+  }
+  if (!known.accept_next && options_->ddl_wait.count() > 0) return ShapeCheck::kHold;
+  if (options_->ddl_wait.count() > 0) {
+    LogWarning(
+        "kafka source: a row of %s has a column its last shape lacks, and no DDL event "
+        "describing the change came within ddl_wait (%dms): it goes on as it is",
+        name, options_->ddl_wait.count());
+  }
+  remember();
+  known.accept_next = false;
+  return ShapeCheck::kHandOn;
+}
+
+void KafkaSource::NoteDdl(const Change& change) {
+  if (change.ddl == nullptr || !change.ddl->table.has_value() || change.ddl->dropped) return;
+  const DdlTableShape& shape = *change.ddl->table;
+  Shape& known = shapes_[shape.schema + "." + shape.name];
+  known.columns.clear();
+  known.lsn = change.txn.commit_lsn;
+  known.from_ddl = true;
+  known.accept_next = false;
+  // The DDL's types are format_type text, the rows' OIDs: a column a DDL names is known
+  // whatever the type the rows give it.
+  for (const DdlColumn& c : shape.columns) known.columns.emplace_back(c.name, 0);
+  for (auto& [partition, held] : held_) {
+    if (held.table == shape.schema + "." + shape.name) held.released = true;
+  }
+}
+
+void KafkaSource::ReleaseHeld() {
+  std::vector<rd_kafka_message_t*> front;
+  rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(0);
+  const auto now = Clock::now();
+  for (auto it = held_.begin(); it != held_.end();) {
+    Held& held = it->second;
+    if (!held.released && now - held.since < options_->ddl_wait) {
+      ++it;
+      continue;
+    }
+    if (!held.released) shapes_[held.table].accept_next = true;
+    front.insert(front.end(), held.messages.begin(), held.messages.end());
+    if (!paused_) {
+      rd_kafka_topic_partition_list_add(resume, it->first.topic.c_str(), it->first.partition);
+    }
+    held_.erase(it++);
+  }
+  if (resume->cnt > 0) rd_kafka_resume_partitions(consumer_, resume);
+  rd_kafka_topic_partition_list_destroy(resume);
+  polled_.insert(polled_.begin(), front.begin(), front.end());
+}
+
+absl::Status KafkaSource::EmitPending(Clock::time_point deadline) {
+  while (pending_ != nullptr) {
+    switch (emitter_->Emit(pending_, absl::Milliseconds(100))) {
+      case Emitter::Result::kOk:
+        pending_.reset();
+        if (paused_) ResumePartitions();
+        return absl::OkStatus();
+      case Emitter::Result::kClosed:
+        // A sink failed; the pipeline reports why.
+        return absl::CancelledError("the pipeline is closing");
+      case Emitter::Result::kTimeout:
+        break;
+    }
+    if (stop_->requested() || Clock::now() >= deadline) return absl::OkStatus();
+    // Inside a rebalance (which runs within a poll) the consumer is not polled again.
+    if (in_rebalance_) continue;
+    // The sinks are behind: stop fetching (memory stays bounded) but keep serving the group,
+    // and commit what they confirm meanwhile.
+    if (!paused_) PausePartitions();
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_, 0);
+    if (m != nullptr) polled_.push_back(m);  // fetched before the pause took effect
+    if (Clock::now() - last_commit_ >= options_->commit_interval) Commit(false);
+  }
+  return absl::OkStatus();
+}
+
+void KafkaSource::Poll(std::chrono::milliseconds wait) {
+  size_t bytes = 0;
+  for (rd_kafka_message_t* m : polled_) bytes += m->len;
+  while (polled_.size() < kBatchMessages && bytes < kBatchBytes) {
+    rd_kafka_message_t* m =
+        rd_kafka_consumer_poll(consumer_, polled_.empty() ? static_cast<int>(wait.count()) : 0);
+    if (m == nullptr) return;
+    polled_.push_back(m);
+    bytes += m->len;
+  }
+}
+
+bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {
+  if (options_->truncate != KafkaTruncateMode::kAuto) {
+    return options_->truncate == KafkaTruncateMode::kApply;
+  }
+  const std::string topic = rd_kafka_topic_name(m->rkt);
+  auto it = partition_counts_.find(topic);
+  if (it == partition_counts_.end()) {
+    const rd_kafka_metadata_t* metadata = nullptr;
+    int count = 0;
+    if (rd_kafka_metadata(consumer_, 0, m->rkt, &metadata, kRequestTimeoutMs) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (metadata->topic_cnt == 1) count = metadata->topics[0].partition_cnt;
+      rd_kafka_metadata_destroy(metadata);
+    }
+    // Unknown (the brokers did not answer): not applied, and asked again next time.
+    if (count == 0) return false;
+    it = partition_counts_.emplace(topic, count).first;
+  }
+  return it->second == 1;
+}
+
+absl::Status KafkaSource::Decode() {
+  if (!held_.empty()) ReleaseHeld();
+  auto batch = std::make_shared<EventBatch>();
+  const Lsn position(last_position_.value + 1);
+  TxnInfo txn;
+  txn.commit_lsn = position;
+  txn.end_lsn = position;
+  txn.commit_time_us = absl::ToUnixMicros(absl::Now());
+  Event begin;
+  begin.kind = EventKind::kBegin;
+  begin.txn = txn;
+  batch->events.push_back(std::move(begin));
+  size_t offsets = 0;
+  absl::Status status;
+  size_t used = 0;
+  for (; used < polled_.size(); ++used) {
+    rd_kafka_message_t* m = polled_[used];
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
+      const std::string what = absl::StrCat(
+          m->rkt != nullptr ? absl::StrCat("topic ", rd_kafka_topic_name(m->rkt), ": ") : "",
+          rd_kafka_message_errstr(m));
+      if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+          m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
+        status = absl::PermissionDeniedError(absl::StrCat("kafka source: ", what));
+        break;
+      }
+      if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        status = absl::DataLossError(absl::StrCat(
+            "kafka source: ", what, " (partition ", m->partition, ", offset ", m->offset,
+            "): the next message group ", options_->group,
+            " has to read is no longer on the topic (retention deleted it first), so changes "
+            "are missing from the sinks. Copy the tables again into the sinks, then move the "
+            "group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
+        break;
+      }
+      auto now = Clock::now();
+      if (now - last_error_log_ >= kErrorLogInterval) {
+        last_error_log_ = now;
+        LogWarning("kafka source: %s", what);
+      }
+      continue;
+    }
+    const TopicPartition origin = PartitionOf(m);
+    if (auto held = held_.find(origin); held != held_.end()) {
+      // Behind a row that waits for its table's DDL: waits too, in order.
+      held->second.messages.push_back(m);
+      polled_[used] = nullptr;
+      continue;
+    }
+    std::optional<std::string_view> value;
+    if (m->payload != nullptr)
+      value = std::string_view(static_cast<const char*>(m->payload), m->len);
+    std::optional<std::string_view> schema;
+    rd_kafka_headers_t* headers = nullptr;
+    const void* header = nullptr;
+    size_t header_size = 0;
+    if (rd_kafka_message_headers(m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(headers, "pgflow.schema", &header, &header_size) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        header != nullptr) {
+      schema = std::string_view(static_cast<const char*>(header), header_size);
+    }
+    absl::StatusOr<std::optional<DecodedMessage>> decoded = decoder_.Decode(value, schema);
+    auto where = [&] {
+      return absl::StrCat("kafka topic ", origin.topic, " partition ", origin.partition, " offset ",
+                          m->offset);
+    };
+    if (!decoded.ok()) {
+      if (!options_->skip_malformed) {
+        status = absl::InvalidArgumentError(
+            absl::StrCat(where(), ": ", Str(decoded.status().message()),
+                         "; the message is not a pgflow event this pipeline can read (set "
+                         "source.kafka.malformed: skip to pass over such messages)"));
+        break;
+      }
+      ++skipped_;
+      LogWarning("%s: skipped (malformed: skip): %s", where(), decoded.status().message());
+    } else if (decoded->has_value()) {
+      DecodedMessage& d = **decoded;
+      if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
+      bool keep = true;
+      const Op op = d.change.op;
+      if ((op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) &&
+          CheckShape(&d.change) == ShapeCheck::kHold) {
+        LogInfo(
+            "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
+            "the DDL event that added it",
+            where(), d.change.table->QualifiedName(), options_->ddl_wait.count());
+        held_[origin] = Held{d.change.table->QualifiedName(), {m}, Clock::now(), false};
+        polled_[used] = nullptr;
+        rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, origin.topic.c_str(), origin.partition);
+        rd_kafka_pause_partitions(consumer_, one);
+        rd_kafka_topic_partition_list_destroy(one);
+        continue;
+      }
+      if (op == Op::kDdl) NoteDdl(d.change);
+      if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
+        keep = false;
+        LogWarning(
+            "%s: truncate of %s skipped: a truncate cannot be placed among the changes of the "
+            "topic's other partitions (set source.kafka.truncate: apply to apply it anyway, or "
+            "truncate the target yourself)",
+            where(), d.change.table->QualifiedName());
+      }
+      if (keep) {
+        Event event;
+        event.kind = EventKind::kChange;
+        event.txn = txn;
+        event.change = std::move(d.change);
+        batch->bytes += event.ApproximateBytes();
+        batch->events.push_back(std::move(event));
+      }
+    }
+    tracker_.Add(position, origin, m->offset);
+    ++offsets;
+    ++messages_;
+  }
+  for (size_t i = 0; i < polled_.size(); ++i) {
+    // What follows a malformed message stays unread: it is read again after a restart.
+    if (polled_[i] != nullptr) rd_kafka_message_destroy(polled_[i]);
+  }
+  polled_.clear();
+  if (offsets == 0) return status;
+  if (batch->events.size() == 1) {
+    // Nothing to deliver (tombstones, skipped messages): a position, so that the offsets are
+    // committed once the sinks have seen it.
+    batch->events.clear();
+    Event marker;
+    marker.kind = EventKind::kPosition;
+    marker.position = position;
+    batch->events.push_back(std::move(marker));
+  } else {
+    Event commit;
+    commit.kind = EventKind::kCommit;
+    commit.txn = txn;
+    batch->events.push_back(std::move(commit));
+  }
+  batch->bytes += batch->events.size() * sizeof(Event);
+  last_position_ = position;
+  pending_ = std::move(batch);
+  return status;
+}
+
+absl::Status KafkaSource::Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) {
+  emitter_ = &emitter;
+  acks_ = &acks.wal;
+  stop_ = &stop;
+  last_commit_ = Clock::now();
+  absl::Status status;
+  while (!stop.requested()) {
+    if (!fatal_.ok()) {
+      status = fatal_;
+      break;
+    }
+    if (pending_ != nullptr) {
+      absl::Status s = EmitPending(Clock::time_point::max());
+      if (absl::IsCancelled(s)) break;
+      continue;
+    }
+    if (Clock::now() - last_commit_ >= options_->commit_interval) Commit(false);
+    Poll(std::chrono::milliseconds(100));
+    if (absl::Status s = Decode(); !s.ok()) {
+      // The changes decoded before the bad message still go out (and their offsets are
+      // committed at the stop); the bad message is where the next run starts.
+      if (pending_ != nullptr) EmitPending(Clock::now() + std::chrono::seconds(30)).IgnoreError();
+      status = s;
+      break;
+    }
+  }
+  emitter_ = nullptr;
+  return status;
+}
+
+absl::Status KafkaSource::Finish(Acknowledgements acks) {
+  if (consumer_ == nullptr) return absl::OkStatus();
+  acks_ = &acks.wal;
+  closing_ = true;
+  for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
+  polled_.clear();
+  for (auto& [partition, held] : held_) {
+    for (rd_kafka_message_t* m : held.messages) rd_kafka_message_destroy(m);
+  }
+  held_.clear();
+  tracker_.Confirm(acks.wal.Confirmed());
+  std::vector<PartitionOffset> done = tracker_.AllDone();
+  Commit(/*sync=*/true, &done);
+  LogInfo("kafka source: %d messages read, %d skipped; offsets committed for %d partitions",
+          messages_, skipped_, done.size());
+  rd_kafka_consumer_close(consumer_);
+  rd_kafka_destroy(consumer_);
+  consumer_ = nullptr;
+  acks_ = nullptr;
+  return absl::OkStatus();
+}
+
+void RegisterKafkaSource() { RegisterSourceFactory(std::make_unique<KafkaSourceFactory>()); }
+
+}  // namespace pgflow
