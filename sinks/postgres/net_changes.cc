@@ -36,14 +36,17 @@ NetChanges::Entry* NetChanges::Find(const std::string& key) {
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
-void NetChanges::Set(const std::string& key, Kind kind, Row row) {
+void NetChanges::Set(const std::string& key, Kind kind, Row row, bool replaces) {
   if (Entry* entry = Find(key)) {
+    replaces =
+        kind == Kind::kUpsert && (replaces || entry->kind == Kind::kDelete || entry->replaces);
     entry->kind = kind;
     entry->row = std::move(row);
+    entry->replaces = replaces;
     return;
   }
   index_.emplace(key, entries_.size());
-  entries_.push_back(Entry{kind, key, std::move(row)});
+  entries_.push_back(Entry{kind, key, std::move(row), kind == Kind::kUpsert && replaces});
 }
 
 void NetChanges::FoldUpdate(const std::string& key, Row after) {
@@ -118,7 +121,7 @@ void NetChanges::Absorb(NetChanges& later) {
     if (e.kind == Kind::kUpdate) {
       FoldUpdate(e.key, std::move(e.row));
     } else {
-      Set(e.key, e.kind, std::move(e.row));
+      Set(e.key, e.kind, std::move(e.row), e.replaces);
     }
   }
   later.Clear();

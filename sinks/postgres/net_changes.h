@@ -41,6 +41,11 @@ class NetChanges {
     Kind kind;
     std::string key;  // KeyOf(row)
     Row row;
+    // kUpsert: the row was deleted first (or updated after its delete), so it replaces
+    // whatever the target holds rather than updating it: a DELETE goes before the upsert, so
+    // that columns an upsert does not set (GENERATED ALWAYS identities, the target's own
+    // columns) come out as a fresh insert makes them.
+    bool replaces = false;
   };
 
   // `key` lists the columns of the table's key, in key order. REQUIRES: not empty.
@@ -72,8 +77,9 @@ class NetChanges {
  private:
   // Folds an update of the row with key `key` to the values `after` (some perhaps unknown).
   void FoldUpdate(const std::string& key, Row after);
-  // Makes `kind` and `row` the entry of `key`, whatever it was.
-  void Set(const std::string& key, Kind kind, Row row);
+  // Makes `kind` and `row` the entry of `key`, whatever it was; `replaces` is or-ed with what
+  // the entry's history implies.
+  void Set(const std::string& key, Kind kind, Row row, bool replaces = false);
   Entry* Find(const std::string& key);
 
   std::vector<size_t> key_;

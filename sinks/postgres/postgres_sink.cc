@@ -227,8 +227,8 @@ class PostgresSink : public Sink {
   absl::Status BuildPendingKey(const std::string& name);
   // Before the first snapshot rows of `table` in this run: sets fast_copy (is it empty?) and
   // plain_inserts. A table holding rows while its key is still pending is the rest of an
-  // interrupted load: the rows a chunk copied twice left twice are removed, the newest copy
-  // kept, and the key is built, so that what comes is upserted.
+  // interrupted load: its key is built first, so that the chunks that come again (those the
+  // source had not recorded as done) are upserted over their first copy.
   absl::Status PrepareSnapshotLoad(TargetTable* table);
 
   // Before the current source transaction's first statement takes its savepoint: the net
@@ -490,9 +490,14 @@ absl::Status PostgresSink::Open() {
 
 absl::Status PostgresSink::SendGroupFirst() {
   if (!savepoint_pending_ || group_net_.empty()) return absl::OkStatus();
+  // The current transaction's held-back batches wait: they go after its savepoint.
+  std::vector<DeferredBatch> held = std::exchange(deferred_, {});
+  const size_t held_rows = std::exchange(deferred_rows_, 0);
   savepoint_pending_ = false;
   absl::Status s = SendNet(group_net_);
   savepoint_pending_ = true;
+  deferred_ = std::move(held);
+  deferred_rows_ = held_rows;
   return s;
 }
 
@@ -703,6 +708,7 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
   auto table = std::make_shared<TargetTable>();
   if (slot != nullptr) {
     table->fast_copy = slot->fast_copy;
+    table->plain_inserts = slot->plain_inserts;
     table->stage = slot->stage;
   }
   const std::string target_schema = options_->schema.empty() ? schema->schema : options_->schema;
@@ -856,7 +862,14 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::BuildPending() { return BuildPendingKey(""); }
+absl::Status PostgresSink::BuildPending() {
+  absl::Status s = BuildPendingKey("");
+  // A unique index of any table may have been built.
+  for (auto& [name, table] : tables_) {
+    if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
+  }
+  return s;
+}
 
 absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
   if (absl::Status s = Drain(); !s.ok()) return s;
@@ -923,10 +936,8 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
-  // Keys and unique indexes may have been built.
   for (auto& [name, table] : tables_) {
-    table->foldable.reset();
-    table->plain_inserts = false;
+    if (table != nullptr) table->plain_inserts = false;  // keys were built
   }
   if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
   absl::StatusOr<PGconn*> source = SourceConnection();
@@ -1115,7 +1126,7 @@ absl::Status PostgresSink::Write(const Event& event) {
       if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
       for (Staged& t : txn_net_) {
         auto into = std::find_if(group_net_.begin(), group_net_.end(),
-                                 [&](const Staged& g) { return g.table == t.table; });
+                                 [&](const Staged& g) { return g.table->name == t.table->name; });
         if (into == group_net_.end()) {
           group_net_.push_back(std::move(t));
         } else {
@@ -1142,6 +1153,11 @@ absl::Status PostgresSink::Write(const Event& event) {
       deferred_rows_ = 0;
       txn_net_.clear();
       txn_folded_ = 0;
+      read_tuples_.clear();
+      read_rows_ = 0;
+      read_keys_.clear();
+      read_table_ = nullptr;
+      read_schema_ = nullptr;
       inserts_.clear();
       insert_keys_.clear();
       insert_table_ = nullptr;
@@ -1308,30 +1324,12 @@ absl::Status PostgresSink::PrepareSnapshotLoad(TargetTable* table) {
   LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
           table->name);
   if (!key_pending) return absl::OkStatus();
-  // The snapshot that copied a chunk again is newer than the one before: its rows, from a later
-  // transaction, are the ones to keep.
-  std::vector<std::string> key;
-  for (size_t i : table->key) key.push_back(QuoteIdent(table->schema->columns[i].name));
-  uint64_t removed = 0;
-  if (absl::Status s = RunPrepared(
-          absl::StrCat("DELETE FROM ", table->quoted,
-                       " WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER "
-                       "(PARTITION BY ",
-                       absl::StrJoin(key, ", "), " ORDER BY age(xmin)) AS copy FROM ",
-                       table->quoted, ") c WHERE copy > 1)"),
-          Params(),
-          [&] {
-            return absl::StrCat("postgres target ", TargetName(), ": removing from ", table->name,
-                                " the rows an interrupted load copied twice");
-          },
-          &removed);
-      !s.ok()) {
-    return s;
-  }
+  // No row of this run is in yet (this is its first), so the rows a chunk held when the last
+  // run stopped are each there once: the key builds, and chunks copied again are upserted.
   LogInfo(
-      "sink %s (postgres): %s: the load was interrupted; %d rows copied twice removed, "
-      "building its primary key before going on",
-      sink_name_, table->name, removed);
+      "sink %s (postgres): %s: the load was interrupted; building its primary key before "
+      "going on",
+      sink_name_, table->name);
   return BuildPendingKey(table->name);
 }
 
@@ -1587,7 +1585,9 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   for (const std::string& table : plan->changed_tables) tables_.erase(table);
   if (!plan->statements.empty()) {
     // An index or constraint may have come or gone.
-    for (auto& [name, table] : tables_) table->foldable.reset();
+    for (auto& [name, table] : tables_) {
+      if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
+    }
   }
   if (!plan->statements.empty() && !prepared_.empty()) {
     // A prepared statement keeps the parameter types its columns had when it was prepared
@@ -1676,7 +1676,10 @@ absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
   if (!fits || (key.has_value() && read_keys_.contains(*key))) {
     // Not in the stage's forms, or a key twice in one INSERT ... ON CONFLICT: alone.
     if (absl::Status s = FlushReads(); !s.ok()) return s;
-    if (!fits) return QueueUpsert(table, change);
+    if (!fits) {
+      if (absl::Status s = QueueUpsert(table, change); !s.ok()) return s;
+      return FlushInserts();  // before any later row of the table
+    }
   }
   read_table_ = table;
   read_schema_ = change.table.get();
@@ -1771,20 +1774,15 @@ absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change)
                                               " lacks a TOASTed value"));
     }
   }
-  std::string key;
-  if (!table->key.empty()) {
-    for (size_t i : table->key) {
-      absl::StrAppend(&key, change.after[i].data.size(), ":", change.after[i].data, ";");
-    }
-  }
+  std::optional<std::string> key = KeyString(*table, change.after);
   // A row with the same key twice in one INSERT ... ON CONFLICT DO UPDATE is an error.
-  if (insert_table_ != nullptr && !key.empty() && insert_keys_.contains(key)) {
+  if (insert_table_ != nullptr && key.has_value() && insert_keys_.contains(*key)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
   }
   insert_table_ = table;
   insert_schema_ = change.table.get();
   inserts_.push_back(change.after);
-  if (!key.empty()) insert_keys_.insert(std::move(key));
+  if (key.has_value()) insert_keys_.insert(*std::move(key));
   const size_t per_statement = std::max<size_t>(
       1, std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(n, 1)));
   if (inserts_.size() >= per_statement) return FlushInserts();
@@ -1894,12 +1892,7 @@ absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row
 
 std::optional<std::string> PostgresSink::KeyString(const TargetTable& table, const Row& row) const {
   if (table.key.empty()) return std::nullopt;
-  std::string key;
-  for (size_t i : table.key) {
-    if (i >= row.size() || row[i].is_null() || row[i].is_unchanged_toast()) return std::nullopt;
-    absl::StrAppend(&key, row[i].data.size(), ":", row[i].data, ";");
-  }
-  return key;
+  return NetChanges::KeyOf(table.key, row);
 }
 
 absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change) {
@@ -2045,11 +2038,27 @@ absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
   if (table->key.empty()) return false;
   if (table->foldable.has_value()) return *table->foldable;
   if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      Exec(conn(),
-           "SELECT NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND "
-           "(indisunique OR indisexclusion) AND NOT indisprimary AND NOT indisreplident)",
-           {table->quoted});
+  // Every unique index or exclusion constraint but the one on exactly the sink's key columns
+  // (the primary key, or the replica identity index the key comes from) is another rule.
+  std::string key = "{";  // a text[] literal of the key's column names
+  for (size_t i : table->key) {
+    if (key.size() > 1) key += ',';
+    key += '"';
+    for (char c : table->schema->columns[i].name) {
+      if (c == '"' || c == '\\') key += '\\';
+      key += c;
+    }
+    key += '"';
+  }
+  key += '}';
+  absl::StatusOr<PgResultPtr> res = Exec(
+      conn(),
+      "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
+      "(i.indisunique OR i.indisexclusion) AND (i.indisexclusion OR i.indpred IS NOT NULL "
+      "OR i.indnkeyatts <> $3::int OR EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:"
+      "i.indnkeyatts - 1]) k(attnum) LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid "
+      "AND a.attnum = k.attnum WHERE a.attname IS NULL OR NOT a.attname::text = ANY($2::text[]))))",
+      {table->quoted, key, std::to_string(table->key.size())});
   if (!res.ok()) {
     return absl::Status(res.status().code(),
                         absl::StrCat("postgres target ", TargetName(), ": checking the indexes of ",
@@ -2057,6 +2066,14 @@ absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
   }
   table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
   if (!*table->foldable) {
+    // Changes of it folded before its index was built go first: what comes now is in order.
+    auto held = [&](const std::vector<Staged>& staged) {
+      return std::any_of(staged.begin(), staged.end(),
+                         [&](const Staged& t) { return t.table->name == table->name; });
+    };
+    if (held(group_net_) || held(txn_net_)) {
+      if (absl::Status s = SendStaged(); !s.ok()) return s;
+    }
     LogInfo(
         "sink %s (postgres): %s has a unique index or exclusion constraint besides its key: its "
         "changes are applied in stream order, not folded",
@@ -2067,7 +2084,7 @@ absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
 
 absl::StatusOr<bool> PostgresSink::Stage(TargetTable* table, const Change& change) {
   auto staged = std::find_if(txn_net_.rbegin(), txn_net_.rend(),
-                             [&](const Staged& t) { return t.table.get() == table; });
+                             [&](const Staged& t) { return t.table->name == table->name; });
   NetChanges* net;
   if (staged != txn_net_.rend()) {
     net = &staged->changes;
@@ -2113,11 +2130,18 @@ absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
           std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(params_per_row, 1)));
     };
     // A full batch has the same text every time and is prepared; the remainder goes unnamed.
+    // Deletes take the keys of the rows an upsert replaces too (copied: the upsert sends them).
     auto send_rows = [&](NetChanges::Kind kind, size_t limit, auto send) -> absl::Status {
       std::vector<Row> batch;
       for (NetChanges::Entry& e : entries) {
-        if (e.kind != kind) continue;
-        batch.push_back(std::move(e.row));
+        if (kind == NetChanges::Kind::kDelete && e.kind == NetChanges::Kind::kUpsert &&
+            e.replaces) {
+          batch.push_back(e.row);
+        } else if (e.kind != kind) {
+          continue;
+        } else {
+          batch.push_back(std::move(e.row));
+        }
         if (batch.size() == limit) {
           if (absl::Status s = send(std::move(batch), false); !s.ok()) return s;
           batch.clear();
@@ -2172,10 +2196,12 @@ absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
   if (absl::Status s = Drain(); !s.ok()) return s;
   for (const SentUpdates& sent : sent_updates) {
     if (sent.affected >= sent.rows.size()) continue;
-    // Some rows are not in the target (no other statement of these touched their keys).
-    for (const PendingUpdate& row : sent.rows) {
-      if (absl::Status s = ApplyUpdate(sent.table, row.after, row.after); !s.ok()) return s;
-    }
+    // Rows with a value unknown cannot be inserted: what is missing stays missing, as an
+    // UPDATE of one row at a time would leave it.
+    LogWarning(
+        "sink %s (postgres): %d of %d updated rows of %s (an unchanged TOASTed value each) were "
+        "not in the target",
+        sink_name_, sent.rows.size() - sent.affected, sent.rows.size(), sent.table->name);
   }
   return absl::OkStatus();
 }

@@ -183,7 +183,8 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
   }
 
   // Constraints: a UNIQUE constraint whose index is the replica identity goes into CREATE TABLE
-  // (the sink upserts on it); the primary key and the others wait for the load.
+  // (the sink upserts on it), and so does the primary key unless it is the sink's key (REPLICA
+  // IDENTITY DEFAULT); the others wait for the load.
   absl::StatusOr<PgResultPtr> cons =
       Exec(source,
            "SELECT quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid), "
@@ -204,6 +205,16 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     const std::string constraint = Get(r, i, 0);
     const char type = Get(r, i, 1)[0];
     std::string body = Get(r, i, 2);
+    if (type == 'p' && replica_identity != 'd') {
+      // The sink's key is not the primary key (REPLICA IDENTITY FULL, NOTHING or USING INDEX):
+      // nothing would stop a chunk copied twice after a crash from leaving duplicates.
+      defs.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
+      if (Get(r, i, 3) == "t") {
+        after_create.push_back(
+            absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
+      }
+      continue;
+    }
     if (type == 'p') {
       std::string statement =
           absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint, " ", body);

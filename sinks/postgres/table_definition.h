@@ -42,7 +42,9 @@ struct TableDefinition {
   std::vector<std::string> create;
   // The primary key, secondary indexes and constraints other than NOT NULL: built after the
   // load, as pg_restore does (building an index once is much cheaper than maintaining it row by
-  // row). A UNIQUE constraint or index that is the replica identity stays in `create`.
+  // row). A UNIQUE constraint or index that is the replica identity stays in `create`, and so
+  // does the primary key of a table whose replica identity is not DEFAULT (the sink's key is
+  // then not the primary key, and only the primary key keeps a chunk copied twice out).
   std::vector<DeferredStatement> deferred;
 };
 

@@ -63,6 +63,24 @@ TEST(NetChangesTest, InsertThenDeleteIsADelete) {
   EXPECT_EQ(net.entries()[0].row[0], V("8"));
 }
 
+TEST(NetChangesTest, ARowDeletedThenInsertedReplacesTheTargetsRow) {
+  NetChanges net({0});
+  ASSERT_TRUE(net.Fold(Insert(R("3", V("a"), V("x")))));
+  EXPECT_FALSE(net.entries()[0].replaces);
+  ASSERT_TRUE(net.Fold(Delete("3")));
+  ASSERT_TRUE(net.Fold(Insert(R("3", V("b"), V("y")))));
+  ASSERT_TRUE(net.Fold(Update(R("3", V("c"), Unknown()))));
+  ASSERT_EQ(net.size(), 1u);
+  EXPECT_EQ(net.entries()[0].kind, Kind::kUpsert);
+  EXPECT_TRUE(net.entries()[0].replaces);
+  // Carried over when a later transaction's net changes are absorbed.
+  NetChanges group({0});
+  ASSERT_TRUE(group.Fold(Update(R("3", V("z"), V("z")))));
+  group.Absorb(net);
+  EXPECT_TRUE(group.entries()[0].replaces);
+  EXPECT_EQ(group.entries()[0].row, R("3", V("c"), V("y")));
+}
+
 TEST(NetChangesTest, UpdatesWithUnknownValuesStayAnUpdateOfTheColumnsEitherSet) {
   NetChanges net({0});
   ASSERT_TRUE(net.Fold(Update(R("9", V("a"), Unknown()))));
@@ -138,7 +156,7 @@ void ApplyInOrder(State& target, const Change& c) {
 // upserts.
 void ApplyNet(State& target, const NetChanges& net) {
   for (const NetChanges::Entry& e : net.entries()) {
-    if (e.kind == Kind::kDelete) target.erase(e.row[0].data);
+    if (e.kind == Kind::kDelete || e.replaces) target.erase(e.row[0].data);
   }
   for (const NetChanges::Entry& e : net.entries()) {
     if (e.kind != Kind::kUpdate) continue;
