@@ -69,7 +69,11 @@ class KvServer::Impl {
   class Conn : public std::enable_shared_from_this<Conn<Session>> {
    public:
     Conn(Impl* impl, tcp::socket socket, asio::io_context* context)
-        : impl_(impl), socket_(std::move(socket)), context_(context), session_(impl->service_) {}
+        : impl_(impl), socket_(std::move(socket)), context_(context), session_(impl->service_) {
+      // SendNow's writes return at once rather than block (async operations are unaffected).
+      boost::system::error_code ec;
+      socket_.non_blocking(true, ec);
+    }
 
     awaitable<void> Run() {
       auto self = this->shared_from_this();
@@ -80,7 +84,7 @@ class KvServer::Impl {
           SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
           while (true) {
             UpdateSubscription();
-            co_await Flush();
+            if (!SendNow()) co_await Flush();
             if (step.kind == SessionStep::kClose) {
               Close();
               break;
@@ -129,7 +133,7 @@ class KvServer::Impl {
           Close();
           return;
         }
-        if (!writing_ && !out_.empty()) {
+        if (!writing_ && !SendNow()) {
           asio::co_spawn(*context_, FlushHolding(this->shared_from_this()), asio::detached);
         }
       }
@@ -158,6 +162,33 @@ class KvServer::Impl {
       }
     }
 
+    // Sends what out_ holds with one non-blocking write, without suspending: the common case
+    // (replies that fit the socket buffer) costs one send and no coroutine round trip through
+    // the io_context. True when nothing is left to send (or the connection is closed); false
+    // when Flush must finish the job (a short write, or another writer is running).
+    bool SendNow() {
+      if (closed_) return true;
+      if (writing_) return false;  // the running writer sends out_ after what it holds
+      if (out_.size() == out_sent_) {
+        out_.clear();
+        out_sent_ = 0;
+        return true;
+      }
+      boost::system::error_code ec;
+      size_t n = socket_.write_some(asio::buffer(out_) + out_sent_, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) return false;
+      if (ec) {
+        Close();
+        return true;
+      }
+      out_sent_ += n;
+      if (out_sent_ < out_.size()) return false;
+      out_.clear();
+      out_sent_ = 0;
+      if (out_.capacity() > (1u << 20)) std::string().swap(out_);
+      return true;
+    }
+
     // Writes out_ until it is empty. Only one writer at a time: a second caller returns at
     // once, and the running one picks up what it appended.
     awaitable<void> Flush() {
@@ -172,11 +203,14 @@ class KvServer::Impl {
       }
       writing_ = true;
       try {
-        while (!out_.empty() && !closed_) {
+        while (out_.size() > out_sent_ && !closed_) {
           sending_.clear();
           std::swap(sending_, out_);
-          co_await asio::async_write(socket_, asio::buffer(sending_), use_awaitable);
+          const size_t skip = std::exchange(out_sent_, 0);  // sent already by SendNow
+          co_await asio::async_write(socket_, asio::buffer(sending_) + skip, use_awaitable);
         }
+        out_.clear();
+        out_sent_ = 0;
       } catch (const boost::system::system_error&) {
         writing_ = false;
         Close();
@@ -205,6 +239,7 @@ class KvServer::Impl {
     asio::io_context* context_;
     Session session_;
     std::string out_;
+    size_t out_sent_ = 0;  // bytes at the front of out_ that SendNow has sent already
     std::string sending_;
     bool writing_ = false;
     bool closed_ = false;
