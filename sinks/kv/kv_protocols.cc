@@ -24,6 +24,16 @@ std::string Upper(std::string_view s) {
   return out;
 }
 
+// A command name upper-cased into `buf`; names longer than any command give "" (unknown).
+constexpr size_t kMaxCommandName = 16;
+std::string_view UpperCommand(std::string_view name, char (&buf)[kMaxCommandName]) {
+  if (name.size() > kMaxCommandName) return {};
+  for (size_t i = 0; i < name.size(); ++i) {
+    buf[i] = absl::ascii_toupper(static_cast<unsigned char>(name[i]));
+  }
+  return std::string_view(buf, name.size());
+}
+
 bool ParseInt(std::string_view s, int64_t* out) {
   if (s.empty()) return false;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
@@ -281,15 +291,15 @@ void RedisSession::AppendHash(const KvRow& row, std::string* out) const {
 
 SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std::string* out) {
   service_->commands.Add(1);
-  const std::string upper = Upper(args[0]);
-  const std::string_view cmd = upper;
+  char upper[kMaxCommandName];
+  const std::string_view cmd = UpperCommand(args[0], upper);
   const RedisCommand id = CommandOf(cmd);
   const size_t n = args.size();
   const KvServiceConfig& config = service_->config();
   KvStore& store = service_->store();
   SessionStep step;
   auto arity_error = [&] {
-    AppendArityError(cmd, out);
+    AppendArityError(args[0], out);
     return step;
   };
 
@@ -385,7 +395,7 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
       id != RedisCommand::kPsubscribe && id != RedisCommand::kUnsubscribe &&
       id != RedisCommand::kPunsubscribe && id != RedisCommand::kPing &&
       id != RedisCommand::kReset) {
-    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(Absl(cmd)),
+    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(Absl(args[0])),
                                    "': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / RESET "
                                    "are allowed in this context"),
                       out);
@@ -396,7 +406,7 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     if (!store.ready()) {
       resp::AppendError("LOADING pgflow is loading the tables into the cache", out);
     } else {
-      Read(id, cmd, args, out);
+      Read(id, args, out);
     }
     return step;
   }
@@ -580,28 +590,29 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
   return step;
 }
 
-void RedisSession::Read(RedisCommand id, std::string_view cmd,
-                        const std::vector<std::string_view>& args, std::string* out) {
+void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& args,
+                        std::string* out) {
   KvStore& store = service_->store();
   const std::string_view pub = service_->config().publication;
   const size_t n = args.size();
-  auto arity_error = [&] { AppendArityError(cmd, out); };
+  auto arity_error = [&] { AppendArityError(args[0], out); };
   switch (id) {
     case RedisCommand::kHget:
     case RedisCommand::kHexists:
     case RedisCommand::kHstrlen: {
       if (n != 3) return arity_error();
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
-      const KvColumn* c = row ? row->Find(args[2]) : nullptr;
+      const std::string_view bulk = row ? row->FieldBulk(args[2]) : std::string_view();
       if (id == RedisCommand::kHget) {
-        if (c) {
-          out->append(c->bulk);
+        if (!bulk.empty()) {
+          out->append(bulk);
         } else {
           resp::AppendNull(resp3_, out);
         }
       } else if (id == RedisCommand::kHexists) {
-        resp::AppendInteger(c != nullptr, out);
+        resp::AppendInteger(!bulk.empty(), out);
       } else {
+        const KvColumn* c = row ? row->Find(args[2]) : nullptr;
         resp::AppendInteger(c ? static_cast<int64_t>(c->text.size()) : 0, out);
       }
       return;
@@ -659,9 +670,9 @@ void RedisSession::Read(RedisCommand id, std::string_view cmd,
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
       resp::AppendArrayHeader(n - 2, out);
       for (size_t i = 2; i < n; ++i) {
-        const KvColumn* c = row ? row->Find(args[i]) : nullptr;
-        if (c) {
-          out->append(c->bulk);
+        const std::string_view bulk = row ? row->FieldBulk(args[i]) : std::string_view();
+        if (!bulk.empty()) {
+          out->append(bulk);
         } else {
           resp::AppendNull(resp3_, out);
         }

@@ -146,10 +146,8 @@ class RedisSession {
   SessionStep Run(std::string* out);
   // Runs one command; may ask to close or wait.
   SessionStep Execute(const std::vector<std::string_view>& args, std::string* out);
-  // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them (`cmd` is its
-  // name, upper-cased).
-  void Read(RedisCommand id, std::string_view cmd, const std::vector<std::string_view>& args,
-            std::string* out);
+  // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them.
+  void Read(RedisCommand id, const std::vector<std::string_view>& args, std::string* out);
   void Subscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Scan(const std::vector<std::string_view>& args, std::string* out);

@@ -80,15 +80,14 @@ std::shared_ptr<KvRow> KvRow::Make(std::string key, std::vector<KvColumn> column
   resp::AppendBulk(json, &enc);
   const size_t json_at = enc.size() - json.size() - 2;
   const size_t hash_at = enc.size();
-  std::vector<std::pair<size_t, size_t>> bulks(row->columns.size());  // value bulk: at, size
+  std::vector<size_t> text_at(row->columns.size());
   for (size_t i = 0; i < row->columns.size(); ++i) {
     const KvColumn& c = row->columns[i];
     if (c.null) continue;
     ++row->field_count;
     resp::AppendBulk(c.name, &enc);
-    bulks[i].first = enc.size();
     resp::AppendBulk(texts[i], &enc);
-    bulks[i].second = enc.size() - bulks[i].first;
+    text_at[i] = enc.size() - 2 - texts[i].size();
   }
   const std::string_view all = enc;
   row->resp_json = all.substr(0, hash_at);
@@ -99,11 +98,30 @@ std::shared_ptr<KvRow> KvRow::Make(std::string key, std::vector<KvColumn> column
   for (size_t i = 0; i < row->columns.size(); ++i) {
     KvColumn& c = row->columns[i];
     row->bytes += sizeof(KvColumn) + c.name.size() + c.json.size();
-    if (c.null) continue;
-    c.bulk = all.substr(bulks[i].first, bulks[i].second);
-    c.text = c.bulk.substr(c.bulk.size() - 2 - texts[i].size(), texts[i].size());
+    if (!c.null) c.text = all.substr(text_at[i], texts[i].size());
   }
   return row;
+}
+
+std::string_view KvRow::FieldBulk(std::string_view name) const {
+  // resp_hash is Make's output: "$<n>\r\n<n bytes>\r\n", a name then its value, repeated.
+  const char* p = resp_hash.data();
+  const char* const end = p + resp_hash.size();
+  auto length = [&p] {  // at '$'; leaves p at the bulk's first byte
+    size_t n = 0;
+    for (++p; *p != '\r'; ++p) n = n * 10 + static_cast<size_t>(*p - '0');
+    p += 2;
+    return n;
+  };
+  while (p < end) {
+    const size_t name_size = length();
+    const bool match = name_size == name.size() && std::memcmp(p, name.data(), name_size) == 0;
+    p += name_size + 2;
+    const char* const bulk = p;
+    p += length() + 2;
+    if (match) return std::string_view(bulk, static_cast<size_t>(p - bulk));
+  }
+  return {};
 }
 
 const KvColumn* KvRow::Find(std::string_view name) const {

@@ -84,15 +84,14 @@ class ABSL_SCOPED_LOCKABLE WriteLock {
   RwLock* const mu_;
 };
 
-// One column of a cached row. `text` and `bulk` point into the row's encoded replies: they
-// are valid while the row lives, and a column copied out of its row must not keep them.
+// One column of a cached row. `text` points into the row's encoded replies: it is valid while
+// the row lives, and a column copied out of its row must not keep it.
 struct KvColumn {
   std::string name;
   std::string json;  // the value as JSON ("42", "\"pen\"", "null")
   // The value as a Redis hash field or memcached text: a JSON string's text, the JSON text
   // of anything else (numbers, booleans, arrays, objects). Empty when null.
   std::string_view text;
-  std::string_view bulk;  // text as a RESP bulk string, "$<n>\r\n<text>\r\n"; empty when null
   bool null = false;
 };
 
@@ -106,18 +105,23 @@ struct KvRow {
   KvRow(const KvRow&) = delete;  // the views below point into the row itself
   KvRow& operator=(const KvRow&) = delete;
 
-  std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
-  std::vector<KvColumn> columns;  // the selected columns, in table order
-  std::string_view json;          // the row as a typed JSON object, null columns included
-  std::string_view json_crlf;     // json, then "\r\n" (a memcached data block)
-  std::string_view resp_json;     // json as a RESP bulk string (GET)
+  // What a point read touches comes first, on the cache line of the shared_ptr's counts.
   // Every non-null column as two RESP bulk strings, name then text, in table order: an
   // HGETALL reply once a map header is put before it.
   std::string_view resp_hash;
-  size_t field_count = 0;  // non-null columns
-  Lsn lsn;                 // commit LSN of the transaction that wrote it (the snapshot's for reads)
-  uint64_t bytes = 0;      // approximate memory held, for the memory limit
+  std::string_view resp_json;  // json as a RESP bulk string (GET)
+  size_t field_count = 0;      // non-null columns
+  std::string_view json_crlf;  // json, then "\r\n" (a memcached data block)
+  std::string_view json;       // the row as a typed JSON object, null columns included
 
+  std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
+  std::vector<KvColumn> columns;  // the selected columns, in table order
+  Lsn lsn;             // commit LSN of the transaction that wrote it (the snapshot's for reads)
+  uint64_t bytes = 0;  // approximate memory held, for the memory limit
+
+  // The value of field `name` as a RESP bulk string, found in resp_hash (no second pointer
+  // to follow); empty when the column is absent or null.
+  std::string_view FieldBulk(std::string_view name) const;
   // The column named `name`, or nullptr when it is absent or null (Redis hashes have no null:
   // such fields are left out).
   const KvColumn* Find(std::string_view name) const;
