@@ -135,8 +135,9 @@ class KvServer::Impl {
           size_t n =
               co_await kv_asio::AsyncReadDrained(socket_, reactor_, asio::buffer(buf), kUseTask);
           SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
-          if (step.kind == SessionStep::kContinue && !session_.more()) {
-            // Only replies to send: with the turn's others (Turn), while this reads on.
+          if (step.kind == SessionStep::kContinue && !session_.more() && !writing_) {
+            // Only replies to send: with the turn's others (Turn), while this reads on. (A
+            // write still running means a slow reader: Flush below holds this one back.)
             UpdateSubscription();
             QueueSend();
             continue;
