@@ -1380,7 +1380,7 @@ SessionStep HttpSession::Answer(const Request& request, std::string* out) {
                     ",\"max_memory\":", store.max_memory(), "}");
     return reply(200, body);
   }
-  std::shared_ptr<const KvTable> table = store.FindTable(segments[0]);
+  const KvTable* table = store.FindTable(segments[0], &tables_);
   if (table == nullptr) {
     return reply(404, ErrorBody(absl::StrCat("no table '", segments[0], "' in the cache")));
   }

@@ -210,6 +210,7 @@ class HttpSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  KvStore::TableCache tables_;
   bool more_ = false;
   Request waiting_;  // the request a kWait is for
 };

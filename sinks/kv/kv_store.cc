@@ -230,7 +230,7 @@ std::vector<std::shared_ptr<const KvTable>> KvStore::Tables() const {
   return out;
 }
 
-const KvTable* KvStore::FindTableCached(std::string_view key_name, TableCache* cache) const {
+const KvTable* KvStore::FindTable(std::string_view key_name, TableCache* cache) const {
   if (cache != nullptr && cache->table != nullptr && cache->name == key_name) return cache->table;
   std::shared_ptr<const KvTable> table = FindTable(key_name);
   // The store keeps its own reference for as long as it lives: the address stays valid.
@@ -245,7 +245,7 @@ KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publicatio
                          TableCache* cache) const {
   size_t colon = redis_key.find(':');
   if (colon != std::string_view::npos) {
-    if (const KvTable* table = FindTableCached(redis_key.substr(0, colon), cache)) {
+    if (const KvTable* table = FindTable(redis_key.substr(0, colon), cache)) {
       return table->Get(redis_key.substr(colon + 1));
     }
   }
@@ -256,7 +256,7 @@ KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publicatio
     std::string_view rest = redis_key.substr(publication.size() + 1);
     for (size_t dot = rest.find('.'); dot != std::string_view::npos;
          dot = rest.find('.', dot + 1)) {
-      if (const KvTable* table = FindTableCached(rest.substr(0, dot), cache)) {
+      if (const KvTable* table = FindTable(rest.substr(0, dot), cache)) {
         return table->Get(rest.substr(dot + 1));
       }
     }

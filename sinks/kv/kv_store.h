@@ -221,6 +221,9 @@ class KvStore {
     const KvTable* table = nullptr;
   };
 
+  // FindTable through `cache` (may be null): the table stays valid while the store lives.
+  const KvTable* FindTable(std::string_view key_name, TableCache* cache) const;
+
   // Splits a Redis key "<table>:<key>" (or "<publication>.<table>.<key>" when `publication`
   // is not empty) and finds the row; nullptr when the table or row is absent. `cache` may be
   // null.
@@ -267,8 +270,6 @@ class KvStore {
     bool truncate = false;
   };
   std::shared_ptr<KvTable> TableFor(const TableSchema& schema);
-  // FindTable through `cache` (may be null); nullptr when absent.
-  const KvTable* FindTableCached(std::string_view key_name, TableCache* cache) const;
   // The row as it will be once the staged changes apply (for TOAST merges).
   KvRowPtr Current(const KvTable& table, const std::string& key) const;
   absl::StatusOr<Pending> Encode(const std::shared_ptr<KvTable>& table, const TableSchema& schema,
