@@ -84,10 +84,10 @@ class KvServer::Impl {
   // The replies of one turn of an io_context (one thread). A connection that answered what it
   // read queues itself here rather than write at once, and the handler posted behind the
   // turn's other completions writes every queued connection's replies, one send each, as
-  // redis-server does before it sleeps. The clients then find the turn's replies together
-  // instead of being woken once per reply: on 2 cores, with pipelining off, redis-benchmark
-  // was context-switched ~9 times as often against pgflow as against redis-server, and sat
-  // idle. Every member is touched from the context's thread only.
+  // redis-server does before it sleeps. The clients then find a turn's replies together, and
+  // an event-loop client handles them in one pass: pipelined (16) HGETs went from ~850,000 to
+  // ~1,000,000 a second with one thread (unpipelined: no change measured). Every member is
+  // touched from the context's thread only.
   struct Turn {
     explicit Turn(asio::io_context* c) : context(c) {}
 
