@@ -4,7 +4,9 @@
 # One throwaway PostgreSQL with ROWS rows (default 100,000; key: 12-digit text, as
 # redis-benchmark's __rand_int__ writes it). pgflow caches them (kv sink); a redis-server is
 # loaded with the same rows as hashes (and each row's JSON as a string, for GET), a memcached
-# with the rows' JSON, an nginx with one file per row. Then, 50 clients each:
+# with the rows' JSON, an nginx with one file per row. pgflow, redis-server and memcached run
+# with their default thread counts (KV_THREADS sets pgflow's kv threads, MEMCACHED_THREADS
+# memcached's -t). Then, 50 clients each:
 #   Redis:     redis-benchmark HGET / HGETALL / GET on random real keys, without and with
 #              pipelining (-P 16), pgflow and redis-server
 #   memcached: kv_bench memcached (get, 1 and 16 per write), pgflow and memcached
@@ -50,7 +52,7 @@ source:
 sinks:
   cache:
     flush_interval: 20ms
-    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT, threads: ${KV_THREADS:-2}}
+    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT${KV_THREADS:+, threads: $KV_THREADS}}
 YAML
 "$BUILD/pgflow" run "$work/kv.yaml" --progress 0 2>"$work/pgflow.log" &
 pids+=($!)
@@ -64,7 +66,8 @@ done
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   >"$work/redis.log" 2>&1 &
 pids+=($!)
-memcached -u "$(id -un)" -p "$MEMC_PORT" -l 127.0.0.1 -U 0 -m 1024 -t 2 >"$work/memcached.log" 2>&1 &
+memcached -u "$(id -un)" -p "$MEMC_PORT" -l 127.0.0.1 -U 0 -m 1024 ${MEMCACHED_THREADS:+-t $MEMCACHED_THREADS} \
+  >"$work/memcached.log" 2>&1 &
 pids+=($!)
 mkdir -p "$work/www/items"
 psql -Atq -d bench -c "COPY (SELECT id, row_to_json(i)::text FROM (SELECT id, name, price::text AS price, qty FROM items) i) TO STDOUT" \
@@ -126,13 +129,18 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 pair() {  # name pgflow reference
   printf '%-34s pgflow %10.0f   reference %10.0f   ratio %s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"
 }
-# The machine is shared: each pair is measured twice, alternating pgflow and the reference,
-# and the better of each kept, so that a burst of outside load does not decide a ratio.
+# The machine is shared: each pair is measured ROUNDS times (default 2), alternating pgflow and
+# the reference, and the best of each kept, so that a burst of outside load does not decide a
+# ratio.
+ROUNDS=${ROUNDS:-2}
 best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
 measure() {  # name "pgflow command" "reference command"
-  local a1 b1 a2 b2
-  a1=$(eval "$2"); b1=$(eval "$3"); a2=$(eval "$2"); b2=$(eval "$3")
-  pair "$1" "$(best "$a1" "$a2")" "$(best "$b1" "$b2")"
+  local a=() b=()
+  for _ in $(seq "$ROUNDS"); do
+    a+=("$(eval "$2")")
+    b+=("$(eval "$3")")
+  done
+  pair "$1" "$(best "${a[@]}")" "$(best "${b[@]}")"
 }
 rb() {  # port pipeline command...
   local port=$1 pipe=$2; shift 2

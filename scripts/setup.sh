@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   librdkafka-dev kcat
-  libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl
+  libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl nginx
 )
 
 missing=()

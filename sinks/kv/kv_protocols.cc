@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <span>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -21,6 +22,16 @@ std::string Upper(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = absl::ascii_toupper(static_cast<unsigned char>(c));
   return out;
+}
+
+// A command name upper-cased into `buf`; names longer than any command give "" (unknown).
+constexpr size_t kMaxCommandName = 16;
+std::string_view UpperCommand(std::string_view name, char (&buf)[kMaxCommandName]) {
+  if (name.size() > kMaxCommandName) return {};
+  for (size_t i = 0; i < name.size(); ++i) {
+    buf[i] = absl::ascii_toupper(static_cast<unsigned char>(name[i]));
+  }
+  return std::string_view(buf, name.size());
 }
 
 bool ParseInt(std::string_view s, int64_t* out) {
@@ -43,8 +54,8 @@ constexpr std::string_view kReadOnly =
     "READONLY pgflow's kv cache is read-only: write to PostgreSQL (with write_through: true, "
     "HSET and DEL write there)";
 
-bool IsWriteCommand(const std::string& cmd) {
-  static const absl::flat_hash_set<std::string> kWrites = {
+bool IsWriteCommand(std::string_view cmd) {
+  static const absl::flat_hash_set<absl::string_view> kWrites = {
       "SET",      "SETEX",   "PSETEX",      "SETNX",     "MSET",    "MSETNX",   "DEL",
       "UNLINK",   "HSET",    "HMSET",       "HSETNX",    "HDEL",    "HINCRBY",  "HINCRBYFLOAT",
       "EXPIRE",   "PEXPIRE", "EXPIREAT",    "PEXPIREAT", "PERSIST", "INCR",     "DECR",
@@ -52,7 +63,85 @@ bool IsWriteCommand(const std::string& cmd) {
       "FLUSHALL", "LPUSH",   "RPUSH",       "LPOP",      "RPOP",    "SADD",     "SREM",
       "ZADD",     "ZREM",    "GETDEL",      "GETSET",    "GETEX",   "SETRANGE", "COPY",
       "MOVE",     "RESTORE", "SWAPDB",      "PUBLISH"};
-  return kWrites.contains(cmd);
+  return kWrites.contains(Absl(cmd));
+}
+
+}  // namespace
+
+// The commands Execute tells apart by table rather than by comparing names one by one: the
+// reads (RedisSession::Read), and those checked before them.
+enum class RedisCommand {
+  kOther,
+  kAuth,
+  kHello,
+  kQuit,
+  kSubscribe,
+  kPsubscribe,
+  kUnsubscribe,
+  kPunsubscribe,
+  kPing,
+  kReset,
+  // Reads, from here on.
+  kGet,
+  kMget,
+  kHget,
+  kHmget,
+  kHgetall,
+  kHexists,
+  kHlen,
+  kHkeys,
+  kHvals,
+  kHstrlen,
+  kExists,
+  kType,
+  kTtl,
+  kPttl,
+  kDbsize,
+  kScan,
+  kKeys,
+};
+
+namespace {
+
+RedisCommand CommandOf(std::string_view upper) {
+  static const auto* const kByName = new absl::flat_hash_map<absl::string_view, RedisCommand>({
+      {"AUTH", RedisCommand::kAuth},
+      {"HELLO", RedisCommand::kHello},
+      {"QUIT", RedisCommand::kQuit},
+      {"SUBSCRIBE", RedisCommand::kSubscribe},
+      {"PSUBSCRIBE", RedisCommand::kPsubscribe},
+      {"UNSUBSCRIBE", RedisCommand::kUnsubscribe},
+      {"PUNSUBSCRIBE", RedisCommand::kPunsubscribe},
+      {"PING", RedisCommand::kPing},
+      {"RESET", RedisCommand::kReset},
+      {"GET", RedisCommand::kGet},
+      {"MGET", RedisCommand::kMget},
+      {"HGET", RedisCommand::kHget},
+      {"HMGET", RedisCommand::kHmget},
+      {"HGETALL", RedisCommand::kHgetall},
+      {"HEXISTS", RedisCommand::kHexists},
+      {"HLEN", RedisCommand::kHlen},
+      {"HKEYS", RedisCommand::kHkeys},
+      {"HVALS", RedisCommand::kHvals},
+      {"HSTRLEN", RedisCommand::kHstrlen},
+      {"EXISTS", RedisCommand::kExists},
+      {"TYPE", RedisCommand::kType},
+      {"TTL", RedisCommand::kTtl},
+      {"PTTL", RedisCommand::kPttl},
+      {"DBSIZE", RedisCommand::kDbsize},
+      {"SCAN", RedisCommand::kScan},
+      {"KEYS", RedisCommand::kKeys},
+  });
+  auto it = kByName->find(Absl(upper));
+  return it == kByName->end() ? RedisCommand::kOther : it->second;
+}
+
+bool IsRead(RedisCommand id) { return id >= RedisCommand::kGet; }
+
+void AppendArityError(std::string_view cmd, std::string* out) {
+  resp::AppendError(absl::StrCat("ERR wrong number of arguments for '",
+                                 absl::AsciiStrToLower(Absl(cmd)), "' command"),
+                    out);
 }
 
 struct CommandInfo {
@@ -108,6 +197,18 @@ bool KvService::LoadCursor(uint64_t id, CursorState* state) {
   return false;
 }
 
+size_t ShardedCounter::SlotOfThisThread() {
+  static std::atomic<size_t> next{0};
+  thread_local const size_t slot = next.fetch_add(1, std::memory_order_relaxed) % kSlots;
+  return slot;
+}
+
+uint64_t ShardedCounter::Load() const {
+  uint64_t sum = 0;
+  for (const Slot& s : slots_) sum += s.n.load(std::memory_order_relaxed);
+  return sum;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 
@@ -120,7 +221,7 @@ SessionStep RedisSession::Run(std::string* out) {
   more_ = false;
   resp::ParseLimits limits;
   limits.max_request_bytes = service_->config().max_request_bytes;
-  std::vector<std::string_view> args;
+  std::vector<std::string_view>& args = args_;
   SessionStep step;
   while (in_pos_ < in_.size()) {
     size_t consumed = 0;
@@ -185,29 +286,24 @@ SessionStep RedisSession::Resume(bool reached, std::string* out) {
 
 void RedisSession::AppendHash(const KvRow& row, std::string* out) const {
   resp::AppendMapHeader(row.FieldCount(), resp3_, out);
-  for (const KvColumn& c : row.columns) {
-    if (c.null) continue;
-    resp::AppendBulk(c.name, out);
-    resp::AppendBulk(c.text, out);
-  }
+  out->append(row.resp_hash);
 }
 
 SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std::string* out) {
-  service_->commands.fetch_add(1, std::memory_order_relaxed);
-  const std::string cmd = Upper(args[0]);
+  service_->commands.Add(1);
+  char upper[kMaxCommandName];
+  const std::string_view cmd = UpperCommand(args[0], upper);
+  const RedisCommand id = CommandOf(cmd);
   const size_t n = args.size();
   const KvServiceConfig& config = service_->config();
   KvStore& store = service_->store();
-  const std::string_view pub = config.publication;
   SessionStep step;
   auto arity_error = [&] {
-    resp::AppendError(absl::StrCat("ERR wrong number of arguments for '",
-                                   absl::AsciiStrToLower(cmd), "' command"),
-                      out);
+    AppendArityError(args[0], out);
     return step;
   };
 
-  if (cmd == "AUTH" || cmd == "HELLO") {
+  if (id == RedisCommand::kAuth || id == RedisCommand::kHello) {
     // AUTH [user] password; HELLO [protover [AUTH user password] [SETNAME name]]
     std::string_view password;
     bool has_password = false;
@@ -286,7 +382,7 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     resp::AppendArrayHeader(0, out);
     return step;
   }
-  if (cmd == "QUIT") {
+  if (id == RedisCommand::kQuit) {
     resp::AppendSimple("OK", out);
     step.kind = SessionStep::kClose;
     return step;
@@ -295,15 +391,25 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     resp::AppendError("NOAUTH Authentication required.", out);
     return step;
   }
-  if (subscribed() && !resp3_ && cmd != "SUBSCRIBE" && cmd != "PSUBSCRIBE" &&
-      cmd != "UNSUBSCRIBE" && cmd != "PUNSUBSCRIBE" && cmd != "PING" && cmd != "RESET") {
-    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(cmd),
+  if (subscribed() && !resp3_ && id != RedisCommand::kSubscribe &&
+      id != RedisCommand::kPsubscribe && id != RedisCommand::kUnsubscribe &&
+      id != RedisCommand::kPunsubscribe && id != RedisCommand::kPing &&
+      id != RedisCommand::kReset) {
+    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(Absl(args[0])),
                                    "': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / RESET "
                                    "are allowed in this context"),
                       out);
     return step;
   }
 
+  if (IsRead(id)) {
+    if (!store.ready()) {
+      resp::AppendError("LOADING pgflow is loading the tables into the cache", out);
+    } else {
+      Read(id, args, out);
+    }
+    return step;
+  }
   if (cmd == "PING") {
     if (n > 2) return arity_error();
     if (subscribed() && !resp3_) {
@@ -476,111 +582,135 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     return step;
   }
 
-  // Everything below reads the data.
-  bool known = cmd == "DBSIZE" || cmd == "EXISTS" || cmd == "TYPE" || cmd == "GET" ||
-               cmd == "MGET" || cmd == "HGET" || cmd == "HMGET" || cmd == "HGETALL" ||
-               cmd == "HEXISTS" || cmd == "HLEN" || cmd == "HKEYS" || cmd == "HVALS" ||
-               cmd == "HSTRLEN" || cmd == "SCAN" || cmd == "KEYS" || cmd == "TTL" || cmd == "PTTL";
-  if (!known) {
-    std::string first;
-    for (size_t i = 1; i < n && i < 4; ++i) absl::StrAppend(&first, "'", Absl(args[i]), "' ");
-    resp::AppendError(absl::StrCat("ERR unknown command '", Absl(args[0]),
-                                   "', with args beginning with: ", first),
-                      out);
-    return step;
-  }
-  if (!store.ready()) {
-    resp::AppendError("LOADING pgflow is loading the tables into the cache", out);
-    return step;
-  }
-  if (cmd == "DBSIZE") {
-    if (n != 1) return arity_error();
-    resp::AppendInteger(static_cast<int64_t>(store.TotalRows()), out);
-  } else if (cmd == "EXISTS") {
-    if (n < 2) return arity_error();
-    std::vector<std::string_view> keys(args.begin() + 1, args.end());
-    int64_t count = 0;
-    for (const KvRowPtr& row : store.LookupMany(keys, pub)) count += row != nullptr;
-    resp::AppendInteger(count, out);
-  } else if (cmd == "TYPE") {
-    if (n != 2) return arity_error();
-    resp::AppendSimple(store.Lookup(args[1], pub) ? "hash" : "none", out);
-  } else if (cmd == "TTL" || cmd == "PTTL") {
-    if (n != 2) return arity_error();
-    resp::AppendInteger(store.Lookup(args[1], pub) ? -1 : -2, out);
-  } else if (cmd == "GET") {
-    if (n != 2) return arity_error();
-    KvRowPtr row = store.Lookup(args[1], pub);
-    if (row) {
-      resp::AppendBulk(row->json, out);
-    } else {
-      resp::AppendNull(resp3_, out);
+  std::string first;
+  for (size_t i = 1; i < n && i < 4; ++i) absl::StrAppend(&first, "'", Absl(args[i]), "' ");
+  resp::AppendError(
+      absl::StrCat("ERR unknown command '", Absl(args[0]), "', with args beginning with: ", first),
+      out);
+  return step;
+}
+
+void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& args,
+                        std::string* out) {
+  KvStore& store = service_->store();
+  const std::string_view pub = service_->config().publication;
+  const size_t n = args.size();
+  auto arity_error = [&] { AppendArityError(args[0], out); };
+  switch (id) {
+    case RedisCommand::kHget:
+    case RedisCommand::kHexists:
+    case RedisCommand::kHstrlen: {
+      if (n != 3) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      const std::string_view bulk = row ? row->FieldBulk(args[2]) : std::string_view();
+      if (id == RedisCommand::kHget) {
+        if (!bulk.empty()) {
+          out->append(bulk);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      } else if (id == RedisCommand::kHexists) {
+        resp::AppendInteger(!bulk.empty(), out);
+      } else {
+        const KvColumn* c = row ? row->Find(args[2]) : nullptr;
+        resp::AppendInteger(c ? static_cast<int64_t>(c->text.size()) : 0, out);
+      }
+      return;
     }
-  } else if (cmd == "MGET") {
-    if (n < 2) return arity_error();
-    std::vector<std::string_view> keys(args.begin() + 1, args.end());
-    std::vector<KvRowPtr> rows = store.LookupMany(keys, pub);
-    resp::AppendArrayHeader(rows.size(), out);
-    for (const KvRowPtr& row : rows) {
+    case RedisCommand::kGet: {
+      if (n != 2) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
       if (row) {
-        resp::AppendBulk(row->json, out);
+        out->append(row->resp_json);
       } else {
         resp::AppendNull(resp3_, out);
       }
+      return;
     }
-  } else if (cmd == "HGET" || cmd == "HEXISTS" || cmd == "HSTRLEN") {
-    if (n != 3) return arity_error();
-    KvRowPtr row = store.Lookup(args[1], pub);
-    const std::string* v = row ? row->Field(args[2]) : nullptr;
-    if (cmd == "HGET") {
-      if (v) {
-        resp::AppendBulk(*v, out);
+    case RedisCommand::kHgetall:
+    case RedisCommand::kHlen:
+    case RedisCommand::kHkeys:
+    case RedisCommand::kHvals: {
+      if (n != 2) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      if (id == RedisCommand::kHlen) {
+        resp::AppendInteger(row ? static_cast<int64_t>(row->FieldCount()) : 0, out);
+      } else if (id == RedisCommand::kHgetall) {
+        if (row) {
+          AppendHash(*row, out);
+        } else {
+          resp::AppendMapHeader(0, resp3_, out);
+        }
       } else {
-        resp::AppendNull(resp3_, out);
-      }
-    } else if (cmd == "HEXISTS") {
-      resp::AppendInteger(v != nullptr, out);
-    } else {
-      resp::AppendInteger(v ? static_cast<int64_t>(v->size()) : 0, out);
-    }
-  } else if (cmd == "HMGET") {
-    if (n < 3) return arity_error();
-    KvRowPtr row = store.Lookup(args[1], pub);
-    resp::AppendArrayHeader(n - 2, out);
-    for (size_t i = 2; i < n; ++i) {
-      const std::string* v = row ? row->Field(args[i]) : nullptr;
-      if (v) {
-        resp::AppendBulk(*v, out);
-      } else {
-        resp::AppendNull(resp3_, out);
-      }
-    }
-  } else if (cmd == "HGETALL" || cmd == "HLEN" || cmd == "HKEYS" || cmd == "HVALS") {
-    if (n != 2) return arity_error();
-    KvRowPtr row = store.Lookup(args[1], pub);
-    if (cmd == "HLEN") {
-      resp::AppendInteger(row ? static_cast<int64_t>(row->FieldCount()) : 0, out);
-    } else if (cmd == "HGETALL") {
-      if (row) {
-        AppendHash(*row, out);
-      } else {
-        resp::AppendMapHeader(0, resp3_, out);
-      }
-    } else {
-      resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
-      if (row) {
-        for (const KvColumn& c : row->columns) {
-          if (!c.null) resp::AppendBulk(cmd == "HKEYS" ? c.name : c.text, out);
+        resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
+        if (row) {
+          for (const KvColumn& c : row->columns) {
+            if (!c.null) resp::AppendBulk(id == RedisCommand::kHkeys ? c.name : c.text, out);
+          }
         }
       }
+      return;
     }
-  } else if (cmd == "SCAN") {
-    Scan(args, out);
-  } else if (cmd == "KEYS") {
-    if (n != 2) return arity_error();
-    Keys(args[1], out);
+    case RedisCommand::kMget: {
+      if (n < 2) return arity_error();
+      store.LookupMany(std::span(args).subspan(1), pub, &tables_, &rows_);
+      resp::AppendArrayHeader(rows_.size(), out);
+      for (const KvRowPtr& row : rows_) {
+        if (row) {
+          out->append(row->resp_json);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      }
+      rows_.clear();
+      return;
+    }
+    case RedisCommand::kHmget: {
+      if (n < 3) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      resp::AppendArrayHeader(n - 2, out);
+      for (size_t i = 2; i < n; ++i) {
+        const std::string_view bulk = row ? row->FieldBulk(args[i]) : std::string_view();
+        if (!bulk.empty()) {
+          out->append(bulk);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      }
+      return;
+    }
+    case RedisCommand::kExists: {
+      if (n < 2) return arity_error();
+      store.LookupMany(std::span(args).subspan(1), pub, &tables_, &rows_);
+      int64_t count = 0;
+      for (const KvRowPtr& row : rows_) count += row != nullptr;
+      rows_.clear();
+      resp::AppendInteger(count, out);
+      return;
+    }
+    case RedisCommand::kType:
+      if (n != 2) return arity_error();
+      resp::AppendSimple(store.Lookup(args[1], pub, &tables_) ? "hash" : "none", out);
+      return;
+    case RedisCommand::kTtl:
+    case RedisCommand::kPttl:
+      if (n != 2) return arity_error();
+      resp::AppendInteger(store.Lookup(args[1], pub, &tables_) ? -1 : -2, out);
+      return;
+    case RedisCommand::kDbsize:
+      if (n != 1) return arity_error();
+      resp::AppendInteger(static_cast<int64_t>(store.TotalRows()), out);
+      return;
+    case RedisCommand::kScan:
+      Scan(args, out);
+      return;
+    case RedisCommand::kKeys:
+      if (n != 2) return arity_error();
+      Keys(args[1], out);
+      return;
+    default:
+      return;  // not a read: Execute answers it
   }
-  return step;
 }
 
 void RedisSession::Subscribe(bool pattern, const std::vector<std::string_view>& args,
@@ -757,7 +887,7 @@ void RedisSession::Info(std::string* out) {
       "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(), "\r\nmaxmemory:", store.max_memory(),
       "\r\n\r\n# Persistence\r\nloading:", store.ready() ? 0 : 1,
       "\r\n\r\n# Stats\r\ntotal_connections_received:", service_->total_connections.load(),
-      "\r\ntotal_commands_processed:", service_->commands.load(),
+      "\r\ntotal_commands_processed:", service_->commands.Load(),
       "\r\n\r\n# Replication\r\nrole:master\r\npgflow_applied_lsn:", store.applied().ToString(),
       "\r\n\r\n# Keyspace\r\ndb0:keys=", store.TotalRows(), ",expires=0,avg_ttl=0\r\n");
   resp::AppendBulk(text, out);
@@ -776,16 +906,16 @@ bool ValidMemcachedKey(std::string_view key) {
   return true;
 }
 
-std::vector<std::string_view> Tokens(std::string_view line) {
-  std::vector<std::string_view> out;
+// Splits `line` at spaces into *out (cleared first).
+void Tokens(std::string_view line, std::vector<std::string_view>* out) {
+  out->clear();
   size_t i = 0;
   while (i < line.size()) {
     while (i < line.size() && line[i] == ' ') ++i;
     size_t start = i;
     while (i < line.size() && line[i] != ' ') ++i;
-    if (i > start) out.push_back(line.substr(start, i - start));
+    if (i > start) out->push_back(line.substr(start, i - start));
   }
-  return out;
 }
 
 }  // namespace
@@ -820,8 +950,9 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       return step;
     }
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    service_->commands.fetch_add(1, std::memory_order_relaxed);
-    std::vector<std::string_view> tok = Tokens(line);
+    service_->commands.Add(1);
+    Tokens(line, &tokens_);
+    const std::vector<std::string_view>& tok = tokens_;
     if (tok.empty()) {
       out->append("ERROR\r\n");
       continue;
@@ -842,16 +973,16 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
         out->append("SERVER_ERROR loading the tables into the cache\r\n");
         continue;
       }
-      std::vector<std::string_view> keys(tok.begin() + 1, tok.end());
-      std::vector<KvRowPtr> rows = store.LookupMany(keys, service_->config().publication);
-      for (size_t i = 0; i < rows.size(); ++i) {
-        if (!rows[i]) continue;
-        absl::StrAppend(out, "VALUE ", Absl(keys[i]), " 0 ", rows[i]->json.size());
-        if (cmd == "gets") absl::StrAppend(out, " ", rows[i]->lsn.value);
+      std::span<const std::string_view> keys = std::span(tok).subspan(1);
+      store.LookupMany(keys, service_->config().publication, &tables_, &rows_);
+      for (size_t i = 0; i < rows_.size(); ++i) {
+        if (!rows_[i]) continue;
+        absl::StrAppend(out, "VALUE ", Absl(keys[i]), " 0 ", rows_[i]->json.size());
+        if (cmd == "gets") absl::StrAppend(out, " ", rows_[i]->lsn.value);
         out->append("\r\n");
-        out->append(rows[i]->json);
-        out->append("\r\n");
+        out->append(rows_[i]->json_crlf);
       }
+      rows_.clear();
       out->append("END\r\n");
     } else if (cmd == "mg") {
       if (tok.size() < 2 || !ValidMemcachedKey(tok[1])) {
@@ -864,7 +995,7 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       }
       bool value = false, quiet = false;
       std::string flags;
-      KvRowPtr row = store.Lookup(tok[1], service_->config().publication);
+      KvRowPtr row = store.Lookup(tok[1], service_->config().publication, &tables_);
       bool bad = false;
       for (size_t i = 2; i < tok.size(); ++i) {
         std::string_view f = tok[i];
@@ -907,8 +1038,7 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       }
       if (value) {
         absl::StrAppend(out, "VA ", row->json.size(), flags, "\r\n");
-        out->append(row->json);
-        out->append("\r\n");
+        out->append(row->json_crlf);
       } else {
         absl::StrAppend(out, "HD", flags, "\r\n");
       }
@@ -926,7 +1056,7 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
                         "\r\nSTAT version 1.6.18-pgflow-", service_->config().version,
                         "\r\nSTAT curr_connections ", service_->connections.load(),
                         "\r\nSTAT total_connections ", service_->total_connections.load(),
-                        "\r\nSTAT cmd_get ", service_->commands.load(), "\r\nSTAT curr_items ",
+                        "\r\nSTAT cmd_get ", service_->commands.Load(), "\r\nSTAT curr_items ",
                         store.TotalRows(), "\r\nSTAT bytes ", store.MemoryBytes(),
                         "\r\nSTAT limit_maxbytes ", store.max_memory(),
                         "\r\nSTAT pgflow_applied_lsn ", store.applied().ToString(),
@@ -1073,7 +1203,7 @@ SessionStep HttpSession::Run(std::string* out) {
     if (end - in_pos_ > max_head) return fail(431, "request head too large");
     std::string_view head(in_.data() + in_pos_, end - in_pos_);
     in_pos_ = end + 4;
-    service_->commands.fetch_add(1, std::memory_order_relaxed);
+    service_->commands.Add(1);
 
     size_t line_end = head.find("\r\n");
     std::string_view line = head.substr(0, line_end);
@@ -1250,7 +1380,7 @@ SessionStep HttpSession::Answer(const Request& request, std::string* out) {
                     ",\"max_memory\":", store.max_memory(), "}");
     return reply(200, body);
   }
-  std::shared_ptr<const KvTable> table = store.FindTable(segments[0]);
+  const KvTable* table = store.FindTable(segments[0], &tables_);
   if (table == nullptr) {
     return reply(404, ErrorBody(absl::StrCat("no table '", segments[0], "' in the cache")));
   }

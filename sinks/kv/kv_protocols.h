@@ -51,6 +51,23 @@ struct KvServiceConfig {
   std::string version = "0.1.0";
 };
 
+// A counter bumped by every network thread on every request: each thread adds to a slot on a
+// cache line of its own, and Load sums the slots, so threads do not pass one line back and
+// forth per request.
+class ShardedCounter {
+ public:
+  void Add(uint64_t n) { slots_[SlotOfThisThread()].n.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t Load() const;
+
+ private:
+  static constexpr size_t kSlots = 16;
+  static size_t SlotOfThisThread();
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> n{0};
+  };
+  Slot slots_[kSlots];
+};
+
 // What every connection shares: the store, the configuration, SCAN cursors, counters.
 class KvService {
  public:
@@ -71,7 +88,7 @@ class KvService {
 
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> total_connections{0};
-  std::atomic<uint64_t> commands{0};
+  ShardedCounter commands;
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
  private:
@@ -103,6 +120,8 @@ struct SessionStep {
   std::chrono::milliseconds timeout{0};
 };
 
+enum class RedisCommand;  // the Redis commands RedisSession tells apart (kv_protocols.cc)
+
 class RedisSession {
  public:
   explicit RedisSession(KvService* service) : service_(service) {}
@@ -127,6 +146,8 @@ class RedisSession {
   SessionStep Run(std::string* out);
   // Runs one command; may ask to close or wait.
   SessionStep Execute(const std::vector<std::string_view>& args, std::string* out);
+  // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them.
+  void Read(RedisCommand id, const std::vector<std::string_view>& args, std::string* out);
   void Subscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Scan(const std::vector<std::string_view>& args, std::string* out);
@@ -137,6 +158,9 @@ class RedisSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  std::vector<std::string_view> args_;  // the command being run (views into in_)
+  std::vector<KvRowPtr> rows_;          // MGET / EXISTS results, kept for their capacity
+  KvStore::TableCache tables_;
   bool more_ = false;
   bool resp3_ = false;
   bool authed_ = false;
@@ -156,6 +180,9 @@ class MemcachedSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  std::vector<std::string_view> tokens_;  // the line being run (views into in_)
+  std::vector<KvRowPtr> rows_;            // a multi-key get's results, kept for their capacity
+  KvStore::TableCache tables_;
   bool more_ = false;
   size_t skip_ = 0;  // bytes of a storage command's data block still to discard
 };
@@ -183,6 +210,7 @@ class HttpSession {
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;
+  KvStore::TableCache tables_;
   bool more_ = false;
   Request waiting_;  // the request a kWait is for
 };

@@ -17,14 +17,25 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/log.h"
+#include "sinks/kv/drained_read.h"
 
 namespace pgflow {
 namespace {
 
 namespace asio = boost::asio;
-using asio::awaitable;
-using asio::use_awaitable;
 using asio::ip::tcp;
+
+// Every coroutine, socket and timer here runs on an io_context and names that executor type,
+// rather than asio's default any_io_executor: the type-erased executor cost a virtual dispatch
+// and an executor copy on each completion, a visible share of a request's instructions.
+using Executor = asio::io_context::executor_type;
+template <typename T>
+using Task = asio::awaitable<T, Executor>;
+constexpr asio::use_awaitable_t<Executor> kUseTask;
+using Socket = kv_asio::Socket<tcp, Executor>;
+using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
 
 enum class Protocol { kRedis, kMemcached, kHttp };
 
@@ -54,7 +65,7 @@ absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& address) {
 
 // A coroutine function, not a capturing lambda: its argument lives in the coroutine frame for
 // as long as it runs.
-awaitable<WriteResult> RunWrite(std::function<WriteResult()> work) { co_return work(); }
+asio::awaitable<WriteResult> RunWrite(std::function<WriteResult()> work) { co_return work(); }
 
 }  // namespace
 
@@ -63,24 +74,77 @@ class KvServer::Impl {
   Impl(KvService* service, KvListenOptions options)
       : service_(service), options_(std::move(options)) {}
 
+  class ConnBase {
+   public:
+    virtual ~ConnBase() = default;
+    // Sends the replies the connection queued on its Turn.
+    virtual void SendQueued() = 0;
+  };
+
+  // The replies of one turn of an io_context (one thread). A connection that answered what it
+  // read queues itself here rather than write at once, and the handler posted behind the
+  // turn's other completions writes every queued connection's replies, one send each, as
+  // redis-server does before it sleeps. The clients then find a turn's replies together, and
+  // an event-loop client handles them in one pass: pipelined (16) HGETs went from ~850,000 to
+  // ~1,000,000 a second with one thread (unpipelined: no change measured). Every member is
+  // touched from the context's thread only.
+  struct Turn {
+    explicit Turn(asio::io_context* c) : context(c) {}
+
+    void Queue(std::shared_ptr<ConnBase> conn) {
+      queued.push_back(std::move(conn));
+      if (posted) return;
+      posted = true;
+      asio::post(*context, [this] { SendAll(); });
+    }
+    void SendAll() {
+      posted = false;
+      sending.swap(queued);
+      for (const std::shared_ptr<ConnBase>& conn : sending) conn->SendQueued();
+      sending.clear();  // keeps its capacity for the next turn
+    }
+
+    asio::io_context* const context;
+    std::vector<std::shared_ptr<ConnBase>> queued;
+    std::vector<std::shared_ptr<ConnBase>> sending;
+    bool posted = false;
+  };
+
   // One client connection: the session, its output buffer, and the writer state. Lives on one
   // io_context; every member is touched from that context's thread only.
   template <typename Session>
-  class Conn : public std::enable_shared_from_this<Conn<Session>> {
+  class Conn : public ConnBase, public std::enable_shared_from_this<Conn<Session>> {
    public:
-    Conn(Impl* impl, tcp::socket socket, asio::io_context* context)
-        : impl_(impl), socket_(std::move(socket)), context_(context), session_(impl->service_) {}
+    Conn(Impl* impl, Socket socket, asio::io_context* context, Turn* turn)
+        : impl_(impl),
+          socket_(std::move(socket)),
+          context_(context),
+          turn_(turn),
+          reactor_(kv_asio::ReactorOf(*context)),
+          session_(impl->service_) {
+      // SendNow's writes return at once rather than block (async operations are unaffected).
+      boost::system::error_code ec;
+      socket_.non_blocking(true, ec);
+    }
 
-    awaitable<void> Run() {
+    Task<void> Run() {
       auto self = this->shared_from_this();
       std::array<char, 16384> buf;
       try {
         while (!closed_) {
-          size_t n = co_await socket_.async_read_some(asio::buffer(buf), use_awaitable);
+          size_t n =
+              co_await kv_asio::AsyncReadDrained(socket_, reactor_, asio::buffer(buf), kUseTask);
           SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
+          if (step.kind == SessionStep::kContinue && !session_.more() && !writing_) {
+            // Only replies to send: with the turn's others (Turn), while this reads on. (A
+            // write still running means a slow reader: Flush below holds this one back.)
+            UpdateSubscription();
+            QueueSend();
+            continue;
+          }
           while (true) {
             UpdateSubscription();
-            co_await Flush();
+            if (!SendNow()) co_await Flush();
             if (step.kind == SessionStep::kClose) {
               Close();
               break;
@@ -97,7 +161,7 @@ class KvServer::Impl {
             if constexpr (std::is_same_v<Session, RedisSession>) {
               if (step.kind == SessionStep::kWrite) {
                 WriteResult result = co_await asio::co_spawn(
-                    impl_->write_pool_, RunWrite(std::move(step.write)), use_awaitable);
+                    impl_->write_pool_, RunWrite(std::move(step.write)), kUseTask);
                 step = session_.FinishWrite(std::move(result), &out_);
                 continue;
               }
@@ -129,22 +193,35 @@ class KvServer::Impl {
           Close();
           return;
         }
-        if (!writing_ && !out_.empty()) {
+        if (!writing_ && !SendNow()) {
           asio::co_spawn(*context_, FlushHolding(this->shared_from_this()), asio::detached);
         }
+      }
+    }
+
+    void SendQueued() override {
+      queued_ = false;
+      if (!writing_ && !SendNow()) {
+        asio::co_spawn(*context_, FlushHolding(this->shared_from_this()), asio::detached);
       }
     }
 
     void Close() {
       closed_ = true;
       boost::system::error_code ec;
-      socket_.shutdown(tcp::socket::shutdown_both, ec);
+      socket_.shutdown(Socket::shutdown_both, ec);
       socket_.close(ec);
     }
 
    private:
+    void QueueSend() {
+      if (queued_ || closed_ || out_.size() == out_sent_) return;
+      queued_ = true;
+      turn_->Queue(this->shared_from_this());
+    }
+
     // Flush, keeping the connection alive until it is done (for writes no reader awaits).
-    static awaitable<void> FlushHolding(std::shared_ptr<Conn> self) { co_await self->Flush(); }
+    static Task<void> FlushHolding(std::shared_ptr<Conn> self) { co_await self->Flush(); }
 
     void UpdateSubscription() {
       if constexpr (std::is_same_v<Session, RedisSession>) {
@@ -158,25 +235,55 @@ class KvServer::Impl {
       }
     }
 
+    // Sends what out_ holds with one non-blocking write, without suspending: the common case
+    // (replies that fit the socket buffer) costs one send and no coroutine round trip through
+    // the io_context. True when nothing is left to send (or the connection is closed); false
+    // when Flush must finish the job (a short write, or another writer is running).
+    bool SendNow() {
+      if (closed_) return true;
+      if (writing_) return false;  // the running writer sends out_ after what it holds
+      if (out_.size() == out_sent_) {
+        out_.clear();
+        out_sent_ = 0;
+        return true;
+      }
+      boost::system::error_code ec;
+      size_t n = socket_.write_some(asio::buffer(out_) + out_sent_, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) return false;
+      if (ec) {
+        Close();
+        return true;
+      }
+      out_sent_ += n;
+      if (out_sent_ < out_.size()) return false;
+      out_.clear();
+      out_sent_ = 0;
+      if (out_.capacity() > (1u << 20)) std::string().swap(out_);
+      return true;
+    }
+
     // Writes out_ until it is empty. Only one writer at a time: a second caller returns at
     // once, and the running one picks up what it appended.
-    awaitable<void> Flush() {
+    Task<void> Flush() {
       if (writing_) {
         // Back-pressure on the reader: wait while the other writer drains a large backlog.
-        asio::steady_timer timer(*context_);
+        Timer timer(*context_);
         while (writing_ && out_.size() > (1u << 20) && !closed_) {
           timer.expires_after(std::chrono::milliseconds(1));
-          co_await timer.async_wait(use_awaitable);
+          co_await timer.async_wait(kUseTask);
         }
         co_return;
       }
       writing_ = true;
       try {
-        while (!out_.empty() && !closed_) {
+        while (out_.size() > out_sent_ && !closed_) {
           sending_.clear();
           std::swap(sending_, out_);
-          co_await asio::async_write(socket_, asio::buffer(sending_), use_awaitable);
+          const size_t skip = std::exchange(out_sent_, 0);  // sent already by SendNow
+          co_await asio::async_write(socket_, asio::buffer(sending_) + skip, kUseTask);
         }
+        out_.clear();
+        out_sent_ = 0;
       } catch (const boost::system::system_error&) {
         writing_ = false;
         Close();
@@ -188,25 +295,29 @@ class KvServer::Impl {
     }
 
     // Waits until the store has applied step.lsn, or the timeout; true if applied.
-    awaitable<bool> WaitFor(const SessionStep& step) {
+    Task<bool> WaitFor(const SessionStep& step) {
       KvStore& store = impl_->service_->store();
       auto deadline = std::chrono::steady_clock::now() + step.timeout;
-      asio::steady_timer timer(*context_);
+      Timer timer(*context_);
       while (store.applied() < step.lsn) {
         if (std::chrono::steady_clock::now() >= deadline || closed_) co_return false;
         timer.expires_after(std::chrono::microseconds(500));
-        co_await timer.async_wait(use_awaitable);
+        co_await timer.async_wait(kUseTask);
       }
       co_return true;
     }
 
     Impl* impl_;
-    tcp::socket socket_;
+    Socket socket_;
     asio::io_context* context_;
+    Turn* turn_;
+    kv_asio::Reactor* reactor_;
     Session session_;
     std::string out_;
+    size_t out_sent_ = 0;  // bytes at the front of out_ that SendNow has sent already
     std::string sending_;
     bool writing_ = false;
+    bool queued_ = false;  // on turn_, to send
     bool closed_ = false;
     bool subscribed_ = false;
   };
@@ -236,6 +347,7 @@ class KvServer::Impl {
     const int threads = std::max(1, options_.threads);
     for (int i = 0; i < threads; ++i) {
       contexts_.push_back(std::make_unique<asio::io_context>(1));
+      turns_.push_back(std::make_unique<Turn>(contexts_.back().get()));
       guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
     }
     struct Want {
@@ -249,7 +361,7 @@ class KvServer::Impl {
       if (want.address->empty()) continue;
       absl::StatusOr<tcp::endpoint> endpoint = ParseEndpoint(*want.address);
       if (!endpoint.ok()) return endpoint.status();
-      auto acceptor = std::make_unique<tcp::acceptor>(*contexts_[0]);
+      auto acceptor = std::make_unique<Acceptor>(*contexts_[0]);
       boost::system::error_code ec;
       acceptor->open(endpoint->protocol(), ec);
       if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -286,7 +398,10 @@ class KvServer::Impl {
     }
     acceptors_.clear();
     guards_.clear();
+    // Connections queued for a send go before their contexts (a socket needs its context).
+    for (auto& turn : turns_) turn->queued.clear();
     contexts_.clear();  // destroys the suspended coroutines and their sockets
+    turns_.clear();
   }
 
   // Write-through statements (blocking libpq calls) run here, never on a network thread.
@@ -296,18 +411,19 @@ class KvServer::Impl {
   int http_port_ = 0;
 
  private:
-  awaitable<void> Accept(tcp::acceptor* acceptor, Protocol protocol) {
+  Task<void> Accept(Acceptor* acceptor, Protocol protocol) {
     size_t next = 0;
     while (true) {
-      asio::io_context& target = *contexts_[next++ % contexts_.size()];
-      tcp::socket socket(target);
+      const size_t index = next++ % contexts_.size();
+      asio::io_context& target = *contexts_[index];
+      Socket socket(target);
       boost::system::error_code ec;
-      co_await acceptor->async_accept(socket, asio::redirect_error(use_awaitable, ec));
+      co_await acceptor->async_accept(socket, asio::redirect_error(kUseTask, ec));
       if (ec == asio::error::operation_aborted) co_return;
       if (ec) {
         // Out of file descriptors and the like: wait a little rather than spin.
-        asio::steady_timer timer(*contexts_[0], std::chrono::milliseconds(50));
-        co_await timer.async_wait(use_awaitable);
+        Timer timer(*contexts_[0], std::chrono::milliseconds(50));
+        co_await timer.async_wait(kUseTask);
         continue;
       }
       socket.set_option(tcp::no_delay(true), ec);
@@ -319,11 +435,12 @@ class KvServer::Impl {
         asio::co_spawn(target, Refuse(std::move(socket), protocol), asio::detached);
         continue;
       }
-      asio::co_spawn(target, Serve(std::move(socket), protocol, &target), asio::detached);
+      asio::co_spawn(target, Serve(std::move(socket), protocol, &target, turns_[index].get()),
+                     asio::detached);
     }
   }
 
-  awaitable<void> Refuse(tcp::socket socket, Protocol protocol) {
+  Task<void> Refuse(Socket socket, Protocol protocol) {
     std::string message;
     switch (protocol) {
       case Protocol::kRedis:
@@ -337,22 +454,23 @@ class KvServer::Impl {
         break;
     }
     boost::system::error_code ec;
-    co_await asio::async_write(socket, asio::buffer(message),
-                               asio::redirect_error(use_awaitable, ec));
+    co_await asio::async_write(socket, asio::buffer(message), asio::redirect_error(kUseTask, ec));
     socket.close(ec);
   }
 
   // REQUIRES: the connection was counted in service_->connections.
-  awaitable<void> Serve(tcp::socket socket, Protocol protocol, asio::io_context* context) {
+  Task<void> Serve(Socket socket, Protocol protocol, asio::io_context* context, Turn* turn) {
     switch (protocol) {
       case Protocol::kRedis:
-        co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context)->Run();
+        co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context, turn)
+            ->Run();
         break;
       case Protocol::kMemcached:
-        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context)->Run();
+        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context, turn)
+            ->Run();
         break;
       case Protocol::kHttp:
-        co_await std::make_shared<Conn<HttpSession>>(this, std::move(socket), context)->Run();
+        co_await std::make_shared<Conn<HttpSession>>(this, std::move(socket), context, turn)->Run();
         break;
     }
     service_->connections.fetch_sub(1);
@@ -366,8 +484,9 @@ class KvServer::Impl {
   KvService* service_;
   KvListenOptions options_;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<std::unique_ptr<Turn>> turns_;  // one per context
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::vector<std::thread> threads_;
   bool stopped_ = false;
   absl::Mutex subs_mu_;

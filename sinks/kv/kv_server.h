@@ -3,6 +3,9 @@
 // The kv cache's network listeners: Redis, memcached and HTTP, on Boost.Asio with C++20
 // coroutines. A fixed number of threads, each running its own io_context; the acceptors run
 // on the first and deal connections to the threads in turn; one coroutine per connection.
+// A connection answers every complete request it read at once, and its replies go out with
+// the other connections' at the end of the thread's turn, one send each (as redis-server
+// writes before it sleeps); one read per request (drained_read.h).
 // Limits: max_connections across the three listeners (past it a new client gets its
 // protocol's error and is closed), the sessions' request and output bounds (kv_protocols.h).
 // A Redis client in subscribed mode that falls behind by more than max_output_bytes of

@@ -64,7 +64,7 @@ class PgWriteThrough : public KvWriteThrough {
     bool inserted = PQntuples(res->get()) == 1 && PQgetvalue(res->get(), 0, 0)[0] == 't';
     *added = 0;
     for (const auto& [field, value] : values) {
-      *added += inserted || before == nullptr || before->Field(field) == nullptr;
+      *added += inserted || before == nullptr || !before->Field(field);
     }
     return CurrentLsn();
   }

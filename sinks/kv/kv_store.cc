@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
+#include "sinks/kv/resp.h"
 
 namespace pgflow {
 namespace {
@@ -59,30 +60,106 @@ std::string KeyNameOf(std::string_view schema, std::string_view table) {
   return absl::StrCat(Absl(schema), ".", Absl(table));
 }
 
-const std::string* KvRow::Field(std::string_view name) const {
+std::shared_ptr<KvRow> KvRow::Make(std::string key, std::vector<KvColumn> columns,
+                                   const std::vector<std::string>& texts, Lsn lsn) {
+  auto row = std::make_shared<KvRow>();
+  row->key = std::move(key);
+  row->columns = std::move(columns);
+  row->lsn = lsn;
+  std::string json = "{";
+  for (size_t i = 0; i < row->columns.size(); ++i) {
+    const KvColumn& c = row->columns[i];
+    if (i > 0) json.push_back(',');
+    AppendJsonString(c.name, &json);
+    json.push_back(':');
+    json += c.json;
+  }
+  json.push_back('}');
+  // resp_json, then resp_hash, in one buffer; positions first, views once it is complete.
+  std::string& enc = row->encoded_;
+  resp::AppendBulk(json, &enc);
+  const size_t json_at = enc.size() - json.size() - 2;
+  const size_t hash_at = enc.size();
+  std::vector<size_t> text_at(row->columns.size());
+  for (size_t i = 0; i < row->columns.size(); ++i) {
+    const KvColumn& c = row->columns[i];
+    if (c.null) continue;
+    ++row->field_count;
+    resp::AppendBulk(c.name, &enc);
+    resp::AppendBulk(texts[i], &enc);
+    text_at[i] = enc.size() - 2 - texts[i].size();
+  }
+  const std::string_view all = enc;
+  row->resp_json = all.substr(0, hash_at);
+  row->json = all.substr(json_at, json.size());
+  row->json_crlf = all.substr(json_at, json.size() + 2);
+  row->resp_hash = all.substr(hash_at);
+  row->bytes = sizeof(KvRow) + 2 * row->key.size() + enc.size();
+  for (size_t i = 0; i < row->columns.size(); ++i) {
+    KvColumn& c = row->columns[i];
+    row->bytes += sizeof(KvColumn) + c.name.size() + c.json.size();
+    if (!c.null) c.text = all.substr(text_at[i], texts[i].size());
+  }
+  return row;
+}
+
+std::string_view KvRow::FieldBulk(std::string_view name) const {
+  // resp_hash is Make's output: "$<n>\r\n<n bytes>\r\n", a name then its value, repeated.
+  const char* p = resp_hash.data();
+  const char* const end = p + resp_hash.size();
+  auto length = [&p] {  // at '$'; leaves p at the bulk's first byte
+    size_t n = 0;
+    for (++p; *p != '\r'; ++p) n = n * 10 + static_cast<size_t>(*p - '0');
+    p += 2;
+    return n;
+  };
+  while (p < end) {
+    const size_t name_size = length();
+    const bool match = name_size == name.size() && std::memcmp(p, name.data(), name_size) == 0;
+    p += name_size + 2;
+    const char* const bulk = p;
+    p += length() + 2;
+    if (match) return std::string_view(bulk, static_cast<size_t>(p - bulk));
+  }
+  return {};
+}
+
+const KvColumn* KvRow::Find(std::string_view name) const {
   for (const KvColumn& c : columns) {
-    if (c.name == name) return c.null ? nullptr : &c.text;
+    if (c.name == name) return c.null ? nullptr : &c;
   }
   return nullptr;
 }
 
-size_t KvRow::FieldCount() const {
-  size_t n = 0;
-  for (const KvColumn& c : columns) n += !c.null;
-  return n;
+std::optional<std::string_view> KvRow::Field(std::string_view name) const {
+  const KvColumn* c = Find(name);
+  if (c == nullptr) return std::nullopt;
+  return c->text;
 }
 
 KvTable::KvTable(std::string schema, std::string name)
     : schema_(std::move(schema)), name_(std::move(name)), key_name_(KeyNameOf(schema_, name_)) {}
 
-size_t KvTable::ShardOf(std::string_view key) const {
-  return absl::Hash<absl::string_view>()(Absl(key)) % kShards;
+RwLock::RwLock() {
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&lock_, &attr);
+  pthread_rwlockattr_destroy(&attr);
+}
+
+RwLock::~RwLock() { pthread_rwlock_destroy(&lock_); }
+
+size_t KvTable::HashOf(std::string_view key) {
+  // The hash flat_hash_map<std::string, ...> computes for a string key.
+  return absl::Hash<absl::string_view>()(Absl(key));
 }
 
 KvRowPtr KvTable::Get(std::string_view key) const {
-  const Shard& shard = shards_[ShardOf(key)];
-  absl::ReaderMutexLock lock(&shard.mu);
-  auto it = shard.rows.find(Absl(key));
+  const size_t hash = HashOf(key);
+  const Shard& shard = shards_[ShardOfHash(hash)];
+  ReadLock lock(&shard.mu);
+  auto it = shard.rows.find(Absl(key), hash);
   return it == shard.rows.end() ? nullptr : it->second;
 }
 
@@ -153,10 +230,22 @@ std::vector<std::shared_ptr<const KvTable>> KvStore::Tables() const {
   return out;
 }
 
-KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publication) const {
+const KvTable* KvStore::FindTable(std::string_view key_name, TableCache* cache) const {
+  if (cache != nullptr && cache->table != nullptr && cache->name == key_name) return cache->table;
+  std::shared_ptr<const KvTable> table = FindTable(key_name);
+  // The store keeps its own reference for as long as it lives: the address stays valid.
+  if (cache != nullptr && table != nullptr) {
+    cache->name.assign(key_name);
+    cache->table = table.get();
+  }
+  return table.get();
+}
+
+KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publication,
+                         TableCache* cache) const {
   size_t colon = redis_key.find(':');
   if (colon != std::string_view::npos) {
-    if (auto table = FindTable(redis_key.substr(0, colon))) {
+    if (const KvTable* table = FindTable(redis_key.substr(0, colon), cache)) {
       return table->Get(redis_key.substr(colon + 1));
     }
   }
@@ -167,19 +256,24 @@ KvRowPtr KvStore::Lookup(std::string_view redis_key, std::string_view publicatio
     std::string_view rest = redis_key.substr(publication.size() + 1);
     for (size_t dot = rest.find('.'); dot != std::string_view::npos;
          dot = rest.find('.', dot + 1)) {
-      if (auto table = FindTable(rest.substr(0, dot))) return table->Get(rest.substr(dot + 1));
+      if (const KvTable* table = FindTable(rest.substr(0, dot), cache)) {
+        return table->Get(rest.substr(dot + 1));
+      }
     }
   }
   return nullptr;
 }
 
-std::vector<KvRowPtr> KvStore::LookupMany(const std::vector<std::string_view>& redis_keys,
-                                          std::string_view publication) const {
-  std::vector<KvRowPtr> out;
-  out.reserve(redis_keys.size());
-  absl::ReaderMutexLock lock(&commit_mu_);
-  for (std::string_view key : redis_keys) out.push_back(Lookup(key, publication));
-  return out;
+void KvStore::LookupMany(std::span<const std::string_view> redis_keys, std::string_view publication,
+                         TableCache* cache, std::vector<KvRowPtr>* rows) const {
+  rows->clear();
+  if (redis_keys.size() == 1) {  // one lookup is one moment already
+    rows->push_back(Lookup(redis_keys[0], publication, cache));
+    return;
+  }
+  rows->reserve(redis_keys.size());
+  ReadLock lock(&commit_mu_);
+  for (std::string_view key : redis_keys) rows->push_back(Lookup(key, publication, cache));
 }
 
 uint64_t KvStore::TotalRows() const {
@@ -246,6 +340,7 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     p.key += text;
     AppendSortPart(column.type_oid, text, &p.sort_key);
   }
+  p.hash = KvTable::HashOf(p.key);
   if (!any_key) {
     return absl::FailedPreconditionError(absl::StrCat(
         "table ", schema.QualifiedName(),
@@ -259,11 +354,8 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     selected = &it->second;
   }
   KvRowPtr old;
-  auto row_out = std::make_shared<KvRow>();
-  row_out->key = p.key;
-  row_out->lsn = lsn;
-  row_out->json.push_back('{');
-  first = true;
+  std::vector<KvColumn> columns;
+  std::vector<std::string> texts;
   for (size_t i = 0; i < schema.columns.size() && i < row.size(); ++i) {
     const Column& column = schema.columns[i];
     if (selected != nullptr && !column.is_key &&
@@ -271,6 +363,7 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
       continue;
     }
     KvColumn out;
+    std::string text;
     out.name = column.name;
     const Value& v = row[i];
     if (v.is_unchanged_toast()) {
@@ -283,25 +376,21 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
         }
       }
       if (previous == nullptr) continue;  // unknown: left out rather than made up
-      out = *previous;
+      out.json = previous->json;
+      out.null = previous->null;
+      text = previous->text;  // its views stay with the old row
     } else if (v.is_null()) {
       out.json = "null";
       out.null = true;
     } else {
       AppendJsonValue(v, column.type_name, options_.json, &out.json);
-      out.text = JsonText(out.json);
+      text = JsonText(out.json);
     }
-    if (!first) row_out->json.push_back(',');
-    first = false;
-    AppendJsonString(out.name, &row_out->json);
-    row_out->json.push_back(':');
-    row_out->json += out.json;
-    row_out->bytes += out.name.size() + out.json.size() + out.text.size() + 3 * sizeof(std::string);
-    row_out->columns.push_back(std::move(out));
+    columns.push_back(std::move(out));
+    texts.push_back(std::move(text));
   }
-  row_out->json.push_back('}');
-  row_out->bytes += sizeof(KvRow) + 2 * p.key.size() + p.sort_key.size() + row_out->json.size() +
-                    64;  // hash and tree node overhead
+  std::shared_ptr<KvRow> row_out = KvRow::Make(p.key, std::move(columns), texts, lsn);
+  row_out->bytes += p.sort_key.size() + 64;  // the tree's copy of the sort key, node overhead
   p.row = std::move(row_out);
   return p;
 }
@@ -418,7 +507,7 @@ absl::Status KvStore::Commit(Lsn end) {
     if (p.truncate) {
       for (size_t i = 0; i < KvTable::kShards; ++i) shards.emplace_back(p.table.get(), i);
     } else {
-      shards.emplace_back(p.table.get(), p.table->ShardOf(p.key));
+      shards.emplace_back(p.table.get(), KvTable::ShardOfHash(p.hash));
     }
   }
   std::sort(tables.begin(), tables.end());
@@ -431,7 +520,7 @@ absl::Status KvStore::Commit(Lsn end) {
   std::vector<KvRowPtr> released;  // freed after the locks are dropped
   released.reserve(pending_.size());
   {
-    absl::MutexLock commit_lock(&commit_mu_);
+    WriteLock commit_lock(&commit_mu_);
     for (KvTable* t : tables) t->order_mu_.Lock();
     for (auto& [t, i] : shards) t->shards_[i].mu.Lock();
     for (Pending& p : pending_) {
@@ -445,8 +534,8 @@ absl::Status KvStore::Commit(Lsn end) {
         t.bytes_.store(0);
         continue;
       }
-      auto& rows = t.shards_[t.ShardOf(p.key)].rows;
-      auto it = rows.find(p.key);
+      auto& rows = t.shards_[KvTable::ShardOfHash(p.hash)].rows;
+      auto it = rows.find(p.key, p.hash);
       if (it != rows.end()) {
         t.bytes_.fetch_sub(it->second->bytes);
         released.push_back(std::move(it->second));

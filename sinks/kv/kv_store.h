@@ -4,9 +4,10 @@
 // and primary key, served to the Redis, memcached and HTTP listeners.
 //
 // Layout: one KvTable per source table; inside it the rows sit in kShards hash shards (each
-// with its own mutex) for point reads, and in a B-tree in key order for paging and SCAN.
-// A row is an immutable KvRow shared by pointer, so a reader copies a pointer under a shard's
-// lock and formats the answer after releasing it.
+// with its own reader-writer lock) for point reads, and in a B-tree in key order for paging
+// and SCAN. A row is an immutable KvRow shared by pointer, so a reader copies a pointer under
+// a shard's lock and formats the answer after releasing it. Tables are never dropped while the
+// store lives (a truncate empties one), so a reader may keep a table's address (TableCache).
 //
 // Writes come from the sink's one thread. Rows are encoded (JSON, hash fields, sort key)
 // before any lock is taken; a transaction's changes are kept aside until its commit and then
@@ -14,11 +15,14 @@
 // all of a transaction or none of it, and waits at most for those pointer swaps, never for the
 // encoding of a long batch. Multi-key reads (MGET, pages) take the commit lock in shared mode.
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,28 +40,97 @@
 
 namespace pgflow {
 
-// One column of a cached row.
+// The lock of the store's read path (shards, commit): pthread's reader-writer lock, set to
+// prefer writers, so a commit waiting for a shard is not starved by a stream of readers, and
+// readers queue behind it only for its pointer swaps. Not absl::Mutex: as packaged here (built
+// without NDEBUG) its every lock and unlock also runs deadlock-detection bookkeeping under a
+// process-wide spinlock, which cost a point read more than the lookup itself (callgrind) and
+// made every network thread touch the same cache line.
+class ABSL_LOCKABLE RwLock {
+ public:
+  RwLock();
+  ~RwLock();
+  RwLock(const RwLock&) = delete;
+  RwLock& operator=(const RwLock&) = delete;
+
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { pthread_rwlock_wrlock(&lock_); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&lock_); }
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { pthread_rwlock_rdlock(&lock_); }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&lock_); }
+
+ private:
+  pthread_rwlock_t lock_;
+};
+
+class ABSL_SCOPED_LOCKABLE ReadLock {
+ public:
+  explicit ReadLock(RwLock* mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) { mu_->ReaderLock(); }
+  ~ReadLock() ABSL_UNLOCK_FUNCTION() { mu_->ReaderUnlock(); }
+  ReadLock(const ReadLock&) = delete;
+  ReadLock& operator=(const ReadLock&) = delete;
+
+ private:
+  RwLock* const mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE WriteLock {
+ public:
+  explicit WriteLock(RwLock* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->Lock(); }
+  ~WriteLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+  WriteLock(const WriteLock&) = delete;
+  WriteLock& operator=(const WriteLock&) = delete;
+
+ private:
+  RwLock* const mu_;
+};
+
+// One column of a cached row. `text` points into the row's encoded replies: it is valid while
+// the row lives, and a column copied out of its row must not keep it.
 struct KvColumn {
   std::string name;
   std::string json;  // the value as JSON ("42", "\"pen\"", "null")
   // The value as a Redis hash field or memcached text: a JSON string's text, the JSON text
-  // of anything else (numbers, booleans, arrays, objects).
-  std::string text;
+  // of anything else (numbers, booleans, arrays, objects). Empty when null.
+  std::string_view text;
   bool null = false;
 };
 
-// One cached row, immutable once built.
+// One cached row, immutable once built by Make. What the servers answer most is encoded here
+// once, when the row is applied, and copied into replies as it is.
 struct KvRow {
+  // `texts[i]` is the text of columns[i] (see KvColumn::text; ignored when null).
+  static std::shared_ptr<KvRow> Make(std::string key, std::vector<KvColumn> columns,
+                                     const std::vector<std::string>& texts, Lsn lsn);
+  KvRow() = default;
+  KvRow(const KvRow&) = delete;  // the views below point into the row itself
+  KvRow& operator=(const KvRow&) = delete;
+
+  // What a point read touches comes first, on the cache line of the shared_ptr's counts.
+  // Every non-null column as two RESP bulk strings, name then text, in table order: an
+  // HGETALL reply once a map header is put before it.
+  std::string_view resp_hash;
+  std::string_view resp_json;  // json as a RESP bulk string (GET)
+  size_t field_count = 0;      // non-null columns
+  std::string_view json_crlf;  // json, then "\r\n" (a memcached data block)
+  std::string_view json;       // the row as a typed JSON object, null columns included
+
   std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
   std::vector<KvColumn> columns;  // the selected columns, in table order
-  std::string json;               // the row as a typed JSON object, null columns included
   Lsn lsn;             // commit LSN of the transaction that wrote it (the snapshot's for reads)
   uint64_t bytes = 0;  // approximate memory held, for the memory limit
 
-  // The column's value text, or nullptr when the column is absent or null (Redis hashes
-  // have no null: such fields are left out).
-  const std::string* Field(std::string_view name) const;
-  size_t FieldCount() const;
+  // The value of field `name` as a RESP bulk string, found in resp_hash (no second pointer
+  // to follow); empty when the column is absent or null.
+  std::string_view FieldBulk(std::string_view name) const;
+  // The column named `name`, or nullptr when it is absent or null (Redis hashes have no null:
+  // such fields are left out).
+  const KvColumn* Find(std::string_view name) const;
+  // Find's text, or nullopt.
+  std::optional<std::string_view> Field(std::string_view name) const;
+  size_t FieldCount() const { return field_count; }
+
+ private:
+  std::string encoded_;  // resp_json, then resp_hash: the bytes the views point into
 };
 using KvRowPtr = std::shared_ptr<const KvRow>;
 
@@ -92,11 +165,18 @@ class KvTable {
 
  private:
   friend class KvStore;
+  static constexpr int kShardBits = 4;
+  static_assert(kShards == size_t{1} << kShardBits);
+  static_assert(sizeof(size_t) == 8);
   struct alignas(64) Shard {  // a cache line of its own: no false sharing between shards
-    mutable absl::Mutex mu;
+    mutable RwLock mu;
     absl::flat_hash_map<std::string, KvRowPtr> rows ABSL_GUARDED_BY(mu);
   };
-  size_t ShardOf(std::string_view key) const;
+  // The hash the shard maps use for `key` (absl's string hash): computed once per lookup, it
+  // picks the shard (top bits) and is handed to the map's find.
+  static size_t HashOf(std::string_view key);
+  static size_t ShardOfHash(size_t hash) { return hash >> (64 - kShardBits); }
+  size_t ShardOf(std::string_view key) const { return ShardOfHash(HashOf(key)); }
 
   const std::string schema_;
   const std::string name_;
@@ -134,12 +214,25 @@ class KvStore {
   // The table named `key_name` ("users", "sales.orders"), or nullptr.
   std::shared_ptr<const KvTable> FindTable(std::string_view key_name) const;
   std::vector<std::shared_ptr<const KvTable>> Tables() const;
+  // The last table a reader found by name, kept by one reader (a connection) to spare the
+  // tables lock on its next lookups; valid because tables are never dropped. Not thread-safe.
+  struct TableCache {
+    std::string name;
+    const KvTable* table = nullptr;
+  };
+
+  // FindTable through `cache` (may be null): the table stays valid while the store lives.
+  const KvTable* FindTable(std::string_view key_name, TableCache* cache) const;
+
   // Splits a Redis key "<table>:<key>" (or "<publication>.<table>.<key>" when `publication`
-  // is not empty) and finds the row; nullptr when the table or row is absent.
-  KvRowPtr Lookup(std::string_view redis_key, std::string_view publication) const;
-  // Lookup of several keys as of one moment (no transaction half-seen across them).
-  std::vector<KvRowPtr> LookupMany(const std::vector<std::string_view>& redis_keys,
-                                   std::string_view publication) const;
+  // is not empty) and finds the row; nullptr when the table or row is absent. `cache` may be
+  // null.
+  KvRowPtr Lookup(std::string_view redis_key, std::string_view publication,
+                  TableCache* cache = nullptr) const;
+  // Lookup of several keys as of one moment (no transaction half-seen across them); the rows
+  // (or nullptr) replace *rows, in the order of `redis_keys`.
+  void LookupMany(std::span<const std::string_view> redis_keys, std::string_view publication,
+                  TableCache* cache, std::vector<KvRowPtr>* rows) const;
   uint64_t TotalRows() const;
   uint64_t MemoryBytes() const { return bytes_.load(std::memory_order_relaxed); }
   uint64_t max_memory() const { return options_.max_memory; }
@@ -171,6 +264,7 @@ class KvStore {
   struct Pending {
     std::shared_ptr<KvTable> table;
     std::string key;
+    size_t hash = 0;  // KvTable::HashOf(key), computed before any lock is taken
     std::string sort_key;
     KvRowPtr row;  // null: delete
     bool truncate = false;
@@ -185,7 +279,7 @@ class KvStore {
   mutable absl::Mutex tables_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<KvTable>> tables_ ABSL_GUARDED_BY(tables_mu_);
   // Held exclusively while a commit swaps rows in, shared by multi-key reads.
-  mutable absl::Mutex commit_mu_;
+  mutable RwLock commit_mu_;
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> applied_{0};
   std::atomic<bool> ready_{false};

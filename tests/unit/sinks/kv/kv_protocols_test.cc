@@ -89,6 +89,38 @@ TEST_F(KvProtocolsTest, RedisHashCommandsAndPipelining) {
   EXPECT_EQ(kind, SessionStep::kClose);
 }
 
+// The replies a row encodes once (fields, JSON) answer each read form, null columns left out.
+TEST_F(KvProtocolsTest, RedisRepliesFromTheEncodedRow) {
+  EXPECT_EQ(Redis("HMGET users:1 name note nope id\r\n"),
+            "*4\r\n$5\r\nuser1\r\n$-1\r\n$-1\r\n$1\r\n1\r\n");
+  EXPECT_EQ(Redis("HSTRLEN users:12 name\r\nHSTRLEN users:12 note\r\nHEXISTS users:12 score\r\n"),
+            ":6\r\n:0\r\n:1\r\n");
+  EXPECT_EQ(Redis("HGET users:12 score\r\nHGET users:12 sc\r\nHGET users:404 name\r\n"),
+            "$4\r\n1.50\r\n$-1\r\n$-1\r\n");
+  EXPECT_EQ(Redis("HKEYS users:3\r\nHVALS users:3\r\n"),
+            "*3\r\n$2\r\nid\r\n$4\r\nname\r\n$5\r\nscore\r\n"
+            "*3\r\n$1\r\n3\r\n$5\r\nuser3\r\n$4\r\n1.50\r\n");
+  EXPECT_EQ(
+      Redis("HELLO 3\r\nHGETALL users:3\r\nGET users:404\r\n").substr(Redis("HELLO 3\r\n").size()),
+      "%3\r\n$2\r\nid\r\n$1\r\n3\r\n$4\r\nname\r\n$5\r\nuser3\r\n$5\r\nscore\r\n$4\r\n1."
+      "50\r\n_\r\n");
+  EXPECT_EQ(Redis("hget USERS:1 name\r\nhGeT users:1\r\n"),
+            "$-1\r\n-ERR wrong number of arguments for 'hget' command\r\n");
+  // A row rewritten with an unchanged TOAST column keeps that column's value in every form.
+  Change update = Insert(users_, 5, "five", Lsn(0x300));
+  update.op = Op::kUpdate;
+  update.after[2] = Value::UnchangedToast(oid::kNumeric);
+  ASSERT_TRUE(store_.Stage(update).ok());
+  ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
+  EXPECT_EQ(Redis("HGET users:5 score\r\nHGET users:5 name\r\n"), "$4\r\n1.50\r\n$4\r\nfive\r\n");
+  EXPECT_EQ(Redis("GET users:5\r\n"),
+            "$49\r\n{\"id\":5,\"name\":\"five\",\"score\":\"1.50\",\"note\":null}\r\n");
+  KvRowPtr row = store_.Lookup("users:5", "");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->Field("score"), "1.50");
+  EXPECT_FALSE(row->Field("note").has_value());
+}
+
 TEST_F(KvProtocolsTest, RedisScanVisitsEveryKeyOnce) {
   std::set<std::string> seen;
   std::string cursor = "0";
