@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
 #include "engine/log.h"
@@ -378,6 +379,10 @@ int Options() {
 
 int main(int argc, char** argv) {
   using namespace pgflow;
+  // Debian's Abseil is built with deadlock detection on, which books every lock and unlock
+  // of every absl::Mutex (hundreds of instructions, under a process-wide lock): a debugging aid
+  // the queues and the kv store's readers should not pay for in production.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   RegisterComponents();
 
   CLI::App app{

@@ -17,7 +17,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/log.h"
-#include "sinks/kv/drained_read.h"
 
 namespace pgflow {
 namespace {
@@ -32,7 +31,7 @@ using Executor = asio::io_context::executor_type;
 template <typename T>
 using Task = asio::awaitable<T, Executor>;
 constexpr asio::use_awaitable_t<Executor> kUseTask;
-using Socket = kv_asio::Socket<tcp, Executor>;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
 using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
 using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
                                          asio::wait_traits<std::chrono::steady_clock>, Executor>;
@@ -120,11 +119,32 @@ class KvServer::Impl {
           socket_(std::move(socket)),
           context_(context),
           turn_(turn),
-          reactor_(kv_asio::ReactorOf(*context)),
           session_(impl->service_) {
       // SendNow's writes return at once rather than block (async operations are unaffected).
       boost::system::error_code ec;
       socket_.non_blocking(true, ec);
+    }
+
+    // Reads what the socket holds, waiting for it to become readable first unless the last read
+    // filled the buffer. asio's async_read_some tries a read at once, which for a request and
+    // reply protocol nearly always fails (the client sends its next request only after reading
+    // our reply): two recvfrom per request where redis-server makes one. A wait costs none,
+    // and no data is missed: the wait is registered before this thread returns to the reactor,
+    // which sees the edge of any data that came after the last read. Throws at end of file or
+    // on an error, as async_read_some does.
+    Task<size_t> ReadSome(asio::mutable_buffer buffer) {
+      while (true) {
+        if (exhausted_) co_await socket_.async_wait(tcp::socket::wait_read, kUseTask);
+        boost::system::error_code ec;
+        const size_t n = socket_.read_some(buffer, ec);  // the socket is non-blocking
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          exhausted_ = true;
+          continue;
+        }
+        if (ec) throw boost::system::system_error(ec);
+        exhausted_ = n < buffer.size();
+        co_return n;
+      }
     }
 
     Task<void> Run() {
@@ -132,8 +152,7 @@ class KvServer::Impl {
       std::array<char, 16384> buf;
       try {
         while (!closed_) {
-          size_t n =
-              co_await kv_asio::AsyncReadDrained(socket_, reactor_, asio::buffer(buf), kUseTask);
+          size_t n = co_await ReadSome(asio::buffer(buf));
           SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
           if (step.kind == SessionStep::kContinue && !session_.more() && !writing_) {
             // Only replies to send: with the turn's others (Turn), while this reads on. (A
@@ -311,7 +330,6 @@ class KvServer::Impl {
     Socket socket_;
     asio::io_context* context_;
     Turn* turn_;
-    kv_asio::Reactor* reactor_;
     Session session_;
     std::string out_;
     size_t out_sent_ = 0;  // bytes at the front of out_ that SendNow has sent already
@@ -319,6 +337,7 @@ class KvServer::Impl {
     bool writing_ = false;
     bool queued_ = false;  // on turn_, to send
     bool closed_ = false;
+    bool exhausted_ = true;  // the last read emptied the socket: wait before the next
     bool subscribed_ = false;
   };
 
