@@ -4,20 +4,12 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "schemas/ascii.h"
 
 namespace pgflow {
 namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Length of the well-formed UTF-8 sequence starting with the non-ASCII byte p[0] (n bytes
 // available), or 0 when it is not one (Unicode table 3-7).
 size_t Utf8Length(const unsigned char* p, size_t n) {
@@ -95,7 +87,7 @@ class Scanner {
         }
       } else if (c == '"') {
         if (absl::Status st = SkipString(); !st.ok()) return st;
-      } else if (c == '-' || IsDigit(c)) {
+      } else if (c == '-' || IsAsciiDigit(c)) {
         if (absl::Status st = SkipNumber(); !st.ok()) return st;
       } else if (s_.substr(i_, 4) == "true" || s_.substr(i_, 4) == "null") {
         i_ += 4;
@@ -153,22 +145,22 @@ class Scanner {
   absl::Status SkipNumber() {
     const size_t n = s_.size();
     if (s_[i_] == '-') ++i_;
-    if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit in a number");
+    if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit in a number");
     if (s_[i_] == '0') {
       ++i_;
     } else {
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     if (i_ < n && s_[i_] == '.') {
       ++i_;
-      if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit after '.' in a number");
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit after '.' in a number");
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     if (i_ < n && (s_[i_] == 'e' || s_[i_] == 'E')) {
       ++i_;
       if (i_ < n && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit in a number's exponent");
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit in a number's exponent");
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     return absl::OkStatus();
   }
@@ -198,7 +190,8 @@ class Scanner {
             break;
           case 'u':
             for (size_t k = i_ + 2; k < i_ + 6; ++k) {
-              if (k >= n || HexValue(s_[k]) < 0) return Error("expected 4 hex digits after \\u");
+              if (k >= n || HexDigitValue(s_[k]) < 0)
+                return Error("expected 4 hex digits after \\u");
             }
             i_ += 6;
             break;
@@ -242,7 +235,7 @@ void AppendUtf8(uint32_t code_point, std::string* out) {
 
 uint32_t Hex4(std::string_view s, size_t at) {
   uint32_t v = 0;
-  for (size_t k = at; k < at + 4; ++k) v = (v << 4) | static_cast<uint32_t>(HexValue(s[k]));
+  for (size_t k = at; k < at + 4; ++k) v = (v << 4) | static_cast<uint32_t>(HexDigitValue(s[k]));
   return v;
 }
 

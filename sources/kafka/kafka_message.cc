@@ -16,15 +16,13 @@ namespace {
 // consumer of many schema versions must not grow without bound).
 constexpr size_t kMaxCachedTables = 4096;
 
-std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
-
 absl::Status Invalid(std::string_view what) {
   return absl::InvalidArgumentError(std::string(what));
 }
 
 // Prefixes a status's message with where it happened.
 absl::Status Within(std::string_view where, const absl::Status& status) {
-  return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": ", Str(status.message())));
+  return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": ", status.message()));
 }
 
 absl::StatusOr<std::string> ReadString(std::string_view value, std::string_view field) {
@@ -40,37 +38,6 @@ absl::StatusOr<int64_t> ReadInteger(std::string_view value, std::string_view fie
   absl::StatusOr<int64_t> n = ReadJsonInt64(value);
   if (!n.ok()) return Within(field, n.status());
   return *n;
-}
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-// Standard base64 with padding, as AppendBase64 writes it.
-absl::StatusOr<std::string> DecodeBase64(std::string_view text) {
-  if (text.size() % 4 != 0) return Invalid("message content is not base64");
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  std::string out;
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    const int v = Base64Value(text[i]);
-    if (v < 0) return Invalid("message content is not base64");
-    bits = (bits << 6) | static_cast<uint32_t>(v);
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out.push_back(static_cast<char>((bits >> nbits) & 0xFF));
-    }
-  }
-  return out;
 }
 
 // Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
@@ -356,9 +323,9 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         absl::StatusOr<std::string> text = ReadString(m.value, "content");
         if (!text.ok()) return text.status();
         if (debezium) {
-          absl::StatusOr<std::string> bytes = DecodeBase64(*text);
-          if (!bytes.ok()) return bytes.status();
-          change.content = *std::move(bytes);
+          if (!AppendBase64Decoded(*text, &change.content)) {
+            return Invalid("message content is not base64");
+          }
         } else {
           change.content = *std::move(text);
         }

@@ -25,8 +25,6 @@ constexpr size_t kBatchBytes = 4u << 20;
 // Consumer errors (brokers down and the like) are logged at most this often.
 constexpr auto kErrorLogInterval = std::chrono::seconds(10);
 
-std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
-
 // Properties pgflow sets itself: the group, where it starts, and when offsets are committed
 // (acknowledgement rests on them).
 constexpr std::array<std::string_view, 7> kReservedProperties = {
@@ -77,7 +75,7 @@ std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSou
   return {
       {"bootstrap.servers", o.client.brokers},
       {"client.id", client_id},
-      {"group.id", o.group.empty() ? "pgflow" : o.group},
+      {"group.id", o.group},
       // Offsets are committed by pgflow, and only for what every sink holds.
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
@@ -737,7 +735,7 @@ absl::Status KafkaSource::Decode() {
     if (!decoded.ok()) {
       if (!options_->skip_malformed) {
         status = absl::InvalidArgumentError(
-            absl::StrCat(where(), ": ", Str(decoded.status().message()),
+            absl::StrCat(where(), ": ", decoded.status().message(),
                          "; the message is not a pgflow event this pipeline can read (set "
                          "source.kafka.malformed: skip to pass over such messages)"));
         break;
