@@ -266,7 +266,7 @@ class KafkaSourceCallbacks {
 };
 
 KafkaSource::KafkaSource(std::string pipeline, std::shared_ptr<const KafkaSourceOptions> options)
-    : pipeline_(std::move(pipeline)), options_(std::move(options)) {}
+    : pipeline_(std::move(pipeline)), options_(std::move(options)), gate_(options_->ddl_wait) {}
 
 KafkaSource::~KafkaSource() {
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
@@ -512,77 +512,6 @@ void KafkaSource::ResumePartitions() {
   paused_ = false;
 }
 
-KafkaSource::ShapeCheck KafkaSource::CheckShape(Change* change) {
-  const TableSchema& table = *change->table;
-  const std::string name = table.QualifiedName();
-  Shape& known = shapes_[name];
-  auto remember = [&] {
-    known.columns.clear();
-    for (const Column& c : table.columns) known.columns.emplace_back(c.name, c.type_oid);
-    known.lsn = change->txn.commit_lsn;
-    known.from_ddl = false;
-  };
-  if (known.columns.empty()) {
-    remember();
-    return ShapeCheck::kHandOn;
-  }
-  auto knows = [&](const Column& c) {
-    for (const auto& [name_k, oid_k] : known.columns) {
-      if (name_k == c.name && (oid_k == 0 || oid_k == c.type_oid)) return true;
-    }
-    return false;
-  };
-  bool all_known = true;
-  for (const Column& c : table.columns) all_known = all_known && knows(c);
-  if (all_known) return ShapeCheck::kHandOn;
-  if (known.from_ddl && change->txn.commit_lsn < known.lsn) {
-    // Written before the DDL that was handed on: without the columns it dropped.
-    auto narrowed = std::make_shared<TableSchema>(table);
-    narrowed->columns.clear();
-    Row after;
-    Row before;
-    for (size_t i = 0; i < table.columns.size(); ++i) {
-      const Column& c = table.columns[i];
-      bool kept = false;
-      for (const auto& [name_k, oid_k] : known.columns) kept = kept || name_k == c.name;
-      if (!kept) continue;
-      narrowed->columns.push_back(c);
-      if (i < change->after.size()) after.push_back(std::move(change->after[i]));
-      if (i < change->before.size()) before.push_back(std::move(change->before[i]));
-    }
-    change->table = std::move(narrowed);
-    change->after = std::move(after);
-    change->before = std::move(before);
-    return ShapeCheck::kHandOn;
-  }
-  if (!known.accept_next && options_->ddl_wait.count() > 0) return ShapeCheck::kHold;
-  if (options_->ddl_wait.count() > 0) {
-    LogWarning(
-        "kafka source: a row of %s has a column its last shape lacks, and no DDL event "
-        "describing the change came within ddl_wait (%dms): it goes on as it is",
-        name, options_->ddl_wait.count());
-  }
-  remember();
-  known.accept_next = false;
-  return ShapeCheck::kHandOn;
-}
-
-void KafkaSource::NoteDdl(const Change& change) {
-  if (change.ddl == nullptr || !change.ddl->table.has_value() || change.ddl->dropped) return;
-  const DdlTableShape& shape = *change.ddl->table;
-  Shape& known = shapes_[shape.schema + "." + shape.name];
-  known.columns.clear();
-  known.lsn = change.txn.commit_lsn;
-  known.from_ddl = true;
-  known.accept_next = false;
-  // The DDL's types are format_type text, the rows' OIDs: a column a DDL names is known
-  // whatever the type the rows give it.
-  for (const DdlColumn& c : shape.columns) known.columns.emplace_back(c.name, 0);
-  for (auto& [partition, held] : held_) {
-    if (held.table == shape.schema + "." + shape.name) held.released = true;
-  }
-}
-
 void KafkaSource::ReleaseHeld() {
   std::vector<rd_kafka_message_t*> front;
   rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(0);
@@ -593,7 +522,7 @@ void KafkaSource::ReleaseHeld() {
       ++it;
       continue;
     }
-    if (!held.released) shapes_[held.table].accept_next = true;
+    if (!held.released) gate_.AcceptNextShape(held.table);
     front.insert(front.end(), held.messages.begin(), held.messages.end());
     if (!paused_) {
       rd_kafka_topic_partition_list_add(resume, it->first.topic.c_str(), it->first.partition);
@@ -747,8 +676,14 @@ absl::Status KafkaSource::Decode() {
       if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
       bool keep = true;
       const Op op = d.change.op;
-      if ((op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) &&
-          CheckShape(&d.change) == ShapeCheck::kHold) {
+      ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
+      if (op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) {
+        std::string note;
+        verdict = gate_.Check(&d.change, &note);
+        if (!note.empty()) LogWarning("%s: %s", where(), note);
+      }
+      if (verdict == ShapeGate::Verdict::kDrop) keep = false;
+      if (verdict == ShapeGate::Verdict::kHold) {
         LogInfo(
             "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
             "the DDL event that added it",
@@ -761,7 +696,13 @@ absl::Status KafkaSource::Decode() {
         rd_kafka_topic_partition_list_destroy(one);
         continue;
       }
-      if (op == Op::kDdl) NoteDdl(d.change);
+      if (op == Op::kDdl) {
+        for (const std::string& table : gate_.NoteDdl(d.change)) {
+          for (auto& [partition, held] : held_) {
+            if (held.table == table) held.released = true;
+          }
+        }
+      }
       if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
         keep = false;
         LogWarning(

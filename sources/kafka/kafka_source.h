@@ -42,13 +42,15 @@
 //     force either.
 //   - Schema changes travel on their own topic (one partition, in commit order) and are
 //     applied when read, not between the rows they separate. Every row carries its table's
-//     shape, so the source puts them back in order where it matters: a row with a column (name
-//     and type) that the last shape handed on for its table lacks waits, its partition paused,
-//     until a DDL event describing that table arrives (at most `ddl_wait`; then it goes on as
-//     it is, and a PostgreSQL target without the column refuses it with its error); a row
-//     written before the DDL that set the last shape (by commit LSN) loses the columns that
-//     DDL dropped. A column renamed is a column dropped and another added: a row of the old
-//     shape read after the rename does not set the renamed column.
+//     shape and its place (commit LSN, sequence), so the source puts them back in order where
+//     it matters (shape_gate.h): a row with a column (name and type) that the last shape
+//     handed on for its table lacks waits, its partition paused, until a DDL event describing
+//     that table arrives (at most `ddl_wait`; then it goes on as it is, and a PostgreSQL
+//     target without the column refuses it with its error); a row placed before the DDL that
+//     set the last shape (its own transaction's DDL included) loses the columns that DDL
+//     dropped; a row placed before its table's DROP TABLE is not applied, and one placed
+//     before a rename goes to the new name. A column renamed is a column dropped and another
+//     added: a row of the old shape read after the rename does not set the renamed column.
 //   - A row moved to a new key whose TOASTed columns were unchanged reaches the topic without
 //     their values; it is applied as an update of the new key and logged.
 //
@@ -88,6 +90,7 @@
 #include "engine/source.h"
 #include "sources/kafka/kafka_message.h"
 #include "sources/kafka/offset_tracker.h"
+#include "sources/kafka/shape_gate.h"
 
 struct rd_kafka_s;
 struct rd_kafka_message_s;
@@ -158,13 +161,6 @@ class KafkaSource : public Source {
   bool ApplyTruncate(const rd_kafka_message_s* m);
   void DropPolled(const TopicPartition& partition);
 
-  // The schema-change gate (see "Schema changes" above).
-  enum class ShapeCheck { kHandOn, kHold };
-  // Decides whether row change `change` goes on now or waits for its table's DDL; may narrow
-  // it to the last shape handed on (a row older than the DDL that set it).
-  ShapeCheck CheckShape(Change* change);
-  // Records the shape a DDL event gives its table; releases the partitions waiting for it.
-  void NoteDdl(const Change& change);
   // Moves the held messages of partitions that may go on to the front of polled_.
   void ReleaseHeld();
 
@@ -191,15 +187,7 @@ class KafkaSource : public Source {
   std::chrono::steady_clock::time_point last_error_log_{};
   absl::flat_hash_map<std::string, int> partition_counts_;  // by topic, for truncates
 
-  // The last shape handed on per table ("schema.table"): its columns (name, type OID; 0 when
-  // a DDL event named it, whose types are text) and the commit LSN of the event that set it.
-  struct Shape {
-    std::vector<std::pair<std::string, uint32_t>> columns;
-    Lsn lsn;
-    bool from_ddl = false;
-    bool accept_next = false;  // ddl_wait passed: the next new shape goes on as it is
-  };
-  absl::flat_hash_map<std::string, Shape> shapes_;
+  ShapeGate gate_;  // the schema-change gate (see "Schema changes" above)
   // Partitions held back by the gate: their messages from the waiting row on, in order.
   struct Held {
     std::string table;

@@ -382,10 +382,13 @@ TEST(KafkaSourceTest, SchemaChangesReachTheTargetInTheirPlaceAmongTheRows) {
                         "event that added it"));
   kafka.Command("rtt 2 0");
 
-  // A column dropped, the rows written before it late: they go on without it.
+  // A column dropped, the rows written before it late: they go on without it. Some of them
+  // are in the DROP's own transaction (same commit LSN, placed before it by sequence).
   kafka.Command("rtt 1 3000");
   source.Exec("UPDATE accounts SET balance = balance + 1, day = day + 1 WHERE id % 2 = 0");
-  source.Exec("ALTER TABLE accounts DROP COLUMN day");
+  source.Exec(
+      "BEGIN; UPDATE accounts SET balance = balance + 2, day = day + 2 WHERE id % 3 = 0; "
+      "ALTER TABLE accounts DROP COLUMN day; COMMIT");
   t.DropColumn("day");
   ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
   t.ExpectIdentical();
