@@ -58,9 +58,24 @@
 // sink holds: each message is recorded with the position of the batch it went out in
 // (offset_tracker.h); when the engine confirms a position, each partition's offset after its
 // last message at or below it is committed (every commit_interval, asynchronously; and
-// synchronously at a clean stop and before a partition is given up in a rebalance, after
-// waiting for its events to become durable). After kill -9 the group re-reads from the
-// committed offsets: at-least-once, and harmless under the rule above.
+// synchronously at a clean stop and before a partition is given up in a rebalance). An offset
+// counts as committed once the brokers said so for its partition: one whose commit failed is
+// committed again at the next interval. After kill -9 the group re-reads from the committed
+// offsets: at-least-once, and harmless under the rule above. A partition whose committed
+// offset cannot be read when it is assigned ends the run (Unavailable; the next run asks
+// again): it is never started at offset_reset's end instead.
+//
+// Rebalances. Before a partition is given up, the events read from it must be held by every
+// sink: else its next owner's changes could reach a sink before these older ones. The
+// revocation waits for that (at most rebalance_timeout, which must stay below the consumer's
+// max.poll.interval.ms: the wait runs inside the poll). When the wait runs out, or the
+// partition was lost (the group gave it away without a revocation, as after a missed session),
+// and events of it are not durable yet, the run ends with Unavailable and `pgflow run` starts
+// again from the committed offsets, rather than go on delivering them. Residual risk: what the
+// engine's queues (buffer.queue_bytes) already hold of those events is still written by the
+// sinks while they drain, possibly after the next owner wrote newer changes of the same keys,
+// which then stay overwritten until those keys change again. A clean stop, or a sink failure,
+// ends the wait early.
 //
 // Memory stays bounded: when the engine's queues are full the source pauses every assigned
 // partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps
@@ -81,6 +96,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -142,8 +158,16 @@ class KafkaSource : public Source {
   // A rebalance: `assign` the partitions, or take them away.
   void Rebalance(bool assign, rd_kafka_topic_partition_list_s* partitions);
   void OnError(int err, const char* reason);
-  // Gives up `partitions` (a revocation): waits until their events are durable, commits.
+  // Gives up `partitions` (a revocation, or a loss): waits until their events are durable
+  // and commits; fails the run when they are not (see "Rebalances" above).
   void Revoke(rd_kafka_topic_partition_list_s* partitions, bool lost);
+  // The brokers' answer to a commit: marks the partitions committed that were.
+  void OnCommitted(int err, const rd_kafka_topic_partition_list_s* offsets);
+  void LogCommitError(std::string_view what);
+  // Ends the run with `status` (the first one kept): Stream returns it.
+  void Fail(absl::Status status);
+  // Pauses or resumes `partitions` (held ones stay paused).
+  void SetPaused(const rd_kafka_topic_partition_list_s* partitions, bool paused);
 
   // Polls up to a batch of messages into polled_ (waiting up to `wait` for the first).
   void Poll(std::chrono::milliseconds wait);
@@ -176,15 +200,17 @@ class KafkaSource : public Source {
   const AckTracker* acks_ = nullptr;
   const StopSignal* stop_ = nullptr;
   bool closing_ = false;       // Finish is leaving the group: revocations do not wait
+  bool closed_ = false;        // the engine closed the pipeline (a sink failed)
   bool in_rebalance_ = false;  // inside the rebalance callback (within a poll)
 
   Lsn last_position_;                        // of the last batch built
   std::vector<rd_kafka_message_s*> polled_;  // polled, not yet decoded; owned
   EventBatchPtr pending_;                    // decoded, not yet handed on to every sink
   bool paused_ = false;
-  absl::Status fatal_;  // from the error callback
+  absl::Status fatal_;  // ends the run (the error callback, a failed rebalance); see Fail
   std::chrono::steady_clock::time_point last_commit_{};
   std::chrono::steady_clock::time_point last_error_log_{};
+  std::chrono::steady_clock::time_point last_commit_error_log_{};
   absl::flat_hash_map<std::string, int> partition_counts_;  // by topic, for truncates
 
   ShapeGate gate_;  // the schema-change gate (see "Schema changes" above)
@@ -202,5 +228,13 @@ class KafkaSource : public Source {
 
 // Registers the "kafka" source type with the engine's factory registry.
 void RegisterKafkaSource();
+
+// Sets where each of `partitions` starts, given rd_kafka_committed's answer in it: at the
+// group's committed offset, or, for a partition without one (no error, offset
+// RD_KAFKA_OFFSET_INVALID), at the end `offset_reset` ("earliest" or "latest") names.
+// Returns Unavailable naming the partition when one's committed offset could not be read (its
+// `err`): starting it at offset_reset's end instead would skip or repeat its backlog.
+absl::Status SetStartOffsets(const std::string& group, const std::string& offset_reset,
+                             rd_kafka_topic_partition_list_s* partitions);
 
 }  // namespace pgflow

@@ -544,6 +544,23 @@ TEST(KafkaSourceTest, ConfigurationIsValidatedWithItsPlaceAndListed) {
             "sinks: {out: {jsonl: {path: \"-\"}}}\n");
   EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 2);
   EXPECT_THAT(output, HasSubstr(yaml + ":3:69: source.kafka.truncate: unknown truncate mode"));
+  // A rebalance waits inside the poll: longer than max.poll.interval.ms would cost the group.
+  WriteFile(yaml,
+            "pipeline: d\n"
+            "source:\n"
+            "  kafka: {brokers: 127.0.0.1:9092, topics: [a], group: g, rebalance_timeout: 10m}\n"
+            "sinks: {out: {jsonl: {path: \"-\"}}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 2);
+  EXPECT_THAT(output, HasSubstr(yaml + ":3:78: source.kafka.rebalance_timeout: rebalance_timeout "
+                                       "(600000ms) must be below the consumer's "
+                                       "max.poll.interval.ms (300000ms)"));
+  WriteFile(yaml,
+            "pipeline: d\n"
+            "source:\n"
+            "  kafka: {brokers: 127.0.0.1:9092, topics: [a], group: g, rebalance_timeout: 10m,\n"
+            "          properties: {max.poll.interval.ms: \"900000\"}}\n"
+            "sinks: {out: {jsonl: {path: \"-\"}}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 0) << output;
   // Unreachable brokers: an error naming them and their place in the file.
   WriteFile(yaml,
             "pipeline: d\n"
