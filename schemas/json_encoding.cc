@@ -1439,6 +1439,22 @@ size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
   return written;
 }
 
+size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vector<size_t>& columns,
+                       const JsonOptions& options, std::string* out) {
+  out->push_back('{');
+  size_t written = 0;
+  for (size_t i : columns) {
+    if (i >= row.size() || i >= table.columns.size() || row[i].is_unchanged_toast()) continue;
+    if (written > 0) out->push_back(',');
+    ++written;
+    AppendJsonString(table.columns[i].name, out);
+    out->push_back(':');
+    AppendJsonValue(row[i], table.columns[i].type_name, options, out);
+  }
+  out->push_back('}');
+  return written;
+}
+
 void AppendUnchangedToast(const Change& change, std::string* out) {
   if (change.table == nullptr) return;
   bool any = false;

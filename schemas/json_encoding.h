@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/change.h"
 
@@ -53,6 +54,9 @@ void AppendBase64(std::string_view bytes, std::string* out);
 // Appends {"column":value,...} over the columns of `row` (key columns only when `keys_only`),
 // leaving out unchanged TOAST values. Returns how many columns were written.
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
+                       const JsonOptions& options, std::string* out);
+// The same over the columns of `table` whose indices `columns` lists (in its order).
+size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vector<size_t>& columns,
                        const JsonOptions& options, std::string* out);
 
 // Appends `,"unchanged_toast":["col",...]` when the new row of `change` has any unchanged

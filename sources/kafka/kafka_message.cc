@@ -1,5 +1,6 @@
 #include "sources/kafka/kafka_message.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -188,15 +189,26 @@ const JsonMember* FindNonNull(const std::vector<JsonMember>& members, std::strin
 
 }  // namespace
 
-absl::StatusOr<TableSchemaPtr> KafkaMessageDecoder::Table(std::string_view header) {
+absl::StatusOr<const KafkaMessageDecoder::CachedTable*> KafkaMessageDecoder::Table(
+    std::string_view header) {
   auto it = tables_.find(absl::string_view(header.data(), header.size()));
-  if (it != tables_.end()) return it->second;
+  if (it != tables_.end()) return &it->second;
   absl::StatusOr<TableSchema> table = ParseTableSchemaJson(header);
   if (!table.ok()) return Within("header pgflow.schema", table.status());
+  CachedTable cached;
+  cached.full = table->replica_identity == 'f';
+  if (cached.full && !table->primary_key.empty()) {
+    // Keyed by its primary key, as under DEFAULT (see the header).
+    for (Column& c : table->columns) {
+      c.is_key = std::find(table->primary_key.begin(), table->primary_key.end(), c.name) !=
+                 table->primary_key.end();
+    }
+    table->replica_identity = 'd';
+    table->primary_key.clear();
+  }
   if (tables_.size() >= kMaxCachedTables) tables_.clear();
-  auto ptr = std::make_shared<const TableSchema>(*std::move(table));
-  tables_.emplace(std::string(header), ptr);
-  return ptr;
+  cached.table = std::make_shared<const TableSchema>(*std::move(table));
+  return &tables_.emplace(std::string(header), std::move(cached)).first->second;
 }
 
 absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
@@ -342,9 +354,10 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         "a row event without a pgflow.schema header (written by another producer, or by a "
         "pgflow older than the kafka source): its values cannot be typed");
   }
-  absl::StatusOr<TableSchemaPtr> table = Table(*schema_header);
+  absl::StatusOr<const CachedTable*> table = Table(*schema_header);
   if (!table.ok()) return table.status();
-  change.table = *table;
+  change.table = (*table)->table;
+  const bool full = (*table)->full;
   if ((!schema_name.empty() && schema_name != change.table->schema) ||
       (!table_name.empty() && table_name != change.table->name)) {
     return Invalid(absl::StrCat("the event is about ", schema_name, ".", table_name,
@@ -398,7 +411,6 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
     }
   }
   if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
-    const bool full = schema.replica_identity == 'f';
     change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;
     if (absl::Status s = ReadRow(before->value, schema, "before", {},
                                  full ? Missing::kUnchangedToast : Missing::kNull, &change.before);

@@ -60,6 +60,10 @@ constexpr OptionSpec kOptions[] = {
      "How long a row of a new shape (a column its table's last shape lacks) waits for its "
      "table's DDL event from the schema-changes topic before it goes on as it is; 0 = it "
      "does not wait."},
+    {"keyless", "string", false, "stop",
+     "Rows of a table without a primary key (REPLICA IDENTITY DEFAULT, FULL or NOTHING without "
+     "one), which cannot be applied by key: stop (the pipeline fails, naming the table) or skip "
+     "(logged once per table)."},
     {"malformed", "string", false, "stop",
      "A message that is not a pgflow event: stop (the pipeline fails, naming topic, partition "
      "and offset) or skip (logged the same way; its offset is committed)."},
@@ -218,6 +222,14 @@ class KafkaSourceFactory : public SourceFactory {
             absl::StrCat("unknown truncate mode '", *text, "' (expected auto, apply or skip)"));
       }
     }
+    if (auto v = node.Get("keyless")) {
+      absl::StatusOr<std::string> text = v->AsString();
+      if (!text.ok()) return text.status();
+      if (*text != "stop" && *text != "skip") {
+        return v->Error(absl::StrCat("unknown keyless mode '", *text, "' (expected stop or skip)"));
+      }
+      o->skip_keyless = *text == "skip";
+    }
     if (auto v = node.Get("malformed")) {
       absl::StatusOr<std::string> text = v->AsString();
       if (!text.ok()) return text.status();
@@ -251,6 +263,21 @@ Lsn NextRunStart() {
     start = std::max(now, seen + 1);
   } while (!last.compare_exchange_weak(seen, start));
   return Lsn(start);
+}
+
+// Whether rows of `table` have no key to be applied by (see "Rows need a key" in the header).
+bool IsKeyless(const TableSchema& table) {
+  // FULL with a primary key came out of the decoder keyed by it (kafka_message.h).
+  return table.replica_identity == 'f' || table.RowKeyColumns().empty();
+}
+
+std::string KeylessReason(const TableSchema& table) {
+  const char* identity = table.replica_identity == 'f'   ? "REPLICA IDENTITY FULL"
+                         : table.replica_identity == 'n' ? "REPLICA IDENTITY NOTHING"
+                                                         : "REPLICA IDENTITY DEFAULT";
+  return absl::StrCat("table ", table.QualifiedName(), " has no primary key (", identity,
+                      "), so its rows cannot be applied by key: every replay after a restart "
+                      "would insert them again, and an update could not be placed");
 }
 
 TopicPartition PartitionOf(const rd_kafka_message_t* m) {
@@ -791,8 +818,25 @@ absl::Status KafkaSource::Decode() {
       if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
       bool keep = true;
       const Op op = d.change.op;
+      const bool row =
+          op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
       ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
-      if (op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) {
+      if (row && IsKeyless(*d.change.table)) {
+        const std::string why = KeylessReason(*d.change.table);
+        if (!options_->skip_keyless) {
+          status = absl::FailedPreconditionError(absl::StrCat(
+              where(), ": ", why,
+              ". Add a primary key to the table in the source (events written from then on "
+              "carry it), leave its topic out of source.kafka.topics, or set "
+              "source.kafka.keyless: skip to pass over its rows"));
+          break;
+        }
+        ++skipped_;
+        verdict = ShapeGate::Verdict::kDrop;
+        if (keyless_noted_.insert(d.change.table->QualifiedName()).second) {
+          LogWarning("%s: %s; its rows are skipped (keyless: skip)", where(), why);
+        }
+      } else if (row) {
         std::string note;
         verdict = gate_.Check(&d.change, &note);
         if (!note.empty()) LogWarning("%s: %s", where(), note);

@@ -53,6 +53,13 @@
 //     added: a row of the old shape read after the rename does not set the renamed column.
 //   - A row moved to a new key whose TOASTed columns were unchanged reaches the topic without
 //     their values; it is applied as an update of the new key and logged.
+//   - Rows need a key. A table under REPLICA IDENTITY FULL that has a primary key is keyed by
+//     it (the kafka sink partitions its messages by it and names it in the pgflow.schema
+//     header; the source hands its rows on keyed by it, kafka_message.h). A table without a
+//     primary key (NOTHING, DEFAULT without one, FULL without one) has no key to apply its
+//     rows idempotently by: every replay would insert them again. Its rows stop the pipeline
+//     with an error naming the table (FailedPrecondition), or, with `keyless: skip`, are
+//     skipped and logged once per table.
 //
 // Acknowledgement and offsets. Offsets are committed to the group only for messages every
 // sink holds: each message is recorded with the position of the batch it went out in
@@ -100,6 +107,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
@@ -133,6 +141,7 @@ struct KafkaSourceOptions : SourceOptions {
   // How long a row of a new shape waits for its table's DDL event (0: it does not wait).
   std::chrono::milliseconds ddl_wait{30000};
   bool skip_malformed = false;  // `malformed: skip`
+  bool skip_keyless = false;    // `keyless: skip`
 };
 
 class KafkaSource : public Source {
@@ -222,6 +231,7 @@ class KafkaSource : public Source {
     bool released = false;  // may go on (its DDL came, or ddl_wait passed)
   };
   absl::flat_hash_map<TopicPartition, Held> held_;
+  absl::flat_hash_set<std::string> keyless_noted_;  // tables whose rows were skipped, logged
   uint64_t messages_ = 0;
   uint64_t skipped_ = 0;
 };

@@ -138,6 +138,32 @@ TEST_P(KafkaMessageTest, RowChangesComeBackAsTheyWere) {
   ExpectSameChange(RoundTrip(full, GetParam()).change, full, GetParam());
 }
 
+TEST_P(KafkaMessageTest, AFullTableWithAPrimaryKeyComesBackKeyedByIt) {
+  auto full = std::make_shared<TableSchema>(*Items('f'));
+  full->primary_key = {"id"};
+  Change update = Base(Op::kUpdate, full);
+  update.after = FullRow("42");
+  update.before_kind = BeforeKind::kFull;
+  update.before = FullRow("42");
+  update.before[1] = Value::UnchangedToast(oid::kText);  // not logged: unknown, not NULL
+  update.after[1] = Value::UnchangedToast(oid::kText);
+  DecodedMessage d = RoundTrip(update, GetParam());
+  ASSERT_NE(d.change.table, nullptr);
+  // As under DEFAULT: sinks upsert and delete it by its key.
+  EXPECT_EQ(d.change.table->replica_identity, 'd');
+  EXPECT_EQ(d.change.table->RowKeyColumns(), std::vector<size_t>{0});
+  EXPECT_EQ(d.change.before_kind, BeforeKind::kFull);
+  EXPECT_EQ(d.change.before, update.before);
+  EXPECT_EQ(d.change.after, update.after);
+  // Without a primary key it stays FULL, keyless.
+  Change keyless = Base(Op::kInsert, Items('f'));
+  keyless.after = FullRow("1");
+  d = RoundTrip(keyless, GetParam());
+  ASSERT_NE(d.change.table, nullptr);
+  EXPECT_EQ(d.change.table->replica_identity, 'f');
+  EXPECT_TRUE(d.change.table->RowKeyColumns().empty());
+}
+
 TEST_P(KafkaMessageTest, BinarySnapshotValuesComeBackAsText) {
   Change read = Base(Op::kRead, Items());
   read.after = FullRow("1");
