@@ -7,6 +7,9 @@ namespace pgflow {
 
 inline bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
 
+// JSON's white space (RFC 8259): space, tab, line feed, carriage return.
+inline bool IsJsonSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
 // The value of hexadecimal digit `c` (either case); -1 when `c` is not one.
 inline int HexDigitValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';

@@ -263,14 +263,8 @@ absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
   absl::StatusOr<JsonType> type = CheckJson(json);
   if (!type.ok()) return type.status();
   // Surrounding white space, which a checked text may have, is no part of the value.
-  while (!json.empty() && (json.front() == ' ' || json.front() == '\n' || json.front() == '\r' ||
-                           json.front() == '\t')) {
-    json.remove_prefix(1);
-  }
-  while (!json.empty() && (json.back() == ' ' || json.back() == '\n' || json.back() == '\r' ||
-                           json.back() == '\t')) {
-    json.remove_suffix(1);
-  }
+  while (!json.empty() && IsJsonSpace(json.front())) json.remove_prefix(1);
+  while (!json.empty() && IsJsonSpace(json.back())) json.remove_suffix(1);
   if (*type == JsonType::kNull) return Value::Null(type_oid);
   std::string text;
   uint32_t element_oid = 0;

@@ -7,7 +7,9 @@
 //
 // The rules mirror the encoding's, type by type (the type comes with the event, see
 // schemas/table_schema_json.h):
-//   null                     -> SQL NULL
+//   null                     -> SQL NULL (JSON's null in a json or jsonb column is written
+//                               `null` too; the event's "json_null" list, not this function,
+//                               tells it apart: sources/kafka/kafka_message.h)
 //   bool true/false          -> t / f
 //   integers, floats         -> the number's digits as written ("NaN", "Infinity" as strings)
 //   numeric                  -> the string's (or, with numeric_as_number, the number's) digits

@@ -1467,6 +1467,28 @@ void AppendUnchangedToast(const Change& change, std::string* out) {
   if (any) out->push_back(']');
 }
 
+void AppendJsonNulls(const Change& change, std::string* out) {
+  if (change.table == nullptr) return;
+  bool any = false;
+  for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
+    const Value& v = change.after[i];
+    if (v.type_oid != oid::kJson && v.type_oid != oid::kJsonb) continue;
+    if (v.kind != ValueKind::kText && v.kind != ValueKind::kBinary) continue;
+    std::string_view json = v.data;
+    // jsonb's send format starts with its version byte, 1.
+    if (v.kind == ValueKind::kBinary && v.type_oid == oid::kJsonb && !json.empty()) {
+      json.remove_prefix(1);
+    }
+    while (!json.empty() && IsJsonSpace(json.front())) json.remove_prefix(1);
+    while (!json.empty() && IsJsonSpace(json.back())) json.remove_suffix(1);
+    if (json != "null") continue;
+    out->append(any ? "," : ",\"json_null\":[");
+    any = true;
+    AppendJsonString(change.table->columns[i].name, out);
+  }
+  if (any) out->push_back(']');
+}
+
 void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out) {
   out->append("{\"op\":\"");
   out->append(OpName(change.op));
@@ -1502,6 +1524,7 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
                         out);
       }
       AppendUnchangedToast(change, out);
+      if (change.op != Op::kDelete) AppendJsonNulls(change, out);
       break;
     }
     case Op::kTruncate:

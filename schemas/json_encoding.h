@@ -63,6 +63,11 @@ size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vect
 // TOAST value; nothing otherwise.
 void AppendUnchangedToast(const Change& change, std::string* out);
 
+// Appends `,"json_null":["col",...]` when the new row of `change` has a json or jsonb column
+// whose value is JSON's null (not SQL NULL): both are written `null`, and the list tells them
+// apart. Nothing otherwise.
+void AppendJsonNulls(const Change& change, std::string* out);
+
 // Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
 // and the Kafka sink's `compact` value (README, "The jsonl line format").
 void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out);

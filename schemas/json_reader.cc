@@ -9,7 +9,6 @@
 namespace pgflow {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 // Length of the well-formed UTF-8 sequence starting with the non-ASCII byte p[0] (n bytes
 // available), or 0 when it is not one (Unicode table 3-7).
 size_t Utf8Length(const unsigned char* p, size_t n) {
@@ -138,7 +137,7 @@ class Scanner {
 
  private:
   void SkipSpace() {
-    while (i_ < s_.size() && IsSpace(s_[i_])) ++i_;
+    while (i_ < s_.size() && IsJsonSpace(s_[i_])) ++i_;
   }
   absl::Status Error(std::string_view what) const { return ErrorAt(i_, what); }
 
@@ -256,7 +255,7 @@ absl::Status ReadContainer(std::string_view text, char open, OnItem on_item) {
   // The text is valid: walk the top level only.
   size_t i = start + 1;
   auto skip_space = [&] {
-    while (i < end && IsSpace(text[i])) ++i;
+    while (i < end && IsJsonSpace(text[i])) ++i;
   };
   skip_space();
   if (text[i] == (open == '{' ? '}' : ']')) return absl::OkStatus();

@@ -121,6 +121,7 @@ void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, i
   out->append(",\"source\":");
   AppendSource(change, options, out);
   if (row_change) AppendUnchangedToast(change, out);
+  if (row_change && change.op != Op::kDelete) AppendJsonNulls(change, out);
   if (change.op == Op::kTruncate) {
     out->append(",\"truncate\":{\"cascade\":");
     out->append(change.truncate_cascade ? "true" : "false");

@@ -16,7 +16,9 @@
 //              "lsn":23400000,"txId":745,"ts_ms":1700000000100,"snapshot":"false","seq":3}}
 // op: r (snapshot read), c, u, d, t (truncate), m (message). `source.lsn` is the commit LSN of
 // the transaction as a number, `seq` the change's ordinal in it. A column whose TOASTed value
-// was not sent is absent from `after` and listed in "unchanged_toast", never made up.
+// was not sent is absent from `after` and listed in "unchanged_toast", never made up; a json
+// or jsonb column whose value is JSON null (written `null`, like SQL NULL) is listed in
+// "json_null".
 //
 // Value, format `compact`: pgflow's own jsonl object (DESIGN.md, "Configuration"), one line.
 //

@@ -182,6 +182,27 @@ absl::Status ReadRow(std::string_view json, const TableSchema& table, std::strin
   return absl::OkStatus();
 }
 
+// The json and jsonb columns `names` (the event's json_null list) hold JSON's null, which
+// `after` has as SQL NULL: their values become the json text "null".
+absl::Status SetJsonNulls(const TableSchema& table, const std::vector<std::string>& names,
+                          Row* row) {
+  for (const std::string& name : names) {
+    size_t i = 0;
+    while (i < table.columns.size() && table.columns[i].name != name) ++i;
+    if (i == table.columns.size() || i >= row->size()) {
+      return Invalid(absl::StrCat("json_null names a column \"", name, "\" that ",
+                                  table.QualifiedName(), " does not have"));
+    }
+    const uint32_t type = table.columns[i].type_oid;
+    if ((type != oid::kJson && type != oid::kJsonb) || !(*row)[i].is_null()) {
+      return Invalid(absl::StrCat("json_null names column \"", name,
+                                  "\", which is not a json or jsonb column holding null"));
+    }
+    (*row)[i] = Value::Text(type, "null");
+  }
+  return absl::OkStatus();
+}
+
 const JsonMember* FindNonNull(const std::vector<JsonMember>& members, std::string_view key) {
   const JsonMember* m = FindJsonMember(members, key);
   return m == nullptr || JsonTypeOf(m->value) == JsonType::kNull ? nullptr : m;
@@ -384,18 +405,21 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
   }
 
   std::vector<std::string> unchanged_toast;
-  if (const JsonMember* list = FindNonNull(members, "unchanged_toast"); list != nullptr) {
+  std::vector<std::string> json_null;
+  for (auto [key, names] :
+       {std::pair<std::string_view, std::vector<std::string>*>{"unchanged_toast", &unchanged_toast},
+        {"json_null", &json_null}}) {
+    const JsonMember* list = FindNonNull(members, key);
+    if (list == nullptr) continue;
     std::vector<std::string_view> items;
     if (JsonTypeOf(list->value) != JsonType::kArray) {
-      return Invalid("unchanged_toast is not an array");
+      return Invalid(absl::StrCat(std::string(key), " is not an array"));
     }
-    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) {
-      return Within("unchanged_toast", s);
-    }
+    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) return Within(key, s);
     for (std::string_view item : items) {
-      absl::StatusOr<std::string> name = ReadString(item, "unchanged_toast[]");
+      absl::StatusOr<std::string> name = ReadString(item, absl::StrCat(std::string(key), "[]"));
       if (!name.ok()) return name.status();
-      unchanged_toast.push_back(*std::move(name));
+      names->push_back(*std::move(name));
     }
   }
   const TableSchema& schema = *change.table;
@@ -409,6 +433,7 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = SetJsonNulls(schema, json_null, &change.after); !s.ok()) return s;
   }
   if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
     change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;

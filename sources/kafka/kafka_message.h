@@ -15,7 +15,8 @@
 //     sink downstream writes the same event ids again;
 //   - `after` with a value for every column: present ones decoded, those listed in
 //     `unchanged_toast` as unchanged TOAST (never a made-up value); a column neither present
-//     nor listed is an error;
+//     nor listed is an error; a json or jsonb column listed in `json_null` holds JSON's null
+//     (the text "null"), not SQL NULL;
 //   - `before` (updates, deletes) as the old key, or the whole old row under REPLICA IDENTITY
 //     FULL (what the table description says);
 //   - for a table under REPLICA IDENTITY FULL whose description names its primary key, a
