@@ -622,6 +622,16 @@ TEST(KafkaSourceTest, ConfigurationIsValidatedWithItsPlaceAndListed) {
             "          properties: {max.poll.interval.ms: \"900000\"}}\n"
             "sinks: {out: {jsonl: {path: \"-\"}}}\n");
   EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 0) << output;
+  // The kv sink copies its rows from, and writes through to, a PostgreSQL source.
+  WriteFile(yaml,
+            "pipeline: d\n"
+            "source:\n"
+            "  kafka: {brokers: 127.0.0.1:9092, topics: [a], group: g}\n"
+            "sinks:\n"
+            "  cache: {kv: {redis: 127.0.0.1:6380}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &output), 2);
+  EXPECT_THAT(output, HasSubstr(yaml + ":5:11: sinks.cache: the kv sink cannot follow a kafka "
+                                       "source"));
   // Unreachable brokers: an error naming them and their place in the file.
   WriteFile(yaml,
             "pipeline: d\n"
