@@ -155,7 +155,9 @@ class KafkaSource : public Source {
   // starts after.
   absl::StatusOr<Lsn> Prepare() override;
   // Reads, decodes and hands on messages until `stop` (OK), a malformed message (InvalidArgument
-  // naming it, unless skipped), or a fatal consumer error (Unavailable).
+  // naming it, unless skipped), a row of a table without a key (FailedPrecondition naming it,
+  // unless skipped), or a fatal consumer error or a rebalance that could not keep the order
+  // (Unavailable: `pgflow run` starts again from the committed offsets).
   absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override;
   // Commits, synchronously, the offsets of everything `acks` confirms; leaves the group.
   absl::Status Finish(Acknowledgements acks) override;
