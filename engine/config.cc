@@ -664,6 +664,7 @@ class Loader {
   absl::Status LoadSink(std::string name, const ConfigNode& node, SinkConfig* sink);
 
   std::string file_;
+  std::string source_type_;  // once LoadSource read it
 };
 
 // Reads an optional duration in [min, max] (max 0: unbounded); 0 is allowed when `zero_ok`.
@@ -764,6 +765,7 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
   if (absl::Status status = LoadSource(*root.Get("source"), &config); !status.ok()) {
     return status;
   }
+  source_type_ = config.source_type;
   if (std::optional<ConfigNode> transforms = root.Get("transforms"); transforms.has_value()) {
     if (absl::Status status = LoadTransforms(*transforms, &config.transforms); !status.ok()) {
       return status;
@@ -995,6 +997,9 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, SinkConf
   }
   absl::StatusOr<std::shared_ptr<const SinkOptions>> options = factory->Parse(options_node);
   if (!options.ok()) return options.status();
+  if (absl::Status status = factory->CheckSource(source_type_); !status.ok()) {
+    return node.KeyNode(type)->Error(Cat(status.message()));
+  }
 
   sink->name = std::move(name);
   sink->type = type;

@@ -220,6 +220,10 @@ class SinkFactory {
   // user wrote no options (`stdout:`), which CheckKeys and Get treat as an empty mapping.
   virtual absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(
       const ConfigNode& node) const = 0;
+  // Whether the sink can follow a source of type `source_type` ("postgres", or a registered
+  // source type): OK, or why not (the loader places the message at the sink's type key).
+  // Pure, like Parse.
+  virtual absl::Status CheckSource(std::string_view source_type) const { return absl::OkStatus(); }
   virtual std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
                                       const SinkConfig& sink) const = 0;
 };

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "schemas/ascii.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_reader.h"
 #include "schemas/table_schema.h"
@@ -16,8 +17,6 @@ constexpr int kMaxArrayDims = 6;
 
 constexpr char kLowerHex[] = "0123456789abcdef";
 
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
 int Base64Value(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -27,34 +26,16 @@ int Base64Value(char c) {
   return -1;
 }
 
-// Standard base64 with padding (what AppendBase64 writes) as bytea's hex text "\x...".
-// Returns false, appending nothing, when `text` is not of that form.
+// Base64 (as AppendBase64Decoded reads it) as bytea's hex text "\x...". Returns false,
+// appending nothing, when `text` is not of that form.
 bool AppendByteaFromBase64(std::string_view text, std::string* out) {
-  if (text.size() % 4 != 0) return false;
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    if (Base64Value(text[i]) < 0) return false;
-  }
-  const size_t start = out->size();
+  std::string bytes;
+  if (!AppendBase64Decoded(text, &bytes)) return false;
+  out->reserve(out->size() + 2 + 2 * bytes.size());
   out->append("\\x");
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    bits = (bits << 6) | static_cast<uint32_t>(Base64Value(text[i]));
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      const uint32_t byte = (bits >> nbits) & 0xFF;
-      out->push_back(kLowerHex[byte >> 4]);
-      out->push_back(kLowerHex[byte & 15]);
-    }
-  }
-  // The bits left over must be zero (RFC 4648's canonical encoding, which AppendBase64 writes).
-  if ((bits & ((1u << nbits) - 1)) != 0) {
-    out->resize(start);
-    return false;
+  for (unsigned char byte : bytes) {
+    out->push_back(kLowerHex[byte >> 4]);
+    out->push_back(kLowerHex[byte & 15]);
   }
   return true;
 }
@@ -67,7 +48,7 @@ bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* o
   size_t i = 0;
   auto digits = [&](size_t count) {
     for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsDigit(s[i])) return false;
+      if (i >= n || !IsAsciiDigit(s[i])) return false;
     }
     return true;
   };
@@ -76,7 +57,7 @@ bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* o
     ++i;
     return true;
   };
-  while (i < n && IsDigit(s[i])) ++i;
+  while (i < n && IsAsciiDigit(s[i])) ++i;
   if (i < 4) return false;
   if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
   const size_t date_end = i;
@@ -85,7 +66,7 @@ bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* o
   if (i < n && s[i] == '.') {
     ++i;
     const size_t fraction_start = i;
-    while (i < n && IsDigit(s[i])) ++i;
+    while (i < n && IsAsciiDigit(s[i])) ++i;
     if (i == fraction_start) return false;
   }
   const size_t time_end = i;
@@ -250,19 +231,40 @@ absl::Status NulError() {
 
 }  // namespace
 
+bool AppendBase64Decoded(std::string_view text, std::string* out) {
+  if (text.size() % 4 != 0) return false;
+  size_t padding = 0;
+  if (!text.empty() && text.back() == '=') ++padding;
+  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    if (Base64Value(text[i]) < 0) return false;
+  }
+  const size_t start = out->size();
+  uint32_t bits = 0;
+  int nbits = 0;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    bits = (bits << 6) | static_cast<uint32_t>(Base64Value(text[i]));
+    nbits += 6;
+    if (nbits >= 8) {
+      nbits -= 8;
+      out->push_back(static_cast<char>((bits >> nbits) & 0xFF));
+    }
+  }
+  // The bits left over must be zero (RFC 4648's canonical encoding, which AppendBase64 writes).
+  if ((bits & ((1u << nbits) - 1)) != 0) {
+    out->resize(start);
+    return false;
+  }
+  return true;
+}
+
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
                                     std::string_view type_name) {
   absl::StatusOr<JsonType> type = CheckJson(json);
   if (!type.ok()) return type.status();
   // Surrounding white space, which a checked text may have, is no part of the value.
-  while (!json.empty() && (json.front() == ' ' || json.front() == '\n' || json.front() == '\r' ||
-                           json.front() == '\t')) {
-    json.remove_prefix(1);
-  }
-  while (!json.empty() && (json.back() == ' ' || json.back() == '\n' || json.back() == '\r' ||
-                           json.back() == '\t')) {
-    json.remove_suffix(1);
-  }
+  while (!json.empty() && IsJsonSpace(json.front())) json.remove_prefix(1);
+  while (!json.empty() && IsJsonSpace(json.back())) json.remove_suffix(1);
   if (*type == JsonType::kNull) return Value::Null(type_oid);
   std::string text;
   uint32_t element_oid = 0;

@@ -7,7 +7,9 @@
 //
 // The rules mirror the encoding's, type by type (the type comes with the event, see
 // schemas/table_schema_json.h):
-//   null                     -> SQL NULL
+//   null                     -> SQL NULL (JSON's null in a json or jsonb column is written
+//                               `null` too; the event's "json_null" list, not this function,
+//                               tells it apart: sources/kafka/kafka_message.h)
 //   bool true/false          -> t / f
 //   integers, floats         -> the number's digits as written ("NaN", "Infinity" as strings)
 //   numeric                  -> the string's (or, with numeric_as_number, the number's) digits
@@ -25,6 +27,7 @@
 // the dimensions of a multidimensional json[] or jsonb[] (read back as one dimension whose
 // elements are JSON arrays).
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -42,5 +45,12 @@ namespace pgflow {
 // as text what it cannot read.)
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
                                     std::string_view type_name);
+
+// Decodes `text`, standard base64 with padding in RFC 4648's canonical form (what
+// AppendBase64 writes: a multiple of 4 characters, unused bits zero, no white space), appending
+// the bytes to *out. Returns false, appending nothing, for anything else. (absl::Base64Unescape
+// also takes unpadded and non-canonical text, which would read a bytea's escape-format text,
+// kept as it was by the encoding, as base64.)
+bool AppendBase64Decoded(std::string_view text, std::string* out);
 
 }  // namespace pgflow

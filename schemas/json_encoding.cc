@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "engine/lsn.h"
+#include "schemas/ascii.h"
 #include "schemas/table_schema.h"
 
 // Everything here runs once per column of every row, so the scalar paths append straight to
@@ -37,16 +38,6 @@ constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
 constexpr char kLowerHex[] = "0123456789abcdef";
 constexpr char kBase64Alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-// -1 when `c` is not a hexadecimal digit.
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // Appends `value` in decimal, zero-padded on the left to at least `width` digits.
 void AppendPadded(uint64_t value, int width, std::string* out) {
@@ -177,13 +168,14 @@ bool AppendByteaHexText(std::string_view text, std::string* out) {
   if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0) return false;
   const std::string_view hex = text.substr(2);
   for (char c : hex) {
-    if (HexValue(c) < 0) return false;
+    if (HexDigitValue(c) < 0) return false;
   }
   out->push_back('"');
   AppendBase64Of(
       hex.size() / 2,
       [hex](size_t i) {
-        return static_cast<uint8_t>((HexValue(hex[2 * i]) << 4) | HexValue(hex[2 * i + 1]));
+        return static_cast<uint8_t>((HexDigitValue(hex[2 * i]) << 4) |
+                                    HexDigitValue(hex[2 * i + 1]));
       },
       out);
   out->push_back('"');
@@ -200,22 +192,22 @@ bool SkipJsonNumber(std::string_view s, size_t* i) {
   size_t j = *i;
   const size_t n = s.size();
   if (j < n && s[j] == '-') ++j;
-  if (j >= n || !IsDigit(s[j])) return false;
+  if (j >= n || !IsAsciiDigit(s[j])) return false;
   if (s[j] == '0') {
     ++j;
   } else {
-    while (j < n && IsDigit(s[j])) ++j;
+    while (j < n && IsAsciiDigit(s[j])) ++j;
   }
   if (j < n && s[j] == '.') {
     ++j;
-    if (j >= n || !IsDigit(s[j])) return false;
-    while (j < n && IsDigit(s[j])) ++j;
+    if (j >= n || !IsAsciiDigit(s[j])) return false;
+    while (j < n && IsAsciiDigit(s[j])) ++j;
   }
   if (j < n && (s[j] == 'e' || s[j] == 'E')) {
     ++j;
     if (j < n && (s[j] == '+' || s[j] == '-')) ++j;
-    if (j >= n || !IsDigit(s[j])) return false;
-    while (j < n && IsDigit(s[j])) ++j;
+    if (j >= n || !IsAsciiDigit(s[j])) return false;
+    while (j < n && IsAsciiDigit(s[j])) ++j;
   }
   *i = j;
   return true;
@@ -232,7 +224,7 @@ bool IsJsonInteger(std::string_view s) {
   if (i >= s.size()) return false;
   if (s[i] == '0') return i + 1 == s.size();
   for (; i < s.size(); ++i) {
-    if (!IsDigit(s[i])) return false;
+    if (!IsAsciiDigit(s[i])) return false;
   }
   return true;
 }
@@ -265,7 +257,7 @@ bool SkipJsonString(std::string_view s, size_t* i) {
         case 'u':
           if (j + 6 > n) return false;
           for (size_t k = j + 2; k < j + 6; ++k) {
-            if (HexValue(static_cast<char>(p[k])) < 0) return false;
+            if (HexDigitValue(static_cast<char>(p[k])) < 0) return false;
           }
           j += 6;
           break;
@@ -323,7 +315,7 @@ bool ValidateJson(std::string_view s, bool* compact) {
         } else if (c == '"') {
           if (!SkipJsonString(s, &i)) return false;
           expect = Expect::kAfterValue;
-        } else if (c == '-' || IsDigit(c)) {
+        } else if (c == '-' || IsAsciiDigit(c)) {
           if (!SkipJsonNumber(s, &i)) return false;
           expect = Expect::kAfterValue;
         } else if (s.substr(i, 4) == "true" || s.substr(i, 4) == "null") {
@@ -477,7 +469,7 @@ bool AppendIsoFromPgTimestamp(std::string_view s, bool with_zone, std::string* o
   size_t i = 0;
   auto digits = [&](size_t count) {
     for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsDigit(s[i])) return false;
+      if (i >= n || !IsAsciiDigit(s[i])) return false;
     }
     return true;
   };
@@ -486,7 +478,7 @@ bool AppendIsoFromPgTimestamp(std::string_view s, bool with_zone, std::string* o
     ++i;
     return true;
   };
-  while (i < n && IsDigit(s[i])) ++i;
+  while (i < n && IsAsciiDigit(s[i])) ++i;
   if (i < 4) return false;
   if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
   const size_t date_end = i;
@@ -496,7 +488,7 @@ bool AppendIsoFromPgTimestamp(std::string_view s, bool with_zone, std::string* o
   if (i < n && s[i] == '.') {
     ++i;
     const size_t fraction_start = i;
-    while (i < n && IsDigit(s[i])) ++i;
+    while (i < n && IsAsciiDigit(s[i])) ++i;
     if (i == fraction_start) return false;
   }
   bool hour_only_offset = false;
@@ -701,7 +693,7 @@ class TextArrayParser {
   bool SkipInteger() {
     if (pos_ < s_.size() && (s_[pos_] == '-' || s_[pos_] == '+')) ++pos_;
     const size_t start = pos_;
-    while (pos_ < s_.size() && IsDigit(s_[pos_])) ++pos_;
+    while (pos_ < s_.size() && IsAsciiDigit(s_[pos_])) ++pos_;
     return pos_ > start;
   }
 
@@ -1447,12 +1439,50 @@ size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
   return written;
 }
 
+size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vector<size_t>& columns,
+                       const JsonOptions& options, std::string* out) {
+  out->push_back('{');
+  size_t written = 0;
+  for (size_t i : columns) {
+    if (i >= row.size() || i >= table.columns.size() || row[i].is_unchanged_toast()) continue;
+    if (written > 0) out->push_back(',');
+    ++written;
+    AppendJsonString(table.columns[i].name, out);
+    out->push_back(':');
+    AppendJsonValue(row[i], table.columns[i].type_name, options, out);
+  }
+  out->push_back('}');
+  return written;
+}
+
 void AppendUnchangedToast(const Change& change, std::string* out) {
   if (change.table == nullptr) return;
   bool any = false;
   for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
     if (!change.after[i].is_unchanged_toast()) continue;
     out->append(any ? "," : ",\"unchanged_toast\":[");
+    any = true;
+    AppendJsonString(change.table->columns[i].name, out);
+  }
+  if (any) out->push_back(']');
+}
+
+void AppendJsonNulls(const Change& change, std::string* out) {
+  if (change.table == nullptr) return;
+  bool any = false;
+  for (size_t i = 0; i < change.after.size() && i < change.table->columns.size(); ++i) {
+    const Value& v = change.after[i];
+    if (v.type_oid != oid::kJson && v.type_oid != oid::kJsonb) continue;
+    if (v.kind != ValueKind::kText && v.kind != ValueKind::kBinary) continue;
+    std::string_view json = v.data;
+    // jsonb's send format starts with its version byte, 1.
+    if (v.kind == ValueKind::kBinary && v.type_oid == oid::kJsonb && !json.empty()) {
+      json.remove_prefix(1);
+    }
+    while (!json.empty() && IsJsonSpace(json.front())) json.remove_prefix(1);
+    while (!json.empty() && IsJsonSpace(json.back())) json.remove_suffix(1);
+    if (json != "null") continue;
+    out->append(any ? "," : ",\"json_null\":[");
     any = true;
     AppendJsonString(change.table->columns[i].name, out);
   }
@@ -1494,6 +1524,7 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
                         out);
       }
       AppendUnchangedToast(change, out);
+      if (change.op != Op::kDelete) AppendJsonNulls(change, out);
       break;
     }
     case Op::kTruncate:

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/change.h"
 
@@ -54,10 +55,18 @@ void AppendBase64(std::string_view bytes, std::string* out);
 // leaving out unchanged TOAST values. Returns how many columns were written.
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
                        const JsonOptions& options, std::string* out);
+// The same over the columns of `table` whose indices `columns` lists (in its order).
+size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vector<size_t>& columns,
+                       const JsonOptions& options, std::string* out);
 
 // Appends `,"unchanged_toast":["col",...]` when the new row of `change` has any unchanged
 // TOAST value; nothing otherwise.
 void AppendUnchangedToast(const Change& change, std::string* out);
+
+// Appends `,"json_null":["col",...]` when the new row of `change` has a json or jsonb column
+// whose value is JSON's null (not SQL NULL): both are written `null`, and the list tells them
+// apart. Nothing otherwise.
+void AppendJsonNulls(const Change& change, std::string* out);
 
 // Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
 // and the Kafka sink's `compact` value (README, "The jsonl line format").

@@ -4,19 +4,10 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "schemas/ascii.h"
 
 namespace pgflow {
 namespace {
-
-bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // Length of the well-formed UTF-8 sequence starting with the non-ASCII byte p[0] (n bytes
 // available), or 0 when it is not one (Unicode table 3-7).
@@ -95,7 +86,7 @@ class Scanner {
         }
       } else if (c == '"') {
         if (absl::Status st = SkipString(); !st.ok()) return st;
-      } else if (c == '-' || IsDigit(c)) {
+      } else if (c == '-' || IsAsciiDigit(c)) {
         if (absl::Status st = SkipNumber(); !st.ok()) return st;
       } else if (s_.substr(i_, 4) == "true" || s_.substr(i_, 4) == "null") {
         i_ += 4;
@@ -146,29 +137,29 @@ class Scanner {
 
  private:
   void SkipSpace() {
-    while (i_ < s_.size() && IsSpace(s_[i_])) ++i_;
+    while (i_ < s_.size() && IsJsonSpace(s_[i_])) ++i_;
   }
   absl::Status Error(std::string_view what) const { return ErrorAt(i_, what); }
 
   absl::Status SkipNumber() {
     const size_t n = s_.size();
     if (s_[i_] == '-') ++i_;
-    if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit in a number");
+    if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit in a number");
     if (s_[i_] == '0') {
       ++i_;
     } else {
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     if (i_ < n && s_[i_] == '.') {
       ++i_;
-      if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit after '.' in a number");
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit after '.' in a number");
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     if (i_ < n && (s_[i_] == 'e' || s_[i_] == 'E')) {
       ++i_;
       if (i_ < n && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (i_ >= n || !IsDigit(s_[i_])) return Error("expected a digit in a number's exponent");
-      while (i_ < n && IsDigit(s_[i_])) ++i_;
+      if (i_ >= n || !IsAsciiDigit(s_[i_])) return Error("expected a digit in a number's exponent");
+      while (i_ < n && IsAsciiDigit(s_[i_])) ++i_;
     }
     return absl::OkStatus();
   }
@@ -198,7 +189,8 @@ class Scanner {
             break;
           case 'u':
             for (size_t k = i_ + 2; k < i_ + 6; ++k) {
-              if (k >= n || HexValue(s_[k]) < 0) return Error("expected 4 hex digits after \\u");
+              if (k >= n || HexDigitValue(s_[k]) < 0)
+                return Error("expected 4 hex digits after \\u");
             }
             i_ += 6;
             break;
@@ -242,7 +234,7 @@ void AppendUtf8(uint32_t code_point, std::string* out) {
 
 uint32_t Hex4(std::string_view s, size_t at) {
   uint32_t v = 0;
-  for (size_t k = at; k < at + 4; ++k) v = (v << 4) | static_cast<uint32_t>(HexValue(s[k]));
+  for (size_t k = at; k < at + 4; ++k) v = (v << 4) | static_cast<uint32_t>(HexDigitValue(s[k]));
   return v;
 }
 
@@ -263,7 +255,7 @@ absl::Status ReadContainer(std::string_view text, char open, OnItem on_item) {
   // The text is valid: walk the top level only.
   size_t i = start + 1;
   auto skip_space = [&] {
-    while (i < end && IsSpace(text[i])) ++i;
+    while (i < end && IsJsonSpace(text[i])) ++i;
   };
   skip_space();
   if (text[i] == (open == '{' ? '}' : ']')) return absl::OkStatus();

@@ -59,6 +59,11 @@ struct TableSchema {
   // 'i' index.
   char replica_identity = 'd';
   std::vector<Column> columns;
+  // Under REPLICA IDENTITY FULL, which marks every column as part of the identity: the names
+  // of the primary key's columns, in key order, when the source knows them; empty for a table
+  // without a primary key. Empty under the other settings, where the identity columns are
+  // the key.
+  std::vector<std::string> primary_key;
   // 1 for the first shape seen of this relation, then +1 each time it changes.
   uint32_t version = 1;
 
@@ -66,7 +71,24 @@ struct TableSchema {
   std::string QualifiedName() const { return schema + "." + name; }
   bool SameShape(const TableSchema& other) const {
     return relation_id == other.relation_id && schema == other.schema && name == other.name &&
-           replica_identity == other.replica_identity && columns == other.columns;
+           replica_identity == other.replica_identity && columns == other.columns &&
+           primary_key == other.primary_key;
+  }
+  // The columns that identify a row, in table order: the replica identity's (the primary key,
+  // or the index of REPLICA IDENTITY INDEX), or under FULL those of `primary_key`. Empty when
+  // rows have no key: NOTHING, DEFAULT without a primary key, FULL without a known one.
+  std::vector<size_t> RowKeyColumns() const {
+    std::vector<size_t> key;
+    if (replica_identity == 'n') return key;
+    for (size_t i = 0; i < columns.size(); ++i) {
+      bool in_key = columns[i].is_key;
+      if (replica_identity == 'f') {
+        in_key = false;
+        for (const std::string& k : primary_key) in_key = in_key || k == columns[i].name;
+      }
+      if (in_key) key.push_back(i);
+    }
+    return key;
   }
 };
 

@@ -69,7 +69,16 @@ void AppendTableSchemaJson(const TableSchema& table, std::string* out) {
     }
     out->push_back(']');
   }
-  out->append("]}");
+  out->push_back(']');
+  if (!table.primary_key.empty()) {
+    out->append(",\"primary_key\":[");
+    for (size_t i = 0; i < table.primary_key.size(); ++i) {
+      if (i > 0) out->push_back(',');
+      AppendJsonString(table.primary_key[i], out);
+    }
+    out->push_back(']');
+  }
+  out->push_back('}');
 }
 
 absl::StatusOr<TableSchema> ParseTableSchemaJson(std::string_view json) {
@@ -152,6 +161,30 @@ absl::StatusOr<TableSchema> ParseTableSchemaJson(std::string_view json) {
       }
     }
     table.columns.push_back(std::move(column));
+  }
+  if (const JsonMember* key = FindJsonMember(members, "primary_key"); key != nullptr) {
+    if (JsonTypeOf(key->value) != JsonType::kArray) {
+      return FieldError("primary_key", "expected an array");
+    }
+    if (absl::Status s = ReadJsonArray(key->value, &items); !s.ok()) {
+      return FieldError("primary_key", s.message());
+    }
+    for (std::string_view item : items) {
+      std::string name;
+      if (JsonTypeOf(item) != JsonType::kString) {
+        return FieldError("primary_key", "expected an array of column names");
+      }
+      if (absl::Status s = ReadJsonString(item, &name); !s.ok()) {
+        return FieldError("primary_key", s.message());
+      }
+      bool known = false;
+      for (const Column& c : table.columns) known = known || c.name == name;
+      if (!known) return FieldError("primary_key", absl::StrCat("no column \"", name, "\""));
+      for (const std::string& k : table.primary_key) {
+        if (k == name) return FieldError("primary_key", absl::StrCat("\"", name, "\" twice"));
+      }
+      table.primary_key.push_back(std::move(name));
+    }
   }
   return table;
 }

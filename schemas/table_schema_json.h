@@ -9,7 +9,9 @@
 // Each column is [name, type OID, type modifier, 1 when part of the replica identity else 0]
 // and, for a type that is not built in, its "schema.name" (a leading '_' is an array). With the
 // OID and modifier, a PostgreSQL target spells the type itself (format_type); built-in OIDs are
-// the same in every database.
+// the same in every database. A table under REPLICA IDENTITY FULL (identity "f", every column
+// marked) that has a primary key names it: "primary_key":["id"] (TableSchema::primary_key);
+// readers that do not know the key ignore it.
 
 #include <string>
 #include <string_view>
@@ -24,7 +26,8 @@ void AppendTableSchemaJson(const TableSchema& table, std::string* out);
 
 // Reads what AppendTableSchemaJson wrote. InvalidArgument naming the field that is missing or
 // wrong: a replica identity other than d, n, f or i, an empty column name, an OID or modifier
-// out of range, more than 1,664 columns (PostgreSQL's limit).
+// out of range, more than 1,664 columns (PostgreSQL's limit), a primary key naming a column
+// the table lacks, or one twice.
 absl::StatusOr<TableSchema> ParseTableSchemaJson(std::string_view json);
 
 }  // namespace pgflow

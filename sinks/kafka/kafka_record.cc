@@ -53,33 +53,45 @@ const char* DebeziumOp(Op op) {
   return "?";
 }
 
-bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out) {
-  if (!IsRowChange(change.op) || change.table == nullptr) return false;
-  bool has_key = false;
-  for (const Column& c : change.table->columns) has_key = has_key || c.is_key;
-  if (!has_key) return false;
-  // A delete knows only its old key; everything else keys on the row as it now is.
-  const Row& row = change.op == Op::kDelete ? change.before : change.after;
-  if (row.empty()) return false;
-  size_t mark = out->size();
-  if (AppendRowObject(*change.table, row, true, options, out) == 0) {
+namespace {
+
+// Appends the key object of `row` (see RowKeyColumns); false, nothing appended, when the table
+// has no key or `row` none of its values.
+bool AppendKeyObject(const TableSchema& table, const Row& row, const JsonOptions& options,
+                     std::string* out) {
+  if (row.empty() || table.replica_identity == 'n') return false;
+  const size_t mark = out->size();
+  size_t written;
+  if (table.replica_identity == 'f') {
+    // Every column is marked as identity: the key is the primary key, if the table has one.
+    const std::vector<size_t> key = table.RowKeyColumns();
+    if (key.empty()) return false;
+    written = AppendRowObject(table, row, key, options, out);
+  } else {
+    written = AppendRowObject(table, row, /*keys_only=*/true, options, out);
+  }
+  if (written == 0) {
     out->resize(mark);
     return false;
   }
   return true;
 }
 
+}  // namespace
+
+bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out) {
+  if (!IsRowChange(change.op) || change.table == nullptr) return false;
+  // A delete knows only its old key; everything else keys on the row as it now is.
+  const Row& row = change.op == Op::kDelete ? change.before : change.after;
+  return AppendKeyObject(*change.table, row, options, out);
+}
+
 bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::string* out) {
   if (change.op != Op::kUpdate || change.before_kind == BeforeKind::kNone ||
-      change.table == nullptr || change.before.empty()) {
+      change.table == nullptr) {
     return false;
   }
-  size_t mark = out->size();
-  if (AppendRowObject(*change.table, change.before, true, options, out) == 0) {
-    out->resize(mark);
-    return false;
-  }
-  return true;
+  return AppendKeyObject(*change.table, change.before, options, out);
 }
 
 void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,
@@ -109,6 +121,7 @@ void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, i
   out->append(",\"source\":");
   AppendSource(change, options, out);
   if (row_change) AppendUnchangedToast(change, out);
+  if (row_change && change.op != Op::kDelete) AppendJsonNulls(change, out);
   if (change.op == Op::kTruncate) {
     out->append(",\"truncate\":{\"cascade\":");
     out->append(change.truncate_cascade ? "true" : "false");

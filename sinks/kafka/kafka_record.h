@@ -5,8 +5,10 @@
 //
 // Key: the change's primary key as a JSON object of the key columns, {"id":42}, so every
 // change of a row lands in one partition, in order. The key of a delete is its old key; of an
-// update that changed the key, the new one. No key (a table without replica identity, a
-// truncate, a message) means a null key.
+// update that changed the key, the new one. Under REPLICA IDENTITY FULL the key is the table's
+// primary key (TableSchema::primary_key), not the whole row, so that an update stays one
+// message in its row's partition. No key (a table without a primary key or replica identity
+// index, a truncate, a message) means a null key: such rows keep no order across partitions.
 //
 // Value, format `debezium` (Debezium's JSON envelope without schemas):
 //   {"before":{"id":42},"after":null,"op":"d","ts_ms":1700000000123,
@@ -14,7 +16,9 @@
 //              "lsn":23400000,"txId":745,"ts_ms":1700000000100,"snapshot":"false","seq":3}}
 // op: r (snapshot read), c, u, d, t (truncate), m (message). `source.lsn` is the commit LSN of
 // the transaction as a number, `seq` the change's ordinal in it. A column whose TOASTed value
-// was not sent is absent from `after` and listed in "unchanged_toast", never made up.
+// was not sent is absent from `after` and listed in "unchanged_toast", never made up; a json
+// or jsonb column whose value is JSON null (written `null`, like SQL NULL) is listed in
+// "json_null".
 //
 // Value, format `compact`: pgflow's own jsonl object (DESIGN.md, "Configuration"), one line.
 //
@@ -42,10 +46,10 @@ struct KafkaRecordOptions {
 // change has no key.
 bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out);
 
-// The key an update's old row had (from `before`); false when the change is not an update
-// or carries no old key. When it differs from AppendKafkaKey's, the row moved to another key:
-// the sink then publishes, as Debezium does, a delete of the old key (and its tombstone) and
-// a create under the new key, so that compacted topics drop the old key.
+// The key an update's old row had (from `before`, the old key or the whole old row); false
+// when the change is not an update or carries no old key. When it differs from AppendKafkaKey's,
+// the row moved to another key: the sink then publishes, as Debezium does, a delete of the old key
+// (and its tombstone) and a create under the new key, so that compacted topics drop the old key.
 bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::string* out);
 
 // Appends the value JSON. `now_ms` is the envelope's ts_ms (when pgflow produced it).

@@ -296,6 +296,14 @@ class KvSinkFactory : public SinkFactory {
     return options;
   }
 
+  absl::Status CheckSource(std::string_view source_type) const override {
+    if (source_type == "postgres") return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the kv sink cannot follow a ", std::string(source_type),
+        " source: it copies every row from the PostgreSQL source when it starts empty, and "
+        "writes through to it; give it a postgres source (the capture pipeline)"));
+  }
+
   std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
                               const SinkConfig& sink) const override {
     auto options = std::static_pointer_cast<const KvSinkOptions>(sink.options);

@@ -1,5 +1,6 @@
 #include "sources/kafka/kafka_message.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,15 +17,13 @@ namespace {
 // consumer of many schema versions must not grow without bound).
 constexpr size_t kMaxCachedTables = 4096;
 
-std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
-
 absl::Status Invalid(std::string_view what) {
   return absl::InvalidArgumentError(std::string(what));
 }
 
 // Prefixes a status's message with where it happened.
 absl::Status Within(std::string_view where, const absl::Status& status) {
-  return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": ", Str(status.message())));
+  return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": ", status.message()));
 }
 
 absl::StatusOr<std::string> ReadString(std::string_view value, std::string_view field) {
@@ -40,37 +39,6 @@ absl::StatusOr<int64_t> ReadInteger(std::string_view value, std::string_view fie
   absl::StatusOr<int64_t> n = ReadJsonInt64(value);
   if (!n.ok()) return Within(field, n.status());
   return *n;
-}
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-// Standard base64 with padding, as AppendBase64 writes it.
-absl::StatusOr<std::string> DecodeBase64(std::string_view text) {
-  if (text.size() % 4 != 0) return Invalid("message content is not base64");
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  std::string out;
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    const int v = Base64Value(text[i]);
-    if (v < 0) return Invalid("message content is not base64");
-    bits = (bits << 6) | static_cast<uint32_t>(v);
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out.push_back(static_cast<char>((bits >> nbits) & 0xFF));
-    }
-  }
-  return out;
 }
 
 // Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
@@ -214,6 +182,27 @@ absl::Status ReadRow(std::string_view json, const TableSchema& table, std::strin
   return absl::OkStatus();
 }
 
+// The json and jsonb columns `names` (the event's json_null list) hold JSON's null, which
+// `after` has as SQL NULL: their values become the json text "null".
+absl::Status SetJsonNulls(const TableSchema& table, const std::vector<std::string>& names,
+                          Row* row) {
+  for (const std::string& name : names) {
+    size_t i = 0;
+    while (i < table.columns.size() && table.columns[i].name != name) ++i;
+    if (i == table.columns.size() || i >= row->size()) {
+      return Invalid(absl::StrCat("json_null names a column \"", name, "\" that ",
+                                  table.QualifiedName(), " does not have"));
+    }
+    const uint32_t type = table.columns[i].type_oid;
+    if ((type != oid::kJson && type != oid::kJsonb) || !(*row)[i].is_null()) {
+      return Invalid(absl::StrCat("json_null names column \"", name,
+                                  "\", which is not a json or jsonb column holding null"));
+    }
+    (*row)[i] = Value::Text(type, "null");
+  }
+  return absl::OkStatus();
+}
+
 const JsonMember* FindNonNull(const std::vector<JsonMember>& members, std::string_view key) {
   const JsonMember* m = FindJsonMember(members, key);
   return m == nullptr || JsonTypeOf(m->value) == JsonType::kNull ? nullptr : m;
@@ -221,15 +210,26 @@ const JsonMember* FindNonNull(const std::vector<JsonMember>& members, std::strin
 
 }  // namespace
 
-absl::StatusOr<TableSchemaPtr> KafkaMessageDecoder::Table(std::string_view header) {
+absl::StatusOr<const KafkaMessageDecoder::CachedTable*> KafkaMessageDecoder::Table(
+    std::string_view header) {
   auto it = tables_.find(absl::string_view(header.data(), header.size()));
-  if (it != tables_.end()) return it->second;
+  if (it != tables_.end()) return &it->second;
   absl::StatusOr<TableSchema> table = ParseTableSchemaJson(header);
   if (!table.ok()) return Within("header pgflow.schema", table.status());
+  CachedTable cached;
+  cached.full = table->replica_identity == 'f';
+  if (cached.full && !table->primary_key.empty()) {
+    // Keyed by its primary key, as under DEFAULT (see the header).
+    for (Column& c : table->columns) {
+      c.is_key = std::find(table->primary_key.begin(), table->primary_key.end(), c.name) !=
+                 table->primary_key.end();
+    }
+    table->replica_identity = 'd';
+    table->primary_key.clear();
+  }
   if (tables_.size() >= kMaxCachedTables) tables_.clear();
-  auto ptr = std::make_shared<const TableSchema>(*std::move(table));
-  tables_.emplace(std::string(header), ptr);
-  return ptr;
+  cached.table = std::make_shared<const TableSchema>(*std::move(table));
+  return &tables_.emplace(std::string(header), std::move(cached)).first->second;
 }
 
 absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
@@ -356,9 +356,9 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         absl::StatusOr<std::string> text = ReadString(m.value, "content");
         if (!text.ok()) return text.status();
         if (debezium) {
-          absl::StatusOr<std::string> bytes = DecodeBase64(*text);
-          if (!bytes.ok()) return bytes.status();
-          change.content = *std::move(bytes);
+          if (!AppendBase64Decoded(*text, &change.content)) {
+            return Invalid("message content is not base64");
+          }
         } else {
           change.content = *std::move(text);
         }
@@ -375,9 +375,10 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         "a row event without a pgflow.schema header (written by another producer, or by a "
         "pgflow older than the kafka source): its values cannot be typed");
   }
-  absl::StatusOr<TableSchemaPtr> table = Table(*schema_header);
+  absl::StatusOr<const CachedTable*> table = Table(*schema_header);
   if (!table.ok()) return table.status();
-  change.table = *table;
+  change.table = (*table)->table;
+  const bool full = (*table)->full;
   if ((!schema_name.empty() && schema_name != change.table->schema) ||
       (!table_name.empty() && table_name != change.table->name)) {
     return Invalid(absl::StrCat("the event is about ", schema_name, ".", table_name,
@@ -404,18 +405,21 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
   }
 
   std::vector<std::string> unchanged_toast;
-  if (const JsonMember* list = FindNonNull(members, "unchanged_toast"); list != nullptr) {
+  std::vector<std::string> json_null;
+  for (auto [key, names] :
+       {std::pair<std::string_view, std::vector<std::string>*>{"unchanged_toast", &unchanged_toast},
+        {"json_null", &json_null}}) {
+    const JsonMember* list = FindNonNull(members, key);
+    if (list == nullptr) continue;
     std::vector<std::string_view> items;
     if (JsonTypeOf(list->value) != JsonType::kArray) {
-      return Invalid("unchanged_toast is not an array");
+      return Invalid(absl::StrCat(std::string(key), " is not an array"));
     }
-    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) {
-      return Within("unchanged_toast", s);
-    }
+    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) return Within(key, s);
     for (std::string_view item : items) {
-      absl::StatusOr<std::string> name = ReadString(item, "unchanged_toast[]");
+      absl::StatusOr<std::string> name = ReadString(item, absl::StrCat(std::string(key), "[]"));
       if (!name.ok()) return name.status();
-      unchanged_toast.push_back(*std::move(name));
+      names->push_back(*std::move(name));
     }
   }
   const TableSchema& schema = *change.table;
@@ -429,9 +433,9 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = SetJsonNulls(schema, json_null, &change.after); !s.ok()) return s;
   }
   if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
-    const bool full = schema.replica_identity == 'f';
     change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;
     if (absl::Status s = ReadRow(before->value, schema, "before", {},
                                  full ? Missing::kUnchangedToast : Missing::kNull, &change.before);

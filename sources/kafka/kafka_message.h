@@ -15,9 +15,15 @@
 //     sink downstream writes the same event ids again;
 //   - `after` with a value for every column: present ones decoded, those listed in
 //     `unchanged_toast` as unchanged TOAST (never a made-up value); a column neither present
-//     nor listed is an error;
+//     nor listed is an error; a json or jsonb column listed in `json_null` holds JSON's null
+//     (the text "null"), not SQL NULL;
 //   - `before` (updates, deletes) as the old key, or the whole old row under REPLICA IDENTITY
 //     FULL (what the table description says);
+//   - for a table under REPLICA IDENTITY FULL whose description names its primary key, a
+//     table version keyed by that key as under DEFAULT (replica identity 'd', is_key on the
+//     key's columns, `before` still the whole old row, BeforeKind::kFull): sinks then upsert
+//     and delete it by key, which makes replays harmless. One without a primary key keeps
+//     identity 'f' and no key (the kafka source refuses such rows, see kafka_source.h);
 //   - nothing for a tombstone (a null value): it only tells compacted topics to drop a key.
 // A create whose row lacks unchanged TOAST values (the second half of an update that changed
 // the row's key, which the sink publishes as a delete of the old key and a create of the new
@@ -52,9 +58,13 @@ class KafkaMessageDecoder {
       std::optional<std::string_view> value, std::optional<std::string_view> schema_header);
 
  private:
-  absl::StatusOr<TableSchemaPtr> Table(std::string_view header);
+  struct CachedTable {
+    TableSchemaPtr table;
+    bool full = false;  // the header's replica identity is FULL: `before` is the whole old row
+  };
+  absl::StatusOr<const CachedTable*> Table(std::string_view header);
 
-  absl::flat_hash_map<std::string, TableSchemaPtr> tables_;  // by header text
+  absl::flat_hash_map<std::string, CachedTable> tables_;  // by header text
 };
 
 }  // namespace pgflow

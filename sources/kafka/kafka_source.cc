@@ -8,6 +8,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -24,8 +25,6 @@ constexpr size_t kBatchMessages = 2000;
 constexpr size_t kBatchBytes = 4u << 20;
 // Consumer errors (brokers down and the like) are logged at most this often.
 constexpr auto kErrorLogInterval = std::chrono::seconds(10);
-
-std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
 
 // Properties pgflow sets itself: the group, where it starts, and when offsets are committed
 // (acknowledgement rests on them).
@@ -51,7 +50,8 @@ constexpr OptionSpec kOptions[] = {
      "How long start-up waits for the brokers to answer before failing."},
     {"rebalance_timeout", "duration", false, "60s",
      "How long a rebalance waits for the events of the partitions it takes away to be held by "
-     "every sink before their offsets are committed."},
+     "every sink before their offsets are committed; past it the run starts again from the "
+     "committed offsets. Below the consumer's max.poll.interval.ms (5m by default)."},
     {"truncate", "string", false, "auto",
      "auto: apply a truncate read from a topic of one partition, skip it (with a warning) "
      "from a topic of several, where it cannot be placed among the other partitions' "
@@ -60,6 +60,10 @@ constexpr OptionSpec kOptions[] = {
      "How long a row of a new shape (a column its table's last shape lacks) waits for its "
      "table's DDL event from the schema-changes topic before it goes on as it is; 0 = it "
      "does not wait."},
+    {"keyless", "string", false, "stop",
+     "Rows of a table without a primary key (REPLICA IDENTITY DEFAULT, FULL or NOTHING without "
+     "one), which cannot be applied by key: stop (the pipeline fails, naming the table) or skip "
+     "(logged once per table)."},
     {"malformed", "string", false, "stop",
      "A message that is not a pgflow event: stop (the pipeline fails, naming topic, partition "
      "and offset) or skip (logged the same way; its offset is committed)."},
@@ -77,7 +81,7 @@ std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSou
   return {
       {"bootstrap.servers", o.client.brokers},
       {"client.id", client_id},
-      {"group.id", o.group.empty() ? "pgflow" : o.group},
+      {"group.id", o.group},
       // Offsets are committed by pgflow, and only for what every sink holds.
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
@@ -94,6 +98,8 @@ std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSou
 
 // Ten seconds of patience per call, for rd_kafka_metadata and synchronous commits.
 constexpr int kRequestTimeoutMs = 10000;
+// librdkafka's default max.poll.interval.ms.
+constexpr int64_t kDefaultMaxPollIntervalMs = 300000;
 
 class KafkaSourceFactory : public SourceFactory {
  public:
@@ -181,6 +187,27 @@ class KafkaSourceFactory : public SourceFactory {
         *d.out = *value;
       }
     }
+    // The revocation waits inside the poll: a consumer that does not poll again within
+    // max.poll.interval.ms leaves the group, and its partitions go without their offsets.
+    int64_t max_poll_ms = kDefaultMaxPollIntervalMs;
+    std::optional<ConfigNode> max_poll_node;
+    for (size_t i = 0; i < o->client.properties.size(); ++i) {
+      const auto& [name, value] = o->client.properties[i];
+      if (name != "max.poll.interval.ms") continue;
+      if (!absl::SimpleAtoi(value, &max_poll_ms)) max_poll_ms = kDefaultMaxPollIntervalMs;
+      if (i < o->client.property_nodes.size()) max_poll_node = o->client.property_nodes[i];
+    }
+    if (o->rebalance_timeout.count() >= max_poll_ms) {
+      std::optional<ConfigNode> at = node.Get("rebalance_timeout");
+      if (!at.has_value()) at = max_poll_node;
+      return (at.has_value() ? *at : node)
+          .Error(absl::StrCat("rebalance_timeout (", o->rebalance_timeout.count(),
+                              "ms) must be below the consumer's max.poll.interval.ms (",
+                              max_poll_ms,
+                              "ms): a rebalance waits inside the poll, and a consumer that "
+                              "polls no more often leaves the group. Lower rebalance_timeout or "
+                              "raise properties: {max.poll.interval.ms: ...}"));
+    }
     if (auto v = node.Get("truncate")) {
       absl::StatusOr<std::string> text = v->AsString();
       if (!text.ok()) return text.status();
@@ -194,6 +221,14 @@ class KafkaSourceFactory : public SourceFactory {
         return v->Error(
             absl::StrCat("unknown truncate mode '", *text, "' (expected auto, apply or skip)"));
       }
+    }
+    if (auto v = node.Get("keyless")) {
+      absl::StatusOr<std::string> text = v->AsString();
+      if (!text.ok()) return text.status();
+      if (*text != "stop" && *text != "skip") {
+        return v->Error(absl::StrCat("unknown keyless mode '", *text, "' (expected stop or skip)"));
+      }
+      o->skip_keyless = *text == "skip";
     }
     if (auto v = node.Get("malformed")) {
       absl::StatusOr<std::string> text = v->AsString();
@@ -230,6 +265,21 @@ Lsn NextRunStart() {
   return Lsn(start);
 }
 
+// Whether rows of `table` have no key to be applied by (see "Rows need a key" in the header).
+bool IsKeyless(const TableSchema& table) {
+  // FULL with a primary key came out of the decoder keyed by it (kafka_message.h).
+  return table.replica_identity == 'f' || table.RowKeyColumns().empty();
+}
+
+std::string KeylessReason(const TableSchema& table) {
+  const char* identity = table.replica_identity == 'f'   ? "REPLICA IDENTITY FULL"
+                         : table.replica_identity == 'n' ? "REPLICA IDENTITY NOTHING"
+                                                         : "REPLICA IDENTITY DEFAULT";
+  return absl::StrCat("table ", table.QualifiedName(), " has no primary key (", identity,
+                      "), so its rows cannot be applied by key: every replay after a restart "
+                      "would insert them again, and an update could not be placed");
+}
+
 TopicPartition PartitionOf(const rd_kafka_message_t* m) {
   return TopicPartition{rd_kafka_topic_name(m->rkt), m->partition};
 }
@@ -261,14 +311,12 @@ class KafkaSourceCallbacks {
   }
   static void Commit(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                      rd_kafka_topic_partition_list_t* offsets, void* opaque) {
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
-    LogWarning("kafka source: committing offsets failed: %s (retried with the next commit)",
-               rd_kafka_err2str(err));
+    static_cast<KafkaSource*>(opaque)->OnCommitted(err, offsets);
   }
 };
 
 KafkaSource::KafkaSource(std::string pipeline, std::shared_ptr<const KafkaSourceOptions> options)
-    : pipeline_(std::move(pipeline)), options_(std::move(options)) {}
+    : pipeline_(std::move(pipeline)), options_(std::move(options)), gate_(options_->ddl_wait) {}
 
 KafkaSource::~KafkaSource() {
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
@@ -368,42 +416,99 @@ absl::StatusOr<Lsn> KafkaSource::Prepare() {
   return last_position_;
 }
 
+absl::Status SetStartOffsets(const std::string& group, const std::string& offset_reset,
+                             rd_kafka_topic_partition_list_t* partitions) {
+  for (int i = 0; i < partitions->cnt; ++i) {
+    rd_kafka_topic_partition_t& p = partitions->elems[i];
+    if (p.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return absl::UnavailableError(absl::StrCat(
+          "kafka source: cannot read group ", group, "'s committed offset of ", p.topic, "[",
+          p.partition, "]: ", rd_kafka_err2str(p.err),
+          " (the partition is not started at offset_reset's end instead: that could skip or "
+          "repeat its backlog)"));
+    }
+    if (p.offset == RD_KAFKA_OFFSET_INVALID) {
+      p.offset = offset_reset == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+    } else if (p.offset < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("kafka source: group ", group, "'s committed offset of ", p.topic, "[",
+                       p.partition, "] is ", p.offset, ", which is no offset"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void KafkaSource::Fail(absl::Status status) {
+  if (fatal_.ok()) fatal_ = std::move(status);
+}
+
+void KafkaSource::SetPaused(const rd_kafka_topic_partition_list_t* partitions, bool paused) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions->cnt);
+  for (int i = 0; i < partitions->cnt; ++i) {
+    const rd_kafka_topic_partition_t& p = partitions->elems[i];
+    // Partitions the schema-change gate holds stay paused.
+    if (paused || !held_.contains(TopicPartition{p.topic, p.partition})) {
+      rd_kafka_topic_partition_list_add(list, p.topic, p.partition);
+    }
+  }
+  if (list->cnt > 0) {
+    if (paused) {
+      rd_kafka_pause_partitions(consumer_, list);
+    } else {
+      rd_kafka_resume_partitions(consumer_, list);
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
 void KafkaSource::Rebalance(bool assign, rd_kafka_topic_partition_list_t* partitions) {
   cooperative_ = std::strcmp(rd_kafka_rebalance_protocol(consumer_), "COOPERATIVE") == 0;
   if (assign) {
     LogInfo("kafka source: group %s assigned %s", options_->group, Describe(partitions));
+    // A rebalance follows a change of the topics' partitions: counts are read again.
+    partition_counts_.clear();
     // Each partition starts at the group's committed offset, or, without one, at the end
     // offset_reset names.
     rd_kafka_topic_partition_list_t* start = rd_kafka_topic_partition_list_copy(partitions);
     rd_kafka_resp_err_t err = rd_kafka_committed(consumer_, start, kRequestTimeoutMs);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && fatal_.ok()) {
-      fatal_ =
-          absl::UnavailableError(absl::StrCat("kafka source: cannot read group ", options_->group,
-                                              "'s committed offsets: ", rd_kafka_err2str(err)));
-    }
-    for (int i = 0; i < start->cnt; ++i) {
-      if (start->elems[i].offset < 0) {
-        start->elems[i].offset =
-            options_->offset_reset == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
-      }
+    absl::Status status = err != RD_KAFKA_RESP_ERR_NO_ERROR
+                              ? absl::UnavailableError(absl::StrCat(
+                                    "kafka source: cannot read group ", options_->group,
+                                    "'s committed offsets: ", rd_kafka_err2str(err)))
+                              : SetStartOffsets(options_->group, options_->offset_reset, start);
+    if (!status.ok()) {
+      // Nothing is assigned: the run ends, and the next one reads the offsets again.
+      Fail(std::move(status));
+      if (!cooperative_) rd_kafka_assign(consumer_, nullptr);
+      rd_kafka_topic_partition_list_destroy(start);
+      return;
     }
     if (cooperative_) {
       if (rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, start)) {
-        LogWarning("kafka source: assigning partitions: %s", rd_kafka_error_string(error));
+        Fail(absl::UnavailableError(
+            absl::StrCat("kafka source: cannot take partitions ", Describe(partitions),
+                         " of group ", options_->group, ": ", rd_kafka_error_string(error))));
         rd_kafka_error_destroy(error);
       }
-    } else {
-      rd_kafka_assign(consumer_, start);
+    } else if (rd_kafka_resp_err_t e = rd_kafka_assign(consumer_, start);
+               e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Fail(absl::UnavailableError(absl::StrCat("kafka source: cannot take partitions ",
+                                               Describe(partitions), " of group ", options_->group,
+                                               ": ", rd_kafka_err2str(e))));
     }
     rd_kafka_topic_partition_list_destroy(start);
-    // While the sinks are full, new partitions wait too.
-    if (paused_) rd_kafka_pause_partitions(consumer_, partitions);
+    // librdkafka keeps an application's pause of a partition across its revocation and a
+    // later assignment: each new partition is set explicitly, paused while the sinks are full
+    // and fetching otherwise.
+    SetPaused(partitions, paused_);
     return;
   }
   Revoke(partitions, rd_kafka_assignment_lost(consumer_) != 0);
   if (cooperative_) {
     if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer_, partitions)) {
-      LogWarning("kafka source: unassigning partitions: %s", rd_kafka_error_string(error));
+      Fail(absl::UnavailableError(absl::StrCat("kafka source: cannot give up partitions ",
+                                               Describe(partitions), " of group ", options_->group,
+                                               ": ", rd_kafka_error_string(error))));
       rd_kafka_error_destroy(error);
     }
   } else {
@@ -418,30 +523,44 @@ void KafkaSource::Revoke(rd_kafka_topic_partition_list_t* partitions, bool lost)
   }
   // Messages polled from them and not handed on: the next owner reads them.
   for (const TopicPartition& tp : revoked) DropPolled(tp);
-  if (!lost && !closing_ && acks_ != nullptr && emitter_ != nullptr) {
+  if (!closing_ && acks_ != nullptr && emitter_ != nullptr) {
     // What went out of these partitions must be durable before their offsets are committed
     // and another consumer takes over: else its changes and ours could reach a sink in the
     // wrong order.
     const auto deadline = Clock::now() + options_->rebalance_timeout;
-    if (pending_ != nullptr) EmitPending(deadline).IgnoreError();
+    if (!lost && pending_ != nullptr) EmitPending(deadline).IgnoreError();
     Lsn through;
     for (const TopicPartition& tp : revoked) {
       if (std::optional<Lsn> p = tracker_.PendingThrough(tp); p.has_value()) {
         through = std::max(through, *p);
       }
     }
-    while (acks_->Confirmed() < through && Clock::now() < deadline &&
-           !(stop_ != nullptr && stop_->requested())) {
+    auto stopping = [&] { return closed_ || (stop_ != nullptr && stop_->requested()); };
+    while (!lost && acks_->Confirmed() < through && Clock::now() < deadline && !stopping()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (acks_->Confirmed() < through) {
-      LogWarning(
-          "kafka source: %s taken away before every sink held what was read from them "
-          "(rebalance_timeout %dms): their next owner may apply some changes again, possibly "
-          "before these",
-          Describe(partitions), options_->rebalance_timeout.count());
-    }
     tracker_.Confirm(acks_->Confirmed());
+    if (acks_->Confirmed() < through) {
+      const std::string why = absl::StrCat(
+          Describe(partitions),
+          lost ? " were lost (the group gave them to another member: this process missed "
+                 "its session or max.poll.interval.ms)"
+               : absl::StrCat(" were taken away, and rebalance_timeout (",
+                              options_->rebalance_timeout.count(), "ms) ran out"),
+          " before every sink held what was read from them");
+      if (stopping()) {
+        LogWarning("kafka source: %s; the pipeline is stopping", why);
+      } else {
+        // Going on would let those events reach the sinks after their next owner's newer
+        // ones. The run ends instead, and the next starts from the committed offsets. (What
+        // the engine's queues already hold is still written while they drain.)
+        Fail(absl::UnavailableError(absl::StrCat(
+            "kafka source: ", why,
+            ": restarting from the committed offsets, so that their next owner's changes and "
+            "these do not reach the sinks out of order (raise rebalance_timeout, below "
+            "max.poll.interval.ms, if the sinks need longer)")));
+      }
+    }
   }
   std::vector<PartitionOffset> last;
   for (const TopicPartition& tp : revoked) {
@@ -478,13 +597,41 @@ void KafkaSource::Commit(bool sync, const std::vector<PartitionOffset>* only) {
     rd_kafka_topic_partition_list_add(list, o.partition.topic.c_str(), o.partition.partition)
         ->offset = o.offset;
   }
+  // Offsets are marked committed by OnCommitted, from the brokers' answer per partition: one
+  // that failed is committed again at the next commit_interval.
   rd_kafka_resp_err_t err = rd_kafka_commit(consumer_, list, sync ? 0 : 1);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    LogWarning("kafka source: committing offsets failed: %s", rd_kafka_err2str(err));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) LogCommitError(rd_kafka_err2str(err));
+}
+
+void KafkaSource::OnCommitted(int err, const rd_kafka_topic_partition_list_t* offsets) {
+  if (offsets == nullptr) {
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+      LogCommitError(rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err)));
+    }
     return;
   }
-  tracker_.MarkCommitted(offsets);
+  std::vector<PartitionOffset> done;
+  for (int i = 0; i < offsets->cnt; ++i) {
+    const rd_kafka_topic_partition_t& p = offsets->elems[i];
+    if (p.err == RD_KAFKA_RESP_ERR_NO_ERROR && p.offset >= 0) {
+      done.push_back(PartitionOffset{TopicPartition{p.topic, p.partition}, p.offset});
+    } else if (p.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      LogCommitError(absl::StrCat(p.topic, "[", p.partition, "] offset ", p.offset, ": ",
+                                  rd_kafka_err2str(p.err)));
+    }
+  }
+  tracker_.MarkCommitted(done);
+}
+
+void KafkaSource::LogCommitError(std::string_view what) {
+  auto now = Clock::now();
+  if (now - last_commit_error_log_ < kErrorLogInterval) return;
+  last_commit_error_log_ = now;
+  LogWarning(
+      "kafka source: committing offsets failed: %s (committed again at the next "
+      "commit_interval)",
+      what);
 }
 
 void KafkaSource::PausePartitions() {
@@ -499,90 +646,10 @@ void KafkaSource::PausePartitions() {
 void KafkaSource::ResumePartitions() {
   rd_kafka_topic_partition_list_t* assigned = nullptr;
   if (rd_kafka_assignment(consumer_, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    // Partitions the schema-change gate holds stay paused.
-    rd_kafka_topic_partition_list_t* resume = rd_kafka_topic_partition_list_new(assigned->cnt);
-    for (int i = 0; i < assigned->cnt; ++i) {
-      const rd_kafka_topic_partition_t& p = assigned->elems[i];
-      if (!held_.contains(TopicPartition{p.topic, p.partition})) {
-        rd_kafka_topic_partition_list_add(resume, p.topic, p.partition);
-      }
-    }
-    rd_kafka_resume_partitions(consumer_, resume);
-    rd_kafka_topic_partition_list_destroy(resume);
+    SetPaused(assigned, false);
     rd_kafka_topic_partition_list_destroy(assigned);
   }
   paused_ = false;
-}
-
-KafkaSource::ShapeCheck KafkaSource::CheckShape(Change* change) {
-  const TableSchema& table = *change->table;
-  const std::string name = table.QualifiedName();
-  Shape& known = shapes_[name];
-  auto remember = [&] {
-    known.columns.clear();
-    for (const Column& c : table.columns) known.columns.emplace_back(c.name, c.type_oid);
-    known.lsn = change->txn.commit_lsn;
-    known.from_ddl = false;
-  };
-  if (known.columns.empty()) {
-    remember();
-    return ShapeCheck::kHandOn;
-  }
-  auto knows = [&](const Column& c) {
-    for (const auto& [name_k, oid_k] : known.columns) {
-      if (name_k == c.name && (oid_k == 0 || oid_k == c.type_oid)) return true;
-    }
-    return false;
-  };
-  bool all_known = true;
-  for (const Column& c : table.columns) all_known = all_known && knows(c);
-  if (all_known) return ShapeCheck::kHandOn;
-  if (known.from_ddl && change->txn.commit_lsn < known.lsn) {
-    // Written before the DDL that was handed on: without the columns it dropped.
-    auto narrowed = std::make_shared<TableSchema>(table);
-    narrowed->columns.clear();
-    Row after;
-    Row before;
-    for (size_t i = 0; i < table.columns.size(); ++i) {
-      const Column& c = table.columns[i];
-      bool kept = false;
-      for (const auto& [name_k, oid_k] : known.columns) kept = kept || name_k == c.name;
-      if (!kept) continue;
-      narrowed->columns.push_back(c);
-      if (i < change->after.size()) after.push_back(std::move(change->after[i]));
-      if (i < change->before.size()) before.push_back(std::move(change->before[i]));
-    }
-    change->table = std::move(narrowed);
-    change->after = std::move(after);
-    change->before = std::move(before);
-    return ShapeCheck::kHandOn;
-  }
-  if (!known.accept_next && options_->ddl_wait.count() > 0) return ShapeCheck::kHold;
-  if (options_->ddl_wait.count() > 0) {
-    LogWarning(
-        "kafka source: a row of %s has a column its last shape lacks, and no DDL event "
-        "describing the change came within ddl_wait (%dms): it goes on as it is",
-        name, options_->ddl_wait.count());
-  }
-  remember();
-  known.accept_next = false;
-  return ShapeCheck::kHandOn;
-}
-
-void KafkaSource::NoteDdl(const Change& change) {
-  if (change.ddl == nullptr || !change.ddl->table.has_value() || change.ddl->dropped) return;
-  const DdlTableShape& shape = *change.ddl->table;
-  Shape& known = shapes_[shape.schema + "." + shape.name];
-  known.columns.clear();
-  known.lsn = change.txn.commit_lsn;
-  known.from_ddl = true;
-  known.accept_next = false;
-  // The DDL's types are format_type text, the rows' OIDs: a column a DDL names is known
-  // whatever the type the rows give it.
-  for (const DdlColumn& c : shape.columns) known.columns.emplace_back(c.name, 0);
-  for (auto& [partition, held] : held_) {
-    if (held.table == shape.schema + "." + shape.name) held.released = true;
-  }
 }
 
 void KafkaSource::ReleaseHeld() {
@@ -595,7 +662,7 @@ void KafkaSource::ReleaseHeld() {
       ++it;
       continue;
     }
-    if (!held.released) shapes_[held.table].accept_next = true;
+    if (!held.released) gate_.AcceptNextShape(held.table);
     front.insert(front.end(), held.messages.begin(), held.messages.end());
     if (!paused_) {
       rd_kafka_topic_partition_list_add(resume, it->first.topic.c_str(), it->first.partition);
@@ -616,6 +683,7 @@ absl::Status KafkaSource::EmitPending(Clock::time_point deadline) {
         return absl::OkStatus();
       case Emitter::Result::kClosed:
         // A sink failed; the pipeline reports why.
+        closed_ = true;
         return absl::CancelledError("the pipeline is closing");
       case Emitter::Result::kTimeout:
         break;
@@ -628,6 +696,7 @@ absl::Status KafkaSource::EmitPending(Clock::time_point deadline) {
     if (!paused_) PausePartitions();
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_, 0);
     if (m != nullptr) polled_.push_back(m);  // fetched before the pause took effect
+    if (!fatal_.ok()) return fatal_;         // a rebalance that failed the run
     if (Clock::now() - last_commit_ >= options_->commit_interval) Commit(false);
   }
   return absl::OkStatus();
@@ -737,7 +806,7 @@ absl::Status KafkaSource::Decode() {
     if (!decoded.ok()) {
       if (!options_->skip_malformed) {
         status = absl::InvalidArgumentError(
-            absl::StrCat(where(), ": ", Str(decoded.status().message()),
+            absl::StrCat(where(), ": ", decoded.status().message(),
                          "; the message is not a pgflow event this pipeline can read (set "
                          "source.kafka.malformed: skip to pass over such messages)"));
         break;
@@ -749,8 +818,31 @@ absl::Status KafkaSource::Decode() {
       if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
       bool keep = true;
       const Op op = d.change.op;
-      if ((op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete) &&
-          CheckShape(&d.change) == ShapeCheck::kHold) {
+      const bool row =
+          op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
+      ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
+      if (row && IsKeyless(*d.change.table)) {
+        const std::string why = KeylessReason(*d.change.table);
+        if (!options_->skip_keyless) {
+          status = absl::FailedPreconditionError(absl::StrCat(
+              where(), ": ", why,
+              ". Add a primary key to the table in the source (events written from then on "
+              "carry it), leave its topic out of source.kafka.topics, or set "
+              "source.kafka.keyless: skip to pass over its rows"));
+          break;
+        }
+        ++skipped_;
+        verdict = ShapeGate::Verdict::kDrop;
+        if (keyless_noted_.insert(d.change.table->QualifiedName()).second) {
+          LogWarning("%s: %s; its rows are skipped (keyless: skip)", where(), why);
+        }
+      } else if (row) {
+        std::string note;
+        verdict = gate_.Check(&d.change, &note);
+        if (!note.empty()) LogWarning("%s: %s", where(), note);
+      }
+      if (verdict == ShapeGate::Verdict::kDrop) keep = false;
+      if (verdict == ShapeGate::Verdict::kHold) {
         LogInfo(
             "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
             "the DDL event that added it",
@@ -763,7 +855,13 @@ absl::Status KafkaSource::Decode() {
         rd_kafka_topic_partition_list_destroy(one);
         continue;
       }
-      if (op == Op::kDdl) NoteDdl(d.change);
+      if (op == Op::kDdl) {
+        for (const std::string& table : gate_.NoteDdl(d.change)) {
+          for (auto& [partition, held] : held_) {
+            if (held.table == table) held.released = true;
+          }
+        }
+      }
       if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
         keep = false;
         LogWarning(
@@ -829,6 +927,7 @@ absl::Status KafkaSource::Stream(Emitter& emitter, Acknowledgements acks, const 
     }
     if (Clock::now() - last_commit_ >= options_->commit_interval) Commit(false);
     Poll(std::chrono::milliseconds(100));
+    if (!fatal_.ok()) continue;  // a rebalance failed the run: nothing more goes out
     if (absl::Status s = Decode(); !s.ok()) {
       // The changes decoded before the bad message still go out (and their offsets are
       // committed at the stop); the bad message is where the next run starts.

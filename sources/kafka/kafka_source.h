@@ -42,23 +42,47 @@
 //     force either.
 //   - Schema changes travel on their own topic (one partition, in commit order) and are
 //     applied when read, not between the rows they separate. Every row carries its table's
-//     shape, so the source puts them back in order where it matters: a row with a column (name
-//     and type) that the last shape handed on for its table lacks waits, its partition paused,
-//     until a DDL event describing that table arrives (at most `ddl_wait`; then it goes on as
-//     it is, and a PostgreSQL target without the column refuses it with its error); a row
-//     written before the DDL that set the last shape (by commit LSN) loses the columns that
-//     DDL dropped. A column renamed is a column dropped and another added: a row of the old
-//     shape read after the rename does not set the renamed column.
+//     shape and its place (commit LSN, sequence), so the source puts them back in order where
+//     it matters (shape_gate.h): a row with a column (name and type) that the last shape
+//     handed on for its table lacks waits, its partition paused, until a DDL event describing
+//     that table arrives (at most `ddl_wait`; then it goes on as it is, and a PostgreSQL
+//     target without the column refuses it with its error); a row placed before the DDL that
+//     set the last shape (its own transaction's DDL included) loses the columns that DDL
+//     dropped; a row placed before its table's DROP TABLE is not applied, and one placed
+//     before a rename goes to the new name. A column renamed is a column dropped and another
+//     added: a row of the old shape read after the rename does not set the renamed column.
 //   - A row moved to a new key whose TOASTed columns were unchanged reaches the topic without
 //     their values; it is applied as an update of the new key and logged.
+//   - Rows need a key. A table under REPLICA IDENTITY FULL that has a primary key is keyed by
+//     it (the kafka sink partitions its messages by it and names it in the pgflow.schema
+//     header; the source hands its rows on keyed by it, kafka_message.h). A table without a
+//     primary key (NOTHING, DEFAULT without one, FULL without one) has no key to apply its
+//     rows idempotently by: every replay would insert them again. Its rows stop the pipeline
+//     with an error naming the table (FailedPrecondition), or, with `keyless: skip`, are
+//     skipped and logged once per table.
 //
 // Acknowledgement and offsets. Offsets are committed to the group only for messages every
 // sink holds: each message is recorded with the position of the batch it went out in
 // (offset_tracker.h); when the engine confirms a position, each partition's offset after its
 // last message at or below it is committed (every commit_interval, asynchronously; and
-// synchronously at a clean stop and before a partition is given up in a rebalance, after
-// waiting for its events to become durable). After kill -9 the group re-reads from the
-// committed offsets: at-least-once, and harmless under the rule above.
+// synchronously at a clean stop and before a partition is given up in a rebalance). An offset
+// counts as committed once the brokers said so for its partition: one whose commit failed is
+// committed again at the next interval. After kill -9 the group re-reads from the committed
+// offsets: at-least-once, and harmless under the rule above. A partition whose committed
+// offset cannot be read when it is assigned ends the run (Unavailable; the next run asks
+// again): it is never started at offset_reset's end instead.
+//
+// Rebalances. Before a partition is given up, the events read from it must be held by every
+// sink: else its next owner's changes could reach a sink before these older ones. The
+// revocation waits for that (at most rebalance_timeout, which must stay below the consumer's
+// max.poll.interval.ms: the wait runs inside the poll). When the wait runs out, or the
+// partition was lost (the group gave it away without a revocation, as after a missed session),
+// and events of it are not durable yet, the run ends with Unavailable and `pgflow run` starts
+// again from the committed offsets, rather than go on delivering them. Residual risk: what the
+// engine's queues (buffer.queue_bytes) already hold of those events is still written by the
+// sinks while they drain, possibly after the next owner wrote newer changes of the same keys,
+// which then stay overwritten until those keys change again. A clean stop, or a sink failure,
+// ends the wait early.
 //
 // Memory stays bounded: when the engine's queues are full the source pauses every assigned
 // partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps
@@ -79,15 +103,18 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "common/kafka/kafka_client_config.h"
 #include "engine/config.h"
 #include "engine/source.h"
 #include "sources/kafka/kafka_message.h"
 #include "sources/kafka/offset_tracker.h"
+#include "sources/kafka/shape_gate.h"
 
 struct rd_kafka_s;
 struct rd_kafka_message_s;
@@ -114,6 +141,7 @@ struct KafkaSourceOptions : SourceOptions {
   // How long a row of a new shape waits for its table's DDL event (0: it does not wait).
   std::chrono::milliseconds ddl_wait{30000};
   bool skip_malformed = false;  // `malformed: skip`
+  bool skip_keyless = false;    // `keyless: skip`
 };
 
 class KafkaSource : public Source {
@@ -127,7 +155,9 @@ class KafkaSource : public Source {
   // starts after.
   absl::StatusOr<Lsn> Prepare() override;
   // Reads, decodes and hands on messages until `stop` (OK), a malformed message (InvalidArgument
-  // naming it, unless skipped), or a fatal consumer error (Unavailable).
+  // naming it, unless skipped), a row of a table without a key (FailedPrecondition naming it,
+  // unless skipped), or a fatal consumer error or a rebalance that could not keep the order
+  // (Unavailable: `pgflow run` starts again from the committed offsets).
   absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override;
   // Commits, synchronously, the offsets of everything `acks` confirms; leaves the group.
   absl::Status Finish(Acknowledgements acks) override;
@@ -139,8 +169,16 @@ class KafkaSource : public Source {
   // A rebalance: `assign` the partitions, or take them away.
   void Rebalance(bool assign, rd_kafka_topic_partition_list_s* partitions);
   void OnError(int err, const char* reason);
-  // Gives up `partitions` (a revocation): waits until their events are durable, commits.
+  // Gives up `partitions` (a revocation, or a loss): waits until their events are durable
+  // and commits; fails the run when they are not (see "Rebalances" above).
   void Revoke(rd_kafka_topic_partition_list_s* partitions, bool lost);
+  // The brokers' answer to a commit: marks the partitions committed that were.
+  void OnCommitted(int err, const rd_kafka_topic_partition_list_s* offsets);
+  void LogCommitError(std::string_view what);
+  // Ends the run with `status` (the first one kept): Stream returns it.
+  void Fail(absl::Status status);
+  // Pauses or resumes `partitions` (held ones stay paused).
+  void SetPaused(const rd_kafka_topic_partition_list_s* partitions, bool paused);
 
   // Polls up to a batch of messages into polled_ (waiting up to `wait` for the first).
   void Poll(std::chrono::milliseconds wait);
@@ -158,13 +196,6 @@ class KafkaSource : public Source {
   bool ApplyTruncate(const rd_kafka_message_s* m);
   void DropPolled(const TopicPartition& partition);
 
-  // The schema-change gate (see "Schema changes" above).
-  enum class ShapeCheck { kHandOn, kHold };
-  // Decides whether row change `change` goes on now or waits for its table's DDL; may narrow
-  // it to the last shape handed on (a row older than the DDL that set it).
-  ShapeCheck CheckShape(Change* change);
-  // Records the shape a DDL event gives its table; releases the partitions waiting for it.
-  void NoteDdl(const Change& change);
   // Moves the held messages of partitions that may go on to the front of polled_.
   void ReleaseHeld();
 
@@ -180,26 +211,20 @@ class KafkaSource : public Source {
   const AckTracker* acks_ = nullptr;
   const StopSignal* stop_ = nullptr;
   bool closing_ = false;       // Finish is leaving the group: revocations do not wait
+  bool closed_ = false;        // the engine closed the pipeline (a sink failed)
   bool in_rebalance_ = false;  // inside the rebalance callback (within a poll)
 
   Lsn last_position_;                        // of the last batch built
   std::vector<rd_kafka_message_s*> polled_;  // polled, not yet decoded; owned
   EventBatchPtr pending_;                    // decoded, not yet handed on to every sink
   bool paused_ = false;
-  absl::Status fatal_;  // from the error callback
+  absl::Status fatal_;  // ends the run (the error callback, a failed rebalance); see Fail
   std::chrono::steady_clock::time_point last_commit_{};
   std::chrono::steady_clock::time_point last_error_log_{};
+  std::chrono::steady_clock::time_point last_commit_error_log_{};
   absl::flat_hash_map<std::string, int> partition_counts_;  // by topic, for truncates
 
-  // The last shape handed on per table ("schema.table"): its columns (name, type OID; 0 when
-  // a DDL event named it, whose types are text) and the commit LSN of the event that set it.
-  struct Shape {
-    std::vector<std::pair<std::string, uint32_t>> columns;
-    Lsn lsn;
-    bool from_ddl = false;
-    bool accept_next = false;  // ddl_wait passed: the next new shape goes on as it is
-  };
-  absl::flat_hash_map<std::string, Shape> shapes_;
+  ShapeGate gate_;  // the schema-change gate (see "Schema changes" above)
   // Partitions held back by the gate: their messages from the waiting row on, in order.
   struct Held {
     std::string table;
@@ -208,11 +233,20 @@ class KafkaSource : public Source {
     bool released = false;  // may go on (its DDL came, or ddl_wait passed)
   };
   absl::flat_hash_map<TopicPartition, Held> held_;
+  absl::flat_hash_set<std::string> keyless_noted_;  // tables whose rows were skipped, logged
   uint64_t messages_ = 0;
   uint64_t skipped_ = 0;
 };
 
 // Registers the "kafka" source type with the engine's factory registry.
 void RegisterKafkaSource();
+
+// Sets where each of `partitions` starts, given rd_kafka_committed's answer in it: at the
+// group's committed offset, or, for a partition without one (no error, offset
+// RD_KAFKA_OFFSET_INVALID), at the end `offset_reset` ("earliest" or "latest") names.
+// Returns Unavailable naming the partition when one's committed offset could not be read (its
+// `err`): starting it at offset_reset's end instead would skip or repeat its backlog.
+absl::Status SetStartOffsets(const std::string& group, const std::string& offset_reset,
+                             rd_kafka_topic_partition_list_s* partitions);
 
 }  // namespace pgflow

@@ -5,9 +5,20 @@
 namespace pgflow {
 
 int32_t OffsetTracker::IndexOf(const TopicPartition& partition) {
-  auto [it, added] = index_.try_emplace(partition, static_cast<int32_t>(partitions_.size()));
-  if (added) partitions_.push_back(State{partition});
-  return it->second;
+  auto it = index_.find(partition);
+  if (it != index_.end()) return it->second;
+  int32_t index;
+  if (!free_.empty()) {
+    // A slot a partition given up left (nothing pending refers to it any more).
+    index = free_.back();
+    free_.pop_back();
+    partitions_[index] = State{partition};
+  } else {
+    index = static_cast<int32_t>(partitions_.size());
+    partitions_.push_back(State{partition});
+  }
+  index_.emplace(partition, index);
+  return index;
 }
 
 void OffsetTracker::Add(Lsn position, const TopicPartition& partition, int64_t offset) {
@@ -73,6 +84,7 @@ std::optional<PartitionOffset> OffsetTracker::Forget(const TopicPartition& parti
   pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
                                 [index](const Pending& p) { return p.index == index; }),
                  pending_.end());
+  free_.push_back(index);
   return uncommitted;
 }
 

@@ -58,7 +58,7 @@ class OffsetTracker {
   // The offset to commit for every partition with a done message (for the commit at a clean
   // stop, which must not depend on what an asynchronous commit did).
   std::vector<PartitionOffset> AllDone() const;
-  // `offsets` were committed.
+  // `offsets` were committed (the brokers said so). Partitions not tracked are ignored.
   void MarkCommitted(const std::vector<PartitionOffset>& offsets);
 
   // The highest position of a message of `partition` not yet confirmed; nullopt when every
@@ -71,6 +71,8 @@ class OffsetTracker {
 
   // Messages recorded and not confirmed yet, over all partitions.
   size_t pending() const { return pending_.size(); }
+  // Partitions tracked, given-up ones included until their slot is reused.
+  size_t slots() const { return partitions_.size(); }
 
  private:
   struct Pending {
@@ -87,7 +89,10 @@ class OffsetTracker {
   int32_t IndexOf(const TopicPartition& partition);
 
   std::deque<Pending> pending_;  // in position order
+  // One slot per partition known; a slot of a partition given up is reused (free_), so that
+  // rebalances do not grow it.
   std::vector<State> partitions_;
+  std::vector<int32_t> free_;
   absl::flat_hash_map<TopicPartition, int32_t> index_;
 };
 

@@ -72,6 +72,10 @@ class PostgresSource::StreamState {
   absl::StatusOr<Row> ToRow(const pgoutput::TupleData& tuple, const TableSchema& table,
                             absl::string_view what);
   absl::StatusOr<TableSchemaPtr> FindRelation(uint32_t relation_id);
+  // The primary key (column names, in key order) of table `relid`, for a table under REPLICA
+  // IDENTITY FULL: the last DDL event's, else the source catalog's (read once). Unavailable
+  // when the catalog cannot be asked.
+  absl::StatusOr<std::vector<std::string>> PrimaryKeyOf(uint32_t relid);
   void Add(Event event);
   // Ends a transaction cut off mid-way (lost connection, stop) with a kRollback event.
   void CutTransaction();
@@ -114,6 +118,8 @@ class PostgresSource::StreamState {
   std::set<std::string> followed_tables_;
   // OIDs of the tables followed, known from Relation messages and DDL: a renamed table stays.
   absl::flat_hash_set<uint32_t> followed_relids_;
+  // Primary keys by table OID (see PrimaryKeyOf), kept current by DDL events in stream order.
+  absl::flat_hash_map<uint32_t, std::vector<std::string>> primary_keys_;
   std::set<std::pair<Lsn, uint32_t>> rewrites_seen_;  // (commit, table) already handled
   EventBatch batch_;
   // A batch handed to the emitter but not yet taken by every sink: never dropped, so that
@@ -464,6 +470,32 @@ void PostgresSource::StreamState::FailBackfill(const absl::Status& error) {
   backfill_durable_at_ = Lsn();
 }
 
+absl::StatusOr<std::vector<std::string>> PostgresSource::StreamState::PrimaryKeyOf(uint32_t relid) {
+  if (auto it = primary_keys_.find(relid); it != primary_keys_.end()) return it->second;
+  // The catalog as it is now, not as of the stream's position: a key changed since is set
+  // right by that change's DDL event, further on in the stream.
+  PGconn* conn = StateConnection();
+  if (conn == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot read the primary key of the table with OID ", relid,
+                     " (REPLICA IDENTITY FULL): no connection to the source"));
+  }
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn,
+           "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+           "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND i.indisprimary "
+           "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+           {std::to_string(relid)});
+  if (!res.ok()) {
+    return absl::UnavailableError(absl::StrCat("reading the primary key of the table with OID ",
+                                               relid, ": ", res.status().message()));
+  }
+  std::vector<std::string> key;
+  for (int i = 0; i < PQntuples(res->get()); ++i) key.push_back(PQgetvalue(res->get(), i, 0));
+  primary_keys_[relid] = key;
+  return key;
+}
+
 PGconn* PostgresSource::StreamState::StateConnection() {
   if (state_conn_ == nullptr || PQstatus(state_conn_.get()) != CONNECTION_OK) {
     absl::StatusOr<PgConnPtr> conn = Connect(source_->source_.url, ConnectionKind::kRegular);
@@ -597,6 +629,12 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
       schema.columns.push_back(
           Column{std::move(c.name), c.type_oid, c.type_modifier, (c.flags & 1) != 0, {}});
     }
+    if (schema.replica_identity == 'f') {
+      // pgoutput marks every column: sinks that key rows (kafka) need the real key.
+      absl::StatusOr<std::vector<std::string>> key = PrimaryKeyOf(relation->relation_id);
+      if (!key.ok()) return key.status();
+      schema.primary_key = *std::move(key);
+    }
     followed_relids_.insert(relation->relation_id);
     TableSchemaPtr version = catalog_.UpdateRelation(std::move(schema));
     LogDebug("relation %s (oid %d) version %d", version->QualifiedName(), version->relation_id,
@@ -635,7 +673,21 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
         if (!Follows(*ddl)) return absl::OkStatus();
         uint32_t relid = ddl->IsTable() ? ddl->objid : 0;
         Event event = change_event(Op::kDdl, relid != 0 ? catalog_.Find(relid) : nullptr);
-        if (ddl->IsTable() && ddl->dropped) catalog_.Forget(relid);
+        if (ddl->IsTable() && ddl->dropped) {
+          catalog_.Forget(relid);
+          primary_keys_.erase(relid);
+        } else if (ddl->IsTable() && ddl->table.has_value()) {
+          primary_keys_[relid] = ddl->table->primary_key;
+          // A key added or dropped under FULL changes no column: pgoutput need not describe
+          // the table again, so its current version takes the new key now.
+          TableSchemaPtr current = catalog_.Find(relid);
+          if (current != nullptr && current->replica_identity == 'f' &&
+              current->primary_key != ddl->table->primary_key) {
+            TableSchema changed = *current;
+            changed.primary_key = ddl->table->primary_key;
+            catalog_.UpdateRelation(std::move(changed));
+          }
+        }
         LogDebug("DDL %s %s at %s", ddl->tag, ddl->identity, frame.wal_start.ToString());
         event.change.ddl = std::make_shared<const DdlCommand>(*std::move(ddl));
         event.change.prefix = std::move(logical->prefix);

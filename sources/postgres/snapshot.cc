@@ -100,7 +100,11 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
     table->columns.push_back(std::move(column));
   }
   std::sort(key_order.begin(), key_order.end());
-  for (const auto& [position, column] : key_order) reader.primary_key.push_back(column);
+  for (const auto& [position, column] : key_order) {
+    reader.primary_key.push_back(column);
+    // Under FULL every column is marked: the real key travels beside them.
+    if (identity == 'f') table->primary_key.push_back(table->columns[column].name);
+  }
   reader.select_list = absl::StrJoin(select, ", ");
   std::vector<std::string> plain;
   for (const Column& column : table->columns) plain.push_back(QuoteIdent(column.name));

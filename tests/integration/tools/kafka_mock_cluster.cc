@@ -12,6 +12,10 @@
 //   rtt <broker id> <ms>      adds a round-trip delay to the broker's answers
 //   leader <topic> <partition> <broker id>
 //                             moves the partition's leadership to the broker
+//   errors <api key> <error code>...
+//                             the next requests of that API (any client's) fail with those
+//                             errors, one each, in order (e.g. "errors 8 12": the next
+//                             OffsetCommit gets OFFSET_METADATA_TOO_LARGE for every partition)
 // Exits at end of input (or "quit"), taking the cluster with it.
 
 #include <librdkafka/rdkafka.h>
@@ -22,6 +26,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 int main(int argc, char** argv) {
   int brokers = argc > 1 ? std::atoi(argv[1]) : 3;
@@ -90,6 +95,20 @@ int main(int argc, char** argv) {
         continue;
       }
       err = rd_kafka_mock_broker_set_rtt(cluster, id, ms);
+    } else if (command == "errors") {
+      int api_key = 0;
+      std::vector<rd_kafka_resp_err_t> errors;
+      int code = 0;
+      if (in >> api_key) {
+        while (in >> code) errors.push_back(static_cast<rd_kafka_resp_err_t>(code));
+      }
+      if (errors.empty()) {
+        std::printf("error usage: errors <api key> <error code>...\n");
+        std::fflush(stdout);
+        continue;
+      }
+      rd_kafka_mock_push_request_errors_array(cluster, static_cast<int16_t>(api_key), errors.size(),
+                                              errors.data());
     } else {
       std::printf("error unknown command %s\n", command.c_str());
       std::fflush(stdout);

@@ -253,6 +253,23 @@ TEST(JsonDecodingTest, BinaryValuesComeBackAsTheirText) {
             "{1,NULL}");
 }
 
+TEST(JsonDecodingTest, Base64IsReadInItsCanonicalFormOnly) {
+  for (const std::string& bytes : {std::string(), std::string("f"), std::string("fo"),
+                                   std::string("foo"), std::string("\0\xff\x10z", 4)}) {
+    std::string encoded;
+    AppendBase64(bytes, &encoded);
+    std::string decoded = "kept:";
+    EXPECT_TRUE(AppendBase64Decoded(encoded, &decoded)) << encoded;
+    EXPECT_EQ(decoded, "kept:" + bytes);
+  }
+  // Unpadded, non-zero unused bits, white space, other alphabets: not what AppendBase64 writes.
+  for (std::string_view text : {"Zg", "Zg=", "Zh==", "Zm9v\n", " Zm9v", "Zm-v", "Z===", "===="}) {
+    std::string out = "kept";
+    EXPECT_FALSE(AppendBase64Decoded(text, &out)) << text;
+    EXPECT_EQ(out, "kept");
+  }
+}
+
 TEST(JsonDecodingTest, EscapesInStringsAreResolved) {
   EXPECT_EQ(Decode(R"("a\u00e9\ud83d\ude00\n\/")", oid::kText), "aé😀\n/");
   EXPECT_EQ(Decode(R"(["\u0041",null])", 1009), "{A,NULL}");

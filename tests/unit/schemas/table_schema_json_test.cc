@@ -34,6 +34,23 @@ TEST(TableSchemaJsonTest, RoundTrips) {
   EXPECT_EQ(back->version, 3u);
 }
 
+TEST(TableSchemaJsonTest, TheRealPrimaryKeyOfAFullTableTravels) {
+  TableSchema t = Items();
+  t.replica_identity = 'f';
+  for (Column& c : t.columns) c.is_key = true;
+  t.primary_key = {"price", "id"};
+  std::string json;
+  AppendTableSchemaJson(t, &json);
+  EXPECT_NE(json.find(R"(,"primary_key":["price","id"]})"), std::string::npos) << json;
+  absl::StatusOr<TableSchema> back = ParseTableSchemaJson(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->SameShape(t));
+  EXPECT_EQ(back->RowKeyColumns(), (std::vector<size_t>{0, 1}));  // table order
+  t.primary_key.clear();
+  EXPECT_FALSE(back->SameShape(t));
+  EXPECT_TRUE(t.RowKeyColumns().empty());
+}
+
 TEST(TableSchemaJsonTest, MistakesAreNamed) {
   auto error = [](const std::string& json) {
     absl::StatusOr<TableSchema> t = ParseTableSchemaJson(json);
@@ -53,6 +70,10 @@ TEST(TableSchemaJsonTest, MistakesAreNamed) {
   EXPECT_EQ(error(head + R"("identity":"d","columns":[["a",1]]})"),
             "table description: columns[0]: expected [name, type OID, type modifier, key] and a "
             "type name");
+  EXPECT_EQ(error(head + R"("identity":"f","columns":[["a",1,-1,1]],"primary_key":["b"]})"),
+            "table description: primary_key: no column \"b\"");
+  EXPECT_EQ(error(head + R"("identity":"f","columns":[["a",1,-1,1]],"primary_key":["a","a"]})"),
+            "table description: primary_key: \"a\" twice");
   EXPECT_EQ(error("[]"), "table description: expected an object, got an array");
   EXPECT_NE(error("{"), "ok");
 }

@@ -102,6 +102,31 @@ TEST(KafkaRecordTest, KeyIsThePrimaryKeyOldForDeletesNoneWithoutKey) {
   EXPECT_FALSE(AppendKafkaKey(c, {}, &key));
 }
 
+TEST(KafkaRecordTest, UnderReplicaIdentityFullTheKeyIsThePrimaryKeyNotTheRow) {
+  // pgoutput marks every column of a FULL table as identity: keyed by the whole row, an
+  // update would move the row to another key (a delete and a create in two partitions).
+  auto full = std::make_shared<TableSchema>(*Items());
+  full->replica_identity = 'f';
+  for (Column& col : full->columns) col.is_key = true;
+  full->primary_key = {"id"};
+  Change c = Update();
+  c.table = full;
+  c.before = {Value::Text(oid::kInt8, "1"), Value::Text(oid::kText, "old"),
+              Value::Text(oid::kText, "n")};
+  c.before_kind = BeforeKind::kFull;
+  std::string key;
+  std::string old_key;
+  ASSERT_TRUE(AppendKafkaKey(c, {}, &key));
+  ASSERT_TRUE(AppendKafkaOldKey(c, {}, &old_key));
+  EXPECT_EQ(key, R"({"id":1})");
+  EXPECT_EQ(old_key, key);  // one update, in its row's partition
+  // Without a primary key there is no key at all (null: no order to keep by key).
+  full->primary_key.clear();
+  key.clear();
+  EXPECT_FALSE(AppendKafkaKey(c, {}, &key));
+  EXPECT_EQ(key, "");
+}
+
 TEST(KafkaRecordTest, OldKeyOfAnUpdate) {
   Change c = Update();
   std::string key;

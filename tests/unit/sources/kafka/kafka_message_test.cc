@@ -138,6 +138,58 @@ TEST_P(KafkaMessageTest, RowChangesComeBackAsTheyWere) {
   ExpectSameChange(RoundTrip(full, GetParam()).change, full, GetParam());
 }
 
+TEST_P(KafkaMessageTest, JsonNullAndSqlNullStayApart) {
+  // Index 4 is the jsonb column `doc`.
+  Change insert = Base(Op::kInsert, Items());
+  insert.after = FullRow("42");
+  insert.after[4] = Value::Text(oid::kJsonb, "null");
+  ExpectSameChange(RoundTrip(insert, GetParam()).change, insert, GetParam());
+  insert.after[4] = Value::Null(oid::kJsonb);
+  ExpectSameChange(RoundTrip(insert, GetParam()).change, insert, GetParam());
+  // A snapshot row in jsonb's send format (version byte 1) comes back as its text.
+  Change read = Base(Op::kRead, Items());
+  read.after = FullRow("7");
+  read.after[4] = Value{ValueKind::kBinary, oid::kJsonb, std::string("\x01null", 5)};
+  DecodedMessage d = RoundTrip(read, GetParam());
+  ASSERT_EQ(d.change.after.size(), read.after.size());
+  EXPECT_EQ(d.change.after[4], Value::Text(oid::kJsonb, "null"));
+
+  // A json_null list that does not fit the row is refused.
+  Encoded e = Encode(insert, GetParam());
+  const std::string bad = e.value.substr(0, e.value.size() - 1) + R"(,"json_null":["name"]})";
+  KafkaMessageDecoder decoder;
+  absl::StatusOr<std::optional<DecodedMessage>> refused = decoder.Decode(bad, e.header);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("json_null names column \"name\""), std::string::npos)
+      << refused.status();
+}
+
+TEST_P(KafkaMessageTest, AFullTableWithAPrimaryKeyComesBackKeyedByIt) {
+  auto full = std::make_shared<TableSchema>(*Items('f'));
+  full->primary_key = {"id"};
+  Change update = Base(Op::kUpdate, full);
+  update.after = FullRow("42");
+  update.before_kind = BeforeKind::kFull;
+  update.before = FullRow("42");
+  update.before[1] = Value::UnchangedToast(oid::kText);  // not logged: unknown, not NULL
+  update.after[1] = Value::UnchangedToast(oid::kText);
+  DecodedMessage d = RoundTrip(update, GetParam());
+  ASSERT_NE(d.change.table, nullptr);
+  // As under DEFAULT: sinks upsert and delete it by its key.
+  EXPECT_EQ(d.change.table->replica_identity, 'd');
+  EXPECT_EQ(d.change.table->RowKeyColumns(), std::vector<size_t>{0});
+  EXPECT_EQ(d.change.before_kind, BeforeKind::kFull);
+  EXPECT_EQ(d.change.before, update.before);
+  EXPECT_EQ(d.change.after, update.after);
+  // Without a primary key it stays FULL, keyless.
+  Change keyless = Base(Op::kInsert, Items('f'));
+  keyless.after = FullRow("1");
+  d = RoundTrip(keyless, GetParam());
+  ASSERT_NE(d.change.table, nullptr);
+  EXPECT_EQ(d.change.table->replica_identity, 'f');
+  EXPECT_TRUE(d.change.table->RowKeyColumns().empty());
+}
+
 TEST_P(KafkaMessageTest, BinarySnapshotValuesComeBackAsText) {
   Change read = Base(Op::kRead, Items());
   read.after = FullRow("1");

@@ -66,6 +66,32 @@ TEST(OffsetTrackerTest, AForgottenPartitionIsNeverCommittedByThisConsumerAgain) 
   EXPECT_EQ(Sorted(t.Commits()), (std::vector<PartitionOffset>{{kA, 2}, {kC, 42}}));
 }
 
+TEST(OffsetTrackerTest, RebalancesDoNotGrowIt) {
+  OffsetTracker t;
+  for (int round = 0; round < 100; ++round) {
+    t.Add(Lsn(round + 1), kA, round);
+    t.Add(Lsn(round + 1), kB, round);
+    t.Forget(kA);
+    t.Forget(kB);
+  }
+  EXPECT_LE(t.slots(), 2u);
+  EXPECT_EQ(t.pending(), 0u);
+}
+
+TEST(OffsetTrackerTest, AFailedCommitIsOfferedAgain) {
+  OffsetTracker t;
+  t.Add(Lsn(1), kA, 0);
+  t.Confirm(Lsn(1));
+  // Committed only once the brokers said so: until then, every Commits() has it.
+  EXPECT_EQ(t.Commits(), (std::vector<PartitionOffset>{{kA, 1}}));
+  EXPECT_EQ(t.Commits(), (std::vector<PartitionOffset>{{kA, 1}}));
+  t.MarkCommitted({{kA, 1}});
+  EXPECT_TRUE(t.Commits().empty());
+  // An answer about a partition given up since changes nothing.
+  t.MarkCommitted({{kC, 9}});
+  EXPECT_TRUE(t.Commits().empty());
+}
+
 TEST(OffsetTrackerTest, RandomInterleavingsCommitExactlyTheConfirmedPrefixOfEachPartition) {
   std::mt19937_64 rng(42);
   for (int round = 0; round < 200; ++round) {

@@ -1,0 +1,21 @@
+#pragma once
+
+// Character tests the JSON reader, the JSON encoding and its inverse share: ASCII only, no
+// locale (std::isdigit depends on it), inline because they run once per byte.
+
+namespace pgflow {
+
+inline bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
+
+// JSON's white space (RFC 8259): space, tab, line feed, carriage return.
+inline bool IsJsonSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// The value of hexadecimal digit `c` (either case); -1 when `c` is not one.
+inline int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace pgflow
