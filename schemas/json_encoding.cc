@@ -62,50 +62,6 @@ void AppendNumber(T value, std::string* out) {
 // ---------------------------------------------------------------------------------------------
 // UTF-8
 
-// Looks at the sequence starting with the non-ASCII byte p[0] (n >= 1 bytes available).
-// Returns its length and sets *valid when it is a well-formed UTF-8 sequence (Unicode table
-// 3-7: no overlong forms, no surrogates, nothing above U+10FFFF). Otherwise sets *valid to
-// false and returns the length of the maximal ill-formed subpart, which is replaced by one
-// U+FFFD (Unicode's recommended practice).
-size_t ScanUtf8(const unsigned char* p, size_t n, bool* valid) {
-  const unsigned char c = p[0];
-  size_t continuation;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    continuation = 1;
-  } else if (c == 0xE0) {
-    continuation = 2;
-    lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    continuation = 2;
-  } else if (c == 0xED) {
-    continuation = 2;
-    hi = 0x9F;
-  } else if (c == 0xF0) {
-    continuation = 3;
-    lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    continuation = 3;
-  } else if (c == 0xF4) {
-    continuation = 3;
-    hi = 0x8F;
-  } else {
-    *valid = false;
-    return 1;
-  }
-  for (size_t i = 1; i <= continuation; ++i) {
-    if (i >= n || p[i] < lo || p[i] > hi) {
-      *valid = false;
-      return i;
-    }
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  *valid = true;
-  return continuation + 1;
-}
-
 // True for the bytes AppendJsonString copies as they are: printable ASCII except '"', '\\'.
 constexpr bool IsPlainJsonByte(unsigned char c) {
   return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
@@ -1558,6 +1514,45 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
       break;
   }
   out->push_back('}');
+}
+
+size_t ScanUtf8(const unsigned char* p, size_t n, bool* valid) {
+  const unsigned char c = p[0];
+  size_t continuation;
+  unsigned char lo = 0x80;
+  unsigned char hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    continuation = 1;
+  } else if (c == 0xE0) {
+    continuation = 2;
+    lo = 0xA0;
+  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+    continuation = 2;
+  } else if (c == 0xED) {
+    continuation = 2;
+    hi = 0x9F;
+  } else if (c == 0xF0) {
+    continuation = 3;
+    lo = 0x90;
+  } else if (c >= 0xF1 && c <= 0xF3) {
+    continuation = 3;
+  } else if (c == 0xF4) {
+    continuation = 3;
+    hi = 0x8F;
+  } else {
+    *valid = false;
+    return 1;
+  }
+  for (size_t i = 1; i <= continuation; ++i) {
+    if (i >= n || p[i] < lo || p[i] > hi) {
+      *valid = false;
+      return i;
+    }
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  *valid = true;
+  return continuation + 1;
 }
 
 }  // namespace pgflow

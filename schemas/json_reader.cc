@@ -10,39 +10,11 @@ namespace pgflow {
 namespace {
 
 // Length of the well-formed UTF-8 sequence starting with the non-ASCII byte p[0] (n bytes
-// available), or 0 when it is not one (Unicode table 3-7).
+// available), or 0 when it is not one.
 size_t Utf8Length(const unsigned char* p, size_t n) {
-  const unsigned char c = p[0];
-  size_t continuation;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    continuation = 1;
-  } else if (c == 0xE0) {
-    continuation = 2;
-    lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    continuation = 2;
-  } else if (c == 0xED) {
-    continuation = 2;
-    hi = 0x9F;
-  } else if (c == 0xF0) {
-    continuation = 3;
-    lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    continuation = 3;
-  } else if (c == 0xF4) {
-    continuation = 3;
-    hi = 0x8F;
-  } else {
-    return 0;
-  }
-  for (size_t i = 1; i <= continuation; ++i) {
-    if (i >= n || p[i] < lo || p[i] > hi) return 0;
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  return continuation + 1;
+  bool valid = false;
+  const size_t length = ScanUtf8(p, n, &valid);
+  return valid ? length : 0;
 }
 
 // Walks one JSON text, checking it as it goes. Containers are tracked on an explicit stack,
