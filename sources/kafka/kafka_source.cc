@@ -496,6 +496,11 @@ void KafkaSource::Rebalance(bool assign, rd_kafka_topic_partition_list_t* partit
                                                Describe(partitions), " of group ", options_->group,
                                                ": ", rd_kafka_err2str(e))));
     }
+    for (int i = 0; i < start->cnt; ++i) {
+      const int64_t offset = start->elems[i].offset;
+      read_order_.Start(TopicPartition{start->elems[i].topic, start->elems[i].partition},
+                        offset >= 0 ? std::optional<int64_t>(offset) : std::nullopt);
+    }
     rd_kafka_topic_partition_list_destroy(start);
     // librdkafka keeps an application's pause of a partition across its revocation and a
     // later assignment: each new partition is set explicitly, paused while the sinks are full
@@ -522,7 +527,10 @@ void KafkaSource::Revoke(rd_kafka_topic_partition_list_t* partitions, bool lost)
     revoked.push_back(TopicPartition{partitions->elems[i].topic, partitions->elems[i].partition});
   }
   // Messages polled from them and not handed on: the next owner reads them.
-  for (const TopicPartition& tp : revoked) DropPolled(tp);
+  for (const TopicPartition& tp : revoked) {
+    DropPolled(tp);
+    read_order_.Forget(tp);
+  }
   if (!closing_ && acks_ != nullptr && emitter_ != nullptr) {
     // What went out of these partitions must be durable before their offsets are committed
     // and another consumer takes over: else its changes and ours could reach a sink in the
@@ -695,8 +703,8 @@ absl::Status KafkaSource::EmitPending(Clock::time_point deadline) {
     // and commit what they confirm meanwhile.
     if (!paused_) PausePartitions();
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_, 0);
-    if (m != nullptr) polled_.push_back(m);  // fetched before the pause took effect
-    if (!fatal_.ok()) return fatal_;         // a rebalance that failed the run
+    if (m != nullptr) Take(m);        // fetched before the pause took effect
+    if (!fatal_.ok()) return fatal_;  // a rebalance that failed the run
     if (Clock::now() - last_commit_ >= options_->commit_interval) Commit(false);
   }
   return absl::OkStatus();
@@ -709,9 +717,73 @@ void KafkaSource::Poll(std::chrono::milliseconds wait) {
     rd_kafka_message_t* m =
         rd_kafka_consumer_poll(consumer_, polled_.empty() ? static_cast<int>(wait.count()) : 0);
     if (m == nullptr) return;
-    polled_.push_back(m);
     bytes += m->len;
+    Take(m);
   }
+}
+
+void KafkaSource::Take(rd_kafka_message_t* m) {
+  if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->rkt == nullptr) {
+    polled_.push_back(m);  // errors are handled in order by Decode
+    return;
+  }
+  const TopicPartition tp = PartitionOf(m);
+  const ReadOrder::Verdict verdict = read_order_.Check(tp, m->offset);
+  if (verdict == ReadOrder::Verdict::kNext) {
+    polled_.push_back(m);
+    return;
+  }
+  if (verdict == ReadOrder::Verdict::kOwnGap) {
+    LogInfo(
+        "kafka source: %s[%d] has no message before offset %d since the last one read (a "
+        "compacted topic, or transaction markers); reading on",
+        tp.topic, tp.partition, m->offset);
+    polled_.push_back(m);
+    return;
+  }
+  const int64_t expected = read_order_.expected(tp);
+  const auto now = Clock::now();
+  const bool log = now - last_order_log_ >= kErrorLogInterval;
+  if (verdict == ReadOrder::Verdict::kRepeat) {
+    // Went out already: handing it on again would set its key back to an older value.
+    ++refetched_;
+    if (log) {
+      last_order_log_ = now;
+      LogWarning(
+          "kafka source: the consumer fetched %s[%d] offset %d again (next expected: %d); "
+          "dropped (%d so far)",
+          tp.topic, tp.partition, m->offset, expected, refetched_);
+    }
+    rd_kafka_message_destroy(m);
+    return;
+  }
+  if (log) {
+    last_order_log_ = now;
+    LogWarning(
+        "kafka source: the consumer skipped %s[%d] from offset %d to %d; reading it "
+        "again from %d",
+        tp.topic, tp.partition, expected, m->offset, expected);
+  }
+  rd_kafka_message_destroy(m);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = expected;
+  if (rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_, list, kRequestTimeoutMs)) {
+    // Reading on would skip those messages: the run ends, the next starts from the committed
+    // offsets.
+    Fail(absl::UnavailableError(absl::StrCat("kafka source: cannot seek ", tp.topic, "[",
+                                             tp.partition, "] back to offset ", expected, ": ",
+                                             rd_kafka_error_string(error))));
+    rd_kafka_error_destroy(error);
+  } else {
+    for (int i = 0; i < list->cnt; ++i) {
+      if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        Fail(absl::UnavailableError(absl::StrCat("kafka source: cannot seek ", tp.topic, "[",
+                                                 tp.partition, "] back to offset ", expected, ": ",
+                                                 rd_kafka_err2str(list->elems[i].err))));
+      }
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
 bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {

@@ -84,6 +84,14 @@
 // which then stay overwritten until those keys change again. A clean stop, or a sink failure,
 // ends the wait early.
 //
+// Offsets read in order. The source checks what librdkafka hands it against each partition's
+// next offset (the committed one at assignment, then the last message's plus one): a message
+// below it (fetched again, as librdkafka 2.0 can do around pause, resume and seek) is dropped,
+// since it went out already and handing it on again would set its key back to an older
+// value; a message above it (messages missing in between) is dropped and the partition
+// sought back to the missing offset. If the same gap shows again after that seek, it is the
+// topic's own (a compacted topic, transaction markers) and reading goes on. Either is logged.
+//
 // Memory stays bounded: when the engine's queues are full the source pauses every assigned
 // partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps
 // serving the group (heartbeats, rebalances) until there is room.
@@ -114,6 +122,7 @@
 #include "engine/source.h"
 #include "sources/kafka/kafka_message.h"
 #include "sources/kafka/offset_tracker.h"
+#include "sources/kafka/read_order.h"
 #include "sources/kafka/shape_gate.h"
 
 struct rd_kafka_s;
@@ -182,6 +191,9 @@ class KafkaSource : public Source {
 
   // Polls up to a batch of messages into polled_ (waiting up to `wait` for the first).
   void Poll(std::chrono::milliseconds wait);
+  // Takes `m`, just polled, into polled_ if it is its partition's next message (see "Offsets
+  // read in order" above); otherwise destroys it, and after a gap seeks the partition back.
+  void Take(rd_kafka_message_s* m);
   // Turns polled_ into pending_ (one transaction) and records their offsets.
   absl::Status Decode();
   // Hands pending_ on; while the engine's queues are full, pauses the partitions and serves
@@ -233,6 +245,9 @@ class KafkaSource : public Source {
     bool released = false;  // may go on (its DDL came, or ddl_wait passed)
   };
   absl::flat_hash_map<TopicPartition, Held> held_;
+  ReadOrder read_order_;  // each assigned partition's next offset (see "Offsets read in order")
+  std::chrono::steady_clock::time_point last_order_log_{};
+  uint64_t refetched_ = 0;                          // messages dropped because they came again
   absl::flat_hash_set<std::string> keyless_noted_;  // tables whose rows were skipped, logged
   uint64_t messages_ = 0;
   uint64_t skipped_ = 0;

@@ -9,6 +9,10 @@
 
 #include <cstdio>
 #include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -279,6 +283,61 @@ class KafkaRoundTrip {
     }
     accounts_list_ += ", extra";
   }
+  // For a failure message: the accounts keys that differ between source and target (at most
+  // 10), each with what the accounts topic holds for it (partition, offset, operation), so that
+  // a loss can be placed: capture, Kafka, or delivery.
+  std::string ExplainAccounts() {
+    auto rows = [](const std::string& url) {
+      std::map<std::string, std::string> out;
+      for (const auto& r : Sql(url).Query("SELECT id::text, md5(accounts::text) FROM accounts")) {
+        out[r[0]] = r[1];
+      }
+      return out;
+    };
+    const std::map<std::string, std::string> src = rows(source_url()), dst = rows(target_url());
+    std::vector<std::pair<std::string, std::string>> keys;  // key, how it differs
+    for (const auto& [id, hash] : src) {
+      auto it = dst.find(id);
+      if (it == dst.end() || it->second != hash) {
+        keys.emplace_back(id, it == dst.end() ? "missing from the target" : "differs");
+      }
+    }
+    for (const auto& [id, hash] : dst) {
+      if (!src.contains(id)) keys.emplace_back(id, "only in the target");
+    }
+    std::string topic;
+    FILE* kcat = popen(("kcat -q -C -e -b '" + kafka_.bootstrap() + "' -t " +
+                        this->topic("accounts") + " -f '%p %o %k %s\\n' 2>&1")
+                           .c_str(),
+                       "r");
+    std::vector<std::string> lines;
+    if (kcat != nullptr) {
+      char buf[1 << 16];
+      std::string line;
+      while (std::fgets(buf, sizeof(buf), kcat) != nullptr) {
+        line += buf;
+        if (line.empty() || line.back() != '\n') continue;
+        lines.push_back(std::move(line));
+        line.clear();
+      }
+      pclose(kcat);
+    }
+    std::string out = absl::StrCat(keys.size(), " accounts keys differ");
+    if (keys.size() > 10) keys.resize(10);
+    for (const auto& [id, how] : keys) {
+      absl::StrAppend(&out, "\n  id ", id, ": ", how, "; in Kafka:");
+      const std::string key = "{\"id\":" + id + "}";
+      for (const std::string& l : lines) {
+        std::vector<std::string> f = absl::StrSplit(l, absl::MaxSplits(' ', 3));
+        if (f.size() < 4 || f[2] != key) continue;
+        const size_t op = f[3].find("\"op\":\"");
+        absl::StrAppend(&out, " [", f[0], "]@", f[1], " ",
+                        op == std::string::npos ? "?" : f[3].substr(op + 6, 1));
+      }
+    }
+    return out;
+  }
+
   // Rows in one side and not the other, both ways, as the check database sees them.
   void ExpectIdentical(bool with_ledger = true) {
     Sql check(check_url());
@@ -496,7 +555,7 @@ TEST(KafkaSourceTest, KillNineMidStreamThenRestartLeavesTheTargetIdentical) {
     for (int p = 0; p < 3; ++p) EXPECT_LE(o.committed[p], o.high[p]);
     delivery = t.StartDelivery();
   }
-  ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
+  ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log()) << "\n" << t.ExplainAccounts();
   t.ExpectIdentical();
   delivery->Signal(SIGTERM);
   EXPECT_EQ(delivery->Wait(std::chrono::seconds(60)), 0) << ReadFile(t.delivery_log());
