@@ -18,6 +18,11 @@ source bench/common.sh   # the source server, database bench
 TPORT=$(scripts/pgtmp.sh start "$work/target")
 trap 'scripts/pgtmp.sh stop "$work/target"; scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
 tpsql() { psql -p "$TPORT" "$@"; }
+# Autovacuum would wake at a random moment of some phase (the backlog leaves dead rows on both
+# servers) and charge its CPU to whichever side it lands in: off, for every contender alike.
+for port in "$PGPORT" "$TPORT"; do
+  psql -q -p "$port" -d postgres -c "ALTER SYSTEM SET autovacuum = off" -c "SELECT pg_reload_conf()" >/dev/null
+done
 
 TABLE="CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
   updated_at timestamptz, tags text[], attrs jsonb); CREATE INDEX items_qty ON items (qty);"

@@ -1081,6 +1081,7 @@ absl::Status PostgresSink::Write(const Event& event) {
   // Bounds on a group of source transactions in one target transaction.
   constexpr uint64_t kGroupTransactions = 5000;
   constexpr uint64_t kGroupChanges = 50000;
+  constexpr size_t kSendAheadRows = 8192;
   if (Lsn p = event.AckPosition(); p.IsValid()) written_ = p;
   switch (event.kind) {
     case EventKind::kBegin:
@@ -1141,6 +1142,12 @@ absl::Status PostgresSink::Write(const Event& event) {
       if (commit_soon_ || group_txns_ >= kGroupTransactions || group_changes_ >= kGroupChanges) {
         return CommitTransaction();
       }
+      // A large group goes out while it grows, between two source transactions (so outside
+      // any savepoint): the target applies what is folded so far while the next transactions
+      // are folded, rather than idle until the commit. Folding spans each part only.
+      size_t staged_rows = 0;
+      for (const Staged& t : group_net_) staged_rows += t.changes.size();
+      if (staged_rows >= kSendAheadRows) return SendNet(group_net_);
       return absl::OkStatus();
     }
     case EventKind::kRollback:

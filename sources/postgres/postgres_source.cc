@@ -1,6 +1,7 @@
 #include "sources/postgres/postgres_source.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -106,6 +107,8 @@ class PostgresSource::StreamState {
   absl::Status EmitBatch();
   absl::Status SendStatus(bool force);
   void MaybeHeartbeat();
+  // Waits for more of the stream (at most `timeout_ms`) and reads what came. See "Catching up".
+  absl::Status WaitAndRead(PGconn* conn, int timeout_ms);
 
   PostgresSource* source_;
   Emitter& emitter_;
@@ -133,6 +136,16 @@ class PostgresSource::StreamState {
   // End of the last transaction (or keepalive position) handed on: after a reconnect, whatever
   // ends at or before it is skipped, since the sinks already have it.
   Lsn handed_on_;
+
+  // Catching up: while the stream comes faster than kCatchUpBytes in kCatchUpWindow, the
+  // socket wakes the reader only once kCatchUpLowat bytes wait (SO_RCVLOWAT), at most
+  // kCatchUpWaitMs after the last read. Every change is otherwise a wake-up of this thread,
+  // and on loopback a wake-up the WAL sender pays in its send(): a backlog then costs the
+  // source server more CPU in system calls than in decoding. A wait that times out means the
+  // stream slowed down: back to waking at every byte, so a quiet stream loses no latency.
+  bool catching_up_ = false;
+  size_t window_bytes_ = 0;
+  Clock::time_point window_start_ = Clock::now();
 
   Clock::time_point last_status_{};
   Lsn last_status_lsn_;
@@ -208,10 +221,13 @@ void PostgresSource::StreamState::CutTransaction() {
 absl::Status PostgresSource::StreamState::RunConnected() {
   PGconn* conn = source_->replication_.get();
   const auto status_interval = source_->source_.status_interval;
+  catching_up_ = false;  // a new connection's socket wakes at every byte
+  window_bytes_ = 0;
   while (!stop_.requested()) {
     char* buf = nullptr;
     int n = PQgetCopyData(conn, &buf, /*async=*/1);
     if (n > 0) {
+      window_bytes_ += static_cast<size_t>(n);
       absl::Status s = HandleFrame(std::string_view(buf, static_cast<size_t>(n)));
       PQfreemem(buf);
       if (!s.ok()) return s;
@@ -230,9 +246,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       if (absl::Status e = SendStatus(false); !e.ok()) return e;
       MaybeHeartbeat();
       TendBackfills();
-      pollfd pfd = {PQsocket(conn), POLLIN, 0};
-      ::poll(&pfd, 1, 100);
-      if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "reading the stream");
+      if (absl::Status s = WaitAndRead(conn, 100); !s.ok()) return s;
       continue;
     }
     if (n == -2) return ResultError(conn, nullptr, "reading the stream");
@@ -244,6 +258,32 @@ absl::Status PostgresSource::StreamState::RunConnected() {
     }
     return ResultError(conn, res.get(), "the server ended the replication stream");
   }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::StreamState::WaitAndRead(PGconn* conn, int timeout_ms) {
+  constexpr size_t kCatchUpBytes = 512 << 10;
+  constexpr auto kCatchUpWindow = std::chrono::milliseconds(50);
+  constexpr int kCatchUpLowat = 64 << 10;
+  constexpr int kCatchUpWaitMs = 5;
+  const int fd = PQsocket(conn);
+  const auto now = Clock::now();
+  if (now - window_start_ >= kCatchUpWindow) {
+    const bool busy = window_bytes_ >= kCatchUpBytes;
+    if (busy != catching_up_) {
+      const int lowat = busy ? kCatchUpLowat : 1;
+      // Best effort: without it every change wakes the reader, as before.
+      if (::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0) {
+        catching_up_ = busy;
+      }
+    }
+    window_bytes_ = 0;
+    window_start_ = now;
+  }
+  pollfd pfd = {fd, POLLIN, 0};
+  ::poll(&pfd, 1, catching_up_ ? kCatchUpWaitMs : timeout_ms);
+  // A non-blocking read takes whatever is there, below the low-water mark too.
+  if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "reading the stream");
   return absl::OkStatus();
 }
 

@@ -146,6 +146,37 @@ TEST(PostgresSinkEventsTest, ACutTransactionTakesNothingOfItsOwnAlongWithTheGrou
   EXPECT_EQ(Rows(d.url(), "acc"), "1|10|\n");
 }
 
+TEST(PostgresSinkEventsTest, ALargeGroupSentAheadKeepsOrderAndACutTransactionStaysOut) {
+  // Enough complete transactions that the group goes out before its commit, in parts: a key
+  // changed in two parts ends with its last value, a key deleted in a later part stays
+  // deleted, and a transaction cut off after a part went out takes none of it along.
+  Driver d("send_ahead");
+  Sql(d.url()).Exec("CREATE TABLE acc (id int PRIMARY KEY, v int)");
+  auto acc = Table(1, "acc", 'd', {Col("id", oid::kInt4, true), Col("v", oid::kInt4, false)});
+  for (int t = 0; t < 40; ++t) {
+    d.Begin();
+    for (int i = 0; i < 500; ++i) d.Change(Op::kInsert, acc, {Int(t * 500 + i), Int(t)});
+    // Rows of earlier transactions (of earlier parts, once some went out) change again.
+    if (t > 0) {
+      d.Change(Op::kUpdate, acc, {Int((t - 1) * 500), Int(-t)});
+      d.Change(Op::kDelete, acc, {}, {Int((t - 1) * 500 + 1), NullInt()}, BeforeKind::kKey);
+    }
+    d.Commit();
+  }
+  d.Begin();
+  d.Change(Op::kUpdate, acc, {Int(0), Int(12345)});
+  d.Change(Op::kInsert, acc, {Int(999999), Int(1)});
+  d.Rollback();
+  d.Flush();
+  Sql target(d.url());
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM acc"), std::to_string(40 * 500 - 39));
+  EXPECT_EQ(target.Scalar("SELECT v FROM acc WHERE id = 0"), "-1");
+  EXPECT_EQ(target.Scalar("SELECT string_agg(v::text, ',' ORDER BY id) FROM acc WHERE id IN "
+                          "(19000, 19500)"),
+            "-39,39");
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM acc WHERE id IN (1, 9501, 19001, 999999)"), "0");
+}
+
 TEST(PostgresSinkEventsTest, ARowDeletedAndInsertedAgainIsReplacedWhole) {
   Driver d("replaced");
   Sql(d.url()).Exec(
