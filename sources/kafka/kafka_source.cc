@@ -735,8 +735,9 @@ void KafkaSource::Take(rd_kafka_message_t* m) {
   }
   if (verdict == ReadOrder::Verdict::kOwnGap) {
     LogInfo(
-        "kafka source: %s[%d] has no message before offset %d since the last one read (a "
-        "compacted topic, or transaction markers); reading on",
+        "kafka source: %s[%d] has no message before offset %d since the last one read, also "
+        "when read again: it has gaps of its own (a compacted topic, transaction markers), "
+        "which are taken as they come from now on",
         tp.topic, tp.partition, m->offset);
     polled_.push_back(m);
     return;

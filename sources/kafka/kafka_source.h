@@ -90,7 +90,8 @@
 // since it went out already and handing it on again would set its key back to an older
 // value; a message above it (messages missing in between) is dropped and the partition
 // sought back to the missing offset. If the same gap shows again after that seek, it is the
-// topic's own (a compacted topic, transaction markers) and reading goes on. Either is logged.
+// topic's own (a compacted topic, transaction markers) and reading goes on, taking the
+// partition's later gaps as they come (a compacted topic has many). Either is logged.
 //
 // Memory stays bounded: when the engine's queues are full the source pauses every assigned
 // partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps

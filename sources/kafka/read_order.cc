@@ -5,14 +5,15 @@
 namespace pgflow {
 
 void ReadOrder::Start(const TopicPartition& partition, std::optional<int64_t> offset) {
-  partitions_[partition] = State{offset, std::nullopt};
+  partitions_[partition] = State{offset, std::nullopt, false};
 }
 
 void ReadOrder::Forget(const TopicPartition& partition) { partitions_.erase(partition); }
 
 ReadOrder::Verdict ReadOrder::Check(const TopicPartition& partition, int64_t offset) {
   State& state = partitions_[partition];
-  if (!state.next.has_value() || offset == *state.next) {
+  if (!state.next.has_value() || offset == *state.next ||
+      (state.own_gaps && offset > *state.next)) {
     state.next = offset + 1;
     state.gap.reset();
     return Verdict::kNext;
@@ -22,6 +23,7 @@ ReadOrder::Verdict ReadOrder::Check(const TopicPartition& partition, int64_t off
   if (state.gap == gap) {
     state.next = offset + 1;
     state.gap.reset();
+    state.own_gaps = true;
     return Verdict::kOwnGap;
   }
   state.gap = gap;

@@ -20,7 +20,10 @@ class ReadOrder {
     kNext,    // the partition's next message: hand it on
     kRepeat,  // below the next offset: it went out already; drop it
     kGap,     // above the next offset: drop it and read the partition again from expected()
-    kOwnGap,  // the gap that kGap reported, seen again after reading again: the topic's own
+    // The gap that kGap reported, seen again after reading again: the topic's own. From then
+    // on the partition's gaps are taken as they come (kNext): it has gaps of its own (a
+    // compacted topic), and reading each one again would cost a fetch per gap.
+    kOwnGap,
   };
 
   // `partition` was assigned, starting at `offset` (nullopt: a logical offset, so its first
@@ -38,6 +41,7 @@ class ReadOrder {
     std::optional<int64_t> next;
     // The last gap reported (kGap): from the offset expected to the one that came instead.
     std::optional<std::pair<int64_t, int64_t>> gap;
+    bool own_gaps = false;  // a gap of its own was seen
   };
   absl::flat_hash_map<TopicPartition, State> partitions_;
 };

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -223,6 +224,14 @@ absl::Status PostgresSource::StreamState::RunConnected() {
   const auto status_interval = source_->source_.status_interval;
   catching_up_ = false;  // a new connection's socket wakes at every byte
   window_bytes_ = 0;
+  // Whatever ends the stream, the socket wakes at every byte again: the end of the COPY and
+  // the server's last replies are a few bytes, which a blocking libpq call waits for.
+  absl::Cleanup wake_at_every_byte = [&] {
+    if (!catching_up_) return;
+    const int lowat = 1;
+    ::setsockopt(PQsocket(conn), SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+    catching_up_ = false;
+  };
   while (!stop_.requested()) {
     char* buf = nullptr;
     int n = PQgetCopyData(conn, &buf, /*async=*/1);

@@ -51,8 +51,15 @@ TEST(ReadOrderTest, TheSameGapAfterReadingAgainIsTheTopicsOwn) {
   EXPECT_EQ(order.Check(kP, 9), ReadOrder::Verdict::kGap);
   EXPECT_EQ(order.Check(kP, 9), ReadOrder::Verdict::kOwnGap);
   EXPECT_EQ(order.Check(kP, 10), ReadOrder::Verdict::kNext);
-  // A later gap is checked afresh.
-  EXPECT_EQ(order.Check(kP, 12), ReadOrder::Verdict::kGap);
+  // The partition has gaps of its own (compaction): later ones are taken as they come, but
+  // repeats are still dropped.
+  EXPECT_EQ(order.Check(kP, 12), ReadOrder::Verdict::kNext);
+  EXPECT_EQ(order.Check(kP, 12), ReadOrder::Verdict::kRepeat);
+  EXPECT_EQ(order.Check(kQ, 0), ReadOrder::Verdict::kNext);
+  EXPECT_EQ(order.Check(kQ, 2), ReadOrder::Verdict::kGap);  // another partition: checked
+  // A new assignment checks afresh.
+  order.Start(kP, 20);
+  EXPECT_EQ(order.Check(kP, 22), ReadOrder::Verdict::kGap);
 }
 
 TEST(ReadOrderTest, PartitionsAreApartAndAReassignmentStartsAfresh) {
