@@ -363,7 +363,10 @@ class KvServer::Impl {
   }
 
   absl::Status Start() {
-    const int threads = std::max(1, options_.threads);
+    const int threads =
+        options_.threads > 0
+            ? options_.threads
+            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
     for (int i = 0; i < threads; ++i) {
       contexts_.push_back(std::make_unique<asio::io_context>(1));
       turns_.push_back(std::make_unique<Turn>(contexts_.back().get()));
@@ -397,9 +400,28 @@ class KvServer::Impl {
     service_->store().SetCommitListener(
         [this](const std::vector<KeyEvent>& events) { Publish(events); });
     for (auto& context : contexts_) {
-      threads_.emplace_back([c = context.get()] { c->run(); });
+      threads_.emplace_back([c = context.get(), spin = options_.spin_us] { Run(*c, spin); });
     }
     return absl::OkStatus();
+  }
+
+  // Runs `context` until stopped. After each turn that found work it keeps polling for
+  // `spin_us` before it blocks: under load the next request is usually there by then.
+  static void Run(asio::io_context& context, int spin_us) {
+    if (spin_us <= 0) {
+      context.run();
+      return;
+    }
+    const auto spin = std::chrono::microseconds(spin_us);
+    while (!context.stopped()) {
+      if (context.poll() > 0) continue;
+      bool found = false;
+      for (const auto until = std::chrono::steady_clock::now() + spin;
+           !found && std::chrono::steady_clock::now() < until && !context.stopped();) {
+        found = context.poll() > 0;
+      }
+      if (!found) context.run_one();
+    }
   }
 
   void Stop() {

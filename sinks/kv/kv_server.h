@@ -1,8 +1,9 @@
 #pragma once
 
 // The kv cache's network listeners: Redis, memcached and HTTP, on Boost.Asio with C++20
-// coroutines. A fixed number of threads, each running its own io_context; the acceptors run
-// on the first and deal connections to the threads in turn; one coroutine per connection.
+// coroutines. A fixed number of threads, each running its own io_context (polling it for
+// spin_us before sleeping); the acceptors run on the first and deal connections to the threads
+// in turn; one coroutine per connection.
 // A connection answers every complete request it read at once, and its replies go out with
 // the other connections' at the end of the thread's turn, one send each (as redis-server
 // writes before it sleeps); one read per request (drained_read.h).
@@ -24,7 +25,11 @@ struct KvListenOptions {
   std::string redis;      // "host:port"; empty: no listener
   std::string memcached;  // "host:port"; empty: no listener
   std::string http;       // "host:port"; empty: no listener
-  int threads = 2;
+  int threads = 0;        // network threads; 0: half the machine's cores, at least one
+  // How long a network thread keeps polling for the next request before it sleeps. A thread
+  // woken for every request costs a context switch each (dear on a virtual machine); one
+  // that polls briefly after answering serves the next at once. 0: sleep at once.
+  int spin_us = 50;
   size_t max_connections = 10000;
 };
 

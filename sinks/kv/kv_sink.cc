@@ -173,7 +173,7 @@ struct KvCache {
 
 namespace {
 
-constexpr std::array<OptionSpec, 14> kOptions = {{
+constexpr std::array<OptionSpec, 15> kOptions = {{
     {"redis", "string", false, "", "host:port of the Redis listener (RESP2 and RESP3)"},
     {"memcached", "string", false, "", "host:port of the memcached listener (text protocol)"},
     {"http", "string", false, "", "host:port of the HTTP listener"},
@@ -183,7 +183,10 @@ constexpr std::array<OptionSpec, 14> kOptions = {{
      "per table (\"schema.table\"), the columns to keep; key columns are always kept"},
     {"max_memory", "bytes", false, "1GiB",
      "memory the rows may take; past it the pipeline stops rather than serve a partial table"},
-    {"threads", "int", false, "2", "network threads"},
+    {"threads", "int", false, "half the cores", "network threads (at least one)"},
+    {"spin_us", "int", false, "50",
+     "microseconds a network thread keeps polling for the next request before it sleeps; 0: "
+     "sleep at once"},
     {"max_connections", "int", false, "10000", "client connections across the listeners"},
     {"max_request_bytes", "bytes", false, "1MiB", "largest request a client may send"},
     {"max_output_bytes", "bytes", false, "64MiB",
@@ -265,6 +268,11 @@ class KvSinkFactory : public SinkFactory {
       absl::StatusOr<int64_t> n = v->AsInt(1, 64);
       if (!n.ok()) return n.status();
       options->listen.threads = static_cast<int>(*n);
+    }
+    if (auto v = node.Get("spin_us")) {
+      absl::StatusOr<int64_t> n = v->AsInt(0, 10000);
+      if (!n.ok()) return n.status();
+      options->listen.spin_us = static_cast<int>(*n);
     }
     if (auto v = node.Get("max_connections")) {
       absl::StatusOr<int64_t> n = v->AsInt(1, 1000000);
