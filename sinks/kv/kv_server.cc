@@ -128,10 +128,10 @@ class KvServer::Impl {
     // Reads what the socket holds, waiting for it to become readable first unless the last read
     // filled the buffer. asio's async_read_some tries a read at once, which for a request and
     // reply protocol nearly always fails (the client sends its next request only after reading
-    // our reply): two recvfrom per request where redis-server makes one. A wait costs none,
-    // and no data is missed: the wait is registered before this thread returns to the reactor,
-    // which sees the edge of any data that came after the last read. Throws at end of file or
-    // on an error, as async_read_some does.
+    // our reply): two recvfrom per request where redis-server makes one. A wait costs no
+    // read, but asio re-arms the socket for it (one epoll_ctl per wait); no data is missed: the
+    // wait is registered before this thread returns to the reactor, which sees the edge of any data
+    // that came after the last read. Throws at end of file or on an error, as async_read_some does.
     Task<size_t> ReadSome(asio::mutable_buffer buffer) {
       while (true) {
         if (exhausted_) co_await socket_.async_wait(tcp::socket::wait_read, kUseTask);
