@@ -175,6 +175,26 @@ TEST(PostgresSinkEventsTest, ALargeGroupSentAheadKeepsOrderAndACutTransactionSta
                           "(19000, 19500)"),
             "-39,39");
   EXPECT_EQ(target.Scalar("SELECT count(*) FROM acc WHERE id IN (1, 9501, 19001, 999999)"), "0");
+
+  // After parts went out ahead, a transaction too large to hold back (its parts go out under
+  // its savepoint) is cut off: the group before it stays, nothing of it does.
+  for (int t = 40; t < 60; ++t) {
+    d.Begin();
+    for (int i = 0; i < 500; ++i) d.Change(Op::kInsert, acc, {Int(t * 500 + i), Int(t)});
+    d.Commit();
+  }
+  d.Begin();
+  for (int i = 0; i < 45000; ++i) d.Change(Op::kInsert, acc, {Int(100000 + i), Int(-1)});
+  d.Change(Op::kUpdate, acc, {Int(0), Int(777)});
+  d.Rollback();
+  d.Begin();
+  d.Change(Op::kUpdate, acc, {Int(29999), Int(888)});
+  d.Commit();
+  d.Flush();
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM acc"), std::to_string(60 * 500 - 39));
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM acc WHERE id >= 100000"), "0");
+  EXPECT_EQ(target.Scalar("SELECT v FROM acc WHERE id = 0"), "-1");
+  EXPECT_EQ(target.Scalar("SELECT v FROM acc WHERE id = 29999"), "888");
 }
 
 TEST(PostgresSinkEventsTest, ARowDeletedAndInsertedAgainIsReplacedWhole) {
