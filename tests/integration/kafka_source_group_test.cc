@@ -171,53 +171,6 @@ class RunningSource {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// Another member of the group: a plain consumer that reads and commits nothing.
-class OtherMember {
- public:
-  OtherMember(const std::string& bootstrap, const std::string& group, const std::string& topic) {
-    char errstr[256];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    for (const auto& [k, v] :
-         std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap},
-                                                          {"group.id", group},
-                                                          {"enable.auto.commit", "false"},
-                                                          {"session.timeout.ms", "6000"},
-                                                          {"heartbeat.interval.ms", "500"},
-                                                          {"log_level", "0"}}) {
-      rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr));
-    }
-    rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    rd_kafka_poll_set_consumer(rk_);
-    rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
-    rd_kafka_subscribe(rk_, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-  }
-  ~OtherMember() {
-    rd_kafka_consumer_close(rk_);
-    rd_kafka_destroy(rk_);
-  }
-  // Polls until the group gave this member a partition.
-  bool WaitForAssignment(milliseconds timeout) {
-    return WaitFor(
-        [&] {
-          if (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 20)) rd_kafka_message_destroy(m);
-          rd_kafka_topic_partition_list_t* assigned = nullptr;
-          rd_kafka_assignment(rk_, &assigned);
-          const bool ready = assigned != nullptr && assigned->cnt > 0;
-          if (assigned != nullptr) rd_kafka_topic_partition_list_destroy(assigned);
-          return ready;
-        },
-        timeout);
-  }
-  void Poll() {
-    if (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 20)) rd_kafka_message_destroy(m);
-  }
-
- private:
-  rd_kafka_t* rk_;
-};
-
 // The group's committed offset of `partition` of `topic` (-1001: none).
 int64_t Committed(const std::string& bootstrap, const std::string& group, const std::string& topic,
                   int partition) {
@@ -269,7 +222,7 @@ TEST(KafkaSourceGroupTest, APartitionHeldForItsDdlIsReadAgainAfterARebalance) {
   // A column no DDL event announced: each partition is paused, its row held (up to ddl_wait),
   // when the group rebalances and takes the partitions away, then gives one back.
   for (int p = 0; p < 2; ++p) writer.Insert(topic, p, Items(/*extra=*/true), 20 + p, 200);
-  OtherMember other(kafka.bootstrap(), "held", topic);
+  GroupMember other(kafka.bootstrap(), "held", topic);
   ASSERT_TRUE(other.WaitForAssignment(seconds(60)));
   // The partition this process kept is read again: its held row goes on once ddl_wait ran out.
   EXPECT_TRUE(WaitFor(
@@ -293,7 +246,7 @@ TEST(KafkaSourceGroupTest, ARebalanceThatCannotWaitForTheSinksRestartsTheRun) {
   RunningSource source(options, /*auto_ack=*/false);  // the sinks never confirm
   for (int p = 0; p < 2; ++p) writer.Insert(topic, p, Items(), 10 + p, 100);
   ASSERT_TRUE(WaitFor([&] { return source.emitter().rows().size() == 2; }, seconds(60)));
-  OtherMember other(kafka.bootstrap(), "slow", topic);
+  GroupMember other(kafka.bootstrap(), "slow", topic);
   absl::Status status;
   EXPECT_TRUE(WaitFor(
       [&] {

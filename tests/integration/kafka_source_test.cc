@@ -144,42 +144,6 @@ Offsets GroupOffsets(const std::string& bootstrap, const std::string& group,
   return out;
 }
 
-// Commits `offset` for partition `partition` of `topic` in `group`, as a member of the group
-// (the mock cluster takes commits from members only); no other member may be active.
-void CommitOffset(const std::string& bootstrap, const std::string& group, const std::string& topic,
-                  int partition, int64_t offset) {
-  char errstr[256];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "heartbeat.interval.ms", "500", errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
-  rd_kafka_subscribe(rk, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        if (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 10)) rd_kafka_message_destroy(m);
-        rd_kafka_topic_partition_list_t* assigned = nullptr;
-        rd_kafka_assignment(rk, &assigned);
-        const bool ready = assigned != nullptr && assigned->cnt > 0;
-        if (assigned != nullptr) rd_kafka_topic_partition_list_destroy(assigned);
-        return ready;
-      },
-      std::chrono::seconds(60)));
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = offset;
-  EXPECT_EQ(rd_kafka_commit(rk, list, 0), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-}
-
 // One test's world: database `name` on both servers, the capture pipeline into the mock
 // cluster and the delivery pipeline out of it.
 class KafkaRoundTrip {
@@ -622,7 +586,13 @@ TEST(KafkaSourceTest, AMalformedMessageStopsThePipelineNamingItsPlaceOrIsSkipped
   // A group whose next message is no longer on the topic (retention deleted it first) stops
   // rather than skip to what is there: its sinks would miss those changes.
   const int64_t end = GroupOffsets(kafka.bootstrap(), t.group(), t.topic("ledger"), 1).high[0];
-  CommitOffset(kafka.bootstrap(), t.group(), t.topic("ledger"), 0, end + 1000);
+  {
+    // As a member of the group (the mock cluster takes commits from members only), while no
+    // other member is active.
+    GroupMember member(kafka.bootstrap(), t.group(), t.topic("ledger"));
+    ASSERT_TRUE(member.WaitForAssignment(std::chrono::seconds(60)));
+    member.Commit(0, end + 1000);
+  }
   delivery = std::make_unique<PgflowProcess>(
       std::vector<std::string>{"run", t.delivery_yaml(), "--progress", "1"}, t.delivery_log());
   EXPECT_EQ(delivery->Wait(std::chrono::seconds(120)), 1) << ReadFile(t.delivery_log());

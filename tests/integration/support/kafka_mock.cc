@@ -5,9 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
 
@@ -59,6 +64,57 @@ std::string MockKafka::ReadLine() {
   std::string line(buf);
   while (!line.empty() && line.back() == '\n') line.pop_back();
   return line;
+}
+
+GroupMember::GroupMember(const std::string& bootstrap, const std::string& group,
+                         const std::string& topic)
+    : topic_(topic) {
+  char errstr[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  for (const auto& [k, v] :
+       std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap},
+                                                        {"group.id", group},
+                                                        {"enable.auto.commit", "false"},
+                                                        {"session.timeout.ms", "6000"},
+                                                        {"heartbeat.interval.ms", "500"},
+                                                        {"log_level", "0"}}) {
+    rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr));
+  }
+  rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  rd_kafka_poll_set_consumer(rk_);
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk_, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+}
+
+GroupMember::~GroupMember() {
+  rd_kafka_consumer_close(rk_);
+  rd_kafka_destroy(rk_);
+}
+
+bool GroupMember::WaitForAssignment(std::chrono::milliseconds timeout) {
+  return WaitFor(
+      [&] {
+        Poll();
+        rd_kafka_topic_partition_list_t* assigned = nullptr;
+        rd_kafka_assignment(rk_, &assigned);
+        const bool ready = assigned != nullptr && assigned->cnt > 0;
+        if (assigned != nullptr) rd_kafka_topic_partition_list_destroy(assigned);
+        return ready;
+      },
+      timeout);
+}
+
+void GroupMember::Poll() {
+  if (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 20)) rd_kafka_message_destroy(m);
+}
+
+void GroupMember::Commit(int partition, int64_t offset) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic_.c_str(), partition)->offset = offset;
+  EXPECT_EQ(rd_kafka_commit(rk_, list, 0), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
 }  // namespace pgflow::testing

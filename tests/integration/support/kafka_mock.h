@@ -5,8 +5,12 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <string>
+
+struct rd_kafka_s;
 
 namespace pgflow::testing {
 
@@ -31,6 +35,27 @@ class MockKafka {
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
   std::string bootstrap_;
+};
+
+// A plain member of a consumer group, subscribed to `topic`: it reads and commits nothing of
+// its own accord. (librdkafka's mock cluster takes offset commits from members only.)
+class GroupMember {
+ public:
+  GroupMember(const std::string& bootstrap, const std::string& group, const std::string& topic);
+  ~GroupMember();  // leaves the group
+  GroupMember(const GroupMember&) = delete;
+  GroupMember& operator=(const GroupMember&) = delete;
+
+  // Polls until the group gave this member a partition.
+  bool WaitForAssignment(std::chrono::milliseconds timeout);
+  // Serves the group once (heartbeats, rebalances); messages are dropped.
+  void Poll();
+  // Commits `offset` for `partition` of the topic; fails the test unless the brokers took it.
+  void Commit(int partition, int64_t offset);
+
+ private:
+  rd_kafka_s* rk_;
+  std::string topic_;
 };
 
 }  // namespace pgflow::testing
