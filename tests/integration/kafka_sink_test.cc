@@ -282,7 +282,9 @@ TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
     EXPECT_TRUE(m.value["ts_ms"].is_number());
     EXPECT_TRUE(source["ts_ms"].is_number());
     EXPECT_EQ(source["snapshot"], m.value["op"] == "r" ? "true" : "false");
-    if (m.value["op"] != "r") EXPECT_GT(source["txId"].get<int64_t>(), 0);
+    if (m.value["op"] != "r") {
+      EXPECT_GT(source["txId"].get<int64_t>(), 0);
+    }
   }
   EXPECT_EQ(ops["r"], 200);
   EXPECT_EQ(ops["c"], 300 + 1);
@@ -337,7 +339,9 @@ TEST(KafkaSinkTest, KillNineThenRestartLosesNothingAndDuplicatesOnlyAfterTheAckn
   }
   EXPECT_EQ(static_cast<int64_t>(inserted.size()), committed);
   // Duplicates, if any, are of transactions after what was acknowledged when pgflow died.
-  if (duplicates > 0) EXPECT_GE(min_dup, ParseLsn(acknowledged));
+  if (duplicates > 0) {
+    EXPECT_GE(min_dup, ParseLsn(acknowledged));
+  }
   std::printf("kill -9: %zu messages, %d duplicates (acknowledged %s at the kill)\n",
               messages.size(), duplicates, acknowledged.c_str());
 

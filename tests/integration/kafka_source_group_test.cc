@@ -171,24 +171,11 @@ class RunningSource {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// The group's committed offset of `partition` of `topic` (-1001: none).
+// The group's committed offset of `partition` of `topic` (-1001: none; -2: no answer).
 int64_t Committed(const std::string& bootstrap, const std::string& group, const std::string& topic,
                   int partition) {
-  char errstr[256];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
-  int64_t offset = -2;
-  if (rd_kafka_committed(rk, list, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    offset = list->elems[0].offset;
-  }
-  rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_destroy(rk);
-  return offset;
+  std::optional<GroupOffsets> offsets = QueryGroupOffsets(bootstrap, group, topic, partition + 1);
+  return offsets ? offsets->committed[partition] : -2;
 }
 
 std::shared_ptr<KafkaSourceOptions> Options(const MockKafka& kafka, const std::string& group,

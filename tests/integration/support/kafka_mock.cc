@@ -110,6 +110,33 @@ void GroupMember::Poll() {
   if (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 20)) rd_kafka_message_destroy(m);
 }
 
+std::optional<GroupOffsets> QueryGroupOffsets(const std::string& bootstrap,
+                                              const std::string& group, const std::string& topic,
+                                              int partitions) {
+  char errstr[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+  GroupOffsets out;
+  bool answered = rd_kafka_committed(rk, list, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (int p = 0; answered && p < partitions; ++p) {
+    out.committed.push_back(list->elems[p].offset);
+    int64_t low = 0;
+    int64_t high = 0;
+    answered = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, 10000) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR;
+    out.high.push_back(high);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_destroy(rk);
+  if (!answered) return std::nullopt;
+  return out;
+}
+
 void GroupMember::Commit(int partition, int64_t offset) {
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, topic_.c_str(), partition)->offset = offset;

@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <vector>
 
 struct rd_kafka_s;
 
@@ -36,6 +38,17 @@ class MockKafka {
   FILE* from_ = nullptr;
   std::string bootstrap_;
 };
+
+// What the brokers hold for `group` on partitions 0..partitions-1 of `topic`.
+struct GroupOffsets {
+  std::vector<int64_t> committed;  // -1001 (RD_KAFKA_OFFSET_INVALID): none
+  std::vector<int64_t> high;       // high watermarks
+};
+// Asks the brokers, as a consumer of `group` that joins nothing; nullopt when they did not
+// answer within 10 s (a test polling through a rebalance may ask again).
+std::optional<GroupOffsets> QueryGroupOffsets(const std::string& bootstrap,
+                                              const std::string& group, const std::string& topic,
+                                              int partitions);
 
 // A plain member of a consumer group, subscribed to `topic`: it reads and commits nothing of
 // its own accord. (librdkafka's mock cluster takes offset commits from members only.)

@@ -10,17 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "gtest/gtest.h"
 
 namespace pgflow::testing {
 namespace {
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 
 int ExitCode(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -143,6 +139,21 @@ std::string Sql::Scalar(const std::string& sql) {
     return "";
   }
   return rows[0][0];
+}
+
+std::optional<std::string> Sql::PollScalar(const std::string& sql) {
+  PGresult* res = PQexec(conn_, sql.c_str());
+  std::optional<std::string> value;
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1) {
+    value = PQgetisnull(res, 0, 0) ? "<NULL>" : PQgetvalue(res, 0, 0);
+  } else {
+    const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    bool transient = state && (std::string_view(state) == "40P01" ||  // deadlock_detected
+                               std::string_view(state) == "42P01");   // undefined_table
+    if (!transient) ADD_FAILURE() << "query failed: " << sql << "\n" << PQresultErrorMessage(res);
+  }
+  PQclear(res);
+  return value;
 }
 
 BackgroundWriter::BackgroundWriter(const std::string& url, Make transaction) {
