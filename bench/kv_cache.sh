@@ -6,14 +6,15 @@
 # loaded with the same rows as hashes (and each row's JSON as a string, for GET), a memcached
 # with the rows' JSON, an nginx with one file per row. pgflow, redis-server and memcached run
 # with their default thread counts (KV_THREADS sets pgflow's kv threads, MEMCACHED_THREADS
-# memcached's -t). Then, 50 clients each:
+# memcached's -t, KV_SPIN_US pgflow's spin_us). Then, 50 clients each:
 #   Redis:     redis-benchmark HGET / HGETALL / GET on random real keys, without and with
 #              pipelining (-P 16), pgflow and redis-server
 #   memcached: kv_bench memcached (get, 1 and 16 per write), pgflow and memcached
 #   HTTP:      wrk GET /items/<key> on random keys, pgflow and nginx (static files)
 # and prints each pair and pgflow/reference (each measured twice, alternating, best kept).
 # Last, commit→visible latency: UPDATEs committed at 1,000/s while polling HGET until each
-# shows; p50 / p99 / max.
+# shows; p50 / p99 / max. ONLY=<regex> runs just the cases whose names match (ONLY=memcached,
+# ONLY='HGET \(-P 1\)|latency').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-100000}
@@ -52,7 +53,7 @@ source:
 sinks:
   cache:
     flush_interval: 20ms
-    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT${KV_THREADS:+, threads: $KV_THREADS}}
+    kv: {redis: 127.0.0.1:$RPORT, memcached: 127.0.0.1:$MPORT, http: 127.0.0.1:$HPORT${KV_THREADS:+, threads: $KV_THREADS}${KV_SPIN_US:+, spin_us: $KV_SPIN_US}}
 YAML
 "$BUILD/pgflow" run "$work/kv.yaml" --progress 0 2>"$work/pgflow.log" &
 pids+=($!)
@@ -134,7 +135,9 @@ pair() {  # name pgflow reference
 # ratio.
 ROUNDS=${ROUNDS:-2}
 best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
+selected() { [ -z "${ONLY:-}" ] || [[ "$1" =~ $ONLY ]]; }
 measure() {  # name "pgflow command" "reference command"
+  selected "$1" || return 0
   local a=() b=()
   for _ in $(seq "$ROUNDS"); do
     a+=("$(eval "$2")")
@@ -175,6 +178,7 @@ wrk_rate() {
 }
 measure "http GET /items/<key> (wrk)" "wrk_rate $HPORT" "wrk_rate $NGINX_PORT"
 
+selected "commit→visible latency" || exit 0
 echo
 echo "commit→visible latency, UPDATEs at 1,000/s for 10 s, polled with HGET:"
 read -r p50 p99 max achieved < <("$KV_BENCH" latency "postgres://postgres@127.0.0.1:$PGPORT/bench" \

@@ -44,7 +44,17 @@ tpsql -q -d dump -c "$TABLE"
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 # Phases are timed by wall clock and by the CPU seconds each side spent: the source server
 # (decoding, COPY TO), the target server (applying, COPY FROM, index builds) and pgflow.
-begin_phase() { t0=$(now); src0=$(cluster_cpu "$work/pg"); tgt0=$(cluster_cpu "$work/target"); }
+# Each phase starts from the same state: the servers' dirty buffers written out (CHECKPOINT) and
+# the kernel's dirty pages on disk (sync). Otherwise a phase pays for the write-back of the
+# gigabytes the phases before it left behind, and the later contenders pay the most.
+settle() {
+  for port in "$PGPORT" "$TPORT"; do psql -q -p "$port" -d postgres -c CHECKPOINT; done
+  sync
+}
+begin_phase() {
+  settle
+  t0=$(now); src0=$(cluster_cpu "$work/pg"); tgt0=$(cluster_cpu "$work/target")
+}
 # end_phase NAME [PGFLOW_TIME_FILE]: records NAME's wall time and CPU seconds.
 end_phase() {
   local t1 src1 tgt1 own=0
