@@ -8,12 +8,20 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/log.h"
@@ -78,6 +86,135 @@ class KvServer::Impl {
     virtual ~ConnBase() = default;
     // Sends the replies the connection queued on its Turn.
     virtual void SendQueued() = 0;
+    // Its socket is ready (epoll `events`): wakes the coroutine that waits for it.
+    virtual void OnReady(uint32_t events) = 0;
+    // The server is stopping: lets go of the suspended coroutines (see Poller::Abandon).
+    virtual void Abandon() = 0;
+  };
+
+  // A connection's coroutine suspended until its socket is ready. Holds asio's handler for
+  // it, type-erased, and posts it when woken.
+  class Waiter {
+   public:
+    // Suspends the calling coroutine until Wake.
+    auto Wait() {
+      return asio::async_initiate<const asio::use_awaitable_t<Executor>&, void()>(
+          [this](auto handler) {
+            held_ = std::make_unique<Held<decltype(handler)>>(std::move(handler));
+          },
+          kUseTask);
+    }
+    bool waiting() const { return held_ != nullptr; }
+    // Resumes the waiting coroutine, if any, from the io_context's queue.
+    void Wake() {
+      if (std::unique_ptr<HeldBase> held = std::move(held_)) held->Post();
+    }
+    // Destroys the waiting coroutine, if any, without resuming it (asio unwinds its frames
+    // through the io_context).
+    void Drop() { held_.reset(); }
+
+   private:
+    struct HeldBase {
+      virtual ~HeldBase() = default;
+      virtual void Post() = 0;
+    };
+    template <typename Handler>
+    struct Held : HeldBase {
+      explicit Held(Handler h) : handler(std::move(h)) {}
+      void Post() override { asio::post(std::move(handler)); }
+      Handler handler;
+    };
+    std::unique_ptr<HeldBase> held_;
+  };
+
+  // The connection sockets of one io_context, in an epoll set of their own, level-triggered,
+  // each registered once. asio watches only the set. Registering each socket with asio made
+  // it re-arm the socket (epoll_ctl) for every wait, a third system call per request beside
+  // the read and the write; here a turn's wake-up costs one epoll_wait on the set and one
+  // re-arm of the set, whatever the number of requests it serves, and a request its read and
+  // its write, as memcached and redis-server make them.
+  class Poller {
+   public:
+    explicit Poller(asio::io_context* context)
+        : context_(context), epfd_(epoll_create1(EPOLL_CLOEXEC)), watch_(std::in_place, *context) {
+      boost::system::error_code ec;
+      if (epfd_ >= 0) watch_->assign(epfd_, ec);
+      if (epfd_ < 0 || ec) {
+        throw std::runtime_error(absl::StrCat("kv: cannot create an epoll set: ",
+                                              epfd_ < 0 ? strerror(errno) : ec.message()));
+      }
+    }
+    ~Poller() { Close(); }
+    Poller(const Poller&) = delete;
+    Poller& operator=(const Poller&) = delete;
+
+    // Registers `fd` for `events`; false (errno set) when epoll refused.
+    bool Add(int fd, ConnBase* conn, uint32_t events) {
+      epoll_event ev{};
+      ev.events = events;
+      ev.data.ptr = conn;
+      if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+      conns_.insert(conn);
+      return true;
+    }
+    void Modify(int fd, ConnBase* conn, uint32_t events) {
+      epoll_event ev{};
+      ev.events = events;
+      ev.data.ptr = conn;
+      epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev);
+    }
+    // Takes `fd` out of the set (before it is closed: a file description another process
+    // shares would stay in it).
+    void Remove(int fd) {
+      epoll_event ev{};
+      epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev);
+    }
+    void Forget(ConnBase* conn) { conns_.erase(conn); }
+
+    // Hands each ready socket to its connection, turn after turn, until the context stops.
+    Task<void> Run() {
+      std::array<epoll_event, 128> events;
+      while (watch_) {
+        boost::system::error_code ec;
+        co_await watch_->async_wait(asio::posix::descriptor_base::wait_read,
+                                    asio::redirect_error(kUseTask, ec));
+        if (ec || !watch_) co_return;
+        int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
+        // A connection only posts its coroutine's resumption here: none closes or goes away
+        // while this loop runs.
+        for (int i = 0; i < n; ++i) {
+          static_cast<ConnBase*>(events[i].data.ptr)->OnReady(events[i].events);
+        }
+        // The set is watched again after the connections woken here have read: until then
+        // their sockets are still ready, and the wait would return at once for nothing.
+        co_await asio::post(*context_, kUseTask);
+      }
+    }
+
+    // The threads have stopped: every suspended connection coroutine is let go, and the set
+    // closed, before the context goes (the coroutines own their connections, which own the
+    // handlers that own the coroutines).
+    void Abandon() {
+      std::vector<ConnBase*> conns(conns_.begin(), conns_.end());
+      for (ConnBase* conn : conns) conn->Abandon();
+      Close();
+    }
+
+   private:
+    void Close() {
+      if (watch_) {
+        boost::system::error_code ec;
+        watch_->close(ec);  // closes epfd_
+        watch_.reset();
+        epfd_ = -1;
+      }
+      if (epfd_ >= 0) ::close(std::exchange(epfd_, -1));
+    }
+
+    asio::io_context* context_;
+    int epfd_;
+    std::optional<asio::posix::basic_stream_descriptor<Executor>> watch_;
+    absl::flat_hash_set<ConnBase*> conns_;
   };
 
   // The replies of one turn of an io_context (one thread). A connection that answered what it
@@ -88,7 +225,7 @@ class KvServer::Impl {
   // ~1,000,000 a second with one thread (unpipelined: no change measured). Every member is
   // touched from the context's thread only.
   struct Turn {
-    explicit Turn(asio::io_context* c) : context(c) {}
+    explicit Turn(asio::io_context* c) : context(c), poller(c) {}
 
     void Queue(std::shared_ptr<ConnBase> conn) {
       queued.push_back(std::move(conn));
@@ -104,6 +241,7 @@ class KvServer::Impl {
     }
 
     asio::io_context* const context;
+    Poller poller;  // the context's connection sockets
     std::vector<std::shared_ptr<ConnBase>> queued;
     std::vector<std::shared_ptr<ConnBase>> sending;
     bool posted = false;
@@ -114,36 +252,82 @@ class KvServer::Impl {
   template <typename Session>
   class Conn : public ConnBase, public std::enable_shared_from_this<Conn<Session>> {
    public:
-    Conn(Impl* impl, Socket socket, asio::io_context* context, Turn* turn)
-        : impl_(impl),
-          socket_(std::move(socket)),
-          context_(context),
-          turn_(turn),
-          session_(impl->service_) {
-      // SendNow's writes return at once rather than block (async operations are unaffected).
-      boost::system::error_code ec;
-      socket_.non_blocking(true, ec);
+    // Takes `fd`, a connected non-blocking socket.
+    Conn(Impl* impl, int fd, asio::io_context* context, Turn* turn)
+        : impl_(impl), fd_(fd), context_(context), turn_(turn), session_(impl->service_) {
+      if (!turn_->poller.Add(fd_, this, kReadEvents)) {
+        LogWarning("kv: cannot watch a connection: %s", strerror(errno));
+        ::close(std::exchange(fd_, -1));
+        closed_ = true;
+      }
+    }
+    ~Conn() override {
+      if (fd_ >= 0) {
+        turn_->poller.Remove(fd_);
+        ::close(fd_);
+      }
+      turn_->poller.Forget(this);
     }
 
-    // Reads what the socket holds, waiting for it to become readable first unless the last read
-    // filled the buffer. asio's async_read_some tries a read at once, which for a request and
-    // reply protocol nearly always fails (the client sends its next request only after reading
-    // our reply): two recvfrom per request where redis-server makes one. A wait costs no
-    // read, but asio re-arms the socket for it (one epoll_ctl per wait); no data is missed: the
-    // wait is registered before this thread returns to the reactor, which sees the edge of any data
-    // that came after the last read. Throws at end of file or on an error, as async_read_some does.
-    Task<size_t> ReadSome(asio::mutable_buffer buffer) {
+    void OnReady(uint32_t events) override {
+      if (events & (EPOLLERR | EPOLLHUP)) {
+        // Reported whatever the registration: out of the set, or it would come every turn.
+        // The next read or write finds the error for itself.
+        turn_->poller.Remove(fd_);
+        registered_ = 0;
+        hung_up_ = true;
+        readable_ = true;
+        reader_.Wake();
+        writer_.Wake();
+        return;
+      }
+      if (events & (EPOLLIN | EPOLLRDHUP)) {
+        readable_ = true;
+        if (reader_.waiting()) {
+          reader_.Wake();
+        } else {
+          // Busy (a write-through, WAITLSN, a slow write): it reads when it comes back.
+          // Until then the socket would be reported every turn.
+          Register(registered_ & ~kReadEvents);
+        }
+      }
+      if (events & EPOLLOUT) {
+        // Watched only while a writer waits, and not a moment longer: a writable socket is
+        // reported every turn.
+        Register(registered_ & ~EPOLLOUT);
+        writer_.Wake();
+      }
+    }
+
+    void Abandon() override {
+      reader_.Drop();
+      writer_.Drop();
+    }
+
+    // Reads what the socket holds, first waiting for it to become readable unless the last read
+    // filled the buffer (a short read emptied the socket: what comes later makes it ready
+    // again). Throws at end of file, on an error, and once the connection is closed.
+    Task<size_t> ReadSome(char* data, size_t size) {
       while (true) {
-        if (exhausted_) co_await socket_.async_wait(tcp::socket::wait_read, kUseTask);
-        boost::system::error_code ec;
-        const size_t n = socket_.read_some(buffer, ec);  // the socket is non-blocking
-        if (ec == asio::error::would_block || ec == asio::error::try_again) {
-          exhausted_ = true;
+        if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
+        if (!readable_) {
+          Register(registered_ | kReadEvents);
+          co_await reader_.Wait();
           continue;
         }
-        if (ec) throw boost::system::system_error(ec);
-        exhausted_ = n < buffer.size();
-        co_return n;
+        const ssize_t n = ::recv(fd_, data, size, 0);
+        if (n > 0) {
+          readable_ = static_cast<size_t>(n) == size;
+          co_return static_cast<size_t>(n);
+        }
+        if (n == 0) throw boost::system::system_error(asio::error::eof);
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          if (hung_up_) throw boost::system::system_error(asio::error::eof);  // nothing will come
+          readable_ = false;
+          continue;
+        }
+        throw boost::system::system_error(errno, boost::system::system_category());
       }
     }
 
@@ -152,7 +336,7 @@ class KvServer::Impl {
       std::array<char, 16384> buf;
       try {
         while (!closed_) {
-          size_t n = co_await ReadSome(asio::buffer(buf));
+          size_t n = co_await ReadSome(buf.data(), buf.size());
           SessionStep step = session_.Feed(std::string_view(buf.data(), n), &out_);
           if (step.kind == SessionStep::kContinue && !session_.more() && !writing_) {
             // Only replies to send: with the turn's others (Turn), while this reads on. (A
@@ -225,11 +409,16 @@ class KvServer::Impl {
       }
     }
 
+    // Closes the socket; a coroutine waiting on it wakes and finds the connection closed.
     void Close() {
       closed_ = true;
-      boost::system::error_code ec;
-      socket_.shutdown(Socket::shutdown_both, ec);
-      socket_.close(ec);
+      if (fd_ >= 0) {
+        turn_->poller.Remove(fd_);
+        ::shutdown(fd_, SHUT_RDWR);
+        ::close(std::exchange(fd_, -1));
+      }
+      reader_.Wake();
+      writer_.Wake();
     }
 
    private:
@@ -266,14 +455,13 @@ class KvServer::Impl {
         out_sent_ = 0;
         return true;
       }
-      boost::system::error_code ec;
-      size_t n = socket_.write_some(asio::buffer(out_) + out_sent_, ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) return false;
-      if (ec) {
+      const ssize_t n = Send(out_.data() + out_sent_, out_.size() - out_sent_);
+      if (n == 0) return false;
+      if (n < 0) {
         Close();
         return true;
       }
-      out_sent_ += n;
+      out_sent_ += static_cast<size_t>(n);
       if (out_sent_ < out_.size()) return false;
       out_.clear();
       out_sent_ = 0;
@@ -294,20 +482,30 @@ class KvServer::Impl {
         co_return;
       }
       writing_ = true;
-      try {
-        while (out_.size() > out_sent_ && !closed_) {
-          sending_.clear();
-          std::swap(sending_, out_);
-          const size_t skip = std::exchange(out_sent_, 0);  // sent already by SendNow
-          co_await asio::async_write(socket_, asio::buffer(sending_) + skip, kUseTask);
+      while (out_.size() > out_sent_ && !closed_) {
+        sending_.clear();
+        std::swap(sending_, out_);
+        size_t sent = std::exchange(out_sent_, 0);  // sent already by SendNow
+        while (sent < sending_.size() && !closed_) {
+          const ssize_t n = Send(sending_.data() + sent, sending_.size() - sent);
+          if (n < 0) {
+            writing_ = false;
+            Close();
+            co_return;
+          }
+          if (n == 0) {
+            Register(registered_ | EPOLLOUT);
+            co_await writer_.Wait();
+          }
+          sent += static_cast<size_t>(n);
         }
-        out_.clear();
-        out_sent_ = 0;
-      } catch (const boost::system::system_error&) {
+      }
+      if (closed_) {
         writing_ = false;
-        Close();
         co_return;
       }
+      out_.clear();
+      out_sent_ = 0;
       if (sending_.capacity() > (1u << 20)) std::string().swap(sending_);
       if (out_.capacity() > (1u << 20) && out_.empty()) std::string().swap(out_);
       writing_ = false;
@@ -326,8 +524,28 @@ class KvServer::Impl {
       co_return true;
     }
 
+    // One non-blocking send: the bytes sent, 0 when the socket buffer is full, -1 on an error.
+    ssize_t Send(const char* data, size_t size) {
+      while (true) {
+        const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return -1;
+      }
+    }
+
+    // Sets the events the socket is watched for (a system call only when they change).
+    void Register(uint32_t events) {
+      if (events == registered_ || fd_ < 0 || hung_up_) return;
+      turn_->poller.Modify(fd_, this, events);
+      registered_ = events;
+    }
+
+    static constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
+
     Impl* impl_;
-    Socket socket_;
+    int fd_;
     asio::io_context* context_;
     Turn* turn_;
     Session session_;
@@ -337,8 +555,12 @@ class KvServer::Impl {
     bool writing_ = false;
     bool queued_ = false;  // on turn_, to send
     bool closed_ = false;
-    bool exhausted_ = true;  // the last read emptied the socket: wait before the next
+    bool readable_ = false;  // the socket may hold data (the last read did not empty it)
+    bool hung_up_ = false;   // epoll reported a hang-up or an error: out of the set
     bool subscribed_ = false;
+    uint32_t registered_ = kReadEvents;  // the events the poller watches the socket for
+    Waiter reader_;                      // the coroutine waiting in ReadSome
+    Waiter writer_;                      // the coroutine waiting in Flush
   };
 
   using RedisConn = Conn<RedisSession>;
@@ -371,6 +593,7 @@ class KvServer::Impl {
       contexts_.push_back(std::make_unique<asio::io_context>(1));
       turns_.push_back(std::make_unique<Turn>(contexts_.back().get()));
       guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+      asio::co_spawn(*contexts_.back(), turns_.back()->poller.Run(), asio::detached);
     }
     struct Want {
       Protocol protocol;
@@ -440,8 +663,11 @@ class KvServer::Impl {
     acceptors_.clear();
     guards_.clear();
     // Connections queued for a send go before their contexts (a socket needs its context).
-    for (auto& turn : turns_) turn->queued.clear();
-    contexts_.clear();  // destroys the suspended coroutines and their sockets
+    for (auto& turn : turns_) {
+      turn->queued.clear();
+      turn->poller.Abandon();
+    }
+    contexts_.clear();  // destroys the suspended coroutines, and with them the connections
     turns_.clear();
   }
 
@@ -501,17 +727,23 @@ class KvServer::Impl {
 
   // REQUIRES: the connection was counted in service_->connections.
   Task<void> Serve(Socket socket, Protocol protocol, asio::io_context* context, Turn* turn) {
+    // The connection watches its socket through the context's Poller, not through asio.
+    boost::system::error_code ec;
+    socket.non_blocking(true, ec);
+    const int fd = ec ? -1 : socket.release(ec);
+    if (fd < 0 || ec) {
+      service_->connections.fetch_sub(1);
+      co_return;
+    }
     switch (protocol) {
       case Protocol::kRedis:
-        co_await std::make_shared<Conn<RedisSession>>(this, std::move(socket), context, turn)
-            ->Run();
+        co_await std::make_shared<Conn<RedisSession>>(this, fd, context, turn)->Run();
         break;
       case Protocol::kMemcached:
-        co_await std::make_shared<Conn<MemcachedSession>>(this, std::move(socket), context, turn)
-            ->Run();
+        co_await std::make_shared<Conn<MemcachedSession>>(this, fd, context, turn)->Run();
         break;
       case Protocol::kHttp:
-        co_await std::make_shared<Conn<HttpSession>>(this, std::move(socket), context, turn)->Run();
+        co_await std::make_shared<Conn<HttpSession>>(this, fd, context, turn)->Run();
         break;
     }
     service_->connections.fetch_sub(1);

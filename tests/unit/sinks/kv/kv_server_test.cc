@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,6 +59,15 @@ class KvServerTest : public ::testing::Test {
     return fd;
   }
 
+  // Writes all of `data` (blocking); stops early if the connection fails.
+  static void SendAll(int fd, const std::string& data) {
+    for (size_t off = 0; off < data.size();) {
+      ssize_t n = write(fd, data.data() + off, data.size() - off);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+
   KvStore store_;
 };
 
@@ -84,13 +94,7 @@ TEST_F(KvServerTest, ALongPipelineReadLateGetsEveryReplyInOrder) {
   }
   int fd = Connect(server.redis_port());
   ASSERT_GE(fd, 0);
-  std::thread writer([&] {
-    for (size_t off = 0; off < request.size();) {
-      ssize_t n = write(fd, request.data() + off, request.size() - off);
-      if (n <= 0) return;
-      off += static_cast<size_t>(n);
-    }
-  });
+  std::thread writer([&] { SendAll(fd, request); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the buffers fill
   std::string got;
   char buf[65536];
@@ -151,6 +155,48 @@ TEST_F(KvServerTest, ConnectionsGetTheirOwnRepliesWhenRequestsArriveInPieces) {
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(ok.load(), 8);
   server.Stop();
+}
+
+// The server stops with connections suspended in every way one can be: waiting for a request,
+// waiting on WAITLSN, held by a client that does not read its replies, subscribed. Stop
+// returns at once, every client finds its connection closed, and nothing leaks (valgrind).
+TEST_F(KvServerTest, StoppingClosesConnectionsWhereverTheyWait) {
+  KvServiceConfig config;
+  config.max_output_bytes = 64 * 1024;
+  KvService service(&store_, config, nullptr);
+  KvListenOptions listen;
+  listen.redis = "127.0.0.1:0";
+  listen.memcached = "127.0.0.1:0";
+  listen.threads = 2;
+  KvServer server(&service, listen);
+  ASSERT_TRUE(server.Start().ok());
+  const int idle = Connect(server.memcached_port());
+  const int waiting = Connect(server.redis_port());
+  const int not_reading = Connect(server.redis_port());
+  const int subscribed = Connect(server.redis_port());
+  for (int fd : {idle, waiting, not_reading, subscribed}) ASSERT_GE(fd, 0);
+  SendAll(waiting, "WAITLSN FF/0 60000\r\n");
+  std::string pipeline;
+  for (int i = 0; i < 5000; ++i) pipeline += "HGET users:1 name\r\n";
+  std::thread writer([&] { SendAll(not_reading, pipeline); });
+  SendAll(subscribed, "SUBSCRIBE news\r\n");
+  char buf[256];
+  ASSERT_GT(read(subscribed, buf, sizeof(buf)), 0);             // the subscription's confirmation
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the replies fill the buffers
+
+  const auto started = std::chrono::steady_clock::now();
+  server.Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  shutdown(not_reading, SHUT_RD);  // the writer's pipeline may still be in flight
+  writer.join();
+  for (int fd : {idle, waiting, subscribed}) {
+    ssize_t n = 0;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    }
+    EXPECT_EQ(n, 0) << "a connection was left open: " << strerror(errno);
+    close(fd);
+  }
+  close(not_reading);
 }
 
 }  // namespace
