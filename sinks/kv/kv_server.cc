@@ -135,18 +135,27 @@ class KvServer::Impl {
   // its write, as memcached and redis-server make them.
   class Poller {
    public:
-    explicit Poller(asio::io_context* context)
-        : context_(context), epfd_(epoll_create1(EPOLL_CLOEXEC)), watch_(std::in_place, *context) {
-      boost::system::error_code ec;
-      if (epfd_ >= 0) watch_->assign(epfd_, ec);
-      if (epfd_ < 0 || ec) {
-        throw std::runtime_error(absl::StrCat("kv: cannot create an epoll set: ",
-                                              epfd_ < 0 ? strerror(errno) : ec.message()));
-      }
-    }
+    explicit Poller(asio::io_context* context) : context_(context) {}
     ~Poller() { Close(); }
     Poller(const Poller&) = delete;
     Poller& operator=(const Poller&) = delete;
+
+    // Creates the set and has asio watch it.
+    absl::Status Open() {
+      epfd_ = epoll_create1(EPOLL_CLOEXEC);
+      if (epfd_ < 0) {
+        return absl::InternalError(
+            absl::StrCat("kv: cannot create an epoll set: ", strerror(errno)));
+      }
+      watch_.emplace(*context_);
+      boost::system::error_code ec;
+      watch_->assign(epfd_, ec);
+      if (ec) {
+        watch_.reset();
+        return absl::InternalError(absl::StrCat("kv: cannot watch an epoll set: ", ec.message()));
+      }
+      return absl::OkStatus();
+    }
 
     // Registers `fd` for `events`; false (errno set) when epoll refused.
     bool Add(int fd, ConnBase* conn, uint32_t events) {
@@ -157,11 +166,11 @@ class KvServer::Impl {
       conns_.insert(conn);
       return true;
     }
-    void Modify(int fd, ConnBase* conn, uint32_t events) {
+    bool Modify(int fd, ConnBase* conn, uint32_t events) {
       epoll_event ev{};
       ev.events = events;
       ev.data.ptr = conn;
-      epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev);
+      return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
     }
     // Takes `fd` out of the set (before it is closed: a file description another process
     // shares would stay in it).
@@ -178,7 +187,13 @@ class KvServer::Impl {
         boost::system::error_code ec;
         co_await watch_->async_wait(asio::posix::descriptor_base::wait_read,
                                     asio::redirect_error(kUseTask, ec));
-        if (ec || !watch_) co_return;
+        if (!watch_) co_return;  // stopping
+        if (ec) {
+          if (ec != asio::error::operation_aborted) {
+            LogError("kv: waiting on the connections' epoll set failed: %s", ec.message());
+          }
+          co_return;
+        }
         int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
         // A connection only posts its coroutine's resumption here: none closes or goes away
         // while this loop runs.
@@ -212,7 +227,7 @@ class KvServer::Impl {
     }
 
     asio::io_context* context_;
-    int epfd_;
+    int epfd_ = -1;
     std::optional<asio::posix::basic_stream_descriptor<Executor>> watch_;
     absl::flat_hash_set<ConnBase*> conns_;
   };
@@ -288,13 +303,13 @@ class KvServer::Impl {
         } else {
           // Busy (a write-through, WAITLSN, a slow write): it reads when it comes back.
           // Until then the socket would be reported every turn.
-          Register(registered_ & ~kReadEvents);
+          if (!Register(registered_ & ~kReadEvents)) Close();
         }
       }
       if (events & EPOLLOUT) {
         // Watched only while a writer waits, and not a moment longer: a writable socket is
         // reported every turn.
-        Register(registered_ & ~EPOLLOUT);
+        if (!Register(registered_ & ~EPOLLOUT)) Close();
         writer_.Wake();
       }
     }
@@ -310,8 +325,11 @@ class KvServer::Impl {
     Task<size_t> ReadSome(char* data, size_t size) {
       while (true) {
         if (closed_) throw boost::system::system_error(asio::error::operation_aborted);
-        if (!readable_) {
-          Register(registered_ | kReadEvents);
+        if (!readable_ && !hung_up_) {  // (after a hang-up no event comes: read on to the end)
+          if (!Register(registered_ | kReadEvents)) {
+            Close();
+            continue;
+          }
           co_await reader_.Wait();
           continue;
         }
@@ -364,7 +382,7 @@ class KvServer::Impl {
             if constexpr (std::is_same_v<Session, RedisSession>) {
               if (step.kind == SessionStep::kWrite) {
                 WriteResult result = co_await asio::co_spawn(
-                    impl_->write_pool_, RunWrite(std::move(step.write)), kUseTask);
+                    *impl_->write_pool_, RunWrite(std::move(step.write)), kUseTask);
                 step = session_.FinishWrite(std::move(result), &out_);
                 continue;
               }
@@ -380,14 +398,16 @@ class KvServer::Impl {
       } catch (const boost::system::system_error&) {
         // The client went away or the server is stopping.
       }
-      closed_ = true;
+      // Replies still queued or being written go out (a client that half-closed after its
+      // last request waits for them); the socket closes when the last owner lets go.
+      reading_done_ = true;
       if (subscribed_) impl_->RemoveSubscriber(this);
     }
 
     // Notifications for a commit (posted to this connection's context).
     void Deliver(const std::vector<KeyEvent>& events) {
       if constexpr (std::is_same_v<Session, RedisSession>) {
-        if (closed_) return;
+        if (closed_ || reading_done_) return;
         session_.Deliver(events, &out_);
         if (out_.size() > impl_->service_->config().max_output_bytes) {
           LogWarning(
@@ -494,7 +514,10 @@ class KvServer::Impl {
             co_return;
           }
           if (n == 0) {
-            Register(registered_ | EPOLLOUT);
+            if (hung_up_ || !Register(registered_ | EPOLLOUT)) {
+              Close();  // no event would come
+              break;
+            }
             co_await writer_.Wait();
           }
           sent += static_cast<size_t>(n);
@@ -535,11 +558,17 @@ class KvServer::Impl {
       }
     }
 
-    // Sets the events the socket is watched for (a system call only when they change).
-    void Register(uint32_t events) {
-      if (events == registered_ || fd_ < 0 || hung_up_) return;
-      turn_->poller.Modify(fd_, this, events);
+    // Sets the events the socket is watched for (a system call only when they change). False
+    // when it cannot be watched (out of the set after a hang-up, or epoll refused).
+    bool Register(uint32_t events) {
+      if (fd_ < 0 || hung_up_) return false;
+      if (events == registered_) return true;
+      if (!turn_->poller.Modify(fd_, this, events)) {
+        LogWarning("kv: cannot watch a connection: %s; closing it", strerror(errno));
+        return false;
+      }
       registered_ = events;
+      return true;
     }
 
     static constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
@@ -553,10 +582,11 @@ class KvServer::Impl {
     size_t out_sent_ = 0;  // bytes at the front of out_ that SendNow has sent already
     std::string sending_;
     bool writing_ = false;
-    bool queued_ = false;  // on turn_, to send
-    bool closed_ = false;
-    bool readable_ = false;  // the socket may hold data (the last read did not empty it)
-    bool hung_up_ = false;   // epoll reported a hang-up or an error: out of the set
+    bool queued_ = false;        // on turn_, to send
+    bool closed_ = false;        // Close() was called: the socket is gone
+    bool reading_done_ = false;  // Run is over (the client finished or failed)
+    bool readable_ = false;      // the socket may hold data (the last read did not empty it)
+    bool hung_up_ = false;       // epoll reported a hang-up or an error: out of the set
     bool subscribed_ = false;
     uint32_t registered_ = kReadEvents;  // the events the poller watches the socket for
     Waiter reader_;                      // the coroutine waiting in ReadSome
@@ -593,6 +623,7 @@ class KvServer::Impl {
       contexts_.push_back(std::make_unique<asio::io_context>(1));
       turns_.push_back(std::make_unique<Turn>(contexts_.back().get()));
       guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+      if (absl::Status s = turns_.back()->poller.Open(); !s.ok()) return s;
       asio::co_spawn(*contexts_.back(), turns_.back()->poller.Run(), asio::detached);
     }
     struct Want {
@@ -653,8 +684,8 @@ class KvServer::Impl {
     service_->store().SetCommitListener(nullptr);
     for (auto& context : contexts_) context->stop();
     for (std::thread& t : threads_) t.join();
-    write_pool_.stop();
-    write_pool_.join();
+    write_pool_->stop();
+    write_pool_->join();
     threads_.clear();
     {
       absl::MutexLock lock(&subs_mu_);
@@ -667,12 +698,15 @@ class KvServer::Impl {
       turn->queued.clear();
       turn->poller.Abandon();
     }
+    // Write-throughs never started let go of their connections' coroutines, which unwind
+    // through their contexts: so the pool goes first.
+    write_pool_.reset();
     contexts_.clear();  // destroys the suspended coroutines, and with them the connections
     turns_.clear();
   }
 
   // Write-through statements (blocking libpq calls) run here, never on a network thread.
-  asio::thread_pool write_pool_{2};
+  std::optional<asio::thread_pool> write_pool_{std::in_place, 2};
   int redis_port_ = 0;
   int memcached_port_ = 0;
   int http_port_ = 0;
