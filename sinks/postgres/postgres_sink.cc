@@ -78,6 +78,12 @@ bool LacksEquality(uint32_t oid) {
   }
 }
 
+// A statement's row count, checked when it is read: fewer than `rows` is worth a warning.
+struct RowCountCheck {
+  size_t rows = 0;  // 0: no check
+  std::string table;
+};
+
 // Statement parameters pointing into Values that outlive the call.
 class Params {
  public:
@@ -197,7 +203,8 @@ class PostgresSink : public Sink {
   // Its result is read by Drain(); `context` then names it if it failed, and `*affected`, when
   // given, gets its row count. A statement sent `once` goes unnamed rather than prepared.
   absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context,
-                            uint64_t* affected = nullptr, bool once = false);
+                            uint64_t* affected = nullptr, bool once = false,
+                            RowCountCheck check = {});
   // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
   // mode: the first failure, with its statement's context. Everything that needs a result, or
   // the connection to itself (a query, COPY, COMMIT), drains first.
@@ -287,10 +294,12 @@ class PostgresSink : public Sink {
   struct PendingUpdate;
   absl::Status SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
                            std::vector<size_t> columns);
-  // Sends one multi-row UPDATE of `rows` setting `columns` (pipelined); *affected gets the
-  // number of rows it found once drained.
+  // Sends one multi-row UPDATE of `rows` setting `columns` (pipelined); *affected (if given)
+  // gets the number of rows it found once drained, and with `warn_missing` the drain warns
+  // of the rows it did not find.
   absl::Status SendUpdateBatch(const TargetTable& table, const std::vector<PendingUpdate>& rows,
-                               const std::vector<size_t>& columns, uint64_t* affected, bool once);
+                               const std::vector<size_t>& columns, uint64_t* affected, bool once,
+                               bool warn_missing = false);
   // Applies one update: `old_row` finds the row, `after` holds the new values.
   absl::Status ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after);
   // Queues a delete into the batch of consecutive deletes of one table (or applies it at once,
@@ -364,6 +373,7 @@ class PostgresSink : public Sink {
   struct InFlight {
     std::string context;
     uint64_t* affected = nullptr;  // where its row count goes, if wanted
+    RowCountCheck check;           // warns, once its row count is read, if short
   };
   std::deque<InFlight> in_flight_;
 
@@ -569,7 +579,8 @@ absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_
 }
 
 absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& params,
-                                        std::string context, uint64_t* affected, bool once) {
+                                        std::string context, uint64_t* affected, bool once,
+                                        RowCountCheck check) {
   // Enough to keep the target busy; few enough that the results waiting to be read stay far
   // below what the sockets buffer (a blocked server would stop reading what we send).
   constexpr size_t kMaxInFlight = 64;
@@ -585,7 +596,8 @@ absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& pa
     return ResultError(conn(), nullptr, context);
   }
   auto send_simple = [&](const char* command) {
-    in_flight_.push_back(InFlight{absl::StrCat("postgres target ", TargetName(), ": ", command)});
+    in_flight_.push_back(
+        InFlight{absl::StrCat("postgres target ", TargetName(), ": ", command), nullptr, {}});
     return PQsendQueryParams(conn(), command, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
   };
   bool sent = true;
@@ -595,7 +607,7 @@ absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& pa
     sent = sent && send_simple("SAVEPOINT pgflow_txn");
     savepoint_ = true;
   }
-  in_flight_.push_back(InFlight{std::move(context), affected});
+  in_flight_.push_back(InFlight{std::move(context), affected, std::move(check)});
   sent = sent && (once ? PQsendQueryParams(conn(), sql.c_str(), params.size(), nullptr,
                                            params.values(), params.lengths(), params.formats(), 0)
                        : PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
@@ -623,9 +635,18 @@ absl::Status PostgresSink::Drain() {
         ExecStatusType result = PQresultStatus(r);
         if (status.ok() && result != PGRES_COMMAND_OK && result != PGRES_TUPLES_OK) {
           status = ResultError(conn(), r, statement.context);
-        } else if (statement.affected != nullptr) {
+        } else if (statement.affected != nullptr || statement.check.rows > 0) {
           const char* n = PQcmdTuples(r);
-          *statement.affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
+          const uint64_t count = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
+          if (statement.affected != nullptr) *statement.affected = count;
+          if (count < statement.check.rows) {
+            // What is missing stays missing, as an UPDATE of one row at a time would leave it.
+            LogWarning(
+                "sink %s (postgres): %d of %d updated rows of %s (an unchanged TOASTed value "
+                "each) were not in the target",
+                sink_name_, statement.check.rows - count, statement.check.rows,
+                statement.check.table);
+          }
         }
       }
     }
@@ -1993,7 +2014,7 @@ absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUp
 absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
                                            const std::vector<PendingUpdate>& rows,
                                            const std::vector<size_t>& columns, uint64_t* affected,
-                                           bool once) {
+                                           bool once, bool warn_missing) {
   const TableSchema& schema = *table.schema;
   // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
   //   WHERE t.key = v.k
@@ -2038,7 +2059,8 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
                       absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
                                    " a batch of rows from key ", DescribeKey(table, first), " to ",
                                    DescribeKey(table, last)),
-                      affected, once);
+                      affected, once,
+                      warn_missing ? RowCountCheck{rows.size(), table.name} : RowCountCheck{});
 }
 
 absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
@@ -2120,13 +2142,6 @@ absl::Status PostgresSink::SendStaged() {
 absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
   if (staged.empty()) return absl::OkStatus();
   std::vector<Staged> work = std::exchange(staged, {});
-  // Sent update batches, checked once their row counts are read.
-  struct SentUpdates {
-    TargetTable* table;
-    std::vector<PendingUpdate> rows;
-    uint64_t affected = 0;
-  };
-  std::deque<SentUpdates> sent_updates;  // stable addresses for `affected`
   for (Staged& t : work) {
     TargetTable* table = t.table.get();
     std::vector<NetChanges::Entry>& entries = t.changes.entries();
@@ -2181,11 +2196,12 @@ absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
       const size_t limit = per_statement(table->key.size() + columns.size());
       for (size_t from = 0; from < rows.size(); from += limit) {
         const size_t to = std::min(rows.size(), from + limit);
-        SentUpdates& sent = sent_updates.emplace_back(SentUpdates{
-            table, std::vector<PendingUpdate>(std::make_move_iterator(rows.begin() + from),
-                                              std::make_move_iterator(rows.begin() + to))});
-        if (absl::Status s =
-                SendUpdateBatch(*table, sent.rows, columns, &sent.affected, to - from != limit);
+        const std::vector<PendingUpdate> batch(std::make_move_iterator(rows.begin() + from),
+                                               std::make_move_iterator(rows.begin() + to));
+        // Checked when the row count is read: waiting for it here would stop the target's work
+        // on a group sent ahead.
+        if (absl::Status s = SendUpdateBatch(*table, batch, columns, /*affected=*/nullptr,
+                                             to - from != limit, /*warn_missing=*/true);
             !s.ok()) {
           return s;
         }
@@ -2198,17 +2214,6 @@ absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
         !s.ok()) {
       return s;
     }
-  }
-  if (sent_updates.empty()) return absl::OkStatus();
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  for (const SentUpdates& sent : sent_updates) {
-    if (sent.affected >= sent.rows.size()) continue;
-    // Rows with a value unknown cannot be inserted: what is missing stays missing, as an
-    // UPDATE of one row at a time would leave it.
-    LogWarning(
-        "sink %s (postgres): %d of %d updated rows of %s (an unchanged TOASTed value each) were "
-        "not in the target",
-        sink_name_, sent.rows.size() - sent.affected, sent.rows.size(), sent.table->name);
   }
   return absl::OkStatus();
 }
