@@ -120,8 +120,9 @@ GroupOffsets Offsets(const MockKafka& kafka, const std::string& group, const std
   std::optional<GroupOffsets> offsets =
       QueryGroupOffsets(kafka.bootstrap(), group, topic, partitions);
   EXPECT_TRUE(offsets) << "the brokers did not say what " << group << " committed on " << topic;
-  return offsets.value_or(
-      GroupOffsets{std::vector<int64_t>(partitions, -1001), std::vector<int64_t>(partitions, 0)});
+  return offsets.value_or(GroupOffsets{std::vector<int64_t>(partitions, -1001),
+                                       std::vector<int64_t>(partitions, 0),
+                                       std::vector<int64_t>(partitions, 0)});
 }
 
 // One test's world: database `name` on both servers, the capture pipeline into the mock
@@ -486,11 +487,13 @@ TEST(KafkaSourceTest, KillNineMidStreamThenRestartLeavesTheTargetIdentical) {
   int64_t written = 0;
   for (int round = 0; round < 2; ++round) {
     // Writes go on while the delivery pipeline streams, with offsets committed and more in
-    // flight, when it is killed. (Each round is bounded: the mock cluster keeps only so much
-    // of each partition.)
+    // flight, when it is killed. Each round is bounded: librdkafka's mock cluster keeps about
+    // 5 MB of each partition and drops the oldest messages past that, and a round can wait
+    // 10 s and more for the group to rebalance.
     const int64_t base = written;
-    BackgroundWriter writer(t.source_url(),
-                            [base](int64_t n, std::mt19937_64&) { return Workload(base + n + 1); });
+    BackgroundWriter writer(
+        t.source_url(), [base](int64_t n, std::mt19937_64&) { return Workload(base + n + 1); },
+        /*limit=*/500);
     const GroupOffsets before = Offsets(kafka, t.group(), t.topic("accounts"), 3);
     ASSERT_TRUE(WaitFor([&] { return writer.transactions() > 200; }, std::chrono::seconds(120)));
     ASSERT_TRUE(WaitFor(
@@ -507,6 +510,11 @@ TEST(KafkaSourceTest, KillNineMidStreamThenRestartLeavesTheTargetIdentical) {
     GroupOffsets o = Offsets(kafka, t.group(), t.topic("accounts"), 3);
     for (int p = 0; p < 3; ++p) EXPECT_LE(o.committed[p], o.high[p]);
     delivery = t.StartDelivery();
+  }
+  const GroupOffsets kept = Offsets(kafka, t.group(), t.topic("accounts"), 3);
+  for (int p = 0; p < 3; ++p) {
+    ASSERT_EQ(kept.low[p], 0) << "the mock cluster dropped the oldest messages of partition " << p
+                              << ": the test wrote more than it keeps";
   }
   ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log()) << "\n" << t.ExplainAccounts();
   t.ExpectIdentical();

@@ -130,6 +130,7 @@ std::optional<GroupOffsets> QueryGroupOffsets(const std::string& bootstrap,
     answered = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, 10000) ==
                RD_KAFKA_RESP_ERR_NO_ERROR;
     out.high.push_back(high);
+    out.low.push_back(low);
   }
   rd_kafka_topic_partition_list_destroy(list);
   rd_kafka_destroy(rk);

@@ -43,6 +43,7 @@ class MockKafka {
 struct GroupOffsets {
   std::vector<int64_t> committed;  // -1001 (RD_KAFKA_OFFSET_INVALID): none
   std::vector<int64_t> high;       // high watermarks
+  std::vector<int64_t> low;        // low watermarks: the first offset each partition still holds
 };
 // Asks the brokers, as a consumer of `group` that joins nothing; nullopt when they did not
 // answer within 10 s (a test polling through a rebalance may ask again).

@@ -156,11 +156,11 @@ std::optional<std::string> Sql::PollScalar(const std::string& sql) {
   return value;
 }
 
-BackgroundWriter::BackgroundWriter(const std::string& url, Make transaction) {
-  thread_ = std::thread([this, url, transaction = std::move(transaction)] {
+BackgroundWriter::BackgroundWriter(const std::string& url, Make transaction, int64_t limit) {
+  thread_ = std::thread([this, url, transaction = std::move(transaction), limit] {
     Sql sql(url);
     std::mt19937_64 rng(42);
-    for (int64_t n = 0; !stop_.load(); ++n) {
+    for (int64_t n = 0; !stop_.load() && (limit < 0 || n < limit); ++n) {
       if (sql.Exec(transaction(n, rng))) committed_.fetch_add(1);
     }
   });

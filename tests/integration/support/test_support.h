@@ -71,13 +71,13 @@ class Sql {
   PGconn* conn_ = nullptr;
 };
 
-// Commits transactions on `url` from a thread of its own until stopped (or destroyed).
-// `transaction(n, rng)` returns the SQL of the n-th transaction (n from 0), BEGIN/COMMIT
-// included; `rng` is seeded the same way every run.
+// Commits transactions on `url` from a thread of its own until stopped (or destroyed), or
+// until `limit` were written (-1: no limit). `transaction(n, rng)` returns the SQL of the n-th
+// transaction (n from 0), BEGIN/COMMIT included; `rng` is seeded the same way every run.
 class BackgroundWriter {
  public:
   using Make = std::function<std::string(int64_t n, std::mt19937_64& rng)>;
-  BackgroundWriter(const std::string& url, Make transaction);
+  BackgroundWriter(const std::string& url, Make transaction, int64_t limit = -1);
   ~BackgroundWriter();
   void Stop();
   // Transactions committed so far.
