@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -509,9 +508,8 @@ class KvServer::Impl {
         while (sent < sending_.size() && !closed_) {
           const ssize_t n = Send(sending_.data() + sent, sending_.size() - sent);
           if (n < 0) {
-            writing_ = false;
             Close();
-            co_return;
+            break;
           }
           if (n == 0) {
             if (hung_up_ || !Register(registered_ | EPOLLOUT)) {

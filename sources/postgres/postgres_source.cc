@@ -110,6 +110,10 @@ class PostgresSource::StreamState {
   void MaybeHeartbeat();
   // Waits for more of the stream (at most `timeout_ms`) and reads what came. See "Catching up".
   absl::Status WaitAndRead(PGconn* conn, int timeout_ms);
+  // Has socket `fd` wake the reader once kCatchUpLowat bytes wait (`on`) or at every byte.
+  // Best effort: without it every change wakes the reader, as before.
+  void SetCatchingUp(int fd, bool on);
+  static constexpr int kCatchUpLowat = 64 << 10;
 
   PostgresSource* source_;
   Emitter& emitter_;
@@ -227,10 +231,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
   // Whatever ends the stream, the socket wakes at every byte again: the end of the COPY and
   // the server's last replies are a few bytes, which a blocking libpq call waits for.
   absl::Cleanup wake_at_every_byte = [&] {
-    if (!catching_up_) return;
-    const int lowat = 1;
-    ::setsockopt(PQsocket(conn), SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
-    catching_up_ = false;
+    if (catching_up_) SetCatchingUp(PQsocket(conn), false);
   };
   while (!stop_.requested()) {
     char* buf = nullptr;
@@ -270,22 +271,20 @@ absl::Status PostgresSource::StreamState::RunConnected() {
   return absl::OkStatus();
 }
 
+void PostgresSource::StreamState::SetCatchingUp(int fd, bool on) {
+  const int lowat = on ? kCatchUpLowat : 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0) catching_up_ = on;
+}
+
 absl::Status PostgresSource::StreamState::WaitAndRead(PGconn* conn, int timeout_ms) {
   constexpr size_t kCatchUpBytes = 512 << 10;
   constexpr auto kCatchUpWindow = std::chrono::milliseconds(50);
-  constexpr int kCatchUpLowat = 64 << 10;
   constexpr int kCatchUpWaitMs = 5;
   const int fd = PQsocket(conn);
   const auto now = Clock::now();
   if (now - window_start_ >= kCatchUpWindow) {
     const bool busy = window_bytes_ >= kCatchUpBytes;
-    if (busy != catching_up_) {
-      const int lowat = busy ? kCatchUpLowat : 1;
-      // Best effort: without it every change wakes the reader, as before.
-      if (::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0) {
-        catching_up_ = busy;
-      }
-    }
+    if (busy != catching_up_) SetCatchingUp(fd, busy);
     window_bytes_ = 0;
     window_start_ = now;
   }

@@ -66,21 +66,31 @@ std::string MockKafka::ReadLine() {
   return line;
 }
 
+namespace {
+
+// A quiet consumer client of `group`, with `extra` properties.
+rd_kafka_t* NewConsumer(const std::string& bootstrap, const std::string& group,
+                        const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+  char errstr[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
+  for (const auto& [k, v] : extra) {
+    rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr));
+  }
+  return rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+}
+
+}  // namespace
+
 GroupMember::GroupMember(const std::string& bootstrap, const std::string& group,
                          const std::string& topic)
     : topic_(topic) {
-  char errstr[256];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  for (const auto& [k, v] :
-       std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap},
-                                                        {"group.id", group},
-                                                        {"enable.auto.commit", "false"},
-                                                        {"session.timeout.ms", "6000"},
-                                                        {"heartbeat.interval.ms", "500"},
-                                                        {"log_level", "0"}}) {
-    rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr));
-  }
-  rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  rk_ = NewConsumer(bootstrap, group,
+                    {{"enable.auto.commit", "false"},
+                     {"session.timeout.ms", "6000"},
+                     {"heartbeat.interval.ms", "500"}});
   rd_kafka_poll_set_consumer(rk_);
   rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -113,12 +123,7 @@ void GroupMember::Poll() {
 std::optional<GroupOffsets> QueryGroupOffsets(const std::string& bootstrap,
                                               const std::string& group, const std::string& topic,
                                               int partitions) {
-  char errstr[256];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  rd_kafka_t* rk = NewConsumer(bootstrap, group);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
   for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
   GroupOffsets out;
