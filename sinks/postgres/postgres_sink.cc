@@ -87,6 +87,12 @@ struct RowCountCheck {
 // Statement parameters pointing into Values that outlive the call.
 class Params {
  public:
+  // A text parameter pointing into `text`, which outlives the call.
+  void AddText(const std::string& text) {
+    values_.push_back(text.c_str());
+    lengths_.push_back(static_cast<int>(text.size()));
+    formats_.push_back(0);
+  }
   void Add(const Value& v) {
     if (v.is_null()) {
       values_.push_back(nullptr);
@@ -108,6 +114,28 @@ class Params {
   std::vector<int> lengths_;
   std::vector<int> formats_;
 };
+
+// Appends `v` to `array`, a text[] literal being built from "{", as one element: quoted, with
+// `"` and `\` escaped, or NULL.
+void AppendArrayElement(std::string* array, const Value& v) {
+  if (array->size() > 1) array->push_back(',');
+  if (v.is_null()) {
+    array->append("NULL");
+    return;
+  }
+  array->push_back('"');
+  size_t from = 0;
+  while (true) {
+    const size_t special = v.data.find_first_of("\\\"", from);
+    if (special == std::string::npos) break;
+    array->append(v.data, from, special - from);
+    array->push_back('\\');
+    array->push_back(v.data[special]);
+    from = special + 1;
+  }
+  array->append(v.data, from, std::string::npos);
+  array->push_back('"');
+}
 
 // What the sink knows of one source table in the target.
 struct TargetTable : std::enable_shared_from_this<TargetTable> {
@@ -287,6 +315,8 @@ class PostgresSink : public Sink {
   absl::Status FlushInserts();
   absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows, bool once = false);
   std::string InsertSql(const TargetTable& table, size_t rows) const;
+  // The same for any number of rows, each column's values in one text[] parameter.
+  std::string UnnestInsertSql(const TargetTable& table) const;
   // Queues an update into the batch of consecutive updates of one table that set the same
   // columns (or applies it at once, for a table without a key).
   absl::Status QueueUpdate(TargetTable* table, const Change& change);
@@ -1862,18 +1892,55 @@ absl::Status PostgresSink::FlushInserts() {
   return SendUpserts(table, std::move(rows));
 }
 
+std::string PostgresSink::UnnestInsertSql(const TargetTable& table) const {
+  const size_t n = table.schema->columns.size();
+  std::vector<std::string> select;
+  std::vector<std::string> arrays;
+  std::vector<std::string> names;
+  for (size_t c = 0; c < n; ++c) {
+    select.push_back(absl::StrCat("pgflow_u.pgflow_c", c, "::", table.types[c]));
+    arrays.push_back(absl::StrCat("$", c + 1, "::text[]"));
+    names.push_back(absl::StrCat("pgflow_c", c));
+  }
+  return absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
+                      ") OVERRIDING SYSTEM VALUE SELECT ", absl::StrJoin(select, ", "),
+                      " FROM unnest(", absl::StrJoin(arrays, ", "), ") AS pgflow_u (",
+                      absl::StrJoin(names, ", "), ")", ConflictClause(table));
+}
+
 absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
   Params params;
-  for (const Row& row : rows) {
-    for (const Value& v : row) params.Add(v);
+  // Several rows of values in text form go as one text[] per column: the statement is the same
+  // whatever the number of rows (prepared once), and it costs the target less than a VALUES
+  // list of as many parameters.
+  std::vector<std::string> arrays;
+  const bool text = rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [](const Row& row) {
+                      return std::none_of(row.begin(), row.end(), [](const Value& v) {
+                        return v.kind == ValueKind::kBinary;
+                      });
+                    });
+  if (text) {
+    const size_t n = table->schema->columns.size();
+    arrays.assign(n, "{");
+    for (const Row& row : rows) {
+      for (size_t c = 0; c < n; ++c) AppendArrayElement(&arrays[c], row[c]);
+    }
+    for (std::string& a : arrays) {
+      a.push_back('}');
+      params.AddText(a);
+    }
+  } else {
+    for (const Row& row : rows) {
+      for (const Value& v : row) params.Add(v);
+    }
   }
   return SendPrepared(
-      InsertSql(*table, rows.size()), params,
+      text ? UnnestInsertSql(*table) : InsertSql(*table, rows.size()), params,
       absl::StrCat("postgres target ", TargetName(), ": inserting into ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
                    DescribeKey(*table, rows.front()),
                    rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))),
-      nullptr, once);
+      nullptr, once && !text);
 }
 
 absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
@@ -2031,36 +2098,67 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
     set.push_back(
         absl::StrCat(QuoteIdent(schema.columns[columns[c]].name), " = pgflow_v.pgflow_c", c));
   }
+  auto key_row = [](const PendingUpdate& row) -> const Row& {
+    return row.old_row.empty() ? row.after : row.old_row;
+  };
+  // Source columns in the order of `names`.
+  std::vector<size_t> order(table.key.begin(), table.key.end());
+  order.insert(order.end(), columns.begin(), columns.end());
   Params params;
   std::string values;
-  int param = 1;
-  auto add = [&](const Value& v, size_t column, bool first) {
-    absl::StrAppend(&values, first ? "$" : ", $", param++, "::", table.types[column]);
-    params.Add(v);
-  };
-  for (size_t r = 0; r < rows.size(); ++r) {
-    const Row& key_row = rows[r].old_row.empty() ? rows[r].after : rows[r].old_row;
-    values += r == 0 ? "(" : ", (";
-    bool first = true;
-    for (size_t i : table.key) {
-      add(key_row[i], i, first);
-      first = false;
+  // As for inserts: values in text form go as one text[] per column, one statement text for
+  // any number of rows.
+  std::vector<std::string> arrays;
+  const bool text =
+      rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [&](const PendingUpdate& row) {
+        for (size_t j = 0; j < order.size(); ++j) {
+          const Value& v = j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]];
+          if (v.kind == ValueKind::kBinary) return false;
+        }
+        return true;
+      });
+  if (text) {
+    arrays.assign(order.size(), "{");
+    for (const PendingUpdate& row : rows) {
+      for (size_t j = 0; j < order.size(); ++j) {
+        AppendArrayElement(&arrays[j],
+                           j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]]);
+      }
     }
-    for (size_t i : columns) add(rows[r].after[i], i, false);
+    std::vector<std::string> select;
+    std::vector<std::string> unnest;
+    for (size_t j = 0; j < order.size(); ++j) {
+      arrays[j].push_back('}');
+      params.AddText(arrays[j]);
+      select.push_back(
+          absl::StrCat("pgflow_u.", names[j], "::", table.types[order[j]], " AS ", names[j]));
+      unnest.push_back(absl::StrCat("$", j + 1, "::text[]"));
+    }
+    values = absl::StrCat("(SELECT ", absl::StrJoin(select, ", "), " FROM unnest(",
+                          absl::StrJoin(unnest, ", "), ") AS pgflow_u (",
+                          absl::StrJoin(names, ", "), "))");
+  } else {
+    int param = 1;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      values += r == 0 ? "(VALUES (" : ", (";
+      for (size_t j = 0; j < order.size(); ++j) {
+        absl::StrAppend(&values, j == 0 ? "$" : ", $", param++, "::", table.types[order[j]]);
+        params.Add(j < table.key.size() ? key_row(rows[r])[order[j]] : rows[r].after[order[j]]);
+      }
+      values += ")";
+    }
     values += ")";
   }
-  std::string sql =
-      absl::StrCat("UPDATE ", table.quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "),
-                   " FROM (VALUES ", values, ") AS pgflow_v (", absl::StrJoin(names, ", "),
-                   ") WHERE ", absl::StrJoin(match, " AND "));
-  const Row& first = rows.front().old_row.empty() ? rows.front().after : rows.front().old_row;
-  const Row& last = rows.back().old_row.empty() ? rows.back().after : rows.back().old_row;
-  return SendPrepared(sql, params,
-                      absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
-                                   " a batch of rows from key ", DescribeKey(table, first), " to ",
-                                   DescribeKey(table, last)),
-                      affected, once,
-                      warn_missing ? RowCountCheck{rows.size(), table.name} : RowCountCheck{});
+  std::string sql = absl::StrCat(
+      "UPDATE ", table.quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "), " FROM ", values,
+      " AS pgflow_v (", absl::StrJoin(names, ", "), ") WHERE ", absl::StrJoin(match, " AND "));
+  return SendPrepared(
+      sql, params,
+      absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
+                   " a batch of rows from key ", DescribeKey(table, key_row(rows.front())), " to ",
+                   DescribeKey(table, key_row(rows.back()))),
+      affected, once && !text,
+      warn_missing ? RowCountCheck{rows.size(), table.name} : RowCountCheck{});
 }
 
 absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
@@ -2304,6 +2402,24 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
   for (size_t i : table->key) key.push_back(QuoteIdent(schema.columns[i].name));
   const bool single = key.size() == 1;
   Params params;
+  // A single-column key of a type that is not an array, with keys in text form: one array
+  // parameter, WHERE k = ANY($1::type[]), one statement text for any number of rows.
+  const std::string& type = single ? table->types[table->key[0]] : std::string();
+  if (single && rows.size() > 1 && !absl::EndsWith(type, "]") &&
+      std::none_of(rows.begin(), rows.end(),
+                   [&](const Row& row) { return row[table->key[0]].kind == ValueKind::kBinary; })) {
+    std::string array = "{";
+    for (const Row& row : rows) AppendArrayElement(&array, row[table->key[0]]);
+    array.push_back('}');
+    params.AddText(array);
+    return SendPrepared(
+        absl::StrCat("DELETE FROM ", table->quoted, " WHERE ", key[0], " = ANY ($1::", type, "[])"),
+        params,
+        absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
+                     " a batch of rows from key ", DescribeKey(*table, rows.front()), " to ",
+                     DescribeKey(*table, rows.back())),
+        nullptr, false);
+  }
   std::string sql =
       absl::StrCat("DELETE FROM ", table->quoted, " WHERE ",
                    single ? key[0] : absl::StrCat("(", absl::StrJoin(key, ", "), ")"), " IN (");
