@@ -164,6 +164,13 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     // A running pipeline that lost a server (a sink's target, the source) starts over from
     // what every sink holds: the slot's confirmed position. A first start that fails is
     // reported at once.
+    // A sink that set a refused change aside (kAborted) needs the stream again from there:
+    // at once, nothing is down.
+    if (absl::IsAborted(status) && ran && !stop.requested()) {
+      LogWarning("pipeline %s: %s; starting again from the confirmed position", config->name,
+                 status.message());
+      continue;
+    }
     if (!absl::IsUnavailable(status) || !ran || stop.requested()) {
       LogError("pipeline %s: %s", config->name, status.message());
       return kExitFailure;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -123,6 +124,8 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
   return conn;
 }
 
+constexpr absl::string_view kSqlStatePayload = "pgflow.dev/sqlstate";
+
 absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view context) {
   std::string message;
   std::string sqlstate;
@@ -137,10 +140,16 @@ absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view co
   if (message.empty()) message = "unknown error";
   std::string text = absl::StrCat(context, ": ", message);
   if (!sqlstate.empty()) absl::StrAppend(&text, " (SQLSTATE ", sqlstate, ")");
-  if (PQstatus(conn) != CONNECTION_OK || IsConnectionClass(sqlstate)) {
-    return absl::UnavailableError(text);
-  }
-  return absl::FailedPreconditionError(text);
+  absl::Status status = PQstatus(conn) != CONNECTION_OK || IsConnectionClass(sqlstate)
+                            ? absl::UnavailableError(text)
+                            : absl::FailedPreconditionError(text);
+  if (!sqlstate.empty()) status.SetPayload(kSqlStatePayload, absl::Cord(sqlstate));
+  return status;
+}
+
+std::string SqlState(const absl::Status& status) {
+  auto sqlstate = status.GetPayload(kSqlStatePayload);
+  return sqlstate.has_value() ? std::string(*sqlstate) : std::string();
 }
 
 absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,

@@ -43,7 +43,11 @@ absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
 // An error status from a failed result or connection: the server's message with its SQLSTATE.
 // Connection-class failures (lost connection, server shutting down, too many connections)
 // are kUnavailable, so callers can tell a retryable failure from a fatal one.
+// The status carries the SQLSTATE for SqlState().
 absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view context);
+
+// The SQLSTATE of a status ResultError made; empty for any other status.
+std::string SqlState(const absl::Status& status);
 
 // Quotes an identifier for SQL: "name", with embedded quotes doubled.
 std::string QuoteIdent(std::string_view name);

@@ -39,6 +39,9 @@ constexpr OptionSpec kOptions[] = {
     {"batch_rows", "int", false, "1000", "rows per multi-row INSERT statement"},
     {"create_tables", "bool", false, "true",
      "create a table missing from the target from the source's columns and primary key"},
+    {"dead_letter", "bool", false, "false",
+     "record a streamed change the target refuses (a constraint, a value it rejects) in "
+     "pgflow.dead_letters and go on, instead of stopping"},
     {"load_workers", "int", false, "2",
      "connections that copy the initial snapshot into the target at once (into tables that "
      "were empty)"},
@@ -189,8 +192,14 @@ class PostgresSink : public Sink {
         ddl_mode_(ddl_mode) {}
 
   absl::Status Open() override;
-  absl::Status Write(const Event& event) override;
-  absl::Status Flush() override;
+  absl::Status Write(const Event& event) override {
+    absl::Status s = WriteEvent(event);
+    return s.ok() ? s : Refused(std::move(s));
+  }
+  absl::Status Flush() override {
+    absl::Status s = FlushGroup();
+    return s.ok() ? s : Refused(std::move(s));
+  }
   // While source transactions applied in the open target transaction wait for its commit
   // (a Flush came in the middle of the next source transaction), only what is committed.
   // While parallel loaders have not committed a chunk they were given, chunks are tracked
@@ -208,6 +217,20 @@ class PostgresSink : public Sink {
 
  private:
   PGconn* conn() { return conn_.get(); }
+  absl::Status WriteEvent(const Event& event);
+  absl::Status FlushGroup();
+
+  // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
+  // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
+  // transactions, the target transaction rolls back, careful_until_ is stored in
+  // pgflow.applied, and kAborted asks for a start from the acknowledged position. Otherwise
+  // `s` as it is.
+  absl::Status Refused(absl::Status s);
+  // Applies `change` of a careful transaction: a row change alone under a savepoint, set aside
+  // in pgflow.dead_letters if the target refuses it; anything else as usual, at once.
+  absl::Status ApplyCarefully(const Change& change);
+  absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
+                                const absl::Status& refusal);
   std::string TargetName() const { return conn_ ? Describe(conn_.get()) : options_->url; }
 
   // Runs `sql` without parameters (simple protocol: several statements allowed).
@@ -380,6 +403,14 @@ class PostgresSink : public Sink {
   bool in_transaction_ = false;  // a target transaction is open
   bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
   bool skipping_ = false;        // the current source transaction was applied before
+  // Refused rows: source transactions whose commit LSN is at most careful_until_ (read from
+  // pgflow.applied) are applied a change at a time, each in a target transaction of its own
+  // (careful_txn_: the current one is). last_begun_: the commit LSN of the last source
+  // transaction begun, which a refusal makes the new careful_until_.
+  Lsn careful_until_;
+  Lsn last_begun_;
+  bool careful_txn_ = false;
+  uint64_t dead_letters_ = 0;
   // Source transactions are grouped into one target transaction, committed at Flush (or
   // before snapshot rows, or once the group is large): those complete in the open target
   // transaction, their changes, and the end LSN of the last one.
@@ -505,6 +536,25 @@ absl::Status PostgresSink::Open() {
                         absl::StrCat("postgres target ", TargetName(), ": sinks.", sink_name_,
                                      ".maintenance_work_mem: ", mem.status().message()));
   }
+  if (options_->dead_letter) {
+    if (!wal_positions_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sinks.", sink_name_,
+                       ".dead_letter: refused rows are set aside by their source transaction's WAL "
+                       "position, which only a postgres source gives"));
+    }
+    if (absl::Status s =
+            Run("ALTER TABLE pgflow.applied ADD COLUMN IF NOT EXISTS careful_until pg_lsn; "
+                "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
+                "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
+                "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
+                "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
+                "recorded_at timestamptz NOT NULL DEFAULT now())",
+                "creating pgflow.dead_letters");
+        !s.ok()) {
+      return s;
+    }
+  }
   if (!wal_positions_) {
     LogInfo(
         "sink %s (postgres): target %s; the source's positions are not WAL positions: "
@@ -513,7 +563,11 @@ absl::Status PostgresSink::Open() {
     return absl::OkStatus();
   }
   absl::StatusOr<PgResultPtr> res =
-      Exec(conn(), "SELECT lsn::text FROM pgflow.applied WHERE pipeline = $1", {pipeline_});
+      Exec(conn(),
+           options_->dead_letter
+               ? "SELECT lsn::text, careful_until::text FROM pgflow.applied WHERE pipeline = $1"
+               : "SELECT lsn::text, NULL FROM pgflow.applied WHERE pipeline = $1",
+           {pipeline_});
   if (!res.ok()) {
     return absl::Status(res.status().code(), absl::StrCat("postgres target ", TargetName(), ": ",
                                                           res.status().message()));
@@ -522,6 +576,19 @@ absl::Status PostgresSink::Open() {
     std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(res->get(), 0, 0));
     if (!lsn) return absl::DataLossError("postgres target: unreadable pgflow.applied.lsn");
     applied_ = *lsn;
+    if (!PQgetisnull(res->get(), 0, 1)) {
+      std::optional<Lsn> careful = Lsn::Parse(PQgetvalue(res->get(), 0, 1));
+      if (!careful) {
+        return absl::DataLossError("postgres target: unreadable pgflow.applied.careful_until");
+      }
+      if (applied_ < *careful) {
+        careful_until_ = *careful;
+        LogInfo(
+            "sink %s (postgres): source transactions through %s are applied a change at a "
+            "time, refused ones set aside in pgflow.dead_letters",
+            sink_name_, careful_until_.ToString());
+      }
+    }
   }
   LogInfo("sink %s (postgres): target %s, applied through %s", sink_name_, TargetName(),
           applied_.ToString());
@@ -1128,7 +1195,7 @@ absl::Status PostgresSink::CommitTransaction() {
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::Write(const Event& event) {
+absl::Status PostgresSink::WriteEvent(const Event& event) {
   // Bounds on a group of source transactions in one target transaction.
   constexpr uint64_t kGroupTransactions = 5000;
   constexpr uint64_t kGroupChanges = 50000;
@@ -1151,6 +1218,12 @@ absl::Status PostgresSink::Write(const Event& event) {
         ++skipped_;
         return absl::OkStatus();
       }
+      last_begun_ = event.txn.commit_lsn;
+      careful_txn_ = careful_until_.IsValid() && event.txn.commit_lsn <= careful_until_;
+      if (careful_txn_) {
+        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+        return EnsureTransaction();
+      }
       if (in_transaction_ && group_txns_ > 0) {
         // The transactions before it in the group are kept if this one is cut off.
         if (absl::Status s = FinishStatements(); !s.ok()) return s;
@@ -1165,6 +1238,7 @@ absl::Status PostgresSink::Write(const Event& event) {
         if (absl::Status s = CommitTransaction(); !s.ok()) return s;
       }
       ++changes_;
+      if (careful_txn_) return ApplyCarefully(event.change);
       if (in_source_txn_) ++group_changes_;
       return ApplyChange(event.change);
     case EventKind::kCommit: {
@@ -1172,6 +1246,13 @@ absl::Status PostgresSink::Write(const Event& event) {
       in_source_txn_ = false;
       skipping_ = false;
       if (skipped) return absl::OkStatus();
+      if (careful_txn_) {  // alone in its target transaction
+        careful_txn_ = false;
+        ++transactions_;
+        group_txns_ = 1;
+        group_applied_ = event.txn.end_lsn;
+        return CommitTransaction();
+      }
       // Complete: what of it is still to be sent needs no savepoint any more.
       savepoint_pending_ = false;
       if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
@@ -1203,6 +1284,7 @@ absl::Status PostgresSink::Write(const Event& event) {
     }
     case EventKind::kRollback:
       in_source_txn_ = false;
+      careful_txn_ = false;
       if (skipping_) {
         skipping_ = false;
         return absl::OkStatus();
@@ -1278,7 +1360,7 @@ absl::Status PostgresSink::Write(const Event& event) {
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::Flush() {
+absl::Status PostgresSink::FlushGroup() {
   if (loaders_ != nullptr) {
     if (absl::Status s = loaders_->status(); !s.ok()) return s;
   }
@@ -1314,8 +1396,11 @@ absl::Status PostgresSink::Close() {
   source_conn_.reset();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
-      "%d transactions skipped as already applied",
-      sink_name_, copied_rows_, changes_, transactions_, skipped_);
+      "%d transactions skipped as already applied%s",
+      sink_name_, copied_rows_, changes_, transactions_, skipped_,
+      dead_letters_ > 0
+          ? absl::StrCat(", ", dead_letters_, " refused changes set aside in pgflow.dead_letters")
+          : "");
   return status;
 }
 
@@ -1549,6 +1634,109 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
     case Op::kMessage:
       break;
   }
+  return absl::OkStatus();
+}
+
+bool IsRefusal(const absl::Status& s) {
+  const std::string sqlstate = SqlState(s);
+  return absl::StartsWith(sqlstate, "22") || absl::StartsWith(sqlstate, "23");
+}
+
+absl::Status PostgresSink::Refused(absl::Status s) {
+  if (!options_->dead_letter || !snapshot_finished_ || careful_txn_ || !last_begun_.IsValid() ||
+      !IsRefusal(s) || conn_ == nullptr) {
+    return s;
+  }
+  // Whatever was sent with it is void: the target transaction has failed.
+  Drain().IgnoreError();
+  PgResultPtr rollback(PQexec(conn(), "ROLLBACK"));
+  in_transaction_ = false;
+  savepoint_ = false;
+  savepoint_pending_ = false;
+  Params params;
+  Value name = Value::Text(oid::kText, pipeline_);
+  Value lsn = Value::Text(oid::kText, applied_.IsValid() ? applied_.ToString() : "0/0");
+  Value until = Value::Text(oid::kText, last_begun_.ToString());
+  params.Add(name);
+  params.Add(lsn);
+  params.Add(until);
+  if (absl::Status r = RunPrepared(
+          "INSERT INTO pgflow.applied (pipeline, lsn, careful_until) VALUES ($1, $2::pg_lsn, "
+          "$3::pg_lsn) ON CONFLICT (pipeline) DO UPDATE SET careful_until = EXCLUDED.careful_until",
+          params,
+          [&] {
+            return absl::StrCat("postgres target ", TargetName(),
+                                ": recording where refused changes may be");
+          });
+      !r.ok()) {
+    return r;
+  }
+  return absl::AbortedError(absl::StrCat(
+      s.message(), "; applying the source transactions through ", last_begun_.ToString(),
+      " again, a change at a time, to set the refused ones aside in pgflow.dead_letters"));
+}
+
+absl::Status PostgresSink::ApplyCarefully(const Change& change) {
+  if (change.op != Op::kInsert && change.op != Op::kUpdate && change.op != Op::kDelete) {
+    if (absl::Status s = ApplyChange(change); !s.ok()) return s;
+    if (absl::Status s = FinishStatements(); !s.ok()) return s;
+    return Drain();
+  }
+  absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
+  if (!table.ok()) return table.status();
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  (*table)->fast_copy = false;
+  if (absl::Status s = Run("SAVEPOINT pgflow_change", "starting a savepoint"); !s.ok()) return s;
+  absl::Status s = change.op == Op::kInsert   ? QueueUpsert(*table, change)
+                   : change.op == Op::kUpdate ? QueueUpdate(*table, change)
+                                              : QueueDelete(*table, change);
+  if (s.ok()) s = FinishStatements();
+  if (s.ok()) s = Drain();
+  if (s.ok()) return Run("RELEASE SAVEPOINT pgflow_change", "releasing a savepoint");
+  Drain().IgnoreError();
+  if (!IsRefusal(s)) return s;
+  if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_change; RELEASE SAVEPOINT pgflow_change",
+                           "setting a refused change aside");
+      !r.ok()) {
+    return r;
+  }
+  return RecordDeadLetter(**table, change, s);
+}
+
+absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Change& change,
+                                            const absl::Status& refusal) {
+  const Row& key_row = change.op == Op::kInsert || change.before_kind == BeforeKind::kNone
+                           ? change.after
+                           : change.before;
+  std::string json;
+  AppendChangeObject(change, JsonOptions{}, &json);
+  const std::string sqlstate = SqlState(refusal);
+  const std::vector<Value> values = {Value::Text(oid::kText, pipeline_),
+                                     Value::Text(oid::kText, last_begun_.ToString()),
+                                     Value::Text(oid::kText, change.table->QualifiedName()),
+                                     Value::Text(oid::kText, table.name),
+                                     Value::Text(oid::kText, OpName(change.op)),
+                                     Value::Text(oid::kText, DescribeKey(table, key_row)),
+                                     Value::Text(oid::kText, json),
+                                     Value::Text(oid::kText, std::string(refusal.message())),
+                                     Value::Text(oid::kText, sqlstate)};
+  Params params;
+  for (const Value& v : values) params.Add(v);
+  if (absl::Status s = RunPrepared(
+          "INSERT INTO pgflow.dead_letters (pipeline, lsn, source_table, target_table, "
+          "operation, key, change, error, sqlstate) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6, "
+          "$7::jsonb, $8, $9)",
+          params,
+          [&] {
+            return absl::StrCat("postgres target ", TargetName(),
+                                ": recording a refused change in pgflow.dead_letters");
+          });
+      !s.ok()) {
+    return s;
+  }
+  ++dead_letters_;
+  LogWarning("sink %s (postgres): set aside in pgflow.dead_letters: %s", sink_name_,
+             refusal.message());
   return absl::OkStatus();
 }
 
@@ -2495,6 +2683,11 @@ class PostgresSinkFactory : public SinkFactory {
       absl::StatusOr<bool> b = v->AsBool();
       if (!b.ok()) return b.status();
       options->create_tables = *b;
+    }
+    if (auto v = node.Get("dead_letter")) {
+      absl::StatusOr<bool> b = v->AsBool();
+      if (!b.ok()) return b.status();
+      options->dead_letter = *b;
     }
     if (auto v = node.Get("load_workers")) {
       absl::StatusOr<int64_t> n = v->AsInt(1, 64);

@@ -75,7 +75,11 @@
 //
 // Errors: an unreachable target is kUnavailable; a statement the target refuses is an error
 // naming the table, the row's key and PostgreSQL's message. Either stops the pipeline, and
-// nothing past the last target commit is acknowledged.
+// nothing past the last target commit is acknowledged. With `dead_letter`, a refused change of
+// the stream (SQLSTATE class 22 or 23) is kAborted instead: the target transaction rolled back,
+// and the pipeline, started again from the acknowledged position, applies the source
+// transactions through the one that failed a change at a time, each under a savepoint,
+// recording those the target refuses in pgflow.dead_letters (README, "Refused rows").
 
 #include <cstdint>
 #include <string>
@@ -90,6 +94,9 @@ struct PostgresSinkOptions : SinkOptions {
   std::string schema;         // target schema for every table; empty: the source table's schema
   int64_t batch_rows = 1000;  // rows per multi-row INSERT (also bounded by 65535 parameters)
   bool create_tables = true;  // create missing target tables from the source's shape
+  // A change the target refuses (SQLSTATE class 22, a value it rejects, or 23, a constraint)
+  // is recorded in pgflow.dead_letters and skipped instead of stopping the pipeline.
+  bool dead_letter = false;
   // Connections that copy the initial snapshot into tables that were empty, at once.
   int64_t load_workers = 2;
   // Set for the sink's session when the target's is lower: building a key or an index after

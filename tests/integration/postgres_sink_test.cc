@@ -410,6 +410,57 @@ TEST(PostgresSinkTest, ARowTheTargetRefusesStopsThePipelineUnacknowledged) {
   EXPECT_EQ(dst.Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM people"), "1,2");
 }
 
+// With dead_letter, the changes the target refuses are set aside in pgflow.dead_letters, with
+// the reason, and everything else is applied, the rest of their transactions included; a
+// restart records none of them twice.
+TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied) {
+  Replication r("deadletter", "[public.people]", "{mode: initial, workers: 1}", "",
+                ", dead_letter: true");
+  Sql sql(r.source_url());
+  sql.Exec("CREATE TABLE people (id int PRIMARY KEY, email text, age int)");
+  sql.Exec("INSERT INTO people VALUES (1, 'a@example.com', 20)");
+  Sql dst(r.target_url());
+  // The target has rules the source does not.
+  dst.Exec(
+      "CREATE TABLE people (id int PRIMARY KEY, email varchar(20) UNIQUE, age int CHECK (age >= "
+      "0))");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec(R"sql(
+    BEGIN;
+    INSERT INTO people VALUES (2, 'b@example.com', 30), (3, 'a@example.com', 31),
+      (4, 'c@example.com', -1), (5, 'd@example.com', 40);
+    COMMIT;
+    BEGIN;
+    UPDATE people SET age = 32 WHERE id = 2;
+    INSERT INTO people VALUES (6, repeat('x', 30) || '@example.com', 50);
+    COMMIT;
+    DELETE FROM people WHERE id = 5;
+    INSERT INTO people VALUES (7, 'e@example.com', 70);
+  )sql");
+  r.DrainAndStop(*pgflow);
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(id || ':' || age, ',' ORDER BY id) FROM people"),
+            "1:20,2:32,7:70");
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(key || ' ' || sqlstate || ' ' || operation, ', ' ORDER "
+                       "BY key) FROM pgflow.dead_letters WHERE pipeline = 'deadletter'"),
+            "(id)=(3) 23505 insert, (id)=(4) 23514 insert, (id)=(6) 22001 insert");
+  EXPECT_EQ(dst.Scalar("SELECT change->'after'->>'email' FROM pgflow.dead_letters WHERE key = "
+                       "'(id)=(3)'"),
+            "a@example.com");
+  EXPECT_EQ(dst.Scalar("SELECT bool_and(error LIKE '%public.people%') FROM pgflow.dead_letters"),
+            "t");
+  std::string log = ReadFile(r.log());
+  EXPECT_THAT(log, HasSubstr("set aside in pgflow.dead_letters"));
+  EXPECT_THAT(log, HasSubstr("3 refused changes set aside"));
+  // Again, with nothing new: nothing is applied or recorded twice.
+  auto again = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*again)) << ReadFile(r.log());
+  sql.Exec("INSERT INTO people VALUES (8, 'f@example.com', 80)");
+  r.DrainAndStop(*again);
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pgflow.dead_letters"), "3");
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM people"), "1,2,7,8");
+}
+
 TEST(PostgresSinkTest, TypesOfTheSourceAreUsedAndAMissingOneIsNamed) {
   Replication r("types", "[public.moods]", "{mode: initial, workers: 1}");
   Sql sql(r.source_url());
