@@ -167,9 +167,13 @@ struct TargetTable : std::enable_shared_from_this<TargetTable> {
   std::vector<bool> always_identity;
   // Per source column: the target column's type, as format_type() spells it with no type
   // modifier (typmod -1: "bpchar", not "character", which means character(1)), to cast the
-  // parameters of a batched UPDATE's VALUES list; the column's own modifier applies on
-  // assignment.
+  // values of batched statements (text elements of unnest(), parameters of a VALUES list); the
+  // column's own modifier applies on assignment.
   std::vector<std::string> types;
+  // A value's text cast to each of those types is what the type's input function makes of it,
+  // so batches may carry values as text[] elements: not so for the reg* OID alias types, whose
+  // casts from text refuse what regclassin and the like accept (an OID number, "-").
+  bool text_casts = true;
   // The key is the target table's only uniqueness rule (no other unique index, no exclusion
   // constraint): its changes may be folded into net changes (sinks/postgres/net_changes.h).
   // Unknown until checked, and again after indexes were built or DDL replayed.
@@ -219,6 +223,9 @@ class PostgresSink : public Sink {
   PGconn* conn() { return conn_.get(); }
   absl::Status WriteEvent(const Event& event);
   absl::Status FlushGroup();
+  // Forgets the rows of the current source transaction not sent yet (batches, staged net
+  // changes, a COPY under way, ended with `why`) and the tables known, as a rollback needs.
+  void DiscardTransactionRows(const char* why);
 
   // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
   // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
@@ -543,8 +550,11 @@ absl::Status PostgresSink::Open() {
                        ".dead_letter: refused rows are set aside by their source transaction's WAL "
                        "position, which only a postgres source gives"));
     }
+    // (The ALTER TABLE only when needed: it locks the table out.)
     if (absl::Status s =
-            Run("ALTER TABLE pgflow.applied ADD COLUMN IF NOT EXISTS careful_until pg_lsn; "
+            Run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+                "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
+                "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
                 "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
                 "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
                 "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
@@ -581,7 +591,9 @@ absl::Status PostgresSink::Open() {
       if (!careful) {
         return absl::DataLossError("postgres target: unreadable pgflow.applied.careful_until");
       }
-      if (applied_ < *careful) {
+      // (The transaction that ends at applied_ may be followed by one whose commit record
+      // starts there: not applied yet, and as careful as any.)
+      if (!(*careful < applied_)) {
         careful_until_ = *careful;
         LogInfo(
             "sink %s (postgres): source transactions through %s are applied a change at a "
@@ -887,6 +899,7 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
     }
     table->always_identity.push_back(it->second.first);
     table->types.push_back(it->second.second);
+    if (absl::StartsWith(it->second.second, "reg")) table->text_casts = false;
   }
   for (size_t i = 0; i < schema->columns.size(); ++i) {
     const Column& c = schema->columns[i];
@@ -1247,11 +1260,12 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
       skipping_ = false;
       if (skipped) return absl::OkStatus();
       if (careful_txn_) {  // alone in its target transaction
-        careful_txn_ = false;
         ++transactions_;
         group_txns_ = 1;
         group_applied_ = event.txn.end_lsn;
-        return CommitTransaction();
+        absl::Status s = CommitTransaction();
+        careful_txn_ = false;
+        return s;
       }
       // Complete: what of it is still to be sent needs no savepoint any more.
       savepoint_pending_ = false;
@@ -1289,34 +1303,7 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
         skipping_ = false;
         return absl::OkStatus();
       }
-      deferred_.clear();
-      deferred_rows_ = 0;
-      txn_net_.clear();
-      txn_folded_ = 0;
-      read_tuples_.clear();
-      read_rows_ = 0;
-      read_keys_.clear();
-      read_table_ = nullptr;
-      read_schema_ = nullptr;
-      inserts_.clear();
-      insert_keys_.clear();
-      insert_table_ = nullptr;
-      insert_schema_ = nullptr;
-      updates_.clear();
-      update_keys_.clear();
-      update_table_ = nullptr;
-      update_schema_ = nullptr;
-      deletes_.clear();
-      delete_table_ = nullptr;
-      delete_schema_ = nullptr;
-      if (copy_table_ != nullptr) {
-        PQputCopyEnd(conn(), "source transaction cut off");
-        while (PGresult* r = PQgetResult(conn())) PQclear(r);
-        copy_table_ = nullptr;
-        copy_schema_ = nullptr;
-      }
-      // A table created in the rolled-back transaction is gone again: check anew.
-      tables_.clear();
+      DiscardTransactionRows("source transaction cut off");
       if (savepoint_pending_) {
         // Nothing of it was sent.
         savepoint_pending_ = false;
@@ -1358,6 +1345,37 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
       return WriteRawRows(event);
   }
   return absl::OkStatus();
+}
+
+void PostgresSink::DiscardTransactionRows(const char* why) {
+  deferred_.clear();
+  deferred_rows_ = 0;
+  txn_net_.clear();
+  txn_folded_ = 0;
+  read_tuples_.clear();
+  read_rows_ = 0;
+  read_keys_.clear();
+  read_table_ = nullptr;
+  read_schema_ = nullptr;
+  inserts_.clear();
+  insert_keys_.clear();
+  insert_table_ = nullptr;
+  insert_schema_ = nullptr;
+  updates_.clear();
+  update_keys_.clear();
+  update_table_ = nullptr;
+  update_schema_ = nullptr;
+  deletes_.clear();
+  delete_table_ = nullptr;
+  delete_schema_ = nullptr;
+  if (copy_table_ != nullptr) {
+    PQputCopyEnd(conn(), why);
+    while (PGresult* r = PQgetResult(conn())) PQclear(r);
+    copy_table_ = nullptr;
+    copy_schema_ = nullptr;
+  }
+  // A table created in the rolled-back transaction is gone again: check anew.
+  tables_.clear();
 }
 
 absl::Status PostgresSink::FlushGroup() {
@@ -1643,33 +1661,36 @@ bool IsRefusal(const absl::Status& s) {
 }
 
 absl::Status PostgresSink::Refused(absl::Status s) {
-  if (!options_->dead_letter || !snapshot_finished_ || careful_txn_ || !last_begun_.IsValid() ||
+  // Within the careful range already, the refusal is not one change's (a commit, a DDL
+  // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
+  const bool careful = careful_until_.IsValid() && last_begun_ <= careful_until_;
+  if (!options_->dead_letter || !snapshot_finished_ || careful || !last_begun_.IsValid() ||
       !IsRefusal(s) || conn_ == nullptr) {
     return s;
   }
-  // Whatever was sent with it is void: the target transaction has failed.
+  // Whatever was sent or waits to be is void: the target transaction has failed.
   Drain().IgnoreError();
+  DiscardTransactionRows("a change was refused");
+  group_net_.clear();
+  group_txns_ = 0;
+  group_changes_ = 0;
+  commit_soon_ = false;
+  careful_txn_ = false;
   PgResultPtr rollback(PQexec(conn(), "ROLLBACK"));
   in_transaction_ = false;
   savepoint_ = false;
   savepoint_pending_ = false;
-  Params params;
-  Value name = Value::Text(oid::kText, pipeline_);
-  Value lsn = Value::Text(oid::kText, applied_.IsValid() ? applied_.ToString() : "0/0");
-  Value until = Value::Text(oid::kText, last_begun_.ToString());
-  params.Add(name);
-  params.Add(lsn);
-  params.Add(until);
-  if (absl::Status r = RunPrepared(
-          "INSERT INTO pgflow.applied (pipeline, lsn, careful_until) VALUES ($1, $2::pg_lsn, "
-          "$3::pg_lsn) ON CONFLICT (pipeline) DO UPDATE SET careful_until = EXCLUDED.careful_until",
-          params,
-          [&] {
-            return absl::StrCat("postgres target ", TargetName(),
-                                ": recording where refused changes may be");
-          });
-      !r.ok()) {
-    return r;
+  absl::StatusOr<PgResultPtr> recorded =
+      Exec(conn(),
+           "INSERT INTO pgflow.applied (pipeline, lsn, careful_until) VALUES ($1, $2::pg_lsn, "
+           "$3::pg_lsn) ON CONFLICT (pipeline) DO UPDATE SET careful_until = "
+           "EXCLUDED.careful_until",
+           {pipeline_, applied_.IsValid() ? applied_.ToString() : "0/0", last_begun_.ToString()});
+  if (!recorded.ok()) {
+    return absl::Status(
+        recorded.status().code(),
+        absl::StrCat("postgres target ", TargetName(),
+                     ": recording where refused changes may be: ", recorded.status().message()));
   }
   return absl::AbortedError(absl::StrCat(
       s.message(), "; applying the source transactions through ", last_begun_.ToString(),
@@ -2102,7 +2123,8 @@ absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows
   // whatever the number of rows (prepared once), and it costs the target less than a VALUES
   // list of as many parameters.
   std::vector<std::string> arrays;
-  const bool text = rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [](const Row& row) {
+  const bool text = rows.size() > 1 && table->text_casts &&
+                    std::all_of(rows.begin(), rows.end(), [](const Row& row) {
                       return std::none_of(row.begin(), row.end(), [](const Value& v) {
                         return v.kind == ValueKind::kBinary;
                       });
@@ -2297,14 +2319,15 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
   // As for inserts: values in text form go as one text[] per column, one statement text for
   // any number of rows.
   std::vector<std::string> arrays;
-  const bool text =
-      rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [&](const PendingUpdate& row) {
-        for (size_t j = 0; j < order.size(); ++j) {
-          const Value& v = j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]];
-          if (v.kind == ValueKind::kBinary) return false;
-        }
-        return true;
-      });
+  const bool text = rows.size() > 1 && table.text_casts &&
+                    std::all_of(rows.begin(), rows.end(), [&](const PendingUpdate& row) {
+                      for (size_t j = 0; j < order.size(); ++j) {
+                        const Value& v =
+                            j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]];
+                        if (v.kind == ValueKind::kBinary) return false;
+                      }
+                      return true;
+                    });
   if (text) {
     arrays.assign(order.size(), "{");
     for (const PendingUpdate& row : rows) {
@@ -2593,7 +2616,7 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
   // A single-column key of a type that is not an array, with keys in text form: one array
   // parameter, WHERE k = ANY($1::type[]), one statement text for any number of rows.
   const std::string& type = single ? table->types[table->key[0]] : std::string();
-  if (single && rows.size() > 1 && !absl::EndsWith(type, "]") &&
+  if (single && rows.size() > 1 && table->text_casts && !absl::EndsWith(type, "]") &&
       std::none_of(rows.begin(), rows.end(),
                    [&](const Row& row) { return row[table->key[0]].kind == ValueKind::kBinary; })) {
     std::string array = "{";
