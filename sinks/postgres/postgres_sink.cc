@@ -183,6 +183,43 @@ struct TargetTable : std::enable_shared_from_this<TargetTable> {
   bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
 };
 
+// Several rows' values as one text[] literal per column (Params::AddText each), for a batch
+// sent through unnest(): value(r, j) is row r's value of column j. False, and `arrays` is not to
+// be used, when the batch is better sent as a VALUES list: a single row, a table whose types do
+// not cast from text as they read their input (TargetTable::text_casts), or a value in binary
+// form (no text to put in an array).
+template <typename ValueAt>
+bool TextArrays(const TargetTable& table, size_t rows, size_t columns, ValueAt value,
+                std::vector<std::string>* arrays) {
+  if (rows < 2 || !table.text_casts) return false;
+  arrays->assign(columns, "{");
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t j = 0; j < columns; ++j) {
+      const Value& v = value(r, j);
+      if (v.kind == ValueKind::kBinary) return false;
+      AppendArrayElement(&(*arrays)[j], v);
+    }
+  }
+  for (std::string& a : *arrays) a.push_back('}');
+  return true;
+}
+
+// The rows of TextArrays' parameters: SELECT pgflow_u.n::type AS n, ... FROM unnest($1::text[],
+// ...) AS pgflow_u (n, ...), column j being source column columns[j] named names[j].
+std::string UnnestSelect(const TargetTable& table, const std::vector<size_t>& columns,
+                         const std::vector<std::string>& names) {
+  std::vector<std::string> select;
+  std::vector<std::string> arrays;
+  for (size_t j = 0; j < columns.size(); ++j) {
+    select.push_back(
+        absl::StrCat("pgflow_u.", names[j], "::", table.types[columns[j]], " AS ", names[j]));
+    arrays.push_back(absl::StrCat("$", j + 1, "::text[]"));
+  }
+  return absl::StrCat("SELECT ", absl::StrJoin(select, ", "), " FROM unnest(",
+                      absl::StrJoin(arrays, ", "), ") AS pgflow_u (", absl::StrJoin(names, ", "),
+                      ")");
+}
+
 class PostgresSink : public Sink {
  public:
   PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
@@ -2102,19 +2139,15 @@ absl::Status PostgresSink::FlushInserts() {
 }
 
 std::string PostgresSink::UnnestInsertSql(const TargetTable& table) const {
-  const size_t n = table.schema->columns.size();
-  std::vector<std::string> select;
-  std::vector<std::string> arrays;
+  std::vector<size_t> columns;
   std::vector<std::string> names;
-  for (size_t c = 0; c < n; ++c) {
-    select.push_back(absl::StrCat("pgflow_u.pgflow_c", c, "::", table.types[c]));
-    arrays.push_back(absl::StrCat("$", c + 1, "::text[]"));
+  for (size_t c = 0; c < table.schema->columns.size(); ++c) {
+    columns.push_back(c);
     names.push_back(absl::StrCat("pgflow_c", c));
   }
   return absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
-                      ") OVERRIDING SYSTEM VALUE SELECT ", absl::StrJoin(select, ", "),
-                      " FROM unnest(", absl::StrJoin(arrays, ", "), ") AS pgflow_u (",
-                      absl::StrJoin(names, ", "), ")", ConflictClause(table));
+                      ") OVERRIDING SYSTEM VALUE ", UnnestSelect(table, columns, names),
+                      ConflictClause(table));
 }
 
 absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
@@ -2123,22 +2156,11 @@ absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows
   // whatever the number of rows (prepared once), and it costs the target less than a VALUES
   // list of as many parameters.
   std::vector<std::string> arrays;
-  const bool text = rows.size() > 1 && table->text_casts &&
-                    std::all_of(rows.begin(), rows.end(), [](const Row& row) {
-                      return std::none_of(row.begin(), row.end(), [](const Value& v) {
-                        return v.kind == ValueKind::kBinary;
-                      });
-                    });
+  const bool text = TextArrays(
+      *table, rows.size(), table->schema->columns.size(),
+      [&](size_t r, size_t c) -> const Value& { return rows[r][c]; }, &arrays);
   if (text) {
-    const size_t n = table->schema->columns.size();
-    arrays.assign(n, "{");
-    for (const Row& row : rows) {
-      for (size_t c = 0; c < n; ++c) AppendArrayElement(&arrays[c], row[c]);
-    }
-    for (std::string& a : arrays) {
-      a.push_back('}');
-      params.AddText(a);
-    }
+    for (const std::string& a : arrays) params.AddText(a);
   } else {
     for (const Row& row : rows) {
       for (const Value& v : row) params.Add(v);
@@ -2319,42 +2341,20 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
   // As for inserts: values in text form go as one text[] per column, one statement text for
   // any number of rows.
   std::vector<std::string> arrays;
-  const bool text = rows.size() > 1 && table.text_casts &&
-                    std::all_of(rows.begin(), rows.end(), [&](const PendingUpdate& row) {
-                      for (size_t j = 0; j < order.size(); ++j) {
-                        const Value& v =
-                            j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]];
-                        if (v.kind == ValueKind::kBinary) return false;
-                      }
-                      return true;
-                    });
+  auto value_at = [&](size_t r, size_t j) -> const Value& {
+    return j < table.key.size() ? key_row(rows[r])[order[j]] : rows[r].after[order[j]];
+  };
+  const bool text = TextArrays(table, rows.size(), order.size(), value_at, &arrays);
   if (text) {
-    arrays.assign(order.size(), "{");
-    for (const PendingUpdate& row : rows) {
-      for (size_t j = 0; j < order.size(); ++j) {
-        AppendArrayElement(&arrays[j],
-                           j < table.key.size() ? key_row(row)[order[j]] : row.after[order[j]]);
-      }
-    }
-    std::vector<std::string> select;
-    std::vector<std::string> unnest;
-    for (size_t j = 0; j < order.size(); ++j) {
-      arrays[j].push_back('}');
-      params.AddText(arrays[j]);
-      select.push_back(
-          absl::StrCat("pgflow_u.", names[j], "::", table.types[order[j]], " AS ", names[j]));
-      unnest.push_back(absl::StrCat("$", j + 1, "::text[]"));
-    }
-    values = absl::StrCat("(SELECT ", absl::StrJoin(select, ", "), " FROM unnest(",
-                          absl::StrJoin(unnest, ", "), ") AS pgflow_u (",
-                          absl::StrJoin(names, ", "), "))");
+    for (const std::string& a : arrays) params.AddText(a);
+    values = absl::StrCat("(", UnnestSelect(table, order, names), ")");
   } else {
     int param = 1;
     for (size_t r = 0; r < rows.size(); ++r) {
       values += r == 0 ? "(VALUES (" : ", (";
       for (size_t j = 0; j < order.size(); ++j) {
         absl::StrAppend(&values, j == 0 ? "$" : ", $", param++, "::", table.types[order[j]]);
-        params.Add(j < table.key.size() ? key_row(rows[r])[order[j]] : rows[r].after[order[j]]);
+        params.Add(value_at(r, j));
       }
       values += ")";
     }
@@ -2616,13 +2616,12 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
   // A single-column key of a type that is not an array, with keys in text form: one array
   // parameter, WHERE k = ANY($1::type[]), one statement text for any number of rows.
   const std::string& type = single ? table->types[table->key[0]] : std::string();
-  if (single && rows.size() > 1 && table->text_casts && !absl::EndsWith(type, "]") &&
-      std::none_of(rows.begin(), rows.end(),
-                   [&](const Row& row) { return row[table->key[0]].kind == ValueKind::kBinary; })) {
-    std::string array = "{";
-    for (const Row& row : rows) AppendArrayElement(&array, row[table->key[0]]);
-    array.push_back('}');
-    params.AddText(array);
+  std::vector<std::string> array;
+  if (single && !absl::EndsWith(type, "]") &&
+      TextArrays(
+          *table, rows.size(), 1,
+          [&](size_t r, size_t) -> const Value& { return rows[r][table->key[0]]; }, &array)) {
+    params.AddText(array[0]);
     return SendPrepared(
         absl::StrCat("DELETE FROM ", table->quoted, " WHERE ", key[0], " = ANY ($1::", type, "[])"),
         params,
