@@ -58,9 +58,11 @@ settle() {
   for port in "$PGPORT" "$TPORT"; do psql -q -p "$port" -d postgres -c CHECKPOINT; done
   sync
 }
+# The clock starts after the CPU readings (two Python runs, about 0.2 s), and stops before
+# the closing ones: the timed window holds the contender's work alone.
 begin_phase() {
   settle
-  t0=$(now); src0=$(cluster_cpu "$work/pg"); tgt0=$(cluster_cpu "$work/target")
+  src0=$(cluster_cpu "$work/pg"); tgt0=$(cluster_cpu "$work/target"); t0=$(now)
 }
 # end_phase NAME [PGFLOW_TIME_FILE]: records NAME's wall time and CPU seconds.
 end_phase() {

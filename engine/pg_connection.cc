@@ -1,5 +1,8 @@
 #include "engine/pg_connection.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -165,6 +168,36 @@ absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
     return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
   }
   return res;
+}
+
+CopyOutReader::CopyOutReader(PGconn* conn, int low_water, int max_wait_ms)
+    : conn_(conn), fd_(PQsocket(conn)), max_wait_ms_(max_wait_ms) {
+  lowered_ = ::setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &low_water, sizeof(low_water)) == 0;
+}
+
+void CopyOutReader::Release() {
+  if (!lowered_) return;
+  const int one = 1;
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+  lowered_ = false;
+}
+
+int CopyOutReader::Next(char** buf) {
+  while (true) {
+    const int n = PQgetCopyData(conn_, buf, /*async=*/1);
+    if (n != 0) {
+      dry_ = false;
+      return n;
+    }
+    // libpq reads at most its buffer's worth (16 KiB) at a time: read again before waiting,
+    // or the reader would wake for every 16 KiB of the backlog below the low-water mark.
+    if (dry_) {
+      pollfd pfd = {fd_, POLLIN, 0};
+      ::poll(&pfd, 1, max_wait_ms_);
+    }
+    if (PQconsumeInput(conn_) == 0) return -2;
+    dry_ = true;
+  }
 }
 
 }  // namespace pgflow

@@ -272,9 +272,10 @@ absl::Status Backfill::CopyAll() {
       copied.key_columns = key_columns;
       const size_t ncols = table.columns.size();
       BinaryCopyParser parser(ncols + key_columns.size());
+      CopyOutReader copy(c);
       while (true) {
         char* buf = nullptr;
-        int n = PQgetCopyData(c, &buf, 0);
+        int n = copy.Next(&buf);
         if (n == -1) break;
         if (n == -2) return ResultError(c, nullptr, "reading a backfill chunk");
         absl::Status s = parser.Parse(
@@ -300,6 +301,7 @@ absl::Status Backfill::CopyAll() {
         PQfreemem(buf);
         if (!s.ok()) return s;
       }
+      copy.Release();
       PgResultPtr end(PQgetResult(c));
       if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
         return ResultError(c, end.get(), "finishing a backfill chunk");

@@ -271,9 +271,10 @@ struct SnapshotCopier::Worker {
     WorkerOutput output;
     uint64_t rows = 0;
     absl::Status parse_status;
+    CopyOutReader copy(c);
     while (true) {
       char* buf = nullptr;
-      int n = PQgetCopyData(c, &buf, 0);
+      int n = copy.Next(&buf);
       if (n == -1) break;
       if (n == -2) return ResultError(c, nullptr, "reading a snapshot chunk");
       if (shared.raw) {
@@ -283,7 +284,7 @@ struct SnapshotCopier::Worker {
         if (!s.ok()) return s;
         if (output.batch.bytes >= kBatchBytes) {
           output.table = chunk.TableName();
-          if (!shared.Push(std::move(output))) return Cancel(c);
+          if (!shared.Push(std::move(output))) return Cancel(c, copy);
           output = WorkerOutput();
         }
         continue;
@@ -318,10 +319,11 @@ struct SnapshotCopier::Worker {
       if (output.batch.events.size() >= kBatchRows || output.batch.bytes >= kBatchBytes) {
         output.table = chunk.TableName();
         output.rows = output.batch.events.size();
-        if (!shared.Push(std::move(output))) return Cancel(c);
+        if (!shared.Push(std::move(output))) return Cancel(c, copy);
         output = WorkerOutput();
       }
     }
+    copy.Release();
     PgResultPtr end(PQgetResult(c));
     if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
       return ResultError(c, end.get(), "finishing a snapshot chunk");
@@ -378,7 +380,8 @@ struct SnapshotCopier::Worker {
   }
 
   // Stops a COPY in progress when the snapshot is stopping.
-  absl::Status Cancel(PGconn* c) {
+  absl::Status Cancel(PGconn* c, CopyOutReader& copy) {
+    copy.Release();
     if (PGcancel* cancel = PQgetCancel(c)) {
       char err[256];
       PQcancel(cancel, err, sizeof(err));
