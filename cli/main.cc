@@ -1,5 +1,6 @@
 // The `pgflow` command: subcommands that wire configuration to the engine, nothing more.
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -390,6 +391,12 @@ int main(int argc, char** argv) {
   // of every absl::Mutex (hundreds of instructions, under a process-wide lock): a debugging aid
   // the queues and the kv store's readers should not pay for in production.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Batches of rows (a MiB or so) are allocated by one thread and freed by another, all the time.
+  // glibc's defaults give each to mmap, or hand a freed arena top back to the kernel, so that
+  // every batch faults its pages in anew: a quarter of pgflow's CPU in a snapshot. Memory is
+  // bounded by the pipeline's queues, not by giving it back.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   RegisterComponents();
 
   CLI::App app{

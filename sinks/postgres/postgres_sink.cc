@@ -27,6 +27,7 @@
 #include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
+#include "sinks/postgres/parallel_statements.h"
 #include "sinks/postgres/table_definition.h"
 
 namespace pgflow {
@@ -279,6 +280,9 @@ class PostgresSink : public Sink {
 
   // Runs `sql` without parameters (simple protocol: several statements allowed).
   absl::Status Run(const std::string& sql, absl::string_view context);
+  // Keys and indexes built after the load sort in memory rather than in temporary files:
+  // raises maintenance_work_mem on `c` to the sink's option, never lowers it.
+  absl::Status RaiseMaintenanceWorkMem(PGconn* c) const;
   // Takes the pending savepoint, if any, on its own: before statements that cannot carry it
   // in their round trip (COPY, DDL sent one statement at a time).
   absl::Status SendPendingSavepoint() {
@@ -569,17 +573,7 @@ absl::Status PostgresSink::Open() {
       !s.ok()) {
     return s;
   }
-  // Keys and indexes built after the load sort in memory rather than in temporary files.
-  if (absl::StatusOr<PgResultPtr> mem =
-          Exec(conn(),
-               "SELECT CASE WHEN pg_size_bytes(current_setting('maintenance_work_mem')) < "
-               "pg_size_bytes($1) THEN set_config('maintenance_work_mem', $1, false) END",
-               {options_->maintenance_work_mem});
-      !mem.ok()) {
-    return absl::Status(mem.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": sinks.", sink_name_,
-                                     ".maintenance_work_mem: ", mem.status().message()));
-  }
+  if (absl::Status s = RaiseMaintenanceWorkMem(conn()); !s.ok()) return s;
   if (options_->dead_letter) {
     if (!wal_positions_) {
       return absl::InvalidArgumentError(
@@ -655,6 +649,18 @@ absl::Status PostgresSink::SendGroupFirst() {
   deferred_ = std::move(held);
   deferred_rows_ = held_rows;
   return s;
+}
+
+absl::Status PostgresSink::RaiseMaintenanceWorkMem(PGconn* c) const {
+  absl::StatusOr<PgResultPtr> mem =
+      Exec(c,
+           "SELECT CASE WHEN pg_size_bytes(current_setting('maintenance_work_mem')) < "
+           "pg_size_bytes($1) THEN set_config('maintenance_work_mem', $1, false) END",
+           {options_->maintenance_work_mem});
+  if (mem.ok()) return absl::OkStatus();
+  return absl::Status(mem.status().code(),
+                      absl::StrCat("postgres target ", Describe(c), ": sinks.", sink_name_,
+                                   ".maintenance_work_mem: ", mem.status().message()));
 }
 
 absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
@@ -1024,7 +1030,9 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
   LogInfo(
       "sink %s (postgres): created table %s in the target from the source's definition; %d "
       "indexes and constraints are built %s",
-      sink_name_, name, def->deferred.size(),
+      sink_name_, name,
+      std::count_if(def->deferred.begin(), def->deferred.end(),
+                    [](const DeferredStatement& d) { return !d.attaches; }),
       snapshot_finished_ ? "now" : "once the snapshot is loaded");
   if (snapshot_finished_) return BuildPending();
   return absl::OkStatus();
@@ -1056,19 +1064,67 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
                         absl::StrCat("postgres target ", TargetName(),
                                      ": reading pgflow.pending_ddl: ", res.status().message()));
   }
+  struct Pending {
+    std::string id, table, statement;
+  };
+  std::vector<Pending> serial, builds;
+  // Outside a transaction, every index build goes first, several at once over connections of
+  // their own; nothing deferred needs what another statement builds but a constraint its index
+  // (USING INDEX) and a foreign key the key it references, both of which come after.
+  const bool parallel = name.empty() && !in_transaction_ && options_->load_workers > 1;
   for (int i = 0; i < PQntuples(res->get()); ++i) {
-    const std::string id = PQgetvalue(res->get(), i, 0);
-    const std::string table = PQgetvalue(res->get(), i, 1);
-    const std::string statement = PQgetvalue(res->get(), i, 2);
+    Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
+              PQgetvalue(res->get(), i, 2)};
+    (parallel && BuildsIndex(p.statement) ? builds : serial).push_back(std::move(p));
+  }
+  auto context = [](const Pending& p) {
+    return absl::StrCat("building on ", p.table, ": ", p.statement);
+  };
+  auto done = [](const Pending& p) {
+    return absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ",
+                        p.id);
+  };
+  // A statement that failed stays pending with its error, unless the target went away.
+  auto failed = [&](const Pending& p, const absl::Status& s) -> absl::Status {
+    if (absl::IsUnavailable(s)) return s;
+    LogWarning(
+        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
+        "the next snapshot or restart",
+        sink_name_, s.message());
+    Params params;
+    Value error = Value::Text(oid::kText, std::string(s.message()));
+    params.Add(error);
+    return RunPrepared(
+        absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
+          return absl::StrCat("postgres target ", TargetName(), ": recording a failed statement");
+        });
+  };
+  if (builds.size() == 1) serial.insert(serial.begin(), std::move(builds.front()));
+  if (builds.size() > 1) {
+    std::vector<ParallelStatement> statements;
+    for (const Pending& p : builds) {
+      statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
+    }
+    std::vector<absl::Status> results =
+        RunInParallel(options_->url, statements, options_->load_workers,
+                      [this](PGconn* c) { return RaiseMaintenanceWorkMem(c); });
+    for (size_t i = 0; i < builds.size(); ++i) {
+      if (results[i].ok()) {
+        LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
+                builds[i].statement);
+      } else if (absl::Status s = failed(builds[i], results[i]); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  for (const Pending& p : serial) {
     const bool nested = in_transaction_;
-    const std::string done =
-        absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ", id);
-    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", statement, "; ", done,
+    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
                                             "; RELEASE SAVEPOINT pgflow_ddl")
-                             : absl::StrCat(statement, "; ", done);
-    absl::Status s = Run(sql, absl::StrCat("building on ", table, ": ", statement));
+                             : absl::StrCat(p.statement, "; ", done(p));
+    absl::Status s = Run(sql, context(p));
     if (s.ok()) {
-      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, table, statement);
+      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
       continue;
     }
     if (absl::IsUnavailable(s)) return s;
@@ -1079,22 +1135,7 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
         return r;
       }
     }
-    LogWarning(
-        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
-        "the next snapshot or restart",
-        sink_name_, s.message());
-    Params params;
-    Value error = Value::Text(oid::kText, std::string(s.message()));
-    params.Add(error);
-    if (absl::Status r = RunPrepared(
-            absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", id), params,
-            [&] {
-              return absl::StrCat("postgres target ", TargetName(),
-                                  ": recording a failed statement");
-            });
-        !r.ok()) {
-      return r;
-    }
+    if (absl::Status r = failed(p, s); !r.ok()) return r;
   }
   return absl::OkStatus();
 }

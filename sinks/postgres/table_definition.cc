@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -38,6 +39,21 @@ struct SourceSequence {
   std::string owner_column;  // column of this table owning it ('a'), if any
   bool identity = false;     // the sequence of an identity column ('i')
 };
+
+// pg_get_indexdef(oid) always reads "CREATE [UNIQUE ]INDEX <name> ON [ONLY ]<schema>.<table>
+// USING ...": the same statement on `table`, or nullopt when `indexdef` does not read so.
+std::optional<std::string> IndexOn(absl::string_view indexdef, absl::string_view index, bool unique,
+                                   absl::string_view source_qualified, absl::string_view table) {
+  const std::string head =
+      absl::StrCat("CREATE ", unique ? "UNIQUE " : "", "INDEX ", index, " ON ");
+  absl::string_view rest = indexdef;
+  if (!absl::ConsumePrefix(&rest, head)) return std::nullopt;
+  absl::ConsumePrefix(&rest, "ONLY ");
+  if (!absl::ConsumePrefix(&rest, source_qualified) || !absl::StartsWith(rest, " USING ")) {
+    return std::nullopt;
+  }
+  return absl::StrCat(head, table, rest);
+}
 
 // "INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1 NO CYCLE".
 std::string SequenceOptions(const SourceSequence& s) {
@@ -189,7 +205,8 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
       Exec(source,
            "SELECT quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid), "
            "  coalesce(i.indisreplident, false), quote_ident(rn.nspname) || '.' || "
-           "  quote_ident(r.relname), rn.nspname, r.relname, quote_ident(ic.relname) "
+           "  quote_ident(r.relname), rn.nspname, r.relname, quote_ident(ic.relname), "
+           "  pg_get_indexdef(i.indexrelid), k.condeferrable "
            "FROM pg_constraint k "
            "LEFT JOIN pg_index i ON i.indexrelid = k.conindid AND k.contype IN ('p', 'u', 'x') "
            "LEFT JOIN pg_class ic ON ic.oid = i.indexrelid "
@@ -215,14 +232,35 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
       }
       continue;
     }
+    // A key's index is built on its own, beside the table's other indexes, then attached.
+    const bool replica_identity_index = Get(r, i, 3) == "t";
+    std::optional<std::string> key_index;
+    if ((type == 'p' || (type == 'u' && !replica_identity_index)) && Get(r, i, 9) == "f") {
+      key_index = IndexOn(Get(r, i, 8), Get(r, i, 7), true, source_qualified, table);
+    }
     if (type == 'p') {
-      std::string statement =
-          absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint, " ", body);
-      if (Get(r, i, 3) == "t") {
+      std::vector<DeferredStatement> key;
+      std::string statement = absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint);
+      if (key_index.has_value()) {
+        key.push_back({-1, std::move(*key_index)});
+        absl::StrAppend(&statement, " PRIMARY KEY USING INDEX ", Get(r, i, 7));
+      } else {
+        absl::StrAppend(&statement, " ", body);
+      }
+      if (replica_identity_index) {
         absl::StrAppend(&statement, "; ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ",
                         Get(r, i, 7));
       }
-      def.deferred.insert(def.deferred.begin(), {-1, std::move(statement)});
+      key.push_back({-1, std::move(statement), key_index.has_value()});
+      def.deferred.insert(def.deferred.begin(), key.begin(), key.end());
+      continue;
+    }
+    if (key_index.has_value()) {
+      def.deferred.push_back({0, std::move(*key_index)});
+      def.deferred.push_back({0,
+                              absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint,
+                                           " UNIQUE USING INDEX ", Get(r, i, 7)),
+                              true});
       continue;
     }
     if (type == 'f') {
@@ -234,7 +272,7 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     }
     std::string statement =
         absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint, " ", body);
-    if (Get(r, i, 3) == "t") {
+    if (replica_identity_index) {
       after_create.push_back(std::move(statement));
       after_create.push_back(
           absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
@@ -258,28 +296,20 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     PGresult* r = idx->get();
     const std::string index = Get(r, i, 0);
     const std::string indexdef = Get(r, i, 1);
-    // pg_get_indexdef(oid) always reads "CREATE [UNIQUE ]INDEX <name> ON [ONLY ]<schema>.<table>
-    // USING ...": only the table's name changes.
-    const std::string head =
-        absl::StrCat("CREATE ", Get(r, i, 2) == "t" ? "UNIQUE " : "", "INDEX ", index, " ON ");
-    absl::string_view rest = indexdef;
-    bool recognized = absl::ConsumePrefix(&rest, head);
-    absl::ConsumePrefix(&rest, "ONLY ");
-    recognized = recognized && absl::ConsumePrefix(&rest, source_qualified) &&
-                 absl::StartsWith(rest, " USING ");
-    if (!recognized) {
+    std::optional<std::string> statement =
+        IndexOn(indexdef, index, Get(r, i, 2) == "t", source_qualified, table);
+    if (!statement.has_value()) {
       LogWarning("the definition of index %s of %s.%s is not understood, it is not recreated: %s",
                  index, schema, name, indexdef);
       continue;
     }
-    std::string statement = absl::StrCat(head, table, rest);
     if (Get(r, i, 3) == "t") {
-      after_create.push_back(std::move(statement));
+      after_create.push_back(std::move(*statement));
       after_create.push_back(
           absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", index));
       continue;
     }
-    def.deferred.push_back({0, std::move(statement)});
+    def.deferred.push_back({0, std::move(*statement)});
   }
   if (replica_identity == 'f') {
     after_create.push_back(absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
@@ -363,6 +393,11 @@ absl::StatusOr<SequenceCopyResult> CopySequenceValues(PGconn* source, PGconn* ta
     ++result.copied;
   }
   return result;
+}
+
+bool BuildsIndex(absl::string_view statement) {
+  return absl::StartsWith(statement, "CREATE INDEX ") ||
+         absl::StartsWith(statement, "CREATE UNIQUE INDEX ");
 }
 
 }  // namespace pgflow

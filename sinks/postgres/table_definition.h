@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/config.h"
 #include "engine/pg_connection.h"
 
@@ -33,7 +34,16 @@ struct DeferredStatement {
   // 0: indexes, UNIQUE, CHECK, EXCLUDE; 1: foreign keys (after every phase 0).
   int phase = 0;
   std::string statement;
+  // A primary key or UNIQUE constraint comes as two statements: CREATE UNIQUE INDEX, which may
+  // run beside the table's other index builds (each takes a SHARE lock), then
+  // ALTER TABLE ... ADD CONSTRAINT ... USING INDEX, a catalog change, marked `attaches`.
+  bool attaches = false;
 };
+
+// Whether `statement` builds an index: CREATE [UNIQUE] INDEX, which several connections may run
+// on one table at once. What else is deferred (ALTER TABLE ... ADD CONSTRAINT) locks the table
+// out and runs alone.
+bool BuildsIndex(absl::string_view statement);
 
 struct TableDefinition {
   std::vector<std::string> schemas;  // target schemas the statements below need

@@ -368,6 +368,8 @@ struct SnapshotCopier::Worker {
       event.change.txn.commit_lsn = position;
       event.change.txn.commit_time_us = shared.started_us;
       event.change.lsn = position;
+      // The batch is handed on once past kBatchBytes: one allocation, never regrown.
+      event.change.content.reserve(kBatchBytes + (64 << 10));
       batch.events.push_back(std::move(event));
     }
     Event& raw = batch.events.back();

@@ -110,7 +110,7 @@ TEST(CopyOutReaderTest, AnErrorMidStreamIsReported) {
     ++rows;
     PQfreemem(buf);
   }
-  EXPECT_EQ(n, -1);  // the COPY ended; its result says how
+  EXPECT_EQ(n, -1);       // the COPY ended; its result says how
   EXPECT_EQ(rows, 4999);  // every row before the failing one
   reader.Release();
   PgResultPtr end(PQgetResult(conn.get()));

@@ -632,6 +632,71 @@ TEST(PostgresSinkTest, AMissingTableIsCreatedFromTheSourcesDefinitionWithItsInde
   EXPECT_EQ(dst.Scalar("SELECT nextval('orders_id_seq') = (SELECT max(id) + 1 FROM orders)"), "t");
 }
 
+TEST(PostgresSinkTest, AnIndexTheTargetCannotBuildStaysPendingAndTheOthersAreBuiltBesideIt) {
+  Replication r("unbuildable", "[public.coded]", "{mode: initial, workers: 2}");
+  Sql sql(r.source_url());
+  // The index calls a function the target does not have: its build fails there, and only there.
+  sql.Exec(R"sql(
+    CREATE FUNCTION code_key(text) RETURNS text IMMUTABLE LANGUAGE sql AS 'SELECT lower($1)';
+    CREATE TABLE coded (id bigint PRIMARY KEY, code text NOT NULL, qty int,
+      CONSTRAINT coded_code_unique UNIQUE (code));
+    CREATE INDEX coded_qty ON coded (qty);
+    CREATE INDEX coded_key ON coded (public.code_key(code));
+    INSERT INTO coded SELECT g, 'C' || g, g % 10 FROM generate_series(1, 2000) g;
+  )sql");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.LogHas("sequences set") || !pgflow->Running(); },
+                      std::chrono::seconds(120)))
+      << ReadFile(r.log());
+  ASSERT_TRUE(pgflow->Running()) << ReadFile(r.log());
+  const std::string log = ReadFile(r.log());
+  EXPECT_THAT(log, HasSubstr("4 indexes and constraints are built once the snapshot is loaded"));
+  EXPECT_THAT(log, HasSubstr("building on public.coded: CREATE INDEX coded_key"));
+  EXPECT_THAT(log, HasSubstr("it stays pending in pgflow.pending_ddl"));
+
+  Sql dst(r.target_url());
+  // Everything else is there: the key and the UNIQUE constraint (attached to the indexes built
+  // beside the others), the plain index.
+  EXPECT_EQ(
+      dst.Scalar("SELECT string_agg(conname || ':' || contype::text, ',' ORDER BY conname) FROM "
+                 "pg_constraint WHERE conrelid = 'public.coded'::regclass"),
+      "coded_code_unique:u,coded_pkey:p");
+  EXPECT_EQ(
+      dst.Scalar(
+          "SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) "
+          "FROM "
+          "pg_index WHERE indrelid = 'public.coded'::regclass"),
+      "coded_code_unique,coded_pkey,coded_qty");
+  EXPECT_EQ(dst.Scalar("SELECT count(*) || ' ' || bool_and(error LIKE '%code_key%') FROM "
+                       "pgflow.pending_ddl WHERE pipeline = 'unbuildable' AND NOT done"),
+            "1 true");
+  EXPECT_EQ(dst.Scalar("SELECT statement FROM pgflow.pending_ddl WHERE pipeline = 'unbuildable' "
+                       "AND NOT done"),
+            "CREATE INDEX coded_key ON \"public\".\"coded\" USING btree (public.code_key(code))");
+  ExpectSameRows(r, "coded", "id");
+  r.DrainAndStop(*pgflow);
+
+  // Once the target has the function, the next run builds the index at its first transaction.
+  dst.Exec(
+      "CREATE FUNCTION code_key(text) RETURNS text IMMUTABLE LANGUAGE sql AS "
+      "'SELECT lower($1)'");
+  pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  sql.Exec("INSERT INTO coded VALUES (2001, 'C2001', 1)");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return dst.Scalar(
+                   "SELECT count(*) FROM pgflow.pending_ddl WHERE pipeline = "
+                   "'unbuildable' AND NOT done") == "0";
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(r.log());
+  r.DrainAndStop(*pgflow);
+  EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'public.coded'::regclass"),
+            "4");
+  ExpectSameRows(r, "coded", "id");
+}
+
 TEST(PostgresSinkTest, TheSchemaOptionMapsEveryGeneratedNameAndAnExistingTableIsLeftAlone) {
   Replication r("mapped", "[public.parents, public.orders, public.kept]",
                 "{mode: initial, workers: 1}", "", ", schema: copy");
