@@ -45,7 +45,7 @@ constexpr OptionSpec kOptions[] = {
      "pgflow.dead_letters and go on, instead of stopping"},
     {"load_workers", "int", false, "2",
      "connections that copy the initial snapshot into the target at once (into tables that "
-     "were empty)"},
+     "were empty), then build its indexes at once"},
     {"maintenance_work_mem", "string", false, "256MB",
      "memory for building the keys and indexes after the load (raised to this for the sink's "
      "session, never lowered)"},
