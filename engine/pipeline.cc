@@ -15,6 +15,10 @@ using Clock = std::chrono::steady_clock;
 
 // How long, once the stream ends, an asynchronous sink may take to confirm its last writes.
 constexpr std::chrono::seconds kAsyncSettleTimeout(30);
+// How often an asynchronous sink's durability is read while it has writes not yet durable:
+// the end of a snapshot waits for its last chunk, and a flush interval (200 ms) is too long a
+// wait for a few atomic reads.
+constexpr absl::Duration kDurablePoll = absl::Milliseconds(5);
 
 std::string HumanBytes(double bytes) {
   const char* units[] = {"B", "kB", "MB", "GB", "TB"};
@@ -210,14 +214,12 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
     RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
     stop.Request();
   };
-  auto flush = [&]() -> bool {
-    last_flush = Clock::now();
-    if (absl::Status s = slot.sink->Flush(); !s.ok()) {
-      fail(s);
-      return false;
-    }
-    // An asynchronous sink says itself how far its writes are durable, chunks included.
+  // Reports how far the sink's writes are durable: an asynchronous sink says it itself, chunks
+  // included, at any time; a synchronous one holds what it was given once `flushed`. True while
+  // an asynchronous sink holds writes not yet durable.
+  auto report = [&](bool flushed) -> bool {
     std::optional<Lsn> async_durable = slot.sink->DurableThrough();
+    if (!async_durable.has_value() && !flushed) return false;
     Lsn durable = async_durable.value_or(written);
     if (durable > reported) {
       tracker_->Report(index, durable);
@@ -229,6 +231,16 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       chunk_tracker_->Report(index, durable_chunk);
       reported_chunk = durable_chunk;
     }
+    return async_durable.has_value() && (reported < written || reported_chunk < written_chunk);
+  };
+  bool unconfirmed = false;  // what report() last said
+  auto flush = [&]() -> bool {
+    last_flush = Clock::now();
+    if (absl::Status s = slot.sink->Flush(); !s.ok()) {
+      fail(s);
+      return false;
+    }
+    unconfirmed = report(/*flushed=*/true);
     return true;
   };
   // At the end of the stream, an asynchronous sink gets a while to confirm what it was given,
@@ -253,7 +265,9 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   while (true) {
     auto elapsed = Clock::now() - last_flush;
     absl::Duration wait = flush_interval - absl::FromChrono(elapsed);
+    if (unconfirmed) wait = std::min(wait, kDurablePoll);
     std::optional<EventBatchPtr> batch = queue.Pop(std::max(wait, absl::Milliseconds(1)));
+    if (unconfirmed && !batch.has_value()) unconfirmed = report(/*flushed=*/false);
     if (batch.has_value()) {
       for (const Event& event : (*batch)->events) {
         if (event.kind == EventKind::kChange && event.change.ddl != nullptr &&
@@ -267,6 +281,7 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
         if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
         if (event.kind == EventKind::kChunkDone) written_chunk = event.chunk;
       }
+      unconfirmed = report(/*flushed=*/false);
     }
     bool drained = queue.closed_and_drained();
     if (drained || Clock::now() - last_flush >= slot.flush_interval) {

@@ -1105,6 +1105,8 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
     for (const Pending& p : builds) {
       statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
     }
+    LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
+            std::min<size_t>(builds.size(), options_->load_workers));
     std::vector<absl::Status> results =
         RunInParallel(options_->url, statements, options_->load_workers,
                       [this](PGconn* c) { return RaiseMaintenanceWorkMem(c); });

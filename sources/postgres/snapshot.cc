@@ -659,7 +659,7 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
       report(false);
       return absl::OkStatus();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   if (absl::Status s = RecordDurable(chunks); !s.ok()) return s;
   // Tell the sinks the copy is complete (a PostgreSQL target builds its indexes now).
