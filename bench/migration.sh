@@ -82,7 +82,7 @@ source:
   postgres:
     url: postgres://postgres@127.0.0.1:$PGPORT/bench
     tables: [public.items]
-    snapshot: {mode: initial, workers: 2, chunk_size: 16MiB}
+    snapshot: {mode: initial, workers: 2}   # the default chunk_size
 sinks:
   target: {postgres: {url: postgres://postgres@127.0.0.1:$TPORT/pgflow}}
 YAML

@@ -124,7 +124,8 @@ constexpr OptionSpec kSnapshotOptions[] = {
      "initial: copy the tables, then stream; never: stream only; only: copy, then stop."},
     {"workers", "int", false, "0", "Parallel copy workers, 0..64; 0 = one per core."},
     {"chunk_size", "bytes", false, "64MiB",
-     "Size of the CTID range copied as one unit; at least 1MiB."},
+     "Largest CTID range copied as one unit (ranges shrink toward a table's end, down to "
+     "4MiB); at least 1MiB."},
 };
 
 constexpr OptionSpec kBufferOptions[] = {

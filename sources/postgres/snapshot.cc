@@ -23,6 +23,9 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kBatchRows = 1024;
 constexpr size_t kBatchBytes = 1 << 20;
 constexpr size_t kWorkerQueueBytes = 16 << 20;
+// The smallest chunk a table's end is cut into (see CutIntoChunks), unless chunk_size is less:
+// each chunk costs the source a statement and a savepoint of its own.
+constexpr uint64_t kMinChunkBytes = 4 << 20;
 // pgoutput describes types below this OID as built in and sends Type messages for the rest.
 constexpr uint32_t kFirstNonBuiltinOid = 10000;
 
@@ -114,14 +117,18 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
 }
 
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
-                                         uint32_t pages_per_chunk, uint32_t block_size) {
+                                         uint32_t pages_per_chunk, uint32_t min_pages,
+                                         int workers, uint32_t block_size) {
   std::vector<SnapshotChunk> chunks;
   pages_per_chunk = std::max<uint32_t>(pages_per_chunk, 1);
+  min_pages = std::clamp<uint32_t>(min_pages, 1, pages_per_chunk);
+  const uint32_t share = 2 * static_cast<uint32_t>(std::max(workers, 1));
   uint32_t first = 0;
   do {
     SnapshotChunk chunk = relation;
     chunk.first_page = first;
-    uint32_t end = pages - first > pages_per_chunk ? first + pages_per_chunk : pages;
+    const uint32_t size = std::clamp((pages - first) / share, min_pages, pages_per_chunk);
+    uint32_t end = pages - first > size ? first + size : pages;
     chunk.bytes = static_cast<uint64_t>(end - first) * block_size;
     if (end < pages) chunk.end_page = end;  // the last chunk stays open-ended
     chunks.push_back(std::move(chunk));
@@ -404,6 +411,7 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
   const uint32_t block_size = static_cast<uint32_t>(std::stoul(PQgetvalue(bs->get(), 0, 0)));
   const uint32_t pages_per_chunk =
       static_cast<uint32_t>(std::max<uint64_t>(1, options_.chunk_bytes / block_size));
+  const uint32_t min_pages = static_cast<uint32_t>(kMinChunkBytes / block_size);
   std::vector<SnapshotChunk> plan;
   for (const TableRef& ref : options_.tables) {
     auto res = Exec(snap,
@@ -428,7 +436,8 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
       relation.leaf_schema = PQgetvalue(r, i, 2);
       relation.leaf_name = PQgetvalue(r, i, 3);
       uint32_t pages = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 4)));
-      for (SnapshotChunk& c : CutIntoChunks(relation, pages, pages_per_chunk, block_size)) {
+      for (SnapshotChunk& c : CutIntoChunks(relation, pages, pages_per_chunk, min_pages, options_.workers,
+                                           block_size)) {
         plan.push_back(std::move(c));
       }
     }

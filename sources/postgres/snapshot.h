@@ -58,10 +58,15 @@ struct TableReader {
 absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
                                           const std::string& name);
 
-// Cuts relations of `pages` heap pages into chunks of `pages_per_chunk`; the last chunk of each
-// relation is open-ended (an empty relation gets one open chunk). Pure; exposed for tests.
+// Cuts a relation of `pages` heap pages into chunks of at most `pages_per_chunk`, which shrink
+// toward the relation's end (guided scheduling): each takes at most a 1/(2 × workers) share of
+// the pages still to cut, and at least `min_pages` (or what is left). Where chunks of one size
+// leave a single worker reading a last large chunk while the others wait, the workers here
+// finish the relation within a small chunk of each other. The last chunk is open-ended (an
+// empty relation gets one open chunk). Pure; exposed for tests.
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
-                                         uint32_t pages_per_chunk, uint32_t block_size);
+                                         uint32_t pages_per_chunk, uint32_t min_pages,
+                                         int workers, uint32_t block_size);
 
 // The SQL pgflow keeps its snapshot progress in, in the source database. Idempotent.
 absl::Status EnsureSnapshotState(PGconn* conn);
