@@ -117,8 +117,8 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
 }
 
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
-                                         uint32_t pages_per_chunk, uint32_t min_pages,
-                                         int workers, uint32_t block_size) {
+                                         uint32_t pages_per_chunk, uint32_t min_pages, int workers,
+                                         uint32_t block_size) {
   std::vector<SnapshotChunk> chunks;
   pages_per_chunk = std::max<uint32_t>(pages_per_chunk, 1);
   min_pages = std::clamp<uint32_t>(min_pages, 1, pages_per_chunk);
@@ -436,8 +436,8 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
       relation.leaf_schema = PQgetvalue(r, i, 2);
       relation.leaf_name = PQgetvalue(r, i, 3);
       uint32_t pages = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 4)));
-      for (SnapshotChunk& c : CutIntoChunks(relation, pages, pages_per_chunk, min_pages, options_.workers,
-                                           block_size)) {
+      for (SnapshotChunk& c : CutIntoChunks(relation, pages, pages_per_chunk, min_pages,
+                                            options_.workers, block_size)) {
         plan.push_back(std::move(c));
       }
     }
