@@ -179,10 +179,11 @@ build/pgflow verify "$work/migrate.yaml" --ranges 16 | tail -n 1
 python3 - "$ROWS" "$CHANGES" "$work/phases" "$ROUNDS" <<'PY'
 import sys
 rows, changes, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
-phase = {}
+phase, walls = {}, {}
 for line in open(sys.argv[3]):  # the fastest of each phase's rounds
     name, *figures = line.split()
     figures = [float(x) for x in figures]
+    walls.setdefault(name, []).append(figures[0])
     if name not in phase or figures[0] < phase[name][0]:
         phase[name] = figures
 def row(label, name, extra=""):
@@ -199,4 +200,8 @@ row("pgflow snapshot into an empty target", "pgflow_sync", f"{ns / ps:.2f}x nati
 print(f"apply of a {changes:,}-change backlog" + (f", best of {rounds}:" if rounds > 1 else ":"))
 row("native logical replication", "native_apply", f"{changes / na:,.0f} changes/s")
 row("pgflow", "pgflow_apply", f"{changes / pa:,.0f}/s  {na / pa:.2f}x native (goal >= 1.2)")
+if rounds > 1:
+    print("every round's wall time, in the order run:")
+    for name, times in walls.items():
+        print(f"  {name:<14}" + "  ".join(f"{t:6.2f}s" for t in times))
 PY

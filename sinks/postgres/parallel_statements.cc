@@ -21,13 +21,13 @@ std::vector<absl::Status> RunInParallel(const std::string& url,
   absl::Status unconnected;  // the first connection's failure, for statements nobody took
   auto work = [&] {
     absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
-    absl::Status ready = conn.ok() ? setup(conn->get()) : conn.status();
+    absl::Status ready =
+        conn.ok() ? setup(conn->get())
+                  : absl::Status(conn.status().code(),
+                                 absl::StrCat("postgres target: ", conn.status().message()));
     if (!ready.ok()) {
       absl::MutexLock lock(&mu);
-      if (unconnected.ok()) {
-        unconnected =
-            absl::Status(ready.code(), absl::StrCat("postgres target: ", ready.message()));
-      }
+      if (unconnected.ok()) unconnected = std::move(ready);
       return;
     }
     PGconn* c = conn->get();
