@@ -248,8 +248,8 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   // not acknowledged (and delivered again after a restart).
   auto settle = [&]() -> bool {
     const Clock::time_point deadline = Clock::now() + kAsyncSettleTimeout;
-    while (slot.sink->DurableThrough().has_value() &&
-           (reported < written || reported_chunk < written_chunk)) {
+    unconfirmed = report(/*flushed=*/false);
+    while (unconfirmed) {
       if (Clock::now() >= deadline) {
         LogWarning("sink %s: deliveries up to %s still unconfirmed after %ds; not acknowledged",
                    slot.name, written.ToString(),
