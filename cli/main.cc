@@ -16,6 +16,7 @@
 #include "engine/config.h"
 #include "engine/log.h"
 #include "engine/pipeline.h"
+#include "engine/progress.h"
 #include "engine/stop_signal.h"
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
@@ -289,12 +290,17 @@ int Snapshot(const std::string& path, const std::vector<std::string>& tables, bo
 }
 
 // `pgflow verify`: compares the source with each PostgreSQL sink's target.
-int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges) {
+int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges,
+                  int jobs) {
   std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "verify");
   if (!config) return kExitConfig;
   std::vector<TableRef> tables;
   if (!ParseTableArgs(only, *config, &tables)) return kExitConfig;
   if (tables.empty()) tables = config->source.tables;
+  // Where the table being compared stands: on a terminal a live line redrawn every second,
+  // otherwise a log line every 10 seconds.
+  const bool live = isatty(STDERR_FILENO) != 0;
+  const auto every = live ? std::chrono::seconds(1) : std::chrono::seconds(10);
   bool all_ok = true;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
@@ -307,9 +313,37 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
     options.target_schema = target.schema;
     options.tables = tables;
     options.ranges = ranges;
-    absl::StatusOr<VerifyReport> report = Verify(options, [&](const std::string& line) {
-      std::printf("%s: %s\n", sink.name.c_str(), line.c_str());
-    });
+    options.jobs = jobs;
+    auto started = std::chrono::steady_clock::now();
+    auto shown = started;
+    auto progress = [&](const VerifyProgress& p) {
+      const auto now = std::chrono::steady_clock::now();
+      if (p.ranges_done == 0) {  // a table begins
+        started = shown = now;
+        return;
+      }
+      if (now - shown < every || p.ranges_done == p.ranges_total) return;
+      shown = now;
+      const double elapsed = std::chrono::duration<double>(now - started).count();
+      std::string line = absl::StrFormat(
+          "verify %s: %s: %d/%d ranges, %s rows, %s rows/s, ETA %s", sink.name, p.table,
+          p.ranges_done, p.ranges_total, HumanCount(p.rows),
+          HumanCount(static_cast<uint64_t>(p.rows / elapsed)),
+          HumanDuration(elapsed / p.ranges_done * (p.ranges_total - p.ranges_done)));
+      if (live) {
+        DrawLive({line});
+      } else {
+        LogInfo("%s", line);
+      }
+    };
+    absl::StatusOr<VerifyReport> report = Verify(
+        options,
+        [&](const std::string& line) {
+          ClearLive();
+          std::printf("%s: %s\n", sink.name.c_str(), line.c_str());
+          std::fflush(stdout);
+        },
+        progress);
     if (!report.ok()) {
       LogError("verify %s: %s", sink.name, report.status().message());
       return kExitFailure;
@@ -470,6 +504,7 @@ int main(int argc, char** argv) {
   std::string verify_path;
   std::vector<std::string> verify_tables;
   int verify_ranges = 64;
+  int verify_jobs = 1;
   CLI::App* verify = app.add_subcommand(
       "verify",
       "Compare the source with every PostgreSQL sink's target, table by table: row counts and "
@@ -481,6 +516,11 @@ int main(int argc, char** argv) {
   verify->add_option("--ranges", verify_ranges, "key ranges per table")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  verify
+      ->add_option("--jobs", verify_jobs,
+                   "ranges compared at once, each over its own pair of connections")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
 
   std::string sequences_path;
   CLI::App* sequences = app.add_subcommand(
@@ -507,7 +547,7 @@ int main(int argc, char** argv) {
   if (*init) return Init(init_path);
   if (*teardown) return TeardownCommand(teardown_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
-  if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges);
+  if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);
   if (*sequences) return SequencesCommand(sequences_path);
   if (*options) return Options();
   return 0;

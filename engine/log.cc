@@ -90,6 +90,12 @@ void DrawLive(const std::vector<std::string>& lines) {
   g_live_lines = lines.size();
 }
 
+void ClearLive() {
+  std::lock_guard<std::mutex> lock(g_terminal_mu);
+  WriteAll(EraseLive());
+  g_live_lines = 0;
+}
+
 void LogLine(LogLevel level, std::string_view message) {
   std::string line = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone());
   line.reserve(line.size() + message.size() + 8);

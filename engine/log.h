@@ -22,6 +22,8 @@ void LogLine(LogLevel level, std::string_view message);
 // written meanwhile erase the display first, and it is drawn anew below them next time.
 // `lines` empty ends the display (its last drawing stays on screen).
 void DrawLive(const std::vector<std::string>& lines);
+// Erases the live display, if one is drawn: before a line goes to a stdout on the same terminal.
+void ClearLive();
 
 template <typename... Args>
 void LogInfo(const absl::FormatSpec<Args...>& format, const Args&... args) {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/log.h"
+#include "engine/progress.h"
 
 namespace pgflow {
 namespace {
@@ -19,34 +20,6 @@ constexpr std::chrono::seconds kAsyncSettleTimeout(30);
 // the end of a snapshot waits for its last chunk, and a flush interval (200 ms) is too long a
 // wait for a few atomic reads.
 constexpr absl::Duration kDurablePoll = absl::Milliseconds(5);
-
-std::string HumanBytes(double bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u])
-                : absl::StrFormat("%.1f %s", bytes, units[u]);
-}
-
-// 1234567 -> "1,234,567".
-std::string HumanCount(uint64_t n) {
-  std::string digits = std::to_string(n);
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
-std::string HumanDuration(double seconds) {
-  if (seconds < 60) return absl::StrFormat("%.0fs", seconds);
-  if (seconds < 3600) return absl::StrFormat("%.0fm%02.0fs", seconds / 60, fmod(seconds, 60));
-  return absl::StrFormat("%.0fh%02.0fm", seconds / 3600, fmod(seconds / 60, 60));
-}
 
 }  // namespace
 

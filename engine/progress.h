@@ -15,4 +15,9 @@ struct TableProgress {
   uint32_t chunks_total = 0;
 };
 
+// Figures as progress lines print them.
+std::string HumanBytes(double bytes);       // 1536 -> "1.5 kB"
+std::string HumanCount(uint64_t n);         // 1234567 -> "1,234,567"
+std::string HumanDuration(double seconds);  // 42 -> "42s", 150 -> "2m30s", 5400 -> "1h30m"
+
 }  // namespace pgflow

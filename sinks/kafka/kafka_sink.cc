@@ -21,7 +21,6 @@ constexpr uint64_t kPollEvery = 64;
 // Logged at most this often while waiting for brokers.
 constexpr auto kWaitLogInterval = std::chrono::seconds(10);
 
-std::string AsString(absl::string_view s) { return std::string(s.data(), s.size()); }
 std::string AsString(std::string_view s) { return std::string(s); }
 
 // Properties pgflow sets itself and does not let `properties:` change: acknowledgement rests

@@ -1,7 +1,12 @@
 #include "sinks/postgres/verify.h"
 
+#include <optional>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/pg_connection.h"
 
 namespace pgflow {
@@ -75,33 +80,135 @@ std::string Literal(const Table& t, const std::vector<std::string>& values) {
   return absl::StrCat("(", absl::StrJoin(parts, ", "), ")");
 }
 
+// Tables of more pages than this have their range bounds read off a sample of this many
+// pages rather than by numbering every key: any bounds serve, since both sides use the same
+// ones; the sample only keeps the ranges about even. 2,000 pages hold tens of keys per range
+// even for rows of a page each.
+constexpr int64_t kSampledPages = 2000;
+
+// The WHERE clause of each range, in key order: upper bounds of about equal row counts from
+// the source, the first range open below and the last open above.
+absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& t,
+                                                   const std::string& qualified, int ranges) {
+  auto size = Exec(source,
+                   // A partitioned table's own size is 0 and a plain table has no tree.
+                   "SELECT (pg_relation_size($1::regclass) + coalesce((SELECT "
+                   "sum(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), 0)) / "
+                   "current_setting('block_size')::bigint",
+                   {qualified});
+  if (!size.ok()) return size.status();
+  const int64_t pages = std::stoll(PQgetvalue(size->get(), 0, 0));
+  std::string sample;
+  if (pages > 2 * kSampledPages) {
+    sample = absl::StrFormat(" TABLESAMPLE SYSTEM (%.6f)", 100.0 * kSampledPages / pages);
+  }
+  std::vector<std::string> names, as_text, descending;
+  for (const KeyColumn& k : t.key) {
+    names.push_back(k.name);
+    as_text.push_back(absl::StrCat("format('%s', ", k.name, ")"));
+    descending.push_back(absl::StrCat(k.name, " DESC"));
+  }
+  auto bounds = Exec(
+      source, absl::StrCat("SELECT DISTINCT ON (pgflow_range) ", absl::StrJoin(as_text, ", "),
+                           " FROM (SELECT ", absl::StrJoin(names, ", "), ", ntile(", ranges,
+                           ") OVER (ORDER BY ", KeyTuple(t), ") AS pgflow_range FROM ", qualified,
+                           sample, ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
+  if (!bounds.ok()) return bounds.status();
+  std::vector<std::string> wheres;
+  std::string lower;
+  const int n = PQntuples(bounds->get());
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> values;
+    for (size_t k = 0; k < t.key.size(); ++k) values.push_back(PQgetvalue(bounds->get(), i, k));
+    std::string upper = Literal(t, values);
+    std::vector<std::string> parts;
+    if (!lower.empty()) parts.push_back(absl::StrCat(KeyTuple(t), " > ", lower));
+    // The last range stays open above: rows only the target has past the end are counted.
+    if (i + 1 < n) parts.push_back(absl::StrCat(KeyTuple(t), " <= ", upper));
+    wheres.push_back(absl::StrJoin(parts, " AND "));
+    lower = upper;
+  }
+  if (wheres.empty()) wheres.push_back("");  // an empty source table: the whole target
+  return wheres;
+}
+
+// Counts and hashes one side's rows of a range: the sum of the first 64 bits of each row's
+// md5, which no order of rows changes, so the server need not sort them.
+std::string HashQuery(const Table& t, const std::string& qualified, const std::string& where) {
+  return absl::StrCat("SELECT count(*), coalesce(sum(('x' || left(md5(ROW(",
+                      absl::StrJoin(t.columns, ", "), ")::text), 16))::bit(64)::bigint), 0) FROM ",
+                      qualified, where.empty() ? "" : " WHERE ", where);
+}
+
 struct RangeResult {
   int64_t rows = 0;
   std::string hash;
 };
 
-absl::StatusOr<RangeResult> HashRange(PGconn* conn, const std::string& qualified, const Table& t,
-                                      const std::string& where) {
-  std::vector<std::string> order;
-  for (const KeyColumn& k : t.key) order.push_back(k.name);
-  std::string sql = absl::StrCat("SELECT count(*), coalesce(md5(string_agg(md5(ROW(",
-                                 absl::StrJoin(t.columns, ", "), ")::text), '' ORDER BY ",
-                                 absl::StrJoin(order, ", "), ")), '') FROM ", qualified,
-                                 where.empty() ? "" : " WHERE ", where);
-  auto res = Exec(conn, sql);
-  if (!res.ok()) return res.status();
-  return RangeResult{std::stoll(PQgetvalue(res->get(), 0, 0)), PQgetvalue(res->get(), 0, 1)};
+// The result of the query sent on `conn`; reads every result so the connection is ready for
+// the next query even after an error.
+absl::StatusOr<RangeResult> Receive(PGconn* conn, const std::string& sql) {
+  PgResultPtr first;
+  while (PGresult* res = PQgetResult(conn)) {
+    if (first == nullptr) {
+      first.reset(res);
+    } else {
+      PQclear(res);
+    }
+  }
+  if (first == nullptr || PQresultStatus(first.get()) != PGRES_TUPLES_OK) {
+    return ResultError(conn, first.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
+  }
+  return RangeResult{std::stoll(PQgetvalue(first.get(), 0, 0)), PQgetvalue(first.get(), 0, 1)};
+}
+
+// A source and a target connection: one range is hashed on both sides at once.
+struct ConnectionPair {
+  PgConnPtr source;
+  PgConnPtr target;
+};
+
+absl::StatusOr<ConnectionPair> ConnectPair(const VerifyOptions& options) {
+  absl::StatusOr<PgConnPtr> source = Connect(options.source_url, ConnectionKind::kRegular);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<PgConnPtr> target = Connect(options.target_url, ConnectionKind::kRegular);
+  if (!target.ok()) return target.status();
+  return ConnectionPair{std::move(*source), std::move(*target)};
+}
+
+struct RangeComparison {
+  RangeResult source;
+  RangeResult target;
+};
+
+absl::StatusOr<RangeComparison> CompareRange(ConnectionPair& pair, const std::string& source_sql,
+                                             const std::string& target_sql) {
+  if (PQsendQuery(pair.source.get(), source_sql.c_str()) == 0) {
+    return ResultError(pair.source.get(), nullptr, "sending a range's hash query");
+  }
+  const bool sent = PQsendQuery(pair.target.get(), target_sql.c_str()) != 0;
+  absl::StatusOr<RangeResult> a = Receive(pair.source.get(), source_sql);
+  if (!sent) return ResultError(pair.target.get(), nullptr, "sending a range's hash query");
+  absl::StatusOr<RangeResult> b = Receive(pair.target.get(), target_sql);
+  if (!a.ok()) return a.status();
+  if (!b.ok()) return b.status();
+  return RangeComparison{std::move(*a), std::move(*b)};
 }
 
 }  // namespace
 
 absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
-                                    const std::function<void(const std::string&)>& progress) {
-  absl::StatusOr<PgConnPtr> source = Connect(options.source_url, ConnectionKind::kRegular);
-  if (!source.ok()) return source.status();
-  absl::StatusOr<PgConnPtr> target = Connect(options.target_url, ConnectionKind::kRegular);
-  if (!target.ok()) return target.status();
-  absl::StatusOr<std::vector<Table>> tables = ResolveTables(source->get(), options.tables);
+                                    const std::function<void(const std::string&)>& finished,
+                                    const std::function<void(const VerifyProgress&)>& progress) {
+  std::vector<ConnectionPair> pairs;
+  for (int i = 0; i < std::max(1, options.jobs); ++i) {
+    absl::StatusOr<ConnectionPair> pair = ConnectPair(options);
+    if (!pair.ok()) return pair.status();
+    pairs.push_back(std::move(*pair));
+  }
+  PGconn* source = pairs[0].source.get();
+  PGconn* target = pairs[0].target.get();
+  absl::StatusOr<std::vector<Table>> tables = ResolveTables(source, options.tables);
   if (!tables.ok()) return tables.status();
 
   VerifyReport report;
@@ -113,63 +220,70 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     const std::string target_table = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(t.name));
     if (t.key.empty()) {
       report.problems.push_back(absl::StrCat(name, " has no primary key: not compared"));
-      progress(report.problems.back());
+      finished(report.problems.back());
       continue;
     }
-    auto exists = Exec(target->get(), "SELECT to_regclass($1) IS NOT NULL", {target_table});
+    auto exists = Exec(target, "SELECT to_regclass($1) IS NOT NULL", {target_table});
     if (!exists.ok()) return exists.status();
     if (PQgetvalue(exists->get(), 0, 0)[0] != 't') {
       report.problems.push_back(
           absl::StrCat(name, " is missing on the target (", schema, ".", t.name, ")"));
-      progress(report.problems.back());
+      finished(report.problems.back());
       continue;
     }
-    // Upper bounds of `ranges` key ranges of about equal row counts, from the source.
-    std::vector<std::string> key_text;
-    std::vector<std::string> key_desc;
-    for (const KeyColumn& k : t.key) {
-      key_text.push_back(absl::StrCat("format('%s', ", k.name, ")"));
-      key_desc.push_back(absl::StrCat(k.name, " DESC"));
-    }
-    auto bounds = Exec(
-        source->get(),
-        absl::StrCat("SELECT DISTINCT ON (b) ", absl::StrJoin(key_text, ", "), " FROM (SELECT *, ",
-                     "ntile(", options.ranges, ") OVER (ORDER BY ", KeyTuple(t), ") AS b FROM ",
-                     source_table, ") s ORDER BY b, ", absl::StrJoin(key_desc, ", ")));
-    if (!bounds.ok()) return bounds.status();
-    std::vector<std::string> wheres;
-    std::string lower;
-    const int n = PQntuples(bounds->get());
-    for (int i = 0; i < n; ++i) {
-      std::vector<std::string> values;
-      for (size_t k = 0; k < t.key.size(); ++k) values.push_back(PQgetvalue(bounds->get(), i, k));
-      std::string upper = Literal(t, values);
-      std::vector<std::string> parts;
-      if (!lower.empty()) parts.push_back(absl::StrCat(KeyTuple(t), " > ", lower));
-      // The last range stays open above: rows only the target has past the end are counted.
-      if (i + 1 < n) parts.push_back(absl::StrCat(KeyTuple(t), " <= ", upper));
-      wheres.push_back(absl::StrJoin(parts, " AND "));
-      lower = upper;
-    }
-    if (wheres.empty()) wheres.push_back("");  // an empty source table: the whole target
-    int64_t rows = 0;
+    absl::StatusOr<std::vector<std::string>> wheres =
+        KeyRanges(source, t, source_table, options.ranges);
+    if (!wheres.ok()) return wheres.status();
+
+    // Each pair of connections takes the next range until none is left or one has failed.
+    std::vector<std::optional<RangeComparison>> results(wheres->size());
+    absl::Mutex mu;
+    size_t next = 0;
+    absl::Status failure;
+    VerifyProgress state{name, 0, static_cast<int>(wheres->size()), 0};
+    if (progress) progress(state);
+    auto work = [&](ConnectionPair& pair) {
+      while (true) {
+        size_t i;
+        {
+          absl::MutexLock lock(&mu);
+          if (!failure.ok() || next == wheres->size()) return;
+          i = next++;
+        }
+        const std::string& where = (*wheres)[i];
+        absl::StatusOr<RangeComparison> r = CompareRange(pair, HashQuery(t, source_table, where),
+                                                         HashQuery(t, target_table, where));
+        absl::MutexLock lock(&mu);
+        if (!r.ok()) {
+          if (failure.ok()) failure = r.status();
+          return;
+        }
+        ++state.ranges_done;
+        state.rows += r->source.rows;
+        results[i] = std::move(*r);
+        if (progress) progress(state);
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (size_t p = 1; p < pairs.size(); ++p) helpers.emplace_back(work, std::ref(pairs[p]));
+    work(pairs[0]);
+    for (std::thread& h : helpers) h.join();
+    if (!failure.ok()) return failure;
+
     size_t differing = 0;
-    for (const std::string& where : wheres) {
-      absl::StatusOr<RangeResult> a = HashRange(source->get(), source_table, t, where);
-      if (!a.ok()) return a.status();
-      absl::StatusOr<RangeResult> b = HashRange(target->get(), target_table, t, where);
-      if (!b.ok()) return b.status();
-      rows += a->rows;
-      if (a->rows != b->rows || a->hash != b->hash) {
+    for (size_t i = 0; i < results.size(); ++i) {
+      const RangeComparison& r = *results[i];
+      report.rows += r.source.rows;
+      if (r.source.rows != r.target.rows || r.source.hash != r.target.hash) {
         ++differing;
-        report.differences.push_back(
-            RangeDifference{name, where.empty() ? "all rows" : where, a->rows, b->rows});
+        report.differences.push_back(RangeDifference{
+            name, (*wheres)[i].empty() ? "all rows" : (*wheres)[i], r.source.rows, r.target.rows});
       }
     }
-    report.rows += rows;
-    progress(differing == 0
-                 ? absl::StrCat(name, ": ", rows, " rows in ", wheres.size(), " ranges: identical")
-                 : absl::StrCat(name, ": ", differing, " of ", wheres.size(), " ranges differ"));
+    finished(differing == 0
+                 ? absl::StrCat(name, ": ", state.rows, " rows in ", results.size(),
+                                " ranges: identical")
+                 : absl::StrCat(name, ": ", differing, " of ", results.size(), " ranges differ"));
   }
   return report;
 }

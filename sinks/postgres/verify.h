@@ -2,10 +2,13 @@
 
 // `pgflow verify`: proves a PostgreSQL target holds the same rows as the source.
 //
-// Each table's key space is cut into ranges on the source (ntile over the primary key, the last
-// range open-ended so rows the target has beyond the source's last key are seen too); for each
-// range, both sides count the rows and hash them in key order (md5 of the concatenated md5s of
-// each row's text). Only the ranges that differ are reported. Run it when the target has
+// Each table's key space is cut into ranges of about equal row counts, read off the source
+// (ntile over the primary key; of a large table, over a sample of its pages), the last range
+// open-ended so rows the target has beyond the source's last key are seen too. For each range
+// both sides count the rows and hash them at the same moment: the sum of the first 64 bits of
+// each row's md5 (of the row's text, printed with the same session settings on both sides).
+// A sum does not depend on the order rows are read in, so neither side sorts; any one row that
+// differs changes it. Only the ranges that differ are reported. Run it when the target has
 // caught up (writes paused, or after `pgflow run --until <lsn>`): rows still in flight show up
 // as differences.
 
@@ -25,6 +28,7 @@ struct VerifyOptions {
   std::vector<TableRef> tables;  // "schema.*" allowed
   std::string target_schema;     // empty: the source's schema name
   int ranges = 64;               // key ranges per table
+  int jobs = 1;                  // ranges compared at once, each over a pair of connections
 };
 
 struct RangeDifference {
@@ -42,8 +46,18 @@ struct VerifyReport {
   bool ok() const { return differences.empty() && problems.empty(); }
 };
 
-// Compares every table; `progress` is told one line per table as it finishes.
-absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
-                                    const std::function<void(const std::string&)>& progress);
+// How far the comparison of one table has come; told after every range.
+struct VerifyProgress {
+  std::string table;  // "schema.table"
+  int ranges_done = 0;
+  int ranges_total = 0;
+  int64_t rows = 0;  // source rows compared so far
+};
+
+// Compares every table. `finished` is told one line per table as it finishes, `progress`
+// (may be empty) where the current table stands, from the thread that compared the range.
+absl::StatusOr<VerifyReport> Verify(
+    const VerifyOptions& options, const std::function<void(const std::string&)>& finished,
+    const std::function<void(const VerifyProgress&)>& progress = {});
 
 }  // namespace pgflow

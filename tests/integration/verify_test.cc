@@ -1,0 +1,162 @@
+// `Verify` against a real server: a source and a target database, the ranges it reports and
+// the differences it finds, whether the key ranges come from every key or from a sample.
+
+#include "sinks/postgres/verify.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow {
+namespace {
+
+using ::pgflow::testing::SharedCluster;
+using ::pgflow::testing::Sql;
+using ::testing::HasSubstr;
+
+struct Databases {
+  std::string source;
+  std::string target;
+};
+
+// Two databases on the test's server holding the same `setup`.
+Databases Create(const std::string& name, const std::string& setup) {
+  Databases d{SharedCluster().Url(name + "_source"), SharedCluster().Url(name + "_target")};
+  for (const char* side : {"_source", "_target"}) {
+    Sql(SharedCluster().Url()).Exec("CREATE DATABASE " + name + side);
+  }
+  Sql(d.source).Exec(setup);
+  Sql(d.target).Exec(setup);
+  return d;
+}
+
+struct Outcome {
+  VerifyReport report;
+  std::vector<std::string> lines;
+  std::vector<VerifyProgress> progress;
+};
+
+Outcome VerifyTables(const Databases& d, const std::vector<TableRef>& tables, int jobs = 1) {
+  Outcome run;
+  VerifyOptions options;
+  options.source_url = d.source;
+  options.target_url = d.target;
+  options.tables = tables;
+  options.jobs = jobs;
+  absl::StatusOr<VerifyReport> report = Verify(
+      options, [&](const std::string& line) { run.lines.push_back(line); },
+      [&](const VerifyProgress& p) { run.progress.push_back(p); });
+  EXPECT_TRUE(report.ok()) << report.status();
+  if (report.ok()) run.report = std::move(*report);
+  return run;
+}
+
+// Whether the range a difference names holds `key` on the target.
+bool RangeHolds(const Databases& d, const std::string& table, const RangeDifference& r,
+                const std::string& key) {
+  return Sql(d.target).Scalar("SELECT count(*) FROM " + table + " WHERE " + r.range + " AND " +
+                              key) == "1";
+}
+
+// 30,000 rows of about 1 kB: about 4,600 pages, more than twice the 2,000 pages the bounds of a
+// large table are sampled from.
+constexpr const char* kWide =
+    "CREATE TABLE wide (id int PRIMARY KEY, body text);"
+    "INSERT INTO wide SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 30000) g;"
+    "ANALYZE wide;";
+
+TEST(VerifyTest, ALargeTableIsCutAlongASampleAndEachDifferenceIsInTheRangeReported) {
+  Databases d = Create("wide", kWide);
+  ASSERT_GT(std::stoi(Sql(d.source).Scalar("SELECT pg_relation_size('wide') / 8192")), 4000);
+  Outcome same = VerifyTables(d, {{"public", "wide"}});
+  EXPECT_TRUE(same.report.ok());
+  EXPECT_EQ(same.report.rows, 30000);
+  ASSERT_EQ(same.lines.size(), 1u);
+  EXPECT_EQ(same.lines[0], "public.wide: 30000 rows in 64 ranges: identical");
+  // Progress starts at nought, grows one range at a time and ends with every row.
+  ASSERT_EQ(same.progress.size(), 65u);
+  for (size_t i = 0; i < same.progress.size(); ++i) {
+    EXPECT_EQ(same.progress[i].table, "public.wide");
+    EXPECT_EQ(same.progress[i].ranges_done, static_cast<int>(i));
+    EXPECT_EQ(same.progress[i].ranges_total, 64);
+  }
+  EXPECT_EQ(same.progress.back().rows, 30000);
+
+  // A changed row, a missing row, and a row the target has past the source's last key.
+  Sql(d.target).Exec(
+      "UPDATE wide SET body = body || '.' WHERE id = 12345; DELETE FROM wide WHERE id = 20000;"
+      "INSERT INTO wide VALUES (40000, 'extra')");
+  for (int jobs : {1, 4}) {
+    Outcome run = VerifyTables(d, {{"public", "wide"}}, jobs);
+    EXPECT_FALSE(run.report.ok());
+    ASSERT_EQ(run.report.differences.size(), 3u) << "jobs " << jobs;
+    const auto& changed = run.report.differences[0];
+    const auto& missing = run.report.differences[1];
+    const auto& extra = run.report.differences[2];
+    EXPECT_EQ(changed.source_rows, changed.target_rows);
+    EXPECT_TRUE(RangeHolds(d, "wide", changed, "id = 12345")) << changed.range;
+    EXPECT_EQ(missing.source_rows, missing.target_rows + 1);
+    EXPECT_EQ(Sql(d.source).Scalar("SELECT count(*) FROM wide WHERE " + missing.range +
+                                   " AND id = 20000"),
+              "1")
+        << missing.range;
+    EXPECT_EQ(extra.source_rows + 1, extra.target_rows);
+    EXPECT_TRUE(RangeHolds(d, "wide", extra, "id = 40000")) << extra.range;
+    EXPECT_THAT(extra.range, ::testing::Not(HasSubstr("<=")));  // the last range: open above
+    EXPECT_EQ(run.lines.back(), "public.wide: 3 of 64 ranges differ");
+  }
+}
+
+TEST(VerifyTest, CompositeKeysEmptyTablesAndTablesItCannotCompare) {
+  Databases d = Create("kinds",
+                       "CREATE TABLE pairs (a int, b text, v jsonb, PRIMARY KEY (b, a));"
+                       "INSERT INTO pairs SELECT g % 7, 'k' || (g / 7), jsonb_build_object('n', g) "
+                       "FROM generate_series(1, 1000) g;"
+                       "CREATE TABLE empty (id int PRIMARY KEY); CREATE TABLE keyless (x int);");
+  Sql(d.source).Exec("CREATE TABLE only_source (id int PRIMARY KEY)");
+  Outcome same = VerifyTables(d, {{"public", "*"}});
+  EXPECT_EQ(same.report.differences.size(), 0u);
+  EXPECT_THAT(same.lines,
+              ::testing::ElementsAre("public.empty: 0 rows in 1 ranges: identical",
+                                     "public.keyless has no primary key: not compared",
+                                     "public.only_source is missing on the target "
+                                     "(public.only_source)",
+                                     "public.pairs: 1000 rows in 64 ranges: identical"));
+  EXPECT_FALSE(same.report.ok());  // two tables could not be compared
+
+  // The same text in jsonb is the same row; another value is not.
+  Sql(d.target).Exec("UPDATE pairs SET v = '{\"n\": 500}' WHERE a = 500 % 7 AND b = 'k71'");
+  Sql(d.target).Exec("INSERT INTO empty VALUES (1)");
+  Outcome changed = VerifyTables(d, {{"public", "pairs"}, {"public", "empty"}});
+  ASSERT_EQ(changed.report.differences.size(), 1u);
+  EXPECT_EQ(changed.report.differences[0].table, "public.empty");
+  Sql(d.target).Exec("UPDATE pairs SET v = '{\"n\": 5000}' WHERE a = 500 % 7 AND b = 'k71'");
+  changed = VerifyTables(d, {{"public", "pairs"}, {"public", "empty"}});
+  ASSERT_EQ(changed.report.differences.size(), 2u);
+  EXPECT_TRUE(RangeHolds(d, "pairs", changed.report.differences[0], "a = 3 AND b = 'k71'"))
+      << changed.report.differences[0].range;
+  EXPECT_EQ(changed.report.differences[1].table, "public.empty");
+  EXPECT_EQ(changed.report.differences[1].range, "all rows");
+  EXPECT_EQ(changed.report.differences[1].target_rows, 1);
+}
+
+TEST(VerifyTest, AColumnTheTargetLacksIsAnErrorThatNamesIt) {
+  Databases d = Create("lacking",
+                       "CREATE TABLE t (id int PRIMARY KEY, note text);"
+                       "INSERT INTO t VALUES (1, 'a'), (2, 'b');");
+  Sql(d.target).Exec("ALTER TABLE t DROP COLUMN note");
+  VerifyOptions options;
+  options.source_url = d.source;
+  options.target_url = d.target;
+  options.tables = {{"public", "t"}};
+  absl::StatusOr<VerifyReport> report = Verify(options, [](const std::string&) {});
+  ASSERT_FALSE(report.ok());
+  EXPECT_THAT(std::string(report.status().message()), HasSubstr("column \"note\" does not exist"));
+}
+
+}  // namespace
+}  // namespace pgflow
