@@ -100,8 +100,8 @@ TEST(PipelineTest, DeliversEverythingToEverySinkAndAcknowledgesOnlyWhatAllHold) 
   CountingSink* slow_ptr = slow.get();
   slow->block_writes = true;  // the slow sink holds everything back at first
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1)});
-  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1)});
+  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1), {}});
+  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1), {}});
   PipelineRunOptions options;
   options.name = "test";
   options.queue_bytes = 1000;  // 10 batches: the source must block on the slow sink
@@ -134,7 +134,7 @@ TEST(PipelineTest, AFailingSinkStopsThePipelineWithoutAcknowledging) {
   auto sink = std::make_unique<CountingSink>();
   sink->fail_flush = true;
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1)});
+  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1), {}});
   PipelineRunOptions options;
   options.progress_interval = std::chrono::milliseconds(0);
   Pipeline pipeline(options, std::move(source), std::move(sinks));
