@@ -90,12 +90,13 @@ constexpr int64_t kSampledPages = 2000;
 // the source, the first range open below and the last open above.
 absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& t,
                                                    const std::string& qualified, int ranges) {
-  auto size = Exec(source,
-                   // A partitioned table's own size is 0 and a plain table has no tree.
-                   "SELECT (pg_relation_size($1::regclass) + coalesce((SELECT "
-                   "sum(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), 0)) / "
-                   "current_setting('block_size')::bigint",
-                   {qualified});
+  auto size =
+      Exec(source,
+           // A partitioned table's own size is 0 and a plain table has no tree.
+           "SELECT (pg_relation_size($1::regclass) + coalesce((SELECT "
+           "sum(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), 0))::bigint / "
+           "current_setting('block_size')::bigint",
+           {qualified});
   if (!size.ok()) return size.status();
   const int64_t pages = std::stoll(PQgetvalue(size->get(), 0, 0));
   std::string sample;
