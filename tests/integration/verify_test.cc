@@ -111,12 +111,16 @@ TEST(VerifyTest, ALargeTableIsCutAlongASampleAndEachDifferenceIsInTheRangeReport
   }
 }
 
-TEST(VerifyTest, CompositeKeysEmptyTablesAndTablesItCannotCompare) {
+TEST(VerifyTest, CompositeKeysPartitionsEmptyTablesAndTablesItCannotCompare) {
   Databases d = Create("kinds",
                        "CREATE TABLE pairs (a int, b text, v jsonb, PRIMARY KEY (b, a));"
                        "INSERT INTO pairs SELECT g % 7, 'k' || (g / 7), jsonb_build_object('n', g) "
                        "FROM generate_series(1, 1000) g;"
-                       "CREATE TABLE empty (id int PRIMARY KEY); CREATE TABLE keyless (x int);");
+                       "CREATE TABLE empty (id int PRIMARY KEY); CREATE TABLE keyless (x int);"
+                       "CREATE TABLE parts (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);"
+                       "CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (500);"
+                       "CREATE TABLE parts_high PARTITION OF parts FOR VALUES FROM (500) TO (1000);"
+                       "INSERT INTO parts SELECT g, g::text FROM generate_series(0, 999) g;");
   Sql(d.source).Exec("CREATE TABLE only_source (id int PRIMARY KEY)");
   Outcome same = VerifyTables(d, {{"public", "*"}});
   EXPECT_EQ(same.report.differences.size(), 0u);
@@ -125,15 +129,21 @@ TEST(VerifyTest, CompositeKeysEmptyTablesAndTablesItCannotCompare) {
                                      "public.keyless has no primary key: not compared",
                                      "public.only_source is missing on the target "
                                      "(public.only_source)",
-                                     "public.pairs: 1000 rows in 64 ranges: identical"));
+                                     "public.pairs: 1000 rows in 64 ranges: identical",
+                                     "public.parts: 1000 rows in 64 ranges: identical"));
   EXPECT_FALSE(same.report.ok());  // two tables could not be compared
 
   // The same text in jsonb is the same row; another value is not.
   Sql(d.target).Exec("UPDATE pairs SET v = '{\"n\": 500}' WHERE a = 500 % 7 AND b = 'k71'");
-  Sql(d.target).Exec("INSERT INTO empty VALUES (1)");
+  Sql(d.target).Exec("INSERT INTO empty VALUES (1); UPDATE parts SET v = 'x' WHERE id = 700");
   Outcome changed = VerifyTables(d, {{"public", "pairs"}, {"public", "empty"}});
   ASSERT_EQ(changed.report.differences.size(), 1u);
   EXPECT_EQ(changed.report.differences[0].table, "public.empty");
+  // A partitioned table is compared as one, its partitions together.
+  Outcome parts = VerifyTables(d, {{"public", "parts"}});
+  ASSERT_EQ(parts.report.differences.size(), 1u);
+  EXPECT_TRUE(RangeHolds(d, "parts", parts.report.differences[0], "id = 700"))
+      << parts.report.differences[0].range;
   Sql(d.target).Exec("UPDATE pairs SET v = '{\"n\": 5000}' WHERE a = 500 % 7 AND b = 'k71'");
   changed = VerifyTables(d, {{"public", "pairs"}, {"public", "empty"}});
   ASSERT_EQ(changed.report.differences.size(), 2u);
