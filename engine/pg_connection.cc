@@ -155,6 +155,19 @@ std::string SqlState(const absl::Status& status) {
   return sqlstate.has_value() ? std::string(*sqlstate) : std::string();
 }
 
+namespace {
+
+// `res` when it is PGRES_COMMAND_OK or PGRES_TUPLES_OK, else the error, naming the query.
+absl::StatusOr<PgResultPtr> Checked(PGconn* conn, PgResultPtr res, const std::string& sql) {
+  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
+  }
+  return res;
+}
+
+}  // namespace
+
 absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
                                  const std::vector<std::string>& params) {
   std::vector<const char*> values;
@@ -163,11 +176,19 @@ absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
   PgResultPtr res(params.empty() ? PQexec(conn, sql.c_str())
                                  : PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()),
                                                 nullptr, values.data(), nullptr, nullptr, 0));
-  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
+  return Checked(conn, std::move(res), sql);
+}
+
+absl::StatusOr<PgResultPtr> ReceiveResult(PGconn* conn, const std::string& sql) {
+  PgResultPtr first;
+  while (PGresult* res = PQgetResult(conn)) {
+    if (first == nullptr) {
+      first.reset(res);
+    } else {
+      PQclear(res);
+    }
   }
-  return res;
+  return Checked(conn, std::move(first), sql);
 }
 
 CopyOutReader::CopyOutReader(PGconn* conn, int low_water, int max_wait_ms)

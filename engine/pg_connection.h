@@ -40,6 +40,11 @@ std::string Describe(PGconn* conn);
 absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,
                                  const std::vector<std::string>& params = {});
 
+// The result of `sql`, sent with PQsendQuery (or its kin), checked as Exec checks its own. Reads
+// every result the query returns, so the connection is ready for the next one even after an
+// error; returns the first.
+absl::StatusOr<PgResultPtr> ReceiveResult(PGconn* conn, const std::string& sql);
+
 // An error status from a failed result or connection: the server's message with its SQLSTATE.
 // Connection-class failures (lost connection, server shutting down, too many connections)
 // are kUnavailable, so callers can tell a retryable failure from a fatal one.

@@ -65,12 +65,6 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source,
   return tables;
 }
 
-std::string KeyTuple(const Table& t) {
-  std::vector<std::string> names;
-  for (const KeyColumn& k : t.key) names.push_back(k.name);
-  return absl::StrCat("(", absl::StrJoin(names, ", "), ")");
-}
-
 // (lit::type, ...) for one boundary, values as the source printed them.
 std::string Literal(const Table& t, const std::vector<std::string>& values) {
   std::vector<std::string> parts;
@@ -109,11 +103,12 @@ absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& 
     as_text.push_back(absl::StrCat("format('%s', ", k.name, ")"));
     descending.push_back(absl::StrCat(k.name, " DESC"));
   }
+  const std::string key = absl::StrCat("(", absl::StrJoin(names, ", "), ")");
   auto bounds = Exec(
       source, absl::StrCat("SELECT DISTINCT ON (pgflow_range) ", absl::StrJoin(as_text, ", "),
                            " FROM (SELECT ", absl::StrJoin(names, ", "), ", ntile(", ranges,
-                           ") OVER (ORDER BY ", KeyTuple(t), ") AS pgflow_range FROM ", qualified,
-                           sample, ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
+                           ") OVER (ORDER BY ", key, ") AS pgflow_range FROM ", qualified, sample,
+                           ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
   if (!bounds.ok()) return bounds.status();
   std::vector<std::string> wheres;
   std::string lower;
@@ -123,9 +118,9 @@ absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& 
     for (size_t k = 0; k < t.key.size(); ++k) values.push_back(PQgetvalue(bounds->get(), i, k));
     std::string upper = Literal(t, values);
     std::vector<std::string> parts;
-    if (!lower.empty()) parts.push_back(absl::StrCat(KeyTuple(t), " > ", lower));
+    if (!lower.empty()) parts.push_back(absl::StrCat(key, " > ", lower));
     // The last range stays open above: rows only the target has past the end are counted.
-    if (i + 1 < n) parts.push_back(absl::StrCat(KeyTuple(t), " <= ", upper));
+    if (i + 1 < n) parts.push_back(absl::StrCat(key, " <= ", upper));
     wheres.push_back(absl::StrJoin(parts, " AND "));
     lower = upper;
   }
@@ -146,21 +141,10 @@ struct RangeResult {
   std::string hash;
 };
 
-// The result of the query sent on `conn`; reads every result so the connection is ready for
-// the next query even after an error.
 absl::StatusOr<RangeResult> Receive(PGconn* conn, const std::string& sql) {
-  PgResultPtr first;
-  while (PGresult* res = PQgetResult(conn)) {
-    if (first == nullptr) {
-      first.reset(res);
-    } else {
-      PQclear(res);
-    }
-  }
-  if (first == nullptr || PQresultStatus(first.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn, first.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
-  }
-  return RangeResult{std::stoll(PQgetvalue(first.get(), 0, 0)), PQgetvalue(first.get(), 0, 1)};
+  absl::StatusOr<PgResultPtr> res = ReceiveResult(conn, sql);
+  if (!res.ok()) return res.status();
+  return RangeResult{std::stoll(PQgetvalue(res->get(), 0, 0)), PQgetvalue(res->get(), 0, 1)};
 }
 
 // A source and a target connection: one range is hashed on both sides at once.
@@ -271,10 +255,10 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     for (std::thread& h : helpers) h.join();
     if (!failure.ok()) return failure;
 
+    report.rows += state.rows;
     size_t differing = 0;
     for (size_t i = 0; i < results.size(); ++i) {
       const RangeComparison& r = *results[i];
-      report.rows += r.source.rows;
       if (r.source.rows != r.target.rows || r.source.hash != r.target.hash) {
         ++differing;
         report.differences.push_back(RangeDifference{
