@@ -11,23 +11,22 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
-#include "common/kafka/kafka_client_config.h"
+#include "cli/components.h"
+#include "common/postgres/postgres_origin.h"
+#include "common/postgres/table_ref.h"
 #include "engine/config.h"
 #include "engine/log.h"
 #include "engine/pipeline.h"
 #include "engine/progress.h"
 #include "engine/stop_signal.h"
-#include "sinks/blackhole/blackhole_sink.h"
-#include "sinks/jsonl/jsonl_sink.h"
-#include "sinks/kafka/kafka_sink.h"
-#include "sinks/kv/kv_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
-#include "sources/kafka/kafka_source.h"
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/postgres_source.h"
+#include "sources/postgres/postgres_source_config.h"
 
 namespace pgflow {
 namespace {
@@ -47,52 +46,48 @@ std::optional<PipelineConfig> LoadOrReport(const std::string& path) {
 }
 
 // The pipeline file of a command that works on a PostgreSQL source (init, teardown, snapshot,
-// verify, sequences), or nullopt after logging why it cannot be used.
-std::optional<PipelineConfig> LoadPostgresPipeline(const std::string& path,
-                                                   std::string_view command) {
+// verify, sequences), with its source's options, or nullopt after logging why it cannot be used.
+struct PostgresPipeline {
+  PipelineConfig config;
+  std::shared_ptr<const PostgresSourceOptions> source;
+};
+std::optional<PostgresPipeline> LoadPostgresPipeline(const std::string& path,
+                                                     std::string_view command) {
   std::optional<PipelineConfig> config = LoadOrReport(path);
-  if (config.has_value() && config->source_type != "postgres") {
+  if (!config.has_value()) return std::nullopt;
+  std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(*config);
+  if (source == nullptr) {
     LogError(
         "pipeline %s reads from a %s source: `pgflow %s` works on a postgres source (run it "
         "on the capture pipeline's file)",
-        config->name, config->source_type, command);
+        config->name, config->source.type, command);
     return std::nullopt;
   }
-  return config;
+  return PostgresPipeline{*std::move(config), std::move(source)};
 }
 
-// --tables values ("schema.table" or "schema.*") that the pipeline follows; logs and returns
-// false on a malformed or foreign name.
-bool ParseTableArgs(const std::vector<std::string>& args, const PipelineConfig& config,
+// --tables values ("schema.table" or "schema.*", quoted names as in the pipeline file) that the
+// pipeline follows; logs and returns false on a malformed or foreign name.
+bool ParseTableArgs(const std::vector<std::string>& args, const PostgresPipeline& pipeline,
                     std::vector<TableRef>* tables) {
-  for (const std::string& t : args) {
-    size_t dot = t.find('.');
-    if (dot == std::string::npos || dot == 0 || dot + 1 == t.size() ||
-        t.find('.', dot + 1) != std::string::npos) {
-      LogError("--tables: '%s' is not schema.table or schema.*", t);
+  for (const std::string& arg : args) {
+    absl::StatusOr<TableRef> ref = ParseTableRef(arg);
+    if (!ref.ok()) {
+      LogError("--tables: invalid table '%s': %s", arg, ref.status().message());
       return false;
     }
-    TableRef ref{t.substr(0, dot), t.substr(dot + 1)};
     bool covered = false;
-    for (const TableRef& c : config.source.tables) {
-      covered = covered || (c.schema == ref.schema && (c.table == "*" || c.table == ref.table));
+    for (const TableRef& followed : pipeline.source->tables) {
+      covered = covered || followed.Covers(*ref) || (ref->is_schema() && followed == *ref);
     }
     if (!covered) {
-      LogError("--tables: %s is not among the tables pipeline %s follows", t, config.name);
+      LogError("--tables: %s is not among the tables pipeline %s follows", ref->Quoted(),
+               pipeline.config.name);
       return false;
     }
-    tables->push_back(std::move(ref));
+    tables->push_back(*std::move(ref));
   }
   return true;
-}
-
-void RegisterComponents() {
-  RegisterKafkaSource();
-  RegisterJsonlSink();
-  RegisterBlackholeSink();
-  RegisterPostgresSink();
-  RegisterKafkaSink();
-  RegisterKvSink();
 }
 
 int Validate(const std::string& path) {
@@ -105,17 +100,9 @@ int Validate(const std::string& path) {
   for (const SinkConfig& sink : config->sinks) {
     absl::StrAppend(&sinks, sinks.empty() ? "" : ", ", sink.name, " (", sink.type, ")");
   }
-  if (config->source_type != "postgres") {
-    std::printf("%s: ok: pipeline %s, source %s, sinks %s\n", path.c_str(), config->name.c_str(),
-                config->source_type.c_str(), sinks.c_str());
-    return kExitOk;
-  }
-  std::string tables;
-  for (const TableRef& t : config->source.tables) {
-    absl::StrAppend(&tables, tables.empty() ? "" : ", ", t.ToString());
-  }
-  std::printf("%s: ok: pipeline %s, tables %s, sinks %s\n", path.c_str(), config->name.c_str(),
-              tables.c_str(), sinks.c_str());
+  std::printf("%s: ok: pipeline %s, source %s (%s), sinks %s\n", path.c_str(), config->name.c_str(),
+              config->source.type.c_str(),
+              config->source.factory->Describe(*config->source.options).c_str(), sinks.c_str());
   return kExitOk;
 }
 
@@ -132,9 +119,9 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   }
   std::optional<PipelineConfig> config = LoadOrReport(path);
   if (!config) return kExitConfig;
-  if (stop_at.IsValid() && config->source_type != "postgres") {
+  if (stop_at.IsValid() && config->source.traits.positions != SourcePositions::kWal) {
     LogError("--until: pipeline %s reads from a %s source, whose positions are not WAL positions",
-             config->name, config->source_type);
+             config->name, config->source.type);
     return kExitConfig;
   }
   StopSignal stop;
@@ -142,24 +129,12 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   auto backoff = std::chrono::milliseconds(500);
   bool ran = false;  // some attempt got past set-up: from then on, outages are waited out
   while (true) {
-    std::vector<SinkSlot> sinks;
-    for (const SinkConfig& sink : config->sinks) {
-      const SinkFactory* factory = FindSinkFactory(sink.type);
-      sinks.push_back(
-          SinkSlot{sink.name, factory->Build(*config, sink), sink.flush_interval, sink.ddl});
-    }
     PipelineRunOptions options;
     options.name = config->name;
-    options.queue_bytes = config->queue_bytes;
+    options.queue_bytes = config->buffer.queue_bytes;
     options.progress_interval = progress_interval;
     options.stop_at = stop_at;
-    std::unique_ptr<Source> source;
-    if (config->source_type == "postgres") {
-      source = std::make_unique<PostgresSource>(*config);
-    } else {
-      source = FindSourceFactory(config->source_type)->Build(*config);
-    }
-    Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
+    Pipeline pipeline(std::move(options), BuildSource(*config), BuildSinks(*config));
     absl::Status status = pipeline.Run(stop);
     if (status.ok()) return kExitOk;
     ran = ran || pipeline.started();
@@ -190,64 +165,68 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
 
 // `pgflow init`: what `run` would create before streaming, created now.
 int Init(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "init");
-  if (!config) return kExitConfig;
-  if (config->source.snapshot.mode == SnapshotMode::kOnly) {
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "init");
+  if (!pipeline) return kExitConfig;
+  const PostgresSourceOptions& options = *pipeline->source;
+  const std::string& name = pipeline->config.name;
+  if (options.snapshot.mode == SnapshotMode::kOnly) {
     LogError(
         "pipeline %s copies once (snapshot mode only) and leaves nothing in the source: "
         "there is nothing to initialise",
-        config->name);
+        name);
     return kExitConfig;
   }
-  PostgresSource source(*config);
+  PostgresSource source(name, pipeline->source);
   absl::StatusOr<Lsn> start = source.Prepare();
   if (!start.ok()) {
-    LogError("init %s: %s", config->name, start.status().message());
+    LogError("init %s: %s", name, start.status().message());
     return kExitFailure;
   }
-  std::printf("pipeline %s: ready in %s (publication %s, slot %s at %s)\n", config->name.c_str(),
-              config->source.url.c_str(), config->source.publication.c_str(),
-              config->source.slot.c_str(), start->ToString().c_str());
+  std::printf("pipeline %s: ready in %s (publication %s, slot %s at %s)\n", name.c_str(),
+              options.url.c_str(), options.publication.c_str(), options.slot.c_str(),
+              start->ToString().c_str());
   return kExitOk;
 }
 
 // `pgflow teardown`: removes what init (or run) left in the source.
 int TeardownCommand(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "teardown");
-  if (!config) return kExitConfig;
-  absl::StatusOr<PgConnPtr> conn = Connect(config->source.url, ConnectionKind::kRegular);
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "teardown");
+  if (!pipeline) return kExitConfig;
+  const PostgresSourceOptions& options = *pipeline->source;
+  const std::string& name = pipeline->config.name;
+  absl::StatusOr<PgConnPtr> conn = Connect(options.url, ConnectionKind::kRegular);
   if (!conn.ok()) {
     LogError("%s", conn.status().message());
     return kExitFailure;
   }
   absl::StatusOr<TeardownReport> report =
-      Teardown(conn->get(), config->name, config->source.slot, config->source.publication);
+      Teardown(conn->get(), name, options.slot, options.publication);
   if (!report.ok()) {
-    LogError("teardown %s: %s", config->name, report.status().message());
+    LogError("teardown %s: %s", name, report.status().message());
     return kExitFailure;
   }
   for (const std::string& what : report->removed) std::printf("removed %s\n", what.c_str());
   for (const std::string& what : report->kept) std::printf("kept %s\n", what.c_str());
-  if (report->removed.empty()) {
-    std::printf("pipeline %s: nothing to remove\n", config->name.c_str());
-  }
+  if (report->removed.empty()) std::printf("pipeline %s: nothing to remove\n", name.c_str());
   return kExitOk;
 }
 
 // `pgflow snapshot`: asks the running pipeline to re-copy tables, then follows the request.
 int Snapshot(const std::string& path, const std::vector<std::string>& tables, bool wait) {
-  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "snapshot");
-  if (!config) return kExitConfig;
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "snapshot");
+  if (!pipeline) return kExitConfig;
+  const PipelineConfig* config = &pipeline->config;
+  const std::string& url = pipeline->source->url;
   std::vector<TableRef> refs;
-  if (!ParseTableArgs(tables, *config, &refs)) return kExitConfig;
-  absl::StatusOr<int64_t> id = RequestBackfill(config->source.url, config->name, tables);
+  if (!ParseTableArgs(tables, *pipeline, &refs)) return kExitConfig;
+  absl::StatusOr<int64_t> id = RequestBackfill(url, config->name, refs);
   if (!id.ok()) {
     LogError("%s", id.status().message());
     return kExitFailure;
   }
   LogInfo("backfill %d requested for pipeline %s", *id, config->name);
   if (!wait) return kExitOk;
-  absl::StatusOr<PgConnPtr> conn = Connect(config->source.url, ConnectionKind::kRegular);
+  absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
   if (!conn.ok()) {
     LogError("%s", conn.status().message());
     return kExitFailure;
@@ -292,11 +271,12 @@ int Snapshot(const std::string& path, const std::vector<std::string>& tables, bo
 // `pgflow verify`: compares the source with each PostgreSQL sink's target.
 int VerifyCommand(const std::string& path, const std::vector<std::string>& only, int ranges,
                   int jobs) {
-  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "verify");
-  if (!config) return kExitConfig;
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "verify");
+  if (!pipeline) return kExitConfig;
+  const PipelineConfig* config = &pipeline->config;
   std::vector<TableRef> tables;
-  if (!ParseTableArgs(only, *config, &tables)) return kExitConfig;
-  if (tables.empty()) tables = config->source.tables;
+  if (!ParseTableArgs(only, *pipeline, &tables)) return kExitConfig;
+  if (tables.empty()) tables = pipeline->source->tables;
   // Where the table being compared stands: on a terminal a live line redrawn every second,
   // otherwise a log line every 10 seconds.
   const bool live = isatty(STDERR_FILENO) != 0;
@@ -308,7 +288,7 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
     ++targets;
     const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
     VerifyOptions options;
-    options.source_url = config->source.url;
+    options.source_url = pipeline->source->url;
     options.target_url = target.url;
     options.target_schema = target.schema;
     options.tables = tables;
@@ -367,13 +347,15 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
 
 // `pgflow sequences`: sets every target sequence to the source's value.
 int SequencesCommand(const std::string& path) {
-  std::optional<PipelineConfig> config = LoadPostgresPipeline(path, "sequences");
-  if (!config) return kExitConfig;
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "sequences");
+  if (!pipeline) return kExitConfig;
+  const PipelineConfig* config = &pipeline->config;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
     if (sink.type != "postgres") continue;
     ++targets;
-    absl::Status s = SyncSequences(*config, static_cast<const PostgresSinkOptions&>(*sink.options));
+    absl::Status s = SyncSequences(config->name, *config->source.traits.postgres,
+                                   static_cast<const PostgresSinkOptions&>(*sink.options));
     if (!s.ok()) {
       LogError("sequences for sink %s: %s", sink.name, s.message());
       return kExitFailure;
@@ -386,33 +368,10 @@ int SequencesCommand(const std::string& path) {
   return kExitOk;
 }
 
-void PrintOptionTable(const char* section, std::span<const OptionSpec> options) {
-  std::printf("%s\n", section);
-  for (const OptionSpec& o : options) {
-    std::string meta(o.type);
-    if (o.required) meta += ", required";
-    if (!o.default_value.empty()) meta += ", default " + std::string(o.default_value);
-    std::printf("  %-20s %-28s %s\n", std::string(o.key).c_str(), meta.c_str(),
-                std::string(o.help).c_str());
-  }
-  std::printf("\n");
-}
-
-int Options() {
-  PrintOptionTable("pipeline file (top level)", PipelineOptions());
-  PrintOptionTable("source.postgres", PostgresSourceOptions());
-  PrintOptionTable("source.postgres.snapshot", SnapshotOptions());
-  for (const SourceFactory* factory : SourceFactories()) {
-    PrintOptionTable(("source." + std::string(factory->type())).c_str(), factory->options());
-  }
-  PrintOptionTable("source.kafka.security and sinks.<name>.kafka.security", KafkaSecurityOptions());
-  PrintOptionTable("sinks.<name> (beside the sink type)", SinkCommonOptions());
-  PrintOptionTable("sinks.<name>.ddl", DdlOptions());
-  PrintOptionTable("buffer", BufferOptions());
-  PrintOptionTable("admin", AdminOptions());
-  for (const SinkFactory* factory : SinkFactories()) {
-    PrintOptionTable(("sinks.<name>." + std::string(factory->type())).c_str(), factory->options());
-  }
+int Options(bool markdown) {
+  std::string reference =
+      OptionsReference(markdown ? ReferenceFormat::kMarkdown : ReferenceFormat::kText);
+  std::fwrite(reference.data(), 1, reference.size(), stdout);
   return kExitOk;
 }
 
@@ -532,6 +491,9 @@ int main(int argc, char** argv) {
 
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
+  bool markdown = false;
+  options->add_flag("--markdown", markdown,
+                    "as the markdown table README.md carries (| key | type | default | meaning |)");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -549,6 +511,6 @@ int main(int argc, char** argv) {
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);
   if (*sequences) return SequencesCommand(sequences_path);
-  if (*options) return Options();
+  if (*options) return Options(markdown);
   return 0;
 }

@@ -28,10 +28,15 @@ constexpr absl::Duration kDurablePoll = absl::Milliseconds(5);
 class Pipeline::FanOut : public Emitter {
  public:
   FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats,
-         SnapshotView* snapshot, bool raw_copy)
-      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot), raw_copy_(raw_copy) {}
+         SnapshotView* snapshot, const std::vector<SinkSlot>* sinks)
+      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot), sinks_(sinks) {}
 
-  bool WantsRawCopy() const override { return raw_copy_; }
+  bool WantsRawCopy(const TableSchema& table) const override {
+    for (const SinkSlot& slot : *sinks_) {
+      if (!slot.sink->AcceptsRawCopy() || slot.transforms.Touches(table)) return false;
+    }
+    return !sinks_->empty();
+  }
 
   Result Emit(const EventBatchPtr& batch, absl::Duration timeout) override {
     if (batch != in_progress_) {
@@ -78,10 +83,24 @@ class Pipeline::FanOut : public Emitter {
   std::vector<BoundedQueue<EventBatchPtr>*> queues_;
   PipelineStats* stats_;
   SnapshotView* snapshot_;
-  const bool raw_copy_;
+  const std::vector<SinkSlot>* sinks_;
   EventBatchPtr in_progress_;
   size_t next_queue_ = 0;
 };
+
+std::vector<SinkSlot> BuildSinks(const PipelineConfig& config) {
+  std::vector<SinkSlot> sinks;
+  for (const SinkConfig& sink : config.sinks) {
+    sinks.push_back(SinkSlot{sink.name,
+                             sink.factory->Create(ContextFor(config, sink), sink.options),
+                             sink.common.flush_interval, sink.common.ddl, TransformChain()});
+  }
+  return sinks;
+}
+
+std::unique_ptr<Source> BuildSource(const PipelineConfig& config) {
+  return config.source.factory->Create(SourceContext{config.name}, config.source.options);
+}
 
 Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
                    std::vector<SinkSlot> sinks)
@@ -144,11 +163,18 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
 
   std::vector<BoundedQueue<EventBatchPtr>*> queues;
   for (auto& q : queues_) queues.push_back(q.get());
-  bool raw_copy = !sinks_.empty();
-  for (const SinkSlot& slot : sinks_) raw_copy = raw_copy && slot.sink->AcceptsRawCopy();
-  FanOut fan_out(std::move(queues), &stats_, &snapshot_, raw_copy);
+  FanOut fan_out(std::move(queues), &stats_, &snapshot_, &sinks_);
+  Emitter* emitter = &fan_out;
+  std::optional<TransformingEmitter> transforming;
+  if (!options_.transforms.empty()) {
+    transforming.emplace(std::move(options_.transforms), &fan_out, [this, &stop](absl::Status s) {
+      RecordError(absl::Status(s.code(), absl::StrCat("transforms: ", s.message())));
+      stop.Request();
+    });
+    emitter = &*transforming;
+  }
   absl::Status source_status =
-      source_->Stream(fan_out, Acknowledgements{*tracker_, *chunk_tracker_}, stop);
+      source_->Stream(*emitter, Acknowledgements{*tracker_, *chunk_tracker_}, stop);
   if (!source_status.ok()) RecordError(source_status);
 
   // Drain: the sinks finish what is queued, flush and report what is durable.
@@ -241,6 +267,15 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
     if (unconfirmed) wait = std::min(wait, kDurablePoll);
     std::optional<EventBatchPtr> batch = queue.Pop(std::max(wait, absl::Milliseconds(1)));
     if (unconfirmed && !batch.has_value()) unconfirmed = report(/*flushed=*/false);
+    if (batch.has_value() && !slot.transforms.empty()) {
+      absl::StatusOr<EventBatchPtr> transformed = slot.transforms.Apply(*batch);
+      if (!transformed.ok()) {
+        fail(absl::Status(transformed.status().code(),
+                          absl::StrCat("transforms: ", transformed.status().message())));
+        return;
+      }
+      *batch = *std::move(transformed);
+    }
     if (batch.has_value()) {
       for (const Event& event : (*batch)->events) {
         if (event.kind == EventKind::kChange && event.change.ddl != nullptr &&

@@ -14,6 +14,7 @@
 #include "engine/sink.h"
 #include "engine/source.h"
 #include "engine/stop_signal.h"
+#include "engine/transform.h"
 
 namespace pgflow {
 
@@ -34,6 +35,8 @@ struct PipelineRunOptions {
   // Stop (drain, flush, acknowledge, return OK) once everything up to this position is
   // confirmed. Invalid (0/0) = run until stopped.
   Lsn stop_at;
+  // The pipeline's transforms, run on every event before the fan-out (engine/transform.h).
+  TransformChain transforms;
 };
 
 struct SinkSlot {
@@ -42,13 +45,20 @@ struct SinkSlot {
   std::chrono::milliseconds flush_interval{200};
   // Which schema changes reach the sink (the others are dropped before it sees them).
   DdlPolicy ddl;
+  // The sink's own transforms, run on its thread after the pipeline's.
+  TransformChain transforms;
 };
+
+// The sinks and the source of `config`, built by their registered factories. Each run of a
+// pipeline builds them anew (a restart after a lost connection too); no I/O happens here.
+std::vector<SinkSlot> BuildSinks(const PipelineConfig& config);
+std::unique_ptr<Source> BuildSource(const PipelineConfig& config);
 
 // Runs one source into N sinks:
 //
-//   source ──► fan-out ──► queue ──► sink A (own thread) ─┐
-//                      └─► queue ──► sink B (own thread) ─┤
-//   server ◄── confirmed = min over sinks of durable ◄────┘
+//   source ──► [transforms] ──► fan-out ──► queue ──► [transforms] ──► sink A (own thread) ─┐
+//                                       └─► queue ──► [transforms] ──► sink B (own thread) ─┤
+//   server ◄── confirmed = min over sinks of durable ◄──────────────────────────────────────┘
 //
 // Each sink has a queue bounded in bytes; a full queue blocks the source. Each sink's runner
 // writes events in order, flushes every flush_interval, and then reports the last

@@ -1,13 +1,35 @@
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "engine/change.h"
 #include "engine/lsn.h"
 
 namespace pgflow {
+
+// What a sink does with schema changes (`ddl: {mode: ..., exclude: [...]}` beside its type).
+enum class DdlMode {
+  kApply,   // sinks that can replay DDL (postgres) do; the others pass it on as events
+  kEvents,  // pass it on as `ddl` events only: a PostgreSQL target is left as it is
+  kIgnore,  // drop it: the sink never sees a `ddl` event
+};
+
+struct DdlPolicy {
+  DdlMode mode = DdlMode::kApply;
+  // Object types ("index", "sequence", "function", ...) whose DDL the sink never sees.
+  std::vector<std::string> exclude;
+
+  // Whether a `ddl` event on an object of `object_type` reaches the sink at all.
+  bool Passes(std::string_view object_type) const {
+    return mode != DdlMode::kIgnore &&
+           std::find(exclude.begin(), exclude.end(), object_type) == exclude.end();
+  }
+};
 
 // A destination for change events. The engine drives each sink from one thread of its own:
 // Open once, then Write for every event in stream order, Flush from time to time and at
@@ -32,14 +54,18 @@ class Sink {
   // Makes every event written so far durable.
   virtual absl::Status Flush() = 0;
 
-  // For sinks that complete writes asynchronously (a Kafka producer): the highest
-  // acknowledgeable position all of whose events are durable, which may lag what was
-  // flushed. Synchronous sinks keep the default, meaning "everything flushed is durable".
+  // For a sink whose durability can lag its Flush: the highest acknowledgeable position all of
+  // whose events are durable. A Kafka producer always answers (deliveries complete later); a
+  // PostgreSQL target answers while it holds source transactions in a target transaction still
+  // open, or snapshot chunks its loaders have not committed, and returns nullopt otherwise.
+  // nullopt means "everything flushed is durable": sinks that are always synchronous keep this
+  // default. The engine reads it after every batch written and, while it lags, every few
+  // milliseconds (engine/pipeline.cc).
   virtual std::optional<Lsn> DurableThrough() const { return std::nullopt; }
 
-  // For asynchronous sinks (DurableThrough() has a value): the highest snapshot chunk ordinal
+  // Read whenever DurableThrough() has a value: the highest snapshot chunk ordinal
   // (EventKind::kChunkDone) such that it, every earlier chunk and all their rows are durable;
-  // 0 when none is. Synchronous sinks never need it: for them a flushed chunk is durable.
+  // 0 when none is. Otherwise a flushed chunk is durable.
   virtual uint64_t DurableChunkThrough() const { return 0; }
 
   // Releases resources. Not called concurrently with anything else.

@@ -13,6 +13,18 @@
 
 namespace pgflow {
 
+// What the positions a source acknowledges (Event::AckPosition) are.
+enum class SourcePositions {
+  // PostgreSQL WAL positions: the same for a transaction in every run, so a sink may store the
+  // last one it applied and skip what comes again at or below it after a restart.
+  kWal,
+  // The source's own sequence, increasing within a run (and, by construction, from one run of
+  // the process to the next) but unrelated to the order of the changes' commit LSNs: a sink
+  // must not skip a transaction because its position is at or below one it stored. It relies
+  // on applying changes idempotently (upserts and deletes by key) instead.
+  kSourceSequence,
+};
+
 // Where a source hands its batches: the transformer chain and the fan-out to every sink.
 class Emitter {
  public:
@@ -27,8 +39,9 @@ class Emitter {
   // Tells progress reporting how a snapshot stands (called every second or so while one runs,
   // and once with `running` false when it ends).
   virtual void NoteSnapshot(std::vector<TableProgress> tables, bool running) {}
-  // True when every sink takes snapshot rows as raw binary COPY data (EventKind::kRawRows).
-  virtual bool WantsRawCopy() const { return false; }
+  // True when `table`'s snapshot rows are to be sent as raw binary COPY data
+  // (EventKind::kRawRows): every sink takes them so, and no transform touches the table.
+  virtual bool WantsRawCopy(const TableSchema& table) const { return false; }
 };
 
 // Produces the event stream. Driven by the engine from one thread:

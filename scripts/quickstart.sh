@@ -4,7 +4,7 @@
 # arrive. Everything it starts is stopped and removed when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh pgflow  # only what the quickstart runs; scripts/test.sh builds the rest
 
 work=$(mktemp -d /tmp/pgflow-quickstart.XXXXXX)
 pgflow_pid=""

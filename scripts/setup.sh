@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgflow needs from Debian 12's packages (only what is missing), then builds it
-# into build/. Safe to run again: a second run installs nothing and rebuilds only what changed.
+# into build/: the targets given (`scripts/setup.sh pgflow` builds only the binary, as the
+# quickstart does), or everything (tests and benchmarks too). Safe to run again: a second run
+# installs nothing and rebuilds only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +31,4 @@ fi
 
 BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >/dev/null
-ninja -C build
+ninja -C build "$@"

@@ -6,6 +6,7 @@
 // librdkafka itself checks property names and values, and its complaint is placed at the
 // property's line and column.
 
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,7 +14,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/config.h"
+#include "engine/config_node.h"
+#include "engine/options.h"
 
 struct rd_kafka_conf_s;
 
@@ -28,16 +30,15 @@ struct KafkaClientConfig {
   std::vector<ConfigNode> property_nodes;
 };
 
-// The keys of `security:`: protocol, sasl_mechanism, sasl_username, ... (security.protocol,
-// sasl.mechanism, sasl.username, ... for librdkafka).
-std::span<const OptionSpec> KafkaSecurityOptions();
-
-// Reads `brokers` (required: a list, or a comma-separated string), `security` and `properties`
-// of the component's mapping `node` into *out. A key under `properties:` listed in `reserved`
-// is an error whose message ends with `reserved_why`.
-absl::Status ReadKafkaClientConfig(const ConfigNode& node,
-                                   std::span<const std::string_view> reserved,
-                                   std::string_view reserved_why, KafkaClientConfig* out);
+// The table of `brokers` (required: a list, or a comma-separated string), `security:` (protocol,
+// sasl_mechanism, sasl_username, ... for librdkafka's security.protocol, sasl.mechanism,
+// sasl.username, ...) and `properties:` (librdkafka properties as they are), for a component
+// to embed in its own (EmbedOptions). A key under `properties:` listed in `reserved` is an error
+// whose message ends with `reserved_why`; `properties_help` documents `properties:`. The table
+// keeps the spans and views: pass static data.
+std::unique_ptr<OptionTable<KafkaClientConfig>> MakeKafkaClientTable(
+    std::span<const std::string_view> reserved, std::string_view reserved_why,
+    std::string_view properties_help);
 
 // Sets `settings` (pgflow's own), then `config.properties`, on `conf`. On failure returns
 // librdkafka's message and stores the offending property's name in *bad_property.

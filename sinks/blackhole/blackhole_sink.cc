@@ -2,8 +2,8 @@
 
 #include <memory>
 
-#include "engine/config.h"
 #include "engine/log.h"
+#include "engine/registry.h"
 
 namespace pgflow {
 namespace {
@@ -12,11 +12,14 @@ struct BlackholeOptions : SinkOptions {
   bool raw_copy = false;
 };
 
-constexpr OptionSpec kOptions[] = {
-    {"raw_copy", "bool", false, "false",
-     "take snapshot rows as raw binary COPY data, as a PostgreSQL target does (measures the "
-     "copy without decoding)"},
-};
+const OptionTable<BlackholeOptions>& BlackholeTable() {
+  static const auto* table = new OptionTable<BlackholeOptions>({
+      BoolOption("raw_copy", &BlackholeOptions::raw_copy)
+          .Help("Take snapshot rows as raw binary COPY data, the path a PostgreSQL target "
+                "takes (measures the copy without decoding)."),
+  });
+  return *table;
+}
 
 class BlackholeSink : public Sink {
  public:
@@ -41,23 +44,18 @@ class BlackholeSink : public Sink {
   uint64_t changes_ = 0;
 };
 
-class BlackholeSinkFactory : public SinkFactory {
+class BlackholeSinkFactory : public SinkFactoryOf<BlackholeOptions> {
  public:
   std::string_view type() const override { return "blackhole"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto options = std::make_shared<BlackholeOptions>();
-    if (auto v = node.Get("raw_copy")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->raw_copy = *b;
-    }
-    return options;
+  std::string_view help() const override {
+    return "Takes every event and keeps nothing (for measuring and dry runs).";
   }
-  std::unique_ptr<Sink> Build(const PipelineConfig&, const SinkConfig& sink) const override {
-    auto options = std::static_pointer_cast<const BlackholeOptions>(sink.options);
-    return std::make_unique<BlackholeSink>(sink.name, options->raw_copy);
+
+ protected:
+  const OptionTable<BlackholeOptions>& table() const override { return BlackholeTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const BlackholeOptions> options) const override {
+    return std::make_unique<BlackholeSink>(context.sink, options->raw_copy);
   }
 };
 

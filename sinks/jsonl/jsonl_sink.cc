@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -20,44 +19,33 @@ absl::Status ErrnoError(const char* what, const std::string& path) {
   return absl::UnavailableError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
-constexpr std::array<OptionSpec, 3> kOptions = {{
-    {"path", "string", true, "", "file to append to; \"-\" writes to stdout"},
-    {"fsync", "bool", false, "true",
-     "fsync the file before acknowledging (off: faster, "
-     "but a machine crash can lose acknowledged changes)"},
-    {"numeric_as_number", "bool", false, "false",
-     "write numeric columns as JSON numbers instead of strings"},
-}};
+const OptionTable<JsonlSinkOptions>& JsonlSinkTable() {
+  static const auto* table = new OptionTable<JsonlSinkOptions>({
+      StringOption("path", &JsonlSinkOptions::path)
+          .Required()
+          .NonEmpty()
+          .Help("File to append to; \"-\" is stdout."),
+      BoolOption("fsync", &JsonlSinkOptions::fsync)
+          .Help("fsync the file before acknowledging; false is faster, but a machine crash can "
+                "lose acknowledged lines."),
+      BoolOption("numeric_as_number", &JsonlSinkOptions::json, &JsonOptions::numeric_as_number)
+          .Help("numeric columns as JSON numbers rather than strings."),
+  });
+  return *table;
+}
 
-class JsonlSinkFactory : public SinkFactory {
+class JsonlSinkFactory : public SinkFactoryOf<JsonlSinkOptions> {
  public:
   std::string_view type() const override { return "jsonl"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (!node.IsMap()) return node.Error("expected a mapping like {path: out.jsonl}");
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto options = std::make_shared<JsonlSinkOptions>();
-    absl::StatusOr<std::string> path = node.Get("path")->AsString();
-    if (!path.ok()) return path.status();
-    if (path->empty()) return node.Get("path")->Error("path is empty");
-    options->path = *path;
-    if (auto v = node.Get("fsync")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->fsync = *b;
-    }
-    if (auto v = node.Get("numeric_as_number")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->json.numeric_as_number = *b;
-    }
-    return options;
+  std::string_view help() const override {
+    return "Every event as one JSON object per line, appended to a file or written to stdout.";
   }
 
-  std::unique_ptr<Sink> Build(const PipelineConfig&, const SinkConfig& sink) const override {
-    return std::make_unique<JsonlSink>(
-        std::static_pointer_cast<const JsonlSinkOptions>(sink.options));
+ protected:
+  const OptionTable<JsonlSinkOptions>& table() const override { return JsonlSinkTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext&,
+                              std::shared_ptr<const JsonlSinkOptions> options) const override {
+    return std::make_unique<JsonlSink>(std::move(options));
   }
 };
 
@@ -124,27 +112,23 @@ absl::Status JsonlSink::Open() {
   return absl::OkStatus();
 }
 
-absl::Status JsonlSink::Write(const Event& event) {
-  switch (event.kind) {
-    case EventKind::kBegin:
-      txn_start_ = written_bytes_ + buffer_.size();
-      return absl::OkStatus();
-    case EventKind::kCommit:
-      txn_start_.reset();
-      return absl::OkStatus();
-    case EventKind::kRollback:
-      return Rollback();
-    case EventKind::kChange:
-      break;
-    default:
-      return absl::OkStatus();
-  }
-  AppendJsonlLine(event.change, options_->json, &buffer_);
+absl::Status JsonlSink::OnBegin(const TxnInfo&) {
+  txn_start_ = written_bytes_ + buffer_.size();
+  return absl::OkStatus();
+}
+
+absl::Status JsonlSink::OnCommit(const TxnInfo&) {
+  txn_start_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status JsonlSink::OnChange(const Change& change, bool) {
+  AppendJsonlLine(change, options_->json, &buffer_);
   if (buffer_.size() >= kWriteThreshold) return WriteBuffer();
   return absl::OkStatus();
 }
 
-absl::Status JsonlSink::Rollback() {
+absl::Status JsonlSink::OnRollback() {
   if (!txn_start_) return absl::OkStatus();
   const uint64_t start = *txn_start_;
   txn_start_.reset();

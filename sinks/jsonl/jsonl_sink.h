@@ -17,8 +17,8 @@
 #include <optional>
 #include <string>
 
-#include "engine/config.h"
-#include "engine/sink.h"
+#include "engine/registry.h"
+#include "engine/transactional_sink.h"
 #include "schemas/json_encoding.h"
 
 namespace pgflow {
@@ -33,21 +33,25 @@ struct JsonlSinkOptions : SinkOptions {
 // written; the line holds only the change itself. Exposed for tests and benchmarks.
 void AppendJsonlLine(const Change& change, const JsonOptions& options, std::string* out);
 
-class JsonlSink : public Sink {
+class JsonlSink : public TransactionalSink {
  public:
   explicit JsonlSink(std::shared_ptr<const JsonlSinkOptions> options);
   ~JsonlSink() override;
 
   absl::Status Open() override;
-  absl::Status Write(const Event& event) override;
   absl::Status Flush() override;
   absl::Status Close() override;
   bool WritesToStdout() const override { return options_->path == "-"; }
 
+ protected:
+  absl::Status OnBegin(const TxnInfo& txn) override;
+  absl::Status OnChange(const Change& change, bool in_txn) override;
+  absl::Status OnCommit(const TxnInfo& txn) override;
+  // Takes back the lines of a transaction cut off by a lost connection.
+  absl::Status OnRollback() override;
+
  private:
   absl::Status WriteBuffer();
-  // Takes back the lines of a transaction cut off by a lost connection.
-  absl::Status Rollback();
 
   std::shared_ptr<const JsonlSinkOptions> options_;
   int fd_ = -1;

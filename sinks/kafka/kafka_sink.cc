@@ -32,66 +32,27 @@ constexpr std::array<std::string_view, 6> kReservedProperties = {"acks",
                                                                  "metadata.broker.list",
                                                                  "enable.gapless.guarantee"};
 
-constexpr OptionSpec kOptions[] = {
-    {"brokers", "list", true, "", "Bootstrap brokers, host:port, a list or comma-separated."},
-    {"topic", "string", false, "{pipeline}.{schema}.{table}",
-     "Topic of each table's changes; {pipeline}, {schema} and {table} are replaced (a fixed "
-     "name puts every table on one topic)."},
-    {"schema_changes_topic", "string", false, "{pipeline}.schema_changes",
-     "Topic of DDL events; {pipeline} is replaced."},
-    {"messages_topic", "string", false, "{pipeline}.messages",
-     "Topic of logical decoding messages (pg_logical_emit_message); {pipeline} is replaced."},
-    {"format", "string", false, "debezium",
-     "Message value: debezium (before/after/op/source/ts_ms envelope) or compact (pgflow's "
-     "jsonl object)."},
-    {"tombstones", "bool", false, "true",
-     "After each delete, a message with the same key and a null value (for compacted topics)."},
-    {"create_topics", "bool", false, "true",
-     "Create missing topics; when false a missing topic stops the pipeline with an error."},
-    {"partitions", "int", false, "3", "Partitions of the topics pgflow creates (1..10000)."},
-    {"replication_factor", "int", false, "-1",
-     "Replication factor of the topics pgflow creates; -1 = the brokers' default."},
-    {"queue_messages", "int", false, "100000",
-     "Bound of the producer's queue in messages (queue.buffering.max.messages); when full "
-     "pgflow waits."},
-    {"queue_bytes", "bytes", false, "64MiB",
-     "Bound of the producer's queue in bytes (queue.buffering.max.kbytes)."},
-    {"delivery_timeout", "duration", false, "0",
-     "Give up on a message not delivered after this long (message.timeout.ms) and restart "
-     "from the last acknowledgement; 0 = keep retrying while brokers are down."},
-    {"connect_timeout", "duration", false, "10s",
-     "How long start-up, and the creation of a missing topic, wait for the brokers to answer "
-     "before failing."},
-    {"numeric_as_number", "bool", false, "false",
-     "Write numeric columns as JSON numbers instead of strings."},
-    {"security", "map", false, "",
-     "{protocol, sasl_mechanism, sasl_username, sasl_password, ssl_ca_location, ...}: "
-     "passed to librdkafka as security.protocol, sasl.mechanism, ..."},
-    {"properties", "map", false, "",
-     "Any librdkafka producer property, {compression.type: lz4, linger.ms: 5} (pgflow sets "
-     "linger.ms 1); acks and enable.idempotence are fixed by pgflow."},
-};
-
-// Checks that `pattern` uses no placeholder beyond `allowed`.
-absl::Status CheckTopicPattern(const ConfigNode& node, const std::string& pattern,
-                               std::initializer_list<std::string_view> allowed) {
-  if (pattern.empty()) return node.Error("topic is empty");
-  for (size_t open = pattern.find('{'); open != std::string::npos;
-       open = pattern.find('{', open + 1)) {
-    size_t close = pattern.find('}', open);
-    if (close == std::string::npos) return node.Error("unclosed '{' in topic");
-    std::string_view name(pattern.data() + open, close - open + 1);
-    bool known = false;
-    for (std::string_view a : allowed) known = known || a == name;
-    if (!known) {
-      std::string list;
-      for (std::string_view a : allowed)
-        absl::StrAppend(&list, list.empty() ? "" : ", ", AsString(a));
-      return node.Error(
-          absl::StrCat("unknown placeholder ", AsString(name), " in topic (known: ", list, ")"));
+// A topic pattern may use only `allowed` placeholders.
+std::function<absl::Status(const std::string&)> TopicPattern(
+    std::initializer_list<std::string_view> allowed) {
+  std::vector<std::string_view> names(allowed);
+  return [names](const std::string& pattern) -> absl::Status {
+    if (pattern.empty()) return absl::InvalidArgumentError("topic is empty");
+    for (size_t open = pattern.find('{'); open != std::string::npos;
+         open = pattern.find('{', open + 1)) {
+      size_t close = pattern.find('}', open);
+      if (close == std::string::npos) return absl::InvalidArgumentError("unclosed '{' in topic");
+      std::string_view name(pattern.data() + open, close - open + 1);
+      if (std::find(names.begin(), names.end(), name) == names.end()) {
+        std::string list;
+        for (std::string_view a : names)
+          absl::StrAppend(&list, list.empty() ? "" : ", ", AsString(a));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown placeholder ", AsString(name), " in topic (known: ", list, ")"));
+      }
     }
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  };
 }
 
 // pgflow's own producer settings; `properties:` come after them.
@@ -112,117 +73,95 @@ std::vector<std::pair<std::string, std::string>> ProducerSettings(const KafkaSin
   };
 }
 
-class KafkaSinkFactory : public SinkFactory {
+const OptionTable<KafkaClientConfig>& ClientTable() {
+  static const auto* table =
+      MakeKafkaClientTable(kReservedProperties,
+                           "brokers: the `brokers` key; acks=all and idempotence: "
+                           "acknowledgement depends on them",
+                           "Any librdkafka producer property, {compression.type: lz4, linger.ms: "
+                           "5} (pgflow sets linger.ms 1); acks and enable.idempotence are fixed "
+                           "by pgflow.")
+          .release();
+  return *table;
+}
+
+const OptionTable<KafkaSinkOptions>& KafkaSinkTable() {
+  using O = KafkaSinkOptions;
+  static const auto* table = new OptionTable<O>(
+      {
+          EmbedOptions(&O::client, ClientTable()),
+          StringOption("topic", &O::topic)
+              .Check(TopicPattern({"{pipeline}", "{schema}", "{table}"}))
+              .Help("Topic of each table's changes; {pipeline}, {schema} and {table} are "
+                    "replaced (a fixed name puts every table on one topic)."),
+          StringOption("schema_changes_topic", &O::schema_changes_topic)
+              .Check(TopicPattern({"{pipeline}"}))
+              .Help("Topic of DDL events; {pipeline} is replaced."),
+          StringOption("messages_topic", &O::messages_topic)
+              .Check(TopicPattern({"{pipeline}"}))
+              .Help("Topic of logical decoding messages (pg_logical_emit_message); {pipeline} "
+                    "is replaced."),
+          ChoiceOption("format", &O::record, &KafkaRecordOptions::format)
+              .Choices({{"debezium", KafkaFormat::kDebezium}, {"compact", KafkaFormat::kCompact}})
+              .Help("Message value: debezium (before/after/op/source/ts_ms envelope) or compact "
+                    "(pgflow's jsonl object)."),
+          BoolOption("tombstones", &O::tombstones)
+              .Help("After each delete, a message with the same key and a null value (for "
+                    "compacted topics)."),
+          BoolOption("create_topics", &O::create_topics)
+              .Help("Create missing topics; when false a missing topic stops the pipeline with "
+                    "an error."),
+          IntOption("partitions", &O::partitions)
+              .Range(1, 10000)
+              .Help("Partitions of the topics pgflow creates."),
+          IntOption("replication_factor", &O::replication_factor)
+              .Range(-1, 1000)
+              .Check([](const int& n) {
+                return n == 0 ? absl::InvalidArgumentError(
+                                    "must be -1 (the brokers' default) or at least 1")
+                              : absl::OkStatus();
+              })
+              .Help("Replication factor of the topics pgflow creates; -1: the brokers' "
+                    "default."),
+          IntOption("queue_messages", &O::queue_messages)
+              .Range(1, 10000000)
+              .Help("Bound of the producer's queue in messages (queue.buffering.max.messages); "
+                    "when full pgflow waits."),
+          BytesOption("queue_bytes", &O::queue_bytes)
+              .Range(1ull << 20, 2047ull << 30)
+              .Help("Bound of the producer's queue in bytes (queue.buffering.max.kbytes)."),
+          DurationOption("delivery_timeout", &O::delivery_timeout)
+              .Range(std::chrono::milliseconds(0), std::chrono::hours(596))
+              .DefaultText("0 (retry forever)")
+              .Help("Give up on a message not delivered after this long (message.timeout.ms) "
+                    "and restart from the last acknowledgement; 0: keep retrying while brokers "
+                    "are down."),
+          DurationOption("connect_timeout", &O::connect_timeout)
+              .AtLeast(std::chrono::milliseconds(100))
+              .Help("How long start-up, and the creation of a missing topic, wait for the "
+                    "brokers to answer before failing."),
+          BoolOption("numeric_as_number", &O::record, &KafkaRecordOptions::json,
+                     &JsonOptions::numeric_as_number)
+              .Help("Write numeric columns as JSON numbers instead of strings."),
+      },
+      [](const O& o, const ConfigNode& node) {
+        return CheckKafkaProperties(ProducerSettings(o, "pgflow"), o.client, node);
+      });
+  return *table;
+}
+
+class KafkaSinkFactory : public SinkFactoryOf<KafkaSinkOptions> {
  public:
   std::string_view type() const override { return "kafka"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (!node.IsMap()) return node.Error("expected a mapping like {brokers: 127.0.0.1:9092}");
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto o = std::make_shared<KafkaSinkOptions>();
-    if (absl::Status s = ReadKafkaClientConfig(
-            node, kReservedProperties,
-            "brokers: the `brokers` key; acks=all and idempotence: acknowledgement depends on them",
-            &o->client);
-        !s.ok()) {
-      return s;
-    }
-
-    auto read_string = [&](std::string_view key, std::string* out) -> absl::Status {
-      if (auto v = node.Get(key)) {
-        absl::StatusOr<std::string> s = v->AsString();
-        if (!s.ok()) return s.status();
-        *out = *std::move(s);
-      }
-      return absl::OkStatus();
-    };
-    auto read_bool = [&](std::string_view key, bool* out) -> absl::Status {
-      if (auto v = node.Get(key)) {
-        absl::StatusOr<bool> b = v->AsBool();
-        if (!b.ok()) return b.status();
-        *out = *b;
-      }
-      return absl::OkStatus();
-    };
-    struct Pattern {
-      std::string_view key;
-      std::string* out;
-      std::initializer_list<std::string_view> allowed;
-    };
-    for (const Pattern& p :
-         {Pattern{"topic", &o->topic, {"{pipeline}", "{schema}", "{table}"}},
-          Pattern{"schema_changes_topic", &o->schema_changes_topic, {"{pipeline}"}},
-          Pattern{"messages_topic", &o->messages_topic, {"{pipeline}"}}}) {
-      if (absl::Status s = read_string(p.key, p.out); !s.ok()) return s;
-      if (auto v = node.Get(p.key)) {
-        if (absl::Status s = CheckTopicPattern(*v, *p.out, p.allowed); !s.ok()) return s;
-      }
-    }
-    if (auto v = node.Get("format")) {
-      absl::StatusOr<std::string> f = v->AsString();
-      if (!f.ok()) return f.status();
-      if (*f == "debezium") {
-        o->record.format = KafkaFormat::kDebezium;
-      } else if (*f == "compact") {
-        o->record.format = KafkaFormat::kCompact;
-      } else {
-        return v->Error(absl::StrCat("unknown format '", *f, "' (expected debezium or compact)"));
-      }
-    }
-    if (absl::Status s = read_bool("tombstones", &o->tombstones); !s.ok()) return s;
-    if (absl::Status s = read_bool("create_topics", &o->create_topics); !s.ok()) return s;
-    if (absl::Status s = read_bool("numeric_as_number", &o->record.json.numeric_as_number);
-        !s.ok()) {
-      return s;
-    }
-    if (auto v = node.Get("partitions")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 10000);
-      if (!n.ok()) return n.status();
-      o->partitions = static_cast<int>(*n);
-    }
-    if (auto v = node.Get("replication_factor")) {
-      absl::StatusOr<int64_t> n = v->AsInt(-1, 1000);
-      if (!n.ok()) return n.status();
-      if (*n == 0) return v->Error("must be -1 (the brokers' default) or at least 1");
-      o->replication_factor = static_cast<int>(*n);
-    }
-    if (auto v = node.Get("queue_messages")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 10000000);
-      if (!n.ok()) return n.status();
-      o->queue_messages = static_cast<uint64_t>(*n);
-    }
-    if (auto v = node.Get("queue_bytes")) {
-      absl::StatusOr<uint64_t> n = v->AsBytes();
-      if (!n.ok()) return n.status();
-      if (*n < (1u << 20) || *n > (2047ull << 30)) {
-        return v->Error("must be between 1MiB and 2047GiB");
-      }
-      o->queue_bytes = *n;
-    }
-    if (auto v = node.Get("delivery_timeout")) {
-      absl::StatusOr<std::chrono::milliseconds> d = v->AsDuration();
-      if (!d.ok()) return d.status();
-      if (d->count() < 0 || d->count() > 2147483647) return v->Error("out of range");
-      o->delivery_timeout = *d;
-    }
-    if (auto v = node.Get("connect_timeout")) {
-      absl::StatusOr<std::chrono::milliseconds> d = v->AsDuration();
-      if (!d.ok()) return d.status();
-      if (d->count() < 100) return v->Error("must be at least 100ms");
-      o->connect_timeout = *d;
-    }
-    if (absl::Status s = CheckKafkaProperties(ProducerSettings(*o, "pgflow"), o->client, node);
-        !s.ok()) {
-      return s;
-    }
-    return o;
+  std::string_view help() const override {
+    return "Every change to Kafka topics through an idempotent producer (acks=all).";
   }
 
-  std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
-                              const SinkConfig& sink) const override {
-    return std::make_unique<KafkaSink>(
-        pipeline.name, std::static_pointer_cast<const KafkaSinkOptions>(sink.options));
+ protected:
+  const OptionTable<KafkaSinkOptions>& table() const override { return KafkaSinkTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const KafkaSinkOptions> options) const override {
+    return std::make_unique<KafkaSink>(context.pipeline, std::move(options));
   }
 };
 
@@ -532,29 +471,26 @@ absl::Status KafkaSink::Produce(rd_kafka_topic_s* topic, const std::string* key,
   return delivery_error_;
 }
 
-absl::Status KafkaSink::Write(const Event& event) {
-  switch (event.kind) {
-    case EventKind::kCommit:
-    case EventKind::kPosition:
-      tracker_.MarkPosition(event.AckPosition());
-      break;
-    case EventKind::kChunkDone:
-      tracker_.MarkChunk(event.chunk);
-      break;
-    case EventKind::kChange:
-      break;
-    case EventKind::kRawRows:
-      return absl::InternalError("the kafka sink cannot take raw COPY rows");
-    default:
-      // kBegin; kRollback: what was produced of a cut-off transaction stays on the topic and is
-      // produced again, with the same event ids, when the transaction comes again.
-      // kSnapshotDone: nothing to do.
-      return absl::OkStatus();
-  }
-  if (event.kind != EventKind::kChange)
-    return ++since_poll_ >= kPollEvery ? Poll(0) : delivery_error_;
+absl::Status KafkaSink::MaybePoll() {
+  return ++since_poll_ >= kPollEvery ? Poll(0) : delivery_error_;
+}
 
-  const Change& change = event.change;
+absl::Status KafkaSink::OnCommit(const TxnInfo& txn) {
+  tracker_.MarkPosition(txn.end_lsn);
+  return MaybePoll();
+}
+
+absl::Status KafkaSink::OnPosition(Lsn position) {
+  tracker_.MarkPosition(position);
+  return MaybePoll();
+}
+
+absl::Status KafkaSink::OnChunkDone(uint64_t chunk) {
+  tracker_.MarkChunk(chunk);
+  return MaybePoll();
+}
+
+absl::Status KafkaSink::OnChange(const Change& change, bool) {
   absl::StatusOr<rd_kafka_topic_s*> topic = TopicFor(change);
   if (!topic.ok()) return topic.status();
   if (change.op == Op::kUpdate) {

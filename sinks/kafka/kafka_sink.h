@@ -42,9 +42,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "common/kafka/kafka_client_config.h"
-#include "engine/config.h"
-#include "engine/sink.h"
-#include "sinks/kafka/delivery_tracker.h"
+#include "engine/delivery_tracker.h"
+#include "engine/registry.h"
+#include "engine/transactional_sink.h"
 #include "sinks/kafka/kafka_record.h"
 
 struct rd_kafka_s;
@@ -71,7 +71,7 @@ struct KafkaSinkOptions : SinkOptions {
   std::chrono::milliseconds connect_timeout{10000};
 };
 
-class KafkaSink : public Sink {
+class KafkaSink : public TransactionalSink {
  public:
   KafkaSink(std::string pipeline, std::shared_ptr<const KafkaSinkOptions> options);
   ~KafkaSink() override;
@@ -79,7 +79,6 @@ class KafkaSink : public Sink {
   // Creates the producer and fetches the cluster's metadata; Unavailable naming the brokers
   // and their place in the pipeline file when none answers within connect_timeout.
   absl::Status Open() override;
-  absl::Status Write(const Event& event) override;
   // Serves delivery reports; returns the first failed delivery, if any. Does not wait.
   absl::Status Flush() override;
   std::optional<Lsn> DurableThrough() const override { return tracker_.DurablePosition(); }
@@ -88,7 +87,19 @@ class KafkaSink : public Sink {
   // position), then destroys the producer.
   absl::Status Close() override;
 
+ protected:
+  absl::Status OnChange(const Change& change, bool in_txn) override;
+  absl::Status OnCommit(const TxnInfo& txn) override;
+  // What was produced of a cut-off transaction stays on the topic and is produced again, with
+  // the same event ids, when the transaction comes again.
+  absl::Status OnRollback() override { return absl::OkStatus(); }
+  absl::Status OnPosition(Lsn position) override;
+  absl::Status OnChunkDone(uint64_t chunk) override;
+
  private:
+  // Serves delivery reports every kPollEvery events; the first failed delivery, if any.
+  absl::Status MaybePoll();
+
   struct TopicEntry {
     std::shared_ptr<const TableSchema> table;  // keeps the cache key's address in use
     rd_kafka_topic_s* topic = nullptr;

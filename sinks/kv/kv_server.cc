@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/listen_address.h"
 #include "engine/log.h"
 
 namespace pgflow {
@@ -46,27 +47,17 @@ using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
 enum class Protocol { kRedis, kMemcached, kHttp };
 
 absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& address) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not host:port"));
+  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(address);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "': ", parsed.status().message()));
   }
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("'", address, "': bad port"));
-  }
-  if (host.empty() || host == "*") host = "0.0.0.0";
-  if (host == "localhost") host = "127.0.0.1";
   boost::system::error_code ec;
-  asio::ip::address ip = asio::ip::make_address(host, ec);
+  asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
   if (ec) {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", address, "': '", host, "' is not an IP address"));
+        absl::StrCat("'", address, "': '", parsed->host, "' is not an IP address"));
   }
-  return tcp::endpoint(ip, static_cast<unsigned short>(port));
+  return tcp::endpoint(ip, parsed->port);
 }
 
 // A coroutine function, not a capturing lambda: its argument lives in the coroutine frame for

@@ -1,16 +1,20 @@
 #include "sinks/kv/kv_sink.h"
 
-#include <array>
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/postgres/pg_connection.h"
+#include "common/postgres/postgres_origin.h"
+#include "common/postgres/table_ref.h"
+#include "engine/listen_address.h"
 #include "engine/log.h"
-#include "engine/pg_connection.h"
 
 namespace pgflow {
+
+namespace {
 
 // Writes HSET/DEL through to the source by primary key, over one libpq connection (calls are
 // serialised; each statement commits on its own). Values are parameters whose types the
@@ -156,6 +160,8 @@ class PgWriteThrough : public KvWriteThrough {
   PgConnPtr conn_ ABSL_GUARDED_BY(mu_);
 };
 
+}  // namespace
+
 struct KvCache {
   explicit KvCache(const KvSinkOptions& options, const std::string& source_url)
       : store(options.store),
@@ -173,31 +179,92 @@ struct KvCache {
 
 namespace {
 
-constexpr std::array<OptionSpec, 15> kOptions = {{
-    {"redis", "string", false, "", "host:port of the Redis listener (RESP2 and RESP3)"},
-    {"memcached", "string", false, "", "host:port of the memcached listener (text protocol)"},
-    {"http", "string", false, "", "host:port of the HTTP listener"},
-    {"password", "string", false, "", "password Redis clients give with AUTH or HELLO"},
-    {"http_token", "string", false, "", "bearer token HTTP clients must send"},
-    {"columns", "map", false, "",
-     "per table (\"schema.table\"), the columns to keep; key columns are always kept"},
-    {"max_memory", "bytes", false, "1GiB",
-     "memory the rows may take; past it the pipeline stops rather than serve a partial table"},
-    {"threads", "int", false, "half the cores", "network threads (at least one)"},
-    {"spin_us", "int", false, "50",
-     "microseconds a network thread keeps polling for the next request before it sleeps; 0: "
-     "sleep at once"},
-    {"max_connections", "int", false, "10000", "client connections across the listeners"},
-    {"max_request_bytes", "bytes", false, "1MiB", "largest request a client may send"},
-    {"max_output_bytes", "bytes", false, "64MiB",
-     "replies and notifications buffered per connection before it is cut off"},
-    {"write_through", "bool", false, "false",
-     "Redis HSET and DEL write to PostgreSQL by primary key, answered once back in the cache"},
-    {"publication", "string", false, "the pipeline's",
-     "name for PGEC-style keys <publication>.<table>.<key>"},
-    {"numeric_as_number", "bool", false, "false",
-     "numeric columns as JSON numbers instead of strings"},
-}};
+absl::Status CheckListener(const std::string& address) {
+  return ParseListenAddress(address).status();
+}
+
+absl::Status ReadColumns(const ConfigNode& node,
+                         absl::flat_hash_map<std::string, std::vector<std::string>>* columns) {
+  if (!node.IsMap()) return node.Error("expected a mapping of schema.table: [column, ...]");
+  for (auto& [table, list] : node.Entries()) {
+    absl::StatusOr<TableRef> ref = ParseTableRef(table);
+    if (!ref.ok() || ref->is_schema()) {
+      return node.KeyNode(table)->Error(
+          absl::StrCat("'", table, "' is not schema.table",
+                       ref.ok() ? "" : absl::StrCat(": ", ref.status().message())));
+    }
+    absl::StatusOr<std::vector<std::string>> names = list.AsStringList();
+    if (!names.ok()) return names.status();
+    (*columns)[ref->ToString()] = *std::move(names);
+  }
+  return absl::OkStatus();
+}
+
+const OptionTable<KvSinkOptions>& KvSinkTable() {
+  using O = KvSinkOptions;
+  static const auto* table = new OptionTable<O>(
+      {
+          StringOption("redis", &O::listen, &KvListenOptions::redis)
+              .Check(CheckListener)
+              .NoDefault()
+              .Help("host:port of the Redis listener (RESP2 and RESP3)."),
+          StringOption("memcached", &O::listen, &KvListenOptions::memcached)
+              .Check(CheckListener)
+              .NoDefault()
+              .Help("host:port of the memcached listener (text protocol)."),
+          StringOption("http", &O::listen, &KvListenOptions::http)
+              .Check(CheckListener)
+              .NoDefault()
+              .Help("host:port of the HTTP listener."),
+          StringOption("password", &O::service, &KvServiceConfig::password)
+              .NoDefault()
+              .Help("Password Redis clients give with AUTH or HELLO."),
+          StringOption("http_token", &O::service, &KvServiceConfig::http_token)
+              .NoDefault()
+              .Help("Bearer token HTTP clients must send."),
+          CustomOption("columns", OptionType::kMap, ReadColumns, &O::store,
+                       &KvStoreOptions::columns)
+              .NoDefault()
+              .Help("Per table (schema.table), the columns to keep; key columns are always "
+                    "kept."),
+          BytesOption("max_memory", &O::store, &KvStoreOptions::max_memory)
+              .Help("Memory the rows may take; past it the pipeline stops rather than serve a "
+                    "partial table."),
+          IntOption("threads", &O::listen, &KvListenOptions::threads)
+              .Range(1, 64)
+              .DefaultText("half the cores")
+              .Help("Network threads."),
+          IntOption("spin_us", &O::listen, &KvListenOptions::spin_us)
+              .Range(0, 10000)
+              .Help("Microseconds a network thread keeps polling for the next request before "
+                    "it sleeps; 0: sleep at once."),
+          IntOption("max_connections", &O::listen, &KvListenOptions::max_connections)
+              .Range(1, 1000000)
+              .Help("Client connections across the listeners."),
+          BytesOption("max_request_bytes", &O::service, &KvServiceConfig::max_request_bytes)
+              .Range(1024, 512 << 20)
+              .Help("Largest request a client may send."),
+          BytesOption("max_output_bytes", &O::service, &KvServiceConfig::max_output_bytes)
+              .AtLeast(64 * 1024)
+              .Help("Replies and notifications buffered per connection before it is cut off."),
+          BoolOption("write_through", &O::write_through)
+              .Help("Redis HSET and DEL write to PostgreSQL by primary key, answered once back "
+                    "in the cache."),
+          StringOption("publication", &O::service, &KvServiceConfig::publication)
+              .DefaultText("the pipeline's")
+              .Help("Name for PGEC-style keys <publication>.<table>.<key>."),
+          BoolOption("numeric_as_number", &O::store, &KvStoreOptions::json,
+                     &JsonOptions::numeric_as_number)
+              .Help("numeric columns as JSON numbers instead of strings."),
+      },
+      [](const O& o, const ConfigNode& node) -> absl::Status {
+        if (o.listen.redis.empty() && o.listen.memcached.empty() && o.listen.http.empty()) {
+          return node.Error("a kv sink needs at least one listener: redis, memcached or http");
+        }
+        return absl::OkStatus();
+      });
+  return *table;
+}
 
 // Caches by "<pipeline>/<sink name>", for the life of the process (see kv_sink.h).
 absl::Mutex registry_mu(absl::kConstInit);
@@ -206,134 +273,45 @@ absl::flat_hash_map<std::string, std::shared_ptr<KvCache>>& Registry() {
   return *registry;
 }
 
-class KvSinkFactory : public SinkFactory {
+class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
  public:
   std::string_view type() const override { return "kv"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (!node.IsMap()) {
-      return node.Error("expected a mapping like {redis: 127.0.0.1:6380, http: 127.0.0.1:8080}");
-    }
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto options = std::make_shared<KvSinkOptions>();
-    auto read_string = [&](std::string_view key, std::string* out) -> absl::Status {
-      if (auto v = node.Get(key)) {
-        absl::StatusOr<std::string> s = v->AsString();
-        if (!s.ok()) return s.status();
-        *out = *s;
-      }
-      return absl::OkStatus();
-    };
-    for (auto [key, out] :
-         {std::pair<std::string_view, std::string*>{"redis", &options->listen.redis},
-          {"memcached", &options->listen.memcached},
-          {"http", &options->listen.http},
-          {"password", &options->service.password},
-          {"http_token", &options->service.http_token},
-          {"publication", &options->service.publication}}) {
-      if (absl::Status s = read_string(key, out); !s.ok()) return s;
-    }
-    for (std::string_view key : {"redis", "memcached", "http"}) {
-      auto v = node.Get(key);
-      if (!v) continue;
-      std::string address = *v->AsString();
-      size_t colon = address.rfind(':');
-      int port = -1;
-      if (colon == std::string::npos || colon == 0 ||
-          !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
-        return v->Error(absl::StrCat("'", address, "' is not host:port (e.g. 127.0.0.1:6380)"));
-      }
-    }
-    if (options->listen.redis.empty() && options->listen.memcached.empty() &&
-        options->listen.http.empty()) {
-      return node.Error("a kv sink needs at least one listener: redis, memcached or http");
-    }
-    if (auto v = node.Get("columns")) {
-      for (auto& [table, list] : v->Entries()) {
-        if (table.find('.') == std::string::npos) {
-          return list.Error(absl::StrCat("'", table, "' is not schema.table"));
-        }
-        absl::StatusOr<std::vector<std::string>> names = list.AsStringList();
-        if (!names.ok()) return names.status();
-        options->store.columns[table] = *names;
-      }
-    }
-    if (auto v = node.Get("max_memory")) {
-      absl::StatusOr<uint64_t> b = v->AsBytes();
-      if (!b.ok()) return b.status();
-      options->store.max_memory = *b;
-    }
-    if (auto v = node.Get("threads")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 64);
-      if (!n.ok()) return n.status();
-      options->listen.threads = static_cast<int>(*n);
-    }
-    if (auto v = node.Get("spin_us")) {
-      absl::StatusOr<int64_t> n = v->AsInt(0, 10000);
-      if (!n.ok()) return n.status();
-      options->listen.spin_us = static_cast<int>(*n);
-    }
-    if (auto v = node.Get("max_connections")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 1000000);
-      if (!n.ok()) return n.status();
-      options->listen.max_connections = static_cast<size_t>(*n);
-    }
-    if (auto v = node.Get("max_request_bytes")) {
-      absl::StatusOr<uint64_t> b = v->AsBytes();
-      if (!b.ok()) return b.status();
-      if (*b < 1024 || *b > (512ull << 20)) return v->Error("must be between 1KiB and 512MiB");
-      options->service.max_request_bytes = *b;
-    }
-    if (auto v = node.Get("max_output_bytes")) {
-      absl::StatusOr<uint64_t> b = v->AsBytes();
-      if (!b.ok()) return b.status();
-      if (*b < 64 * 1024) return v->Error("must be at least 64KiB");
-      options->service.max_output_bytes = *b;
-    }
-    if (auto v = node.Get("write_through")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->write_through = *b;
-    }
-    if (auto v = node.Get("numeric_as_number")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->store.json.numeric_as_number = *b;
-    }
-    return options;
+  std::string_view help() const override {
+    return "An in-memory cache of the tables' rows, served over the Redis, memcached and HTTP "
+           "protocols.";
   }
-
-  absl::Status CheckSource(std::string_view source_type) const override {
-    if (source_type == "postgres") return absl::OkStatus();
+  absl::Status CheckSource(const SourceTraits& source) const override {
+    if (source.postgres != nullptr) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat(
-        "the kv sink cannot follow a ", std::string(source_type),
+        "the kv sink cannot follow a ", source.type,
         " source: it copies every row from the PostgreSQL source when it starts empty, and "
         "writes through to it; give it a postgres source (the capture pipeline)"));
   }
 
-  std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
-                              const SinkConfig& sink) const override {
-    auto options = std::static_pointer_cast<const KvSinkOptions>(sink.options);
-    std::string id = absl::StrCat(pipeline.name, "/", sink.name);
+ protected:
+  const OptionTable<KvSinkOptions>& table() const override { return KvSinkTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const KvSinkOptions> options) const override {
+    const PostgresOrigin& origin = *context.source.postgres;  // CheckSource made sure
+    std::string id = absl::StrCat(context.pipeline, "/", context.sink);
     absl::MutexLock lock(&registry_mu);
     std::shared_ptr<KvCache>& cache = Registry()[id];
     bool fresh = cache == nullptr;
     if (fresh) {
       KvSinkOptions effective = *options;
       if (effective.service.publication.empty()) {
-        effective.service.publication = pipeline.source.publication;
+        effective.service.publication = origin.publication;
       }
-      cache = std::make_shared<KvCache>(effective, pipeline.source.url);
+      cache = std::make_shared<KvCache>(effective, origin.url);
     }
-    return std::make_unique<KvSink>(cache, fresh);
+    return std::make_unique<KvSink>(cache, fresh, context.source.positions);
   }
 };
 
 }  // namespace
 
-KvSink::KvSink(std::shared_ptr<KvCache> cache, bool fresh)
-    : cache_(std::move(cache)), fresh_(fresh) {}
+KvSink::KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions)
+    : TransactionalSink(positions), cache_(std::move(cache)), fresh_(fresh) {}
 
 KvSink::~KvSink() = default;
 
@@ -354,62 +332,55 @@ absl::Status KvSink::Open() {
   return absl::OkStatus();
 }
 
-absl::Status KvSink::Write(const Event& event) {
-  KvStore& store = cache_->store;
-  switch (event.kind) {
-    case EventKind::kBegin:
-      if (staged_reads_ > 0) {
-        if (absl::Status s = store.Commit(Lsn()); !s.ok()) return s;
-        staged_reads_ = 0;
-      }
-      in_txn_ = true;
-      // A transaction the cache already applied (replayed after a restart in this process).
-      skip_txn_ = event.txn.commit_lsn < store.applied();
-      return absl::OkStatus();
-    case EventKind::kChange:
-      if (in_txn_) {
-        return skip_txn_ ? absl::OkStatus() : store.Stage(event.change);
-      }
-      if (absl::Status s = store.Stage(event.change); !s.ok()) return s;
-      if (++staged_reads_ >= 4096) {
-        staged_reads_ = 0;
-        return store.Commit(Lsn());
-      }
-      return absl::OkStatus();
-    case EventKind::kCommit:
-      in_txn_ = false;
-      if (skip_txn_) return absl::OkStatus();
-      return store.Commit(event.txn.end_lsn);
-    case EventKind::kRollback:
-      in_txn_ = false;
-      store.Discard();
-      return absl::OkStatus();
-    case EventKind::kPosition:
-      if (in_txn_) return absl::OkStatus();
-      staged_reads_ = 0;
-      return store.Commit(event.position);
-    case EventKind::kChunkDone:
-      staged_reads_ = 0;
-      return store.Commit(Lsn());
-    case EventKind::kSnapshotDone: {
-      staged_reads_ = 0;
-      absl::Status s = store.Commit(Lsn());
-      if (!store.ready()) {
-        LogInfo("kv cache: loaded, %d rows; serving", store.TotalRows());
-        store.SetReady();
-      }
-      return s;
-    }
-    case EventKind::kRawRows:
-      return absl::InternalError("the kv sink does not take raw COPY rows");
-  }
+Lsn KvSink::AppliedThrough() const { return cache_->store.applied(); }
+
+absl::Status KvSink::CommitStagedReads() {
+  if (staged_reads_ == 0) return absl::OkStatus();
+  staged_reads_ = 0;
+  return cache_->store.Commit(Lsn());
+}
+
+absl::Status KvSink::OnBegin(const TxnInfo&) { return CommitStagedReads(); }
+
+absl::Status KvSink::OnChange(const Change& change, bool in_txn) {
+  if (absl::Status s = cache_->store.Stage(change); !s.ok()) return s;
+  // Snapshot rows outside a transaction are applied a few thousand at a time.
+  if (!in_txn && ++staged_reads_ >= 4096) return CommitStagedReads();
   return absl::OkStatus();
+}
+
+absl::Status KvSink::OnCommit(const TxnInfo& txn) { return cache_->store.Commit(txn.end_lsn); }
+
+absl::Status KvSink::OnRollback() {
+  cache_->store.Discard();
+  return absl::OkStatus();
+}
+
+absl::Status KvSink::OnPosition(Lsn position) {
+  if (in_txn()) return absl::OkStatus();
+  staged_reads_ = 0;
+  return cache_->store.Commit(position);
+}
+
+absl::Status KvSink::OnChunkDone(uint64_t) {
+  staged_reads_ = 0;
+  return cache_->store.Commit(Lsn());
+}
+
+absl::Status KvSink::OnSnapshotDone() {
+  staged_reads_ = 0;
+  absl::Status s = cache_->store.Commit(Lsn());
+  if (!cache_->store.ready()) {
+    LogInfo("kv cache: loaded, %d rows; serving", cache_->store.TotalRows());
+    cache_->store.SetReady();
+  }
+  return s;
 }
 
 absl::Status KvSink::Close() {
   // The cache lives on for a restart of the pipeline in this process; an uncommitted snapshot
   // batch is applied (the rows are real), an open transaction is not.
-  if (!in_txn_ && staged_reads_ > 0) return cache_->store.Commit(Lsn());
+  if (!in_txn() && staged_reads_ > 0) return cache_->store.Commit(Lsn());
   cache_->store.Discard();
   return absl::OkStatus();
 }

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "engine/config.h"
-#include "engine/sink.h"
+#include "engine/registry.h"
+#include "engine/transactional_sink.h"
 #include "sinks/kv/kv_protocols.h"
 #include "sinks/kv/kv_server.h"
 #include "sinks/kv/kv_store.h"
@@ -40,22 +40,33 @@ struct KvSinkOptions : SinkOptions {
 // the sink objects of successive pipeline attempts in one process.
 struct KvCache;
 
-class KvSink : public Sink {
+class KvSink : public TransactionalSink {
  public:
-  KvSink(std::shared_ptr<KvCache> cache, bool fresh);
+  KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions);
   ~KvSink() override;
 
   absl::Status Open() override;
-  absl::Status Write(const Event& event) override;
   absl::Status Flush() override { return absl::OkStatus(); }
   absl::Status Close() override;
   bool NeedsFullCopy() const override { return fresh_; }
 
+ protected:
+  absl::Status OnBegin(const TxnInfo& txn) override;
+  absl::Status OnChange(const Change& change, bool in_txn) override;
+  absl::Status OnCommit(const TxnInfo& txn) override;
+  absl::Status OnRollback() override;
+  absl::Status OnPosition(Lsn position) override;
+  absl::Status OnChunkDone(uint64_t chunk) override;
+  absl::Status OnSnapshotDone() override;
+  // What the cache applied, in this process (a pipeline restarted in-process skips it again).
+  Lsn AppliedThrough() const override;
+
  private:
+  // Applies the snapshot rows staged so far.
+  absl::Status CommitStagedReads();
+
   std::shared_ptr<KvCache> cache_;
   const bool fresh_;
-  bool in_txn_ = false;
-  bool skip_txn_ = false;
   size_t staged_reads_ = 0;
 };
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 namespace pgflow {
 namespace {

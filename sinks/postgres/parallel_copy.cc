@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 namespace pgflow {
 

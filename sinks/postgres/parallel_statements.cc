@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 namespace pgflow {
 

@@ -19,8 +19,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/postgres/conninfo.h"
+#include "common/postgres/pg_connection.h"
 #include "engine/log.h"
-#include "engine/pg_connection.h"
 #include "engine/sink.h"
 #include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
@@ -33,23 +34,37 @@
 namespace pgflow {
 namespace {
 
-constexpr OptionSpec kOptions[] = {
-    {"url", "string", true, "", "PostgreSQL URL or conninfo of the target database"},
-    {"schema", "string", false, "",
-     "target schema for every table (default: the source table's own schema)"},
-    {"batch_rows", "int", false, "1000", "rows per multi-row INSERT statement"},
-    {"create_tables", "bool", false, "true",
-     "create a table missing from the target from the source's columns and primary key"},
-    {"dead_letter", "bool", false, "false",
-     "record a streamed change the target refuses (a constraint, a value it rejects) in "
-     "pgflow.dead_letters and go on, instead of stopping"},
-    {"load_workers", "int", false, "2",
-     "connections that copy the initial snapshot into the target at once (into tables that "
-     "were empty), then build its indexes at once"},
-    {"maintenance_work_mem", "string", false, "256MB",
-     "memory for building the keys and indexes after the load (raised to this for the sink's "
-     "session, never lowered)"},
-};
+const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
+  using O = PostgresSinkOptions;
+  static const auto* table = new OptionTable<O>({
+      StringOption("url", &O::url)
+          .Required()
+          .NonEmpty()
+          .Check(CheckConninfo)
+          .Help("The target database: libpq URL or conninfo."),
+      StringOption("schema", &O::schema)
+          .NonEmpty("leave it out to keep the source's")
+          .DefaultText("the source's")
+          .Help("Target schema for every table."),
+      IntOption("batch_rows", &O::batch_rows)
+          .Range(1, 65535)
+          .Help("Rows per multi-row statement (also bounded by 65,535 parameters)."),
+      BoolOption("create_tables", &O::create_tables)
+          .Help("Create a table missing from the target from the source's definition."),
+      BoolOption("dead_letter", &O::dead_letter)
+          .Help("Record a streamed change the target refuses (a constraint, a value it "
+                "rejects) in pgflow.dead_letters and go on, instead of stopping."),
+      IntOption("load_workers", &O::load_workers)
+          .Range(1, 64)
+          .Help("Connections that copy the initial snapshot into tables that were empty, at "
+                "once, and then build its indexes, at once."),
+      StringOption("maintenance_work_mem", &O::maintenance_work_mem)
+          .NonEmpty("leave it out for 256MB")
+          .Help("Memory for building keys and indexes after the load (raised to this for the "
+                "sink's session, never lowered)."),
+  });
+  return *table;
+}
 
 constexpr uint32_t kFirstNonBuiltinOid = 16384;
 constexpr size_t kMaxParams = 65535;
@@ -223,15 +238,14 @@ std::string UnnestSelect(const TargetTable& table, const std::vector<size_t>& co
 
 class PostgresSink : public Sink {
  public:
-  PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
-               std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
-      : sink_name_(std::move(sink_name)),
-        pipeline_(pipeline.name),
-        source_(pipeline.source),
-        source_is_postgres_(pipeline.source_type == "postgres"),
-        wal_positions_(pipeline.positions == SourcePositions::kWal),
+  PostgresSink(const SinkContext& context, std::shared_ptr<const PostgresSinkOptions> options)
+      : sink_name_(context.sink),
+        pipeline_(context.pipeline),
+        origin_(context.source.postgres),
+        source_is_postgres_(origin_ != nullptr),
+        wal_positions_(context.source.positions == SourcePositions::kWal),
         options_(std::move(options)),
-        ddl_mode_(ddl_mode) {}
+        ddl_mode_(context.ddl.mode) {}
 
   absl::Status Open() override;
   absl::Status Write(const Event& event) override {
@@ -426,7 +440,8 @@ class PostgresSink : public Sink {
 
   const std::string sink_name_;
   const std::string pipeline_;
-  const PostgresSourceConfig source_;
+  // The PostgreSQL source, whose catalog defines the tables to create; null for other sources.
+  const std::shared_ptr<const PostgresOrigin> origin_;
   // The pipeline reads a PostgreSQL database: tables are created from its catalog, sequences
   // copied from it. Otherwise (events read back from Kafka) from the shape events carry.
   const bool source_is_postgres_;
@@ -969,7 +984,7 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
 
 absl::StatusOr<PGconn*> PostgresSink::SourceConnection() {
   if (source_conn_ == nullptr) {
-    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_.url);
+    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(origin_->url);
     if (!connected.ok()) {
       return absl::Status(
           connected.status().code(),
@@ -1157,7 +1172,7 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
     copied = source.status();
   } else {
     absl::StatusOr<std::vector<SequencePair>> sequences =
-        ReadTableSequences(*source, source_.tables, options_->schema);
+        ReadTableSequences(*source, origin_->tables, options_->schema);
     copied = sequences.ok() ? CopySequenceValues(*source, conn(), *sequences)
                             : absl::StatusOr<SequenceCopyResult>(sequences.status());
   }
@@ -2709,70 +2724,18 @@ absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change)
   });
 }
 
-class PostgresSinkFactory : public SinkFactory {
+class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
  public:
   std::string_view type() const override { return "postgres"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (!node.IsMap()) return node.Error("expected a mapping like {url: postgres://host/db}");
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto options = std::make_shared<PostgresSinkOptions>();
-    std::optional<ConfigNode> url = node.Get("url");
-    if (!url) return node.Error("url is required");
-    absl::StatusOr<std::string> u = url->AsString();
-    if (!u.ok()) return u.status();
-    if (u->empty()) return url->Error("url is empty");
-    char* err = nullptr;
-    PQconninfoOption* parsed = PQconninfoParse(u->c_str(), &err);
-    if (parsed == nullptr) {
-      std::string message = err != nullptr ? err : "out of memory";
-      PQfreemem(err);
-      return url->Error(
-          absl::StrCat("invalid PostgreSQL URL: ", absl::StripTrailingAsciiWhitespace(message)));
-    }
-    PQconninfoFree(parsed);
-    options->url = *u;
-    if (auto v = node.Get("schema")) {
-      absl::StatusOr<std::string> s = v->AsString();
-      if (!s.ok()) return s.status();
-      if (s->empty()) return v->Error("schema is empty (leave it out to keep the source's)");
-      options->schema = *s;
-    }
-    if (auto v = node.Get("batch_rows")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 65535);
-      if (!n.ok()) return n.status();
-      options->batch_rows = *n;
-    }
-    if (auto v = node.Get("create_tables")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->create_tables = *b;
-    }
-    if (auto v = node.Get("dead_letter")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->dead_letter = *b;
-    }
-    if (auto v = node.Get("load_workers")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 64);
-      if (!n.ok()) return n.status();
-      options->load_workers = *n;
-    }
-    if (auto v = node.Get("maintenance_work_mem")) {
-      absl::StatusOr<std::string> m = v->AsString();
-      if (!m.ok()) return m.status();
-      if (m->empty()) return v->Error("maintenance_work_mem is empty (leave it out for 256MB)");
-      options->maintenance_work_mem = *m;
-    }
-    return options;
+  std::string_view help() const override {
+    return "Applies the stream to another PostgreSQL database (a migration's target).";
   }
 
-  std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
-                              const SinkConfig& sink) const override {
-    return std::make_unique<PostgresSink>(
-        sink.name, pipeline, std::static_pointer_cast<const PostgresSinkOptions>(sink.options),
-        sink.ddl.mode);
+ protected:
+  const OptionTable<PostgresSinkOptions>& table() const override { return PostgresSinkTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const PostgresSinkOptions> options) const override {
+    return std::make_unique<PostgresSink>(context, std::move(options));
   }
 };
 
@@ -2780,8 +2743,9 @@ class PostgresSinkFactory : public SinkFactory {
 
 void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
 
-absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOptions& options) {
-  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(pipeline.source.url);
+absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
+                           const PostgresSinkOptions& options) {
+  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(origin.url);
   if (!source.ok()) return source.status();
   absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
   if (!target.ok()) {
@@ -2789,13 +2753,13 @@ absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOpt
                         absl::StrCat("postgres target: ", target.status().message()));
   }
   absl::StatusOr<std::vector<SequencePair>> sequences =
-      ReadTableSequences(source->get(), pipeline.source.tables, options.schema);
+      ReadTableSequences(source->get(), origin.tables, options.schema);
   if (!sequences.ok()) return sequences.status();
   absl::StatusOr<SequenceCopyResult> copied =
       CopySequenceValues(source->get(), target->get(), *sequences);
   if (!copied.ok()) return copied.status();
   LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
-          pipeline.name, Describe(target->get()));
+          std::string(pipeline), Describe(target->get()));
   if (!copied->missing.empty()) {
     return absl::NotFoundError(
         absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),

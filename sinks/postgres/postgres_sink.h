@@ -85,7 +85,8 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "engine/config.h"
+#include "common/postgres/postgres_origin.h"
+#include "engine/registry.h"
 
 namespace pgflow {
 
@@ -111,8 +112,9 @@ void RegisterPostgresSink();
 // and identity columns) or use in a column default to the source's current value (last_value,
 // is_called), in the target of `options`, under the same schema mapping; run it just before
 // switching writes over to the target, since the stream carries rows, not sequence advances.
-// Connects to pipeline.source.url and options.url. NotFound, after setting the others, when
+// Connects to origin.url and options.url. NotFound, after setting the others, when
 // some of those sequences are missing from the target; other errors name the sequence.
-absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOptions& options);
+absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
+                           const PostgresSinkOptions& options);
 
 }  // namespace pgflow

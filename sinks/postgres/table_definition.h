@@ -16,8 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/config.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
+#include "common/postgres/table_ref.h"
 
 namespace pgflow {
 

@@ -7,7 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 namespace pgflow {
 namespace {

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/config.h"
+#include "common/postgres/table_ref.h"
 
 namespace pgflow {
 

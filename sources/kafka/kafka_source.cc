@@ -33,48 +33,6 @@ constexpr std::array<std::string_view, 7> kReservedProperties = {
     "enable.auto.commit",  "enable.auto.offset.store", "auto.offset.reset",
     "enable.partition.eof"};
 
-constexpr OptionSpec kOptions[] = {
-    {"brokers", "list", true, "", "Bootstrap brokers, host:port, a list or comma-separated."},
-    {"topics", "list", true, "",
-     "Topics to read: names, or regular expressions starting with '^' (POSIX extended, as "
-     "librdkafka reads them), e.g. '^shop\\..*'. Include the schema-changes topic for DDL."},
-    {"group", "string", true, "",
-     "Consumer group: its committed offsets are where the pipeline resumes; run several "
-     "delivery processes in one group to share the partitions."},
-    {"offset_reset", "string", false, "earliest",
-     "Where a group without committed offsets starts: earliest (everything on the topics) or "
-     "latest (only what is written from now on)."},
-    {"commit_interval", "duration", false, "1s",
-     "How often the offsets of messages every sink holds are committed (100ms..1h)."},
-    {"connect_timeout", "duration", false, "10s",
-     "How long start-up waits for the brokers to answer before failing."},
-    {"rebalance_timeout", "duration", false, "60s",
-     "How long a rebalance waits for the events of the partitions it takes away to be held by "
-     "every sink before their offsets are committed; past it the run starts again from the "
-     "committed offsets. Below the consumer's max.poll.interval.ms (5m by default)."},
-    {"truncate", "string", false, "auto",
-     "auto: apply a truncate read from a topic of one partition, skip it (with a warning) "
-     "from a topic of several, where it cannot be placed among the other partitions' "
-     "changes; apply; skip."},
-    {"ddl_wait", "duration", false, "30s",
-     "How long a row of a new shape (a column its table's last shape lacks) waits for its "
-     "table's DDL event from the schema-changes topic before it goes on as it is; 0 = it "
-     "does not wait."},
-    {"keyless", "string", false, "stop",
-     "Rows of a table without a primary key (REPLICA IDENTITY DEFAULT, FULL or NOTHING without "
-     "one), which cannot be applied by key: stop (the pipeline fails, naming the table) or skip "
-     "(logged once per table)."},
-    {"malformed", "string", false, "stop",
-     "A message that is not a pgflow event: stop (the pipeline fails, naming topic, partition "
-     "and offset) or skip (logged the same way; its offset is committed)."},
-    {"security", "map", false, "",
-     "{protocol, sasl_mechanism, sasl_username, sasl_password, ssl_ca_location, ...}: "
-     "passed to librdkafka as security.protocol, sasl.mechanism, ..."},
-    {"properties", "map", false, "",
-     "Any librdkafka consumer property, {fetch.max.bytes: 1048576}; group.id, offsets and "
-     "auto commit are pgflow's."},
-};
-
 // pgflow's own consumer settings; `properties:` come after them.
 std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSourceOptions& o,
                                                                   const std::string& client_id) {
@@ -101,154 +59,153 @@ constexpr int kRequestTimeoutMs = 10000;
 // librdkafka's default max.poll.interval.ms.
 constexpr int64_t kDefaultMaxPollIntervalMs = 300000;
 
-class KafkaSourceFactory : public SourceFactory {
+absl::Status ReadTopics(const ConfigNode& node, std::vector<std::string>* out) {
+  absl::StatusOr<std::vector<std::string>> topics = node.AsStringList();
+  if (!topics.ok()) return topics.status();
+  if (topics->empty()) return node.Error("list at least one topic");
+  std::vector<ConfigNode> items = node.IsSequence() ? node.Items() : std::vector<ConfigNode>{node};
+  for (size_t i = 0; i < topics->size(); ++i) {
+    const std::string& t = (*topics)[i];
+    const ConfigNode& at = i < items.size() ? items[i] : node;
+    if (t.empty()) return at.Error("a topic name is empty");
+    if (t[0] == '^') {
+      regex_t re;
+      int rc = regcomp(&re, t.c_str(), REG_EXTENDED | REG_NOSUB);
+      if (rc != 0) {
+        char why[256];
+        regerror(rc, &re, why, sizeof(why));
+        return at.Error(absl::StrCat("invalid regular expression '", t, "': ", why));
+      }
+      regfree(&re);
+    } else if (t.size() > 249 || !std::all_of(t.begin(), t.end(), [](char c) {
+                 return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+               })) {
+      return at.Error(absl::StrCat("invalid topic name '", t,
+                                   "': Kafka allows [A-Za-z0-9._-], at most 249 characters "
+                                   "(a regular expression starts with '^')"));
+    }
+    if (std::find(out->begin(), out->end(), t) != out->end()) {
+      return at.Error(absl::StrCat("topic '", t, "' is listed twice"));
+    }
+    out->push_back(t);
+  }
+  return absl::OkStatus();
+}
+
+// The revocation waits inside the poll: a consumer that does not poll again within
+// max.poll.interval.ms leaves the group, and its partitions go without their offsets.
+absl::Status CheckRebalanceTimeout(const KafkaSourceOptions& o, const ConfigNode& node) {
+  int64_t max_poll_ms = kDefaultMaxPollIntervalMs;
+  std::optional<ConfigNode> max_poll_node;
+  for (size_t i = 0; i < o.client.properties.size(); ++i) {
+    const auto& [name, value] = o.client.properties[i];
+    if (name != "max.poll.interval.ms") continue;
+    if (!absl::SimpleAtoi(value, &max_poll_ms)) max_poll_ms = kDefaultMaxPollIntervalMs;
+    if (i < o.client.property_nodes.size()) max_poll_node = o.client.property_nodes[i];
+  }
+  if (o.rebalance_timeout.count() < max_poll_ms) return absl::OkStatus();
+  std::optional<ConfigNode> at = node.Get("rebalance_timeout");
+  if (!at.has_value()) at = max_poll_node;
+  return (at.has_value() ? *at : node)
+      .Error(absl::StrCat("rebalance_timeout (", o.rebalance_timeout.count(),
+                          "ms) must be below the consumer's max.poll.interval.ms (", max_poll_ms,
+                          "ms): a rebalance waits inside the poll, and a consumer that polls no "
+                          "more often leaves the group. Lower rebalance_timeout or raise "
+                          "properties: {max.poll.interval.ms: ...}"));
+}
+
+const OptionTable<KafkaClientConfig>& ClientTable() {
+  static const auto* table =
+      MakeKafkaClientTable(kReservedProperties,
+                           "brokers: the `brokers` key; the group: `group`; where it starts: "
+                           "`offset_reset`; offsets are committed only once every sink holds the "
+                           "events",
+                           "Any librdkafka consumer property, {fetch.max.bytes: 1048576}; "
+                           "group.id, offsets and auto commit are pgflow's.")
+          .release();
+  return *table;
+}
+
+const OptionTable<KafkaSourceOptions>& KafkaSourceTable() {
+  using O = KafkaSourceOptions;
+  using std::chrono::milliseconds;
+  static const auto* table = new OptionTable<O>(
+      {
+          EmbedOptions(&O::client, ClientTable()),
+          CustomOption("topics", OptionType::kList, ReadTopics, &O::topics)
+              .Required()
+              .Help("Topics to read: names, or regular expressions starting with '^' (POSIX "
+                    "extended, as librdkafka reads them), e.g. '^shop\\..*'. Include the "
+                    "schema-changes topic for DDL."),
+          StringOption("group", &O::group)
+              .Required()
+              .NonEmpty()
+              .Help("Consumer group: its committed offsets are where the pipeline resumes; run "
+                    "several delivery processes in one group to share the partitions."),
+          ChoiceOption("offset_reset", &O::offset_reset)
+              .Choices({{"earliest", "earliest"}, {"latest", "latest"}})
+              .Help("Where a partition without a committed offset starts: earliest (everything "
+                    "on the topic) or latest (only what is written from now on)."),
+          DurationOption("commit_interval", &O::commit_interval)
+              .Range(milliseconds(100), milliseconds(3600000))
+              .Help("How often the offsets of messages every sink holds are committed."),
+          DurationOption("connect_timeout", &O::connect_timeout)
+              .Range(milliseconds(100), milliseconds(3600000))
+              .Help("How long start-up waits for the brokers to answer before failing."),
+          DurationOption("rebalance_timeout", &O::rebalance_timeout)
+              .Range(milliseconds(1000), milliseconds(3600000))
+              .Help("How long a rebalance waits for the events of the partitions it takes away "
+                    "to be held by every sink; past it the run starts again from the committed "
+                    "offsets. Below the consumer's max.poll.interval.ms (5m by default)."),
+          ChoiceOption("truncate", &O::truncate)
+              .Choices({{"auto", KafkaTruncateMode::kAuto},
+                        {"apply", KafkaTruncateMode::kApply},
+                        {"skip", KafkaTruncateMode::kSkip}},
+                       "truncate mode")
+              .Help("auto: apply a truncate read from a topic of one partition, skip it (with a "
+                    "warning) from a topic of several, where it cannot be placed among the other "
+                    "partitions' changes; apply; skip."),
+          DurationOption("ddl_wait", &O::ddl_wait)
+              .Range(milliseconds(0), milliseconds(3600000))
+              .Help("How long a row with a new column waits for its table's DDL event from the "
+                    "schema-changes topic before it goes on as it is; 0: it does not wait."),
+          ChoiceOption("keyless", &O::skip_keyless)
+              .Choices({{"stop", false}, {"skip", true}}, "keyless mode")
+              .Help("Rows of a table without a primary key, which cannot be applied by key: "
+                    "stop (the pipeline fails, naming the table) or skip (logged once per "
+                    "table)."),
+          ChoiceOption("malformed", &O::skip_malformed)
+              .Choices({{"stop", false}, {"skip", true}}, "malformed mode")
+              .Help("A message that is not a pgflow event: stop (the pipeline fails, naming "
+                    "topic, partition and offset) or skip (logged the same way; its offset is "
+                    "committed)."),
+      },
+      [](const O& o, const ConfigNode& node) -> absl::Status {
+        if (absl::Status s = CheckRebalanceTimeout(o, node); !s.ok()) return s;
+        return CheckKafkaProperties(ConsumerSettings(o, "pgflow"), o.client, node);
+      });
+  return *table;
+}
+
+class KafkaSourceFactory : public SourceFactoryOf<KafkaSourceOptions> {
  public:
   std::string_view type() const override { return "kafka"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-  SourcePositions positions() const override { return SourcePositions::kSourceSequence; }
-
-  absl::StatusOr<std::shared_ptr<const SourceOptions>> Parse(
-      const ConfigNode& node) const override {
-    if (!node.IsMap()) {
-      return node.Error(
-          "expected a mapping like {brokers: 127.0.0.1:9092, topics: [...], group: g}");
-    }
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto o = std::make_shared<KafkaSourceOptions>();
-    if (absl::Status s = ReadKafkaClientConfig(
-            node, kReservedProperties,
-            "brokers: the `brokers` key; the group: `group`; where it starts: `offset_reset`; "
-            "offsets are committed only once every sink holds the events",
-            &o->client);
-        !s.ok()) {
-      return s;
-    }
-    ConfigNode topics_node = *node.Get("topics");
-    absl::StatusOr<std::vector<std::string>> topics = topics_node.AsStringList();
-    if (!topics.ok()) return topics.status();
-    if (topics->empty()) return topics_node.Error("list at least one topic");
-    std::vector<ConfigNode> items =
-        topics_node.IsSequence() ? topics_node.Items() : std::vector<ConfigNode>{topics_node};
-    for (size_t i = 0; i < topics->size(); ++i) {
-      const std::string& t = (*topics)[i];
-      const ConfigNode& at = i < items.size() ? items[i] : topics_node;
-      if (t.empty()) return at.Error("a topic name is empty");
-      if (t[0] == '^') {
-        regex_t re;
-        int rc = regcomp(&re, t.c_str(), REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-          char why[256];
-          regerror(rc, &re, why, sizeof(why));
-          return at.Error(absl::StrCat("invalid regular expression '", t, "': ", why));
-        }
-        regfree(&re);
-      } else if (t.size() > 249 || !std::all_of(t.begin(), t.end(), [](char c) {
-                   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-                 })) {
-        return at.Error(absl::StrCat("invalid topic name '", t,
-                                     "': Kafka allows [A-Za-z0-9._-], at most 249 characters "
-                                     "(a regular expression starts with '^')"));
-      }
-      if (std::find(o->topics.begin(), o->topics.end(), t) != o->topics.end()) {
-        return at.Error(absl::StrCat("topic '", t, "' is listed twice"));
-      }
-      o->topics.push_back(t);
-    }
-    ConfigNode group_node = *node.Get("group");
-    absl::StatusOr<std::string> group = group_node.AsString();
-    if (!group.ok()) return group.status();
-    if (group->empty()) return group_node.Error("the group is empty");
-    o->group = *group;
-    if (auto v = node.Get("offset_reset")) {
-      absl::StatusOr<std::string> text = v->AsString();
-      if (!text.ok()) return text.status();
-      if (*text != "earliest" && *text != "latest") {
-        return v->Error(
-            absl::StrCat("unknown offset_reset '", *text, "' (expected earliest or latest)"));
-      }
-      o->offset_reset = *text;
-    }
-    struct Duration {
-      std::string_view key;
-      std::chrono::milliseconds* out;
-      int64_t min_ms;
-    };
-    for (const Duration& d : {Duration{"commit_interval", &o->commit_interval, 100},
-                              Duration{"connect_timeout", &o->connect_timeout, 100},
-                              Duration{"rebalance_timeout", &o->rebalance_timeout, 1000},
-                              Duration{"ddl_wait", &o->ddl_wait, 0}}) {
-      if (auto v = node.Get(d.key)) {
-        absl::StatusOr<std::chrono::milliseconds> value = v->AsDuration();
-        if (!value.ok()) return value.status();
-        if (value->count() < d.min_ms || value->count() > 3'600'000) {
-          return v->Error(absl::StrCat("must be between ", d.min_ms, "ms and 1h"));
-        }
-        *d.out = *value;
-      }
-    }
-    // The revocation waits inside the poll: a consumer that does not poll again within
-    // max.poll.interval.ms leaves the group, and its partitions go without their offsets.
-    int64_t max_poll_ms = kDefaultMaxPollIntervalMs;
-    std::optional<ConfigNode> max_poll_node;
-    for (size_t i = 0; i < o->client.properties.size(); ++i) {
-      const auto& [name, value] = o->client.properties[i];
-      if (name != "max.poll.interval.ms") continue;
-      if (!absl::SimpleAtoi(value, &max_poll_ms)) max_poll_ms = kDefaultMaxPollIntervalMs;
-      if (i < o->client.property_nodes.size()) max_poll_node = o->client.property_nodes[i];
-    }
-    if (o->rebalance_timeout.count() >= max_poll_ms) {
-      std::optional<ConfigNode> at = node.Get("rebalance_timeout");
-      if (!at.has_value()) at = max_poll_node;
-      return (at.has_value() ? *at : node)
-          .Error(absl::StrCat("rebalance_timeout (", o->rebalance_timeout.count(),
-                              "ms) must be below the consumer's max.poll.interval.ms (",
-                              max_poll_ms,
-                              "ms): a rebalance waits inside the poll, and a consumer that "
-                              "polls no more often leaves the group. Lower rebalance_timeout or "
-                              "raise properties: {max.poll.interval.ms: ...}"));
-    }
-    if (auto v = node.Get("truncate")) {
-      absl::StatusOr<std::string> text = v->AsString();
-      if (!text.ok()) return text.status();
-      if (*text == "auto") {
-        o->truncate = KafkaTruncateMode::kAuto;
-      } else if (*text == "apply") {
-        o->truncate = KafkaTruncateMode::kApply;
-      } else if (*text == "skip") {
-        o->truncate = KafkaTruncateMode::kSkip;
-      } else {
-        return v->Error(
-            absl::StrCat("unknown truncate mode '", *text, "' (expected auto, apply or skip)"));
-      }
-    }
-    if (auto v = node.Get("keyless")) {
-      absl::StatusOr<std::string> text = v->AsString();
-      if (!text.ok()) return text.status();
-      if (*text != "stop" && *text != "skip") {
-        return v->Error(absl::StrCat("unknown keyless mode '", *text, "' (expected stop or skip)"));
-      }
-      o->skip_keyless = *text == "skip";
-    }
-    if (auto v = node.Get("malformed")) {
-      absl::StatusOr<std::string> text = v->AsString();
-      if (!text.ok()) return text.status();
-      if (*text != "stop" && *text != "skip") {
-        return v->Error(
-            absl::StrCat("unknown malformed mode '", *text, "' (expected stop or skip)"));
-      }
-      o->skip_malformed = *text == "skip";
-    }
-    if (absl::Status s = CheckKafkaProperties(ConsumerSettings(*o, "pgflow"), o->client, node);
-        !s.ok()) {
-      return s;
-    }
-    return o;
+  std::string_view help() const override {
+    return "pgflow's events read back from Kafka topics, as a member of a consumer group.";
   }
 
-  std::unique_ptr<Source> Build(const PipelineConfig& pipeline) const override {
-    return std::make_unique<KafkaSource>(
-        pipeline.name, std::static_pointer_cast<const KafkaSourceOptions>(pipeline.source_options));
+ protected:
+  const OptionTable<KafkaSourceOptions>& table() const override { return KafkaSourceTable(); }
+  SourceTraits TraitsOf(const KafkaSourceOptions&) const override {
+    return SourceTraits{"kafka", SourcePositions::kSourceSequence, nullptr};
+  }
+  std::string DescribeOf(const KafkaSourceOptions& options) const override {
+    return absl::StrCat("group ", options.group, " reading ", absl::StrJoin(options.topics, ", "));
+  }
+  std::unique_ptr<Source> Build(const SourceContext& context,
+                                std::shared_ptr<const KafkaSourceOptions> options) const override {
+    return std::make_unique<KafkaSource>(context.pipeline, std::move(options));
   }
 };
 

@@ -1,110 +1,16 @@
 #pragma once
 
 // The `kafka` source: a pipeline that reads pgflow's events back from Kafka, as a member of a
-// consumer group, and delivers them to its sinks. One capture process (a postgres source with
-// a kafka sink) feeds any number of delivery processes, on any machines.
+// consumer group, and delivers them to its sinks; one capture process (a postgres source with a
+// kafka sink) feeds any number of delivery processes. Its design (the ordering rule, positions,
+// offsets, rebalances, retention) is in sources/kafka/README.md.
 //
 //   source:
-//     kafka:
-//       brokers: "k1:9092,k2:9092"
-//       topics: [shop.public.orders, shop.public.items, shop.schema_changes]  # or '^shop\..*'
-//       group: shop-replica
+//     kafka: {brokers: "k1:9092", topics: ['^shop\..*'], group: shop-replica}
 //
-// What comes in. Every message the kafka sink wrote (sinks/kafka/kafka_record.h) becomes the
-// typed change it was made from (kafka_message.h): its `pgflow.schema` header gives the
-// columns' types, schemas/json_decoding.h turns the JSON values back into PostgreSQL's text
-// form. Snapshot rows (op r) are `read` changes, which sinks upsert; DDL events from the
-// schema-changes topic are `ddl` changes (a postgres sink replays them under its
-// `ddl.mode: apply`); logical decoding messages are `message` changes; tombstones are
-// skipped.
-//
-// THE ORDERING RULE. Kafka keeps order within a partition only, and the kafka sink sends
-// every change of a row to one partition: its key is the row's primary key (an update that
-// changes the key is a delete of the old key and a create of the new one). So each key's
-// changes arrive in commit order, and nothing more: changes of different keys, of different
-// tables, of one source transaction, interleave as the partitions are read. The target is
-// therefore not transactionally consistent while it catches up, but a sink that applies each
-// change idempotently by key (upserts and deletes, as the postgres and kv sinks do) converges
-// to the source's rows once every message is read, whatever the interleaving and however
-// often a message is read again: the last change of a key decides its row.
-// Consequences:
-//   - Positions. This source acknowledges positions of its own (SourcePositions::
-//     kSourceSequence), not the producer's LSNs: each batch of messages it hands on is one
-//     transaction whose end position is the next number of a counter that starts, in each run,
-//     above the microseconds since the Unix epoch and above anything this process used. A
-//     sink that stores applied positions to skip replays (the postgres sink's pgflow.applied)
-//     must not: an event that comes again after a restart, or an earlier commit LSN read after
-//     a later one from another partition, is not "already applied". The postgres sink reads
-//     PipelineConfig::positions and skips nothing.
-//   - Truncate is not keyed: it cannot be placed among the other partitions' changes. With
-//     `truncate: auto` (the default) it is applied when its topic has one partition (then the
-//     whole table is in commit order) and skipped with a warning otherwise; `apply` and `skip`
-//     force either.
-//   - Schema changes travel on their own topic (one partition, in commit order) and are
-//     applied when read, not between the rows they separate. Every row carries its table's
-//     shape and its place (commit LSN, sequence), so the source puts them back in order where
-//     it matters (shape_gate.h): a row with a column (name and type) that the last shape
-//     handed on for its table lacks waits, its partition paused, until a DDL event describing
-//     that table arrives (at most `ddl_wait`; then it goes on as it is, and a PostgreSQL
-//     target without the column refuses it with its error); a row placed before the DDL that
-//     set the last shape (its own transaction's DDL included) loses the columns that DDL
-//     dropped; a row placed before its table's DROP TABLE is not applied, and one placed
-//     before a rename goes to the new name. A column renamed is a column dropped and another
-//     added: a row of the old shape read after the rename does not set the renamed column.
-//   - A row moved to a new key whose TOASTed columns were unchanged reaches the topic without
-//     their values; it is applied as an update of the new key and logged.
-//   - Rows need a key. A table under REPLICA IDENTITY FULL that has a primary key is keyed by
-//     it (the kafka sink partitions its messages by it and names it in the pgflow.schema
-//     header; the source hands its rows on keyed by it, kafka_message.h). A table without a
-//     primary key (NOTHING, DEFAULT without one, FULL without one) has no key to apply its
-//     rows idempotently by: every replay would insert them again. Its rows stop the pipeline
-//     with an error naming the table (FailedPrecondition), or, with `keyless: skip`, are
-//     skipped and logged once per table.
-//
-// Acknowledgement and offsets. Offsets are committed to the group only for messages every
-// sink holds: each message is recorded with the position of the batch it went out in
-// (offset_tracker.h); when the engine confirms a position, each partition's offset after its
-// last message at or below it is committed (every commit_interval, asynchronously; and
-// synchronously at a clean stop and before a partition is given up in a rebalance). An offset
-// counts as committed once the brokers said so for its partition: one whose commit failed is
-// committed again at the next interval. After kill -9 the group re-reads from the committed
-// offsets: at-least-once, and harmless under the rule above. A partition whose committed
-// offset cannot be read when it is assigned ends the run (Unavailable; the next run asks
-// again): it is never started at offset_reset's end instead.
-//
-// Rebalances. Before a partition is given up, the events read from it must be held by every
-// sink: else its next owner's changes could reach a sink before these older ones. The
-// revocation waits for that (at most rebalance_timeout, which must stay below the consumer's
-// max.poll.interval.ms: the wait runs inside the poll). When the wait runs out, or the
-// partition was lost (the group gave it away without a revocation, as after a missed session),
-// and events of it are not durable yet, the run ends with Unavailable and `pgflow run` starts
-// again from the committed offsets, rather than go on delivering them. Residual risk: what the
-// engine's queues (buffer.queue_bytes) already hold of those events is still written by the
-// sinks while they drain, possibly after the next owner wrote newer changes of the same keys,
-// which then stay overwritten until those keys change again. A clean stop, or a sink failure,
-// ends the wait early.
-//
-// Offsets read in order. The source checks what librdkafka hands it against each partition's
-// next offset (the committed one at assignment, then the last message's plus one): a message
-// below it (fetched again, as librdkafka 2.0 can do around pause, resume and seek) is dropped,
-// since it went out already and handing it on again would set its key back to an older
-// value; a message above it (messages missing in between) is dropped and the partition
-// sought back to the missing offset. If the same gap shows again after that seek, it is the
-// topic's own (a compacted topic, transaction markers) and reading goes on, taking the
-// partition's later gaps as they come (a compacted topic has many). Either is logged.
-//
-// Memory stays bounded: when the engine's queues are full the source pauses every assigned
-// partition (librdkafka drops what it prefetched and fetches it again on resume) and keeps
-// serving the group (heartbeats, rebalances) until there is room.
-//
-// Retention: a partition whose next message to read was deleted from the topic before this
-// group read it (the consumer fell behind the topic's retention) stops the pipeline with an
-// error (DataLoss) rather than skipping ahead: the sinks miss those changes.
-// `offset_reset` only says where a partition without any committed offset starts.
-//
-// Malformed messages (not pgflow's JSON, no pgflow.schema header, a value that cannot be of
-// its column's type) stop the pipeline with an error naming the topic, partition and offset;
-// with `malformed: skip` they are logged the same way and skipped (their offsets committed).
+// Each key's changes arrive in commit order, nothing more: sinks must apply changes
+// idempotently by key, and must not skip a transaction by its position (SourcePositions::
+// kSourceSequence). Offsets are committed only for messages every sink holds.
 
 #include <atomic>
 #include <chrono>
@@ -119,7 +25,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "common/kafka/kafka_client_config.h"
-#include "engine/config.h"
+#include "engine/registry.h"
 #include "engine/source.h"
 #include "sources/kafka/kafka_message.h"
 #include "sources/kafka/offset_tracker.h"

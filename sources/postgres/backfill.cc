@@ -23,12 +23,12 @@ void AppendKeyPart(std::string_view part, std::string* key) {
 }  // namespace
 
 absl::StatusOr<int64_t> RequestBackfill(const std::string& url, const std::string& pipeline,
-                                        const std::vector<std::string>& tables) {
+                                        const std::vector<TableRef>& tables) {
   absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
   if (!conn.ok()) return conn.status();
   if (absl::Status s = EnsureSnapshotState(conn->get()); !s.ok()) return s;
   std::vector<std::string> quoted;
-  for (const std::string& t : tables) quoted.push_back(QuoteLiteral(t));
+  for (const TableRef& t : tables) quoted.push_back(QuoteLiteral(t.Quoted()));
   std::string array = absl::StrCat("ARRAY[", absl::StrJoin(quoted, ","), "]::text[]");
   // One transaction: the request row and its announcement in the WAL.
   auto res =

@@ -27,9 +27,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/postgres/pg_connection.h"
+#include "common/postgres/table_ref.h"
 #include "engine/change.h"
-#include "engine/config.h"
-#include "engine/pg_connection.h"
 
 namespace pgflow {
 
@@ -39,7 +39,7 @@ inline constexpr char kWatermarkPrefix[] = "pgflow.watermark";
 // Records a backfill request of `tables` ("schema.table" or "schema.*"; empty: every table of
 // the pipeline) for `pipeline` and announces it in the WAL. Returns its id.
 absl::StatusOr<int64_t> RequestBackfill(const std::string& url, const std::string& pipeline,
-                                        const std::vector<std::string>& tables);
+                                        const std::vector<TableRef>& tables);
 
 struct BackfillStatus {
   bool started = false;

@@ -24,7 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 namespace pgflow {
 

@@ -439,9 +439,9 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
 
 void PostgresSource::StreamState::RequestTableCopy(const std::string& schema,
                                                    const std::string& name, const char* why) {
-  const std::string table = absl::StrCat(schema, ".", name);
-  absl::StatusOr<int64_t> id =
-      RequestBackfill(source_->source_.url, source_->config_.name, {table});
+  const TableRef ref{schema, name};
+  const std::string table = ref.Quoted();
+  absl::StatusOr<int64_t> id = RequestBackfill(source_->source_.url, source_->pipeline_, {ref});
   if (id.ok()) {
     LogInfo("table %s %s: backfill %d copies it", table, why, *id);
   } else {
@@ -563,7 +563,7 @@ void PostgresSource::StreamState::LoadPendingBackfills() {
   auto res = Exec(conn,
                   "SELECT id FROM pgflow.backfills WHERE to_regclass('pgflow.backfills') IS NOT "
                   "NULL AND pipeline = $1 AND finished_at IS NULL AND error IS NULL ORDER BY id",
-                  {source_->config_.name});
+                  {source_->pipeline_});
   if (!res.ok()) return;  // no pgflow schema: no backfill was ever asked for
   for (int i = 0; i < PQntuples(res->get()); ++i) {
     QueueBackfill(PQgetvalue(res->get(), i, 0)).IgnoreError();
@@ -591,25 +591,40 @@ void PostgresSource::StreamState::TendBackfills() {
   }
   if (backfill_ != nullptr || backfill_queue_.empty()) return;
   const int64_t id = backfill_queue_.front();
-  backfill_queue_.pop_front();
   PGconn* conn = StateConnection();
-  if (conn == nullptr) return;
-  auto res = Exec(conn, "SELECT array_to_string(tables, ',') FROM pgflow.backfills WHERE id = $1",
+  if (conn == nullptr) return;  // the request stays queued: tried again at the next turn
+  auto res = Exec(conn,
+                  "SELECT t FROM pgflow.backfills b LEFT JOIN LATERAL unnest(b.tables) AS t ON "
+                  "true WHERE b.id = $1",
                   {absl::StrCat(id)});
-  if (!res.ok() || PQntuples(res->get()) != 1) return;
+  if (!res.ok() && absl::IsUnavailable(res.status())) return;  // likewise
+  backfill_queue_.pop_front();
+  auto refuse = [&](const std::string& why) {
+    LogError("backfill %d: %s", id, why);
+    auto recorded =
+        Exec(conn, "UPDATE pgflow.backfills SET error = $2 WHERE id = $1", {absl::StrCat(id), why});
+    if (!recorded.ok()) LogWarning("backfill %d: %s", id, recorded.status().message());
+  };
+  if (!res.ok()) return refuse(absl::StrCat("cannot read the request: ", res.status().message()));
+  if (PQntuples(res->get()) == 0) {
+    LogWarning("backfill %d: the request is gone from pgflow.backfills; nothing to copy", id);
+    return;
+  }
   Backfill::Options options;
   options.url = source_->source_.url;
   options.id = id;
-  std::string listed = PQgetvalue(res->get(), 0, 0);
-  if (listed.empty()) {
-    options.tables = source_->source_.tables;
-  } else {
-    for (absl::string_view t : absl::StrSplit(listed, ',')) {
-      size_t dot = t.find('.');
-      options.tables.push_back(
-          TableRef{std::string(t.substr(0, dot)), std::string(t.substr(dot + 1))});
+  std::string listed;
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    if (PQgetisnull(res->get(), i, 0)) continue;  // an empty list: every table
+    const char* text = PQgetvalue(res->get(), i, 0);
+    absl::StatusOr<TableRef> ref = ParseTableRef(text);
+    if (!ref.ok()) {
+      return refuse(absl::StrCat("invalid table '", text, "': ", ref.status().message()));
     }
+    absl::StrAppend(&listed, listed.empty() ? "" : ", ", ref->Quoted());
+    options.tables.push_back(*std::move(ref));
   }
+  if (options.tables.empty()) options.tables = source_->source_.tables;
   LogInfo("backfill %d: copying %s beside the stream", id, listed.empty() ? "every table" : listed);
   backfill_rows_ = 0;
   backfill_ = std::make_unique<Backfill>(std::move(options));
@@ -881,8 +896,9 @@ void PostgresSource::StreamState::MaybeHeartbeat() {
   if (!res.ok()) LogWarning("heartbeat: %s", res.status().message());
 }
 
-PostgresSource::PostgresSource(PipelineConfig config)
-    : config_(std::move(config)), source_(config_.source) {}
+PostgresSource::PostgresSource(std::string pipeline,
+                               std::shared_ptr<const PostgresSourceOptions> options)
+    : pipeline_(std::move(pipeline)), options_(std::move(options)), source_(*options_) {}
 
 PostgresSource::~PostgresSource() = default;
 
@@ -1048,14 +1064,14 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
     if (!PQgetisnull(r, 0, 3)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "replication slot ", source_.slot, " is in use by server process ", PQgetvalue(r, 0, 3),
-          ": is another pgflow running pipeline ", config_.name, "?"));
+          ": is another pgflow running pipeline ", pipeline_, "?"));
     }
     std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(r, 0, 2));
     if (!lsn) return absl::DataLossError("replication slot has no confirmed_flush_lsn");
     if (initial) {
       auto state =
           Exec(conn, "SELECT finished_at IS NULL FROM pgflow.snapshots WHERE pipeline = $1",
-               {config_.name});
+               {pipeline_});
       if (!state.ok()) return state.status();
       snapshot_owed_ = PQntuples(state->get()) == 1 && PQgetvalue(state->get(), 0, 0)[0] == 't';
     }
@@ -1068,7 +1084,7 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
     for (const char* sql : {"DELETE FROM pgflow.snapshot_chunks WHERE pipeline = $1",
                             "DELETE FROM pgflow.snapshots WHERE pipeline = $1",
                             "INSERT INTO pgflow.snapshots (pipeline) VALUES ($1)"}) {
-      auto res = Exec(conn, sql, {config_.name});
+      auto res = Exec(conn, sql, {pipeline_});
       if (!res.ok()) return res.status();
     }
   }
@@ -1088,7 +1104,7 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
     snapshot_owed_ = true;
     snapshot_name_ = PQgetvalue(created.get(), 0, 2);
     auto noted = Exec(conn, "UPDATE pgflow.snapshots SET consistent_point = $2 WHERE pipeline = $1",
-                      {config_.name, lsn->ToString()});
+                      {pipeline_, lsn->ToString()});
     if (!noted.ok()) return noted.status();
   }
   return *lsn;
@@ -1107,7 +1123,7 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   absl::StatusOr<std::vector<std::string>> installed = InstallDdlCapture(conn->get());
   if (installed.ok()) {
     for (const std::string& what : *installed) LogInfo("installed %s", what);
-    absl::Status s = RegisterPipeline(conn->get(), config_.name, source_.slot, source_.publication);
+    absl::Status s = RegisterPipeline(conn->get(), pipeline_, source_.slot, source_.publication);
     if (!s.ok()) return s;
   } else if (absl::IsFailedPrecondition(installed.status())) {
     LogWarning("%s; until then schema changes are not streamed", installed.status().message());
@@ -1139,7 +1155,7 @@ absl::Status PostgresSource::EnsureFullCopy() {
     auto res = Exec(conn->get(),
                     "UPDATE pgflow.snapshot_chunks SET done_at = NULL, rows = NULL "
                     "WHERE pipeline = $1 AND done_at IS NOT NULL",
-                    {config_.name});
+                    {pipeline_});
     if (!res.ok()) return res.status();
     if (std::string n = PQcmdTuples(res->get()); n != "0") {
       LogInfo(
@@ -1149,7 +1165,7 @@ absl::Status PostgresSource::EnsureFullCopy() {
     }
     return absl::OkStatus();
   }
-  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, config_.name, {});
+  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, pipeline_, {});
   if (!id.ok()) return id.status();
   full_copy_backfill_ = *id;
   LogInfo("a sink starts empty: copying every table again beside the stream (backfill %d)", *id);
@@ -1161,7 +1177,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   const bool only = source_.snapshot.mode == SnapshotMode::kOnly;
   SnapshotCopier::Options options;
   options.url = source_.url;
-  options.pipeline = config_.name;
+  options.pipeline = pipeline_;
   options.tables = source_.tables;
   options.workers = source_.snapshot.workers > 0
                         ? source_.snapshot.workers
@@ -1169,7 +1185,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   options.chunk_bytes = source_.snapshot.chunk_bytes;
   options.position = start_;
   options.record_progress = !only;
-  options.raw = emitter.WantsRawCopy();
+  options.raw = [&emitter](const TableSchema& table) { return emitter.WantsRawCopy(table); };
 
   // Without a snapshot exported with the slot, take one now and hold it until the workers
   // have imported it.
@@ -1186,7 +1202,6 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
     name = PQgetvalue(res->get(), 0, 0);
     if (only) options.position = Lsn::Parse(PQgetvalue(res->get(), 0, 1)).value_or(Lsn());
   }
-  if (options.raw) LogInfo("snapshot: every sink takes raw COPY data; rows are not decoded");
   copier_ = std::make_unique<SnapshotCopier>(std::move(options));
   absl::Status s = copier_->Run(
       name,
@@ -1200,7 +1215,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   if (!conn.ok()) return conn.status();
   auto done =
       Exec(conn->get(), "UPDATE pgflow.snapshots SET finished_at = now() WHERE pipeline = $1",
-           {config_.name});
+           {pipeline_});
   snapshot_owed_ = false;
   return done.status();
 }

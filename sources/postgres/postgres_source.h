@@ -14,17 +14,17 @@
 #include <memory>
 #include <string>
 
-#include "engine/config.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 #include "engine/source.h"
 #include "schemas/catalog.h"
+#include "sources/postgres/postgres_source_config.h"
 #include "sources/postgres/snapshot.h"
 
 namespace pgflow {
 
 class PostgresSource : public Source {
  public:
-  explicit PostgresSource(PipelineConfig config);
+  PostgresSource(std::string pipeline, std::shared_ptr<const PostgresSourceOptions> options);
   ~PostgresSource() override;
 
   absl::StatusOr<Lsn> Prepare() override;
@@ -44,8 +44,9 @@ class PostgresSource : public Source {
   absl::Status StartReplication(Lsn from);
   absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
 
-  PipelineConfig config_;
-  const PostgresSourceConfig& source_;
+  const std::string pipeline_;
+  std::shared_ptr<const PostgresSourceOptions> options_;
+  const PostgresSourceOptions& source_;
   PgConnPtr replication_;
   bool streaming_ = false;  // START_REPLICATION is running on replication_
   Lsn start_;

@@ -176,7 +176,6 @@ struct SnapshotCopier::Shared {
   std::map<std::string, TableReader> readers;  // by "schema.table"
   std::string snapshot_name;
   std::string url;
-  bool raw = false;
 
   absl::Mutex mu;
   size_t next ABSL_GUARDED_BY(mu) = 0;  // next index into `order`
@@ -252,7 +251,7 @@ struct SnapshotCopier::Worker {
     std::string where = absl::StrCat("ctid >= '(", chunk.first_page, ",0)'");
     if (chunk.end_page) absl::StrAppend(&where, " AND ctid < '(", *chunk.end_page, ",0)'");
     std::string sql =
-        absl::StrCat("COPY (SELECT ", shared.raw ? reader.raw_select_list : reader.select_list,
+        absl::StrCat("COPY (SELECT ", reader.raw ? reader.raw_select_list : reader.select_list,
                      " FROM ONLY ", Qualified(chunk.leaf_schema, chunk.leaf_name), " WHERE ", where,
                      ") TO STDOUT (FORMAT binary)");
     if (auto sp = Exec(c, "SAVEPOINT chunk"); !sp.ok()) return sp.status();
@@ -284,7 +283,7 @@ struct SnapshotCopier::Worker {
       int n = copy.Next(&buf);
       if (n == -1) break;
       if (n == -2) return ResultError(c, nullptr, "reading a snapshot chunk");
-      if (shared.raw) {
+      if (reader.raw) {
         absl::Status s = AppendRaw(std::string_view(buf, static_cast<size_t>(n)), parser, reader,
                                    &output, &rows);
         PQfreemem(buf);
@@ -342,7 +341,7 @@ struct SnapshotCopier::Worker {
     }
     if (auto rel = Exec(c, "RELEASE SAVEPOINT chunk"); !rel.ok()) return rel.status();
     output.table = chunk.TableName();
-    if (!shared.raw) output.rows = output.batch.events.size();
+    if (!reader.raw) output.rows = output.batch.events.size();
     output.finished_chunk = index;
     output.chunk_rows = rows;
     shared.Push(std::move(output));
@@ -517,7 +516,6 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                           .count();
   shared.url = options_.url;
   shared.snapshot_name = snapshot_name;
-  shared.raw = options_.raw;
 
   absl::StatusOr<PgConnPtr> state = Connect(options_.url, ConnectionKind::kRegular);
   if (!state.ok()) return state.status();
@@ -563,7 +561,18 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     absl::StatusOr<TableReader> reader =
         DescribeTable(planner->get(), c.table_schema, c.table_name);
     if (!reader.ok()) return reader.status();
+    reader->raw = options_.raw && options_.raw(*reader->schema);
     shared.readers.emplace(c.TableName(), *std::move(reader));
+  }
+  size_t raw_tables = 0;
+  for (const auto& [name, reader] : shared.readers) raw_tables += reader.raw;
+  if (raw_tables == shared.readers.size() && raw_tables > 0) {
+    LogInfo("snapshot: every sink takes raw COPY data; rows are not decoded");
+  } else if (raw_tables > 0) {
+    LogInfo(
+        "snapshot: %d of %d tables go on as raw COPY data (rows not decoded); the others "
+        "are decoded for a sink or a transform that needs them so",
+        raw_tables, shared.readers.size());
   }
   for (size_t i = 0; i < shared.plan.size(); ++i) shared.order.push_back(i);
   std::stable_sort(shared.order.begin(), shared.order.end(), [&](size_t a, size_t b) {

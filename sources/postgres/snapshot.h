@@ -21,8 +21,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/config.h"
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
+#include "common/postgres/table_ref.h"
 #include "engine/source.h"
 #include "schemas/table_schema.h"
 
@@ -52,6 +52,7 @@ struct TableReader {
   std::vector<ValueKind> kinds;    // per column: kBinary or kText
   std::vector<std::string> types;  // per column: format_type(), for casts
   std::vector<int> primary_key;    // column indices of the primary key, in key order
+  bool raw = false;                // its rows go on as raw COPY data (EventKind::kRawRows)
 };
 
 // Describes table schema.name as the transaction on `conn` sees it.
@@ -65,8 +66,8 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
 // finish the relation within a small chunk of each other. The last chunk is open-ended (an
 // empty relation gets one open chunk). Pure; exposed for tests.
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
-                                         uint32_t pages_per_chunk, uint32_t min_pages,
-                                         int workers, uint32_t block_size);
+                                         uint32_t pages_per_chunk, uint32_t min_pages, int workers,
+                                         uint32_t block_size);
 
 // The SQL pgflow keeps its snapshot progress in, in the source database. Idempotent.
 absl::Status EnsureSnapshotState(PGconn* conn);
@@ -81,8 +82,9 @@ class SnapshotCopier {
     std::vector<TableRef> tables;
     int workers = 1;
     uint64_t chunk_bytes = 64ull << 20;
-    Lsn position;                 // the LSN `read` events carry (the slot's consistent point)
-    bool raw = false;             // hand rows on as raw COPY data (EventKind::kRawRows)
+    Lsn position;  // the LSN `read` events carry (the slot's consistent point)
+    // Which tables' rows go on as raw COPY data (EventKind::kRawRows); none when empty.
+    std::function<bool(const TableSchema&)> raw;
     bool record_progress = true;  // keep the plan and finished chunks in pgflow.snapshot_chunks
   };
 

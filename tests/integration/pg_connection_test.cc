@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 #include "gtest/gtest.h"
 #include "tests/integration/support/test_support.h"
 

@@ -54,13 +54,12 @@ class Driver {
     auto options = std::make_shared<PostgresSinkOptions>();
     options->url = url_;
     options->create_tables = false;
-    PipelineConfig pipeline;
-    pipeline.name = database;
-    SinkConfig config;
-    config.name = "target";
-    config.type = "postgres";
-    config.options = options;
-    sink_ = FindSinkFactory("postgres")->Build(pipeline, config);
+    SinkContext context;
+    context.pipeline = database;
+    context.sink = "target";
+    context.source =
+        SourceTraits{"postgres", SourcePositions::kWal, std::make_shared<PostgresOrigin>()};
+    sink_ = FindSinkFactory("postgres")->Create(context, options);
     EXPECT_TRUE(sink_->Open().ok());
   }
   ~Driver() { EXPECT_TRUE(sink_->Close().ok()); }

@@ -619,13 +619,12 @@ TEST(PostgresSinkTest, AMissingTableIsCreatedFromTheSourcesDefinitionWithItsInde
   // On demand (`pgflow sequences`): the target's sequences catch up with the source's.
   EXPECT_NE(SequenceState(r.target_url(), "orders_id_seq"),
             SequenceState(r.source_url(), "orders_id_seq"));
-  PipelineConfig pipeline;
-  pipeline.name = "definition";
-  pipeline.source.url = r.source_url();
-  pipeline.source.tables = {{"public", "*"}};
+  PostgresOrigin origin;
+  origin.url = r.source_url();
+  origin.tables = {{"public", "*"}};
   PostgresSinkOptions options;
   options.url = r.target_url();
-  ASSERT_TRUE(SyncSequences(pipeline, options).ok());
+  ASSERT_TRUE(SyncSequences("definition", origin, options).ok());
   for (const char* seq : {"parents_id_seq", "orders_id_seq", "orders_ticket_seq"}) {
     EXPECT_EQ(SequenceState(r.target_url(), seq), SequenceState(r.source_url(), seq)) << seq;
   }

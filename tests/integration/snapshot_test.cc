@@ -228,7 +228,8 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
   ASSERT_TRUE(WaitFor([&] { return p.LogHas("snapshot: done") || !pgflow->Running(); },
                       std::chrono::seconds(300)))
       << ReadFile(p.log());
-  EXPECT_THAT(ReadFile(p.log()), HasSubstr("once the tables are copied (the snapshot is not finished)"));
+  EXPECT_THAT(ReadFile(p.log()),
+              HasSubstr("once the tables are copied (the snapshot is not finished)"));
   EXPECT_THAT(ReadFile(p.log()), HasSubstr(std::to_string(done) + " done before"));
   writer.Stop();
   DrainAndStop(p, *pgflow, sql);
@@ -325,7 +326,7 @@ class CollectingEmitter : public Emitter {
     }
     return Result::kOk;
   }
-  bool WantsRawCopy() const override { return true; }
+  bool WantsRawCopy(const TableSchema&) const override { return true; }
   std::string raw;
   uint64_t rows = 0;
 
@@ -352,7 +353,7 @@ TEST(SnapshotTest, TheRawCopyPathHandsOnDataPostgresCopiesInUntouched) {
   options.workers = 2;
   options.chunk_bytes = 1 << 20;
   options.record_progress = false;
-  options.raw = true;
+  options.raw = [](const TableSchema&) { return true; };
   SnapshotCopier copier(options);
   ChunkTracker chunks(1);
   CollectingEmitter emitter(&chunks);

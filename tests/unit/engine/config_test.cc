@@ -1,6 +1,9 @@
 #include "engine/config.h"
 
+#include "cli/components.h"
+#include "engine/registry.h"
 #include "engine/sink.h"
+#include "sources/postgres/postgres_source_config.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -30,29 +33,23 @@ struct FakeSinkOptions : SinkOptions {
   bool fsync = false;
 };
 
-constexpr OptionSpec kFakeOptions[] = {
-    {"path", "string", true, "", "where"},
-    {"fsync", "bool", false, "false", "whether"},
-};
+const OptionTable<FakeSinkOptions>& FakeTable() {
+  static const auto* table = new OptionTable<FakeSinkOptions>({
+      StringOption("path", &FakeSinkOptions::path).Required().Help("where"),
+      BoolOption("fsync", &FakeSinkOptions::fsync).Help("whether"),
+  });
+  return *table;
+}
 
-class FakeSinkFactory : public SinkFactory {
+class FakeSinkFactory : public SinkFactoryOf<FakeSinkOptions> {
  public:
   std::string_view type() const override { return "fake"; }
-  std::span<const OptionSpec> options() const override { return kFakeOptions; }
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (absl::Status status = node.CheckKeys(options()); !status.ok()) return status;
-    auto options = std::make_shared<FakeSinkOptions>();
-    absl::StatusOr<std::string> path = node.Get("path")->AsString();
-    if (!path.ok()) return path.status();
-    options->path = *path;
-    if (std::optional<ConfigNode> fsync = node.Get("fsync")) {
-      absl::StatusOr<bool> value = fsync->AsBool();
-      if (!value.ok()) return value.status();
-      options->fsync = *value;
-    }
-    return options;
-  }
-  std::unique_ptr<Sink> Build(const PipelineConfig&, const SinkConfig&) const override {
+  std::string_view help() const override { return "a sink for the tests"; }
+
+ protected:
+  const OptionTable<FakeSinkOptions>& table() const override { return FakeTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext&,
+                              std::shared_ptr<const FakeSinkOptions>) const override {
     return nullptr;
   }
 };
@@ -60,11 +57,15 @@ class FakeSinkFactory : public SinkFactory {
 class ConfigTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    RegisterComponents();  // every source type, as `pgflow` registers them
     if (FindSinkFactory("fake") == nullptr) {
       RegisterSinkFactory(std::make_unique<FakeSinkFactory>());
     }
   }
 };
+
+// The postgres source's options of a parsed pipeline.
+const PostgresSourceOptions& Pg(const PipelineConfig& config) { return *PostgresSourceOf(config); }
 
 // Raw string literals below start with a newline, which is dropped: line 1 is the first line
 // after `R"(`.
@@ -126,7 +127,7 @@ buffer: {queue_bytes: 1GiB}
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->file, "p.yaml");
   EXPECT_EQ(config->name, "shop_2");
-  const PostgresSourceConfig& pg = config->source;
+  const PostgresSourceOptions& pg = Pg(*config);
   EXPECT_EQ(pg.url, "postgres://replicator:s3cret@db:5432/shop?sslmode=require");
   EXPECT_EQ(
       pg.tables,
@@ -143,18 +144,18 @@ buffer: {queue_bytes: 1GiB}
   ASSERT_EQ(config->sinks.size(), 2u);
   EXPECT_EQ(config->sinks[0].name, "out");
   EXPECT_EQ(config->sinks[0].type, "fake");
-  EXPECT_EQ(config->sinks[0].flush_interval, milliseconds(2000));
+  EXPECT_EQ(config->sinks[0].common.flush_interval, milliseconds(2000));
   auto* out = dynamic_cast<const FakeSinkOptions*>(config->sinks[0].options.get());
   ASSERT_NE(out, nullptr);
   EXPECT_EQ(out->path, "/var/lib/pgflow/shop.jsonl");
   EXPECT_TRUE(out->fsync);
   EXPECT_EQ(config->sinks[1].name, "second-sink");
-  EXPECT_EQ(config->sinks[1].flush_interval, milliseconds(200));
+  EXPECT_EQ(config->sinks[1].common.flush_interval, milliseconds(200));
   auto* second = dynamic_cast<const FakeSinkOptions*>(config->sinks[1].options.get());
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(second->path, "-");
   EXPECT_FALSE(second->fsync);
-  EXPECT_EQ(config->queue_bytes, 1ull << 30);
+  EXPECT_EQ(config->buffer.queue_bytes, 1ull << 30);
   unsetenv("PGFLOW_TEST_PASSWORD");
 }
 
@@ -169,7 +170,7 @@ TEST_F(ConfigTest, AdminEndpointIsRefusedUntilItExists) {
 TEST_F(ConfigTest, Defaults) {
   absl::StatusOr<PipelineConfig> config = Parse(kMinimal);
   ASSERT_TRUE(config.ok()) << config.status();
-  const PostgresSourceConfig& pg = config->source;
+  const PostgresSourceOptions& pg = Pg(*config);
   EXPECT_EQ(pg.slot, "pgflow_shop");
   EXPECT_EQ(pg.publication, "pgflow_shop");
   EXPECT_EQ(pg.snapshot.mode, SnapshotMode::kInitial);
@@ -177,9 +178,9 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(pg.snapshot.chunk_bytes, 64ull << 20);
   EXPECT_EQ(pg.status_interval, milliseconds(1000));
   EXPECT_EQ(pg.heartbeat_interval, milliseconds(0));
-  EXPECT_EQ(config->queue_bytes, 64ull << 20);
-  EXPECT_EQ(config->admin_listen, "");
-  EXPECT_EQ(config->sinks[0].flush_interval, milliseconds(200));
+  EXPECT_EQ(config->buffer.queue_bytes, 64ull << 20);
+  EXPECT_EQ(config->admin.listen, "");
+  EXPECT_EQ(config->sinks[0].common.flush_interval, milliseconds(200));
 }
 
 TEST_F(ConfigTest, NullSectionsAreAbsentAndKeyValueConninfoIsAccepted) {
@@ -198,9 +199,9 @@ buffer:
 admin: ~
 )");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->source.tables, (std::vector<TableRef>{{"public", "*"}}));
-  EXPECT_EQ(config->source.slot, "pgflow_shop");
-  EXPECT_EQ(config->admin_listen, "");
+  EXPECT_EQ(Pg(*config).tables, (std::vector<TableRef>{{"public", "*"}}));
+  EXPECT_EQ(Pg(*config).slot, "pgflow_shop");
+  EXPECT_EQ(config->admin.listen, "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ source:
   mysql: {url: x}
 sinks: {out: {fake: {path: x}}}
 )"),
-            "p.yaml:3:3: source: unknown key 'mysql' (expected one of: postgres)");
+            "p.yaml:3:3: source: unknown key 'mysql' (expected one of: kafka, postgres)");
 }
 
 TEST_F(ConfigTest, UnknownPostgresKey) {
@@ -782,9 +783,9 @@ sinks:
   out: {fake: {path: "${PGFLOW_TEST_EMPTY:-/tmp/default}$HOME"}}
 )");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->source.url, "postgres://db.internal:5432/shop?application_name=a$b");
-  EXPECT_EQ(config->source.tables, (std::vector<TableRef>{{"public", "orders"}}));
-  EXPECT_EQ(config->source.snapshot.workers, 3);
+  EXPECT_EQ(Pg(*config).url, "postgres://db.internal:5432/shop?application_name=a$b");
+  EXPECT_EQ(Pg(*config).tables, (std::vector<TableRef>{{"public", "orders"}}));
+  EXPECT_EQ(Pg(*config).snapshot.workers, 3);
   auto* out = dynamic_cast<const FakeSinkOptions*>(config->sinks[0].options.get());
   ASSERT_NE(out, nullptr);
   // An empty variable takes the default, as in the shell; `$` not before `{` is kept.
@@ -925,7 +926,7 @@ TEST_F(ConfigTest, MappingAccessors) {
   EXPECT_FALSE(scalar.Get("a").has_value());
   EXPECT_TRUE(scalar.Entries().empty());
   EXPECT_TRUE(scalar.Items().empty());
-  EXPECT_EQ(Message(scalar.CheckKeys(kFakeOptions)),
+  EXPECT_EQ(Message(FakeTable().CheckKeys(scalar)),
             "n.yaml:1:1: x: expected a mapping, got a string");
 }
 
@@ -972,21 +973,34 @@ TEST_F(ConfigTest, Registry) {
   EXPECT_EQ(count, 1);
 }
 
-TEST_F(ConfigTest, OptionTablesAreWellFormed) {
-  const std::set<std::string_view> types = {"string",   "bool", "int", "bytes",
-                                            "duration", "list", "map"};
-  for (std::span<const OptionSpec> table :
-       {PipelineOptions(), PostgresSourceOptions(), SnapshotOptions(), BufferOptions(),
-        AdminOptions(), SinkCommonOptions()}) {
-    std::set<std::string_view> keys;
-    for (const OptionSpec& spec : table) {
-      EXPECT_TRUE(keys.insert(spec.key).second) << "duplicate " << spec.key;
-      EXPECT_TRUE(types.count(spec.type)) << spec.key << ": " << spec.type;
-      EXPECT_FALSE(spec.help.empty()) << spec.key;
-      if (spec.required) {
-        EXPECT_TRUE(spec.default_value.empty()) << spec.key;
-      }
+// Every table, sections included: unique keys, help on each, no default for a required key.
+void ExpectWellFormed(const OptionSchema& schema, const std::string& prefix) {
+  std::set<std::string> keys;
+  for (const OptionDoc& doc : schema.docs()) {
+    std::string key = prefix + "." + doc.key;
+    EXPECT_TRUE(keys.insert(doc.key).second) << "duplicate " << key;
+    EXPECT_FALSE(doc.help.empty()) << key;
+    if (doc.required) {
+      EXPECT_TRUE(doc.default_text.empty()) << key;
     }
+    if (doc.type == OptionType::kChoice) {
+      EXPECT_FALSE(doc.choices.empty()) << key;
+    }
+    if (doc.type == OptionType::kSection) {
+      ASSERT_NE(doc.section, nullptr) << key;
+      ExpectWellFormed(*doc.section, key);
+    }
+  }
+}
+
+TEST_F(ConfigTest, OptionTablesAreWellFormed) {
+  ExpectWellFormed(PipelineOptions(), "");
+  ExpectWellFormed(SinkCommonOptions(), "sinks.<name>");
+  for (const SourceFactory* factory : SourceFactories()) {
+    ExpectWellFormed(factory->options(), "source." + std::string(factory->type()));
+  }
+  for (const SinkFactory* factory : SinkFactories()) {
+    ExpectWellFormed(factory->options(), "sinks.<name>." + std::string(factory->type()));
   }
 }
 
@@ -1007,12 +1021,12 @@ sinks:
 )");
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_EQ(config->sinks.size(), 3u);
-  EXPECT_EQ(config->sinks[0].ddl.mode, DdlMode::kApply);
-  EXPECT_TRUE(config->sinks[0].ddl.Passes("index"));
-  EXPECT_EQ(config->sinks[1].ddl.mode, DdlMode::kEvents);
-  EXPECT_FALSE(config->sinks[1].ddl.Passes("index"));
-  EXPECT_TRUE(config->sinks[1].ddl.Passes("table"));
-  EXPECT_FALSE(config->sinks[2].ddl.Passes("table"));
+  EXPECT_EQ(config->sinks[0].common.ddl.mode, DdlMode::kApply);
+  EXPECT_TRUE(config->sinks[0].common.ddl.Passes("index"));
+  EXPECT_EQ(config->sinks[1].common.ddl.mode, DdlMode::kEvents);
+  EXPECT_FALSE(config->sinks[1].common.ddl.Passes("index"));
+  EXPECT_TRUE(config->sinks[1].common.ddl.Passes("table"));
+  EXPECT_FALSE(config->sinks[2].common.ddl.Passes("table"));
 
   EXPECT_EQ(ErrorOf(R"(
 pipeline: shop

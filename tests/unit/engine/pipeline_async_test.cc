@@ -109,11 +109,11 @@ TEST(PipelineAsyncTest, ChunksAndPositionsWaitForTheAsynchronousSink) {
   ChunkSource* src = source.get();
   AsyncSink* async = sink.get();
   std::vector<SinkSlot> sinks;
-  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(10), {}});
+  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(10), {}, {}});
   PipelineRunOptions options;
   options.name = "t";
   options.progress_interval = std::chrono::milliseconds(0);
-  Pipeline pipeline(options, std::move(source), std::move(sinks));
+  Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
   StopSignal stop;
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
 
@@ -141,11 +141,11 @@ TEST(PipelineAsyncTest, ACleanStopWaitsForTheLastDeliveries) {
   AsyncSink* async = sink.get();
   std::vector<SinkSlot> sinks;
   // A flush interval far longer than the test: only the end of the stream flushes.
-  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(3600000), {}});
+  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(3600000), {}, {}});
   PipelineRunOptions options;
   options.name = "t";
   options.progress_interval = std::chrono::milliseconds(0);
-  Pipeline pipeline(options, std::move(source), std::move(sinks));
+  Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
   StopSignal stop;
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
   EXPECT_TRUE(WaitUntil([&] { return src->emitted.load(); }));

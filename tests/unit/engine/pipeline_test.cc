@@ -3,6 +3,7 @@
 #include "engine/pipeline.h"
 
 #include <atomic>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -13,7 +14,8 @@ namespace pgflow {
 namespace {
 
 // Emits `transactions` transactions of `changes` inserts each, then waits for the stop, and
-// records every position it was told was confirmed.
+// records every position it was told was confirmed, beside what `durable` said each sink had
+// made durable just after.
 class ScriptedSource : public Source {
  public:
   ScriptedSource(int transactions, int changes) : transactions_(transactions), changes_(changes) {}
@@ -38,7 +40,9 @@ class ScriptedSource : public Source {
       EventBatchPtr shared = batch;
       while (true) {
         auto r = emitter.Emit(shared, absl::Milliseconds(10));
-        confirmed_.push_back(acks.wal.Confirmed());
+        const Lsn confirmed = acks.wal.Confirmed();
+        confirmed_.push_back(confirmed);
+        if (durable) sinks_durable_.push_back(durable());
         if (r == Emitter::Result::kOk) break;
         if (stop.requested()) return absl::OkStatus();
       }
@@ -55,8 +59,10 @@ class ScriptedSource : public Source {
     return absl::OkStatus();
   }
 
+  std::function<std::pair<Lsn, Lsn>()> durable;
   std::atomic<bool> done_{false};
   std::vector<Lsn> confirmed_;
+  std::vector<std::pair<Lsn, Lsn>> sinks_durable_;  // durable() right after each of confirmed_
   Lsn final_;
   uint64_t last_end_ = 0;
 
@@ -99,14 +105,20 @@ TEST(PipelineTest, DeliversEverythingToEverySinkAndAcknowledgesOnlyWhatAllHold) 
   CountingSink* fast_ptr = fast.get();
   CountingSink* slow_ptr = slow.get();
   slow->block_writes = true;  // the slow sink holds everything back at first
+  // What each sink holds: flushed_through only grows, so reading it after a confirmation gives
+  // an upper bound of what that sink had made durable when the confirmation was made.
+  src->durable = [fast_ptr, slow_ptr] {
+    return std::make_pair(Lsn(fast_ptr->flushed_through.load()),
+                          Lsn(slow_ptr->flushed_through.load()));
+  };
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1), {}});
-  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1), {}});
+  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1), {}, {}});
+  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1), {}, {}});
   PipelineRunOptions options;
   options.name = "test";
   options.queue_bytes = 1000;  // 10 batches: the source must block on the slow sink
   options.progress_interval = std::chrono::milliseconds(0);
-  Pipeline pipeline(options, std::move(source), std::move(sinks));
+  Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
   StopSignal stop;
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
 
@@ -120,11 +132,22 @@ TEST(PipelineTest, DeliversEverythingToEverySinkAndAcknowledgesOnlyWhatAllHold) 
 
   EXPECT_EQ(fast_ptr->changes.load(), 2000);
   EXPECT_EQ(slow_ptr->changes.load(), 2000);
-  // Every confirmation the source saw was durable in both sinks at that time: never beyond
-  // the last commit, always a commit end (or the start point).
-  for (Lsn c : src->confirmed_) {
+  // Every confirmation the source saw was durable in both sinks at that time, the slow one
+  // included (a tracker that followed the fast sink would confirm beyond it): the start point,
+  // or a commit end at or below what both sinks had flushed.
+  ASSERT_EQ(src->confirmed_.size(), src->sinks_durable_.size());
+  bool fast_was_ahead = false;  // the case a wrong tracker would get wrong did occur
+  for (size_t i = 0; i < src->confirmed_.size(); ++i) {
+    const Lsn c = src->confirmed_[i];
+    const auto [fast_durable, slow_durable] = src->sinks_durable_[i];
     EXPECT_TRUE(c == Lsn(100) || c.value % 100 == 10) << c.ToString();
+    EXPECT_TRUE(c == Lsn(100) || c <= slow_durable)
+        << "confirmed " << c.ToString() << " beyond the slow sink's " << slow_durable.ToString();
+    EXPECT_TRUE(c == Lsn(100) || c <= fast_durable)
+        << "confirmed " << c.ToString() << " beyond the fast sink's " << fast_durable.ToString();
+    fast_was_ahead = fast_was_ahead || fast_durable > slow_durable;
   }
+  EXPECT_TRUE(fast_was_ahead);
   EXPECT_EQ(src->final_, Lsn(src->last_end_));
 }
 
@@ -134,10 +157,10 @@ TEST(PipelineTest, AFailingSinkStopsThePipelineWithoutAcknowledging) {
   auto sink = std::make_unique<CountingSink>();
   sink->fail_flush = true;
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1), {}});
+  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1), {}, {}});
   PipelineRunOptions options;
   options.progress_interval = std::chrono::milliseconds(0);
-  Pipeline pipeline(options, std::move(source), std::move(sinks));
+  Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
   StopSignal stop;
   absl::Status status = pipeline.Run(stop);
   EXPECT_TRUE(absl::IsUnavailable(status)) << status;

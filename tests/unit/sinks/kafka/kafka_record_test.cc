@@ -5,6 +5,7 @@
 #include "engine/config.h"
 #include "gtest/gtest.h"
 #include "sinks/kafka/kafka_sink.h"
+#include "sources/postgres/postgres_source_config.h"
 
 namespace pgflow {
 namespace {
@@ -192,6 +193,7 @@ TEST(KafkaRecordTest, TopicTemplate) {
 }
 
 TEST(KafkaSinkConfigTest, OptionsAndErrorsWithTheirPlace) {
+  RegisterPostgresSource();
   RegisterKafkaSink();
   auto parse = [](const std::string& sink) {
     return ParsePipelineConfig(

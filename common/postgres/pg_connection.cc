@@ -1,4 +1,4 @@
-#include "engine/pg_connection.h"
+#include "common/postgres/pg_connection.h"
 
 #include <poll.h>
 #include <sys/socket.h>

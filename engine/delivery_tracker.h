@@ -1,15 +1,18 @@
 #pragma once
 
-// Turns Kafka delivery reports, which arrive in any order across partitions, into the
-// engine's durable position, which must advance in commit order.
+// Turns completions that arrive in any order into the engine's durable position, which must
+// advance in commit order: the tool of every asynchronous sink (Kafka delivery reports across
+// partitions, HTTP requests answered on parallel connections).
 //
-// Every produced message gets the next message number (0, 1, 2, ...). An acknowledgeable
-// position (a commit's end LSN, a keepalive position) or a snapshot chunk is recorded as a
-// mark "everything numbered below N". A mark becomes durable once every message numbered below
-// N has a successful delivery report, whatever order the reports came in.
+// Every write handed on gets the next number (0, 1, 2, ...). An acknowledgeable position (a
+// commit's end LSN, a keepalive position) or a snapshot chunk is recorded as a mark
+// "everything numbered below N". A mark becomes durable once every write numbered below N has
+// completed successfully, whatever order the completions came in. The sink reports
+// DurablePosition() and DurableChunk() as Sink::DurableThrough() and DurableChunkThrough().
 //
-// Not thread-safe: the sink's thread produces, polls (delivery callbacks run inside
-// rd_kafka_poll on that same thread) and reads.
+// Not thread-safe: the sink's thread hands writes on, takes completions (a Kafka delivery
+// callback runs inside rd_kafka_poll on that same thread) and reads; a sink whose completions
+// arrive on other threads passes them through a queue of its own.
 
 #include <cstdint>
 #include <deque>
@@ -27,7 +30,7 @@ class DeliveryTracker {
     ++outstanding_;
     return next_++;
   }
-  // Message `id` (from Produced) was delivered successfully. An id reported twice, or never
+  // Write `id` (from Produced) completed successfully. An id reported twice, or never
   // produced, is ignored.
   void Delivered(uint64_t id);
 

@@ -1,4 +1,4 @@
-#include "sinks/kafka/delivery_tracker.h"
+#include "engine/delivery_tracker.h"
 
 namespace pgflow {
 

@@ -1,0 +1,23 @@
+#include "cli/components.h"
+
+#include "sinks/blackhole/blackhole_sink.h"
+#include "sinks/jsonl/jsonl_sink.h"
+#include "sinks/kafka/kafka_sink.h"
+#include "sinks/kv/kv_sink.h"
+#include "sinks/postgres/postgres_sink.h"
+#include "sources/kafka/kafka_source.h"
+#include "sources/postgres/postgres_source_config.h"
+
+namespace pgflow {
+
+void RegisterComponents() {
+  RegisterPostgresSource();
+  RegisterKafkaSource();
+  RegisterJsonlSink();
+  RegisterBlackholeSink();
+  RegisterPostgresSink();
+  RegisterKafkaSink();
+  RegisterKvSink();
+}
+
+}  // namespace pgflow

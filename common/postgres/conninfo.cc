@@ -1,0 +1,143 @@
+#include "common/postgres/conninfo.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "engine/str_cat.h"
+
+namespace pgflow {
+namespace {
+
+std::string_view StripTrailingSpace(std::string_view text) {
+  while (!text.empty() && absl::ascii_isspace(static_cast<unsigned char>(text.back()))) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+std::optional<uint64_t> ParsePort(std::string_view text) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::string MaskPasswords(std::string_view conninfo) {
+  std::string out(conninfo);
+  auto mask = [&out](size_t begin, size_t end) {
+    for (size_t i = begin; i < end && i < out.size(); ++i) out[i] = '*';
+  };
+  size_t scheme_end = out.find("://");
+  bool is_uri = scheme_end != std::string::npos && scheme_end > 0 &&
+                std::all_of(out.begin(), out.begin() + scheme_end, [](char c) {
+                  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' ||
+                         c == '-' || c == '.';
+                });
+  if (is_uri) {
+    size_t start = scheme_end + 3;
+    size_t query = out.find('?', start);
+    size_t authority_end = query == std::string::npos ? out.size() : query;
+    // Generous on purpose: up to the last '@', so a password with a raw '@' or '/' is masked.
+    size_t at = out.rfind('@', authority_end == 0 ? 0 : authority_end - 1);
+    if (at != std::string::npos && at >= start) {
+      size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) mask(colon + 1, at);
+    }
+    if (query != std::string::npos) {
+      size_t p = query + 1;
+      while (p < out.size()) {
+        size_t amp = out.find('&', p);
+        if (amp == std::string::npos) amp = out.size();
+        if (out.compare(p, 9, "password=") == 0) mask(p + 9, amp);
+        p = amp + 1;
+      }
+    }
+    return out;
+  }
+  // key = value pairs; values may be 'quoted' with backslash escapes.
+  size_t i = 0;
+  auto skip_space = [&] {
+    while (i < out.size() && absl::ascii_isspace(static_cast<unsigned char>(out[i]))) ++i;
+  };
+  while (i < out.size()) {
+    skip_space();
+    size_t key_begin = i;
+    while (i < out.size() && out[i] != '=' &&
+           !absl::ascii_isspace(static_cast<unsigned char>(out[i]))) {
+      ++i;
+    }
+    bool is_password = std::string_view(out).substr(key_begin, i - key_begin) == "password";
+    skip_space();
+    if (i >= out.size() || out[i] != '=') break;
+    ++i;
+    skip_space();
+    size_t value_begin = i;
+    if (i < out.size() && out[i] == '\'') {
+      ++i;
+      value_begin = i;
+      while (i < out.size() && out[i] != '\'') i += (out[i] == '\\') ? 2 : 1;
+      if (is_password) mask(value_begin, i);
+      ++i;
+    } else {
+      while (i < out.size() && !absl::ascii_isspace(static_cast<unsigned char>(out[i]))) {
+        i += (out[i] == '\\') ? 2 : 1;
+      }
+      if (is_password) mask(value_begin, i);
+    }
+  }
+  return out;
+}
+
+absl::Status CheckConninfo(const std::string& conninfo) {
+  auto parse = [](const std::string& text, std::string* error) -> PQconninfoOption* {
+    char* message = nullptr;
+    PQconninfoOption* options = PQconninfoParse(text.c_str(), &message);
+    if (message != nullptr) {
+      *error = std::string(StripTrailingSpace(message));
+      PQfreemem(message);
+    }
+    return options;
+  };
+  std::string error;
+  PQconninfoOption* options = parse(conninfo, &error);
+  if (options == nullptr) {
+    std::string masked_error;
+    PQconninfoOption* masked = parse(MaskPasswords(conninfo), &masked_error);
+    if (masked != nullptr) {
+      PQconninfoFree(masked);
+      return absl::InvalidArgumentError(
+          "invalid connection string: the password is malformed (percent-encode special "
+          "characters in a URI, like %40 for '@')");
+    }
+    if (masked_error.empty()) masked_error = "libpq cannot parse it";
+    return absl::InvalidArgumentError(Cat("invalid connection string: ", masked_error));
+  }
+  absl::Status status;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr || std::strcmp(option->keyword, "port") != 0) continue;
+    std::string_view ports = option->val;
+    while (!ports.empty()) {
+      size_t comma = std::min(ports.find(','), ports.size());
+      std::string_view port = ports.substr(0, comma);
+      ports.remove_prefix(std::min(comma + 1, ports.size()));
+      if (port.empty()) continue;
+      std::optional<uint64_t> number = ParsePort(port);
+      if (!number.has_value() || *number == 0 || *number > 65535) {
+        status = absl::InvalidArgumentError(
+            Cat("invalid connection string: port '", port, "' is not a number 1..65535"));
+        break;
+      }
+    }
+  }
+  PQconninfoFree(options);
+  return status;
+}
+
+}  // namespace pgflow

@@ -1,0 +1,52 @@
+#include "engine/registry.h"
+
+namespace pgflow {
+namespace {
+
+// The factories of one kind, by type, in registration order; the first of a type wins.
+template <typename Factory>
+class Registry {
+ public:
+  static Registry& Get() {
+    static auto* registry = new Registry();
+    return *registry;
+  }
+  void Add(std::unique_ptr<Factory> factory) {
+    if (factory == nullptr || Find(factory->type()) != nullptr) return;
+    factories_.push_back(std::move(factory));
+  }
+  const Factory* Find(std::string_view type) const {
+    for (const auto& factory : factories_) {
+      if (factory->type() == type) return factory.get();
+    }
+    return nullptr;
+  }
+  std::vector<const Factory*> All() const {
+    std::vector<const Factory*> out;
+    for (const auto& factory : factories_) out.push_back(factory.get());
+    return out;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Factory>> factories_;
+};
+
+}  // namespace
+
+void RegisterSinkFactory(std::unique_ptr<SinkFactory> factory) {
+  Registry<SinkFactory>::Get().Add(std::move(factory));
+}
+const SinkFactory* FindSinkFactory(std::string_view type) {
+  return Registry<SinkFactory>::Get().Find(type);
+}
+std::vector<const SinkFactory*> SinkFactories() { return Registry<SinkFactory>::Get().All(); }
+
+void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory) {
+  Registry<SourceFactory>::Get().Add(std::move(factory));
+}
+const SourceFactory* FindSourceFactory(std::string_view type) {
+  return Registry<SourceFactory>::Get().Find(type);
+}
+std::vector<const SourceFactory*> SourceFactories() { return Registry<SourceFactory>::Get().All(); }
+
+}  // namespace pgflow

@@ -1,0 +1,180 @@
+#pragma once
+
+// Sources and sinks are registered by type name, so that the pipeline loader and the runtime
+// never name a concrete one (Envoy's factory registry). A factory declares its option table
+// (engine/options.h), parses its block of the pipeline file without touching the network, and
+// builds the component from its parsed options and a narrow context: the pipeline's name, what
+// the source's positions are, and, for sinks that need it, where the PostgreSQL source is.
+//
+// A component derives from SourceFactoryOf<Options> or SinkFactoryOf<Options>, which parse
+// with the table and hand Build the typed options:
+//
+//   class JsonlSinkFactory : public SinkFactoryOf<JsonlSinkOptions> {
+//     std::string_view type() const override { return "jsonl"; }
+//     const OptionTable<JsonlSinkOptions>& table() const override { ... }
+//     std::unique_ptr<Sink> Build(const SinkContext& context,
+//                                 std::shared_ptr<const JsonlSinkOptions> options) const override;
+//   };
+//   void RegisterJsonlSink() { RegisterSinkFactory(std::make_unique<JsonlSinkFactory>()); }
+//
+// Registration is not thread-safe: register everything at start-up, before loading pipelines.
+// Factories live until the process exits; the first registration of a type wins.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/config_node.h"
+#include "engine/options.h"
+#include "engine/sink.h"
+#include "engine/source.h"
+
+namespace pgflow {
+
+// The PostgreSQL database a pipeline captures (common/postgres/postgres_origin.h). The engine
+// carries it from the source to the sinks that ask for it and never looks inside.
+struct PostgresOrigin;
+
+// Options a source's factory parsed from its block; each source type has its own subclass.
+struct SourceOptions {
+  virtual ~SourceOptions() = default;
+};
+
+// Options a sink's factory parsed from its block; each sink type has its own subclass.
+struct SinkOptions {
+  virtual ~SinkOptions() = default;
+};
+
+// What the sinks of a pipeline may know of its source.
+struct SourceTraits {
+  std::string type;  // "postgres", "kafka"
+  SourcePositions positions = SourcePositions::kWal;
+  // Set when the source is a PostgreSQL database: for sinks that read its catalog (a
+  // PostgreSQL target creating tables from the source's definitions) or write to it (the kv
+  // cache's write-through).
+  std::shared_ptr<const PostgresOrigin> postgres;
+};
+
+// What a source is built with besides its options.
+struct SourceContext {
+  std::string pipeline;  // the pipeline's name
+};
+
+// What a sink is built with besides its options.
+struct SinkContext {
+  std::string pipeline;  // the pipeline's name
+  std::string sink;      // the sink's name under `sinks:`
+  DdlPolicy ddl;         // which schema changes reach it
+  SourceTraits source;
+};
+
+class SourceFactory {
+ public:
+  virtual ~SourceFactory() = default;
+  virtual std::string_view type() const = 0;
+  // One line for `pgflow options`: what the source reads.
+  virtual std::string_view help() const = 0;
+  virtual const OptionSchema& options() const = 0;
+  // Pure: no network, no files. `node` is the mapping under the type key (or null); names that
+  // derive from the pipeline's name (slot, publication) are filled in from `pipeline`.
+  virtual absl::StatusOr<std::shared_ptr<const SourceOptions>> Parse(
+      const ConfigNode& node, std::string_view pipeline) const = 0;
+  virtual SourceTraits Traits(const SourceOptions& options) const = 0;
+  // What `pgflow validate` says the source reads ("tables public.a, public.b").
+  virtual std::string Describe(const SourceOptions& options) const = 0;
+  // `options` is what Parse returned.
+  virtual std::unique_ptr<Source> Create(const SourceContext& context,
+                                         std::shared_ptr<const SourceOptions> options) const = 0;
+};
+
+class SinkFactory {
+ public:
+  virtual ~SinkFactory() = default;
+  virtual std::string_view type() const = 0;
+  // One line for `pgflow options`: what the sink does.
+  virtual std::string_view help() const = 0;
+  virtual const OptionSchema& options() const = 0;
+  // Pure: no network, no files. `node` is the mapping under the type key, or null when the
+  // user wrote no options (`blackhole:`).
+  virtual absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(
+      const ConfigNode& node) const = 0;
+  // Whether the sink can follow `source`: OK, or why not (the loader places the message at the
+  // sink's type key). Pure, like Parse.
+  virtual absl::Status CheckSource(const SourceTraits& source) const { return absl::OkStatus(); }
+  // `options` is what Parse returned. Does no I/O: Sink::Open does.
+  virtual std::unique_ptr<Sink> Create(const SinkContext& context,
+                                       std::shared_ptr<const SinkOptions> options) const = 0;
+};
+
+// The base of a source type's factory: parses with its option table and hands Build the
+// typed options.
+template <typename Options>
+class SourceFactoryOf : public SourceFactory {
+ public:
+  const OptionSchema& options() const final { return table(); }
+  absl::StatusOr<std::shared_ptr<const SourceOptions>> Parse(
+      const ConfigNode& node, std::string_view pipeline) const final {
+    auto options = std::make_shared<Options>();
+    if (absl::Status s = table().Parse(node, options.get()); !s.ok()) return s;
+    Complete(pipeline, options.get());
+    return options;
+  }
+  SourceTraits Traits(const SourceOptions& options) const final {
+    return TraitsOf(static_cast<const Options&>(options));
+  }
+  std::string Describe(const SourceOptions& options) const final {
+    return DescribeOf(static_cast<const Options&>(options));
+  }
+  std::unique_ptr<Source> Create(const SourceContext& context,
+                                 std::shared_ptr<const SourceOptions> options) const final {
+    return Build(context, std::static_pointer_cast<const Options>(std::move(options)));
+  }
+
+ protected:
+  virtual const OptionTable<Options>& table() const = 0;
+  // Fills in defaults that derive from the pipeline's name.
+  virtual void Complete(std::string_view pipeline, Options* options) const {}
+  virtual SourceTraits TraitsOf(const Options& options) const = 0;
+  virtual std::string DescribeOf(const Options& options) const = 0;
+  virtual std::unique_ptr<Source> Build(const SourceContext& context,
+                                        std::shared_ptr<const Options> options) const = 0;
+};
+
+// The base of a sink type's factory: parses with its option table and hands Build the typed
+// options.
+template <typename Options>
+class SinkFactoryOf : public SinkFactory {
+ public:
+  const OptionSchema& options() const final { return table(); }
+  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const final {
+    auto options = std::make_shared<Options>();
+    if (absl::Status s = table().Parse(node, options.get()); !s.ok()) return s;
+    return options;
+  }
+  std::unique_ptr<Sink> Create(const SinkContext& context,
+                               std::shared_ptr<const SinkOptions> options) const final {
+    return Build(context, std::static_pointer_cast<const Options>(std::move(options)));
+  }
+
+ protected:
+  virtual const OptionTable<Options>& table() const = 0;
+  virtual std::unique_ptr<Sink> Build(const SinkContext& context,
+                                      std::shared_ptr<const Options> options) const = 0;
+};
+
+void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory);
+// nullptr when no factory of that type is registered.
+const SourceFactory* FindSourceFactory(std::string_view type);
+// In registration order.
+std::vector<const SourceFactory*> SourceFactories();
+
+void RegisterSinkFactory(std::unique_ptr<SinkFactory> factory);
+// nullptr when no factory of that type is registered.
+const SinkFactory* FindSinkFactory(std::string_view type);
+// In registration order.
+std::vector<const SinkFactory*> SinkFactories();
+
+}  // namespace pgflow

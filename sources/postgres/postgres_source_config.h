@@ -1,0 +1,51 @@
+#pragma once
+
+// The `postgres` source's block of a pipeline file, its option table, and its factory:
+//
+//   source:
+//     postgres:
+//       url: postgres://replicator:${PGPASSWORD}@db:5432/shop
+//       tables: [public.products, public.orders]   # "schema.table"; "public.*" a whole schema
+//       snapshot: {mode: initial, workers: 4}
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/postgres/table_ref.h"
+#include "engine/config.h"
+#include "engine/registry.h"
+
+namespace pgflow {
+
+enum class SnapshotMode { kInitial, kNever, kOnly };
+
+struct SnapshotConfig {
+  SnapshotMode mode = SnapshotMode::kInitial;
+  int workers = 0;                     // 0: one per core
+  uint64_t chunk_bytes = 64ull << 20;  // CTID range size
+};
+
+struct PostgresSourceOptions : SourceOptions {
+  std::string url;  // libpq URI or key=value conninfo, `${VAR}` expanded; checked by libpq's parser
+  std::vector<TableRef> tables;
+  SnapshotConfig snapshot;
+  std::string slot;                                 // "pgflow_<pipeline>" unless given
+  std::string publication;                          // "pgflow_<pipeline>" unless given
+  std::chrono::milliseconds status_interval{1000};  // standby status update period
+  std::chrono::milliseconds heartbeat_interval{0};  // 0 = off; pg_logical_emit_message period
+};
+
+// The postgres source's options of `pipeline`, or nullptr when its source is of another type.
+std::shared_ptr<const PostgresSourceOptions> PostgresSourceOf(const PipelineConfig& pipeline);
+
+// Reads a list of table names (a string or a sequence): each parsed by ParseTableRef, none
+// twice, none covered by another's "schema.*". Errors are placed at the offending item.
+absl::Status ParseTableList(const ConfigNode& node, std::vector<TableRef>* tables);
+
+// Registers the "postgres" source type with the engine's registry.
+void RegisterPostgresSource();
+
+}  // namespace pgflow
