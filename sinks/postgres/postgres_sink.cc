@@ -28,7 +28,10 @@
 #include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
 #include "sinks/postgres/parallel_statements.h"
+#include "sinks/postgres/sql_builders.h"
+#include "sinks/postgres/statement_params.h"
 #include "sinks/postgres/table_definition.h"
+#include "sinks/postgres/target_table.h"
 
 namespace pgflow {
 namespace {
@@ -55,171 +58,11 @@ constexpr uint32_t kFirstNonBuiltinOid = 16384;
 constexpr size_t kMaxParams = 65535;
 constexpr size_t kMaxPrepared = 512;
 
-// Types with no `=` operator: rows of a keyless table are matched on their text form.
-bool LacksEquality(uint32_t oid) {
-  switch (oid) {
-    case 114:   // json
-    case 199:   // json[]
-    case 142:   // xml
-    case 143:   // xml[]
-    case 600:   // point
-    case 1017:  // point[]
-    case 601:   // lseg
-    case 1018:  // lseg[]
-    case 602:   // path
-    case 1019:  // path[]
-    case 603:   // box (= compares areas)
-    case 1020:  // box[]
-    case 604:   // polygon
-    case 1027:  // polygon[]
-    case 628:   // line
-    case 629:   // line[]
-    case 718:   // circle (= compares areas)
-    case 719:   // circle[]
-      return true;
-    default:
-      return false;
-  }
-}
-
 // A statement's row count, checked when it is read: fewer than `rows` is worth a warning.
 struct RowCountCheck {
   size_t rows = 0;  // 0: no check
   std::string table;
 };
-
-// Statement parameters pointing into Values that outlive the call.
-class Params {
- public:
-  // A text parameter pointing into `text`, which outlives the call.
-  void AddText(const std::string& text) {
-    values_.push_back(text.c_str());
-    lengths_.push_back(static_cast<int>(text.size()));
-    formats_.push_back(0);
-  }
-  void Add(const Value& v) {
-    if (v.is_null()) {
-      values_.push_back(nullptr);
-      lengths_.push_back(0);
-      formats_.push_back(0);
-    } else {
-      values_.push_back(v.data.c_str());
-      lengths_.push_back(static_cast<int>(v.data.size()));
-      formats_.push_back(v.kind == ValueKind::kBinary ? 1 : 0);
-    }
-  }
-  int size() const { return static_cast<int>(values_.size()); }
-  const char* const* values() const { return values_.data(); }
-  const int* lengths() const { return lengths_.data(); }
-  const int* formats() const { return formats_.data(); }
-
- private:
-  std::vector<const char*> values_;
-  std::vector<int> lengths_;
-  std::vector<int> formats_;
-};
-
-// Appends `v` to `array`, a text[] literal being built from "{", as one element: quoted, with
-// `"` and `\` escaped, or NULL.
-void AppendArrayElement(std::string* array, const Value& v) {
-  if (array->size() > 1) array->push_back(',');
-  if (v.is_null()) {
-    array->append("NULL");
-    return;
-  }
-  array->push_back('"');
-  size_t from = 0;
-  while (true) {
-    const size_t special = v.data.find_first_of("\\\"", from);
-    if (special == std::string::npos) break;
-    array->append(v.data, from, special - from);
-    array->push_back('\\');
-    array->push_back(v.data[special]);
-    from = special + 1;
-  }
-  array->append(v.data, from, std::string::npos);
-  array->push_back('"');
-}
-
-// What the sink knows of one source table in the target.
-struct TargetTable : std::enable_shared_from_this<TargetTable> {
-  TableSchemaPtr schema;    // the source shape last checked against the target
-  std::string name;         // target "schema.table", unquoted, for messages
-  std::string quoted;       // target "schema"."table"
-  std::string column_list;  // "a", "b", ... in source column order
-  std::vector<size_t> key;  // source columns of the primary key; empty: no key
-  std::string stage;        // temporary staging table for snapshot rows, once needed
-  // Columns holding arrays of non-built-in types, with the target's OID of their element
-  // type: binary COPY data names the element type by OID, which differs between databases.
-  std::vector<std::pair<size_t, uint32_t>> array_elements;
-  std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
-  // Decoded snapshot rows are copied into this temporary table (created when first needed),
-  // then inserted: per column, whether it holds the value's binary form (a column the snapshot
-  // reads in binary, CanDecodeBinary) or its text (cast on insert).
-  std::string read_stage;
-  std::vector<bool> read_binary;
-  // What the parallel loaders need of it, once they copy into it.
-  std::shared_ptr<const ParallelCopy::Table> load;
-  // The table was empty and its primary key is not built yet (it comes after the load): rows
-  // are inserted without ON CONFLICT, which needs the key's index.
-  bool plain_inserts = false;
-  // Per source column: the target's is GENERATED ALWAYS AS IDENTITY, which an UPDATE (or an
-  // upsert's DO UPDATE) may not set; inserts override it.
-  std::vector<bool> always_identity;
-  // Per source column: the target column's type, as format_type() spells it with no type
-  // modifier (typmod -1: "bpchar", not "character", which means character(1)), to cast the
-  // values of batched statements (text elements of unnest(), parameters of a VALUES list); the
-  // column's own modifier applies on assignment.
-  std::vector<std::string> types;
-  // A value's text cast to each of those types is what the type's input function makes of it,
-  // so batches may carry values as text[] elements: not so for the reg* OID alias types, whose
-  // casts from text refuse what regclassin and the like accept (an OID number, "-").
-  bool text_casts = true;
-  // The key is the target table's only uniqueness rule (no other unique index, no exclusion
-  // constraint): its changes may be folded into net changes (sinks/postgres/net_changes.h).
-  // Unknown until checked, and again after indexes were built or DDL replayed.
-  std::optional<bool> foldable;
-
-  // Whether an UPDATE may set source column `i`.
-  bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
-};
-
-// Several rows' values as one text[] literal per column (Params::AddText each), for a batch
-// sent through unnest(): value(r, j) is row r's value of column j. False, and `arrays` is not to
-// be used, when the batch is better sent as a VALUES list: a single row, a table whose types do
-// not cast from text as they read their input (TargetTable::text_casts), or a value in binary
-// form (no text to put in an array).
-template <typename ValueAt>
-bool TextArrays(const TargetTable& table, size_t rows, size_t columns, ValueAt value,
-                std::vector<std::string>* arrays) {
-  if (rows < 2 || !table.text_casts) return false;
-  arrays->assign(columns, "{");
-  for (size_t r = 0; r < rows; ++r) {
-    for (size_t j = 0; j < columns; ++j) {
-      const Value& v = value(r, j);
-      if (v.kind == ValueKind::kBinary) return false;
-      AppendArrayElement(&(*arrays)[j], v);
-    }
-  }
-  for (std::string& a : *arrays) a.push_back('}');
-  return true;
-}
-
-// The rows of TextArrays' parameters: SELECT pgflow_u.n::type AS n, ... FROM unnest($1::text[],
-// ...) AS pgflow_u (n, ...), column j being source column columns[j] named names[j].
-std::string UnnestSelect(const TargetTable& table, const std::vector<size_t>& columns,
-                         const std::vector<std::string>& names) {
-  std::vector<std::string> select;
-  std::vector<std::string> arrays;
-  for (size_t j = 0; j < columns.size(); ++j) {
-    select.push_back(
-        absl::StrCat("pgflow_u.", names[j], "::", table.types[columns[j]], " AS ", names[j]));
-    arrays.push_back(absl::StrCat("$", j + 1, "::text[]"));
-  }
-  return absl::StrCat("SELECT ", absl::StrJoin(select, ", "), " FROM unnest(",
-                      absl::StrJoin(arrays, ", "), ") AS pgflow_u (", absl::StrJoin(names, ", "),
-                      ")");
-}
 
 class PostgresSink : public Sink {
  public:
@@ -289,20 +132,20 @@ class PostgresSink : public Sink {
     return savepoint_pending_ ? Run("SELECT 1", "starting a savepoint") : absl::OkStatus();
   }
   // Runs `sql` as a prepared statement; *affected gets the row count when not null.
-  absl::Status RunPrepared(const std::string& sql, const Params& params,
+  absl::Status RunPrepared(const std::string& sql, const StatementParams& params,
                            const std::function<std::string()>& context,
                            uint64_t* affected = nullptr);
 
   // Runs prepared statement `name` after the pending savepoint, in one round trip (pipeline
   // mode); null when the connection failed.
-  PgResultPtr ExecAfterSavepoint(const std::string& name, const Params& params);
+  PgResultPtr ExecAfterSavepoint(const std::string& name, const StatementParams& params);
 
   // Sends `sql` without waiting for its result (libpq pipeline mode), after the pending
   // savepoint if any: the target executes it while the next changes are decoded and batched.
   // Its result is read by Drain(); `context` then names it if it failed, and `*affected`, when
   // given, gets its row count. A statement sent `once` goes unnamed rather than prepared.
-  absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context,
-                            uint64_t* affected = nullptr, bool once = false,
+  absl::Status SendPrepared(const std::string& sql, const StatementParams& params,
+                            std::string context, uint64_t* affected = nullptr, bool once = false,
                             RowCountCheck check = {});
   // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
   // mode: the first failure, with its statement's context. Everything that needs a result, or
@@ -380,14 +223,8 @@ class PostgresSink : public Sink {
   // rows): a row whose values do not come in the forms the stage expects is upserted alone.
   absl::Status QueueRead(TargetTable* table, const Change& change);
   absl::Status FlushReads();
-  // " ON CONFLICT (key) DO UPDATE SET ..." for an upsert into `table`; empty when plain
-  // inserts are wanted (no key, or the key is not built yet).
-  std::string ConflictClause(const TargetTable& table) const;
   absl::Status FlushInserts();
   absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows, bool once = false);
-  std::string InsertSql(const TargetTable& table, size_t rows) const;
-  // The same for any number of rows, each column's values in one text[] parameter.
-  std::string UnnestInsertSql(const TargetTable& table) const;
   // Queues an update into the batch of consecutive updates of one table that set the same
   // columns (or applies it at once, for a table without a key).
   absl::Status QueueUpdate(TargetTable* table, const Change& change);
@@ -414,15 +251,6 @@ class PostgresSink : public Sink {
   // not complete yet).
   absl::Status ReleaseDeferred();
   absl::Status ApplyDelete(TargetTable* table, const Change& change);
-  // "c1" = $n AND ... over the key columns of `row`, or over every known column of a keyless
-  // row; appends the parameters.
-  absl::Status KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
-                            Params* params, int* next_param) const;
-  // The key values of `row` as one string, to recognize the same key; none without a key or
-  // with a key value missing (null, or an unchanged TOAST value).
-  std::optional<std::string> KeyString(const TargetTable& table, const Row& row) const;
-  // "(id)=(5)": the key of a row, for messages.
-  std::string DescribeKey(const TargetTable& table, const Row& row) const;
 
   const std::string sink_name_;
   const std::string pipeline_;
@@ -686,7 +514,7 @@ absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
+absl::Status PostgresSink::RunPrepared(const std::string& sql, const StatementParams& params,
                                        const std::function<std::string()>& context,
                                        uint64_t* affected) {
   if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
@@ -730,7 +558,7 @@ absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_
   return name;
 }
 
-absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& params,
+absl::Status PostgresSink::SendPrepared(const std::string& sql, const StatementParams& params,
                                         std::string context, uint64_t* affected, bool once,
                                         RowCountCheck check) {
   // Enough to keep the target busy; few enough that the results waiting to be read stay far
@@ -817,7 +645,8 @@ absl::Status PostgresSink::Drain() {
   return status;
 }
 
-PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name, const Params& params) {
+PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name,
+                                             const StatementParams& params) {
   savepoint_pending_ = false;
   const bool release = savepoint_;
   savepoint_ = true;
@@ -1091,7 +920,7 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
         "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
         "the next snapshot or restart",
         sink_name_, s.message());
-    Params params;
+    StatementParams params;
     Value error = Value::Text(oid::kText, std::string(s.message()));
     params.Add(error);
     return RunPrepared(
@@ -1255,7 +1084,7 @@ absl::Status PostgresSink::CommitTransaction() {
   if (!in_transaction_) return absl::OkStatus();
   const bool record = group_txns_ > 0;
   if (record && wal_positions_) {
-    Params params;
+    StatementParams params;
     Value name = Value::Text(oid::kText, pipeline_);
     Value lsn = Value::Text(oid::kText, group_applied_.ToString());
     params.Add(name);
@@ -1603,18 +1432,14 @@ absl::Status PostgresSink::StartCopy(TargetTable* table) {
   if (!*table->fast_copy) {
     if (table->stage.empty()) table->stage = absl::StrCat("pgflow_stage_", ++next_statement_);
     if (absl::Status s =
-            Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->stage, " AS SELECT ",
-                             table->column_list, " FROM ", table->quoted, " WITH NO DATA"),
-                absl::StrCat("creating a staging table for ", table->name));
+            Run(CreateStageSql(*table), absl::StrCat("creating a staging table for ", table->name));
         !s.ok()) {
       return s;
     }
     into = table->stage;
   }
   if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(
-      conn(), absl::StrCat("COPY ", into, " (", table->column_list, ") FROM STDIN (FORMAT binary)")
-                  .c_str()));
+  PgResultPtr res(PQexec(conn(), CopyInSql(*table, into).c_str()));
   if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
     return ResultError(conn(), res.get(),
                        absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
@@ -1649,11 +1474,8 @@ absl::Status PostgresSink::EndCopy() {
   if (!status.ok()) return status;
   copied_rows_ += copy_rows_;
   if (*table->fast_copy) return absl::OkStatus();
-  std::string sql = absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
-                                 ") OVERRIDING SYSTEM VALUE SELECT ", table->column_list, " FROM ",
-                                 table->stage, ConflictClause(*table));
-  absl::StrAppend(&sql, "; TRUNCATE ", table->stage);
-  return Run(sql, absl::StrCat("upserting staged snapshot rows into ", table->name));
+  return Run(UpsertFromStageSql(*table),
+             absl::StrCat("upserting staged snapshot rows into ", table->name));
 }
 
 absl::Status PostgresSink::ApplyChange(const Change& change) {
@@ -1723,10 +1545,7 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
       return QueueDelete(*table, change);
     case Op::kTruncate: {
       if (absl::Status s = SendStaged(); !s.ok()) return s;
-      std::string sql = absl::StrCat("TRUNCATE ", (*table)->quoted,
-                                     change.truncate_restart_identity ? " RESTART IDENTITY" : "",
-                                     change.truncate_cascade ? " CASCADE" : "");
-      return Run(sql, absl::StrCat("truncating ", (*table)->name));
+      return Run(TruncateSql(**table, change), absl::StrCat("truncating ", (*table)->name));
     }
     case Op::kDdl:
     case Op::kMessage:
@@ -1821,7 +1640,7 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
                                      Value::Text(oid::kText, json),
                                      Value::Text(oid::kText, std::string(refusal.message())),
                                      Value::Text(oid::kText, sqlstate)};
-  Params params;
+  StatementParams params;
   for (const Value& v : values) params.Add(v);
   if (absl::Status s = RunPrepared(
           "INSERT INTO pgflow.dead_letters (pipeline, lsn, source_table, target_table, "
@@ -1951,61 +1770,6 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   return absl::OkStatus();
 }
 
-std::string PostgresSink::DescribeKey(const TargetTable& table, const Row& row) const {
-  std::vector<std::string> names;
-  std::vector<std::string> values;
-  std::vector<size_t> columns = table.key;
-  if (columns.empty()) {
-    for (size_t i = 0; i < row.size(); ++i) columns.push_back(i);
-  }
-  for (size_t i : columns) {
-    if (i >= row.size()) continue;
-    names.push_back(table.schema->columns[i].name);
-    std::string v;
-    if (row[i].is_unchanged_toast()) {
-      v = "<unchanged toast>";
-    } else if (row[i].is_null()) {
-      v = "null";
-    } else if (row[i].kind == ValueKind::kText) {
-      v = row[i].data;
-    } else {
-      AppendJsonValue(row[i], table.schema->columns[i].type_name, JsonOptions(), &v);
-    }
-    if (v.size() > 100) v = v.substr(0, 100) + "...";
-    values.push_back(std::move(v));
-  }
-  return absl::StrCat("(", absl::StrJoin(names, ", "), ")=(", absl::StrJoin(values, ", "), ")");
-}
-
-std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const {
-  const size_t n = table.schema->columns.size();
-  std::string sql = absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
-                                 ") OVERRIDING SYSTEM VALUE VALUES ");
-  int param = 1;
-  for (size_t r = 0; r < rows; ++r) {
-    sql += r == 0 ? "(" : ", (";
-    for (size_t c = 0; c < n; ++c) absl::StrAppend(&sql, c == 0 ? "$" : ", $", param++);
-    sql += ")";
-  }
-  return sql + ConflictClause(table);
-}
-
-std::string PostgresSink::ConflictClause(const TargetTable& table) const {
-  if (table.key.empty() || table.plain_inserts) return "";
-  std::vector<std::string> key;
-  std::vector<std::string> set;
-  for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
-  for (size_t i = 0; i < table.schema->columns.size(); ++i) {
-    if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
-    if (!table.Settable(i)) continue;
-    const std::string c = QuoteIdent(table.schema->columns[i].name);
-    set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
-  }
-  return absl::StrCat(
-      " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
-      set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
-}
-
 absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
   constexpr size_t kReadBytes = 8u << 20;
   const size_t n = table->schema->columns.size();
@@ -2019,7 +1783,7 @@ absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
     const Value& v = change.after[i];
     fits = v.is_null() || v.kind == (table->read_binary[i] ? ValueKind::kBinary : ValueKind::kText);
   }
-  std::optional<std::string> key = KeyString(*table, change.after);
+  std::optional<std::string> key = table->KeyString(change.after);
   if (!fits || (key.has_value() && read_keys_.contains(*key))) {
     // Not in the stage's forms, or a key twice in one INSERT ... ON CONFLICT: alone.
     if (absl::Status s = FlushReads(); !s.ok()) return s;
@@ -2062,29 +1826,16 @@ absl::Status PostgresSink::FlushReads() {
   read_keys_.clear();
   if (table == nullptr || rows == 0) return absl::OkStatus();
   if (absl::Status s = Drain(); !s.ok()) return s;
-  const TableSchema& schema = *table->schema;
-  std::vector<std::string> stage_columns;
-  std::vector<std::string> select;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
-    const std::string c = absl::StrCat("c", i);
-    stage_columns.push_back(
-        absl::StrCat(c, " ", table->read_binary[i] ? table->types[i] : std::string("text")));
-    select.push_back(table->read_binary[i] ? c : absl::StrCat(c, "::", table->types[i]));
-  }
   const std::string context = absl::StrCat("postgres target ", TargetName(), ": copying ", rows,
                                            " snapshot rows into ", table->name);
   if (table->read_stage.empty()) {
     table->read_stage = absl::StrCat("pgflow_read_", ++next_statement_);
-    if (absl::Status s = Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->read_stage,
-                                          " (", absl::StrJoin(stage_columns, ", "), ")"),
-                             context);
-        !s.ok()) {
+    if (absl::Status s = Run(CreateReadStageSql(*table), context); !s.ok()) {
       return s;
     }
   }
   if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(
-      conn(), absl::StrCat("COPY ", table->read_stage, " FROM STDIN (FORMAT binary)").c_str()));
+  PgResultPtr res(PQexec(conn(), CopyIntoReadStageSql(*table).c_str()));
   if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
     return ResultError(conn(), res.get(), context);
   }
@@ -2102,11 +1853,7 @@ absl::Status PostgresSink::FlushReads() {
   }
   if (!status.ok()) return status;
   copied_rows_ += rows;
-  return Run(
-      absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
-                   ") OVERRIDING SYSTEM VALUE SELECT ", absl::StrJoin(select, ", "), " FROM ",
-                   table->read_stage, ConflictClause(*table), "; TRUNCATE ", table->read_stage),
-      context);
+  return Run(UpsertFromReadStageSql(*table), context);
 }
 
 absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change) {
@@ -2121,7 +1868,7 @@ absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change)
                                               " lacks a TOASTed value"));
     }
   }
-  std::optional<std::string> key = KeyString(*table, change.after);
+  std::optional<std::string> key = table->KeyString(change.after);
   // A row with the same key twice in one INSERT ... ON CONFLICT DO UPDATE is an error.
   if (insert_table_ != nullptr && key.has_value() && insert_keys_.contains(*key)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
@@ -2181,20 +1928,8 @@ absl::Status PostgresSink::FlushInserts() {
   return SendUpserts(table, std::move(rows));
 }
 
-std::string PostgresSink::UnnestInsertSql(const TargetTable& table) const {
-  std::vector<size_t> columns;
-  std::vector<std::string> names;
-  for (size_t c = 0; c < table.schema->columns.size(); ++c) {
-    columns.push_back(c);
-    names.push_back(absl::StrCat("pgflow_c", c));
-  }
-  return absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
-                      ") OVERRIDING SYSTEM VALUE ", UnnestSelect(table, columns, names),
-                      ConflictClause(table));
-}
-
 absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
-  Params params;
+  StatementParams params;
   // Several rows of values in text form go as one text[] per column: the statement is the same
   // whatever the number of rows (prepared once), and it costs the target less than a VALUES
   // list of as many parameters.
@@ -2218,53 +1953,6 @@ absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows
       nullptr, once && !text);
 }
 
-absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
-                                        Params* params, int* next_param) const {
-  std::vector<std::string> terms;
-  if (!table.key.empty()) {
-    for (size_t i : table.key) {
-      const Value& v = row[i];
-      if (v.is_null() || v.is_unchanged_toast()) {
-        return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
-                                                " has no value for key column ",
-                                                table.schema->columns[i].name));
-      }
-      terms.push_back(
-          absl::StrCat(QuoteIdent(table.schema->columns[i].name), " = $", (*next_param)++));
-      params->Add(v);
-    }
-    absl::StrAppend(sql, absl::StrJoin(terms, " AND "));
-    return absl::OkStatus();
-  }
-  // No key (REPLICA IDENTITY FULL): one row equal to the old row in every known column.
-  for (size_t i = 0; i < row.size(); ++i) {
-    const Value& v = row[i];
-    const Column& c = table.schema->columns[i];
-    if (v.is_unchanged_toast()) continue;
-    if (v.is_null()) {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), " IS NULL"));
-    } else if (LacksEquality(c.type_oid)) {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), "::text = $", (*next_param)++));
-      params->Add(v);
-    } else {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), " = $", (*next_param)++));
-      params->Add(v);
-    }
-  }
-  if (terms.empty()) {
-    return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
-                                            " carries no old values to find its row by"));
-  }
-  absl::StrAppend(sql, "ctid = (SELECT ctid FROM ", table.quoted, " WHERE ",
-                  absl::StrJoin(terms, " AND "), " LIMIT 1)");
-  return absl::OkStatus();
-}
-
-std::optional<std::string> PostgresSink::KeyString(const TargetTable& table, const Row& row) const {
-  if (table.key.empty()) return std::nullopt;
-  return NetChanges::KeyOf(table.key, row);
-}
-
 absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change) {
   const TableSchema& schema = *table->schema;
   if (change.after.size() != schema.columns.size()) {
@@ -2281,8 +1969,8 @@ absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change)
                      "or add a primary key"));
   }
   const Row& old_row = has_before ? change.before : change.after;
-  std::optional<std::string> old_key = KeyString(*table, old_row);
-  std::optional<std::string> new_key = KeyString(*table, change.after);
+  std::optional<std::string> old_key = table->KeyString(old_row);
+  std::optional<std::string> new_key = table->KeyString(change.after);
   if (!old_key.has_value() || !new_key.has_value()) {
     // No key, or not all of it known: one statement for this row alone.
     if (absl::Status s = FlushUpdates(); !s.ok()) return s;
@@ -2357,57 +2045,29 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
                                            const std::vector<PendingUpdate>& rows,
                                            const std::vector<size_t>& columns, uint64_t* affected,
                                            bool once, bool warn_missing) {
-  const TableSchema& schema = *table.schema;
-  // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
-  //   WHERE t.key = v.k
-  std::vector<std::string> names;
-  std::vector<std::string> set;
-  std::vector<std::string> match;
-  for (size_t k = 0; k < table.key.size(); ++k) {
-    names.push_back(absl::StrCat("pgflow_k", k));
-    match.push_back(absl::StrCat("pgflow_t.", QuoteIdent(schema.columns[table.key[k]].name),
-                                 " = pgflow_v.pgflow_k", k));
-  }
-  for (size_t c = 0; c < columns.size(); ++c) {
-    names.push_back(absl::StrCat("pgflow_c", c));
-    set.push_back(
-        absl::StrCat(QuoteIdent(schema.columns[columns[c]].name), " = pgflow_v.pgflow_c", c));
-  }
   auto key_row = [](const PendingUpdate& row) -> const Row& {
     return row.old_row.empty() ? row.after : row.old_row;
   };
-  // Source columns in the order of `names`.
-  std::vector<size_t> order(table.key.begin(), table.key.end());
-  order.insert(order.end(), columns.begin(), columns.end());
-  Params params;
-  std::string values;
+  // Each row's key values, then those of `columns` (UpdateBatchSql).
+  auto value_at = [&](size_t r, size_t j) -> const Value& {
+    return j < table.key.size() ? key_row(rows[r])[table.key[j]]
+                                : rows[r].after[columns[j - table.key.size()]];
+  };
+  const size_t width = table.key.size() + columns.size();
+  StatementParams params;
   // As for inserts: values in text form go as one text[] per column, one statement text for
   // any number of rows.
   std::vector<std::string> arrays;
-  auto value_at = [&](size_t r, size_t j) -> const Value& {
-    return j < table.key.size() ? key_row(rows[r])[order[j]] : rows[r].after[order[j]];
-  };
-  const bool text = TextArrays(table, rows.size(), order.size(), value_at, &arrays);
+  const bool text = TextArrays(table, rows.size(), width, value_at, &arrays);
   if (text) {
     for (const std::string& a : arrays) params.AddText(a);
-    values = absl::StrCat("(", UnnestSelect(table, order, names), ")");
   } else {
-    int param = 1;
     for (size_t r = 0; r < rows.size(); ++r) {
-      values += r == 0 ? "(VALUES (" : ", (";
-      for (size_t j = 0; j < order.size(); ++j) {
-        absl::StrAppend(&values, j == 0 ? "$" : ", $", param++, "::", table.types[order[j]]);
-        params.Add(value_at(r, j));
-      }
-      values += ")";
+      for (size_t j = 0; j < width; ++j) params.Add(value_at(r, j));
     }
-    values += ")";
   }
-  std::string sql = absl::StrCat(
-      "UPDATE ", table.quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "), " FROM ", values,
-      " AS pgflow_v (", absl::StrJoin(names, ", "), ") WHERE ", absl::StrJoin(match, " AND "));
   return SendPrepared(
-      sql, params,
+      UpdateBatchSql(table, columns, rows.size(), text), params,
       absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
                    " a batch of rows from key ", DescribeKey(table, key_row(rows.front())), " to ",
                    DescribeKey(table, key_row(rows.back()))),
@@ -2421,17 +2081,7 @@ absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
   if (absl::Status s = Drain(); !s.ok()) return s;
   // Every unique index or exclusion constraint but the one on exactly the sink's key columns
   // (the primary key, or the replica identity index the key comes from) is another rule.
-  std::string key = "{";  // a text[] literal of the key's column names
-  for (size_t i : table->key) {
-    if (key.size() > 1) key += ',';
-    key += '"';
-    for (char c : table->schema->columns[i].name) {
-      if (c == '"' || c == '\\') key += '\\';
-      key += c;
-    }
-    key += '"';
-  }
-  key += '}';
+  const std::string key = KeyColumnsArray(*table);
   absl::StatusOr<PgResultPtr> res = Exec(
       conn(),
       "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
@@ -2571,37 +2221,23 @@ absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
 }
 
 absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after) {
-  const TableSchema& schema = *table->schema;
-  Params params;
-  std::vector<std::string> set;
-  int param = 1;
-  bool all_known = true;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
-    if (after[i].is_unchanged_toast()) {
-      all_known = false;
-      continue;
-    }
-    if (!table->Settable(i)) continue;
-    set.push_back(absl::StrCat(QuoteIdent(schema.columns[i].name), " = $", param++));
-    params.Add(after[i]);
-  }
+  StatementParams params;
+  absl::StatusOr<std::string> sql = UpdateRowSql(*table, old_row, after, &params);
+  if (!sql.ok()) return sql.status();
+  if (sql->empty()) return absl::OkStatus();
   auto context = [&] {
     return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
                         " row with key ", DescribeKey(*table, old_row));
   };
-  if (set.empty()) return absl::OkStatus();
-  std::string sql =
-      absl::StrCat("UPDATE ", table->quoted, " SET ", absl::StrJoin(set, ", "), " WHERE ");
-  if (absl::Status s = KeyCondition(*table, old_row, &sql, &params, &param); !s.ok()) {
-    return s;
-  }
   uint64_t affected = 0;
-  if (absl::Status s = RunPrepared(sql, params, context, &affected); !s.ok()) return s;
+  if (absl::Status s = RunPrepared(*sql, params, context, &affected); !s.ok()) return s;
   if (affected > 0) return absl::OkStatus();
   // The row is not in the target. After a resumed snapshot a later copy may already hold the
   // update's effect (or its deletion): with every value known, upserting converges.
+  const bool all_known = std::none_of(after.begin(), after.end(),
+                                      [](const Value& v) { return v.is_unchanged_toast(); });
   if (all_known && !table->key.empty()) {
-    Params row;
+    StatementParams row;
     for (const Value& v : after) row.Add(v);
     return RunPrepared(InsertSql(*table, 1), row, context);
   }
@@ -2617,7 +2253,7 @@ absl::Status PostgresSink::QueueDelete(TargetTable* table, const Change& change)
                                                       " carries no old key: set REPLICA IDENTITY "
                                                       "FULL or add a primary key"));
   }
-  if (!KeyString(*table, change.before).has_value()) {
+  if (!table->KeyString(change.before).has_value()) {
     // No key, or not all of it known: one statement for this row alone.
     if (absl::Status s = FlushDeletes(); !s.ok()) return s;
     return ApplyDelete(table, change);
@@ -2650,45 +2286,27 @@ absl::Status PostgresSink::FlushDeletes() {
 }
 
 absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows, bool once) {
-  const TableSchema& schema = *table->schema;
-  // DELETE FROM t WHERE k IN ($1, ...), or WHERE (k1, k2) IN (($1, $2), ...)
-  std::vector<std::string> key;
-  for (size_t i : table->key) key.push_back(QuoteIdent(schema.columns[i].name));
-  const bool single = key.size() == 1;
-  Params params;
+  StatementParams params;
   // A single-column key of a type that is not an array, with keys in text form: one array
   // parameter, WHERE k = ANY($1::type[]), one statement text for any number of rows.
-  const std::string& type = single ? table->types[table->key[0]] : std::string();
   std::vector<std::string> array;
-  if (single && !absl::EndsWith(type, "]") &&
+  if (DeletesByArray(*table) &&
       TextArrays(
           *table, rows.size(), 1,
           [&](size_t r, size_t) -> const Value& { return rows[r][table->key[0]]; }, &array)) {
     params.AddText(array[0]);
     return SendPrepared(
-        absl::StrCat("DELETE FROM ", table->quoted, " WHERE ", key[0], " = ANY ($1::", type, "[])"),
-        params,
+        DeleteAnySql(*table), params,
         absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                      " a batch of rows from key ", DescribeKey(*table, rows.front()), " to ",
                      DescribeKey(*table, rows.back())),
         nullptr, false);
   }
-  std::string sql =
-      absl::StrCat("DELETE FROM ", table->quoted, " WHERE ",
-                   single ? key[0] : absl::StrCat("(", absl::StrJoin(key, ", "), ")"), " IN (");
-  int param = 1;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    if (r > 0) sql += ", ";
-    if (!single) sql += "(";
-    for (size_t k = 0; k < table->key.size(); ++k) {
-      absl::StrAppend(&sql, k == 0 ? "$" : ", $", param++);
-      params.Add(rows[r][table->key[k]]);
-    }
-    if (!single) sql += ")";
+  for (const Row& row : rows) {
+    for (size_t k : table->key) params.Add(row[k]);
   }
-  sql += ")";
   return SendPrepared(
-      sql, params,
+      DeleteInSql(*table, rows.size()), params,
       absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
                    DescribeKey(*table, rows.front()),
@@ -2697,13 +2315,10 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
 }
 
 absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
-  Params params;
-  int param = 1;
-  std::string sql = absl::StrCat("DELETE FROM ", table->quoted, " WHERE ");
-  if (absl::Status s = KeyCondition(*table, change.before, &sql, &params, &param); !s.ok()) {
-    return s;
-  }
-  return RunPrepared(sql, params, [&] {
+  StatementParams params;
+  absl::StatusOr<std::string> sql = DeleteRowSql(*table, change.before, &params);
+  if (!sql.ok()) return sql.status();
+  return RunPrepared(*sql, params, [&] {
     return absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                         " the row with key ", DescribeKey(*table, change.before));
   });
