@@ -24,6 +24,7 @@
 #include "engine/sink.h"
 #include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
+#include "sinks/postgres/create_table.h"
 #include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
@@ -1012,8 +1013,8 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
 absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
                                        const std::string& quoted) {
   if (absl::Status s = Drain(); !s.ok()) return s;
-  std::vector<std::string> defs;
-  std::vector<std::string> key;
+  CreateTableSpec create;
+  create.table = quoted;
   const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
   for (const Column& c : schema.columns) {
     std::string type;
@@ -1041,12 +1042,14 @@ absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::str
       if (array) type_name = type_name.substr(1);
       type = absl::StrCat(QuoteIdent(type_schema), ".", QuoteIdent(type_name), array ? "[]" : "");
     }
-    defs.push_back(absl::StrCat(QuoteIdent(c.name), " ", type));
-    if (keyed && c.is_key) key.push_back(QuoteIdent(c.name));
+    ColumnDefinitionSpec column;
+    column.name = c.name;
+    column.type = std::move(type);
+    create.columns.push_back(std::move(column));
+    if (keyed && c.is_key) create.primary_key.push_back(c.name);
   }
-  if (!key.empty()) defs.push_back(absl::StrCat("PRIMARY KEY (", absl::StrJoin(key, ", "), ")"));
-  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema),
-                                 "; CREATE TABLE ", quoted, " (", absl::StrJoin(defs, ", "), ")");
+  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
+                                 RenderCreateTable(create));
   if (absl::Status s = Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
                                              " (a type it uses must exist in the target)"));
       !s.ok()) {
