@@ -29,6 +29,7 @@
 #include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
 #include "sinks/postgres/parallel_statements.h"
+#include "sinks/postgres/sequences.h"
 #include "sinks/postgres/sql_builders.h"
 #include "sinks/postgres/statement_params.h"
 #include "sinks/postgres/table_definition.h"
@@ -982,15 +983,9 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
   }
   if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
   absl::StatusOr<PGconn*> source = SourceConnection();
-  absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
-  if (!source.ok()) {
-    copied = source.status();
-  } else {
-    absl::StatusOr<std::vector<SequencePair>> sequences =
-        ReadTableSequences(*source, source_.tables, options_->schema);
-    copied = sequences.ok() ? CopySequenceValues(*source, conn(), *sequences)
-                            : absl::StatusOr<SequenceCopyResult>(sequences.status());
-  }
+  absl::StatusOr<SequenceCopyResult> copied =
+      source.ok() ? CopyTableSequences(*source, conn(), source_.tables, options_->schema)
+                  : absl::StatusOr<SequenceCopyResult>(source.status());
   source_conn_.reset();
   if (!copied.ok()) {
     if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
