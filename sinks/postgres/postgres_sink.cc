@@ -33,6 +33,7 @@
 #include "sinks/postgres/sql_builders.h"
 #include "sinks/postgres/statement_params.h"
 #include "sinks/postgres/table_definition.h"
+#include "sinks/postgres/target_session.h"
 #include "sinks/postgres/target_table.h"
 
 namespace pgflow {
@@ -58,13 +59,6 @@ constexpr OptionSpec kOptions[] = {
 
 constexpr uint32_t kFirstNonBuiltinOid = 16384;
 constexpr size_t kMaxParams = 65535;
-constexpr size_t kMaxPrepared = 512;
-
-// A statement's row count, checked when it is read: fewer than `rows` is worth a warning.
-struct RowCountCheck {
-  size_t rows = 0;  // 0: no check
-  std::string table;
-};
 
 class PostgresSink : public Sink {
  public:
@@ -76,7 +70,14 @@ class PostgresSink : public Sink {
         source_is_postgres_(pipeline.source_type == "postgres"),
         wal_positions_(pipeline.positions == SourcePositions::kWal),
         options_(std::move(options)),
-        ddl_mode_(ddl_mode) {}
+        ddl_mode_(ddl_mode),
+        session_(options_->url, sink_name_) {
+    // What is held back goes out before anything else is sent.
+    session_.SetBeforeStatement([this]() -> absl::Status {
+      if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
+      return ReleaseDeferred();
+    });
+  }
 
   absl::Status Open() override;
   absl::Status Write(const Event& event) override {
@@ -103,7 +104,7 @@ class PostgresSink : public Sink {
   bool AcceptsRawCopy() const override { return true; }
 
  private:
-  PGconn* conn() { return conn_.get(); }
+  PGconn* conn() { return session_.conn(); }
   absl::Status WriteEvent(const Event& event);
   absl::Status FlushGroup();
   // Forgets the rows of the current source transaction not sent yet (batches, staged net
@@ -121,41 +122,7 @@ class PostgresSink : public Sink {
   absl::Status ApplyCarefully(const Change& change);
   absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
                                 const absl::Status& refusal);
-  std::string TargetName() const { return conn_ ? Describe(conn_.get()) : options_->url; }
-
-  // Runs `sql` without parameters (simple protocol: several statements allowed).
-  absl::Status Run(const std::string& sql, absl::string_view context);
-  // Keys and indexes built after the load sort in memory rather than in temporary files:
-  // raises maintenance_work_mem on `c` to the sink's option, never lowers it.
-  absl::Status RaiseMaintenanceWorkMem(PGconn* c) const;
-  // Takes the pending savepoint, if any, on its own: before statements that cannot carry it
-  // in their round trip (COPY, DDL sent one statement at a time).
-  absl::Status SendPendingSavepoint() {
-    return savepoint_pending_ ? Run("SELECT 1", "starting a savepoint") : absl::OkStatus();
-  }
-  // Runs `sql` as a prepared statement; *affected gets the row count when not null.
-  absl::Status RunPrepared(const std::string& sql, const StatementParams& params,
-                           const std::function<std::string()>& context,
-                           uint64_t* affected = nullptr);
-
-  // Runs prepared statement `name` after the pending savepoint, in one round trip (pipeline
-  // mode); null when the connection failed.
-  PgResultPtr ExecAfterSavepoint(const std::string& name, const StatementParams& params);
-
-  // Sends `sql` without waiting for its result (libpq pipeline mode), after the pending
-  // savepoint if any: the target executes it while the next changes are decoded and batched.
-  // Its result is read by Drain(); `context` then names it if it failed, and `*affected`, when
-  // given, gets its row count. A statement sent `once` goes unnamed rather than prepared.
-  absl::Status SendPrepared(const std::string& sql, const StatementParams& params,
-                            std::string context, uint64_t* affected = nullptr, bool once = false,
-                            RowCountCheck check = {});
-  // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
-  // mode: the first failure, with its statement's context. Everything that needs a result, or
-  // the connection to itself (a query, COPY, COMMIT), drains first.
-  absl::Status Drain();
-  // The name of the prepared statement for `sql`, preparing it first if needed.
-  absl::StatusOr<std::string> Prepared(const std::string& sql, size_t params,
-                                       const std::function<std::string()>& context);
+  std::string TargetName() const { return session_.TargetName(); }
 
   absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
   // Creates the table from the source's definition, recording its secondary indexes and
@@ -267,7 +234,7 @@ class PostgresSink : public Sink {
   const std::shared_ptr<const PostgresSinkOptions> options_;
   const DdlMode ddl_mode_;
 
-  PgConnPtr conn_;
+  TargetSession session_;
   PgConnPtr source_conn_;  // catalog reads from the source, opened when first needed
   // The initial snapshot is over (kSnapshotDone, or the stream started): a table created from
   // now on gets its indexes and constraints at once.
@@ -278,9 +245,8 @@ class PostgresSink : public Sink {
   // (options_->load_workers), from the first rows of a table that was empty until the
   // snapshot is done.
   std::unique_ptr<ParallelCopy> loaders_;
-  bool in_transaction_ = false;  // a target transaction is open
-  bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
-  bool skipping_ = false;        // the current source transaction was applied before
+  bool in_source_txn_ = false;  // between a source kBegin and its kCommit/kRollback
+  bool skipping_ = false;       // the current source transaction was applied before
   // Refused rows: source transactions whose commit LSN is at most careful_until_ (read from
   // pgflow.applied) are applied a change at a time, each in a target transaction of its own
   // (careful_txn_: the current one is). last_begun_: the commit LSN of the last source
@@ -295,26 +261,10 @@ class PostgresSink : public Sink {
   uint64_t group_txns_ = 0;
   uint64_t group_changes_ = 0;
   Lsn group_applied_;
-  // SAVEPOINT pgflow_txn marks where the current source transaction started in the group (a
-  // kRollback goes back to it); set when the group held other transactions at its kBegin.
-  bool savepoint_ = false;
-  // The current source transaction needs that savepoint: it is sent with its first statement
-  // (a source transaction that writes nothing needs none).
-  bool savepoint_pending_ = false;
   // A Flush came in the middle of a source transaction: commit once it is complete.
   bool commit_soon_ = false;
   // Shared with the net changes staged for them, which may outlive an entry replaced here.
   absl::flat_hash_map<std::string, std::shared_ptr<TargetTable>> tables_;
-  absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
-  uint64_t next_statement_ = 0;
-  // Statements sent and not yet drained (the connection is in pipeline mode while there are
-  // any): what each one did, for the error message.
-  struct InFlight {
-    std::string context;
-    uint64_t* affected = nullptr;  // where its row count goes, if wanted
-    RowCountCheck check;           // warns, once its row count is read, if short
-  };
-  std::deque<InFlight> in_flight_;
 
   // Net changes of foldable tables, not yet sent: those of the source transactions complete
   // in the open target transaction (group_net_) and those of the current one (txn_net_),
@@ -384,26 +334,21 @@ class PostgresSink : public Sink {
 };
 
 absl::Status PostgresSink::Open() {
-  absl::StatusOr<PgConnPtr> connected = Connect(options_->url, ConnectionKind::kRegular);
-  if (!connected.ok()) {
-    return absl::Status(connected.status().code(),
-                        absl::StrCat("postgres target: ", connected.status().message()));
-  }
-  conn_ = std::move(*connected);
-  // "already exists, skipping" and the like: nothing a user needs on stderr.
-  PQsetNoticeProcessor(
-      conn(), [](void*, const char*) {}, nullptr);
-  if (absl::Status s =
-          Run("CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
-              "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
-              "CREATE TABLE IF NOT EXISTS pgflow.pending_ddl (id bigserial PRIMARY KEY, "
-              "pipeline text NOT NULL, target_table text NOT NULL, phase int NOT NULL, "
-              "statement text NOT NULL, done boolean NOT NULL DEFAULT false, error text)",
-              "creating pgflow.applied and pgflow.pending_ddl");
+  if (absl::Status s = session_.Connect(); !s.ok()) return s;
+  if (absl::Status s = session_.Run(
+          "CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
+          "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
+          "CREATE TABLE IF NOT EXISTS pgflow.pending_ddl (id bigserial PRIMARY KEY, "
+          "pipeline text NOT NULL, target_table text NOT NULL, phase int NOT NULL, "
+          "statement text NOT NULL, done boolean NOT NULL DEFAULT false, error text)",
+          "creating pgflow.applied and pgflow.pending_ddl");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = RaiseMaintenanceWorkMem(conn()); !s.ok()) return s;
+  if (absl::Status s = RaiseMaintenanceWorkMem(conn(), options_->maintenance_work_mem, sink_name_);
+      !s.ok()) {
+    return s;
+  }
   if (options_->dead_letter) {
     if (!wal_positions_) {
       return absl::InvalidArgumentError(
@@ -412,16 +357,16 @@ absl::Status PostgresSink::Open() {
                        "position, which only a postgres source gives"));
     }
     // (The ALTER TABLE only when needed: it locks the table out.)
-    if (absl::Status s =
-            Run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
-                "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
-                "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
-                "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
-                "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
-                "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
-                "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
-                "recorded_at timestamptz NOT NULL DEFAULT now())",
-                "creating pgflow.dead_letters");
+    if (absl::Status s = session_.Run(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+            "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
+            "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
+            "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
+            "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
+            "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
+            "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
+            "recorded_at timestamptz NOT NULL DEFAULT now())",
+            "creating pgflow.dead_letters");
         !s.ok()) {
       return s;
     }
@@ -469,230 +414,16 @@ absl::Status PostgresSink::Open() {
 }
 
 absl::Status PostgresSink::SendGroupFirst() {
-  if (!savepoint_pending_ || group_net_.empty()) return absl::OkStatus();
+  if (!session_.savepoint_pending() || group_net_.empty()) return absl::OkStatus();
   // The current transaction's held-back batches wait: they go after its savepoint.
   std::vector<DeferredBatch> held = std::exchange(deferred_, {});
   const size_t held_rows = std::exchange(deferred_rows_, 0);
-  savepoint_pending_ = false;
+  session_.set_savepoint_pending(false);
   absl::Status s = SendNet(group_net_);
-  savepoint_pending_ = true;
+  session_.set_savepoint_pending(true);
   deferred_ = std::move(held);
   deferred_rows_ = held_rows;
   return s;
-}
-
-absl::Status PostgresSink::RaiseMaintenanceWorkMem(PGconn* c) const {
-  absl::StatusOr<PgResultPtr> mem =
-      Exec(c,
-           "SELECT CASE WHEN pg_size_bytes(current_setting('maintenance_work_mem')) < "
-           "pg_size_bytes($1) THEN set_config('maintenance_work_mem', $1, false) END",
-           {options_->maintenance_work_mem});
-  if (mem.ok()) return absl::OkStatus();
-  return absl::Status(mem.status().code(),
-                      absl::StrCat("postgres target ", Describe(c), ": sinks.", sink_name_,
-                                   ".maintenance_work_mem: ", mem.status().message()));
-}
-
-absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  PgResultPtr res;
-  if (savepoint_pending_) {
-    // The savepoint goes in the same round trip.
-    savepoint_pending_ = false;
-    res.reset(PQexec(conn(), absl::StrCat(savepoint_ ? "RELEASE SAVEPOINT pgflow_txn; " : "",
-                                          "SAVEPOINT pgflow_txn; ", sql)
-                                 .c_str()));
-    savepoint_ = true;
-  } else {
-    res.reset(PQexec(conn(), sql.c_str()));
-  }
-  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": ", context));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::RunPrepared(const std::string& sql, const StatementParams& params,
-                                       const std::function<std::string()>& context,
-                                       uint64_t* affected) {
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<std::string> name = Prepared(sql, params.size(), context);
-  if (!name.ok()) return name.status();
-  PgResultPtr res =
-      savepoint_pending_
-          ? ExecAfterSavepoint(*name, params)
-          : PgResultPtr(PQexecPrepared(conn(), name->c_str(), params.size(), params.values(),
-                                       params.lengths(), params.formats(), 0));
-  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn(), res.get(), context());
-  }
-  if (affected != nullptr) {
-    const char* n = PQcmdTuples(res.get());
-    *affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_t params,
-                                                   const std::function<std::string()>& context) {
-  auto it = prepared_.find(sql);
-  if (it != prepared_.end()) return it->second;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (prepared_.size() >= kMaxPrepared) {
-    if (absl::Status s = Run("DEALLOCATE ALL", "releasing prepared statements"); !s.ok()) {
-      return s;
-    }
-    prepared_.clear();
-  }
-  std::string name = absl::StrCat("pgflow_", ++next_statement_);
-  PgResultPtr res(PQprepare(conn(), name.c_str(), sql.c_str(), static_cast<int>(params), nullptr));
-  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-    return ResultError(conn(), res.get(), context());
-  }
-  prepared_.emplace(sql, name);
-  return name;
-}
-
-absl::Status PostgresSink::SendPrepared(const std::string& sql, const StatementParams& params,
-                                        std::string context, uint64_t* affected, bool once,
-                                        RowCountCheck check) {
-  // Enough to keep the target busy; few enough that the results waiting to be read stay far
-  // below what the sockets buffer (a blocked server would stop reading what we send).
-  constexpr size_t kMaxInFlight = 64;
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  std::string name;
-  if (!once) {
-    absl::StatusOr<std::string> prepared = Prepared(sql, params.size(), [&] { return context; });
-    if (!prepared.ok()) return prepared.status();
-    name = *std::move(prepared);
-  }
-  if (in_flight_.empty() && PQenterPipelineMode(conn()) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  auto send_simple = [&](const char* command) {
-    in_flight_.push_back(
-        InFlight{absl::StrCat("postgres target ", TargetName(), ": ", command), nullptr, {}});
-    return PQsendQueryParams(conn(), command, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-  };
-  bool sent = true;
-  if (savepoint_pending_) {
-    savepoint_pending_ = false;
-    if (savepoint_) sent = send_simple("RELEASE SAVEPOINT pgflow_txn");
-    sent = sent && send_simple("SAVEPOINT pgflow_txn");
-    savepoint_ = true;
-  }
-  in_flight_.push_back(InFlight{std::move(context), affected, std::move(check)});
-  sent = sent && (once ? PQsendQueryParams(conn(), sql.c_str(), params.size(), nullptr,
-                                           params.values(), params.lengths(), params.formats(), 0)
-                       : PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
-                                             params.lengths(), params.formats(), 0)) == 1;
-  // Out to the server now, so that it executes while we go on (pipeline mode buffers).
-  sent = sent && PQflush(conn()) == 0;
-  if (!sent) {
-    absl::Status s = ResultError(conn(), nullptr, in_flight_.back().context);
-    Drain().IgnoreError();
-    return s;
-  }
-  if (in_flight_.size() >= kMaxInFlight) return Drain();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::Drain() {
-  if (in_flight_.empty()) return absl::OkStatus();
-  absl::Status status;
-  if (PQpipelineSync(conn()) != 1) {
-    status = ResultError(conn(), nullptr, in_flight_.front().context);
-  } else {
-    for (const InFlight& statement : in_flight_) {
-      while (PGresult* r = PQgetResult(conn())) {
-        PgResultPtr res(r);
-        ExecStatusType result = PQresultStatus(r);
-        if (status.ok() && result != PGRES_COMMAND_OK && result != PGRES_TUPLES_OK) {
-          status = ResultError(conn(), r, statement.context);
-        } else if (statement.affected != nullptr || statement.check.rows > 0) {
-          const char* n = PQcmdTuples(r);
-          const uint64_t count = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
-          if (statement.affected != nullptr) *statement.affected = count;
-          if (count < statement.check.rows) {
-            // What is missing stays missing, as an UPDATE of one row at a time would leave it.
-            LogWarning(
-                "sink %s (postgres): %d of %d updated rows of %s (an unchanged TOASTed value "
-                "each) were not in the target",
-                sink_name_, statement.check.rows - count, statement.check.rows,
-                statement.check.table);
-          }
-        }
-      }
-    }
-    PgResultPtr sync(PQgetResult(conn()));
-    if (status.ok() && (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)) {
-      status = ResultError(conn(), sync.get(), "postgres target: ending a pipeline");
-    }
-  }
-  in_flight_.clear();
-  if (PQexitPipelineMode(conn()) != 1) {
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-    if (PQexitPipelineMode(conn()) != 1 && status.ok()) {
-      status = ResultError(conn(), nullptr, "postgres target: leaving pipeline mode");
-    }
-  }
-  return status;
-}
-
-PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name,
-                                             const StatementParams& params) {
-  savepoint_pending_ = false;
-  const bool release = savepoint_;
-  savepoint_ = true;
-  if (PQenterPipelineMode(conn()) != 1) return nullptr;
-  bool sent = true;
-  int queries = 0;
-  auto send = [&](const char* sql) {
-    sent = sent && PQsendQueryParams(conn(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-    ++queries;
-  };
-  if (release) send("RELEASE SAVEPOINT pgflow_txn");
-  send("SAVEPOINT pgflow_txn");
-  sent = sent && PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
-                                     params.lengths(), params.formats(), 0) == 1;
-  ++queries;
-  sent = sent && PQpipelineSync(conn()) == 1;
-  // The first failing result (the statements after it are aborted), else the statement's.
-  PgResultPtr result;
-  bool failed = false;
-  if (sent) {
-    for (int q = 0; q < queries; ++q) {
-      while (PGresult* r = PQgetResult(conn())) {
-        PgResultPtr res(r);
-        ExecStatusType status = PQresultStatus(r);
-        if (failed) continue;
-        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-          failed = true;
-          result = std::move(res);
-        } else if (q == queries - 1) {
-          result = std::move(res);
-        }
-      }
-    }
-    PgResultPtr sync(PQgetResult(conn()));  // PGRES_PIPELINE_SYNC
-    if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-      result.reset();
-    }
-  }
-  if (PQexitPipelineMode(conn()) != 1) {
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-    PQexitPipelineMode(conn());
-    if (!failed) result.reset();
-  }
-  return result;
 }
 
 absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
@@ -708,7 +439,7 @@ absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& sch
   if (slot != nullptr) {
     if (absl::Status s = SendStaged(); !s.ok()) return s;
   }
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   auto table = std::make_shared<TargetTable>();
   if (slot != nullptr) {
     table->fast_copy = slot->fast_copy;
@@ -816,7 +547,7 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
                                                  const std::string& target_schema,
                                                  const std::string& quoted,
                                                  const std::string& name) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (!source_is_postgres_) return CreateTable(schema, target_schema, quoted);
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();
@@ -852,9 +583,10 @@ absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
                      absl::StrJoin(rows, ", ")));
   }
   // One simple-protocol query: the table and its pending DDL commit together.
-  if (absl::Status s = Run(absl::StrJoin(sql, "; "),
-                           absl::StrCat("creating table ", name,
-                                        " (a type or function it uses must exist in the target)"));
+  if (absl::Status s =
+          session_.Run(absl::StrJoin(sql, "; "),
+                       absl::StrCat("creating table ", name,
+                                    " (a type or function it uses must exist in the target)"));
       !s.ok()) {
     return s;
   }
@@ -879,7 +611,7 @@ absl::Status PostgresSink::BuildPending() {
 }
 
 absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   absl::StatusOr<PgResultPtr> res =
       name.empty() ? Exec(conn(),
                           "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
@@ -902,7 +634,7 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
   // Outside a transaction, every index build goes first, several at once over connections of
   // their own; nothing deferred needs what another statement builds but a constraint its index
   // (USING INDEX) and a foreign key the key it references, both of which come after.
-  const bool parallel = name.empty() && !in_transaction_ && options_->load_workers > 1;
+  const bool parallel = name.empty() && !session_.in_transaction() && options_->load_workers > 1;
   for (int i = 0; i < PQntuples(res->get()); ++i) {
     Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
               PQgetvalue(res->get(), i, 2)};
@@ -925,7 +657,7 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
     StatementParams params;
     Value error = Value::Text(oid::kText, std::string(s.message()));
     params.Add(error);
-    return RunPrepared(
+    return session_.RunPrepared(
         absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
           return absl::StrCat("postgres target ", TargetName(), ": recording a failed statement");
         });
@@ -939,8 +671,9 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
     LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
             std::min<size_t>(builds.size(), options_->load_workers));
     std::vector<absl::Status> results =
-        RunInParallel(options_->url, statements, options_->load_workers,
-                      [this](PGconn* c) { return RaiseMaintenanceWorkMem(c); });
+        RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
+          return RaiseMaintenanceWorkMem(c, options_->maintenance_work_mem, sink_name_);
+        });
     for (size_t i = 0; i < builds.size(); ++i) {
       if (results[i].ok()) {
         LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
@@ -951,19 +684,20 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
     }
   }
   for (const Pending& p : serial) {
-    const bool nested = in_transaction_;
+    const bool nested = session_.in_transaction();
     std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
                                             "; RELEASE SAVEPOINT pgflow_ddl")
                              : absl::StrCat(p.statement, "; ", done(p));
-    absl::Status s = Run(sql, context(p));
+    absl::Status s = session_.Run(sql, context(p));
     if (s.ok()) {
       LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
       continue;
     }
     if (absl::IsUnavailable(s)) return s;
     if (nested) {
-      if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
-                               "rolling back a failed index or constraint");
+      if (absl::Status r =
+              session_.Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
+                           "rolling back a failed index or constraint");
           !r.ok()) {
         return r;
       }
@@ -974,7 +708,7 @@ absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
 }
 
 absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   snapshot_finished_ = true;
   if (absl::Status s = BuildPending(); !s.ok()) return s;
@@ -1007,7 +741,7 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
 
 absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
                                        const std::string& quoted) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   CreateTableSpec create;
   create.table = quoted;
   const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
@@ -1045,8 +779,9 @@ absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::str
   }
   std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
                                  RenderCreateTable(create));
-  if (absl::Status s = Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
-                                             " (a type it uses must exist in the target)"));
+  if (absl::Status s =
+          session_.Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
+                                         " (a type it uses must exist in the target)"));
       !s.ok()) {
     return s;
   }
@@ -1055,16 +790,7 @@ absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::str
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::EnsureTransaction() {
-  if (in_transaction_) return absl::OkStatus();
-  if (absl::Status s =
-          Run("BEGIN; SET LOCAL session_replication_role = replica", "starting a transaction");
-      !s.ok()) {
-    return s;
-  }
-  in_transaction_ = true;
-  return absl::OkStatus();
-}
+absl::Status PostgresSink::EnsureTransaction() { return session_.Begin(); }
 
 absl::Status PostgresSink::FinishStatements() {
   if (absl::Status s = EndCopy(); !s.ok()) return s;
@@ -1077,9 +803,9 @@ absl::Status PostgresSink::FinishStatements() {
 absl::Status PostgresSink::CommitTransaction() {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  savepoint_pending_ = false;
+  session_.set_savepoint_pending(false);
   if (absl::Status s = SendStaged(); !s.ok()) return s;
-  if (!in_transaction_) return absl::OkStatus();
+  if (!session_.in_transaction()) return absl::OkStatus();
   const bool record = group_txns_ > 0;
   if (record && wal_positions_) {
     StatementParams params;
@@ -1087,30 +813,24 @@ absl::Status PostgresSink::CommitTransaction() {
     Value lsn = Value::Text(oid::kText, group_applied_.ToString());
     params.Add(name);
     params.Add(lsn);
-    if (absl::Status s =
-            RunPrepared("INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
-                        "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
-                        params,
-                        [&] {
-                          return absl::StrCat("postgres target ", TargetName(),
-                                              ": recording the applied position");
-                        });
+    if (absl::Status s = session_.RunPrepared(
+            "INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
+            "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
+            params,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(),
+                                  ": recording the applied position");
+            });
         !s.ok()) {
       return s;
     }
   }
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  PgResultPtr res(PQexec(conn(), "COMMIT"));
-  in_transaction_ = false;
-  savepoint_ = false;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::Status committed = session_.Commit();
   commit_soon_ = false;
   group_txns_ = 0;
   group_changes_ = 0;
-  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK ||
-      std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": commit failed"));
-  }
+  if (!committed.ok()) return committed;
   if (record) applied_ = group_applied_;
   return absl::OkStatus();
 }
@@ -1144,10 +864,10 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
         if (absl::Status s = CommitTransaction(); !s.ok()) return s;
         return EnsureTransaction();
       }
-      if (in_transaction_ && group_txns_ > 0) {
+      if (session_.in_transaction() && group_txns_ > 0) {
         // The transactions before it in the group are kept if this one is cut off.
         if (absl::Status s = FinishStatements(); !s.ok()) return s;
-        savepoint_pending_ = true;
+        session_.set_savepoint_pending(true);
         return absl::OkStatus();
       }
       return EnsureTransaction();
@@ -1175,7 +895,7 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
         return s;
       }
       // Complete: what of it is still to be sent needs no savepoint any more.
-      savepoint_pending_ = false;
+      session_.set_savepoint_pending(false);
       if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
       if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
       for (Staged& t : txn_net_) {
@@ -1211,24 +931,21 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
         return absl::OkStatus();
       }
       DiscardTransactionRows("source transaction cut off");
-      if (savepoint_pending_) {
+      if (session_.savepoint_pending()) {
         // Nothing of it was sent.
-        savepoint_pending_ = false;
+        session_.set_savepoint_pending(false);
         return absl::OkStatus();
       }
-      if (savepoint_) {
+      if (session_.has_savepoint()) {
         // Only the cut-off transaction goes; those before it in the group stay.
-        savepoint_ = false;
-        return Run("ROLLBACK TO SAVEPOINT pgflow_txn; RELEASE SAVEPOINT pgflow_txn",
-                   "rolling back a cut-off transaction");
+        return session_.RollbackToSavepoint("rolling back a cut-off transaction");
       }
-      if (in_transaction_) {
-        in_transaction_ = false;
+      if (session_.in_transaction()) {
         group_net_.clear();
         group_txns_ = 0;
         group_changes_ = 0;
         commit_soon_ = false;
-        return Run("ROLLBACK", "rolling back a cut-off transaction");
+        return session_.Rollback("rolling back a cut-off transaction");
       }
       return absl::OkStatus();
     case EventKind::kPosition:
@@ -1276,8 +993,7 @@ void PostgresSink::DiscardTransactionRows(const char* why) {
   delete_table_ = nullptr;
   delete_schema_ = nullptr;
   if (copy_table_ != nullptr) {
-    PQputCopyEnd(conn(), why);
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
+    session_.AbortCopy(why);
     copy_table_ = nullptr;
     copy_schema_ = nullptr;
   }
@@ -1301,23 +1017,20 @@ absl::Status PostgresSink::FlushGroup() {
 
 absl::Status PostgresSink::Close() {
   absl::Status status;
-  if (conn_ != nullptr) status = Drain();
-  if (conn_ != nullptr && copy_table_ != nullptr) {
-    PQputCopyEnd(conn(), "pgflow is stopping");
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-  }
+  if (session_.connected()) status = session_.Drain();
+  if (session_.connected() && copy_table_ != nullptr) session_.AbortCopy("pgflow is stopping");
   copy_table_ = nullptr;
   // Complete source transactions not committed yet (the last Flush normally did) commit; a
   // failed transaction or a source transaction cut off rolls back.
-  if (status.ok() && conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
-      PQtransactionStatus(conn()) == PQTRANS_INTRANS) {
+  if (status.ok() && session_.connected() && session_.in_transaction() && group_txns_ > 0 &&
+      !in_source_txn_ && session_.TransactionIntact()) {
     status = CommitTransaction();
   }
   if (loaders_ != nullptr) {
     copied_rows_ += loaders_->rows();
     loaders_.reset();  // what they had not committed rolls back
   }
-  conn_.reset();  // an open transaction rolls back
+  session_.Close();  // an open transaction rolls back
   source_conn_.reset();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
@@ -1330,7 +1043,7 @@ absl::Status PostgresSink::Close() {
 }
 
 absl::Status PostgresSink::WriteRawRows(const Event& event) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (copy_table_ != nullptr && copy_schema_ == event.change.table.get()) {
     const std::string* data = &event.change.content;
     std::string rewritten;
@@ -1344,10 +1057,14 @@ absl::Status PostgresSink::WriteRawRows(const Event& event) {
       }
       data = &rewritten;
     }
-    if (PQputCopyData(conn(), data->data(), static_cast<int>(data->size())) != 1) {
-      return ResultError(
-          conn(), nullptr,
-          absl::StrCat("postgres target ", TargetName(), ": copying into ", copy_table_->name));
+    if (absl::Status s = session_.PutCopyData(*data,
+                                              [&] {
+                                                return absl::StrCat("postgres target ",
+                                                                    TargetName(), ": copying into ",
+                                                                    copy_table_->name);
+                                              });
+        !s.ok()) {
+      return s;
     }
     copy_rows_ += event.rows;
     return absl::OkStatus();
@@ -1367,7 +1084,7 @@ absl::Status PostgresSink::WriteRawRows(const Event& event) {
 
 absl::Status PostgresSink::PrepareSnapshotLoad(TargetTable* table) {
   if (table->fast_copy.has_value()) return absl::OkStatus();
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   absl::StatusOr<PgResultPtr> res =
       Exec(conn(),
            absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
@@ -1424,27 +1141,23 @@ absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event
 }
 
 absl::Status PostgresSink::StartCopy(TargetTable* table) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (absl::Status s = PrepareSnapshotLoad(table); !s.ok()) return s;
   std::string into = table->quoted;
   if (!*table->fast_copy) {
-    if (table->stage.empty()) table->stage = absl::StrCat("pgflow_stage_", ++next_statement_);
-    if (absl::Status s =
-            Run(CreateStageSql(*table), absl::StrCat("creating a staging table for ", table->name));
+    if (table->stage.empty()) table->stage = session_.NewName("pgflow_stage_");
+    if (absl::Status s = session_.Run(CreateStageSql(*table),
+                                      absl::StrCat("creating a staging table for ", table->name));
         !s.ok()) {
       return s;
     }
     into = table->stage;
   }
-  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(conn(), CopyInSql(*table, into).c_str()));
-  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
-  }
-  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1) {
-    return ResultError(conn(), nullptr,
-                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
+  if (absl::Status s = session_.BeginCopy(
+          CopyInSql(*table, into),
+          absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
+      !s.ok()) {
+    return s;
   }
   copy_table_ = table;
   copy_rows_ = 0;
@@ -1458,22 +1171,11 @@ absl::Status PostgresSink::EndCopy() {
   copy_schema_ = nullptr;
   const std::string context = absl::StrCat("postgres target ", TargetName(), ": COPY of ",
                                            copy_rows_, " snapshot rows into ", table->name);
-  if (PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
-      PQputCopyEnd(conn(), nullptr) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  absl::Status status;
-  while (PGresult* r = PQgetResult(conn())) {
-    PgResultPtr res(r);
-    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK) {
-      status = ResultError(conn(), r, context);
-    }
-  }
-  if (!status.ok()) return status;
+  if (absl::Status s = session_.EndCopy(context); !s.ok()) return s;
   copied_rows_ += copy_rows_;
   if (*table->fast_copy) return absl::OkStatus();
-  return Run(UpsertFromStageSql(*table),
-             absl::StrCat("upserting staged snapshot rows into ", table->name));
+  return session_.Run(UpsertFromStageSql(*table),
+                      absl::StrCat("upserting staged snapshot rows into ", table->name));
 }
 
 absl::Status PostgresSink::ApplyChange(const Change& change) {
@@ -1543,7 +1245,8 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
       return QueueDelete(*table, change);
     case Op::kTruncate: {
       if (absl::Status s = SendStaged(); !s.ok()) return s;
-      return Run(TruncateSql(**table, change), absl::StrCat("truncating ", (*table)->name));
+      return session_.Run(TruncateSql(**table, change),
+                          absl::StrCat("truncating ", (*table)->name));
     }
     case Op::kDdl:
     case Op::kMessage:
@@ -1562,21 +1265,18 @@ absl::Status PostgresSink::Refused(absl::Status s) {
   // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
   const bool careful = careful_until_.IsValid() && last_begun_ <= careful_until_;
   if (!options_->dead_letter || !snapshot_finished_ || careful || !last_begun_.IsValid() ||
-      !IsRefusal(s) || conn_ == nullptr) {
+      !IsRefusal(s) || !session_.connected()) {
     return s;
   }
   // Whatever was sent or waits to be is void: the target transaction has failed.
-  Drain().IgnoreError();
+  session_.Drain().IgnoreError();
   DiscardTransactionRows("a change was refused");
   group_net_.clear();
   group_txns_ = 0;
   group_changes_ = 0;
   commit_soon_ = false;
   careful_txn_ = false;
-  PgResultPtr rollback(PQexec(conn(), "ROLLBACK"));
-  in_transaction_ = false;
-  savepoint_ = false;
-  savepoint_pending_ = false;
+  session_.Abandon();
   absl::StatusOr<PgResultPtr> recorded =
       Exec(conn(),
            "INSERT INTO pgflow.applied (pipeline, lsn, careful_until) VALUES ($1, $2::pg_lsn, "
@@ -1598,23 +1298,25 @@ absl::Status PostgresSink::ApplyCarefully(const Change& change) {
   if (change.op != Op::kInsert && change.op != Op::kUpdate && change.op != Op::kDelete) {
     if (absl::Status s = ApplyChange(change); !s.ok()) return s;
     if (absl::Status s = FinishStatements(); !s.ok()) return s;
-    return Drain();
+    return session_.Drain();
   }
   absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
   if (!table.ok()) return table.status();
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   (*table)->fast_copy = false;
-  if (absl::Status s = Run("SAVEPOINT pgflow_change", "starting a savepoint"); !s.ok()) return s;
+  if (absl::Status s = session_.Run("SAVEPOINT pgflow_change", "starting a savepoint"); !s.ok())
+    return s;
   absl::Status s = change.op == Op::kInsert   ? QueueUpsert(*table, change)
                    : change.op == Op::kUpdate ? QueueUpdate(*table, change)
                                               : QueueDelete(*table, change);
   if (s.ok()) s = FinishStatements();
-  if (s.ok()) s = Drain();
-  if (s.ok()) return Run("RELEASE SAVEPOINT pgflow_change", "releasing a savepoint");
-  Drain().IgnoreError();
+  if (s.ok()) s = session_.Drain();
+  if (s.ok()) return session_.Run("RELEASE SAVEPOINT pgflow_change", "releasing a savepoint");
+  session_.Drain().IgnoreError();
   if (!IsRefusal(s)) return s;
-  if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_change; RELEASE SAVEPOINT pgflow_change",
-                           "setting a refused change aside");
+  if (absl::Status r =
+          session_.Run("ROLLBACK TO SAVEPOINT pgflow_change; RELEASE SAVEPOINT pgflow_change",
+                       "setting a refused change aside");
       !r.ok()) {
     return r;
   }
@@ -1640,7 +1342,7 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
                                      Value::Text(oid::kText, sqlstate)};
   StatementParams params;
   for (const Value& v : values) params.Add(v);
-  if (absl::Status s = RunPrepared(
+  if (absl::Status s = session_.RunPrepared(
           "INSERT INTO pgflow.dead_letters (pipeline, lsn, source_table, target_table, "
           "operation, key, change, error, sqlstate) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6, "
           "$7::jsonb, $8, $9)",
@@ -1713,7 +1415,7 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
   if (absl::Status s = SendStaged(); !s.ok()) return s;
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   TargetCatalogLookup lookup(conn());
   DdlReplayOptions replay;
   replay.target_schema = options_->schema;
@@ -1729,21 +1431,23 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
              plan->passed_over);
   }
   if (!plan->statements.empty()) {
-    if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
+    if (absl::Status s = session_.SendPendingSavepoint(); !s.ok()) return s;
   }
   for (const std::string& sql : plan->statements) {
     LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
              change.lsn.ToString(), sql);
     // One statement per call (the extended protocol refuses several), whatever the text.
-    PgResultPtr res(PQexecParams(conn(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
-    if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      return ResultError(
-          conn(), res.get(),
-          absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
-                       ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
-                       "` (source statement: ", cmd.statement.substr(0, 200),
-                       "); to go on, make the target accept it, or add '", cmd.object_type,
-                       "' to sinks.", sink_name_, ".ddl.exclude"));
+    if (absl::Status s = session_.RunAlone(
+            sql,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
+                                  ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
+                                  "` (source statement: ", cmd.statement.substr(0, 200),
+                                  "); to go on, make the target accept it, or add '",
+                                  cmd.object_type, "' to sinks.", sink_name_, ".ddl.exclude");
+            });
+        !s.ok()) {
+      return s;
     }
   }
   for (const std::string& table : plan->changed_tables) tables_.erase(table);
@@ -1753,13 +1457,13 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
       if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
     }
   }
-  if (!plan->statements.empty() && !prepared_.empty()) {
+  if (!plan->statements.empty()) {
     // A prepared statement keeps the parameter types its columns had when it was prepared
     // (an int column retyped to bigint would still take int parameters): start afresh.
-    if (absl::Status s = Run("DEALLOCATE ALL", "dropping prepared statements after DDL"); !s.ok()) {
+    if (absl::Status s = session_.DeallocateAll("dropping prepared statements after DDL");
+        !s.ok()) {
       return s;
     }
-    prepared_.clear();
   }
   if (!plan->statements.empty()) {
     LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
@@ -1823,35 +1527,22 @@ absl::Status PostgresSink::FlushReads() {
   read_schema_ = nullptr;
   read_keys_.clear();
   if (table == nullptr || rows == 0) return absl::OkStatus();
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   const std::string context = absl::StrCat("postgres target ", TargetName(), ": copying ", rows,
                                            " snapshot rows into ", table->name);
   if (table->read_stage.empty()) {
-    table->read_stage = absl::StrCat("pgflow_read_", ++next_statement_);
-    if (absl::Status s = Run(CreateReadStageSql(*table), context); !s.ok()) {
+    table->read_stage = session_.NewName("pgflow_read_");
+    if (absl::Status s = session_.Run(CreateReadStageSql(*table), context); !s.ok()) {
       return s;
     }
   }
-  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(conn(), CopyIntoReadStageSql(*table).c_str()));
-  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
-    return ResultError(conn(), res.get(), context);
+  if (absl::Status s = session_.BeginCopy(CopyIntoReadStageSql(*table), context); !s.ok()) {
+    return s;
   }
-  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1 ||
-      PQputCopyData(conn(), tuples.data(), static_cast<int>(tuples.size())) != 1 ||
-      PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
-      PQputCopyEnd(conn(), nullptr) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  absl::Status status;
-  while (PGresult* r = PQgetResult(conn())) {
-    PgResultPtr result(r);
-    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK)
-      status = ResultError(conn(), r, context);
-  }
-  if (!status.ok()) return status;
+  if (absl::Status s = session_.PutCopyData(tuples, [&] { return context; }); !s.ok()) return s;
+  if (absl::Status s = session_.EndCopy(context); !s.ok()) return s;
   copied_rows_ += rows;
-  return Run(UpsertFromReadStageSql(*table), context);
+  return session_.Run(UpsertFromReadStageSql(*table), context);
 }
 
 absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change) {
@@ -1882,7 +1573,7 @@ absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change)
 }
 
 bool PostgresSink::Deferring(size_t rows) const {
-  return in_source_txn_ && savepoint_pending_ && deferred_rows_ + rows <= kDeferRows;
+  return in_source_txn_ && session_.savepoint_pending() && deferred_rows_ + rows <= kDeferRows;
 }
 
 absl::Status PostgresSink::ReleaseDeferred() {
@@ -1942,7 +1633,7 @@ absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows
       for (const Value& v : row) params.Add(v);
     }
   }
-  return SendPrepared(
+  return session_.SendPrepared(
       text ? UnnestInsertSql(*table) : InsertSql(*table, rows.size()), params,
       absl::StrCat("postgres target ", TargetName(), ": inserting into ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
@@ -2029,7 +1720,7 @@ absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUp
   if (rows.size() == 1) return ApplyUpdate(table, rows[0].old_row, rows[0].after);
   uint64_t affected = 0;
   if (absl::Status s = SendUpdateBatch(*table, rows, columns, &affected, false); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (affected >= rows.size()) return absl::OkStatus();
   // Some rows are not in the target: row by row, which upserts those (updating again the
   // others to the values they already have).
@@ -2064,7 +1755,7 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
       for (size_t j = 0; j < width; ++j) params.Add(value_at(r, j));
     }
   }
-  return SendPrepared(
+  return session_.SendPrepared(
       UpdateBatchSql(table, columns, rows.size(), text), params,
       absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
                    " a batch of rows from key ", DescribeKey(table, key_row(rows.front())), " to ",
@@ -2076,7 +1767,7 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
 absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
   if (table->key.empty()) return false;
   if (table->foldable.has_value()) return *table->foldable;
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
   // Every unique index or exclusion constraint but the one on exactly the sink's key columns
   // (the primary key, or the replica identity index the key comes from) is another rule.
   const std::string key = KeyColumnsArray(*table);
@@ -2228,7 +1919,7 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Row& old_row, c
                         " row with key ", DescribeKey(*table, old_row));
   };
   uint64_t affected = 0;
-  if (absl::Status s = RunPrepared(*sql, params, context, &affected); !s.ok()) return s;
+  if (absl::Status s = session_.RunPrepared(*sql, params, context, &affected); !s.ok()) return s;
   if (affected > 0) return absl::OkStatus();
   // The row is not in the target. After a resumed snapshot a later copy may already hold the
   // update's effect (or its deletion): with every value known, upserting converges.
@@ -2237,7 +1928,7 @@ absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Row& old_row, c
   if (all_known && !table->key.empty()) {
     StatementParams row;
     for (const Value& v : after) row.Add(v);
-    return RunPrepared(InsertSql(*table, 1), row, context);
+    return session_.RunPrepared(InsertSql(*table, 1), row, context);
   }
   LogWarning("sink %s (postgres): update of %s row with key %s found no row in the target",
              sink_name_, table->name, DescribeKey(*table, old_row));
@@ -2293,7 +1984,7 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
           *table, rows.size(), 1,
           [&](size_t r, size_t) -> const Value& { return rows[r][table->key[0]]; }, &array)) {
     params.AddText(array[0]);
-    return SendPrepared(
+    return session_.SendPrepared(
         DeleteAnySql(*table), params,
         absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                      " a batch of rows from key ", DescribeKey(*table, rows.front()), " to ",
@@ -2303,7 +1994,7 @@ absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows
   for (const Row& row : rows) {
     for (size_t k : table->key) params.Add(row[k]);
   }
-  return SendPrepared(
+  return session_.SendPrepared(
       DeleteInSql(*table, rows.size()), params,
       absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                    rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
@@ -2316,7 +2007,7 @@ absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change)
   StatementParams params;
   absl::StatusOr<std::string> sql = DeleteRowSql(*table, change.before, &params);
   if (!sql.ok()) return sql.status();
-  return RunPrepared(*sql, params, [&] {
+  return session_.RunPrepared(*sql, params, [&] {
     return absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
                         " the row with key ", DescribeKey(*table, change.before));
   });
