@@ -29,6 +29,7 @@
 #include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
 #include "sinks/postgres/parallel_statements.h"
+#include "sinks/postgres/row_batch.h"
 #include "sinks/postgres/sequences.h"
 #include "sinks/postgres/sql_builders.h"
 #include "sinks/postgres/statement_params.h"
@@ -198,7 +199,6 @@ class PostgresSink : public Sink {
   // columns (or applies it at once, for a table without a key).
   absl::Status QueueUpdate(TargetTable* table, const Change& change);
   absl::Status FlushUpdates();
-  struct PendingUpdate;
   absl::Status SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
                            std::vector<size_t> columns);
   // Sends one multi-row UPDATE of `rows` setting `columns` (pipelined); *affected (if given)
@@ -216,6 +216,8 @@ class PostgresSink : public Sink {
   absl::Status SendDeletes(TargetTable* table, std::vector<Row> rows, bool once = false);
   // Whether a batch of `rows` of the current source transaction is held back (see deferred_).
   bool Deferring(size_t rows) const;
+  // Takes `batch` out to deferred_ when Deferring(); false, leaving it, otherwise.
+  bool Defer(RowBatch& batch);
   // Sends the held-back batches, in order (under the savepoint when the source transaction is
   // not complete yet).
   absl::Status ReleaseDeferred();
@@ -282,50 +284,22 @@ class PostgresSink : public Sink {
   const TableSchema* copy_schema_ = nullptr;
   uint64_t copy_rows_ = 0;
 
-  // Decoded snapshot rows of one table, not yet copied: binary COPY tuples for its read stage.
-  TargetTable* read_table_ = nullptr;
-  const TableSchema* read_schema_ = nullptr;
-  std::string read_tuples_;
-  uint64_t read_rows_ = 0;
-  absl::flat_hash_set<std::string> read_keys_;
-
-  // Consecutive upserts of one table, not yet sent.
-  TargetTable* insert_table_ = nullptr;
-  const TableSchema* insert_schema_ = nullptr;
-  std::vector<Row> inserts_;
-  absl::flat_hash_set<std::string> insert_keys_;
-
-  // Consecutive updates of one table setting the same columns, not yet sent.
-  struct PendingUpdate {
-    Row old_row;  // finds the row (its key columns); empty: `after` holds the same key
-    Row after;
-  };
+  // Consecutive changes of one table, not yet sent: decoded snapshot rows (as binary COPY
+  // tuples for its read stage), upserts, updates setting the same columns, deletes (of a
+  // keyed table: the old rows).
+  RowBatch reads_{RowBatch::Kind::kRead};
+  RowBatch inserts_{RowBatch::Kind::kUpsert};
+  RowBatch updates_{RowBatch::Kind::kUpdate};
+  RowBatch deletes_{RowBatch::Kind::kDelete};
 
   // The batches of a source transaction that joined a group, held back until its kCommit:
   // sent then, it needs no SAVEPOINT (which costs the target a subtransaction) to be undone
   // alone if it is cut off, since nothing of it was sent. Past kDeferRows rows, or before
   // anything that must go out at once (DDL, a keyless row, TRUNCATE), they are sent under the
   // savepoint as before.
-  struct DeferredBatch {
-    char kind = 'i';  // 'i' upserts, 'u' updates, 'd' deletes
-    TargetTable* table = nullptr;
-    std::vector<Row> rows;               // 'i', 'd'
-    std::vector<PendingUpdate> updates;  // 'u'
-    std::vector<size_t> columns;         // 'u': the columns set
-  };
   static constexpr size_t kDeferRows = 20000;
-  std::vector<DeferredBatch> deferred_;
+  std::vector<RowBatch> deferred_;
   size_t deferred_rows_ = 0;
-  TargetTable* update_table_ = nullptr;
-  const TableSchema* update_schema_ = nullptr;
-  std::vector<size_t> update_columns_;  // the columns the batch sets
-  std::vector<PendingUpdate> updates_;
-  absl::flat_hash_set<std::string> update_keys_;  // old and new keys in the batch
-
-  // Consecutive deletes of one keyed table, not yet sent: the old rows.
-  TargetTable* delete_table_ = nullptr;
-  const TableSchema* delete_schema_ = nullptr;
-  std::vector<Row> deletes_;
 
   uint64_t transactions_ = 0;
   uint64_t skipped_ = 0;
@@ -416,7 +390,7 @@ absl::Status PostgresSink::Open() {
 absl::Status PostgresSink::SendGroupFirst() {
   if (!session_.savepoint_pending() || group_net_.empty()) return absl::OkStatus();
   // The current transaction's held-back batches wait: they go after its savepoint.
-  std::vector<DeferredBatch> held = std::exchange(deferred_, {});
+  std::vector<RowBatch> held = std::exchange(deferred_, {});
   const size_t held_rows = std::exchange(deferred_rows_, 0);
   session_.set_savepoint_pending(false);
   absl::Status s = SendNet(group_net_);
@@ -976,22 +950,10 @@ void PostgresSink::DiscardTransactionRows(const char* why) {
   deferred_rows_ = 0;
   txn_net_.clear();
   txn_folded_ = 0;
-  read_tuples_.clear();
-  read_rows_ = 0;
-  read_keys_.clear();
-  read_table_ = nullptr;
-  read_schema_ = nullptr;
-  inserts_.clear();
-  insert_keys_.clear();
-  insert_table_ = nullptr;
-  insert_schema_ = nullptr;
-  updates_.clear();
-  update_keys_.clear();
-  update_table_ = nullptr;
-  update_schema_ = nullptr;
-  deletes_.clear();
-  delete_table_ = nullptr;
-  delete_schema_ = nullptr;
+  reads_.Clear();
+  inserts_.Clear();
+  updates_.Clear();
+  deletes_.Clear();
   if (copy_table_ != nullptr) {
     session_.AbortCopy(why);
     copy_table_ = nullptr;
@@ -1185,16 +1147,16 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   // order.
   const TableSchema* schema = change.table.get();
   const bool upsert = change.op == Op::kRead || change.op == Op::kInsert;
-  if (read_table_ != nullptr && (read_schema_ != schema || change.op != Op::kRead)) {
+  if (reads_.table() != nullptr && (reads_.schema() != schema || change.op != Op::kRead)) {
     if (absl::Status s = FlushReads(); !s.ok()) return s;
   }
-  if (insert_table_ != nullptr && (insert_schema_ != schema || !upsert)) {
+  if (inserts_.table() != nullptr && (inserts_.schema() != schema || !upsert)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
   }
-  if (update_table_ != nullptr && (update_schema_ != schema || change.op != Op::kUpdate)) {
+  if (updates_.table() != nullptr && (updates_.schema() != schema || change.op != Op::kUpdate)) {
     if (absl::Status s = FlushUpdates(); !s.ok()) return s;
   }
-  if (delete_table_ != nullptr && (delete_schema_ != schema || change.op != Op::kDelete)) {
+  if (deletes_.table() != nullptr && (deletes_.schema() != schema || change.op != Op::kDelete)) {
     if (absl::Status s = FlushDeletes(); !s.ok()) return s;
   }
   if (absl::Status s = EndCopy(); !s.ok()) return s;
@@ -1486,7 +1448,7 @@ absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
     fits = v.is_null() || v.kind == (table->read_binary[i] ? ValueKind::kBinary : ValueKind::kText);
   }
   std::optional<std::string> key = table->KeyString(change.after);
-  if (!fits || (key.has_value() && read_keys_.contains(*key))) {
+  if (!fits || (key.has_value() && reads_.HasKey(*key))) {
     // Not in the stage's forms, or a key twice in one INSERT ... ON CONFLICT: alone.
     if (absl::Status s = FlushReads(); !s.ok()) return s;
     if (!fits) {
@@ -1494,38 +1456,17 @@ absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
       return FlushInserts();  // before any later row of the table
     }
   }
-  read_table_ = table;
-  read_schema_ = change.table.get();
-  auto append16 = [&](uint16_t v) {
-    read_tuples_.push_back(static_cast<char>(v >> 8));
-    read_tuples_.push_back(static_cast<char>(v));
-  };
-  auto append32 = [&](uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8)
-      read_tuples_.push_back(static_cast<char>(v >> shift));
-  };
-  append16(static_cast<uint16_t>(n));
-  for (const Value& v : change.after) {
-    if (v.is_null()) {
-      append32(0xFFFFFFFFu);
-      continue;
-    }
-    append32(static_cast<uint32_t>(v.data.size()));
-    read_tuples_.append(v.data);
-  }
-  ++read_rows_;
-  if (key.has_value()) read_keys_.insert(*std::move(key));
-  if (read_tuples_.size() >= kReadBytes) return FlushReads();
+  reads_.Use(table, change.table.get());
+  reads_.AddTuple(change.after);
+  if (key.has_value()) reads_.AddKey(*std::move(key));
+  if (reads_.tuples().size() >= kReadBytes) return FlushReads();
   return absl::OkStatus();
 }
 
 absl::Status PostgresSink::FlushReads() {
-  TargetTable* table = read_table_;
-  std::string tuples = std::exchange(read_tuples_, {});
-  const uint64_t rows = std::exchange(read_rows_, 0);
-  read_table_ = nullptr;
-  read_schema_ = nullptr;
-  read_keys_.clear();
+  RowBatch batch = reads_.Take();
+  TargetTable* table = batch.table();
+  const uint64_t rows = batch.size();
   if (table == nullptr || rows == 0) return absl::OkStatus();
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   const std::string context = absl::StrCat("postgres target ", TargetName(), ": copying ", rows,
@@ -1539,7 +1480,9 @@ absl::Status PostgresSink::FlushReads() {
   if (absl::Status s = session_.BeginCopy(CopyIntoReadStageSql(*table), context); !s.ok()) {
     return s;
   }
-  if (absl::Status s = session_.PutCopyData(tuples, [&] { return context; }); !s.ok()) return s;
+  if (absl::Status s = session_.PutCopyData(batch.tuples(), [&] { return context; }); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = session_.EndCopy(context); !s.ok()) return s;
   copied_rows_ += rows;
   return session_.Run(UpsertFromReadStageSql(*table), context);
@@ -1559,13 +1502,12 @@ absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change)
   }
   std::optional<std::string> key = table->KeyString(change.after);
   // A row with the same key twice in one INSERT ... ON CONFLICT DO UPDATE is an error.
-  if (insert_table_ != nullptr && key.has_value() && insert_keys_.contains(*key)) {
+  if (inserts_.table() != nullptr && key.has_value() && inserts_.HasKey(*key)) {
     if (absl::Status s = FlushInserts(); !s.ok()) return s;
   }
-  insert_table_ = table;
-  insert_schema_ = change.table.get();
-  inserts_.push_back(change.after);
-  if (key.has_value()) insert_keys_.insert(*std::move(key));
+  inserts_.Use(table, change.table.get());
+  inserts_.AddRow(change.after);
+  if (key.has_value()) inserts_.AddKey(*std::move(key));
   const size_t per_statement = std::max<size_t>(
       1, std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(n, 1)));
   if (inserts_.size() >= per_statement) return FlushInserts();
@@ -1576,20 +1518,27 @@ bool PostgresSink::Deferring(size_t rows) const {
   return in_source_txn_ && session_.savepoint_pending() && deferred_rows_ + rows <= kDeferRows;
 }
 
+bool PostgresSink::Defer(RowBatch& batch) {
+  if (!Deferring(batch.size())) return false;
+  deferred_rows_ += batch.size();
+  deferred_.push_back(std::move(batch));
+  return true;
+}
+
 absl::Status PostgresSink::ReleaseDeferred() {
-  std::vector<DeferredBatch> batches = std::exchange(deferred_, {});
+  std::vector<RowBatch> batches = std::exchange(deferred_, {});
   deferred_rows_ = 0;
-  for (DeferredBatch& b : batches) {
+  for (RowBatch& b : batches) {
     absl::Status s;
-    switch (b.kind) {
-      case 'i':
-        s = SendUpserts(b.table, std::move(b.rows));
+    switch (b.kind()) {
+      case RowBatch::Kind::kUpsert:
+        s = SendUpserts(b.table(), std::move(b.rows()));
         break;
-      case 'u':
-        s = SendUpdates(b.table, std::move(b.updates), std::move(b.columns));
+      case RowBatch::Kind::kUpdate:
+        s = SendUpdates(b.table(), std::move(b.updates()), std::move(b.columns()));
         break;
       default:
-        s = SendDeletes(b.table, std::move(b.rows));
+        s = SendDeletes(b.table(), std::move(b.rows()));
         break;
     }
     if (!s.ok()) return s;
@@ -1598,23 +1547,9 @@ absl::Status PostgresSink::ReleaseDeferred() {
 }
 
 absl::Status PostgresSink::FlushInserts() {
-  if (insert_table_ == nullptr || inserts_.empty()) {
-    insert_table_ = nullptr;
-    insert_schema_ = nullptr;
-    return absl::OkStatus();
-  }
-  TargetTable* table = insert_table_;
-  std::vector<Row> rows = std::move(inserts_);
-  inserts_.clear();
-  insert_keys_.clear();
-  insert_table_ = nullptr;
-  insert_schema_ = nullptr;
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'i', table, std::move(rows), {}, {}});
-    return absl::OkStatus();
-  }
-  return SendUpserts(table, std::move(rows));
+  RowBatch batch = inserts_.Take();
+  if (batch.table() == nullptr || batch.empty() || Defer(batch)) return absl::OkStatus();
+  return SendUpserts(batch.table(), std::move(batch.rows()));
 }
 
 absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
@@ -1674,9 +1609,8 @@ absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change)
   if (columns.empty()) return absl::OkStatus();
   // One statement updates a set of rows: the same key twice (as old or new key) would not be
   // applied in order, so it starts a new batch.
-  if (update_table_ != nullptr &&
-      (update_table_ != table || update_columns_ != columns || update_keys_.contains(*old_key) ||
-       update_keys_.contains(*new_key))) {
+  if (updates_.table() != nullptr && (updates_.table() != table || updates_.columns() != columns ||
+                                      updates_.HasKey(*old_key) || updates_.HasKey(*new_key))) {
     if (absl::Status s = FlushUpdates(); !s.ok()) return s;
   }
   // Under another unique index, the rows of one UPDATE change in no set order, which may pass
@@ -1687,32 +1621,19 @@ absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change)
           : std::max<size_t>(1,
                              std::min<size_t>(options_->batch_rows,
                                               kMaxParams / (table->key.size() + columns.size())));
-  update_table_ = table;
-  update_schema_ = change.table.get();
-  update_columns_ = std::move(columns);
-  updates_.push_back(PendingUpdate{old_row, change.after});
-  update_keys_.insert(std::move(*old_key));
-  update_keys_.insert(std::move(*new_key));
+  updates_.Use(table, change.table.get());
+  updates_.set_columns(std::move(columns));
+  updates_.AddUpdate(PendingUpdate{old_row, change.after});
+  updates_.AddKey(std::move(*old_key));
+  updates_.AddKey(std::move(*new_key));
   if (updates_.size() >= per_statement) return FlushUpdates();
   return absl::OkStatus();
 }
 
 absl::Status PostgresSink::FlushUpdates() {
-  TargetTable* table = update_table_;
-  std::vector<PendingUpdate> rows = std::move(updates_);
-  std::vector<size_t> columns = std::move(update_columns_);
-  updates_.clear();
-  update_columns_.clear();
-  update_keys_.clear();
-  update_table_ = nullptr;
-  update_schema_ = nullptr;
-  if (table == nullptr || rows.empty()) return absl::OkStatus();
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'u', table, {}, std::move(rows), std::move(columns)});
-    return absl::OkStatus();
-  }
-  return SendUpdates(table, std::move(rows), std::move(columns));
+  RowBatch batch = updates_.Take();
+  if (batch.table() == nullptr || batch.empty() || Defer(batch)) return absl::OkStatus();
+  return SendUpdates(batch.table(), std::move(batch.updates()), std::move(batch.columns()));
 }
 
 absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
@@ -1947,12 +1868,11 @@ absl::Status PostgresSink::QueueDelete(TargetTable* table, const Change& change)
     if (absl::Status s = FlushDeletes(); !s.ok()) return s;
     return ApplyDelete(table, change);
   }
-  if (delete_table_ != nullptr && delete_table_ != table) {
+  if (deletes_.table() != nullptr && deletes_.table() != table) {
     if (absl::Status s = FlushDeletes(); !s.ok()) return s;
   }
-  delete_table_ = table;
-  delete_schema_ = change.table.get();
-  deletes_.push_back(change.before);
+  deletes_.Use(table, change.table.get());
+  deletes_.AddRow(change.before);
   const size_t per_statement =
       std::max<size_t>(1, std::min<size_t>(options_->batch_rows, kMaxParams / table->key.size()));
   if (deletes_.size() >= per_statement) return FlushDeletes();
@@ -1960,18 +1880,9 @@ absl::Status PostgresSink::QueueDelete(TargetTable* table, const Change& change)
 }
 
 absl::Status PostgresSink::FlushDeletes() {
-  TargetTable* table = delete_table_;
-  std::vector<Row> rows = std::move(deletes_);
-  deletes_.clear();
-  delete_table_ = nullptr;
-  delete_schema_ = nullptr;
-  if (table == nullptr || rows.empty()) return absl::OkStatus();
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'d', table, std::move(rows), {}, {}});
-    return absl::OkStatus();
-  }
-  return SendDeletes(table, std::move(rows));
+  RowBatch batch = deletes_.Take();
+  if (batch.table() == nullptr || batch.empty() || Defer(batch)) return absl::OkStatus();
+  return SendDeletes(batch.table(), std::move(batch.rows()));
 }
 
 absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows, bool once) {
