@@ -36,6 +36,7 @@
 #include "sinks/postgres/table_definition.h"
 #include "sinks/postgres/target_session.h"
 #include "sinks/postgres/target_table.h"
+#include "sinks/postgres/target_tables.h"
 
 namespace pgflow {
 namespace {
@@ -72,7 +73,8 @@ class PostgresSink : public Sink {
         wal_positions_(pipeline.positions == SourcePositions::kWal),
         options_(std::move(options)),
         ddl_mode_(ddl_mode),
-        session_(options_->url, sink_name_) {
+        session_(options_->url, sink_name_),
+        tables_(session_, sink_name_, pipeline_, source_.url, source_is_postgres_, options_) {
     // What is held back goes out before anything else is sent.
     session_.SetBeforeStatement([this]() -> absl::Status {
       if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
@@ -125,30 +127,12 @@ class PostgresSink : public Sink {
                                 const absl::Status& refusal);
   std::string TargetName() const { return session_.TargetName(); }
 
+  // The target table of `schema`, loaded (and created) after sending what is held back that
+  // points at the entry it replaces.
   absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
-  // Creates the table from the source's definition, recording its secondary indexes and
-  // constraints in pgflow.pending_ddl; falls back to CreateTable when the source no longer has
-  // the table.
-  absl::Status CreateTableFromSource(const TableSchema& schema, const std::string& target_schema,
-                                     const std::string& quoted, const std::string& name);
-  // Creates the table from the shape pgoutput describes: columns and primary key.
-  absl::Status CreateTable(const TableSchema& schema, const std::string& target_schema,
-                           const std::string& quoted);
-  absl::StatusOr<PGconn*> SourceConnection();
 
   // The initial load is complete: builds what was deferred and copies the sequences.
   absl::Status FinishSnapshot(bool copy_sequences);
-  // Runs every statement of pgflow.pending_ddl not yet done for this pipeline. One that fails
-  // is logged and left pending (tried again after the next snapshot or restart); only a lost
-  // connection is an error. Inside an open target transaction each runs under a savepoint.
-  absl::Status BuildPending();
-  // Builds the primary key of target table `name` (unquoted) if it is still pending.
-  absl::Status BuildPendingKey(const std::string& name);
-  // Before the first snapshot rows of `table` in this run: sets fast_copy (is it empty?) and
-  // plain_inserts. A table holding rows while its key is still pending is the rest of an
-  // interrupted load: its key is built first, so that the chunks that come again (those the
-  // source had not recorded as done) are upserted over their first copy.
-  absl::Status PrepareSnapshotLoad(TargetTable* table);
 
   // Before the current source transaction's first statement takes its savepoint: the net
   // changes of the group's complete transactions go first, outside it (a cut-off transaction
@@ -237,10 +221,7 @@ class PostgresSink : public Sink {
   const DdlMode ddl_mode_;
 
   TargetSession session_;
-  PgConnPtr source_conn_;  // catalog reads from the source, opened when first needed
-  // The initial snapshot is over (kSnapshotDone, or the stream started): a table created from
-  // now on gets its indexes and constraints at once.
-  bool snapshot_finished_ = false;
+  TargetTables tables_;
   Lsn applied_;  // end LSN of the last source transaction committed in the target
   Lsn written_;  // the last acknowledgeable position written
   // Loaders copying the initial snapshot's rows over connections of their own
@@ -265,8 +246,6 @@ class PostgresSink : public Sink {
   Lsn group_applied_;
   // A Flush came in the middle of a source transaction: commit once it is complete.
   bool commit_soon_ = false;
-  // Shared with the net changes staged for them, which may outlive an entry replaced here.
-  absl::flat_hash_map<std::string, std::shared_ptr<TargetTable>> tables_;
 
   // Net changes of foldable tables, not yet sent: those of the source transactions complete
   // in the open target transaction (group_net_) and those of the current one (txn_net_),
@@ -402,299 +381,26 @@ absl::Status PostgresSink::SendGroupFirst() {
 
 absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
   if (schema == nullptr) return absl::InternalError("change without a table");
-  std::shared_ptr<TargetTable>& slot = tables_[schema->QualifiedName()];
-  if (slot != nullptr && (slot->schema.get() == schema.get() || slot->schema->SameShape(*schema))) {
-    slot->schema = schema;
-    return slot.get();
-  }
+  if (TargetTable* known = tables_.Find(schema); known != nullptr) return known;
   // (Held-back batches point at the TargetTable about to be replaced; staged rows have the
   // shape it knew.)
   if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (slot != nullptr) {
+  if (tables_.Known(*schema)) {
     if (absl::Status s = SendStaged(); !s.ok()) return s;
   }
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  auto table = std::make_shared<TargetTable>();
-  if (slot != nullptr) {
-    table->fast_copy = slot->fast_copy;
-    table->plain_inserts = slot->plain_inserts;
-    table->stage = slot->stage;
-  }
-  const std::string target_schema = options_->schema.empty() ? schema->schema : options_->schema;
-  table->schema = schema;
-  table->name = absl::StrCat(target_schema, ".", schema->name);
-  table->quoted = absl::StrCat(QuoteIdent(target_schema), ".", QuoteIdent(schema->name));
-  std::vector<std::string> columns;
-  const bool keyed = schema->replica_identity == 'd' || schema->replica_identity == 'i';
-  for (size_t i = 0; i < schema->columns.size(); ++i) {
-    columns.push_back(QuoteIdent(schema->columns[i].name));
-    if (keyed && schema->columns[i].is_key) table->key.push_back(i);
-  }
-  table->column_list = absl::StrJoin(columns, ", ");
-
-  auto target_columns = [&]() -> absl::StatusOr<PgResultPtr> {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn(),
-             "SELECT a.attname, a.attidentity = 'a', format_type(a.atttypid, -1) FROM "
-             "pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
-             "AND NOT a.attisdropped",
-             {table->quoted});
-    if (!res.ok()) {
-      return absl::Status(res.status().code(),
-                          absl::StrCat("postgres target ", TargetName(), ": checking table ",
-                                       table->name, ": ", res.status().message()));
-    }
-    return res;
-  };
-  absl::StatusOr<PgResultPtr> res = target_columns();
-  if (!res.ok()) return res.status();
-  if (PQntuples(res->get()) == 0) {
-    if (!options_->create_tables) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
-                       " does not exist and create_tables is false: create it first"));
-    }
-    if (absl::Status s = CreateTableFromSource(*schema, target_schema, table->quoted, table->name);
-        !s.ok()) {
-      return s;
-    }
-    table->fast_copy = std::nullopt;
-    res = target_columns();
-    if (!res.ok()) return res.status();
-  }
-  // column -> (GENERATED ALWAYS AS IDENTITY, type)
-  absl::flat_hash_map<std::string, std::pair<bool, std::string>> present;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    present[PQgetvalue(res->get(), i, 0)] = {PQgetvalue(res->get(), i, 1)[0] == 't',
-                                             PQgetvalue(res->get(), i, 2)};
-  }
-  for (const Column& c : schema->columns) {
-    auto it = present.find(c.name);
-    if (it == present.end()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " has no column ",
-                       QuoteIdent(c.name), " (source ", schema->QualifiedName(),
-                       " has it): add it to the target table"));
-    }
-    table->always_identity.push_back(it->second.first);
-    table->types.push_back(it->second.second);
-    if (absl::StartsWith(it->second.second, "reg")) table->text_casts = false;
-  }
-  for (size_t i = 0; i < schema->columns.size(); ++i) {
-    const Column& c = schema->columns[i];
-    size_t dot = c.type_name.find('.');
-    if (c.type_oid < kFirstNonBuiltinOid || dot == std::string::npos ||
-        c.type_name.compare(dot + 1, 1, "_") != 0) {
-      continue;
-    }
-    std::string element = absl::StrCat(QuoteIdent(c.type_name.substr(0, dot)), ".",
-                                       QuoteIdent(c.type_name.substr(dot + 2)));
-    absl::StatusOr<PgResultPtr> res = Exec(conn(), "SELECT to_regtype($1)::oid", {element});
-    if (!res.ok()) return res.status();
-    if (PQgetisnull(res->get(), 0, 0)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " column ",
-                       c.name, ": type ", element, " does not exist in the target"));
-    }
-    table->array_elements.push_back(
-        {i, static_cast<uint32_t>(std::stoul(PQgetvalue(res->get(), 0, 0)))});
-  }
-  slot = std::move(table);
-  return slot.get();
+  return tables_.Load(schema);
 }
-
-absl::StatusOr<PGconn*> PostgresSink::SourceConnection() {
-  if (source_conn_ == nullptr) {
-    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_.url);
-    if (!connected.ok()) {
-      return absl::Status(
-          connected.status().code(),
-          absl::StrCat("postgres target ", TargetName(), ": reading table definitions from the ",
-                       connected.status().message()));
-    }
-    source_conn_ = std::move(*connected);
-  }
-  return source_conn_.get();
-}
-
-absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
-                                                 const std::string& target_schema,
-                                                 const std::string& quoted,
-                                                 const std::string& name) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  if (!source_is_postgres_) return CreateTable(schema, target_schema, quoted);
-  absl::StatusOr<PGconn*> source = SourceConnection();
-  if (!source.ok()) return source.status();
-  absl::StatusOr<TableDefinition> def =
-      ReadTableDefinition(*source, schema.schema, schema.name, options_->schema);
-  if (absl::IsNotFound(def.status())) {
-    LogWarning("sink %s (postgres): %s: %s; creating %s from the columns the stream describes",
-               sink_name_, schema.QualifiedName(), def.status().message(), name);
-    return CreateTable(schema, target_schema, quoted);
-  }
-  if (!def.ok()) {
-    source_conn_.reset();
-    return absl::Status(def.status().code(), absl::StrCat("postgres target ", TargetName(), ": ",
-                                                          def.status().message()));
-  }
-  std::vector<std::string> sql;
-  for (const std::string& s : def->schemas) {
-    sql.push_back(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(s)));
-  }
-  for (std::string& s : def->create) sql.push_back(std::move(s));
-  // A table created again (dropped in the target since) starts afresh.
-  sql.push_back(absl::StrCat("DELETE FROM pgflow.pending_ddl WHERE pipeline = ",
-                             QuoteLiteral(pipeline_), " AND target_table = ", QuoteLiteral(name)));
-  std::vector<std::string> rows;
-  for (const DeferredStatement& d : def->deferred) {
-    rows.push_back(absl::StrCat("(", QuoteLiteral(pipeline_), ", ", QuoteLiteral(name), ", ",
-                                d.phase, ", ", QuoteLiteral(d.statement), ")"));
-  }
-  if (!rows.empty()) {
-    sql.push_back(
-        absl::StrCat("INSERT INTO pgflow.pending_ddl (pipeline, target_table, phase, statement) "
-                     "VALUES ",
-                     absl::StrJoin(rows, ", ")));
-  }
-  // One simple-protocol query: the table and its pending DDL commit together.
-  if (absl::Status s =
-          session_.Run(absl::StrJoin(sql, "; "),
-                       absl::StrCat("creating table ", name,
-                                    " (a type or function it uses must exist in the target)"));
-      !s.ok()) {
-    return s;
-  }
-  LogInfo(
-      "sink %s (postgres): created table %s in the target from the source's definition; %d "
-      "indexes and constraints are built %s",
-      sink_name_, name,
-      std::count_if(def->deferred.begin(), def->deferred.end(),
-                    [](const DeferredStatement& d) { return !d.attaches; }),
-      snapshot_finished_ ? "now" : "once the snapshot is loaded");
-  if (snapshot_finished_) return BuildPending();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::BuildPending() {
-  absl::Status s = BuildPendingKey("");
-  // A unique index of any table may have been built.
-  for (auto& [name, table] : tables_) {
-    if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
-  }
-  return s;
-}
-
-absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      name.empty() ? Exec(conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done ORDER BY phase, id",
-                          {pipeline_})
-                   : Exec(conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done AND target_table = $2 AND phase < 0 "
-                          "ORDER BY id",
-                          {pipeline_, name});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", TargetName(),
-                                     ": reading pgflow.pending_ddl: ", res.status().message()));
-  }
-  struct Pending {
-    std::string id, table, statement;
-  };
-  std::vector<Pending> serial, builds;
-  // Outside a transaction, every index build goes first, several at once over connections of
-  // their own; nothing deferred needs what another statement builds but a constraint its index
-  // (USING INDEX) and a foreign key the key it references, both of which come after.
-  const bool parallel = name.empty() && !session_.in_transaction() && options_->load_workers > 1;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
-              PQgetvalue(res->get(), i, 2)};
-    (parallel && BuildsIndex(p.statement) ? builds : serial).push_back(std::move(p));
-  }
-  auto context = [](const Pending& p) {
-    return absl::StrCat("building on ", p.table, ": ", p.statement);
-  };
-  auto done = [](const Pending& p) {
-    return absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ",
-                        p.id);
-  };
-  // A statement that failed stays pending with its error, unless the target went away.
-  auto failed = [&](const Pending& p, const absl::Status& s) -> absl::Status {
-    if (absl::IsUnavailable(s)) return s;
-    LogWarning(
-        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
-        "the next snapshot or restart",
-        sink_name_, s.message());
-    StatementParams params;
-    Value error = Value::Text(oid::kText, std::string(s.message()));
-    params.Add(error);
-    return session_.RunPrepared(
-        absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
-          return absl::StrCat("postgres target ", TargetName(), ": recording a failed statement");
-        });
-  };
-  if (builds.size() == 1) serial.insert(serial.begin(), std::move(builds.front()));
-  if (builds.size() > 1) {
-    std::vector<ParallelStatement> statements;
-    for (const Pending& p : builds) {
-      statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
-    }
-    LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
-            std::min<size_t>(builds.size(), options_->load_workers));
-    std::vector<absl::Status> results =
-        RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
-          return RaiseMaintenanceWorkMem(c, options_->maintenance_work_mem, sink_name_);
-        });
-    for (size_t i = 0; i < builds.size(); ++i) {
-      if (results[i].ok()) {
-        LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
-                builds[i].statement);
-      } else if (absl::Status s = failed(builds[i], results[i]); !s.ok()) {
-        return s;
-      }
-    }
-  }
-  for (const Pending& p : serial) {
-    const bool nested = session_.in_transaction();
-    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
-                                            "; RELEASE SAVEPOINT pgflow_ddl")
-                             : absl::StrCat(p.statement, "; ", done(p));
-    absl::Status s = session_.Run(sql, context(p));
-    if (s.ok()) {
-      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
-      continue;
-    }
-    if (absl::IsUnavailable(s)) return s;
-    if (nested) {
-      if (absl::Status r =
-              session_.Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
-                           "rolling back a failed index or constraint");
-          !r.ok()) {
-        return r;
-      }
-    }
-    if (absl::Status r = failed(p, s); !r.ok()) return r;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-  snapshot_finished_ = true;
-  if (absl::Status s = BuildPending(); !s.ok()) return s;
-  for (auto& [name, table] : tables_) {
-    if (table != nullptr) table->plain_inserts = false;  // keys were built
-  }
+  if (absl::Status s = tables_.FinishLoad(); !s.ok()) return s;
   if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
-  absl::StatusOr<PGconn*> source = SourceConnection();
+  absl::StatusOr<PGconn*> source = tables_.SourceConnection();
   absl::StatusOr<SequenceCopyResult> copied =
       source.ok() ? CopyTableSequences(*source, conn(), source_.tables, options_->schema)
                   : absl::StatusOr<SequenceCopyResult>(source.status());
-  source_conn_.reset();
+  tables_.CloseSource();
   if (!copied.ok()) {
     if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
       return copied.status();
@@ -710,57 +416,6 @@ absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
           copied->missing.empty()
               ? ""
               : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
-                                       const std::string& quoted) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  CreateTableSpec create;
-  create.table = quoted;
-  const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
-  for (const Column& c : schema.columns) {
-    std::string type;
-    if (c.type_oid < kFirstNonBuiltinOid) {
-      absl::StatusOr<PgResultPtr> res =
-          Exec(conn(), "SELECT format_type($1::oid, $2::int)",
-               {std::to_string(c.type_oid), std::to_string(c.type_modifier)});
-      if (!res.ok()) return res.status();
-      if (PQgetisnull(res->get(), 0, 0)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
-                         ": type OID ", c.type_oid, " of column ", c.name, " is unknown"));
-      }
-      type = PQgetvalue(res->get(), 0, 0);
-    } else {
-      size_t dot = c.type_name.find('.');
-      if (c.type_name.empty() || dot == std::string::npos) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
-                         ": the type of column ", c.name, " (OID ", c.type_oid, ") is unknown"));
-      }
-      std::string type_schema = c.type_name.substr(0, dot);
-      std::string type_name = c.type_name.substr(dot + 1);
-      bool array = absl::StartsWith(type_name, "_");
-      if (array) type_name = type_name.substr(1);
-      type = absl::StrCat(QuoteIdent(type_schema), ".", QuoteIdent(type_name), array ? "[]" : "");
-    }
-    ColumnDefinitionSpec column;
-    column.name = c.name;
-    column.type = std::move(type);
-    create.columns.push_back(std::move(column));
-    if (keyed && c.is_key) create.primary_key.push_back(c.name);
-  }
-  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
-                                 RenderCreateTable(create));
-  if (absl::Status s =
-          session_.Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
-                                         " (a type it uses must exist in the target)"));
-      !s.ok()) {
-    return s;
-  }
-  LogInfo("sink %s (postgres): created table %s.%s in the target", sink_name_, target_schema,
-          schema.name);
   return absl::OkStatus();
 }
 
@@ -823,7 +478,7 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
       }
       // The stream started, so any snapshot is over (also when a crash came between its end
       // and the DDL it defers).
-      if (!snapshot_finished_) {
+      if (!tables_.load_finished()) {
         if (absl::Status s = FinishSnapshot(false); !s.ok()) return s;
       }
       in_source_txn_ = true;
@@ -923,7 +578,7 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
       }
       return absl::OkStatus();
     case EventKind::kPosition:
-      if (!snapshot_finished_) return FinishSnapshot(false);
+      if (!tables_.load_finished()) return FinishSnapshot(false);
       return absl::OkStatus();
     case EventKind::kChunkDone:
       if (absl::Status s = CommitTransaction(); !s.ok()) return s;
@@ -960,7 +615,7 @@ void PostgresSink::DiscardTransactionRows(const char* why) {
     copy_schema_ = nullptr;
   }
   // A table created in the rolled-back transaction is gone again: check anew.
-  tables_.clear();
+  tables_.Clear();
 }
 
 absl::Status PostgresSink::FlushGroup() {
@@ -993,7 +648,7 @@ absl::Status PostgresSink::Close() {
     loaders_.reset();  // what they had not committed rolls back
   }
   session_.Close();  // an open transaction rolls back
-  source_conn_.reset();
+  tables_.CloseSource();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
       "%d transactions skipped as already applied%s",
@@ -1034,50 +689,14 @@ absl::Status PostgresSink::WriteRawRows(const Event& event) {
   if (absl::Status s = FinishStatements(); !s.ok()) return s;
   absl::StatusOr<TargetTable*> table = EnsureTable(event.change.table);
   if (!table.ok()) return table.status();
-  if (!snapshot_finished_ && options_->load_workers > 1) {
-    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
+  if (!tables_.load_finished() && options_->load_workers > 1) {
+    if (absl::Status s = tables_.PrepareSnapshotLoad(*table); !s.ok()) return s;
     if (*(*table)->fast_copy) return LoadInParallel(*table, event);
   }
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   if (absl::Status s = StartCopy(*table); !s.ok()) return s;
   copy_schema_ = event.change.table.get();
   return WriteRawRows(event);
-}
-
-absl::Status PostgresSink::PrepareSnapshotLoad(TargetTable* table) {
-  if (table->fast_copy.has_value()) return absl::OkStatus();
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      Exec(conn(),
-           absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
-                        "), EXISTS (SELECT 1 FROM pgflow.pending_ddl WHERE pipeline = $1 AND "
-                        "target_table = $2 AND phase < 0 AND NOT done)"),
-           {pipeline_, table->name});
-  if (!res.ok()) return res.status();
-  // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
-  // backfill) may include the ones coming, which must then replace them.
-  table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
-  const bool key_pending = PQgetvalue(res->get(), 0, 1)[0] == 't' && !table->key.empty();
-  table->plain_inserts = *table->fast_copy && key_pending;
-  if (*table->fast_copy) return absl::OkStatus();
-  if (table->key.empty()) {
-    LogWarning(
-        "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
-        "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
-        "table again for an exact copy",
-        sink_name_, table->name);
-    return absl::OkStatus();
-  }
-  LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
-          table->name);
-  if (!key_pending) return absl::OkStatus();
-  // No row of this run is in yet (this is its first), so the rows a chunk held when the last
-  // run stopped are each there once: the key builds, and chunks copied again are upserted.
-  LogInfo(
-      "sink %s (postgres): %s: the load was interrupted; building its primary key before "
-      "going on",
-      sink_name_, table->name);
-  return BuildPendingKey(table->name);
 }
 
 absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event) {
@@ -1104,7 +723,7 @@ absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event
 
 absl::Status PostgresSink::StartCopy(TargetTable* table) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  if (absl::Status s = PrepareSnapshotLoad(table); !s.ok()) return s;
+  if (absl::Status s = tables_.PrepareSnapshotLoad(table); !s.ok()) return s;
   std::string into = table->quoted;
   if (!*table->fast_copy) {
     if (table->stage.empty()) table->stage = session_.NewName("pgflow_stage_");
@@ -1166,7 +785,7 @@ absl::Status PostgresSink::ApplyChange(const Change& change) {
   // Rows changed by the stream may reappear in later snapshot rows (a backfill): those go
   // through the staging table from now on.
   if (change.op == Op::kRead) {
-    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
+    if (absl::Status s = tables_.PrepareSnapshotLoad(*table); !s.ok()) return s;
   } else {
     (*table)->fast_copy = false;
   }
@@ -1226,7 +845,7 @@ absl::Status PostgresSink::Refused(absl::Status s) {
   // Within the careful range already, the refusal is not one change's (a commit, a DDL
   // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
   const bool careful = careful_until_.IsValid() && last_begun_ <= careful_until_;
-  if (!options_->dead_letter || !snapshot_finished_ || careful || !last_begun_.IsValid() ||
+  if (!options_->dead_letter || !tables_.load_finished() || careful || !last_begun_.IsValid() ||
       !IsRefusal(s) || !session_.connected()) {
     return s;
   }
@@ -1322,53 +941,6 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
   return absl::OkStatus();
 }
 
-namespace {
-
-// The target's tables as DDL planning sees them, read inside the sink's open transaction.
-class TargetCatalogLookup : public TargetLookup {
- public:
-  explicit TargetCatalogLookup(PGconn* conn) : conn_(conn) {}
-
-  absl::StatusOr<std::optional<TargetTableState>> Table(const std::string& schema,
-                                                        const std::string& name) override {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn_, R"sql(
-      SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute
-              WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)::text,
-             (SELECT conname FROM pg_constraint WHERE conrelid = r.oid AND contype = 'p'),
-             (SELECT json_agg(a.attname ORDER BY k.ord)
-              FROM pg_constraint c
-              CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-              WHERE c.conrelid = r.oid AND c.contype = 'p')::text
-      FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL)sql",
-             {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
-    if (!res.ok()) return res.status();
-    if (PQntuples(res->get()) == 0) return std::optional<TargetTableState>();
-    TargetTableState state;
-    auto names = [&](int column) {
-      std::vector<std::string> out;
-      if (PQgetisnull(res->get(), 0, column)) return out;
-      nlohmann::json list =
-          nlohmann::json::parse(PQgetvalue(res->get(), 0, column), nullptr, false);
-      if (!list.is_array()) return out;
-      for (const nlohmann::json& n : list) {
-        if (n.is_string()) out.push_back(n.get<std::string>());
-      }
-      return out;
-    };
-    state.columns = names(0);
-    state.primary_key_constraint = PQgetvalue(res->get(), 0, 1);
-    state.primary_key = names(2);
-    return std::optional<TargetTableState>(std::move(state));
-  }
-
- private:
-  PGconn* conn_;
-};
-
-}  // namespace
-
 absl::Status PostgresSink::ApplyDdl(const Change& change) {
   const DdlCommand& cmd = *change.ddl;
   if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
@@ -1412,12 +984,10 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
       return s;
     }
   }
-  for (const std::string& table : plan->changed_tables) tables_.erase(table);
+  for (const std::string& table : plan->changed_tables) tables_.Forget(table);
   if (!plan->statements.empty()) {
     // An index or constraint may have come or gone.
-    for (auto& [name, table] : tables_) {
-      if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
-    }
+    tables_.RecheckFoldable();
   }
   if (!plan->statements.empty()) {
     // A prepared statement keeps the parameter types its columns had when it was prepared
@@ -1688,24 +1258,9 @@ absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
 absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
   if (table->key.empty()) return false;
   if (table->foldable.has_value()) return *table->foldable;
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  // Every unique index or exclusion constraint but the one on exactly the sink's key columns
-  // (the primary key, or the replica identity index the key comes from) is another rule.
-  const std::string key = KeyColumnsArray(*table);
-  absl::StatusOr<PgResultPtr> res = Exec(
-      conn(),
-      "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
-      "(i.indisunique OR i.indisexclusion) AND (i.indisexclusion OR i.indpred IS NOT NULL "
-      "OR i.indnkeyatts <> $3::int OR EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:"
-      "i.indnkeyatts - 1]) k(attnum) LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid "
-      "AND a.attnum = k.attnum WHERE a.attname IS NULL OR NOT a.attname::text = ANY($2::text[]))))",
-      {table->quoted, key, std::to_string(table->key.size())});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": checking the indexes of ",
-                                     table->name, ": ", res.status().message()));
+  if (absl::StatusOr<bool> foldable = tables_.ReadFoldable(table); !foldable.ok()) {
+    return foldable.status();
   }
-  table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
   if (!*table->foldable) {
     // Changes of it folded before its index was built go first: what comes now is in order.
     auto held = [&](const std::vector<Staged>& staged) {
