@@ -1,191 +1,35 @@
-#include "sinks/postgres/postgres_sink.h"
+#include "sinks/postgres/postgres_sink_impl.h"
 
 #include <libpq-fe.h>
 
-#include <algorithm>
-#include <cstring>
-#include <deque>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "engine/log.h"
 #include "engine/pg_connection.h"
-#include "engine/sink.h"
-#include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
-#include "sinks/postgres/create_table.h"
 #include "sinks/postgres/ddl_replay.h"
-#include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
-#include "sinks/postgres/parallel_statements.h"
-#include "sinks/postgres/row_writer.h"
 #include "sinks/postgres/sequences.h"
 #include "sinks/postgres/sql_builders.h"
 #include "sinks/postgres/statement_params.h"
-#include "sinks/postgres/table_definition.h"
-#include "sinks/postgres/target_session.h"
-#include "sinks/postgres/target_table.h"
-#include "sinks/postgres/target_tables.h"
 
 namespace pgflow {
 namespace {
 
-constexpr OptionSpec kOptions[] = {
-    {"url", "string", true, "", "PostgreSQL URL or conninfo of the target database"},
-    {"schema", "string", false, "",
-     "target schema for every table (default: the source table's own schema)"},
-    {"batch_rows", "int", false, "1000", "rows per multi-row INSERT statement"},
-    {"create_tables", "bool", false, "true",
-     "create a table missing from the target from the source's columns and primary key"},
-    {"dead_letter", "bool", false, "false",
-     "record a streamed change the target refuses (a constraint, a value it rejects) in "
-     "pgflow.dead_letters and go on, instead of stopping"},
-    {"load_workers", "int", false, "2",
-     "connections that copy the initial snapshot into the target at once (into tables that "
-     "were empty), then build its indexes at once"},
-    {"maintenance_work_mem", "string", false, "256MB",
-     "memory for building the keys and indexes after the load (raised to this for the sink's "
-     "session, never lowered)"},
-};
+// The target refused a change: a value it rejects (SQLSTATE class 22) or a constraint (23).
+bool IsRefusal(const absl::Status& s) {
+  const std::string sqlstate = SqlState(s);
+  return absl::StartsWith(sqlstate, "22") || absl::StartsWith(sqlstate, "23");
+}
 
-class PostgresSink : public Sink {
- public:
-  PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
-               std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
-      : sink_name_(std::move(sink_name)),
-        pipeline_(pipeline.name),
-        source_(pipeline.source),
-        source_is_postgres_(pipeline.source_type == "postgres"),
-        wal_positions_(pipeline.positions == SourcePositions::kWal),
-        options_(std::move(options)),
-        ddl_mode_(ddl_mode),
-        session_(options_->url, sink_name_),
-        tables_(session_, sink_name_, pipeline_, source_.url, source_is_postgres_, options_),
-        writer_(session_, tables_, sink_name_, options_, in_source_txn_) {
-    // What is held back goes out before anything else is sent.
-    session_.SetBeforeStatement([this] { return writer_.SendHeldBack(); });
-  }
-
-  absl::Status Open() override;
-  absl::Status Write(const Event& event) override {
-    absl::Status s = WriteEvent(event);
-    return s.ok() ? s : Refused(std::move(s));
-  }
-  absl::Status Flush() override {
-    absl::Status s = FlushGroup();
-    return s.ok() ? s : Refused(std::move(s));
-  }
-  // While source transactions applied in the open target transaction wait for its commit
-  // (a Flush came in the middle of the next source transaction), only what is committed.
-  // While parallel loaders have not committed a chunk they were given, chunks are tracked
-  // apart (DurableChunkThrough), and every position written is durable.
-  std::optional<Lsn> DurableThrough() const override {
-    if (group_txns_ > 0) return applied_;
-    if (loaders_ != nullptr && loaders_->Pending()) return written_;
-    return std::nullopt;
-  }
-  uint64_t DurableChunkThrough() const override {
-    return loaders_ != nullptr ? loaders_->DurableChunkThrough() : 0;
-  }
-  absl::Status Close() override;
-  bool AcceptsRawCopy() const override { return true; }
-
- private:
-  PGconn* conn() { return session_.conn(); }
-  absl::Status WriteEvent(const Event& event);
-  absl::Status FlushGroup();
-  // Forgets the rows of the current source transaction not sent yet (batches, staged net
-  // changes, a COPY under way, ended with `why`) and the tables known, as a rollback needs.
-  void DiscardTransactionRows(const char* why);
-
-  // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
-  // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
-  // transactions, the target transaction rolls back, careful_until_ is stored in
-  // pgflow.applied, and kAborted asks for a start from the acknowledged position. Otherwise
-  // `s` as it is.
-  absl::Status Refused(absl::Status s);
-  // Applies `change` of a careful transaction: a row change alone under a savepoint, set aside
-  // in pgflow.dead_letters if the target refuses it; anything else as usual, at once.
-  absl::Status ApplyCarefully(const Change& change);
-  absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
-                                const absl::Status& refusal);
-  std::string TargetName() const { return session_.TargetName(); }
-
-  // The initial load is complete: builds what was deferred and copies the sequences.
-  absl::Status FinishSnapshot(bool copy_sequences);
-
-  // Opens a target transaction if none is open.
-  absl::Status EnsureTransaction();
-  // Commits the open target transaction, if any, after the writer's FinishStatements(), recording
-  // in pgflow.applied the end LSN of the last source transaction it holds.
-  absl::Status CommitTransaction();
-
-  absl::Status WriteRawRows(const Event& event);
-  // Hands snapshot rows of `table` (fast path, initial snapshot) to the parallel loaders,
-  // starting them first if needed.
-  absl::Status LoadInParallel(TargetTable* table, const Event& event);
-
-  absl::Status ApplyChange(const Change& change);
-  // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
-  absl::Status ApplyDdl(const Change& change);
-
-  const std::string sink_name_;
-  const std::string pipeline_;
-  const PostgresSourceConfig source_;
-  // The pipeline reads a PostgreSQL database: tables are created from its catalog, sequences
-  // copied from it. Otherwise (events read back from Kafka) from the shape events carry.
-  const bool source_is_postgres_;
-  // Positions are WAL positions (SourcePositions::kWal): the applied one is stored in
-  // pgflow.applied and transactions at or below it are skipped after a restart. Otherwise
-  // nothing is skipped: every change is applied as an idempotent upsert or delete by key.
-  const bool wal_positions_;
-  const std::shared_ptr<const PostgresSinkOptions> options_;
-  const DdlMode ddl_mode_;
-
-  bool in_source_txn_ = false;  // between a source kBegin and its kCommit/kRollback
-  TargetSession session_;
-  TargetTables tables_;
-  RowWriter writer_;
-  Lsn applied_;  // end LSN of the last source transaction committed in the target
-  Lsn written_;  // the last acknowledgeable position written
-  // Loaders copying the initial snapshot's rows over connections of their own
-  // (options_->load_workers), from the first rows of a table that was empty until the
-  // snapshot is done.
-  std::unique_ptr<ParallelCopy> loaders_;
-  bool skipping_ = false;  // the current source transaction was applied before
-  // Refused rows: source transactions whose commit LSN is at most careful_until_ (read from
-  // pgflow.applied) are applied a change at a time, each in a target transaction of its own
-  // (careful_txn_: the current one is). last_begun_: the commit LSN of the last source
-  // transaction begun, which a refusal makes the new careful_until_.
-  Lsn careful_until_;
-  Lsn last_begun_;
-  bool careful_txn_ = false;
-  uint64_t dead_letters_ = 0;
-  // Source transactions are grouped into one target transaction, committed at Flush (or
-  // before snapshot rows, or once the group is large): those complete in the open target
-  // transaction, their changes, and the end LSN of the last one.
-  uint64_t group_txns_ = 0;
-  uint64_t group_changes_ = 0;
-  Lsn group_applied_;
-  // A Flush came in the middle of a source transaction: commit once it is complete.
-  bool commit_soon_ = false;
-
-  uint64_t transactions_ = 0;
-  uint64_t skipped_ = 0;
-  uint64_t loaded_rows_ = 0;  // copied by the parallel loaders
-  uint64_t changes_ = 0;
-};
+}  // namespace
 
 absl::Status PostgresSink::Open() {
   if (absl::Status s = session_.Connect(); !s.ok()) return s;
@@ -537,11 +381,6 @@ absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event
   return loaders_->Add(table->load, event.change.content, event.rows);
 }
 
-bool IsRefusal(const absl::Status& s) {
-  const std::string sqlstate = SqlState(s);
-  return absl::StartsWith(sqlstate, "22") || absl::StartsWith(sqlstate, "23");
-}
-
 absl::Status PostgresSink::Refused(absl::Status s) {
   // Within the careful range already, the refusal is not one change's (a commit, a DDL
   // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
@@ -705,102 +544,6 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   if (!plan->statements.empty()) {
     LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
             cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
-  }
-  return absl::OkStatus();
-}
-
-class PostgresSinkFactory : public SinkFactory {
- public:
-  std::string_view type() const override { return "postgres"; }
-  std::span<const OptionSpec> options() const override { return kOptions; }
-
-  absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const override {
-    if (!node.IsMap()) return node.Error("expected a mapping like {url: postgres://host/db}");
-    if (absl::Status s = node.CheckKeys(kOptions); !s.ok()) return s;
-    auto options = std::make_shared<PostgresSinkOptions>();
-    std::optional<ConfigNode> url = node.Get("url");
-    if (!url) return node.Error("url is required");
-    absl::StatusOr<std::string> u = url->AsString();
-    if (!u.ok()) return u.status();
-    if (u->empty()) return url->Error("url is empty");
-    char* err = nullptr;
-    PQconninfoOption* parsed = PQconninfoParse(u->c_str(), &err);
-    if (parsed == nullptr) {
-      std::string message = err != nullptr ? err : "out of memory";
-      PQfreemem(err);
-      return url->Error(
-          absl::StrCat("invalid PostgreSQL URL: ", absl::StripTrailingAsciiWhitespace(message)));
-    }
-    PQconninfoFree(parsed);
-    options->url = *u;
-    if (auto v = node.Get("schema")) {
-      absl::StatusOr<std::string> s = v->AsString();
-      if (!s.ok()) return s.status();
-      if (s->empty()) return v->Error("schema is empty (leave it out to keep the source's)");
-      options->schema = *s;
-    }
-    if (auto v = node.Get("batch_rows")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 65535);
-      if (!n.ok()) return n.status();
-      options->batch_rows = *n;
-    }
-    if (auto v = node.Get("create_tables")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->create_tables = *b;
-    }
-    if (auto v = node.Get("dead_letter")) {
-      absl::StatusOr<bool> b = v->AsBool();
-      if (!b.ok()) return b.status();
-      options->dead_letter = *b;
-    }
-    if (auto v = node.Get("load_workers")) {
-      absl::StatusOr<int64_t> n = v->AsInt(1, 64);
-      if (!n.ok()) return n.status();
-      options->load_workers = *n;
-    }
-    if (auto v = node.Get("maintenance_work_mem")) {
-      absl::StatusOr<std::string> m = v->AsString();
-      if (!m.ok()) return m.status();
-      if (m->empty()) return v->Error("maintenance_work_mem is empty (leave it out for 256MB)");
-      options->maintenance_work_mem = *m;
-    }
-    return options;
-  }
-
-  std::unique_ptr<Sink> Build(const PipelineConfig& pipeline,
-                              const SinkConfig& sink) const override {
-    return std::make_unique<PostgresSink>(
-        sink.name, pipeline, std::static_pointer_cast<const PostgresSinkOptions>(sink.options),
-        sink.ddl.mode);
-  }
-};
-
-}  // namespace
-
-void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
-
-absl::Status SyncSequences(const PipelineConfig& pipeline, const PostgresSinkOptions& options) {
-  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(pipeline.source.url);
-  if (!source.ok()) return source.status();
-  absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
-  if (!target.ok()) {
-    return absl::Status(target.status().code(),
-                        absl::StrCat("postgres target: ", target.status().message()));
-  }
-  absl::StatusOr<std::vector<SequencePair>> sequences =
-      ReadTableSequences(source->get(), pipeline.source.tables, options.schema);
-  if (!sequences.ok()) return sequences.status();
-  absl::StatusOr<SequenceCopyResult> copied =
-      CopySequenceValues(source->get(), target->get(), *sequences);
-  if (!copied.ok()) return copied.status();
-  LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
-          pipeline.name, Describe(target->get()));
-  if (!copied->missing.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),
-                     " sequences of the source do not exist in the target (the others were set): ",
-                     absl::StrJoin(copied->missing, ", ")));
   }
   return absl::OkStatus();
 }
