@@ -31,6 +31,22 @@ bool IsRefusal(const absl::Status& s) {
 
 }  // namespace
 
+PostgresSink::PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
+                           std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
+    : sink_name_(std::move(sink_name)),
+      pipeline_(pipeline.name),
+      source_(pipeline.source),
+      source_is_postgres_(pipeline.source_type == "postgres"),
+      wal_positions_(pipeline.positions == SourcePositions::kWal),
+      options_(std::move(options)),
+      ddl_mode_(ddl_mode),
+      session_(options_->url, sink_name_),
+      tables_(session_, sink_name_, pipeline_, source_.url, source_is_postgres_, options_),
+      writer_(session_, tables_, sink_name_, options_, in_source_txn_) {
+  // What is held back goes out before anything else is sent.
+  session_.SetBeforeStatement([this] { return writer_.SendHeldBack(); });
+}
+
 absl::Status PostgresSink::Open() {
   if (absl::Status s = session_.Connect(); !s.ok()) return s;
   if (absl::Status s = session_.Run(
@@ -108,71 +124,6 @@ absl::Status PostgresSink::Open() {
   }
   LogInfo("sink %s (postgres): target %s, applied through %s", sink_name_, TargetName(),
           applied_.ToString());
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-  if (absl::Status s = tables_.FinishLoad(); !s.ok()) return s;
-  if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
-  absl::StatusOr<PGconn*> source = tables_.SourceConnection();
-  absl::StatusOr<SequenceCopyResult> copied =
-      source.ok() ? CopyTableSequences(*source, conn(), source_.tables, options_->schema)
-                  : absl::StatusOr<SequenceCopyResult>(source.status());
-  tables_.CloseSource();
-  if (!copied.ok()) {
-    if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
-      return copied.status();
-    }
-    LogWarning(
-        "sink %s (postgres): the sequences were not copied: %s (run `pgflow sequences` once "
-        "fixed)",
-        sink_name_, copied.status().message());
-    return absl::OkStatus();
-  }
-  LogInfo("sink %s (postgres): %d sequences set to the source's values%s", sink_name_,
-          copied->copied,
-          copied->missing.empty()
-              ? ""
-              : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::EnsureTransaction() { return session_.Begin(); }
-
-absl::Status PostgresSink::CommitTransaction() {
-  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
-  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
-  session_.set_savepoint_pending(false);
-  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
-  if (!session_.in_transaction()) return absl::OkStatus();
-  const bool record = group_txns_ > 0;
-  if (record && wal_positions_) {
-    StatementParams params;
-    Value name = Value::Text(oid::kText, pipeline_);
-    Value lsn = Value::Text(oid::kText, group_applied_.ToString());
-    params.Add(name);
-    params.Add(lsn);
-    if (absl::Status s = session_.RunPrepared(
-            "INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
-            "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
-            params,
-            [&] {
-              return absl::StrCat("postgres target ", TargetName(),
-                                  ": recording the applied position");
-            });
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  absl::Status committed = session_.Commit();
-  commit_soon_ = false;
-  group_txns_ = 0;
-  group_changes_ = 0;
-  if (!committed.ok()) return committed;
-  if (record) applied_ = group_applied_;
   return absl::OkStatus();
 }
 
@@ -298,12 +249,6 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
   return absl::OkStatus();
 }
 
-void PostgresSink::DiscardTransactionRows(const char* why) {
-  writer_.Discard(why);
-  // A table created in the rolled-back transaction is gone again: check anew.
-  tables_.Clear();
-}
-
 absl::Status PostgresSink::FlushGroup() {
   if (loaders_ != nullptr) {
     if (absl::Status s = loaders_->status(); !s.ok()) return s;
@@ -344,6 +289,118 @@ absl::Status PostgresSink::Close() {
   return status;
 }
 
+absl::Status PostgresSink::ApplyChange(const Change& change) {
+  if (change.op == Op::kMessage) return absl::OkStatus();
+  if (change.op == Op::kDdl) return ApplyDdl(change);
+  return writer_.Apply(change);
+}
+
+absl::Status PostgresSink::ApplyDdl(const Change& change) {
+  const DdlCommand& cmd = *change.ddl;
+  if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
+  // Statements keep the stream's order: what came before the DDL is sent first.
+  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
+  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  TargetCatalogLookup lookup(conn());
+  DdlReplayOptions replay;
+  replay.target_schema = options_->schema;
+  replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
+  if (!plan.ok()) {
+    return absl::Status(plan.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": at ",
+                                     change.lsn.ToString(), ": ", plan.status().message()));
+  }
+  if (!plan->passed_over.empty()) {
+    LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
+             plan->passed_over);
+  }
+  if (!plan->statements.empty()) {
+    if (absl::Status s = session_.SendPendingSavepoint(); !s.ok()) return s;
+  }
+  for (const std::string& sql : plan->statements) {
+    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
+             change.lsn.ToString(), sql);
+    // One statement per call (the extended protocol refuses several), whatever the text.
+    if (absl::Status s = session_.RunAlone(
+            sql,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
+                                  ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
+                                  "` (source statement: ", cmd.statement.substr(0, 200),
+                                  "); to go on, make the target accept it, or add '",
+                                  cmd.object_type, "' to sinks.", sink_name_, ".ddl.exclude");
+            });
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const std::string& table : plan->changed_tables) tables_.Forget(table);
+  if (!plan->statements.empty()) {
+    // An index or constraint may have come or gone.
+    tables_.RecheckFoldable();
+  }
+  if (!plan->statements.empty()) {
+    // A prepared statement keeps the parameter types its columns had when it was prepared
+    // (an int column retyped to bigint would still take int parameters): start afresh.
+    if (absl::Status s = session_.DeallocateAll("dropping prepared statements after DDL");
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!plan->statements.empty()) {
+    LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
+            cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::EnsureTransaction() { return session_.Begin(); }
+
+absl::Status PostgresSink::CommitTransaction() {
+  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
+  session_.set_savepoint_pending(false);
+  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
+  if (!session_.in_transaction()) return absl::OkStatus();
+  const bool record = group_txns_ > 0;
+  if (record && wal_positions_) {
+    StatementParams params;
+    Value name = Value::Text(oid::kText, pipeline_);
+    Value lsn = Value::Text(oid::kText, group_applied_.ToString());
+    params.Add(name);
+    params.Add(lsn);
+    if (absl::Status s = session_.RunPrepared(
+            "INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
+            "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
+            params,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(),
+                                  ": recording the applied position");
+            });
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::Status committed = session_.Commit();
+  commit_soon_ = false;
+  group_txns_ = 0;
+  group_changes_ = 0;
+  if (!committed.ok()) return committed;
+  if (record) applied_ = group_applied_;
+  return absl::OkStatus();
+}
+
+void PostgresSink::DiscardTransactionRows(const char* why) {
+  writer_.Discard(why);
+  // A table created in the rolled-back transaction is gone again: check anew.
+  tables_.Clear();
+}
+
 absl::Status PostgresSink::WriteRawRows(const Event& event) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (writer_.Copying(event.change.table.get())) return writer_.CopyRows(event);
@@ -379,6 +436,34 @@ absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event
             options_->load_workers);
   }
   return loaders_->Add(table->load, event.change.content, event.rows);
+}
+
+absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+  if (absl::Status s = tables_.FinishLoad(); !s.ok()) return s;
+  if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
+  absl::StatusOr<PGconn*> source = tables_.SourceConnection();
+  absl::StatusOr<SequenceCopyResult> copied =
+      source.ok() ? CopyTableSequences(*source, conn(), source_.tables, options_->schema)
+                  : absl::StatusOr<SequenceCopyResult>(source.status());
+  tables_.CloseSource();
+  if (!copied.ok()) {
+    if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
+      return copied.status();
+    }
+    LogWarning(
+        "sink %s (postgres): the sequences were not copied: %s (run `pgflow sequences` once "
+        "fixed)",
+        sink_name_, copied.status().message());
+    return absl::OkStatus();
+  }
+  LogInfo("sink %s (postgres): %d sequences set to the source's values%s", sink_name_,
+          copied->copied,
+          copied->missing.empty()
+              ? ""
+              : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
+  return absl::OkStatus();
 }
 
 absl::Status PostgresSink::Refused(absl::Status s) {
@@ -476,75 +561,6 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
   ++dead_letters_;
   LogWarning("sink %s (postgres): set aside in pgflow.dead_letters: %s", sink_name_,
              refusal.message());
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::ApplyChange(const Change& change) {
-  if (change.op == Op::kMessage) return absl::OkStatus();
-  if (change.op == Op::kDdl) return ApplyDdl(change);
-  return writer_.Apply(change);
-}
-
-absl::Status PostgresSink::ApplyDdl(const Change& change) {
-  const DdlCommand& cmd = *change.ddl;
-  if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
-  // Statements keep the stream's order: what came before the DDL is sent first.
-  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
-  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
-  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  TargetCatalogLookup lookup(conn());
-  DdlReplayOptions replay;
-  replay.target_schema = options_->schema;
-  replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
-  if (!plan.ok()) {
-    return absl::Status(plan.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": at ",
-                                     change.lsn.ToString(), ": ", plan.status().message()));
-  }
-  if (!plan->passed_over.empty()) {
-    LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
-             plan->passed_over);
-  }
-  if (!plan->statements.empty()) {
-    if (absl::Status s = session_.SendPendingSavepoint(); !s.ok()) return s;
-  }
-  for (const std::string& sql : plan->statements) {
-    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
-             change.lsn.ToString(), sql);
-    // One statement per call (the extended protocol refuses several), whatever the text.
-    if (absl::Status s = session_.RunAlone(
-            sql,
-            [&] {
-              return absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
-                                  ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
-                                  "` (source statement: ", cmd.statement.substr(0, 200),
-                                  "); to go on, make the target accept it, or add '",
-                                  cmd.object_type, "' to sinks.", sink_name_, ".ddl.exclude");
-            });
-        !s.ok()) {
-      return s;
-    }
-  }
-  for (const std::string& table : plan->changed_tables) tables_.Forget(table);
-  if (!plan->statements.empty()) {
-    // An index or constraint may have come or gone.
-    tables_.RecheckFoldable();
-  }
-  if (!plan->statements.empty()) {
-    // A prepared statement keeps the parameter types its columns had when it was prepared
-    // (an int column retyped to bigint would still take int parameters): start afresh.
-    if (absl::Status s = session_.DeallocateAll("dropping prepared statements after DDL");
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (!plan->statements.empty()) {
-    LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
-            cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
-  }
   return absl::OkStatus();
 }
 

@@ -34,21 +34,13 @@ namespace pgflow {
 // acknowledged position).
 class PostgresSink : public Sink {
  public:
+  // `sink_name`: the sink's name in the pipeline file; `pipeline`: read here, not kept;
+  // `options`: shared, immutable; `ddl_mode`: the sink's ddl.mode (DDL is replayed only under
+  // kApply).
   PostgresSink(std::string sink_name, const PipelineConfig& pipeline,
-               std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode)
-      : sink_name_(std::move(sink_name)),
-        pipeline_(pipeline.name),
-        source_(pipeline.source),
-        source_is_postgres_(pipeline.source_type == "postgres"),
-        wal_positions_(pipeline.positions == SourcePositions::kWal),
-        options_(std::move(options)),
-        ddl_mode_(ddl_mode),
-        session_(options_->url, sink_name_),
-        tables_(session_, sink_name_, pipeline_, source_.url, source_is_postgres_, options_),
-        writer_(session_, tables_, sink_name_, options_, in_source_txn_) {
-    // What is held back goes out before anything else is sent.
-    session_.SetBeforeStatement([this] { return writer_.SendHeldBack(); });
-  }
+               std::shared_ptr<const PostgresSinkOptions> options, DdlMode ddl_mode);
+  PostgresSink(const PostgresSink&) = delete;
+  PostgresSink& operator=(const PostgresSink&) = delete;
 
   absl::Status Open() override;
   absl::Status Write(const Event& event) override {
@@ -75,12 +67,28 @@ class PostgresSink : public Sink {
   bool AcceptsRawCopy() const override { return true; }
 
  private:
-  PGconn* conn() { return session_.conn(); }
+  // Event dispatch and the grouping of source transactions into target transactions.
   absl::Status WriteEvent(const Event& event);
   absl::Status FlushGroup();
+  absl::Status ApplyChange(const Change& change);
+  // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
+  absl::Status ApplyDdl(const Change& change);
+  // Opens a target transaction if none is open.
+  absl::Status EnsureTransaction();
+  // Sends what the writer holds, then commits the open target transaction, if any, recording
+  // in pgflow.applied the end LSN of the last source transaction it holds.
+  absl::Status CommitTransaction();
   // Forgets the rows of the current source transaction not sent yet (batches, staged net
   // changes, a COPY under way, ended with `why`) and the tables known, as a rollback needs.
   void DiscardTransactionRows(const char* why);
+
+  // The initial load.
+  absl::Status WriteRawRows(const Event& event);
+  // Hands snapshot rows of `table` (fast path, initial snapshot) to the parallel loaders,
+  // starting them first if needed.
+  absl::Status LoadInParallel(TargetTable* table, const Event& event);
+  // The initial load is complete: builds what was deferred and copies the sequences.
+  absl::Status FinishSnapshot(bool copy_sequences);
 
   // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
   // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
@@ -93,25 +101,9 @@ class PostgresSink : public Sink {
   absl::Status ApplyCarefully(const Change& change);
   absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
                                 const absl::Status& refusal);
+
+  PGconn* conn() { return session_.conn(); }
   std::string TargetName() const { return session_.TargetName(); }
-
-  // The initial load is complete: builds what was deferred and copies the sequences.
-  absl::Status FinishSnapshot(bool copy_sequences);
-
-  // Opens a target transaction if none is open.
-  absl::Status EnsureTransaction();
-  // Commits the open target transaction, if any, after the writer's FinishStatements(), recording
-  // in pgflow.applied the end LSN of the last source transaction it holds.
-  absl::Status CommitTransaction();
-
-  absl::Status WriteRawRows(const Event& event);
-  // Hands snapshot rows of `table` (fast path, initial snapshot) to the parallel loaders,
-  // starting them first if needed.
-  absl::Status LoadInParallel(TargetTable* table, const Event& event);
-
-  absl::Status ApplyChange(const Change& change);
-  // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
-  absl::Status ApplyDdl(const Change& change);
 
   const std::string sink_name_;
   const std::string pipeline_;
@@ -126,10 +118,13 @@ class PostgresSink : public Sink {
   const std::shared_ptr<const PostgresSinkOptions> options_;
   const DdlMode ddl_mode_;
 
-  bool in_source_txn_ = false;  // between a source kBegin and its kCommit/kRollback
+  // Between a source kBegin and its kCommit/kRollback; read by writer_ too.
+  bool in_source_txn_ = false;
+  // The parts, each using those before it.
   TargetSession session_;
   TargetTables tables_;
   RowWriter writer_;
+
   Lsn applied_;  // end LSN of the last source transaction committed in the target
   Lsn written_;  // the last acknowledgeable position written
   // Loaders copying the initial snapshot's rows over connections of their own

@@ -18,6 +18,13 @@ namespace {
 
 constexpr size_t kMaxParams = 65535;
 
+// Rows per multi-row statement of `params_per_row` parameters each: the sink's batch_rows,
+// bounded by the protocol's limit of 65,535 parameters per statement.
+size_t RowsPerStatement(const PostgresSinkOptions& options, size_t params_per_row) {
+  return std::max<size_t>(
+      1, std::min<size_t>(options.batch_rows, kMaxParams / std::max<size_t>(params_per_row, 1)));
+}
+
 }  // namespace
 
 RowWriter::RowWriter(TargetSession& session, TargetTables& tables, std::string sink_name,
@@ -33,96 +40,6 @@ absl::Status RowWriter::SendHeldBack() {
   return ReleaseDeferred();
 }
 
-absl::Status RowWriter::Queue(TargetTable* table, const Change& change) {
-  switch (change.op) {
-    case Op::kInsert:
-      return QueueUpsert(table, change);
-    case Op::kUpdate:
-      return QueueUpdate(table, change);
-    default:
-      return QueueDelete(table, change);
-  }
-}
-
-void RowWriter::AbortCopy(const char* why) {
-  if (copy_table_ != nullptr) session_.AbortCopy(why);
-  copy_table_ = nullptr;
-  copy_schema_ = nullptr;
-}
-
-void RowWriter::EndSourceTransaction() {
-  for (Staged& t : txn_net_) {
-    auto into = std::find_if(group_net_.begin(), group_net_.end(),
-                             [&](const Staged& g) { return g.table->name == t.table->name; });
-    if (into == group_net_.end()) {
-      group_net_.push_back(std::move(t));
-    } else {
-      into->changes.Absorb(t.changes);
-    }
-  }
-  txn_net_.clear();
-  txn_folded_ = 0;
-}
-
-absl::Status RowWriter::SendAhead() {
-  constexpr size_t kSendAheadRows = 8192;
-  size_t staged_rows = 0;
-  for (const Staged& t : group_net_) staged_rows += t.changes.size();
-  if (staged_rows >= kSendAheadRows) return SendNet(group_net_);
-  return absl::OkStatus();
-}
-
-void RowWriter::Discard(const char* why) {
-  deferred_.clear();
-  deferred_rows_ = 0;
-  txn_net_.clear();
-  txn_folded_ = 0;
-  reads_.Clear();
-  inserts_.Clear();
-  updates_.Clear();
-  deletes_.Clear();
-  AbortCopy(why);
-}
-
-absl::Status RowWriter::CopyRows(const Event& event) {
-  const std::string* data = &event.change.content;
-  std::string rewritten;
-  if (!copy_table_->array_elements.empty()) {
-    rewritten = event.change.content;
-    if (absl::Status s = RewriteArrayElementTypes(&rewritten, copy_table_->schema->columns.size(),
-                                                  copy_table_->array_elements);
-        !s.ok()) {
-      return absl::DataLossError(
-          absl::StrCat("snapshot rows of ", copy_table_->name, ": ", s.message()));
-    }
-    data = &rewritten;
-  }
-  if (absl::Status s = session_.PutCopyData(*data,
-                                            [&] {
-                                              return absl::StrCat(
-                                                  "postgres target ", session_.TargetName(),
-                                                  ": copying into ", copy_table_->name);
-                                            });
-      !s.ok()) {
-    return s;
-  }
-  copy_rows_ += event.rows;
-  return absl::OkStatus();
-}
-
-absl::Status RowWriter::SendGroupFirst() {
-  if (!session_.savepoint_pending() || group_net_.empty()) return absl::OkStatus();
-  // The current transaction's held-back batches wait: they go after its savepoint.
-  std::vector<RowBatch> held = std::exchange(deferred_, {});
-  const size_t held_rows = std::exchange(deferred_rows_, 0);
-  session_.set_savepoint_pending(false);
-  absl::Status s = SendNet(group_net_);
-  session_.set_savepoint_pending(true);
-  deferred_ = std::move(held);
-  deferred_rows_ = held_rows;
-  return s;
-}
-
 absl::StatusOr<TargetTable*> RowWriter::Table(const TableSchemaPtr& schema) {
   if (schema == nullptr) return absl::InternalError("change without a table");
   if (TargetTable* known = tables_.Find(schema); known != nullptr) return known;
@@ -134,14 +51,6 @@ absl::StatusOr<TargetTable*> RowWriter::Table(const TableSchemaPtr& schema) {
   }
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   return tables_.Load(schema);
-}
-
-absl::Status RowWriter::FinishStatements() {
-  if (absl::Status s = EndCopy(); !s.ok()) return s;
-  if (absl::Status s = FlushReads(); !s.ok()) return s;
-  if (absl::Status s = FlushInserts(); !s.ok()) return s;
-  if (absl::Status s = FlushUpdates(); !s.ok()) return s;
-  return FlushDeletes();
 }
 
 absl::Status RowWriter::Apply(const Change& change) {
@@ -207,6 +116,53 @@ absl::Status RowWriter::Apply(const Change& change) {
   return absl::OkStatus();
 }
 
+absl::Status RowWriter::Queue(TargetTable* table, const Change& change) {
+  switch (change.op) {
+    case Op::kInsert:
+      return QueueUpsert(table, change);
+    case Op::kUpdate:
+      return QueueUpdate(table, change);
+    default:
+      return QueueDelete(table, change);
+  }
+}
+
+absl::Status RowWriter::FinishStatements() {
+  if (absl::Status s = EndCopy(); !s.ok()) return s;
+  if (absl::Status s = FlushReads(); !s.ok()) return s;
+  if (absl::Status s = FlushInserts(); !s.ok()) return s;
+  if (absl::Status s = FlushUpdates(); !s.ok()) return s;
+  return FlushDeletes();
+}
+
+absl::Status RowWriter::ReleaseDeferred() {
+  std::vector<RowBatch> batches = std::exchange(deferred_, {});
+  deferred_rows_ = 0;
+  for (RowBatch& b : batches) {
+    absl::Status s;
+    switch (b.kind()) {
+      case RowBatch::Kind::kUpsert:
+        s = SendUpserts(b.table(), std::move(b.rows()));
+        break;
+      case RowBatch::Kind::kUpdate:
+        s = SendUpdates(b.table(), std::move(b.updates()), std::move(b.columns()));
+        break;
+      default:
+        s = SendDeletes(b.table(), std::move(b.rows()));
+        break;
+    }
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RowWriter::SendStaged() {
+  txn_folded_ = 0;
+  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
+  if (absl::Status s = SendNet(group_net_); !s.ok()) return s;
+  return SendNet(txn_net_);
+}
+
 absl::Status RowWriter::StartCopy(TargetTable* table, const TableSchema* schema) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (absl::Status s = tables_.PrepareSnapshotLoad(table); !s.ok()) return s;
@@ -229,6 +185,206 @@ absl::Status RowWriter::StartCopy(TargetTable* table, const TableSchema* schema)
   copy_table_ = table;
   copy_schema_ = schema;
   copy_rows_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status RowWriter::CopyRows(const Event& event) {
+  const std::string* data = &event.change.content;
+  std::string rewritten;
+  if (!copy_table_->array_elements.empty()) {
+    rewritten = event.change.content;
+    if (absl::Status s = RewriteArrayElementTypes(&rewritten, copy_table_->schema->columns.size(),
+                                                  copy_table_->array_elements);
+        !s.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot rows of ", copy_table_->name, ": ", s.message()));
+    }
+    data = &rewritten;
+  }
+  if (absl::Status s = session_.PutCopyData(*data,
+                                            [&] {
+                                              return absl::StrCat(
+                                                  "postgres target ", session_.TargetName(),
+                                                  ": copying into ", copy_table_->name);
+                                            });
+      !s.ok()) {
+    return s;
+  }
+  copy_rows_ += event.rows;
+  return absl::OkStatus();
+}
+
+void RowWriter::AbortCopy(const char* why) {
+  if (copy_table_ != nullptr) session_.AbortCopy(why);
+  copy_table_ = nullptr;
+  copy_schema_ = nullptr;
+}
+
+void RowWriter::EndSourceTransaction() {
+  for (Staged& t : txn_net_) {
+    auto into = std::find_if(group_net_.begin(), group_net_.end(),
+                             [&](const Staged& g) { return g.table->name == t.table->name; });
+    if (into == group_net_.end()) {
+      group_net_.push_back(std::move(t));
+    } else {
+      into->changes.Absorb(t.changes);
+    }
+  }
+  txn_net_.clear();
+  txn_folded_ = 0;
+}
+
+absl::Status RowWriter::SendAhead() {
+  constexpr size_t kSendAheadRows = 8192;
+  size_t staged_rows = 0;
+  for (const Staged& t : group_net_) staged_rows += t.changes.size();
+  if (staged_rows >= kSendAheadRows) return SendNet(group_net_);
+  return absl::OkStatus();
+}
+
+void RowWriter::Discard(const char* why) {
+  deferred_.clear();
+  deferred_rows_ = 0;
+  txn_net_.clear();
+  txn_folded_ = 0;
+  reads_.Clear();
+  inserts_.Clear();
+  updates_.Clear();
+  deletes_.Clear();
+  AbortCopy(why);
+}
+
+absl::Status RowWriter::SendGroupFirst() {
+  if (!session_.savepoint_pending() || group_net_.empty()) return absl::OkStatus();
+  // The current transaction's held-back batches wait: they go after its savepoint.
+  std::vector<RowBatch> held = std::exchange(deferred_, {});
+  const size_t held_rows = std::exchange(deferred_rows_, 0);
+  session_.set_savepoint_pending(false);
+  absl::Status s = SendNet(group_net_);
+  session_.set_savepoint_pending(true);
+  deferred_ = std::move(held);
+  deferred_rows_ = held_rows;
+  return s;
+}
+
+absl::StatusOr<bool> RowWriter::Foldable(TargetTable* table) {
+  if (table->key.empty()) return false;
+  if (table->foldable.has_value()) return *table->foldable;
+  if (absl::StatusOr<bool> foldable = tables_.ReadFoldable(table); !foldable.ok()) {
+    return foldable.status();
+  }
+  if (!*table->foldable) {
+    // Changes of it folded before its index was built go first: what comes now is in order.
+    auto held = [&](const std::vector<Staged>& staged) {
+      return std::any_of(staged.begin(), staged.end(),
+                         [&](const Staged& t) { return t.table->name == table->name; });
+    };
+    if (held(group_net_) || held(txn_net_)) {
+      if (absl::Status s = SendStaged(); !s.ok()) return s;
+    }
+    LogInfo(
+        "sink %s (postgres): %s has a unique index or exclusion constraint besides its key: its "
+        "changes are applied in stream order, not folded",
+        sink_name_, table->name);
+  }
+  return *table->foldable;
+}
+
+absl::StatusOr<bool> RowWriter::Stage(TargetTable* table, const Change& change) {
+  auto staged = std::find_if(txn_net_.rbegin(), txn_net_.rend(),
+                             [&](const Staged& t) { return t.table->name == table->name; });
+  NetChanges* net;
+  if (staged != txn_net_.rend()) {
+    net = &staged->changes;
+  } else {
+    txn_net_.push_back(Staged{table->shared_from_this(), NetChanges(table->key)});
+    net = &txn_net_.back().changes;
+  }
+  if (!net->Fold(change)) {
+    if (absl::Status s = SendStaged(); !s.ok()) return s;
+    return false;
+  }
+  // A large transaction goes out in parts, under its savepoint.
+  if (++txn_folded_ >= kDeferRows) {
+    if (absl::Status s = SendStaged(); !s.ok()) return s;
+  }
+  return true;
+}
+
+absl::Status RowWriter::SendNet(std::vector<Staged>& staged) {
+  if (staged.empty()) return absl::OkStatus();
+  std::vector<Staged> work = std::exchange(staged, {});
+  for (Staged& t : work) {
+    TargetTable* table = t.table.get();
+    std::vector<NetChanges::Entry>& entries = t.changes.entries();
+    const size_t width = table->schema->columns.size();
+    auto per_statement = [&](size_t params_per_row) {
+      return RowsPerStatement(*options_, params_per_row);
+    };
+    // A full batch has the same text every time and is prepared; the remainder goes unnamed.
+    // Deletes take the keys of the rows an upsert replaces too (copied: the upsert sends them).
+    auto send_rows = [&](NetChanges::Kind kind, size_t limit, auto send) -> absl::Status {
+      std::vector<Row> batch;
+      for (NetChanges::Entry& e : entries) {
+        if (kind == NetChanges::Kind::kDelete && e.kind == NetChanges::Kind::kUpsert &&
+            e.replaces) {
+          batch.push_back(e.row);
+        } else if (e.kind != kind) {
+          continue;
+        } else {
+          batch.push_back(std::move(e.row));
+        }
+        if (batch.size() == limit) {
+          if (absl::Status s = send(std::move(batch), false); !s.ok()) return s;
+          batch.clear();
+        }
+      }
+      if (batch.empty()) return absl::OkStatus();
+      return send(std::move(batch), true);
+    };
+    if (absl::Status s = send_rows(NetChanges::Kind::kDelete, per_statement(table->key.size()),
+                                   [&](std::vector<Row> rows, bool once) {
+                                     return SendDeletes(table, std::move(rows), once);
+                                   });
+        !s.ok()) {
+      return s;
+    }
+    // Updates, batched by the columns they set.
+    std::vector<std::pair<std::vector<size_t>, std::vector<PendingUpdate>>> updates;
+    for (NetChanges::Entry& e : entries) {
+      if (e.kind != NetChanges::Kind::kUpdate) continue;
+      std::vector<size_t> columns;
+      for (size_t i = 0; i < width; ++i) {
+        if (!e.row[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
+      }
+      auto group = std::find_if(updates.begin(), updates.end(),
+                                [&](const auto& u) { return u.first == columns; });
+      if (group == updates.end()) group = updates.insert(updates.end(), {std::move(columns), {}});
+      group->second.push_back(PendingUpdate{{}, std::move(e.row)});
+    }
+    for (auto& [columns, rows] : updates) {
+      const size_t limit = per_statement(table->key.size() + columns.size());
+      for (size_t from = 0; from < rows.size(); from += limit) {
+        const size_t to = std::min(rows.size(), from + limit);
+        const std::vector<PendingUpdate> batch(std::make_move_iterator(rows.begin() + from),
+                                               std::make_move_iterator(rows.begin() + to));
+        // Checked when the row count is read: waiting for it here would stop the target's work
+        // on a group sent ahead.
+        if (absl::Status s = SendUpdateBatch(*table, batch, columns, /*affected=*/nullptr,
+                                             to - from != limit, /*warn_missing=*/true);
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    if (absl::Status s = send_rows(NetChanges::Kind::kUpsert, per_statement(width),
+                                   [&](std::vector<Row> rows, bool once) {
+                                     return SendUpserts(table, std::move(rows), once);
+                                   });
+        !s.ok()) {
+      return s;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -320,41 +476,7 @@ absl::Status RowWriter::QueueUpsert(TargetTable* table, const Change& change) {
   inserts_.Use(table, change.table.get());
   inserts_.AddRow(change.after);
   if (key.has_value()) inserts_.AddKey(*std::move(key));
-  const size_t per_statement = std::max<size_t>(
-      1, std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(n, 1)));
-  if (inserts_.size() >= per_statement) return FlushInserts();
-  return absl::OkStatus();
-}
-
-bool RowWriter::Deferring(size_t rows) const {
-  return in_source_txn_ && session_.savepoint_pending() && deferred_rows_ + rows <= kDeferRows;
-}
-
-bool RowWriter::Defer(RowBatch& batch) {
-  if (!Deferring(batch.size())) return false;
-  deferred_rows_ += batch.size();
-  deferred_.push_back(std::move(batch));
-  return true;
-}
-
-absl::Status RowWriter::ReleaseDeferred() {
-  std::vector<RowBatch> batches = std::exchange(deferred_, {});
-  deferred_rows_ = 0;
-  for (RowBatch& b : batches) {
-    absl::Status s;
-    switch (b.kind()) {
-      case RowBatch::Kind::kUpsert:
-        s = SendUpserts(b.table(), std::move(b.rows()));
-        break;
-      case RowBatch::Kind::kUpdate:
-        s = SendUpdates(b.table(), std::move(b.updates()), std::move(b.columns()));
-        break;
-      default:
-        s = SendDeletes(b.table(), std::move(b.rows()));
-        break;
-    }
-    if (!s.ok()) return s;
-  }
+  if (inserts_.size() >= RowsPerStatement(*options_, n)) return FlushInserts();
   return absl::OkStatus();
 }
 
@@ -428,11 +550,8 @@ absl::Status RowWriter::QueueUpdate(TargetTable* table, const Change& change) {
   // Under another unique index, the rows of one UPDATE change in no set order, which may pass
   // through a state the index forbids: one row at a time.
   const size_t per_statement =
-      table->foldable == false
-          ? 1
-          : std::max<size_t>(1,
-                             std::min<size_t>(options_->batch_rows,
-                                              kMaxParams / (table->key.size() + columns.size())));
+      table->foldable == false ? 1
+                               : RowsPerStatement(*options_, table->key.size() + columns.size());
   updates_.Use(table, change.table.get());
   updates_.set_columns(std::move(columns));
   updates_.AddUpdate(PendingUpdate{old_row, change.after});
@@ -497,136 +616,6 @@ absl::Status RowWriter::SendUpdateBatch(const TargetTable& table,
       warn_missing ? RowCountCheck{rows.size(), table.name} : RowCountCheck{});
 }
 
-absl::StatusOr<bool> RowWriter::Foldable(TargetTable* table) {
-  if (table->key.empty()) return false;
-  if (table->foldable.has_value()) return *table->foldable;
-  if (absl::StatusOr<bool> foldable = tables_.ReadFoldable(table); !foldable.ok()) {
-    return foldable.status();
-  }
-  if (!*table->foldable) {
-    // Changes of it folded before its index was built go first: what comes now is in order.
-    auto held = [&](const std::vector<Staged>& staged) {
-      return std::any_of(staged.begin(), staged.end(),
-                         [&](const Staged& t) { return t.table->name == table->name; });
-    };
-    if (held(group_net_) || held(txn_net_)) {
-      if (absl::Status s = SendStaged(); !s.ok()) return s;
-    }
-    LogInfo(
-        "sink %s (postgres): %s has a unique index or exclusion constraint besides its key: its "
-        "changes are applied in stream order, not folded",
-        sink_name_, table->name);
-  }
-  return *table->foldable;
-}
-
-absl::StatusOr<bool> RowWriter::Stage(TargetTable* table, const Change& change) {
-  auto staged = std::find_if(txn_net_.rbegin(), txn_net_.rend(),
-                             [&](const Staged& t) { return t.table->name == table->name; });
-  NetChanges* net;
-  if (staged != txn_net_.rend()) {
-    net = &staged->changes;
-  } else {
-    txn_net_.push_back(Staged{table->shared_from_this(), NetChanges(table->key)});
-    net = &txn_net_.back().changes;
-  }
-  if (!net->Fold(change)) {
-    if (absl::Status s = SendStaged(); !s.ok()) return s;
-    return false;
-  }
-  // A large transaction goes out in parts, under its savepoint.
-  if (++txn_folded_ >= kDeferRows) {
-    if (absl::Status s = SendStaged(); !s.ok()) return s;
-  }
-  return true;
-}
-
-absl::Status RowWriter::SendStaged() {
-  txn_folded_ = 0;
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = SendNet(group_net_); !s.ok()) return s;
-  return SendNet(txn_net_);
-}
-
-absl::Status RowWriter::SendNet(std::vector<Staged>& staged) {
-  if (staged.empty()) return absl::OkStatus();
-  std::vector<Staged> work = std::exchange(staged, {});
-  for (Staged& t : work) {
-    TargetTable* table = t.table.get();
-    std::vector<NetChanges::Entry>& entries = t.changes.entries();
-    const size_t width = table->schema->columns.size();
-    auto per_statement = [&](size_t params_per_row) {
-      return std::max<size_t>(
-          1,
-          std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(params_per_row, 1)));
-    };
-    // A full batch has the same text every time and is prepared; the remainder goes unnamed.
-    // Deletes take the keys of the rows an upsert replaces too (copied: the upsert sends them).
-    auto send_rows = [&](NetChanges::Kind kind, size_t limit, auto send) -> absl::Status {
-      std::vector<Row> batch;
-      for (NetChanges::Entry& e : entries) {
-        if (kind == NetChanges::Kind::kDelete && e.kind == NetChanges::Kind::kUpsert &&
-            e.replaces) {
-          batch.push_back(e.row);
-        } else if (e.kind != kind) {
-          continue;
-        } else {
-          batch.push_back(std::move(e.row));
-        }
-        if (batch.size() == limit) {
-          if (absl::Status s = send(std::move(batch), false); !s.ok()) return s;
-          batch.clear();
-        }
-      }
-      if (batch.empty()) return absl::OkStatus();
-      return send(std::move(batch), true);
-    };
-    if (absl::Status s = send_rows(NetChanges::Kind::kDelete, per_statement(table->key.size()),
-                                   [&](std::vector<Row> rows, bool once) {
-                                     return SendDeletes(table, std::move(rows), once);
-                                   });
-        !s.ok()) {
-      return s;
-    }
-    // Updates, batched by the columns they set.
-    std::vector<std::pair<std::vector<size_t>, std::vector<PendingUpdate>>> updates;
-    for (NetChanges::Entry& e : entries) {
-      if (e.kind != NetChanges::Kind::kUpdate) continue;
-      std::vector<size_t> columns;
-      for (size_t i = 0; i < width; ++i) {
-        if (!e.row[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
-      }
-      auto group = std::find_if(updates.begin(), updates.end(),
-                                [&](const auto& u) { return u.first == columns; });
-      if (group == updates.end()) group = updates.insert(updates.end(), {std::move(columns), {}});
-      group->second.push_back(PendingUpdate{{}, std::move(e.row)});
-    }
-    for (auto& [columns, rows] : updates) {
-      const size_t limit = per_statement(table->key.size() + columns.size());
-      for (size_t from = 0; from < rows.size(); from += limit) {
-        const size_t to = std::min(rows.size(), from + limit);
-        const std::vector<PendingUpdate> batch(std::make_move_iterator(rows.begin() + from),
-                                               std::make_move_iterator(rows.begin() + to));
-        // Checked when the row count is read: waiting for it here would stop the target's work
-        // on a group sent ahead.
-        if (absl::Status s = SendUpdateBatch(*table, batch, columns, /*affected=*/nullptr,
-                                             to - from != limit, /*warn_missing=*/true);
-            !s.ok()) {
-          return s;
-        }
-      }
-    }
-    if (absl::Status s = send_rows(NetChanges::Kind::kUpsert, per_statement(width),
-                                   [&](std::vector<Row> rows, bool once) {
-                                     return SendUpserts(table, std::move(rows), once);
-                                   });
-        !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status RowWriter::ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after) {
   StatementParams params;
   absl::StatusOr<std::string> sql = UpdateRowSql(*table, old_row, after, &params);
@@ -670,9 +659,7 @@ absl::Status RowWriter::QueueDelete(TargetTable* table, const Change& change) {
   }
   deletes_.Use(table, change.table.get());
   deletes_.AddRow(change.before);
-  const size_t per_statement =
-      std::max<size_t>(1, std::min<size_t>(options_->batch_rows, kMaxParams / table->key.size()));
-  if (deletes_.size() >= per_statement) return FlushDeletes();
+  if (deletes_.size() >= RowsPerStatement(*options_, table->key.size())) return FlushDeletes();
   return absl::OkStatus();
 }
 
@@ -719,6 +706,17 @@ absl::Status RowWriter::ApplyDelete(TargetTable* table, const Change& change) {
     return absl::StrCat("postgres target ", session_.TargetName(), ": deleting from ", table->name,
                         " the row with key ", DescribeKey(*table, change.before));
   });
+}
+
+bool RowWriter::Deferring(size_t rows) const {
+  return in_source_txn_ && session_.savepoint_pending() && deferred_rows_ + rows <= kDeferRows;
+}
+
+bool RowWriter::Defer(RowBatch& batch) {
+  if (!Deferring(batch.size())) return false;
+  deferred_rows_ += batch.size();
+  deferred_.push_back(std::move(batch));
+  return true;
 }
 
 }  // namespace pgflow

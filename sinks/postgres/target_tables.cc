@@ -32,31 +32,6 @@ TargetTables::TargetTables(TargetSession& session, std::string sink_name, std::s
       source_is_postgres_(source_is_postgres),
       options_(std::move(options)) {}
 
-void TargetTables::RecheckFoldable() {
-  for (auto& [name, table] : tables_) table->foldable.reset();
-}
-
-absl::Status TargetTables::FinishLoad() {
-  load_finished_ = true;
-  if (absl::Status s = BuildPending(); !s.ok()) return s;
-  for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
-  return absl::OkStatus();
-}
-
-absl::StatusOr<PGconn*> TargetTables::SourceConnection() {
-  if (source_conn_ == nullptr) {
-    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_url_);
-    if (!connected.ok()) {
-      return absl::Status(
-          connected.status().code(),
-          absl::StrCat("postgres target ", session_.TargetName(),
-                       ": reading table definitions from the ", connected.status().message()));
-    }
-    source_conn_ = std::move(*connected);
-  }
-  return source_conn_.get();
-}
-
 TargetTable* TargetTables::Find(const TableSchemaPtr& schema) {
   auto it = tables_.find(schema->QualifiedName());
   if (it == tables_.end()) return nullptr;
@@ -157,6 +132,194 @@ absl::StatusOr<TargetTable*> TargetTables::Load(const TableSchemaPtr& schema) {
   TargetTable* loaded = table.get();
   tables_[schema->QualifiedName()] = std::move(table);
   return loaded;
+}
+
+void TargetTables::RecheckFoldable() {
+  for (auto& [name, table] : tables_) table->foldable.reset();
+}
+
+absl::Status TargetTables::PrepareSnapshotLoad(TargetTable* table) {
+  if (table->fast_copy.has_value()) return absl::OkStatus();
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::StatusOr<PgResultPtr> res =
+      Exec(session_.conn(),
+           absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
+                        "), EXISTS (SELECT 1 FROM pgflow.pending_ddl WHERE pipeline = $1 AND "
+                        "target_table = $2 AND phase < 0 AND NOT done)"),
+           {pipeline_, table->name});
+  if (!res.ok()) return res.status();
+  // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
+  // backfill) may include the ones coming, which must then replace them.
+  table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
+  const bool key_pending = PQgetvalue(res->get(), 0, 1)[0] == 't' && !table->key.empty();
+  table->plain_inserts = *table->fast_copy && key_pending;
+  if (*table->fast_copy) return absl::OkStatus();
+  if (table->key.empty()) {
+    LogWarning(
+        "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
+        "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
+        "table again for an exact copy",
+        sink_name_, table->name);
+    return absl::OkStatus();
+  }
+  LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
+          table->name);
+  if (!key_pending) return absl::OkStatus();
+  // No row of this run is in yet (this is its first), so the rows a chunk held when the last
+  // run stopped are each there once: the key builds, and chunks copied again are upserted.
+  LogInfo(
+      "sink %s (postgres): %s: the load was interrupted; building its primary key before "
+      "going on",
+      sink_name_, table->name);
+  return BuildPendingKey(table->name);
+}
+
+absl::StatusOr<bool> TargetTables::ReadFoldable(TargetTable* table) {
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  // Every unique index or exclusion constraint but the one on exactly the sink's key columns
+  // (the primary key, or the replica identity index the key comes from) is another rule.
+  const std::string key = KeyColumnsArray(*table);
+  absl::StatusOr<PgResultPtr> res = Exec(
+      session_.conn(),
+      "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
+      "(i.indisunique OR i.indisexclusion) AND (i.indisexclusion OR i.indpred IS NOT NULL "
+      "OR i.indnkeyatts <> $3::int OR EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:"
+      "i.indnkeyatts - 1]) k(attnum) LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid "
+      "AND a.attnum = k.attnum WHERE a.attname IS NULL OR NOT a.attname::text = ANY($2::text[]))))",
+      {table->quoted, key, std::to_string(table->key.size())});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(), absl::StrCat("postgres target ", session_.TargetName(),
+                                                          ": checking the indexes of ", table->name,
+                                                          ": ", res.status().message()));
+  }
+  table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
+  return *table->foldable;
+}
+
+absl::Status TargetTables::FinishLoad() {
+  load_finished_ = true;
+  if (absl::Status s = BuildPending(); !s.ok()) return s;
+  for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
+  return absl::OkStatus();
+}
+
+absl::Status TargetTables::BuildPending() {
+  absl::Status s = BuildPendingKey("");
+  // A unique index of any table may have been built.
+  RecheckFoldable();
+  return s;
+}
+
+absl::StatusOr<PGconn*> TargetTables::SourceConnection() {
+  if (source_conn_ == nullptr) {
+    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(source_url_);
+    if (!connected.ok()) {
+      return absl::Status(
+          connected.status().code(),
+          absl::StrCat("postgres target ", session_.TargetName(),
+                       ": reading table definitions from the ", connected.status().message()));
+    }
+    source_conn_ = std::move(*connected);
+  }
+  return source_conn_.get();
+}
+
+absl::Status TargetTables::BuildPendingKey(const std::string& name) {
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::StatusOr<PgResultPtr> res =
+      name.empty() ? Exec(session_.conn(),
+                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
+                          "pipeline = $1 AND NOT done ORDER BY phase, id",
+                          {pipeline_})
+                   : Exec(session_.conn(),
+                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
+                          "pipeline = $1 AND NOT done AND target_table = $2 AND phase < 0 "
+                          "ORDER BY id",
+                          {pipeline_, name});
+  if (!res.ok()) {
+    return absl::Status(res.status().code(),
+                        absl::StrCat("postgres target ", session_.TargetName(),
+                                     ": reading pgflow.pending_ddl: ", res.status().message()));
+  }
+  struct Pending {
+    std::string id, table, statement;
+  };
+  std::vector<Pending> serial, builds;
+  // Outside a transaction, every index build goes first, several at once over connections of
+  // their own; nothing deferred needs what another statement builds but a constraint its index
+  // (USING INDEX) and a foreign key the key it references, both of which come after.
+  const bool parallel = name.empty() && !session_.in_transaction() && options_->load_workers > 1;
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
+              PQgetvalue(res->get(), i, 2)};
+    (parallel && BuildsIndex(p.statement) ? builds : serial).push_back(std::move(p));
+  }
+  auto context = [](const Pending& p) {
+    return absl::StrCat("building on ", p.table, ": ", p.statement);
+  };
+  auto done = [](const Pending& p) {
+    return absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ",
+                        p.id);
+  };
+  // A statement that failed stays pending with its error, unless the target went away.
+  auto failed = [&](const Pending& p, const absl::Status& s) -> absl::Status {
+    if (absl::IsUnavailable(s)) return s;
+    LogWarning(
+        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
+        "the next snapshot or restart",
+        sink_name_, s.message());
+    StatementParams params;
+    Value error = Value::Text(oid::kText, std::string(s.message()));
+    params.Add(error);
+    return session_.RunPrepared(
+        absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
+          return absl::StrCat("postgres target ", session_.TargetName(),
+                              ": recording a failed statement");
+        });
+  };
+  if (builds.size() == 1) serial.insert(serial.begin(), std::move(builds.front()));
+  if (builds.size() > 1) {
+    std::vector<ParallelStatement> statements;
+    for (const Pending& p : builds) {
+      statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
+    }
+    LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
+            std::min<size_t>(builds.size(), options_->load_workers));
+    std::vector<absl::Status> results =
+        RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
+          return RaiseMaintenanceWorkMem(c, options_->maintenance_work_mem, sink_name_);
+        });
+    for (size_t i = 0; i < builds.size(); ++i) {
+      if (results[i].ok()) {
+        LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
+                builds[i].statement);
+      } else if (absl::Status s = failed(builds[i], results[i]); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  for (const Pending& p : serial) {
+    const bool nested = session_.in_transaction();
+    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
+                                            "; RELEASE SAVEPOINT pgflow_ddl")
+                             : absl::StrCat(p.statement, "; ", done(p));
+    absl::Status s = session_.Run(sql, context(p));
+    if (s.ok()) {
+      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
+      continue;
+    }
+    if (absl::IsUnavailable(s)) return s;
+    if (nested) {
+      if (absl::Status r =
+              session_.Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
+                           "rolling back a failed index or constraint");
+          !r.ok()) {
+        return r;
+      }
+    }
+    if (absl::Status r = failed(p, s); !r.ok()) return r;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
@@ -266,169 +429,6 @@ absl::Status TargetTables::CreateFromShape(const TableSchema& schema,
   LogInfo("sink %s (postgres): created table %s.%s in the target", sink_name_, target_schema,
           schema.name);
   return absl::OkStatus();
-}
-
-absl::Status TargetTables::BuildPending() {
-  absl::Status s = BuildPendingKey("");
-  // A unique index of any table may have been built.
-  RecheckFoldable();
-  return s;
-}
-
-absl::Status TargetTables::BuildPendingKey(const std::string& name) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      name.empty() ? Exec(session_.conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done ORDER BY phase, id",
-                          {pipeline_})
-                   : Exec(session_.conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done AND target_table = $2 AND phase < 0 "
-                          "ORDER BY id",
-                          {pipeline_, name});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", session_.TargetName(),
-                                     ": reading pgflow.pending_ddl: ", res.status().message()));
-  }
-  struct Pending {
-    std::string id, table, statement;
-  };
-  std::vector<Pending> serial, builds;
-  // Outside a transaction, every index build goes first, several at once over connections of
-  // their own; nothing deferred needs what another statement builds but a constraint its index
-  // (USING INDEX) and a foreign key the key it references, both of which come after.
-  const bool parallel = name.empty() && !session_.in_transaction() && options_->load_workers > 1;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
-              PQgetvalue(res->get(), i, 2)};
-    (parallel && BuildsIndex(p.statement) ? builds : serial).push_back(std::move(p));
-  }
-  auto context = [](const Pending& p) {
-    return absl::StrCat("building on ", p.table, ": ", p.statement);
-  };
-  auto done = [](const Pending& p) {
-    return absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ",
-                        p.id);
-  };
-  // A statement that failed stays pending with its error, unless the target went away.
-  auto failed = [&](const Pending& p, const absl::Status& s) -> absl::Status {
-    if (absl::IsUnavailable(s)) return s;
-    LogWarning(
-        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
-        "the next snapshot or restart",
-        sink_name_, s.message());
-    StatementParams params;
-    Value error = Value::Text(oid::kText, std::string(s.message()));
-    params.Add(error);
-    return session_.RunPrepared(
-        absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
-          return absl::StrCat("postgres target ", session_.TargetName(),
-                              ": recording a failed statement");
-        });
-  };
-  if (builds.size() == 1) serial.insert(serial.begin(), std::move(builds.front()));
-  if (builds.size() > 1) {
-    std::vector<ParallelStatement> statements;
-    for (const Pending& p : builds) {
-      statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
-    }
-    LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
-            std::min<size_t>(builds.size(), options_->load_workers));
-    std::vector<absl::Status> results =
-        RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
-          return RaiseMaintenanceWorkMem(c, options_->maintenance_work_mem, sink_name_);
-        });
-    for (size_t i = 0; i < builds.size(); ++i) {
-      if (results[i].ok()) {
-        LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
-                builds[i].statement);
-      } else if (absl::Status s = failed(builds[i], results[i]); !s.ok()) {
-        return s;
-      }
-    }
-  }
-  for (const Pending& p : serial) {
-    const bool nested = session_.in_transaction();
-    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
-                                            "; RELEASE SAVEPOINT pgflow_ddl")
-                             : absl::StrCat(p.statement, "; ", done(p));
-    absl::Status s = session_.Run(sql, context(p));
-    if (s.ok()) {
-      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
-      continue;
-    }
-    if (absl::IsUnavailable(s)) return s;
-    if (nested) {
-      if (absl::Status r =
-              session_.Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
-                           "rolling back a failed index or constraint");
-          !r.ok()) {
-        return r;
-      }
-    }
-    if (absl::Status r = failed(p, s); !r.ok()) return r;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status TargetTables::PrepareSnapshotLoad(TargetTable* table) {
-  if (table->fast_copy.has_value()) return absl::OkStatus();
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      Exec(session_.conn(),
-           absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
-                        "), EXISTS (SELECT 1 FROM pgflow.pending_ddl WHERE pipeline = $1 AND "
-                        "target_table = $2 AND phase < 0 AND NOT done)"),
-           {pipeline_, table->name});
-  if (!res.ok()) return res.status();
-  // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
-  // backfill) may include the ones coming, which must then replace them.
-  table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
-  const bool key_pending = PQgetvalue(res->get(), 0, 1)[0] == 't' && !table->key.empty();
-  table->plain_inserts = *table->fast_copy && key_pending;
-  if (*table->fast_copy) return absl::OkStatus();
-  if (table->key.empty()) {
-    LogWarning(
-        "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
-        "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
-        "table again for an exact copy",
-        sink_name_, table->name);
-    return absl::OkStatus();
-  }
-  LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
-          table->name);
-  if (!key_pending) return absl::OkStatus();
-  // No row of this run is in yet (this is its first), so the rows a chunk held when the last
-  // run stopped are each there once: the key builds, and chunks copied again are upserted.
-  LogInfo(
-      "sink %s (postgres): %s: the load was interrupted; building its primary key before "
-      "going on",
-      sink_name_, table->name);
-  return BuildPendingKey(table->name);
-}
-
-absl::StatusOr<bool> TargetTables::ReadFoldable(TargetTable* table) {
-  if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  // Every unique index or exclusion constraint but the one on exactly the sink's key columns
-  // (the primary key, or the replica identity index the key comes from) is another rule.
-  const std::string key = KeyColumnsArray(*table);
-  absl::StatusOr<PgResultPtr> res = Exec(
-      session_.conn(),
-      "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
-      "(i.indisunique OR i.indisexclusion) AND (i.indisexclusion OR i.indpred IS NOT NULL "
-      "OR i.indnkeyatts <> $3::int OR EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:"
-      "i.indnkeyatts - 1]) k(attnum) LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid "
-      "AND a.attnum = k.attnum WHERE a.attname IS NULL OR NOT a.attname::text = ANY($2::text[]))))",
-      {table->quoted, key, std::to_string(table->key.size())});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(), absl::StrCat("postgres target ", session_.TargetName(),
-                                                          ": checking the indexes of ", table->name,
-                                                          ": ", res.status().message()));
-  }
-  table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
-  return *table->foldable;
 }
 
 absl::StatusOr<std::optional<TargetTableState>> TargetCatalogLookup::Table(
