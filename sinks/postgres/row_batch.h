@@ -19,8 +19,8 @@ struct PendingUpdate {
 };
 
 // Consecutive row changes of one kind to one target table, not yet sent: what one multi-row
-// statement (or one COPY) will carry. Holds no connection; the sink decides when a batch goes
-// out and builds its statement (sinks/postgres/sql_builders.h). Not thread-safe.
+// statement (or one COPY) will carry. Plain data: RowWriter decides when a batch goes out and
+// builds its statement (sinks/postgres/sql_builders.h). Not thread-safe.
 class RowBatch {
  public:
   enum class Kind : uint8_t {

@@ -91,7 +91,8 @@ class TargetSession {
   absl::Status Begin();
   // Commits the open transaction; it is over whatever the outcome. REQUIRES: nothing in flight.
   absl::Status Commit();
-  // Rolls the open transaction back (its savepoint is gone with it).
+  // Rolls the open transaction back. REQUIRES: !has_savepoint() (RollbackToSavepoint undoes
+  // less).
   absl::Status Rollback(absl::string_view context);
   // Rolls back what failed, ignoring the outcome: no transaction, no savepoint, none pending.
   void Abandon();

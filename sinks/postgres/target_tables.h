@@ -25,8 +25,10 @@ namespace pgflow {
 // in pgflow.pending_ddl, committed with the table, and built once the initial load is over
 // (BuildPending), the key first; a table created while streaming gets them at once.
 //
-// Every statement goes through the sink's TargetSession, inside its open transaction if any;
-// catalog reads of the source go over a connection of its own, opened when first needed.
+// Statements go through the sink's TargetSession, inside its open transaction if any, but for
+// the index builds after the load, which run side by side over connections of their own
+// (sinks/postgres/parallel_statements.h); catalog reads of the source go over a connection of
+// its own, opened when first needed.
 // Errors name the target and the table. Not thread-safe: the sink's thread only.
 class TargetTables {
  public:
