@@ -3,6 +3,7 @@
 namespace pgflow {
 
 absl::Status TransactionalSink::Write(const Event& event) {
+  if (absl::Status s = BeforeEvent(event); !s.ok()) return s;
   switch (event.kind) {
     case EventKind::kBegin: {
       in_txn_ = true;

@@ -33,13 +33,18 @@ class TransactionalSink : public Sink {
   explicit TransactionalSink(SourcePositions positions = SourcePositions::kWal)
       : positions_(positions) {}
 
-  // Dispatches `event` to the hook of its kind. Not overridable: the hooks are the interface.
-  absl::Status Write(const Event& event) final;
+  // Calls BeforeEvent, then the hook of the event's kind. A sink overrides it only to wrap it
+  // (to look at the error a hook returned), never to dispatch events itself.
+  absl::Status Write(const Event& event) override;
 
   // Transactions skipped by the replayed-transaction rule so far.
   uint64_t skipped_transactions() const { return skipped_; }
 
  protected:
+  // Called first for every event, those of skipped transactions too: for what follows the
+  // stream itself (the last acknowledgeable position written, work due when any transaction
+  // starts, applied or not). Rarely needed.
+  virtual absl::Status BeforeEvent(const Event& event) { return absl::OkStatus(); }
   // A source transaction starts (not called for one that is skipped).
   virtual absl::Status OnBegin(const TxnInfo& txn) { return absl::OkStatus(); }
   // A change: of the open transaction (`in_txn`), or a snapshot or backfill row outside any.

@@ -2,18 +2,16 @@
 
 // Replaying captured DDL (schemas/ddl.h) on a PostgreSQL target.
 //
-// pgflow does not replay the source's statement text: it may hold several statements, name
-// objects through the source's search_path, or use a schema the pipeline maps elsewhere.
-// Instead it compares the shape a table had before the command with the one after, both
-// carried by the message, and issues the statements that take the target from one to the
-// other: RENAME TO / SET SCHEMA, RENAME COLUMN, DROP COLUMN, ADD COLUMN (with its default,
-// generation or identity, and NOT NULL), ALTER COLUMN TYPE ... USING col::type,
-// SET/DROP NOT NULL, SET/DROP DEFAULT, and the primary key. A table the target lacks is
-// created from the shape. Indexes are created from pg_get_indexdef's method and columns on
-// the mapped table; sequences from their options. Each statement checks the target's state
-// first (the table exists under its old name, the column is still there), so that a target
-// table created from a newer shape than the stream's, during the initial load, is not
-// changed twice.
+// Not the source's statement text (why: sinks/postgres/README.md, "Schema changes"): PlanDdl
+// compares the shape a table had before the command with the one after, both carried by the
+// message, and issues the statements that take the target from one to the other:
+// RENAME TO / SET SCHEMA, RENAME COLUMN, DROP COLUMN, ADD COLUMN (with its default, generation
+// or identity, and NOT NULL), ALTER COLUMN TYPE ... USING col::type, SET/DROP NOT NULL,
+// SET/DROP DEFAULT, and the primary key. A table the target lacks is created from the shape.
+// Indexes are created from pg_get_indexdef's method and columns on the mapped table; sequences
+// from their options. Each statement checks the target's state first (the table exists under
+// its old name, the column is still there), so that a target table created from a newer shape
+// than the stream's, during the initial load, is not changed twice.
 //
 // Anything else (views, functions, types, ...) cannot be replayed safely and is refused with
 // the statement and the way out; constraints other than the primary key, triggers, policies,

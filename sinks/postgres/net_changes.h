@@ -7,13 +7,9 @@
 //   insert 8, delete 8             ->  delete 8
 //   update 9 (a TOASTed value unchanged), update 9  ->  update 9 (the columns either one set)
 //
-// The PostgreSQL sink folds the source transactions it groups into one target transaction
-// this way (PeerDB normalizes its batches likewise), so that a row inserted, updated and
-// deleted inside one group costs the target one statement row instead of three. Applying the
-// net changes of different keys in any order gives the same final state as applying the
-// changes in stream order, as long as the key is the table's only uniqueness rule: a table
-// with another unique index or an exclusion constraint may pass through states that rule
-// forbids, so the sink applies such tables' changes in order instead.
+// Applying the net changes of different keys in any order gives the same final state as
+// applying the changes in stream order, as long as the key is the table's only uniqueness
+// rule. (How the postgres sink uses it: sinks/postgres/README.md, "Folding".)
 //
 // A change whose key it cannot follow is refused (Fold returns false, nothing changes): an
 // update that moves a row to another key while some of its values are unknown (unchanged

@@ -1,12 +1,10 @@
 #pragma once
 
-// Snapshot rows copied into the target over several connections at once.
-//
-// One COPY stream is one backend on the target, and one backend parsing and storing tuples is
-// what limits an initial load once the source reads its table in parallel. ParallelCopy keeps
-// `workers` connections, each with its own thread and a queue bounded in bytes, and deals the
-// raw binary COPY tuples it is given among them; each worker runs
-// `COPY <table> (<columns>) FROM STDIN (FORMAT binary)` in a transaction of its own.
+// Snapshot rows copied into the target over several connections at once (why:
+// sinks/postgres/README.md, "Initial load"). ParallelCopy keeps `workers` connections, each
+// with its own thread and a queue bounded in bytes, and deals the raw binary COPY tuples it is
+// given among them; each worker runs `COPY <table> (<columns>) FROM STDIN (FORMAT binary)` in a
+// transaction of its own.
 //
 // Durability goes by snapshot chunk: EndChunk(n) tells every worker to commit what it holds
 // and then count chunk n (and every chunk before it) as done; DurableChunkThrough() is the

@@ -1,9 +1,7 @@
 #pragma once
 
 // Statements run over several connections to the target at once: the index builds that follow
-// an initial load, as `pg_restore --jobs` runs them. PostgreSQL builds one index per statement
-// (with parallel workers of its own at best, and a serial merge and write at the end of each), and
-// the CREATE INDEX statements of one table may run together: each takes a SHARE lock.
+// an initial load, as `pg_restore --jobs` runs them (why: sinks/postgres/README.md, "Tables").
 
 #include <libpq-fe.h>
 

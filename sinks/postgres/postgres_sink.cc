@@ -1,594 +1,69 @@
-#include "sinks/postgres/postgres_sink.h"
+#include "sinks/postgres/postgres_sink_impl.h"
 
 #include <libpq-fe.h>
 
-#include <algorithm>
-#include <cstring>
-#include <deque>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
-#include "common/postgres/conninfo.h"
 #include "common/postgres/pg_connection.h"
 #include "engine/log.h"
-#include "engine/sink.h"
-#include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
 #include "sinks/postgres/ddl_replay.h"
-#include "sinks/postgres/net_changes.h"
 #include "sinks/postgres/parallel_copy.h"
-#include "sinks/postgres/parallel_statements.h"
-#include "sinks/postgres/table_definition.h"
+#include "sinks/postgres/sequences.h"
+#include "sinks/postgres/sql_builders.h"
+#include "sinks/postgres/statement_params.h"
 
 namespace pgflow {
 namespace {
 
-const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
-  using O = PostgresSinkOptions;
-  static const auto* table = new OptionTable<O>({
-      StringOption("url", &O::url)
-          .Required()
-          .NonEmpty()
-          .Check(CheckConninfo)
-          .Help("The target database: libpq URL or conninfo."),
-      StringOption("schema", &O::schema)
-          .NonEmpty("leave it out to keep the source's")
-          .DefaultText("the source's")
-          .Help("Target schema for every table."),
-      IntOption("batch_rows", &O::batch_rows)
-          .Range(1, 65535)
-          .Help("Rows per multi-row statement (also bounded by 65,535 parameters)."),
-      BoolOption("create_tables", &O::create_tables)
-          .Help("Create a table missing from the target from the source's definition."),
-      BoolOption("dead_letter", &O::dead_letter)
-          .Help("Record a streamed change the target refuses (a constraint, a value it "
-                "rejects) in pgflow.dead_letters and go on, instead of stopping."),
-      IntOption("load_workers", &O::load_workers)
-          .Range(1, 64)
-          .Help("Connections that copy the initial snapshot into tables that were empty, at "
-                "once, and then build its indexes, at once."),
-      StringOption("maintenance_work_mem", &O::maintenance_work_mem)
-          .NonEmpty("leave it out for 256MB")
-          .Help("Memory for building keys and indexes after the load (raised to this for the "
-                "sink's session, never lowered)."),
-  });
-  return *table;
+// The target refused a change: a value it rejects (SQLSTATE class 22) or a constraint (23).
+bool IsRefusal(const absl::Status& s) {
+  const std::string sqlstate = SqlState(s);
+  return absl::StartsWith(sqlstate, "22") || absl::StartsWith(sqlstate, "23");
 }
 
-constexpr uint32_t kFirstNonBuiltinOid = 16384;
-constexpr size_t kMaxParams = 65535;
-constexpr size_t kMaxPrepared = 512;
+}  // namespace
 
-// Types with no `=` operator: rows of a keyless table are matched on their text form.
-bool LacksEquality(uint32_t oid) {
-  switch (oid) {
-    case 114:   // json
-    case 199:   // json[]
-    case 142:   // xml
-    case 143:   // xml[]
-    case 600:   // point
-    case 1017:  // point[]
-    case 601:   // lseg
-    case 1018:  // lseg[]
-    case 602:   // path
-    case 1019:  // path[]
-    case 603:   // box (= compares areas)
-    case 1020:  // box[]
-    case 604:   // polygon
-    case 1027:  // polygon[]
-    case 628:   // line
-    case 629:   // line[]
-    case 718:   // circle (= compares areas)
-    case 719:   // circle[]
-      return true;
-    default:
-      return false;
-  }
+PostgresSink::PostgresSink(const SinkContext& context,
+                           std::shared_ptr<const PostgresSinkOptions> options)
+    : TransactionalSink(context.source.positions),
+      sink_name_(context.sink),
+      pipeline_(context.pipeline),
+      origin_(context.source.postgres),
+      wal_positions_(context.source.positions == SourcePositions::kWal),
+      options_(std::move(options)),
+      ddl_mode_(context.ddl.mode),
+      session_(options_->url, sink_name_),
+      tables_(session_, sink_name_, pipeline_, origin_ != nullptr ? origin_->url : "",
+              origin_ != nullptr, options_),
+      writer_(session_, tables_, sink_name_, options_, in_source_txn_) {
+  // What is held back goes out before anything else is sent.
+  session_.SetBeforeStatement([this] { return writer_.SendHeldBack(); });
 }
-
-// A statement's row count, checked when it is read: fewer than `rows` is worth a warning.
-struct RowCountCheck {
-  size_t rows = 0;  // 0: no check
-  std::string table;
-};
-
-// Statement parameters pointing into Values that outlive the call.
-class Params {
- public:
-  // A text parameter pointing into `text`, which outlives the call.
-  void AddText(const std::string& text) {
-    values_.push_back(text.c_str());
-    lengths_.push_back(static_cast<int>(text.size()));
-    formats_.push_back(0);
-  }
-  void Add(const Value& v) {
-    if (v.is_null()) {
-      values_.push_back(nullptr);
-      lengths_.push_back(0);
-      formats_.push_back(0);
-    } else {
-      values_.push_back(v.data.c_str());
-      lengths_.push_back(static_cast<int>(v.data.size()));
-      formats_.push_back(v.kind == ValueKind::kBinary ? 1 : 0);
-    }
-  }
-  int size() const { return static_cast<int>(values_.size()); }
-  const char* const* values() const { return values_.data(); }
-  const int* lengths() const { return lengths_.data(); }
-  const int* formats() const { return formats_.data(); }
-
- private:
-  std::vector<const char*> values_;
-  std::vector<int> lengths_;
-  std::vector<int> formats_;
-};
-
-// Appends `v` to `array`, a text[] literal being built from "{", as one element: quoted, with
-// `"` and `\` escaped, or NULL.
-void AppendArrayElement(std::string* array, const Value& v) {
-  if (array->size() > 1) array->push_back(',');
-  if (v.is_null()) {
-    array->append("NULL");
-    return;
-  }
-  array->push_back('"');
-  size_t from = 0;
-  while (true) {
-    const size_t special = v.data.find_first_of("\\\"", from);
-    if (special == std::string::npos) break;
-    array->append(v.data, from, special - from);
-    array->push_back('\\');
-    array->push_back(v.data[special]);
-    from = special + 1;
-  }
-  array->append(v.data, from, std::string::npos);
-  array->push_back('"');
-}
-
-// What the sink knows of one source table in the target.
-struct TargetTable : std::enable_shared_from_this<TargetTable> {
-  TableSchemaPtr schema;    // the source shape last checked against the target
-  std::string name;         // target "schema.table", unquoted, for messages
-  std::string quoted;       // target "schema"."table"
-  std::string column_list;  // "a", "b", ... in source column order
-  std::vector<size_t> key;  // source columns of the primary key; empty: no key
-  std::string stage;        // temporary staging table for snapshot rows, once needed
-  // Columns holding arrays of non-built-in types, with the target's OID of their element
-  // type: binary COPY data names the element type by OID, which differs between databases.
-  std::vector<std::pair<size_t, uint32_t>> array_elements;
-  std::optional<bool> fast_copy;  // snapshot rows COPY straight in (the table was empty)
-  // Decoded snapshot rows are copied into this temporary table (created when first needed),
-  // then inserted: per column, whether it holds the value's binary form (a column the snapshot
-  // reads in binary, CanDecodeBinary) or its text (cast on insert).
-  std::string read_stage;
-  std::vector<bool> read_binary;
-  // What the parallel loaders need of it, once they copy into it.
-  std::shared_ptr<const ParallelCopy::Table> load;
-  // The table was empty and its primary key is not built yet (it comes after the load): rows
-  // are inserted without ON CONFLICT, which needs the key's index.
-  bool plain_inserts = false;
-  // Per source column: the target's is GENERATED ALWAYS AS IDENTITY, which an UPDATE (or an
-  // upsert's DO UPDATE) may not set; inserts override it.
-  std::vector<bool> always_identity;
-  // Per source column: the target column's type, as format_type() spells it with no type
-  // modifier (typmod -1: "bpchar", not "character", which means character(1)), to cast the
-  // values of batched statements (text elements of unnest(), parameters of a VALUES list); the
-  // column's own modifier applies on assignment.
-  std::vector<std::string> types;
-  // A value's text cast to each of those types is what the type's input function makes of it,
-  // so batches may carry values as text[] elements: not so for the reg* OID alias types, whose
-  // casts from text refuse what regclassin and the like accept (an OID number, "-").
-  bool text_casts = true;
-  // The key is the target table's only uniqueness rule (no other unique index, no exclusion
-  // constraint): its changes may be folded into net changes (sinks/postgres/net_changes.h).
-  // Unknown until checked, and again after indexes were built or DDL replayed.
-  std::optional<bool> foldable;
-
-  // Whether an UPDATE may set source column `i`.
-  bool Settable(size_t i) const { return i >= always_identity.size() || !always_identity[i]; }
-};
-
-// Several rows' values as one text[] literal per column (Params::AddText each), for a batch
-// sent through unnest(): value(r, j) is row r's value of column j. False, and `arrays` is not to
-// be used, when the batch is better sent as a VALUES list: a single row, a table whose types do
-// not cast from text as they read their input (TargetTable::text_casts), or a value in binary
-// form (no text to put in an array).
-template <typename ValueAt>
-bool TextArrays(const TargetTable& table, size_t rows, size_t columns, ValueAt value,
-                std::vector<std::string>* arrays) {
-  if (rows < 2 || !table.text_casts) return false;
-  arrays->assign(columns, "{");
-  for (size_t r = 0; r < rows; ++r) {
-    for (size_t j = 0; j < columns; ++j) {
-      const Value& v = value(r, j);
-      if (v.kind == ValueKind::kBinary) return false;
-      AppendArrayElement(&(*arrays)[j], v);
-    }
-  }
-  for (std::string& a : *arrays) a.push_back('}');
-  return true;
-}
-
-// The rows of TextArrays' parameters: SELECT pgflow_u.n::type AS n, ... FROM unnest($1::text[],
-// ...) AS pgflow_u (n, ...), column j being source column columns[j] named names[j].
-std::string UnnestSelect(const TargetTable& table, const std::vector<size_t>& columns,
-                         const std::vector<std::string>& names) {
-  std::vector<std::string> select;
-  std::vector<std::string> arrays;
-  for (size_t j = 0; j < columns.size(); ++j) {
-    select.push_back(
-        absl::StrCat("pgflow_u.", names[j], "::", table.types[columns[j]], " AS ", names[j]));
-    arrays.push_back(absl::StrCat("$", j + 1, "::text[]"));
-  }
-  return absl::StrCat("SELECT ", absl::StrJoin(select, ", "), " FROM unnest(",
-                      absl::StrJoin(arrays, ", "), ") AS pgflow_u (", absl::StrJoin(names, ", "),
-                      ")");
-}
-
-class PostgresSink : public Sink {
- public:
-  PostgresSink(const SinkContext& context, std::shared_ptr<const PostgresSinkOptions> options)
-      : sink_name_(context.sink),
-        pipeline_(context.pipeline),
-        origin_(context.source.postgres),
-        source_is_postgres_(origin_ != nullptr),
-        wal_positions_(context.source.positions == SourcePositions::kWal),
-        options_(std::move(options)),
-        ddl_mode_(context.ddl.mode) {}
-
-  absl::Status Open() override;
-  absl::Status Write(const Event& event) override {
-    absl::Status s = WriteEvent(event);
-    return s.ok() ? s : Refused(std::move(s));
-  }
-  absl::Status Flush() override {
-    absl::Status s = FlushGroup();
-    return s.ok() ? s : Refused(std::move(s));
-  }
-  // While source transactions applied in the open target transaction wait for its commit
-  // (a Flush came in the middle of the next source transaction), only what is committed.
-  // While parallel loaders have not committed a chunk they were given, chunks are tracked
-  // apart (DurableChunkThrough), and every position written is durable.
-  std::optional<Lsn> DurableThrough() const override {
-    if (group_txns_ > 0) return applied_;
-    if (loaders_ != nullptr && loaders_->Pending()) return written_;
-    return std::nullopt;
-  }
-  uint64_t DurableChunkThrough() const override {
-    return loaders_ != nullptr ? loaders_->DurableChunkThrough() : 0;
-  }
-  absl::Status Close() override;
-  bool AcceptsRawCopy() const override { return true; }
-
- private:
-  PGconn* conn() { return conn_.get(); }
-  absl::Status WriteEvent(const Event& event);
-  absl::Status FlushGroup();
-  // Forgets the rows of the current source transaction not sent yet (batches, staged net
-  // changes, a COPY under way, ended with `why`) and the tables known, as a rollback needs.
-  void DiscardTransactionRows(const char* why);
-
-  // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
-  // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
-  // transactions, the target transaction rolls back, careful_until_ is stored in
-  // pgflow.applied, and kAborted asks for a start from the acknowledged position. Otherwise
-  // `s` as it is.
-  absl::Status Refused(absl::Status s);
-  // Applies `change` of a careful transaction: a row change alone under a savepoint, set aside
-  // in pgflow.dead_letters if the target refuses it; anything else as usual, at once.
-  absl::Status ApplyCarefully(const Change& change);
-  absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
-                                const absl::Status& refusal);
-  std::string TargetName() const { return conn_ ? Describe(conn_.get()) : options_->url; }
-
-  // Runs `sql` without parameters (simple protocol: several statements allowed).
-  absl::Status Run(const std::string& sql, absl::string_view context);
-  // Keys and indexes built after the load sort in memory rather than in temporary files:
-  // raises maintenance_work_mem on `c` to the sink's option, never lowers it.
-  absl::Status RaiseMaintenanceWorkMem(PGconn* c) const;
-  // Takes the pending savepoint, if any, on its own: before statements that cannot carry it
-  // in their round trip (COPY, DDL sent one statement at a time).
-  absl::Status SendPendingSavepoint() {
-    return savepoint_pending_ ? Run("SELECT 1", "starting a savepoint") : absl::OkStatus();
-  }
-  // Runs `sql` as a prepared statement; *affected gets the row count when not null.
-  absl::Status RunPrepared(const std::string& sql, const Params& params,
-                           const std::function<std::string()>& context,
-                           uint64_t* affected = nullptr);
-
-  // Runs prepared statement `name` after the pending savepoint, in one round trip (pipeline
-  // mode); null when the connection failed.
-  PgResultPtr ExecAfterSavepoint(const std::string& name, const Params& params);
-
-  // Sends `sql` without waiting for its result (libpq pipeline mode), after the pending
-  // savepoint if any: the target executes it while the next changes are decoded and batched.
-  // Its result is read by Drain(); `context` then names it if it failed, and `*affected`, when
-  // given, gets its row count. A statement sent `once` goes unnamed rather than prepared.
-  absl::Status SendPrepared(const std::string& sql, const Params& params, std::string context,
-                            uint64_t* affected = nullptr, bool once = false,
-                            RowCountCheck check = {});
-  // Reads the results of every statement sent by SendPrepared, in order, and leaves pipeline
-  // mode: the first failure, with its statement's context. Everything that needs a result, or
-  // the connection to itself (a query, COPY, COMMIT), drains first.
-  absl::Status Drain();
-  // The name of the prepared statement for `sql`, preparing it first if needed.
-  absl::StatusOr<std::string> Prepared(const std::string& sql, size_t params,
-                                       const std::function<std::string()>& context);
-
-  absl::StatusOr<TargetTable*> EnsureTable(const TableSchemaPtr& schema);
-  // Creates the table from the source's definition, recording its secondary indexes and
-  // constraints in pgflow.pending_ddl; falls back to CreateTable when the source no longer has
-  // the table.
-  absl::Status CreateTableFromSource(const TableSchema& schema, const std::string& target_schema,
-                                     const std::string& quoted, const std::string& name);
-  // Creates the table from the shape pgoutput describes: columns and primary key.
-  absl::Status CreateTable(const TableSchema& schema, const std::string& target_schema,
-                           const std::string& quoted);
-  absl::StatusOr<PGconn*> SourceConnection();
-
-  // The initial load is complete: builds what was deferred and copies the sequences.
-  absl::Status FinishSnapshot(bool copy_sequences);
-  // Runs every statement of pgflow.pending_ddl not yet done for this pipeline. One that fails
-  // is logged and left pending (tried again after the next snapshot or restart); only a lost
-  // connection is an error. Inside an open target transaction each runs under a savepoint.
-  absl::Status BuildPending();
-  // Builds the primary key of target table `name` (unquoted) if it is still pending.
-  absl::Status BuildPendingKey(const std::string& name);
-  // Before the first snapshot rows of `table` in this run: sets fast_copy (is it empty?) and
-  // plain_inserts. A table holding rows while its key is still pending is the rest of an
-  // interrupted load: its key is built first, so that the chunks that come again (those the
-  // source had not recorded as done) are upserted over their first copy.
-  absl::Status PrepareSnapshotLoad(TargetTable* table);
-
-  // Before the current source transaction's first statement takes its savepoint: the net
-  // changes of the group's complete transactions go first, outside it (a cut-off transaction
-  // rolls back to its savepoint and must not take them along).
-  absl::Status SendGroupFirst();
-
-  // Opens a target transaction if none is open.
-  absl::Status EnsureTransaction();
-  // Ends the COPY in progress and writes the buffered inserts, updates and deletes.
-  absl::Status FinishStatements();
-  // Commits the open target transaction, if any, after FinishStatements(), recording in
-  // pgflow.applied the end LSN of the last source transaction it holds.
-  absl::Status CommitTransaction();
-
-  absl::Status WriteRawRows(const Event& event);
-  // Hands snapshot rows of `table` (fast path, initial snapshot) to the parallel loaders,
-  // starting them first if needed.
-  absl::Status LoadInParallel(TargetTable* table, const Event& event);
-  absl::Status StartCopy(TargetTable* table);
-  absl::Status EndCopy();
-
-  absl::Status ApplyChange(const Change& change);
-  // Whether `table`'s changes may be folded; checks the target once (see TargetTable).
-  absl::StatusOr<bool> Foldable(TargetTable* table);
-  // Folds an insert, update or delete of the current source transaction into its net changes;
-  // false when it cannot be folded (sent what is staged; the caller applies it alone).
-  absl::StatusOr<bool> Stage(TargetTable* table, const Change& change);
-  // Sends the staged net changes: those of the complete transactions of the group first
-  // (never under the current transaction's savepoint), then the current transaction's.
-  // Whatever follows in the target then comes after them.
-  absl::Status SendStaged();
-  // Sends the net changes of `staged` and empties it: per table, its deletes, its updates
-  // (rows with values unknown) and its upserts, in multi-row statements; then reads every
-  // result, and applies one row at a time an update batch that found fewer rows than it held.
-  struct Staged;
-  absl::Status SendNet(std::vector<Staged>& staged);
-  // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
-  absl::Status ApplyDdl(const Change& change);
-  absl::Status QueueUpsert(TargetTable* table, const Change& change);
-  // Decoded snapshot rows (`read` changes) of one table go by binary COPY into its read stage
-  // and from there into the table in one INSERT ... SELECT (an upsert once the table held
-  // rows): a row whose values do not come in the forms the stage expects is upserted alone.
-  absl::Status QueueRead(TargetTable* table, const Change& change);
-  absl::Status FlushReads();
-  // " ON CONFLICT (key) DO UPDATE SET ..." for an upsert into `table`; empty when plain
-  // inserts are wanted (no key, or the key is not built yet).
-  std::string ConflictClause(const TargetTable& table) const;
-  absl::Status FlushInserts();
-  absl::Status SendUpserts(TargetTable* table, std::vector<Row> rows, bool once = false);
-  std::string InsertSql(const TargetTable& table, size_t rows) const;
-  // The same for any number of rows, each column's values in one text[] parameter.
-  std::string UnnestInsertSql(const TargetTable& table) const;
-  // Queues an update into the batch of consecutive updates of one table that set the same
-  // columns (or applies it at once, for a table without a key).
-  absl::Status QueueUpdate(TargetTable* table, const Change& change);
-  absl::Status FlushUpdates();
-  struct PendingUpdate;
-  absl::Status SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
-                           std::vector<size_t> columns);
-  // Sends one multi-row UPDATE of `rows` setting `columns` (pipelined); *affected (if given)
-  // gets the number of rows it found once drained, and with `warn_missing` the drain warns
-  // of the rows it did not find.
-  absl::Status SendUpdateBatch(const TargetTable& table, const std::vector<PendingUpdate>& rows,
-                               const std::vector<size_t>& columns, uint64_t* affected, bool once,
-                               bool warn_missing = false);
-  // Applies one update: `old_row` finds the row, `after` holds the new values.
-  absl::Status ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after);
-  // Queues a delete into the batch of consecutive deletes of one table (or applies it at once,
-  // for a table without a key).
-  absl::Status QueueDelete(TargetTable* table, const Change& change);
-  absl::Status FlushDeletes();
-  absl::Status SendDeletes(TargetTable* table, std::vector<Row> rows, bool once = false);
-  // Whether a batch of `rows` of the current source transaction is held back (see deferred_).
-  bool Deferring(size_t rows) const;
-  // Sends the held-back batches, in order (under the savepoint when the source transaction is
-  // not complete yet).
-  absl::Status ReleaseDeferred();
-  absl::Status ApplyDelete(TargetTable* table, const Change& change);
-  // "c1" = $n AND ... over the key columns of `row`, or over every known column of a keyless
-  // row; appends the parameters.
-  absl::Status KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
-                            Params* params, int* next_param) const;
-  // The key values of `row` as one string, to recognize the same key; none without a key or
-  // with a key value missing (null, or an unchanged TOAST value).
-  std::optional<std::string> KeyString(const TargetTable& table, const Row& row) const;
-  // "(id)=(5)": the key of a row, for messages.
-  std::string DescribeKey(const TargetTable& table, const Row& row) const;
-
-  const std::string sink_name_;
-  const std::string pipeline_;
-  // The PostgreSQL source, whose catalog defines the tables to create; null for other sources.
-  const std::shared_ptr<const PostgresOrigin> origin_;
-  // The pipeline reads a PostgreSQL database: tables are created from its catalog, sequences
-  // copied from it. Otherwise (events read back from Kafka) from the shape events carry.
-  const bool source_is_postgres_;
-  // Positions are WAL positions (SourcePositions::kWal): the applied one is stored in
-  // pgflow.applied and transactions at or below it are skipped after a restart. Otherwise
-  // nothing is skipped: every change is applied as an idempotent upsert or delete by key.
-  const bool wal_positions_;
-  const std::shared_ptr<const PostgresSinkOptions> options_;
-  const DdlMode ddl_mode_;
-
-  PgConnPtr conn_;
-  PgConnPtr source_conn_;  // catalog reads from the source, opened when first needed
-  // The initial snapshot is over (kSnapshotDone, or the stream started): a table created from
-  // now on gets its indexes and constraints at once.
-  bool snapshot_finished_ = false;
-  Lsn applied_;  // end LSN of the last source transaction committed in the target
-  Lsn written_;  // the last acknowledgeable position written
-  // Loaders copying the initial snapshot's rows over connections of their own
-  // (options_->load_workers), from the first rows of a table that was empty until the
-  // snapshot is done.
-  std::unique_ptr<ParallelCopy> loaders_;
-  bool in_transaction_ = false;  // a target transaction is open
-  bool in_source_txn_ = false;   // between a source kBegin and its kCommit/kRollback
-  bool skipping_ = false;        // the current source transaction was applied before
-  // Refused rows: source transactions whose commit LSN is at most careful_until_ (read from
-  // pgflow.applied) are applied a change at a time, each in a target transaction of its own
-  // (careful_txn_: the current one is). last_begun_: the commit LSN of the last source
-  // transaction begun, which a refusal makes the new careful_until_.
-  Lsn careful_until_;
-  Lsn last_begun_;
-  bool careful_txn_ = false;
-  uint64_t dead_letters_ = 0;
-  // Source transactions are grouped into one target transaction, committed at Flush (or
-  // before snapshot rows, or once the group is large): those complete in the open target
-  // transaction, their changes, and the end LSN of the last one.
-  uint64_t group_txns_ = 0;
-  uint64_t group_changes_ = 0;
-  Lsn group_applied_;
-  // SAVEPOINT pgflow_txn marks where the current source transaction started in the group (a
-  // kRollback goes back to it); set when the group held other transactions at its kBegin.
-  bool savepoint_ = false;
-  // The current source transaction needs that savepoint: it is sent with its first statement
-  // (a source transaction that writes nothing needs none).
-  bool savepoint_pending_ = false;
-  // A Flush came in the middle of a source transaction: commit once it is complete.
-  bool commit_soon_ = false;
-  // Shared with the net changes staged for them, which may outlive an entry replaced here.
-  absl::flat_hash_map<std::string, std::shared_ptr<TargetTable>> tables_;
-  absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
-  uint64_t next_statement_ = 0;
-  // Statements sent and not yet drained (the connection is in pipeline mode while there are
-  // any): what each one did, for the error message.
-  struct InFlight {
-    std::string context;
-    uint64_t* affected = nullptr;  // where its row count goes, if wanted
-    RowCountCheck check;           // warns, once its row count is read, if short
-  };
-  std::deque<InFlight> in_flight_;
-
-  // Net changes of foldable tables, not yet sent: those of the source transactions complete
-  // in the open target transaction (group_net_) and those of the current one (txn_net_),
-  // which is dropped if the transaction is cut off. One entry per table, in first-seen order.
-  struct Staged {
-    std::shared_ptr<TargetTable> table;
-    NetChanges changes;
-  };
-  std::vector<Staged> group_net_;
-  std::vector<Staged> txn_net_;
-  size_t txn_folded_ = 0;  // changes folded into txn_net_ since it was last sent
-
-  // The COPY in progress, if any.
-  TargetTable* copy_table_ = nullptr;
-  const TableSchema* copy_schema_ = nullptr;
-  uint64_t copy_rows_ = 0;
-
-  // Decoded snapshot rows of one table, not yet copied: binary COPY tuples for its read stage.
-  TargetTable* read_table_ = nullptr;
-  const TableSchema* read_schema_ = nullptr;
-  std::string read_tuples_;
-  uint64_t read_rows_ = 0;
-  absl::flat_hash_set<std::string> read_keys_;
-
-  // Consecutive upserts of one table, not yet sent.
-  TargetTable* insert_table_ = nullptr;
-  const TableSchema* insert_schema_ = nullptr;
-  std::vector<Row> inserts_;
-  absl::flat_hash_set<std::string> insert_keys_;
-
-  // Consecutive updates of one table setting the same columns, not yet sent.
-  struct PendingUpdate {
-    Row old_row;  // finds the row (its key columns); empty: `after` holds the same key
-    Row after;
-  };
-
-  // The batches of a source transaction that joined a group, held back until its kCommit:
-  // sent then, it needs no SAVEPOINT (which costs the target a subtransaction) to be undone
-  // alone if it is cut off, since nothing of it was sent. Past kDeferRows rows, or before
-  // anything that must go out at once (DDL, a keyless row, TRUNCATE), they are sent under the
-  // savepoint as before.
-  struct DeferredBatch {
-    char kind = 'i';  // 'i' upserts, 'u' updates, 'd' deletes
-    TargetTable* table = nullptr;
-    std::vector<Row> rows;               // 'i', 'd'
-    std::vector<PendingUpdate> updates;  // 'u'
-    std::vector<size_t> columns;         // 'u': the columns set
-  };
-  static constexpr size_t kDeferRows = 20000;
-  std::vector<DeferredBatch> deferred_;
-  size_t deferred_rows_ = 0;
-  TargetTable* update_table_ = nullptr;
-  const TableSchema* update_schema_ = nullptr;
-  std::vector<size_t> update_columns_;  // the columns the batch sets
-  std::vector<PendingUpdate> updates_;
-  absl::flat_hash_set<std::string> update_keys_;  // old and new keys in the batch
-
-  // Consecutive deletes of one keyed table, not yet sent: the old rows.
-  TargetTable* delete_table_ = nullptr;
-  const TableSchema* delete_schema_ = nullptr;
-  std::vector<Row> deletes_;
-
-  uint64_t transactions_ = 0;
-  uint64_t skipped_ = 0;
-  uint64_t copied_rows_ = 0;
-  uint64_t changes_ = 0;
-};
 
 absl::Status PostgresSink::Open() {
-  absl::StatusOr<PgConnPtr> connected = Connect(options_->url, ConnectionKind::kRegular);
-  if (!connected.ok()) {
-    return absl::Status(connected.status().code(),
-                        absl::StrCat("postgres target: ", connected.status().message()));
-  }
-  conn_ = std::move(*connected);
-  // "already exists, skipping" and the like: nothing a user needs on stderr.
-  PQsetNoticeProcessor(
-      conn(), [](void*, const char*) {}, nullptr);
-  if (absl::Status s =
-          Run("CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
-              "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
-              "CREATE TABLE IF NOT EXISTS pgflow.pending_ddl (id bigserial PRIMARY KEY, "
-              "pipeline text NOT NULL, target_table text NOT NULL, phase int NOT NULL, "
-              "statement text NOT NULL, done boolean NOT NULL DEFAULT false, error text)",
-              "creating pgflow.applied and pgflow.pending_ddl");
+  if (absl::Status s = session_.Connect(); !s.ok()) return s;
+  if (absl::Status s = session_.Run(
+          "CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
+          "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
+          "CREATE TABLE IF NOT EXISTS pgflow.pending_ddl (id bigserial PRIMARY KEY, "
+          "pipeline text NOT NULL, target_table text NOT NULL, phase int NOT NULL, "
+          "statement text NOT NULL, done boolean NOT NULL DEFAULT false, error text)",
+          "creating pgflow.applied and pgflow.pending_ddl");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = RaiseMaintenanceWorkMem(conn()); !s.ok()) return s;
+  if (absl::Status s = RaiseMaintenanceWorkMem(conn(), options_->maintenance_work_mem, sink_name_);
+      !s.ok()) {
+    return s;
+  }
   if (options_->dead_letter) {
     if (!wal_positions_) {
       return absl::InvalidArgumentError(
@@ -597,16 +72,16 @@ absl::Status PostgresSink::Open() {
                        "position, which only a postgres source gives"));
     }
     // (The ALTER TABLE only when needed: it locks the table out.)
-    if (absl::Status s =
-            Run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
-                "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
-                "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
-                "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
-                "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
-                "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
-                "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
-                "recorded_at timestamptz NOT NULL DEFAULT now())",
-                "creating pgflow.dead_letters");
+    if (absl::Status s = session_.Run(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+            "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
+            "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
+            "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
+            "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
+            "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
+            "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
+            "recorded_at timestamptz NOT NULL DEFAULT now())",
+            "creating pgflow.dead_letters");
         !s.ok()) {
       return s;
     }
@@ -653,661 +128,11 @@ absl::Status PostgresSink::Open() {
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::SendGroupFirst() {
-  if (!savepoint_pending_ || group_net_.empty()) return absl::OkStatus();
-  // The current transaction's held-back batches wait: they go after its savepoint.
-  std::vector<DeferredBatch> held = std::exchange(deferred_, {});
-  const size_t held_rows = std::exchange(deferred_rows_, 0);
-  savepoint_pending_ = false;
-  absl::Status s = SendNet(group_net_);
-  savepoint_pending_ = true;
-  deferred_ = std::move(held);
-  deferred_rows_ = held_rows;
-  return s;
-}
+// Bounds on a group of source transactions in one target transaction.
+constexpr uint64_t kGroupTransactions = 5000;
+constexpr uint64_t kGroupChanges = 50000;
 
-absl::Status PostgresSink::RaiseMaintenanceWorkMem(PGconn* c) const {
-  absl::StatusOr<PgResultPtr> mem =
-      Exec(c,
-           "SELECT CASE WHEN pg_size_bytes(current_setting('maintenance_work_mem')) < "
-           "pg_size_bytes($1) THEN set_config('maintenance_work_mem', $1, false) END",
-           {options_->maintenance_work_mem});
-  if (mem.ok()) return absl::OkStatus();
-  return absl::Status(mem.status().code(),
-                      absl::StrCat("postgres target ", Describe(c), ": sinks.", sink_name_,
-                                   ".maintenance_work_mem: ", mem.status().message()));
-}
-
-absl::Status PostgresSink::Run(const std::string& sql, absl::string_view context) {
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  PgResultPtr res;
-  if (savepoint_pending_) {
-    // The savepoint goes in the same round trip.
-    savepoint_pending_ = false;
-    res.reset(PQexec(conn(), absl::StrCat(savepoint_ ? "RELEASE SAVEPOINT pgflow_txn; " : "",
-                                          "SAVEPOINT pgflow_txn; ", sql)
-                                 .c_str()));
-    savepoint_ = true;
-  } else {
-    res.reset(PQexec(conn(), sql.c_str()));
-  }
-  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": ", context));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::RunPrepared(const std::string& sql, const Params& params,
-                                       const std::function<std::string()>& context,
-                                       uint64_t* affected) {
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<std::string> name = Prepared(sql, params.size(), context);
-  if (!name.ok()) return name.status();
-  PgResultPtr res =
-      savepoint_pending_
-          ? ExecAfterSavepoint(*name, params)
-          : PgResultPtr(PQexecPrepared(conn(), name->c_str(), params.size(), params.values(),
-                                       params.lengths(), params.formats(), 0));
-  ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn(), res.get(), context());
-  }
-  if (affected != nullptr) {
-    const char* n = PQcmdTuples(res.get());
-    *affected = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> PostgresSink::Prepared(const std::string& sql, size_t params,
-                                                   const std::function<std::string()>& context) {
-  auto it = prepared_.find(sql);
-  if (it != prepared_.end()) return it->second;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (prepared_.size() >= kMaxPrepared) {
-    if (absl::Status s = Run("DEALLOCATE ALL", "releasing prepared statements"); !s.ok()) {
-      return s;
-    }
-    prepared_.clear();
-  }
-  std::string name = absl::StrCat("pgflow_", ++next_statement_);
-  PgResultPtr res(PQprepare(conn(), name.c_str(), sql.c_str(), static_cast<int>(params), nullptr));
-  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-    return ResultError(conn(), res.get(), context());
-  }
-  prepared_.emplace(sql, name);
-  return name;
-}
-
-absl::Status PostgresSink::SendPrepared(const std::string& sql, const Params& params,
-                                        std::string context, uint64_t* affected, bool once,
-                                        RowCountCheck check) {
-  // Enough to keep the target busy; few enough that the results waiting to be read stay far
-  // below what the sockets buffer (a blocked server would stop reading what we send).
-  constexpr size_t kMaxInFlight = 64;
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  std::string name;
-  if (!once) {
-    absl::StatusOr<std::string> prepared = Prepared(sql, params.size(), [&] { return context; });
-    if (!prepared.ok()) return prepared.status();
-    name = *std::move(prepared);
-  }
-  if (in_flight_.empty() && PQenterPipelineMode(conn()) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  auto send_simple = [&](const char* command) {
-    in_flight_.push_back(
-        InFlight{absl::StrCat("postgres target ", TargetName(), ": ", command), nullptr, {}});
-    return PQsendQueryParams(conn(), command, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-  };
-  bool sent = true;
-  if (savepoint_pending_) {
-    savepoint_pending_ = false;
-    if (savepoint_) sent = send_simple("RELEASE SAVEPOINT pgflow_txn");
-    sent = sent && send_simple("SAVEPOINT pgflow_txn");
-    savepoint_ = true;
-  }
-  in_flight_.push_back(InFlight{std::move(context), affected, std::move(check)});
-  sent = sent && (once ? PQsendQueryParams(conn(), sql.c_str(), params.size(), nullptr,
-                                           params.values(), params.lengths(), params.formats(), 0)
-                       : PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
-                                             params.lengths(), params.formats(), 0)) == 1;
-  // Out to the server now, so that it executes while we go on (pipeline mode buffers).
-  sent = sent && PQflush(conn()) == 0;
-  if (!sent) {
-    absl::Status s = ResultError(conn(), nullptr, in_flight_.back().context);
-    Drain().IgnoreError();
-    return s;
-  }
-  if (in_flight_.size() >= kMaxInFlight) return Drain();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::Drain() {
-  if (in_flight_.empty()) return absl::OkStatus();
-  absl::Status status;
-  if (PQpipelineSync(conn()) != 1) {
-    status = ResultError(conn(), nullptr, in_flight_.front().context);
-  } else {
-    for (const InFlight& statement : in_flight_) {
-      while (PGresult* r = PQgetResult(conn())) {
-        PgResultPtr res(r);
-        ExecStatusType result = PQresultStatus(r);
-        if (status.ok() && result != PGRES_COMMAND_OK && result != PGRES_TUPLES_OK) {
-          status = ResultError(conn(), r, statement.context);
-        } else if (statement.affected != nullptr || statement.check.rows > 0) {
-          const char* n = PQcmdTuples(r);
-          const uint64_t count = n != nullptr && *n != '\0' ? std::strtoull(n, nullptr, 10) : 0;
-          if (statement.affected != nullptr) *statement.affected = count;
-          if (count < statement.check.rows) {
-            // What is missing stays missing, as an UPDATE of one row at a time would leave it.
-            LogWarning(
-                "sink %s (postgres): %d of %d updated rows of %s (an unchanged TOASTed value "
-                "each) were not in the target",
-                sink_name_, statement.check.rows - count, statement.check.rows,
-                statement.check.table);
-          }
-        }
-      }
-    }
-    PgResultPtr sync(PQgetResult(conn()));
-    if (status.ok() && (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)) {
-      status = ResultError(conn(), sync.get(), "postgres target: ending a pipeline");
-    }
-  }
-  in_flight_.clear();
-  if (PQexitPipelineMode(conn()) != 1) {
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-    if (PQexitPipelineMode(conn()) != 1 && status.ok()) {
-      status = ResultError(conn(), nullptr, "postgres target: leaving pipeline mode");
-    }
-  }
-  return status;
-}
-
-PgResultPtr PostgresSink::ExecAfterSavepoint(const std::string& name, const Params& params) {
-  savepoint_pending_ = false;
-  const bool release = savepoint_;
-  savepoint_ = true;
-  if (PQenterPipelineMode(conn()) != 1) return nullptr;
-  bool sent = true;
-  int queries = 0;
-  auto send = [&](const char* sql) {
-    sent = sent && PQsendQueryParams(conn(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-    ++queries;
-  };
-  if (release) send("RELEASE SAVEPOINT pgflow_txn");
-  send("SAVEPOINT pgflow_txn");
-  sent = sent && PQsendQueryPrepared(conn(), name.c_str(), params.size(), params.values(),
-                                     params.lengths(), params.formats(), 0) == 1;
-  ++queries;
-  sent = sent && PQpipelineSync(conn()) == 1;
-  // The first failing result (the statements after it are aborted), else the statement's.
-  PgResultPtr result;
-  bool failed = false;
-  if (sent) {
-    for (int q = 0; q < queries; ++q) {
-      while (PGresult* r = PQgetResult(conn())) {
-        PgResultPtr res(r);
-        ExecStatusType status = PQresultStatus(r);
-        if (failed) continue;
-        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-          failed = true;
-          result = std::move(res);
-        } else if (q == queries - 1) {
-          result = std::move(res);
-        }
-      }
-    }
-    PgResultPtr sync(PQgetResult(conn()));  // PGRES_PIPELINE_SYNC
-    if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-      result.reset();
-    }
-  }
-  if (PQexitPipelineMode(conn()) != 1) {
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-    PQexitPipelineMode(conn());
-    if (!failed) result.reset();
-  }
-  return result;
-}
-
-absl::StatusOr<TargetTable*> PostgresSink::EnsureTable(const TableSchemaPtr& schema) {
-  if (schema == nullptr) return absl::InternalError("change without a table");
-  std::shared_ptr<TargetTable>& slot = tables_[schema->QualifiedName()];
-  if (slot != nullptr && (slot->schema.get() == schema.get() || slot->schema->SameShape(*schema))) {
-    slot->schema = schema;
-    return slot.get();
-  }
-  // (Held-back batches point at the TargetTable about to be replaced; staged rows have the
-  // shape it knew.)
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (slot != nullptr) {
-    if (absl::Status s = SendStaged(); !s.ok()) return s;
-  }
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  auto table = std::make_shared<TargetTable>();
-  if (slot != nullptr) {
-    table->fast_copy = slot->fast_copy;
-    table->plain_inserts = slot->plain_inserts;
-    table->stage = slot->stage;
-  }
-  const std::string target_schema = options_->schema.empty() ? schema->schema : options_->schema;
-  table->schema = schema;
-  table->name = absl::StrCat(target_schema, ".", schema->name);
-  table->quoted = absl::StrCat(QuoteIdent(target_schema), ".", QuoteIdent(schema->name));
-  std::vector<std::string> columns;
-  const bool keyed = schema->replica_identity == 'd' || schema->replica_identity == 'i';
-  for (size_t i = 0; i < schema->columns.size(); ++i) {
-    columns.push_back(QuoteIdent(schema->columns[i].name));
-    if (keyed && schema->columns[i].is_key) table->key.push_back(i);
-  }
-  table->column_list = absl::StrJoin(columns, ", ");
-
-  auto target_columns = [&]() -> absl::StatusOr<PgResultPtr> {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn(),
-             "SELECT a.attname, a.attidentity = 'a', format_type(a.atttypid, -1) FROM "
-             "pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 "
-             "AND NOT a.attisdropped",
-             {table->quoted});
-    if (!res.ok()) {
-      return absl::Status(res.status().code(),
-                          absl::StrCat("postgres target ", TargetName(), ": checking table ",
-                                       table->name, ": ", res.status().message()));
-    }
-    return res;
-  };
-  absl::StatusOr<PgResultPtr> res = target_columns();
-  if (!res.ok()) return res.status();
-  if (PQntuples(res->get()) == 0) {
-    if (!options_->create_tables) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name,
-                       " does not exist and create_tables is false: create it first"));
-    }
-    if (absl::Status s = CreateTableFromSource(*schema, target_schema, table->quoted, table->name);
-        !s.ok()) {
-      return s;
-    }
-    table->fast_copy = std::nullopt;
-    res = target_columns();
-    if (!res.ok()) return res.status();
-  }
-  // column -> (GENERATED ALWAYS AS IDENTITY, type)
-  absl::flat_hash_map<std::string, std::pair<bool, std::string>> present;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    present[PQgetvalue(res->get(), i, 0)] = {PQgetvalue(res->get(), i, 1)[0] == 't',
-                                             PQgetvalue(res->get(), i, 2)};
-  }
-  for (const Column& c : schema->columns) {
-    auto it = present.find(c.name);
-    if (it == present.end()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " has no column ",
-                       QuoteIdent(c.name), " (source ", schema->QualifiedName(),
-                       " has it): add it to the target table"));
-    }
-    table->always_identity.push_back(it->second.first);
-    table->types.push_back(it->second.second);
-    if (absl::StartsWith(it->second.second, "reg")) table->text_casts = false;
-  }
-  for (size_t i = 0; i < schema->columns.size(); ++i) {
-    const Column& c = schema->columns[i];
-    size_t dot = c.type_name.find('.');
-    if (c.type_oid < kFirstNonBuiltinOid || dot == std::string::npos ||
-        c.type_name.compare(dot + 1, 1, "_") != 0) {
-      continue;
-    }
-    std::string element = absl::StrCat(QuoteIdent(c.type_name.substr(0, dot)), ".",
-                                       QuoteIdent(c.type_name.substr(dot + 2)));
-    absl::StatusOr<PgResultPtr> res = Exec(conn(), "SELECT to_regtype($1)::oid", {element});
-    if (!res.ok()) return res.status();
-    if (PQgetisnull(res->get(), 0, 0)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres target ", TargetName(), ": table ", table->name, " column ",
-                       c.name, ": type ", element, " does not exist in the target"));
-    }
-    table->array_elements.push_back(
-        {i, static_cast<uint32_t>(std::stoul(PQgetvalue(res->get(), 0, 0)))});
-  }
-  slot = std::move(table);
-  return slot.get();
-}
-
-absl::StatusOr<PGconn*> PostgresSink::SourceConnection() {
-  if (source_conn_ == nullptr) {
-    absl::StatusOr<PgConnPtr> connected = ConnectToSourceCatalog(origin_->url);
-    if (!connected.ok()) {
-      return absl::Status(
-          connected.status().code(),
-          absl::StrCat("postgres target ", TargetName(), ": reading table definitions from the ",
-                       connected.status().message()));
-    }
-    source_conn_ = std::move(*connected);
-  }
-  return source_conn_.get();
-}
-
-absl::Status PostgresSink::CreateTableFromSource(const TableSchema& schema,
-                                                 const std::string& target_schema,
-                                                 const std::string& quoted,
-                                                 const std::string& name) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (!source_is_postgres_) return CreateTable(schema, target_schema, quoted);
-  absl::StatusOr<PGconn*> source = SourceConnection();
-  if (!source.ok()) return source.status();
-  absl::StatusOr<TableDefinition> def =
-      ReadTableDefinition(*source, schema.schema, schema.name, options_->schema);
-  if (absl::IsNotFound(def.status())) {
-    LogWarning("sink %s (postgres): %s: %s; creating %s from the columns the stream describes",
-               sink_name_, schema.QualifiedName(), def.status().message(), name);
-    return CreateTable(schema, target_schema, quoted);
-  }
-  if (!def.ok()) {
-    source_conn_.reset();
-    return absl::Status(def.status().code(), absl::StrCat("postgres target ", TargetName(), ": ",
-                                                          def.status().message()));
-  }
-  std::vector<std::string> sql;
-  for (const std::string& s : def->schemas) {
-    sql.push_back(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(s)));
-  }
-  for (std::string& s : def->create) sql.push_back(std::move(s));
-  // A table created again (dropped in the target since) starts afresh.
-  sql.push_back(absl::StrCat("DELETE FROM pgflow.pending_ddl WHERE pipeline = ",
-                             QuoteLiteral(pipeline_), " AND target_table = ", QuoteLiteral(name)));
-  std::vector<std::string> rows;
-  for (const DeferredStatement& d : def->deferred) {
-    rows.push_back(absl::StrCat("(", QuoteLiteral(pipeline_), ", ", QuoteLiteral(name), ", ",
-                                d.phase, ", ", QuoteLiteral(d.statement), ")"));
-  }
-  if (!rows.empty()) {
-    sql.push_back(
-        absl::StrCat("INSERT INTO pgflow.pending_ddl (pipeline, target_table, phase, statement) "
-                     "VALUES ",
-                     absl::StrJoin(rows, ", ")));
-  }
-  // One simple-protocol query: the table and its pending DDL commit together.
-  if (absl::Status s = Run(absl::StrJoin(sql, "; "),
-                           absl::StrCat("creating table ", name,
-                                        " (a type or function it uses must exist in the target)"));
-      !s.ok()) {
-    return s;
-  }
-  LogInfo(
-      "sink %s (postgres): created table %s in the target from the source's definition; %d "
-      "indexes and constraints are built %s",
-      sink_name_, name,
-      std::count_if(def->deferred.begin(), def->deferred.end(),
-                    [](const DeferredStatement& d) { return !d.attaches; }),
-      snapshot_finished_ ? "now" : "once the snapshot is loaded");
-  if (snapshot_finished_) return BuildPending();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::BuildPending() {
-  absl::Status s = BuildPendingKey("");
-  // A unique index of any table may have been built.
-  for (auto& [name, table] : tables_) {
-    if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
-  }
-  return s;
-}
-
-absl::Status PostgresSink::BuildPendingKey(const std::string& name) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      name.empty() ? Exec(conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done ORDER BY phase, id",
-                          {pipeline_})
-                   : Exec(conn(),
-                          "SELECT id, target_table, statement FROM pgflow.pending_ddl WHERE "
-                          "pipeline = $1 AND NOT done AND target_table = $2 AND phase < 0 "
-                          "ORDER BY id",
-                          {pipeline_, name});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", TargetName(),
-                                     ": reading pgflow.pending_ddl: ", res.status().message()));
-  }
-  struct Pending {
-    std::string id, table, statement;
-  };
-  std::vector<Pending> serial, builds;
-  // Outside a transaction, every index build goes first, several at once over connections of
-  // their own; nothing deferred needs what another statement builds but a constraint its index
-  // (USING INDEX) and a foreign key the key it references, both of which come after.
-  const bool parallel = name.empty() && !in_transaction_ && options_->load_workers > 1;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    Pending p{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1),
-              PQgetvalue(res->get(), i, 2)};
-    (parallel && BuildsIndex(p.statement) ? builds : serial).push_back(std::move(p));
-  }
-  auto context = [](const Pending& p) {
-    return absl::StrCat("building on ", p.table, ": ", p.statement);
-  };
-  auto done = [](const Pending& p) {
-    return absl::StrCat("UPDATE pgflow.pending_ddl SET done = true, error = NULL WHERE id = ",
-                        p.id);
-  };
-  // A statement that failed stays pending with its error, unless the target went away.
-  auto failed = [&](const Pending& p, const absl::Status& s) -> absl::Status {
-    if (absl::IsUnavailable(s)) return s;
-    LogWarning(
-        "sink %s (postgres): %s; it stays pending in pgflow.pending_ddl and is tried again after "
-        "the next snapshot or restart",
-        sink_name_, s.message());
-    Params params;
-    Value error = Value::Text(oid::kText, std::string(s.message()));
-    params.Add(error);
-    return RunPrepared(
-        absl::StrCat("UPDATE pgflow.pending_ddl SET error = $1 WHERE id = ", p.id), params, [&] {
-          return absl::StrCat("postgres target ", TargetName(), ": recording a failed statement");
-        });
-  };
-  if (builds.size() == 1) serial.insert(serial.begin(), std::move(builds.front()));
-  if (builds.size() > 1) {
-    std::vector<ParallelStatement> statements;
-    for (const Pending& p : builds) {
-      statements.push_back({absl::StrCat(p.statement, "; ", done(p)), context(p)});
-    }
-    LogInfo("sink %s (postgres): building %d indexes, %d at a time", sink_name_, builds.size(),
-            std::min<size_t>(builds.size(), options_->load_workers));
-    std::vector<absl::Status> results =
-        RunInParallel(options_->url, statements, options_->load_workers,
-                      [this](PGconn* c) { return RaiseMaintenanceWorkMem(c); });
-    for (size_t i = 0; i < builds.size(); ++i) {
-      if (results[i].ok()) {
-        LogInfo("sink %s (postgres): built on %s: %s", sink_name_, builds[i].table,
-                builds[i].statement);
-      } else if (absl::Status s = failed(builds[i], results[i]); !s.ok()) {
-        return s;
-      }
-    }
-  }
-  for (const Pending& p : serial) {
-    const bool nested = in_transaction_;
-    std::string sql = nested ? absl::StrCat("SAVEPOINT pgflow_ddl; ", p.statement, "; ", done(p),
-                                            "; RELEASE SAVEPOINT pgflow_ddl")
-                             : absl::StrCat(p.statement, "; ", done(p));
-    absl::Status s = Run(sql, context(p));
-    if (s.ok()) {
-      LogInfo("sink %s (postgres): built on %s: %s", sink_name_, p.table, p.statement);
-      continue;
-    }
-    if (absl::IsUnavailable(s)) return s;
-    if (nested) {
-      if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_ddl; RELEASE SAVEPOINT pgflow_ddl",
-                               "rolling back a failed index or constraint");
-          !r.ok()) {
-        return r;
-      }
-    }
-    if (absl::Status r = failed(p, s); !r.ok()) return r;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-  snapshot_finished_ = true;
-  if (absl::Status s = BuildPending(); !s.ok()) return s;
-  for (auto& [name, table] : tables_) {
-    if (table != nullptr) table->plain_inserts = false;  // keys were built
-  }
-  if (!copy_sequences || !source_is_postgres_) return absl::OkStatus();
-  absl::StatusOr<PGconn*> source = SourceConnection();
-  absl::StatusOr<SequenceCopyResult> copied = SequenceCopyResult();
-  if (!source.ok()) {
-    copied = source.status();
-  } else {
-    absl::StatusOr<std::vector<SequencePair>> sequences =
-        ReadTableSequences(*source, origin_->tables, options_->schema);
-    copied = sequences.ok() ? CopySequenceValues(*source, conn(), *sequences)
-                            : absl::StatusOr<SequenceCopyResult>(sequences.status());
-  }
-  source_conn_.reset();
-  if (!copied.ok()) {
-    if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
-      return copied.status();
-    }
-    LogWarning(
-        "sink %s (postgres): the sequences were not copied: %s (run `pgflow sequences` once "
-        "fixed)",
-        sink_name_, copied.status().message());
-    return absl::OkStatus();
-  }
-  LogInfo("sink %s (postgres): %d sequences set to the source's values%s", sink_name_,
-          copied->copied,
-          copied->missing.empty()
-              ? ""
-              : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::CreateTable(const TableSchema& schema, const std::string& target_schema,
-                                       const std::string& quoted) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  std::vector<std::string> defs;
-  std::vector<std::string> key;
-  const bool keyed = schema.replica_identity == 'd' || schema.replica_identity == 'i';
-  for (const Column& c : schema.columns) {
-    std::string type;
-    if (c.type_oid < kFirstNonBuiltinOid) {
-      absl::StatusOr<PgResultPtr> res =
-          Exec(conn(), "SELECT format_type($1::oid, $2::int)",
-               {std::to_string(c.type_oid), std::to_string(c.type_modifier)});
-      if (!res.ok()) return res.status();
-      if (PQgetisnull(res->get(), 0, 0)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
-                         ": type OID ", c.type_oid, " of column ", c.name, " is unknown"));
-      }
-      type = PQgetvalue(res->get(), 0, 0);
-    } else {
-      size_t dot = c.type_name.find('.');
-      if (c.type_name.empty() || dot == std::string::npos) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("postgres target ", TargetName(), ": cannot create ", schema.name,
-                         ": the type of column ", c.name, " (OID ", c.type_oid, ") is unknown"));
-      }
-      std::string type_schema = c.type_name.substr(0, dot);
-      std::string type_name = c.type_name.substr(dot + 1);
-      bool array = absl::StartsWith(type_name, "_");
-      if (array) type_name = type_name.substr(1);
-      type = absl::StrCat(QuoteIdent(type_schema), ".", QuoteIdent(type_name), array ? "[]" : "");
-    }
-    defs.push_back(absl::StrCat(QuoteIdent(c.name), " ", type));
-    if (keyed && c.is_key) key.push_back(QuoteIdent(c.name));
-  }
-  if (!key.empty()) defs.push_back(absl::StrCat("PRIMARY KEY (", absl::StrJoin(key, ", "), ")"));
-  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema),
-                                 "; CREATE TABLE ", quoted, " (", absl::StrJoin(defs, ", "), ")");
-  if (absl::Status s = Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
-                                             " (a type it uses must exist in the target)"));
-      !s.ok()) {
-    return s;
-  }
-  LogInfo("sink %s (postgres): created table %s.%s in the target", sink_name_, target_schema,
-          schema.name);
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::EnsureTransaction() {
-  if (in_transaction_) return absl::OkStatus();
-  if (absl::Status s =
-          Run("BEGIN; SET LOCAL session_replication_role = replica", "starting a transaction");
-      !s.ok()) {
-    return s;
-  }
-  in_transaction_ = true;
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FinishStatements() {
-  if (absl::Status s = EndCopy(); !s.ok()) return s;
-  if (absl::Status s = FlushReads(); !s.ok()) return s;
-  if (absl::Status s = FlushInserts(); !s.ok()) return s;
-  if (absl::Status s = FlushUpdates(); !s.ok()) return s;
-  return FlushDeletes();
-}
-
-absl::Status PostgresSink::CommitTransaction() {
-  if (absl::Status s = FinishStatements(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  savepoint_pending_ = false;
-  if (absl::Status s = SendStaged(); !s.ok()) return s;
-  if (!in_transaction_) return absl::OkStatus();
-  const bool record = group_txns_ > 0;
-  if (record && wal_positions_) {
-    Params params;
-    Value name = Value::Text(oid::kText, pipeline_);
-    Value lsn = Value::Text(oid::kText, group_applied_.ToString());
-    params.Add(name);
-    params.Add(lsn);
-    if (absl::Status s =
-            RunPrepared("INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
-                        "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
-                        params,
-                        [&] {
-                          return absl::StrCat("postgres target ", TargetName(),
-                                              ": recording the applied position");
-                        });
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  PgResultPtr res(PQexec(conn(), "COMMIT"));
-  in_transaction_ = false;
-  savepoint_ = false;
-  commit_soon_ = false;
-  group_txns_ = 0;
-  group_changes_ = 0;
-  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK ||
-      std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": commit failed"));
-  }
-  if (record) applied_ = group_applied_;
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::WriteEvent(const Event& event) {
-  // Bounds on a group of source transactions in one target transaction.
-  constexpr uint64_t kGroupTransactions = 5000;
-  constexpr uint64_t kGroupChanges = 50000;
-  constexpr size_t kSendAheadRows = 8192;
+absl::Status PostgresSink::BeforeEvent(const Event& event) {
   if (Lsn p = event.AckPosition(); p.IsValid()) written_ = p;
   switch (event.kind) {
     case EventKind::kBegin:
@@ -1317,160 +142,122 @@ absl::Status PostgresSink::WriteEvent(const Event& event) {
       }
       // The stream started, so any snapshot is over (also when a crash came between its end
       // and the DDL it defers).
-      if (!snapshot_finished_) {
+      if (!tables_.load_finished()) {
         if (absl::Status s = FinishSnapshot(false); !s.ok()) return s;
       }
       in_source_txn_ = true;
-      skipping_ = wal_positions_ && applied_.IsValid() && event.txn.commit_lsn < applied_;
-      if (skipping_) {
-        ++skipped_;
-        return absl::OkStatus();
-      }
-      last_begun_ = event.txn.commit_lsn;
-      careful_txn_ = careful_until_.IsValid() && event.txn.commit_lsn <= careful_until_;
-      if (careful_txn_) {
-        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-        return EnsureTransaction();
-      }
-      if (in_transaction_ && group_txns_ > 0) {
-        // The transactions before it in the group are kept if this one is cut off.
-        if (absl::Status s = FinishStatements(); !s.ok()) return s;
-        savepoint_pending_ = true;
-        return absl::OkStatus();
-      }
-      return EnsureTransaction();
-    case EventKind::kChange:
-      if (skipping_) return absl::OkStatus();
-      if (!in_source_txn_ && group_txns_ > 0) {
-        // Rows outside a source transaction (snapshot rows) do not join the group.
-        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-      }
-      ++changes_;
-      if (careful_txn_) return ApplyCarefully(event.change);
-      if (in_source_txn_) ++group_changes_;
-      return ApplyChange(event.change);
-    case EventKind::kCommit: {
-      const bool skipped = skipping_;
-      in_source_txn_ = false;
-      skipping_ = false;
-      if (skipped) return absl::OkStatus();
-      if (careful_txn_) {  // alone in its target transaction
-        ++transactions_;
-        group_txns_ = 1;
-        group_applied_ = event.txn.end_lsn;
-        absl::Status s = CommitTransaction();
-        careful_txn_ = false;
-        return s;
-      }
-      // Complete: what of it is still to be sent needs no savepoint any more.
-      savepoint_pending_ = false;
-      if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-      if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-      for (Staged& t : txn_net_) {
-        auto into = std::find_if(group_net_.begin(), group_net_.end(),
-                                 [&](const Staged& g) { return g.table->name == t.table->name; });
-        if (into == group_net_.end()) {
-          group_net_.push_back(std::move(t));
-        } else {
-          into->changes.Absorb(t.changes);
-        }
-      }
-      txn_net_.clear();
-      txn_folded_ = 0;
-      ++transactions_;
-      ++group_txns_;
-      group_applied_ = event.txn.end_lsn;
-      if (commit_soon_ || group_txns_ >= kGroupTransactions || group_changes_ >= kGroupChanges) {
-        return CommitTransaction();
-      }
-      // A large group goes out while it grows, between two source transactions (so outside
-      // any savepoint): the target applies what is folded so far while the next transactions
-      // are folded, rather than idle until the commit. Folding spans each part only.
-      size_t staged_rows = 0;
-      for (const Staged& t : group_net_) staged_rows += t.changes.size();
-      if (staged_rows >= kSendAheadRows) return SendNet(group_net_);
       return absl::OkStatus();
-    }
+    case EventKind::kCommit:
+      in_source_txn_ = false;
+      return absl::OkStatus();
     case EventKind::kRollback:
       in_source_txn_ = false;
       careful_txn_ = false;
-      if (skipping_) {
-        skipping_ = false;
-        return absl::OkStatus();
-      }
-      DiscardTransactionRows("source transaction cut off");
-      if (savepoint_pending_) {
-        // Nothing of it was sent.
-        savepoint_pending_ = false;
-        return absl::OkStatus();
-      }
-      if (savepoint_) {
-        // Only the cut-off transaction goes; those before it in the group stay.
-        savepoint_ = false;
-        return Run("ROLLBACK TO SAVEPOINT pgflow_txn; RELEASE SAVEPOINT pgflow_txn",
-                   "rolling back a cut-off transaction");
-      }
-      if (in_transaction_) {
-        in_transaction_ = false;
-        group_net_.clear();
-        group_txns_ = 0;
-        group_changes_ = 0;
-        commit_soon_ = false;
-        return Run("ROLLBACK", "rolling back a cut-off transaction");
-      }
       return absl::OkStatus();
-    case EventKind::kPosition:
-      if (!snapshot_finished_) return FinishSnapshot(false);
+    default:
       return absl::OkStatus();
-    case EventKind::kChunkDone:
-      if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-      return loaders_ != nullptr ? loaders_->EndChunk(event.chunk) : absl::OkStatus();
-    case EventKind::kSnapshotDone:
-      if (loaders_ != nullptr) {
-        absl::Status s = loaders_->Finish();
-        copied_rows_ += loaders_->rows();
-        loaders_.reset();
-        if (!s.ok()) return s;
-      }
-      return FinishSnapshot(true);
-    case EventKind::kRawRows:
-      if (group_txns_ > 0 && !in_source_txn_) {
-        if (absl::Status s = CommitTransaction(); !s.ok()) return s;
-      }
-      return WriteRawRows(event);
+  }
+}
+
+absl::Status PostgresSink::OnBegin(const TxnInfo& txn) {
+  last_begun_ = txn.commit_lsn;
+  careful_txn_ = careful_until_.IsValid() && txn.commit_lsn <= careful_until_;
+  if (careful_txn_) {
+    if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+    return EnsureTransaction();
+  }
+  if (session_.in_transaction() && group_txns_ > 0) {
+    // The transactions before it in the group are kept if this one is cut off.
+    if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+    session_.set_savepoint_pending(true);
+    return absl::OkStatus();
+  }
+  return EnsureTransaction();
+}
+
+absl::Status PostgresSink::OnChange(const Change& change, bool in_txn) {
+  if (!in_txn && group_txns_ > 0) {
+    // Rows outside a source transaction (snapshot rows) do not join the group.
+    if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+  }
+  ++changes_;
+  if (careful_txn_) return ApplyCarefully(change);
+  if (in_txn) ++group_changes_;
+  return ApplyChange(change);
+}
+
+absl::Status PostgresSink::OnCommit(const TxnInfo& txn) {
+  if (careful_txn_) {  // alone in its target transaction
+    ++transactions_;
+    group_txns_ = 1;
+    group_applied_ = txn.end_lsn;
+    absl::Status s = CommitTransaction();
+    careful_txn_ = false;
+    return s;
+  }
+  // Complete: what of it is still to be sent needs no savepoint any more.
+  session_.set_savepoint_pending(false);
+  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  writer_.EndSourceTransaction();
+  ++transactions_;
+  ++group_txns_;
+  group_applied_ = txn.end_lsn;
+  if (commit_soon_ || group_txns_ >= kGroupTransactions || group_changes_ >= kGroupChanges) {
+    return CommitTransaction();
+  }
+  // A large group goes out while it grows, between two source transactions (so outside any
+  // savepoint): the target applies what is folded so far while the next transactions are
+  // folded, rather than idle until the commit. Folding spans each part only.
+  return writer_.SendAhead();
+}
+
+absl::Status PostgresSink::OnRollback() {
+  DiscardTransactionRows("source transaction cut off");
+  if (session_.savepoint_pending()) {
+    // Nothing of it was sent.
+    session_.set_savepoint_pending(false);
+    return absl::OkStatus();
+  }
+  if (session_.has_savepoint()) {
+    // Only the cut-off transaction goes; those before it in the group stay.
+    return session_.RollbackToSavepoint("rolling back a cut-off transaction");
+  }
+  if (session_.in_transaction()) {
+    writer_.DropGroup();
+    group_txns_ = 0;
+    group_changes_ = 0;
+    commit_soon_ = false;
+    return session_.Rollback("rolling back a cut-off transaction");
   }
   return absl::OkStatus();
 }
 
-void PostgresSink::DiscardTransactionRows(const char* why) {
-  deferred_.clear();
-  deferred_rows_ = 0;
-  txn_net_.clear();
-  txn_folded_ = 0;
-  read_tuples_.clear();
-  read_rows_ = 0;
-  read_keys_.clear();
-  read_table_ = nullptr;
-  read_schema_ = nullptr;
-  inserts_.clear();
-  insert_keys_.clear();
-  insert_table_ = nullptr;
-  insert_schema_ = nullptr;
-  updates_.clear();
-  update_keys_.clear();
-  update_table_ = nullptr;
-  update_schema_ = nullptr;
-  deletes_.clear();
-  delete_table_ = nullptr;
-  delete_schema_ = nullptr;
-  if (copy_table_ != nullptr) {
-    PQputCopyEnd(conn(), why);
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-    copy_table_ = nullptr;
-    copy_schema_ = nullptr;
+absl::Status PostgresSink::OnPosition(Lsn) {
+  if (!tables_.load_finished()) return FinishSnapshot(false);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::OnChunkDone(uint64_t chunk) {
+  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+  return loaders_ != nullptr ? loaders_->EndChunk(chunk) : absl::OkStatus();
+}
+
+absl::Status PostgresSink::OnSnapshotDone() {
+  if (loaders_ != nullptr) {
+    absl::Status s = loaders_->Finish();
+    loaded_rows_ += loaders_->rows();
+    loaders_.reset();
+    if (!s.ok()) return s;
   }
-  // A table created in the rolled-back transaction is gone again: check anew.
-  tables_.clear();
+  return FinishSnapshot(true);
+}
+
+absl::Status PostgresSink::OnRawRows(const Event& event) {
+  if (group_txns_ > 0 && !in_source_txn_) {
+    if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+  }
+  return WriteRawRows(event);
 }
 
 absl::Status PostgresSink::FlushGroup() {
@@ -1489,104 +276,156 @@ absl::Status PostgresSink::FlushGroup() {
 
 absl::Status PostgresSink::Close() {
   absl::Status status;
-  if (conn_ != nullptr) status = Drain();
-  if (conn_ != nullptr && copy_table_ != nullptr) {
-    PQputCopyEnd(conn(), "pgflow is stopping");
-    while (PGresult* r = PQgetResult(conn())) PQclear(r);
-  }
-  copy_table_ = nullptr;
+  if (session_.connected()) status = session_.Drain();
+  if (session_.connected()) writer_.AbortCopy("pgflow is stopping");
   // Complete source transactions not committed yet (the last Flush normally did) commit; a
   // failed transaction or a source transaction cut off rolls back.
-  if (status.ok() && conn_ != nullptr && in_transaction_ && group_txns_ > 0 && !in_source_txn_ &&
-      PQtransactionStatus(conn()) == PQTRANS_INTRANS) {
+  if (status.ok() && session_.connected() && session_.in_transaction() && group_txns_ > 0 &&
+      !in_source_txn_ && session_.TransactionIntact()) {
     status = CommitTransaction();
   }
   if (loaders_ != nullptr) {
-    copied_rows_ += loaders_->rows();
+    loaded_rows_ += loaders_->rows();
     loaders_.reset();  // what they had not committed rolls back
   }
-  conn_.reset();  // an open transaction rolls back
-  source_conn_.reset();
+  session_.Close();  // an open transaction rolls back
+  tables_.CloseSource();
   LogInfo(
       "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
       "%d transactions skipped as already applied%s",
-      sink_name_, copied_rows_, changes_, transactions_, skipped_,
+      sink_name_, loaded_rows_ + writer_.copied_rows(), changes_, transactions_,
+      skipped_transactions(),
       dead_letters_ > 0
           ? absl::StrCat(", ", dead_letters_, " refused changes set aside in pgflow.dead_letters")
           : "");
   return status;
 }
 
-absl::Status PostgresSink::WriteRawRows(const Event& event) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (copy_table_ != nullptr && copy_schema_ == event.change.table.get()) {
-    const std::string* data = &event.change.content;
-    std::string rewritten;
-    if (!copy_table_->array_elements.empty()) {
-      rewritten = event.change.content;
-      if (absl::Status s = RewriteArrayElementTypes(&rewritten, copy_table_->schema->columns.size(),
-                                                    copy_table_->array_elements);
-          !s.ok()) {
-        return absl::DataLossError(
-            absl::StrCat("snapshot rows of ", copy_table_->name, ": ", s.message()));
-      }
-      data = &rewritten;
-    }
-    if (PQputCopyData(conn(), data->data(), static_cast<int>(data->size())) != 1) {
-      return ResultError(
-          conn(), nullptr,
-          absl::StrCat("postgres target ", TargetName(), ": copying into ", copy_table_->name));
-    }
-    copy_rows_ += event.rows;
-    return absl::OkStatus();
+absl::Status PostgresSink::ApplyChange(const Change& change) {
+  if (change.op == Op::kMessage) return absl::OkStatus();
+  if (change.op == Op::kDdl) return ApplyDdl(change);
+  return writer_.Apply(change);
+}
+
+absl::Status PostgresSink::ApplyDdl(const Change& change) {
+  const DdlCommand& cmd = *change.ddl;
+  if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
+  // Statements keep the stream's order: what came before the DDL is sent first.
+  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
+  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
+  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  TargetCatalogLookup lookup(conn());
+  DdlReplayOptions replay;
+  replay.target_schema = options_->schema;
+  replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
+  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
+  if (!plan.ok()) {
+    return absl::Status(plan.status().code(),
+                        absl::StrCat("postgres target ", TargetName(), ": at ",
+                                     change.lsn.ToString(), ": ", plan.status().message()));
   }
-  if (absl::Status s = FinishStatements(); !s.ok()) return s;
-  absl::StatusOr<TargetTable*> table = EnsureTable(event.change.table);
+  if (!plan->passed_over.empty()) {
+    LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
+             plan->passed_over);
+  }
+  if (!plan->statements.empty()) {
+    if (absl::Status s = session_.SendPendingSavepoint(); !s.ok()) return s;
+  }
+  for (const std::string& sql : plan->statements) {
+    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
+             change.lsn.ToString(), sql);
+    // One statement per call (the extended protocol refuses several), whatever the text.
+    if (absl::Status s = session_.RunAlone(
+            sql,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
+                                  ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
+                                  "` (source statement: ", cmd.statement.substr(0, 200),
+                                  "); to go on, make the target accept it, or add '",
+                                  cmd.object_type, "' to sinks.", sink_name_, ".ddl.exclude");
+            });
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const std::string& table : plan->changed_tables) tables_.Forget(table);
+  if (!plan->statements.empty()) {
+    // An index or constraint may have come or gone.
+    tables_.RecheckFoldable();
+  }
+  if (!plan->statements.empty()) {
+    // A prepared statement keeps the parameter types its columns had when it was prepared
+    // (an int column retyped to bigint would still take int parameters): start afresh.
+    if (absl::Status s = session_.DeallocateAll("dropping prepared statements after DDL");
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!plan->statements.empty()) {
+    LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
+            cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSink::EnsureTransaction() { return session_.Begin(); }
+
+absl::Status PostgresSink::CommitTransaction() {
+  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+  if (absl::Status s = writer_.ReleaseDeferred(); !s.ok()) return s;
+  session_.set_savepoint_pending(false);
+  if (absl::Status s = writer_.SendStaged(); !s.ok()) return s;
+  if (!session_.in_transaction()) return absl::OkStatus();
+  const bool record = group_txns_ > 0;
+  if (record && wal_positions_) {
+    StatementParams params;
+    Value name = Value::Text(oid::kText, pipeline_);
+    Value lsn = Value::Text(oid::kText, group_applied_.ToString());
+    params.Add(name);
+    params.Add(lsn);
+    if (absl::Status s = session_.RunPrepared(
+            "INSERT INTO pgflow.applied (pipeline, lsn) VALUES ($1, $2::pg_lsn) "
+            "ON CONFLICT (pipeline) DO UPDATE SET lsn = EXCLUDED.lsn",
+            params,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(),
+                                  ": recording the applied position");
+            });
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::Status committed = session_.Commit();
+  commit_soon_ = false;
+  group_txns_ = 0;
+  group_changes_ = 0;
+  if (!committed.ok()) return committed;
+  if (record) applied_ = group_applied_;
+  return absl::OkStatus();
+}
+
+void PostgresSink::DiscardTransactionRows(const char* why) {
+  writer_.Discard(why);
+  // A table created in the rolled-back transaction is gone again: check anew.
+  tables_.Clear();
+}
+
+absl::Status PostgresSink::WriteRawRows(const Event& event) {
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  if (writer_.Copying(event.change.table.get())) return writer_.CopyRows(event);
+  if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+  absl::StatusOr<TargetTable*> table = writer_.Table(event.change.table);
   if (!table.ok()) return table.status();
-  if (!snapshot_finished_ && options_->load_workers > 1) {
-    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
+  if (!tables_.load_finished() && options_->load_workers > 1) {
+    if (absl::Status s = tables_.PrepareSnapshotLoad(*table); !s.ok()) return s;
     if (*(*table)->fast_copy) return LoadInParallel(*table, event);
   }
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-  if (absl::Status s = StartCopy(*table); !s.ok()) return s;
-  copy_schema_ = event.change.table.get();
+  if (absl::Status s = writer_.StartCopy(*table, event.change.table.get()); !s.ok()) return s;
   return WriteRawRows(event);
-}
-
-absl::Status PostgresSink::PrepareSnapshotLoad(TargetTable* table) {
-  if (table->fast_copy.has_value()) return absl::OkStatus();
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  absl::StatusOr<PgResultPtr> res =
-      Exec(conn(),
-           absl::StrCat("SELECT EXISTS (SELECT 1 FROM ", table->quoted,
-                        "), EXISTS (SELECT 1 FROM pgflow.pending_ddl WHERE pipeline = $1 AND "
-                        "target_table = $2 AND phase < 0 AND NOT done)"),
-           {pipeline_, table->name});
-  if (!res.ok()) return res.status();
-  // Straight COPY only into an empty table: rows already there (a resumed snapshot, a
-  // backfill) may include the ones coming, which must then replace them.
-  table->fast_copy = PQgetvalue(res->get(), 0, 0)[0] == 'f';
-  const bool key_pending = PQgetvalue(res->get(), 0, 1)[0] == 't' && !table->key.empty();
-  table->plain_inserts = *table->fast_copy && key_pending;
-  if (*table->fast_copy) return absl::OkStatus();
-  if (table->key.empty()) {
-    LogWarning(
-        "sink %s (postgres): %s already holds rows and has no primary key: snapshot rows "
-        "copied again (after a crash, or by a backfill) are duplicated; empty it and copy the "
-        "table again for an exact copy",
-        sink_name_, table->name);
-    return absl::OkStatus();
-  }
-  LogInfo("sink %s (postgres): %s already holds rows: snapshot rows are upserted", sink_name_,
-          table->name);
-  if (!key_pending) return absl::OkStatus();
-  // No row of this run is in yet (this is its first), so the rows a chunk held when the last
-  // run stopped are each there once: the key builds, and chunks copied again are upserted.
-  LogInfo(
-      "sink %s (postgres): %s: the load was interrupted; building its primary key before "
-      "going on",
-      sink_name_, table->name);
-  return BuildPendingKey(table->name);
 }
 
 absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event) {
@@ -1611,170 +450,51 @@ absl::Status PostgresSink::LoadInParallel(TargetTable* table, const Event& event
   return loaders_->Add(table->load, event.change.content, event.rows);
 }
 
-absl::Status PostgresSink::StartCopy(TargetTable* table) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (absl::Status s = PrepareSnapshotLoad(table); !s.ok()) return s;
-  std::string into = table->quoted;
-  if (!*table->fast_copy) {
-    if (table->stage.empty()) table->stage = absl::StrCat("pgflow_stage_", ++next_statement_);
-    if (absl::Status s =
-            Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->stage, " AS SELECT ",
-                             table->column_list, " FROM ", table->quoted, " WITH NO DATA"),
-                absl::StrCat("creating a staging table for ", table->name));
-        !s.ok()) {
-      return s;
+absl::Status PostgresSink::FinishSnapshot(bool copy_sequences) {
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  if (absl::Status s = CommitTransaction(); !s.ok()) return s;
+  if (absl::Status s = tables_.FinishLoad(); !s.ok()) return s;
+  if (!copy_sequences || origin_ == nullptr) return absl::OkStatus();
+  absl::StatusOr<PGconn*> source = tables_.SourceConnection();
+  absl::StatusOr<SequenceCopyResult> copied =
+      source.ok() ? CopyTableSequences(*source, conn(), origin_->tables, options_->schema)
+                  : absl::StatusOr<SequenceCopyResult>(source.status());
+  tables_.CloseSource();
+  if (!copied.ok()) {
+    if (absl::IsUnavailable(copied.status()) && PQstatus(conn()) != CONNECTION_OK) {
+      return copied.status();
     }
-    into = table->stage;
+    LogWarning(
+        "sink %s (postgres): the sequences were not copied: %s (run `pgflow sequences` once "
+        "fixed)",
+        sink_name_, copied.status().message());
+    return absl::OkStatus();
   }
-  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(
-      conn(), absl::StrCat("COPY ", into, " (", table->column_list, ") FROM STDIN (FORMAT binary)")
-                  .c_str()));
-  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
-    return ResultError(conn(), res.get(),
-                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
-  }
-  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1) {
-    return ResultError(conn(), nullptr,
-                       absl::StrCat("postgres target ", TargetName(), ": COPY into ", table->name));
-  }
-  copy_table_ = table;
-  copy_rows_ = 0;
+  LogInfo("sink %s (postgres): %d sequences set to the source's values%s", sink_name_,
+          copied->copied,
+          copied->missing.empty()
+              ? ""
+              : absl::StrCat(" (not in the target: ", absl::StrJoin(copied->missing, ", "), ")"));
   return absl::OkStatus();
-}
-
-absl::Status PostgresSink::EndCopy() {
-  if (copy_table_ == nullptr) return absl::OkStatus();
-  TargetTable* table = copy_table_;
-  copy_table_ = nullptr;
-  copy_schema_ = nullptr;
-  const std::string context = absl::StrCat("postgres target ", TargetName(), ": COPY of ",
-                                           copy_rows_, " snapshot rows into ", table->name);
-  if (PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
-      PQputCopyEnd(conn(), nullptr) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  absl::Status status;
-  while (PGresult* r = PQgetResult(conn())) {
-    PgResultPtr res(r);
-    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK) {
-      status = ResultError(conn(), r, context);
-    }
-  }
-  if (!status.ok()) return status;
-  copied_rows_ += copy_rows_;
-  if (*table->fast_copy) return absl::OkStatus();
-  std::string sql = absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
-                                 ") OVERRIDING SYSTEM VALUE SELECT ", table->column_list, " FROM ",
-                                 table->stage, ConflictClause(*table));
-  absl::StrAppend(&sql, "; TRUNCATE ", table->stage);
-  return Run(sql, absl::StrCat("upserting staged snapshot rows into ", table->name));
-}
-
-absl::Status PostgresSink::ApplyChange(const Change& change) {
-  if (change.op == Op::kMessage) return absl::OkStatus();
-  if (change.op == Op::kDdl) return ApplyDdl(change);
-  // A batch of another table or of another kind is sent first: statements keep the stream's
-  // order.
-  const TableSchema* schema = change.table.get();
-  const bool upsert = change.op == Op::kRead || change.op == Op::kInsert;
-  if (read_table_ != nullptr && (read_schema_ != schema || change.op != Op::kRead)) {
-    if (absl::Status s = FlushReads(); !s.ok()) return s;
-  }
-  if (insert_table_ != nullptr && (insert_schema_ != schema || !upsert)) {
-    if (absl::Status s = FlushInserts(); !s.ok()) return s;
-  }
-  if (update_table_ != nullptr && (update_schema_ != schema || change.op != Op::kUpdate)) {
-    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
-  }
-  if (delete_table_ != nullptr && (delete_schema_ != schema || change.op != Op::kDelete)) {
-    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
-  }
-  if (absl::Status s = EndCopy(); !s.ok()) return s;
-  absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
-  if (!table.ok()) return table.status();
-  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-  // Rows changed by the stream may reappear in later snapshot rows (a backfill): those go
-  // through the staging table from now on.
-  if (change.op == Op::kRead) {
-    if (absl::Status s = PrepareSnapshotLoad(*table); !s.ok()) return s;
-  } else {
-    (*table)->fast_copy = false;
-  }
-  const bool row_change =
-      change.op == Op::kInsert || change.op == Op::kUpdate || change.op == Op::kDelete;
-  if (in_source_txn_ && row_change) {
-    absl::StatusOr<bool> foldable = Foldable(*table);
-    if (!foldable.ok()) return foldable.status();
-    if (*foldable) {
-      absl::StatusOr<bool> staged = Stage(*table, change);
-      if (!staged.ok() || *staged) return staged.status();
-      // Everything before it was sent: it goes now, alone and in order.
-      absl::Status s;
-      switch (change.op) {
-        case Op::kInsert:
-          s = QueueUpsert(*table, change);
-          break;
-        case Op::kUpdate:
-          s = QueueUpdate(*table, change);
-          break;
-        default:
-          s = QueueDelete(*table, change);
-          break;
-      }
-      if (!s.ok()) return s;
-      if (absl::Status s = FinishStatements(); !s.ok()) return s;
-      return ReleaseDeferred();
-    }
-  }
-  switch (change.op) {
-    case Op::kRead:
-      return QueueRead(*table, change);
-    case Op::kInsert:
-      return QueueUpsert(*table, change);
-    case Op::kUpdate:
-      return QueueUpdate(*table, change);
-    case Op::kDelete:
-      return QueueDelete(*table, change);
-    case Op::kTruncate: {
-      if (absl::Status s = SendStaged(); !s.ok()) return s;
-      std::string sql = absl::StrCat("TRUNCATE ", (*table)->quoted,
-                                     change.truncate_restart_identity ? " RESTART IDENTITY" : "",
-                                     change.truncate_cascade ? " CASCADE" : "");
-      return Run(sql, absl::StrCat("truncating ", (*table)->name));
-    }
-    case Op::kDdl:
-    case Op::kMessage:
-      break;
-  }
-  return absl::OkStatus();
-}
-
-bool IsRefusal(const absl::Status& s) {
-  const std::string sqlstate = SqlState(s);
-  return absl::StartsWith(sqlstate, "22") || absl::StartsWith(sqlstate, "23");
 }
 
 absl::Status PostgresSink::Refused(absl::Status s) {
   // Within the careful range already, the refusal is not one change's (a commit, a DDL
   // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
   const bool careful = careful_until_.IsValid() && last_begun_ <= careful_until_;
-  if (!options_->dead_letter || !snapshot_finished_ || careful || !last_begun_.IsValid() ||
-      !IsRefusal(s) || conn_ == nullptr) {
+  if (!options_->dead_letter || !tables_.load_finished() || careful || !last_begun_.IsValid() ||
+      !IsRefusal(s) || !session_.connected()) {
     return s;
   }
   // Whatever was sent or waits to be is void: the target transaction has failed.
-  Drain().IgnoreError();
+  session_.Drain().IgnoreError();
   DiscardTransactionRows("a change was refused");
-  group_net_.clear();
+  writer_.DropGroup();
   group_txns_ = 0;
   group_changes_ = 0;
   commit_soon_ = false;
   careful_txn_ = false;
-  PgResultPtr rollback(PQexec(conn(), "ROLLBACK"));
-  in_transaction_ = false;
-  savepoint_ = false;
-  savepoint_pending_ = false;
+  session_.Abandon();
   absl::StatusOr<PgResultPtr> recorded =
       Exec(conn(),
            "INSERT INTO pgflow.applied (pipeline, lsn, careful_until) VALUES ($1, $2::pg_lsn, "
@@ -1795,24 +515,24 @@ absl::Status PostgresSink::Refused(absl::Status s) {
 absl::Status PostgresSink::ApplyCarefully(const Change& change) {
   if (change.op != Op::kInsert && change.op != Op::kUpdate && change.op != Op::kDelete) {
     if (absl::Status s = ApplyChange(change); !s.ok()) return s;
-    if (absl::Status s = FinishStatements(); !s.ok()) return s;
-    return Drain();
+    if (absl::Status s = writer_.FinishStatements(); !s.ok()) return s;
+    return session_.Drain();
   }
-  absl::StatusOr<TargetTable*> table = EnsureTable(change.table);
+  absl::StatusOr<TargetTable*> table = writer_.Table(change.table);
   if (!table.ok()) return table.status();
   if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
   (*table)->fast_copy = false;
-  if (absl::Status s = Run("SAVEPOINT pgflow_change", "starting a savepoint"); !s.ok()) return s;
-  absl::Status s = change.op == Op::kInsert   ? QueueUpsert(*table, change)
-                   : change.op == Op::kUpdate ? QueueUpdate(*table, change)
-                                              : QueueDelete(*table, change);
-  if (s.ok()) s = FinishStatements();
-  if (s.ok()) s = Drain();
-  if (s.ok()) return Run("RELEASE SAVEPOINT pgflow_change", "releasing a savepoint");
-  Drain().IgnoreError();
+  if (absl::Status s = session_.Run("SAVEPOINT pgflow_change", "starting a savepoint"); !s.ok())
+    return s;
+  absl::Status s = writer_.Queue(*table, change);
+  if (s.ok()) s = writer_.FinishStatements();
+  if (s.ok()) s = session_.Drain();
+  if (s.ok()) return session_.Run("RELEASE SAVEPOINT pgflow_change", "releasing a savepoint");
+  session_.Drain().IgnoreError();
   if (!IsRefusal(s)) return s;
-  if (absl::Status r = Run("ROLLBACK TO SAVEPOINT pgflow_change; RELEASE SAVEPOINT pgflow_change",
-                           "setting a refused change aside");
+  if (absl::Status r =
+          session_.Run("ROLLBACK TO SAVEPOINT pgflow_change; RELEASE SAVEPOINT pgflow_change",
+                       "setting a refused change aside");
       !r.ok()) {
     return r;
   }
@@ -1836,9 +556,9 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
                                      Value::Text(oid::kText, json),
                                      Value::Text(oid::kText, std::string(refusal.message())),
                                      Value::Text(oid::kText, sqlstate)};
-  Params params;
+  StatementParams params;
   for (const Value& v : values) params.Add(v);
-  if (absl::Status s = RunPrepared(
+  if (absl::Status s = session_.RunPrepared(
           "INSERT INTO pgflow.dead_letters (pipeline, lsn, source_table, target_table, "
           "operation, key, change, error, sqlstate) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6, "
           "$7::jsonb, $8, $9)",
@@ -1853,919 +573,6 @@ absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Chan
   ++dead_letters_;
   LogWarning("sink %s (postgres): set aside in pgflow.dead_letters: %s", sink_name_,
              refusal.message());
-  return absl::OkStatus();
-}
-
-namespace {
-
-// The target's tables as DDL planning sees them, read inside the sink's open transaction.
-class TargetCatalogLookup : public TargetLookup {
- public:
-  explicit TargetCatalogLookup(PGconn* conn) : conn_(conn) {}
-
-  absl::StatusOr<std::optional<TargetTableState>> Table(const std::string& schema,
-                                                        const std::string& name) override {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn_, R"sql(
-      SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute
-              WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)::text,
-             (SELECT conname FROM pg_constraint WHERE conrelid = r.oid AND contype = 'p'),
-             (SELECT json_agg(a.attname ORDER BY k.ord)
-              FROM pg_constraint c
-              CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-              WHERE c.conrelid = r.oid AND c.contype = 'p')::text
-      FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL)sql",
-             {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
-    if (!res.ok()) return res.status();
-    if (PQntuples(res->get()) == 0) return std::optional<TargetTableState>();
-    TargetTableState state;
-    auto names = [&](int column) {
-      std::vector<std::string> out;
-      if (PQgetisnull(res->get(), 0, column)) return out;
-      nlohmann::json list =
-          nlohmann::json::parse(PQgetvalue(res->get(), 0, column), nullptr, false);
-      if (!list.is_array()) return out;
-      for (const nlohmann::json& n : list) {
-        if (n.is_string()) out.push_back(n.get<std::string>());
-      }
-      return out;
-    };
-    state.columns = names(0);
-    state.primary_key_constraint = PQgetvalue(res->get(), 0, 1);
-    state.primary_key = names(2);
-    return std::optional<TargetTableState>(std::move(state));
-  }
-
- private:
-  PGconn* conn_;
-};
-
-}  // namespace
-
-absl::Status PostgresSink::ApplyDdl(const Change& change) {
-  const DdlCommand& cmd = *change.ddl;
-  if (ddl_mode_ != DdlMode::kApply) return absl::OkStatus();
-  // Statements keep the stream's order: what came before the DDL is sent first.
-  if (absl::Status s = FinishStatements(); !s.ok()) return s;
-  if (absl::Status s = ReleaseDeferred(); !s.ok()) return s;
-  if (absl::Status s = SendStaged(); !s.ok()) return s;
-  if (absl::Status s = EnsureTransaction(); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  TargetCatalogLookup lookup(conn());
-  DdlReplayOptions replay;
-  replay.target_schema = options_->schema;
-  replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
-  absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
-  if (!plan.ok()) {
-    return absl::Status(plan.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": at ",
-                                     change.lsn.ToString(), ": ", plan.status().message()));
-  }
-  if (!plan->passed_over.empty()) {
-    LogDebug("sink %s (postgres): %s %s passed over: %s", sink_name_, cmd.tag, cmd.identity,
-             plan->passed_over);
-  }
-  if (!plan->statements.empty()) {
-    if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  }
-  for (const std::string& sql : plan->statements) {
-    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
-             change.lsn.ToString(), sql);
-    // One statement per call (the extended protocol refuses several), whatever the text.
-    PgResultPtr res(PQexecParams(conn(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
-    if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      return ResultError(
-          conn(), res.get(),
-          absl::StrCat("postgres target ", TargetName(), ": at ", change.lsn.ToString(),
-                       ": replaying ", cmd.tag, " ", cmd.identity, " as `", sql,
-                       "` (source statement: ", cmd.statement.substr(0, 200),
-                       "); to go on, make the target accept it, or add '", cmd.object_type,
-                       "' to sinks.", sink_name_, ".ddl.exclude"));
-    }
-  }
-  for (const std::string& table : plan->changed_tables) tables_.erase(table);
-  if (!plan->statements.empty()) {
-    // An index or constraint may have come or gone.
-    for (auto& [name, table] : tables_) {
-      if (table != nullptr) table->foldable.reset();  // (null: the entry EnsureTable is making)
-    }
-  }
-  if (!plan->statements.empty() && !prepared_.empty()) {
-    // A prepared statement keeps the parameter types its columns had when it was prepared
-    // (an int column retyped to bigint would still take int parameters): start afresh.
-    if (absl::Status s = Run("DEALLOCATE ALL", "dropping prepared statements after DDL"); !s.ok()) {
-      return s;
-    }
-    prepared_.clear();
-  }
-  if (!plan->statements.empty()) {
-    LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
-            cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
-  }
-  return absl::OkStatus();
-}
-
-std::string PostgresSink::DescribeKey(const TargetTable& table, const Row& row) const {
-  std::vector<std::string> names;
-  std::vector<std::string> values;
-  std::vector<size_t> columns = table.key;
-  if (columns.empty()) {
-    for (size_t i = 0; i < row.size(); ++i) columns.push_back(i);
-  }
-  for (size_t i : columns) {
-    if (i >= row.size()) continue;
-    names.push_back(table.schema->columns[i].name);
-    std::string v;
-    if (row[i].is_unchanged_toast()) {
-      v = "<unchanged toast>";
-    } else if (row[i].is_null()) {
-      v = "null";
-    } else if (row[i].kind == ValueKind::kText) {
-      v = row[i].data;
-    } else {
-      AppendJsonValue(row[i], table.schema->columns[i].type_name, JsonOptions(), &v);
-    }
-    if (v.size() > 100) v = v.substr(0, 100) + "...";
-    values.push_back(std::move(v));
-  }
-  return absl::StrCat("(", absl::StrJoin(names, ", "), ")=(", absl::StrJoin(values, ", "), ")");
-}
-
-std::string PostgresSink::InsertSql(const TargetTable& table, size_t rows) const {
-  const size_t n = table.schema->columns.size();
-  std::string sql = absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
-                                 ") OVERRIDING SYSTEM VALUE VALUES ");
-  int param = 1;
-  for (size_t r = 0; r < rows; ++r) {
-    sql += r == 0 ? "(" : ", (";
-    for (size_t c = 0; c < n; ++c) absl::StrAppend(&sql, c == 0 ? "$" : ", $", param++);
-    sql += ")";
-  }
-  return sql + ConflictClause(table);
-}
-
-std::string PostgresSink::ConflictClause(const TargetTable& table) const {
-  if (table.key.empty() || table.plain_inserts) return "";
-  std::vector<std::string> key;
-  std::vector<std::string> set;
-  for (size_t i : table.key) key.push_back(QuoteIdent(table.schema->columns[i].name));
-  for (size_t i = 0; i < table.schema->columns.size(); ++i) {
-    if (std::find(table.key.begin(), table.key.end(), i) != table.key.end()) continue;
-    if (!table.Settable(i)) continue;
-    const std::string c = QuoteIdent(table.schema->columns[i].name);
-    set.push_back(absl::StrCat(c, " = EXCLUDED.", c));
-  }
-  return absl::StrCat(
-      " ON CONFLICT (", absl::StrJoin(key, ", "), ") DO ",
-      set.empty() ? "NOTHING" : absl::StrCat("UPDATE SET ", absl::StrJoin(set, ", ")));
-}
-
-absl::Status PostgresSink::QueueRead(TargetTable* table, const Change& change) {
-  constexpr size_t kReadBytes = 8u << 20;
-  const size_t n = table->schema->columns.size();
-  if (table->read_binary.empty()) {
-    for (const Column& c : table->schema->columns) {
-      table->read_binary.push_back(CanDecodeBinary(c.type_oid));
-    }
-  }
-  bool fits = change.after.size() == n;
-  for (size_t i = 0; fits && i < n; ++i) {
-    const Value& v = change.after[i];
-    fits = v.is_null() || v.kind == (table->read_binary[i] ? ValueKind::kBinary : ValueKind::kText);
-  }
-  std::optional<std::string> key = KeyString(*table, change.after);
-  if (!fits || (key.has_value() && read_keys_.contains(*key))) {
-    // Not in the stage's forms, or a key twice in one INSERT ... ON CONFLICT: alone.
-    if (absl::Status s = FlushReads(); !s.ok()) return s;
-    if (!fits) {
-      if (absl::Status s = QueueUpsert(table, change); !s.ok()) return s;
-      return FlushInserts();  // before any later row of the table
-    }
-  }
-  read_table_ = table;
-  read_schema_ = change.table.get();
-  auto append16 = [&](uint16_t v) {
-    read_tuples_.push_back(static_cast<char>(v >> 8));
-    read_tuples_.push_back(static_cast<char>(v));
-  };
-  auto append32 = [&](uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8)
-      read_tuples_.push_back(static_cast<char>(v >> shift));
-  };
-  append16(static_cast<uint16_t>(n));
-  for (const Value& v : change.after) {
-    if (v.is_null()) {
-      append32(0xFFFFFFFFu);
-      continue;
-    }
-    append32(static_cast<uint32_t>(v.data.size()));
-    read_tuples_.append(v.data);
-  }
-  ++read_rows_;
-  if (key.has_value()) read_keys_.insert(*std::move(key));
-  if (read_tuples_.size() >= kReadBytes) return FlushReads();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FlushReads() {
-  TargetTable* table = read_table_;
-  std::string tuples = std::exchange(read_tuples_, {});
-  const uint64_t rows = std::exchange(read_rows_, 0);
-  read_table_ = nullptr;
-  read_schema_ = nullptr;
-  read_keys_.clear();
-  if (table == nullptr || rows == 0) return absl::OkStatus();
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  const TableSchema& schema = *table->schema;
-  std::vector<std::string> stage_columns;
-  std::vector<std::string> select;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
-    const std::string c = absl::StrCat("c", i);
-    stage_columns.push_back(
-        absl::StrCat(c, " ", table->read_binary[i] ? table->types[i] : std::string("text")));
-    select.push_back(table->read_binary[i] ? c : absl::StrCat(c, "::", table->types[i]));
-  }
-  const std::string context = absl::StrCat("postgres target ", TargetName(), ": copying ", rows,
-                                           " snapshot rows into ", table->name);
-  if (table->read_stage.empty()) {
-    table->read_stage = absl::StrCat("pgflow_read_", ++next_statement_);
-    if (absl::Status s = Run(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", table->read_stage,
-                                          " (", absl::StrJoin(stage_columns, ", "), ")"),
-                             context);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (absl::Status s = SendPendingSavepoint(); !s.ok()) return s;
-  PgResultPtr res(PQexec(
-      conn(), absl::StrCat("COPY ", table->read_stage, " FROM STDIN (FORMAT binary)").c_str()));
-  if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
-    return ResultError(conn(), res.get(), context);
-  }
-  if (PQputCopyData(conn(), kCopyHeader, kCopyHeaderSize) != 1 ||
-      PQputCopyData(conn(), tuples.data(), static_cast<int>(tuples.size())) != 1 ||
-      PQputCopyData(conn(), kCopyTrailer, kCopyTrailerSize) != 1 ||
-      PQputCopyEnd(conn(), nullptr) != 1) {
-    return ResultError(conn(), nullptr, context);
-  }
-  absl::Status status;
-  while (PGresult* r = PQgetResult(conn())) {
-    PgResultPtr result(r);
-    if (status.ok() && PQresultStatus(r) != PGRES_COMMAND_OK)
-      status = ResultError(conn(), r, context);
-  }
-  if (!status.ok()) return status;
-  copied_rows_ += rows;
-  return Run(
-      absl::StrCat("INSERT INTO ", table->quoted, " (", table->column_list,
-                   ") OVERRIDING SYSTEM VALUE SELECT ", absl::StrJoin(select, ", "), " FROM ",
-                   table->read_stage, ConflictClause(*table), "; TRUNCATE ", table->read_stage),
-      context);
-}
-
-absl::Status PostgresSink::QueueUpsert(TargetTable* table, const Change& change) {
-  const size_t n = table->schema->columns.size();
-  if (change.after.size() != n) {
-    return absl::DataLossError(absl::StrCat("a change of ", table->schema->QualifiedName(), " has ",
-                                            change.after.size(), " values for ", n, " columns"));
-  }
-  for (const Value& v : change.after) {
-    if (v.is_unchanged_toast()) {
-      return absl::DataLossError(absl::StrCat("an insert into ", table->schema->QualifiedName(),
-                                              " lacks a TOASTed value"));
-    }
-  }
-  std::optional<std::string> key = KeyString(*table, change.after);
-  // A row with the same key twice in one INSERT ... ON CONFLICT DO UPDATE is an error.
-  if (insert_table_ != nullptr && key.has_value() && insert_keys_.contains(*key)) {
-    if (absl::Status s = FlushInserts(); !s.ok()) return s;
-  }
-  insert_table_ = table;
-  insert_schema_ = change.table.get();
-  inserts_.push_back(change.after);
-  if (key.has_value()) insert_keys_.insert(*std::move(key));
-  const size_t per_statement = std::max<size_t>(
-      1, std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(n, 1)));
-  if (inserts_.size() >= per_statement) return FlushInserts();
-  return absl::OkStatus();
-}
-
-bool PostgresSink::Deferring(size_t rows) const {
-  return in_source_txn_ && savepoint_pending_ && deferred_rows_ + rows <= kDeferRows;
-}
-
-absl::Status PostgresSink::ReleaseDeferred() {
-  std::vector<DeferredBatch> batches = std::exchange(deferred_, {});
-  deferred_rows_ = 0;
-  for (DeferredBatch& b : batches) {
-    absl::Status s;
-    switch (b.kind) {
-      case 'i':
-        s = SendUpserts(b.table, std::move(b.rows));
-        break;
-      case 'u':
-        s = SendUpdates(b.table, std::move(b.updates), std::move(b.columns));
-        break;
-      default:
-        s = SendDeletes(b.table, std::move(b.rows));
-        break;
-    }
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FlushInserts() {
-  if (insert_table_ == nullptr || inserts_.empty()) {
-    insert_table_ = nullptr;
-    insert_schema_ = nullptr;
-    return absl::OkStatus();
-  }
-  TargetTable* table = insert_table_;
-  std::vector<Row> rows = std::move(inserts_);
-  inserts_.clear();
-  insert_keys_.clear();
-  insert_table_ = nullptr;
-  insert_schema_ = nullptr;
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'i', table, std::move(rows), {}, {}});
-    return absl::OkStatus();
-  }
-  return SendUpserts(table, std::move(rows));
-}
-
-std::string PostgresSink::UnnestInsertSql(const TargetTable& table) const {
-  std::vector<size_t> columns;
-  std::vector<std::string> names;
-  for (size_t c = 0; c < table.schema->columns.size(); ++c) {
-    columns.push_back(c);
-    names.push_back(absl::StrCat("pgflow_c", c));
-  }
-  return absl::StrCat("INSERT INTO ", table.quoted, " (", table.column_list,
-                      ") OVERRIDING SYSTEM VALUE ", UnnestSelect(table, columns, names),
-                      ConflictClause(table));
-}
-
-absl::Status PostgresSink::SendUpserts(TargetTable* table, std::vector<Row> rows, bool once) {
-  Params params;
-  // Several rows of values in text form go as one text[] per column: the statement is the same
-  // whatever the number of rows (prepared once), and it costs the target less than a VALUES
-  // list of as many parameters.
-  std::vector<std::string> arrays;
-  const bool text = TextArrays(
-      *table, rows.size(), table->schema->columns.size(),
-      [&](size_t r, size_t c) -> const Value& { return rows[r][c]; }, &arrays);
-  if (text) {
-    for (const std::string& a : arrays) params.AddText(a);
-  } else {
-    for (const Row& row : rows) {
-      for (const Value& v : row) params.Add(v);
-    }
-  }
-  return SendPrepared(
-      text ? UnnestInsertSql(*table) : InsertSql(*table, rows.size()), params,
-      absl::StrCat("postgres target ", TargetName(), ": inserting into ", table->name,
-                   rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
-                   DescribeKey(*table, rows.front()),
-                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))),
-      nullptr, once && !text);
-}
-
-absl::Status PostgresSink::KeyCondition(const TargetTable& table, const Row& row, std::string* sql,
-                                        Params* params, int* next_param) const {
-  std::vector<std::string> terms;
-  if (!table.key.empty()) {
-    for (size_t i : table.key) {
-      const Value& v = row[i];
-      if (v.is_null() || v.is_unchanged_toast()) {
-        return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
-                                                " has no value for key column ",
-                                                table.schema->columns[i].name));
-      }
-      terms.push_back(
-          absl::StrCat(QuoteIdent(table.schema->columns[i].name), " = $", (*next_param)++));
-      params->Add(v);
-    }
-    absl::StrAppend(sql, absl::StrJoin(terms, " AND "));
-    return absl::OkStatus();
-  }
-  // No key (REPLICA IDENTITY FULL): one row equal to the old row in every known column.
-  for (size_t i = 0; i < row.size(); ++i) {
-    const Value& v = row[i];
-    const Column& c = table.schema->columns[i];
-    if (v.is_unchanged_toast()) continue;
-    if (v.is_null()) {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), " IS NULL"));
-    } else if (LacksEquality(c.type_oid)) {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), "::text = $", (*next_param)++));
-      params->Add(v);
-    } else {
-      terms.push_back(absl::StrCat(QuoteIdent(c.name), " = $", (*next_param)++));
-      params->Add(v);
-    }
-  }
-  if (terms.empty()) {
-    return absl::DataLossError(absl::StrCat("a change of ", table.schema->QualifiedName(),
-                                            " carries no old values to find its row by"));
-  }
-  absl::StrAppend(sql, "ctid = (SELECT ctid FROM ", table.quoted, " WHERE ",
-                  absl::StrJoin(terms, " AND "), " LIMIT 1)");
-  return absl::OkStatus();
-}
-
-std::optional<std::string> PostgresSink::KeyString(const TargetTable& table, const Row& row) const {
-  if (table.key.empty()) return std::nullopt;
-  return NetChanges::KeyOf(table.key, row);
-}
-
-absl::Status PostgresSink::QueueUpdate(TargetTable* table, const Change& change) {
-  const TableSchema& schema = *table->schema;
-  if (change.after.size() != schema.columns.size()) {
-    return absl::DataLossError(absl::StrCat("an update of ", schema.QualifiedName(), " has ",
-                                            change.after.size(), " values for ",
-                                            schema.columns.size(), " columns"));
-  }
-  const bool has_before =
-      change.before_kind != BeforeKind::kNone && change.before.size() == schema.columns.size();
-  if (table->key.empty() && !has_before) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("an update of ", schema.QualifiedName(),
-                     " carries neither a primary key nor the old row: set REPLICA IDENTITY FULL "
-                     "or add a primary key"));
-  }
-  const Row& old_row = has_before ? change.before : change.after;
-  std::optional<std::string> old_key = KeyString(*table, old_row);
-  std::optional<std::string> new_key = KeyString(*table, change.after);
-  if (!old_key.has_value() || !new_key.has_value()) {
-    // No key, or not all of it known: one statement for this row alone.
-    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
-    return ApplyUpdate(table, old_row, change.after);
-  }
-  // An identity column the target generates ALWAYS cannot be set by an UPDATE; on the source
-  // such a value cannot change either (short of SET DEFAULT).
-  std::vector<size_t> columns;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
-    if (!change.after[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
-  }
-  if (columns.empty()) return absl::OkStatus();
-  // One statement updates a set of rows: the same key twice (as old or new key) would not be
-  // applied in order, so it starts a new batch.
-  if (update_table_ != nullptr &&
-      (update_table_ != table || update_columns_ != columns || update_keys_.contains(*old_key) ||
-       update_keys_.contains(*new_key))) {
-    if (absl::Status s = FlushUpdates(); !s.ok()) return s;
-  }
-  // Under another unique index, the rows of one UPDATE change in no set order, which may pass
-  // through a state the index forbids: one row at a time.
-  const size_t per_statement =
-      table->foldable == false
-          ? 1
-          : std::max<size_t>(1,
-                             std::min<size_t>(options_->batch_rows,
-                                              kMaxParams / (table->key.size() + columns.size())));
-  update_table_ = table;
-  update_schema_ = change.table.get();
-  update_columns_ = std::move(columns);
-  updates_.push_back(PendingUpdate{old_row, change.after});
-  update_keys_.insert(std::move(*old_key));
-  update_keys_.insert(std::move(*new_key));
-  if (updates_.size() >= per_statement) return FlushUpdates();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FlushUpdates() {
-  TargetTable* table = update_table_;
-  std::vector<PendingUpdate> rows = std::move(updates_);
-  std::vector<size_t> columns = std::move(update_columns_);
-  updates_.clear();
-  update_columns_.clear();
-  update_keys_.clear();
-  update_table_ = nullptr;
-  update_schema_ = nullptr;
-  if (table == nullptr || rows.empty()) return absl::OkStatus();
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'u', table, {}, std::move(rows), std::move(columns)});
-    return absl::OkStatus();
-  }
-  return SendUpdates(table, std::move(rows), std::move(columns));
-}
-
-absl::Status PostgresSink::SendUpdates(TargetTable* table, std::vector<PendingUpdate> rows,
-                                       std::vector<size_t> columns) {
-  if (rows.size() == 1) return ApplyUpdate(table, rows[0].old_row, rows[0].after);
-  uint64_t affected = 0;
-  if (absl::Status s = SendUpdateBatch(*table, rows, columns, &affected, false); !s.ok()) return s;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  if (affected >= rows.size()) return absl::OkStatus();
-  // Some rows are not in the target: row by row, which upserts those (updating again the
-  // others to the values they already have).
-  for (const PendingUpdate& row : rows) {
-    if (absl::Status s = ApplyUpdate(table, row.old_row, row.after); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::SendUpdateBatch(const TargetTable& table,
-                                           const std::vector<PendingUpdate>& rows,
-                                           const std::vector<size_t>& columns, uint64_t* affected,
-                                           bool once, bool warn_missing) {
-  const TableSchema& schema = *table.schema;
-  // UPDATE t SET c = v.c ... FROM (VALUES ($1::type, ...), ...) AS v (k..., c...)
-  //   WHERE t.key = v.k
-  std::vector<std::string> names;
-  std::vector<std::string> set;
-  std::vector<std::string> match;
-  for (size_t k = 0; k < table.key.size(); ++k) {
-    names.push_back(absl::StrCat("pgflow_k", k));
-    match.push_back(absl::StrCat("pgflow_t.", QuoteIdent(schema.columns[table.key[k]].name),
-                                 " = pgflow_v.pgflow_k", k));
-  }
-  for (size_t c = 0; c < columns.size(); ++c) {
-    names.push_back(absl::StrCat("pgflow_c", c));
-    set.push_back(
-        absl::StrCat(QuoteIdent(schema.columns[columns[c]].name), " = pgflow_v.pgflow_c", c));
-  }
-  auto key_row = [](const PendingUpdate& row) -> const Row& {
-    return row.old_row.empty() ? row.after : row.old_row;
-  };
-  // Source columns in the order of `names`.
-  std::vector<size_t> order(table.key.begin(), table.key.end());
-  order.insert(order.end(), columns.begin(), columns.end());
-  Params params;
-  std::string values;
-  // As for inserts: values in text form go as one text[] per column, one statement text for
-  // any number of rows.
-  std::vector<std::string> arrays;
-  auto value_at = [&](size_t r, size_t j) -> const Value& {
-    return j < table.key.size() ? key_row(rows[r])[order[j]] : rows[r].after[order[j]];
-  };
-  const bool text = TextArrays(table, rows.size(), order.size(), value_at, &arrays);
-  if (text) {
-    for (const std::string& a : arrays) params.AddText(a);
-    values = absl::StrCat("(", UnnestSelect(table, order, names), ")");
-  } else {
-    int param = 1;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      values += r == 0 ? "(VALUES (" : ", (";
-      for (size_t j = 0; j < order.size(); ++j) {
-        absl::StrAppend(&values, j == 0 ? "$" : ", $", param++, "::", table.types[order[j]]);
-        params.Add(value_at(r, j));
-      }
-      values += ")";
-    }
-    values += ")";
-  }
-  std::string sql = absl::StrCat(
-      "UPDATE ", table.quoted, " AS pgflow_t SET ", absl::StrJoin(set, ", "), " FROM ", values,
-      " AS pgflow_v (", absl::StrJoin(names, ", "), ") WHERE ", absl::StrJoin(match, " AND "));
-  return SendPrepared(
-      sql, params,
-      absl::StrCat("postgres target ", TargetName(), ": updating ", table.name,
-                   " a batch of rows from key ", DescribeKey(table, key_row(rows.front())), " to ",
-                   DescribeKey(table, key_row(rows.back()))),
-      affected, once && !text,
-      warn_missing ? RowCountCheck{rows.size(), table.name} : RowCountCheck{});
-}
-
-absl::StatusOr<bool> PostgresSink::Foldable(TargetTable* table) {
-  if (table->key.empty()) return false;
-  if (table->foldable.has_value()) return *table->foldable;
-  if (absl::Status s = Drain(); !s.ok()) return s;
-  // Every unique index or exclusion constraint but the one on exactly the sink's key columns
-  // (the primary key, or the replica identity index the key comes from) is another rule.
-  std::string key = "{";  // a text[] literal of the key's column names
-  for (size_t i : table->key) {
-    if (key.size() > 1) key += ',';
-    key += '"';
-    for (char c : table->schema->columns[i].name) {
-      if (c == '"' || c == '\\') key += '\\';
-      key += c;
-    }
-    key += '"';
-  }
-  key += '}';
-  absl::StatusOr<PgResultPtr> res = Exec(
-      conn(),
-      "SELECT NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND "
-      "(i.indisunique OR i.indisexclusion) AND (i.indisexclusion OR i.indpred IS NOT NULL "
-      "OR i.indnkeyatts <> $3::int OR EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:"
-      "i.indnkeyatts - 1]) k(attnum) LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid "
-      "AND a.attnum = k.attnum WHERE a.attname IS NULL OR NOT a.attname::text = ANY($2::text[]))))",
-      {table->quoted, key, std::to_string(table->key.size())});
-  if (!res.ok()) {
-    return absl::Status(res.status().code(),
-                        absl::StrCat("postgres target ", TargetName(), ": checking the indexes of ",
-                                     table->name, ": ", res.status().message()));
-  }
-  table->foldable = PQgetvalue(res->get(), 0, 0)[0] == 't';
-  if (!*table->foldable) {
-    // Changes of it folded before its index was built go first: what comes now is in order.
-    auto held = [&](const std::vector<Staged>& staged) {
-      return std::any_of(staged.begin(), staged.end(),
-                         [&](const Staged& t) { return t.table->name == table->name; });
-    };
-    if (held(group_net_) || held(txn_net_)) {
-      if (absl::Status s = SendStaged(); !s.ok()) return s;
-    }
-    LogInfo(
-        "sink %s (postgres): %s has a unique index or exclusion constraint besides its key: its "
-        "changes are applied in stream order, not folded",
-        sink_name_, table->name);
-  }
-  return *table->foldable;
-}
-
-absl::StatusOr<bool> PostgresSink::Stage(TargetTable* table, const Change& change) {
-  auto staged = std::find_if(txn_net_.rbegin(), txn_net_.rend(),
-                             [&](const Staged& t) { return t.table->name == table->name; });
-  NetChanges* net;
-  if (staged != txn_net_.rend()) {
-    net = &staged->changes;
-  } else {
-    txn_net_.push_back(Staged{table->shared_from_this(), NetChanges(table->key)});
-    net = &txn_net_.back().changes;
-  }
-  if (!net->Fold(change)) {
-    if (absl::Status s = SendStaged(); !s.ok()) return s;
-    return false;
-  }
-  // A large transaction goes out in parts, under its savepoint.
-  if (++txn_folded_ >= kDeferRows) {
-    if (absl::Status s = SendStaged(); !s.ok()) return s;
-  }
-  return true;
-}
-
-absl::Status PostgresSink::SendStaged() {
-  txn_folded_ = 0;
-  if (absl::Status s = SendGroupFirst(); !s.ok()) return s;
-  if (absl::Status s = SendNet(group_net_); !s.ok()) return s;
-  return SendNet(txn_net_);
-}
-
-absl::Status PostgresSink::SendNet(std::vector<Staged>& staged) {
-  if (staged.empty()) return absl::OkStatus();
-  std::vector<Staged> work = std::exchange(staged, {});
-  for (Staged& t : work) {
-    TargetTable* table = t.table.get();
-    std::vector<NetChanges::Entry>& entries = t.changes.entries();
-    const size_t width = table->schema->columns.size();
-    auto per_statement = [&](size_t params_per_row) {
-      return std::max<size_t>(
-          1,
-          std::min<size_t>(options_->batch_rows, kMaxParams / std::max<size_t>(params_per_row, 1)));
-    };
-    // A full batch has the same text every time and is prepared; the remainder goes unnamed.
-    // Deletes take the keys of the rows an upsert replaces too (copied: the upsert sends them).
-    auto send_rows = [&](NetChanges::Kind kind, size_t limit, auto send) -> absl::Status {
-      std::vector<Row> batch;
-      for (NetChanges::Entry& e : entries) {
-        if (kind == NetChanges::Kind::kDelete && e.kind == NetChanges::Kind::kUpsert &&
-            e.replaces) {
-          batch.push_back(e.row);
-        } else if (e.kind != kind) {
-          continue;
-        } else {
-          batch.push_back(std::move(e.row));
-        }
-        if (batch.size() == limit) {
-          if (absl::Status s = send(std::move(batch), false); !s.ok()) return s;
-          batch.clear();
-        }
-      }
-      if (batch.empty()) return absl::OkStatus();
-      return send(std::move(batch), true);
-    };
-    if (absl::Status s = send_rows(NetChanges::Kind::kDelete, per_statement(table->key.size()),
-                                   [&](std::vector<Row> rows, bool once) {
-                                     return SendDeletes(table, std::move(rows), once);
-                                   });
-        !s.ok()) {
-      return s;
-    }
-    // Updates, batched by the columns they set.
-    std::vector<std::pair<std::vector<size_t>, std::vector<PendingUpdate>>> updates;
-    for (NetChanges::Entry& e : entries) {
-      if (e.kind != NetChanges::Kind::kUpdate) continue;
-      std::vector<size_t> columns;
-      for (size_t i = 0; i < width; ++i) {
-        if (!e.row[i].is_unchanged_toast() && table->Settable(i)) columns.push_back(i);
-      }
-      auto group = std::find_if(updates.begin(), updates.end(),
-                                [&](const auto& u) { return u.first == columns; });
-      if (group == updates.end()) group = updates.insert(updates.end(), {std::move(columns), {}});
-      group->second.push_back(PendingUpdate{{}, std::move(e.row)});
-    }
-    for (auto& [columns, rows] : updates) {
-      const size_t limit = per_statement(table->key.size() + columns.size());
-      for (size_t from = 0; from < rows.size(); from += limit) {
-        const size_t to = std::min(rows.size(), from + limit);
-        const std::vector<PendingUpdate> batch(std::make_move_iterator(rows.begin() + from),
-                                               std::make_move_iterator(rows.begin() + to));
-        // Checked when the row count is read: waiting for it here would stop the target's work
-        // on a group sent ahead.
-        if (absl::Status s = SendUpdateBatch(*table, batch, columns, /*affected=*/nullptr,
-                                             to - from != limit, /*warn_missing=*/true);
-            !s.ok()) {
-          return s;
-        }
-      }
-    }
-    if (absl::Status s = send_rows(NetChanges::Kind::kUpsert, per_statement(width),
-                                   [&](std::vector<Row> rows, bool once) {
-                                     return SendUpserts(table, std::move(rows), once);
-                                   });
-        !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::ApplyUpdate(TargetTable* table, const Row& old_row, const Row& after) {
-  const TableSchema& schema = *table->schema;
-  Params params;
-  std::vector<std::string> set;
-  int param = 1;
-  bool all_known = true;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
-    if (after[i].is_unchanged_toast()) {
-      all_known = false;
-      continue;
-    }
-    if (!table->Settable(i)) continue;
-    set.push_back(absl::StrCat(QuoteIdent(schema.columns[i].name), " = $", param++));
-    params.Add(after[i]);
-  }
-  auto context = [&] {
-    return absl::StrCat("postgres target ", TargetName(), ": updating ", table->name,
-                        " row with key ", DescribeKey(*table, old_row));
-  };
-  if (set.empty()) return absl::OkStatus();
-  std::string sql =
-      absl::StrCat("UPDATE ", table->quoted, " SET ", absl::StrJoin(set, ", "), " WHERE ");
-  if (absl::Status s = KeyCondition(*table, old_row, &sql, &params, &param); !s.ok()) {
-    return s;
-  }
-  uint64_t affected = 0;
-  if (absl::Status s = RunPrepared(sql, params, context, &affected); !s.ok()) return s;
-  if (affected > 0) return absl::OkStatus();
-  // The row is not in the target. After a resumed snapshot a later copy may already hold the
-  // update's effect (or its deletion): with every value known, upserting converges.
-  if (all_known && !table->key.empty()) {
-    Params row;
-    for (const Value& v : after) row.Add(v);
-    return RunPrepared(InsertSql(*table, 1), row, context);
-  }
-  LogWarning("sink %s (postgres): update of %s row with key %s found no row in the target",
-             sink_name_, table->name, DescribeKey(*table, old_row));
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::QueueDelete(TargetTable* table, const Change& change) {
-  const TableSchema& schema = *table->schema;
-  if (change.before_kind == BeforeKind::kNone || change.before.size() != schema.columns.size()) {
-    return absl::FailedPreconditionError(absl::StrCat("a delete from ", schema.QualifiedName(),
-                                                      " carries no old key: set REPLICA IDENTITY "
-                                                      "FULL or add a primary key"));
-  }
-  if (!KeyString(*table, change.before).has_value()) {
-    // No key, or not all of it known: one statement for this row alone.
-    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
-    return ApplyDelete(table, change);
-  }
-  if (delete_table_ != nullptr && delete_table_ != table) {
-    if (absl::Status s = FlushDeletes(); !s.ok()) return s;
-  }
-  delete_table_ = table;
-  delete_schema_ = change.table.get();
-  deletes_.push_back(change.before);
-  const size_t per_statement =
-      std::max<size_t>(1, std::min<size_t>(options_->batch_rows, kMaxParams / table->key.size()));
-  if (deletes_.size() >= per_statement) return FlushDeletes();
-  return absl::OkStatus();
-}
-
-absl::Status PostgresSink::FlushDeletes() {
-  TargetTable* table = delete_table_;
-  std::vector<Row> rows = std::move(deletes_);
-  deletes_.clear();
-  delete_table_ = nullptr;
-  delete_schema_ = nullptr;
-  if (table == nullptr || rows.empty()) return absl::OkStatus();
-  if (Deferring(rows.size())) {
-    deferred_rows_ += rows.size();
-    deferred_.push_back(DeferredBatch{'d', table, std::move(rows), {}, {}});
-    return absl::OkStatus();
-  }
-  return SendDeletes(table, std::move(rows));
-}
-
-absl::Status PostgresSink::SendDeletes(TargetTable* table, std::vector<Row> rows, bool once) {
-  const TableSchema& schema = *table->schema;
-  // DELETE FROM t WHERE k IN ($1, ...), or WHERE (k1, k2) IN (($1, $2), ...)
-  std::vector<std::string> key;
-  for (size_t i : table->key) key.push_back(QuoteIdent(schema.columns[i].name));
-  const bool single = key.size() == 1;
-  Params params;
-  // A single-column key of a type that is not an array, with keys in text form: one array
-  // parameter, WHERE k = ANY($1::type[]), one statement text for any number of rows.
-  const std::string& type = single ? table->types[table->key[0]] : std::string();
-  std::vector<std::string> array;
-  if (single && !absl::EndsWith(type, "]") &&
-      TextArrays(
-          *table, rows.size(), 1,
-          [&](size_t r, size_t) -> const Value& { return rows[r][table->key[0]]; }, &array)) {
-    params.AddText(array[0]);
-    return SendPrepared(
-        absl::StrCat("DELETE FROM ", table->quoted, " WHERE ", key[0], " = ANY ($1::", type, "[])"),
-        params,
-        absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
-                     " a batch of rows from key ", DescribeKey(*table, rows.front()), " to ",
-                     DescribeKey(*table, rows.back())),
-        nullptr, false);
-  }
-  std::string sql =
-      absl::StrCat("DELETE FROM ", table->quoted, " WHERE ",
-                   single ? key[0] : absl::StrCat("(", absl::StrJoin(key, ", "), ")"), " IN (");
-  int param = 1;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    if (r > 0) sql += ", ";
-    if (!single) sql += "(";
-    for (size_t k = 0; k < table->key.size(); ++k) {
-      absl::StrAppend(&sql, k == 0 ? "$" : ", $", param++);
-      params.Add(rows[r][table->key[k]]);
-    }
-    if (!single) sql += ")";
-  }
-  sql += ")";
-  return SendPrepared(
-      sql, params,
-      absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
-                   rows.size() == 1 ? " the row with key " : " a batch of rows from key ",
-                   DescribeKey(*table, rows.front()),
-                   rows.size() == 1 ? "" : absl::StrCat(" to ", DescribeKey(*table, rows.back()))),
-      nullptr, once);
-}
-
-absl::Status PostgresSink::ApplyDelete(TargetTable* table, const Change& change) {
-  Params params;
-  int param = 1;
-  std::string sql = absl::StrCat("DELETE FROM ", table->quoted, " WHERE ");
-  if (absl::Status s = KeyCondition(*table, change.before, &sql, &params, &param); !s.ok()) {
-    return s;
-  }
-  return RunPrepared(sql, params, [&] {
-    return absl::StrCat("postgres target ", TargetName(), ": deleting from ", table->name,
-                        " the row with key ", DescribeKey(*table, change.before));
-  });
-}
-
-class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
- public:
-  std::string_view type() const override { return "postgres"; }
-  std::string_view help() const override {
-    return "Applies the stream to another PostgreSQL database (a migration's target).";
-  }
-
- protected:
-  const OptionTable<PostgresSinkOptions>& table() const override { return PostgresSinkTable(); }
-  std::unique_ptr<Sink> Build(const SinkContext& context,
-                              std::shared_ptr<const PostgresSinkOptions> options) const override {
-    return std::make_unique<PostgresSink>(context, std::move(options));
-  }
-};
-
-}  // namespace
-
-void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
-
-absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
-                           const PostgresSinkOptions& options) {
-  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(origin.url);
-  if (!source.ok()) return source.status();
-  absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
-  if (!target.ok()) {
-    return absl::Status(target.status().code(),
-                        absl::StrCat("postgres target: ", target.status().message()));
-  }
-  absl::StatusOr<std::vector<SequencePair>> sequences =
-      ReadTableSequences(source->get(), origin.tables, options.schema);
-  if (!sequences.ok()) return sequences.status();
-  absl::StatusOr<SequenceCopyResult> copied =
-      CopySequenceValues(source->get(), target->get(), *sequences);
-  if (!copied.ok()) return copied.status();
-  LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
-          std::string(pipeline), Describe(target->get()));
-  if (!copied->missing.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),
-                     " sequences of the source do not exist in the target (the others were set): ",
-                     absl::StrJoin(copied->missing, ", ")));
-  }
   return absl::OkStatus();
 }
 

@@ -11,10 +11,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "engine/log.h"
+#include "sinks/postgres/create_table.h"
 
 namespace pgflow {
 namespace {
@@ -172,30 +172,32 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
            "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
            {oid});
   if (!cols.ok()) return Annotate(cols.status(), context);
-  std::vector<std::string> defs;
+  CreateTableSpec create;
+  create.table = table;
   for (int i = 0; i < PQntuples(cols->get()); ++i) {
     PGresult* r = cols->get();
-    const std::string column = Get(r, i, 0);
-    std::string d = absl::StrCat(QuoteIdent(column), " ", Get(r, i, 1));
-    if (!IsNull(r, i, 6)) absl::StrAppend(&d, " COLLATE ", Get(r, i, 6));
+    ColumnDefinitionSpec c;
+    c.name = Get(r, i, 0);
+    c.type = Get(r, i, 1);
+    c.collation = Get(r, i, 6);
     const std::string identity = Get(r, i, 4);
     const std::string generated = Get(r, i, 5);
     if (!generated.empty()) {
       // pgoutput never sends a generated column: the target computes it.
-      absl::StrAppend(&d, " GENERATED ALWAYS AS (", Get(r, i, 3), ") STORED");
+      c.generated = Get(r, i, 3);
     } else if (!identity.empty()) {
-      absl::StrAppend(&d, " GENERATED ", identity == "a" ? "ALWAYS" : "BY DEFAULT", " AS IDENTITY");
-      auto it = identity_of.find(column);
+      c.identity = identity[0];
+      auto it = identity_of.find(c.name);
       if (it != identity_of.end()) {
         const SourceSequence& s = *it->second;
-        absl::StrAppend(&d, " (SEQUENCE NAME ", target_name(s.schema, s.name), " ",
-                        SequenceOptions(s), ")");
+        c.identity_options =
+            absl::StrCat("SEQUENCE NAME ", target_name(s.schema, s.name), " ", SequenceOptions(s));
       }
     } else if (!IsNull(r, i, 3)) {
-      absl::StrAppend(&d, " DEFAULT ", absl::StrReplaceAll(Get(r, i, 3), renames));
+      c.default_expr = absl::StrReplaceAll(Get(r, i, 3), renames);
     }
-    if (Get(r, i, 2) == "t") absl::StrAppend(&d, " NOT NULL");
-    defs.push_back(std::move(d));
+    c.not_null = Get(r, i, 2) == "t";
+    create.columns.push_back(std::move(c));
   }
 
   // Constraints: a UNIQUE constraint whose index is the replica identity goes into CREATE TABLE
@@ -225,7 +227,7 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     if (type == 'p' && replica_identity != 'd') {
       // The sink's key is not the primary key (REPLICA IDENTITY FULL, NOTHING or USING INDEX):
       // nothing would stop a chunk copied twice after a crash from leaving duplicates.
-      defs.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
+      create.constraints.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
       if (Get(r, i, 3) == "t") {
         after_create.push_back(
             absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
@@ -317,7 +319,7 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     after_create.push_back(absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY NOTHING"));
   }
 
-  def.create.push_back(absl::StrCat("CREATE TABLE ", table, " (", absl::StrJoin(defs, ", "), ")"));
+  def.create.push_back(RenderCreateTable(create));
   for (const SourceSequence& s : sequences) {
     if (s.identity || s.owner_column.empty()) continue;
     def.create.push_back(absl::StrCat("ALTER SEQUENCE ", target_name(s.schema, s.name),
@@ -326,73 +328,6 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
   for (std::string& s : after_create) def.create.push_back(std::move(s));
   def.schemas.assign(schemas.begin(), schemas.end());
   return def;
-}
-
-absl::StatusOr<std::vector<SequencePair>> ReadTableSequences(PGconn* source,
-                                                             const std::vector<TableRef>& tables,
-                                                             const std::string& mapped_schema) {
-  std::map<std::string, SequencePair> found;
-  for (const TableRef& ref : tables) {
-    absl::StatusOr<PgResultPtr> res = Exec(
-        source,
-        "WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "  WHERE n.nspname = $1 AND ($2 = '*' OR c.relname = $2) AND c.relkind IN ('r', 'p')) "
-        "SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'S' AND c.oid IN ("
-        "  SELECT d.objid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND "
-        "    d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM t) AND "
-        "    d.deptype IN ('a', 'i') "
-        "  UNION SELECT d.refobjid FROM pg_depend d JOIN pg_attrdef ad ON d.classid = "
-        "    'pg_attrdef'::regclass AND d.objid = ad.oid WHERE ad.adrelid IN (SELECT oid FROM t) "
-        "    AND d.refclassid = 'pg_class'::regclass)",
-        {ref.schema, ref.table});
-    if (!res.ok()) {
-      return Annotate(res.status(), absl::StrCat("finding the sequences of ", ref.ToString(),
-                                                 " in the source ", Describe(source)));
-    }
-    for (int i = 0; i < PQntuples(res->get()); ++i) {
-      PGresult* r = res->get();
-      SequencePair pair;
-      pair.source = Get(r, i, 2);
-      pair.target = absl::StrCat(QuoteIdent(MapSchema(mapped_schema, Get(r, i, 0))), ".",
-                                 QuoteIdent(Get(r, i, 1)));
-      found.emplace(pair.source, std::move(pair));
-    }
-  }
-  std::vector<SequencePair> out;
-  for (auto& [name, pair] : found) out.push_back(std::move(pair));
-  return out;
-}
-
-absl::StatusOr<SequenceCopyResult> CopySequenceValues(PGconn* source, PGconn* target,
-                                                      const std::vector<SequencePair>& sequences) {
-  SequenceCopyResult result;
-  for (const SequencePair& s : sequences) {
-    absl::StatusOr<PgResultPtr> value =
-        Exec(source, absl::StrCat("SELECT last_value, is_called FROM ", s.source));
-    if (!value.ok()) {
-      return Annotate(value.status(), absl::StrCat("reading sequence ", s.source, " in the source ",
-                                                   Describe(source)));
-    }
-    const std::string last_value = Get(value->get(), 0, 0);
-    const std::string is_called = Get(value->get(), 0, 1);
-    absl::StatusOr<PgResultPtr> set =
-        Exec(target,
-             "SELECT CASE WHEN to_regclass($1) IS NULL THEN NULL ELSE "
-             "setval(to_regclass($1), $2::bigint, $3::bool) END",
-             {s.target, last_value, is_called});
-    if (!set.ok()) {
-      return Annotate(set.status(), absl::StrCat("setting sequence ", s.target, " in the target ",
-                                                 Describe(target)));
-    }
-    if (IsNull(set->get(), 0, 0)) {
-      result.missing.push_back(s.target);
-      continue;
-    }
-    ++result.copied;
-  }
-  return result;
 }
 
 bool BuildsIndex(absl::string_view statement) {

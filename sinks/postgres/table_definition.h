@@ -3,8 +3,7 @@
 // What the postgres sink reads from the SOURCE's catalogs to recreate a table in the target:
 // columns (types, collations, NOT NULL, defaults, identity and generated columns), the primary
 // key and the sequences the table uses, then the secondary indexes and constraints that are
-// built only once the table is loaded. Also the sequences' current values, copied at the end
-// of the snapshot and on demand.
+// built only once the table is loaded. (The sequences' values: sinks/postgres/sequences.h.)
 //
 // Schema mapping: every qualified name generated for the target (the table, its sequences,
 // the tables its foreign keys reference) goes to the sink's `schema` option when set, else
@@ -69,29 +68,5 @@ absl::StatusOr<PgConnPtr> ConnectToSourceCatalog(const std::string& url);
 absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::string& schema,
                                                     const std::string& name,
                                                     const std::string& mapped_schema);
-
-// A sequence of the source and its name in the target, both quoted and qualified.
-struct SequencePair {
-  std::string source;
-  std::string target;
-};
-
-// Every sequence that a table of `tables` ("schema.*" allowed) owns (serial and identity
-// columns) or calls nextval() of in a column default, each once, in name order.
-absl::StatusOr<std::vector<SequencePair>> ReadTableSequences(PGconn* source,
-                                                             const std::vector<TableRef>& tables,
-                                                             const std::string& mapped_schema);
-
-struct SequenceCopyResult {
-  int copied = 0;
-  std::vector<std::string> missing;  // target sequences that do not exist (left alone)
-};
-
-// Sets each target sequence to the source's current state (last_value and is_called, with
-// setval). A sequence missing from the target is listed in `missing`; any other failure (no
-// SELECT privilege on a source sequence, a value out of the target sequence's range) is an
-// error naming the sequence.
-absl::StatusOr<SequenceCopyResult> CopySequenceValues(PGconn* source, PGconn* target,
-                                                      const std::vector<SequencePair>& sequences);
 
 }  // namespace pgflow

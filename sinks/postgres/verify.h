@@ -1,16 +1,10 @@
 #pragma once
 
-// `pgflow verify`: proves a PostgreSQL target holds the same rows as the source.
-//
-// Each table's key space is cut into ranges of about equal row counts, read off the source
-// (ntile over the primary key; of a large table, over a sample of its pages), the last range
-// open-ended so rows the target has beyond the source's last key are seen too. For each range
-// both sides count the rows and hash them at the same moment: the sum of the first 64 bits of
-// each row's md5 (of the row's text, printed with the same session settings on both sides).
-// A sum does not depend on the order rows are read in, so neither side sorts; any one row that
-// differs changes it. Only the ranges that differ are reported. Run it when the target has
-// caught up (writes paused, or after `pgflow run --until <lsn>`): rows still in flight show up
-// as differences.
+// `pgflow verify`: proves a PostgreSQL target holds the same rows as the source, comparing
+// each table range by range (key ranges of about equal row counts, each counted and hashed on
+// both sides at once: sinks/postgres/README.md, "pgflow verify"); only the ranges that differ
+// are reported. Run it when the target has caught up (writes paused, or after
+// `pgflow run --until <lsn>`): rows still in flight show up as differences.
 
 #include <cstdint>
 #include <functional>

@@ -1,0 +1,102 @@
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/postgres/conninfo.h"
+#include "common/postgres/pg_connection.h"
+#include "engine/log.h"
+#include "engine/sink.h"
+#include "sinks/postgres/postgres_sink.h"
+#include "sinks/postgres/postgres_sink_impl.h"
+#include "sinks/postgres/sequences.h"
+#include "sinks/postgres/table_definition.h"
+
+namespace pgflow {
+namespace {
+
+const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
+  using O = PostgresSinkOptions;
+  static const auto* table = new OptionTable<O>({
+      StringOption("url", &O::url)
+          .Required()
+          .NonEmpty()
+          .Check(CheckConninfo)
+          .Help("The target database: libpq URL or conninfo."),
+      StringOption("schema", &O::schema)
+          .NonEmpty("leave it out to keep the source's")
+          .DefaultText("the source's")
+          .Help("Target schema for every table."),
+      IntOption("batch_rows", &O::batch_rows)
+          .Range(1, 65535)
+          .Help("Rows per multi-row statement (also bounded by 65,535 parameters)."),
+      BoolOption("create_tables", &O::create_tables)
+          .Help("Create a table missing from the target from the source's definition."),
+      BoolOption("dead_letter", &O::dead_letter)
+          .Help("Record a streamed change the target refuses (a constraint, a value it "
+                "rejects) in pgflow.dead_letters and go on, instead of stopping."),
+      IntOption("load_workers", &O::load_workers)
+          .Range(1, 64)
+          .Help("Connections that copy the initial snapshot into tables that were empty, at "
+                "once, and then build its indexes, at once."),
+      StringOption("maintenance_work_mem", &O::maintenance_work_mem)
+          .NonEmpty("leave it out for 256MB")
+          .Help("Memory for building keys and indexes after the load (raised to this for the "
+                "sink's session, never lowered)."),
+  });
+  return *table;
+}
+
+class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
+ public:
+  std::string_view type() const override { return "postgres"; }
+  std::string_view help() const override {
+    return "Applies the stream to another PostgreSQL database (a migration's target).";
+  }
+
+ protected:
+  const OptionTable<PostgresSinkOptions>& table() const override { return PostgresSinkTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const PostgresSinkOptions> options) const override {
+    return std::make_unique<PostgresSink>(context, std::move(options));
+  }
+};
+
+}  // namespace
+
+void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
+
+absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
+                           const PostgresSinkOptions& options) {
+  absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(origin.url);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
+  if (!target.ok()) {
+    return absl::Status(target.status().code(),
+                        absl::StrCat("postgres target: ", target.status().message()));
+  }
+  absl::StatusOr<std::vector<SequencePair>> sequences =
+      ReadTableSequences(source->get(), origin.tables, options.schema);
+  if (!sequences.ok()) return sequences.status();
+  absl::StatusOr<SequenceCopyResult> copied =
+      CopySequenceValues(source->get(), target->get(), *sequences);
+  if (!copied.ok()) return copied.status();
+  LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
+          std::string(pipeline), Describe(target->get()));
+  if (!copied->missing.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),
+                     " sequences of the source do not exist in the target (the others were set): ",
+                     absl::StrJoin(copied->missing, ", ")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pgflow
