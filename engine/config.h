@@ -6,7 +6,7 @@
 //
 // Every error names the file, line and column it is about, and the dotted path of the key:
 //   shop.yaml:7:5: sinks.out.jsonl: unknown key 'pth' (did you mean 'path'? ...)
-// Keys that DESIGN.md "Configuration" fixes are a contract: they are never renamed.
+// Keys that docs/architecture.md ("Configuration") lists as the contract are never renamed.
 
 #include <chrono>
 #include <cstdint>

@@ -4,9 +4,10 @@
 // from TransactionalSink implements one hook per kind of event instead of its own switch over
 // EventKind, and gets the replayed-transaction rule applied for it:
 //
-//   begin ─ change* ─ commit      a source transaction (OnBegin, OnChange(in_txn), OnCommit)
+//   begin ─ change* ─ commit      a source transaction (OnBegin, OnChange(in_txn), OnCommit);
+//                                 a backfill's rows come inside its high watermark's
 //   begin ─ change* ─ rollback    cut off by a lost connection; it comes again in full
-//   change                        a snapshot or backfill row, outside any transaction
+//   change                        a snapshot row, outside any transaction
 //   position / chunk done / snapshot done / raw rows
 //
 // The replayed-transaction rule: a sink that stores the end of the last source transaction it
@@ -47,7 +48,7 @@ class TransactionalSink : public Sink {
   virtual absl::Status BeforeEvent(const Event& event) { return absl::OkStatus(); }
   // A source transaction starts (not called for one that is skipped).
   virtual absl::Status OnBegin(const TxnInfo& txn) { return absl::OkStatus(); }
-  // A change: of the open transaction (`in_txn`), or a snapshot or backfill row outside any.
+  // A change: of the open transaction (`in_txn`), or a snapshot row outside any.
   virtual absl::Status OnChange(const Change& change, bool in_txn) = 0;
   // The open transaction is complete; txn.end_lsn is what becomes acknowledgeable.
   virtual absl::Status OnCommit(const TxnInfo& txn) { return absl::OkStatus(); }

@@ -1,7 +1,8 @@
 #pragma once
 
-// Where transforms (transformers/, one per type: filter, mask, route, ...) run, and the rules
-// every one of them keeps:
+// Where transforms run (none exists yet: the loader still refuses `transforms:` entries; they
+// will live in transformers/, one per type: filter, mask, route, ...), and the rules every one
+// of them keeps:
 //
 //   source ──► TransformingEmitter(pipeline chain) ──► fan-out ──► [sink chain] ──► sink
 //

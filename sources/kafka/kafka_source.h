@@ -152,7 +152,8 @@ class KafkaSource : public Source {
     bool released = false;  // may go on (its DDL came, or ddl_wait passed)
   };
   absl::flat_hash_map<TopicPartition, Held> held_;
-  ReadOrder read_order_;  // each assigned partition's next offset (see "Offsets read in order")
+  ReadOrder read_order_;  // each assigned partition's next offset (sources/kafka/README.md,
+                          // "Offsets read in order")
   std::chrono::steady_clock::time_point last_order_log_{};
   uint64_t refetched_ = 0;                          // messages dropped because they came again
   absl::flat_hash_set<std::string> keyless_noted_;  // tables whose rows were skipped, logged

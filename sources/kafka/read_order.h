@@ -1,7 +1,7 @@
 #pragma once
 
 // Checks that each partition's messages come in offset order, none twice and none missing
-// (see "Offsets read in order" in kafka_source.h). Pure bookkeeping, so that it can be tested
+// (sources/kafka/README.md, "Offsets read in order"). Pure bookkeeping, so that it can be tested
 // without a consumer: the kafka source acts on the verdicts.
 //
 // Not thread-safe: the source's thread owns it.

@@ -10,7 +10,11 @@
 //                          generated, identity) and primary key, as JSON
 //   pgflow.capture_ddl()   event trigger function on ddl_command_end
 //   pgflow.capture_drop()  event trigger function on sql_drop
-// and the event triggers `pgflow_capture_ddl` and `pgflow_capture_drop` call them. Each
+//   pgflow.capture_rewrite()  event trigger function on table_rewrite
+//   pgflow.ddl_secret      the key of the MAC each description carries, readable only by the
+//                          capture functions; pgflow.ddl_verify() checks a MAC
+// and the event triggers `pgflow_capture_ddl`, `pgflow_capture_drop` and
+// `pgflow_capture_rewrite` call them. Each
 // command becomes `pg_logical_emit_message(true, 'pgflow.ddl', <json>)` in the transaction
 // that ran it (schemas/ddl.h describes the message). The functions are SECURITY DEFINER with
 // a fixed search_path, so any role's DDL is captured. A session opts out with
