@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "schemas/ascii.h"
 #include "schemas/json_encoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
@@ -14,8 +14,6 @@ namespace {
 
 // PostgreSQL's MAXDIM.
 constexpr int kMaxArrayDims = 6;
-
-constexpr char kLowerHex[] = "0123456789abcdef";
 
 int Base64Value(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -34,8 +32,8 @@ bool AppendByteaFromBase64(std::string_view text, std::string* out) {
   out->reserve(out->size() + 2 + 2 * bytes.size());
   out->append("\\x");
   for (unsigned char byte : bytes) {
-    out->push_back(kLowerHex[byte >> 4]);
-    out->push_back(kLowerHex[byte & 15]);
+    out->push_back(kLowerHexDigits[byte >> 4]);
+    out->push_back(kLowerHexDigits[byte & 15]);
   }
   return true;
 }

@@ -5,12 +5,12 @@
 #include <cassert>
 #include <charconv>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "engine/lsn.h"
 #include "schemas/ascii.h"
+#include "schemas/json_text.h"
 #include "schemas/table_schema.h"
 
 // Everything here runs once per column of every row, so the scalar paths append straight to
@@ -35,7 +35,6 @@ constexpr int kMaxBinaryArrayDims = 6;
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
 
-constexpr char kLowerHex[] = "0123456789abcdef";
 constexpr char kBase64Alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -57,26 +56,6 @@ void AppendNumber(T value, std::string* out) {
   char buf[64];
   const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), value);
   out->append(buf, r.ptr - buf);
-}
-
-// ---------------------------------------------------------------------------------------------
-// UTF-8
-
-// True for the bytes AppendJsonString copies as they are: printable ASCII except '"', '\\'.
-constexpr bool IsPlainJsonByte(unsigned char c) {
-  return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
-}
-
-// True when none of the 8 bytes of `w` needs a closer look (all are IsPlainJsonByte).
-bool AllPlain(uint64_t w) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL;
-  constexpr uint64_t kHigh = 0x8080808080808080ULL;
-  const uint64_t below_space = (w - kOnes * 0x20) & ~w;  // high bit set for bytes < 0x20
-  const uint64_t q = w ^ (kOnes * '"');
-  const uint64_t quote = (q - kOnes) & ~q;
-  const uint64_t b = w ^ (kOnes * '\\');
-  const uint64_t backslash = (b - kOnes) & ~b;
-  return ((below_space | quote | backslash | w) & kHigh) == 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,40 +118,7 @@ bool AppendByteaHexText(std::string_view text, std::string* out) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON syntax
-
-bool IsJsonWhitespace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-// Skips the JSON number starting at s[*i] (RFC 8259 grammar). Returns false if there is none.
-bool SkipJsonNumber(std::string_view s, size_t* i) {
-  size_t j = *i;
-  const size_t n = s.size();
-  if (j < n && s[j] == '-') ++j;
-  if (j >= n || !IsAsciiDigit(s[j])) return false;
-  if (s[j] == '0') {
-    ++j;
-  } else {
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  if (j < n && s[j] == '.') {
-    ++j;
-    if (j >= n || !IsAsciiDigit(s[j])) return false;
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-    ++j;
-    if (j < n && (s[j] == '+' || s[j] == '-')) ++j;
-    if (j >= n || !IsAsciiDigit(s[j])) return false;
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  *i = j;
-  return true;
-}
-
-bool IsJsonNumber(std::string_view s) {
-  size_t i = 0;
-  return SkipJsonNumber(s, &i) && i == s.size();
-}
+// JSON
 
 // -?(0|[1-9][0-9]*): an integer as PostgreSQL prints it, and valid as a JSON number.
 bool IsJsonInteger(std::string_view s) {
@@ -185,165 +131,17 @@ bool IsJsonInteger(std::string_view s) {
   return true;
 }
 
-// Skips the JSON string whose opening quote is s[*i]: escapes must be valid, control
-// characters escaped and the bytes valid UTF-8.
-bool SkipJsonString(std::string_view s, size_t* i) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t j = *i + 1;
-  while (j < n) {
-    const unsigned char c = p[j];
-    if (c == '"') {
-      *i = j + 1;
-      return true;
-    }
-    if (c == '\\') {
-      if (j + 1 >= n) return false;
-      switch (p[j + 1]) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-          j += 2;
-          break;
-        case 'u':
-          if (j + 6 > n) return false;
-          for (size_t k = j + 2; k < j + 6; ++k) {
-            if (HexDigitValue(static_cast<char>(p[k])) < 0) return false;
-          }
-          j += 6;
-          break;
-        default:
-          return false;
-      }
-    } else if (c < 0x20) {
-      return false;
-    } else if (c >= 0x80) {
-      bool valid;
-      const size_t len = ScanUtf8(p + j, n - j, &valid);
-      if (!valid) return false;
-      j += len;
-    } else {
-      ++j;
-    }
-  }
-  return false;
-}
-
-// Checks that `s` is one JSON text (RFC 8259). Sets *compact when it is, but holds whitespace
-// other than single spaces between tokens (newlines would break one-event-per-line formats)
-// or around the value. Iterative: nesting depth costs one byte of `stack` per level.
-bool ValidateJson(std::string_view s, bool* compact) {
-  const size_t n = s.size();
-  size_t i = 0;
-  bool plain_spacing = n > 0 && !IsJsonWhitespace(s[0]) && !IsJsonWhitespace(s[n - 1]);
-  std::string stack;  // '{' or '[' per open container
-  auto skip_whitespace = [&] {
-    while (i < n && IsJsonWhitespace(s[i])) {
-      if (s[i] != ' ') plain_spacing = false;
-      ++i;
-    }
-  };
-  enum class Expect { kValue, kKey, kAfterValue };
-  Expect expect = Expect::kValue;
-  while (true) {
-    skip_whitespace();
-    switch (expect) {
-      case Expect::kValue: {
-        if (i >= n) return false;
-        const char c = s[i];
-        if (c == '{' || c == '[') {
-          stack.push_back(c);
-          ++i;
-          skip_whitespace();
-          const char close = c == '{' ? '}' : ']';
-          if (i < n && s[i] == close) {
-            ++i;
-            stack.pop_back();
-            expect = Expect::kAfterValue;
-          } else {
-            expect = c == '{' ? Expect::kKey : Expect::kValue;
-          }
-        } else if (c == '"') {
-          if (!SkipJsonString(s, &i)) return false;
-          expect = Expect::kAfterValue;
-        } else if (c == '-' || IsAsciiDigit(c)) {
-          if (!SkipJsonNumber(s, &i)) return false;
-          expect = Expect::kAfterValue;
-        } else if (s.substr(i, 4) == "true" || s.substr(i, 4) == "null") {
-          i += 4;
-          expect = Expect::kAfterValue;
-        } else if (s.substr(i, 5) == "false") {
-          i += 5;
-          expect = Expect::kAfterValue;
-        } else {
-          return false;
-        }
-        break;
-      }
-      case Expect::kKey:
-        if (i >= n || s[i] != '"' || !SkipJsonString(s, &i)) return false;
-        skip_whitespace();
-        if (i >= n || s[i] != ':') return false;
-        ++i;
-        expect = Expect::kValue;
-        break;
-      case Expect::kAfterValue:
-        if (stack.empty()) {
-          if (i != n) return false;
-          *compact = plain_spacing;
-          return true;
-        }
-        if (i >= n) return false;
-        if (s[i] == ',') {
-          ++i;
-          expect = stack.back() == '{' ? Expect::kKey : Expect::kValue;
-        } else if (s[i] == (stack.back() == '{' ? '}' : ']')) {
-          ++i;
-          stack.pop_back();
-        } else {
-          return false;
-        }
-        break;
-    }
-  }
-}
-
-// Appends valid JSON without the whitespace between its tokens.
-void AppendJsonWithoutWhitespace(std::string_view json, std::string* out) {
-  size_t i = 0;
-  const size_t n = json.size();
-  while (i < n) {
-    if (IsJsonWhitespace(json[i])) {
-      ++i;
-    } else if (json[i] == '"') {
-      size_t end = i;
-      SkipJsonString(json, &end);  // validated by the caller
-      out->append(json.substr(i, end - i));
-      i = end;
-    } else {
-      const size_t start = i;
-      while (i < n && !IsJsonWhitespace(json[i]) && json[i] != '"') ++i;
-      out->append(json.substr(start, i - start));
-    }
-  }
-}
-
 // json and jsonb: embedded as they are. Text that is not valid JSON (which PostgreSQL never
 // produces) becomes a JSON string; line breaks between tokens (json keeps its input's
 // formatting) are taken out so one value stays on one line.
 void AppendEmbeddedJson(std::string_view json, std::string* out) {
-  bool compact = false;
-  if (!ValidateJson(json, &compact)) {
+  bool one_line = false;
+  if (!IsJsonText(json, &one_line)) {
     AppendJsonString(json, out);
-  } else if (compact) {
+  } else if (one_line) {
     out->append(json);
   } else {
-    AppendJsonWithoutWhitespace(json, out);
+    AppendJsonWithoutSpaces(json, out);
   }
 }
 
@@ -956,8 +754,8 @@ void AppendBinaryUuid(std::string_view data, std::string* out) {
   for (size_t i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
     const auto b = static_cast<uint8_t>(data[i]);
-    out->push_back(kLowerHex[b >> 4]);
-    out->push_back(kLowerHex[b & 15]);
+    out->push_back(kLowerHexDigits[b >> 4]);
+    out->push_back(kLowerHexDigits[b & 15]);
   }
   out->push_back('"');
 }
@@ -1266,76 +1064,6 @@ void AppendJsonValue(const Value& value, std::string_view type_name, const JsonO
   out->append("null");
 }
 
-void AppendJsonString(std::string_view text, std::string* out) {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  out->push_back('"');
-  size_t run = 0;  // start of the bytes not yet appended, all of them copied as they are
-  size_t i = 0;
-  while (i < n) {
-    // Plain ASCII eight bytes at a time, then one at a time.
-    if (i + 8 <= n) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      if (AllPlain(w)) {
-        i += 8;
-        continue;
-      }
-    }
-    const unsigned char c = p[i];
-    if (IsPlainJsonByte(c)) {
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      bool valid;
-      const size_t len = ScanUtf8(p + i, n - i, &valid);
-      if (valid) {
-        i += len;
-        continue;
-      }
-      out->append(text.substr(run, i - run));
-      out->append("\xEF\xBF\xBD");
-      i += len;
-      run = i;
-      continue;
-    }
-    out->append(text.substr(run, i - run));
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      case '\b':
-        out->append("\\b");
-        break;
-      case '\f':
-        out->append("\\f");
-        break;
-      default: {
-        const char escape[] = {'\\', 'u', '0', '0', kLowerHex[c >> 4], kLowerHex[c & 15]};
-        out->append(escape, sizeof(escape));
-        break;
-      }
-    }
-    ++i;
-    run = i;
-  }
-  out->append(text.substr(run, n - run));
-  out->push_back('"');
-}
-
 bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid) {
   const uint32_t element = ArrayElementOid(type_oid);
   if (element != kNotArray) {
@@ -1514,45 +1242,6 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
       break;
   }
   out->push_back('}');
-}
-
-size_t ScanUtf8(const unsigned char* p, size_t n, bool* valid) {
-  const unsigned char c = p[0];
-  size_t continuation;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    continuation = 1;
-  } else if (c == 0xE0) {
-    continuation = 2;
-    lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    continuation = 2;
-  } else if (c == 0xED) {
-    continuation = 2;
-    hi = 0x9F;
-  } else if (c == 0xF0) {
-    continuation = 3;
-    lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    continuation = 3;
-  } else if (c == 0xF4) {
-    continuation = 3;
-    hi = 0x8F;
-  } else {
-    *valid = false;
-    return 1;
-  }
-  for (size_t i = 1; i <= continuation; ++i) {
-    if (i >= n || p[i] < lo || p[i] > hi) {
-      *valid = false;
-      return i;
-    }
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  *valid = true;
-  return continuation + 1;
 }
 
 }  // namespace pgflow

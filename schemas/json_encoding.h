@@ -3,7 +3,12 @@
 // The one place where a PostgreSQL value becomes JSON (DESIGN.md, "Change events"):
 // integers and booleans as JSON numbers and booleans, json/jsonb embedded, arrays as arrays,
 // timestamps ISO 8601, bytea base64, numeric as a string unless asked otherwise, anything
-// else as a JSON string of its text form.
+// else as a JSON string of its text form. Whatever the input, the output is valid JSON.
+//
+// The rules are here; the formats they read and write have headers of their own:
+// schemas/json_text.h (JSON strings, checking JSON).
+//
+// Thread-safety: plain functions of their arguments; any thread may call any of them.
 
 #include <cstdint>
 #include <string>
@@ -43,10 +48,6 @@ bool CanDecodeBinary(uint32_t type_oid);
 // whose rules apply to each element (0: elements are written as strings). False for every
 // other type, box[] included (written as the string of its text).
 bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid);
-
-// Appends `text` as a quoted JSON string, escaping as RFC 8259 requires. Bytes that are not
-// valid UTF-8 are replaced by U+FFFD so the output is always valid JSON.
-void AppendJsonString(std::string_view text, std::string* out);
 
 // Appends the standard base64 (RFC 4648, with padding) of `bytes`.
 void AppendBase64(std::string_view bytes, std::string* out);

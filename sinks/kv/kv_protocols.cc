@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "schemas/json_encoding.h"
+#include "schemas/json_text.h"
 #include "sinks/kv/resp.h"
 
 namespace pgflow {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "schemas/ddl.h"
 #include "schemas/json_decoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
 #include "schemas/table_schema_json.h"
 
 namespace pgflow {

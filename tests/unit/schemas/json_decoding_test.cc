@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "schemas/json_encoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
