@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "schemas/ascii.h"
+#include "schemas/base64.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_text.h"
 #include "schemas/table_schema.h"
@@ -14,15 +15,6 @@ namespace {
 
 // PostgreSQL's MAXDIM.
 constexpr int kMaxArrayDims = 6;
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
 
 // Base64 (as AppendBase64Decoded reads it) as bytea's hex text "\x...". Returns false,
 // appending nothing, when `text` is not of that form.
@@ -228,33 +220,6 @@ absl::Status NulError() {
 }
 
 }  // namespace
-
-bool AppendBase64Decoded(std::string_view text, std::string* out) {
-  if (text.size() % 4 != 0) return false;
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    if (Base64Value(text[i]) < 0) return false;
-  }
-  const size_t start = out->size();
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    bits = (bits << 6) | static_cast<uint32_t>(Base64Value(text[i]));
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out->push_back(static_cast<char>((bits >> nbits) & 0xFF));
-    }
-  }
-  // The bits left over must be zero (RFC 4648's canonical encoding, which AppendBase64 writes).
-  if ((bits & ((1u << nbits) - 1)) != 0) {
-    out->resize(start);
-    return false;
-  }
-  return true;
-}
 
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
                                     std::string_view type_name) {

@@ -10,6 +10,7 @@
 
 #include "engine/lsn.h"
 #include "schemas/ascii.h"
+#include "schemas/base64.h"
 #include "schemas/json_text.h"
 #include "schemas/table_schema.h"
 
@@ -35,9 +36,6 @@ constexpr int kMaxBinaryArrayDims = 6;
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
 
-constexpr char kBase64Alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 // Appends `value` in decimal, zero-padded on the left to at least `width` digits.
 void AppendPadded(uint64_t value, int width, std::string* out) {
   char buf[24];
@@ -61,36 +59,6 @@ void AppendNumber(T value, std::string* out) {
 // ---------------------------------------------------------------------------------------------
 // Base64
 
-// Appends the base64 of the `n` bytes get(0) .. get(n - 1).
-template <typename GetByte>
-void AppendBase64Of(size_t n, GetByte get, std::string* out) {
-  const size_t start = out->size();
-  out->resize(start + (n + 2) / 3 * 4);
-  char* w = out->data() + start;
-  size_t i = 0;
-  for (; i + 3 <= n; i += 3) {
-    const uint32_t v = (uint32_t{get(i)} << 16) | (uint32_t{get(i + 1)} << 8) | get(i + 2);
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = kBase64Alphabet[(v >> 6) & 63];
-    w[3] = kBase64Alphabet[v & 63];
-    w += 4;
-  }
-  if (i + 1 == n) {
-    const uint32_t v = uint32_t{get(i)} << 16;
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = '=';
-    w[3] = '=';
-  } else if (i + 2 == n) {
-    const uint32_t v = (uint32_t{get(i)} << 16) | (uint32_t{get(i + 1)} << 8);
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = kBase64Alphabet[(v >> 6) & 63];
-    w[3] = '=';
-  }
-}
-
 void AppendBase64String(std::string_view bytes, std::string* out) {
   out->push_back('"');
   AppendBase64(bytes, out);
@@ -106,13 +74,7 @@ bool AppendByteaHexText(std::string_view text, std::string* out) {
     if (HexDigitValue(c) < 0) return false;
   }
   out->push_back('"');
-  AppendBase64Of(
-      hex.size() / 2,
-      [hex](size_t i) {
-        return static_cast<uint8_t>((HexDigitValue(hex[2 * i]) << 4) |
-                                    HexDigitValue(hex[2 * i + 1]));
-      },
-      out);
+  AppendBase64OfHex(hex, out);
   out->push_back('"');
   return true;
 }
@@ -1080,11 +1042,6 @@ bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* el
 bool CanDecodeBinary(uint32_t type_oid) {
   const uint32_t element_oid = ArrayElementOid(type_oid);
   return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);
-}
-
-void AppendBase64(std::string_view bytes, std::string* out) {
-  AppendBase64Of(
-      bytes.size(), [bytes](size_t i) { return static_cast<uint8_t>(bytes[i]); }, out);
 }
 
 void AppendIsoTimestamp(int64_t unix_us, std::string* out) {

@@ -6,7 +6,7 @@
 // else as a JSON string of its text form. Whatever the input, the output is valid JSON.
 //
 // The rules are here; the formats they read and write have headers of their own:
-// schemas/json_text.h (JSON strings, checking JSON).
+// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h.
 //
 // Thread-safety: plain functions of their arguments; any thread may call any of them.
 
@@ -48,9 +48,6 @@ bool CanDecodeBinary(uint32_t type_oid);
 // whose rules apply to each element (0: elements are written as strings). False for every
 // other type, box[] included (written as the string of its text).
 bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid);
-
-// Appends the standard base64 (RFC 4648, with padding) of `bytes`.
-void AppendBase64(std::string_view bytes, std::string* out);
 
 // Appends {"column":value,...} over the columns of `row` (key columns only when `keys_only`),
 // leaving out unchanged TOAST values. Returns how many columns were written.

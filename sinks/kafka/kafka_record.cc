@@ -1,5 +1,6 @@
 #include "sinks/kafka/kafka_record.h"
 
+#include "schemas/base64.h"
 #include "schemas/json_text.h"
 
 namespace pgflow {

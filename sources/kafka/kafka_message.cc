@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "schemas/base64.h"
 #include "schemas/ddl.h"
 #include "schemas/json_decoding.h"
 #include "schemas/json_text.h"

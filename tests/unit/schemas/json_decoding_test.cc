@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "schemas/base64.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_text.h"
 #include "schemas/table_schema.h"

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
+#include "schemas/base64.h"
 #include "schemas/json_text.h"
 #include "schemas/table_schema.h"
 
