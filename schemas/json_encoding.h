@@ -6,7 +6,7 @@
 // else as a JSON string of its text form. Whatever the input, the output is valid JSON.
 //
 // The rules are here; the formats they read and write have headers of their own:
-// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h.
+// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h, schemas/pg_float.h.
 //
 // Thread-safety: plain functions of their arguments; any thread may call any of them.
 
