@@ -1,10 +1,12 @@
 #pragma once
 
-// Character tests that the JSON text, the JSON encoding and its inverse, and
+// Character tests and digit writing that the JSON text, the JSON encoding and its inverse, and
 // the PostgreSQL formats beside them share: ASCII only, no locale (std::isdigit depends on it),
 // inline because they run once per byte.
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
 
 namespace pgflow {
 
@@ -23,5 +25,18 @@ inline int HexDigitValue(char c) {
 
 // The hexadecimal digits, lower case, by value.
 inline constexpr char kLowerHexDigits[] = "0123456789abcdef";
+
+// Appends `value` in decimal, zero-padded on the left to at least `width` digits.
+inline void AppendZeroPadded(uint64_t value, int width, std::string* out) {
+  char buf[24];
+  char* const end = buf + sizeof(buf);
+  char* p = end;
+  do {
+    *--p = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (end - p < width) *--p = '0';
+  out->append(p, end - p);
+}
 
 }  // namespace pgflow

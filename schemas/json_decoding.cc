@@ -8,6 +8,7 @@
 #include "schemas/base64.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_text.h"
+#include "schemas/pg_datetime.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
@@ -27,51 +28,6 @@ bool AppendByteaFromBase64(std::string_view text, std::string* out) {
     out->push_back(kLowerHexDigits[byte >> 4]);
     out->push_back(kLowerHexDigits[byte & 15]);
   }
-  return true;
-}
-
-// The inverse of the encoding's timestamp rule: "2024-01-02T03:04:05.5+00:00" becomes
-// "2024-01-02 03:04:05.5+00" (an offset in whole hours is written as PostgreSQL writes it).
-// Returns false, appending nothing, for anything not of that form ("infinity", BC dates).
-bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* out) {
-  const size_t n = s.size();
-  size_t i = 0;
-  auto digits = [&](size_t count) {
-    for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsAsciiDigit(s[i])) return false;
-    }
-    return true;
-  };
-  auto literal = [&](char c) {
-    if (i >= n || s[i] != c) return false;
-    ++i;
-    return true;
-  };
-  while (i < n && IsAsciiDigit(s[i])) ++i;
-  if (i < 4) return false;
-  if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
-  const size_t date_end = i;
-  if (!literal('T')) return false;
-  if (!digits(2) || !literal(':') || !digits(2) || !literal(':') || !digits(2)) return false;
-  if (i < n && s[i] == '.') {
-    ++i;
-    const size_t fraction_start = i;
-    while (i < n && IsAsciiDigit(s[i])) ++i;
-    if (i == fraction_start) return false;
-  }
-  const size_t time_end = i;
-  size_t offset_end = n;
-  if (with_zone) {
-    if (!literal('+') && !literal('-')) return false;
-    if (!digits(2) || !literal(':') || !digits(2)) return false;
-    if (i < n && (!literal(':') || !digits(2))) return false;
-    // "+05:00" is PostgreSQL's "+05"; "+05:30" and "+00:19:32" stay as they are.
-    if (n - time_end == 6 && s.substr(n - 3) == ":00") offset_end = n - 3;
-  }
-  if (i != n) return false;
-  out->append(s.substr(0, date_end));
-  out->push_back(' ');
-  out->append(s.substr(date_end + 1, offset_end - date_end - 1));
   return true;
 }
 

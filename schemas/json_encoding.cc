@@ -11,6 +11,7 @@
 #include "schemas/ascii.h"
 #include "schemas/base64.h"
 #include "schemas/json_text.h"
+#include "schemas/pg_datetime.h"
 #include "schemas/pg_float.h"
 #include "schemas/table_schema.h"
 
@@ -23,11 +24,6 @@
 namespace pgflow {
 namespace {
 
-constexpr int64_t kUsPerSecond = 1'000'000;
-constexpr int64_t kUsPerDay = 86'400 * kUsPerSecond;
-// Days from 1970-01-01 to 2000-01-01, the epoch of PostgreSQL's binary dates and timestamps.
-constexpr int64_t kPgEpochDays = 10'957;
-
 // PostgreSQL's MAXDIM is 6; a little slack, still a hard bound on the recursion.
 constexpr int kMaxArrayDepth = 16;
 // Binary arrays carry their dimension count: anything above MAXDIM is malformed.
@@ -35,19 +31,6 @@ constexpr int kMaxBinaryArrayDims = 6;
 
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
-
-// Appends `value` in decimal, zero-padded on the left to at least `width` digits.
-void AppendPadded(uint64_t value, int width, std::string* out) {
-  char buf[24];
-  char* const end = buf + sizeof(buf);
-  char* p = end;
-  do {
-    *--p = static_cast<char>('0' + value % 10);
-    value /= 10;
-  } while (value != 0);
-  while (end - p < width) *--p = '0';
-  out->append(p, end - p);
-}
 
 template <typename T>
 void AppendNumber(T value, std::string* out) {
@@ -110,126 +93,16 @@ void AppendEmbeddedJson(std::string_view json, std::string* out) {
 // ---------------------------------------------------------------------------------------------
 // Dates and times
 
-struct CivilDate {
-  int64_t year;  // proleptic Gregorian, astronomical numbering (0 is 1 BC)
-  int month;     // 1..12
-  int day;       // 1..31
-};
-
-// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
-// Low-Level Date Algorithms", civil_from_days).
-CivilDate CivilFromDays(int64_t days) {
-  days += 719'468;
-  const int64_t era = (days >= 0 ? days : days - 146'096) / 146'097;
-  const int64_t doe = days - era * 146'097;                                      // [0, 146096]
-  const int64_t yoe = (doe - doe / 1'460 + doe / 36'524 - doe / 146'096) / 365;  // [0, 399]
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                   // [0, 365]
-  const int64_t mp = (5 * doy + 2) / 153;                                        // [0, 11]
-  const int day = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
-  const int month = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
-  return CivilDate{yoe + era * 400 + (month <= 2 ? 1 : 0), month, day};
-}
-
-// Splits microseconds into whole days (rounded toward minus infinity) and the microseconds
-// into that day, without overflowing at the ends of the int64 range.
-void SplitDays(int64_t us, int64_t* days, int64_t* us_of_day) {
-  *days = us / kUsPerDay;
-  *us_of_day = us % kUsPerDay;
-  if (*us_of_day < 0) {
-    *us_of_day += kUsPerDay;
-    --*days;
-  }
-}
-
-// "HH:MM:SS" and, when `us` is not zero, "." and the microseconds: six digits when
-// `trim` is false, else without trailing zeros as PostgreSQL prints them.
-void AppendTimeOfDay(int64_t us_of_day, bool trim, std::string* out) {
-  const int64_t seconds = us_of_day / kUsPerSecond;
-  int64_t us = us_of_day % kUsPerSecond;
-  AppendPadded(seconds / 3600, 2, out);
-  out->push_back(':');
-  AppendPadded(seconds / 60 % 60, 2, out);
-  out->push_back(':');
-  AppendPadded(seconds % 60, 2, out);
-  if (us == 0) return;
-  out->push_back('.');
-  int width = 6;
-  if (trim) {
-    while (us % 10 == 0) {
-      us /= 10;
-      --width;
-    }
-  }
-  AppendPadded(us, width, out);
-}
-
-// A date as PostgreSQL's ISO DateStyle prints it: "2024-01-02", BC years as "0044-03-15 BC"
-// (the BC suffix is left for the caller to add after the time, if any). Returns whether
-// the date is BC.
-bool AppendPgDate(int64_t unix_days, std::string* out) {
-  const CivilDate date = CivilFromDays(unix_days);
-  const bool bc = date.year <= 0;
-  AppendPadded(bc ? 1 - date.year : date.year, 4, out);
-  out->push_back('-');
-  AppendPadded(date.month, 2, out);
-  out->push_back('-');
-  AppendPadded(date.day, 2, out);
-  return bc;
-}
-
-// timestamp / timestamptz text "2024-01-02 03:04:05.123456[+00[:00[:00]]]" as ISO 8601:
-// 'T' between date and time and a "+HH:MM" offset. Returns false, appending nothing, for
-// anything else ("infinity", "-infinity", BC dates, unexpected forms).
-bool AppendIsoFromPgTimestamp(std::string_view s, bool with_zone, std::string* out) {
-  const size_t n = s.size();
-  size_t i = 0;
-  auto digits = [&](size_t count) {
-    for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsAsciiDigit(s[i])) return false;
-    }
-    return true;
-  };
-  auto literal = [&](char c) {
-    if (i >= n || s[i] != c) return false;
-    ++i;
-    return true;
-  };
-  while (i < n && IsAsciiDigit(s[i])) ++i;
-  if (i < 4) return false;
-  if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
-  const size_t date_end = i;
-  if (!literal(' ')) return false;
-  const size_t time_start = i;
-  if (!digits(2) || !literal(':') || !digits(2) || !literal(':') || !digits(2)) return false;
-  if (i < n && s[i] == '.') {
-    ++i;
-    const size_t fraction_start = i;
-    while (i < n && IsAsciiDigit(s[i])) ++i;
-    if (i == fraction_start) return false;
-  }
-  bool hour_only_offset = false;
-  if (with_zone) {
-    if (!literal('+') && !literal('-')) return false;
-    if (!digits(2)) return false;
-    if (i == n) {
-      hour_only_offset = true;
-    } else {
-      if (!literal(':') || !digits(2)) return false;
-      if (i < n && (!literal(':') || !digits(2))) return false;
-    }
-  }
-  if (i != n) return false;
-  out->push_back('"');
-  out->append(s.substr(0, date_end));
-  out->push_back('T');
-  out->append(s.substr(time_start));
-  if (hour_only_offset) out->append(":00");
-  out->push_back('"');
-  return true;
-}
-
+// timestamp / timestamptz text as an ISO 8601 JSON string, or the string of the text when it
+// is not of PostgreSQL's usual form (infinities, BC dates).
 void AppendTextTimestamp(std::string_view text, bool with_zone, std::string* out) {
-  if (!AppendIsoFromPgTimestamp(text, with_zone, out)) AppendJsonString(text, out);
+  out->push_back('"');
+  if (AppendIsoFromPgTimestamp(text, with_zone, out)) {
+    out->push_back('"');
+  } else {
+    out->pop_back();
+    AppendJsonString(text, out);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,43 +463,6 @@ void AppendBinaryUuid(std::string_view data, std::string* out) {
   out->push_back('"');
 }
 
-// date: int32 days since 2000-01-01, written as its text form would be.
-void AppendBinaryDate(int32_t days, std::string* out) {
-  if (days == std::numeric_limits<int32_t>::min()) {
-    out->append("\"-infinity\"");
-  } else if (days == std::numeric_limits<int32_t>::max()) {
-    out->append("\"infinity\"");
-  } else {
-    out->push_back('"');
-    if (AppendPgDate(days + kPgEpochDays, out)) out->append(" BC");
-    out->push_back('"');
-  }
-}
-
-// timestamp / timestamptz: int64 microseconds since 2000-01-01 00:00 (UTC for timestamptz).
-// Written as the text rules write the value's text form, so that both representations of a
-// value give the same JSON: ISO 8601 for AD, PostgreSQL's own form for BC and infinities.
-void AppendBinaryTimestamp(int64_t pg_us, bool with_zone, std::string* out) {
-  if (pg_us == std::numeric_limits<int64_t>::min()) {
-    out->append("\"-infinity\"");
-    return;
-  }
-  if (pg_us == std::numeric_limits<int64_t>::max()) {
-    out->append("\"infinity\"");
-    return;
-  }
-  int64_t days;
-  int64_t us_of_day;
-  SplitDays(pg_us, &days, &us_of_day);
-  out->push_back('"');
-  const bool bc = AppendPgDate(days + kPgEpochDays, out);
-  out->push_back(bc ? ' ' : 'T');
-  AppendTimeOfDay(us_of_day, /*trim=*/true, out);
-  if (with_zone) out->append(bc ? "+00" : "+00:00");
-  if (bc) out->append(" BC");
-  out->push_back('"');
-}
-
 // numeric_send: int16 ndigits, int16 weight, uint16 sign, int16 dscale, then ndigits base-10000
 // digits; value = sum(digit[i] * 10000^(weight - i)), printed with dscale fractional digits.
 // Returns false, appending nothing, when `data` is not of that form.
@@ -665,9 +501,9 @@ bool AppendBinaryNumeric(std::string_view data, const JsonOptions& options, std:
   for (int64_t k = 0; k <= weight; ++k) {
     const int d = digit(k);
     if (started) {
-      AppendPadded(d, 4, out);
+      AppendZeroPadded(d, 4, out);
     } else if (d != 0) {
-      AppendPadded(d, 0, out);
+      AppendZeroPadded(d, 0, out);
       started = true;
     }
   }
@@ -772,12 +608,16 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
       return true;
     case oid::kDate:
       if (size != 4) return false;
-      AppendBinaryDate(ReadBigEndian<int32_t>(p), out);
+      out->push_back('"');
+      AppendPgDate(ReadBigEndian<int32_t>(p), out);
+      out->push_back('"');
       return true;
     case oid::kTimestamp:
     case oid::kTimestamptz:
       if (size != 8) return false;
-      AppendBinaryTimestamp(ReadBigEndian<int64_t>(p), type_oid == oid::kTimestamptz, out);
+      out->push_back('"');
+      AppendPgTimestampAsIso(ReadBigEndian<int64_t>(p), type_oid == oid::kTimestamptz, out);
+      out->push_back('"');
       return true;
     case oid::kNumeric:
       return AppendBinaryNumeric(data, options, out);
@@ -910,23 +750,6 @@ bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* el
 bool CanDecodeBinary(uint32_t type_oid) {
   const uint32_t element_oid = ArrayElementOid(type_oid);
   return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);
-}
-
-void AppendIsoTimestamp(int64_t unix_us, std::string* out) {
-  int64_t days;
-  int64_t us_of_day;
-  SplitDays(unix_us, &days, &us_of_day);
-  const CivilDate date = CivilFromDays(days);
-  // ISO 8601 expanded years: astronomical numbering, '-' before years below 0.
-  if (date.year < 0) out->push_back('-');
-  AppendPadded(date.year < 0 ? -date.year : date.year, 4, out);
-  out->push_back('-');
-  AppendPadded(date.month, 2, out);
-  out->push_back('-');
-  AppendPadded(date.day, 2, out);
-  out->push_back('T');
-  AppendTimeOfDay(us_of_day, /*trim=*/false, out);
-  out->push_back('Z');
 }
 
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,

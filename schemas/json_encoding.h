@@ -6,7 +6,8 @@
 // else as a JSON string of its text form. Whatever the input, the output is valid JSON.
 //
 // The rules are here; the formats they read and write have headers of their own:
-// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h, schemas/pg_float.h.
+// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h, schemas/pg_float.h,
+// schemas/pg_datetime.h.
 //
 // Thread-safety: plain functions of their arguments; any thread may call any of them.
 
@@ -69,9 +70,5 @@ void AppendJsonNulls(const Change& change, std::string* out);
 // Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
 // and the Kafka sink's `compact` value (README, "The jsonl line format").
 void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out);
-
-// Appends a UTC instant, microseconds since the Unix epoch, as ISO 8601
-// "2026-11-22T10:43:00.123456Z" (fraction omitted when zero).
-void AppendIsoTimestamp(int64_t unix_us, std::string* out);
 
 }  // namespace pgflow

@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "schemas/base64.h"
 #include "schemas/json_text.h"
+#include "schemas/pg_datetime.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
