@@ -8,6 +8,7 @@
 #include "schemas/base64.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_text.h"
+#include "schemas/pg_array_literal.h"
 #include "schemas/pg_datetime.h"
 #include "schemas/table_schema.h"
 
@@ -29,36 +30,6 @@ bool AppendByteaFromBase64(std::string_view text, std::string* out) {
     out->push_back(kLowerHexDigits[byte & 15]);
   }
   return true;
-}
-
-// Whether array_out would quote `element`: empty, "NULL" in any case, or holding a quote,
-// backslash, brace, the delimiter or white space.
-bool NeedsArrayQuotes(std::string_view element) {
-  if (element.empty()) return true;
-  if (element.size() == 4 && (element[0] | 0x20) == 'n' && (element[1] | 0x20) == 'u' &&
-      (element[2] | 0x20) == 'l' && (element[3] | 0x20) == 'l') {
-    return true;
-  }
-  for (char c : element) {
-    if (c == '"' || c == '\\' || c == '{' || c == '}' || c == ',' || c == ' ' || c == '\t' ||
-        c == '\n' || c == '\r' || c == '\v' || c == '\f') {
-      return true;
-    }
-  }
-  return false;
-}
-
-void AppendArrayElement(std::string_view element, std::string* out) {
-  if (!NeedsArrayQuotes(element)) {
-    out->append(element);
-    return;
-  }
-  out->push_back('"');
-  for (char c : element) {
-    if (c == '"' || c == '\\') out->push_back('\\');
-    out->push_back(c);
-  }
-  out->push_back('"');
 }
 
 std::string TypeLabel(uint32_t type_oid, std::string_view type_name) {
@@ -165,7 +136,7 @@ absl::Status AppendArrayLiteral(std::string_view json, uint32_t element_oid, int
         !s.ok()) {
       return s;
     }
-    AppendArrayElement(element, out);
+    AppendArrayLiteralElement(element, out);
   }
   out->push_back('}');
   return absl::OkStatus();

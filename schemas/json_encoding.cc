@@ -11,6 +11,7 @@
 #include "schemas/ascii.h"
 #include "schemas/base64.h"
 #include "schemas/json_text.h"
+#include "schemas/pg_array_literal.h"
 #include "schemas/pg_datetime.h"
 #include "schemas/pg_float.h"
 #include "schemas/table_schema.h"
@@ -24,8 +25,6 @@
 namespace pgflow {
 namespace {
 
-// PostgreSQL's MAXDIM is 6; a little slack, still a hard bound on the recursion.
-constexpr int kMaxArrayDepth = 16;
 // Binary arrays carry their dimension count: anything above MAXDIM is malformed.
 constexpr int kMaxBinaryArrayDims = 6;
 
@@ -247,172 +246,17 @@ void AppendTextScalar(uint32_t type_oid, std::string_view text, const JsonOption
   }
 }
 
-bool IsArraySpace(char c) {
-  // PostgreSQL's array_in skips what scanner_isspace() accepts.
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-bool EqualsNullIgnoringCase(std::string_view s) {
-  return s.size() == 4 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'u' && (s[2] | 0x20) == 'l' &&
-         (s[3] | 0x20) == 'l';
-}
-
-// Parses the text form of an array (array_out's output) and writes it as a JSON array.
-class TextArrayParser {
- public:
-  TextArrayParser(std::string_view text, uint32_t element_oid, const JsonOptions& options,
-                  std::string* scratch, std::string* out)
-      : s_(text), element_oid_(element_oid), options_(options), scratch_(scratch), out_(out) {}
-
-  // Appends the JSON array. Returns false on malformed text, leaving partial output in *out.
-  bool Parse() {
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '[' && !SkipDimensions()) return false;
-    if (!ParseLevel(1)) return false;
-    SkipSpace();
-    return pos_ == s_.size();
-  }
-
- private:
-  void SkipSpace() {
-    while (pos_ < s_.size() && IsArraySpace(s_[pos_])) ++pos_;
-  }
-
-  // An optional sign and digits.
-  bool SkipInteger() {
-    if (pos_ < s_.size() && (s_[pos_] == '-' || s_[pos_] == '+')) ++pos_;
-    const size_t start = pos_;
-    while (pos_ < s_.size() && IsAsciiDigit(s_[pos_])) ++pos_;
-    return pos_ > start;
-  }
-
-  // "[lower:upper]" (or "[upper]") once per dimension, then '='. Bounds carry no data for
-  // JSON and are dropped.
-  bool SkipDimensions() {
-    while (pos_ < s_.size() && s_[pos_] == '[') {
-      ++pos_;
-      if (!SkipInteger()) return false;
-      if (pos_ < s_.size() && s_[pos_] == ':') {
-        ++pos_;
-        if (!SkipInteger()) return false;
-      }
-      if (pos_ >= s_.size() || s_[pos_] != ']') return false;
-      ++pos_;
-    }
-    SkipSpace();
-    if (pos_ >= s_.size() || s_[pos_] != '=') return false;
-    ++pos_;
-    SkipSpace();
-    return true;
-  }
-
-  // Parses "{...}" at pos_. Every item of one level must be of one kind: sub-arrays or
-  // elements.
-  bool ParseLevel(int depth) {
-    if (depth > kMaxArrayDepth || pos_ >= s_.size() || s_[pos_] != '{') return false;
-    ++pos_;
-    out_->push_back('[');
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
-      ++pos_;
-      out_->push_back(']');
-      return true;
-    }
-    enum class Items { kUnknown, kArrays, kElements } items = Items::kUnknown;
-    for (bool first = true;; first = false) {
-      SkipSpace();
-      if (pos_ >= s_.size()) return false;
-      if (!first) out_->push_back(',');
-      const Items kind = s_[pos_] == '{' ? Items::kArrays : Items::kElements;
-      if (items != Items::kUnknown && items != kind) return false;
-      items = kind;
-      if (kind == Items::kArrays) {
-        if (!ParseLevel(depth + 1)) return false;
-      } else if (!ParseElement()) {
-        return false;
-      }
-      SkipSpace();
-      if (pos_ >= s_.size()) return false;
-      if (s_[pos_] == '}') {
-        ++pos_;
-        out_->push_back(']');
-        return true;
-      }
-      if (s_[pos_] != ',') return false;
-      ++pos_;
-    }
-  }
-
-  bool ParseElement() {
-    if (s_[pos_] == '"') return ParseQuotedElement();
-    // Unquoted: up to the next delimiter or brace, trailing spaces trimmed. array_out quotes
-    // anything holding quotes, backslashes, braces, delimiters or spaces at either end.
-    const size_t start = pos_;
-    while (pos_ < s_.size()) {
-      const char c = s_[pos_];
-      if (c == ',' || c == '}') break;
-      if (c == '{' || c == '"' || c == '\\') return false;
-      ++pos_;
-    }
-    size_t end = pos_;
-    while (end > start && IsArraySpace(s_[end - 1])) --end;
-    if (end == start) return false;
-    const std::string_view element = s_.substr(start, end - start);
-    if (EqualsNullIgnoringCase(element)) {
-      out_->append("null");
-    } else {
-      AppendTextScalar(element_oid_, element, options_, out_);
-    }
-    return true;
-  }
-
-  // "...", with '\' escaping the next byte. A quoted "NULL" is the string NULL.
-  bool ParseQuotedElement() {
-    ++pos_;
-    const size_t start = pos_;
-    bool escaped = false;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      if (s_[pos_] == '\\') {
-        escaped = true;
-        ++pos_;
-        if (pos_ >= s_.size()) return false;
-      }
-      ++pos_;
-    }
-    if (pos_ >= s_.size()) return false;
-    std::string_view element = s_.substr(start, pos_ - start);
-    ++pos_;  // the closing quote
-    if (escaped) {
-      scratch_->clear();
-      for (size_t i = 0; i < element.size(); ++i) {
-        if (element[i] == '\\') ++i;
-        scratch_->push_back(element[i]);
-      }
-      element = *scratch_;
-    }
-    AppendTextScalar(element_oid_, element, options_, out_);
-    return true;
-  }
-
-  const std::string_view s_;
-  const uint32_t element_oid_;
-  const JsonOptions& options_;
-  std::string* const scratch_;
-  std::string* const out_;
-  size_t pos_ = 0;
-};
-
+// The text form of an array (array_out's output) as a JSON array, each element by the rules
+// of `element_oid`; the string of the text when it is not an array literal.
 void AppendTextArray(std::string_view text, uint32_t element_oid, const JsonOptions& options,
                      std::string* out) {
-  // Holds unescaped quoted elements; kept per thread so that arrays of json or of strings with
-  // quotes do not allocate on every row.
-  thread_local std::string scratch;
-  const size_t start = out->size();
-  TextArrayParser parser(text, element_oid, options, &scratch, out);
-  if (!parser.Parse()) {
-    out->resize(start);
-    AppendJsonString(text, out);
-  }
+  const bool parsed = AppendArrayLiteralAsJson(
+      text,
+      [element_oid, &options](std::string_view element, std::string* json) {
+        AppendTextScalar(element_oid, element, options, json);
+      },
+      out);
+  if (!parsed) AppendJsonString(text, out);
 }
 
 void AppendTextValue(uint32_t type_oid, std::string_view text, std::string_view type_name,
