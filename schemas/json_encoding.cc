@@ -12,6 +12,7 @@
 #include "schemas/base64.h"
 #include "schemas/json_text.h"
 #include "schemas/pg_array_literal.h"
+#include "schemas/pg_binary.h"
 #include "schemas/pg_datetime.h"
 #include "schemas/pg_float.h"
 #include "schemas/table_schema.h"
@@ -21,12 +22,13 @@
 // DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
 // bytea_output=hex. Anything that does not look the way PostgreSQL writes it is kept, as a
 // JSON string of its text, rather than guessed at: the output is always valid JSON.
+//
+// The two switches on the type OID, AppendTextScalar and AppendBinaryScalar, are the rules;
+// the formats they read and write (JSON text, base64, floats, dates and times, array literals,
+// binary send formats) have files of their own beside this one.
 
 namespace pgflow {
 namespace {
-
-// Binary arrays carry their dimension count: anything above MAXDIM is malformed.
-constexpr int kMaxBinaryArrayDims = 6;
 
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
@@ -37,32 +39,6 @@ void AppendNumber(T value, std::string* out) {
   const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), value);
   out->append(buf, r.ptr - buf);
 }
-
-// ---------------------------------------------------------------------------------------------
-// Base64
-
-void AppendBase64String(std::string_view bytes, std::string* out) {
-  out->push_back('"');
-  AppendBase64(bytes, out);
-  out->push_back('"');
-}
-
-// bytea's hex text form "\x0102ff" as a base64 JSON string, decoded on the fly. Returns false,
-// appending nothing, when `text` is not of that form.
-bool AppendByteaHexText(std::string_view text, std::string* out) {
-  if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0) return false;
-  const std::string_view hex = text.substr(2);
-  for (char c : hex) {
-    if (HexDigitValue(c) < 0) return false;
-  }
-  out->push_back('"');
-  AppendBase64OfHex(hex, out);
-  out->push_back('"');
-  return true;
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSON
 
 // -?(0|[1-9][0-9]*): an integer as PostgreSQL prints it, and valid as a JSON number.
 bool IsJsonInteger(std::string_view s) {
@@ -89,8 +65,25 @@ void AppendEmbeddedJson(std::string_view json, std::string* out) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Dates and times
+void AppendBase64String(std::string_view bytes, std::string* out) {
+  out->push_back('"');
+  AppendBase64(bytes, out);
+  out->push_back('"');
+}
+
+// bytea's hex text form "\x0102ff" as a base64 JSON string, decoded on the fly. Returns false,
+// appending nothing, when `text` is not of that form.
+bool AppendByteaHexText(std::string_view text, std::string* out) {
+  if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0) return false;
+  const std::string_view hex = text.substr(2);
+  for (char c : hex) {
+    if (HexDigitValue(c) < 0) return false;
+  }
+  out->push_back('"');
+  AppendBase64OfHex(hex, out);
+  out->push_back('"');
+  return true;
+}
 
 // timestamp / timestamptz text as an ISO 8601 JSON string, or the string of the text when it
 // is not of PostgreSQL's usual form (infinities, BC dates).
@@ -103,9 +96,6 @@ void AppendTextTimestamp(std::string_view text, bool with_zone, std::string* out
     AppendJsonString(text, out);
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Text values
 
 // The element type of the array types whose text form is turned into a JSON array: the
 // element OID, 0 for "elements are strings", kNotArray for any other type. box[] (1020) is
@@ -188,6 +178,9 @@ bool IsArrayTypeName(std::string_view type_name) {
       dot == std::string_view::npos ? type_name : type_name.substr(dot + 1);
   return !name.empty() && name[0] == '_';
 }
+
+// ---------------------------------------------------------------------------------------------
+// Text values
 
 void AppendTextScalar(uint32_t type_oid, std::string_view text, const JsonOptions& options,
                       std::string* out) {
@@ -274,14 +267,6 @@ void AppendTextValue(uint32_t type_oid, std::string_view text, std::string_view 
 // ---------------------------------------------------------------------------------------------
 // Binary values (the types' send functions: big-endian, fixed sizes)
 
-template <typename T>
-T ReadBigEndian(const char* p) {
-  using U = std::make_unsigned_t<T>;
-  U v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v = static_cast<U>((v << 8) | static_cast<uint8_t>(p[i]));
-  return static_cast<T>(v);
-}
-
 // A float as its text rule writes float4out's or float8out's text: a JSON number, or the
 // string "NaN", "Infinity" or "-Infinity".
 template <typename Float>
@@ -296,72 +281,22 @@ void AppendBinaryFloat(Float f, std::string* out) {
   if (!number) out->push_back('"');
 }
 
-void AppendBinaryUuid(std::string_view data, std::string* out) {
-  out->push_back('"');
-  for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
-    const auto b = static_cast<uint8_t>(data[i]);
-    out->push_back(kLowerHexDigits[b >> 4]);
-    out->push_back(kLowerHexDigits[b & 15]);
-  }
-  out->push_back('"');
-}
-
-// numeric_send: int16 ndigits, int16 weight, uint16 sign, int16 dscale, then ndigits base-10000
-// digits; value = sum(digit[i] * 10000^(weight - i)), printed with dscale fractional digits.
-// Returns false, appending nothing, when `data` is not of that form.
+// numeric_send data as the text rule writes numeric_out's text: a JSON string, or a number
+// with numeric_as_number (NaN and the infinities stay strings). Returns false, appending
+// nothing, when `data` is not of that form.
 bool AppendBinaryNumeric(std::string_view data, const JsonOptions& options, std::string* out) {
-  if (data.size() < 8) return false;
-  const int16_t ndigits = ReadBigEndian<int16_t>(data.data());
-  const int16_t weight = ReadBigEndian<int16_t>(data.data() + 2);
-  const uint16_t sign = ReadBigEndian<uint16_t>(data.data() + 4);
-  const uint16_t dscale = ReadBigEndian<uint16_t>(data.data() + 6);
-  if (ndigits < 0 || data.size() != 8 + 2 * static_cast<size_t>(ndigits)) return false;
-  if (sign == 0xC000) {
-    out->append("\"NaN\"");
-    return true;
-  }
-  if (sign == 0xD000) {
-    out->append("\"Infinity\"");
-    return true;
-  }
-  if (sign == 0xF000) {
-    out->append("\"-Infinity\"");
-    return true;
-  }
-  if ((sign != 0x0000 && sign != 0x4000) || dscale > 0x3FFF) return false;
-  const char* const digits = data.data() + 8;
-  for (int i = 0; i < ndigits; ++i) {
-    if (ReadBigEndian<uint16_t>(digits + 2 * i) > 9999) return false;
-  }
-  auto digit = [&](int64_t k) -> int {
-    return k >= 0 && k < ndigits ? ReadBigEndian<uint16_t>(digits + 2 * k) : 0;
-  };
-
+  const size_t start = out->size();
   if (!options.numeric_as_number) out->push_back('"');
-  if (sign == 0x4000) out->push_back('-');
-  // Integer part: base-10000 groups 0..weight, without leading zeros.
-  bool started = false;
-  for (int64_t k = 0; k <= weight; ++k) {
-    const int d = digit(k);
-    if (started) {
-      AppendZeroPadded(d, 4, out);
-    } else if (d != 0) {
-      AppendZeroPadded(d, 0, out);
-      started = true;
-    }
+  if (!AppendNumericText(data, out)) {
+    out->resize(start);
+    return false;
   }
-  if (!started) out->push_back('0');
-  // Fractional part: decimal digit i after the point is in group weight + 1 + i / 4.
-  if (dscale > 0) {
-    out->push_back('.');
-    static constexpr int kPow10[] = {1000, 100, 10, 1};
-    for (int i = 0; i < dscale; ++i) {
-      const int d = digit(int64_t{weight} + 1 + i / 4);
-      out->push_back(static_cast<char>('0' + d / kPow10[i % 4] % 10));
-    }
+  if (!options.numeric_as_number) {
+    out->push_back('"');
+  } else if (!IsAsciiDigit(out->back())) {  // "NaN", "Infinity", "-Infinity"
+    out->insert(start, 1, '"');
+    out->push_back('"');
   }
-  if (!options.numeric_as_number) out->push_back('"');
   return true;
 }
 
@@ -448,7 +383,9 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
       return true;
     case oid::kUuid:
       if (size != 16) return false;
-      AppendBinaryUuid(data, out);
+      out->push_back('"');
+      AppendUuidText(data, out);
+      out->push_back('"');
       return true;
     case oid::kDate:
       if (size != 4) return false;
@@ -470,87 +407,18 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
   }
 }
 
-// array_send: int32 ndim, int32 flags (1: has NULLs), uint32 element type OID, then per
-// dimension int32 length and int32 lower bound, then every element in row-major order as
-// int32 length (-1: NULL) and that many bytes in the element type's send format. Written as
-// nested JSON arrays, as AppendTextArray writes the text form: lower bounds are dropped, and an
-// array without elements is [] whatever its dimensions (array_recv makes it so).
-// Returns false, leaving *out as it was, when `data` is not of that form or an element is
-// malformed: the caller writes the whole value as base64 then.
-bool AppendBinaryArray(uint32_t element_oid, std::string_view data, const JsonOptions& options,
-                       std::string* out) {
-  const size_t start = out->size();
-  size_t pos = 0;
-  auto read32 = [&](int32_t* v) {
-    if (data.size() - pos < 4) return false;
-    *v = ReadBigEndian<int32_t>(data.data() + pos);
-    pos += 4;
-    return true;
-  };
-  int32_t ndim;
-  int32_t flags;
-  int32_t element_type;
-  if (!read32(&ndim) || !read32(&flags) || !read32(&element_type)) return false;
-  if (ndim < 0 || ndim > kMaxBinaryArrayDims || (flags != 0 && flags != 1) ||
-      static_cast<uint32_t>(element_type) != element_oid) {
-    return false;
-  }
-  int32_t dims[kMaxBinaryArrayDims];
-  bool empty = ndim == 0;
-  for (int d = 0; d < ndim; ++d) {
-    int32_t lower_bound;
-    if (!read32(&dims[d]) || !read32(&lower_bound) || dims[d] < 0) return false;
-    if (dims[d] == 0) empty = true;
-  }
-  if (empty) {
-    if (pos != data.size()) return false;
-    out->append("[]");
-    return true;
-  }
-  // Every element takes at least its 4-byte length: the element count must fit the bytes
-  // there are, checked before anything is written (and before the product could overflow).
-  const uint64_t max_items = (data.size() - pos) / 4;
-  uint64_t nitems = 1;
-  for (int d = 0; d < ndim; ++d) {
-    if (nitems > max_items / static_cast<uint64_t>(dims[d])) return false;
-    nitems *= static_cast<uint64_t>(dims[d]);
-  }
-  int32_t index[kMaxBinaryArrayDims] = {};
-  out->append(static_cast<size_t>(ndim), '[');
-  for (uint64_t k = 0; k < nitems; ++k) {
-    int32_t length;
-    if (!read32(&length)) break;
-    if (length == -1) {
-      out->append("null");
-    } else {
-      if (length < 0 || static_cast<size_t>(length) > data.size() - pos) break;
-      if (!AppendBinaryScalar(element_oid, data.substr(pos, length), options, out)) break;
-      pos += static_cast<size_t>(length);
-    }
-    // Close the dimensions this element completes; open them again if more follow.
-    size_t closed = 0;
-    for (int d = ndim - 1; d >= 0 && ++index[d] == dims[d]; --d) {
-      index[d] = 0;
-      ++closed;
-    }
-    out->append(closed, ']');
-    if (k + 1 < nitems) {
-      out->push_back(',');
-      out->append(closed, '[');
-    } else if (pos == data.size()) {
-      return true;
-    }
-  }
-  out->resize(start);
-  return false;
-}
-
 void AppendBinaryValue(uint32_t type_oid, std::string_view data, const JsonOptions& options,
                        std::string* out) {
   if (AppendBinaryScalar(type_oid, data, options, out)) return;
+  // Arrays: as AppendTextArray writes their text form, each element by its type's rule.
   const uint32_t element_oid = ArrayElementOid(type_oid);
   if (element_oid != kNotArray && IsExactBinaryScalar(element_oid) &&
-      AppendBinaryArray(element_oid, data, options, out)) {
+      AppendArraySendAsJson(
+          data, element_oid,
+          [element_oid, &options](std::string_view element, std::string* json) {
+            return AppendBinaryScalar(element_oid, element, options, json);
+          },
+          out)) {
     return;
   }
   // Types without a decoder here, and malformed data: the bytes, in base64.
@@ -595,7 +463,6 @@ bool CanDecodeBinary(uint32_t type_oid) {
   const uint32_t element_oid = ArrayElementOid(type_oid);
   return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);
 }
-
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
                        const JsonOptions& options, std::string* out) {
   out->push_back('{');

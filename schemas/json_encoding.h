@@ -7,7 +7,7 @@
 //
 // The rules are here; the formats they read and write have headers of their own:
 // schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h, schemas/pg_float.h,
-// schemas/pg_datetime.h, schemas/pg_array_literal.h.
+// schemas/pg_datetime.h, schemas/pg_array_literal.h and schemas/pg_binary.h.
 //
 // Thread-safety: plain functions of their arguments; any thread may call any of them.
 
