@@ -43,5 +43,41 @@ TEST(AppendBase64DecodedTest, ReadsItsCanonicalFormOnly) {
   }
 }
 
+TEST(AppendBase64OfHexTest, IsTheBase64OfTheBytesTheHexSpells) {
+  EXPECT_EQ(
+      [] {
+        std::string out = "x";
+        AppendBase64OfHex("666f6f", &out);
+        return out;
+      }(),
+      "xZm9v");
+  std::mt19937 rng(23);
+  for (int i = 0; i < 2'000; ++i) {
+    std::string bytes;
+    std::string hex;
+    for (size_t k = rng() % 20; k > 0; --k) {
+      const auto byte = static_cast<unsigned char>(rng());
+      bytes.push_back(static_cast<char>(byte));
+      const char* digits = rng() % 2 == 0 ? "0123456789abcdef" : "0123456789ABCDEF";
+      hex.push_back(digits[byte >> 4]);
+      hex.push_back(digits[byte & 15]);
+    }
+    std::string from_hex;
+    AppendBase64OfHex(hex, &from_hex);
+    ASSERT_EQ(from_hex, Base64(bytes)) << hex;
+  }
+}
+
+TEST(AppendBase64DecodedTest, ReadsBackWhatAppendBase64Writes) {
+  std::mt19937 rng(29);
+  for (int i = 0; i < 2'000; ++i) {
+    std::string bytes;
+    for (size_t k = rng() % 40; k > 0; --k) bytes.push_back(static_cast<char>(rng()));
+    std::string decoded = "kept:";
+    ASSERT_TRUE(AppendBase64Decoded(Base64(bytes), &decoded));
+    ASSERT_EQ(decoded, "kept:" + bytes);
+  }
+}
+
 }  // namespace
 }  // namespace pgflow

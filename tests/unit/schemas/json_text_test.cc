@@ -134,5 +134,148 @@ TEST(JsonTextTest, Integers) {
   EXPECT_FALSE(ReadJsonInt64("").ok());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Checking
+
+TEST(JsonTextTest, CheckJsonSaysWhatWasExpectedWhere) {
+  struct Case {
+    std::string text;
+    std::string error;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"", "invalid JSON at byte 0: the text ends where a value was expected"},
+           {"[1,]", "invalid JSON at byte 3: expected a JSON value"},
+           {"[1", "invalid JSON at byte 2: the text ends inside an object or array"},
+           {"[1}", "invalid JSON at byte 2: expected ',' or ']' in an array"},
+           {"{\"a\":1]", "invalid JSON at byte 6: expected ',' or '}' in an object"},
+           {"{1:2}", "invalid JSON at byte 1: expected a string (an object's key)"},
+           {"{\"a\" 1}", "invalid JSON at byte 5: expected ':' after an object's key"},
+           {"\"abc", "invalid JSON at byte 4: unterminated string"},
+           {"\"ab\\", "invalid JSON at byte 3: unterminated string"},
+           {"\"\\u12\"", "invalid JSON at byte 1: expected 4 hex digits after \\u"},
+           {"\"\\q\"", "invalid JSON at byte 1: unknown escape in a string"},
+           {"\"a\x01\"", "invalid JSON at byte 2: unescaped control character in a string"},
+           {"\"\xff\"", "invalid JSON at byte 1: a string is not valid UTF-8"},
+           {"-", "invalid JSON at byte 1: expected a digit in a number"},
+           {"1.e5", "invalid JSON at byte 2: expected a digit after '.' in a number"},
+           {"1e", "invalid JSON at byte 2: expected a digit in a number's exponent"},
+           {"1 2", "invalid JSON at byte 2: text after the value"},
+           {"nul", "invalid JSON at byte 0: expected a JSON value"},
+       }) {
+    absl::StatusOr<JsonType> type = CheckJson(c.text);
+    ASSERT_FALSE(type.ok()) << c.text;
+    EXPECT_EQ(type.status().message(), c.error) << c.text;
+  }
+  EXPECT_EQ(*CheckJson(" {} "), JsonType::kObject);
+  EXPECT_EQ(*CheckJson("[]"), JsonType::kArray);
+  EXPECT_EQ(*CheckJson("\"\""), JsonType::kString);
+  EXPECT_EQ(*CheckJson("-0.5e+3"), JsonType::kNumber);
+  EXPECT_EQ(*CheckJson("false"), JsonType::kBool);
+  EXPECT_EQ(*CheckJson("\tnull\n"), JsonType::kNull);
+}
+
+TEST(JsonTextTest, IsJsonTextSaysWhetherTheTextFitsOnOneLine) {
+  struct Case {
+    std::string text;
+    bool one_line;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"[1,2]", true},
+           {"[1, 2]", true},
+           {"[1,  2]", true},
+           {R"({"a": "x\ny"})", true},  // the line break is an escape inside a string
+           {"[1,\n2]", false},
+           {"{\"a\":\t1}", false},
+           {"[1,\r2]", false},
+           {" 1", false},
+           {"1 ", false},
+       }) {
+    bool one_line = !c.one_line;
+    EXPECT_TRUE(IsJsonText(c.text, &one_line)) << c.text;
+    EXPECT_EQ(one_line, c.one_line) << c.text;
+  }
+  bool untouched = true;
+  EXPECT_FALSE(IsJsonText("[1,", &untouched));
+  EXPECT_TRUE(untouched);
+  EXPECT_FALSE(IsJsonText("", &untouched));
+  EXPECT_TRUE(untouched);
+}
+
+// The encoding's check (IsJsonText) and the reader's (CheckJson) are one validator: they
+// agree on every input. Where the input avoids what RFC 8259 allows and nlohmann refuses (a
+// number beyond a double's range, a lone surrogate escape) and what nlohmann allows and RFC
+// 8259 does not (a leading byte-order mark), they agree with nlohmann::json::accept too.
+TEST(JsonTextTest, OneValidatorAgreesWithItselfAndWithNlohmann) {
+  const std::vector<std::string> tokens = {
+      "{",           "}",     "[", "]",    ",",      ":",       " ",   "\n",   "\t",    "\"a\"",
+      "\"\\u00e9\"", "\"é\"", "1", "0",    "-2.5",   "-",       ".",   "true", "false", "null",
+      "\"",          "\\",    "x", "\x01", "\"\xff", "\"\\n\"", "tru", "01"};
+  std::mt19937 rng(17);
+  int valid = 0;
+  for (int i = 0; i < 50'000; ++i) {
+    std::string text;
+    for (size_t k = rng() % 12; k > 0; --k) text += tokens[rng() % tokens.size()];
+    const bool checked = CheckJson(text).ok();
+    bool one_line = false;
+    ASSERT_EQ(IsJsonText(text, &one_line), checked) << text;
+    ASSERT_EQ(nlohmann::json::accept(text), checked) << text;
+    valid += checked;
+  }
+  EXPECT_GT(valid, 1000);
+}
+
+TEST(JsonTextTest, IsJsonNumberFollowsTheGrammar) {
+  for (const char* text : {"0", "-0", "7", "1.5", "-12.50", "1e5", "1E+100",
+                           "-1.2345678901234567e-05", "0.0001", "12345678901234567890"}) {
+    EXPECT_TRUE(IsJsonNumber(text)) << text;
+  }
+  for (const char* text : {"", "-", "+1", "01", "-01", "1.", ".5", "1e", "1e+", "NaN", "Infinity",
+                           "-Infinity", " 1", "1 ", "0x1", "1,5", "1.5.1"}) {
+    EXPECT_FALSE(IsJsonNumber(text)) << text;
+  }
+}
+
+TEST(JsonTextTest, ScanUtf8MeasuresOneSequence) {
+  struct Case {
+    std::string bytes;
+    size_t length;
+    bool valid;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"\xc3\xa9", 2, true},           // é
+           {"\xe2\x82\xac", 3, true},       // €
+           {"\xf0\x9d\x84\x9e", 4, true},   // 𝄞
+           {"\xf4\x8f\xbf\xbf", 4, true},   // U+10FFFF
+           {"\xc3\xa9xyz", 2, true},        // only the first sequence
+           {"\x80", 1, false},              // a continuation byte
+           {"\xc0\xaf", 1, false},          // overlong
+           {"\xe0\x80\xaf", 1, false},      // overlong
+           {"\xed\xa0\x80", 1, false},      // a surrogate
+           {"\xf4\x90\x80\x80", 1, false},  // above U+10FFFF
+           {"\xe2\x82", 2, false},          // truncated
+           {"\xe2\x82z", 2, false},         // cut short
+           {"\xf0\x9d\x84", 3, false},      // truncated
+       }) {
+    bool valid = !c.valid;
+    EXPECT_EQ(
+        ScanUtf8(reinterpret_cast<const unsigned char*>(c.bytes.data()), c.bytes.size(), &valid),
+        c.length)
+        << c.bytes;
+    EXPECT_EQ(valid, c.valid) << c.bytes;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+TEST(JsonTextTest, AppendJsonWithoutSpacesKeepsStringsAsTheyAre) {
+  std::string out = "x";
+  AppendJsonWithoutSpaces("\n{ \"a\" : [1, 2],\r\n\t\"b c\": \"x  y\\n\" }\n", &out);
+  EXPECT_EQ(out, "x{\"a\":[1,2],\"b c\":\"x  y\\n\"}");
+  out.clear();
+  AppendJsonWithoutSpaces(" \"\\\" \" ", &out);  // an escaped quote inside a string
+  EXPECT_EQ(out, "\"\\\" \"");
+}
+
 }  // namespace
 }  // namespace pgflow

@@ -329,5 +329,67 @@ TEST(PgBinaryTest, RandomMutationsOfBinaryArraysGiveValidJson) {
   EXPECT_GT(decoded, 100);  // some mutations keep the array well-formed
 }
 
+// ---------------------------------------------------------------------------------------------
+// The functions themselves
+
+TEST(PgBinaryTest, ReadBigEndian) {
+  EXPECT_EQ(ReadBigEndian<int16_t>(Be16(0xFFFE).data()), -2);
+  EXPECT_EQ(ReadBigEndian<uint16_t>(Be16(0xFFFE).data()), 0xFFFE);
+  EXPECT_EQ(ReadBigEndian<int32_t>(Be32(0x80000000).data()), std::numeric_limits<int32_t>::min());
+  EXPECT_EQ(ReadBigEndian<uint32_t>(Be32(0x01020304).data()), 0x01020304u);
+  EXPECT_EQ(ReadBigEndian<int64_t>(Be64(0x0102030405060708).data()), 0x0102030405060708);
+}
+
+TEST(PgBinaryTest, AppendNumericTextWritesNumericOut) {
+  auto text = [](const std::string& bytes) {
+    std::string out = "x";
+    if (!AppendNumericText(bytes, &out)) return out == "x" ? std::string("<malformed>") : out;
+    return out.substr(1);
+  };
+  EXPECT_EQ(text(NumericBytes(3, 1, 0x4000, 3, {1, 2345, 6780})), "-12345.678");
+  EXPECT_EQ(text(NumericBytes(0, 0, 0, 2, {})), "0.00");
+  EXPECT_EQ(text(NumericBytes(0, 0, 0xC000, 0, {})), "NaN");
+  EXPECT_EQ(text(NumericBytes(0, 0, 0xD000, 0, {})), "Infinity");
+  EXPECT_EQ(text(NumericBytes(0, 0, 0xF000, 0, {})), "-Infinity");
+  EXPECT_EQ(text(NumericBytes(1, 0, 0, 0, {10000})), "<malformed>");
+  EXPECT_EQ(text(NumericBytes(2, 0, 0, 0, {1})), "<malformed>");
+  EXPECT_EQ(text(""), "<malformed>");
+}
+
+TEST(PgBinaryTest, AppendUuidText) {
+  std::string out = "x";
+  EXPECT_TRUE(AppendUuidText(Bytes({0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d,
+                                    0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11}),
+                             &out));
+  EXPECT_EQ(out, "xa0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+  EXPECT_FALSE(AppendUuidText(std::string(15, '\0'), &out));
+  EXPECT_FALSE(AppendUuidText(std::string(17, '\0'), &out));
+  EXPECT_EQ(out, "xa0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+}
+
+TEST(PgBinaryTest, AppendArraySendAsJsonHandsEachElementToItsCaller) {
+  using E = std::vector<std::optional<std::string>>;
+  // Elements written as their sizes, to see what the walk hands out.
+  auto sizes = [](std::string_view element, std::string* out) {
+    out->append(std::to_string(element.size()));
+    return true;
+  };
+  std::string out = "x";
+  EXPECT_TRUE(AppendArraySendAsJson(
+      BinaryArray(oid::kText, {2, 2}, E{"a", "", std::nullopt, "abc"}), oid::kText, sizes, &out));
+  EXPECT_EQ(out, "x[[1,0],[null,3]]");
+  // A refused element, or another element type: nothing appended.
+  auto refuse_empty = [](std::string_view element, std::string* out) {
+    if (element.empty()) return false;
+    out->append("1");
+    return true;
+  };
+  EXPECT_FALSE(AppendArraySendAsJson(BinaryArray(oid::kText, {2}, E{"a", ""}), oid::kText,
+                                     refuse_empty, &out));
+  EXPECT_FALSE(
+      AppendArraySendAsJson(BinaryArray(oid::kText, {1}, E{"a"}), oid::kVarchar, sizes, &out));
+  EXPECT_EQ(out, "x[[1,0],[null,3]]");
+}
+
 }  // namespace
 }  // namespace pgflow

@@ -187,5 +187,81 @@ TEST(AppendIsoTimestampTest, AgreesWithACalendarOverThousandsOfYears) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The functions themselves: text, without JSON's quotes
+
+std::string PgDate(int32_t pg_days) {
+  std::string out = "x";
+  AppendPgDate(pg_days, &out);
+  return out.substr(1);
+}
+
+std::string PgTimestampAsIso(int64_t pg_us, bool with_zone) {
+  std::string out = "x";
+  AppendPgTimestampAsIso(pg_us, with_zone, &out);
+  return out.substr(1);
+}
+
+// The converted text, or "<declined>" (and then nothing may have been appended).
+std::string IsoFromPg(std::string_view text, bool with_zone) {
+  std::string out = "x";
+  if (!AppendIsoFromPgTimestamp(text, with_zone, &out)) return out == "x" ? "<declined>" : "<?>";
+  return out.substr(1);
+}
+
+std::string PgFromIso(std::string_view text, bool with_zone) {
+  std::string out = "x";
+  if (!AppendPgTimestampFromIso(text, with_zone, &out)) return out == "x" ? "<declined>" : "<?>";
+  return out.substr(1);
+}
+
+TEST(PgDatetimeTest, AppendPgDateWritesDateOut) {
+  EXPECT_EQ(PgDate(0), "2000-01-01");
+  EXPECT_EQ(PgDate(PgDays(2024, 2, 29)), "2024-02-29");
+  EXPECT_EQ(PgDate(PgDays(-43, 3, 15)), "0044-03-15 BC");
+  EXPECT_EQ(PgDate(std::numeric_limits<int32_t>::max()), "infinity");
+  EXPECT_EQ(PgDate(std::numeric_limits<int32_t>::min()), "-infinity");
+}
+
+TEST(PgDatetimeTest, AppendPgTimestampAsIso) {
+  EXPECT_EQ(PgTimestampAsIso(0, false), "2000-01-01T00:00:00");
+  EXPECT_EQ(PgTimestampAsIso(0, true), "2000-01-01T00:00:00+00:00");
+  EXPECT_EQ(PgTimestampAsIso(PgMicros(2024, 1, 2, 3, 4, 5, 120'000), true),
+            "2024-01-02T03:04:05.12+00:00");
+  EXPECT_EQ(PgTimestampAsIso(PgMicros(-43, 3, 15, 12, 0, 0, 0), false), "0044-03-15 12:00:00 BC");
+  EXPECT_EQ(PgTimestampAsIso(PgMicros(-43, 3, 15, 12, 0, 0, 0), true), "0044-03-15 12:00:00+00 BC");
+  EXPECT_EQ(PgTimestampAsIso(std::numeric_limits<int64_t>::max(), true), "infinity");
+  EXPECT_EQ(PgTimestampAsIso(std::numeric_limits<int64_t>::min(), false), "-infinity");
+}
+
+TEST(PgDatetimeTest, IsoAndPostgresqlTimestampTextConvertBothWays) {
+  struct Case {
+    const char* pg;
+    const char* iso;
+    bool with_zone;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"2024-01-02 03:04:05", "2024-01-02T03:04:05", false},
+           {"2024-01-02 03:04:05.123456", "2024-01-02T03:04:05.123456", false},
+           {"12345-01-01 00:00:00", "12345-01-01T00:00:00", false},
+           {"2024-01-02 03:04:05.5+00", "2024-01-02T03:04:05.5+00:00", true},
+           {"2024-01-02 03:04:05-03", "2024-01-02T03:04:05-03:00", true},
+           {"2024-01-02 03:04:05+05:30", "2024-01-02T03:04:05+05:30", true},
+           {"1890-01-01 00:00:00+00:19:32", "1890-01-01T00:00:00+00:19:32", true},
+       }) {
+    EXPECT_EQ(IsoFromPg(c.pg, c.with_zone), c.iso) << c.pg;
+    EXPECT_EQ(PgFromIso(c.iso, c.with_zone), c.pg) << c.iso;
+  }
+  for (const char* pg : {"infinity", "-infinity", "0044-03-15 00:00:00 BC", "2024-01-02T03:04:05",
+                         "2024-01-02 03:04:05+00", "2024-01-02 03:04", ""}) {
+    EXPECT_EQ(IsoFromPg(pg, false), "<declined>") << pg;
+  }
+  for (const char* iso : {"infinity", "2024-01-02 03:04:05", "2024-01-02T03:04:05+00",
+                          "2024-01-02T03:04:05Z", "2024-01-02T03:04:05.", ""}) {
+    EXPECT_EQ(PgFromIso(iso, true), "<declined>") << iso;
+  }
+  EXPECT_EQ(PgFromIso("2024-01-02T03:04:05+00:00", false), "<declined>");
+}
+
 }  // namespace
 }  // namespace pgflow

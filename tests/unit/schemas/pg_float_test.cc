@@ -73,5 +73,48 @@ TEST(PgFloatTest, RandomBinaryFloatsReadBackExactly) {
   }
 }
 
+TEST(PgFloatTest, TextIsFloat8outsAndFloat4outs) {
+  auto float8 = [](double d) {
+    std::string out = "x";
+    AppendFloat8Text(d, &out);
+    return out.substr(1);
+  };
+  auto float4 = [](float f) {
+    std::string out = "x";
+    AppendFloat4Text(f, &out);
+    return out.substr(1);
+  };
+  // Not JSON: the non-finite values are PostgreSQL's words, unquoted.
+  EXPECT_EQ(float8(std::numeric_limits<double>::quiet_NaN()), "NaN");
+  EXPECT_EQ(float8(std::numeric_limits<double>::infinity()), "Infinity");
+  EXPECT_EQ(float8(-std::numeric_limits<double>::infinity()), "-Infinity");
+  EXPECT_EQ(float4(std::numeric_limits<float>::quiet_NaN()), "NaN");
+  EXPECT_EQ(float4(-std::numeric_limits<float>::infinity()), "-Infinity");
+  EXPECT_EQ(float8(-0.0), "-0");
+  EXPECT_EQ(float8(100000000000000.0), "100000000000000");
+  EXPECT_EQ(float8(1e15), "1e+15");
+  EXPECT_EQ(float8(0.0001), "0.0001");
+  EXPECT_EQ(float8(1e-5), "1e-05");
+  EXPECT_EQ(float4(123456.0f), "123456");
+  EXPECT_EQ(float4(1e6f), "1e+06");
+  EXPECT_EQ(float4(-123331296.0f), "-1.23331296e+08");  // not to_chars' tie, 1.233313e+08
+}
+
+// The encoding writes a finite float's text as a JSON number and quotes the rest.
+TEST(PgFloatTest, TheEncodingWritesTheText) {
+  std::mt19937_64 rng(31);
+  for (int i = 0; i < 5'000; ++i) {
+    const uint64_t bits = rng();
+    const double d = std::bit_cast<double>(bits);
+    std::string text;
+    AppendFloat8Text(d, &text);
+    ASSERT_EQ(Binary(oid::kFloat8, Float8Bytes(d)), std::isfinite(d) ? text : "\"" + text + "\"");
+    const float f = std::bit_cast<float>(static_cast<uint32_t>(bits));
+    text.clear();
+    AppendFloat4Text(f, &text);
+    ASSERT_EQ(Binary(oid::kFloat4, Float4Bytes(f)), std::isfinite(f) ? text : "\"" + text + "\"");
+  }
+}
+
 }  // namespace
 }  // namespace pgflow
