@@ -6,7 +6,10 @@
 #include <random>
 #include <string>
 
+#include "sinks/kv/http_session.h"
 #include "sinks/kv/kv_store.h"
+#include "sinks/kv/memcached_session.h"
+#include "sinks/kv/redis_session.h"
 #include "sinks/kv/resp.h"
 
 namespace pgflow {
