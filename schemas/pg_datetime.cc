@@ -32,6 +32,17 @@ CivilDate CivilFromDays(int64_t days) {
   return CivilDate{yoe + era * 400 + (month <= 2 ? 1 : 0), month, day};
 }
 
+// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
+// Low-Level Date Algorithms", days_from_civil).
+int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146'097 + doe - 719'468;
+}
+
 // Splits microseconds into whole days (rounded toward minus infinity) and the microseconds
 // into that day, without overflowing at the ends of the int64 range.
 void SplitDays(int64_t us, int64_t* days, int64_t* us_of_day) {
@@ -215,6 +226,50 @@ void AppendIsoTimestamp(int64_t unix_us, std::string* out) {
   out->push_back('T');
   AppendTimeOfDay(us_of_day, /*trim=*/false, out);
   out->push_back('Z');
+}
+
+bool ParseIsoTimestamp(std::string_view s, int64_t* unix_us) {
+  size_t i = 0;
+  bool negative = false;
+  if (i < s.size() && s[i] == '-') {
+    negative = true;
+    ++i;
+  }
+  auto number = [&](size_t min_digits, size_t max_digits, int64_t* out) {
+    size_t start = i;
+    *out = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < max_digits) {
+      *out = *out * 10 + (s[i++] - '0');
+    }
+    return i - start >= min_digits;
+  };
+  auto literal = [&](char c) {
+    if (i >= s.size() || s[i] != c) return false;
+    ++i;
+    return true;
+  };
+  int64_t year, month, day, hour, minute, second;
+  if (!number(4, 9, &year) || !literal('-') || !number(2, 2, &month) || !literal('-') ||
+      !number(2, 2, &day) || !literal('T') || !number(2, 2, &hour) || !literal(':') ||
+      !number(2, 2, &minute) || !literal(':') || !number(2, 2, &second)) {
+    return false;
+  }
+  int64_t micros = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    int64_t fraction = 0;
+    const size_t start = i;
+    if (!number(1, 6, &fraction)) return false;
+    for (size_t digits = i - start; digits < 6; ++digits) fraction *= 10;
+    micros = fraction;
+  }
+  if (!literal('Z') || i != s.size() || month < 1 || month > 12 || day < 1 || day > 31 ||
+      hour > 23 || minute > 59 || second > 60) {
+    return false;
+  }
+  const int64_t days = DaysFromCivil(negative ? -year : year, month, day);
+  *unix_us = ((days * 24 + hour) * 60 + minute) * 60'000'000 + second * 1'000'000 + micros;
+  return true;
 }
 
 }  // namespace pgflow

@@ -9,8 +9,8 @@
 // values standing for -infinity and infinity. Dates are proleptic Gregorian; PostgreSQL
 // numbers years BC from 1 ("0044-03-15 BC"), ISO 8601 astronomically (year 0 is 1 BC).
 //
-// Every function appends to *out (never clears it), and a function that returns false appends
-// nothing. Thread-safety: plain functions of their arguments; any thread may call any of them.
+// The writers append to *out (never clear it), and one that returns false appends nothing.
+// Thread-safety: plain functions of their arguments; any thread may call any of them.
 
 #include <cstdint>
 #include <string>
@@ -42,8 +42,17 @@ bool AppendIsoFromPgTimestamp(std::string_view pg_text, bool with_zone, std::str
 bool AppendPgTimestampFromIso(std::string_view iso, bool with_zone, std::string* out);
 
 // Appends the UTC instant `unix_us`, microseconds since 1970-01-01 00:00, as ISO 8601:
-// "2026-11-22T10:43:00.123456Z", the fraction always six digits and omitted when zero, years
-// before 1 as "-0001", years after 9999 with more digits. Defined for every int64 value.
+// "2026-11-22T10:43:00.123456Z", the fraction always six digits and omitted when zero, year 0
+// as "0000" and years before it as "-0001", years after 9999 with more digits. Defined for
+// every int64 value.
 void AppendIsoTimestamp(int64_t unix_us, std::string* out);
+
+// Reads AppendIsoTimestamp's form back into *unix_us: "2026-11-22T10:43:00.123456Z", with four
+// to nine year digits after an optional '-', and no fraction or one of one to six digits.
+// Returns false, leaving *unix_us alone, for anything else, and for a month, day (1 to 31,
+// whatever the month), hour, minute or second (up to 60) out of range. Years are not checked
+// against the int64 range: one beyond about +-290,000 overflows (as it did in the Kafka source,
+// where this came from).
+bool ParseIsoTimestamp(std::string_view text, int64_t* unix_us);
 
 }  // namespace pgflow

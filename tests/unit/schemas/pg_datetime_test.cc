@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <random>
 #include <string>
 #include <string_view>
 
@@ -261,6 +262,39 @@ TEST(PgDatetimeTest, IsoAndPostgresqlTimestampTextConvertBothWays) {
     EXPECT_EQ(PgFromIso(iso, true), "<declined>") << iso;
   }
   EXPECT_EQ(PgFromIso("2024-01-02T03:04:05+00:00", false), "<declined>");
+}
+
+TEST(ParseIsoTimestampTest, ReadsBackWhatAppendIsoTimestampWrites) {
+  std::mt19937_64 rng(41);
+  // From 3000 BC to AD 9999, and around the epoch.
+  const int64_t low = -156'839'184'000 * int64_t{1'000'000};
+  const int64_t high = 253'402'300'799 * int64_t{1'000'000};
+  for (int i = 0; i < 20'000; ++i) {
+    int64_t us = low + static_cast<int64_t>(rng() % static_cast<uint64_t>(high - low));
+    if (i % 4 == 0) us -= us % 1'000'000;  // whole seconds: no fraction written
+    if (i % 8 == 1) us = static_cast<int64_t>(rng() % 4'000'000) - 2'000'000;
+    const std::string text = IsoTimestamp(us);
+    int64_t back = 0;
+    ASSERT_TRUE(ParseIsoTimestamp(text, &back)) << text;
+    ASSERT_EQ(back, us) << text;
+  }
+}
+
+TEST(ParseIsoTimestampTest, RefusesOtherForms) {
+  int64_t us = 7;
+  EXPECT_TRUE(ParseIsoTimestamp("2026-11-22T11:06:17.8Z", &us));
+  EXPECT_EQ(us, (1'795'345'577 * int64_t{1'000'000}) + 800'000);
+  EXPECT_TRUE(ParseIsoTimestamp("2016-12-31T23:59:60Z", &us));  // a leap second, as written
+  us = 7;
+  for (const char* text :
+       {"", "2026-11-22", "2026-11-22T11:06:17", "2026-11-22 11:06:17Z",
+        "2026-11-22T11:06:17+00:00", "2026-11-22T11:06:17.Z", "2026-11-22T11:06:17.1234567Z",
+        "226-11-22T11:06:17Z", "2026-13-22T11:06:17Z", "2026-00-22T11:06:17Z",
+        "2026-11-32T11:06:17Z", "2026-11-22T24:06:17Z", "2026-11-22T11:60:17Z",
+        "2026-11-22T11:06:61Z", "2026-11-22T11:06:17Zx", "+2026-11-22T11:06:17Z"}) {
+    EXPECT_FALSE(ParseIsoTimestamp(text, &us)) << text;
+  }
+  EXPECT_EQ(us, 7);
 }
 
 }  // namespace
