@@ -155,6 +155,18 @@ constexpr CommandInfo kCommands[] = {
     {"hset", -4, "write", 1, 1, 1},          {"del", -2, "write", 1, -1, 1},
 };
 
+// COMMAND's reply for one command: name, arity, flags, first key, last key, key step.
+void AppendCommandInfo(const CommandInfo& c, std::string* out) {
+  resp::AppendArrayHeader(6, out);
+  resp::AppendBulk(c.name, out);
+  resp::AppendInteger(c.arity, out);
+  resp::AppendArrayHeader(1, out);
+  resp::AppendSimple(c.flag, out);
+  resp::AppendInteger(c.first_key, out);
+  resp::AppendInteger(c.last_key, out);
+  resp::AppendInteger(c.step, out);
+}
+
 }  // namespace
 
 SessionStep RedisSession::Feed(std::string_view data, std::string* out) {
@@ -411,28 +423,12 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
             continue;
           }
           infos = {found};
-          resp::AppendArrayHeader(6, out);
-          resp::AppendBulk(found->name, out);
-          resp::AppendInteger(found->arity, out);
-          resp::AppendArrayHeader(1, out);
-          resp::AppendSimple(found->flag, out);
-          resp::AppendInteger(found->first_key, out);
-          resp::AppendInteger(found->last_key, out);
-          resp::AppendInteger(found->step, out);
+          AppendCommandInfo(*found, out);
         }
         return step;
       }
       resp::AppendArrayHeader(infos.size(), out);
-      for (const CommandInfo* c : infos) {
-        resp::AppendArrayHeader(6, out);
-        resp::AppendBulk(c->name, out);
-        resp::AppendInteger(c->arity, out);
-        resp::AppendArrayHeader(1, out);
-        resp::AppendSimple(c->flag, out);
-        resp::AppendInteger(c->first_key, out);
-        resp::AppendInteger(c->last_key, out);
-        resp::AppendInteger(c->step, out);
-      }
+      for (const CommandInfo* c : infos) AppendCommandInfo(*c, out);
     } else {
       resp::AppendError(absl::StrCat("ERR unknown subcommand '", Absl(args[1]), "'"), out);
     }
