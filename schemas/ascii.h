@@ -1,19 +1,14 @@
 #pragma once
 
-// Character tests the JSON reader, the JSON encoding and its inverse share: ASCII only, no
-// locale (std::isdigit depends on it), inline because they run once per byte; and the one
-// UTF-8 scanner they share.
+// Character tests and digit writing that the JSON text, the JSON encoding and its inverse, and
+// the PostgreSQL formats beside them share: ASCII only, no locale (std::isdigit depends on it),
+// inline because they run once per byte.
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
 
 namespace pgflow {
-
-// Looks at the sequence starting with the non-ASCII byte p[0] (n >= 1 bytes available).
-// Returns its length and sets *valid when it is a well-formed UTF-8 sequence (Unicode table
-// 3-7: no overlong forms, no surrogates, nothing above U+10FFFF). Otherwise sets *valid to
-// false and returns the length of the maximal ill-formed subpart, which is replaced by one
-// U+FFFD (Unicode's recommended practice). Defined in json_encoding.cc.
-size_t ScanUtf8(const unsigned char* p, size_t n, bool* valid);
 
 inline bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -26,6 +21,22 @@ inline int HexDigitValue(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
+}
+
+// The hexadecimal digits, lower case, by value.
+inline constexpr char kLowerHexDigits[] = "0123456789abcdef";
+
+// Appends `value` in decimal, zero-padded on the left to at least `width` digits.
+inline void AppendZeroPadded(uint64_t value, int width, std::string* out) {
+  char buf[24];
+  char* const end = buf + sizeof(buf);
+  char* p = end;
+  do {
+    *--p = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (end - p < width) *--p = '0';
+  out->append(p, end - p);
 }
 
 }  // namespace pgflow

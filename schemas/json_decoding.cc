@@ -5,8 +5,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "schemas/ascii.h"
+#include "schemas/base64.h"
 #include "schemas/json_encoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
+#include "schemas/pg_array_literal.h"
+#include "schemas/pg_datetime.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
@@ -14,17 +17,6 @@ namespace {
 
 // PostgreSQL's MAXDIM.
 constexpr int kMaxArrayDims = 6;
-
-constexpr char kLowerHex[] = "0123456789abcdef";
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
 
 // Base64 (as AppendBase64Decoded reads it) as bytea's hex text "\x...". Returns false,
 // appending nothing, when `text` is not of that form.
@@ -34,85 +26,10 @@ bool AppendByteaFromBase64(std::string_view text, std::string* out) {
   out->reserve(out->size() + 2 + 2 * bytes.size());
   out->append("\\x");
   for (unsigned char byte : bytes) {
-    out->push_back(kLowerHex[byte >> 4]);
-    out->push_back(kLowerHex[byte & 15]);
+    out->push_back(kLowerHexDigits[byte >> 4]);
+    out->push_back(kLowerHexDigits[byte & 15]);
   }
   return true;
-}
-
-// The inverse of the encoding's timestamp rule: "2024-01-02T03:04:05.5+00:00" becomes
-// "2024-01-02 03:04:05.5+00" (an offset in whole hours is written as PostgreSQL writes it).
-// Returns false, appending nothing, for anything not of that form ("infinity", BC dates).
-bool AppendPgTimestampFromIso(std::string_view s, bool with_zone, std::string* out) {
-  const size_t n = s.size();
-  size_t i = 0;
-  auto digits = [&](size_t count) {
-    for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsAsciiDigit(s[i])) return false;
-    }
-    return true;
-  };
-  auto literal = [&](char c) {
-    if (i >= n || s[i] != c) return false;
-    ++i;
-    return true;
-  };
-  while (i < n && IsAsciiDigit(s[i])) ++i;
-  if (i < 4) return false;
-  if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
-  const size_t date_end = i;
-  if (!literal('T')) return false;
-  if (!digits(2) || !literal(':') || !digits(2) || !literal(':') || !digits(2)) return false;
-  if (i < n && s[i] == '.') {
-    ++i;
-    const size_t fraction_start = i;
-    while (i < n && IsAsciiDigit(s[i])) ++i;
-    if (i == fraction_start) return false;
-  }
-  const size_t time_end = i;
-  size_t offset_end = n;
-  if (with_zone) {
-    if (!literal('+') && !literal('-')) return false;
-    if (!digits(2) || !literal(':') || !digits(2)) return false;
-    if (i < n && (!literal(':') || !digits(2))) return false;
-    // "+05:00" is PostgreSQL's "+05"; "+05:30" and "+00:19:32" stay as they are.
-    if (n - time_end == 6 && s.substr(n - 3) == ":00") offset_end = n - 3;
-  }
-  if (i != n) return false;
-  out->append(s.substr(0, date_end));
-  out->push_back(' ');
-  out->append(s.substr(date_end + 1, offset_end - date_end - 1));
-  return true;
-}
-
-// Whether array_out would quote `element`: empty, "NULL" in any case, or holding a quote,
-// backslash, brace, the delimiter or white space.
-bool NeedsArrayQuotes(std::string_view element) {
-  if (element.empty()) return true;
-  if (element.size() == 4 && (element[0] | 0x20) == 'n' && (element[1] | 0x20) == 'u' &&
-      (element[2] | 0x20) == 'l' && (element[3] | 0x20) == 'l') {
-    return true;
-  }
-  for (char c : element) {
-    if (c == '"' || c == '\\' || c == '{' || c == '}' || c == ',' || c == ' ' || c == '\t' ||
-        c == '\n' || c == '\r' || c == '\v' || c == '\f') {
-      return true;
-    }
-  }
-  return false;
-}
-
-void AppendArrayElement(std::string_view element, std::string* out) {
-  if (!NeedsArrayQuotes(element)) {
-    out->append(element);
-    return;
-  }
-  out->push_back('"');
-  for (char c : element) {
-    if (c == '"' || c == '\\') out->push_back('\\');
-    out->push_back(c);
-  }
-  out->push_back('"');
 }
 
 std::string TypeLabel(uint32_t type_oid, std::string_view type_name) {
@@ -219,7 +136,7 @@ absl::Status AppendArrayLiteral(std::string_view json, uint32_t element_oid, int
         !s.ok()) {
       return s;
     }
-    AppendArrayElement(element, out);
+    AppendArrayLiteralElement(element, out);
   }
   out->push_back('}');
   return absl::OkStatus();
@@ -230,33 +147,6 @@ absl::Status NulError() {
 }
 
 }  // namespace
-
-bool AppendBase64Decoded(std::string_view text, std::string* out) {
-  if (text.size() % 4 != 0) return false;
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    if (Base64Value(text[i]) < 0) return false;
-  }
-  const size_t start = out->size();
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (size_t i = 0; i < text.size() - padding; ++i) {
-    bits = (bits << 6) | static_cast<uint32_t>(Base64Value(text[i]));
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out->push_back(static_cast<char>((bits >> nbits) & 0xFF));
-    }
-  }
-  // The bits left over must be zero (RFC 4648's canonical encoding, which AppendBase64 writes).
-  if ((bits & ((1u << nbits) - 1)) != 0) {
-    out->resize(start);
-    return false;
-  }
-  return true;
-}
 
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
                                     std::string_view type_name) {

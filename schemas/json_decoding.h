@@ -46,11 +46,4 @@ namespace pgflow {
 absl::StatusOr<Value> ValueFromJson(std::string_view json, uint32_t type_oid,
                                     std::string_view type_name);
 
-// Decodes `text`, standard base64 with padding in RFC 4648's canonical form (what
-// AppendBase64 writes: a multiple of 4 characters, unused bits zero, no white space), appending
-// the bytes to *out. Returns false, appending nothing, for anything else. (absl::Base64Unescape
-// also takes unpadded and non-canonical text, which would read a bytea's escape-format text,
-// kept as it was by the encoding, as base64.)
-bool AppendBase64Decoded(std::string_view text, std::string* out);
-
 }  // namespace pgflow

@@ -1,16 +1,20 @@
 #include "schemas/json_encoding.h"
 
-#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <charconv>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "engine/lsn.h"
 #include "schemas/ascii.h"
+#include "schemas/base64.h"
+#include "schemas/json_text.h"
+#include "schemas/pg_array_literal.h"
+#include "schemas/pg_binary.h"
+#include "schemas/pg_datetime.h"
+#include "schemas/pg_float.h"
 #include "schemas/table_schema.h"
 
 // Everything here runs once per column of every row, so the scalar paths append straight to
@@ -18,39 +22,16 @@
 // DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
 // bytea_output=hex. Anything that does not look the way PostgreSQL writes it is kept, as a
 // JSON string of its text, rather than guessed at: the output is always valid JSON.
+//
+// The two switches on the type OID, AppendTextScalar and AppendBinaryScalar, are the rules;
+// the formats they read and write (JSON text, base64, floats, dates and times, array literals,
+// binary send formats) have files of their own beside this one.
 
 namespace pgflow {
 namespace {
 
-constexpr int64_t kUsPerSecond = 1'000'000;
-constexpr int64_t kUsPerDay = 86'400 * kUsPerSecond;
-// Days from 1970-01-01 to 2000-01-01, the epoch of PostgreSQL's binary dates and timestamps.
-constexpr int64_t kPgEpochDays = 10'957;
-
-// PostgreSQL's MAXDIM is 6; a little slack, still a hard bound on the recursion.
-constexpr int kMaxArrayDepth = 16;
-// Binary arrays carry their dimension count: anything above MAXDIM is malformed.
-constexpr int kMaxBinaryArrayDims = 6;
-
 // Marks "not an array type" in ArrayElementOid(). Element OID 0 means "elements are strings".
 constexpr uint32_t kNotArray = std::numeric_limits<uint32_t>::max();
-
-constexpr char kLowerHex[] = "0123456789abcdef";
-constexpr char kBase64Alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// Appends `value` in decimal, zero-padded on the left to at least `width` digits.
-void AppendPadded(uint64_t value, int width, std::string* out) {
-  char buf[24];
-  char* const end = buf + sizeof(buf);
-  char* p = end;
-  do {
-    *--p = static_cast<char>('0' + value % 10);
-    value /= 10;
-  } while (value != 0);
-  while (end - p < width) *--p = '0';
-  out->append(p, end - p);
-}
 
 template <typename T>
 void AppendNumber(T value, std::string* out) {
@@ -59,56 +40,28 @@ void AppendNumber(T value, std::string* out) {
   out->append(buf, r.ptr - buf);
 }
 
-// ---------------------------------------------------------------------------------------------
-// UTF-8
-
-// True for the bytes AppendJsonString copies as they are: printable ASCII except '"', '\\'.
-constexpr bool IsPlainJsonByte(unsigned char c) {
-  return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
-}
-
-// True when none of the 8 bytes of `w` needs a closer look (all are IsPlainJsonByte).
-bool AllPlain(uint64_t w) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL;
-  constexpr uint64_t kHigh = 0x8080808080808080ULL;
-  const uint64_t below_space = (w - kOnes * 0x20) & ~w;  // high bit set for bytes < 0x20
-  const uint64_t q = w ^ (kOnes * '"');
-  const uint64_t quote = (q - kOnes) & ~q;
-  const uint64_t b = w ^ (kOnes * '\\');
-  const uint64_t backslash = (b - kOnes) & ~b;
-  return ((below_space | quote | backslash | w) & kHigh) == 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Base64
-
-// Appends the base64 of the `n` bytes get(0) .. get(n - 1).
-template <typename GetByte>
-void AppendBase64Of(size_t n, GetByte get, std::string* out) {
-  const size_t start = out->size();
-  out->resize(start + (n + 2) / 3 * 4);
-  char* w = out->data() + start;
-  size_t i = 0;
-  for (; i + 3 <= n; i += 3) {
-    const uint32_t v = (uint32_t{get(i)} << 16) | (uint32_t{get(i + 1)} << 8) | get(i + 2);
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = kBase64Alphabet[(v >> 6) & 63];
-    w[3] = kBase64Alphabet[v & 63];
-    w += 4;
+// -?(0|[1-9][0-9]*): an integer as PostgreSQL prints it, and valid as a JSON number.
+bool IsJsonInteger(std::string_view s) {
+  size_t i = s.empty() || s[0] != '-' ? 0 : 1;
+  if (i >= s.size()) return false;
+  if (s[i] == '0') return i + 1 == s.size();
+  for (; i < s.size(); ++i) {
+    if (!IsAsciiDigit(s[i])) return false;
   }
-  if (i + 1 == n) {
-    const uint32_t v = uint32_t{get(i)} << 16;
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = '=';
-    w[3] = '=';
-  } else if (i + 2 == n) {
-    const uint32_t v = (uint32_t{get(i)} << 16) | (uint32_t{get(i + 1)} << 8);
-    w[0] = kBase64Alphabet[(v >> 18) & 63];
-    w[1] = kBase64Alphabet[(v >> 12) & 63];
-    w[2] = kBase64Alphabet[(v >> 6) & 63];
-    w[3] = '=';
+  return true;
+}
+
+// json and jsonb: embedded as they are. Text that is not valid JSON (which PostgreSQL never
+// produces) becomes a JSON string; line breaks between tokens (json keeps its input's
+// formatting) are taken out so one value stays on one line.
+void AppendEmbeddedJson(std::string_view json, std::string* out) {
+  bool one_line = false;
+  if (!IsJsonText(json, &one_line)) {
+    AppendJsonString(json, out);
+  } else if (one_line) {
+    out->append(json);
+  } else {
+    AppendJsonWithoutSpaces(json, out);
   }
 }
 
@@ -127,353 +80,22 @@ bool AppendByteaHexText(std::string_view text, std::string* out) {
     if (HexDigitValue(c) < 0) return false;
   }
   out->push_back('"');
-  AppendBase64Of(
-      hex.size() / 2,
-      [hex](size_t i) {
-        return static_cast<uint8_t>((HexDigitValue(hex[2 * i]) << 4) |
-                                    HexDigitValue(hex[2 * i + 1]));
-      },
-      out);
+  AppendBase64OfHex(hex, out);
   out->push_back('"');
   return true;
 }
 
-// ---------------------------------------------------------------------------------------------
-// JSON syntax
-
-bool IsJsonWhitespace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-// Skips the JSON number starting at s[*i] (RFC 8259 grammar). Returns false if there is none.
-bool SkipJsonNumber(std::string_view s, size_t* i) {
-  size_t j = *i;
-  const size_t n = s.size();
-  if (j < n && s[j] == '-') ++j;
-  if (j >= n || !IsAsciiDigit(s[j])) return false;
-  if (s[j] == '0') {
-    ++j;
-  } else {
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  if (j < n && s[j] == '.') {
-    ++j;
-    if (j >= n || !IsAsciiDigit(s[j])) return false;
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-    ++j;
-    if (j < n && (s[j] == '+' || s[j] == '-')) ++j;
-    if (j >= n || !IsAsciiDigit(s[j])) return false;
-    while (j < n && IsAsciiDigit(s[j])) ++j;
-  }
-  *i = j;
-  return true;
-}
-
-bool IsJsonNumber(std::string_view s) {
-  size_t i = 0;
-  return SkipJsonNumber(s, &i) && i == s.size();
-}
-
-// -?(0|[1-9][0-9]*): an integer as PostgreSQL prints it, and valid as a JSON number.
-bool IsJsonInteger(std::string_view s) {
-  size_t i = s.empty() || s[0] != '-' ? 0 : 1;
-  if (i >= s.size()) return false;
-  if (s[i] == '0') return i + 1 == s.size();
-  for (; i < s.size(); ++i) {
-    if (!IsAsciiDigit(s[i])) return false;
-  }
-  return true;
-}
-
-// Skips the JSON string whose opening quote is s[*i]: escapes must be valid, control
-// characters escaped and the bytes valid UTF-8.
-bool SkipJsonString(std::string_view s, size_t* i) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t j = *i + 1;
-  while (j < n) {
-    const unsigned char c = p[j];
-    if (c == '"') {
-      *i = j + 1;
-      return true;
-    }
-    if (c == '\\') {
-      if (j + 1 >= n) return false;
-      switch (p[j + 1]) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-          j += 2;
-          break;
-        case 'u':
-          if (j + 6 > n) return false;
-          for (size_t k = j + 2; k < j + 6; ++k) {
-            if (HexDigitValue(static_cast<char>(p[k])) < 0) return false;
-          }
-          j += 6;
-          break;
-        default:
-          return false;
-      }
-    } else if (c < 0x20) {
-      return false;
-    } else if (c >= 0x80) {
-      bool valid;
-      const size_t len = ScanUtf8(p + j, n - j, &valid);
-      if (!valid) return false;
-      j += len;
-    } else {
-      ++j;
-    }
-  }
-  return false;
-}
-
-// Checks that `s` is one JSON text (RFC 8259). Sets *compact when it is, but holds whitespace
-// other than single spaces between tokens (newlines would break one-event-per-line formats)
-// or around the value. Iterative: nesting depth costs one byte of `stack` per level.
-bool ValidateJson(std::string_view s, bool* compact) {
-  const size_t n = s.size();
-  size_t i = 0;
-  bool plain_spacing = n > 0 && !IsJsonWhitespace(s[0]) && !IsJsonWhitespace(s[n - 1]);
-  std::string stack;  // '{' or '[' per open container
-  auto skip_whitespace = [&] {
-    while (i < n && IsJsonWhitespace(s[i])) {
-      if (s[i] != ' ') plain_spacing = false;
-      ++i;
-    }
-  };
-  enum class Expect { kValue, kKey, kAfterValue };
-  Expect expect = Expect::kValue;
-  while (true) {
-    skip_whitespace();
-    switch (expect) {
-      case Expect::kValue: {
-        if (i >= n) return false;
-        const char c = s[i];
-        if (c == '{' || c == '[') {
-          stack.push_back(c);
-          ++i;
-          skip_whitespace();
-          const char close = c == '{' ? '}' : ']';
-          if (i < n && s[i] == close) {
-            ++i;
-            stack.pop_back();
-            expect = Expect::kAfterValue;
-          } else {
-            expect = c == '{' ? Expect::kKey : Expect::kValue;
-          }
-        } else if (c == '"') {
-          if (!SkipJsonString(s, &i)) return false;
-          expect = Expect::kAfterValue;
-        } else if (c == '-' || IsAsciiDigit(c)) {
-          if (!SkipJsonNumber(s, &i)) return false;
-          expect = Expect::kAfterValue;
-        } else if (s.substr(i, 4) == "true" || s.substr(i, 4) == "null") {
-          i += 4;
-          expect = Expect::kAfterValue;
-        } else if (s.substr(i, 5) == "false") {
-          i += 5;
-          expect = Expect::kAfterValue;
-        } else {
-          return false;
-        }
-        break;
-      }
-      case Expect::kKey:
-        if (i >= n || s[i] != '"' || !SkipJsonString(s, &i)) return false;
-        skip_whitespace();
-        if (i >= n || s[i] != ':') return false;
-        ++i;
-        expect = Expect::kValue;
-        break;
-      case Expect::kAfterValue:
-        if (stack.empty()) {
-          if (i != n) return false;
-          *compact = plain_spacing;
-          return true;
-        }
-        if (i >= n) return false;
-        if (s[i] == ',') {
-          ++i;
-          expect = stack.back() == '{' ? Expect::kKey : Expect::kValue;
-        } else if (s[i] == (stack.back() == '{' ? '}' : ']')) {
-          ++i;
-          stack.pop_back();
-        } else {
-          return false;
-        }
-        break;
-    }
-  }
-}
-
-// Appends valid JSON without the whitespace between its tokens.
-void AppendJsonWithoutWhitespace(std::string_view json, std::string* out) {
-  size_t i = 0;
-  const size_t n = json.size();
-  while (i < n) {
-    if (IsJsonWhitespace(json[i])) {
-      ++i;
-    } else if (json[i] == '"') {
-      size_t end = i;
-      SkipJsonString(json, &end);  // validated by the caller
-      out->append(json.substr(i, end - i));
-      i = end;
-    } else {
-      const size_t start = i;
-      while (i < n && !IsJsonWhitespace(json[i]) && json[i] != '"') ++i;
-      out->append(json.substr(start, i - start));
-    }
-  }
-}
-
-// json and jsonb: embedded as they are. Text that is not valid JSON (which PostgreSQL never
-// produces) becomes a JSON string; line breaks between tokens (json keeps its input's
-// formatting) are taken out so one value stays on one line.
-void AppendEmbeddedJson(std::string_view json, std::string* out) {
-  bool compact = false;
-  if (!ValidateJson(json, &compact)) {
-    AppendJsonString(json, out);
-  } else if (compact) {
-    out->append(json);
-  } else {
-    AppendJsonWithoutWhitespace(json, out);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dates and times
-
-struct CivilDate {
-  int64_t year;  // proleptic Gregorian, astronomical numbering (0 is 1 BC)
-  int month;     // 1..12
-  int day;       // 1..31
-};
-
-// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
-// Low-Level Date Algorithms", civil_from_days).
-CivilDate CivilFromDays(int64_t days) {
-  days += 719'468;
-  const int64_t era = (days >= 0 ? days : days - 146'096) / 146'097;
-  const int64_t doe = days - era * 146'097;                                      // [0, 146096]
-  const int64_t yoe = (doe - doe / 1'460 + doe / 36'524 - doe / 146'096) / 365;  // [0, 399]
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                   // [0, 365]
-  const int64_t mp = (5 * doy + 2) / 153;                                        // [0, 11]
-  const int day = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
-  const int month = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
-  return CivilDate{yoe + era * 400 + (month <= 2 ? 1 : 0), month, day};
-}
-
-// Splits microseconds into whole days (rounded toward minus infinity) and the microseconds
-// into that day, without overflowing at the ends of the int64 range.
-void SplitDays(int64_t us, int64_t* days, int64_t* us_of_day) {
-  *days = us / kUsPerDay;
-  *us_of_day = us % kUsPerDay;
-  if (*us_of_day < 0) {
-    *us_of_day += kUsPerDay;
-    --*days;
-  }
-}
-
-// "HH:MM:SS" and, when `us` is not zero, "." and the microseconds: six digits when
-// `trim` is false, else without trailing zeros as PostgreSQL prints them.
-void AppendTimeOfDay(int64_t us_of_day, bool trim, std::string* out) {
-  const int64_t seconds = us_of_day / kUsPerSecond;
-  int64_t us = us_of_day % kUsPerSecond;
-  AppendPadded(seconds / 3600, 2, out);
-  out->push_back(':');
-  AppendPadded(seconds / 60 % 60, 2, out);
-  out->push_back(':');
-  AppendPadded(seconds % 60, 2, out);
-  if (us == 0) return;
-  out->push_back('.');
-  int width = 6;
-  if (trim) {
-    while (us % 10 == 0) {
-      us /= 10;
-      --width;
-    }
-  }
-  AppendPadded(us, width, out);
-}
-
-// A date as PostgreSQL's ISO DateStyle prints it: "2024-01-02", BC years as "0044-03-15 BC"
-// (the BC suffix is left for the caller to add after the time, if any). Returns whether
-// the date is BC.
-bool AppendPgDate(int64_t unix_days, std::string* out) {
-  const CivilDate date = CivilFromDays(unix_days);
-  const bool bc = date.year <= 0;
-  AppendPadded(bc ? 1 - date.year : date.year, 4, out);
-  out->push_back('-');
-  AppendPadded(date.month, 2, out);
-  out->push_back('-');
-  AppendPadded(date.day, 2, out);
-  return bc;
-}
-
-// timestamp / timestamptz text "2024-01-02 03:04:05.123456[+00[:00[:00]]]" as ISO 8601:
-// 'T' between date and time and a "+HH:MM" offset. Returns false, appending nothing, for
-// anything else ("infinity", "-infinity", BC dates, unexpected forms).
-bool AppendIsoFromPgTimestamp(std::string_view s, bool with_zone, std::string* out) {
-  const size_t n = s.size();
-  size_t i = 0;
-  auto digits = [&](size_t count) {
-    for (size_t k = 0; k < count; ++k, ++i) {
-      if (i >= n || !IsAsciiDigit(s[i])) return false;
-    }
-    return true;
-  };
-  auto literal = [&](char c) {
-    if (i >= n || s[i] != c) return false;
-    ++i;
-    return true;
-  };
-  while (i < n && IsAsciiDigit(s[i])) ++i;
-  if (i < 4) return false;
-  if (!literal('-') || !digits(2) || !literal('-') || !digits(2)) return false;
-  const size_t date_end = i;
-  if (!literal(' ')) return false;
-  const size_t time_start = i;
-  if (!digits(2) || !literal(':') || !digits(2) || !literal(':') || !digits(2)) return false;
-  if (i < n && s[i] == '.') {
-    ++i;
-    const size_t fraction_start = i;
-    while (i < n && IsAsciiDigit(s[i])) ++i;
-    if (i == fraction_start) return false;
-  }
-  bool hour_only_offset = false;
-  if (with_zone) {
-    if (!literal('+') && !literal('-')) return false;
-    if (!digits(2)) return false;
-    if (i == n) {
-      hour_only_offset = true;
-    } else {
-      if (!literal(':') || !digits(2)) return false;
-      if (i < n && (!literal(':') || !digits(2))) return false;
-    }
-  }
-  if (i != n) return false;
-  out->push_back('"');
-  out->append(s.substr(0, date_end));
-  out->push_back('T');
-  out->append(s.substr(time_start));
-  if (hour_only_offset) out->append(":00");
-  out->push_back('"');
-  return true;
-}
-
+// timestamp / timestamptz text as an ISO 8601 JSON string, or the string of the text when it
+// is not of PostgreSQL's usual form (infinities, BC dates).
 void AppendTextTimestamp(std::string_view text, bool with_zone, std::string* out) {
-  if (!AppendIsoFromPgTimestamp(text, with_zone, out)) AppendJsonString(text, out);
+  out->push_back('"');
+  if (AppendIsoFromPgTimestamp(text, with_zone, out)) {
+    out->push_back('"');
+  } else {
+    out->pop_back();
+    AppendJsonString(text, out);
+  }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Text values
 
 // The element type of the array types whose text form is turned into a JSON array: the
 // element OID, 0 for "elements are strings", kNotArray for any other type. box[] (1020) is
@@ -557,6 +179,9 @@ bool IsArrayTypeName(std::string_view type_name) {
   return !name.empty() && name[0] == '_';
 }
 
+// ---------------------------------------------------------------------------------------------
+// Text values
+
 void AppendTextScalar(uint32_t type_oid, std::string_view text, const JsonOptions& options,
                       std::string* out) {
   switch (type_oid) {
@@ -614,172 +239,17 @@ void AppendTextScalar(uint32_t type_oid, std::string_view text, const JsonOption
   }
 }
 
-bool IsArraySpace(char c) {
-  // PostgreSQL's array_in skips what scanner_isspace() accepts.
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-bool EqualsNullIgnoringCase(std::string_view s) {
-  return s.size() == 4 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'u' && (s[2] | 0x20) == 'l' &&
-         (s[3] | 0x20) == 'l';
-}
-
-// Parses the text form of an array (array_out's output) and writes it as a JSON array.
-class TextArrayParser {
- public:
-  TextArrayParser(std::string_view text, uint32_t element_oid, const JsonOptions& options,
-                  std::string* scratch, std::string* out)
-      : s_(text), element_oid_(element_oid), options_(options), scratch_(scratch), out_(out) {}
-
-  // Appends the JSON array. Returns false on malformed text, leaving partial output in *out.
-  bool Parse() {
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '[' && !SkipDimensions()) return false;
-    if (!ParseLevel(1)) return false;
-    SkipSpace();
-    return pos_ == s_.size();
-  }
-
- private:
-  void SkipSpace() {
-    while (pos_ < s_.size() && IsArraySpace(s_[pos_])) ++pos_;
-  }
-
-  // An optional sign and digits.
-  bool SkipInteger() {
-    if (pos_ < s_.size() && (s_[pos_] == '-' || s_[pos_] == '+')) ++pos_;
-    const size_t start = pos_;
-    while (pos_ < s_.size() && IsAsciiDigit(s_[pos_])) ++pos_;
-    return pos_ > start;
-  }
-
-  // "[lower:upper]" (or "[upper]") once per dimension, then '='. Bounds carry no data for
-  // JSON and are dropped.
-  bool SkipDimensions() {
-    while (pos_ < s_.size() && s_[pos_] == '[') {
-      ++pos_;
-      if (!SkipInteger()) return false;
-      if (pos_ < s_.size() && s_[pos_] == ':') {
-        ++pos_;
-        if (!SkipInteger()) return false;
-      }
-      if (pos_ >= s_.size() || s_[pos_] != ']') return false;
-      ++pos_;
-    }
-    SkipSpace();
-    if (pos_ >= s_.size() || s_[pos_] != '=') return false;
-    ++pos_;
-    SkipSpace();
-    return true;
-  }
-
-  // Parses "{...}" at pos_. Every item of one level must be of one kind: sub-arrays or
-  // elements.
-  bool ParseLevel(int depth) {
-    if (depth > kMaxArrayDepth || pos_ >= s_.size() || s_[pos_] != '{') return false;
-    ++pos_;
-    out_->push_back('[');
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
-      ++pos_;
-      out_->push_back(']');
-      return true;
-    }
-    enum class Items { kUnknown, kArrays, kElements } items = Items::kUnknown;
-    for (bool first = true;; first = false) {
-      SkipSpace();
-      if (pos_ >= s_.size()) return false;
-      if (!first) out_->push_back(',');
-      const Items kind = s_[pos_] == '{' ? Items::kArrays : Items::kElements;
-      if (items != Items::kUnknown && items != kind) return false;
-      items = kind;
-      if (kind == Items::kArrays) {
-        if (!ParseLevel(depth + 1)) return false;
-      } else if (!ParseElement()) {
-        return false;
-      }
-      SkipSpace();
-      if (pos_ >= s_.size()) return false;
-      if (s_[pos_] == '}') {
-        ++pos_;
-        out_->push_back(']');
-        return true;
-      }
-      if (s_[pos_] != ',') return false;
-      ++pos_;
-    }
-  }
-
-  bool ParseElement() {
-    if (s_[pos_] == '"') return ParseQuotedElement();
-    // Unquoted: up to the next delimiter or brace, trailing spaces trimmed. array_out quotes
-    // anything holding quotes, backslashes, braces, delimiters or spaces at either end.
-    const size_t start = pos_;
-    while (pos_ < s_.size()) {
-      const char c = s_[pos_];
-      if (c == ',' || c == '}') break;
-      if (c == '{' || c == '"' || c == '\\') return false;
-      ++pos_;
-    }
-    size_t end = pos_;
-    while (end > start && IsArraySpace(s_[end - 1])) --end;
-    if (end == start) return false;
-    const std::string_view element = s_.substr(start, end - start);
-    if (EqualsNullIgnoringCase(element)) {
-      out_->append("null");
-    } else {
-      AppendTextScalar(element_oid_, element, options_, out_);
-    }
-    return true;
-  }
-
-  // "...", with '\' escaping the next byte. A quoted "NULL" is the string NULL.
-  bool ParseQuotedElement() {
-    ++pos_;
-    const size_t start = pos_;
-    bool escaped = false;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      if (s_[pos_] == '\\') {
-        escaped = true;
-        ++pos_;
-        if (pos_ >= s_.size()) return false;
-      }
-      ++pos_;
-    }
-    if (pos_ >= s_.size()) return false;
-    std::string_view element = s_.substr(start, pos_ - start);
-    ++pos_;  // the closing quote
-    if (escaped) {
-      scratch_->clear();
-      for (size_t i = 0; i < element.size(); ++i) {
-        if (element[i] == '\\') ++i;
-        scratch_->push_back(element[i]);
-      }
-      element = *scratch_;
-    }
-    AppendTextScalar(element_oid_, element, options_, out_);
-    return true;
-  }
-
-  const std::string_view s_;
-  const uint32_t element_oid_;
-  const JsonOptions& options_;
-  std::string* const scratch_;
-  std::string* const out_;
-  size_t pos_ = 0;
-};
-
+// The text form of an array (array_out's output) as a JSON array, each element by the rules
+// of `element_oid`; the string of the text when it is not an array literal.
 void AppendTextArray(std::string_view text, uint32_t element_oid, const JsonOptions& options,
                      std::string* out) {
-  // Holds unescaped quoted elements; kept per thread so that arrays of json or of strings with
-  // quotes do not allocate on every row.
-  thread_local std::string scratch;
-  const size_t start = out->size();
-  TextArrayParser parser(text, element_oid, options, &scratch, out);
-  if (!parser.Parse()) {
-    out->resize(start);
-    AppendJsonString(text, out);
-  }
+  const bool parsed = AppendArrayLiteralAsJson(
+      text,
+      [element_oid, &options](std::string_view element, std::string* json) {
+        AppendTextScalar(element_oid, element, options, json);
+      },
+      out);
+  if (!parsed) AppendJsonString(text, out);
 }
 
 void AppendTextValue(uint32_t type_oid, std::string_view text, std::string_view type_name,
@@ -797,263 +267,36 @@ void AppendTextValue(uint32_t type_oid, std::string_view text, std::string_view 
 // ---------------------------------------------------------------------------------------------
 // Binary values (the types' send functions: big-endian, fixed sizes)
 
-template <typename T>
-T ReadBigEndian(const char* p) {
-  using U = std::make_unsigned_t<T>;
-  U v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v = static_cast<U>((v << 8) | static_cast<uint8_t>(p[i]));
-  return static_cast<T>(v);
-}
-
-// A finite float as decimal digits: value = digits × 10^(exponent - ndigits + 1).
-struct FloatDecimal {
-  bool negative = false;
-  char digits[24];  // no trailing zeros (but "0" for zero)
-  int ndigits = 0;
-  int exponent = 0;      // of the first digit
-  uint64_t integer = 0;  // the digits as an integer
-};
-
-// Reads std::to_chars' scientific form "-d.ddde-XX" (at most 17 digits).
-FloatDecimal ParseScientific(const char* p, const char* end) {
-  FloatDecimal d;
-  d.negative = *p == '-';
-  if (d.negative) ++p;
-  d.digits[d.ndigits++] = *p;
-  d.integer = static_cast<uint64_t>(*p++ - '0');
-  if (*p == '.') {
-    for (++p; *p != 'e' && d.ndigits < static_cast<int>(sizeof(d.digits)); ++p) {
-      d.digits[d.ndigits++] = *p;
-      d.integer = d.integer * 10 + static_cast<uint64_t>(*p - '0');
-    }
-  }
-  while (d.ndigits > 1 && d.digits[d.ndigits - 1] == '0') {
-    --d.ndigits;
-    d.integer /= 10;
-  }
-  while (p < end && *p != 'e') ++p;
-  ++p;  // 'e'
-  const bool negative_exponent = p < end && *p == '-';
-  for (++p; p < end; ++p) d.exponent = d.exponent * 10 + (*p - '0');
-  if (negative_exponent) d.exponent = -d.exponent;
-  return d;
-}
-
-// Whether decimal × 10^k == odd × 2^e2, exactly (`odd` odd, `decimal` > 0).
-bool DecimalEqualsDyadic(uint64_t decimal, int k, uint64_t odd, int e2) {
-  const int twos = std::countr_zero(decimal);
-  decimal >>= twos;
-  int fives = 0;
-  while (decimal % 5 == 0) {
-    decimal /= 5;
-    ++fives;
-  }
-  int odd_fives = 0;
-  while (odd % 5 == 0) {
-    odd /= 5;
-    ++odd_fives;
-  }
-  return decimal == odd && twos + k == e2 && fives + k == odd_fives;
-}
-
-// Whether `d` lies exactly halfway between nonzero `f` and one of its neighbours, where
-// round-to-nearest-even reads it back as `f` only because of the tie.
+// A float as its text rule writes float4out's or float8out's text: a JSON number, or the
+// string "NaN", "Infinity" or "-Infinity".
 template <typename Float>
-bool IsHalfwayToNeighbour(Float f, const FloatDecimal& d) {
-  constexpr int kMantissaBits = std::numeric_limits<Float>::digits - 1;  // 23, 52
-  constexpr int kBias = std::numeric_limits<Float>::max_exponent - 1;    // 127, 1023
-  using Bits = std::conditional_t<sizeof(Float) == 4, uint32_t, uint64_t>;
-  const auto bits = std::bit_cast<Bits>(f);
-  const uint64_t fraction = bits & ((Bits{1} << kMantissaBits) - 1);
-  const int biased =
-      static_cast<int>((bits >> kMantissaBits) & ((1u << (sizeof(Float) == 4 ? 8 : 11)) - 1));
-  // |f| = m × 2^e.
-  const uint64_t m = biased == 0 ? fraction : fraction | (uint64_t{1} << kMantissaBits);
-  const int e = (biased == 0 ? 1 : biased) - kBias - kMantissaBits;
-  const uint64_t decimal = d.integer;
-  if (decimal == 0) return false;
-  const int k = d.exponent - d.ndigits + 1;
-  // Equal powers of two on both sides or not equal: the common case ends here.
-  const int twos = std::countr_zero(decimal) + k;
-  if (twos != e - 1 && twos != e - 2) return false;
-  // Above: (2m + 1) × 2^(e - 1). Below: the same distance, except at a power of two (not
-  // subnormal), where the neighbour below is half as far.
-  if (DecimalEqualsDyadic(decimal, k, 2 * m + 1, e - 1)) return true;
-  if (fraction == 0 && biased > 1) return DecimalEqualsDyadic(decimal, k, 4 * m - 1, e - 2);
-  return DecimalEqualsDyadic(decimal, k, 2 * m - 1, e - 1);
-}
-
-// float4 / float8 as float4out / float8out write them when extra_float_digits > 0 (PostgreSQL
-// 12 and later, src/common/{f2s,d2s}.c): Ryu's shortest digits that read back exactly, found
-// in the open interval of values that round to `f` (PostgreSQL excludes its ends, where
-// reading back depends on ties being broken to even), in fixed notation when the decimal
-// exponent is in [-4, 6) for float4 or [-4, 15) for float8, else as "1.5e+20".
-template <typename Float>
-void AppendFloat(Float f, std::string* out) {
-  if (std::isnan(f)) {
-    out->append("\"NaN\"");
-    return;
-  }
-  if (std::isinf(f)) {
-    out->append(f > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-    return;
-  }
-  constexpr bool kIsFloat4 = std::is_same_v<Float, float>;
-  constexpr int kMaxDigits = std::numeric_limits<Float>::max_digits10;  // 9, 17
-  constexpr int kFixedBelow = kIsFloat4 ? 6 : 15;
-  char buf[64];
-  std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), f, std::chars_format::scientific);
-  FloatDecimal d = ParseScientific(buf, r.ptr);
-  // std::to_chars accepts the interval's ends, PostgreSQL does not: the float4 123331296 is
-  // 1.233313e+08 for one (a tie, broken to even) and 1.23331296e+08 for the other.
-  if (f != 0 && IsHalfwayToNeighbour(f, d)) {
-    // The shortest inside: the closest number of p digits is inside if any is.
-    for (int p = d.ndigits + 1; p <= kMaxDigits; ++p) {
-      r = std::to_chars(buf, buf + sizeof(buf), f, std::chars_format::scientific, p - 1);
-      Float back;
-      std::from_chars(buf, r.ptr, back, std::chars_format::scientific);
-      const FloatDecimal candidate = ParseScientific(buf, r.ptr);
-      if (back == f && !IsHalfwayToNeighbour(f, candidate)) {
-        d = candidate;
-        break;
-      }
-    }
-  }
-  // At most "-0.0000" + 17 digits, or "-d." + 16 digits + "e-308", or 17 digits + zeros.
-  char text[40];
-  char* w = text;
-  if (d.negative) *w++ = '-';
-  if (d.exponent < -4 || d.exponent >= kFixedBelow) {
-    *w++ = d.digits[0];
-    if (d.ndigits > 1) {
-      *w++ = '.';
-      w = std::copy(d.digits + 1, d.digits + d.ndigits, w);
-    }
-    *w++ = 'e';
-    *w++ = d.exponent < 0 ? '-' : '+';
-    const int exponent = d.exponent < 0 ? -d.exponent : d.exponent;
-    if (exponent >= 100) *w++ = static_cast<char>('0' + exponent / 100);
-    *w++ = static_cast<char>('0' + exponent / 10 % 10);
-    *w++ = static_cast<char>('0' + exponent % 10);
-  } else if (d.exponent < 0) {
-    *w++ = '0';
-    *w++ = '.';
-    w = std::fill_n(w, -d.exponent - 1, '0');
-    w = std::copy(d.digits, d.digits + d.ndigits, w);
-  } else if (d.ndigits <= d.exponent + 1) {
-    w = std::copy(d.digits, d.digits + d.ndigits, w);
-    w = std::fill_n(w, d.exponent + 1 - d.ndigits, '0');
+void AppendBinaryFloat(Float f, std::string* out) {
+  const bool number = std::isfinite(f);
+  if (!number) out->push_back('"');
+  if constexpr (std::is_same_v<Float, float>) {
+    AppendFloat4Text(f, out);
   } else {
-    w = std::copy(d.digits, d.digits + d.exponent + 1, w);
-    *w++ = '.';
-    w = std::copy(d.digits + d.exponent + 1, d.digits + d.ndigits, w);
+    AppendFloat8Text(f, out);
   }
-  out->append(text, w - text);
+  if (!number) out->push_back('"');
 }
 
-void AppendBinaryUuid(std::string_view data, std::string* out) {
-  out->push_back('"');
-  for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
-    const auto b = static_cast<uint8_t>(data[i]);
-    out->push_back(kLowerHex[b >> 4]);
-    out->push_back(kLowerHex[b & 15]);
-  }
-  out->push_back('"');
-}
-
-// date: int32 days since 2000-01-01, written as its text form would be.
-void AppendBinaryDate(int32_t days, std::string* out) {
-  if (days == std::numeric_limits<int32_t>::min()) {
-    out->append("\"-infinity\"");
-  } else if (days == std::numeric_limits<int32_t>::max()) {
-    out->append("\"infinity\"");
-  } else {
-    out->push_back('"');
-    if (AppendPgDate(days + kPgEpochDays, out)) out->append(" BC");
-    out->push_back('"');
-  }
-}
-
-// timestamp / timestamptz: int64 microseconds since 2000-01-01 00:00 (UTC for timestamptz).
-// Written as the text rules write the value's text form, so that both representations of a
-// value give the same JSON: ISO 8601 for AD, PostgreSQL's own form for BC and infinities.
-void AppendBinaryTimestamp(int64_t pg_us, bool with_zone, std::string* out) {
-  if (pg_us == std::numeric_limits<int64_t>::min()) {
-    out->append("\"-infinity\"");
-    return;
-  }
-  if (pg_us == std::numeric_limits<int64_t>::max()) {
-    out->append("\"infinity\"");
-    return;
-  }
-  int64_t days;
-  int64_t us_of_day;
-  SplitDays(pg_us, &days, &us_of_day);
-  out->push_back('"');
-  const bool bc = AppendPgDate(days + kPgEpochDays, out);
-  out->push_back(bc ? ' ' : 'T');
-  AppendTimeOfDay(us_of_day, /*trim=*/true, out);
-  if (with_zone) out->append(bc ? "+00" : "+00:00");
-  if (bc) out->append(" BC");
-  out->push_back('"');
-}
-
-// numeric_send: int16 ndigits, int16 weight, uint16 sign, int16 dscale, then ndigits base-10000
-// digits; value = sum(digit[i] * 10000^(weight - i)), printed with dscale fractional digits.
-// Returns false, appending nothing, when `data` is not of that form.
+// numeric_send data as the text rule writes numeric_out's text: a JSON string, or a number
+// with numeric_as_number (NaN and the infinities stay strings). Returns false, appending
+// nothing, when `data` is not of that form.
 bool AppendBinaryNumeric(std::string_view data, const JsonOptions& options, std::string* out) {
-  if (data.size() < 8) return false;
-  const int16_t ndigits = ReadBigEndian<int16_t>(data.data());
-  const int16_t weight = ReadBigEndian<int16_t>(data.data() + 2);
-  const uint16_t sign = ReadBigEndian<uint16_t>(data.data() + 4);
-  const uint16_t dscale = ReadBigEndian<uint16_t>(data.data() + 6);
-  if (ndigits < 0 || data.size() != 8 + 2 * static_cast<size_t>(ndigits)) return false;
-  if (sign == 0xC000) {
-    out->append("\"NaN\"");
-    return true;
-  }
-  if (sign == 0xD000) {
-    out->append("\"Infinity\"");
-    return true;
-  }
-  if (sign == 0xF000) {
-    out->append("\"-Infinity\"");
-    return true;
-  }
-  if ((sign != 0x0000 && sign != 0x4000) || dscale > 0x3FFF) return false;
-  const char* const digits = data.data() + 8;
-  for (int i = 0; i < ndigits; ++i) {
-    if (ReadBigEndian<uint16_t>(digits + 2 * i) > 9999) return false;
-  }
-  auto digit = [&](int64_t k) -> int {
-    return k >= 0 && k < ndigits ? ReadBigEndian<uint16_t>(digits + 2 * k) : 0;
-  };
-
+  const size_t start = out->size();
   if (!options.numeric_as_number) out->push_back('"');
-  if (sign == 0x4000) out->push_back('-');
-  // Integer part: base-10000 groups 0..weight, without leading zeros.
-  bool started = false;
-  for (int64_t k = 0; k <= weight; ++k) {
-    const int d = digit(k);
-    if (started) {
-      AppendPadded(d, 4, out);
-    } else if (d != 0) {
-      AppendPadded(d, 0, out);
-      started = true;
-    }
+  if (!AppendNumericText(data, out)) {
+    out->resize(start);
+    return false;
   }
-  if (!started) out->push_back('0');
-  // Fractional part: decimal digit i after the point is in group weight + 1 + i / 4.
-  if (dscale > 0) {
-    out->push_back('.');
-    static constexpr int kPow10[] = {1000, 100, 10, 1};
-    for (int i = 0; i < dscale; ++i) {
-      const int d = digit(int64_t{weight} + 1 + i / 4);
-      out->push_back(static_cast<char>('0' + d / kPow10[i % 4] % 10));
-    }
+  if (!options.numeric_as_number) {
+    out->push_back('"');
+  } else if (!IsAsciiDigit(out->back())) {  // "NaN", "Infinity", "-Infinity"
+    out->insert(start, 1, '"');
+    out->push_back('"');
   }
-  if (!options.numeric_as_number) out->push_back('"');
   return true;
 }
 
@@ -1115,11 +358,11 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
       return true;
     case oid::kFloat4:
       if (size != 4) return false;
-      AppendFloat(std::bit_cast<float>(ReadBigEndian<uint32_t>(p)), out);
+      AppendBinaryFloat(std::bit_cast<float>(ReadBigEndian<uint32_t>(p)), out);
       return true;
     case oid::kFloat8:
       if (size != 8) return false;
-      AppendFloat(std::bit_cast<double>(ReadBigEndian<uint64_t>(p)), out);
+      AppendBinaryFloat(std::bit_cast<double>(ReadBigEndian<uint64_t>(p)), out);
       return true;
     case oid::kText:
     case oid::kVarchar:
@@ -1140,16 +383,22 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
       return true;
     case oid::kUuid:
       if (size != 16) return false;
-      AppendBinaryUuid(data, out);
+      out->push_back('"');
+      AppendUuidText(data, out);
+      out->push_back('"');
       return true;
     case oid::kDate:
       if (size != 4) return false;
-      AppendBinaryDate(ReadBigEndian<int32_t>(p), out);
+      out->push_back('"');
+      AppendPgDate(ReadBigEndian<int32_t>(p), out);
+      out->push_back('"');
       return true;
     case oid::kTimestamp:
     case oid::kTimestamptz:
       if (size != 8) return false;
-      AppendBinaryTimestamp(ReadBigEndian<int64_t>(p), type_oid == oid::kTimestamptz, out);
+      out->push_back('"');
+      AppendPgTimestampAsIso(ReadBigEndian<int64_t>(p), type_oid == oid::kTimestamptz, out);
+      out->push_back('"');
       return true;
     case oid::kNumeric:
       return AppendBinaryNumeric(data, options, out);
@@ -1158,87 +407,18 @@ bool AppendBinaryScalar(uint32_t type_oid, std::string_view data, const JsonOpti
   }
 }
 
-// array_send: int32 ndim, int32 flags (1: has NULLs), uint32 element type OID, then per
-// dimension int32 length and int32 lower bound, then every element in row-major order as
-// int32 length (-1: NULL) and that many bytes in the element type's send format. Written as
-// nested JSON arrays, as AppendTextArray writes the text form: lower bounds are dropped, and an
-// array without elements is [] whatever its dimensions (array_recv makes it so).
-// Returns false, leaving *out as it was, when `data` is not of that form or an element is
-// malformed: the caller writes the whole value as base64 then.
-bool AppendBinaryArray(uint32_t element_oid, std::string_view data, const JsonOptions& options,
-                       std::string* out) {
-  const size_t start = out->size();
-  size_t pos = 0;
-  auto read32 = [&](int32_t* v) {
-    if (data.size() - pos < 4) return false;
-    *v = ReadBigEndian<int32_t>(data.data() + pos);
-    pos += 4;
-    return true;
-  };
-  int32_t ndim;
-  int32_t flags;
-  int32_t element_type;
-  if (!read32(&ndim) || !read32(&flags) || !read32(&element_type)) return false;
-  if (ndim < 0 || ndim > kMaxBinaryArrayDims || (flags != 0 && flags != 1) ||
-      static_cast<uint32_t>(element_type) != element_oid) {
-    return false;
-  }
-  int32_t dims[kMaxBinaryArrayDims];
-  bool empty = ndim == 0;
-  for (int d = 0; d < ndim; ++d) {
-    int32_t lower_bound;
-    if (!read32(&dims[d]) || !read32(&lower_bound) || dims[d] < 0) return false;
-    if (dims[d] == 0) empty = true;
-  }
-  if (empty) {
-    if (pos != data.size()) return false;
-    out->append("[]");
-    return true;
-  }
-  // Every element takes at least its 4-byte length: the element count must fit the bytes
-  // there are, checked before anything is written (and before the product could overflow).
-  const uint64_t max_items = (data.size() - pos) / 4;
-  uint64_t nitems = 1;
-  for (int d = 0; d < ndim; ++d) {
-    if (nitems > max_items / static_cast<uint64_t>(dims[d])) return false;
-    nitems *= static_cast<uint64_t>(dims[d]);
-  }
-  int32_t index[kMaxBinaryArrayDims] = {};
-  out->append(static_cast<size_t>(ndim), '[');
-  for (uint64_t k = 0; k < nitems; ++k) {
-    int32_t length;
-    if (!read32(&length)) break;
-    if (length == -1) {
-      out->append("null");
-    } else {
-      if (length < 0 || static_cast<size_t>(length) > data.size() - pos) break;
-      if (!AppendBinaryScalar(element_oid, data.substr(pos, length), options, out)) break;
-      pos += static_cast<size_t>(length);
-    }
-    // Close the dimensions this element completes; open them again if more follow.
-    size_t closed = 0;
-    for (int d = ndim - 1; d >= 0 && ++index[d] == dims[d]; --d) {
-      index[d] = 0;
-      ++closed;
-    }
-    out->append(closed, ']');
-    if (k + 1 < nitems) {
-      out->push_back(',');
-      out->append(closed, '[');
-    } else if (pos == data.size()) {
-      return true;
-    }
-  }
-  out->resize(start);
-  return false;
-}
-
 void AppendBinaryValue(uint32_t type_oid, std::string_view data, const JsonOptions& options,
                        std::string* out) {
   if (AppendBinaryScalar(type_oid, data, options, out)) return;
+  // Arrays: as AppendTextArray writes their text form, each element by its type's rule.
   const uint32_t element_oid = ArrayElementOid(type_oid);
   if (element_oid != kNotArray && IsExactBinaryScalar(element_oid) &&
-      AppendBinaryArray(element_oid, data, options, out)) {
+      AppendArraySendAsJson(
+          data, element_oid,
+          [element_oid, &options](std::string_view element, std::string* json) {
+            return AppendBinaryScalar(element_oid, element, options, json);
+          },
+          out)) {
     return;
   }
   // Types without a decoder here, and malformed data: the bytes, in base64.
@@ -1266,76 +446,6 @@ void AppendJsonValue(const Value& value, std::string_view type_name, const JsonO
   out->append("null");
 }
 
-void AppendJsonString(std::string_view text, std::string* out) {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  out->push_back('"');
-  size_t run = 0;  // start of the bytes not yet appended, all of them copied as they are
-  size_t i = 0;
-  while (i < n) {
-    // Plain ASCII eight bytes at a time, then one at a time.
-    if (i + 8 <= n) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      if (AllPlain(w)) {
-        i += 8;
-        continue;
-      }
-    }
-    const unsigned char c = p[i];
-    if (IsPlainJsonByte(c)) {
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      bool valid;
-      const size_t len = ScanUtf8(p + i, n - i, &valid);
-      if (valid) {
-        i += len;
-        continue;
-      }
-      out->append(text.substr(run, i - run));
-      out->append("\xEF\xBF\xBD");
-      i += len;
-      run = i;
-      continue;
-    }
-    out->append(text.substr(run, i - run));
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      case '\b':
-        out->append("\\b");
-        break;
-      case '\f':
-        out->append("\\f");
-        break;
-      default: {
-        const char escape[] = {'\\', 'u', '0', '0', kLowerHex[c >> 4], kLowerHex[c & 15]};
-        out->append(escape, sizeof(escape));
-        break;
-      }
-    }
-    ++i;
-    run = i;
-  }
-  out->append(text.substr(run, n - run));
-  out->push_back('"');
-}
-
 bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid) {
   const uint32_t element = ArrayElementOid(type_oid);
   if (element != kNotArray) {
@@ -1353,29 +463,6 @@ bool CanDecodeBinary(uint32_t type_oid) {
   const uint32_t element_oid = ArrayElementOid(type_oid);
   return IsExactBinaryScalar(element_oid == kNotArray ? type_oid : element_oid);
 }
-
-void AppendBase64(std::string_view bytes, std::string* out) {
-  AppendBase64Of(
-      bytes.size(), [bytes](size_t i) { return static_cast<uint8_t>(bytes[i]); }, out);
-}
-
-void AppendIsoTimestamp(int64_t unix_us, std::string* out) {
-  int64_t days;
-  int64_t us_of_day;
-  SplitDays(unix_us, &days, &us_of_day);
-  const CivilDate date = CivilFromDays(days);
-  // ISO 8601 expanded years: astronomical numbering, '-' before years below 0.
-  if (date.year < 0) out->push_back('-');
-  AppendPadded(date.year < 0 ? -date.year : date.year, 4, out);
-  out->push_back('-');
-  AppendPadded(date.month, 2, out);
-  out->push_back('-');
-  AppendPadded(date.day, 2, out);
-  out->push_back('T');
-  AppendTimeOfDay(us_of_day, /*trim=*/false, out);
-  out->push_back('Z');
-}
-
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
                        const JsonOptions& options, std::string* out) {
   out->push_back('{');
@@ -1514,45 +601,6 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
       break;
   }
   out->push_back('}');
-}
-
-size_t ScanUtf8(const unsigned char* p, size_t n, bool* valid) {
-  const unsigned char c = p[0];
-  size_t continuation;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    continuation = 1;
-  } else if (c == 0xE0) {
-    continuation = 2;
-    lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    continuation = 2;
-  } else if (c == 0xED) {
-    continuation = 2;
-    hi = 0x9F;
-  } else if (c == 0xF0) {
-    continuation = 3;
-    lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    continuation = 3;
-  } else if (c == 0xF4) {
-    continuation = 3;
-    hi = 0x8F;
-  } else {
-    *valid = false;
-    return 1;
-  }
-  for (size_t i = 1; i <= continuation; ++i) {
-    if (i >= n || p[i] < lo || p[i] > hi) {
-      *valid = false;
-      return i;
-    }
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  *valid = true;
-  return continuation + 1;
 }
 
 }  // namespace pgflow

@@ -3,7 +3,13 @@
 // The one place where a PostgreSQL value becomes JSON (DESIGN.md, "Change events"):
 // integers and booleans as JSON numbers and booleans, json/jsonb embedded, arrays as arrays,
 // timestamps ISO 8601, bytea base64, numeric as a string unless asked otherwise, anything
-// else as a JSON string of its text form.
+// else as a JSON string of its text form. Whatever the input, the output is valid JSON.
+//
+// The rules are here; the formats they read and write have headers of their own:
+// schemas/json_text.h (JSON strings, checking JSON), schemas/base64.h, schemas/pg_float.h,
+// schemas/pg_datetime.h, schemas/pg_array_literal.h and schemas/pg_binary.h.
+//
+// Thread-safety: plain functions of their arguments; any thread may call any of them.
 
 #include <cstdint>
 #include <string>
@@ -44,13 +50,6 @@ bool CanDecodeBinary(uint32_t type_oid);
 // other type, box[] included (written as the string of its text).
 bool IsJsonArrayType(uint32_t type_oid, std::string_view type_name, uint32_t* element_oid);
 
-// Appends `text` as a quoted JSON string, escaping as RFC 8259 requires. Bytes that are not
-// valid UTF-8 are replaced by U+FFFD so the output is always valid JSON.
-void AppendJsonString(std::string_view text, std::string* out);
-
-// Appends the standard base64 (RFC 4648, with padding) of `bytes`.
-void AppendBase64(std::string_view bytes, std::string* out);
-
 // Appends {"column":value,...} over the columns of `row` (key columns only when `keys_only`),
 // leaving out unchanged TOAST values. Returns how many columns were written.
 size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
@@ -71,9 +70,5 @@ void AppendJsonNulls(const Change& change, std::string* out);
 // Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
 // and the Kafka sink's `compact` value (README, "The jsonl line format").
 void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out);
-
-// Appends a UTC instant, microseconds since the Unix epoch, as ISO 8601
-// "2026-11-22T10:43:00.123456Z" (fraction omitted when zero).
-void AppendIsoTimestamp(int64_t unix_us, std::string* out);
 
 }  // namespace pgflow

@@ -4,8 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "schemas/json_encoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
 
 namespace pgflow {
 namespace {

@@ -1,6 +1,7 @@
 #include "sinks/kafka/kafka_record.h"
 
-#include <nlohmann/json.hpp>
+#include "schemas/base64.h"
+#include "schemas/json_text.h"
 
 namespace pgflow {
 namespace {
@@ -150,7 +151,7 @@ void AppendSchemaChangeValue(const Change& change, const KafkaRecordOptions& opt
   out->append(",\"ts_ms\":");
   out->append(std::to_string(now_ms));
   out->append(",\"ddl\":");
-  if (nlohmann::json::accept(change.content)) {
+  if (CheckJson(change.content).ok()) {
     out->append(change.content);
   } else {
     AppendJsonString(change.content, out);

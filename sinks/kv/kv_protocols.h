@@ -5,6 +5,11 @@
 // Every session bounds what it buffers (max_request_bytes) and answers malformed input with
 // the protocol's own error, closing the connection when the framing is lost.
 //
+// This header is what the sessions share: the service every connection uses (the store, the
+// configuration, SCAN cursors, counters) and the step a session asks of its connection. The
+// sessions themselves: redis_session.h (RESP2/RESP3 commands), memcached_session.h (the text
+// protocol with meta get) and http_session.h (HTTP/1.1 GETs of rows and pages).
+//
 // Keys, in Redis and memcached alike: "<table>:<key>", where <table> is the table name
 // ("schema.table" outside the public schema) and <key> the primary key's values joined by
 // ':'; and PGEC's "<publication>.<table>.<key>".
@@ -18,7 +23,6 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/lsn.h"
@@ -119,104 +123,5 @@ struct SessionStep {
   Lsn lsn;
   std::chrono::milliseconds timeout{0};
 };
-
-enum class RedisCommand;  // the Redis commands RedisSession tells apart (kv_protocols.cc)
-
-class RedisSession {
- public:
-  explicit RedisSession(KvService* service) : service_(service) {}
-
-  // Appends `data` to the input and runs every complete command (pipelining), appending the
-  // replies to *out. Stops early at a WAITLSN that must wait (kWait) or a QUIT (kClose).
-  SessionStep Feed(std::string_view data, std::string* out);
-  // Ends a kWait: `reached` says whether the LSN was applied in time. Continues with the
-  // commands already received.
-  SessionStep Resume(bool reached, std::string* out);
-  // Ends a kWrite: answers an error at once, or asks to wait for the write's LSN (kWait).
-  SessionStep FinishWrite(WriteResult result, std::string* out);
-
-  // In subscribed mode, the notifications for one commit's keys that match a subscription.
-  void Deliver(const std::vector<KeyEvent>& events, std::string* out) const;
-  bool subscribed() const { return !channels_.empty() || !patterns_.empty(); }
-  // True when Feed stopped at the output bound with commands still buffered: once the output
-  // is written, call Feed("") to go on.
-  bool more() const { return more_; }
-
- private:
-  SessionStep Run(std::string* out);
-  // Runs one command; may ask to close or wait.
-  SessionStep Execute(const std::vector<std::string_view>& args, std::string* out);
-  // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them.
-  void Read(RedisCommand id, const std::vector<std::string_view>& args, std::string* out);
-  void Subscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
-  void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
-  void Scan(const std::vector<std::string_view>& args, std::string* out);
-  void Keys(std::string_view pattern, std::string* out);
-  void Info(std::string* out);
-  void AppendHash(const KvRow& row, std::string* out) const;
-
-  KvService* service_;
-  std::string in_;
-  size_t in_pos_ = 0;
-  std::vector<std::string_view> args_;  // the command being run (views into in_)
-  std::vector<KvRowPtr> rows_;          // MGET / EXISTS results, kept for their capacity
-  KvStore::TableCache tables_;
-  bool more_ = false;
-  bool resp3_ = false;
-  bool authed_ = false;
-  std::string pending_reply_;  // a write-through reply, sent once its LSN is applied
-  char write_reply_ = ':';     // how the running write-through answers: ":<count>" or "+OK"
-  absl::flat_hash_set<std::string> channels_;
-  absl::flat_hash_set<std::string> patterns_;
-};
-
-class MemcachedSession {
- public:
-  explicit MemcachedSession(KvService* service) : service_(service) {}
-  SessionStep Feed(std::string_view data, std::string* out);
-  bool more() const { return more_; }
-
- private:
-  KvService* service_;
-  std::string in_;
-  size_t in_pos_ = 0;
-  std::vector<std::string_view> tokens_;  // the line being run (views into in_)
-  std::vector<KvRowPtr> rows_;            // a multi-key get's results, kept for their capacity
-  KvStore::TableCache tables_;
-  bool more_ = false;
-  size_t skip_ = 0;  // bytes of a storage command's data block still to discard
-};
-
-class HttpSession {
- public:
-  explicit HttpSession(KvService* service) : service_(service) {}
-  SessionStep Feed(std::string_view data, std::string* out);
-  SessionStep Resume(bool reached, std::string* out);
-  bool more() const { return more_; }
-
- private:
-  struct Request {
-    std::string method;
-    std::string path;   // decoded later, per segment
-    std::string query;  // after '?', raw
-    bool keep_alive = true;
-    std::string authorization;
-    std::string if_none_match;
-  };
-  SessionStep Run(std::string* out);
-  // Answers `request`; returns false when the connection must close after it.
-  SessionStep Answer(const Request& request, std::string* out);
-
-  KvService* service_;
-  std::string in_;
-  size_t in_pos_ = 0;
-  KvStore::TableCache tables_;
-  bool more_ = false;
-  Request waiting_;  // the request a kWait is for
-};
-
-// Appends an HTTP/1.1 response with a JSON body.
-void AppendHttpResponse(int status, std::string_view body, bool keep_alive,
-                        std::string_view extra_headers, bool head, std::string* out);
 
 }  // namespace pgflow

@@ -25,6 +25,9 @@
 #include "absl/strings/str_cat.h"
 #include "engine/listen_address.h"
 #include "engine/log.h"
+#include "sinks/kv/http_session.h"
+#include "sinks/kv/memcached_session.h"
+#include "sinks/kv/redis_session.h"
 
 namespace pgflow {
 namespace {

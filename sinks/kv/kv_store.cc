@@ -8,7 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "nlohmann/json.hpp"
+#include "schemas/json_text.h"
 #include "sinks/kv/resp.h"
 
 namespace pgflow {
@@ -23,11 +23,10 @@ bool IsIntegerType(uint32_t oid) {
 // The text a JSON value stands for: a string's contents, or the JSON itself.
 std::string JsonText(const std::string& json) {
   if (json.empty() || json[0] != '"') return json;
-  try {
-    return nlohmann::json::parse(json).get<std::string>();
-  } catch (const std::exception&) {
-    return json;  // AppendJsonValue always writes valid JSON; kept for safety
-  }
+  std::string text;
+  // AppendJsonValue always writes valid JSON; checked all the same.
+  if (!CheckJson(json).ok() || !ReadJsonString(json, &text).ok()) return json;
+  return text;
 }
 
 // Appends an order-preserving encoding of one key part: integers compare as numbers, the

@@ -5,9 +5,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "schemas/base64.h"
 #include "schemas/ddl.h"
 #include "schemas/json_decoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
+#include "schemas/pg_datetime.h"
 #include "schemas/table_schema_json.h"
 
 namespace pgflow {
@@ -39,65 +41,6 @@ absl::StatusOr<int64_t> ReadInteger(std::string_view value, std::string_view fie
   absl::StatusOr<int64_t> n = ReadJsonInt64(value);
   if (!n.ok()) return Within(field, n.status());
   return *n;
-}
-
-// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
-// Low-Level Date Algorithms", days_from_civil).
-int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146'097 + doe - 719'468;
-}
-
-// "2026-11-22T11:06:17.887758Z" (AppendIsoTimestamp's form) as microseconds since the epoch.
-absl::StatusOr<int64_t> ParseIsoTimestamp(std::string_view s) {
-  auto fail = [&] {
-    return Invalid(absl::StrCat("commit_ts '", std::string(s.substr(0, 40)),
-                                "' is not of the form 2026-11-22T11:06:17.887758Z"));
-  };
-  size_t i = 0;
-  bool negative = false;
-  if (i < s.size() && s[i] == '-') {
-    negative = true;
-    ++i;
-  }
-  auto number = [&](size_t min_digits, size_t max_digits, int64_t* out) {
-    size_t start = i;
-    *out = 0;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < max_digits) {
-      *out = *out * 10 + (s[i++] - '0');
-    }
-    return i - start >= min_digits;
-  };
-  auto literal = [&](char c) {
-    if (i >= s.size() || s[i] != c) return false;
-    ++i;
-    return true;
-  };
-  int64_t year, month, day, hour, minute, second;
-  if (!number(4, 9, &year) || !literal('-') || !number(2, 2, &month) || !literal('-') ||
-      !number(2, 2, &day) || !literal('T') || !number(2, 2, &hour) || !literal(':') ||
-      !number(2, 2, &minute) || !literal(':') || !number(2, 2, &second)) {
-    return fail();
-  }
-  int64_t micros = 0;
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    int64_t fraction = 0;
-    const size_t start = i;
-    if (!number(1, 6, &fraction)) return fail();
-    for (size_t digits = i - start; digits < 6; ++digits) fraction *= 10;
-    micros = fraction;
-  }
-  if (!literal('Z') || i != s.size() || month < 1 || month > 12 || day < 1 || day > 31 ||
-      hour > 23 || minute > 59 || second > 60) {
-    return fail();
-  }
-  const int64_t days = DaysFromCivil(negative ? -year : year, month, day);
-  return ((days * 24 + hour) * 60 + minute) * 60'000'000 + second * 1'000'000 + micros;
 }
 
 // The Op of a debezium one-letter op or a compact op name; false when neither.
@@ -299,9 +242,10 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
     } else if (m.key == "commit_ts") {
       absl::StatusOr<std::string> text = ReadString(m.value, "commit_ts");
       if (!text.ok()) return text.status();
-      absl::StatusOr<int64_t> us = ParseIsoTimestamp(*text);
-      if (!us.ok()) return us.status();
-      change.txn.commit_time_us = *us;
+      if (!ParseIsoTimestamp(*text, &change.txn.commit_time_us)) {
+        return Invalid(absl::StrCat("commit_ts '", text->substr(0, 40),
+                                    "' is not of the form 2026-11-22T11:06:17.887758Z"));
+      }
     } else if (m.key == "seq") {
       n = ReadInteger(m.value, "seq");
       if (!n.ok()) return n.status();

@@ -9,9 +9,11 @@
 
 #include <gtest/gtest.h>
 
+#include "schemas/base64.h"
 #include "schemas/json_encoding.h"
-#include "schemas/json_reader.h"
+#include "schemas/json_text.h"
 #include "schemas/table_schema.h"
+#include "tests/unit/schemas/json_encoding_test_util.h"
 
 namespace pgflow {
 namespace {
@@ -39,18 +41,6 @@ std::string RoundTripBinary(uint32_t type_oid, const std::string& bytes) {
   std::string json;
   AppendJsonValue(Value{ValueKind::kBinary, type_oid, bytes}, "", JsonOptions{}, &json);
   return Decode(json, type_oid);
-}
-
-JsonOptions NumericAsNumber() {
-  JsonOptions options;
-  options.numeric_as_number = true;
-  return options;
-}
-
-std::string Be16(uint16_t v) { return {static_cast<char>(v >> 8), static_cast<char>(v)}; }
-std::string Be32(uint32_t v) { return Be16(static_cast<uint16_t>(v >> 16)) + Be16(v & 0xFFFF); }
-std::string Be64(uint64_t v) {
-  return Be32(static_cast<uint32_t>(v >> 32)) + Be32(static_cast<uint32_t>(v));
 }
 
 // Every text form json_encoding_test encodes, PostgreSQL's canonical output for its type,
@@ -253,23 +243,6 @@ TEST(JsonDecodingTest, BinaryValuesComeBackAsTheirText) {
             "{1,NULL}");
 }
 
-TEST(JsonDecodingTest, Base64IsReadInItsCanonicalFormOnly) {
-  for (const std::string& bytes : {std::string(), std::string("f"), std::string("fo"),
-                                   std::string("foo"), std::string("\0\xff\x10z", 4)}) {
-    std::string encoded;
-    AppendBase64(bytes, &encoded);
-    std::string decoded = "kept:";
-    EXPECT_TRUE(AppendBase64Decoded(encoded, &decoded)) << encoded;
-    EXPECT_EQ(decoded, "kept:" + bytes);
-  }
-  // Unpadded, non-zero unused bits, white space, other alphabets: not what AppendBase64 writes.
-  for (std::string_view text : {"Zg", "Zg=", "Zh==", "Zm9v\n", " Zm9v", "Zm-v", "Z===", "===="}) {
-    std::string out = "kept";
-    EXPECT_FALSE(AppendBase64Decoded(text, &out)) << text;
-    EXPECT_EQ(out, "kept");
-  }
-}
-
 TEST(JsonDecodingTest, EscapesInStringsAreResolved) {
   EXPECT_EQ(Decode(R"("a\u00e9\ud83d\ude00\n\/")", oid::kText), "aé😀\n/");
   EXPECT_EQ(Decode(R"(["\u0041",null])", 1009), "{A,NULL}");
@@ -330,39 +303,9 @@ TEST(JsonDecodingTest, RandomTextArraysRoundTrip) {
   }
 }
 
-TEST(JsonReaderTest, ObjectsAndArraysAreReadAsViews) {
-  std::vector<JsonMember> members;
-  ASSERT_TRUE(
-      ReadJsonObject(R"( {"a" : 1.50 , "b":{"c":[1, 2]},"\u00e9":"x", "n":null} )", &members).ok());
-  ASSERT_EQ(members.size(), 4u);
-  EXPECT_EQ(members[0].key, "a");
-  EXPECT_EQ(members[0].value, "1.50");
-  EXPECT_EQ(members[1].value, R"({"c":[1, 2]})");
-  EXPECT_EQ(members[2].key, "é");
-  EXPECT_EQ(members[3].value, "null");
-  EXPECT_EQ(JsonTypeOf(members[1].value), JsonType::kObject);
-  std::vector<std::string_view> items;
-  ASSERT_TRUE(ReadJsonArray("[ ]", &items).ok());
-  EXPECT_TRUE(items.empty());
-  ASSERT_TRUE(ReadJsonArray(R"([1,"two" ,[3]])", &items).ok());
-  EXPECT_EQ(items, (std::vector<std::string_view>{"1", R"("two")", "[3]"}));
-  EXPECT_FALSE(ReadJsonObject("[1]", &members).ok());
-  EXPECT_FALSE(ReadJsonArray("{}", &items).ok());
-  EXPECT_FALSE(ReadJsonObject("{\"a\":1} x", &members).ok());
-}
-
-TEST(JsonReaderTest, DeepNestingCostsNoStack) {
+TEST(JsonDecodingTest, DeepNestingCostsNoStack) {
   const std::string deep = std::string(200'000, '[') + std::string(200'000, ']');
-  EXPECT_TRUE(CheckJson(deep).ok());
-  EXPECT_FALSE(CheckJson(deep + "]").ok());
   EXPECT_EQ(Decode(deep, oid::kJsonb), deep);
-}
-
-TEST(JsonReaderTest, Integers) {
-  EXPECT_EQ(*ReadJsonInt64("-9223372036854775808"), std::numeric_limits<int64_t>::min());
-  EXPECT_FALSE(ReadJsonInt64("9223372036854775808").ok());
-  EXPECT_FALSE(ReadJsonInt64("1.0").ok());
-  EXPECT_FALSE(ReadJsonInt64("").ok());
 }
 
 }  // namespace

@@ -6,7 +6,10 @@
 #include <random>
 #include <string>
 
+#include "sinks/kv/http_session.h"
 #include "sinks/kv/kv_store.h"
+#include "sinks/kv/memcached_session.h"
+#include "sinks/kv/redis_session.h"
 #include "sinks/kv/resp.h"
 
 namespace pgflow {
@@ -87,6 +90,22 @@ TEST_F(KvProtocolsTest, RedisHashCommandsAndPipelining) {
   SessionStep::Kind kind;
   EXPECT_EQ(Redis("QUIT\r\nPING\r\n", &kind), "+OK\r\n");
   EXPECT_EQ(kind, SessionStep::kClose);
+}
+
+TEST_F(KvProtocolsTest, RedisCommandDescribesTheCommands) {
+  EXPECT_EQ(Redis("COMMAND COUNT\r\n"), ":34\r\n");
+  EXPECT_EQ(Redis("COMMAND INFO get nope hset\r\n"),
+            "*3\r\n"
+            "*6\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n"
+            "$-1\r\n"
+            "*6\r\n$4\r\nhset\r\n:-4\r\n*1\r\n+write\r\n:1\r\n:1\r\n:1\r\n");
+  const std::string all = Redis("COMMAND\r\n");
+  const std::string first_two =
+      "*34\r\n*6\r\n$4\r\nping\r\n:-1\r\n*1\r\n+fast\r\n:0\r\n:0\r\n:0\r\n"
+      "*6\r\n$4\r\necho\r\n:2\r\n*1\r\n+fast\r\n:0\r\n:0\r\n:0\r\n";
+  EXPECT_EQ(all.substr(0, first_two.size()), first_two);
+  EXPECT_NE(all.find("*6\r\n$3\r\ndel\r\n:-2\r\n*1\r\n+write\r\n:1\r\n:-1\r\n:1\r\n"),
+            std::string::npos);
 }
 
 // The replies a row encodes once (fields, JSON) answer each read form, null columns left out.

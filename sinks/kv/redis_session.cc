@@ -1,0 +1,837 @@
+#include "sinks/kv/redis_session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <span>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "sinks/kv/resp.h"
+#include "sinks/kv/session_util.h"
+
+namespace pgflow {
+namespace {
+
+using kv_session::Absl;
+using kv_session::Compact;
+using kv_session::ParseInt;
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = absl::ascii_toupper(static_cast<unsigned char>(c));
+  return out;
+}
+
+// A command name upper-cased into `buf`; names longer than any command give "" (unknown).
+constexpr size_t kMaxCommandName = 16;
+std::string_view UpperCommand(std::string_view name, char (&buf)[kMaxCommandName]) {
+  if (name.size() > kMaxCommandName) return {};
+  for (size_t i = 0; i < name.size(); ++i) {
+    buf[i] = absl::ascii_toupper(static_cast<unsigned char>(name[i]));
+  }
+  return std::string_view(buf, name.size());
+}
+
+constexpr std::string_view kReadOnly =
+    "READONLY pgflow's kv cache is read-only: write to PostgreSQL (with write_through: true, "
+    "HSET and DEL write there)";
+
+bool IsWriteCommand(std::string_view cmd) {
+  static const absl::flat_hash_set<absl::string_view> kWrites = {
+      "SET",      "SETEX",   "PSETEX",      "SETNX",     "MSET",    "MSETNX",   "DEL",
+      "UNLINK",   "HSET",    "HMSET",       "HSETNX",    "HDEL",    "HINCRBY",  "HINCRBYFLOAT",
+      "EXPIRE",   "PEXPIRE", "EXPIREAT",    "PEXPIREAT", "PERSIST", "INCR",     "DECR",
+      "INCRBY",   "DECRBY",  "INCRBYFLOAT", "APPEND",    "RENAME",  "RENAMENX", "FLUSHDB",
+      "FLUSHALL", "LPUSH",   "RPUSH",       "LPOP",      "RPOP",    "SADD",     "SREM",
+      "ZADD",     "ZREM",    "GETDEL",      "GETSET",    "GETEX",   "SETRANGE", "COPY",
+      "MOVE",     "RESTORE", "SWAPDB",      "PUBLISH"};
+  return kWrites.contains(Absl(cmd));
+}
+
+}  // namespace
+
+// The commands Execute tells apart by table rather than by comparing names one by one: the
+// reads (RedisSession::Read), and those checked before them.
+enum class RedisCommand {
+  kOther,
+  kAuth,
+  kHello,
+  kQuit,
+  kSubscribe,
+  kPsubscribe,
+  kUnsubscribe,
+  kPunsubscribe,
+  kPing,
+  kReset,
+  // Reads, from here on.
+  kGet,
+  kMget,
+  kHget,
+  kHmget,
+  kHgetall,
+  kHexists,
+  kHlen,
+  kHkeys,
+  kHvals,
+  kHstrlen,
+  kExists,
+  kType,
+  kTtl,
+  kPttl,
+  kDbsize,
+  kScan,
+  kKeys,
+};
+
+namespace {
+
+RedisCommand CommandOf(std::string_view upper) {
+  static const auto* const kByName = new absl::flat_hash_map<absl::string_view, RedisCommand>({
+      {"AUTH", RedisCommand::kAuth},
+      {"HELLO", RedisCommand::kHello},
+      {"QUIT", RedisCommand::kQuit},
+      {"SUBSCRIBE", RedisCommand::kSubscribe},
+      {"PSUBSCRIBE", RedisCommand::kPsubscribe},
+      {"UNSUBSCRIBE", RedisCommand::kUnsubscribe},
+      {"PUNSUBSCRIBE", RedisCommand::kPunsubscribe},
+      {"PING", RedisCommand::kPing},
+      {"RESET", RedisCommand::kReset},
+      {"GET", RedisCommand::kGet},
+      {"MGET", RedisCommand::kMget},
+      {"HGET", RedisCommand::kHget},
+      {"HMGET", RedisCommand::kHmget},
+      {"HGETALL", RedisCommand::kHgetall},
+      {"HEXISTS", RedisCommand::kHexists},
+      {"HLEN", RedisCommand::kHlen},
+      {"HKEYS", RedisCommand::kHkeys},
+      {"HVALS", RedisCommand::kHvals},
+      {"HSTRLEN", RedisCommand::kHstrlen},
+      {"EXISTS", RedisCommand::kExists},
+      {"TYPE", RedisCommand::kType},
+      {"TTL", RedisCommand::kTtl},
+      {"PTTL", RedisCommand::kPttl},
+      {"DBSIZE", RedisCommand::kDbsize},
+      {"SCAN", RedisCommand::kScan},
+      {"KEYS", RedisCommand::kKeys},
+  });
+  auto it = kByName->find(Absl(upper));
+  return it == kByName->end() ? RedisCommand::kOther : it->second;
+}
+
+bool IsRead(RedisCommand id) { return id >= RedisCommand::kGet; }
+
+void AppendArityError(std::string_view cmd, std::string* out) {
+  resp::AppendError(absl::StrCat("ERR wrong number of arguments for '",
+                                 absl::AsciiStrToLower(Absl(cmd)), "' command"),
+                    out);
+}
+
+struct CommandInfo {
+  const char* name;
+  int arity;  // negative: at least -arity
+  const char* flag;
+  int first_key, last_key, step;
+};
+constexpr CommandInfo kCommands[] = {
+    {"ping", -1, "fast", 0, 0, 0},           {"echo", 2, "fast", 0, 0, 0},
+    {"hello", -1, "fast", 0, 0, 0},          {"auth", -2, "fast", 0, 0, 0},
+    {"command", -1, "loading", 0, 0, 0},     {"info", -1, "loading", 0, 0, 0},
+    {"select", 2, "fast", 0, 0, 0},          {"dbsize", 1, "readonly", 0, 0, 0},
+    {"exists", -2, "readonly", 1, -1, 1},    {"type", 2, "readonly", 1, 1, 1},
+    {"get", 2, "readonly", 1, 1, 1},         {"mget", -2, "readonly", 1, -1, 1},
+    {"hget", 3, "readonly", 1, 1, 1},        {"hmget", -3, "readonly", 1, 1, 1},
+    {"hgetall", 2, "readonly", 1, 1, 1},     {"hexists", 3, "readonly", 1, 1, 1},
+    {"hlen", 2, "readonly", 1, 1, 1},        {"hkeys", 2, "readonly", 1, 1, 1},
+    {"hvals", 2, "readonly", 1, 1, 1},       {"hstrlen", 3, "readonly", 1, 1, 1},
+    {"scan", -2, "readonly", 0, 0, 0},       {"keys", 2, "readonly", 0, 0, 0},
+    {"ttl", 2, "readonly", 1, 1, 1},         {"pttl", 2, "readonly", 1, 1, 1},
+    {"quit", -1, "fast", 0, 0, 0},           {"subscribe", -2, "pubsub", 0, 0, 0},
+    {"psubscribe", -2, "pubsub", 0, 0, 0},   {"unsubscribe", -1, "pubsub", 0, 0, 0},
+    {"punsubscribe", -1, "pubsub", 0, 0, 0}, {"waitlsn", 3, "readonly", 0, 0, 0},
+    {"client", -2, "admin", 0, 0, 0},        {"reset", 1, "fast", 0, 0, 0},
+    {"hset", -4, "write", 1, 1, 1},          {"del", -2, "write", 1, -1, 1},
+};
+
+// COMMAND's reply for one command: name, arity, flags, first key, last key, key step.
+void AppendCommandInfo(const CommandInfo& c, std::string* out) {
+  resp::AppendArrayHeader(6, out);
+  resp::AppendBulk(c.name, out);
+  resp::AppendInteger(c.arity, out);
+  resp::AppendArrayHeader(1, out);
+  resp::AppendSimple(c.flag, out);
+  resp::AppendInteger(c.first_key, out);
+  resp::AppendInteger(c.last_key, out);
+  resp::AppendInteger(c.step, out);
+}
+
+}  // namespace
+
+SessionStep RedisSession::Feed(std::string_view data, std::string* out) {
+  in_.append(data);
+  return Run(out);
+}
+
+SessionStep RedisSession::Run(std::string* out) {
+  more_ = false;
+  resp::ParseLimits limits;
+  limits.max_request_bytes = service_->config().max_request_bytes;
+  std::vector<std::string_view>& args = args_;
+  SessionStep step;
+  while (in_pos_ < in_.size()) {
+    size_t consumed = 0;
+    std::string error;
+    resp::ParseStatus status =
+        resp::ParseCommand(std::string_view(in_).substr(in_pos_), limits, &args, &consumed, &error);
+    if (status == resp::ParseStatus::kIncomplete) break;
+    if (status == resp::ParseStatus::kError) {
+      resp::AppendError(absl::StrCat("ERR Protocol error: ", error), out);
+      step.kind = SessionStep::kClose;
+      return step;
+    }
+    in_pos_ += consumed;
+    if (args.empty()) continue;
+    // The views point into in_, which stays put until Compact below.
+    step = Execute(args, out);
+    if (step.kind != SessionStep::kContinue) break;
+    if (out->size() > service_->config().max_output_bytes) {
+      more_ = in_pos_ < in_.size();  // let the writer drain, then go on
+      break;
+    }
+  }
+  Compact(&in_, &in_pos_);
+  return step;
+}
+
+SessionStep RedisSession::FinishWrite(WriteResult result, std::string* out) {
+  if (!result.lsn.ok()) {
+    resp::AppendError(absl::StrCat("ERR ", result.lsn.status().message()), out);
+    return Run(out);
+  }
+  pending_reply_ = write_reply_ == '+' ? "+OK\r\n" : absl::StrCat(":", result.count, "\r\n");
+  SessionStep step;
+  step.kind = SessionStep::kWait;
+  step.lsn = *result.lsn;
+  step.timeout = service_->config().max_wait;
+  return step;
+}
+
+SessionStep RedisSession::Resume(bool reached, std::string* out) {
+  if (!pending_reply_.empty()) {
+    // A write-through command: written to PostgreSQL, waiting for it to come back.
+    if (reached) {
+      out->append(pending_reply_);
+    } else {
+      resp::AppendError(absl::StrCat("ERR written to PostgreSQL, but not yet back in the cache "
+                                     "(applied: ",
+                                     service_->store().applied().ToString(), ")"),
+                        out);
+    }
+    pending_reply_.clear();
+  } else if (reached) {
+    resp::AppendSimple("OK", out);
+  } else {
+    resp::AppendError(
+        absl::StrCat("TIMEOUT the cache has applied ", service_->store().applied().ToString(),
+                     ", not yet the LSN asked for"),
+        out);
+  }
+  return Run(out);
+}
+
+void RedisSession::AppendHash(const KvRow& row, std::string* out) const {
+  resp::AppendMapHeader(row.FieldCount(), resp3_, out);
+  out->append(row.resp_hash);
+}
+
+SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std::string* out) {
+  service_->commands.Add(1);
+  char upper[kMaxCommandName];
+  const std::string_view cmd = UpperCommand(args[0], upper);
+  const RedisCommand id = CommandOf(cmd);
+  const size_t n = args.size();
+  const KvServiceConfig& config = service_->config();
+  KvStore& store = service_->store();
+  SessionStep step;
+  auto arity_error = [&] {
+    AppendArityError(args[0], out);
+    return step;
+  };
+
+  if (id == RedisCommand::kAuth || id == RedisCommand::kHello) {
+    // AUTH [user] password; HELLO [protover [AUTH user password] [SETNAME name]]
+    std::string_view password;
+    bool has_password = false;
+    int proto = resp3_ ? 3 : 2;
+    if (cmd == "AUTH") {
+      if (n < 2 || n > 3) return arity_error();
+      password = args[n - 1];
+      has_password = true;
+    } else {
+      size_t i = 1;
+      if (n > 1) {
+        int64_t v = 0;
+        if (!ParseInt(args[1], &v) || (v != 2 && v != 3)) {
+          resp::AppendError("NOPROTO unsupported protocol version", out);
+          return step;
+        }
+        proto = static_cast<int>(v);
+        i = 2;
+      }
+      for (; i < n; ++i) {
+        std::string opt = Upper(args[i]);
+        if (opt == "AUTH" && i + 2 < n) {
+          password = args[i + 2];
+          has_password = true;
+          i += 2;
+        } else if (opt == "SETNAME" && i + 1 < n) {
+          ++i;
+        } else {
+          resp::AppendError(absl::StrCat("ERR Syntax error in HELLO option '", Absl(args[i]), "'"),
+                            out);
+          return step;
+        }
+      }
+    }
+    if (has_password) {
+      if (config.password.empty()) {
+        if (cmd == "AUTH") {
+          resp::AppendError(
+              "ERR AUTH <password> called without any password configured for the default user",
+              out);
+          return step;
+        }
+      } else if (password != config.password) {
+        resp::AppendError("WRONGPASS invalid username-password pair or user is disabled.", out);
+        return step;
+      } else {
+        authed_ = true;
+      }
+    }
+    if (!config.password.empty() && !authed_) {
+      resp::AppendError(
+          "NOAUTH HELLO must be called with the client already authenticated, "
+          "otherwise the HELLO <proto> AUTH <user> <pass> option can be used",
+          out);
+      return step;
+    }
+    if (cmd == "AUTH") {
+      resp::AppendSimple("OK", out);
+      return step;
+    }
+    resp3_ = proto == 3;
+    resp::AppendMapHeader(7, resp3_, out);
+    resp::AppendBulk("server", out);
+    resp::AppendBulk("redis", out);
+    resp::AppendBulk("version", out);
+    resp::AppendBulk("7.0.0", out);
+    resp::AppendBulk("proto", out);
+    resp::AppendInteger(proto, out);
+    resp::AppendBulk("id", out);
+    resp::AppendInteger(static_cast<int64_t>(service_->total_connections.load()), out);
+    resp::AppendBulk("mode", out);
+    resp::AppendBulk("standalone", out);
+    resp::AppendBulk("role", out);
+    resp::AppendBulk("master", out);
+    resp::AppendBulk("modules", out);
+    resp::AppendArrayHeader(0, out);
+    return step;
+  }
+  if (id == RedisCommand::kQuit) {
+    resp::AppendSimple("OK", out);
+    step.kind = SessionStep::kClose;
+    return step;
+  }
+  if (!config.password.empty() && !authed_) {
+    resp::AppendError("NOAUTH Authentication required.", out);
+    return step;
+  }
+  if (subscribed() && !resp3_ && id != RedisCommand::kSubscribe &&
+      id != RedisCommand::kPsubscribe && id != RedisCommand::kUnsubscribe &&
+      id != RedisCommand::kPunsubscribe && id != RedisCommand::kPing &&
+      id != RedisCommand::kReset) {
+    resp::AppendError(absl::StrCat("ERR Can't execute '", absl::AsciiStrToLower(Absl(args[0])),
+                                   "': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / RESET "
+                                   "are allowed in this context"),
+                      out);
+    return step;
+  }
+
+  if (IsRead(id)) {
+    if (!store.ready()) {
+      resp::AppendError("LOADING pgflow is loading the tables into the cache", out);
+    } else {
+      Read(id, args, out);
+    }
+    return step;
+  }
+  if (cmd == "PING") {
+    if (n > 2) return arity_error();
+    if (subscribed() && !resp3_) {
+      resp::AppendArrayHeader(2, out);
+      resp::AppendBulk("pong", out);
+      resp::AppendBulk(n == 2 ? args[1] : "", out);
+    } else if (n == 2) {
+      resp::AppendBulk(args[1], out);
+    } else {
+      resp::AppendSimple("PONG", out);
+    }
+    return step;
+  }
+  if (cmd == "ECHO") {
+    if (n != 2) return arity_error();
+    resp::AppendBulk(args[1], out);
+    return step;
+  }
+  if (cmd == "SELECT") {
+    if (n != 2) return arity_error();
+    int64_t db = -1;
+    if (!ParseInt(args[1], &db)) {
+      resp::AppendError("ERR value is not an integer or out of range", out);
+    } else if (db != 0) {
+      resp::AppendError("ERR DB index is out of range", out);
+    } else {
+      resp::AppendSimple("OK", out);
+    }
+    return step;
+  }
+  if (cmd == "COMMAND") {
+    std::string sub = n > 1 ? Upper(args[1]) : "";
+    if (sub == "COUNT") {
+      resp::AppendInteger(std::size(kCommands), out);
+    } else if (sub == "DOCS") {
+      resp::AppendMapHeader(0, resp3_, out);
+    } else if (sub.empty() || sub == "INFO") {
+      std::vector<const CommandInfo*> infos;
+      for (const CommandInfo& c : kCommands) {
+        if (sub.empty()) {
+          infos.push_back(&c);
+          continue;
+        }
+      }
+      if (sub == "INFO") {
+        resp::AppendArrayHeader(n - 2, out);
+        for (size_t i = 2; i < n; ++i) {
+          const CommandInfo* found = nullptr;
+          for (const CommandInfo& c : kCommands) {
+            if (absl::AsciiStrToLower(Absl(args[i])) == c.name) found = &c;
+          }
+          if (found == nullptr) {
+            resp::AppendNull(resp3_, out);
+            continue;
+          }
+          infos = {found};
+          AppendCommandInfo(*found, out);
+        }
+        return step;
+      }
+      resp::AppendArrayHeader(infos.size(), out);
+      for (const CommandInfo* c : infos) AppendCommandInfo(*c, out);
+    } else {
+      resp::AppendError(absl::StrCat("ERR unknown subcommand '", Absl(args[1]), "'"), out);
+    }
+    return step;
+  }
+  if (cmd == "CLIENT") {
+    std::string sub = n > 1 ? Upper(args[1]) : "";
+    if (sub == "SETNAME" || sub == "SETINFO" || sub == "NO-EVICT" || sub == "NO-TOUCH") {
+      resp::AppendSimple("OK", out);
+    } else if (sub == "GETNAME") {
+      resp::AppendNull(resp3_, out);
+    } else if (sub == "ID") {
+      resp::AppendInteger(static_cast<int64_t>(service_->total_connections.load()), out);
+    } else {
+      resp::AppendError(absl::StrCat("ERR unknown subcommand '", Absl(args[1]), "'"), out);
+    }
+    return step;
+  }
+  if (cmd == "RESET") {
+    resp3_ = false;
+    channels_.clear();
+    patterns_.clear();
+    resp::AppendSimple("RESET", out);
+    return step;
+  }
+  if (cmd == "INFO") {
+    Info(out);
+    return step;
+  }
+  if (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") {
+    if (n < 2) return arity_error();
+    Subscribe(cmd == "PSUBSCRIBE", args, out);
+    return step;
+  }
+  if (cmd == "UNSUBSCRIBE" || cmd == "PUNSUBSCRIBE") {
+    Unsubscribe(cmd == "PUNSUBSCRIBE", args, out);
+    return step;
+  }
+  if (cmd == "WAITLSN") {
+    if (n != 3) return arity_error();
+    std::optional<Lsn> lsn = Lsn::Parse(args[1]);
+    int64_t timeout_ms = 0;
+    if (!lsn) {
+      resp::AppendError(
+          "ERR WAITLSN: the LSN must be of the form X/X, as pg_current_wal_lsn() "
+          "prints it",
+          out);
+      return step;
+    }
+    if (!ParseInt(args[2], &timeout_ms) || timeout_ms < 0) {
+      resp::AppendError("ERR WAITLSN: the timeout must be a number of milliseconds", out);
+      return step;
+    }
+    if (store.applied() >= *lsn) {
+      resp::AppendSimple("OK", out);
+      return step;
+    }
+    step.kind = SessionStep::kWait;
+    step.lsn = *lsn;
+    step.timeout = std::min(std::chrono::milliseconds(timeout_ms), config.max_wait);
+    return step;
+  }
+  if (IsWriteCommand(cmd)) {
+    KvWriteThrough* writer = service_->write_through();
+    if (writer != nullptr && (cmd == "HSET" || cmd == "HMSET")) {
+      if (n < 4 || n % 2 != 0) return arity_error();
+      std::vector<std::pair<std::string, std::string>> values;
+      for (size_t i = 2; i + 1 < n; i += 2) values.emplace_back(args[i], args[i + 1]);
+      // Run by the connection off its network thread (a round trip to PostgreSQL), then
+      // answered once the change is back in the cache, so the next read sees it.
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, key = std::string(args[1]), values = std::move(values)] {
+        WriteResult r;
+        r.lsn = writer->Upsert(key, values, &r.count);
+        return r;
+      };
+      write_reply_ = cmd == "HSET" ? ':' : '+';
+      return step;
+    }
+    if (writer != nullptr && (cmd == "DEL" || cmd == "UNLINK")) {
+      if (n < 2) return arity_error();
+      step.kind = SessionStep::kWrite;
+      step.write = [writer, keys = std::vector<std::string>(args.begin() + 1, args.end())] {
+        WriteResult r;
+        r.lsn = writer->Delete(keys, &r.count);
+        return r;
+      };
+      write_reply_ = ':';
+      return step;
+    }
+    resp::AppendError(kReadOnly, out);
+    return step;
+  }
+
+  std::string first;
+  for (size_t i = 1; i < n && i < 4; ++i) absl::StrAppend(&first, "'", Absl(args[i]), "' ");
+  resp::AppendError(
+      absl::StrCat("ERR unknown command '", Absl(args[0]), "', with args beginning with: ", first),
+      out);
+  return step;
+}
+
+void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& args,
+                        std::string* out) {
+  KvStore& store = service_->store();
+  const std::string_view pub = service_->config().publication;
+  const size_t n = args.size();
+  auto arity_error = [&] { AppendArityError(args[0], out); };
+  switch (id) {
+    case RedisCommand::kHget:
+    case RedisCommand::kHexists:
+    case RedisCommand::kHstrlen: {
+      if (n != 3) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      const std::string_view bulk = row ? row->FieldBulk(args[2]) : std::string_view();
+      if (id == RedisCommand::kHget) {
+        if (!bulk.empty()) {
+          out->append(bulk);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      } else if (id == RedisCommand::kHexists) {
+        resp::AppendInteger(!bulk.empty(), out);
+      } else {
+        const KvColumn* c = row ? row->Find(args[2]) : nullptr;
+        resp::AppendInteger(c ? static_cast<int64_t>(c->text.size()) : 0, out);
+      }
+      return;
+    }
+    case RedisCommand::kGet: {
+      if (n != 2) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      if (row) {
+        out->append(row->resp_json);
+      } else {
+        resp::AppendNull(resp3_, out);
+      }
+      return;
+    }
+    case RedisCommand::kHgetall:
+    case RedisCommand::kHlen:
+    case RedisCommand::kHkeys:
+    case RedisCommand::kHvals: {
+      if (n != 2) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      if (id == RedisCommand::kHlen) {
+        resp::AppendInteger(row ? static_cast<int64_t>(row->FieldCount()) : 0, out);
+      } else if (id == RedisCommand::kHgetall) {
+        if (row) {
+          AppendHash(*row, out);
+        } else {
+          resp::AppendMapHeader(0, resp3_, out);
+        }
+      } else {
+        resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
+        if (row) {
+          for (const KvColumn& c : row->columns) {
+            if (!c.null) resp::AppendBulk(id == RedisCommand::kHkeys ? c.name : c.text, out);
+          }
+        }
+      }
+      return;
+    }
+    case RedisCommand::kMget: {
+      if (n < 2) return arity_error();
+      store.LookupMany(std::span(args).subspan(1), pub, &tables_, &rows_);
+      resp::AppendArrayHeader(rows_.size(), out);
+      for (const KvRowPtr& row : rows_) {
+        if (row) {
+          out->append(row->resp_json);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      }
+      rows_.clear();
+      return;
+    }
+    case RedisCommand::kHmget: {
+      if (n < 3) return arity_error();
+      KvRowPtr row = store.Lookup(args[1], pub, &tables_);
+      resp::AppendArrayHeader(n - 2, out);
+      for (size_t i = 2; i < n; ++i) {
+        const std::string_view bulk = row ? row->FieldBulk(args[i]) : std::string_view();
+        if (!bulk.empty()) {
+          out->append(bulk);
+        } else {
+          resp::AppendNull(resp3_, out);
+        }
+      }
+      return;
+    }
+    case RedisCommand::kExists: {
+      if (n < 2) return arity_error();
+      store.LookupMany(std::span(args).subspan(1), pub, &tables_, &rows_);
+      int64_t count = 0;
+      for (const KvRowPtr& row : rows_) count += row != nullptr;
+      rows_.clear();
+      resp::AppendInteger(count, out);
+      return;
+    }
+    case RedisCommand::kType:
+      if (n != 2) return arity_error();
+      resp::AppendSimple(store.Lookup(args[1], pub, &tables_) ? "hash" : "none", out);
+      return;
+    case RedisCommand::kTtl:
+    case RedisCommand::kPttl:
+      if (n != 2) return arity_error();
+      resp::AppendInteger(store.Lookup(args[1], pub, &tables_) ? -1 : -2, out);
+      return;
+    case RedisCommand::kDbsize:
+      if (n != 1) return arity_error();
+      resp::AppendInteger(static_cast<int64_t>(store.TotalRows()), out);
+      return;
+    case RedisCommand::kScan:
+      Scan(args, out);
+      return;
+    case RedisCommand::kKeys:
+      if (n != 2) return arity_error();
+      Keys(args[1], out);
+      return;
+    default:
+      return;  // not a read: Execute answers it
+  }
+}
+
+void RedisSession::Subscribe(bool pattern, const std::vector<std::string_view>& args,
+                             std::string* out) {
+  auto& set = pattern ? patterns_ : channels_;
+  for (size_t i = 1; i < args.size(); ++i) {
+    set.insert(std::string(args[i]));
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(pattern ? "psubscribe" : "subscribe", out);
+    resp::AppendBulk(args[i], out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+  }
+}
+
+void RedisSession::Unsubscribe(bool pattern, const std::vector<std::string_view>& args,
+                               std::string* out) {
+  auto& set = pattern ? patterns_ : channels_;
+  const char* kind = pattern ? "punsubscribe" : "unsubscribe";
+  std::vector<std::string> names;
+  if (args.size() > 1) {
+    for (size_t i = 1; i < args.size(); ++i) names.emplace_back(args[i]);
+  } else {
+    names.assign(set.begin(), set.end());
+  }
+  if (names.empty()) {
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(kind, out);
+    resp::AppendNull(resp3_, out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+    return;
+  }
+  for (const std::string& name : names) {
+    set.erase(name);
+    resp::AppendPushHeader(3, resp3_, out);
+    resp::AppendBulk(kind, out);
+    resp::AppendBulk(name, out);
+    resp::AppendInteger(static_cast<int64_t>(channels_.size() + patterns_.size()), out);
+  }
+}
+
+void RedisSession::Deliver(const std::vector<KeyEvent>& events, std::string* out) const {
+  std::string channel;
+  auto send = [&](const std::string& ch, std::string_view payload) {
+    if (channels_.contains(ch)) {
+      resp::AppendPushHeader(3, resp3_, out);
+      resp::AppendBulk("message", out);
+      resp::AppendBulk(ch, out);
+      resp::AppendBulk(payload, out);
+    }
+    for (const std::string& p : patterns_) {
+      if (!resp::GlobMatch(p, ch)) continue;
+      resp::AppendPushHeader(4, resp3_, out);
+      resp::AppendBulk("pmessage", out);
+      resp::AppendBulk(p, out);
+      resp::AppendBulk(ch, out);
+      resp::AppendBulk(payload, out);
+    }
+  };
+  for (const KeyEvent& e : events) {
+    const char* what = e.deleted ? "del" : "hset";
+    channel = absl::StrCat("__keyspace@0__:", e.key);
+    send(channel, what);
+    channel = absl::StrCat("__keyevent@0__:", what);
+    send(channel, e.key);
+  }
+}
+
+void RedisSession::Scan(const std::vector<std::string_view>& args, std::string* out) {
+  KvStore& store = service_->store();
+  std::string_view match;
+  int64_t count = 10;
+  bool other_type = false;
+  for (size_t i = 2; i < args.size(); i += 2) {
+    std::string opt = Upper(args[i]);
+    if (i + 1 >= args.size()) {
+      resp::AppendError("ERR syntax error", out);
+      return;
+    }
+    if (opt == "MATCH") {
+      match = args[i + 1];
+    } else if (opt == "COUNT") {
+      if (!ParseInt(args[i + 1], &count) || count < 1) {
+        resp::AppendError("ERR value is not an integer or out of range", out);
+        return;
+      }
+      count = std::min<int64_t>(count, 100000);
+    } else if (opt == "TYPE") {
+      other_type = absl::AsciiStrToLower(Absl(args[i + 1])) != "hash";
+    } else {
+      resp::AppendError("ERR syntax error", out);
+      return;
+    }
+  }
+  int64_t cursor_id = 0;
+  if (args.size() < 2 || !ParseInt(args[1], &cursor_id) || cursor_id < 0) {
+    resp::AppendError("ERR invalid cursor", out);
+    return;
+  }
+  KvService::CursorState state;
+  if (cursor_id != 0 && !service_->LoadCursor(static_cast<uint64_t>(cursor_id), &state)) {
+    resp::AppendError("ERR invalid cursor (unknown, or forgotten: start again from 0)", out);
+    return;
+  }
+  std::vector<std::shared_ptr<const KvTable>> tables = store.Tables();
+  size_t t = 0;
+  while (t < tables.size() && tables[t]->key_name() < state.table) ++t;
+  if (t < tables.size() && tables[t]->key_name() != state.table) state.sort_key.clear();
+  std::vector<std::string> keys;
+  size_t budget = static_cast<size_t>(count);
+  uint64_t next_cursor = 0;
+  while (t < tables.size()) {
+    std::string next;
+    std::vector<KvRowPtr> rows = tables[t]->ScanFrom(state.sort_key, budget, &next);
+    budget -= std::min(budget, rows.size());
+    for (const KvRowPtr& row : rows) {
+      std::string key = absl::StrCat(tables[t]->key_name(), ":", row->key);
+      if (!other_type && (match.empty() || resp::GlobMatch(match, key))) {
+        keys.push_back(std::move(key));
+      }
+    }
+    if (next.empty()) {
+      ++t;
+      state.sort_key.clear();
+    } else {
+      state.sort_key = std::move(next);
+    }
+    if (budget == 0) {
+      if (t < tables.size()) {
+        next_cursor = service_->SaveCursor({tables[t]->key_name(), state.sort_key});
+      }
+      break;
+    }
+  }
+  resp::AppendArrayHeader(2, out);
+  resp::AppendBulk(std::to_string(next_cursor), out);
+  resp::AppendArrayHeader(keys.size(), out);
+  for (const std::string& key : keys) resp::AppendBulk(key, out);
+}
+
+void RedisSession::Keys(std::string_view pattern, std::string* out) {
+  std::vector<std::string> keys;
+  size_t bytes = 0;
+  const size_t limit = service_->config().max_output_bytes;
+  for (const auto& table : service_->store().Tables()) {
+    std::string from;
+    do {
+      std::string next;
+      for (const KvRowPtr& row : table->ScanFrom(from, 1024, &next)) {
+        std::string key = absl::StrCat(table->key_name(), ":", row->key);
+        if (!resp::GlobMatch(pattern, key)) continue;
+        bytes += key.size() + 16;
+        keys.push_back(std::move(key));
+        if (bytes > limit) {
+          resp::AppendError("ERR KEYS: the reply would exceed max_output_bytes; use SCAN", out);
+          return;
+        }
+      }
+      from = std::move(next);
+    } while (!from.empty());
+  }
+  resp::AppendArrayHeader(keys.size(), out);
+  for (const std::string& key : keys) resp::AppendBulk(key, out);
+}
+
+void RedisSession::Info(std::string* out) {
+  KvStore& store = service_->store();
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 service_->started);
+  std::string text = absl::StrCat(
+      "# Server\r\nredis_version:7.0.0\r\npgflow_version:", service_->config().version,
+      "\r\nredis_mode:standalone\r\nprocess_id:", getpid(),
+      "\r\nuptime_in_seconds:", uptime.count(),
+      "\r\n\r\n# Clients\r\nconnected_clients:", service_->connections.load(),
+      "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(), "\r\nmaxmemory:", store.max_memory(),
+      "\r\n\r\n# Persistence\r\nloading:", store.ready() ? 0 : 1,
+      "\r\n\r\n# Stats\r\ntotal_connections_received:", service_->total_connections.load(),
+      "\r\ntotal_commands_processed:", service_->commands.Load(),
+      "\r\n\r\n# Replication\r\nrole:master\r\npgflow_applied_lsn:", store.applied().ToString(),
+      "\r\n\r\n# Keyspace\r\ndb0:keys=", store.TotalRows(), ",expires=0,avg_ttl=0\r\n");
+  resp::AppendBulk(text, out);
+}
+
+}  // namespace pgflow

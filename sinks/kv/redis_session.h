@@ -1,0 +1,71 @@
+#pragma once
+
+// The Redis protocol (RESP2 and RESP3, inline commands too) over the kv cache: the read
+// commands of strings and hashes (GET, MGET, HGET, HGETALL, ...), SCAN and KEYS, keyspace
+// notifications (SUBSCRIBE, PSUBSCRIBE), WAITLSN, and with write_through HSET and DEL, which
+// write to PostgreSQL. Every other write is refused: the cache is read-only.
+//
+// A session belongs to one connection and is used from one thread at a time.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "sinks/kv/kv_protocols.h"
+#include "sinks/kv/kv_store.h"
+
+namespace pgflow {
+
+enum class RedisCommand;  // the Redis commands RedisSession tells apart (redis_session.cc)
+
+class RedisSession {
+ public:
+  // `service` must outlive the session.
+  explicit RedisSession(KvService* service) : service_(service) {}
+
+  // Appends `data` to the input and runs every complete command (pipelining), appending the
+  // replies to *out. Stops early at a WAITLSN that must wait (kWait) or a QUIT (kClose).
+  SessionStep Feed(std::string_view data, std::string* out);
+  // Ends a kWait: `reached` says whether the LSN was applied in time. Continues with the
+  // commands already received.
+  SessionStep Resume(bool reached, std::string* out);
+  // Ends a kWrite: answers an error at once, or asks to wait for the write's LSN (kWait).
+  SessionStep FinishWrite(WriteResult result, std::string* out);
+
+  // In subscribed mode, the notifications for one commit's keys that match a subscription.
+  void Deliver(const std::vector<KeyEvent>& events, std::string* out) const;
+  bool subscribed() const { return !channels_.empty() || !patterns_.empty(); }
+  // True when Feed stopped at the output bound with commands still buffered: once the output
+  // is written, call Feed("") to go on.
+  bool more() const { return more_; }
+
+ private:
+  SessionStep Run(std::string* out);
+  // Runs one command; may ask to close or wait.
+  SessionStep Execute(const std::vector<std::string_view>& args, std::string* out);
+  // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them.
+  void Read(RedisCommand id, const std::vector<std::string_view>& args, std::string* out);
+  void Subscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
+  void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
+  void Scan(const std::vector<std::string_view>& args, std::string* out);
+  void Keys(std::string_view pattern, std::string* out);
+  void Info(std::string* out);
+  void AppendHash(const KvRow& row, std::string* out) const;
+
+  KvService* service_;
+  std::string in_;
+  size_t in_pos_ = 0;
+  std::vector<std::string_view> args_;  // the command being run (views into in_)
+  std::vector<KvRowPtr> rows_;          // MGET / EXISTS results, kept for their capacity
+  KvStore::TableCache tables_;
+  bool more_ = false;
+  bool resp3_ = false;
+  bool authed_ = false;
+  std::string pending_reply_;  // a write-through reply, sent once its LSN is applied
+  char write_reply_ = ':';     // how the running write-through answers: ":<count>" or "+OK"
+  absl::flat_hash_set<std::string> channels_;
+  absl::flat_hash_set<std::string> patterns_;
+};
+
+}  // namespace pgflow
