@@ -1,6 +1,6 @@
 #pragma once
 
-// The one place where a PostgreSQL value becomes JSON (DESIGN.md, "Change events"):
+// The one place where a PostgreSQL value becomes JSON (docs/architecture.md, "Change events"):
 // integers and booleans as JSON numbers and booleans, json/jsonb embedded, arrays as arrays,
 // timestamps ISO 8601, bytea base64, numeric as a string unless asked otherwise, anything
 // else as a JSON string of its text form. Whatever the input, the output is valid JSON.

@@ -228,6 +228,9 @@ void AppendIsoTimestamp(int64_t unix_us, std::string* out) {
   out->push_back('Z');
 }
 
+// The largest year, either side of year 0, whose microseconds since 1970 fit in an int64.
+constexpr int64_t kMaxIsoYear = 290000;
+
 bool ParseIsoTimestamp(std::string_view s, int64_t* unix_us) {
   size_t i = 0;
   bool negative = false;
@@ -263,8 +266,10 @@ bool ParseIsoTimestamp(std::string_view s, int64_t* unix_us) {
     for (size_t digits = i - start; digits < 6; ++digits) fraction *= 10;
     micros = fraction;
   }
-  if (!literal('Z') || i != s.size() || month < 1 || month > 12 || day < 1 || day > 31 ||
-      hour > 23 || minute > 59 || second > 60) {
+  // Past about 290,000 years from 1970 the microseconds leave int64 (PostgreSQL's own range
+  // ends at 294,276 AD, measured from 2000).
+  if (!literal('Z') || i != s.size() || year > kMaxIsoYear || month < 1 || month > 12 || day < 1 ||
+      day > 31 || hour > 23 || minute > 59 || second > 60) {
     return false;
   }
   const int64_t days = DaysFromCivil(negative ? -year : year, month, day);

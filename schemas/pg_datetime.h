@@ -50,9 +50,8 @@ void AppendIsoTimestamp(int64_t unix_us, std::string* out);
 // Reads AppendIsoTimestamp's form back into *unix_us: "2026-11-22T10:43:00.123456Z", with four
 // to nine year digits after an optional '-', and no fraction or one of one to six digits.
 // Returns false, leaving *unix_us alone, for anything else, and for a month, day (1 to 31,
-// whatever the month), hour, minute or second (up to 60) out of range. Years are not checked
-// against the int64 range: one beyond about +-290,000 overflows (as it did in the Kafka source,
-// where this came from).
+// whatever the month), hour, minute or second (up to 60) out of range, and for a year beyond
+// +-290,000, whose microseconds since 1970 would not fit in an int64.
 bool ParseIsoTimestamp(std::string_view text, int64_t* unix_us);
 
 }  // namespace pgflow

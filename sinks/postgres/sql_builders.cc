@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/postgres/pg_connection.h"
 #include "schemas/json_encoding.h"
+#include "schemas/pg_array_literal.h"
 
 namespace pgflow {
 namespace {
@@ -100,18 +101,7 @@ void AppendArrayElement(std::string* array, const Value& v) {
     array->append("NULL");
     return;
   }
-  array->push_back('"');
-  size_t from = 0;
-  while (true) {
-    const size_t special = v.data.find_first_of("\\\"", from);
-    if (special == std::string::npos) break;
-    array->append(v.data, from, special - from);
-    array->push_back('\\');
-    array->push_back(v.data[special]);
-    from = special + 1;
-  }
-  array->append(v.data, from, std::string::npos);
-  array->push_back('"');
+  AppendArrayLiteralElement(v.data, array);
 }
 
 std::string UnnestSelect(const TargetTable& table, const std::vector<size_t>& columns,

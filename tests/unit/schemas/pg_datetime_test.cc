@@ -291,10 +291,17 @@ TEST(ParseIsoTimestampTest, RefusesOtherForms) {
         "2026-11-22T11:06:17+00:00", "2026-11-22T11:06:17.Z", "2026-11-22T11:06:17.1234567Z",
         "226-11-22T11:06:17Z", "2026-13-22T11:06:17Z", "2026-00-22T11:06:17Z",
         "2026-11-32T11:06:17Z", "2026-11-22T24:06:17Z", "2026-11-22T11:60:17Z",
-        "2026-11-22T11:06:61Z", "2026-11-22T11:06:17Zx", "+2026-11-22T11:06:17Z"}) {
+        "2026-11-22T11:06:61Z", "2026-11-22T11:06:17Zx", "+2026-11-22T11:06:17Z",
+        // Beyond int64's microseconds (a hostile message; PostgreSQL never writes these).
+        "999999999-12-31T23:59:59Z", "-999999999-01-01T00:00:00Z", "290001-01-01T00:00:00Z"}) {
     EXPECT_FALSE(ParseIsoTimestamp(text, &us)) << text;
   }
   EXPECT_EQ(us, 7);
+  // The widest years it takes stay in range.
+  EXPECT_TRUE(ParseIsoTimestamp("290000-12-31T23:59:59.999999Z", &us));
+  EXPECT_GT(us, 0);
+  EXPECT_TRUE(ParseIsoTimestamp("-290000-01-01T00:00:00Z", &us));
+  EXPECT_LT(us, 0);
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ TEST(PostgresSqlBuildersTest, AppendArrayElementQuotesEscapesAndWritesNull) {
   AppendArrayElement(&array, Value::Null(oid::kText));
   AppendArrayElement(&array, V(""));
   array += '}';
-  EXPECT_EQ(array, R"({"plain","a \"quoted\" \\ b",NULL,""})");
+  EXPECT_EQ(array, R"({plain,"a \"quoted\" \\ b",NULL,""})");
 }
 
 TEST(PostgresSqlBuildersTest, TextArraysOnePerColumn) {
@@ -60,7 +60,7 @@ TEST(PostgresSqlBuildersTest, TextArraysOnePerColumn) {
   std::vector<std::string> arrays;
   ASSERT_TRUE(TextArrays(
       t, rows.size(), 3, [&](size_t r, size_t c) -> const Value& { return rows[r][c]; }, &arrays));
-  EXPECT_THAT(arrays, ::testing::ElementsAre(R"({"1","2"})", R"({"a,b","c"})", R"({NULL,"7"})"));
+  EXPECT_THAT(arrays, ::testing::ElementsAre(R"({1,2})", R"({"a,b",c})", R"({NULL,7})"));
 }
 
 TEST(PostgresSqlBuildersTest, TextArraysRefusesOneRowBinaryValuesAndRegTypes) {
@@ -212,7 +212,7 @@ TEST(PostgresSqlBuildersTest, KeyColumnsAndDescribedKeys) {
   schema->columns[2].name = R"(q"ty)";
   t.schema = schema;
   t.key = {0, 2};
-  EXPECT_EQ(KeyColumnsArray(t), R"({"id","q\"ty"})");
+  EXPECT_EQ(KeyColumnsArray(t), R"({id,"q\"ty"})");
   EXPECT_EQ(DescribeKey(t, {V("5"), V("x"), Value::Null(oid::kInt4)}), R"((id, q"ty)=(5, null))");
   EXPECT_EQ(
       DescribeKey(Keyless(), {V("5"), Value::UnchangedToast(oid::kText), V(std::string(120, 'x'))}),
