@@ -68,8 +68,6 @@ std::string_view Kind(const std::shared_ptr<const YAML::Node>& node) {
   return node == nullptr ? "nothing" : Kind(*node);
 }
 
-// What a value of an OptionSpec type looks like, for "expected X".
-
 // Optimal string alignment distance (Levenshtein plus adjacent transpositions).
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));

@@ -292,10 +292,27 @@ TEST(SnapshotTest, BackfillIntoARunningPipelineIsExactUnderWrites) {
   std::string out;
   EXPECT_EQ(RunPgflow({"snapshot", p.yaml(), "--tables", "public.nope"}, &out), 2);
   EXPECT_THAT(out, HasSubstr("public.nope is not among the tables pipeline backfill follows"));
+  // --tables reads names as the pipeline file does: unquoted names are folded to lower case.
+  EXPECT_EQ(RunPgflow({"snapshot", p.yaml(), "--tables", "Public.Nope"}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("public.nope is not among the tables pipeline backfill follows"));
   // Waits until every sink holds the copy; the stream goes on meanwhile.
   EXPECT_EQ(RunPgflow({"snapshot", p.yaml(), "--tables", "public.items"}, &out), 0)
       << out << ReadFile(p.log());
   EXPECT_THAT(out, HasSubstr("done"));
+  // A request the pipeline cannot read (written by hand: a name that does not parse) is
+  // refused with its reason recorded where `pgflow snapshot` looks.
+  sql.Exec(
+      "WITH r AS (INSERT INTO pgflow.backfills (pipeline, tables) VALUES ('backfill', "
+      "ARRAY['no such table']) RETURNING id) "
+      "SELECT pg_logical_emit_message(true, 'pgflow.backfill', id::text) FROM r");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return sql.Scalar(
+                   "SELECT count(*) FROM pgflow.backfills WHERE error LIKE "
+                   "'invalid table ''no such table''%'") == "1";
+      },
+      std::chrono::seconds(30)))
+      << ReadFile(p.log());
   int64_t before = writer.transactions();
   ASSERT_TRUE(
       WaitFor([&] { return writer.transactions() > before + 20; }, std::chrono::seconds(30)));

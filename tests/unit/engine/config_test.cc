@@ -710,6 +710,25 @@ TEST_F(ConfigTest, BufferAndAdmin) {
   }
 }
 
+TEST_F(ConfigTest, ListenAddressesAreOnesAListenerCanBind) {
+  // The kv sink's listeners and the admin endpoint share one parser: a host name that
+  // `validate` took and `run` then could not bind is refused here.
+  EXPECT_EQ(ErrorOf(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {cache: {kv: {redis: "cache.example:6380"}}}
+)"),
+            "p.yaml:3:29: sinks.cache.kv.redis: 'cache.example' is not an IP address (IPv6 goes "
+            "in brackets): a listener binds an address, like 127.0.0.1, 0.0.0.0 or [::1], or "
+            "localhost");
+  EXPECT_TRUE(Parse(R"(
+pipeline: shop
+source: {postgres: {url: "postgres://db/shop", tables: [public.a]}}
+sinks: {cache: {kv: {redis: "[::1]:6380", http: "localhost:0"}}}
+)")
+                  .ok());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sinks and transforms.
 
