@@ -203,11 +203,6 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     const std::string schema = options.target_schema.empty() ? t.schema : options.target_schema;
     const std::string source_table = absl::StrCat(QuoteIdent(t.schema), ".", QuoteIdent(t.name));
     const std::string target_table = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(t.name));
-    if (t.key.empty()) {
-      report.problems.push_back(absl::StrCat(name, " has no primary key: not compared"));
-      finished(report.problems.back());
-      continue;
-    }
     auto exists = Exec(target, "SELECT to_regclass($1) IS NOT NULL", {target_table});
     if (!exists.ok()) return exists.status();
     if (PQgetvalue(exists->get(), 0, 0)[0] != 't') {
@@ -216,9 +211,20 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
       finished(report.problems.back());
       continue;
     }
-    absl::StatusOr<std::vector<std::string>> wheres =
-        KeyRanges(source, t, source_table, options.ranges);
-    if (!wheres.ok()) return wheres.status();
+    // A table without a key, or whose key has no ordering to cut ranges along (a `box`), is
+    // compared whole: the sum of the rows' hashes needs no order, and counts duplicates.
+    std::string whole;
+    absl::StatusOr<std::vector<std::string>> wheres = std::vector<std::string>{""};
+    if (t.key.empty()) {
+      whole = "no primary key";
+    } else {
+      wheres = KeyRanges(source, t, source_table, options.ranges);
+      if (!wheres.ok() && absl::IsUnavailable(wheres.status())) return wheres.status();
+      if (!wheres.ok()) {
+        whole = absl::StrCat("key not cut into ranges: ", wheres.status().message());
+        wheres = std::vector<std::string>{""};
+      }
+    }
 
     // Each pair of connections takes the next range until none is left or one has failed.
     std::vector<std::optional<RangeComparison>> results(wheres->size());
@@ -253,7 +259,13 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     for (size_t p = 1; p < pairs.size(); ++p) helpers.emplace_back(work, std::ref(pairs[p]));
     work(pairs[0]);
     for (std::thread& h : helpers) h.join();
-    if (!failure.ok()) return failure;
+    if (!failure.ok()) {
+      // A lost connection ends the run; anything else is this table's trouble alone.
+      if (absl::IsUnavailable(failure)) return failure;
+      report.problems.push_back(absl::StrCat(name, ": could not be compared: ", failure.message()));
+      finished(report.problems.back());
+      continue;
+    }
 
     report.rows += state.rows;
     size_t differing = 0;
@@ -265,10 +277,12 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
             name, (*wheres)[i].empty() ? "all rows" : (*wheres)[i], r.source.rows, r.target.rows});
       }
     }
-    finished(differing == 0
-                 ? absl::StrCat(name, ": ", state.rows, " rows in ", results.size(),
-                                " ranges: identical")
-                 : absl::StrCat(name, ": ", differing, " of ", results.size(), " ranges differ"));
+    const std::string how = whole.empty() ? absl::StrCat(" in ", results.size(), " ranges")
+                                          : absl::StrCat(" compared as a whole (", whole, ")");
+    finished(differing == 0 ? absl::StrCat(name, ": ", state.rows, " rows", how, ": identical")
+             : whole.empty()
+                 ? absl::StrCat(name, ": ", differing, " of ", results.size(), " ranges differ")
+                 : absl::StrCat(name, ": differs", how));
   }
   return report;
 }

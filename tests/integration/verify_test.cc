@@ -111,12 +111,13 @@ TEST(VerifyTest, ALargeTableIsCutAlongASampleAndEachDifferenceIsInTheRangeReport
   }
 }
 
-TEST(VerifyTest, CompositeKeysPartitionsEmptyTablesAndTablesItCannotCompare) {
+TEST(VerifyTest, CompositeKeysPartitionsEmptyKeylessAndUnorderedKeys) {
   Databases d = Create("kinds",
                        "CREATE TABLE pairs (a int, b text, v jsonb, PRIMARY KEY (b, a));"
                        "INSERT INTO pairs SELECT g % 7, 'k' || (g / 7), jsonb_build_object('n', g) "
                        "FROM generate_series(1, 1000) g;"
                        "CREATE TABLE empty (id int PRIMARY KEY); CREATE TABLE keyless (x int);"
+                       "INSERT INTO keyless VALUES (1), (1), (2), (NULL);"
                        "CREATE TABLE parts (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);"
                        "CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (500);"
                        "CREATE TABLE parts_high PARTITION OF parts FOR VALUES FROM (500) TO (1000);"
@@ -125,13 +126,28 @@ TEST(VerifyTest, CompositeKeysPartitionsEmptyTablesAndTablesItCannotCompare) {
   Outcome same = VerifyTables(d, {{"public", "*"}});
   EXPECT_EQ(same.report.differences.size(), 0u);
   EXPECT_THAT(same.lines,
-              ::testing::ElementsAre("public.empty: 0 rows in 1 ranges: identical",
-                                     "public.keyless has no primary key: not compared",
-                                     "public.only_source is missing on the target "
-                                     "(public.only_source)",
-                                     "public.pairs: 1000 rows in 64 ranges: identical",
-                                     "public.parts: 1000 rows in 64 ranges: identical"));
-  EXPECT_FALSE(same.report.ok());  // two tables could not be compared
+              ::testing::ElementsAre(
+                  "public.empty: 0 rows in 1 ranges: identical",
+                  "public.keyless: 4 rows compared as a whole (no primary key): identical",
+                  "public.only_source is missing on the target (public.only_source)",
+                  "public.pairs: 1000 rows in 64 ranges: identical",
+                  "public.parts: 1000 rows in 64 ranges: identical"));
+  EXPECT_FALSE(same.report.ok());  // one table could not be compared: it is not there
+
+  // Keyless: one duplicate fewer, or a value changed, is a difference.
+  Sql(d.target).Exec(
+      "DELETE FROM keyless WHERE ctid = (SELECT min(ctid) FROM keyless "
+      "WHERE x = 1)");
+  Outcome keyless = VerifyTables(d, {{"public", "keyless"}});
+  ASSERT_EQ(keyless.report.differences.size(), 1u);
+  EXPECT_EQ(keyless.report.differences[0].range, "all rows");
+  EXPECT_EQ(keyless.report.differences[0].source_rows, 4);
+  EXPECT_EQ(keyless.report.differences[0].target_rows, 3);
+  EXPECT_EQ(keyless.lines.back(), "public.keyless: differs compared as a whole (no primary key)");
+  Sql(d.target).Exec("INSERT INTO keyless VALUES (1)");
+  EXPECT_TRUE(VerifyTables(d, {{"public", "keyless"}}).report.ok());
+  Sql(d.target).Exec("UPDATE keyless SET x = 3 WHERE x = 2");
+  EXPECT_EQ(VerifyTables(d, {{"public", "keyless"}}).report.differences.size(), 1u);
 
   // The same text in jsonb is the same row; another value is not.
   Sql(d.target).Exec("UPDATE pairs SET v = '{\"n\": 500}' WHERE a = 500 % 7 AND b = 'k71'");
@@ -154,18 +170,27 @@ TEST(VerifyTest, CompositeKeysPartitionsEmptyTablesAndTablesItCannotCompare) {
   EXPECT_EQ(changed.report.differences[1].target_rows, 1);
 }
 
-TEST(VerifyTest, AColumnTheTargetLacksIsAnErrorThatNamesIt) {
+TEST(VerifyTest, ATableThatCannotBeComparedIsReportedBesideTheOthers) {
   Databases d = Create("lacking",
                        "CREATE TABLE t (id int PRIMARY KEY, note text);"
-                       "INSERT INTO t VALUES (1, 'a'), (2, 'b');");
+                       "INSERT INTO t VALUES (1, 'a'), (2, 'b');"
+                       "CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u VALUES (1);");
   Sql(d.target).Exec("ALTER TABLE t DROP COLUMN note");
   VerifyOptions options;
   options.source_url = d.source;
   options.target_url = d.target;
-  options.tables = {{"public", "t"}};
-  absl::StatusOr<VerifyReport> report = Verify(options, [](const std::string&) {});
-  ASSERT_FALSE(report.ok());
-  EXPECT_THAT(std::string(report.status().message()), HasSubstr("column \"note\" does not exist"));
+  options.tables = {{"public", "t"}, {"public", "u"}};
+  std::vector<std::string> lines;
+  absl::StatusOr<VerifyReport> report =
+      Verify(options, [&](const std::string& line) { lines.push_back(line); });
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->ok());
+  ASSERT_EQ(report->problems.size(), 1u);
+  EXPECT_THAT(report->problems[0], HasSubstr("public.t: could not be compared: "));
+  EXPECT_THAT(report->problems[0], HasSubstr("column \"note\" does not exist"));
+  // The next table is still compared.
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1], "public.u: 1 rows in 1 ranges: identical");
 }
 
 }  // namespace
