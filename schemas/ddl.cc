@@ -137,7 +137,8 @@ absl::StatusOr<DdlCommand> ParseDdlCommand(std::string_view content) {
         r.String("identity", &cmd.identity), r.String("schema", &cmd.schema),
         r.String("name", &cmd.name), r.Integer("objid", &cmd.objid),
         r.Bool("dropped", &cmd.dropped), r.String("statement", &cmd.statement),
-        r.Bool("rewritten", &cmd.rewritten), r.String("table_schema", &cmd.on_schema),
+        r.Bool("rewritten", &cmd.rewritten), r.Bool("identity_set_full", &cmd.identity_set_full),
+        r.String("table_schema", &cmd.on_schema),
         r.String("table_name", &cmd.on_table)}) {
     if (!s.ok()) return s;
   }

@@ -70,6 +70,8 @@ struct DdlCommand {
   // The command rewrote the table (a type change, a volatile default): its rows were not
   // decoded again, so consumers may hold other values than the source now has.
   bool rewritten = false;
+  // The capture set REPLICA IDENTITY FULL on this followed table, which had no key.
+  bool identity_set_full = false;
 
   // Indexes and constraints: the table they belong to.
   std::string on_schema;

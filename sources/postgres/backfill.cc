@@ -98,13 +98,21 @@ void Backfill::OpenWindow(uint64_t chunk) {
   watched_key_ = announced_key_;
   changed_.clear();
   truncated_ = false;
+  if (announced_keyless_ && announced_replace_) {
+    keyless_span_ = true;
+    keyless_changed_ = false;
+  }
 }
 
 bool Backfill::Watches(uint32_t relation_id) const {
-  return open_chunk_ != 0 && relation_id == watched_relation_;
+  return (open_chunk_ != 0 || keyless_span_) && relation_id == watched_relation_;
 }
 
 void Backfill::NoteChanged(const TableSchema& table, const Row& row) {
+  if (keyless_span_) {
+    keyless_changed_ = true;
+    return;
+  }
   std::string key;
   for (const std::string& name : watched_key_) {
     std::string_view part;
@@ -122,21 +130,33 @@ absl::StatusOr<Backfill::Chunk> Backfill::CloseWindow(uint64_t chunk) {
   // they are there unless it failed.
   if (!ready_.has_value() || ready_->chunk != chunk) {
     open_chunk_ = 0;
+    keyless_span_ = false;
     if (!error_.ok()) return error_;
     return absl::InternalError(
         absl::StrCat("backfill ", options_.id, ": no rows for chunk ", chunk));
   }
   Copied copied = std::move(*ready_);
   ready_.reset();
+  const bool voided = copied.keyless && keyless_changed_;
+  voided_ = voided;
   taken_ = true;
   lock.unlock();
   cv_.notify_all();
 
   Chunk out;
   out.table = copied.table;
-  out.last = copied.last;
-  for (size_t i = 0; i < copied.rows.size() && !truncated_; ++i) {
-    if (!changed_.contains(copied.keys[i])) out.rows.push_back(std::move(copied.rows[i]));
+  if (copied.keyless) {
+    if (!voided) {
+      out.rows = std::move(copied.rows);
+      out.replace = copied.replace;
+      out.last = copied.last;
+    }
+    if (voided || copied.table_last) keyless_span_ = false;
+  } else {
+    out.last = copied.last;
+    for (size_t i = 0; i < copied.rows.size() && !truncated_; ++i) {
+      if (!changed_.contains(copied.keys[i])) out.rows.push_back(std::move(copied.rows[i]));
+    }
   }
   open_chunk_ = 0;
   changed_.clear();
@@ -212,120 +232,28 @@ absl::Status Backfill::CopyAll() {
     const auto& [schema, name] = tables[t];
     absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
     if (!reader.ok()) return reader.status();
-    if (reader->primary_key.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("table ", schema, ".", name,
-                       " has no primary key: `pgflow snapshot` copies a live "
-                       "table in key order and needs one"));
-    }
-    const TableSchema& table = *reader->schema;
-    std::vector<std::string> key_columns;
-    std::vector<std::string> key_select;
-    std::vector<std::string> key_order;
-    for (int k : reader->primary_key) {
-      const std::string col = QuoteIdent(table.columns[k].name);
-      key_columns.push_back(table.columns[k].name);
-      key_select.push_back(absl::StrCat("format('%s', ", col, ")"));
-      key_order.push_back(col);
-    }
     const std::string from = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
-    std::vector<std::string> last_key;  // text of the last key copied
-    while (true) {
-      ++chunk;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stop_) return absl::CancelledError("stopped");
-        announced_chunk_ = chunk;
-        announced_relation_ = table.relation_id;
-        announced_key_ = key_columns;
+    const bool last_table = t + 1 == tables.size();
+    bool done = false;
+    const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
+    for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
+      if (attempt > 1) {
+        LogInfo("backfill %d: table %s (no primary key) changed during its copy: copying it "
+                "again (attempt %d of %d)",
+                options_.id, TableRef{schema, name}.Quoted(), attempt, attempts);
       }
-      auto watermark = [&](const char* which) {
-        return Exec(c, absl::StrCat("SELECT pg_logical_emit_message(true, ",
-                                    QuoteLiteral(kWatermarkPrefix), ", ",
-                                    QuoteLiteral(absl::StrCat(run_, ":", chunk, ":", which)), ")"))
-            .status();
-      };
-      if (absl::Status s = watermark("low"); !s.ok()) return s;
-      if (absl::Status s = AwaitEarlierCommits(c); !s.ok()) return s;
-
-      std::string where;
-      if (!last_key.empty()) {
-        std::vector<std::string> literals;
-        for (size_t k = 0; k < last_key.size(); ++k) {
-          literals.push_back(
-              absl::StrCat(QuoteLiteral(last_key[k]), "::", reader->types[reader->primary_key[k]]));
-        }
-        where = absl::StrCat(" WHERE (", absl::StrJoin(key_order, ", "), ") > (",
-                             absl::StrJoin(literals, ", "), ")");
+      if (absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done); !s.ok()) {
+        return s;
       }
-      std::string sql =
-          absl::StrCat("COPY (SELECT ", reader->select_list, ", ", absl::StrJoin(key_select, ", "),
-                       " FROM ", from, where, " ORDER BY ", absl::StrJoin(key_order, ", "),
-                       " LIMIT ", options_.chunk_rows, ") TO STDOUT (FORMAT binary)");
-      PgResultPtr res(PQexec(c, sql.c_str()));
-      if (PQresultStatus(res.get()) != PGRES_COPY_OUT) {
-        return ResultError(c, res.get(), absl::StrCat("backfill of ", schema, ".", name));
-      }
-      Copied copied;
-      copied.chunk = chunk;
-      copied.table = reader->schema;
-      copied.key_columns = key_columns;
-      const size_t ncols = table.columns.size();
-      BinaryCopyParser parser(ncols + key_columns.size());
-      CopyOutReader copy(c);
-      while (true) {
-        char* buf = nullptr;
-        int n = copy.Next(&buf);
-        if (n == -1) break;
-        if (n == -2) return ResultError(c, nullptr, "reading a backfill chunk");
-        absl::Status s = parser.Parse(
-            std::string_view(buf, static_cast<size_t>(n)),
-            [&](std::span<const BinaryCopyParser::Field> fields) {
-              Row row;
-              row.reserve(ncols);
-              for (size_t i = 0; i < ncols; ++i) {
-                uint32_t oid = table.columns[i].type_oid;
-                row.push_back(fields[i].is_null
-                                  ? Value::Null(oid)
-                                  : Value{reader->kinds[i], oid, std::string(fields[i].bytes)});
-              }
-              std::string key;
-              last_key.clear();
-              for (size_t k = 0; k < key_columns.size(); ++k) {
-                AppendKeyPart(fields[ncols + k].bytes, &key);
-                last_key.emplace_back(fields[ncols + k].bytes);
-              }
-              copied.rows.push_back(std::move(row));
-              copied.keys.push_back(std::move(key));
-            });
-        PQfreemem(buf);
-        if (!s.ok()) return s;
-      }
-      copy.Release();
-      PgResultPtr end(PQgetResult(c));
-      if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
-        return ResultError(c, end.get(), "finishing a backfill chunk");
-      }
-      while (PGresult* extra = PQgetResult(c)) PQclear(extra);
-      const size_t copied_rows = copied.rows.size();
-      const bool table_done = copied_rows < options_.chunk_rows;
-      copied.last = table_done && t + 1 == tables.size();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ready_ = std::move(copied);
-        taken_ = false;
-      }
-      if (absl::Status s = watermark("high"); !s.ok()) return s;
-      // One chunk in memory at a time: wait until the stream thread has taken it.
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return taken_ || stop_; });
-        if (stop_) return absl::CancelledError("stopped");
-      }
-      auto progress = Exec(c, "UPDATE pgflow.backfills SET rows = rows + $2 WHERE id = $1",
-                           {absl::StrCat(options_.id), absl::StrCat(copied_rows)});
-      if (!progress.ok()) return progress.status();
-      if (table_done) break;
+    }
+    if (!done) {
+      const std::string table = TableRef{schema, name}.Quoted();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "table ", table, " has no primary key and changed during each of its ", attempts,
+          " copies: without a key it can only be copied exactly while it does not change, so "
+          "the sinks' copy of it is incomplete. Add a primary key to it, or run `pgflow "
+          "snapshot --tables ",
+          table, "` when it is quieter"));
     }
   }
   if (chunk == 0) {
@@ -350,6 +278,177 @@ absl::Status Backfill::CopyAll() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Backfill::CopyTable(PGconn* c, const TableReader& reader, const std::string& from,
+                                 bool last_table, uint64_t* chunk, bool* done) {
+  const TableSchema& table = *reader.schema;
+  Copied base;
+  base.table = reader.schema;
+  if (reader.primary_key.empty()) {
+    // CTID ranges over the largest relation of the table's tree (a partitioned or inheritance
+    // parent's ranges apply to each of its children); the last range is open-ended, so rows
+    // added since are in it.
+    auto size = Exec(c,
+                     "WITH RECURSIVE tree(relid) AS (SELECT $1::regclass::oid UNION "
+                     "SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) "
+                     "SELECT coalesce(max(pg_relation_size(relid)), 0) / "
+                     "current_setting('block_size')::bigint FROM tree",
+                     {from});
+    if (!size.ok()) return size.status();
+    const uint64_t pages = std::stoull(PQgetvalue(size->get(), 0, 0));
+    base.keyless = true;
+    for (uint64_t first = 0;; first += kKeylessChunkPages) {
+      const bool final_range = first + kKeylessChunkPages >= pages;
+      std::string where = absl::StrCat(" WHERE ctid >= '(", first, ",0)'::tid");
+      if (!final_range) {
+        absl::StrAppend(&where, " AND ctid < '(", first + kKeylessChunkPages, ",0)'::tid");
+      }
+      Copied copied = base;
+      copied.chunk = ++*chunk;
+      copied.replace = first == 0;
+      copied.table_last = final_range;
+      copied.last = final_range && last_table;
+      size_t rows = 0;
+      bool voided = false;
+      absl::Status s =
+          CopyChunk(c, reader, absl::StrCat("SELECT ", reader.select_list, " FROM ", from, where),
+                    std::move(copied), nullptr, &rows, &voided);
+      if (!s.ok()) return s;
+      if (voided) return absl::OkStatus();
+      if (final_range) break;
+    }
+    *done = true;
+    return absl::OkStatus();
+  }
+  std::vector<std::string> key_select;
+  std::vector<std::string> key_order;
+  for (int k : reader.primary_key) {
+    const std::string col = QuoteIdent(table.columns[k].name);
+    base.key_columns.push_back(table.columns[k].name);
+    key_select.push_back(absl::StrCat("format('%s', ", col, ")"));
+    key_order.push_back(col);
+  }
+  std::vector<std::string> last_key;  // text of the last key copied
+  while (true) {
+    std::string where;
+    if (!last_key.empty()) {
+      std::vector<std::string> literals;
+      for (size_t k = 0; k < last_key.size(); ++k) {
+        literals.push_back(
+            absl::StrCat(QuoteLiteral(last_key[k]), "::", reader.types[reader.primary_key[k]]));
+      }
+      where = absl::StrCat(" WHERE (", absl::StrJoin(key_order, ", "), ") > (",
+                           absl::StrJoin(literals, ", "), ")");
+    }
+    Copied copied = base;
+    copied.chunk = ++*chunk;
+    copied.last = last_table;  // if this is the table's last chunk
+    size_t rows = 0;
+    bool voided = false;
+    absl::Status s = CopyChunk(
+        c, reader,
+        absl::StrCat("SELECT ", reader.select_list, ", ", absl::StrJoin(key_select, ", "), " FROM ",
+                     from, where, " ORDER BY ", absl::StrJoin(key_order, ", "), " LIMIT ",
+                     options_.chunk_rows),
+        std::move(copied), &last_key, &rows, &voided);
+    if (!s.ok()) return s;
+    if (rows < options_.chunk_rows) break;
+  }
+  *done = true;
+  return absl::OkStatus();
+}
+
+absl::Status Backfill::CopyChunk(PGconn* c, const TableReader& reader, const std::string& select,
+                                 Copied copied, std::vector<std::string>* last_key, size_t* rows,
+                                 bool* voided) {
+  const TableSchema& table = *reader.schema;
+  const uint64_t chunk = copied.chunk;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return absl::CancelledError("stopped");
+    announced_chunk_ = chunk;
+    announced_relation_ = table.relation_id;
+    announced_key_ = copied.key_columns;
+    announced_keyless_ = copied.keyless;
+    announced_replace_ = copied.replace;
+  }
+  auto watermark = [&](const char* which) {
+    return Exec(c, absl::StrCat("SELECT pg_logical_emit_message(true, ",
+                                QuoteLiteral(kWatermarkPrefix), ", ",
+                                QuoteLiteral(absl::StrCat(run_, ":", chunk, ":", which)), ")"))
+        .status();
+  };
+  if (absl::Status s = watermark("low"); !s.ok()) return s;
+  if (absl::Status s = AwaitEarlierCommits(c); !s.ok()) return s;
+
+  const std::string sql = absl::StrCat("COPY (", select, ") TO STDOUT (FORMAT binary)");
+  PgResultPtr res(PQexec(c, sql.c_str()));
+  if (PQresultStatus(res.get()) != PGRES_COPY_OUT) {
+    return ResultError(c, res.get(), absl::StrCat("backfill of ", table.QualifiedName()));
+  }
+  const size_t ncols = table.columns.size();
+  const size_t nkey = copied.key_columns.size();
+  BinaryCopyParser parser(ncols + nkey);
+  CopyOutReader copy(c);
+  while (true) {
+    char* buf = nullptr;
+    int n = copy.Next(&buf);
+    if (n == -1) break;
+    if (n == -2) return ResultError(c, nullptr, "reading a backfill chunk");
+    absl::Status s = parser.Parse(
+        std::string_view(buf, static_cast<size_t>(n)),
+        [&](std::span<const BinaryCopyParser::Field> fields) {
+          Row row;
+          row.reserve(ncols);
+          for (size_t i = 0; i < ncols; ++i) {
+            uint32_t oid = table.columns[i].type_oid;
+            row.push_back(fields[i].is_null
+                              ? Value::Null(oid)
+                              : Value{reader.kinds[i], oid, std::string(fields[i].bytes)});
+          }
+          if (nkey > 0) {
+            std::string key;
+            last_key->clear();
+            for (size_t k = 0; k < nkey; ++k) {
+              AppendKeyPart(fields[ncols + k].bytes, &key);
+              last_key->emplace_back(fields[ncols + k].bytes);
+            }
+            copied.keys.push_back(std::move(key));
+          }
+          copied.rows.push_back(std::move(row));
+        });
+    PQfreemem(buf);
+    if (!s.ok()) return s;
+  }
+  copy.Release();
+  PgResultPtr end(PQgetResult(c));
+  if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) {
+    return ResultError(c, end.get(), "finishing a backfill chunk");
+  }
+  while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+  *rows = copied.rows.size();
+  if (nkey > 0) {
+    copied.table_last = *rows < options_.chunk_rows;
+    copied.last = copied.table_last && copied.last;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ready_ = std::move(copied);
+    taken_ = false;
+  }
+  if (absl::Status s = watermark("high"); !s.ok()) return s;
+  // One chunk in memory at a time: wait until the stream thread has taken it.
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return taken_ || stop_; });
+    if (stop_) return absl::CancelledError("stopped");
+    *voided = voided_;
+  }
+  if (*voided) return absl::OkStatus();
+  return Exec(c, "UPDATE pgflow.backfills SET rows = rows + $2 WHERE id = $1",
+              {absl::StrCat(options_.id), absl::StrCat(*rows)})
+      .status();
 }
 
 }  // namespace pgflow

@@ -11,6 +11,14 @@
 // emitted at a point of the stream where its value is current: no copied row ever overwrites
 // a later change, and the stream never stops.
 //
+// A table without a primary key has no key to leave out: it is copied in CTID ranges (8 MiB of
+// heap per chunk), and its first chunk replaces what the sinks hold (a `truncate` event before
+// its rows). The stream thread watches the table from the first low watermark to the last high
+// one; a change anywhere in that span (the rows it touched may sit in a range copied before or
+// after it) voids the copy, which starts over with a new first chunk. After kKeylessAttempts
+// copies voided so, the backfill fails, naming the table: it changes too often to be copied
+// exactly without a key.
+//
 // Requests travel in the WAL too: `pgflow snapshot` records one in pgflow.backfills and writes
 // a 'pgflow.backfill' message in the same transaction, so the pipeline starts it at its place
 // in the stream, and finds it again after a restart.
@@ -30,6 +38,7 @@
 #include "common/postgres/pg_connection.h"
 #include "common/postgres/table_ref.h"
 #include "engine/change.h"
+#include "sources/postgres/snapshot.h"
 
 namespace pgflow {
 
@@ -79,11 +88,15 @@ class Backfill {
   // key is read from it by column name).
   void NoteChanged(const TableSchema& table, const Row& row);
   // The watched table was truncated in the window: none of the chunk's rows may be emitted.
-  void NoteTruncated() { truncated_ = true; }
+  void NoteTruncated() {
+    truncated_ = true;
+    keyless_changed_ = true;
+  }
 
   struct Chunk {
     TableSchemaPtr table;
     std::vector<Row> rows;  // without the keys changed in the window
+    bool replace = false;   // emit a `truncate` of the table first (a keyless table's first chunk)
     bool last = false;      // the backfill's final chunk
   };
   // Closes the window of `chunk` and returns its rows to emit now.
@@ -99,11 +112,27 @@ class Backfill {
     std::vector<std::string> key_columns;
     std::vector<Row> rows;
     std::vector<std::string> keys;
+    bool keyless = false;     // copied by CTID range; no keys
+    bool replace = false;     // a keyless table's first chunk
+    bool table_last = false;  // the table's final chunk
     bool last = false;
   };
 
+  static constexpr int kKeylessAttempts = 5;
+  static constexpr uint32_t kKeylessChunkPages = 1024;
+
   void Work();
   absl::Status CopyAll();
+  // Copies one table by primary key, or (keyless) by CTID range; false in *done when the
+  // stream thread voided a keyless copy.
+  absl::Status CopyTable(PGconn* conn, const TableReader& reader, const std::string& from,
+                         bool last_table, uint64_t* chunk, bool* done);
+  // One chunk: the low watermark, the COPY of `select`, the hand-over, the high watermark;
+  // returns once the stream thread took the rows. `key_fields` trailing fields of each row are
+  // its key (their text kept in *last_key).
+  absl::Status CopyChunk(PGconn* conn, const TableReader& reader, const std::string& select,
+                         Copied copied, std::vector<std::string>* last_key, size_t* rows,
+                         bool* voided);
   absl::Status AwaitEarlierCommits(PGconn* conn);
 
   Options options_;
@@ -116,6 +145,9 @@ class Backfill {
   uint64_t announced_chunk_ = 0;
   uint32_t announced_relation_ = 0;
   std::vector<std::string> announced_key_;
+  bool announced_keyless_ = false;
+  bool announced_replace_ = false;
+  bool voided_ = false;  // guarded by mu_: the stream thread voided the keyless copy
   std::optional<Copied> ready_;  // guarded by mu_: handed over before the high watermark
   bool taken_ = false;           // guarded by mu_: the stream thread took ready_
   bool stop_ = false;            // guarded by mu_
@@ -127,6 +159,9 @@ class Backfill {
   std::vector<std::string> watched_key_;  // key column names of the watched table
   absl::flat_hash_set<std::string> changed_;
   bool truncated_ = false;
+  // A keyless table is watched from its copy's first low watermark to its last high one.
+  bool keyless_span_ = false;
+  bool keyless_changed_ = false;
 };
 
 }  // namespace pgflow

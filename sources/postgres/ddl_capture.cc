@@ -60,6 +60,39 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.oid = rel
 $f$;
+-- A table whose UPDATEs and DELETEs PostgreSQL refuses while it is published: no primary key
+-- (nor replica identity index) and a replica identity other than FULL.
+CREATE OR REPLACE FUNCTION pgflow.is_keyless(rel oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND CASE c.relreplident
+      WHEN 'f' THEN false
+      WHEN 'n' THEN true
+      WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i
+                                WHERE i.indrelid = c.oid AND i.indisreplident)
+      ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+    END
+  FROM pg_class c WHERE c.oid = rel
+$f$;
+-- Whether a publication of a pgflow pipeline publishes the UPDATEs or DELETEs of `rel`:
+-- listed itself or through a partition ancestor, by its schema or an ancestor's, or as one of
+-- all tables (the rule PostgreSQL applies when it refuses a statement). pg_partition_ancestors
+-- lists nothing for a table outside any partition tree, hence the union with `rel`.
+CREATE OR REPLACE FUNCTION pgflow.followed_by_pipeline(rel oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+  WITH self_and_ancestors(relid) AS (
+    SELECT rel UNION SELECT relid FROM pg_partition_ancestors(rel))
+  SELECT EXISTS (
+    SELECT 1 FROM pgflow.pipelines pl JOIN pg_publication p ON p.pubname = pl.publication
+    WHERE (p.pubupdate OR p.pubdelete)
+      AND (p.puballtables
+           OR EXISTS (SELECT 1 FROM pg_publication_rel pr
+                      WHERE pr.prpubid = p.oid
+                        AND pr.prrelid IN (SELECT relid FROM self_and_ancestors))
+           OR EXISTS (SELECT 1 FROM pg_publication_namespace pn JOIN pg_class a
+                        ON a.relnamespace = pn.pnnspid
+                      WHERE pn.pnpubid = p.oid
+                        AND a.oid IN (SELECT relid FROM self_and_ancestors))))
+$f$;
 -- Indexes and sequences: their name, so that a rename can be followed.
 CREATE OR REPLACE FUNCTION pgflow.relation_name(rel oid) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
@@ -123,6 +156,8 @@ DECLARE
   msg jsonb;
   shape jsonb;
   old jsonb;
+  identity_set boolean;
+  capture_setting text := coalesce(current_setting('pgflow.capture_ddl', true), '');
   kind "char";
   rewritten text := coalesce(current_setting('pgflow.rewritten', true), '');
   statement text := left(current_query(), 2000);
@@ -150,6 +185,16 @@ BEGIN
       LOOP
         shape := pgflow.table_shape(child.relid);
         old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = child.relid);
+        -- A followed table created without a key, or left without one: REPLICA IDENTITY FULL
+        -- now, in this transaction, or the application's next UPDATE of it fails. The
+        -- command's own capture stays silent (the shape does not change).
+        identity_set := coalesce(pgflow.is_keyless(child.relid)
+                                 AND pgflow.followed_by_pipeline(child.relid), false);
+        IF identity_set THEN
+          PERFORM set_config('pgflow.capture_ddl', 'off', true);
+          EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', child.relid::regclass);
+          PERFORM set_config('pgflow.capture_ddl', capture_setting, true);
+        END IF;
         CONTINUE WHEN child.relid <> cmd.objid AND old IS NOT DISTINCT FROM shape;
         INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (child.relid, shape)
           ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
@@ -158,7 +203,7 @@ BEGIN
             'object_type', 'table', 'objid', child.relid::bigint,
             'schema', shape->>'schema', 'name', shape->>'name',
             'identity', quote_ident(shape->>'schema') || '.' || quote_ident(shape->>'name'),
-            'table', shape, 'old', old,
+            'table', shape, 'old', old, 'identity_set_full', identity_set,
             'rewritten', strpos(rewritten, ',' || child.relid::text || ',') > 0));
         END IF;
       END LOOP;

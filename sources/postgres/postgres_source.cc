@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/log.h"
 #include "schemas/ddl.h"
+#include "schemas/pg_array_literal.h"
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/pgoutput.h"
@@ -30,6 +31,25 @@ namespace pgflow {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// '{a,"b c"}': a text[] parameter.
+std::string TextArrayLiteral(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const std::string& item : items) {
+    if (out.size() > 1) out += ',';
+    AppendArrayLiteralElement(item, &out);
+  }
+  return out + "}";
+}
+
+// "a, b, c" for a log line, the first ten of a long list and how many more.
+std::string NameSome(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 10;
+  std::vector<std::string> shown(names.begin(), names.begin() + std::min(names.size(), kShown));
+  std::string text = absl::StrJoin(shown, ", ");
+  if (names.size() > kShown) absl::StrAppend(&text, " and ", names.size() - kShown, " more");
+  return text;
+}
 
 constexpr size_t kBatchEvents = 1024;
 constexpr size_t kBatchBytes = 1 << 20;
@@ -99,11 +119,14 @@ class PostgresSource::StreamState {
   void NoteForBackfill(const Change& change);
   template <typename MakeEvent>
   absl::Status OnWatermark(std::string_view content, MakeEvent& change_event);
-  void FailBackfill(const absl::Status& error);
+  // A backfill that failed: started again after a lost connection, recorded and passed over
+  // when a table it names does not exist; otherwise recorded, and the pipeline stops (its
+  // sinks may hold stale rows of the tables it was copying).
+  absl::Status FailBackfill(const absl::Status& error);
   PGconn* StateConnection();
   void LoadPendingBackfills();
   // Starts the next backfill, and records the current one done once the sinks hold it.
-  void TendBackfills();
+  absl::Status TendBackfills();
   // Hands the batch on, answering the server while the sinks are full. kCancelled if stopped.
   absl::Status EmitBatch();
   absl::Status SendStatus(bool force);
@@ -246,7 +269,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       }
       if (Clock::now() - last_status_ >= status_interval) {
         if (absl::Status e = SendStatus(false); !e.ok()) return e;
-        TendBackfills();
+        if (absl::Status e = TendBackfills(); !e.ok()) return e;
       }
       continue;
     }
@@ -255,7 +278,7 @@ absl::Status PostgresSource::StreamState::RunConnected() {
       if (absl::Status e = EmitBatch(); !e.ok()) return e;
       if (absl::Status e = SendStatus(false); !e.ok()) return e;
       MaybeHeartbeat();
-      TendBackfills();
+      if (absl::Status e = TendBackfills(); !e.ok()) return e;
       if (absl::Status s = WaitAndRead(conn, 100); !s.ok()) return s;
       continue;
     }
@@ -494,9 +517,10 @@ absl::Status PostgresSource::StreamState::OnWatermark(std::string_view content,
     return absl::OkStatus();
   }
   absl::StatusOr<Backfill::Chunk> chunk = backfill_->CloseWindow(mark->chunk);
-  if (!chunk.ok()) {
-    FailBackfill(chunk.status());
-    return absl::OkStatus();
+  if (!chunk.ok()) return FailBackfill(chunk.status());
+  if (chunk->replace) {
+    // A keyless table's copy replaces what the sinks hold of it.
+    Add(change_event(Op::kTruncate, chunk->table));
   }
   for (Row& row : chunk->rows) {
     Event event = change_event(Op::kRead, chunk->table);
@@ -508,14 +532,26 @@ absl::Status PostgresSource::StreamState::OnWatermark(std::string_view content,
   return absl::OkStatus();
 }
 
-void PostgresSource::StreamState::FailBackfill(const absl::Status& error) {
-  LogError("backfill %d failed: %s", backfill_->id(), error.message());
-  auto res = Exec(StateConnection(), "UPDATE pgflow.backfills SET error = $2 WHERE id = $1",
-                  {absl::StrCat(backfill_->id()), std::string(error.message())});
-  if (!res.ok()) LogWarning("backfill: %s", res.status().message());
+absl::Status PostgresSource::StreamState::FailBackfill(const absl::Status& error) {
+  const int64_t id = backfill_->id();
   backfill_.reset();
   backfill_ending_ = false;
   backfill_durable_at_ = Lsn();
+  if (absl::IsUnavailable(error)) {
+    LogWarning("backfill %d: %s; starting it again", id, error.message());
+    backfill_queue_.push_front(id);
+    return absl::OkStatus();
+  }
+  LogError("backfill %d failed: %s", id, error.message());
+  auto res = Exec(StateConnection(), "UPDATE pgflow.backfills SET error = $2 WHERE id = $1",
+                  {absl::StrCat(id), std::string(error.message())});
+  if (!res.ok()) LogWarning("backfill %d: %s", id, res.status().message());
+  if (absl::IsNotFound(error)) return absl::OkStatus();
+  // Not a pause to wait out (kUnavailable) nor a restart from the slot (kAborted): a stop.
+  return absl::FailedPreconditionError(absl::StrCat("backfill ", id,
+                                                    " failed, and the sinks may hold stale rows "
+                                                    "of the tables it was copying: ",
+                                                    error.message()));
 }
 
 absl::StatusOr<std::vector<std::string>> PostgresSource::StreamState::PrimaryKeyOf(uint32_t relid) {
@@ -570,10 +606,10 @@ void PostgresSource::StreamState::LoadPendingBackfills() {
   }
 }
 
-void PostgresSource::StreamState::TendBackfills() {
+absl::Status PostgresSource::StreamState::TendBackfills() {
   if (backfill_ != nullptr) {
     if (absl::Status e = backfill_->error(); !e.ok()) {
-      FailBackfill(e);
+      if (absl::Status s = FailBackfill(e); !s.ok()) return s;
     } else if (backfill_durable_at_.IsValid() && acks_.Confirmed() >= backfill_durable_at_) {
       auto res =
           Exec(StateConnection(), "UPDATE pgflow.backfills SET finished_at = now() WHERE id = $1",
@@ -589,26 +625,27 @@ void PostgresSource::StreamState::TendBackfills() {
       backfill_durable_at_ = Lsn();
     }
   }
-  if (backfill_ != nullptr || backfill_queue_.empty()) return;
+  if (backfill_ != nullptr || backfill_queue_.empty()) return absl::OkStatus();
   const int64_t id = backfill_queue_.front();
   PGconn* conn = StateConnection();
-  if (conn == nullptr) return;  // the request stays queued: tried again at the next turn
+  if (conn == nullptr) return absl::OkStatus();  // the request stays queued: tried again at the next turn
   auto res = Exec(conn,
                   "SELECT t FROM pgflow.backfills b LEFT JOIN LATERAL unnest(b.tables) AS t ON "
                   "true WHERE b.id = $1",
                   {absl::StrCat(id)});
-  if (!res.ok() && absl::IsUnavailable(res.status())) return;  // likewise
+  if (!res.ok() && absl::IsUnavailable(res.status())) return absl::OkStatus();  // likewise
   backfill_queue_.pop_front();
   auto refuse = [&](const std::string& why) {
     LogError("backfill %d: %s", id, why);
     auto recorded =
         Exec(conn, "UPDATE pgflow.backfills SET error = $2 WHERE id = $1", {absl::StrCat(id), why});
     if (!recorded.ok()) LogWarning("backfill %d: %s", id, recorded.status().message());
+    return absl::OkStatus();
   };
   if (!res.ok()) return refuse(absl::StrCat("cannot read the request: ", res.status().message()));
   if (PQntuples(res->get()) == 0) {
     LogWarning("backfill %d: the request is gone from pgflow.backfills; nothing to copy", id);
-    return;
+    return absl::OkStatus();
   }
   Backfill::Options options;
   options.url = source_->source_.url;
@@ -628,6 +665,7 @@ void PostgresSource::StreamState::TendBackfills() {
   LogInfo("backfill %d: copying %s beside the stream", id, listed.empty() ? "every table" : listed);
   backfill_rows_ = 0;
   backfill_ = std::make_unique<Backfill>(std::move(options));
+  return absl::OkStatus();
 }
 
 void PostgresSource::StreamState::Add(Event event) {
@@ -734,6 +772,20 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
       }
       {
         if (!Follows(*ddl)) return absl::OkStatus();
+        if (ddl->identity_set_full && ddl->table.has_value()) {
+          const std::string table = TableRef{ddl->table->schema, ddl->table->name}.Quoted();
+          if (source_->options_->keyless_tables == KeylessPolicy::kFail) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "table ", table, " (", ddl->tag, " at ", frame.wal_start.ToString(),
+                ") has no primary key and source.postgres.keyless_tables is 'fail'. pgflow's "
+                "DDL capture set REPLICA IDENTITY FULL on it so that the application's writes "
+                "go on; add a primary key to it, or set keyless_tables: full, and start again"));
+          }
+          LogInfo(
+              "table %s has no primary key (%s): pgflow's DDL capture set REPLICA IDENTITY "
+              "FULL on it, so that its UPDATEs and DELETEs work and stream whole rows",
+              table, ddl->tag);
+        }
         uint32_t relid = ddl->IsTable() ? ddl->objid : 0;
         Event event = change_event(Op::kDdl, relid != 0 ? catalog_.Find(relid) : nullptr);
         if (ddl->IsTable() && ddl->dropped) {
@@ -924,9 +976,7 @@ absl::Status PostgresSource::CheckServer(PGconn* conn) {
 
 absl::Status PostgresSource::CheckTables(PGconn* conn) {
   constexpr const char* kTableQuery =
-      "SELECT n.nspname, c.relname, c.relkind, c.relreplident, "
-      "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) "
-      "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "WHERE n.nspname = $1 AND ($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
       "OR c.relname = $2) ORDER BY 2";
   for (const TableRef& ref : source_.tables) {
@@ -951,22 +1001,82 @@ absl::Status PostgresSource::CheckTables(PGconn* conn) {
     for (int i = 0; i < PQntuples(r); ++i) {
       std::string name = absl::StrCat(PQgetvalue(r, i, 0), ".", PQgetvalue(r, i, 1));
       char kind = PQgetvalue(r, i, 2)[0];
-      char identity = PQgetvalue(r, i, 3)[0];
-      bool has_pk = PQgetvalue(r, i, 4)[0] == 't';
       if (kind != 'r' && kind != 'p') {
         return absl::InvalidArgumentError(absl::StrCat(
             name, " (in source.postgres.tables) is not a table (relkind '", std::string(1, kind),
             "'): only tables and partitioned tables can be replicated"));
       }
-      if ((identity == 'd' && !has_pk) || identity == 'n') {
-        LogWarning(
-            "table %s has no primary key and REPLICA IDENTITY %s: its UPDATEs and DELETEs cannot "
-            "be streamed (and PostgreSQL rejects them while the table is published). Fix: add a "
-            "primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL",
-            name, identity == 'n' ? "NOTHING" : "DEFAULT",
-            QualifiedIdent(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1)));
-      }
     }
+  }
+  if (source_.snapshot.mode == SnapshotMode::kOnly ||
+      options_->keyless_tables != KeylessPolicy::kFail) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<std::string>> keyless = FollowedKeylessTables(conn);
+  if (!keyless.ok()) return keyless.status();
+  if (!keyless->empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "source.postgres.keyless_tables is 'fail' and ", keyless->size(),
+        " followed table(s) have no primary key: ", NameSome(*keyless),
+        ". Add a primary key to each, or set keyless_tables: full (pgflow then sets REPLICA "
+        "IDENTITY FULL on them)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> PostgresSource::FollowedKeylessTables(PGconn* conn) {
+  // The listed tables, every table of a listed schema, and their partitions and inheritance
+  // children, all of which the publication covers.
+  constexpr const char* kQuery =
+      "WITH RECURSIVE followed(relid) AS ("
+      "  SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+      "  JOIN unnest($1::text[], $2::text[]) AS r(nsp, rel)"
+      "    ON n.nspname = r.nsp AND (r.rel = '*' OR c.relname = r.rel)"
+      "  WHERE c.relkind IN ('r', 'p')"
+      "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN followed f ON i.inhparent = f.relid) "
+      "SELECT format('%I.%I', n.nspname, c.relname) FROM followed f"
+      " JOIN pg_class c ON c.oid = f.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE c.relpersistence = 'p' AND CASE c.relreplident"
+      "   WHEN 'f' THEN false WHEN 'n' THEN true"
+      "   WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i"
+      "                             WHERE i.indrelid = c.oid AND i.indisreplident)"
+      "   ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)"
+      " END ORDER BY 1";
+  std::vector<std::string> schemas;
+  std::vector<std::string> names;
+  for (const TableRef& ref : source_.tables) {
+    schemas.push_back(ref.schema);
+    names.push_back(ref.table);
+  }
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, kQuery, {TextArrayLiteral(schemas), TextArrayLiteral(names)});
+  if (!res.ok()) return res.status();
+  std::vector<std::string> tables;
+  for (int i = 0; i < PQntuples(res->get()); ++i) tables.push_back(PQgetvalue(res->get(), i, 0));
+  return tables;
+}
+
+absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
+  absl::StatusOr<std::vector<std::string>> keyless = FollowedKeylessTables(conn);
+  if (!keyless.ok()) return keyless.status();
+  for (const std::string& table : *keyless) {
+    auto res = Exec(conn, absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
+    if (!res.ok()) {
+      return absl::Status(
+          res.status().code(),
+          absl::StrCat("table ", table,
+                       " has no primary key, and setting REPLICA IDENTITY FULL on it (so that "
+                       "its UPDATEs and DELETEs still work once published) failed: ",
+                       res.status().message(),
+                       ". Run that ALTER TABLE as its owner, add a primary key, or set "
+                       "source.postgres.keyless_tables: fail"));
+    }
+  }
+  if (!keyless->empty()) {
+    LogInfo(
+        "set REPLICA IDENTITY FULL on %d followed table(s) without a primary key, so that their "
+        "UPDATEs and DELETEs keep working and stream whole rows (keyless_tables: full): %s",
+        keyless->size(), NameSome(*keyless));
   }
   return absl::OkStatus();
 }
@@ -1130,7 +1240,18 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   } else {
     return installed.status();
   }
-  if (absl::Status s = EnsurePublication(conn->get()); !s.ok()) return s;
+  // One transaction: no moment where a keyless table is published without REPLICA IDENTITY
+  // FULL, and none of it done if any of it fails. Its own statements are not schema changes
+  // the pipeline streams.
+  auto began = Exec(conn->get(), "BEGIN; SET LOCAL pgflow.capture_ddl = off");
+  if (!began.ok()) return began.status();
+  absl::Status published = SetKeylessIdentityFull(conn->get());
+  if (published.ok()) published = EnsurePublication(conn->get());
+  if (published.ok()) published = Exec(conn->get(), "COMMIT").status();
+  if (!published.ok()) {
+    Exec(conn->get(), "ROLLBACK").IgnoreError();
+    return published;
+  }
   if (source_.snapshot.mode == SnapshotMode::kInitial) {
     if (absl::Status s = EnsureSnapshotState(conn->get()); !s.ok()) return s;
   }
@@ -1213,11 +1334,45 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   if (!s.ok() || !copier_->finished() || only) return s;
   absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
   if (!conn.ok()) return conn.status();
+  if (absl::Status s = RecopyResumedKeylessTables(conn->get()); !s.ok()) return s;
   auto done =
       Exec(conn->get(), "UPDATE pgflow.snapshots SET finished_at = now() WHERE pipeline = $1",
            {pipeline_});
   snapshot_owed_ = false;
   return done.status();
+}
+
+absl::Status PostgresSource::RecopyResumedKeylessTables(PGconn* conn) {
+  const std::vector<TableRef>& resumed = copier_->resumed_tables();
+  if (resumed.empty()) return absl::OkStatus();
+  std::vector<std::string> schemas;
+  std::vector<std::string> names;
+  for (const TableRef& t : resumed) {
+    schemas.push_back(t.schema);
+    names.push_back(t.table);
+  }
+  auto res = Exec(conn,
+                  "SELECT r.nsp, r.rel FROM unnest($1::text[], $2::text[]) AS r(nsp, rel) "
+                  "WHERE NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = "
+                  "i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "WHERE n.nspname = r.nsp AND c.relname = r.rel AND i.indisprimary)",
+                  {TextArrayLiteral(schemas), TextArrayLiteral(names)});
+  if (!res.ok()) return res.status();
+  std::vector<TableRef> keyless;
+  std::vector<std::string> listed;
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    keyless.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
+    listed.push_back(keyless.back().Quoted());
+  }
+  if (keyless.empty()) return absl::OkStatus();
+  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, pipeline_, keyless);
+  if (!id.ok()) return id.status();
+  LogInfo(
+      "the resumed snapshot copied part of %d table(s) without a primary key under a new "
+      "snapshot, which the stream's replay would double: backfill %d copies them again, "
+      "exactly, beside the stream: %s",
+      keyless.size(), *id, NameSome(listed));
+  return absl::OkStatus();
 }
 
 absl::Status PostgresSource::StartReplication(Lsn from) {

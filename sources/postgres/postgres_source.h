@@ -40,6 +40,12 @@ class PostgresSource : public Source {
   absl::Status CheckServer(PGconn* conn);
   absl::Status CheckTables(PGconn* conn);
   absl::Status EnsurePublication(PGconn* conn);
+  // The followed tables (partitions and inheritance children included) that have no primary
+  // key nor replica identity index, and are not REPLICA IDENTITY FULL; "schema.table", quoted.
+  absl::StatusOr<std::vector<std::string>> FollowedKeylessTables(PGconn* conn);
+  absl::Status SetKeylessIdentityFull(PGconn* conn);
+  // After a resumed snapshot: a backfill of the tables without a primary key it copied part of.
+  absl::Status RecopyResumedKeylessTables(PGconn* conn);
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);
   absl::Status StartReplication(Lsn from);
   absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);

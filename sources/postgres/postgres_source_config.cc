@@ -51,6 +51,14 @@ const OptionTable<PostgresSourceOptions>& PostgresSourceTable() {
                 "quote mixed case: '\"My Schema\".\"Order\"'."),
       SectionOption("snapshot", &PostgresSourceOptions::snapshot, SnapshotTable())
           .Help("Initial copy of the tables: {mode, workers, chunk_size}."),
+      ChoiceOption("keyless_tables", &PostgresSourceOptions::keyless_tables)
+          .Choices({{"full", KeylessPolicy::kFull},
+                    {"fail", KeylessPolicy::kFail}},
+                   "keyless_tables policy")
+          .Help("Followed tables without a primary key. full: set REPLICA IDENTITY FULL on them "
+                "(at start, and in the transaction that creates one or drops its key), so that "
+                "the application's UPDATEs and DELETEs keep working and stream whole rows; "
+                "fail: refuse to start while one is followed."),
       StringOption("slot", &PostgresSourceOptions::slot)
           .Check(CheckPgName)
           .DefaultText("pgflow_<pipeline>")

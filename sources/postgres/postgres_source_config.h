@@ -22,6 +22,14 @@ namespace pgflow {
 
 enum class SnapshotMode { kInitial, kNever, kOnly };
 
+// What to do with followed tables that have no primary key (nor a replica identity index).
+// PostgreSQL refuses UPDATE and DELETE on such a table once it is published, so following it
+// as it is would break the application's writes.
+enum class KeylessPolicy {
+  kFull,  // set REPLICA IDENTITY FULL on it (at start, and when one is created or loses its key)
+  kFail,  // refuse to start
+};
+
 struct SnapshotConfig {
   SnapshotMode mode = SnapshotMode::kInitial;
   int workers = 0;                     // 0: one per core
@@ -32,6 +40,7 @@ struct PostgresSourceOptions : SourceOptions {
   std::string url;  // libpq URI or key=value conninfo, `${VAR}` expanded; checked by libpq's parser
   std::vector<TableRef> tables;
   SnapshotConfig snapshot;
+  KeylessPolicy keyless_tables = KeylessPolicy::kFull;
   std::string slot;                                 // "pgflow_<pipeline>" unless given
   std::string publication;                          // "pgflow_<pipeline>" unless given
   std::chrono::milliseconds status_interval{1000};  // standby status update period

@@ -501,6 +501,11 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::LoadPlan(PGconn* stat
     if (PQgetvalue(r, i, 7)[0] == 't') {
       done_before_.push_back({std::move(c), std::stoull(PQgetvalue(r, i, 8))});
     } else {
+      TableRef table{c.table_schema, c.table_name};
+      if (std::find(resumed_tables_.begin(), resumed_tables_.end(), table) ==
+          resumed_tables_.end()) {
+        resumed_tables_.push_back(std::move(table));
+      }
       plan.push_back(std::move(c));
     }
   }

@@ -103,6 +103,11 @@ class SnapshotCopier {
 
   bool finished() const { return finished_; }
 
+  // The tables a resumed snapshot copied chunks of under its new snapshot: rows the stream,
+  // replayed from the first snapshot's point, may carry again. Keys make that harmless; a table
+  // without one must be copied again beside the stream.
+  const std::vector<TableRef>& resumed_tables() const { return resumed_tables_; }
+
  private:
   struct Worker;
   struct Shared;
@@ -117,6 +122,7 @@ class SnapshotCopier {
   std::vector<std::pair<uint64_t, uint64_t>> unrecorded_rows_;
   // Chunks an earlier run finished, with their row counts (for progress only).
   std::vector<std::pair<SnapshotChunk, uint64_t>> done_before_;
+  std::vector<TableRef> resumed_tables_;
   bool finished_ = false;
 };
 

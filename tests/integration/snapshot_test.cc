@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <map>
+#include <set>
 #include <random>
 #include <thread>
 
@@ -117,6 +119,56 @@ std::string Diff(const std::map<std::string, json>& replayed,
   return out;
 }
 
+// A table without a key, as a consumer ends with it: a bag of rows, applying every line in
+// order (truncate empties it; read and insert add a row; delete removes one equal to `before`;
+// update replaces one).
+std::multiset<std::string> ReplayBag(const std::vector<json>& lines, const std::string& table) {
+  std::multiset<std::string> bag;
+  auto remove = [&](const json& row) {
+    auto it = bag.find(row.dump());
+    if (it != bag.end()) bag.erase(it);
+  };
+  for (const json& l : lines) {
+    if (l.value("table", "") != table) continue;
+    const std::string op = l["op"];
+    if (op == "truncate") {
+      bag.clear();
+    } else if (op == "delete") {
+      remove(l.at("before"));
+    } else {
+      if (op == "update") remove(l.at("before"));
+      bag.insert(l.at("after").dump());
+    }
+  }
+  return bag;
+}
+
+std::multiset<std::string> SourceBag(Sql& sql, const std::string& table) {
+  std::multiset<std::string> bag;
+  for (const auto& r : sql.Query("SELECT row_to_json(t)::text FROM " + table + " t")) {
+    bag.insert(json::parse(r[0]).dump());
+  }
+  return bag;
+}
+
+// Random inserts, updates and deletes on the keyless logs(id, v).
+BackgroundWriter::Make LogsLoad(int64_t first_new_id) {
+  return [first_new_id](int64_t n, std::mt19937_64& rng) {
+    const int64_t next = first_new_id + n;
+    const int64_t a = rng() % next + 1;
+    return "BEGIN; INSERT INTO logs VALUES (" + std::to_string(next) +
+           ", 0); UPDATE logs SET v = v + 1 WHERE id = " + std::to_string(a) +
+           "; DELETE FROM logs WHERE id = " + std::to_string(a + 1) + "; COMMIT;";
+  };
+}
+
+void CreateLogs(Sql& sql, int rows) {
+  sql.Exec("CREATE TABLE logs (id bigint, v int NOT NULL)");
+  sql.Exec("INSERT INTO logs SELECT g % 1000, 0 FROM generate_series(1, " + std::to_string(rows) +
+           ") g");
+  sql.Exec("CREATE INDEX ON logs (id)");
+}
+
 // Random inserts, updates and deletes on items(id, v, payload), new ids from `first_new_id`.
 BackgroundWriter::Make ItemsLoad(int64_t first_new_id) {
   return [first_new_id](int64_t n, std::mt19937_64& rng) {
@@ -204,10 +256,13 @@ TEST(SnapshotTest, ExactUnderConcurrentWritesAndHandedOverToTheStream) {
 }
 
 TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
-  SnapshotPipeline p("resume", "[public.items]", "{mode: initial, workers: 2, chunk_size: 1MiB}");
+  SnapshotPipeline p("resume", "[public.items, public.logs]",
+                     "{mode: initial, workers: 2, chunk_size: 1MiB}");
   Sql sql(p.url());
   CreateItems(sql, 400000);
+  CreateLogs(sql, 200000);
   BackgroundWriter writer(p.url(), ItemsLoad(400001));
+  auto logs_writer = std::make_unique<BackgroundWriter>(p.url(), LogsLoad(1000));
   auto pgflow = p.Start();
   auto done_chunks = [&] {
     if (sql.Scalar("SELECT to_regclass('pgflow.snapshot_chunks') IS NULL") == "t") return 0;
@@ -220,6 +275,7 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
       << ReadFile(p.log());
   pgflow->Signal(SIGKILL);
   pgflow->Wait(std::chrono::seconds(10));
+  logs_writer.reset();  // quiet, so that its copy beside the stream is not voided
   int total = std::stoi(sql.Scalar("SELECT count(*) FROM pgflow.snapshot_chunks"));
   int done = done_chunks();
   ASSERT_LT(done, total) << "the snapshot finished before it could be interrupted";
@@ -231,10 +287,64 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
   EXPECT_THAT(ReadFile(p.log()),
               HasSubstr("once the tables are copied (the snapshot is not finished)"));
   EXPECT_THAT(ReadFile(p.log()), HasSubstr(std::to_string(done) + " done before"));
+  // The keyless table's rows copied under the new snapshot would meet the replayed stream
+  // twice: it is copied again, exactly, beside the stream.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return sql.Scalar("SELECT count(*) FROM pgflow.backfills WHERE finished_at IS NOT NULL "
+                          "AND tables = '{public.logs}'") == "1" ||
+               !pgflow->Running();
+      },
+      std::chrono::seconds(120)))
+      << ReadFile(p.log());
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("without a primary key under a new snapshot"));
   writer.Stop();
   DrainAndStop(p, *pgflow, sql);
 
-  EXPECT_EQ(Diff(Replay(ReadJsonl(p.output()), "items", "id"), SourceRows(sql, "items", "id")), "");
+  auto lines = ReadJsonl(p.output());
+  EXPECT_EQ(Diff(Replay(lines, "items", "id"), SourceRows(sql, "items", "id")), "");
+  EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
+      << ReplayBag(lines, "logs").size() << " rows replayed, "
+      << SourceBag(sql, "logs").size() << " in the source";
+}
+
+// A table without a key cannot have its changed rows left out of a chunk: its copy is exact
+// only if nothing changed from its first chunk to its last, and is started again otherwise.
+TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
+  SnapshotPipeline p("keylessfill", "[public.logs]", "{mode: never}");
+  Sql sql(p.url());
+  CreateLogs(sql, 400000);  // duplicate rows too: 400 of each id
+  auto pgflow = p.Start();
+  ASSERT_TRUE(WaitFor([&] { return p.LogHas("streaming from") || !pgflow->Running(); },
+                      std::chrono::seconds(30)));
+  EXPECT_TRUE(p.LogHas("set REPLICA IDENTITY FULL on 1 followed table(s)"));
+  {
+    // Written to without a pause: every copy is voided, and after the last attempt the
+    // pipeline stops rather than go on with a partial copy.
+    BackgroundWriter writer(p.url(), LogsLoad(1000));
+    std::string out;
+    EXPECT_NE(RunPgflow({"snapshot", p.yaml(), "--tables", "public.logs"}, &out), 0);
+    EXPECT_EQ(pgflow->Wait(std::chrono::seconds(120)), 1) << ReadFile(p.log());
+    EXPECT_TRUE(p.LogHas("changed during its copy: copying it again (attempt 2 of 5)"));
+    EXPECT_TRUE(p.LogHas("table public.logs has no primary key and changed during each of its 5 "
+                         "copies"))
+        << ReadFile(p.log());
+    EXPECT_TRUE(p.LogHas("run `pgflow snapshot --tables public.logs` when it is quieter"));
+  }
+  // Quiet again: the same request, asked again, copies it exactly, replacing the partial copy.
+  pgflow = p.Start();
+  ASSERT_TRUE(WaitFor([&] { return p.LogHas("streaming from") || !pgflow->Running(); },
+                      std::chrono::seconds(30)));
+  std::string out;
+  EXPECT_EQ(RunPgflow({"snapshot", p.yaml(), "--tables", "public.logs"}, &out), 0)
+      << out << ReadFile(p.log());
+  BackgroundWriter after(p.url(), LogsLoad(2000), 50);
+  while (after.transactions() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  DrainAndStop(p, *pgflow, sql);
+  auto lines = ReadJsonl(p.output());
+  EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
+      << ReplayBag(lines, "logs").size() << " rows replayed, "
+      << SourceBag(sql, "logs").size() << " in the source";
 }
 
 TEST(SnapshotTest, SnapshotRowsLookExactlyLikeStreamedRows) {

@@ -44,6 +44,7 @@ class Pipeline {
   std::string url() const { return SharedCluster().Url(name_); }
   std::string output() const { return dir_.File("out.jsonl"); }
   std::string log() const { return dir_.File("pgflow.log"); }
+  std::string yaml() const { return yaml_; }
 
   // Starts pgflow and waits until it streams.
   std::unique_ptr<PgflowProcess> Start() {
@@ -339,27 +340,99 @@ TEST(StreamTest, QuietPipelineDoesNotPinWal) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
 
-TEST(StreamTest, WarnsAboutTablesWhoseUpdatesCannotBeStreamed) {
-  Pipeline p("nokey", "[public.nokey]");
+// PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity:
+// following a schema must not break the application's writes.
+TEST(StreamTest, KeylessTablesGetReplicaIdentityFullAndTheApplicationsWritesGoOn) {
+  Pipeline p("nokey", "[public.*]");
   Sql sql(p.url());
-  sql.Exec("CREATE TABLE nokey (a int, b text)");
+  sql.Exec(R"sql(
+    CREATE TABLE nokey (a int, b text);
+    CREATE TABLE keyed (id int PRIMARY KEY, v text);
+    CREATE TABLE parted (k int, v text) PARTITION BY RANGE (k);
+    CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+    CREATE TABLE parent (a int);
+    CREATE SCHEMA elsewhere;
+    CREATE TABLE elsewhere.child () INHERITS (parent);
+    CREATE TABLE elsewhere.unfollowed (a int);
+    INSERT INTO nokey VALUES (1, 'x'), (2, 'y');
+    INSERT INTO keyed VALUES (1, 'v');
+  )sql");
   auto pgflow = p.Start();
-  EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.nokey has no primary key and REPLICA "
-                                           "IDENTITY DEFAULT"));
-  EXPECT_THAT(ReadFile(p.log()), HasSubstr("REPLICA IDENTITY FULL"));
-  // Inserts still stream; with REPLICA IDENTITY FULL (itself a `ddl` event), deletes carry
-  // the whole old row.
+  EXPECT_THAT(ReadFile(p.log()),
+              HasSubstr("set REPLICA IDENTITY FULL on 5 followed table(s) without a primary "
+                        "key"));
+  auto identity = [&](const std::string& table) {
+    return sql.Scalar("SELECT relreplident FROM pg_class WHERE oid = '" + table + "'::regclass");
+  };
+  for (const char* table : {"nokey", "parted", "parted_1", "parent", "elsewhere.child"}) {
+    EXPECT_EQ(identity(table), "f") << table;
+  }
+  EXPECT_EQ(identity("keyed"), "d");
+  EXPECT_EQ(identity("elsewhere.unfollowed"), "d");
+
+  // The application's statements, on tables that exist, are created, lose their key, or are
+  // attached as partitions while pgflow runs: none fails.
+  sql.Exec("UPDATE nokey SET b = 'z' WHERE a = 1; DELETE FROM nokey WHERE a = 2");
   sql.Exec(
-      "INSERT INTO nokey VALUES (1, 'x'); ALTER TABLE nokey REPLICA IDENTITY FULL; "
-      "DELETE FROM nokey");
-  auto lines = p.WaitForLines(3);
-  ASSERT_EQ(lines.size(), 3u);
-  EXPECT_EQ(lines[1]["op"], "ddl");
-  EXPECT_EQ(lines[1]["tag"], "ALTER TABLE");
-  EXPECT_EQ(lines[2]["op"], "delete");
-  EXPECT_EQ(lines[2]["before"], json::parse(R"({"a": 1, "b": "x"})"));
+      "BEGIN; CREATE TABLE later (a int); INSERT INTO later VALUES (7); "
+      "UPDATE later SET a = 8; COMMIT");
+  sql.Exec("ALTER TABLE keyed DROP CONSTRAINT keyed_pkey; UPDATE keyed SET v = 'w'");
+  sql.Exec(
+      "CREATE TABLE parted_2 (k int, v text); "
+      "ALTER TABLE parted ATTACH PARTITION parted_2 FOR VALUES FROM (100) TO (200); "
+      "INSERT INTO parted VALUES (150, 'p'); UPDATE parted SET v = 'q'; DELETE FROM parted");
+  EXPECT_EQ(identity("later"), "f");
+  EXPECT_EQ(identity("keyed"), "f");
+  EXPECT_EQ(identity("parted_2"), "f");
+
+  std::vector<json> lines;
+  WaitFor(
+      [&] {
+        lines = p.Lines();
+        return !lines.empty() && lines.back()["op"] == "delete" &&
+               lines.back()["table"] == "parted";
+      },
+      std::chrono::seconds(30));
+  std::vector<std::string> ops;
+  for (const json& l : lines) {
+    ops.push_back(l["op"].get<std::string>() + ":" +
+                  (l["op"] == "ddl" ? l["identity"] : l["table"]).get<std::string>());
+  }
+  // The capture's own ALTER TABLE is no event: one `ddl` event per application command.
+  EXPECT_THAT(ops, ::testing::ElementsAre(
+                       "update:nokey", "delete:nokey", "ddl:public.later", "insert:later",
+                       "update:later", "ddl:keyed_pkey on public.keyed", "ddl:public.keyed",
+                       "update:keyed", "ddl:public.parted_2", "ddl:public.parted", "insert:parted",
+                       "update:parted", "delete:parted"))
+      << ReadFile(p.log());
+  EXPECT_EQ(lines[1]["before"], json::parse(R"({"a": 2, "b": "y"})"));
+  EXPECT_EQ(lines[4]["before"], json::parse(R"({"a": 7})"));
+  EXPECT_EQ(lines[7]["before"], json::parse(R"({"id": 1, "v": "v"})"));
+  EXPECT_EQ(lines.back()["before"], json::parse(R"({"k": 150, "v": "q"})"));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.later has no primary key (CREATE TABLE): "
+                                           "pgflow's DDL capture set REPLICA IDENTITY FULL"));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(StreamTest, KeylessTablesFailPolicyRefusesToStartAndStopsOnANewOne) {
+  Pipeline p("nokeyfail", "[public.*]", "    keyless_tables: fail\n");
+  Sql sql(p.url());
+  sql.Exec("CREATE TABLE nokey (a int); CREATE TABLE keyed (id int PRIMARY KEY)");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"run", p.yaml()}, &out, {{"SOURCE_URL", p.url()}}), 1);
+  EXPECT_THAT(out, HasSubstr("source.postgres.keyless_tables is 'fail' and 1 followed table(s) "
+                             "have no primary key: public.nokey. Add a primary key"));
+  EXPECT_EQ(sql.Scalar("SELECT relreplident FROM pg_class WHERE relname = 'nokey'"), "d");
+
+  sql.Exec("ALTER TABLE nokey ADD PRIMARY KEY (a)");
+  auto pgflow = p.Start();
+  // A new keyless table: the application's writes go on, the pipeline stops and says why.
+  sql.Exec("CREATE TABLE later (a int); INSERT INTO later VALUES (1); UPDATE later SET a = 2");
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1);
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.later (CREATE TABLE at "));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("has no primary key and "
+                                           "source.postgres.keyless_tables is 'fail'"));
 }
 
 TEST(StreamTest, ClearErrorsForAMissingTableAndAnUnreachableServer) {
