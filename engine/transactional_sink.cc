@@ -32,7 +32,7 @@ absl::Status TransactionalSink::Write(const Event& event) {
     case EventKind::kPosition:
       return OnPosition(event.position);
     case EventKind::kChunkDone:
-      return OnChunkDone(event.chunk);
+      return OnChunkDone(event.chunk, event.change.table);
     case EventKind::kSnapshotDone:
       return OnSnapshotDone();
     case EventKind::kRawRows:

@@ -58,8 +58,11 @@ class TransactionalSink : public Sink {
   // Nothing before `position` is pending (a keepalive on a quiet stream); outside any
   // transaction.
   virtual absl::Status OnPosition(Lsn position) { return absl::OkStatus(); }
-  // Every row of snapshot chunk `chunk` has been written.
-  virtual absl::Status OnChunkDone(uint64_t chunk) { return absl::OkStatus(); }
+  // Every row of snapshot chunk `chunk` of `table` has been written (it may have had none: a
+  // sink that creates tables learns of an empty one here). `table` may be null.
+  virtual absl::Status OnChunkDone(uint64_t chunk, const TableSchemaPtr& table) {
+    return absl::OkStatus();
+  }
   // The initial snapshot (or the full copy a sink asked for) is over; streaming goes on.
   virtual absl::Status OnSnapshotDone() { return absl::OkStatus(); }
   // Snapshot rows as raw binary COPY tuples; only for sinks whose AcceptsRawCopy() is true.

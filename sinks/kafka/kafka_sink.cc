@@ -485,7 +485,7 @@ absl::Status KafkaSink::OnPosition(Lsn position) {
   return MaybePoll();
 }
 
-absl::Status KafkaSink::OnChunkDone(uint64_t chunk) {
+absl::Status KafkaSink::OnChunkDone(uint64_t chunk, const TableSchemaPtr&) {
   tracker_.MarkChunk(chunk);
   return MaybePoll();
 }

@@ -94,7 +94,7 @@ class KafkaSink : public TransactionalSink {
   // the same event ids, when the transaction comes again.
   absl::Status OnRollback() override { return absl::OkStatus(); }
   absl::Status OnPosition(Lsn position) override;
-  absl::Status OnChunkDone(uint64_t chunk) override;
+  absl::Status OnChunkDone(uint64_t chunk, const TableSchemaPtr& table) override;
 
  private:
   // Serves delivery reports every kPollEvery events; the first failed delivery, if any.

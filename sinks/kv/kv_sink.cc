@@ -362,7 +362,7 @@ absl::Status KvSink::OnPosition(Lsn position) {
   return cache_->store.Commit(position);
 }
 
-absl::Status KvSink::OnChunkDone(uint64_t) {
+absl::Status KvSink::OnChunkDone(uint64_t, const TableSchemaPtr&) {
   staged_reads_ = 0;
   return cache_->store.Commit(Lsn());
 }

@@ -56,7 +56,7 @@ class KvSink : public TransactionalSink {
   absl::Status OnCommit(const TxnInfo& txn) override;
   absl::Status OnRollback() override;
   absl::Status OnPosition(Lsn position) override;
-  absl::Status OnChunkDone(uint64_t chunk) override;
+  absl::Status OnChunkDone(uint64_t chunk, const TableSchemaPtr& table) override;
   absl::Status OnSnapshotDone() override;
   // What the cache applied, in this process (a pipeline restarted in-process skips it again).
   Lsn AppliedThrough() const override;

@@ -139,8 +139,12 @@ class ParallelCopy::Worker {
 
   absl::Status StartCopy(const std::shared_ptr<const Table>& table) {
     PgResultPtr res(
-        PQexec(conn_.get(), absl::StrCat("COPY ", table->quoted, " (", table->column_list,
-                                         ") FROM STDIN (FORMAT binary)")
+        PQexec(conn_.get(), absl::StrCat("COPY ", table->quoted,
+                                         // A table whose columns were all dropped has none.
+                                         table->column_list.empty()
+                                             ? ""
+                                             : absl::StrCat(" (", table->column_list, ")"),
+                                         " FROM STDIN (FORMAT binary)")
                                 .c_str()));
     if (!res || PQresultStatus(res.get()) != PGRES_COPY_IN) {
       return Error(res.get(), absl::StrCat("COPY into ", table->name));

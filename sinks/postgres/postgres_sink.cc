@@ -238,7 +238,12 @@ absl::Status PostgresSink::OnPosition(Lsn) {
   return absl::OkStatus();
 }
 
-absl::Status PostgresSink::OnChunkDone(uint64_t chunk) {
+absl::Status PostgresSink::OnChunkDone(uint64_t chunk, const TableSchemaPtr& table) {
+  if (table != nullptr && !tables_.Known(*table)) {
+    // A table with no rows (in this chunk, and none before): created all the same.
+    absl::StatusOr<TargetTable*> created = writer_.Table(table);
+    if (!created.ok()) return created.status();
+  }
   if (absl::Status s = CommitTransaction(); !s.ok()) return s;
   return loaders_ != nullptr ? loaders_->EndChunk(chunk) : absl::OkStatus();
 }

@@ -75,7 +75,7 @@ class PostgresSink : public TransactionalSink {
   absl::Status OnCommit(const TxnInfo& txn) override;
   absl::Status OnRollback() override;
   absl::Status OnPosition(Lsn position) override;
-  absl::Status OnChunkDone(uint64_t chunk) override;
+  absl::Status OnChunkDone(uint64_t chunk, const TableSchemaPtr& table) override;
   absl::Status OnSnapshotDone() override;
   absl::Status OnRawRows(const Event& event) override;
   // With WAL positions, source transactions that ended at or below it are skipped.

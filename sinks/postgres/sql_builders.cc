@@ -258,7 +258,10 @@ std::string CreateStageSql(const TargetTable& table) {
 }
 
 std::string CopyInSql(const TargetTable& table, const std::string& into) {
-  return absl::StrCat("COPY ", into, " (", table.column_list, ") FROM STDIN (FORMAT binary)");
+  // A table whose columns were all dropped has none to list.
+  const std::string columns =
+      table.column_list.empty() ? "" : absl::StrCat(" (", table.column_list, ")");
+  return absl::StrCat("COPY ", into, columns, " FROM STDIN (FORMAT binary)");
 }
 
 std::string UpsertFromStageSql(const TargetTable& table) {

@@ -1,6 +1,7 @@
 #include "sinks/postgres/target_tables.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "sinks/postgres/create_table.h"
 #include "sinks/postgres/parallel_statements.h"
+#include "sinks/postgres/schema_objects.h"
 #include "sinks/postgres/sql_builders.h"
 #include "sinks/postgres/table_definition.h"
 
@@ -77,7 +79,15 @@ absl::StatusOr<TargetTable*> TargetTables::Load(const TableSchemaPtr& schema) {
   };
   absl::StatusOr<PgResultPtr> res = target_columns();
   if (!res.ok()) return res.status();
-  if (PQntuples(res->get()) == 0) {
+  bool missing = PQntuples(res->get()) == 0;
+  if (missing) {
+    // No column: no table, or one whose columns were all dropped (a source table can be so).
+    absl::StatusOr<PgResultPtr> exists =
+        Exec(session_.conn(), "SELECT to_regclass($1) IS NOT NULL", {table->quoted});
+    if (!exists.ok()) return exists.status();
+    missing = PQgetvalue(exists->get(), 0, 0)[0] != 't';
+  }
+  if (missing) {
     if (!options_->create_tables) {
       return absl::FailedPreconditionError(
           absl::StrCat("postgres target ", session_.TargetName(), ": table ", table->name,
@@ -198,8 +208,37 @@ absl::StatusOr<bool> TargetTables::ReadFoldable(TargetTable* table) {
 
 absl::Status TargetTables::FinishLoad() {
   load_finished_ = true;
+  auto started = std::chrono::steady_clock::now();
+  auto seconds = [&started] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  };
   if (absl::Status s = BuildPending(); !s.ok()) return s;
   for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
+  if (tables_.empty()) return absl::OkStatus();
+  LogInfo("sink %s (postgres): keys, indexes and constraints built in %.1fs", sink_name_,
+          seconds());
+  // Statistics, as pg_restore users run vacuumdb --analyze-only: the target's planner is not
+  // blind right after a cutover. Several tables at once, like the index builds.
+  started = std::chrono::steady_clock::now();
+  std::vector<ParallelStatement> statements;
+  for (const auto& [name, table] : tables_) {
+    statements.push_back({absl::StrCat("ANALYZE ", table->quoted),
+                          absl::StrCat("analyzing ", table->name)});
+  }
+  std::vector<absl::Status> results =
+      RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
+        return RaiseMaintenanceWorkMem(c, options_->maintenance_work_mem, sink_name_);
+      });
+  size_t analyzed = 0;
+  for (const absl::Status& s : results) {
+    if (absl::IsUnavailable(s)) return s;
+    if (s.ok()) {
+      ++analyzed;
+    } else {
+      LogWarning("sink %s (postgres): %s", sink_name_, s.message());
+    }
+  }
+  LogInfo("sink %s (postgres): %d table(s) analyzed in %.1fs", sink_name_, analyzed, seconds());
   return absl::OkStatus();
 }
 
@@ -327,6 +366,16 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
                                             const std::string& quoted, const std::string& name) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
   if (!source_is_postgres_) return CreateFromShape(schema, target_schema, quoted);
+  if (!schema_objects_copied_) {
+    // The first table this run creates: the types, domains and functions tables may use first.
+    schema_objects_copied_ = true;
+    if (absl::Status s = CopySchemaObjects(source_url_, options_->url, sink_name_); !s.ok()) {
+      LogWarning(
+          "sink %s (postgres): the source's schema objects (types, domains, functions) were not "
+          "copied: %s; a table that uses one will fail to be created",
+          sink_name_, s.message());
+    }
+  }
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();
   absl::StatusOr<TableDefinition> def =

@@ -656,6 +656,8 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
       Event done;
       done.kind = EventKind::kChunkDone;
       done.chunk = ++ordinal;
+      auto reader = shared.readers.find(chunk.TableName());
+      if (reader != shared.readers.end()) done.change.table = reader->second.schema;
       output->batch.events.push_back(std::move(done));
       unrecorded_.push_back({ordinal, chunk});
       unrecorded_rows_.push_back({ordinal, output->chunk_rows});

@@ -306,8 +306,8 @@ source:
 sinks: {out: {fake: {path: x}}}
 )"),
             "p.yaml:5:5: source.postgres: unknown key 'tabels' (did you mean 'tables'? expected "
-            "one of: url, tables, snapshot, slot, publication, status_interval, "
-            "heartbeat_interval)");
+            "one of: url, tables, snapshot, keyless_tables, slot, publication, "
+            "status_interval, heartbeat_interval)");
 }
 
 TEST_F(ConfigTest, UnknownSnapshotKey) {

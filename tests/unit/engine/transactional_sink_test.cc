@@ -42,7 +42,7 @@ class RecordingSink : public TransactionalSink {
     seen.push_back(absl::StrCat("position ", position.value));
     return absl::OkStatus();
   }
-  absl::Status OnChunkDone(uint64_t chunk) override {
+  absl::Status OnChunkDone(uint64_t chunk, const TableSchemaPtr&) override {
     seen.push_back(absl::StrCat("chunk ", chunk));
     return absl::OkStatus();
   }

@@ -1,0 +1,29 @@
+#pragma once
+
+// PostgreSQL's client programs (pg_dump, pg_restore), run as child processes.
+//
+// The newest installed version is used (/usr/lib/postgresql/<major>/bin, as Debian installs
+// them, else the PATH): pg_dump reads servers of its own version and older ones.
+//
+// Thread-safety: plain functions; any thread may call them.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pgflow {
+
+// What a program printed and how it ended.
+struct ToolRun {
+  int exit_code = 0;
+  std::string output;  // stdout and stderr together, the first 1 MiB
+};
+
+// Runs PostgreSQL client program `tool` ("pg_dump") with `args` and waits for it. NotFound
+// when the program is not installed, naming the package; a run that ends with an exit code
+// other than 0 is returned as it is, for the caller to judge.
+absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args);
+
+}  // namespace pgflow
