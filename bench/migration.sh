@@ -7,12 +7,15 @@
 #   dump:    pg_dump --data-only | psql into a table created beforehand
 #   by hand: the issue's hand-tuned reference: two CTID-range binary COPY pipes at once (psql to
 #            psql) into a table without indexes, then its two indexes side by side
-#   pgflow:  snapshot into an empty target (it creates the table, loads, builds the index)
+#   pgcopydb: Debian's pgcopydb, `clone --table-jobs 2 --index-jobs 2` into an empty database
+#            (schema, data, indexes and constraints, then VACUUM ANALYZE)
+#   pgflow:  snapshot into an empty target (it creates the table, loads, builds the index, then
+#            ANALYZE)
 # Then a backlog of CHANGES changes (default 500,000; transactions of 100: 60 inserts,
 # 25 updates, 15 deletes) is written while both subscribers are stopped, and each drains it:
 #   native:  ALTER SUBSCRIPTION ... ENABLE until its slot confirms the end of the backlog
 #   pgflow:  pgflow run --until <end of the backlog>
-# The machine is shared: with ROUNDS=n (default 1) the four copies are made n times, each from
+# The machine is shared: with ROUNDS=n (default 1) the five copies are made n times, each from
 # scratch, in an order that turns round by one each round, and n backlogs are drained; the best
 # time of each is kept.
 set -euo pipefail
@@ -21,6 +24,10 @@ ROWS=${ROWS:-2000000}
 CHANGES=${CHANGES:-500000}
 ROUNDS=${ROUNDS:-1}
 source bench/common.sh   # the source server, database bench
+command -v pgcopydb >/dev/null || {
+  echo "installing pgcopydb (Debian)"
+  apt-get -qq update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgcopydb >/dev/null
+}
 TPORT=$(scripts/pgtmp.sh start "$work/target")
 trap 'scripts/pgtmp.sh stop "$work/target"; scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
 tpsql() { psql -p "$TPORT" "$@"; }
@@ -131,12 +138,27 @@ pgflow_copy() {
   end_phase pgflow_sync "$work/snapshot.cpu"
   [ "$(tpsql -Atq -d pgflow -c "SELECT count(*) FROM items")" = "$ROWS" ] || { echo "pgflow copied a wrong row count" >&2; exit 1; }
 }
-# Round n starts with the n-th contender and goes round: each runs first once every four rounds,
+# pgcopydb: its own clone, schema included, into an empty database; pgflow's own schema in the
+# source (left by earlier rounds) is filtered out.
+printf '[exclude-schema]\npgflow\n' >"$work/pgcopydb-filters.ini"
+pgcopydb_copy() {
+  tpsql -q -d postgres -c "DROP DATABASE IF EXISTS pgcopydb" -c "CREATE DATABASE pgcopydb"
+  rm -rf "$work/pgcopydb"
+  begin_phase
+  /usr/bin/time -f "%U %S" -o "$work/pgcopydb.cpu" pgcopydb clone \
+    --source "postgres://postgres@127.0.0.1:$PGPORT/bench" \
+    --target "postgres://postgres@127.0.0.1:$TPORT/pgcopydb" \
+    --table-jobs 2 --index-jobs 2 --filters "$work/pgcopydb-filters.ini" --dir "$work/pgcopydb" \
+    >"$work/pgcopydb.log" 2>&1 || { tail -n 30 "$work/pgcopydb.log"; exit 1; }
+  end_phase pgcopydb_copy "$work/pgcopydb.cpu"
+  [ "$(tpsql -Atq -d pgcopydb -c "SELECT count(*) FROM items")" = "$ROWS" ] || { echo "pgcopydb copied a wrong row count" >&2; exit 1; }
+}
+# Round n starts with the n-th contender and goes round: each runs first once every five rounds,
 # so that none always follows the same neighbour (what a phase leaves behind, in the page cache
 # and in memory the host must back again, weighs on the next one).
-contenders=(native_copy dump_copy hand_copy pgflow_copy)
+contenders=(native_copy dump_copy hand_copy pgcopydb_copy pgflow_copy)
 for round in $(seq "$ROUNDS"); do
-  for k in 0 1 2 3; do "${contenders[$(((round - 1 + k) % 4))]}"; done
+  for k in 0 1 2 3 4; do "${contenders[$(((round - 1 + k) % 5))]}"; done
 done
 
 # The backlog, written while neither subscriber runs; with ROUNDS=n, n backlogs (each on new
@@ -186,9 +208,9 @@ for line in open(sys.argv[3]):  # the fastest of each phase's rounds
     walls.setdefault(name, []).append(figures[0])
     if name not in phase or figures[0] < phase[name][0]:
         phase[name] = figures
-def row(label, name, extra=""):
+def row(label, name, extra="", own_name="pgflow"):
     wall, src, tgt, own = phase[name]
-    cpu = f"cpu: source {src:5.2f}s  target {tgt:5.2f}s" + (f"  pgflow {own:5.2f}s" if own else "")
+    cpu = f"cpu: source {src:5.2f}s  target {tgt:5.2f}s" + (f"  {own_name} {own:5.2f}s" if own else "")
     print(f"  {label:<40}{wall:6.2f}s  {extra:<39}{cpu}")
 ns, ps = phase["native_sync"][0], phase["pgflow_sync"][0]
 na, pa = phase["native_apply"][0], phase["pgflow_apply"][0]
@@ -196,7 +218,8 @@ print(f"initial copy of {rows:,} rows (PK + 1 index)" + (f", best of {rounds}:" 
 row("native logical replication (copy_data)", "native_sync")
 row("pg_dump --data-only | psql", "dump_copy")
 row("by hand: 2 COPY pipes, indexes after", "hand_copy", f"{ns / phase['hand_copy'][0]:.2f}x native")
-row("pgflow snapshot into an empty target", "pgflow_sync", f"{ns / ps:.2f}x native (goal >= 1.8)")
+row("pgcopydb clone (2+2 jobs, with ANALYZE)", "pgcopydb_copy", f"{ns / phase['pgcopydb_copy'][0]:.2f}x native", "pgcopydb")
+row("pgflow snapshot into an empty target", "pgflow_sync", f"{ns / ps:.2f}x native (goal >= 1.8), {phase['pgcopydb_copy'][0] / ps:.2f}x pgcopydb (goal >= 1.3)")
 print(f"apply of a {changes:,}-change backlog" + (f", best of {rounds}:" if rounds > 1 else ":"))
 row("native logical replication", "native_apply", f"{changes / na:,.0f} changes/s")
 row("pgflow", "pgflow_apply", f"{changes / pa:,.0f}/s  {na / pa:.2f}x native (goal >= 1.2)")

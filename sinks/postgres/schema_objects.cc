@@ -67,8 +67,9 @@ bool IsSchemaObjectEntry(std::string_view line) {
   return false;
 }
 
-absl::Status CopySchemaObjects(const std::string& source_url, const std::string& target_url,
-                               std::string_view sink_name) {
+absl::StatusOr<size_t> CopySchemaObjects(const std::string& source_url,
+                                         const std::string& target_url,
+                                         std::string_view sink_name, bool second_pass) {
   const auto started = std::chrono::steady_clock::now();
   TempFile dump;
   TempFile list;
@@ -96,7 +97,7 @@ absl::Status CopySchemaObjects(const std::string& source_url, const std::string&
     absl::StrAppend(&kept, line, "\n");
     ++objects;
   }
-  if (objects == 0) return absl::OkStatus();
+  if (objects == 0) return 0;
   {
     std::ofstream out(list.path(), std::ios::trunc);
     out << kept;
@@ -119,10 +120,19 @@ absl::Status CopySchemaObjects(const std::string& source_url, const std::string&
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  LogInfo(
-      "sink %s (postgres): the source's types, domains, functions and other schema objects "
-      "restored in %.1fs (pg_dump --section=pre-data): %d object(s), %d already there",
-      sink_name, seconds, objects - present - failures.size(), present);
+  if (second_pass) {
+    LogInfo(
+        "sink %s (postgres): schema objects that needed the tables restored in %.1fs: %d "
+        "object(s)",
+        sink_name, seconds, objects - present - failures.size());
+  } else {
+    LogInfo(
+        "sink %s (postgres): the source's types, domains, functions and other schema objects "
+        "restored in %.1fs (pg_dump --section=pre-data): %d object(s), %d already there%s",
+        sink_name, seconds, objects - present - failures.size(), present,
+        failures.empty() ? "" : Cat(", ", failures.size(), " tried again once the tables exist"));
+    return failures.size();
+  }
   for (size_t i = 0; i < failures.size() && i < 5; ++i) {
     LogWarning("sink %s (postgres): restoring a schema object: %s", sink_name, failures[i]);
   }
@@ -130,7 +140,7 @@ absl::Status CopySchemaObjects(const std::string& source_url, const std::string&
     LogWarning("sink %s (postgres): %d more schema objects failed to restore", sink_name,
                failures.size() - 5);
   }
-  return absl::OkStatus();
+  return failures.size();
 }
 
 }  // namespace pgflow

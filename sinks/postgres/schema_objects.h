@@ -12,15 +12,17 @@
 #include <string>
 #include <string_view>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace pgflow {
 
 // Restores the source's schema objects into the target. Objects the target already has are
-// left as they are. Errors other than a missing program or an unreadable source are logged,
-// not returned: the table that needs a missing object then fails with its own message.
-absl::Status CopySchemaObjects(const std::string& source_url, const std::string& target_url,
-                               std::string_view sink_name);
+// left as they are. Returns how many could not be restored: the statements are logged, not
+// returned (a function taking a table's row type needs the table: a second pass once the
+// tables exist brings it); a missing program or an unreadable source is an error.
+absl::StatusOr<size_t> CopySchemaObjects(const std::string& source_url,
+                                         const std::string& target_url,
+                                         std::string_view sink_name, bool second_pass = false);
 
 // Whether a line of `pg_restore --list` names an object CopySchemaObjects restores. Pure;
 // exposed for tests.

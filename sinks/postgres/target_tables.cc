@@ -212,6 +212,14 @@ absl::Status TargetTables::FinishLoad() {
   auto seconds = [&started] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   };
+  if (schema_objects_owed_) {
+    // What failed before the tables existed (a function of a table's row type), before the
+    // constraints that may use it.
+    schema_objects_owed_ = false;
+    absl::StatusOr<size_t> failed =
+        CopySchemaObjects(source_url_, options_->url, sink_name_, /*second_pass=*/true);
+    if (!failed.ok()) LogWarning("sink %s (postgres): %s", sink_name_, failed.status().message());
+  }
   if (absl::Status s = BuildPending(); !s.ok()) return s;
   for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
   if (tables_.empty()) return absl::OkStatus();
@@ -369,12 +377,14 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
   if (!schema_objects_copied_) {
     // The first table this run creates: the types, domains and functions tables may use first.
     schema_objects_copied_ = true;
-    if (absl::Status s = CopySchemaObjects(source_url_, options_->url, sink_name_); !s.ok()) {
+    absl::StatusOr<size_t> failed = CopySchemaObjects(source_url_, options_->url, sink_name_);
+    if (!failed.ok()) {
       LogWarning(
           "sink %s (postgres): the source's schema objects (types, domains, functions) were not "
           "copied: %s; a table that uses one will fail to be created",
-          sink_name_, s.message());
+          sink_name_, failed.status().message());
     }
+    schema_objects_owed_ = failed.ok() && *failed > 0;
   }
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();

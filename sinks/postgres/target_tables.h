@@ -102,6 +102,7 @@ class TargetTables {
   const std::shared_ptr<const PostgresSinkOptions> options_;
   bool load_finished_ = false;
   bool schema_objects_copied_ = false;  // CopySchemaObjects ran (before the first table created)
+  bool schema_objects_owed_ = false;    // some failed then: a second pass after the load
   PgConnPtr source_conn_;
   // Source "schema.table" -> what is known of it. Shared with the net changes staged for a
   // table, which may outlive an entry replaced here.

@@ -3,6 +3,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -22,6 +23,9 @@ struct Table {
   std::string name;
   std::vector<std::string> columns;  // quoted, in order
   std::vector<KeyColumn> key;
+  // A partitioned table's rows are its partitions' (copied under its name); a plain table's
+  // are its own, without those of its inheritance children (tables of their own on the target).
+  bool partitioned = false;
 };
 
 absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source,
@@ -29,7 +33,8 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source,
   std::vector<Table> tables;
   for (const TableRef& ref : refs) {
     auto res = Exec(source,
-                    "SELECT n.nspname, c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON "
+                    "SELECT n.nspname, c.relname, c.oid, c.relkind = 'p' FROM pg_class c JOIN "
+                    "pg_namespace n ON "
                     "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND "
                     "NOT c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2",
                     {ref.schema, ref.table});
@@ -39,6 +44,7 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source,
       t.schema = PQgetvalue(res->get(), i, 0);
       t.name = PQgetvalue(res->get(), i, 1);
       std::string oid = PQgetvalue(res->get(), i, 2);
+      t.partitioned = PQgetvalue(res->get(), i, 3)[0] == 't';
       auto cols = Exec(source,
                        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
                        "array_position((SELECT x.indkey FROM pg_index x WHERE x.indrelid = "
@@ -83,7 +89,8 @@ constexpr int64_t kSampledPages = 2000;
 // The WHERE clause of each range, in key order: upper bounds of about equal row counts from
 // the source, the first range open below and the last open above.
 absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& t,
-                                                   const std::string& qualified, int ranges) {
+                                                   const std::string& qualified,
+                                                   const std::string& from, int ranges) {
   auto size =
       Exec(source,
            // A partitioned table's own size is 0 and a plain table has no tree.
@@ -107,7 +114,7 @@ absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& 
   auto bounds = Exec(
       source, absl::StrCat("SELECT DISTINCT ON (pgflow_range) ", absl::StrJoin(as_text, ", "),
                            " FROM (SELECT ", absl::StrJoin(names, ", "), ", ntile(", ranges,
-                           ") OVER (ORDER BY ", key, ") AS pgflow_range FROM ", qualified, sample,
+                           ") OVER (ORDER BY ", key, ") AS pgflow_range FROM ", from, sample,
                            ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
   if (!bounds.ok()) return bounds.status();
   std::vector<std::string> wheres;
@@ -130,10 +137,10 @@ absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& 
 
 // Counts and hashes one side's rows of a range: the sum of the first 64 bits of each row's
 // md5, which no order of rows changes, so the server need not sort them.
-std::string HashQuery(const Table& t, const std::string& qualified, const std::string& where) {
+std::string HashQuery(const Table& t, const std::string& from, const std::string& where) {
   return absl::StrCat("SELECT count(*), coalesce(sum(('x' || left(md5(ROW(",
                       absl::StrJoin(t.columns, ", "), ")::text), 16))::bit(64)::bigint), 0) FROM ",
-                      qualified, where.empty() ? "" : " WHERE ", where);
+                      from, where.empty() ? "" : " WHERE ", where);
 }
 
 struct RangeResult {
@@ -203,6 +210,9 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     const std::string schema = options.target_schema.empty() ? t.schema : options.target_schema;
     const std::string source_table = absl::StrCat(QuoteIdent(t.schema), ".", QuoteIdent(t.name));
     const std::string target_table = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(t.name));
+    const std::string only = t.partitioned ? "" : "ONLY ";
+    const std::string source_from = only + source_table;
+    const std::string target_from = only + target_table;
     auto exists = Exec(target, "SELECT to_regclass($1) IS NOT NULL", {target_table});
     if (!exists.ok()) return exists.status();
     if (PQgetvalue(exists->get(), 0, 0)[0] != 't') {
@@ -218,10 +228,13 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     if (t.key.empty()) {
       whole = "no primary key";
     } else {
-      wheres = KeyRanges(source, t, source_table, options.ranges);
+      wheres = KeyRanges(source, t, source_table, source_from, options.ranges);
       if (!wheres.ok() && absl::IsUnavailable(wheres.status())) return wheres.status();
       if (!wheres.ok()) {
-        whole = absl::StrCat("key not cut into ranges: ", wheres.status().message());
+        whole = absl::StrContains(wheres.status().message(),
+                                  "could not identify an ordering operator")
+                    ? "its key has no btree ordering"
+                    : absl::StrCat("key not cut into ranges: ", wheres.status().message());
         wheres = std::vector<std::string>{""};
       }
     }
@@ -242,8 +255,8 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
           i = next++;
         }
         const std::string& where = (*wheres)[i];
-        absl::StatusOr<RangeComparison> r = CompareRange(pair, HashQuery(t, source_table, where),
-                                                         HashQuery(t, target_table, where));
+        absl::StatusOr<RangeComparison> r = CompareRange(pair, HashQuery(t, source_from, where),
+                                                         HashQuery(t, target_from, where));
         absl::MutexLock lock(&mu);
         if (!r.ok()) {
           if (failure.ok()) failure = r.status();

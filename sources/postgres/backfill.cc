@@ -220,7 +220,10 @@ absl::Status Backfill::CopyAll() {
                     {ref.schema, ref.table});
     if (!res.ok()) return res.status();
     if (PQntuples(res->get()) == 0 && ref.table != "*") {
-      return absl::NotFoundError(absl::StrCat("table ", ref.ToString(), " does not exist"));
+      // Dropped since the request (a table copied again after a rewrite, then dropped): its
+      // rows are gone from the sinks with the DROP the stream carries.
+      LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id,
+              ref.Quoted());
     }
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       tables.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
@@ -228,9 +231,15 @@ absl::Status Backfill::CopyAll() {
   }
 
   uint64_t chunk = 0;
+  bool ended = false;  // the final chunk was handed over
   for (size_t t = 0; t < tables.size(); ++t) {
     const auto& [schema, name] = tables[t];
     absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
+    if (absl::IsNotFound(reader.status())) {
+      LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id,
+              TableRef{schema, name}.Quoted());
+      continue;
+    }
     if (!reader.ok()) return reader.status();
     const std::string from = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
     const bool last_table = t + 1 == tables.size();
@@ -246,6 +255,7 @@ absl::Status Backfill::CopyAll() {
         return s;
       }
     }
+    ended = done && last_table;
     if (!done) {
       const std::string table = TableRef{schema, name}.Quoted();
       return absl::FailedPreconditionError(absl::StrCat(
@@ -256,10 +266,10 @@ absl::Status Backfill::CopyAll() {
           table, "` when it is quieter"));
     }
   }
-  if (chunk == 0) {
-    // Nothing to copy (a schema without tables): still end at a point of the stream, so the
-    // stream thread sees the backfill finish.
-    chunk = 1;
+  if (!ended) {
+    // Nothing (more) to copy: a schema without tables, a last table dropped since. Still end
+    // at a point of the stream, so the stream thread sees the backfill finish.
+    ++chunk;
     {
       std::lock_guard<std::mutex> lock(mu_);
       announced_chunk_ = chunk;

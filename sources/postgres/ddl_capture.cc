@@ -187,9 +187,13 @@ BEGIN
         old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = child.relid);
         -- A followed table created without a key, or left without one: REPLICA IDENTITY FULL
         -- now, in this transaction, or the application's next UPDATE of it fails. The
-        -- command's own capture stays silent (the shape does not change).
+        -- command's own capture stays silent (the shape does not change). A replica identity
+        -- the statement itself set (NOTHING, or an index) is the application's choice, kept.
         identity_set := coalesce(pgflow.is_keyless(child.relid)
-                                 AND pgflow.followed_by_pipeline(child.relid), false);
+                                 AND pgflow.followed_by_pipeline(child.relid)
+                                 AND NOT ((SELECT c.relreplident FROM pg_class c
+                                           WHERE c.oid = child.relid) IN ('n', 'i')
+                                          AND statement ~* 'replica\s+identity'), false);
         IF identity_set THEN
           PERFORM set_config('pgflow.capture_ddl', 'off', true);
           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', child.relid::regclass);

@@ -64,7 +64,13 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
            "    END LIMIT 1)::int2[]), false), "
            "  tn.nspname || '.' || t.typname, format_type(a.atttypid, a.atttypmod), "
            "  array_position((SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid "
-           "    AND i.indisprimary)::int2[], a.attnum) "
+           "    AND i.indisprimary)::int2[], a.attnum), "
+           // Whether binary COPY can write it (aclitem, say, has no send function; nor have
+           // arrays of it, nor domains over it).
+           "  t.typsend <> 0 AND coalesce((SELECT e.typsend <> 0 FROM pg_type e "
+           "    WHERE e.oid = t.typelem AND t.typelem <> 0), true) "
+           "  AND coalesce((SELECT b.typsend <> 0 FROM pg_type b "
+           "    WHERE b.oid = t.typbasetype AND t.typbasetype <> 0), true) "
            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
            "JOIN pg_namespace tn ON tn.oid = t.typnamespace "
            "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
@@ -89,6 +95,7 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
     column.type_modifier = std::stoi(PQgetvalue(r, i, 2));
     column.is_key = identity == 'f' || (identity != 'n' && PQgetvalue(r, i, 3)[0] == 't');
     if (column.type_oid >= kFirstNonBuiltinOid) column.type_name = PQgetvalue(r, i, 4);
+    reader.raw_capable = reader.raw_capable && PQgetvalue(r, i, 7)[0] == 't';
     if (CanDecodeBinary(column.type_oid)) {
       select.push_back(QuoteIdent(column.name));
       reader.kinds.push_back(ValueKind::kBinary);
@@ -419,10 +426,14 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
                     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                     "CROSS JOIN LATERAL (SELECT c.oid AS relid WHERE c.relkind = 'r' UNION ALL "
                     "  SELECT p.relid FROM pg_partition_tree(c.oid) p "
-                    "  WHERE c.relkind = 'p' AND p.isleaf) t "
+                    "  WHERE c.relkind = 'p' AND p.isleaf UNION ALL "
+                    // A partitioned table without partitions: one empty chunk of its own, so
+                    // that the sinks learn of it (a PostgreSQL target creates it).
+                    "  SELECT c.oid WHERE c.relkind = 'p' AND NOT EXISTS (SELECT 1 FROM "
+                    "    pg_partition_tree(c.oid) p WHERE p.isleaf)) t "
                     "JOIN pg_class l ON l.oid = t.relid "
                     "JOIN pg_namespace ln ON ln.oid = l.relnamespace "
-                    "WHERE n.nspname = $1 AND l.relkind = 'r' AND "
+                    "WHERE n.nspname = $1 AND l.relkind IN ('r', 'p') AND "
                     "  (($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition) OR "
                     "   c.relname = $2) ORDER BY 1, 2, 3, 4",
                     {ref.schema, ref.table});
@@ -566,7 +577,7 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     absl::StatusOr<TableReader> reader =
         DescribeTable(planner->get(), c.table_schema, c.table_name);
     if (!reader.ok()) return reader.status();
-    reader->raw = options_.raw && options_.raw(*reader->schema);
+    reader->raw = reader->raw_capable && options_.raw && options_.raw(*reader->schema);
     shared.readers.emplace(c.TableName(), *std::move(reader));
   }
   size_t raw_tables = 0;
@@ -678,6 +689,11 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     }
   }
   join();
+  {
+    // A worker that failed after the last output was taken.
+    absl::MutexLock lock(&shared.mu);
+    if (!shared.error.ok()) return shared.error;
+  }
   // Every chunk is handed on: wait until every sink holds them all.
   while (chunks.Confirmed() < ordinal) {
     if (stop.requested()) {

@@ -53,6 +53,7 @@ struct TableReader {
   std::vector<std::string> types;  // per column: format_type(), for casts
   std::vector<int> primary_key;    // column indices of the primary key, in key order
   bool raw = false;                // its rows go on as raw COPY data (EventKind::kRawRows)
+  bool raw_capable = true;         // every column has a binary send function
 };
 
 // Describes table schema.name as the transaction on `conn` sees it.

@@ -411,6 +411,9 @@ TEST(StreamTest, KeylessTablesGetReplicaIdentityFullAndTheApplicationsWritesGoOn
   EXPECT_EQ(lines.back()["before"], json::parse(R"({"k": 150, "v": "q"})"));
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.later has no primary key (CREATE TABLE): "
                                            "pgflow's DDL capture set REPLICA IDENTITY FULL"));
+  // A replica identity the application sets itself is its choice, kept.
+  sql.Exec("CREATE TABLE chosen (a int); ALTER TABLE chosen REPLICA IDENTITY NOTHING");
+  EXPECT_EQ(identity("chosen"), "n");
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
