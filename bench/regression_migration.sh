@@ -66,12 +66,13 @@ verified() {  # verified YAML: "identical N of M tables"
   same=$(grep -cE ': ([0-9]+ rows.*)?identical' "$work/verify.out" || true)
   echo "$(tail -n 1 "$work/verify.out" | sed 's/^target: //') ; tables not identical: $(grep -vcE 'identical|differs where' "$work/verify.out" || true)"
 }
+# In a session of its own: pgcopydb signals its whole process group as it ends.
 pgcopydb_run() {
   tpsql -q -d postgres -c "DROP DATABASE IF EXISTS pgcopydb" -c "CREATE DATABASE pgcopydb"
   rm -rf "$work/pgcopydb"
   settle
   local t0=$(now)
-  pgcopydb clone --source "postgres://postgres@127.0.0.1:$PGPORT/regression" \
+  setsid --wait pgcopydb clone --source "postgres://postgres@127.0.0.1:$PGPORT/regression" \
     --target "postgres://postgres@127.0.0.1:$TPORT/pgcopydb" --table-jobs 2 --index-jobs 2 \
     --filters "$work/pgcopydb-filters.ini" --dir "$work/pgcopydb" >"$work/pgcopydb.log" 2>&1 \
     && status=ok || status="exit $?"
