@@ -12,6 +12,13 @@ psql -q -d postgres -c "CREATE DATABASE bench"
 
 now() { date +%s.%N; }
 
+# Debian's pgcopydb, installed when missing (the migration benchmarks' contender).
+need_pgcopydb() {
+  command -v pgcopydb >/dev/null && return
+  echo "installing pgcopydb (Debian)"
+  apt-get -qq update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgcopydb >/dev/null
+}
+
 # The streaming benchmarks' table, publication pgflow_bench and two pgoutput slots created
 # before any backlog: pgflow_bench and the reference's slot $1. Both then drain the same WAL.
 create_items_and_slots() {

@@ -24,10 +24,7 @@ ROWS=${ROWS:-2000000}
 CHANGES=${CHANGES:-500000}
 ROUNDS=${ROUNDS:-1}
 source bench/common.sh   # the source server, database bench
-command -v pgcopydb >/dev/null || {
-  echo "installing pgcopydb (Debian)"
-  apt-get -qq update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgcopydb >/dev/null
-}
+need_pgcopydb
 TPORT=$(scripts/pgtmp.sh start "$work/target")
 trap 'scripts/pgtmp.sh stop "$work/target"; scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT
 tpsql() { psql -p "$TPORT" "$@"; }
