@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git python3
-  libpq-dev postgresql postgresql-client
+  libpq-dev postgresql postgresql-client bzip2
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   librdkafka-dev kcat
