@@ -251,9 +251,15 @@ absl::Status Backfill::CopyAll() {
                 "again (attempt %d of %d)",
                 options_.id, TableRef{schema, name}.Quoted(), attempt, attempts);
       }
-      if (absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done); !s.ok()) {
-        return s;
+      absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done);
+      if (SqlState(s) == "42P01") {
+        // Dropped while being copied: its rows leave the sinks with the DROP in the stream.
+        LogInfo("backfill %d: table %s was dropped while being copied; nothing more to copy",
+                options_.id, TableRef{schema, name}.Quoted());
+        done = true;
+        break;
       }
+      if (!s.ok()) return s;
     }
     ended = done && last_table;
     if (!done) {
