@@ -234,42 +234,56 @@ absl::Status Backfill::CopyAll() {
   bool ended = false;  // the final chunk was handed over
   for (size_t t = 0; t < tables.size(); ++t) {
     const auto& [schema, name] = tables[t];
-    absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
-    if (absl::IsNotFound(reader.status())) {
-      LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id,
-              TableRef{schema, name}.Quoted());
-      continue;
-    }
-    if (!reader.ok()) return reader.status();
+    const std::string quoted = TableRef{schema, name}.Quoted();
     const std::string from = absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
     const bool last_table = t + 1 == tables.size();
     bool done = false;
-    const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
-    for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
-      if (attempt > 1) {
-        LogInfo("backfill %d: table %s (no primary key) changed during its copy: copying it "
-                "again (attempt %d of %d)",
-                options_.id, TableRef{schema, name}.Quoted(), attempt, attempts);
-      }
-      absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done);
-      if (SqlState(s) == "42P01") {
-        // Dropped while being copied: its rows leave the sinks with the DROP in the stream.
-        LogInfo("backfill %d: table %s was dropped while being copied; nothing more to copy",
-                options_.id, TableRef{schema, name}.Quoted());
-        done = true;
+    bool gone = false;
+    // Described again when its columns change while it is copied (ALTER TABLE after ALTER
+    // TABLE): what was selected no longer exists.
+    for (int described = 1; described <= kDescribeAttempts && !done && !gone; ++described) {
+      absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
+      if (absl::IsNotFound(reader.status())) {
+        LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id, quoted);
+        gone = true;
         break;
       }
-      if (!s.ok()) return s;
+      if (!reader.ok()) return reader.status();
+      const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
+      for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
+        if (attempt > 1) {
+          LogInfo("backfill %d: table %s (no primary key) changed during its copy: copying it "
+                  "again (attempt %d of %d)",
+                  options_.id, quoted, attempt, attempts);
+        }
+        absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done);
+        const std::string state = SqlState(s);
+        if (state == "42P01") {
+          // Dropped while being copied: its rows leave the sinks with the DROP in the stream.
+          LogInfo("backfill %d: table %s was dropped while being copied; nothing more to copy",
+                  options_.id, quoted);
+          gone = true;
+          break;
+        }
+        if (state == "42703" && described < kDescribeAttempts) {
+          LogInfo("backfill %d: table %s changed its columns while being copied; copying it "
+                  "again",
+                  options_.id, quoted);
+          break;
+        }
+        if (!s.ok()) return s;
+      }
     }
+    if (gone) continue;
     ended = done && last_table;
     if (!done) {
-      const std::string table = TableRef{schema, name}.Quoted();
       return absl::FailedPreconditionError(absl::StrCat(
-          "table ", table, " has no primary key and changed during each of its ", attempts,
+          "table ", quoted, " has no primary key and changed during each of its ",
+          kKeylessAttempts,
           " copies: without a key it can only be copied exactly while it does not change, so "
           "the sinks' copy of it is incomplete. Add a primary key to it, or run `pgflow "
           "snapshot --tables ",
-          table, "` when it is quieter"));
+          quoted, "` when it is quieter"));
     }
   }
   if (!ended) {

@@ -119,6 +119,7 @@ class Backfill {
   };
 
   static constexpr int kKeylessAttempts = 5;
+  static constexpr int kDescribeAttempts = 3;  // a table whose columns change mid-copy
   static constexpr uint32_t kKeylessChunkPages = 1024;
 
   void Work();
