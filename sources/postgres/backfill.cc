@@ -98,7 +98,7 @@ void Backfill::OpenWindow(uint64_t chunk) {
   watched_key_ = announced_key_;
   changed_.clear();
   truncated_ = false;
-  if (announced_keyless_ && announced_replace_) {
+  if (announced_replace_) {  // a keyless table's first chunk
     keyless_span_ = true;
     keyless_changed_ = false;
   }
@@ -137,7 +137,8 @@ absl::StatusOr<Backfill::Chunk> Backfill::CloseWindow(uint64_t chunk) {
   }
   Copied copied = std::move(*ready_);
   ready_.reset();
-  const bool voided = copied.keyless && keyless_changed_;
+  const bool keyless = copied.key_columns.empty();
+  const bool voided = keyless && keyless_changed_;
   voided_ = voided;
   taken_ = true;
   lock.unlock();
@@ -145,7 +146,7 @@ absl::StatusOr<Backfill::Chunk> Backfill::CloseWindow(uint64_t chunk) {
 
   Chunk out;
   out.table = copied.table;
-  if (copied.keyless) {
+  if (keyless) {
     if (!voided) {
       out.rows = std::move(copied.rows);
       out.replace = copied.replace;
@@ -222,8 +223,7 @@ absl::Status Backfill::CopyAll() {
     if (PQntuples(res->get()) == 0 && ref.table != "*") {
       // Dropped since the request (a table copied again after a rewrite, then dropped): its
       // rows are gone from the sinks with the DROP the stream carries.
-      LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id,
-              ref.Quoted());
+      LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id, ref.Quoted());
     }
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       tables.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
@@ -252,9 +252,10 @@ absl::Status Backfill::CopyAll() {
       const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
       for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
         if (attempt > 1) {
-          LogInfo("backfill %d: table %s (no primary key) changed during its copy: copying it "
-                  "again (attempt %d of %d)",
-                  options_.id, quoted, attempt, attempts);
+          LogInfo(
+              "backfill %d: table %s (no primary key) changed during its copy: copying it "
+              "again (attempt %d of %d)",
+              options_.id, quoted, attempt, attempts);
         }
         absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done);
         const std::string state = SqlState(s);
@@ -266,9 +267,10 @@ absl::Status Backfill::CopyAll() {
           break;
         }
         if (state == "42703" && described < kDescribeAttempts) {
-          LogInfo("backfill %d: table %s changed its columns while being copied; copying it "
-                  "again",
-                  options_.id, quoted);
+          LogInfo(
+              "backfill %d: table %s changed its columns while being copied; copying it "
+              "again",
+              options_.id, quoted);
           break;
         }
         if (!s.ok()) return s;
@@ -278,8 +280,7 @@ absl::Status Backfill::CopyAll() {
     ended = done && last_table;
     if (!done) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "table ", quoted, " has no primary key and changed during each of its ",
-          kKeylessAttempts,
+          "table ", quoted, " has no primary key and changed during each of its ", kKeylessAttempts,
           " copies: without a key it can only be copied exactly while it does not change, so "
           "the sinks' copy of it is incomplete. Add a primary key to it, or run `pgflow "
           "snapshot --tables ",
@@ -327,7 +328,6 @@ absl::Status Backfill::CopyTable(PGconn* c, const TableReader& reader, const std
                      {from});
     if (!size.ok()) return size.status();
     const uint64_t pages = std::stoull(PQgetvalue(size->get(), 0, 0));
-    base.keyless = true;
     for (uint64_t first = 0;; first += kKeylessChunkPages) {
       const bool final_range = first + kKeylessChunkPages >= pages;
       std::string where = absl::StrCat(" WHERE ctid >= '(", first, ",0)'::tid");
@@ -376,12 +376,12 @@ absl::Status Backfill::CopyTable(PGconn* c, const TableReader& reader, const std
     copied.last = last_table;  // if this is the table's last chunk
     size_t rows = 0;
     bool voided = false;
-    absl::Status s = CopyChunk(
-        c, reader,
-        absl::StrCat("SELECT ", reader.select_list, ", ", absl::StrJoin(key_select, ", "), " FROM ",
-                     from, where, " ORDER BY ", absl::StrJoin(key_order, ", "), " LIMIT ",
-                     options_.chunk_rows),
-        std::move(copied), &last_key, &rows, &voided);
+    absl::Status s =
+        CopyChunk(c, reader,
+                  absl::StrCat("SELECT ", reader.select_list, ", ", absl::StrJoin(key_select, ", "),
+                               " FROM ", from, where, " ORDER BY ", absl::StrJoin(key_order, ", "),
+                               " LIMIT ", options_.chunk_rows),
+                  std::move(copied), &last_key, &rows, &voided);
     if (!s.ok()) return s;
     if (rows < options_.chunk_rows) break;
   }
@@ -400,7 +400,6 @@ absl::Status Backfill::CopyChunk(PGconn* c, const TableReader& reader, const std
     announced_chunk_ = chunk;
     announced_relation_ = table.relation_id;
     announced_key_ = copied.key_columns;
-    announced_keyless_ = copied.keyless;
     announced_replace_ = copied.replace;
   }
   auto watermark = [&](const char* which) {

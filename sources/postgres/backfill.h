@@ -109,10 +109,9 @@ class Backfill {
   struct Copied {
     uint64_t chunk = 0;
     TableSchemaPtr table;
-    std::vector<std::string> key_columns;
+    std::vector<std::string> key_columns;  // none: a keyless table, copied by CTID range
     std::vector<Row> rows;
     std::vector<std::string> keys;
-    bool keyless = false;     // copied by CTID range; no keys
     bool replace = false;     // a keyless table's first chunk
     bool table_last = false;  // the table's final chunk
     bool last = false;
@@ -146,9 +145,8 @@ class Backfill {
   uint64_t announced_chunk_ = 0;
   uint32_t announced_relation_ = 0;
   std::vector<std::string> announced_key_;
-  bool announced_keyless_ = false;
   bool announced_replace_ = false;
-  bool voided_ = false;  // guarded by mu_: the stream thread voided the keyless copy
+  bool voided_ = false;          // guarded by mu_: the stream thread voided the keyless copy
   std::optional<Copied> ready_;  // guarded by mu_: handed over before the high watermark
   bool taken_ = false;           // guarded by mu_: the stream thread took ready_
   bool stop_ = false;            // guarded by mu_

@@ -60,19 +60,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.oid = rel
 $f$;
--- A table whose UPDATEs and DELETEs PostgreSQL refuses while it is published: no primary key
--- (nor replica identity index) and a replica identity other than FULL.
-CREATE OR REPLACE FUNCTION pgflow.is_keyless(rel oid) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-  SELECT c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND CASE c.relreplident
-      WHEN 'f' THEN false
-      WHEN 'n' THEN true
-      WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i
-                                WHERE i.indrelid = c.oid AND i.indisreplident)
-      ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-    END
-  FROM pg_class c WHERE c.oid = rel
-$f$;
 -- Whether a publication of a pgflow pipeline publishes the UPDATEs or DELETEs of `rel`:
 -- listed itself or through a partition ancestor, by its schema or an ancestor's, or as one of
 -- all tables (the rule PostgreSQL applies when it refuses a statement). pg_partition_ancestors
@@ -366,7 +353,22 @@ absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
   return PQntuples(res->get()) > 0 && PQgetvalue(res->get(), 0, 0)[0] == 't';
 }
 
+// pgflow.is_keyless(rel): kKeylessCondition, for the capture functions.
+std::string IsKeylessFunctionSql() {
+  return absl::StrCat(
+      "CREATE OR REPLACE FUNCTION pgflow.is_keyless(rel oid) RETURNS boolean "
+      "LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$ SELECT ",
+      kKeylessCondition, " FROM pg_class c WHERE c.oid = rel $f$;");
+}
+
 }  // namespace
+
+const char kKeylessCondition[] =
+    "c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND CASE c.relreplident "
+    "WHEN 'f' THEN false WHEN 'n' THEN true "
+    "WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i "
+    "WHERE i.indrelid = c.oid AND i.indisreplident) "
+    "ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) END";
 
 absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
   absl::StatusOr<bool> super =
@@ -389,9 +391,9 @@ absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
         " connects as a role that is not one: run `pgflow init` once as a superuser"));
   }
   // One transaction: a concurrent init sees all of it or none of it.
-  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql, kMacFunctionsSql,
-                                 kCaptureFunctionSql, kDropFunctionSql, kTriggersSql,
-                                 kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
+  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql, IsKeylessFunctionSql(),
+                                 kMacFunctionsSql, kCaptureFunctionSql, kDropFunctionSql,
+                                 kTriggersSql, kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
   absl::StatusOr<PgResultPtr> res = Exec(conn, sql);
   if (!res.ok()) {
     Exec(conn, "ROLLBACK").IgnoreError();

@@ -32,6 +32,11 @@
 
 namespace pgflow {
 
+// A table, as `c` (pg_class), whose UPDATEs and DELETEs PostgreSQL refuses once it is
+// published: a permanent table without a primary key (nor replica identity index) and a replica
+// identity other than FULL. One SQL condition for the source's start and the DDL capture.
+extern const char kKeylessCondition[];
+
 // Installs or updates the schema, tables, functions and event triggers (idempotent), and
 // records the table shapes not recorded yet. Returns what it created, for the log: empty when
 // everything was there. FailedPrecondition, naming the fix, when the role may not create

@@ -32,14 +32,20 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// '{a,"b c"}': a text[] parameter.
-std::string TextArrayLiteral(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (const std::string& item : items) {
-    if (out.size() > 1) out += ',';
-    AppendArrayLiteralElement(item, &out);
+// Table names as two text[] parameters, schemas and names ('*' for a whole schema), for
+// `unnest($1::text[], $2::text[]) AS r(nsp, rel)`.
+std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& tables) {
+  std::string schemas = "{";
+  std::string names = "{";
+  for (const TableRef& t : tables) {
+    if (schemas.size() > 1) {
+      schemas += ',';
+      names += ',';
+    }
+    AppendArrayLiteralElement(t.schema, &schemas);
+    AppendArrayLiteralElement(t.table, &names);
   }
-  return out + "}";
+  return {schemas + "}", names + "}"};
 }
 
 // "a, b, c" for a log line, the first ten of a long list and how many more.
@@ -628,7 +634,8 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
   if (backfill_ != nullptr || backfill_queue_.empty()) return absl::OkStatus();
   const int64_t id = backfill_queue_.front();
   PGconn* conn = StateConnection();
-  if (conn == nullptr) return absl::OkStatus();  // the request stays queued: tried again at the next turn
+  if (conn == nullptr)
+    return absl::OkStatus();  // the request stays queued: tried again at the next turn
   auto res = Exec(conn,
                   "SELECT t FROM pgflow.backfills b LEFT JOIN LATERAL unnest(b.tables) AS t ON "
                   "true WHERE b.id = $1",
@@ -976,7 +983,8 @@ absl::Status PostgresSource::CheckServer(PGconn* conn) {
 
 absl::Status PostgresSource::CheckTables(PGconn* conn) {
   constexpr const char* kTableQuery =
-      "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
+      "c.relnamespace "
       "WHERE n.nspname = $1 AND ($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
       "OR c.relname = $2) ORDER BY 2";
   for (const TableRef& ref : source_.tables) {
@@ -1027,7 +1035,7 @@ absl::Status PostgresSource::CheckTables(PGconn* conn) {
 absl::StatusOr<std::vector<std::string>> PostgresSource::FollowedKeylessTables(PGconn* conn) {
   // The listed tables, every table of a listed schema, and their partitions and inheritance
   // children, all of which the publication covers.
-  constexpr const char* kQuery =
+  const std::string query = absl::StrCat(
       "WITH RECURSIVE followed(relid) AS ("
       "  SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
       "  JOIN unnest($1::text[], $2::text[]) AS r(nsp, rel)"
@@ -1036,20 +1044,10 @@ absl::StatusOr<std::vector<std::string>> PostgresSource::FollowedKeylessTables(P
       "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN followed f ON i.inhparent = f.relid) "
       "SELECT format('%I.%I', n.nspname, c.relname) FROM followed f"
       " JOIN pg_class c ON c.oid = f.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
-      " WHERE c.relpersistence = 'p' AND CASE c.relreplident"
-      "   WHEN 'f' THEN false WHEN 'n' THEN true"
-      "   WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i"
-      "                             WHERE i.indrelid = c.oid AND i.indisreplident)"
-      "   ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)"
-      " END ORDER BY 1";
-  std::vector<std::string> schemas;
-  std::vector<std::string> names;
-  for (const TableRef& ref : source_.tables) {
-    schemas.push_back(ref.schema);
-    names.push_back(ref.table);
-  }
-  absl::StatusOr<PgResultPtr> res =
-      Exec(conn, kQuery, {TextArrayLiteral(schemas), TextArrayLiteral(names)});
+      " WHERE ",
+      kKeylessCondition, " ORDER BY 1");
+  auto [schemas, names] = TableRefArrays(source_.tables);
+  absl::StatusOr<PgResultPtr> res = Exec(conn, query, {schemas, names});
   if (!res.ok()) return res.status();
   std::vector<std::string> tables;
   for (int i = 0; i < PQntuples(res->get()); ++i) tables.push_back(PQgetvalue(res->get(), i, 0));
@@ -1345,18 +1343,13 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
 absl::Status PostgresSource::RecopyResumedKeylessTables(PGconn* conn) {
   const std::vector<TableRef>& resumed = copier_->resumed_tables();
   if (resumed.empty()) return absl::OkStatus();
-  std::vector<std::string> schemas;
-  std::vector<std::string> names;
-  for (const TableRef& t : resumed) {
-    schemas.push_back(t.schema);
-    names.push_back(t.table);
-  }
+  auto [schemas, names] = TableRefArrays(resumed);
   auto res = Exec(conn,
                   "SELECT r.nsp, r.rel FROM unnest($1::text[], $2::text[]) AS r(nsp, rel) "
                   "WHERE NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = "
                   "i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                   "WHERE n.nspname = r.nsp AND c.relname = r.rel AND i.indisprimary)",
-                  {TextArrayLiteral(schemas), TextArrayLiteral(names)});
+                  {schemas, names});
   if (!res.ok()) return res.status();
   std::vector<TableRef> keyless;
   std::vector<std::string> listed;
