@@ -294,6 +294,7 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
     options.tables = tables;
     options.ranges = ranges;
     options.jobs = jobs;
+    options.skip_keyless = pipeline->source->keyless_tables == KeylessPolicy::kSkip;
     auto started = std::chrono::steady_clock::now();
     auto shown = started;
     auto progress = [&](const VerifyProgress& p) {

@@ -103,6 +103,9 @@ absl::Status ParseShape(const json& object, const std::string& path, DdlTableSha
       shape->primary_key.push_back(k.get<std::string>());
     }
   }
+  if (r.Find("keyless") != nullptr) {
+    if (absl::Status s = r.Bool("keyless", &shape->keyless.emplace()); !s.ok()) return s;
+  }
   if (shape->name.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("DDL message: ", path, " has no name"));
   }
@@ -138,8 +141,7 @@ absl::StatusOr<DdlCommand> ParseDdlCommand(std::string_view content) {
         r.String("name", &cmd.name), r.Integer("objid", &cmd.objid),
         r.Bool("dropped", &cmd.dropped), r.String("statement", &cmd.statement),
         r.Bool("rewritten", &cmd.rewritten), r.Bool("identity_set_full", &cmd.identity_set_full),
-        r.String("table_schema", &cmd.on_schema),
-        r.String("table_name", &cmd.on_table)}) {
+        r.String("table_schema", &cmd.on_schema), r.String("table_name", &cmd.on_table)}) {
     if (!s.ok()) return s;
   }
   if (cmd.tag.empty() || cmd.object_type.empty()) {

@@ -46,7 +46,11 @@ struct DdlTableShape {
   std::string name;
   std::vector<DdlColumn> columns;        // in attnum order
   std::vector<std::string> primary_key;  // column names, in key order; empty: none
+  // No replica identity PostgreSQL can publish UPDATEs and DELETEs with (no primary key, no
+  // identity index, not FULL). Unknown in shapes recorded by older versions of the capture.
+  std::optional<bool> keyless;
 
+  bool Keyless() const { return keyless.value_or(primary_key.empty()); }
   const DdlColumn* FindAttnum(int attnum) const;
   const DdlColumn* FindName(std::string_view name) const;
 };

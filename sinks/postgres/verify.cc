@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/postgres/keyless.h"
 #include "common/postgres/pg_connection.h"
 
 namespace pgflow {
@@ -28,27 +29,33 @@ struct Table {
   bool partitioned = false;
 };
 
-absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source,
-                                                 const std::vector<TableRef>& refs) {
+// The tables `refs` name, in order; those without a key go to `skipped` when not null.
+absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source, const std::vector<TableRef>& refs,
+                                                 std::vector<std::string>* skipped) {
   std::vector<Table> tables;
   for (const TableRef& ref : refs) {
-    auto res = Exec(source,
-                    "SELECT n.nspname, c.relname, c.oid, c.relkind = 'p' FROM pg_class c JOIN "
-                    "pg_namespace n ON "
-                    "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND "
-                    "NOT c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2",
-                    {ref.schema, ref.table});
+    auto res = Exec(
+        source,
+        absl::StrCat("SELECT n.nspname, c.relname, c.oid, c.relkind = 'p', ", kKeylessCondition,
+                     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT "
+                     "c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2"),
+        {ref.schema, ref.table});
     if (!res.ok()) return res.status();
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       Table t;
       t.schema = PQgetvalue(res->get(), i, 0);
       t.name = PQgetvalue(res->get(), i, 1);
+      if (skipped != nullptr && PQgetvalue(res->get(), i, 4)[0] == 't') {
+        skipped->push_back(TableRef{t.schema, t.name}.Quoted());
+        continue;
+      }
       std::string oid = PQgetvalue(res->get(), i, 2);
       t.partitioned = PQgetvalue(res->get(), i, 3)[0] == 't';
       auto cols = Exec(source,
                        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-                       "array_position((SELECT x.indkey FROM pg_index x WHERE x.indrelid = "
-                       "a.attrelid AND x.indisprimary)::int2[], a.attnum) "
+                       "array_position((SELECT (x.indkey::int2[])[0:x.indnkeyatts - 1] FROM "
+                       "pg_index x WHERE x.indrelid = a.attrelid AND x.indisprimary), a.attnum) "
                        "FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
                        "a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
                        {oid});
@@ -111,11 +118,11 @@ absl::StatusOr<std::vector<std::string>> KeyRanges(PGconn* source, const Table& 
     descending.push_back(absl::StrCat(k.name, " DESC"));
   }
   const std::string key = absl::StrCat("(", absl::StrJoin(names, ", "), ")");
-  auto bounds = Exec(
-      source, absl::StrCat("SELECT DISTINCT ON (pgflow_range) ", absl::StrJoin(as_text, ", "),
-                           " FROM (SELECT ", absl::StrJoin(names, ", "), ", ntile(", ranges,
-                           ") OVER (ORDER BY ", key, ") AS pgflow_range FROM ", from, sample,
-                           ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
+  auto bounds =
+      Exec(source, absl::StrCat("SELECT DISTINCT ON (pgflow_range) ", absl::StrJoin(as_text, ", "),
+                                " FROM (SELECT ", absl::StrJoin(names, ", "), ", ntile(", ranges,
+                                ") OVER (ORDER BY ", key, ") AS pgflow_range FROM ", from, sample,
+                                ") s ORDER BY pgflow_range, ", absl::StrJoin(descending, ", ")));
   if (!bounds.ok()) return bounds.status();
   std::vector<std::string> wheres;
   std::string lower;
@@ -200,10 +207,17 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
   }
   PGconn* source = pairs[0].source.get();
   PGconn* target = pairs[0].target.get();
-  absl::StatusOr<std::vector<Table>> tables = ResolveTables(source, options.tables);
-  if (!tables.ok()) return tables.status();
-
   VerifyReport report;
+  absl::StatusOr<std::vector<Table>> tables =
+      ResolveTables(source, options.tables, options.skip_keyless ? &report.skipped : nullptr);
+  if (!tables.ok()) return tables.status();
+  if (!report.skipped.empty()) {
+    finished(absl::StrCat(report.skipped.size(),
+                          " table(s) without a primary key not compared: the pipeline does not "
+                          "replicate them (keyless_tables: skip): ",
+                          absl::StrJoin(report.skipped, ", ")));
+  }
+
   for (const Table& t : *tables) {
     ++report.tables;
     const std::string name = absl::StrCat(t.schema, ".", t.name);
@@ -231,10 +245,10 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
       wheres = KeyRanges(source, t, source_table, source_from, options.ranges);
       if (!wheres.ok() && absl::IsUnavailable(wheres.status())) return wheres.status();
       if (!wheres.ok()) {
-        whole = absl::StrContains(wheres.status().message(),
-                                  "could not identify an ordering operator")
-                    ? "its key has no btree ordering"
-                    : absl::StrCat("key not cut into ranges: ", wheres.status().message());
+        whole =
+            absl::StrContains(wheres.status().message(), "could not identify an ordering operator")
+                ? "its key has no btree ordering"
+                : absl::StrCat("key not cut into ranges: ", wheres.status().message());
         wheres = std::vector<std::string>{""};
       }
     }
@@ -255,8 +269,8 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
           i = next++;
         }
         const std::string& where = (*wheres)[i];
-        absl::StatusOr<RangeComparison> r = CompareRange(pair, HashQuery(t, source_from, where),
-                                                         HashQuery(t, target_from, where));
+        absl::StatusOr<RangeComparison> r =
+            CompareRange(pair, HashQuery(t, source_from, where), HashQuery(t, target_from, where));
         absl::MutexLock lock(&mu);
         if (!r.ok()) {
           if (failure.ok()) failure = r.status();

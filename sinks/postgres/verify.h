@@ -23,6 +23,7 @@ struct VerifyOptions {
   std::string target_schema;     // empty: the source's schema name
   int ranges = 64;               // key ranges per table
   int jobs = 1;                  // ranges compared at once, each over a pair of connections
+  bool skip_keyless = false;     // keyless_tables: skip: tables without a key are not replicated
 };
 
 struct RangeDifference {
@@ -37,6 +38,7 @@ struct VerifyReport {
   int64_t rows = 0;  // on the source
   std::vector<RangeDifference> differences;
   std::vector<std::string> problems;  // tables missing on the target, without a key, ...
+  std::vector<std::string> skipped;   // tables the pipeline does not replicate (no key, skip)
   bool ok() const { return differences.empty() && problems.empty(); }
 };
 

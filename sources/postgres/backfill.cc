@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/log.h"
 #include "sources/postgres/copy_binary.h"
+#include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/snapshot.h"
 
 namespace pgflow {
@@ -213,11 +214,14 @@ absl::Status Backfill::CopyAll() {
 
   // The tables, as they are now (a schema's tables expanded).
   std::vector<std::pair<std::string, std::string>> tables;
+  std::vector<std::string> skipped;
   for (const TableRef& ref : options_.tables) {
     auto res = Exec(c,
-                    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                    "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT "
-                    "c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2",
+                    absl::StrCat("SELECT n.nspname, c.relname, ", kKeylessCondition,
+                                 " FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                                 "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
+                                 "AND NOT c.relispartition AND ($2 = '*' OR c.relname = $2) "
+                                 "ORDER BY 2"),
                     {ref.schema, ref.table});
     if (!res.ok()) return res.status();
     if (PQntuples(res->get()) == 0 && ref.table != "*") {
@@ -226,8 +230,18 @@ absl::Status Backfill::CopyAll() {
       LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id, ref.Quoted());
     }
     for (int i = 0; i < PQntuples(res->get()); ++i) {
-      tables.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
+      std::pair<std::string, std::string> table{PQgetvalue(res->get(), i, 0),
+                                                PQgetvalue(res->get(), i, 1)};
+      if (options_.skip_keyless && PQgetvalue(res->get(), i, 2)[0] == 't') {
+        skipped.push_back(TableRef{table.first, table.second}.Quoted());
+        continue;
+      }
+      tables.push_back(std::move(table));
     }
+  }
+  if (!skipped.empty()) {
+    LogInfo("backfill %d: %d table(s) without a primary key not copied (keyless_tables: skip): %s",
+            options_.id, skipped.size(), absl::StrJoin(skipped, ", "));
   }
 
   uint64_t chunk = 0;

@@ -67,6 +67,7 @@ class Backfill {
     int64_t id = 0;
     std::vector<TableRef> tables;
     size_t chunk_rows = 10000;
+    bool skip_keyless = false;  // keyless_tables: skip: tables without a key are not copied
   };
 
   explicit Backfill(Options options);

@@ -12,6 +12,12 @@ CREATE TABLE IF NOT EXISTS pgflow.pipelines (
   slot text NOT NULL,
   publication text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now());
+-- What each pipeline follows (its source.postgres.tables, '*' for a whole schema) and what it
+-- does with tables that have no key (source.postgres.keyless_tables).
+ALTER TABLE pgflow.pipelines
+  ADD COLUMN IF NOT EXISTS keyless text NOT NULL DEFAULT 'full',
+  ADD COLUMN IF NOT EXISTS table_schemas text[] NOT NULL DEFAULT '{}',
+  ADD COLUMN IF NOT EXISTS table_names text[] NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS pgflow.ddl_shapes (
   relid oid PRIMARY KEY,
   shape jsonb NOT NULL);
@@ -56,7 +62,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
       FROM pg_index i
       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-      WHERE i.indrelid = c.oid AND i.indisprimary), '[]'::jsonb))
+      WHERE i.indrelid = c.oid AND i.indisprimary AND k.ord <= i.indnkeyatts), '[]'::jsonb),
+    'keyless', pgflow.is_keyless(c.oid))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.oid = rel
 $f$;
@@ -79,6 +86,44 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
                         ON a.relnamespace = pn.pnnspid
                       WHERE pn.pnpubid = p.oid
                         AND a.oid IN (SELECT relid FROM self_and_ancestors))))
+$f$;
+-- keyless_tables: skip. The publication of a pipeline that skips keyless tables lists its
+-- tables one by one: `rel` joins it once it matches the pipeline's tables (itself or through
+-- an inheritance parent) and has a replica identity, and leaves it when it loses that identity,
+-- so that the application's UPDATEs and DELETEs never fail. A table renamed or moved away stays
+-- (the pipeline follows it by OID, as it does a table it lists by name); a partition is
+-- published through its root.
+CREATE OR REPLACE FUNCTION pgflow.publish_skipping_keyless(rel oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  pub record;
+  keyless boolean := pgflow.is_keyless(rel);
+  publishable boolean := EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel
+                                 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+                                 AND NOT c.relispartition);
+BEGIN
+  FOR pub IN
+    SELECT p.pubname,
+           EXISTS (SELECT 1 FROM pg_publication_rel pr
+                   WHERE pr.prpubid = p.oid AND pr.prrelid = rel) AS listed,
+           EXISTS (WITH RECURSIVE lineage(relid) AS (
+                     SELECT rel
+                     UNION SELECT i.inhparent FROM pg_inherits i JOIN lineage l
+                       ON i.inhrelid = l.relid)
+                   SELECT 1 FROM lineage l JOIN pg_class c ON c.oid = l.relid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN unnest(pl.table_schemas, pl.table_names) AS t(nsp, name)
+                     ON t.nsp = n.nspname AND (t.name = '*' OR t.name = c.relname)) AS matched
+    FROM pgflow.pipelines pl JOIN pg_publication p ON p.pubname = pl.publication
+    WHERE pl.keyless = 'skip' AND NOT p.puballtables
+  LOOP
+    IF pub.listed AND keyless THEN
+      EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', pub.pubname, rel::regclass);
+    ELSIF NOT pub.listed AND pub.matched AND publishable AND NOT keyless THEN
+      EXECUTE format('ALTER PUBLICATION %I ADD TABLE ONLY %s', pub.pubname, rel::regclass);
+    END IF;
+  END LOOP;
+END
 $f$;
 -- Indexes and sequences: their name, so that a rename can be followed.
 CREATE OR REPLACE FUNCTION pgflow.relation_name(rel oid) RETURNS jsonb
@@ -112,11 +157,17 @@ BEGIN
 END
 $f$;
 REVOKE EXECUTE ON FUNCTION pgflow.emit_ddl(jsonb) FROM PUBLIC;
-CREATE OR REPLACE FUNCTION pgflow.register_pipeline(name text, slot text, publication text)
+DROP FUNCTION IF EXISTS pgflow.register_pipeline(text, text, text);
+CREATE OR REPLACE FUNCTION pgflow.register_pipeline(name text, slot text, publication text,
+                                                    keyless text, table_schemas text[],
+                                                    table_names text[])
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-  INSERT INTO pgflow.pipelines (name, slot, publication) VALUES (name, slot, publication)
+  INSERT INTO pgflow.pipelines (name, slot, publication, keyless, table_schemas, table_names)
+  VALUES (name, slot, publication, keyless, table_schemas, table_names)
   ON CONFLICT ON CONSTRAINT pipelines_pkey
-  DO UPDATE SET slot = excluded.slot, publication = excluded.publication
+  DO UPDATE SET slot = excluded.slot, publication = excluded.publication,
+                keyless = excluded.keyless, table_schemas = excluded.table_schemas,
+                table_names = excluded.table_names
 $f$;
 -- table_rewrite: notes which tables the current transaction rewrote (a type change, a volatile
 -- default), whose rows logical decoding never shows again.
@@ -172,20 +223,24 @@ BEGIN
       LOOP
         shape := pgflow.table_shape(child.relid);
         old := (SELECT s.shape FROM pgflow.ddl_shapes s WHERE s.relid = child.relid);
-        -- A followed table created without a key, or left without one: REPLICA IDENTITY FULL
-        -- now, in this transaction, or the application's next UPDATE of it fails. The
-        -- command's own capture stays silent (the shape does not change). A replica identity
-        -- the statement itself set (NOTHING, or an index) is the application's choice, kept.
-        identity_set := coalesce(pgflow.is_keyless(child.relid)
+        -- Now, in this transaction, or the application's next UPDATE of the table fails: the
+        -- publications of pipelines that skip keyless tables take it in or let it go; then a
+        -- followed table created without a key, or left without one, gets REPLICA IDENTITY
+        -- FULL. These commands' own capture stays silent. A replica identity the statement
+        -- itself set (NOTHING, or an index) is the application's choice, kept.
+        PERFORM set_config('pgflow.capture_ddl', 'off', true);
+        PERFORM pgflow.publish_skipping_keyless(child.relid);
+        identity_set := coalesce(shape->'keyless' = 'true'::jsonb
                                  AND pgflow.followed_by_pipeline(child.relid)
                                  AND NOT ((SELECT c.relreplident FROM pg_class c
                                            WHERE c.oid = child.relid) IN ('n', 'i')
                                           AND statement ~* 'replica\s+identity'), false);
         IF identity_set THEN
-          PERFORM set_config('pgflow.capture_ddl', 'off', true);
           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', child.relid::regclass);
-          PERFORM set_config('pgflow.capture_ddl', capture_setting, true);
+          PERFORM pgflow.publish_skipping_keyless(child.relid);
+          shape := pgflow.table_shape(child.relid);
         END IF;
+        PERFORM set_config('pgflow.capture_ddl', capture_setting, true);
         CONTINUE WHEN child.relid <> cmd.objid AND old IS NOT DISTINCT FROM shape;
         INSERT INTO pgflow.ddl_shapes (relid, shape) VALUES (child.relid, shape)
           ON CONFLICT (relid) DO UPDATE SET shape = excluded.shape;
@@ -363,13 +418,6 @@ std::string IsKeylessFunctionSql() {
 
 }  // namespace
 
-const char kKeylessCondition[] =
-    "c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND CASE c.relreplident "
-    "WHEN 'f' THEN false WHEN 'n' THEN true "
-    "WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_index i "
-    "WHERE i.indrelid = c.oid AND i.indisreplident) "
-    "ELSE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) END";
-
 absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
   absl::StatusOr<bool> super =
       Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
@@ -391,7 +439,7 @@ absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
         " connects as a role that is not one: run `pgflow init` once as a superuser"));
   }
   // One transaction: a concurrent init sees all of it or none of it.
-  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, kShapeFunctionSql, IsKeylessFunctionSql(),
+  std::string sql = absl::StrCat("BEGIN;", kSchemaSql, IsKeylessFunctionSql(), kShapeFunctionSql,
                                  kMacFunctionsSql, kCaptureFunctionSql, kDropFunctionSql,
                                  kTriggersSql, kRecordShapesSql, ";", kForgetShapesSql, "; COMMIT");
   absl::StatusOr<PgResultPtr> res = Exec(conn, sql);
@@ -411,10 +459,16 @@ absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
   return created;
 }
 
-absl::Status RegisterPipeline(PGconn* conn, const std::string& pipeline, const std::string& slot,
-                              const std::string& publication) {
-  return Exec(conn, "SELECT pgflow.register_pipeline($1, $2, $3)", {pipeline, slot, publication})
-      .status();
+absl::Status RegisterPipeline(PGconn* conn, const PipelineRegistration& r) {
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, "SELECT pgflow.register_pipeline($1, $2, $3, $4, $5, $6)",
+           {r.pipeline, r.slot, r.publication, r.keyless, r.table_schemas, r.table_names});
+  if (res.ok() || PQstatus(conn) != CONNECTION_OK) return res.status();
+  return absl::Status(res.status().code(),
+                      absl::StrCat("registering pipeline ", r.pipeline, " in ", Describe(conn),
+                                   ": ", res.status().message(),
+                                   ". pgflow's schema there may be an older version's: run "
+                                   "`pgflow init` with this pgflow as a superuser"));
 }
 
 absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipeline,

@@ -28,14 +28,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/postgres/keyless.h"
 #include "common/postgres/pg_connection.h"
 
 namespace pgflow {
-
-// A table, as `c` (pg_class), whose UPDATEs and DELETEs PostgreSQL refuses once it is
-// published: a permanent table without a primary key (nor replica identity index) and a replica
-// identity other than FULL. One SQL condition for the source's start and the DDL capture.
-extern const char kKeylessCondition[];
 
 // Installs or updates the schema, tables, functions and event triggers (idempotent), and
 // records the table shapes not recorded yet. Returns what it created, for the log: empty when
@@ -43,9 +39,18 @@ extern const char kKeylessCondition[];
 // event triggers.
 absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn);
 
-// Records `pipeline` as a user of this database's pgflow schema.
-absl::Status RegisterPipeline(PGconn* conn, const std::string& pipeline, const std::string& slot,
-                              const std::string& publication);
+// Records `pipeline` as a user of this database's pgflow schema, with what it follows: the
+// schemas and names (`*` for a whole schema) of its tables, and its keyless_tables policy
+// ("full", "skip", "fail"), which the capture applies to tables created or altered later.
+struct PipelineRegistration {
+  std::string pipeline;
+  std::string slot;
+  std::string publication;
+  std::string keyless;
+  std::string table_schemas;  // array literals, one element per source.postgres.tables entry
+  std::string table_names;
+};
+absl::Status RegisterPipeline(PGconn* conn, const PipelineRegistration& registration);
 
 // What `pgflow teardown` removed.
 struct TeardownReport {

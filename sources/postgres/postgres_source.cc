@@ -48,6 +48,12 @@ std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& 
   return {schemas + "}", names + "}"};
 }
 
+std::vector<std::string> QuotedNames(const std::vector<TableRef>& tables) {
+  std::vector<std::string> names;
+  for (const TableRef& t : tables) names.push_back(t.Quoted());
+  return names;
+}
+
 // "a, b, c" for a log line, the first ten of a long list and how many more.
 std::string NameSome(const std::vector<std::string>& names) {
   constexpr size_t kShown = 10;
@@ -155,6 +161,9 @@ class PostgresSource::StreamState {
   std::set<std::string> followed_tables_;
   // OIDs of the tables followed, known from Relation messages and DDL: a renamed table stays.
   absl::flat_hash_set<uint32_t> followed_relids_;
+  // keyless_tables: skip: the followed tables ("schema.table") left out for want of a key,
+  // kept current by DDL events; their indexes and constraints are left out with them.
+  std::set<std::string> skipped_tables_;
   // Primary keys by table OID (see PrimaryKeyOf), kept current by DDL events in stream order.
   absl::flat_hash_map<uint32_t, std::vector<std::string>> primary_keys_;
   std::set<std::pair<Lsn, uint32_t>> rewrites_seen_;  // (commit, table) already handled
@@ -204,6 +213,7 @@ absl::Status PostgresSource::StreamState::Run() {
       followed_tables_.insert(ref.ToString());
     }
   }
+  for (const TableRef& ref : source_->skipped_at_start_) skipped_tables_.insert(ref.ToString());
   handed_on_ = source_->start_;
   LoadPendingBackfills();
   auto backoff = std::chrono::milliseconds(500);
@@ -408,16 +418,37 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
     const std::string schema = cmd.table ? cmd.table->schema : cmd.schema;
     const std::string name = cmd.table ? cmd.table->name : cmd.name;
     const bool known = followed_relids_.contains(cmd.objid);
-    const bool before = cmd.old_table && FollowsTable(cmd.old_table->schema, cmd.old_table->name);
+    const bool skip = source_->SkipsKeyless();
+    const bool before = cmd.old_table && FollowsTable(cmd.old_table->schema, cmd.old_table->name) &&
+                        !(skip && cmd.old_table->Keyless());
     // A table followed under its previous name stays followed (by OID, as the publication
     // follows it).
     const bool now = known || before || FollowsTable(schema, name);
+    if (skip && cmd.old_table)
+      skipped_tables_.erase(TableRef{cmd.old_table->schema, cmd.old_table->name}.ToString());
+    if (cmd.dropped) skipped_tables_.erase(TableRef{schema, name}.ToString());
     if (cmd.dropped || !now) return now;
+    if (skip && cmd.table && cmd.table->Keyless()) {
+      // Left out of the publication by the capture, in the transaction of this command.
+      skipped_tables_.insert(TableRef{schema, name}.ToString());
+      if (known || before) {
+        LogWarning(
+            "table %s lost its primary key (%s): with keyless_tables: skip it has left the "
+            "publication; the sinks keep the rows they hold and receive no more of its changes",
+            TableRef{schema, name}.Quoted(), cmd.tag);
+        followed_relids_.erase(cmd.objid);
+      }
+      return false;
+    }
     if (!known) {
       followed_relids_.insert(cmd.objid);
       if (!before && cmd.old_table && !cmd.tag.starts_with("CREATE")) {
-        // Moved into a followed schema with its rows, which the stream never carried.
-        RequestTableCopy(schema, name, "joined the pipeline with its rows");
+        // Moved into a followed schema with its rows, or (keyless_tables: skip) given a key:
+        // rows the stream never carried.
+        RequestTableCopy(schema, name,
+                         skip && cmd.old_table->Keyless()
+                             ? "gained a primary key and joined the pipeline with its rows"
+                             : "joined the pipeline with its rows");
       }
     }
     if (known && !FollowsTable(schema, name)) {
@@ -456,11 +487,14 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
     }
     return true;
   }
+  const bool skipped = skipped_tables_.contains(TableRef{cmd.on_schema, cmd.on_table}.ToString());
   if (cmd.object_type == "index") {
     if (cmd.dropped) return FollowsSomethingIn(cmd.schema);
-    return FollowsTable(cmd.on_schema, cmd.on_table);
+    return FollowsTable(cmd.on_schema, cmd.on_table) && !skipped;
   }
-  if (cmd.object_type == "table constraint") return FollowsTable(cmd.on_schema, cmd.on_table);
+  if (cmd.object_type == "table constraint") {
+    return FollowsTable(cmd.on_schema, cmd.on_table) && !skipped;
+  }
   if (cmd.object_type == "sequence") return FollowsSomethingIn(cmd.schema);
   // Other objects (functions, views, types...) only when their whole schema is followed.
   return followed_schemas_.contains(cmd.schema);
@@ -573,8 +607,9 @@ absl::StatusOr<std::vector<std::string>> PostgresSource::StreamState::PrimaryKey
   absl::StatusOr<PgResultPtr> res =
       Exec(conn,
            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-           "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND i.indisprimary "
-           "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+           "AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) "
+           "WHERE i.indrelid = $1::oid AND i.indisprimary "
+           "ORDER BY array_position((i.indkey::int2[])[0:i.indnkeyatts - 1], a.attnum)",
            {std::to_string(relid)});
   if (!res.ok()) {
     return absl::UnavailableError(absl::StrCat("reading the primary key of the table with OID ",
@@ -657,6 +692,7 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
   Backfill::Options options;
   options.url = source_->source_.url;
   options.id = id;
+  options.skip_keyless = source_->SkipsKeyless();
   std::string listed;
   for (int i = 0; i < PQntuples(res->get()); ++i) {
     if (PQgetisnull(res->get(), i, 0)) continue;  // an empty list: every table
@@ -1020,21 +1056,21 @@ absl::Status PostgresSource::CheckTables(PGconn* conn) {
       options_->keyless_tables != KeylessPolicy::kFail) {
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<std::string>> keyless = FollowedKeylessTables(conn);
+  absl::StatusOr<std::vector<TableRef>> keyless = FollowedTables(conn, /*keyless=*/true);
   if (!keyless.ok()) return keyless.status();
   if (!keyless->empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "source.postgres.keyless_tables is 'fail' and ", keyless->size(),
-        " followed table(s) have no primary key: ", NameSome(*keyless),
-        ". Add a primary key to each, or set keyless_tables: full (pgflow then sets REPLICA "
-        "IDENTITY FULL on them)"));
+        " followed table(s) have no primary key: ", NameSome(QuotedNames(*keyless)),
+        ". Add a primary key to each, set keyless_tables: full (pgflow then sets REPLICA "
+        "IDENTITY FULL on them), or keyless_tables: skip (pgflow leaves them out)"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> PostgresSource::FollowedKeylessTables(PGconn* conn) {
+absl::StatusOr<std::vector<TableRef>> PostgresSource::FollowedTables(PGconn* conn, bool keyless) {
   // The listed tables, every table of a listed schema, and their partitions and inheritance
-  // children, all of which the publication covers.
+  // children, all of which a publication of the tables or schemas covers.
   const std::string query = absl::StrCat(
       "WITH RECURSIVE followed(relid) AS ("
       "  SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -1042,22 +1078,28 @@ absl::StatusOr<std::vector<std::string>> PostgresSource::FollowedKeylessTables(P
       "    ON n.nspname = r.nsp AND (r.rel = '*' OR c.relname = r.rel)"
       "  WHERE c.relkind IN ('r', 'p')"
       "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN followed f ON i.inhparent = f.relid) "
-      "SELECT format('%I.%I', n.nspname, c.relname) FROM followed f"
+      "SELECT n.nspname, c.relname FROM followed f"
       " JOIN pg_class c ON c.oid = f.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
       " WHERE ",
-      kKeylessCondition, " ORDER BY 1");
+      keyless ? std::string(kKeylessCondition)
+              : absl::StrCat("c.relpersistence = 'p' AND NOT c.relispartition AND NOT (",
+                             kKeylessCondition, ")"),
+      " ORDER BY 1, 2");
   auto [schemas, names] = TableRefArrays(source_.tables);
   absl::StatusOr<PgResultPtr> res = Exec(conn, query, {schemas, names});
   if (!res.ok()) return res.status();
-  std::vector<std::string> tables;
-  for (int i = 0; i < PQntuples(res->get()); ++i) tables.push_back(PQgetvalue(res->get(), i, 0));
+  std::vector<TableRef> tables;
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    tables.push_back(TableRef{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
+  }
   return tables;
 }
 
 absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
-  absl::StatusOr<std::vector<std::string>> keyless = FollowedKeylessTables(conn);
+  absl::StatusOr<std::vector<TableRef>> keyless = FollowedTables(conn, /*keyless=*/true);
   if (!keyless.ok()) return keyless.status();
-  for (const std::string& table : *keyless) {
+  for (const TableRef& ref : *keyless) {
+    const std::string table = ref.Quoted();
     auto res = Exec(conn, absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
     if (!res.ok()) {
       return absl::Status(
@@ -1067,14 +1109,27 @@ absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
                        "its UPDATEs and DELETEs still work once published) failed: ",
                        res.status().message(),
                        ". Run that ALTER TABLE as its owner, add a primary key, or set "
-                       "source.postgres.keyless_tables: fail"));
+                       "source.postgres.keyless_tables: skip or fail"));
     }
   }
   if (!keyless->empty()) {
     LogInfo(
         "set REPLICA IDENTITY FULL on %d followed table(s) without a primary key, so that their "
         "UPDATEs and DELETEs keep working and stream whole rows (keyless_tables: full): %s",
-        keyless->size(), NameSome(*keyless));
+        keyless->size(), NameSome(QuotedNames(*keyless)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresSource::NoteSkippedKeylessTables(PGconn* conn) {
+  absl::StatusOr<std::vector<TableRef>> keyless = FollowedTables(conn, /*keyless=*/true);
+  if (!keyless.ok()) return keyless.status();
+  skipped_at_start_ = *std::move(keyless);
+  if (!skipped_at_start_.empty()) {
+    LogInfo(
+        "keyless_tables: skip: %d followed table(s) without a primary key are left out of the "
+        "publication, the copy and the stream (each joins when it gains a key): %s",
+        skipped_at_start_.size(), NameSome(QuotedNames(skipped_at_start_)));
   }
   return absl::OkStatus();
 }
@@ -1082,34 +1137,55 @@ absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
 absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
   std::set<std::string> want_tables;
   std::set<std::string> want_schemas;
-  for (const TableRef& ref : source_.tables) {
-    if (ref.table == "*") {
-      want_schemas.insert(QuoteIdent(ref.schema));
-    } else {
-      want_tables.insert(QualifiedIdent(ref.schema, ref.table));
+  if (SkipsKeyless()) {
+    // Table by table (the capture adds those created or keyed later): a schema's publication
+    // would take in its keyless tables too.
+    absl::StatusOr<std::vector<TableRef>> keyed = FollowedTables(conn, /*keyless=*/false);
+    if (!keyed.ok()) return keyed.status();
+    for (const TableRef& ref : *keyed) want_tables.insert(QualifiedIdent(ref.schema, ref.table));
+  } else {
+    for (const TableRef& ref : source_.tables) {
+      if (ref.table == "*") {
+        want_schemas.insert(QuoteIdent(ref.schema));
+      } else {
+        want_tables.insert(QualifiedIdent(ref.schema, ref.table));
+      }
     }
   }
   std::vector<std::string> objects;
   if (!want_tables.empty()) {
-    objects.push_back(absl::StrCat("TABLE ", absl::StrJoin(want_tables, ", ")));
+    // ONLY when skipping: an inheritance child joins on its own, if it has a key.
+    const char* only = SkipsKeyless() ? "ONLY " : "";
+    std::vector<std::string> listed;
+    for (const std::string& t : want_tables) listed.push_back(absl::StrCat(only, t));
+    objects.push_back(absl::StrCat("TABLE ", absl::StrJoin(listed, ", ")));
   }
   if (!want_schemas.empty()) {
     objects.push_back(absl::StrCat("TABLES IN SCHEMA ", absl::StrJoin(want_schemas, ", ")));
   }
   const std::string objects_sql = absl::StrJoin(objects, ", ");
+  const std::string described = objects.empty() ? "no table yet" : objects_sql;
   const std::string pub = QuoteIdent(source_.publication);
 
   auto existing = Exec(conn, "SELECT puballtables FROM pg_publication WHERE pubname = $1",
                        {source_.publication});
   if (!existing.ok()) return existing.status();
   if (PQntuples(existing->get()) == 0) {
-    auto created = Exec(conn, absl::StrCat("CREATE PUBLICATION ", pub, " FOR ", objects_sql,
-                                           " WITH (publish_via_partition_root = true)"));
+    auto created =
+        Exec(conn, absl::StrCat("CREATE PUBLICATION ", pub, objects.empty() ? "" : " FOR ",
+                                objects_sql, " WITH (publish_via_partition_root = true)"));
     if (!created.ok()) return created.status();
-    LogInfo("created publication %s for %s", source_.publication, objects_sql);
+    LogInfo("created publication %s for %s", source_.publication, described);
     return absl::OkStatus();
   }
   if (PQgetvalue(existing->get(), 0, 0)[0] == 't') {
+    if (SkipsKeyless()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "publication ", source_.publication,
+          " publishes all tables, keyless ones included, but source.postgres.keyless_tables is "
+          "'skip': drop it (pgflow creates its own), or name another one (source.postgres."
+          "publication)"));
+    }
     LogInfo("publication %s exists and publishes all tables; using it as it is",
             source_.publication);
     return absl::OkStatus();
@@ -1137,9 +1213,20 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
     have_schemas.insert(QuoteIdent(PQgetvalue(schemas->get(), i, 0)));
   }
   if (have_tables == want_tables && have_schemas == want_schemas) return absl::OkStatus();
-  auto altered = Exec(conn, absl::StrCat("ALTER PUBLICATION ", pub, " SET ", objects_sql));
+  std::string alter = absl::StrCat("ALTER PUBLICATION ", pub, " SET ", objects_sql);
+  if (objects.empty()) {  // SET takes no empty list
+    std::vector<std::string> dropped;
+    if (!have_tables.empty()) {
+      dropped.push_back(absl::StrCat("TABLE ", absl::StrJoin(have_tables, ", ")));
+    }
+    if (!have_schemas.empty()) {
+      dropped.push_back(absl::StrCat("TABLES IN SCHEMA ", absl::StrJoin(have_schemas, ", ")));
+    }
+    alter = absl::StrCat("ALTER PUBLICATION ", pub, " DROP ", absl::StrJoin(dropped, ", "));
+  }
+  auto altered = Exec(conn, alter);
   if (!altered.ok()) return altered.status();
-  LogInfo("updated publication %s to %s", source_.publication, objects_sql);
+  LogInfo("updated publication %s to %s", source_.publication, described);
   return absl::OkStatus();
 }
 
@@ -1231,7 +1318,11 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   absl::StatusOr<std::vector<std::string>> installed = InstallDdlCapture(conn->get());
   if (installed.ok()) {
     for (const std::string& what : *installed) LogInfo("installed %s", what);
-    absl::Status s = RegisterPipeline(conn->get(), pipeline_, source_.slot, source_.publication);
+    auto [table_schemas, table_names] = TableRefArrays(source_.tables);
+    PipelineRegistration registration{
+        pipeline_,     source_.slot, source_.publication, KeylessPolicyName(source_.keyless_tables),
+        table_schemas, table_names};
+    absl::Status s = RegisterPipeline(conn->get(), registration);
     if (!s.ok()) return s;
   } else if (absl::IsFailedPrecondition(installed.status())) {
     LogWarning("%s; until then schema changes are not streamed", installed.status().message());
@@ -1243,7 +1334,8 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
   // the pipeline streams.
   auto began = Exec(conn->get(), "BEGIN; SET LOCAL pgflow.capture_ddl = off");
   if (!began.ok()) return began.status();
-  absl::Status published = SetKeylessIdentityFull(conn->get());
+  absl::Status published =
+      SkipsKeyless() ? NoteSkippedKeylessTables(conn->get()) : SetKeylessIdentityFull(conn->get());
   if (published.ok()) published = EnsurePublication(conn->get());
   if (published.ok()) published = Exec(conn->get(), "COMMIT").status();
   if (!published.ok()) {
@@ -1304,6 +1396,7 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   options.chunk_bytes = source_.snapshot.chunk_bytes;
   options.position = start_;
   options.record_progress = !only;
+  options.skip_keyless = SkipsKeyless();
   options.raw = [&emitter](const TableSchema& table) { return emitter.WantsRawCopy(table); };
 
   // Without a snapshot exported with the slot, take one now and hold it until the workers

@@ -41,9 +41,14 @@ class PostgresSource : public Source {
   absl::Status CheckTables(PGconn* conn);
   absl::Status EnsurePublication(PGconn* conn);
   // The followed tables (partitions and inheritance children included) that have no primary
-  // key nor replica identity index, and are not REPLICA IDENTITY FULL; "schema.table", quoted.
-  absl::StatusOr<std::vector<std::string>> FollowedKeylessTables(PGconn* conn);
+  // key nor replica identity index, and are not REPLICA IDENTITY FULL (`keyless`); or the
+  // others, without partitions (published through their root): what a publication that skips
+  // keyless tables lists.
+  absl::StatusOr<std::vector<TableRef>> FollowedTables(PGconn* conn, bool keyless);
   absl::Status SetKeylessIdentityFull(PGconn* conn);
+  // keyless_tables: skip. Notes (and logs) the followed tables left out.
+  absl::Status NoteSkippedKeylessTables(PGconn* conn);
+  bool SkipsKeyless() const { return source_.keyless_tables == KeylessPolicy::kSkip; }
   // After a resumed snapshot: a backfill of the tables without a primary key it copied part of.
   absl::Status RecopyResumedKeylessTables(PGconn* conn);
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);
@@ -65,6 +70,8 @@ class PostgresSource : public Source {
   bool reload_new_columns_ = false;
   std::string snapshot_name_;
   std::unique_ptr<SnapshotCopier> copier_;
+  // keyless_tables: skip: the followed tables left out when the pipeline started.
+  std::vector<TableRef> skipped_at_start_;
 };
 
 }  // namespace pgflow

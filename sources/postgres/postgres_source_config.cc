@@ -53,11 +53,14 @@ const OptionTable<PostgresSourceOptions>& PostgresSourceTable() {
           .Help("Initial copy of the tables: {mode, workers, chunk_size}."),
       ChoiceOption("keyless_tables", &PostgresSourceOptions::keyless_tables)
           .Choices({{"full", KeylessPolicy::kFull},
+                    {"skip", KeylessPolicy::kSkip},
                     {"fail", KeylessPolicy::kFail}},
                    "keyless_tables policy")
           .Help("Followed tables without a primary key. full: set REPLICA IDENTITY FULL on them "
                 "(at start, and in the transaction that creates one or drops its key), so that "
                 "the application's UPDATEs and DELETEs keep working and stream whole rows; "
+                "skip: leave them out of the publication, the copy and the stream (a table "
+                "joins when it gains a key, and is copied then; one that loses its key leaves); "
                 "fail: refuse to start while one is followed."),
       StringOption("slot", &PostgresSourceOptions::slot)
           .Check(CheckPgName)

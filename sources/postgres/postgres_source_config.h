@@ -27,8 +27,22 @@ enum class SnapshotMode { kInitial, kNever, kOnly };
 // as it is would break the application's writes.
 enum class KeylessPolicy {
   kFull,  // set REPLICA IDENTITY FULL on it (at start, and when one is created or loses its key)
+  kSkip,  // leave it out of the publication, the snapshot and the DDL stream
   kFail,  // refuse to start
 };
+
+// The policy as source.postgres.keyless_tables spells it.
+inline const char* KeylessPolicyName(KeylessPolicy policy) {
+  switch (policy) {
+    case KeylessPolicy::kFull:
+      return "full";
+    case KeylessPolicy::kSkip:
+      return "skip";
+    case KeylessPolicy::kFail:
+      return "fail";
+  }
+  return "full";
+}
 
 struct SnapshotConfig {
   SnapshotMode mode = SnapshotMode::kInitial;

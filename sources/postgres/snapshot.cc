@@ -14,6 +14,7 @@
 #include "engine/log.h"
 #include "schemas/json_encoding.h"
 #include "sources/postgres/copy_binary.h"
+#include "sources/postgres/ddl_capture.h"
 
 namespace pgflow {
 namespace {
@@ -59,12 +60,13 @@ absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schem
   auto cols =
       Exec(conn,
            "SELECT a.attname, a.atttypid, a.atttypmod, "
-           "  coalesce(a.attnum = ANY((SELECT i.indkey FROM pg_index i WHERE i.indrelid = "
-           "    a.attrelid AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary "
-           "    END LIMIT 1)::int2[]), false), "
+           // Key columns only: an index's INCLUDE columns follow them in indkey.
+           "  coalesce(a.attnum = ANY((SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1] "
+           "    FROM pg_index i WHERE i.indrelid = a.attrelid AND CASE WHEN $2 = 'i' "
+           "    THEN i.indisreplident ELSE i.indisprimary END LIMIT 1)::int2[]), false), "
            "  tn.nspname || '.' || t.typname, format_type(a.atttypid, a.atttypmod), "
-           "  array_position((SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid "
-           "    AND i.indisprimary)::int2[], a.attnum), "
+           "  array_position((SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1] FROM pg_index i "
+           "    WHERE i.indrelid = a.attrelid AND i.indisprimary), a.attnum), "
            // Whether binary COPY can write it (aclitem, say, has no send function; nor have
            // arrays of it, nor domains over it).
            "  t.typsend <> 0 AND coalesce((SELECT e.typsend <> 0 FROM pg_type e "
@@ -419,6 +421,8 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
       static_cast<uint32_t>(std::max<uint64_t>(1, options_.chunk_bytes / block_size));
   const uint32_t min_pages = static_cast<uint32_t>(kMinChunkBytes / block_size);
   std::vector<SnapshotChunk> plan;
+  const std::string skip_keyless =
+      options_.skip_keyless ? absl::StrCat(" AND NOT (", kKeylessCondition, ")") : "";
   for (const TableRef& ref : options_.tables) {
     auto res = Exec(snap,
                     "SELECT n.nspname, c.relname, ln.nspname, l.relname, "
@@ -435,7 +439,8 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::Plan(PGconn* snap, PG
                     "JOIN pg_namespace ln ON ln.oid = l.relnamespace "
                     "WHERE n.nspname = $1 AND l.relkind IN ('r', 'p') AND "
                     "  (($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition) OR "
-                    "   c.relname = $2) ORDER BY 1, 2, 3, 4",
+                    "   c.relname = $2)" +
+                        skip_keyless + " ORDER BY 1, 2, 3, 4",
                     {ref.schema, ref.table});
     if (!res.ok()) return res.status();
     PGresult* r = res->get();

@@ -87,6 +87,7 @@ class SnapshotCopier {
     // Which tables' rows go on as raw COPY data (EventKind::kRawRows); none when empty.
     std::function<bool(const TableSchema&)> raw;
     bool record_progress = true;  // keep the plan and finished chunks in pgflow.snapshot_chunks
+    bool skip_keyless = false;    // keyless_tables: skip: tables without a key are not copied
   };
 
   explicit SnapshotCopier(Options options);

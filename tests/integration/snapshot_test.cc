@@ -5,8 +5,8 @@
 
 #include <atomic>
 #include <map>
-#include <set>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "engine/source.h"
@@ -291,8 +291,9 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
   // twice: it is copied again, exactly, beside the stream.
   ASSERT_TRUE(WaitFor(
       [&] {
-        return sql.Scalar("SELECT count(*) FROM pgflow.backfills WHERE finished_at IS NOT NULL "
-                          "AND tables = '{public.logs}'") == "1" ||
+        return sql.Scalar(
+                   "SELECT count(*) FROM pgflow.backfills WHERE finished_at IS NOT NULL "
+                   "AND tables = '{public.logs}'") == "1" ||
                !pgflow->Running();
       },
       std::chrono::seconds(120)))
@@ -304,8 +305,8 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
   auto lines = ReadJsonl(p.output());
   EXPECT_EQ(Diff(Replay(lines, "items", "id"), SourceRows(sql, "items", "id")), "");
   EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
-      << ReplayBag(lines, "logs").size() << " rows replayed, "
-      << SourceBag(sql, "logs").size() << " in the source";
+      << ReplayBag(lines, "logs").size() << " rows replayed, " << SourceBag(sql, "logs").size()
+      << " in the source";
 }
 
 // A table without a key cannot have its changed rows left out of a chunk: its copy is exact
@@ -326,8 +327,9 @@ TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
     EXPECT_NE(RunPgflow({"snapshot", p.yaml(), "--tables", "public.logs"}, &out), 0);
     EXPECT_EQ(pgflow->Wait(std::chrono::seconds(120)), 1) << ReadFile(p.log());
     EXPECT_TRUE(p.LogHas("changed during its copy: copying it again (attempt 2 of 5)"));
-    EXPECT_TRUE(p.LogHas("table public.logs has no primary key and changed during each of its 5 "
-                         "copies"))
+    EXPECT_TRUE(
+        p.LogHas("table public.logs has no primary key and changed during each of its 5 "
+                 "copies"))
         << ReadFile(p.log());
     EXPECT_TRUE(p.LogHas("run `pgflow snapshot --tables public.logs` when it is quieter"));
   }
@@ -343,8 +345,8 @@ TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
   DrainAndStop(p, *pgflow, sql);
   auto lines = ReadJsonl(p.output());
   EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
-      << ReplayBag(lines, "logs").size() << " rows replayed, "
-      << SourceBag(sql, "logs").size() << " in the source";
+      << ReplayBag(lines, "logs").size() << " rows replayed, " << SourceBag(sql, "logs").size()
+      << " in the source";
 }
 
 TEST(SnapshotTest, SnapshotRowsLookExactlyLikeStreamedRows) {
@@ -522,6 +524,22 @@ TEST(SnapshotTest, OnlyModeCopiesAndExitsLeavingNothingBehind) {
   EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots WHERE database = 'onlymode'"),
             "0");
   EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_publication"), "0");
+}
+
+TEST(SnapshotTest, KeylessTablesSkipPolicyLeavesThemOutOfTheCopy) {
+  SnapshotPipeline p("skipcopy", "[public.*]", "{mode: only}\n    keyless_tables: skip");
+  Sql sql(p.url());
+  CreateItems(sql, 100);
+  sql.Exec(
+      "CREATE TABLE nokey (a int); INSERT INTO nokey SELECT generate_series(1, 10);"
+      "CREATE TABLE parted (k int) PARTITION BY RANGE (k);"
+      "CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);"
+      "INSERT INTO parted VALUES (1)");
+  auto pgflow = p.Start();
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
+  std::set<std::string> tables;
+  for (const json& l : ReadJsonl(p.output())) tables.insert(l.value("table", ""));
+  EXPECT_EQ(tables, std::set<std::string>{"items"}) << ReadFile(p.log());
 }
 
 TEST(SnapshotTest, ATableDroppedMidSnapshotIsSkippedWithAWarning) {

@@ -438,6 +438,102 @@ TEST(StreamTest, KeylessTablesFailPolicyRefusesToStartAndStopsOnANewOne) {
                                            "source.postgres.keyless_tables is 'fail'"));
 }
 
+// keyless_tables: skip. The publication lists the keyed tables one by one; the capture takes
+// in tables created with a key or given one, and lets go of those that lose it, in the
+// transaction of the command, so the application's writes never fail.
+TEST(StreamTest, KeylessTablesSkipPolicyLeavesThemOutAndTakesThemInOnceKeyed) {
+  Pipeline p("nokeyskip", "[public.*]", "    keyless_tables: skip\n");
+  Sql sql(p.url());
+  sql.Exec(R"sql(
+    CREATE TABLE nokey (a int, b text);
+    CREATE TABLE keyed (id int PRIMARY KEY, v text);
+    CREATE TABLE parted (k int, v text) PARTITION BY RANGE (k);
+    CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+    CREATE TABLE parent (id int PRIMARY KEY);
+    CREATE TABLE child () INHERITS (parent);
+    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY);
+    INSERT INTO nokey VALUES (1, 'x'), (2, 'y');
+    INSERT INTO keyed VALUES (1, 'v');
+  )sql");
+  auto pgflow = p.Start();
+  EXPECT_THAT(ReadFile(p.log()),
+              HasSubstr("keyless_tables: skip: 4 followed table(s) without a primary key are left "
+                        "out of the publication, the copy and the stream (each joins when it "
+                        "gains a key): public.child, public.nokey, public.parted, "
+                        "public.parted_1"))
+      << ReadFile(p.log());
+  auto published = [&] {
+    return sql.Scalar(
+        "SELECT string_agg(prrelid::regclass::text, ',' ORDER BY prrelid::regclass::text) "
+        "FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+        "WHERE p.pubname = 'pgflow_nokeyskip'");
+  };
+  EXPECT_EQ(published(), "keyed,parent");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_class WHERE relreplident = 'f'"), "0");
+
+  // The application's statements: none fails, none makes pgflow set a replica identity.
+  sql.Exec("UPDATE nokey SET b = 'z' WHERE a = 1; DELETE FROM nokey WHERE a = 2");
+  sql.Exec("UPDATE child SET id = 1; UPDATE parted SET v = 'w'");
+  sql.Exec(
+      "BEGIN; CREATE TABLE later (a int); INSERT INTO later VALUES (7); UPDATE later SET a = 8; "
+      "CREATE INDEX later_a ON later (a); COMMIT");
+  sql.Exec(
+      "BEGIN; CREATE TABLE later_keyed (id int PRIMARY KEY); INSERT INTO later_keyed VALUES (3); "
+      "COMMIT");
+  sql.Exec("ALTER TABLE keyed DROP CONSTRAINT keyed_pkey; UPDATE keyed SET v = 'gone'");
+  EXPECT_EQ(published(), "later_keyed,parent");
+  // Given a key: it joins, with its rows (a backfill), and its changes stream from then on.
+  sql.Exec("ALTER TABLE nokey ADD PRIMARY KEY (a)");
+  EXPECT_EQ(published(), "later_keyed,nokey,parent");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_class WHERE relreplident = 'f'"), "0");
+
+  std::vector<json> lines;
+  auto copied = [&] {
+    lines = p.Lines();
+    for (const json& l : lines) {
+      if (l["table"] == "nokey" && l["op"] == "read") return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(WaitFor(copied, std::chrono::seconds(30))) << ReadFile(p.log());
+  sql.Exec("UPDATE nokey SET b = 'after' WHERE a = 1");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        lines = p.Lines();
+        return !lines.empty() && lines.back()["op"] == "update" && lines.back()["table"] == "nokey";
+      },
+      std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  std::vector<std::string> ops;
+  for (const json& l : lines) {
+    ops.push_back(l["op"].get<std::string>() + ":" +
+                  (l["op"] == "ddl" ? l["identity"] : l["table"]).get<std::string>());
+  }
+  EXPECT_THAT(ops, ::testing::ElementsAre("ddl:public.later_keyed", "ddl:public.later_keyed_pkey",
+                                          "insert:later_keyed", "ddl:keyed_pkey on public.keyed",
+                                          "ddl:public.nokey", "read:nokey", "update:nokey"))
+      << ReadFile(p.log());
+  EXPECT_EQ(lines[5]["after"], json::parse(R"({"a": 1, "b": "z"})"));
+  const std::string log = ReadFile(p.log());
+  EXPECT_THAT(log, HasSubstr("table public.keyed lost its primary key (ALTER TABLE): with "
+                             "keyless_tables: skip it has left the publication"));
+  EXPECT_THAT(log, HasSubstr("table public.nokey gained a primary key and joined the pipeline "
+                             "with its rows: backfill"));
+
+  // A backfill of the whole schema leaves the keyless tables out, and says so.
+  std::string out;
+  EXPECT_EQ(
+      RunPgflow({"snapshot", p.yaml(), "--tables", "public.*"}, &out, {{"SOURCE_URL", p.url()}}), 0)
+      << out;
+  EXPECT_TRUE(WaitFor([&] { return p.CountInLog("not copied (keyless_tables: skip)") > 0; },
+                      std::chrono::seconds(30)));
+  EXPECT_THAT(ReadFile(p.log()),
+              HasSubstr("table(s) without a primary key not copied (keyless_tables: skip): "
+                        "public.child, public.keyed, public.later, public.parted"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
 TEST(StreamTest, ClearErrorsForAMissingTableAndAnUnreachableServer) {
   Pipeline p("missing", "[public.nope]");
   std::string out;

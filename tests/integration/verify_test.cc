@@ -40,13 +40,15 @@ struct Outcome {
   std::vector<VerifyProgress> progress;
 };
 
-Outcome VerifyTables(const Databases& d, const std::vector<TableRef>& tables, int jobs = 1) {
+Outcome VerifyTables(const Databases& d, const std::vector<TableRef>& tables, int jobs = 1,
+                     bool skip_keyless = false) {
   Outcome run;
   VerifyOptions options;
   options.source_url = d.source;
   options.target_url = d.target;
   options.tables = tables;
   options.jobs = jobs;
+  options.skip_keyless = skip_keyless;
   absl::StatusOr<VerifyReport> report = Verify(
       options, [&](const std::string& line) { run.lines.push_back(line); },
       [&](const VerifyProgress& p) { run.progress.push_back(p); });
@@ -144,6 +146,14 @@ TEST(VerifyTest, CompositeKeysPartitionsEmptyKeylessAndUnorderedKeys) {
   EXPECT_EQ(keyless.report.differences[0].source_rows, 4);
   EXPECT_EQ(keyless.report.differences[0].target_rows, 3);
   EXPECT_EQ(keyless.lines.back(), "public.keyless: differs compared as a whole (no primary key)");
+  // A pipeline with keyless_tables: skip does not replicate it: not compared, and said so.
+  Outcome skipped = VerifyTables(d, {{"public", "keyless"}, {"public", "empty"}}, 1, true);
+  EXPECT_TRUE(skipped.report.ok());
+  EXPECT_THAT(skipped.lines,
+              ::testing::ElementsAre("1 table(s) without a primary key not compared: the pipeline "
+                                     "does not replicate them (keyless_tables: skip): "
+                                     "public.keyless",
+                                     "public.empty: 0 rows in 1 ranges: identical"));
   Sql(d.target).Exec("INSERT INTO keyless VALUES (1)");
   EXPECT_TRUE(VerifyTables(d, {{"public", "keyless"}}).report.ok());
   Sql(d.target).Exec("UPDATE keyless SET x = 3 WHERE x = 2");
