@@ -216,7 +216,7 @@ for line in open(sys.argv[3]):  # the fastest of each phase's rounds
 def row(label, name, extra="", own_name="pgflow"):
     wall, src, tgt, own = phase[name]
     cpu = f"cpu: source {src:5.2f}s  target {tgt:5.2f}s" + (f"  {own_name} {own:5.2f}s" if own else "")
-    print(f"  {label:<40}{wall:6.2f}s  {extra:<39}{cpu}")
+    print(f"  {label:<40}{wall:6.2f}s  {extra:<39}  {cpu}")
 ns, ps = phase["native_sync"][0], phase["pgflow_sync"][0]
 na, pa = phase["native_apply"][0], phase["pgflow_apply"][0]
 print(f"initial copy of {rows:,} rows (PK + 1 index)" + (f", best of {rounds}:" if rounds > 1 else ":"))

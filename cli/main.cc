@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
+#include "common/postgres/conninfo.h"
 #include "common/postgres/postgres_origin.h"
 #include "common/postgres/table_ref.h"
 #include "engine/config.h"
@@ -34,6 +35,10 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitConfig = 2;
+// `run` waits out an outage, doubling its wait up to 30 s; a run that lasted kHealthyRun
+// starts the next outage's waits from kFirstBackoff again.
+constexpr std::chrono::milliseconds kFirstBackoff(500);
+constexpr std::chrono::seconds kHealthyRun(60);
 
 // The pipeline file, or nullopt after logging why it cannot be used.
 std::optional<PipelineConfig> LoadOrReport(const std::string& path) {
@@ -106,6 +111,31 @@ int Validate(const std::string& path) {
   return kExitOk;
 }
 
+// A pipeline runs once: another `run` of it holds its replication slot. Said before the sinks
+// open their listeners (whose "address in use" would say less). A slot still held by a pgflow
+// that just died is let go within seconds: waited for. A source that cannot be reached is
+// left to the run to report.
+absl::Status CheckNotRunning(const std::string& pipeline, const PostgresSourceOptions& source) {
+  if (source.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
+  absl::StatusOr<PgConnPtr> conn = Connect(source.url, ConnectionKind::kRegular);
+  if (!conn.ok()) return absl::OkStatus();
+  for (int waited_ms = 0;; waited_ms += 200) {
+    absl::StatusOr<PgResultPtr> res =
+        Exec(conn->get(),
+             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid "
+             "IS NOT NULL",
+             {source.slot});
+    if (!res.ok() || PQntuples(res->get()) == 0) return absl::OkStatus();
+    if (waited_ms >= 10000) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pipeline ", pipeline, " is already running: its replication slot ",
+                       source.slot, " is in use by server process ", PQgetvalue(res->get(), 0, 0),
+                       " (stop that pgflow first, or give this pipeline another name)"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 int Run(const std::string& path, std::chrono::milliseconds progress_interval,
         const std::string& until) {
   Lsn stop_at;
@@ -124,9 +154,15 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
              config->name, config->source.type);
     return kExitConfig;
   }
+  if (std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(*config)) {
+    if (absl::Status s = CheckNotRunning(config->name, *source); !s.ok()) {
+      LogError("%s", s.message());
+      return kExitFailure;
+    }
+  }
   StopSignal stop;
   InstallStopSignalHandlers(&stop);
-  auto backoff = std::chrono::milliseconds(500);
+  auto backoff = kFirstBackoff;
   bool ran = false;  // some attempt got past set-up: from then on, outages are waited out
   while (true) {
     PipelineRunOptions options;
@@ -135,8 +171,11 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     options.progress_interval = progress_interval;
     options.stop_at = stop_at;
     Pipeline pipeline(std::move(options), BuildSource(*config), BuildSinks(*config));
+    const auto attempt_started = std::chrono::steady_clock::now();
     absl::Status status = pipeline.Run(stop);
     if (status.ok()) return kExitOk;
+    // After a healthy stretch an outage is a new one: its first retry comes soon again.
+    if (std::chrono::steady_clock::now() - attempt_started >= kHealthyRun) backoff = kFirstBackoff;
     ran = ran || pipeline.started();
     // A running pipeline that lost a server (a sink's target, the source) starts over from
     // what every sink holds: the slot's confirmed position. A first start that fails is
@@ -183,8 +222,8 @@ int Init(const std::string& path) {
     return kExitFailure;
   }
   std::printf("pipeline %s: ready in %s (publication %s, slot %s at %s)\n", name.c_str(),
-              options.url.c_str(), options.publication.c_str(), options.slot.c_str(),
-              start->ToString().c_str());
+              DescribeConninfo(options.url).c_str(), options.publication.c_str(),
+              options.slot.c_str(), start->ToString().c_str());
   return kExitOk;
 }
 
@@ -334,9 +373,7 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
                   sink.name.c_str(), d.table.c_str(), d.range.c_str(),
                   static_cast<long long>(d.source_rows), static_cast<long long>(d.target_rows));
     }
-    std::printf("%s: %s (%lld tables, %lld rows)\n", sink.name.c_str(),
-                report->ok() ? "identical" : "DIFFERENT", static_cast<long long>(report->tables),
-                static_cast<long long>(report->rows));
+    std::printf("%s: %s\n", sink.name.c_str(), report->Summary().c_str());
     all_ok = all_ok && report->ok();
   }
   if (targets == 0) {
@@ -496,7 +533,18 @@ int main(int argc, char** argv) {
   options->add_flag("--markdown", markdown,
                     "as the markdown table README.md carries (| key | type | default | meaning |)");
 
-  CLI11_PARSE(app, argc, argv);
+  if (argc == 1) {
+    std::printf("%s\n", app.help().c_str());
+    std::fprintf(stderr, "pgflow: name a command (pgflow run pipeline.yaml, pgflow --help)\n");
+    return kExitConfig;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end with 0; a wrong command line with kExitConfig, not CLI11's own
+    // codes (106 and the like).
+    return app.exit(e) == 0 ? kExitOk : kExitConfig;
+  }
 
   LogLevel level;
   if (!ParseLogLevel(log_level, &level)) {

@@ -132,6 +132,9 @@ class Loader {
   std::string file_;
 };
 
+// Reads on past an error wherever the rest can still be read (the next key, the sinks after a
+// wrong source, the next sink), noting each error (ConfigErrors) so that one run reports them
+// all.
 absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
   absl::StatusOr<PipelineFile> top = PipelineTable().Parse(root);
   if (!top.ok()) return top.status();
@@ -140,22 +143,22 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
   config.name = top->name;
   config.buffer = top->buffer;
   config.admin = top->admin;
-  if (!top->source.has_value()) {
-    return root.KeyNode("source")->Error("required key 'source' has no value");
+  if (top->source.has_value()) {
+    if (absl::Status s = ConfigErrors::Note(LoadSource(*top->source, &config)); !s.ok()) return s;
   }
-  if (absl::Status s = LoadSource(*top->source, &config); !s.ok()) return s;
   if (top->transforms.has_value()) {
-    if (absl::Status s = LoadTransforms(*top->transforms, &config.transforms); !s.ok()) return s;
+    absl::Status s = ConfigErrors::Note(LoadTransforms(*top->transforms, &config.transforms));
+    if (!s.ok()) return s;
   }
-  if (!top->sinks.has_value()) {
-    return root.KeyNode("sinks")->Error("required key 'sinks' has no value");
+  if (top->sinks.has_value()) {
+    if (absl::Status s = LoadSinks(*top->sinks, &config); !s.ok()) return s;
   }
-  if (absl::Status s = LoadSinks(*top->sinks, &config); !s.ok()) return s;
-  if (!config.admin.listen.empty()) {
+  if (!config.admin.listen.empty() && ConfigErrors::Count() == 0) {
     // Checked above so that a wrong address is reported first; the server itself is not built.
-    return root.Get("admin")->Error(
+    absl::Status s = ConfigErrors::Note(root.Get("admin")->Error(
         "the admin endpoint (/metrics /healthz /readyz /status) is not available in this build "
-        "of pgflow yet; remove the `admin` key");
+        "of pgflow yet; remove the `admin` key"));
+    if (!s.ok()) return s;
   }
   return config;
 }
@@ -224,13 +227,16 @@ absl::Status Loader::LoadSinks(const ConfigNode& node, PipelineConfig* config) {
     return node.Error("define at least one sink, like {out: {jsonl: {path: out.jsonl}}}");
   }
   for (auto& [name, value] : entries) {
-    if (!IsSinkName(name)) {
-      return node.KeyNode(name)->Error(
-          Cat("invalid sink name '", name, "': use letters, digits, '_' and '-'"));
-    }
+    absl::Status s;
     SinkConfig sink;
-    if (absl::Status s = LoadSink(name, value, config->source.traits, &sink); !s.ok()) return s;
-    config->sinks.push_back(std::move(sink));
+    if (!IsSinkName(name)) {
+      s = node.KeyNode(name)->Error(
+          Cat("invalid sink name '", name, "': use letters, digits, '_' and '-'"));
+    } else {
+      s = LoadSink(name, value, config->source.traits, &sink);
+    }
+    if (s.ok()) config->sinks.push_back(std::move(sink));
+    if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
   }
   return absl::OkStatus();
 }
@@ -244,12 +250,21 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
     return node.Error(Cat("expected a mapping with one key naming the sink type (",
                           Join(registered, ", "), "), got ", node.KindName()));
   }
+  // The key naming a registered type is the type; any other key that is no common option is
+  // unknown (a misspelt option, or a misspelt type when no key names one).
   std::span<const OptionDoc> common = SinkCommonOptions().docs();
+  std::vector<std::string_view> allowed(registered);
+  for (const OptionDoc& doc : common) allowed.push_back(doc.key);
   const std::pair<std::string, ConfigNode>* type_entry = nullptr;
+  std::vector<const std::pair<std::string, ConfigNode>*> unknown;
   std::vector<std::pair<std::string, ConfigNode>> entries = node.Entries();
   for (const auto& entry : entries) {
     if (std::any_of(common.begin(), common.end(),
                     [&entry](const OptionDoc& doc) { return doc.key == entry.first; })) {
+      continue;
+    }
+    if (FindSinkFactory(entry.first) == nullptr) {
+      unknown.push_back(&entry);
       continue;
     }
     if (type_entry != nullptr) {
@@ -259,16 +274,23 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
     }
     type_entry = &entry;
   }
+  for (const auto* entry : unknown) {
+    const std::string& key = entry->first;
+    absl::Status s =
+        type_entry == nullptr && unknown.size() == 1
+            ? node.KeyNode(key)->Error(
+                  Cat("unknown sink type '", key, "' ", DidYouMean(key, registered, "known types")))
+            : node.KeyNode(key)->Error(
+                  Cat("unknown key '", key, "' ", DidYouMean(key, allowed, "expected one of")));
+    if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
+  }
   if (type_entry == nullptr) {
+    if (!unknown.empty()) return absl::OkStatus();  // noted above
     return node.Error(
         Cat("missing the sink type: add one key naming it (", Join(registered, ", "), ")"));
   }
   const std::string& type = type_entry->first;
   const SinkFactory* factory = FindSinkFactory(type);
-  if (factory == nullptr) {
-    return node.KeyNode(type)->Error(
-        Cat("unknown sink type '", type, "' ", DidYouMean(type, registered, "known types")));
-  }
   const ConfigNode& options_node = type_entry->second;
   if (!options_node.IsMap() && !options_node.IsNull()) {
     return options_node.Error(
@@ -279,6 +301,7 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
   if (absl::Status s = factory->CheckSource(source); !s.ok()) {
     return node.KeyNode(type)->Error(Sv(s.message()));
   }
+  if (!unknown.empty()) return absl::OkStatus();  // noted above; the common keys would be too
   if (absl::Status s = SinkCommonTable().Parse(node, &sink->common, type); !s.ok()) return s;
   sink->name = std::move(name);
   sink->type = type;
@@ -363,7 +386,10 @@ absl::StatusOr<PipelineConfig> ParsePipelineConfig(std::string_view yaml_text,
                                                    std::string_view file_name) {
   absl::StatusOr<ConfigNode> root = ParseConfigDocument(yaml_text, file_name, kRootShape);
   if (!root.ok()) return root.status();
-  return Loader(file_name).Load(*root);
+  ConfigErrors errors;
+  absl::StatusOr<PipelineConfig> config = Loader(file_name).Load(*root);
+  if (absl::Status all = errors.Finish(config.status()); !all.ok()) return all;
+  return config;
 }
 
 absl::StatusOr<PipelineConfig> LoadPipelineConfig(const std::string& path) {

@@ -240,6 +240,44 @@ std::string ConfigNode::Position() const {
   return pgflow::Position(file_, line, column);
 }
 
+namespace {
+thread_local ConfigErrors* active_errors = nullptr;
+}  // namespace
+
+ConfigErrors::ConfigErrors() : previous_(active_errors) { active_errors = this; }
+ConfigErrors::~ConfigErrors() { active_errors = previous_; }
+
+absl::Status ConfigErrors::Note(absl::Status error) {
+  if (error.ok() || active_errors == nullptr) return error;
+  ConfigErrors& e = *active_errors;
+  std::string message(error.message());
+  if (std::find(e.errors_.begin(), e.errors_.end(), message) != e.errors_.end()) {
+    return absl::OkStatus();
+  }
+  if (e.errors_.size() < kMaxKept) {
+    e.errors_.push_back(std::move(message));
+  } else {
+    ++e.dropped_;
+  }
+  return absl::OkStatus();
+}
+
+size_t ConfigErrors::Count() {
+  return active_errors == nullptr ? 0 : active_errors->errors_.size() + active_errors->dropped_;
+}
+
+absl::Status ConfigErrors::Finish(const absl::Status& result) {
+  std::vector<std::string> all;
+  if (!result.ok()) all.emplace_back(result.message());
+  for (const std::string& e : errors_) {
+    if (std::find(all.begin(), all.end(), e) == all.end()) all.push_back(e);
+  }
+  if (all.empty()) return absl::OkStatus();
+  std::string text = Join(all, "\n");
+  if (dropped_ > 0) text += Cat("\n(and ", dropped_, " more errors)");
+  return absl::InvalidArgumentError(text);
+}
+
 absl::Status ConfigNode::Error(std::string_view message) const {
   return absl::InvalidArgumentError(
       Cat(Position(), ": ", path_, path_.empty() ? "" : ": ", message));

@@ -26,6 +26,33 @@ class Node;
 
 namespace pgflow {
 
+// Every error of a file in one run: while a ConfigErrors lives on this thread, readers that
+// can go on past an error (the next key, the next sink) hand it to Note, which keeps it and
+// answers OK; without one, Note answers the error itself, and the first error ends the read.
+// Each error is a "<file>:<line>:<column>: <path>: <message>" line.
+class ConfigErrors {
+ public:
+  static constexpr size_t kMaxKept = 20;
+
+  ConfigErrors();
+  ~ConfigErrors();
+  ConfigErrors(const ConfigErrors&) = delete;
+  ConfigErrors& operator=(const ConfigErrors&) = delete;
+
+  // `error` kept (OK returned) while a ConfigErrors is active; else `error`.
+  static absl::Status Note(absl::Status error);
+  // How many errors the active collector holds (0 without one).
+  static size_t Count();
+  // OK when none was noted; else one InvalidArgument holding them all, a line each (the first
+  // kMaxKept, and how many more), or `result`'s error first when it is one.
+  absl::Status Finish(const absl::Status& result = absl::OkStatus());
+
+ private:
+  ConfigErrors* previous_;
+  std::vector<std::string> errors_;
+  size_t dropped_ = 0;
+};
+
 // A node of a configuration file with its position, for typed reads with good errors.
 // Cheap to copy (the YAML tree is shared). Thread-compatible.
 class ConfigNode {

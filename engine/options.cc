@@ -60,26 +60,33 @@ absl::Status CheckShape(OptionType type, const ConfigNode& value) {
 
 absl::Status OptionSchema::CheckKeys(const ConfigNode& node, std::string_view ignore) const {
   if (!node.IsMap() && !node.IsNull()) {
-    return node.Error(Cat("expected a mapping, got ", node.KindName()));
+    return ConfigErrors::Note(node.Error(Cat("expected a mapping, got ", node.KindName())));
   }
   std::span<const OptionDoc> specs = docs();
   std::vector<std::string_view> known;
   for (const OptionDoc& spec : specs) known.push_back(spec.key);
   std::vector<std::pair<std::string, ConfigNode>> entries = node.Entries();
+  bool unknown = false;
   for (const auto& [key, value] : entries) {
     if (key != ignore && std::find(known.begin(), known.end(), key) == known.end()) {
-      return node.KeyNode(key)->Error(
-          Cat("unknown key '", key, "' ", DidYouMean(key, known, "expected one of")));
+      unknown = true;
+      absl::Status s = ConfigErrors::Note(node.KeyNode(key)->Error(
+          Cat("unknown key '", key, "' ", DidYouMean(key, known, "expected one of"))));
+      if (!s.ok()) return s;
     }
   }
   for (const OptionDoc& spec : specs) {
-    if (!spec.required) continue;
+    // A required key missing beside an unknown one is most likely that one, misspelt: said once.
+    if (!spec.required || unknown) continue;
     auto entry = std::find_if(entries.begin(), entries.end(),
                               [&spec](const auto& e) { return e.first == spec.key; });
-    if (entry == entries.end()) return node.Error(Cat("missing required key '", spec.key, "'"));
-    if (entry->second.IsNull()) {
-      return node.KeyNode(spec.key)->Error(Cat("required key '", spec.key, "' has no value"));
+    absl::Status s;
+    if (entry == entries.end()) {
+      s = node.Error(Cat("missing required key '", spec.key, "'"));
+    } else if (entry->second.IsNull()) {
+      s = node.KeyNode(spec.key)->Error(Cat("required key '", spec.key, "' has no value"));
     }
+    if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
   }
   return absl::OkStatus();
 }

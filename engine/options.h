@@ -121,16 +121,22 @@ class OptionTable final : public OptionSchema {
 
   // Reads `node` (a mapping, or null: every default) into *out, which holds the defaults.
   // `ignore` is a key the caller reads itself.
+  // Under a ConfigErrors every key's error is noted and the next key read; the checks across
+  // options run only when every key read well.
   absl::Status Parse(const ConfigNode& node, T* out, std::string_view ignore = {}) const {
+    const size_t errors_before = ConfigErrors::Count();
     if (absl::Status s = CheckKeys(node, ignore); !s.ok()) return s;
+    if (!node.IsMap() && !node.IsNull()) return absl::OkStatus();  // noted by CheckKeys
     for (size_t i = 0; i < docs_.size(); ++i) {
       std::optional<ConfigNode> value = node.Get(docs_[i].key);
       if (!value.has_value()) continue;
-      if (absl::Status s = CheckShape(docs_[i].type, *value); !s.ok()) return s;
-      if (absl::Status s = applies_[i](*value, *out); !s.ok()) return s;
+      absl::Status s = CheckShape(docs_[i].type, *value);
+      if (s.ok()) s = applies_[i](*value, *out);
+      if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
     }
+    if (ConfigErrors::Count() > errors_before) return absl::OkStatus();
     for (const Check& check : checks_) {
-      if (absl::Status s = check(*out, node); !s.ok()) return s;
+      if (absl::Status s = ConfigErrors::Note(check(*out, node)); !s.ok()) return s;
     }
     return absl::OkStatus();
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/ascii.h"
@@ -27,7 +28,82 @@ std::optional<uint64_t> ParsePort(std::string_view text) {
   return value;
 }
 
+// libpq's parse errors quote parts of the string, which may be (part of) a password: a quoted
+// fragment stays only when it is punctuation or a key the string itself sets ("key=").
+std::string ScrubQuotedFragments(std::string_view message, std::string_view conninfo) {
+  std::string out;
+  size_t i = 0;
+  while (i < message.size()) {
+    size_t open = message.find('"', i);
+    size_t close = open == std::string_view::npos ? open : message.find('"', open + 1);
+    if (close == std::string_view::npos) {
+      out.append(message.substr(i));
+      break;
+    }
+    std::string_view fragment = message.substr(open + 1, close - open - 1);
+    const bool is_key =
+        !fragment.empty() &&
+        std::all_of(fragment.begin(), fragment.end(),
+                    [](char c) {
+                      return absl::ascii_islower(static_cast<unsigned char>(c)) || c == '_';
+                    }) &&
+        (conninfo.find(Cat(fragment, "=")) != std::string_view::npos ||
+         conninfo.find(Cat(fragment, " =")) != std::string_view::npos);
+    out.append(message.substr(i, open + 1 - i));
+    out.append(fragment.size() <= 1 || is_key ? std::string(fragment) : std::string("..."));
+    out.push_back('"');
+    i = close + 1;
+  }
+  return out;
+}
+
+// The options libpq reads from `conninfo`; null when it cannot parse it.
+using ConninfoOptions = std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)>;
+ConninfoOptions ParseOptions(const std::string& conninfo) {
+  char* message = nullptr;
+  ConninfoOptions options(PQconninfoParse(conninfo.c_str(), &message), &PQconninfoFree);
+  if (message != nullptr) PQfreemem(message);
+  return options;
+}
+
 }  // namespace
+
+absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
+  if (absl::Status s = CheckConninfo(conninfo); !s.ok()) return s;
+  ConninfoOptions options = ParseOptions(conninfo);
+  if (options == nullptr) return absl::InvalidArgumentError("invalid connection string");
+  ConninfoForTool out;
+  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    if (std::strcmp(o->keyword, "password") == 0) {
+      out.password = o->val;
+      continue;
+    }
+    std::string value;
+    for (const char* c = o->val; *c != '\0'; ++c) {
+      if (*c == '\\' || *c == '\'') value.push_back('\\');
+      value.push_back(*c);
+    }
+    out.conninfo += Cat(out.conninfo.empty() ? "" : " ", o->keyword, "='", value, "'");
+  }
+  return out;
+}
+
+std::string DescribeConninfo(const std::string& conninfo) {
+  ConninfoOptions options = ParseOptions(conninfo);
+  if (options == nullptr) return "(an invalid connection string)";
+  std::string user, host, port, dbname;
+  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    if (std::strcmp(o->keyword, "user") == 0) user = o->val;
+    if (std::strcmp(o->keyword, "host") == 0 && host.empty()) host = o->val;
+    if (std::strcmp(o->keyword, "hostaddr") == 0 && host.empty()) host = o->val;
+    if (std::strcmp(o->keyword, "port") == 0) port = o->val;
+    if (std::strcmp(o->keyword, "dbname") == 0) dbname = o->val;
+  }
+  return Cat(user.empty() ? "" : Cat(user, "@"), host.empty() ? "localhost" : host,
+             port.empty() ? "" : Cat(":", port), dbname.empty() ? "" : Cat("/", dbname));
+}
 
 std::string MaskPasswords(std::string_view conninfo) {
   std::string out(conninfo);
@@ -117,7 +193,8 @@ absl::Status CheckConninfo(const std::string& conninfo) {
           "characters in a URI, like %40 for '@')");
     }
     if (masked_error.empty()) masked_error = "libpq cannot parse it";
-    return absl::InvalidArgumentError(Cat("invalid connection string: ", masked_error));
+    return absl::InvalidArgumentError(
+        Cat("invalid connection string: ", ScrubQuotedFragments(masked_error, conninfo)));
   }
   absl::Status status;
   for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
@@ -130,8 +207,11 @@ absl::Status CheckConninfo(const std::string& conninfo) {
       if (port.empty()) continue;
       std::optional<uint64_t> number = ParsePort(port);
       if (!number.has_value() || *number == 0 || *number > 65535) {
+        // Not quoted: in a URI whose password holds a raw '@' or '/', what libpq reads as
+        // the port is part of the password.
         status = absl::InvalidArgumentError(
-            Cat("invalid connection string: port '", port, "' is not a number 1..65535"));
+            "invalid connection string: a port is not a number 1..65535 (in a URI, "
+            "percent-encode '@', ':' and '/' in the user name and password, like %40 for '@')");
         break;
       }
     }

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace pgflow {
 
@@ -18,5 +19,17 @@ absl::Status CheckConninfo(const std::string& conninfo);
 // A copy of `conninfo` with every password replaced by '*' (same length), so that libpq's
 // error messages, which quote parts of the string, can be shown.
 std::string MaskPasswords(std::string_view conninfo);
+
+// `conninfo` for a child process (pg_dump): the same connection as key=value pairs without the
+// password, fit for a command line that `ps` shows, and the password (empty: none), to hand
+// over in PGPASSWORD.
+struct ConninfoForTool {
+  std::string conninfo;
+  std::string password;
+};
+absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo);
+
+// "user@host:port/dbname" (the parts `conninfo` gives) for a message: never the password.
+std::string DescribeConninfo(const std::string& conninfo);
 
 }  // namespace pgflow

@@ -1,5 +1,7 @@
 #include "common/postgres/pg_connection.h"
 
+#include "common/postgres/conninfo.h"
+
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -57,10 +59,10 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
   char* err = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &err);
   if (parsed == nullptr) {
-    std::string message = err ? err : "out of memory";
-    PQfreemem(err);
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid PostgreSQL URL: ", absl::StripTrailingAsciiWhitespace(message)));
+    PQfreemem(err);  // may quote part of the password: CheckConninfo says it without
+    absl::Status invalid = CheckConninfo(url);
+    return invalid.ok() ? absl::InvalidArgumentError("invalid PostgreSQL connection string")
+                        : invalid;
   }
   std::vector<std::string> keys;
   std::vector<std::string> values;

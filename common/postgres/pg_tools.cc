@@ -39,8 +39,18 @@ std::string FindTool(std::string_view tool) {
 
 }  // namespace
 
-absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args) {
+absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args,
+                                  const std::string& password) {
   const std::string path = FindTool(tool);
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("PGPASSWORD=")) continue;
+    env_storage.emplace_back(*e);
+  }
+  if (!password.empty()) env_storage.push_back(Cat("PGPASSWORD=", password));
+  std::vector<char*> env;
+  for (std::string& e : env_storage) env.push_back(e.data());
+  env.push_back(nullptr);
   std::vector<std::string> argv_storage = {path};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -57,14 +67,14 @@ absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 1);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
   pid_t pid = 0;
-  int spawned = ::posix_spawnp(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
+  int spawned = ::posix_spawnp(&pid, path.c_str(), &actions, nullptr, argv.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   ::close(pipe_fds[1]);
   if (spawned != 0) {
     ::close(pipe_fds[0]);
     if (spawned == ENOENT) {
-      return absl::NotFoundError(Cat(
-          tool, " is not installed (Debian: apt-get install postgresql-client)"));
+      return absl::NotFoundError(
+          Cat(tool, " is not installed (Debian: apt-get install postgresql-client)"));
     }
     return absl::InternalError(Cat("starting ", path, ": ", std::strerror(spawned)));
   }

@@ -23,7 +23,10 @@ struct ToolRun {
 
 // Runs PostgreSQL client program `tool` ("pg_dump") with `args` and waits for it. NotFound
 // when the program is not installed, naming the package; a run that ends with an exit code
-// other than 0 is returned as it is, for the caller to judge.
-absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args);
+// other than 0 is returned as it is, for the caller to judge. `password`, when not empty, is
+// handed over in PGPASSWORD (the environment `ps` does not show to other users) instead of the
+// command line: pass connection strings through WithoutPassword (conninfo.h).
+absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args,
+                                  const std::string& password = "");
 
 }  // namespace pgflow

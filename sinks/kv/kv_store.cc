@@ -7,7 +7,9 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "engine/log.h"
 #include "schemas/json_text.h"
 #include "sinks/kv/resp.h"
 
@@ -313,6 +315,32 @@ KvRowPtr KvStore::Current(const KvTable& table, const std::string& key) const {
   return table.Get(key);
 }
 
+absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
+                                           const std::vector<std::string>& selected) {
+  if (!columns_checked_.insert({schema.relation_id, schema.version}).second) {
+    return absl::OkStatus();
+  }
+  const bool first_version = columns_checked_tables_.insert(schema.relation_id).second;
+  std::vector<std::string> missing;
+  std::vector<std::string> present;
+  for (const Column& c : schema.columns) present.push_back(c.name);
+  for (const std::string& name : selected) {
+    if (std::find(present.begin(), present.end(), name) == present.end()) {
+      missing.push_back(name);
+    }
+  }
+  if (missing.empty()) return absl::OkStatus();
+  const std::string what = absl::StrCat(
+      "columns (of ", schema.QualifiedName(), ") names ", absl::StrJoin(missing, ", "),
+      ", which the table does not have (its columns: ", absl::StrJoin(present, ", "), ")");
+  if (first_version) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": correct the sink's kv.columns"));
+  }
+  // Dropped by a schema change while running: the cache goes on with the columns left.
+  LogWarning("kv cache: %s since a schema change; the cache keeps the others", what);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>& table,
                                                  const TableSchema& schema, const Row& row,
                                                  const Row* key_source, bool delete_op, Lsn lsn) {
@@ -351,6 +379,7 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
   const std::vector<std::string>* selected = nullptr;
   if (auto it = options_.columns.find(schema.QualifiedName()); it != options_.columns.end()) {
     selected = &it->second;
+    if (absl::Status s = CheckSelectedColumns(schema, *selected); !s.ok()) return s;
   }
   KvRowPtr old;
   std::vector<KvColumn> columns;

@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -274,6 +275,10 @@ class KvStore {
   KvRowPtr Current(const KvTable& table, const std::string& key) const;
   absl::StatusOr<Pending> Encode(const std::shared_ptr<KvTable>& table, const TableSchema& schema,
                                  const Row& row, const Row* key_source, bool delete_op, Lsn lsn);
+  // `columns` names only columns of the table: an error at its first version (a mistake in the
+  // file), a warning after a schema change dropped one.
+  absl::Status CheckSelectedColumns(const TableSchema& schema,
+                                    const std::vector<std::string>& selected);
 
   const KvStoreOptions options_;
   mutable absl::Mutex tables_mu_;
@@ -288,6 +293,8 @@ class KvStore {
   std::vector<Pending> pending_;
   absl::flat_hash_map<std::string, size_t> pending_index_;  // table key_name + '\0' + key
   int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
+  absl::flat_hash_set<std::pair<uint32_t, uint32_t>> columns_checked_;  // (relation, version)
+  absl::flat_hash_set<uint32_t> columns_checked_tables_;
 
   absl::Mutex listener_mu_;
   std::function<void(const std::vector<KeyEvent>&)> listener_ ABSL_GUARDED_BY(listener_mu_);

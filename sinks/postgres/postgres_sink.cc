@@ -295,11 +295,14 @@ absl::Status PostgresSink::Close() {
   }
   session_.Close();  // an open transaction rolls back
   tables_.CloseSource();
+  const uint64_t copied = loaded_rows_ + writer_.copied_rows();
+  if (copied == 0 && changes_ == 0 && skipped_transactions() == 0 && dead_letters_ == 0) {
+    return status;  // nothing done: a line of zeros would read like a result
+  }
   LogInfo(
-      "sink %s (postgres): %d snapshot rows copied, %d changes in %d transactions applied, "
-      "%d transactions skipped as already applied%s",
-      sink_name_, loaded_rows_ + writer_.copied_rows(), changes_, transactions_,
-      skipped_transactions(),
+      "sink %s (postgres) closed: %d snapshot rows copied, %d changes in %d transactions "
+      "applied, %d transactions skipped as already applied%s",
+      sink_name_, copied, changes_, transactions_, skipped_transactions(),
       dead_letters_ > 0
           ? absl::StrCat(", ", dead_letters_, " refused changes set aside in pgflow.dead_letters")
           : "");

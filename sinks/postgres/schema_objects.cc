@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/postgres/conninfo.h"
 #include "common/postgres/pg_tools.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -23,9 +24,9 @@ namespace {
 // pg_restore's descriptions of what a table may depend on (a line reads "<id>; <classid>
 // <oid> <desc> <schema> <name> <owner>").
 constexpr std::array<std::string_view, 17> kKinds = {
-    "SCHEMA ",         "EXTENSION ",       "TYPE ",      "SHELL TYPE ",  "DOMAIN ",
-    "FUNCTION ",       "PROCEDURE ",       "AGGREGATE ", "COLLATION ",   "CONVERSION ",
-    "OPERATOR ",       "OPERATOR CLASS ",  "CAST ",      "TEXT SEARCH ", "TRANSFORM ",
+    "SCHEMA ",          "EXTENSION ",          "TYPE ",      "SHELL TYPE ",  "DOMAIN ",
+    "FUNCTION ",        "PROCEDURE ",          "AGGREGATE ", "COLLATION ",   "CONVERSION ",
+    "OPERATOR ",        "OPERATOR CLASS ",     "CAST ",      "TEXT SEARCH ", "TRANSFORM ",
     "OPERATOR FAMILY ", "PROCEDURAL LANGUAGE "};
 
 // A temporary file, removed with this.
@@ -68,18 +69,23 @@ bool IsSchemaObjectEntry(std::string_view line) {
 }
 
 absl::StatusOr<size_t> CopySchemaObjects(const std::string& source_url,
-                                         const std::string& target_url,
-                                         std::string_view sink_name, bool second_pass) {
+                                         const std::string& target_url, std::string_view sink_name,
+                                         bool second_pass) {
   const auto started = std::chrono::steady_clock::now();
   TempFile dump;
   TempFile list;
   if (dump.path().empty() || list.path().empty()) {
     return absl::InternalError("cannot create a temporary file in /tmp for pg_dump");
   }
-  absl::StatusOr<ToolRun> dumped =
-      RunPgTool("pg_dump", {"--schema-only", "--section=pre-data", "--format=custom",
-                            "--exclude-schema=pgflow", "--file", dump.path(),
-                            absl::StrCat("--dbname=", source_url)});
+  absl::StatusOr<ConninfoForTool> source = WithoutPassword(source_url);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<ConninfoForTool> target = WithoutPassword(target_url);
+  if (!target.ok()) return target.status();
+  absl::StatusOr<ToolRun> dumped = RunPgTool(
+      "pg_dump",
+      {"--schema-only", "--section=pre-data", "--format=custom", "--exclude-schema=pgflow",
+       "--file", dump.path(), absl::StrCat("--dbname=", source->conninfo)},
+      source->password);
   if (!dumped.ok()) return dumped.status();
   if (dumped->exit_code != 0) {
     return absl::FailedPreconditionError(
@@ -104,8 +110,10 @@ absl::StatusOr<size_t> CopySchemaObjects(const std::string& source_url,
     if (!out) return absl::InternalError(absl::StrCat("writing ", list.path()));
   }
   absl::StatusOr<ToolRun> restored =
-      RunPgTool("pg_restore", {"--no-owner", "--no-acl", "--use-list", list.path(),
-                               absl::StrCat("--dbname=", target_url), dump.path()});
+      RunPgTool("pg_restore",
+                {"--no-owner", "--no-acl", "--use-list", list.path(),
+                 absl::StrCat("--dbname=", target->conninfo), dump.path()},
+                target->password);
   if (!restored.ok()) return restored.status();
   // pg_restore goes on past a failed statement: those the target already had are expected.
   size_t present = 0;

@@ -29,9 +29,11 @@ struct Table {
   bool partitioned = false;
 };
 
-// The tables `refs` name, in order; those without a key go to `skipped` when not null.
+// The tables `refs` name, in order; those without a key go to `skipped` when not null, and a
+// table named that does not exist to `missing`.
 absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source, const std::vector<TableRef>& refs,
-                                                 std::vector<std::string>* skipped) {
+                                                 std::vector<std::string>* skipped,
+                                                 std::vector<std::string>* missing) {
   std::vector<Table> tables;
   for (const TableRef& ref : refs) {
     auto res = Exec(
@@ -42,6 +44,9 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source, const std::vect
                      "c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2"),
         {ref.schema, ref.table});
     if (!res.ok()) return res.status();
+    if (PQntuples(res->get()) == 0 && ref.table != "*") {
+      missing->push_back(absl::StrCat(ref.ToString(), " does not exist in the source"));
+    }
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       Table t;
       t.schema = PQgetvalue(res->get(), i, 0);
@@ -208,9 +213,11 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
   PGconn* source = pairs[0].source.get();
   PGconn* target = pairs[0].target.get();
   VerifyReport report;
-  absl::StatusOr<std::vector<Table>> tables =
-      ResolveTables(source, options.tables, options.skip_keyless ? &report.skipped : nullptr);
+  absl::StatusOr<std::vector<Table>> tables = ResolveTables(
+      source, options.tables, options.skip_keyless ? &report.skipped : nullptr, &report.problems);
   if (!tables.ok()) return tables.status();
+  report.tables = static_cast<int64_t>(report.problems.size());
+  for (const std::string& problem : report.problems) finished(problem);
   if (!report.skipped.empty()) {
     finished(absl::StrCat(report.skipped.size(),
                           " table(s) without a primary key not compared: the pipeline does not "
@@ -304,6 +311,7 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
             name, (*wheres)[i].empty() ? "all rows" : (*wheres)[i], r.source.rows, r.target.rows});
       }
     }
+    ++(differing == 0 ? report.identical : report.different);
     const std::string how = whole.empty() ? absl::StrCat(" in ", results.size(), " ranges")
                                           : absl::StrCat(" compared as a whole (", whole, ")");
     finished(differing == 0 ? absl::StrCat(name, ": ", state.rows, " rows", how, ": identical")
@@ -312,6 +320,13 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
                  : absl::StrCat(name, ": differs", how));
   }
   return report;
+}
+
+std::string VerifyReport::Summary() const {
+  if (ok()) return absl::StrCat("identical (", tables, " tables, ", rows, " rows)");
+  return absl::StrCat("DIFFERENT: ", identical, " identical, ", different, " different, ",
+                      not_compared(), " not compared (of ", tables, " tables; ", rows,
+                      " rows compared)");
 }
 
 }  // namespace pgflow

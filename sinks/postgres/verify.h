@@ -34,12 +34,21 @@ struct RangeDifference {
 };
 
 struct VerifyReport {
-  int64_t tables = 0;
-  int64_t rows = 0;  // on the source
+  int64_t tables = 0;     // named or found, compared or not
+  int64_t identical = 0;  // tables compared and found identical
+  int64_t different = 0;  // tables compared and found different
+  int64_t rows = 0;       // on the source
   std::vector<RangeDifference> differences;
-  std::vector<std::string> problems;  // tables missing on the target, without a key, ...
-  std::vector<std::string> skipped;   // tables the pipeline does not replicate (no key, skip)
+  // Tables not compared, each with its reason: missing on the target, or in the source (a
+  // table named that does not exist), or a comparison that failed.
+  std::vector<std::string> problems;
+  std::vector<std::string> skipped;  // tables the pipeline does not replicate (no key, skip)
+  int64_t not_compared() const { return static_cast<int64_t>(problems.size()); }
+  // Every table was compared, and is identical: the only outcome that proves anything.
   bool ok() const { return differences.empty() && problems.empty(); }
+  // "identical (3 tables, 1200 rows)", or "DIFFERENT: 1 identical, 1 different, 1 not compared
+  // (of 3 tables; 1200 rows compared)".
+  std::string Summary() const;
 };
 
 // How far the comparison of one table has come; told after every range.

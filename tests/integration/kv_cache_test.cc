@@ -114,6 +114,7 @@ class KvPipeline {
   }
   std::string url() const { return SharedCluster().Url(name_); }
   std::string log() const { return dir_.File("pgflow.log"); }
+  std::string yaml() const { return yaml_; }
   int redis() const { return redis_; }
   int http() const { return http_; }
   int memcached() const { return memcached_; }
@@ -352,6 +353,30 @@ TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(p.log());
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("memory limit (max_memory 262144 bytes)"));
   EXPECT_THAT(p.Cli("PING"), HasSubstr("Could not connect"));
+}
+
+// Mistakes a user makes with the kv cache, each refused with a message naming it.
+TEST(KvCacheTest, AMissingSelectedColumnAndASecondRunAreRefusedClearly) {
+  KvPipeline wrong("kv_wrongcol", ", columns: {public.people: [nmae]}");
+  Sql sql(wrong.url());
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text);"
+      "INSERT INTO people VALUES (1, 'a')");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"run", wrong.yaml()}, &out, {{"SOURCE_URL", wrong.url()}}), 1);
+  EXPECT_THAT(out, HasSubstr("columns (of public.people) names nmae, which the table does not "
+                             "have (its columns: id, name): correct the sink's kv.columns"));
+
+  KvPipeline p("kv_twice");
+  Sql(p.url()).Exec("CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text)");
+  auto pgflow = p.Start();
+  EXPECT_EQ(RunPgflow({"run", p.yaml()}, &out, {{"SOURCE_URL", p.url()}}), 1);
+  EXPECT_THAT(out, HasSubstr("pipeline kv_twice is already running: its replication slot "
+                             "pgflow_kv_twice is in use by server process"));
+  EXPECT_THAT(out, Not(HasSubstr("Address already in use")));
+  EXPECT_TRUE(pgflow->Running());
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
 
 }  // namespace

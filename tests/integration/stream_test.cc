@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "common/postgres/conninfo.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/support/test_support.h"
@@ -557,6 +558,81 @@ TEST(StreamTest, ClearErrorsForAMissingTableAndAnUnreachableServer) {
   EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
   EXPECT_THAT(out, HasSubstr("cannot connect to PostgreSQL at 127.0.0.1:1/x"));
   EXPECT_THAT(out, ::testing::Not(HasSubstr("secret")));
+}
+
+// Every command, with good and broken connection strings holding a known password, in URI and
+// key=value form: no output shows the password, whole or any four characters of it.
+TEST(CliTest, NoCommandEverShowsAPassword) {
+  const std::string password = "Zq9xW7vK";
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE pwsource");
+  admin.Exec("CREATE DATABASE pwtarget");
+  admin.Exec(
+      "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pwuser') THEN "
+      "CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD '" +
+      password + "'; END IF; END $$");
+  Sql(SharedCluster().Url("pwsource"))
+      .Exec("CREATE TABLE t (id int PRIMARY KEY); CREATE SEQUENCE s; SELECT nextval('s')");
+  const std::string port = std::to_string(SharedCluster().port());
+  const std::string good = "postgres://pwuser:" + password + "@127.0.0.1:" + port;
+  const std::vector<std::string> sources = {
+      good + "/pwsource",
+      "host=127.0.0.1 port=" + port + " user=pwuser password=" + password + " dbname=pwsource",
+      "postgres://pwuser:" + password + "/127.0.0.1/pwsource",    // no '@'
+      "postgres://pwuser:" + password + "@127.0.0.1:1/pwsource",  // nothing listens
+      "postgres://pwuser:Zq9%xW7vK@127.0.0.1/pwsource",           // bad percent-encoding
+      "host=127.0.0.1 port=w user=pwuser password=" + password,   // bad port
+      "password='" + password + " host=127.0.0.1",                // unterminated quote
+      "postgres://pwuser:" + password + "@127.0.0.1:" + port + "/nosuchdb"};
+  TempDir dir;
+  std::string all;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    for (const char* mode : {"initial", "only"}) {
+      const std::string yaml = dir.File("p" + std::to_string(i) + mode + ".yaml");
+      WriteFile(yaml, std::string("pipeline: pw\nsource:\n  postgres:\n    url: ${SRC}\n") +
+                          "    tables: [public.*]\n    snapshot: {mode: " + mode + "}\n" +
+                          "sinks:\n  target: {postgres: {url: '" + good + "/pwtarget'}}\n");
+      const std::map<std::string, std::string> env = {{"SRC", sources[i]}};
+      for (const std::vector<std::string>& args :
+           std::vector<std::vector<std::string>>{{"validate", yaml},
+                                                 {"init", yaml},
+                                                 {"run", yaml, "--until", "0/1"},
+                                                 {"snapshot", yaml, "--no-wait"},
+                                                 {"verify", yaml},
+                                                 {"sequences", yaml},
+                                                 {"teardown", yaml}}) {
+        std::string out;
+        RunPgflow(args, &out, env);
+        all += out;
+        for (size_t at = 0; at + 4 <= password.size(); ++at) {
+          EXPECT_THAT(out, Not(HasSubstr(password.substr(at, 4))))
+              << "pgflow " << args[0] << " with " << MaskPasswords(sources[i]);
+        }
+      }
+    }
+  }
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--help"}, {"run", "--help"}, {"options"}, {"options", "--markdown"}}) {
+    std::string out;
+    EXPECT_EQ(RunPgflow(args, &out), 0);
+    EXPECT_THAT(out, Not(HasSubstr(password)));
+  }
+  // The commands did run: a copy, a verification, a refusal.
+  for (const char* expected : {"target: identical", "invalid connection string",
+                               "cannot connect to PostgreSQL at 127.0.0.1:1/pwsource",
+                               "pipeline pw: ready in pwuser@127.0.0.1:"}) {
+    EXPECT_NE(all.find(expected), std::string::npos) << expected;
+  }
+}
+
+TEST(CliTest, ABareOrWrongCommandLineExitsWithTheUsageCode) {
+  std::string out;
+  EXPECT_EQ(RunPgflow({}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("name a command"));
+  EXPECT_EQ(RunPgflow({"frobnicate"}, &out), 2);
+  EXPECT_EQ(RunPgflow({"run"}, &out), 2);
+  EXPECT_EQ(RunPgflow({"--help"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("Subcommands:"));
 }
 
 TEST(CliTest, ValidateNamesFileLineAndColumn) {

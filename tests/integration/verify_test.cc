@@ -146,6 +146,14 @@ TEST(VerifyTest, CompositeKeysPartitionsEmptyKeylessAndUnorderedKeys) {
   EXPECT_EQ(keyless.report.differences[0].source_rows, 4);
   EXPECT_EQ(keyless.report.differences[0].target_rows, 3);
   EXPECT_EQ(keyless.lines.back(), "public.keyless: differs compared as a whole (no primary key)");
+  // A table that does not exist proves nothing: an error beside the others, not "identical".
+  Outcome typo = VerifyTables(d, {{"public", "nosuch"}, {"public", "empty"}});
+  EXPECT_FALSE(typo.report.ok());
+  EXPECT_THAT(typo.lines, ::testing::ElementsAre("public.nosuch does not exist in the source",
+                                                 "public.empty: 0 rows in 1 ranges: identical"));
+  EXPECT_EQ(typo.report.Summary(),
+            "DIFFERENT: 1 identical, 0 different, 1 not compared (of 2 tables; 0 rows compared)");
+
   // A pipeline with keyless_tables: skip does not replicate it: not compared, and said so.
   Outcome skipped = VerifyTables(d, {{"public", "keyless"}, {"public", "empty"}}, 1, true);
   EXPECT_TRUE(skipped.report.ok());
