@@ -12,6 +12,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
 #include "common/postgres/conninfo.h"
@@ -28,6 +29,7 @@
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/postgres_source.h"
 #include "sources/postgres/postgres_source_config.h"
+#include "sources/postgres/privileges.h"
 
 namespace pgflow {
 namespace {
@@ -202,10 +204,51 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   }
 }
 
-// `pgflow init`: what `run` would create before streaming, created now.
-int Init(const std::string& path) {
+// `pgflow init --print-sql`: the grants a run role needs, on the source (read from its catalog)
+// and on each PostgreSQL target, for a DBA to run.
+int PrintGrants(const PostgresPipeline& pipeline, const std::string& grant_to) {
+  const PostgresSourceOptions& options = *pipeline.source;
+  std::string role = grant_to.empty() ? ConninfoValue(options.url, "user") : grant_to;
+  if (role.empty()) role = "pgflow";
+  absl::StatusOr<PgConnPtr> conn = Connect(options.url, ConnectionKind::kRegular);
+  if (!conn.ok()) {
+    LogError("init %s: %s", pipeline.config.name, conn.status().message());
+    return kExitFailure;
+  }
+  absl::StatusOr<std::vector<std::string>> grants = SourceGrants(conn->get(), options, role);
+  if (!grants.ok()) {
+    LogError("init %s: %s", pipeline.config.name, grants.status().message());
+    return kExitFailure;
+  }
+  std::printf(
+      "-- pipeline %s: what role %s needs to run it, once `pgflow init` has run as a superuser.\n"
+      "-- In the source database %s, as a superuser:\n%s\n",
+      pipeline.config.name.c_str(), role.c_str(), DescribeConninfo(options.url).c_str(),
+      absl::StrJoin(*grants, "\n").c_str());
+  for (const SinkConfig& sink : pipeline.config.sinks) {
+    if (sink.type != "postgres") continue;
+    const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
+    std::string target_role = ConninfoValue(target.url, "user");
+    std::set<std::string> schemas;
+    for (const TableRef& ref : options.tables) {
+      schemas.insert(target.schema.empty() ? ref.schema : target.schema);
+    }
+    std::printf("\n-- Sink %s: in %s, as a superuser:\n%s\n", sink.name.c_str(),
+                DescribeConninfo(target.url).c_str(),
+                absl::StrJoin(TargetGrants(ConninfoValue(target.url, "dbname"),
+                                           target_role.empty() ? "pgflow" : target_role, schemas),
+                              "\n")
+                    .c_str());
+  }
+  return kExitOk;
+}
+
+// `pgflow init`: what `run` would create before streaming, created now; with `grant_to`, and
+// the privileges that role needs to run the pipeline granted.
+int Init(const std::string& path, const std::string& grant_to, bool print_sql) {
   std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "init");
   if (!pipeline) return kExitConfig;
+  if (print_sql) return PrintGrants(*pipeline, grant_to);
   const PostgresSourceOptions& options = *pipeline->source;
   const std::string& name = pipeline->config.name;
   if (options.snapshot.mode == SnapshotMode::kOnly) {
@@ -224,6 +267,23 @@ int Init(const std::string& path) {
   std::printf("pipeline %s: ready in %s (publication %s, slot %s at %s)\n", name.c_str(),
               DescribeConninfo(options.url).c_str(), options.publication.c_str(),
               options.slot.c_str(), start->ToString().c_str());
+  if (grant_to.empty()) return kExitOk;
+  absl::StatusOr<PgConnPtr> conn = Connect(options.url, ConnectionKind::kRegular);
+  absl::StatusOr<std::vector<std::string>> grants =
+      conn.ok() ? SourceGrants(conn->get(), options, grant_to)
+                : absl::StatusOr<std::vector<std::string>>(conn.status());
+  std::string sql = "BEGIN;\n";
+  if (grants.ok()) sql += absl::StrCat(absl::StrJoin(*grants, "\n"), "\nCOMMIT");
+  absl::Status granted = grants.ok() ? Exec(conn->get(), sql).status() : grants.status();
+  if (!granted.ok()) {
+    LogError("init %s: granting role %s what the pipeline needs: %s", name, grant_to,
+             granted.message());
+    return kExitFailure;
+  }
+  std::printf(
+      "pipeline %s: role %s may now run it (REPLICATION, pgflow's bookkeeping, SELECT on the "
+      "followed tables and sequences, today's and later ones)\n",
+      name.c_str(), grant_to.c_str());
   return kExitOk;
 }
 
@@ -467,6 +527,15 @@ int main(int argc, char** argv) {
       "slot, from which point changes are kept for the first `run`. Idempotent; `run` does the "
       "same when something is missing.");
   init->add_option("pipeline", init_path, "pipeline file (YAML)")->required();
+  std::string grant_to;
+  init->add_option("--grant-to", grant_to,
+                   "then grant ROLE (not a superuser) what running the pipeline needs in the "
+                   "source: REPLICATION, pgflow's bookkeeping tables, SELECT on the followed "
+                   "tables and sequences (README.md, \"Privileges\")");
+  bool print_sql = false;
+  init->add_flag("--print-sql", print_sql,
+                 "print those grants (for --grant-to ROLE, else the source URL's user), and "
+                 "each PostgreSQL target's, for a DBA to run; installs nothing");
 
   std::string teardown_path;
   CLI::App* teardown = app.add_subcommand(
@@ -555,7 +624,7 @@ int main(int argc, char** argv) {
   SetLogLevel(level);
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path);
-  if (*init) return Init(init_path);
+  if (*init) return Init(init_path, grant_to, print_sql);
   if (*teardown) return TeardownCommand(teardown_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);

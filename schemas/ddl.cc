@@ -103,6 +103,29 @@ absl::Status ParseShape(const json& object, const std::string& path, DdlTableSha
       shape->primary_key.push_back(k.get<std::string>());
     }
   }
+  if (const json* constraints = r.Find("constraints")) {
+    if (!constraints->is_array()) return r.Wrong("constraints", "an array");
+    for (size_t i = 0; i < constraints->size(); ++i) {
+      const json& c = (*constraints)[i];
+      const std::string at = absl::StrCat(path, ".constraints[", i, "]");
+      if (!c.is_object()) {
+        return absl::InvalidArgumentError(absl::StrCat("DDL message: ", at, " is not an object"));
+      }
+      Reader cr(c, at + ".");
+      DdlConstraint constraint;
+      std::string type;
+      for (absl::Status s : {cr.String("name", &constraint.name), cr.String("type", &type),
+                             cr.String("definition", &constraint.definition)}) {
+        if (!s.ok()) return s;
+      }
+      if (constraint.name.empty() || type.size() != 1 || constraint.definition.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("DDL message: ", at, " lacks its name, type or definition"));
+      }
+      constraint.type = type[0];
+      shape->constraints.push_back(std::move(constraint));
+    }
+  }
   if (r.Find("keyless") != nullptr) {
     if (absl::Status s = r.Bool("keyless", &shape->keyless.emplace()); !s.ok()) return s;
   }

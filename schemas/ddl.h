@@ -38,6 +38,15 @@ struct DdlColumn {
   friend bool operator==(const DdlColumn&, const DdlColumn&) = default;
 };
 
+// A constraint other than the primary key, as the source defines it.
+struct DdlConstraint {
+  std::string name;
+  char type = 0;           // 'f' foreign key, 'c' check, 'u' unique, 'x' exclusion
+  std::string definition;  // pg_get_constraintdef, tables schema-qualified
+
+  friend bool operator==(const DdlConstraint&, const DdlConstraint&) = default;
+};
+
 // A table's shape: what DDL replay reproduces. Other constraints (UNIQUE, CHECK, FOREIGN KEY),
 // triggers, policies and storage settings are not part of it.
 struct DdlTableShape {
@@ -46,6 +55,9 @@ struct DdlTableShape {
   std::string name;
   std::vector<DdlColumn> columns;        // in attnum order
   std::vector<std::string> primary_key;  // column names, in key order; empty: none
+  // Foreign keys, checks, unique and exclusion constraints (none in shapes recorded by older
+  // versions of the capture).
+  std::vector<DdlConstraint> constraints;
   // No replica identity PostgreSQL can publish UPDATEs and DELETEs with (no primary key, no
   // identity index, not FULL). Unknown in shapes recorded by older versions of the capture.
   std::optional<bool> keyless;

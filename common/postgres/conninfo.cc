@@ -89,6 +89,15 @@ absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
   return out;
 }
 
+std::string ConninfoValue(const std::string& conninfo, std::string_view keyword) {
+  ConninfoOptions options = ParseOptions(conninfo);
+  if (options == nullptr) return "";
+  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val != nullptr && keyword == o->keyword) return o->val;
+  }
+  return "";
+}
+
 std::string DescribeConninfo(const std::string& conninfo) {
   ConninfoOptions options = ParseOptions(conninfo);
   if (options == nullptr) return "(an invalid connection string)";

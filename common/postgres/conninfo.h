@@ -32,4 +32,7 @@ absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo);
 // "user@host:port/dbname" (the parts `conninfo` gives) for a message: never the password.
 std::string DescribeConninfo(const std::string& conninfo);
 
+// The value `conninfo` gives `keyword` ("user", "dbname"); empty when it gives none.
+std::string ConninfoValue(const std::string& conninfo, std::string_view keyword);
+
 }  // namespace pgflow

@@ -145,6 +145,12 @@ absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view co
   if (message.empty()) message = "unknown error";
   std::string text = absl::StrCat(context, ": ", message);
   if (!sqlstate.empty()) absl::StrAppend(&text, " (SQLSTATE ", sqlstate, ")");
+  if (sqlstate == "42501") {  // insufficient_privilege
+    const char* user = PQuser(conn);
+    absl::StrAppend(&text, ". Role ", user != nullptr ? user : "?", " on ", Describe(conn),
+                    " lacks a privilege pgflow needs: README.md, \"Privileges\", lists them; "
+                    "on a source, `pgflow init --grant-to ROLE` (run as a superuser) grants them");
+  }
   absl::Status status = PQstatus(conn) != CONNECTION_OK || IsConnectionClass(sqlstate)
                             ? absl::UnavailableError(text)
                             : absl::FailedPreconditionError(text);
@@ -163,7 +169,16 @@ namespace {
 absl::StatusOr<PgResultPtr> Checked(PGconn* conn, PgResultPtr res, const std::string& sql) {
   ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return ResultError(conn, res.get(), absl::StrCat("query failed [", sql.substr(0, 80), "]"));
+    // The statement's start on one line, to place the error.
+    std::string start;
+    for (char c : sql.substr(0, 160)) {
+      const bool space = c == ' ' || c == '\n' || c == '\t';
+      if (space && (start.empty() || start.back() == ' ')) continue;
+      start.push_back(space ? ' ' : c);
+      if (start.size() >= 60) break;
+    }
+    return ResultError(conn, res.get(),
+                       absl::StrCat("query failed [", start, start.size() >= 60 ? "...]" : "]"));
   }
   return res;
 }

@@ -150,6 +150,7 @@ class Planner {
       create.primary_key = now.primary_key;
       Add(absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(schema)));
       Add(RenderCreateTable(create));
+      AddConstraints(quoted, now, nullptr, {});
       return absl::OkStatus();
     }
     TargetTableState& state = **current;
@@ -221,7 +222,48 @@ class Planner {
     if (key_changes && !now.primary_key.empty()) {
       alter(absl::StrCat("ADD ", RenderPrimaryKey(now.primary_key)));
     }
+    AddConstraints(quoted, now, old, state.constraints);
     return absl::OkStatus();
+  }
+
+  // The constraints `now` has that `old` had not (all of them without `old`) and the target
+  // table lacks: foreign keys and checks added NOT VALID, then validated (the rows already
+  // there are checked once, without holding off writes for longer than the scan), unique and
+  // exclusion constraints as they are.
+  void AddConstraints(const std::string& table, const DdlTableShape& now, const DdlTableShape* old,
+                      const std::vector<std::string>& on_target) {
+    if (!options_.constraints) return;
+    for (const DdlConstraint& c : now.constraints) {
+      const bool had =
+          old != nullptr && std::any_of(old->constraints.begin(), old->constraints.end(),
+                                        [&](const DdlConstraint& o) { return o.name == c.name; });
+      if (had || std::find(on_target.begin(), on_target.end(), c.name) != on_target.end()) {
+        continue;
+      }
+      const std::string add = absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ",
+                                           QuoteIdent(c.name), " ", c.definition);
+      if (c.type == 'f' && !options_.target_schema.empty()) {
+        plan_.constraints_passed_over.push_back(
+            absl::StrCat("foreign key ", c.name, " on ", table,
+                         " (its referenced table keeps its source "
+                         "schema name, and the sink maps schemas to ",
+                         options_.target_schema,
+                         "): add it "
+                         "yourself, adapted: ",
+                         add));
+        continue;
+      }
+      ConstraintReplay replay{table, c.name, {}};
+      const bool checkable = c.type == 'f' || c.type == 'c';
+      if (checkable && !c.definition.ends_with("NOT VALID")) {
+        replay.statements.push_back(absl::StrCat(add, " NOT VALID"));
+        replay.statements.push_back(
+            absl::StrCat("ALTER TABLE ", table, " VALIDATE CONSTRAINT ", QuoteIdent(c.name)));
+      } else {
+        replay.statements.push_back(add);
+      }
+      plan_.constraints.push_back(std::move(replay));
+    }
   }
 
   absl::Status Index() {

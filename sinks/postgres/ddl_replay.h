@@ -31,6 +31,7 @@ struct TargetTableState {
   std::vector<std::string> columns;      // names, in any order
   std::string primary_key_constraint;    // its name; empty: no primary key
   std::vector<std::string> primary_key;  // its columns, in key order
+  std::vector<std::string> constraints;  // names of its other constraints
 
   bool HasColumn(std::string_view name) const;
 };
@@ -44,8 +45,20 @@ class TargetLookup {
                                                                 const std::string& name) = 0;
 };
 
+// A constraint to add (a foreign key, check, unique or exclusion constraint): on its own, so
+// that one the target refuses (a referenced table it lacks, rows that break it) is reported
+// with the way to add it, and the stream goes on.
+struct ConstraintReplay {
+  std::string table;                    // target table, quoted
+  std::string name;                     // the constraint's
+  std::vector<std::string> statements;  // ADD CONSTRAINT ... [NOT VALID], then VALIDATE
+};
+
 struct DdlPlan {
-  std::vector<std::string> statements;  // to run in order, in the target transaction
+  std::vector<std::string> statements;        // to run in order, in the target transaction
+  std::vector<ConstraintReplay> constraints;  // after the statements, each on its own
+  // Constraints not replayed, each with why and the statement that adds it (for a WARN).
+  std::vector<std::string> constraints_passed_over;
   // Source tables ("schema.table", unquoted) whose target definition changed: the sink
   // forgets what it knew of them.
   std::vector<std::string> changed_tables;
@@ -58,6 +71,9 @@ struct DdlReplayOptions {
   std::string target_schema;
   // The sink's `ddl` options in the pipeline file ("sinks.replica.ddl"), for messages.
   std::string config_path = "ddl";
+  // Foreign keys, checks, unique and exclusion constraints of tables are replayed (`ddl.exclude`
+  // without "table constraint").
+  bool constraints = true;
 };
 
 // Plans the replay of `cmd`. FailedPrecondition, naming the command and what to do, for

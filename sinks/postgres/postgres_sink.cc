@@ -40,6 +40,7 @@ PostgresSink::PostgresSink(const SinkContext& context,
       wal_positions_(context.source.positions == SourcePositions::kWal),
       options_(std::move(options)),
       ddl_mode_(context.ddl.mode),
+      replay_constraints_(context.ddl.Passes("table constraint")),
       session_(options_->url, sink_name_),
       tables_(session_, sink_name_, pipeline_, origin_ != nullptr ? origin_->url : "",
               origin_ != nullptr, options_),
@@ -50,6 +51,22 @@ PostgresSink::PostgresSink(const SinkContext& context,
 
 absl::Status PostgresSink::Open() {
   if (absl::Status s = session_.Connect(); !s.ok()) return s;
+  // Rows are written with triggers and foreign key checks off, as a replica's are: refused
+  // now, before anything is created, when the role may not.
+  if (absl::StatusOr<PgResultPtr> set =
+          Exec(conn(), "BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK");
+      !set.ok()) {
+    Exec(conn(), "ROLLBACK").IgnoreError();
+    if (SqlState(set.status()) != "42501") return set.status();
+    const char* user = PQuser(conn());
+    const std::string role = user != nullptr ? user : "ROLE";
+    return absl::PermissionDeniedError(absl::StrCat(
+        "postgres target ", session_.TargetName(), ": role ", role,
+        " may not set session_replication_role, which pgflow sets to 'replica' so that the "
+        "target's triggers and foreign key checks do not fire on replicated rows. As a "
+        "superuser, run `GRANT SET ON PARAMETER session_replication_role TO ",
+        QuoteIdent(role), "` (PostgreSQL 15 and later), or connect as a superuser"));
+  }
   if (absl::Status s = session_.Run(
           "CREATE SCHEMA IF NOT EXISTS pgflow; CREATE TABLE IF NOT EXISTS pgflow.applied ("
           "pipeline text PRIMARY KEY, lsn pg_lsn NOT NULL, chunk bigint); "
@@ -327,6 +344,7 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   TargetCatalogLookup lookup(conn());
   DdlReplayOptions replay;
   replay.target_schema = options_->schema;
+  replay.constraints = replay_constraints_;
   replay.config_path = absl::StrCat("sinks.", sink_name_, ".ddl");
   absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, replay, lookup);
   if (!plan.ok()) {
@@ -358,6 +376,13 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
       return s;
     }
   }
+  for (const ConstraintReplay& c : plan->constraints) {
+    if (absl::Status s = ReplayConstraint(c, cmd, change.lsn); !s.ok()) return s;
+  }
+  for (const std::string& why : plan->constraints_passed_over) {
+    LogWarning("sink %s (postgres): %s %s at %s: not replayed: %s", sink_name_, cmd.tag,
+               cmd.identity, change.lsn.ToString(), why);
+  }
   for (const std::string& table : plan->changed_tables) tables_.Forget(table);
   if (!plan->statements.empty()) {
     // An index or constraint may have come or gone.
@@ -375,6 +400,37 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
     LogInfo("sink %s (postgres): replayed %s %s (%d statement%s)", sink_name_, cmd.tag,
             cmd.identity, plan->statements.size(), plan->statements.size() == 1 ? "" : "s");
   }
+  return absl::OkStatus();
+}
+
+// Under a savepoint of its own: a constraint the target refuses (a referenced table it lacks,
+// rows that break it) is rolled back alone and reported with the statement that adds it; the
+// stream goes on. Only a lost connection stops the sink.
+absl::Status PostgresSink::ReplayConstraint(const ConstraintReplay& c, const DdlCommand& cmd,
+                                            Lsn lsn) {
+  auto context = [&] { return absl::StrCat("postgres target ", TargetName(), ": constraint"); };
+  if (absl::Status s = session_.SendPendingSavepoint(); !s.ok()) return s;
+  if (absl::Status s = session_.RunAlone("SAVEPOINT pgflow_constraint", context); !s.ok()) {
+    return s;
+  }
+  absl::Status failed;
+  for (const std::string& sql : c.statements) {
+    LogDebug("sink %s (postgres): %s %s at %s: %s", sink_name_, cmd.tag, cmd.identity,
+             lsn.ToString(), sql);
+    failed = session_.RunAlone(sql, context);
+    if (!failed.ok()) break;
+  }
+  if (failed.ok()) return session_.RunAlone("RELEASE SAVEPOINT pgflow_constraint", context);
+  if (absl::IsUnavailable(failed)) return failed;
+  if (absl::Status s = session_.RunAlone("ROLLBACK TO SAVEPOINT pgflow_constraint", context);
+      !s.ok()) {
+    return s;
+  }
+  LogWarning(
+      "sink %s (postgres): %s %s at %s: constraint %s on %s not replayed: %s. Add it on the "
+      "target once it can hold: %s",
+      sink_name_, cmd.tag, cmd.identity, lsn.ToString(), c.name, c.table, failed.message(),
+      absl::StrJoin(c.statements, "; "));
   return absl::OkStatus();
 }
 

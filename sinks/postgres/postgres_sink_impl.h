@@ -86,6 +86,7 @@ class PostgresSink : public TransactionalSink {
   absl::Status ApplyChange(const Change& change);
   // Replays a captured schema change (sinks/postgres/ddl_replay.h) in the target transaction.
   absl::Status ApplyDdl(const Change& change);
+  absl::Status ReplayConstraint(const ConstraintReplay& c, const DdlCommand& cmd, Lsn lsn);
   // Opens a target transaction if none is open.
   absl::Status EnsureTransaction();
   // Sends what the writer holds, then commits the open target transaction, if any, recording
@@ -129,6 +130,7 @@ class PostgresSink : public TransactionalSink {
   const bool wal_positions_;
   const std::shared_ptr<const PostgresSinkOptions> options_;
   const DdlMode ddl_mode_;
+  const bool replay_constraints_;  // ddl.exclude does not name "table constraint"
 
   // Between a source kBegin and its kCommit/kRollback; read by writer_ too.
   bool in_source_txn_ = false;

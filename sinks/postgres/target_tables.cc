@@ -230,8 +230,8 @@ absl::Status TargetTables::FinishLoad() {
   started = std::chrono::steady_clock::now();
   std::vector<ParallelStatement> statements;
   for (const auto& [name, table] : tables_) {
-    statements.push_back({absl::StrCat("ANALYZE ", table->quoted),
-                          absl::StrCat("analyzing ", table->name)});
+    statements.push_back(
+        {absl::StrCat("ANALYZE ", table->quoted), absl::StrCat("analyzing ", table->name)});
   }
   std::vector<absl::Status> results =
       RunInParallel(options_->url, statements, options_->load_workers, [this](PGconn* c) {
@@ -500,7 +500,9 @@ absl::StatusOr<std::optional<TargetTableState>> TargetCatalogLookup::Table(
               FROM pg_constraint c
               CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-              WHERE c.conrelid = r.oid AND c.contype = 'p')::text
+              WHERE c.conrelid = r.oid AND c.contype = 'p')::text,
+             (SELECT json_agg(conname) FROM pg_constraint
+              WHERE conrelid = r.oid AND contype <> 'p')::text
       FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL)sql",
                                          {absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name))});
   if (!res.ok()) return res.status();
@@ -519,6 +521,7 @@ absl::StatusOr<std::optional<TargetTableState>> TargetCatalogLookup::Table(
   state.columns = names(0);
   state.primary_key_constraint = PQgetvalue(res->get(), 0, 1);
   state.primary_key = names(2);
+  state.constraints = names(3);
   return std::optional<TargetTableState>(std::move(state));
 }
 

@@ -63,6 +63,15 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
       WHERE i.indrelid = c.oid AND i.indisprimary AND k.ord <= i.indnkeyatts), '[]'::jsonb),
+    -- Foreign keys, checks, unique and exclusion constraints, as pg_get_constraintdef writes
+    -- them under this function's search_path (every table schema-qualified).
+    'constraints', COALESCE((
+      SELECT jsonb_agg(jsonb_build_object(
+          'name', k.conname, 'type', k.contype::text,
+          'definition', pg_get_constraintdef(k.oid)) ORDER BY k.conname)
+      FROM pg_constraint k
+      WHERE k.conrelid = c.oid AND k.contype IN ('f', 'c', 'u', 'x') AND k.conislocal),
+      '[]'::jsonb),
     'keyless', pgflow.is_keyless(c.oid))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.oid = rel
@@ -487,13 +496,27 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
     if (!res.ok()) return res.status();
     report.removed.push_back(absl::StrCat("replication slot ", slot));
   }
-  absl::StatusOr<bool> pub = Exists(
-      conn, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", {publication});
+  // A role that is not a superuser removes what is its own (the slot, the pipeline's rows);
+  // what a superuser's `init` made stays, said so.
+  absl::StatusOr<bool> super =
+      Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+  if (!super.ok()) return super.status();
+  absl::StatusOr<PgResultPtr> pub =
+      Exec(conn,
+           "SELECT pg_get_userbyid(pubowner), pg_has_role(pubowner, 'USAGE') FROM pg_publication "
+           "WHERE pubname = $1",
+           {publication});
   if (!pub.ok()) return pub.status();
-  if (*pub) {
-    res = Exec(conn, absl::StrCat("DROP PUBLICATION ", QuoteIdent(publication)));
-    if (!res.ok()) return res.status();
-    report.removed.push_back(absl::StrCat("publication ", publication));
+  if (PQntuples(pub->get()) == 1) {
+    if (PQgetvalue(pub->get(), 0, 1)[0] == 't') {
+      res = Exec(conn, absl::StrCat("DROP PUBLICATION ", QuoteIdent(publication)));
+      if (!res.ok()) return res.status();
+      report.removed.push_back(absl::StrCat("publication ", publication));
+    } else {
+      report.kept.push_back(absl::StrCat("publication ", publication, " (owned by ",
+                                         PQgetvalue(pub->get(), 0, 0),
+                                         ": run `pgflow teardown` as a superuser to remove it)"));
+    }
   }
   absl::StatusOr<bool> schema =
       Exists(conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgflow')");
@@ -525,6 +548,12 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
     report.removed.push_back(absl::StrCat("pipeline ", pipeline, "'s rows in schema pgflow"));
     report.kept.push_back(absl::StrCat("schema pgflow and the DDL capture, still used by ",
                                        PQgetvalue(others->get(), 0, 0)));
+    return report;
+  }
+  if (!*super) {
+    report.removed.push_back(absl::StrCat("pipeline ", pipeline, "'s rows in schema pgflow"));
+    report.kept.push_back(
+        "schema pgflow and the DDL capture (a superuser's `pgflow teardown` removes them)");
     return report;
   }
   res = Exec(conn,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -199,6 +200,8 @@ class PostgresSource::StreamState {
   std::unique_ptr<Backfill> backfill_;
   std::deque<int64_t> backfill_queue_;
   std::set<int64_t> backfills_seen_;
+  // Requests announced in the stream but not yet visible in pgflow.backfills, since when.
+  std::map<int64_t, Clock::time_point> backfill_missing_since_;
   uint64_t backfill_rows_ = 0;
   bool backfill_ending_ = false;  // the current transaction holds the backfill's last rows
   Lsn backfill_durable_at_;       // done once this is confirmed
@@ -686,9 +689,19 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
   };
   if (!res.ok()) return refuse(absl::StrCat("cannot read the request: ", res.status().message()));
   if (PQntuples(res->get()) == 0) {
+    // The stream may show a committed transaction a moment before other sessions see its
+    // rows (the commit record is in the WAL before the commit is visible): look again for a
+    // few seconds before concluding the request was deleted.
+    auto [first_missed, added] = backfill_missing_since_.try_emplace(id, Clock::now());
+    if (Clock::now() - first_missed->second < std::chrono::seconds(5)) {
+      backfill_queue_.push_front(id);
+      return absl::OkStatus();
+    }
+    backfill_missing_since_.erase(id);
     LogWarning("backfill %d: the request is gone from pgflow.backfills; nothing to copy", id);
     return absl::OkStatus();
   }
+  backfill_missing_since_.erase(id);
   Backfill::Options options;
   options.url = source_->source_.url;
   options.id = id;

@@ -147,6 +147,14 @@ std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t
 }
 
 absl::Status EnsureSnapshotState(PGconn* conn) {
+  // Created by `pgflow init` (a superuser) when a role that may not create in the database runs
+  // the pipeline: CREATE ... IF NOT EXISTS would still need that privilege.
+  auto present = Exec(conn,
+                      "SELECT to_regclass('pgflow.snapshots') IS NOT NULL AND "
+                      "to_regclass('pgflow.snapshot_chunks') IS NOT NULL AND "
+                      "to_regclass('pgflow.backfills') IS NOT NULL");
+  if (!present.ok()) return present.status();
+  if (PQgetvalue(present->get(), 0, 0)[0] == 't') return absl::OkStatus();
   auto res = Exec(conn, R"sql(
     CREATE SCHEMA IF NOT EXISTS pgflow;
     CREATE TABLE IF NOT EXISTS pgflow.snapshots (

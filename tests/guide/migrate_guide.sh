@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs docs/migrate.md as a user would: every ```sh block of the guide, in order, in one shell,
+# against two throwaway servers (scripts/pgtmp.sh) holding a small shop database. The guide's
+# first block (where things are) is replaced by this script's own settings; while the pipeline
+# streams, the "application" writes, changes a table and adds one. The guide's own commands
+# must succeed as written, and its `pgflow verify` must find the two databases identical.
+# Usage: tests/guide/migrate_guide.sh BUILD_DIR
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
+WORK=$(mktemp -d /tmp/pgflow-guide.XXXXXX)
+chmod 755 "$WORK"
+cleanup() {
+  [ -f "$WORK/pgflow.pid" ] && kill "$(cat "$WORK/pgflow.pid")" 2>/dev/null || true
+  "$ROOT/scripts/pgtmp.sh" stop "$WORK/old" >/dev/null 2>&1 || true
+  "$ROOT/scripts/pgtmp.sh" stop "$WORK/new" >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+say() { echo "[guide] $*"; }
+
+OLD=$("$ROOT/scripts/pgtmp.sh" start "$WORK/old")
+NEW=$("$ROOT/scripts/pgtmp.sh" start "$WORK/new")
+for port in "$OLD" "$NEW"; do
+  psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$port/postgres" -c "CREATE DATABASE shop"
+done
+# The application's database: its own role, types, keys, a foreign key, a keyless table.
+psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$OLD/shop" <<'SQL'
+CREATE ROLE app LOGIN;
+GRANT CREATE ON SCHEMA public TO app;
+SET ROLE app;
+CREATE TYPE status AS ENUM ('new', 'paid', 'shipped');
+CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL UNIQUE);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL REFERENCES customers (id),
+                     status status NOT NULL DEFAULT 'new', total numeric(10, 2),
+                     placed timestamptz NOT NULL DEFAULT now());
+CREATE TABLE audit (at timestamptz DEFAULT now(), note text);
+INSERT INTO customers (email) SELECT 'c' || g || '@example.com' FROM generate_series(1, 2000) g;
+INSERT INTO orders (customer, total) SELECT 1 + g % 2000, g / 10.0 FROM generate_series(1, 20000) g;
+INSERT INTO audit (note) SELECT 'n' || g FROM generate_series(1, 500) g;
+SQL
+
+# The guide's blocks, the first replaced by these settings.
+python3 - "$ROOT/docs/migrate.md" "$WORK/guide.sh" "$OLD" "$NEW" <<'PY'
+import re, sys
+guide, out, old, new = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+blocks = re.findall(r"```sh\n(.*?)```", open(guide).read(), re.S)
+assert blocks and blocks[0].startswith("# Where things are"), "the guide's first block moved"
+script = ["set -euo pipefail", "set -x",
+          f"export SOURCE_ADMIN=postgres://postgres@127.0.0.1:{old}/shop",
+          f"export TARGET_ADMIN=postgres://postgres@127.0.0.1:{new}/shop",
+          "export FLOW_PASSWORD='Gu1de-Pw'",
+          f"export SOURCE_URL=\"postgres://flow:${{FLOW_PASSWORD}}@127.0.0.1:{old}/shop\"",
+          f"export TARGET_URL=\"postgres://flow:${{FLOW_PASSWORD}}@127.0.0.1:{new}/shop\""]
+for block in blocks[1:]:
+    script.append(block)
+    if "pgflow run shop-migrate.yaml > migrate.log" in block:
+        script.append('echo $PGFLOW_PID > pgflow.pid; application_writes')
+open(out, "w").write("\n".join(script) + "\n")
+PY
+
+# What the application does while the pipeline streams: writes, a new column, a new table.
+application_writes() {
+  psql -X -q -v ON_ERROR_STOP=1 "postgres://app@127.0.0.1:$OLD/shop" <<'SQL'
+INSERT INTO customers (email) SELECT 'late' || g || '@example.com' FROM generate_series(1, 100) g;
+UPDATE orders SET status = 'paid' WHERE id % 3 = 0;
+DELETE FROM orders WHERE id % 97 = 0;
+ALTER TABLE orders ADD COLUMN note text;
+UPDATE orders SET note = 'gift' WHERE id % 11 = 0;
+CREATE TABLE refunds (id serial PRIMARY KEY, order_id bigint REFERENCES orders (id), amount numeric);
+INSERT INTO refunds (order_id, amount) SELECT id, total FROM orders WHERE id % 50 = 1;
+UPDATE audit SET note = note || '!' WHERE note LIKE 'n1%';
+SQL
+}
+export -f application_writes
+export OLD
+
+cd "$WORK"
+start=$(date +%s)
+if ! PATH="$BUILD:$PATH" bash guide.sh >guide.out 2>&1; then
+  say "FAIL: the guide's commands stopped:"; tail -n 40 guide.out
+  [ -f migrate.log ] && { say "migrate.log:"; tail -n 20 migrate.log; }
+  exit 1
+fi
+say "the guide ran as written ($(($(date +%s) - start)) s)"
+grep -E "^target: " guide.out | tail -n 1 | sed 's/^/[guide] verify: /'
+grep -q "^target: identical" guide.out || { say "FAIL: verify did not say identical"; cat guide.out; exit 1; }
+# The migration really moved the application's data, and the slot is gone from the old server.
+count() { psql -X -Atc "$2" "postgres://postgres@127.0.0.1:$1/shop"; }
+[ "$(count "$NEW" "SELECT count(*) FROM refunds")" = "$(count "$OLD" "SELECT count(*) FROM refunds")" ]
+[ "$(count "$NEW" "SELECT last_value FROM orders_id_seq")" = "$(count "$OLD" "SELECT last_value FROM orders_id_seq")" ]
+[ "$(count "$OLD" "SELECT count(*) FROM pg_replication_slots")" = 0 ]
+# (The shell's own trace, lines starting with '+', shows what the guide typed.)
+if grep -v '^+' guide.out | cat - migrate.log | grep -q "Gu1de-Pw"; then
+  say "FAIL: the password appears in pgflow's output"; exit 1
+fi
+# The same grants, printed for a DBA.
+PATH="$BUILD:$PATH" SOURCE_URL="postgres://postgres@127.0.0.1:$OLD/shop" \
+  TARGET_URL="postgres://flow@127.0.0.1:$NEW/shop" \
+  pgflow init shop-migrate.yaml --print-sql --grant-to flow >grants.sql
+for expected in 'ALTER ROLE "flow" REPLICATION;' 'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "flow";' \
+  'ALTER DEFAULT PRIVILEGES FOR ROLE "app" IN SCHEMA "public" GRANT SELECT ON TABLES TO "flow";' \
+  'GRANT SET ON PARAMETER session_replication_role TO "flow";'; do
+  grep -qF "$expected" grants.sql || { say "FAIL: --print-sql lacks $expected"; cat grants.sql; exit 1; }
+done
+say "ok"
