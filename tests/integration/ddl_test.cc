@@ -423,6 +423,39 @@ TEST(DdlTest, APipelineRunByAnotherRoleAfterASuperuserInit) {
   EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pgflow.pipelines WHERE name = 'roles'"), "1");
 }
 
+// A target role that may not write rows as a replica is refused before anything is created,
+// with the grant that lets it.
+TEST(DdlTest, ATargetRoleWithoutSessionReplicationRoleIsRefusedAtOnce) {
+  Replication r(Source(), Target(), "norepl", "[public.t]", "{mode: initial}");
+  Sql(r.source_url()).Exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+  Sql(r.target_url())
+      .Exec(
+          "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plainwriter') "
+          "THEN CREATE ROLE plainwriter LOGIN; END IF; END $$;"
+          "GRANT CREATE ON DATABASE norepl TO plainwriter; GRANT CREATE ON SCHEMA public TO "
+          "plainwriter");
+  std::string yaml = ReadFile(r.yaml());
+  const std::string url = r.target_url();
+  yaml.replace(yaml.find(url), url.size(), "'" + url + "?user=plainwriter'");
+  WriteFile(r.yaml(), yaml);
+  std::string out;
+  EXPECT_EQ(RunPgflow({"run", r.yaml()}, &out), 1);
+  EXPECT_THAT(out, HasSubstr("role plainwriter may not set session_replication_role"));
+  EXPECT_THAT(out, HasSubstr("GRANT SET ON PARAMETER session_replication_role TO \"plainwriter\""));
+  // No summary of zeros before the error, to be read as a result.
+  EXPECT_THAT(out, Not(HasSubstr("snapshot rows copied")));
+  EXPECT_EQ(Sql(r.target_url())
+                .Scalar("SELECT count(*) FROM pg_tables WHERE schemaname IN "
+                        "('public', 'pgflow')"),
+            "0");
+  // Granted, the same pipeline runs.
+  Sql(r.target_url()).Exec("GRANT SET ON PARAMETER session_replication_role TO plainwriter");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  r.DrainAndStop(*pgflow);
+  ExpectSameRows(r, "t", "id");
+}
+
 TEST(DdlTest, InitAndTeardown) {
   Replication r(Source(), Target(), "lifecycle", "[public.t]", "{mode: initial}");
   Sql sql(r.source_url());
