@@ -28,6 +28,20 @@ std::optional<uint64_t> ParsePort(std::string_view text) {
   return value;
 }
 
+// Whether `conninfo` has `key` as a key: "key=" or "key =" at its start or after a space, '?'
+// or '&' (a URI's parameters).
+bool SetsKey(std::string_view conninfo, std::string_view key) {
+  for (size_t at = conninfo.find(key); at != std::string_view::npos;
+       at = conninfo.find(key, at + 1)) {
+    const bool starts = at == 0 || conninfo[at - 1] == ' ' || conninfo[at - 1] == '?' ||
+                        conninfo[at - 1] == '&' || conninfo[at - 1] == '\t';
+    size_t after = at + key.size();
+    while (after < conninfo.size() && conninfo[after] == ' ') ++after;
+    if (starts && after < conninfo.size() && conninfo[after] == '=') return true;
+  }
+  return false;
+}
+
 // libpq's parse errors quote parts of the string, which may be (part of) a password: a quoted
 // fragment stays only when it is punctuation or a key the string itself sets ("key=").
 std::string ScrubQuotedFragments(std::string_view message, std::string_view conninfo) {
@@ -47,8 +61,7 @@ std::string ScrubQuotedFragments(std::string_view message, std::string_view conn
                     [](char c) {
                       return absl::ascii_islower(static_cast<unsigned char>(c)) || c == '_';
                     }) &&
-        (conninfo.find(Cat(fragment, "=")) != std::string_view::npos ||
-         conninfo.find(Cat(fragment, " =")) != std::string_view::npos);
+        SetsKey(conninfo, fragment);
     out.append(message.substr(i, open + 1 - i));
     out.append(fragment.size() <= 1 || is_key ? std::string(fragment) : std::string("..."));
     out.push_back('"');

@@ -44,7 +44,7 @@ absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::
   const std::string path = FindTool(tool);
   std::vector<std::string> env_storage;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::string_view(*e).starts_with("PGPASSWORD=")) continue;
+    if (!password.empty() && std::string_view(*e).starts_with("PGPASSWORD=")) continue;
     env_storage.emplace_back(*e);
   }
   if (!password.empty()) env_storage.push_back(Cat("PGPASSWORD=", password));

@@ -40,8 +40,8 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source, const std::vect
         source,
         absl::StrCat("SELECT n.nspname, c.relname, c.oid, c.relkind = 'p', ", kKeylessCondition,
                      " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                     "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT "
-                     "c.relispartition AND ($2 = '*' OR c.relname = $2) ORDER BY 2"),
+                     "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND (($2 = '*' AND "
+                     "NOT c.relispartition) OR c.relname = $2) ORDER BY 2"),
         {ref.schema, ref.table});
     if (!res.ok()) return res.status();
     if (PQntuples(res->get()) == 0 && ref.table != "*") {

@@ -170,13 +170,32 @@ DROP FUNCTION IF EXISTS pgflow.register_pipeline(text, text, text);
 CREATE OR REPLACE FUNCTION pgflow.register_pipeline(name text, slot text, publication text,
                                                     keyless text, table_schemas text[],
                                                     table_names text[])
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-  INSERT INTO pgflow.pipelines (name, slot, publication, keyless, table_schemas, table_names)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  -- The row steers what the capture does to a publication (keyless_tables: skip): a role that
+  -- is not a superuser may record it as it is, or for a publication its role owns; no other.
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND rolsuper)
+     AND NOT EXISTS (SELECT 1 FROM pgflow.pipelines p
+                     WHERE p.name = register_pipeline.name AND p.slot = register_pipeline.slot
+                       AND p.publication = register_pipeline.publication
+                       AND p.keyless = register_pipeline.keyless
+                       AND p.table_schemas = register_pipeline.table_schemas
+                       AND p.table_names = register_pipeline.table_names)
+     AND NOT EXISTS (SELECT 1 FROM pg_publication pub
+                     WHERE pub.pubname = register_pipeline.publication
+                       AND pg_has_role(session_user, pub.pubowner, 'USAGE'))
+  THEN
+    RAISE EXCEPTION 'only a superuser, or the owner of publication %, may register pipeline % '
+                    'with these settings: run `pgflow init` as a superuser', publication, name
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  INSERT INTO pgflow.pipelines AS p (name, slot, publication, keyless, table_schemas, table_names)
   VALUES (name, slot, publication, keyless, table_schemas, table_names)
   ON CONFLICT ON CONSTRAINT pipelines_pkey
   DO UPDATE SET slot = excluded.slot, publication = excluded.publication,
                 keyless = excluded.keyless, table_schemas = excluded.table_schemas,
-                table_names = excluded.table_names
+                table_names = excluded.table_names;
+END
 $f$;
 -- table_rewrite: notes which tables the current transaction rewrote (a type change, a volatile
 -- default), whose rows logical decoding never shows again.
@@ -507,8 +526,10 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
            "WHERE pubname = $1",
            {publication});
   if (!pub.ok()) return pub.status();
+  bool publication_kept = false;
   if (PQntuples(pub->get()) == 1) {
-    if (PQgetvalue(pub->get(), 0, 1)[0] == 't') {
+    publication_kept = PQgetvalue(pub->get(), 0, 1)[0] != 't';
+    if (!publication_kept) {
       res = Exec(conn, absl::StrCat("DROP PUBLICATION ", QuoteIdent(publication)));
       if (!res.ok()) return res.status();
       report.removed.push_back(absl::StrCat("publication ", publication));
@@ -532,7 +553,12 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
         Exists(conn, "SELECT to_regclass($1) IS NOT NULL", {absl::StrCat("pgflow.", table)});
     if (!present.ok()) return present.status();
     if (!*present) continue;
-    if (std::string_view(table) == "pipelines") registry = true;
+    if (std::string_view(table) == "pipelines") {
+      registry = true;
+      // A publication left in place stays in the capture's care (keyless tables) until a
+      // superuser's teardown removes both.
+      if (publication_kept) continue;
+    }
     if (std::string_view(table) == "snapshots") snapshots = true;
     res = Exec(conn, absl::StrCat("DELETE FROM pgflow.", table, " WHERE ", column, " = $1"),
                {pipeline});

@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/log.h"
+#include "nlohmann/json.hpp"
 #include "schemas/ddl.h"
 #include "schemas/pg_array_literal.h"
 #include "sources/postgres/backfill.h"
@@ -130,6 +131,10 @@ class PostgresSource::StreamState {
   }
   bool FollowsSomethingIn(const std::string& schema) const;
   void NoteForBackfill(const Change& change);
+  // keyless_tables: skip: a `DROP TABLE` of `held` before `cmd`, the command that brings the
+  // table back (see left_tables_).
+  template <typename MakeEvent>
+  void AddRejoinDrop(const TableRef& held, const DdlCommand& cmd, MakeEvent& change_event);
   template <typename MakeEvent>
   absl::Status OnWatermark(std::string_view content, MakeEvent& change_event);
   // A backfill that failed: started again after a lost connection, recorded and passed over
@@ -165,6 +170,11 @@ class PostgresSource::StreamState {
   // keyless_tables: skip: the followed tables ("schema.table") left out for want of a key,
   // kept current by DDL events; their indexes and constraints are left out with them.
   std::set<std::string> skipped_tables_;
+  // keyless_tables: skip: tables that lost their key while followed, by OID, under the name the
+  // sinks hold them by; one that regains a key is dropped there first (its changes and schema
+  // changes in between never reached them), then created and copied anew.
+  absl::flat_hash_map<uint32_t, TableRef> left_tables_;
+  std::optional<TableRef> drop_before_;  // set by Follows for the command it let through
   // Primary keys by table OID (see PrimaryKeyOf), kept current by DDL events in stream order.
   absl::flat_hash_map<uint32_t, std::vector<std::string>> primary_keys_;
   std::set<std::pair<Lsn, uint32_t>> rewrites_seen_;  // (commit, table) already handled
@@ -202,6 +212,7 @@ class PostgresSource::StreamState {
   std::set<int64_t> backfills_seen_;
   // Requests announced in the stream but not yet visible in pgflow.backfills, since when.
   std::map<int64_t, Clock::time_point> backfill_missing_since_;
+  Clock::time_point backfill_retry_at_{};  // the next look for such a request
   uint64_t backfill_rows_ = 0;
   bool backfill_ending_ = false;  // the current transaction holds the backfill's last rows
   Lsn backfill_durable_at_;       // done once this is confirmed
@@ -440,11 +451,17 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
             "publication; the sinks keep the rows they hold and receive no more of its changes",
             TableRef{schema, name}.Quoted(), cmd.tag);
         followed_relids_.erase(cmd.objid);
+        left_tables_.try_emplace(cmd.objid, cmd.old_table ? cmd.old_table->schema : schema,
+                                 cmd.old_table ? cmd.old_table->name : name);
       }
       return false;
     }
     if (!known) {
       followed_relids_.insert(cmd.objid);
+      if (auto left = left_tables_.find(cmd.objid); left != left_tables_.end()) {
+        drop_before_ = left->second;
+        left_tables_.erase(left);
+      }
       if (!before && cmd.old_table && !cmd.tag.starts_with("CREATE")) {
         // Moved into a followed schema with its rows, or (keyless_tables: skip) given a key:
         // rows the stream never carried.
@@ -501,6 +518,35 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
   if (cmd.object_type == "sequence") return FollowsSomethingIn(cmd.schema);
   // Other objects (functions, views, types...) only when their whole schema is followed.
   return followed_schemas_.contains(cmd.schema);
+}
+
+template <typename MakeEvent>
+void PostgresSource::StreamState::AddRejoinDrop(const TableRef& held, const DdlCommand& cmd,
+                                                MakeEvent& change_event) {
+  DdlCommand drop;
+  drop.tag = "DROP TABLE";
+  drop.object_type = "table";
+  drop.schema = held.schema;
+  drop.name = held.table;
+  drop.identity = held.Quoted();
+  drop.objid = cmd.objid;
+  drop.dropped = true;
+  drop.statement =
+      "(pgflow: the table regained a key under keyless_tables: skip; its copy is "
+      "made anew)";
+  LogInfo(
+      "table %s regained a primary key: the sinks' copy, stale since it lost its key, is "
+      "dropped and made anew",
+      held.Quoted());
+  nlohmann::json body = {{"tag", drop.tag},           {"object_type", drop.object_type},
+                         {"identity", drop.identity}, {"schema", drop.schema},
+                         {"name", drop.name},         {"objid", drop.objid},
+                         {"dropped", true},           {"statement", drop.statement}};
+  Event event = change_event(Op::kDdl, nullptr);
+  event.change.ddl = std::make_shared<const DdlCommand>(std::move(drop));
+  event.change.prefix = std::string(kDdlMessagePrefix);
+  event.change.content = body.dump();
+  Add(std::move(event));
 }
 
 void PostgresSource::StreamState::RequestTableCopy(const std::string& schema,
@@ -670,6 +716,7 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
     }
   }
   if (backfill_ != nullptr || backfill_queue_.empty()) return absl::OkStatus();
+  if (Clock::now() < backfill_retry_at_) return absl::OkStatus();
   const int64_t id = backfill_queue_.front();
   PGconn* conn = StateConnection();
   if (conn == nullptr)
@@ -690,11 +737,13 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
   if (!res.ok()) return refuse(absl::StrCat("cannot read the request: ", res.status().message()));
   if (PQntuples(res->get()) == 0) {
     // The stream may show a committed transaction a moment before other sessions see its
-    // rows (the commit record is in the WAL before the commit is visible): look again for a
-    // few seconds before concluding the request was deleted.
+    // rows (the commit record is in the WAL before the commit is visible): look again, four
+    // times a second, for a minute before concluding the request was deleted.
+    // (Under synchronous replication, for as long as a standby takes to confirm.)
     auto [first_missed, added] = backfill_missing_since_.try_emplace(id, Clock::now());
-    if (Clock::now() - first_missed->second < std::chrono::seconds(5)) {
+    if (Clock::now() - first_missed->second < std::chrono::seconds(60)) {
       backfill_queue_.push_front(id);
+      backfill_retry_at_ = Clock::now() + std::chrono::milliseconds(250);
       return absl::OkStatus();
     }
     backfill_missing_since_.erase(id);
@@ -827,7 +876,9 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
             "this one as a superuser"));
       }
       {
+        drop_before_.reset();
         if (!Follows(*ddl)) return absl::OkStatus();
+        if (drop_before_.has_value()) AddRejoinDrop(*drop_before_, *ddl, change_event);
         if (ddl->identity_set_full && ddl->table.has_value()) {
           const std::string table = TableRef{ddl->table->schema, ddl->table->name}.Quoted();
           if (source_->options_->keyless_tables == KeylessPolicy::kFail) {
@@ -1032,8 +1083,8 @@ absl::Status PostgresSource::CheckServer(PGconn* conn) {
 
 absl::Status PostgresSource::CheckTables(PGconn* conn) {
   constexpr const char* kTableQuery =
-      "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
-      "c.relnamespace "
+      "SELECT n.nspname, c.relname, c.relkind, c.relispartition FROM pg_class c JOIN "
+      "pg_namespace n ON n.oid = c.relnamespace "
       "WHERE n.nspname = $1 AND ($2 = '*' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
       "OR c.relname = $2) ORDER BY 2";
   for (const TableRef& ref : source_.tables) {
@@ -1062,6 +1113,13 @@ absl::Status PostgresSource::CheckTables(PGconn* conn) {
         return absl::InvalidArgumentError(absl::StrCat(
             name, " (in source.postgres.tables) is not a table (relkind '", std::string(1, kind),
             "'): only tables and partitioned tables can be replicated"));
+      }
+      if (SkipsKeyless() && ref.table != "*" && PQgetvalue(r, i, 3)[0] == 't') {
+        // Published table by table, a partition would go through its root, which is not here.
+        return absl::InvalidArgumentError(
+            absl::StrCat(name,
+                         " (in source.postgres.tables) is a partition: with keyless_tables: skip, "
+                         "list its partitioned table instead"));
       }
     }
   }
@@ -1156,6 +1214,28 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
     absl::StatusOr<std::vector<TableRef>> keyed = FollowedTables(conn, /*keyless=*/false);
     if (!keyed.ok()) return keyed.status();
     for (const TableRef& ref : *keyed) want_tables.insert(QualifiedIdent(ref.schema, ref.table));
+    // A keyed table the publication already lists stays, whatever its name: the capture keeps
+    // a followed table renamed or moved away in it, as the pipeline follows it by OID.
+    absl::StatusOr<PgResultPtr> listed =
+        Exec(conn,
+             absl::StrCat("SELECT n.nspname, c.relname FROM pg_publication_rel pr "
+                          "JOIN pg_publication p ON p.oid = pr.prpubid "
+                          "JOIN pg_class c ON c.oid = pr.prrelid "
+                          "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                          "WHERE p.pubname = $1 AND NOT (",
+                          kKeylessCondition, ")"),
+             {source_.publication});
+    if (!listed.ok()) return listed.status();
+    for (int i = 0; i < PQntuples(listed->get()); ++i) {
+      TableRef ref{PQgetvalue(listed->get(), i, 0), PQgetvalue(listed->get(), i, 1)};
+      if (want_tables.insert(QualifiedIdent(ref.schema, ref.table)).second) {
+        LogInfo(
+            "table %s stays in publication %s although source.postgres.tables does not name "
+            "it (renamed or moved since it joined?): remove it with ALTER PUBLICATION ... DROP "
+            "TABLE if it should go",
+            ref.Quoted(), source_.publication);
+      }
+    }
   } else {
     for (const TableRef& ref : source_.tables) {
       if (ref.table == "*") {

@@ -78,7 +78,20 @@ absl::StatusOr<std::vector<std::string>> SourceGrants(PGconn* conn,
     }
     for (const TableRef& ref : source.tables) {
       if (ref.schema != schema) continue;
-      sql.push_back(absl::StrCat("GRANT SELECT ON ", ref.Quoted(), " TO ", r, ";"));
+      // The table and its partitions and inheritance children (the copy reads each of them).
+      absl::StatusOr<std::vector<std::string>> members = FirstColumn(
+          conn,
+          "WITH RECURSIVE tree(relid) AS (SELECT to_regclass($1)::oid"
+          "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) "
+          "SELECT format('%I.%I', n.nspname, c.relname) FROM tree t"
+          " JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+          "ORDER BY 1",
+          {ref.Quoted()});
+      if (!members.ok()) return members.status();
+      if (members->empty()) members->push_back(ref.Quoted());
+      for (const std::string& member : *members) {
+        sql.push_back(absl::StrCat("GRANT SELECT ON ", member, " TO ", r, ";"));
+      }
       // The sequences its columns own (serial, identity), for `pgflow sequences`.
       absl::StatusOr<std::vector<std::string>> sequences = FirstColumn(
           conn,

@@ -421,6 +421,17 @@ TEST(DdlTest, APipelineRunByAnotherRoleAfterASuperuserInit) {
   r.DrainAndStop(*pgflow);
   ExpectSameRows(r, "t", "id");
   EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pgflow.pipelines WHERE name = 'roles'"), "1");
+  // The registry steers what the capture does to publications: a role that is not a superuser
+  // may not point it at a publication it does not own, nor change a pipeline's settings.
+  Sql as_replicator(url + "?user=replicator");
+  EXPECT_FALSE(as_replicator.Exec(
+      "SELECT pgflow.register_pipeline('roles', 'pgflow_roles', 'pgflow_roles', 'skip', "
+      "'{public}', '{*}')",
+      /*expect_error=*/true));
+  EXPECT_FALSE(as_replicator.Exec(
+      "SELECT pgflow.register_pipeline('other', 'x', 'pgflow_roles', 'skip', '{public}', '{*}')",
+      /*expect_error=*/true));
+  EXPECT_EQ(sql.Scalar("SELECT keyless FROM pgflow.pipelines WHERE name = 'roles'"), "full");
 }
 
 // A target role that may not write rows as a replica is refused before anything is created,

@@ -666,8 +666,9 @@ TEST(PostgresSinkTest, AnIndexTheTargetCannotBuildStaysPendingAndTheOthersAreBui
   // The index calls a function the target has under the same name but not IMMUTABLE (left as
   // it is when the source's schema objects are restored): its build fails there, and only there.
   Sql(r.target_url())
-      .Exec("CREATE FUNCTION code_key(text) RETURNS text VOLATILE LANGUAGE plpgsql AS "
-            "'BEGIN RETURN lower($1); END'");
+      .Exec(
+          "CREATE FUNCTION code_key(text) RETURNS text VOLATILE LANGUAGE plpgsql AS "
+          "'BEGIN RETURN lower($1); END'");
   sql.Exec(R"sql(
     CREATE FUNCTION code_key(text) RETURNS text IMMUTABLE LANGUAGE sql AS 'SELECT lower($1)';
     CREATE TABLE coded (id bigint PRIMARY KEY, code text NOT NULL, qty int,

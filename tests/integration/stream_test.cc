@@ -521,6 +521,26 @@ TEST(StreamTest, KeylessTablesSkipPolicyLeavesThemOutAndTakesThemInOnceKeyed) {
   EXPECT_THAT(log, HasSubstr("table public.nokey gained a primary key and joined the pipeline "
                              "with its rows: backfill"));
 
+  // A table that left and changed meanwhile comes back whole: dropped from the sinks, created
+  // from its shape now, copied.
+  sql.Exec(
+      "ALTER TABLE keyed ADD COLUMN extra int DEFAULT 7; UPDATE keyed SET v = 'while out';"
+      "ALTER TABLE keyed ADD PRIMARY KEY (id)");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        lines = p.Lines();
+        return !lines.empty() && lines.back()["op"] == "read" && lines.back()["table"] == "keyed";
+      },
+      std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  const size_t rejoin = ops.size();
+  ASSERT_GE(lines.size(), rejoin + 3);
+  EXPECT_EQ(lines[rejoin]["tag"], "DROP TABLE");
+  EXPECT_EQ(lines[rejoin]["identity"], "public.keyed");
+  EXPECT_EQ(lines[rejoin + 1]["tag"], "ALTER TABLE");
+  EXPECT_EQ(lines.back()["after"], json::parse(R"({"id": 1, "v": "while out", "extra": 7})"));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("table public.keyed regained a primary key"));
+
   // A backfill of the whole schema leaves the keyless tables out, and says so.
   std::string out;
   EXPECT_EQ(
@@ -530,7 +550,7 @@ TEST(StreamTest, KeylessTablesSkipPolicyLeavesThemOutAndTakesThemInOnceKeyed) {
                       std::chrono::seconds(30)));
   EXPECT_THAT(ReadFile(p.log()),
               HasSubstr("table(s) without a primary key not copied (keyless_tables: skip): "
-                        "public.child, public.keyed, public.later, public.parted"));
+                        "public.child, public.later, public.parted"));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }

@@ -508,6 +508,11 @@ sinks: {out: {fake: {path: x}}}
             "p.yaml:4:10: source.postgres.url: invalid connection string: invalid connection "
             "option \"nonsense\"");
 
+  // A key's name inside another ("word" in "password=") is no key: not shown.
+  message = with_url("host=db password=hunt word");
+  EXPECT_THAT(message, HasSubstr("invalid connection string"));
+  EXPECT_THAT(message, Not(HasSubstr("\"word\"")));
+
   message = with_url("host=db password=hunter2 dbname");
   EXPECT_THAT(message, HasSubstr("p.yaml:4:10: source.postgres.url: invalid connection string"));
   EXPECT_THAT(message, Not(HasSubstr("hunter2")));
