@@ -79,7 +79,7 @@ const OptionTable<PostgresSourceOptions>& PostgresSourceTable() {
           .ZeroMeansOff()
           .Help("Writes pg_logical_emit_message(false, 'pgflow.heartbeat', '') this often, so "
                 "that the slot of a pipeline whose tables are idle moves with the rest of the "
-                "database."),
+                "database (0 turns it off)."),
   });
   return *table;
 }

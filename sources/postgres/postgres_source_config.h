@@ -58,7 +58,9 @@ struct PostgresSourceOptions : SourceOptions {
   std::string slot;                                 // "pgflow_<pipeline>" unless given
   std::string publication;                          // "pgflow_<pipeline>" unless given
   std::chrono::milliseconds status_interval{1000};  // standby status update period
-  std::chrono::milliseconds heartbeat_interval{0};  // 0 = off; pg_logical_emit_message period
+  // pg_logical_emit_message period; 0 = off. On by default: an idle pipeline on a busy
+  // database is the common case.
+  std::chrono::milliseconds heartbeat_interval{10000};
 };
 
 // The postgres source's options of `pipeline`, or nullptr when its source is of another type.

@@ -177,7 +177,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(pg.snapshot.workers, 0);
   EXPECT_EQ(pg.snapshot.chunk_bytes, 64ull << 20);
   EXPECT_EQ(pg.status_interval, milliseconds(1000));
-  EXPECT_EQ(pg.heartbeat_interval, milliseconds(0));
+  EXPECT_EQ(pg.heartbeat_interval, milliseconds(10000));
   EXPECT_EQ(config->buffer.queue_bytes, 64ull << 20);
   EXPECT_EQ(config->admin.listen, "");
   EXPECT_EQ(config->sinks[0].common.flush_interval, milliseconds(200));
