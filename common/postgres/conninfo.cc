@@ -79,6 +79,14 @@ ConninfoOptions ParseOptions(const std::string& conninfo) {
   return options;
 }
 
+// The value `options` give `keyword`; empty when none.
+std::string ValueOf(const PQconninfoOption* options, std::string_view keyword) {
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr && keyword == o->keyword) return o->val;
+  }
+  return "";
+}
+
 }  // namespace
 
 absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
@@ -104,25 +112,17 @@ absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
 
 std::string ConninfoValue(const std::string& conninfo, std::string_view keyword) {
   ConninfoOptions options = ParseOptions(conninfo);
-  if (options == nullptr) return "";
-  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
-    if (o->val != nullptr && keyword == o->keyword) return o->val;
-  }
-  return "";
+  return options == nullptr ? "" : ValueOf(options.get(), keyword);
 }
 
 std::string DescribeConninfo(const std::string& conninfo) {
   ConninfoOptions options = ParseOptions(conninfo);
   if (options == nullptr) return "(an invalid connection string)";
-  std::string user, host, port, dbname;
-  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
-    if (o->val == nullptr) continue;
-    if (std::strcmp(o->keyword, "user") == 0) user = o->val;
-    if (std::strcmp(o->keyword, "host") == 0 && host.empty()) host = o->val;
-    if (std::strcmp(o->keyword, "hostaddr") == 0 && host.empty()) host = o->val;
-    if (std::strcmp(o->keyword, "port") == 0) port = o->val;
-    if (std::strcmp(o->keyword, "dbname") == 0) dbname = o->val;
-  }
+  const std::string user = ValueOf(options.get(), "user");
+  std::string host = ValueOf(options.get(), "host");
+  if (host.empty()) host = ValueOf(options.get(), "hostaddr");
+  const std::string port = ValueOf(options.get(), "port");
+  const std::string dbname = ValueOf(options.get(), "dbname");
   return Cat(user.empty() ? "" : Cat(user, "@"), host.empty() ? "localhost" : host,
              port.empty() ? "" : Cat(":", port), dbname.empty() ? "" : Cat("/", dbname));
 }

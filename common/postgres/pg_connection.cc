@@ -1,7 +1,5 @@
 #include "common/postgres/pg_connection.h"
 
-#include "common/postgres/conninfo.h"
-
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -12,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/postgres/conninfo.h"
 #include "engine/log.h"
 
 namespace pgflow {

@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/postgres/keyless.h"
 #include "engine/log.h"
 #include "sources/postgres/copy_binary.h"
-#include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/snapshot.h"
 
 namespace pgflow {

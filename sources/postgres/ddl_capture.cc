@@ -436,6 +436,10 @@ absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
   return PQntuples(res->get()) > 0 && PQgetvalue(res->get(), 0, 0)[0] == 't';
 }
 
+absl::StatusOr<bool> IsSuperuser(PGconn* conn) {
+  return Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+}
+
 // pgflow.is_keyless(rel): kKeylessCondition, for the capture functions.
 std::string IsKeylessFunctionSql() {
   return absl::StrCat(
@@ -447,8 +451,7 @@ std::string IsKeylessFunctionSql() {
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> InstallDdlCapture(PGconn* conn) {
-  absl::StatusOr<bool> super =
-      Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+  absl::StatusOr<bool> super = IsSuperuser(conn);
   if (!super.ok()) return super.status();
   absl::StatusOr<bool> had_schema =
       Exists(conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgflow')");
@@ -517,8 +520,7 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
   }
   // A role that is not a superuser removes what is its own (the slot, the pipeline's rows);
   // what a superuser's `init` made stays, said so.
-  absl::StatusOr<bool> super =
-      Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+  absl::StatusOr<bool> super = IsSuperuser(conn);
   if (!super.ok()) return super.status();
   absl::StatusOr<PgResultPtr> pub =
       Exec(conn,

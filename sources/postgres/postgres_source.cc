@@ -1206,6 +1206,55 @@ absl::Status PostgresSource::NoteSkippedKeylessTables(PGconn* conn) {
 }
 
 absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
+  const std::string pub = QuoteIdent(source_.publication);
+  auto existing = Exec(conn, "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                       {source_.publication});
+  if (!existing.ok()) return existing.status();
+  const bool exists = PQntuples(existing->get()) == 1;
+  if (exists && PQgetvalue(existing->get(), 0, 0)[0] == 't') {
+    if (SkipsKeyless()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "publication ", source_.publication,
+          " publishes all tables, keyless ones included, but source.postgres.keyless_tables is "
+          "'skip': drop it (pgflow creates its own), or name another one (source.postgres."
+          "publication)"));
+    }
+    LogInfo("publication %s exists and publishes all tables; using it as it is",
+            source_.publication);
+    return absl::OkStatus();
+  }
+
+  // What it lists now: tables (with whether each is keyless) and schemas.
+  std::set<std::string> have_tables;
+  std::set<std::string> have_schemas;
+  std::vector<TableRef> have_keyed;
+  if (exists) {
+    auto tables = Exec(conn,
+                       absl::StrCat("SELECT n.nspname, c.relname, ", kKeylessCondition,
+                                    " FROM pg_publication_rel pr "
+                                    "JOIN pg_publication p ON p.oid = pr.prpubid "
+                                    "JOIN pg_class c ON c.oid = pr.prrelid "
+                                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                    "WHERE p.pubname = $1"),
+                       {source_.publication});
+    if (!tables.ok()) return tables.status();
+    auto schemas = Exec(conn,
+                        "SELECT n.nspname FROM pg_publication_namespace pn "
+                        "JOIN pg_publication p ON p.oid = pn.pnpubid "
+                        "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = $1",
+                        {source_.publication});
+    if (!schemas.ok()) return schemas.status();
+    for (int i = 0; i < PQntuples(tables->get()); ++i) {
+      TableRef ref{PQgetvalue(tables->get(), i, 0), PQgetvalue(tables->get(), i, 1)};
+      have_tables.insert(QualifiedIdent(ref.schema, ref.table));
+      if (PQgetvalue(tables->get(), i, 2)[0] != 't') have_keyed.push_back(std::move(ref));
+    }
+    for (int i = 0; i < PQntuples(schemas->get()); ++i) {
+      have_schemas.insert(QuoteIdent(PQgetvalue(schemas->get(), i, 0)));
+    }
+  }
+
+  // What it should list.
   std::set<std::string> want_tables;
   std::set<std::string> want_schemas;
   if (SkipsKeyless()) {
@@ -1216,18 +1265,7 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
     for (const TableRef& ref : *keyed) want_tables.insert(QualifiedIdent(ref.schema, ref.table));
     // A keyed table the publication already lists stays, whatever its name: the capture keeps
     // a followed table renamed or moved away in it, as the pipeline follows it by OID.
-    absl::StatusOr<PgResultPtr> listed =
-        Exec(conn,
-             absl::StrCat("SELECT n.nspname, c.relname FROM pg_publication_rel pr "
-                          "JOIN pg_publication p ON p.oid = pr.prpubid "
-                          "JOIN pg_class c ON c.oid = pr.prrelid "
-                          "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                          "WHERE p.pubname = $1 AND NOT (",
-                          kKeylessCondition, ")"),
-             {source_.publication});
-    if (!listed.ok()) return listed.status();
-    for (int i = 0; i < PQntuples(listed->get()); ++i) {
-      TableRef ref{PQgetvalue(listed->get(), i, 0), PQgetvalue(listed->get(), i, 1)};
+    for (const TableRef& ref : have_keyed) {
       if (want_tables.insert(QualifiedIdent(ref.schema, ref.table)).second) {
         LogInfo(
             "table %s stays in publication %s although source.postgres.tables does not name "
@@ -1245,6 +1283,10 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
       }
     }
   }
+  if (exists && have_tables == want_tables && have_schemas == want_schemas) {
+    return absl::OkStatus();
+  }
+
   std::vector<std::string> objects;
   if (!want_tables.empty()) {
     // ONLY when skipping: an inheritance child joins on its own, if it has a key.
@@ -1258,12 +1300,7 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
   }
   const std::string objects_sql = absl::StrJoin(objects, ", ");
   const std::string described = objects.empty() ? "no table yet" : objects_sql;
-  const std::string pub = QuoteIdent(source_.publication);
-
-  auto existing = Exec(conn, "SELECT puballtables FROM pg_publication WHERE pubname = $1",
-                       {source_.publication});
-  if (!existing.ok()) return existing.status();
-  if (PQntuples(existing->get()) == 0) {
+  if (!exists) {
     auto created =
         Exec(conn, absl::StrCat("CREATE PUBLICATION ", pub, objects.empty() ? "" : " FOR ",
                                 objects_sql, " WITH (publish_via_partition_root = true)"));
@@ -1271,41 +1308,6 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
     LogInfo("created publication %s for %s", source_.publication, described);
     return absl::OkStatus();
   }
-  if (PQgetvalue(existing->get(), 0, 0)[0] == 't') {
-    if (SkipsKeyless()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "publication ", source_.publication,
-          " publishes all tables, keyless ones included, but source.postgres.keyless_tables is "
-          "'skip': drop it (pgflow creates its own), or name another one (source.postgres."
-          "publication)"));
-    }
-    LogInfo("publication %s exists and publishes all tables; using it as it is",
-            source_.publication);
-    return absl::OkStatus();
-  }
-  auto tables = Exec(conn,
-                     "SELECT n.nspname, c.relname FROM pg_publication_rel pr "
-                     "JOIN pg_publication p ON p.oid = pr.prpubid "
-                     "JOIN pg_class c ON c.oid = pr.prrelid "
-                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
-                     {source_.publication});
-  if (!tables.ok()) return tables.status();
-  auto schemas = Exec(conn,
-                      "SELECT n.nspname FROM pg_publication_namespace pn "
-                      "JOIN pg_publication p ON p.oid = pn.pnpubid "
-                      "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = $1",
-                      {source_.publication});
-  if (!schemas.ok()) return schemas.status();
-  std::set<std::string> have_tables;
-  std::set<std::string> have_schemas;
-  for (int i = 0; i < PQntuples(tables->get()); ++i) {
-    have_tables.insert(
-        QualifiedIdent(PQgetvalue(tables->get(), i, 0), PQgetvalue(tables->get(), i, 1)));
-  }
-  for (int i = 0; i < PQntuples(schemas->get()); ++i) {
-    have_schemas.insert(QuoteIdent(PQgetvalue(schemas->get(), i, 0)));
-  }
-  if (have_tables == want_tables && have_schemas == want_schemas) return absl::OkStatus();
   std::string alter = absl::StrCat("ALTER PUBLICATION ", pub, " SET ", objects_sql);
   if (objects.empty()) {  // SET takes no empty list
     std::vector<std::string> dropped;

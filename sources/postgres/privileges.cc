@@ -40,11 +40,7 @@ absl::StatusOr<std::vector<std::string>> SourceGrants(PGconn* conn,
       absl::StrCat("GRANT USAGE ON SEQUENCE pgflow.backfills_id_seq TO ", r, ";"),
   };
   std::set<std::string> schemas;
-  std::vector<std::string> tables;
-  for (const TableRef& ref : source.tables) {
-    schemas.insert(ref.schema);
-    if (ref.table != "*") tables.push_back(ref.Quoted());
-  }
+  for (const TableRef& ref : source.tables) schemas.insert(ref.schema);
   for (const std::string& schema : schemas) {
     const std::string s = QuoteIdent(schema);
     const bool whole = std::any_of(source.tables.begin(), source.tables.end(), [&](const auto& t) {

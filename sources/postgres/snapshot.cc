@@ -10,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/postgres/keyless.h"
 #include "engine/bounded_queue.h"
 #include "engine/log.h"
 #include "schemas/json_encoding.h"
 #include "sources/postgres/copy_binary.h"
-#include "sources/postgres/ddl_capture.h"
 
 namespace pgflow {
 namespace {
