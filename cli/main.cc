@@ -15,11 +15,15 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
+#include "cli/status_command.h"
 #include "common/postgres/conninfo.h"
 #include "common/postgres/postgres_origin.h"
 #include "common/postgres/table_ref.h"
+#include "engine/admin_server.h"
 #include "engine/config.h"
 #include "engine/log.h"
+#include "engine/metrics.h"
+#include "engine/run_status.h"
 #include "engine/pipeline.h"
 #include "engine/progress.h"
 #include "engine/stop_signal.h"
@@ -30,6 +34,7 @@
 #include "sources/postgres/postgres_source.h"
 #include "sources/postgres/postgres_source_config.h"
 #include "sources/postgres/privileges.h"
+#include "sources/postgres/slot_monitor.h"
 
 namespace pgflow {
 namespace {
@@ -151,6 +156,7 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   }
   std::optional<PipelineConfig> config = LoadOrReport(path);
   if (!config) return kExitConfig;
+  SetLogPipeline(config->name);
   if (stop_at.IsValid() && config->source.traits.positions != SourcePositions::kWal) {
     LogError("--until: pipeline %s reads from a %s source, whose positions are not WAL positions",
              config->name, config->source.type);
@@ -164,6 +170,56 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   }
   StopSignal stop;
   InstallStopSignalHandlers(&stop);
+  // Kept across attempts: counters never go backwards, /status remembers the last error.
+  MetricsRegistry metrics;
+  RunStatus run_status(config->name);
+  const MetricLabels labels = {{"pipeline", config->name}};
+  Counter* restarts = metrics.GetCounter(
+      "pgflow_pipeline_restarts_total",
+      "Times the pipeline started again from the confirmed position after losing a server",
+      labels);
+  Gauge* ready = metrics.GetGauge(
+      "pgflow_pipeline_ready", "1 while the pipeline copies or streams and every sink is healthy",
+      labels);
+  metrics.AddCollector([&run_status, ready] {
+    std::string reason;
+    ready->Set(run_status.Ready(&reason) ? 1 : 0);
+  });
+  metrics.GetGauge("pgflow_build_info", "pgflow's version", {{"version", PGFLOW_VERSION}})->Set(1);
+  std::unique_ptr<AdminServer> admin;
+  if (!config->admin.listen.empty()) {
+    admin = std::make_unique<AdminServer>(AdminServerOptions{config->admin.listen}, &metrics,
+                                          &run_status);
+    if (absl::Status s = admin->Start(); !s.ok()) {
+      LogError("pipeline %s: %s", config->name, s.message());
+      return kExitFailure;
+    }
+    LogInfo("pipeline %s: admin endpoint on port %d: /metrics /healthz /readyz /status",
+            config->name, admin->port());
+  }
+  // The guard against WAL bloat, and the explanation of a slot the server invalidated.
+  absl::Mutex lost_mu;
+  std::string lost;  // guarded by lost_mu: why the slot can no longer be used
+  std::unique_ptr<SlotMonitor> monitor;
+  std::shared_ptr<const PostgresSourceOptions> postgres = PostgresSourceOf(*config);
+  if (postgres != nullptr && postgres->snapshot.mode != SnapshotMode::kOnly) {
+    monitor = std::make_unique<SlotMonitor>(config->name, path, *postgres, &run_status, &metrics,
+                                            [&](std::string message) {
+                                              absl::MutexLock lock(&lost_mu);
+                                              lost = std::move(message);
+                                              stop.Request();
+                                            });
+    monitor->Start();
+  }
+  auto lost_slot = [&]() -> std::string {
+    absl::MutexLock lock(&lost_mu);
+    return lost;
+  };
+  auto fail = [&](const std::string& message) {
+    LogError("pipeline %s: %s", config->name, message);
+    run_status.SetPhase(RunPhase::kFailed, message);
+    return kExitFailure;
+  };
   auto backoff = kFirstBackoff;
   bool ran = false;  // some attempt got past set-up: from then on, outages are waited out
   while (true) {
@@ -172,10 +228,17 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     options.queue_bytes = config->buffer.queue_bytes;
     options.progress_interval = progress_interval;
     options.stop_at = stop_at;
+    options.metrics = &metrics;
+    options.status = &run_status;
     Pipeline pipeline(std::move(options), BuildSource(*config), BuildSinks(*config));
     const auto attempt_started = std::chrono::steady_clock::now();
+    run_status.SetPhase(RunPhase::kRunning);
     absl::Status status = pipeline.Run(stop);
-    if (status.ok()) return kExitOk;
+    if (std::string why = lost_slot(); !why.empty()) return fail(why);
+    if (status.ok()) {
+      run_status.SetPhase(RunPhase::kStopped);
+      return kExitOk;
+    }
     // After a healthy stretch an outage is a new one: its first retry comes soon again.
     if (std::chrono::steady_clock::now() - attempt_started >= kHealthyRun) backoff = kFirstBackoff;
     ran = ran || pipeline.started();
@@ -187,18 +250,23 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     if (absl::IsAborted(status) && ran && !stop.requested()) {
       LogWarning("pipeline %s: %s; starting again from the confirmed position", config->name,
                  status.message());
+      restarts->Add();
+      run_status.NoteRestart();
       continue;
     }
     if (!absl::IsUnavailable(status) || !ran || stop.requested()) {
-      LogError("pipeline %s: %s", config->name, status.message());
-      return kExitFailure;
+      return fail(std::string(status.message()));
     }
     LogWarning("pipeline %s: %s; starting again from the confirmed position in %.1fs", config->name,
                status.message(), backoff.count() / 1000.0);
+    restarts->Add();
+    run_status.NoteRestart();
+    run_status.SetPhase(RunPhase::kRetrying, std::string(status.message()));
     for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop.requested();
          waited += std::chrono::milliseconds(50)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    if (std::string why = lost_slot(); !why.empty()) return fail(why);
     if (stop.requested()) return kExitOk;
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
   }
@@ -258,7 +326,7 @@ int Init(const std::string& path, const std::string& grant_to, bool print_sql) {
         name);
     return kExitConfig;
   }
-  PostgresSource source(name, pipeline->source);
+  PostgresSource source(name, path, pipeline->source);
   absl::StatusOr<Lsn> start = source.Prepare();
   if (!start.ok()) {
     LogError("init %s: %s", name, start.status().message());
@@ -285,6 +353,19 @@ int Init(const std::string& path, const std::string& grant_to, bool print_sql) {
       "followed tables and sequences, today's and later ones)\n",
       name.c_str(), grant_to.c_str());
   return kExitOk;
+}
+
+// `pgflow status`: the table (or --json) and the exit status of cli/status_command.h.
+int StatusCommand(const std::string& path, bool json) {
+  std::optional<PipelineConfig> config = LoadOrReport(path);
+  if (!config) return kExitConfig;
+  PipelineHealth health = GatherStatus(*config, path);
+  if (json) {
+    std::printf("%s\n", health.report.dump(2).c_str());
+  } else {
+    std::printf("%s", FormatStatus(health.report).c_str());
+  }
+  return health.exit_status;
 }
 
 // `pgflow teardown`: removes what init (or run) left in the source.
@@ -495,9 +576,15 @@ int main(int argc, char** argv) {
       "Streams every insert, update, delete and truncate of the tables a pipeline names into "
       "its sinks, acknowledging to PostgreSQL only what every sink holds."};
   app.require_subcommand(1);
+  app.fallthrough();  // --log-level and --log-format also after the command
   app.set_version_flag("--version", std::string("pgflow ") + PGFLOW_VERSION);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text (a timestamped line per event) or json (one object per line: ts, level, "
+                 "pipeline, component, message)")
+      ->capture_default_str();
 
   std::string run_path;
   int progress_seconds = 10;
@@ -596,6 +683,18 @@ int main(int argc, char** argv) {
       "initial load does it by itself once the snapshot is in.)");
   sequences->add_option("pipeline", sequences_path, "pipeline file (YAML)")->required();
 
+  std::string status_path;
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand(
+      "status",
+      "How a pipeline stands, running or not: phase (snapshot, streaming, stopped), snapshot "
+      "progress, the replication slot (active, wal_status, retained WAL, safe_wal_size), lag "
+      "per sink and the last error (those two from the running process's admin endpoint). "
+      "Exit status 0 healthy, 1 degraded (stopped, not ready, retained WAL past "
+      "max_retained_wal), 2 source unreachable or slot lost or missing.");
+  status->add_option("pipeline", status_path, "pipeline file (YAML)")->required();
+  status->add_flag("--json", status_json, "print the status as one JSON object, for scripts");
+
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
   bool markdown = false;
@@ -622,6 +721,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   SetLogLevel(level);
+  LogFormat format;
+  if (!ParseLogFormat(log_format, &format)) {
+    std::fprintf(stderr, "--log-format: unknown format '%s' (text, json)\n", log_format.c_str());
+    return 2;
+  }
+  SetLogFormat(format);
+  if (*status) return StatusCommand(status_path, status_json);
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path);
   if (*init) return Init(init_path, grant_to, print_sql);

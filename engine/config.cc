@@ -55,8 +55,8 @@ const OptionTable<AdminConfig>& AdminTable() {
           .Required()
           .Check([](const std::string& listen) { return ParseListenAddress(listen).status(); })
           .Help("host:port of the admin HTTP server for /metrics /healthz /readyz /status "
-                "([::1]:9187 for IPv6; port 0 picks a free port). Refused by this build until "
-                "the endpoint exists."),
+                "([::1]:9187 for IPv6; port 0 picks a free port). Serves anyone who can reach "
+                "it: bind a loopback or private address."),
   });
   return *table;
 }
@@ -152,13 +152,6 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
   }
   if (top->sinks.has_value()) {
     if (absl::Status s = LoadSinks(*top->sinks, &config); !s.ok()) return s;
-  }
-  if (!config.admin.listen.empty() && ConfigErrors::Count() == 0) {
-    // Checked above so that a wrong address is reported first; the server itself is not built.
-    absl::Status s = ConfigErrors::Note(root.Get("admin")->Error(
-        "the admin endpoint (/metrics /healthz /readyz /status) is not available in this build "
-        "of pgflow yet; remove the `admin` key"));
-    if (!s.ok()) return s;
   }
   return config;
 }

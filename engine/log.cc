@@ -8,11 +8,16 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include <nlohmann/json.hpp>
 
 namespace pgflow {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<bool> g_json{false};
+std::mutex g_pipeline_mu;
+std::string g_pipeline;  // guarded by g_pipeline_mu
+thread_local std::string t_component;
 
 const char* LevelTag(LogLevel level) {
   switch (level) {
@@ -31,6 +36,26 @@ const char* LevelTag(LogLevel level) {
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+
+void SetLogFormat(LogFormat format) { g_json.store(format == LogFormat::kJson); }
+
+bool ParseLogFormat(std::string_view name, LogFormat* format) {
+  if (name == "text") {
+    *format = LogFormat::kText;
+  } else if (name == "json") {
+    *format = LogFormat::kJson;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void SetLogPipeline(std::string pipeline) {
+  std::lock_guard<std::mutex> lock(g_pipeline_mu);
+  g_pipeline = std::move(pipeline);
+}
+
+void SetLogComponent(std::string component) { t_component = std::move(component); }
 
 bool ParseLogLevel(std::string_view name, LogLevel* level) {
   if (name == "debug")
@@ -96,7 +121,33 @@ void ClearLive() {
   g_live_lines = 0;
 }
 
+namespace {
+
+std::string JsonLine(LogLevel level, std::string_view message) {
+  static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
+  nlohmann::ordered_json j;
+  j["ts"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  j["level"] = kLevels[static_cast<int>(level)];
+  {
+    std::lock_guard<std::mutex> lock(g_pipeline_mu);
+    if (!g_pipeline.empty()) j["pipeline"] = g_pipeline;
+  }
+  if (!t_component.empty()) j["component"] = t_component;
+  j["message"] = message;
+  // Bytes that are not UTF-8 (a value quoted from a row) are replaced rather than refused.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace
+
 void LogLine(LogLevel level, std::string_view message) {
+  if (g_json.load(std::memory_order_relaxed)) {
+    std::string line = JsonLine(level, message);
+    std::lock_guard<std::mutex> lock(g_terminal_mu);
+    WriteAll(EraseLive() + line);
+    g_live_lines = 0;
+    return;
+  }
   std::string line = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone());
   line.reserve(line.size() + message.size() + 8);
   line += LevelTag(level);

@@ -11,8 +11,20 @@ namespace pgflow {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
-// Process-wide logging to stderr: "2026-11-22T10:43:00.123Z WARN  <message>".
+// Process-wide logging to stderr: "2026-11-22T10:43:00.123Z WARN  <message>", or with
+// LogFormat::kJson one JSON object per line:
+//   {"ts":"2026-11-22T10:43:00.123Z","level":"warn","pipeline":"orders","component":"sink pg",
+//    "message":"..."}
 // Thread-safe; each line is written with one write(2) so lines never interleave.
+// Messages never carry secrets: connection strings are scrubbed where errors are made
+// (common/postgres/conninfo.h), and no option value that is a secret is ever logged.
+enum class LogFormat { kText, kJson };
+void SetLogFormat(LogFormat format);
+bool ParseLogFormat(std::string_view name, LogFormat* format);
+// The pipeline every line is about (a process runs one); empty: none.
+void SetLogPipeline(std::string pipeline);
+// What the calling thread does ("source", "sink pg", "admin"); the JSON lines' `component`.
+void SetLogComponent(std::string component);
 void SetLogLevel(LogLevel level);
 bool ParseLogLevel(std::string_view name, LogLevel* level);
 bool LogEnabled(LogLevel level);

@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
+#include <deque>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "engine/log.h"
 #include "engine/progress.h"
@@ -21,15 +25,116 @@ constexpr std::chrono::seconds kAsyncSettleTimeout(30);
 // wait for a few atomic reads.
 constexpr absl::Duration kDurablePoll = absl::Milliseconds(5);
 
+// Events and bytes per table and operation, counted by one thread. The registry's cells are
+// looked up once per table version (keyed by the schema's address, the schema held so the
+// address is not reused) and updated once per batch, so the hot path adds to plain integers.
+class TableOpCounters {
+ public:
+  TableOpCounters(MetricsRegistry* registry, std::string prefix, std::string help_subject,
+                  MetricLabels base)
+      : registry_(registry),
+        events_name_(prefix + "_events_total"),
+        bytes_name_(prefix + "_bytes_total"),
+        events_help_(absl::StrCat("Change events ", help_subject, ", by table and operation")),
+        bytes_help_(absl::StrCat("Approximate bytes of the change events ", help_subject,
+                                 ", by table and operation")),
+        base_(std::move(base)) {}
+
+  void Count(const Event& event) {
+    Op op;
+    uint64_t n = 1;
+    if (event.kind == EventKind::kChange) {
+      op = event.change.op;
+    } else if (event.kind == EventKind::kRawRows) {
+      op = Op::kRead;
+      n = event.rows;
+    } else {
+      return;
+    }
+    Entry& entry = EntryFor(event.change.table);
+    Pending& pending = entry.ops[static_cast<size_t>(op)];
+    if (pending.events == 0 && pending.bytes == 0) touched_.push_back(&pending);
+    if (pending.events_cell == nullptr) {
+      MetricLabels labels = base_;
+      labels.emplace_back("table", entry.table);
+      labels.emplace_back("op", OpName(op));
+      pending.events_cell = registry_->GetCounter(events_name_, events_help_, labels);
+      pending.bytes_cell = registry_->GetCounter(bytes_name_, bytes_help_, labels);
+    }
+    pending.events += n;
+    pending.bytes += event.ApproximateBytes();
+  }
+
+  // Adds what was counted since the last call to the registry's cells.
+  void Publish() {
+    for (Pending* p : touched_) {
+      p->events_cell->Add(p->events);
+      p->bytes_cell->Add(p->bytes);
+      p->events = p->bytes = 0;
+    }
+    touched_.clear();
+  }
+
+ private:
+  static constexpr size_t kOps = static_cast<size_t>(Op::kMessage) + 1;
+  static constexpr size_t kMaxEntries = 4096;  // table versions remembered before starting over
+  struct Pending {
+    Counter* events_cell = nullptr;
+    Counter* bytes_cell = nullptr;
+    uint64_t events = 0;
+    uint64_t bytes = 0;
+  };
+  struct Entry {
+    TableSchemaPtr hold;
+    std::string table;
+    std::array<Pending, kOps> ops;
+  };
+
+  Entry& EntryFor(const TableSchemaPtr& table) {
+    auto it = entries_.find(table.get());
+    if (it != entries_.end()) return *it->second;
+    if (entries_.size() >= kMaxEntries) {
+      Publish();
+      entries_.clear();
+    }
+    auto entry = std::make_unique<Entry>();
+    entry->hold = table;
+    entry->table = table != nullptr ? table->QualifiedName() : "";
+    return *entries_.emplace(table.get(), std::move(entry)).first->second;
+  }
+
+  MetricsRegistry* registry_;
+  const std::string events_name_, bytes_name_, events_help_, bytes_help_;
+  const MetricLabels base_;
+  absl::flat_hash_map<const TableSchema*, std::unique_ptr<Entry>> entries_;
+  std::vector<Pending*> touched_;
+};
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
 }  // namespace
+
+double Pipeline::SinkState::LagSeconds(int64_t now_us) const {
+  int64_t oldest = oldest_pending_us.load(std::memory_order_relaxed);
+  if (oldest != 0) return std::max<int64_t>(0, now_us - oldest) / 1e6;
+  return last_lag_seconds.load(std::memory_order_relaxed);
+}
 
 // Hands each batch to every sink queue in turn, remembering how far it got when a queue is
 // full so that a retried Emit resumes with the next queue instead of duplicating.
 class Pipeline::FanOut : public Emitter {
  public:
   FanOut(std::vector<BoundedQueue<EventBatchPtr>*> queues, PipelineStats* stats,
-         SnapshotView* snapshot, const std::vector<SinkSlot>* sinks)
-      : queues_(std::move(queues)), stats_(stats), snapshot_(snapshot), sinks_(sinks) {}
+         SnapshotView* snapshot, const std::vector<SinkSlot>* sinks, MetricsRegistry* metrics,
+         const std::string& pipeline)
+      : queues_(std::move(queues)),
+        stats_(stats),
+        snapshot_(snapshot),
+        sinks_(sinks),
+        counts_(metrics, "pgflow_source", "the source emitted", {{"pipeline", pipeline}}),
+        transactions_(metrics->GetCounter("pgflow_source_transactions_total",
+                                          "Transactions the source emitted",
+                                          {{"pipeline", pipeline}})) {}
 
   bool WantsRawCopy(const TableSchema& table) const override {
     for (const SinkSlot& slot : *sinks_) {
@@ -61,7 +166,10 @@ class Pipeline::FanOut : public Emitter {
     for (const Event& e : batch->events) {
       changes += e.kind == EventKind::kChange ? 1 : e.kind == EventKind::kRawRows ? e.rows : 0;
       commits += e.kind == EventKind::kCommit;
+      counts_.Count(e);
     }
+    counts_.Publish();
+    transactions_->Add(commits);
     stats_->changes.fetch_add(changes, std::memory_order_relaxed);
     stats_->transactions.fetch_add(commits, std::memory_order_relaxed);
     stats_->bytes.fetch_add(batch->bytes, std::memory_order_relaxed);
@@ -84,6 +192,8 @@ class Pipeline::FanOut : public Emitter {
   PipelineStats* stats_;
   SnapshotView* snapshot_;
   const std::vector<SinkSlot>* sinks_;
+  TableOpCounters counts_;
+  Counter* transactions_;
   EventBatchPtr in_progress_;
   size_t next_queue_ = 0;
 };
@@ -93,28 +203,119 @@ std::vector<SinkSlot> BuildSinks(const PipelineConfig& config) {
   for (const SinkConfig& sink : config.sinks) {
     sinks.push_back(SinkSlot{sink.name,
                              sink.factory->Create(ContextFor(config, sink), sink.options),
-                             sink.common.flush_interval, sink.common.ddl, TransformChain()});
+                             sink.common.flush_interval, sink.common.ddl, TransformChain(),
+                             sink.type});
   }
   return sinks;
 }
 
 std::unique_ptr<Source> BuildSource(const PipelineConfig& config) {
-  return config.source.factory->Create(SourceContext{config.name}, config.source.options);
+  return config.source.factory->Create(SourceContext{config.name, config.file}, config.source.options);
 }
 
 Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
                    std::vector<SinkSlot> sinks)
     : options_(std::move(options)), source_(std::move(source)), sinks_(std::move(sinks)) {
+  if (options_.metrics == nullptr) own_metrics_ = std::make_unique<MetricsRegistry>();
+  metrics_ = options_.metrics != nullptr ? options_.metrics : own_metrics_.get();
   for (size_t i = 0; i < sinks_.size(); ++i) {
     queues_.push_back(std::make_unique<BoundedQueue<EventBatchPtr>>(options_.queue_bytes));
+    auto state = std::make_unique<SinkState>();
+    const MetricLabels labels = {{"pipeline", options_.name}, {"sink", sinks_[i].name}};
+    state->failures = metrics_->GetCounter(
+        "pgflow_sink_failures_total",
+        "Failures of the sink (each stops the attempt; `run` starts again after an outage)",
+        labels);
+    state->ddl_applied = metrics_->GetCounter(
+        "pgflow_sink_ddl_events_total", "Schema change (DDL) events the sink took", labels);
+    state->flush_seconds = metrics_->GetHistogram(
+        "pgflow_sink_flush_seconds", "Time the sink took to make its writes durable (Flush)",
+        labels, LatencyBuckets());
+    state->batch_events = metrics_->GetHistogram(
+        "pgflow_sink_batch_events", "Events per batch handed to the sink", labels, SizeBuckets());
+    state->queue_bytes = metrics_->GetGauge(
+        "pgflow_sink_queue_bytes", "Bytes of events queued for the sink", labels);
+    state->lag_seconds = metrics_->GetGauge(
+        "pgflow_sink_lag_seconds",
+        "Seconds from commit to durable in the sink: of the oldest transaction not yet durable, "
+        "or of the last one made durable",
+        labels);
+    state->durable_lsn = metrics_->GetGauge(
+        "pgflow_sink_durable_lsn", "The last source position the sink made durable", labels);
+    sink_states_.push_back(std::move(state));
   }
 }
 
 Pipeline::~Pipeline() = default;
 
 void Pipeline::RecordError(absl::Status status) {
+  if (options_.status != nullptr) options_.status->NoteError(std::string(status.message()));
   absl::MutexLock lock(&error_mu_);
   if (error_.ok()) error_ = std::move(status);
+}
+
+PipelineView Pipeline::View() {
+  PipelineView view;
+  const int64_t now = NowMicros();
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    const SinkState& state = *sink_states_[i];
+    view.sinks.push_back(SinkView{sinks_[i].name, sinks_[i].type, queues_[i]->used_bytes(),
+                                  Lsn(state.durable.load(std::memory_order_relaxed)),
+                                  state.LagSeconds(now), state.failed.load()});
+  }
+  view.server_wal_end = Lsn(stats_.server_wal_end.load(std::memory_order_relaxed));
+  view.changes = stats_.changes.load(std::memory_order_relaxed);
+  view.transactions = stats_.transactions.load(std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&snapshot_.mu);
+    view.snapshot_running = snapshot_.running;
+    view.snapshot_tables = snapshot_.tables;
+  }
+  view.started = started();
+  if (view.started) view.confirmed = tracker_->Confirmed();
+  return view;
+}
+
+void Pipeline::CollectMetrics() {
+  PipelineView view = View();
+  const MetricLabels labels = {{"pipeline", options_.name}};
+  for (size_t i = 0; i < view.sinks.size(); ++i) {
+    SinkState& state = *sink_states_[i];
+    state.queue_bytes->Set(view.sinks[i].queue_bytes);
+    state.lag_seconds->Set(view.sinks[i].lag_seconds);
+    state.durable_lsn->Set(view.sinks[i].durable.value);
+  }
+  metrics_
+      ->GetGauge("pgflow_source_wal_end_lsn",
+                 "The server's WAL end as the source last heard it (a byte position)", labels)
+      ->Set(view.server_wal_end.value);
+  metrics_
+      ->GetGauge("pgflow_confirmed_lsn",
+                 "The position confirmed to the source: every sink holds everything before it",
+                 labels)
+      ->Set(view.confirmed.value);
+  metrics_
+      ->GetGauge("pgflow_unconfirmed_wal_bytes",
+                 "Bytes of WAL between the confirmed position and the server's WAL end", labels)
+      ->Set(view.server_wal_end > view.confirmed && view.confirmed.IsValid()
+                ? view.server_wal_end.value - view.confirmed.value
+                : 0);
+  metrics_->GetGauge("pgflow_snapshot_running", "1 while a snapshot copies tables", labels)
+      ->Set(view.snapshot_running ? 1 : 0);
+  for (const TableProgress& t : view.snapshot_tables) {
+    const MetricLabels table = {{"pipeline", options_.name}, {"table", t.name}};
+    metrics_->GetGauge("pgflow_snapshot_rows", "Rows the snapshot copied", table)->Set(t.rows);
+    metrics_
+        ->GetGauge("pgflow_snapshot_bytes_done", "Heap bytes of the chunks the snapshot copied",
+                   table)
+        ->Set(t.bytes_done);
+    metrics_->GetGauge("pgflow_snapshot_bytes_total", "Heap bytes the snapshot plans to copy", table)
+        ->Set(t.bytes_total);
+    metrics_->GetGauge("pgflow_snapshot_chunks_done", "Snapshot chunks copied", table)
+        ->Set(t.chunks_done);
+    metrics_->GetGauge("pgflow_snapshot_chunks_total", "Snapshot chunks planned", table)
+        ->Set(t.chunks_total);
+  }
 }
 
 absl::Status Pipeline::Run(const StopSignal& requested) {
@@ -122,6 +323,14 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   // failed, --until reached), which must not look to the caller like a signal.
   StopSignal stop;
   if (requested.requested()) stop.Request();
+  SetLogComponent("source");
+  // Seen by /status and /metrics while this attempt runs; both let go before Run returns.
+  if (options_.status != nullptr) options_.status->Attach([this] { return View(); });
+  const int collector = metrics_->AddCollector([this] { CollectMetrics(); });
+  absl::Cleanup unobserved = [this, collector] {
+    metrics_->RemoveCollector(collector);
+    if (options_.status != nullptr) options_.status->Detach();
+  };
   size_t opened = 0;
   auto close_opened = [&] {
     for (size_t i = 0; i < opened; ++i) sinks_[i].sink->Close().IgnoreError();
@@ -146,24 +355,29 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
       return s;
     }
   }
-  started_ = true;
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
   chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());
+  for (auto& state : sink_states_) state->durable.store(start->value);
+  started_.store(true, std::memory_order_release);
   LogInfo("pipeline %s: running into %d sink(s), from position %s", options_.name, sinks_.size(),
           start->ToString());
 
   std::vector<std::thread> threads;
   for (size_t i = 0; i < sinks_.size(); ++i) {
-    threads.emplace_back([this, i, &stop] { RunSink(i, stop); });
+    threads.emplace_back([this, i, &stop] {
+      SetLogComponent(absl::StrCat("sink ", sinks_[i].name));
+      RunSink(i, stop);
+    });
   }
   StopSignal reporter_done;
   std::thread reporter([this, &reporter_done, &requested, &stop] {
+    SetLogComponent("progress");
     ReportProgress(reporter_done, requested, stop);
   });
 
   std::vector<BoundedQueue<EventBatchPtr>*> queues;
   for (auto& q : queues_) queues.push_back(q.get());
-  FanOut fan_out(std::move(queues), &stats_, &snapshot_, &sinks_);
+  FanOut fan_out(std::move(queues), &stats_, &snapshot_, &sinks_, metrics_, options_.name);
   Emitter* emitter = &fan_out;
   std::optional<TransformingEmitter> transforming;
   if (!options_.transforms.empty()) {
@@ -201,6 +415,14 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
 
 void Pipeline::RunSink(size_t index, StopSignal& stop) {
   SinkSlot& slot = sinks_[index];
+  SinkState& state = *sink_states_[index];
+  TableOpCounters counts(metrics_, "pgflow_sink", "the sink took",
+                         {{"pipeline", options_.name}, {"sink", slot.name}});
+  // Transactions written and not yet durable, (commit LSN, commit time), oldest first, for
+  // the sink's lag. Bounded: past kMaxPending the newest entry is overwritten, so the oldest
+  // (what the lag is measured from) is always kept.
+  constexpr size_t kMaxPending = 4096;
+  std::deque<std::pair<uint64_t, int64_t>> pending;
   BoundedQueue<EventBatchPtr>& queue = *queues_[index];
   const absl::Duration flush_interval = absl::FromChrono(slot.flush_interval);
   Lsn written;                  // last acknowledgeable position written to the sink
@@ -210,6 +432,8 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   Clock::time_point last_flush = Clock::now();
 
   auto fail = [&](const absl::Status& s) {
+    state.failures->Add();
+    state.failed.store(true);
     RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
     stop.Request();
   };
@@ -223,6 +447,18 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
     if (durable > reported) {
       tracker_->Report(index, durable);
       reported = durable;
+      state.durable.store(durable.value, std::memory_order_relaxed);
+      int64_t made_durable = 0;
+      while (!pending.empty() && pending.front().first < durable.value) {
+        made_durable = pending.front().second;
+        pending.pop_front();
+      }
+      if (made_durable != 0) {
+        state.last_lag_seconds.store(std::max<int64_t>(0, NowMicros() - made_durable) / 1e6,
+                                     std::memory_order_relaxed);
+        state.oldest_pending_us.store(pending.empty() ? 0 : pending.front().second,
+                                      std::memory_order_relaxed);
+      }
     }
     uint64_t durable_chunk =
         async_durable.has_value() ? slot.sink->DurableChunkThrough() : written_chunk;
@@ -235,7 +471,10 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   bool unconfirmed = false;  // what report() last said
   auto flush = [&]() -> bool {
     last_flush = Clock::now();
-    if (absl::Status s = slot.sink->Flush(); !s.ok()) {
+    absl::Status s = slot.sink->Flush();
+    state.flush_seconds->Observe(
+        std::chrono::duration<double>(Clock::now() - last_flush).count());
+    if (!s.ok()) {
       fail(s);
       return false;
     }
@@ -277,18 +516,31 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       *batch = *std::move(transformed);
     }
     if (batch.has_value()) {
+      state.batch_events->Observe((*batch)->events.size());
       for (const Event& event : (*batch)->events) {
-        if (event.kind == EventKind::kChange && event.change.ddl != nullptr &&
-            !slot.ddl.Passes(event.change.ddl->object_type)) {
-          continue;
-        }
+        const bool ddl = event.kind == EventKind::kChange && event.change.ddl != nullptr;
+        if (ddl && !slot.ddl.Passes(event.change.ddl->object_type)) continue;
         if (absl::Status s = slot.sink->Write(event); !s.ok()) {
+          counts.Publish();
           fail(s);
           return;
+        }
+        counts.Count(event);
+        if (ddl) state.ddl_applied->Add();
+        if (event.kind == EventKind::kBegin && event.txn.commit_time_us != 0) {
+          if (pending.empty()) {
+            state.oldest_pending_us.store(event.txn.commit_time_us, std::memory_order_relaxed);
+          }
+          if (pending.size() < kMaxPending) {
+            pending.emplace_back(event.txn.commit_lsn.value, event.txn.commit_time_us);
+          } else {
+            pending.back() = {event.txn.commit_lsn.value, event.txn.commit_time_us};
+          }
         }
         if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
         if (event.kind == EventKind::kChunkDone) written_chunk = event.chunk;
       }
+      counts.Publish();
       unconfirmed = report(/*flushed=*/false);
     }
     bool drained = queue.closed_and_drained();

@@ -11,6 +11,8 @@
 #include "engine/ack_tracker.h"
 #include "engine/bounded_queue.h"
 #include "engine/config.h"
+#include "engine/metrics.h"
+#include "engine/run_status.h"
 #include "engine/sink.h"
 #include "engine/source.h"
 #include "engine/stop_signal.h"
@@ -37,6 +39,11 @@ struct PipelineRunOptions {
   Lsn stop_at;
   // The pipeline's transforms, run on every event before the fan-out (engine/transform.h).
   TransformChain transforms;
+  // Where the pipeline counts what it does (kept across attempts by `pgflow run`, so counters
+  // never go backwards); null: a registry of the pipeline's own, read by nobody.
+  MetricsRegistry* metrics = nullptr;
+  // Told of the attempt's live state and its errors while it runs; may be null.
+  RunStatus* status = nullptr;
 };
 
 struct SinkSlot {
@@ -47,6 +54,7 @@ struct SinkSlot {
   DdlPolicy ddl;
   // The sink's own transforms, run on its thread after the pipeline's.
   TransformChain transforms;
+  std::string type;  // the sink's type key ("postgres", "kafka", ...), for /status
 };
 
 // The sinks and the source of `config`, built by their registered factories. Each run of a
@@ -76,10 +84,32 @@ class Pipeline {
   PipelineStats& stats() { return stats_; }
   // True once Run got past opening the sinks and preparing the source: a failure after that is
   // a failure of a running pipeline (worth a restart if transient), not of its set-up.
-  bool started() const { return started_; }
+  bool started() const { return started_.load(std::memory_order_acquire); }
+  // The attempt's live state, for /status. Thread-safe.
+  PipelineView View();
 
  private:
   class FanOut;
+  // What each sink's runner publishes for View() and the metrics, and its metric cells.
+  struct SinkState {
+    std::atomic<uint64_t> durable{0};
+    // Commit time (µs since the epoch) of the oldest transaction written to the sink and not
+    // yet durable; 0 when none is.
+    std::atomic<int64_t> oldest_pending_us{0};
+    std::atomic<double> last_lag_seconds{0};  // commit to durable, of the last one made durable
+    std::atomic<bool> failed{false};
+    Counter* failures = nullptr;
+    Counter* ddl_applied = nullptr;
+    Histogram* flush_seconds = nullptr;
+    Histogram* batch_events = nullptr;
+    Gauge* queue_bytes = nullptr;
+    Gauge* lag_seconds = nullptr;
+    Gauge* durable_lsn = nullptr;
+
+    double LagSeconds(int64_t now_us) const;
+  };
+  // Sets the gauges read at scrape time (registered as a collector while Run runs).
+  void CollectMetrics();
   // The latest snapshot progress a source reported.
   struct SnapshotView {
     absl::Mutex mu;
@@ -101,7 +131,10 @@ class Pipeline {
   std::unique_ptr<ChunkTracker> chunk_tracker_;
   PipelineStats stats_;
   SnapshotView snapshot_;
-  bool started_ = false;
+  std::atomic<bool> started_{false};
+  std::unique_ptr<MetricsRegistry> own_metrics_;  // when options_.metrics is null
+  MetricsRegistry* metrics_;
+  std::vector<std::unique_ptr<SinkState>> sink_states_;
 
   absl::Mutex error_mu_;
   absl::Status error_ ABSL_GUARDED_BY(error_mu_);

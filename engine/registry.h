@@ -61,6 +61,7 @@ struct SourceTraits {
 // What a source is built with besides its options.
 struct SourceContext {
   std::string pipeline;  // the pipeline's name
+  std::string file;      // the pipeline file, for messages that name a command to run
 };
 
 // What a sink is built with besides its options.

@@ -27,6 +27,7 @@
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/pgoutput.h"
+#include "sources/postgres/slot_monitor.h"
 #include "sources/postgres/snapshot.h"
 
 namespace pgflow {
@@ -1055,9 +1056,12 @@ void PostgresSource::StreamState::MaybeHeartbeat() {
   if (!res.ok()) LogWarning("heartbeat: %s", res.status().message());
 }
 
-PostgresSource::PostgresSource(std::string pipeline,
+PostgresSource::PostgresSource(std::string pipeline, std::string file,
                                std::shared_ptr<const PostgresSourceOptions> options)
-    : pipeline_(std::move(pipeline)), options_(std::move(options)), source_(*options_) {}
+    : pipeline_(std::move(pipeline)),
+      file_(std::move(file)),
+      options_(std::move(options)),
+      source_(*options_) {}
 
 PostgresSource::~PostgresSource() = default;
 
@@ -1355,6 +1359,11 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
       return absl::FailedPreconditionError(absl::StrCat(
           "replication slot ", source_.slot, " is in use by server process ", PQgetvalue(r, 0, 3),
           ": is another pgflow running pipeline ", pipeline_, "?"));
+    }
+    absl::StatusOr<SlotState> slot = ReadSlotState(conn, source_.slot);
+    if (!slot.ok()) return slot.status();
+    if (slot->lost()) {
+      return absl::DataLossError(LostSlotMessage(conn, pipeline_, file_, *slot));
     }
     std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(r, 0, 2));
     if (!lsn) return absl::DataLossError("replication slot has no confirmed_flush_lsn");

@@ -24,7 +24,9 @@ namespace pgflow {
 
 class PostgresSource : public Source {
  public:
-  PostgresSource(std::string pipeline, std::shared_ptr<const PostgresSourceOptions> options);
+  // `file`: the pipeline file, named in messages that tell the user what to run.
+  PostgresSource(std::string pipeline, std::string file,
+                 std::shared_ptr<const PostgresSourceOptions> options);
   ~PostgresSource() override;
 
   absl::StatusOr<Lsn> Prepare() override;
@@ -56,6 +58,7 @@ class PostgresSource : public Source {
   absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
 
   const std::string pipeline_;
+  const std::string file_;
   std::shared_ptr<const PostgresSourceOptions> options_;
   const PostgresSourceOptions& source_;
   PgConnPtr replication_;

@@ -80,6 +80,13 @@ const OptionTable<PostgresSourceOptions>& PostgresSourceTable() {
           .Help("Writes pg_logical_emit_message(false, 'pgflow.heartbeat', '') this often, so "
                 "that the slot of a pipeline whose tables are idle moves with the rest of the "
                 "database (0 turns it off)."),
+      BytesOption("max_retained_wal", &PostgresSourceOptions::max_retained_wal)
+          .ZeroMeansOff()
+          .Help("Warns (a log line every 5 minutes, the metric "
+                "pgflow_slot_retained_wal_over_limit) while the slot makes the server keep more "
+                "WAL than this. The server's own cap is max_slot_wal_keep_size: past it the slot "
+                "is invalidated and the pipeline must copy its tables again; keep this well "
+                "below it (0 turns the warning off)."),
   });
   return *table;
 }
@@ -116,7 +123,7 @@ class PostgresSourceFactory : public SourceFactoryOf<PostgresSourceOptions> {
   std::unique_ptr<Source> Build(
       const SourceContext& context,
       std::shared_ptr<const PostgresSourceOptions> options) const override {
-    return std::make_unique<PostgresSource>(context.pipeline, std::move(options));
+    return std::make_unique<PostgresSource>(context.pipeline, context.file, std::move(options));
   }
 };
 

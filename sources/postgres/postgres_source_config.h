@@ -61,6 +61,8 @@ struct PostgresSourceOptions : SourceOptions {
   // pg_logical_emit_message period; 0 = off. On by default: an idle pipeline on a busy
   // database is the common case.
   std::chrono::milliseconds heartbeat_interval{10000};
+  // Retained WAL past which the slot monitor warns; 0: never.
+  uint64_t max_retained_wal = 1ull << 30;
 };
 
 // The postgres source's options of `pipeline`, or nullptr when its source is of another type.

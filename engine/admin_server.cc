@@ -1,0 +1,280 @@
+#include "engine/admin_server.h"
+
+#include <utility>  // before asio's awaitable.hpp (Boost 1.74 under g++ 12)
+
+// g++ 12 pairs the coroutine frames' operator delete (asio's recycling allocator, Boost 1.74)
+// with the wrong operator new and warns; the pair is asio's own and matches.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+#include <boost/asio.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/listen_address.h"
+#include "engine/log.h"
+#include "engine/str_cat.h"
+
+namespace pgflow {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+// Coroutines and sockets name the io_context's executor rather than asio's type-erased default
+// (as the kv servers do).
+using Executor = asio::io_context::executor_type;
+template <typename T>
+using Task = asio::awaitable<T, Executor>;
+constexpr asio::use_awaitable_t<Executor> kUseTask;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+using Stream = beast::basic_stream<tcp, Executor>;
+
+constexpr size_t kHeaderLimit = 8 * 1024;
+
+struct Reply {
+  http::status status = http::status::ok;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+}  // namespace
+
+class AdminServer::Impl {
+ public:
+  Impl(AdminServerOptions options, MetricsRegistry* metrics, RunStatus* status)
+      : options_(std::move(options)), metrics_(metrics), status_(status) {}
+
+  absl::Status Start() {
+    absl::StatusOr<ListenAddress> parsed = ParseListenAddress(options_.listen);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("admin: listen '", options_.listen, "': ", parsed.status().message()));
+    }
+    boost::system::error_code ec;
+    asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(absl::StrCat("admin: listen '", options_.listen, "': '",
+                                                     parsed->host, "' is not an IP address"));
+    }
+    tcp::endpoint endpoint(ip, parsed->port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(64, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("admin: cannot listen on ", options_.listen, ": ", ec.message()));
+    }
+    port_ = acceptor_.local_endpoint().port();
+    asio::co_spawn(context_.get_executor(), Accept(), asio::detached);
+    thread_ = std::thread([this] {
+      SetLogComponent("admin");
+      context_.run();
+    });
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    asio::post(context_, [this] {
+      boost::system::error_code ignored;
+      acceptor_.close(ignored);
+    });
+    context_.stop();
+    thread_.join();
+  }
+
+  int port() const { return port_; }
+
+ private:
+  Task<void> Accept() {
+    while (true) {
+      boost::system::error_code ec;
+      Socket socket = co_await acceptor_.async_accept(asio::redirect_error(kUseTask, ec));
+      if (ec) {
+        if (!acceptor_.is_open()) co_return;
+        continue;  // a client that went away before it was accepted, or out of descriptors
+      }
+      asio::co_spawn(context_.get_executor(), Serve(std::move(socket)), asio::detached);
+    }
+  }
+
+  // One connection: requests answered in turn (keep-alive) until the client closes, errs or
+  // is too slow.
+  Task<void> Serve(Socket socket) {
+    Stream stream(std::move(socket));
+    struct Count {
+      std::atomic<size_t>* n;
+      ~Count() { n->fetch_sub(1); }
+    } counted{&connections_};
+    const bool over_limit = connections_.fetch_add(1) >= options_.max_connections;
+    beast::flat_buffer buffer(kHeaderLimit);
+    while (true) {
+      http::request_parser<http::empty_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(0);
+      stream.expires_after(options_.io_timeout);
+      boost::system::error_code ec;
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(kUseTask, ec));
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+          ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      Reply reply;
+      bool keep_alive = false;
+      unsigned version = 11;
+      bool head = false;
+      if (ec) {
+        reply = {http::status::bad_request, "text/plain; charset=utf-8",
+                 absl::StrCat("bad request: ", ec.message(), "\n")};
+      } else if (over_limit) {
+        reply = {http::status::service_unavailable, "text/plain; charset=utf-8",
+                 absl::StrCat("too many connections to the admin endpoint (at most ",
+                              options_.max_connections, ")\n")};
+      } else {
+        const http::request<http::empty_body>& request = parser.get();
+        keep_alive = request.keep_alive();
+        version = request.version();
+        head = request.method() == http::verb::head;
+        reply = Answer(request);
+      }
+      http::response<http::string_body> response(reply.status, version);
+      response.set(http::field::server, "pgflow");
+      response.set(http::field::content_type, reply.content_type);
+      response.keep_alive(keep_alive);
+      response.body() = std::move(reply.body);
+      response.prepare_payload();
+      if (head) response.body().clear();  // Content-Length stays that of the GET
+      stream.expires_after(options_.io_timeout);
+      http::response_serializer<http::string_body> serializer(response);
+      if (head) serializer.split(true);
+      if (head) {
+        co_await http::async_write_header(stream, serializer,
+                                          asio::redirect_error(kUseTask, ec));
+      } else {
+        co_await http::async_write(stream, serializer, asio::redirect_error(kUseTask, ec));
+      }
+      if (ec || !keep_alive) {
+        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_return;
+      }
+    }
+  }
+
+  Reply Answer(const http::request<http::empty_body>& request) {
+    if (request.method() != http::verb::get && request.method() != http::verb::head) {
+      return {http::status::method_not_allowed, "text/plain; charset=utf-8",
+              "only GET and HEAD are served here\n"};
+    }
+    std::string_view target(request.target().data(), request.target().size());
+    if (size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    if (target == "/metrics") {
+      return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+              metrics_->Exposition()};
+    }
+    if (target == "/healthz") return {http::status::ok, "text/plain; charset=utf-8", "ok\n"};
+    if (target == "/readyz") {
+      std::string reason;
+      if (status_->Ready(&reason)) return {http::status::ok, "text/plain; charset=utf-8", "ready\n"};
+      return {http::status::service_unavailable, "text/plain; charset=utf-8",
+              absl::StrCat("not ready: ", reason, "\n")};
+    }
+    if (target == "/status") {
+      return {http::status::ok, "application/json", status_->ToJson().dump(2) + "\n"};
+    }
+    if (target == "/") {
+      return {http::status::ok, "text/plain; charset=utf-8",
+              absl::StrCat("pgflow admin endpoint of pipeline ", status_->pipeline(),
+                           ": /metrics /healthz /readyz /status\n")};
+    }
+    return {http::status::not_found, "text/plain; charset=utf-8",
+            Cat("no such page: ", target, " (try /metrics /healthz /readyz /status)\n")};
+  }
+
+  const AdminServerOptions options_;
+  MetricsRegistry* const metrics_;
+  RunStatus* const status_;
+  asio::io_context context_{1};
+  Acceptor acceptor_{context_.get_executor()};
+  std::thread thread_;
+  int port_ = 0;
+  std::atomic<size_t> connections_{0};
+};
+
+namespace {
+
+Task<void> Get(tcp::endpoint endpoint, std::string target, std::string host, HttpReply* reply,
+               boost::system::error_code* error) {
+  Stream stream(co_await asio::this_coro::executor);
+  boost::system::error_code& ec = *error;
+  co_await stream.async_connect(endpoint, asio::redirect_error(kUseTask, ec));
+  if (ec) co_return;
+  http::request<http::empty_body> request(http::verb::get, target, 11);
+  request.set(http::field::host, host);
+  request.set(http::field::user_agent, "pgflow");
+  co_await http::async_write(stream, request, asio::redirect_error(kUseTask, ec));
+  if (ec) co_return;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(kUseTask, ec));
+  if (ec) co_return;
+  reply->status = static_cast<int>(parser.get().result_int());
+  reply->body = std::move(parser.get().body());
+}
+
+}  // namespace
+
+absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string& target,
+                                   std::chrono::milliseconds timeout) {
+  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(listen);
+  if (!parsed.ok()) return parsed.status();
+  boost::system::error_code ec;
+  asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("'", parsed->host, "' is not an IP address"));
+  if (ip.is_unspecified()) {
+    ip = ip.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
+                    : asio::ip::address(asio::ip::address_v4::loopback());
+  }
+  asio::io_context context(1);
+  HttpReply reply;
+  boost::system::error_code error;
+  asio::co_spawn(context.get_executor(),
+                 Get(tcp::endpoint(ip, parsed->port), target, parsed->ToString(), &reply, &error),
+                 asio::detached);
+  context.run_for(timeout);
+  if (!context.stopped()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the admin endpoint ", listen, " did not answer within ",
+                     timeout.count(), " ms"));
+  }
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("the admin endpoint ", listen, ": ", error.message()));
+  }
+  return reply;
+}
+
+AdminServer::AdminServer(AdminServerOptions options, MetricsRegistry* metrics, RunStatus* status)
+    : impl_(std::make_unique<Impl>(std::move(options), metrics, status)) {}
+
+AdminServer::~AdminServer() { Stop(); }
+
+absl::Status AdminServer::Start() { return impl_->Start(); }
+
+void AdminServer::Stop() { impl_->Stop(); }
+
+int AdminServer::port() const { return impl_->port(); }
+
+}  // namespace pgflow

@@ -1,0 +1,59 @@
+#pragma once
+
+// The admin endpoint (`admin: {listen: host:port}`): a small HTTP/1.1 server on Boost.Beast,
+// on one thread of its own, serving
+//   /metrics  the metrics registry in Prometheus's text format 0.0.4;
+//   /healthz  200 while the process is alive;
+//   /readyz   200 while the pipeline copies or streams and every sink is healthy, else 503
+//             with the reason;
+//   /status   the RunStatus as JSON.
+// GET and HEAD only. Bounded so that a slow or hostile client cannot hurt the pipeline: at most
+// max_connections at once (past it a client gets 503 and is closed), requests of at most
+// 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
+// Nothing here takes a lock the pipeline's hot paths take (engine/metrics.h).
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/metrics.h"
+#include "engine/run_status.h"
+
+namespace pgflow {
+
+struct AdminServerOptions {
+  std::string listen;  // host:port (engine/listen_address.h)
+  size_t max_connections = 64;
+  std::chrono::milliseconds io_timeout{10000};
+};
+
+// GETs `target` from the admin endpoint listening on `listen` (a wildcard address is reached on
+// loopback): the status code and body, or an error when nothing answers within `timeout`.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string& target,
+                                   std::chrono::milliseconds timeout);
+
+class AdminServer {
+ public:
+  // `metrics` and `status` must outlive the server.
+  AdminServer(AdminServerOptions options, MetricsRegistry* metrics, RunStatus* status);
+  ~AdminServer();  // Stop()
+
+  // Binds (an error names the address) and starts serving.
+  absl::Status Start();
+  // Closes the listener and every connection and joins the thread. Idempotent.
+  void Stop();
+  // The bound port (useful with port 0).
+  int port() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgflow

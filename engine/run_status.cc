@@ -1,0 +1,180 @@
+#include "engine/run_status.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace pgflow {
+namespace {
+
+nlohmann::json LsnJson(Lsn lsn) {
+  return lsn.IsValid() ? nlohmann::json(lsn.ToString()) : nlohmann::json(nullptr);
+}
+
+std::string TimeJson(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+}
+
+}  // namespace
+
+const char* RunPhaseName(RunPhase phase) {
+  switch (phase) {
+    case RunPhase::kStarting:
+      return "starting";
+    case RunPhase::kRunning:
+      return "running";
+    case RunPhase::kRetrying:
+      return "retrying";
+    case RunPhase::kStopped:
+      return "stopped";
+    case RunPhase::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+nlohmann::json SlotState::ToJson() const {
+  nlohmann::json j;
+  j["name"] = name;
+  j["exists"] = exists;
+  if (!exists) return j;
+  j["active"] = active;
+  j["wal_status"] = wal_status;
+  j["restart_lsn"] = LsnJson(restart_lsn);
+  j["confirmed_flush_lsn"] = LsnJson(confirmed_flush_lsn);
+  j["server_wal"] = LsnJson(server_wal);
+  j["retained_wal_bytes"] = retained_bytes;
+  j["safe_wal_size"] = safe_wal_size.has_value() ? nlohmann::json(*safe_wal_size) : nullptr;
+  j["max_retained_wal"] = max_retained_wal;
+  j["read_at"] = TimeJson(read_at);
+  return j;
+}
+
+void RunStatus::SetPhase(RunPhase phase, std::string reason) {
+  absl::MutexLock lock(&mu_);
+  phase_ = phase;
+  reason_ = std::move(reason);
+}
+
+void RunStatus::NoteError(std::string message) {
+  absl::MutexLock lock(&mu_);
+  last_error_ = std::move(message);
+  last_error_at_ = absl::Now();
+}
+
+void RunStatus::NoteRestart() {
+  absl::MutexLock lock(&mu_);
+  ++restarts_;
+}
+
+void RunStatus::SetSlot(SlotState slot) {
+  absl::MutexLock lock(&mu_);
+  slot_ = std::move(slot);
+}
+
+std::optional<SlotState> RunStatus::slot() const {
+  absl::MutexLock lock(&mu_);
+  return slot_;
+}
+
+void RunStatus::Attach(std::function<PipelineView()> view) {
+  absl::MutexLock lock(&mu_);
+  view_ = std::move(view);
+}
+
+void RunStatus::Detach() {
+  absl::MutexLock lock(&mu_);
+  view_ = nullptr;
+}
+
+bool RunStatus::Ready(std::string* reason) const {
+  absl::MutexLock lock(&mu_);
+  if (slot_.has_value() && slot_->lost()) {
+    *reason = absl::StrCat("replication slot ", slot_->name, " is lost");
+    return false;
+  }
+  if (phase_ != RunPhase::kRunning) {
+    *reason = reason_.empty() ? RunPhaseName(phase_) : absl::StrCat(RunPhaseName(phase_), ": ", reason_);
+    return false;
+  }
+  if (view_ == nullptr) {
+    *reason = "starting";
+    return false;
+  }
+  PipelineView view = view_();
+  if (!view.started) {
+    *reason = "starting: opening sinks and preparing the source";
+    return false;
+  }
+  for (const SinkView& sink : view.sinks) {
+    if (sink.failed) {
+      *reason = absl::StrCat("sink ", sink.name, " failed: ", last_error_);
+      return false;
+    }
+  }
+  if (!view.snapshot_running && !view.server_wal_end.IsValid()) {
+    *reason = "starting: waiting for the source's first message";
+    return false;
+  }
+  return true;
+}
+
+nlohmann::json RunStatus::ToJson() const {
+  std::string not_ready;
+  const bool ready = Ready(&not_ready);
+  absl::MutexLock lock(&mu_);
+  nlohmann::json j;
+  j["pipeline"] = pipeline_;
+  j["ready"] = ready;
+  if (!ready) j["not_ready_reason"] = not_ready;
+  j["started_at"] = TimeJson(started_at_);
+  j["restarts"] = restarts_;
+  std::optional<PipelineView> view;
+  if (phase_ == RunPhase::kRunning && view_ != nullptr) view = view_();
+  std::string phase = RunPhaseName(phase_);
+  if (view.has_value()) {
+    phase = view->snapshot_running            ? "snapshot"
+            : view->server_wal_end.IsValid()  ? "streaming"
+                                              : "starting";
+  }
+  j["phase"] = phase;
+  if (!reason_.empty()) j["phase_reason"] = reason_;
+  j["last_error"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_error_);
+  j["last_error_at"] =
+      last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(TimeJson(last_error_at_));
+  j["slot"] = slot_.has_value() ? slot_->ToJson() : nlohmann::json(nullptr);
+  if (!view.has_value()) {
+    j["snapshot"] = nullptr;
+    j["sinks"] = nlohmann::json::array();
+    return j;
+  }
+  nlohmann::json snapshot;
+  snapshot["running"] = view->snapshot_running;
+  snapshot["tables"] = nlohmann::json::array();
+  for (const TableProgress& t : view->snapshot_tables) {
+    snapshot["tables"].push_back({{"table", t.name},
+                                  {"rows", t.rows},
+                                  {"bytes_done", t.bytes_done},
+                                  {"bytes_total", t.bytes_total},
+                                  {"chunks_done", t.chunks_done},
+                                  {"chunks_total", t.chunks_total}});
+  }
+  j["snapshot"] = snapshot;
+  j["server_wal_end"] = LsnJson(view->server_wal_end);
+  j["confirmed"] = LsnJson(view->confirmed);
+  j["unconfirmed_bytes"] = view->server_wal_end > view->confirmed
+                               ? view->server_wal_end.value - view->confirmed.value
+                               : 0;
+  j["changes"] = view->changes;
+  j["transactions"] = view->transactions;
+  j["sinks"] = nlohmann::json::array();
+  for (const SinkView& s : view->sinks) {
+    j["sinks"].push_back({{"name", s.name},
+                          {"type", s.type},
+                          {"durable", LsnJson(s.durable)},
+                          {"lag_seconds", s.lag_seconds},
+                          {"queue_bytes", s.queue_bytes},
+                          {"failed", s.failed}});
+  }
+  return j;
+}
+
+}  // namespace pgflow

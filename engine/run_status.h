@@ -1,0 +1,116 @@
+#pragma once
+
+// What a running pipeline tells its operators: the phase it is in, how its snapshot stands,
+// its replication slot, each sink's lag and the last error. `pgflow run` keeps one RunStatus
+// across every attempt of its pipeline (an attempt ends when a server is lost, and the next
+// starts from the confirmed position); the admin server (engine/admin_server.h) renders it as
+// /status and /readyz, and `pgflow status` reads that /status back.
+//
+// Thread-safe: the run loop and the pipeline write it, the admin server reads it.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include <nlohmann/json.hpp>
+
+#include "engine/lsn.h"
+#include "engine/progress.h"
+
+namespace pgflow {
+
+// What the run loop is doing.
+enum class RunPhase {
+  kStarting,  // before an attempt has started streaming or copying
+  kRunning,   // an attempt runs; PipelineView says whether it copies or streams
+  kRetrying,  // an attempt failed on a server that is down; waiting to start the next
+  kStopped,   // stopped cleanly
+  kFailed,    // stopped on an error that a restart would not cure
+};
+const char* RunPhaseName(RunPhase phase);
+
+// A replication slot as pg_replication_slots shows it (read by the source's monitor).
+struct SlotState {
+  bool exists = false;
+  std::string name;
+  bool active = false;
+  std::string wal_status;          // reserved, extended, unreserved, lost (empty if unknown)
+  Lsn restart_lsn;                 // invalid once the slot is lost
+  Lsn confirmed_flush_lsn;         // what the pipeline confirmed
+  Lsn server_wal;                  // the server's current WAL position
+  int64_t retained_bytes = 0;      // server_wal - restart_lsn: WAL kept for the slot
+  std::optional<int64_t> safe_wal_size;  // bytes that may still be written before it is lost
+  int64_t max_retained_wal = 0;    // the pipeline's warning threshold (0: none)
+  absl::Time read_at = absl::InfinitePast();
+
+  bool lost() const { return exists && wal_status == "lost"; }
+  nlohmann::json ToJson() const;
+};
+
+// One sink as the pipeline sees it.
+struct SinkView {
+  std::string name;
+  std::string type;
+  uint64_t queue_bytes = 0;  // batches waiting for the sink
+  Lsn durable;               // the last position the sink made durable
+  // Seconds from commit to durable: of the oldest transaction written to the sink and not yet
+  // durable, or (when none is pending) of the last one made durable.
+  double lag_seconds = 0;
+  bool failed = false;
+};
+
+// A live attempt of the pipeline.
+struct PipelineView {
+  bool started = false;           // sinks open, source prepared
+  bool snapshot_running = false;  // a snapshot (initial, resumed or backfill) is copying
+  std::vector<TableProgress> snapshot_tables;
+  Lsn server_wal_end;             // as the server last reported it (invalid before streaming)
+  Lsn confirmed;                  // the position confirmed to the source
+  uint64_t changes = 0;
+  uint64_t transactions = 0;
+  std::vector<SinkView> sinks;
+};
+
+class RunStatus {
+ public:
+  explicit RunStatus(std::string pipeline) : pipeline_(std::move(pipeline)) {}
+
+  const std::string& pipeline() const { return pipeline_; }
+
+  void SetPhase(RunPhase phase, std::string reason = "");
+  // Records the latest error (already free of secrets: errors scrub connection strings).
+  void NoteError(std::string message);
+  void NoteRestart();
+  void SetSlot(SlotState slot);
+  std::optional<SlotState> slot() const;
+
+  // The live attempt's state, provided by the pipeline while it runs (engine/pipeline.cc
+  // attaches and detaches itself; Detach waits for a call in progress to end).
+  void Attach(std::function<PipelineView()> view);
+  void Detach();
+
+  // Whether the pipeline is ready: an attempt streams or copies and no sink has failed. When
+  // not, `reason` says why.
+  bool Ready(std::string* reason) const;
+
+  // The whole status as /status serves it.
+  nlohmann::json ToJson() const;
+
+ private:
+  const std::string pipeline_;
+  const absl::Time started_at_ = absl::Now();
+  mutable absl::Mutex mu_;
+  RunPhase phase_ ABSL_GUARDED_BY(mu_) = RunPhase::kStarting;
+  std::string reason_ ABSL_GUARDED_BY(mu_);
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_error_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t restarts_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<SlotState> slot_ ABSL_GUARDED_BY(mu_);
+  std::function<PipelineView()> view_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace pgflow
