@@ -23,9 +23,9 @@
 #include "engine/config.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
-#include "engine/run_status.h"
 #include "engine/pipeline.h"
 #include "engine/progress.h"
+#include "engine/run_status.h"
 #include "engine/stop_signal.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
@@ -176,11 +176,10 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   const MetricLabels labels = {{"pipeline", config->name}};
   Counter* restarts = metrics.GetCounter(
       "pgflow_pipeline_restarts_total",
-      "Times the pipeline started again from the confirmed position after losing a server",
-      labels);
-  Gauge* ready = metrics.GetGauge(
-      "pgflow_pipeline_ready", "1 while the pipeline copies or streams and every sink is healthy",
-      labels);
+      "Times the pipeline started again from the confirmed position after losing a server", labels);
+  Gauge* ready =
+      metrics.GetGauge("pgflow_pipeline_ready",
+                       "1 while the pipeline copies or streams and every sink is healthy", labels);
   metrics.AddCollector([&run_status, ready] {
     std::string reason;
     ready->Set(run_status.Ready(&reason) ? 1 : 0);

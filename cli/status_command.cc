@@ -17,8 +17,7 @@ constexpr std::chrono::milliseconds kAdminTimeout(3000);
 // The snapshot progress pgflow recorded in the source (pgflow.snapshots and the chunks a
 // stopped snapshot left); null when the pipeline never took one or the role may not read it.
 nlohmann::json CatalogSnapshot(PGconn* conn, const std::string& pipeline) {
-  auto run = Exec(conn,
-                  "SELECT started_at, finished_at FROM pgflow.snapshots WHERE pipeline = $1",
+  auto run = Exec(conn, "SELECT started_at, finished_at FROM pgflow.snapshots WHERE pipeline = $1",
                   {pipeline});
   if (!run.ok() || PQntuples(run->get()) != 1) return nullptr;
   nlohmann::json snapshot;
@@ -75,10 +74,11 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
       process = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
       if (process.is_discarded()) process = nullptr;
     }
-    report["admin"] = {{"listen", config.admin.listen},
-                       {"reachable", !process.is_null()},
-                       {"error", reply.ok() ? nlohmann::json(nullptr)
-                                            : nlohmann::json(std::string(reply.status().message()))}};
+    report["admin"] = {
+        {"listen", config.admin.listen},
+        {"reachable", !process.is_null()},
+        {"error", reply.ok() ? nlohmann::json(nullptr)
+                             : nlohmann::json(std::string(reply.status().message()))}};
   }
 
   // The source's catalog.
@@ -113,13 +113,11 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
                                "down (`pgflow run ",
                                file, "` creates it and copies the tables)"));
         } else if (slot->lost()) {
-          problem(kStatusUnreachable,
-                  LostSlotMessage(conn->get(), config.name, file, *slot));
+          problem(kStatusUnreachable, LostSlotMessage(conn->get(), config.name, file, *slot));
         } else if (slot->max_retained_wal > 0 && slot->retained_bytes > slot->max_retained_wal) {
-          problem(kStatusDegraded,
-                  absl::StrCat("the slot keeps ", HumanBytes(slot->retained_bytes),
-                               " of WAL, more than max_retained_wal (",
-                               HumanBytes(slot->max_retained_wal), ")"));
+          problem(kStatusDegraded, absl::StrCat("the slot keeps ", HumanBytes(slot->retained_bytes),
+                                                " of WAL, more than max_retained_wal (",
+                                                HumanBytes(slot->max_retained_wal), ")"));
         }
       }
       snapshot = CatalogSnapshot(conn->get(), config.name);
@@ -138,9 +136,8 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
               absl::StrCat("not ready: ", Text(process, "not_ready_reason", "unknown")));
     }
   } else if (slot_active) {
-    phase = config.admin.listen.empty()
-                ? "running (no admin endpoint to ask for more)"
-                : "running (its admin endpoint does not answer)";
+    phase = config.admin.listen.empty() ? "running (no admin endpoint to ask for more)"
+                                        : "running (its admin endpoint does not answer)";
   } else if (slot_lost) {
     phase = "stopped, slot lost";
   } else {
@@ -174,18 +171,20 @@ std::string FormatStatus(const nlohmann::json& report) {
                   report["file"].get<std::string>(), ")\n");
   line("health", report["health"].get<std::string>());
   line("phase", report["phase"].get<std::string>());
-  line("source", absl::StrCat(Text(report["source"], "type"), " ", Text(report["source"], "where")));
+  line("source",
+       absl::StrCat(Text(report["source"], "type"), " ", Text(report["source"], "where")));
   const nlohmann::json& slot = report["slot"];
   if (slot.is_object() && slot.value("exists", false)) {
     std::string safe = Text(slot, "wal_status") == "lost" ? "-"
                        : slot["safe_wal_size"].is_null()
                            ? "no cap (max_slot_wal_keep_size -1)"
                            : HumanBytes(static_cast<double>(slot["safe_wal_size"].get<int64_t>()));
-    line("slot", absl::StrCat(slot["name"].get<std::string>(), ": ",
-                              slot["active"].get<bool>() ? "active" : "inactive", ", wal_status ",
-                              Text(slot, "wal_status"), ", retained WAL ",
-                              HumanBytes(static_cast<double>(slot["retained_wal_bytes"].get<int64_t>())),
-                              ", safe_wal_size ", safe));
+    line("slot",
+         absl::StrCat(slot["name"].get<std::string>(), ": ",
+                      slot["active"].get<bool>() ? "active" : "inactive", ", wal_status ",
+                      Text(slot, "wal_status"), ", retained WAL ",
+                      HumanBytes(static_cast<double>(slot["retained_wal_bytes"].get<int64_t>())),
+                      ", safe_wal_size ", safe));
     line("", absl::StrCat("confirmed ", Text(slot, "confirmed_flush_lsn"), ", server at ",
                           Text(slot, "server_wal")));
   } else if (slot.is_object()) {
@@ -196,30 +195,29 @@ std::string FormatStatus(const nlohmann::json& report) {
     std::string state = snapshot.value("running", false) ? "copying" : Text(snapshot, "state", "");
     line("snapshot", state.empty() ? "-" : state);
     for (const nlohmann::json& t : snapshot["tables"]) {
-      line("", absl::StrFormat("%s: %s rows, %s of %s, %d/%d chunks", t["table"].get<std::string>(),
-                               HumanCount(t["rows"].get<uint64_t>()),
-                               HumanBytes(t["bytes_done"].get<double>()),
-                               HumanBytes(t["bytes_total"].get<double>()),
-                               t["chunks_done"].get<uint64_t>(), t["chunks_total"].get<uint64_t>()));
+      line("", absl::StrFormat(
+                   "%s: %s rows, %s of %s, %d/%d chunks", t["table"].get<std::string>(),
+                   HumanCount(t["rows"].get<uint64_t>()), HumanBytes(t["bytes_done"].get<double>()),
+                   HumanBytes(t["bytes_total"].get<double>()), t["chunks_done"].get<uint64_t>(),
+                   t["chunks_total"].get<uint64_t>()));
     }
   }
   if (report["sinks"].is_array() && !report["sinks"].empty()) {
-    line("sinks", absl::StrFormat("%-16s %-10s %10s %14s %10s", "NAME", "TYPE", "LAG", "DURABLE",
-                                  "QUEUE"));
+    line("sinks",
+         absl::StrFormat("%-16s %-10s %10s %14s %10s", "NAME", "TYPE", "LAG", "DURABLE", "QUEUE"));
     for (const nlohmann::json& s : report["sinks"]) {
       line("", absl::StrFormat("%-16s %-10s %9.1fs %14s %10s%s", s["name"].get<std::string>(),
                                s["type"].get<std::string>(), s["lag_seconds"].get<double>(),
-                               Text(s, "durable"),
-                               HumanBytes(s["queue_bytes"].get<double>()),
+                               Text(s, "durable"), HumanBytes(s["queue_bytes"].get<double>()),
                                s["failed"].get<bool>() ? "  FAILED" : ""));
     }
   }
   if (report.contains("admin")) {
-    line("admin", absl::StrCat(Text(report["admin"], "listen"),
-                               report["admin"]["reachable"].get<bool>()
-                                   ? ""
-                                   : absl::StrCat(" (", Text(report["admin"], "error", "no answer"),
-                                                  ")")));
+    line("admin",
+         absl::StrCat(Text(report["admin"], "listen"),
+                      report["admin"]["reachable"].get<bool>()
+                          ? ""
+                          : absl::StrCat(" (", Text(report["admin"], "error", "no answer"), ")")));
   }
   line("last error", Text(report, "last_error", "none"));
   for (const nlohmann::json& p : report["problems"]) line("problem", p.get<std::string>());

@@ -7,8 +7,8 @@
 
 #include <string>
 
-#include "absl/status/statusor.h"
 #include <nlohmann/json.hpp>
+#include "absl/status/statusor.h"
 
 #include "engine/config.h"
 

@@ -160,8 +160,7 @@ class AdminServer::Impl {
       http::response_serializer<http::string_body> serializer(response);
       if (head) serializer.split(true);
       if (head) {
-        co_await http::async_write_header(stream, serializer,
-                                          asio::redirect_error(kUseTask, ec));
+        co_await http::async_write_header(stream, serializer, asio::redirect_error(kUseTask, ec));
       } else {
         co_await http::async_write(stream, serializer, asio::redirect_error(kUseTask, ec));
       }
@@ -180,13 +179,13 @@ class AdminServer::Impl {
     std::string_view target(request.target().data(), request.target().size());
     if (size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     if (target == "/metrics") {
-      return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
-              metrics_->Exposition()};
+      return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8", metrics_->Exposition()};
     }
     if (target == "/healthz") return {http::status::ok, "text/plain; charset=utf-8", "ok\n"};
     if (target == "/readyz") {
       std::string reason;
-      if (status_->Ready(&reason)) return {http::status::ok, "text/plain; charset=utf-8", "ready\n"};
+      if (status_->Ready(&reason))
+        return {http::status::ok, "text/plain; charset=utf-8", "ready\n"};
       return {http::status::service_unavailable, "text/plain; charset=utf-8",
               absl::StrCat("not ready: ", reason, "\n")};
     }
@@ -242,7 +241,8 @@ absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string&
   if (!parsed.ok()) return parsed.status();
   boost::system::error_code ec;
   asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("'", parsed->host, "' is not an IP address"));
+  if (ec)
+    return absl::InvalidArgumentError(absl::StrCat("'", parsed->host, "' is not an IP address"));
   if (ip.is_unspecified()) {
     ip = ip.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
                     : asio::ip::address(asio::ip::address_v4::loopback());
@@ -255,9 +255,8 @@ absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string&
                  asio::detached);
   context.run_for(timeout);
   if (!context.stopped()) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("the admin endpoint ", listen, " did not answer within ",
-                     timeout.count(), " ms"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the admin endpoint ", listen, " did not answer within ", timeout.count(), " ms"));
   }
   if (error) {
     return absl::UnavailableError(

@@ -6,9 +6,9 @@
 #include <mutex>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include <nlohmann/json.hpp>
 
 namespace pgflow {
 namespace {

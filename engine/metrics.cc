@@ -195,8 +195,8 @@ std::string MetricsRegistry::Exposition() {
             absl::StrAppend(&out, name, "_bucket", RenderLabels(cell.labels, "le", le), " ",
                             cumulative, "\n");
           }
-          absl::StrAppend(&out, name, "_sum", rendered, " ", FormatSampleValue(h.sum()), "\n",
-                          name, "_count", rendered, " ", cumulative, "\n");
+          absl::StrAppend(&out, name, "_sum", rendered, " ", FormatSampleValue(h.sum()), "\n", name,
+                          "_count", rendered, " ", cumulative, "\n");
           break;
         }
       }

@@ -107,8 +107,8 @@ class MetricsRegistry {
     std::string help;
     std::map<std::string, Cell> cells;  // by rendered label set, so output order is stable
   };
-  Cell& CellFor(std::string_view name, std::string_view help, Type type,
-                const MetricLabels& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Cell& CellFor(std::string_view name, std::string_view help, Type type, const MetricLabels& labels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::map<std::string, Family, std::less<>> families_ ABSL_GUARDED_BY(mu_);

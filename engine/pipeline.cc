@@ -201,16 +201,16 @@ class Pipeline::FanOut : public Emitter {
 std::vector<SinkSlot> BuildSinks(const PipelineConfig& config) {
   std::vector<SinkSlot> sinks;
   for (const SinkConfig& sink : config.sinks) {
-    sinks.push_back(SinkSlot{sink.name,
-                             sink.factory->Create(ContextFor(config, sink), sink.options),
-                             sink.common.flush_interval, sink.common.ddl, TransformChain(),
-                             sink.type});
+    sinks.push_back(
+        SinkSlot{sink.name, sink.factory->Create(ContextFor(config, sink), sink.options),
+                 sink.common.flush_interval, sink.common.ddl, TransformChain(), sink.type});
   }
   return sinks;
 }
 
 std::unique_ptr<Source> BuildSource(const PipelineConfig& config) {
-  return config.source.factory->Create(SourceContext{config.name, config.file}, config.source.options);
+  return config.source.factory->Create(SourceContext{config.name, config.file},
+                                       config.source.options);
 }
 
 Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
@@ -226,15 +226,15 @@ Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
         "pgflow_sink_failures_total",
         "Failures of the sink (each stops the attempt; `run` starts again after an outage)",
         labels);
-    state->ddl_applied = metrics_->GetCounter(
-        "pgflow_sink_ddl_events_total", "Schema change (DDL) events the sink took", labels);
+    state->ddl_applied = metrics_->GetCounter("pgflow_sink_ddl_events_total",
+                                              "Schema change (DDL) events the sink took", labels);
     state->flush_seconds = metrics_->GetHistogram(
         "pgflow_sink_flush_seconds", "Time the sink took to make its writes durable (Flush)",
         labels, LatencyBuckets());
     state->batch_events = metrics_->GetHistogram(
         "pgflow_sink_batch_events", "Events per batch handed to the sink", labels, SizeBuckets());
-    state->queue_bytes = metrics_->GetGauge(
-        "pgflow_sink_queue_bytes", "Bytes of events queued for the sink", labels);
+    state->queue_bytes = metrics_->GetGauge("pgflow_sink_queue_bytes",
+                                            "Bytes of events queued for the sink", labels);
     state->lag_seconds = metrics_->GetGauge(
         "pgflow_sink_lag_seconds",
         "Seconds from commit to durable in the sink: of the oldest transaction not yet durable, "
@@ -309,7 +309,8 @@ void Pipeline::CollectMetrics() {
         ->GetGauge("pgflow_snapshot_bytes_done", "Heap bytes of the chunks the snapshot copied",
                    table)
         ->Set(t.bytes_done);
-    metrics_->GetGauge("pgflow_snapshot_bytes_total", "Heap bytes the snapshot plans to copy", table)
+    metrics_
+        ->GetGauge("pgflow_snapshot_bytes_total", "Heap bytes the snapshot plans to copy", table)
         ->Set(t.bytes_total);
     metrics_->GetGauge("pgflow_snapshot_chunks_done", "Snapshot chunks copied", table)
         ->Set(t.chunks_done);
@@ -472,8 +473,7 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   auto flush = [&]() -> bool {
     last_flush = Clock::now();
     absl::Status s = slot.sink->Flush();
-    state.flush_seconds->Observe(
-        std::chrono::duration<double>(Clock::now() - last_flush).count());
+    state.flush_seconds->Observe(std::chrono::duration<double>(Clock::now() - last_flush).count());
     if (!s.ok()) {
       fail(s);
       return false;

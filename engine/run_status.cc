@@ -92,7 +92,8 @@ bool RunStatus::Ready(std::string* reason) const {
     return false;
   }
   if (phase_ != RunPhase::kRunning) {
-    *reason = reason_.empty() ? RunPhaseName(phase_) : absl::StrCat(RunPhaseName(phase_), ": ", reason_);
+    *reason =
+        reason_.empty() ? RunPhaseName(phase_) : absl::StrCat(RunPhaseName(phase_), ": ", reason_);
     return false;
   }
   if (view_ == nullptr) {
@@ -131,9 +132,9 @@ nlohmann::json RunStatus::ToJson() const {
   if (phase_ == RunPhase::kRunning && view_ != nullptr) view = view_();
   std::string phase = RunPhaseName(phase_);
   if (view.has_value()) {
-    phase = view->snapshot_running            ? "snapshot"
-            : view->server_wal_end.IsValid()  ? "streaming"
-                                              : "starting";
+    phase = view->snapshot_running           ? "snapshot"
+            : view->server_wal_end.IsValid() ? "streaming"
+                                             : "starting";
   }
   j["phase"] = phase;
   if (!reason_.empty()) j["phase_reason"] = reason_;

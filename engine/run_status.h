@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include <nlohmann/json.hpp>
 
 #include "engine/lsn.h"
 #include "engine/progress.h"
@@ -38,13 +38,13 @@ struct SlotState {
   bool exists = false;
   std::string name;
   bool active = false;
-  std::string wal_status;          // reserved, extended, unreserved, lost (empty if unknown)
-  Lsn restart_lsn;                 // invalid once the slot is lost
-  Lsn confirmed_flush_lsn;         // what the pipeline confirmed
-  Lsn server_wal;                  // the server's current WAL position
-  int64_t retained_bytes = 0;      // server_wal - restart_lsn: WAL kept for the slot
+  std::string wal_status;                // reserved, extended, unreserved, lost (empty if unknown)
+  Lsn restart_lsn;                       // invalid once the slot is lost
+  Lsn confirmed_flush_lsn;               // what the pipeline confirmed
+  Lsn server_wal;                        // the server's current WAL position
+  int64_t retained_bytes = 0;            // server_wal - restart_lsn: WAL kept for the slot
   std::optional<int64_t> safe_wal_size;  // bytes that may still be written before it is lost
-  int64_t max_retained_wal = 0;    // the pipeline's warning threshold (0: none)
+  int64_t max_retained_wal = 0;          // the pipeline's warning threshold (0: none)
   absl::Time read_at = absl::InfinitePast();
 
   bool lost() const { return exists && wal_status == "lost"; }
@@ -68,8 +68,8 @@ struct PipelineView {
   bool started = false;           // sinks open, source prepared
   bool snapshot_running = false;  // a snapshot (initial, resumed or backfill) is copying
   std::vector<TableProgress> snapshot_tables;
-  Lsn server_wal_end;             // as the server last reported it (invalid before streaming)
-  Lsn confirmed;                  // the position confirmed to the source
+  Lsn server_wal_end;  // as the server last reported it (invalid before streaming)
+  Lsn confirmed;       // the position confirmed to the source
   uint64_t changes = 0;
   uint64_t transactions = 0;
   std::vector<SinkView> sinks;

@@ -91,7 +91,8 @@ std::string LostSlotMessage(PGconn* conn, const std::string& pipeline, const std
       range,
       " were removed before pgflow read them, so no sink can be brought up to date from this "
       "slot. Way out: copy the tables again under a new slot: `pgflow teardown ",
-      file, "` (drops the lost slot), empty or drop the sinks' copies (rows deleted meanwhile "
+      file,
+      "` (drops the lost slot), empty or drop the sinks' copies (rows deleted meanwhile "
       "would otherwise stay; `pgflow verify` shows them), then `pgflow run ",
       file, "`, which creates a new slot and copies every table again.");
 }

@@ -39,7 +39,7 @@ class SlotMonitor {
  public:
   SlotMonitor(std::string pipeline, std::string file, const PostgresSourceOptions& options,
               RunStatus* status, MetricsRegistry* metrics, std::function<void(std::string)> on_lost,
-              std::chrono::milliseconds interval = std::chrono::seconds(5));
+              std::chrono::milliseconds interval = std::chrono::seconds(2));
   ~SlotMonitor();  // Stop()
   void Start();
   void Stop();

@@ -14,8 +14,9 @@ using ::testing::HasSubstr;
 
 TEST(MetricsTest, ExpositionHasHelpTypeAndEscapedLabels) {
   MetricsRegistry registry;
-  registry.GetCounter("pgflow_events_total", "Events\nseen \\ counted",
-                      {{"table", "public.\"odd\"\\name\n"}, {"op", "insert"}})
+  registry
+      .GetCounter("pgflow_events_total", "Events\nseen \\ counted",
+                  {{"table", "public.\"odd\"\\name\n"}, {"op", "insert"}})
       ->Add(3);
   registry.GetGauge("pgflow_lag_seconds", "Lag", {{"sink", "pg"}})->Set(0.25);
   EXPECT_EQ(registry.Exposition(),
