@@ -39,6 +39,8 @@ void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 void SetLogFormat(LogFormat format) { g_json.store(format == LogFormat::kJson); }
 
+LogFormat GetLogFormat() { return g_json.load() ? LogFormat::kJson : LogFormat::kText; }
+
 bool ParseLogFormat(std::string_view name, LogFormat* format) {
   if (name == "text") {
     *format = LogFormat::kText;

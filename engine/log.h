@@ -20,6 +20,7 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 // (common/postgres/conninfo.h), and no option value that is a secret is ever logged.
 enum class LogFormat { kText, kJson };
 void SetLogFormat(LogFormat format);
+LogFormat GetLogFormat();
 bool ParseLogFormat(std::string_view name, LogFormat* format);
 // The pipeline every line is about (a process runs one); empty: none.
 void SetLogPipeline(std::string pipeline);

@@ -226,6 +226,9 @@ Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
         "pgflow_sink_failures_total",
         "Failures of the sink (each stops the attempt; `run` starts again after an outage)",
         labels);
+    state->dead_lettered = metrics_->GetCounter(
+        "pgflow_sink_dead_lettered_total",
+        "Events the sink set aside instead of applying them (its dead-letter path)", labels);
     state->ddl_applied = metrics_->GetCounter("pgflow_sink_ddl_events_total",
                                               "Schema change (DDL) events the sink took", labels);
     state->flush_seconds = metrics_->GetHistogram(
@@ -284,6 +287,12 @@ void Pipeline::CollectMetrics() {
     state.queue_bytes->Set(view.sinks[i].queue_bytes);
     state.lag_seconds->Set(view.sinks[i].lag_seconds);
     state.durable_lsn->Set(view.sinks[i].durable.value);
+    // Only moved forward, so two collections at once count each event once.
+    const uint64_t now = sinks_[i].sink->DeadLettered();
+    uint64_t seen = state.dead_lettered_seen.load();
+    while (now > seen && !state.dead_lettered_seen.compare_exchange_weak(seen, now)) {
+    }
+    if (now > seen) state.dead_lettered->Add(now - seen);
   }
   metrics_
       ->GetGauge("pgflow_source_wal_end_lsn",
@@ -329,6 +338,7 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   if (options_.status != nullptr) options_.status->Attach([this] { return View(); });
   const int collector = metrics_->AddCollector([this] { CollectMetrics(); });
   absl::Cleanup unobserved = [this, collector] {
+    CollectMetrics();  // the attempt's last figures (dead letters) before it goes
     metrics_->RemoveCollector(collector);
     if (options_.status != nullptr) options_.status->Detach();
   };
@@ -597,7 +607,9 @@ void Pipeline::ReportProgress(const StopSignal& done, const StopSignal& requeste
   const bool report = options_.progress_interval.count() > 0;
   bool stdout_taken = false;
   for (const SinkSlot& slot : sinks_) stdout_taken = stdout_taken || slot.sink->WritesToStdout();
-  const bool live = isatty(STDERR_FILENO) && !(stdout_taken && isatty(STDOUT_FILENO));
+  // JSON log lines are for machines: progress goes out as lines then, never drawn.
+  const bool live = isatty(STDERR_FILENO) && !(stdout_taken && isatty(STDOUT_FILENO)) &&
+                    GetLogFormat() == LogFormat::kText;
   const auto interval = live ? std::chrono::milliseconds(1000) : options_.progress_interval;
   const auto started = Clock::now();
   auto last = started;

@@ -99,6 +99,10 @@ class Pipeline {
     std::atomic<double> last_lag_seconds{0};  // commit to durable, of the last one made durable
     std::atomic<bool> failed{false};
     Counter* failures = nullptr;
+    Counter* dead_lettered = nullptr;
+    // What the sink's DeadLettered() said at the last collection (it counts from 0 in each
+    // attempt; the counter adds the difference).
+    std::atomic<uint64_t> dead_lettered_seen{0};
     Counter* ddl_applied = nullptr;
     Histogram* flush_seconds = nullptr;
     Histogram* batch_events = nullptr;

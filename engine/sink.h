@@ -68,6 +68,10 @@ class Sink {
   // 0 when none is. Otherwise a flushed chunk is durable.
   virtual uint64_t DurableChunkThrough() const { return 0; }
 
+  // Events the sink set aside instead of applying them (its dead-letter path), since Open.
+  // Thread-safe: the metrics are read from another thread while the sink runs.
+  virtual uint64_t DeadLettered() const { return 0; }
+
   // Releases resources. Not called concurrently with anything else.
   virtual absl::Status Close() = 0;
 

@@ -321,7 +321,7 @@ absl::Status PostgresSink::Close() {
       "applied, %d transactions skipped as already applied%s",
       sink_name_, copied, changes_, transactions_, skipped_transactions(),
       dead_letters_ > 0
-          ? absl::StrCat(", ", dead_letters_, " refused changes set aside in pgflow.dead_letters")
+          ? absl::StrCat(", ", dead_letters_.load(), " refused changes set aside in pgflow.dead_letters")
           : "");
   return status;
 }

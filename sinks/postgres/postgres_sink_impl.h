@@ -43,6 +43,7 @@ class PostgresSink : public TransactionalSink {
   PostgresSink& operator=(const PostgresSink&) = delete;
 
   absl::Status Open() override;
+  uint64_t DeadLettered() const override { return dead_letters_.load(); }
   absl::Status Write(const Event& event) override {
     absl::Status s = TransactionalSink::Write(event);
     return s.ok() ? s : Refused(std::move(s));
@@ -152,7 +153,7 @@ class PostgresSink : public TransactionalSink {
   Lsn careful_until_;
   Lsn last_begun_;
   bool careful_txn_ = false;
-  uint64_t dead_letters_ = 0;
+  std::atomic<uint64_t> dead_letters_{0};  // read by the metrics from another thread
   // Source transactions are grouped into one target transaction, committed at Flush (or
   // before snapshot rows, or once the group is large): those complete in the open target
   // transaction, their changes, and the end LSN of the last one.

@@ -27,50 +27,13 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using json = nlohmann::json;
 
-// A loopback port nothing listens on (bound and released; the kernel does not hand it out
-// again at once).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-struct HttpAnswer {
-  int code = 0;  // 0: no answer
-  std::string body;
-};
-
-// `curl <args> <url>`, as an operator would run it.
-HttpAnswer Curl(const std::string& url, const std::string& args = "") {
-  std::string command = "curl -s -m 10 " + args + " -w '\\n%{http_code}' '" + url + "' 2>/dev/null";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  pclose(pipe);
-  HttpAnswer answer;
-  size_t nl = out.rfind('\n');
-  if (nl == std::string::npos) return answer;
-  answer.code = std::atoi(out.c_str() + nl + 1);
-  answer.body = out.substr(0, nl);
-  return answer;
-}
-
 // One pipeline in a database of its own on SharedCluster(cluster), into a jsonl file and
 // optionally more sinks, with the admin endpoint on a free port.
 class Ops {
  public:
   Ops(const std::string& name, int cluster = 0, const std::string& source_password = "",
       const std::string& extra_sinks = "", const std::string& extra_source = "")
-      : name_(name), cluster_(cluster), port_(FreePort()) {
+      : name_(name), cluster_(cluster), port_(FreeLoopbackPort()) {
     Sql admin(SharedCluster(cluster_).Url());
     admin.Exec("CREATE DATABASE " + name);
     std::string url = "postgres://postgres" +
@@ -307,7 +270,7 @@ TEST(OperationsTest, ReadyzFollowsATargetThatGoesDownAndNoSecretLeaks) {
   WriteFile(unreachable,
             "pipeline: unreachable\n"
             "source: {postgres: {url: 'postgres://postgres:" +
-                source_secret + "@127.0.0.1:" + std::to_string(FreePort()) +
+                source_secret + "@127.0.0.1:" + std::to_string(FreeLoopbackPort()) +
                 "/x', tables: [public.t]}}\n"
                 "sinks: {pg: {postgres: {url: '" +
                 target_url + "'}}}\n");

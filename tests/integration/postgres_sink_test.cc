@@ -414,7 +414,9 @@ TEST(PostgresSinkTest, ARowTheTargetRefusesStopsThePipelineUnacknowledged) {
 // the reason, and everything else is applied, the rest of their transactions included; a
 // restart records none of them twice.
 TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied) {
-  Replication r("deadletter", "[public.people]", "{mode: initial, workers: 1}", "",
+  const int admin_port = FreeLoopbackPort();
+  Replication r("deadletter", "[public.people]", "{mode: initial, workers: 1}",
+                "admin: {listen: '127.0.0.1:" + std::to_string(admin_port) + "'}\n",
                 ", dead_letter: true");
   Sql sql(r.source_url());
   sql.Exec("CREATE TABLE people (id int PRIMARY KEY, email text, age int)");
@@ -438,6 +440,16 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
     DELETE FROM people WHERE id = 5;
     INSERT INTO people VALUES (7, 'e@example.com', 70);
   )sql");
+  // The metric counts what was set aside, across the restarts that set it aside.
+  const std::string metric =
+      "pgflow_sink_dead_lettered_total{pipeline=\"deadletter\",sink=\"replica\"} ";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Curl("http://127.0.0.1:" + std::to_string(admin_port) + "/metrics")
+                   .body.find(metric + "3\n") != std::string::npos;
+      },
+      std::chrono::seconds(60)))
+      << Curl("http://127.0.0.1:" + std::to_string(admin_port) + "/metrics").body;
   r.DrainAndStop(*pgflow);
   EXPECT_EQ(dst.Scalar("SELECT string_agg(id || ':' || age, ',' ORDER BY id) FROM people"),
             "1:20,2:32,7:70");

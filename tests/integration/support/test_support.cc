@@ -1,7 +1,10 @@
 #include "tests/integration/support/test_support.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -285,6 +288,36 @@ std::unique_ptr<PgflowProcess> StartPgflowUntilLogged(std::vector<std::string> a
                     std::chrono::seconds(60));
   EXPECT_TRUE(up && p->Running()) << ReadFile(log_path);
   return p;
+}
+
+int FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+HttpAnswer Curl(const std::string& url, const std::string& args) {
+  std::string command = "curl -s -m 10 " + args + " -w '\\n%{http_code}' '" + url + "' 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {};
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  pclose(pipe);
+  HttpAnswer answer;
+  size_t nl = out.rfind('\n');
+  if (nl == std::string::npos) return answer;
+  answer.code = std::atoi(out.c_str() + nl + 1);
+  answer.body = out.substr(0, nl);
+  return answer;
 }
 
 }  // namespace pgflow::testing

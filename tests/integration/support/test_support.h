@@ -143,6 +143,17 @@ std::unique_ptr<PgflowProcess> StartPgflowUntilLogged(std::vector<std::string> a
                                                       std::map<std::string, std::string> env,
                                                       const std::string& needle);
 
+// A loopback port nothing listens on (bound and released; the kernel does not hand it out
+// again at once).
+int FreeLoopbackPort();
+
+// What `curl <args> <url>` got: the status code (0: no answer) and the body.
+struct HttpAnswer {
+  int code = 0;
+  std::string body;
+};
+HttpAnswer Curl(const std::string& url, const std::string& args = "");
+
 // Writes `text` to `path`.
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
