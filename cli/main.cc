@@ -180,9 +180,11 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   Gauge* ready =
       metrics.GetGauge("pgflow_pipeline_ready",
                        "1 while the pipeline copies or streams and every sink is healthy", labels);
-  metrics.AddCollector([&run_status, ready] {
+  metrics.AddCollector([&run_status, ready, &metrics, name = config->name] {
     std::string reason;
     ready->Set(run_status.Ready(&reason) ? 1 : 0);
+    // Between attempts (an outage), the sinks' lag goes on growing.
+    SetSinkGauges(&metrics, name, run_status.SinksBetweenAttempts());
   });
   metrics.GetGauge("pgflow_build_info", "pgflow's version", {{"version", PGFLOW_VERSION}})->Set(1);
   std::unique_ptr<AdminServer> admin;
@@ -229,6 +231,7 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     options.stop_at = stop_at;
     options.metrics = &metrics;
     options.status = &run_status;
+    options.source_reports_wal_end = config->source.traits.positions == SourcePositions::kWal;
     Pipeline pipeline(std::move(options), BuildSource(*config), BuildSinks(*config));
     const auto attempt_started = std::chrono::steady_clock::now();
     run_status.SetPhase(RunPhase::kRunning);
@@ -358,13 +361,20 @@ int Init(const std::string& path, const std::string& grant_to, bool print_sql) {
 int StatusCommand(const std::string& path, bool json) {
   std::optional<PipelineConfig> config = LoadOrReport(path);
   if (!config) return kExitConfig;
-  PipelineHealth health = GatherStatus(*config, path);
-  if (json) {
-    std::printf("%s\n", health.report.dump(2).c_str());
-  } else {
-    std::printf("%s", FormatStatus(health.report).c_str());
+  try {
+    PipelineHealth health = GatherStatus(*config, path);
+    if (json) {
+      std::printf("%s\n", health.report.dump(2).c_str());
+    } else {
+      std::printf("%s", FormatStatus(health.report).c_str());
+    }
+    return health.exit_status;
+  } catch (const nlohmann::json::exception& e) {
+    // A field of another type than expected, in what a process of another version answered.
+    LogError("status %s: unexpected answer from the admin endpoint %s: %s", config->name,
+             config->admin.listen, e.what());
+    return kStatusUnreachable;
   }
-  return health.exit_status;
 }
 
 // `pgflow teardown`: removes what init (or run) left in the source.

@@ -70,15 +70,26 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
   nlohmann::json process = nullptr;
   if (!config.admin.listen.empty()) {
     absl::StatusOr<HttpReply> reply = AdminGet(config.admin.listen, "/status", kAdminTimeout);
-    if (reply.ok() && reply->status == 200) {
+    std::string error;
+    if (!reply.ok()) {
+      error = std::string(reply.status().message());
+    } else if (reply->status != 200) {
+      error = absl::StrCat("/status answered ", reply->status);
+    } else {
       process = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
-      if (process.is_discarded()) process = nullptr;
+      if (!process.is_object()) {
+        process = nullptr;
+        error = "/status answered something other than a JSON object";
+      } else if (process.value("pipeline", "") != config.name) {
+        // Another pipeline's endpoint on that address says nothing about this one.
+        error = absl::StrCat("the endpoint serves pipeline '", process.value("pipeline", ""),
+                             "', not ", config.name);
+        process = nullptr;
+      }
     }
-    report["admin"] = {
-        {"listen", config.admin.listen},
-        {"reachable", !process.is_null()},
-        {"error", reply.ok() ? nlohmann::json(nullptr)
-                             : nlohmann::json(std::string(reply.status().message()))}};
+    report["admin"] = {{"listen", config.admin.listen},
+                       {"reachable", !process.is_null()},
+                       {"error", error.empty() ? nlohmann::json(nullptr) : nlohmann::json(error)}};
   }
 
   // The source's catalog.
@@ -136,17 +147,27 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
               absl::StrCat("not ready: ", Text(process, "not_ready_reason", "unknown")));
     }
   } else if (slot_active) {
-    phase = config.admin.listen.empty() ? "running (no admin endpoint to ask for more)"
-                                        : "running (its admin endpoint does not answer)";
+    if (config.admin.listen.empty()) {
+      phase = "running (no admin endpoint to ask for more)";
+    } else {
+      // Something holds the slot but its endpoint does not answer: a hung process, or not ours.
+      phase = "running (its admin endpoint does not answer)";
+      problem(kStatusDegraded, absl::StrCat("the admin endpoint does not answer: ",
+                                            Text(report["admin"], "error", "no answer")));
+    }
   } else if (slot_lost) {
     phase = "stopped, slot lost";
   } else {
     phase = "stopped";
-    if (source != nullptr && source->snapshot.mode != SnapshotMode::kOnly && !slot_json.is_null() &&
-        slot_json.value("exists", false)) {
+    if (!slot_json.is_null() && slot_json.value("exists", false)) {
       problem(kStatusDegraded,
               "stopped: no pgflow streams from the slot, which keeps WAL on the server until the "
               "pipeline runs again (or `pgflow teardown` drops it)");
+    } else if (slot_json.is_null()) {
+      // No slot to tell (a kafka source, a snapshot-only pipeline): no answer is no run.
+      problem(kStatusDegraded, config.admin.listen.empty()
+                                   ? "not running, as far as can be told (no admin endpoint)"
+                                   : "not running: its admin endpoint does not answer");
     }
   }
   report["phase"] = phase;
@@ -167,60 +188,63 @@ std::string FormatStatus(const nlohmann::json& report) {
   auto line = [&out](std::string_view label, const std::string& value) {
     absl::StrAppend(&out, absl::StrFormat("  %-12s %s\n", label, value));
   };
-  absl::StrAppend(&out, "pipeline ", report["pipeline"].get<std::string>(), " (",
-                  report["file"].get<std::string>(), ")\n");
-  line("health", report["health"].get<std::string>());
-  line("phase", report["phase"].get<std::string>());
+  absl::StrAppend(&out, "pipeline ", Text(report, "pipeline"), " (", Text(report, "file"), ")\n");
+  line("health", Text(report, "health"));
+  line("phase", Text(report, "phase"));
   line("source",
        absl::StrCat(Text(report["source"], "type"), " ", Text(report["source"], "where")));
   const nlohmann::json& slot = report["slot"];
   if (slot.is_object() && slot.value("exists", false)) {
-    std::string safe = Text(slot, "wal_status") == "lost" ? "-"
-                       : slot["safe_wal_size"].is_null()
-                           ? "no cap (max_slot_wal_keep_size -1)"
-                           : HumanBytes(static_cast<double>(slot["safe_wal_size"].get<int64_t>()));
+    std::string safe =
+        Text(slot, "wal_status") == "lost" ? "-"
+        : slot["safe_wal_size"].is_null()
+            ? "no cap (max_slot_wal_keep_size -1)"
+            : HumanBytes(static_cast<double>(slot.value("safe_wal_size", int64_t{0})));
     line("slot",
-         absl::StrCat(slot["name"].get<std::string>(), ": ",
-                      slot["active"].get<bool>() ? "active" : "inactive", ", wal_status ",
-                      Text(slot, "wal_status"), ", retained WAL ",
-                      HumanBytes(static_cast<double>(slot["retained_wal_bytes"].get<int64_t>())),
+         absl::StrCat(Text(slot, "name"), ": ", slot.value("active", false) ? "active" : "inactive",
+                      ", wal_status ", Text(slot, "wal_status"), ", retained WAL ",
+                      HumanBytes(static_cast<double>(slot.value("retained_wal_bytes", int64_t{0}))),
                       ", safe_wal_size ", safe));
     line("", absl::StrCat("confirmed ", Text(slot, "confirmed_flush_lsn"), ", server at ",
                           Text(slot, "server_wal")));
   } else if (slot.is_object()) {
-    line("slot", absl::StrCat(slot["name"].get<std::string>(), ": none"));
+    line("slot", absl::StrCat(Text(slot, "name"), ": none"));
   }
   const nlohmann::json& snapshot = report["snapshot"];
   if (snapshot.is_object()) {
     std::string state = snapshot.value("running", false) ? "copying" : Text(snapshot, "state", "");
     line("snapshot", state.empty() ? "-" : state);
-    for (const nlohmann::json& t : snapshot["tables"]) {
+    const nlohmann::json tables = snapshot.value("tables", nlohmann::json::array());
+    for (const nlohmann::json& t : tables) {
+      if (!t.is_object()) continue;
       line("", absl::StrFormat(
-                   "%s: %s rows, %s of %s, %d/%d chunks", t["table"].get<std::string>(),
-                   HumanCount(t["rows"].get<uint64_t>()), HumanBytes(t["bytes_done"].get<double>()),
-                   HumanBytes(t["bytes_total"].get<double>()), t["chunks_done"].get<uint64_t>(),
-                   t["chunks_total"].get<uint64_t>()));
+                   "%s: %s rows, %s of %s, %d/%d chunks", Text(t, "table"),
+                   HumanCount(t.value("rows", uint64_t{0})), HumanBytes(t.value("bytes_done", 0.0)),
+                   HumanBytes(t.value("bytes_total", 0.0)), t.value("chunks_done", uint64_t{0}),
+                   t.value("chunks_total", uint64_t{0})));
     }
   }
   if (report["sinks"].is_array() && !report["sinks"].empty()) {
     line("sinks",
          absl::StrFormat("%-16s %-10s %10s %14s %10s", "NAME", "TYPE", "LAG", "DURABLE", "QUEUE"));
     for (const nlohmann::json& s : report["sinks"]) {
-      line("", absl::StrFormat("%-16s %-10s %9.1fs %14s %10s%s", s["name"].get<std::string>(),
-                               s["type"].get<std::string>(), s["lag_seconds"].get<double>(),
-                               Text(s, "durable"), HumanBytes(s["queue_bytes"].get<double>()),
-                               s["failed"].get<bool>() ? "  FAILED" : ""));
+      if (!s.is_object()) continue;
+      line("", absl::StrFormat("%-16s %-10s %9.1fs %14s %10s%s", Text(s, "name"), Text(s, "type"),
+                               s.value("lag_seconds", 0.0), Text(s, "durable"),
+                               HumanBytes(s.value("queue_bytes", 0.0)),
+                               s.value("failed", false) ? "  FAILED" : ""));
     }
   }
   if (report.contains("admin")) {
     line("admin",
          absl::StrCat(Text(report["admin"], "listen"),
-                      report["admin"]["reachable"].get<bool>()
+                      report["admin"].value("reachable", false)
                           ? ""
                           : absl::StrCat(" (", Text(report["admin"], "error", "no answer"), ")")));
   }
   line("last error", Text(report, "last_error", "none"));
-  for (const nlohmann::json& p : report["problems"]) line("problem", p.get<std::string>());
+  for (const nlohmann::json& p : report["problems"])
+    line("problem", p.is_string() ? p.get<std::string>() : p.dump());
   return out;
 }
 

@@ -39,6 +39,10 @@ constexpr asio::use_awaitable_t<Executor> kUseTask;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
 using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
 using Stream = beast::basic_stream<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
+
+constexpr absl::string_view kTooMany = "too many connections to the admin endpoint\n";
 
 constexpr size_t kHeaderLimit = 8 * 1024;
 
@@ -99,13 +103,31 @@ class AdminServer::Impl {
 
  private:
   Task<void> Accept() {
+    Timer pause(context_.get_executor());
     while (true) {
       boost::system::error_code ec;
       Socket socket = co_await acceptor_.async_accept(asio::redirect_error(kUseTask, ec));
       if (ec) {
         if (!acceptor_.is_open()) co_return;
-        continue;  // a client that went away before it was accepted, or out of descriptors
+        // A client that went away before it was accepted, or the process is out of
+        // descriptors: pause rather than spin on the error.
+        pause.expires_after(std::chrono::milliseconds(100));
+        co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+        continue;
       }
+      if (connections_.load() >= options_.max_connections) {
+        // Refused at once, so that a flood of clients holds no descriptor: one non-blocking
+        // write of the answer (it fits any socket buffer), then closed.
+        const std::string refusal = absl::StrCat(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: pgflow\r\nConnection: close\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+            kTooMany.size(), "\r\n\r\n", kTooMany);
+        socket.non_blocking(true, ec);
+        socket.write_some(asio::buffer(refusal), ec);
+        socket.close(ec);
+        continue;
+      }
+      connections_.fetch_add(1);
       asio::co_spawn(context_.get_executor(), Serve(std::move(socket)), asio::detached);
     }
   }
@@ -117,8 +139,7 @@ class AdminServer::Impl {
     struct Count {
       std::atomic<size_t>* n;
       ~Count() { n->fetch_sub(1); }
-    } counted{&connections_};
-    const bool over_limit = connections_.fetch_add(1) >= options_.max_connections;
+    } counted{&connections_};  // counted in by Accept
     beast::flat_buffer buffer(kHeaderLimit);
     while (true) {
       http::request_parser<http::empty_body> parser;
@@ -138,10 +159,6 @@ class AdminServer::Impl {
       if (ec) {
         reply = {http::status::bad_request, "text/plain; charset=utf-8",
                  absl::StrCat("bad request: ", ec.message(), "\n")};
-      } else if (over_limit) {
-        reply = {http::status::service_unavailable, "text/plain; charset=utf-8",
-                 absl::StrCat("too many connections to the admin endpoint (at most ",
-                              options_.max_connections, ")\n")};
       } else {
         const http::request<http::empty_body>& request = parser.get();
         keep_alive = request.keep_alive();

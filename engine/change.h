@@ -97,19 +97,19 @@ struct Change {
 // What flows through the pipeline: changes framed by their transactions, and position
 // markers. Events are delivered to every sink in exactly the order the source produced them.
 enum class EventKind : uint8_t {
-  kBegin,      // txn: a transaction starts
-  kChange,     // change
-  kCommit,     // txn (end_lsn set): the transaction is complete
-  kRollback,   // txn: the transaction was cut off (connection lost); it will be sent again
-  kPosition,   // position: nothing before it is pending, so it may be acknowledged once
-               // every earlier event is durable (keepalives on a quiet stream)
-  kChunkDone,  // chunk: every snapshot row of one chunk has been sent (the chunk's `read`
-               // changes all come before it); tracked apart from WAL positions
+  kBegin,         // txn: a transaction starts
+  kChange,        // change
+  kCommit,        // txn (end_lsn set): the transaction is complete
+  kRollback,      // txn: the transaction was cut off (connection lost); it will be sent again
+  kPosition,      // position: nothing before it is pending, so it may be acknowledged once
+                  // every earlier event is durable (keepalives on a quiet stream)
+  kChunkDone,     // chunk: every snapshot row of one chunk has been sent (the chunk's `read`
+                  // changes all come before it); tracked apart from WAL positions
   kSnapshotDone,  // every chunk of the initial snapshot is durable in every sink; streaming
                   // starts next (a PostgreSQL target builds indexes, sets sequences)
-  kRawRows,    // change.table, change.content, rows: snapshot rows as PostgreSQL's binary
-               // COPY tuples, untouched (no header or trailer), every column in table order;
-               // sent in place of `read` changes when every sink accepts them
+  kRawRows,       // change.table, change.content, rows: snapshot rows as PostgreSQL's binary
+                  // COPY tuples, untouched (no header or trailer), every column in table order;
+                  // sent in place of `read` changes when every sink accepts them
 };
 
 struct Event {

@@ -114,6 +114,35 @@ int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 }  // namespace
 
+Pipeline::SinkGauges Pipeline::SinkGaugesFor(MetricsRegistry* metrics, const MetricLabels& labels) {
+  SinkGauges gauges;
+  gauges.queue_bytes =
+      metrics->GetGauge("pgflow_sink_queue_bytes", "Bytes of events queued for the sink", labels);
+  gauges.lag_seconds = metrics->GetGauge(
+      "pgflow_sink_lag_seconds",
+      "Seconds from commit to durable in the sink: of the oldest transaction not yet durable, "
+      "or of the last one made durable",
+      labels);
+  gauges.durable_lsn = metrics->GetGauge("pgflow_sink_durable_lsn",
+                                         "The last source position the sink made durable", labels);
+  return gauges;
+}
+
+void Pipeline::SinkGauges::Set(const SinkView& sink) const {
+  queue_bytes->Set(sink.queue_bytes);
+  lag_seconds->Set(sink.lag_seconds);
+  durable_lsn->Set(sink.durable.value);
+}
+
+void SetSinkGauges(MetricsRegistry* metrics, const std::string& pipeline,
+                   const std::vector<SinkView>& sinks) {
+  for (const SinkView& sink : sinks) {
+    Pipeline::SinkGaugesFor(metrics, {{"pipeline", pipeline}, {"sink", sink.name}}).Set(sink);
+  }
+}
+
+namespace {}  // namespace
+
 double Pipeline::SinkState::LagSeconds(int64_t now_us) const {
   int64_t oldest = oldest_pending_us.load(std::memory_order_relaxed);
   if (oldest != 0) return std::max<int64_t>(0, now_us - oldest) / 1e6;
@@ -236,15 +265,11 @@ Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
         labels, LatencyBuckets());
     state->batch_events = metrics_->GetHistogram(
         "pgflow_sink_batch_events", "Events per batch handed to the sink", labels, SizeBuckets());
-    state->queue_bytes = metrics_->GetGauge("pgflow_sink_queue_bytes",
-                                            "Bytes of events queued for the sink", labels);
-    state->lag_seconds = metrics_->GetGauge(
-        "pgflow_sink_lag_seconds",
-        "Seconds from commit to durable in the sink: of the oldest transaction not yet durable, "
-        "or of the last one made durable",
-        labels);
-    state->durable_lsn = metrics_->GetGauge(
-        "pgflow_sink_durable_lsn", "The last source position the sink made durable", labels);
+    state->gauges = SinkGaugesFor(metrics_, labels);
+    // What the last attempt left not durable comes again: its age is this attempt's lag too.
+    if (options_.status != nullptr) {
+      state->oldest_pending_us.store(options_.status->PendingSince(sinks_[i].name));
+    }
     sink_states_.push_back(std::move(state));
   }
 }
@@ -264,7 +289,8 @@ PipelineView Pipeline::View() {
     const SinkState& state = *sink_states_[i];
     view.sinks.push_back(SinkView{sinks_[i].name, sinks_[i].type, queues_[i]->used_bytes(),
                                   Lsn(state.durable.load(std::memory_order_relaxed)),
-                                  state.LagSeconds(now), state.failed.load()});
+                                  state.LagSeconds(now), state.failed.load(),
+                                  state.oldest_pending_us.load(std::memory_order_relaxed)});
   }
   view.server_wal_end = Lsn(stats_.server_wal_end.load(std::memory_order_relaxed));
   view.changes = stats_.changes.load(std::memory_order_relaxed);
@@ -276,6 +302,8 @@ PipelineView Pipeline::View() {
   }
   view.started = started();
   if (view.started) view.confirmed = tracker_->Confirmed();
+  view.streaming = view.started && !view.snapshot_running &&
+                   (view.server_wal_end.IsValid() || !options_.source_reports_wal_end);
   return view;
 }
 
@@ -284,9 +312,7 @@ void Pipeline::CollectMetrics() {
   const MetricLabels labels = {{"pipeline", options_.name}};
   for (size_t i = 0; i < view.sinks.size(); ++i) {
     SinkState& state = *sink_states_[i];
-    state.queue_bytes->Set(view.sinks[i].queue_bytes);
-    state.lag_seconds->Set(view.sinks[i].lag_seconds);
-    state.durable_lsn->Set(view.sinks[i].durable.value);
+    state.gauges.Set(view.sinks[i]);
     // Only moved forward, so two collections at once count each event once.
     const uint64_t now = sinks_[i].sink->DeadLettered();
     uint64_t seen = state.dead_lettered_seen.load();
@@ -340,7 +366,7 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   absl::Cleanup unobserved = [this, collector] {
     CollectMetrics();  // the attempt's last figures (dead letters) before it goes
     metrics_->RemoveCollector(collector);
-    if (options_.status != nullptr) options_.status->Detach();
+    if (options_.status != nullptr) options_.status->Detach(View());
   };
   size_t opened = 0;
   auto close_opened = [&] {
@@ -434,6 +460,10 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
   // (what the lag is measured from) is always kept.
   constexpr size_t kMaxPending = 4096;
   std::deque<std::pair<uint64_t, int64_t>> pending;
+  if (int64_t since = state.oldest_pending_us.load(); since != 0) {
+    // Left by the last attempt: gone once anything past the resume point is durable.
+    pending.emplace_back(tracker_->Confirmed().value + 1, since);
+  }
   BoundedQueue<EventBatchPtr>& queue = *queues_[index];
   const absl::Duration flush_interval = absl::FromChrono(slot.flush_interval);
   Lsn written;                  // last acknowledgeable position written to the sink
@@ -460,7 +490,8 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       reported = durable;
       state.durable.store(durable.value, std::memory_order_relaxed);
       int64_t made_durable = 0;
-      while (!pending.empty() && pending.front().first < durable.value) {
+      // At or below: a source whose commit and acknowledgement positions are one (kafka).
+      while (!pending.empty() && pending.front().first <= durable.value) {
         made_durable = pending.front().second;
         pending.pop_front();
       }
@@ -530,14 +561,8 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
       for (const Event& event : (*batch)->events) {
         const bool ddl = event.kind == EventKind::kChange && event.change.ddl != nullptr;
         if (ddl && !slot.ddl.Passes(event.change.ddl->object_type)) continue;
-        if (absl::Status s = slot.sink->Write(event); !s.ok()) {
-          counts.Publish();
-          fail(s);
-          return;
-        }
-        counts.Count(event);
-        if (ddl) state.ddl_applied->Add();
         if (event.kind == EventKind::kBegin && event.txn.commit_time_us != 0) {
+          // Pending from the moment it is handed over: a sink that fails on it holds it not.
           if (pending.empty()) {
             state.oldest_pending_us.store(event.txn.commit_time_us, std::memory_order_relaxed);
           }
@@ -547,6 +572,13 @@ void Pipeline::RunSink(size_t index, StopSignal& stop) {
             pending.back() = {event.txn.commit_lsn.value, event.txn.commit_time_us};
           }
         }
+        if (absl::Status s = slot.sink->Write(event); !s.ok()) {
+          counts.Publish();
+          fail(s);
+          return;
+        }
+        counts.Count(event);
+        if (ddl) state.ddl_applied->Add();
         if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
         if (event.kind == EventKind::kChunkDone) written_chunk = event.chunk;
       }

@@ -44,6 +44,9 @@ struct PipelineRunOptions {
   MetricsRegistry* metrics = nullptr;
   // Told of the attempt's live state and its errors while it runs; may be null.
   RunStatus* status = nullptr;
+  // Whether the source reports the server's WAL end (Emitter::NoteServerWalEnd), which then
+  // marks the start of streaming; otherwise the pipeline streams once past any snapshot.
+  bool source_reports_wal_end = true;
 };
 
 struct SinkSlot {
@@ -61,6 +64,11 @@ struct SinkSlot {
 // pipeline builds them anew (a restart after a lost connection too); no I/O happens here.
 std::vector<SinkSlot> BuildSinks(const PipelineConfig& config);
 std::unique_ptr<Source> BuildSource(const PipelineConfig& config);
+
+// Sets the per-sink gauges of `sinks` (the last attempt's, between attempts): what
+// Pipeline's collector sets while an attempt runs.
+void SetSinkGauges(MetricsRegistry* metrics, const std::string& pipeline,
+                   const std::vector<SinkView>& sinks);
 
 // Runs one source into N sinks:
 //
@@ -88,6 +96,15 @@ class Pipeline {
   // The attempt's live state, for /status. Thread-safe.
   PipelineView View();
 
+  // A sink's gauges that View() feeds.
+  struct SinkGauges {
+    Gauge* queue_bytes = nullptr;
+    Gauge* lag_seconds = nullptr;
+    Gauge* durable_lsn = nullptr;
+    void Set(const SinkView& sink) const;
+  };
+  static SinkGauges SinkGaugesFor(MetricsRegistry* metrics, const MetricLabels& labels);
+
  private:
   class FanOut;
   // What each sink's runner publishes for View() and the metrics, and its metric cells.
@@ -106,9 +123,7 @@ class Pipeline {
     Counter* ddl_applied = nullptr;
     Histogram* flush_seconds = nullptr;
     Histogram* batch_events = nullptr;
-    Gauge* queue_bytes = nullptr;
-    Gauge* lag_seconds = nullptr;
-    Gauge* durable_lsn = nullptr;
+    SinkGauges gauges;
 
     double LagSeconds(int64_t now_us) const;
   };

@@ -80,9 +80,37 @@ void RunStatus::Attach(std::function<PipelineView()> view) {
   view_ = std::move(view);
 }
 
-void RunStatus::Detach() {
+void RunStatus::Detach(PipelineView last) {
   absl::MutexLock lock(&mu_);
   view_ = nullptr;
+  last_view_ = std::move(last);
+}
+
+std::vector<SinkView> RunStatus::SinksBetweenAttempts() const {
+  absl::MutexLock lock(&mu_);
+  return SinksBetweenAttemptsLocked();
+}
+
+int64_t RunStatus::PendingSince(const std::string& sink) const {
+  absl::MutexLock lock(&mu_);
+  if (!last_view_.has_value()) return 0;
+  for (const SinkView& s : last_view_->sinks) {
+    if (s.name == sink) return s.oldest_pending_us;
+  }
+  return 0;
+}
+
+std::vector<SinkView> RunStatus::SinksBetweenAttemptsLocked() const {
+  if (view_ != nullptr || !last_view_.has_value()) return {};
+  std::vector<SinkView> sinks = last_view_->sinks;
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  for (SinkView& sink : sinks) {
+    sink.queue_bytes = 0;  // the attempt's queues are gone; the source sends it all again
+    if (sink.oldest_pending_us != 0) {
+      sink.lag_seconds = std::max<int64_t>(0, now - sink.oldest_pending_us) / 1e6;
+    }
+  }
+  return sinks;
 }
 
 bool RunStatus::Ready(std::string* reason) const {
@@ -111,7 +139,7 @@ bool RunStatus::Ready(std::string* reason) const {
       return false;
     }
   }
-  if (!view.snapshot_running && !view.server_wal_end.IsValid()) {
+  if (!view.snapshot_running && !view.streaming) {
     *reason = "starting: waiting for the source's first message";
     return false;
   }
@@ -132,9 +160,7 @@ nlohmann::json RunStatus::ToJson() const {
   if (phase_ == RunPhase::kRunning && view_ != nullptr) view = view_();
   std::string phase = RunPhaseName(phase_);
   if (view.has_value()) {
-    phase = view->snapshot_running           ? "snapshot"
-            : view->server_wal_end.IsValid() ? "streaming"
-                                             : "starting";
+    phase = view->snapshot_running ? "snapshot" : view->streaming ? "streaming" : "starting";
   }
   j["phase"] = phase;
   if (!reason_.empty()) j["phase_reason"] = reason_;
@@ -142,9 +168,18 @@ nlohmann::json RunStatus::ToJson() const {
   j["last_error_at"] =
       last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(TimeJson(last_error_at_));
   j["slot"] = slot_.has_value() ? slot_->ToJson() : nlohmann::json(nullptr);
+  auto sink_json = [](const SinkView& s) {
+    return nlohmann::json{{"name", s.name},
+                          {"type", s.type},
+                          {"durable", LsnJson(s.durable)},
+                          {"lag_seconds", s.lag_seconds},
+                          {"queue_bytes", s.queue_bytes},
+                          {"failed", s.failed}};
+  };
   if (!view.has_value()) {
     j["snapshot"] = nullptr;
     j["sinks"] = nlohmann::json::array();
+    for (const SinkView& s : SinksBetweenAttemptsLocked()) j["sinks"].push_back(sink_json(s));
     return j;
   }
   nlohmann::json snapshot;
@@ -167,14 +202,7 @@ nlohmann::json RunStatus::ToJson() const {
   j["changes"] = view->changes;
   j["transactions"] = view->transactions;
   j["sinks"] = nlohmann::json::array();
-  for (const SinkView& s : view->sinks) {
-    j["sinks"].push_back({{"name", s.name},
-                          {"type", s.type},
-                          {"durable", LsnJson(s.durable)},
-                          {"lag_seconds", s.lag_seconds},
-                          {"queue_bytes", s.queue_bytes},
-                          {"failed", s.failed}});
-  }
+  for (const SinkView& s : view->sinks) j["sinks"].push_back(sink_json(s));
   return j;
 }
 

@@ -61,12 +61,16 @@ struct SinkView {
   // durable, or (when none is pending) of the last one made durable.
   double lag_seconds = 0;
   bool failed = false;
+  // Commit time (µs since the epoch) of the oldest transaction written and not yet durable;
+  // 0 when none is. Kept after the attempt ends, so the lag goes on growing through an outage.
+  int64_t oldest_pending_us = 0;
 };
 
 // A live attempt of the pipeline.
 struct PipelineView {
   bool started = false;           // sinks open, source prepared
   bool snapshot_running = false;  // a snapshot (initial, resumed or backfill) is copying
+  bool streaming = false;         // past the snapshot, taking the source's changes
   std::vector<TableProgress> snapshot_tables;
   Lsn server_wal_end;  // as the server last reported it (invalid before streaming)
   Lsn confirmed;       // the position confirmed to the source
@@ -89,9 +93,15 @@ class RunStatus {
   std::optional<SlotState> slot() const;
 
   // The live attempt's state, provided by the pipeline while it runs (engine/pipeline.cc
-  // attaches and detaches itself; Detach waits for a call in progress to end).
+  // attaches and detaches itself; Detach waits for a call in progress to end). `last` is the
+  // attempt's final state: its sinks are shown, their lag still growing, until the next.
   void Attach(std::function<PipelineView()> view);
-  void Detach();
+  void Detach(PipelineView last);
+  // The sinks of the last attempt while none runs (lag measured now); empty while one runs.
+  std::vector<SinkView> SinksBetweenAttempts() const;
+  // The oldest commit time the last attempt left not durable in sink `sink` (0: none), which
+  // the next attempt starts from: the source sends that transaction again.
+  int64_t PendingSince(const std::string& sink) const;
 
   // Whether the pipeline is ready: an attempt streams or copies and no sink has failed. When
   // not, `reason` says why.
@@ -101,6 +111,8 @@ class RunStatus {
   nlohmann::json ToJson() const;
 
  private:
+  std::vector<SinkView> SinksBetweenAttemptsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const std::string pipeline_;
   const absl::Time started_at_ = absl::Now();
   mutable absl::Mutex mu_;
@@ -111,6 +123,7 @@ class RunStatus {
   uint64_t restarts_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<SlotState> slot_ ABSL_GUARDED_BY(mu_);
   std::function<PipelineView()> view_ ABSL_GUARDED_BY(mu_);
+  std::optional<PipelineView> last_view_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pgflow

@@ -238,6 +238,14 @@ TEST(OperationsTest, ReadyzFollowsATargetThatGoesDownAndNoSecretLeaks) {
   EXPECT_THAT(out, HasSubstr("not ready"));
   json status = json::parse(Curl(p.admin("/status")).body);
   EXPECT_FALSE(status["last_error"].is_null());
+  // The lag goes on growing while the target is down, between the pipeline's attempts too.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Value(p.Scrape(), "pgflow_sink_lag_seconds",
+                     {{"pipeline", "ready_secret"}, {"sink", "pg"}}) >= 1.5;
+      },
+      std::chrono::seconds(30)))
+      << Curl(p.admin("/metrics")).body << Curl(p.admin("/status")).body << ReadFile(p.log());
   std::string metrics_down = Curl(p.admin("/metrics")).body;
   EXPECT_THAT(metrics_down, HasSubstr("pgflow_pipeline_ready{pipeline=\"ready_secret\"} 0"));
 

@@ -95,6 +95,7 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   PipelineView view;
   view.started = true;
   view.server_wal_end = Lsn(100);
+  view.streaming = true;
   view.sinks.push_back(SinkView{"pg", "postgres", 0, Lsn(100), 0.1, false});
   status.SetPhase(RunPhase::kRunning);
   status.Attach([&] { return view; });
@@ -103,7 +104,14 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   status.NoteError("connection refused");
   EXPECT_FALSE(status.Ready(&reason));
   EXPECT_EQ(reason, "sink pg failed: connection refused");
-  status.Detach();
+  EXPECT_TRUE(status.SinksBetweenAttempts().empty());  // an attempt runs
+  // The attempt ends with a transaction committed 30 s ago not yet durable: between attempts
+  // its lag goes on growing.
+  view.sinks[0].oldest_pending_us = absl::ToUnixMicros(absl::Now() - absl::Seconds(30));
+  status.Detach(view);
+  std::vector<SinkView> between = status.SinksBetweenAttempts();
+  ASSERT_EQ(between.size(), 1u);
+  EXPECT_GE(between[0].lag_seconds, 30);
   status.SetPhase(RunPhase::kRetrying, "sink pg: connection refused");
   EXPECT_FALSE(status.Ready(&reason));
   EXPECT_EQ(reason, "retrying: sink pg: connection refused");
@@ -111,6 +119,7 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   EXPECT_EQ(j["phase"], "retrying");
   EXPECT_EQ(j["ready"], false);
   EXPECT_EQ(j["last_error"], "connection refused");
+  EXPECT_GE(j["sinks"][0]["lag_seconds"].get<double>(), 30);
 }
 
 TEST(RunStatusTest, ALostSlotIsNeverReady) {
