@@ -109,7 +109,8 @@ TEST(PipelineAsyncTest, ChunksAndPositionsWaitForTheAsynchronousSink) {
   ChunkSource* src = source.get();
   AsyncSink* async = sink.get();
   std::vector<SinkSlot> sinks;
-  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(10), {}, {}});
+  sinks.push_back(
+      SinkSlot{"async", std::move(sink), std::chrono::milliseconds(10), {}, {}, "test"});
   PipelineRunOptions options;
   options.name = "t";
   options.progress_interval = std::chrono::milliseconds(0);
@@ -141,7 +142,8 @@ TEST(PipelineAsyncTest, ACleanStopWaitsForTheLastDeliveries) {
   AsyncSink* async = sink.get();
   std::vector<SinkSlot> sinks;
   // A flush interval far longer than the test: only the end of the stream flushes.
-  sinks.push_back(SinkSlot{"async", std::move(sink), std::chrono::milliseconds(3600000), {}, {}});
+  sinks.push_back(
+      SinkSlot{"async", std::move(sink), std::chrono::milliseconds(3600000), {}, {}, "test"});
   PipelineRunOptions options;
   options.name = "t";
   options.progress_interval = std::chrono::milliseconds(0);

@@ -112,8 +112,8 @@ TEST(PipelineTest, DeliversEverythingToEverySinkAndAcknowledgesOnlyWhatAllHold) 
                           Lsn(slow_ptr->flushed_through.load()));
   };
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1), {}, {}});
-  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1), {}, {}});
+  sinks.push_back({"fast", std::move(fast), std::chrono::milliseconds(1), {}, {}, "test"});
+  sinks.push_back({"slow", std::move(slow), std::chrono::milliseconds(1), {}, {}, "test"});
   PipelineRunOptions options;
   options.name = "test";
   options.queue_bytes = 1000;  // 10 batches: the source must block on the slow sink
@@ -157,7 +157,7 @@ TEST(PipelineTest, AFailingSinkStopsThePipelineWithoutAcknowledging) {
   auto sink = std::make_unique<CountingSink>();
   sink->fail_flush = true;
   std::vector<SinkSlot> sinks;
-  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1), {}, {}});
+  sinks.push_back({"broken", std::move(sink), std::chrono::milliseconds(1), {}, {}, "test"});
   PipelineRunOptions options;
   options.progress_interval = std::chrono::milliseconds(0);
   Pipeline pipeline(std::move(options), std::move(source), std::move(sinks));
