@@ -165,7 +165,8 @@ class KafkaRoundTrip {
                   "    properties: {session.timeout.ms: \"6000\", "
                   "heartbeat.interval.ms: \"500\"}\n" +
                   source_extra + "sinks:\n  target:\n    postgres: {url: " + target_url() +
-                  ", batch_rows: 100}\n    flush_interval: 50ms\n");
+                  ", batch_rows: 100}\n    flush_interval: 50ms\n" +
+                  "admin: {listen: '127.0.0.1:" + std::to_string(admin_port_) + "'}\n");
   }
 
   std::string source_url() const { return SharedCluster(0).Url(name_); }
@@ -175,6 +176,9 @@ class KafkaRoundTrip {
   std::string capture_log() const { return dir_.File("capture.log"); }
   std::string delivery_log() const { return dir_.File("delivery.log"); }
   const std::string& delivery_yaml() const { return delivery_yaml_; }
+  std::string delivery_admin(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(admin_port_) + path;
+  }
   std::string topic(const std::string& table) const { return name_ + ".public." + table; }
 
   std::unique_ptr<PgflowProcess> StartCapture() {
@@ -322,6 +326,7 @@ class KafkaRoundTrip {
   std::string name_;
   MockKafka& kafka_;
   TempDir dir_;
+  int admin_port_ = FreeLoopbackPort();  // the delivery pipeline's admin endpoint
   std::string capture_yaml_;
   std::string delivery_yaml_;
   std::string accounts_list_ = kAccountsList;
@@ -347,6 +352,9 @@ TEST(KafkaSourceTest, PostgresThroughKafkaIntoPostgresLeavesTheTargetIdentical) 
   for (int64_t n = 401; n <= 460; ++n) source.Exec(Workload(n));
   ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.delivery_log());
   t.ExpectIdentical();
+  // A kafka source has no WAL end to report: the pipeline is ready, and streaming, all the same.
+  EXPECT_EQ(Curl(t.delivery_admin("/readyz")).code, 200);
+  EXPECT_THAT(Curl(t.delivery_admin("/status")).body, HasSubstr("\"phase\": \"streaming\""));
 
   // A clean stop commits every offset read: nothing is read twice by the next run.
   delivery->Signal(SIGTERM);
