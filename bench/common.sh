@@ -71,3 +71,21 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 print(f"{total / ticks:.2f}")
 PY
 }
+
+# Prints a pipeline file: pipeline $1 streaming items from slot $2 (publication pgflow_bench,
+# no snapshot) into one sink `out` of YAML $3; $4, if given, is added at the top level.
+bench_pipeline() {
+  cat <<YAML
+pipeline: $1
+source:
+  postgres:
+    url: postgres://postgres@127.0.0.1:$PGPORT/bench
+    tables: [public.items]
+    snapshot: {mode: never}
+    slot: $2
+    publication: pgflow_bench
+sinks:
+  out: $3
+${4:-}
+YAML
+}

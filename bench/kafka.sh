@@ -47,22 +47,8 @@ create_items_and_slots jsonl_bench
 write_backlog "$TXNS"
 echo "backlog written: WAL up to $END"
 
-pipeline() {  # name slot sink-yaml
-  cat <<YAML
-pipeline: $1
-source:
-  postgres:
-    url: postgres://postgres@127.0.0.1:$PGPORT/bench
-    tables: [public.items]
-    snapshot: {mode: never}
-    slot: $2
-    publication: pgflow_bench
-sinks:
-  out: $3
-YAML
-}
-pipeline bench jsonl_bench "{jsonl: {path: /dev/null}}" >"$work/jsonl.yaml"
-pipeline bench pgflow_bench "{kafka: {brokers: \"$BROKERS\", tombstones: false, create_topics: false$KAFKA_EXTRA}}" >"$work/kafka.yaml"
+bench_pipeline bench jsonl_bench "{jsonl: {path: /dev/null}}" >"$work/jsonl.yaml"
+bench_pipeline bench pgflow_bench "{kafka: {brokers: \"$BROKERS\", tombstones: false, create_topics: false$KAFKA_EXTRA}}" >"$work/kafka.yaml"
 
 # Wall time, and pgflow's own CPU time (user + system): on a shared machine the second moves
 # less with the neighbours' load.

@@ -49,19 +49,7 @@ grep -E "stopped after" "$work/pgflow.log" || true
 timed_run() {
   local yaml="$work/$1.yaml" admin="" scraper=""
   [ -n "$2" ] && admin="admin: {listen: '127.0.0.1:$2'}"
-  cat >"$yaml" <<YAML
-pipeline: $1
-source:
-  postgres:
-    url: postgres://postgres@127.0.0.1:$PGPORT/bench
-    tables: [public.items]
-    snapshot: {mode: never}
-    slot: $1
-    publication: pgflow_bench
-sinks:
-  out: {jsonl: {path: /dev/null}}
-$admin
-YAML
+  bench_pipeline "$1" "$1" "{jsonl: {path: /dev/null}}" "$admin" >"$yaml"
   if [ -n "$2" ]; then
     (while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$2/metrics"; curl -s -o /dev/null "http://127.0.0.1:$2/status"; done) &
     scraper=$!

@@ -1,16 +1,11 @@
 #include "engine/admin_server.h"
 
-#include <utility>  // before asio's awaitable.hpp (Boost 1.74 under g++ 12)
-
 // g++ 12 pairs the coroutine frames' operator delete (asio's recycling allocator, Boost 1.74)
 // with the wrong operator new and warns; the pair is asio's own and matches.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
-#include <boost/asio.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include "engine/asio_support.h"
+
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -25,22 +20,10 @@
 namespace pgflow {
 namespace {
 
-namespace asio = boost::asio;
+using namespace asio_support;  // NOLINT: this file's vocabulary
 namespace beast = boost::beast;
 namespace http = beast::http;
-using asio::ip::tcp;
-
-// Coroutines and sockets name the io_context's executor rather than asio's type-erased default
-// (as the kv servers do).
-using Executor = asio::io_context::executor_type;
-template <typename T>
-using Task = asio::awaitable<T, Executor>;
-constexpr asio::use_awaitable_t<Executor> kUseTask;
-using Socket = asio::basic_stream_socket<tcp, Executor>;
-using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
 using Stream = beast::basic_stream<tcp, Executor>;
-using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
-                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
 
 constexpr absl::string_view kTooMany = "too many connections to the admin endpoint\n";
 
@@ -60,18 +43,12 @@ class AdminServer::Impl {
       : options_(std::move(options)), metrics_(metrics), status_(status) {}
 
   absl::Status Start() {
-    absl::StatusOr<ListenAddress> parsed = ParseListenAddress(options_.listen);
+    absl::StatusOr<tcp::endpoint> parsed = ParseEndpoint(options_.listen);
     if (!parsed.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("admin: listen '", options_.listen, "': ", parsed.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("admin: listen ", parsed.status().message()));
     }
+    const tcp::endpoint endpoint = *parsed;
     boost::system::error_code ec;
-    asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(absl::StrCat("admin: listen '", options_.listen, "': '",
-                                                     parsed->host, "' is not an IP address"));
-    }
-    tcp::endpoint endpoint(ip, parsed->port);
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_.bind(endpoint, ec);
@@ -254,12 +231,9 @@ Task<void> Get(tcp::endpoint endpoint, std::string target, std::string host, Htt
 
 absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string& target,
                                    std::chrono::milliseconds timeout) {
-  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(listen);
+  absl::StatusOr<tcp::endpoint> parsed = ParseEndpoint(listen);
   if (!parsed.ok()) return parsed.status();
-  boost::system::error_code ec;
-  asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
-  if (ec)
-    return absl::InvalidArgumentError(absl::StrCat("'", parsed->host, "' is not an IP address"));
+  asio::ip::address ip = parsed->address();
   if (ip.is_unspecified()) {
     ip = ip.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
                     : asio::ip::address(asio::ip::address_v4::loopback());
@@ -268,7 +242,7 @@ absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string&
   HttpReply reply;
   boost::system::error_code error;
   asio::co_spawn(context.get_executor(),
-                 Get(tcp::endpoint(ip, parsed->port), target, parsed->ToString(), &reply, &error),
+                 Get(tcp::endpoint(ip, parsed->port()), target, listen, &reply, &error),
                  asio::detached);
   context.run_for(timeout);
   if (!context.stopped()) {

@@ -1,13 +1,5 @@
 #include "sinks/kv/kv_server.h"
 
-#include <utility>  // before asio's awaitable.hpp (Boost 1.74 under g++ 12)
-
-#include <boost/asio.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,7 +15,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/listen_address.h"
+#include "engine/asio_support.h"
 #include "engine/log.h"
 #include "sinks/kv/http_session.h"
 #include "sinks/kv/memcached_session.h"
@@ -32,36 +24,9 @@
 namespace pgflow {
 namespace {
 
-namespace asio = boost::asio;
-using asio::ip::tcp;
-
-// Every coroutine, socket and timer here runs on an io_context and names that executor type,
-// rather than asio's default any_io_executor: the type-erased executor cost a virtual dispatch
-// and an executor copy on each completion, a visible share of a request's instructions.
-using Executor = asio::io_context::executor_type;
-template <typename T>
-using Task = asio::awaitable<T, Executor>;
-constexpr asio::use_awaitable_t<Executor> kUseTask;
-using Socket = asio::basic_stream_socket<tcp, Executor>;
-using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
-using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
-                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
+using namespace asio_support;  // NOLINT: this file's vocabulary
 
 enum class Protocol { kRedis, kMemcached, kHttp };
-
-absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& address) {
-  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(address);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", address, "': ", parsed.status().message()));
-  }
-  boost::system::error_code ec;
-  asio::ip::address ip = asio::ip::make_address(parsed->host, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", address, "': '", parsed->host, "' is not an IP address"));
-  }
-  return tcp::endpoint(ip, parsed->port);
-}
 
 // A coroutine function, not a capturing lambda: its argument lives in the coroutine frame for
 // as long as it runs.
