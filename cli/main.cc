@@ -204,7 +204,7 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
   std::unique_ptr<SlotMonitor> monitor;
   std::shared_ptr<const PostgresSourceOptions> postgres = PostgresSourceOf(*config);
   if (postgres != nullptr && postgres->snapshot.mode != SnapshotMode::kOnly) {
-    monitor = std::make_unique<SlotMonitor>(config->name, path, *postgres, &run_status, &metrics,
+    monitor = std::make_unique<SlotMonitor>(config->name, path, postgres, &run_status, &metrics,
                                             [&](std::string message) {
                                               absl::MutexLock lock(&lost_mu);
                                               lost = std::move(message);

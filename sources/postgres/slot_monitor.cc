@@ -98,12 +98,13 @@ std::string LostSlotMessage(PGconn* conn, const std::string& pipeline, const std
 }
 
 SlotMonitor::SlotMonitor(std::string pipeline, std::string file,
-                         const PostgresSourceOptions& options, RunStatus* status,
+                         std::shared_ptr<const PostgresSourceOptions> options, RunStatus* status,
                          MetricsRegistry* metrics, std::function<void(std::string)> on_lost,
                          std::chrono::milliseconds interval)
     : pipeline_(std::move(pipeline)),
       file_(std::move(file)),
-      options_(options),
+      holder_(std::move(options)),
+      options_(*holder_),
       status_(status),
       metrics_(metrics),
       on_lost_(std::move(on_lost)),
@@ -121,18 +122,35 @@ void SlotMonitor::Start() {
 void SlotMonitor::Stop() {
   if (!thread_.joinable()) return;
   if (!stop_.HasBeenNotified()) stop_.Notify();
+  {
+    absl::MutexLock lock(&cancel_mu_);
+    char error[256];
+    if (cancel_ != nullptr) PQcancel(cancel_, error, sizeof(error));
+  }
   thread_.join();
 }
 
 void SlotMonitor::Run() {
   PgConnPtr conn;
+  auto set_cancel = [this](PGconn* c) {
+    absl::MutexLock lock(&cancel_mu_);
+    if (cancel_ != nullptr) PQfreeCancel(cancel_);
+    cancel_ = c != nullptr ? PQgetCancel(c) : nullptr;
+  };
   do {
     if (conn == nullptr || PQstatus(conn.get()) != CONNECTION_OK) {
+      set_cancel(nullptr);
       absl::StatusOr<PgConnPtr> connected = Connect(options_.url, ConnectionKind::kRegular);
-      if (connected.ok()) conn = *std::move(connected);
+      if (connected.ok()) {
+        conn = *std::move(connected);
+        set_cancel(conn.get());
+      }
     }
-    if (conn != nullptr && PQstatus(conn.get()) == CONNECTION_OK) Poll(conn.get());
+    if (conn != nullptr && PQstatus(conn.get()) == CONNECTION_OK && !stop_.HasBeenNotified()) {
+      Poll(conn.get());
+    }
   } while (!stop_.WaitForNotificationWithTimeout(absl::FromChrono(interval_)));
+  set_cancel(nullptr);
 }
 
 void SlotMonitor::Poll(PGconn* conn) {

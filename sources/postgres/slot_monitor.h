@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -37,8 +38,9 @@ std::string LostSlotMessage(PGconn* conn, const std::string& pipeline, const std
 // outage itself).
 class SlotMonitor {
  public:
-  SlotMonitor(std::string pipeline, std::string file, const PostgresSourceOptions& options,
-              RunStatus* status, MetricsRegistry* metrics, std::function<void(std::string)> on_lost,
+  SlotMonitor(std::string pipeline, std::string file,
+              std::shared_ptr<const PostgresSourceOptions> options, RunStatus* status,
+              MetricsRegistry* metrics, std::function<void(std::string)> on_lost,
               std::chrono::milliseconds interval = std::chrono::seconds(2));
   ~SlotMonitor();  // Stop()
   void Start();
@@ -50,6 +52,7 @@ class SlotMonitor {
 
   const std::string pipeline_;
   const std::string file_;
+  const std::shared_ptr<const PostgresSourceOptions> holder_;
   const PostgresSourceOptions& options_;
   RunStatus* const status_;
   MetricsRegistry* const metrics_;
@@ -57,6 +60,9 @@ class SlotMonitor {
   const std::chrono::milliseconds interval_;
   absl::Notification stop_;
   std::thread thread_;
+  // Cancels the query in progress, so that Stop does not wait out a server that hangs.
+  absl::Mutex cancel_mu_;
+  PGcancel* cancel_ ABSL_GUARDED_BY(cancel_mu_) = nullptr;
   bool lost_reported_ = false;
   absl::Time last_warning_ = absl::InfinitePast();
 };
