@@ -74,10 +74,22 @@ class Ops {
     return p;
   }
 
-  // The exposition, parsed strictly (a parse error fails the test).
+  // The exposition, parsed strictly (a parse error fails the test), and by Prometheus's own
+  // parser when it was built.
   std::vector<PromFamily> Scrape() const {
     HttpAnswer answer = Curl(admin("/metrics"));
     EXPECT_EQ(answer.code, 200);
+#ifdef PROMCHECK_BINARY
+    std::string file = dir_.File("metrics.txt");
+    WriteFile(file, answer.body);
+    std::string command = std::string(PROMCHECK_BINARY) + " < " + file + " 2>&1";
+    FILE* pipe = popen(command.c_str(), "r");
+    std::string verdict;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) verdict.append(buf, n);
+    EXPECT_EQ(pclose(pipe), 0) << "Prometheus's parser: " << verdict << "\n" << answer.body;
+#endif
     absl::StatusOr<std::vector<PromFamily>> families = ParsePrometheusText(answer.body);
     EXPECT_TRUE(families.ok()) << families.status() << "\n" << answer.body;
     return families.ok() ? *families : std::vector<PromFamily>{};
