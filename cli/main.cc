@@ -231,6 +231,7 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     options.stop_at = stop_at;
     options.metrics = &metrics;
     options.status = &run_status;
+    options.transforms = BuildTransforms(config->name, config->transforms);
     options.source_reports_wal_end = config->source.traits.positions == SourcePositions::kWal;
     Pipeline pipeline(std::move(options), BuildSource(*config), BuildSinks(*config));
     const auto attempt_started = std::chrono::steady_clock::now();

@@ -86,6 +86,10 @@ const OptionTable<SinkCommonConfig>& SinkCommonTable() {
           .Help("How often the sink is made durable and its position reported."),
       SectionOption("ddl", &SinkCommonConfig::ddl, DdlTable())
           .Help("What the sink does with schema changes: {mode, exclude}."),
+      CustomOption("transforms", OptionType::kList, KeepNode, &SinkCommonConfig::transforms_node)
+          .NoDefault()
+          .Help("The sink's own transforms, run on its thread after the pipeline's, each "
+                "{<type>: {...}}."),
   });
   return *table;
 }
@@ -104,8 +108,8 @@ const OptionTable<PipelineFile>& PipelineTable() {
           .Help("Where changes come from: one key naming the source type, {<type>: {...}}."),
       CustomOption("transforms", OptionType::kList, KeepNode, &PipelineFile::transforms)
           .NoDefault()
-          .Help("Transforms applied to every event, in order, each {<type>: {...}} (none exist "
-                "yet: any entry is an error)."),
+          .Help("Transforms applied to every event, in order, each {<type>: {...}}: see "
+                "transforms[].<type> below. A sink may add its own after them."),
       CustomOption("sinks", OptionType::kMap, KeepNode, &PipelineFile::sinks)
           .Required()
           .Help("One or more sinks, each under a name of your choosing ([A-Za-z0-9_-]+): "
@@ -124,7 +128,8 @@ class Loader {
 
  private:
   absl::Status LoadSource(const ConfigNode& node, PipelineConfig* config);
-  absl::Status LoadTransforms(const ConfigNode& node, std::vector<TransformConfig>* transforms);
+  absl::Status LoadTransforms(const ConfigNode& node, std::string_view where,
+                              std::vector<TransformConfig>* transforms);
   absl::Status LoadSinks(const ConfigNode& node, PipelineConfig* config);
   absl::Status LoadSink(std::string name, const ConfigNode& node, const SourceTraits& source,
                         SinkConfig* sink);
@@ -147,7 +152,8 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
     if (absl::Status s = ConfigErrors::Note(LoadSource(*top->source, &config)); !s.ok()) return s;
   }
   if (top->transforms.has_value()) {
-    absl::Status s = ConfigErrors::Note(LoadTransforms(*top->transforms, &config.transforms));
+    absl::Status s =
+        ConfigErrors::Note(LoadTransforms(*top->transforms, "transforms", &config.transforms));
     if (!s.ok()) return s;
   }
   if (top->sinks.has_value()) {
@@ -197,19 +203,35 @@ absl::Status Loader::LoadSource(const ConfigNode& node, PipelineConfig* config) 
   return absl::OkStatus();
 }
 
-absl::Status Loader::LoadTransforms(const ConfigNode& node,
+absl::Status Loader::LoadTransforms(const ConfigNode& node, std::string_view where,
                                     std::vector<TransformConfig>* transforms) {
   if (!node.IsSequence()) {
     return node.Error("expected a sequence of transforms, each {<type>: {...}}");
   }
+  std::vector<std::string_view> known;
+  for (const TransformFactory* factory : TransformFactories()) known.push_back(factory->type());
+  std::sort(known.begin(), known.end());
+  size_t index = 0;
   for (const ConfigNode& item : node.Items()) {
     std::vector<std::pair<std::string, ConfigNode>> entries = item.Entries();
     if (!item.IsMap() || entries.size() != 1) {
       return item.Error("expected a mapping with one key naming the transform type");
     }
-    ConfigNode key = *item.KeyNode(entries[0].first);
-    return key.Error(
-        Cat("unknown transform '", entries[0].first, "' (pgflow has no transforms yet)"));
+    const auto& [type, options_node] = entries[0];
+    const TransformFactory* factory = FindTransformFactory(type);
+    if (factory == nullptr) {
+      return item.KeyNode(type)->Error(
+          Cat("unknown transform '", type, "' (expected one of: ", Join(known, ", "), ")"));
+    }
+    if (!options_node.IsMap()) {
+      return options_node.Error(
+          Cat("expected a mapping of ", type, " options, got ", options_node.KindName()));
+    }
+    absl::StatusOr<std::shared_ptr<const TransformOptions>> options = factory->Parse(options_node);
+    if (!options.ok()) return options.status();
+    transforms->push_back(TransformConfig{type, Cat(where, "[", std::to_string(index), "]"),
+                                          factory, *std::move(options)});
+    ++index;
   }
   return absl::OkStatus();
 }
@@ -296,6 +318,11 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
   }
   if (!unknown.empty()) return absl::OkStatus();  // noted above; the common keys would be too
   if (absl::Status s = SinkCommonTable().Parse(node, &sink->common, type); !s.ok()) return s;
+  if (sink->common.transforms_node.has_value()) {
+    absl::Status s = LoadTransforms(*sink->common.transforms_node,
+                                    Cat("sinks.", name, ".transforms"), &sink->common.transforms);
+    if (!s.ok()) return s;
+  }
   sink->name = std::move(name);
   sink->type = type;
   sink->factory = factory;
@@ -328,6 +355,15 @@ void AppendTypeRow(ReferenceFormat format, std::string_view key, std::string_vie
 const OptionSchema& PipelineOptions() { return PipelineTable(); }
 const OptionSchema& SinkCommonOptions() { return SinkCommonTable(); }
 
+TransformChain BuildTransforms(const std::string& pipeline,
+                               const std::vector<TransformConfig>& transforms) {
+  std::vector<std::unique_ptr<Transform>> built;
+  for (const TransformConfig& t : transforms) {
+    built.push_back(t.factory->Create(TransformContext{pipeline, t.where}, t.options));
+  }
+  return TransformChain(std::move(built));
+}
+
 SinkContext ContextFor(const PipelineConfig& pipeline, const SinkConfig& sink) {
   SinkContext context;
   context.pipeline = pipeline.name;
@@ -348,6 +384,15 @@ std::string OptionsReference(ReferenceFormat format) {
       if (format == ReferenceFormat::kText) out += "source: one of the types below\n\n";
       for (const SourceFactory* factory : SourceFactories()) {
         std::string prefix = Cat("source.", factory->type());
+        AppendTypeRow(format, prefix, factory->help(), &out);
+        AppendSchema(format, prefix, factory->options(), &out);
+      }
+    } else if (doc.key == "transforms") {
+      if (format == ReferenceFormat::kText) {
+        out += "transforms: a list, each entry of one of the types below\n\n";
+      }
+      for (const TransformFactory* factory : TransformFactories()) {
+        std::string prefix = Cat("transforms[].", factory->type());
         AppendTypeRow(format, prefix, factory->help(), &out);
         AppendSchema(format, prefix, factory->options(), &out);
       }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,12 +24,17 @@
 
 namespace pgflow {
 
-// One entry of `transforms:` (none exist yet: the loader refuses every entry).
+// One entry of a `transforms:` list (the pipeline's, or a sink's).
 struct TransformConfig {
-  std::string type;      // "mask", ...
-  std::string position;  // "file:line:col" for errors found later
-  std::shared_ptr<const ConfigNode> node;
+  std::string type;   // "mask", ...
+  std::string where;  // "transforms[0]", "sinks.out.transforms[1]": for messages
+  const TransformFactory* factory = nullptr;
+  std::shared_ptr<const TransformOptions> options;  // what factory->Parse returned
 };
+
+// The chain of `transforms` (as loaded), built anew for each run of the pipeline.
+TransformChain BuildTransforms(const std::string& pipeline,
+                               const std::vector<TransformConfig>& transforms);
 
 struct SourceConfig {
   std::string type;  // the key under `source:`, a registered source type
@@ -49,6 +55,10 @@ struct AdminConfig {
 
 // The keys beside a sink's type key.
 struct SinkCommonConfig {
+  // The sink's own transforms, run after the pipeline's (`transforms:` beside its type), and
+  // their entries as written, which the loader turns into them.
+  std::vector<TransformConfig> transforms;
+  std::optional<ConfigNode> transforms_node;
   std::chrono::milliseconds flush_interval{200};  // how often the engine calls Flush
   DdlPolicy ddl;
 };

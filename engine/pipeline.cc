@@ -232,7 +232,8 @@ std::vector<SinkSlot> BuildSinks(const PipelineConfig& config) {
   for (const SinkConfig& sink : config.sinks) {
     sinks.push_back(
         SinkSlot{sink.name, sink.factory->Create(ContextFor(config, sink), sink.options),
-                 sink.common.flush_interval, sink.common.ddl, TransformChain(), sink.type});
+                 sink.common.flush_interval, sink.common.ddl,
+                 BuildTransforms(config.name, sink.common.transforms), sink.type});
   }
   return sinks;
 }

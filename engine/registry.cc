@@ -41,6 +41,16 @@ const SinkFactory* FindSinkFactory(std::string_view type) {
 }
 std::vector<const SinkFactory*> SinkFactories() { return Registry<SinkFactory>::Get().All(); }
 
+void RegisterTransformFactory(std::unique_ptr<TransformFactory> factory) {
+  Registry<TransformFactory>::Get().Add(std::move(factory));
+}
+const TransformFactory* FindTransformFactory(std::string_view type) {
+  return Registry<TransformFactory>::Get().Find(type);
+}
+std::vector<const TransformFactory*> TransformFactories() {
+  return Registry<TransformFactory>::Get().All();
+}
+
 void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory) {
   Registry<SourceFactory>::Get().Add(std::move(factory));
 }

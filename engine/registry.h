@@ -31,6 +31,7 @@
 #include "engine/options.h"
 #include "engine/sink.h"
 #include "engine/source.h"
+#include "engine/transform.h"
 
 namespace pgflow {
 
@@ -165,6 +166,64 @@ class SinkFactoryOf : public SinkFactory {
   virtual std::unique_ptr<Sink> Build(const SinkContext& context,
                                       std::shared_ptr<const Options> options) const = 0;
 };
+
+// Options a transform's factory parsed from its entry; each transform type has its own.
+struct TransformOptions {
+  virtual ~TransformOptions() = default;
+};
+
+// What a transform is built with besides its options.
+struct TransformContext {
+  std::string pipeline;  // the pipeline's name
+  std::string where;     // "transforms[0]" or "sinks.out.transforms[1]", for messages
+};
+
+class TransformFactory {
+ public:
+  virtual ~TransformFactory() = default;
+  virtual std::string_view type() const = 0;
+  // One line for `pgflow options`.
+  virtual std::string_view help() const = 0;
+  virtual const OptionSchema& options() const = 0;
+  // Parses the transform's block; no network, no files beyond what the options name.
+  virtual absl::StatusOr<std::shared_ptr<const TransformOptions>> Parse(
+      const ConfigNode& node) const = 0;
+  virtual std::unique_ptr<Transform> Create(
+      const TransformContext& context, std::shared_ptr<const TransformOptions> options) const = 0;
+};
+
+// The base of a transform type's factory, as SinkFactoryOf is a sink's. Check runs after the
+// table parsed the block, for rules across options (an error names the block).
+template <typename Options>
+class TransformFactoryOf : public TransformFactory {
+ public:
+  const OptionSchema& options() const final { return table(); }
+  absl::StatusOr<std::shared_ptr<const TransformOptions>> Parse(
+      const ConfigNode& node) const final {
+    auto options = std::make_shared<Options>();
+    if (absl::Status s = table().Parse(node, options.get()); !s.ok()) return s;
+    if (absl::Status s = Check(node, options.get()); !s.ok()) return s;
+    return options;
+  }
+  std::unique_ptr<Transform> Create(const TransformContext& context,
+                                    std::shared_ptr<const TransformOptions> options) const final {
+    return Build(context, std::static_pointer_cast<const Options>(std::move(options)));
+  }
+
+ protected:
+  virtual const OptionTable<Options>& table() const = 0;
+  virtual absl::Status Check(const ConfigNode& node, Options* options) const {
+    return absl::OkStatus();
+  }
+  virtual std::unique_ptr<Transform> Build(const TransformContext& context,
+                                           std::shared_ptr<const Options> options) const = 0;
+};
+
+void RegisterTransformFactory(std::unique_ptr<TransformFactory> factory);
+// nullptr when no factory of that type is registered.
+const TransformFactory* FindTransformFactory(std::string_view type);
+// In registration order.
+std::vector<const TransformFactory*> TransformFactories();
 
 void RegisterSourceFactory(std::unique_ptr<SourceFactory> factory);
 // nullptr when no factory of that type is registered.

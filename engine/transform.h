@@ -1,8 +1,7 @@
 #pragma once
 
-// Where transforms run (none exists yet: the loader still refuses `transforms:` entries; they
-// will live in transformers/, one per type: filter, mask, route, ...), and the rules every one
-// of them keeps:
+// Where transforms run (the types live in transformers/, one per file, registered by name:
+// engine/registry.h, TransformFactory), and the rules every one of them keeps:
 //
 //   source ──► TransformingEmitter(pipeline chain) ──► fan-out ──► [sink chain] ──► sink
 //

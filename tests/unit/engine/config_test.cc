@@ -775,7 +775,7 @@ sinks:
   EXPECT_EQ(with_sinks("  out: {fake: {path: x}, flush_intervall: 1s}\n"),
             "p.yaml:4:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, postgres, "
-            "flush_interval, ddl)");
+            "flush_interval, ddl, transforms)");
   EXPECT_THAT(with_sinks("  out: {flush_interval: 1s}\n"),
               HasSubstr("p.yaml:4:8: sinks.out: missing the sink type"));
   EXPECT_THAT(with_sinks("  out: fake\n"),
@@ -798,8 +798,10 @@ sinks: {}
 
 TEST_F(ConfigTest, UnknownTransform) {
   std::string base(kMinimal.substr(1));  // 7 lines
+  EXPECT_EQ(ErrorOf(base + "transforms:\n  - musk: {table: public.customers}\n"),
+            "p.yaml:9:5: transforms[0]: unknown transform 'musk' (expected one of: mask)");
   EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask: {table: public.customers}\n"),
-            "p.yaml:9:5: transforms[0]: unknown transform 'mask' (pgflow has no transforms yet)");
+            "p.yaml:9:11: transforms[0].mask: missing required key 'columns'");
   EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask\n"),
             "p.yaml:9:5: transforms[0]: expected a mapping with one key naming the transform "
             "type");
@@ -1114,7 +1116,7 @@ sinks:
             "parsecs'\n"
             "p.yaml:9:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, postgres, "
-            "flush_interval, ddl)\n"
+            "flush_interval, ddl, transforms)\n"
             "p.yaml:10:19: sinks.other.jsonl: unknown key 'pth' (did you mean 'path'? expected "
             "one of: path, fsync, numeric_as_number)\n"
             "p.yaml:11:44: sinks.third.flush_interval: expected a duration: an integer with a "

@@ -1,0 +1,165 @@
+// Transforms end to end: a real PostgreSQL, the pgflow binary, jsonl sinks. What a sink gets
+// after the pipeline's transforms and its own, snapshot rows and streamed changes alike, and
+// that no unmasked value reaches any output.
+
+#include <signal.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/integration/support/test_support.h"
+#include "transformers/mask.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using json = nlohmann::json;
+
+TEST(TransformTest, MaskHidesEveryValueInSnapshotAndStreamAndASinkAddsItsOwn) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE masked");
+  Sql sql(SharedCluster().Url("masked"));
+  sql.Exec(R"sql(
+    CREATE TABLE customers (id int PRIMARY KEY, email text, phone varchar(20), name text,
+                            age int);
+    ALTER TABLE customers REPLICA IDENTITY FULL;  -- old rows in full: masked too
+    CREATE TABLE notes (id int PRIMARY KEY, body text);
+    INSERT INTO customers VALUES (1, 'ann.private@example.com', '+44 7700 900123', 'Ann Smith', 31),
+                                 (2, 'bob.private@example.org', '+44 7700 900456', 'Bob Jones', NULL);
+    INSERT INTO notes VALUES (1, 'not masked');
+  )sql");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml,
+            "pipeline: masked\n"
+            "source:\n"
+            "  postgres:\n"
+            "    url: " +
+                SharedCluster().Url("masked") +
+                "\n"
+                "    tables: [public.*]\n"
+                "    status_interval: 200ms\n"
+                "transforms:\n"
+                "  - mask:\n"
+                "      table: public.customers\n"
+                "      columns: {email: email, phone: hash, name: partial, age: null}\n"
+                "      salt: ${MASK_SALT}\n"
+                "sinks:\n"
+                "  hashed: {jsonl: {path: " +
+                dir.File("hashed.jsonl") +
+                "}, flush_interval: 50ms}\n"
+                "  redacted:\n"
+                "    jsonl: {path: " +
+                dir.File("redacted.jsonl") +
+                "}\n"
+                "    flush_interval: 50ms\n"
+                "    transforms:\n"
+                "      - mask: {table: 'public.*', columns: {email: redact, body: redact}}\n");
+  const std::map<std::string, std::string> env = {{"MASK_SALT", "pepper-4711"}};
+  std::string out;
+  ASSERT_EQ(RunPgflow({"validate", yaml}, &out, env), 0) << out;
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), env,
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO customers VALUES (3, 'cy.private@example.net', '+1 555 0100', 'Cy', 40)");
+  sql.Exec("UPDATE customers SET email = 'ann.new@example.com', age = 32 WHERE id = 1");
+  sql.Exec("DELETE FROM customers WHERE id = 2");
+  // 2 snapshot rows + 1 note + insert, update, delete.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ReadJsonl(dir.File("redacted.jsonl")).size() >= 6 &&
+               ReadJsonl(dir.File("hashed.jsonl")).size() >= 6;
+      },
+      std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
+  pgflow->Signal(SIGINT);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+
+  const std::string hashed = ReadFile(dir.File("hashed.jsonl"));
+  const std::string redacted = ReadFile(dir.File("redacted.jsonl"));
+  for (const char* secret : {"ann.private", "bob.private", "cy.private", "ann.new", "7700",
+                             "555 0100", "Ann Smith", "Bob Jones"}) {
+    EXPECT_THAT(hashed, Not(HasSubstr(secret)));
+    EXPECT_THAT(redacted, Not(HasSubstr(secret)));
+  }
+  std::vector<json> lines = ReadJsonl(dir.File("hashed.jsonl"));
+  std::map<std::string, json> by_op_and_id;
+  for (const json& line : lines) {
+    if (line["table"] != "customers") continue;
+    const json& row = line["op"] == "delete" ? line["before"] : line["after"];
+    by_op_and_id[line["op"].get<std::string>() + std::to_string(row["id"].get<int>())] = line;
+  }
+  const json& ann = by_op_and_id["read1"]["after"];
+  const std::string local_hash = HmacSha256Hex("pepper-4711", "ann.private").substr(0, 16);
+  EXPECT_EQ(ann["email"], local_hash + "@example.com");
+  // varchar(20): the hex HMAC cut to what the column holds.
+  EXPECT_EQ(ann["phone"], HmacSha256Hex("pepper-4711", "+44 7700 900123").substr(0, 20));
+  EXPECT_EQ(ann["name"], "A******th");
+  EXPECT_TRUE(ann["age"].is_null());
+  // Deterministic: the same phone hashes alike in the snapshot and the stream, in the old row
+  // of the update and the new.
+  const json& update = by_op_and_id["update1"];
+  EXPECT_EQ(update["after"]["phone"], ann["phone"]);
+  EXPECT_EQ(update["before"]["email"], local_hash + "@example.com");
+  EXPECT_EQ(update["after"]["email"],
+            HmacSha256Hex("pepper-4711", "ann.new").substr(0, 16) + "@example.com");
+  EXPECT_EQ(by_op_and_id["delete2"]["before"]["name"], "B******es");
+  EXPECT_EQ(by_op_and_id["insert3"]["after"]["name"], "**");  // too short to show any of it
+  // The sink's own mask comes after the pipeline's, on every table of the schema.
+  for (const json& line : ReadJsonl(dir.File("redacted.jsonl"))) {
+    if (line["table"] == "notes") EXPECT_EQ(line["after"]["body"], "REDACTED");
+    if (line["table"] == "customers" && line["after"].is_object()) {
+      EXPECT_EQ(line["after"]["email"], "REDACTED");
+      EXPECT_NE(line["after"]["name"].get<std::string>().find('*'), std::string::npos);
+    }
+  }
+  EXPECT_THAT(hashed, HasSubstr("not masked"));  // the first sink does not mask notes
+}
+
+TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  auto validate = [&](const std::string& transforms, std::string* out) {
+    WriteFile(yaml,
+              "pipeline: bad\n"
+              "source: {postgres: {url: 'postgres://db/x', tables: [public.t]}}\n"
+              "transforms:\n" +
+                  transforms + "sinks: {out: {jsonl: {path: out.jsonl}}}\n");
+    return RunPgflow({"validate", yaml}, out, {{"PGFLOW_MASK_SALT", ""}});
+  };
+  std::string out;
+  EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: hash}}\n", &out), 2);
+  EXPECT_THAT(
+      out, HasSubstr("pipeline.yaml:4:11: transforms[0].mask: hash and email need a secret salt"));
+  EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: scramble}}\n", &out), 2);
+  EXPECT_THAT(out, HasSubstr("unknown mask rule 'scramble'"));
+  EXPECT_EQ(validate("  - filterr: {table: public.t}\n", &out), 2);
+  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: mask)"));
+}
+
+TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE masked_bad");
+  Sql sql(SharedCluster().Url("masked_bad"));
+  sql.Exec("CREATE TABLE t (id int PRIMARY KEY, n int); INSERT INTO t VALUES (1, 2)");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml,
+            "pipeline: masked_bad\n"
+            "source: {postgres: {url: '" +
+                SharedCluster().Url("masked_bad") +
+                "', tables: [public.t]}}\n"
+                "transforms:\n"
+                "  - mask: {table: public.t, columns: {n: redact}}\n"
+                "sinks: {out: {jsonl: {path: " +
+                dir.File("out.jsonl") + "}}}\n");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
+  EXPECT_THAT(out, HasSubstr("transforms[0] (mask): public.t.n: rule redact applies to text "
+                             "columns"));
+  EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out
+}
+
+}  // namespace
+}  // namespace pgflow::testing

@@ -1,0 +1,54 @@
+#pragma once
+
+// The `mask` transform: hides column values before any sink sees them, for anonymised copies
+// and feeds (`- mask: {table: public.customers, columns: {email: hash, phone: redact}}`).
+//
+// Rules, per column:
+//   redact        the value becomes a constant (`redact_with`, default "REDACTED")
+//   null          the value becomes NULL
+//   hash          HMAC-SHA-256 of the value with a secret salt (`salt:` or PGFLOW_MASK_SALT),
+//                 as hex: deterministic, so joins and keys keep working; no salt is an error
+//   partial       keeps the first and the last characters, stars in between: partial(1,2)
+//                 keeps one and two (the default), "Alice Smith" -> "A********th"
+//   email         keeps the domain, hashes the local part: "ann@example.com" ->
+//                 "3f2a9c0d1e4b5a6f@example.com" (salted as `hash`)
+// Every rule but `null` applies to text columns (text, varchar, char, name); a value longer
+// than a varchar(n)/char(n) column holds is cut to n characters. Masked are the new row and the
+// old one (`before`) of every insert, update, delete and snapshot row; a value the stream did
+// not send (an unchanged TOASTed value) has nothing to mask and stays unsent. A key column may
+// be hashed or masked partially but not redacted or nulled (every row would get one key).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/postgres/table_ref.h"
+#include "engine/registry.h"
+
+namespace pgflow {
+
+enum class MaskRule { kRedact, kNull, kHash, kPartial, kEmail };
+
+struct MaskColumn {
+  std::string column;
+  MaskRule rule = MaskRule::kRedact;
+  int keep_first = 1;  // kPartial
+  int keep_last = 2;
+  friend bool operator==(const MaskColumn&, const MaskColumn&) = default;
+};
+
+struct MaskOptions : TransformOptions {
+  std::vector<std::string> table;  // as written: schema.table or schema.*
+  std::vector<TableRef> tables;    // parsed
+  std::vector<MaskColumn> columns;
+  std::string salt;  // `salt`, else PGFLOW_MASK_SALT
+  std::string redact_with = "REDACTED";
+};
+
+// Registers the `mask` transform type.
+void RegisterMaskTransform();
+
+// The hex HMAC-SHA-256 of `value` keyed by `salt` (what `hash` writes).
+std::string HmacSha256Hex(std::string_view salt, std::string_view value);
+
+}  // namespace pgflow
