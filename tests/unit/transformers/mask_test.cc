@@ -38,10 +38,10 @@ TableSchemaPtr Table() {
   t->schema = "public";
   t->name = "t";
   t->replica_identity = 'd';
-  t->columns = {{"id", oid::kInt4, -1, true},
-                {"s", oid::kText, -1, false},
-                {"v", oid::kVarchar, 5 + 4, false},
-                {"n", oid::kInt4, -1, false}};
+  t->columns = {{"id", oid::kInt4, -1, true, ""},
+                {"s", oid::kText, -1, false, ""},
+                {"v", oid::kVarchar, 5 + 4, false, ""},
+                {"n", oid::kInt4, -1, false, ""}};
   return t;
 }
 
