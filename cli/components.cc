@@ -7,6 +7,7 @@
 #include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_source.h"
 #include "sources/postgres/postgres_source_config.h"
+#include "transformers/filter.h"
 #include "transformers/mask.h"
 
 namespace pgflow {
@@ -19,6 +20,7 @@ void RegisterComponents() {
   RegisterPostgresSink();
   RegisterKafkaSink();
   RegisterKvSink();
+  RegisterFilterTransform();
   RegisterMaskTransform();
 }
 

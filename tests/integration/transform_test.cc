@@ -4,6 +4,8 @@
 
 #include <signal.h>
 
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -119,6 +121,74 @@ TEST(TransformTest, MaskHidesEveryValueInSnapshotAndStreamAndASinkAddsItsOwn) {
   EXPECT_THAT(hashed, HasSubstr("not masked"));  // the first sink does not mask notes
 }
 
+TEST(TransformTest, FilterKeepsMatchingRowsAndTurnsLeavingUpdatesIntoDeletes) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE filtered");
+  Sql sql(SharedCluster().Url("filtered"));
+  sql.Exec(R"sql(
+    CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric(10,2),
+                         placed timestamptz, attrs jsonb);
+    ALTER TABLE orders REPLICA IDENTITY FULL;
+    CREATE TABLE other (id int PRIMARY KEY);
+    INSERT INTO orders VALUES
+      (1, 'paid', 99.50, '2026-01-02 10:00+00', '{"color": "red"}'),
+      (2, 'paid', 5.00, '2026-01-02 10:00+00', '{"color": "red"}'),
+      (3, 'open', 50.00, '2026-01-02 10:00+00', '{"color": "red"}'),
+      (4, 'paid', 20.00, '2025-12-31 23:59+00', '{"color": "blue"}');
+    INSERT INTO other VALUES (1);
+  )sql");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml,
+            "pipeline: filtered\n"
+            "source:\n"
+            "  postgres:\n"
+            "    url: " +
+                SharedCluster().Url("filtered") +
+                "\n"
+                "    tables: [public.*]\n"
+                "    status_interval: 200ms\n"
+                "transforms:\n"
+                "  - filter:\n"
+                "      table: public.orders\n"
+                "      where: \"status = 'paid' and total > 10 and placed >= '2026-01-01' "
+                "and attrs->>'color' in ('red', 'green')\"\n"
+                "sinks:\n"
+                "  out: {jsonl: {path: " +
+                dir.File("out.jsonl") + "}, flush_interval: 50ms}\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec(R"sql(INSERT INTO orders VALUES (5, 'paid', 11, now(), '{"color": "green"}'))sql");
+  sql.Exec(R"sql(INSERT INTO orders VALUES (6, 'open', 11, now(), '{"color": "green"}'))sql");
+  sql.Exec("UPDATE orders SET status = 'refunded' WHERE id = 1");  // leaves: a delete
+  sql.Exec("UPDATE orders SET status = 'paid' WHERE id = 3");      // enters: an insert
+  sql.Exec("UPDATE orders SET total = 30 WHERE id = 5");           // stays: an update
+  sql.Exec("UPDATE orders SET total = 12 WHERE id = 6");           // stays out: nothing
+  sql.Exec("DELETE FROM orders WHERE id = 2");                     // never in: nothing
+  sql.Exec("INSERT INTO other VALUES (2)");                        // another table: passes
+  auto described = [&] {
+    std::vector<std::string> out;
+    for (const json& line : ReadJsonl(dir.File("out.jsonl"))) {
+      const json& row = line["after"].is_object() ? line["after"] : line["before"];
+      out.push_back(line["table"].get<std::string>() + " " + line["op"].get<std::string>() + " " +
+                    std::to_string(row["id"].get<int>()));
+    }
+    return out;
+  };
+  const std::vector<std::string> expected = {
+      "orders read 1",   "other read 1",    "orders insert 5", "orders delete 1",
+      "orders insert 3", "orders update 5", "other insert 2"};
+  std::vector<std::string> got;
+  EXPECT_TRUE(WaitFor([&] { return (got = described()).size() >= expected.size(); },
+                      std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
+  pgflow->Signal(SIGINT);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+  got = described();
+  if (got.size() >= 2) std::sort(got.begin(), got.begin() + 2);  // the copies in either order
+  EXPECT_EQ(got, expected);
+}
+
 TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
@@ -137,7 +207,10 @@ TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
   EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: scramble}}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("unknown mask rule 'scramble'"));
   EXPECT_EQ(validate("  - filterr: {table: public.t}\n", &out), 2);
-  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: mask)"));
+  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: filter, mask)"));
+  EXPECT_EQ(validate("  - filter: {table: public.t, where: \"total >\"}\n", &out), 2);
+  EXPECT_THAT(out, HasSubstr("transforms[0].filter.where: invalid predicate: at character 8: "
+                             "expected a column or a value, got the end"));
 }
 
 TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
