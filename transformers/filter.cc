@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/str_cat.h"
+#include "transformers/table_patterns.h"
 
 namespace pgflow {
 namespace {
@@ -13,10 +14,7 @@ class FilterTransform : public Transform {
       : context_(std::move(context)), options_(std::move(options)) {}
 
   bool Touches(const TableSchema& table) const override {
-    if (options_->tables.empty()) return true;
-    const TableRef ref{table.schema, table.name};
-    return std::any_of(options_->tables.begin(), options_->tables.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
+    return options_->tables.empty() || PatternsCover(options_->tables, table);
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
@@ -122,13 +120,9 @@ class FilterFactory : public TransformFactoryOf<FilterOptions> {
   }
 
   absl::Status Check(const ConfigNode& node, FilterOptions* options) const override {
-    for (const std::string& text : options->table) {
-      absl::StatusOr<TableRef> ref = ParseTableRef(text);
-      if (!ref.ok()) {
-        return node.Get("table")->Error(
-            Cat("invalid table '", text, "': ", ref.status().message()));
-      }
-      options->tables.push_back(*std::move(ref));
+    if (absl::Status s = ParseTablePatterns(node, "table", options->table, &options->tables);
+        !s.ok()) {
+      return s;
     }
     static constexpr std::pair<std::string_view, Op> kOps[] = {
         {"insert", Op::kInsert},  {"update", Op::kUpdate},     {"delete", Op::kDelete},

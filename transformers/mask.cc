@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/str_cat.h"
+#include "transformers/table_patterns.h"
 
 namespace pgflow {
 namespace {
@@ -115,11 +116,7 @@ class MaskTransform : public Transform {
       : context_(std::move(context)), options_(std::move(options)) {}
 
   bool Touches(const TableSchema& table) const override {
-    const TableRef ref{table.schema, table.name};
-    for (const TableRef& t : options_->tables) {
-      if (t.Covers(ref)) return true;
-    }
-    return false;
+    return PatternsCover(options_->tables, table);
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
@@ -271,13 +268,9 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
   }
 
   absl::Status Check(const ConfigNode& node, MaskOptions* options) const override {
-    for (const std::string& text : options->table) {
-      absl::StatusOr<TableRef> ref = ParseTableRef(text);
-      if (!ref.ok()) {
-        return node.Get("table")->Error(
-            Cat("invalid table '", text, "': ", ref.status().message()));
-      }
-      options->tables.push_back(*std::move(ref));
+    if (absl::Status s = ParseTablePatterns(node, "table", options->table, &options->tables);
+        !s.ok()) {
+      return s;
     }
     bool salted = false;
     for (const MaskColumn& c : options->columns) {
