@@ -89,3 +89,19 @@ sinks:
 ${4:-}
 YAML
 }
+
+# Runs `pgflow run $1 --until $END` logging into $2; prints "wall,cpu": its wall seconds and its
+# CPU seconds (user + system), the steadier measure on a shared machine.
+timed_pgflow() {
+  python3 - "$1" "$END" "$2" <<'PY' || { cat "$2"; exit 1; }
+import resource, subprocess, sys, time
+start = time.monotonic()
+with open(sys.argv[3], "w") as log:
+    code = subprocess.call(["build/pgflow", "run", sys.argv[1], "--until", sys.argv[2],
+                            "--progress", "0"], stderr=log)
+wall = time.monotonic() - start
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{wall:.3f},{usage.ru_utime + usage.ru_stime:.3f}")
+sys.exit(code)
+PY
+}

@@ -54,19 +54,7 @@ timed_run() {
     (while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$2/metrics"; curl -s -o /dev/null "http://127.0.0.1:$2/status"; done) &
     scraper=$!
   fi
-  # Wall seconds and pgflow's CPU seconds (user + system): on a shared machine the CPU time is
-  # the steadier measure of what the metrics cost.
-  python3 - "$yaml" "$END" "$work/$1.log" <<'PY' || { cat "$work/$1.log"; exit 1; }
-import resource, subprocess, sys, time
-start = time.monotonic()
-with open(sys.argv[3], "w") as log:
-    code = subprocess.call(["build/pgflow", "run", sys.argv[1], "--until", sys.argv[2],
-                            "--progress", "0"], stderr=log)
-wall = time.monotonic() - start
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(f"{wall:.3f},{usage.ru_utime + usage.ru_stime:.3f}")
-sys.exit(code)
-PY
+  timed_pgflow "$yaml" "$work/$1.log"
   [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
   [ -z "$2" ] || grep -q "admin endpoint" "$work/$1.log" || { echo "no admin endpoint in $1"; exit 1; }
 }
