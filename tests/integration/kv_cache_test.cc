@@ -91,7 +91,10 @@ std::string Raw(int port, const std::string& request, size_t expect_bytes) {
 
 class KvPipeline {
  public:
-  KvPipeline(const std::string& name, const std::string& extra_sink_options = "")
+  // `extra_sink_options` go inside the kv block; `sink_lines`, YAML at the sink's level (as
+  // "    transforms: [...]\n"), after it.
+  KvPipeline(const std::string& name, const std::string& extra_sink_options = "",
+             const std::string& sink_lines = "")
       : name_(name), redis_(FreePort()), memcached_(FreePort()), http_(FreePort()) {
     Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
@@ -108,9 +111,9 @@ class KvPipeline {
                          "  cache:\n"
                          "    flush_interval: 20ms\n"
                          "    kv: {redis: 127.0.0.1:" +
-                         std::to_string(redis_) +
-                         ", memcached: 127.0.0.1:" + std::to_string(memcached_) +
-                         ", http: 127.0.0.1:" + std::to_string(http_) + extra_sink_options + "}\n");
+                         std::to_string(redis_) + ", memcached: 127.0.0.1:" +
+                         std::to_string(memcached_) + ", http: 127.0.0.1:" + std::to_string(http_) +
+                         extra_sink_options + "}\n" + sink_lines);
   }
   std::string url() const { return SharedCluster().Url(name_); }
   std::string log() const { return dir_.File("pgflow.log"); }
@@ -353,6 +356,29 @@ TEST(KvCacheTest, SelectedColumnsAndAMemoryLimitThatStopsThePipeline) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(p.log());
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("memory limit (max_memory 262144 bytes)"));
   EXPECT_THAT(p.Cli("PING"), HasSubstr("Could not connect"));
+}
+
+// A filter in front of the cache: a row that stops matching leaves it, one that starts matching
+// enters it, whatever the table's replica identity.
+TEST(KvCacheTest, AnUpdateThatLeavesAFilterDeletesTheRowFromTheCache) {
+  KvPipeline p("kv_filtered", "",
+               "    transforms:\n"
+               "      - filter: {table: public.orders, where: \"status = 'paid'\"}\n");
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE SCHEMA sales; CREATE TABLE orders (id int PRIMARY KEY, status text);"
+      "INSERT INTO orders VALUES (1, 'paid'), (2, 'open');");
+  auto pgflow = p.Start();
+  EXPECT_EQ(p.Cli("HGET orders:1 status"), "paid");
+  EXPECT_EQ(p.Cli("EXISTS orders:2"), "0");
+  sql.Exec("UPDATE orders SET status = 'refunded' WHERE id = 1");
+  sql.Exec("UPDATE orders SET status = 'paid' WHERE id = 2");
+  EXPECT_TRUE(WaitFor([&] { return p.Cli("EXISTS orders:1") == "0"; }, std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  EXPECT_TRUE(
+      WaitFor([&] { return p.Cli("HGET orders:2 status") == "paid"; }, std::chrono::seconds(30)));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
 }
 
 // Mistakes a user makes with the kv cache, each refused with a message naming it.
