@@ -1,9 +1,8 @@
 #include "transformers/mask.h"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
@@ -113,7 +112,7 @@ size_t CharLimit(const Column& column) {
 class MaskTransform : public Transform {
  public:
   MaskTransform(TransformContext context, std::shared_ptr<const MaskOptions> options)
-      : context_(std::move(context)), options_(std::move(options)) {}
+      : context_(std::move(context)), options_(std::move(options)), hmac_(options_->salt) {}
 
   bool Touches(const TableSchema& table) const override {
     return PatternsCover(options_->tables, table);
@@ -186,7 +185,7 @@ class MaskTransform : public Transform {
     return &plans_.emplace(table.get(), std::move(plan)).first->second;
   }
 
-  void Mask(const Step& step, Value* value) const {
+  void Mask(const Step& step, Value* value) {
     if (value->is_null() || value->is_unchanged_toast()) return;
     const MaskColumn& rule = *step.rule;
     std::string masked;
@@ -198,14 +197,14 @@ class MaskTransform : public Transform {
         masked = options_->redact_with;
         break;
       case MaskRule::kHash:
-        masked = HmacSha256Hex(options_->salt, value->data);
+        masked = hmac_.Hex(value->data);
         break;
       case MaskRule::kEmail: {
         size_t at = value->data.rfind('@');
         std::string_view local = at == std::string::npos
                                      ? std::string_view(value->data)
                                      : std::string_view(value->data).substr(0, at);
-        masked = HmacSha256Hex(options_->salt, local).substr(0, 16);
+        masked = hmac_.Hex(local).substr(0, 16);
         if (at != std::string::npos) masked += value->data.substr(at);
         break;
       }
@@ -235,6 +234,7 @@ class MaskTransform : public Transform {
   const TransformContext context_;
   const std::shared_ptr<const MaskOptions> options_;
   absl::flat_hash_map<const TableSchema*, Plan> plans_;
+  HmacSha256 hmac_;
 };
 
 class MaskFactory : public TransformFactoryOf<MaskOptions> {
@@ -295,19 +295,58 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
 
 }  // namespace
 
-std::string HmacSha256Hex(std::string_view salt, std::string_view value) {
+struct HmacSha256::State {
+  EVP_MD_CTX* inner = EVP_MD_CTX_new();  // SHA-256 having absorbed key ^ ipad
+  EVP_MD_CTX* outer = EVP_MD_CTX_new();  // SHA-256 having absorbed key ^ opad
+  EVP_MD_CTX* work = EVP_MD_CTX_new();
+  ~State() {
+    EVP_MD_CTX_free(inner);
+    EVP_MD_CTX_free(outer);
+    EVP_MD_CTX_free(work);
+  }
+};
+
+HmacSha256::HmacSha256(std::string_view key) : state_(std::make_unique<State>()) {
+  constexpr size_t kBlock = 64;  // SHA-256's block size
+  unsigned char block[kBlock] = {};
+  if (key.size() > kBlock) {
+    unsigned int n = 0;
+    EVP_Digest(key.data(), key.size(), block, &n, EVP_sha256(), nullptr);
+  } else {
+    std::memcpy(block, key.data(), key.size());
+  }
+  unsigned char pad[kBlock];
+  for (auto [ctx, byte] : {std::pair{state_->inner, 0x36}, std::pair{state_->outer, 0x5c}}) {
+    for (size_t i = 0; i < kBlock; ++i) pad[i] = block[i] ^ byte;
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    EVP_DigestUpdate(ctx, pad, kBlock);
+  }
+}
+
+HmacSha256::~HmacSha256() = default;
+
+std::string HmacSha256::Hex(std::string_view value) {
+  unsigned char inner[EVP_MAX_MD_SIZE];
   unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int inner_length = 0;
   unsigned int length = 0;
-  HMAC(EVP_sha256(), salt.data(), static_cast<int>(salt.size()),
-       reinterpret_cast<const unsigned char*>(value.data()), value.size(), digest, &length);
+  EVP_MD_CTX_copy_ex(state_->work, state_->inner);
+  EVP_DigestUpdate(state_->work, value.data(), value.size());
+  EVP_DigestFinal_ex(state_->work, inner, &inner_length);
+  EVP_MD_CTX_copy_ex(state_->work, state_->outer);
+  EVP_DigestUpdate(state_->work, inner, inner_length);
+  EVP_DigestFinal_ex(state_->work, digest, &length);
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * length);
+  std::string out(2 * length, '0');
   for (unsigned int i = 0; i < length; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 15];
+    out[2 * i] = kHex[digest[i] >> 4];
+    out[2 * i + 1] = kHex[digest[i] & 15];
   }
   return out;
+}
+
+std::string HmacSha256Hex(std::string_view salt, std::string_view value) {
+  return HmacSha256(salt).Hex(value);
 }
 
 void RegisterMaskTransform() { RegisterTransformFactory(std::make_unique<MaskFactory>()); }
