@@ -685,12 +685,13 @@ TEST(CliTest, ValidateNamesFileLineAndColumn) {
   EXPECT_THAT(out, HasSubstr("ok"));
 
   // Every example validates as written.
-  for (const char* example :
-       {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml", "kv-cache.yaml"}) {
-    EXPECT_EQ(
-        RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
-                  {{"SOURCE_URL", "postgres://u@h/db"}, {"TARGET_URL", "postgres://u@h2/db"}}),
-        0)
+  for (const char* example : {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml",
+                              "kv-cache.yaml", "anonymised-copy.yaml"}) {
+    EXPECT_EQ(RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
+                        {{"SOURCE_URL", "postgres://u@h/db"},
+                         {"TARGET_URL", "postgres://u@h2/db"},
+                         {"MASK_SALT", "s"}}),
+              0)
         << example << ": " << out;
   }
   EXPECT_EQ(RunPgflow({"--help"}, &out), 0);
