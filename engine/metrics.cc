@@ -1,11 +1,11 @@
 #include "engine/metrics.h"
 
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "engine/log.h"
+#include "schemas/pg_float.h"
 
 namespace pgflow {
 
@@ -73,15 +73,11 @@ std::string FormatSampleValue(double value) {
   if (value == std::floor(value) && std::fabs(value) < 1e15) {
     return std::to_string(static_cast<int64_t>(value));
   }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.17g", value);
-  // Shortest form that reads back the same value, as Go's strconv would write it.
-  for (int precision = 1; precision < 17; ++precision) {
-    char shorter[32];
-    std::snprintf(shorter, sizeof(shorter), "%.*g", precision, value);
-    if (std::strtod(shorter, nullptr) == value) return shorter;
-  }
-  return buf;
+  // The shortest digits that read back as the same value (float8out's rule), which Go's
+  // ParseFloat, and so Prometheus, reads.
+  std::string out;
+  AppendFloat8Text(value, &out);
+  return out;
 }
 
 namespace {
