@@ -7,8 +7,10 @@
 #include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_source.h"
 #include "sources/postgres/postgres_source_config.h"
+#include "transformers/columns.h"
 #include "transformers/filter.h"
 #include "transformers/mask.h"
+#include "transformers/rename.h"
 
 namespace pgflow {
 
@@ -22,6 +24,9 @@ void RegisterComponents() {
   RegisterKvSink();
   RegisterFilterTransform();
   RegisterMaskTransform();
+  RegisterLuaTransform();
+  RegisterColumnsTransforms();
+  RegisterRenameTransform();
 }
 
 }  // namespace pgflow

@@ -27,24 +27,44 @@ absl::StatusOr<EventBatchPtr> TransformChain::Apply(const EventBatchPtr& batch) 
   for (const Event& event : batch->events) {
     if (event.kind != EventKind::kChange) {
       out->events.push_back(event);
+      if (TableSchemaPtr& table = out->events.back().change.table; table != nullptr) {
+        for (const auto& transform : transforms_) table = transform->OutputTable(table);
+      }
       out->bytes += event.ApproximateBytes();
       continue;
     }
-    Event changed = event;
-    bool keep = true;
-    for (const auto& transform : transforms_) {
-      absl::StatusOr<bool> kept = transform->Apply(&changed.change);
-      if (!kept.ok()) return kept.status();
-      if (!*kept) {
-        keep = false;
-        break;
-      }
-    }
-    if (!keep) continue;
-    out->bytes += changed.ApproximateBytes();
-    out->events.push_back(std::move(changed));
+    if (absl::Status s = Run(event.change, 0, event, out.get()); !s.ok()) return s;
   }
   return out;
+}
+
+absl::Status TransformChain::Run(Change change, size_t first, const Event& like,
+                                 EventBatch* out) {
+  for (size_t i = first; i < transforms_.size(); ++i) {
+    std::vector<Change> more;  // no allocation unless a transform adds to it
+    absl::StatusOr<bool> kept = transforms_[i]->Expand(&change, &more);
+    if (!kept.ok()) return kept.status();
+    if (!more.empty()) {
+      if (*kept) {
+        if (absl::Status s = Run(std::move(change), i + 1, like, out); !s.ok()) return s;
+      }
+      for (Change& extra : more) {
+        if (absl::Status s = Run(std::move(extra), i + 1, like, out); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    }
+    if (!*kept) return absl::OkStatus();
+  }
+  Event event;
+  event.kind = EventKind::kChange;
+  event.txn = like.txn;
+  event.position = like.position;
+  event.chunk = like.chunk;
+  event.rows = like.rows;
+  event.change = std::move(change);
+  out->bytes += event.ApproximateBytes();
+  out->events.push_back(std::move(event));
+  return absl::OkStatus();
 }
 
 TransformingEmitter::TransformingEmitter(TransformChain chain, Emitter* next, FailFn fail)

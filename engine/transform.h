@@ -6,8 +6,9 @@
 //   source ──► TransformingEmitter(pipeline chain) ──► fan-out ──► [sink chain] ──► sink
 //
 // - A transform sees change events only. Control events (begin, commit, rollback, positions,
-//   snapshot chunk marks, snapshot done) pass every chain untouched and in place, so that
-//   acknowledgement never depends on what a transform kept.
+//   snapshot chunk marks, snapshot done) pass every chain in place, so that acknowledgement
+//   never depends on what a transform kept; the table a chunk mark names is the one the
+//   transforms made of it (OutputTable).
 // - A transform may rewrite a change, drop it, or change its table's shape (drop or rename a
 //   column). The shape it hands on must be one output TableSchema per input TableSchema
 //   version, the same object every time, so that sinks keep caching by schema pointer
@@ -39,6 +40,16 @@ class Transform {
   // Rewrites `*change` in place, or returns false to drop it. An error stops the pipeline (no
   // position past it is acknowledged).
   virtual absl::StatusOr<bool> Apply(Change* change) = 0;
+  // For a transform that may turn one change into several (lua): as Apply, and the changes it
+  // appends to `more` follow `*change` (or take its place when it returns false), through the
+  // rest of the chain. `more` is empty on entry.
+  virtual absl::StatusOr<bool> Expand(Change* change, std::vector<Change>* more) {
+    (void)more;
+    return Apply(change);
+  }
+  // The schema the sinks see for `table` (what control events that name a table, a snapshot
+  // chunk's end, carry on): `table` itself unless the transform reshapes it.
+  virtual TableSchemaPtr OutputTable(const TableSchemaPtr& table) { return table; }
   // Whether Apply may change or drop rows of `table`; a table no transform touches keeps the
   // raw COPY path for its snapshot rows.
   virtual bool Touches(const TableSchema& table) const = 0;
@@ -75,6 +86,9 @@ class TransformChain {
   absl::StatusOr<EventBatchPtr> Apply(const EventBatchPtr& batch);
 
  private:
+  // Runs `change` through the transforms from `first` on, appending what comes out to `out`.
+  absl::Status Run(Change change, size_t first, const Event& like, EventBatch* out);
+
   std::vector<std::unique_ptr<Transform>> transforms_;
 };
 

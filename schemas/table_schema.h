@@ -66,6 +66,9 @@ struct TableSchema {
   std::vector<std::string> primary_key;
   // 1 for the first shape seen of this relation, then +1 each time it changes.
   uint32_t version = 1;
+  // A transform dropped, added, renamed or retyped columns, or renamed the table
+  // (transformers/reshape.h): the source's catalog does not describe this shape, the columns do.
+  bool reshaped = false;
 
   // "schema.name", unquoted.
   std::string QualifiedName() const { return schema + "." + name; }

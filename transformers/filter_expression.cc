@@ -11,6 +11,7 @@
 
 #include "engine/str_cat.h"
 #include "schemas/json_encoding.h"
+#include "transformers/value_text.h"
 
 namespace pgflow {
 namespace {
@@ -646,15 +647,7 @@ class Evaluator {
     const pgflow::Value& v = (*row)[*i];
     if (v.is_null() || v.is_unchanged_toast()) return d;
     d.null = false;
-    if (v.kind == ValueKind::kText) {
-      d.text = v.data;
-    } else {
-      // Binary (snapshot rows): its JSON form, a string unquoted.
-      std::string json;
-      AppendJsonValue(v, rows_.table->columns[*i].type_name, JsonOptions{}, &json);
-      nlohmann::json parsed = nlohmann::json::parse(json, nullptr, false);
-      d.text = parsed.is_string() ? parsed.get<std::string>() : json;
-    }
+    d.text = *ValueText(v, rows_.table->columns[*i]);
     if (n.path.empty()) return d;
     nlohmann::json doc = nlohmann::json::parse(d.text, nullptr, false);
     for (const auto& [key, as_text] : n.path) {

@@ -373,7 +373,10 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
                                             const std::string& target_schema,
                                             const std::string& quoted, const std::string& name) {
   if (absl::Status s = session_.Drain(); !s.ok()) return s;
-  if (!source_is_postgres_) return CreateFromShape(schema, target_schema, quoted);
+  // A table a transform reshaped is not the source's: its columns say what it is.
+  if (!source_is_postgres_ || schema.reshaped) {
+    return CreateFromShape(schema, target_schema, quoted);
+  }
   if (!schema_objects_copied_) {
     // The first table this run creates: the types, domains and functions tables may use first.
     schema_objects_copied_ = true;

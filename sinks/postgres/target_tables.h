@@ -21,7 +21,8 @@ namespace pgflow {
 // The postgres sink's tables in the target: what it knows of each (TargetTable), and what it
 // does to them other than writing rows. A table missing from the target is created when first
 // seen, from the source's catalog (sinks/postgres/table_definition.h) or, without a PostgreSQL
-// source, from the shape events carry. Its key, secondary indexes and constraints are recorded
+// source or for a table a transform reshaped, from the shape events carry (its columns and
+// key). Its key, secondary indexes and constraints are recorded
 // in pgflow.pending_ddl, committed with the table, and built once the initial load is over
 // (BuildPending), the key first; a table created while streaming gets them at once.
 //

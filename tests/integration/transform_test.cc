@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/integration/support/replication.h"
 #include "tests/integration/support/test_support.h"
 #include "transformers/mask.h"
 
@@ -207,7 +208,7 @@ TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
   EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: scramble}}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("unknown mask rule 'scramble'"));
   EXPECT_EQ(validate("  - filterr: {table: public.t}\n", &out), 2);
-  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: filter, mask)"));
+  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: drop_columns, filter,"));
   EXPECT_EQ(validate("  - filter: {table: public.t, where: \"total >\"}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("transforms[0].filter.where: invalid predicate: at character 8: "
                              "expected a column or a value, got the end"));
@@ -234,6 +235,61 @@ TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
   EXPECT_THAT(out, HasSubstr("transforms[0] (mask): public.t.n: rule redact applies to text "
                              "columns"));
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out
+}
+
+TEST(TransformTest, APostgresTargetBehindDropColumnsAndRenameFollowsTheSourcesSchemaChanges) {
+  Replication r(SharedCluster(0), SharedCluster(1), "reshaped", "[public.users]",
+                "{mode: initial}");
+  // The sink's own transforms: the target never sees ssn, and sees the rest under new names.
+  std::string yaml = ReadFile(r.yaml());
+  const std::string common = ", flush_interval: 50ms}";
+  ASSERT_NE(yaml.find(common), std::string::npos);
+  yaml.replace(yaml.find(common), common.size(),
+               ", flush_interval: 50ms, transforms: ["
+               "{drop_columns: {table: public.users, columns: [ssn]}}, "
+               "{rename: {table: public.users, to: crm.people, columns: {name: full_name}}}]}");
+  WriteFile(r.yaml(), yaml);
+  Sql source(r.source_url());
+  source.Exec(R"sql(
+    CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, ssn text, email text,
+                        CHECK (length(ssn) > 3), CHECK (name <> ''));
+    INSERT INTO users SELECT g, 'user ' || g, 'ssn-' || g, g || '@example.com'
+      FROM generate_series(1, 100) g;
+  )sql");
+  auto pgflow = r.Start();
+  ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  source.Exec("UPDATE users SET name = 'renamed one', ssn = 'ssn-new' WHERE id = 1");
+  source.Exec("ALTER TABLE users ADD COLUMN phone text");
+  source.Exec("UPDATE users SET phone = '555-0101' WHERE id = 2");
+  source.Exec("ALTER TABLE users DROP COLUMN email");
+  source.Exec("INSERT INTO users (id, name, ssn, phone) VALUES (101, 'new', 'ssn-101', '555')");
+  source.Exec("ALTER TABLE users ADD COLUMN ssn_digest text");  // not dropped: it follows
+  source.Exec("UPDATE users SET ssn_digest = 'd3' WHERE id = 3");
+  source.Exec("DELETE FROM users WHERE id = 4");
+  ASSERT_TRUE(r.CaughtUp(std::chrono::seconds(60))) << ReadFile(r.log());
+  pgflow->Signal(SIGINT);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(r.log());
+
+  Sql target(r.target_url());
+  EXPECT_EQ(target.Query("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM "
+                         "information_schema.columns WHERE table_schema = 'crm' AND "
+                         "table_name = 'people'"),
+            (std::vector<std::vector<std::string>>{{"id,full_name,phone,ssn_digest"}}));
+  EXPECT_TRUE(target.Query("SELECT table_schema FROM information_schema.tables WHERE "
+                           "table_name = 'users'")
+                  .empty())
+      << ReadFile(r.log());
+  // The primary key came with it.
+  EXPECT_EQ(target.Query("SELECT count(*) FROM pg_constraint WHERE conrelid = 'crm.people'::regclass "
+                         "AND contype = 'p'"),
+            (std::vector<std::vector<std::string>>{{"1"}}));
+  EXPECT_EQ(target.Query("SELECT count(*), count(phone), count(ssn_digest) FROM crm.people"),
+            (std::vector<std::vector<std::string>>{{"100", "2", "1"}}));
+  EXPECT_EQ(target.Query("SELECT full_name, phone FROM crm.people WHERE id IN (1, 2, 101) "
+                         "ORDER BY id"),
+            (std::vector<std::vector<std::string>>{
+                {"renamed one", "<NULL>"}, {"user 2", "555-0101"}, {"new", "555"}}));
+  EXPECT_THAT(ReadFile(r.log()), Not(HasSubstr("ssn-")));
 }
 
 }  // namespace
