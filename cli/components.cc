@@ -7,10 +7,13 @@
 #include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_source.h"
 #include "sources/postgres/postgres_source_config.h"
+#include "transformers/cast.h"
 #include "transformers/columns.h"
 #include "transformers/filter.h"
 #include "transformers/mask.h"
 #include "transformers/rename.h"
+#include "transformers/route.h"
+#include "transformers/set.h"
 
 namespace pgflow {
 
@@ -27,6 +30,9 @@ void RegisterComponents() {
   RegisterLuaTransform();
   RegisterColumnsTransforms();
   RegisterRenameTransform();
+  RegisterSetTransform();
+  RegisterCastTransform();
+  RegisterRouteTransform();
 }
 
 }  // namespace pgflow

@@ -86,6 +86,10 @@ struct Change {
   // the command, when the stream described it already (null otherwise).
   DdlCommandPtr ddl;
 
+  // Where a sink with several destinations (a Kafka topic, an OpenSearch index, a webhook
+  // route) sends this change, as the `route` transform computed it; empty: the sink's own.
+  std::string destination;
+
   TxnInfo txn;
   // WAL position of the change's own record.
   Lsn lsn;

@@ -177,30 +177,8 @@ std::optional<long double> AsNumber(const std::string& text) {
   return v;
 }
 
-std::optional<bool> AsBool(const std::string& text) {
-  std::string t = absl::AsciiStrToLower(text);
-  if (t == "t" || t == "true" || t == "yes" || t == "on" || t == "1") return true;
-  if (t == "f" || t == "false" || t == "no" || t == "off" || t == "0") return false;
-  return std::nullopt;
-}
-
-// Instants from PostgreSQL's output ("2024-01-02 03:04:05.5+00"), ISO 8601
-// ("2024-01-02T03:04:05.5+00:00", "...Z") and dates; without an offset, UTC.
-std::optional<absl::Time> AsTime(std::string text) {
-  if (text.size() >= 3) {
-    // "+05" -> "+05:00": absl's %Ez wants minutes.
-    size_t sign = text.find_last_of("+-");
-    if (sign != std::string::npos && sign > 10 && text.size() - sign == 3) text += ":00";
-  }
-  absl::Time t;
-  for (const char* format :
-       {"%Y-%m-%d %H:%M:%E*S%Ez", "%Y-%m-%dT%H:%M:%E*S%Ez", "%Y-%m-%dT%H:%M:%E*SZ",
-        "%Y-%m-%d %H:%M:%E*S", "%Y-%m-%dT%H:%M:%E*S", "%Y-%m-%d"}) {
-    std::string error;
-    if (absl::ParseTime(format, text, absl::UTCTimeZone(), &t, &error)) return t;
-  }
-  return std::nullopt;
-}
+std::optional<bool> AsBool(const std::string& text) { return ParseBoolText(text); }
+std::optional<absl::Time> AsTime(const std::string& text) { return ParseTimeText(text); }
 
 // The domain two sides compare in: a column's, else what the literals are.
 Domain Common(const Datum& a, const Datum& b) {

@@ -368,14 +368,19 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
   }
   auto it = table_topics_.find(change.table.get());
   if (it == table_topics_.end()) {
+    auto header = std::make_shared<std::string>();
+    AppendTableSchemaJson(*change.table, header.get());
+    it = table_topics_.emplace(change.table.get(), TopicEntry{change.table, nullptr, header}).first;
+  }
+  schema_header_ = it->second.schema_header.get();
+  // A topic the `route` transform chose.
+  if (!change.destination.empty()) return Topic(change.destination);
+  if (it->second.topic == nullptr) {
     absl::StatusOr<rd_kafka_topic_s*> topic =
         Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
     if (!topic.ok()) return topic.status();
-    auto header = std::make_shared<std::string>();
-    AppendTableSchemaJson(*change.table, header.get());
-    it = table_topics_.emplace(change.table.get(), TopicEntry{change.table, *topic, header}).first;
+    it->second.topic = *topic;
   }
-  schema_header_ = it->second.schema_header.get();
   return it->second.topic;
 }
 

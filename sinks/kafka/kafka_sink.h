@@ -14,7 +14,7 @@
 // needs (sources/kafka/). It is written once per relation version and copied onto each
 // message (about 25 bytes per column). A delete may be followed by a tombstone (same key,
 // null value) for compacted topics. DDL events go to `schema_changes_topic`, logical decoding
-// messages to `messages_topic`.
+// messages to `messages_topic`. A change the `route` transform sent elsewhere goes to its topic.
 //
 // Acknowledgement: producing is asynchronous. Every produced message is numbered; every
 // acknowledgeable position (a commit) and snapshot chunk is a mark after the messages before

@@ -155,11 +155,6 @@ TEST(ReshapeTest, RenameRenamesTableAndColumnsForLaterTransforms) {
 
 // An ALTER TABLE ... ADD COLUMN as the capture describes it: the shape before and after.
 Change AddColumn(const std::string& added) {
-  nlohmann::json column = [](int attnum, const std::string& name, const std::string& type) {
-    return nlohmann::json{{"attnum", attnum}, {"name", name},       {"type", type},
-                          {"not_null", false}, {"default", ""},     {"generated", ""},
-                          {"identity", ""},    {"collation", ""}};
-  }(0, "", "");
   auto col = [](int attnum, const std::string& name, const std::string& type) {
     return nlohmann::json{{"attnum", attnum}, {"name", name}, {"type", type}, {"not_null", false}};
   };
@@ -179,7 +174,6 @@ Change AddColumn(const std::string& added) {
                         {"schema", "public"},   {"name", "t"},          {"objid", 42},
                         {"statement", "ALTER TABLE t ADD COLUMN " + added + " text"},
                         {"old", before},        {"table", after}};
-  (void)column;
   Change c;
   c.op = Op::kDdl;
   c.table = Table();
