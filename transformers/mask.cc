@@ -1,16 +1,21 @@
 #include "transformers/mask.h"
 
 #include <openssl/evp.h>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/str_cat.h"
 #include "transformers/table_patterns.h"
+#include "transformers/value_text.h"
 
 namespace pgflow {
 namespace {
@@ -35,6 +40,15 @@ const char* RuleName(MaskRule rule) {
       return "partial";
     case MaskRule::kEmail:
       return "email";
+    case MaskRule::kFakeName:
+      return "fake_name";
+    case MaskRule::kFakePhone:
+      return "fake_phone";
+    case MaskRule::kTruncateTime:
+    case MaskRule::kTruncateNumber:
+      return "truncate";
+    case MaskRule::kKeep:
+      return "keep";
   }
   return "?";
 }
@@ -55,12 +69,16 @@ absl::Status ReadRules(const ConfigNode& node, std::vector<MaskColumn>* columns)
   }
   for (auto& [column, value] : node.Entries()) {
     if (value.IsNull()) {  // `age: null` is YAML's null: the rule of that name
-      columns->push_back(MaskColumn{column, MaskRule::kNull});
+      MaskColumn rule;
+      rule.column = column;
+      rule.rule = MaskRule::kNull;
+      columns->push_back(std::move(rule));
       continue;
     }
     absl::StatusOr<std::string> text = value.AsString();
     if (!text.ok()) return text.status();
-    MaskColumn rule{column};
+    MaskColumn rule;
+    rule.column = column;
     if (*text == "redact") {
       rule.rule = MaskRule::kRedact;
     } else if (*text == "null") {
@@ -69,11 +87,31 @@ absl::Status ReadRules(const ConfigNode& node, std::vector<MaskColumn>* columns)
       rule.rule = MaskRule::kHash;
     } else if (*text == "email") {
       rule.rule = MaskRule::kEmail;
+    } else if (*text == "fake_name") {
+      rule.rule = MaskRule::kFakeName;
+    } else if (*text == "fake_phone") {
+      rule.rule = MaskRule::kFakePhone;
+    } else if (*text == "keep") {
+      rule.rule = MaskRule::kKeep;
     } else if (ParsePartial(*text, &rule.keep_first, &rule.keep_last)) {
       rule.rule = MaskRule::kPartial;
+    } else if (absl::string_view t = *text; absl::ConsumePrefix(&t, "truncate(") &&
+                                            absl::ConsumeSuffix(&t, ")")) {
+      const std::string arg(absl::StripAsciiWhitespace(t));
+      if (arg == "year" || arg == "month" || arg == "day" || arg == "hour" || arg == "minute") {
+        rule.rule = MaskRule::kTruncateTime;
+        rule.unit = arg;
+      } else if (absl::SimpleAtoi(arg, &rule.precision) && rule.precision >= -30 &&
+                 rule.precision <= 30) {
+        rule.rule = MaskRule::kTruncateNumber;
+      } else {
+        return value.Error(Cat("truncate takes year, month, day, hour, minute or a number of "
+                               "decimals, got '", arg, "'"));
+      }
     } else {
       return value.Error(Cat("unknown mask rule '", *text,
-                             "' (expected redact, null, hash, partial, partial(F,L) or email)"));
+                             "' (expected redact, null, hash, partial, partial(F,L), email, "
+                             "fake_name, fake_phone, truncate(unit), truncate(N) or keep)"));
     }
     columns->push_back(std::move(rule));
   }
@@ -100,6 +138,132 @@ std::vector<std::string_view> Characters(std::string_view text) {
   return out;
 }
 
+bool IsTimeType(uint32_t type_oid) {
+  return type_oid == oid::kDate || type_oid == oid::kTimestamp || type_oid == oid::kTimestamptz;
+}
+
+bool IsNumberType(uint32_t type_oid) {
+  return type_oid == oid::kInt2 || type_oid == oid::kInt4 || type_oid == oid::kInt8 ||
+         type_oid == oid::kNumeric || type_oid == oid::kFloat4 || type_oid == oid::kFloat8;
+}
+
+// The types each rule applies to, for the error that names a mismatch.
+bool RuleFits(MaskRule rule, uint32_t type_oid) {
+  switch (rule) {
+    case MaskRule::kNull:
+    case MaskRule::kKeep:
+      return true;
+    case MaskRule::kTruncateTime:
+      return IsTimeType(type_oid);
+    case MaskRule::kTruncateNumber:
+      return IsNumberType(type_oid);
+    default:
+      return IsTextType(type_oid);
+  }
+}
+
+const char* RuleTypes(MaskRule rule) {
+  if (rule == MaskRule::kTruncateTime) return "date and timestamp columns";
+  if (rule == MaskRule::kTruncateNumber) return "number columns";
+  return "text columns (text, varchar, char)";
+}
+
+// "2026-03-17 10:11:12.5+01" (or ISO's T) cut to `unit`, its offset kept; nullopt for another
+// form.
+std::optional<std::string> TruncateTime(const std::string& text, const std::string& unit) {
+  auto digits = [&](size_t at, size_t n) {
+    if (at + n > text.size()) return false;
+    for (size_t i = at; i < at + n; ++i) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) return false;
+    }
+    return true;
+  };
+  if (!digits(0, 4) || text.size() < 10 || text[4] != '-' || !digits(5, 2) || text[7] != '-' ||
+      !digits(8, 2)) {
+    return std::nullopt;
+  }
+  std::string date = text.substr(0, 10);
+  if (unit == "year") date.replace(5, 5, "01-01");
+  if (unit == "month") date.replace(8, 2, "01");
+  if (text.size() == 10) return date;  // a date
+  if (!(text[10] == ' ' || text[10] == 'T') || !digits(11, 2) || text.size() < 19 ||
+      text[13] != ':' || !digits(14, 2) || text[16] != ':' || !digits(17, 2)) {
+    return std::nullopt;
+  }
+  std::string time = text.substr(11, 8);
+  if (unit == "year" || unit == "month" || unit == "day") time = "00:00:00";
+  if (unit == "hour") time.replace(2, 6, ":00:00");
+  if (unit == "minute") time.replace(5, 3, ":00");
+  size_t rest = 19;
+  if (rest < text.size() && text[rest] == '.') {
+    ++rest;
+    while (rest < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[rest]))) {
+      ++rest;
+    }
+  }
+  return Cat(date, std::string(1, text[10]), time, text.substr(rest));
+}
+
+// Decimal text cut toward zero to `precision` decimals (negative: integer digits zeroed).
+std::optional<std::string> TruncateNumber(const std::string& text, int precision) {
+  if (text.find_first_of("eEnN") != std::string::npos) {  // exponent, NaN, Infinity
+    if (text.find_first_of("nN") != std::string::npos) return text;
+    const long double scale = std::pow(10.0L, precision);
+    const long double v = std::trunc(std::strtold(text.c_str(), nullptr) * scale) / scale;
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.17Lg", v);
+    return std::string(buf);
+  }
+  size_t start = !text.empty() && (text[0] == '-' || text[0] == '+') ? 1 : 0;
+  const size_t dot = text.find('.');
+  std::string whole = text.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+  std::string fraction = dot == std::string::npos ? "" : text.substr(dot + 1);
+  for (char c : whole + fraction) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+  }
+  if (precision >= 0) {
+    if (fraction.size() > static_cast<size_t>(precision)) fraction.resize(precision);
+  } else {
+    fraction.clear();
+    const size_t zeroed = std::min(whole.size(), static_cast<size_t>(-precision));
+    whole.replace(whole.size() - zeroed, zeroed, zeroed, '0');
+  }
+  if (whole.empty()) whole = "0";
+  std::string out = whole;
+  if (!fraction.empty()) out += "." + fraction;
+  const bool zero = out.find_first_not_of("0.") == std::string::npos;
+  return (text[0] == '-' && !zero ? "-" : "") + out;
+}
+
+// Made-up names, chosen by a hash: common in many countries, none a real person's by intent.
+constexpr const char* kFirstNames[] = {
+    "Ada",    "Aiko",   "Amara", "Anna",  "Arjun",  "Bea",    "Carlos", "Chen",   "Dana",
+    "Diego",  "Elena",  "Emil",  "Farah", "Femi",   "Grace",  "Hana",   "Ivan",   "Jonas",
+    "Kai",    "Lea",    "Leila", "Luca",  "Maya",   "Mei",    "Mila",   "Nadia",  "Nils",
+    "Noor",   "Omar",   "Oskar", "Pia",   "Priya",  "Rafael", "Rosa",   "Sami",   "Sara",
+    "Sofia",  "Tariq",  "Theo",  "Uma",   "Vera",   "Wren",   "Yara",   "Yusuf",  "Zoe",
+    "Bruno",  "Clara",  "Ines",  "Joao",  "Kofi",   "Lina",   "Marek",  "Nia",    "Pavel",
+    "Quinn",  "Rahel",  "Sven",  "Tomas", "Valentina", "Wei",  "Ximena", "Yuki",  "Zainab",
+    "Alma"};
+constexpr const char* kLastNames[] = {
+    "Abe",     "Adeyemi", "Alves",   "Berg",     "Bianchi", "Costa",   "Dahl",    "Diaz",
+    "Eriksen", "Faber",   "Garcia",  "Haddad",   "Ito",     "Jensen",  "Kaur",    "Kim",
+    "Kowalski", "Larsen", "Lopez",   "Mensah",   "Moreau",  "Novak",   "Nunez",   "Okafor",
+    "Olsen",   "Park",    "Petrov",  "Quispe",   "Rossi",   "Sato",    "Schmidt", "Silva",
+    "Singh",   "Sousa",   "Tanaka",  "Torres",   "Ueda",    "Varga",   "Vogel",   "Wang",
+    "Weber",   "Xu",      "Yilmaz",  "Young",    "Zhang",   "Ziegler", "Afolabi", "Brandt",
+    "Castro",  "Duarte",  "Eze",     "Fischer",  "Gomez",   "Horvat",  "Ibrahim", "Jovanovic",
+    "Keller",  "Lind",    "Moreno",  "Nakamura", "Ortiz",   "Pereira", "Reyes",   "Sandberg"};
+
+// The first byte pairs of a hex digest as numbers, to choose with.
+uint32_t HexWord(const std::string& hex, size_t at) {
+  uint32_t v = 0;
+  for (size_t i = at; i < at + 8 && i < hex.size(); ++i) {
+    v = v * 16 + static_cast<uint32_t>(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+  }
+  return v;
+}
+
 // The characters a varchar(n)/char(n) column holds (0: no limit).
 size_t CharLimit(const Column& column) {
   if ((column.type_oid == oid::kVarchar || column.type_oid == oid::kBpchar) &&
@@ -119,6 +283,10 @@ class MaskTransform : public Transform {
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
+    if (change->op == Op::kDdl && change->ddl != nullptr && options_->strict) {
+      if (absl::Status s = CheckStrict(*change->ddl); !s.ok()) return s;
+      return true;
+    }
     if (change->table == nullptr || change->op == Op::kDdl || change->op == Op::kTruncate ||
         change->op == Op::kMessage) {
       return true;
@@ -128,7 +296,9 @@ class MaskTransform : public Transform {
     if ((*plan)->steps.empty()) return true;
     for (Row* row : {&change->after, &change->before}) {
       if (row->size() != change->table->columns.size()) continue;  // no such image
-      for (const Step& step : (*plan)->steps) Mask(step, &(*row)[step.index]);
+      for (const Step& step : (*plan)->steps) {
+        if (absl::Status s = Mask(step, &(*row)[step.index]); !s.ok()) return s;
+      }
     }
     return true;
   }
@@ -138,11 +308,39 @@ class MaskTransform : public Transform {
     size_t index;
     const MaskColumn* rule;
     size_t limit;  // characters the column holds; 0: any
+    const Column* column;
   };
   struct Plan {
     TableSchemaPtr hold;  // keeps the key's address from being reused
     std::vector<Step> steps;
   };
+
+  // Under `strict`, a schema change that gives a covered table a column without a rule stops
+  // the pipeline before the column reaches a sink.
+  absl::Status CheckStrict(const DdlCommand& ddl) const {
+    if (!ddl.table || !ddl.IsTable()) return absl::OkStatus();
+    const TableRef ref{ddl.table->schema, ddl.table->name};
+    if (std::none_of(options_->tables.begin(), options_->tables.end(),
+                     [&ref](const TableRef& t) { return t.Covers(ref); })) {
+      return absl::OkStatus();
+    }
+    for (const DdlColumn& c : ddl.table->columns) {
+      if (!HasRule(c.name)) return Unruled(ddl.table->schema + "." + ddl.table->name, c.name);
+    }
+    return absl::OkStatus();
+  }
+
+  bool HasRule(const std::string& column) const {
+    return std::any_of(options_->columns.begin(), options_->columns.end(),
+                       [&](const MaskColumn& c) { return c.column == column; });
+  }
+
+  absl::Status Unruled(const std::string& table, const std::string& column) const {
+    return absl::FailedPreconditionError(
+        Cat(context_.where, " (mask, strict): ", table, ".", column,
+            " has no rule, so nothing of the table goes out: add `", column,
+            ": keep` if it holds no personal data, else a rule that masks it, and restart"));
+  }
 
   absl::StatusOr<const Plan*> PlanFor(const TableSchemaPtr& table) {
     auto it = plans_.find(table.get());
@@ -151,6 +349,11 @@ class MaskTransform : public Transform {
     Plan plan{table, {}};
     if (Touches(*table)) {
       const std::vector<size_t> key = table->RowKeyColumns();
+      if (options_->strict) {
+        for (const Column& c : table->columns) {
+          if (!HasRule(c.name)) return Unruled(table->QualifiedName(), c.name);
+        }
+      }
       bool exact = false;  // named by schema.table, not only by schema.*
       for (const TableRef& t : options_->tables) {
         exact = exact || (!t.is_schema() && t.Covers(TableRef{table->schema, table->name}));
@@ -165,34 +368,68 @@ class MaskTransform : public Transform {
                                                    rule.column, "'"));
         }
         const Column& column = table->columns[i];
-        if (rule.rule != MaskRule::kNull && !IsTextType(column.type_oid)) {
+        if (!RuleFits(rule.rule, column.type_oid)) {
           return absl::FailedPreconditionError(
               Cat(context_.where, " (mask): ", table->QualifiedName(), ".", rule.column, ": rule ",
-                  RuleName(rule.rule),
-                  " applies to text columns (text, varchar, char); use null for a column of "
-                  "another type"));
+                  RuleName(rule.rule), " applies to ", RuleTypes(rule.rule),
+                  "; use null for a column of another type"));
         }
+        if (rule.rule == MaskRule::kKeep) continue;
         const bool in_key = std::find(key.begin(), key.end(), i) != key.end();
-        if (in_key && (rule.rule == MaskRule::kNull || rule.rule == MaskRule::kRedact)) {
+        if (in_key && rule.rule != MaskRule::kHash && rule.rule != MaskRule::kPartial &&
+            rule.rule != MaskRule::kEmail) {
           return absl::FailedPreconditionError(
               Cat(context_.where, " (mask): ", table->QualifiedName(), ".", rule.column,
                   " is part of the key: rule ", RuleName(rule.rule),
-                  " would give every row the same key; use hash"));
+                  " could give two rows the same key; use hash"));
         }
-        plan.steps.push_back(Step{i, &rule, CharLimit(column)});
+        plan.steps.push_back(Step{i, &rule, CharLimit(column), &column});
       }
     }
     return &plans_.emplace(table.get(), std::move(plan)).first->second;
   }
 
-  void Mask(const Step& step, Value* value) {
-    if (value->is_null() || value->is_unchanged_toast()) return;
+  absl::Status Mask(const Step& step, Value* value) {
+    if (value->is_null() || value->is_unchanged_toast()) return absl::OkStatus();
     const MaskColumn& rule = *step.rule;
     std::string masked;
     switch (rule.rule) {
+      case MaskRule::kKeep:
+        return absl::OkStatus();
       case MaskRule::kNull:
         *value = Value::Null(value->type_oid);
-        return;
+        return absl::OkStatus();
+      case MaskRule::kTruncateTime:
+      case MaskRule::kTruncateNumber: {
+        const std::string text = *ValueText(*value, *step.column);
+        std::optional<std::string> cut = rule.rule == MaskRule::kTruncateTime
+                                             ? TruncateTime(text, rule.unit)
+                                             : TruncateNumber(text, rule.precision);
+        if (!cut) {
+          return absl::FailedPreconditionError(Cat(context_.where, " (mask): ", rule.column,
+                                                   ": cannot truncate '", text, "'"));
+        }
+        *value = Value::Text(value->type_oid, *std::move(cut));
+        return absl::OkStatus();
+      }
+      case MaskRule::kFakeName: {
+        const std::string h = hmac_.Hex(value->data);
+        masked = Cat(kFirstNames[HexWord(h, 0) % std::size(kFirstNames)], " ",
+                     kLastNames[HexWord(h, 8) % std::size(kLastNames)]);
+        break;
+      }
+      case MaskRule::kFakePhone: {
+        std::string h = hmac_.Hex(value->data);
+        masked = value->data;
+        size_t next = 0;
+        for (char& c : masked) {
+          if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) continue;
+          if (next + 8 > h.size()) h += hmac_.Hex(h);  // more digits than one digest gives
+          c = static_cast<char>('0' + HexWord(h, next) % 10);
+          next += 2;
+        }
+        break;
+      }
       case MaskRule::kRedact:
         masked = options_->redact_with;
         break;
@@ -229,6 +466,7 @@ class MaskTransform : public Transform {
     }
     // Text types: the text form and the binary send form are the same bytes.
     value->data = std::move(masked);
+    return absl::OkStatus();
   }
 
   const TransformContext context_;
@@ -257,12 +495,18 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
             .Help("column: rule. redact (a constant), null, hash (HMAC-SHA-256 with the salt, "
                   "hex: deterministic), partial or partial(F,L) (keep the first F and last L "
                   "characters, stars between; 1 and 2 by default), email (keep the domain, the "
-                  "local part hashed). All but null apply to text columns."),
+                  "local part hashed), fake_name and fake_phone (deterministic made-up values), "
+                  "truncate(year|month|day|hour|minute) for dates, truncate(N) for numbers (N "
+                  "decimals; negative zeroes digits), keep (not sensitive, for strict)."),
         StringOption("salt", &MaskOptions::salt)
             .DefaultText("$PGFLOW_MASK_SALT")
             .Help("The secret key of hash and email (write ${VAR}); required by them."),
         StringOption("redact_with", &MaskOptions::redact_with)
             .Help("What redact writes in place of a value."),
+        BoolOption("strict", &MaskOptions::strict)
+            .Help("Every column of the tables needs a rule (keep for one that is not "
+                  "sensitive); a table, or a schema change, with a column without one stops the "
+                  "pipeline before it goes out."),
     });
     return *table;
   }
@@ -274,14 +518,15 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
     }
     bool salted = false;
     for (const MaskColumn& c : options->columns) {
-      salted = salted || c.rule == MaskRule::kHash || c.rule == MaskRule::kEmail;
+      salted = salted || c.rule == MaskRule::kHash || c.rule == MaskRule::kEmail ||
+               c.rule == MaskRule::kFakeName || c.rule == MaskRule::kFakePhone;
     }
     if (options->salt.empty()) {
       if (const char* env = std::getenv("PGFLOW_MASK_SALT"); env != nullptr) options->salt = env;
     }
     if (salted && options->salt.empty()) {
       return node.Error(
-          "hash and email need a secret salt: set `salt: ${MASK_SALT}` or PGFLOW_MASK_SALT (an "
+          "hash, email, fake_name and fake_phone need a secret salt: set `salt: ${MASK_SALT}` or PGFLOW_MASK_SALT (an "
           "unsalted hash of a phone number or an email is undone by trying them all)");
     }
     return absl::OkStatus();

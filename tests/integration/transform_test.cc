@@ -204,7 +204,7 @@ TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
   std::string out;
   EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: hash}}\n", &out), 2);
   EXPECT_THAT(
-      out, HasSubstr("pipeline.yaml:4:11: transforms[0].mask: hash and email need a secret salt"));
+      out, HasSubstr("pipeline.yaml:4:11: transforms[0].mask: hash, email, fake_name and fake_phone need a secret salt"));
   EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: scramble}}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("unknown mask rule 'scramble'"));
   EXPECT_EQ(validate("  - filterr: {table: public.t}\n", &out), 2);
