@@ -10,6 +10,7 @@
 #include "transformers/cast.h"
 #include "transformers/columns.h"
 #include "transformers/filter.h"
+#include "transformers/lua.h"
 #include "transformers/mask.h"
 #include "transformers/rename.h"
 #include "transformers/route.h"

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
+#include "cli/preview_command.h"
 #include "cli/status_command.h"
 #include "common/postgres/conninfo.h"
 #include "common/postgres/postgres_origin.h"
@@ -102,11 +103,21 @@ bool ParseTableArgs(const std::vector<std::string>& args, const PostgresPipeline
   return true;
 }
 
-int Validate(const std::string& path) {
+int Validate(const std::string& path, bool against_source) {
   absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return kExitConfig;
+  }
+  if (against_source) {
+    absl::StatusOr<std::vector<std::string>> problems = ValidateAgainstSource(*config);
+    if (!problems.ok()) {
+      std::fprintf(stderr, "%s: reading the source: %s\n", path.c_str(),
+                   std::string(problems.status().message()).c_str());
+      return kExitFailure;
+    }
+    for (const std::string& p : *problems) std::fprintf(stderr, "%s: %s\n", path.c_str(), p.c_str());
+    if (!problems->empty()) return kExitConfig;
   }
   std::string sinks;
   for (const SinkConfig& sink : config->sinks) {
@@ -115,6 +126,23 @@ int Validate(const std::string& path) {
   std::printf("%s: ok: pipeline %s, source %s (%s), sinks %s\n", path.c_str(), config->name.c_str(),
               config->source.type.c_str(),
               config->source.factory->Describe(*config->source.options).c_str(), sinks.c_str());
+  return kExitOk;
+}
+
+int Preview(const std::string& path, const std::string& table, int limit, const std::string& sink) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return kExitConfig;
+  }
+  absl::StatusOr<std::string> shown = PreviewTable(*config, table, limit, sink);
+  if (!shown.ok()) {
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(shown.status().message()).c_str());
+    return absl::IsInvalidArgument(shown.status()) || absl::IsNotFound(shown.status())
+               ? kExitConfig
+               : kExitFailure;
+  }
+  std::fputs(shown->c_str(), stdout);
   return kExitOk;
 }
 
@@ -648,6 +676,26 @@ int main(int argc, char** argv) {
       "Check a pipeline file without touching any server: YAML syntax, unknown keys, types, "
       "required fields, URLs. Errors name file, line and column; exit status 2 on error.");
   validate->add_option("pipeline", validate_path, "pipeline file (YAML)")->required();
+  bool validate_source = false;
+  validate->add_flag("--source", validate_source,
+                     "also connect to the source and run every followed table's first row "
+                     "through each sink's transforms: tables and columns the transforms name must "
+                     "exist, with types their rules fit");
+
+  std::string preview_path;
+  std::string preview_table;
+  std::string preview_sink;
+  int preview_limit = 10;
+  CLI::App* preview = app.add_subcommand(
+      "preview",
+      "Show rows of a source table beside what the pipeline's transforms (and a sink's, with "
+      "--sink) make of them, without starting the pipeline.");
+  preview->add_option("pipeline", preview_path, "pipeline file (YAML)")->required();
+  preview->add_option("--table", preview_table, "the source table, schema.table")->required();
+  preview->add_option("--limit", preview_limit, "rows to show")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  preview->add_option("--sink", preview_sink, "add this sink's own transforms after the pipeline's");
 
   std::string snapshot_path;
   std::vector<std::string> snapshot_tables;
@@ -739,7 +787,8 @@ int main(int argc, char** argv) {
   SetLogFormat(format);
   if (*status) return StatusCommand(status_path, status_json);
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
-  if (*validate) return Validate(validate_path);
+  if (*validate) return Validate(validate_path, validate_source);
+  if (*preview) return Preview(preview_path, preview_table, preview_limit, preview_sink);
   if (*init) return Init(init_path, grant_to, print_sql);
   if (*teardown) return TeardownCommand(teardown_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);

@@ -208,7 +208,7 @@ TEST(TransformTest, MaskMistakesAreNamedBeforeAnythingRuns) {
   EXPECT_EQ(validate("  - mask: {table: public.t, columns: {email: scramble}}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("unknown mask rule 'scramble'"));
   EXPECT_EQ(validate("  - filterr: {table: public.t}\n", &out), 2);
-  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: drop_columns, filter,"));
+  EXPECT_THAT(out, HasSubstr("unknown transform 'filterr' (expected one of: cast, drop_columns, filter,"));
   EXPECT_EQ(validate("  - filter: {table: public.t, where: \"total >\"}\n", &out), 2);
   EXPECT_THAT(out, HasSubstr("transforms[0].filter.where: invalid predicate: at character 8: "
                              "expected a column or a value, got the end"));
@@ -235,6 +235,56 @@ TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
   EXPECT_THAT(out, HasSubstr("transforms[0] (mask): public.t.n: rule redact applies to text "
                              "columns"));
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out
+}
+
+TEST(TransformTest, PreviewShowsRowsBeforeAndAfterAndValidateSourceChecksTheCatalog) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE previewed");
+  Sql sql(SharedCluster().Url("previewed"));
+  sql.Exec(R"sql(
+    CREATE TABLE customers (id int PRIMARY KEY, email text, ssn text, cents bigint, status text);
+    INSERT INTO customers VALUES (1, 'ann@example.com', '123-45-6789', 12345, 'active'),
+                                 (2, 'bob@example.org', '987-65-4321', 500, 'closed');
+  )sql");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  auto write = [&](const std::string& transforms) {
+    WriteFile(yaml, "pipeline: previewed\n"
+                    "source: {postgres: {url: '" +
+                        SharedCluster().Url("previewed") +
+                        "', tables: [public.customers]}}\n"
+                        "transforms:\n" +
+                        transforms + "sinks: {out: {jsonl: {path: " + dir.File("out.jsonl") +
+                        "}}}\n");
+  };
+  write(
+      "  - filter: {table: public.customers, where: \"status = 'active'\"}\n"
+      "  - mask: {table: public.customers, salt: s, columns: {email: email}}\n"
+      "  - drop_columns: {table: public.customers, columns: [ssn]}\n"
+      "  - cast: {table: public.customers, columns: {cents: {type: numeric, scale: 0.01}}}\n"
+      "  - rename: {table: public.customers, columns: {cents: amount}}\n"
+      "  - set: {table: public.customers, columns: {source: '{schema}.{table}'}}\n");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"preview", yaml, "--table", "public.customers", "--limit", "5"}, &out), 0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("row 1 of public.customers -> read on public.customers"));
+  EXPECT_THAT(out, HasSubstr("ann@example.com"));  // the source side
+  EXPECT_THAT(out, HasSubstr("@example.com"));
+  EXPECT_THAT(out, HasSubstr("123-45-6789      (not in the output)"));
+  EXPECT_THAT(out, HasSubstr("amount (renamed or added)"));
+  EXPECT_THAT(out, HasSubstr("123.45"));
+  EXPECT_THAT(out, HasSubstr("source (renamed or added)"));
+  EXPECT_THAT(out, HasSubstr("public.customers"));
+  EXPECT_THAT(out, HasSubstr("row 2 of public.customers: filtered out"));
+  EXPECT_EQ(RunPgflow({"preview", yaml, "--table", "public.nope"}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("table public.nope does not exist"));
+
+  ASSERT_EQ(RunPgflow({"validate", "--source", yaml}, &out), 0) << out;
+  write("  - mask: {table: public.customers, columns: {emial: redact, cents: redact}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;  // offline: nothing to see
+  EXPECT_EQ(RunPgflow({"validate", "--source", yaml}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("public.customers: transforms[0] (mask): table public.customers has "
+                             "no column 'emial'"));
 }
 
 TEST(TransformTest, APostgresTargetBehindDropColumnsAndRenameFollowsTheSourcesSchemaChanges) {

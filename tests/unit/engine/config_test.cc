@@ -799,7 +799,7 @@ sinks: {}
 TEST_F(ConfigTest, UnknownTransform) {
   std::string base(kMinimal.substr(1));  // 7 lines
   EXPECT_EQ(ErrorOf(base + "transforms:\n  - musk: {table: public.customers}\n"),
-            "p.yaml:9:5: transforms[0]: unknown transform 'musk' (expected one of: filter, mask)");
+            "p.yaml:9:5: transforms[0]: unknown transform 'musk' (expected one of: cast, drop_columns, filter, lua, mask, rename, route, select, set)");
   EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask: {table: public.customers}\n"),
             "p.yaml:9:11: transforms[0].mask: missing required key 'columns'");
   EXPECT_EQ(ErrorOf(base + "transforms:\n  - mask\n"),
