@@ -500,7 +500,8 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
                   "decimals; negative zeroes digits), keep (not sensitive, for strict)."),
         StringOption("salt", &MaskOptions::salt)
             .DefaultText("$PGFLOW_MASK_SALT")
-            .Help("The secret key of hash and email (write ${VAR}); required by them."),
+            .Help("The secret key of hash, email, fake_name and fake_phone (write ${VAR}); "
+                  "required by them."),
         StringOption("redact_with", &MaskOptions::redact_with)
             .Help("What redact writes in place of a value."),
         BoolOption("strict", &MaskOptions::strict)

@@ -237,6 +237,52 @@ TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out
 }
 
+// The rule README.md shows for `lua`, end to end.
+TEST(TransformTest, TheReadmesLuaRuleDerivesATierAndDropsTestAccounts) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE scripted");
+  Sql sql(SharedCluster().Url("scripted"));
+  sql.Exec(R"sql(
+    CREATE TABLE customers (id int PRIMARY KEY, email text, lifetime_spend numeric, tier text);
+    INSERT INTO customers VALUES (1, 'ann@example.com', 12000.50, NULL),
+                                 (2, 'qa@test.example', 50000, NULL);
+  )sql");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  const std::string readme = ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/README.md");
+  const size_t start = readme.find("  - lua:\n      table: public.customers");
+  ASSERT_NE(start, std::string::npos);
+  const std::string block = readme.substr(start, readme.find("```", start) - start);
+  WriteFile(yaml, "pipeline: scripted\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("scripted") +
+                      "\n    tables: [public.customers]\n    status_interval: 200ms\n"
+                      "transforms:\n" +
+                      block + "sinks:\n  out: {jsonl: {path: " + dir.File("out.jsonl") +
+                      "}, flush_interval: 50ms}\n");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out << "\n" << ReadFile(yaml);
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO customers VALUES (3, 'cy@example.net', 1500, 'stale')");
+  sql.Exec("UPDATE customers SET lifetime_spend = 20 WHERE id = 3");
+  sql.Exec("INSERT INTO customers VALUES (4, 'bot@test.example', 1, NULL)");
+  sql.Exec("DELETE FROM customers WHERE id = 1");
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonl(dir.File("out.jsonl")).size() >= 4; },
+                      std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
+  pgflow->Signal(SIGINT);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+  std::vector<std::string> got;
+  for (const json& line : ReadJsonl(dir.File("out.jsonl"))) {
+    const json& row = line["after"].is_object() ? line["after"] : line["before"];
+    got.push_back(line["op"].get<std::string>() + " " + std::to_string(row["id"].get<int>()) +
+                  " " + (row["tier"].is_string() ? row["tier"].get<std::string>() : "-"));
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"read 1 gold", "insert 3 silver", "update 3 standard",
+                                           "delete 1 -"}));
+}
+
 TEST(TransformTest, PreviewShowsRowsBeforeAndAfterAndValidateSourceChecksTheCatalog) {
   Sql admin(SharedCluster().Url());
   admin.Exec("CREATE DATABASE previewed");
