@@ -1,5 +1,7 @@
 // set, cast and route (transformers/set.h, cast.h, route.h) and the templates they share.
 
+#include <random>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -181,6 +183,26 @@ TEST(RouteTest, SetsTheDestinationFromTheRowOrTheKey) {
   EXPECT_THAT(ApplyOne(*chain, toast).status().message(),
               HasSubstr("reads a value of public.orders the stream did not send"));
   EXPECT_THAT(Chain("  - route: {to: 'a{'}\n").status().message(), HasSubstr("invalid template"));
+}
+
+TEST(TemplateTest, RandomTextNeverCrashesTheParsersAndConverters) {
+  std::mt19937_64 rng(7);
+  const std::string alphabet = "{}{{}}abname id.:-+eE0123456789 '\"TZ";
+  Change c = Row5();
+  for (int i = 0; i < 20000; ++i) {
+    std::string text;
+    const size_t n = rng() % 20;
+    for (size_t j = 0; j < n; ++j) text += alphabet[rng() % alphabet.size()];
+    if (absl::StatusOr<Template> t = Template::Parse(text); t.ok()) {
+      t->Expand(c, c.after).IgnoreError();
+    }
+    for (uint32_t type : {oid::kInt2, oid::kInt4, oid::kInt8, oid::kNumeric, oid::kFloat8,
+                          oid::kBool, oid::kDate, oid::kTimestamptz, oid::kJsonb, oid::kUuid}) {
+      ConvertText(text, type).IgnoreError();
+    }
+    ScaleNumber(text, "0.01").IgnoreError();
+    ScaleNumber("12.5", text).IgnoreError();
+  }
 }
 
 }  // namespace
