@@ -304,6 +304,42 @@ TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
 }
 
+TEST(KafkaSinkTest, ARouteTransformChoosesTheTopicPerChange) {
+  MockKafka kafka;
+  KafkaPipeline p("kafka_routed", kafka, "", "initial");
+  // The sink's own transforms: each row to the topic of its note; deletes by their old row.
+  std::string yaml = ReadFile(p.yaml());
+  yaml += "    transforms:\n      - route: {table: public.items, to: 'routed.{note}'}\n";
+  WriteFile(p.yaml(), yaml);
+  // The mock cluster cannot create topics (no CreateTopics): they exist beforehand.
+  kafka.Command("topic routed.red 1");
+  kafka.Command("topic routed.blue 1");
+  Sql sql(p.url());
+  sql.Exec(kSchema);
+  sql.Exec("ALTER TABLE items REPLICA IDENTITY FULL");
+  sql.Exec("INSERT INTO items VALUES (1, 1, 'red'), (2, 2, 'blue')");
+  auto pgflow = p.Start();
+  sql.Exec("INSERT INTO items VALUES (3, 3, 'red')");
+  sql.Exec("UPDATE items SET qty = 20 WHERE id = 2");
+  sql.Exec("DELETE FROM items WHERE id = 1");
+  std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
+  ASSERT_TRUE(p.WaitConfirmed(end)) << ReadFile(p.log());
+  auto ids = [&](const std::string& topic) {
+    std::vector<std::string> out;
+    for (const Message& m : Consume(kafka.bootstrap(), topic)) {
+      if (m.null_value) continue;
+      out.push_back(m.value["op"].get<std::string>() + m.key);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(ids("routed.red"),
+            (std::vector<std::string>{"c{\"id\":3}", "d{\"id\":1}", "r{\"id\":1}"}));
+  EXPECT_EQ(ids("routed.blue"), (std::vector<std::string>{"r{\"id\":2}", "u{\"id\":2}"}));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+}
+
 TEST(KafkaSinkTest, KillNineThenRestartLosesNothingAndDuplicatesOnlyAfterTheAcknowledgement) {
   MockKafka kafka;
   KafkaPipeline p("kafka_kill", kafka, ", format: debezium");
