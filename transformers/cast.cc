@@ -153,32 +153,19 @@ absl::Status ReadColumns(const ConfigNode& node, std::vector<CastColumn>* column
 class CastTransform : public ReshapingTransform {
  public:
   CastTransform(TransformContext context, std::shared_ptr<const CastOptions> options)
-      : ReshapingTransform(std::move(context)), options_(std::move(options)) {}
+      : ReshapingTransform(std::move(context), options->tables), options_(std::move(options)) {}
 
  protected:
-  bool Covers(const std::string& schema, const std::string& name) const override {
-    const TableRef ref{schema, name};
-    return std::any_of(options_->tables.begin(), options_->tables.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
-  }
-
   absl::StatusOr<ShapeMap> Plan(const std::string& schema, const std::string& name,
                                 const std::vector<ShapeColumn>& columns,
                                 bool from_ddl) const override {
-    ShapeMap map{schema, name, {}};
-    for (size_t i = 0; i < columns.size(); ++i) {
-      map.columns.push_back(ShapeMap::Out{columns[i].name, static_cast<int>(i), std::nullopt});
-    }
-    const bool named = std::any_of(options_->tables.begin(), options_->tables.end(),
-                                   [](const TableRef& t) { return !t.is_schema(); });
+    ShapeMap map = Unchanged(schema, name, columns);
     for (const CastColumn& cast : options_->columns) {
       size_t i = 0;
       while (i < columns.size() && columns[i].name != cast.column) ++i;
       if (i == columns.size()) {
-        if (!from_ddl && named) {
-          return absl::FailedPreconditionError(Cat(context().where, " (cast): table ", schema,
-                                                   ".", name, " has no column '", cast.column,
-                                                   "'"));
+        if (!from_ddl && NamesExactly(schema, name)) {
+          return NoSuchColumn("cast", schema, name, cast.column);
         }
         continue;
       }

@@ -9,37 +9,24 @@
 namespace pgflow {
 namespace {
 
-bool Named(const std::vector<TableRef>& patterns, const std::string& schema,
-           const std::string& name) {
-  return std::any_of(patterns.begin(), patterns.end(), [&](const TableRef& t) {
-    return !t.is_schema() && t.Covers(TableRef{schema, name});
-  });
-}
-
 class ColumnsTransform : public ReshapingTransform {
  public:
   ColumnsTransform(TransformContext context, std::shared_ptr<const ColumnsOptions> options,
                    bool keep)
-      : ReshapingTransform(std::move(context)), options_(std::move(options)), keep_(keep) {}
+      : ReshapingTransform(std::move(context), options->tables),
+        options_(std::move(options)),
+        keep_(keep) {}
 
  protected:
-  bool Covers(const std::string& schema, const std::string& name) const override {
-    const TableRef ref{schema, name};
-    return std::any_of(options_->tables.begin(), options_->tables.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
-  }
-
   absl::StatusOr<ShapeMap> Plan(const std::string& schema, const std::string& name,
                                 const std::vector<ShapeColumn>& columns,
                                 bool from_ddl) const override {
     const char* type = keep_ ? "select" : "drop_columns";
-    if (!from_ddl && Named(options_->tables, schema, name)) {
+    if (!from_ddl && NamesExactly(schema, name)) {
       for (const std::string& listed : options_->columns) {
         if (std::none_of(columns.begin(), columns.end(),
                          [&](const ShapeColumn& c) { return c.name == listed; })) {
-          return absl::FailedPreconditionError(Cat(context().where, " (", type, "): table ",
-                                                   schema, ".", name, " has no column '", listed,
-                                                   "'"));
+          return NoSuchColumn(type, schema, name, listed);
         }
       }
     }

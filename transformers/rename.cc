@@ -27,15 +27,9 @@ absl::Status ReadColumns(const ConfigNode& node,
 class RenameTransform : public ReshapingTransform {
  public:
   RenameTransform(TransformContext context, std::shared_ptr<const RenameOptions> options)
-      : ReshapingTransform(std::move(context)), options_(std::move(options)) {}
+      : ReshapingTransform(std::move(context), options->tables), options_(std::move(options)) {}
 
  protected:
-  bool Covers(const std::string& schema, const std::string& name) const override {
-    const TableRef ref{schema, name};
-    return std::any_of(options_->tables.begin(), options_->tables.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
-  }
-
   std::pair<std::string, std::string> OutputName(const std::string& schema,
                                                  const std::string& name) const override {
     if (options_->to.empty()) return {schema, name};
@@ -51,14 +45,11 @@ class RenameTransform : public ReshapingTransform {
                                 bool from_ddl) const override {
     auto [out_schema, out_name] = OutputName(schema, name);
     ShapeMap map{out_schema, out_name, {}};
-    const bool named = std::any_of(options_->tables.begin(), options_->tables.end(),
-                                   [&](const TableRef& t) { return !t.is_schema(); });
-    if (!from_ddl && named) {
+    if (!from_ddl && NamesExactly(schema, name)) {
       for (const auto& [from, to] : options_->columns) {
         if (std::none_of(columns.begin(), columns.end(),
                          [&](const ShapeColumn& c) { return c.name == from; })) {
-          return absl::FailedPreconditionError(Cat(context().where, " (rename): table ", schema,
-                                                   ".", name, " has no column '", from, "'"));
+          return NoSuchColumn("rename", schema, name, from);
         }
       }
     }

@@ -169,6 +169,34 @@ absl::StatusOr<const ReshapingTransform::Version*> ReshapingTransform::VersionFo
   return &versions_.emplace(table.get(), std::move(version)).first->second;
 }
 
+bool ReshapingTransform::Covers(const std::string& schema, const std::string& name) const {
+  const TableRef ref{schema, name};
+  return std::any_of(tables_.begin(), tables_.end(),
+                     [&ref](const TableRef& t) { return t.Covers(ref); });
+}
+
+bool ReshapingTransform::NamesExactly(const std::string& schema, const std::string& name) const {
+  const TableRef ref{schema, name};
+  return std::any_of(tables_.begin(), tables_.end(),
+                     [&ref](const TableRef& t) { return !t.is_schema() && t.Covers(ref); });
+}
+
+ShapeMap ReshapingTransform::Unchanged(const std::string& schema, const std::string& name,
+                                       const std::vector<ShapeColumn>& columns) {
+  ShapeMap map{schema, name, {}};
+  for (size_t i = 0; i < columns.size(); ++i) {
+    map.columns.push_back(ShapeMap::Out{columns[i].name, static_cast<int>(i), std::nullopt});
+  }
+  return map;
+}
+
+absl::Status ReshapingTransform::NoSuchColumn(std::string_view type, const std::string& schema,
+                                              const std::string& name,
+                                              const std::string& column) const {
+  return absl::FailedPreconditionError(Cat(context_.where, " (", type, "): table ", schema, ".",
+                                           name, " has no column '", column, "'"));
+}
+
 TableSchemaPtr ReshapingTransform::OutputTable(const TableSchemaPtr& table) {
   absl::StatusOr<const Version*> version = VersionFor(table);
   return version.ok() ? (*version)->output : table;

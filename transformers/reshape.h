@@ -25,6 +25,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "common/postgres/table_ref.h"
 #include "engine/registry.h"
 #include "engine/transform.h"
 
@@ -66,7 +67,9 @@ struct ShapeMap {
 // A transform that may change the shape of the tables it covers.
 class ReshapingTransform : public Transform {
  public:
-  explicit ReshapingTransform(TransformContext context) : context_(std::move(context)) {}
+  // `tables`: the patterns of the transform's `table:` option.
+  ReshapingTransform(TransformContext context, std::vector<TableRef> tables)
+      : context_(std::move(context)), tables_(std::move(tables)) {}
 
   absl::StatusOr<bool> Apply(Change* change) final;
   bool Touches(const TableSchema& table) const final { return Covers(table.schema, table.name); }
@@ -82,8 +85,17 @@ class ReshapingTransform : public Transform {
     bool identity = false;  // no column moved, added, renamed or retyped; the name unchanged
   };
 
-  // Whether the transform takes in the table (its input name).
-  virtual bool Covers(const std::string& schema, const std::string& name) const = 0;
+  // Whether the transform takes in the table (its input name): one of `tables` covers it.
+  bool Covers(const std::string& schema, const std::string& name) const;
+  // Whether a pattern names the table itself (not only its schema's tables): a column the
+  // options name must then exist.
+  bool NamesExactly(const std::string& schema, const std::string& name) const;
+  // The map that keeps every column as it is, to change from there.
+  static ShapeMap Unchanged(const std::string& schema, const std::string& name,
+                            const std::vector<ShapeColumn>& columns);
+  // "transforms[0] (type): table schema.name has no column 'column'".
+  absl::Status NoSuchColumn(std::string_view type, const std::string& schema,
+                            const std::string& name, const std::string& column) const;
   // The output of a covered table with input columns `columns`. Errors name the table and say
   // what to change (a key column dropped, a named column missing). `from_ddl`: the columns are
   // a captured schema change's (a column the options name may have just been dropped).
@@ -111,6 +123,7 @@ class ReshapingTransform : public Transform {
   absl::StatusOr<bool> RewriteDdl(Change* change);
 
   const TransformContext context_;
+  const std::vector<TableRef> tables_;
   absl::flat_hash_map<const TableSchema*, Version> versions_;
 };
 

@@ -51,23 +51,14 @@ absl::Status ReadColumns(const ConfigNode& node, std::vector<SetColumn>* columns
 class SetTransform : public ReshapingTransform {
  public:
   SetTransform(TransformContext context, std::shared_ptr<const SetOptions> options)
-      : ReshapingTransform(std::move(context)), options_(std::move(options)) {}
+      : ReshapingTransform(std::move(context), options->tables), options_(std::move(options)) {}
 
  protected:
-  bool Covers(const std::string& schema, const std::string& name) const override {
-    const TableRef ref{schema, name};
-    return std::any_of(options_->tables.begin(), options_->tables.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
-  }
-
   absl::StatusOr<ShapeMap> Plan(const std::string& schema, const std::string& name,
                                 const std::vector<ShapeColumn>& columns,
                                 bool from_ddl) const override {
     (void)from_ddl;
-    ShapeMap map{schema, name, {}};
-    for (size_t i = 0; i < columns.size(); ++i) {
-      map.columns.push_back(ShapeMap::Out{columns[i].name, static_cast<int>(i), std::nullopt});
-    }
+    ShapeMap map = Unchanged(schema, name, columns);
     for (const SetColumn& set : options_->columns) {
       auto it = std::find_if(columns.begin(), columns.end(),
                              [&](const ShapeColumn& c) { return c.name == set.column; });

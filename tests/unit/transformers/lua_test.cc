@@ -10,6 +10,8 @@
 #include "cli/components.h"
 #include "engine/config.h"
 
+#include "tests/unit/transformers/transform_testing.h"
+
 namespace pgflow {
 namespace {
 
@@ -95,18 +97,7 @@ Change Update(Row before, Row after) {
 }
 
 absl::StatusOr<std::vector<Change>> RunChain(TransformChain& chain, std::vector<Change> changes) {
-  auto batch = std::make_shared<EventBatch>();
-  for (Change& change : changes) {
-    Event e;
-    e.kind = EventKind::kChange;
-    e.change = std::move(change);
-    batch->events.push_back(std::move(e));
-  }
-  absl::StatusOr<EventBatchPtr> out = chain.Apply(batch);
-  if (!out.ok()) return out.status();
-  std::vector<Change> result;
-  for (const Event& e : (*out)->events) result.push_back(e.change);
-  return result;
+  return transform_testing::ApplyChain(chain, std::move(changes));
 }
 
 absl::StatusOr<Change> RunOne(TransformChain& chain, Change change) {

@@ -8,8 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/components.h"
-#include "engine/config.h"
+#include "tests/unit/transformers/transform_testing.h"
 
 namespace pgflow {
 namespace {
@@ -18,16 +17,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 absl::StatusOr<TransformChain> Chain(const std::string& transforms) {
-  RegisterComponents();
-  absl::StatusOr<PipelineConfig> config = ParsePipelineConfig(
-      "pipeline: p\n"
-      "source: {postgres: {url: 'postgres://db/x', tables: [public.t]}}\n"
-      "transforms:\n" +
-          transforms +
-          "sinks: {out: {jsonl: {path: x}}}\n",
-      "p.yaml");
-  if (!config.ok()) return config.status();
-  return BuildTransforms("p", config->transforms);
+  return transform_testing::ChainOf(transforms);
 }
 
 // public.t (id int key, name text, ssn text, n int).
@@ -51,16 +41,7 @@ Change Insert(TableSchemaPtr table) {
   return c;
 }
 
-EventBatchPtr Batch(std::vector<Change> changes) {
-  auto batch = std::make_shared<EventBatch>();
-  for (Change& c : changes) {
-    Event e;
-    e.kind = EventKind::kChange;
-    e.change = std::move(c);
-    batch->events.push_back(std::move(e));
-  }
-  return batch;
-}
+EventBatchPtr Batch(std::vector<Change> changes) { return transform_testing::BatchOf(std::move(changes)); }
 
 std::vector<std::string> Names(const TableSchema& t) {
   std::vector<std::string> names;

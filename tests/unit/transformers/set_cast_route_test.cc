@@ -5,8 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "cli/components.h"
-#include "engine/config.h"
+#include "tests/unit/transformers/transform_testing.h"
 #include "transformers/cast.h"
 #include "transformers/template.h"
 
@@ -17,15 +16,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 absl::StatusOr<TransformChain> Chain(const std::string& transforms) {
-  RegisterComponents();
-  absl::StatusOr<PipelineConfig> config = ParsePipelineConfig(
-      "pipeline: p\n"
-      "source: {postgres: {url: 'postgres://db/x', tables: [public.t]}}\n"
-      "transforms:\n" +
-          transforms + "sinks: {out: {jsonl: {path: x}}}\n",
-      "p.yaml");
-  if (!config.ok()) return config.status();
-  return BuildTransforms("p", config->transforms);
+  return transform_testing::ChainOf(transforms);
 }
 
 // public.orders (id int key, name text, cents int8, placed timestamptz, region text).
@@ -56,15 +47,12 @@ Change Row5(Op op = Op::kInsert) {
 }
 
 absl::StatusOr<Change> ApplyOne(TransformChain& chain, Change change) {
-  auto batch = std::make_shared<EventBatch>();
-  Event e;
-  e.kind = EventKind::kChange;
-  e.change = std::move(change);
-  batch->events.push_back(std::move(e));
-  absl::StatusOr<EventBatchPtr> out = chain.Apply(batch);
+  std::vector<Change> changes;
+  changes.push_back(std::move(change));
+  absl::StatusOr<std::vector<Change>> out = transform_testing::ApplyChain(chain, std::move(changes));
   if (!out.ok()) return out.status();
-  if ((*out)->events.size() != 1) return absl::InternalError("not one event");
-  return (*out)->events[0].change;
+  if (out->size() != 1) return absl::InternalError("not one change");
+  return std::move(out->front());
 }
 
 TEST(TemplateTest, ReadsColumnsAndEventFieldsAndNamesMistakes) {
