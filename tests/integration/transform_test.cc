@@ -237,6 +237,37 @@ TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out
 }
 
+TEST(TransformTest, AStrictMaskStopsAtAColumnAddedWithoutARuleBeforeItLeaks) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE strict_mask");
+  Sql sql(SharedCluster().Url("strict_mask"));
+  sql.Exec("CREATE TABLE customers (id int PRIMARY KEY, email text);"
+           "INSERT INTO customers VALUES (1, 'ann@example.com')");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, "pipeline: strict_mask\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("strict_mask") +
+                      "\n    tables: [public.customers]\n    status_interval: 200ms\n"
+                      "transforms:\n"
+                      "  - mask: {table: public.customers, strict: true, salt: s,\n"
+                      "           columns: {id: keep, email: email}}\n"
+                      "sinks:\n  out: {jsonl: {path: " +
+                      dir.File("out.jsonl") + "}, flush_interval: 50ms}\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO customers VALUES (2, 'bob@example.org')");
+  sql.Exec("ALTER TABLE customers ADD COLUMN phone text");
+  sql.Exec("INSERT INTO customers VALUES (3, 'cy@example.net', '+1 555 0199')");
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(dir.File("pgflow.log"));
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")),
+              HasSubstr("transforms[0] (mask, strict): public.customers.phone has no rule"));
+  const std::string written = ReadFile(dir.File("out.jsonl"));
+  EXPECT_THAT(written, Not(HasSubstr("555 0199")));
+  EXPECT_THAT(written, Not(HasSubstr("ann@")));  // her address was masked
+  EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 2u);  // the copy and the first insert
+}
+
 // The rule README.md shows for `lua`, end to end.
 TEST(TransformTest, TheReadmesLuaRuleDerivesATierAndDropsTestAccounts) {
   Sql admin(SharedCluster().Url());
