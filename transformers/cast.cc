@@ -86,7 +86,10 @@ std::string ShiftPoint(std::string_view number, int shift) {
 std::optional<std::string> RoundDecimal(std::string_view text) {
   if (text.find_first_of("eE") != std::string_view::npos) {
     long double v = std::strtold(std::string(text).c_str(), nullptr);
-    if (!std::isfinite(v) || std::fabs(v) > 9.3e18L) return std::nullopt;
+    // Beyond int64 (llroundl would wrap to its minimum).
+    if (!std::isfinite(v) || v >= 9223372036854775807.0L || v < -9223372036854775808.0L) {
+      return std::nullopt;
+    }
     return std::to_string(std::llroundl(v));
   }
   std::string sign;
@@ -264,7 +267,7 @@ absl::StatusOr<std::string> ScaleNumber(std::string_view number, std::string_vie
   const long double v = std::strtold(text.c_str(), nullptr) *
                         std::strtold(std::string(factor).c_str(), nullptr);
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.15Lg", v);
+  std::snprintf(buf, sizeof(buf), "%.18Lg", v);
   return std::string(buf);
 }
 
@@ -312,12 +315,14 @@ absl::StatusOr<std::string> ConvertText(std::string_view input, uint32_t type_oi
       return std::string(*b ? "t" : "f");
     }
     case oid::kDate: {
+      if (text == "infinity" || text == "-infinity") return text;
       std::optional<absl::Time> t = ParseTimeText(text);
       if (!t) return invalid("a date");
       return absl::FormatTime("%Y-%m-%d", *t, absl::UTCTimeZone());
     }
     case oid::kTimestamp:
     case oid::kTimestamptz: {
+      if (text == "infinity" || text == "-infinity") return text;
       std::optional<absl::Time> t = ParseTimeText(text);
       if (!t) return invalid("a timestamp");
       return absl::FormatTime(type_oid == oid::kTimestamp ? "%Y-%m-%d %H:%M:%E*S"

@@ -171,6 +171,7 @@ const char* RuleTypes(MaskRule rule) {
 // "2026-03-17 10:11:12.5+01" (or ISO's T) cut to `unit`, its offset kept; nullopt for another
 // form.
 std::optional<std::string> TruncateTime(const std::string& text, const std::string& unit) {
+  if (text == "infinity" || text == "-infinity") return text;
   auto digits = [&](size_t at, size_t n) {
     if (at + n > text.size()) return false;
     for (size_t i = at; i < at + n; ++i) {
@@ -273,6 +274,12 @@ size_t CharLimit(const Column& column) {
   return 0;
 }
 
+// Whether a hash (64 hex digits) would be cut to fit `column`.
+bool HashWouldBeCut(const Column& column) {
+  const size_t limit = CharLimit(column);
+  return limit > 0 && limit < 64;
+}
+
 class MaskTransform : public Transform {
  public:
   MaskTransform(TransformContext context, std::shared_ptr<const MaskOptions> options)
@@ -283,8 +290,15 @@ class MaskTransform : public Transform {
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
-    if (change->op == Op::kDdl && change->ddl != nullptr && options_->strict) {
-      if (absl::Status s = CheckStrict(*change->ddl); !s.ok()) return s;
+    if (change->op == Op::kDdl && change->ddl != nullptr) {
+      if (absl::Status s =
+              CheckStillCovered(options_->tables, *change, Cat(context_.where, " (mask)"));
+          !s.ok()) {
+        return s;
+      }
+      if (options_->strict) {
+        if (absl::Status s = CheckStrict(*change->ddl); !s.ok()) return s;
+      }
       return true;
     }
     if (change->table == nullptr || change->op == Op::kDdl || change->op == Op::kTruncate ||
@@ -376,8 +390,13 @@ class MaskTransform : public Transform {
         }
         if (rule.rule == MaskRule::kKeep) continue;
         const bool in_key = std::find(key.begin(), key.end(), i) != key.end();
-        if (in_key && rule.rule != MaskRule::kHash && rule.rule != MaskRule::kPartial &&
-            rule.rule != MaskRule::kEmail) {
+        if (in_key && rule.rule == MaskRule::kHash && HashWouldBeCut(column)) {
+          return absl::FailedPreconditionError(
+              Cat(context_.where, " (mask): ", table->QualifiedName(), ".", rule.column,
+                  " is part of the key and holds fewer than 64 characters: its hash would be cut "
+                  "and two rows could get one key; widen the column or drop it from the key"));
+        }
+        if (in_key && rule.rule != MaskRule::kHash && rule.rule != MaskRule::kEmail) {
           return absl::FailedPreconditionError(
               Cat(context_.where, " (mask): ", table->QualifiedName(), ".", rule.column,
                   " is part of the key: rule ", RuleName(rule.rule),
@@ -405,9 +424,12 @@ class MaskTransform : public Transform {
         std::optional<std::string> cut = rule.rule == MaskRule::kTruncateTime
                                              ? TruncateTime(text, rule.unit)
                                              : TruncateNumber(text, rule.precision);
-        if (!cut) {
-          return absl::FailedPreconditionError(Cat(context_.where, " (mask): ", rule.column,
-                                                   ": cannot truncate '", text, "'"));
+        if (!cut) {  // the value itself stays out of the message: it is what the mask hides
+          return absl::FailedPreconditionError(
+              Cat(context_.where, " (mask): ", rule.column, ": a value of ", text.size(),
+                  " characters does not read as a ",
+                  rule.rule == MaskRule::kTruncateTime ? "date or timestamp" : "number",
+                  " (years before 1 or after 9999 are not truncated)"));
         }
         *value = Value::Text(value->type_oid, *std::move(cut));
         return absl::OkStatus();
@@ -423,7 +445,8 @@ class MaskTransform : public Transform {
         masked = value->data;
         size_t next = 0;
         for (char& c : masked) {
-          if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) continue;
+          // Letters too (1-800-FLOWERS): only punctuation and spaces keep the format.
+          if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) continue;
           if (next + 8 > h.size()) h += hmac_.Hex(h);  // more digits than one digest gives
           c = static_cast<char>('0' + HexWord(h, next) % 10);
           next += 2;

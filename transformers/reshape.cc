@@ -7,6 +7,7 @@
 #include "common/postgres/table_ref.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
+#include "transformers/table_patterns.h"
 
 namespace pgflow {
 namespace {
@@ -62,6 +63,53 @@ void ForEachIdentifier(std::string_view text, F on_ident) {
       ++i;
     }
   }
+}
+
+// The string at `key` of object `o`, or "" (absent, null, another type): the capture writes
+// NULL for what it could not describe.
+std::string Str(const json& o, const char* key) {
+  if (!o.is_object()) return "";
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// `text` with its identifiers renamed as `fate` says, in one pass (so that swapping two names
+// works); false when it names a column `fate` drops.
+bool RewriteIdentifiers(std::string_view text, const ReshapingTransform::ColumnFate& fate,
+                        std::string* out) {
+  out->clear();
+  size_t copied = 0;
+  bool dropped = false;
+  ForEachIdentifier(text, [&](size_t begin, size_t end, const std::string& ident) {
+    auto it = fate.find(ident);
+    if (it == fate.end()) return;
+    if (!it->second) {
+      dropped = true;
+      return;
+    }
+    if (*it->second == ident) return;
+    out->append(text.substr(copied, begin - copied));
+    out->append(QuoteIdent(*it->second));
+    copied = end;
+  });
+  out->append(text.substr(copied));
+  return !dropped;
+}
+
+// A constraint's definition rewritten for the table's new columns; nullopt when it names a
+// dropped one. A foreign key's referenced columns (after REFERENCES) are another table's and
+// stay as they are.
+std::optional<std::string> RewriteConstraint(const std::string& definition,
+                                             const ReshapingTransform::ColumnFate& fate) {
+  size_t split = definition.size();
+  if (definition.rfind("FOREIGN KEY", 0) == 0) {
+    if (size_t r = definition.find(" REFERENCES "); r != std::string::npos) split = r;
+  }
+  std::string local;
+  if (!RewriteIdentifiers(std::string_view(definition).substr(0, split), fate, &local)) {
+    return std::nullopt;
+  }
+  return local + definition.substr(split);
 }
 
 }  // namespace
@@ -228,14 +276,26 @@ absl::StatusOr<bool> ReshapingTransform::Apply(Change* change) {
 }
 
 absl::StatusOr<bool> ReshapingTransform::RewriteDdl(Change* change) {
+  if (absl::Status s = CheckStillCovered(tables_, *change, context_.where); !s.ok()) return s;
   json doc = json::parse(change->content, nullptr, false);
   if (!doc.is_object()) return true;  // not the capture's JSON: nothing of ours to rewrite
+  try {
+    return RewriteDdlDocument(change, doc);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(
+        Cat(context_.where, ": rewriting a schema change: unexpected content: ", e.what()));
+  }
+}
+
+absl::StatusOr<bool> ReshapingTransform::RewriteDdlDocument(Change* change, json& doc) {
   bool changed = false;
+  const bool on_table = Str(doc, "object_type") == "table";
   for (const char* key : {"old", "table"}) {
     auto shape = doc.find(key);
-    if (shape == doc.end() || !shape->is_object()) continue;
-    const std::string schema = shape->value("schema", "");
-    const std::string name = shape->value("name", "");
+    // "old" of an index or a sequence holds its own former name, not a table's shape.
+    if (!on_table || shape == doc.end() || !shape->is_object()) continue;
+    const std::string schema = Str(*shape, "schema");
+    const std::string name = Str(*shape, "name");
     if (!Covers(schema, name)) continue;
     json& in_columns = (*shape)["columns"];
     std::vector<std::string> key_names;
@@ -248,23 +308,23 @@ absl::StatusOr<bool> ReshapingTransform::RewriteDdl(Change* change) {
     if (in_columns.is_array()) {
       for (const json& c : in_columns) {
         ShapeColumn sc;
-        sc.name = c.value("name", "");
-        sc.type_sql = c.value("type", "");
+        sc.name = Str(c, "name");
+        sc.type_sql = Str(c, "type");
         sc.is_key = std::find(key_names.begin(), key_names.end(), sc.name) != key_names.end();
         columns.push_back(std::move(sc));
       }
     }
     absl::StatusOr<ShapeMap> map = Plan(schema, name, columns, true);
     if (!map.ok()) return map.status();
-    std::vector<std::pair<std::string, std::optional<std::string>>> renames;
-    for (const ShapeColumn& c : columns) renames.emplace_back(c.name, std::nullopt);
+    ColumnFate fate;  // every input column: dropped unless the map takes it
+    for (const ShapeColumn& c : columns) fate[c.name] = std::nullopt;
     json out_columns = json::array();
     int added = 0;
     for (const ShapeMap::Out& o : map->columns) {
       json c;
       if (o.from >= 0) {
         c = in_columns[static_cast<size_t>(o.from)];
-        renames[static_cast<size_t>(o.from)].second = o.name;
+        fate[columns[static_cast<size_t>(o.from)].name] = o.name;
       } else {
         c = json{{"attnum", kAddedAttnum + added++}, {"not_null", false}};
       }
@@ -274,15 +334,14 @@ absl::StatusOr<bool> ReshapingTransform::RewriteDdl(Change* change) {
         c["default"] = "";
         c["generated"] = "";
         c["identity"] = "";
+        c["collation"] = "";
       }
       out_columns.push_back(std::move(c));
     }
     (*shape)["columns"] = std::move(out_columns);
-    auto rename = [&renames](const std::string& n) -> std::optional<std::string> {
-      for (const auto& [from, to] : renames) {
-        if (from == n) return to;
-      }
-      return n;
+    auto rename = [&fate](const std::string& n) -> std::optional<std::string> {
+      auto it = fate.find(n);
+      return it == fate.end() ? std::optional<std::string>(n) : it->second;
     };
     if (auto k = shape->find("primary_key"); k != shape->end() && k->is_array()) {
       json out = json::array();
@@ -295,79 +354,77 @@ absl::StatusOr<bool> ReshapingTransform::RewriteDdl(Change* change) {
     if (auto cs = shape->find("constraints"); cs != shape->end() && cs->is_array()) {
       json out = json::array();
       for (json& c : *cs) {
-        std::string definition = c.value("definition", "");
-        bool keep = true;
-        for (const auto& [from, to] : renames) {
-          if (!MentionsIdentifier(definition, from)) continue;
-          if (!to) keep = false;
-          if (to && *to != from) definition = ReplaceIdentifier(definition, from, *to);
-        }
-        if (!keep) continue;
-        c["definition"] = definition;
+        std::optional<std::string> definition = RewriteConstraint(Str(c, "definition"), fate);
+        if (!definition) continue;  // on a column the sinks do not see
+        c["definition"] = *definition;
         out.push_back(std::move(c));
       }
       *cs = std::move(out);
     }
     (*shape)["schema"] = map->schema;
     (*shape)["name"] = map->name;
+    // The newest shape's columns, for the indexes created on the table next.
+    if (std::string_view(key) == "table") ddl_fates_[Cat(schema, ".", name)] = fate;
     changed = true;
   }
 
   // The command's own names: a table's, or the table an index or sequence belongs to.
   auto rename_table = [&](json& object, const char* schema_key, const char* name_key) {
     if (!object.is_object() || !object.contains(schema_key) || !object.contains(name_key)) return;
-    const std::string schema = object.value(schema_key, "");
-    const std::string name = object.value(name_key, "");
+    const std::string schema = Str(object, schema_key);
+    const std::string name = Str(object, name_key);
     if (!Covers(schema, name)) return;
     std::pair<std::string, std::string> to = OutputName(schema, name);
     object[schema_key] = to.first;
     object[name_key] = to.second;
     changed = true;
   };
-  const std::string object_type = doc.value("object_type", "");
-  if (object_type == "table" && Covers(doc.value("schema", ""), doc.value("name", ""))) {
+  if (on_table && Covers(Str(doc, "schema"), Str(doc, "name"))) {
     rename_table(doc, "schema", "name");
-    doc["identity"] = TableRef{doc.value("schema", ""), doc.value("name", "")}.Quoted();
+    doc["identity"] = TableRef{Str(doc, "schema"), Str(doc, "name")}.Quoted();
   }
-  const std::string on_schema = doc.value("table_schema", "");
-  const std::string on_table = doc.value("table_name", "");
-  if (auto index = doc.find("index"); index != doc.end() && index->is_object() &&
-                                      Covers(index->value("table_schema", on_schema),
-                                             index->value("table_name", on_table))) {
-    // An index's columns: the table's newest shape this transform saw tells which it keeps.
-    const std::string schema = index->value("table_schema", on_schema);
-    const std::string name = index->value("table_name", on_table);
-    const Version* newest = nullptr;
-    for (const auto& [ptr, v] : versions_) {
-      if (v.input->schema == schema && v.input->name == name &&
-          (newest == nullptr || v.input->version > newest->input->version)) {
-        newest = &v;
-      }
-    }
-    if (newest != nullptr) {
-      for (const Column& c : newest->input->columns) {
-        std::optional<std::string> to;
-        for (const ShapeMap::Out& o : newest->map.columns) {
-          if (o.from >= 0 && newest->input->columns[static_cast<size_t>(o.from)].name == c.name) {
-            to = o.name;
+  const std::string on_schema = Str(doc, "table_schema");
+  const std::string on_table_name = Str(doc, "table_name");
+  if (auto index = doc.find("index"); index != doc.end() && index->is_object()) {
+    const std::string schema = index->contains("table_schema") ? Str(*index, "table_schema") : on_schema;
+    const std::string name = index->contains("table_name") ? Str(*index, "table_name") : on_table_name;
+    if (Covers(schema, name)) {
+      // An index's columns: the newest shape this transform saw of the table (a schema
+      // change's, else a row's) tells which it keeps and under which names.
+      std::optional<ColumnFate> fate;
+      if (auto it = ddl_fates_.find(Cat(schema, ".", name)); it != ddl_fates_.end()) {
+        fate = it->second;
+      } else {
+        const Version* newest = nullptr;
+        for (const auto& [ptr, v] : versions_) {
+          if (v.input->schema == schema && v.input->name == name &&
+              (newest == nullptr || v.input->version > newest->input->version)) {
+            newest = &v;
           }
         }
-        const std::string using_text = index->value("using", "");
-        if (!MentionsIdentifier(using_text, c.name)) continue;
-        if (!to) {
-          LogInfo("%s: index %s is on column %s of %s.%s, which the sinks do not see: not "
-                  "replayed",
-                  context_.where, doc.value("identity", ""), c.name, schema, name);
-          return false;
-        }
-        if (*to != c.name) {
-          (*index)["using"] = ReplaceIdentifier(using_text, c.name, *to);
-          (*index)["definition"] = ReplaceIdentifier(index->value("definition", ""), c.name, *to);
+        if (newest != nullptr) {
+          fate.emplace();
+          for (const Column& c : newest->input->columns) (*fate)[c.name] = std::nullopt;
+          for (const ShapeMap::Out& o : newest->map.columns) {
+            if (o.from >= 0) (*fate)[newest->input->columns[static_cast<size_t>(o.from)].name] = o.name;
+          }
         }
       }
+      if (fate) {
+        std::string using_text;
+        std::string definition;
+        if (!RewriteIdentifiers(Str(*index, "using"), *fate, &using_text)) {
+          LogInfo("%s: index %s is on a column of %s.%s the sinks do not see: not replayed",
+                  context_.where, Str(doc, "identity"), schema, name);
+          return false;
+        }
+        RewriteIdentifiers(Str(*index, "definition"), *fate, &definition);
+        (*index)["using"] = using_text;
+        (*index)["definition"] = definition;
+      }
+      rename_table(*index, "table_schema", "table_name");
+      changed = true;
     }
-    rename_table(*index, "table_schema", "table_name");
-    changed = true;
   }
   rename_table(doc, "table_schema", "table_name");
   if (auto seq = doc.find("sequence"); seq != doc.end() && seq->is_object()) {

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/postgres/table_ref.h"
@@ -67,6 +69,10 @@ struct ShapeMap {
 // A transform that may change the shape of the tables it covers.
 class ReshapingTransform : public Transform {
  public:
+  // What becomes of each input column of a table, by name: its output name, or nullopt when
+  // the output drops it.
+  using ColumnFate = absl::flat_hash_map<std::string, std::optional<std::string>>;
+
   // `tables`: the patterns of the transform's `table:` option.
   ReshapingTransform(TransformContext context, std::vector<TableRef> tables)
       : context_(std::move(context)), tables_(std::move(tables)) {}
@@ -121,10 +127,13 @@ class ReshapingTransform : public Transform {
  private:
   absl::StatusOr<const Version*> VersionFor(const TableSchemaPtr& table);
   absl::StatusOr<bool> RewriteDdl(Change* change);
+  absl::StatusOr<bool> RewriteDdlDocument(Change* change, nlohmann::json& doc);
 
   const TransformContext context_;
   const std::vector<TableRef> tables_;
   absl::flat_hash_map<const TableSchema*, Version> versions_;
+  // Input "schema.table" -> the columns of its newest shape a schema change described.
+  absl::flat_hash_map<std::string, ColumnFate> ddl_fates_;
 };
 
 // Whether `text` (SQL: an index's columns, a constraint's definition) names identifier `name`,

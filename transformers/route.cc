@@ -1,5 +1,7 @@
 #include "transformers/route.h"
 
+#include <algorithm>
+
 #include "engine/str_cat.h"
 #include "transformers/table_patterns.h"
 
@@ -16,6 +18,11 @@ class RouteTransform : public Transform {
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
+    if (absl::Status s =
+            CheckStillCovered(options_->tables, *change, Cat(context_.where, " (route)"));
+        !s.ok()) {
+      return s;
+    }
     if (change->table == nullptr || change->op == Op::kDdl || !Touches(*change->table)) {
       return true;
     }
@@ -28,6 +35,22 @@ class RouteTransform : public Transform {
       return true;
     }
     const Row& row = change->op == Op::kDelete ? change->before : change->after;
+    if (change->op == Op::kDelete && change->before_kind != BeforeKind::kFull) {
+      // Only the key is known of the old row: a template reading another column would route
+      // the delete by a NULL.
+      for (const std::string& column : to.Columns()) {
+        const std::vector<size_t> key = change->table->RowKeyColumns();
+        const bool in_key = std::any_of(key.begin(), key.end(), [&](size_t k) {
+          return change->table->columns[k].name == column;
+        });
+        if (!in_key) {
+          return absl::FailedPreconditionError(
+              Cat(context_.where, " (route): \"", to.text(), "\" reads ", column, ", which a delete on ",
+                  change->table->QualifiedName(), " does not carry (only the key, under REPLICA "
+                  "IDENTITY DEFAULT): route by key columns, or ALTER TABLE ... REPLICA IDENTITY FULL"));
+        }
+      }
+    }
     absl::StatusOr<std::optional<std::string>> d = to.Expand(*change, row);
     if (!d.ok()) {
       return absl::FailedPreconditionError(Cat(context_.where, " (route): ", d.status().message()));

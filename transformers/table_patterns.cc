@@ -25,4 +25,24 @@ bool PatternsCover(const std::vector<TableRef>& patterns, const TableSchema& tab
                      [&ref](const TableRef& t) { return t.Covers(ref); });
 }
 
+absl::Status CheckStillCovered(const std::vector<TableRef>& patterns, const Change& change,
+                               std::string_view where) {
+  if (change.op != Op::kDdl || change.ddl == nullptr || !change.ddl->IsTable() ||
+      !change.ddl->old_table || !change.ddl->table) {
+    return absl::OkStatus();
+  }
+  auto covered = [&patterns](const DdlTableShape& shape) {
+    const TableRef ref{shape.schema, shape.name};
+    return std::any_of(patterns.begin(), patterns.end(),
+                       [&ref](const TableRef& t) { return t.Covers(ref); });
+  };
+  const DdlTableShape& before = *change.ddl->old_table;
+  const DdlTableShape& after = *change.ddl->table;
+  if (!covered(before) || covered(after)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      Cat(where, ": table ", before.schema, ".", before.name, " was renamed to ", after.schema, ".",
+          after.name, ", which this transform's `table` does not name, so its rows would pass "
+          "unchanged: add ", after.schema, ".", after.name, " to `table` and restart"));
+}
+
 }  // namespace pgflow

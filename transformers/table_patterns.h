@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "common/postgres/table_ref.h"
 #include "engine/config_node.h"
+#include "engine/change.h"
 #include "schemas/table_schema.h"
 
 namespace pgflow {
@@ -20,5 +21,13 @@ absl::Status ParseTablePatterns(const ConfigNode& node, std::string_view key,
 
 // Whether one of `patterns` takes in `table`.
 bool PatternsCover(const std::vector<TableRef>& patterns, const TableSchema& table);
+
+// A transform follows tables by name, the stream by OID: a captured schema change that renames
+// or moves a table the patterns take in to a name they do not would let its rows pass the
+// transform unseen (a mask among them). For such a change, an error naming `where` (the
+// transform, "transforms[0] (mask)"), both names and the way out; OK for anything else. Fails
+// closed: the pipeline stops before any row under the new name goes out.
+absl::Status CheckStillCovered(const std::vector<TableRef>& patterns, const Change& change,
+                               std::string_view where);
 
 }  // namespace pgflow

@@ -480,6 +480,8 @@ absl::Status TargetTables::CreateFromShape(const TableSchema& schema,
     create.columns.push_back(std::move(column));
     if (keyed && c.is_key) create.primary_key.push_back(c.name);
   }
+  // Under REPLICA IDENTITY FULL every column is marked: the real key travels beside them.
+  if (schema.replica_identity == 'f') create.primary_key = schema.primary_key;
   std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
                                  RenderCreateTable(create));
   if (absl::Status s =

@@ -160,6 +160,28 @@ TEST(MaskTest, FakeValuesAreDeterministicAndTruncateCutsDatesAndNumbers) {
               HasSubstr("public.u.name: rule truncate applies to date and timestamp columns"));
 }
 
+TEST(MaskTest, APartialKeyIsRefusedAndARenamedTableStopsThePipeline) {
+  TransformChain partial = MaskOf("{table: public.u, columns: {id: partial}}");
+  Change text_key = Person("a", "b");
+  auto t = std::make_shared<TableSchema>(*text_key.table);
+  t->columns[0].type_oid = oid::kText;
+  text_key.table = t;
+  EXPECT_THAT(partial.Apply(Batch(text_key)).status().message(),
+              HasSubstr("public.u.id is part of the key: rule partial could give two rows the "
+                        "same key"));
+  TransformChain chain = MaskOf("{table: public.u, salt: k, columns: {name: hash}}");
+  Change ddl;
+  ddl.op = Op::kDdl;
+  ddl.content =
+      R"({"tag":"ALTER TABLE","object_type":"table","identity":"public.clients",)"
+      R"("schema":"public","name":"clients",)"
+      R"("old":{"relid":1,"schema":"public","name":"u","columns":[]},)"
+      R"("table":{"relid":1,"schema":"public","name":"clients","columns":[]}})";
+  ddl.ddl = std::make_shared<const DdlCommand>(*ParseDdlCommand(ddl.content));
+  EXPECT_THAT(chain.Apply(Batch(ddl)).status().message(),
+              HasSubstr("transforms[0] (mask): table public.u was renamed to public.clients"));
+}
+
 TEST(MaskTest, StrictStopsATableOrASchemaChangeWithAColumnWithoutARule) {
   TransformChain chain = MaskOf(
       "{table: public.u, strict: true, columns: {id: keep, name: redact, phone: redact, "

@@ -201,6 +201,70 @@ TEST(ReshapeTest, SchemaChangesAreRewrittenAsIfTheSourceHadTheOutputShape) {
   EXPECT_THAT(ShapeNames(*(*out)->events[0].change.ddl->table), ElementsAre("id", "name"));
 }
 
+// A DDL change on public.t with the shapes before and after given as JSON objects.
+Change DdlWith(const nlohmann::json& before, const nlohmann::json& after,
+               const std::string& object_type = "table") {
+  nlohmann::json doc = {{"tag", "ALTER TABLE"}, {"object_type", object_type},
+                        {"identity", "public.t"}, {"schema", "public"}, {"name", "t"},
+                        {"old", before},          {"table", after}};
+  Change c;
+  c.op = Op::kDdl;
+  c.content = doc.dump();
+  c.ddl = std::make_shared<const DdlCommand>(*ParseDdlCommand(c.content));
+  return c;
+}
+
+nlohmann::json Shape(const std::string& schema, const std::string& name,
+                     const nlohmann::json& constraints = nlohmann::json::array()) {
+  return {{"relid", 42},
+          {"schema", schema},
+          {"name", name},
+          {"columns",
+           {{{"attnum", 1}, {"name", "a"}, {"type", "integer"}},
+            {{"attnum", 2}, {"name", "b"}, {"type", "integer"}}}},
+          {"primary_key", {"a"}},
+          {"constraints", constraints}};
+}
+
+TEST(ReshapeTest, ConstraintsAreRenamedInOnePassAndForeignKeysKeepTheirTargets) {
+  absl::StatusOr<TransformChain> chain =
+      Chain("  - rename: {table: public.t, columns: {a: b, b: a}}\n");
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  nlohmann::json constraints = {
+      {{"name", "c1"}, {"type", "c"}, {"definition", "CHECK ((a > b))"}},
+      {{"name", "f1"}, {"type", "f"}, {"definition", "FOREIGN KEY (b) REFERENCES public.o(a)"}}};
+  absl::StatusOr<EventBatchPtr> out = chain->Apply(
+      Batch({DdlWith(Shape("public", "t", constraints), Shape("public", "t", constraints))}));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const DdlTableShape& after = *(*out)->events[0].change.ddl->table;
+  ASSERT_EQ(after.constraints.size(), 2u);
+  EXPECT_EQ(after.constraints[0].definition, "CHECK ((\"b\" > \"a\"))");
+  EXPECT_EQ(after.constraints[1].definition, "FOREIGN KEY (\"a\") REFERENCES public.o(a)");
+}
+
+TEST(ReshapeTest, ATableRenamedOutOfTheTransformsTablesStopsThePipeline) {
+  absl::StatusOr<TransformChain> chain =
+      Chain("  - drop_columns: {table: public.t, columns: [b]}\n");
+  ASSERT_TRUE(chain.ok());
+  absl::StatusOr<EventBatchPtr> out =
+      chain->Apply(Batch({DdlWith(Shape("public", "t"), Shape("public", "clients"))}));
+  ASSERT_FALSE(out.ok());
+  EXPECT_THAT(out.status().message(),
+              HasSubstr("table public.t was renamed to public.clients, which this transform's "
+                        "`table` does not name"));
+  // An index whose `using` the capture could not describe (NULL) is passed over, not a crash.
+  nlohmann::json index = {{"tag", "CREATE INDEX"}, {"object_type", "index"},
+                          {"identity", "public.t_b"}, {"schema", "public"}, {"name", "t_b"},
+                          {"table_schema", "public"}, {"table_name", "t"},
+                          {"index", {{"using", nullptr}, {"definition", "CREATE INDEX ..."},
+                                     {"table_schema", "public"}, {"table_name", "t"}}}};
+  Change c;
+  c.op = Op::kDdl;
+  c.content = index.dump();
+  c.ddl = std::make_shared<const DdlCommand>(*ParseDdlCommand(c.content));
+  EXPECT_TRUE(chain->Apply(Batch({c})).ok());
+}
+
 TEST(ReshapeTest, IdentifiersAreFoundBareOrQuotedButNotInStrings) {
   EXPECT_TRUE(MentionsIdentifier("CHECK ((length(ssn) > 3))", "ssn"));
   EXPECT_TRUE(MentionsIdentifier("btree (\"Mixed Case\")", "Mixed Case"));

@@ -166,6 +166,9 @@ TEST(RouteTest, SetsTheDestinationFromTheRowOrTheKey) {
   del.after.clear();
   del.before_kind = BeforeKind::kFull;
   EXPECT_EQ(ApplyOne(*chain, del)->destination, "orders.eu.5");  // the old row of a delete
+  del.before_kind = BeforeKind::kKey;  // only the key is known: region is not
+  EXPECT_THAT(ApplyOne(*chain, del).status().message(),
+              HasSubstr("reads region, which a delete on public.orders does not carry"));
   Change toast = Row5(Op::kUpdate);
   toast.after[4] = Value::UnchangedToast(oid::kText);
   EXPECT_THAT(ApplyOne(*chain, toast).status().message(),
