@@ -4,6 +4,7 @@
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sinks/kafka/kafka_sink.h"
 #include "sinks/kv/kv_sink.h"
+#include "sinks/opensearch/opensearch_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_source.h"
 #include "sources/postgres/postgres_source_config.h"
@@ -26,6 +27,7 @@ void RegisterComponents() {
   RegisterPostgresSink();
   RegisterKafkaSink();
   RegisterKvSink();
+  RegisterOpenSearchSink();
   RegisterFilterTransform();
   RegisterMaskTransform();
   RegisterLuaTransform();

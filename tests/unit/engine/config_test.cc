@@ -774,7 +774,7 @@ sinks:
   // A misspelt option beside the type is an unknown key, not a second type.
   EXPECT_EQ(with_sinks("  out: {fake: {path: x}, flush_intervall: 1s}\n"),
             "p.yaml:4:26: sinks.out: unknown key 'flush_intervall' (did you mean "
-            "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, postgres, "
+            "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
             "flush_interval, ddl, transforms)");
   EXPECT_THAT(with_sinks("  out: {flush_interval: 1s}\n"),
               HasSubstr("p.yaml:4:8: sinks.out: missing the sink type"));
@@ -1115,7 +1115,7 @@ sinks:
             "with a unit ms, s, m or h (like 250ms or 5s; no unit means seconds), got '5 "
             "parsecs'\n"
             "p.yaml:9:26: sinks.out: unknown key 'flush_intervall' (did you mean "
-            "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, postgres, "
+            "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
             "flush_interval, ddl, transforms)\n"
             "p.yaml:10:19: sinks.other.jsonl: unknown key 'pth' (did you mean 'path'? expected "
             "one of: path, fsync, numeric_as_number)\n"

@@ -1,0 +1,470 @@
+#include "sinks/opensearch/opensearch_sink.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_replace.h"
+#include "engine/log.h"
+#include "engine/str_cat.h"
+#include "schemas/json_text.h"
+
+namespace pgflow {
+namespace {
+
+using nlohmann::json;
+
+// A document id longer than this is hashed (OpenSearch refuses ids over 512 bytes).
+constexpr size_t kMaxIdBytes = 512;
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), digest, &n, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+// The mapping of a column, from its type: what OpenSearch would not guess right on its own.
+json FieldMapping(const Column& column) {
+  uint32_t oid_of = column.type_oid;
+  uint32_t element = 0;
+  if (IsJsonArrayType(column.type_oid, column.type_name, &element) && element != 0) {
+    oid_of = element;  // an array maps as its elements
+  }
+  switch (oid_of) {
+    case oid::kInt2:
+    case oid::kInt4:
+      return {{"type", "integer"}};
+    case oid::kInt8:
+    case oid::kOid:
+      return {{"type", "long"}};
+    case oid::kFloat4:
+      return {{"type", "float"}};
+    case oid::kFloat8:
+    case oid::kNumeric:
+      return {{"type", "double"}};
+    case oid::kBool:
+      return {{"type", "boolean"}};
+    case oid::kDate:
+    case oid::kTimestamp:
+    case oid::kTimestamptz:
+      return {{"type", "date"}, {"format", "strict_date_optional_time||epoch_millis"}};
+    case oid::kText:
+    case oid::kVarchar:
+    case oid::kBpchar:
+    case oid::kName:
+      return {{"type", "text"},
+              {"fields", {{"keyword", {{"type", "keyword"}, {"ignore_above", 256}}}}}};
+    case oid::kJson:
+    case oid::kJsonb:
+      return {{"type", "flat_object"}};
+    case oid::kBytea:
+      return {{"type", "binary"}};
+    default:
+      return {{"type", "keyword"}, {"ignore_above", 1024}};  // uuid, enums, intervals, ...
+  }
+}
+
+const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
+  using O = OpenSearchSinkOptions;
+  static const auto* table = new OptionTable<O>({
+      ListOption("url", &O::url)
+          .Required()
+          .Help("The node, or several (tried in turn): http://host:9200."),
+      StringOption("username", &O::username).Help("Basic authentication's user (write ${VAR})."),
+      StringOption("password", &O::password).Help("Basic authentication's password (${VAR})."),
+      StringOption("index", &O::index)
+          .Help("The index of each table: a name, or a template over {schema} and {table} "
+                "(lower-cased); a route transform's destination takes precedence."),
+      BytesOption("batch_bytes", &O::batch_bytes)
+          .AtLeast(1024)
+          .Help("A _bulk request is sent once this much is buffered."),
+      IntOption("batch_docs", &O::batch_docs)
+          .AtLeast(1)
+          .Help("A _bulk request is sent once this many documents are buffered."),
+      DurationOption("timeout", &O::timeout).Help("How long one request may take."),
+      DurationOption("retry_for", &O::retry_for)
+          .Help("How long items refused for a while (429, 5xx, the node down) are sent again "
+                "before the pipeline restarts from its last acknowledgement."),
+  });
+  return *table;
+}
+
+class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
+ public:
+  std::string_view type() const override { return "opensearch"; }
+  std::string_view help() const override {
+    return "Each table as an OpenSearch (or Elasticsearch) index of documents, ordered by "
+           "external versions.";
+  }
+
+ protected:
+  const OptionTable<OpenSearchSinkOptions>& table() const override { return OpenSearchTable(); }
+  std::unique_ptr<Sink> Build(const SinkContext& context,
+                              std::shared_ptr<const OpenSearchSinkOptions> options) const override {
+    return std::make_unique<OpenSearchSink>(context, std::move(options));
+  }
+};
+
+}  // namespace
+
+OpenSearchSink::OpenSearchSink(SinkContext context,
+                               std::shared_ptr<const OpenSearchSinkOptions> options)
+    : TransactionalSink(context.source.positions),
+      context_(std::move(context)),
+      options_(std::move(options)) {}
+
+absl::Status OpenSearchSink::Open() {
+  http_ = std::make_unique<HttpClient>(options_->url, options_->username, options_->password,
+                                       options_->timeout);
+  absl::StatusOr<HttpResponse> root = http_->Request("GET", "/");
+  if (!root.ok()) {
+    return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", root.status().message()));
+  }
+  if (root->status == 401 || root->status == 403) {
+    return absl::PermissionDeniedError(Cat("sink ", context_.sink, " (opensearch): ", http_->node(),
+                                           " refused the credentials (HTTP ", root->status, ")"));
+  }
+  json info = json::parse(root->body, nullptr, false);
+  std::string version = "?";
+  if (info.is_object() && info.contains("version") && info["version"].is_object()) {
+    version = info["version"].value("number", "?");
+  }
+  LogInfo("sink %s (opensearch): %s answers, version %s", context_.sink, http_->node(), version);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> OpenSearchSink::IndexFor(const Change& change) {
+  std::string index = !change.destination.empty()
+                          ? change.destination
+                          : absl::StrReplaceAll(options_->index, {{"{schema}", change.table->schema},
+                                                                  {"{table}", change.table->name}});
+  index = absl::AsciiStrToLower(index);
+  if (index.empty() || index[0] == '_' || index[0] == '-' || index[0] == '+' ||
+      index.find_first_of(" \"*\\<|,>/?#:") != std::string::npos) {
+    return absl::InvalidArgumentError(Cat("sink ", context_.sink, " (opensearch): '", index,
+                                          "' is not a valid index name (for ",
+                                          change.table->QualifiedName(), ")"));
+  }
+  return index;
+}
+
+absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const TableSchemaPtr& table) {
+  const std::string key = Cat(index, "\n", reinterpret_cast<uintptr_t>(table.get()));
+  if (checked_.contains(key)) return absl::OkStatus();
+  auto known = mapped_.find(index);
+  if (known == mapped_.end()) {
+    // First sight of the index in this run: what it maps already, if it exists.
+    absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/", index, "/_mapping"));
+    if (!res.ok()) return res.status();
+    absl::flat_hash_set<std::string> fields;
+    if (res->status == 200) {
+      json doc = json::parse(res->body, nullptr, false);
+      if (doc.is_object()) {
+        for (auto& [name, entry] : doc.items()) {
+          if (!entry.is_object() || !entry.contains("mappings")) continue;
+          const json& props = entry["mappings"].value("properties", json::object());
+          for (auto& [field, unused] : props.items()) fields.insert(field);
+        }
+      }
+    } else if (res->status == 404) {
+      json properties = json::object();
+      for (const Column& c : table->columns) properties[c.name] = FieldMapping(c);
+      json body = {{"mappings", {{"properties", properties}}}};
+      absl::StatusOr<HttpResponse> created = http_->Request("PUT", Cat("/", index), body.dump());
+      if (!created.ok()) return created.status();
+      if (created->status / 100 != 2 &&
+          created->body.find("resource_already_exists_exception") == std::string::npos) {
+        return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): creating index ",
+                                                 index, ": HTTP ", created->status, ": ",
+                                                 created->body.substr(0, 500)));
+      }
+      LogInfo("sink %s (opensearch): created index %s with a mapping of %d fields", context_.sink,
+              index, table->columns.size());
+      for (const Column& c : table->columns) fields.insert(c.name);
+    } else {
+      return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): reading the mapping of ",
+                                        index, ": HTTP ", res->status));
+    }
+    known = mapped_.emplace(index, std::move(fields)).first;
+  }
+  // Columns the index does not map yet (added since): mapped before their first document.
+  json added = json::object();
+  for (const Column& c : table->columns) {
+    if (!known->second.contains(c.name)) added[c.name] = FieldMapping(c);
+  }
+  if (!added.empty()) {
+    json body = {{"properties", added}};
+    absl::StatusOr<HttpResponse> res = http_->Request("PUT", Cat("/", index, "/_mapping"), body.dump());
+    if (!res.ok()) return res.status();
+    if (res->status / 100 != 2) {
+      return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): extending the mapping of ",
+                                               index, ": HTTP ", res->status, ": ",
+                                               res->body.substr(0, 500)));
+    }
+    for (auto& [field, unused] : added.items()) known->second.insert(field);
+    LogInfo("sink %s (opensearch): mapped %d new field(s) of %s in %s", context_.sink, added.size(),
+            table->QualifiedName(), index);
+  }
+  checked_.emplace(key, table);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& change) {
+  const TableSchema& table = *change.table;
+  const std::vector<size_t> key = table.RowKeyColumns();
+  if (key.empty()) {
+    return absl::FailedPreconditionError(
+        Cat("sink ", context_.sink, " (opensearch): table ", table.QualifiedName(),
+            " has no key, and a document needs an id: give it a primary key (or leave it out of "
+            "this sink with a filter transform)"));
+  }
+  absl::StatusOr<std::string> index = IndexFor(change);
+  if (!index.ok()) return index.status();
+  if (absl::Status s = EnsureMapping(*index, change.table); !s.ok()) return s;
+
+  const bool is_delete = change.op == Op::kDelete;
+  const Row& row = is_delete ? change.before : change.after;
+  Action action;
+  action.index = *index;
+  action.is_delete = is_delete;
+  // The id: one key column's text, or several as a JSON array.
+  std::string id;
+  if (key.size() == 1) {
+    scratch_.clear();
+    AppendJsonValue(row[key[0]], table.columns[key[0]].type_name, JsonOptions{}, &scratch_);
+    json v = json::parse(scratch_, nullptr, false);
+    id = v.is_string() ? v.get<std::string>() : scratch_;
+  } else {
+    id = "[";
+    for (size_t i = 0; i < key.size(); ++i) {
+      if (i > 0) id += ",";
+      AppendJsonValue(row[key[i]], table.columns[key[i]].type_name, JsonOptions{}, &id);
+    }
+    id += "]";
+  }
+  if (id.size() > kMaxIdBytes) id = "sha256:" + Sha256Hex(id);
+  action.id = id;
+
+  bool partial = false;
+  for (const Value& v : change.after) partial = partial || v.is_unchanged_toast();
+  std::string& out = action.lines;
+  out += is_delete ? "{\"delete\":{" : partial ? "{\"update\":{" : "{\"index\":{";
+  out += "\"_index\":";
+  AppendJsonString(*index, &out);
+  out += ",\"_id\":";
+  AppendJsonString(id, &out);
+  if (!partial) {
+    // external_gte: a transaction that truncates the table and writes it again writes under
+    // the version its TRUNCATE deleted with (the same commit LSN).
+    out += Cat(",\"version\":", change.txn.commit_lsn.value, ",\"version_type\":\"external_gte\"");
+  }
+  out += "}}\n";
+  if (!is_delete) {
+    if (partial) out += "{\"doc\":";
+    AppendRowObject(table, change.after, false, JsonOptions{}, &out);
+    if (partial) out += "}";
+    out += "\n";
+  }
+  return action;
+}
+
+absl::Status OpenSearchSink::OnBegin(const TxnInfo&) {
+  txn_.clear();
+  txn_slot_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::OnChange(const Change& change, bool in_txn) {
+  if (change.table == nullptr || change.op == Op::kDdl || change.op == Op::kMessage) {
+    return absl::OkStatus();  // schema changes reach the mapping with the first new row
+  }
+  if (change.op == Op::kTruncate) return Truncate(change);
+  absl::StatusOr<Action> action = MakeAction(change);
+  if (!action.ok()) return action.status();
+  if (!in_txn) return Add(*std::move(action));
+  // The last change of the transaction to a document is the one that counts: versions must
+  // rise strictly per document, and every change of one transaction has its commit LSN.
+  const std::string slot = Cat(action->index, std::string(1, '\0'), action->id);
+  auto [it, inserted] = txn_slot_.emplace(slot, txn_.size());
+  if (inserted) {
+    txn_.push_back(*std::move(action));
+  } else {
+    txn_[it->second] = *std::move(action);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::OnCommit(const TxnInfo&) {
+  for (Action& a : txn_) {
+    if (absl::Status s = Add(std::move(a)); !s.ok()) return s;
+  }
+  txn_.clear();
+  txn_slot_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::OnRollback() {
+  txn_.clear();
+  txn_slot_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::Add(Action action) {
+  pending_bytes_ += action.lines.size();
+  pending_.push_back(std::move(action));
+  if (pending_bytes_ >= options_->batch_bytes ||
+      pending_.size() >= static_cast<size_t>(options_->batch_docs)) {
+    return SendAll();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::Truncate(const Change& change) {
+  // What the transaction wrote before the TRUNCATE goes first, then the index is emptied.
+  if (absl::Status s = OnCommit(change.txn); !s.ok()) return s;
+  if (absl::Status s = SendAll(); !s.ok()) return s;
+  absl::StatusOr<std::string> index = IndexFor(change);
+  if (!index.ok()) return index.status();
+  // Every document the index holds is deleted under the TRUNCATE's version: read by a scroll
+  // and deleted in bulk (_delete_by_query is a module some distributions lack, and would not
+  // carry the version).
+  auto failed = [&](const char* what, const absl::StatusOr<HttpResponse>& res) {
+    return res.ok() ? absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", what,
+                                                 " ", *index, " after TRUNCATE ",
+                                                 change.table->QualifiedName(), ": HTTP ",
+                                                 res->status, ": ", res->body.substr(0, 300)))
+                    : res.status();
+  };
+  absl::StatusOr<HttpResponse> res = http_->Request("POST", Cat("/", *index, "/_refresh"));
+  if (res.ok() && res->status == 404) return absl::OkStatus();  // no index: nothing to empty
+  if (!res.ok() || res->status / 100 != 2) return failed("refreshing", res);
+  res = http_->Request("POST", Cat("/", *index, "/_search?scroll=1m"),
+                       R"({"size":1000,"_source":false,"sort":["_doc"]})");
+  uint64_t deleted = 0;
+  std::string scroll_id;
+  while (true) {
+    if (!res.ok() || res->status / 100 != 2) return failed("reading", res);
+    json page = json::parse(res->body, nullptr, false);
+    if (!page.is_object() || !page.contains("hits")) return failed("reading", res);
+    scroll_id = page.value("_scroll_id", "");
+    const json& hits = page["hits"]["hits"];
+    if (!hits.is_array() || hits.empty()) break;
+    for (const json& hit : hits) {
+      Action action;
+      action.index = *index;
+      action.id = hit.value("_id", "");
+      action.is_delete = true;
+      action.lines = "{\"delete\":{\"_index\":";
+      AppendJsonString(action.index, &action.lines);
+      action.lines += ",\"_id\":";
+      AppendJsonString(action.id, &action.lines);
+      action.lines += Cat(",\"version\":", change.txn.commit_lsn.value,
+                          ",\"version_type\":\"external_gte\"}}\n");
+      pending_bytes_ += action.lines.size();
+      pending_.push_back(std::move(action));
+      ++deleted;
+    }
+    if (absl::Status s = SendAll(); !s.ok()) return s;
+    res = http_->Request("POST", "/_search/scroll",
+                         json{{"scroll", "1m"}, {"scroll_id", scroll_id}}.dump());
+  }
+  if (!scroll_id.empty()) {
+    http_->Request("DELETE", "/_search/scroll", json{{"scroll_id", scroll_id}}.dump()).IgnoreError();
+  }
+  LogInfo("sink %s (opensearch): deleted the %d documents of %s (TRUNCATE %s)", context_.sink,
+          deleted, *index, change.table->QualifiedName());
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::SendAll() {
+  std::vector<Action> todo = std::move(pending_);
+  pending_.clear();
+  pending_bytes_ = 0;
+  const auto give_up = std::chrono::steady_clock::now() + options_->retry_for;
+  std::chrono::milliseconds backoff(100);
+  std::mt19937 jitter(std::random_device{}());
+  while (!todo.empty()) {
+    std::string body;
+    for (const Action& a : todo) body += a.lines;
+    absl::StatusOr<HttpResponse> res = http_->Request("POST", "/_bulk", body, "application/x-ndjson");
+    std::vector<Action> again;
+    std::string last_reason;
+    int wait_seconds = 0;
+    if (!res.ok()) {
+      last_reason = std::string(res.status().message());
+      again = std::move(todo);
+    } else if (res->status == 429 || res->status / 100 == 5) {
+      last_reason = Cat("HTTP ", res->status);
+      wait_seconds = res->retry_after_seconds;
+      again = std::move(todo);
+    } else if (res->status / 100 != 2) {
+      return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): _bulk refused: HTTP ",
+                                               res->status, ": ", res->body.substr(0, 500)));
+    } else {
+      json doc = json::parse(res->body, nullptr, false);
+      if (!doc.is_object() || !doc.contains("items") || !doc["items"].is_array() ||
+          doc["items"].size() != todo.size()) {
+        return absl::InternalError(Cat("sink ", context_.sink,
+                                       " (opensearch): a _bulk response without one item per "
+                                       "action: ", res->body.substr(0, 300)));
+      }
+      if (doc.value("errors", false)) {
+        const json& items = doc["items"];
+        for (size_t i = 0; i < todo.size(); ++i) {
+          const json& item = items[i].begin().value();
+          const int status = item.value("status", 0);
+          if (status / 100 == 2 || status == 409 || (status == 404 && todo[i].is_delete)) continue;
+          const std::string reason = item.contains("error") ? item["error"].dump() : "";
+          if (status == 429 || status / 100 == 5) {
+            last_reason = Cat("HTTP ", status, " ", reason.substr(0, 200));
+            again.push_back(std::move(todo[i]));
+            continue;
+          }
+          return absl::FailedPreconditionError(
+              Cat("sink ", context_.sink, " (opensearch): document ", todo[i].id, " of index ",
+                  todo[i].index, " refused (HTTP ", status, "): ", reason.substr(0, 500)));
+        }
+      }
+    }
+    todo = std::move(again);
+    if (todo.empty()) break;
+    if (std::chrono::steady_clock::now() >= give_up) {
+      return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", todo.size(),
+                                        " document(s) still refused after ",
+                                        options_->retry_for.count() / 1000, "s: ", last_reason));
+    }
+    std::chrono::milliseconds wait =
+        wait_seconds > 0 ? std::chrono::milliseconds(wait_seconds * 1000)
+                         : backoff + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+    LogWarning("sink %s (opensearch): %d document(s) to send again in %dms: %s", context_.sink,
+               todo.size(), wait.count(), last_reason);
+    std::this_thread::sleep_for(wait);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::Flush() { return SendAll(); }
+
+absl::Status OpenSearchSink::Close() {
+  if (http_ == nullptr) return absl::OkStatus();
+  absl::Status s = SendAll();
+  http_.reset();
+  return s;
+}
+
+void RegisterOpenSearchSink() { RegisterSinkFactory(std::make_unique<OpenSearchSinkFactory>()); }
+
+}  // namespace pgflow

@@ -1,0 +1,109 @@
+#pragma once
+
+// The `opensearch` sink: every chosen table as an index of documents that follows the
+// database (OpenSearch 1-3, and Elasticsearch 7-8, through the `_bulk` API they share).
+//
+//   search:
+//     opensearch: {url: "http://127.0.0.1:9200", index: "{schema}.{table}"}
+//
+// - A row is a document: `_id` is its key (one column: its text; several: a JSON array of
+//   their values; longer than 512 bytes: "sha256:" and the hex digest of that). Snapshot rows
+//   and inserts index, updates index the new row, deletes delete, TRUNCATE deletes every
+//   document of the index (read by a scroll, deleted in bulk under the TRUNCATE's version). A
+//   table without a key is refused: a document needs an id.
+// - Order is exact under retries and restarts: every write carries an external version
+//   (`external_gte`), the commit LSN of its transaction (a snapshot row: the snapshot's
+//   consistent point, so a streamed change always wins over a copied row). The changes of one
+//   transaction to one row are folded into its last, so versions rise strictly per document.
+//   A 409 (a newer version is there) and a 404 on a delete count as done.
+// - Indexes are created when first written, with an explicit mapping from the column types
+//   (text with a keyword subfield, numbers, dates, booleans, json as flat_object, arrays by
+//   their elements); a column added later is added to the mapping before its first document.
+// - An update whose new row lacks an unchanged TOASTed value (the stream does not send it) is
+//   a partial update of the fields it has (`update` with `doc`): indexing the row would lose
+//   the field. Partial updates carry no external version.
+// - Durability: Flush sends what is buffered as `_bulk` requests and returns once every item
+//   is done. Items that fail for a while (429, 5xx, the node unreachable) are sent again, and
+//   only they, with backoff (honouring Retry-After) for up to `retry_for`, after which the
+//   pipeline restarts from its last acknowledgement (nothing is lost). An item refused for good
+//   (400: a mapping conflict, a value the field cannot take) stops the pipeline naming the
+//   document and the reason.
+//
+// Not built yet (issue 20): several connections at once, the alias swap on a type change, a
+// dead-letter path, gzip, TLS options beyond libcurl's defaults, API keys.
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "engine/registry.h"
+#include "engine/transactional_sink.h"
+#include "schemas/json_encoding.h"
+#include "sinks/opensearch/http_client.h"
+
+namespace pgflow {
+
+struct OpenSearchSinkOptions : SinkOptions {
+  std::vector<std::string> url;
+  std::string username;
+  std::string password;
+  std::string index = "{schema}.{table}";
+  uint64_t batch_bytes = 5 << 20;
+  int batch_docs = 2000;
+  std::chrono::milliseconds timeout{30000};
+  std::chrono::milliseconds retry_for{300000};
+};
+
+class OpenSearchSink : public TransactionalSink {
+ public:
+  OpenSearchSink(SinkContext context, std::shared_ptr<const OpenSearchSinkOptions> options);
+
+  absl::Status Open() override;
+  absl::Status Flush() override;
+  absl::Status Close() override;
+
+ protected:
+  absl::Status OnBegin(const TxnInfo& txn) override;
+  absl::Status OnChange(const Change& change, bool in_txn) override;
+  absl::Status OnCommit(const TxnInfo& txn) override;
+  absl::Status OnRollback() override;
+
+ private:
+  // One bulk action, its lines ready to send.
+  struct Action {
+    std::string index;
+    std::string id;
+    std::string lines;  // action line and, but for a delete, the source line
+    bool is_delete = false;
+  };
+
+  absl::StatusOr<std::string> IndexFor(const Change& change);
+  absl::Status EnsureMapping(const std::string& index, const TableSchemaPtr& table);
+  absl::StatusOr<Action> MakeAction(const Change& change);
+  absl::Status Add(Action action);
+  absl::Status Truncate(const Change& change);
+  // Sends every buffered action, retrying the items that fail for a while.
+  absl::Status SendAll();
+
+  const SinkContext context_;
+  const std::shared_ptr<const OpenSearchSinkOptions> options_;
+  std::unique_ptr<HttpClient> http_;
+  std::vector<Action> pending_;  // in order, ready for _bulk
+  size_t pending_bytes_ = 0;
+  // The open transaction's actions, one per document (the last change wins).
+  std::vector<Action> txn_;
+  absl::flat_hash_map<std::string, size_t> txn_slot_;  // index + '\0' + id -> position in txn_
+  // Fields each index is known to map, and the table versions already checked against it.
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> mapped_;
+  absl::flat_hash_map<std::string, TableSchemaPtr> checked_;  // index + table version
+  std::string scratch_;
+};
+
+// Registers the "opensearch" sink type.
+void RegisterOpenSearchSink();
+
+}  // namespace pgflow

@@ -1,0 +1,133 @@
+// The opensearch sink against a real OpenSearch node (scripts/ostmp.sh) and a real PostgreSQL:
+// snapshot rows and changes become documents keyed by the row's key, ordered by external
+// versions; a column added by the source is mapped before its first document; TRUNCATE empties
+// the index; an unreachable node is named.
+
+#include <signal.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/support/opensearch_node.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+// id -> document source, of every document in `index` (refreshed first).
+std::map<std::string, json> Documents(const std::string& index) {
+  SharedOpenSearch().Get("/" + index + "/_refresh", "-X POST");
+  HttpAnswer a = SharedOpenSearch().Get("/" + index + "/_search?size=1000");
+  std::map<std::string, json> docs;
+  json body = json::parse(a.body, nullptr, false);
+  if (!body.is_object() || !body.contains("hits")) return docs;
+  for (const json& hit : body["hits"]["hits"]) docs[hit["_id"].get<std::string>()] = hit["_source"];
+  return docs;
+}
+
+// "id:name:color" of every document, sorted by id.
+std::vector<std::string> Described(const std::string& index) {
+  std::vector<std::string> out;
+  for (const auto& [id, doc] : Documents(index)) {
+    out.push_back(id + ":" + (doc.contains("name") && doc["name"].is_string() ? doc["name"].get<std::string>() : "-") +
+                  ":" + (doc.contains("color") && doc["color"].is_string() ? doc["color"].get<std::string>() : "-"));
+  }
+  return out;
+}
+
+TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTable) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE searched");
+  Sql sql(SharedCluster().Url("searched"));
+  sql.Exec(R"sql(
+    CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
+                           attrs jsonb, created timestamptz DEFAULT '2026-01-02 10:00+00');
+    INSERT INTO products (id, name, price, tags, attrs) VALUES
+      (1, 'pen', 1.50, '{office,blue}', '{"ink": "gel"}'),
+      (2, 'pad', 3.00, '{office}', NULL),
+      (3, 'mug', 7.25, NULL, '{"size": {"ml": 300}}');
+  )sql");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, "pipeline: searched\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("searched") +
+                      "\n    tables: [public.products]\n    status_interval: 200ms\n"
+                      "sinks:\n  search:\n    opensearch: {url: \"" +
+                      SharedOpenSearch().url() +
+                      "\", index: \"shop_{table}\"}\n    flush_interval: 50ms\n");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO products (id, name, price) VALUES (4, 'ink', 2.00)");
+  sql.Exec("UPDATE products SET name = 'pen (gel)' WHERE id = 1");
+  sql.Exec("DELETE FROM products WHERE id = 2");
+  // One transaction, one document changed three times: its last state wins.
+  sql.Exec("BEGIN; INSERT INTO products (id, name) VALUES (5, 'cup'); "
+           "UPDATE products SET name = 'cup 2' WHERE id = 5; "
+           "UPDATE products SET name = 'cup 3' WHERE id = 5; COMMIT");
+  sql.Exec("ALTER TABLE products ADD COLUMN color text");
+  sql.Exec("UPDATE products SET color = 'red' WHERE id = 3");
+  const std::vector<std::string> expected = {"1:pen (gel):-", "3:mug:red", "4:ink:-", "5:cup 3:-"};
+  std::vector<std::string> got;
+  EXPECT_TRUE(WaitFor([&] { return (got = Described("shop_products")) == expected; },
+                      std::chrono::seconds(60)))
+      << ::testing::PrintToString(got) << "\n" << ReadFile(dir.File("pgflow.log"));
+  // The mapping came from the column types, and grew with the added column.
+  HttpAnswer mapping = SharedOpenSearch().Get("/shop_products/_mapping");
+  json props = json::parse(mapping.body)["shop_products"]["mappings"]["properties"];
+  EXPECT_EQ(props["id"]["type"], "integer");
+  EXPECT_EQ(props["price"]["type"], "double");
+  EXPECT_EQ(props["created"]["type"], "date");
+  EXPECT_EQ(props["name"]["fields"]["keyword"]["type"], "keyword");
+  EXPECT_EQ(props["attrs"]["type"], "flat_object");
+  EXPECT_EQ(props["color"]["type"], "text");
+  std::map<std::string, json> docs = Documents("shop_products");
+  EXPECT_EQ(docs["1"]["tags"], json({"office", "blue"}));
+  EXPECT_EQ(docs["3"]["attrs"]["size"]["ml"], 300);
+
+  sql.Exec("TRUNCATE products");
+  sql.Exec("INSERT INTO products (id, name) VALUES (6, 'new')");
+  EXPECT_TRUE(WaitFor([&] { return (got = Described("shop_products")) ==
+                                   std::vector<std::string>{"6:new:-"}; },
+                      std::chrono::seconds(60)))
+      << ::testing::PrintToString(got) << "\n" << ReadFile(dir.File("pgflow.log"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+
+  // Run again from the slot: what is replayed carries the same versions and changes nothing.
+  auto again = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow2.log"), {},
+                                      "replication stream: streaming");
+  sql.Exec("UPDATE products SET name = 'newer' WHERE id = 6");
+  EXPECT_TRUE(WaitFor([&] { return (got = Described("shop_products")) ==
+                                   std::vector<std::string>{"6:newer:-"}; },
+                      std::chrono::seconds(60)))
+      << ::testing::PrintToString(got) << "\n" << ReadFile(dir.File("pgflow2.log"));
+  again->Signal(SIGINT);
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
+}
+
+TEST(OpenSearchSinkTest, AnUnreachableNodeIsNamed) {
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  const int port = FreeLoopbackPort();
+  WriteFile(yaml, "pipeline: unreachable_os\n"
+                  "source: {postgres: {url: '" +
+                      SharedCluster().Url() +
+                      "', tables: [public.nothing]}}\n"
+                      "sinks: {search: {opensearch: {url: 'http://127.0.0.1:" +
+                      std::to_string(port) + "'}}}\n");
+  std::string out;
+  EXPECT_NE(RunPgflow({"run", yaml}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("sink search (opensearch): OpenSearch unreachable: http://127.0.0.1:" +
+                             std::to_string(port)));
+}
+
+}  // namespace
+}  // namespace pgflow::testing

@@ -1,0 +1,32 @@
+#pragma once
+
+// A real OpenSearch node for the tests (scripts/ostmp.sh: the minimal distribution from Maven
+// Central, on free loopback ports), started when constructed and removed when destroyed.
+
+#include <string>
+
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+
+class OpenSearchNode {
+ public:
+  // Starts the node and waits for green health; aborts the test binary with why on failure.
+  OpenSearchNode();
+  ~OpenSearchNode();
+  OpenSearchNode(const OpenSearchNode&) = delete;
+  OpenSearchNode& operator=(const OpenSearchNode&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // curl on `path` ("/items/_count"), with curl `args` ("-X POST -d ...").
+  HttpAnswer Get(const std::string& path, const std::string& args = "") const;
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+};
+
+// The node the tests of one binary share.
+OpenSearchNode& SharedOpenSearch();
+
+}  // namespace pgflow::testing
