@@ -5,6 +5,8 @@
 
 #include <signal.h>
 
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -109,6 +111,70 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
                                    std::vector<std::string>{"6:newer:-"}; },
                       std::chrono::seconds(60)))
       << ::testing::PrintToString(got) << "\n" << ReadFile(dir.File("pgflow2.log"));
+  again->Signal(SIGINT);
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
+}
+
+// id -> qty of every document, and of every row.
+std::map<std::string, std::string> DocQty(const std::string& index) {
+  std::map<std::string, std::string> out;
+  for (const auto& [id, doc] : Documents(index)) out[id] = doc["qty"].dump();
+  return out;
+}
+
+TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOrder) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE outage_os");
+  Sql sql(SharedCluster().Url("outage_os"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, qty int);"
+           "INSERT INTO items SELECT g, g FROM generate_series(1, 50) g");
+  FaultProxy proxy(SharedOpenSearch().url());
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, "pipeline: outage_os\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("outage_os") +
+                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+                      "sinks:\n  search:\n    opensearch: {url: \"" +
+                      proxy.url() +
+                      "\", index: outage_items, batch_docs: 20}\n    flush_interval: 50ms\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  auto workload = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      const std::string id = std::to_string(100 + n);
+      sql.Exec("BEGIN; INSERT INTO items VALUES (" + id + ", " + std::to_string(n) +
+               "); UPDATE items SET qty = qty + 1 WHERE id = " + std::to_string(1 + n % 50) +
+               (n % 5 == 0 ? "; DELETE FROM items WHERE id = " + std::to_string(100 + n - 3) : "") +
+               "; COMMIT");
+    }
+  };
+  workload(0, 40);
+  proxy.Fault("status=503&count=-1");  // the node answers 503 to everything
+  workload(40, 80);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  pgflow->Signal(SIGKILL);  // kill -9 during the outage
+  pgflow->Wait(std::chrono::seconds(10));
+  auto again = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow2.log"), {}, "pipeline");
+  workload(80, 100);
+  proxy.Fault("status=429&retry_after=1&count=3");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  proxy.Fault("items=5&count=4");  // then _bulk answers with items to send again
+  workload(100, 140);
+  auto rows = [&] {
+    std::map<std::string, std::string> out;
+    for (const auto& r : sql.Query("SELECT id, qty FROM items")) out[r[0]] = r[1];
+    return out;
+  };
+  std::map<std::string, std::string> got;
+  EXPECT_TRUE(WaitFor([&] { return (got = DocQty("outage_items")) == rows(); },
+                      std::chrono::seconds(90)))
+      << got.size() << " documents, " << rows().size() << " rows\n"
+      << ReadFile(dir.File("pgflow2.log"));
+  const json stats = json::parse(proxy.Stats());
+  EXPECT_GT(stats["stats"]["injected"].get<int>(), 3);
+  EXPECT_GT(stats["stats"]["items_failed"].get<int>(), 0);
+  EXPECT_THAT(ReadFile(dir.File("pgflow2.log")), HasSubstr("document(s) to send again"));
   again->Signal(SIGINT);
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
 }

@@ -1,10 +1,18 @@
 #include "tests/integration/support/opensearch_node.h"
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+
+#include <gtest/gtest.h>
 
 namespace pgflow::testing {
 
@@ -39,5 +47,35 @@ OpenSearchNode& SharedOpenSearch() {
   static std::unique_ptr<OpenSearchNode> node = std::make_unique<OpenSearchNode>();
   return *node;
 }
+
+FaultProxy::FaultProxy(const std::string& upstream) {
+  const std::string script =
+      std::string(PGFLOW_SOURCE_DIR) + "/tests/integration/tools/http_fault_proxy.py";
+  const std::string port_file = dir_.File("port");
+  pid_ = fork();
+  if (pid_ == 0) {
+    execlp("python3", "python3", script.c_str(), upstream.c_str(), port_file.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 100 && port_ == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    port_ = std::atoi(ReadFile(port_file).c_str());
+  }
+  if (port_ == 0) ADD_FAILURE() << "the fault proxy did not start (" << script << ")";
+}
+
+FaultProxy::~FaultProxy() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void FaultProxy::Fault(const std::string& query) const {
+  HttpAnswer a = Curl(url() + "/_fault?" + query, "-X POST");
+  if (a.code != 200) ADD_FAILURE() << "the fault proxy refused " << query;
+}
+
+std::string FaultProxy::Stats() const { return Curl(url() + "/_fault").body; }
 
 }  // namespace pgflow::testing

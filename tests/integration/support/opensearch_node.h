@@ -29,4 +29,24 @@ class OpenSearchNode {
 // The node the tests of one binary share.
 OpenSearchNode& SharedOpenSearch();
 
+// tests/integration/tools/http_fault_proxy.py in front of `upstream`, for outages on command:
+// Fault("status=503&count=-1"), Fault("items=3&count=2"), Fault("clear=1").
+class FaultProxy {
+ public:
+  explicit FaultProxy(const std::string& upstream);
+  ~FaultProxy();
+  FaultProxy(const FaultProxy&) = delete;
+  FaultProxy& operator=(const FaultProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void Fault(const std::string& query) const;
+  // What was injected so far: {"fault": ..., "stats": {"injected", "items_failed", ...}}.
+  std::string Stats() const;
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
 }  // namespace pgflow::testing
