@@ -40,7 +40,78 @@ HttpClient::HttpClient(std::vector<std::string> urls, std::string username, std:
 }
 
 HttpClient::~HttpClient() {
+  for (void* lane : lanes_) {
+    if (multi_ != nullptr) curl_multi_remove_handle(static_cast<CURLM*>(multi_), static_cast<CURL*>(lane));
+    curl_easy_cleanup(static_cast<CURL*>(lane));
+  }
+  if (multi_ != nullptr) curl_multi_cleanup(static_cast<CURLM*>(multi_));
   if (curl_ != nullptr) curl_easy_cleanup(static_cast<CURL*>(curl_));
+}
+
+std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
+    std::string_view path, const std::vector<std::string>& bodies, std::string_view content_type) {
+  if (bodies.size() == 1) return {Request("POST", path, bodies[0], content_type)};
+  if (multi_ == nullptr) multi_ = curl_multi_init();
+  CURLM* multi = static_cast<CURLM*>(multi_);
+  while (lanes_.size() < bodies.size()) lanes_.push_back(curl_easy_init());
+  const std::string url = Cat(urls_[current_], path);
+  const std::string type_header = Cat("Content-Type: ", content_type);
+  struct curl_slist* headers = curl_slist_append(nullptr, type_header.c_str());
+  std::vector<HttpResponse> responses(bodies.size());
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    CURL* curl = static_cast<CURL*>(lanes_[i]);
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &responses[i].body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadHeader);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &responses[i].retry_after_seconds);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, bodies[i].data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(bodies[i].size()));
+    curl_easy_setopt(curl, CURLOPT_PRIVATE, reinterpret_cast<char*>(i));
+    if (!userpwd_.empty()) {
+      curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+      curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd_.c_str());
+    }
+    curl_multi_add_handle(multi, curl);
+  }
+  std::vector<absl::StatusOr<HttpResponse>> results(bodies.size(),
+                                                    absl::UnavailableError("no answer"));
+  int running = static_cast<int>(bodies.size());
+  while (running > 0) {
+    if (curl_multi_perform(multi, &running) != CURLM_OK) break;
+    if (running > 0) curl_multi_poll(multi, nullptr, 0, 100, nullptr);
+  }
+  int left = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    char* index = nullptr;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &index);
+    const size_t i = reinterpret_cast<size_t>(index);
+    if (msg->data.result == CURLE_OK) {
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &responses[i].status);
+      results[i] = std::move(responses[i]);
+    } else {
+      results[i] = absl::UnavailableError(
+          Cat("OpenSearch unreachable: ", urls_[current_], ": ", curl_easy_strerror(msg->data.result)));
+    }
+  }
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    curl_multi_remove_handle(multi, static_cast<CURL*>(lanes_[i]));
+  }
+  curl_slist_free_all(headers);
+  // A node that did not answer: the next requests try the next node, if there are several.
+  for (const auto& r : results) {
+    if (!r.ok()) {
+      current_ = (current_ + 1) % urls_.size();
+      break;
+    }
+  }
+  return results;
 }
 
 absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::string_view path,

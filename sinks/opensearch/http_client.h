@@ -1,8 +1,9 @@
 #pragma once
 
-// HTTP/1.1 requests to OpenSearch (or Elasticsearch) over libcurl: one keep-alive connection,
+// HTTP/1.1 requests to OpenSearch (or Elasticsearch) over libcurl: keep-alive connections,
 // basic auth, a timeout per request, the nodes of `urls` tried in turn when one cannot be
-// reached. Not thread-safe: one per sink thread.
+// reached; several requests at once over libcurl's multi interface, on the calling thread.
+// Not thread-safe: one per sink thread.
 
 #include <chrono>
 #include <memory>
@@ -37,6 +38,12 @@ class HttpClient {
                                        std::string_view body = {},
                                        std::string_view content_type = "application/json");
 
+  // Several POSTs of `bodies` to `path` at once, each on a connection of its own (kept alive
+  // from call to call), all on the calling thread; one result per body, in order.
+  std::vector<absl::StatusOr<HttpResponse>> PostMany(std::string_view path,
+                                                     const std::vector<std::string>& bodies,
+                                                     std::string_view content_type);
+
   // The node requests go to now, for messages.
   const std::string& node() const { return urls_[current_]; }
 
@@ -46,6 +53,8 @@ class HttpClient {
   std::string userpwd_;
   std::chrono::milliseconds timeout_;
   void* curl_ = nullptr;  // CURL*
+  void* multi_ = nullptr;                // CURLM*
+  std::vector<void*> lanes_;             // CURL*, one per concurrent request, kept alive
 };
 
 }  // namespace pgflow

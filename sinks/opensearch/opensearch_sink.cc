@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_replace.h"
 #include "engine/log.h"
@@ -93,6 +94,10 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
       IntOption("batch_docs", &O::batch_docs)
           .AtLeast(1)
           .Help("A _bulk request is sent once this many documents are buffered."),
+      IntOption("connections", &O::connections)
+          .Range(1, 64)
+          .Help("_bulk requests sent at once, each over a connection of its own; documents are "
+                "spread over them by id."),
       DurationOption("timeout", &O::timeout).Help("How long one request may take."),
       DurationOption("retry_for", &O::retry_for)
           .Help("How long items refused for a while (429, 5xx, the node down) are sent again "
@@ -388,6 +393,57 @@ absl::Status OpenSearchSink::Truncate(const Change& change) {
   return absl::OkStatus();
 }
 
+absl::Status OpenSearchSink::Judge(const absl::StatusOr<HttpResponse>& res,
+                                   std::vector<Action>& sent, std::vector<Action>* again,
+                                   std::string* reason, int* wait_seconds) {
+  if (!res.ok()) {
+    *reason = std::string(res.status().message());
+    for (Action& a : sent) again->push_back(std::move(a));
+    return absl::OkStatus();
+  }
+  if (res->status == 429 || res->status / 100 == 5) {
+    *reason = Cat("HTTP ", res->status);
+    *wait_seconds = std::max(*wait_seconds, res->retry_after_seconds);
+    for (Action& a : sent) again->push_back(std::move(a));
+    return absl::OkStatus();
+  }
+  if (res->status / 100 != 2) {
+    return absl::FailedPreconditionError(Cat("sink ", context_.sink,
+                                             " (opensearch): _bulk refused: HTTP ", res->status,
+                                             ": ", res->body.substr(0, 500)));
+  }
+  // A 2xx answer may still carry item failures ("errors": true): each item has its status.
+  // The flag comes first in the answer: read without parsing the rest when it is false.
+  if (size_t at = res->body.find("\"errors\""); at != std::string::npos && at < 200) {
+    at += 8;
+    while (at < res->body.size() && (res->body[at] == ' ' || res->body[at] == ':')) ++at;
+    if (res->body.compare(at, 5, "false") == 0) return absl::OkStatus();
+  }
+  json doc = json::parse(res->body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("items") || !doc["items"].is_array() ||
+      doc["items"].size() != sent.size()) {
+    return absl::InternalError(Cat("sink ", context_.sink,
+                                   " (opensearch): a _bulk response without one item per action: ",
+                                   res->body.substr(0, 300)));
+  }
+  const json& items = doc["items"];
+  for (size_t i = 0; i < sent.size(); ++i) {
+    const json& item = items[i].begin().value();
+    const int status = item.value("status", 0);
+    if (status / 100 == 2 || status == 409 || (status == 404 && sent[i].is_delete)) continue;
+    const std::string error = item.contains("error") ? item["error"].dump() : "";
+    if (status == 429 || status / 100 == 5) {
+      *reason = Cat("HTTP ", status, " ", error.substr(0, 200));
+      again->push_back(std::move(sent[i]));
+      continue;
+    }
+    return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): document ",
+                                             sent[i].id, " of index ", sent[i].index,
+                                             " refused (HTTP ", status, "): ", error.substr(0, 500)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status OpenSearchSink::SendAll() {
   std::vector<Action> todo = std::move(pending_);
   pending_.clear();
@@ -396,46 +452,31 @@ absl::Status OpenSearchSink::SendAll() {
   std::chrono::milliseconds backoff(100);
   std::mt19937 jitter(std::random_device{}());
   while (!todo.empty()) {
-    std::string body;
-    for (const Action& a : todo) body += a.lines;
-    absl::StatusOr<HttpResponse> res = http_->Request("POST", "/_bulk", body, "application/x-ndjson");
+    // Lanes, one request each, sent at once: a document is always in the same lane, so its
+    // writes keep their order (its versions would restore it anyway).
+    const size_t n = std::min<size_t>(static_cast<size_t>(options_->connections), todo.size());
+    std::vector<std::vector<Action>> lanes(n);
+    for (Action& a : todo) {
+      const size_t lane = absl::HashOf(a.index, a.id) % n;
+      lanes[lane].push_back(std::move(a));
+    }
+    lanes.erase(std::remove_if(lanes.begin(), lanes.end(),
+                               [](const std::vector<Action>& l) { return l.empty(); }),
+                lanes.end());
+    std::vector<std::string> bodies;
+    for (const std::vector<Action>& lane : lanes) {
+      std::string body;
+      for (const Action& a : lane) body += a.lines;
+      bodies.push_back(std::move(body));
+    }
+    std::vector<absl::StatusOr<HttpResponse>> results =
+        http_->PostMany("/_bulk", bodies, "application/x-ndjson");
     std::vector<Action> again;
-    std::string last_reason;
+    std::string reason;
     int wait_seconds = 0;
-    if (!res.ok()) {
-      last_reason = std::string(res.status().message());
-      again = std::move(todo);
-    } else if (res->status == 429 || res->status / 100 == 5) {
-      last_reason = Cat("HTTP ", res->status);
-      wait_seconds = res->retry_after_seconds;
-      again = std::move(todo);
-    } else if (res->status / 100 != 2) {
-      return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): _bulk refused: HTTP ",
-                                               res->status, ": ", res->body.substr(0, 500)));
-    } else {
-      json doc = json::parse(res->body, nullptr, false);
-      if (!doc.is_object() || !doc.contains("items") || !doc["items"].is_array() ||
-          doc["items"].size() != todo.size()) {
-        return absl::InternalError(Cat("sink ", context_.sink,
-                                       " (opensearch): a _bulk response without one item per "
-                                       "action: ", res->body.substr(0, 300)));
-      }
-      if (doc.value("errors", false)) {
-        const json& items = doc["items"];
-        for (size_t i = 0; i < todo.size(); ++i) {
-          const json& item = items[i].begin().value();
-          const int status = item.value("status", 0);
-          if (status / 100 == 2 || status == 409 || (status == 404 && todo[i].is_delete)) continue;
-          const std::string reason = item.contains("error") ? item["error"].dump() : "";
-          if (status == 429 || status / 100 == 5) {
-            last_reason = Cat("HTTP ", status, " ", reason.substr(0, 200));
-            again.push_back(std::move(todo[i]));
-            continue;
-          }
-          return absl::FailedPreconditionError(
-              Cat("sink ", context_.sink, " (opensearch): document ", todo[i].id, " of index ",
-                  todo[i].index, " refused (HTTP ", status, "): ", reason.substr(0, 500)));
-        }
+    for (size_t k = 0; k < lanes.size(); ++k) {
+      if (absl::Status s = Judge(results[k], lanes[k], &again, &reason, &wait_seconds); !s.ok()) {
+        return s;
       }
     }
     todo = std::move(again);
@@ -443,13 +484,13 @@ absl::Status OpenSearchSink::SendAll() {
     if (std::chrono::steady_clock::now() >= give_up) {
       return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", todo.size(),
                                         " document(s) still refused after ",
-                                        options_->retry_for.count() / 1000, "s: ", last_reason));
+                                        options_->retry_for.count() / 1000, "s: ", reason));
     }
     std::chrono::milliseconds wait =
         wait_seconds > 0 ? std::chrono::milliseconds(wait_seconds * 1000)
                          : backoff + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
     LogWarning("sink %s (opensearch): %d document(s) to send again in %dms: %s", context_.sink,
-               todo.size(), wait.count(), last_reason);
+               todo.size(), wait.count(), reason);
     std::this_thread::sleep_for(wait);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
   }

@@ -29,8 +29,11 @@
 //   (400: a mapping conflict, a value the field cannot take) stops the pipeline naming the
 //   document and the reason.
 //
-// Not built yet (issue 20): several connections at once, the alias swap on a type change, a
-// dead-letter path, gzip, TLS options beyond libcurl's defaults, API keys.
+// - A flush sends its documents over `connections` requests at once (libcurl's multi
+//   interface, on the sink's thread), spread by id, so one slow request does not hold the rest.
+//
+// Not built yet (issue 20): the alias swap on a type change, a dead-letter path, gzip, TLS
+// options beyond libcurl's defaults, API keys.
 
 #include <chrono>
 #include <memory>
@@ -54,6 +57,7 @@ struct OpenSearchSinkOptions : SinkOptions {
   std::string index = "{schema}.{table}";
   uint64_t batch_bytes = 5 << 20;
   int batch_docs = 2000;
+  int connections = 4;
   std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds retry_for{300000};
 };
@@ -88,6 +92,10 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status Truncate(const Change& change);
   // Sends every buffered action, retrying the items that fail for a while.
   absl::Status SendAll();
+  // What the answer to the actions `sent` means: those to send again go to `again` (with the
+  // reason and any Retry-After), a permanent refusal is an error.
+  absl::Status Judge(const absl::StatusOr<HttpResponse>& res, std::vector<Action>& sent,
+                     std::vector<Action>* again, std::string* reason, int* wait_seconds);
 
   const SinkContext context_;
   const std::shared_ptr<const OpenSearchSinkOptions> options_;
