@@ -93,9 +93,13 @@ struct Change {
   TxnInfo txn;
   // WAL position of the change's own record.
   Lsn lsn;
-  // Ordinal of the change within its transaction, from 0. (txn.commit_lsn, sequence) is the
-  // change's event id, stable across replays.
+  // Ordinal of the change within its transaction, from 0. (txn.commit_lsn, sequence, part) is
+  // the change's event id, stable across replays.
   uint64_t sequence = 0;
+  // 0 for a change as the source made it; for the further changes a transform made of one
+  // (lua returning several), 1, 2, ... (nested: the parent's part × 1000 + n), so that each
+  // keeps an event id of its own.
+  uint64_t part = 0;
 };
 
 // What flows through the pipeline: changes framed by their transactions, and position

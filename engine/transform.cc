@@ -48,8 +48,9 @@ absl::Status TransformChain::Run(Change change, size_t first, const Event& like,
       if (*kept) {
         if (absl::Status s = Run(std::move(change), i + 1, like, out); !s.ok()) return s;
       }
-      for (Change& extra : more) {
-        if (absl::Status s = Run(std::move(extra), i + 1, like, out); !s.ok()) return s;
+      for (size_t j = 0; j < more.size(); ++j) {
+        more[j].part = change.part * 1000 + j + 1;
+        if (absl::Status s = Run(std::move(more[j]), i + 1, like, out); !s.ok()) return s;
       }
       return absl::OkStatus();
     }

@@ -550,6 +550,10 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
   AppendIsoTimestamp(change.txn.commit_time_us, out);
   out->append("\",\"seq\":");
   out->append(std::to_string(change.sequence));
+  if (change.part > 0) {  // one of several changes a transform made of one
+    out->append(",\"part\":");
+    out->append(std::to_string(change.part));
+  }
 
   const TableSchema* table = change.table.get();
   switch (change.op) {

@@ -257,6 +257,10 @@ TEST(TransformTest, AStrictMaskStopsAtAColumnAddedWithoutARuleBeforeItLeaks) {
   auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
                                        "replication stream: streaming");
   sql.Exec("INSERT INTO customers VALUES (2, 'bob@example.org')");
+  // Delivered before the schema change (in one batch with it, it would wait with it).
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonl(dir.File("out.jsonl")).size() >= 2; },
+                      std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
   sql.Exec("ALTER TABLE customers ADD COLUMN phone text");
   sql.Exec("INSERT INTO customers VALUES (3, 'cy@example.net', '+1 555 0199')");
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 1) << ReadFile(dir.File("pgflow.log"));

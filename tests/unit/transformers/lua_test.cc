@@ -211,6 +211,11 @@ end
   EXPECT_EQ((*out)[2].before[0].data, "7");
   EXPECT_TRUE((*out)[2].before[1].is_null());
   EXPECT_EQ((*out)[2].before_kind, BeforeKind::kKey);  // the script's old row: the key only
+  // Each keeps an event id of its own: the further ones are numbered.
+  EXPECT_EQ((*out)[0].part, 0u);
+  EXPECT_EQ((*out)[1].part, 1u);
+  EXPECT_EQ((*out)[2].part, 2u);
+  EXPECT_EQ((*out)[1].sequence, (*out)[0].sequence);
 }
 
 TEST(LuaTest, AnEmptyListDropsAndOtherTablesAreRefused) {
