@@ -105,3 +105,18 @@ print(f"{wall:.3f},{usage.ru_utime + usage.ru_stime:.3f}")
 sys.exit(code)
 PY
 }
+
+# The load benchmarks' table: items with $1 rows (bigint key, text, numeric, int, timestamptz,
+# text[], jsonb), vacuumed and analyzed.
+create_loaded_items() {
+  echo "creating items: $1 rows"
+  psql -q -d bench >/dev/null <<SQL
+CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
+                    updated_at timestamptz, tags text[], attrs jsonb);
+INSERT INTO items SELECT g, 'item ' || md5(g::text), g * 1.25, g % 1000,
+  now() - g * interval '1 second', ARRAY['alpha', 'beta', 'gamma' || (g % 10)],
+  jsonb_build_object('k', g, 'color', 'red', 'size', g % 7)
+FROM generate_series(1, $1) g;
+VACUUM ANALYZE items;
+SQL
+}

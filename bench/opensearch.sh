@@ -20,16 +20,7 @@ trap 'scripts/ostmp.sh stop "$work/os"; scripts/pgtmp.sh stop "$work/pg"; rm -rf
 OS="http://127.0.0.1:$OSPORT"
 echo "OpenSearch node on $OS"
 
-echo "creating items: $ROWS rows"
-psql -q -d bench >/dev/null <<SQL
-CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
-                    updated_at timestamptz, tags text[], attrs jsonb);
-INSERT INTO items SELECT g, 'item ' || md5(g::text), g * 1.25, g % 1000,
-  now() - g * interval '1 second', ARRAY['alpha', 'beta', 'gamma' || (g % 10)],
-  jsonb_build_object('k', g, 'color', 'red', 'size', g % 7)
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE items;
-SQL
+create_loaded_items "$ROWS"
 
 settings='{"settings":{"number_of_shards":1,"number_of_replicas":0,"refresh_interval":"30s"}}'
 fresh_index() {

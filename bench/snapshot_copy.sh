@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 ROWS=${ROWS:-2000000}
 RUNS=${RUNS:-2}
 source bench/common.sh
-echo "creating items: $ROWS rows"
-psql -q -d bench >/dev/null <<SQL
-CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), qty int,
-                    updated_at timestamptz, tags text[], attrs jsonb);
-INSERT INTO items SELECT g, 'item ' || md5(g::text), g * 1.25, g % 1000,
-  now() - g * interval '1 second', ARRAY['alpha', 'beta', 'gamma' || (g % 10)],
-  jsonb_build_object('k', g, 'color', 'red', 'size', g % 7)
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE items;
-SQL
+create_loaded_items "$ROWS"
 BYTES=$(psql -Atq -d bench -c "SELECT pg_relation_size('items')")
 echo "items: $ROWS rows, $((BYTES / 1048576)) MB of heap"
 
