@@ -73,8 +73,24 @@ std::string Str(const json& o, const char* key) {
   return it != o.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-// `text` with its identifiers renamed as `fate` says, in one pass (so that swapping two names
-// works); false when it names a column `fate` drops.
+// A constraint's definition rewritten for the table's new columns; nullopt when it names a
+// dropped one. A foreign key's referenced columns (after REFERENCES) are another table's and
+// stay as they are.
+std::optional<std::string> RewriteConstraint(const std::string& definition,
+                                             const ReshapingTransform::ColumnFate& fate) {
+  size_t split = definition.size();
+  if (definition.rfind("FOREIGN KEY", 0) == 0) {
+    if (size_t r = definition.find(" REFERENCES "); r != std::string::npos) split = r;
+  }
+  std::string local;
+  if (!RewriteIdentifiers(std::string_view(definition).substr(0, split), fate, &local)) {
+    return std::nullopt;
+  }
+  return local + definition.substr(split);
+}
+
+}  // namespace
+
 bool RewriteIdentifiers(std::string_view text, const ReshapingTransform::ColumnFate& fate,
                         std::string* out) {
   out->clear();
@@ -94,45 +110,6 @@ bool RewriteIdentifiers(std::string_view text, const ReshapingTransform::ColumnF
   });
   out->append(text.substr(copied));
   return !dropped;
-}
-
-// A constraint's definition rewritten for the table's new columns; nullopt when it names a
-// dropped one. A foreign key's referenced columns (after REFERENCES) are another table's and
-// stay as they are.
-std::optional<std::string> RewriteConstraint(const std::string& definition,
-                                             const ReshapingTransform::ColumnFate& fate) {
-  size_t split = definition.size();
-  if (definition.rfind("FOREIGN KEY", 0) == 0) {
-    if (size_t r = definition.find(" REFERENCES "); r != std::string::npos) split = r;
-  }
-  std::string local;
-  if (!RewriteIdentifiers(std::string_view(definition).substr(0, split), fate, &local)) {
-    return std::nullopt;
-  }
-  return local + definition.substr(split);
-}
-
-}  // namespace
-
-bool MentionsIdentifier(std::string_view text, std::string_view name) {
-  bool found = false;
-  ForEachIdentifier(text, [&](size_t, size_t, const std::string& ident) {
-    found = found || ident == name;
-  });
-  return found;
-}
-
-std::string ReplaceIdentifier(std::string_view text, std::string_view from, std::string_view to) {
-  std::string out;
-  size_t copied = 0;
-  ForEachIdentifier(text, [&](size_t begin, size_t end, const std::string& ident) {
-    if (ident != from) return;
-    out.append(text.substr(copied, begin - copied));
-    out.append(QuoteIdent(to));
-    copied = end;
-  });
-  out.append(text.substr(copied));
-  return out;
 }
 
 std::optional<OutputType> ParseOutputType(std::string_view name) {

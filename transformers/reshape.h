@@ -136,10 +136,10 @@ class ReshapingTransform : public Transform {
   absl::flat_hash_map<std::string, ColumnFate> ddl_fates_;
 };
 
-// Whether `text` (SQL: an index's columns, a constraint's definition) names identifier `name`,
-// bare or quoted.
-bool MentionsIdentifier(std::string_view text, std::string_view name);
-// `text` with every mention of identifier `from` replaced by `to` (quoted when needed).
-std::string ReplaceIdentifier(std::string_view text, std::string_view from, std::string_view to);
+// `text` (SQL: an index's columns, a constraint's definition) with its identifiers, bare or
+// quoted, renamed as `fate` says (quoted), in one pass so that swapping two names works; string
+// literals are left alone. False when it names an identifier `fate` drops.
+bool RewriteIdentifiers(std::string_view text, const ReshapingTransform::ColumnFate& fate,
+                        std::string* out);
 
 }  // namespace pgflow
