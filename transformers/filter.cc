@@ -18,12 +18,10 @@ class FilterTransform : public Transform {
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
-    if (!options_->tables.empty()) {
-      if (absl::Status s =
-              CheckStillCovered(options_->tables, *change, Cat(context_.where, " (filter)"));
-          !s.ok()) {
-        return s;
-      }
+    if (absl::Status s =
+            CheckStillCovered(options_->tables, *change, Cat(context_.where, " (filter)"));
+        !s.ok()) {
+      return s;
     }
     if (change->table == nullptr) {  // a logical message: no table to name
       return options_->tables.empty() ? KeepsOp(change->op) : true;

@@ -646,12 +646,10 @@ class LuaTransform : public Transform {
 
   absl::StatusOr<bool> Expand(Change* change, std::vector<Change>* more) override {
     if (!broken_.ok()) return broken_;
-    if (!options_->tables.empty()) {
-      if (absl::Status s =
-              CheckStillCovered(options_->tables, *change, Cat(context_.where, " (lua)"));
-          !s.ok()) {
-        return s;
-      }
+    if (absl::Status s =
+            CheckStillCovered(options_->tables, *change, Cat(context_.where, " (lua)"));
+        !s.ok()) {
+      return s;
     }
     if (change->table == nullptr) return true;
     if (change->op != Op::kRead && change->op != Op::kInsert && change->op != Op::kUpdate &&

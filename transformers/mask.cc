@@ -332,10 +332,8 @@ class MaskTransform : public Transform {
   // Under `strict`, a schema change that gives a covered table a column without a rule stops
   // the pipeline before the column reaches a sink.
   absl::Status CheckStrict(const DdlCommand& ddl) const {
-    if (!ddl.table || !ddl.IsTable()) return absl::OkStatus();
-    const TableRef ref{ddl.table->schema, ddl.table->name};
-    if (std::none_of(options_->tables.begin(), options_->tables.end(),
-                     [&ref](const TableRef& t) { return t.Covers(ref); })) {
+    if (!ddl.table || !ddl.IsTable() ||
+        !PatternsCover(options_->tables, ddl.table->schema, ddl.table->name)) {
       return absl::OkStatus();
     }
     for (const DdlColumn& c : ddl.table->columns) {

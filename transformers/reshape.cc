@@ -195,9 +195,7 @@ absl::StatusOr<const ReshapingTransform::Version*> ReshapingTransform::VersionFo
 }
 
 bool ReshapingTransform::Covers(const std::string& schema, const std::string& name) const {
-  const TableRef ref{schema, name};
-  return std::any_of(tables_.begin(), tables_.end(),
-                     [&ref](const TableRef& t) { return t.Covers(ref); });
+  return PatternsCover(tables_, schema, name);
 }
 
 bool ReshapingTransform::NamesExactly(const std::string& schema, const std::string& name) const {

@@ -19,8 +19,9 @@ absl::Status ParseTablePatterns(const ConfigNode& node, std::string_view key,
   return absl::OkStatus();
 }
 
-bool PatternsCover(const std::vector<TableRef>& patterns, const TableSchema& table) {
-  const TableRef ref{table.schema, table.name};
+bool PatternsCover(const std::vector<TableRef>& patterns, const std::string& schema,
+                   const std::string& name) {
+  const TableRef ref{schema, name};
   return std::any_of(patterns.begin(), patterns.end(),
                      [&ref](const TableRef& t) { return t.Covers(ref); });
 }
@@ -32,9 +33,7 @@ absl::Status CheckStillCovered(const std::vector<TableRef>& patterns, const Chan
     return absl::OkStatus();
   }
   auto covered = [&patterns](const DdlTableShape& shape) {
-    const TableRef ref{shape.schema, shape.name};
-    return std::any_of(patterns.begin(), patterns.end(),
-                       [&ref](const TableRef& t) { return t.Covers(ref); });
+    return PatternsCover(patterns, shape.schema, shape.name);
   };
   const DdlTableShape& before = *change.ddl->old_table;
   const DdlTableShape& after = *change.ddl->table;

@@ -19,8 +19,12 @@ absl::Status ParseTablePatterns(const ConfigNode& node, std::string_view key,
                                 const std::vector<std::string>& texts,
                                 std::vector<TableRef>* tables);
 
-// Whether one of `patterns` takes in `table`.
-bool PatternsCover(const std::vector<TableRef>& patterns, const TableSchema& table);
+// Whether one of `patterns` takes in table `schema`.`name`.
+bool PatternsCover(const std::vector<TableRef>& patterns, const std::string& schema,
+                   const std::string& name);
+inline bool PatternsCover(const std::vector<TableRef>& patterns, const TableSchema& table) {
+  return PatternsCover(patterns, table.schema, table.name);
+}
 
 // A transform follows tables by name, the stream by OID: a captured schema change that renames
 // or moves a table the patterns take in to a name they do not would let its rows pass the
