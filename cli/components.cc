@@ -1,5 +1,6 @@
 #include "cli/components.h"
 
+#include "common/postgres/dead_letter_table.h"
 #include "sinks/blackhole/blackhole_sink.h"
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sinks/kafka/kafka_sink.h"
@@ -20,6 +21,7 @@
 namespace pgflow {
 
 void RegisterComponents() {
+  RegisterPostgresDeadLetterStore();
   RegisterPostgresSource();
   RegisterKafkaSource();
   RegisterJsonlSink();

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
+#include "cli/dlq_command.h"
 #include "cli/preview_command.h"
 #include "cli/status_command.h"
 #include "common/postgres/conninfo.h"
@@ -143,6 +144,21 @@ int Preview(const std::string& path, const std::string& table, int limit, const 
                : kExitFailure;
   }
   std::fputs(shown->c_str(), stdout);
+  return kExitOk;
+}
+
+int Dlq(const std::string& path, const DlqRequest& request) {
+  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return kExitConfig;
+  }
+  absl::StatusOr<std::string> out = RunDlq(*config, request);
+  if (!out.ok()) {
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(out.status().message()).c_str());
+    return absl::IsInvalidArgument(out.status()) ? kExitConfig : kExitFailure;
+  }
+  std::fputs(out->c_str(), stdout);
   return kExitOk;
 }
 
@@ -697,6 +713,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000));
   preview->add_option("--sink", preview_sink, "add this sink's own transforms after the pipeline's");
 
+  std::string dlq_path;
+  DlqRequest dlq_request;
+  CLI::App* dlq = app.add_subcommand(
+      "dlq",
+      "The events the sinks set aside (`dead_letter:`): list, show, replay (send them to their "
+      "sink again; those delivered are removed) or purge.");
+  dlq->add_option("action", dlq_request.action, "list, show, replay or purge")
+      ->required()
+      ->check(CLI::IsMember({"list", "show", "replay", "purge"}));
+  dlq->add_option("pipeline", dlq_path, "pipeline file (YAML)")->required();
+  dlq->add_option("--sink", dlq_request.sink, "only this sink's records");
+  dlq->add_option("--id", dlq_request.ids, "only these records (repeatable)");
+  dlq->add_flag("--all", dlq_request.all, "purge: every record of the sinks chosen");
+
   std::string snapshot_path;
   std::vector<std::string> snapshot_tables;
   bool no_wait = false;
@@ -789,6 +819,7 @@ int main(int argc, char** argv) {
   if (*run) return Run(run_path, std::chrono::seconds(std::max(progress_seconds, 0)), until);
   if (*validate) return Validate(validate_path, validate_source);
   if (*preview) return Preview(preview_path, preview_table, preview_limit, preview_sink);
+  if (*dlq) return Dlq(dlq_path, dlq_request);
   if (*init) return Init(init_path, grant_to, print_sql);
   if (*teardown) return TeardownCommand(teardown_path);
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);

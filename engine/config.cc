@@ -90,6 +90,10 @@ const OptionTable<SinkCommonConfig>& SinkCommonTable() {
           .NoDefault()
           .Help("The sink's own transforms, run on its thread after the pipeline's, each "
                 "{<type>: {...}}."),
+      SectionOption("dead_letter", &SinkCommonConfig::dead_letter, DeadLetterTable())
+          .NoDefault()
+          .Help("Where events the sink refuses for good are recorded, instead of stopping the "
+                "pipeline: {path} or {table, url}; `pgflow dlq` reads them."),
   });
   return *table;
 }
@@ -318,6 +322,18 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
   }
   if (!unknown.empty()) return absl::OkStatus();  // noted above; the common keys would be too
   if (absl::Status s = SinkCommonTable().Parse(node, &sink->common, type); !s.ok()) return s;
+  if (std::optional<ConfigNode> dl_node = node.Get("dead_letter"); dl_node.has_value()) {
+    const DeadLetterConfig& dl = sink->common.dead_letter;
+    if (!dl.path.empty() && !dl.table.empty()) {
+      return dl_node->Error("give either `path` or `table`, not both");
+    }
+    if (!dl.enabled()) {
+      return dl_node->Error("give `path` (a file) or `table` (a PostgreSQL table)");
+    }
+    if (!dl.path.empty() && !dl.url.empty()) {
+      return dl_node->Error("`url` goes with `table`, not with `path`");
+    }
+  }
   if (sink->common.transforms_node.has_value()) {
     absl::Status s = LoadTransforms(*sink->common.transforms_node,
                                     Cat("sinks.", name, ".transforms"), &sink->common.transforms);
@@ -369,6 +385,7 @@ SinkContext ContextFor(const PipelineConfig& pipeline, const SinkConfig& sink) {
   context.pipeline = pipeline.name;
   context.sink = sink.name;
   context.ddl = sink.common.ddl;
+  context.dead_letter = sink.common.dead_letter;
   context.source = pipeline.source.traits;
   return context;
 }

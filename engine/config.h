@@ -61,6 +61,7 @@ struct SinkCommonConfig {
   std::optional<ConfigNode> transforms_node;
   std::chrono::milliseconds flush_interval{200};  // how often the engine calls Flush
   DdlPolicy ddl;
+  DeadLetterConfig dead_letter;  // not enabled(): a refused event stops the pipeline
 };
 
 struct SinkConfig {

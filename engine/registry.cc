@@ -1,5 +1,8 @@
 #include "engine/registry.h"
 
+#include "common/postgres/postgres_origin.h"
+#include "engine/str_cat.h"
+
 namespace pgflow {
 namespace {
 
@@ -58,5 +61,12 @@ const SourceFactory* FindSourceFactory(std::string_view type) {
   return Registry<SourceFactory>::Get().Find(type);
 }
 std::vector<const SourceFactory*> SourceFactories() { return Registry<SourceFactory>::Get().All(); }
+
+absl::StatusOr<std::unique_ptr<DeadLetterStore>> OpenDeadLetters(const SinkContext& context) {
+  if (!context.dead_letter.enabled()) return std::unique_ptr<DeadLetterStore>();
+  return OpenDeadLetterStore(context.dead_letter,
+                             context.source.postgres ? context.source.postgres->url : "",
+                             Cat("sinks.", context.sink, ".dead_letter"));
+}
 
 }  // namespace pgflow

@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/config_node.h"
+#include "engine/dead_letter.h"
 #include "engine/options.h"
 #include "engine/sink.h"
 #include "engine/source.h"
@@ -71,7 +72,12 @@ struct SinkContext {
   std::string sink;      // the sink's name under `sinks:`
   DdlPolicy ddl;         // which schema changes reach it
   SourceTraits source;
+  DeadLetterConfig dead_letter;  // where it sets aside what it refuses for good, if anywhere
 };
+
+// Opens the dead-letter store of a sink (`context.dead_letter`): null when none is configured.
+// A `table` without `url` lives in the source's database.
+absl::StatusOr<std::unique_ptr<DeadLetterStore>> OpenDeadLetters(const SinkContext& context);
 
 class SourceFactory {
  public:

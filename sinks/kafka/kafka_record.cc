@@ -159,16 +159,6 @@ void AppendSchemaChangeValue(const Change& change, const KafkaRecordOptions& opt
   out->push_back('}');
 }
 
-void AppendEventId(const Change& change, std::string* out) {
-  AppendLsn(change.txn.commit_lsn, out);
-  out->push_back(':');
-  out->append(std::to_string(change.sequence));
-  if (change.part > 0) {  // one of several changes a transform made of one
-    out->push_back('.');
-    out->append(std::to_string(change.part));
-  }
-}
-
 std::string ExpandTopic(const std::string& pattern, const std::string& pipeline,
                         const std::string& schema, const std::string& table) {
   std::string out;

@@ -31,6 +31,7 @@
 #include <string>
 
 #include "engine/change.h"
+#include "engine/event_id.h"  // AppendEventId, the id the sink writes
 #include "schemas/json_encoding.h"
 
 namespace pgflow {
@@ -57,9 +58,6 @@ bool AppendKafkaOldKey(const Change& change, const JsonOptions& options, std::st
 void AppendKafkaValue(const Change& change, const KafkaRecordOptions& options, int64_t now_ms,
                       std::string* out);
 
-// Appends the event id, "0/16B3748:3" ("0/16B3748:3.1" for the second of several changes a
-// transform made of one).
-void AppendEventId(const Change& change, std::string* out);
 
 // Debezium's one-letter op: r c u d t m; "ddl" changes are not Debezium row events and get
 // their own value (see AppendSchemaChangeValue).

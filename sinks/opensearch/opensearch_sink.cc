@@ -147,6 +147,9 @@ absl::Status OpenSearchSink::Open() {
     version = info["version"].value("number", "?");
   }
   LogInfo("sink %s (opensearch): %s answers, version %s", context_.sink, http_->node(), version);
+  absl::StatusOr<std::unique_ptr<DeadLetterStore>> dead_letters = OpenDeadLetters(context_);
+  if (!dead_letters.ok()) return dead_letters.status();
+  dead_letters_ = *std::move(dead_letters);
   return absl::OkStatus();
 }
 
@@ -298,6 +301,7 @@ absl::Status OpenSearchSink::OnChange(const Change& change, bool in_txn) {
   if (change.op == Op::kTruncate) return Truncate(change);
   absl::StatusOr<Action> action = MakeAction(change);
   if (!action.ok()) return action.status();
+  if (dead_letters_ != nullptr) action->change = std::make_shared<const Change>(change);
   if (!in_txn) return Add(*std::move(action));
   // The last change of the transaction to a document is the one that counts: versions must
   // rise strictly per document, and every change of one transaction has its commit LSN.
@@ -437,9 +441,20 @@ absl::Status OpenSearchSink::Judge(const absl::StatusOr<HttpResponse>& res,
       again->push_back(std::move(sent[i]));
       continue;
     }
-    return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): document ",
-                                             sent[i].id, " of index ", sent[i].index,
-                                             " refused (HTTP ", status, "): ", error.substr(0, 500)));
+    const std::string refusal = Cat("document ", sent[i].id, " of index ", sent[i].index,
+                                    " refused (HTTP ", status, "): ", error.substr(0, 500));
+    if (dead_letters_ == nullptr || sent[i].change == nullptr) {
+      return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): ", refusal));
+    }
+    DeadLetter letter = MakeDeadLetter(context_.pipeline, context_.sink, *sent[i].change,
+                                       sent[i].id, refusal, std::to_string(status));
+    if (absl::Status s = dead_letters_->Record(letter); !s.ok()) {
+      return absl::Status(s.code(), Cat("sink ", context_.sink, " (opensearch): ", refusal,
+                                        "; and it could not be set aside: ", s.message()));
+    }
+    ++dead_lettered_;
+    LogWarning("sink %s (opensearch): set aside in %s as #%d: %s", context_.sink,
+               dead_letters_->Describe(), letter.id, refusal);
   }
   return absl::OkStatus();
 }

@@ -27,14 +27,15 @@
 //   only they, with backoff (honouring Retry-After) for up to `retry_for`, after which the
 //   pipeline restarts from its last acknowledgement (nothing is lost). An item refused for good
 //   (400: a mapping conflict, a value the field cannot take) stops the pipeline naming the
-//   document and the reason.
+//   document and the reason; with `dead_letter:` it is recorded there (engine/dead_letter.h),
+//   durably before the flush returns, and the rest goes on.
 //
 // - A flush sends its documents over `connections` requests at once (libcurl's multi
 //   interface, on the sink's thread), spread by id, so one slow request does not hold the rest.
 //
-// Not built yet (issue 20): the alias swap on a type change, a dead-letter path, gzip, TLS
-// options beyond libcurl's defaults, API keys.
+// Not built yet (issue 20): the alias swap on a type change.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -69,6 +70,7 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status Open() override;
   absl::Status Flush() override;
   absl::Status Close() override;
+  uint64_t DeadLettered() const override { return dead_lettered_.load(); }
 
  protected:
   absl::Status OnBegin(const TxnInfo& txn) override;
@@ -83,6 +85,8 @@ class OpenSearchSink : public TransactionalSink {
     std::string id;
     std::string lines;  // action line and, but for a delete, the source line
     bool is_delete = false;
+    // The change it was made from, kept only with `dead_letter:` (to record it if refused).
+    std::shared_ptr<const Change> change;
   };
 
   absl::StatusOr<std::string> IndexFor(const Change& change);
@@ -100,6 +104,8 @@ class OpenSearchSink : public TransactionalSink {
   const SinkContext context_;
   const std::shared_ptr<const OpenSearchSinkOptions> options_;
   std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<DeadLetterStore> dead_letters_;  // with `dead_letter:`
+  std::atomic<uint64_t> dead_lettered_{0};         // read by the metrics from another thread
   std::vector<Action> pending_;  // in order, ready for _bulk
   size_t pending_bytes_ = 0;
   // The open transaction's actions, one per document (the last change wins).

@@ -41,6 +41,8 @@ PostgresSink::PostgresSink(const SinkContext& context,
       options_(std::move(options)),
       ddl_mode_(context.ddl.mode),
       replay_constraints_(context.ddl.Passes("table constraint")),
+      context_(context),
+      dead_letter_(context.dead_letter.enabled()),
       session_(options_->url, sink_name_),
       tables_(session_, sink_name_, pipeline_, origin_ != nullptr ? origin_->url : "",
               origin_ != nullptr, options_),
@@ -81,7 +83,7 @@ absl::Status PostgresSink::Open() {
       !s.ok()) {
     return s;
   }
-  if (options_->dead_letter) {
+  if (dead_letter_) {
     if (!wal_positions_) {
       return absl::InvalidArgumentError(
           absl::StrCat("sinks.", sink_name_,
@@ -92,15 +94,28 @@ absl::Status PostgresSink::Open() {
     if (absl::Status s = session_.Run(
             "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
             "'pgflow.applied'::regclass AND attname = 'careful_until') THEN ALTER TABLE "
-            "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$; "
-            "CREATE TABLE IF NOT EXISTS pgflow.dead_letters (id bigserial PRIMARY KEY, "
-            "pipeline text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, "
-            "target_table text NOT NULL, operation text NOT NULL, key text NOT NULL, "
-            "change jsonb NOT NULL, error text NOT NULL, sqlstate text NOT NULL, "
-            "recorded_at timestamptz NOT NULL DEFAULT now())",
-            "creating pgflow.dead_letters");
+            "pgflow.applied ADD COLUMN careful_until pg_lsn; END IF; END $$",
+            "recording where refused rows may be");
         !s.ok()) {
       return s;
+    }
+    const DeadLetterConfig& dl = context_.dead_letter;
+    if (!dl.table.empty() && dl.url.empty()) {
+      absl::StatusOr<TableRef> ref = ParseTableRef(dl.table);
+      if (!ref.ok() || ref->is_schema()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sinks.", sink_name_, ".dead_letter.table: expected schema.name, got \"", dl.table,
+            "\""));
+      }
+      dead_letter_table_ = *ref;
+      if (absl::Status s = session_.Run(DeadLetterTableDdl(*ref), "creating the dead-letter table");
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      absl::StatusOr<std::unique_ptr<DeadLetterStore>> store = OpenDeadLetters(context_);
+      if (!store.ok()) return store.status();
+      dead_letter_store_ = *std::move(store);
     }
   }
   if (!wal_positions_) {
@@ -112,7 +127,7 @@ absl::Status PostgresSink::Open() {
   }
   absl::StatusOr<PgResultPtr> res =
       Exec(conn(),
-           options_->dead_letter
+           dead_letter_
                ? "SELECT lsn::text, careful_until::text FROM pgflow.applied WHERE pipeline = $1"
                : "SELECT lsn::text, NULL FROM pgflow.applied WHERE pipeline = $1",
            {pipeline_});
@@ -135,8 +150,8 @@ absl::Status PostgresSink::Open() {
         careful_until_ = *careful;
         LogInfo(
             "sink %s (postgres): source transactions through %s are applied a change at a "
-            "time, refused ones set aside in pgflow.dead_letters",
-            sink_name_, careful_until_.ToString());
+            "time, refused ones set aside in %s",
+            sink_name_, careful_until_.ToString(), DeadLetterPlace());
       }
     }
   }
@@ -321,7 +336,7 @@ absl::Status PostgresSink::Close() {
       "applied, %d transactions skipped as already applied%s",
       sink_name_, copied, changes_, transactions_, skipped_transactions(),
       dead_letters_ > 0
-          ? absl::StrCat(", ", dead_letters_.load(), " refused changes set aside in pgflow.dead_letters")
+          ? absl::StrCat(", ", dead_letters_.load(), " refused changes set aside in ", DeadLetterPlace())
           : "");
   return status;
 }
@@ -546,7 +561,7 @@ absl::Status PostgresSink::Refused(absl::Status s) {
   // Within the careful range already, the refusal is not one change's (a commit, a DDL
   // replay): it stops the pipeline, as without dead_letter, rather than start it over and over.
   const bool careful = careful_until_.IsValid() && last_begun_ <= careful_until_;
-  if (!options_->dead_letter || !tables_.load_finished() || careful || !last_begun_.IsValid() ||
+  if (!dead_letter_ || !tables_.load_finished() || careful || !last_begun_.IsValid() ||
       !IsRefusal(s) || !session_.connected()) {
     return s;
   }
@@ -573,7 +588,7 @@ absl::Status PostgresSink::Refused(absl::Status s) {
   }
   return absl::AbortedError(absl::StrCat(
       s.message(), "; applying the source transactions through ", last_begun_.ToString(),
-      " again, a change at a time, to set the refused ones aside in pgflow.dead_letters"));
+      " again, a change at a time, to set the refused ones aside in ", DeadLetterPlace()));
 }
 
 absl::Status PostgresSink::ApplyCarefully(const Change& change) {
@@ -603,39 +618,43 @@ absl::Status PostgresSink::ApplyCarefully(const Change& change) {
   return RecordDeadLetter(**table, change, s);
 }
 
+std::string PostgresSink::DeadLetterPlace() const {
+  if (dead_letter_table_) return dead_letter_table_->ToString();
+  return dead_letter_store_ != nullptr ? dead_letter_store_->Describe() : "the dead-letter record";
+}
+
 absl::Status PostgresSink::RecordDeadLetter(const TargetTable& table, const Change& change,
                                             const absl::Status& refusal) {
   const Row& key_row = change.op == Op::kInsert || change.before_kind == BeforeKind::kNone
                            ? change.after
                            : change.before;
-  std::string json;
-  AppendChangeObject(change, JsonOptions{}, &json);
-  const std::string sqlstate = SqlState(refusal);
-  const std::vector<Value> values = {Value::Text(oid::kText, pipeline_),
-                                     Value::Text(oid::kText, last_begun_.ToString()),
-                                     Value::Text(oid::kText, change.table->QualifiedName()),
-                                     Value::Text(oid::kText, table.name),
-                                     Value::Text(oid::kText, OpName(change.op)),
-                                     Value::Text(oid::kText, DescribeKey(table, key_row)),
-                                     Value::Text(oid::kText, json),
-                                     Value::Text(oid::kText, std::string(refusal.message())),
-                                     Value::Text(oid::kText, sqlstate)};
-  StatementParams params;
-  for (const Value& v : values) params.Add(v);
-  if (absl::Status s = session_.RunPrepared(
-          "INSERT INTO pgflow.dead_letters (pipeline, lsn, source_table, target_table, "
-          "operation, key, change, error, sqlstate) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6, "
-          "$7::jsonb, $8, $9)",
-          params,
-          [&] {
-            return absl::StrCat("postgres target ", TargetName(),
-                                ": recording a refused change in pgflow.dead_letters");
-          });
-      !s.ok()) {
-    return s;
+  DeadLetter letter =
+      MakeDeadLetter(pipeline_, sink_name_, change, DescribeKey(table, key_row),
+                     std::string(refusal.message()), SqlState(refusal));
+  if (dead_letter_table_) {
+    // In the target transaction: the record commits with the rest of the source transaction.
+    // (StatementParams points into the values: they outlive it.)
+    std::vector<Value> values;
+    for (std::string& v : DeadLetterInsertParams(letter)) {
+      values.push_back(Value::Text(oid::kText, std::move(v)));
+    }
+    StatementParams params;
+    for (const Value& v : values) params.Add(v);
+    if (absl::Status s = session_.RunPrepared(
+            DeadLetterInsertSql(*dead_letter_table_), params,
+            [&] {
+              return absl::StrCat("postgres target ", TargetName(), ": recording a refused change in ",
+                                  dead_letter_table_->ToString());
+            });
+        !s.ok()) {
+      return s;
+    }
+  } else if (absl::Status s = dead_letter_store_->Record(letter); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("sink ", sink_name_, ": ", refusal.message(),
+                                               "; and it could not be set aside: ", s.message()));
   }
   ++dead_letters_;
-  LogWarning("sink %s (postgres): set aside in pgflow.dead_letters: %s", sink_name_,
+  LogWarning("sink %s (postgres): set aside in %s: %s", sink_name_, DeadLetterPlace(),
              refusal.message());
   return absl::OkStatus();
 }

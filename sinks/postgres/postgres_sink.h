@@ -35,9 +35,6 @@ struct PostgresSinkOptions : SinkOptions {
   std::string schema;         // target schema for every table; empty: the source table's schema
   int64_t batch_rows = 1000;  // rows per multi-row INSERT (also bounded by 65535 parameters)
   bool create_tables = true;  // create missing target tables from the source's shape
-  // A change the target refuses (SQLSTATE class 22, a value it rejects, or 23, a constraint)
-  // is recorded in pgflow.dead_letters and skipped instead of stopping the pipeline.
-  bool dead_letter = false;
   // Connections that copy the initial snapshot into tables that were empty, at once.
   int64_t load_workers = 2;
   // Set for the sink's session when the target's is lower: building a key or an index after

@@ -39,9 +39,6 @@ const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
           .Help("Rows per multi-row statement (also bounded by 65,535 parameters)."),
       BoolOption("create_tables", &O::create_tables)
           .Help("Create a table missing from the target from the source's definition."),
-      BoolOption("dead_letter", &O::dead_letter)
-          .Help("Record a streamed change the target refuses (a constraint, a value it "
-                "rejects) in pgflow.dead_letters and go on, instead of stopping."),
       IntOption("load_workers", &O::load_workers)
           .Range(1, 64)
           .Help("Connections that copy the initial snapshot into tables that were empty, at "

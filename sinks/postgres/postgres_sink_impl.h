@@ -6,7 +6,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/postgres/dead_letter_table.h"
 #include "common/postgres/postgres_origin.h"
+#include "common/postgres/table_ref.h"
 #include "engine/change.h"
 #include "engine/lsn.h"
 #include "engine/registry.h"
@@ -105,17 +107,19 @@ class PostgresSink : public TransactionalSink {
   // The initial load is complete: builds what was deferred and copies the sequences.
   absl::Status FinishSnapshot(bool copy_sequences);
 
-  // Refused rows (options_->dead_letter). `s` failed a Write or a Flush: when it is the
+  // Refused rows (`dead_letter:`, dead_letter_). `s` failed a Write or a Flush: when it is the
   // target refusing a streamed change (SQLSTATE class 22 or 23) outside the careful
   // transactions, the target transaction rolls back, careful_until_ is stored in
   // pgflow.applied, and kAborted asks for a start from the acknowledged position. Otherwise
   // `s` as it is.
   absl::Status Refused(absl::Status s);
   // Applies `change` of a careful transaction: a row change alone under a savepoint, set aside
-  // in pgflow.dead_letters if the target refuses it; anything else as usual, at once.
+  // in the dead-letter record if the target refuses it; anything else as usual, at once.
   absl::Status ApplyCarefully(const Change& change);
   absl::Status RecordDeadLetter(const TargetTable& table, const Change& change,
                                 const absl::Status& refusal);
+  // Where refused changes go, for messages.
+  std::string DeadLetterPlace() const;
 
   PGconn* conn() { return session_.conn(); }
   std::string TargetName() const { return session_.TargetName(); }
@@ -132,6 +136,12 @@ class PostgresSink : public TransactionalSink {
   const std::shared_ptr<const PostgresSinkOptions> options_;
   const DdlMode ddl_mode_;
   const bool replay_constraints_;  // ddl.exclude does not name "table constraint"
+  // `dead_letter:`. A table without a url is in the target, written in the data's target
+  // transaction (dead_letter_table_); otherwise a store of its own (dead_letter_store_).
+  const SinkContext context_;
+  const bool dead_letter_;
+  std::optional<TableRef> dead_letter_table_;
+  std::unique_ptr<DeadLetterStore> dead_letter_store_;
 
   // Between a source kBegin and its kCommit/kRollback; read by writer_ too.
   bool in_source_txn_ = false;

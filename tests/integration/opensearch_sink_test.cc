@@ -179,6 +179,87 @@ TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOr
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
 }
 
+// With dead_letter, a document the index refuses for good (a value its mapping cannot take: 400;
+// a write block: 403) is recorded with the reason and the rest goes on; `pgflow dlq` lists the
+// records, replays them (the one the index now takes is delivered and removed, the other is
+// kept, with its reason) and purges them.
+TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE dlq_os");
+  Sql sql(SharedCluster().Url("dlq_os"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, note text, qty int)");
+  // The index exists already, its `note` mapped as a number: a note that is not one is refused.
+  HttpAnswer created = SharedOpenSearch().Get(
+      "/dlq_items", "-X PUT -H 'Content-Type: application/json' -d "
+                    "'{\"mappings\":{\"properties\":{\"note\":{\"type\":\"integer\"}}}}'");
+  ASSERT_EQ(created.code, 200) << created.body;
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  const std::string rejected = dir.File("rejected.jsonl");
+  const int admin_port = FreeLoopbackPort();
+  WriteFile(yaml, "pipeline: dlq_os\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("dlq_os") +
+                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+                      "admin: {listen: '127.0.0.1:" + std::to_string(admin_port) + "'}\n"
+                      "sinks:\n  search:\n    opensearch: {url: \"" +
+                      SharedOpenSearch().url() +
+                      "\", index: dlq_items}\n    flush_interval: 50ms\n"
+                      "    dead_letter: {path: " + rejected + "}\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO items VALUES (1, '12', 1), (2, 'twelve', 2), (3, '7', 3)");
+  std::map<std::string, std::string> got;
+  EXPECT_TRUE(WaitFor([&] { return (got = DocQty("dlq_items")).size() == 2; },
+                      std::chrono::seconds(60)))
+      << ReadFile(dir.File("pgflow.log"));
+  // A write block: the next change is refused (403) and set aside too.
+  HttpAnswer blocked = SharedOpenSearch().Get(
+      "/dlq_items/_settings", "-X PUT -H 'Content-Type: application/json' -d "
+                              "'{\"index.blocks.write\":true}'");
+  ASSERT_EQ(blocked.code, 200) << blocked.body;
+  sql.Exec("UPDATE items SET qty = 10 WHERE id = 1");
+  const std::string metric = "pgflow_sink_dead_lettered_total{pipeline=\"dlq_os\",sink=\"search\"} ";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Curl("http://127.0.0.1:" + std::to_string(admin_port) + "/metrics")
+                   .body.find(metric + "2\n") != std::string::npos;
+      },
+      std::chrono::seconds(60)))
+      << ReadFile(dir.File("pgflow.log"));
+  // Later changes go on.
+  SharedOpenSearch().Get("/dlq_items/_settings", "-X PUT -H 'Content-Type: application/json' -d "
+                                                 "'{\"index.blocks.write\":false}'");
+  sql.Exec("UPDATE items SET qty = 30 WHERE id = 3");
+  EXPECT_TRUE(WaitFor([&] { return (got = DocQty("dlq_items"))["3"] == "30"; },
+                      std::chrono::seconds(60)))
+      << ReadFile(dir.File("pgflow.log"));
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("set aside in file " + rejected));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+
+  std::string out;
+  ASSERT_EQ(RunPgflow({"dlq", "list", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("sink search (file " + rejected + "): 2 records"));
+  EXPECT_THAT(out, HasSubstr("insert public.items 2  400"));
+  EXPECT_THAT(out, HasSubstr("update public.items 1  403"));
+  ASSERT_EQ(RunPgflow({"dlq", "show", yaml, "--id", "1"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("mapper_parsing_exception"));
+  EXPECT_THAT(out, HasSubstr("\"note\": \"twelve\""));
+  // The block is gone: the update goes through; the note still cannot be a number.
+  EXPECT_NE(RunPgflow({"dlq", "replay", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("#2 (update public.items 1) delivered"));
+  EXPECT_THAT(out, HasSubstr("#1 (insert public.items 2) still refused"));
+  EXPECT_EQ(DocQty("dlq_items"), (std::map<std::string, std::string>{{"1", "10"}, {"3", "30"}}));
+  ASSERT_EQ(RunPgflow({"dlq", "list", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("1 record\n"));
+  EXPECT_NE(RunPgflow({"dlq", "purge", yaml}, &out), 0) << out;  // neither --id nor --all
+  ASSERT_EQ(RunPgflow({"dlq", "purge", yaml, "--id", "1"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("1 records removed"));
+  ASSERT_EQ(RunPgflow({"dlq", "list", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("0 records"));
+}
+
 TEST(OpenSearchSinkTest, AnUnreachableNodeIsNamed) {
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");

@@ -417,7 +417,7 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
   const int admin_port = FreeLoopbackPort();
   Replication r("deadletter", "[public.people]", "{mode: initial, workers: 1}",
                 "admin: {listen: '127.0.0.1:" + std::to_string(admin_port) + "'}\n",
-                ", dead_letter: true");
+                "}, dead_letter: {table: pgflow.dead_letters");
   Sql sql(r.source_url());
   sql.Exec("CREATE TABLE people (id int PRIMARY KEY, email text, age int)");
   sql.Exec("INSERT INTO people VALUES (1, 'a@example.com', 20)");
@@ -453,13 +453,13 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
   r.DrainAndStop(*pgflow);
   EXPECT_EQ(dst.Scalar("SELECT string_agg(id || ':' || age, ',' ORDER BY id) FROM people"),
             "1:20,2:32,7:70");
-  EXPECT_EQ(dst.Scalar("SELECT string_agg(key || ' ' || sqlstate || ' ' || operation, ', ' ORDER "
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(key || ' ' || code || ' ' || operation, ', ' ORDER "
                        "BY key) FROM pgflow.dead_letters WHERE pipeline = 'deadletter'"),
             "(id)=(3) 23505 insert, (id)=(4) 23514 insert, (id)=(6) 22001 insert");
   EXPECT_EQ(dst.Scalar("SELECT change->'after'->>'email' FROM pgflow.dead_letters WHERE key = "
                        "'(id)=(3)'"),
             "a@example.com");
-  EXPECT_EQ(dst.Scalar("SELECT bool_and(error LIKE '%public.people%') FROM pgflow.dead_letters"),
+  EXPECT_EQ(dst.Scalar("SELECT bool_and(reason LIKE '%public.people%') FROM pgflow.dead_letters"),
             "t");
   std::string log = ReadFile(r.log());
   EXPECT_THAT(log, HasSubstr("set aside in pgflow.dead_letters"));
@@ -471,6 +471,22 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
   r.DrainAndStop(*again);
   EXPECT_EQ(dst.Scalar("SELECT count(*) FROM pgflow.dead_letters"), "3");
   EXPECT_EQ(dst.Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM people"), "1,2,7,8");
+
+  // The check is mended on the target: `pgflow dlq replay` applies that row and keeps the two
+  // still refused.
+  dst.Exec("ALTER TABLE people DROP CONSTRAINT people_age_check");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"dlq", "list", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("sink replica (table pgflow.dead_letters in 127.0.0.1:"));
+  EXPECT_THAT(out, HasSubstr("/deadletter): 3 records"));
+  EXPECT_NE(RunPgflow({"dlq", "replay", r.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("(insert public.people (id)=(4)) delivered"));
+  EXPECT_THAT(out, HasSubstr("(insert public.people (id)=(3)) still refused"));
+  EXPECT_THAT(out, HasSubstr("2 records still refused: kept"));
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(id || ':' || age, ',' ORDER BY id) FROM people"),
+            "1:20,2:32,4:-1,7:70,8:80");
+  EXPECT_EQ(dst.Scalar("SELECT string_agg(key, ', ' ORDER BY key) FROM pgflow.dead_letters"),
+            "(id)=(3), (id)=(6)");
 }
 
 // Into an empty database: the types, domains, functions, collations and extensions the tables

@@ -775,7 +775,7 @@ sinks:
   EXPECT_EQ(with_sinks("  out: {fake: {path: x}, flush_intervall: 1s}\n"),
             "p.yaml:4:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
-            "flush_interval, ddl, transforms)");
+            "flush_interval, ddl, transforms, dead_letter)");
   EXPECT_THAT(with_sinks("  out: {flush_interval: 1s}\n"),
               HasSubstr("p.yaml:4:8: sinks.out: missing the sink type"));
   EXPECT_THAT(with_sinks("  out: fake\n"),
@@ -1094,6 +1094,32 @@ namespace pgflow {
 namespace {
 
 // One run reports every mistake of a file, each where it is, not one per round.
+TEST_F(ConfigTest, DeadLetterPerSink) {
+  auto with = [](std::string_view dead_letter) {
+    std::string yaml(kMinimal);
+    yaml += "  kept: {fake: {path: /tmp/k}, dead_letter: " + std::string(dead_letter) + "}\n";
+    return yaml;
+  };
+  absl::StatusOr<PipelineConfig> config = Parse(with("{path: /var/lib/pgflow/rejected.jsonl}"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->sinks[0].common.dead_letter.enabled());
+  EXPECT_EQ(config->sinks[1].common.dead_letter.path, "/var/lib/pgflow/rejected.jsonl");
+  EXPECT_EQ(ContextFor(*config, config->sinks[1]).dead_letter.path,
+            "/var/lib/pgflow/rejected.jsonl");
+  config = Parse(with("{table: pgflow.dead_letters, url: 'postgres://x@y/z'}"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sinks[1].common.dead_letter.table, "pgflow.dead_letters");
+
+  EXPECT_THAT(ErrorOf(with("{}")),
+              HasSubstr("p.yaml:8:45: sinks.kept.dead_letter: give `path` (a file) or `table` (a PostgreSQL table)"));
+  EXPECT_THAT(ErrorOf(with("{path: a, table: b}")),
+              HasSubstr("p.yaml:8:45: sinks.kept.dead_letter: give either `path` or `table`, not both"));
+  EXPECT_THAT(ErrorOf(with("{path: a, url: b}")), HasSubstr("`url` goes with `table`"));
+  EXPECT_THAT(ErrorOf(with("{file: a}")),
+              HasSubstr("sinks.kept.dead_letter: unknown key 'file'"));
+  EXPECT_THAT(ErrorOf(with("true")), HasSubstr("sinks.kept.dead_letter"));
+}
+
 TEST_F(ConfigTest, EveryErrorOfAFileInOneRun) {
   std::string message = ErrorOf(R"(
 pipeline: shop
@@ -1116,7 +1142,7 @@ sinks:
             "parsecs'\n"
             "p.yaml:9:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
-            "flush_interval, ddl, transforms)\n"
+            "flush_interval, ddl, transforms, dead_letter)\n"
             "p.yaml:10:19: sinks.other.jsonl: unknown key 'pth' (did you mean 'path'? expected "
             "one of: path, fsync, numeric_as_number)\n"
             "p.yaml:11:44: sinks.third.flush_interval: expected a duration: an integer with a "

@@ -1,0 +1,214 @@
+#include "cli/dlq_command.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "engine/dead_letter.h"
+#include "engine/log.h"
+#include "engine/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "sinks/postgres/postgres_sink.h"
+#include "sources/kafka/kafka_message.h"
+
+namespace pgflow {
+namespace {
+
+// The records of one sink, in its store.
+struct SinkRecords {
+  const SinkConfig* sink = nullptr;
+  std::unique_ptr<DeadLetterStore> store;
+  std::vector<DeadLetter> letters;
+};
+
+// A postgres sink keeps a table without `url` in its target; every other sink in the source.
+std::string FallbackUrl(const PipelineConfig& config, const SinkConfig& sink) {
+  if (auto pg = std::dynamic_pointer_cast<const PostgresSinkOptions>(sink.options)) return pg->url;
+  SinkContext context = ContextFor(config, sink);
+  return context.source.postgres ? context.source.postgres->url : "";
+}
+
+absl::StatusOr<std::vector<SinkRecords>> ReadRecords(const PipelineConfig& config,
+                                                     const DlqRequest& request) {
+  std::vector<SinkRecords> out;
+  bool named = false;
+  for (const SinkConfig& sink : config.sinks) {
+    if (!request.sink.empty() && sink.name != request.sink) continue;
+    named = true;
+    if (!sink.common.dead_letter.enabled()) {
+      if (request.sink.empty()) continue;
+      return absl::InvalidArgumentError(
+          Cat("sink ", sink.name, " has no dead_letter: it stops on a refused event instead"));
+    }
+    absl::StatusOr<std::unique_ptr<DeadLetterStore>> store =
+        OpenDeadLetterStore(sink.common.dead_letter, FallbackUrl(config, sink),
+                            Cat("sinks.", sink.name, ".dead_letter"));
+    if (!store.ok()) return store.status();
+    absl::StatusOr<std::vector<DeadLetter>> letters = (*store)->List(config.name, sink.name);
+    if (!letters.ok()) return letters.status();
+    SinkRecords records{&sink, *std::move(store), {}};
+    const absl::flat_hash_set<uint64_t> ids(request.ids.begin(), request.ids.end());
+    for (DeadLetter& l : *letters) {
+      if (ids.empty() || ids.contains(l.id)) records.letters.push_back(std::move(l));
+    }
+    out.push_back(std::move(records));
+  }
+  if (!named) {
+    return absl::InvalidArgumentError(Cat("pipeline ", config.name, " has no sink named ",
+                                          request.sink));
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError(
+        Cat("no sink of pipeline ", config.name, " has a dead_letter: path or table"));
+  }
+  return out;
+}
+
+std::string OneLine(std::string_view text, size_t max) {
+  std::string out(text.substr(0, max));
+  std::replace(out.begin(), out.end(), '\n', ' ');
+  if (text.size() > max) out += "...";
+  return out;
+}
+
+std::string List(const std::vector<SinkRecords>& all) {
+  std::string out;
+  size_t total = 0;
+  for (const SinkRecords& r : all) {
+    out += Cat("sink ", r.sink->name, " (", r.store->Describe(), "): ", r.letters.size(),
+               r.letters.size() == 1 ? " record\n" : " records\n");
+    for (const DeadLetter& l : r.letters) {
+      out += absl::StrFormat("  #%-5d %s  %s  %s %s %s  %s  %s\n", l.id, l.recorded_at,
+                             l.event_id, l.operation, l.table, OneLine(l.key, 60), l.code,
+                             OneLine(l.reason, 160));
+    }
+    total += r.letters.size();
+  }
+  if (all.size() > 1) out += Cat(total, " records in all\n");
+  return out;
+}
+
+std::string Show(const std::vector<SinkRecords>& all) {
+  std::string out;
+  for (const SinkRecords& r : all) {
+    for (const DeadLetter& l : r.letters) {
+      nlohmann::ordered_json j = nlohmann::ordered_json::parse(DeadLetterJson(l), nullptr, false);
+      out += j.is_discarded() ? DeadLetterJson(l) : j.dump(2);
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+// One record's event sent to a fresh sink: OK once the sink made it durable.
+absl::Status ReplayOne(const PipelineConfig& config, const SinkConfig& sink_config,
+                       const DeadLetter& letter) {
+  if (letter.change.empty() || letter.schema.empty()) {
+    return absl::InvalidArgumentError("the record holds no row change to send");
+  }
+  KafkaMessageDecoder decoder;
+  absl::StatusOr<std::optional<DecodedMessage>> decoded =
+      decoder.Decode(letter.change, letter.schema);
+  if (!decoded.ok()) return decoded.status();
+  if (!decoded->has_value()) return absl::InvalidArgumentError("the record holds no event");
+  Change change = std::move((*decoded)->change);
+  // A snapshot row goes again as the insert it stands for.
+  if (change.op == Op::kRead) change.op = Op::kInsert;
+  change.txn.end_lsn = change.txn.commit_lsn;
+
+  // Built as the pipeline builds it, but applying by key (no transaction is skipped as
+  // applied before) and without a dead-letter path of its own: a refusal is reported here.
+  SinkContext context = ContextFor(config, sink_config);
+  context.source.positions = SourcePositions::kSourceSequence;
+  context.dead_letter = DeadLetterConfig{};
+  std::unique_ptr<Sink> sink = sink_config.factory->Create(context, sink_config.options);
+  absl::Status s = sink->Open();
+  if (s.ok()) {
+    Event begin;
+    begin.kind = EventKind::kBegin;
+    begin.txn = change.txn;
+    s = sink->Write(begin);
+  }
+  if (s.ok()) {
+    Event event;
+    event.kind = EventKind::kChange;
+    event.txn = change.txn;
+    event.change = change;
+    s = sink->Write(event);
+  }
+  if (s.ok()) {
+    Event commit;
+    commit.kind = EventKind::kCommit;
+    commit.txn = change.txn;
+    s = sink->Write(commit);
+  }
+  if (s.ok()) s = sink->Flush();
+  absl::Status closed = sink->Close();
+  return s.ok() ? closed : s;
+}
+
+absl::StatusOr<std::string> Replay(const PipelineConfig& config, std::vector<SinkRecords>& all) {
+  std::string out;
+  size_t failed = 0;
+  for (SinkRecords& r : all) {
+    std::vector<uint64_t> done;
+    for (const DeadLetter& l : r.letters) {
+      absl::Status s = ReplayOne(config, *r.sink, l);
+      if (s.ok()) {
+        done.push_back(l.id);
+        out += Cat("sink ", r.sink->name, ": #", l.id, " (", l.operation, " ", l.table, " ",
+                   l.key, ") delivered\n");
+      } else {
+        ++failed;
+        out += Cat("sink ", r.sink->name, ": #", l.id, " (", l.operation, " ", l.table, " ",
+                   l.key, ") still refused: ", s.message(), "\n");
+      }
+    }
+    if (!done.empty()) {
+      absl::StatusOr<size_t> removed = r.store->Remove(config.name, done);
+      if (!removed.ok()) {
+        return absl::Status(removed.status().code(),
+                            Cat(out, "sink ", r.sink->name, ": the delivered records could not be "
+                                     "removed (a replay sends them again, harmlessly): ",
+                                removed.status().message()));
+      }
+    }
+  }
+  if (failed > 0) {
+    return absl::FailedPreconditionError(
+        Cat(out, failed, failed == 1 ? " record" : " records", " still refused: kept"));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RunDlq(const PipelineConfig& config, const DlqRequest& request) {
+  if (request.action == "purge" && request.ids.empty() && !request.all) {
+    return absl::InvalidArgumentError(
+        "purge: name the records with --id, or say --all to remove every one");
+  }
+  absl::StatusOr<std::vector<SinkRecords>> all = ReadRecords(config, request);
+  if (!all.ok()) return all.status();
+  if (request.action == "list") return List(*all);
+  if (request.action == "show") return Show(*all);
+  if (request.action == "replay") return Replay(config, *all);
+  if (request.action == "purge") {
+    std::string out;
+    for (SinkRecords& r : *all) {
+      std::vector<uint64_t> ids;
+      for (const DeadLetter& l : r.letters) ids.push_back(l.id);
+      absl::StatusOr<size_t> removed =
+          ids.empty() ? absl::StatusOr<size_t>(0) : r.store->Remove(config.name, ids);
+      if (!removed.ok()) return removed.status();
+      out += Cat("sink ", r.sink->name, ": ", *removed, " records removed\n");
+    }
+    return out;
+  }
+  return absl::InvalidArgumentError(
+      Cat("unknown dlq action '", request.action, "': list, show, replay or purge"));
+}
+
+}  // namespace pgflow
