@@ -11,7 +11,7 @@ PACKAGES=(
   libpq-dev postgresql postgresql-client bzip2
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  librdkafka-dev kcat libssl-dev liblua5.4-dev libcurl4-openssl-dev unzip
+  librdkafka-dev kcat libssl-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev openssl unzip
   libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl nginx
 )
 

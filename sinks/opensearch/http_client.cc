@@ -1,6 +1,7 @@
 #include "sinks/opensearch/http_client.h"
 
 #include <curl/curl.h>
+#include <zlib.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -27,16 +28,72 @@ size_t ReadHeader(char* data, size_t size, size_t count, void* out) {
 
 }  // namespace
 
-HttpClient::HttpClient(std::vector<std::string> urls, std::string username, std::string password,
-                       std::chrono::milliseconds timeout)
-    : urls_(std::move(urls)), timeout_(timeout) {
+HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options)) {
   static std::once_flag init;
   std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   for (std::string& url : urls_) {
     while (!url.empty() && url.back() == '/') url.pop_back();
   }
-  if (!username.empty()) userpwd_ = Cat(username, ":", password);
+  if (!options_.username.empty()) userpwd_ = Cat(options_.username, ":", options_.password);
+  if (!options_.api_key.empty()) auth_header_ = Cat("Authorization: ApiKey ", options_.api_key);
   curl_ = curl_easy_init();
+}
+
+void HttpClient::Prepare(void* handle, const std::string& url, HttpResponse* response) const {
+  CURL* curl = static_cast<CURL*>(handle);
+  const long timeout = static_cast<long>(options_.timeout.count());
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(timeout, 10000));
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response->body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response->retry_after_seconds);
+  // Answers may come compressed (the node decides); libcurl inflates them.
+  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+  if (!userpwd_.empty()) {
+    curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd_.c_str());
+  }
+  if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+  if (!options_.client_cert.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_cert.c_str());
+  }
+  if (!options_.client_key.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, options_.client_key.c_str());
+  }
+  if (!options_.tls_verify) {
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+}
+
+struct curl_slist* HttpClient::Headers(std::string_view content_type) const {
+  struct curl_slist* headers =
+      curl_slist_append(nullptr, Cat("Content-Type: ", content_type).c_str());
+  if (options_.gzip) headers = curl_slist_append(headers, "Content-Encoding: gzip");
+  if (!auth_header_.empty()) headers = curl_slist_append(headers, auth_header_.c_str());
+  return headers;
+}
+
+std::string_view HttpClient::Encode(std::string_view body, std::string* scratch) const {
+  if (!options_.gzip || body.empty()) return body;
+  z_stream z{};
+  // 15 + 16: a gzip header and trailer around the deflate stream.
+  if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return body;
+  }
+  scratch->resize(deflateBound(&z, body.size()));
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(body.data()));
+  z.avail_in = static_cast<uInt>(body.size());
+  z.next_out = reinterpret_cast<Bytef*>(scratch->data());
+  z.avail_out = static_cast<uInt>(scratch->size());
+  const int rc = deflate(&z, Z_FINISH);
+  scratch->resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) return body;  // (cannot happen with deflateBound's room) sent as is
+  return *scratch;
 }
 
 HttpClient::~HttpClient() {
@@ -55,28 +112,19 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
   CURLM* multi = static_cast<CURLM*>(multi_);
   while (lanes_.size() < bodies.size()) lanes_.push_back(curl_easy_init());
   const std::string url = Cat(urls_[current_], path);
-  const std::string type_header = Cat("Content-Type: ", content_type);
-  struct curl_slist* headers = curl_slist_append(nullptr, type_header.c_str());
+  struct curl_slist* headers = Headers(content_type);
   std::vector<HttpResponse> responses(bodies.size());
+  std::vector<std::string> gzipped(bodies.size());
   for (size_t i = 0; i < bodies.size(); ++i) {
     CURL* curl = static_cast<CURL*>(lanes_[i]);
     curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    Prepare(curl, url, &responses[i]);
+    const std::string_view body = Encode(bodies[i], &gzipped[i]);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &responses[i].body);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &responses[i].retry_after_seconds);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, bodies[i].data());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(bodies[i].size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(curl, CURLOPT_PRIVATE, reinterpret_cast<char*>(i));
-    if (!userpwd_.empty()) {
-      curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-      curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd_.c_str());
-    }
     curl_multi_add_handle(multi, curl);
   }
   std::vector<absl::StatusOr<HttpResponse>> results(bodies.size(),
@@ -124,27 +172,18 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
     const std::string url = Cat(urls_[current_], path);
     HttpResponse response;
     curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    Prepare(curl, url, &response);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(std::min<int64_t>(timeout_.count(), 10000)));
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response.retry_after_seconds);
     if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    if (!userpwd_.empty()) {
-      curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-      curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd_.c_str());
-    }
     struct curl_slist* headers = nullptr;
-    const std::string type_header = Cat("Content-Type: ", content_type);
+    std::string gzipped;
     if (!body.empty() || method == "POST" || method == "PUT") {
-      headers = curl_slist_append(headers, type_header.c_str());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+      headers = Headers(content_type);
+      const std::string_view sent = Encode(body, &gzipped);
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, sent.data());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(sent.size()));
+    } else if (!auth_header_.empty()) {
+      headers = curl_slist_append(nullptr, auth_header_.c_str());
     }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     const CURLcode code = curl_easy_perform(curl);

@@ -1,9 +1,10 @@
 #pragma once
 
 // HTTP/1.1 requests to OpenSearch (or Elasticsearch) over libcurl: keep-alive connections,
-// basic auth, a timeout per request, the nodes of `urls` tried in turn when one cannot be
-// reached; several requests at once over libcurl's multi interface, on the calling thread.
-// Not thread-safe: one per sink thread.
+// basic auth or an API key, TLS (a CA file, a client certificate, verification on unless
+// turned off), request bodies gzipped when asked, a timeout per request, the nodes of `urls`
+// tried in turn when one cannot be reached; several requests at once over libcurl's multi
+// interface, on the calling thread. Not thread-safe: one per sink thread.
 
 #include <chrono>
 #include <memory>
@@ -12,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+
+struct curl_slist;
 
 namespace pgflow {
 
@@ -22,11 +25,22 @@ struct HttpResponse {
   int retry_after_seconds = 0;
 };
 
+struct HttpClientOptions {
+  std::vector<std::string> urls;  // "http://127.0.0.1:9200", ... (no trailing slash needed)
+  std::string username;           // basic authentication, when set
+  std::string password;
+  std::string api_key;            // `Authorization: ApiKey <api_key>`, when set
+  std::string ca_file;            // PEM CA bundle for https (default: the system's)
+  std::string client_cert;        // PEM client certificate and key, for mutual TLS
+  std::string client_key;
+  bool tls_verify = true;         // check the node's certificate and name
+  bool gzip = false;              // compress request bodies (Content-Encoding: gzip)
+  std::chrono::milliseconds timeout{30000};
+};
+
 class HttpClient {
  public:
-  // `urls`: "http://127.0.0.1:9200", ... (no trailing slash needed).
-  HttpClient(std::vector<std::string> urls, std::string username, std::string password,
-             std::chrono::milliseconds timeout);
+  explicit HttpClient(HttpClientOptions options);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -48,10 +62,18 @@ class HttpClient {
   const std::string& node() const { return urls_[current_]; }
 
  private:
-  std::vector<std::string> urls_;
+  // Sets what every request carries: timeouts, authentication, TLS, the answer's buffers.
+  void Prepare(void* curl, const std::string& url, HttpResponse* response) const;
+  // The headers of a request with a body (a curl_slist the caller frees).
+  struct curl_slist* Headers(std::string_view content_type) const;
+  // `body` as sent: gzipped into *scratch when options_.gzip.
+  std::string_view Encode(std::string_view body, std::string* scratch) const;
+
+  HttpClientOptions options_;
+  std::vector<std::string>& urls_ = options_.urls;
   size_t current_ = 0;
   std::string userpwd_;
-  std::chrono::milliseconds timeout_;
+  std::string auth_header_;
   void* curl_ = nullptr;  // CURL*
   void* multi_ = nullptr;                // CURLM*
   std::vector<void*> lanes_;             // CURL*, one per concurrent request, kept alive

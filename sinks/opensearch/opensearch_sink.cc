@@ -85,6 +85,19 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
           .Help("The node, or several (tried in turn): http://host:9200."),
       StringOption("username", &O::username).Help("Basic authentication's user (write ${VAR})."),
       StringOption("password", &O::password).Help("Basic authentication's password (${VAR})."),
+      StringOption("api_key", &O::api_key)
+          .Help("Sent as `Authorization: ApiKey <api_key>` (the base64 of id:key), instead of "
+                "basic authentication."),
+      StringOption("ca_file", &O::ca_file)
+          .DefaultText("the system's")
+          .Help("PEM file of the certificate authorities an https node's certificate is "
+                "checked against."),
+      StringOption("client_cert", &O::client_cert).Help("PEM client certificate, for mutual TLS."),
+      StringOption("client_key", &O::client_key).Help("PEM key of client_cert."),
+      BoolOption("tls_verify", &O::tls_verify)
+          .Help("Check an https node's certificate and host name; false only for tests."),
+      BoolOption("gzip", &O::gzip)
+          .Help("Compress _bulk bodies (Content-Encoding: gzip): less network for some CPU."),
       StringOption("index", &O::index)
           .Help("The index of each table: a name, or a template over {schema} and {table} "
                 "(lower-cased); a route transform's destination takes precedence."),
@@ -131,8 +144,22 @@ OpenSearchSink::OpenSearchSink(SinkContext context,
       options_(std::move(options)) {}
 
 absl::Status OpenSearchSink::Open() {
-  http_ = std::make_unique<HttpClient>(options_->url, options_->username, options_->password,
-                                       options_->timeout);
+  if (!options_->api_key.empty() && !options_->username.empty()) {
+    return absl::InvalidArgumentError(Cat("sinks.", context_.sink,
+                                          ".opensearch: give `username` or `api_key`, not both"));
+  }
+  http_ = std::make_unique<HttpClient>(HttpClientOptions{
+      .urls = options_->url,
+      .username = options_->username,
+      .password = options_->password,
+      .api_key = options_->api_key,
+      .ca_file = options_->ca_file,
+      .client_cert = options_->client_cert,
+      .client_key = options_->client_key,
+      .tls_verify = options_->tls_verify,
+      .gzip = options_->gzip,
+      .timeout = options_->timeout,
+  });
   absl::StatusOr<HttpResponse> root = http_->Request("GET", "/");
   if (!root.ok()) {
     return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", root.status().message()));

@@ -55,6 +55,12 @@ struct OpenSearchSinkOptions : SinkOptions {
   std::vector<std::string> url;
   std::string username;
   std::string password;
+  std::string api_key;
+  std::string ca_file;
+  std::string client_cert;
+  std::string client_key;
+  bool tls_verify = true;
+  bool gzip = false;
   std::string index = "{schema}.{table}";
   uint64_t batch_bytes = 5 << 20;
   int batch_docs = 2000;

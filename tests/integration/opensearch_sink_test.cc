@@ -260,6 +260,52 @@ TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
   EXPECT_THAT(out, HasSubstr("0 records"));
 }
 
+// Over https (a certificate checked against `ca_file`), with an API key and gzipped bodies; a
+// node whose certificate cannot be checked is refused, naming it.
+TEST(OpenSearchSinkTest, HttpsWithACaFileAnApiKeyAndGzip) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE tls_os");
+  Sql sql(SharedCluster().Url("tls_os"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, qty int);"
+           "INSERT INTO items SELECT g, g FROM generate_series(1, 30) g");
+  FaultProxy proxy(SharedOpenSearch().url(), /*tls=*/true);
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  auto write = [&](const std::string& tls) {
+    WriteFile(yaml, "pipeline: tls_os\n"
+                    "source:\n  postgres:\n    url: " +
+                        SharedCluster().Url("tls_os") +
+                        "\n    tables: [public.items]\n    status_interval: 200ms\n"
+                        "sinks:\n  search:\n    opensearch: {url: \"" +
+                        proxy.url() + "\", index: tls_items, api_key: aWQ6a2V5, gzip: true" + tls +
+                        "}\n    flush_interval: 50ms\n");
+  };
+  write("");  // the self-signed certificate is not trusted
+  std::string out;
+  EXPECT_NE(RunPgflow({"run", yaml}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("sink search (opensearch): OpenSearch unreachable: " + proxy.url()));
+  EXPECT_THAT(out, HasSubstr("certificate"));
+
+  write(", ca_file: " + proxy.cert_file());
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("UPDATE items SET qty = qty * 10 WHERE id <= 10");
+  auto rows = [&] {
+    std::map<std::string, std::string> out;
+    for (const auto& r : sql.Query("SELECT id, qty FROM items")) out[r[0]] = r[1];
+    return out;
+  };
+  std::map<std::string, std::string> got;
+  EXPECT_TRUE(WaitFor([&] { return (got = DocQty("tls_items")) == rows(); },
+                      std::chrono::seconds(60)))
+      << got.size() << " documents\n" << ReadFile(dir.File("pgflow.log"));
+  const json stats = json::parse(proxy.Stats());
+  EXPECT_GT(stats["stats"]["gzipped"].get<int>(), 0);
+  EXPECT_EQ(stats["stats"]["authorization"], "ApiKey aWQ6a2V5");
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+}
+
 TEST(OpenSearchSinkTest, AnUnreachableNodeIsNamed) {
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");

@@ -48,13 +48,26 @@ OpenSearchNode& SharedOpenSearch() {
   return *node;
 }
 
-FaultProxy::FaultProxy(const std::string& upstream) {
+FaultProxy::FaultProxy(const std::string& upstream, bool tls) : tls_(tls) {
   const std::string script =
       std::string(PGFLOW_SOURCE_DIR) + "/tests/integration/tools/http_fault_proxy.py";
   const std::string port_file = dir_.File("port");
+  const std::string key_file = dir_.File("key.pem");
+  if (tls_ && std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "
+                           "/CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout '" +
+                           key_file + "' -out '" + cert_file() + "' 2>/dev/null")
+                              .c_str()) != 0) {
+    ADD_FAILURE() << "openssl could not make a certificate";
+  }
+  const std::string cert = cert_file();
   pid_ = fork();
   if (pid_ == 0) {
-    execlp("python3", "python3", script.c_str(), upstream.c_str(), port_file.c_str(), nullptr);
+    if (tls_) {
+      execlp("python3", "python3", script.c_str(), upstream.c_str(), port_file.c_str(),
+             cert.c_str(), key_file.c_str(), nullptr);
+    } else {
+      execlp("python3", "python3", script.c_str(), upstream.c_str(), port_file.c_str(), nullptr);
+    }
     _exit(127);
   }
   for (int i = 0; i < 100 && port_ == 0; ++i) {
@@ -72,10 +85,10 @@ FaultProxy::~FaultProxy() {
 }
 
 void FaultProxy::Fault(const std::string& query) const {
-  HttpAnswer a = Curl(url() + "/_fault?" + query, "-X POST");
+  HttpAnswer a = Curl(url() + "/_fault?" + query, tls_ ? "-k -X POST" : "-X POST");
   if (a.code != 200) ADD_FAILURE() << "the fault proxy refused " << query;
 }
 
-std::string FaultProxy::Stats() const { return Curl(url() + "/_fault").body; }
+std::string FaultProxy::Stats() const { return Curl(url() + "/_fault", tls_ ? "-k" : "").body; }
 
 }  // namespace pgflow::testing

@@ -33,18 +33,24 @@ OpenSearchNode& SharedOpenSearch();
 // Fault("status=503&count=-1"), Fault("items=3&count=2"), Fault("clear=1").
 class FaultProxy {
  public:
-  explicit FaultProxy(const std::string& upstream);
+  // With `tls`, the proxy speaks https with a self-signed certificate for 127.0.0.1
+  // (cert_file(): the CA a client must trust).
+  explicit FaultProxy(const std::string& upstream, bool tls = false);
   ~FaultProxy();
   FaultProxy(const FaultProxy&) = delete;
   FaultProxy& operator=(const FaultProxy&) = delete;
 
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const {
+    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  }
+  std::string cert_file() const { return dir_.File("cert.pem"); }
   void Fault(const std::string& query) const;
   // What was injected so far: {"fault": ..., "stats": {"injected", "items_failed", ...}}.
   std::string Stats() const;
 
  private:
   TempDir dir_;
+  bool tls_ = false;
   pid_t pid_ = -1;
   int port_ = 0;
 };

@@ -3,10 +3,12 @@
 node (it is not a server of its own) and, on command, answers in the node's place or alters its
 answers, so that the tests can make the node slow, overloaded or failing for a while.
 
-    http_fault_proxy.py UPSTREAM_URL PORT_FILE
+    http_fault_proxy.py UPSTREAM_URL PORT_FILE [CERT_FILE KEY_FILE]
 
-Listens on a free loopback port (written to PORT_FILE once listening) and forwards every request
-to UPSTREAM_URL. Faults are set by the tests through the proxy's own path:
+Listens on a free loopback port (written to PORT_FILE once listening), over TLS with the given
+certificate when one is given, and forwards every request to UPSTREAM_URL. It counts the
+requests that came gzipped (Content-Encoding: gzip; forwarded as they are) and keeps the last
+Authorization header it saw, for the tests to check. Faults are set by the tests through the proxy's own path:
 
     POST /_fault?status=503&count=5       the next 5 requests answered 503 without forwarding
     POST /_fault?status=429&retry_after=1 ... 429 with a Retry-After header
@@ -19,6 +21,7 @@ to UPSTREAM_URL. Faults are set by the tests through the proxy's own path:
     GET  /_fault                          what was injected so far, as JSON
 """
 
+import gzip
 import http.client
 import http.server
 import json
@@ -30,7 +33,7 @@ import urllib.parse
 UPSTREAM = urllib.parse.urlparse(sys.argv[1])
 LOCK = threading.Lock()
 FAULT = {"status": None, "count": 0, "items": 0, "retry_after": 0}
-STATS = {"injected": 0, "items_failed": 0, "forwarded": 0}
+STATS = {"injected": 0, "items_failed": 0, "forwarded": 0, "gzipped": 0, "authorization": None}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -85,6 +88,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._body()
             return self._control()
         body = self._body()
+        with LOCK:
+            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                STATS["gzipped"] += 1
+            if self.headers.get("Authorization"):
+                STATS["authorization"] = self.headers.get("Authorization")
         bulk = self.path.split("?")[0].endswith("/_bulk")
         fault = self._take_fault(bulk)
         if fault and not fault["items"]:
@@ -101,6 +109,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         res = conn.getresponse()
         data = res.read()
+        if res.getheader("Content-Encoding", "").lower() == "gzip":
+            data = gzip.decompress(data)  # answered plain, so that faults can be written in
         with LOCK:
             STATS["forwarded"] += 1
         if fault and fault["items"] and res.status == 200:
@@ -126,6 +136,11 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 server = Server(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 4:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 with open(sys.argv[2], "w") as f:
     f.write(str(server.server_address[1]))
 server.serve_forever()
