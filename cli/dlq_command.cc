@@ -114,6 +114,15 @@ absl::Status ReplayOne(const PipelineConfig& config, const SinkConfig& sink_conf
   if (!decoded.ok()) return decoded.status();
   if (!decoded->has_value()) return absl::InvalidArgumentError("the record holds no event");
   Change change = std::move((*decoded)->change);
+  change.destination = letter.destination;
+  for (const Value& v : change.after) {
+    if (v.is_unchanged_toast()) {
+      // Sent again, it would be a partial update without a version: it could undo a newer one.
+      return absl::FailedPreconditionError(
+          "an update without its unchanged TOASTed values is not sent again (it could overwrite "
+          "a newer state): apply it by hand if it still holds");
+    }
+  }
   // A snapshot row goes again as the insert it stands for.
   if (change.op == Op::kRead) change.op = Op::kInsert;
   change.txn.end_lsn = change.txn.commit_lsn;
@@ -163,7 +172,7 @@ absl::StatusOr<std::string> Replay(const PipelineConfig& config, std::vector<Sin
       } else {
         ++failed;
         out += Cat("sink ", r.sink->name, ": #", l.id, " (", l.operation, " ", l.table, " ",
-                   l.key, ") still refused: ", s.message(), "\n");
+                   l.key, ") not delivered: ", s.message(), "\n");
       }
     }
     if (!done.empty()) {
@@ -178,7 +187,7 @@ absl::StatusOr<std::string> Replay(const PipelineConfig& config, std::vector<Sin
   }
   if (failed > 0) {
     return absl::FailedPreconditionError(
-        Cat(out, failed, failed == 1 ? " record" : " records", " still refused: kept"));
+        Cat(out, failed, failed == 1 ? " record" : " records", " not delivered: kept"));
   }
   return out;
 }

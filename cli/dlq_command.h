@@ -8,8 +8,8 @@
 //   replay  sends each record's event to its sink again (built from the pipeline file, as the
 //           pipeline would, but applying by key: a PostgreSQL target upserts or deletes the
 //           row, an OpenSearch index takes it under its original version, so a newer document
-//           is left alone); a record whose event is now accepted is removed, one still refused
-//           stays, with the new reason printed, and the command fails
+//           is left alone); a record whose event is now accepted is removed, one not delivered
+//           (refused again, or the sink unreachable) stays, with the new reason printed, and the command fails
 //   purge   removes records (those named by --id, or with --all every one of the sinks chosen)
 //
 // Records are chosen by --sink (every sink with `dead_letter:` when absent) and --id.

@@ -324,6 +324,11 @@ absl::Status Loader::LoadSink(std::string name, const ConfigNode& node, const So
   if (absl::Status s = SinkCommonTable().Parse(node, &sink->common, type); !s.ok()) return s;
   if (std::optional<ConfigNode> dl_node = node.Get("dead_letter"); dl_node.has_value()) {
     const DeadLetterConfig& dl = sink->common.dead_letter;
+    if (!factory->SetsAside()) {
+      return dl_node->Error(Cat("the ", type, " sink sets nothing aside: what it cannot deliver "
+                                "stops the pipeline (the postgres and opensearch sinks take "
+                                "dead_letter)"));
+    }
     if (!dl.path.empty() && !dl.table.empty()) {
       return dl_node->Error("give either `path` or `table`, not both");
     }

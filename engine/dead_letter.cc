@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <utility>
@@ -36,21 +38,32 @@ absl::Status Errno(std::string_view what, const std::string& path) {
 }
 
 std::string Identity(const DeadLetter& l) {
-  return Cat(l.pipeline, std::string(1, '\0'), l.sink, std::string(1, '\0'), l.event_id,
-             std::string(1, '\0'), l.key);
+  const std::string sep(1, '\0');
+  return Cat(l.pipeline, sep, l.sink, sep, l.event_id, sep, l.table, sep, l.key);
 }
 
-// An open descriptor holding the file's exclusive lock until it goes out of scope.
+// An open descriptor of the file at `path` holding its exclusive lock until it goes out of
+// scope; the file locked is the one the path names (one renamed over while this waited for
+// the lock is let go, and the new one taken).
 class LockedFile {
  public:
   ~LockedFile() {
     if (fd_ >= 0) ::close(fd_);  // releases the flock
   }
   absl::Status Open(const std::string& path, int flags) {
-    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0640);
-    if (fd_ < 0) return Errno("opening the dead-letter file", path);
-    if (::flock(fd_, LOCK_EX) != 0) return Errno("locking the dead-letter file", path);
-    return absl::OkStatus();
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0640);
+      if (fd_ < 0) return Errno("opening the dead-letter file", path);
+      if (::flock(fd_, LOCK_EX) != 0) return Errno("locking the dead-letter file", path);
+      struct stat held, named;
+      if (::fstat(fd_, &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+          held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+        return absl::OkStatus();
+      }
+      ::close(fd_);
+      fd_ = -1;
+    }
+    return absl::UnavailableError(Cat("the dead-letter file ", path, " keeps being replaced"));
   }
   int fd() const { return fd_; }
 
@@ -70,8 +83,20 @@ absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
   return absl::OkStatus();
 }
 
-// Reads every record of the file; a line that is not a record is an error naming its line.
-absl::StatusOr<std::vector<DeadLetter>> ReadAll(int fd, const std::string& path) {
+// The file's first line after a removal: the ids given so far, so that none is given twice.
+constexpr std::string_view kLastIdLine = "{\"last_id\":";
+
+struct FileContents {
+  std::vector<DeadLetter> letters;
+  uint64_t last_id = 0;     // the highest id ever given in the file
+  uint64_t complete = 0;    // bytes up to the end of the last complete line
+  uint64_t size = 0;        // bytes in all
+};
+
+// Reads every record of the file. A torn last line (a crash during an append, before its
+// fdatasync: never acknowledged, so the event comes again) ends the records; a line that is
+// not a record anywhere else is damage, an error naming the line.
+absl::StatusOr<FileContents> ReadAll(int fd, const std::string& path) {
   std::string text;
   char buf[1 << 16];
   if (::lseek(fd, 0, SEEK_SET) < 0) return Errno("reading the dead-letter file", path);
@@ -84,26 +109,40 @@ absl::StatusOr<std::vector<DeadLetter>> ReadAll(int fd, const std::string& path)
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
   }
-  std::vector<DeadLetter> out;
+  FileContents out;
+  out.size = text.size();
   size_t line_no = 0;
   for (size_t at = 0; at < text.size();) {
-    size_t end = text.find('\n', at);
-    if (end == std::string::npos) end = text.size();
+    const size_t newline = text.find('\n', at);
+    if (newline == std::string::npos) break;  // torn: not a record
     ++line_no;
-    std::string_view line(text.data() + at, end - at);
-    at = end + 1;
+    std::string_view line(text.data() + at, newline - at);
+    at = newline + 1;
+    out.complete = at;
     if (line.empty()) continue;
+    if (line.substr(0, kLastIdLine.size()) == kLastIdLine) {
+      out.last_id = std::max<uint64_t>(out.last_id, std::strtoull(line.data() + kLastIdLine.size(), nullptr, 10));
+      continue;
+    }
     absl::StatusOr<DeadLetter> letter = ParseDeadLetterJson(line);
     if (!letter.ok()) {
-      // A torn last line (a crash during the append, before its fdatasync) was never
-      // acknowledged: the event comes again and is recorded again. Anything else is damage.
-      if (end >= text.size()) break;
       return absl::DataLossError(
           Cat(path, ":", line_no, ": not a dead-letter record: ", letter.status().message()));
     }
-    out.push_back(*std::move(letter));
+    out.last_id = std::max(out.last_id, letter->id);
+    out.letters.push_back(*std::move(letter));
   }
   return out;
+}
+
+absl::Status SyncDirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("opening the directory of", path);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  return rc == 0 ? absl::OkStatus() : Errno("syncing the directory of", path);
 }
 
 class FileDeadLetterStore : public DeadLetterStore {
@@ -116,19 +155,21 @@ class FileDeadLetterStore : public DeadLetterStore {
     LockedFile file;
     if (absl::Status s = file.Open(path_, O_RDWR | O_CREAT | O_APPEND); !s.ok()) return s;
     // What is known of the file is good while it is the same file, as long as it was: another
-    // process (`pgflow dlq purge`) may have rewritten it.
+    // process (`pgflow dlq purge`, another sink) may have written it.
     struct stat st;
     if (::fstat(file.fd(), &st) != 0) return Errno("reading the dead-letter file", path_);
     if (st.st_ino != inode_ || static_cast<uint64_t>(st.st_size) != size_) {
-      absl::StatusOr<std::vector<DeadLetter>> all = ReadAll(file.fd(), path_);
+      absl::StatusOr<FileContents> all = ReadAll(file.fd(), path_);
       if (!all.ok()) return all.status();
       known_.clear();
-      last_id_ = 0;
-      for (const DeadLetter& l : *all) {
-        known_.emplace(Identity(l), l.id);
-        last_id_ = std::max(last_id_, l.id);
+      for (const DeadLetter& l : all->letters) known_.emplace(Identity(l), l.id);
+      last_id_ = all->last_id;
+      size_ = all->complete;
+      if (all->complete < all->size && ::ftruncate(file.fd(), static_cast<off_t>(all->complete)) != 0) {
+        return Errno("cutting a torn line off the dead-letter file", path_);
       }
     }
+    inode_ = st.st_ino;
     if (auto it = known_.find(Identity(letter)); it != known_.end()) {
       letter.id = it->second;
       return absl::OkStatus();
@@ -139,12 +180,15 @@ class FileDeadLetterStore : public DeadLetterStore {
     }
     std::string line = DeadLetterJson(letter);
     line.push_back('\n');
+    const bool created = size_ == 0;
     if (absl::Status s = WriteAll(file.fd(), line, path_); !s.ok()) return s;
     if (::fdatasync(file.fd()) != 0) return Errno("syncing the dead-letter file", path_);
+    if (created) {
+      if (absl::Status s = SyncDirectoryOf(path_); !s.ok()) return s;
+    }
     last_id_ = letter.id;
     known_.emplace(Identity(letter), letter.id);
-    inode_ = st.st_ino;
-    size_ = static_cast<uint64_t>(st.st_size) + line.size();
+    size_ += line.size();
     return absl::OkStatus();
   }
 
@@ -153,10 +197,10 @@ class FileDeadLetterStore : public DeadLetterStore {
     if (::access(path_.c_str(), F_OK) != 0) return std::vector<DeadLetter>{};
     LockedFile file;
     if (absl::Status s = file.Open(path_, O_RDONLY); !s.ok()) return s;
-    absl::StatusOr<std::vector<DeadLetter>> all = ReadAll(file.fd(), path_);
+    absl::StatusOr<FileContents> all = ReadAll(file.fd(), path_);
     if (!all.ok()) return all.status();
     std::vector<DeadLetter> out;
-    for (DeadLetter& l : *all) {
+    for (DeadLetter& l : all->letters) {
       if (l.pipeline == pipeline && (sink.empty() || l.sink == sink)) out.push_back(std::move(l));
     }
     return out;
@@ -167,12 +211,12 @@ class FileDeadLetterStore : public DeadLetterStore {
     if (::access(path_.c_str(), F_OK) != 0) return 0;
     LockedFile file;
     if (absl::Status s = file.Open(path_, O_RDWR); !s.ok()) return s;
-    absl::StatusOr<std::vector<DeadLetter>> all = ReadAll(file.fd(), path_);
+    absl::StatusOr<FileContents> all = ReadAll(file.fd(), path_);
     if (!all.ok()) return all.status();
     const absl::flat_hash_set<uint64_t> gone(ids.begin(), ids.end());
-    std::string kept;
+    std::string kept = Cat(kLastIdLine, all->last_id, "}\n");
     size_t removed = 0;
-    for (const DeadLetter& l : *all) {
+    for (const DeadLetter& l : all->letters) {
       if (l.pipeline == pipeline && gone.contains(l.id)) {
         ++removed;
         continue;
@@ -181,8 +225,8 @@ class FileDeadLetterStore : public DeadLetterStore {
       kept.push_back('\n');
     }
     if (removed == 0) return 0;
-    // Written beside the file and renamed over it, under the old file's lock: a writer that
-    // waits for the lock finds a different inode when it gets it, and reads the file again.
+    // Written beside the file and renamed over it while holding the old file's lock: a writer
+    // waiting for the lock then finds the path names another file, and takes that one.
     const std::string temp = path_ + ".tmp";
     int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) return Errno("writing", temp);
@@ -190,6 +234,7 @@ class FileDeadLetterStore : public DeadLetterStore {
     if (s.ok() && ::fsync(fd) != 0) s = Errno("syncing", temp);
     ::close(fd);
     if (s.ok() && ::rename(temp.c_str(), path_.c_str()) != 0) s = Errno("replacing", path_);
+    if (s.ok()) s = SyncDirectoryOf(path_);
     if (!s.ok()) return s;
     return removed;
   }
@@ -239,6 +284,7 @@ DeadLetter MakeDeadLetter(std::string_view pipeline, std::string_view sink, cons
   l.key = std::move(key);
   l.reason = std::move(reason);
   l.code = std::move(code);
+  l.destination = change.destination;
   AppendChangeObject(change, JsonOptions{}, &l.change);
   return l;
 }
@@ -258,12 +304,12 @@ std::string DeadLetterJson(const DeadLetter& l) {
   field("key", l.key);
   field("reason", l.reason);
   field("code", l.code);
+  field("destination", l.destination);
   field("recorded_at", l.recorded_at);
-  // The event and its table version as JSON, not as strings: the file reads well with jq.
-  out += ",\"change\":";
-  out += l.change.empty() ? "null" : l.change;
-  out += ",\"schema\":";
-  out += l.schema.empty() ? "null" : l.schema;
+  // The event and its table version as they were written, in strings: parsed into a JSON
+  // reader's numbers and written back, a value could change (jq: .change | fromjson).
+  field("change", l.change);
+  field("schema", l.schema);
   out += "}";
   return out;
 }
@@ -288,9 +334,10 @@ absl::StatusOr<DeadLetter> ParseDeadLetterJson(std::string_view line) {
   text("key", &l.key);
   text("reason", &l.reason);
   text("code", &l.code);
+  text("destination", &l.destination);
   text("recorded_at", &l.recorded_at);
-  if (auto it = j.find("change"); it != j.end() && !it->is_null()) l.change = it->dump();
-  if (auto it = j.find("schema"); it != j.end() && !it->is_null()) l.schema = it->dump();
+  text("change", &l.change);
+  text("schema", &l.schema);
   if (l.pipeline.empty() || l.sink.empty()) {
     return absl::InvalidArgumentError("no \"pipeline\" or \"sink\"");
   }

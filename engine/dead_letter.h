@@ -18,8 +18,8 @@
 // record is durable (the file fdatasynced, the row committed): a sink records before it counts
 // the event as delivered, so the position is acknowledged only after its record is safe.
 //
-// Records are idempotent: a second record of the same (pipeline, sink, event id, key), which a
-// restart that replays the event makes, is not added again.
+// Records are idempotent: a second record of the same (pipeline, sink, event id, table, key),
+// which a restart that replays the event makes, is not added again. Ids are never given twice.
 //
 // Without `dead_letter:` a permanent failure stops the pipeline, naming the event and reason.
 
@@ -63,6 +63,7 @@ struct DeadLetter {
   std::string reason;     // what the sink was told
   std::string code;       // the HTTP status or SQLSTATE of the refusal
   std::string change;     // the change, as the jsonl sink writes it
+  std::string destination;  // the route transform's choice (Change::destination), if any
   std::string schema;     // its table version (schemas/table_schema_json.h)
   std::string recorded_at;  // ISO 8601, UTC
 };
@@ -81,7 +82,7 @@ class DeadLetterStore {
   // "file /var/lib/pgflow/rejected.jsonl", "table pgflow.dead_letters in <database>".
   virtual std::string Describe() const = 0;
   // Records `letter` durably, giving it its id; a record already there (same pipeline, sink,
-  // event id and key) is left as it is and `letter` takes its id.
+  // event id, table and key) is left as it is and `letter` takes its id.
   virtual absl::Status Record(DeadLetter& letter) = 0;
   // The records of `pipeline` (and of `sink`, when not empty), oldest first.
   virtual absl::StatusOr<std::vector<DeadLetter>> List(std::string_view pipeline,

@@ -112,6 +112,9 @@ class SinkFactory {
   // Whether the sink can follow `source`: OK, or why not (the loader places the message at the
   // sink's type key). Pure, like Parse.
   virtual absl::Status CheckSource(const SourceTraits& source) const { return absl::OkStatus(); }
+  // Whether the sink sets aside what it refuses for good when `dead_letter:` is configured
+  // (engine/dead_letter.h); the loader refuses `dead_letter:` for the others.
+  virtual bool SetsAside() const { return false; }
   // `options` is what Parse returned. Does no I/O: Sink::Open does.
   virtual std::unique_ptr<Sink> Create(const SinkContext& context,
                                        std::shared_ptr<const SinkOptions> options) const = 0;

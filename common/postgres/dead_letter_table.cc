@@ -10,7 +10,8 @@ namespace pgflow {
 namespace {
 
 constexpr const char* kColumns =
-    "pipeline, sink, event_id, lsn, source_table, operation, key, reason, code, change, schema";
+    "pipeline, sink, event_id, lsn, source_table, operation, key, reason, code, destination, "
+    "change, schema";
 
 class TableDeadLetterStore : public DeadLetterStore {
  public:
@@ -20,12 +21,7 @@ class TableDeadLetterStore : public DeadLetterStore {
     absl::StatusOr<PgConnPtr> conn = Connect(url_, ConnectionKind::kRegular);
     if (!conn.ok()) return conn.status();
     conn_ = *std::move(conn);
-    absl::StatusOr<PgResultPtr> res = Exec(conn_.get(), DeadLetterTableDdl(table_));
-    if (!res.ok()) {
-      return absl::Status(res.status().code(),
-                          Cat("creating ", table_.ToString(), ": ", res.status().message()));
-    }
-    return absl::OkStatus();
+    return EnsureDeadLetterTable(conn_.get(), table_);
   }
 
   std::string Describe() const override {
@@ -42,8 +38,9 @@ class TableDeadLetterStore : public DeadLetterStore {
     }
     res = Exec(conn_.get(),
                Cat("SELECT id FROM ", table_.Quoted(),
-                   " WHERE pipeline = $1 AND sink = $2 AND event_id = $3 AND key = $4"),
-               {letter.pipeline, letter.sink, letter.event_id, letter.key});
+                   " WHERE pipeline = $1 AND sink = $2 AND event_id = $3 AND source_table = $4 "
+                   "AND key = $5"),
+               {letter.pipeline, letter.sink, letter.event_id, letter.table, letter.key});
     if (!res.ok()) return Failed("reading", res.status());
     if (PQntuples(res->get()) == 1) letter.id = std::stoull(PQgetvalue(res->get(), 0, 0));
     return absl::OkStatus();
@@ -63,10 +60,11 @@ class TableDeadLetterStore : public DeadLetterStore {
     for (int i = 0; i < PQntuples(r); ++i) {
       DeadLetter l;
       l.id = std::stoull(PQgetvalue(r, i, 0));
-      std::string* fields[] = {&l.pipeline, &l.sink,   &l.event_id, &l.lsn,    &l.table,
-                               &l.operation, &l.key,   &l.reason,   &l.code,   &l.change,
-                               &l.schema,    &l.recorded_at};
-      for (int c = 0; c < 12; ++c) *fields[c] = PQgetvalue(r, i, c + 1);
+      std::string* fields[] = {&l.pipeline,    &l.sink,   &l.event_id, &l.lsn,
+                               &l.table,       &l.operation, &l.key,  &l.reason,
+                               &l.code,        &l.destination, &l.change, &l.schema,
+                               &l.recorded_at};
+      for (int c = 0; c < 13; ++c) *fields[c] = PQgetvalue(r, i, c + 1);
       out.push_back(std::move(l));
     }
     return out;
@@ -97,25 +95,49 @@ class TableDeadLetterStore : public DeadLetterStore {
 
 }  // namespace
 
-std::string DeadLetterTableDdl(const TableRef& table) {
-  return Cat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(table.schema), "; CREATE TABLE IF NOT EXISTS ",
-             table.Quoted(),
-             " (id bigserial PRIMARY KEY, pipeline text NOT NULL, sink text NOT NULL, event_id "
-             "text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, operation text NOT "
-             "NULL, key text NOT NULL, reason text NOT NULL, code text NOT NULL, change jsonb NOT "
-             "NULL, schema jsonb, recorded_at timestamptz NOT NULL DEFAULT now(), UNIQUE "
-             "(pipeline, sink, event_id, key))");
+absl::Status EnsureDeadLetterTable(PGconn* conn, const TableRef& table) {
+  // json, not jsonb: the event's text is kept as it was written (numbers, key order).
+  absl::StatusOr<PgResultPtr> res = Exec(
+      conn,
+      Cat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(table.schema), "; CREATE TABLE IF NOT EXISTS ",
+          table.Quoted(),
+          " (id bigserial PRIMARY KEY, pipeline text NOT NULL, sink text NOT NULL, event_id "
+          "text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, operation text NOT "
+          "NULL, key text NOT NULL, reason text NOT NULL, code text NOT NULL, destination text "
+          "NOT NULL DEFAULT '', change json NOT NULL, schema json, recorded_at timestamptz NOT "
+          "NULL DEFAULT now(), UNIQUE (pipeline, sink, event_id, source_table, key))"));
+  if (!res.ok()) {
+    return absl::Status(res.status().code(),
+                        Cat("creating ", table.ToString(), ": ", res.status().message()));
+  }
+  // A table of that name made by something else (or an earlier pgflow) is not written into.
+  res = Exec(conn,
+             "SELECT string_agg(c, ', ') FROM unnest(string_to_array($2, ', ')) c WHERE NOT "
+             "EXISTS (SELECT FROM pg_attribute WHERE attrelid = $1::regclass AND attname = c "
+             "AND NOT attisdropped)",
+             {table.Quoted(), kColumns});
+  if (!res.ok()) return res.status();
+  if (!PQgetisnull(res->get(), 0, 0)) {
+    return absl::FailedPreconditionError(
+        Cat(table.ToString(), " exists without the columns of pgflow's dead-letter records (",
+            PQgetvalue(res->get(), 0, 0),
+            " missing): rename it out of the way (an earlier pgflow's records stay readable "
+            "there), or name another table"));
+  }
+  return absl::OkStatus();
 }
 
 std::string DeadLetterInsertSql(const TableRef& table) {
   return Cat("INSERT INTO ", table.Quoted(), " (", kColumns,
-             ") VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb) ON "
-             "CONFLICT (pipeline, sink, event_id, key) DO NOTHING RETURNING id");
+             ") VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, $7, $8, $9, $10, $11::json, $12::json) "
+             "ON CONFLICT (pipeline, sink, event_id, source_table, key) DO NOTHING RETURNING id");
 }
 
 std::vector<std::string> DeadLetterInsertParams(const DeadLetter& l) {
-  return {l.pipeline, l.sink,   l.event_id, l.lsn.empty() ? "0/0" : l.lsn, l.table, l.operation,
-          l.key,      l.reason, l.code,     l.change.empty() ? "null" : l.change, l.schema.empty() ? "null" : l.schema};
+  return {l.pipeline, l.sink,        l.event_id, l.lsn.empty() ? "0/0" : l.lsn,
+          l.table,    l.operation,   l.key,      l.reason,
+          l.code,     l.destination, l.change.empty() ? "null" : l.change,
+          l.schema.empty() ? "null" : l.schema};
 }
 
 void RegisterPostgresDeadLetterStore() {

@@ -4,8 +4,8 @@
 //
 //   CREATE TABLE pgflow.dead_letters (id bigserial PRIMARY KEY, pipeline text, sink text,
 //     event_id text, lsn pg_lsn, source_table text, operation text, key text, reason text,
-//     code text, change jsonb, schema jsonb, recorded_at timestamptz,
-//     UNIQUE (pipeline, sink, event_id, key))
+//     code text, destination text, change json, schema json, recorded_at timestamptz,
+//     UNIQUE (pipeline, sink, event_id, source_table, key))
 //
 // The store connects to a database of its own (`dead_letter: {table, url}`, or the source's);
 // a postgres sink whose records live in its target writes them with the same statement in its
@@ -15,13 +15,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/postgres/pg_connection.h"
 #include "common/postgres/table_ref.h"
 #include "engine/dead_letter.h"
 
 namespace pgflow {
 
-// Creates the schema and the table when missing.
-std::string DeadLetterTableDdl(const TableRef& table);
+// Creates the schema and the table when missing; FailedPrecondition, saying what to do, when
+// a table of that name lacks the record's columns.
+absl::Status EnsureDeadLetterTable(PGconn* conn, const TableRef& table);
 // Inserts one record from DeadLetterInsertParams, leaving one already there alone; returns
 // the id of the one inserted (no row when it was there).
 std::string DeadLetterInsertSql(const TableRef& table);

@@ -96,6 +96,16 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
       StringOption("client_key", &O::client_key).Help("PEM key of client_cert."),
       BoolOption("tls_verify", &O::tls_verify)
           .Help("Check an https node's certificate and host name; false only for tests."),
+      StringOption("refresh_interval", &O::refresh_interval)
+          .Help("The refresh interval of the indexes pgflow creates: how soon a document is "
+                "searchable (\"1s\", \"500ms\")."),
+      IntOption("replicas", &O::replicas)
+          .Range(-1, 100)
+          .DefaultText("the cluster's")
+          .Help("Replicas of the indexes pgflow creates; -1: the cluster's default."),
+      BoolOption("fast_load", &O::fast_load)
+          .Help("Create the indexes of the initial snapshot with refresh off and no replicas, "
+                "and set refresh_interval and replicas once the snapshot is in."),
       BoolOption("gzip", &O::gzip)
           .Help("Compress _bulk bodies (Content-Encoding: gzip): less network for some CPU."),
       StringOption("index", &O::index)
@@ -122,6 +132,7 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
 class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
  public:
   std::string_view type() const override { return "opensearch"; }
+  bool SetsAside() const override { return true; }
   std::string_view help() const override {
     return "Each table as an OpenSearch (or Elasticsearch) index of documents, ordered by "
            "external versions.";
@@ -195,7 +206,46 @@ absl::StatusOr<std::string> OpenSearchSink::IndexFor(const Change& change) {
   return index;
 }
 
-absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const TableSchemaPtr& table) {
+std::string OpenSearchSink::AfterLoadSettings() const {
+  json settings = {{"refresh_interval", options_->refresh_interval}};
+  // null puts the cluster's default back.
+  settings["number_of_replicas"] = options_->replicas >= 0 ? json(options_->replicas) : json(nullptr);
+  return json{{"index", settings}}.dump();
+}
+
+absl::Status OpenSearchSink::FinishLoad(const std::string& index) {
+  absl::StatusOr<HttpResponse> res =
+      http_->Request("PUT", Cat("/", index, "/_settings"), AfterLoadSettings());
+  if (res.ok() && res->status / 100 == 2) {
+    res = http_->Request("PUT", Cat("/", index, "/_mapping"),
+                         R"({"_meta":{"pgflow":{"loading":false}}})");
+  }
+  if (!res.ok()) return res.status();
+  if (res->status / 100 != 2) {
+    return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): setting ", index,
+                                      "'s refresh interval and replicas after the load: HTTP ",
+                                      res->status, ": ", res->body.substr(0, 300)));
+  }
+  loading_.erase(index);
+  LogInfo("sink %s (opensearch): %s loaded: refresh_interval %s, replicas %s", context_.sink,
+          index, options_->refresh_interval,
+          options_->replicas >= 0 ? std::to_string(options_->replicas) : "the cluster's default");
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::OnSnapshotDone() {
+  if (loading_.empty()) return absl::OkStatus();
+  // What was loaded is sent first: refreshing the index is what makes it searchable.
+  if (absl::Status s = SendAll(); !s.ok()) return s;
+  std::vector<std::string> indexes(loading_.begin(), loading_.end());
+  for (const std::string& index : indexes) {
+    if (absl::Status s = FinishLoad(index); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const TableSchemaPtr& table,
+                                           bool loading) {
   const std::string key = Cat(index, "\n", reinterpret_cast<uintptr_t>(table.get()));
   if (checked_.contains(key)) return absl::OkStatus();
   auto known = mapped_.find(index);
@@ -209,14 +259,33 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
       if (doc.is_object()) {
         for (auto& [name, entry] : doc.items()) {
           if (!entry.is_object() || !entry.contains("mappings")) continue;
-          const json& props = entry["mappings"].value("properties", json::object());
+          const json& mappings = entry["mappings"];
+          const json& props = mappings.value("properties", json::object());
           for (auto& [field, unused] : props.items()) fields.insert(field);
+          // Created for a load that a crash or a stop cut short: loading still, if this run
+          // copies the table again; else its settings are put right now.
+          const json meta = mappings.value("_meta", json::object());
+          if (meta.contains("pgflow") && meta["pgflow"].is_object() &&
+              meta["pgflow"].value("loading", false)) {
+            loading_.insert(index);
+            if (!loading) {
+              if (absl::Status s = FinishLoad(index); !s.ok()) return s;
+            }
+          }
         }
       }
     } else if (res->status == 404) {
       json properties = json::object();
       for (const Column& c : table->columns) properties[c.name] = FieldMapping(c);
+      const bool fast = loading && options_->fast_load;
       json body = {{"mappings", {{"properties", properties}}}};
+      if (fast) {
+        body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
+        body["mappings"]["_meta"] = {{"pgflow", {{"loading", true}}}};
+      } else {
+        body["settings"] = json::parse(AfterLoadSettings());
+        if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
+      }
       absl::StatusOr<HttpResponse> created = http_->Request("PUT", Cat("/", index), body.dump());
       if (!created.ok()) return created.status();
       if (created->status / 100 != 2 &&
@@ -225,8 +294,10 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
                                                  index, ": HTTP ", created->status, ": ",
                                                  created->body.substr(0, 500)));
       }
-      LogInfo("sink %s (opensearch): created index %s with a mapping of %d fields", context_.sink,
-              index, table->columns.size());
+      if (fast) loading_.insert(index);
+      LogInfo("sink %s (opensearch): created index %s with a mapping of %d fields%s", context_.sink,
+              index, table->columns.size(),
+              fast ? ", refresh off and no replicas for the initial load" : "");
       for (const Column& c : table->columns) fields.insert(c.name);
     } else {
       return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): reading the mapping of ",
@@ -267,7 +338,10 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
   }
   absl::StatusOr<std::string> index = IndexFor(change);
   if (!index.ok()) return index.status();
-  if (absl::Status s = EnsureMapping(*index, change.table); !s.ok()) return s;
+  if (absl::Status s = EnsureMapping(*index, change.table, change.op == Op::kRead && !in_txn());
+      !s.ok()) {
+    return s;
+  }
 
   const bool is_delete = change.op == Op::kDelete;
   const Row& row = is_delete ? change.before : change.after;
@@ -463,18 +537,23 @@ absl::Status OpenSearchSink::Judge(const absl::StatusOr<HttpResponse>& res,
     const int status = item.value("status", 0);
     if (status / 100 == 2 || status == 409 || (status == 404 && sent[i].is_delete)) continue;
     const std::string error = item.contains("error") ? item["error"].dump() : "";
-    if (status == 429 || status / 100 == 5) {
+    // Pushed back, or blocked for a while (a write block, the disk's flood stage): again later.
+    if (status == 429 || status / 100 == 5 ||
+        error.find("cluster_block_exception") != std::string::npos) {
       *reason = Cat("HTTP ", status, " ", error.substr(0, 200));
       again->push_back(std::move(sent[i]));
       continue;
     }
     const std::string refusal = Cat("document ", sent[i].id, " of index ", sent[i].index,
                                     " refused (HTTP ", status, "): ", error.substr(0, 500));
-    if (dead_letters_ == nullptr || sent[i].change == nullptr) {
+    // Only a 400 is the document's own fault (a value its mapping cannot take): set aside
+    // with `dead_letter:`. Anything else (401, 403, 413, ...) is the sink's setup: it stops.
+    if (status != 400 || dead_letters_ == nullptr || sent[i].change == nullptr) {
       return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): ", refusal));
     }
     DeadLetter letter = MakeDeadLetter(context_.pipeline, context_.sink, *sent[i].change,
-                                       sent[i].id, refusal, std::to_string(status));
+                                       Cat(sent[i].index, "/", sent[i].id), refusal,
+                                       std::to_string(status));
     if (absl::Status s = dead_letters_->Record(letter); !s.ok()) {
       return absl::Status(s.code(), Cat("sink ", context_.sink, " (opensearch): ", refusal,
                                         "; and it could not be set aside: ", s.message()));
@@ -496,7 +575,9 @@ absl::Status OpenSearchSink::SendAll() {
   while (!todo.empty()) {
     // Lanes, one request each, sent at once: a document is always in the same lane, so its
     // writes keep their order (its versions would restore it anyway).
-    const size_t n = std::min<size_t>(static_cast<size_t>(options_->connections), todo.size());
+    const size_t connections = static_cast<size_t>(options_->connections);
+    if (lanes_ == 0) lanes_ = connections;
+    const size_t n = std::min(lanes_, todo.size());
     std::vector<std::vector<Action>> lanes(n);
     for (Action& a : todo) {
       const size_t lane = absl::HashOf(a.index, a.id) % n;
@@ -522,7 +603,16 @@ absl::Status OpenSearchSink::SendAll() {
       }
     }
     todo = std::move(again);
-    if (todo.empty()) break;
+    if (todo.empty()) {
+      lanes_ = std::min(lanes_ + 1, connections);  // taken in full: a little more at once
+      break;
+    }
+    // Pushed back: fewer requests at once until the node takes them again.
+    if (lanes_ > 1) {
+      lanes_ = std::max<size_t>(1, lanes_ / 2);
+      LogInfo("sink %s (opensearch): pushed back, %d request(s) at once for now", context_.sink,
+              lanes_);
+    }
     if (std::chrono::steady_clock::now() >= give_up) {
       return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", todo.size(),
                                         " document(s) still refused after ",

@@ -31,7 +31,13 @@
 //   durably before the flush returns, and the rest goes on.
 //
 // - A flush sends its documents over `connections` requests at once (libcurl's multi
-//   interface, on the sink's thread), spread by id, so one slow request does not hold the rest.
+//   interface, on the sink's thread), spread by id, so one slow request does not hold the rest;
+//   while the node pushes back (429, 5xx) the requests at once are halved, and grow again by
+//   one per round it takes in full.
+// - Indexes pgflow creates for the initial snapshot (fast_load) start with refresh off and no
+//   replicas, marked `_meta.pgflow.loading` in their mapping; once the snapshot is in, they get
+//   `refresh_interval` and `replicas` (also after a run that stopped mid-load, at the first
+//   change streamed to them). Indexes that exist already are left as they are.
 //
 // Not built yet (issue 20): the alias swap on a type change.
 
@@ -62,6 +68,9 @@ struct OpenSearchSinkOptions : SinkOptions {
   bool tls_verify = true;
   bool gzip = false;
   std::string index = "{schema}.{table}";
+  std::string refresh_interval = "1s";
+  int replicas = -1;  // -1: the cluster's default
+  bool fast_load = true;
   uint64_t batch_bytes = 5 << 20;
   int batch_docs = 2000;
   int connections = 4;
@@ -83,6 +92,7 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status OnChange(const Change& change, bool in_txn) override;
   absl::Status OnCommit(const TxnInfo& txn) override;
   absl::Status OnRollback() override;
+  absl::Status OnSnapshotDone() override;
 
  private:
   // One bulk action, its lines ready to send.
@@ -96,7 +106,12 @@ class OpenSearchSink : public TransactionalSink {
   };
 
   absl::StatusOr<std::string> IndexFor(const Change& change);
-  absl::Status EnsureMapping(const std::string& index, const TableSchemaPtr& table);
+  // `loading`: the change is a row of the initial snapshot (an index created for it is created
+  // for the load: no refresh, no replicas, until FinishLoad).
+  absl::Status EnsureMapping(const std::string& index, const TableSchemaPtr& table, bool loading);
+  // The index's settings as they should be once loaded: refresh_interval and replicas.
+  std::string AfterLoadSettings() const;
+  absl::Status FinishLoad(const std::string& index);
   absl::StatusOr<Action> MakeAction(const Change& change);
   absl::Status Add(Action action);
   absl::Status Truncate(const Change& change);
@@ -120,6 +135,11 @@ class OpenSearchSink : public TransactionalSink {
   // Fields each index is known to map, and the table versions already checked against it.
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> mapped_;
   absl::flat_hash_map<std::string, TableSchemaPtr> checked_;  // index + table version
+  // Indexes created for the initial load (fast_load), whose settings FinishLoad restores.
+  absl::flat_hash_set<std::string> loading_;
+  // Requests sent at once now: `connections`, halved while the node pushes back (429, 5xx),
+  // grown again by one per round it takes in full.
+  size_t lanes_ = 0;
   std::string scratch_;
 };
 

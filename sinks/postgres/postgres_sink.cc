@@ -108,9 +108,8 @@ absl::Status PostgresSink::Open() {
             "\""));
       }
       dead_letter_table_ = *ref;
-      if (absl::Status s = session_.Run(DeadLetterTableDdl(*ref), "creating the dead-letter table");
-          !s.ok()) {
-        return s;
+      if (absl::Status s = EnsureDeadLetterTable(conn(), *ref); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("postgres target ", TargetName(), ": ", s.message()));
       }
     } else {
       absl::StatusOr<std::unique_ptr<DeadLetterStore>> store = OpenDeadLetters(context_);

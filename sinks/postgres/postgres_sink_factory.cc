@@ -54,6 +54,7 @@ const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
 class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
  public:
   std::string_view type() const override { return "postgres"; }
+  bool SetsAside() const override { return true; }
   std::string_view help() const override {
     return "Applies the stream to another PostgreSQL database (a migration's target).";
   }

@@ -481,8 +481,8 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
   EXPECT_THAT(out, HasSubstr("/deadletter): 3 records"));
   EXPECT_NE(RunPgflow({"dlq", "replay", r.yaml()}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("(insert public.people (id)=(4)) delivered"));
-  EXPECT_THAT(out, HasSubstr("(insert public.people (id)=(3)) still refused"));
-  EXPECT_THAT(out, HasSubstr("2 records still refused: kept"));
+  EXPECT_THAT(out, HasSubstr("(insert public.people (id)=(3)) not delivered"));
+  EXPECT_THAT(out, HasSubstr("2 records not delivered: kept"));
   EXPECT_EQ(dst.Scalar("SELECT string_agg(id || ':' || age, ',' ORDER BY id) FROM people"),
             "1:20,2:32,4:-1,7:70,8:80");
   EXPECT_EQ(dst.Scalar("SELECT string_agg(key, ', ' ORDER BY key) FROM pgflow.dead_letters"),

@@ -45,6 +45,7 @@ class FakeSinkFactory : public SinkFactoryOf<FakeSinkOptions> {
  public:
   std::string_view type() const override { return "fake"; }
   std::string_view help() const override { return "a sink for the tests"; }
+  bool SetsAside() const override { return true; }
 
  protected:
   const OptionTable<FakeSinkOptions>& table() const override { return FakeTable(); }
@@ -1118,6 +1119,11 @@ TEST_F(ConfigTest, DeadLetterPerSink) {
   EXPECT_THAT(ErrorOf(with("{file: a}")),
               HasSubstr("sinks.kept.dead_letter: unknown key 'file'"));
   EXPECT_THAT(ErrorOf(with("true")), HasSubstr("sinks.kept.dead_letter"));
+  // A sink that sets nothing aside says so.
+  std::string jsonl(kMinimal);
+  jsonl += "  file: {jsonl: {path: /tmp/f}, dead_letter: {path: /tmp/r}}\n";
+  EXPECT_THAT(ErrorOf(jsonl),
+              HasSubstr("sinks.file.dead_letter: the jsonl sink sets nothing aside"));
 }
 
 TEST_F(ConfigTest, EveryErrorOfAFileInOneRun) {
