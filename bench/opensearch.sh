@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Benchmark: the initial load of a table into OpenSearch (the `opensearch` sink), beside the
-# same snapshot into a `jsonl` sink writing to /dev/null (what pgflow costs without the node)
-# and beside a plain loader (the node's own ceiling here: the rows as PostgreSQL's row_to_json,
-# streamed into `_bulk` requests of 5 MB over one keep-alive connection by a short Python
-# script), in one run, on one throwaway PostgreSQL and one OpenSearch node (scripts/ostmp.sh,
-# OPENSEARCH_HEAP default 1g).
+# Benchmark: the `opensearch` sink, in one run, on one throwaway PostgreSQL and one OpenSearch
+# node (scripts/ostmp.sh, OPENSEARCH_HEAP default 1g):
 #
-# ROWS (default 200,000; the issue's figure is 2,000,000) rows of the streaming benchmarks'
-# table (bigint key, text, numeric, int, timestamptz, text[], jsonb). Each index is created
-# empty first with the same settings (1 shard, 0 replicas, refresh every 30s). Prints documents/s
-# for each and the ratio of pgflow's to the plain loader's (goal: at least 0.8).
+# 1. The initial load: ROWS (default 2,000,000) rows of the streaming benchmarks' table (bigint
+#    key, text, numeric, int, timestamptz, text[], jsonb) into an index, beside the same
+#    snapshot into a `jsonl` sink writing to /dev/null (what pgflow costs without the node) and
+#    beside a plain loader (the node's own ceiling here: the rows as PostgreSQL's row_to_json,
+#    streamed into `_bulk` requests of 5 MB over one keep-alive connection by a short Python
+#    script). Each index is created empty first with the same settings (1 shard, 0 replicas,
+#    refresh every 30s). Documents/s for each, and pgflow's ratio to the loader (goal >= 0.8).
+# 2. A backlog: CHANGES (default 500,000) changes written while pgflow is stopped (transactions
+#    of 100: 60 inserts, 25 updates, 15 deletes), drained by `pgflow run --until` into the index,
+#    and beside it the same backlog into jsonl /dev/null. Changes/s; the node's ceiling is the
+#    loader's figure above.
+# 3. Commit to searchable: LATENCY_SECONDS (default 20) of 1,000 single-row transactions a second,
+#    streamed into an index refreshed every second; a reader polls the index every 10 ms and
+#    takes, for each new document, now minus the commit time its row carries. Beside it, the
+#    same rate of documents written straight to the node by a script (the node's own delay:
+#    the refresh interval). p50 and p99 of each (goal: pgflow's p99 under the direct p99 + 50 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=${ROWS:-200000}
+ROWS=${ROWS:-2000000}
+CHANGES=${CHANGES:-500000}
+SECONDS_LAT=${LATENCY_SECONDS:-20}
 source bench/common.sh
 export OPENSEARCH_HEAP=${OPENSEARCH_HEAP:-1g}
 OSPORT=$(scripts/ostmp.sh start "$work/os")
@@ -91,8 +101,130 @@ python3 - "$ROWS" "$loader_t" "$loader_n" "$jsonl_t" "$pgflow_t" "$pgflow_n" <<'
 import sys
 rows = int(sys.argv[1])
 loader_t, loader_n, jsonl_t, pgflow_t, pgflow_n = map(float, sys.argv[2:])
+print(f"1. initial load of {rows:,} rows")
 print(f"plain _bulk loader (reference): {loader_t:7.2f}s {rows / loader_t:>10,.0f} docs/s ({loader_n:.0f} documents)")
 print(f"pgflow -> jsonl /dev/null:      {jsonl_t:7.2f}s {rows / jsonl_t:>10,.0f} rows/s")
 print(f"pgflow -> opensearch:           {pgflow_t:7.2f}s {rows / pgflow_t:>10,.0f} docs/s ({pgflow_n:.0f} documents)")
 print(f"ratio to the plain loader: {loader_t / pgflow_t:.3f} (goal >= 0.8)")
+PY
+LOADER_RATE=$(python3 -c "print(f'{$ROWS / $loader_t:.0f}')")
+
+# 2. The backlog: the loaded table makes way for the streaming benchmarks' own.
+for i in loader_items pgflow_items; do curl -s -X DELETE "$OS/$i" >/dev/null; done
+psql -q -d bench -c "DROP TABLE items"
+create_items_and_slots os_bench
+write_backlog $((CHANGES / 100))
+fresh_index backlog_items
+bench_pipeline bench_jsonl pgflow_bench "{jsonl: {path: /dev/null}}" >"$work/jsonl.yaml"
+bench_pipeline bench_os os_bench "{opensearch: {url: \"$OS\", index: backlog_items}}" >"$work/os.yaml"
+jsonl_b=$(timed_pgflow "$work/jsonl.yaml" "$work/jsonl.log")
+os_b=$(timed_pgflow "$work/os.yaml" "$work/os.log")
+backlog_n=$(count backlog_items)
+rows_n=$(psql -Atq -d bench -c "SELECT count(*) FROM items")
+python3 - "$CHANGES" "$jsonl_b" "$os_b" "$backlog_n" "$rows_n" "$LOADER_RATE" <<'PY'
+import sys
+n = int(sys.argv[1])
+jw, jc = map(float, sys.argv[2].split(","))
+ow, oc = map(float, sys.argv[3].split(","))
+docs, rows, loader = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+print(f"2. backlog of {n:,} changes")
+print(f"pgflow -> jsonl /dev/null:      {jw:7.2f}s {n / jw:>10,.0f} changes/s (pgflow CPU {jc:.1f}s)")
+print(f"pgflow -> opensearch:           {ow:7.2f}s {n / ow:>10,.0f} changes/s (pgflow CPU {oc:.1f}s); "
+      f"{docs} documents for {rows} rows")
+print(f"the node's ceiling (the loader above): {loader:,.0f} docs/s")
+if docs != rows:
+    sys.exit("the index does not hold the table's rows")
+PY
+
+# 3. Commit to searchable, at 1,000 writes a second.
+psql -q -d bench >/dev/null <<SQL
+CREATE TABLE lat (id bigint PRIMARY KEY, ts timestamptz NOT NULL);
+SELECT 'slot' FROM pg_create_logical_replication_slot('lat_bench', 'pgoutput');
+ALTER PUBLICATION pgflow_bench ADD TABLE lat;
+SQL
+cat >"$work/lat.yaml" <<YAML
+pipeline: lat
+source:
+  postgres:
+    url: postgres://postgres@127.0.0.1:$PGPORT/bench
+    tables: [public.lat]
+    snapshot: {mode: never}
+    slot: lat_bench
+    publication: pgflow_bench
+sinks:
+  out:
+    opensearch: {url: "$OS", index: lat_items, refresh_interval: 1s}
+    flush_interval: 10ms
+YAML
+cat >"$work/latency.py" <<'PY'
+# latency.py OS_URL INDEX SECONDS MODE: MODE "pgflow" inserts rows into PostgreSQL (psql, one
+# transaction each), "direct" indexes the same documents straight into the node; both 10 every
+# 10 ms. A reader polls the index every 10 ms; prints "p50 p99 count" in milliseconds.
+import datetime, http.client, json, subprocess, sys, threading, time, urllib.parse
+url, index, seconds, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+host = urllib.parse.urlparse(url)
+n_total = int(seconds * 1000)
+done = threading.Event()
+latencies = []
+def reader():
+    conn = http.client.HTTPConnection(host.hostname, host.port)
+    last = 0
+    while len(latencies) < n_total and not (done.is_set() and time.time() > deadline):
+        q = {"size": 500, "sort": [{"id": "asc"}], "query": {"range": {"id": {"gt": last}}}}
+        conn.request("POST", f"/{index}/_search", json.dumps(q), {"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+        seen = time.time()
+        for hit in answer.get("hits", {}).get("hits", []):
+            src = hit["_source"]
+            ts = datetime.datetime.fromisoformat(src["ts"].replace("Z", "+00:00")).timestamp()
+            latencies.append((seen - ts) * 1000)
+            last = max(last, src["id"])
+        time.sleep(0.01)
+deadline = time.time() + seconds + 30
+t = threading.Thread(target=reader)
+t.start()
+start = time.time()
+if mode == "pgflow":
+    psql = subprocess.Popen(["psql", "-q", "-d", "bench"], stdin=subprocess.PIPE, text=True)
+    for k in range(n_total // 10):
+        psql.stdin.write("".join(f"INSERT INTO lat VALUES ({k * 10 + j + 1}, clock_timestamp());\n"
+                                 for j in range(10)))
+        psql.stdin.flush()
+        time.sleep(max(0, start + (k + 1) * 0.01 - time.time()))
+    psql.stdin.close()
+    psql.wait()
+else:
+    conn = http.client.HTTPConnection(host.hostname, host.port)
+    for k in range(n_total // 10):
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        body = "".join(json.dumps({"index": {"_index": index, "_id": str(k * 10 + j + 1)}}) + "\n" +
+                       json.dumps({"id": k * 10 + j + 1, "ts": now}) + "\n" for j in range(10))
+        conn.request("POST", "/_bulk", body, {"Content-Type": "application/x-ndjson"})
+        conn.getresponse().read()
+        time.sleep(max(0, start + (k + 1) * 0.01 - time.time()))
+done.set()
+t.join()
+xs = sorted(latencies)
+pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+print(f"{pick(0.5):.0f} {pick(0.99):.0f} {len(xs)}")
+PY
+curl -sf -X PUT "$OS/direct_lat" -H 'Content-Type: application/json' \
+  -d '{"settings":{"number_of_shards":1,"number_of_replicas":0,"refresh_interval":"1s"},"mappings":{"properties":{"id":{"type":"long"},"ts":{"type":"date"}}}}' >/dev/null
+direct=$(python3 "$work/latency.py" "$OS" direct_lat "$SECONDS_LAT" direct)
+build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
+lat_pid=$!
+for _ in $(seq 100); do grep -q "replication stream: streaming" "$work/lat.log" && break; sleep 0.2; done
+# pgflow creates the index at its first document: one row first, then the measured ones.
+psql -q -d bench -c "INSERT INTO lat VALUES (0, now())"
+for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$OS/lat_items")" = 200 ] && break; sleep 0.1; done
+through=$(python3 "$work/latency.py" "$OS" lat_items "$SECONDS_LAT" pgflow)
+kill -INT "$lat_pid"; wait "$lat_pid" || true
+python3 - "$direct" "$through" "$SECONDS_LAT" <<'PY'
+import sys
+d50, d99, dn = sys.argv[1].split()
+p50, p99, pn = sys.argv[2].split()
+print(f"3. commit to searchable at 1,000 writes/s for {sys.argv[3]}s, refresh_interval 1s")
+print(f"straight into the node (reference): p50 {d50} ms, p99 {d99} ms ({dn} documents)")
+print(f"through pgflow:                     p50 {p50} ms, p99 {p99} ms ({pn} documents)")
+print(f"pgflow's p99 over the node's: {int(p99) - int(d99):+d} ms (goal < +50 ms)")
 PY

@@ -10,6 +10,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -22,6 +23,8 @@ using nlohmann::json;
 
 // A document id longer than this is hashed (OpenSearch refuses ids over 512 bytes).
 constexpr size_t kMaxIdBytes = 512;
+// In an index several tables share: the field naming each document's table.
+constexpr char kTableField[] = "pgflow_table";
 
 std::string Sha256Hex(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -106,6 +109,13 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
       BoolOption("fast_load", &O::fast_load)
           .Help("Create the indexes of the initial snapshot with refresh off and no replicas, "
                 "and set refresh_interval and replicas once the snapshot is in."),
+      BoolOption("shared", &O::shared)
+          .Help("Several tables in one index (an index name without {table}): each document "
+                "carries pgflow_table and its _id starts with \"schema.table/\"."),
+      ChoiceOption("on_drop_table", &O::on_drop_table)
+          .Choices({{"keep", O::OnDrop::kKeep}, {"delete", O::OnDrop::kDelete}}, "on_drop_table")
+          .Help("DROP TABLE of a followed table: keep its documents, or delete them (its own "
+                "index, or its documents in an index tables share)."),
       BoolOption("gzip", &O::gzip)
           .Help("Compress _bulk bodies (Content-Encoding: gzip): less network for some CPU."),
       StringOption("index", &O::index)
@@ -152,7 +162,8 @@ OpenSearchSink::OpenSearchSink(SinkContext context,
                                std::shared_ptr<const OpenSearchSinkOptions> options)
     : TransactionalSink(context.source.positions),
       context_(std::move(context)),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      shared_(options_->shared) {}
 
 absl::Status OpenSearchSink::Open() {
   if (!options_->api_key.empty() && !options_->username.empty()) {
@@ -191,17 +202,19 @@ absl::Status OpenSearchSink::Open() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> OpenSearchSink::IndexFor(const Change& change) {
-  std::string index = !change.destination.empty()
-                          ? change.destination
-                          : absl::StrReplaceAll(options_->index, {{"{schema}", change.table->schema},
-                                                                  {"{table}", change.table->name}});
+absl::StatusOr<std::string> OpenSearchSink::IndexFor(const std::string& destination,
+                                                     const std::string& schema,
+                                                     const std::string& table) {
+  std::string index = !destination.empty()
+                          ? destination
+                          : absl::StrReplaceAll(options_->index, {{"{schema}", schema},
+                                                                  {"{table}", table}});
   index = absl::AsciiStrToLower(index);
   if (index.empty() || index[0] == '_' || index[0] == '-' || index[0] == '+' ||
       index.find_first_of(" \"*\\<|,>/?#:") != std::string::npos) {
     return absl::InvalidArgumentError(Cat("sink ", context_.sink, " (opensearch): '", index,
-                                          "' is not a valid index name (for ",
-                                          change.table->QualifiedName(), ")"));
+                                          "' is not a valid index name (for ", schema, ".", table,
+                                          ")"));
   }
   return index;
 }
@@ -277,6 +290,7 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
     } else if (res->status == 404) {
       json properties = json::object();
       for (const Column& c : table->columns) properties[c.name] = FieldMapping(c);
+      if (shared_) properties[kTableField] = {{"type", "keyword"}};
       const bool fast = loading && options_->fast_load;
       json body = {{"mappings", {{"properties", properties}}}};
       if (fast) {
@@ -299,6 +313,7 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
               index, table->columns.size(),
               fast ? ", refresh off and no replicas for the initial load" : "");
       for (const Column& c : table->columns) fields.insert(c.name);
+      if (shared_) fields.insert(kTableField);
     } else {
       return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): reading the mapping of ",
                                         index, ": HTTP ", res->status));
@@ -338,6 +353,17 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
   }
   absl::StatusOr<std::string> index = IndexFor(change);
   if (!index.ok()) return index.status();
+  if (!shared_) {
+    // (By relation: a table renamed keeps its index.)
+    const std::string name = table.QualifiedName();
+    auto [it, first] = index_table_.emplace(*index, std::make_pair(table.relation_id, name));
+    if (!first && it->second.first != table.relation_id) {
+      return absl::FailedPreconditionError(
+          Cat("sink ", context_.sink, " (opensearch): tables ", it->second.second, " and ", name,
+              " both go to index ", *index, ", where their ids would collide: give each its own "
+              "index (\"{schema}.{table}\"), or set `shared: true`"));
+    }
+  }
   if (absl::Status s = EnsureMapping(*index, change.table, change.op == Op::kRead && !in_txn());
       !s.ok()) {
     return s;
@@ -363,6 +389,7 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
     }
     id += "]";
   }
+  if (shared_) id = Cat(table.QualifiedName(), "/", id);
   if (id.size() > kMaxIdBytes) id = "sha256:" + Sha256Hex(id);
   action.id = id;
 
@@ -383,6 +410,12 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
   if (!is_delete) {
     if (partial) out += "{\"doc\":";
     AppendRowObject(table, change.after, false, JsonOptions{}, &out);
+    if (shared_) {
+      out.pop_back();  // the row object's '}'
+      out += Cat(out.back() == '{' ? "\"" : ",\"", kTableField, "\":");
+      AppendJsonString(table.QualifiedName(), &out);
+      out += "}";
+    }
     if (partial) out += "}";
     out += "\n";
   }
@@ -396,6 +429,10 @@ absl::Status OpenSearchSink::OnBegin(const TxnInfo&) {
 }
 
 absl::Status OpenSearchSink::OnChange(const Change& change, bool in_txn) {
+  if (change.op == Op::kDdl && change.ddl != nullptr && change.ddl->object_type == "table" &&
+      change.ddl->dropped && change.ddl->tag == "DROP TABLE") {
+    return DropTable(change);
+  }
   if (change.table == nullptr || change.op == Op::kDdl || change.op == Op::kMessage) {
     return absl::OkStatus();  // schema changes reach the mapping with the first new row
   }
@@ -447,21 +484,60 @@ absl::Status OpenSearchSink::Truncate(const Change& change) {
   if (absl::Status s = SendAll(); !s.ok()) return s;
   absl::StatusOr<std::string> index = IndexFor(change);
   if (!index.ok()) return index.status();
-  // Every document the index holds is deleted under the TRUNCATE's version: read by a scroll
-  // and deleted in bulk (_delete_by_query is a module some distributions lack, and would not
-  // carry the version).
+  return DeleteDocuments(*index, change.table->QualifiedName(), change.txn.commit_lsn,
+                         Cat("TRUNCATE ", change.table->QualifiedName()));
+}
+
+absl::Status OpenSearchSink::DropTable(const Change& change) {
+  const DdlCommand& ddl = *change.ddl;
+  const std::string table = Cat(ddl.schema, ".", ddl.name);
+  absl::StatusOr<std::string> index = IndexFor(change.destination, ddl.schema, ddl.name);
+  if (!index.ok()) return index.status();
+  if (options_->on_drop_table == OpenSearchSinkOptions::OnDrop::kKeep) {
+    LogInfo("sink %s (opensearch): table %s dropped; its documents in %s are kept "
+            "(on_drop_table: keep)", context_.sink, table, *index);
+    return absl::OkStatus();
+  }
+  if (absl::Status s = OnCommit(change.txn); !s.ok()) return s;
+  if (absl::Status s = SendAll(); !s.ok()) return s;
+  if (shared_) return DeleteDocuments(*index, table, change.txn.commit_lsn, Cat("DROP TABLE ", table));
+  absl::StatusOr<HttpResponse> res = http_->Request("DELETE", Cat("/", *index));
+  if (!res.ok()) return res.status();
+  if (res->status / 100 != 2 && res->status != 404) {
+    return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): deleting index ",
+                                      *index, " after DROP TABLE ", table, ": HTTP ", res->status,
+                                      ": ", res->body.substr(0, 300)));
+  }
+  // Created again (a table of that name again) from scratch.
+  mapped_.erase(*index);
+  for (auto it = checked_.begin(); it != checked_.end();) {
+    auto next = std::next(it);
+    if (absl::StartsWith(it->first, Cat(*index, "\n"))) checked_.erase(it);
+    it = next;
+  }
+  LogInfo("sink %s (opensearch): deleted index %s (DROP TABLE %s)", context_.sink, *index, table);
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::DeleteDocuments(const std::string& index_name,
+                                             const std::string& table, Lsn version,
+                                             const std::string& why) {
+  const std::string* index = &index_name;
+  // Every document of the table is deleted under `version`: read by a scroll and deleted in
+  // bulk (_delete_by_query is a module some distributions lack, and would not carry the
+  // version). In an index tables share, only the table's.
   auto failed = [&](const char* what, const absl::StatusOr<HttpResponse>& res) {
     return res.ok() ? absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", what,
-                                                 " ", *index, " after TRUNCATE ",
-                                                 change.table->QualifiedName(), ": HTTP ",
+                                                 " ", *index, " after ", why, ": HTTP ",
                                                  res->status, ": ", res->body.substr(0, 300)))
                     : res.status();
   };
   absl::StatusOr<HttpResponse> res = http_->Request("POST", Cat("/", *index, "/_refresh"));
   if (res.ok() && res->status == 404) return absl::OkStatus();  // no index: nothing to empty
   if (!res.ok() || res->status / 100 != 2) return failed("refreshing", res);
-  res = http_->Request("POST", Cat("/", *index, "/_search?scroll=1m"),
-                       R"({"size":1000,"_source":false,"sort":["_doc"]})");
+  json query = {{"size", 1000}, {"_source", false}, {"sort", {"_doc"}}};
+  if (shared_) query["query"] = {{"term", {{kTableField, table}}}};
+  res = http_->Request("POST", Cat("/", *index, "/_search?scroll=1m"), query.dump());
   uint64_t deleted = 0;
   std::string scroll_id;
   while (true) {
@@ -480,8 +556,7 @@ absl::Status OpenSearchSink::Truncate(const Change& change) {
       AppendJsonString(action.index, &action.lines);
       action.lines += ",\"_id\":";
       AppendJsonString(action.id, &action.lines);
-      action.lines += Cat(",\"version\":", change.txn.commit_lsn.value,
-                          ",\"version_type\":\"external_gte\"}}\n");
+      action.lines += Cat(",\"version\":", version.value, ",\"version_type\":\"external_gte\"}}\n");
       pending_bytes_ += action.lines.size();
       pending_.push_back(std::move(action));
       ++deleted;
@@ -493,8 +568,8 @@ absl::Status OpenSearchSink::Truncate(const Change& change) {
   if (!scroll_id.empty()) {
     http_->Request("DELETE", "/_search/scroll", json{{"scroll_id", scroll_id}}.dump()).IgnoreError();
   }
-  LogInfo("sink %s (opensearch): deleted the %d documents of %s (TRUNCATE %s)", context_.sink,
-          deleted, *index, change.table->QualifiedName());
+  LogInfo("sink %s (opensearch): deleted the %d documents of %s in %s (%s)", context_.sink,
+          deleted, table, *index, why);
   return absl::OkStatus();
 }
 

@@ -7,7 +7,14 @@
 //     opensearch: {url: "http://127.0.0.1:9200", index: "{schema}.{table}"}
 //
 // - A row is a document: `_id` is its key (one column: its text; several: a JSON array of
-//   their values; longer than 512 bytes: "sha256:" and the hex digest of that). Snapshot rows
+//   their values; longer than 512 bytes: "sha256:" and the hex digest of that). With
+//   `shared: true` several tables may share an index ("shop", "{schema}"): then each document
+//   carries `pgflow_table` ("public.orders", mapped as a keyword) and its `_id` is
+//   "public.orders/<key>", so rows of different tables never collide, and a TRUNCATE or a
+//   dropped table deletes only its own documents. Without it, a second table reaching an index
+//   stops the pipeline, naming both.
+// - DROP TABLE (`on_drop_table`): keep the documents (default), or delete them: the table's
+//   own index, or its documents in a shared one. Snapshot rows
 //   and inserts index, updates index the new row, deletes delete, TRUNCATE deletes every
 //   document of the index (read by a scroll, deleted in bulk under the TRUNCATE's version). A
 //   table without a key is refused: a document needs an id.
@@ -71,6 +78,10 @@ struct OpenSearchSinkOptions : SinkOptions {
   std::string refresh_interval = "1s";
   int replicas = -1;  // -1: the cluster's default
   bool fast_load = true;
+  bool shared = false;  // several tables per index
+  // DROP TABLE of a followed table: keep its documents, or delete them (its index, when the
+  // table has one of its own).
+  enum class OnDrop { kKeep, kDelete } on_drop_table = OnDrop::kKeep;
   uint64_t batch_bytes = 5 << 20;
   int batch_docs = 2000;
   int connections = 4;
@@ -105,7 +116,13 @@ class OpenSearchSink : public TransactionalSink {
     std::shared_ptr<const Change> change;
   };
 
-  absl::StatusOr<std::string> IndexFor(const Change& change);
+  // The index of `schema`.`table` (a route's destination first); InvalidArgument naming it when
+  // it is not a valid index name.
+  absl::StatusOr<std::string> IndexFor(const std::string& destination, const std::string& schema,
+                                       const std::string& table);
+  absl::StatusOr<std::string> IndexFor(const Change& change) {
+    return IndexFor(change.destination, change.table->schema, change.table->name);
+  }
   // `loading`: the change is a row of the initial snapshot (an index created for it is created
   // for the load: no refresh, no replicas, until FinishLoad).
   absl::Status EnsureMapping(const std::string& index, const TableSchemaPtr& table, bool loading);
@@ -114,7 +131,12 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status FinishLoad(const std::string& index);
   absl::StatusOr<Action> MakeAction(const Change& change);
   absl::Status Add(Action action);
+  // Deletes every document of `table` from `index` under `version`: the whole index, or in a
+  // shared one the table's documents. `why` names the command, for the log.
+  absl::Status DeleteDocuments(const std::string& index, const std::string& table, Lsn version,
+                               const std::string& why);
   absl::Status Truncate(const Change& change);
+  absl::Status DropTable(const Change& change);
   // Sends every buffered action, retrying the items that fail for a while.
   absl::Status SendAll();
   // What the answer to the actions `sent` means: those to send again go to `again` (with the
@@ -124,6 +146,12 @@ class OpenSearchSink : public TransactionalSink {
 
   const SinkContext context_;
   const std::shared_ptr<const OpenSearchSinkOptions> options_;
+  // `shared`: several tables may share an index, so each document carries its table
+  // (kTableField) and its id starts with it.
+  const bool shared_;
+  // Without `shared`: the table each index was first written by in this run (a second is an
+  // error, naming both: their ids would collide).
+  absl::flat_hash_map<std::string, std::pair<uint32_t, std::string>> index_table_;
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<DeadLetterStore> dead_letters_;  // with `dead_letter:`
   std::atomic<uint64_t> dead_lettered_{0};         // read by the metrics from another thread

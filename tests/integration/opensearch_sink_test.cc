@@ -90,6 +90,16 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
   EXPECT_EQ(props["name"]["fields"]["keyword"]["type"], "keyword");
   EXPECT_EQ(props["attrs"]["type"], "flat_object");
   EXPECT_EQ(props["color"]["type"], "text");
+  // Created for the snapshot with refresh off, given its refresh interval once loaded.
+  HttpAnswer settings = SharedOpenSearch().Get("/shop_products/_settings");
+  EXPECT_EQ(json::parse(settings.body)["shop_products"]["settings"]["index"]["refresh_interval"],
+            "1s")
+      << settings.body;
+  EXPECT_EQ(json::parse(mapping.body)["shop_products"]["mappings"]["_meta"]["pgflow"]["loading"],
+            false);
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")),
+              HasSubstr("created index shop_products with a mapping of 6 fields, refresh off and "
+                        "no replicas for the initial load"));
   std::map<std::string, json> docs = Documents("shop_products");
   EXPECT_EQ(docs["1"]["tags"], json({"office", "blue"}));
   EXPECT_EQ(docs["3"]["attrs"]["size"]["ml"], 300);
@@ -271,6 +281,76 @@ TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
   EXPECT_THAT(out, HasSubstr("1 records removed"));
   ASSERT_EQ(RunPgflow({"dlq", "list", yaml}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("0 records"));
+}
+
+// Several tables in one index (`shared: true`): ids carry the table, TRUNCATE and DROP TABLE
+// delete only that table's documents; an index of its own is deleted with its table
+// (on_drop_table: delete). Without `shared`, two tables meeting in an index stop the pipeline.
+TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE shared_os");
+  Sql sql(SharedCluster().Url("shared_os"));
+  sql.Exec("CREATE TABLE a (id int PRIMARY KEY, name text); CREATE TABLE b (id int PRIMARY KEY, qty int);"
+           "INSERT INTO a VALUES (1, 'one'), (2, 'two'); INSERT INTO b VALUES (1, 10), (3, 30)");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  auto write = [&](const std::string& shared) {
+    WriteFile(yaml, "pipeline: shared_os\n"
+                    "source:\n  postgres:\n    url: " +
+                        SharedCluster().Url("shared_os") +
+                        "\n    tables: [public.*]\n    status_interval: 200ms\n"
+                        "sinks:\n  shop:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                        "\", index: shared_shop" + shared +
+                        "}\n    flush_interval: 50ms\n"
+                        "  own:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                        "\", index: \"own_{table}\", on_drop_table: delete}\n"
+                        "    flush_interval: 50ms\n");
+  };
+  write("");
+  std::string out;
+  EXPECT_NE(RunPgflow({"run", yaml}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("tables public.a and public.b both go to index shared_shop, where "
+                             "their ids would collide"));
+  SharedOpenSearch().Get("/shared_shop", "-X DELETE");
+  SharedOpenSearch().Get("/own_a", "-X DELETE");
+  SharedOpenSearch().Get("/own_b", "-X DELETE");
+  Sql(SharedCluster().Url("shared_os")).Exec("SELECT pg_drop_replication_slot('pgflow_shared_os')");
+
+  write(", shared: true, on_drop_table: delete");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO a VALUES (3, 'three'); UPDATE b SET qty = 11 WHERE id = 1");
+  auto ids = [](const std::string& index) {
+    std::vector<std::string> out;
+    for (const auto& [id, doc] : Documents(index)) {
+      out.push_back(id + "@" + (doc.contains("pgflow_table") ? doc["pgflow_table"].get<std::string>() : "-"));
+    }
+    return out;
+  };
+  std::vector<std::string> got;
+  const std::vector<std::string> all = {"public.a/1@public.a", "public.a/2@public.a",
+                                        "public.a/3@public.a", "public.b/1@public.b",
+                                        "public.b/3@public.b"};
+  EXPECT_TRUE(WaitFor([&] { return (got = ids("shared_shop")) == all; }, std::chrono::seconds(60)))
+      << ::testing::PrintToString(got) << ReadFile(dir.File("pgflow.log"));
+  EXPECT_EQ(Documents("shared_shop")["public.b/1"]["qty"], 11);
+  sql.Exec("TRUNCATE a");
+  EXPECT_TRUE(WaitFor([&] {
+    return (got = ids("shared_shop")) ==
+           std::vector<std::string>{"public.b/1@public.b", "public.b/3@public.b"};
+  }, std::chrono::seconds(60))) << ::testing::PrintToString(got) << ReadFile(dir.File("pgflow.log"));
+  sql.Exec("INSERT INTO a VALUES (4, 'four')");
+  sql.Exec("DROP TABLE b");
+  EXPECT_TRUE(WaitFor([&] {
+    return (got = ids("shared_shop")) == std::vector<std::string>{"public.a/4@public.a"};
+  }, std::chrono::seconds(60))) << ::testing::PrintToString(got) << ReadFile(dir.File("pgflow.log"));
+  EXPECT_TRUE(WaitFor([&] { return SharedOpenSearch().Get("/own_b").code == 404; },
+                      std::chrono::seconds(60)))
+      << ReadFile(dir.File("pgflow.log"));
+  EXPECT_EQ(SharedOpenSearch().Get("/own_a").code, 200);
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("deleted index own_b (DROP TABLE public.b)"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
 
 // Over https (a certificate checked against `ca_file`), with an API key and gzipped bodies; a
