@@ -11,10 +11,13 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/postgres/postgres_origin.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
 #include "schemas/json_text.h"
+#include "sources/postgres/backfill.h"
 
 namespace pgflow {
 namespace {
@@ -257,16 +260,14 @@ absl::Status OpenSearchSink::OnSnapshotDone() {
   return absl::OkStatus();
 }
 
-absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const TableSchemaPtr& table,
-                                           bool loading) {
-  const std::string key = Cat(index, "\n", reinterpret_cast<uintptr_t>(table.get()));
-  if (checked_.contains(key)) return absl::OkStatus();
+absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableSchemaPtr& table,
+                                          bool loading, const std::string& meta) {
   auto known = mapped_.find(index);
   if (known == mapped_.end()) {
     // First sight of the index in this run: what it maps already, if it exists.
     absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/", index, "/_mapping"));
     if (!res.ok()) return res.status();
-    absl::flat_hash_set<std::string> fields;
+    IndexState state;
     if (res->status == 200) {
       json doc = json::parse(res->body, nullptr, false);
       if (doc.is_object()) {
@@ -274,15 +275,19 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
           if (!entry.is_object() || !entry.contains("mappings")) continue;
           const json& mappings = entry["mappings"];
           const json& props = mappings.value("properties", json::object());
-          for (auto& [field, unused] : props.items()) fields.insert(field);
-          // Created for a load that a crash or a stop cut short: loading still, if this run
-          // copies the table again; else its settings are put right now.
-          const json meta = mappings.value("_meta", json::object());
-          if (meta.contains("pgflow") && meta["pgflow"].is_object() &&
-              meta["pgflow"].value("loading", false)) {
-            loading_.insert(index);
-            if (!loading) {
-              if (absl::Status s = FinishLoad(index); !s.ok()) return s;
+          for (auto& [field, mapping] : props.items()) {
+            state.fields[field] = mapping.is_object() ? mapping.value("type", "") : "";
+          }
+          const json meta_doc = mappings.value("_meta", json::object());
+          if (meta_doc.contains("pgflow") && meta_doc["pgflow"].is_object()) {
+            state.owned = true;
+            // Created for a load that a crash or a stop cut short: loading still, if this run
+            // copies the table again; else its settings are put right now.
+            if (meta_doc["pgflow"].value("loading", false)) {
+              loading_.insert(index);
+              if (!loading) {
+                if (absl::Status s = FinishLoad(index); !s.ok()) return s;
+              }
             }
           }
         }
@@ -292,10 +297,11 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
       for (const Column& c : table->columns) properties[c.name] = FieldMapping(c);
       if (shared_) properties[kTableField] = {{"type", "keyword"}};
       const bool fast = loading && options_->fast_load;
-      json body = {{"mappings", {{"properties", properties}}}};
+      json pgflow_meta = meta.empty() ? json::object() : json::parse(meta);
+      pgflow_meta["loading"] = fast;
+      json body = {{"mappings", {{"properties", properties}, {"_meta", {{"pgflow", pgflow_meta}}}}}};
       if (fast) {
         body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
-        body["mappings"]["_meta"] = {{"pgflow", {{"loading", true}}}};
       } else {
         body["settings"] = json::parse(AfterLoadSettings());
         if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
@@ -312,18 +318,18 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
       LogInfo("sink %s (opensearch): created index %s with a mapping of %d fields%s", context_.sink,
               index, table->columns.size(),
               fast ? ", refresh off and no replicas for the initial load" : "");
-      for (const Column& c : table->columns) fields.insert(c.name);
-      if (shared_) fields.insert(kTableField);
+      for (auto& [field, mapping] : properties.items()) state.fields[field] = mapping.value("type", "");
+      state.owned = true;
     } else {
       return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): reading the mapping of ",
                                         index, ": HTTP ", res->status));
     }
-    known = mapped_.emplace(index, std::move(fields)).first;
+    known = mapped_.emplace(index, std::move(state)).first;
   }
   // Columns the index does not map yet (added since): mapped before their first document.
   json added = json::object();
   for (const Column& c : table->columns) {
-    if (!known->second.contains(c.name)) added[c.name] = FieldMapping(c);
+    if (!known->second.fields.contains(c.name)) added[c.name] = FieldMapping(c);
   }
   if (!added.empty()) {
     json body = {{"properties", added}};
@@ -334,11 +340,159 @@ absl::Status OpenSearchSink::EnsureMapping(const std::string& index, const Table
                                                index, ": HTTP ", res->status, ": ",
                                                res->body.substr(0, 500)));
     }
-    for (auto& [field, unused] : added.items()) known->second.insert(field);
+    for (auto& [field, mapping] : added.items()) known->second.fields[field] = mapping.value("type", "");
     LogInfo("sink %s (opensearch): mapped %d new field(s) of %s in %s", context_.sink, added.size(),
             table->QualifiedName(), index);
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> OpenSearchSink::EnsureMapping(const std::string& index,
+                                                          const TableSchemaPtr& table,
+                                                          bool loading, Lsn lsn) {
+  if (auto r = rebuilds_.find(index); r != rebuilds_.end()) {
+    // Being rebuilt: the table's documents go to the index being built.
+    if (absl::Status s = LoadOrCreate(r->second.target, table, false, ""); !s.ok()) return s;
+    return r->second.target;
+  }
+  const std::string key = Cat(index, "\n", reinterpret_cast<uintptr_t>(table.get()));
+  if (checked_.contains(key)) return index;
+  const bool first_sight = !mapped_.contains(index);
+  if (absl::Status s = LoadOrCreate(index, table, loading, ""); !s.ok()) return s;
+  const IndexState& state = mapped_[index];
+  if (first_sight && state.owned && context_.source.postgres != nullptr) {
+    // A rebuild a stop or a crash cut short: found again by its index's _meta.
+    absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/", index, "-r*/_mapping"));
+    json doc = res.ok() && res->status == 200 ? json::parse(res->body, nullptr, false) : json();
+    if (doc.is_object()) {
+      for (auto& [name, entry] : doc.items()) {
+        const json meta = entry.value("mappings", json::object()).value("_meta", json::object());
+        const json pgflow = meta.value("pgflow", json::object());
+        if (pgflow.value("rebuilding", "") == index && pgflow.value("backfill", 0) > 0) {
+          rebuilds_[index] = Rebuild{name, pgflow.value("backfill", int64_t{0})};
+          LogInfo("sink %s (opensearch): %s is still being rebuilt into %s (backfill %d)",
+                  context_.sink, index, name, rebuilds_[index].backfill);
+          return EnsureMapping(index, table, loading, lsn);
+        }
+      }
+    }
+  }
+  // A column whose type the index maps otherwise, beyond what it coerces.
+  for (const Column& c : table->columns) {
+    auto field = state.fields.find(c.name);
+    if (field == state.fields.end() || field->second.empty()) continue;
+    const std::string wanted = FieldMapping(c).value("type", "");
+    if (wanted == field->second) continue;
+    const std::string why = Cat("column ", c.name, " of ", table->QualifiedName(), " is now mapped as ",
+                                wanted, ", ", index, " has it as ", field->second);
+    if (!state.owned || shared_ || context_.source.postgres == nullptr ||
+        context_.source.positions != SourcePositions::kWal) {
+      LogWarning("sink %s (opensearch): %s; left as it is (only an index pgflow made for one "
+                 "table of a PostgreSQL source is rebuilt): documents it cannot take are refused",
+                 context_.sink, why);
+      break;
+    }
+    return StartRebuild(index, table, why, lsn);
+  }
   checked_.emplace(key, table);
+  return index;
+}
+
+absl::StatusOr<std::string> OpenSearchSink::StartRebuild(const std::string& index,
+                                                         const TableSchemaPtr& table,
+                                                         const std::string& why, Lsn lsn) {
+  // What is buffered belongs to the index as it was.
+  if (absl::Status s = SendAll(); !s.ok()) return s;
+  const std::string target = absl::AsciiStrToLower(absl::StrCat(index, "-r", absl::Hex(lsn.value)));
+  absl::StatusOr<int64_t> backfill = RequestBackfill(
+      context_.source.postgres->url, context_.pipeline, {TableRef{table->schema, table->name}});
+  if (!backfill.ok()) {
+    return absl::Status(backfill.status().code(),
+                        Cat("sink ", context_.sink, " (opensearch): ", why,
+                            "; asking the source for a copy of the table to rebuild it: ",
+                            backfill.status().message()));
+  }
+  const std::string meta = json{{"rebuilding", index}, {"backfill", *backfill}}.dump();
+  if (absl::Status s = LoadOrCreate(target, table, false, meta); !s.ok()) return s;
+  rebuilds_[index] = Rebuild{target, *backfill};
+  LogInfo("sink %s (opensearch): %s: building %s from a copy of the table (backfill %d); it "
+          "takes the name %s once complete",
+          context_.sink, why, target, *backfill, index);
+  return target;
+}
+
+absl::Status OpenSearchSink::CheckRebuilds() {
+  const auto now = std::chrono::steady_clock::now();
+  if (rebuilds_.empty() || now - rebuilds_checked_ < std::chrono::seconds(1)) {
+    return absl::OkStatus();
+  }
+  rebuilds_checked_ = now;
+  if (source_conn_ == nullptr || PQstatus(source_conn_.get()) != CONNECTION_OK) {
+    absl::StatusOr<PgConnPtr> conn = Connect(context_.source.postgres->url, ConnectionKind::kRegular);
+    if (!conn.ok()) return absl::OkStatus();  // the next look, when the source answers
+    source_conn_ = *std::move(conn);
+  }
+  std::vector<std::string> done;
+  for (const auto& [index, rebuild] : rebuilds_) {
+    absl::StatusOr<BackfillStatus> status = GetBackfillStatus(source_conn_.get(), rebuild.backfill);
+    if (!status.ok()) {
+      if (absl::IsNotFound(status.status())) {
+        return absl::FailedPreconditionError(
+            Cat("sink ", context_.sink, " (opensearch): rebuilding ", index, " into ",
+                rebuild.target, ": backfill ", rebuild.backfill, " is gone from the source"));
+      }
+      source_conn_.reset();
+      return absl::OkStatus();
+    }
+    if (!status->error.empty()) {
+      return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): rebuilding ",
+                                               index, " into ", rebuild.target, ": backfill ",
+                                               rebuild.backfill, " failed: ", status->error));
+    }
+    if (status->finished) done.push_back(index);
+  }
+  for (const std::string& index : done) {
+    if (absl::Status s = Swap(index); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenSearchSink::Swap(const std::string& index) {
+  const Rebuild rebuild = rebuilds_[index];
+  auto failed = [&](const char* what, const absl::StatusOr<HttpResponse>& res) {
+    return res.ok() ? absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", what,
+                                                 " ", index, " to ", rebuild.target, ": HTTP ",
+                                                 res->status, ": ", res->body.substr(0, 300)))
+                    : res.status();
+  };
+  // `index` is the first index (a name of its own) or, after an earlier rebuild, an alias.
+  json actions = json::array({{{"add", {{"index", rebuild.target}, {"alias", index}}}}});
+  absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/_alias/", index));
+  if (!res.ok()) return res.status();
+  if (res->status == 200) {
+    json doc = json::parse(res->body, nullptr, false);
+    if (doc.is_object()) {
+      for (auto& [concrete, unused] : doc.items()) {
+        if (concrete != rebuild.target) actions.push_back({{"remove_index", {{"index", concrete}}}});
+      }
+    }
+  } else {
+    actions.push_back({{"remove_index", {{"index", index}}}});
+  }
+  res = http_->Request("POST", "/_aliases", json{{"actions", actions}}.dump());
+  if (!res.ok() || res->status / 100 != 2) return failed("swapping", res);
+  res = http_->Request("PUT", Cat("/", rebuild.target, "/_mapping"),
+                       R"({"_meta":{"pgflow":{"loading":false,"rebuilding":""}}})");
+  if (!res.ok() || res->status / 100 != 2) return failed("marking", res);
+  rebuilds_.erase(index);
+  mapped_.erase(index);
+  for (auto it = checked_.begin(); it != checked_.end();) {
+    auto next = std::next(it);
+    if (absl::StartsWith(it->first, Cat(index, "\n"))) checked_.erase(it);
+    it = next;
+  }
+  LogInfo("sink %s (opensearch): %s rebuilt: the name now points at %s, the old index is removed",
+          context_.sink, index, rebuild.target);
   return absl::OkStatus();
 }
 
@@ -364,15 +518,14 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
               "index (\"{schema}.{table}\"), or set `shared: true`"));
     }
   }
-  if (absl::Status s = EnsureMapping(*index, change.table, change.op == Op::kRead && !in_txn());
-      !s.ok()) {
-    return s;
-  }
+  absl::StatusOr<std::string> target =
+      EnsureMapping(*index, change.table, change.op == Op::kRead && !in_txn(), change.txn.commit_lsn);
+  if (!target.ok()) return target.status();
 
   const bool is_delete = change.op == Op::kDelete;
   const Row& row = is_delete ? change.before : change.after;
   Action action;
-  action.index = *index;
+  action.index = *target;
   action.is_delete = is_delete;
   // The id: one key column's text, or several as a JSON array.
   std::string id;
@@ -398,7 +551,7 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
   std::string& out = action.lines;
   out += is_delete ? "{\"delete\":{" : partial ? "{\"update\":{" : "{\"index\":{";
   out += "\"_index\":";
-  AppendJsonString(*index, &out);
+  AppendJsonString(*target, &out);
   out += ",\"_id\":";
   AppendJsonString(id, &out);
   if (!partial) {
@@ -484,7 +637,10 @@ absl::Status OpenSearchSink::Truncate(const Change& change) {
   if (absl::Status s = SendAll(); !s.ok()) return s;
   absl::StatusOr<std::string> index = IndexFor(change);
   if (!index.ok()) return index.status();
-  return DeleteDocuments(*index, change.table->QualifiedName(), change.txn.commit_lsn,
+  // (While the index is rebuilt, the one being built: the other goes at the swap.)
+  auto rebuild = rebuilds_.find(*index);
+  return DeleteDocuments(rebuild != rebuilds_.end() ? rebuild->second.target : *index,
+                         change.table->QualifiedName(), change.txn.commit_lsn,
                          Cat("TRUNCATE ", change.table->QualifiedName()));
 }
 
@@ -704,7 +860,10 @@ absl::Status OpenSearchSink::SendAll() {
   return absl::OkStatus();
 }
 
-absl::Status OpenSearchSink::Flush() { return SendAll(); }
+absl::Status OpenSearchSink::Flush() {
+  if (absl::Status s = SendAll(); !s.ok()) return s;
+  return CheckRebuilds();
+}
 
 absl::Status OpenSearchSink::Close() {
   if (http_ == nullptr) return absl::OkStatus();

@@ -46,7 +46,13 @@
 //   `refresh_interval` and `replicas` (also after a run that stopped mid-load, at the first
 //   change streamed to them). Indexes that exist already are left as they are.
 //
-// Not built yet (issue 20): the alias swap on a type change.
+// - A column whose type changes so that the index cannot take it in place (integer to text, ...)
+//   in an index pgflow created for one table: at the first row of the new shape, pgflow creates
+//   a new index "<index>-r<lsn>" with the new mapping, asks the source for a backfill of the
+//   table (as `pgflow snapshot` does) and writes the table's changes there; once the backfill
+//   is complete (every sink holds it), the alias <index> is pointed at the new index and the
+//   old one removed, in one _aliases call: searches see the old index until then, never a
+//   half-built one. A restart finds the rebuild again by the new index's _meta.
 
 #include <atomic>
 #include <chrono>
@@ -57,6 +63,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "common/postgres/pg_connection.h"
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
 #include "schemas/json_encoding.h"
@@ -123,9 +130,23 @@ class OpenSearchSink : public TransactionalSink {
   absl::StatusOr<std::string> IndexFor(const Change& change) {
     return IndexFor(change.destination, change.table->schema, change.table->name);
   }
-  // `loading`: the change is a row of the initial snapshot (an index created for it is created
-  // for the load: no refresh, no replicas, until FinishLoad).
-  absl::Status EnsureMapping(const std::string& index, const TableSchemaPtr& table, bool loading);
+  // Makes `index` (the name the table's documents go to) map `table`'s columns and returns the
+  // index to write them to: `index`, or while it is rebuilt the index being built. `loading`:
+  // the change is a row of the initial snapshot (an index created for it is created for the
+  // load: no refresh, no replicas, until FinishLoad). `lsn`: the change's, naming a rebuild.
+  absl::StatusOr<std::string> EnsureMapping(const std::string& index, const TableSchemaPtr& table,
+                                            bool loading, Lsn lsn);
+  // What `index` maps (read on first sight, or created from `table` with `meta` as its
+  // _meta.pgflow), kept in mapped_; columns of `table` it lacks are added.
+  absl::Status LoadOrCreate(const std::string& index, const TableSchemaPtr& table, bool loading,
+                            const std::string& meta);
+  // A column of `table` changed type in a way `index` cannot take in place: a new index is
+  // built behind it (a backfill of the table from the source), swapped in when complete.
+  absl::StatusOr<std::string> StartRebuild(const std::string& index, const TableSchemaPtr& table,
+                                           const std::string& why, Lsn lsn);
+  // Swaps the rebuilds whose backfill is complete in (at most once a second).
+  absl::Status CheckRebuilds();
+  absl::Status Swap(const std::string& index);
   // The index's settings as they should be once loaded: refresh_interval and replicas.
   std::string AfterLoadSettings() const;
   absl::Status FinishLoad(const std::string& index);
@@ -160,8 +181,22 @@ class OpenSearchSink : public TransactionalSink {
   // The open transaction's actions, one per document (the last change wins).
   std::vector<Action> txn_;
   absl::flat_hash_map<std::string, size_t> txn_slot_;  // index + '\0' + id -> position in txn_
-  // Fields each index is known to map, and the table versions already checked against it.
-  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> mapped_;
+  // What each index is known to map (field -> type; "" for an object), and the table
+  // versions already checked against it.
+  struct IndexState {
+    absl::flat_hash_map<std::string, std::string> fields;
+    bool owned = false;  // created by pgflow (_meta.pgflow): it may rebuild it
+  };
+  absl::flat_hash_map<std::string, IndexState> mapped_;
+  // Indexes being rebuilt after a type change, by name: the index built, the backfill filling
+  // it (pgflow.backfills on the source).
+  struct Rebuild {
+    std::string target;
+    int64_t backfill = 0;
+  };
+  absl::flat_hash_map<std::string, Rebuild> rebuilds_;
+  std::chrono::steady_clock::time_point rebuilds_checked_{};
+  PgConnPtr source_conn_;  // reads the backfills' state
   absl::flat_hash_map<std::string, TableSchemaPtr> checked_;  // index + table version
   // Indexes created for the initial load (fast_load), whose settings FinishLoad restores.
   absl::flat_hash_set<std::string> loading_;

@@ -353,6 +353,62 @@ TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
 
+// A type change the index cannot take in place (integer to text): a new index is built from a
+// backfill of the table and swapped in behind the old name, with the values as the source has
+// them after the change; changes meanwhile and after land in it too.
+TEST(OpenSearchSinkTest, ATypeChangeRebuildsTheIndexBehindAnAlias) {
+  Sql admin(SharedCluster().Url());
+  admin.Exec("CREATE DATABASE retype_os");
+  Sql sql(SharedCluster().Url("retype_os"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, code int, name text);"
+           "INSERT INTO items SELECT g, g, 'n' || g FROM generate_series(1, 50) g");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, "pipeline: retype_os\n"
+                  "source:\n  postgres:\n    url: " +
+                      SharedCluster().Url("retype_os") +
+                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+                      "sinks:\n  search:\n    opensearch: {url: \"" +
+                      SharedOpenSearch().url() + "\", index: retype_items}\n"
+                      "    flush_interval: 50ms\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  EXPECT_TRUE(WaitFor([&] { return Documents("retype_items").size() == 50; },
+                      std::chrono::seconds(60)))
+      << ReadFile(dir.File("pgflow.log"));
+  sql.Exec("ALTER TABLE items ALTER COLUMN code TYPE text USING 'c' || code");
+  sql.Exec("UPDATE items SET name = 'first' WHERE id = 1");  // the first row of the new shape
+  // The name turns into an alias of the rebuilt index.
+  std::string concrete;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        HttpAnswer a = SharedOpenSearch().Get("/_alias/retype_items");
+        json doc = json::parse(a.body, nullptr, false);
+        if (a.code != 200 || !doc.is_object() || doc.size() != 1) return false;
+        concrete = doc.begin().key();
+        return true;
+      },
+      std::chrono::seconds(90)))
+      << ReadFile(dir.File("pgflow.log"));
+  EXPECT_THAT(concrete, ::testing::StartsWith("retype_items-r"));
+  sql.Exec("INSERT INTO items VALUES (51, 'fresh', 'new')");
+  std::map<std::string, json> docs;
+  EXPECT_TRUE(WaitFor([&] { return (docs = Documents("retype_items")).size() == 51; },
+                      std::chrono::seconds(60)))
+      << docs.size() << ReadFile(dir.File("pgflow.log"));
+  EXPECT_EQ(docs["2"]["code"], "c2");
+  EXPECT_EQ(docs["1"]["name"], "first");
+  EXPECT_EQ(docs["51"]["code"], "fresh");
+  HttpAnswer mapping = SharedOpenSearch().Get("/retype_items/_mapping");
+  EXPECT_EQ(json::parse(mapping.body)[concrete]["mappings"]["properties"]["code"]["type"], "text")
+      << mapping.body;
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")),
+              HasSubstr("column code of public.items is now mapped as text, retype_items has it "
+                        "as integer: building " + concrete));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+}
+
 // Over https (a certificate checked against `ca_file`), with an API key and gzipped bodies; a
 // node whose certificate cannot be checked is refused, naming it.
 TEST(OpenSearchSinkTest, HttpsWithACaFileAnApiKeyAndGzip) {
