@@ -167,18 +167,25 @@ n_total = int(seconds * 1000)
 done = threading.Event()
 latencies = []
 def reader():
+    # Documents may turn up out of id order (requests in parallel, a refresh between them):
+    # every id from the lowest not yet seen is asked for, and each counted once.
     conn = http.client.HTTPConnection(host.hostname, host.port)
-    last = 0
+    low, seen_ids = 1, set()
     while len(latencies) < n_total and not (done.is_set() and time.time() > deadline):
-        q = {"size": 500, "sort": [{"id": "asc"}], "query": {"range": {"id": {"gt": last}}}}
+        q = {"size": 5000, "sort": [{"id": "asc"}], "query": {"range": {"id": {"gte": low}}}}
         conn.request("POST", f"/{index}/_search", json.dumps(q), {"Content-Type": "application/json"})
         answer = json.loads(conn.getresponse().read())
-        seen = time.time()
+        now = time.time()
         for hit in answer.get("hits", {}).get("hits", []):
             src = hit["_source"]
+            if src["id"] in seen_ids:
+                continue
+            seen_ids.add(src["id"])
             ts = datetime.datetime.fromisoformat(src["ts"].replace("Z", "+00:00")).timestamp()
-            latencies.append((seen - ts) * 1000)
-            last = max(last, src["id"])
+            latencies.append((now - ts) * 1000)
+        while low in seen_ids:
+            seen_ids.discard(low)
+            low += 1
         time.sleep(0.01)
 deadline = time.time() + seconds + 30
 t = threading.Thread(target=reader)

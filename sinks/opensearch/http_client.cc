@@ -69,10 +69,10 @@ void HttpClient::Prepare(void* handle, const std::string& url, HttpResponse* res
   }
 }
 
-struct curl_slist* HttpClient::Headers(std::string_view content_type) const {
+struct curl_slist* HttpClient::Headers(std::string_view content_type, bool gzipped) const {
   struct curl_slist* headers =
       curl_slist_append(nullptr, Cat("Content-Type: ", content_type).c_str());
-  if (options_.gzip) headers = curl_slist_append(headers, "Content-Encoding: gzip");
+  if (gzipped) headers = curl_slist_append(headers, "Content-Encoding: gzip");
   if (!auth_header_.empty()) headers = curl_slist_append(headers, auth_header_.c_str());
   return headers;
 }
@@ -112,7 +112,9 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
   CURLM* multi = static_cast<CURLM*>(multi_);
   while (lanes_.size() < bodies.size()) lanes_.push_back(curl_easy_init());
   const std::string url = Cat(urls_[current_], path);
-  struct curl_slist* headers = Headers(content_type);
+  // (Each body is gzipped when asked; one that could not be is sent as it is, labelled so.)
+  struct curl_slist* plain_headers = Headers(content_type, false);
+  struct curl_slist* gzip_headers = Headers(content_type, true);
   std::vector<HttpResponse> responses(bodies.size());
   std::vector<std::string> gzipped(bodies.size());
   for (size_t i = 0; i < bodies.size(); ++i) {
@@ -121,7 +123,8 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
     Prepare(curl, url, &responses[i]);
     const std::string_view body = Encode(bodies[i], &gzipped[i]);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER,
+                     body.data() == bodies[i].data() ? plain_headers : gzip_headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(curl, CURLOPT_PRIVATE, reinterpret_cast<char*>(i));
@@ -151,7 +154,8 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
   for (size_t i = 0; i < bodies.size(); ++i) {
     curl_multi_remove_handle(multi, static_cast<CURL*>(lanes_[i]));
   }
-  curl_slist_free_all(headers);
+  curl_slist_free_all(plain_headers);
+  curl_slist_free_all(gzip_headers);
   // A node that did not answer: the next requests try the next node, if there are several.
   for (const auto& r : results) {
     if (!r.ok()) {
@@ -178,8 +182,8 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
     struct curl_slist* headers = nullptr;
     std::string gzipped;
     if (!body.empty() || method == "POST" || method == "PUT") {
-      headers = Headers(content_type);
       const std::string_view sent = Encode(body, &gzipped);
+      headers = Headers(content_type, sent.data() != body.data());
       curl_easy_setopt(curl, CURLOPT_POSTFIELDS, sent.data());
       curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(sent.size()));
     } else if (!auth_header_.empty()) {

@@ -64,9 +64,11 @@ class HttpClient {
  private:
   // Sets what every request carries: timeouts, authentication, TLS, the answer's buffers.
   void Prepare(void* curl, const std::string& url, HttpResponse* response) const;
-  // The headers of a request with a body (a curl_slist the caller frees).
-  struct curl_slist* Headers(std::string_view content_type) const;
-  // `body` as sent: gzipped into *scratch when options_.gzip.
+  // The headers of a request with a body (a curl_slist the caller frees); `gzipped`: the body
+  // went through Encode's compression.
+  struct curl_slist* Headers(std::string_view content_type, bool gzipped) const;
+  // `body` as sent: gzipped into *scratch when options_.gzip (then the result points into
+  // *scratch; otherwise at `body`).
   std::string_view Encode(std::string_view body, std::string* scratch) const;
 
   HttpClientOptions options_;

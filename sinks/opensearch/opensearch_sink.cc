@@ -120,7 +120,7 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
           .Help("DROP TABLE of a followed table: keep its documents, or delete them (its own "
                 "index, or its documents in an index tables share)."),
       BoolOption("gzip", &O::gzip)
-          .Help("Compress _bulk bodies (Content-Encoding: gzip): less network for some CPU."),
+          .Help("Compress request bodies (Content-Encoding: gzip): less network for some CPU."),
       StringOption("index", &O::index)
           .Help("The index of each table: a name, or a template over {schema} and {table} "
                 "(lower-cased); a route transform's destination takes precedence."),
@@ -202,7 +202,8 @@ absl::Status OpenSearchSink::Open() {
   absl::StatusOr<std::unique_ptr<DeadLetterStore>> dead_letters = OpenDeadLetters(context_);
   if (!dead_letters.ok()) return dead_letters.status();
   dead_letters_ = *std::move(dead_letters);
-  return absl::OkStatus();
+  // Rebuilds a stop or a crash cut short go on (and their changes go to the new index).
+  return FindRebuilds();
 }
 
 absl::StatusOr<std::string> OpenSearchSink::IndexFor(const std::string& destination,
@@ -331,6 +332,9 @@ absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableS
   for (const Column& c : table->columns) {
     if (!known->second.fields.contains(c.name)) added[c.name] = FieldMapping(c);
   }
+  if (shared_ && !known->second.fields.contains(kTableField)) {
+    added[kTableField] = {{"type", "keyword"}};  // (TRUNCATE finds a table's documents by it)
+  }
   if (!added.empty()) {
     json body = {{"properties", added}};
     absl::StatusOr<HttpResponse> res = http_->Request("PUT", Cat("/", index, "/_mapping"), body.dump());
@@ -357,26 +361,8 @@ absl::StatusOr<std::string> OpenSearchSink::EnsureMapping(const std::string& ind
   }
   const std::string key = Cat(index, "\n", reinterpret_cast<uintptr_t>(table.get()));
   if (checked_.contains(key)) return index;
-  const bool first_sight = !mapped_.contains(index);
   if (absl::Status s = LoadOrCreate(index, table, loading, ""); !s.ok()) return s;
   const IndexState& state = mapped_[index];
-  if (first_sight && state.owned && context_.source.postgres != nullptr) {
-    // A rebuild a stop or a crash cut short: found again by its index's _meta.
-    absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/", index, "-r*/_mapping"));
-    json doc = res.ok() && res->status == 200 ? json::parse(res->body, nullptr, false) : json();
-    if (doc.is_object()) {
-      for (auto& [name, entry] : doc.items()) {
-        const json meta = entry.value("mappings", json::object()).value("_meta", json::object());
-        const json pgflow = meta.value("pgflow", json::object());
-        if (pgflow.value("rebuilding", "") == index && pgflow.value("backfill", 0) > 0) {
-          rebuilds_[index] = Rebuild{name, pgflow.value("backfill", int64_t{0})};
-          LogInfo("sink %s (opensearch): %s is still being rebuilt into %s (backfill %d)",
-                  context_.sink, index, name, rebuilds_[index].backfill);
-          return EnsureMapping(index, table, loading, lsn);
-        }
-      }
-    }
-  }
   // A column whose type the index maps otherwise, beyond what it coerces.
   for (const Column& c : table->columns) {
     auto field = state.fields.find(c.name);
@@ -404,21 +390,82 @@ absl::StatusOr<std::string> OpenSearchSink::StartRebuild(const std::string& inde
   // What is buffered belongs to the index as it was.
   if (absl::Status s = SendAll(); !s.ok()) return s;
   const std::string target = absl::AsciiStrToLower(absl::StrCat(index, "-r", absl::Hex(lsn.value)));
-  absl::StatusOr<int64_t> backfill = RequestBackfill(
-      context_.source.postgres->url, context_.pipeline, {TableRef{table->schema, table->name}});
-  if (!backfill.ok()) {
-    return absl::Status(backfill.status().code(),
-                        Cat("sink ", context_.sink, " (opensearch): ", why,
-                            "; asking the source for a copy of the table to rebuild it: ",
-                            backfill.status().message()));
-  }
-  const std::string meta = json{{"rebuilding", index}, {"backfill", *backfill}}.dump();
+  // The index first, marked with no backfill yet: a crash before the request is recorded in
+  // its _meta asks again after the restart (RequestRebuildBackfill), never twice.
+  const std::string meta = json{{"rebuilding", index},
+                                {"backfill", 0},
+                                {"schema", table->schema},
+                                {"table", table->name}}
+                               .dump();
   if (absl::Status s = LoadOrCreate(target, table, false, meta); !s.ok()) return s;
+  absl::StatusOr<int64_t> backfill = RequestRebuildBackfill(index, target, table->schema, table->name);
+  if (!backfill.ok()) {
+    return absl::Status(backfill.status().code(), Cat("sink ", context_.sink, " (opensearch): ",
+                                                      why, "; ", backfill.status().message()));
+  }
   rebuilds_[index] = Rebuild{target, *backfill};
   LogInfo("sink %s (opensearch): %s: building %s from a copy of the table (backfill %d); it "
           "takes the name %s once complete",
           context_.sink, why, target, *backfill, index);
   return target;
+}
+
+absl::StatusOr<int64_t> OpenSearchSink::RequestRebuildBackfill(const std::string& index,
+                                                               const std::string& target,
+                                                               const std::string& schema,
+                                                               const std::string& table) {
+  absl::StatusOr<int64_t> backfill =
+      RequestBackfill(context_.source.postgres->url, context_.pipeline, {TableRef{schema, table}});
+  if (!backfill.ok()) {
+    return absl::Status(backfill.status().code(),
+                        Cat("asking the source for a copy of ", schema, ".", table,
+                            " to rebuild ", index, ": ", backfill.status().message()));
+  }
+  const std::string meta =
+      json{{"_meta",
+            {{"pgflow",
+              {{"loading", false}, {"rebuilding", index}, {"backfill", *backfill},
+               {"schema", schema}, {"table", table}}}}}}
+          .dump();
+  absl::StatusOr<HttpResponse> res = http_->Request("PUT", Cat("/", target, "/_mapping"), meta);
+  if (!res.ok()) return res.status();
+  if (res->status / 100 != 2) {
+    return absl::UnavailableError(Cat("recording backfill ", *backfill, " in ", target,
+                                      "'s mapping: HTTP ", res->status));
+  }
+  return backfill;
+}
+
+absl::Status OpenSearchSink::FindRebuilds() {
+  if (context_.source.postgres == nullptr || shared_) return absl::OkStatus();
+  absl::StatusOr<HttpResponse> res =
+      http_->Request("GET", "/*-r*/_mapping?ignore_unavailable=true&allow_no_indices=true");
+  if (!res.ok()) return res.status();
+  json doc = res->status == 200 ? json::parse(res->body, nullptr, false) : json();
+  if (!doc.is_object()) return absl::OkStatus();
+  for (auto& [target, entry] : doc.items()) {
+    if (!entry.is_object()) continue;
+    const json meta = entry.value("mappings", json::object()).value("_meta", json::object());
+    const json pgflow = meta.value("pgflow", json::object());
+    const std::string index = pgflow.is_object() ? pgflow.value("rebuilding", "") : "";
+    if (index.empty()) continue;
+    int64_t backfill = pgflow.value("backfill", int64_t{0});
+    if (backfill == 0) {
+      // Cut short before its backfill was asked for: asked now.
+      absl::StatusOr<int64_t> asked = RequestRebuildBackfill(
+          index, target, pgflow.value("schema", ""), pgflow.value("table", ""));
+      if (!asked.ok()) {
+        return absl::Status(asked.status().code(),
+                            Cat("sink ", context_.sink, " (opensearch): ", asked.status().message(),
+                                " (or delete index ", target, " to start the rebuild over)"));
+      }
+      backfill = *asked;
+    }
+    rebuilds_[index] = Rebuild{target, backfill};
+    LogInfo("sink %s (opensearch): %s is still being rebuilt into %s (backfill %d)",
+            context_.sink, index, target, backfill);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status OpenSearchSink::CheckRebuilds() {
@@ -439,7 +486,9 @@ absl::Status OpenSearchSink::CheckRebuilds() {
       if (absl::IsNotFound(status.status())) {
         return absl::FailedPreconditionError(
             Cat("sink ", context_.sink, " (opensearch): rebuilding ", index, " into ",
-                rebuild.target, ": backfill ", rebuild.backfill, " is gone from the source"));
+                rebuild.target, ": backfill ", rebuild.backfill,
+                " is gone from the source; delete index ", rebuild.target,
+                " to start the rebuild over"));
       }
       source_conn_.reset();
       return absl::OkStatus();
@@ -447,7 +496,9 @@ absl::Status OpenSearchSink::CheckRebuilds() {
     if (!status->error.empty()) {
       return absl::FailedPreconditionError(Cat("sink ", context_.sink, " (opensearch): rebuilding ",
                                                index, " into ", rebuild.target, ": backfill ",
-                                               rebuild.backfill, " failed: ", status->error));
+                                               rebuild.backfill, " failed: ", status->error,
+                                               "; delete index ", rebuild.target,
+                                               " to start the rebuild over"));
     }
     if (status->finished) done.push_back(index);
   }
@@ -548,6 +599,30 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
 
   bool partial = false;
   for (const Value& v : change.after) partial = partial || v.is_unchanged_toast();
+  // While the index is rebuilt, the document may not be in the new index yet (the backfill
+  // copies it later, or leaves it to the stream): a partial update there would find nothing.
+  // The unchanged values are read from the old index instead, and the whole row written.
+  std::string merged;
+  if (partial && !is_delete && *target != *index) {
+    absl::StatusOr<HttpResponse> old = http_->Request(
+        "GET", Cat("/", *index, "/_doc/", absl::StrReplaceAll(id, {{"%", "%25"}, {"/", "%2F"},
+                                                                   {"?", "%3F"}, {"#", "%23"},
+                                                                   {" ", "%20"}})));
+    if (!old.ok()) return old.status();
+    json found = json::parse(old->body, nullptr, false);
+    if (old->status == 200 && found.is_object() && found.value("found", false)) {
+      scratch_.clear();
+      AppendRowObject(table, change.after, false, JsonOptions{}, &scratch_);
+      json doc = json::parse(scratch_, nullptr, false);
+      const json& source = found["_source"];
+      for (size_t i = 0; i < table.columns.size(); ++i) {
+        const std::string& name = table.columns[i].name;
+        if (change.after[i].is_unchanged_toast() && source.contains(name)) doc[name] = source[name];
+      }
+      merged = doc.dump();
+      partial = false;
+    }
+  }
   std::string& out = action.lines;
   out += is_delete ? "{\"delete\":{" : partial ? "{\"update\":{" : "{\"index\":{";
   out += "\"_index\":";
@@ -562,7 +637,11 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
   out += "}}\n";
   if (!is_delete) {
     if (partial) out += "{\"doc\":";
-    AppendRowObject(table, change.after, false, JsonOptions{}, &out);
+    if (merged.empty()) {
+      AppendRowObject(table, change.after, false, JsonOptions{}, &out);
+    } else {
+      out += merged;
+    }
     if (shared_) {
       out.pop_back();  // the row object's '}'
       out += Cat(out.back() == '{' ? "\"" : ",\"", kTableField, "\":");
@@ -652,20 +731,41 @@ absl::Status OpenSearchSink::DropTable(const Change& change) {
   if (options_->on_drop_table == OpenSearchSinkOptions::OnDrop::kKeep) {
     LogInfo("sink %s (opensearch): table %s dropped; its documents in %s are kept "
             "(on_drop_table: keep)", context_.sink, table, *index);
+    index_table_.erase(*index);  // a table created again under the name writes there too
     return absl::OkStatus();
   }
   if (absl::Status s = OnCommit(change.txn); !s.ok()) return s;
   if (absl::Status s = SendAll(); !s.ok()) return s;
   if (shared_) return DeleteDocuments(*index, table, change.txn.commit_lsn, Cat("DROP TABLE ", table));
-  absl::StatusOr<HttpResponse> res = http_->Request("DELETE", Cat("/", *index));
+  // The name may be an alias (after a rebuild): its indexes are deleted, and one being built.
+  std::vector<std::string> concrete;
+  absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/_alias/", *index));
   if (!res.ok()) return res.status();
-  if (res->status / 100 != 2 && res->status != 404) {
-    return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): deleting index ",
-                                      *index, " after DROP TABLE ", table, ": HTTP ", res->status,
-                                      ": ", res->body.substr(0, 300)));
+  json aliased = res->status == 200 ? json::parse(res->body, nullptr, false) : json();
+  if (aliased.is_object() && !aliased.empty()) {
+    for (auto& [name, unused] : aliased.items()) concrete.push_back(name);
+  } else {
+    concrete.push_back(*index);
+  }
+  if (auto r = rebuilds_.find(*index); r != rebuilds_.end()) {
+    concrete.push_back(r->second.target);
+    rebuilds_.erase(r);
+  }
+  for (const std::string& name : concrete) {
+    res = http_->Request("DELETE", Cat("/", name));
+    if (!res.ok()) return res.status();
+    if (res->status / 100 != 2 && res->status != 404) {
+      return absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): deleting index ",
+                                        name, " after DROP TABLE ", table, ": HTTP ", res->status,
+                                        ": ", res->body.substr(0, 300)));
+    }
+    mapped_.erase(name);
+    loading_.erase(name);
   }
   // Created again (a table of that name again) from scratch.
   mapped_.erase(*index);
+  loading_.erase(*index);
+  index_table_.erase(*index);
   for (auto it = checked_.begin(); it != checked_.end();) {
     auto next = std::next(it);
     if (absl::StartsWith(it->first, Cat(*index, "\n"))) checked_.erase(it);

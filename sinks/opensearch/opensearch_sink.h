@@ -144,6 +144,13 @@ class OpenSearchSink : public TransactionalSink {
   // built behind it (a backfill of the table from the source), swapped in when complete.
   absl::StatusOr<std::string> StartRebuild(const std::string& index, const TableSchemaPtr& table,
                                            const std::string& why, Lsn lsn);
+  // Asks the source for a backfill of the table and records it in the target's _meta.
+  absl::StatusOr<int64_t> RequestRebuildBackfill(const std::string& index,
+                                                 const std::string& target,
+                                                 const std::string& schema,
+                                                 const std::string& table);
+  // At Open: rebuilds a stop or a crash cut short, found by their index's _meta.
+  absl::Status FindRebuilds();
   // Swaps the rebuilds whose backfill is complete in (at most once a second).
   absl::Status CheckRebuilds();
   absl::Status Swap(const std::string& index);
