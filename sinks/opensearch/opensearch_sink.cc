@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -43,7 +44,7 @@ std::string Sha256Hex(std::string_view data) {
 }
 
 // The mapping of a column, from its type: what OpenSearch would not guess right on its own.
-json FieldMapping(const Column& column) {
+json FieldMapping(const Column& column, const std::string& json_type) {
   uint32_t oid_of = column.type_oid;
   uint32_t element = 0;
   if (IsJsonArrayType(column.type_oid, column.type_name, &element) && element != 0) {
@@ -75,12 +76,46 @@ json FieldMapping(const Column& column) {
               {"fields", {{"keyword", {{"type", "keyword"}, {"ignore_above", 256}}}}}};
     case oid::kJson:
     case oid::kJsonb:
-      return {{"type", "flat_object"}};
+      if (json_type == "object") return {{"type", "object"}, {"enabled", false}};
+      return {{"type", json_type}};
     case oid::kBytea:
       return {{"type", "binary"}};
     default:
       return {{"type", "keyword"}, {"ignore_above", 1024}};  // uuid, enums, intervals, ...
   }
+}
+
+// A YAML value as JSON: mappings and sequences as they are; a scalar as true/false, a number,
+// or a string.
+json YamlToJson(const ConfigNode& node) {
+  if (node.IsMap()) {
+    json out = json::object();
+    for (auto& [key, value] : node.Entries()) out[key] = YamlToJson(value);
+    return out;
+  }
+  if (node.IsSequence()) {
+    json out = json::array();
+    for (const ConfigNode& item : node.Items()) out.push_back(YamlToJson(item));
+    return out;
+  }
+  if (node.IsNull()) return nullptr;
+  std::string text = node.AsString().value_or("");
+  if (text == "true" || text == "false") return text == "true";
+  json number = json::parse(text, nullptr, false);
+  return number.is_number() ? number : json(text);
+}
+
+absl::Status ReadProperties(const ConfigNode& node,
+                            absl::flat_hash_map<std::string, std::string>* properties) {
+  if (!node.IsMap()) return node.Error("expected a mapping of column: {type: ..., ...}");
+  for (auto& [column, mapping] : node.Entries()) {
+    if (!mapping.IsMap() || !mapping.Get("type").has_value()) {
+      return mapping.Error(Cat("expected the mapping of column ", column,
+                               ", an object with a type: {type: keyword}"));
+    }
+    (*properties)[column] = YamlToJson(mapping).dump();
+  }
+  return absl::OkStatus();
 }
 
 const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
@@ -112,6 +147,13 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
       BoolOption("fast_load", &O::fast_load)
           .Help("Create the indexes of the initial snapshot with refresh off and no replicas, "
                 "and set refresh_interval and replicas once the snapshot is in."),
+      CustomOption("properties", OptionType::kMap, ReadProperties, &O::properties)
+          .NoDefault()
+          .Help("column: its mapping, over the one pgflow derives from the type, e.g. "
+                "{sku: {type: keyword}, price: {type: scaled_float, scaling_factor: 100}}."),
+      BoolOption("derive_mapping", &O::derive_mapping)
+          .Help("Create indexes with a mapping from the column types (and extend it with new "
+                "columns); false: the cluster's index templates or dynamic mapping decide."),
       BoolOption("shared", &O::shared)
           .Help("Several tables in one index (an index name without {table}): each document "
                 "carries pgflow_table and its _id starts with \"schema.table/\"."),
@@ -195,15 +237,32 @@ absl::Status OpenSearchSink::Open() {
   }
   json info = json::parse(root->body, nullptr, false);
   std::string version = "?";
+  std::string distribution = "elasticsearch";
   if (info.is_object() && info.contains("version") && info["version"].is_object()) {
     version = info["version"].value("number", "?");
+    distribution = info["version"].value("distribution", "elasticsearch");
   }
-  LogInfo("sink %s (opensearch): %s answers, version %s", context_.sink, http_->node(), version);
+  int major = 0, minor = 0;
+  std::sscanf(version.c_str(), "%d.%d", &major, &minor);
+  if (distribution == "opensearch") {
+    json_type_ = major > 2 || (major == 2 && minor >= 7) ? "flat_object" : "object";
+  } else {
+    json_type_ = major > 7 || (major == 7 && minor >= 3) ? "flattened" : "object";
+  }
+  LogInfo("sink %s (opensearch): %s answers, %s %s (json columns map as %s)", context_.sink,
+          http_->node(), distribution, version, json_type_);
   absl::StatusOr<std::unique_ptr<DeadLetterStore>> dead_letters = OpenDeadLetters(context_);
   if (!dead_letters.ok()) return dead_letters.status();
   dead_letters_ = *std::move(dead_letters);
   // Rebuilds a stop or a crash cut short go on (and their changes go to the new index).
   return FindRebuilds();
+}
+
+json OpenSearchSink::Mapping(const Column& column) const {
+  if (auto it = options_->properties.find(column.name); it != options_->properties.end()) {
+    return json::parse(it->second);
+  }
+  return FieldMapping(column, json_type_);
 }
 
 absl::StatusOr<std::string> OpenSearchSink::IndexFor(const std::string& destination,
@@ -295,7 +354,9 @@ absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableS
       }
     } else if (res->status == 404) {
       json properties = json::object();
-      for (const Column& c : table->columns) properties[c.name] = FieldMapping(c);
+      if (options_->derive_mapping) {
+        for (const Column& c : table->columns) properties[c.name] = Mapping(c);
+      }
       if (shared_) properties[kTableField] = {{"type", "keyword"}};
       const bool fast = loading && options_->fast_load;
       json pgflow_meta = meta.empty() ? json::object() : json::parse(meta);
@@ -330,7 +391,8 @@ absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableS
   // Columns the index does not map yet (added since): mapped before their first document.
   json added = json::object();
   for (const Column& c : table->columns) {
-    if (!known->second.fields.contains(c.name)) added[c.name] = FieldMapping(c);
+    if (!options_->derive_mapping) break;  // the cluster's templates or dynamic mapping decide
+    if (!known->second.fields.contains(c.name)) added[c.name] = Mapping(c);
   }
   if (shared_ && !known->second.fields.contains(kTableField)) {
     added[kTableField] = {{"type", "keyword"}};  // (TRUNCATE finds a table's documents by it)
@@ -367,7 +429,8 @@ absl::StatusOr<std::string> OpenSearchSink::EnsureMapping(const std::string& ind
   for (const Column& c : table->columns) {
     auto field = state.fields.find(c.name);
     if (field == state.fields.end() || field->second.empty()) continue;
-    const std::string wanted = FieldMapping(c).value("type", "");
+    if (!options_->derive_mapping) break;
+    const std::string wanted = Mapping(c).value("type", "");
     if (wanted == field->second) continue;
     const std::string why = Cat("column ", c.name, " of ", table->QualifiedName(), " is now mapped as ",
                                 wanted, ", ", index, " has it as ", field->second);

@@ -63,6 +63,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "nlohmann/json.hpp"
 #include "common/postgres/pg_connection.h"
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
@@ -86,6 +87,9 @@ struct OpenSearchSinkOptions : SinkOptions {
   int replicas = -1;  // -1: the cluster's default
   bool fast_load = true;
   bool shared = false;  // several tables per index
+  // column -> mapping (JSON text of an object), over the one derived from its type.
+  absl::flat_hash_map<std::string, std::string> properties;
+  bool derive_mapping = true;  // false: the cluster's index templates or dynamic mapping decide
   // DROP TABLE of a followed table: keep its documents, or delete them (its index, when the
   // table has one of its own).
   enum class OnDrop { kKeep, kDelete } on_drop_table = OnDrop::kKeep;
@@ -177,6 +181,11 @@ class OpenSearchSink : public TransactionalSink {
   // `shared`: several tables may share an index, so each document carries its table
   // (kTableField) and its id starts with it.
   const bool shared_;
+  // The field type json and jsonb columns map to, by the node's version (Open): flat_object
+  // (OpenSearch 2.7+), flattened (Elasticsearch 7.3+), else an object kept but not indexed.
+  std::string json_type_ = "flat_object";
+  // The mapping of a column: the user's (`properties`) or the one derived from its type.
+  nlohmann::json Mapping(const Column& column) const;
   // Without `shared`: the table each index was first written by in this run (a second is an
   // error, naming both: their ids would collide).
   absl::flat_hash_map<std::string, std::pair<uint32_t, std::string>> index_table_;

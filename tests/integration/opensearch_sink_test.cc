@@ -303,7 +303,8 @@ TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
                         "\", index: shared_shop" + shared +
                         "}\n    flush_interval: 50ms\n"
                         "  own:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
-                        "\", index: \"own_{table}\", on_drop_table: delete}\n"
+                        "\", index: \"own_{table}\", on_drop_table: delete, "
+                        "properties: {name: {type: keyword, ignore_above: 100}}}\n"
                         "    flush_interval: 50ms\n");
   };
   write("");
@@ -348,6 +349,10 @@ TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
                       std::chrono::seconds(60)))
       << ReadFile(dir.File("pgflow.log"));
   EXPECT_EQ(SharedOpenSearch().Get("/own_a").code, 200);
+  // The user's mapping of a column wins over the derived one.
+  json own_props = json::parse(SharedOpenSearch().Get("/own_a/_mapping").body)["own_a"]["mappings"]["properties"];
+  EXPECT_EQ(own_props["name"], json({{"type", "keyword"}, {"ignore_above", 100}}));
+  EXPECT_EQ(own_props["id"]["type"], "integer");
   EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("deleted index own_b (DROP TABLE public.b)"));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
@@ -426,7 +431,7 @@ TEST(OpenSearchSinkTest, HttpsWithACaFileAnApiKeyAndGzip) {
                         SharedCluster().Url("tls_os") +
                         "\n    tables: [public.items]\n    status_interval: 200ms\n"
                         "sinks:\n  search:\n    opensearch: {url: \"" +
-                        proxy.url() + "\", index: tls_items, api_key: aWQ6a2V5, gzip: true" + tls +
+                        proxy.url() + "\", index: tls_items, api_key: aWQ6a2V5, gzip: true, derive_mapping: false" + tls +
                         "}\n    flush_interval: 50ms\n");
   };
   write("");  // the self-signed certificate is not trusted
@@ -451,6 +456,9 @@ TEST(OpenSearchSinkTest, HttpsWithACaFileAnApiKeyAndGzip) {
   const json stats = json::parse(proxy.Stats());
   EXPECT_GT(stats["stats"]["gzipped"].get<int>(), 0);
   EXPECT_EQ(stats["stats"]["authorization"], "ApiKey aWQ6a2V5");
+  // No mapping of pgflow's: the node's dynamic mapping took the numbers as longs.
+  json tls_props = json::parse(SharedOpenSearch().Get("/tls_items/_mapping").body)["tls_items"]["mappings"]["properties"];
+  EXPECT_EQ(tls_props["qty"]["type"], "long");
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
