@@ -289,27 +289,29 @@ DeadLetter MakeDeadLetter(std::string_view pipeline, std::string_view sink, cons
   return l;
 }
 
+namespace {
+
+// The record's text fields, in the order the file writes them. The event and its table version
+// are kept as they were written, in strings: parsed into a JSON reader's numbers and written
+// back, a value could change (jq: .change | fromjson).
+constexpr std::pair<const char*, std::string DeadLetter::*> kTextFields[] = {
+    {"pipeline", &DeadLetter::pipeline},       {"sink", &DeadLetter::sink},
+    {"event_id", &DeadLetter::event_id},       {"lsn", &DeadLetter::lsn},
+    {"table", &DeadLetter::table},             {"operation", &DeadLetter::operation},
+    {"key", &DeadLetter::key},                 {"reason", &DeadLetter::reason},
+    {"code", &DeadLetter::code},               {"destination", &DeadLetter::destination},
+    {"recorded_at", &DeadLetter::recorded_at}, {"change", &DeadLetter::change},
+    {"schema", &DeadLetter::schema},
+};
+
+}  // namespace
+
 std::string DeadLetterJson(const DeadLetter& l) {
   std::string out = "{\"id\":" + std::to_string(l.id);
-  auto field = [&](const char* name, const std::string& value) {
+  for (const auto& [name, field] : kTextFields) {
     out += Cat(",\"", name, "\":");
-    AppendJsonString(value, &out);
-  };
-  field("pipeline", l.pipeline);
-  field("sink", l.sink);
-  field("event_id", l.event_id);
-  field("lsn", l.lsn);
-  field("table", l.table);
-  field("operation", l.operation);
-  field("key", l.key);
-  field("reason", l.reason);
-  field("code", l.code);
-  field("destination", l.destination);
-  field("recorded_at", l.recorded_at);
-  // The event and its table version as they were written, in strings: parsed into a JSON
-  // reader's numbers and written back, a value could change (jq: .change | fromjson).
-  field("change", l.change);
-  field("schema", l.schema);
+    AppendJsonString(l.*field, &out);
+  }
   out += "}";
   return out;
 }
@@ -322,22 +324,9 @@ absl::StatusOr<DeadLetter> ParseDeadLetterJson(std::string_view line) {
     return absl::InvalidArgumentError("no \"id\"");
   }
   l.id = j["id"].get<uint64_t>();
-  auto text = [&](const char* name, std::string* out) {
-    if (auto it = j.find(name); it != j.end() && it->is_string()) *out = it->get<std::string>();
-  };
-  text("pipeline", &l.pipeline);
-  text("sink", &l.sink);
-  text("event_id", &l.event_id);
-  text("lsn", &l.lsn);
-  text("table", &l.table);
-  text("operation", &l.operation);
-  text("key", &l.key);
-  text("reason", &l.reason);
-  text("code", &l.code);
-  text("destination", &l.destination);
-  text("recorded_at", &l.recorded_at);
-  text("change", &l.change);
-  text("schema", &l.schema);
+  for (const auto& [name, field] : kTextFields) {
+    if (auto it = j.find(name); it != j.end() && it->is_string()) l.*field = it->get<std::string>();
+  }
   if (l.pipeline.empty() || l.sink.empty()) {
     return absl::InvalidArgumentError("no \"pipeline\" or \"sink\"");
   }

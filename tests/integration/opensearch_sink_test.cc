@@ -22,6 +22,18 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
+// A database of its own on the shared cluster; its URL.
+std::string NewDatabase(const std::string& name) {
+  Sql(SharedCluster().Url()).Exec("CREATE DATABASE " + name);
+  return SharedCluster().Url(name);
+}
+
+// The start of a pipeline file: pipeline `name` following `tables` of database `name`.
+std::string PipelineHead(const std::string& name, const std::string& tables) {
+  return "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + SharedCluster().Url(name) +
+         "\n    tables: " + tables + "\n    status_interval: 200ms\n";
+}
+
 // id -> document source, of every document in `index` (refreshed first).
 std::map<std::string, json> Documents(const std::string& index) {
   SharedOpenSearch().Get("/" + index + "/_refresh", "-X POST");
@@ -44,9 +56,7 @@ std::vector<std::string> Described(const std::string& index) {
 }
 
 TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTable) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE searched");
-  Sql sql(SharedCluster().Url("searched"));
+  Sql sql(NewDatabase("searched"));
   sql.Exec(R"sql(
     CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
                            attrs jsonb, created timestamptz DEFAULT '2026-01-02 10:00+00');
@@ -57,10 +67,7 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
   )sql");
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
-  WriteFile(yaml, "pipeline: searched\n"
-                  "source:\n  postgres:\n    url: " +
-                      SharedCluster().Url("searched") +
-                      "\n    tables: [public.products]\n    status_interval: 200ms\n"
+  WriteFile(yaml, PipelineHead("searched", "[public.products]") +
                       "sinks:\n  search:\n    opensearch: {url: \"" +
                       SharedOpenSearch().url() +
                       "\", index: \"shop_{table}\"}\n    flush_interval: 50ms\n");
@@ -136,18 +143,13 @@ std::map<std::string, std::string> DocQty(const std::string& index) {
 }
 
 TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOrder) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE outage_os");
-  Sql sql(SharedCluster().Url("outage_os"));
+  Sql sql(NewDatabase("outage_os"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, qty int);"
            "INSERT INTO items SELECT g, g FROM generate_series(1, 50) g");
   FaultProxy proxy(SharedOpenSearch().url());
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
-  WriteFile(yaml, "pipeline: outage_os\n"
-                  "source:\n  postgres:\n    url: " +
-                      SharedCluster().Url("outage_os") +
-                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+  WriteFile(yaml, PipelineHead("outage_os", "[public.items]") +
                       "sinks:\n  search:\n    opensearch: {url: \"" +
                       proxy.url() +
                       "\", index: outage_items, batch_docs: 20}\n    flush_interval: 50ms\n");
@@ -199,9 +201,7 @@ TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOr
 // back until it is lifted. `pgflow dlq` lists the records, shows one, replays them (refused
 // again until the mapping is mended, then delivered and removed) and purges.
 TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE dlq_os");
-  Sql sql(SharedCluster().Url("dlq_os"));
+  Sql sql(NewDatabase("dlq_os"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, note text, qty int)");
   // The index exists already, its `note` mapped as a number: a note that is not one is refused.
   HttpAnswer created = SharedOpenSearch().Get(
@@ -212,10 +212,7 @@ TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
   const std::string yaml = dir.File("pipeline.yaml");
   const std::string rejected = dir.File("rejected.jsonl");
   const int admin_port = FreeLoopbackPort();
-  WriteFile(yaml, "pipeline: dlq_os\n"
-                  "source:\n  postgres:\n    url: " +
-                      SharedCluster().Url("dlq_os") +
-                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+  WriteFile(yaml, PipelineHead("dlq_os", "[public.items]") +
                       "admin: {listen: '127.0.0.1:" + std::to_string(admin_port) + "'}\n"
                       "sinks:\n  search:\n    opensearch: {url: \"" +
                       SharedOpenSearch().url() +
@@ -292,18 +289,13 @@ TEST(OpenSearchSinkTest, RefusedDocumentsAreSetAsideAndReplayedWithDlq) {
 // delete only that table's documents; an index of its own is deleted with its table
 // (on_drop_table: delete). Without `shared`, two tables meeting in an index stop the pipeline.
 TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE shared_os");
-  Sql sql(SharedCluster().Url("shared_os"));
+  Sql sql(NewDatabase("shared_os"));
   sql.Exec("CREATE TABLE a (id int PRIMARY KEY, name text); CREATE TABLE b (id int PRIMARY KEY, qty int);"
            "INSERT INTO a VALUES (1, 'one'), (2, 'two'); INSERT INTO b VALUES (1, 10), (3, 30)");
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
   auto write = [&](const std::string& shared) {
-    WriteFile(yaml, "pipeline: shared_os\n"
-                    "source:\n  postgres:\n    url: " +
-                        SharedCluster().Url("shared_os") +
-                        "\n    tables: [public.*]\n    status_interval: 200ms\n"
+    WriteFile(yaml, PipelineHead("shared_os", "[public.*]") +
                         "sinks:\n  shop:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
                         "\", index: shared_shop" + shared +
                         "}\n    flush_interval: 50ms\n"
@@ -367,17 +359,12 @@ TEST(OpenSearchSinkTest, TablesShareAnIndexAndDropTableDeletesTheirDocuments) {
 // backfill of the table and swapped in behind the old name, with the values as the source has
 // them after the change; changes meanwhile and after land in it too.
 TEST(OpenSearchSinkTest, ATypeChangeRebuildsTheIndexBehindAnAlias) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE retype_os");
-  Sql sql(SharedCluster().Url("retype_os"));
+  Sql sql(NewDatabase("retype_os"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, code int, name text);"
            "INSERT INTO items SELECT g, g, 'n' || g FROM generate_series(1, 50) g");
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
-  WriteFile(yaml, "pipeline: retype_os\n"
-                  "source:\n  postgres:\n    url: " +
-                      SharedCluster().Url("retype_os") +
-                      "\n    tables: [public.items]\n    status_interval: 200ms\n"
+  WriteFile(yaml, PipelineHead("retype_os", "[public.items]") +
                       "sinks:\n  search:\n    opensearch: {url: \"" +
                       SharedOpenSearch().url() + "\", index: retype_items}\n"
                       "    flush_interval: 50ms\n");
@@ -422,19 +409,14 @@ TEST(OpenSearchSinkTest, ATypeChangeRebuildsTheIndexBehindAnAlias) {
 // Over https (a certificate checked against `ca_file`), with an API key and gzipped bodies; a
 // node whose certificate cannot be checked is refused, naming it.
 TEST(OpenSearchSinkTest, HttpsWithACaFileAnApiKeyAndGzip) {
-  Sql admin(SharedCluster().Url());
-  admin.Exec("CREATE DATABASE tls_os");
-  Sql sql(SharedCluster().Url("tls_os"));
+  Sql sql(NewDatabase("tls_os"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, qty int);"
            "INSERT INTO items SELECT g, g FROM generate_series(1, 30) g");
   FaultProxy proxy(SharedOpenSearch().url(), /*tls=*/true);
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
   auto write = [&](const std::string& tls) {
-    WriteFile(yaml, "pipeline: tls_os\n"
-                    "source:\n  postgres:\n    url: " +
-                        SharedCluster().Url("tls_os") +
-                        "\n    tables: [public.items]\n    status_interval: 200ms\n"
+    WriteFile(yaml, PipelineHead("tls_os", "[public.items]") +
                         "sinks:\n  search:\n    opensearch: {url: \"" +
                         proxy.url() + "\", index: tls_items, api_key: aWQ6a2V5, gzip: true, derive_mapping: false" + tls +
                         "}\n    flush_interval: 50ms\n");
