@@ -425,23 +425,37 @@ absl::StatusOr<std::string> OpenSearchSink::EnsureMapping(const std::string& ind
   if (checked_.contains(key)) return index;
   if (absl::Status s = LoadOrCreate(index, table, loading, ""); !s.ok()) return s;
   const IndexState& state = mapped_[index];
-  // A column whose type the index maps otherwise, beyond what it coerces.
+  // A column whose type the index maps otherwise, beyond what it coerces; or a field of a
+  // column the table no longer has (dropped, or renamed), which the documents not written
+  // since would keep.
+  std::string why;
   for (const Column& c : table->columns) {
     auto field = state.fields.find(c.name);
-    if (field == state.fields.end() || field->second.empty()) continue;
-    if (!options_->derive_mapping) break;
+    if (field == state.fields.end() || field->second.empty() || !options_->derive_mapping) continue;
     const std::string wanted = Mapping(c).value("type", "");
     if (wanted == field->second) continue;
-    const std::string why = Cat("column ", c.name, " of ", table->QualifiedName(), " is now mapped as ",
-                                wanted, ", ", index, " has it as ", field->second);
-    if (!state.owned || shared_ || context_.source.postgres == nullptr ||
-        context_.source.positions != SourcePositions::kWal) {
-      LogWarning("sink %s (opensearch): %s; left as it is (only an index pgflow made for one "
-                 "table of a PostgreSQL source is rebuilt): documents it cannot take are refused",
-                 context_.sink, why);
-      break;
+    why = Cat("column ", c.name, " of ", table->QualifiedName(), " is now mapped as ", wanted,
+              ", ", index, " has it as ", field->second);
+    break;
+  }
+  if (why.empty() && state.owned && !shared_) {
+    for (const auto& [field, type] : state.fields) {
+      const bool column = std::any_of(table->columns.begin(), table->columns.end(),
+                                      [&](const Column& c) { return c.name == field; });
+      if (!column) {
+        why = Cat(index, " maps ", field, ", which ", table->QualifiedName(), " no longer has");
+        break;
+      }
     }
-    return StartRebuild(index, table, why, lsn);
+  }
+  if (!why.empty()) {
+    if (state.owned && !shared_ && context_.source.postgres != nullptr &&
+        context_.source.positions == SourcePositions::kWal) {
+      return StartRebuild(index, table, why, lsn);
+    }
+    LogWarning("sink %s (opensearch): %s; left as it is (only an index pgflow made for one "
+               "table of a PostgreSQL source is rebuilt): documents it cannot take are refused",
+               context_.sink, why);
   }
   checked_.emplace(key, table);
   return index;

@@ -46,8 +46,8 @@
 //   `refresh_interval` and `replicas` (also after a run that stopped mid-load, at the first
 //   change streamed to them). Indexes that exist already are left as they are.
 //
-// - A column whose type changes so that the index cannot take it in place (integer to text, ...)
-//   in an index pgflow created for one table: at the first row of the new shape, pgflow creates
+// - A column whose type changes so that the index cannot take it in place (integer to text, ...),
+//   or a column dropped or renamed, in an index pgflow created for one table: at the first row of the new shape, pgflow creates
 //   a new index "<index>-r<lsn>" with the new mapping, asks the source for a backfill of the
 //   table (as `pgflow snapshot` does) and writes the table's changes there; once the backfill
 //   is complete (every sink holds it), the alias <index> is pointed at the new index and the
