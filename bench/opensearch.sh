@@ -15,7 +15,7 @@
 #    loader's figure above.
 # 3. Commit to searchable: LATENCY_SECONDS (default 20) of 1,000 single-row transactions a second,
 #    streamed into an index refreshed every second; a reader polls the index every 10 ms and
-#    takes, for each new document, now minus the commit time its row carries. Beside it, the
+#    takes, for each new document, now minus the moment its write was due. Beside it, the
 #    same rate of documents written straight to the node by a script (the node's own delay:
 #    the refresh interval). p50 and p99 of each (goal: pgflow's p99 under the direct p99 + 50 ms).
 #    The reader counts a document once, whenever it turns up, in or out of id order.
@@ -160,7 +160,9 @@ YAML
 cat >"$work/latency.py" <<'PY'
 # latency.py OS_URL INDEX SECONDS MODE: MODE "pgflow" inserts rows into PostgreSQL (psql, one
 # transaction each), "direct" indexes the same documents straight into the node; both 10 every
-# 10 ms. A reader polls the index every 10 ms; prints "p50 p99 count" in milliseconds.
+# 10 ms. Each document carries the moment it was due (start + k * 10 ms), so that a writer held
+# up (by a slow bulk request, or by pgflow waiting on one) counts against its side. A reader
+# polls the index every 10 ms; prints "p50 p99 count" in milliseconds.
 import datetime, http.client, json, subprocess, sys, threading, time, urllib.parse
 url, index, seconds, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 host = urllib.parse.urlparse(url)
@@ -195,7 +197,8 @@ start = time.time()
 if mode == "pgflow":
     psql = subprocess.Popen(["psql", "-q", "-d", "bench"], stdin=subprocess.PIPE, text=True)
     for k in range(n_total // 10):
-        psql.stdin.write("".join(f"INSERT INTO lat VALUES ({k * 10 + j + 1}, clock_timestamp());\n"
+        due = start + k * 0.01
+        psql.stdin.write("".join(f"INSERT INTO lat VALUES ({k * 10 + j + 1}, to_timestamp({due:.6f}));\n"
                                  for j in range(10)))
         psql.stdin.flush()
         time.sleep(max(0, start + (k + 1) * 0.01 - time.time()))
@@ -204,9 +207,9 @@ if mode == "pgflow":
 else:
     conn = http.client.HTTPConnection(host.hostname, host.port)
     for k in range(n_total // 10):
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        due = datetime.datetime.fromtimestamp(start + k * 0.01, datetime.timezone.utc).isoformat()
         body = "".join(json.dumps({"index": {"_index": index, "_id": str(k * 10 + j + 1)}}) + "\n" +
-                       json.dumps({"id": k * 10 + j + 1, "ts": now}) + "\n" for j in range(10))
+                       json.dumps({"id": k * 10 + j + 1, "ts": due}) + "\n" for j in range(10))
         conn.request("POST", "/_bulk", body, {"Content-Type": "application/x-ndjson"})
         conn.getresponse().read()
         time.sleep(max(0, start + (k + 1) * 0.01 - time.time()))
