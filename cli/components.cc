@@ -6,6 +6,7 @@
 #include "sinks/kafka/kafka_sink.h"
 #include "sinks/kv/kv_sink.h"
 #include "sinks/opensearch/opensearch_sink.h"
+#include "sinks/webhook/webhook_sink.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_source.h"
 #include "sources/postgres/postgres_source_config.h"
@@ -30,6 +31,7 @@ void RegisterComponents() {
   RegisterKafkaSink();
   RegisterKvSink();
   RegisterOpenSearchSink();
+  RegisterWebhookSink();
   RegisterFilterTransform();
   RegisterMaskTransform();
   RegisterLuaTransform();

@@ -1,6 +1,8 @@
 #include "cli/dlq_command.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <memory>
 #include <utility>
 
@@ -10,11 +12,13 @@
 #include "engine/log.h"
 #include "engine/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "sinks/postgres/postgres_sink.h"
 #include "sources/kafka/kafka_message.h"
 
 namespace pgflow {
 namespace {
+
+// How long `replay` waits for an asynchronous sink to confirm one event.
+constexpr std::chrono::seconds kReplayWait(60);
 
 // The records of one sink, in its store.
 struct SinkRecords {
@@ -22,13 +26,6 @@ struct SinkRecords {
   std::unique_ptr<DeadLetterStore> store;
   std::vector<DeadLetter> letters;
 };
-
-// A postgres sink keeps a table without `url` in its target; every other sink in the source.
-std::string FallbackUrl(const PipelineConfig& config, const SinkConfig& sink) {
-  if (auto pg = std::dynamic_pointer_cast<const PostgresSinkOptions>(sink.options)) return pg->url;
-  SinkContext context = ContextFor(config, sink);
-  return context.source.postgres ? context.source.postgres->url : "";
-}
 
 absl::StatusOr<std::vector<SinkRecords>> ReadRecords(const PipelineConfig& config,
                                                      const DlqRequest& request) {
@@ -43,7 +40,9 @@ absl::StatusOr<std::vector<SinkRecords>> ReadRecords(const PipelineConfig& confi
           Cat("sink ", sink.name, " has no dead_letter: it stops on a refused event instead"));
     }
     absl::StatusOr<std::unique_ptr<DeadLetterStore>> store =
-        OpenDeadLetterStore(sink.common.dead_letter, FallbackUrl(config, sink),
+        OpenDeadLetterStore(sink.common.dead_letter,
+                            DeadLetterFallbackUrl(*sink.factory, *sink.options,
+                                                  ContextFor(config, sink).source),
                             Cat("sinks.", sink.name, ".dead_letter"));
     if (!store.ok()) return store.status();
     absl::StatusOr<std::vector<DeadLetter>> letters = (*store)->List(config.name, sink.name);
@@ -154,6 +153,18 @@ absl::Status ReplayOne(const PipelineConfig& config, const SinkConfig& sink_conf
     s = sink->Write(commit);
   }
   if (s.ok()) s = sink->Flush();
+  // An asynchronous sink (a webhook's requests, Kafka's deliveries) holds it once it says so.
+  const auto give_up = std::chrono::steady_clock::now() + kReplayWait;
+  while (s.ok() && sink->DurableThrough().has_value() &&
+         *sink->DurableThrough() < change.txn.end_lsn) {
+    if (std::chrono::steady_clock::now() >= give_up) {
+      s = absl::DeadlineExceededError(
+          Cat("not confirmed within ", kReplayWait.count(), "s"));
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    s = sink->Flush();
+  }
   absl::Status closed = sink->Close();
   return s.ok() ? closed : s;
 }

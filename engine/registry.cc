@@ -62,8 +62,16 @@ const SourceFactory* FindSourceFactory(std::string_view type) {
 }
 std::vector<const SourceFactory*> SourceFactories() { return Registry<SourceFactory>::Get().All(); }
 
+std::string DeadLetterFallbackUrl(const SinkFactory& factory, const SinkOptions& options,
+                                  const SourceTraits& source) {
+  std::string own = factory.DeadLetterDatabase(options);
+  if (!own.empty()) return own;
+  return source.postgres ? source.postgres->url : "";
+}
+
 absl::StatusOr<std::unique_ptr<DeadLetterStore>> OpenDeadLetters(const SinkContext& context) {
   if (!context.dead_letter.enabled()) return std::unique_ptr<DeadLetterStore>();
+  // (A sink with a database of its own for them opens its store itself.)
   return OpenDeadLetterStore(context.dead_letter,
                              context.source.postgres ? context.source.postgres->url : "",
                              Cat("sinks.", context.sink, ".dead_letter"));

@@ -79,6 +79,14 @@ struct SinkContext {
 // A `table` without `url` lives in the source's database.
 absl::StatusOr<std::unique_ptr<DeadLetterStore>> OpenDeadLetters(const SinkContext& context);
 
+class SinkFactory;
+struct SinkOptions;
+// The database a dead-letter `table` without `url` lives in, for a sink of `factory` with
+// `options` following `source`: the sink's own (SinkFactory::DeadLetterDatabase), else the
+// source's (empty when the source is not PostgreSQL).
+std::string DeadLetterFallbackUrl(const SinkFactory& factory, const SinkOptions& options,
+                                  const SourceTraits& source);
+
 class SourceFactory {
  public:
   virtual ~SourceFactory() = default;
@@ -115,6 +123,10 @@ class SinkFactory {
   // Whether the sink sets aside what it refuses for good when `dead_letter:` is configured
   // (engine/dead_letter.h); the loader refuses `dead_letter:` for the others.
   virtual bool SetsAside() const { return false; }
+  // The database of a dead-letter `table` written without `url`, when the sink keeps it
+  // somewhere of its own (a postgres sink: its target, in the data's transaction); empty: the
+  // source's database.
+  virtual std::string DeadLetterDatabase(const SinkOptions& options) const { return ""; }
   // `options` is what Parse returned. Does no I/O: Sink::Open does.
   virtual std::unique_ptr<Sink> Create(const SinkContext& context,
                                        std::shared_ptr<const SinkOptions> options) const = 0;
@@ -154,8 +166,8 @@ class SourceFactoryOf : public SourceFactory {
                                         std::shared_ptr<const Options> options) const = 0;
 };
 
-// The base of a sink type's factory: parses with its option table and hands Build the typed
-// options.
+// The base of a sink type's factory: parses with its option table, then Check, and hands
+// Build the typed options.
 template <typename Options>
 class SinkFactoryOf : public SinkFactory {
  public:
@@ -163,6 +175,7 @@ class SinkFactoryOf : public SinkFactory {
   absl::StatusOr<std::shared_ptr<const SinkOptions>> Parse(const ConfigNode& node) const final {
     auto options = std::make_shared<Options>();
     if (absl::Status s = table().Parse(node, options.get()); !s.ok()) return s;
+    if (absl::Status s = Check(node, options.get()); !s.ok()) return s;
     return options;
   }
   std::unique_ptr<Sink> Create(const SinkContext& context,
@@ -172,6 +185,10 @@ class SinkFactoryOf : public SinkFactory {
 
  protected:
   virtual const OptionTable<Options>& table() const = 0;
+  // Rules across options, after the table parsed the block (an error names the block).
+  virtual absl::Status Check(const ConfigNode& node, Options* options) const {
+    return absl::OkStatus();
+  }
   virtual std::unique_ptr<Sink> Build(const SinkContext& context,
                                       std::shared_ptr<const Options> options) const = 0;
 };

@@ -607,4 +607,24 @@ void AppendChangeObject(const Change& change, const JsonOptions& options, std::s
   out->push_back('}');
 }
 
+bool AppendKeyObject(const TableSchema& table, const Row& row, const JsonOptions& options,
+                     std::string* out) {
+  if (row.empty() || table.replica_identity == 'n') return false;
+  const size_t mark = out->size();
+  size_t written;
+  if (table.replica_identity == 'f') {
+    // Every column is marked as identity: the key is the primary key, if the table has one.
+    const std::vector<size_t> key = table.RowKeyColumns();
+    if (key.empty()) return false;
+    written = AppendRowObject(table, row, key, options, out);
+  } else {
+    written = AppendRowObject(table, row, /*keys_only=*/true, options, out);
+  }
+  if (written == 0) {
+    out->resize(mark);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace pgflow

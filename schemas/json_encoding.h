@@ -58,6 +58,12 @@ size_t AppendRowObject(const TableSchema& table, const Row& row, bool keys_only,
 size_t AppendRowObject(const TableSchema& table, const Row& row, const std::vector<size_t>& columns,
                        const JsonOptions& options, std::string* out);
 
+// Appends the key object of `row`, {"id":3}: its replica identity's columns, or under REPLICA
+// IDENTITY FULL the primary key's (TableSchema::RowKeyColumns). False, nothing appended, when
+// the table has no key or `row` none of its values.
+bool AppendKeyObject(const TableSchema& table, const Row& row, const JsonOptions& options,
+                     std::string* out);
+
 // Appends `,"unchanged_toast":["col",...]` when the new row of `change` has any unchanged
 // TOAST value; nothing otherwise.
 void AppendUnchangedToast(const Change& change, std::string* out);

@@ -15,6 +15,9 @@ PACKAGES=(
   libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl nginx
 )
 
+# Go builds the webhook tests' receiver; Debian's when the machine has none of its own.
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then PACKAGES+=(golang-go); fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

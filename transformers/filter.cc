@@ -6,6 +6,25 @@
 #include "transformers/table_patterns.h"
 
 namespace pgflow {
+absl::Status ParseOps(const ConfigNode& node, std::string_view key,
+                      const std::vector<std::string>& texts, std::vector<Op>* ops) {
+  static constexpr std::pair<std::string_view, Op> kOps[] = {
+      {"insert", Op::kInsert},  {"update", Op::kUpdate},     {"delete", Op::kDelete},
+      {"read", Op::kRead},      {"truncate", Op::kTruncate}, {"ddl", Op::kDdl},
+      {"message", Op::kMessage}};
+  for (const std::string& text : texts) {
+    auto it = std::find_if(std::begin(kOps), std::end(kOps),
+                           [&text](const auto& entry) { return entry.first == text; });
+    if (it == std::end(kOps)) {
+      return node.Get(key)->Error(Cat("unknown operation '", text,
+                                      "' (expected insert, update, delete, read, truncate, "
+                                      "ddl or message)"));
+    }
+    ops->push_back(it->second);
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 class FilterTransform : public Transform {
@@ -129,20 +148,7 @@ class FilterFactory : public TransformFactoryOf<FilterOptions> {
         !s.ok()) {
       return s;
     }
-    static constexpr std::pair<std::string_view, Op> kOps[] = {
-        {"insert", Op::kInsert},  {"update", Op::kUpdate},     {"delete", Op::kDelete},
-        {"read", Op::kRead},      {"truncate", Op::kTruncate}, {"ddl", Op::kDdl},
-        {"message", Op::kMessage}};
-    for (const std::string& text : options->op) {
-      auto it = std::find_if(std::begin(kOps), std::end(kOps),
-                             [&text](const auto& entry) { return entry.first == text; });
-      if (it == std::end(kOps)) {
-        return node.Get("op")->Error(Cat("unknown operation '", text,
-                                         "' (expected insert, update, delete, read, truncate, "
-                                         "ddl or message)"));
-      }
-      options->ops.push_back(it->second);
-    }
+    if (absl::Status s = ParseOps(node, "op", options->op, &options->ops); !s.ok()) return s;
     if (!options->where.empty()) {
       absl::StatusOr<std::shared_ptr<const FilterExpression>> expression =
           FilterExpression::Parse(options->where);

@@ -34,6 +34,11 @@ struct FilterOptions : TransformOptions {
   std::shared_ptr<const FilterExpression> expression;  // null without `where`
 };
 
+// Parses the operation names `texts` (insert, update, delete, read, truncate, ddl, message),
+// written under `node`'s key `key`, into *ops; an error names the unknown one.
+absl::Status ParseOps(const ConfigNode& node, std::string_view key,
+                      const std::vector<std::string>& texts, std::vector<Op>* ops);
+
 // Registers the `filter` transform type.
 void RegisterFilterTransform();
 

@@ -54,31 +54,6 @@ const char* DebeziumOp(Op op) {
   return "?";
 }
 
-namespace {
-
-// Appends the key object of `row` (see RowKeyColumns); false, nothing appended, when the table
-// has no key or `row` none of its values.
-bool AppendKeyObject(const TableSchema& table, const Row& row, const JsonOptions& options,
-                     std::string* out) {
-  if (row.empty() || table.replica_identity == 'n') return false;
-  const size_t mark = out->size();
-  size_t written;
-  if (table.replica_identity == 'f') {
-    // Every column is marked as identity: the key is the primary key, if the table has one.
-    const std::vector<size_t> key = table.RowKeyColumns();
-    if (key.empty()) return false;
-    written = AppendRowObject(table, row, key, options, out);
-  } else {
-    written = AppendRowObject(table, row, /*keys_only=*/true, options, out);
-  }
-  if (written == 0) {
-    out->resize(mark);
-    return false;
-  }
-  return true;
-}
-
-}  // namespace
 
 bool AppendKafkaKey(const Change& change, const JsonOptions& options, std::string* out) {
   if (!IsRowChange(change.op) || change.table == nullptr) return false;

@@ -585,6 +585,13 @@ absl::Status OpenSearchSink::CheckRebuilds() {
   return absl::OkStatus();
 }
 
+void OpenSearchSink::ForgetIndex(const std::string& index) {
+  mapped_.erase(index);
+  loading_.erase(index);
+  const std::string prefix = Cat(index, "\n");
+  absl::erase_if(checked_, [&](const auto& entry) { return absl::StartsWith(entry.first, prefix); });
+}
+
 absl::Status OpenSearchSink::Swap(const std::string& index) {
   const Rebuild rebuild = rebuilds_[index];
   auto failed = [&](const char* what, const absl::StatusOr<HttpResponse>& res) {
@@ -613,12 +620,7 @@ absl::Status OpenSearchSink::Swap(const std::string& index) {
                        R"({"_meta":{"pgflow":{"loading":false,"rebuilding":""}}})");
   if (!res.ok() || res->status / 100 != 2) return failed("marking", res);
   rebuilds_.erase(index);
-  mapped_.erase(index);
-  for (auto it = checked_.begin(); it != checked_.end();) {
-    auto next = std::next(it);
-    if (absl::StartsWith(it->first, Cat(index, "\n"))) checked_.erase(it);
-    it = next;
-  }
+  ForgetIndex(index);
   LogInfo("sink %s (opensearch): %s rebuilt: the name now points at %s, the old index is removed",
           context_.sink, index, rebuild.target);
   return absl::OkStatus();
@@ -836,41 +838,33 @@ absl::Status OpenSearchSink::DropTable(const Change& change) {
                                         name, " after DROP TABLE ", table, ": HTTP ", res->status,
                                         ": ", res->body.substr(0, 300)));
     }
-    mapped_.erase(name);
-    loading_.erase(name);
+    ForgetIndex(name);
   }
   // Created again (a table of that name again) from scratch.
-  mapped_.erase(*index);
-  loading_.erase(*index);
+  ForgetIndex(*index);
   index_table_.erase(*index);
-  for (auto it = checked_.begin(); it != checked_.end();) {
-    auto next = std::next(it);
-    if (absl::StartsWith(it->first, Cat(*index, "\n"))) checked_.erase(it);
-    it = next;
-  }
   LogInfo("sink %s (opensearch): deleted index %s (DROP TABLE %s)", context_.sink, *index, table);
   return absl::OkStatus();
 }
 
-absl::Status OpenSearchSink::DeleteDocuments(const std::string& index_name,
+absl::Status OpenSearchSink::DeleteDocuments(const std::string& index,
                                              const std::string& table, Lsn version,
                                              const std::string& why) {
-  const std::string* index = &index_name;
   // Every document of the table is deleted under `version`: read by a scroll and deleted in
   // bulk (_delete_by_query is a module some distributions lack, and would not carry the
   // version). In an index tables share, only the table's.
   auto failed = [&](const char* what, const absl::StatusOr<HttpResponse>& res) {
     return res.ok() ? absl::UnavailableError(Cat("sink ", context_.sink, " (opensearch): ", what,
-                                                 " ", *index, " after ", why, ": HTTP ",
+                                                 " ", index, " after ", why, ": HTTP ",
                                                  res->status, ": ", res->body.substr(0, 300)))
                     : res.status();
   };
-  absl::StatusOr<HttpResponse> res = http_->Request("POST", Cat("/", *index, "/_refresh"));
+  absl::StatusOr<HttpResponse> res = http_->Request("POST", Cat("/", index, "/_refresh"));
   if (res.ok() && res->status == 404) return absl::OkStatus();  // no index: nothing to empty
   if (!res.ok() || res->status / 100 != 2) return failed("refreshing", res);
   json query = {{"size", 1000}, {"_source", false}, {"sort", {"_doc"}}};
   if (shared_) query["query"] = {{"term", {{kTableField, table}}}};
-  res = http_->Request("POST", Cat("/", *index, "/_search?scroll=1m"), query.dump());
+  res = http_->Request("POST", Cat("/", index, "/_search?scroll=1m"), query.dump());
   uint64_t deleted = 0;
   std::string scroll_id;
   while (true) {
@@ -882,7 +876,7 @@ absl::Status OpenSearchSink::DeleteDocuments(const std::string& index_name,
     if (!hits.is_array() || hits.empty()) break;
     for (const json& hit : hits) {
       Action action;
-      action.index = *index;
+      action.index = index;
       action.id = hit.value("_id", "");
       action.is_delete = true;
       action.lines = "{\"delete\":{\"_index\":";
@@ -902,7 +896,7 @@ absl::Status OpenSearchSink::DeleteDocuments(const std::string& index_name,
     http_->Request("DELETE", "/_search/scroll", json{{"scroll_id", scroll_id}}.dump()).IgnoreError();
   }
   LogInfo("sink %s (opensearch): deleted the %d documents of %s in %s (%s)", context_.sink,
-          deleted, table, *index, why);
+          deleted, table, index, why);
   return absl::OkStatus();
 }
 

@@ -68,7 +68,7 @@
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
 #include "schemas/json_encoding.h"
-#include "sinks/opensearch/http_client.h"
+#include "common/http/http_client.h"
 
 namespace pgflow {
 
@@ -158,6 +158,9 @@ class OpenSearchSink : public TransactionalSink {
   // Swaps the rebuilds whose backfill is complete in (at most once a second).
   absl::Status CheckRebuilds();
   absl::Status Swap(const std::string& index);
+  // Forgets what is known of `index` (its mapping, the table versions checked against it, a
+  // load in progress): it was removed, or its name now points elsewhere.
+  void ForgetIndex(const std::string& index);
   // The index's settings as they should be once loaded: refresh_interval and replicas.
   std::string AfterLoadSettings() const;
   absl::Status FinishLoad(const std::string& index);

@@ -55,6 +55,9 @@ class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
  public:
   std::string_view type() const override { return "postgres"; }
   bool SetsAside() const override { return true; }
+  std::string DeadLetterDatabase(const SinkOptions& options) const override {
+    return static_cast<const PostgresSinkOptions&>(options).url;
+  }
   std::string_view help() const override {
     return "Applies the stream to another PostgreSQL database (a migration's target).";
   }

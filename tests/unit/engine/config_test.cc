@@ -776,7 +776,7 @@ sinks:
   EXPECT_EQ(with_sinks("  out: {fake: {path: x}, flush_intervall: 1s}\n"),
             "p.yaml:4:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
-            "flush_interval, ddl, transforms, dead_letter)");
+            "webhook, flush_interval, ddl, transforms, dead_letter)");
   EXPECT_THAT(with_sinks("  out: {flush_interval: 1s}\n"),
               HasSubstr("p.yaml:4:8: sinks.out: missing the sink type"));
   EXPECT_THAT(with_sinks("  out: fake\n"),
@@ -1148,7 +1148,7 @@ sinks:
             "parsecs'\n"
             "p.yaml:9:26: sinks.out: unknown key 'flush_intervall' (did you mean "
             "'flush_interval'? expected one of: blackhole, fake, jsonl, kafka, kv, opensearch, postgres, "
-            "flush_interval, ddl, transforms, dead_letter)\n"
+            "webhook, flush_interval, ddl, transforms, dead_letter)\n"
             "p.yaml:10:19: sinks.other.jsonl: unknown key 'pth' (did you mean 'path'? expected "
             "one of: path, fsync, numeric_as_number)\n"
             "p.yaml:11:44: sinks.third.flush_interval: expected a duration: an integer with a "

@@ -1,4 +1,4 @@
-#include "sinks/opensearch/http_client.h"
+#include "common/http/http_client.h"
 
 #include <curl/curl.h>
 #include <zlib.h>
@@ -31,7 +31,7 @@ size_t ReadHeader(char* data, size_t size, size_t count, void* out) {
 HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options)) {
   static std::once_flag init;
   std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  for (std::string& url : urls_) {
+  for (std::string& url : options_.urls) {
     while (!url.empty() && url.back() == '/') url.pop_back();
   }
   if (!options_.username.empty()) userpwd_ = Cat(options_.username, ":", options_.password);
@@ -78,7 +78,11 @@ struct curl_slist* HttpClient::Headers(std::string_view content_type, bool gzipp
 }
 
 std::string_view HttpClient::Encode(std::string_view body, std::string* scratch) const {
-  if (!options_.gzip || body.empty()) return body;
+  return options_.gzip ? GzipEncode(body, scratch) : body;
+}
+
+std::string_view GzipEncode(std::string_view body, std::string* scratch) {
+  if (body.empty()) return body;
   z_stream z{};
   // 15 + 16: a gzip header and trailer around the deflate stream.
   if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
@@ -111,7 +115,7 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
   if (multi_ == nullptr) multi_ = curl_multi_init();
   CURLM* multi = static_cast<CURLM*>(multi_);
   while (lanes_.size() < bodies.size()) lanes_.push_back(curl_easy_init());
-  const std::string url = Cat(urls_[current_], path);
+  const std::string url = Cat(options_.urls[current_], path);
   // (Each body is gzipped when asked; one that could not be is sent as it is, labelled so.)
   struct curl_slist* plain_headers = Headers(content_type, false);
   struct curl_slist* gzip_headers = Headers(content_type, true);
@@ -148,7 +152,7 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
       results[i] = std::move(responses[i]);
     } else {
       results[i] = absl::UnavailableError(
-          Cat("OpenSearch unreachable: ", urls_[current_], ": ", curl_easy_strerror(msg->data.result)));
+          Cat("OpenSearch unreachable: ", options_.urls[current_], ": ", curl_easy_strerror(msg->data.result)));
     }
   }
   for (size_t i = 0; i < bodies.size(); ++i) {
@@ -159,7 +163,7 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
   // A node that did not answer: the next requests try the next node, if there are several.
   for (const auto& r : results) {
     if (!r.ok()) {
-      current_ = (current_ + 1) % urls_.size();
+      current_ = (current_ + 1) % options_.urls.size();
       break;
     }
   }
@@ -172,8 +176,8 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
   CURL* curl = static_cast<CURL*>(curl_);
   if (curl == nullptr) return absl::InternalError("libcurl could not be initialised");
   std::string last_error;
-  for (size_t attempt = 0; attempt < urls_.size(); ++attempt) {
-    const std::string url = Cat(urls_[current_], path);
+  for (size_t attempt = 0; attempt < options_.urls.size(); ++attempt) {
+    const std::string url = Cat(options_.urls[current_], path);
     HttpResponse response;
     curl_easy_reset(curl);
     Prepare(curl, url, &response);
@@ -196,8 +200,8 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
       curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
       return response;
     }
-    last_error = Cat(urls_[current_], ": ", curl_easy_strerror(code));
-    current_ = (current_ + 1) % urls_.size();  // the next node, if there are several
+    last_error = Cat(options_.urls[current_], ": ", curl_easy_strerror(code));
+    current_ = (current_ + 1) % options_.urls.size();  // the next node, if there are several
   }
   return absl::UnavailableError(Cat("OpenSearch unreachable: ", last_error));
 }

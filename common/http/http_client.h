@@ -18,6 +18,10 @@ struct curl_slist;
 
 namespace pgflow {
 
+// `body` gzipped (a gzip header and trailer around a deflate stream, at the fastest level)
+// into *scratch, which the result then points at; `body` itself when empty or when zlib fails.
+std::string_view GzipEncode(std::string_view body, std::string* scratch);
+
 struct HttpResponse {
   long status = 0;
   std::string body;
@@ -59,7 +63,7 @@ class HttpClient {
                                                      std::string_view content_type);
 
   // The node requests go to now, for messages.
-  const std::string& node() const { return urls_[current_]; }
+  const std::string& node() const { return options_.urls[current_]; }
 
  private:
   // Sets what every request carries: timeouts, authentication, TLS, the answer's buffers.
@@ -72,7 +76,6 @@ class HttpClient {
   std::string_view Encode(std::string_view body, std::string* scratch) const;
 
   HttpClientOptions options_;
-  std::vector<std::string>& urls_ = options_.urls;
   size_t current_ = 0;
   std::string userpwd_;
   std::string auth_header_;

@@ -1,0 +1,3 @@
+module pgflow/webhook_receiver
+
+go 1.19
