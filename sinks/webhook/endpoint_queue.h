@@ -74,6 +74,8 @@ class EndpointQueue {
 
   // Events queued or held by an outstanding request.
   size_t events() const { return queued_ + held_events_; }
+  // Events queued, not yet in a request.
+  size_t queued() const { return queued_; }
   size_t in_flight() const { return in_flight_; }
   // Outstanding requests: in flight or waiting to be sent again.
   size_t outstanding() const { return requests_.size(); }

@@ -504,7 +504,12 @@ absl::Status WebhookSink::Enqueue(Endpoint& endpoint, WebhookEvent event) {
   if (!failure_.ok()) return failure_;
   event.number = tracker_.Produced();
   endpoint.queue.Push(std::move(event));
+  // The delivery thread needs waking for a first event (its linger starts) and for a full
+  // batch; those between would only wake it to wait on.
+  const size_t queued = endpoint.queue.queued();
+  const bool wake = queued == 1 || queued % static_cast<size_t>(options_->batch) == 0;
   lock.unlock();
+  if (!wake) return absl::OkStatus();
   pushed_.fetch_add(1, std::memory_order_release);
   if (idle_.exchange(false)) curl_multi_wakeup(static_cast<CURLM*>(multi_));
   return absl::OkStatus();
@@ -607,6 +612,8 @@ void WebhookSink::Deliver() {
     curl_slist_free_all(transfer->headers);
     delete transfer;
   }
+  for (void* handle : handles_) curl_easy_cleanup(static_cast<CURL*>(handle));
+  handles_.clear();
 }
 
 void WebhookSink::StartReady(Endpoint& endpoint, WebhookClock::time_point now,
@@ -678,7 +685,15 @@ void WebhookSink::Start(Transfer* transfer) {
   transfer->answer.clear();
   transfer->retry_after = 0;
   transfer->denied.clear();
-  CURL* curl = curl_easy_init();
+  // Handles are kept for the next requests (their buffers and TLS session with them).
+  CURL* curl = nullptr;
+  if (!handles_.empty()) {
+    curl = static_cast<CURL*>(handles_.back());
+    handles_.pop_back();
+    curl_easy_reset(curl);
+  } else {
+    curl = curl_easy_init();
+  }
   transfer->curl = curl;
   curl_easy_setopt(curl, CURLOPT_URL, transfer->endpoint->route->url.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -718,7 +733,7 @@ void WebhookSink::Start(Transfer* transfer) {
 void WebhookSink::Judge(Transfer* transfer, int curl_code) {
   long status = 0;
   if (curl_code == CURLE_OK) curl_easy_getinfo(transfer->curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(transfer->curl);
+  handles_.push_back(transfer->curl);
   curl_slist_free_all(transfer->headers);
   Endpoint& endpoint = *transfer->endpoint;
   WebhookRequest* request = transfer->request;

@@ -155,7 +155,8 @@ class WebhookSink : public TransactionalSink {
   std::atomic<bool> idle_{false};  // the delivery thread waits in curl_multi_poll
   std::atomic<uint64_t> pushed_{0};  // events handed over, for the delivery thread's wake-ups
 
-  void* multi_ = nullptr;  // CURLM*
+  void* multi_ = nullptr;        // CURLM*
+  std::vector<void*> handles_;  // CURL*, idle, for the next requests (delivery thread only)
   std::thread thread_;
   std::string scratch_;
 };
