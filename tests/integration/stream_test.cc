@@ -686,7 +686,8 @@ TEST(CliTest, ValidateNamesFileLineAndColumn) {
 
   // Every example validates as written.
   for (const char* example : {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml",
-                              "kv-cache.yaml", "anonymised-copy.yaml", "search-index.yaml"}) {
+                              "kv-cache.yaml", "anonymised-copy.yaml", "search-index.yaml",
+                              "webhook.yaml"}) {
     EXPECT_EQ(RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
                         {{"SOURCE_URL", "postgres://u@h/db"},
                          {"TARGET_URL", "postgres://u@h2/db"},

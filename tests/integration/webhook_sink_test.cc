@@ -5,9 +5,13 @@
 // nothing and duplicate only under the same webhook-id; a refusal stops the pipeline naming it,
 // or with dead_letter: is recorded and replayed later.
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -357,6 +361,59 @@ TEST(WebhookSinkTest, PrivateAddressesAreRefusedWhenAsked) {
   EXPECT_NE(RunPgflow({"run", yaml}, &out), 0);
   EXPECT_THAT(out, HasSubstr("resolves to the internal address 127.0.0.1, which "
                              "deny_private_addresses refuses"));
+}
+
+// The receiver the README shows (examples/webhook_receiver.py) takes pgflow's requests: they
+// pass both its checks, the standardwebhooks library's from PyPI and its few lines of plain
+// code (a request failing either is answered 400, which would stop the pipeline).
+TEST(WebhookSinkTest, TheExampleReceiverVerifiesWithTheStandardWebhooksLibrary) {
+  // A virtual environment with the library, kept beside the build for the next runs.
+  const std::string venv =
+      std::filesystem::path(PGFLOW_BINARY).parent_path().string() + "/webhook-venv";
+  if (!std::filesystem::exists(venv + "/bin/python") ||
+      std::system((venv + "/bin/python -c 'import standardwebhooks'").c_str()) != 0) {
+    ASSERT_EQ(std::system(("python3 -m venv " + venv + " && " + venv +
+                           "/bin/pip install -q standardwebhooks==1.1.0")
+                              .c_str()),
+              0)
+        << "could not install the standardwebhooks library from PyPI";
+  }
+  Sql sql(NewDatabase("example"));
+  sql.Exec("CREATE TABLE orders (id int PRIMARY KEY, total int)");
+  TempDir dir;
+  const int port = FreeLoopbackPort();
+  const std::string printed = dir.File("printed.txt");
+  const pid_t receiver = fork();
+  if (receiver == 0) {
+    setenv("WEBHOOK_SECRET", kNewSecret, 1);
+    const int fd = open(printed.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    const std::string python = venv + "/bin/python";
+    const std::string script = std::string(PGFLOW_SOURCE_DIR) + "/examples/webhook_receiver.py";
+    execl(python.c_str(), python.c_str(), script.c_str(), std::to_string(port).c_str(), nullptr);
+    _exit(127);
+  }
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/orders";
+  EXPECT_TRUE(WaitFor([&] { return Curl(url).code != 0; }, std::chrono::seconds(30)));
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("example", "[public.orders]") +
+                      "sinks:\n  hooks:\n    webhook: {url: \"" + url + "\", secret: " +
+                      kNewSecret + ", batch: 2, linger: 50ms}\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  sql.Exec("INSERT INTO orders VALUES (1, 10), (2, 20), (3, 30)");
+  sql.Exec("UPDATE orders SET total = 11 WHERE id = 1");
+  sql.Exec("DELETE FROM orders WHERE id = 2");
+  auto lines = [&] { return CountInFile(printed, "/orders public.orders."); };
+  EXPECT_TRUE(WaitFor([&] { return lines() == 5; }, std::chrono::seconds(60)))
+      << ReadFile(printed) << ReadFile(dir.File("pgflow.log"));
+  EXPECT_THAT(ReadFile(printed), HasSubstr("/orders public.orders.update {\"id\": 1, \"total\": 11}"));
+  EXPECT_TRUE(pgflow->Running()) << ReadFile(dir.File("pgflow.log"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+  kill(receiver, SIGKILL);
+  waitpid(receiver, nullptr, 0);
 }
 
 }  // namespace
