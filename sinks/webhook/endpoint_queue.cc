@@ -19,15 +19,15 @@ void EndpointQueue::Push(WebhookEvent event) {
 }
 
 bool EndpointQueue::Held(const WebhookEvent& event) const {
-  for (const std::string& key : event.keys) {
-    if (held_.contains(key)) return true;
+  for (int i = 0; i < event.key_count; ++i) {
+    if (held_.contains(event.keys[i])) return true;
   }
   return false;
 }
 
 void EndpointQueue::Hold(const WebhookEvent& event, int delta) {
-  for (const std::string& key : event.keys) {
-    auto it = held_.try_emplace(key, 0).first;
+  for (int i = 0; i < event.key_count; ++i) {
+    auto it = held_.try_emplace(event.keys[i], 0).first;
     it->second += delta;
     if (it->second <= 0) held_.erase(it);
   }
@@ -48,13 +48,13 @@ WebhookRequest* EndpointQueue::Form(WebhookClock::time_point now, bool flush) {
       }
       break;
     case WebhookOrder::kPerKey: {
-      absl::flat_hash_set<std::string_view> blocked;  // rows of events left waiting
+      absl::flat_hash_set<uint64_t> blocked;  // rows of events left waiting
       bool first = true;                              // no untaken slot seen yet
       const size_t end = std::min(slots_.size(), kLookahead);
       for (size_t i = 0; i < end && picked.size() < limits_.batch; ++i) {
         const WebhookEvent& event = slots_[i].event;
         if (slots_[i].taken) continue;
-        if (event.keys.empty()) {
+        if (event.barrier()) {
           // A barrier: alone, once nothing before it is outstanding or waiting.
           if (first && requests_.empty()) {
             picked.push_back(i);
@@ -64,9 +64,9 @@ WebhookRequest* EndpointQueue::Form(WebhookClock::time_point now, bool flush) {
         }
         first = false;
         bool waits = Held(event);
-        for (const std::string& key : event.keys) waits = waits || blocked.contains(key);
+        for (int k = 0; k < event.key_count; ++k) waits = waits || blocked.contains(event.keys[k]);
         if (waits) {
-          blocked.insert(event.keys.begin(), event.keys.end());
+          blocked.insert(event.keys, event.keys + event.key_count);
           continue;
         }
         picked.push_back(i);
@@ -133,7 +133,7 @@ std::vector<WebhookEvent> EndpointQueue::Finish(WebhookRequest* request) {
   requests_.erase(it);
   if (owned->in_flight) --in_flight_;
   for (const WebhookEvent& event : owned->events) Hold(event, -1);
-  if (owned->events.size() == 1 && owned->events.front().keys.empty()) barrier_out_ = false;
+  if (owned->events.size() == 1 && owned->events.front().barrier()) barrier_out_ = false;
   held_events_ -= owned->events.size();
   endpoint_down_ = false;
   return std::move(owned->events);

@@ -25,6 +25,7 @@
 #include <optional>
 #include <queue>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -34,15 +35,24 @@ namespace pgflow {
 
 enum class WebhookOrder { kPerKey, kFifo, kNone };
 
+// The hash an event's row is known by (see WebhookEvent::keys).
+inline uint64_t RowKeyHash(std::string_view text) { return std::hash<std::string_view>{}(text); }
+
 using WebhookClock = std::chrono::steady_clock;
 
 // One event bound for one endpoint.
 struct WebhookEvent {
   uint64_t number = 0;  // the sink's DeliveryTracker number for it
   std::string id;       // its event id; a request of one event has it as its webhook-id
-  // The rows it is about ("schema.table\n{key}"): one, or two for an update that moved a row
-  // to another key. Empty: a barrier.
-  std::vector<std::string> keys;
+  // The rows it is about, as RowKeyHash of "schema.table\n{key}": one, or two for an update
+  // that moved a row to another key; none: a barrier. (Two rows whose hashes collide merely
+  // keep their order between them.)
+  uint64_t keys[2] = {0, 0};
+  int key_count = 0;
+  bool barrier() const { return key_count == 0; }
+  void AddKey(uint64_t key) {
+    if (key_count == 0 || (key_count == 1 && keys[0] != key)) keys[key_count++] = key;
+  }
   std::shared_ptr<const std::string> payload;  // its JSON object, shared across endpoints
   std::shared_ptr<const Change> change;        // kept for the dead-letter path, else null
   WebhookClock::time_point queued{};
@@ -126,7 +136,7 @@ class EndpointQueue {
   bool endpoint_down_ = false;
   size_t held_events_ = 0;
   size_t in_flight_ = 0;
-  absl::flat_hash_map<std::string, int> held_;  // rows of outstanding requests
+  absl::flat_hash_map<uint64_t, int> held_;  // rows of outstanding requests
   bool barrier_out_ = false;                     // an outstanding request is a barrier
   // When the short batch Form() last held back may go (linger).
   std::optional<WebhookClock::time_point> linger_until_;

@@ -218,38 +218,36 @@ bool IsRowOp(Op op) {
   return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
 }
 
-// The rows `change` is about (see WebhookEvent::keys): empty for a barrier.
-std::vector<std::string> RowKeys(const Change& change, const JsonOptions& json) {
-  std::vector<std::string> keys;
-  if (!IsRowOp(change.op) || change.table == nullptr) return keys;
-  const std::string table = Cat(change.table->schema, ".", change.table->name, "\n");
-  const Row& row = change.op == Op::kDelete ? change.before : change.after;
-  std::string key = table;
-  if (!AppendKeyObject(*change.table, row, json, &key)) {
-    keys.push_back(table);  // no key: the table's rows keep their order among themselves
-    return keys;
-  }
-  keys.push_back(std::move(key));
-  if (change.op == Op::kUpdate && change.before_kind != BeforeKind::kNone) {
-    std::string old_key = table;
-    if (AppendKeyObject(*change.table, change.before, json, &old_key) && old_key != keys[0]) {
-      keys.push_back(std::move(old_key));
-    }
-  }
-  return keys;
+// The key of `row` of `change`'s table as the sink names a row ("schema.table\n{key}"), in
+// *out; false (only the table's part written) when the table has no key or the row none of it.
+bool RowKeyText(const Change& change, const Row& row, const JsonOptions& json, std::string* out) {
+  out->clear();
+  *out += Cat(change.table->schema, ".", change.table->name, "\n");
+  return AppendKeyObject(*change.table, row, json, out);
 }
 
-// The event id of `change` (see the header): a snapshot row's is its table and key.
-std::string EventIdOf(const Change& change, const std::vector<std::string>& keys) {
-  std::string id;
-  if (change.op == Op::kRead && !keys.empty()) {
-    AppendLsn(change.txn.commit_lsn, &id);
-    const size_t newline = keys[0].find('\n');
-    id += Cat(":", keys[0].substr(0, newline), ":", Sha256Hex16(keys[0]));
-    return id;
+// Fills in the rows `event` is about (see WebhookEvent::keys; none: a barrier) and its id (a
+// snapshot row's is its table and key, see the header). *scratch is working space.
+void IdentifyEvent(const Change& change, const JsonOptions& json, WebhookEvent* event,
+                   std::string* scratch) {
+  if (!IsRowOp(change.op) || change.table == nullptr) {
+    AppendEventId(change, &event->id);
+    return;
   }
-  AppendEventId(change, &id);
-  return id;
+  // No key: the table's rows keep their order among themselves.
+  RowKeyText(change, change.op == Op::kDelete ? change.before : change.after, json, scratch);
+  event->AddKey(RowKeyHash(*scratch));
+  if (change.op == Op::kRead) {
+    AppendLsn(change.txn.commit_lsn, &event->id);
+    event->id += Cat(":", change.table->schema, ".", change.table->name, ":",
+                     Sha256Hex16(*scratch));
+    return;
+  }
+  AppendEventId(change, &event->id);
+  if (change.op == Op::kUpdate && change.before_kind != BeforeKind::kNone &&
+      RowKeyText(change, change.before, json, scratch)) {
+    event->AddKey(RowKeyHash(*scratch));  // the row moved from another key: both are held
+  }
 }
 
 std::string TypeOf(const Change& change) {
@@ -259,7 +257,9 @@ std::string TypeOf(const Change& change) {
 }
 
 std::string PayloadOf(const Change& change, const std::string& id, const JsonOptions& json) {
-  std::string out = "{\"id\":";
+  std::string out;
+  out.reserve(512);
+  out.append("{\"id\":");
   AppendJsonString(id, &out);
   out.append(",\"type\":");
   AppendJsonString(TypeOf(change), &out);
@@ -458,10 +458,8 @@ absl::Status WebhookSink::OnChange(const Change& change, bool in_txn) {
       if (endpoint->route->url == change.destination) only = endpoint.get();
     }
   }
-  std::vector<std::string> keys;
-  std::string id;
+  WebhookEvent first;  // what every endpoint's copy shares, made for the first
   std::shared_ptr<const std::string> payload;
-  std::shared_ptr<const Change> kept;
   for (const auto& endpoint : endpoints_) {
     if (only != nullptr && endpoint.get() != only) continue;
     if (only == nullptr) {
@@ -469,19 +467,13 @@ absl::Status WebhookSink::OnChange(const Change& change, bool in_txn) {
       if (!takes.ok()) return takes.status();
       if (!*takes) continue;
     }
-    if (payload == nullptr) {
-      keys = RowKeys(change, options_->json);
-      id = EventIdOf(change, keys);
-      payload = std::make_shared<const std::string>(PayloadOf(change, id, options_->json));
-      if (dead_letters_ != nullptr) kept = std::make_shared<const Change>(change);
+    if (first.payload == nullptr) {
+      IdentifyEvent(change, options_->json, &first, &scratch_);
+      first.payload = std::make_shared<const std::string>(PayloadOf(change, first.id, options_->json));
+      if (dead_letters_ != nullptr) first.change = std::make_shared<const Change>(change);
+      first.queued = WebhookClock::now();
     }
-    WebhookEvent event;
-    event.id = id;
-    event.keys = keys;
-    event.payload = payload;
-    event.change = kept;
-    event.queued = WebhookClock::now();
-    if (absl::Status s = Enqueue(*endpoint, std::move(event)); !s.ok()) return s;
+    if (absl::Status s = Enqueue(*endpoint, first); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -811,8 +803,14 @@ void WebhookSink::GiveUp(Endpoint& endpoint, WebhookRequest* request, const std:
   }
   for (const WebhookEvent& event : request->events) {
     const Change& change = *event.change;
-    std::string key = event.keys.empty() ? "" : event.keys.front().substr(
-                                                    event.keys.front().find('\n') + 1);
+    std::string key;
+    if (IsRowOp(change.op) && change.table != nullptr &&
+        RowKeyText(change, change.op == Op::kDelete ? change.before : change.after,
+                   options_->json, &key)) {
+      key.erase(0, key.find('\n') + 1);
+    } else {
+      key.clear();
+    }
     DeadLetter letter = MakeDeadLetter(context_.pipeline, context_.sink, change, std::move(key),
                                        Cat(url, ": ", reason), code);
     letter.destination = url;  // replayed, it goes to this endpoint only

@@ -12,7 +12,7 @@ WebhookEvent Event(uint64_t number, std::vector<std::string> keys,
   WebhookEvent e;
   e.number = number;
   e.id = std::to_string(number);
-  e.keys = std::move(keys);
+  for (const std::string& key : keys) e.AddKey(RowKeyHash(key));
   e.queued = at;
   return e;
 }
