@@ -39,7 +39,8 @@ absl::Status Errno(std::string_view what, const std::string& path) {
 
 std::string Identity(const DeadLetter& l) {
   const std::string sep(1, '\0');
-  return Cat(l.pipeline, sep, l.sink, sep, l.event_id, sep, l.table, sep, l.key);
+  return Cat(l.pipeline, sep, l.sink, sep, l.event_id, sep, l.table, sep, l.key, sep,
+             l.destination);
 }
 
 // An open descriptor of the file at `path` holding its exclusive lock until it goes out of

@@ -18,8 +18,9 @@
 // record is durable (the file fdatasynced, the row committed): a sink records before it counts
 // the event as delivered, so the position is acknowledged only after its record is safe.
 //
-// Records are idempotent: a second record of the same (pipeline, sink, event id, table, key),
-// which a restart that replays the event makes, is not added again. Ids are never given twice.
+// Records are idempotent: a second record of the same (pipeline, sink, event id, table, key,
+// destination), which a restart that replays the event makes, is not added again (the
+// destination tells apart the endpoints of one webhook sink that refused the same event). Ids are never given twice.
 //
 // Without `dead_letter:` a permanent failure stops the pipeline, naming the event and reason.
 

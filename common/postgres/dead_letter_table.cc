@@ -39,8 +39,9 @@ class TableDeadLetterStore : public DeadLetterStore {
     res = Exec(conn_.get(),
                Cat("SELECT id FROM ", table_.Quoted(),
                    " WHERE pipeline = $1 AND sink = $2 AND event_id = $3 AND source_table = $4 "
-                   "AND key = $5"),
-               {letter.pipeline, letter.sink, letter.event_id, letter.table, letter.key});
+                   "AND key = $5 AND destination = $6"),
+               {letter.pipeline, letter.sink, letter.event_id, letter.table, letter.key,
+                letter.destination});
     if (!res.ok()) return Failed("reading", res.status());
     if (PQntuples(res->get()) == 1) letter.id = std::stoull(PQgetvalue(res->get(), 0, 0));
     return absl::OkStatus();
@@ -105,7 +106,8 @@ absl::Status EnsureDeadLetterTable(PGconn* conn, const TableRef& table) {
           "text NOT NULL, lsn pg_lsn NOT NULL, source_table text NOT NULL, operation text NOT "
           "NULL, key text NOT NULL, reason text NOT NULL, code text NOT NULL, destination text "
           "NOT NULL DEFAULT '', change json NOT NULL, schema json, recorded_at timestamptz NOT "
-          "NULL DEFAULT now(), UNIQUE (pipeline, sink, event_id, source_table, key))"));
+          "NULL DEFAULT now(), UNIQUE (pipeline, sink, event_id, source_table, key, "
+          "destination))"));
   if (!res.ok()) {
     return absl::Status(res.status().code(),
                         Cat("creating ", table.ToString(), ": ", res.status().message()));
@@ -130,7 +132,7 @@ absl::Status EnsureDeadLetterTable(PGconn* conn, const TableRef& table) {
 std::string DeadLetterInsertSql(const TableRef& table) {
   return Cat("INSERT INTO ", table.Quoted(), " (", kColumns,
              ") VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, $7, $8, $9, $10, $11::json, $12::json) "
-             "ON CONFLICT (pipeline, sink, event_id, source_table, key) DO NOTHING RETURNING id");
+             "ON CONFLICT DO NOTHING RETURNING id");
 }
 
 std::vector<std::string> DeadLetterInsertParams(const DeadLetter& l) {

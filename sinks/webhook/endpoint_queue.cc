@@ -50,10 +50,12 @@ WebhookRequest* EndpointQueue::Form(WebhookClock::time_point now, bool flush) {
     case WebhookOrder::kPerKey: {
       absl::flat_hash_set<uint64_t> blocked;  // rows of events left waiting
       bool first = true;                              // no untaken slot seen yet
-      const size_t end = std::min(slots_.size(), kLookahead);
-      for (size_t i = 0; i < end && picked.size() < limits_.batch; ++i) {
+      size_t looked = 0;  // untaken slots looked at
+      for (size_t i = 0; i < slots_.size() && looked < kLookahead && picked.size() < limits_.batch;
+           ++i) {
         const WebhookEvent& event = slots_[i].event;
         if (slots_[i].taken) continue;
+        ++looked;
         if (event.barrier()) {
           // A barrier: alone, once nothing before it is outstanding or waiting.
           if (first && requests_.empty()) {
@@ -92,6 +94,11 @@ WebhookRequest* EndpointQueue::Form(WebhookClock::time_point now, bool flush) {
   }
   queued_ -= picked.size();
   held_events_ += picked.size();
+  // Events taken from behind a waiting one leave holes: dropped once they outnumber the rest,
+  // so the deque stays within twice what is queued.
+  if (slots_.size() > 2 * queued_ + 64) {
+    std::erase_if(slots_, [](const Slot& slot) { return slot.taken; });
+  }
   barrier_out_ = barrier;
   request->in_flight = true;
   ++in_flight_;
@@ -120,7 +127,9 @@ std::vector<WebhookRequest*> EndpointQueue::Take(WebhookClock::time_point now, b
 
 std::optional<WebhookClock::time_point> EndpointQueue::NextDue() const {
   std::optional<WebhookClock::time_point> next = linger_until_;
-  if (!waiting_.empty() && (!next.has_value() || waiting_.top().due < *next)) {
+  // (While every lane is busy a retry cannot start; a request ending wakes the caller.)
+  if (!waiting_.empty() && in_flight_ < limits_.concurrency &&
+      (!next.has_value() || waiting_.top().due < *next)) {
     next = waiting_.top().due;
   }
   return next;

@@ -289,8 +289,10 @@ size_t ReadRetryAfter(char* data, size_t size, size_t count, void* out) {
   const size_t n = size * count;
   constexpr std::string_view kName = "retry-after:";
   if (n > kName.size() && strncasecmp(data, kName.data(), kName.size()) == 0) {
-    // Seconds; an HTTP date is not honoured (the backoff applies).
-    *static_cast<long*>(out) = std::atol(std::string(data + kName.size(), n - kName.size()).c_str());
+    // Seconds (at most a day); an HTTP date is not honoured (the backoff applies).
+    const long long seconds =
+        std::strtoll(std::string(data + kName.size(), n - kName.size()).c_str(), nullptr, 10);
+    *static_cast<long*>(out) = static_cast<long>(std::clamp<long long>(seconds, 0, 86400));
   }
   return n;
 }
@@ -324,6 +326,7 @@ struct WebhookSink::Transfer {
   long retry_after = 0;
   std::string gzipped;
   std::string denied;  // the internal address a connection was refused to
+  bool failed_to_start = false;  // libcurl could not take it (no memory): retried
   const WebhookSinkOptions* options = nullptr;
 };
 
@@ -457,6 +460,15 @@ absl::Status WebhookSink::OnChange(const Change& change, bool in_txn) {
     for (const auto& endpoint : endpoints_) {
       if (endpoint->route->url == change.destination) only = endpoint.get();
     }
+    const std::string_view destination = change.destination;
+    if (only == nullptr && (destination.substr(0, 7) == "http://" ||
+                            destination.substr(0, 8) == "https://")) {
+      // A dead letter's endpoint that is no longer configured: sent nowhere, it would count
+      // as delivered.
+      return absl::FailedPreconditionError(
+          Cat("sink ", context_.sink, " (webhook): no endpoint ", destination,
+              " (the event was meant for it; add it back to url or routes to send it)"));
+    }
   }
   WebhookEvent first;  // what every endpoint's copy shares, made for the first
   std::shared_ptr<const std::string> payload;
@@ -502,7 +514,7 @@ absl::Status WebhookSink::Enqueue(Endpoint& endpoint, WebhookEvent event) {
   const bool wake = queued == 1 || queued % static_cast<size_t>(options_->batch) == 0;
   lock.unlock();
   if (!wake) return absl::OkStatus();
-  pushed_.fetch_add(1, std::memory_order_release);
+  pushed_.fetch_add(1);
   if (idle_.exchange(false)) curl_multi_wakeup(static_cast<CURLM*>(multi_));
   return absl::OkStatus();
 }
@@ -555,21 +567,32 @@ void WebhookSink::Deliver() {
     const auto now = WebhookClock::now();
     std::vector<Transfer*> started;
     std::optional<WebhookClock::time_point> next;
-    const uint64_t seen = pushed_.load(std::memory_order_acquire);
+    bool gave_up = false;
+    const uint64_t seen = pushed_.load();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) break;
       if (failure_.ok()) {
         for (const auto& endpoint : endpoints_) {
-          StartReady(*endpoint, now, &started);
+          gave_up = StartReady(*endpoint, now, &started) || gave_up;
           std::optional<WebhookClock::time_point> due = endpoint->queue.NextDue();
+          // Events queued behind busy rows are looked at again within a linger at the latest
+          // (the sink's thread wakes this one only for a first event and for a full batch).
+          if (endpoint->queue.queued() > 0) {
+            const auto soon = now + std::max(options_->linger, std::chrono::milliseconds(1));
+            if (!due.has_value() || soon < *due) due = soon;
+          }
           if (due.has_value() && (!next.has_value() || *due < *next)) next = due;
         }
       }
     }
     for (Transfer* transfer : started) {
       Start(transfer);
-      active.insert(transfer);
+      if (transfer->failed_to_start) {
+        Judge(transfer, CURLE_FAILED_INIT);  // retried like a network error
+      } else {
+        active.insert(transfer);
+      }
     }
     int running = 0;
     curl_multi_perform(multi, &running);
@@ -584,7 +607,7 @@ void WebhookSink::Deliver() {
       Judge(transfer, message->data.result);
       ended = true;
     }
-    if (ended || !started.empty()) continue;
+    if (ended || gave_up || !started.empty()) continue;
     int wait_ms = 100;
     if (next.has_value()) {
       const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -592,7 +615,7 @@ void WebhookSink::Deliver() {
       wait_ms = static_cast<int>(std::clamp<int64_t>(until.count() + 1, 0, 100));
     }
     idle_.store(true);
-    if (pushed_.load(std::memory_order_acquire) == seen) {
+    if (pushed_.load() == seen) {
       curl_multi_poll(multi, nullptr, 0, wait_ms, nullptr);
     }
     idle_.store(false);
@@ -608,11 +631,13 @@ void WebhookSink::Deliver() {
   handles_.clear();
 }
 
-void WebhookSink::StartReady(Endpoint& endpoint, WebhookClock::time_point now,
+bool WebhookSink::StartReady(Endpoint& endpoint, WebhookClock::time_point now,
                              std::vector<Transfer*>* started) {
+  bool gave_up = false;
   for (WebhookRequest* request : endpoint.queue.Take(now, /*flush=*/false)) {
     if (endpoint.gone) {
       GiveUp(endpoint, request, "the endpoint is gone (it answered 410 Gone)", "410");
+      gave_up = true;
       continue;
     }
     auto* transfer = new Transfer;
@@ -621,6 +646,7 @@ void WebhookSink::StartReady(Endpoint& endpoint, WebhookClock::time_point now,
     transfer->options = options_.get();
     started->push_back(transfer);
   }
+  return gave_up;
 }
 
 void WebhookSink::Start(Transfer* transfer) {
@@ -687,6 +713,10 @@ void WebhookSink::Start(Transfer* transfer) {
     curl = curl_easy_init();
   }
   transfer->curl = curl;
+  if (curl == nullptr) {
+    transfer->failed_to_start = true;
+    return;
+  }
   curl_easy_setopt(curl, CURLOPT_URL, transfer->endpoint->route->url.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "pgflow");
@@ -719,13 +749,15 @@ void WebhookSink::Start(Transfer* transfer) {
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, transfer);
   }
-  curl_multi_add_handle(static_cast<CURLM*>(multi_), curl);
+  if (curl_multi_add_handle(static_cast<CURLM*>(multi_), curl) != CURLM_OK) {
+    transfer->failed_to_start = true;  // judged as a network error, retried
+  }
 }
 
 void WebhookSink::Judge(Transfer* transfer, int curl_code) {
   long status = 0;
   if (curl_code == CURLE_OK) curl_easy_getinfo(transfer->curl, CURLINFO_RESPONSE_CODE, &status);
-  handles_.push_back(transfer->curl);
+  if (transfer->curl != nullptr) handles_.push_back(transfer->curl);
   curl_slist_free_all(transfer->headers);
   Endpoint& endpoint = *transfer->endpoint;
   WebhookRequest* request = transfer->request;
@@ -736,7 +768,7 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
   if (curl_code == CURLE_OK && status / 100 == 2) {
     for (const WebhookEvent& event : endpoint.queue.Finish(request)) tracker_.Delivered(event.number);
     room_.notify_all();
-  } else if (!transfer->denied.empty()) {
+  } else if (curl_code != CURLE_OK && !transfer->denied.empty()) {
     GiveUp(endpoint, request,
            Cat("it connects to the internal address ", transfer->denied,
                ", which deny_private_addresses refuses"),
@@ -768,9 +800,14 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
           options_->backoff.count() * std::pow(2.0, std::min(request->attempts - 1, 30)),
           options_->max_backoff.count());
       const double jittered = doubled * std::uniform_real_distribution<double>(0.5, 1.0)(random);
-      auto wait = transfer->retry_after > 0
-                      ? std::chrono::milliseconds(transfer->retry_after * 1000)
-                      : std::chrono::milliseconds(static_cast<int64_t>(jittered));
+      std::chrono::milliseconds wait =
+          transfer->retry_after > 0
+              ? std::chrono::milliseconds(int64_t{transfer->retry_after} * 1000)
+              : std::chrono::milliseconds(static_cast<int64_t>(jittered));
+      // Never past max_age: the last attempt is made then.
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          request->first_attempt + options_->max_age - now);
+      wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
       endpoint.queue.Again(request, now + wait,
                            curl_code != CURLE_OK || EndpointDown(status));
       if (now - endpoint.last_log >= kLogEvery) {

@@ -17,8 +17,10 @@
 // - Signed as Standard Webhooks specifies (sinks/webhook/standard_webhooks.h). The webhook-id
 //   of a request is "<pipeline>:<event id>" (see below): the
 //   same for every attempt, after a restart and from `pgflow dlq replay`, so receivers can
-//   deduplicate on it (a '.' in it is written '_', as the specification asks; a batch's is
-//   "<pipeline>:<first>~<last>"). A snapshot row's event id is its table and key under the snapshot's
+//   deduplicate on it (a '.' in it is written '_', as the specification asks). A batch's is
+//   "<pipeline>:<first>~<last>", the same on every attempt; after a restart the events may be
+//   batched otherwise, and each event's own `id` in the body is what tells them apart. A
+//   snapshot row replayed from a dead letter goes as an insert, under "<lsn>:<seq>". A snapshot row's event id is its table and key under the snapshot's
 //   position ("0/16B3748:public.items:<sha256 of the key, 16 hex>"), stable too.
 // - Routes: every event goes to each endpoint whose route takes it (tables, operations, a row
 //   predicate in the filter language); an event whose `destination` (the route transform's
@@ -128,8 +130,9 @@ class WebhookSink : public TransactionalSink {
   absl::Status Enqueue(Endpoint& endpoint, WebhookEvent event);
   // The delivery thread: sends what may go, takes the answers, until Close.
   void Deliver();
-  // Starts the requests of `endpoint` that may go now (called with mu_ held).
-  void StartReady(Endpoint& endpoint, WebhookClock::time_point now,
+  // Takes the requests of `endpoint` that may go now (called with mu_ held); true when some
+  // were given up without being sent (a gone endpoint's).
+  bool StartReady(Endpoint& endpoint, WebhookClock::time_point now,
                   std::vector<Transfer*>* started);
   void Start(Transfer* transfer);
   // What an answer (or its absence) means for the request, and what is done about it.

@@ -127,5 +127,25 @@ TEST(EndpointQueueTest, FifoSendsOneRequestAtATimeAndNoneAsManyAsAllowed) {
   EXPECT_EQ(none.in_flight(), 2u);
 }
 
+TEST(EndpointQueueTest, ARowStuckInFrontHoldsNoOtherRowBackHoweverManyPassIt) {
+  EndpointQueue q({WebhookOrder::kPerKey, 1, 0ms, 4});
+  q.Push(Event(0, {"stuck"}));
+  q.Push(Event(1, {"stuck"}));
+  std::vector<WebhookRequest*> sent = q.Take(kNow, false);
+  ASSERT_EQ(sent.size(), 1u);
+  q.Again(sent[0], kNow + 24h, /*endpoint_down=*/false);
+  for (uint64_t i = 2; i < 10002; ++i) q.Push(Event(i, {"row" + std::to_string(i)}));
+  size_t delivered = 0;
+  for (sent = q.Take(kNow, false); !sent.empty(); sent = q.Take(kNow, false)) {
+    for (WebhookRequest* request : sent) {
+      q.Finish(request);
+      ++delivered;
+    }
+  }
+  EXPECT_EQ(delivered, 10000u);
+  EXPECT_EQ(q.queued(), 1u);  // the stuck row's second event, behind its retry
+  EXPECT_EQ(q.NextDue(), kNow + 24h);
+}
+
 }  // namespace
 }  // namespace pgflow
