@@ -23,18 +23,6 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-// A database of its own on the shared cluster; its URL.
-std::string NewDatabase(const std::string& name) {
-  Sql(SharedCluster().Url()).Exec("CREATE DATABASE " + name);
-  return SharedCluster().Url(name);
-}
-
-// The start of a pipeline file: pipeline `name` following `tables` of database `name`.
-std::string PipelineHead(const std::string& name, const std::string& tables) {
-  return "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + SharedCluster().Url(name) +
-         "\n    tables: " + tables + "\n    status_interval: 200ms\n";
-}
-
 // id -> document source, of every document in `index` (refreshed first).
 std::map<std::string, json> Documents(const std::string& index) {
   SharedOpenSearch().Get("/" + index + "/_refresh", "-X POST");

@@ -34,16 +34,6 @@ using json = nlohmann::json;
 constexpr char kOldSecret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 constexpr char kNewSecret[] = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-std::string NewDatabase(const std::string& name) {
-  Sql(SharedCluster().Url()).Exec("CREATE DATABASE " + name);
-  return SharedCluster().Url(name);
-}
-
-std::string PipelineHead(const std::string& name, const std::string& tables) {
-  return "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + SharedCluster().Url(name) +
-         "\n    tables: " + tables + "\n    status_interval: 200ms\n";
-}
-
 // The row an event is about: its new row's id, or its old row's for a delete.
 int RowOf(const json& event) {
   const json& data = event["data"];

@@ -320,4 +320,14 @@ HttpAnswer Curl(const std::string& url, const std::string& args) {
   return answer;
 }
 
+std::string NewDatabase(const std::string& name) {
+  Sql(SharedCluster().Url()).Exec("CREATE DATABASE " + name);
+  return SharedCluster().Url(name);
+}
+
+std::string PipelineHead(const std::string& name, const std::string& tables) {
+  return "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + SharedCluster().Url(name) +
+         "\n    tables: " + tables + "\n    status_interval: 200ms\n";
+}
+
 }  // namespace pgflow::testing

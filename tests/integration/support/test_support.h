@@ -154,6 +154,13 @@ struct HttpAnswer {
 };
 HttpAnswer Curl(const std::string& url, const std::string& args = "");
 
+// A database `name` of its own on the shared cluster; its URL.
+std::string NewDatabase(const std::string& name);
+
+// The start of a pipeline file: pipeline `name` following `tables` ("[public.items]") of the
+// shared cluster's database `name`, its status sent every 200 ms.
+std::string PipelineHead(const std::string& name, const std::string& tables);
+
 // Writes `text` to `path`.
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
