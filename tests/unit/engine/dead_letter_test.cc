@@ -124,6 +124,21 @@ TEST_F(DeadLetterTest, TheFileStoreNumbersDeduplicatesListsAndRemoves) {
   EXPECT_EQ(others->size(), 1u);
 }
 
+TEST_F(DeadLetterTest, OneEventRefusedByTwoEndpointsIsRecordedForEach) {
+  std::unique_ptr<DeadLetterStore> store = NewFileDeadLetterStore(path_);
+  DeadLetter a = MakeDeadLetter("shop", "hooks", Insert(1, "x", 100), "1", "refused", "400");
+  a.destination = "http://a.example/hook";
+  DeadLetter b = a;
+  b.destination = "http://b.example/hook";
+  ASSERT_TRUE(store->Record(a).ok());
+  ASSERT_TRUE(store->Record(b).ok());
+  EXPECT_EQ(a.id, 1u);
+  EXPECT_EQ(b.id, 2u);  // replayed, each goes to its own endpoint
+  DeadLetter again = b;
+  ASSERT_TRUE(store->Record(again).ok());
+  EXPECT_EQ(again.id, 2u);
+}
+
 TEST_F(DeadLetterTest, ATornLastLineIsCutOffAndDamageElsewhereIsNamed) {
   std::unique_ptr<DeadLetterStore> store = NewFileDeadLetterStore(path_);
   DeadLetter a = MakeDeadLetter("shop", "search", Insert(1, "x", 100), "1", "refused", "400");
