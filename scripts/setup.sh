@@ -15,6 +15,10 @@ PACKAGES=(
   libboost-dev redis-tools redis-server memcached libmemcached-tools wrk curl nginx
 )
 
+# Java and Maven run the real Kafka broker and OpenSearch node of the tests (scripts/kafkatmp.sh,
+# scripts/ostmp.sh, both from Maven Central); Debian's when the machine has none of its own.
+command -v java >/dev/null || PACKAGES+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || PACKAGES+=(maven)
 # Go builds the webhook tests' receiver; Debian's when the machine has none of its own.
 if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then PACKAGES+=(golang-go); fi
 

@@ -85,6 +85,18 @@ const OptionTable<KafkaClientConfig>& ClientTable() {
   return *table;
 }
 
+absl::Status ReadTopicConfig(const ConfigNode& node,
+                             std::vector<std::pair<std::string, std::string>>* config) {
+  for (auto& [name, value] : node.Entries()) {
+    absl::StatusOr<std::string> text = value.AsString();
+    if (!text.ok() || !value.IsScalar()) {
+      return value.Error(Cat("expected the value of topic setting ", name));
+    }
+    config->emplace_back(name, *text);
+  }
+  return absl::OkStatus();
+}
+
 const OptionTable<KafkaSinkOptions>& KafkaSinkTable() {
   using O = KafkaSinkOptions;
   static const auto* table = new OptionTable<O>(
@@ -114,6 +126,12 @@ const OptionTable<KafkaSinkOptions>& KafkaSinkTable() {
           IntOption("partitions", &O::partitions)
               .Range(1, 10000)
               .Help("Partitions of the topics pgflow creates."),
+          CustomOption("topic_config", OptionType::kMap, ReadTopicConfig, &O::topic_config)
+              .NoDefault()
+              .Help("Settings of the table topics pgflow creates, as the brokers name them: "
+                    "{cleanup.policy: compact} keeps each row's last message (tombstones "
+                    "remove deleted rows); the schema changes' and messages' topics keep "
+                    "every event."),
           IntOption("replication_factor", &O::replication_factor)
               .Range(-1, 1000)
               .Check([](const int& n) {
@@ -277,7 +295,7 @@ absl::Status KafkaSink::Open() {
   return absl::OkStatus();
 }
 
-absl::Status KafkaSink::EnsureTopicExists(const std::string& name) {
+absl::Status KafkaSink::EnsureTopicExists(const std::string& name, bool table_topic) {
   if (existing_topics_.contains(name)) return absl::OkStatus();
   // Refresh: another process may have created it since.
   const rd_kafka_metadata_t* metadata = nullptr;
@@ -305,6 +323,16 @@ absl::Status KafkaSink::EnsureTopicExists(const std::string& name) {
       name.c_str(), options_->partitions, options_->replication_factor, errstr, sizeof(errstr));
   if (topic == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create topic ", name, ": ", errstr));
+  }
+  if (table_topic) {
+    for (const auto& [setting, value] : options_->topic_config) {
+      if (rd_kafka_NewTopic_set_config(topic, setting.c_str(), value.c_str()) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_NewTopic_destroy(topic);
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot create topic ", name, ": topic_config ", setting));
+      }
+    }
   }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(producer_);
   rd_kafka_AdminOptions_t* admin =
@@ -346,9 +374,9 @@ absl::Status KafkaSink::EnsureTopicExists(const std::string& name) {
   return status;
 }
 
-absl::StatusOr<rd_kafka_topic_s*> KafkaSink::Topic(const std::string& name) {
+absl::StatusOr<rd_kafka_topic_s*> KafkaSink::Topic(const std::string& name, bool table_topic) {
   if (auto it = topics_.find(name); it != topics_.end()) return it->second;
-  if (absl::Status s = EnsureTopicExists(name); !s.ok()) return s;
+  if (absl::Status s = EnsureTopicExists(name, table_topic); !s.ok()) return s;
   rd_kafka_topic_t* topic = rd_kafka_topic_new(producer_, name.c_str(), nullptr);
   if (topic == nullptr) {
     return absl::InternalError(absl::StrCat("cannot open Kafka topic ", name, ": ",
@@ -361,10 +389,10 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::Topic(const std::string& name) {
 absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
   schema_header_ = nullptr;
   if (change.op == Op::kDdl) {
-    return Topic(ExpandTopic(options_->schema_changes_topic, pipeline_, "", ""));
+    return Topic(ExpandTopic(options_->schema_changes_topic, pipeline_, "", ""), false);
   }
   if (change.table == nullptr) {
-    return Topic(ExpandTopic(options_->messages_topic, pipeline_, "", ""));
+    return Topic(ExpandTopic(options_->messages_topic, pipeline_, "", ""), false);
   }
   auto it = table_topics_.find(change.table.get());
   if (it == table_topics_.end()) {
@@ -374,10 +402,11 @@ absl::StatusOr<rd_kafka_topic_s*> KafkaSink::TopicFor(const Change& change) {
   }
   schema_header_ = it->second.schema_header.get();
   // A topic the `route` transform chose.
-  if (!change.destination.empty()) return Topic(change.destination);
+  if (!change.destination.empty()) return Topic(change.destination, true);
   if (it->second.topic == nullptr) {
     absl::StatusOr<rd_kafka_topic_s*> topic =
-        Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name));
+        Topic(ExpandTopic(options_->topic, pipeline_, change.table->schema, change.table->name),
+              true);
     if (!topic.ok()) return topic.status();
     it->second.topic = *topic;
   }

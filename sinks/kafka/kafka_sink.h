@@ -64,6 +64,8 @@ struct KafkaSinkOptions : SinkOptions {
   bool create_topics = true;                      // create missing topics (else fail)
   int partitions = 3;                             // of topics pgflow creates
   int replication_factor = -1;                    // of topics pgflow creates; -1 broker default
+  // Topic settings of the table topics pgflow creates ({cleanup.policy: compact}).
+  std::vector<std::pair<std::string, std::string>> topic_config;
   uint64_t queue_messages = 100000;               // queue.buffering.max.messages
   uint64_t queue_bytes = 64ull << 20;             // queue.buffering.max.kbytes * 1024
   std::chrono::milliseconds delivery_timeout{0};  // message.timeout.ms; 0 = retry forever
@@ -110,8 +112,9 @@ class KafkaSink : public TransactionalSink {
   static void OnError(rd_kafka_s* rk, int err, const char* reason, void* opaque);
 
   // The topic handle for `name`, creating the topic on the cluster if it is missing.
-  absl::StatusOr<rd_kafka_topic_s*> Topic(const std::string& name);
-  absl::Status EnsureTopicExists(const std::string& name);
+  // The topic `name`, created when missing (`table_topic`: a table's, which gets topic_config).
+  absl::StatusOr<rd_kafka_topic_s*> Topic(const std::string& name, bool table_topic);
+  absl::Status EnsureTopicExists(const std::string& name, bool table_topic);
   // The topic of `change`; sets schema_header_ to its table's `pgflow.schema` header (null for
   // changes without a table).
   absl::StatusOr<rd_kafka_topic_s*> TopicFor(const Change& change);

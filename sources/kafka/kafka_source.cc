@@ -685,9 +685,15 @@ void KafkaSource::Take(rd_kafka_message_t* m) {
     return;
   }
   const TopicPartition tp = PartitionOf(m);
+  const int64_t gap_start = read_order_.expected(tp);
   const ReadOrder::Verdict verdict = read_order_.Check(tp, m->offset);
   if (verdict == ReadOrder::Verdict::kNext) {
     polled_.push_back(m);
+    return;
+  }
+  if ((verdict == ReadOrder::Verdict::kGap || verdict == ReadOrder::Verdict::kOwnGap) &&
+      DeletedBeforeRead(tp, gap_start)) {
+    rd_kafka_message_destroy(m);
     return;
   }
   if (verdict == ReadOrder::Verdict::kOwnGap) {
@@ -742,6 +748,26 @@ void KafkaSource::Take(rd_kafka_message_t* m) {
     }
   }
   rd_kafka_topic_partition_list_destroy(list);
+}
+
+bool KafkaSource::DeletedBeforeRead(const TopicPartition& tp, int64_t gap_start) {
+  // A compacted topic's gaps lie above the partition's first offset; retention's start below
+  // it: the messages were deleted before the group read them.
+  int64_t low = 0;
+  int64_t high = 0;
+  if (gap_start < 0 ||
+      rd_kafka_query_watermark_offsets(consumer_, tp.topic.c_str(), tp.partition, &low, &high,
+                                       kRequestTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+      gap_start >= low) {
+    return false;
+  }
+  Fail(absl::DataLossError(absl::StrCat(
+      "kafka source: ", tp.topic, " partition ", tp.partition, ": offsets ", gap_start, " to ",
+      low - 1, " were deleted by retention before group ", options_->group,
+      " read them (the partition now starts at offset ", low,
+      "), so changes are missing from the sinks. Copy the tables again into the sinks, then "
+      "move the group's offsets past the gap (kafka-consumer-groups --reset-offsets)")));
+  return true;
 }
 
 bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {

@@ -112,6 +112,9 @@ class KafkaSource : public Source {
   // Commits what the engine confirmed: asynchronously every commit_interval, or now (`sync`).
   void Commit(bool sync, const std::vector<PartitionOffset>* only = nullptr);
   // Whether a truncate read from `topic` (handle of message `m`) is applied.
+  // Whether a gap in `tp` from `gap_start` was left by retention (it starts below the
+  // partition's first offset); then the run fails with a data-loss error naming it.
+  bool DeletedBeforeRead(const TopicPartition& tp, int64_t gap_start);
   bool ApplyTruncate(const rd_kafka_message_s* m);
   void DropPolled(const TopicPartition& partition);
 

@@ -1,7 +1,7 @@
-// End to end through Kafka: a real PostgreSQL, the real pgflow binary, librdkafka's mock
-// cluster (3 brokers, in a process of its own: kafka_mock_cluster) and kcat as an independent
-// consumer. Each test checks what a user would: the messages on the topics (key, partition
-// order, envelope, headers) and the position acknowledged to the slot.
+// End to end through Kafka: a real PostgreSQL, the real pgflow binary, a real Apache Kafka
+// broker (KRaft, scripts/kafkatmp.sh) and kcat as an independent consumer. Each test checks
+// what a user would: the topics the sink created, the messages on them (key, partition order,
+// envelope, headers) and the position acknowledged to the slot.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -14,7 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/integration/support/kafka_mock.h"
+#include "tests/integration/support/kafka_broker.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -73,10 +73,10 @@ std::vector<Message> Consume(const std::string& bootstrap, const std::string& to
   return messages;
 }
 
-// A pipeline in its own database whose sink is the mock cluster.
+// A pipeline in its own database whose sink is the broker.
 class KafkaPipeline {
  public:
-  KafkaPipeline(const std::string& name, MockKafka& kafka, const std::string& sink_extra = "",
+  KafkaPipeline(const std::string& name, KafkaCluster& kafka, const std::string& sink_extra = "",
                 const std::string& snapshot = "never")
       : name_(name), kafka_(kafka) {
     Sql admin(SharedCluster().Url());
@@ -130,7 +130,7 @@ class KafkaPipeline {
 
  private:
   std::string name_;
-  MockKafka& kafka_;
+  KafkaCluster& kafka_;
   TempDir dir_;
   std::string yaml_;
 };
@@ -239,9 +239,10 @@ int ExpectedUpdates(int64_t n) {
 }
 
 TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
-  MockKafka kafka;
-  KafkaPipeline p("kafka_e2e", kafka, ", tombstones: true", "initial");
-  kafka.Command("topic " + p.topic() + " 3");
+  KafkaBroker kafka;
+  // The sink creates the topic: 3 partitions, compacted (a keyed topic keeps each row's last).
+  KafkaPipeline p("kafka_e2e", kafka, ", tombstones: true, topic_config: {cleanup.policy: compact}",
+                  "initial");
   Sql sql(p.url());
   sql.Exec(kSchema);
   sql.Exec("INSERT INTO items SELECT g, g * 10, 'seed ' || g FROM generate_series(1000, 1199) g");
@@ -299,21 +300,23 @@ TEST(KafkaSinkTest, SnapshotAndChangesArriveKeyedInOrderWithTheEnvelope) {
   EXPECT_TRUE(old_key_deleted);
   EXPECT_EQ(ops["u"], ExpectedUpdates(300) + 1);
   EXPECT_EQ(partitions.size(), 3u);
+  EXPECT_EQ(TopicConfig(kafka.bootstrap(), p.topic(), "cleanup.policy"), "compact");
+  // The schema changes' topic is not compacted: every DDL event is kept.
+  EXPECT_NE(TopicConfig(kafka.bootstrap(), "kafka_e2e.schema_changes", "cleanup.policy"),
+            "compact");
 
   pgflow->Signal(SIGTERM);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
 }
 
 TEST(KafkaSinkTest, ARouteTransformChoosesTheTopicPerChange) {
-  MockKafka kafka;
+  KafkaBroker kafka;
   KafkaPipeline p("kafka_routed", kafka, "", "initial");
   // The sink's own transforms: each row to the topic of its note; deletes by their old row.
   std::string yaml = ReadFile(p.yaml());
   yaml += "    transforms:\n      - route: {table: public.items, to: 'routed.{note}'}\n";
   WriteFile(p.yaml(), yaml);
-  // The mock cluster cannot create topics (no CreateTopics): they exist beforehand.
-  kafka.Command("topic routed.red 1");
-  kafka.Command("topic routed.blue 1");
+  // The sink creates routed.red and routed.blue when their first change comes.
   Sql sql(p.url());
   sql.Exec(kSchema);
   sql.Exec("ALTER TABLE items REPLICA IDENTITY FULL");
@@ -341,9 +344,8 @@ TEST(KafkaSinkTest, ARouteTransformChoosesTheTopicPerChange) {
 }
 
 TEST(KafkaSinkTest, KillNineThenRestartLosesNothingAndDuplicatesOnlyAfterTheAcknowledgement) {
-  MockKafka kafka;
+  KafkaBroker kafka;
   KafkaPipeline p("kafka_kill", kafka, ", format: debezium");
-  kafka.Command("topic " + p.topic() + " 3");
   Sql sql(p.url());
   sql.Exec(kSchema);
   auto pgflow = p.Start();
@@ -386,17 +388,16 @@ TEST(KafkaSinkTest, KillNineThenRestartLosesNothingAndDuplicatesOnlyAfterTheAckn
 }
 
 TEST(KafkaSinkTest, BrokerOutageLosesNothingKeepsKeyOrderAndHoldsTheAcknowledgement) {
-  MockKafka kafka;
+  KafkaBroker kafka;
   // A small producer queue: the outage fills it, and pgflow must back off, not grow or drop.
   KafkaPipeline p("kafka_outage", kafka, ", format: debezium, queue_messages: 50");
-  kafka.Command("topic " + p.topic() + " 3");
   Sql sql(p.url());
   sql.Exec(kSchema);
   auto pgflow = p.Start();
   for (int64_t n = 1; n <= 100; ++n) sql.Exec(Workload(n));
   ASSERT_TRUE(p.WaitConfirmed(sql.Scalar("SELECT pg_current_wal_lsn()"))) << ReadFile(p.log());
 
-  for (int b = 1; b <= 3; ++b) kafka.Command("down " + std::to_string(b));
+  kafka.Kill();  // kill -9 of the broker, mid-stream
   for (int64_t n = 101; n <= 300; ++n) sql.Exec(Workload(n));
   std::string during = sql.Scalar("SELECT pg_current_wal_lsn()");
   // Nothing written during the outage may be acknowledged while the brokers are down.
@@ -406,7 +407,7 @@ TEST(KafkaSinkTest, BrokerOutageLosesNothingKeepsKeyOrderAndHoldsTheAcknowledgem
                          "' FROM pg_replication_slots WHERE slot_name = 'pgflow_kafka_outage'"),
             "t");
   EXPECT_TRUE(pgflow->Running());
-  for (int b = 1; b <= 3; ++b) kafka.Command("up " + std::to_string(b));
+  kafka.Resume();
   for (int64_t n = 301; n <= 400; ++n) sql.Exec(Workload(n));
   ASSERT_TRUE(p.WaitConfirmed(sql.Scalar("SELECT pg_current_wal_lsn()"), std::chrono::seconds(120)))
       << ReadFile(p.log());
@@ -429,7 +430,7 @@ TEST(KafkaSinkTest, BrokerOutageLosesNothingKeepsKeyOrderAndHoldsTheAcknowledgem
 }
 
 TEST(KafkaSinkTest, ClearErrorsForAMissingTopicAndUnreachableBrokers) {
-  MockKafka kafka;
+  KafkaBroker kafka;
   {
     KafkaPipeline p("kafka_notopic", kafka, ", create_topics: false");
     Sql sql(p.url());
@@ -442,26 +443,17 @@ TEST(KafkaSinkTest, ClearErrorsForAMissingTopicAndUnreachableBrokers) {
                           "create_topics is false"));
   }
   {
-    // Creating a missing topic (CreateTopics) cannot succeed against librdkafka 2.0.2's mock
-    // cluster: its metadata names no controller, which librdkafka's admin client waits for,
-    // and it has no CreateTopics handler either. What is checked is that the failure is a
-    // clear error naming the topic, within connect_timeout. (The topics of the other tests
-    // are created in the mock directly.)
-    KafkaPipeline p("kafka_nocreate", kafka, ", connect_timeout: 2s, partitions: 5");
+    // A topic the sink creates gets the partitions and replication factor it is given.
+    KafkaPipeline p("kafka_create", kafka, ", partitions: 5, replication_factor: 1");
     Sql sql(p.url());
     sql.Exec(kSchema);
     auto pgflow = p.Start();
     sql.Exec(Workload(1));
-    // A failed creation is retried (a controller may come back): the error is in the log.
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          return ReadFile(p.log()).find("cannot create Kafka topic kafka_nocreate.public.items") !=
-                 std::string::npos;
-        },
-        std::chrono::seconds(60)));
-    EXPECT_THAT(ReadFile(p.log()), HasSubstr("waiting for controller"));
-    pgflow->Signal(SIGKILL);
-    pgflow->Wait(std::chrono::seconds(10));
+    ASSERT_TRUE(p.WaitConfirmed(sql.Scalar("SELECT pg_current_wal_lsn()"))) << ReadFile(p.log());
+    EXPECT_EQ(TopicPartitions(kafka.bootstrap(), p.topic()), 5);
+    EXPECT_THAT(ReadFile(p.log()), HasSubstr("created topic kafka_create.public.items (5 partitions)"));
+    pgflow->Signal(SIGTERM);
+    EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
   }
   {
     TempDir dir;

@@ -1,5 +1,6 @@
-// The kafka source as a member of a consumer group, in-process against the mock cluster: what
-// a rebalance, a failed commit or a slow sink does to what it hands on and commits. The
+// The kafka source as a member of a consumer group, in-process against a real broker (and the
+// mock cluster where an error must be injected): what a rebalance, a failed commit or a slow
+// sink does to what it hands on and commits. The
 // source runs its Stream on a thread of its own into a recording emitter whose acknowledgement
 // the test controls; another member of the group is a plain librdkafka consumer. Messages are
 // written as the kafka sink writes them (sinks/kafka/kafka_record.h).
@@ -178,7 +179,7 @@ int64_t Committed(const std::string& bootstrap, const std::string& group, const 
   return offsets ? offsets->committed[partition] : -2;
 }
 
-std::shared_ptr<KafkaSourceOptions> Options(const MockKafka& kafka, const std::string& group,
+std::shared_ptr<KafkaSourceOptions> Options(const KafkaCluster& kafka, const std::string& group,
                                             const std::string& topic) {
   auto o = std::make_shared<KafkaSourceOptions>();
   o->client.brokers = kafka.bootstrap();
@@ -190,9 +191,9 @@ std::shared_ptr<KafkaSourceOptions> Options(const MockKafka& kafka, const std::s
 }
 
 TEST(KafkaSourceGroupTest, APartitionHeldForItsDdlIsReadAgainAfterARebalance) {
-  MockKafka kafka(1);
+  KafkaBroker kafka;
   const std::string topic = "held.public.items";
-  kafka.Command("topic " + topic + " 2");
+  kafka.CreateTopic(topic, 2);
   Writer writer(kafka.bootstrap());
   auto options = Options(kafka, "held", topic);
   // Long enough for the rebalance to take the partitions while their rows are held.
@@ -224,9 +225,9 @@ TEST(KafkaSourceGroupTest, APartitionHeldForItsDdlIsReadAgainAfterARebalance) {
 }
 
 TEST(KafkaSourceGroupTest, ARebalanceThatCannotWaitForTheSinksRestartsTheRun) {
-  MockKafka kafka(1);
+  KafkaBroker kafka;
   const std::string topic = "slow.public.items";
-  kafka.Command("topic " + topic + " 2");
+  kafka.CreateTopic(topic, 2);
   Writer writer(kafka.bootstrap());
   auto options = Options(kafka, "slow", topic);
   options->rebalance_timeout = seconds(1);
@@ -251,6 +252,7 @@ TEST(KafkaSourceGroupTest, ARebalanceThatCannotWaitForTheSinksRestartsTheRun) {
 }
 
 TEST(KafkaSourceGroupTest, AFailedCommitOfAQuietPartitionIsCommittedAgain) {
+  // The mock cluster: the broker must fail one OffsetCommit, which only it can be told to do.
   MockKafka kafka(1);
   const std::string topic = "quiet.public.items";
   kafka.Command("topic " + topic + " 1");

@@ -58,6 +58,12 @@ void MockKafka::Command(const std::string& command) {
   EXPECT_EQ(answer, "ok") << command;
 }
 
+void MockKafka::CreateTopic(const std::string& topic, int partitions,
+                            const std::map<std::string, std::string>& config) {
+  EXPECT_TRUE(config.empty()) << "the mock cluster takes no topic settings";
+  Command("topic " + topic + " " + std::to_string(partitions));
+}
+
 std::string MockKafka::ReadLine() {
   char buf[4096];
   if (std::fgets(buf, sizeof(buf), from_) == nullptr) return "";

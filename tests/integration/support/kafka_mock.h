@@ -1,7 +1,9 @@
 #pragma once
 
 // librdkafka's mock Kafka cluster in a process of its own (tests/integration/tools/
-// kafka_mock_cluster.cc), driven over its stdin, for the tests that need a Kafka cluster.
+// kafka_mock_cluster.cc), driven over its stdin, for the tests that need what only it can do:
+// errors injected on a given request, a broker's answers slowed, leaders moved. The other
+// tests run against a real broker (kafka_broker.h).
 
 #include <sys/types.h>
 
@@ -12,11 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/integration/support/kafka_broker.h"
+
 struct rd_kafka_s;
 
 namespace pgflow::testing {
 
-class MockKafka {
+class MockKafka : public KafkaCluster {
  public:
   // Starts the cluster with `brokers` brokers; fails the current test if it does not start.
   explicit MockKafka(int brokers = 3);
@@ -25,7 +29,11 @@ class MockKafka {
   MockKafka& operator=(const MockKafka&) = delete;
 
   // "127.0.0.1:port,..."
-  const std::string& bootstrap() const { return bootstrap_; }
+  const std::string& bootstrap() const override { return bootstrap_; }
+  // The mock cannot be sent CreateTopics (librdkafka 2.0.2): made by a command; `config` is
+  // not supported.
+  void CreateTopic(const std::string& topic, int partitions,
+                   const std::map<std::string, std::string>& config = {}) override;
 
   // Sends one command ("down 1", "topic t 3"); fails the test unless it answers "ok".
   void Command(const std::string& command);
