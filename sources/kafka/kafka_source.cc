@@ -819,12 +819,24 @@ absl::Status KafkaSource::Decode() {
         break;
       }
       if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        // Where the partition starts now, to name what was lost.
+        int64_t low = -1;
+        int64_t high = -1;
+        std::string deleted;
+        if (m->rkt != nullptr &&
+            rd_kafka_query_watermark_offsets(consumer_, rd_kafka_topic_name(m->rkt), m->partition,
+                                             &low, &high, kRequestTimeoutMs) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            low > m->offset) {
+          deleted = absl::StrCat("; offsets ", m->offset, " to ", low - 1,
+                                 " were deleted, the partition now starts at offset ", low);
+        }
         status = absl::DataLossError(absl::StrCat(
             "kafka source: ", what, " (partition ", m->partition, ", offset ", m->offset,
             "): the next message group ", options_->group,
-            " has to read is no longer on the topic (retention deleted it first), so changes "
-            "are missing from the sinks. Copy the tables again into the sinks, then move the "
-            "group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
+            " has to read is no longer on the topic (retention deleted it first", deleted,
+            "), so changes are missing from the sinks. Copy the tables again into the sinks, "
+            "then move the group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
         break;
       }
       auto now = Clock::now();
