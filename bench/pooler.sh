@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Benchmark: `pgflow pooler` against PgBouncer (Debian's package, installed when missing), both
+# in transaction mode with a pool of 20 server connections, on one throwaway PostgreSQL
+# (max_connections raised to 200), in one run:
+#
+# 1. Throughput: `pgbench -i -s 10`, then `pgbench -S -c 50 -j 2 -T BENCH_SECONDS` (default 20)
+#    with `-M simple` and `-M extended`, through pgflow's pooler, through PgBouncer and direct
+#    to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0),
+#    and CPU seconds per 1,000 transactions of each pooler process (utime + stime from
+#    /proc/PID/stat around the run) and of the PostgreSQL cluster.
+# 2. Idle clients: IDLE_CLIENTS (default 15,000) logged-in idle client connections opened to
+#    each pooler in turn (a Python asyncio client, standard library only: StartupMessage,
+#    AuthenticationOk under trust, up to ReadyForQuery); each pooler's VmRSS before and once
+#    all are connected and idle: bytes of resident memory per idle client, and the ratio.
+#
+# POOLERS (default "pgflow pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer. Poolers and
+# clients need `ulimit -n` above IDLE_CLIENTS: the script raises the soft limit to the hard one.
+# The machine may be shared: the figures are of one run, side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_SECONDS=${BENCH_SECONDS:-20}
+IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
+CLIENTS=${CLIENTS:-50}
+POOL_SIZE=20
+POOLERS=" ${POOLERS:-pgflow pgbouncer} "
+POOLERS=${POOLERS//,/ }
+for p in $POOLERS; do
+  case "$p" in pgflow|pgbouncer) ;; *) echo "POOLERS: unknown pooler $p (pgflow, pgbouncer)" >&2; exit 2 ;; esac
+done
+want() { [[ "$POOLERS" == *" $1 "* ]]; }
+MAX_CLIENT_CONN=$(( IDLE_CLIENTS + 100 > 20000 ? IDLE_CLIENTS + 100 : 20000 ))
+
+# File descriptors: each pooler holds IDLE_CLIENTS sockets, and so does the client script.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt $((IDLE_CLIENTS + 200)) ]; then
+  echo "IDLE_CLIENTS=$IDLE_CLIENTS needs ulimit -n >= $((IDLE_CLIENTS + 200)); the hard limit is $hard" >&2
+  exit 1
+fi
+if [ "$hard" = unlimited ] || [ "$hard" -gt $((MAX_CLIENT_CONN + 1000)) ]; then
+  ulimit -n $((MAX_CLIENT_CONN + 1000))
+else
+  ulimit -n "$hard"
+fi
+
+if want pgbouncer && ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  echo "installing pgbouncer (Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgbouncer >/dev/null 2>&1 ||
+    { apt-get -qq update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgbouncer >/dev/null; }
+fi
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+
+source bench/common.sh
+PGFLOW_PID= BOUNCER_PID= IDLE_PID=
+cleanup() {
+  if [ -n "$IDLE_PID" ]; then kill "$IDLE_PID" 2>/dev/null || true; fi
+  if [ -n "$PGFLOW_PID" ]; then kill "$PGFLOW_PID" 2>/dev/null || true; wait "$PGFLOW_PID" 2>/dev/null || true; fi
+  if [ -n "$BOUNCER_PID" ]; then kill "$BOUNCER_PID" 2>/dev/null || true; fi
+  scripts/pgtmp.sh stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+proc_cpu() {  # CPU seconds (user + system, all threads) process $1 has used so far
+  awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); split($0, f, " "); printf "%.3f", (f[12] + f[13]) / t}' "/proc/$1/stat"
+}
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+wait_accepting() {  # name port pid log: until `select 1` goes through, at most 30 s
+  for _ in $(seq 300); do
+    psql -h 127.0.0.1 -p "$2" -d bench -Atqc 'select 1' >/dev/null 2>&1 && return
+    kill -0 "$3" 2>/dev/null || { echo "$1 exited:" >&2; cat "$4" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "$1 does not accept connections on port $2 after 30 s:" >&2; cat "$4" >&2; exit 1
+}
+
+# PostgreSQL: room for 50 direct clients and both pools at once.
+psql -q -d postgres -c "ALTER SYSTEM SET max_connections = 200"
+scripts/pgtmp.sh pause "$work/pg"
+scripts/pgtmp.sh resume "$work/pg"
+echo "pgbench -i -s 10"
+pgbench -i -s 10 -q bench >"$work/pgbench-init.log" 2>&1 || { cat "$work/pgbench-init.log" >&2; exit 1; }
+printf '"postgres" ""\n' >"$work/userlist.txt"
+
+if want pgflow; then
+  PGFLOW_PORT=$(free_port)
+  cat >"$work/pooler.yaml" <<YAML
+listen: 127.0.0.1:$PGFLOW_PORT
+threads: ${POOLER_THREADS:-2}
+admin: {listen: 127.0.0.1:$(free_port), users: [postgres]}
+auth: {method: trust, users: $work/userlist.txt}
+max_client_conn: $MAX_CLIENT_CONN
+databases:
+  bench: {url: postgres://postgres@127.0.0.1:$PGPORT/bench, pool_mode: transaction, pool_size: $POOL_SIZE}
+YAML
+  build/pgflow pooler --config "$work/pooler.yaml" >"$work/pooler.log" 2>&1 &
+  PGFLOW_PID=$!
+  wait_accepting "pgflow pooler (POOLERS=pgbouncer skips it)" "$PGFLOW_PORT" "$PGFLOW_PID" "$work/pooler.log"
+  echo "pgflow pooler: 127.0.0.1:$PGFLOW_PORT (pid $PGFLOW_PID)"
+fi
+
+if want pgbouncer; then
+  BOUNCER_PORT=$(free_port)
+  bdir="$work/pgbouncer"
+  mkdir -p "$bdir"
+  cp "$work/userlist.txt" "$bdir/userlist.txt"
+  cat >"$bdir/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $bdir/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+logfile = $bdir/pgbouncer.log
+pidfile = $bdir/pgbouncer.pid
+INI
+  touch "$bdir/pgbouncer.log"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres:postgres "$bdir"
+    # runuser's PAM session (pam_limits) resets the soft open-files limit to 1024: raised again.
+    runuser -u postgres -- bash -c 'ulimit -n "$1" && exec "$2" -d "$3"' - "$(ulimit -n)" \
+      "$PGBOUNCER" "$bdir/pgbouncer.ini"
+  else
+    "$PGBOUNCER" -d "$bdir/pgbouncer.ini"
+  fi
+  for _ in $(seq 100); do [ -s "$bdir/pgbouncer.pid" ] && break; sleep 0.1; done
+  BOUNCER_PID=$(cat "$bdir/pgbouncer.pid" 2>/dev/null) || { cat "$bdir/pgbouncer.log" >&2; exit 1; }
+  wait_accepting pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$bdir/pgbouncer.log"
+  echo "$("$PGBOUNCER" --version | head -n 1): 127.0.0.1:$BOUNCER_PORT (pid $BOUNCER_PID)"
+fi
+
+for pid in $PGFLOW_PID $BOUNCER_PID; do
+  files=$(awk '/^Max open files/{print $4}' "/proc/$pid/limits")
+  [ "$files" = unlimited ] || [ "$files" -ge $((IDLE_CLIENTS + 100)) ] ||
+    echo "warning: pid $pid may open only $files files, fewer than IDLE_CLIENTS + 100" >&2
+done
+
+# --- 1. pgbench -S through each --------------------------------------------------------------
+: >"$work/results"
+run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps tx pooler-cpu pg-cpu"
+  local name=$1 port=$2 pid=$3 mode=$4 log="$work/pgbench-$1-$4.log" c0=0 c1=0 p0 p1 tps tx
+  [ "$pid" = - ] || c0=$(proc_cpu "$pid")
+  p0=$(cluster_cpu "$work/pg")
+  pgbench -h 127.0.0.1 -p "$port" -S -c "$CLIENTS" -j 2 -T "$5" -n -M "$mode" bench >"$log" 2>&1 ||
+    { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
+  p1=$(cluster_cpu "$work/pg")
+  [ "$pid" = - ] || c1=$(proc_cpu "$pid")
+  [ -z "${6:-}" ] || return 0
+  tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
+  tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")
+  echo "$name $mode $tps $tx $(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}') $(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" >>"$work/results"
+  awk -v n="$name" -v m="$mode" -v tps="$tps" -v tx="$tx" -v c="$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" \
+      -v pg="$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" -v pooled="$pid" 'BEGIN {
+    printf "  %-9s %-8s %9.0f tps", n, m, tps
+    if (pooled != "-") printf "  pooler %.3f cpu s/1000 tx", c * 1000 / tx
+    printf "  postgres %.3f cpu s/1000 tx\n", pg * 1000 / tx }'
+}
+targets=("direct $PGPORT -")
+want pgflow && targets+=("pgflow $PGFLOW_PORT $PGFLOW_PID")
+want pgbouncer && targets+=("pgbouncer $BOUNCER_PORT $BOUNCER_PID")
+# Warm-up, not measured: the table into shared buffers, the pools filled.
+for t in "${targets[@]}"; do run_pgbench $t simple 2 warm; done
+echo "1. pgbench -S -c $CLIENTS -j 2 -T $BENCH_SECONDS, pool size $POOL_SIZE, transaction mode"
+for mode in simple extended; do
+  for t in "${targets[@]}"; do run_pgbench $t "$mode" "$BENCH_SECONDS"; done
+done
+
+# --- 2. idle clients -------------------------------------------------------------------------
+cat >"$work/idle_clients.py" <<'PY'
+# Opens N PostgreSQL client connections to HOST:PORT as user postgres, database bench (trust),
+# each up to ReadyForQuery; writes READY_FILE once all are in, then holds them idle until
+# SIGTERM, checks that all are still open, closes them.
+import asyncio, resource, signal, struct, sys, time
+
+host, port, n, ready_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+need = n + 64
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft < need:
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"idle clients: {n} sockets need {need} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+params = b"user\0postgres\0database\0bench\0application_name\0idle\0\0"
+startup = struct.pack("!II", 8 + len(params), 196608) + params
+
+async def login(sem):
+    async with sem:
+        for attempt in range(10):
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+                break
+            except (OSError, asyncio.TimeoutError):
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        writer.write(startup)
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(5), 60)
+            kind, length = head[:1], struct.unpack("!I", head[1:])[0]
+            body = await reader.readexactly(length - 4)
+            if kind == b"R":
+                code = struct.unpack("!I", body[:4])[0]
+                if code != 0:
+                    raise RuntimeError(f"the server asks for authentication {code}; trust expected")
+            elif kind == b"E":
+                fields = dict((f[:1], f[1:].decode(errors="replace")) for f in body.split(b"\0") if f)
+                raise RuntimeError(f"server error: {fields.get(b'M', body)}")
+            elif kind == b"Z":
+                return reader, writer
+
+async def main():
+    sem = asyncio.Semaphore(100)
+    start = time.monotonic()
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(login(sem) for _ in range(n)), return_exceptions=True), 240)
+    except asyncio.TimeoutError:
+        sys.exit(f"idle clients: {n} logins not done after 240 s")
+    conns = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        sys.exit(f"idle clients: {len(errors)} of {n} logins failed; first: {errors[0]!r}")
+    print(f"{n} clients logged in in {time.monotonic() - start:.1f}s", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    with open(ready_file, "w") as f:
+        f.write(f"{n}\n")
+    await stop.wait()
+    still = sum(1 for reader, _ in conns if not reader.at_eof())
+    print(f"{still} of {n} still open when released", flush=True)
+    for _, writer in conns:
+        writer.close()
+    if still != n:
+        sys.exit(1)
+
+asyncio.run(main())
+PY
+idle_test() {  # name port pid: appends "idle name rss-before-kb rss-after-kb"
+  local name=$1 port=$2 pid=$3 before after log="$work/idle-$1.log"
+  rm -f "$work/idle.ready"
+  before=$(rss_kb "$pid")
+  python3 "$work/idle_clients.py" 127.0.0.1 "$port" "$IDLE_CLIENTS" "$work/idle.ready" >"$log" 2>&1 &
+  IDLE_PID=$!
+  for _ in $(seq 3000); do  # at most 300 s to log them all in
+    [ -s "$work/idle.ready" ] && break
+    kill -0 "$IDLE_PID" 2>/dev/null || { wait "$IDLE_PID" || true; cat "$log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -s "$work/idle.ready" ] || { echo "idle clients: not all logged in to $name after 300 s" >&2; cat "$log" >&2; exit 1; }
+  sleep 2  # idle
+  after=$(rss_kb "$pid")
+  kill -TERM "$IDLE_PID"
+  wait "$IDLE_PID" || { cat "$log" >&2; exit 1; }
+  IDLE_PID=
+  echo "idle $name $before $after" >>"$work/results"
+  echo "  $name: $(head -n 1 "$log"); VmRSS $before kB -> $after kB," \
+    "$(awk -v a="$after" -v b="$before" -v n="$IDLE_CLIENTS" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}') bytes per idle client"
+  sleep 1  # the pooler closes them
+}
+echo "2. $IDLE_CLIENTS idle clients"
+want pgflow && idle_test pgflow "$PGFLOW_PORT" "$PGFLOW_PID"
+want pgbouncer && idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
+
+# --- summary ---------------------------------------------------------------------------------
+python3 - "$work/results" "$BENCH_SECONDS" "$IDLE_CLIENTS" "$CLIENTS" <<'PY'
+import sys
+runs, idle = {}, {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] == "idle":
+        idle[f[1]] = (int(f[2]), int(f[3]))
+    else:
+        runs[f[0], f[1]] = (float(f[2]), int(f[3]), float(f[4]), float(f[5]))
+seconds, n, clients = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def ratio(a, b):
+    return f"{a / b:.3f}" if a is not None and b else "n/a"
+print(f"summary (pgbench -S -c {clients} -j 2 -T {seconds}; pool size 20, transaction mode; {n:,} idle clients)")
+for mode in ("simple", "extended"):
+    tps = {k: runs[k, mode][0] for k in ("direct", "pgflow", "pgbouncer") if (k, mode) in runs}
+    cpu = {k: runs[k, mode][2] * 1000 / runs[k, mode][1] for k in ("pgflow", "pgbouncer") if (k, mode) in runs}
+    pg = {k: runs[k, mode][3] * 1000 / runs[k, mode][1] for k in tps}
+    fmt = lambda d, k, spec: format(d[k], spec) if k in d else "n/a"
+    print(f"pooler select-only {mode}: pgflow {fmt(tps, 'pgflow', ',.0f')} tps, "
+          f"pgbouncer {fmt(tps, 'pgbouncer', ',.0f')} tps, ratio {ratio(tps.get('pgflow'), tps.get('pgbouncer'))} "
+          f"(goal >= 1.0), direct {fmt(tps, 'direct', ',.0f')} tps; "
+          f"pooler cpu s/1000 tx: pgflow {fmt(cpu, 'pgflow', '.3f')}, pgbouncer {fmt(cpu, 'pgbouncer', '.3f')}; "
+          f"postgres cpu s/1000 tx: pgflow {fmt(pg, 'pgflow', '.3f')}, pgbouncer {fmt(pg, 'pgbouncer', '.3f')}, "
+          f"direct {fmt(pg, 'direct', '.3f')}")
+growth = {k: (a - b) * 1024 / n for k, (b, a) in idle.items()}
+print(f"pooler idle clients: pgflow {format(growth['pgflow'], ',.0f') if 'pgflow' in growth else 'n/a'} bytes/client, "
+      f"pgbouncer {format(growth['pgbouncer'], ',.0f') if 'pgbouncer' in growth else 'n/a'} bytes/client, "
+      f"ratio {ratio(growth.get('pgflow'), growth.get('pgbouncer'))} (lower is better)")
+PY
