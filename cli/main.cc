@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cli/components.h"
 #include "cli/dlq_command.h"
+#include "cli/pooler_command.h"
 #include "cli/preview_command.h"
 #include "cli/status_command.h"
 #include "common/postgres/conninfo.h"
@@ -783,6 +784,16 @@ int main(int argc, char** argv) {
   status->add_option("pipeline", status_path, "pipeline file (YAML)")->required();
   status->add_flag("--json", status_json, "print the status as one JSON object, for scripts");
 
+  std::string pooler_path;
+  CLI::App* pooler = app.add_subcommand(
+      "pooler",
+      "Run the PostgreSQL connection pooler: clients connect to it as to PostgreSQL and share "
+      "a few server connections (session, transaction or statement pooling, prepared "
+      "statements in transaction mode, waits through a server restart). SIGHUP or the "
+      "console's RELOAD re-reads the file; SIGINT/SIGTERM or SHUTDOWN stop it.");
+  pooler->add_option("--config", pooler_path, "pooler file (YAML): listen, auth, databases")
+      ->required();
+
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
   bool markdown = false;
@@ -826,5 +837,6 @@ int main(int argc, char** argv) {
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);
   if (*sequences) return SequencesCommand(sequences_path);
   if (*options) return Options(markdown);
+  if (*pooler) return PoolerCommand(pooler_path);
   return 0;
 }

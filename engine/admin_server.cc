@@ -176,6 +176,14 @@ class AdminServer::Impl {
       return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8", metrics_->Exposition()};
     }
     if (target == "/healthz") return {http::status::ok, "text/plain; charset=utf-8", "ok\n"};
+    if (status_ == nullptr) {  // the pooler's endpoint: metrics and liveness only
+      if (target == "/") {
+        return {http::status::ok, "text/plain; charset=utf-8",
+                "pgflow pooler admin endpoint: /metrics /healthz\n"};
+      }
+      return {http::status::not_found, "text/plain; charset=utf-8",
+              Cat("no such page: ", target, " (try /metrics /healthz)\n")};
+    }
     if (target == "/readyz") {
       std::string reason;
       if (status_->Ready(&reason))

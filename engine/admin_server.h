@@ -40,7 +40,8 @@ absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string&
 
 class AdminServer {
  public:
-  // `metrics` and `status` must outlive the server.
+  // `metrics` and `status` must outlive the server. Without a status (the pooler's endpoint)
+  // only /metrics and /healthz are served.
   AdminServer(AdminServerOptions options, MetricsRegistry* metrics, RunStatus* status);
   ~AdminServer();  // Stop()
 

@@ -1,0 +1,212 @@
+#include "pooler/admin_console.h"
+
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+#include "engine/str_cat.h"
+#include "pooler/protocol.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using Row = std::vector<std::optional<std::string>>;
+
+std::string Num(int64_t v) { return std::to_string(v); }
+std::string Num(uint64_t v) { return std::to_string(v); }
+std::string Num(int v) { return std::to_string(v); }
+
+void Table(std::string* out, const std::vector<std::string>& columns, const std::vector<Row>& rows,
+           std::string_view tag) {
+  AppendRowDescription(out, columns);
+  for (const Row& row : rows) AppendDataRow(out, row);
+  AppendCommandComplete(out, Cat(tag, " ", rows.size()));
+}
+
+std::string TimeText(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Z", t, absl::UTCTimeZone());
+}
+
+AdminReply Error(std::string_view sqlstate, std::string_view message) {
+  AdminReply reply;
+  AppendError(&reply.messages, "ERROR", sqlstate, message);
+  return reply;
+}
+
+AdminReply Done(std::string_view tag) {
+  AdminReply reply;
+  AppendCommandComplete(&reply.messages, tag);
+  return reply;
+}
+
+AdminReply Show(AdminTarget* target, std::string_view what) {
+  AdminReply reply;
+  std::string* out = &reply.messages;
+  if (what == "pools") {
+    std::vector<Row> rows;
+    for (const PoolView& p : target->Pools()) {
+      rows.push_back({p.database, p.user, Num(p.clients - p.counts.waiting), Num(p.counts.waiting),
+                      Num(p.counts.active), Num(p.counts.idle), "0", "0", Num(p.counts.connecting),
+                      Num(static_cast<int64_t>(p.counts.max_wait_s)),
+                      Num(static_cast<int64_t>((p.counts.max_wait_s -
+                                                static_cast<int64_t>(p.counts.max_wait_s)) * 1e6)),
+                      p.mode, p.paused ? "yes" : "no"});
+    }
+    Table(out,
+          {"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
+           "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "paused"},
+          rows, "SHOW");
+  } else if (what == "clients") {
+    std::vector<Row> rows;
+    for (const ClientView& c : target->Clients()) {
+      rows.push_back({"C", c.user, c.database, c.state, c.address, Num(c.port),
+                      TimeText(c.connected), Num(c.id)});
+    }
+    Table(out, {"type", "user", "database", "state", "addr", "port", "connect_time", "id"}, rows,
+          "SHOW");
+  } else if (what == "servers") {
+    std::vector<Row> rows;
+    for (const PoolView& p : target->Pools()) {
+      for (const Pool::ServerRow& s : p.servers) {
+        std::string address = s.remote;
+        std::string port;
+        if (size_t colon = address.rfind(':'); colon != std::string::npos) {
+          port = address.substr(colon + 1);
+          address.resize(colon);
+        }
+        rows.push_back({"S", p.user, p.database, s.state, address, port,
+                        Num(static_cast<int64_t>(s.age_s)), Num(s.id), Num(s.pid)});
+      }
+    }
+    Table(out,
+          {"type", "user", "database", "state", "addr", "port", "connected_seconds", "id",
+           "remote_pid"},
+          rows, "SHOW");
+  } else if (what == "stats") {
+    std::vector<Row> rows;
+    for (const PoolView& p : target->Pools()) {
+      rows.push_back({p.database, p.user, Num(p.transactions), Num(p.queries),
+                      Num(p.bytes_received), Num(p.bytes_sent), Num(p.wait_us), Num(p.waits)});
+    }
+    Table(out,
+          {"database", "user", "total_xact_count", "total_query_count", "total_received",
+           "total_sent", "total_wait_time", "total_waits"},
+          rows, "SHOW");
+  } else if (what == "databases") {
+    std::vector<Row> rows;
+    for (const DatabaseView& d : target->Databases()) {
+      rows.push_back({d.name, d.host, Num(d.port), d.dbname,
+                      d.force_user.empty() ? std::nullopt : std::optional<std::string>(d.force_user),
+                      Num(d.pool_size), Num(d.min_pool_size), Num(d.reserve_pool), d.mode,
+                      Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0"});
+    }
+    Table(out,
+          {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
+           "reserve_pool", "pool_mode", "max_client_conn", "current_connections", "paused"},
+          rows, "SHOW");
+  } else if (what == "config") {
+    std::vector<Row> rows;
+    for (const auto& [key, value] : target->ConfigRows()) rows.push_back({key, value});
+    Table(out, {"key", "value"}, rows, "SHOW");
+  } else if (what == "version") {
+    Table(out, {"version"}, {{std::string("pgflow pooler ") + PGFLOW_POOLER_VERSION}}, "SHOW");
+  } else {
+    return Error("42601", Cat("unknown SHOW ", what,
+                              ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, CONFIG, VERSION"));
+  }
+  return reply;
+}
+
+// Whether `database`'s pools (every pool for "") have no server connection in use.
+bool Quiet(AdminTarget* target, const std::string& database) {
+  for (const PoolView& p : target->Pools()) {
+    if (!database.empty() && p.database != database) continue;
+    if (p.counts.active > 0 || p.counts.connecting > 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
+  std::string text = absl::AsciiStrToLower(absl::StripAsciiWhitespace(
+      absl::string_view(sql.data(), sql.size())));
+  while (!text.empty() && (text.back() == ';' || absl::ascii_isspace(text.back()))) text.pop_back();
+  std::vector<std::string> words = absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  if (words.empty()) {
+    AdminReply reply;
+    AppendMessage(&reply.messages, 'I', {});  // EmptyQueryResponse
+    return reply;
+  }
+  const std::string& command = words[0];
+  std::string arg = words.size() > 1 ? words[1] : "";
+  if (words.size() > 2) return Error("42601", Cat("too many words for ", command));
+  auto check_db = [&]() -> std::optional<AdminReply> {
+    if (!arg.empty() && !target->HasDatabase(arg)) {
+      return Error("3D000", Cat("no such database: ", arg));
+    }
+    return std::nullopt;
+  };
+  if (command == "show") {
+    if (arg.empty()) return Error("42601", "SHOW what? POOLS, CLIENTS, SERVERS, STATS, ...");
+    return Show(target, arg);
+  }
+  if (command == "pause") {
+    if (auto e = check_db()) return *e;
+    target->Pause(arg);
+    AdminReply reply = Done("PAUSE");
+    reply.wait_until = [target, arg] { return Quiet(target, arg); };
+    return reply;
+  }
+  if (command == "resume") {
+    if (auto e = check_db()) return *e;
+    target->Resume(arg);
+    return Done("RESUME");
+  }
+  if (command == "suspend") {
+    if (!arg.empty()) return Error("42601", "SUSPEND takes no database");
+    target->Suspend();
+    AdminReply reply = Done("SUSPEND");
+    reply.wait_until = [target] { return Quiet(target, ""); };
+    return reply;
+  }
+  if (command == "reconnect") {
+    if (auto e = check_db()) return *e;
+    target->Reconnect(arg);
+    return Done("RECONNECT");
+  }
+  if (command == "wait_close") {
+    if (auto e = check_db()) return *e;
+    AdminReply reply = Done("WAIT_CLOSE");
+    reply.wait_until = [target, arg] {
+      for (const PoolView& p : target->Pools()) {
+        if ((arg.empty() || p.database == arg) && p.counts.stale > 0) return false;
+      }
+      return true;
+    };
+    return reply;
+  }
+  if (command == "kill") {
+    if (arg.empty()) return Error("42601", "KILL needs a database");
+    if (auto e = check_db()) return *e;
+    target->Kill(arg);
+    return Done("KILL");
+  }
+  if (command == "reload") {
+    if (absl::Status s = target->Reload(); !s.ok()) {
+      return Error("F0000", Cat("RELOAD failed, the running configuration stays: ", s.message()));
+    }
+    return Done("RELOAD");
+  }
+  if (command == "shutdown") {
+    AdminReply reply = Done("SHUTDOWN");
+    reply.after = [target] { target->Shutdown(); };
+    return reply;
+  }
+  return Error("42601",
+               Cat("unknown command '", command,
+                   "': SHOW, PAUSE, RESUME, SUSPEND, RECONNECT, WAIT_CLOSE, KILL, RELOAD, "
+                   "SHUTDOWN"));
+}
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,97 @@
+#pragma once
+
+// The pooler's admin console: the virtual database `pgflow` (or `pgbouncer`, for tools that
+// expect it), answering pgbouncer's commands where the names match:
+//   SHOW POOLS | CLIENTS | SERVERS | STATS | DATABASES | CONFIG | VERSION
+//   PAUSE [db]   new transactions wait; returns once no server connection is in use
+//   RESUME [db]  lets them go on (and ends a SUSPEND)
+//   SUSPEND      stops taking new clients and pauses every database
+//   RECONNECT [db]   closes server connections as they come back (idle ones at once)
+//   WAIT_CLOSE [db]  returns once the connections RECONNECT asked to close are closed
+//   KILL db      disconnects the database's clients and closes its server connections
+//   RELOAD       re-reads the configuration and users files
+//   SHUTDOWN     stops the pooler
+// The commands are parsed and answered here, as protocol messages, over an AdminTarget; the
+// session only carries them.
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "pooler/pool.h"
+
+namespace pgflow::pooler {
+
+struct PoolView {
+  std::string database;
+  std::string user;
+  std::string mode;
+  int clients = 0;
+  Pool::Counts counts;
+  uint64_t transactions = 0;
+  uint64_t queries = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t wait_us = 0;
+  uint64_t waits = 0;
+  bool paused = false;
+  std::vector<Pool::ServerRow> servers;
+};
+
+struct ClientView {
+  uint64_t id = 0;
+  std::string user;
+  std::string database;
+  std::string state;
+  std::string address;
+  int port = 0;
+  absl::Time connected;
+};
+
+struct DatabaseView {
+  std::string name;
+  std::string host;
+  int port = 0;
+  std::string dbname;
+  std::string force_user;
+  int pool_size = 0;
+  int min_pool_size = 0;
+  int reserve_pool = 0;
+  std::string mode;
+  int max_client_conn = 0;
+  int current_connections = 0;
+  bool paused = false;
+};
+
+// What the console acts on (the pooler).
+class AdminTarget {
+ public:
+  virtual ~AdminTarget() = default;
+  virtual std::vector<PoolView> Pools() = 0;
+  virtual std::vector<ClientView> Clients() = 0;
+  virtual std::vector<std::pair<std::string, std::string>> ConfigRows() = 0;
+  virtual std::vector<DatabaseView> Databases() = 0;
+  virtual bool HasDatabase(const std::string& database) = 0;
+  // "" means every database.
+  virtual void Pause(const std::string& database) = 0;
+  virtual void Resume(const std::string& database) = 0;
+  virtual void Reconnect(const std::string& database) = 0;
+  virtual void Kill(const std::string& database) = 0;
+  virtual void Suspend() = 0;
+  virtual absl::Status Reload() = 0;
+  virtual void Shutdown() = 0;
+};
+
+struct AdminReply {
+  std::string messages;                // RowDescription/DataRow/CommandComplete or an error
+  std::function<bool()> wait_until;    // the reply waits until this is true (PAUSE...)
+  std::function<void()> after;         // run once the reply was sent (SHUTDOWN)
+};
+
+// Runs one console command (a simple Query's text; a trailing ';' and case do not matter).
+AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql);
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,580 @@
+#include "pooler/pool.h"
+
+#include <openssl/rand.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/numbers.h"
+#include "engine/log.h"
+#include "engine/str_cat.h"
+#include "pooler/protocol.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using asio_support::kUseTask;
+using asio_support::tcp;
+
+std::atomic<uint64_t> next_server_id{1};
+
+absl::Status Failure(std::string_view sqlstate, std::string_view message) {
+  return absl::UnavailableError(Cat(sqlstate, " ", message));
+}
+
+// SQLSTATEs after which trying again later may succeed: the server is starting up, shutting
+// down, in recovery, or out of connection slots for a moment.
+bool TransientSqlstate(std::string_view sqlstate) {
+  return sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03" ||
+         sqlstate == "53300" || sqlstate.substr(0, 2) == "08";
+}
+
+}  // namespace
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    // OpenSSL's generator does not fail once seeded; a process without entropy cannot run.
+    LogError("pooler: OpenSSL could not produce random bytes");
+    std::abort();
+  }
+  return out;
+}
+
+std::pair<std::string, std::string> SqlstateOf(const absl::Status& status) {
+  std::string_view message = Sv(status.message());
+  if (message.size() > 6 && message[5] == ' ') {
+    return {std::string(message.substr(0, 5)), std::string(message.substr(6))};
+  }
+  return {"08006", std::string(message)};
+}
+
+Deadline::Deadline(Socket& socket, std::chrono::milliseconds timeout)
+    : state_(std::make_shared<State>(State{.socket = &socket, .expired = false})),
+      timer_(socket.get_executor()) {
+  timer_.expires_after(timeout);
+  timer_.async_wait([state = state_](const boost::system::error_code& ec) {
+    if (ec || state->socket == nullptr) return;
+    state->expired = true;
+    boost::system::error_code ignored;
+    state->socket->cancel(ignored);
+  });
+}
+
+Deadline::~Deadline() {
+  state_->socket = nullptr;
+  timer_.cancel();
+}
+
+void ServerConn::MoveTo(asio::io_context* context) {
+  if (context == home) return;
+  boost::system::error_code ec;
+  tcp protocol = socket.local_endpoint(ec).protocol();
+  int fd = socket.release(ec);
+  Socket moved(context->get_executor());
+  if (fd >= 0) moved.assign(protocol, fd, ec);
+  socket = std::move(moved);
+  home = context;
+}
+
+bool ServerConn::LooksAlive() {
+  if (!socket.is_open()) return false;
+  char byte;
+  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  // Nothing to read is the only healthy state of an idle connection: a byte would be an
+  // error PostgreSQL sent before closing (an administrator's shutdown), 0 its end.
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string& buffer,
+                                                    size_t max_size) {
+  while (true) {
+    absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(buffer, max_size);
+    if (!header.ok()) co_return header.status();
+    if (header->has_value() && buffer.size() >= (*header)->size) {
+      WholeMessage message{.type = (*header)->type,
+                           .body = buffer.substr(5, (*header)->body_size())};
+      buffer.erase(0, (*header)->size);
+      co_return message;
+    }
+    char chunk[8192];
+    boost::system::error_code ec;
+    size_t n = co_await socket.async_read_some(asio::buffer(chunk),
+                                               asio::redirect_error(kUseTask, ec));
+    if (ec) {
+      co_return absl::UnavailableError(ec == asio::error::eof ? "connection closed"
+                                                              : ec.message());
+    }
+    buffer.append(chunk, n);
+  }
+}
+
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* context,
+                                                               const Upstream& upstream,
+                                                               const std::string& dbname,
+                                                               const LoginCredentials& login,
+                                                               std::chrono::milliseconds timeout,
+                                                               bool* transient) {
+  *transient = true;
+  auto server = std::make_unique<ServerConn>(context);
+  server->id = next_server_id.fetch_add(1);
+  std::string where = Cat(upstream.host, ":", upstream.port);
+
+  boost::system::error_code ec;
+  asio::ip::basic_resolver<tcp, Executor> resolver(context->get_executor());
+  auto endpoints = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
+                                                   asio::redirect_error(kUseTask, ec));
+  if (ec) co_return Failure("08001", Cat("cannot resolve ", upstream.host, ": ", ec.message()));
+
+  Deadline deadline(server->socket, timeout);
+  co_await asio::async_connect(server->socket, endpoints, asio::redirect_error(kUseTask, ec));
+  if (ec) {
+    co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
+                                   deadline.expired() ? "timed out" : ec.message()));
+  }
+  server->socket.set_option(tcp::no_delay(true), ec);
+  server->remote = server->socket.remote_endpoint(ec);
+
+  std::string out;
+  AppendStartup(&out, {{"user", login.user}, {"database", dbname}});
+  co_await asio::async_write(server->socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  std::optional<ScramClient> scram;
+  std::string buffer;
+  auto lost = [&](const absl::Status& s) {
+    return Failure("08006", Cat("server at ", where, " ", deadline.expired() ? "timed out" : "",
+                                deadline.expired() ? "" : "closed the connection",
+                                " during login: ", s.message()));
+  };
+  while (true) {
+    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(server->socket, buffer, 1 << 20);
+    if (!message.ok()) co_return lost(message.status());
+    BodyReader body(message->body);
+    out.clear();
+    switch (message->type) {
+      case 'R': {
+        int32_t code = body.Int32().value_or(-1);
+        if (code == 0) break;
+        if (code == 3) {  // cleartext
+          if (login.password.empty()) {
+            *transient = false;
+            co_return Failure("28P01", Cat("the server asks user ", login.user,
+                                           "'s password in clear, and the pooler has none"));
+          }
+          AppendPassword(&out, login.password);
+        } else if (code == 5) {  // md5
+          std::optional<std::string_view> salt = body.Bytes(4);
+          std::string hash = !login.md5_hash.empty() ? login.md5_hash
+                             : !login.password.empty() ? Md5PasswordHash(login.user, login.password)
+                                                       : "";
+          if (!salt.has_value() || hash.empty()) {
+            *transient = false;
+            co_return Failure("28P01", Cat("the server asks an md5 password for user ", login.user,
+                                           " and the pooler has neither it nor its md5 hash"));
+          }
+          AppendPassword(&out, Md5Response(hash, *salt));
+        } else if (code == 10) {  // SASL
+          bool offered = false;
+          while (std::optional<std::string_view> mechanism = body.CString()) {
+            if (mechanism->empty()) break;
+            if (*mechanism == "SCRAM-SHA-256") offered = true;
+          }
+          if (!offered) {
+            *transient = false;
+            co_return Failure("28000", "the server offers no SCRAM-SHA-256 authentication");
+          }
+          std::string nonce = RandomBytes(18);
+          if (!login.password.empty()) {
+            scram = ScramClient::FromPassword(login.password, nonce);
+          } else if (!login.scram_client_key.empty()) {
+            scram = ScramClient::FromKeys(login.scram_client_key, login.scram_server_key, nonce);
+          } else {
+            *transient = false;
+            co_return Failure("28P01", Cat("no password for user ", login.user,
+                                           ": give one in the database url or the users file, "
+                                           "or let the user log in with SCRAM first"));
+          }
+          AppendSaslInitialResponse(&out, "SCRAM-SHA-256", scram->ClientFirst());
+        } else if (code == 11 && scram.has_value()) {
+          absl::StatusOr<std::string> final_message = scram->ServerFirst(body.rest());
+          if (!final_message.ok()) {
+            *transient = false;
+            co_return Failure("28000", Cat("SCRAM with the server: ", final_message.status().message()));
+          }
+          AppendSaslResponse(&out, *final_message);
+        } else if (code == 12 && scram.has_value()) {
+          if (absl::Status s = scram->ServerFinal(body.rest()); !s.ok()) {
+            *transient = false;
+            co_return Failure("28000", Cat("the server's SCRAM signature: ", s.message()));
+          }
+        } else {
+          *transient = false;
+          co_return Failure("28000", Cat("unsupported authentication request ", code,
+                                         " from the server"));
+        }
+        break;
+      }
+      case 'E': {
+        ErrorFields error = ParseErrorFields(message->body);
+        *transient = TransientSqlstate(error.sqlstate);
+        co_return Failure(error.sqlstate.empty() ? "08006" : error.sqlstate,
+                          Cat("server at ", where, ": ", error.message));
+      }
+      case 'S': {
+        std::optional<std::string_view> name = body.CString();
+        std::optional<std::string_view> value = body.CString();
+        if (name.has_value() && value.has_value()) {
+          server->params[std::string(*name)] = std::string(*value);
+        }
+        break;
+      }
+      case 'K':
+        server->backend_pid = body.Int32().value_or(0);
+        server->backend_key = body.Int32().value_or(0);
+        break;
+      case 'Z':
+        server->connected_at = server->idle_since = Clock::now();
+        co_return server;
+      default:
+        break;  // NoticeResponse, NegotiateProtocolVersion
+    }
+    if (!out.empty()) {
+      co_await asio::async_write(server->socket, asio::buffer(out),
+                                 asio::redirect_error(kUseTask, ec));
+      if (ec) co_return lost(absl::UnavailableError(ec.message()));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// A client waiting for a server connection. Shared with whoever hands it one: the handing
+// side sets what it got and cancels the timer on the waiter's own thread.
+struct Pool::Waiter {
+  explicit Waiter(asio::io_context* c) : context(c), timer(c->get_executor()) {}
+  asio::io_context* context;
+  Timer timer;
+  Clock::time_point since = Clock::now();
+  std::unique_ptr<ServerConn> server;  // handed over
+  bool may_open = false;               // a slot was freed for it: it opens a connection
+  bool woken = false;                  // by a Release, a RESUME or a reserve slot
+};
+
+Pool::Pool(PoolSettings settings, LoginCredentials login)
+    : settings_(std::move(settings)), login_(std::move(login)) {}
+
+void Pool::WakeLocked(std::shared_ptr<Waiter> waiter) {
+  waiter->woken = true;
+  asio::post(waiter->context->get_executor(), [waiter] { waiter->timer.cancel(); });
+}
+
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* context) {
+  PoolSettings settings;
+  LoginCredentials login;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    settings = settings_;
+    login = login_;
+    generation = generation_;
+  }
+  Clock::time_point give_up = Clock::now() + settings.hold_timeout;
+  std::chrono::milliseconds backoff(50);
+  while (true) {
+    bool transient = false;
+    absl::StatusOr<std::unique_ptr<ServerConn>> server =
+        co_await LoginServer(context, settings.upstream, settings.server_dbname, login,
+                             settings.connect_timeout, &transient);
+    if (server.ok()) {
+      stats_.server_logins.fetch_add(1, std::memory_order_relaxed);
+      (*server)->generation = generation;
+      absl::MutexLock lock(&mu_);
+      server_params_ = (*server)->params;
+      co_return server;
+    }
+    stats_.server_login_failures.fetch_add(1, std::memory_order_relaxed);
+    if (!transient || Clock::now() + backoff >= give_up) {
+      LogWarning("pooler: database %s: %s", settings.database, server.status().message());
+      co_return server.status();
+    }
+    // Held: the server restarts or fails over; new transactions wait for it.
+    Timer pause(context->get_executor());
+    pause.expires_after(backoff);
+    boost::system::error_code ec;
+    co_await pause.async_wait(asio::redirect_error(asio_support::kUseTask, ec));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context* context) {
+  Clock::time_point start = Clock::now();
+  std::shared_ptr<Waiter> waiter;
+  bool counted_wait = false;
+  auto done_waiting = [&] {
+    if (!counted_wait) return;
+    stats_.wait_us.fetch_add(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count(),
+        std::memory_order_relaxed);
+  };
+  while (true) {
+    std::vector<std::unique_ptr<ServerConn>> dead;
+    std::unique_ptr<ServerConn> taken;
+    bool open = false;
+    std::chrono::milliseconds wait_for{0};
+    {
+      absl::MutexLock lock(&mu_);
+      if (waiter != nullptr) {
+        // Back from waiting: what was handed over, if anything.
+        std::erase(waiters_, waiter);
+        if (waiter->server != nullptr) {
+          taken = std::move(waiter->server);
+        } else if (waiter->may_open) {
+          open = true;  // the slot was counted in connecting_ by the giver
+        }
+      }
+      if (taken == nullptr && !open && !paused_) {
+        while (!idle_.empty()) {
+          std::unique_ptr<ServerConn> candidate = std::move(idle_.back());
+          idle_.pop_back();
+          if (candidate->generation == generation_ && candidate->LooksAlive()) {
+            taken = std::move(candidate);
+            break;
+          }
+          dead.push_back(std::move(candidate));
+        }
+        int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
+        int limit = settings_.pool_size;
+        if (settings_.reserve_pool > 0 && Clock::now() - start >= settings_.reserve_pool_timeout) {
+          limit += settings_.reserve_pool;
+        }
+        if (taken == nullptr && total < limit) {
+          ++connecting_;
+          open = true;
+        }
+      }
+      if (taken != nullptr) {
+        active_[taken->id] = taken.get();
+      } else if (!open) {
+        Clock::time_point deadline = start + settings_.query_wait_timeout;
+        if (paused_) deadline = std::max(deadline, start + settings_.hold_timeout);
+        Clock::time_point now = Clock::now();
+        if (now >= deadline && settings_.query_wait_timeout.count() > 0) {
+          done_waiting();
+          co_return Failure("08P01", Cat("query_wait_timeout: no server connection for database ",
+                                         settings_.database, " within ",
+                                         FormatDuration(settings_.query_wait_timeout)));
+        }
+        wait_for = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+        if (settings_.reserve_pool > 0 && now - start < settings_.reserve_pool_timeout) {
+          wait_for = std::min(wait_for, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            start + settings_.reserve_pool_timeout - now) +
+                                            std::chrono::milliseconds(1));
+        }
+        waiter = std::make_shared<Waiter>(context);
+        waiter->since = start;
+        waiters_.push_back(waiter);
+      }
+    }
+    dead.clear();  // closed outside the lock
+    if (taken != nullptr) {
+      done_waiting();
+      taken->MoveTo(context);
+      co_return taken;
+    }
+    if (open) {
+      done_waiting();
+      absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await Open(context);
+      absl::MutexLock lock(&mu_);
+      --connecting_;
+      if (!server.ok()) {
+        ServeWaitersLocked();  // the slot is free again
+        co_return server.status();
+      }
+      active_[(*server)->id] = server->get();
+      co_return server;
+    }
+    if (!counted_wait) stats_.waits.fetch_add(1, std::memory_order_relaxed);
+    counted_wait = true;
+    waiter->timer.expires_after(wait_for);
+    boost::system::error_code ec;
+    co_await waiter->timer.async_wait(asio::redirect_error(asio_support::kUseTask, ec));
+  }
+}
+
+void Pool::ServeWaitersLocked() {
+  // A slot is free: the first waiter opens a connection in it.
+  int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
+  while (!waiters_.empty() && !paused_ && total < settings_.pool_size) {
+    std::shared_ptr<Waiter> waiter = waiters_.front();
+    waiters_.pop_front();
+    if (waiter->woken) continue;
+    waiter->may_open = true;
+    ++connecting_;
+    ++total;
+    WakeLocked(waiter);
+  }
+}
+
+void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
+  std::unique_ptr<ServerConn> closing;
+  {
+    absl::MutexLock lock(&mu_);
+    active_.erase(server->id);
+    Clock::time_point now = Clock::now();
+    if (server->generation != generation_ ||
+        (settings_.lifetime.count() > 0 && now - server->connected_at >= settings_.lifetime)) {
+      reusable = false;
+    }
+    if (!reusable) {
+      closing = std::move(server);
+      ServeWaitersLocked();
+    } else {
+      server->idle_since = now;
+      while (!waiters_.empty() && waiters_.front()->woken) waiters_.pop_front();
+      if (!waiters_.empty() && !paused_) {
+        std::shared_ptr<Waiter> waiter = waiters_.front();
+        waiters_.pop_front();
+        waiter->server = std::move(server);
+        active_[waiter->server->id] = waiter->server.get();
+        WakeLocked(waiter);
+      } else {
+        idle_.push_back(std::move(server));
+      }
+    }
+  }
+  if (closing != nullptr) {
+    boost::system::error_code ec;
+    closing->socket.close(ec);
+  }
+}
+
+absl::flat_hash_map<std::string, std::string> Pool::ServerParams() const {
+  absl::MutexLock lock(&mu_);
+  return server_params_;
+}
+
+void Pool::OfferScramKeys(const std::string& client_key, const std::string& server_key) {
+  absl::MutexLock lock(&mu_);
+  if (!login_.password.empty() || !login_.md5_hash.empty()) return;
+  login_.scram_client_key = client_key;
+  login_.scram_server_key = server_key;
+}
+
+bool Pool::HasLoginSecret() const {
+  absl::MutexLock lock(&mu_);
+  return !login_.password.empty() || !login_.md5_hash.empty() ||
+         !login_.scram_client_key.empty();
+}
+
+void Pool::Pause() {
+  absl::MutexLock lock(&mu_);
+  paused_ = true;
+}
+
+void Pool::Resume() {
+  absl::MutexLock lock(&mu_);
+  paused_ = false;
+  for (const std::shared_ptr<Waiter>& waiter : waiters_) {
+    if (!waiter->woken) WakeLocked(waiter);
+  }
+  waiters_.clear();
+}
+
+bool Pool::paused() const {
+  absl::MutexLock lock(&mu_);
+  return paused_;
+}
+
+void Pool::Reconnect() {
+  std::deque<std::unique_ptr<ServerConn>> closing;
+  {
+    absl::MutexLock lock(&mu_);
+    ++generation_;
+    closing.swap(idle_);
+    ServeWaitersLocked();
+  }
+  for (auto& server : closing) {
+    boost::system::error_code ec;
+    server->socket.close(ec);
+  }
+}
+
+void Pool::Prune() {
+  std::vector<std::unique_ptr<ServerConn>> closing;
+  {
+    absl::MutexLock lock(&mu_);
+    Clock::time_point now = Clock::now();
+    int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      ServerConn& s = **it;
+      bool too_old = settings_.lifetime.count() > 0 && now - s.connected_at >= settings_.lifetime;
+      bool idle_long = settings_.idle_timeout.count() > 0 &&
+                       now - s.idle_since >= settings_.idle_timeout &&
+                       total > settings_.min_pool_size;
+      if (too_old || idle_long || s.generation != generation_) {
+        closing.push_back(std::move(*it));
+        it = idle_.erase(it);
+        --total;
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& server : closing) {
+    boost::system::error_code ec;
+    server->socket.close(ec);
+  }
+}
+
+void Pool::Update(PoolSettings settings, LoginCredentials login) {
+  absl::MutexLock lock(&mu_);
+  bool moved = settings.upstream.host != settings_.upstream.host ||
+               settings.upstream.port != settings_.upstream.port ||
+               settings.server_dbname != settings_.server_dbname ||
+               login.user != login_.user || login.password != login_.password;
+  if (login.password.empty() && login.md5_hash.empty() && login.user == login_.user) {
+    login.scram_client_key = login_.scram_client_key;
+    login.scram_server_key = login_.scram_server_key;
+  }
+  settings_ = std::move(settings);
+  login_ = std::move(login);
+  if (moved) ++generation_;
+  ServeWaitersLocked();
+}
+
+Pool::Counts Pool::counts() const {
+  absl::MutexLock lock(&mu_);
+  Counts c;
+  c.active = static_cast<int>(active_.size());
+  c.idle = static_cast<int>(idle_.size());
+  c.connecting = connecting_;
+  for (const auto& [id, server] : active_) {
+    if (server->generation != generation_) ++c.stale;
+  }
+  Clock::time_point now = Clock::now();
+  for (const auto& waiter : waiters_) {
+    if (waiter->woken) continue;
+    ++c.waiting;
+    c.max_wait_s = std::max(c.max_wait_s, std::chrono::duration<double>(now - waiter->since).count());
+  }
+  return c;
+}
+
+std::vector<Pool::ServerRow> Pool::ServerRows() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<ServerRow> rows;
+  Clock::time_point now = Clock::now();
+  auto row = [&](const ServerConn& s, std::string state) {
+    boost::system::error_code ec;
+    rows.push_back(ServerRow{.state = std::move(state),
+                             .id = s.id,
+                             .pid = s.backend_pid,
+                             .age_s = std::chrono::duration<double>(now - s.connected_at).count(),
+                             .remote = Cat(s.remote.address().to_string(ec), ":", s.remote.port())});
+  };
+  for (const auto& [id, s] : active_) row(*s, "active");
+  for (const auto& s : idle_) row(*s, "idle");
+  return rows;
+}
+
+}  // namespace pgflow::pooler

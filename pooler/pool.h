@@ -1,0 +1,223 @@
+#pragma once
+
+// Server connections and the pools that share them.
+//
+// A Pool holds the server connections of one (database, login user) for every network thread:
+// its limits (pool_size, reserve_pool) hold across threads under one mutex taken twice a
+// transaction (take, give back). An idle connection is a socket on the io_context of the
+// thread that used it last; a client on another thread takes it over (the descriptor moves
+// to its io_context). A client that finds no idle connection and no room to open one waits in
+// the pool's queue (first come, first served) until one is given back, the reserve opens, or
+// query_wait_timeout passes.
+//
+// Opening a connection retries while the server does not answer or is starting up or
+// shutting down, for up to hold_timeout: a restart or a failover of a few seconds makes new
+// transactions wait instead of fail. A password refused or a database missing fails at once.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/asio_support.h"
+#include "pooler/auth.h"
+#include "pooler/pooler_config.h"
+
+namespace pgflow::pooler {
+
+using asio_support::Executor;
+using asio_support::Socket;
+using asio_support::Task;
+using asio_support::Timer;
+namespace asio = asio_support::asio;
+using Clock = std::chrono::steady_clock;
+
+// How the pooler logs in to PostgreSQL for one pool.
+struct LoginCredentials {
+  std::string user;
+  std::string password;       // plain; empty when not known
+  std::string md5_hash;       // "md5..." from the users file
+  std::string scram_client_key;  // from a client's SCRAM login (ScramServer::client_key)
+  std::string scram_server_key;
+};
+
+// An open, logged-in server connection. Owned by one client at a time, or by its pool.
+struct ServerConn {
+  explicit ServerConn(asio::io_context* context) : home(context), socket(context->get_executor()) {}
+
+  asio::io_context* home;
+  Socket socket;
+  uint64_t id = 0;
+  int32_t backend_pid = 0;
+  int32_t backend_key = 0;
+  asio_support::tcp::endpoint remote;
+  // The parameters in force on the connection: those PostgreSQL reported (ParameterStatus)
+  // and those the pooler set.
+  absl::flat_hash_map<std::string, std::string> params;
+  // The statements prepared on it under the pooler's names (transaction pooling).
+  absl::flat_hash_set<std::string> prepared;
+  Clock::time_point connected_at;
+  Clock::time_point idle_since;
+  uint64_t generation = 0;  // the pool's at login; RECONNECT closes older ones
+
+  // Moves the socket to `context` (a client on another thread took the connection).
+  void MoveTo(asio::io_context* context);
+  // Whether an idle connection still looks open: nothing to read, no end of stream.
+  bool LooksAlive();
+};
+
+// Per pool counters, for SHOW STATS and /metrics.
+struct PoolStats {
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> queries{0};
+  std::atomic<uint64_t> bytes_received{0};  // from clients
+  std::atomic<uint64_t> bytes_sent{0};      // to clients
+  std::atomic<uint64_t> wait_us{0};         // clients' time waiting for a server
+  std::atomic<uint64_t> waits{0};
+  std::atomic<uint64_t> server_logins{0};
+  std::atomic<uint64_t> server_login_failures{0};
+};
+
+struct PoolSettings {
+  std::string database;  // as clients name it
+  std::string server_dbname;
+  Upstream upstream;
+  PoolMode mode = PoolMode::kTransaction;
+  int pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool = 0;
+  std::chrono::milliseconds reserve_pool_timeout{5000};
+  std::chrono::milliseconds hold_timeout{30000};
+  std::chrono::milliseconds query_wait_timeout{120000};
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds idle_timeout{600000};
+  std::chrono::milliseconds lifetime{3600000};
+};
+
+class Pool {
+ public:
+  Pool(PoolSettings settings, LoginCredentials login);
+
+  const PoolSettings& settings() const { return settings_; }
+  PoolStats& stats() { return stats_; }
+
+  // A server connection for a client on `context`: an idle one, a new one, or one given back
+  // while waiting. Errors carry the SQLSTATE to show the client in their message's first
+  // word: "08006 ..." (see SqlstateOf).
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(asio::io_context* context);
+  // Gives `server` back: to the first waiting client, else to the idle list; `reusable`
+  // false closes it (and lets a waiting client open another).
+  void Release(std::unique_ptr<ServerConn> server, bool reusable);
+
+  // The parameters a new client is shown at login (server_version, ...): those of the last
+  // server login. Empty until one succeeded.
+  absl::flat_hash_map<std::string, std::string> ServerParams() const;
+  // A client's SCRAM keys, for a pool whose login has no password.
+  void OfferScramKeys(const std::string& client_key, const std::string& server_key);
+  bool HasLoginSecret() const;
+
+  // Admin: new acquisitions wait while paused (PAUSE); RESUME lets them go on.
+  void Pause();
+  void Resume();
+  bool paused() const;
+  // Closes idle connections and marks the busy ones to be closed when given back.
+  void Reconnect();
+  // Closes idle connections that outlived idle_timeout / lifetime (above min_pool_size).
+  void Prune();
+  // Replaces settings (RELOAD); connections to another server are closed when given back.
+  void Update(PoolSettings settings, LoginCredentials login);
+
+  struct Counts {
+    int active = 0;      // given to clients
+    int idle = 0;
+    int connecting = 0;  // being opened
+    int waiting = 0;     // clients in the queue
+    int stale = 0;       // in use but to be closed when given back (RECONNECT, RELOAD)
+    double max_wait_s = 0;
+  };
+  Counts counts() const;
+  // One row per connection for SHOW SERVERS: state, id, pid, connected_at age in seconds.
+  struct ServerRow {
+    std::string state;
+    uint64_t id;
+    int32_t pid;
+    double age_s;
+    std::string remote;
+  };
+  std::vector<ServerRow> ServerRows() const;
+
+  // Client-side bookkeeping the pool keeps for SHOW POOLS.
+  std::atomic<int> clients{0};
+
+ private:
+  struct Waiter;
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Open(asio::io_context* context);
+  void WakeLocked(std::shared_ptr<Waiter> waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeWaitersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  PoolSettings settings_ ABSL_GUARDED_BY(mu_);
+  LoginCredentials login_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<ServerConn>> idle_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, ServerConn*> active_ ABSL_GUARDED_BY(mu_);
+  int connecting_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, std::string> server_params_ ABSL_GUARDED_BY(mu_);
+  PoolStats stats_;
+};
+
+// The SQLSTATE at the front of a pool error's message ("08006 server ..."), and the rest.
+std::pair<std::string, std::string> SqlstateOf(const absl::Status& status);
+
+// Opens one server connection on `context` and logs in (the whole within `timeout`). The
+// error's message starts with the SQLSTATE (PostgreSQL's when it answered one); `transient`
+// is set when trying again later may succeed (no answer, starting up, shutting down).
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* context,
+                                                               const Upstream& upstream,
+                                                               const std::string& dbname,
+                                                               const LoginCredentials& login,
+                                                               std::chrono::milliseconds timeout,
+                                                               bool* transient);
+
+// Reads one whole message from `socket` through `buffer` (bytes read past it stay there):
+// the type and body. For logins and the admin console, not the relay's hot path.
+struct WholeMessage {
+  char type = 0;
+  std::string body;
+};
+Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string& buffer,
+                                                    size_t max_size);
+
+// Arms a timer that cancels `socket`'s operations when `timeout` passes; disarmed when
+// destroyed. expired() tells a cancelled operation from a failed one.
+class Deadline {
+ public:
+  Deadline(Socket& socket, std::chrono::milliseconds timeout);
+  ~Deadline();
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+  bool expired() const { return state_->expired; }
+
+ private:
+  struct State {
+    Socket* socket;
+    bool expired = false;
+  };
+  std::shared_ptr<State> state_;
+  Timer timer_;
+};
+
+// Random bytes from OpenSSL (nonces, salts, cancel keys).
+std::string RandomBytes(size_t n);
+
+}  // namespace pgflow::pooler

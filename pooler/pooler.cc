@@ -1,0 +1,1589 @@
+#include "pooler/pooler.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <deque>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "engine/asio_support.h"
+#include "engine/log.h"
+#include "engine/metrics.h"
+#include "engine/str_cat.h"
+#include "pooler/admin_console.h"
+#include "pooler/auth.h"
+#include "pooler/pool.h"
+#include "pooler/protocol.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using asio_support::Acceptor;
+using asio_support::kUseTask;
+using asio_support::tcp;
+
+constexpr size_t kReadChunk = 16384;
+// A server message the relay must read whole (ReadyForQuery, ParameterStatus, errors...) is
+// at most this large; the rest streams through in pieces.
+constexpr size_t kMaxInspectedServerMessage = 1 << 20;
+// Bytes gathered for one side before they are written out mid-batch.
+constexpr size_t kFlushAt = 64 * 1024;
+
+std::string Lower(std::string_view s) { return absl::AsciiStrToLower(absl::string_view(s.data(), s.size())); }
+
+// The pooler's name for a statement a client prepared: the same for the same query and
+// parameter types, whichever client prepared it, so that a server connection prepares each
+// once.
+std::string ServerStatementName(std::string_view parse_rest) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(parse_rest.data(), parse_rest.size(), digest, &size, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string name = "pgflow_";
+  for (unsigned int i = 0; i < 12; ++i) {
+    name.push_back(kHex[digest[i] >> 4]);
+    name.push_back(kHex[digest[i] & 15]);
+  }
+  return name;
+}
+
+// Startup parameters that are not settings to pass on.
+bool IsConnectionParameter(std::string_view name) {
+  return name == "user" || name == "database" || name == "replication" || name == "options";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct NetThread {
+  asio::io_context context{1};
+  std::optional<Acceptor> acceptor;
+  std::thread thread;
+};
+
+class Session;
+
+// What the admin console and cancel requests see of a client, readable from any thread.
+struct ClientInfo {
+  uint64_t id = 0;
+  std::string user;
+  std::string database;
+  std::string address;
+  int port = 0;
+  absl::Time connected = absl::Now();
+  int32_t cancel_pid = 0;
+  int32_t cancel_key = 0;
+  std::atomic<int> state{0};  // 0 idle, 1 active (holds a server), 2 waiting
+  asio::io_context* context = nullptr;
+  std::weak_ptr<Session> session;
+
+  absl::Mutex mu;
+  // The server the client holds, for its cancel requests.
+  std::optional<tcp::endpoint> server ABSL_GUARDED_BY(mu);
+  int32_t server_pid ABSL_GUARDED_BY(mu) = 0;
+  int32_t server_key ABSL_GUARDED_BY(mu) = 0;
+};
+
+class Pooler::Impl : public AdminTarget {
+ public:
+  explicit Impl(PoolerConfig config) : config_(std::move(config)) {}
+
+  absl::Status Start(MetricsRegistry* metrics);
+  absl::Status Reload() override;
+  bool WaitForShutdown(std::chrono::milliseconds timeout);
+  void Stop();
+  int port() const { return port_; }
+
+  // Sessions.
+  std::shared_ptr<const PoolerConfig> config() const {
+    absl::MutexLock lock(&config_mu_);
+    return config_snapshot_;
+  }
+  std::shared_ptr<const UserList> users() const {
+    absl::MutexLock lock(&config_mu_);
+    return users_;
+  }
+  // The pool of (database, login user), created on first use; nullptr when the database is
+  // not (or no longer) configured.
+  std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user);
+  void Register(const std::shared_ptr<ClientInfo>& info);
+  void Unregister(uint64_t id);
+  void Cancel(int32_t pid, int32_t key);
+  std::atomic<int> clients{0};
+  std::atomic<uint64_t> next_client_id{1};
+  bool accepting() const { return !suspended_.load(); }
+
+  // AdminTarget.
+  std::vector<PoolView> Pools() override;
+  std::vector<ClientView> Clients() override;
+  std::vector<std::pair<std::string, std::string>> ConfigRows() override;
+  std::vector<DatabaseView> Databases() override;
+  void Pause(const std::string& database) override;
+  void Resume(const std::string& database) override;
+  void Reconnect(const std::string& database) override;
+  void Kill(const std::string& database) override;
+  void Suspend() override;
+  void Shutdown() override;
+  bool HasDatabase(const std::string& database) override;
+
+ private:
+  Task<void> Accept(NetThread* thread);
+  Task<void> Maintain(NetThread* thread);
+  PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
+                           const DatabaseOptions& db) const;
+  LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
+                            const UserList& users) const;
+  std::vector<std::shared_ptr<Pool>> PoolsOf(const std::string& database);
+  void CollectMetrics();
+
+  PoolerConfig config_;
+  mutable absl::Mutex config_mu_;
+  std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
+  std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
+
+  absl::Mutex pools_mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_
+      ABSL_GUARDED_BY(pools_mu_);
+
+  absl::Mutex clients_mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_
+      ABSL_GUARDED_BY(clients_mu_);
+
+  std::vector<std::unique_ptr<NetThread>> threads_;
+  int port_ = 0;
+  std::atomic<bool> suspended_{false};
+  absl::Mutex stop_mu_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
+  bool stopped_ = false;
+
+  MetricsRegistry* metrics_ = nullptr;
+  int collector_ = -1;
+  std::map<std::string, uint64_t> exported_;  // counters' last exported values
+};
+
+// ---------------------------------------------------------------------------------------------
+
+// One client connection: its login, then either the admin console or the relay.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Pooler::Impl* impl, NetThread* thread, Socket socket)
+      : impl_(impl), thread_(thread), client_(std::move(socket)) {}
+  ~Session() {
+    if (info_ != nullptr) impl_->Unregister(info_->id);
+    if (pool_ != nullptr) pool_->clients.fetch_sub(1);
+    if (counted_) impl_->clients.fetch_sub(1);
+  }
+
+  // The session's life: login, then the console or the relay. `owner` (heap-held, deleted at
+  // the end) keeps the session alive while it runs. Coroutines here take no class-type
+  // parameter by value: GCC 12 was seen to copy a shared_ptr parameter into the coroutine
+  // frame wrongly (the copy pointed at the control block), so owners travel by pointer.
+  static Task<void> Run(std::shared_ptr<Session>* owner) {
+    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
+    Session* self = owner->get();
+    if (!co_await self->Login()) {
+      self->CloseClient();
+      co_return;
+    }
+    if (self->admin_) {
+      co_await self->AdminLoop();
+    } else {
+      co_await self->ClientLoop();
+    }
+    if (!self->server_loop_running_) self->CloseClient();
+  }
+
+  // From another thread (KILL, shutdown): posted to this session's thread.
+  void Kill() {
+    killed_ = true;
+    boost::system::error_code ec;
+    client_.cancel(ec);
+    if (server_ != nullptr) server_->socket.cancel(ec);
+  }
+
+ private:
+  enum class Expect : uint8_t {
+    kParse,         // a ParseComplete to pass on
+    kParseSwallow,  // a ParseComplete of a Parse the pooler added
+    kClose,         // a CloseComplete to pass on
+    kCloseSwallow,  // a CloseComplete of a Close the pooler added
+    kSync,          // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
+    kSyncSwallow,   // everything up to a ReadyForQuery of a query the pooler sent
+  };
+  struct Expectation {
+    Expect kind;
+    std::string statement;  // kParse/kParseSwallow of a named statement: its server name
+  };
+  struct Statement {
+    std::string server_name;
+    std::string parse_rest;
+  };
+
+  // --- login ------------------------------------------------------------------------------
+
+  Task<bool> ReadExactly(std::string* out, size_t n) {
+    out->resize(n);
+    boost::system::error_code ec;
+    co_await asio::async_read(client_, asio::buffer(out->data(), n),
+                              asio::redirect_error(kUseTask, ec));
+    co_return !ec;
+  }
+
+  Task<void> SendFatal(std::string_view sqlstate, std::string_view message) {
+    std::string out;
+    AppendError(&out, "FATAL", sqlstate, message);
+    boost::system::error_code ec;
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  }
+
+  Task<bool> Login() {
+    std::shared_ptr<const PoolerConfig> config = impl_->config();
+    Deadline deadline(client_, config->client_login_timeout);
+    boost::system::error_code ec;
+    client_.set_option(tcp::no_delay(true), ec);
+    StartupPacket startup;
+    for (int round = 0;; ++round) {
+      std::string head;
+      if (!co_await ReadExactly(&head, 4)) co_return false;
+      absl::StatusOr<size_t> length = StartupPacketLength(head);
+      if (!length.ok()) {
+        co_await SendFatal("08P01", Sv(length.status().message()));
+        co_return false;
+      }
+      std::string rest;
+      if (!co_await ReadExactly(&rest, *length - 4)) co_return false;
+      absl::StatusOr<StartupPacket> packet = ParseStartupPacket(head + rest);
+      if (!packet.ok()) {
+        co_await SendFatal("08P01", Sv(packet.status().message()));
+        co_return false;
+      }
+      if (packet->kind == StartupPacket::Kind::kCancel) {
+        impl_->Cancel(packet->cancel_pid, packet->cancel_key);
+        co_return false;
+      }
+      if (packet->kind != StartupPacket::Kind::kStartup) {
+        if (round > 2) co_return false;
+        // TLS and GSSAPI encryption are not offered: the client goes on in the clear, or
+        // gives up when its sslmode requires encryption.
+        char no = 'N';
+        co_await asio::async_write(client_, asio::buffer(&no, 1), asio::redirect_error(kUseTask, ec));
+        if (ec) co_return false;
+        continue;
+      }
+      startup = *std::move(packet);
+      break;
+    }
+    user_ = startup.Get("user");
+    database_ = startup.Get("database");
+    if (database_.empty()) database_ = user_;
+    if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
+        startup.Get("replication") != "0") {
+      co_await SendFatal("08P01", "replication connections are not supported by the pooler");
+      co_return false;
+    }
+    if (!impl_->accepting()) {
+      co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
+      co_return false;
+    }
+    counted_ = true;
+    if (impl_->clients.fetch_add(1) >= config->max_client_conn) {
+      co_await SendFatal("53300", Cat("too many clients already (max_client_conn ",
+                                      config->max_client_conn, ")"));
+      co_return false;
+    }
+
+    admin_ = database_ == "pgflow" || database_ == "pgbouncer";
+    std::shared_ptr<const UserList> users = impl_->users();
+    if (admin_) {
+      if (std::find(config->admin.users.begin(), config->admin.users.end(), user_) ==
+          config->admin.users.end()) {
+        co_await SendFatal("28000", Cat("user \"", user_,
+                                        "\" may not use the admin console (admin.users)"));
+        co_return false;
+      }
+    } else {
+      auto db = config->databases.find(database_);
+      if (db == config->databases.end()) {
+        co_await SendFatal("3D000", Cat("database \"", database_,
+                                        "\" is not in the pooler's configuration"));
+        co_return false;
+      }
+      if (db->second.max_client_conn > 0) {
+        std::shared_ptr<Pool> pool = impl_->PoolFor(database_, user_);
+        if (pool != nullptr && pool->clients.load() >= db->second.max_client_conn) {
+          co_await SendFatal("53300", Cat("too many clients of database ", database_,
+                                          " (max_client_conn ", db->second.max_client_conn, ")"));
+          co_return false;
+        }
+      }
+    }
+    if (!co_await Authenticate(*config, *users)) co_return false;
+
+    std::string out;
+    AppendAuthentication(&out, 0);
+    info_ = std::make_shared<ClientInfo>();
+    info_->id = impl_->next_client_id.fetch_add(1);
+    info_->user = user_;
+    info_->database = database_;
+    tcp::endpoint peer = client_.remote_endpoint(ec);
+    info_->address = peer.address().to_string(ec);
+    info_->port = peer.port();
+    info_->context = &thread_->context;
+    info_->session = weak_from_this();
+    std::string key_bytes = RandomBytes(8);
+    info_->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
+    info_->cancel_key = ReadInt32(key_bytes.data() + 4);
+    impl_->Register(info_);
+
+    if (admin_) {
+      for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
+               {"server_version", "15.0 (pgflow pooler console)"},
+               {"server_encoding", "UTF8"},
+               {"client_encoding", "UTF8"},
+               {"DateStyle", "ISO"},
+               {"integer_datetimes", "on"},
+               {"standard_conforming_strings", "on"}}) {
+        AppendParameterStatus(&out, name, value);
+      }
+      AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+      AppendReadyForQuery(&out, 'I');
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      co_return !ec;
+    }
+
+    pool_ = impl_->PoolFor(database_, user_);
+    if (pool_ == nullptr) {
+      co_await SendFatal("3D000", Cat("database \"", database_, "\" was removed"));
+      co_return false;
+    }
+    pool_->clients.fetch_add(1);
+    mode_ = pool_->settings().mode;
+    if (!scram_client_key_.empty()) pool_->OfferScramKeys(scram_client_key_, scram_server_key_);
+    for (const auto& [name, value] : startup.parameters) {
+      if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
+    }
+
+    absl::flat_hash_map<std::string, std::string> server_params = pool_->ServerParams();
+    if (server_params.empty()) {
+      // No server login yet: one now, to learn what to tell the client (server_version...).
+      info_->state = 2;
+      absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(&thread_->context);
+      info_->state = 0;
+      if (!server.ok()) {
+        auto [sqlstate, message] = SqlstateOf(server.status());
+        co_await SendFatal(sqlstate, message);
+        co_return false;
+      }
+      server_params = pool_->ServerParams();
+      pool_->Release(*std::move(server), true);
+    }
+    for (const auto& [name, value] : server_params) {
+      auto mine = params_.find(Lower(name));
+      AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
+    }
+    AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+    AppendReadyForQuery(&out, 'I');
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    co_return !ec;
+  }
+
+  // Reads one password-phase message ('p').
+  Task<std::optional<std::string>> ReadPasswordMessage() {
+    std::string head;
+    if (!co_await ReadExactly(&head, 5)) co_return std::nullopt;
+    int32_t length = ReadInt32(head.data() + 1);
+    if (head[0] != 'p' || length < 4 || length > 65536) co_return std::nullopt;
+    std::string body;
+    if (!co_await ReadExactly(&body, static_cast<size_t>(length) - 4)) co_return std::nullopt;
+    co_return body;
+  }
+
+  Task<bool> Authenticate(const PoolerConfig& config, const UserList& users) {
+    auto entry = users.find(user_);
+    bool listed = entry != users.end();
+    std::string refused = Cat("password authentication failed for user \"", user_, "\"");
+    if (config.auth.method == AuthMethod::kTrust) {
+      if (!config.auth.users.empty() && !listed) {
+        co_await SendFatal("28000", Cat("user \"", user_, "\" is not in the users file"));
+        co_return false;
+      }
+      co_return true;
+    }
+    // An empty secret lists a user for trust only: no password matches it.
+    if (listed && entry->second.kind == UserSecret::Kind::kPlain && entry->second.text.empty()) {
+      listed = false;
+    }
+    if (!listed) {
+      // As PostgreSQL: the same answer as a wrong password, after asking for one.
+      std::string out;
+      AppendAuthentication(&out, 5, RandomBytes(4));
+      boost::system::error_code ec;
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      co_await ReadPasswordMessage();
+      co_await SendFatal("28P01", refused);
+      co_return false;
+    }
+    const UserSecret& secret = entry->second;
+    bool use_scram = config.auth.method == AuthMethod::kScram ||
+                     secret.kind == UserSecret::Kind::kScram;
+    boost::system::error_code ec;
+    if (!use_scram) {
+      std::string hash = secret.kind == UserSecret::Kind::kMd5 ? secret.text
+                                                               : Md5PasswordHash(user_, secret.text);
+      std::string salt = RandomBytes(4);
+      std::string out;
+      AppendAuthentication(&out, 5, salt);
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      std::optional<std::string> answer = co_await ReadPasswordMessage();
+      if (!answer.has_value()) co_return false;
+      std::string expected = Md5Response(hash, salt);
+      if (answer->size() != expected.size() + 1 ||
+          CRYPTO_memcmp(answer->data(), expected.data(), expected.size()) != 0) {
+        co_await SendFatal("28P01", refused);
+        co_return false;
+      }
+      co_return true;
+    }
+    if (secret.kind == UserSecret::Kind::kMd5) {
+      co_await SendFatal("28P01", Cat(refused, " (the users file holds an md5 hash, which "
+                                               "SCRAM cannot use: give the password or its "
+                                               "SCRAM secret)"));
+      co_return false;
+    }
+    ScramSecret scram_secret = secret.kind == UserSecret::Kind::kScram
+                                   ? secret.scram
+                                   : MakeScramSecret(secret.text, RandomBytes(16), 4096);
+    ScramServer server(scram_secret, RandomBytes(18));
+    std::string out;
+    AppendAuthentication(&out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    std::optional<std::string> initial = co_await ReadPasswordMessage();
+    if (!initial.has_value()) co_return false;
+    BodyReader reader(*initial);
+    std::optional<std::string_view> mechanism = reader.CString();
+    std::optional<int32_t> size = reader.Int32();
+    if (!mechanism.has_value() || *mechanism != "SCRAM-SHA-256" || !size.has_value() ||
+        *size < 0 || reader.rest().size() != static_cast<size_t>(*size)) {
+      co_await SendFatal("08P01", "malformed SASLInitialResponse (expected SCRAM-SHA-256)");
+      co_return false;
+    }
+    absl::StatusOr<std::string> server_first = server.ClientFirst(reader.rest());
+    if (!server_first.ok()) {
+      co_await SendFatal("08P01", Cat("SCRAM: ", server_first.status().message()));
+      co_return false;
+    }
+    out.clear();
+    AppendAuthentication(&out, 11, *server_first);
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    std::optional<std::string> final_message = co_await ReadPasswordMessage();
+    if (!final_message.has_value()) co_return false;
+    absl::StatusOr<std::string> server_final = server.ClientFinal(*final_message);
+    if (!server_final.ok()) {
+      if (absl::IsPermissionDenied(server_final.status())) {
+        co_await SendFatal("28P01", refused);
+      } else {
+        co_await SendFatal("08P01", Cat("SCRAM: ", server_final.status().message()));
+      }
+      co_return false;
+    }
+    out.clear();
+    AppendAuthentication(&out, 12, *server_final);
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    scram_client_key_ = server.client_key();
+    scram_server_key_ = scram_secret.server_key;
+    co_return !ec;
+  }
+
+  // --- relay: client to server ------------------------------------------------------------
+
+  // Reads what the client sent into cbuf_; false at its end or on an error.
+  Task<bool> ReadClient() {
+    boost::system::error_code ec;
+    if (cbuf_.capacity() < kReadChunk) cbuf_.reserve(kReadChunk);
+    while (true) {
+      size_t old = cbuf_.size();
+      size_t room = std::max(cbuf_.capacity() - old, kReadChunk);
+      cbuf_.resize(old + room);
+      size_t n = client_.read_some(asio::buffer(cbuf_.data() + old, room), ec);
+      cbuf_.resize(old + (ec ? 0 : n));
+      if (!ec) {
+        impl_stats_received_ += n;
+        if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
+        co_return true;
+      }
+      if (ec != asio::error::would_block && ec != asio::error::try_again) {
+        LogDebug("pooler: client %d: read: %s", info_->id, ec.message());
+        co_return false;
+      }
+      if (server_ == nullptr && cbuf_.empty()) {
+        // Idle between transactions: the buffer goes back until the client speaks again.
+        std::string().swap(cbuf_);
+      }
+      co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
+      if (ec || killed_) {
+        LogDebug("pooler: client %d: wait: %s", info_->id, ec.message());
+        co_return false;
+      }
+      if (cbuf_.capacity() < kReadChunk) cbuf_.reserve(kReadChunk);
+    }
+  }
+
+  Task<bool> FlushToServer() {
+    if (to_server_.empty() || server_ == nullptr) co_return true;
+    boost::system::error_code ec;
+    writing_server_ = true;
+    co_await asio::async_write(server_->socket, asio::buffer(to_server_),
+                               asio::redirect_error(kUseTask, ec));
+    writing_server_ = false;
+    to_server_.clear();
+    if (ec) {
+      LogDebug("pooler: client %d: write to server: %s", info_->id, ec.message());
+      co_return false;
+    }  // the server loop sees the connection fail too
+    if (server_ != nullptr && server_loop_waiting_ && Releasable()) {
+      server_->socket.cancel(ec);  // wakes the server loop to give the connection back
+    }
+    co_return true;
+  }
+
+  Task<absl::Status> Attach() {
+    info_->state = 2;
+    absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(&thread_->context);
+    info_->state = 1;
+    if (!server.ok()) {
+      info_->state = 0;
+      co_return server.status();
+    }
+    server_ = *std::move(server);
+    {
+      absl::MutexLock lock(&info_->mu);
+      info_->server = server_->remote;
+      info_->server_pid = server_->backend_pid;
+      info_->server_key = server_->backend_key;
+    }
+    // The client's settings where the connection differs (its startup parameters and what
+    // PostgreSQL reported it changed).
+    std::string sql;
+    for (const auto& [name, value] : params_) {
+      auto theirs = server_->params.find(name);
+      if (theirs != server_->params.end() && theirs->second == value) continue;
+      sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(value), ";");
+      server_->params[name] = value;
+    }
+    if (!sql.empty()) {
+      AppendQuery(&to_server_, sql);
+      expect_.push_back({Expect::kSyncSwallow, {}});
+    }
+    server_loop_running_ = true;
+    asio::co_spawn(thread_->context, ServerLoop(new std::shared_ptr<Session>(shared_from_this())),
+                   asio::detached);
+    co_return absl::OkStatus();
+  }
+
+  // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server_.
+  void Rewrite(char type, std::string_view message) {
+    std::string_view body = message.substr(5);
+    switch (type) {
+      case 'P': {
+        std::optional<ParseMessage> parse = SplitParse(body);
+        if (!parse.has_value() || parse->name.empty()) {
+          expect_.push_back({Expect::kParse, {}});
+          break;
+        }
+        std::string server_name = ServerStatementName(parse->rest);
+        statements_[std::string(parse->name)] = {server_name, std::string(parse->rest)};
+        if (server_->prepared.contains(server_name)) {
+          AppendTarget(&to_server_, 'C', 'S', server_name);
+          expect_.push_back({Expect::kCloseSwallow, {}});
+        }
+        AppendParse(&to_server_, server_name, parse->rest);
+        expect_.push_back({Expect::kParse, server_name});
+        server_->prepared.insert(server_name);
+        return;
+      }
+      case 'B': {
+        std::optional<BindMessage> bind = SplitBind(body);
+        if (!bind.has_value() || bind->statement.empty()) break;
+        const Statement* statement = Prepared(bind->statement);
+        if (statement == nullptr) break;
+        AppendBind(&to_server_, bind->portal, statement->server_name, bind->rest);
+        return;
+      }
+      case 'D': {
+        std::optional<TargetMessage> target = SplitTarget(body);
+        if (!target.has_value() || target->kind != 'S' || target->name.empty()) break;
+        const Statement* statement = Prepared(target->name);
+        if (statement == nullptr) break;
+        AppendTarget(&to_server_, 'D', 'S', statement->server_name);
+        return;
+      }
+      case 'C': {
+        std::optional<TargetMessage> target = SplitTarget(body);
+        expect_.push_back({Expect::kClose, {}});
+        if (!target.has_value() || target->kind != 'S' || target->name.empty()) break;
+        statements_.erase(std::string(target->name));
+        // The server's statement may serve other clients: it stays. Closing a name that
+        // does not exist answers CloseComplete, which the client expects.
+        AppendTarget(&to_server_, 'C', 'S', "pgflow_closed");
+        return;
+      }
+      default:
+        break;
+    }
+    to_server_.append(message);
+  }
+
+  // The client's statement `name`, prepared on the current server connection (a Parse is
+  // added first when it is not); nullptr when the client has no such statement.
+  const Statement* Prepared(std::string_view name) {
+    auto it = statements_.find(std::string(name));
+    if (it == statements_.end()) return nullptr;
+    if (!server_->prepared.contains(it->second.server_name)) {
+      AppendParse(&to_server_, it->second.server_name, it->second.parse_rest);
+      expect_.push_back({Expect::kParseSwallow, it->second.server_name});
+      server_->prepared.insert(it->second.server_name);
+    }
+    return &it->second;
+  }
+
+  Task<void> ClientLoop() {
+    std::shared_ptr<const PoolerConfig> config = impl_->config();
+    const size_t max_message = config->max_message_size;
+    while (co_await ReadClient()) {
+      size_t pos = 0;
+      bool fatal = false;
+      while (pos < cbuf_.size()) {
+        if (client_pass_ > 0) {
+          size_t n = std::min(client_pass_, cbuf_.size() - pos);
+          to_server_.append(cbuf_, pos, n);
+          pos += n;
+          client_pass_ -= n;
+          continue;
+        }
+        absl::StatusOr<std::optional<MessageHeader>> header =
+            ReadMessageHeader(std::string_view(cbuf_).substr(pos), max_message);
+        if (!header.ok()) {
+          if (server_ == nullptr) co_await SendFatal("08P01", Sv(header.status().message()));
+          fatal = true;
+          break;
+        }
+        if (!header->has_value()) break;
+        const MessageHeader h = **header;
+        if (h.type == 'X') {
+          fatal = true;  // Terminate: the client leaves
+          break;
+        }
+        if (server_ == nullptr) {
+          if (absl::Status s = co_await Attach(); !s.ok()) {
+            auto [sqlstate, message] = SqlstateOf(s);
+            co_await SendFatal(sqlstate, message);
+            fatal = true;
+            break;
+          }
+        }
+        bool rewrite = mode_ != PoolMode::kSession &&
+                       (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+        switch (h.type) {
+          case 'Q':
+          case 'S':
+          case 'F':
+            expect_.push_back({Expect::kSync, {}});
+            unsynced_ = 0;
+            break;
+          case 'P':
+            if (!rewrite) expect_.push_back({Expect::kParse, {}});
+            ++unsynced_;
+            break;
+          case 'C':
+            if (!rewrite) expect_.push_back({Expect::kClose, {}});
+            ++unsynced_;
+            break;
+          case 'B':
+          case 'D':
+          case 'E':
+          case 'H':
+            ++unsynced_;
+            break;
+          default:
+            break;
+        }
+        if (rewrite) {
+          if (cbuf_.size() - pos < h.size) break;  // the whole message first
+          Rewrite(h.type, std::string_view(cbuf_).substr(pos, h.size));
+          pos += h.size;
+        } else {
+          size_t n = std::min(h.size, cbuf_.size() - pos);
+          to_server_.append(cbuf_, pos, n);
+          pos += n;
+          client_pass_ = h.size - n;
+        }
+        if (to_server_.size() >= kFlushAt && !co_await FlushToServer()) break;
+      }
+      cbuf_.erase(0, pos);
+      if (fatal || killed_) break;
+      if (!co_await FlushToServer()) break;
+    }
+    co_await ClientGone();
+  }
+
+  // The client left (or broke the protocol, or was killed): its server connection, if it
+  // holds one, is cleaned up by the server loop before it goes back.
+  Task<void> ClientGone() {
+    client_gone_ = true;
+    boost::system::error_code ec;
+    if (server_ != nullptr && server_loop_running_) server_->socket.cancel(ec);
+    co_return;
+  }
+
+  // --- relay: server to client ------------------------------------------------------------
+
+  bool Releasable() const {
+    return mode_ != PoolMode::kSession && expect_.empty() && unsynced_ == 0 &&
+           client_pass_ == 0 && server_pass_ == 0 && !writing_server_ && txn_status_ == 'I';
+  }
+
+  // Drops what the server will not answer after an error: everything up to the next Sync.
+  void DropUntilSync() {
+    while (!expect_.empty() && expect_.front().kind != Expect::kSync &&
+           expect_.front().kind != Expect::kSyncSwallow) {
+      if (!expect_.front().statement.empty() &&
+          (expect_.front().kind == Expect::kParse || expect_.front().kind == Expect::kParseSwallow)) {
+        server_->prepared.erase(expect_.front().statement);
+      }
+      expect_.pop_front();
+    }
+  }
+
+  // Handles one whole inspected message from the server; false to swallow it.
+  bool OnServerMessage(char type, std::string_view body) {
+    bool swallowing = !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow;
+    switch (type) {
+      case 'Z': {
+        DropUntilSync();
+        bool forward = true;
+        if (!expect_.empty()) {
+          forward = expect_.front().kind == Expect::kSync;
+          expect_.pop_front();
+        }
+        txn_status_ = body.empty() ? 'I' : body[0];
+        if (forward) {
+          pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
+          if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
+          if (mode_ == PoolMode::kStatement && txn_status_ != 'I') statement_violation_ = true;
+        }
+        return forward;
+      }
+      case '1':
+        if (!expect_.empty() && (expect_.front().kind == Expect::kParse ||
+                                 expect_.front().kind == Expect::kParseSwallow)) {
+          bool forward = expect_.front().kind == Expect::kParse;
+          expect_.pop_front();
+          return forward;
+        }
+        return !swallowing;
+      case '3':
+        if (!expect_.empty() && (expect_.front().kind == Expect::kClose ||
+                                 expect_.front().kind == Expect::kCloseSwallow)) {
+          bool forward = expect_.front().kind == Expect::kClose;
+          expect_.pop_front();
+          return forward;
+        }
+        return !swallowing;
+      case 'E':
+        if (swallowing) {
+          ErrorFields error = ParseErrorFields(body);
+          LogWarning("pooler: database %s: setting a client's parameters failed: %s",
+                     database_, error.message);
+          return false;
+        }
+        DropUntilSync();
+        return true;
+      case 'S': {
+        BodyReader reader(body);
+        std::optional<std::string_view> name = reader.CString();
+        std::optional<std::string_view> value = reader.CString();
+        if (name.has_value() && value.has_value()) {
+          std::string key = Lower(*name);
+          server_->params[key] = std::string(*value);
+          if (params_.contains(key) || !swallowing) params_[key] = std::string(*value);
+        }
+        return !swallowing;
+      }
+      default:
+        return !swallowing;
+    }
+  }
+
+  static bool Inspected(char type) {
+    return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S';
+  }
+
+  // Relays the server's answers while the client holds the connection, then gives it back.
+  static Task<void> ServerLoop(std::shared_ptr<Session>* owner) {
+    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
+    co_await (*owner)->RunServerLoop();
+  }
+
+  Task<void> RunServerLoop() {
+    boost::system::error_code ec;
+    std::string sbuf;
+    sbuf.reserve(kReadChunk);
+    bool reusable = true;
+    bool cleanup_sent = false;
+    // Anything the client loop queued before it spawned this loop (the settings' SETs with
+    // the first messages) goes out first.
+    if (!to_server_.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
+    while (reusable) {
+      size_t old = sbuf.size();
+      sbuf.resize(old + kReadChunk);
+      server_loop_waiting_ = true;
+      size_t n = co_await server_->socket.async_read_some(
+          asio::buffer(sbuf.data() + old, kReadChunk), asio::redirect_error(kUseTask, ec));
+      server_loop_waiting_ = false;
+      sbuf.resize(old + (ec ? 0 : n));
+      if (ec == asio::error::operation_aborted) {
+        if (killed_) {
+          reusable = false;
+          break;
+        }
+        if (client_gone_) {
+          // The client left: a connection in the middle of an answer or a message is closed,
+          // one inside a transaction is rolled back and reset first.
+          if (!expect_.empty() || client_pass_ > 0 || server_pass_ > 0 || unsynced_ > 0 ||
+              writing_server_) {
+            if (cleanup_sent && !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow) {
+              continue;  // our own cleanup is being answered
+            }
+            reusable = false;
+            break;
+          }
+          bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession;
+          if (!dirty || cleanup_sent) break;
+          // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
+          to_server_.clear();
+          if (txn_status_ != 'I') {
+            AppendQuery(&to_server_, "ROLLBACK");
+            expect_.push_back({Expect::kSyncSwallow, {}});
+          }
+          std::shared_ptr<const PoolerConfig> config = impl_->config();
+          if (!config->server_reset_query.empty()) {
+            AppendQuery(&to_server_, config->server_reset_query);
+            expect_.push_back({Expect::kSyncSwallow, {}});
+          }
+          if (to_server_.empty()) break;
+          cleanup_sent = true;
+          server_->params.clear();  // DISCARD ALL resets what the client set
+          if (!co_await FlushToServer()) reusable = false;
+          continue;
+        }
+        if (Releasable()) break;
+        continue;  // woken for nothing (the client loop's write finished first)
+      }
+      if (ec) {
+        co_await ServerLost();
+        co_return;
+      }
+      size_t pos = 0;
+      while (pos < sbuf.size()) {
+        if (server_pass_ > 0) {
+          size_t k = std::min(server_pass_, sbuf.size() - pos);
+          if (!server_pass_swallow_) to_client_.append(sbuf, pos, k);
+          pos += k;
+          server_pass_ -= k;
+          continue;
+        }
+        absl::StatusOr<std::optional<MessageHeader>> header =
+            ReadMessageHeader(std::string_view(sbuf).substr(pos), size_t{1} << 31);
+        if (!header.ok()) {
+          LogWarning("pooler: database %s: server sent a malformed message: %s", database_,
+                     header.status().message());
+          reusable = false;
+          break;
+        }
+        if (!header->has_value()) break;
+        const MessageHeader h = **header;
+        bool swallowing = !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow;
+        if (!Inspected(h.type)) {
+          size_t k = std::min(h.size, sbuf.size() - pos);
+          if (!swallowing) to_client_.append(sbuf, pos, k);
+          server_pass_ = h.size - k;
+          server_pass_swallow_ = swallowing;
+          pos += k;
+        } else {
+          if (h.size > kMaxInspectedServerMessage) {
+            LogWarning("pooler: database %s: a server message of type '%c' is %d bytes",
+                       database_, h.type, h.size);
+            reusable = false;
+            break;
+          }
+          if (sbuf.size() - pos < h.size) break;
+          if (OnServerMessage(h.type, std::string_view(sbuf).substr(pos + 5, h.body_size()))) {
+            to_client_.append(sbuf, pos, h.size);
+          }
+          pos += h.size;
+        }
+        if (to_client_.size() >= kFlushAt) co_await FlushToClient();
+      }
+      sbuf.erase(0, pos);
+      if (!reusable) break;
+      LogDebug("pooler: client %d: server answered; expecting %d, unsynced %d, status %c, "
+               "writing %d, passes %d/%d",
+               info_->id, expect_.size(), unsynced_, txn_status_, writing_server_, client_pass_,
+               server_pass_);
+      co_await FlushToClient();
+      if (statement_violation_) {
+        std::string out;
+        AppendError(&out, "FATAL", "08P01",
+                    "transaction blocks are not allowed in statement pooling mode");
+        co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+        killed_ = true;
+        reusable = false;
+        break;
+      }
+      if (client_gone_ && expect_.empty() && unsynced_ == 0 && client_pass_ == 0 &&
+          server_pass_ == 0) {
+        if (cleanup_sent || (txn_status_ == 'I' && mode_ != PoolMode::kSession)) break;
+        // Wake ourselves to send the cleanup (same path as a client leaving while idle).
+        continue;
+      }
+      if (Releasable()) break;
+    }
+    Detach(reusable && !killed_);
+    if (client_gone_ || killed_) CloseClient();
+  }
+
+  Task<void> FlushToClient() {
+    if (to_client_.empty()) co_return;
+    if (!client_gone_) {
+      boost::system::error_code ec;
+      co_await asio::async_write(client_, asio::buffer(to_client_),
+                                 asio::redirect_error(kUseTask, ec));
+      pool_->stats().bytes_sent.fetch_add(to_client_.size(), std::memory_order_relaxed);
+      if (ec) client_gone_ = true;
+    }
+    to_client_.clear();
+  }
+
+  // The server connection failed under the client: what was in flight gets an error (its
+  // outcome unknown), and the client goes on with its next transaction on another connection.
+  // A client in the middle of an answer, inside a transaction or in session mode is closed.
+  Task<void> ServerLost() {
+    LogWarning("pooler: database %s: lost a server connection (pid %d) while a client held it",
+               database_, server_->backend_pid);
+    bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && server_pass_ == 0 &&
+                       !expect_.empty() && txn_status_ == 'I';
+    std::string out = std::move(to_client_);
+    to_client_.clear();
+    if (keep_client) {
+      for (const Expectation& e : expect_) {
+        if (e.kind != Expect::kSync) continue;
+        AppendError(&out, "ERROR", "08006",
+                    "the server connection was lost (restart or failover) while this "
+                    "statement ran: its outcome is unknown; the next one runs on a new "
+                    "connection");
+        AppendReadyForQuery(&out, 'I');
+      }
+    } else if (!client_gone_ && server_pass_ == 0) {
+      AppendError(&out, "FATAL", "08006", "the server connection was lost (restart or failover)");
+    }
+    if (!out.empty() && !client_gone_) {
+      boost::system::error_code ec;
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    }
+    expect_.clear();
+    unsynced_ = 0;
+    client_pass_ = 0;  // a message half sent is lost with the connection
+    server_pass_ = 0;
+    txn_status_ = 'I';
+    Detach(false);
+    if (!keep_client) {
+      killed_ = true;
+      CloseClient();
+    }
+  }
+
+  void Detach(bool reusable) {
+    if (info_ != nullptr) {
+      absl::MutexLock lock(&info_->mu);
+      info_->server.reset();
+      info_->state = 0;
+    }
+    expect_.clear();
+    server_loop_running_ = false;
+    pool_->Release(std::move(server_), reusable);
+    std::string().swap(to_client_);
+    if (!reusable) to_server_.clear();
+  }
+
+  void CloseClient() {
+    boost::system::error_code ec;
+    client_.shutdown(tcp::socket::shutdown_both, ec);
+    client_.close(ec);
+  }
+
+  // --- admin console ----------------------------------------------------------------------
+
+  Task<void> AdminLoop() {
+    std::string buffer;
+    boost::system::error_code ec;
+    while (!killed_) {
+      absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(client_, buffer, 1 << 20);
+      if (!message.ok() || message->type == 'X') co_return;
+      std::string out;
+      if (message->type != 'Q') {
+        AppendError(&out, "FATAL", "08P01",
+                    "the admin console speaks the simple query protocol only");
+        co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+        co_return;
+      }
+      std::string sql = message->body;
+      while (!sql.empty() && sql.back() == '\0') sql.pop_back();
+      AdminReply reply = RunAdminCommand(impl_, sql);
+      // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done.
+      while (reply.wait_until && !reply.wait_until()) {
+        Timer pause(thread_->context.get_executor());
+        pause.expires_after(std::chrono::milliseconds(50));
+        co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+        if (killed_) co_return;
+      }
+      out = std::move(reply.messages);
+      AppendReadyForQuery(&out, 'I');
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      if (ec) co_return;
+      if (reply.after) reply.after();
+    }
+  }
+
+  Pooler::Impl* impl_;
+  NetThread* thread_;
+  Socket client_;
+  std::shared_ptr<ClientInfo> info_;
+  std::shared_ptr<Pool> pool_;
+  bool counted_ = false;
+  bool admin_ = false;
+  std::string user_;
+  std::string database_;
+  PoolMode mode_ = PoolMode::kTransaction;
+  std::string scram_client_key_;
+  std::string scram_server_key_;
+  // The client's settings (lower-case names): its startup parameters and what it changed.
+  absl::flat_hash_map<std::string, std::string> params_;
+  absl::flat_hash_map<std::string, Statement> statements_;
+
+  std::unique_ptr<ServerConn> server_;
+  std::string cbuf_;
+  std::string to_server_;
+  std::string to_client_;
+  size_t client_pass_ = 0;  // bytes of the client's current message still to relay
+  size_t server_pass_ = 0;  // bytes of the server's current message still to relay
+  bool server_pass_swallow_ = false;
+  std::deque<Expectation> expect_;
+  int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
+  char txn_status_ = 'I';
+  bool writing_server_ = false;
+  bool server_loop_running_ = false;
+  bool server_loop_waiting_ = false;
+  bool client_gone_ = false;
+  bool killed_ = false;
+  bool statement_violation_ = false;
+  uint64_t impl_stats_received_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+PoolSettings Pooler::Impl::SettingsFor(const PoolerConfig& config, const std::string& database,
+                                       const DatabaseOptions& db) const {
+  return PoolSettings{
+      .database = database,
+      .server_dbname = db.upstream.dbname.empty() ? database : db.upstream.dbname,
+      .upstream = db.upstream,
+      .mode = db.pool_mode,
+      .pool_size = db.pool_size,
+      .min_pool_size = db.min_pool_size,
+      .reserve_pool = db.reserve_pool,
+      .reserve_pool_timeout = db.reserve_pool_timeout,
+      .hold_timeout = config.hold_timeout,
+      .query_wait_timeout = config.query_wait_timeout,
+      .connect_timeout = config.server_connect_timeout,
+      .idle_timeout = config.server_idle_timeout,
+      .lifetime = config.server_lifetime,
+  };
+}
+
+LoginCredentials Pooler::Impl::LoginFor(const DatabaseOptions& db, const std::string& client_user,
+                                        const UserList& users) const {
+  LoginCredentials login;
+  if (!db.upstream.user.empty()) {
+    login.user = db.upstream.user;
+    login.password = db.upstream.password;
+    if (login.password.empty()) {
+      if (auto it = users.find(login.user); it != users.end()) {
+        if (it->second.kind == UserSecret::Kind::kPlain) login.password = it->second.text;
+        if (it->second.kind == UserSecret::Kind::kMd5) login.md5_hash = it->second.text;
+      }
+    }
+    return login;
+  }
+  login.user = client_user;
+  if (auto it = users.find(client_user); it != users.end()) {
+    if (it->second.kind == UserSecret::Kind::kPlain) login.password = it->second.text;
+    if (it->second.kind == UserSecret::Kind::kMd5) login.md5_hash = it->second.text;
+  }
+  return login;
+}
+
+std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
+                                            const std::string& client_user) {
+  std::shared_ptr<const PoolerConfig> config = this->config();
+  auto db = config->databases.find(database);
+  if (db == config->databases.end()) return nullptr;
+  std::shared_ptr<const UserList> users = this->users();
+  LoginCredentials login = LoginFor(db->second, client_user, *users);
+  absl::MutexLock lock(&pools_mu_);
+  std::shared_ptr<Pool>& pool = pools_[{database, login.user}];
+  if (pool == nullptr) {
+    pool = std::make_shared<Pool>(SettingsFor(*config, database, db->second), std::move(login));
+  }
+  return pool;
+}
+
+void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
+  absl::MutexLock lock(&clients_mu_);
+  client_infos_[info->id] = info;
+}
+
+void Pooler::Impl::Unregister(uint64_t id) {
+  absl::MutexLock lock(&clients_mu_);
+  client_infos_.erase(id);
+}
+
+void Pooler::Impl::Cancel(int32_t pid, int32_t key) {
+  std::optional<tcp::endpoint> server;
+  int32_t server_pid = 0;
+  int32_t server_key = 0;
+  {
+    absl::MutexLock lock(&clients_mu_);
+    for (const auto& [id, info] : client_infos_) {
+      if (info->cancel_pid != pid || info->cancel_key != key) continue;
+      absl::MutexLock info_lock(&info->mu);
+      server = info->server;
+      server_pid = info->server_pid;
+      server_key = info->server_key;
+      break;
+    }
+  }
+  if (!server.has_value()) return;  // not running anything: nothing to cancel
+  // A short blocking exchange on a thread of its own: cancel requests are rare.
+  std::thread([endpoint = *server, server_pid, server_key] {
+    asio::io_context context;
+    tcp::socket socket(context);
+    boost::system::error_code ec;
+    socket.connect(endpoint, ec);
+    if (ec) return;
+    std::string out;
+    AppendCancelRequest(&out, server_pid, server_key);
+    asio::write(socket, asio::buffer(out), ec);
+    char byte;
+    socket.read_some(asio::buffer(&byte, 1), ec);  // PostgreSQL closes when done
+  }).detach();
+}
+
+std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {
+  absl::MutexLock lock(&pools_mu_);
+  std::vector<std::shared_ptr<Pool>> out;
+  for (const auto& [key, pool] : pools_) {
+    if (database.empty() || key.first == database) out.push_back(pool);
+  }
+  return out;
+}
+
+std::vector<PoolView> Pooler::Impl::Pools() {
+  std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<Pool>>> pools;
+  {
+    absl::MutexLock lock(&pools_mu_);
+    pools.assign(pools_.begin(), pools_.end());
+  }
+  std::vector<PoolView> out;
+  for (const auto& [key, pool] : pools) {
+    Pool::Counts counts = pool->counts();
+    PoolStats& stats = pool->stats();
+    out.push_back(PoolView{
+        .database = key.first,
+        .user = key.second,
+        .mode = std::string(PoolModeName(pool->settings().mode)),
+        .clients = pool->clients.load(),
+        .counts = counts,
+        .transactions = stats.transactions.load(),
+        .queries = stats.queries.load(),
+        .bytes_received = stats.bytes_received.load(),
+        .bytes_sent = stats.bytes_sent.load(),
+        .wait_us = stats.wait_us.load(),
+        .waits = stats.waits.load(),
+        .paused = pool->paused(),
+        .servers = pool->ServerRows(),
+    });
+  }
+  return out;
+}
+
+std::vector<ClientView> Pooler::Impl::Clients() {
+  absl::MutexLock lock(&clients_mu_);
+  std::vector<ClientView> out;
+  for (const auto& [id, info] : client_infos_) {
+    static constexpr const char* kStates[] = {"idle", "active", "waiting"};
+    out.push_back(ClientView{.id = id,
+                             .user = info->user,
+                             .database = info->database,
+                             .state = kStates[std::clamp(info->state.load(), 0, 2)],
+                             .address = info->address,
+                             .port = info->port,
+                             .connected = info->connected});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ClientView& a, const ClientView& b) { return a.id < b.id; });
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Pooler::Impl::ConfigRows() {
+  std::shared_ptr<const PoolerConfig> c = config();
+  return {
+      {"listen", c->listen},
+      {"threads", std::to_string(threads_.size())},
+      {"auth_method", c->auth.method == AuthMethod::kScram ? "scram-sha-256"
+                      : c->auth.method == AuthMethod::kMd5 ? "md5"
+                                                           : "trust"},
+      {"auth_users", c->auth.users},
+      {"admin_listen", c->admin.listen},
+      {"max_client_conn", std::to_string(c->max_client_conn)},
+      {"hold_timeout", FormatDuration(c->hold_timeout)},
+      {"query_wait_timeout", FormatDuration(c->query_wait_timeout)},
+      {"client_login_timeout", FormatDuration(c->client_login_timeout)},
+      {"server_connect_timeout", FormatDuration(c->server_connect_timeout)},
+      {"server_idle_timeout", FormatDuration(c->server_idle_timeout)},
+      {"server_lifetime", FormatDuration(c->server_lifetime)},
+      {"server_reset_query", c->server_reset_query},
+      {"max_message_size", FormatBytes(c->max_message_size)},
+  };
+}
+
+std::vector<DatabaseView> Pooler::Impl::Databases() {
+  std::shared_ptr<const PoolerConfig> c = config();
+  std::vector<DatabaseView> out;
+  for (const auto& [name, db] : c->databases) {
+    int connections = 0;
+    bool paused = false;
+    for (const std::shared_ptr<Pool>& pool : PoolsOf(name)) {
+      Pool::Counts counts = pool->counts();
+      connections += counts.active + counts.idle + counts.connecting;
+      paused = paused || pool->paused();
+    }
+    out.push_back(DatabaseView{
+        .name = name,
+        .host = db.upstream.host,
+        .port = db.upstream.port,
+        .dbname = db.upstream.dbname.empty() ? name : db.upstream.dbname,
+        .force_user = db.upstream.user,
+        .pool_size = db.pool_size,
+        .min_pool_size = db.min_pool_size,
+        .reserve_pool = db.reserve_pool,
+        .mode = std::string(PoolModeName(db.pool_mode)),
+        .max_client_conn = db.max_client_conn,
+        .current_connections = connections,
+        .paused = paused,
+    });
+  }
+  return out;
+}
+
+bool Pooler::Impl::HasDatabase(const std::string& database) {
+  std::shared_ptr<const PoolerConfig> c = config();
+  return c->databases.contains(database);
+}
+
+void Pooler::Impl::Pause(const std::string& database) {
+  for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) {
+    pool->Pause();
+    pool->Reconnect();  // idle connections close; busy ones when given back
+  }
+}
+
+void Pooler::Impl::Resume(const std::string& database) {
+  suspended_ = false;
+  for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) pool->Resume();
+}
+
+void Pooler::Impl::Reconnect(const std::string& database) {
+  for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) pool->Reconnect();
+}
+
+void Pooler::Impl::Kill(const std::string& database) {
+  std::vector<std::shared_ptr<ClientInfo>> victims;
+  {
+    absl::MutexLock lock(&clients_mu_);
+    for (const auto& [id, info] : client_infos_) {
+      if (info->database == database) victims.push_back(info);
+    }
+  }
+  for (const std::shared_ptr<ClientInfo>& info : victims) {
+    asio::post(info->context->get_executor(), [weak = info->session] {
+      if (std::shared_ptr<Session> session = weak.lock()) session->Kill();
+    });
+  }
+  Reconnect(database);
+}
+
+void Pooler::Impl::Suspend() {
+  suspended_ = true;
+  Pause("");
+}
+
+void Pooler::Impl::Shutdown() {
+  absl::MutexLock lock(&stop_mu_);
+  stopping_ = true;
+}
+
+absl::Status Pooler::Impl::Reload() {
+  absl::StatusOr<PoolerConfig> config = LoadPoolerConfig(config_.file);
+  if (!config.ok()) return config.status();
+  auto users = std::make_shared<UserList>();
+  if (!config->auth.users.empty()) {
+    absl::StatusOr<std::string> text = ReadConfigFile(config->auth.users);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<UserList> parsed = ParseUserList(*text, config->auth.users);
+    if (!parsed.ok()) return parsed.status();
+    *users = *std::move(parsed);
+  }
+  if (config->listen != config_.listen || config->threads != config_.threads) {
+    LogWarning("pooler: listen and threads take effect at the next start");
+  }
+  config_.databases = config->databases;
+  PoolerConfig applied = *config;
+  applied.listen = config_.listen;
+  applied.threads = config_.threads;
+  applied.file = config_.file;
+  auto snapshot = std::make_shared<const PoolerConfig>(applied);
+  {
+    absl::MutexLock lock(&config_mu_);
+    config_snapshot_ = snapshot;
+    users_ = users;
+  }
+  absl::MutexLock lock(&pools_mu_);
+  for (auto it = pools_.begin(); it != pools_.end(); ++it) {
+    auto db = snapshot->databases.find(it->first.first);
+    if (db == snapshot->databases.end()) {
+      it->second->Reconnect();  // removed: its connections close as they come back
+      continue;
+    }
+    LoginCredentials login = LoginFor(db->second, it->first.second, *users);
+    it->second->Update(SettingsFor(*snapshot, it->first.first, db->second), std::move(login));
+  }
+  LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file,
+          snapshot->databases.size());
+  return absl::OkStatus();
+}
+
+void Pooler::Impl::CollectMetrics() {
+  std::vector<PoolView> pools = Pools();
+  auto counter = [&](const std::string& name, const std::string& help, const MetricLabels& labels,
+                     uint64_t value) {
+    std::string key = name;
+    for (const auto& [k, v] : labels) key += Cat("|", k, "=", v);
+    uint64_t& last = exported_[key];
+    Counter* c = metrics_->GetCounter(name, help, labels);
+    if (value > last) c->Add(value - last);
+    last = value;
+  };
+  int waiting_total = 0;
+  for (const PoolView& p : pools) {
+    MetricLabels labels = {{"database", p.database}, {"user", p.user}};
+    auto with = [&](const char* state) {
+      MetricLabels l = labels;
+      l.emplace_back("state", state);
+      return l;
+    };
+    metrics_->GetGauge("pgflow_pooler_clients", "Client connections by state.", with("active"))
+        ->Set(p.clients - p.counts.waiting);
+    metrics_->GetGauge("pgflow_pooler_clients", "Client connections by state.", with("waiting"))
+        ->Set(p.counts.waiting);
+    waiting_total += p.counts.waiting;
+    metrics_->GetGauge("pgflow_pooler_servers", "Server connections by state.", with("active"))
+        ->Set(p.counts.active);
+    metrics_->GetGauge("pgflow_pooler_servers", "Server connections by state.", with("idle"))
+        ->Set(p.counts.idle);
+    metrics_->GetGauge("pgflow_pooler_servers", "Server connections by state.", with("login"))
+        ->Set(p.counts.connecting);
+    metrics_->GetGauge("pgflow_pooler_wait_max_seconds",
+                       "The longest a waiting client has waited for a server connection.", labels)
+        ->Set(p.counts.max_wait_s);
+    counter("pgflow_pooler_transactions_total", "Transactions completed.", labels, p.transactions);
+    counter("pgflow_pooler_queries_total", "Queries (ReadyForQuery answers) completed.", labels,
+            p.queries);
+    counter("pgflow_pooler_received_bytes_total", "Bytes received from clients.", labels,
+            p.bytes_received);
+    counter("pgflow_pooler_sent_bytes_total", "Bytes sent to clients.", labels, p.bytes_sent);
+    counter("pgflow_pooler_wait_microseconds_total",
+            "Time clients spent waiting for a server connection.", labels, p.wait_us);
+    counter("pgflow_pooler_waits_total", "Times a client had to wait for a server connection.",
+            labels, p.waits);
+  }
+  metrics_->GetGauge("pgflow_pooler_client_connections", "Client connections, all databases.", {})
+      ->Set(clients.load());
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  double cpu = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+               (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  metrics_->GetGauge("pgflow_pooler_cpu_seconds",
+                     "CPU seconds the pooler process has used (user + system); divided by "
+                     "pgflow_pooler_transactions_total: CPU per transaction.",
+                     {})
+      ->Set(cpu);
+}
+
+Task<void> Pooler::Impl::Accept(NetThread* thread) {
+  while (true) {
+    boost::system::error_code ec;
+    Socket socket(thread->context.get_executor());
+    co_await thread->acceptor->async_accept(socket, asio::redirect_error(kUseTask, ec));
+    if (ec == asio::error::operation_aborted || !thread->acceptor->is_open()) co_return;
+    if (ec) {
+      // Out of descriptors (EMFILE) and the like: wait a little rather than spin.
+      LogWarning("pooler: accepting a client failed: %s", ec.message());
+      Timer pause(thread->context.get_executor());
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      continue;
+    }
+    socket.non_blocking(true, ec);
+    auto* owner = new std::shared_ptr<Session>(
+        std::make_shared<Session>(this, thread, std::move(socket)));
+    asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
+  }
+}
+
+Task<void> Pooler::Impl::Maintain(NetThread* thread) {
+  Timer timer(thread->context.get_executor());
+  while (true) {
+    timer.expires_after(std::chrono::seconds(1));
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
+    if (ec) co_return;
+    {
+      absl::MutexLock lock(&stop_mu_);
+      if (stopped_) co_return;
+    }
+    std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
+    for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
+  }
+}
+
+absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
+  auto users = std::make_shared<UserList>();
+  if (!config_.auth.users.empty()) {
+    absl::StatusOr<std::string> text = ReadConfigFile(config_.auth.users);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<UserList> parsed = ParseUserList(*text, config_.auth.users);
+    if (!parsed.ok()) return parsed.status();
+    *users = *std::move(parsed);
+  }
+  {
+    absl::MutexLock lock(&config_mu_);
+    config_snapshot_ = std::make_shared<const PoolerConfig>(config_);
+    users_ = users;
+  }
+  absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
+  if (!endpoint.ok()) return endpoint.status();
+  int count = config_.threads > 0 ? config_.threads
+                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (int i = 0; i < count; ++i) {
+    auto thread = std::make_unique<NetThread>();
+    thread->acceptor.emplace(thread->context.get_executor());
+    boost::system::error_code ec;
+    tcp::endpoint at = *endpoint;
+    if (i > 0) at.port(static_cast<unsigned short>(port_));
+    thread->acceptor->open(at.protocol(), ec);
+    if (!ec) thread->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (setsockopt(thread->acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one,
+                     sizeof one) != 0) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+      }
+    }
+    if (!ec) thread->acceptor->bind(at, ec);
+    if (!ec) thread->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          Cat("pooler: cannot listen on ", config_.listen, ": ", ec.message()));
+    }
+    if (i == 0) port_ = thread->acceptor->local_endpoint(ec).port();
+    threads_.push_back(std::move(thread));
+  }
+  metrics_ = metrics;
+  if (metrics_ != nullptr) collector_ = metrics_->AddCollector([this] { CollectMetrics(); });
+  for (auto& thread : threads_) {
+    asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
+  }
+  asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
+  for (auto& thread : threads_) {
+    NetThread* t = thread.get();
+    t->thread = std::thread([t] {
+      auto guard = asio::make_work_guard(t->context);
+      t->context.run();
+    });
+  }
+  LogInfo("pooler: listening on %s (port %d), %d threads, %d databases", config_.listen, port_,
+          count, config_.databases.size());
+  return absl::OkStatus();
+}
+
+bool Pooler::Impl::WaitForShutdown(std::chrono::milliseconds timeout) {
+  absl::MutexLock lock(&stop_mu_);
+  return stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(timeout));
+}
+
+void Pooler::Impl::Stop() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_ = true;
+  }
+  if (metrics_ != nullptr && collector_ >= 0) metrics_->RemoveCollector(collector_);
+  for (auto& thread : threads_) thread->context.stop();
+  for (auto& thread : threads_) {
+    if (thread->thread.joinable()) thread->thread.join();
+  }
+  // The coroutines suspended on the contexts go with them (their frames are destroyed with the
+  // handlers that hold them), sessions and server connections with them.
+  for (auto& thread : threads_) {
+    boost::system::error_code ec;
+    if (thread->acceptor) thread->acceptor->close(ec);
+  }
+  threads_.clear();
+  absl::MutexLock lock(&pools_mu_);
+  pools_.clear();
+}
+
+Pooler::Pooler(PoolerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Pooler::~Pooler() { Stop(); }
+absl::Status Pooler::Start(MetricsRegistry* metrics) { return impl_->Start(metrics); }
+absl::Status Pooler::Reload() { return impl_->Reload(); }
+bool Pooler::WaitForShutdown(std::chrono::milliseconds timeout) {
+  return impl_->WaitForShutdown(timeout);
+}
+void Pooler::Stop() { impl_->Stop(); }
+int Pooler::port() const { return impl_->port(); }
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,53 @@
+#pragma once
+
+// The connection pooler (`pgflow pooler --config pooler.yaml`): PostgreSQL clients connect
+// to it as to PostgreSQL, and it shares a few server connections among them.
+//
+// Threads: `threads` network threads, each with its own io_context and its own listening
+// socket on the same port (SO_REUSEPORT: the kernel spreads new clients over them); one
+// coroutine per client, and while a client holds a server connection a second one relays
+// the server's answers. Pools (pooler/pool.h) are shared by all threads.
+//
+// The admin console is the virtual database `pgflow` (SHOW, PAUSE, RESUME, RECONNECT, KILL,
+// RELOAD, SHUTDOWN, ...); /metrics is served on admin.listen.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "pooler/pooler_config.h"
+
+namespace pgflow {
+class MetricsRegistry;
+}
+
+namespace pgflow::pooler {
+
+class Pooler {
+ public:
+  // Reads nothing yet; Start reads the users file.
+  explicit Pooler(PoolerConfig config);
+  ~Pooler();  // Stop()
+
+  // Reads the users file, binds the listeners (an error names the address) and starts the
+  // threads. `metrics` (may be null) receives the pooler's metrics; it must outlive Stop.
+  absl::Status Start(MetricsRegistry* metrics);
+  // Re-reads the configuration file and the users file and applies them: new databases
+  // appear, removed ones refuse new clients, changed pools take their settings (clients stay
+  // connected). An error leaves the running configuration as it was.
+  absl::Status Reload();
+  // Blocks until SHUTDOWN (from the console) or Stop, or `timeout`: whether it came.
+  bool WaitForShutdown(std::chrono::milliseconds timeout);
+  // Closes the listeners and every connection and joins the threads. Idempotent.
+  void Stop();
+
+  int port() const;
+
+  class Impl;  // public for the sessions in pooler.cc
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,240 @@
+#include "pooler/pooler_config.h"
+
+#include <climits>
+
+#include "absl/strings/numbers.h"
+#include "common/postgres/conninfo.h"
+#include "engine/config_node.h"
+#include "engine/listen_address.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::string_view kAdminDatabase = "pgflow";
+
+absl::Status CheckListen(const std::string& listen) {
+  return ParseListenAddress(listen).status();
+}
+
+const OptionTable<AdminOptions>& AdminTable() {
+  static const auto* table = new OptionTable<AdminOptions>({
+      StringOption("listen", &AdminOptions::listen)
+          .NoDefault()
+          .Check(CheckListen)
+          .Help("host:port of the HTTP endpoint serving /metrics (Prometheus) and /healthz."),
+      ListOption("users", &AdminOptions::users)
+          .NoDefault()
+          .Help("Users (from the users file) who may connect to the SQL console, the virtual "
+                "database `pgflow`: SHOW, PAUSE, RESUME, RELOAD, ..."),
+  });
+  return *table;
+}
+
+const OptionTable<AuthOptions>& AuthTable() {
+  static const auto* table = new OptionTable<AuthOptions>({
+      ChoiceOption("method", &AuthOptions::method)
+          .Choices({{"scram-sha-256", AuthMethod::kScram},
+                    {"md5", AuthMethod::kMd5},
+                    {"trust", AuthMethod::kTrust}},
+                   "auth method")
+          .Help("How clients prove who they are. md5 accepts a SCRAM-only user with SCRAM, as "
+                "PostgreSQL does; trust asks nothing (the user must still be in the users file "
+                "when one is given)."),
+      StringOption("users", &AuthOptions::users)
+          .NoDefault()
+          .Help("pgbouncer's userlist.txt: one `\"user\" \"password, md5 hash or SCRAM secret\"` "
+                "a line. Re-read on RELOAD."),
+  });
+  return *table;
+}
+
+// The database's upstream from its url (libpq's own parser).
+absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
+  if (absl::Status s = CheckConninfo(db->url); !s.ok()) return node.Error(Sv(s.message()));
+  Upstream up;
+  std::string host = ConninfoValue(db->url, "host");
+  if (!host.empty()) {
+    if (host.find(',') != std::string::npos) {
+      return node.Error("several hosts are not supported: give one server per database");
+    }
+    up.host = host;
+  }
+  std::string port = ConninfoValue(db->url, "port");
+  if (!port.empty() && !absl::SimpleAtoi(port, &up.port)) {
+    return node.Error(Cat("invalid port '", port, "'"));
+  }
+  up.dbname = ConninfoValue(db->url, "dbname");
+  up.user = ConninfoValue(db->url, "user");
+  up.password = ConninfoValue(db->url, "password");
+  db->upstream = std::move(up);
+  return absl::OkStatus();
+}
+
+const OptionTable<DatabaseOptions>& DatabaseTable() {
+  static const auto* table = new OptionTable<DatabaseOptions>({
+      StringOption("url", &DatabaseOptions::url)
+          .Required()
+          .NonEmpty()
+          .Help("The PostgreSQL server, postgres://user:password@host:port/dbname. Without a "
+                "user, clients log in to it as themselves (with the users file's password or "
+                "the keys of their SCRAM login); without dbname, the database's name here."),
+      ChoiceOption("pool_mode", &DatabaseOptions::pool_mode)
+          .Choices({{"session", PoolMode::kSession},
+                    {"transaction", PoolMode::kTransaction},
+                    {"statement", PoolMode::kStatement}},
+                   "pool mode")
+          .Help("When a server connection goes back to the pool: when the client leaves, at "
+                "the end of each transaction, or after each statement."),
+      IntOption("pool_size", &DatabaseOptions::pool_size)
+          .Range(1, 10000)
+          .Help("Server connections per (database, user), across all threads."),
+      IntOption("min_pool_size", &DatabaseOptions::min_pool_size)
+          .Range(0, 10000)
+          .Help("Server connections kept open even when idle."),
+      IntOption("reserve_pool", &DatabaseOptions::reserve_pool)
+          .Range(0, 10000)
+          .Help("Extra server connections allowed when a client has waited "
+                "reserve_pool_timeout."),
+      DurationOption("reserve_pool_timeout", &DatabaseOptions::reserve_pool_timeout)
+          .Range(milliseconds(0), milliseconds(3600000))
+          .Help("How long a client waits before the reserve pool is used."),
+      IntOption("max_client_conn", &DatabaseOptions::max_client_conn)
+          .Range(0, 1000000)
+          .Help("Clients of this database at most (0: only the global limit)."),
+  });
+  return *table;
+}
+
+absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, DatabaseOptions>* out) {
+  if (!node.IsMap()) return node.Error(Cat("expected a mapping, got ", node.KindName()));
+  for (const auto& [name, value] : node.Entries()) {
+    std::optional<ConfigNode> key = node.KeyNode(name);
+    if (name == kAdminDatabase) {
+      if (absl::Status s = ConfigErrors::Note(key->Error(
+              "the database name `pgflow` is the admin console's: choose another name"));
+          !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    if (name.empty() || name.size() > 63) {
+      if (absl::Status s =
+              ConfigErrors::Note(key->Error("a database name has 1 to 63 characters"));
+          !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    DatabaseOptions db;
+    absl::Status s = DatabaseTable().Parse(value, &db);
+    if (s.ok() && !db.url.empty()) s = ReadUpstream(*value.Get("url"), &db);
+    if (s.ok() && db.min_pool_size > db.pool_size) {
+      s = value.Error(Cat("min_pool_size (", db.min_pool_size, ") exceeds pool_size (",
+                          db.pool_size, ")"));
+    }
+    if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
+    (*out)[name] = std::move(db);
+  }
+  return absl::OkStatus();
+}
+
+const OptionTable<PoolerConfig>& PoolerTable() {
+  static const auto* table = new OptionTable<PoolerConfig>(
+      {
+          StringOption("listen", &PoolerConfig::listen)
+              .Required()
+              .Check(CheckListen)
+              .Help("host:port where clients connect, as they would to PostgreSQL."),
+          IntOption("threads", &PoolerConfig::threads)
+              .Range(0, 256)
+              .DefaultText("one per core")
+              .Help("Network threads, each with its own listening socket (SO_REUSEPORT)."),
+          SectionOption("admin", &PoolerConfig::admin, AdminTable())
+              .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),
+          SectionOption("auth", &PoolerConfig::auth, AuthTable())
+              .Help("{method, users}: how clients log in."),
+          IntOption("max_client_conn", &PoolerConfig::max_client_conn)
+              .Range(1, 1000000)
+              .Help("Client connections at most; past it a client gets SQLSTATE 53300."),
+          DurationOption("hold_timeout", &PoolerConfig::hold_timeout)
+              .Range(milliseconds(0), milliseconds(3600000))
+              .Help("How long a transaction waits for a server that does not answer (a "
+                    "restart, a failover) before its client gets an error."),
+          DurationOption("query_wait_timeout", &PoolerConfig::query_wait_timeout)
+              .Range(milliseconds(0), milliseconds(86400000))
+              .Help("How long a client waits in the queue for a server connection."),
+          DurationOption("client_login_timeout", &PoolerConfig::client_login_timeout)
+              .Range(milliseconds(100), milliseconds(3600000))
+              .Help("A client must have logged in within this time."),
+          DurationOption("server_connect_timeout", &PoolerConfig::server_connect_timeout)
+              .Range(milliseconds(100), milliseconds(600000))
+              .Help("How long one attempt to open and log in a server connection may take."),
+          DurationOption("server_idle_timeout", &PoolerConfig::server_idle_timeout)
+              .Range(milliseconds(0), milliseconds(86400000))
+              .ZeroMeansOff()
+              .Help("An idle server connection is closed after this time (above "
+                    "min_pool_size)."),
+          DurationOption("server_lifetime", &PoolerConfig::server_lifetime)
+              .Range(milliseconds(0), milliseconds(86400000 * 30LL))
+              .ZeroMeansOff()
+              .Help("A server connection is closed when released after this age."),
+          StringOption("server_reset_query", &PoolerConfig::server_reset_query)
+              .Help("Run on a server connection before another client gets it in session "
+                    "mode, and after a client left in the middle of a transaction."),
+          BytesOption("max_message_size", &PoolerConfig::max_message_size)
+              .Range(uint64_t{8192}, uint64_t{1} << 30)
+              .Help("A client message larger than this is refused (SQLSTATE 54000)."),
+          CustomOption("databases", OptionType::kMap, ReadDatabases, &PoolerConfig::databases)
+              .Required()
+              .Help("The databases clients may name, each {url, pool_mode, pool_size, ...}: "
+                    "see databases.<name> below."),
+      },
+      [](const PoolerConfig& config, const ConfigNode& map) -> absl::Status {
+        if (config.auth.method != AuthMethod::kTrust && config.auth.users.empty()) {
+          return map.Error(
+              "auth.users is required unless auth.method is trust: the pooler needs each "
+              "user's password or SCRAM secret");
+        }
+        return absl::OkStatus();
+      });
+  return *table;
+}
+
+}  // namespace
+
+std::string_view PoolModeName(PoolMode mode) {
+  switch (mode) {
+    case PoolMode::kSession:
+      return "session";
+    case PoolMode::kTransaction:
+      return "transaction";
+    case PoolMode::kStatement:
+      return "statement";
+  }
+  return "?";
+}
+
+const OptionSchema& PoolerOptionSchema() { return PoolerTable(); }
+const OptionSchema& PoolerDatabaseOptionSchema() { return DatabaseTable(); }
+
+absl::StatusOr<PoolerConfig> ParsePoolerConfig(std::string_view yaml, const std::string& file) {
+  absl::StatusOr<ConfigNode> root =
+      ParseConfigDocument(yaml, file, "a mapping with the keys listen, auth and databases");
+  if (!root.ok()) return root.status();
+  ConfigErrors errors;
+  PoolerConfig config;
+  absl::Status s = PoolerTable().Parse(*root, &config);
+  if (absl::Status all = errors.Finish(s); !all.ok()) return all;
+  config.file = file;
+  return config;
+}
+
+absl::StatusOr<PoolerConfig> LoadPoolerConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) return text.status();
+  return ParsePoolerConfig(*text, path);
+}
+
+}  // namespace pgflow::pooler

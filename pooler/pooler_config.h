@@ -1,0 +1,92 @@
+#pragma once
+
+// The pooler's configuration file (`pgflow pooler --config pooler.yaml`), read with the same
+// rules as a pipeline file (engine/options.h: unknown keys refused with a suggestion, every
+// error at its file, line and column):
+//
+//   listen: 127.0.0.1:6432
+//   admin: {listen: 127.0.0.1:9188, users: [postgres]}
+//   auth: {method: scram-sha-256, users: /etc/pgflow/users.txt}
+//   databases:
+//     app: {url: postgres://app:${APP_PASSWORD}@127.0.0.1:5432/app, pool_mode: transaction,
+//           pool_size: 20}
+//
+// `pgflow options pooler` prints every key.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/options.h"
+
+namespace pgflow::pooler {
+
+enum class PoolMode { kSession, kTransaction, kStatement };
+std::string_view PoolModeName(PoolMode mode);
+
+enum class AuthMethod { kScram, kMd5, kTrust };
+
+// Where a database's server connections go, from its `url` (a libpq URI or key=value string).
+struct Upstream {
+  std::string host = "127.0.0.1";  // a name, an address or a Unix socket directory
+  int port = 5432;
+  std::string dbname;    // empty: the client's database name
+  std::string user;      // empty: the client's user
+  std::string password;  // empty: the users file's secret or the client's SCRAM keys
+  bool operator==(const Upstream&) const = default;
+};
+
+struct DatabaseOptions {
+  std::string url;
+  PoolMode pool_mode = PoolMode::kTransaction;
+  int pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool = 0;
+  std::chrono::milliseconds reserve_pool_timeout{5000};
+  int max_client_conn = 0;  // 0: only the global limit
+
+  Upstream upstream;  // from url
+  bool operator==(const DatabaseOptions&) const = default;
+};
+
+struct AdminOptions {
+  std::string listen;               // /metrics over HTTP; empty: none
+  std::vector<std::string> users;   // who may use the SQL console (database "pgflow")
+};
+
+struct AuthOptions {
+  AuthMethod method = AuthMethod::kScram;
+  std::string users;  // path of a pgbouncer-style userlist.txt
+};
+
+struct PoolerConfig {
+  std::string listen;
+  int threads = 0;  // 0: one per core
+  AdminOptions admin;
+  AuthOptions auth;
+  int max_client_conn = 10000;
+  std::chrono::milliseconds hold_timeout{30000};
+  std::chrono::milliseconds query_wait_timeout{120000};
+  std::chrono::milliseconds client_login_timeout{60000};
+  std::chrono::milliseconds server_connect_timeout{5000};
+  std::chrono::milliseconds server_idle_timeout{600000};
+  std::chrono::milliseconds server_lifetime{3600000};
+  std::string server_reset_query = "DISCARD ALL";
+  uint64_t max_message_size = 64ull << 20;
+  std::map<std::string, DatabaseOptions> databases;
+
+  std::string file;  // where it was read from (RELOAD reads it again)
+};
+
+const OptionSchema& PoolerOptionSchema();
+const OptionSchema& PoolerDatabaseOptionSchema();
+
+// Reads and checks the file (every error at once, each at its position; the users file is
+// read by the caller). The database named "pgflow" is refused: it is the admin console.
+absl::StatusOr<PoolerConfig> LoadPoolerConfig(const std::string& path);
+absl::StatusOr<PoolerConfig> ParsePoolerConfig(std::string_view yaml, const std::string& file);
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,542 @@
+// The connection pooler (`pgflow pooler`) against a real PostgreSQL, with real clients:
+// libpq, psql and pgbench in every protocol mode, through session and transaction pooling;
+// logins with right and wrong passwords; malformed startup packets; cancel requests; a client
+// that leaves in the middle of a transaction; a server restart under load; the admin console
+// (SHOW, PAUSE/RESUME, RELOAD, KILL) and /metrics.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gtest/gtest.h"
+#include "pooler/auth.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string PgBin() {
+  static const std::string bin = [] {
+    FILE* pipe = popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1", "r");
+    char buffer[256] = {};
+    if (pipe != nullptr && fgets(buffer, sizeof buffer, pipe) != nullptr) {
+      std::string s(buffer);
+      while (!s.empty() && s.back() == '\n') s.pop_back();
+      pclose(pipe);
+      return s;
+    }
+    return std::string("/usr/bin");
+  }();
+  return bin;
+}
+
+// Runs a shell command; its exit status and output (stdout and stderr).
+int Shell(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[4096];
+  output->clear();
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output->append(buffer, n);
+  int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// A pooler in front of the shared cluster, with its files in a TempDir.
+class PoolerProcess {
+ public:
+  // `databases` is the YAML under `databases:`; `extra` more top-level keys.
+  PoolerProcess(const std::string& auth, const std::string& users, const std::string& databases,
+                const std::string& extra = "")
+      : port_(FreeLoopbackPort()), admin_port_(FreeLoopbackPort()) {
+    WriteFile(dir_.File("users.txt"), users);
+    config_ = dir_.File("pooler.yaml");
+    WriteConfig(auth, databases, extra);
+    process_ = StartPgflowUntilLogged({"pooler", "--config", config_}, dir_.File("pooler.log"),
+                                      {}, "pooler: listening on");
+  }
+
+  void WriteConfig(const std::string& auth, const std::string& databases,
+                   const std::string& extra = "") {
+    WriteFile(config_, absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
+                                    "admin: {listen: 127.0.0.1:", admin_port_,
+                                    ", users: [postgres]}\n", "auth: {method: ", auth,
+                                    ", users: ", dir_.File("users.txt"), "}\n", extra,
+                                    "databases:\n", databases));
+  }
+
+  int port() const { return port_; }
+  int admin_port() const { return admin_port_; }
+  std::string Url(const std::string& database, const std::string& user = "postgres",
+                  const std::string& password = "") const {
+    return absl::StrCat("postgres://", user, password.empty() ? "" : ":", password,
+                        "@127.0.0.1:", port_, "/", database);
+  }
+  std::string Log() const { return ReadFile(dir_.File("pooler.log")); }
+  PgflowProcess& process() { return *process_; }
+  const TempDir& dir() const { return dir_; }
+
+ private:
+  TempDir dir_;
+  int port_;
+  int admin_port_;
+  std::string config_;
+  std::unique_ptr<PgflowProcess> process_;
+};
+
+std::string Database(const std::string& name, const std::string& mode, int pool_size,
+                     const std::string& db, const std::string& user = "postgres") {
+  return absl::StrCat("  ", name, ": {url: 'postgres://", user, "@127.0.0.1:",
+                      SharedCluster().port(), "/", db, "', pool_mode: ", mode,
+                      ", pool_size: ", pool_size, "}\n");
+}
+
+// A libpq connection that may fail (Sql fails the test on any error).
+struct Conn {
+  explicit Conn(const std::string& url) : conn(PQconnectdb(url.c_str())) {}
+  ~Conn() { PQfinish(conn); }
+  bool ok() const { return PQstatus(conn) == CONNECTION_OK; }
+  std::string error() const { return PQerrorMessage(conn); }
+  // The first value of the result, or "ERROR <sqlstate>: <message>".
+  std::string Run(const std::string& sql) {
+    PGresult* result = PQexec(conn, sql.c_str());
+    std::string out;
+    ExecStatusType status = PQresultStatus(result);
+    if (status == PGRES_TUPLES_OK && PQntuples(result) > 0) {
+      out = PQgetvalue(result, 0, 0);
+    } else if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+      const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+      out = absl::StrCat("ERROR ", state ? state : "", ": ", PQresultErrorMessage(result));
+    }
+    PQclear(result);
+    return out;
+  }
+  PGconn* conn;
+};
+
+// Sends raw bytes to the pooler and returns what it answers until it closes (at most 64 kB).
+std::string RawExchange(int port, const std::string& bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "<no connection>";
+  }
+  timeval timeout{.tv_sec = 5, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  (void)!write(fd, bytes.data(), bytes.size());
+  std::string answer;
+  char buffer[4096];
+  while (answer.size() < 65536) {
+    ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    answer.append(buffer, n);
+  }
+  close(fd);
+  return answer;
+}
+
+std::string Int32(int32_t v) {
+  std::string s(4, '\0');
+  s[0] = static_cast<char>(v >> 24);
+  s[1] = static_cast<char>(v >> 16);
+  s[2] = static_cast<char>(v >> 8);
+  s[3] = static_cast<char>(v);
+  return s;
+}
+
+class PoolerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    Sql admin(SharedCluster().Url());
+    admin.Exec("ALTER SYSTEM SET max_connections = 200");
+    SharedCluster().Pause();
+    SharedCluster().Resume();
+    admin_ = std::make_unique<Sql>(SharedCluster().Url());
+    admin_->Exec(
+        "CREATE ROLE alice LOGIN PASSWORD 'alice-secret';"
+        "SET password_encryption = 'md5'; CREATE ROLE bob LOGIN PASSWORD 'bob-secret';"
+        "RESET password_encryption;");
+    for (const char* db : {"pool_app", "pool_bench", "pool_restart"}) {
+      admin_->Exec(absl::StrCat("CREATE DATABASE ", db));
+    }
+    Sql app(SharedCluster().Url("pool_app"));
+    app.Exec("CREATE TABLE items (id int PRIMARY KEY, name text); GRANT ALL ON items TO alice, bob");
+  }
+  static void TearDownTestSuite() { admin_.reset(); }
+
+  static std::unique_ptr<Sql> admin_;
+};
+std::unique_ptr<Sql> PoolerTest::admin_;
+
+const char* kTrustUsers = "\"postgres\" \"\"\n";
+
+TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
+  PoolerProcess pooler("trust", kTrustUsers,
+                       Database("tx", "transaction", 2, "pool_app") +
+                           Database("sess", "session", 2, "pool_app"));
+  // Transaction mode: more clients than server connections, each with its own settings.
+  std::vector<std::unique_ptr<Conn>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<Conn>(
+        pooler.Url("tx") + absl::StrCat("?application_name=client", i)));
+    ASSERT_TRUE(clients.back()->ok()) << clients.back()->error();
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(clients[i]->Run("SELECT current_setting('application_name')"),
+                absl::StrCat("client", i));
+    }
+  }
+  // A client's SET of a reported setting follows it across server connections.
+  EXPECT_EQ(clients[0]->Run("SET DateStyle = 'German'"), "");
+  for (int i = 1; i < 6; ++i) clients[i]->Run("SELECT 1");
+  EXPECT_EQ(clients[0]->Run("SELECT current_setting('DateStyle')"), "German, DMY");
+  EXPECT_EQ(clients[1]->Run("SELECT current_setting('DateStyle')"), "ISO, MDY");
+  // A transaction keeps its connection: its rows are seen inside it only until COMMIT.
+  EXPECT_EQ(clients[0]->Run("BEGIN"), "");
+  EXPECT_EQ(clients[0]->Run("INSERT INTO items VALUES (1, 'one')"), "");
+  EXPECT_EQ(clients[1]->Run("SELECT count(*) FROM items WHERE id = 1"), "0");
+  EXPECT_EQ(clients[0]->Run("SELECT count(*) FROM items WHERE id = 1"), "1");
+  EXPECT_EQ(clients[0]->Run("COMMIT"), "");
+  EXPECT_EQ(clients[1]->Run("SELECT count(*) FROM items WHERE id = 1"), "1");
+  // An error inside a transaction, then ROLLBACK, as directly.
+  EXPECT_EQ(clients[2]->Run("BEGIN"), "");
+  EXPECT_NE(clients[2]->Run("SELECT 1/0").find("ERROR 22012"), std::string::npos);
+  EXPECT_NE(clients[2]->Run("SELECT 1").find("ERROR 25P02"), std::string::npos);
+  EXPECT_EQ(clients[2]->Run("ROLLBACK"), "");
+  EXPECT_EQ(clients[2]->Run("SELECT 2"), "2");
+
+  // Session mode: the session's state stays (a temporary table, a plain SET).
+  {
+    Conn a(pooler.Url("sess"));
+    ASSERT_TRUE(a.ok()) << a.error();
+    EXPECT_EQ(a.Run("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (7); SET work_mem = '7MB'"),
+              "");
+    EXPECT_EQ(a.Run("SELECT x FROM t"), "7");
+    EXPECT_EQ(a.Run("SHOW work_mem"), "7MB");
+    Conn b(pooler.Url("sess"));
+    EXPECT_NE(b.Run("SELECT x FROM t").find("ERROR 42P01"), std::string::npos);
+  }
+  // A session given back is reset (DISCARD ALL) before the next client gets it.
+  for (int i = 0; i < 2; ++i) {
+    Conn d(pooler.Url("sess"));
+    EXPECT_EQ(d.Run("SHOW work_mem"), "4MB");
+    EXPECT_NE(d.Run("SELECT x FROM t").find("ERROR 42P01"), std::string::npos);
+  }
+
+  // COPY in and out through the pool.
+  Sql copy(pooler.Url("tx"));
+  copy.Exec("CREATE TEMP TABLE IF NOT EXISTS c (x int)");
+  PGresult* r = PQexec(copy.conn(), "COPY (SELECT g FROM generate_series(1, 50000) g) TO STDOUT");
+  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_OUT);
+  PQclear(r);
+  int lines = 0;
+  char* line = nullptr;
+  while (PQgetCopyData(copy.conn(), &line, 0) > 0) {
+    ++lines;
+    PQfreemem(line);
+  }
+  PQclear(PQgetResult(copy.conn()));
+  EXPECT_EQ(lines, 50000);
+  EXPECT_EQ(copy.Scalar("SELECT 42"), "42");
+}
+
+TEST_F(PoolerTest, PgbenchRunsInEveryProtocolModeInTransactionPooling) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("bench", "transaction", 4, "pool_bench"));
+  std::string output;
+  ASSERT_EQ(Shell(absl::StrCat(PgBin(), "/pgbench -q -i -s 1 -h 127.0.0.1 -p ",
+                               SharedCluster().port(), " -U postgres pool_bench"),
+                  &output),
+            0)
+      << output;
+  for (const char* mode : {"simple", "extended", "prepared"}) {
+    SCOPED_TRACE(mode);
+    // One thread per client: pgbench 15 prepares a statement with a blocking call in the
+    // middle of its transaction, so clients sharing a thread would wait on each other for the
+    // 4 server connections (the same happens through pgbouncer).
+    ASSERT_EQ(Shell(absl::StrCat(PgBin(), "/pgbench -n -c 12 -j 12 -t 150 -M ", mode,
+                                 " -h 127.0.0.1 -p ", pooler.port(), " -U postgres bench"),
+                    &output),
+              0)
+        << output;
+    EXPECT_NE(output.find("number of transactions actually processed: 1800/1800"),
+              std::string::npos)
+        << output;
+    EXPECT_EQ(output.find("aborted"), std::string::npos) << output;
+  }
+  // The balances add up: every transaction's three updates landed once.
+  Sql direct(SharedCluster().Url("pool_bench"));
+  EXPECT_EQ(direct.Scalar("SELECT count(*) FROM pgbench_history"), "5400");
+  EXPECT_EQ(direct.Scalar("SELECT sum(delta) = (SELECT sum(abalance) FROM pgbench_accounts) "
+                          "FROM pgbench_history"),
+            "t");
+}
+
+TEST_F(PoolerTest, PreparedStatementsFollowClientsAcrossServerConnections) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("tx", "transaction", 1, "pool_app"));
+  Conn a(pooler.Url("tx"));
+  Conn b(pooler.Url("tx"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  // The same name, different statements, on the one shared server connection.
+  PQclear(PQprepare(a.conn, "q", "SELECT $1::int + 1", 1, nullptr));
+  PQclear(PQprepare(b.conn, "q", "SELECT $1::text || '!'", 1, nullptr));
+  for (int i = 0; i < 5; ++i) {
+    std::string n = std::to_string(i);
+    const char* values[1] = {n.c_str()};
+    PGresult* ra = PQexecPrepared(a.conn, "q", 1, values, nullptr, nullptr, 0);
+    PGresult* rb = PQexecPrepared(b.conn, "q", 1, values, nullptr, nullptr, 0);
+    ASSERT_EQ(PQresultStatus(ra), PGRES_TUPLES_OK) << PQresultErrorMessage(ra);
+    ASSERT_EQ(PQresultStatus(rb), PGRES_TUPLES_OK) << PQresultErrorMessage(rb);
+    EXPECT_EQ(std::string(PQgetvalue(ra, 0, 0)), std::to_string(i + 1));
+    EXPECT_EQ(std::string(PQgetvalue(rb, 0, 0)), n + "!");
+    PQclear(ra);
+    PQclear(rb);
+  }
+  // Describe of a statement prepared on another connection.
+  PGresult* described = PQdescribePrepared(b.conn, "q");
+  ASSERT_EQ(PQresultStatus(described), PGRES_COMMAND_OK) << PQresultErrorMessage(described);
+  EXPECT_EQ(PQnparams(described), 1);
+  EXPECT_EQ(PQftype(described, 0), 25u);  // text
+  PQclear(described);
+  // A statement the client never prepared is an error, as directly.
+  PGresult* missing = PQexecPrepared(a.conn, "nope", 0, nullptr, nullptr, nullptr, 0);
+  EXPECT_NE(std::string(PQresultErrorMessage(missing)).find("does not exist"), std::string::npos);
+  PQclear(missing);
+  EXPECT_EQ(a.Run("SELECT 5"), "5");
+  // The server connection was restarted under them: statements are prepared again.
+  Conn console(pooler.Url("pgflow"));
+  ASSERT_TRUE(console.ok()) << console.error();
+  console.Run("RECONNECT tx");
+  const char* values[1] = {"41"};
+  PGresult* again = PQexecPrepared(a.conn, "q", 1, values, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(again), PGRES_TUPLES_OK) << PQresultErrorMessage(again);
+  EXPECT_EQ(std::string(PQgetvalue(again, 0, 0)), "42");
+  PQclear(again);
+}
+
+TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
+  std::string users = absl::StrCat("\"postgres\" \"\"\n\"alice\" \"alice-secret\"\n",
+                                   "\"bob\" \"", pooler::Md5PasswordHash("bob", "bob-secret"),
+                                   "\"\n");
+  for (const char* method : {"scram-sha-256", "md5"}) {
+    SCOPED_TRACE(method);
+    PoolerProcess pooler(method, users, Database("app", "transaction", 2, "pool_app", "") );
+    Conn alice(pooler.Url("app", "alice", "alice-secret"));
+    ASSERT_TRUE(alice.ok()) << alice.error();
+    EXPECT_EQ(alice.Run("SELECT current_user"), "alice");
+    Conn wrong(pooler.Url("app", "alice", "nope"));
+    EXPECT_FALSE(wrong.ok());
+    EXPECT_NE(wrong.error().find("password authentication failed for user \"alice\""),
+              std::string::npos)
+        << wrong.error();
+    Conn stranger(pooler.Url("app", "mallory", "x"));
+    EXPECT_FALSE(stranger.ok());
+    EXPECT_NE(stranger.error().find("password authentication failed"), std::string::npos);
+    // bob's entry is an md5 hash: md5 logins work, SCRAM cannot use it.
+    Conn bob(pooler.Url("app", "bob", "bob-secret"));
+    if (std::string(method) == "md5") {
+      ASSERT_TRUE(bob.ok()) << bob.error();
+      EXPECT_EQ(bob.Run("SELECT current_user"), "bob");
+    } else {
+      EXPECT_FALSE(bob.ok());
+    }
+    Conn bad_db(pooler.Url("nosuch", "alice", "alice-secret"));
+    EXPECT_NE(bad_db.error().find("not in the pooler's configuration"), std::string::npos)
+        << bad_db.error();
+  }
+  // A SCRAM secret in the users file, copied from pg_authid, logs in too (and the pooler
+  // logs in to PostgreSQL with the keys of the client's own proof).
+  std::string stored = admin_->Scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'");
+  ASSERT_EQ(stored.rfind("SCRAM-SHA-256$", 0), 0u) << stored;
+  PoolerProcess pooler("scram-sha-256", absl::StrCat("\"alice\" \"", stored, "\"\n"),
+                       Database("app", "transaction", 2, "pool_app", ""));
+  Conn alice(pooler.Url("app", "alice", "alice-secret"));
+  ASSERT_TRUE(alice.ok()) << alice.error();
+  EXPECT_EQ(alice.Run("SELECT current_user"), "alice");
+  Conn wrong(pooler.Url("app", "alice", "alice-wrong"));
+  EXPECT_FALSE(wrong.ok());
+}
+
+TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn bystander(pooler.Url("app"));
+  ASSERT_TRUE(bystander.ok());
+  std::string answer = RawExchange(pooler.port(), Int32(3));
+  EXPECT_NE(answer.find("invalid startup packet length 3"), std::string::npos) << answer;
+  answer = RawExchange(pooler.port(), Int32(1 << 30) + "xxxx");
+  EXPECT_NE(answer.find("invalid startup packet length"), std::string::npos) << answer;
+  answer = RawExchange(pooler.port(), Int32(16) + Int32(0x00020000) + Int32(0) + Int32(0));
+  EXPECT_NE(answer.find("unsupported frontend protocol 2.0"), std::string::npos) << answer;
+  answer = RawExchange(pooler.port(), Int32(16) + Int32(196608) + "user" + std::string(1, '\0') +
+                                          "bob");  // no terminators
+  EXPECT_NE(answer.find("08P01"), std::string::npos) << answer;
+  answer = RawExchange(pooler.port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_NE(answer.find("invalid startup packet length"), std::string::npos) << answer;
+  // An oversized message after login: an error, the connection closed.
+  {
+    Conn big(pooler.Url("app"));
+    ASSERT_TRUE(big.ok());
+  }
+  EXPECT_EQ(bystander.Run("SELECT 'still here'"), "still here");
+  EXPECT_TRUE(pooler.process().Running());
+}
+
+TEST_F(PoolerTest, CancelReachesTheServerRunningTheQuery) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn slow(pooler.Url("app"));
+  ASSERT_TRUE(slow.ok());
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(500));
+    PGcancel* cancel = PQgetCancel(slow.conn);
+    char error[256];
+    PQcancel(cancel, error, sizeof error);
+    PQfreeCancel(cancel);
+  });
+  auto start = std::chrono::steady_clock::now();
+  std::string result = slow.Run("SELECT pg_sleep(30)");
+  canceller.join();
+  EXPECT_NE(result.find("ERROR 57014"), std::string::npos) << result;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_EQ(slow.Run("SELECT 3"), "3");
+}
+
+TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("one", "transaction", 1, "pool_app"));
+  {
+    Conn leaver(pooler.Url("one"));
+    ASSERT_TRUE(leaver.ok());
+    EXPECT_EQ(leaver.Run("BEGIN; INSERT INTO items VALUES (100, 'left'); "
+                         "LOCK TABLE items IN ACCESS EXCLUSIVE MODE"),
+              "");
+  }  // gone without COMMIT
+  Conn next(pooler.Url("one"));
+  ASSERT_TRUE(next.ok());
+  // The one server connection was rolled back: no row, no lock, no open transaction.
+  EXPECT_EQ(next.Run("SELECT count(*) FROM items WHERE id = 100"), "0");
+  EXPECT_EQ(next.Run("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%'"), "0");
+}
+
+TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
+  PoolerProcess pooler("trust", kTrustUsers,
+                       Database("app", "transaction", 4, "pool_restart"),
+                       "hold_timeout: 30s\n");
+  Sql(SharedCluster().Url("pool_restart")).Exec("CREATE TABLE IF NOT EXISTS hits (n bigint)");
+  constexpr int kClients = 4;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures[kClients];
+  std::atomic<int> successes{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    failures[c] = 0;
+    threads.emplace_back([&, c] {
+      Conn conn(pooler.Url("app"));
+      int64_t n = c * 1000000;
+      while (!stop) {
+        std::string r = conn.Run(absl::StrCat("INSERT INTO hits VALUES (", n++, ")"));
+        if (r.empty()) {
+          ++successes;
+        } else {
+          ++failures[c];
+        }
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+    });
+  }
+  std::this_thread::sleep_for(seconds(2));
+  int before = successes.load();
+  SharedCluster().Pause();  // pg_ctl stop -m fast
+  std::this_thread::sleep_for(seconds(2));
+  SharedCluster().Resume();
+  std::this_thread::sleep_for(seconds(3));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  int after = successes.load();
+  EXPECT_GT(before, 20);
+  EXPECT_GT(after, before + 20) << "transactions resumed after the restart";
+  for (int c = 0; c < kClients; ++c) {
+    // Only a transaction in flight at the moment of the stop may fail.
+    EXPECT_LE(failures[c].load(), 1) << "client " << c;
+  }
+  Sql direct(SharedCluster().Url("pool_restart"));
+  EXPECT_EQ(direct.Scalar("SELECT count(*) FROM hits"), std::to_string(after));
+}
+
+TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn client(pooler.Url("app"));
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(client.Run("SELECT 1"), "1");
+  std::string output;
+  auto psql = [&](const std::string& sql) {
+    Shell(absl::StrCat(PgBin(), "/psql -X -At -h 127.0.0.1 -p ", pooler.port(),
+                       " -U postgres -d pgflow -c \"", sql, "\""),
+          &output);
+    return output;
+  };
+  EXPECT_NE(psql("SHOW POOLS").find("app|postgres|1|0|0|1|"), std::string::npos) << output;
+  EXPECT_NE(psql("SHOW CLIENTS").find("C|postgres|app|idle|127.0.0.1|"), std::string::npos)
+      << output;
+  EXPECT_NE(psql("SHOW SERVERS").find("S|postgres|app|idle|127.0.0.1|"), std::string::npos)
+      << output;
+  EXPECT_NE(psql("SHOW DATABASES").find("app|127.0.0.1|"), std::string::npos) << output;
+  EXPECT_NE(psql("SHOW CONFIG").find("hold_timeout|30s"), std::string::npos) << output;
+  EXPECT_NE(psql("SHOW STATS").find("app|postgres|"), std::string::npos) << output;
+  EXPECT_NE(psql("SHOW NONSENSE").find("unknown SHOW"), std::string::npos) << output;
+
+  // PAUSE: new transactions wait; RESUME lets them run.
+  psql("PAUSE app");
+  std::atomic<bool> done{false};
+  std::thread waiting([&] {
+    EXPECT_EQ(client.Run("SELECT 'after resume'"), "after resume");
+    done = true;
+  });
+  std::this_thread::sleep_for(milliseconds(700));
+  EXPECT_FALSE(done.load());
+  EXPECT_NE(psql("SHOW POOLS").find("app|postgres|0|1|"), std::string::npos) << output;
+  psql("RESUME app");
+  waiting.join();
+  EXPECT_TRUE(done.load());
+
+  // RELOAD applies a changed file without dropping clients.
+  pooler.WriteConfig("trust",
+                     Database("app", "transaction", 5, "pool_app") +
+                         Database("app2", "session", 1, "pool_app"));
+  EXPECT_EQ(psql("RELOAD"), "RELOAD\n");
+  EXPECT_NE(psql("SHOW DATABASES").find("app2|"), std::string::npos) << output;
+  EXPECT_EQ(client.Run("SELECT 'kept'"), "kept");
+  Conn second(pooler.Url("app2"));
+  EXPECT_TRUE(second.ok()) << second.error();
+
+  // /metrics
+  HttpAnswer metrics = Curl(absl::StrCat("http://127.0.0.1:", pooler.admin_port(), "/metrics"));
+  EXPECT_EQ(metrics.code, 200);
+  EXPECT_NE(metrics.body.find("pgflow_pooler_transactions_total{database=\"app\",user=\"postgres\"}"),
+            std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("pgflow_pooler_servers{database=\"app\""), std::string::npos);
+  EXPECT_NE(metrics.body.find("state=\"idle\""), std::string::npos);
+
+  // KILL disconnects the database's clients.
+  psql("KILL app");
+  EXPECT_TRUE(WaitFor([&] { return client.Run("SELECT 1") != "1"; }, seconds(5)));
+  Conn console(pooler.Url("pgflow", "alice"));
+  EXPECT_FALSE(console.ok());  // not an admin user (nor in the file)
+  EXPECT_EQ(psql("SHUTDOWN"), "SHUTDOWN\n");
+  EXPECT_EQ(pooler.process().Wait(seconds(10)), 0);
+}
+
+}  // namespace
+}  // namespace pgflow::testing
