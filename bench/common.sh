@@ -72,23 +72,31 @@ print(f"{total / ticks:.2f}")
 PY
 }
 
-# Prints a pipeline file: pipeline $1 streaming items from slot $2 (publication pgflow_bench,
-# no snapshot) into one sink `out` of YAML $3; $4, if given, is added at the top level.
-bench_pipeline() {
+# Prints a pipeline file: pipeline $2 streaming table $1 from slot $3 (publication pgflow_bench,
+# no snapshot) into one sink `out` of YAML $4; $5, if given, is added at the top level.
+stream_pipeline() {
   cat <<YAML
-pipeline: $1
+pipeline: $2
 source:
   postgres:
     url: postgres://postgres@127.0.0.1:$PGPORT/bench
-    tables: [public.items]
+    tables: [$1]
     snapshot: {mode: never}
-    slot: $2
+    slot: $3
     publication: pgflow_bench
 sinks:
-  out: $3
-${4:-}
+  out: $4
+${5:-}
 YAML
 }
+
+# stream_pipeline of the streaming benchmarks' table: pipeline $1 streaming public.items from
+# slot $2 into sink YAML $3; $4, if given, added at the top level.
+bench_pipeline() { stream_pipeline public.items "$@"; }
+
+# stream_pipeline of the latency benchmarks: pipeline lat streaming public.lat from slot
+# lat_bench into sink YAML $1 (a flow mapping: {webhook: {...}, flush_interval: 10ms}).
+latency_pipeline() { stream_pipeline public.lat lat lat_bench "$1"; }
 
 # Runs `pgflow run $1 --until $END` logging into $2; prints "wall,cpu": its wall seconds and its
 # CPU seconds (user + system), the steadier measure on a shared machine.

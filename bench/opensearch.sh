@@ -143,20 +143,8 @@ CREATE TABLE lat (id bigint PRIMARY KEY, ts timestamptz NOT NULL);
 SELECT 'slot' FROM pg_create_logical_replication_slot('lat_bench', 'pgoutput');
 ALTER PUBLICATION pgflow_bench ADD TABLE lat;
 SQL
-cat >"$work/lat.yaml" <<YAML
-pipeline: lat
-source:
-  postgres:
-    url: postgres://postgres@127.0.0.1:$PGPORT/bench
-    tables: [public.lat]
-    snapshot: {mode: never}
-    slot: lat_bench
-    publication: pgflow_bench
-sinks:
-  out:
-    opensearch: {url: "$OS", index: lat_items, refresh_interval: 1s}
-    flush_interval: 10ms
-YAML
+latency_pipeline "{opensearch: {url: \"$OS\", index: lat_items, refresh_interval: 1s}, flush_interval: 10ms}" \
+  >"$work/lat.yaml"
 cat >"$work/latency.py" <<'PY'
 # latency.py OS_URL INDEX SECONDS MODE: MODE "pgflow" inserts rows into PostgreSQL (psql, one
 # transaction each), "direct" indexes the same documents straight into the node; both 10 every

@@ -70,19 +70,7 @@ CREATE TABLE lat (id bigint PRIMARY KEY, note text);
 SELECT 'slot' FROM pg_create_logical_replication_slot('lat_bench', 'pgoutput');
 ALTER PUBLICATION pgflow_bench ADD TABLE lat;
 SQL
-cat >"$work/lat.yaml" <<YAML
-pipeline: lat
-source:
-  postgres:
-    url: postgres://postgres@127.0.0.1:$PGPORT/bench
-    tables: [public.lat]
-    snapshot: {mode: never}
-    slot: lat_bench
-    publication: pgflow_bench
-sinks:
-  out:
-    webhook: {url: "$HOOK/hook", secret: "\${WEBHOOK_SECRET}"}
-YAML
+latency_pipeline "{webhook: {url: \"$HOOK/hook\", secret: \"\${WEBHOOK_SECRET}\"}}" >"$work/lat.yaml"
 build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
 PGFLOW=$!
 for _ in $(seq 200); do grep -q "streaming" "$work/lat.log" && break; sleep 0.05; done

@@ -43,6 +43,12 @@ enum class Op : uint8_t { kRead, kInsert, kUpdate, kDelete, kTruncate, kDdl, kMe
 // "read", "insert", ...: the names the jsonl format and the logs use.
 const char* OpName(Op op);
 
+// Whether `op` is about one row (read, insert, update, delete), not a table or the stream
+// (truncate, ddl, message).
+inline bool IsRowChange(Op op) {
+  return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
+}
+
 // The transaction a change belongs to. All of it is known from pgoutput's Begin message
 // except end_lsn, which the Commit message brings.
 struct TxnInfo {

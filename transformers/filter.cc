@@ -25,6 +25,27 @@ absl::Status ParseOps(const ConfigNode& node, std::string_view key,
   return absl::OkStatus();
 }
 
+absl::Status EventSelection::Compile(const ConfigNode& node) {
+  if (absl::Status s = ParseTablePatterns(node, "table", table, &tables); !s.ok()) return s;
+  if (absl::Status s = ParseOps(node, "op", op, &ops); !s.ok()) return s;
+  if (!where.empty()) {
+    absl::StatusOr<std::shared_ptr<const FilterExpression>> parsed = FilterExpression::Parse(where);
+    if (!parsed.ok()) {
+      return node.Get("where")->Error(Cat("invalid predicate: ", parsed.status().message()));
+    }
+    expression = *std::move(parsed);
+  }
+  return absl::OkStatus();
+}
+
+bool EventSelection::TakesOp(Op op) const {
+  return ops.empty() || std::find(ops.begin(), ops.end(), op) != ops.end();
+}
+
+bool EventSelection::TakesTable(const TableSchema& table) const {
+  return tables.empty() || PatternsCover(tables, table);
+}
+
 namespace {
 
 class FilterTransform : public Transform {
@@ -33,21 +54,21 @@ class FilterTransform : public Transform {
       : context_(std::move(context)), options_(std::move(options)) {}
 
   bool Touches(const TableSchema& table) const override {
-    return options_->tables.empty() || PatternsCover(options_->tables, table);
+    return options_->selection.TakesTable(table);
   }
 
   absl::StatusOr<bool> Apply(Change* change) override {
-    if (absl::Status s =
-            CheckStillCovered(options_->tables, *change, Cat(context_.where, " (filter)"));
+    if (absl::Status s = CheckStillCovered(options_->selection.tables, *change,
+                                           Cat(context_.where, " (filter)"));
         !s.ok()) {
       return s;
     }
     if (change->table == nullptr) {  // a logical message: no table to name
-      return options_->tables.empty() ? KeepsOp(change->op) : true;
+      return options_->selection.tables.empty() ? options_->selection.TakesOp(change->op) : true;
     }
     if (!Touches(*change->table)) return true;
-    if (!KeepsOp(change->op)) return false;
-    const FilterExpression* where = options_->expression.get();
+    if (!options_->selection.TakesOp(change->op)) return false;
+    const FilterExpression* where = options_->selection.expression.get();
     if (where == nullptr) return true;
     const TableSchema* table = change->table.get();
     switch (change->op) {
@@ -65,13 +86,8 @@ class FilterTransform : public Transform {
   }
 
  private:
-  bool KeepsOp(Op op) const {
-    return options_->ops.empty() ||
-           std::find(options_->ops.begin(), options_->ops.end(), op) != options_->ops.end();
-  }
-
   absl::StatusOr<bool> Matches(const FilterExpression::Rows& rows) const {
-    absl::StatusOr<bool> m = options_->expression->Matches(rows);
+    absl::StatusOr<bool> m = options_->selection.expression->Matches(rows);
     if (!m.ok()) {
       return absl::FailedPreconditionError(
           Cat(context_.where, " (filter): ", m.status().message()));
@@ -126,38 +142,20 @@ class FilterFactory : public TransformFactoryOf<FilterOptions> {
  protected:
   const OptionTable<FilterOptions>& table() const override {
     static const auto* table = new OptionTable<FilterOptions>({
-        ListOption("table", &FilterOptions::table)
-            .DefaultText("every table")
-            .Help("The tables it filters: schema.table or schema.*, one or a list; the others "
-                  "pass untouched."),
-        ListOption("op", &FilterOptions::op)
-            .DefaultText("every operation")
-            .Help("The operations kept: insert, update, delete, read (snapshot rows), "
-                  "truncate, ddl."),
-        StringOption("where", &FilterOptions::where)
-            .NoDefault()
-            .Help("A row predicate like a SQL WHERE clause: = <> < <= > >=, in (...), between, "
-                  "like, is [not] null, and, or, not, parentheses, changed(col), old.col, "
-                  "col->'a'->>'b' for json; values compare by the column's type."),
+        EventSelectionOptions(
+            &FilterOptions::selection,
+            "The tables it filters: schema.table or schema.*, one or a list; the others pass "
+            "untouched.",
+            "The operations kept: insert, update, delete, read (snapshot rows), truncate, ddl.",
+            "A row predicate like a SQL WHERE clause: = <> < <= > >=, in (...), between, like, "
+            "is [not] null, and, or, not, parentheses, changed(col), old.col, col->'a'->>'b' for "
+            "json; values compare by the column's type."),
     });
     return *table;
   }
 
   absl::Status Check(const ConfigNode& node, FilterOptions* options) const override {
-    if (absl::Status s = ParseTablePatterns(node, "table", options->table, &options->tables);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = ParseOps(node, "op", options->op, &options->ops); !s.ok()) return s;
-    if (!options->where.empty()) {
-      absl::StatusOr<std::shared_ptr<const FilterExpression>> expression =
-          FilterExpression::Parse(options->where);
-      if (!expression.ok()) {
-        return node.Get("where")->Error(Cat("invalid predicate: ", expression.status().message()));
-      }
-      options->expression = *std::move(expression);
-    }
-    return absl::OkStatus();
+    return options->selection.Compile(node);
   }
 
   std::unique_ptr<Transform> Build(const TransformContext& context,

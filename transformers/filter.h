@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/postgres/table_ref.h"
@@ -25,13 +26,50 @@
 
 namespace pgflow {
 
-struct FilterOptions : TransformOptions {
+// Which events a component takes (the filter transform, a webhook route): their tables,
+// operations and row predicate, as written under the keys `table`, `op` and `where` and as
+// Compile reads them. What a component does with the events it does not take, and which row a
+// predicate is asked about, is the component's own.
+struct EventSelection {
   std::vector<std::string> table;  // as written; empty: every table
   std::vector<TableRef> tables;
   std::vector<std::string> op;  // as written; empty: every operation
   std::vector<Op> ops;
   std::string where;
   std::shared_ptr<const FilterExpression> expression;  // null without `where`
+
+  // Reads table, op and where, written in the mapping `node`, into tables, ops and expression;
+  // an error names the value and is placed at its key.
+  absl::Status Compile(const ConfigNode& node);
+  // Whether `op` is one of ops (every operation when `op` was not given).
+  bool TakesOp(Op op) const;
+  // Whether `table` is one of tables (every table when `table` was not given).
+  bool TakesTable(const TableSchema& table) const;
+
+  // Compares what was written.
+  friend bool operator==(const EventSelection& a, const EventSelection& b) {
+    return a.table == b.table && a.op == b.op && a.where == b.where;
+  }
+};
+
+// The keys `table`, `op` and `where` of the EventSelection `member` of T, for T's option table,
+// each with T's own help (what the tables, operations and predicate do there).
+template <typename T>
+Option<T> EventSelectionOptions(EventSelection T::*member, std::string_view table_help,
+                                std::string_view op_help, std::string_view where_help) {
+  Option<T> keys;
+  keys.embedded = {
+      ListOption("table", member, &EventSelection::table)
+          .DefaultText("every table")
+          .Help(table_help),
+      ListOption("op", member, &EventSelection::op).DefaultText("every operation").Help(op_help),
+      StringOption("where", member, &EventSelection::where).NoDefault().Help(where_help),
+  };
+  return keys;
+}
+
+struct FilterOptions : TransformOptions {
+  EventSelection selection;
 };
 
 // Parses the operation names `texts` (insert, update, delete, read, truncate, ddl, message),

@@ -1,8 +1,10 @@
 #include "common/http/http_client.h"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -17,16 +19,25 @@ size_t AppendBody(char* data, size_t size, size_t count, void* out) {
   return size * count;
 }
 
-size_t ReadHeader(char* data, size_t size, size_t count, void* out) {
+}  // namespace
+
+std::optional<int> ParseRetryAfter(std::string_view line) {
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() <= kName.size() || strncasecmp(line.data(), kName.data(), kName.size()) != 0) {
+    return std::nullopt;
+  }
+  const long long seconds =
+      std::strtoll(std::string(line.substr(kName.size())).c_str(), nullptr, 10);
+  return static_cast<int>(std::clamp<long long>(seconds, 0, 86400));
+}
+
+size_t ReadRetryAfterHeader(char* data, size_t size, size_t count, void* seconds) {
   const size_t n = size * count;
-  constexpr std::string_view kRetryAfter = "retry-after:";
-  if (n > kRetryAfter.size() && strncasecmp(data, kRetryAfter.data(), kRetryAfter.size()) == 0) {
-    *static_cast<int*>(out) = std::atoi(std::string(data + kRetryAfter.size(), n - kRetryAfter.size()).c_str());
+  if (std::optional<int> parsed = ParseRetryAfter(std::string_view(data, n))) {
+    *static_cast<int*>(seconds) = *parsed;
   }
   return n;
 }
-
-}  // namespace
 
 HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options)) {
   static std::once_flag init;
@@ -48,7 +59,7 @@ void HttpClient::Prepare(void* handle, const std::string& url, HttpResponse* res
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(timeout, 10000));
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response->body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadRetryAfterHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response->retry_after_seconds);
   // Answers may come compressed (the node decides); libcurl inflates them.
   curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,15 @@ struct curl_slist;
 
 namespace pgflow {
 
+// The wait a `Retry-After` header line asks for ("Retry-After: 120\r\n", the name in any
+// case), in seconds, bounded to 0..86400 (a day); nullopt when `line` is another header. An HTTP
+// date is not understood and reads as 0 (the caller's own backoff applies).
+std::optional<int> ParseRetryAfter(std::string_view line);
+
+// A libcurl header callback (CURLOPT_HEADERFUNCTION): stores ParseRetryAfter's seconds in the
+// `int` that CURLOPT_HEADERDATA points at; other headers leave it as it is.
+size_t ReadRetryAfterHeader(char* data, size_t size, size_t count, void* seconds);
+
 // `body` gzipped (a gzip header and trailer around a deflate stream, at the fastest level)
 // into *scratch, which the result then points at; `body` itself when empty or when zlib fails.
 std::string_view GzipEncode(std::string_view body, std::string* scratch);
@@ -25,7 +35,7 @@ std::string_view GzipEncode(std::string_view body, std::string* scratch);
 struct HttpResponse {
   long status = 0;
   std::string body;
-  // Retry-After, in seconds, when the server sent one (429, 503); 0 otherwise.
+  // Retry-After, in seconds (ParseRetryAfter), when the server sent one (429, 503); 0 otherwise.
   int retry_after_seconds = 0;
 };
 

@@ -6,10 +6,6 @@
 namespace pgflow {
 namespace {
 
-bool IsRowChange(Op op) {
-  return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
-}
-
 void AppendSource(const Change& change, const KafkaRecordOptions& options, std::string* out) {
   out->append("{\"connector\":\"pgflow\",\"name\":");
   AppendJsonString(options.pipeline, out);

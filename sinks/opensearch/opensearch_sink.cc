@@ -1,7 +1,5 @@
 #include "sinks/opensearch/opensearch_sink.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -14,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/digest.h"
 #include "common/postgres/postgres_origin.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -29,19 +28,6 @@ using nlohmann::json;
 constexpr size_t kMaxIdBytes = 512;
 // In an index several tables share: the field naming each document's table.
 constexpr char kTableField[] = "pgflow_table";
-
-std::string Sha256Hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), digest, &n, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
-}
 
 // The mapping of a column, from its type: what OpenSearch would not guess right on its own.
 json FieldMapping(const Column& column, const std::string& json_type) {

@@ -2,16 +2,15 @@
 
 #include <curl/curl.h>
 #include <netdb.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <random>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "common/digest.h"
 #include "common/http/http_client.h"
 #include "engine/event_id.h"
 #include "engine/log.h"
@@ -20,8 +19,6 @@
 #include "schemas/pg_datetime.h"
 #include "sinks/webhook/address_policy.h"
 #include "sinks/webhook/standard_webhooks.h"
-#include "transformers/filter.h"
-#include "transformers/table_patterns.h"
 
 namespace pgflow {
 namespace {
@@ -35,32 +32,17 @@ constexpr size_t kAnswerBytes = 512;
 const OptionTable<WebhookRoute>& RouteTable() {
   static const auto* table = new OptionTable<WebhookRoute>({
       StringOption("url", &WebhookRoute::url).Required().NonEmpty().Help("The endpoint."),
-      ListOption("table", &WebhookRoute::table)
-          .DefaultText("every table")
-          .Help("The tables whose events it takes: schema.table or schema.*, one or a list."),
-      ListOption("op", &WebhookRoute::op)
-          .DefaultText("every operation")
-          .Help("The operations it takes: insert, update, delete, read, truncate, ddl, message."),
-      StringOption("where", &WebhookRoute::where)
-          .NoDefault()
-          .Help("A row predicate, as the filter transform's (the new row; a delete's old one)."),
+      EventSelectionOptions(
+          &WebhookRoute::selection,
+          "The tables whose events it takes: schema.table or schema.*, one or a list.",
+          "The operations it takes: insert, update, delete, read, truncate, ddl, message.",
+          "A row predicate, as the filter transform's (the new row; a delete's old one)."),
   });
   return *table;
 }
 
 absl::Status CheckRoute(const ConfigNode& node, WebhookRoute* route) {
-  if (absl::Status s = ParseTablePatterns(node, "table", route->table, &route->tables); !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = ParseOps(node, "op", route->op, &route->ops); !s.ok()) return s;
-  if (!route->where.empty()) {
-    absl::StatusOr<std::shared_ptr<const FilterExpression>> expression =
-        FilterExpression::Parse(route->where);
-    if (!expression.ok()) {
-      return node.Get("where")->Error(Cat("invalid predicate: ", expression.status().message()));
-    }
-    route->expression = *std::move(expression);
-  }
+  if (absl::Status s = route->selection.Compile(node); !s.ok()) return s;
   const std::string_view url = route->url;
   if (url.substr(0, 7) != "http://" && url.substr(0, 8) != "https://") {
     return node.Get("url")->Error(Cat("expected an http:// or https:// URL, got \"", url, "\""));
@@ -201,23 +183,6 @@ class WebhookSinkFactory : public SinkFactoryOf<WebhookSinkOptions> {
 
 // ---- events ----
 
-std::string Sha256Hex16(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), digest, &n, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < 8; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
-}
-
-bool IsRowOp(Op op) {
-  return op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
-}
-
 // The key of `row` of `change`'s table as the sink names a row ("schema.table\n{key}"), in
 // *out; false (only the table's part written) when the table has no key or the row none of it.
 bool RowKeyText(const Change& change, const Row& row, const JsonOptions& json, std::string* out) {
@@ -230,7 +195,7 @@ bool RowKeyText(const Change& change, const Row& row, const JsonOptions& json, s
 // snapshot row's is its table and key, see the header). *scratch is working space.
 void IdentifyEvent(const Change& change, const JsonOptions& json, WebhookEvent* event,
                    std::string* scratch) {
-  if (!IsRowOp(change.op) || change.table == nullptr) {
+  if (!IsRowChange(change.op) || change.table == nullptr) {
     AppendEventId(change, &event->id);
     return;
   }
@@ -240,7 +205,7 @@ void IdentifyEvent(const Change& change, const JsonOptions& json, WebhookEvent* 
   if (change.op == Op::kRead) {
     AppendLsn(change.txn.commit_lsn, &event->id);
     event->id += Cat(":", change.table->schema, ".", change.table->name, ":",
-                     Sha256Hex16(*scratch));
+                     Sha256Hex(*scratch).substr(0, 16));
     return;
   }
   AppendEventId(change, &event->id);
@@ -285,18 +250,6 @@ size_t KeepAnswer(char* data, size_t size, size_t count, void* out) {
   return n;
 }
 
-size_t ReadRetryAfter(char* data, size_t size, size_t count, void* out) {
-  const size_t n = size * count;
-  constexpr std::string_view kName = "retry-after:";
-  if (n > kName.size() && strncasecmp(data, kName.data(), kName.size()) == 0) {
-    // Seconds (at most a day); an HTTP date is not honoured (the backoff applies).
-    const long long seconds =
-        std::strtoll(std::string(data + kName.size(), n - kName.size()).c_str(), nullptr, 10);
-    *static_cast<long*>(out) = static_cast<long>(std::clamp<long long>(seconds, 0, 86400));
-  }
-  return n;
-}
-
 bool Retryable(long status) { return status == 408 || status == 429 || status >= 500; }
 // Answers that say the endpoint as a whole is struggling, not this request.
 bool EndpointDown(long status) { return status == 429 || (status >= 502 && status <= 504); }
@@ -323,11 +276,10 @@ struct WebhookSink::Transfer {
   CURL* curl = nullptr;
   curl_slist* headers = nullptr;
   std::string answer;
-  long retry_after = 0;
+  int retry_after = 0;  // seconds (ReadRetryAfterHeader)
   std::string gzipped;
   std::string denied;  // the internal address a connection was refused to
   bool failed_to_start = false;  // libcurl could not take it (no memory): retried
-  const WebhookSinkOptions* options = nullptr;
 };
 
 namespace {
@@ -427,14 +379,14 @@ absl::Status WebhookSink::Open() {
 }
 
 absl::StatusOr<bool> WebhookSink::Takes(const WebhookRoute& route, const Change& change) const {
-  if (!route.ops.empty() &&
-      std::find(route.ops.begin(), route.ops.end(), change.op) == route.ops.end()) {
-    return false;
+  const EventSelection& selection = route.selection;
+  if (!selection.TakesOp(change.op)) return false;
+  if (!selection.tables.empty()) {
+    if (change.table == nullptr || !selection.TakesTable(*change.table)) return false;
   }
-  if (!route.tables.empty()) {
-    if (change.table == nullptr || !PatternsCover(route.tables, *change.table)) return false;
+  if (selection.expression == nullptr || !IsRowChange(change.op) || change.table == nullptr) {
+    return true;
   }
-  if (route.expression == nullptr || !IsRowOp(change.op) || change.table == nullptr) return true;
   FilterExpression::Rows rows;
   rows.table = change.table.get();
   if (change.op == Op::kDelete) {
@@ -444,7 +396,7 @@ absl::StatusOr<bool> WebhookSink::Takes(const WebhookRoute& route, const Change&
     rows.before = &change.before;
     rows.before_kind = change.before_kind;
   }
-  absl::StatusOr<bool> matches = route.expression->Matches(rows);
+  absl::StatusOr<bool> matches = selection.expression->Matches(rows);
   if (!matches.ok()) {
     return absl::InvalidArgumentError(Cat("sink ", context_.sink, " (webhook): the route to ",
                                           route.url, ": ", matches.status().message()));
@@ -643,7 +595,6 @@ bool WebhookSink::StartReady(Endpoint& endpoint, WebhookClock::time_point now,
     auto* transfer = new Transfer;
     transfer->endpoint = &endpoint;
     transfer->request = request;
-    transfer->options = options_.get();
     started->push_back(transfer);
   }
   return gave_up;
@@ -736,7 +687,7 @@ void WebhookSink::Start(Transfer* transfer) {
   curl_easy_setopt(curl, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, KeepAnswer);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer->answer);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadRetryAfter);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadRetryAfterHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer->retry_after);
   curl_easy_setopt(curl, CURLOPT_PRIVATE, transfer);
   if (!options.tls_verify) {
@@ -841,9 +792,9 @@ void WebhookSink::GiveUp(Endpoint& endpoint, WebhookRequest* request, const std:
   for (const WebhookEvent& event : request->events) {
     const Change& change = *event.change;
     std::string key;
-    if (IsRowOp(change.op) && change.table != nullptr &&
-        RowKeyText(change, change.op == Op::kDelete ? change.before : change.after,
-                   options_->json, &key)) {
+    if (IsRowChange(change.op) && change.table != nullptr &&
+        RowKeyText(change, change.op == Op::kDelete ? change.before : change.after, options_->json,
+                   &key)) {
       key.erase(0, key.find('\n') + 1);
     } else {
       key.clear();

@@ -52,29 +52,21 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "common/postgres/table_ref.h"
 #include "engine/delivery_tracker.h"
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
 #include "schemas/json_encoding.h"
 #include "sinks/webhook/endpoint_queue.h"
-#include "transformers/filter_expression.h"
+#include "transformers/filter.h"
 
 namespace pgflow {
 
 // Where some events go: an endpoint and which events it takes.
 struct WebhookRoute {
   std::string url;
-  std::vector<std::string> table;  // as written; empty: every table
-  std::vector<TableRef> tables;
-  std::vector<std::string> op;  // as written; empty: every operation
-  std::vector<Op> ops;
-  std::string where;
-  std::shared_ptr<const FilterExpression> expression;  // null without `where`
+  EventSelection selection;  // `table`, `op`, `where`: every event when none is given
 
-  friend bool operator==(const WebhookRoute& a, const WebhookRoute& b) {
-    return a.url == b.url && a.table == b.table && a.op == b.op && a.where == b.where;
-  }
+  friend bool operator==(const WebhookRoute& a, const WebhookRoute& b) = default;
 };
 
 struct WebhookSinkOptions : SinkOptions {

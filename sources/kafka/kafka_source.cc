@@ -886,8 +886,7 @@ absl::Status KafkaSource::Decode() {
       if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
       bool keep = true;
       const Op op = d.change.op;
-      const bool row =
-          op == Op::kRead || op == Op::kInsert || op == Op::kUpdate || op == Op::kDelete;
+      const bool row = IsRowChange(op);
       ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
       if (row && IsKeyless(*d.change.table)) {
         const std::string why = KeylessReason(*d.change.table);
