@@ -314,17 +314,17 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return false;
       }
     } else {
-      auto db = config->databases.find(database_);
-      if (db == config->databases.end()) {
+      const DatabaseOptions* db = FindDatabase(*config, database_);
+      if (db == nullptr) {
         co_await SendFatal("3D000", Cat("database \"", database_,
                                         "\" is not in the pooler's configuration"));
         co_return false;
       }
-      if (db->second.max_client_conn > 0) {
+      if (db->max_client_conn > 0) {
         std::shared_ptr<Pool> pool = impl_->PoolFor(database_, user_);
-        if (pool != nullptr && pool->clients.load() >= db->second.max_client_conn) {
+        if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
           co_await SendFatal("53300", Cat("too many clients of database ", database_,
-                                          " (max_client_conn ", db->second.max_client_conn, ")"));
+                                          " (max_client_conn ", db->max_client_conn, ")"));
           co_return false;
         }
       }
@@ -1107,7 +1107,10 @@ PoolSettings Pooler::Impl::SettingsFor(const PoolerConfig& config, const std::st
                                        const DatabaseOptions& db) const {
   return PoolSettings{
       .database = database,
-      .server_dbname = db.upstream.dbname.empty() ? database : db.upstream.dbname,
+      // The wildcard entry serves each name as itself.
+      .server_dbname = db.upstream.dbname.empty() || !config.databases.contains(database)
+                           ? database
+                           : db.upstream.dbname,
       .upstream = db.upstream,
       .mode = db.pool_mode,
       .pool_size = db.pool_size,
@@ -1147,14 +1150,14 @@ LoginCredentials Pooler::Impl::LoginFor(const DatabaseOptions& db, const std::st
 std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
                                             const std::string& client_user) {
   std::shared_ptr<const PoolerConfig> config = this->config();
-  auto db = config->databases.find(database);
-  if (db == config->databases.end()) return nullptr;
+  const DatabaseOptions* db = FindDatabase(*config, database);
+  if (db == nullptr) return nullptr;
   std::shared_ptr<const UserList> users = this->users();
-  LoginCredentials login = LoginFor(db->second, client_user, *users);
+  LoginCredentials login = LoginFor(*db, client_user, *users);
   absl::MutexLock lock(&pools_mu_);
   std::shared_ptr<Pool>& pool = pools_[{database, login.user}];
   if (pool == nullptr) {
-    pool = std::make_shared<Pool>(SettingsFor(*config, database, db->second), std::move(login));
+    pool = std::make_shared<Pool>(SettingsFor(*config, database, *db), std::move(login));
   }
   return pool;
 }
@@ -1309,7 +1312,7 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
 
 bool Pooler::Impl::HasDatabase(const std::string& database) {
   std::shared_ptr<const PoolerConfig> c = config();
-  return c->databases.contains(database);
+  return FindDatabase(*c, database) != nullptr;
 }
 
 void Pooler::Impl::Pause(const std::string& database) {
@@ -1381,13 +1384,13 @@ absl::Status Pooler::Impl::Reload() {
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
-    auto db = snapshot->databases.find(it->first.first);
-    if (db == snapshot->databases.end()) {
+    const DatabaseOptions* db = FindDatabase(*snapshot, it->first.first);
+    if (db == nullptr) {
       it->second->Reconnect();  // removed: its connections close as they come back
       continue;
     }
-    LoginCredentials login = LoginFor(db->second, it->first.second, *users);
-    it->second->Update(SettingsFor(*snapshot, it->first.first, db->second), std::move(login));
+    LoginCredentials login = LoginFor(*db, it->first.second, *users);
+    it->second->Update(SettingsFor(*snapshot, it->first.first, *db), std::move(login));
   }
   LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file,
           snapshot->databases.size());

@@ -119,9 +119,10 @@ absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, Databas
       }
       continue;
     }
-    if (name.empty() || name.size() > 63) {
+    if (name.empty() || name.size() > 63 || (name.find('*') != std::string::npos && name != "*")) {
       if (absl::Status s =
-              ConfigErrors::Note(key->Error("a database name has 1 to 63 characters"));
+              ConfigErrors::Note(key->Error("a database name has 1 to 63 characters ('*' alone "
+                                            "stands for any other name)"));
           !s.ok()) {
         return s;
       }
@@ -189,7 +190,8 @@ const OptionTable<PoolerConfig>& PoolerTable() {
           CustomOption("databases", OptionType::kMap, ReadDatabases, &PoolerConfig::databases)
               .Required()
               .Help("The databases clients may name, each {url, pool_mode, pool_size, ...}: "
-                    "see databases.<name> below."),
+                    "see databases.<name> below. `\"*\"` serves any other name, on its url's "
+                    "server, under the client's database name."),
       },
       [](const PoolerConfig& config, const ConfigNode& map) -> absl::Status {
         if (config.auth.method != AuthMethod::kTrust && config.auth.users.empty()) {
@@ -214,6 +216,12 @@ std::string_view PoolModeName(PoolMode mode) {
       return "statement";
   }
   return "?";
+}
+
+const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::string& name) {
+  auto it = config.databases.find(name);
+  if (it == config.databases.end()) it = config.databases.find("*");
+  return it == config.databases.end() ? nullptr : &it->second;
 }
 
 const OptionSchema& PoolerOptionSchema() { return PoolerTable(); }

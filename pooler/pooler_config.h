@@ -81,6 +81,10 @@ struct PoolerConfig {
   std::string file;  // where it was read from (RELOAD reads it again)
 };
 
+// The database clients name `name`: its own entry, else the wildcard entry "*" (any other
+// name, served by the same server under the client's database name), else nullptr.
+const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::string& name);
+
 const OptionSchema& PoolerOptionSchema();
 const OptionSchema& PoolerDatabaseOptionSchema();
 
