@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -74,6 +75,7 @@ void ServerConn::MoveTo(asio::io_context* context) {
   int fd = socket.release(ec);
   Socket moved(context->get_executor());
   if (fd >= 0) moved.assign(protocol, fd, ec);
+  moved.non_blocking(true, ec);
   socket = std::move(moved);
   home = context;
 }
@@ -134,6 +136,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
                                    deadline.expired() ? "timed out" : ec.message()));
   }
   server->socket.set_option(tcp::no_delay(true), ec);
+  server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait
   server->remote = server->socket.remote_endpoint(ec);
 
   std::string out;
@@ -224,7 +227,9 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
         std::optional<std::string_view> name = body.CString();
         std::optional<std::string_view> value = body.CString();
         if (name.has_value() && value.has_value()) {
-          server->params[std::string(*name)] = std::string(*value);
+          server->params[absl::AsciiStrToLower(absl::string_view(name->data(), name->size()))] =
+              std::string(*value);
+          server->reported.emplace_back(std::string(*name), std::string(*value));
         }
         break;
       }
@@ -289,7 +294,11 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       stats_.server_logins.fetch_add(1, std::memory_order_relaxed);
       (*server)->generation = generation;
       absl::MutexLock lock(&mu_);
-      server_params_ = (*server)->params;
+      server_params_ = (*server)->reported;
+      defaults_ = std::make_shared<const absl::flat_hash_map<std::string, std::string>>(
+          (*server)->params);
+      (*server)->reported.clear();
+      (*server)->reported.shrink_to_fit();
       co_return server;
     }
     stats_.server_login_failures.fetch_add(1, std::memory_order_relaxed);
@@ -448,9 +457,14 @@ void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
   }
 }
 
-absl::flat_hash_map<std::string, std::string> Pool::ServerParams() const {
+std::vector<std::pair<std::string, std::string>> Pool::ServerParams() const {
   absl::MutexLock lock(&mu_);
   return server_params_;
+}
+
+std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Pool::Defaults() const {
+  absl::MutexLock lock(&mu_);
+  return defaults_;
 }
 
 void Pool::OfferScramKeys(const std::string& client_key, const std::string& server_key) {

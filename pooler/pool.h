@@ -59,9 +59,11 @@ struct ServerConn {
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
   asio_support::tcp::endpoint remote;
-  // The parameters in force on the connection: those PostgreSQL reported (ParameterStatus)
-  // and those the pooler set.
+  // The parameters in force on the connection, by lower-case name: those PostgreSQL reported
+  // (ParameterStatus) and those the pooler set.
   absl::flat_hash_map<std::string, std::string> params;
+  // What PostgreSQL reported at login, under its own names (what clients are shown).
+  std::vector<std::pair<std::string, std::string>> reported;
   // The statements prepared on it under the pooler's names (transaction pooling).
   absl::flat_hash_set<std::string> prepared;
   Clock::time_point connected_at;
@@ -119,7 +121,9 @@ class Pool {
 
   // The parameters a new client is shown at login (server_version, ...): those of the last
   // server login. Empty until one succeeded.
-  absl::flat_hash_map<std::string, std::string> ServerParams() const;
+  std::vector<std::pair<std::string, std::string>> ServerParams() const;
+  // The same by lower-case name: the values a client that never changed them expects.
+  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Defaults() const;
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
   bool HasLoginSecret() const;
@@ -172,7 +176,9 @@ class Pool {
   std::deque<std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<std::string, std::string> server_params_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_
+      ABSL_GUARDED_BY(mu_);
   PoolStats stats_;
 };
 

@@ -58,6 +58,13 @@ std::string ServerStatementName(std::string_view parse_rest) {
   return name;
 }
 
+// Parameters PostgreSQL reports that no SET can change.
+bool IsReadOnlyParameter(std::string_view name) {
+  return name == "server_version" || name == "server_encoding" || name == "is_superuser" ||
+         name == "session_authorization" || name == "integer_datetimes" ||
+         name == "in_hot_standby" || name == "scram_iterations";
+}
+
 // Startup parameters that are not settings to pass on.
 bool IsConnectionParameter(std::string_view name) {
   return name == "user" || name == "database" || name == "replication" || name == "options";
@@ -71,6 +78,30 @@ struct NetThread {
   asio::io_context context{1};
   std::optional<Acceptor> acceptor;
   std::thread thread;
+
+  // Buffers the thread's sessions take while they relay and give back when idle, so that a
+  // transaction costs no allocation and an idle client holds none. Touched from this thread
+  // only; at most kSpareBuffers kept.
+  static constexpr size_t kSpareBuffers = 256;
+  std::vector<std::string> spare;
+  std::string TakeBuffer() {
+    if (spare.empty()) {
+      std::string fresh;
+      fresh.reserve(kReadChunk);
+      return fresh;
+    }
+    std::string buffer = std::move(spare.back());
+    spare.pop_back();
+    return buffer;
+  }
+  void GiveBack(std::string& buffer) {
+    if (buffer.capacity() == 0) return;
+    buffer.clear();
+    if (spare.size() < kSpareBuffers && buffer.capacity() <= 4 * kReadChunk) {
+      spare.push_back(std::move(buffer));
+    }
+    std::string().swap(buffer);
+  }
 };
 
 class Session;
@@ -230,6 +261,28 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string server_name;
     std::string parse_rest;
   };
+  // A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
+  // its first block when constructed, half a kilobyte per idle client).
+  class ExpectQueue {
+   public:
+    bool empty() const { return head_ == items_.size(); }
+    size_t size() const { return items_.size() - head_; }
+    Expectation& front() { return items_[head_]; }
+    void push_back(Expectation e) { items_.push_back(std::move(e)); }
+    void pop_front() {
+      if (++head_ == items_.size()) clear();
+    }
+    void clear() {
+      items_.clear();
+      head_ = 0;
+    }
+    auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
+    auto end() const { return items_.end(); }
+
+   private:
+    std::vector<Expectation> items_;
+    size_t head_ = 0;
+  };
 
   // --- login ------------------------------------------------------------------------------
 
@@ -375,7 +428,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
     }
 
-    absl::flat_hash_map<std::string, std::string> server_params = pool_->ServerParams();
+    std::vector<std::pair<std::string, std::string>> server_params = pool_->ServerParams();
     if (server_params.empty()) {
       // No server login yet: one now, to learn what to tell the client (server_version...).
       info_->state = 2;
@@ -393,6 +446,7 @@ class Session : public std::enable_shared_from_this<Session> {
       auto mine = params_.find(Lower(name));
       AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
     }
+    defaults_ = pool_->Defaults();
     AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
     AppendReadyForQuery(&out, 'I');
     co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
@@ -508,35 +562,40 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // --- relay: client to server ------------------------------------------------------------
 
-  // Reads what the client sent into cbuf_; false at its end or on an error.
+  // Reads what the client sent into cbuf_; false at its end or on an error. A read that
+  // filled its buffer may have left more behind and is tried again at once; otherwise the
+  // socket is waited on first (a read that would only answer EAGAIN costs a system call).
   Task<bool> ReadClient() {
     boost::system::error_code ec;
-    if (cbuf_.capacity() < kReadChunk) cbuf_.reserve(kReadChunk);
+    bool wait_first = !client_more_;
     while (true) {
+      if (wait_first) {
+        if (server_ == nullptr && cbuf_.empty()) {
+          // Idle between transactions: the buffer goes back until the client speaks again.
+          thread_->GiveBack(cbuf_);
+        }
+        co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
+        if (ec || killed_) {
+          LogDebug("pooler: client %d: wait: %s", info_ ? info_->id : 0, ec.message());
+          co_return false;
+        }
+      }
+      wait_first = true;
+      if (cbuf_.capacity() == 0) cbuf_ = thread_->TakeBuffer();
       size_t old = cbuf_.size();
       size_t room = std::max(cbuf_.capacity() - old, kReadChunk);
       cbuf_.resize(old + room);
       size_t n = client_.read_some(asio::buffer(cbuf_.data() + old, room), ec);
       cbuf_.resize(old + (ec ? 0 : n));
       if (!ec) {
-        impl_stats_received_ += n;
+        client_more_ = n == room;
         if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
         co_return true;
       }
       if (ec != asio::error::would_block && ec != asio::error::try_again) {
-        LogDebug("pooler: client %d: read: %s", info_->id, ec.message());
+        LogDebug("pooler: client %d: read: %s", info_ ? info_->id : 0, ec.message());
         co_return false;
       }
-      if (server_ == nullptr && cbuf_.empty()) {
-        // Idle between transactions: the buffer goes back until the client speaks again.
-        std::string().swap(cbuf_);
-      }
-      co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
-      if (ec || killed_) {
-        LogDebug("pooler: client %d: wait: %s", info_->id, ec.message());
-        co_return false;
-      }
-      if (cbuf_.capacity() < kReadChunk) cbuf_.reserve(kReadChunk);
     }
   }
 
@@ -575,12 +634,24 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // The client's settings where the connection differs (its startup parameters and what
     // PostgreSQL reported it changed).
+    // The client's settings where the connection differs: what it gave at startup or changed
+    // since (params_), and, for the rest, the values every client is shown at login
+    // (defaults_), which another client may have changed on this connection.
     std::string sql;
     for (const auto& [name, value] : params_) {
       auto theirs = server_->params.find(name);
       if (theirs != server_->params.end() && theirs->second == value) continue;
       sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(value), ";");
       server_->params[name] = value;
+    }
+    if (defaults_ != nullptr) {
+      for (auto& [name, value] : server_->params) {
+        if (params_.contains(name) || IsReadOnlyParameter(name)) continue;
+        auto standard = defaults_->find(name);
+        if (standard == defaults_->end() || standard->second == value) continue;
+        sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(standard->second), ";");
+        value = standard->second;
+      }
     }
     if (!sql.empty()) {
       AppendQuery(&to_server_, sql);
@@ -838,21 +909,34 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Task<void> RunServerLoop() {
     boost::system::error_code ec;
-    std::string sbuf;
-    sbuf.reserve(kReadChunk);
+    std::string sbuf = thread_->TakeBuffer();
+    bool more = false;  // the last read filled its room: read again before waiting
     bool reusable = true;
     bool cleanup_sent = false;
     // Anything the client loop queued before it spawned this loop (the settings' SETs with
     // the first messages) goes out first.
     if (!to_server_.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
     while (reusable) {
-      size_t old = sbuf.size();
-      sbuf.resize(old + kReadChunk);
-      server_loop_waiting_ = true;
-      size_t n = co_await server_->socket.async_read_some(
-          asio::buffer(sbuf.data() + old, kReadChunk), asio::redirect_error(kUseTask, ec));
-      server_loop_waiting_ = false;
-      sbuf.resize(old + (ec ? 0 : n));
+      if (!more) {
+        server_loop_waiting_ = true;
+        co_await server_->socket.async_wait(tcp::socket::wait_read,
+                                            asio::redirect_error(kUseTask, ec));
+        server_loop_waiting_ = false;
+      }
+      size_t n = 0;
+      if (!ec) {
+        size_t old = sbuf.size();
+        size_t room = std::max(sbuf.capacity() - old, kReadChunk);
+        sbuf.resize(old + room);
+        n = server_->socket.read_some(asio::buffer(sbuf.data() + old, room), ec);
+        sbuf.resize(old + (ec ? 0 : n));
+        more = !ec && n == room;
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          more = false;
+          continue;
+        }
+        if (!ec && n == 0) ec = asio::error::eof;
+      }
       if (ec == asio::error::operation_aborted) {
         if (killed_) {
           reusable = false;
@@ -892,6 +976,7 @@ class Session : public std::enable_shared_from_this<Session> {
         continue;  // woken for nothing (the client loop's write finished first)
       }
       if (ec) {
+        thread_->GiveBack(sbuf);
         co_await ServerLost();
         co_return;
       }
@@ -960,6 +1045,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (Releasable()) break;
     }
+    thread_->GiveBack(sbuf);
     Detach(reusable && !killed_);
     if (client_gone_ || killed_) CloseClient();
   }
@@ -1023,8 +1109,9 @@ class Session : public std::enable_shared_from_this<Session> {
     expect_.clear();
     server_loop_running_ = false;
     pool_->Release(std::move(server_), reusable);
-    std::string().swap(to_client_);
+    thread_->GiveBack(to_client_);
     if (!reusable) to_server_.clear();
+    if (!writing_server_) thread_->GiveBack(to_server_);
   }
 
   void CloseClient() {
@@ -1081,6 +1168,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // The client's settings (lower-case names): its startup parameters and what it changed.
   absl::flat_hash_map<std::string, std::string> params_;
   absl::flat_hash_map<std::string, Statement> statements_;
+  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
 
   std::unique_ptr<ServerConn> server_;
   std::string cbuf_;
@@ -1089,7 +1177,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t client_pass_ = 0;  // bytes of the client's current message still to relay
   size_t server_pass_ = 0;  // bytes of the server's current message still to relay
   bool server_pass_swallow_ = false;
-  std::deque<Expectation> expect_;
+  ExpectQueue expect_;
   int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
   char txn_status_ = 'I';
   bool writing_server_ = false;
@@ -1098,7 +1186,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool client_gone_ = false;
   bool killed_ = false;
   bool statement_violation_ = false;
-  uint64_t impl_stats_received_ = 0;
+  bool client_more_ = false;  // the last read filled its buffer: more may be waiting
 };
 
 // ---------------------------------------------------------------------------------------------
