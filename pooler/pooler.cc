@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -56,6 +57,65 @@ std::string ServerStatementName(std::string_view parse_rest) {
     name.push_back(kHex[digest[i] & 15]);
   }
   return name;
+}
+
+// Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
+// which transaction pooling would lose: LISTEN, and session-level advisory locks
+// (pg_advisory_lock, pg_try_advisory_lock and their _shared forms; the _xact_ ones end with
+// the transaction). The client then keeps its server connection, as in session mode.
+bool TakesSessionState(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size() && (absl::ascii_isspace(sql[i]) || sql[i] == '(')) ++i;
+  if (sql.size() - i >= 6 && absl::EqualsIgnoreCase(absl::string_view(sql.data() + i, 6), "listen")) {
+    return true;
+  }
+  return sql.find("advisory_lock") != std::string_view::npos;
+}
+
+// Adds the settings of a startup packet's `options` (what PGOPTIONS holds: "-c a=1 --b=2",
+// backslash escaping a space) to `params`; other switches are refused, naming them.
+absl::Status ParseOptionsParameter(std::string_view options,
+                                   absl::flat_hash_map<std::string, std::string>* params) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (size_t i = 0; i < options.size(); ++i) {
+    char c = options[i];
+    if (c == '\\' && i + 1 < options.size()) {
+      word.push_back(options[++i]);
+      in_word = true;
+    } else if (absl::ascii_isspace(c)) {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else {
+      word.push_back(c);
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  for (size_t i = 0; i < words.size(); ++i) {
+    std::string setting;
+    if (words[i] == "-c" && i + 1 < words.size()) {
+      setting = words[++i];
+    } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
+      setting = words[i].substr(2);
+    } else if (words[i].rfind("--", 0) == 0) {
+      setting = words[i].substr(2);
+    } else {
+      return absl::InvalidArgumentError(
+          Cat("unsupported startup option '", words[i], "': the pooler passes on -c name=value "
+              "and --name=value only"));
+    }
+    size_t eq = setting.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(Cat("startup option '", setting, "' is not name=value"));
+    }
+    std::string name = Lower(setting.substr(0, eq));
+    std::replace(name.begin(), name.end(), '-', '_');
+    (*params)[name] = setting.substr(eq + 1);
+  }
+  return absl::OkStatus();
 }
 
 // Parameters PostgreSQL reports that no SET can change.
@@ -427,6 +487,11 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& [name, value] : startup.parameters) {
       if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
     }
+    // `options` (PGOPTIONS): command-line style settings, -c name=value or --name=value.
+    if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &params_); !s.ok()) {
+      co_await SendFatal("08P01", Sv(s.message()));
+      co_return false;
+    }
 
     std::vector<std::pair<std::string, std::string>> server_params = pool_->ServerParams();
     if (server_params.empty()) {
@@ -645,12 +710,24 @@ class Session : public std::enable_shared_from_this<Session> {
       server_->params[name] = value;
     }
     if (defaults_ != nullptr) {
-      for (auto& [name, value] : server_->params) {
-        if (params_.contains(name) || IsReadOnlyParameter(name)) continue;
+      for (auto it = server_->params.begin(); it != server_->params.end();) {
+        const std::string& name = it->first;
+        if (params_.contains(name) || IsReadOnlyParameter(name)) {
+          ++it;
+          continue;
+        }
         auto standard = defaults_->find(name);
-        if (standard == defaults_->end() || standard->second == value) continue;
-        sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(standard->second), ";");
-        value = standard->second;
+        if (standard == defaults_->end()) {
+          // A setting another client's startup gave (not reported by PostgreSQL): undone.
+          sql += Cat("RESET ", QuoteIdentifier(name), ";");
+          server_->params.erase(it++);
+          continue;
+        }
+        if (standard->second != it->second) {
+          sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(standard->second), ";");
+          it->second = standard->second;
+        }
+        ++it;
       }
     }
     if (!sql.empty()) {
@@ -766,6 +843,16 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         bool rewrite = mode_ != PoolMode::kSession &&
                        (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+        if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
+          std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
+          if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+          if (TakesSessionState(text)) {
+            pinned_ = true;
+            LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
+                    "state (LISTEN or an advisory lock)",
+                    info_->id, user_, database_);
+          }
+        }
         switch (h.type) {
           case 'Q':
           case 'S':
@@ -821,7 +908,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // --- relay: server to client ------------------------------------------------------------
 
   bool Releasable() const {
-    return mode_ != PoolMode::kSession && expect_.empty() && unsynced_ == 0 &&
+    return mode_ != PoolMode::kSession && !pinned_ && expect_.empty() && unsynced_ == 0 &&
            client_pass_ == 0 && server_pass_ == 0 && !writing_server_ && txn_status_ == 'I';
   }
 
@@ -953,7 +1040,7 @@ class Session : public std::enable_shared_from_this<Session> {
             reusable = false;
             break;
           }
-          bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession;
+          bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession || pinned_;
           if (!dirty || cleanup_sent) break;
           // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
           to_server_.clear();
@@ -1039,7 +1126,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (client_gone_ && expect_.empty() && unsynced_ == 0 && client_pass_ == 0 &&
           server_pass_ == 0) {
-        if (cleanup_sent || (txn_status_ == 'I' && mode_ != PoolMode::kSession)) break;
+        if (cleanup_sent || (txn_status_ == 'I' && mode_ != PoolMode::kSession && !pinned_)) break;
         // Wake ourselves to send the cleanup (same path as a client leaving while idle).
         continue;
       }
@@ -1187,6 +1274,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool killed_ = false;
   bool statement_violation_ = false;
   bool client_more_ = false;  // the last read filled its buffer: more may be waiting
+  bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -219,6 +219,30 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   EXPECT_EQ(clients[2]->Run("ROLLBACK"), "");
   EXPECT_EQ(clients[2]->Run("SELECT 2"), "2");
 
+  // PGOPTIONS-style settings in the startup packet hold on every connection the client gets.
+  Conn optioned(pooler.Url("tx") + "?options=-c%20intervalstyle%3Dpostgres_verbose%20--work-mem%3D5MB");
+  ASSERT_TRUE(optioned.ok()) << optioned.error();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(optioned.Run("SHOW intervalstyle"), "postgres_verbose");
+    EXPECT_EQ(optioned.Run("SHOW work_mem"), "5MB");
+    EXPECT_EQ(clients[i]->Run("SHOW work_mem"), "4MB");  // not passed on to the others
+  }
+  Conn bad_options(pooler.Url("tx") + "?options=-x");
+  EXPECT_NE(bad_options.error().find("unsupported startup option '-x'"), std::string::npos)
+      << bad_options.error();
+
+  // LISTEN in transaction mode keeps the client on its connection: notifications arrive.
+  EXPECT_EQ(clients[3]->Run("LISTEN pooled_channel"), "");
+  for (int i = 0; i < 6; ++i) clients[i]->Run("SELECT 1");
+  Sql(SharedCluster().Url("pool_app")).Exec("NOTIFY pooled_channel, 'hello'");
+  EXPECT_EQ(clients[3]->Run("SELECT 1"), "1");
+  PQconsumeInput(clients[3]->conn);
+  PGnotify* notify = PQnotifies(clients[3]->conn);
+  ASSERT_NE(notify, nullptr);
+  EXPECT_EQ(std::string(notify->relname), "pooled_channel");
+  EXPECT_EQ(std::string(notify->extra), "hello");
+  PQfreemem(notify);
+
   // Session mode: the session's state stays (a temporary table, a plain SET).
   {
     Conn a(pooler.Url("sess"));
