@@ -116,6 +116,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
                                                                const Upstream& upstream,
                                                                const std::string& dbname,
                                                                const LoginCredentials& login,
+                                                               const StartupSettings* startup,
                                                                std::chrono::milliseconds timeout,
                                                                bool* transient) {
   *transient = true;
@@ -140,7 +141,13 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
   server->remote = server->socket.remote_endpoint(ec);
 
   std::string out;
-  AppendStartup(&out, {{"user", login.user}, {"database", dbname}});
+  std::vector<std::pair<std::string, std::string>> parameters = {{"user", login.user},
+                                                                 {"database", dbname}};
+  if (startup != nullptr) {
+    parameters.insert(parameters.end(), startup->settings.begin(), startup->settings.end());
+    server->startup_key = startup->key;
+  }
+  AppendStartup(&out, parameters);
   co_await asio::async_write(server->socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   std::optional<ScramClient> scram;
   std::string buffer;
@@ -239,6 +246,10 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
         break;
       case 'Z':
         server->connected_at = server->idle_since = Clock::now();
+        if (startup != nullptr) {
+          // What it was started with is in force, reported or not.
+          for (const auto& [name, value] : startup->settings) server->params.try_emplace(name, value);
+        }
         co_return server;
       default:
         break;  // NoticeResponse, NegotiateProtocolVersion
@@ -262,6 +273,7 @@ struct Pool::Waiter {
   Clock::time_point since = Clock::now();
   std::unique_ptr<ServerConn> server;  // handed over
   bool may_open = false;               // a slot was freed for it: it opens a connection
+  std::string wanted;                  // the startup settings' key it asked for
   bool woken = false;                  // by a Release, a RESUME or a reserve slot
 };
 
@@ -273,7 +285,8 @@ void Pool::WakeLocked(std::shared_ptr<Waiter> waiter) {
   asio::post(waiter->context->get_executor(), [waiter] { waiter->timer.cancel(); });
 }
 
-Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* context) {
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* context,
+                                                               const StartupSettings* startup) {
   PoolSettings settings;
   LoginCredentials login;
   uint64_t generation;
@@ -288,15 +301,17 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
   while (true) {
     bool transient = false;
     absl::StatusOr<std::unique_ptr<ServerConn>> server =
-        co_await LoginServer(context, settings.upstream, settings.server_dbname, login,
+        co_await LoginServer(context, settings.upstream, settings.server_dbname, login, startup,
                              settings.connect_timeout, &transient);
     if (server.ok()) {
       stats_.server_logins.fetch_add(1, std::memory_order_relaxed);
       (*server)->generation = generation;
       absl::MutexLock lock(&mu_);
-      server_params_ = (*server)->reported;
-      defaults_ = std::make_shared<const absl::flat_hash_map<std::string, std::string>>(
-          (*server)->params);
+      if (startup == nullptr || server_params_.empty()) server_params_ = (*server)->reported;
+      if (startup == nullptr || defaults_ == nullptr) {
+        defaults_ = std::make_shared<const absl::flat_hash_map<std::string, std::string>>(
+            (*server)->params);
+      }
       (*server)->reported.clear();
       (*server)->reported.shrink_to_fit();
       co_return server;
@@ -315,7 +330,9 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
   }
 }
 
-Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context* context) {
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context* context,
+                                                                  const StartupSettings* startup) {
+  const std::string& wanted = startup != nullptr ? startup->key : std::string();
   Clock::time_point start = Clock::now();
   std::shared_ptr<Waiter> waiter;
   bool counted_wait = false;
@@ -342,19 +359,27 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
         }
       }
       if (taken == nullptr && !open && !paused_) {
-        while (!idle_.empty()) {
-          std::unique_ptr<ServerConn> candidate = std::move(idle_.back());
-          idle_.pop_back();
+        // The most recently used idle connection with the same startup settings.
+        for (size_t i = idle_.size(); i-- > 0 && taken == nullptr;) {
+          if (idle_[i]->startup_key != wanted) continue;
+          std::unique_ptr<ServerConn> candidate = std::move(idle_[i]);
+          idle_.erase(idle_.begin() + static_cast<ptrdiff_t>(i));
           if (candidate->generation == generation_ && candidate->LooksAlive()) {
             taken = std::move(candidate);
-            break;
+          } else {
+            dead.push_back(std::move(candidate));
           }
-          dead.push_back(std::move(candidate));
         }
         int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
         int limit = settings_.pool_size;
         if (settings_.reserve_pool > 0 && Clock::now() - start >= settings_.reserve_pool_timeout) {
           limit += settings_.reserve_pool;
+        }
+        if (taken == nullptr && total >= limit && !idle_.empty()) {
+          // Full, and the idle connections were started with other settings: one makes room.
+          dead.push_back(std::move(idle_.front()));
+          idle_.pop_front();
+          --total;
         }
         if (taken == nullptr && total < limit) {
           ++connecting_;
@@ -381,6 +406,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
         }
         waiter = std::make_shared<Waiter>(context);
         waiter->since = start;
+        waiter->wanted = wanted;
         waiters_.push_back(waiter);
       }
     }
@@ -392,7 +418,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
     }
     if (open) {
       done_waiting();
-      absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await Open(context);
+      absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await Open(context, startup);
       absl::MutexLock lock(&mu_);
       --connecting_;
       if (!server.ok()) {
@@ -440,7 +466,12 @@ void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
     } else {
       server->idle_since = now;
       while (!waiters_.empty() && waiters_.front()->woken) waiters_.pop_front();
-      if (!waiters_.empty() && !paused_) {
+      if (!waiters_.empty() && !paused_ && waiters_.front()->wanted != server->startup_key) {
+        // The next client wants a connection started with other settings: this one closes
+        // and its slot is that client's to open.
+        closing = std::move(server);
+        ServeWaitersLocked();
+      } else if (!waiters_.empty() && !paused_) {
         std::shared_ptr<Waiter> waiter = waiters_.front();
         waiters_.pop_front();
         waiter->server = std::move(server);

@@ -49,6 +49,14 @@ struct LoginCredentials {
   std::string scram_server_key;
 };
 
+// Settings a session-mode client gave at startup, sent in the startup packet of the server
+// connection it gets, so that RESET returns to them as it would directly. Connections are
+// matched on `key`.
+struct StartupSettings {
+  std::vector<std::pair<std::string, std::string>> settings;  // lower-case names, sorted
+  std::string key;                                             // all of them, joined
+};
+
 // An open, logged-in server connection. Owned by one client at a time, or by its pool.
 struct ServerConn {
   explicit ServerConn(asio::io_context* context) : home(context), socket(context->get_executor()) {}
@@ -69,6 +77,7 @@ struct ServerConn {
   Clock::time_point connected_at;
   Clock::time_point idle_since;
   uint64_t generation = 0;  // the pool's at login; RECONNECT closes older ones
+  std::string startup_key;  // StartupSettings::key of its login ("" for none)
 
   // Moves the socket to `context` (a client on another thread took the connection).
   void MoveTo(asio::io_context* context);
@@ -114,7 +123,10 @@ class Pool {
   // A server connection for a client on `context`: an idle one, a new one, or one given back
   // while waiting. Errors carry the SQLSTATE to show the client in their message's first
   // word: "08006 ..." (see SqlstateOf).
-  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(asio::io_context* context);
+  // `startup` (may be null; must outlive the call): prefer, or open, a connection logged in
+  // with these settings, closing an idle one that has others when the pool is full.
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(asio::io_context* context,
+                                                            const StartupSettings* startup);
   // Gives `server` back: to the first waiting client, else to the idle list; `reusable`
   // false closes it (and lets a waiting client open another).
   void Release(std::unique_ptr<ServerConn> server, bool reusable);
@@ -163,7 +175,8 @@ class Pool {
 
  private:
   struct Waiter;
-  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Open(asio::io_context* context);
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Open(asio::io_context* context,
+                                                         const StartupSettings* startup);
   void WakeLocked(std::shared_ptr<Waiter> waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaitersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -192,6 +205,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
                                                                const Upstream& upstream,
                                                                const std::string& dbname,
                                                                const LoginCredentials& login,
+                                                               const StartupSettings* startup,
                                                                std::chrono::milliseconds timeout,
                                                                bool* transient);
 

@@ -497,7 +497,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (server_params.empty()) {
       // No server login yet: one now, to learn what to tell the client (server_version...).
       info_->state = 2;
-      absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(&thread_->context);
+      absl::StatusOr<std::unique_ptr<ServerConn>> server =
+          co_await pool_->Acquire(&thread_->context, nullptr);
       info_->state = 0;
       if (!server.ok()) {
         auto [sqlstate, message] = SqlstateOf(server.status());
@@ -512,6 +513,15 @@ class Session : public std::enable_shared_from_this<Session> {
       AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
     }
     defaults_ = pool_->Defaults();
+    if (mode_ == PoolMode::kSession && !params_.empty()) {
+      // Session mode: the server connection starts with the client's settings, so that RESET
+      // returns to them (SET would make them the session's, not its defaults).
+      startup_.settings.assign(params_.begin(), params_.end());
+      std::sort(startup_.settings.begin(), startup_.settings.end());
+      for (const auto& [name, value] : startup_.settings) {
+        startup_.key += Cat(name, "=", value, "\n");
+      }
+    }
     AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
     AppendReadyForQuery(&out, 'I');
     co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
@@ -684,7 +694,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Task<absl::Status> Attach() {
     info_->state = 2;
-    absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(&thread_->context);
+    absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(
+        &thread_->context, mode_ == PoolMode::kSession ? &startup_ : nullptr);
     info_->state = 1;
     if (!server.ok()) {
       info_->state = 0;
@@ -1256,6 +1267,7 @@ class Session : public std::enable_shared_from_this<Session> {
   absl::flat_hash_map<std::string, std::string> params_;
   absl::flat_hash_map<std::string, Statement> statements_;
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
+  StartupSettings startup_;  // session mode: the settings its server connections start with
 
   std::unique_ptr<ServerConn> server_;
   std::string cbuf_;

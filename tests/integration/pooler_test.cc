@@ -254,6 +254,13 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
     Conn b(pooler.Url("sess"));
     EXPECT_NE(b.Run("SELECT x FROM t").find("ERROR 42P01"), std::string::npos);
   }
+  // A session-mode client's startup settings are its session's defaults: RESET returns to
+  // them, as directly.
+  {
+    Conn german(pooler.Url("sess") + "?options=-c%20DateStyle%3DGerman");
+    ASSERT_TRUE(german.ok()) << german.error();
+    EXPECT_EQ(german.Run("SET DateStyle = 'ISO'; RESET DateStyle; SHOW DateStyle"), "German, DMY");
+  }
   // A session given back is reset (DISCARD ALL) before the next client gets it.
   for (int i = 0; i < 2; ++i) {
     Conn d(pooler.Url("sess"));
