@@ -8,6 +8,7 @@
 #include <climits>
 #include <utility>
 
+#include "common/digest.h"
 #include "engine/config_node.h"
 #include "engine/str_cat.h"
 #include "schemas/ascii.h"
@@ -36,18 +37,7 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<const char*>(mac), n);
 }
 
-std::string Md5Hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), digest, &n, EVP_md5(), nullptr);
-  std::string out;
-  out.reserve(2 * n);
-  for (unsigned int i = 0; i < n; ++i) {
-    out.push_back(kLowerHexDigits[digest[i] >> 4]);
-    out.push_back(kLowerHexDigits[digest[i] & 15]);
-  }
-  return out;
-}
+std::string Md5Hex(std::string_view data) { return HexDigest(EVP_md5(), data); }
 
 std::string Xor(std::string_view a, std::string_view b) {
   std::string out(a);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/digest.h"
 #include "engine/asio_support.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
@@ -47,16 +48,7 @@ std::string Lower(std::string_view s) { return absl::AsciiStrToLower(absl::strin
 // parameter types, whichever client prepared it, so that a server connection prepares each
 // once.
 std::string ServerStatementName(std::string_view parse_rest) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(parse_rest.data(), parse_rest.size(), digest, &size, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string name = "pgflow_";
-  for (unsigned int i = 0; i < 12; ++i) {
-    name.push_back(kHex[digest[i] >> 4]);
-    name.push_back(kHex[digest[i] & 15]);
-  }
-  return name;
+  return Cat("pgflow_", Sha256Hex(parse_rest).substr(0, 24));
 }
 
 // Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
