@@ -389,9 +389,12 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
       if (taken != nullptr) {
         active_[taken->id] = taken.get();
       } else if (!open) {
-        Clock::time_point deadline = start + settings_.query_wait_timeout;
-        if (paused_) deadline = std::max(deadline, start + settings_.hold_timeout);
         Clock::time_point now = Clock::now();
+        // query_wait_timeout 0: no limit (the wait is renewed every hour).
+        Clock::time_point deadline = settings_.query_wait_timeout.count() > 0
+                                         ? start + settings_.query_wait_timeout
+                                         : now + std::chrono::hours(1);
+        if (paused_) deadline = std::max(deadline, start + settings_.hold_timeout);
         if (now >= deadline && settings_.query_wait_timeout.count() > 0) {
           done_waiting();
           co_return Failure("08P01", Cat("query_wait_timeout: no server connection for database ",
@@ -509,6 +512,26 @@ bool Pool::HasLoginSecret() const {
   absl::MutexLock lock(&mu_);
   return !login_.password.empty() || !login_.md5_hash.empty() ||
          !login_.scram_client_key.empty();
+}
+
+std::string Pool::login_user() const {
+  absl::MutexLock lock(&mu_);
+  return login_.user;
+}
+
+void Pool::CloseIdle() {
+  std::deque<std::unique_ptr<ServerConn>> closing;
+  {
+    absl::MutexLock lock(&mu_);
+    closing.swap(idle_);
+    for (const std::shared_ptr<Waiter>& waiter : waiters_) {
+      if (waiter->server != nullptr) closing.push_back(std::move(waiter->server));
+    }
+  }
+  for (auto& server : closing) {
+    boost::system::error_code ec;
+    server->socket.close(ec);
+  }
 }
 
 void Pool::Pause() {

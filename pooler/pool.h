@@ -139,6 +139,10 @@ class Pool {
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
   bool HasLoginSecret() const;
+  std::string login_user() const;
+  // Closes and forgets every idle connection, and those handed to clients that never took
+  // them (shutdown, while the io_contexts still exist).
+  void CloseIdle();
 
   // Admin: new acquisitions wait while paused (PAUSE); RESUME lets them go on.
   void Pause();

@@ -201,6 +201,8 @@ class Pooler::Impl : public AdminTarget {
   // The pool of (database, login user), created on first use; nullptr when the database is
   // not (or no longer) configured.
   std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user);
+  // The same, if it exists already.
+  std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
   void Register(const std::shared_ptr<ClientInfo>& info);
   void Unregister(uint64_t id);
   void Cancel(int32_t pid, int32_t key);
@@ -308,6 +310,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Expectation {
     Expect kind;
     std::string statement;  // kParse/kParseSwallow of a named statement: its server name
+    char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
   };
   struct Statement {
     std::string server_name;
@@ -426,7 +429,8 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return false;
       }
       if (db->max_client_conn > 0) {
-        std::shared_ptr<Pool> pool = impl_->PoolFor(database_, user_);
+        // Looked up, not created: a client not yet authenticated creates nothing.
+        std::shared_ptr<Pool> pool = impl_->FindPool(database_, user_);
         if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
           co_await SendFatal("53300", Cat("too many clients of database ", database_,
                                           " (max_client_conn ", db->max_client_conn, ")"));
@@ -475,7 +479,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     pool_->clients.fetch_add(1);
     mode_ = pool_->settings().mode;
-    if (!scram_client_key_.empty()) pool_->OfferScramKeys(scram_client_key_, scram_server_key_);
+    if (!scram_client_key_.empty() && pool_->login_user() == user_) {
+      pool_->OfferScramKeys(scram_client_key_, scram_server_key_);
+    }
     for (const auto& [name, value] : startup.parameters) {
       if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
     }
@@ -860,8 +866,14 @@ class Session : public std::enable_shared_from_this<Session> {
           case 'Q':
           case 'S':
           case 'F':
-            expect_.push_back({Expect::kSync, {}});
+            // PostgreSQL ignores a Sync that arrives while it copies in.
+            if (copy_in_ && h.type == 'S') break;
+            expect_.push_back({Expect::kSync, {}, h.type});
             unsynced_ = 0;
+            break;
+          case 'c':
+          case 'f':
+            copy_in_ = false;  // CopyDone, CopyFail
             break;
           case 'P':
             if (!rewrite) expect_.push_back({Expect::kParse, {}});
@@ -871,10 +883,12 @@ class Session : public std::enable_shared_from_this<Session> {
             if (!rewrite) expect_.push_back({Expect::kClose, {}});
             ++unsynced_;
             break;
+          case 'H':
+            if (!copy_in_) ++unsynced_;  // ignored during copy-in, as Sync
+            break;
           case 'B':
           case 'D':
           case 'E':
-          case 'H':
             ++unsynced_;
             break;
           default:
@@ -971,6 +985,15 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         DropUntilSync();
         return true;
+      case 'G':
+        // CopyInResponse. In the extended protocol the client's Sync after Execute arrives
+        // during the copy and is ignored: the ReadyForQuery comes for the Sync after CopyDone.
+        copy_in_ = true;
+        if (!expect_.empty() && expect_.front().kind == Expect::kSync &&
+            expect_.front().origin == 'S') {
+          expect_.pop_front();
+        }
+        return !swallowing;
       case 'S': {
         BodyReader reader(body);
         std::optional<std::string_view> name = reader.CString();
@@ -988,7 +1011,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   static bool Inspected(char type) {
-    return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S';
+    return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S' || type == 'G';
   }
 
   // Relays the server's answers while the client holds the connection, then gives it back.
@@ -1003,18 +1026,25 @@ class Session : public std::enable_shared_from_this<Session> {
     bool more = false;  // the last read filled its room: read again before waiting
     bool reusable = true;
     bool cleanup_sent = false;
+    bool protocol_failure = false;
     // Anything the client loop queued before it spawned this loop (the settings' SETs with
     // the first messages) goes out first.
     if (!to_server_.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
     while (reusable) {
-      if (!more) {
+      // A client gone (or killed) is dealt with at once: nothing may come from the server to
+      // wake a wait, and the cancel ClientGone sends finds no wait when none is pending.
+      const bool act_now = killed_ || (client_gone_ && !cleanup_sent);
+      ec.clear();
+      if (!more && !act_now) {
         server_loop_waiting_ = true;
         co_await server_->socket.async_wait(tcp::socket::wait_read,
                                             asio::redirect_error(kUseTask, ec));
         server_loop_waiting_ = false;
       }
       size_t n = 0;
-      if (!ec) {
+      if (act_now) {
+        ec = asio::error::operation_aborted;
+      } else if (!ec) {
         size_t old = sbuf.size();
         size_t room = std::max(sbuf.capacity() - old, kReadChunk);
         sbuf.resize(old + room);
@@ -1058,7 +1088,8 @@ class Session : public std::enable_shared_from_this<Session> {
           }
           if (to_server_.empty()) break;
           cleanup_sent = true;
-          server_->params.clear();  // DISCARD ALL resets what the client set
+          server_->params.clear();  // DISCARD ALL resets what the client set...
+          server_->prepared.clear();  // ...and deallocates every prepared statement
           if (!co_await FlushToServer()) reusable = false;
           continue;
         }
@@ -1084,13 +1115,15 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!header.ok()) {
           LogWarning("pooler: database %s: server sent a malformed message: %s", database_,
                      header.status().message());
-          reusable = false;
+          protocol_failure = true;
           break;
         }
         if (!header->has_value()) break;
         const MessageHeader h = **header;
         bool swallowing = !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow;
-        if (!Inspected(h.type)) {
+        bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
+        if (large_error) DropUntilSync();  // read in pieces; only its type matters here
+        if (!Inspected(h.type) || large_error) {
           size_t k = std::min(h.size, sbuf.size() - pos);
           if (!swallowing) to_client_.append(sbuf, pos, k);
           server_pass_ = h.size - k;
@@ -1100,7 +1133,7 @@ class Session : public std::enable_shared_from_this<Session> {
           if (h.size > kMaxInspectedServerMessage) {
             LogWarning("pooler: database %s: a server message of type '%c' is %d bytes",
                        database_, h.type, h.size);
-            reusable = false;
+            protocol_failure = true;
             break;
           }
           if (sbuf.size() - pos < h.size) break;
@@ -1112,6 +1145,19 @@ class Session : public std::enable_shared_from_this<Session> {
         if (to_client_.size() >= kFlushAt) co_await FlushToClient();
       }
       sbuf.erase(0, pos);
+      if (protocol_failure) {
+        // The answer cannot be relayed whole: the client is told and closed, the connection too.
+        co_await FlushToClient();
+        std::string out;
+        AppendError(&out, "FATAL", "08P01",
+                    "the pooler could not relay the server's answer (see its log)");
+        if (!client_gone_) {
+          co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+        }
+        killed_ = true;
+        reusable = false;
+        break;
+      }
       if (!reusable) break;
       LogDebug("pooler: client %d: server answered; expecting %d, unsynced %d, status %c, "
                "writing %d, passes %d/%d",
@@ -1158,8 +1204,11 @@ class Session : public std::enable_shared_from_this<Session> {
   Task<void> ServerLost() {
     LogWarning("pooler: database %s: lost a server connection (pid %d) while a client held it",
                database_, server_->backend_pid);
+    // Kept only at a message boundary on both sides: a client message half sent must not have
+    // its rest read as messages of their own.
     bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && server_pass_ == 0 &&
-                       !expect_.empty() && txn_status_ == 'I';
+                       client_pass_ == 0 && unsynced_ == 0 && !expect_.empty() &&
+                       txn_status_ == 'I';
     std::string out = std::move(to_client_);
     to_client_.clear();
     if (keep_client) {
@@ -1197,6 +1246,7 @@ class Session : public std::enable_shared_from_this<Session> {
       info_->state = 0;
     }
     expect_.clear();
+    copy_in_ = false;
     server_loop_running_ = false;
     pool_->Release(std::move(server_), reusable);
     thread_->GiveBack(to_client_);
@@ -1278,6 +1328,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool killed_ = false;
   bool statement_violation_ = false;
   bool client_more_ = false;  // the last read filled its buffer: more may be waiting
+  bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
 };
 
@@ -1340,6 +1391,17 @@ std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
     pool = std::make_shared<Pool>(SettingsFor(*config, database, *db), std::move(login));
   }
   return pool;
+}
+
+std::shared_ptr<Pool> Pooler::Impl::FindPool(const std::string& database,
+                                             const std::string& client_user) {
+  std::shared_ptr<const PoolerConfig> config = this->config();
+  const DatabaseOptions* db = FindDatabase(*config, database);
+  if (db == nullptr) return nullptr;
+  const std::string& login_user = db->upstream.user.empty() ? client_user : db->upstream.user;
+  absl::MutexLock lock(&pools_mu_);
+  auto it = pools_.find({database, login_user});
+  return it == pools_.end() ? nullptr : it->second;
 }
 
 void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
@@ -1747,6 +1809,11 @@ void Pooler::Impl::Stop() {
   for (auto& thread : threads_) thread->context.stop();
   for (auto& thread : threads_) {
     if (thread->thread.joinable()) thread->thread.join();
+  }
+  // Idle server connections close while the io_contexts they belong to still exist.
+  {
+    absl::MutexLock lock(&pools_mu_);
+    for (auto& [key, pool] : pools_) pool->CloseIdle();
   }
   // The coroutines suspended on the contexts go with them (their frames are destroyed with the
   // handlers that hold them), sessions and server connections with them.

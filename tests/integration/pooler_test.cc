@@ -458,6 +458,35 @@ TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
   // The one server connection was rolled back: no row, no lock, no open transaction.
   EXPECT_EQ(next.Run("SELECT count(*) FROM items WHERE id = 100"), "0");
   EXPECT_EQ(next.Run("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%'"), "0");
+
+  // COPY FROM STDIN over the extended protocol (its Sync during the copy is ignored by the
+  // server): the one connection comes back to the pool afterwards.
+  next.Run("CREATE TEMP TABLE IF NOT EXISTS copied (x int)");
+  PGresult* copy = PQexecParams(next.conn, "COPY items (id, name) FROM STDIN", 0, nullptr,
+                                nullptr, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(copy), PGRES_COPY_IN) << PQresultErrorMessage(copy);
+  PQclear(copy);
+  std::string rows = "200\ttwo hundred\n201\ttwo hundred one\n";
+  ASSERT_EQ(PQputCopyData(next.conn, rows.data(), static_cast<int>(rows.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(next.conn, nullptr), 1);
+  PGresult* done = PQgetResult(next.conn);
+  EXPECT_EQ(PQresultStatus(done), PGRES_COMMAND_OK) << PQresultErrorMessage(done);
+  PQclear(done);
+  PQclear(PQgetResult(next.conn));
+  Conn other(pooler.Url("one"));
+  EXPECT_EQ(other.Run("SELECT count(*) FROM items WHERE id IN (200, 201)"), "2");
+
+  // An error message larger than the pooler reads whole (PostgreSQL quotes the input).
+  std::string big = next.Run("SELECT repeat('x', 2000000)::int");
+  EXPECT_NE(big.find("ERROR 22P02"), std::string::npos) << big.substr(0, 200);
+  EXPECT_EQ(next.Run("SELECT 'after the big error'"), "after the big error");
+
+  // A client that leaves while receiving a large result: the connection is not leaked.
+  for (int i = 0; i < 3; ++i) {
+    Conn reader(pooler.Url("one"));
+    PQsendQuery(reader.conn, "SELECT repeat('y', 1000) FROM generate_series(1, 100000)");
+  }
+  EXPECT_EQ(other.Run("SELECT 'the connection came back'"), "the connection came back");
 }
 
 TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
