@@ -335,7 +335,9 @@ absl::Status PostgresSink::Close() {
       "applied, %d transactions skipped as already applied%s",
       sink_name_, copied, changes_, transactions_, skipped_transactions(),
       dead_letters_ > 0
-          ? absl::StrCat(", ", dead_letters_.load(), " refused changes set aside in ", DeadLetterPlace())
+          ? absl::StrCat(", ", dead_letters_.load(),
+                         dead_letters_ == 1 ? " refused change" : " refused changes",
+                         " set aside in ", DeadLetterPlace())
           : "");
   return status;
 }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -463,7 +464,14 @@ TEST(PostgresSinkTest, WithDeadLetterRefusedChangesAreSetAsideAndTheRestApplied)
             "t");
   std::string log = ReadFile(r.log());
   EXPECT_THAT(log, HasSubstr("set aside in pgflow.dead_letters"));
-  EXPECT_THAT(log, HasSubstr("3 refused changes set aside"));
+  // The three may be set aside by one restart or by two, as the stream's batches fall: each
+  // closing line counts its own, and together they count three.
+  const std::regex closing(R"re((\d+) refused changes? set aside in pgflow\.dead_letters)re");
+  int set_aside = 0;
+  for (std::sregex_iterator it(log.begin(), log.end(), closing), end; it != end; ++it) {
+    set_aside += std::stoi((*it)[1].str());
+  }
+  EXPECT_EQ(set_aside, 3) << log;
   // Again, with nothing new: nothing is applied or recorded twice.
   auto again = r.Start();
   ASSERT_TRUE(r.WaitStreaming(*again)) << ReadFile(r.log());
