@@ -86,11 +86,13 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     std::vector<Row> rows;
     for (const PoolView& p : target->Pools()) {
       rows.push_back({p.database, p.user, Num(p.transactions), Num(p.queries),
-                      Num(p.bytes_received), Num(p.bytes_sent), Num(p.wait_us), Num(p.waits)});
+                      Num(p.bytes_received), Num(p.bytes_sent), Num(p.wait_us), Num(p.waits),
+                      Num(p.server_logins), Num(p.server_login_failures)});
     }
     Table(out,
           {"database", "user", "total_xact_count", "total_query_count", "total_received",
-           "total_sent", "total_wait_time", "total_waits"},
+           "total_sent", "total_wait_time", "total_waits", "total_server_logins",
+           "total_server_login_failures"},
           rows, "SHOW");
   } else if (what == "databases") {
     std::vector<Row> rows;

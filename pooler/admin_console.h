@@ -37,6 +37,8 @@ struct PoolView {
   uint64_t bytes_sent = 0;
   uint64_t wait_us = 0;
   uint64_t waits = 0;
+  uint64_t server_logins = 0;          // server connections opened
+  uint64_t server_login_failures = 0;  // attempts that failed (refused, unreachable)
   bool paused = false;
   std::vector<Pool::ServerRow> servers;
 };

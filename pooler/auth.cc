@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <charconv>
 #include <climits>
@@ -332,6 +333,21 @@ absl::StatusOr<UserList> ParseUserList(std::string_view text, std::string_view f
   }
   if (absl::Status s = errors.Finish(); !s.ok()) return s;
   return users;
+}
+
+void DeriveScramSecrets(UserList* users) {
+  for (auto& [user, secret] : *users) {
+    if (secret.kind != UserSecret::Kind::kPlain || secret.text.empty()) continue;
+    std::string salt(16, '\0');
+    RAND_bytes(reinterpret_cast<unsigned char*>(salt.data()), static_cast<int>(salt.size()));
+    secret.scram = MakeScramSecret(secret.text, salt, kDefaultScramIterations);
+  }
+}
+
+ScramSecret MockScramSecret(std::string_view user, std::string_view key) {
+  return ScramSecret{kDefaultScramIterations, HmacSha256(key, Cat("salt ", user)).substr(0, 16),
+                     HmacSha256(key, Cat("stored key ", user)),
+                     HmacSha256(key, Cat("server key ", user))};
 }
 
 // ---- md5 ----

@@ -62,7 +62,7 @@ struct UserSecret {
   enum class Kind { kPlain, kMd5, kScram };
   Kind kind = Kind::kPlain;
   std::string text;   // as written in the file
-  ScramSecret scram;  // kScram
+  ScramSecret scram;  // kScram; kPlain once DeriveScramSecrets ran (else empty)
 };
 // What a users file holds, by user name.
 using UserList = absl::flat_hash_map<std::string, UserSecret>;
@@ -74,6 +74,17 @@ using UserList = absl::flat_hash_map<std::string, UserSecret>;
 // name or secret, a user named twice, and a secret starting "SCRAM-SHA-256$" that is not a
 // valid SCRAM secret. Error messages never quote a secret.
 absl::StatusOr<UserList> ParseUserList(std::string_view text, std::string_view file_name);
+
+// PostgreSQL's iteration count for the SCRAM secrets it makes (scram_iterations' default).
+inline constexpr int kDefaultScramIterations = 4096;
+// Gives each non-empty plain password its SCRAM secret (a random salt, 4096 iterations), so
+// that a login checks a proof instead of deriving keys: done once when the file is loaded.
+void DeriveScramSecrets(UserList* users);
+// The secret a SCRAM exchange is run with for a user who cannot log in with SCRAM (unknown,
+// or listed by an md5 hash), so that the answers do not tell them apart from real users: its
+// salt is the same for the same `user` and `key` (a per-process random key), no password
+// matches it. PostgreSQL does the same ("mock authentication").
+ScramSecret MockScramSecret(std::string_view user, std::string_view key);
 
 // "md5" + hex(md5(password || user)): what pg_authid keeps for md5 passwords.
 std::string Md5PasswordHash(std::string_view user, std::string_view password);

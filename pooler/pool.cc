@@ -508,12 +508,6 @@ void Pool::OfferScramKeys(const std::string& client_key, const std::string& serv
   login_.scram_server_key = server_key;
 }
 
-bool Pool::HasLoginSecret() const {
-  absl::MutexLock lock(&mu_);
-  return !login_.password.empty() || !login_.md5_hash.empty() ||
-         !login_.scram_client_key.empty();
-}
-
 std::string Pool::login_user() const {
   absl::MutexLock lock(&mu_);
   return login_.user;

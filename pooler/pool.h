@@ -138,7 +138,6 @@ class Pool {
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Defaults() const;
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
-  bool HasLoginSecret() const;
   std::string login_user() const;
   // Closes and forgets every idle connection, and those handed to clients that never took
   // them (shutdown, while the io_contexts still exist).

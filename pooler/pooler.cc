@@ -42,7 +42,10 @@ constexpr size_t kMaxInspectedServerMessage = 1 << 20;
 // Bytes gathered for one side before they are written out mid-batch.
 constexpr size_t kFlushAt = 64 * 1024;
 
-std::string Lower(std::string_view s) { return absl::AsciiStrToLower(absl::string_view(s.data(), s.size())); }
+// Setting names compare case-insensitively (Debian's abseil takes its own string_view).
+std::string Lower(std::string_view s) {
+  return absl::AsciiStrToLower(absl::string_view(s.data(), s.size()));
+}
 
 // The pooler's name for a statement a client prepared: the same for the same query and
 // parameter types, whichever client prepared it, so that a server connection prepares each
@@ -205,10 +208,19 @@ class Pooler::Impl : public AdminTarget {
   std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
   void Register(const std::shared_ptr<ClientInfo>& info);
   void Unregister(uint64_t id);
-  void Cancel(int32_t pid, int32_t key);
+  // Where a cancel request for the client with BackendKeyData (pid, key) goes: the server
+  // connection it is running on; nullopt when it runs nothing (or no such client).
+  struct CancelTarget {
+    tcp::endpoint server;
+    int32_t pid = 0;
+    int32_t key = 0;
+  };
+  std::optional<CancelTarget> FindCancelTarget(int32_t pid, int32_t key);
   std::atomic<int> clients{0};
   std::atomic<uint64_t> next_client_id{1};
   bool accepting() const { return !suspended_.load(); }
+  // The key of MockScramSecret: random, drawn once per process.
+  const std::string& mock_key() const { return mock_key_; }
 
   // AdminTarget.
   std::vector<PoolView> Pools() override;
@@ -234,6 +246,7 @@ class Pooler::Impl : public AdminTarget {
   void CollectMetrics();
 
   PoolerConfig config_;
+  const std::string mock_key_ = RandomBytes(32);
   mutable absl::Mutex config_mu_;
   std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
@@ -378,7 +391,9 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return false;
       }
       if (packet->kind == StartupPacket::Kind::kCancel) {
-        impl_->Cancel(packet->cancel_pid, packet->cancel_key);
+        std::optional<Pooler::Impl::CancelTarget> target =
+            impl_->FindCancelTarget(packet->cancel_pid, packet->cancel_key);
+        if (target.has_value()) co_await ForwardCancel(*target);
         co_return false;
       }
       if (packet->kind != StartupPacket::Kind::kStartup) {
@@ -537,44 +552,59 @@ class Session : public std::enable_shared_from_this<Session> {
     co_return body;
   }
 
+  // Passes a cancel request on to the server connection running the client's query, on this
+  // session's own connection: as many at once as clients connected, each bounded by the
+  // server connect timeout.
+  Task<void> ForwardCancel(const Pooler::Impl::CancelTarget& target) {
+    Socket socket(thread_->context.get_executor());
+    Deadline deadline(socket, impl_->config()->server_connect_timeout);
+    boost::system::error_code ec;
+    co_await socket.async_connect(target.server, asio::redirect_error(kUseTask, ec));
+    if (ec) {
+      LogDebug("pooler: cancel request not passed on: %s", ec.message());
+      co_return;
+    }
+    std::string out;
+    AppendCancelRequest(&out, target.pid, target.key);
+    co_await asio::async_write(socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    char byte;
+    // PostgreSQL closes the connection once it has read the request.
+    co_await socket.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(kUseTask, ec));
+  }
+
   Task<bool> Authenticate(const PoolerConfig& config, const UserList& users) {
     auto entry = users.find(user_);
-    bool listed = entry != users.end();
+    const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
     std::string refused = Cat("password authentication failed for user \"", user_, "\"");
     if (config.auth.method == AuthMethod::kTrust) {
-      if (!config.auth.users.empty() && !listed) {
+      if (!config.auth.users.empty() && secret == nullptr) {
         co_await SendFatal("28000", Cat("user \"", user_, "\" is not in the users file"));
         co_return false;
       }
       co_return true;
     }
     // An empty secret lists a user for trust only: no password matches it.
-    if (listed && entry->second.kind == UserSecret::Kind::kPlain && entry->second.text.empty()) {
-      listed = false;
+    if (secret != nullptr && secret->kind == UserSecret::Kind::kPlain && secret->text.empty()) {
+      secret = nullptr;
     }
-    if (!listed) {
-      // As PostgreSQL: the same answer as a wrong password, after asking for one.
-      std::string out;
-      AppendAuthentication(&out, 5, RandomBytes(4));
-      boost::system::error_code ec;
-      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-      co_await ReadPasswordMessage();
-      co_await SendFatal("28P01", refused);
-      co_return false;
-    }
-    const UserSecret& secret = entry->second;
     bool use_scram = config.auth.method == AuthMethod::kScram ||
-                     secret.kind == UserSecret::Kind::kScram;
+                     (secret != nullptr && secret->kind == UserSecret::Kind::kScram);
     boost::system::error_code ec;
     if (!use_scram) {
-      std::string hash = secret.kind == UserSecret::Kind::kMd5 ? secret.text
-                                                               : Md5PasswordHash(user_, secret.text);
+      // md5. An unknown user is asked for a password too and gets a wrong password's answer.
       std::string salt = RandomBytes(4);
       std::string out;
       AppendAuthentication(&out, 5, salt);
       co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
       std::optional<std::string> answer = co_await ReadPasswordMessage();
       if (!answer.has_value()) co_return false;
+      if (secret == nullptr) {
+        co_await SendFatal("28P01", refused);
+        co_return false;
+      }
+      std::string hash = secret->kind == UserSecret::Kind::kMd5
+                             ? secret->text
+                             : Md5PasswordHash(user_, secret->text);
       std::string expected = Md5Response(hash, salt);
       if (answer->size() != expected.size() + 1 ||
           CRYPTO_memcmp(answer->data(), expected.data(), expected.size()) != 0) {
@@ -583,15 +613,21 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       co_return true;
     }
-    if (secret.kind == UserSecret::Kind::kMd5) {
-      co_await SendFatal("28P01", Cat(refused, " (the users file holds an md5 hash, which "
-                                               "SCRAM cannot use: give the password or its "
-                                               "SCRAM secret)"));
-      co_return false;
+    // SCRAM. A user who cannot log in by it (unknown, or listed by an md5 hash) goes through
+    // the same exchange with a mock secret, as with PostgreSQL: the answers do not tell
+    // whether the user exists.
+    ScramSecret scram_secret;
+    if (secret == nullptr || secret->kind == UserSecret::Kind::kMd5) {
+      if (secret != nullptr) {
+        LogWarning("pooler: user %s cannot log in by SCRAM: the users file holds an md5 hash "
+                   "of the password (give the password or its SCRAM secret)", user_);
+      }
+      scram_secret = MockScramSecret(user_, impl_->mock_key());
+    } else if (!secret->scram.salt.empty()) {
+      scram_secret = secret->scram;  // a SCRAM secret, or derived from the password at load
+    } else {
+      scram_secret = MakeScramSecret(secret->text, RandomBytes(16), kDefaultScramIterations);
     }
-    ScramSecret scram_secret = secret.kind == UserSecret::Kind::kScram
-                                   ? secret.scram
-                                   : MakeScramSecret(secret.text, RandomBytes(16), 4096);
     ScramServer server(scram_secret, RandomBytes(18));
     std::string out;
     AppendAuthentication(&out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
@@ -1414,35 +1450,16 @@ void Pooler::Impl::Unregister(uint64_t id) {
   client_infos_.erase(id);
 }
 
-void Pooler::Impl::Cancel(int32_t pid, int32_t key) {
-  std::optional<tcp::endpoint> server;
-  int32_t server_pid = 0;
-  int32_t server_key = 0;
-  {
-    absl::MutexLock lock(&clients_mu_);
-    for (const auto& [id, info] : client_infos_) {
-      if (info->cancel_pid != pid || info->cancel_key != key) continue;
-      absl::MutexLock info_lock(&info->mu);
-      server = info->server;
-      server_pid = info->server_pid;
-      server_key = info->server_key;
-      break;
-    }
+std::optional<Pooler::Impl::CancelTarget> Pooler::Impl::FindCancelTarget(int32_t pid,
+                                                                        int32_t key) {
+  absl::MutexLock lock(&clients_mu_);
+  for (const auto& [id, info] : client_infos_) {
+    if (info->cancel_pid != pid || info->cancel_key != key) continue;
+    absl::MutexLock info_lock(&info->mu);
+    if (!info->server.has_value()) return std::nullopt;
+    return CancelTarget{.server = *info->server, .pid = info->server_pid, .key = info->server_key};
   }
-  if (!server.has_value()) return;  // not running anything: nothing to cancel
-  // A short blocking exchange on a thread of its own: cancel requests are rare.
-  std::thread([endpoint = *server, server_pid, server_key] {
-    asio::io_context context;
-    tcp::socket socket(context);
-    boost::system::error_code ec;
-    socket.connect(endpoint, ec);
-    if (ec) return;
-    std::string out;
-    AppendCancelRequest(&out, server_pid, server_key);
-    asio::write(socket, asio::buffer(out), ec);
-    char byte;
-    socket.read_some(asio::buffer(&byte, 1), ec);  // PostgreSQL closes when done
-  }).detach();
+  return std::nullopt;
 }
 
 std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {
@@ -1476,6 +1493,8 @@ std::vector<PoolView> Pooler::Impl::Pools() {
         .bytes_sent = stats.bytes_sent.load(),
         .wait_us = stats.wait_us.load(),
         .waits = stats.waits.load(),
+        .server_logins = stats.server_logins.load(),
+        .server_login_failures = stats.server_login_failures.load(),
         .paused = pool->paused(),
         .servers = pool->ServerRows(),
     });
@@ -1599,21 +1618,32 @@ void Pooler::Impl::Shutdown() {
   stopping_ = true;
 }
 
+namespace {
+
+// The users file `config` names, parsed; for SCRAM logins each plain password's secret derived
+// now, once, rather than at every login. Empty without a file.
+absl::StatusOr<std::shared_ptr<const UserList>> LoadUsers(const PoolerConfig& config) {
+  auto users = std::make_shared<UserList>();
+  if (config.auth.users.empty()) return users;
+  absl::StatusOr<std::string> text = ReadConfigFile(config.auth.users);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<UserList> parsed = ParseUserList(*text, config.auth.users);
+  if (!parsed.ok()) return parsed.status();
+  *users = *std::move(parsed);
+  if (config.auth.method == AuthMethod::kScram) DeriveScramSecrets(users.get());
+  return users;
+}
+
+}  // namespace
+
 absl::Status Pooler::Impl::Reload() {
   absl::StatusOr<PoolerConfig> config = LoadPoolerConfig(config_.file);
   if (!config.ok()) return config.status();
-  auto users = std::make_shared<UserList>();
-  if (!config->auth.users.empty()) {
-    absl::StatusOr<std::string> text = ReadConfigFile(config->auth.users);
-    if (!text.ok()) return text.status();
-    absl::StatusOr<UserList> parsed = ParseUserList(*text, config->auth.users);
-    if (!parsed.ok()) return parsed.status();
-    *users = *std::move(parsed);
-  }
+  absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(*config);
+  if (!users.ok()) return users.status();
   if (config->listen != config_.listen || config->threads != config_.threads) {
     LogWarning("pooler: listen and threads take effect at the next start");
   }
-  config_.databases = config->databases;
   PoolerConfig applied = *config;
   applied.listen = config_.listen;
   applied.threads = config_.threads;
@@ -1622,7 +1652,7 @@ absl::Status Pooler::Impl::Reload() {
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
-    users_ = users;
+    users_ = *users;
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
@@ -1631,7 +1661,7 @@ absl::Status Pooler::Impl::Reload() {
       it->second->Reconnect();  // removed: its connections close as they come back
       continue;
     }
-    LoginCredentials login = LoginFor(*db, it->first.second, *users);
+    LoginCredentials login = LoginFor(*db, it->first.second, **users);
     it->second->Update(SettingsFor(*snapshot, it->first.first, *db), std::move(login));
   }
   LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file,
@@ -1682,6 +1712,11 @@ void Pooler::Impl::CollectMetrics() {
             "Time clients spent waiting for a server connection.", labels, p.wait_us);
     counter("pgflow_pooler_waits_total", "Times a client had to wait for a server connection.",
             labels, p.waits);
+    counter("pgflow_pooler_server_logins_total", "Server connections opened.", labels,
+            p.server_logins);
+    counter("pgflow_pooler_server_login_failures_total",
+            "Server connection attempts that failed (refused, unreachable, shutting down).",
+            labels, p.server_login_failures);
   }
   metrics_->GetGauge("pgflow_pooler_client_connections", "Client connections, all databases.", {})
       ->Set(clients.load());
@@ -1734,18 +1769,12 @@ Task<void> Pooler::Impl::Maintain(NetThread* thread) {
 }
 
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
-  auto users = std::make_shared<UserList>();
-  if (!config_.auth.users.empty()) {
-    absl::StatusOr<std::string> text = ReadConfigFile(config_.auth.users);
-    if (!text.ok()) return text.status();
-    absl::StatusOr<UserList> parsed = ParseUserList(*text, config_.auth.users);
-    if (!parsed.ok()) return parsed.status();
-    *users = *std::move(parsed);
-  }
+  absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(config_);
+  if (!users.ok()) return users.status();
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = std::make_shared<const PoolerConfig>(config_);
-    users_ = users;
+    users_ = *std::move(users);
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
   if (!endpoint.ok()) return endpoint.status();

@@ -123,8 +123,9 @@ struct Conn {
   PGconn* conn;
 };
 
-// Sends raw bytes to the pooler and returns what it answers until it closes (at most 64 kB).
-std::string RawExchange(int port, const std::string& bytes) {
+// Sends `bytes` and reads the answer until the pooler closes the connection (or 5 seconds
+// pass, or `enough` bytes came).
+std::string RawExchange(int port, const std::string& bytes, size_t enough = 65536) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -139,7 +140,7 @@ std::string RawExchange(int port, const std::string& bytes) {
   (void)!write(fd, bytes.data(), bytes.size());
   std::string answer;
   char buffer[4096];
-  while (answer.size() < 65536) {
+  while (answer.size() < enough) {
     ssize_t n = read(fd, buffer, sizeof buffer);
     if (n <= 0) break;
     answer.append(buffer, n);
@@ -383,7 +384,23 @@ TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
       EXPECT_EQ(bob.Run("SELECT current_user"), "bob");
     } else {
       EXPECT_FALSE(bob.ok());
+      EXPECT_NE(bob.error().find("password authentication failed for user \"bob\""),
+                std::string::npos)
+          << bob.error();
     }
+    // Whether a user exists does not show in the pooler's first answer: the same
+    // authentication request for alice, bob (no SCRAM secret) and mallory (unknown).
+    auto first_request = [&](const std::string& user) {
+      std::string body = Int32(196608) + "user" + std::string(1, '\0') + user +
+                         std::string(1, '\0') + "database" + std::string(1, '\0') + "app" +
+                         std::string(2, '\0');
+      std::string answer = RawExchange(pooler.port(), Int32(4 + body.size()) + body, 9);
+      return answer.substr(0, 9);  // 'R', length, request code (salt of md5 left out)
+    };
+    const std::string asked = first_request("alice");
+    EXPECT_EQ(asked.substr(0, 1), "R");
+    EXPECT_EQ(first_request("bob"), asked);
+    EXPECT_EQ(first_request("mallory"), asked);
     Conn bad_db(pooler.Url("nosuch", "alice", "alice-secret"));
     EXPECT_NE(bad_db.error().find("not in the pooler's configuration"), std::string::npos)
         << bad_db.error();

@@ -209,6 +209,41 @@ TEST(ScramExchangeTest, WrongPasswordIsPermissionDenied) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ScramExchangeTest, DerivedSecretsLogInPlainPasswordsOnly) {
+  absl::StatusOr<UserList> users = ParseUserList(
+      "\"alice\" \"correct horse\"\n\"bob\" \"md5" + std::string(32, 'a') + "\"\n\"eve\" \"\"\n",
+      "users.txt");
+  ASSERT_TRUE(users.ok()) << users.status();
+  DeriveScramSecrets(&*users);
+  const ScramSecret& alice = users->at("alice").scram;
+  EXPECT_EQ(alice.iterations, kDefaultScramIterations);
+  EXPECT_EQ(alice.salt.size(), 16u);
+  EXPECT_TRUE(users->at("bob").scram.salt.empty());  // an md5 hash has no SCRAM secret
+  EXPECT_TRUE(users->at("eve").scram.salt.empty());  // an empty secret logs in no one
+  ScramServer right(alice, "server-random");
+  ScramClient client = ScramClient::FromPassword("correct horse", "client-random");
+  EXPECT_TRUE(Exchange(client, right).ok());
+  ScramServer wrong(alice, "server-random");
+  ScramClient guess = ScramClient::FromPassword("correct house", "client-random");
+  EXPECT_EQ(Exchange(guess, wrong).code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST(ScramExchangeTest, AMockSecretIsStablePerUserAndLogsInNoOne) {
+  const std::string key(32, 'k');
+  const ScramSecret mallory = MockScramSecret("mallory", key);
+  // Asked twice, the same salt: a prober cannot tell a mock from a real user by it.
+  EXPECT_EQ(MockScramSecret("mallory", key).salt, mallory.salt);
+  EXPECT_NE(MockScramSecret("trudy", key).salt, mallory.salt);
+  EXPECT_NE(MockScramSecret("mallory", std::string(32, 'j')).salt, mallory.salt);
+  EXPECT_EQ(mallory.salt.size(), 16u);
+  EXPECT_EQ(mallory.iterations, kDefaultScramIterations);
+  for (const char* password : {"", "mallory", "password"}) {
+    ScramServer server(mallory, "server-random");
+    ScramClient client = ScramClient::FromPassword(password, "client-random");
+    EXPECT_EQ(Exchange(client, server).code(), absl::StatusCode::kPermissionDenied) << password;
+  }
+}
+
 TEST(ScramExchangeTest, LogsInToPostgresStoredSecret) {
   std::optional<ScramSecret> secret = ParseScramSecret(kPostgresPencilSecret);
   ASSERT_TRUE(secret.has_value());
