@@ -20,13 +20,6 @@
 # Usage: tests/regress/pooler_regress.sh BUILD_DIR   (KEEP=1 keeps the work directory)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-MAJOR=$(basename "$(dirname "$PGBIN")")
-PG_REGRESS=/usr/lib/postgresql/$MAJOR/lib/pgxs/src/test/regress/pg_regress
-[ -x "$PG_REGRESS" ] || { echo "pooler_regress: $PG_REGRESS missing (postgresql-client-$MAJOR)" >&2; exit 1; }
-
 # Tests that fail through the pooler and not directly, each with why. A pooler hands a client
 # a server backend another client used before (after DISCARD ALL), and `\c` in psql gets one
 # back from the pool rather than a new backend: what a test sees of its backend's history is the
@@ -64,36 +57,8 @@ free_port() {
 }
 
 # --- The suite's sources, a server ----------------------------------------------------------
-SRC=$("$ROOT/tests/regress/fetch-suite.sh" "$BUILD")
-PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")
-cat >>"$WORK/pg/data/postgresql.conf" <<CONF
-allow_in_place_tablespaces = on
-max_prepared_transactions = 10
-CONF
-"$ROOT/scripts/pgtmp.sh" pause "$WORK/pg" && "$ROOT/scripts/pgtmp.sh" resume "$WORK/pg"
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
-psql_() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-
-# Runs the parallel schedule against port $1 into output directory $2; prints the names of the
-# failed tests.
-run_suite() {
-  local port=$1 out=$2
-  mkdir -p "$out"
-  chown -R postgres:postgres "$out" 2>/dev/null || true
-  "$PG_REGRESS" --use-existing --dbname=regression --host=127.0.0.1 --port="$port" \
-    --user=postgres --bindir="$PGBIN" --inputdir="$SRC" --outputdir="$out" \
-    --schedule="$SRC/parallel_schedule" --dlpath="$out" >"$out/pg_regress.log" 2>&1 || true
-  grep -E '^(not ok|test |     ).*(FAILED|failed)' "$out/pg_regress.log" |
-    sed -E 's/^(not ok [0-9]+ +- +|test +| +)//; s/ +\.\.\..*//; s/ +[0-9]+ ms.*//' | sort
-}
-# The number of tests pg_regress ran.
-tests_run() { grep -cE '^(ok|not ok|test |     )' "$1/pg_regress.log" || true; }
-
-# Always directly: pg_regress --use-existing neither drops nor creates the database.
-fresh_database() {
-  psql_ -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS regression WITH (FORCE)"
-  psql_ -d postgres -c "CREATE DATABASE regression TEMPLATE template0"
-}
+source "$ROOT/tests/regress/common.sh"
+start_server
 
 # --- 1. Directly -----------------------------------------------------------------------------
 fresh_database

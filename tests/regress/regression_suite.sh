@@ -17,13 +17,6 @@
 # pg_regress from postgresql-client. Usage: tests/regress/regression_suite.sh BUILD_DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-MAJOR=$(basename "$(dirname "$PGBIN")")
-PG_REGRESS=/usr/lib/postgresql/$MAJOR/lib/pgxs/src/test/regress/pg_regress
-[ -x "$PG_REGRESS" ] || { echo "regression_suite: $PG_REGRESS missing (postgresql-client-$MAJOR)" >&2; exit 1; }
-
 WORK=$(mktemp -d /tmp/pgflow-regress.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
@@ -37,42 +30,16 @@ say() { echo "[regress] $*"; }
 # The first N lines of the input, reading all of it (no SIGPIPE for the writer).
 first() { head -n "$1"; cat >/dev/null; }
 
-# --- The suite's sources ------------------------------------------------------------------
-SRC=$("$ROOT/tests/regress/fetch-suite.sh" "$BUILD")
-
-# --- A server ------------------------------------------------------------------------------
-PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")
-cat >>"$WORK/pg/data/postgresql.conf" <<CONF
-allow_in_place_tablespaces = on
-max_prepared_transactions = 10
-CONF
-"$ROOT/scripts/pgtmp.sh" pause "$WORK/pg" && "$ROOT/scripts/pgtmp.sh" resume "$WORK/pg"
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
+# --- The suite's sources, a server ----------------------------------------------------------
+source "$ROOT/tests/regress/common.sh"
+start_server
 URL="postgres://postgres@127.0.0.1:$PORT"
-psql_() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-
-# Runs the parallel schedule into output directory $1; prints the names of the failed tests.
-run_suite() {
-  local out=$1
-  mkdir -p "$out"
-  chown -R postgres:postgres "$out" 2>/dev/null || true
-  "$PG_REGRESS" --use-existing --dbname=regression --host=127.0.0.1 --port="$PORT" \
-    --user=postgres --bindir="$PGBIN" --inputdir="$SRC" --outputdir="$out" \
-    --schedule="$SRC/parallel_schedule" --dlpath="$out" >"$out/pg_regress.log" 2>&1 || true
-  grep -E '^(not ok|test |     ).*(FAILED|failed)' "$out/pg_regress.log" |
-    sed -E 's/^(not ok [0-9]+ +- +|test +| +)//; s/ +\.\.\..*//; s/ +[0-9]+ ms.*//' | sort
-}
-
-fresh_database() {
-  psql_ -d postgres -c "DROP DATABASE IF EXISTS regression WITH (FORCE)"
-  psql_ -d postgres -c "CREATE DATABASE regression TEMPLATE template0"
-}
 
 # --- 1. The suite without pgflow, then with it ---------------------------------------------
 fresh_database
 say "baseline: the suite without pgflow"
 start=$(date +%s)
-run_suite "$WORK/base" >"$WORK/base.failed"
+run_suite "$PORT" "$WORK/base" >"$WORK/base.failed"
 say "baseline: $(wc -l <"$WORK/base.failed") test(s) fail without pgflow ($(($(date +%s) - start)) s): $(tr '\n' ' ' <"$WORK/base.failed")"
 grep -q "^ok\|ok " "$WORK/base/pg_regress.log" || { cat "$WORK/base/pg_regress.log"; exit 1; }
 
@@ -102,7 +69,7 @@ YAML
   done
   say "with pgflow following public.* (keyless_tables: $policy)"
   start=$(date +%s)
-  run_suite "$WORK/flow-$policy" >"$WORK/flow-$policy.failed"
+  run_suite "$PORT" "$WORK/flow-$policy" >"$WORK/flow-$policy.failed"
   say "with pgflow ($policy): $(wc -l <"$WORK/flow-$policy.failed") test(s) fail ($(($(date +%s) - start)) s)"
   # A test that fails only with pgflow passes if its output differs by nothing but psql's
   # description of a table listing pgflow's publication and REPLICA IDENTITY FULL (what
