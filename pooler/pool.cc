@@ -266,6 +266,12 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
 
 // A client waiting for a server connection. Shared with whoever hands it one: the handing
 // side sets what it got and cancels the timer on the waiter's own thread.
+// A released connection goes to the longest-waiting client, or to one of the next
+// kLocalHandOffScan on the connection's own thread while the longest has waited less than
+// kLocalHandOffSlack: FIFO within a few milliseconds, and most hand-overs stay on their thread.
+constexpr ptrdiff_t kLocalHandOffScan = 16;
+constexpr std::chrono::milliseconds kLocalHandOffSlack{5};
+
 struct Pool::Waiter {
   explicit Waiter(asio::io_context* c) : context(c), timer(c->get_executor()) {}
   asio::io_context* context;
@@ -359,11 +365,22 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
         }
       }
       if (taken == nullptr && !open && !paused_) {
-        // The most recently used idle connection with the same startup settings.
-        for (size_t i = idle_.size(); i-- > 0 && taken == nullptr;) {
-          if (idle_[i]->startup_key != wanted) continue;
-          std::unique_ptr<ServerConn> candidate = std::move(idle_[i]);
-          idle_.erase(idle_.begin() + static_cast<ptrdiff_t>(i));
+        // The most recently used idle connection with the same startup settings, on the
+        // client's own thread if one is (moving a socket to another thread's reactor costs
+        // four system calls), else on another.
+        while (taken == nullptr) {
+          size_t pick = idle_.size();
+          for (size_t i = idle_.size(); i-- > 0;) {
+            if (idle_[i]->startup_key != wanted) continue;
+            if (pick == idle_.size()) pick = i;
+            if (idle_[i]->home == context) {
+              pick = i;
+              break;
+            }
+          }
+          if (pick == idle_.size()) break;
+          std::unique_ptr<ServerConn> candidate = std::move(idle_[pick]);
+          idle_.erase(idle_.begin() + static_cast<ptrdiff_t>(pick));
           if (candidate->generation == generation_ && candidate->LooksAlive()) {
             taken = std::move(candidate);
           } else {
@@ -475,8 +492,21 @@ void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
         closing = std::move(server);
         ServeWaitersLocked();
       } else if (!waiters_.empty() && !paused_) {
-        std::shared_ptr<Waiter> waiter = waiters_.front();
-        waiters_.pop_front();
+        // The first waiter, or one a little behind it on the connection's own thread (no
+        // socket move, no cross-thread wake-up) while the first has waited only briefly.
+        auto chosen = waiters_.begin();
+        if ((*chosen)->context != server->home && now - (*chosen)->since < kLocalHandOffSlack) {
+          auto end = waiters_.begin() + std::min<ptrdiff_t>(waiters_.size(), kLocalHandOffScan);
+          for (auto it = std::next(waiters_.begin()); it != end; ++it) {
+            if ((*it)->context == server->home && !(*it)->woken &&
+                (*it)->wanted == server->startup_key) {
+              chosen = it;
+              break;
+            }
+          }
+        }
+        std::shared_ptr<Waiter> waiter = *chosen;
+        waiters_.erase(chosen);
         waiter->server = std::move(server);
         active_[waiter->server->id] = waiter->server.get();
         WakeLocked(waiter);

@@ -134,6 +134,19 @@ struct NetThread {
   std::optional<Acceptor> acceptor;
   std::thread thread;
 
+  // Where the thread's sockets are read into (reads are synchronous, after a wait), so that a
+  // session's buffer grows by what came and is never zero-filled ahead of a read.
+  std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kReadChunk);
+  // Reads what `socket` has (at most kReadChunk bytes) and appends it to `buffer`, taken from
+  // the cache when it has none; the byte count, 0 with `ec` set on an error.
+  size_t ReadInto(Socket& socket, std::string& buffer, boost::system::error_code& ec) {
+    size_t n = socket.read_some(asio::buffer(scratch.get(), kReadChunk), ec);
+    if (ec) return 0;
+    if (buffer.capacity() == 0) buffer = TakeBuffer();
+    buffer.append(scratch.get(), n);
+    return n;
+  }
+
   // Buffers the thread's sessions take while they relay and give back when idle, so that a
   // transaction costs no allocation and an idle client holds none. Touched from this thread
   // only; at most kSpareBuffers kept.
@@ -690,14 +703,9 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       }
       wait_first = true;
-      if (cbuf_.capacity() == 0) cbuf_ = thread_->TakeBuffer();
-      size_t old = cbuf_.size();
-      size_t room = std::max(cbuf_.capacity() - old, kReadChunk);
-      cbuf_.resize(old + room);
-      size_t n = client_.read_some(asio::buffer(cbuf_.data() + old, room), ec);
-      cbuf_.resize(old + (ec ? 0 : n));
+      size_t n = thread_->ReadInto(client_, cbuf_, ec);
       if (!ec) {
-        client_more_ = n == room;
+        client_more_ = n == kReadChunk;
         if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
         co_return true;
       }
@@ -1081,12 +1089,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (act_now) {
         ec = asio::error::operation_aborted;
       } else if (!ec) {
-        size_t old = sbuf.size();
-        size_t room = std::max(sbuf.capacity() - old, kReadChunk);
-        sbuf.resize(old + room);
-        n = server_->socket.read_some(asio::buffer(sbuf.data() + old, room), ec);
-        sbuf.resize(old + (ec ? 0 : n));
-        more = !ec && n == room;
+        n = thread_->ReadInto(server_->socket, sbuf, ec);
+        more = !ec && n == kReadChunk;
         if (ec == asio::error::would_block || ec == asio::error::try_again) {
           more = false;
           continue;
