@@ -170,6 +170,7 @@ ScramKeys KeysOfPassword(std::string_view password, std::string_view salt, int i
 
 // ---- Users file ----
 
+
 bool IsBlank(char c) { return c == ' ' || c == '\t'; }
 
 // Reads a quoted string at (*line)[*pos], a doubled quote standing for one; leaves *pos after
@@ -242,6 +243,22 @@ std::string FormatScramSecret(const ScramSecret& secret) {
 
 // ---- Users file ----
 
+std::optional<UserSecret> SecretFromText(std::string text) {
+  UserSecret secret;
+  if (text.starts_with(kScramPrefix)) {
+    std::optional<ScramSecret> scram = ParseScramSecret(text);
+    if (!scram) return std::nullopt;
+    secret.kind = UserSecret::Kind::kScram;
+    secret.scram = std::move(*scram);
+  } else if (IsMd5Hash(text)) {
+    secret.kind = UserSecret::Kind::kMd5;
+  } else {
+    secret.kind = UserSecret::Kind::kPlain;
+  }
+  secret.text = std::move(text);
+  return secret;
+}
+
 absl::StatusOr<UserList> ParseUserList(std::string_view text, std::string_view file_name) {
   ConfigErrors errors;
   UserList users;
@@ -305,24 +322,15 @@ absl::StatusOr<UserList> ParseUserList(std::string_view text, std::string_view f
     // An empty secret is pgbouncer's way of listing a user for `trust`; a password login
     // with it always fails (PostgreSQL refuses empty passwords too).
 
-    UserSecret entry;
-    if (secret->starts_with(kScramPrefix)) {
-      std::optional<ScramSecret> scram = ParseScramSecret(*secret);
-      if (!scram) {
-        error(secret_column,
-              Cat("the secret of user \"", *user,
-                  "\" is not a valid SCRAM secret: expected SCRAM-SHA-256$<iterations>:<salt>$"
-                  "<StoredKey>:<ServerKey> as pg_authid.rolpassword holds it"));
-        continue;
-      }
-      entry.kind = UserSecret::Kind::kScram;
-      entry.scram = std::move(*scram);
-    } else if (IsMd5Hash(*secret)) {
-      entry.kind = UserSecret::Kind::kMd5;
-    } else {
-      entry.kind = UserSecret::Kind::kPlain;
+    std::optional<UserSecret> parsed = SecretFromText(std::move(*secret));
+    if (!parsed) {
+      error(secret_column,
+            Cat("the secret of user \"", *user,
+                "\" is not a valid SCRAM secret: expected SCRAM-SHA-256$<iterations>:<salt>$"
+                "<StoredKey>:<ServerKey> as pg_authid.rolpassword holds it"));
+      continue;
     }
-    entry.text = std::move(*secret);
+    UserSecret entry = *std::move(parsed);
 
     auto [it, inserted] = line_of.emplace(*user, line_number);
     if (!inserted) {

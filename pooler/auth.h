@@ -64,6 +64,9 @@ struct UserSecret {
   std::string text;   // as written in the file
   ScramSecret scram;  // kScram; kPlain once DeriveScramSecrets ran (else empty)
 };
+// The secret `text` stands for: a SCRAM secret when it starts "SCRAM-SHA-256$" (nullopt when
+// it is not a valid one), an md5 hash, else a plain password.
+std::optional<UserSecret> SecretFromText(std::string text);
 // What a users file holds, by user name.
 using UserList = absl::flat_hash_map<std::string, UserSecret>;
 

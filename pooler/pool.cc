@@ -51,6 +51,83 @@ std::pair<std::string, std::string> SqlstateOf(const absl::Status& status) {
   return {"08006", std::string(message)};
 }
 
+Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
+                                const std::string& param, std::chrono::milliseconds timeout) {
+  std::string out;
+  std::string parse = query;
+  parse.push_back('\0');
+  AppendInt16(&parse, 0);  // no parameter types: the server infers them
+  AppendParse(&out, "", parse);
+  std::string bind;
+  AppendInt16(&bind, 0);  // parameters in text
+  AppendInt16(&bind, 1);
+  AppendInt32(&bind, static_cast<int32_t>(param.size()));
+  bind += param;
+  AppendInt16(&bind, 0);  // results in text
+  AppendBind(&out, "", "", bind);
+  std::string execute(1, '\0');
+  AppendInt32(&execute, 0);
+  AppendMessage(&out, 'E', execute);
+  AppendMessage(&out, 'S', "");
+
+  QueryResult result;
+  Deadline deadline(server.socket, timeout);
+  boost::system::error_code ec;
+  co_await asio::async_write(server.socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  if (ec) {
+    result.status = Failure("08006", Cat("sending the query: ", ec.message()));
+    result.reusable = false;
+    co_return result;
+  }
+  std::string buffer;
+  while (true) {
+    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(server.socket, buffer, 1 << 20);
+    if (!message.ok()) {
+      result.status = Failure("08006", deadline.expired()
+                                           ? Cat("no answer within ", FormatDuration(timeout))
+                                           : std::string(message.status().message()));
+      result.reusable = false;
+      co_return result;
+    }
+    switch (message->type) {
+      case 'D': {
+        if (result.row.has_value() || !result.status.ok()) break;  // the first row only
+        BodyReader reader(message->body);
+        std::optional<int16_t> count = reader.Int16();
+        std::vector<std::optional<std::string>> row;
+        for (int i = 0; count.has_value() && i < *count; ++i) {
+          std::optional<int32_t> length = reader.Int32();
+          if (!length.has_value()) break;
+          if (*length < 0) {
+            row.emplace_back(std::nullopt);
+            continue;
+          }
+          std::optional<std::string_view> value = reader.Bytes(static_cast<size_t>(*length));
+          if (!value.has_value()) break;
+          row.emplace_back(std::string(*value));
+        }
+        if (!count.has_value() || row.size() != static_cast<size_t>(*count)) {
+          result.status = Failure("08P01", "malformed DataRow");
+          result.reusable = false;
+          co_return result;
+        }
+        result.row = std::move(row);
+        break;
+      }
+      case 'E': {
+        ErrorFields error = ParseErrorFields(message->body);
+        result.status = Failure(error.sqlstate, error.message);
+        break;
+      }
+      case 'Z':
+        if (message->body != "I") result.reusable = false;
+        co_return result;
+      default:
+        break;  // ParseComplete, BindComplete, RowDescription, CommandComplete, notices
+    }
+  }
+}
+
 Deadline::Deadline(Socket& socket, std::chrono::milliseconds timeout)
     : state_(std::make_shared<State>(State{.socket = &socket, .expired = false})),
       timer_(socket.get_executor()) {
@@ -536,6 +613,12 @@ void Pool::OfferScramKeys(const std::string& client_key, const std::string& serv
   if (!login_.password.empty() || !login_.md5_hash.empty()) return;
   login_.scram_client_key = client_key;
   login_.scram_server_key = server_key;
+}
+
+void Pool::OfferMd5Hash(const std::string& hash) {
+  absl::MutexLock lock(&mu_);
+  if (!login_.password.empty() || !login_.scram_client_key.empty()) return;
+  login_.md5_hash = hash;
 }
 
 std::string Pool::login_user() const {

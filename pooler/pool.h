@@ -138,6 +138,8 @@ class Pool {
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Defaults() const;
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
+  // The same with an md5 hash (of a user auth.query found), for an md5 login to the server.
+  void OfferMd5Hash(const std::string& hash);
   std::string login_user() const;
   // Closes and forgets every idle connection, and those handed to clients that never took
   // them (shutdown, while the io_contexts still exist).
@@ -220,6 +222,19 @@ struct WholeMessage {
 };
 Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string& buffer,
                                                     size_t max_size);
+
+// Runs `query` with the one text parameter `param` on the idle connection `server` (extended
+// protocol, within `timeout`): its first row (nullopt for a NULL; no row: no value). An
+// error the server answers is the status, its SQLSTATE first (SqlstateOf), the connection
+// idle again; after any other error (no answer, a malformed one) it is not reusable.
+struct QueryResult {
+  absl::Status status;
+  std::optional<std::vector<std::optional<std::string>>> row;
+  bool reusable = true;
+};
+Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
+                                                const std::string& param,
+                                                std::chrono::milliseconds timeout);
 
 // Arms a timer that cancels `socket`'s operations when `timeout` passes; disarmed when
 // destroyed. expired() tells a cancelled operation from a failed one.

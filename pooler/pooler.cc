@@ -466,7 +466,8 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       }
     }
-    if (!co_await Authenticate(*config, *users)) co_return false;
+    std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
+    if (!co_await Authenticate(*config, *users, &looked_up_md5)) co_return false;
 
     std::string out;
     AppendAuthentication(&out, 0);
@@ -510,6 +511,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!scram_client_key_.empty() && pool_->login_user() == user_) {
       pool_->OfferScramKeys(scram_client_key_, scram_server_key_);
     }
+    if (!looked_up_md5.empty() && pool_->login_user() == user_) pool_->OfferMd5Hash(looked_up_md5);
     for (const auto& [name, value] : startup.parameters) {
       if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
     }
@@ -585,9 +587,59 @@ class Session : public std::enable_shared_from_this<Session> {
     co_await socket.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(kUseTask, ec));
   }
 
-  Task<bool> Authenticate(const PoolerConfig& config, const UserList& users) {
+  // Looks the client's user up with auth.query, as auth.user, on the database it named: its
+  // secret, or none (no such user, a NULL secret, one that is not a secret). An error when the
+  // lookup itself fails (the server unreachable, the query refused: the log says which).
+  Task<absl::StatusOr<std::optional<UserSecret>>> LookUpSecret(const PoolerConfig& config) {
+    std::shared_ptr<Pool> pool = impl_->PoolFor(database_, config.auth.user);
+    if (pool == nullptr) co_return std::nullopt;
+    absl::StatusOr<std::unique_ptr<ServerConn>> server =
+        co_await pool->Acquire(&thread_->context, nullptr);
+    absl::Status failure;
+    QueryResult result;
+    if (server.ok()) {
+      result = co_await QueryFirstRow(**server, config.auth.query, user_,
+                                      config.server_connect_timeout);
+      pool->Release(*std::move(server), result.reusable);
+      failure = result.status;
+    } else {
+      failure = server.status();
+    }
+    if (!failure.ok()) {
+      LogWarning("pooler: auth.query for user %s on database %s, as %s: %s", user_, database_,
+                 config.auth.user, failure.message());
+      co_return absl::UnavailableError(
+          "could not look the user up (auth.query failed: the pooler's log says why)");
+    }
+    if (!result.row.has_value() || result.row->size() < 2 || !(*result.row)[1].has_value()) {
+      co_return std::nullopt;
+    }
+    std::optional<UserSecret> secret = SecretFromText(*std::move((*result.row)[1]));
+    if (!secret.has_value()) {
+      LogWarning("pooler: auth.query for user %s returned a secret that is not a valid SCRAM "
+                 "secret", user_);
+    }
+    co_return secret;
+  }
+
+  Task<bool> Authenticate(const PoolerConfig& config, const UserList& users,
+                          std::string* looked_up_md5) {
     auto entry = users.find(user_);
     const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
+    std::optional<UserSecret> looked_up;
+    if (secret == nullptr && !config.auth.user.empty() &&
+        config.auth.method != AuthMethod::kTrust && FindDatabase(config, database_) != nullptr) {
+      absl::StatusOr<std::optional<UserSecret>> found = co_await LookUpSecret(config);
+      if (!found.ok()) {
+        co_await SendFatal("58000", Sv(found.status().message()));
+        co_return false;
+      }
+      looked_up = *std::move(found);
+      if (looked_up.has_value()) {
+        secret = &*looked_up;
+        if (secret->kind == UserSecret::Kind::kMd5) *looked_up_md5 = secret->text;
+      }
+    }
     std::string refused = Cat("password authentication failed for user \"", user_, "\"");
     if (config.auth.method == AuthMethod::kTrust) {
       if (!config.auth.users.empty() && secret == nullptr) {

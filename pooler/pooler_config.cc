@@ -46,6 +46,15 @@ const OptionTable<AuthOptions>& AuthTable() {
           .NoDefault()
           .Help("pgbouncer's userlist.txt: one `\"user\" \"password, md5 hash or SCRAM secret\"` "
                 "a line. Re-read on RELOAD."),
+      StringOption("user", &AuthOptions::user)
+          .NoDefault()
+          .Help("pgbouncer's auth_user: a user not in the users file is looked up in "
+                "PostgreSQL by auth.query, run as this user (its secret in the users file, or "
+                "a url that names it) on the database the client named."),
+      StringOption("query", &AuthOptions::query)
+          .Help("pgbouncer's auth_query: one row of (name, secret) for the user $1; a NULL or "
+                "missing row refuses the login as a wrong password would. The secret is a "
+                "SCRAM secret or an md5 hash, as pg_authid holds it."),
   });
   return *table;
 }
@@ -155,7 +164,7 @@ const OptionTable<PoolerConfig>& PoolerTable() {
           SectionOption("admin", &PoolerConfig::admin, AdminTable())
               .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),
           SectionOption("auth", &PoolerConfig::auth, AuthTable())
-              .Help("{method, users}: how clients log in."),
+              .Help("{method, users, user, query}: how clients log in."),
           IntOption("max_client_conn", &PoolerConfig::max_client_conn)
               .Range(1, 1000000)
               .Help("Client connections at most; past it a client gets SQLSTATE 53300."),
@@ -194,6 +203,12 @@ const OptionTable<PoolerConfig>& PoolerTable() {
                     "server, under the client's database name."),
       },
       [](const PoolerConfig& config, const ConfigNode& map) -> absl::Status {
+        if (!config.auth.user.empty() && config.auth.method == AuthMethod::kTrust) {
+          return map.Error("auth.user looks users up for a password check: not with trust");
+        }
+        if (!config.auth.user.empty() && config.auth.query.find("$1") == std::string::npos) {
+          return map.Error("auth.query must take the user name as $1");
+        }
         if (config.auth.method != AuthMethod::kTrust && config.auth.users.empty()) {
           return map.Error(
               "auth.users is required unless auth.method is trust: the pooler needs each "

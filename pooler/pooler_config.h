@@ -57,9 +57,18 @@ struct AdminOptions {
   std::vector<std::string> users;   // who may use the SQL console (database "pgflow")
 };
 
+// pgbouncer's default auth_query.
+inline constexpr std::string_view kDefaultAuthQuery =
+    "SELECT usename, passwd FROM pg_shadow WHERE usename = $1";
+
 struct AuthOptions {
   AuthMethod method = AuthMethod::kScram;
   std::string users;  // path of a pgbouncer-style userlist.txt
+  // A user not in the users file is looked up by running `query` (its $1 the user name; the
+  // second column the secret) on the database the client named, as `user`; empty: no lookup.
+  std::string user;
+  std::string query = std::string(kDefaultAuthQuery);
+  bool operator==(const AuthOptions&) const = default;
 };
 
 struct PoolerConfig {

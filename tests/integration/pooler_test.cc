@@ -418,6 +418,64 @@ TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
   EXPECT_FALSE(wrong.ok());
 }
 
+// auth.user and auth.query: users not in the file are looked up in PostgreSQL (here through
+// a SECURITY DEFINER function, as pgbouncer's documentation suggests, so that the lookup user
+// needs no superuser), with a SCRAM secret or an md5 hash, and log in to the server too.
+TEST_F(PoolerTest, UsersNotInTheFileAreLookedUpWithAuthQuery) {
+  admin_->Exec(
+      "CREATE ROLE lookup LOGIN PASSWORD 'lookup-secret';"
+      "CREATE ROLE carol LOGIN PASSWORD 'carol-secret';"
+      "SET password_encryption = 'md5'; CREATE ROLE dave LOGIN PASSWORD 'dave-secret';"
+      "RESET password_encryption;");
+  Sql(SharedCluster().Url("pool_app"))
+      .Exec(
+          "CREATE FUNCTION user_lookup(text, OUT usename name, OUT passwd text) RETURNS record "
+          "LANGUAGE sql SECURITY DEFINER AS "
+          "'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';"
+          "REVOKE ALL ON FUNCTION user_lookup(text) FROM public;"
+          "GRANT EXECUTE ON FUNCTION user_lookup(text) TO lookup;");
+  const std::string users = "\"lookup\" \"lookup-secret\"\n";
+  for (const char* method : {"scram-sha-256", "md5"}) {
+    SCOPED_TRACE(method);
+    PoolerProcess pooler(absl::StrCat(method, ", user: lookup, query: 'SELECT * FROM user_lookup($1)'"),
+                         users, Database("app", "transaction", 2, "pool_app", ""));
+    Conn carol(pooler.Url("app", "carol", "carol-secret"));
+    ASSERT_TRUE(carol.ok()) << carol.error() << pooler.Log();
+    EXPECT_EQ(carol.Run("SELECT current_user"), "carol");
+    Conn wrong(pooler.Url("app", "carol", "nope"));
+    EXPECT_NE(wrong.error().find("password authentication failed for user \"carol\""),
+              std::string::npos)
+        << wrong.error();
+    Conn nobody(pooler.Url("app", "nobody", "x"));
+    EXPECT_NE(nobody.error().find("password authentication failed for user \"nobody\""),
+              std::string::npos)
+        << nobody.error();
+    // dave's pg_authid entry is an md5 hash: md5 logins (to the pooler and to the server)
+    // work with it, SCRAM cannot use it.
+    Conn dave(pooler.Url("app", "dave", "dave-secret"));
+    if (std::string(method) == "md5") {
+      ASSERT_TRUE(dave.ok()) << dave.error() << pooler.Log();
+      EXPECT_EQ(dave.Run("SELECT current_user"), "dave");
+    } else {
+      EXPECT_NE(dave.error().find("password authentication failed for user \"dave\""),
+                std::string::npos)
+          << dave.error();
+    }
+    // A password changed in PostgreSQL holds at the next login, without a reload.
+    admin_->Exec("ALTER ROLE carol PASSWORD 'carol-new'");
+    EXPECT_FALSE(Conn(pooler.Url("app", "carol", "carol-secret")).ok());
+    Conn renewed(pooler.Url("app", "carol", "carol-new"));
+    EXPECT_TRUE(renewed.ok()) << renewed.error();
+    admin_->Exec("ALTER ROLE carol PASSWORD 'carol-secret'");
+  }
+  // A lookup that fails says so, and the log says why.
+  PoolerProcess broken("scram-sha-256, user: lookup, query: 'SELECT * FROM no_such_lookup($1)'",
+                       users, Database("app", "transaction", 2, "pool_app", ""));
+  Conn carol(broken.Url("app", "carol", "carol-secret"));
+  EXPECT_NE(carol.error().find("auth.query failed"), std::string::npos) << carol.error();
+  EXPECT_NE(broken.Log().find("no_such_lookup"), std::string::npos) << broken.Log();
+}
+
 TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
   PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
   Conn bystander(pooler.Url("app"));

@@ -1,0 +1,52 @@
+#include "pooler/pooler_config.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr const char* kDatabases =
+    "databases:\n  app: {url: 'postgres://127.0.0.1:5432/app', pool_mode: session}\n";
+
+TEST(PoolerConfigTest, ReadsAuthAndDatabases) {
+  absl::StatusOr<PoolerConfig> config = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\n"
+                  "auth: {method: md5, users: u.txt, user: lookup}\n") +
+          kDatabases,
+      "pooler.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->auth.method, AuthMethod::kMd5);
+  EXPECT_EQ(config->auth.user, "lookup");
+  EXPECT_EQ(config->auth.query, kDefaultAuthQuery);
+  ASSERT_NE(FindDatabase(*config, "app"), nullptr);
+  EXPECT_EQ(FindDatabase(*config, "app")->pool_mode, PoolMode::kSession);
+  EXPECT_EQ(FindDatabase(*config, "other"), nullptr);
+}
+
+TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
+  absl::StatusOr<PoolerConfig> trust = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {method: trust, user: lookup}\n") + kDatabases,
+      "pooler.yaml");
+  ASSERT_FALSE(trust.ok());
+  EXPECT_THAT(trust.status().message(), HasSubstr("not with trust"));
+  absl::StatusOr<PoolerConfig> no_parameter = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\n"
+                  "auth: {users: u.txt, user: lookup, query: 'SELECT 1, 2'}\n") +
+          kDatabases,
+      "pooler.yaml");
+  ASSERT_FALSE(no_parameter.ok());
+  EXPECT_THAT(no_parameter.status().message(), HasSubstr("$1"));
+  absl::StatusOr<PoolerConfig> unknown = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {users: u.txt, auth_user: x}\n") + kDatabases,
+      "pooler.yaml");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.status().message(), HasSubstr("auth_user"));
+}
+
+}  // namespace
+}  // namespace pgflow::pooler
