@@ -11,6 +11,7 @@
 #include "engine/log.h"
 #include "engine/str_cat.h"
 #include "pooler/protocol.h"
+#include "pooler/tls.h"
 
 namespace pgflow::pooler {
 namespace {
@@ -216,6 +217,44 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
   server->socket.set_option(tcp::no_delay(true), ec);
   server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait
   server->remote = server->socket.remote_endpoint(ec);
+
+  if (upstream.sslmode != TlsMode::kDisable) {
+    // PostgreSQL's negotiation: SSLRequest, then 'S' and the handshake, or 'N'.
+    std::string request;
+    AppendInt32(&request, 8);
+    AppendInt32(&request, kSslRequestCode);
+    co_await asio::async_write(server->socket, asio::buffer(request), asio::redirect_error(kUseTask, ec));
+    char answer = 0;
+    if (!ec) {
+      co_await asio::async_read(server->socket, asio::buffer(&answer, 1),
+                                asio::redirect_error(kUseTask, ec));
+    }
+    if (ec) {
+      co_return Failure("08006", Cat("server at ", where, " closed the connection during the "
+                                     "TLS request: ", deadline.expired() ? "timed out" : ec.message()));
+    }
+    if (answer == 'S') {
+      absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls =
+          MakeClientTlsContext(upstream.sslmode, upstream.sslrootcert);
+      if (!tls.ok()) {
+        *transient = false;
+        co_return Failure("08001", Sv(tls.status().message()));
+      }
+      absl::StatusOr<Socket> plain = co_await StartTls(&server->socket, **tls, false,
+                                                       upstream.sslmode, upstream.host, timeout);
+      if (!plain.ok()) {
+        *transient = upstream.sslmode < TlsMode::kVerifyCa;  // a certificate refused stays so
+        co_return Failure("08001", Cat("server at ", where, ": ", plain.status().message()));
+      }
+      server->socket = *std::move(plain);
+    } else if (answer == 'N' && upstream.sslmode == TlsMode::kPrefer) {
+      // In the clear, as libpq's prefer.
+    } else {
+      *transient = false;
+      co_return Failure("08001", Cat("server at ", where, " does not accept TLS (sslmode ",
+                                     TlsModeName(upstream.sslmode), ")"));
+    }
+  }
 
   std::string out;
   std::vector<std::pair<std::string, std::string>> parameters = {{"user", login.user},

@@ -27,6 +27,7 @@
 #include "pooler/auth.h"
 #include "pooler/pool.h"
 #include "pooler/protocol.h"
+#include "pooler/tls.h"
 
 namespace pgflow::pooler {
 namespace {
@@ -214,6 +215,11 @@ class Pooler::Impl : public AdminTarget {
     absl::MutexLock lock(&config_mu_);
     return users_;
   }
+  // TLS toward clients: nullptr when tls.mode is disable.
+  std::shared_ptr<asio::ssl::context> client_tls() const {
+    absl::MutexLock lock(&config_mu_);
+    return client_tls_;
+  }
   // The pool of (database, login user), created on first use; nullptr when the database is
   // not (or no longer) configured.
   std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user);
@@ -263,6 +269,7 @@ class Pooler::Impl : public AdminTarget {
   mutable absl::Mutex config_mu_;
   std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
+  std::shared_ptr<asio::ssl::context> client_tls_ ABSL_GUARDED_BY(config_mu_);
 
   absl::Mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_
@@ -387,6 +394,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Deadline deadline(client_, config->client_login_timeout);
     boost::system::error_code ec;
     client_.set_option(tcp::no_delay(true), ec);
+    const tcp::endpoint peer = client_.remote_endpoint(ec);  // before a TLS pump takes over
     StartupPacket startup;
     for (int round = 0;; ++round) {
       std::string head;
@@ -411,15 +419,34 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (packet->kind != StartupPacket::Kind::kStartup) {
         if (round > 2) co_return false;
-        // TLS and GSSAPI encryption are not offered: the client goes on in the clear, or
-        // gives up when its sslmode requires encryption.
-        char no = 'N';
-        co_await asio::async_write(client_, asio::buffer(&no, 1), asio::redirect_error(kUseTask, ec));
+        // TLS when configured (once); GSSAPI encryption is not offered: the client goes on
+        // in the clear, or gives up when its sslmode requires encryption.
+        std::shared_ptr<asio::ssl::context> tls =
+            packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls()
+                                                                      : nullptr;
+        char answer = tls != nullptr ? 'S' : 'N';
+        co_await asio::async_write(client_, asio::buffer(&answer, 1), asio::redirect_error(kUseTask, ec));
         if (ec) co_return false;
+        if (tls != nullptr) {
+          absl::StatusOr<Socket> plain =
+              co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
+                                config->client_login_timeout);
+          if (!plain.ok()) {
+            LogInfo("pooler: client %s: %s", peer.address().to_string(ec), plain.status().message());
+            co_return false;
+          }
+          client_ = *std::move(plain);
+          tls_ = true;
+        }
         continue;
       }
       startup = *std::move(packet);
       break;
+    }
+    if (config->tls.mode == TlsMode::kRequire && !tls_) {
+      co_await SendFatal("28000", "the pooler accepts TLS connections only (connect with "
+                                  "sslmode=require or stronger)");
+      co_return false;
     }
     user_ = startup.Get("user");
     database_ = startup.Get("database");
@@ -475,7 +502,6 @@ class Session : public std::enable_shared_from_this<Session> {
     info_->id = impl_->next_client_id.fetch_add(1);
     info_->user = user_;
     info_->database = database_;
-    tcp::endpoint peer = client_.remote_endpoint(ec);
     info_->address = peer.address().to_string(ec);
     info_->port = peer.port();
     info_->context = &thread_->context;
@@ -1421,7 +1447,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool statement_violation_ = false;
   bool client_more_ = false;  // the last read filled its buffer: more may be waiting
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
-  bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
+  bool pinned_ = false;
+  bool tls_ = false;  // the client speaks TLS (through a pump: pooler/tls.h)  // took session state: keeps its server connection (TakesSessionState)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1690,6 +1717,12 @@ absl::StatusOr<std::shared_ptr<const UserList>> LoadUsers(const PoolerConfig& co
   return users;
 }
 
+// The TLS context `config.tls` describes (its files read now), nullptr when disabled.
+absl::StatusOr<std::shared_ptr<asio::ssl::context>> LoadTls(const PoolerConfig& config) {
+  if (config.tls.mode == TlsMode::kDisable) return nullptr;
+  return MakeServerTlsContext(config.tls.cert, config.tls.key);
+}
+
 }  // namespace
 
 absl::Status Pooler::Impl::Reload() {
@@ -1697,6 +1730,8 @@ absl::Status Pooler::Impl::Reload() {
   if (!config.ok()) return config.status();
   absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(*config);
   if (!users.ok()) return users.status();
+  absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(*config);
+  if (!tls.ok()) return tls.status();
   if (config->listen != config_.listen || config->threads != config_.threads) {
     LogWarning("pooler: listen and threads take effect at the next start");
   }
@@ -1709,6 +1744,7 @@ absl::Status Pooler::Impl::Reload() {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
     users_ = *users;
+    client_tls_ = *tls;
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
@@ -1827,10 +1863,13 @@ Task<void> Pooler::Impl::Maintain(NetThread* thread) {
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(config_);
   if (!users.ok()) return users.status();
+  absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(config_);
+  if (!tls.ok()) return tls.status();
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = std::make_shared<const PoolerConfig>(config_);
     users_ = *std::move(users);
+    client_tls_ = *std::move(tls);
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
   if (!endpoint.ok()) return endpoint.status();

@@ -77,6 +77,16 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   up.dbname = ConninfoValue(db->url, "dbname");
   up.user = ConninfoValue(db->url, "user");
   up.password = ConninfoValue(db->url, "password");
+  std::string sslmode = ConninfoValue(db->url, "sslmode");
+  if (!sslmode.empty()) {
+    std::optional<TlsMode> mode = ParseTlsMode(sslmode);
+    if (!mode.has_value()) {
+      return node.Error(Cat("invalid sslmode '", sslmode,
+                            "' (disable, allow, prefer, require, verify-ca, verify-full)"));
+    }
+    up.sslmode = *mode;
+  }
+  up.sslrootcert = ConninfoValue(db->url, "sslrootcert");
   db->upstream = std::move(up);
   return absl::OkStatus();
 }
@@ -88,7 +98,9 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
           .NonEmpty()
           .Help("The PostgreSQL server, postgres://user:password@host:port/dbname. Without a "
                 "user, clients log in to it as themselves (with the users file's password or "
-                "the keys of their SCRAM login); without dbname, the database's name here."),
+                "the keys of their SCRAM login); without dbname, the database's name here. "
+                "?sslmode=prefer|require|verify-ca|verify-full (default disable) and "
+                "sslrootcert=file: TLS toward the server."),
       ChoiceOption("pool_mode", &DatabaseOptions::pool_mode)
           .Choices({{"session", PoolMode::kSession},
                     {"transaction", PoolMode::kTransaction},
@@ -150,6 +162,23 @@ absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, Databas
   return absl::OkStatus();
 }
 
+const OptionTable<TlsOptions>& TlsTable() {
+  static const auto* table = new OptionTable<TlsOptions>({
+      ChoiceOption("mode", &TlsOptions::mode)
+          .Choices({{"disable", TlsMode::kDisable},
+                    {"prefer", TlsMode::kPrefer},
+                    {"require", TlsMode::kRequire}},
+                   "TLS mode")
+          .Help("disable: SSLRequest is answered N; prefer: clients that ask get TLS; require: "
+                "a client that does not ask is refused (SQLSTATE 28000)."),
+      StringOption("cert", &TlsOptions::cert)
+          .NoDefault()
+          .Help("PEM certificate (chain) shown to clients. Re-read on RELOAD."),
+      StringOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of tls.cert."),
+  });
+  return *table;
+}
+
 const OptionTable<PoolerConfig>& PoolerTable() {
   static const auto* table = new OptionTable<PoolerConfig>(
       {
@@ -165,6 +194,8 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),
           SectionOption("auth", &PoolerConfig::auth, AuthTable())
               .Help("{method, users, user, query}: how clients log in."),
+          SectionOption("tls", &PoolerConfig::tls, TlsTable())
+              .Help("{mode, cert, key}: TLS toward clients (toward servers: the url's sslmode)."),
           IntOption("max_client_conn", &PoolerConfig::max_client_conn)
               .Range(1, 1000000)
               .Help("Client connections at most; past it a client gets SQLSTATE 53300."),
@@ -203,6 +234,9 @@ const OptionTable<PoolerConfig>& PoolerTable() {
                     "server, under the client's database name."),
       },
       [](const PoolerConfig& config, const ConfigNode& map) -> absl::Status {
+        if (config.tls.mode != TlsMode::kDisable && (config.tls.cert.empty() || config.tls.key.empty())) {
+          return map.Error("tls.mode other than disable needs tls.cert and tls.key");
+        }
         if (!config.auth.user.empty() && config.auth.method == AuthMethod::kTrust) {
           return map.Error("auth.user looks users up for a password check: not with trust");
         }
@@ -220,6 +254,31 @@ const OptionTable<PoolerConfig>& PoolerTable() {
 }
 
 }  // namespace
+
+std::optional<TlsMode> ParseTlsMode(std::string_view name) {
+  if (name == "disable") return TlsMode::kDisable;
+  if (name == "allow" || name == "prefer") return TlsMode::kPrefer;
+  if (name == "require") return TlsMode::kRequire;
+  if (name == "verify-ca") return TlsMode::kVerifyCa;
+  if (name == "verify-full") return TlsMode::kVerifyFull;
+  return std::nullopt;
+}
+
+std::string_view TlsModeName(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kDisable:
+      return "disable";
+    case TlsMode::kPrefer:
+      return "prefer";
+    case TlsMode::kRequire:
+      return "require";
+    case TlsMode::kVerifyCa:
+      return "verify-ca";
+    case TlsMode::kVerifyFull:
+      return "verify-full";
+  }
+  return "disable";
+}
 
 std::string_view PoolModeName(PoolMode mode) {
   switch (mode) {

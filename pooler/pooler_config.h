@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,23 @@ std::string_view PoolModeName(PoolMode mode);
 
 enum class AuthMethod { kScram, kMd5, kTrust };
 
+// libpq's sslmode names. Toward clients: disable (SSLRequest answered 'N'), prefer (TLS for
+// those who ask), require (a client that does not is refused). Toward servers (the url's
+// sslmode): disable, prefer (TLS if the server offers it), require, verify-ca (the
+// certificate chains to sslrootcert), verify-full (and names the url's host).
+enum class TlsMode { kDisable, kPrefer, kRequire, kVerifyCa, kVerifyFull };
+// nullopt for a name that is none of them ("allow" is read as prefer).
+std::optional<TlsMode> ParseTlsMode(std::string_view name);
+std::string_view TlsModeName(TlsMode mode);
+
+// TLS toward clients.
+struct TlsOptions {
+  TlsMode mode = TlsMode::kDisable;  // disable, prefer or require
+  std::string cert;                  // PEM certificate chain
+  std::string key;                   // PEM private key
+  bool operator==(const TlsOptions&) const = default;
+};
+
 // Where a database's server connections go, from its `url` (a libpq URI or key=value string).
 struct Upstream {
   std::string host = "127.0.0.1";  // a name, an address or a Unix socket directory
@@ -36,6 +54,8 @@ struct Upstream {
   std::string dbname;    // empty: the client's database name
   std::string user;      // empty: the client's user
   std::string password;  // empty: the users file's secret or the client's SCRAM keys
+  TlsMode sslmode = TlsMode::kDisable;  // the url's sslmode (default disable, unlike libpq)
+  std::string sslrootcert;              // the url's sslrootcert
   bool operator==(const Upstream&) const = default;
 };
 
@@ -76,6 +96,7 @@ struct PoolerConfig {
   int threads = 0;  // 0: one per core
   AdminOptions admin;
   AuthOptions auth;
+  TlsOptions tls;
   int max_client_conn = 10000;
   std::chrono::milliseconds hold_timeout{30000};
   std::chrono::milliseconds query_wait_timeout{120000};

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
@@ -474,6 +475,97 @@ TEST_F(PoolerTest, UsersNotInTheFileAreLookedUpWithAuthQuery) {
   Conn carol(broken.Url("app", "carol", "carol-secret"));
   EXPECT_NE(carol.error().find("auth.query failed"), std::string::npos) << carol.error();
   EXPECT_NE(broken.Log().find("no_such_lookup"), std::string::npos) << broken.Log();
+}
+
+// A self-signed certificate for localhost and 127.0.0.1 (its own root), made with the openssl
+// command line: `dir`/tls.crt and `dir`/tls.key.
+void MakeCertificate(const std::string& dir) {
+  std::string command = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      dir, "/tls.key -out ", dir, "/tls.crt >/dev/null 2>&1");
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+}
+
+// TLS toward clients (tls.mode require: libpq's sslmode=require and verify-full connect, a
+// client in the clear is refused) and toward the server (the url's sslmode=verify-full against
+// a server with ssl on; sslmode=require against one without it is a clear error).
+TEST_F(PoolerTest, TlsTowardClientsAndServers) {
+  TempDir certs;
+  MakeCertificate(certs.path());
+  if (HasFatalFailure()) return;
+  const std::string crt = certs.File("tls.crt");
+  const std::string key = certs.File("tls.key");
+  {
+    PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+                         absl::StrCat("tls: {mode: require, cert: ", crt, ", key: ", key, "}\n"));
+    Conn encrypted(pooler.Url("app") + "?sslmode=require");
+    ASSERT_TRUE(encrypted.ok()) << encrypted.error() << pooler.Log();
+    EXPECT_EQ(PQsslInUse(encrypted.conn), 1);
+    EXPECT_EQ(encrypted.Run("SELECT count(*) FROM generate_series(1, 200000)"), "200000");
+    // A large answer goes through the pump whole.
+    EXPECT_EQ(encrypted.Run("SELECT length(string_agg(md5(i::text), '')) FROM "
+                            "generate_series(1, 50000) i"),
+              "1600000");
+    EXPECT_EQ(encrypted.Run("SELECT sum(length(repeat('x', i))) FROM generate_series(1, 3000) i"),
+              "4501500");
+    Conn verified(absl::StrCat("postgres://postgres@localhost:", pooler.port(),
+                               "/app?sslmode=verify-full&sslrootcert=", crt));
+    ASSERT_TRUE(verified.ok()) << verified.error();
+    EXPECT_EQ(verified.Run("SELECT 7"), "7");
+    // A client that asks for TLS and then sends no handshake is closed; others go on.
+    std::string answer =
+        RawExchange(pooler.port(), Int32(8) + Int32(80877103) + "this is not a TLS hello\n");
+    EXPECT_EQ(answer.substr(0, 1), "S") << answer;
+    EXPECT_EQ(encrypted.Run("SELECT 1"), "1");
+    Conn clear(pooler.Url("app") + "?sslmode=disable");
+    EXPECT_FALSE(clear.ok());
+    EXPECT_NE(clear.error().find("accepts TLS connections only"), std::string::npos)
+        << clear.error();
+    Conn other_name(absl::StrCat("postgres://postgres@127.0.0.2:", pooler.port(),
+                                 "/app?sslmode=verify-full&sslrootcert=", crt));
+    EXPECT_FALSE(other_name.ok());  // the certificate does not name 127.0.0.2
+  }
+
+  // Toward the server: the cluster's ssl turned on for this test, with the same certificate
+  // (owned by the server's user, as PostgreSQL requires of its key).
+  const std::string data = SharedCluster().dir() + "/data";
+  for (const char* file : {"tls.crt", "tls.key"}) {
+    std::string copy = absl::StrCat("cp ", certs.File(file), " ", data, "/pooler-", file,
+                                    " && chmod 600 ", data, "/pooler-", file,
+                                    getuid() == 0 ? absl::StrCat(" && chown postgres: ", data, "/pooler-", file) : "");
+    ASSERT_EQ(std::system(copy.c_str()), 0) << copy;
+  }
+  admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_cert_file = '", data, "/pooler-tls.crt'"));
+  admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_key_file = '", data, "/pooler-tls.key'"));
+  admin_->Exec("ALTER SYSTEM SET ssl = on");
+  admin_->Exec("SELECT pg_reload_conf()");
+  absl::Cleanup ssl_off = [] {
+    admin_->Exec("ALTER SYSTEM RESET ssl");
+    admin_->Exec("SELECT pg_reload_conf()");
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the reload is asynchronous
+  std::string url = absl::StrCat("postgres://postgres@127.0.0.1:", SharedCluster().port(),
+                                 "/pool_app?sslmode=verify-full&sslrootcert=", crt);
+  {
+    PoolerProcess pooler("trust", kTrustUsers,
+                         absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+    Conn client(pooler.Url("app"));
+    ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
+    EXPECT_EQ(client.Run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "t");
+    EXPECT_EQ(client.Run("SELECT count(*) FROM generate_series(1, 100000)"), "100000");
+  }
+  std::move(ssl_off).Invoke();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  {
+    absl::StrReplaceAll({{"verify-full", "require"}}, &url);
+    PoolerProcess pooler("trust", kTrustUsers,
+                         absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+    Conn client(pooler.Url("app"));
+    EXPECT_FALSE(client.ok());
+    EXPECT_NE(client.error().find("does not accept TLS (sslmode require)"), std::string::npos)
+        << client.error();
+  }
 }
 
 TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {

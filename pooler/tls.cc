@@ -1,0 +1,172 @@
+#include "pooler/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <optional>
+#include <utility>
+
+#include "boost/asio/ssl/host_name_verification.hpp"
+#include "engine/str_cat.h"
+
+namespace pgflow::pooler {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using asio_support::Executor;
+using asio_support::kUseTask;
+using asio_support::Socket;
+using asio_support::Task;
+using asio_support::Timer;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// OpenSSL's reason for the last failure, or `fallback`.
+std::string OpenSslError(std::string_view fallback) {
+  unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return std::string(fallback);
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+// Both ends of a TLS connection's plain side and the TLS stream, shared by the pump's two
+// directions; the first to end closes everything, so the other and the relay see the end.
+struct Pump {
+  Pump(std::unique_ptr<ssl::stream<Socket>> s, Socket p) : tls(std::move(s)), plain(std::move(p)) {}
+  std::unique_ptr<ssl::stream<Socket>> tls;
+  Socket plain;
+  void Close() {
+    boost::system::error_code ignored;
+    plain.close(ignored);
+    tls->lowest_layer().close(ignored);
+  }
+};
+
+// One direction of the pump: what `from` gives, written to `to` (TLS to plain: what the peer
+// sent, decrypted, for the relay; plain to TLS: what the relay writes, encrypted). The owner
+// travels by pointer: GCC 12 copies a shared_ptr parameter into a coroutine frame wrongly.
+template <typename From, typename To>
+Task<void> Carry(std::shared_ptr<Pump>* owner, From* from, To* to) {
+  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
+  std::array<char, kTlsPumpBuffer> buffer;
+  boost::system::error_code ec;
+  while (true) {
+    size_t n = co_await from->async_read_some(asio::buffer(buffer),
+                                              asio::redirect_error(kUseTask, ec));
+    if (ec) break;
+    co_await asio::async_write(*to, asio::buffer(buffer.data(), n),
+                               asio::redirect_error(kUseTask, ec));
+    if (ec) break;
+  }
+  (*owner)->Close();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::string& cert_file,
+                                                                   const std::string& key_file) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  boost::system::error_code ec;
+  context->use_certificate_chain_file(cert_file, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat("tls.cert: cannot load ", cert_file, ": ", OpenSslError(ec.message())));
+  }
+  context->use_private_key_file(key_file, ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat("tls.key: cannot load ", key_file, ": ", OpenSslError(ec.message())));
+  }
+  if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
+    return absl::InvalidArgumentError(
+        Cat("tls.key: ", key_file, " is not the key of the certificate in ", cert_file));
+  }
+  return context;
+}
+
+absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
+                                                                   const std::string& root_cert) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (mode == TlsMode::kVerifyCa || mode == TlsMode::kVerifyFull) {
+    boost::system::error_code ec;
+    if (root_cert.empty()) {
+      context->set_default_verify_paths(ec);
+    } else {
+      context->load_verify_file(root_cert, ec);
+    }
+    if (ec) {
+      return absl::InvalidArgumentError(Cat("sslrootcert: cannot load ", root_cert, ": ",
+                                            OpenSslError(ec.message())));
+    }
+    context->set_verify_mode(ssl::verify_peer);
+  } else {
+    context->set_verify_mode(ssl::verify_none);  // require: encrypted, not authenticated
+  }
+  return context;
+}
+
+Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool as_server,
+                                      TlsMode mode, const std::string& host,
+                                      std::chrono::milliseconds timeout) {
+  Executor executor = raw->get_executor();
+  auto stream = std::make_unique<ssl::stream<Socket>>(std::move(*raw), context);
+  if (!as_server) {
+    SSL_set_tlsext_host_name(stream->native_handle(), host.c_str());
+    if (mode == TlsMode::kVerifyFull) stream->set_verify_callback(ssl::host_name_verification(host));
+  }
+  Timer timer(executor);
+  bool expired = false;
+  timer.expires_after(timeout);
+  timer.async_wait([&stream_ref = *stream, &expired](const boost::system::error_code& ec) {
+    if (ec) return;
+    expired = true;
+    boost::system::error_code ignored;
+    stream_ref.lowest_layer().cancel(ignored);
+  });
+  boost::system::error_code ec;
+  co_await stream->async_handshake(as_server ? ssl::stream_base::server : ssl::stream_base::client,
+                                   asio::redirect_error(kUseTask, ec));
+  timer.cancel();
+  if (ec) {
+    co_return absl::UnavailableError(
+        Cat("TLS handshake ", expired ? "timed out" : "failed", ": ",
+            expired ? "" : OpenSslError(ec.message())));
+  }
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    co_return absl::UnavailableError(Cat("socketpair: ", strerror(errno)));
+  }
+  Socket inner(executor);
+  Socket outer(executor);
+  inner.assign(tcp::v4(), fds[0], ec);
+  if (ec) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    co_return absl::UnavailableError(Cat("socketpair: ", ec.message()));
+  }
+  outer.assign(tcp::v4(), fds[1], ec);
+  if (ec) {
+    ::close(fds[1]);
+    co_return absl::UnavailableError(Cat("socketpair: ", ec.message()));
+  }
+  inner.non_blocking(true, ec);
+  outer.non_blocking(true, ec);
+  auto pump = std::make_shared<Pump>(std::move(stream), std::move(inner));
+  asio::co_spawn(executor,
+                 Carry(new std::shared_ptr<Pump>(pump), pump->tls.get(), &pump->plain),
+                 asio::detached);
+  asio::co_spawn(executor,
+                 Carry(new std::shared_ptr<Pump>(pump), &pump->plain, pump->tls.get()),
+                 asio::detached);
+  co_return outer;
+}
+
+}  // namespace pgflow::pooler

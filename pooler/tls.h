@@ -1,0 +1,45 @@
+#pragma once
+
+// TLS on either side of the pooler (OpenSSL through Boost.Asio), as a transport adapter: the
+// sessions and server connections read and write plain PostgreSQL bytes on a socket, with
+// the wait-then-read_some calls of the relay; for a peer that speaks TLS, that socket is one
+// end of a Unix socketpair, and a pump (two coroutines on the same thread) carries the bytes
+// between its other end and the TLS session. The relay's code is the same with and without
+// TLS; a TLS connection costs the pump's two buffers (kTlsPumpBuffer each) and, per read or
+// write, one more pair of system calls.
+//
+// Negotiation is PostgreSQL's: a client sends SSLRequest and gets 'S' (then the handshake) or
+// 'N'; the pooler does the same toward a server when its url's sslmode asks for it.
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "boost/asio/ssl.hpp"
+#include "engine/asio_support.h"
+#include "pooler/pooler_config.h"
+
+namespace pgflow::pooler {
+
+inline constexpr size_t kTlsPumpBuffer = 8192;
+
+// The context the pooler shows its clients: `cert_file` (PEM, the chain) and `key_file`.
+// TLS 1.2 and later. An error names the file that would not load.
+absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(
+    const std::string& cert_file, const std::string& key_file);
+// The context for connections to a server: under verify-ca and verify-full the server's
+// certificate must chain to `root_cert` (PEM; empty: the system's authorities).
+absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
+    TlsMode mode, const std::string& root_cert);
+
+// Runs the TLS handshake on `*raw` (moved from) with `context`, as the server (toward a
+// client) or as the client (toward PostgreSQL: `host` is sent as SNI and, under
+// verify-full, checked against the certificate), within `timeout`; then starts the pump and
+// returns the plain socket, on the same executor. `context` must outlive the handshake only.
+asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
+    asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
+    TlsMode mode, const std::string& host, std::chrono::milliseconds timeout);
+
+}  // namespace pgflow::pooler
