@@ -102,6 +102,7 @@ struct PoolSettings {
   std::string server_dbname;
   Upstream upstream;
   PoolMode mode = PoolMode::kTransaction;
+  SessionStatePolicy session_state = SessionStatePolicy::kRefuse;
   int pool_size = 20;
   int min_pool_size = 0;
   int reserve_pool = 0;

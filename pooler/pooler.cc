@@ -68,6 +68,32 @@ bool TakesSessionState(std::string_view sql) {
   return sql.find("advisory_lock") != std::string_view::npos;
 }
 
+// What the server is sent instead of a query (`type` 'Q') or Parse ('P', `body` the original's,
+// for its statement name) that takes session state under session_state: refuse: a statement
+// that fails with the reason, so that the server's transaction state stays exact (an error
+// inside a transaction block aborts it). The query raises SQLSTATE 0A000; the Parse fails at
+// parse time, whatever parameters its Bind would bring, by a cast whose error quotes the
+// reason.
+std::string RefusedSessionState(char type, std::string_view body) {
+  constexpr std::string_view kReason =
+      "pgflow pooler: LISTEN and session-level advisory locks are refused in transaction "
+      "pooling (they would stay with a server connection other clients then use); use "
+      "pool_mode: session or session_state: pin for this database";
+  std::string out;
+  if (type == 'Q') {
+    AppendQuery(&out, Cat("DO $pgflow$BEGIN RAISE EXCEPTION USING ERRCODE = "
+                          "'feature_not_supported', MESSAGE = ",
+                          QuoteLiteral(kReason), "; END$pgflow$"));
+    return out;
+  }
+  std::string_view name = body.substr(0, body.find('\0'));
+  std::string rest = Cat("SELECT ", QuoteLiteral(kReason), "::pg_catalog.int4");
+  rest.push_back('\0');
+  AppendInt16(&rest, 0);
+  AppendParse(&out, name, rest);
+  return out;
+}
+
 // Adds the settings of a startup packet's `options` (what PGOPTIONS holds: "-c a=1 --b=2",
 // backslash escaping a space) to `params`; other switches are refused, naming them.
 absl::Status ParseOptionsParameter(std::string_view options,
@@ -946,7 +972,7 @@ class Session : public std::enable_shared_from_this<Session> {
       while (pos < cbuf_.size()) {
         if (client_pass_ > 0) {
           size_t n = std::min(client_pass_, cbuf_.size() - pos);
-          to_server_.append(cbuf_, pos, n);
+          if (!client_drop_) to_server_.append(cbuf_, pos, n);
           pos += n;
           client_pass_ -= n;
           continue;
@@ -974,14 +1000,21 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         bool rewrite = mode_ != PoolMode::kSession &&
                        (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+        std::string refused;  // the message sent instead of one refused
         if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
+          // (A Parse is whole here: it is rewritten. A query larger than what came so far
+          // is judged by its start and, if refused, its rest dropped.)
           std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
           if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
           if (TakesSessionState(text)) {
-            pinned_ = true;
-            LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
-                    "state (LISTEN or an advisory lock)",
-                    info_->id, user_, database_);
+            if (pool_->settings().session_state == SessionStatePolicy::kPin) {
+              pinned_ = true;
+              LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
+                      "state (LISTEN or an advisory lock)",
+                      info_->id, user_, database_);
+            } else {
+              refused = RefusedSessionState(h.type, std::string_view(cbuf_).substr(pos + 5));
+            }
           }
         }
         switch (h.type) {
@@ -1016,15 +1049,25 @@ class Session : public std::enable_shared_from_this<Session> {
           default:
             break;
         }
-        if (rewrite) {
+        if (!refused.empty() && h.type == 'Q') {
+          // The server runs a statement that fails as the refused one should: its
+          // transaction state stays the server's own.
+          to_server_.append(refused);
+          size_t n = std::min(h.size, cbuf_.size() - pos);
+          pos += n;
+          client_pass_ = h.size - n;
+          client_drop_ = client_pass_ > 0;
+        } else if (rewrite) {
           if (cbuf_.size() - pos < h.size) break;  // the whole message first
-          Rewrite(h.type, std::string_view(cbuf_).substr(pos, h.size));
+          Rewrite(h.type, refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
+                                          : std::string_view(refused));
           pos += h.size;
         } else {
           size_t n = std::min(h.size, cbuf_.size() - pos);
           to_server_.append(cbuf_, pos, n);
           pos += n;
           client_pass_ = h.size - n;
+          client_drop_ = false;
         }
         if (to_server_.size() >= kFlushAt && !co_await FlushToServer()) break;
       }
@@ -1434,6 +1477,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string to_server_;
   std::string to_client_;
   size_t client_pass_ = 0;  // bytes of the client's current message still to relay
+  bool client_drop_ = false;  // ...or to drop (the rest of a refused query)
   size_t server_pass_ = 0;  // bytes of the server's current message still to relay
   bool server_pass_swallow_ = false;
   ExpectQueue expect_;
@@ -1463,6 +1507,7 @@ PoolSettings Pooler::Impl::SettingsFor(const PoolerConfig& config, const std::st
                            : db.upstream.dbname,
       .upstream = db.upstream,
       .mode = db.pool_mode,
+      .session_state = db.session_state,
       .pool_size = db.pool_size,
       .min_pool_size = db.min_pool_size,
       .reserve_pool = db.reserve_pool,

@@ -124,6 +124,13 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
       IntOption("max_client_conn", &DatabaseOptions::max_client_conn)
           .Range(0, 1000000)
           .Help("Clients of this database at most (0: only the global limit)."),
+      ChoiceOption("session_state", &DatabaseOptions::session_state)
+          .Choices({{"refuse", SessionStatePolicy::kRefuse}, {"pin", SessionStatePolicy::kPin}},
+                   "session_state policy")
+          .Help("Transaction and statement modes: a query that takes session state (LISTEN, "
+                "pg_advisory_lock and its session-level kin) is refused with SQLSTATE 0A000, "
+                "or pins its client to its server connection until it leaves. Seen in the "
+                "query's text: a query starting with LISTEN or naming advisory_lock."),
   });
   return *table;
 }

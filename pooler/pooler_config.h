@@ -30,6 +30,11 @@ std::string_view PoolModeName(PoolMode mode);
 
 enum class AuthMethod { kScram, kMd5, kTrust };
 
+// What transaction and statement pooling do with a query that takes session state (LISTEN, a
+// session-level advisory lock): refuse it with an error (SQLSTATE 0A000), or pin the client
+// to its server connection until it leaves.
+enum class SessionStatePolicy { kRefuse, kPin };
+
 // libpq's sslmode names. Toward clients: disable (SSLRequest answered 'N'), prefer (TLS for
 // those who ask), require (a client that does not is refused). Toward servers (the url's
 // sslmode): disable, prefer (TLS if the server offers it), require, verify-ca (the
@@ -67,6 +72,7 @@ struct DatabaseOptions {
   int reserve_pool = 0;
   std::chrono::milliseconds reserve_pool_timeout{5000};
   int max_client_conn = 0;  // 0: only the global limit
+  SessionStatePolicy session_state = SessionStatePolicy::kRefuse;
 
   Upstream upstream;  // from url
   bool operator==(const DatabaseOptions&) const = default;

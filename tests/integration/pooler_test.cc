@@ -95,10 +95,11 @@ class PoolerProcess {
 };
 
 std::string Database(const std::string& name, const std::string& mode, int pool_size,
-                     const std::string& db, const std::string& user = "postgres") {
+                     const std::string& db, const std::string& user = "postgres",
+                     const std::string& extra = "") {
   return absl::StrCat("  ", name, ": {url: 'postgres://", user, "@127.0.0.1:",
                       SharedCluster().port(), "/", db, "', pool_mode: ", mode,
-                      ", pool_size: ", pool_size, "}\n");
+                      ", pool_size: ", pool_size, extra.empty() ? "" : ", ", extra, "}\n");
 }
 
 // A libpq connection that may fail (Sql fails the test on any error).
@@ -187,7 +188,9 @@ const char* kTrustUsers = "\"postgres\" \"\"\n";
 
 TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   PoolerProcess pooler("trust", kTrustUsers,
-                       Database("tx", "transaction", 2, "pool_app") +
+                       Database("tx", "transaction", 2, "pool_app", "postgres",
+                                "session_state: pin") +
+                           Database("strict", "transaction", 2, "pool_app") +
                            Database("sess", "session", 2, "pool_app"));
   // Transaction mode: more clients than server connections, each with its own settings.
   std::vector<std::unique_ptr<Conn>> clients;
@@ -244,6 +247,33 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   EXPECT_EQ(std::string(notify->relname), "pooled_channel");
   EXPECT_EQ(std::string(notify->extra), "hello");
   PQfreemem(notify);
+
+  // With session_state: refuse (the default), LISTEN and session advisory locks fail with
+  // SQLSTATE 0A000 and say why, in the simple and the extended protocol; inside a transaction
+  // the error aborts it, as any error would; transaction-level advisory locks are fine.
+  {
+    Conn strict(pooler.Url("strict"));
+    ASSERT_TRUE(strict.ok()) << strict.error();
+    std::string listen = strict.Run("LISTEN refused_channel");
+    EXPECT_NE(listen.find("ERROR 0A000"), std::string::npos) << listen;
+    EXPECT_NE(listen.find("session_state: pin"), std::string::npos) << listen;
+    EXPECT_EQ(strict.Run("BEGIN"), "");
+    EXPECT_NE(strict.Run("SELECT pg_advisory_lock(42)").find("ERROR 0A000"), std::string::npos);
+    EXPECT_NE(strict.Run("SELECT 1").find("ERROR 25P02"), std::string::npos);
+    EXPECT_EQ(strict.Run("ROLLBACK"), "");
+    const char* key[1] = {"42"};
+    PGresult* prepared = PQexecParams(strict.conn, "SELECT pg_advisory_lock($1::bigint)", 1,
+                                      nullptr, key, nullptr, nullptr, 0);
+    EXPECT_EQ(PQresultStatus(prepared), PGRES_FATAL_ERROR);
+    EXPECT_NE(std::string(PQresultErrorMessage(prepared)).find("are refused in transaction pooling"),
+              std::string::npos)
+        << PQresultErrorMessage(prepared);
+    PQclear(prepared);
+    EXPECT_EQ(strict.Run("SELECT pg_advisory_xact_lock(42)::text || 'ok'"), "ok");
+    EXPECT_EQ(Sql(SharedCluster().Url("pool_app"))
+                  .Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+              "0");
+  }
 
   // Session mode: the session's state stays (a temporary table, a plain SET).
   {
