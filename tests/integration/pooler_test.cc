@@ -18,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
 #include "pooler/auth.h"
+#include "pooler/protocol.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -596,6 +597,201 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
     EXPECT_NE(client.error().find("does not accept TLS (sslmode require)"), std::string::npos)
         << client.error();
   }
+}
+
+// ---- Differential protocol sessions ----------------------------------------------------------
+
+// A client speaking the wire protocol itself, for sessions replayed byte for byte against the
+// pooler and directly against PostgreSQL.
+class WireClient {
+ public:
+  WireClient(int port, const std::string& database) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    timeval timeout{.tv_sec = 20, .tv_usec = 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    std::string out;
+    pooler::AppendStartup(&out, {{"user", "postgres"}, {"database", database},
+                                 {"application_name", "wire"}});
+    Send(out);
+    ok_ = !Until('Z').empty();
+  }
+  ~WireClient() { close(fd_); }
+  bool ok() const { return ok_; }
+  void Send(const std::string& bytes) { (void)!write(fd_, bytes.data(), bytes.size()); }
+  // The messages that come until the `count`-th of type `last` (inclusive), each as type
+  // byte + body; empty when the connection ends or stays silent first.
+  std::vector<std::string> Until(char last, int count = 1) {
+    std::vector<std::string> messages;
+    while (count > 0) {
+      while (buffer_.size() < 5 || buffer_.size() < 1 + pooler::ReadInt32(buffer_.data() + 1)) {
+        char chunk[65536];
+        ssize_t n = read(fd_, chunk, sizeof chunk);
+        if (n <= 0) return {};
+        buffer_.append(chunk, n);
+      }
+      size_t size = 1 + pooler::ReadInt32(buffer_.data() + 1);
+      messages.push_back(buffer_.substr(0, 1) + buffer_.substr(5, size - 5));
+      buffer_.erase(0, size);
+      if (messages.back()[0] == last) --count;
+    }
+    return messages;
+  }
+
+ private:
+  int fd_ = -1;
+  bool ok_ = false;
+  std::string buffer_;
+};
+
+// What may differ between two backends answering the same session: a NOTIFY's sender pid.
+std::string Normalized(const std::vector<std::string>& messages) {
+  std::string out;
+  for (std::string m : messages) {
+    if (m[0] == 'A' && m.size() >= 5) m.replace(1, 4, "PID!");
+    out += m;
+    out.push_back('\n');
+  }
+  return out;
+}
+
+std::string Message(char type, const std::string& body) {
+  std::string out;
+  pooler::AppendMessage(&out, type, body);
+  return out;
+}
+std::string Parse(const std::string& name, const std::string& sql) {
+  std::string rest = sql;
+  rest.push_back('\0');
+  pooler::AppendInt16(&rest, 0);
+  std::string out;
+  pooler::AppendParse(&out, name, rest);
+  return out;
+}
+std::string Bind(const std::string& portal, const std::string& statement,
+                 const std::vector<std::string>& values) {
+  std::string rest;
+  pooler::AppendInt16(&rest, 0);
+  pooler::AppendInt16(&rest, static_cast<int16_t>(values.size()));
+  for (const std::string& v : values) {
+    pooler::AppendInt32(&rest, static_cast<int32_t>(v.size()));
+    rest += v;
+  }
+  pooler::AppendInt16(&rest, 0);
+  std::string out;
+  pooler::AppendBind(&out, portal, statement, rest);
+  return out;
+}
+std::string Execute(const std::string& portal, int32_t max_rows = 0) {
+  std::string body = portal;
+  body.push_back('\0');
+  pooler::AppendInt32(&body, max_rows);
+  return Message('E', body);
+}
+std::string Describe(char kind, const std::string& name) {
+  std::string out;
+  pooler::AppendTarget(&out, 'D', kind, name);
+  return out;
+}
+std::string Sync() { return Message('S', ""); }
+std::string Query(const std::string& sql) {
+  std::string out;
+  pooler::AppendQuery(&out, sql);
+  return out;
+}
+
+// One step of a session: bytes to send, then what to read: until the `count`-th message of
+// type `until`.
+struct Step {
+  std::string send;
+  char until = 'Z';
+  int count = 1;
+};
+
+// Runs `steps` on a fresh connection to `port`; the answers, normalized, one step a line
+// block.
+std::string Replay(int port, const std::string& database, const std::vector<Step>& steps) {
+  WireClient client(port, database);
+  if (!client.ok()) return "<no session>";
+  std::string out;
+  for (const Step& step : steps) {
+    client.Send(step.send);
+    std::vector<std::string> answer = client.Until(step.until, step.count);
+    if (answer.empty()) return out + "<connection ended>";
+    out += Normalized(answer) + "--\n";
+  }
+  return out;
+}
+
+// The same client sessions (simple and extended protocol, pipelining, errors mid-transaction,
+// named and unnamed statements, portals read in parts, COPY in and out, large results,
+// notices, NOTIFY) directly and through the pooler in session and transaction mode: the same
+// answers, byte for byte, but for a notification's sender pid.
+TEST_F(PoolerTest, SessionsGetTheSameBytesAsDirectly) {
+  Sql(SharedCluster().Url("pool_app"))
+      .Exec("CREATE TABLE IF NOT EXISTS wire (id int PRIMARY KEY, note text)");
+  PoolerProcess pooler("trust", kTrustUsers,
+                       Database("sess", "session", 2, "pool_app") +
+                           Database("tx", "transaction", 2, "pool_app"));
+  std::string copy_data;
+  for (int i = 1; i <= 3000; ++i) copy_data += Message('d', absl::StrCat(i, "\tnote ", i, "\n"));
+  const std::vector<Step> common = {
+      // Simple protocol: several statements, a notice, an error mid-transaction, ROLLBACK.
+      {Query("TRUNCATE wire; SELECT 1 AS one, 'two'::text AS two; SELECT NULL::int")},
+      {Query("DO $$BEGIN RAISE NOTICE 'hello %', 42; END$$")},
+      {Query("BEGIN; INSERT INTO wire VALUES (1, 'a'); SELECT 1/0; SELECT 2")},
+      {Query("SELECT 3")},
+      {Query("ROLLBACK")},
+      {Query("")},  // EmptyQueryResponse
+      {Query("SELECT 10") + Query("SELECT 11; SELECT 12") + Query("SELECT 13"), 'Z', 3},
+      // COPY in, then out: a large answer.
+      {Query("COPY wire FROM STDIN"), 'G'},
+      {copy_data + Message('c', "")},
+      {Query("COPY wire FROM STDIN"), 'G'},
+      {Message('d', "9999\tz\n") + Message('f', std::string("client gave up") + '\0')},
+      {Query("COPY (SELECT * FROM wire ORDER BY id) TO STDOUT")},
+      {Query("SELECT id, note, repeat(note, 20) FROM wire ORDER BY id")},
+      // Extended protocol, pipelined: three syncs in one write, an error in the second.
+      {Parse("", "SELECT $1::int + 1") + Bind("", "", {"41"}) + Describe('P', "") + Execute("") +
+           Sync() + Parse("", "SELECT 1/$1::int") + Bind("", "", {"0"}) + Execute("") +
+           Sync() + Parse("", "SELECT 'after'") + Bind("", "", {}) + Execute("") + Sync(),
+       'Z', 3},
+      // Named statements, Describe of a statement, a portal read in parts inside a
+      // transaction, Close.
+      {Parse("named", "SELECT id, note FROM wire WHERE id <= $1::int ORDER BY id") +
+           Describe('S', "named") + Sync()},
+      {Query("BEGIN")},
+      {Bind("cursor", "named", {"10"}) + Execute("cursor", 4) + Execute("cursor", 4) +
+       Execute("cursor", 4) + Sync()},
+      {Query("COMMIT")},
+      {Bind("", "named", {"2"}) + Execute("") + Message('C', std::string("Snamed") + '\0') +
+       Sync()},
+      {Bind("", "named", {"2"}) + Execute("") + Sync()},  // closed: an error
+      {Bind("", "nosuch", {}) + Execute("") + Sync()},
+      // Flush ('H') without Sync answers what is done so far.
+      {Parse("", "SELECT 5") + Bind("", "", {}) + Execute("") + Message('H', ""), 'C'},
+      {Sync()},
+  };
+  const std::string direct = Replay(SharedCluster().port(), "pool_app", common);
+  EXPECT_NE(direct.find("hello 42"), std::string::npos);
+  EXPECT_NE(direct.find("client gave up"), std::string::npos);
+  EXPECT_EQ(Replay(pooler.port(), "sess", common), direct);
+  EXPECT_EQ(Replay(pooler.port(), "tx", common), direct);
+
+  // NOTIFY in session mode: a session's own notification and one from another session.
+  const std::vector<Step> notify = {
+      {Query("LISTEN wire_channel")},
+      {Query("NOTIFY wire_channel, 'one'")},
+      {Query("SELECT pg_notify('wire_channel', 'two')")},
+      {Query("UNLISTEN *")},
+  };
+  const std::string notified = Replay(SharedCluster().port(), "pool_app", notify);
+  EXPECT_NE(notified.find("one"), std::string::npos);
+  EXPECT_EQ(Replay(pooler.port(), "sess", notify), notified);
 }
 
 TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
