@@ -925,6 +925,43 @@ TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
   }
   Sql direct(SharedCluster().Url("pool_restart"));
   EXPECT_EQ(direct.Scalar("SELECT count(*) FROM hits"), std::to_string(after));
+
+  // The same under a rate-limited pgbench (4 clients, 100 transactions a second in all):
+  // pgbench gives up on a client at its first error, so a failed transaction shows as an
+  // aborted client; only those in flight at the stop may be, and every transaction pgbench
+  // counts is in the table (plus, at most, the aborted ones that committed before the
+  // connection went).
+  direct.Exec("CREATE TABLE bench_hits (n bigint)");
+  const std::string script = pooler.dir().File("insert.sql");
+  WriteFile(script, "INSERT INTO bench_hits VALUES (1);\n");
+  std::string output;
+  int status = -1;
+  std::thread bench([&] {
+    status = Shell(absl::StrCat(PgBin(), "/pgbench -n -c 4 -j 4 -R 100 -T 10 -f ", script,
+                                " -U postgres -h 127.0.0.1 -p ", pooler.port(), " app"),
+                   &output);
+  });
+  std::this_thread::sleep_for(seconds(3));
+  SharedCluster().Pause();
+  std::this_thread::sleep_for(seconds(2));
+  SharedCluster().Resume();
+  bench.join();
+  constexpr std::string_view kProcessed = "number of transactions actually processed: ";
+  size_t at = output.find(kProcessed);
+  ASSERT_NE(at, std::string::npos) << output;
+  int processed = std::atoi(output.c_str() + at + kProcessed.size());
+  int aborted = 0;
+  for (size_t p = output.find("aborted in command"); p != std::string::npos;
+       p = output.find("aborted in command", p + 1)) {
+    ++aborted;
+  }
+  EXPECT_LE(aborted, 2) << output;  // each client runs a transaction 2.5% of the time
+  EXPECT_EQ(status, aborted == 0 ? 0 : 2) << output;
+  EXPECT_GT(processed, 500) << output;  // ~1,000 scheduled; the outage is waited through
+  int64_t rows = std::stoll(Sql(SharedCluster().Url("pool_restart"))
+                                .Scalar("SELECT count(*) FROM bench_hits"));
+  EXPECT_GE(rows, processed) << output;
+  EXPECT_LE(rows, processed + aborted) << output;
 }
 
 TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
