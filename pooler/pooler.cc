@@ -68,30 +68,35 @@ bool TakesSessionState(std::string_view sql) {
   return sql.find("advisory_lock") != std::string_view::npos;
 }
 
-// What the server is sent instead of a query (`type` 'Q') or Parse ('P', `body` the original's,
-// for its statement name) that takes session state under session_state: refuse: a statement
-// that fails with the reason, so that the server's transaction state stays exact (an error
-// inside a transaction block aborts it). The query raises SQLSTATE 0A000; the Parse fails at
-// parse time, whatever parameters its Bind would bring, by a cast whose error quotes the
-// reason.
-std::string RefusedSessionState(char type, std::string_view body) {
-  constexpr std::string_view kReason =
-      "pgflow pooler: LISTEN and session-level advisory locks are refused in transaction "
-      "pooling (they would stay with a server connection other clients then use); use "
-      "pool_mode: session or session_state: pin for this database";
+// What the server is sent instead of a query (`type` 'Q') or a Parse ('P', of statement `name`)
+// the pooler refuses: a statement that fails with `reason`, so that the server's transaction
+// state stays exact (an error inside a transaction block aborts it). The query raises
+// `sqlstate`; the Parse fails at parse time, whatever parameters its Bind would bring, by a
+// cast whose error (22P02) quotes the reason.
+std::string FailingStatement(char type, std::string_view name, std::string_view sqlstate,
+                             std::string_view reason) {
   std::string out;
   if (type == 'Q') {
-    AppendQuery(&out, Cat("DO $pgflow$BEGIN RAISE EXCEPTION USING ERRCODE = "
-                          "'feature_not_supported', MESSAGE = ",
-                          QuoteLiteral(kReason), "; END$pgflow$"));
+    AppendQuery(&out, Cat("DO $pgflow$BEGIN RAISE EXCEPTION USING ERRCODE = ",
+                          QuoteLiteral(sqlstate), ", MESSAGE = ", QuoteLiteral(reason),
+                          "; END$pgflow$"));
     return out;
   }
-  std::string_view name = body.substr(0, body.find('\0'));
-  std::string rest = Cat("SELECT ", QuoteLiteral(kReason), "::pg_catalog.int4");
+  std::string rest = Cat("SELECT ", QuoteLiteral(reason), "::pg_catalog.int4");
   rest.push_back('\0');
   AppendInt16(&rest, 0);
   AppendParse(&out, name, rest);
   return out;
+}
+
+// The failing statement for one that takes session state under session_state: refuse
+// (`body` the original message's, for a Parse's statement name).
+std::string RefusedSessionState(char type, std::string_view body) {
+  return FailingStatement(
+      type, body.substr(0, body.find('\0')), "0A000",
+      "pgflow pooler: LISTEN and session-level advisory locks are refused in transaction "
+      "pooling (they would stay with a server connection other clients then use); use "
+      "pool_mode: session or session_state: pin for this database");
 }
 
 // Adds the settings of a startup packet's `options` (what PGOPTIONS holds: "-c a=1 --b=2",
@@ -898,7 +903,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server_.
-  void Rewrite(char type, std::string_view message) {
+  void Rewrite(char type, std::string_view message, const PoolerConfig& config) {
     std::string_view body = message.substr(5);
     switch (type) {
       case 'P': {
@@ -907,15 +912,20 @@ class Session : public std::enable_shared_from_this<Session> {
           expect_.push_back({Expect::kParse, {}});
           break;
         }
+        if (!statements_.contains(std::string(parse->name)) &&
+            statements_.size() >= config.max_client_prepared_statements) {
+          // Refused (its unnamed stand-in fails), as a server at a limit would.
+          to_server_.append(FailingStatement(
+              'P', "", "53400",
+              Cat("pgflow pooler: this client has ", statements_.size(),
+                  " prepared statements, max_client_prepared_statements: close some (the "
+                  "protocol's Close) before preparing more")));
+          expect_.push_back({Expect::kParse, {}});
+          return;
+        }
         std::string server_name = ServerStatementName(parse->rest);
         statements_[std::string(parse->name)] = {server_name, std::string(parse->rest)};
-        if (server_->prepared.contains(server_name)) {
-          AppendTarget(&to_server_, 'C', 'S', server_name);
-          expect_.push_back({Expect::kCloseSwallow, {}});
-        }
-        AppendParse(&to_server_, server_name, parse->rest);
-        expect_.push_back({Expect::kParse, server_name});
-        server_->prepared.insert(server_name);
+        PrepareOnServer(server_name, parse->rest, Expect::kParse, config);
         return;
       }
       case 'B': {
@@ -956,11 +966,30 @@ class Session : public std::enable_shared_from_this<Session> {
     auto it = statements_.find(std::string(name));
     if (it == statements_.end()) return nullptr;
     if (!server_->prepared.contains(it->second.server_name)) {
-      AppendParse(&to_server_, it->second.server_name, it->second.parse_rest);
-      expect_.push_back({Expect::kParseSwallow, it->second.server_name});
-      server_->prepared.insert(it->second.server_name);
+      PrepareOnServer(it->second.server_name, it->second.parse_rest, Expect::kParseSwallow,
+                      *impl_->config());
     }
     return &it->second;
+  }
+
+  // Prepares statement `name` on the server connection (`expected` tells whether the client
+  // sees the ParseComplete). A Close of the name goes first: after an error skipped a batch,
+  // the server may still hold a statement this connection's list forgot (the same query:
+  // names are digests). A connection holding max_prepared_statements closes them all first.
+  void PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
+                       const PoolerConfig& config) {
+    if (server_->prepared.size() >= config.max_prepared_statements) {
+      for (const std::string& old : server_->prepared) {
+        AppendTarget(&to_server_, 'C', 'S', old);
+        expect_.push_back({Expect::kCloseSwallow, {}});
+      }
+      server_->prepared.clear();
+    }
+    AppendTarget(&to_server_, 'C', 'S', name);
+    expect_.push_back({Expect::kCloseSwallow, {}});
+    AppendParse(&to_server_, name, rest);
+    expect_.push_back({expected, name});
+    server_->prepared.insert(name);
   }
 
   Task<void> ClientLoop() {
@@ -1059,8 +1088,10 @@ class Session : public std::enable_shared_from_this<Session> {
           client_drop_ = client_pass_ > 0;
         } else if (rewrite) {
           if (cbuf_.size() - pos < h.size) break;  // the whole message first
-          Rewrite(h.type, refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
-                                          : std::string_view(refused));
+          Rewrite(h.type,
+                  refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
+                                  : std::string_view(refused),
+                  *config);
           pos += h.size;
         } else {
           size_t n = std::min(h.size, cbuf_.size() - pos);

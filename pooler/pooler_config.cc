@@ -231,6 +231,16 @@ const OptionTable<PoolerConfig>& PoolerTable() {
           StringOption("server_reset_query", &PoolerConfig::server_reset_query)
               .Help("Run on a server connection before another client gets it in session "
                     "mode, and after a client left in the middle of a transaction."),
+          IntOption("max_prepared_statements", &PoolerConfig::max_prepared_statements)
+              .Range(1, 1000000)
+              .Help("Transaction and statement modes: prepared statements a server connection "
+                    "keeps for its clients; past it, it closes them all and prepares again on "
+                    "demand."),
+          IntOption("max_client_prepared_statements",
+                    &PoolerConfig::max_client_prepared_statements)
+              .Range(1, 10000000)
+              .Help("Transaction and statement modes: named prepared statements one client "
+                    "may hold; past it, its Parse fails with an error that says so."),
           BytesOption("max_message_size", &PoolerConfig::max_message_size)
               .Range(uint64_t{8192}, uint64_t{1} << 30)
               .Help("A client message larger than this is refused (SQLSTATE 54000)."),

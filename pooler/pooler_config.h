@@ -112,6 +112,11 @@ struct PoolerConfig {
   std::chrono::milliseconds server_lifetime{3600000};
   std::string server_reset_query = "DISCARD ALL";
   uint64_t max_message_size = 64ull << 20;
+  // Transaction pooling: statements a server connection keeps prepared (past it, it closes
+  // them all), and named statements one client may hold (past it, its Parse fails with an
+  // error naming the limit).
+  size_t max_prepared_statements = 1000;
+  size_t max_client_prepared_statements = 10000;
   std::map<std::string, DatabaseOptions> databases;
 
   std::string file;  // where it was read from (RELOAD reads it again)

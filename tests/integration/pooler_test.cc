@@ -794,6 +794,62 @@ TEST_F(PoolerTest, SessionsGetTheSameBytesAsDirectly) {
   EXPECT_EQ(Replay(pooler.port(), "sess", notify), notified);
 }
 
+// Prepared statements are bounded: a server connection keeps at most max_prepared_statements
+// (past it, it closes them and prepares again on demand, unseen by clients), a client holds at
+// most max_client_prepared_statements (past it, its Parse fails, saying so).
+TEST_F(PoolerTest, PreparedStatementsAreBounded) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 1, "pool_app"),
+                       "max_prepared_statements: 3\nmax_client_prepared_statements: 5\n");
+  Conn a(pooler.Url("app"));
+  Conn b(pooler.Url("app"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto prepare = [](Conn& c, const std::string& name, int n) {
+    PGresult* r = PQprepare(c.conn, name.c_str(), absl::StrCat("SELECT ", n, " + $1::int").c_str(),
+                            0, nullptr);
+    std::string error = PQresultStatus(r) == PGRES_COMMAND_OK ? "" : PQresultErrorMessage(r);
+    PQclear(r);
+    return error;
+  };
+  auto run = [](Conn& c, const std::string& name) {
+    const char* values[1] = {"1"};
+    PGresult* r = PQexecPrepared(c.conn, name.c_str(), 1, values, nullptr, nullptr, 0);
+    std::string out = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0)
+                                                            : PQresultErrorMessage(r);
+    PQclear(r);
+    return out;
+  };
+  for (int i = 1; i <= 5; ++i) EXPECT_EQ(prepare(a, absl::StrCat("a", i), i), "") << i;
+  for (int i = 1; i <= 4; ++i) EXPECT_EQ(prepare(b, absl::StrCat("b", i), 100 + i), "") << i;
+  // One server connection served 9 statements: it never held more than 3.
+  EXPECT_LE(std::stoi(a.Run("SELECT count(*) FROM pg_prepared_statements")), 3);
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 1; i <= 5; ++i) EXPECT_EQ(run(a, absl::StrCat("a", i)), std::to_string(i + 1));
+    for (int i = 1; i <= 4; ++i) EXPECT_EQ(run(b, absl::StrCat("b", i)), std::to_string(101 + i));
+  }
+  EXPECT_LE(std::stoi(b.Run("SELECT count(*) FROM pg_prepared_statements")), 3);
+  std::string refused = prepare(a, "a6", 6);
+  EXPECT_NE(refused.find("max_client_prepared_statements"), std::string::npos) << refused;
+  EXPECT_EQ(run(a, "a5"), "6");  // the others still work
+  // Closed (libpq 15 has no call for Close: on the wire), one makes room for another.
+  WireClient wire(pooler.port(), "app");
+  ASSERT_TRUE(wire.ok());
+  std::string parses;
+  for (int i = 1; i <= 5; ++i) parses += Parse(absl::StrCat("w", i), absl::StrCat("SELECT ", i));
+  wire.Send(parses + Parse("w6", "SELECT 6") + Sync());
+  std::vector<std::string> messages = wire.Until('Z');
+  std::string answer = Normalized(messages);
+  EXPECT_EQ(std::count_if(messages.begin(), messages.end(),
+                          [](const std::string& m) { return m == "1"; }),
+            5)
+      << answer;  // ParseComplete
+  EXPECT_NE(answer.find("max_client_prepared_statements"), std::string::npos) << answer;
+  wire.Send(Message('C', std::string("Sw1") + '\0') + Parse("w6", "SELECT 6") +
+            Bind("", "w6", {}) + Execute("") + Sync());
+  answer = Normalized(wire.Until('Z'));
+  EXPECT_EQ(answer.find("ERROR"), std::string::npos) << answer;
+  EXPECT_NE(answer.find(std::string("D\0\x01\0\0\0\x01", 7) + "6"), std::string::npos) << answer;
+}
+
 TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
   PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
   Conn bystander(pooler.Url("app"));
