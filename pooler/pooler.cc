@@ -68,6 +68,22 @@ bool TakesSessionState(std::string_view sql) {
   return sql.find("advisory_lock") != std::string_view::npos;
 }
 
+// Whether a simple query is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces
+// as SQL allows, a trailing semicolon): in transaction pooling it drops every statement on
+// the server connection, the pooler's for other clients too.
+bool DeallocatesAll(std::string_view sql) {
+  if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);  // the message's terminator
+  std::vector<std::string> words;
+  for (absl::string_view word : absl::StrSplit(absl::string_view(sql.data(), sql.size()),
+                                               absl::ByAnyChar(" \t\r\n;"), absl::SkipEmpty())) {
+    words.push_back(absl::AsciiStrToLower(word));
+    if (words.size() > 3) return false;
+  }
+  return words == std::vector<std::string>{"deallocate", "all"} ||
+         words == std::vector<std::string>{"deallocate", "prepare", "all"} ||
+         words == std::vector<std::string>{"discard", "all"};
+}
+
 // What the server is sent instead of a query (`type` 'Q') or a Parse ('P', of statement `name`)
 // the pooler refuses: a statement that fails with `reason`, so that the server's transaction
 // state stays exact (an error inside a transaction block aborts it). The query raises
@@ -1029,6 +1045,10 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         bool rewrite = mode_ != PoolMode::kSession &&
                        (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+        if (mode_ != PoolMode::kSession && h.type == 'Q' &&
+            DeallocatesAll(std::string_view(cbuf_).substr(pos + 5, h.size - 5))) {
+          deallocate_all_ = true;
+        }
         std::string refused;  // the message sent instead of one refused
         if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
           // (A Parse is whole here: it is rewritten. A query larger than what came so far
@@ -1149,6 +1169,13 @@ class Session : public std::enable_shared_from_this<Session> {
           expect_.pop_front();
         }
         txn_status_ = body.empty() ? 'I' : body[0];
+        if (forward && deallocate_all_) {
+          // The client's DEALLOCATE ALL or DISCARD ALL ran: the connection's statements are
+          // gone, and the client's names with them.
+          server_->prepared.clear();
+          statements_.clear();
+          deallocate_all_ = false;
+        }
         if (forward) {
           pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
           if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
@@ -1180,6 +1207,7 @@ class Session : public std::enable_shared_from_this<Session> {
           return false;
         }
         DropUntilSync();
+        deallocate_all_ = false;  // (it failed, or something after it did: kept as it was)
         return true;
       case 'G':
         // CopyInResponse. In the extended protocol the client's Sync after Execute arrives
@@ -1523,7 +1551,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool client_more_ = false;  // the last read filled its buffer: more may be waiting
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;
-  bool tls_ = false;  // the client speaks TLS (through a pump: pooler/tls.h)  // took session state: keeps its server connection (TakesSessionState)
+  bool tls_ = false;  // the client speaks TLS (through a pump: pooler/tls.h)
+  bool deallocate_all_ = false;  // a DEALLOCATE ALL or DISCARD ALL awaits its ReadyForQuery  // took session state: keeps its server connection (TakesSessionState)
 };
 
 // ---------------------------------------------------------------------------------------------

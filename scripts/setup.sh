@@ -19,6 +19,9 @@ PACKAGES=(
 # scripts/ostmp.sh, both from Maven Central); Debian's when the machine has none of its own.
 command -v java >/dev/null || PACKAGES+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || PACKAGES+=(maven)
+# Node.js runs the pooler's driver tests (node-postgres, postgres.js: tests/drivers/);
+# Debian's when the machine has none of its own.
+command -v node >/dev/null || PACKAGES+=(nodejs npm)
 # Go builds the webhook tests' receiver; Debian's when the machine has none of its own.
 if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then PACKAGES+=(golang-go); fi
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Real drivers through `pgflow pooler` in transaction mode, as their users run them:
+# node-postgres and postgres.js (npm), psycopg 3 (PyPI), the PostgreSQL JDBC driver (Maven
+# Central), each with several clients sharing a pool of 3 server connections, logging in by
+# SCRAM-SHA-256: named and automatic server-side prepared statements, pipelining (postgres.js,
+# psycopg's pipeline mode), transactions, batches, and errors that roll a transaction back.
+# Then the rows each committed are counted directly: all of them, none of the rolled back.
+#
+# The drivers are installed once into the build tree (BUILD_DIR/drivers). Usage:
+#   tests/drivers/pooler_drivers.sh BUILD_DIR
+# KEEP=1 keeps the work directory (and the server's data and log), ONLY=node|python|java runs
+# one language's clients, PG_DEBUG=1 has the server log every statement.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
+PGFLOW=$BUILD/pgflow
+HERE=$ROOT/tests/drivers
+CACHE=$BUILD/drivers
+WORK=$(mktemp -d /tmp/pgflow-drivers.XXXXXX)
+chmod 755 "$WORK"
+POOLER_PID=
+cleanup() {
+  if [ -n "$POOLER_PID" ]; then kill "$POOLER_PID" 2>/dev/null || true; wait "$POOLER_PID" 2>/dev/null || true; fi
+  if [ "${KEEP:-0}" = 1 ]; then
+    "$ROOT/scripts/pgtmp.sh" pause "$WORK/pg" >/dev/null 2>&1 || true
+    echo "kept $WORK"
+  else
+    "$ROOT/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+say() { echo "[pooler-drivers] $*"; }
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- The drivers -----------------------------------------------------------------------------
+mkdir -p "$CACHE/node"
+if ! cmp -s "$HERE/package.json" "$CACHE/node/package.json" || [ ! -d "$CACHE/node/node_modules/postgres" ]; then
+  say "installing node-postgres and postgres.js from npm"
+  cp "$HERE/package.json" "$CACHE/node/package.json"
+  (cd "$CACHE/node" && npm install --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
+fi
+if ! "$CACHE/venv/bin/python" -c 'import psycopg' 2>/dev/null; then
+  say "installing psycopg from PyPI"
+  rm -rf "$CACHE/venv"
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.3' </dev/null
+fi
+JDBC_VERSION=42.7.14
+REPO=${MAVEN_REPOSITORY:-$HOME/.m2/repository}
+JAR=$REPO/org/postgresql/postgresql/$JDBC_VERSION/postgresql-$JDBC_VERSION.jar
+if [ ! -f "$JAR" ]; then
+  say "fetching the PostgreSQL JDBC driver $JDBC_VERSION from Maven Central"
+  mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$REPO" dependency:get \
+    -Dartifact="org.postgresql:postgresql:$JDBC_VERSION" -Dtransitive=false </dev/null >&2
+fi
+
+# --- A server and the pooler -----------------------------------------------------------------
+PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
+psql -X -q -v ON_ERROR_STOP=1 -d postgres \
+  -c "CREATE ROLE app LOGIN PASSWORD 'app-secret'" -c "CREATE DATABASE app OWNER app"
+psql -X -q -v ON_ERROR_STOP=1 -d app -c "CREATE TABLE hits (client text, n int); ALTER TABLE hits OWNER TO app"
+[ -n "${PG_DEBUG:-}" ] && psql -X -q -d postgres -c "ALTER SYSTEM SET log_statement = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
+POOLER_PORT=$(free_port)
+printf '"app" "app-secret"\n' >"$WORK/users.txt"
+cat >"$WORK/pooler.yaml" <<YAML
+listen: 127.0.0.1:$POOLER_PORT
+threads: 2
+auth: {method: scram-sha-256, users: $WORK/users.txt}
+databases:
+  app: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 3}
+YAML
+"$PGFLOW" pooler --config "$WORK/pooler.yaml" >"$WORK/pooler.log" 2>&1 &
+POOLER_PID=$!
+for _ in $(seq 300); do
+  grep -q "pooler: listening" "$WORK/pooler.log" && break
+  kill -0 "$POOLER_PID" 2>/dev/null || { cat "$WORK/pooler.log"; exit 1; }
+  sleep 0.1
+done
+URL="postgres://app:app-secret@127.0.0.1:$POOLER_PORT/app"
+say "pooler on 127.0.0.1:$POOLER_PORT (transaction mode, 3 server connections)"
+
+# --- The clients -----------------------------------------------------------------------------
+status=0
+[ -n "${ONLY:-}" ] && [ "$ONLY" != node ] || NODE_PATH="$CACHE/node/node_modules" node "$HERE/clients.js" "$URL" || status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != python ] || "$CACHE/venv/bin/python" "$HERE/clients.py" "$URL" || status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Clients.java" \
+  "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?user=app&password=app-secret" || status=1
+
+# --- What they committed, counted directly ---------------------------------------------------
+counts=$(psql -X -At -d app -c "SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM (
+  SELECT regexp_replace(client, '[0-9]+$', '') AS kind, count(*) AS n FROM hits GROUP BY 1) c")
+want="java=300 js=50 pg=600 py=300"
+if [ "$counts" != "$want" ]; then
+  echo "rows committed: $counts; expected $want (no rolled back rows: *rb)" >&2
+  status=1
+else
+  say "rows committed, counted directly: $counts"
+fi
+if ! kill -0 "$POOLER_PID" 2>/dev/null; then
+  echo "the pooler exited:" >&2; cat "$WORK/pooler.log" >&2; status=1
+fi
+if grep -q "ERROR\|FATAL" "$WORK/pooler.log"; then
+  echo "the pooler logged errors:" >&2; grep "ERROR\|FATAL" "$WORK/pooler.log" >&2; status=1
+fi
+exit $status
