@@ -208,6 +208,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
                                                    asio::redirect_error(kUseTask, ec));
   if (ec) co_return Failure("08001", Cat("cannot resolve ", upstream.host, ": ", ec.message()));
 
+  const Clock::time_point give_up = Clock::now() + timeout;
   Deadline deadline(server->socket, timeout);
   co_await asio::async_connect(server->socket, endpoints, asio::redirect_error(kUseTask, ec));
   if (ec) {
@@ -240,8 +241,12 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
         *transient = false;
         co_return Failure("08001", Sv(tls.status().message()));
       }
-      absl::StatusOr<Socket> plain = co_await StartTls(&server->socket, **tls, false,
-                                                       upstream.sslmode, upstream.host, timeout);
+      absl::StatusOr<Socket> plain = co_await StartTls(
+          &server->socket, **tls, false, upstream.sslmode, upstream.host,
+          std::max(std::chrono::milliseconds(1),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now())));
+      // The deadline's timer, if it fired meanwhile, found no socket to cancel.
+      if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("timed out");
       if (!plain.ok()) {
         *transient = upstream.sslmode < TlsMode::kVerifyCa;  // a certificate refused stays so
         co_return Failure("08001", Cat("server at ", where, ": ", plain.status().message()));

@@ -56,23 +56,64 @@ std::string ServerStatementName(std::string_view parse_rest) {
 }
 
 // Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
-// which transaction pooling would lose: LISTEN, and session-level advisory locks
-// (pg_advisory_lock, pg_try_advisory_lock and their _shared forms; the _xact_ ones end with
-// the transaction). The client then keeps its server connection, as in session mode.
+// which transaction pooling would lose: a statement starting with LISTEN, or a call of a
+// session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock and their _shared forms;
+// the _xact_ ones end with the transaction). String literals, quoted identifiers and comments
+// are skipped; a call in a function body ($$...$$, a DO block) counts.
 bool TakesSessionState(std::string_view sql) {
+  auto ident = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '$'; };
+  bool statement_start = true;
   size_t i = 0;
-  while (i < sql.size() && (absl::ascii_isspace(sql[i]) || sql[i] == '(')) ++i;
-  if (sql.size() - i >= 6 && absl::EqualsIgnoreCase(absl::string_view(sql.data() + i, 6), "listen")) {
-    return true;
+  while (i < sql.size()) {
+    const char c = sql[i];
+    const char next = i + 1 < sql.size() ? sql[i + 1] : '\0';
+    if (c == '\'' || c == '"') {  // a literal or a quoted identifier; '' and "" inside
+      for (++i; i < sql.size(); ++i) {
+        if (sql[i] != c) continue;
+        if (i + 1 < sql.size() && sql[i + 1] == c) {
+          ++i;
+          continue;
+        }
+        break;
+      }
+      ++i;
+      statement_start = false;
+    } else if (c == '-' && next == '-') {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+    } else if (c == '/' && next == '*') {
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string_view::npos ? sql.size() : end + 2;
+    } else if (c == ';') {
+      statement_start = true;
+      ++i;
+    } else if (absl::ascii_isspace(c) || c == '(') {
+      ++i;
+    } else if (ident(c)) {
+      size_t end = i;
+      while (end < sql.size() && ident(sql[end])) ++end;
+      absl::string_view word(sql.data() + i, end - i);
+      if (statement_start && absl::EqualsIgnoreCase(word, "listen")) return true;
+      statement_start = false;
+      if (absl::EqualsIgnoreCase(word, "pg_advisory_lock") ||
+          absl::EqualsIgnoreCase(word, "pg_advisory_lock_shared") ||
+          absl::EqualsIgnoreCase(word, "pg_try_advisory_lock") ||
+          absl::EqualsIgnoreCase(word, "pg_try_advisory_lock_shared")) {
+        size_t k = end;
+        while (k < sql.size() && absl::ascii_isspace(sql[k])) ++k;
+        if (k < sql.size() && sql[k] == '(') return true;
+      }
+      i = end;
+    } else {
+      statement_start = false;
+      ++i;
+    }
   }
-  return sql.find("advisory_lock") != std::string_view::npos;
+  return false;
 }
 
-// Whether a simple query is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces
-// as SQL allows, a trailing semicolon): in transaction pooling it drops every statement on
-// the server connection, the pooler's for other clients too.
+// Whether a query's text is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces
+// as SQL allows, a trailing semicolon).
 bool DeallocatesAll(std::string_view sql) {
-  if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);  // the message's terminator
   std::vector<std::string> words;
   for (absl::string_view word : absl::StrSplit(absl::string_view(sql.data(), sql.size()),
                                                absl::ByAnyChar(" \t\r\n;"), absl::SkipEmpty())) {
@@ -438,6 +479,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Task<bool> Login() {
     std::shared_ptr<const PoolerConfig> config = impl_->config();
+    const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
     Deadline deadline(client_, config->client_login_timeout);
     boost::system::error_code ec;
     client_.set_option(tcp::no_delay(true), ec);
@@ -475,9 +517,13 @@ class Session : public std::enable_shared_from_this<Session> {
         co_await asio::async_write(client_, asio::buffer(&answer, 1), asio::redirect_error(kUseTask, ec));
         if (ec) co_return false;
         if (tls != nullptr) {
-          absl::StatusOr<Socket> plain =
-              co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
-                                config->client_login_timeout);
+          absl::StatusOr<Socket> plain = co_await StartTls(
+              &client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
+              std::max(std::chrono::milliseconds(1),
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           login_deadline - Clock::now())));
+          // The deadline's timer, if it fired meanwhile, found no socket to cancel.
+          if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
           if (!plain.ok()) {
             LogInfo("pooler: client %s: %s", peer.address().to_string(ec), plain.status().message());
             co_return false;
@@ -1045,9 +1091,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         bool rewrite = mode_ != PoolMode::kSession &&
                        (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
-        if (mode_ != PoolMode::kSession && h.type == 'Q' &&
-            DeallocatesAll(std::string_view(cbuf_).substr(pos + 5, h.size - 5))) {
-          deallocate_all_ = true;
+        if (mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P') &&
+            cbuf_.size() - pos >= h.size) {
+          // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
+          // gone (the connection's list is cleared by the answer's tag, however sent).
+          std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
+          if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+          if (DeallocatesAll(text.substr(0, text.find('\0')))) statements_.clear();
         }
         std::string refused;  // the message sent instead of one refused
         if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
@@ -1125,6 +1175,12 @@ class Session : public std::enable_shared_from_this<Session> {
       cbuf_.erase(0, pos);
       if (fatal || killed_) break;
       if (!co_await FlushToServer()) break;
+      if (server_ != nullptr && server_loop_waiting_ && Releasable()) {
+        // The server answered before the rest of a refused query came and was dropped:
+        // nothing more is owed on this connection, and only a wake-up gives it back.
+        boost::system::error_code ignored;
+        server_->socket.cancel(ignored);
+      }
     }
     co_await ClientGone();
   }
@@ -1169,13 +1225,6 @@ class Session : public std::enable_shared_from_this<Session> {
           expect_.pop_front();
         }
         txn_status_ = body.empty() ? 'I' : body[0];
-        if (forward && deallocate_all_) {
-          // The client's DEALLOCATE ALL or DISCARD ALL ran: the connection's statements are
-          // gone, and the client's names with them.
-          server_->prepared.clear();
-          statements_.clear();
-          deallocate_all_ = false;
-        }
         if (forward) {
           pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
           if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
@@ -1207,8 +1256,24 @@ class Session : public std::enable_shared_from_this<Session> {
           return false;
         }
         DropUntilSync();
-        deallocate_all_ = false;  // (it failed, or something after it did: kept as it was)
         return true;
+      case 'C': {
+        // CommandComplete (inspected in transaction and statement modes). DEALLOCATE ALL or
+        // DISCARD ALL, however the client sent it, dropped every statement on the connection,
+        // other clients' too (they are prepared again on demand: each Parse goes after a
+        // Close of its name, so forgetting too much is safe); DISCARD ALL also reset the
+        // settings, to the values every client is shown at login (ParameterStatus messages
+        // follow for the reported ones).
+        std::string_view tag = body.substr(0, body.find('\0'));
+        if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") server_->prepared.clear();
+        if (tag == "DISCARD ALL") {
+          server_->params.clear();
+          if (defaults_ != nullptr) {
+            server_->params.insert(defaults_->begin(), defaults_->end());
+          }
+        }
+        return !swallowing;
+      }
       case 'G':
         // CopyInResponse. In the extended protocol the client's Sync after Execute arrives
         // during the copy and is ignored: the ReadyForQuery comes for the Sync after CopyDone.
@@ -1234,8 +1299,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  static bool Inspected(char type) {
-    return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S' || type == 'G';
+  bool Inspected(char type) const {
+    return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S' ||
+           type == 'G' || (type == 'C' && mode_ != PoolMode::kSession);
   }
 
   // Relays the server's answers while the client holds the connection, then gives it back.
@@ -1550,9 +1616,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool statement_violation_ = false;
   bool client_more_ = false;  // the last read filled its buffer: more may be waiting
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
-  bool pinned_ = false;
-  bool tls_ = false;  // the client speaks TLS (through a pump: pooler/tls.h)
-  bool deallocate_all_ = false;  // a DEALLOCATE ALL or DISCARD ALL awaits its ReadyForQuery  // took session state: keeps its server connection (TakesSessionState)
+  bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
+  bool tls_ = false;     // the client speaks TLS (through a pump: pooler/tls.h)
 };
 
 // ---------------------------------------------------------------------------------------------

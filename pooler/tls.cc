@@ -122,23 +122,30 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
     SSL_set_tlsext_host_name(stream->native_handle(), host.c_str());
     if (mode == TlsMode::kVerifyFull) stream->set_verify_callback(ssl::host_name_verification(host));
   }
+  // The timer's handler may run after this coroutine is gone (it expired in the turn the
+  // handshake finished): it reaches the stream only through a state the coroutine detaches.
+  struct Watch {
+    ssl::stream<Socket>* stream;
+    bool expired = false;
+  };
+  auto watch = std::make_shared<Watch>(Watch{.stream = stream.get()});
   Timer timer(executor);
-  bool expired = false;
   timer.expires_after(timeout);
-  timer.async_wait([&stream_ref = *stream, &expired](const boost::system::error_code& ec) {
-    if (ec) return;
-    expired = true;
+  timer.async_wait([watch](const boost::system::error_code& ec) {
+    if (ec || watch->stream == nullptr) return;
+    watch->expired = true;
     boost::system::error_code ignored;
-    stream_ref.lowest_layer().cancel(ignored);
+    watch->stream->lowest_layer().cancel(ignored);
   });
   boost::system::error_code ec;
   co_await stream->async_handshake(as_server ? ssl::stream_base::server : ssl::stream_base::client,
                                    asio::redirect_error(kUseTask, ec));
+  watch->stream = nullptr;
   timer.cancel();
-  if (ec) {
+  if (ec || watch->expired) {
     co_return absl::UnavailableError(
-        Cat("TLS handshake ", expired ? "timed out" : "failed", ": ",
-            expired ? "" : OpenSslError(ec.message())));
+        Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ",
+            watch->expired ? "" : OpenSslError(ec.message())));
   }
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {

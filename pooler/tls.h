@@ -36,8 +36,10 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 
 // Runs the TLS handshake on `*raw` (moved from) with `context`, as the server (toward a
 // client) or as the client (toward PostgreSQL: `host` is sent as SNI and, under
-// verify-full, checked against the certificate), within `timeout`; then starts the pump and
-// returns the plain socket, on the same executor. `context` must outlive the handshake only.
+// verify-full, checked against the certificate), within `timeout` (what is left of the
+// caller's own deadline: a Deadline on `*raw` cannot reach the socket once moved); then starts
+// the pump and returns the plain socket, on the same executor. `context` must outlive the
+// handshake only.
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
     TlsMode mode, const std::string& host, std::chrono::milliseconds timeout);

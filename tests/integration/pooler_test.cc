@@ -271,6 +271,17 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
         << PQresultErrorMessage(prepared);
     PQclear(prepared);
     EXPECT_EQ(strict.Run("SELECT pg_advisory_xact_lock(42)::text || 'ok'"), "ok");
+    // Named in a literal, a quoted identifier, a comment or another name: not a lock.
+    EXPECT_EQ(strict.Run("SELECT 'pg_advisory_lock(1); LISTEN x' AS \"pg_advisory_lock(\" "
+                         "/* pg_advisory_lock(2) */ -- LISTEN y\n"),
+              "pg_advisory_lock(1); LISTEN x");
+    EXPECT_EQ(strict.Run("SELECT 1 AS app_advisory_locks"), "1");
+    // In a DO block, or a second statement, it is.
+    EXPECT_NE(strict.Run("DO $$BEGIN PERFORM pg_catalog.pg_advisory_lock (7); END$$")
+                  .find("ERROR 0A000"),
+              std::string::npos);
+    EXPECT_NE(strict.Run("SELECT 1; listen refused_channel").find("ERROR 0A000"),
+              std::string::npos);
     EXPECT_EQ(Sql(SharedCluster().Url("pool_app"))
                   .Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
               "0");
@@ -830,6 +841,21 @@ TEST_F(PoolerTest, PreparedStatementsAreBounded) {
   std::string refused = prepare(a, "a6", 6);
   EXPECT_NE(refused.find("max_client_prepared_statements"), std::string::npos) << refused;
   EXPECT_EQ(run(a, "a5"), "6");  // the others still work
+  // Another client's DEALLOCATE ALL, in the extended protocol, empties the one connection:
+  // a's statements are prepared again on demand; b's own are gone, as directly.
+  PGresult* deallocated = PQexecParams(b.conn, "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr,
+                                       nullptr, 0);
+  EXPECT_EQ(PQresultStatus(deallocated), PGRES_COMMAND_OK) << PQresultErrorMessage(deallocated);
+  PQclear(deallocated);
+  EXPECT_EQ(run(a, "a5"), "6");
+  EXPECT_NE(run(b, "b1").find("does not exist"), std::string::npos);
+  // DISCARD ALL resets the connection's settings too: a client's own are set again.
+  Conn tuned(pooler.Url("app") + "?options=-c%20work_mem%3D5MB");
+  ASSERT_TRUE(tuned.ok()) << tuned.error();
+  EXPECT_EQ(tuned.Run("SHOW work_mem"), "5MB");
+  EXPECT_EQ(b.Run("DISCARD ALL"), "");
+  EXPECT_EQ(tuned.Run("SHOW work_mem"), "5MB");
+  EXPECT_EQ(run(a, "a5"), "6");
   // Closed (libpq 15 has no call for Close: on the wire), one makes room for another.
   WireClient wire(pooler.port(), "app");
   ASSERT_TRUE(wire.ok());
