@@ -482,7 +482,12 @@ absl::Status TargetTables::CreateFromShape(const TableSchema& schema,
   }
   // Under REPLICA IDENTITY FULL every column is marked: the real key travels beside them.
   if (schema.replica_identity == 'f') create.primary_key = schema.primary_key;
-  std::string sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
+  // Several deliveries of one Kafka group may meet the same missing table at once: creations
+  // take turns under a lock held to the end of their transaction, and the later ones find the
+  // table there (two concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type).
+  create.if_not_exists = true;
+  std::string sql = absl::StrCat("SELECT pg_advisory_xact_lock(hashtext('pgflow: creating tables')); "
+                                 "CREATE SCHEMA IF NOT EXISTS ", QuoteIdent(target_schema), "; ",
                                  RenderCreateTable(create));
   if (absl::Status s =
           session_.Run(sql, absl::StrCat("creating table ", target_schema, ".", schema.name,
