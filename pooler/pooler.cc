@@ -381,6 +381,13 @@ class Pooler::Impl : public AdminTarget {
 
 // ---------------------------------------------------------------------------------------------
 
+// The keys of a client's SCRAM proof (ScramServer::client_key, the secret's ServerKey), with
+// which the pooler can log in to PostgreSQL as that user.
+struct ScramKeys {
+  std::string client_key;
+  std::string server_key;
+};
+
 // One client connection: its login, then either the admin console or the relay.
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -587,7 +594,8 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
-    if (!co_await Authenticate(*config, *users, &looked_up_md5)) co_return false;
+    ScramKeys proof;            // the keys of the client's SCRAM proof, for the server login
+    if (!co_await Authenticate(*config, *users, &looked_up_md5, &proof)) co_return false;
 
     std::string out;
     AppendAuthentication(&out, 0);
@@ -627,8 +635,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     pool_->clients.fetch_add(1);
     mode_ = pool_->settings().mode;
-    if (!scram_client_key_.empty() && pool_->login_user() == user_) {
-      pool_->OfferScramKeys(scram_client_key_, scram_server_key_);
+    if (!proof.client_key.empty() && pool_->login_user() == user_) {
+      pool_->OfferScramKeys(proof.client_key, proof.server_key);
     }
     if (!looked_up_md5.empty() && pool_->login_user() == user_) pool_->OfferMd5Hash(looked_up_md5);
     for (const auto& [name, value] : startup.parameters) {
@@ -663,10 +671,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (mode_ == PoolMode::kSession && !params_.empty()) {
       // Session mode: the server connection starts with the client's settings, so that RESET
       // returns to them (SET would make them the session's, not its defaults).
-      startup_.settings.assign(params_.begin(), params_.end());
-      std::sort(startup_.settings.begin(), startup_.settings.end());
-      for (const auto& [name, value] : startup_.settings) {
-        startup_.key += Cat(name, "=", value, "\n");
+      startup_ = std::make_unique<StartupSettings>();
+      startup_->settings.assign(params_.begin(), params_.end());
+      std::sort(startup_->settings.begin(), startup_->settings.end());
+      for (const auto& [name, value] : startup_->settings) {
+        startup_->key += Cat(name, "=", value, "\n");
       }
     }
     AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
@@ -742,7 +751,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Task<bool> Authenticate(const PoolerConfig& config, const UserList& users,
-                          std::string* looked_up_md5) {
+                          std::string* looked_up_md5, ScramKeys* proof) {
     auto entry = users.find(user_);
     const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
     std::optional<UserSecret> looked_up;
@@ -848,43 +857,30 @@ class Session : public std::enable_shared_from_this<Session> {
     out.clear();
     AppendAuthentication(&out, 12, *server_final);
     co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-    scram_client_key_ = server.client_key();
-    scram_server_key_ = scram_secret.server_key;
+    proof->client_key = server.client_key();
+    proof->server_key = scram_secret.server_key;
     co_return !ec;
   }
 
   // --- relay: client to server ------------------------------------------------------------
 
-  // Reads what the client sent into cbuf_; false at its end or on an error. A read that
-  // filled its buffer may have left more behind and is tried again at once; otherwise the
-  // socket is waited on first (a read that would only answer EAGAIN costs a system call).
-  Task<bool> ReadClient() {
+  // Reads what the client has sent into cbuf_ (the buffer taken when it had none): 1 when
+  // something came, 0 when nothing was there (wait), -1 at its end or on an error. A read that
+  // filled its room may have left more behind: client_more_ says to read again before
+  // waiting (a read that would only answer EAGAIN costs a system call). Not a coroutine: the
+  // client loop waits itself, so that an idle client holds one coroutine frame fewer.
+  int ReadClient() {
     boost::system::error_code ec;
-    bool wait_first = !client_more_;
-    while (true) {
-      if (wait_first) {
-        if (server_ == nullptr && cbuf_.empty()) {
-          // Idle between transactions: the buffer goes back until the client speaks again.
-          thread_->GiveBack(cbuf_);
-        }
-        co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
-        if (ec || killed_) {
-          LogDebug("pooler: client %d: wait: %s", info_ ? info_->id : 0, ec.message());
-          co_return false;
-        }
-      }
-      wait_first = true;
-      size_t n = thread_->ReadInto(client_, cbuf_, ec);
-      if (!ec) {
-        client_more_ = n == kReadChunk;
-        if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
-        co_return true;
-      }
-      if (ec != asio::error::would_block && ec != asio::error::try_again) {
-        LogDebug("pooler: client %d: read: %s", info_ ? info_->id : 0, ec.message());
-        co_return false;
-      }
+    size_t n = thread_->ReadInto(client_, cbuf_, ec);
+    if (!ec) {
+      client_more_ = n == kReadChunk;
+      if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
+      return 1;
     }
+    client_more_ = false;
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
+    LogDebug("pooler: client %d: read: %s", info_ ? info_->id : 0, ec.message());
+    return -1;
   }
 
   Task<bool> FlushToServer() {
@@ -908,7 +904,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Task<absl::Status> Attach() {
     info_->state = 2;
     absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(
-        &thread_->context, mode_ == PoolMode::kSession ? &startup_ : nullptr);
+        &thread_->context, mode_ == PoolMode::kSession ? startup_.get() : nullptr);
     info_->state = 1;
     if (!server.ok()) {
       info_->state = 0;
@@ -1057,7 +1053,22 @@ class Session : public std::enable_shared_from_this<Session> {
   Task<void> ClientLoop() {
     std::shared_ptr<const PoolerConfig> config = impl_->config();
     const size_t max_message = config->max_message_size;
-    while (co_await ReadClient()) {
+    while (true) {
+      if (!client_more_) {
+        if (server_ == nullptr && cbuf_.empty()) {
+          // Idle between transactions: the buffer goes back until the client speaks again.
+          thread_->GiveBack(cbuf_);
+        }
+        boost::system::error_code ec;
+        co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
+        if (ec || killed_) {
+          LogDebug("pooler: client %d: wait: %s", info_ ? info_->id : 0, ec.message());
+          break;
+        }
+      }
+      const int got = ReadClient();
+      if (got < 0) break;
+      if (got == 0) continue;
       size_t pos = 0;
       bool fatal = false;
       while (pos < cbuf_.size()) {
@@ -1589,13 +1600,12 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string user_;
   std::string database_;
   PoolMode mode_ = PoolMode::kTransaction;
-  std::string scram_client_key_;
-  std::string scram_server_key_;
   // The client's settings (lower-case names): its startup parameters and what it changed.
   absl::flat_hash_map<std::string, std::string> params_;
   absl::flat_hash_map<std::string, Statement> statements_;
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
-  StartupSettings startup_;  // session mode: the settings its server connections start with
+  // Session mode, a client with settings: those its server connections start with.
+  std::unique_ptr<StartupSettings> startup_;
 
   std::unique_ptr<ServerConn> server_;
   std::string cbuf_;
