@@ -1050,9 +1050,129 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->prepared.insert(name);
   }
 
+  // What relaying the client's buffer stopped for.
+  enum class ClientStep : uint8_t {
+    kMore,    // all of it relayed, or a message waits for more of its bytes
+    kAttach,  // the message at the position needs a server connection first
+    kFlush,   // to_server_ is full: send it, then go on
+    kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
+    kLeave,   // Terminate
+  };
+
+  // Relays the messages in cbuf_ from *position on into to_server_ (rewritten where
+  // transaction pooling needs it), keeping the expectations and counters in step, and
+  // advances *position past what it took. A plain function, called again after each step the
+  // client loop takes for it: its locals live on the stack, not in every idle client's
+  // coroutine frame.
+  ClientStep ProcessClientBuffer(const PoolerConfig& config, size_t* position,
+                                 std::string* fatal_message) {
+    size_t& pos = *position;
+    while (pos < cbuf_.size()) {
+      if (client_pass_ > 0) {
+        size_t n = std::min(client_pass_, cbuf_.size() - pos);
+        if (!client_drop_) to_server_.append(cbuf_, pos, n);
+        pos += n;
+        client_pass_ -= n;
+        continue;
+      }
+      absl::StatusOr<std::optional<MessageHeader>> header =
+          ReadMessageHeader(std::string_view(cbuf_).substr(pos), config.max_message_size);
+      if (!header.ok()) {
+        if (server_ == nullptr) *fatal_message = std::string(Sv(header.status().message()));
+        return ClientStep::kFatal;
+      }
+      if (!header->has_value()) return ClientStep::kMore;
+      const MessageHeader h = **header;
+      if (h.type == 'X') return ClientStep::kLeave;  // Terminate
+      if (server_ == nullptr) return ClientStep::kAttach;
+      bool rewrite = mode_ != PoolMode::kSession &&
+                     (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+      if (mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P') &&
+          cbuf_.size() - pos >= h.size) {
+        // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
+        // gone (the connection's list is cleared by the answer's tag, however sent).
+        std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
+        if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+        if (DeallocatesAll(text.substr(0, text.find('\0')))) statements_.clear();
+      }
+      std::string refused;  // the message sent instead of one refused
+      if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
+        // (A Parse is whole here: it is rewritten. A query larger than what came so far
+        // is judged by its start and, if refused, its rest dropped.)
+        std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
+        if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+        if (TakesSessionState(text)) {
+          if (pool_->settings().session_state == SessionStatePolicy::kPin) {
+            pinned_ = true;
+            LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
+                    "state (LISTEN or an advisory lock)",
+                    info_->id, user_, database_);
+          } else {
+            refused = RefusedSessionState(h.type, std::string_view(cbuf_).substr(pos + 5));
+          }
+        }
+      }
+      switch (h.type) {
+        case 'Q':
+        case 'S':
+        case 'F':
+          // PostgreSQL ignores a Sync that arrives while it copies in.
+          if (copy_in_ && h.type == 'S') break;
+          expect_.push_back({Expect::kSync, {}, h.type});
+          unsynced_ = 0;
+          break;
+        case 'c':
+        case 'f':
+          copy_in_ = false;  // CopyDone, CopyFail
+          break;
+        case 'P':
+          if (!rewrite) expect_.push_back({Expect::kParse, {}});
+          ++unsynced_;
+          break;
+        case 'C':
+          if (!rewrite) expect_.push_back({Expect::kClose, {}});
+          ++unsynced_;
+          break;
+        case 'H':
+          if (!copy_in_) ++unsynced_;  // ignored during copy-in, as Sync
+          break;
+        case 'B':
+        case 'D':
+        case 'E':
+          ++unsynced_;
+          break;
+        default:
+          break;
+      }
+      if (!refused.empty() && h.type == 'Q') {
+        // The server runs a statement that fails as the refused one should: its
+        // transaction state stays the server's own.
+        to_server_.append(refused);
+        size_t n = std::min(h.size, cbuf_.size() - pos);
+        pos += n;
+        client_pass_ = h.size - n;
+        client_drop_ = client_pass_ > 0;
+      } else if (rewrite) {
+        if (cbuf_.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
+        Rewrite(h.type,
+                refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
+                                : std::string_view(refused),
+                config);
+        pos += h.size;
+      } else {
+        size_t n = std::min(h.size, cbuf_.size() - pos);
+        to_server_.append(cbuf_, pos, n);
+        pos += n;
+        client_pass_ = h.size - n;
+        client_drop_ = false;
+      }
+      if (to_server_.size() >= kFlushAt) return ClientStep::kFlush;
+    }
+    return ClientStep::kMore;
+  }
+
   Task<void> ClientLoop() {
     std::shared_ptr<const PoolerConfig> config = impl_->config();
-    const size_t max_message = config->max_message_size;
     while (true) {
       if (!client_more_) {
         if (server_ == nullptr && cbuf_.empty()) {
@@ -1071,117 +1191,33 @@ class Session : public std::enable_shared_from_this<Session> {
       if (got == 0) continue;
       size_t pos = 0;
       bool fatal = false;
-      while (pos < cbuf_.size()) {
-        if (client_pass_ > 0) {
-          size_t n = std::min(client_pass_, cbuf_.size() - pos);
-          if (!client_drop_) to_server_.append(cbuf_, pos, n);
-          pos += n;
-          client_pass_ -= n;
-          continue;
-        }
-        absl::StatusOr<std::optional<MessageHeader>> header =
-            ReadMessageHeader(std::string_view(cbuf_).substr(pos), max_message);
-        if (!header.ok()) {
-          if (server_ == nullptr) co_await SendFatal("08P01", Sv(header.status().message()));
-          fatal = true;
-          break;
-        }
-        if (!header->has_value()) break;
-        const MessageHeader h = **header;
-        if (h.type == 'X') {
-          fatal = true;  // Terminate: the client leaves
-          break;
-        }
-        if (server_ == nullptr) {
-          if (absl::Status s = co_await Attach(); !s.ok()) {
-            auto [sqlstate, message] = SqlstateOf(s);
-            co_await SendFatal(sqlstate, message);
-            fatal = true;
+      for (bool more = true; more;) {
+        std::string fatal_message;
+        switch (ProcessClientBuffer(*config, &pos, &fatal_message)) {
+          case ClientStep::kMore:
+            more = false;
             break;
-          }
-        }
-        bool rewrite = mode_ != PoolMode::kSession &&
-                       (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
-        if (mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P') &&
-            cbuf_.size() - pos >= h.size) {
-          // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
-          // gone (the connection's list is cleared by the answer's tag, however sent).
-          std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
-          if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
-          if (DeallocatesAll(text.substr(0, text.find('\0')))) statements_.clear();
-        }
-        std::string refused;  // the message sent instead of one refused
-        if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
-          // (A Parse is whole here: it is rewritten. A query larger than what came so far
-          // is judged by its start and, if refused, its rest dropped.)
-          std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
-          if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
-          if (TakesSessionState(text)) {
-            if (pool_->settings().session_state == SessionStatePolicy::kPin) {
-              pinned_ = true;
-              LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
-                      "state (LISTEN or an advisory lock)",
-                      info_->id, user_, database_);
-            } else {
-              refused = RefusedSessionState(h.type, std::string_view(cbuf_).substr(pos + 5));
+          case ClientStep::kAttach:
+            if (absl::Status s = co_await Attach(); !s.ok()) {
+              auto [sqlstate, message] = SqlstateOf(s);
+              co_await SendFatal(sqlstate, message);
+              fatal = true;
+              more = false;
             }
-          }
-        }
-        switch (h.type) {
-          case 'Q':
-          case 'S':
-          case 'F':
-            // PostgreSQL ignores a Sync that arrives while it copies in.
-            if (copy_in_ && h.type == 'S') break;
-            expect_.push_back({Expect::kSync, {}, h.type});
-            unsynced_ = 0;
             break;
-          case 'c':
-          case 'f':
-            copy_in_ = false;  // CopyDone, CopyFail
+          case ClientStep::kFlush:
+            more = co_await FlushToServer();
             break;
-          case 'P':
-            if (!rewrite) expect_.push_back({Expect::kParse, {}});
-            ++unsynced_;
+          case ClientStep::kFatal:
+            if (!fatal_message.empty()) co_await SendFatal("08P01", fatal_message);
+            fatal = true;
+            more = false;
             break;
-          case 'C':
-            if (!rewrite) expect_.push_back({Expect::kClose, {}});
-            ++unsynced_;
-            break;
-          case 'H':
-            if (!copy_in_) ++unsynced_;  // ignored during copy-in, as Sync
-            break;
-          case 'B':
-          case 'D':
-          case 'E':
-            ++unsynced_;
-            break;
-          default:
+          case ClientStep::kLeave:
+            fatal = true;
+            more = false;
             break;
         }
-        if (!refused.empty() && h.type == 'Q') {
-          // The server runs a statement that fails as the refused one should: its
-          // transaction state stays the server's own.
-          to_server_.append(refused);
-          size_t n = std::min(h.size, cbuf_.size() - pos);
-          pos += n;
-          client_pass_ = h.size - n;
-          client_drop_ = client_pass_ > 0;
-        } else if (rewrite) {
-          if (cbuf_.size() - pos < h.size) break;  // the whole message first
-          Rewrite(h.type,
-                  refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
-                                  : std::string_view(refused),
-                  *config);
-          pos += h.size;
-        } else {
-          size_t n = std::min(h.size, cbuf_.size() - pos);
-          to_server_.append(cbuf_, pos, n);
-          pos += n;
-          client_pass_ = h.size - n;
-          client_drop_ = false;
-        }
-        if (to_server_.size() >= kFlushAt && !co_await FlushToServer()) break;
       }
       cbuf_.erase(0, pos);
       if (fatal || killed_) break;
