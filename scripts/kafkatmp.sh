@@ -115,7 +115,15 @@ appender.file.fileName=$dir/broker.log
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 PROPS
-    cluster=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22])')
+    # A random cluster id as Kafka writes them (22 url-safe base64 characters), never one that
+    # starts with '-': the storage tool's option parser would take that for an option.
+    cluster=$(python3 -c '
+import base64, uuid
+while True:
+    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+    if not cluster.startswith("-"):
+        print(cluster)
+        break')
     java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -cp "$(classpath)" kafka.tools.StorageTool format -t "$cluster" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 || {
