@@ -63,6 +63,10 @@ struct ServerConn {
 
   asio::io_context* home;
   Socket socket;
+  // What the relay's reads of the socket land in (taken at its first read, kept with the
+  // connection: a pool holds few). A read posted while the answer has not come costs asio no
+  // system call to wait, where a wait for readability re-arms the socket's epoll registration.
+  std::unique_ptr<char[]> input;
   uint64_t id = 0;
   int32_t backend_pid = 0;
   int32_t backend_key = 0;

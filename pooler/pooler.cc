@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <deque>
@@ -112,36 +113,52 @@ bool TakesSessionState(std::string_view sql) {
 }
 
 // Whether a query's text is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces
-// as SQL allows, a trailing semicolon).
+// as SQL allows, a trailing semicolon). Runs on every query in transaction pooling: it
+// allocates nothing, and most queries are told apart by their first letter.
 bool DeallocatesAll(std::string_view sql) {
-  std::vector<std::string> words;
+  const size_t start = sql.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos || (sql[start] != 'd' && sql[start] != 'D')) return false;
+  std::array<absl::string_view, 3> words;
+  size_t count = 0;
   for (absl::string_view word : absl::StrSplit(absl::string_view(sql.data(), sql.size()),
                                                absl::ByAnyChar(" \t\r\n;"), absl::SkipEmpty())) {
-    words.push_back(absl::AsciiStrToLower(word));
-    if (words.size() > 3) return false;
+    if (count == words.size()) return false;
+    words[count++] = word;
   }
-  return words == std::vector<std::string>{"deallocate", "all"} ||
-         words == std::vector<std::string>{"deallocate", "prepare", "all"} ||
-         words == std::vector<std::string>{"discard", "all"};
+  auto is = [&](size_t i, absl::string_view expected) {
+    return absl::EqualsIgnoreCase(words[i], expected);
+  };
+  if (count == 2) return (is(0, "deallocate") || is(0, "discard")) && is(1, "all");
+  return count == 3 && is(0, "deallocate") && is(1, "prepare") && is(2, "all");
 }
 
-// What the server is sent instead of a query (`type` 'Q') or a Parse ('P', of statement `name`)
-// the pooler refuses: a statement that fails with `reason`, so that the server's transaction
-// state stays exact (an error inside a transaction block aborts it). The query raises
-// `sqlstate`; the Parse fails at parse time, whatever parameters its Bind would bring, by a
-// cast whose error (22P02) quotes the reason.
-std::string FailingStatement(char type, std::string_view name, std::string_view sqlstate,
-                             std::string_view reason) {
+// The SQL text of a query ('Q') or a Parse ('P'), given the message's body: a Parse's
+// statement name is skipped, and the text ends at its terminating zero (or with the body, when
+// only the start of a long query has come).
+std::string_view QueryText(char type, std::string_view body) {
+  if (type == 'P') body.remove_prefix(std::min(body.size(), body.find('\0') + 1));
+  return body.substr(0, body.find('\0'));
+}
+
+// What the server is sent instead of a query the pooler refuses: a statement that fails with
+// `sqlstate` and `reason`, so that the server's transaction state stays exact (an error inside
+// a transaction block aborts it).
+std::string FailingQuery(std::string_view sqlstate, std::string_view reason) {
   std::string out;
-  if (type == 'Q') {
-    AppendQuery(&out, Cat("DO $pgflow$BEGIN RAISE EXCEPTION USING ERRCODE = ",
-                          QuoteLiteral(sqlstate), ", MESSAGE = ", QuoteLiteral(reason),
-                          "; END$pgflow$"));
-    return out;
-  }
+  AppendQuery(&out, Cat("DO $pgflow$BEGIN RAISE EXCEPTION USING ERRCODE = ",
+                        QuoteLiteral(sqlstate), ", MESSAGE = ", QuoteLiteral(reason),
+                        "; END$pgflow$"));
+  return out;
+}
+
+// What the server is sent instead of a Parse (of statement `name`) the pooler refuses: one that
+// fails at parse time, whatever parameters its Bind would bring, by a cast whose error (SQLSTATE
+// 22P02, invalid text representation: a Parse cannot raise a chosen one) quotes `reason`.
+std::string FailingParse(std::string_view name, std::string_view reason) {
   std::string rest = Cat("SELECT ", QuoteLiteral(reason), "::pg_catalog.int4");
   rest.push_back('\0');
   AppendInt16(&rest, 0);
+  std::string out;
   AppendParse(&out, name, rest);
   return out;
 }
@@ -149,11 +166,12 @@ std::string FailingStatement(char type, std::string_view name, std::string_view 
 // The failing statement for one that takes session state under session_state: refuse
 // (`body` the original message's, for a Parse's statement name).
 std::string RefusedSessionState(char type, std::string_view body) {
-  return FailingStatement(
-      type, body.substr(0, body.find('\0')), "0A000",
+  constexpr std::string_view kReason =
       "pgflow pooler: LISTEN and session-level advisory locks are refused in transaction "
       "pooling (they would stay with a server connection other clients then use); use "
-      "pool_mode: session or session_state: pin for this database");
+      "pool_mode: session or session_state: pin for this database";
+  if (type == 'Q') return FailingQuery("0A000", kReason);
+  return FailingParse(body.substr(0, body.find('\0')), kReason);
 }
 
 // Adds the settings of a startup packet's `options` (what PGOPTIONS holds: "-c a=1 --b=2",
@@ -973,9 +991,8 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!statements_.contains(std::string(parse->name)) &&
             statements_.size() >= config.max_client_prepared_statements) {
           // Refused (its unnamed stand-in fails), as a server at a limit would.
-          to_server_.append(FailingStatement(
-              'P', "", "53400",
-              Cat("pgflow pooler: this client has ", statements_.size(),
+          to_server_.append(FailingParse(
+              "", Cat("pgflow pooler: this client has ", statements_.size(),
                   " prepared statements, max_client_prepared_statements: close some (the "
                   "protocol's Close) before preparing more")));
           expect_.push_back({Expect::kParse, {}});
@@ -1087,20 +1104,21 @@ class Session : public std::enable_shared_from_this<Session> {
       if (server_ == nullptr) return ClientStep::kAttach;
       bool rewrite = mode_ != PoolMode::kSession &&
                      (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
-      if (mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P') &&
-          cbuf_.size() - pos >= h.size) {
+      // The query text, or the start of it that has come (a Parse is whole here: it is
+      // rewritten).
+      const std::string_view text =
+          mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')
+              ? QueryText(h.type, std::string_view(cbuf_).substr(pos + 5, h.size - 5))
+              : std::string_view();
+      if (!text.empty() && cbuf_.size() - pos >= h.size && DeallocatesAll(text)) {
         // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
         // gone (the connection's list is cleared by the answer's tag, however sent).
-        std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
-        if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
-        if (DeallocatesAll(text.substr(0, text.find('\0')))) statements_.clear();
+        statements_.clear();
       }
       std::string refused;  // the message sent instead of one refused
-      if (!pinned_ && mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')) {
-        // (A Parse is whole here: it is rewritten. A query larger than what came so far
-        // is judged by its start and, if refused, its rest dropped.)
-        std::string_view text = std::string_view(cbuf_).substr(pos + 5, h.size - 5);
-        if (h.type == 'P') text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+      if (!pinned_ && !text.empty()) {
+        // (A query larger than what came so far is judged by its start and, if refused, its
+        // rest dropped.)
         if (TakesSessionState(text)) {
           if (pool_->settings().session_state == SessionStatePolicy::kPin) {
             pinned_ = true;
@@ -1360,7 +1378,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Task<void> RunServerLoop() {
     boost::system::error_code ec;
     std::string sbuf = thread_->TakeBuffer();
-    bool more = false;  // the last read filled its room: read again before waiting
+    if (server_->input == nullptr) server_->input.reset(new char[kReadChunk]);
     bool reusable = true;
     bool cleanup_sent = false;
     bool protocol_failure = false;
@@ -1372,23 +1390,17 @@ class Session : public std::enable_shared_from_this<Session> {
       // wake a wait, and the cancel ClientGone sends finds no wait when none is pending.
       const bool act_now = killed_ || (client_gone_ && !cleanup_sent);
       ec.clear();
-      if (!more && !act_now) {
-        server_loop_waiting_ = true;
-        co_await server_->socket.async_wait(tcp::socket::wait_read,
-                                            asio::redirect_error(kUseTask, ec));
-        server_loop_waiting_ = false;
-      }
       size_t n = 0;
       if (act_now) {
         ec = asio::error::operation_aborted;
-      } else if (!ec) {
-        n = thread_->ReadInto(server_->socket, sbuf, ec);
-        more = !ec && n == kReadChunk;
-        if (ec == asio::error::would_block || ec == asio::error::try_again) {
-          more = false;
-          continue;
-        }
+      } else {
+        // (After a read that filled the buffer, asio reads again at once.)
+        server_loop_waiting_ = true;
+        n = co_await server_->socket.async_read_some(asio::buffer(server_->input.get(), kReadChunk),
+                                                     asio::redirect_error(kUseTask, ec));
+        server_loop_waiting_ = false;
         if (!ec && n == 0) ec = asio::error::eof;
+        if (!ec) sbuf.append(server_->input.get(), n);
       }
       if (ec == asio::error::operation_aborted) {
         if (killed_) {
