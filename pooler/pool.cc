@@ -652,6 +652,29 @@ std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Pool::Defau
   return defaults_;
 }
 
+uint64_t Pool::SettingsStamp(const absl::flat_hash_map<std::string, std::string>& params,
+                             const absl::flat_hash_map<std::string, std::string>* defaults) {
+  // The settings written out in order; a name or value holds no zero byte.
+  auto append_sorted = [](std::string* key, const auto& settings) {
+    std::vector<std::pair<std::string_view, std::string_view>> sorted(settings.begin(),
+                                                                      settings.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [name, value] : sorted) {
+      key->append(name).push_back('\0');
+      key->append(value).push_back('\0');
+    }
+  };
+  std::string key;
+  append_sorted(&key, params);
+  key.push_back('\1');
+  if (defaults != nullptr) append_sorted(&key, *defaults);
+  absl::MutexLock lock(&mu_);
+  if (auto it = settings_stamps_.find(key); it != settings_stamps_.end()) return it->second;
+  if (settings_stamps_.size() >= kSettingsStamps) settings_stamps_.clear();
+  settings_stamps_.emplace(std::move(key), ++last_settings_stamp_);
+  return last_settings_stamp_;
+}
+
 void Pool::OfferScramKeys(const std::string& client_key, const std::string& server_key) {
   absl::MutexLock lock(&mu_);
   if (!login_.password.empty() || !login_.md5_hash.empty()) return;

@@ -82,6 +82,9 @@ struct ServerConn {
   Clock::time_point idle_since;
   uint64_t generation = 0;  // the pool's at login; RECONNECT closes older ones
   std::string startup_key;  // StartupSettings::key of its login ("" for none)
+  // The Pool::SettingsStamp of the client settings `params` was last brought to, 0 when unknown
+  // or changed since: a client with that stamp needs no SET or RESET on it.
+  uint64_t settings_stamp = 0;
 
   // Moves the socket to `context` (a client on another thread took the connection).
   void MoveTo(asio::io_context* context);
@@ -141,6 +144,12 @@ class Pool {
   std::vector<std::pair<std::string, std::string>> ServerParams() const;
   // The same by lower-case name: the values a client that never changed them expects.
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Defaults() const;
+  // A number naming the settings a client runs with: its own (`params`) over `defaults`. Equal
+  // settings get the same number, within the pool and while it remembers them (up to
+  // kSettingsStamps sets; then it starts over with new numbers, never reusing one), so that a
+  // client landing on a connection last brought to its settings skips comparing them. Never 0.
+  uint64_t SettingsStamp(const absl::flat_hash_map<std::string, std::string>& params,
+                         const absl::flat_hash_map<std::string, std::string>* defaults);
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
   // The same with an md5 hash (of a user auth.query found), for an md5 login to the server.
@@ -202,6 +211,9 @@ class Pool {
   std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_
       ABSL_GUARDED_BY(mu_);
+  static constexpr size_t kSettingsStamps = 1024;
+  absl::flat_hash_map<std::string, uint64_t> settings_stamps_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_settings_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   PoolStats stats_;
 };
 

@@ -686,6 +686,7 @@ class Session : public std::enable_shared_from_this<Session> {
       AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
     }
     defaults_ = pool_->Defaults();
+    settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
     if (mode_ == PoolMode::kSession && !params_.empty()) {
       // Session mode: the server connection starts with the client's settings, so that RESET
       // returns to them (SET would make them the session's, not its defaults).
@@ -935,12 +936,26 @@ class Session : public std::enable_shared_from_this<Session> {
       info_->server_pid = server_->backend_pid;
       info_->server_key = server_->backend_key;
     }
-    // The client's settings where the connection differs (its startup parameters and what
-    // PostgreSQL reported it changed).
-    // The client's settings where the connection differs: what it gave at startup or changed
-    // since (params_), and, for the rest, the values every client is shown at login
-    // (defaults_), which another client may have changed on this connection.
+    // The client's settings, where the connection may differ (it was last brought to other
+    // settings, or they changed since).
     std::string sql;
+    if (settings_stamp_ == 0 || server_->settings_stamp != settings_stamp_) AddSettingsSync(&sql);
+    if (!sql.empty()) {
+      AppendQuery(&to_server_, sql);
+      expect_.push_back({Expect::kSyncSwallow, {}});
+    }
+    server_loop_running_ = true;
+    asio::co_spawn(thread_->context, ServerLoop(new std::shared_ptr<Session>(shared_from_this())),
+                   asio::detached);
+    co_return absl::OkStatus();
+  }
+
+  // Appends to *out the SETs and RESETs that bring the server connection to the client's
+  // settings, and notes that it has them: what the client gave at startup or changed since
+  // (params_), and, for the rest, the values every client is shown at login (defaults_), which
+  // another client may have changed on this connection.
+  void AddSettingsSync(std::string* out) {
+    std::string& sql = *out;
     for (const auto& [name, value] : params_) {
       auto theirs = server_->params.find(name);
       if (theirs != server_->params.end() && theirs->second == value) continue;
@@ -968,14 +983,7 @@ class Session : public std::enable_shared_from_this<Session> {
         ++it;
       }
     }
-    if (!sql.empty()) {
-      AppendQuery(&to_server_, sql);
-      expect_.push_back({Expect::kSyncSwallow, {}});
-    }
-    server_loop_running_ = true;
-    asio::co_spawn(thread_->context, ServerLoop(new std::shared_ptr<Session>(shared_from_this())),
-                   asio::detached);
-    co_return absl::OkStatus();
+    server_->settings_stamp = settings_stamp_;
   }
 
   // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server_.
@@ -1333,6 +1341,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") server_->prepared.clear();
         if (tag == "DISCARD ALL") {
           server_->params.clear();
+          server_->settings_stamp = 0;
           if (defaults_ != nullptr) {
             server_->params.insert(defaults_->begin(), defaults_->end());
           }
@@ -1354,8 +1363,18 @@ class Session : public std::enable_shared_from_this<Session> {
         std::optional<std::string_view> value = reader.CString();
         if (name.has_value() && value.has_value()) {
           std::string key = Lower(*name);
-          server_->params[key] = std::string(*value);
-          if (params_.contains(key) || !swallowing) params_[key] = std::string(*value);
+          auto [known, added] = server_->params.try_emplace(key);
+          if (added || known->second != *value) {
+            known->second = std::string(*value);
+            server_->settings_stamp = 0;
+          }
+          if (params_.contains(key) || !swallowing) {
+            std::string& mine = params_[key];
+            if (mine != *value) {
+              mine = std::string(*value);
+              settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
+            }
+          }
         }
         return !swallowing;
       }
@@ -1434,6 +1453,7 @@ class Session : public std::enable_shared_from_this<Session> {
           if (to_server_.empty()) break;
           cleanup_sent = true;
           server_->params.clear();  // DISCARD ALL resets what the client set...
+          server_->settings_stamp = 0;
           server_->prepared.clear();  // ...and deallocates every prepared statement
           if (!co_await FlushToServer()) reusable = false;
           continue;
@@ -1652,6 +1672,7 @@ class Session : public std::enable_shared_from_this<Session> {
   absl::flat_hash_map<std::string, std::string> params_;
   absl::flat_hash_map<std::string, Statement> statements_;
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
+  uint64_t settings_stamp_ = 0;  // Pool::SettingsStamp of params_ over defaults_
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 

@@ -211,6 +211,22 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   for (int i = 1; i < 6; ++i) clients[i]->Run("SELECT 1");
   EXPECT_EQ(clients[0]->Run("SELECT current_setting('DateStyle')"), "German, DMY");
   EXPECT_EQ(clients[1]->Run("SELECT current_setting('DateStyle')"), "ISO, MDY");
+  // Clients that logged in with the same settings skip comparing them on a connection last
+  // brought to them, until one changes its own: the other never sees the change.
+  {
+    Conn a(pooler.Url("strict")), b(pooler.Url("strict"));
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a.Run("SHOW DateStyle"), "ISO, MDY");
+    EXPECT_EQ(b.Run("SHOW DateStyle"), "ISO, MDY");
+    EXPECT_EQ(a.Run("SET DateStyle = 'German'"), "");
+    for (int round = 0; round < 3; ++round) {
+      EXPECT_EQ(b.Run("SHOW DateStyle"), "ISO, MDY");
+      EXPECT_EQ(a.Run("SHOW DateStyle"), "German, DMY");
+    }
+    EXPECT_EQ(a.Run("RESET DateStyle"), "");
+    EXPECT_EQ(b.Run("SHOW DateStyle"), "ISO, MDY");
+    EXPECT_EQ(a.Run("SHOW DateStyle"), "ISO, MDY");
+  }
   // A transaction keeps its connection: its rows are seen inside it only until COMMIT.
   EXPECT_EQ(clients[0]->Run("BEGIN"), "");
   EXPECT_EQ(clients[0]->Run("INSERT INTO items VALUES (1, 'one')"), "");
