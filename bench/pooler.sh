@@ -10,8 +10,9 @@
 #    /proc/PID/stat around the run) and of the PostgreSQL cluster.
 # 2. Idle clients: IDLE_CLIENTS (default 15,000) logged-in idle client connections opened to
 #    each pooler in turn (a Python asyncio client, standard library only: StartupMessage,
-#    AuthenticationOk under trust, up to ReadyForQuery); each pooler's VmRSS before and once
-#    all are connected and idle: bytes of resident memory per idle client, and the ratio.
+#    AuthenticationOk under trust, up to ReadyForQuery, then one query, SELECT 1, as an
+#    application's first transaction); each pooler's VmRSS before and 3 s after all are
+#    connected and idle: bytes of resident memory per idle client, and the ratio.
 #
 # POOLERS (default "pgflow pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer. Poolers and
 # clients need `ulimit -n` above IDLE_CLIENTS: the script raises the soft limit to the hard one.
@@ -180,8 +181,8 @@ done
 # --- 2. idle clients -------------------------------------------------------------------------
 cat >"$work/idle_clients.py" <<'PY'
 # Opens N PostgreSQL client connections to HOST:PORT as user postgres, database bench (trust),
-# each up to ReadyForQuery; writes READY_FILE once all are in, then holds them idle until
-# SIGTERM, checks that all are still open, closes them.
+# each up to ReadyForQuery, and runs one query on each; writes READY_FILE once all are in, then
+# holds them idle until SIGTERM, checks that all are still open, closes them.
 import asyncio, resource, signal, struct, sys, time
 
 host, port, n, ready_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -194,6 +195,22 @@ if soft < need:
 
 params = b"user\0postgres\0database\0bench\0application_name\0idle\0\0"
 startup = struct.pack("!II", 8 + len(params), 196608) + params
+query = b"Q" + struct.pack("!I", 4 + len(b"SELECT 1\0")) + b"SELECT 1\0"
+
+async def until_ready(reader):
+    while True:
+        head = await asyncio.wait_for(reader.readexactly(5), 60)
+        kind, length = head[:1], struct.unpack("!I", head[1:])[0]
+        body = await reader.readexactly(length - 4)
+        if kind == b"R":
+            code = struct.unpack("!I", body[:4])[0]
+            if code != 0:
+                raise RuntimeError(f"the server asks for authentication {code}; trust expected")
+        elif kind == b"E":
+            fields = dict((f[:1], f[1:].decode(errors="replace")) for f in body.split(b"\0") if f)
+            raise RuntimeError(f"server error: {fields.get(b'M', body)}")
+        elif kind == b"Z":
+            return
 
 async def login(sem):
     async with sem:
@@ -206,19 +223,10 @@ async def login(sem):
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         writer.write(startup)
-        while True:
-            head = await asyncio.wait_for(reader.readexactly(5), 60)
-            kind, length = head[:1], struct.unpack("!I", head[1:])[0]
-            body = await reader.readexactly(length - 4)
-            if kind == b"R":
-                code = struct.unpack("!I", body[:4])[0]
-                if code != 0:
-                    raise RuntimeError(f"the server asks for authentication {code}; trust expected")
-            elif kind == b"E":
-                fields = dict((f[:1], f[1:].decode(errors="replace")) for f in body.split(b"\0") if f)
-                raise RuntimeError(f"server error: {fields.get(b'M', body)}")
-            elif kind == b"Z":
-                return reader, writer
+        await until_ready(reader)
+        writer.write(query)
+        await until_ready(reader)
+        return reader, writer
 
 async def main():
     sem = asyncio.Semaphore(100)
@@ -259,7 +267,7 @@ idle_test() {  # name port pid: appends "idle name rss-before-kb rss-after-kb"
     sleep 0.1
   done
   [ -s "$work/idle.ready" ] || { echo "idle clients: not all logged in to $name after 300 s" >&2; cat "$log" >&2; exit 1; }
-  sleep 2  # idle
+  sleep 3  # idle (pgflow parks a client idle for a second after its last transaction)
   after=$(rss_kb "$pid")
   kill -TERM "$IDLE_PID"
   wait "$IDLE_PID" || { cat "$log" >&2; exit 1; }

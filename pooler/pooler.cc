@@ -236,8 +236,19 @@ bool IsConnectionParameter(std::string_view name) {
 
 // ---------------------------------------------------------------------------------------------
 
+class Session;
+
 struct NetThread {
   asio::io_context context{1};
+  // Sessions that gave their server connection back while their client loop waited for the
+  // client (a wait begun during the transaction): parked by the thread's sweep once quiet
+  // (Session::ParkQuiet), so that a client idle after a transaction holds no coroutine frame
+  // either. Each session is listed at most once.
+  struct Lingering {
+    std::weak_ptr<Session> session;
+    Clock::time_point since;
+  };
+  std::vector<Lingering> lingering;
   std::optional<Acceptor> acceptor;
   std::thread thread;
 
@@ -278,8 +289,6 @@ struct NetThread {
     std::string().swap(buffer);
   }
 };
-
-class Session;
 
 // What the admin console and cancel requests see of a client, readable from any thread.
 struct ClientInfo {
@@ -363,6 +372,7 @@ class Pooler::Impl : public AdminTarget {
  private:
   Task<void> Accept(NetThread* thread);
   Task<void> Maintain(NetThread* thread);
+  Task<void> Sweep(NetThread* thread);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -412,7 +422,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Pooler::Impl* impl, NetThread* thread, Socket socket)
       : impl_(impl), thread_(thread), client_(std::move(socket)) {}
   ~Session() {
-    if (info_ != nullptr) impl_->Unregister(info_->id);
+    if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
     if (pool_ != nullptr) pool_->clients.fetch_sub(1);
     if (counted_) impl_->clients.fetch_sub(1);
   }
@@ -430,9 +440,18 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (self->admin_) {
       co_await self->AdminLoop();
-    } else {
-      co_await self->ClientLoop();
+    } else if (co_await self->ClientLoop(false) == ClientExit::kParked) {
+      co_return;
     }
+    if (!self->server_loop_running_) self->CloseClient();
+  }
+
+  // The relay from the client's side again, once a parked client's socket is ready (or its
+  // wait failed: wake_failed_).
+  static Task<void> Unpark(std::shared_ptr<Session>* owner) {
+    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
+    Session* self = owner->get();
+    if (co_await self->ClientLoop(true) == ClientExit::kParked) co_return;
     if (!self->server_loop_running_) self->CloseClient();
   }
 
@@ -442,6 +461,26 @@ class Session : public std::enable_shared_from_this<Session> {
     boost::system::error_code ec;
     client_.cancel(ec);
     if (server_ != nullptr) server_->socket.cancel(ec);
+  }
+
+  // Parks the thread's sessions listed at Detach that have been listed for `quiet` or more and
+  // still wait for their client holding no server: their wait is cancelled, and the client loop
+  // parks (a session still busy is taken off the list; it is listed again at its next Detach).
+  static void ParkQuiet(NetThread* thread, Clock::duration quiet) {
+    const Clock::time_point now = Clock::now();
+    std::erase_if(thread->lingering, [&](const NetThread::Lingering& entry) {
+      std::shared_ptr<Session> session = entry.session.lock();
+      if (session == nullptr) return true;
+      const bool idle = session->server_ == nullptr && session->client_waiting_;
+      if (idle && now - entry.since < quiet) return false;  // looked at again next time
+      session->lingering_ = false;
+      if (idle) {
+        session->park_requested_ = true;
+        boost::system::error_code ignored;
+        session->client_.cancel(ignored);
+      }
+      return true;
+    });
   }
 
  private:
@@ -475,6 +514,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     void clear() {
       items_.clear();
+      head_ = 0;
+    }
+    // Empty, gives its memory back (clear keeps it for the next transaction).
+    void Release() {
+      std::vector<Expectation>().swap(items_);
       head_ = 0;
     }
     auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
@@ -566,9 +610,11 @@ class Session : public std::enable_shared_from_this<Session> {
                                   "sslmode=require or stronger)");
       co_return false;
     }
-    user_ = startup.Get("user");
-    database_ = startup.Get("database");
-    if (database_.empty()) database_ = user_;
+    // (Registered, with an id, once logged in.)
+    info_ = std::make_shared<ClientInfo>();
+    info_->user = startup.Get("user");
+    info_->database = startup.Get("database");
+    if (info_->database.empty()) info_->database = info_->user;
     if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
         startup.Get("replication") != "0") {
       co_await SendFatal("08P01", "replication connections are not supported by the pooler");
@@ -585,27 +631,27 @@ class Session : public std::enable_shared_from_this<Session> {
       co_return false;
     }
 
-    admin_ = database_ == "pgflow" || database_ == "pgbouncer";
+    admin_ = database() == "pgflow" || database() == "pgbouncer";
     std::shared_ptr<const UserList> users = impl_->users();
     if (admin_) {
-      if (std::find(config->admin.users.begin(), config->admin.users.end(), user_) ==
+      if (std::find(config->admin.users.begin(), config->admin.users.end(), user()) ==
           config->admin.users.end()) {
-        co_await SendFatal("28000", Cat("user \"", user_,
+        co_await SendFatal("28000", Cat("user \"", user(),
                                         "\" may not use the admin console (admin.users)"));
         co_return false;
       }
     } else {
-      const DatabaseOptions* db = FindDatabase(*config, database_);
+      const DatabaseOptions* db = FindDatabase(*config, database());
       if (db == nullptr) {
-        co_await SendFatal("3D000", Cat("database \"", database_,
+        co_await SendFatal("3D000", Cat("database \"", database(),
                                         "\" is not in the pooler's configuration"));
         co_return false;
       }
       if (db->max_client_conn > 0) {
         // Looked up, not created: a client not yet authenticated creates nothing.
-        std::shared_ptr<Pool> pool = impl_->FindPool(database_, user_);
+        std::shared_ptr<Pool> pool = impl_->FindPool(database(), user());
         if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
-          co_await SendFatal("53300", Cat("too many clients of database ", database_,
+          co_await SendFatal("53300", Cat("too many clients of database ", database(),
                                           " (max_client_conn ", db->max_client_conn, ")"));
           co_return false;
         }
@@ -617,10 +663,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     std::string out;
     AppendAuthentication(&out, 0);
-    info_ = std::make_shared<ClientInfo>();
     info_->id = impl_->next_client_id.fetch_add(1);
-    info_->user = user_;
-    info_->database = database_;
     info_->address = peer.address().to_string(ec);
     info_->port = peer.port();
     info_->context = &thread_->context;
@@ -646,17 +689,17 @@ class Session : public std::enable_shared_from_this<Session> {
       co_return !ec;
     }
 
-    pool_ = impl_->PoolFor(database_, user_);
+    pool_ = impl_->PoolFor(database(), user());
     if (pool_ == nullptr) {
-      co_await SendFatal("3D000", Cat("database \"", database_, "\" was removed"));
+      co_await SendFatal("3D000", Cat("database \"", database(), "\" was removed"));
       co_return false;
     }
     pool_->clients.fetch_add(1);
     mode_ = pool_->settings().mode;
-    if (!proof.client_key.empty() && pool_->login_user() == user_) {
+    if (!proof.client_key.empty() && pool_->login_user() == user()) {
       pool_->OfferScramKeys(proof.client_key, proof.server_key);
     }
-    if (!looked_up_md5.empty() && pool_->login_user() == user_) pool_->OfferMd5Hash(looked_up_md5);
+    if (!looked_up_md5.empty() && pool_->login_user() == user()) pool_->OfferMd5Hash(looked_up_md5);
     for (const auto& [name, value] : startup.parameters) {
       if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
     }
@@ -738,14 +781,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // secret, or none (no such user, a NULL secret, one that is not a secret). An error when the
   // lookup itself fails (the server unreachable, the query refused: the log says which).
   Task<absl::StatusOr<std::optional<UserSecret>>> LookUpSecret(const PoolerConfig& config) {
-    std::shared_ptr<Pool> pool = impl_->PoolFor(database_, config.auth.user);
+    std::shared_ptr<Pool> pool = impl_->PoolFor(database(), config.auth.user);
     if (pool == nullptr) co_return std::nullopt;
     absl::StatusOr<std::unique_ptr<ServerConn>> server =
         co_await pool->Acquire(&thread_->context, nullptr);
     absl::Status failure;
     QueryResult result;
     if (server.ok()) {
-      result = co_await QueryFirstRow(**server, config.auth.query, user_,
+      result = co_await QueryFirstRow(**server, config.auth.query, user(),
                                       config.server_connect_timeout);
       pool->Release(*std::move(server), result.reusable);
       failure = result.status;
@@ -753,7 +796,7 @@ class Session : public std::enable_shared_from_this<Session> {
       failure = server.status();
     }
     if (!failure.ok()) {
-      LogWarning("pooler: auth.query for user %s on database %s, as %s: %s", user_, database_,
+      LogWarning("pooler: auth.query for user %s on database %s, as %s: %s", user(), database(),
                  config.auth.user, failure.message());
       co_return absl::UnavailableError(
           "could not look the user up (auth.query failed: the pooler's log says why)");
@@ -764,18 +807,18 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<UserSecret> secret = SecretFromText(*std::move((*result.row)[1]));
     if (!secret.has_value()) {
       LogWarning("pooler: auth.query for user %s returned a secret that is not a valid SCRAM "
-                 "secret", user_);
+                 "secret", user());
     }
     co_return secret;
   }
 
   Task<bool> Authenticate(const PoolerConfig& config, const UserList& users,
                           std::string* looked_up_md5, ScramKeys* proof) {
-    auto entry = users.find(user_);
+    auto entry = users.find(user());
     const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
     std::optional<UserSecret> looked_up;
     if (secret == nullptr && !config.auth.user.empty() &&
-        config.auth.method != AuthMethod::kTrust && FindDatabase(config, database_) != nullptr) {
+        config.auth.method != AuthMethod::kTrust && FindDatabase(config, database()) != nullptr) {
       absl::StatusOr<std::optional<UserSecret>> found = co_await LookUpSecret(config);
       if (!found.ok()) {
         co_await SendFatal("58000", Sv(found.status().message()));
@@ -787,10 +830,10 @@ class Session : public std::enable_shared_from_this<Session> {
         if (secret->kind == UserSecret::Kind::kMd5) *looked_up_md5 = secret->text;
       }
     }
-    std::string refused = Cat("password authentication failed for user \"", user_, "\"");
+    std::string refused = Cat("password authentication failed for user \"", user(), "\"");
     if (config.auth.method == AuthMethod::kTrust) {
       if (!config.auth.users.empty() && secret == nullptr) {
-        co_await SendFatal("28000", Cat("user \"", user_, "\" is not in the users file"));
+        co_await SendFatal("28000", Cat("user \"", user(), "\" is not in the users file"));
         co_return false;
       }
       co_return true;
@@ -816,7 +859,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       std::string hash = secret->kind == UserSecret::Kind::kMd5
                              ? secret->text
-                             : Md5PasswordHash(user_, secret->text);
+                             : Md5PasswordHash(user(), secret->text);
       std::string expected = Md5Response(hash, salt);
       if (answer->size() != expected.size() + 1 ||
           CRYPTO_memcmp(answer->data(), expected.data(), expected.size()) != 0) {
@@ -832,9 +875,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (secret == nullptr || secret->kind == UserSecret::Kind::kMd5) {
       if (secret != nullptr) {
         LogWarning("pooler: user %s cannot log in by SCRAM: the users file holds an md5 hash "
-                   "of the password (give the password or its SCRAM secret)", user_);
+                   "of the password (give the password or its SCRAM secret)", user());
       }
-      scram_secret = MockScramSecret(user_, impl_->mock_key());
+      scram_secret = MockScramSecret(user(), impl_->mock_key());
     } else if (!secret->scram.salt.empty()) {
       scram_secret = secret->scram;  // a SCRAM secret, or derived from the password at load
     } else {
@@ -1132,7 +1175,7 @@ class Session : public std::enable_shared_from_this<Session> {
             pinned_ = true;
             LogInfo("pooler: client %d (%s@%s) keeps its server connection: it took session "
                     "state (LISTEN or an advisory lock)",
-                    info_->id, user_, database_);
+                    info_->id, user(), database());
           } else {
             refused = RefusedSessionState(h.type, std::string_view(cbuf_).substr(pos + 5));
           }
@@ -1197,16 +1240,57 @@ class Session : public std::enable_shared_from_this<Session> {
     return ClientStep::kMore;
   }
 
-  Task<void> ClientLoop() {
+  const std::string& user() const { return info_->user; }
+  const std::string& database() const { return info_->database; }
+
+  // How the client loop ended.
+  enum class ClientExit : uint8_t {
+    kGone,    // the client left, broke the protocol or was killed
+    kParked,  // idle: the session waits for the client without a coroutine (Park)
+  };
+
+  // Idle, holding no server connection and no bytes: the session waits for its client with a
+  // plain handler that owns it, and its coroutines end. An idle client then holds no coroutine
+  // frame; the client loop starts again (Unpark) when it speaks.
+  void Park() {
+    expect_.Release();
+    client_.async_wait(tcp::socket::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         if (ec) {
+                           LogDebug("pooler: client %d: parked wait: %s", self->info_->id,
+                                    ec.message());
+                         }
+                         self->wake_failed_ = static_cast<bool>(ec);
+                         asio::co_spawn(self->thread_->context,
+                                        Unpark(new std::shared_ptr<Session>(self)),
+                                        asio::detached);
+                       });
+  }
+
+  // Relays the client's messages until it leaves or parks; `woken`: started by Unpark (the
+  // first wait is over; wake_failed_ tells how it ended).
+  Task<ClientExit> ClientLoop(bool woken) {
     std::shared_ptr<const PoolerConfig> config = impl_->config();
     while (true) {
       if (!client_more_) {
-        if (server_ == nullptr && cbuf_.empty()) {
+        boost::system::error_code ec;
+        if (woken) {
+          if (wake_failed_) ec = asio::error::operation_aborted;  // (logged by Park's handler)
+          woken = false;
+        } else if (server_ == nullptr && cbuf_.empty()) {
           // Idle between transactions: the buffer goes back until the client speaks again.
           thread_->GiveBack(cbuf_);
+          if (!killed_) {
+            Park();
+            co_return ClientExit::kParked;
+          }
+        } else {
+          client_waiting_ = true;
+          co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
+          client_waiting_ = false;
+          const bool to_park = std::exchange(park_requested_, false);
+          if (to_park && ec == asio::error::operation_aborted && !killed_) continue;
         }
-        boost::system::error_code ec;
-        co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
         if (ec || killed_) {
           LogDebug("pooler: client %d: wait: %s", info_ ? info_->id : 0, ec.message());
           break;
@@ -1256,6 +1340,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     co_await ClientGone();
+    co_return ClientExit::kGone;
   }
 
   // The client left (or broke the protocol, or was killed): its server connection, if it
@@ -1325,7 +1410,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (swallowing) {
           ErrorFields error = ParseErrorFields(body);
           LogWarning("pooler: database %s: setting a client's parameters failed: %s",
-                     database_, error.message);
+                     database(), error.message);
           return false;
         }
         DropUntilSync();
@@ -1478,7 +1563,7 @@ class Session : public std::enable_shared_from_this<Session> {
         absl::StatusOr<std::optional<MessageHeader>> header =
             ReadMessageHeader(std::string_view(sbuf).substr(pos), size_t{1} << 31);
         if (!header.ok()) {
-          LogWarning("pooler: database %s: server sent a malformed message: %s", database_,
+          LogWarning("pooler: database %s: server sent a malformed message: %s", database(),
                      header.status().message());
           protocol_failure = true;
           break;
@@ -1497,7 +1582,7 @@ class Session : public std::enable_shared_from_this<Session> {
         } else {
           if (h.size > kMaxInspectedServerMessage) {
             LogWarning("pooler: database %s: a server message of type '%c' is %d bytes",
-                       database_, h.type, h.size);
+                       database(), h.type, h.size);
             protocol_failure = true;
             break;
           }
@@ -1568,7 +1653,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // A client in the middle of an answer, inside a transaction or in session mode is closed.
   Task<void> ServerLost() {
     LogWarning("pooler: database %s: lost a server connection (pid %d) while a client held it",
-               database_, server_->backend_pid);
+               database(), server_->backend_pid);
     // Kept only at a message boundary on both sides: a client message half sent must not have
     // its rest read as messages of their own.
     bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && server_pass_ == 0 &&
@@ -1609,6 +1694,10 @@ class Session : public std::enable_shared_from_this<Session> {
       absl::MutexLock lock(&info_->mu);
       info_->server.reset();
       info_->state = 0;
+    }
+    if (!lingering_) {
+      lingering_ = true;
+      thread_->lingering.push_back({weak_from_this(), Clock::now()});
     }
     expect_.clear();
     copy_in_ = false;
@@ -1661,12 +1750,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Pooler::Impl* impl_;
   NetThread* thread_;
   Socket client_;
-  std::shared_ptr<ClientInfo> info_;
+  std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
   bool counted_ = false;
   bool admin_ = false;
-  std::string user_;
-  std::string database_;
   PoolMode mode_ = PoolMode::kTransaction;
   // The client's settings (lower-case names): its startup parameters and what it changed.
   absl::flat_hash_map<std::string, std::string> params_;
@@ -1681,9 +1768,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string to_server_;
   std::string to_client_;
   size_t client_pass_ = 0;  // bytes of the client's current message still to relay
-  bool client_drop_ = false;  // ...or to drop (the rest of a refused query)
   size_t server_pass_ = 0;  // bytes of the server's current message still to relay
-  bool server_pass_swallow_ = false;
+  bool client_drop_ = false;  // client_pass_ bytes are dropped (the rest of a refused query)
+  bool server_pass_swallow_ = false;  // server_pass_ bytes are swallowed
+  bool wake_failed_ = false;  // a parked client's wait ended with an error (Park)
+  bool client_waiting_ = false;  // the client loop's coroutine waits for the client
+  bool lingering_ = false;       // listed in thread_->lingering
+  bool park_requested_ = false;  // ParkQuiet cancelled the client loop's wait: it parks
   ExpectQueue expect_;
   int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
   char txn_status_ = 'I';
@@ -2093,6 +2184,22 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
   }
 }
 
+// Parks, every second, the thread's clients that stayed idle since their last transaction.
+Task<void> Pooler::Impl::Sweep(NetThread* thread) {
+  Timer timer(thread->context.get_executor());
+  while (true) {
+    timer.expires_after(std::chrono::seconds(1));
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
+    if (ec) co_return;
+    {
+      absl::MutexLock lock(&stop_mu_);
+      if (stopped_) co_return;
+    }
+    Session::ParkQuiet(thread, std::chrono::seconds(1));
+  }
+}
+
 Task<void> Pooler::Impl::Maintain(NetThread* thread) {
   Timer timer(thread->context.get_executor());
   while (true) {
@@ -2152,6 +2259,7 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   if (metrics_ != nullptr) collector_ = metrics_->AddCollector([this] { CollectMetrics(); });
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
+    asio::co_spawn(thread->context, Sweep(thread.get()), asio::detached);
   }
   asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
   for (auto& thread : threads_) {
