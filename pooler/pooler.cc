@@ -371,8 +371,7 @@ class Pooler::Impl : public AdminTarget {
 
  private:
   Task<void> Accept(NetThread* thread);
-  Task<void> Maintain(NetThread* thread);
-  Task<void> Sweep(NetThread* thread);
+  Task<void> Maintain(NetThread* thread, bool prune_pools);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -2184,8 +2183,9 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
   }
 }
 
-// Parks, every second, the thread's clients that stayed idle since their last transaction.
-Task<void> Pooler::Impl::Sweep(NetThread* thread) {
+// Every second on each thread: parks the thread's clients that stayed idle since their last
+// transaction, and (`prune_pools`, one thread) closes idle server connections past their time.
+Task<void> Pooler::Impl::Maintain(NetThread* thread, bool prune_pools) {
   Timer timer(thread->context.get_executor());
   while (true) {
     timer.expires_after(std::chrono::seconds(1));
@@ -2197,20 +2197,7 @@ Task<void> Pooler::Impl::Sweep(NetThread* thread) {
       if (stopped_) co_return;
     }
     Session::ParkQuiet(thread, std::chrono::seconds(1));
-  }
-}
-
-Task<void> Pooler::Impl::Maintain(NetThread* thread) {
-  Timer timer(thread->context.get_executor());
-  while (true) {
-    timer.expires_after(std::chrono::seconds(1));
-    boost::system::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
-    if (ec) co_return;
-    {
-      absl::MutexLock lock(&stop_mu_);
-      if (stopped_) co_return;
-    }
+    if (!prune_pools) continue;
     std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
     for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
   }
@@ -2259,9 +2246,9 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   if (metrics_ != nullptr) collector_ = metrics_->AddCollector([this] { CollectMetrics(); });
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
-    asio::co_spawn(thread->context, Sweep(thread.get()), asio::detached);
+    asio::co_spawn(thread->context, Maintain(thread.get(), thread == threads_[0]),
+                   asio::detached);
   }
-  asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();
     t->thread = std::thread([t] {
