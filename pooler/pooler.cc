@@ -116,7 +116,7 @@ bool TakesSessionState(std::string_view sql) {
 // as SQL allows, a trailing semicolon). Runs on every query in transaction pooling: it
 // allocates nothing, and most queries are told apart by their first letter.
 bool DeallocatesAll(std::string_view sql) {
-  const size_t start = sql.find_first_not_of(" \t\r\n");
+  const size_t start = sql.find_first_not_of(" \t\r\n;");
   if (start == std::string_view::npos || (sql[start] != 'd' && sql[start] != 'D')) return false;
   std::array<absl::string_view, 3> words;
   size_t count = 0;
@@ -1453,9 +1453,9 @@ class Session : public std::enable_shared_from_this<Session> {
             server_->settings_stamp = 0;
           }
           if (params_.contains(key) || !swallowing) {
-            std::string& mine = params_[key];
-            if (mine != *value) {
-              mine = std::string(*value);
+            auto [mine, added] = params_.try_emplace(key);
+            if (added || mine->second != *value) {
+              mine->second = std::string(*value);
               settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
             }
           }

@@ -935,6 +935,22 @@ TEST_F(PoolerTest, CancelReachesTheServerRunningTheQuery) {
   EXPECT_EQ(slow.Run("SELECT 3"), "3");
 }
 
+// A setting a client empties (application_name = '', when the database gives another default)
+// follows it, and only it, across the connection they share.
+TEST_F(PoolerTest, AnEmptiedSettingFollowsItsClient) {
+  admin_->Exec("CREATE DATABASE pool_named");
+  admin_->Exec("ALTER DATABASE pool_named SET application_name = 'db_default'");
+  PoolerProcess pooler("trust", kTrustUsers, Database("named", "transaction", 1, "pool_named"));
+  Conn a(pooler.Url("named")), b(pooler.Url("named"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(b.Run("SHOW application_name"), "db_default");
+  EXPECT_EQ(a.Run("SET application_name = ''"), "");
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(b.Run("SHOW application_name"), "db_default");
+    EXPECT_EQ(a.Run("SHOW application_name"), "");
+  }
+}
+
 // An idle client holds no coroutine: parked at once after login, or by the thread's sweep a
 // second or two after its last transaction; a client inside a transaction keeps its server
 // connection however long it waits. Each comes back when it speaks, with a message of any size.
