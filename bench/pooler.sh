@@ -61,9 +61,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_ports() {  # N distinct free loopback ports (picked one by one, a port can come back twice)
+  python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
 }
+# The poolers' ports, all distinct.
+read -r PGFLOW_PORT ADMIN_PORT BOUNCER_PORT < <(free_ports 3)
 proc_cpu() {  # CPU seconds (user + system, all threads) process $1 has used so far
   awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); split($0, f, " "); printf "%.3f", (f[12] + f[13]) / t}' "/proc/$1/stat"
 }
@@ -86,11 +93,10 @@ pgbench -i -s 10 -q bench >"$work/pgbench-init.log" 2>&1 || { cat "$work/pgbench
 printf '"postgres" ""\n' >"$work/userlist.txt"
 
 if want pgflow; then
-  PGFLOW_PORT=$(free_port)
   cat >"$work/pooler.yaml" <<YAML
 listen: 127.0.0.1:$PGFLOW_PORT
 threads: ${POOLER_THREADS:-2}
-admin: {listen: 127.0.0.1:$(free_port), users: [postgres]}
+admin: {listen: 127.0.0.1:$ADMIN_PORT, users: [postgres]}
 auth: {method: trust, users: $work/userlist.txt}
 max_client_conn: $MAX_CLIENT_CONN
 databases:
@@ -103,7 +109,6 @@ YAML
 fi
 
 if want pgbouncer; then
-  BOUNCER_PORT=$(free_port)
   bdir="$work/pgbouncer"
   mkdir -p "$bdir"
   cp "$work/userlist.txt" "$bdir/userlist.txt"
