@@ -12,9 +12,14 @@
 #   memcached: kv_bench memcached (get, 1 and 16 per write), pgflow and memcached
 #   HTTP:      wrk GET /items/<key> on random keys, pgflow and nginx (static files)
 # and prints each pair and pgflow/reference (each measured twice, alternating, best kept).
-# Last, commit→visible latency: UPDATEs committed at 1,000/s while polling HGET until each
-# shows; p50 / p99 / max. ONLY=<regex> runs just the cases whose names match (ONLY=memcached,
-# ONLY='HGET \(-P 1\)|latency').
+# Then, commit→visible latency: UPDATEs committed at 1,000/s while polling HGET until each
+# shows; p50 / p99 / max. Last, memory: for each of MEMORY_ROWS (default "500000 5000000") a
+# table of that many rows (int key, two short texts, a numeric, a boolean, a timestamptz) is
+# cached by a pgflow of its own (resident memory once it is up on the empty table, then again
+# 10 s after it copied the full table at a restart: the growth, and the copy's rows/s), and
+# loaded into a fresh redis-server as hashes of the same texts (resident memory before and
+# after); the growth of each and pgflow/redis (goal: at most 1.2). ONLY=<regex> runs just the
+# cases whose names match (ONLY=memcached, ONLY='HGET \(-P 1\)|latency', ONLY=memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-100000}
@@ -25,9 +30,13 @@ source bench/common.sh
 KV_BENCH="$BUILD/kv_bench"
 [ -x "$KV_BENCH" ] || ninja -C "$BUILD" kv_bench >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port); MPORT=$(free_port); HPORT=$(free_port)
-REDIS_PORT=$(free_port); MEMC_PORT=$(free_port); NGINX_PORT=$(free_port)
+# Eight distinct free loopback ports (picked one at a time, the same port can come back twice).
+read -r RPORT MPORT HPORT REDIS_PORT MEMC_PORT NGINX_PORT MEMORY_PORT MEMORY_REDIS_PORT < <(python3 -c '
+import socket
+held = [socket.socket() for _ in range(8)]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))')
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -178,9 +187,104 @@ wrk_rate() {
 }
 measure "http GET /items/<key> (wrk)" "wrk_rate $HPORT" "wrk_rate $NGINX_PORT"
 
-selected "commit→visible latency" || exit 0
+if selected "commit→visible latency"; then
+  echo
+  echo "commit→visible latency, UPDATEs at 1,000/s for 10 s, polled with HGET:"
+  read -r p50 p99 max achieved < <("$KV_BENCH" latency "postgres://postgres@127.0.0.1:$PGPORT/bench" \
+    "$RPORT" 1000 10 "$ROWS")
+  echo "p50 ${p50} ms   p99 ${p99} ms   max ${max} ms   (${achieved} writes/s achieved)"
+fi
+
+selected memory || exit 0
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+# Waits until the cache on redis port $1 holds $2 keys (at most $3 s); 1 if it never does.
+wait_keys() {
+  for _ in $(seq $(($3 * 10))); do
+    [ "$(redis-cli -p "$1" DBSIZE 2>/dev/null)" = "$2" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Starts pgflow on pipeline file $1 (its kv redis port $2) and waits until it holds $3 keys;
+# sets MEM_PID, and MEM_SECONDS to the time that took.
+start_cache() {
+  local t0
+  t0=$(now)
+  "$BUILD/pgflow" run "$1" --progress 0 2>>"$work/memory-pgflow.log" &
+  MEM_PID=$!
+  pids+=("$MEM_PID")
+  wait_keys "$2" "$3" 1200 || { echo "pgflow did not cache $3 rows:" >&2; tail -n 20 "$work/memory-pgflow.log" >&2; exit 1; }
+  MEM_SECONDS=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}')
+}
+stop_cache() { kill "$MEM_PID"; wait "$MEM_PID" 2>/dev/null || true; }
 echo
-echo "commit→visible latency, UPDATEs at 1,000/s for 10 s, polled with HGET:"
-read -r p50 p99 max achieved < <("$KV_BENCH" latency "postgres://postgres@127.0.0.1:$PGPORT/bench" \
-  "$RPORT" 1000 10 "$ROWS")
-echo "p50 ${p50} ms   p99 ${p99} ms   max ${max} ms   (${achieved} writes/s achieved)"
+echo "memory: resident growth for the rows, pgflow's kv cache and redis-server (hashes)"
+for n in ${MEMORY_ROWS:-500000 5000000}; do
+  psql -q -d bench <<SQL
+DROP TABLE IF EXISTS mem;
+CREATE TABLE mem (id int PRIMARY KEY, name text, note text, price numeric(12,2), active boolean,
+                  updated_at timestamptz);
+SQL
+  port=$MEMORY_PORT
+  cat >"$work/memory.yaml" <<YAML
+pipeline: kvmemory
+source:
+  postgres:
+    url: postgres://postgres@127.0.0.1:$PGPORT/bench
+    tables: [public.mem]
+sinks:
+  cache:
+    kv: {redis: 127.0.0.1:$port, max_memory: 64GiB}
+YAML
+  # Up on the empty table: the resident memory before any row.
+  start_cache "$work/memory.yaml" "$port" 0
+  sleep 2
+  before=$(rss_kb "$MEM_PID")
+  stop_cache
+  "$BUILD/pgflow" teardown "$work/memory.yaml" >>"$work/memory-pgflow.log" 2>&1
+  psql -q -d bench -c "INSERT INTO mem SELECT g, 'name ' || g, 'note for row ' || g, g * 0.25,
+    g % 2 = 0, '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, $n) g"
+  # The first copy, then a restart: the cache is loaded again, whole; 10 s later, its memory.
+  start_cache "$work/memory.yaml" "$port" "$n"
+  first_rate=$(awk -v n="$n" -v s="$MEM_SECONDS" 'BEGIN {printf "%.0f", n / s}')
+  stop_cache
+  start_cache "$work/memory.yaml" "$port" "$n"
+  copy_rate=$(awk -v n="$n" -v s="$MEM_SECONDS" 'BEGIN {printf "%.0f", n / s}')
+  sleep 10
+  after=$(rss_kb "$MEM_PID")
+  stop_cache
+  "$BUILD/pgflow" teardown "$work/memory.yaml" >>"$work/memory-pgflow.log" 2>&1
+
+  rport=$MEMORY_REDIS_PORT
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    >"$work/redis-memory.log" 2>&1 &
+  rpid=$!
+  pids+=("$rpid")
+  for _ in $(seq 100); do redis-cli -p "$rport" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  rbefore=$(rss_kb "$rpid")
+  # The same texts pgflow's HGET answers (NULL columns none here).
+  psql -Atq -d bench -c "COPY (SELECT id, name, note, price, active, to_json(updated_at)#>>'{}' FROM mem) TO STDOUT" |
+    python3 -c '
+import sys
+out = sys.stdout.buffer
+names = [b"id", b"name", b"note", b"price", b"active", b"updated_at"]
+for line in sys.stdin.buffer:
+    values = line.rstrip(b"\n").split(b"\t")
+    values[4] = b"true" if values[4] == b"t" else b"false"
+    args = [b"HSET", b"mem:" + values[0]]
+    for name, value in zip(names, values):
+        args += [name, value]
+    out.write(b"*%d\r\n" % len(args))
+    for a in args:
+        out.write(b"$%d\r\n%s\r\n" % (len(a), a))
+' | redis-cli -p "$rport" --pipe >"$work/redis-pipe.log"
+  [ "$(redis-cli -p "$rport" DBSIZE)" = "$n" ] || { echo "redis-server holds $(redis-cli -p "$rport" DBSIZE) keys, not $n" >&2; cat "$work/redis-pipe.log" >&2; exit 1; }
+  sleep 2
+  rafter=$(rss_kb "$rpid")
+  kill "$rpid"; wait "$rpid" 2>/dev/null || true
+  awk -v n="$n" -v a="$before" -v b="$after" -v c="$rbefore" -v d="$rafter" -v rate="$copy_rate" \
+      -v first="$first_rate" 'BEGIN {
+    p = (b - a) * 1024 / n; r = (d - c) * 1024 / n
+    printf "%9d rows  pgflow %7.1f MB (%5.0f B/row; loaded at %s rows/s, again after a restart at %s)   redis-server %7.1f MB (%4.0f B/row)   ratio %.2f\n",
+      n, (b - a) / 1024, p, first, rate, (d - c) / 1024, r, p / r }'
+done
