@@ -143,8 +143,8 @@ std::unique_ptr<PgflowProcess> StartPgflowUntilLogged(std::vector<std::string> a
                                                       std::map<std::string, std::string> env,
                                                       const std::string& needle);
 
-// A loopback port nothing listens on (bound and released; the kernel does not hand it out
-// again at once).
+// A loopback port nothing listens on (bound and released), never one this process was given
+// before: the kernel can hand the same port to two binds in a row.
 int FreeLoopbackPort();
 
 // What `curl <args> <url>` got: the status code (0: no answer) and the body.
