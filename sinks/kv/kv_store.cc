@@ -61,47 +61,98 @@ std::string KeyNameOf(std::string_view schema, std::string_view table) {
   return absl::StrCat(Absl(schema), ".", Absl(table));
 }
 
-std::shared_ptr<KvRow> KvRow::Make(std::string key, std::vector<KvColumn> columns,
-                                   const std::vector<std::string>& texts, Lsn lsn) {
+namespace {
+
+// The size of `n` bytes as a RESP bulk string ("$<n>\r\n<n bytes>\r\n").
+size_t BulkSize(size_t n) { return 1 + std::to_string(n).size() + 2 + n + 2; }
+
+}  // namespace
+
+std::shared_ptr<KvRow> KvRow::Make(std::string key, std::shared_ptr<const KvColumnNames> names,
+                                   const std::vector<Value>& values, Lsn lsn) {
   auto row = std::make_shared<KvRow>();
   row->key = std::move(key);
-  row->columns = std::move(columns);
   row->lsn = lsn;
+  const KvColumnNames& n = *names;
+  row->names_ = std::move(names);
+  // The row's JSON object, each value's place in it noted.
+  std::vector<Span> spans(n.size());
   std::string json = "{";
-  for (size_t i = 0; i < row->columns.size(); ++i) {
-    const KvColumn& c = row->columns[i];
-    if (i > 0) json.push_back(',');
-    AppendJsonString(c.name, &json);
+  size_t hash_size = 0;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const Value& v = values[i];
+    if (v.json.empty()) continue;  // absent
+    if (json.size() > 1) json.push_back(',');
+    AppendJsonString(n[i], &json);
     json.push_back(':');
-    json += c.json;
+    spans[i].json_at = static_cast<uint32_t>(json.size());
+    spans[i].json_size = static_cast<uint32_t>(v.json.size());
+    json += v.json;
+    if (!v.null) hash_size += BulkSize(n[i].size()) + BulkSize(v.text.size());
   }
   json.push_back('}');
-  // resp_json, then resp_hash, in one buffer; positions first, views once it is complete.
+  // The spans, resp_json, then resp_hash, in one buffer of the exact size; positions first,
+  // views once it is complete.
+  const size_t spans_size = n.size() * sizeof(Span);
   std::string& enc = row->encoded_;
+  enc.reserve(spans_size + BulkSize(json.size()) + hash_size);
+  enc.resize(spans_size);  // filled last
   resp::AppendBulk(json, &enc);
   const size_t json_at = enc.size() - json.size() - 2;
   const size_t hash_at = enc.size();
-  std::vector<size_t> text_at(row->columns.size());
-  for (size_t i = 0; i < row->columns.size(); ++i) {
-    const KvColumn& c = row->columns[i];
-    if (c.null) continue;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const Value& v = values[i];
+    Span& span = spans[i];
+    if (v.json.empty()) continue;
+    span.json_at += static_cast<uint32_t>(json_at);
+    if (v.null) {
+      span.text_at = kNull;
+      continue;
+    }
     ++row->field_count;
-    resp::AppendBulk(c.name, &enc);
-    resp::AppendBulk(texts[i], &enc);
-    text_at[i] = enc.size() - 2 - texts[i].size();
+    resp::AppendBulk(n[i], &enc);
+    resp::AppendBulk(v.text, &enc);
+    span.text_at = static_cast<uint32_t>(enc.size() - 2 - v.text.size());
+    span.text_size = static_cast<uint32_t>(v.text.size());
   }
+  if (spans_size > 0) std::memcpy(enc.data(), spans.data(), spans_size);
   const std::string_view all = enc;
-  row->resp_json = all.substr(0, hash_at);
+  row->resp_json = all.substr(spans_size, hash_at - spans_size);
   row->json = all.substr(json_at, json.size());
   row->json_crlf = all.substr(json_at, json.size() + 2);
   row->resp_hash = all.substr(hash_at);
-  row->bytes = sizeof(KvRow) + 2 * row->key.size() + enc.size();
-  for (size_t i = 0; i < row->columns.size(); ++i) {
-    KvColumn& c = row->columns[i];
-    row->bytes += sizeof(KvColumn) + c.name.size() + c.json.size();
-    if (!c.null) c.text = all.substr(text_at[i], texts[i].size());
-  }
+  // The object and its shared_ptr's counts, the key (and the hash shard's copy), the bytes.
+  row->bytes = sizeof(KvRow) + 16 + 2 * row->key.size() + enc.capacity();
   return row;
+}
+
+KvRow::Span KvRow::SpanOf(size_t i) const {
+  Span span;
+  std::memcpy(&span, encoded_.data() + i * sizeof(Span), sizeof(Span));
+  return span;
+}
+
+std::optional<KvColumn> KvRow::column(size_t i) const {
+  if (i >= column_count()) return std::nullopt;
+  const Span span = SpanOf(i);
+  if (span.json_size == 0) return std::nullopt;
+  const std::string_view all = encoded_;
+  KvColumn c;
+  c.name = (*names_)[i];
+  c.json = all.substr(span.json_at, span.json_size);
+  if (span.text_at == kNull) {
+    c.null = true;
+  } else {
+    c.text = all.substr(span.text_at, span.text_size);
+  }
+  return c;
+}
+
+std::optional<KvColumn> KvRow::Column(std::string_view name) const {
+  for (size_t i = 0; i < column_count(); ++i) {
+    if ((*names_)[i] == name) return column(i);
+  }
+  return std::nullopt;
 }
 
 std::string_view KvRow::FieldBulk(std::string_view name) const {
@@ -125,16 +176,15 @@ std::string_view KvRow::FieldBulk(std::string_view name) const {
   return {};
 }
 
-const KvColumn* KvRow::Find(std::string_view name) const {
-  for (const KvColumn& c : columns) {
-    if (c.name == name) return c.null ? nullptr : &c;
-  }
-  return nullptr;
+std::optional<KvColumn> KvRow::Find(std::string_view name) const {
+  std::optional<KvColumn> c = Column(name);
+  if (c.has_value() && c->null) return std::nullopt;
+  return c;
 }
 
 std::optional<std::string_view> KvRow::Field(std::string_view name) const {
-  const KvColumn* c = Find(name);
-  if (c == nullptr) return std::nullopt;
+  std::optional<KvColumn> c = Find(name);
+  if (!c.has_value()) return std::nullopt;
   return c->text;
 }
 
@@ -341,6 +391,35 @@ absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
   return absl::OkStatus();
 }
 
+std::shared_ptr<const KvColumnNames> KvStore::NamesFor(const KvTable& table,
+                                                       const TableSchema& schema,
+                                                       const std::vector<std::string>* selected) {
+  auto cached_column = [&](const Column& c) {
+    return selected == nullptr || c.is_key ||
+           std::find(selected->begin(), selected->end(), c.name) != selected->end();
+  };
+  std::shared_ptr<const KvColumnNames>& names = names_[&table];
+  if (names != nullptr) {  // the same as the last row's?
+    size_t at = 0;
+    bool same = true;
+    for (const Column& c : schema.columns) {
+      if (!cached_column(c)) continue;
+      if (at == names->size() || (*names)[at] != c.name) {
+        same = false;
+        break;
+      }
+      ++at;
+    }
+    if (same && at == names->size()) return names;
+  }
+  auto fresh = std::make_shared<KvColumnNames>();
+  for (const Column& c : schema.columns) {
+    if (cached_column(c)) fresh->push_back(c.name);
+  }
+  names = std::move(fresh);
+  return names;
+}
+
 absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>& table,
                                                  const TableSchema& schema, const Row& row,
                                                  const Row* key_source, bool delete_op, Lsn lsn) {
@@ -382,42 +461,36 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     if (absl::Status s = CheckSelectedColumns(schema, *selected); !s.ok()) return s;
   }
   KvRowPtr old;
-  std::vector<KvColumn> columns;
-  std::vector<std::string> texts;
-  for (size_t i = 0; i < schema.columns.size() && i < row.size(); ++i) {
+  std::shared_ptr<const KvColumnNames> names = NamesFor(*table, schema, selected);
+  std::vector<KvRow::Value> values(names->size());
+  size_t at = 0;
+  for (size_t i = 0; i < schema.columns.size(); ++i) {
     const Column& column = schema.columns[i];
     if (selected != nullptr && !column.is_key &&
         std::find(selected->begin(), selected->end(), column.name) == selected->end()) {
       continue;
     }
-    KvColumn out;
-    std::string text;
-    out.name = column.name;
+    KvRow::Value& out = values[at++];
+    if (i >= row.size()) continue;  // not in the row: absent
     const Value& v = row[i];
     if (v.is_unchanged_toast()) {
       // Not sent because it did not change: the cached value is still current.
       if (old == nullptr) old = Current(*table, p.key);
-      const KvColumn* previous = nullptr;
-      if (old != nullptr) {
-        for (const KvColumn& c : old->columns) {
-          if (c.name == column.name) previous = &c;
-        }
-      }
-      if (previous == nullptr) continue;  // unknown: left out rather than made up
-      out.json = previous->json;
+      std::optional<KvColumn> previous =
+          old != nullptr ? old->Column(column.name) : std::optional<KvColumn>();
+      if (!previous.has_value()) continue;  // unknown: left out rather than made up
+      out.json = std::string(previous->json);
+      out.text = std::string(previous->text);
       out.null = previous->null;
-      text = previous->text;  // its views stay with the old row
     } else if (v.is_null()) {
       out.json = "null";
       out.null = true;
     } else {
       AppendJsonValue(v, column.type_name, options_.json, &out.json);
-      text = JsonText(out.json);
+      out.text = JsonText(out.json);
     }
-    columns.push_back(std::move(out));
-    texts.push_back(std::move(text));
   }
-  std::shared_ptr<KvRow> row_out = KvRow::Make(p.key, std::move(columns), texts, lsn);
+  std::shared_ptr<KvRow> row_out = KvRow::Make(p.key, std::move(names), values, lsn);
   row_out->bytes += p.sort_key.size() + 64;  // the tree's copy of the sort key, node overhead
   p.row = std::move(row_out);
   return p;

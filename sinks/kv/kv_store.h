@@ -85,23 +85,34 @@ class ABSL_SCOPED_LOCKABLE WriteLock {
   RwLock* const mu_;
 };
 
-// One column of a cached row. `text` points into the row's encoded replies: it is valid while
-// the row lives, and a column copied out of its row must not keep it.
+// One column of a cached row as a reader sees it: views into the row, valid while it lives.
 struct KvColumn {
-  std::string name;
-  std::string json;  // the value as JSON ("42", "\"pen\"", "null")
+  std::string_view name;
+  std::string_view json;  // the value as JSON ("42", "\"pen\"", "null")
   // The value as a Redis hash field or memcached text: a JSON string's text, the JSON text
   // of anything else (numbers, booleans, arrays, objects). Empty when null.
   std::string_view text;
   bool null = false;
 };
 
-// One cached row, immutable once built by Make. What the servers answer most is encoded here
-// once, when the row is applied, and copied into replies as it is.
+// The names of a table's cached columns, in table order: kept once, shared by every row
+// encoded under the same ones.
+using KvColumnNames = std::vector<std::string>;
+
+// One cached row, immutable once built by Make: one allocation for its bytes (beside the
+// object itself), from which every reply is taken. What the servers answer most is encoded
+// here once, when the row is applied, and copied into replies as it is.
 struct KvRow {
-  // `texts[i]` is the text of columns[i] (see KvColumn::text; ignored when null).
-  static std::shared_ptr<KvRow> Make(std::string key, std::vector<KvColumn> columns,
-                                     const std::vector<std::string>& texts, Lsn lsn);
+  // One column's value as Encode hands it to Make.
+  struct Value {
+    std::string json;  // empty: absent (an unchanged TOAST value the cache never held)
+    std::string text;  // see KvColumn::text
+    bool null = false;
+  };
+  // `values[i]` is the value of column names[i].
+  static std::shared_ptr<KvRow> Make(std::string key,
+                                     std::shared_ptr<const KvColumnNames> names,
+                                     const std::vector<Value>& values, Lsn lsn);
   KvRow() = default;
   KvRow(const KvRow&) = delete;  // the views below point into the row itself
   KvRow& operator=(const KvRow&) = delete;
@@ -115,23 +126,41 @@ struct KvRow {
   std::string_view json_crlf;  // json, then "\r\n" (a memcached data block)
   std::string_view json;       // the row as a typed JSON object, null columns included
 
-  std::string key;                // the key columns' values joined by ':' ("42", "7:2026-01-01")
-  std::vector<KvColumn> columns;  // the selected columns, in table order
-  Lsn lsn;             // commit LSN of the transaction that wrote it (the snapshot's for reads)
+  std::string key;  // the key columns' values joined by ':' ("42", "7:2026-01-01")
+  Lsn lsn;          // commit LSN of the transaction that wrote it (the snapshot's for reads)
   uint64_t bytes = 0;  // approximate memory held, for the memory limit
 
   // The value of field `name` as a RESP bulk string, found in resp_hash (no second pointer
   // to follow); empty when the column is absent or null.
   std::string_view FieldBulk(std::string_view name) const;
-  // The column named `name`, or nullptr when it is absent or null (Redis hashes have no null:
+  // The columns the row may have (the table's cached ones), and the i-th of them; nullopt
+  // when this row lacks it.
+  size_t column_count() const { return names_ == nullptr ? 0 : names_->size(); }
+  std::optional<KvColumn> column(size_t i) const;
+  // The column named `name`, null ones included; nullopt when the row lacks it.
+  std::optional<KvColumn> Column(std::string_view name) const;
+  // The column named `name`, or nullopt when it is absent or null (Redis hashes have no null:
   // such fields are left out).
-  const KvColumn* Find(std::string_view name) const;
+  std::optional<KvColumn> Find(std::string_view name) const;
   // Find's text, or nullopt.
   std::optional<std::string_view> Field(std::string_view name) const;
   size_t FieldCount() const { return field_count; }
 
  private:
-  std::string encoded_;  // resp_json, then resp_hash: the bytes the views point into
+  // Where column i's bytes are in encoded_: json_size 0 for a column the row lacks,
+  // text_at kNull for a null one.
+  struct Span {
+    uint32_t json_at = 0;
+    uint32_t json_size = 0;
+    uint32_t text_at = 0;
+    uint32_t text_size = 0;
+  };
+  static constexpr uint32_t kNull = UINT32_MAX;
+  Span SpanOf(size_t i) const;
+
+  std::shared_ptr<const KvColumnNames> names_;
+  // The columns' Spans, then resp_json, then resp_hash: the bytes the views point into.
+  std::string encoded_;
 };
 using KvRowPtr = std::shared_ptr<const KvRow>;
 
@@ -275,6 +304,10 @@ class KvStore {
   KvRowPtr Current(const KvTable& table, const std::string& key) const;
   absl::StatusOr<Pending> Encode(const std::shared_ptr<KvTable>& table, const TableSchema& schema,
                                  const Row& row, const Row* key_source, bool delete_op, Lsn lsn);
+  // The names of the columns `schema` caches (all, or those `selected`), shared with the rows
+  // encoded before under the same ones.
+  std::shared_ptr<const KvColumnNames> NamesFor(const KvTable& table, const TableSchema& schema,
+                                                const std::vector<std::string>* selected);
   // `columns` names only columns of the table: an error at its first version (a mistake in the
   // file), a warning after a schema change dropped one.
   absl::Status CheckSelectedColumns(const TableSchema& schema,
@@ -295,6 +328,8 @@ class KvStore {
   int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
   absl::flat_hash_set<std::pair<uint32_t, uint32_t>> columns_checked_;  // (relation, version)
   absl::flat_hash_set<uint32_t> columns_checked_tables_;
+  // The column names of each table's latest rows (NamesFor).
+  absl::flat_hash_map<const KvTable*, std::shared_ptr<const KvColumnNames>> names_;
 
   absl::Mutex listener_mu_;
   std::function<void(const std::vector<KeyEvent>&)> listener_ ABSL_GUARDED_BY(listener_mu_);

@@ -553,7 +553,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       } else if (id == RedisCommand::kHexists) {
         resp::AppendInteger(!bulk.empty(), out);
       } else {
-        const KvColumn* c = row ? row->Find(args[2]) : nullptr;
+        std::optional<KvColumn> c = row ? row->Find(args[2]) : std::nullopt;
         resp::AppendInteger(c ? static_cast<int64_t>(c->text.size()) : 0, out);
       }
       return;
@@ -585,8 +585,9 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       } else {
         resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
         if (row) {
-          for (const KvColumn& c : row->columns) {
-            if (!c.null) resp::AppendBulk(id == RedisCommand::kHkeys ? c.name : c.text, out);
+          for (size_t i = 0; i < row->column_count(); ++i) {
+            std::optional<KvColumn> c = row->column(i);
+            if (c && !c->null) resp::AppendBulk(id == RedisCommand::kHkeys ? c->name : c->text, out);
           }
         }
       }

@@ -22,19 +22,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
 // Runs a shell command; returns its standard output.
 std::string Shell(const std::string& command) {
   std::string out;
@@ -95,7 +82,10 @@ class KvPipeline {
   // "    transforms: [...]\n"), after it.
   KvPipeline(const std::string& name, const std::string& extra_sink_options = "",
              const std::string& sink_lines = "")
-      : name_(name), redis_(FreePort()), memcached_(FreePort()), http_(FreePort()) {
+      : name_(name),
+        redis_(FreeLoopbackPort()),
+        memcached_(FreeLoopbackPort()),
+        http_(FreeLoopbackPort()) {
     Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
@@ -152,7 +142,11 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
       "CREATE TABLE sales.lines (order_id int, line int, item text, PRIMARY KEY (order_id, line));"
       "INSERT INTO users SELECT g, 'user' || g, g * 1.5, ARRAY['a','b'] FROM generate_series(1, "
       "200) g;"
-      "INSERT INTO sales.lines VALUES (7, 1, 'pen'), (7, 2, 'ink');");
+      "INSERT INTO sales.lines VALUES (7, 1, 'pen'), (7, 2, 'ink');"
+      // Stored out of line (TOAST): an UPDATE of another column does not send it again.
+      "CREATE TABLE docs (id int PRIMARY KEY, body text, n int);"
+      "ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;"
+      "INSERT INTO docs VALUES (1, repeat('y', 10000), 1);");
   auto pgflow = p.Start();
 
   // Redis: hashes, JSON, composite keys, PGEC keys, RESP3.
@@ -160,7 +154,7 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_EQ(p.Cli("HGET sales.lines:7:2 item"), "ink");
   EXPECT_EQ(p.Cli("GET users:2"), R"({"id":2,"name":"user2","score":"3.0","tags":["a","b"]})");
   EXPECT_EQ(p.Cli("HGET pgflow_kv_clients.users.3 name"), "user3");
-  EXPECT_EQ(p.Cli("DBSIZE"), "202");
+  EXPECT_EQ(p.Cli("DBSIZE"), "203");
   // redis-cli -3 (HELLO 3) prints a map as "field value" lines when not on a terminal.
   EXPECT_EQ(p.Cli("-3 HGETALL users:4"), "id 4\nname user4\nscore 6.0\ntags [\"a\",\"b\"]");
   // RESP3 on the wire: HELLO 3 makes HGETALL a map.
@@ -170,7 +164,7 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   EXPECT_EQ(std::count(scanned.begin(), scanned.end(), '\n') + 1, 111)
       << scanned;  // 1, 10-19, 100-199
   EXPECT_THAT(p.Cli("HSET users:1 name x"), HasSubstr("READONLY"));
-  EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=202"));
+  EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=203"));
 
   // Pipelining: many commands in one write, answered in order.
   std::string batch;
@@ -195,7 +189,7 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
             R"({"id":6,"name":"user6","score":"9.0","tags":["a","b"]})");
   EXPECT_THAT(Raw(p.memcached(), "mg users:6 s v\r\n", 10), HasSubstr("VA 54 s54\r\n"));
   EXPECT_THAT(Shell("memcstat --servers=127.0.0.1:" + std::to_string(p.memcached())),
-              HasSubstr("curr_items: 202"));
+              HasSubstr("curr_items: 203"));
 
   // Keyspace notifications, with a real subscriber.
   TempDir tmp;
@@ -219,6 +213,20 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
                       std::chrono::seconds(10)))
       << ReadFile(events);
   EXPECT_THAT(ReadFile(events), HasSubstr("__keyspace@0__:users:500\nhset"));
+  // A null column: in the JSON, not in the hash.
+  EXPECT_EQ(p.Cli("GET users:500"), R"({"id":500,"name":"new","score":"1","tags":null})");
+  EXPECT_EQ(p.Cli("HKEYS users:500"), "id\nname\nscore");
+  EXPECT_EQ(p.Cli("HVALS users:500"), "500\nnew\n1");
+  EXPECT_EQ(p.Cli("HLEN users:500"), "3");
+  EXPECT_EQ(p.Cli("HSTRLEN users:500 name"), "3");
+  EXPECT_EQ(p.Cli("HSTRLEN users:500 tags"), "0");
+  EXPECT_EQ(p.Cli("HEXISTS users:500 tags"), "0");
+  // An unchanged TOAST value is kept from the cached row.
+  EXPECT_EQ(p.Cli("HSTRLEN docs:1 body"), "10000");
+  sql.Exec("UPDATE docs SET n = 2 WHERE id = 1");
+  ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET docs:1 n") == "2"; }, std::chrono::seconds(10)));
+  EXPECT_EQ(p.Cli("HSTRLEN docs:1 body"), "10000");
+  EXPECT_EQ(p.Cli("HKEYS docs:1"), "id\nbody\nn");
 
   // DDL: an added column shows in the next reads of the rows written after it.
   sql.Exec(
