@@ -30,13 +30,7 @@ source bench/common.sh
 KV_BENCH="$BUILD/kv_bench"
 [ -x "$KV_BENCH" ] || ninja -C "$BUILD" kv_bench >/dev/null
 
-# Eight distinct free loopback ports (picked one at a time, the same port can come back twice).
-read -r RPORT MPORT HPORT REDIS_PORT MEMC_PORT NGINX_PORT MEMORY_PORT MEMORY_REDIS_PORT < <(python3 -c '
-import socket
-held = [socket.socket() for _ in range(8)]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))')
+read -r RPORT MPORT HPORT REDIS_PORT MEMC_PORT NGINX_PORT MEMORY_PORT MEMORY_REDIS_PORT < <(scripts/free_ports 8)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -61,16 +61,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_ports() {  # N distinct free loopback ports (picked one by one, a port can come back twice)
-  python3 -c '
-import socket, sys
-held = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
-}
 # The poolers' ports, all distinct.
-read -r PGFLOW_PORT ADMIN_PORT BOUNCER_PORT < <(free_ports 3)
+read -r PGFLOW_PORT ADMIN_PORT BOUNCER_PORT < <(scripts/free_ports 3)
 proc_cpu() {  # CPU seconds (user + system, all threads) process $1 has used so far
   awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); split($0, f, " "); printf "%.3f", (f[12] + f[13]) / t}' "/proc/$1/stat"
 }

@@ -21,14 +21,6 @@ ROOT=$(pwd)
 VERSION=${KAFKA_VERSION:-4.1.1}
 HEAP=${KAFKA_HEAP:-512m}
 
-free_ports() {  # N distinct free loopback ports (picked one by one, a port can come back twice)
-  python3 -c '
-import socket, sys
-held = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
-}
 
 all_present() {  # every jar of the class path in file $1 is there
   local jar
@@ -88,7 +80,7 @@ case "$cmd" in
     command -v kcat >/dev/null || { echo "kafkatmp: no kcat (install kcat)" >&2; exit 1; }
     mkdir -p "$dir/data"
     dir=$(cd "$dir" && pwd)
-    read -r port controller < <(free_ports 2)
+    read -r port controller < <(scripts/free_ports 2)
     echo "$port" >"$dir/port"
     cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller

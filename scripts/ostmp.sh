@@ -20,14 +20,6 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-free_ports() {  # N distinct free loopback ports (picked one by one, a port can come back twice)
-  python3 -c '
-import socket, sys
-held = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
-}
 
 # The zip in Maven's local repository, downloaded the first time only.
 fetch() {
@@ -58,7 +50,7 @@ case "$cmd" in
     unzip -q -o "$zip" -d "$dir"
     mkdir -p "$dir/data" "$dir/logs"
     [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
-    read -r port transport < <(free_ports 2)
+    read -r port transport < <("$(dirname "$0")/free_ports" 2)
     java_home=$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")
     echo "$port" >"$dir/port"
     as_owner env OPENSEARCH_JAVA_HOME="$java_home" OPENSEARCH_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP" \
