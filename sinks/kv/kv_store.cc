@@ -464,12 +464,9 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
   std::shared_ptr<const KvColumnNames> names = NamesFor(*table, schema, selected);
   std::vector<KvRow::Value> values(names->size());
   size_t at = 0;
-  for (size_t i = 0; i < schema.columns.size(); ++i) {
+  for (size_t i = 0; i < schema.columns.size() && at < names->size(); ++i) {
     const Column& column = schema.columns[i];
-    if (selected != nullptr && !column.is_key &&
-        std::find(selected->begin(), selected->end(), column.name) == selected->end()) {
-      continue;
-    }
+    if ((*names)[at] != column.name) continue;  // not cached (NamesFor chose the columns)
     KvRow::Value& out = values[at++];
     if (i >= row.size()) continue;  // not in the row: absent
     const Value& v = row[i];
