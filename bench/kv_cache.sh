@@ -246,6 +246,7 @@ YAML
   copy_rate=$(awk -v n="$n" -v s="$MEM_SECONDS" 'BEGIN {printf "%.0f", n / s}')
   sleep 10
   after=$(rss_kb "$MEM_PID")
+  used=$(redis-cli -p "$port" INFO memory | awk -F: '/^used_memory:/ {print $2 + 0}')
   stop_cache
   "$BUILD/pgflow" teardown "$work/memory.yaml" >>"$work/memory-pgflow.log" 2>&1
 
@@ -277,8 +278,8 @@ for line in sys.stdin.buffer:
   rafter=$(rss_kb "$rpid")
   kill "$rpid"; wait "$rpid" 2>/dev/null || true
   awk -v n="$n" -v a="$before" -v b="$after" -v c="$rbefore" -v d="$rafter" -v rate="$copy_rate" \
-      -v first="$first_rate" 'BEGIN {
+      -v first="$first_rate" -v used="$used" 'BEGIN {
     p = (b - a) * 1024 / n; r = (d - c) * 1024 / n
-    printf "%9d rows  pgflow %7.1f MB (%5.0f B/row; loaded at %s rows/s, again after a restart at %s)   redis-server %7.1f MB (%4.0f B/row)   ratio %.2f\n",
-      n, (b - a) / 1024, p, first, rate, (d - c) / 1024, r, p / r }'
+    printf "%9d rows  pgflow %7.1f MB (%5.0f B/row; loaded at %s rows/s, again after a restart at %s; used_memory %.1f MB, %.2f of the growth)   redis-server %7.1f MB (%4.0f B/row)   ratio %.2f\n",
+      n, (b - a) / 1024, p, first, rate, used / 1048576, used / ((b - a) * 1024), (d - c) / 1024, r, p / r }'
 done

@@ -314,6 +314,7 @@ void Pipeline::CollectMetrics() {
   for (size_t i = 0; i < view.sinks.size(); ++i) {
     SinkState& state = *sink_states_[i];
     state.gauges.Set(view.sinks[i]);
+    sinks_[i].sink->CollectMetrics(metrics_, {{"pipeline", options_.name}, {"sink", sinks_[i].name}});
     // Only moved forward, so two collections at once count each event once.
     const uint64_t now = sinks_[i].sink->DeadLettered();
     uint64_t seen = state.dead_lettered_seen.load();

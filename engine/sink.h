@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "engine/change.h"
 #include "engine/lsn.h"
+#include "engine/metrics.h"
 
 namespace pgflow {
 
@@ -71,6 +72,11 @@ class Sink {
   // Events the sink set aside instead of applying them (its dead-letter path), since Open.
   // Thread-safe: the metrics are read from another thread while the sink runs.
   virtual uint64_t DeadLettered() const { return 0; }
+
+  // Sets the sink's own gauges, if it has any, labelled with `labels` (the pipeline's and the
+  // sink's names). Called from the scraping thread before every /metrics exposition, while
+  // the sink runs: thread-safe.
+  virtual void CollectMetrics(MetricsRegistry* /*metrics*/, const MetricLabels& /*labels*/) const {}
 
   // Releases resources. Not called concurrently with anything else.
   virtual absl::Status Close() = 0;

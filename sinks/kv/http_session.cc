@@ -301,11 +301,11 @@ SessionStep HttpSession::Answer(const Request& request, std::string* out) {
     std::string body = "{\"rows\":[";
     for (size_t i = 0; i < rows.size(); ++i) {
       if (i > 0) body.push_back(',');
-      body.append(rows[i]->json);
+      rows[i]->AppendJson(&body);
     }
     body.append("],\"next\":");
     if (more && !rows.empty()) {
-      AppendJsonString(rows.back()->key, &body);
+      AppendJsonString(rows.back()->key(), &body);
     } else {
       body.append("null");
     }
@@ -326,12 +326,14 @@ SessionStep HttpSession::Answer(const Request& request, std::string* out) {
     body.push_back('}');
     return reply(404, body);
   }
-  std::string etag = absl::StrCat("\"", row->lsn.ToString(), "\"");
+  std::string etag = absl::StrCat("\"", row->lsn().ToString(), "\"");
   std::string headers = absl::StrCat("ETag: ", etag, "\r\n");
   if (!request.if_none_match.empty() && request.if_none_match == etag) {
     return reply(304, "", headers);
   }
-  return reply(200, row->json, headers);
+  body_.clear();
+  row->AppendJson(&body_);
+  return reply(200, body_, headers);
 }
 
 }  // namespace pgflow

@@ -51,6 +51,7 @@ class HttpSession {
   KvStore::TableCache tables_;
   bool more_ = false;
   Request waiting_;  // the request a kWait is for
+  std::string body_;  // a row's JSON while its reply is written, kept for its capacity
 };
 
 // Appends an HTTP/1.1 response with the JSON `body` (none for HEAD, and none for a 304),

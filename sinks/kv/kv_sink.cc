@@ -1,5 +1,7 @@
 #include "sinks/kv/kv_sink.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
@@ -373,8 +375,25 @@ absl::Status KvSink::OnSnapshotDone() {
   if (!cache_->store.ready()) {
     LogInfo("kv cache: loaded, %d rows; serving", cache_->store.TotalRows());
     cache_->store.SetReady();
+    // The copy's batches were allocated and freed by several threads' malloc arenas, between
+    // the rows that stay: hand the free pages they leave back to the system.
+    malloc_trim(0);
   }
   return s;
+}
+
+void KvSink::CollectMetrics(MetricsRegistry* metrics, const MetricLabels& labels) const {
+  const KvStore& store = cache_->store;
+  metrics->GetGauge("pgflow_kv_rows", "Rows the kv cache holds", labels)
+      ->Set(static_cast<double>(store.TotalRows()));
+  metrics
+      ->GetGauge("pgflow_kv_used_memory_bytes",
+                 "Bytes the kv cache's rows hold, with their indexes (INFO's used_memory)", labels)
+      ->Set(static_cast<double>(store.MemoryBytes()));
+  metrics
+      ->GetGauge("pgflow_kv_max_memory_bytes",
+                 "The kv cache's max_memory: past it, the sink stops rather than drop rows", labels)
+      ->Set(static_cast<double>(store.max_memory()));
 }
 
 absl::Status KvSink::Close() {

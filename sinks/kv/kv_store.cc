@@ -1,7 +1,9 @@
 #include "sinks/kv/kv_store.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
+#include <new>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
@@ -50,6 +52,12 @@ void AppendSortPart(uint32_t type_oid, std::string_view text, std::string* out) 
   out->push_back('\0');
 }
 
+// What a row weighs once stored: its allocation, and its share of the two indexes: a hash
+// slot of 8 bytes and a control byte at absl's load factor (7/16 to 7/8: 10 to 21 bytes a
+// row), and a B-tree slot of 8 bytes in 256-byte nodes kept mostly full (about 9).
+constexpr uint64_t kIndexBytesPerRow = 28;
+uint64_t HeldBytes(const KvRow& row) { return row.bytes() + kIndexBytesPerRow; }
+
 std::string PendingId(const KvTable& table, std::string_view key) {
   return absl::StrCat(Absl(table.key_name()), absl::string_view("\0", 1), Absl(key));
 }
@@ -63,117 +71,239 @@ std::string KeyNameOf(std::string_view schema, std::string_view table) {
 
 namespace {
 
-// The size of `n` bytes as a RESP bulk string ("$<n>\r\n<n bytes>\r\n").
-size_t BulkSize(size_t n) { return 1 + std::to_string(n).size() + 2 + n + 2; }
+// Lengths inside a row: 7 bits a byte, low bits first, the high bit set on all but the last.
+size_t VarintSize(size_t n) {
+  size_t size = 1;
+  for (; n >= 0x80; n >>= 7) ++size;
+  return size;
+}
+
+char* PutVarint(size_t n, char* w) {
+  for (; n >= 0x80; n >>= 7) *w++ = static_cast<char>((n & 0x7f) | 0x80);
+  *w++ = static_cast<char>(n);
+  return w;
+}
+
+size_t GetVarint(const char** p) {
+  size_t n = 0;
+  for (int shift = 0;; shift += 7) {
+    const auto byte = static_cast<unsigned char>(*(*p)++);
+    n |= static_cast<size_t>(byte & 0x7f) << shift;
+    if (byte < 0x80) return n;
+  }
+}
+
+char* Put(std::string_view bytes, char* w) {
+  std::memcpy(w, bytes.data(), bytes.size());
+  return w + bytes.size();
+}
+
+// "$<n>\r\n": the header of an n-byte RESP bulk string.
+void AppendBulkHeader(size_t n, std::string* out) {
+  char buf[24];
+  buf[0] = '$';
+  char* end = std::to_chars(buf + 1, buf + sizeof(buf) - 2, n).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  out->append(buf, end);
+}
+
+constexpr std::string_view kJsonNull = "null";
 
 }  // namespace
 
-std::shared_ptr<KvRow> KvRow::Make(std::string key, std::shared_ptr<const KvColumnNames> names,
-                                   const std::vector<Value>& values, Lsn lsn) {
-  auto row = std::make_shared<KvRow>();
-  row->key = std::move(key);
-  row->lsn = lsn;
-  const KvColumnNames& n = *names;
-  row->names_ = std::move(names);
-  // The row's JSON object, each value's place in it noted.
-  std::vector<Span> spans(n.size());
-  std::string json = "{";
-  size_t hash_size = 0;
-  for (size_t i = 0; i < n.size(); ++i) {
-    const Value& v = values[i];
-    if (v.json.empty()) continue;  // absent
-    if (json.size() > 1) json.push_back(',');
-    AppendJsonString(n[i], &json);
-    json.push_back(':');
-    spans[i].json_at = static_cast<uint32_t>(json.size());
-    spans[i].json_size = static_cast<uint32_t>(v.json.size());
-    json += v.json;
-    if (!v.null) hash_size += BulkSize(n[i].size()) + BulkSize(v.text.size());
+KvColumnNames::KvColumnNames(std::vector<std::string> names) : names_(std::move(names)) {
+  for (const std::string& name : names_) {
+    resp::AppendBulk(name, &resp_.emplace_back());
+    std::string& key = json_key_.emplace_back();
+    AppendJsonString(name, &key);
+    key.push_back(':');
   }
-  json.push_back('}');
-  // The spans, resp_json, then resp_hash, in one buffer of the exact size; positions first,
-  // views once it is complete.
-  const size_t spans_size = n.size() * sizeof(Span);
-  std::string& enc = row->encoded_;
-  enc.reserve(spans_size + BulkSize(json.size()) + hash_size);
-  enc.resize(spans_size);  // filled last
-  resp::AppendBulk(json, &enc);
-  const size_t json_at = enc.size() - json.size() - 2;
-  const size_t hash_at = enc.size();
-  for (size_t i = 0; i < n.size(); ++i) {
-    const Value& v = values[i];
-    Span& span = spans[i];
-    if (v.json.empty()) continue;
-    span.json_at += static_cast<uint32_t>(json_at);
-    if (v.null) {
-      span.text_at = kNull;
-      continue;
-    }
-    ++row->field_count;
-    resp::AppendBulk(n[i], &enc);
-    resp::AppendBulk(v.text, &enc);
-    span.text_at = static_cast<uint32_t>(enc.size() - 2 - v.text.size());
-    span.text_size = static_cast<uint32_t>(v.text.size());
-  }
-  if (spans_size > 0) std::memcpy(enc.data(), spans.data(), spans_size);
-  const std::string_view all = enc;
-  row->resp_json = all.substr(spans_size, hash_at - spans_size);
-  row->json = all.substr(json_at, json.size());
-  row->json_crlf = all.substr(json_at, json.size() + 2);
-  row->resp_hash = all.substr(hash_at);
-  // The object and its shared_ptr's counts, the key (and the hash shard's copy), the bytes.
-  row->bytes = sizeof(KvRow) + 16 + 2 * row->key.size() + enc.capacity();
-  return row;
 }
 
-KvRow::Span KvRow::SpanOf(size_t i) const {
-  Span span;
-  std::memcpy(&span, encoded_.data() + i * sizeof(Span), sizeof(Span));
-  return span;
+size_t KvColumnNames::IndexOf(std::string_view name) const {
+  for (size_t i = 0; i < names_.size(); ++i) {
+    if (names_[i] == name) return i;
+  }
+  return names_.size();
+}
+
+namespace {
+
+// The text of JSON string `json` (which has escapes) into *text.
+void UnescapeJsonString(const std::string& json, std::string* text) {
+  text->clear();
+  // AppendJsonValue always writes valid JSON; checked all the same.
+  if (!CheckJson(json).ok() || !ReadJsonString(json, text).ok()) *text = json;
+}
+
+}  // namespace
+
+KvRow::Kind KvRow::KindOf(const Value& v) {
+  if (v.json.empty()) return kAbsent;
+  if (v.null) return kNull;
+  if (v.json[0] != '"') return kRaw;
+  return v.json.find('\\') == std::string::npos ? kString : kEscaped;
+}
+
+KvRowPtr KvRow::Make(std::string_view key, std::string_view sort_key, const KvColumnNames* names,
+                     const std::vector<Value>& values, Lsn lsn) {
+  const size_t n = names->size();
+  std::string text;  // a string's text, for the rare one with escapes
+  size_t data_size = key.size() + sort_key.size() + n;  // a kind byte per column
+  size_t json_size = 2;                                 // {}
+  uint32_t fields = 0;
+  bool first = true;
+  for (size_t i = 0; i < n; ++i) {
+    const Value& v = values[i];
+    const Kind kind = KindOf(v);
+    if (kind == kAbsent) continue;
+    json_size += (first ? 0 : 1) + names->json_key(i).size();
+    first = false;
+    if (kind == kNull) {
+      json_size += kJsonNull.size();
+      continue;
+    }
+    ++fields;
+    json_size += v.json.size();
+    data_size += VarintSize(v.json.size()) + v.json.size();
+    if (kind == kEscaped) {
+      UnescapeJsonString(v.json, &text);
+      data_size += VarintSize(text.size()) + text.size();
+    }
+  }
+  void* memory = ::operator new(sizeof(KvRow) + data_size);
+  auto* row = new (memory) KvRow();
+  row->key_size_ = static_cast<uint32_t>(key.size());
+  row->sort_key_size_ = static_cast<uint32_t>(sort_key.size());
+  row->data_size_ = static_cast<uint32_t>(data_size);
+  row->json_size_ = static_cast<uint32_t>(json_size);
+  row->field_count_ = fields;
+  row->lsn_ = lsn;
+  row->names_ = names;
+  char* w = reinterpret_cast<char*>(row + 1);
+  w = Put(key, w);
+  w = Put(sort_key, w);
+  for (size_t i = 0; i < n; ++i) {
+    const Value& v = values[i];
+    const Kind kind = KindOf(v);
+    *w++ = static_cast<char>(kind);
+    if (kind == kAbsent || kind == kNull) continue;
+    w = PutVarint(v.json.size(), w);
+    w = Put(v.json, w);
+    if (kind == kEscaped) {
+      UnescapeJsonString(v.json, &text);
+      w = PutVarint(text.size(), w);
+      w = Put(text, w);
+    }
+  }
+  return KvRowPtr(row);
+}
+
+void KvRow::Unref() const {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  KvRow* self = const_cast<KvRow*>(this);
+  self->~KvRow();
+  ::operator delete(static_cast<void*>(self));
+}
+
+size_t KvRow::bytes() const {
+  // glibc's malloc: the request plus an 8-byte size word, rounded up to 16, at least 32.
+  return std::max<size_t>(32, (sizeof(KvRow) + data_size_ + 8 + 15) & ~size_t{15});
+}
+
+KvRow::Cell KvRow::ReadCell(const char** p) {
+  Cell cell;
+  cell.kind = static_cast<Kind>(*(*p)++);
+  switch (cell.kind) {
+    case kAbsent:
+      return cell;
+    case kNull:
+      cell.json = kJsonNull;
+      return cell;
+    case kRaw:
+    case kString:
+    case kEscaped:
+      break;
+  }
+  const size_t json_size = GetVarint(p);
+  cell.json = std::string_view(*p, json_size);
+  *p += json_size;
+  if (cell.kind == kRaw) {
+    cell.text = cell.json;
+  } else if (cell.kind == kString) {
+    cell.text = cell.json.substr(1, json_size - 2);
+  } else {
+    const size_t text_size = GetVarint(p);
+    cell.text = std::string_view(*p, text_size);
+    *p += text_size;
+  }
+  return cell;
+}
+
+KvRow::Cell KvRow::CellAt(size_t index) const {
+  const char* p = cells();
+  Cell cell;
+  for (size_t i = 0; i <= index; ++i) cell = ReadCell(&p);
+  return cell;
+}
+
+void KvRow::AppendJson(std::string* out) const {
+  const size_t start = out->size();
+  out->resize(start + json_size_);
+  char* w = out->data() + start;
+  *w++ = '{';
+  const char* p = cells();
+  bool first = true;
+  for (size_t i = 0; i < names_->size(); ++i) {
+    const Cell cell = ReadCell(&p);
+    if (cell.kind == kAbsent) continue;
+    if (!first) *w++ = ',';
+    first = false;
+    w = Put(names_->json_key(i), w);
+    w = Put(cell.json, w);
+  }
+  *w = '}';
+}
+
+void KvRow::AppendRespJson(std::string* out) const {
+  AppendBulkHeader(json_size_, out);
+  AppendJson(out);
+  out->append("\r\n");
+}
+
+void KvRow::AppendRespFields(std::string* out) const {
+  const char* p = cells();
+  for (size_t i = 0; i < names_->size(); ++i) {
+    const Cell cell = ReadCell(&p);
+    if (cell.kind == kAbsent || cell.kind == kNull) continue;
+    out->append(names_->resp(i));
+    AppendBulkHeader(cell.text.size(), out);
+    out->append(cell.text);
+    out->append("\r\n");
+  }
+}
+
+bool KvRow::AppendFieldBulk(std::string_view name, std::string* out) const {
+  const size_t i = names_->IndexOf(name);
+  if (i == names_->size()) return false;
+  const Cell cell = CellAt(i);
+  if (cell.kind == kAbsent || cell.kind == kNull) return false;
+  AppendBulkHeader(cell.text.size(), out);
+  out->append(cell.text);
+  out->append("\r\n");
+  return true;
 }
 
 std::optional<KvColumn> KvRow::column(size_t i) const {
   if (i >= column_count()) return std::nullopt;
-  const Span span = SpanOf(i);
-  if (span.json_size == 0) return std::nullopt;
-  const std::string_view all = encoded_;
-  KvColumn c;
-  c.name = (*names_)[i];
-  c.json = all.substr(span.json_at, span.json_size);
-  if (span.text_at == kNull) {
-    c.null = true;
-  } else {
-    c.text = all.substr(span.text_at, span.text_size);
-  }
-  return c;
+  const Cell cell = CellAt(i);
+  if (cell.kind == kAbsent) return std::nullopt;
+  return KvColumn{(*names_)[i], cell.json, cell.text, cell.kind == kNull};
 }
 
 std::optional<KvColumn> KvRow::Column(std::string_view name) const {
-  for (size_t i = 0; i < column_count(); ++i) {
-    if ((*names_)[i] == name) return column(i);
-  }
-  return std::nullopt;
-}
-
-std::string_view KvRow::FieldBulk(std::string_view name) const {
-  // resp_hash is Make's output: "$<n>\r\n<n bytes>\r\n", a name then its value, repeated.
-  const char* p = resp_hash.data();
-  const char* const end = p + resp_hash.size();
-  auto length = [&p] {  // at '$'; leaves p at the bulk's first byte
-    size_t n = 0;
-    for (++p; *p != '\r'; ++p) n = n * 10 + static_cast<size_t>(*p - '0');
-    p += 2;
-    return n;
-  };
-  while (p < end) {
-    const size_t name_size = length();
-    const bool match = name_size == name.size() && std::memcmp(p, name.data(), name_size) == 0;
-    p += name_size + 2;
-    const char* const bulk = p;
-    p += length() + 2;
-    if (match) return std::string_view(bulk, static_cast<size_t>(p - bulk));
-  }
-  return {};
+  return column(names_->IndexOf(name));
 }
 
 std::optional<KvColumn> KvRow::Find(std::string_view name) const {
@@ -210,8 +340,8 @@ KvRowPtr KvTable::Get(std::string_view key) const {
   const size_t hash = HashOf(key);
   const Shard& shard = shards_[ShardOfHash(hash)];
   ReadLock lock(&shard.mu);
-  auto it = shard.rows.find(Absl(key), hash);
-  return it == shard.rows.end() ? nullptr : it->second;
+  auto it = shard.rows.find(key, hash);
+  return it == shard.rows.end() ? nullptr : *it;
 }
 
 TableSchemaPtr KvTable::shape() const {
@@ -242,8 +372,8 @@ std::vector<KvRowPtr> KvTable::Page(std::string_view after, size_t limit, bool* 
   std::string from = after.empty() ? std::string() : SortKeyOf(after);
   std::vector<KvRowPtr> out;
   absl::ReaderMutexLock lock(&order_mu_);
-  auto it = after.empty() ? order_.begin() : order_.upper_bound(from);
-  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(it->second);
+  auto it = after.empty() ? order_.begin() : order_.upper_bound(std::string_view(from));
+  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(*it);
   *more = it != order_.end();
   return out;
 }
@@ -252,12 +382,12 @@ std::vector<KvRowPtr> KvTable::ScanFrom(const std::string& from_sort_key, size_t
                                         std::string* next_sort_key) const {
   std::vector<KvRowPtr> out;
   absl::ReaderMutexLock lock(&order_mu_);
-  auto it = order_.lower_bound(from_sort_key);
-  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(it->second);
+  auto it = order_.lower_bound(std::string_view(from_sort_key));
+  for (; it != order_.end() && out.size() < limit; ++it) out.push_back(*it);
   if (it == order_.end()) {
     next_sort_key->clear();
   } else {
-    *next_sort_key = it->first;
+    next_sort_key->assign((*it)->sort_key());
   }
   return out;
 }
@@ -391,14 +521,13 @@ absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
   return absl::OkStatus();
 }
 
-std::shared_ptr<const KvColumnNames> KvStore::NamesFor(const KvTable& table,
-                                                       const TableSchema& schema,
-                                                       const std::vector<std::string>* selected) {
+const KvColumnNames* KvStore::NamesFor(const KvTable& table, const TableSchema& schema,
+                                       const std::vector<std::string>* selected) {
   auto cached_column = [&](const Column& c) {
     return selected == nullptr || c.is_key ||
            std::find(selected->begin(), selected->end(), c.name) != selected->end();
   };
-  std::shared_ptr<const KvColumnNames>& names = names_[&table];
+  const KvColumnNames*& names = names_[&table];
   if (names != nullptr) {  // the same as the last row's?
     size_t at = 0;
     bool same = true;
@@ -412,11 +541,11 @@ std::shared_ptr<const KvColumnNames> KvStore::NamesFor(const KvTable& table,
     }
     if (same && at == names->size()) return names;
   }
-  auto fresh = std::make_shared<KvColumnNames>();
+  std::vector<std::string> fresh;
   for (const Column& c : schema.columns) {
-    if (cached_column(c)) fresh->push_back(c.name);
+    if (cached_column(c)) fresh.push_back(c.name);
   }
-  names = std::move(fresh);
+  names = all_names_.emplace_back(std::make_unique<KvColumnNames>(std::move(fresh))).get();
   return names;
 }
 
@@ -461,7 +590,7 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     if (absl::Status s = CheckSelectedColumns(schema, *selected); !s.ok()) return s;
   }
   KvRowPtr old;
-  std::shared_ptr<const KvColumnNames> names = NamesFor(*table, schema, selected);
+  const KvColumnNames* names = NamesFor(*table, schema, selected);
   std::vector<KvRow::Value> values(names->size());
   size_t at = 0;
   for (size_t i = 0; i < schema.columns.size() && at < names->size(); ++i) {
@@ -477,19 +606,15 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
           old != nullptr ? old->Column(column.name) : std::optional<KvColumn>();
       if (!previous.has_value()) continue;  // unknown: left out rather than made up
       out.json = std::string(previous->json);
-      out.text = std::string(previous->text);
       out.null = previous->null;
     } else if (v.is_null()) {
       out.json = "null";
       out.null = true;
     } else {
       AppendJsonValue(v, column.type_name, options_.json, &out.json);
-      out.text = JsonText(out.json);
     }
   }
-  std::shared_ptr<KvRow> row_out = KvRow::Make(p.key, std::move(names), values, lsn);
-  row_out->bytes += p.sort_key.size() + 64;  // the tree's copy of the sort key, node overhead
-  p.row = std::move(row_out);
+  p.row = KvRow::Make(p.key, p.sort_key, names, values, lsn);
   return p;
 }
 
@@ -546,8 +671,8 @@ absl::Status KvStore::Stage(const Change& change) {
       continue;
     }
     KvRowPtr old = Current(*table, p.key);
-    if (old != nullptr) delta -= static_cast<int64_t>(old->bytes);
-    if (p.row != nullptr) delta += static_cast<int64_t>(p.row->bytes);
+    if (old != nullptr) delta -= static_cast<int64_t>(HeldBytes(*old));
+    if (p.row != nullptr) delta += static_cast<int64_t>(HeldBytes(*p.row));
   }
   int64_t after = static_cast<int64_t>(bytes_.load()) + pending_bytes_ + delta;
   if (delta > 0 && after > static_cast<int64_t>(options_.max_memory)) {
@@ -582,8 +707,15 @@ absl::Status KvStore::Stage(const Change& change) {
 }
 
 void KvStore::Discard() {
-  pending_.clear();
-  pending_index_.clear();
+  // A large transaction's staging memory is given back; a snapshot batch's is kept for the next.
+  constexpr size_t kKeptStaging = 8192;
+  if (pending_.capacity() > kKeptStaging) {
+    std::vector<Pending>().swap(pending_);
+    absl::flat_hash_map<std::string, size_t>().swap(pending_index_);
+  } else {
+    pending_.clear();
+    pending_index_.clear();
+  }
   pending_bytes_ = 0;
 }
 
@@ -625,7 +757,7 @@ absl::Status KvStore::Commit(Lsn end) {
       KvTable& t = *p.table;
       if (p.truncate) {
         for (KvTable::Shard& s : t.shards_) {
-          for (auto& [k, row] : s.rows) released.push_back(std::move(row));
+          for (const KvRowPtr& row : s.rows) released.push_back(row);
           s.rows.clear();
         }
         t.order_.clear();
@@ -633,22 +765,18 @@ absl::Status KvStore::Commit(Lsn end) {
         continue;
       }
       auto& rows = t.shards_[KvTable::ShardOfHash(p.hash)].rows;
-      auto it = rows.find(p.key, p.hash);
-      if (it != rows.end()) {
-        t.bytes_.fetch_sub(it->second->bytes);
-        released.push_back(std::move(it->second));
+      if (auto it = rows.find(std::string_view(p.key), p.hash); it != rows.end()) {
+        const KvRowPtr& old = *it;
+        t.bytes_.fetch_sub(HeldBytes(*old));
+        // Its sort key, not p's: a change of the key columns' types may have changed it.
+        if (auto at = t.order_.find(old->sort_key()); at != t.order_.end()) t.order_.erase(at);
+        released.push_back(old);
+        rows.erase(it);
       }
       if (p.row != nullptr) {
-        t.bytes_.fetch_add(p.row->bytes);
-        t.order_[p.sort_key] = p.row;
-        if (it != rows.end()) {
-          it->second = p.row;
-        } else {
-          rows.emplace(p.key, p.row);
-        }
-      } else if (it != rows.end()) {
-        rows.erase(it);
-        t.order_.erase(p.sort_key);
+        t.bytes_.fetch_add(HeldBytes(*p.row));
+        t.order_.insert(p.row);
+        rows.insert(p.row);
       }
       if (notify) events.push_back(KeyEvent{absl::StrCat(t.key_name_, ":", p.key), !p.row});
     }

@@ -5,11 +5,12 @@
 //
 // Layout: one KvTable per source table; inside it the rows sit in kShards hash shards (each
 // with its own reader-writer lock) for point reads, and in a B-tree in key order for paging
-// and SCAN. A row is an immutable KvRow shared by pointer, so a reader copies a pointer under
+// and SCAN; both hold the same counted row pointers, 8 bytes a slot, and find a row by the key
+// inside it. A row is an immutable KvRow (one allocation), so a reader copies a pointer under
 // a shard's lock and formats the answer after releasing it. Tables are never dropped while the
 // store lives (a truncate empties one), so a reader may keep a table's address (TableCache).
 //
-// Writes come from the sink's one thread. Rows are encoded (JSON, hash fields, sort key)
+// Writes come from the sink's one thread. Rows are encoded (each column's JSON, the sort key)
 // before any lock is taken; a transaction's changes are kept aside until its commit and then
 // applied under every lock they touch at once (plus the store's commit lock), so a reader sees
 // all of a transaction or none of it, and waits at most for those pointer swaps, never for the
@@ -29,7 +30,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -95,47 +96,96 @@ struct KvColumn {
   bool null = false;
 };
 
-// The names of a table's cached columns, in table order: kept once, shared by every row
-// encoded under the same ones.
-using KvColumnNames = std::vector<std::string>;
+// The names of a table's cached columns, in table order, kept once for every row encoded
+// under the same ones, each also in the two forms replies put before a value: a RESP bulk
+// string (HGETALL) and a JSON object key with its colon (GET, memcached, HTTP).
+class KvColumnNames {
+ public:
+  explicit KvColumnNames(std::vector<std::string> names);
+  size_t size() const { return names_.size(); }
+  const std::string& operator[](size_t i) const { return names_[i]; }
+  std::string_view resp(size_t i) const { return resp_[i]; }
+  std::string_view json_key(size_t i) const { return json_key_[i]; }
+  // The index of column `name`, or size() when there is none.
+  size_t IndexOf(std::string_view name) const;
 
-// One cached row, immutable once built by Make: one allocation for its bytes (beside the
-// object itself), from which every reply is taken. What the servers answer most is encoded
-// here once, when the row is applied, and copied into replies as it is.
-struct KvRow {
+ private:
+  std::vector<std::string> names_;
+  std::vector<std::string> resp_;      // "$4\r\nname\r\n"
+  std::vector<std::string> json_key_;  // "\"name\":"
+};
+
+class KvRow;
+
+// A counted reference to a row (the count lives in the row: 8 bytes in each index slot, where
+// a shared_ptr took 16 and a control block).
+class KvRowPtr {
+ public:
+  KvRowPtr() = default;
+  KvRowPtr(std::nullptr_t) {}  // NOLINT: as a pointer converts
+  KvRowPtr(const KvRowPtr& other);
+  KvRowPtr(KvRowPtr&& other) noexcept : row_(std::exchange(other.row_, nullptr)) {}
+  KvRowPtr& operator=(KvRowPtr other) noexcept {
+    std::swap(row_, other.row_);
+    return *this;
+  }
+  ~KvRowPtr();
+
+  const KvRow* get() const { return row_; }
+  const KvRow* operator->() const { return row_; }
+  const KvRow& operator*() const { return *row_; }
+  explicit operator bool() const { return row_ != nullptr; }
+  friend bool operator==(const KvRowPtr& a, std::nullptr_t) { return a.row_ == nullptr; }
+
+ private:
+  friend class KvRow;
+  explicit KvRowPtr(const KvRow* adopted) : row_(adopted) {}
+  const KvRow* row_ = nullptr;
+};
+
+// One cached row, immutable once built by Make, in a single allocation: a 40-byte header, then
+// its key, its sort key, and each column as a kind byte, a length and its JSON (a string's
+// text follows it only when the JSON has escapes; otherwise it is the JSON within the quotes).
+// Every reply (HGET, HGETALL, GET, memcached, HTTP) is written from these bytes and the
+// table's KvColumnNames. The names must outlive the row: the store keeps every set it made.
+class KvRow {
+ public:
   // One column's value as Encode hands it to Make.
   struct Value {
     std::string json;  // empty: absent (an unchanged TOAST value the cache never held)
-    std::string text;  // see KvColumn::text
     bool null = false;
   };
   // `values[i]` is the value of column names[i].
-  static std::shared_ptr<KvRow> Make(std::string key,
-                                     std::shared_ptr<const KvColumnNames> names,
-                                     const std::vector<Value>& values, Lsn lsn);
-  KvRow() = default;
-  KvRow(const KvRow&) = delete;  // the views below point into the row itself
+  static KvRowPtr Make(std::string_view key, std::string_view sort_key,
+                       const KvColumnNames* names, const std::vector<Value>& values, Lsn lsn);
+  KvRow(const KvRow&) = delete;
   KvRow& operator=(const KvRow&) = delete;
 
-  // What a point read touches comes first, on the cache line of the shared_ptr's counts.
+  // The key columns' values joined by ':' ("42", "7:2026-01-01").
+  std::string_view key() const { return {data(), key_size_}; }
+  // The key in an order-preserving encoding (integers as numbers): the B-tree's order.
+  std::string_view sort_key() const { return {data() + key_size_, sort_key_size_}; }
+  // Commit LSN of the transaction that wrote it (the snapshot's for reads).
+  Lsn lsn() const { return lsn_; }
+  // Bytes the row holds in the heap (its allocation as malloc rounds it), for max_memory.
+  size_t bytes() const;
+
+  // The row as a typed JSON object, null columns included: its size, and the object itself.
+  size_t json_size() const { return json_size_; }
+  void AppendJson(std::string* out) const;
+  // The JSON object as a RESP bulk string (GET).
+  void AppendRespJson(std::string* out) const;
   // Every non-null column as two RESP bulk strings, name then text, in table order: an
-  // HGETALL reply once a map header is put before it.
-  std::string_view resp_hash;
-  std::string_view resp_json;  // json as a RESP bulk string (GET)
-  size_t field_count = 0;      // non-null columns
-  std::string_view json_crlf;  // json, then "\r\n" (a memcached data block)
-  std::string_view json;       // the row as a typed JSON object, null columns included
+  // HGETALL reply once a map header of field_count() pairs is put before it.
+  void AppendRespFields(std::string* out) const;
+  // Column `name`'s text as a RESP bulk string; false (and nothing written) when the column
+  // is absent or null.
+  bool AppendFieldBulk(std::string_view name, std::string* out) const;
+  size_t field_count() const { return field_count_; }  // non-null columns
 
-  std::string key;  // the key columns' values joined by ':' ("42", "7:2026-01-01")
-  Lsn lsn;          // commit LSN of the transaction that wrote it (the snapshot's for reads)
-  uint64_t bytes = 0;  // approximate memory held, for the memory limit
-
-  // The value of field `name` as a RESP bulk string, found in resp_hash (no second pointer
-  // to follow); empty when the column is absent or null.
-  std::string_view FieldBulk(std::string_view name) const;
   // The columns the row may have (the table's cached ones), and the i-th of them; nullopt
   // when this row lacks it.
-  size_t column_count() const { return names_ == nullptr ? 0 : names_->size(); }
+  size_t column_count() const { return names_->size(); }
   std::optional<KvColumn> column(size_t i) const;
   // The column named `name`, null ones included; nullopt when the row lacks it.
   std::optional<KvColumn> Column(std::string_view name) const;
@@ -144,25 +194,51 @@ struct KvRow {
   std::optional<KvColumn> Find(std::string_view name) const;
   // Find's text, or nullopt.
   std::optional<std::string_view> Field(std::string_view name) const;
-  size_t FieldCount() const { return field_count; }
 
  private:
-  // Where column i's bytes are in encoded_: json_size 0 for a column the row lacks,
-  // text_at kNull for a null one.
-  struct Span {
-    uint32_t json_at = 0;
-    uint32_t json_size = 0;
-    uint32_t text_at = 0;
-    uint32_t text_size = 0;
+  friend class KvRowPtr;
+  // A column's kind, the first byte of its encoding.
+  enum Kind : uint8_t {
+    kAbsent,   // nothing follows
+    kNull,     // nothing follows; JSON null
+    kRaw,      // length, JSON; the text is the JSON (numbers, booleans, arrays, objects)
+    kString,   // length, JSON string without escapes; the text is within the quotes
+    kEscaped,  // length, JSON string; length, text
   };
-  static constexpr uint32_t kNull = UINT32_MAX;
-  Span SpanOf(size_t i) const;
+  // A column as its encoding gives it: views into the row.
+  struct Cell {
+    Kind kind = kAbsent;
+    std::string_view json;
+    std::string_view text;
+  };
+  KvRow() = default;
+  static Kind KindOf(const Value& v);
+  const char* data() const { return reinterpret_cast<const char*>(this + 1); }
+  // The cell whose encoding starts at *p; moves *p past it.
+  static Cell ReadCell(const char** p);
+  const char* cells() const { return data() + key_size_ + sort_key_size_; }
+  // The cell of column `index` (< column_count()).
+  Cell CellAt(size_t index) const;
+  void Ref() const { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() const;
 
-  std::shared_ptr<const KvColumnNames> names_;
-  // The columns' Spans, then resp_json, then resp_hash: the bytes the views point into.
-  std::string encoded_;
+  mutable std::atomic<uint32_t> refs_{1};
+  uint32_t key_size_ = 0;
+  uint32_t sort_key_size_ = 0;
+  uint32_t data_size_ = 0;  // bytes after the header
+  uint32_t json_size_ = 0;
+  uint32_t field_count_ = 0;
+  Lsn lsn_;
+  const KvColumnNames* names_ = nullptr;
 };
-using KvRowPtr = std::shared_ptr<const KvRow>;
+static_assert(sizeof(KvRow) == 40);
+
+inline KvRowPtr::KvRowPtr(const KvRowPtr& other) : row_(other.row_) {
+  if (row_ != nullptr) row_->Ref();
+}
+inline KvRowPtr::~KvRowPtr() {
+  if (row_ != nullptr) row_->Unref();
+}
 
 class KvTable {
  public:
@@ -198,12 +274,32 @@ class KvTable {
   static constexpr int kShardBits = 4;
   static_assert(kShards == size_t{1} << kShardBits);
   static_assert(sizeof(size_t) == 8);
+  // The hash sets hold rows, found by the key inside them.
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view key) const { return HashOf(key); }
+    size_t operator()(const KvRowPtr& row) const { return HashOf(row->key()); }
+  };
+  // Compares rows, or a row and a key, by one of the keys inside the rows.
+  template <std::string_view (KvRow::*kKey)() const, typename Compare>
+  struct ByRowKey {
+    using is_transparent = void;
+    static std::string_view KeyOf(std::string_view key) { return key; }
+    static std::string_view KeyOf(const KvRowPtr& row) { return ((*row).*kKey)(); }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return Compare()(KeyOf(a), KeyOf(b));
+    }
+  };
+  using KeyEq = ByRowKey<&KvRow::key, std::equal_to<>>;
+  // The B-tree holds rows too, ordered by the sort key inside them.
+  using SortKeyLess = ByRowKey<&KvRow::sort_key, std::less<>>;
   struct alignas(64) Shard {  // a cache line of its own: no false sharing between shards
     mutable RwLock mu;
-    absl::flat_hash_map<std::string, KvRowPtr> rows ABSL_GUARDED_BY(mu);
+    absl::flat_hash_set<KvRowPtr, KeyHash, KeyEq> rows ABSL_GUARDED_BY(mu);
   };
-  // The hash the shard maps use for `key` (absl's string hash): computed once per lookup, it
-  // picks the shard (top bits) and is handed to the map's find.
+  // The hash the shard sets use for `key` (absl's string hash): computed once per lookup, it
+  // picks the shard (top bits) and is handed to the set's find.
   static size_t HashOf(std::string_view key);
   static size_t ShardOfHash(size_t hash) { return hash >> (64 - kShardBits); }
   size_t ShardOf(std::string_view key) const { return ShardOfHash(HashOf(key)); }
@@ -213,8 +309,8 @@ class KvTable {
   const std::string key_name_;
   Shard shards_[kShards];
   mutable absl::Mutex order_mu_;
-  // Sort key (order-preserving encoding of the key columns) → row.
-  absl::btree_map<std::string, KvRowPtr> order_ ABSL_GUARDED_BY(order_mu_);
+  // The rows in sort key order (an order-preserving encoding of the key columns).
+  absl::btree_set<KvRowPtr, SortKeyLess> order_ ABSL_GUARDED_BY(order_mu_);
   std::atomic<uint64_t> rows_{0};
   std::atomic<uint64_t> bytes_{0};
   mutable absl::Mutex shape_mu_;
@@ -306,8 +402,8 @@ class KvStore {
                                  const Row& row, const Row* key_source, bool delete_op, Lsn lsn);
   // The names of the columns `schema` caches (all, or those `selected`), shared with the rows
   // encoded before under the same ones.
-  std::shared_ptr<const KvColumnNames> NamesFor(const KvTable& table, const TableSchema& schema,
-                                                const std::vector<std::string>* selected);
+  const KvColumnNames* NamesFor(const KvTable& table, const TableSchema& schema,
+                                const std::vector<std::string>* selected);
   // `columns` names only columns of the table: an error at its first version (a mistake in the
   // file), a warning after a schema change dropped one.
   absl::Status CheckSelectedColumns(const TableSchema& schema,
@@ -328,8 +424,10 @@ class KvStore {
   int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
   absl::flat_hash_set<std::pair<uint32_t, uint32_t>> columns_checked_;  // (relation, version)
   absl::flat_hash_set<uint32_t> columns_checked_tables_;
-  // The column names of each table's latest rows (NamesFor).
-  absl::flat_hash_map<const KvTable*, std::shared_ptr<const KvColumnNames>> names_;
+  // The column names of each table's latest rows (NamesFor), and every set made, kept while
+  // the store lives (rows point at theirs; a new set is made only by a schema change).
+  absl::flat_hash_map<const KvTable*, const KvColumnNames*> names_;
+  std::vector<std::unique_ptr<const KvColumnNames>> all_names_;
 
   absl::Mutex listener_mu_;
   std::function<void(const std::vector<KeyEvent>&)> listener_ ABSL_GUARDED_BY(listener_mu_);

@@ -94,10 +94,11 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
       store.LookupMany(keys, service_->config().publication, &tables_, &rows_);
       for (size_t i = 0; i < rows_.size(); ++i) {
         if (!rows_[i]) continue;
-        absl::StrAppend(out, "VALUE ", Absl(keys[i]), " 0 ", rows_[i]->json.size());
-        if (cmd == "gets") absl::StrAppend(out, " ", rows_[i]->lsn.value);
+        absl::StrAppend(out, "VALUE ", Absl(keys[i]), " 0 ", rows_[i]->json_size());
+        if (cmd == "gets") absl::StrAppend(out, " ", rows_[i]->lsn().value);
         out->append("\r\n");
-        out->append(rows_[i]->json_crlf);
+        rows_[i]->AppendJson(out);
+        out->append("\r\n");
       }
       rows_.clear();
       out->append("END\r\n");
@@ -127,10 +128,10 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
             absl::StrAppend(&flags, " k", Absl(tok[1]));
             break;
           case 's':
-            if (row) absl::StrAppend(&flags, " s", row->json.size());
+            if (row) absl::StrAppend(&flags, " s", row->json_size());
             break;
           case 'c':
-            if (row) absl::StrAppend(&flags, " c", row->lsn.value);
+            if (row) absl::StrAppend(&flags, " c", row->lsn().value);
             break;
           case 't':
             absl::StrAppend(&flags, " t-1");
@@ -154,8 +155,9 @@ SessionStep MemcachedSession::Feed(std::string_view data, std::string* out) {
         continue;
       }
       if (value) {
-        absl::StrAppend(out, "VA ", row->json.size(), flags, "\r\n");
-        out->append(row->json_crlf);
+        absl::StrAppend(out, "VA ", row->json_size(), flags, "\r\n");
+        row->AppendJson(out);
+        out->append("\r\n");
       } else {
         absl::StrAppend(out, "HD", flags, "\r\n");
       }

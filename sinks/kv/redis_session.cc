@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <iterator>
 #include <span>
 
 #include "absl/container/flat_hash_map.h"
@@ -242,8 +244,8 @@ SessionStep RedisSession::Resume(bool reached, std::string* out) {
 }
 
 void RedisSession::AppendHash(const KvRow& row, std::string* out) const {
-  resp::AppendMapHeader(row.FieldCount(), resp3_, out);
-  out->append(row.resp_hash);
+  resp::AppendMapHeader(row.field_count(), resp3_, out);
+  row.AppendRespFields(out);
 }
 
 SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std::string* out) {
@@ -455,7 +457,7 @@ SessionStep RedisSession::Execute(const std::vector<std::string_view>& args, std
     return step;
   }
   if (cmd == "INFO") {
-    Info(out);
+    Info(args, out);
     return step;
   }
   if (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") {
@@ -543,17 +545,14 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
     case RedisCommand::kHstrlen: {
       if (n != 3) return arity_error();
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
-      const std::string_view bulk = row ? row->FieldBulk(args[2]) : std::string_view();
       if (id == RedisCommand::kHget) {
-        if (!bulk.empty()) {
-          out->append(bulk);
-        } else {
-          resp::AppendNull(resp3_, out);
-        }
-      } else if (id == RedisCommand::kHexists) {
-        resp::AppendInteger(!bulk.empty(), out);
+        if (!row || !row->AppendFieldBulk(args[2], out)) resp::AppendNull(resp3_, out);
+        return;
+      }
+      std::optional<KvColumn> c = row ? row->Find(args[2]) : std::nullopt;
+      if (id == RedisCommand::kHexists) {
+        resp::AppendInteger(c.has_value(), out);
       } else {
-        std::optional<KvColumn> c = row ? row->Find(args[2]) : std::nullopt;
         resp::AppendInteger(c ? static_cast<int64_t>(c->text.size()) : 0, out);
       }
       return;
@@ -562,7 +561,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       if (n != 2) return arity_error();
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
       if (row) {
-        out->append(row->resp_json);
+        row->AppendRespJson(out);
       } else {
         resp::AppendNull(resp3_, out);
       }
@@ -575,7 +574,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       if (n != 2) return arity_error();
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
       if (id == RedisCommand::kHlen) {
-        resp::AppendInteger(row ? static_cast<int64_t>(row->FieldCount()) : 0, out);
+        resp::AppendInteger(row ? static_cast<int64_t>(row->field_count()) : 0, out);
       } else if (id == RedisCommand::kHgetall) {
         if (row) {
           AppendHash(*row, out);
@@ -583,7 +582,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
           resp::AppendMapHeader(0, resp3_, out);
         }
       } else {
-        resp::AppendArrayHeader(row ? row->FieldCount() : 0, out);
+        resp::AppendArrayHeader(row ? row->field_count() : 0, out);
         if (row) {
           for (size_t i = 0; i < row->column_count(); ++i) {
             std::optional<KvColumn> c = row->column(i);
@@ -599,7 +598,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       resp::AppendArrayHeader(rows_.size(), out);
       for (const KvRowPtr& row : rows_) {
         if (row) {
-          out->append(row->resp_json);
+          row->AppendRespJson(out);
         } else {
           resp::AppendNull(resp3_, out);
         }
@@ -612,12 +611,7 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       KvRowPtr row = store.Lookup(args[1], pub, &tables_);
       resp::AppendArrayHeader(n - 2, out);
       for (size_t i = 2; i < n; ++i) {
-        const std::string_view bulk = row ? row->FieldBulk(args[i]) : std::string_view();
-        if (!bulk.empty()) {
-          out->append(bulk);
-        } else {
-          resp::AppendNull(resp3_, out);
-        }
+        if (!row || !row->AppendFieldBulk(args[i], out)) resp::AppendNull(resp3_, out);
       }
       return;
     }
@@ -768,7 +762,7 @@ void RedisSession::Scan(const std::vector<std::string_view>& args, std::string* 
     std::vector<KvRowPtr> rows = tables[t]->ScanFrom(state.sort_key, budget, &next);
     budget -= std::min(budget, rows.size());
     for (const KvRowPtr& row : rows) {
-      std::string key = absl::StrCat(tables[t]->key_name(), ":", row->key);
+      std::string key = absl::StrCat(tables[t]->key_name(), ":", Absl(row->key()));
       if (!other_type && (match.empty() || resp::GlobMatch(match, key))) {
         keys.push_back(std::move(key));
       }
@@ -801,7 +795,7 @@ void RedisSession::Keys(std::string_view pattern, std::string* out) {
     do {
       std::string next;
       for (const KvRowPtr& row : table->ScanFrom(from, 1024, &next)) {
-        std::string key = absl::StrCat(table->key_name(), ":", row->key);
+        std::string key = absl::StrCat(table->key_name(), ":", Absl(row->key()));
         if (!resp::GlobMatch(pattern, key)) continue;
         bytes += key.size() + 16;
         keys.push_back(std::move(key));
@@ -817,21 +811,85 @@ void RedisSession::Keys(std::string_view pattern, std::string* out) {
   for (const std::string& key : keys) resp::AppendBulk(key, out);
 }
 
-void RedisSession::Info(std::string* out) {
+namespace {
+
+// Redis's form of a byte count for humans: "812B", "1.50K", "87.70M", "2.00G".
+std::string HumanBytes(uint64_t n) {
+  const char* units[] = {"B", "K", "M", "G", "T", "P"};
+  if (n < 1024) return absl::StrCat(n, "B");
+  double v = static_cast<double>(n);
+  size_t unit = 0;
+  while (v >= 1024 && unit + 1 < std::size(units)) {
+    v /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%s", v, units[unit]);
+  return buf;
+}
+
+// The process's resident memory in bytes (0 when /proc cannot tell).
+uint64_t ResidentBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+}  // namespace
+
+void RedisSession::Info(const std::vector<std::string_view>& args, std::string* out) {
   KvStore& store = service_->store();
+  // INFO [section ...]: none, "default", "all" and "everything" mean every section.
+  auto wanted = [&](std::string_view section) {
+    if (args.size() < 2) return true;
+    for (size_t i = 1; i < args.size(); ++i) {
+      const std::string arg = absl::AsciiStrToLower(Absl(args[i]));
+      if (arg == section || arg == "default" || arg == "all" || arg == "everything") return true;
+    }
+    return false;
+  };
+  std::string text;
+  auto section = [&](std::string_view name, std::string_view title, const std::string& body) {
+    if (!wanted(name)) return;
+    if (!text.empty()) text.append("\r\n");
+    absl::StrAppend(&text, "# ", Absl(title), "\r\n", body);
+  };
   auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
                                                                  service_->started);
-  std::string text = absl::StrCat(
-      "# Server\r\nredis_version:7.0.0\r\npgflow_version:", service_->config().version,
-      "\r\nredis_mode:standalone\r\nprocess_id:", getpid(),
-      "\r\nuptime_in_seconds:", uptime.count(),
-      "\r\n\r\n# Clients\r\nconnected_clients:", service_->connections.load(),
-      "\r\n\r\n# Memory\r\nused_memory:", store.MemoryBytes(), "\r\nmaxmemory:", store.max_memory(),
-      "\r\n\r\n# Persistence\r\nloading:", store.ready() ? 0 : 1,
-      "\r\n\r\n# Stats\r\ntotal_connections_received:", service_->total_connections.load(),
-      "\r\ntotal_commands_processed:", service_->commands.Load(),
-      "\r\n\r\n# Replication\r\nrole:master\r\npgflow_applied_lsn:", store.applied().ToString(),
-      "\r\n\r\n# Keyspace\r\ndb0:keys=", store.TotalRows(), ",expires=0,avg_ttl=0\r\n");
+  section("server", "Server",
+          absl::StrCat("redis_version:7.0.0\r\npgflow_version:", service_->config().version,
+                       "\r\nredis_mode:standalone\r\nprocess_id:", getpid(),
+                       "\r\nuptime_in_seconds:", uptime.count(), "\r\n"));
+  section("clients", "Clients",
+          absl::StrCat("connected_clients:", service_->connections.load(), "\r\n"));
+  if (wanted("memory")) {
+    // used_memory is what the rows and their indexes hold (what max_memory limits); the
+    // process's resident memory also holds its code, buffers and the allocator's slack.
+    const uint64_t used = store.MemoryBytes();
+    const uint64_t rss = ResidentBytes();
+    const uint64_t max = store.max_memory();
+    char ratio[32];
+    std::snprintf(ratio, sizeof(ratio), "%.2f",
+                  used == 0 ? 0.0 : static_cast<double>(rss) / static_cast<double>(used));
+    section("memory", "Memory",
+            absl::StrCat("used_memory:", used, "\r\nused_memory_human:", HumanBytes(used),
+                         "\r\nused_memory_rss:", rss, "\r\nused_memory_rss_human:",
+                         HumanBytes(rss), "\r\nmaxmemory:", max,
+                         "\r\nmaxmemory_human:", HumanBytes(max),
+                         "\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:", ratio,
+                         "\r\npgflow_rows:", store.TotalRows(), "\r\n"));
+  }
+  section("persistence", "Persistence", absl::StrCat("loading:", store.ready() ? 0 : 1, "\r\n"));
+  section("stats", "Stats",
+          absl::StrCat("total_connections_received:", service_->total_connections.load(),
+                       "\r\ntotal_commands_processed:", service_->commands.Load(), "\r\n"));
+  section("replication", "Replication",
+          absl::StrCat("role:master\r\npgflow_applied_lsn:", store.applied().ToString(), "\r\n"));
+  section("keyspace", "Keyspace",
+          absl::StrCat("db0:keys=", store.TotalRows(), ",expires=0,avg_ttl=0\r\n"));
   resp::AppendBulk(text, out);
 }
 

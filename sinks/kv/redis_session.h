@@ -50,7 +50,8 @@ class RedisSession {
   void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Scan(const std::vector<std::string_view>& args, std::string* out);
   void Keys(std::string_view pattern, std::string* out);
-  void Info(std::string* out);
+  // INFO [section ...]: Redis's sections, in its format.
+  void Info(const std::vector<std::string_view>& args, std::string* out);
   void AppendHash(const KvRow& row, std::string* out) const;
 
   KvService* service_;

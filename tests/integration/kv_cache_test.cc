@@ -85,7 +85,8 @@ class KvPipeline {
       : name_(name),
         redis_(FreeLoopbackPort()),
         memcached_(FreeLoopbackPort()),
-        http_(FreeLoopbackPort()) {
+        http_(FreeLoopbackPort()),
+        admin_(FreeLoopbackPort()) {
     Sql admin(SharedCluster().Url());
     admin.Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
@@ -103,7 +104,8 @@ class KvPipeline {
                          "    kv: {redis: 127.0.0.1:" +
                          std::to_string(redis_) + ", memcached: 127.0.0.1:" +
                          std::to_string(memcached_) + ", http: 127.0.0.1:" + std::to_string(http_) +
-                         extra_sink_options + "}\n" + sink_lines);
+                         extra_sink_options + "}\n" + sink_lines + "admin: {listen: '127.0.0.1:" +
+                         std::to_string(admin_) + "'}\n");
   }
   std::string url() const { return SharedCluster().Url(name_); }
   std::string log() const { return dir_.File("pgflow.log"); }
@@ -121,6 +123,10 @@ class KvPipeline {
   std::string Cli(const std::string& args) const {
     return Shell("redis-cli -p " + std::to_string(redis_) + " " + args + " 2>&1");
   }
+  // The admin endpoint's /metrics.
+  std::string Metrics() const {
+    return Shell("curl -s http://127.0.0.1:" + std::to_string(admin_) + "/metrics");
+  }
   std::string Curl(const std::string& path) const {
     return Shell("curl -s -w ' %{http_code}' 'http://127.0.0.1:" + std::to_string(http_) + path +
                  "'");
@@ -130,7 +136,7 @@ class KvPipeline {
   std::string name_;
   TempDir dir_;
   std::string yaml_;
-  int redis_, memcached_, http_;
+  int redis_, memcached_, http_, admin_;
 };
 
 TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
@@ -165,6 +171,26 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
       << scanned;  // 1, 10-19, 100-199
   EXPECT_THAT(p.Cli("HSET users:1 name x"), HasSubstr("READONLY"));
   EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=203"));
+  // INFO memory: the memory section alone, with what the rows hold (a 10,000-byte text among
+  // them) and the limit, as monitoring tools read them; the same figures are metrics.
+  const std::string memory = p.Cli("INFO memory");
+  EXPECT_THAT(memory, HasSubstr("# Memory"));
+  EXPECT_THAT(memory, Not(HasSubstr("# Keyspace")));
+  EXPECT_THAT(memory, HasSubstr("pgflow_rows:203"));
+  EXPECT_THAT(memory, HasSubstr("maxmemory:1073741824"));
+  EXPECT_THAT(memory, HasSubstr("maxmemory_human:1.00G"));
+  EXPECT_THAT(memory, HasSubstr("maxmemory_policy:noeviction"));
+  const size_t at = memory.find("used_memory:");
+  ASSERT_NE(at, std::string::npos) << memory;
+  const long used = std::stol(memory.substr(at + 12));
+  EXPECT_GT(used, 10000 + 203 * 60) << memory;
+  EXPECT_LT(used, 10000 + 203 * 400) << memory;
+  EXPECT_THAT(memory, HasSubstr("used_memory_human:"));
+  const std::string metrics = p.Metrics();
+  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_rows{pipeline=\"kv_clients\",sink=\"cache\"} 203"));
+  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_used_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} " +
+                                 std::to_string(used)));
+  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_max_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} 1073741824"));
 
   // Pipelining: many commands in one write, answered in order.
   std::string batch;

@@ -140,6 +140,52 @@ TEST_F(KvProtocolsTest, RedisRepliesFromTheEncodedRow) {
   EXPECT_FALSE(row->Field("note").has_value());
 }
 
+// A row keeps each value once, as JSON; a string with escapes keeps its text beside it, and
+// lengths past one and two bytes of the row's encoding come back whole.
+TEST_F(KvProtocolsTest, EveryFormOfAValueComesFromTheOneEncoding) {
+  const std::string escaped = "say \"hi\"\\ \n\t\x01 caf\xc3\xa9";
+  const std::string medium(200, 'm');
+  const std::string large(20000, 'L');
+  for (const auto& [id, name] : {std::pair{101, escaped}, {102, medium}, {103, large}}) {
+    ASSERT_TRUE(store_.Stage(Insert(users_, id, name, Lsn(0x300))).ok());
+  }
+  ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
+  auto bulk = [](const std::string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; };
+  EXPECT_EQ(Redis("HGET users:101 name\r\n"), bulk(escaped));
+  EXPECT_EQ(Redis("HGET users:102 name\r\n"), bulk(medium));
+  EXPECT_EQ(Redis("HGET users:103 name\r\n"), bulk(large));
+  EXPECT_EQ(Redis("HSTRLEN users:103 name\r\nHSTRLEN users:101 name\r\n"),
+            ":20000\r\n:" + std::to_string(escaped.size()) + "\r\n");
+  const std::string json =
+      "{\"id\":101,\"name\":\"say \\\"hi\\\"\\\\ \\n\\t\\u0001 caf\xc3\xa9\",\"score\":\"1.50\","
+      "\"note\":null}";
+  EXPECT_EQ(Redis("GET users:101\r\n"), bulk(json));
+  EXPECT_EQ(Redis("HGETALL users:101\r\n"), "*6\r\n" + bulk("id") + bulk("101") + bulk("name") +
+                                                bulk(escaped) + bulk("score") + bulk("1.50"));
+  EXPECT_EQ(Redis("HVALS users:102\r\n"), "*3\r\n" + bulk("102") + bulk(medium) + bulk("1.50"));
+  const std::string large_json = "{\"id\":103,\"name\":\"" + large + "\",\"score\":\"1.50\",\"note\":null}";
+  EXPECT_EQ(Redis("GET users:103\r\n"), bulk(large_json));
+  MemcachedSession memcached(&service_);
+  std::string out;
+  memcached.Feed("get users:101\r\n", &out);
+  EXPECT_EQ(out, "VALUE users:101 0 " + std::to_string(json.size()) + "\r\n" + json + "\r\nEND\r\n");
+  KvRowPtr row = store_.Lookup("users:101", "");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->key(), "101");
+  EXPECT_EQ(row->Field("name"), escaped);
+  std::optional<KvColumn> name = row->Column("name");
+  ASSERT_TRUE(name.has_value());
+  EXPECT_EQ(name->json, json.substr(17, json.find(",\"score\"") - 17));
+  std::optional<KvColumn> note = row->Column("note");
+  ASSERT_TRUE(note.has_value());
+  EXPECT_TRUE(note->null);
+  EXPECT_EQ(note->json, "null");
+  EXPECT_FALSE(row->Column("nope").has_value());
+  // A row's weight counts its bytes: the large one weighs at least its text.
+  EXPECT_GT(row->bytes(), escaped.size());
+  EXPECT_GT(store_.Lookup("users:103", "")->bytes(), 20000u);
+}
+
 TEST_F(KvProtocolsTest, RedisScanVisitsEveryKeyOnce) {
   std::set<std::string> seen;
   std::string cursor = "0";
