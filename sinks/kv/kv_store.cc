@@ -489,9 +489,7 @@ std::shared_ptr<KvTable> KvStore::TableFor(const TableSchema& schema) {
 KvRowPtr KvStore::Current(const KvTable& table, const std::string& key) const {
   auto it = pending_index_.find(PendingId(table, key));
   if (it != pending_index_.end()) return pending_[it->second].row;
-  for (const Pending& p : pending_) {
-    if (p.truncate && p.table.get() == &table) return nullptr;
-  }
+  if (pending_truncates_.contains(&table)) return nullptr;
   return table.Get(key);
 }
 
@@ -686,6 +684,7 @@ absl::Status KvStore::Stage(const Change& change) {
 
   for (Pending& p : staged) {
     if (p.truncate) {
+      pending_truncates_.insert(table.get());
       for (auto it = pending_index_.begin(); it != pending_index_.end();) {
         auto next = std::next(it);
         if (pending_[it->second].table == table) pending_index_.erase(it);
@@ -716,6 +715,7 @@ void KvStore::Discard() {
     pending_.clear();
     pending_index_.clear();
   }
+  pending_truncates_.clear();
   pending_bytes_ = 0;
 }
 

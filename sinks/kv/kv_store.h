@@ -422,6 +422,7 @@ class KvStore {
   std::vector<Pending> pending_;
   absl::flat_hash_map<std::string, size_t> pending_index_;  // table key_name + '\0' + key
   int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
+  absl::flat_hash_set<const KvTable*> pending_truncates_;   // tables the staged changes truncate
   absl::flat_hash_set<std::pair<uint32_t, uint32_t>> columns_checked_;  // (relation, version)
   absl::flat_hash_set<uint32_t> columns_checked_tables_;
   // The column names of each table's latest rows (NamesFor), and every set made, kept while

@@ -257,6 +257,37 @@ TEST_F(KvProtocolsTest, StoreAppliesTransactionsWhole) {
   EXPECT_EQ(store_.Lookup("users:500", ""), nullptr);
 }
 
+// A truncate staged in a transaction hides the table's rows from the changes staged after it
+// (an unchanged TOAST value is not taken from a row the truncate removes), and only within
+// that transaction.
+TEST_F(KvProtocolsTest, ATruncateInATransactionHidesTheRowsBeforeIt) {
+  const uint64_t before = store_.MemoryBytes();
+  Change truncate;
+  truncate.op = Op::kTruncate;
+  truncate.table = users_;
+  Change update = Insert(users_, 3, "three", Lsn(0x300));
+  update.op = Op::kUpdate;
+  update.after[2] = Value::UnchangedToast(oid::kNumeric);
+  ASSERT_TRUE(store_.Stage(Insert(users_, 1, "one", Lsn(0x300))).ok());
+  ASSERT_TRUE(store_.Stage(truncate).ok());
+  ASSERT_TRUE(store_.Stage(Insert(users_, 2, "two", Lsn(0x300))).ok());
+  ASSERT_TRUE(store_.Stage(update).ok());
+  EXPECT_EQ(Redis("DBSIZE\r\n"), ":30\r\n");  // nothing shows before the commit
+  ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
+  EXPECT_EQ(Redis("DBSIZE\r\n"), ":2\r\n");
+  EXPECT_EQ(Redis("HGET users:1 name\r\nHGET users:2 name\r\nHGET users:3 name\r\n"
+                  "HEXISTS users:3 score\r\n"),
+            "$-1\r\n$3\r\ntwo\r\n$5\r\nthree\r\n:0\r\n");
+  EXPECT_LT(store_.MemoryBytes(), before / 10);
+  // The next transaction takes an unchanged TOAST value from the row again.
+  Change again = Insert(users_, 2, "zwei", Lsn(0x400));
+  again.op = Op::kUpdate;
+  again.after[2] = Value::UnchangedToast(oid::kNumeric);
+  ASSERT_TRUE(store_.Stage(again).ok());
+  ASSERT_TRUE(store_.Commit(Lsn(0x410)).ok());
+  EXPECT_EQ(Redis("HGET users:2 name\r\nHGET users:2 score\r\n"), "$4\r\nzwei\r\n$4\r\n1.50\r\n");
+}
+
 TEST_F(KvProtocolsTest, MemoryLimitRefusesRatherThanDropping) {
   KvStoreOptions options;
   options.max_memory = 2000;
