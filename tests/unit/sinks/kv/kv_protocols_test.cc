@@ -37,6 +37,14 @@ Change Insert(const TableSchemaPtr& t, int id, const std::string& name, Lsn lsn)
   return c;
 }
 
+// An UPDATE of row `id` that sends `name` and leaves score unchanged (a TOAST value not sent).
+Change UpdateKeepingScore(const TableSchemaPtr& t, int id, const std::string& name, Lsn lsn) {
+  Change c = Insert(t, id, name, lsn);
+  c.op = Op::kUpdate;
+  c.after[2] = Value::UnchangedToast(oid::kNumeric);
+  return c;
+}
+
 class KvProtocolsTest : public ::testing::Test {
  protected:
   KvProtocolsTest() : store_(KvStoreOptions{}), service_(&store_, Config(), nullptr) {
@@ -126,10 +134,7 @@ TEST_F(KvProtocolsTest, RedisRepliesFromTheEncodedRow) {
   EXPECT_EQ(Redis("hget USERS:1 name\r\nhGeT users:1\r\n"),
             "$-1\r\n-ERR wrong number of arguments for 'hget' command\r\n");
   // A row rewritten with an unchanged TOAST column keeps that column's value in every form.
-  Change update = Insert(users_, 5, "five", Lsn(0x300));
-  update.op = Op::kUpdate;
-  update.after[2] = Value::UnchangedToast(oid::kNumeric);
-  ASSERT_TRUE(store_.Stage(update).ok());
+  ASSERT_TRUE(store_.Stage(UpdateKeepingScore(users_, 5, "five", Lsn(0x300))).ok());
   ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
   EXPECT_EQ(Redis("HGET users:5 score\r\nHGET users:5 name\r\n"), "$4\r\n1.50\r\n$4\r\nfive\r\n");
   EXPECT_EQ(Redis("GET users:5\r\n"),
@@ -265,13 +270,10 @@ TEST_F(KvProtocolsTest, ATruncateInATransactionHidesTheRowsBeforeIt) {
   Change truncate;
   truncate.op = Op::kTruncate;
   truncate.table = users_;
-  Change update = Insert(users_, 3, "three", Lsn(0x300));
-  update.op = Op::kUpdate;
-  update.after[2] = Value::UnchangedToast(oid::kNumeric);
   ASSERT_TRUE(store_.Stage(Insert(users_, 1, "one", Lsn(0x300))).ok());
   ASSERT_TRUE(store_.Stage(truncate).ok());
   ASSERT_TRUE(store_.Stage(Insert(users_, 2, "two", Lsn(0x300))).ok());
-  ASSERT_TRUE(store_.Stage(update).ok());
+  ASSERT_TRUE(store_.Stage(UpdateKeepingScore(users_, 3, "three", Lsn(0x300))).ok());
   EXPECT_EQ(Redis("DBSIZE\r\n"), ":30\r\n");  // nothing shows before the commit
   ASSERT_TRUE(store_.Commit(Lsn(0x310)).ok());
   EXPECT_EQ(Redis("DBSIZE\r\n"), ":2\r\n");
@@ -280,10 +282,7 @@ TEST_F(KvProtocolsTest, ATruncateInATransactionHidesTheRowsBeforeIt) {
             "$-1\r\n$3\r\ntwo\r\n$5\r\nthree\r\n:0\r\n");
   EXPECT_LT(store_.MemoryBytes(), before / 10);
   // The next transaction takes an unchanged TOAST value from the row again.
-  Change again = Insert(users_, 2, "zwei", Lsn(0x400));
-  again.op = Op::kUpdate;
-  again.after[2] = Value::UnchangedToast(oid::kNumeric);
-  ASSERT_TRUE(store_.Stage(again).ok());
+  ASSERT_TRUE(store_.Stage(UpdateKeepingScore(users_, 2, "zwei", Lsn(0x400))).ok());
   ASSERT_TRUE(store_.Commit(Lsn(0x410)).ok());
   EXPECT_EQ(Redis("HGET users:2 name\r\nHGET users:2 score\r\n"), "$4\r\nzwei\r\n$4\r\n1.50\r\n");
 }
