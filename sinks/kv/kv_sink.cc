@@ -230,7 +230,8 @@ const OptionTable<KvSinkOptions>& KvSinkTable() {
               .Help("Per table (schema.table), the columns to keep; key columns are always "
                     "kept."),
           BytesOption("max_memory", &O::store, &KvStoreOptions::max_memory)
-              .Help("Memory the rows may take; past it the pipeline stops rather than serve a "
+              .Help("Memory the rows may take (each row's allocation and its index slots, "
+                    "INFO's used_memory); past it the pipeline stops rather than serve a "
                     "partial table."),
           IntOption("threads", &O::listen, &KvListenOptions::threads)
               .Range(1, 64)
