@@ -172,6 +172,9 @@ KvRowPtr KvRow::Make(std::string_view key, std::string_view sort_key, const KvCo
       data_size += VarintSize(text.size()) + text.size();
     }
   }
+  // Sizes are kept in 32 bits: a larger row (several values near PostgreSQL's 1 GB each) is
+  // refused by the caller.
+  if (data_size > UINT32_MAX || json_size > UINT32_MAX) return nullptr;
   void* memory = ::operator new(sizeof(KvRow) + data_size);
   auto* row = new (memory) KvRow();
   row->key_size_ = static_cast<uint32_t>(key.size());
@@ -613,6 +616,12 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     }
   }
   p.row = KvRow::Make(p.key, p.sort_key, names, values, lsn);
+  if (p.row == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a row of ", schema.QualifiedName(), " (key ", p.key,
+                     ") is larger than the kv cache keeps (4 GiB as JSON): leave its largest "
+                     "columns out with the sink's kv.columns"));
+  }
   return p;
 }
 

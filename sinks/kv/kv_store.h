@@ -155,7 +155,7 @@ class KvRow {
     std::string json;  // empty: absent (an unchanged TOAST value the cache never held)
     bool null = false;
   };
-  // `values[i]` is the value of column names[i].
+  // `values[i]` is the value of column names[i]. Null when the row would pass 4 GiB.
   static KvRowPtr Make(std::string_view key, std::string_view sort_key,
                        const KvColumnNames* names, const std::vector<Value>& values, Lsn lsn);
   KvRow(const KvRow&) = delete;
