@@ -86,6 +86,11 @@ struct ServerConn {
   // or changed since: a client with that stamp needs no SET or RESET on it.
   uint64_t settings_stamp = 0;
 
+  // Forgets the parameters in force (a DISCARD ALL reset them), and so any client's stamp.
+  void ForgetSettings() {
+    params.clear();
+    settings_stamp = 0;
+  }
   // Moves the socket to `context` (a client on another thread took the connection).
   void MoveTo(asio::io_context* context);
   // Whether an idle connection still looks open: nothing to read, no end of stream.

@@ -940,7 +940,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     client_more_ = false;
     if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
-    LogDebug("pooler: client %d: read: %s", info_ ? info_->id : 0, ec.message());
+    LogDebug("pooler: client %d: read: %s", info_->id, ec.message());
     return -1;
   }
 
@@ -1291,7 +1291,7 @@ class Session : public std::enable_shared_from_this<Session> {
           if (to_park && ec == asio::error::operation_aborted && !killed_) continue;
         }
         if (ec || killed_) {
-          LogDebug("pooler: client %d: wait: %s", info_ ? info_->id : 0, ec.message());
+          LogDebug("pooler: client %d: wait: %s", info_->id, ec.message());
           break;
         }
       }
@@ -1424,8 +1424,7 @@ class Session : public std::enable_shared_from_this<Session> {
         std::string_view tag = body.substr(0, body.find('\0'));
         if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") server_->prepared.clear();
         if (tag == "DISCARD ALL") {
-          server_->params.clear();
-          server_->settings_stamp = 0;
+          server_->ForgetSettings();
           if (defaults_ != nullptr) {
             server_->params.insert(defaults_->begin(), defaults_->end());
           }
@@ -1536,8 +1535,7 @@ class Session : public std::enable_shared_from_this<Session> {
           }
           if (to_server_.empty()) break;
           cleanup_sent = true;
-          server_->params.clear();  // DISCARD ALL resets what the client set...
-          server_->settings_stamp = 0;
+          server_->ForgetSettings();  // DISCARD ALL resets what the client set...
           server_->prepared.clear();  // ...and deallocates every prepared statement
           if (!co_await FlushToServer()) reusable = false;
           continue;
