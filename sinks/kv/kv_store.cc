@@ -35,9 +35,13 @@ std::string JsonText(const std::string& json) {
 
 // Appends an order-preserving encoding of one key part: integers compare as numbers, the
 // rest as bytes. Every part is self-delimiting, so composite keys compare part by part.
-void AppendSortPart(uint32_t type_oid, std::string_view text, std::string* out) {
+// `lookup`: the part of a key asked for, where "07" finds 7's place; a row's own key encodes
+// an integer as a number only when written as PostgreSQL writes it, so that no two rows (as
+// "7" and "007" could come from a Kafka source) share a sort key.
+void AppendSortPart(uint32_t type_oid, std::string_view text, bool lookup, std::string* out) {
   int64_t n = 0;
-  if (IsIntegerType(type_oid) && absl::SimpleAtoi(Absl(text), &n)) {
+  if (IsIntegerType(type_oid) && absl::SimpleAtoi(Absl(text), &n) &&
+      (lookup || absl::StrCat(n) == Absl(text))) {
     out->push_back('\x01');
     uint64_t u = static_cast<uint64_t>(n) ^ (1ull << 63);
     for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>(u >> shift));
@@ -184,7 +188,7 @@ KvRowPtr KvRow::Make(std::string_view key, std::string_view sort_key, const KvCo
   row->field_count_ = fields;
   row->lsn_ = lsn;
   row->names_ = names;
-  char* w = reinterpret_cast<char*>(row + 1);
+  char* w = static_cast<char*>(memory) + sizeof(KvRow);
   w = Put(key, w);
   w = Put(sort_key, w);
   for (size_t i = 0; i < n; ++i) {
@@ -365,7 +369,7 @@ std::string KvTable::SortKeyOf(std::string_view key) const {
   for (size_t i = 0; i < types.size(); ++i) {
     size_t end = i + 1 == types.size() ? key.size() : key.find(':', start);
     if (end == std::string_view::npos) end = key.size();
-    AppendSortPart(types[i], key.substr(start, end - start), &out);
+    AppendSortPart(types[i], key.substr(start, end - start), /*lookup=*/true, &out);
     start = std::min(key.size(), end + 1);
   }
   return out;
@@ -546,6 +550,11 @@ const KvColumnNames* KvStore::NamesFor(const KvTable& table, const TableSchema& 
   for (const Column& c : schema.columns) {
     if (cached_column(c)) fresh.push_back(c.name);
   }
+  // A set made before (rows of two shapes can alternate, as a snapshot's with the stream's
+  // after a column was added) is shared again rather than made anew each time.
+  for (const std::unique_ptr<const KvColumnNames>& made : all_names_) {
+    if (made->names() == fresh) return names = made.get();
+  }
   names = all_names_.emplace_back(std::make_unique<KvColumnNames>(std::move(fresh))).get();
   return names;
 }
@@ -574,7 +583,7 @@ absl::StatusOr<KvStore::Pending> KvStore::Encode(const std::shared_ptr<KvTable>&
     first = false;
     any_key = true;
     p.key += text;
-    AppendSortPart(column.type_oid, text, &p.sort_key);
+    AppendSortPart(column.type_oid, text, /*lookup=*/false, &p.sort_key);
   }
   p.hash = KvTable::HashOf(p.key);
   if (!any_key) {
@@ -670,11 +679,13 @@ absl::Status KvStore::Stage(const Change& change) {
       return absl::OkStatus();
   }
 
-  // Memory: what the rows will weigh once applied.
+  // Memory: what the rows will weigh once applied. A truncate takes away what the table
+  // holds and what this transaction staged for it so far.
+  int64_t& table_delta = pending_table_bytes_[table.get()];
   int64_t delta = 0;
   for (const Pending& p : staged) {
     if (p.truncate) {
-      delta -= static_cast<int64_t>(table->bytes_.load());
+      delta = -(static_cast<int64_t>(table->bytes_.load()) + table_delta);  // (staged alone)
       continue;
     }
     KvRowPtr old = Current(*table, p.key);
@@ -690,6 +701,7 @@ absl::Status KvStore::Stage(const Change& change) {
         "rather than serve a partial table"));
   }
   pending_bytes_ += delta;
+  table_delta += delta;
 
   for (Pending& p : staged) {
     if (p.truncate) {
@@ -725,6 +737,7 @@ void KvStore::Discard() {
     pending_index_.clear();
   }
   pending_truncates_.clear();
+  pending_table_bytes_.clear();
   pending_bytes_ = 0;
 }
 

@@ -104,6 +104,7 @@ class KvColumnNames {
   explicit KvColumnNames(std::vector<std::string> names);
   size_t size() const { return names_.size(); }
   const std::string& operator[](size_t i) const { return names_[i]; }
+  const std::vector<std::string>& names() const { return names_; }
   std::string_view resp(size_t i) const { return resp_[i]; }
   std::string_view json_key(size_t i) const { return json_key_[i]; }
   // The index of column `name`, or size() when there is none.
@@ -189,6 +190,18 @@ class KvRow {
   std::optional<KvColumn> column(size_t i) const;
   // The column named `name`, null ones included; nullopt when the row lacks it.
   std::optional<KvColumn> Column(std::string_view name) const;
+  // Calls visit(KvColumn) for each column the row has, null ones included, in table order: one
+  // pass over the row, where column(i) for each i would decode from the start every time.
+  template <typename Visit>
+  void ForEachColumn(Visit visit) const {
+    const char* p = cells();
+    for (size_t i = 0; i < names_->size(); ++i) {
+      const Cell cell = ReadCell(&p);
+      if (cell.kind != kAbsent) {
+        visit(KvColumn{(*names_)[i], cell.json, cell.text, cell.kind == kNull});
+      }
+    }
+  }
   // The column named `name`, or nullopt when it is absent or null (Redis hashes have no null:
   // such fields are left out).
   std::optional<KvColumn> Find(std::string_view name) const;
@@ -213,7 +226,7 @@ class KvRow {
   };
   KvRow() = default;
   static Kind KindOf(const Value& v);
-  const char* data() const { return reinterpret_cast<const char*>(this + 1); }
+  const char* data() const { return reinterpret_cast<const char*>(this) + sizeof(KvRow); }
   // The cell whose encoding starts at *p; moves *p past it.
   static Cell ReadCell(const char** p);
   const char* cells() const { return data() + key_size_ + sort_key_size_; }
@@ -360,6 +373,9 @@ class KvStore {
   void LookupMany(std::span<const std::string_view> redis_keys, std::string_view publication,
                   TableCache* cache, std::vector<KvRowPtr>* rows) const;
   uint64_t TotalRows() const;
+  // Sets of column names made so far (one per table version the rows were written under).
+  // Writer thread only.
+  size_t column_name_sets() const { return all_names_.size(); }
   uint64_t MemoryBytes() const { return bytes_.load(std::memory_order_relaxed); }
   uint64_t max_memory() const { return options_.max_memory; }
   // End LSN of the last transaction applied (or stream position passed): a client that
@@ -423,6 +439,7 @@ class KvStore {
   absl::flat_hash_map<std::string, size_t> pending_index_;  // table key_name + '\0' + key
   int64_t pending_bytes_ = 0;                               // net change of bytes_ once applied
   absl::flat_hash_set<const KvTable*> pending_truncates_;   // tables the staged changes truncate
+  absl::flat_hash_map<const KvTable*, int64_t> pending_table_bytes_;  // pending_bytes_ by table
   absl::flat_hash_set<std::pair<uint32_t, uint32_t>> columns_checked_;  // (relation, version)
   absl::flat_hash_set<uint32_t> columns_checked_tables_;
   // The column names of each table's latest rows (NamesFor), and every set made, kept while

@@ -584,10 +584,9 @@ void RedisSession::Read(RedisCommand id, const std::vector<std::string_view>& ar
       } else {
         resp::AppendArrayHeader(row ? row->field_count() : 0, out);
         if (row) {
-          for (size_t i = 0; i < row->column_count(); ++i) {
-            std::optional<KvColumn> c = row->column(i);
-            if (c && !c->null) resp::AppendBulk(id == RedisCommand::kHkeys ? c->name : c->text, out);
-          }
+          row->ForEachColumn([&](const KvColumn& c) {
+            if (!c.null) resp::AppendBulk(id == RedisCommand::kHkeys ? c.name : c.text, out);
+          });
         }
       }
       return;

@@ -287,6 +287,74 @@ TEST_F(KvProtocolsTest, ATruncateInATransactionHidesTheRowsBeforeIt) {
   EXPECT_EQ(Redis("HGET users:2 name\r\nHGET users:2 score\r\n"), "$4\r\nzwei\r\n$4\r\n1.50\r\n");
 }
 
+// What a transaction stages for a table and then truncates weighs nothing, and a second
+// truncate takes nothing more away.
+TEST_F(KvProtocolsTest, ATruncateCountsTheMemoryOfWhatWasStagedBeforeIt) {
+  KvStore store(KvStoreOptions{});
+  Change truncate;
+  truncate.op = Op::kTruncate;
+  truncate.table = users_;
+  ASSERT_TRUE(store.Stage(Insert(users_, 1, "one", Lsn(1))).ok());
+  ASSERT_TRUE(store.Stage(truncate).ok());
+  ASSERT_TRUE(store.Commit(Lsn(2)).ok());
+  EXPECT_EQ(store.MemoryBytes(), 0u);
+  ASSERT_TRUE(store.Stage(Insert(users_, 2, "two", Lsn(3))).ok());
+  ASSERT_TRUE(store.Commit(Lsn(4)).ok());
+  const uint64_t one_row = store.MemoryBytes();
+  EXPECT_GT(one_row, 0u);
+  ASSERT_TRUE(store.Stage(truncate).ok());
+  ASSERT_TRUE(store.Stage(truncate).ok());
+  ASSERT_TRUE(store.Stage(Insert(users_, 3, "six", Lsn(5))).ok());
+  ASSERT_TRUE(store.Commit(Lsn(6)).ok());
+  EXPECT_EQ(store.MemoryBytes(), one_row);  // the same size of row, alone
+  EXPECT_EQ(store.TotalRows(), 1u);
+}
+
+// Keys that name the same integer differently ("7", "007": a Kafka source may send either)
+// are two rows in both indexes: deleting one leaves the other listed and counted.
+TEST_F(KvProtocolsTest, IntegerKeysWrittenDifferentlyAreDifferentRows) {
+  KvStore store(KvStoreOptions{});
+  Change padded = Insert(users_, 0, "padded", Lsn(1));
+  padded.after[0] = Value::Text(oid::kInt4, "007");
+  ASSERT_TRUE(store.Stage(Insert(users_, 7, "plain", Lsn(1))).ok());
+  ASSERT_TRUE(store.Stage(padded).ok());
+  ASSERT_TRUE(store.Commit(Lsn(2)).ok());
+  Change remove;
+  remove.op = Op::kDelete;
+  remove.table = users_;
+  remove.before_kind = BeforeKind::kKey;
+  remove.before = Insert(users_, 7, "", Lsn(3)).after;
+  ASSERT_TRUE(store.Stage(remove).ok());
+  ASSERT_TRUE(store.Commit(Lsn(4)).ok());
+  std::shared_ptr<const KvTable> table = store.FindTable("users");
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(table->rows(), 1u);
+  bool more = true;
+  std::vector<KvRowPtr> page = table->Page("", 10, &more);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0]->key(), "007");
+  EXPECT_EQ(table->Get("7"), nullptr);
+}
+
+// Rows written under two shapes in turn (a snapshot's rows between the stream's after a column
+// was added) share the two sets of column names instead of making one at every turn.
+TEST_F(KvProtocolsTest, AlternatingShapesShareTheirColumnNames) {
+  KvStore store(KvStoreOptions{});
+  TableSchemaPtr wider = Users();
+  auto shape = std::make_shared<TableSchema>(*wider);
+  shape->version = 2;
+  shape->columns.push_back({"extra", oid::kText, -1, false, ""});
+  for (int i = 0; i < 100; ++i) {
+    Change c = Insert(i % 2 == 0 ? users_ : TableSchemaPtr(shape), i, "n", Lsn(1));
+    if (i % 2 == 1) c.after.push_back(Value::Text(oid::kText, "x"));
+    ASSERT_TRUE(store.Stage(c).ok());
+  }
+  ASSERT_TRUE(store.Commit(Lsn(2)).ok());
+  EXPECT_EQ(store.column_name_sets(), 2u);
+  EXPECT_EQ(store.Lookup("users:1", "")->Field("extra"), "x");
+  EXPECT_FALSE(store.Lookup("users:2", "")->Column("extra").has_value());
+}
+
 TEST_F(KvProtocolsTest, MemoryLimitRefusesRatherThanDropping) {
   KvStoreOptions options;
   options.max_memory = 2000;
