@@ -1,5 +1,6 @@
 #include "sinks/kv/kv_server.h"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -583,6 +584,7 @@ class KvServer::Impl {
       if (absl::Status s = turns_.back()->poller.Open(); !s.ok()) return s;
       asio::co_spawn(*contexts_.back(), turns_.back()->poller.Run(), asio::detached);
     }
+    asio::co_spawn(*contexts_[0], GiveMemoryBack(), asio::detached);
     struct Want {
       Protocol protocol;
       const std::string* address;
@@ -669,6 +671,20 @@ class KvServer::Impl {
   int http_port_ = 0;
 
  private:
+  // Once a second, hands the heap's free pages back to the system when the store asks
+  // (KvStore::TrimDue: after a copy, or a commit that let go of many rows). Ends with the
+  // context (Stop).
+  Task<void> GiveMemoryBack() {
+    Timer timer(*contexts_[0]);
+    while (true) {
+      timer.expires_after(std::chrono::seconds(1));
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
+      if (ec) co_return;
+      if (service_->store().TrimDue()) malloc_trim(0);
+    }
+  }
+
   Task<void> Accept(Acceptor* acceptor, Protocol protocol) {
     size_t next = 0;
     while (true) {

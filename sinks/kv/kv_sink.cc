@@ -375,9 +375,9 @@ absl::Status KvSink::OnSnapshotDone() {
   absl::Status s = cache_->store.Commit(Lsn());
   if (!cache_->store.ready()) {
     LogInfo("kv cache: loaded, %d rows; serving", cache_->store.TotalRows());
+    // (Which also asks for the pages the copy's batches left free, in several threads' malloc
+    // arenas, to be given back: now, and again by the kv server once the last are freed.)
     cache_->store.SetReady();
-    // The copy's batches were allocated and freed by several threads' malloc arenas, between
-    // the rows that stay: hand the free pages they leave back to the system.
     malloc_trim(0);
   }
   return s;

@@ -741,6 +741,26 @@ void KvStore::Discard() {
   pending_bytes_ = 0;
 }
 
+void KvStore::SetReady() {
+  ready_.store(true, std::memory_order_release);
+  RequestTrim();
+}
+
+void KvStore::RequestTrim() {
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  int64_t none = 0;
+  trim_requested_.compare_exchange_strong(none, now);
+}
+
+bool KvStore::TrimDue() {
+  const int64_t requested = trim_requested_.load();
+  if (requested == 0) return false;
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (now - requested < std::chrono::nanoseconds(kTrimDelay).count()) return false;
+  int64_t expected = requested;
+  return trim_requested_.compare_exchange_strong(expected, 0);
+}
+
 void KvStore::NotePosition(Lsn position) {
   uint64_t current = applied_.load(std::memory_order_relaxed);
   if (position.value > current) applied_.store(position.value, std::memory_order_release);
@@ -809,8 +829,12 @@ absl::Status KvStore::Commit(Lsn end) {
     bytes_.fetch_add(static_cast<uint64_t>(pending_bytes_));
     NotePosition(end);
   }
+  // A commit that let go of many rows (a truncate, a large delete) leaves pages to give back.
+  constexpr int64_t kTrimAfterRelease = int64_t{64} << 20;
+  const bool shrank = pending_bytes_ < -kTrimAfterRelease;
   Discard();
   released.clear();
+  if (shrank) RequestTrim();
   if (!events.empty()) {
     absl::MutexLock lock(&listener_mu_);
     if (listener_) listener_(events);

@@ -19,6 +19,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -400,7 +401,16 @@ class KvStore {
   void Discard();
   // Everything before `position` is applied (a stream keepalive with nothing pending).
   void NotePosition(Lsn position);
-  void SetReady() { ready_.store(true, std::memory_order_release); }
+  // The cache became whole: from now on it serves. Asks for a trim (TrimDue).
+  void SetReady();
+
+  // --- memory given back, from the kv server's maintenance (any one thread) ---
+
+  // True, once, when the free pages the heap holds should go back to the system: a copy ended
+  // (its batches, freed by several threads, leave pages free in their malloc arenas) or a
+  // commit let go of many rows, at least kTrimDelay ago (so the last of those frees are in).
+  bool TrimDue();
+  static constexpr std::chrono::seconds kTrimDelay{2};
 
  private:
   struct Pending {
@@ -433,6 +443,9 @@ class KvStore {
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> applied_{0};
   std::atomic<bool> ready_{false};
+  // Steady-clock nanoseconds of the first trim request not yet served (0: none).
+  std::atomic<int64_t> trim_requested_{0};
+  void RequestTrim();
 
   // Writer-thread state.
   std::vector<Pending> pending_;
