@@ -672,8 +672,9 @@ class KvServer::Impl {
 
  private:
   // Once a second, hands the heap's free pages back to the system when the store asks
-  // (KvStore::TrimDue: after a copy, or a commit that let go of many rows). Ends with the
-  // context (Stop).
+  // (KvStore::TrimDue: after a copy, or a commit that let go of many rows), on the write-through
+  // pool: on a large heap malloc_trim takes long enough to stall a network thread's clients.
+  // Ends with the context (Stop).
   Task<void> GiveMemoryBack() {
     Timer timer(*contexts_[0]);
     while (true) {
@@ -681,7 +682,7 @@ class KvServer::Impl {
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
       if (ec) co_return;
-      if (service_->store().TrimDue()) malloc_trim(0);
+      if (service_->store().TrimDue()) asio::post(*write_pool_, [] { malloc_trim(0); });
     }
   }
 

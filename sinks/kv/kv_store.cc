@@ -376,7 +376,13 @@ std::string KvTable::SortKeyOf(std::string_view key) const {
 }
 
 std::vector<KvRowPtr> KvTable::Page(std::string_view after, size_t limit, bool* more) const {
-  std::string from = after.empty() ? std::string() : SortKeyOf(after);
+  // After a row that exists (the `next` of the page before), from that row's own sort key: a
+  // key not written as its integer is usually written ("+5") sorts by its bytes, not as 5.
+  std::string from;
+  if (!after.empty()) {
+    KvRowPtr row = Get(after);
+    from = row != nullptr ? std::string(row->sort_key()) : SortKeyOf(after);
+  }
   std::vector<KvRowPtr> out;
   absl::ReaderMutexLock lock(&order_mu_);
   auto it = after.empty() ? order_.begin() : order_.upper_bound(std::string_view(from));
@@ -681,7 +687,9 @@ absl::Status KvStore::Stage(const Change& change) {
 
   // Memory: what the rows will weigh once applied. A truncate takes away what the table
   // holds and what this transaction staged for it so far.
-  int64_t& table_delta = pending_table_bytes_[table.get()];
+  auto staged_for_table = pending_table_bytes_.find(table.get());
+  const int64_t table_delta =
+      staged_for_table == pending_table_bytes_.end() ? 0 : staged_for_table->second;
   int64_t delta = 0;
   for (const Pending& p : staged) {
     if (p.truncate) {
@@ -701,7 +709,7 @@ absl::Status KvStore::Stage(const Change& change) {
         "rather than serve a partial table"));
   }
   pending_bytes_ += delta;
-  table_delta += delta;
+  pending_table_bytes_[table.get()] += delta;
 
   for (Pending& p : staged) {
     if (p.truncate) {
@@ -747,9 +755,8 @@ void KvStore::SetReady() {
 }
 
 void KvStore::RequestTrim() {
-  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
-  int64_t none = 0;
-  trim_requested_.compare_exchange_strong(none, now);
+  // The latest request counts: the delay is for the frees that follow it.
+  trim_requested_.store(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 bool KvStore::TrimDue() {

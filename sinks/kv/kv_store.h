@@ -408,7 +408,8 @@ class KvStore {
 
   // True, once, when the free pages the heap holds should go back to the system: a copy ended
   // (its batches, freed by several threads, leave pages free in their malloc arenas) or a
-  // commit let go of many rows, at least kTrimDelay ago (so the last of those frees are in).
+  // commit let go of many rows, at least kTrimDelay after the latest such request (so the last
+  // of those frees are in).
   bool TrimDue();
   static constexpr std::chrono::seconds kTrimDelay{2};
 
