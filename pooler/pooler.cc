@@ -438,19 +438,27 @@ class Session : public std::enable_shared_from_this<Session> {
       co_return;
     }
     if (self->admin_) {
-      co_await self->AdminLoop();
-    } else if (co_await self->ClientLoop(false) == ClientExit::kParked) {
+      co_await self->AdminLoop();  // (the console never holds a server connection)
+      self->CloseClient();
       co_return;
     }
-    if (!self->server_loop_running_) self->CloseClient();
+    co_await Relay(self, false);
   }
 
   // The relay from the client's side again, once a parked client's socket is ready (or its
   // wait failed: wake_failed_).
   static Task<void> Unpark(std::shared_ptr<Session>* owner) {
     std::unique_ptr<std::shared_ptr<Session>> hold(owner);
-    Session* self = owner->get();
-    if (co_await self->ClientLoop(true) == ClientExit::kParked) co_return;
+    co_await Relay(owner->get(), true);
+  }
+
+  // The client loop, then the client's socket closed, unless the client parked or the server
+  // loop, still running, closes it when it ends. (The loop's result is awaited into a local:
+  // written as `if (co_await ClientLoop(...) == ClientExit::kParked)` in this coroutine, GCC 12
+  // built code that closed every client woken from parking at its first query.)
+  static Task<void> Relay(Session* self, bool woken) {
+    const ClientExit exit = co_await self->ClientLoop(woken);
+    if (exit == ClientExit::kParked) co_return;
     if (!self->server_loop_running_) self->CloseClient();
   }
 
