@@ -1,7 +1,6 @@
 #include "sinks/kv/kv_store.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <new>
 
@@ -102,16 +101,6 @@ char* Put(std::string_view bytes, char* w) {
   return w + bytes.size();
 }
 
-// "$<n>\r\n": the header of an n-byte RESP bulk string.
-void AppendBulkHeader(size_t n, std::string* out) {
-  char buf[24];
-  buf[0] = '$';
-  char* end = std::to_chars(buf + 1, buf + sizeof(buf) - 2, n).ptr;
-  *end++ = '\r';
-  *end++ = '\n';
-  out->append(buf, end);
-}
-
 constexpr std::string_view kJsonNull = "null";
 
 }  // namespace
@@ -131,17 +120,6 @@ size_t KvColumnNames::IndexOf(std::string_view name) const {
   }
   return names_.size();
 }
-
-namespace {
-
-// The text of JSON string `json` (which has escapes) into *text.
-void UnescapeJsonString(const std::string& json, std::string* text) {
-  text->clear();
-  // AppendJsonValue always writes valid JSON; checked all the same.
-  if (!CheckJson(json).ok() || !ReadJsonString(json, text).ok()) *text = json;
-}
-
-}  // namespace
 
 KvRow::Kind KvRow::KindOf(const Value& v) {
   if (v.json.empty()) return kAbsent;
@@ -172,7 +150,7 @@ KvRowPtr KvRow::Make(std::string_view key, std::string_view sort_key, const KvCo
     json_size += v.json.size();
     data_size += VarintSize(v.json.size()) + v.json.size();
     if (kind == kEscaped) {
-      UnescapeJsonString(v.json, &text);
+      text = JsonText(v.json);
       data_size += VarintSize(text.size()) + text.size();
     }
   }
@@ -199,7 +177,7 @@ KvRowPtr KvRow::Make(std::string_view key, std::string_view sort_key, const KvCo
     w = PutVarint(v.json.size(), w);
     w = Put(v.json, w);
     if (kind == kEscaped) {
-      UnescapeJsonString(v.json, &text);
+      text = JsonText(v.json);
       w = PutVarint(text.size(), w);
       w = Put(text, w);
     }
@@ -274,7 +252,7 @@ void KvRow::AppendJson(std::string* out) const {
 }
 
 void KvRow::AppendRespJson(std::string* out) const {
-  AppendBulkHeader(json_size_, out);
+  resp::AppendBulkHeader(json_size_, out);
   AppendJson(out);
   out->append("\r\n");
 }
@@ -285,9 +263,7 @@ void KvRow::AppendRespFields(std::string* out) const {
     const Cell cell = ReadCell(&p);
     if (cell.kind == kAbsent || cell.kind == kNull) continue;
     out->append(names_->resp(i));
-    AppendBulkHeader(cell.text.size(), out);
-    out->append(cell.text);
-    out->append("\r\n");
+    resp::AppendBulk(cell.text, out);
   }
 }
 
@@ -296,9 +272,7 @@ bool KvRow::AppendFieldBulk(std::string_view name, std::string* out) const {
   if (i == names_->size()) return false;
   const Cell cell = CellAt(i);
   if (cell.kind == kAbsent || cell.kind == kNull) return false;
-  AppendBulkHeader(cell.text.size(), out);
-  out->append(cell.text);
-  out->append("\r\n");
+  resp::AppendBulk(cell.text, out);
   return true;
 }
 

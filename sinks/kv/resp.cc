@@ -165,8 +165,10 @@ void AppendLine(char type, size_t n, std::string* out) {
 }
 }  // namespace
 
+void AppendBulkHeader(size_t n, std::string* out) { AppendLine('$', n, out); }
+
 void AppendBulk(std::string_view s, std::string* out) {
-  AppendLine('$', s.size(), out);
+  AppendBulkHeader(s.size(), out);
   out->append(s);
   out->append("\r\n");
 }

@@ -33,6 +33,7 @@ void AppendSimple(std::string_view s, std::string* out);  // +OK
 void AppendError(std::string_view s, std::string* out);   // -ERR ... (CR/LF replaced)
 void AppendInteger(int64_t n, std::string* out);
 void AppendBulk(std::string_view s, std::string* out);
+void AppendBulkHeader(size_t n, std::string* out);  // "$<n>\r\n": n bytes and "\r\n" follow
 void AppendNull(bool resp3, std::string* out);  // $-1 or _
 void AppendArrayHeader(size_t n, std::string* out);
 void AppendMapHeader(size_t pairs, bool resp3, std::string* out);  // %n, or *2n in RESP2
