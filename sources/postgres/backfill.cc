@@ -255,6 +255,8 @@ absl::Status Backfill::CopyAll() {
     bool gone = false;
     // Described again when its columns change while it is copied (ALTER TABLE after ALTER
     // TABLE): what was selected no longer exists.
+    std::string last_shape;  // the select list that last failed for a missing column
+    int same_shape = 0;      // how many times in a row it failed
     for (int described = 1; described <= kDescribeAttempts && !done && !gone; ++described) {
       absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
       if (absl::IsNotFound(reader.status())) {
@@ -263,6 +265,7 @@ absl::Status Backfill::CopyAll() {
         break;
       }
       if (!reader.ok()) return reader.status();
+      same_shape = reader->select_list == last_shape ? same_shape + 1 : 1;
       const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
       for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
         if (attempt > 1) {
@@ -280,11 +283,13 @@ absl::Status Backfill::CopyAll() {
           gone = true;
           break;
         }
-        if (state == "42703" && described < kDescribeAttempts) {
+        if (state == "42703" && described < kDescribeAttempts &&
+            same_shape < kSameShapeAttempts) {
           LogInfo(
               "backfill %d: table %s changed its columns while being copied; copying it "
               "again",
               options_.id, quoted);
+          last_shape = reader->select_list;
           break;
         }
         if (!s.ok()) return s;

@@ -119,7 +119,12 @@ class Backfill {
   };
 
   static constexpr int kKeylessAttempts = 5;
-  static constexpr int kDescribeAttempts = 3;  // a table whose columns change mid-copy
+  // A table whose columns change while it is copied is described and copied again, as long
+  // as each description differs from the last (the table really changes: ALTER TABLE after
+  // ALTER TABLE); the same columns failing kSameShapeAttempts times in a row, or
+  // kDescribeAttempts descriptions in all, end the backfill with the error.
+  static constexpr int kSameShapeAttempts = 3;
+  static constexpr int kDescribeAttempts = 100;
   static constexpr uint32_t kKeylessChunkPages = 1024;
 
   void Work();
