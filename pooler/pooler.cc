@@ -4,6 +4,9 @@
 #include <openssl/evp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -36,6 +39,9 @@ namespace {
 using asio_support::Acceptor;
 using asio_support::kUseTask;
 using asio_support::tcp;
+using LocalAcceptor =
+    asio::basic_socket_acceptor<asio::local::stream_protocol, asio_support::Executor>;
+using LocalSocket = asio::basic_stream_socket<asio::local::stream_protocol, asio_support::Executor>;
 
 constexpr size_t kReadChunk = 16384;
 // A server message the relay must read whole (ReadyForQuery, ParameterStatus, errors...) is
@@ -250,6 +256,7 @@ struct NetThread {
   };
   std::vector<Lingering> lingering;
   std::optional<Acceptor> acceptor;
+  std::optional<LocalAcceptor> local_acceptor;  // the Unix socket (the first thread only)
   std::thread thread;
 
   // Where the thread's sockets are read into (reads are synchronous, after a wait), so that a
@@ -371,6 +378,9 @@ class Pooler::Impl : public AdminTarget {
 
  private:
   Task<void> Accept(NetThread* thread);
+  Task<void> AcceptLocal(NetThread* thread);
+  absl::Status ListenLocal(NetThread* thread);
+  void StartSession(NetThread* thread, Socket socket, bool local);
   Task<void> Maintain(NetThread* thread, bool prune_pools);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
@@ -396,6 +406,7 @@ class Pooler::Impl : public AdminTarget {
 
   std::vector<std::unique_ptr<NetThread>> threads_;
   int port_ = 0;
+  std::string local_path_;  // the Unix socket's path, when unix_socket_dir is set
   std::atomic<bool> suspended_{false};
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
@@ -418,8 +429,9 @@ struct ScramKeys {
 // One client connection: its login, then either the admin console or the relay.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Pooler::Impl* impl, NetThread* thread, Socket socket)
-      : impl_(impl), thread_(thread), client_(std::move(socket)) {}
+  // `local`: the client came through the Unix socket.
+  Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
+      : impl_(impl), thread_(thread), client_(std::move(socket)), local_(local) {}
   ~Session() {
     if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
     if (pool_ != nullptr) pool_->clients.fetch_sub(1);
@@ -558,8 +570,10 @@ class Session : public std::enable_shared_from_this<Session> {
     const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
     Deadline deadline(client_, config->client_login_timeout);
     boost::system::error_code ec;
-    client_.set_option(tcp::no_delay(true), ec);
-    const tcp::endpoint peer = client_.remote_endpoint(ec);  // before a TLS pump takes over
+    if (!local_) client_.set_option(tcp::no_delay(true), ec);
+    const tcp::endpoint peer = local_ ? tcp::endpoint() : client_.remote_endpoint(ec);
+    // (the peer read before a TLS pump takes over the socket)
+    const std::string peer_address = local_ ? "unix" : peer.address().to_string(ec);
     StartupPacket startup;
     for (int round = 0;; ++round) {
       std::string head;
@@ -601,7 +615,7 @@ class Session : public std::enable_shared_from_this<Session> {
           // The deadline's timer, if it fired meanwhile, found no socket to cancel.
           if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
           if (!plain.ok()) {
-            LogInfo("pooler: client %s: %s", peer.address().to_string(ec), plain.status().message());
+            LogInfo("pooler: client %s: %s", peer_address, plain.status().message());
             co_return false;
           }
           client_ = *std::move(plain);
@@ -612,7 +626,8 @@ class Session : public std::enable_shared_from_this<Session> {
       startup = *std::move(packet);
       break;
     }
-    if (config->tls.mode == TlsMode::kRequire && !tls_) {
+    // (As with PostgreSQL's `local` lines, a Unix-socket client needs no TLS.)
+    if (config->tls.mode == TlsMode::kRequire && !tls_ && !local_) {
       co_await SendFatal("28000", "the pooler accepts TLS connections only (connect with "
                                   "sslmode=require or stronger)");
       co_return false;
@@ -671,7 +686,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string out;
     AppendAuthentication(&out, 0);
     info_->id = impl_->next_client_id.fetch_add(1);
-    info_->address = peer.address().to_string(ec);
+    info_->address = peer_address;
     info_->port = peer.port();
     info_->context = &thread_->context;
     info_->session = weak_from_this();
@@ -1793,6 +1808,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
   bool tls_ = false;     // the client speaks TLS (through a pump: pooler/tls.h)
+  bool local_ = false;   // the client came through the Unix socket
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2077,11 +2093,13 @@ absl::Status Pooler::Impl::Reload() {
   if (!users.ok()) return users.status();
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(*config);
   if (!tls.ok()) return tls.status();
-  if (config->listen != config_.listen || config->threads != config_.threads) {
-    LogWarning("pooler: listen and threads take effect at the next start");
+  if (config->listen != config_.listen || config->threads != config_.threads ||
+      config->unix_socket_dir != config_.unix_socket_dir) {
+    LogWarning("pooler: listen, unix_socket_dir and threads take effect at the next start");
   }
   PoolerConfig applied = *config;
   applied.listen = config_.listen;
+  applied.unix_socket_dir = config_.unix_socket_dir;
   applied.threads = config_.threads;
   applied.file = config_.file;
   auto snapshot = std::make_shared<const PoolerConfig>(applied);
@@ -2183,10 +2201,89 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
       continue;
     }
     socket.non_blocking(true, ec);
-    auto* owner = new std::shared_ptr<Session>(
-        std::make_shared<Session>(this, thread, std::move(socket)));
-    asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
+    StartSession(thread, std::move(socket), /*local=*/false);
   }
+}
+
+void Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local) {
+  auto* owner = new std::shared_ptr<Session>(
+      std::make_shared<Session>(this, thread, std::move(socket), local));
+  asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
+}
+
+// The Unix socket is one, accepted on the first thread; its clients go to the threads in turn.
+Task<void> Pooler::Impl::AcceptLocal(NetThread* thread) {
+  size_t turn = 0;
+  while (true) {
+    boost::system::error_code ec;
+    LocalSocket peer(thread->context.get_executor());
+    co_await thread->local_acceptor->async_accept(peer, asio::redirect_error(kUseTask, ec));
+    if (ec == asio::error::operation_aborted || !thread->local_acceptor->is_open()) co_return;
+    if (ec) {
+      LogWarning("pooler: accepting a client on %s failed: %s", local_path_, ec.message());
+      Timer pause(thread->context.get_executor());
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      continue;
+    }
+    const int fd = peer.release(ec);
+    if (ec) continue;
+    NetThread* target = threads_[turn++ % threads_.size()].get();
+    asio::post(target->context, [this, target, fd] {
+      // The relay reads and writes through a tcp socket object; the calls it makes are those
+      // of any stream socket (as with a TLS pump's socketpair).
+      Socket socket(target->context.get_executor());
+      boost::system::error_code ec;
+      socket.assign(tcp::v4(), fd, ec);
+      if (ec) {
+        ::close(fd);
+        return;
+      }
+      socket.non_blocking(true, ec);
+      StartSession(target, std::move(socket), /*local=*/true);
+    });
+  }
+}
+
+// Listens on <unix_socket_dir>/.s.PGSQL.<port> with mode 0777, as pgbouncer does; a socket
+// file no server answers on (left by a pooler that was killed) is replaced.
+absl::Status Pooler::Impl::ListenLocal(NetThread* thread) {
+  local_path_ = Cat(config_.unix_socket_dir, "/.s.PGSQL.", port_);
+  if (local_path_.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return absl::InvalidArgumentError(Cat("pooler: unix_socket_dir: the socket path ", local_path_,
+                                          " is longer than a Unix socket path may be (",
+                                          sizeof(sockaddr_un{}.sun_path) - 1, " bytes)"));
+  }
+  struct stat st;
+  if (lstat(local_path_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          Cat("pooler: cannot listen on ", local_path_, ": it exists and is not a socket"));
+    }
+    asio::io_context probe_context;
+    asio::local::stream_protocol::socket probe(probe_context);
+    boost::system::error_code ec;
+    probe.connect(asio::local::stream_protocol::endpoint(local_path_), ec);
+    if (!ec) {
+      return absl::FailedPreconditionError(
+          Cat("pooler: cannot listen on ", local_path_, ": another server listens on it"));
+    }
+    ::unlink(local_path_.c_str());
+  }
+  thread->local_acceptor.emplace(thread->context.get_executor());
+  boost::system::error_code ec;
+  asio::local::stream_protocol::endpoint at(local_path_);
+  thread->local_acceptor->open(at.protocol(), ec);
+  if (!ec) thread->local_acceptor->bind(at, ec);
+  if (!ec && ::chmod(local_path_.c_str(), 0777) != 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+  }
+  if (!ec) thread->local_acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    thread->local_acceptor.reset();
+    return absl::UnavailableError(Cat("pooler: cannot listen on ", local_path_, ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 // Every second on each thread: parks the thread's clients that stayed idle since their last
@@ -2248,8 +2345,14 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
     if (i == 0) port_ = thread->acceptor->local_endpoint(ec).port();
     threads_.push_back(std::move(thread));
   }
+  if (!config_.unix_socket_dir.empty()) {
+    if (absl::Status s = ListenLocal(threads_[0].get()); !s.ok()) return s;
+  }
   metrics_ = metrics;
   if (metrics_ != nullptr) collector_ = metrics_->AddCollector([this] { CollectMetrics(); });
+  if (threads_[0]->local_acceptor) {
+    asio::co_spawn(threads_[0]->context, AcceptLocal(threads_[0].get()), asio::detached);
+  }
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
     asio::co_spawn(thread->context, Maintain(thread.get(), thread == threads_[0]),
@@ -2262,8 +2365,8 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
       t->context.run();
     });
   }
-  LogInfo("pooler: listening on %s (port %d), %d threads, %d databases", config_.listen, port_,
-          count, config_.databases.size());
+  LogInfo("pooler: listening on %s (port %d)%s, %d threads, %d databases", config_.listen, port_,
+          local_path_.empty() ? "" : Cat(" and ", local_path_), count, config_.databases.size());
   return absl::OkStatus();
 }
 
@@ -2294,7 +2397,9 @@ void Pooler::Impl::Stop() {
   for (auto& thread : threads_) {
     boost::system::error_code ec;
     if (thread->acceptor) thread->acceptor->close(ec);
+    if (thread->local_acceptor) thread->local_acceptor->close(ec);
   }
+  if (!local_path_.empty()) ::unlink(local_path_.c_str());
   threads_.clear();
   absl::MutexLock lock(&pools_mu_);
   pools_.clear();

@@ -193,6 +193,9 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Required()
               .Check(CheckListen)
               .Help("host:port where clients connect, as they would to PostgreSQL."),
+          StringOption("unix_socket_dir", &PoolerConfig::unix_socket_dir)
+              .Help("A directory: also listen on its Unix socket .s.PGSQL.<port> (psql -h "
+                    "<dir> -p <port>), mode 0777. Default: none."),
           IntOption("threads", &PoolerConfig::threads)
               .Range(0, 256)
               .DefaultText("one per core")

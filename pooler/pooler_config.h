@@ -99,6 +99,9 @@ struct AuthOptions {
 
 struct PoolerConfig {
   std::string listen;
+  // Also listens on <unix_socket_dir>/.s.PGSQL.<listen's port>, as PostgreSQL and pgbouncer
+  // do (psql -h <dir> -p <port>); empty: no Unix socket.
+  std::string unix_socket_dir;
   int threads = 0;  // 0: one per core
   AdminOptions admin;
   AuthOptions auth;

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -969,6 +970,70 @@ TEST_F(PoolerTest, IdleClientsAreParkedAndComeBack) {
   std::this_thread::sleep_for(milliseconds(2500));
   EXPECT_EQ(after_query.Run(absl::StrCat("SELECT length('", big, "')")), "100000");
   EXPECT_EQ(in_txn.Run("SELECT count(*) FROM items WHERE id = 300"), "1");
+}
+
+// unix_socket_dir: psql's `-h <dir>` and libpq's host=<dir> reach the pooler as they reach
+// PostgreSQL, in both pool modes, and the console shows such a client at `unix`. A socket file
+// left by a killed pooler is replaced at the next start; one another pooler answers on is not.
+TEST_F(PoolerTest, ClientsComeThroughTheUnixSocket) {
+  TempDir sockets;
+  const std::string unix_dir = absl::StrCat("unix_socket_dir: ", sockets.path(), "\n");
+  auto pooler = std::make_unique<PoolerProcess>(
+      "trust", kTrustUsers,
+      Database("tx", "transaction", 1, "pool_app") + Database("sess", "session", 1, "pool_app"),
+      unix_dir);
+  const int port = pooler->port();
+  const std::string socket_file = absl::StrCat(sockets.path(), "/.s.PGSQL.", port);
+  EXPECT_NE(pooler->Log().find(absl::StrCat("and ", socket_file)), std::string::npos)
+      << pooler->Log();
+  auto local_url = [&](const std::string& database) {
+    return absl::StrCat("host=", sockets.path(), " port=", port, " dbname=", database,
+                        " user=postgres");
+  };
+  Conn tx(local_url("tx")), sess(local_url("sess")), tcp_client(pooler->Url("tx"));
+  ASSERT_TRUE(tx.ok()) << tx.error();
+  ASSERT_TRUE(sess.ok()) << sess.error();
+  ASSERT_TRUE(tcp_client.ok());
+  EXPECT_EQ(tx.Run("SELECT 40 + 2"), "42");
+  EXPECT_EQ(sess.Run("SET application_name = 'kept'"), "");
+  EXPECT_EQ(tcp_client.Run("SELECT 1"), "1");  // the one server connection, in turn
+  EXPECT_EQ(tx.Run("SELECT count(*) >= 0 FROM items"), "t");
+  EXPECT_EQ(sess.Run("SHOW application_name"), "kept");
+  std::string output;
+  EXPECT_EQ(Shell(absl::StrCat(PgBin(), "/psql -X -At -h ", sockets.path(), " -p ", port,
+                               " -U postgres -d pgflow -c 'SHOW CLIENTS'"),
+                  &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("C|postgres|tx|idle|unix|0|"), std::string::npos) << output;
+  EXPECT_NE(output.find("|127.0.0.1|"), std::string::npos) << output;
+
+  // Killed, the pooler leaves its socket file; the next one on the same port replaces it.
+  pooler->process().Signal(SIGKILL);
+  pooler->process().Wait(std::chrono::seconds(10));
+  struct stat st;
+  ASSERT_EQ(lstat(socket_file.c_str(), &st), 0);
+  TempDir next;
+  const std::string config = next.File("pooler.yaml");
+  WriteFile(next.File("users.txt"), kTrustUsers);
+  WriteFile(config, absl::StrCat("listen: 127.0.0.1:", port, "\n", unix_dir,
+                                 "auth: {method: trust, users: ", next.File("users.txt"), "}\n",
+                                 "databases:\n", Database("tx", "transaction", 1, "pool_app")));
+  auto restarted = StartPgflowUntilLogged({"pooler", "--config", config}, next.File("log"), {},
+                                          "pooler: listening on");
+  Conn again(local_url("tx"));
+  ASSERT_TRUE(again.ok()) << again.error();
+  EXPECT_EQ(again.Run("SELECT 'back'"), "back");
+  // A second pooler on the same socket is refused, and the first keeps it.
+  EXPECT_NE(RunPgflow({"pooler", "--config", config}, &output), 0);
+  EXPECT_NE(output.find(absl::StrCat("cannot listen on ", socket_file,
+                                     ": another server listens on it")),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(again.Run("SELECT 'still'"), "still");
+  restarted->Signal(SIGTERM);
+  EXPECT_EQ(restarted->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_NE(lstat(socket_file.c_str(), &st), 0) << "removed at a clean stop";
 }
 
 TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
