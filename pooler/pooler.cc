@@ -2186,6 +2186,14 @@ void Pooler::Impl::CollectMetrics() {
       ->Set(cpu);
 }
 
+// Out of descriptors (EMFILE) and the like: a little wait rather than a spin.
+static Task<void> PauseAfterFailedAccept(NetThread* thread) {
+  Timer pause(thread->context.get_executor());
+  pause.expires_after(std::chrono::milliseconds(100));
+  boost::system::error_code ec;
+  co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+}
+
 Task<void> Pooler::Impl::Accept(NetThread* thread) {
   while (true) {
     boost::system::error_code ec;
@@ -2193,11 +2201,8 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
     co_await thread->acceptor->async_accept(socket, asio::redirect_error(kUseTask, ec));
     if (ec == asio::error::operation_aborted || !thread->acceptor->is_open()) co_return;
     if (ec) {
-      // Out of descriptors (EMFILE) and the like: wait a little rather than spin.
       LogWarning("pooler: accepting a client failed: %s", ec.message());
-      Timer pause(thread->context.get_executor());
-      pause.expires_after(std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      co_await PauseAfterFailedAccept(thread);
       continue;
     }
     socket.non_blocking(true, ec);
@@ -2221,9 +2226,7 @@ Task<void> Pooler::Impl::AcceptLocal(NetThread* thread) {
     if (ec == asio::error::operation_aborted || !thread->local_acceptor->is_open()) co_return;
     if (ec) {
       LogWarning("pooler: accepting a client on %s failed: %s", local_path_, ec.message());
-      Timer pause(thread->context.get_executor());
-      pause.expires_after(std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      co_await PauseAfterFailedAccept(thread);
       continue;
     }
     const int fd = peer.release(ec);
