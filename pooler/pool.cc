@@ -2,9 +2,12 @@
 
 #include <openssl/rand.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -167,6 +170,32 @@ bool ServerConn::LooksAlive() {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof address.sun_path) {
+    return absl::InvalidArgumentError(Cat("the socket path is longer than ",
+                                          sizeof address.sun_path - 1, " bytes"));
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(strerror(errno));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::UnavailableError(error == EAGAIN ? "its connection backlog is full"
+                                                  : strerror(error));
+  }
+  Socket socket(context->get_executor());
+  boost::system::error_code ec;
+  socket.assign(tcp::v4(), fd, ec);  // any stream socket: the calls made are those of all
+  if (ec) {
+    ::close(fd);
+    return absl::UnavailableError(ec.message());
+  }
+  return socket;
+}
+
 Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string& buffer,
                                                     size_t max_size) {
   while (true) {
@@ -200,24 +229,34 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
   *transient = true;
   auto server = std::make_unique<ServerConn>(context);
   server->id = next_server_id.fetch_add(1);
-  std::string where = Cat(upstream.host, ":", upstream.port);
+  const std::string where =
+      upstream.local() ? upstream.SocketPath() : Cat(upstream.host, ":", upstream.port);
 
   boost::system::error_code ec;
-  asio::ip::basic_resolver<tcp, Executor> resolver(context->get_executor());
-  auto endpoints = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
-                                                   asio::redirect_error(kUseTask, ec));
-  if (ec) co_return Failure("08001", Cat("cannot resolve ", upstream.host, ": ", ec.message()));
-
   const Clock::time_point give_up = Clock::now() + timeout;
   Deadline deadline(server->socket, timeout);
-  co_await asio::async_connect(server->socket, endpoints, asio::redirect_error(kUseTask, ec));
-  if (ec) {
-    co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
-                                   deadline.expired() ? "timed out" : ec.message()));
+  if (upstream.local()) {
+    absl::StatusOr<Socket> local = ConnectLocal(context, where);
+    if (!local.ok()) {
+      co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
+                                     local.status().message()));
+    }
+    server->socket = *std::move(local);
+    server->socket_path = where;
+  } else {
+    asio::ip::basic_resolver<tcp, Executor> resolver(context->get_executor());
+    auto endpoints = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
+                                                     asio::redirect_error(kUseTask, ec));
+    if (ec) co_return Failure("08001", Cat("cannot resolve ", upstream.host, ": ", ec.message()));
+    co_await asio::async_connect(server->socket, endpoints, asio::redirect_error(kUseTask, ec));
+    if (ec) {
+      co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
+                                     deadline.expired() ? "timed out" : ec.message()));
+    }
+    server->socket.set_option(tcp::no_delay(true), ec);
+    server->remote = server->socket.remote_endpoint(ec);
   }
-  server->socket.set_option(tcp::no_delay(true), ec);
   server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait
-  server->remote = server->socket.remote_endpoint(ec);
 
   if (upstream.sslmode != TlsMode::kDisable) {
     // PostgreSQL's negotiation: SSLRequest, then 'S' and the handshake, or 'N'.
@@ -812,7 +851,10 @@ std::vector<Pool::ServerRow> Pool::ServerRows() const {
                              .id = s.id,
                              .pid = s.backend_pid,
                              .age_s = std::chrono::duration<double>(now - s.connected_at).count(),
-                             .remote = Cat(s.remote.address().to_string(ec), ":", s.remote.port())});
+                             .remote = s.socket_path.empty()
+                                           ? Cat(s.remote.address().to_string(ec), ":",
+                                                 s.remote.port())
+                                           : Cat("unix:", settings_.upstream.port)});
   };
   for (const auto& [id, s] : active_) row(*s, "active");
   for (const auto& s : idle_) row(*s, "idle");

@@ -71,6 +71,7 @@ struct ServerConn {
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
   asio_support::tcp::endpoint remote;
+  std::string socket_path;  // reached through this Unix socket (remote is then unset)
   // The parameters in force on the connection, by lower-case name: those PostgreSQL reported
   // (ParameterStatus) and those the pooler set.
   absl::flat_hash_map<std::string, std::string> params;
@@ -96,6 +97,11 @@ struct ServerConn {
   // Whether an idle connection still looks open: nothing to read, no end of stream.
   bool LooksAlive();
 };
+
+// A stream socket connected to the Unix socket at `path` (PostgreSQL's .s.PGSQL.<port>), in
+// the Socket type the relay uses for every stream. A local connect completes at once or fails
+// (EAGAIN: the server's backlog is full), so it needs no wait.
+absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path);
 
 // Per pool counters, for SHOW STATS and /metrics.
 struct PoolStats {

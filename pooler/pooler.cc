@@ -314,6 +314,9 @@ struct ClientInfo {
   absl::Mutex mu;
   // The server the client holds, for its cancel requests.
   std::optional<tcp::endpoint> server ABSL_GUARDED_BY(mu);
+  // Its Unix socket, when reached through one: the server connection's own string, which
+  // outlives this pointer (cleared at Detach, before the connection goes back to its pool).
+  const std::string* server_path ABSL_GUARDED_BY(mu) = nullptr;
   int32_t server_pid ABSL_GUARDED_BY(mu) = 0;
   int32_t server_key ABSL_GUARDED_BY(mu) = 0;
 };
@@ -353,6 +356,7 @@ class Pooler::Impl : public AdminTarget {
   // connection it is running on; nullopt when it runs nothing (or no such client).
   struct CancelTarget {
     tcp::endpoint server;
+    std::string socket_path;  // the server's Unix socket, when it is reached through one
     int32_t pid = 0;
     int32_t key = 0;
   };
@@ -547,6 +551,21 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<Expectation> items_;
     size_t head_ = 0;
   };
+
+  // What a session needs only while its client speaks: taken when it first does, given back
+  // when it parks (Park), so that an idle client holds none of it.
+  struct RelayState {
+    std::string cbuf;       // read from the client, not yet relayed
+    std::string to_server;  // for the server connection, not yet written
+    std::string to_client;  // for the client, not yet written
+    size_t client_pass = 0;  // bytes of the client's current message still to relay
+    size_t server_pass = 0;  // bytes of the server's current message still to relay
+    ExpectQueue expect;      // the answers owed by the server connection, in order
+  };
+  RelayState& relay() {
+    if (relay_ == nullptr) relay_ = std::make_unique<RelayState>();
+    return *relay_;
+  }
 
   // --- login ------------------------------------------------------------------------------
 
@@ -786,10 +805,19 @@ class Session : public std::enable_shared_from_this<Session> {
     Socket socket(thread_->context.get_executor());
     Deadline deadline(socket, impl_->config()->server_connect_timeout);
     boost::system::error_code ec;
-    co_await socket.async_connect(target.server, asio::redirect_error(kUseTask, ec));
-    if (ec) {
-      LogDebug("pooler: cancel request not passed on: %s", ec.message());
-      co_return;
+    if (!target.socket_path.empty()) {
+      absl::StatusOr<Socket> local = ConnectLocal(&thread_->context, target.socket_path);
+      if (!local.ok()) {
+        LogDebug("pooler: cancel request not passed on: %s", local.status().message());
+        co_return;
+      }
+      socket = *std::move(local);
+    } else {
+      co_await socket.async_connect(target.server, asio::redirect_error(kUseTask, ec));
+      if (ec) {
+        LogDebug("pooler: cancel request not passed on: %s", ec.message());
+        co_return;
+      }
     }
     std::string out;
     AppendCancelRequest(&out, target.pid, target.key);
@@ -948,14 +976,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // --- relay: client to server ------------------------------------------------------------
 
-  // Reads what the client has sent into cbuf_ (the buffer taken when it had none): 1 when
+  // Reads what the client has sent into cbuf (the buffer taken when it had none): 1 when
   // something came, 0 when nothing was there (wait), -1 at its end or on an error. A read that
   // filled its room may have left more behind: client_more_ says to read again before
   // waiting (a read that would only answer EAGAIN costs a system call). Not a coroutine: the
   // client loop waits itself, so that an idle client holds one coroutine frame fewer.
   int ReadClient() {
     boost::system::error_code ec;
-    size_t n = thread_->ReadInto(client_, cbuf_, ec);
+    size_t n = thread_->ReadInto(client_, relay().cbuf, ec);
     if (!ec) {
       client_more_ = n == kReadChunk;
       if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
@@ -968,13 +996,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Task<bool> FlushToServer() {
-    if (to_server_.empty() || server_ == nullptr) co_return true;
+    if (relay().to_server.empty() || server_ == nullptr) co_return true;
     boost::system::error_code ec;
     writing_server_ = true;
-    co_await asio::async_write(server_->socket, asio::buffer(to_server_),
+    co_await asio::async_write(server_->socket, asio::buffer(relay().to_server),
                                asio::redirect_error(kUseTask, ec));
     writing_server_ = false;
-    to_server_.clear();
+    relay().to_server.clear();
     if (ec) {
       LogDebug("pooler: client %d: write to server: %s", info_->id, ec.message());
       co_return false;
@@ -998,6 +1026,7 @@ class Session : public std::enable_shared_from_this<Session> {
     {
       absl::MutexLock lock(&info_->mu);
       info_->server = server_->remote;
+      info_->server_path = server_->socket_path.empty() ? nullptr : &server_->socket_path;
       info_->server_pid = server_->backend_pid;
       info_->server_key = server_->backend_key;
     }
@@ -1006,8 +1035,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string sql;
     if (settings_stamp_ == 0 || server_->settings_stamp != settings_stamp_) AddSettingsSync(&sql);
     if (!sql.empty()) {
-      AppendQuery(&to_server_, sql);
-      expect_.push_back({Expect::kSyncSwallow, {}});
+      AppendQuery(&relay().to_server, sql);
+      relay().expect.push_back({Expect::kSyncSwallow, {}});
     }
     server_loop_running_ = true;
     asio::co_spawn(thread_->context, ServerLoop(new std::shared_ptr<Session>(shared_from_this())),
@@ -1051,28 +1080,28 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->settings_stamp = settings_stamp_;
   }
 
-  // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server_.
+  // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server.
   void Rewrite(char type, std::string_view message, const PoolerConfig& config) {
     std::string_view body = message.substr(5);
     switch (type) {
       case 'P': {
         std::optional<ParseMessage> parse = SplitParse(body);
         if (!parse.has_value() || parse->name.empty()) {
-          expect_.push_back({Expect::kParse, {}});
+          relay().expect.push_back({Expect::kParse, {}});
           break;
         }
-        if (!statements_.contains(std::string(parse->name)) &&
-            statements_.size() >= config.max_client_prepared_statements) {
+        if (!statements().contains(std::string(parse->name)) &&
+            statements().size() >= config.max_client_prepared_statements) {
           // Refused (its unnamed stand-in fails), as a server at a limit would.
-          to_server_.append(FailingParse(
-              "", Cat("pgflow pooler: this client has ", statements_.size(),
+          relay().to_server.append(FailingParse(
+              "", Cat("pgflow pooler: this client has ", statements().size(),
                   " prepared statements, max_client_prepared_statements: close some (the "
                   "protocol's Close) before preparing more")));
-          expect_.push_back({Expect::kParse, {}});
+          relay().expect.push_back({Expect::kParse, {}});
           return;
         }
         std::string server_name = ServerStatementName(parse->rest);
-        statements_[std::string(parse->name)] = {server_name, std::string(parse->rest)};
+        statements()[std::string(parse->name)] = {server_name, std::string(parse->rest)};
         PrepareOnServer(server_name, parse->rest, Expect::kParse, config);
         return;
       }
@@ -1081,7 +1110,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!bind.has_value() || bind->statement.empty()) break;
         const Statement* statement = Prepared(bind->statement);
         if (statement == nullptr) break;
-        AppendBind(&to_server_, bind->portal, statement->server_name, bind->rest);
+        AppendBind(&relay().to_server, bind->portal, statement->server_name, bind->rest);
         return;
       }
       case 'D': {
@@ -1089,30 +1118,31 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!target.has_value() || target->kind != 'S' || target->name.empty()) break;
         const Statement* statement = Prepared(target->name);
         if (statement == nullptr) break;
-        AppendTarget(&to_server_, 'D', 'S', statement->server_name);
+        AppendTarget(&relay().to_server, 'D', 'S', statement->server_name);
         return;
       }
       case 'C': {
         std::optional<TargetMessage> target = SplitTarget(body);
-        expect_.push_back({Expect::kClose, {}});
+        relay().expect.push_back({Expect::kClose, {}});
         if (!target.has_value() || target->kind != 'S' || target->name.empty()) break;
-        statements_.erase(std::string(target->name));
+        if (statements_ != nullptr) statements_->erase(std::string(target->name));
         // The server's statement may serve other clients: it stays. Closing a name that
         // does not exist answers CloseComplete, which the client expects.
-        AppendTarget(&to_server_, 'C', 'S', "pgflow_closed");
+        AppendTarget(&relay().to_server, 'C', 'S', "pgflow_closed");
         return;
       }
       default:
         break;
     }
-    to_server_.append(message);
+    relay().to_server.append(message);
   }
 
   // The client's statement `name`, prepared on the current server connection (a Parse is
   // added first when it is not); nullptr when the client has no such statement.
   const Statement* Prepared(std::string_view name) {
-    auto it = statements_.find(std::string(name));
-    if (it == statements_.end()) return nullptr;
+    if (statements_ == nullptr) return nullptr;
+    auto it = statements_->find(std::string(name));
+    if (it == statements_->end()) return nullptr;
     if (!server_->prepared.contains(it->second.server_name)) {
       PrepareOnServer(it->second.server_name, it->second.parse_rest, Expect::kParseSwallow,
                       *impl_->config());
@@ -1128,15 +1158,15 @@ class Session : public std::enable_shared_from_this<Session> {
                        const PoolerConfig& config) {
     if (server_->prepared.size() >= config.max_prepared_statements) {
       for (const std::string& old : server_->prepared) {
-        AppendTarget(&to_server_, 'C', 'S', old);
-        expect_.push_back({Expect::kCloseSwallow, {}});
+        AppendTarget(&relay().to_server, 'C', 'S', old);
+        relay().expect.push_back({Expect::kCloseSwallow, {}});
       }
       server_->prepared.clear();
     }
-    AppendTarget(&to_server_, 'C', 'S', name);
-    expect_.push_back({Expect::kCloseSwallow, {}});
-    AppendParse(&to_server_, name, rest);
-    expect_.push_back({expected, name});
+    AppendTarget(&relay().to_server, 'C', 'S', name);
+    relay().expect.push_back({Expect::kCloseSwallow, {}});
+    AppendParse(&relay().to_server, name, rest);
+    relay().expect.push_back({expected, name});
     server_->prepared.insert(name);
   }
 
@@ -1144,12 +1174,12 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class ClientStep : uint8_t {
     kMore,    // all of it relayed, or a message waits for more of its bytes
     kAttach,  // the message at the position needs a server connection first
-    kFlush,   // to_server_ is full: send it, then go on
+    kFlush,   // to_server is full: send it, then go on
     kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
     kLeave,   // Terminate
   };
 
-  // Relays the messages in cbuf_ from *position on into to_server_ (rewritten where
+  // Relays the messages in cbuf from *position on into to_server (rewritten where
   // transaction pooling needs it), keeping the expectations and counters in step, and
   // advances *position past what it took. A plain function, called again after each step the
   // client loop takes for it: its locals live on the stack, not in every idle client's
@@ -1157,16 +1187,16 @@ class Session : public std::enable_shared_from_this<Session> {
   ClientStep ProcessClientBuffer(const PoolerConfig& config, size_t* position,
                                  std::string* fatal_message) {
     size_t& pos = *position;
-    while (pos < cbuf_.size()) {
-      if (client_pass_ > 0) {
-        size_t n = std::min(client_pass_, cbuf_.size() - pos);
-        if (!client_drop_) to_server_.append(cbuf_, pos, n);
+    while (pos < relay().cbuf.size()) {
+      if (relay().client_pass > 0) {
+        size_t n = std::min(relay().client_pass, relay().cbuf.size() - pos);
+        if (!client_drop_) relay().to_server.append(relay().cbuf, pos, n);
         pos += n;
-        client_pass_ -= n;
+        relay().client_pass -= n;
         continue;
       }
       absl::StatusOr<std::optional<MessageHeader>> header =
-          ReadMessageHeader(std::string_view(cbuf_).substr(pos), config.max_message_size);
+          ReadMessageHeader(std::string_view(relay().cbuf).substr(pos), config.max_message_size);
       if (!header.ok()) {
         if (server_ == nullptr) *fatal_message = std::string(Sv(header.status().message()));
         return ClientStep::kFatal;
@@ -1181,12 +1211,12 @@ class Session : public std::enable_shared_from_this<Session> {
       // rewritten).
       const std::string_view text =
           mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')
-              ? QueryText(h.type, std::string_view(cbuf_).substr(pos + 5, h.size - 5))
+              ? QueryText(h.type, std::string_view(relay().cbuf).substr(pos + 5, h.size - 5))
               : std::string_view();
-      if (!text.empty() && cbuf_.size() - pos >= h.size && DeallocatesAll(text)) {
+      if (!text.empty() && relay().cbuf.size() - pos >= h.size && DeallocatesAll(text)) {
         // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
         // gone (the connection's list is cleared by the answer's tag, however sent).
-        statements_.clear();
+        statements_.reset();
       }
       std::string refused;  // the message sent instead of one refused
       if (!pinned_ && !text.empty()) {
@@ -1199,7 +1229,7 @@ class Session : public std::enable_shared_from_this<Session> {
                     "state (LISTEN or an advisory lock)",
                     info_->id, user(), database());
           } else {
-            refused = RefusedSessionState(h.type, std::string_view(cbuf_).substr(pos + 5));
+            refused = RefusedSessionState(h.type, std::string_view(relay().cbuf).substr(pos + 5));
           }
         }
       }
@@ -1209,7 +1239,7 @@ class Session : public std::enable_shared_from_this<Session> {
         case 'F':
           // PostgreSQL ignores a Sync that arrives while it copies in.
           if (copy_in_ && h.type == 'S') break;
-          expect_.push_back({Expect::kSync, {}, h.type});
+          relay().expect.push_back({Expect::kSync, {}, h.type});
           unsynced_ = 0;
           break;
         case 'c':
@@ -1217,11 +1247,11 @@ class Session : public std::enable_shared_from_this<Session> {
           copy_in_ = false;  // CopyDone, CopyFail
           break;
         case 'P':
-          if (!rewrite) expect_.push_back({Expect::kParse, {}});
+          if (!rewrite) relay().expect.push_back({Expect::kParse, {}});
           ++unsynced_;
           break;
         case 'C':
-          if (!rewrite) expect_.push_back({Expect::kClose, {}});
+          if (!rewrite) relay().expect.push_back({Expect::kClose, {}});
           ++unsynced_;
           break;
         case 'H':
@@ -1238,26 +1268,26 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!refused.empty() && h.type == 'Q') {
         // The server runs a statement that fails as the refused one should: its
         // transaction state stays the server's own.
-        to_server_.append(refused);
-        size_t n = std::min(h.size, cbuf_.size() - pos);
+        relay().to_server.append(refused);
+        size_t n = std::min(h.size, relay().cbuf.size() - pos);
         pos += n;
-        client_pass_ = h.size - n;
-        client_drop_ = client_pass_ > 0;
+        relay().client_pass = h.size - n;
+        client_drop_ = relay().client_pass > 0;
       } else if (rewrite) {
-        if (cbuf_.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
+        if (relay().cbuf.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
         Rewrite(h.type,
-                refused.empty() ? std::string_view(cbuf_).substr(pos, h.size)
+                refused.empty() ? std::string_view(relay().cbuf).substr(pos, h.size)
                                 : std::string_view(refused),
                 config);
         pos += h.size;
       } else {
-        size_t n = std::min(h.size, cbuf_.size() - pos);
-        to_server_.append(cbuf_, pos, n);
+        size_t n = std::min(h.size, relay().cbuf.size() - pos);
+        relay().to_server.append(relay().cbuf, pos, n);
         pos += n;
-        client_pass_ = h.size - n;
+        relay().client_pass = h.size - n;
         client_drop_ = false;
       }
-      if (to_server_.size() >= kFlushAt) return ClientStep::kFlush;
+      if (relay().to_server.size() >= kFlushAt) return ClientStep::kFlush;
     }
     return ClientStep::kMore;
   }
@@ -1275,7 +1305,17 @@ class Session : public std::enable_shared_from_this<Session> {
   // plain handler that owns it, and its coroutines end. An idle client then holds no coroutine
   // frame; the client loop starts again (Unpark) when it speaks.
   void Park() {
-    expect_.Release();
+    if (relay_ != nullptr) {
+      const RelayState& r = *relay_;
+      const bool settled = r.cbuf.empty() && r.to_server.empty() && r.to_client.empty() &&
+                           r.client_pass == 0 && r.server_pass == 0 && r.expect.empty() &&
+                           !writing_server_ && !server_loop_running_;
+      if (settled) {
+        relay_.reset();
+      } else {
+        relay_->expect.Release();
+      }
+    }
     client_.async_wait(tcp::socket::wait_read, ParkedWait{shared_from_this()});
   }
 
@@ -1316,9 +1356,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (woken) {
           if (wake_failed_) ec = asio::error::operation_aborted;  // (logged by Park's handler)
           woken = false;
-        } else if (server_ == nullptr && cbuf_.empty()) {
+        } else if (server_ == nullptr && relay().cbuf.empty()) {
           // Idle between transactions: the buffer goes back until the client speaks again.
-          thread_->GiveBack(cbuf_);
+          thread_->GiveBack(relay().cbuf);
           if (!killed_) {
             Park();
             co_return ClientExit::kParked;
@@ -1368,7 +1408,7 @@ class Session : public std::enable_shared_from_this<Session> {
             break;
         }
       }
-      cbuf_.erase(0, pos);
+      relay().cbuf.erase(0, pos);
       if (fatal || killed_) break;
       if (!co_await FlushToServer()) break;
       if (server_ != nullptr && server_loop_waiting_ && Releasable()) {
@@ -1394,32 +1434,34 @@ class Session : public std::enable_shared_from_this<Session> {
   // --- relay: server to client ------------------------------------------------------------
 
   bool Releasable() const {
-    return mode_ != PoolMode::kSession && !pinned_ && expect_.empty() && unsynced_ == 0 &&
-           client_pass_ == 0 && server_pass_ == 0 && !writing_server_ && txn_status_ == 'I';
+    const bool settled = relay_ == nullptr || (relay_->expect.empty() && relay_->client_pass == 0 &&
+                                               relay_->server_pass == 0);
+    return mode_ != PoolMode::kSession && !pinned_ && settled && unsynced_ == 0 &&
+           !writing_server_ && txn_status_ == 'I';
   }
 
   // Drops what the server will not answer after an error: everything up to the next Sync.
   void DropUntilSync() {
-    while (!expect_.empty() && expect_.front().kind != Expect::kSync &&
-           expect_.front().kind != Expect::kSyncSwallow) {
-      if (!expect_.front().statement.empty() &&
-          (expect_.front().kind == Expect::kParse || expect_.front().kind == Expect::kParseSwallow)) {
-        server_->prepared.erase(expect_.front().statement);
+    while (!relay().expect.empty() && relay().expect.front().kind != Expect::kSync &&
+           relay().expect.front().kind != Expect::kSyncSwallow) {
+      if (!relay().expect.front().statement.empty() &&
+          (relay().expect.front().kind == Expect::kParse || relay().expect.front().kind == Expect::kParseSwallow)) {
+        server_->prepared.erase(relay().expect.front().statement);
       }
-      expect_.pop_front();
+      relay().expect.pop_front();
     }
   }
 
   // Handles one whole inspected message from the server; false to swallow it.
   bool OnServerMessage(char type, std::string_view body) {
-    bool swallowing = !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow;
+    bool swallowing = !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow;
     switch (type) {
       case 'Z': {
         DropUntilSync();
         bool forward = true;
-        if (!expect_.empty()) {
-          forward = expect_.front().kind == Expect::kSync;
-          expect_.pop_front();
+        if (!relay().expect.empty()) {
+          forward = relay().expect.front().kind == Expect::kSync;
+          relay().expect.pop_front();
         }
         txn_status_ = body.empty() ? 'I' : body[0];
         if (forward) {
@@ -1430,18 +1472,18 @@ class Session : public std::enable_shared_from_this<Session> {
         return forward;
       }
       case '1':
-        if (!expect_.empty() && (expect_.front().kind == Expect::kParse ||
-                                 expect_.front().kind == Expect::kParseSwallow)) {
-          bool forward = expect_.front().kind == Expect::kParse;
-          expect_.pop_front();
+        if (!relay().expect.empty() && (relay().expect.front().kind == Expect::kParse ||
+                                 relay().expect.front().kind == Expect::kParseSwallow)) {
+          bool forward = relay().expect.front().kind == Expect::kParse;
+          relay().expect.pop_front();
           return forward;
         }
         return !swallowing;
       case '3':
-        if (!expect_.empty() && (expect_.front().kind == Expect::kClose ||
-                                 expect_.front().kind == Expect::kCloseSwallow)) {
-          bool forward = expect_.front().kind == Expect::kClose;
-          expect_.pop_front();
+        if (!relay().expect.empty() && (relay().expect.front().kind == Expect::kClose ||
+                                 relay().expect.front().kind == Expect::kCloseSwallow)) {
+          bool forward = relay().expect.front().kind == Expect::kClose;
+          relay().expect.pop_front();
           return forward;
         }
         return !swallowing;
@@ -1475,9 +1517,9 @@ class Session : public std::enable_shared_from_this<Session> {
         // CopyInResponse. In the extended protocol the client's Sync after Execute arrives
         // during the copy and is ignored: the ReadyForQuery comes for the Sync after CopyDone.
         copy_in_ = true;
-        if (!expect_.empty() && expect_.front().kind == Expect::kSync &&
-            expect_.front().origin == 'S') {
-          expect_.pop_front();
+        if (!relay().expect.empty() && relay().expect.front().kind == Expect::kSync &&
+            relay().expect.front().origin == 'S') {
+          relay().expect.pop_front();
         }
         return !swallowing;
       case 'S': {
@@ -1526,7 +1568,7 @@ class Session : public std::enable_shared_from_this<Session> {
     bool protocol_failure = false;
     // Anything the client loop queued before it spawned this loop (the settings' SETs with
     // the first messages) goes out first.
-    if (!to_server_.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
+    if (!relay().to_server.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
     while (reusable) {
       // A client gone (or killed) is dealt with at once: nothing may come from the server to
       // wake a wait, and the cancel ClientGone sends finds no wait when none is pending.
@@ -1552,9 +1594,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (client_gone_) {
           // The client left: a connection in the middle of an answer or a message is closed,
           // one inside a transaction is rolled back and reset first.
-          if (!expect_.empty() || client_pass_ > 0 || server_pass_ > 0 || unsynced_ > 0 ||
+          if (!relay().expect.empty() || relay().client_pass > 0 || relay().server_pass > 0 || unsynced_ > 0 ||
               writing_server_) {
-            if (cleanup_sent && !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow) {
+            if (cleanup_sent && !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow) {
               continue;  // our own cleanup is being answered
             }
             reusable = false;
@@ -1563,17 +1605,17 @@ class Session : public std::enable_shared_from_this<Session> {
           bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession || pinned_;
           if (!dirty || cleanup_sent) break;
           // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
-          to_server_.clear();
+          relay().to_server.clear();
           if (txn_status_ != 'I') {
-            AppendQuery(&to_server_, "ROLLBACK");
-            expect_.push_back({Expect::kSyncSwallow, {}});
+            AppendQuery(&relay().to_server, "ROLLBACK");
+            relay().expect.push_back({Expect::kSyncSwallow, {}});
           }
           std::shared_ptr<const PoolerConfig> config = impl_->config();
           if (!config->server_reset_query.empty()) {
-            AppendQuery(&to_server_, config->server_reset_query);
-            expect_.push_back({Expect::kSyncSwallow, {}});
+            AppendQuery(&relay().to_server, config->server_reset_query);
+            relay().expect.push_back({Expect::kSyncSwallow, {}});
           }
-          if (to_server_.empty()) break;
+          if (relay().to_server.empty()) break;
           cleanup_sent = true;
           server_->ForgetSettings();  // DISCARD ALL resets what the client set...
           server_->prepared.clear();  // ...and deallocates every prepared statement
@@ -1590,11 +1632,11 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       size_t pos = 0;
       while (pos < sbuf.size()) {
-        if (server_pass_ > 0) {
-          size_t k = std::min(server_pass_, sbuf.size() - pos);
-          if (!server_pass_swallow_) to_client_.append(sbuf, pos, k);
+        if (relay().server_pass > 0) {
+          size_t k = std::min(relay().server_pass, sbuf.size() - pos);
+          if (!server_pass_swallow_) relay().to_client.append(sbuf, pos, k);
           pos += k;
-          server_pass_ -= k;
+          relay().server_pass -= k;
           continue;
         }
         absl::StatusOr<std::optional<MessageHeader>> header =
@@ -1607,13 +1649,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         if (!header->has_value()) break;
         const MessageHeader h = **header;
-        bool swallowing = !expect_.empty() && expect_.front().kind == Expect::kSyncSwallow;
+        bool swallowing = !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow;
         bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
         if (large_error) DropUntilSync();  // read in pieces; only its type matters here
         if (!Inspected(h.type) || large_error) {
           size_t k = std::min(h.size, sbuf.size() - pos);
-          if (!swallowing) to_client_.append(sbuf, pos, k);
-          server_pass_ = h.size - k;
+          if (!swallowing) relay().to_client.append(sbuf, pos, k);
+          relay().server_pass = h.size - k;
           server_pass_swallow_ = swallowing;
           pos += k;
         } else {
@@ -1625,11 +1667,11 @@ class Session : public std::enable_shared_from_this<Session> {
           }
           if (sbuf.size() - pos < h.size) break;
           if (OnServerMessage(h.type, std::string_view(sbuf).substr(pos + 5, h.body_size()))) {
-            to_client_.append(sbuf, pos, h.size);
+            relay().to_client.append(sbuf, pos, h.size);
           }
           pos += h.size;
         }
-        if (to_client_.size() >= kFlushAt) co_await FlushToClient();
+        if (relay().to_client.size() >= kFlushAt) co_await FlushToClient();
       }
       sbuf.erase(0, pos);
       if (protocol_failure) {
@@ -1648,8 +1690,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!reusable) break;
       LogDebug("pooler: client %d: server answered; expecting %d, unsynced %d, status %c, "
                "writing %d, passes %d/%d",
-               info_->id, expect_.size(), unsynced_, txn_status_, writing_server_, client_pass_,
-               server_pass_);
+               info_->id, relay().expect.size(), unsynced_, txn_status_, writing_server_, relay().client_pass,
+               relay().server_pass);
       co_await FlushToClient();
       if (statement_violation_) {
         std::string out;
@@ -1660,8 +1702,8 @@ class Session : public std::enable_shared_from_this<Session> {
         reusable = false;
         break;
       }
-      if (client_gone_ && expect_.empty() && unsynced_ == 0 && client_pass_ == 0 &&
-          server_pass_ == 0) {
+      if (client_gone_ && relay().expect.empty() && unsynced_ == 0 && relay().client_pass == 0 &&
+          relay().server_pass == 0) {
         if (cleanup_sent || (txn_status_ == 'I' && mode_ != PoolMode::kSession && !pinned_)) break;
         // Wake ourselves to send the cleanup (same path as a client leaving while idle).
         continue;
@@ -1674,15 +1716,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Task<void> FlushToClient() {
-    if (to_client_.empty()) co_return;
+    if (relay().to_client.empty()) co_return;
     if (!client_gone_) {
       boost::system::error_code ec;
-      co_await asio::async_write(client_, asio::buffer(to_client_),
+      co_await asio::async_write(client_, asio::buffer(relay().to_client),
                                  asio::redirect_error(kUseTask, ec));
-      pool_->stats().bytes_sent.fetch_add(to_client_.size(), std::memory_order_relaxed);
+      pool_->stats().bytes_sent.fetch_add(relay().to_client.size(), std::memory_order_relaxed);
       if (ec) client_gone_ = true;
     }
-    to_client_.clear();
+    relay().to_client.clear();
   }
 
   // The server connection failed under the client: what was in flight gets an error (its
@@ -1693,13 +1735,13 @@ class Session : public std::enable_shared_from_this<Session> {
                database(), server_->backend_pid);
     // Kept only at a message boundary on both sides: a client message half sent must not have
     // its rest read as messages of their own.
-    bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && server_pass_ == 0 &&
-                       client_pass_ == 0 && unsynced_ == 0 && !expect_.empty() &&
+    bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && relay().server_pass == 0 &&
+                       relay().client_pass == 0 && unsynced_ == 0 && !relay().expect.empty() &&
                        txn_status_ == 'I';
-    std::string out = std::move(to_client_);
-    to_client_.clear();
+    std::string out = std::move(relay().to_client);
+    relay().to_client.clear();
     if (keep_client) {
-      for (const Expectation& e : expect_) {
+      for (const Expectation& e : relay().expect) {
         if (e.kind != Expect::kSync) continue;
         AppendError(&out, "ERROR", "08006",
                     "the server connection was lost (restart or failover) while this "
@@ -1707,17 +1749,17 @@ class Session : public std::enable_shared_from_this<Session> {
                     "connection");
         AppendReadyForQuery(&out, 'I');
       }
-    } else if (!client_gone_ && server_pass_ == 0) {
+    } else if (!client_gone_ && relay().server_pass == 0) {
       AppendError(&out, "FATAL", "08006", "the server connection was lost (restart or failover)");
     }
     if (!out.empty() && !client_gone_) {
       boost::system::error_code ec;
       co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
     }
-    expect_.clear();
+    relay().expect.clear();
     unsynced_ = 0;
-    client_pass_ = 0;  // a message half sent is lost with the connection
-    server_pass_ = 0;
+    relay().client_pass = 0;  // a message half sent is lost with the connection
+    relay().server_pass = 0;
     txn_status_ = 'I';
     Detach(false);
     if (!keep_client) {
@@ -1730,19 +1772,20 @@ class Session : public std::enable_shared_from_this<Session> {
     if (info_ != nullptr) {
       absl::MutexLock lock(&info_->mu);
       info_->server.reset();
+      info_->server_path = nullptr;
       info_->state = 0;
     }
     if (!lingering_) {
       lingering_ = true;
       thread_->lingering.push_back({weak_from_this(), Clock::now()});
     }
-    expect_.clear();
+    relay().expect.clear();
     copy_in_ = false;
     server_loop_running_ = false;
     pool_->Release(std::move(server_), reusable);
-    thread_->GiveBack(to_client_);
-    if (!reusable) to_server_.clear();
-    if (!writing_server_) thread_->GiveBack(to_server_);
+    thread_->GiveBack(relay().to_client);
+    if (!reusable) relay().to_server.clear();
+    if (!writing_server_) thread_->GiveBack(relay().to_server);
   }
 
   void CloseClient() {
@@ -1794,25 +1837,26 @@ class Session : public std::enable_shared_from_this<Session> {
   PoolMode mode_ = PoolMode::kTransaction;
   // The client's settings (lower-case names): its startup parameters and what it changed.
   absl::flat_hash_map<std::string, std::string> params_;
-  absl::flat_hash_map<std::string, Statement> statements_;
+  // The client's named statements (transaction pooling), made at its first.
+  using Statements = absl::flat_hash_map<std::string, Statement>;
+  std::unique_ptr<Statements> statements_;
+  Statements& statements() {
+    if (statements_ == nullptr) statements_ = std::make_unique<Statements>();
+    return *statements_;
+  }
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
   uint64_t settings_stamp_ = 0;  // Pool::SettingsStamp of params_ over defaults_
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 
   std::unique_ptr<ServerConn> server_;
-  std::string cbuf_;
-  std::string to_server_;
-  std::string to_client_;
-  size_t client_pass_ = 0;  // bytes of the client's current message still to relay
-  size_t server_pass_ = 0;  // bytes of the server's current message still to relay
-  bool client_drop_ = false;  // client_pass_ bytes are dropped (the rest of a refused query)
-  bool server_pass_swallow_ = false;  // server_pass_ bytes are swallowed
+  std::unique_ptr<RelayState> relay_;  // while the client speaks (RelayState)
+  bool client_drop_ = false;  // client_pass bytes are dropped (the rest of a refused query)
+  bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
   bool wake_failed_ = false;  // a parked client's wait ended with an error (Park)
   bool client_waiting_ = false;  // the client loop's coroutine waits for the client
   bool lingering_ = false;       // listed in thread_->lingering
   bool park_requested_ = false;  // ParkQuiet cancelled the client loop's wait: it parks
-  ExpectQueue expect_;
   int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
   char txn_status_ = 'I';
   bool writing_server_ = false;
@@ -1918,7 +1962,10 @@ std::optional<Pooler::Impl::CancelTarget> Pooler::Impl::FindCancelTarget(int32_t
     if (info->cancel_pid != pid || info->cancel_key != key) continue;
     absl::MutexLock info_lock(&info->mu);
     if (!info->server.has_value()) return std::nullopt;
-    return CancelTarget{.server = *info->server, .pid = info->server_pid, .key = info->server_key};
+    return CancelTarget{.server = *info->server,
+                        .socket_path = info->server_path != nullptr ? *info->server_path : "",
+                        .pid = info->server_pid,
+                        .key = info->server_key};
   }
   return std::nullopt;
 }

@@ -62,6 +62,10 @@ struct Upstream {
   TlsMode sslmode = TlsMode::kDisable;  // the url's sslmode (default disable, unlike libpq)
   std::string sslrootcert;              // the url's sslrootcert
   bool operator==(const Upstream&) const = default;
+
+  // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.
+  bool local() const { return !host.empty() && host[0] == '/'; }
+  std::string SocketPath() const { return host + "/.s.PGSQL." + std::to_string(port); }
 };
 
 struct DatabaseOptions {

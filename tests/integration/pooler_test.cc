@@ -917,22 +917,28 @@ TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
   EXPECT_TRUE(pooler.process().Running());
 }
 
-TEST_F(PoolerTest, CancelReachesTheServerRunningTheQuery) {
-  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
-  Conn slow(pooler.Url("app"));
-  ASSERT_TRUE(slow.ok());
+// Runs `SELECT pg_sleep(30)` on `client` and cancels it half a second in, as libpq's
+// PQcancel does: the query ends at once with SQLSTATE 57014.
+void ExpectCancelled(Conn& client) {
   std::thread canceller([&] {
     std::this_thread::sleep_for(milliseconds(500));
-    PGcancel* cancel = PQgetCancel(slow.conn);
+    PGcancel* cancel = PQgetCancel(client.conn);
     char error[256];
     PQcancel(cancel, error, sizeof error);
     PQfreeCancel(cancel);
   });
   auto start = std::chrono::steady_clock::now();
-  std::string result = slow.Run("SELECT pg_sleep(30)");
+  std::string result = client.Run("SELECT pg_sleep(30)");
   canceller.join();
   EXPECT_NE(result.find("ERROR 57014"), std::string::npos) << result;
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+}
+
+TEST_F(PoolerTest, CancelReachesTheServerRunningTheQuery) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn slow(pooler.Url("app"));
+  ASSERT_TRUE(slow.ok());
+  ExpectCancelled(slow);
   EXPECT_EQ(slow.Run("SELECT 3"), "3");
 }
 
@@ -1034,6 +1040,33 @@ TEST_F(PoolerTest, ClientsComeThroughTheUnixSocket) {
   restarted->Signal(SIGTERM);
   EXPECT_EQ(restarted->Wait(std::chrono::seconds(30)), 0);
   EXPECT_NE(lstat(socket_file.c_str(), &st), 0) << "removed at a clean stop";
+}
+
+// A database whose url's host is a directory is reached through PostgreSQL's Unix socket in
+// it, as libpq does: queries, SHOW SERVERS (at `unix`) and cancel requests go that way.
+TEST_F(PoolerTest, ServersAreReachedThroughTheirUnixSocket) {
+  const std::string url = absl::StrCat("host=", SharedCluster().dir(), " port=",
+                                       SharedCluster().port(), " dbname=pool_app user=postgres");
+  PoolerProcess pooler("trust", kTrustUsers,
+                       absl::StrCat("  local: {url: '", url, "', pool_mode: transaction, "
+                                    "pool_size: 1}\n"));
+  Conn client(pooler.Url("local"));
+  ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
+  // A backend reached over a Unix socket has no client address.
+  EXPECT_EQ(client.Run("SELECT client_addr IS NULL AND client_port = -1 FROM pg_stat_activity "
+                       "WHERE pid = pg_backend_pid()"),
+            "t");
+  std::string output;
+  EXPECT_EQ(Shell(absl::StrCat(PgBin(), "/psql -X -At -h 127.0.0.1 -p ", pooler.port(),
+                               " -U postgres -d pgflow -c 'SHOW SERVERS'"),
+                  &output),
+            0)
+      << output;
+  EXPECT_NE(output.find(absl::StrCat("S|postgres|local|idle|unix|", SharedCluster().port(), "|")),
+            std::string::npos)
+      << output;
+  ExpectCancelled(client);
+  EXPECT_EQ(client.Run("SELECT 4"), "4");
 }
 
 TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
