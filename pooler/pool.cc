@@ -258,7 +258,8 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
   }
   server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait
 
-  if (upstream.sslmode != TlsMode::kDisable) {
+  // (As libpq, no TLS over a Unix socket, whatever the url's sslmode.)
+  if (upstream.sslmode != TlsMode::kDisable && !upstream.local()) {
     // PostgreSQL's negotiation: SSLRequest, then 'S' and the handshake, or 'N'.
     std::string request;
     AppendInt32(&request, 8);
@@ -854,7 +855,8 @@ std::vector<Pool::ServerRow> Pool::ServerRows() const {
                              .remote = s.socket_path.empty()
                                            ? Cat(s.remote.address().to_string(ec), ":",
                                                  s.remote.port())
-                                           : Cat("unix:", settings_.upstream.port)});
+                                           : Cat("unix:", s.socket_path.substr(
+                                                              s.socket_path.rfind('.') + 1))});
   };
   for (const auto& [id, s] : active_) row(*s, "active");
   for (const auto& s : idle_) row(*s, "idle");

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <atomic>
 #include <cctype>
 #include <deque>
@@ -44,6 +45,22 @@ using LocalAcceptor =
 using LocalSocket = asio::basic_stream_socket<asio::local::stream_protocol, asio_support::Executor>;
 
 constexpr size_t kReadChunk = 16384;
+
+// A file descriptor closed with its owner unless released.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+  void release() { fd_ = -1; }
+
+ private:
+  int fd_;
+};
 // A server message the relay must read whole (ReadyForQuery, ParameterStatus, errors...) is
 // at most this large; the rest streams through in pieces.
 constexpr size_t kMaxInspectedServerMessage = 1 << 20;
@@ -1356,9 +1373,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (woken) {
           if (wake_failed_) ec = asio::error::operation_aborted;  // (logged by Park's handler)
           woken = false;
-        } else if (server_ == nullptr && relay().cbuf.empty()) {
+        } else if (server_ == nullptr && (relay_ == nullptr || relay_->cbuf.empty())) {
           // Idle between transactions: the buffer goes back until the client speaks again.
-          thread_->GiveBack(relay().cbuf);
+          if (relay_ != nullptr) thread_->GiveBack(relay_->cbuf);
           if (!killed_) {
             Park();
             co_return ClientExit::kParked;
@@ -2293,7 +2310,8 @@ Task<void> Pooler::Impl::AcceptLocal(NetThread* thread) {
       co_await PauseAfterFailedAccept(thread);
       continue;
     }
-    const int fd = peer.release(ec);
+    // Owned by the handler below: closed with it if the pooler stops before it runs.
+    auto fd = std::make_shared<UniqueFd>(peer.release(ec));
     if (ec) continue;
     NetThread* target = threads_[turn++ % threads_.size()].get();
     asio::post(target->context, [this, target, fd] {
@@ -2301,11 +2319,9 @@ Task<void> Pooler::Impl::AcceptLocal(NetThread* thread) {
       // of any stream socket (as with a TLS pump's socketpair).
       Socket socket(target->context.get_executor());
       boost::system::error_code ec;
-      socket.assign(tcp::v4(), fd, ec);
-      if (ec) {
-        ::close(fd);
-        return;
-      }
+      socket.assign(tcp::v4(), fd->get(), ec);
+      if (ec) return;
+      fd->release();
       socket.non_blocking(true, ec);
       StartSession(target, std::move(socket), /*local=*/true);
     });
@@ -2315,40 +2331,60 @@ Task<void> Pooler::Impl::AcceptLocal(NetThread* thread) {
 // Listens on <unix_socket_dir>/.s.PGSQL.<port> with mode 0777, as pgbouncer does; a socket
 // file no server answers on (left by a pooler that was killed) is replaced.
 absl::Status Pooler::Impl::ListenLocal(NetThread* thread) {
-  local_path_ = Cat(config_.unix_socket_dir, "/.s.PGSQL.", port_);
-  if (local_path_.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return absl::InvalidArgumentError(Cat("pooler: unix_socket_dir: the socket path ", local_path_,
+  // (local_path_, which Stop unlinks, is set only once the socket file is this pooler's.)
+  const std::string path = Cat(config_.unix_socket_dir, "/.s.PGSQL.", port_);
+  sockaddr_un address{};
+  if (path.size() >= sizeof address.sun_path) {
+    return absl::InvalidArgumentError(Cat("pooler: unix_socket_dir: the socket path ", path,
                                           " is longer than a Unix socket path may be (",
-                                          sizeof(sockaddr_un{}.sun_path) - 1, " bytes)"));
+                                          sizeof address.sun_path - 1, " bytes)"));
   }
   struct stat st;
-  if (lstat(local_path_.c_str(), &st) == 0) {
+  if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       return absl::FailedPreconditionError(
-          Cat("pooler: cannot listen on ", local_path_, ": it exists and is not a socket"));
+          Cat("pooler: cannot listen on ", path, ": it exists and is not a socket"));
     }
-    asio::io_context probe_context;
-    asio::local::stream_protocol::socket probe(probe_context);
-    boost::system::error_code ec;
-    probe.connect(asio::local::stream_protocol::endpoint(local_path_), ec);
-    if (!ec) {
+    // Only a refused connection shows the file is stale; the probe does not wait (a full
+    // backlog answers EAGAIN: a live server).
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, path.data(), path.size());
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const int answer =
+        probe < 0 ? errno
+                  : (::connect(probe, reinterpret_cast<const sockaddr*>(&address), sizeof address) ==
+                             0
+                         ? 0
+                         : errno);
+    if (probe >= 0) ::close(probe);
+    if (answer == 0 || answer == EAGAIN) {
       return absl::FailedPreconditionError(
-          Cat("pooler: cannot listen on ", local_path_, ": another server listens on it"));
+          Cat("pooler: cannot listen on ", path, ": another server listens on it"));
     }
-    ::unlink(local_path_.c_str());
+    if (answer != ECONNREFUSED) {
+      return absl::FailedPreconditionError(Cat("pooler: cannot listen on ", path,
+                                               ": cannot tell whether a server listens on it: ",
+                                               strerror(answer)));
+    }
+    ::unlink(path.c_str());
   }
   thread->local_acceptor.emplace(thread->context.get_executor());
   boost::system::error_code ec;
-  asio::local::stream_protocol::endpoint at(local_path_);
+  asio::local::stream_protocol::endpoint at(path);
   thread->local_acceptor->open(at.protocol(), ec);
   if (!ec) thread->local_acceptor->bind(at, ec);
-  if (!ec && ::chmod(local_path_.c_str(), 0777) != 0) {
+  if (ec) {  // (another pooler's, made since the check: not ours to remove)
+    thread->local_acceptor.reset();
+    return absl::UnavailableError(Cat("pooler: cannot listen on ", path, ": ", ec.message()));
+  }
+  local_path_ = path;  // ours from here on: removed by Stop, also if the rest fails
+  if (::chmod(path.c_str(), 0777) != 0) {
     ec = boost::system::error_code(errno, boost::system::system_category());
   }
   if (!ec) thread->local_acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     thread->local_acceptor.reset();
-    return absl::UnavailableError(Cat("pooler: cannot listen on ", local_path_, ": ", ec.message()));
+    return absl::UnavailableError(Cat("pooler: cannot listen on ", path, ": ", ec.message()));
   }
   return absl::OkStatus();
 }

@@ -1037,6 +1037,10 @@ TEST_F(PoolerTest, ClientsComeThroughTheUnixSocket) {
             std::string::npos)
       << output;
   EXPECT_EQ(again.Run("SELECT 'still'"), "still");
+  ASSERT_EQ(lstat(socket_file.c_str(), &st), 0) << "the refused pooler left the socket alone";
+  Conn newcomer(local_url("tx"));
+  ASSERT_TRUE(newcomer.ok()) << newcomer.error();
+  EXPECT_EQ(newcomer.Run("SELECT 'new'"), "new");
   restarted->Signal(SIGTERM);
   EXPECT_EQ(restarted->Wait(std::chrono::seconds(30)), 0);
   EXPECT_NE(lstat(socket_file.c_str(), &st), 0) << "removed at a clean stop";
