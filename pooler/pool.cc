@@ -170,19 +170,26 @@ bool ServerConn::LooksAlive() {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path) {
+int ConnectUnixSocket(const std::string& path, int* fd) {
+  *fd = -1;
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof address.sun_path) {
-    return absl::InvalidArgumentError(Cat("the socket path is longer than ",
-                                          sizeof address.sun_path - 1, " bytes"));
-  }
+  if (path.size() >= sizeof address.sun_path) return ENAMETOOLONG;
   std::memcpy(address.sun_path, path.data(), path.size());
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::UnavailableError(strerror(errno));
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s < 0) return errno;
+  if (::connect(s, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
     const int error = errno;
-    ::close(fd);
+    ::close(s);
+    return error;
+  }
+  *fd = s;
+  return 0;
+}
+
+absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path) {
+  int fd;
+  if (const int error = ConnectUnixSocket(path, &fd); error != 0) {
     return absl::UnavailableError(error == EAGAIN ? "its connection backlog is full"
                                                   : strerror(error));
   }

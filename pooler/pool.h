@@ -98,9 +98,13 @@ struct ServerConn {
   bool LooksAlive();
 };
 
-// A stream socket connected to the Unix socket at `path` (PostgreSQL's .s.PGSQL.<port>), in
-// the Socket type the relay uses for every stream. A local connect completes at once or fails
-// (EAGAIN: the server's backlog is full), so it needs no wait.
+// Connects a non-blocking stream socket to the Unix socket at `path` (PostgreSQL's
+// .s.PGSQL.<port>) into *fd: 0, or the errno of the failure (ENAMETOOLONG for a path longer
+// than a Unix socket path may be). A local connect completes at once or fails (EAGAIN: the
+// server's backlog is full), so it needs no wait.
+int ConnectUnixSocket(const std::string& path, int* fd);
+
+// The same connection, in the Socket type the relay uses for every stream.
 absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path);
 
 // Per pool counters, for SHOW STATS and /metrics.

@@ -1204,16 +1204,17 @@ class Session : public std::enable_shared_from_this<Session> {
   ClientStep ProcessClientBuffer(const PoolerConfig& config, size_t* position,
                                  std::string* fatal_message) {
     size_t& pos = *position;
-    while (pos < relay().cbuf.size()) {
-      if (relay().client_pass > 0) {
-        size_t n = std::min(relay().client_pass, relay().cbuf.size() - pos);
-        if (!client_drop_) relay().to_server.append(relay().cbuf, pos, n);
+    RelayState& r = relay();  // (not a coroutine: nothing parks the session meanwhile)
+    while (pos < r.cbuf.size()) {
+      if (r.client_pass > 0) {
+        size_t n = std::min(r.client_pass, r.cbuf.size() - pos);
+        if (!client_drop_) r.to_server.append(r.cbuf, pos, n);
         pos += n;
-        relay().client_pass -= n;
+        r.client_pass -= n;
         continue;
       }
       absl::StatusOr<std::optional<MessageHeader>> header =
-          ReadMessageHeader(std::string_view(relay().cbuf).substr(pos), config.max_message_size);
+          ReadMessageHeader(std::string_view(r.cbuf).substr(pos), config.max_message_size);
       if (!header.ok()) {
         if (server_ == nullptr) *fatal_message = std::string(Sv(header.status().message()));
         return ClientStep::kFatal;
@@ -1228,9 +1229,9 @@ class Session : public std::enable_shared_from_this<Session> {
       // rewritten).
       const std::string_view text =
           mode_ != PoolMode::kSession && (h.type == 'Q' || h.type == 'P')
-              ? QueryText(h.type, std::string_view(relay().cbuf).substr(pos + 5, h.size - 5))
+              ? QueryText(h.type, std::string_view(r.cbuf).substr(pos + 5, h.size - 5))
               : std::string_view();
-      if (!text.empty() && relay().cbuf.size() - pos >= h.size && DeallocatesAll(text)) {
+      if (!text.empty() && r.cbuf.size() - pos >= h.size && DeallocatesAll(text)) {
         // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
         // gone (the connection's list is cleared by the answer's tag, however sent).
         statements_.reset();
@@ -1246,7 +1247,7 @@ class Session : public std::enable_shared_from_this<Session> {
                     "state (LISTEN or an advisory lock)",
                     info_->id, user(), database());
           } else {
-            refused = RefusedSessionState(h.type, std::string_view(relay().cbuf).substr(pos + 5));
+            refused = RefusedSessionState(h.type, std::string_view(r.cbuf).substr(pos + 5));
           }
         }
       }
@@ -1256,7 +1257,7 @@ class Session : public std::enable_shared_from_this<Session> {
         case 'F':
           // PostgreSQL ignores a Sync that arrives while it copies in.
           if (copy_in_ && h.type == 'S') break;
-          relay().expect.push_back({Expect::kSync, {}, h.type});
+          r.expect.push_back({Expect::kSync, {}, h.type});
           unsynced_ = 0;
           break;
         case 'c':
@@ -1264,11 +1265,11 @@ class Session : public std::enable_shared_from_this<Session> {
           copy_in_ = false;  // CopyDone, CopyFail
           break;
         case 'P':
-          if (!rewrite) relay().expect.push_back({Expect::kParse, {}});
+          if (!rewrite) r.expect.push_back({Expect::kParse, {}});
           ++unsynced_;
           break;
         case 'C':
-          if (!rewrite) relay().expect.push_back({Expect::kClose, {}});
+          if (!rewrite) r.expect.push_back({Expect::kClose, {}});
           ++unsynced_;
           break;
         case 'H':
@@ -1285,26 +1286,26 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!refused.empty() && h.type == 'Q') {
         // The server runs a statement that fails as the refused one should: its
         // transaction state stays the server's own.
-        relay().to_server.append(refused);
-        size_t n = std::min(h.size, relay().cbuf.size() - pos);
+        r.to_server.append(refused);
+        size_t n = std::min(h.size, r.cbuf.size() - pos);
         pos += n;
-        relay().client_pass = h.size - n;
-        client_drop_ = relay().client_pass > 0;
+        r.client_pass = h.size - n;
+        client_drop_ = r.client_pass > 0;
       } else if (rewrite) {
-        if (relay().cbuf.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
+        if (r.cbuf.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
         Rewrite(h.type,
-                refused.empty() ? std::string_view(relay().cbuf).substr(pos, h.size)
+                refused.empty() ? std::string_view(r.cbuf).substr(pos, h.size)
                                 : std::string_view(refused),
                 config);
         pos += h.size;
       } else {
-        size_t n = std::min(h.size, relay().cbuf.size() - pos);
-        relay().to_server.append(relay().cbuf, pos, n);
+        size_t n = std::min(h.size, r.cbuf.size() - pos);
+        r.to_server.append(r.cbuf, pos, n);
         pos += n;
-        relay().client_pass = h.size - n;
+        r.client_pass = h.size - n;
         client_drop_ = false;
       }
-      if (relay().to_server.size() >= kFlushAt) return ClientStep::kFlush;
+      if (r.to_server.size() >= kFlushAt) return ClientStep::kFlush;
     }
     return ClientStep::kMore;
   }
@@ -2347,15 +2348,8 @@ absl::Status Pooler::Impl::ListenLocal(NetThread* thread) {
     }
     // Only a refused connection shows the file is stale; the probe does not wait (a full
     // backlog answers EAGAIN: a live server).
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, path.data(), path.size());
-    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    const int answer =
-        probe < 0 ? errno
-                  : (::connect(probe, reinterpret_cast<const sockaddr*>(&address), sizeof address) ==
-                             0
-                         ? 0
-                         : errno);
+    int probe;
+    const int answer = ConnectUnixSocket(path, &probe);
     if (probe >= 0) ::close(probe);
     if (answer == 0 || answer == EAGAIN) {
       return absl::FailedPreconditionError(
