@@ -504,6 +504,46 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
   }
 }
 
+std::unique_ptr<ServerConn> Pool::TakeIdleLocked(asio::io_context* context,
+                                                 const std::string& wanted,
+                                                 std::vector<std::unique_ptr<ServerConn>>* dead) {
+  // The most recently used idle connection with the same startup settings, on the client's
+  // own thread if one is (moving a socket to another thread's reactor costs system calls),
+  // else on another.
+  while (true) {
+    size_t pick = idle_.size();
+    for (size_t i = idle_.size(); i-- > 0;) {
+      if (idle_[i]->startup_key != wanted) continue;
+      if (pick == idle_.size()) pick = i;
+      if (idle_[i]->used_on == context) {
+        pick = i;
+        break;
+      }
+    }
+    if (pick == idle_.size()) return nullptr;
+    std::unique_ptr<ServerConn> candidate = std::move(idle_[pick]);
+    idle_.erase(idle_.begin() + static_cast<ptrdiff_t>(pick));
+    if (candidate->generation == generation_ && candidate->LooksAlive()) return candidate;
+    dead->push_back(std::move(candidate));
+  }
+}
+
+std::unique_ptr<ServerConn> Pool::TryAcquire(asio::io_context* context,
+                                             const StartupSettings* startup) {
+  const std::string& wanted = startup != nullptr ? startup->key : std::string();
+  std::vector<std::unique_ptr<ServerConn>> dead;
+  std::unique_ptr<ServerConn> taken;
+  {
+    absl::MutexLock lock(&mu_);
+    if (paused_ || idle_.empty()) return nullptr;
+    taken = TakeIdleLocked(context, wanted, &dead);
+    if (taken != nullptr) active_[taken->id] = taken.get();
+  }
+  dead.clear();  // closed outside the lock
+  if (taken != nullptr) taken->used_on = context;
+  return taken;
+}
+
 Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context* context,
                                                                   const StartupSettings* startup) {
   const std::string& wanted = startup != nullptr ? startup->key : std::string();
@@ -533,28 +573,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
         }
       }
       if (taken == nullptr && !open && !paused_) {
-        // The most recently used idle connection with the same startup settings, on the
-        // client's own thread if one is (moving a socket to another thread's reactor costs
-        // four system calls), else on another.
-        while (taken == nullptr) {
-          size_t pick = idle_.size();
-          for (size_t i = idle_.size(); i-- > 0;) {
-            if (idle_[i]->startup_key != wanted) continue;
-            if (pick == idle_.size()) pick = i;
-            if (idle_[i]->home == context) {
-              pick = i;
-              break;
-            }
-          }
-          if (pick == idle_.size()) break;
-          std::unique_ptr<ServerConn> candidate = std::move(idle_[pick]);
-          idle_.erase(idle_.begin() + static_cast<ptrdiff_t>(pick));
-          if (candidate->generation == generation_ && candidate->LooksAlive()) {
-            taken = std::move(candidate);
-          } else {
-            dead.push_back(std::move(candidate));
-          }
-        }
+        taken = TakeIdleLocked(context, wanted, &dead);
         int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
         int limit = settings_.pool_size;
         if (settings_.reserve_pool > 0 && Clock::now() - start >= settings_.reserve_pool_timeout) {
@@ -601,7 +620,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context
     dead.clear();  // closed outside the lock
     if (taken != nullptr) {
       done_waiting();
-      taken->MoveTo(context);
+      taken->used_on = context;
       co_return taken;
     }
     if (open) {
@@ -663,10 +682,10 @@ void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
         // The first waiter, or one a little behind it on the connection's own thread (no
         // socket move, no cross-thread wake-up) while the first has waited only briefly.
         auto chosen = waiters_.begin();
-        if ((*chosen)->context != server->home && now - (*chosen)->since < kLocalHandOffSlack) {
+        if ((*chosen)->context != server->used_on && now - (*chosen)->since < kLocalHandOffSlack) {
           auto end = waiters_.begin() + std::min<ptrdiff_t>(waiters_.size(), kLocalHandOffScan);
           for (auto it = std::next(waiters_.begin()); it != end; ++it) {
-            if ((*it)->context == server->home && !(*it)->woken &&
+            if ((*it)->context == server->used_on && !(*it)->woken &&
                 (*it)->wanted == server->startup_key) {
               chosen = it;
               break;

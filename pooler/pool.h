@@ -59,14 +59,19 @@ struct StartupSettings {
 
 // An open, logged-in server connection. Owned by one client at a time, or by its pool.
 struct ServerConn {
-  explicit ServerConn(asio::io_context* context) : home(context), socket(context->get_executor()) {}
+  explicit ServerConn(asio::io_context* context)
+      : home(context), used_on(context), socket(context->get_executor()) {}
 
+  // The io_context the socket is registered with (for asio's calls: logins, auth.query).
   asio::io_context* home;
+  // The network thread's io_context whose client used it last: the relay reads and writes it
+  // directly (its thread's Reactor), so a connection taken on another thread moves only there
+  // (MoveTo is for asio's calls, and costs three system calls more).
+  asio::io_context* used_on;
   Socket socket;
-  // What the relay's reads of the socket land in (taken at its first read, kept with the
-  // connection: a pool holds few). A read posted while the answer has not come costs asio no
-  // system call to wait, where a wait for readability re-arms the socket's epoll registration.
-  std::unique_ptr<char[]> input;
+  // The epoll set of the network thread whose relay last watched the socket (Reactor::Watch),
+  // -1 for none. Touched by the connection's holder only.
+  int watched_by = -1;
   uint64_t id = 0;
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
@@ -92,7 +97,7 @@ struct ServerConn {
     params.clear();
     settings_stamp = 0;
   }
-  // Moves the socket to `context` (a client on another thread took the connection).
+  // Moves the socket's asio registration to `context`, before asio's calls there.
   void MoveTo(asio::io_context* context);
   // Whether an idle connection still looks open: nothing to read, no end of stream.
   bool LooksAlive();
@@ -150,6 +155,10 @@ class Pool {
   // with these settings, closing an idle one that has others when the pool is full.
   Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(asio::io_context* context,
                                                             const StartupSettings* startup);
+  // An idle connection taken at once, without waiting or opening one; nullptr when none is
+  // (then Acquire). Not a coroutine: a transaction that finds one costs no coroutine frame.
+  std::unique_ptr<ServerConn> TryAcquire(asio::io_context* context,
+                                         const StartupSettings* startup);
   // Gives `server` back: to the first waiting client, else to the idle list; `reusable`
   // false closes it (and lets a waiting client open another).
   void Release(std::unique_ptr<ServerConn> server, bool reusable);
@@ -213,6 +222,11 @@ class Pool {
                                                          const StartupSettings* startup);
   void WakeLocked(std::shared_ptr<Waiter> waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaitersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An idle connection for `wanted` startup settings (those found dead go to *dead, to be
+  // closed outside the lock); nullptr when none.
+  std::unique_ptr<ServerConn> TakeIdleLocked(asio::io_context* context, const std::string& wanted,
+                                             std::vector<std::unique_ptr<ServerConn>>* dead)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   PoolSettings settings_ ABSL_GUARDED_BY(mu_);

@@ -32,6 +32,7 @@
 #include "pooler/auth.h"
 #include "pooler/pool.h"
 #include "pooler/protocol.h"
+#include "pooler/reactor.h"
 #include "pooler/tls.h"
 
 namespace pgflow::pooler {
@@ -261,56 +262,99 @@ bool IsConnectionParameter(std::string_view name) {
 
 class Session;
 
+// The relay's bookkeeping of what a server connection owes.
+enum class Expect : uint8_t {
+  kParse,         // a ParseComplete to pass on
+  kParseSwallow,  // a ParseComplete of a Parse the pooler added
+  kClose,         // a CloseComplete to pass on
+  kCloseSwallow,  // a CloseComplete of a Close the pooler added
+  kSync,          // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
+  kSyncSwallow,   // everything up to a ReadyForQuery of a query the pooler sent
+};
+struct Expectation {
+  Expect kind;
+  std::string statement;  // kParse/kParseSwallow of a named statement: its server name
+  char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
+};
+// A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
+// its first block when constructed, half a kilobyte per idle client).
+class ExpectQueue {
+ public:
+  bool empty() const { return head_ == items_.size(); }
+  size_t size() const { return items_.size() - head_; }
+  Expectation& front() { return items_[head_]; }
+  void push_back(Expectation e) { items_.push_back(std::move(e)); }
+  void pop_front() {
+    if (++head_ == items_.size()) clear();
+  }
+  void clear() {
+    items_.clear();
+    head_ = 0;
+  }
+  // Empty, gives its memory back (clear keeps it for the next transaction).
+  void Release() {
+    std::vector<Expectation>().swap(items_);
+    head_ = 0;
+  }
+  auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<Expectation> items_;
+  size_t head_ = 0;
+};
+
+// What a session needs only while its client speaks: taken when it first does, given back
+// when it parks (Park), so that an idle client holds none of it.
+struct RelayState {
+  std::string cbuf;       // read from the client, not yet relayed
+  std::string sbuf;       // read from the server, not yet relayed
+  std::string to_server;  // for the server connection, not yet written
+  std::string to_client;  // for the client, not yet written
+  size_t server_sent = 0;  // bytes of to_server written (the rest waits for the socket)
+  size_t client_sent = 0;  // bytes of to_client written
+  size_t client_pass = 0;  // bytes of the client's current message still to relay
+  size_t server_pass = 0;  // bytes of the server's current message still to relay
+  ExpectQueue expect;      // the answers owed by the server connection, in order
+};
 struct NetThread {
   asio::io_context context{1};
-  // Sessions that gave their server connection back while their client loop waited for the
-  // client (a wait begun during the transaction): parked by the thread's sweep once quiet
-  // (Session::ParkQuiet), so that a client idle after a transaction holds no coroutine frame
-  // either. Each session is listed at most once.
-  struct Lingering {
-    std::weak_ptr<Session> session;
-    Clock::time_point since;
-  };
-  std::vector<Lingering> lingering;
+  Reactor reactor{&context};  // the relay's sockets
   std::optional<Acceptor> acceptor;
   std::optional<LocalAcceptor> local_acceptor;  // the Unix socket (the first thread only)
   std::thread thread;
+  Session* relaying = nullptr;  // the thread's relaying sessions, linked through them
 
-  // Where the thread's sockets are read into (reads are synchronous, after a wait), so that a
-  // session's buffer grows by what came and is never zero-filled ahead of a read.
+  // Where the thread's sockets are read into, so that a buffer grows by what came and is
+  // never zero-filled ahead of a read.
   std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kReadChunk);
-  // Reads what `socket` has (at most kReadChunk bytes) and appends it to `buffer`, taken from
-  // the cache when it has none; the byte count, 0 with `ec` set on an error.
-  size_t ReadInto(Socket& socket, std::string& buffer, boost::system::error_code& ec) {
-    size_t n = socket.read_some(asio::buffer(scratch.get(), kReadChunk), ec);
-    if (ec) return 0;
-    if (buffer.capacity() == 0) buffer = TakeBuffer();
-    buffer.append(scratch.get(), n);
-    return n;
-  }
 
-  // Buffers the thread's sessions take while they relay and give back when idle, so that a
-  // transaction costs no allocation and an idle client holds none. Touched from this thread
-  // only; at most kSpareBuffers kept.
-  static constexpr size_t kSpareBuffers = 256;
-  std::vector<std::string> spare;
-  std::string TakeBuffer() {
-    if (spare.empty()) {
-      std::string fresh;
-      fresh.reserve(kReadChunk);
-      return fresh;
-    }
-    std::string buffer = std::move(spare.back());
+  // The configuration as the thread's relay last saw it (refreshed at each Pump, when a
+  // RELOAD changed it): read without a lock or a reference count per transaction.
+  std::shared_ptr<const PoolerConfig> config;
+  uint64_t config_version = 0;
+
+  // Relay states the thread's sessions take while they relay and give back when idle, with
+  // their buffers' room, so that a transaction costs no allocation and an idle client holds
+  // none. Touched from this thread only; at most kSpareRelays kept.
+  static constexpr size_t kSpareRelays = 64;
+  std::vector<std::unique_ptr<RelayState>> spare;
+  std::unique_ptr<RelayState> TakeRelay() {
+    if (spare.empty()) return std::make_unique<RelayState>();
+    std::unique_ptr<RelayState> relay = std::move(spare.back());
     spare.pop_back();
-    return buffer;
+    return relay;
   }
-  void GiveBack(std::string& buffer) {
-    if (buffer.capacity() == 0) return;
-    buffer.clear();
-    if (spare.size() < kSpareBuffers && buffer.capacity() <= 4 * kReadChunk) {
-      spare.push_back(std::move(buffer));
+  void GiveRelay(std::unique_ptr<RelayState> relay) {
+    if (spare.size() >= kSpareRelays) return;
+    for (std::string* buffer : {&relay->cbuf, &relay->sbuf, &relay->to_server, &relay->to_client}) {
+      buffer->clear();
+      if (buffer->capacity() > 4 * kReadChunk) std::string().swap(*buffer);
     }
-    std::string().swap(buffer);
+    relay->server_sent = relay->client_sent = 0;
+    relay->client_pass = relay->server_pass = 0;
+    relay->expect.Release();
+    spare.push_back(std::move(relay));
   }
 };
 
@@ -352,6 +396,13 @@ class Pooler::Impl : public AdminTarget {
   std::shared_ptr<const PoolerConfig> config() const {
     absl::MutexLock lock(&config_mu_);
     return config_snapshot_;
+  }
+  // Brings thread->config to the current configuration, if a RELOAD changed it.
+  void RefreshConfig(NetThread* thread) const {
+    const uint64_t version = config_version_.load(std::memory_order_acquire);
+    if (thread->config != nullptr && thread->config_version == version) return;
+    thread->config = config();
+    thread->config_version = version;
   }
   std::shared_ptr<const UserList> users() const {
     absl::MutexLock lock(&config_mu_);
@@ -402,7 +453,7 @@ class Pooler::Impl : public AdminTarget {
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);
   void StartSession(NetThread* thread, Socket socket, bool local);
-  Task<void> Maintain(NetThread* thread, bool prune_pools);
+  Task<void> Maintain(NetThread* thread);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -416,6 +467,7 @@ class Pooler::Impl : public AdminTarget {
   std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<asio::ssl::context> client_tls_ ABSL_GUARDED_BY(config_mu_);
+  std::atomic<uint64_t> config_version_{1};  // changed with config_snapshot_ (RefreshConfig)
 
   absl::Mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_
@@ -448,7 +500,7 @@ struct ScramKeys {
 };
 
 // One client connection: its login, then either the admin console or the relay.
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public std::enable_shared_from_this<Session>, public Reactor::Target {
  public:
   // `local`: the client came through the Unix socket.
   Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
@@ -460,9 +512,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // The session's life: login, then the console or the relay. `owner` (heap-held, deleted at
-  // the end) keeps the session alive while it runs. Coroutines here take no class-type
-  // parameter by value: GCC 12 was seen to copy a shared_ptr parameter into the coroutine
-  // frame wrongly (the copy pointed at the control block), so owners travel by pointer.
+  // the end) keeps the session alive while it logs in; the relay keeps it itself (self_).
+  // Coroutines here take no class-type parameter by value: GCC 12 was seen to copy a
+  // shared_ptr parameter into the coroutine frame wrongly (the copy pointed at the control
+  // block), so owners travel by pointer.
   static Task<void> Run(std::shared_ptr<Session>* owner) {
     std::unique_ptr<std::shared_ptr<Session>> hold(owner);
     Session* self = owner->get();
@@ -475,112 +528,40 @@ class Session : public std::enable_shared_from_this<Session> {
       self->CloseClient();
       co_return;
     }
-    co_await Relay(self, false);
-  }
-
-  // The relay from the client's side again, once a parked client's socket is ready (or its
-  // wait failed: wake_failed_).
-  static Task<void> Unpark(std::shared_ptr<Session>* owner) {
-    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
-    co_await Relay(owner->get(), true);
-  }
-
-  // The client loop, then the client's socket closed, unless the client parked or the server
-  // loop, still running, closes it when it ends. (The loop's result is awaited into a local:
-  // written as `if (co_await ClientLoop(...) == ClientExit::kParked)` in this coroutine, GCC 12
-  // built code that closed every client woken from parking at its first query.)
-  static Task<void> Relay(Session* self, bool woken) {
-    const ClientExit exit = co_await self->ClientLoop(woken);
-    if (exit == ClientExit::kParked) co_return;
-    if (!self->server_loop_running_) self->CloseClient();
+    self->StartRelay();
   }
 
   // From another thread (KILL, shutdown): posted to this session's thread.
   void Kill() {
     killed_ = true;
+    if (relaying_) {
+      Pump();
+      return;
+    }
     boost::system::error_code ec;
-    client_.cancel(ec);
-    if (server_ != nullptr) server_->socket.cancel(ec);
+    client_.cancel(ec);  // (logging in, or the console)
   }
 
-  // Parks the thread's sessions listed at Detach that have been listed for `quiet` or more and
-  // still wait for their client holding no server: their wait is cancelled, and the client loop
-  // parks (a session still busy is taken off the list; it is listed again at its next Detach).
-  static void ParkQuiet(NetThread* thread, Clock::duration quiet) {
-    const Clock::time_point now = Clock::now();
-    std::erase_if(thread->lingering, [&](const NetThread::Lingering& entry) {
-      std::shared_ptr<Session> session = entry.session.lock();
-      if (session == nullptr) return true;
-      const bool idle = session->server_ == nullptr && session->client_waiting_;
-      if (idle && now - entry.since < quiet) return false;  // looked at again next time
-      session->lingering_ = false;
-      if (idle) {
-        session->park_requested_ = true;
-        boost::system::error_code ignored;
-        session->client_.cancel(ignored);
-      }
-      return true;
-    });
+  // The pooler stops (its threads have): every relaying session of `thread` is let go, its
+  // server connection closed, before the io_contexts go.
+  static void AbandonRelays(NetThread* thread) {
+    while (Session* session = thread->relaying) {
+      session->finished_ = true;
+      session->Unlink();
+      session->CloseClientFd();
+      if (session->server_ != nullptr) session->Detach(false);
+      std::shared_ptr<Session> last = std::move(session->self_);
+    }
   }
 
  private:
-  enum class Expect : uint8_t {
-    kParse,         // a ParseComplete to pass on
-    kParseSwallow,  // a ParseComplete of a Parse the pooler added
-    kClose,         // a CloseComplete to pass on
-    kCloseSwallow,  // a CloseComplete of a Close the pooler added
-    kSync,          // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
-    kSyncSwallow,   // everything up to a ReadyForQuery of a query the pooler sent
-  };
-  struct Expectation {
-    Expect kind;
-    std::string statement;  // kParse/kParseSwallow of a named statement: its server name
-    char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
-  };
   struct Statement {
     std::string server_name;
     std::string parse_rest;
   };
-  // A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
-  // its first block when constructed, half a kilobyte per idle client).
-  class ExpectQueue {
-   public:
-    bool empty() const { return head_ == items_.size(); }
-    size_t size() const { return items_.size() - head_; }
-    Expectation& front() { return items_[head_]; }
-    void push_back(Expectation e) { items_.push_back(std::move(e)); }
-    void pop_front() {
-      if (++head_ == items_.size()) clear();
-    }
-    void clear() {
-      items_.clear();
-      head_ = 0;
-    }
-    // Empty, gives its memory back (clear keeps it for the next transaction).
-    void Release() {
-      std::vector<Expectation>().swap(items_);
-      head_ = 0;
-    }
-    auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
-    auto end() const { return items_.end(); }
 
-   private:
-    std::vector<Expectation> items_;
-    size_t head_ = 0;
-  };
-
-  // What a session needs only while its client speaks: taken when it first does, given back
-  // when it parks (Park), so that an idle client holds none of it.
-  struct RelayState {
-    std::string cbuf;       // read from the client, not yet relayed
-    std::string to_server;  // for the server connection, not yet written
-    std::string to_client;  // for the client, not yet written
-    size_t client_pass = 0;  // bytes of the client's current message still to relay
-    size_t server_pass = 0;  // bytes of the server's current message still to relay
-    ExpectQueue expect;      // the answers owed by the server connection, in order
-  };
   RelayState& relay() {
-    if (relay_ == nullptr) relay_ = std::make_unique<RelayState>();
+    if (relay_ == nullptr) relay_ = thread_->TakeRelay();
     return *relay_;
   }
 
@@ -855,6 +836,7 @@ class Session : public std::enable_shared_from_this<Session> {
     absl::Status failure;
     QueryResult result;
     if (server.ok()) {
+      (*server)->MoveTo(&thread_->context);  // (asio's calls below)
       result = co_await QueryFirstRow(**server, config.auth.query, user(),
                                       config.server_connect_timeout);
       pool->Release(*std::move(server), result.reusable);
@@ -991,61 +973,213 @@ class Session : public std::enable_shared_from_this<Session> {
     co_return !ec;
   }
 
-  // --- relay: client to server ------------------------------------------------------------
+  // --- relay ------------------------------------------------------------------------------
+  //
+  // After login the client's socket leaves asio for the thread's Reactor, and the relay is a
+  // state machine run from there: each report of a ready socket, and the end of a wait for a
+  // server connection, runs Pump, which does what the sockets allow without waiting and
+  // returns. Nothing of it waits in a coroutine: an idle client holds its session only, and
+  // a transaction costs no coroutine frame unless it waits for a server connection.
+  //
+  // Bounds: the client is read while less than kFlushAt of its bytes wait to be relayed, the
+  // server while less than kFlushAt wait for the client (its answers stream through).
 
-  // Reads what the client has sent into cbuf (the buffer taken when it had none): 1 when
-  // something came, 0 when nothing was there (wait), -1 at its end or on an error. A read that
-  // filled its room may have left more behind: client_more_ says to read again before
-  // waiting (a read that would only answer EAGAIN costs a system call). Not a coroutine: the
-  // client loop waits itself, so that an idle client holds one coroutine frame fewer.
-  int ReadClient() {
+  void StartRelay() {
     boost::system::error_code ec;
-    size_t n = thread_->ReadInto(client_, relay().cbuf, ec);
-    if (!ec) {
-      client_more_ = n == kReadChunk;
-      if (pool_ != nullptr) pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
-      return 1;
+    client_fd_ = client_.release(ec);
+    if (ec || client_fd_ < 0) {
+      LogDebug("pooler: client %d: cannot take its socket over: %s", info_->id, ec.message());
+      client_fd_ = -1;
+      return;
     }
-    client_more_ = false;
-    if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
-    LogDebug("pooler: client %d: read: %s", info_->id, ec.message());
-    return -1;
+    self_ = shared_from_this();
+    relaying_ = true;
+    next_ = thread_->relaying;
+    if (next_ != nullptr) next_->prev_ = this;
+    thread_->relaying = this;
+    if (!thread_->reactor.Add(client_fd_, Reactor::kRead, this)) {
+      LogWarning("pooler: cannot watch a client's socket: %s", strerror(errno));
+      ::close(std::exchange(client_fd_, -1));
+      client_gone_ = true;
+    }
+    Pump();
   }
 
-  Task<bool> FlushToServer() {
-    if (relay().to_server.empty() || server_ == nullptr) co_return true;
-    boost::system::error_code ec;
-    writing_server_ = true;
-    co_await asio::async_write(server_->socket, asio::buffer(relay().to_server),
-                               asio::redirect_error(kUseTask, ec));
-    writing_server_ = false;
-    relay().to_server.clear();
-    if (ec) {
-      LogDebug("pooler: client %d: write to server: %s", info_->id, ec.message());
-      co_return false;
-    }  // the server loop sees the connection fail too
-    if (server_ != nullptr && server_loop_waiting_ && Releasable()) {
-      server_->socket.cancel(ec);  // wakes the server loop to give the connection back
+  void OnReady(int fd, uint32_t events) override {
+    const bool broken = events & (EPOLLHUP | EPOLLERR);
+    if (fd == client_fd_ && fd >= 0) {
+      if (events & (EPOLLIN | EPOLLRDHUP) || broken) client_in_ = true;
+      if (events & EPOLLOUT || broken) client_out_ = true;
+      client_hup_ = client_hup_ || broken;
+    } else if (server_ != nullptr && fd == server_->socket.native_handle()) {
+      if (events & (EPOLLIN | EPOLLRDHUP) || broken) server_in_ = true;
+      if (events & EPOLLOUT || broken) server_out_ = true;
+      server_hup_ = server_hup_ || broken;
+    } else {
+      return;  // stale: the socket went on meanwhile
     }
-    co_return true;
+    Pump();
   }
 
-  Task<absl::Status> Attach() {
-    info_->state = 2;
-    absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await pool_->Acquire(
+  // Does what the sockets allow, until nothing moves; then watches for what is awaited.
+  void Pump() {
+    if (pumping_ || finished_) return;
+    pumping_ = true;
+    impl_->RefreshConfig(thread_);
+    for (bool progress = true; progress && !finished_;) {
+      progress = false;
+      if (killed_ && (!client_gone_ || server_ != nullptr)) {
+        if (server_ != nullptr) Detach(false);  // (a cleanup under way included)
+        if (!client_gone_) ClientGone();
+        progress = true;
+      }
+      if (server_ != nullptr) progress |= ServerSide();
+      progress |= WriteClient();
+      progress |= ClientSide();
+      if (server_ != nullptr) progress |= WriteServer();
+      if (server_ != nullptr && !attaching_) {
+        progress |= client_gone_ ? SettleAfterClientGone() : Release();
+      }
+      if (client_gone_ && server_ == nullptr && !attaching_) Finish();
+    }
+    pumping_ = false;
+    if (finished_) return;
+    UpdateInterest();
+    if (relay_ != nullptr && server_ == nullptr && !attaching_ && !closing_ && Settled()) {
+      thread_->GiveRelay(std::move(relay_));  // idle: the relay's state goes back
+    }
+  }
+
+  bool Settled() const {
+    const RelayState& r = *relay_;
+    return r.cbuf.empty() && r.sbuf.empty() && r.to_server.empty() && r.to_client.empty() &&
+           r.client_pass == 0 && r.server_pass == 0 && r.expect.empty();
+  }
+
+  // Reads what the client sent and relays its messages (the client's side of Pump).
+  bool ClientSide() {
+    if (client_gone_ || closing_) return false;
+    RelayState& r = relay();
+    bool progress = false;
+    if (client_in_ && (r.cbuf.size() < kFlushAt || client_hup_)) {
+      const ssize_t n = ::recv(client_fd_, thread_->scratch.get(), kReadChunk, MSG_DONTWAIT);
+      if (n > 0) {
+        r.cbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
+        pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
+        if (static_cast<size_t>(n) < kReadChunk) client_in_ = false;  // emptied
+        client_parsed_ = false;
+        progress = true;
+      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        LogDebug("pooler: client %d: read: %s", info_->id, n == 0 ? "end of stream" : strerror(errno));
+        ClientGone();
+        return true;
+      } else if (errno != EINTR) {
+        client_in_ = false;
+      }
+    }
+    if (!client_parsed_ && !attaching_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
+      ProcessClientInput();
+      progress = true;
+    }
+    return progress;
+  }
+
+  // Relays the client's buffered messages as far as they go: until one waits for more of its
+  // bytes (client_parsed_), for a server connection, or for to_server to be written.
+  void ProcessClientInput() {
+    const PoolerConfig& config = *thread_->config;  // (refreshed by Pump)
+    RelayState& r = relay();
+    size_t pos = 0;
+    for (bool more = true; more;) {
+      std::string fatal_message;
+      switch (ProcessClientBuffer(config, &pos, &fatal_message)) {
+        case ClientStep::kMore:
+          client_parsed_ = true;
+          more = false;
+          break;
+        case ClientStep::kAttach:
+          if (!TryAttach()) {
+            StartAttach();
+            more = false;
+          }
+          break;
+        case ClientStep::kFlush:
+          more = false;  // written by Pump, then relayed on
+          break;
+        case ClientStep::kFatal:
+          if (fatal_message.empty()) {
+            ClientGone();
+          } else {
+            EndWithFatal("08P01", fatal_message);
+          }
+          more = false;
+          break;
+        case ClientStep::kLeave:
+          ClientGone();
+          more = false;
+          break;
+      }
+    }
+    r.cbuf.erase(0, pos);
+  }
+
+  // The client's first message of a transaction needs a server connection: an idle one now.
+  bool TryAttach() {
+    std::unique_ptr<ServerConn> server = pool_->TryAcquire(
         &thread_->context, mode_ == PoolMode::kSession ? startup_.get() : nullptr);
-    info_->state = 1;
+    if (server == nullptr) return false;
+    Attached(std::move(server));
+    return true;
+  }
+
+  // ...else one waited for (or opened) by the pool, in a coroutine that resumes the relay.
+  void StartAttach() {
+    attaching_ = true;
+    info_->state = 2;
+    asio::co_spawn(thread_->context, AttachLater(new std::shared_ptr<Session>(self_)),
+                   asio::detached);
+  }
+  static Task<void> AttachLater(std::shared_ptr<Session>* owner) {
+    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
+    Session* self = owner->get();
+    absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await self->pool_->Acquire(
+        &self->thread_->context, self->mode_ == PoolMode::kSession ? self->startup_.get() : nullptr);
+    self->AttachDone(std::move(server));
+  }
+  void AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
+    attaching_ = false;
+    if (finished_) {
+      if (server.ok()) pool_->Release(*std::move(server), true);
+      return;
+    }
     if (!server.ok()) {
       info_->state = 0;
-      co_return server.status();
+      auto [sqlstate, message] = SqlstateOf(server.status());
+      EndWithFatal(sqlstate, message);
+    } else if (client_gone_ || killed_) {
+      info_->state = 0;
+      pool_->Release(*std::move(server), true);
+    } else {
+      Attached(*std::move(server));
     }
-    server_ = *std::move(server);
+    Pump();
+  }
+
+  void Attached(std::unique_ptr<ServerConn> server) {
+    info_->state = 1;
+    server_ = std::move(server);
     {
       absl::MutexLock lock(&info_->mu);
       info_->server = server_->remote;
       info_->server_path = server_->socket_path.empty() ? nullptr : &server_->socket_path;
       info_->server_pid = server_->backend_pid;
       info_->server_key = server_->backend_key;
+    }
+    server_in_ = server_out_ = server_hup_ = false;
+    if (!thread_->reactor.Watch(server_->socket.native_handle(), &server_->watched_by,
+                                Reactor::kRead, this)) {
+      LogWarning("pooler: cannot watch a server connection: %s", strerror(errno));
+      server_hup_ = server_in_ = true;  // read at once: its failure is the connection's loss
     }
     // The client's settings, where the connection may differ (it was last brought to other
     // settings, or they changed since).
@@ -1055,11 +1189,144 @@ class Session : public std::enable_shared_from_this<Session> {
       AppendQuery(&relay().to_server, sql);
       relay().expect.push_back({Expect::kSyncSwallow, {}});
     }
-    server_loop_running_ = true;
-    asio::co_spawn(thread_->context, ServerLoop(new std::shared_ptr<Session>(shared_from_this())),
-                   asio::detached);
-    co_return absl::OkStatus();
   }
+
+  // Writes what `out` holds past `sent` to `fd` without waiting, keeping the count: the bytes
+  // written (0 when the socket is full: `blocked` until the reactor reports it writable,
+  // `writable`), -1 on an error (errno set). `out` is emptied once all of it is written.
+  static ssize_t SendPending(int fd, std::string& out, size_t& sent, bool& blocked,
+                             bool& writable) {
+    ssize_t n;
+    do {
+      n = ::send(fd, out.data() + sent, out.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      n = 0;
+    }
+    sent += static_cast<size_t>(n);
+    blocked = sent < out.size();
+    if (blocked) {
+      writable = false;
+    } else {
+      out.clear();
+      sent = 0;
+    }
+    return n;
+  }
+
+  // Writes what waits for the server, as far as the socket takes it.
+  bool WriteServer() {
+    RelayState& r = relay();
+    if (r.to_server.empty() || (server_blocked_ && !server_out_)) return false;
+    const ssize_t n = SendPending(server_->socket.native_handle(), r.to_server, r.server_sent,
+                                  server_blocked_, server_out_);
+    if (n < 0) {
+      LogDebug("pooler: client %d: write to server: %s", info_->id, strerror(errno));
+      ServerLost();
+      return true;
+    }
+    return n > 0;
+  }
+
+  // Writes what waits for the client; a client closing once told (closing_) is closed when
+  // it is written.
+  bool WriteClient() {
+    if (relay_ == nullptr || relay_->to_client.empty()) {
+      if (closing_ && client_fd_ >= 0) {
+        ClientGone();
+        return true;
+      }
+      return false;
+    }
+    RelayState& r = *relay_;
+    if (client_gone_) {
+      r.to_client.clear();
+      r.client_sent = 0;
+      return true;
+    }
+    if (client_blocked_ && !client_out_) return false;
+    const ssize_t n =
+        SendPending(client_fd_, r.to_client, r.client_sent, client_blocked_, client_out_);
+    if (n < 0) {
+      LogDebug("pooler: client %d: write: %s", info_->id, strerror(errno));
+      ClientGone();
+      return true;
+    }
+    pool_->stats().bytes_sent.fetch_add(n, std::memory_order_relaxed);
+    return n > 0;
+  }
+
+  // Watches each socket for what the relay awaits of it.
+  void UpdateInterest() {
+    const RelayState* r = relay_.get();
+    if (client_fd_ >= 0) {
+      uint32_t want = 0;
+      if (!client_gone_ && !closing_ && (r == nullptr || r->cbuf.size() < kFlushAt)) {
+        want |= Reactor::kRead;
+      }
+      if (r != nullptr && !r->to_client.empty()) want |= Reactor::kWrite;
+      if (!thread_->reactor.Modify(client_fd_, want)) {
+        LogWarning("pooler: client %d: cannot watch its socket: %s", info_->id, strerror(errno));
+      }
+    }
+    if (server_ != nullptr) {
+      uint32_t want = 0;
+      if (r == nullptr || r->to_client.size() < kFlushAt) want |= Reactor::kRead;
+      if (r != nullptr && !r->to_server.empty()) want |= Reactor::kWrite;
+      thread_->reactor.Modify(server_->socket.native_handle(), want);
+    }
+  }
+
+  // The client is told `message` and closed once it has read it; its server connection (if
+  // any) is closed.
+  void EndWithFatal(std::string_view sqlstate, std::string_view message) {
+    if (!client_gone_) AppendError(&relay().to_client, "FATAL", sqlstate, message);
+    closing_ = true;
+    if (server_ != nullptr) Detach(false);
+  }
+
+  // The client left, broke the protocol, was killed or was closed: its socket is closed, and
+  // its server connection, if it holds one, cleaned up before it goes back (SettleAfterClientGone).
+  void ClientGone() {
+    client_gone_ = true;
+    CloseClientFd();
+    if (relay_ != nullptr) {
+      relay_->to_client.clear();
+      relay_->client_sent = 0;
+      relay_->cbuf.clear();
+    }
+  }
+
+  void CloseClientFd() {
+    if (client_fd_ < 0) return;
+    thread_->reactor.Remove(client_fd_);
+    ::shutdown(client_fd_, SHUT_RDWR);
+    ::close(std::exchange(client_fd_, -1));
+  }
+
+  void Unlink() {
+    if (!relaying_) return;
+    relaying_ = false;
+    if (prev_ != nullptr) {
+      prev_->next_ = next_;
+    } else {
+      thread_->relaying = next_;
+    }
+    if (next_ != nullptr) next_->prev_ = prev_;
+    prev_ = next_ = nullptr;
+  }
+
+  // The relay is over: the session goes once the handler running this returns.
+  void Finish() {
+    finished_ = true;
+    CloseClientFd();
+    Unlink();
+    if (relay_ != nullptr) thread_->GiveRelay(std::move(relay_));
+    asio::post(thread_->context, [last = std::move(self_)] {});
+  }
+
+  // --- relay: client to server ------------------------------------------------------------
 
   // Appends to *out the SETs and RESETs that bring the server connection to the client's
   // settings, and notes that it has them: what the client gave at startup or changed since
@@ -1313,149 +1580,13 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::string& user() const { return info_->user; }
   const std::string& database() const { return info_->database; }
 
-  // How the client loop ended.
-  enum class ClientExit : uint8_t {
-    kGone,    // the client left, broke the protocol or was killed
-    kParked,  // idle: the session waits for the client without a coroutine (Park)
-  };
-
-  // Idle, holding no server connection and no bytes: the session waits for its client with a
-  // plain handler that owns it, and its coroutines end. An idle client then holds no coroutine
-  // frame; the client loop starts again (Unpark) when it speaks.
-  void Park() {
-    if (relay_ != nullptr) {
-      const RelayState& r = *relay_;
-      const bool settled = r.cbuf.empty() && r.to_server.empty() && r.to_client.empty() &&
-                           r.client_pass == 0 && r.server_pass == 0 && r.expect.empty() &&
-                           !writing_server_ && !server_loop_running_;
-      if (settled) {
-        relay_.reset();
-      } else {
-        relay_->expect.Release();
-      }
-    }
-    client_.async_wait(tcp::socket::wait_read, ParkedWait{shared_from_this()});
-  }
-
-  // The parked wait's handler. Its operation lives as long as the client idles, so it is
-  // allocated at its own size (asio's default reuses a thread's cached block, sized for the
-  // largest operation it served: 185 bytes against about 100).
-  struct ParkedWait {
-    template <typename T>
-    struct ExactAllocator {
-      using value_type = T;
-      ExactAllocator() = default;
-      template <typename U>
-      ExactAllocator(const ExactAllocator<U>&) {}  // NOLINT: rebinding converts implicitly
-      T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
-      void deallocate(T* p, size_t) { ::operator delete(p); }
-      template <typename U>
-      bool operator==(const ExactAllocator<U>&) const { return true; }
-    };
-    using allocator_type = ExactAllocator<void>;
-    allocator_type get_allocator() const { return {}; }
-
-    void operator()(const boost::system::error_code& ec) {
-      if (ec) LogDebug("pooler: client %d: parked wait: %s", self->info_->id, ec.message());
-      self->wake_failed_ = static_cast<bool>(ec);
-      asio::co_spawn(self->thread_->context, Unpark(new std::shared_ptr<Session>(self)),
-                     asio::detached);
-    }
-    std::shared_ptr<Session> self;
-  };
-
-  // Relays the client's messages until it leaves or parks; `woken`: started by Unpark (the
-  // first wait is over; wake_failed_ tells how it ended).
-  Task<ClientExit> ClientLoop(bool woken) {
-    std::shared_ptr<const PoolerConfig> config = impl_->config();
-    while (true) {
-      if (!client_more_) {
-        boost::system::error_code ec;
-        if (woken) {
-          if (wake_failed_) ec = asio::error::operation_aborted;  // (logged by Park's handler)
-          woken = false;
-        } else if (server_ == nullptr && (relay_ == nullptr || relay_->cbuf.empty())) {
-          // Idle between transactions: the buffer goes back until the client speaks again.
-          if (relay_ != nullptr) thread_->GiveBack(relay_->cbuf);
-          if (!killed_) {
-            Park();
-            co_return ClientExit::kParked;
-          }
-        } else {
-          client_waiting_ = true;
-          co_await client_.async_wait(tcp::socket::wait_read, asio::redirect_error(kUseTask, ec));
-          client_waiting_ = false;
-          const bool to_park = std::exchange(park_requested_, false);
-          if (to_park && ec == asio::error::operation_aborted && !killed_) continue;
-        }
-        if (ec || killed_) {
-          LogDebug("pooler: client %d: wait: %s", info_->id, ec.message());
-          break;
-        }
-      }
-      const int got = ReadClient();
-      if (got < 0) break;
-      if (got == 0) continue;
-      size_t pos = 0;
-      bool fatal = false;
-      for (bool more = true; more;) {
-        std::string fatal_message;
-        switch (ProcessClientBuffer(*config, &pos, &fatal_message)) {
-          case ClientStep::kMore:
-            more = false;
-            break;
-          case ClientStep::kAttach:
-            if (absl::Status s = co_await Attach(); !s.ok()) {
-              auto [sqlstate, message] = SqlstateOf(s);
-              co_await SendFatal(sqlstate, message);
-              fatal = true;
-              more = false;
-            }
-            break;
-          case ClientStep::kFlush:
-            more = co_await FlushToServer();
-            break;
-          case ClientStep::kFatal:
-            if (!fatal_message.empty()) co_await SendFatal("08P01", fatal_message);
-            fatal = true;
-            more = false;
-            break;
-          case ClientStep::kLeave:
-            fatal = true;
-            more = false;
-            break;
-        }
-      }
-      relay().cbuf.erase(0, pos);
-      if (fatal || killed_) break;
-      if (!co_await FlushToServer()) break;
-      if (server_ != nullptr && server_loop_waiting_ && Releasable()) {
-        // The server answered before the rest of a refused query came and was dropped:
-        // nothing more is owed on this connection, and only a wake-up gives it back.
-        boost::system::error_code ignored;
-        server_->socket.cancel(ignored);
-      }
-    }
-    co_await ClientGone();
-    co_return ClientExit::kGone;
-  }
-
-  // The client left (or broke the protocol, or was killed): its server connection, if it
-  // holds one, is cleaned up by the server loop before it goes back.
-  Task<void> ClientGone() {
-    client_gone_ = true;
-    boost::system::error_code ec;
-    if (server_ != nullptr && server_loop_running_) server_->socket.cancel(ec);
-    co_return;
-  }
-
   // --- relay: server to client ------------------------------------------------------------
 
   bool Releasable() const {
     const bool settled = relay_ == nullptr || (relay_->expect.empty() && relay_->client_pass == 0 &&
                                                relay_->server_pass == 0);
     return mode_ != PoolMode::kSession && !pinned_ && settled && unsynced_ == 0 &&
-           !writing_server_ && txn_status_ == 'I';
+           (relay_ == nullptr || relay_->to_server.empty()) && txn_status_ == 'I';
   }
 
   // Drops what the server will not answer after an error: everything up to the next Sync.
@@ -1571,221 +1702,173 @@ class Session : public std::enable_shared_from_this<Session> {
            type == 'G' || (type == 'C' && mode_ != PoolMode::kSession);
   }
 
-  // Relays the server's answers while the client holds the connection, then gives it back.
-  static Task<void> ServerLoop(std::shared_ptr<Session>* owner) {
-    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
-    co_await (*owner)->RunServerLoop();
+  // Reads what the server sent and relays its messages (the server's side of Pump).
+  bool ServerSide() {
+    RelayState& r = relay();
+    bool progress = false;
+    if (server_in_ && (r.to_client.size() < kFlushAt || server_hup_)) {
+      const ssize_t n = ::recv(server_->socket.native_handle(), thread_->scratch.get(), kReadChunk,
+                               MSG_DONTWAIT);
+      if (n > 0) {
+        r.sbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < kReadChunk) server_in_ = false;  // emptied
+        progress = true;
+      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        LogDebug("pooler: client %d: server read: %s", info_->id,
+                 n == 0 ? "end of stream" : strerror(errno));
+        ServerLost();
+        return true;
+      } else if (errno != EINTR) {
+        server_in_ = false;
+      }
+    }
+    if (server_ != nullptr && !r.sbuf.empty() && r.to_client.size() < kFlushAt) {
+      progress |= ProcessServerInput();
+    }
+    return progress;
   }
 
-  Task<void> RunServerLoop() {
-    boost::system::error_code ec;
-    std::string sbuf = thread_->TakeBuffer();
-    if (server_->input == nullptr) server_->input.reset(new char[kReadChunk]);
-    bool reusable = true;
-    bool cleanup_sent = false;
+  // Relays the server's buffered messages into to_client (swallowing the answers the pooler's
+  // own queries get), until one waits for more of its bytes or to_client holds kFlushAt;
+  // whether anything was taken.
+  bool ProcessServerInput() {
+    RelayState& r = relay();
+    std::string& sbuf = r.sbuf;
+    size_t pos = 0;
     bool protocol_failure = false;
-    // Anything the client loop queued before it spawned this loop (the settings' SETs with
-    // the first messages) goes out first.
-    if (!relay().to_server.empty() && !writing_server_ && !co_await FlushToServer()) reusable = false;
-    while (reusable) {
-      // A client gone (or killed) is dealt with at once: nothing may come from the server to
-      // wake a wait, and the cancel ClientGone sends finds no wait when none is pending.
-      const bool act_now = killed_ || (client_gone_ && !cleanup_sent);
-      ec.clear();
-      size_t n = 0;
-      if (act_now) {
-        ec = asio::error::operation_aborted;
+    while (pos < sbuf.size() && r.to_client.size() < kFlushAt) {
+      if (r.server_pass > 0) {
+        size_t k = std::min(r.server_pass, sbuf.size() - pos);
+        if (!server_pass_swallow_) r.to_client.append(sbuf, pos, k);
+        pos += k;
+        r.server_pass -= k;
+        continue;
+      }
+      absl::StatusOr<std::optional<MessageHeader>> header =
+          ReadMessageHeader(std::string_view(sbuf).substr(pos), size_t{1} << 31);
+      if (!header.ok()) {
+        LogWarning("pooler: database %s: server sent a malformed message: %s", database(),
+                   header.status().message());
+        protocol_failure = true;
+        break;
+      }
+      if (!header->has_value()) break;
+      const MessageHeader h = **header;
+      bool swallowing = !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow;
+      bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
+      if (large_error) DropUntilSync();  // read in pieces; only its type matters here
+      if (!Inspected(h.type) || large_error) {
+        size_t k = std::min(h.size, sbuf.size() - pos);
+        if (!swallowing) r.to_client.append(sbuf, pos, k);
+        r.server_pass = h.size - k;
+        server_pass_swallow_ = swallowing;
+        pos += k;
       } else {
-        // (After a read that filled the buffer, asio reads again at once.)
-        server_loop_waiting_ = true;
-        n = co_await server_->socket.async_read_some(asio::buffer(server_->input.get(), kReadChunk),
-                                                     asio::redirect_error(kUseTask, ec));
-        server_loop_waiting_ = false;
-        if (!ec && n == 0) ec = asio::error::eof;
-        if (!ec) sbuf.append(server_->input.get(), n);
-      }
-      if (ec == asio::error::operation_aborted) {
-        if (killed_) {
-          reusable = false;
-          break;
-        }
-        if (client_gone_) {
-          // The client left: a connection in the middle of an answer or a message is closed,
-          // one inside a transaction is rolled back and reset first.
-          if (!relay().expect.empty() || relay().client_pass > 0 || relay().server_pass > 0 || unsynced_ > 0 ||
-              writing_server_) {
-            if (cleanup_sent && !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow) {
-              continue;  // our own cleanup is being answered
-            }
-            reusable = false;
-            break;
-          }
-          bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession || pinned_;
-          if (!dirty || cleanup_sent) break;
-          // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
-          relay().to_server.clear();
-          if (txn_status_ != 'I') {
-            AppendQuery(&relay().to_server, "ROLLBACK");
-            relay().expect.push_back({Expect::kSyncSwallow, {}});
-          }
-          std::shared_ptr<const PoolerConfig> config = impl_->config();
-          if (!config->server_reset_query.empty()) {
-            AppendQuery(&relay().to_server, config->server_reset_query);
-            relay().expect.push_back({Expect::kSyncSwallow, {}});
-          }
-          if (relay().to_server.empty()) break;
-          cleanup_sent = true;
-          server_->ForgetSettings();  // DISCARD ALL resets what the client set...
-          server_->prepared.clear();  // ...and deallocates every prepared statement
-          if (!co_await FlushToServer()) reusable = false;
-          continue;
-        }
-        if (Releasable()) break;
-        continue;  // woken for nothing (the client loop's write finished first)
-      }
-      if (ec) {
-        thread_->GiveBack(sbuf);
-        co_await ServerLost();
-        co_return;
-      }
-      size_t pos = 0;
-      while (pos < sbuf.size()) {
-        if (relay().server_pass > 0) {
-          size_t k = std::min(relay().server_pass, sbuf.size() - pos);
-          if (!server_pass_swallow_) relay().to_client.append(sbuf, pos, k);
-          pos += k;
-          relay().server_pass -= k;
-          continue;
-        }
-        absl::StatusOr<std::optional<MessageHeader>> header =
-            ReadMessageHeader(std::string_view(sbuf).substr(pos), size_t{1} << 31);
-        if (!header.ok()) {
-          LogWarning("pooler: database %s: server sent a malformed message: %s", database(),
-                     header.status().message());
+        if (h.size > kMaxInspectedServerMessage) {
+          LogWarning("pooler: database %s: a server message of type '%c' is %d bytes",
+                     database(), h.type, h.size);
           protocol_failure = true;
           break;
         }
-        if (!header->has_value()) break;
-        const MessageHeader h = **header;
-        bool swallowing = !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow;
-        bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
-        if (large_error) DropUntilSync();  // read in pieces; only its type matters here
-        if (!Inspected(h.type) || large_error) {
-          size_t k = std::min(h.size, sbuf.size() - pos);
-          if (!swallowing) relay().to_client.append(sbuf, pos, k);
-          relay().server_pass = h.size - k;
-          server_pass_swallow_ = swallowing;
-          pos += k;
-        } else {
-          if (h.size > kMaxInspectedServerMessage) {
-            LogWarning("pooler: database %s: a server message of type '%c' is %d bytes",
-                       database(), h.type, h.size);
-            protocol_failure = true;
-            break;
-          }
-          if (sbuf.size() - pos < h.size) break;
-          if (OnServerMessage(h.type, std::string_view(sbuf).substr(pos + 5, h.body_size()))) {
-            relay().to_client.append(sbuf, pos, h.size);
-          }
-          pos += h.size;
+        if (sbuf.size() - pos < h.size) break;
+        if (OnServerMessage(h.type, std::string_view(sbuf).substr(pos + 5, h.body_size()))) {
+          r.to_client.append(sbuf, pos, h.size);
         }
-        if (relay().to_client.size() >= kFlushAt) co_await FlushToClient();
+        pos += h.size;
       }
-      sbuf.erase(0, pos);
-      if (protocol_failure) {
-        // The answer cannot be relayed whole: the client is told and closed, the connection too.
-        co_await FlushToClient();
-        std::string out;
-        AppendError(&out, "FATAL", "08P01",
-                    "the pooler could not relay the server's answer (see its log)");
-        if (!client_gone_) {
-          co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-        }
-        killed_ = true;
-        reusable = false;
-        break;
-      }
-      if (!reusable) break;
-      LogDebug("pooler: client %d: server answered; expecting %d, unsynced %d, status %c, "
-               "writing %d, passes %d/%d",
-               info_->id, relay().expect.size(), unsynced_, txn_status_, writing_server_, relay().client_pass,
-               relay().server_pass);
-      co_await FlushToClient();
-      if (statement_violation_) {
-        std::string out;
-        AppendError(&out, "FATAL", "08P01",
-                    "transaction blocks are not allowed in statement pooling mode");
-        co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-        killed_ = true;
-        reusable = false;
-        break;
-      }
-      if (client_gone_ && relay().expect.empty() && unsynced_ == 0 && relay().client_pass == 0 &&
-          relay().server_pass == 0) {
-        if (cleanup_sent || (txn_status_ == 'I' && mode_ != PoolMode::kSession && !pinned_)) break;
-        // Wake ourselves to send the cleanup (same path as a client leaving while idle).
-        continue;
-      }
-      if (Releasable()) break;
     }
-    thread_->GiveBack(sbuf);
-    Detach(reusable && !killed_);
-    if (client_gone_ || killed_) CloseClient();
+    sbuf.erase(0, pos);
+    if (protocol_failure) {
+      // The answer cannot be relayed whole: the client is told and closed, the connection too.
+      EndWithFatal("08P01", "the pooler could not relay the server's answer (see its log)");
+      return true;
+    }
+    if (statement_violation_) {
+      EndWithFatal("08P01", "transaction blocks are not allowed in statement pooling mode");
+      return true;
+    }
+    return pos > 0;
   }
 
-  Task<void> FlushToClient() {
-    if (relay().to_client.empty()) co_return;
-    if (!client_gone_) {
-      boost::system::error_code ec;
-      co_await asio::async_write(client_, asio::buffer(relay().to_client),
-                                 asio::redirect_error(kUseTask, ec));
-      pool_->stats().bytes_sent.fetch_add(relay().to_client.size(), std::memory_order_relaxed);
-      if (ec) client_gone_ = true;
+  // Gives the server connection back once nothing more is owed on it.
+  bool Release() {
+    // (Not while the client's next messages wait to be relayed: they go on this connection.)
+    if (!Releasable() || (!client_parsed_ && !relay_->cbuf.empty())) return false;
+    Detach(true);
+    return true;
+  }
+
+  // The client left while holding its server connection: a connection in the middle of an
+  // answer or a message is closed, one inside a transaction (or in session mode, or pinned)
+  // is rolled back and reset first, then given back.
+  bool SettleAfterClientGone() {
+    RelayState& r = relay();
+    if (!r.expect.empty() || r.client_pass > 0 || r.server_pass > 0 || unsynced_ > 0 ||
+        !r.to_server.empty()) {
+      if (cleanup_sent_ && !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow) {
+        return false;  // our own cleanup is being answered
+      }
+      Detach(false);
+      return true;
     }
-    relay().to_client.clear();
+    const bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession || pinned_;
+    if (!dirty || cleanup_sent_) {
+      Detach(true);
+      return true;
+    }
+    // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
+    if (txn_status_ != 'I') {
+      AppendQuery(&r.to_server, "ROLLBACK");
+      r.expect.push_back({Expect::kSyncSwallow, {}});
+    }
+    const PoolerConfig& config = *thread_->config;  // (refreshed by Pump)
+    if (!config.server_reset_query.empty()) {
+      AppendQuery(&r.to_server, config.server_reset_query);
+      r.expect.push_back({Expect::kSyncSwallow, {}});
+    }
+    if (r.to_server.empty()) {
+      Detach(true);
+      return true;
+    }
+    cleanup_sent_ = true;
+    server_->ForgetSettings();  // DISCARD ALL resets what the client set...
+    server_->prepared.clear();  // ...and deallocates every prepared statement
+    return true;
   }
 
   // The server connection failed under the client: what was in flight gets an error (its
   // outcome unknown), and the client goes on with its next transaction on another connection.
   // A client in the middle of an answer, inside a transaction or in session mode is closed.
-  Task<void> ServerLost() {
+  void ServerLost() {
     LogWarning("pooler: database %s: lost a server connection (pid %d) while a client held it",
                database(), server_->backend_pid);
+    RelayState& r = relay();
     // Kept only at a message boundary on both sides: a client message half sent must not have
     // its rest read as messages of their own.
-    bool keep_client = !client_gone_ && mode_ != PoolMode::kSession && relay().server_pass == 0 &&
-                       relay().client_pass == 0 && unsynced_ == 0 && !relay().expect.empty() &&
-                       txn_status_ == 'I';
-    std::string out = std::move(relay().to_client);
-    relay().to_client.clear();
+    const bool keep_client = !client_gone_ && !closing_ && mode_ != PoolMode::kSession &&
+                             r.server_pass == 0 && r.client_pass == 0 && unsynced_ == 0 &&
+                             !r.expect.empty() && txn_status_ == 'I';
     if (keep_client) {
-      for (const Expectation& e : relay().expect) {
+      for (const Expectation& e : r.expect) {
         if (e.kind != Expect::kSync) continue;
-        AppendError(&out, "ERROR", "08006",
+        AppendError(&r.to_client, "ERROR", "08006",
                     "the server connection was lost (restart or failover) while this "
                     "statement ran: its outcome is unknown; the next one runs on a new "
                     "connection");
-        AppendReadyForQuery(&out, 'I');
+        AppendReadyForQuery(&r.to_client, 'I');
       }
-    } else if (!client_gone_ && relay().server_pass == 0) {
-      AppendError(&out, "FATAL", "08006", "the server connection was lost (restart or failover)");
+    } else if (!client_gone_ && r.server_pass == 0) {
+      AppendError(&r.to_client, "FATAL", "08006",
+                  "the server connection was lost (restart or failover)");
     }
-    if (!out.empty() && !client_gone_) {
-      boost::system::error_code ec;
-      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-    }
-    relay().expect.clear();
     unsynced_ = 0;
-    relay().client_pass = 0;  // a message half sent is lost with the connection
-    relay().server_pass = 0;
+    r.client_pass = 0;  // a message half sent is lost with the connection
     txn_status_ = 'I';
     Detach(false);
-    if (!keep_client) {
-      killed_ = true;
-      CloseClient();
-    }
+    if (!keep_client) closing_ = true;
   }
 
+  // Gives the server connection back (`reusable` false: closed), with what was owed on it.
   void Detach(bool reusable) {
     if (info_ != nullptr) {
       absl::MutexLock lock(&info_->mu);
@@ -1793,17 +1876,24 @@ class Session : public std::enable_shared_from_this<Session> {
       info_->server_path = nullptr;
       info_->state = 0;
     }
-    if (!lingering_) {
-      lingering_ = true;
-      thread_->lingering.push_back({weak_from_this(), Clock::now()});
+    if (relay_ != nullptr) {
+      RelayState& r = *relay_;
+      r.expect.clear();
+      r.sbuf.clear();
+      r.server_pass = 0;
+      r.to_server.clear();  // (empty unless the connection is closed)
+      r.server_sent = 0;
     }
-    relay().expect.clear();
     copy_in_ = false;
-    server_loop_running_ = false;
+    cleanup_sent_ = false;
+    server_in_ = server_out_ = server_hup_ = server_blocked_ = false;
+    const int fd = server_->socket.native_handle();
+    if (reusable) {
+      thread_->reactor.Unwatch(fd, Reactor::kRead);  // (before another thread may take it)
+    } else {
+      thread_->reactor.Forget(fd);  // closed by Release
+    }
     pool_->Release(std::move(server_), reusable);
-    thread_->GiveBack(relay().to_client);
-    if (!reusable) relay().to_server.clear();
-    if (!writing_server_) thread_->GiveBack(relay().to_server);
   }
 
   void CloseClient() {
@@ -1871,23 +1961,32 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<RelayState> relay_;  // while the client speaks (RelayState)
   bool client_drop_ = false;  // client_pass bytes are dropped (the rest of a refused query)
   bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
-  bool wake_failed_ = false;  // a parked client's wait ended with an error (Park)
-  bool client_waiting_ = false;  // the client loop's coroutine waits for the client
-  bool lingering_ = false;       // listed in thread_->lingering
-  bool park_requested_ = false;  // ParkQuiet cancelled the client loop's wait: it parks
   int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
   char txn_status_ = 'I';
-  bool writing_server_ = false;
-  bool server_loop_running_ = false;
-  bool server_loop_waiting_ = false;
-  bool client_gone_ = false;
+  bool client_gone_ = false;  // its socket is closed (it left, broke the protocol, was killed)
   bool killed_ = false;
   bool statement_violation_ = false;
-  bool client_more_ = false;  // the last read filled its buffer: more may be waiting
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;  // took session state: keeps its server connection (TakesSessionState)
   bool tls_ = false;     // the client speaks TLS (through a pump: pooler/tls.h)
   bool local_ = false;   // the client came through the Unix socket
+
+  // The relay's state machine (Pump).
+  std::shared_ptr<Session> self_;  // keeps the session while it relays
+  Session* prev_ = nullptr;        // in thread_->relaying
+  Session* next_ = nullptr;
+  int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start
+  bool relaying_ = false;
+  bool pumping_ = false;
+  bool finished_ = false;
+  bool attaching_ = false;  // waiting for a server connection (AttachLater)
+  bool closing_ = false;    // closed once to_client is written (EndWithFatal)
+  bool cleanup_sent_ = false;  // the ROLLBACK and reset of a client gone were sent
+  bool client_parsed_ = false;  // cbuf holds only the start of a message
+  // What the reactor reported and the last read or write left: *_in_ readable (until a read
+  // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
+  bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;
+  bool server_in_ = false, server_out_ = false, server_hup_ = false, server_blocked_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2190,6 +2289,7 @@ absl::Status Pooler::Impl::Reload() {
     config_snapshot_ = snapshot;
     users_ = *users;
     client_tls_ = *tls;
+    config_version_.fetch_add(1, std::memory_order_release);
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
@@ -2383,9 +2483,8 @@ absl::Status Pooler::Impl::ListenLocal(NetThread* thread) {
   return absl::OkStatus();
 }
 
-// Every second on each thread: parks the thread's clients that stayed idle since their last
-// transaction, and (`prune_pools`, one thread) closes idle server connections past their time.
-Task<void> Pooler::Impl::Maintain(NetThread* thread, bool prune_pools) {
+// Every second (on the first thread): closes idle server connections past their time.
+Task<void> Pooler::Impl::Maintain(NetThread* thread) {
   Timer timer(thread->context.get_executor());
   while (true) {
     timer.expires_after(std::chrono::seconds(1));
@@ -2396,8 +2495,6 @@ Task<void> Pooler::Impl::Maintain(NetThread* thread, bool prune_pools) {
       absl::MutexLock lock(&stop_mu_);
       if (stopped_) co_return;
     }
-    Session::ParkQuiet(thread, std::chrono::seconds(1));
-    if (!prune_pools) continue;
     std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
     for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
   }
@@ -2420,6 +2517,7 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
                                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   for (int i = 0; i < count; ++i) {
     auto thread = std::make_unique<NetThread>();
+    if (absl::Status s = thread->reactor.Open(); !s.ok()) return s;
     thread->acceptor.emplace(thread->context.get_executor());
     boost::system::error_code ec;
     tcp::endpoint at = *endpoint;
@@ -2452,9 +2550,8 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   }
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
-    asio::co_spawn(thread->context, Maintain(thread.get(), thread == threads_[0]),
-                   asio::detached);
   }
+  asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();
     t->thread = std::thread([t] {
@@ -2484,7 +2581,9 @@ void Pooler::Impl::Stop() {
   for (auto& thread : threads_) {
     if (thread->thread.joinable()) thread->thread.join();
   }
-  // Idle server connections close while the io_contexts they belong to still exist.
+  // The relaying sessions end, and idle server connections close, while the io_contexts
+  // they belong to still exist.
+  for (auto& thread : threads_) Session::AbandonRelays(thread.get());
   {
     absl::MutexLock lock(&pools_mu_);
     for (auto& [key, pool] : pools_) pool->CloseIdle();

@@ -1,0 +1,103 @@
+#pragma once
+
+// The relay's sockets of one network thread, in an epoll set of their own, level-triggered,
+// each registered once: a logged-in client's socket from login to its end, a server
+// connection's from its first transaction on this thread until it moves to another thread or
+// closes. asio watches only the set. A turn takes what epoll_wait reports and hands each ready
+// socket to its owner (a Target) there and then, so that the relay's work for every ready
+// socket runs in one pass, as pgbouncer's does, with no handler queued per read or write.
+//
+// Through asio, each wait re-armed the socket (epoll_ctl), a server read that found nothing
+// cost a recv, and every completion went through asio's queue, interleaved with a poll of
+// its epoll set: here a transaction costs its two reads and two writes, and a turn one
+// epoll_wait on the set beside asio's own, whatever the number of transactions it serves.
+//
+// Registrations are keyed by descriptor. A descriptor reported with no owner (an idle server
+// connection that the server closed, or sent an error before closing) is taken out of the
+// set and listed: whoever takes the connection next on this thread registers it again
+// (Watch). A report may be stale (the socket was handed on meanwhile, or its number reused):
+// owners read and write only what the kernel gives without waiting, so a stale report costs
+// one read that finds nothing.
+//
+// Everything here is touched from the thread's own io_context only, except Forget's
+// epoll_ctl on another thread's set, which the kernel allows.
+
+#include <sys/epoll.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "engine/asio_support.h"
+
+namespace pgflow::pooler {
+
+class Reactor {
+ public:
+  class Target {
+   public:
+    // `fd` is ready: `events` as epoll reported them.
+    virtual void OnReady(int fd, uint32_t events) = 0;
+
+   protected:
+    ~Target() = default;
+  };
+
+  static constexpr uint32_t kRead = EPOLLIN | EPOLLRDHUP;
+  static constexpr uint32_t kWrite = EPOLLOUT;
+
+  explicit Reactor(asio_support::asio::io_context* context) : context_(context) {}
+  ~Reactor() { Close(); }
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  // Creates the set and starts watching it.
+  absl::Status Open();
+  void Close();
+  int epfd() const { return epfd_; }
+
+  // Registers `fd` for `events`, owned by `target`; false (errno set) when epoll refused.
+  bool Add(int fd, uint32_t events, Target* target);
+  // Takes `fd` out of the set and forgets its owner (before it is closed).
+  void Remove(int fd);
+  // Forgets `fd`'s owner and registration: it is about to be closed, which takes it out.
+  void Forget(int fd) {
+    if (static_cast<size_t>(fd) < slots_.size()) slots_[fd] = {};
+  }
+  // A server connection's socket for `target` on this thread: registered here if it is not
+  // (*watched_by: the set it was last registered in, updated; another thread's set gives it
+  // up), again if a report without owner took it out, and set to `events`. False (errno set)
+  // when epoll refused.
+  bool Watch(int fd, int* watched_by, uint32_t events, Target* target);
+  // Leaves `fd` registered for `events` without an owner (an idle server connection: a
+  // report takes it out of the set).
+  void Unwatch(int fd, uint32_t events);
+  // Sets the events `fd` is watched for, when they differ.
+  bool Modify(int fd, uint32_t events);
+  // The events `fd` is registered for here.
+  uint32_t events(int fd) const {
+    return static_cast<size_t>(fd) < slots_.size() ? slots_[fd].events : 0;
+  }
+
+ private:
+  struct Slot {
+    Target* target = nullptr;
+    uint32_t events = 0;
+  };
+  void Wait();
+  void Turn();
+  Slot& slot(int fd) {
+    if (static_cast<size_t>(fd) >= slots_.size()) slots_.resize(static_cast<size_t>(fd) + 1024);
+    return slots_[fd];
+  }
+
+  asio_support::asio::io_context* context_;
+  int epfd_ = -1;
+  std::optional<asio_support::asio::posix::basic_stream_descriptor<asio_support::Executor>> watch_;
+  std::vector<Slot> slots_;                // by descriptor
+  absl::flat_hash_set<int> taken_out_;     // reported without owner: out of the set
+};
+
+}  // namespace pgflow::pooler
