@@ -14,6 +14,7 @@
 #    application's first transaction); each pooler's VmRSS before and 3 s after all are
 #    connected and idle: bytes of resident memory per idle client, and the ratio.
 #
+# POOLER_THREADS sets pgflow's `threads` (default: its own, one per two cores).
 # POOLERS (default "pgflow pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer. Poolers and
 # clients need `ulimit -n` above IDLE_CLIENTS: the script raises the soft limit to the hard one.
 # The machine may be shared: the figures are of one run, side by side.
@@ -87,7 +88,7 @@ printf '"postgres" ""\n' >"$work/userlist.txt"
 if want pgflow; then
   cat >"$work/pooler.yaml" <<YAML
 listen: 127.0.0.1:$PGFLOW_PORT
-threads: ${POOLER_THREADS:-2}
+${POOLER_THREADS:+threads: $POOLER_THREADS}
 admin: {listen: 127.0.0.1:$ADMIN_PORT, users: [postgres]}
 auth: {method: trust, users: $work/userlist.txt}
 max_client_conn: $MAX_CLIENT_CONN

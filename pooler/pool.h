@@ -4,9 +4,9 @@
 //
 // A Pool holds the server connections of one (database, login user) for every network thread:
 // its limits (pool_size, reserve_pool) hold across threads under one mutex taken twice a
-// transaction (take, give back). An idle connection is a socket on the io_context of the
-// thread that used it last; a client on another thread takes it over (the descriptor moves
-// to its io_context). A client that finds no idle connection and no room to open one waits in
+// transaction (take, give back). An idle connection stays registered with the reactor of the
+// thread that used it last (used_on); a client on another thread takes it over (its socket
+// moves to that thread's reactor, pooler/reactor.h). A client that finds no idle connection and no room to open one waits in
 // the pool's queue (first come, first served) until one is given back, the reserve opens, or
 // query_wait_timeout passes.
 //

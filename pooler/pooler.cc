@@ -2513,8 +2513,12 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
   if (!endpoint.ok()) return endpoint.status();
-  int count = config_.threads > 0 ? config_.threads
-                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  // By default one thread per two cores, as the kv cache: PostgreSQL usually shares the
+  // machine, and a thread that sleeps between events and must be woken for the next costs a
+  // context switch each time (on 2 cores, 2 threads made 0.62 a transaction, 1 thread 0.36).
+  int count = config_.threads > 0
+                  ? config_.threads
+                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
   for (int i = 0; i < count; ++i) {
     auto thread = std::make_unique<NetThread>();
     if (absl::Status s = thread->reactor.Open(); !s.ok()) return s;

@@ -198,7 +198,7 @@ const OptionTable<PoolerConfig>& PoolerTable() {
                     "<dir> -p <port>), mode 0777. Default: none."),
           IntOption("threads", &PoolerConfig::threads)
               .Range(0, 256)
-              .DefaultText("one per core")
+              .DefaultText("half the cores")
               .Help("Network threads, each with its own listening socket (SO_REUSEPORT)."),
           SectionOption("admin", &PoolerConfig::admin, AdminTable())
               .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),

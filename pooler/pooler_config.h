@@ -106,7 +106,7 @@ struct PoolerConfig {
   // Also listens on <unix_socket_dir>/.s.PGSQL.<listen's port>, as PostgreSQL and pgbouncer
   // do (psql -h <dir> -p <port>); empty: no Unix socket.
   std::string unix_socket_dir;
-  int threads = 0;  // 0: one per core
+  int threads = 0;  // 0: one per two cores (at least one)
   AdminOptions admin;
   AuthOptions auth;
   TlsOptions tls;
