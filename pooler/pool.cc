@@ -149,7 +149,31 @@ Deadline::~Deadline() {
   timer_.cancel();
 }
 
+void ServerConn::LeaveAsio() {
+  if (!socket.is_open()) return;
+  boost::system::error_code ec;
+  const int fd = socket.release(ec);
+  if (!ec) relay_fd = fd;
+}
+
+void ServerConn::Close() {
+  boost::system::error_code ec;
+  socket.close(ec);
+  if (relay_fd >= 0) ::close(std::exchange(relay_fd, -1));
+}
+
 void ServerConn::MoveTo(asio::io_context* context) {
+  if (relay_fd >= 0) {
+    Socket back(context->get_executor());
+    boost::system::error_code ec;
+    back.assign(remote.protocol(), relay_fd, ec);  // (a Unix socket: any stream protocol)
+    if (ec) return;  // (left to the relay; asio's calls then fail)
+    relay_fd = -1;
+    back.non_blocking(true, ec);
+    socket = std::move(back);
+    home = context;
+    return;
+  }
   if (context == home) return;
   boost::system::error_code ec;
   tcp protocol = socket.local_endpoint(ec).protocol();
@@ -162,9 +186,9 @@ void ServerConn::MoveTo(asio::io_context* context) {
 }
 
 bool ServerConn::LooksAlive() {
-  if (!socket.is_open()) return false;
+  if (fd() < 0) return false;
   char byte;
-  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = ::recv(fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   // Nothing to read is the only healthy state of an idle connection: a byte would be an
   // error PostgreSQL sent before closing (an administrator's shutdown), 0 its end.
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -449,6 +473,8 @@ struct Pool::Waiter {
   bool may_open = false;               // a slot was freed for it: it opens a connection
   std::string wanted;                  // the startup settings' key it asked for
   bool woken = false;                  // by a Release, a RESUME or a reserve slot
+  std::weak_ptr<PoolClient> client;    // a Queue wait's client (none: Acquire's timer)
+  bool queued = false;                 // a Queue wait (told through `client`)
 };
 
 Pool::Pool(PoolSettings settings, LoginCredentials login)
@@ -456,8 +482,70 @@ Pool::Pool(PoolSettings settings, LoginCredentials login)
 
 void Pool::WakeLocked(std::shared_ptr<Waiter> waiter) {
   waiter->woken = true;
+  if (waiter->queued) {
+    asio::post(waiter->context->get_executor(), [waiter] {
+      if (std::shared_ptr<PoolClient> client = waiter->client.lock()) client->PoolAnswered(waiter);
+    });
+    return;
+  }
   asio::post(waiter->context->get_executor(), [waiter] { waiter->timer.cancel(); });
 }
+
+std::shared_ptr<Pool::Waiter> Pool::Queue(asio::io_context* context,
+                                          const StartupSettings* startup,
+                                          std::weak_ptr<PoolClient> client) {
+  absl::MutexLock lock(&mu_);
+  // (An idle connection, of any settings, is Acquire's to take or to close for room.)
+  const int total = static_cast<int>(active_.size() + idle_.size()) + connecting_;
+  if (paused_ || !idle_.empty() || total < settings_.pool_size) return nullptr;
+  auto waiter = std::make_shared<Waiter>(context);
+  waiter->wanted = startup != nullptr ? startup->key : std::string();
+  waiter->client = std::move(client);
+  waiter->queued = true;
+  waiters_.push_back(waiter);
+  stats_.waits.fetch_add(1, std::memory_order_relaxed);
+  return waiter;
+}
+
+std::unique_ptr<ServerConn> Pool::TakeHanded(const std::shared_ptr<Waiter>& waiter) {
+  absl::MutexLock lock(&mu_);
+  std::erase(waiters_, waiter);
+  if (waiter->server == nullptr) return nullptr;
+  stats_.wait_us.fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(
+                               Clock::now() - waiter->since)
+                               .count(),
+                           std::memory_order_relaxed);
+  std::unique_ptr<ServerConn> server = std::move(waiter->server);
+  server->used_on = waiter->context;
+  return server;
+}
+
+void Pool::Abandon(const std::shared_ptr<Waiter>& waiter) {
+  std::unique_ptr<ServerConn> handed;
+  {
+    absl::MutexLock lock(&mu_);
+    std::erase(waiters_, waiter);
+    handed = std::move(waiter->server);
+    if (handed == nullptr && waiter->may_open) {
+      waiter->may_open = false;
+      --connecting_;
+      ServeWaitersLocked();
+    }
+  }
+  if (handed != nullptr) Release(std::move(handed), true);
+}
+
+Clock::duration Pool::QueueWaitLimit() const {
+  absl::MutexLock lock(&mu_);
+  Clock::duration limit = Clock::duration::max();
+  if (settings_.query_wait_timeout.count() > 0) limit = settings_.query_wait_timeout;
+  if (settings_.reserve_pool > 0) {
+    limit = std::min<Clock::duration>(limit, settings_.reserve_pool_timeout);
+  }
+  return limit;
+}
+
+Clock::time_point Pool::WaitSince(const Waiter& waiter) { return waiter.since; }
 
 Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* context,
                                                                const StartupSettings* startup) {
@@ -544,12 +632,18 @@ std::unique_ptr<ServerConn> Pool::TryAcquire(asio::io_context* context,
   return taken;
 }
 
-Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(asio::io_context* context,
-                                                                  const StartupSettings* startup) {
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(
+    asio::io_context* context, const StartupSettings* startup,
+    const std::shared_ptr<Waiter>* resumed) {
   const std::string& wanted = startup != nullptr ? startup->key : std::string();
   Clock::time_point start = Clock::now();
   std::shared_ptr<Waiter> waiter;
   bool counted_wait = false;
+  if (resumed != nullptr && *resumed != nullptr) {
+    waiter = *resumed;  // taken up where the Queue wait left it
+    start = waiter->since;
+    counted_wait = true;
+  }
   auto done_waiting = [&] {
     if (!counted_wait) return;
     stats_.wait_us.fetch_add(
@@ -703,8 +797,7 @@ void Pool::Release(std::unique_ptr<ServerConn> server, bool reusable) {
     }
   }
   if (closing != nullptr) {
-    boost::system::error_code ec;
-    closing->socket.close(ec);
+    closing->Close();
   }
 }
 
@@ -769,8 +862,7 @@ void Pool::CloseIdle() {
     }
   }
   for (auto& server : closing) {
-    boost::system::error_code ec;
-    server->socket.close(ec);
+    server->Close();
   }
 }
 
@@ -802,8 +894,7 @@ void Pool::Reconnect() {
     ServeWaitersLocked();
   }
   for (auto& server : closing) {
-    boost::system::error_code ec;
-    server->socket.close(ec);
+    server->Close();
   }
 }
 
@@ -829,8 +920,7 @@ void Pool::Prune() {
     }
   }
   for (auto& server : closing) {
-    boost::system::error_code ec;
-    server->socket.close(ec);
+    server->Close();
   }
 }
 

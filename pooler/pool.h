@@ -61,6 +61,9 @@ struct StartupSettings {
 struct ServerConn {
   explicit ServerConn(asio::io_context* context)
       : home(context), used_on(context), socket(context->get_executor()) {}
+  ~ServerConn() { Close(); }
+  ServerConn(const ServerConn&) = delete;
+  ServerConn& operator=(const ServerConn&) = delete;
 
   // The io_context the socket is registered with (for asio's calls: logins, auth.query).
   asio::io_context* home;
@@ -72,6 +75,7 @@ struct ServerConn {
   // The epoll set of the network thread whose relay last watched the socket (Reactor::Watch),
   // -1 for none. Touched by the connection's holder only.
   int watched_by = -1;
+  int relay_fd = -1;  // the descriptor while asio does not hold it (LeaveAsio)
   uint64_t id = 0;
   int32_t backend_pid = 0;
   int32_t backend_key = 0;
@@ -97,8 +101,15 @@ struct ServerConn {
     params.clear();
     settings_stamp = 0;
   }
-  // Moves the socket's asio registration to `context`, before asio's calls there.
+  // The socket's descriptor, whether asio holds it or the relay does (LeaveAsio); -1 closed.
+  int fd() { return socket.is_open() ? socket.native_handle() : relay_fd; }
+  // Takes the descriptor out of asio for the relay, whose reactor then watches it alone (an
+  // asio registration, edge-triggered, would wake the thread that opened the connection at
+  // every answer relayed on another). MoveTo gives it back for asio's calls.
+  void LeaveAsio();
+  // Registers the socket with asio on `context`, before asio's calls there.
   void MoveTo(asio::io_context* context);
+  void Close();
   // Whether an idle connection still looks open: nothing to read, no end of stream.
   bool LooksAlive();
 };
@@ -111,6 +122,8 @@ int ConnectUnixSocket(const std::string& path, int* fd);
 
 // The same connection, in the Socket type the relay uses for every stream.
 absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path);
+
+class PoolClient;
 
 // Per pool counters, for SHOW STATS and /metrics.
 struct PoolStats {
@@ -153,8 +166,29 @@ class Pool {
   // word: "08006 ..." (see SqlstateOf).
   // `startup` (may be null; must outlive the call): prefer, or open, a connection logged in
   // with these settings, closing an idle one that has others when the pool is full.
-  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(asio::io_context* context,
-                                                            const StartupSettings* startup);
+  // `resumed` (may be null; must outlive the call): a wait begun with Queue, gone on here.
+  struct Waiter;
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Acquire(
+      asio::io_context* context, const StartupSettings* startup,
+      const std::shared_ptr<Waiter>* resumed = nullptr);
+  // A wait without a coroutine, for a client on `context` that found no idle connection
+  // (TryAcquire) when the pool is full: queued as Acquire's waiters are, `client` is told on its
+  // thread (PoolClient::PoolAnswered) when a connection was handed to it or the wait must go on
+  // through Acquire (a slot freed for it, RESUME); then TakeHanded. nullptr when not queued (a
+  // connection is idle, there is room to open one, or the pool is paused): Acquire instead.
+  std::shared_ptr<Waiter> Queue(asio::io_context* context, const StartupSettings* startup,
+                                std::weak_ptr<PoolClient> client);
+  // Ends a Queue wait: the connection handed to it, or nullptr (then Acquire with `waiter`,
+  // which goes on with what it was given: a slot to open a connection in, its place in time).
+  std::unique_ptr<ServerConn> TakeHanded(const std::shared_ptr<Waiter>& waiter);
+  // Gives up a Queue wait (its client is gone): a connection handed to it goes back, a slot
+  // freed for it to the next waiter.
+  void Abandon(const std::shared_ptr<Waiter>& waiter);
+  // How long a Queue wait may last before it must go on through Acquire (the reserve pool
+  // opens, query_wait_timeout passes); Clock::duration::max() for no limit.
+  Clock::duration QueueWaitLimit() const;
+  // When a Queue wait began.
+  static Clock::time_point WaitSince(const Waiter& waiter);
   // An idle connection taken at once, without waiting or opening one; nullptr when none is
   // (then Acquire). Not a coroutine: a transaction that finds one costs no coroutine frame.
   std::unique_ptr<ServerConn> TryAcquire(asio::io_context* context,
@@ -217,7 +251,6 @@ class Pool {
   std::atomic<int> clients{0};
 
  private:
-  struct Waiter;
   Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Open(asio::io_context* context,
                                                          const StartupSettings* startup);
   void WakeLocked(std::shared_ptr<Waiter> waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -244,6 +277,17 @@ class Pool {
   absl::flat_hash_map<std::string, uint64_t> settings_stamps_ ABSL_GUARDED_BY(mu_);
   uint64_t last_settings_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   PoolStats stats_;
+};
+
+// A client that waits for a connection without a coroutine (Pool::Queue): told on its own
+// thread when the pool answered `waiter`. (An answer may come for a wait already ended: the
+// client compares.)
+class PoolClient {
+ public:
+  virtual void PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) = 0;
+
+ protected:
+  ~PoolClient() = default;
 };
 
 // The SQLSTATE at the front of a pool error's message ("08006 server ..."), and the rest.

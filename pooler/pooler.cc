@@ -67,6 +67,8 @@ class UniqueFd {
 constexpr size_t kMaxInspectedServerMessage = 1 << 20;
 // Bytes gathered for one side before they are written out mid-batch.
 constexpr size_t kFlushAt = 64 * 1024;
+// Rounds of a session's relay in one pass before the thread's other sessions get theirs.
+constexpr int kPumpRounds = 32;
 
 // Setting names compare case-insensitively (Debian's abseil takes its own string_view).
 std::string Lower(std::string_view s) {
@@ -285,7 +287,13 @@ class ExpectQueue {
   Expectation& front() { return items_[head_]; }
   void push_back(Expectation e) { items_.push_back(std::move(e)); }
   void pop_front() {
-    if (++head_ == items_.size()) clear();
+    if (++head_ == items_.size()) {
+      clear();
+    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+      // Never empty (a pipelining client in session mode): what was answered goes.
+      items_.erase(items_.begin(), items_.begin() + static_cast<ptrdiff_t>(head_));
+      head_ = 0;
+    }
   }
   void clear() {
     items_.clear();
@@ -324,6 +332,7 @@ struct NetThread {
   std::optional<LocalAcceptor> local_acceptor;  // the Unix socket (the first thread only)
   std::thread thread;
   Session* relaying = nullptr;  // the thread's relaying sessions, linked through them
+  absl::flat_hash_set<Session*> waiting;  // its sessions in a Queue wait (Session::SweepWaits)
 
   // Where the thread's sockets are read into, so that a buffer grows by what came and is
   // never zero-filled ahead of a read.
@@ -454,6 +463,7 @@ class Pooler::Impl : public AdminTarget {
   absl::Status ListenLocal(NetThread* thread);
   void StartSession(NetThread* thread, Socket socket, bool local);
   Task<void> Maintain(NetThread* thread);
+  Task<void> SweepWaits(NetThread* thread);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -500,7 +510,9 @@ struct ScramKeys {
 };
 
 // One client connection: its login, then either the admin console or the relay.
-class Session : public std::enable_shared_from_this<Session>, public Reactor::Target {
+class Session : public std::enable_shared_from_this<Session>,
+                public Reactor::Target,
+                public PoolClient {
  public:
   // `local`: the client came through the Unix socket.
   Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
@@ -542,10 +554,27 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     client_.cancel(ec);  // (logging in, or the console)
   }
 
+  // Every 100 ms on each thread (Pooler::Impl::SweepWaits): a Queue wait past its limit goes
+  // on through Acquire, which opens the reserve pool or gives up after query_wait_timeout.
+  static void SweepWaits(NetThread* thread) {
+    const Clock::time_point now = Clock::now();
+    std::vector<Session*> due;
+    for (Session* session : thread->waiting) {
+      const Clock::duration limit = session->pool_->QueueWaitLimit();
+      if (limit != Clock::duration::max() &&
+          now - Pool::WaitSince(*session->wait_) >= limit) {
+        due.push_back(session);
+      }
+    }
+    for (Session* session : due) session->EndWait();
+  }
+
   // The pooler stops (its threads have): every relaying session of `thread` is let go, its
   // server connection closed, before the io_contexts go.
   static void AbandonRelays(NetThread* thread) {
+    thread->waiting.clear();
     while (Session* session = thread->relaying) {
+      if (session->wait_ != nullptr) session->pool_->Abandon(std::exchange(session->wait_, {}));
       session->finished_ = true;
       session->Unlink();
       session->CloseClientFd();
@@ -1011,7 +1040,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
       if (events & (EPOLLIN | EPOLLRDHUP) || broken) client_in_ = true;
       if (events & EPOLLOUT || broken) client_out_ = true;
       client_hup_ = client_hup_ || broken;
-    } else if (server_ != nullptr && fd == server_->socket.native_handle()) {
+    } else if (server_ != nullptr && fd == server_->fd()) {
       if (events & (EPOLLIN | EPOLLRDHUP) || broken) server_in_ = true;
       if (events & EPOLLOUT || broken) server_out_ = true;
       server_hup_ = server_hup_ || broken;
@@ -1026,7 +1055,14 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     if (pumping_ || finished_) return;
     pumping_ = true;
     impl_->RefreshConfig(thread_);
+    // A bound on one pass (each round reads at most a chunk from each side): a client reading
+    // a large result as fast as the server makes it would otherwise hold the thread.
+    int rounds = 0;
     for (bool progress = true; progress && !finished_;) {
+      if (++rounds > kPumpRounds) {
+        asio::post(thread_->context, [self = shared_from_this()] { self->Pump(); });
+        break;
+      }
       progress = false;
       if (killed_ && (!client_gone_ || server_ != nullptr)) {
         if (server_ != nullptr) Detach(false);  // (a cleanup under way included)
@@ -1061,7 +1097,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     if (client_gone_ || closing_) return false;
     RelayState& r = relay();
     bool progress = false;
-    if (client_in_ && (r.cbuf.size() < kFlushAt || client_hup_)) {
+    if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_)) {
       const ssize_t n = ::recv(client_fd_, thread_->scratch.get(), kReadChunk, MSG_DONTWAIT);
       if (n > 0) {
         r.cbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
@@ -1075,6 +1111,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
         return true;
       } else if (errno != EINTR) {
         client_in_ = false;
+        client_hup_ = false;  // (a stale report: a hung-up socket reads its end, not EAGAIN)
       }
     }
     if (!client_parsed_ && !attaching_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
@@ -1084,9 +1121,14 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     return progress;
   }
 
+  // How much of the client's bytes may wait in cbuf before it is no longer read: kFlushAt, or
+  // a message that must be read whole (client_need_).
+  size_t ClientReadLimit() const { return std::max(kFlushAt, client_need_); }
+
   // Relays the client's buffered messages as far as they go: until one waits for more of its
   // bytes (client_parsed_), for a server connection, or for to_server to be written.
   void ProcessClientInput() {
+    client_need_ = 0;
     const PoolerConfig& config = *thread_->config;  // (refreshed by Pump)
     RelayState& r = relay();
     size_t pos = 0;
@@ -1101,6 +1143,8 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
           if (!TryAttach()) {
             StartAttach();
             more = false;
+          } else if (closing_) {
+            more = false;  // (its connection could not be watched)
           }
           break;
         case ClientStep::kFlush:
@@ -1125,25 +1169,58 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
 
   // The client's first message of a transaction needs a server connection: an idle one now.
   bool TryAttach() {
-    std::unique_ptr<ServerConn> server = pool_->TryAcquire(
-        &thread_->context, mode_ == PoolMode::kSession ? startup_.get() : nullptr);
+    std::unique_ptr<ServerConn> server = pool_->TryAcquire(&thread_->context, startup_settings());
     if (server == nullptr) return false;
     Attached(std::move(server));
     return true;
   }
 
-  // ...else one waited for (or opened) by the pool, in a coroutine that resumes the relay.
+  // ...else one handed over by the pool when a client gives one back (Pool::Queue: no
+  // coroutine, no timer), or, when the pool has room to open one, is paused, or the wait goes
+  // on past the reserve pool's or query_wait_timeout's time, one Pool::Acquire gets, in a
+  // coroutine that resumes the relay.
   void StartAttach() {
     attaching_ = true;
     info_->state = 2;
-    asio::co_spawn(thread_->context, AttachLater(new std::shared_ptr<Session>(self_)),
-                   asio::detached);
+    wait_ = pool_->Queue(&thread_->context, startup_settings(), weak_from_this());
+    if (wait_ != nullptr) {
+      thread_->waiting.insert(this);
+      return;
+    }
+    AcquireLater(nullptr);
   }
-  static Task<void> AttachLater(std::shared_ptr<Session>* owner) {
-    std::unique_ptr<std::shared_ptr<Session>> hold(owner);
-    Session* self = owner->get();
+  const StartupSettings* startup_settings() const {
+    return mode_ == PoolMode::kSession ? startup_.get() : nullptr;
+  }
+
+  // The pool answered the Queue wait (posted to this thread).
+  void PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) override {
+    if (waiter == wait_ && !finished_) EndWait();
+  }
+  // Ends the Queue wait: with the connection handed to it, else through Acquire.
+  void EndWait() {
+    std::shared_ptr<Pool::Waiter> waiter = std::move(wait_);
+    thread_->waiting.erase(this);
+    std::unique_ptr<ServerConn> server = pool_->TakeHanded(waiter);
+    if (server != nullptr) {
+      AttachDone(std::move(server));
+      return;
+    }
+    AcquireLater(waiter);
+  }
+
+  void AcquireLater(const std::shared_ptr<Pool::Waiter>& resumed) {
+    asio::co_spawn(thread_->context, AttachLater(new AttachArgs{self_, resumed}), asio::detached);
+  }
+  struct AttachArgs {
+    std::shared_ptr<Session> self;
+    std::shared_ptr<Pool::Waiter> resumed;  // a Queue wait gone on with, or null
+  };
+  static Task<void> AttachLater(AttachArgs* args) {
+    std::unique_ptr<AttachArgs> hold(args);
+    Session* self = args->self.get();
     absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await self->pool_->Acquire(
-        &self->thread_->context, self->mode_ == PoolMode::kSession ? self->startup_.get() : nullptr);
+        &self->thread_->context, self->startup_settings(), &args->resumed);
     self->AttachDone(std::move(server));
   }
   void AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
@@ -1176,10 +1253,11 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
       info_->server_key = server_->backend_key;
     }
     server_in_ = server_out_ = server_hup_ = false;
-    if (!thread_->reactor.Watch(server_->socket.native_handle(), &server_->watched_by,
-                                Reactor::kRead, this)) {
+    server_->LeaveAsio();
+    if (!thread_->reactor.Watch(server_->fd(), &server_->watched_by, Reactor::kRead, this)) {
       LogWarning("pooler: cannot watch a server connection: %s", strerror(errno));
-      server_hup_ = server_in_ = true;  // read at once: its failure is the connection's loss
+      EndWithFatal("53000", "the pooler could not watch a server connection (see its log)");
+      return;
     }
     // The client's settings, where the connection may differ (it was last brought to other
     // settings, or they changed since).
@@ -1219,7 +1297,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
   bool WriteServer() {
     RelayState& r = relay();
     if (r.to_server.empty() || (server_blocked_ && !server_out_)) return false;
-    const ssize_t n = SendPending(server_->socket.native_handle(), r.to_server, r.server_sent,
+    const ssize_t n = SendPending(server_->fd(), r.to_server, r.server_sent,
                                   server_blocked_, server_out_);
     if (n < 0) {
       LogDebug("pooler: client %d: write to server: %s", info_->id, strerror(errno));
@@ -1262,20 +1340,26 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     const RelayState* r = relay_.get();
     if (client_fd_ >= 0) {
       uint32_t want = 0;
-      if (!client_gone_ && !closing_ && (r == nullptr || r->cbuf.size() < kFlushAt)) {
+      if (!client_gone_ && !closing_ && (r == nullptr || r->cbuf.size() < ClientReadLimit())) {
         want |= Reactor::kRead;
       }
       if (r != nullptr && !r->to_client.empty()) want |= Reactor::kWrite;
-      if (!thread_->reactor.Modify(client_fd_, want)) {
-        LogWarning("pooler: client %d: cannot watch its socket: %s", info_->id, strerror(errno));
-      }
+      if (!thread_->reactor.Modify(client_fd_, want)) WatchFailed("its socket");
     }
     if (server_ != nullptr) {
       uint32_t want = 0;
       if (r == nullptr || r->to_client.size() < kFlushAt) want |= Reactor::kRead;
       if (r != nullptr && !r->to_server.empty()) want |= Reactor::kWrite;
-      thread_->reactor.Modify(server_->socket.native_handle(), want);
+      if (!thread_->reactor.Modify(server_->fd(), want)) WatchFailed("its server connection");
     }
+  }
+
+  // epoll refused a registration (out of memory or watches): the client is ended, its server
+  // connection closed (Pump, posted: this runs at the end of one).
+  void WatchFailed(std::string_view what) {
+    LogWarning("pooler: client %d: cannot watch %s: %s", info_->id, what, strerror(errno));
+    killed_ = true;
+    asio::post(thread_->context, [self = shared_from_this()] { self->Pump(); });
   }
 
   // The client is told `message` and closed once it has read it; its server connection (if
@@ -1492,6 +1576,10 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
       if (server_ == nullptr) return ClientStep::kAttach;
       bool rewrite = mode_ != PoolMode::kSession &&
                      (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
+      if (rewrite && r.cbuf.size() - pos < h.size) {
+        client_need_ = h.size;  // read whole (Rewrite), however large (max_message_size)
+        return ClientStep::kMore;
+      }
       // The query text, or the start of it that has come (a Parse is whole here: it is
       // rewritten).
       const std::string_view text =
@@ -1559,7 +1647,6 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
         r.client_pass = h.size - n;
         client_drop_ = r.client_pass > 0;
       } else if (rewrite) {
-        if (r.cbuf.size() - pos < h.size) return ClientStep::kMore;  // the whole message first
         Rewrite(h.type,
                 refused.empty() ? std::string_view(r.cbuf).substr(pos, h.size)
                                 : std::string_view(refused),
@@ -1707,7 +1794,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     RelayState& r = relay();
     bool progress = false;
     if (server_in_ && (r.to_client.size() < kFlushAt || server_hup_)) {
-      const ssize_t n = ::recv(server_->socket.native_handle(), thread_->scratch.get(), kReadChunk,
+      const ssize_t n = ::recv(server_->fd(), thread_->scratch.get(), kReadChunk,
                                MSG_DONTWAIT);
       if (n > 0) {
         r.sbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
@@ -1720,6 +1807,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
         return true;
       } else if (errno != EINTR) {
         server_in_ = false;
+        server_hup_ = false;  // (a stale report: a hung-up socket reads its end, not EAGAIN)
       }
     }
     if (server_ != nullptr && !r.sbuf.empty() && r.to_client.size() < kFlushAt) {
@@ -1887,7 +1975,7 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
     copy_in_ = false;
     cleanup_sent_ = false;
     server_in_ = server_out_ = server_hup_ = server_blocked_ = false;
-    const int fd = server_->socket.native_handle();
+    const int fd = server_->fd();
     if (reusable) {
       thread_->reactor.Unwatch(fd, Reactor::kRead);  // (before another thread may take it)
     } else {
@@ -1979,10 +2067,12 @@ class Session : public std::enable_shared_from_this<Session>, public Reactor::Ta
   bool relaying_ = false;
   bool pumping_ = false;
   bool finished_ = false;
-  bool attaching_ = false;  // waiting for a server connection (AttachLater)
+  bool attaching_ = false;  // waiting for a server connection (Queue, AttachLater)
+  std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
   bool closing_ = false;    // closed once to_client is written (EndWithFatal)
   bool cleanup_sent_ = false;  // the ROLLBACK and reset of a client gone were sent
   bool client_parsed_ = false;  // cbuf holds only the start of a message
+  size_t client_need_ = 0;      // ...one to be read whole, of this size
   // What the reactor reported and the last read or write left: *_in_ readable (until a read
   // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
   bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;
@@ -2500,6 +2590,19 @@ Task<void> Pooler::Impl::Maintain(NetThread* thread) {
   }
 }
 
+// Every 100 ms on each thread: the relay's waits for a server connection that reached the
+// reserve pool's or query_wait_timeout's time go on through Pool::Acquire (Session::SweepWaits).
+Task<void> Pooler::Impl::SweepWaits(NetThread* thread) {
+  Timer timer(thread->context.get_executor());
+  while (true) {
+    timer.expires_after(std::chrono::milliseconds(100));
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
+    if (ec) co_return;
+    Session::SweepWaits(thread);
+  }
+}
+
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(config_);
   if (!users.ok()) return users.status();
@@ -2554,6 +2657,7 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   }
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
+    asio::co_spawn(thread->context, SweepWaits(thread.get()), asio::detached);
   }
   asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
   for (auto& thread : threads_) {

@@ -68,7 +68,16 @@ void Reactor::Turn() {
       if (static_cast<size_t>(fd) < slots_.size()) slots_[fd].events = 0;
     }
   }
-  if (watch_) Wait();
+  if (!watch_) return;
+  if (n == static_cast<int>(ready.size())) {
+    // More may be ready: asio's registration of the set is edge-triggered, and would not
+    // report what this turn left behind. Another turn first, then the wait.
+    asio::post(*context_, [this] {
+      if (watch_) Turn();
+    });
+    return;
+  }
+  Wait();
 }
 
 bool Reactor::Add(int fd, uint32_t events, Target* target) {

@@ -979,6 +979,67 @@ TEST_F(PoolerTest, IdleClientsComeBack) {
   EXPECT_EQ(in_txn.Run("SELECT count(*) FROM items WHERE id = 300"), "1");
 }
 
+// Clients past the pool wait in its queue: one that waited reserve_pool_timeout gets a
+// connection of the reserve; without a reserve, one that waited query_wait_timeout gets an
+// error naming it, and the client holding the connection notices nothing.
+TEST_F(PoolerTest, WaitingClientsGetTheReserveOrGiveUpInTime) {
+  PoolerProcess pooler(
+      "trust", kTrustUsers,
+      Database("reserve", "transaction", 1, "pool_app", "postgres",
+               "reserve_pool: 1, reserve_pool_timeout: 300ms") +
+          Database("strict", "transaction", 1, "pool_app"),
+      "query_wait_timeout: 1s\n");
+  auto seconds_since = [](std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  Conn holder(pooler.Url("reserve")), waiter(pooler.Url("reserve"));
+  ASSERT_TRUE(holder.ok() && waiter.ok());
+  EXPECT_EQ(holder.Run("BEGIN; SELECT 1"), "1");  // holds the pool's one connection
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(waiter.Run("SELECT 2"), "2");  // on the reserve's
+  EXPECT_GE(seconds_since(start), 0.25);
+  EXPECT_LT(seconds_since(start), 0.9);
+
+  Conn strict_holder(pooler.Url("strict")), strict_waiter(pooler.Url("strict"));
+  ASSERT_TRUE(strict_holder.ok() && strict_waiter.ok());
+  EXPECT_EQ(strict_holder.Run("BEGIN; SELECT 3"), "3");
+  start = std::chrono::steady_clock::now();
+  // (A FATAL, then the connection closed: libpq keeps the FATAL's text on the connection.)
+  std::string refused = strict_waiter.Run("SELECT 4");
+  refused += strict_waiter.error();
+  EXPECT_NE(refused.find("query_wait_timeout"), std::string::npos) << refused;
+  EXPECT_GE(seconds_since(start), 0.95);
+  EXPECT_EQ(strict_holder.Run("SELECT 5"), "5");
+  EXPECT_EQ(strict_holder.Run("COMMIT"), "");
+  EXPECT_EQ(holder.Run("COMMIT"), "");
+}
+
+// In transaction mode the pooler reads a Parse or a Bind whole (it rewrites them): one larger
+// than the relay's buffer bound is read on to its end, relayed, and the connection given back.
+TEST_F(PoolerTest, LargeParseAndBindMessagesGoThroughTransactionPooling) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("one", "transaction", 1, "pool_app"));
+  Conn a(pooler.Url("one")), b(pooler.Url("one"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string value(300000, 'v');  // a Bind of about 300 kB
+  const char* values[] = {value.c_str()};
+  PGresult* bound = PQexecParams(a.conn, "SELECT length($1)", 1, nullptr, values, nullptr,
+                                 nullptr, 0);
+  ASSERT_EQ(PQresultStatus(bound), PGRES_TUPLES_OK) << PQresultErrorMessage(bound);
+  EXPECT_STREQ(PQgetvalue(bound, 0, 0), "300000");
+  PQclear(bound);
+  // A named statement of about 200 kB of SQL, prepared, then run on the one connection after
+  // another client used it.
+  const std::string sql = absl::StrCat("SELECT length('", std::string(200000, 'q'), "')");
+  PGresult* prepared = PQprepare(a.conn, "big", sql.c_str(), 0, nullptr);
+  ASSERT_EQ(PQresultStatus(prepared), PGRES_COMMAND_OK) << PQresultErrorMessage(prepared);
+  PQclear(prepared);
+  EXPECT_EQ(b.Run("SELECT 7"), "7");  // the connection was given back
+  PGresult* run = PQexecPrepared(a.conn, "big", 0, nullptr, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(run), PGRES_TUPLES_OK) << PQresultErrorMessage(run);
+  EXPECT_STREQ(PQgetvalue(run, 0, 0), "200000");
+  PQclear(run);
+}
+
 // unix_socket_dir: psql's `-h <dir>` and libpq's host=<dir> reach the pooler as they reach
 // PostgreSQL, in both pool modes, and the console shows such a client at `unix`. A socket file
 // left by a killed pooler is replaced at the next start; one another pooler answers on is not.
