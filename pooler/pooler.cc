@@ -462,8 +462,10 @@ class Pooler::Impl : public AdminTarget {
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);
   void StartSession(NetThread* thread, Socket socket, bool local);
-  Task<void> Maintain(NetThread* thread);
-  Task<void> SweepWaits(NetThread* thread);
+  Task<void> Every(NetThread* thread, std::chrono::milliseconds period,
+                   void (Impl::*work)(NetThread*));
+  void PrunePools(NetThread* thread);
+  void SweepWaits(NetThread* thread);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -1098,20 +1100,16 @@ class Session : public std::enable_shared_from_this<Session>,
     RelayState& r = relay();
     bool progress = false;
     if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_)) {
-      const ssize_t n = ::recv(client_fd_, thread_->scratch.get(), kReadChunk, MSG_DONTWAIT);
-      if (n > 0) {
-        r.cbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
-        pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
-        if (static_cast<size_t>(n) < kReadChunk) client_in_ = false;  // emptied
-        client_parsed_ = false;
-        progress = true;
-      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        LogDebug("pooler: client %d: read: %s", info_->id, n == 0 ? "end of stream" : strerror(errno));
+      const ssize_t n = ReceivePending(client_fd_, r.cbuf, client_in_, client_hup_);
+      if (n < 0) {
+        LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
         ClientGone();
         return true;
-      } else if (errno != EINTR) {
-        client_in_ = false;
-        client_hup_ = false;  // (a stale report: a hung-up socket reads its end, not EAGAIN)
+      }
+      if (n > 0) {
+        pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
+        client_parsed_ = false;
+        progress = true;
       }
     }
     if (!client_parsed_ && !attaching_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
@@ -1268,6 +1266,33 @@ class Session : public std::enable_shared_from_this<Session>,
       relay().expect.push_back({Expect::kSyncSwallow, {}});
     }
   }
+
+  // Reads what `fd` holds into `buffer` without waiting (through the thread's scratch): the
+  // bytes read, `in` cleared once a short read shows the socket emptied; 0 when it had
+  // nothing, `in` and `hup` cleared (a hung-up socket reads its end, not EAGAIN, so a hang-up
+  // report is stale then); -1 at the end of the stream (errno 0) or on an error (errno set).
+  ssize_t ReceivePending(int fd, std::string& buffer, bool& in, bool& hup) {
+    ssize_t n;
+    do {
+      n = ::recv(fd, thread_->scratch.get(), kReadChunk, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      buffer.append(thread_->scratch.get(), static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < kReadChunk) in = false;
+      return n;
+    }
+    if (n == 0) {
+      errno = 0;
+      return -1;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    in = false;
+    hup = false;
+    return 0;
+  }
+
+  // What ended a ReceivePending that gave -1.
+  static const char* ReadFailure() { return errno == 0 ? "end of stream" : strerror(errno); }
 
   // Writes what `out` holds past `sent` to `fd` without waiting, keeping the count: the bytes
   // written (0 when the socket is full: `blocked` until the reactor reports it writable,
@@ -1794,21 +1819,13 @@ class Session : public std::enable_shared_from_this<Session>,
     RelayState& r = relay();
     bool progress = false;
     if (server_in_ && (r.to_client.size() < kFlushAt || server_hup_)) {
-      const ssize_t n = ::recv(server_->fd(), thread_->scratch.get(), kReadChunk,
-                               MSG_DONTWAIT);
-      if (n > 0) {
-        r.sbuf.append(thread_->scratch.get(), static_cast<size_t>(n));
-        if (static_cast<size_t>(n) < kReadChunk) server_in_ = false;  // emptied
-        progress = true;
-      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        LogDebug("pooler: client %d: server read: %s", info_->id,
-                 n == 0 ? "end of stream" : strerror(errno));
+      const ssize_t n = ReceivePending(server_->fd(), r.sbuf, server_in_, server_hup_);
+      if (n < 0) {
+        LogDebug("pooler: client %d: server read: %s", info_->id, ReadFailure());
         ServerLost();
         return true;
-      } else if (errno != EINTR) {
-        server_in_ = false;
-        server_hup_ = false;  // (a stale report: a hung-up socket reads its end, not EAGAIN)
       }
+      progress = n > 0;
     }
     if (server_ != nullptr && !r.sbuf.empty() && r.to_client.size() < kFlushAt) {
       progress |= ProcessServerInput();
@@ -2573,11 +2590,12 @@ absl::Status Pooler::Impl::ListenLocal(NetThread* thread) {
   return absl::OkStatus();
 }
 
-// Every second (on the first thread): closes idle server connections past their time.
-Task<void> Pooler::Impl::Maintain(NetThread* thread) {
+// Runs `work` on `thread` every `period` until the pooler stops.
+Task<void> Pooler::Impl::Every(NetThread* thread, std::chrono::milliseconds period,
+                               void (Impl::*work)(NetThread*)) {
   Timer timer(thread->context.get_executor());
   while (true) {
-    timer.expires_after(std::chrono::seconds(1));
+    timer.expires_after(period);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
     if (ec) co_return;
@@ -2585,23 +2603,19 @@ Task<void> Pooler::Impl::Maintain(NetThread* thread) {
       absl::MutexLock lock(&stop_mu_);
       if (stopped_) co_return;
     }
-    std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
-    for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
+    (this->*work)(thread);
   }
 }
 
-// Every 100 ms on each thread: the relay's waits for a server connection that reached the
-// reserve pool's or query_wait_timeout's time go on through Pool::Acquire (Session::SweepWaits).
-Task<void> Pooler::Impl::SweepWaits(NetThread* thread) {
-  Timer timer(thread->context.get_executor());
-  while (true) {
-    timer.expires_after(std::chrono::milliseconds(100));
-    boost::system::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
-    if (ec) co_return;
-    Session::SweepWaits(thread);
-  }
+// Every second (on the first thread): closes idle server connections past their time.
+void Pooler::Impl::PrunePools(NetThread*) {
+  std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
+  for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
 }
+
+// Every 100 ms on each thread: the relay's waits for a server connection that reached the
+// reserve pool's or query_wait_timeout's time go on through Pool::Acquire.
+void Pooler::Impl::SweepWaits(NetThread* thread) { Session::SweepWaits(thread); }
 
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(config_);
@@ -2657,9 +2671,13 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   }
   for (auto& thread : threads_) {
     asio::co_spawn(thread->context, Accept(thread.get()), asio::detached);
-    asio::co_spawn(thread->context, SweepWaits(thread.get()), asio::detached);
+    asio::co_spawn(thread->context,
+                   Every(thread.get(), std::chrono::milliseconds(100), &Impl::SweepWaits),
+                   asio::detached);
   }
-  asio::co_spawn(threads_[0]->context, Maintain(threads_[0].get()), asio::detached);
+  asio::co_spawn(threads_[0]->context,
+                 Every(threads_[0].get(), std::chrono::seconds(1), &Impl::PrunePools),
+                 asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();
     t->thread = std::thread([t] {
