@@ -7,7 +7,10 @@
 #    with `-M simple` and `-M extended`, through pgflow's pooler, through PgBouncer and direct
 #    to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0),
 #    and CPU seconds per 1,000 transactions of each pooler process (utime + stime from
-#    /proc/PID/stat around the run) and of the PostgreSQL cluster.
+#    /proc/PID/stat around the run) and of the PostgreSQL cluster. Also through a second pgflow
+#    pooler with `scheduling: normal` (pgflow-normal), the kernel's default scheduling instead
+#    of SCHED_BATCH, with the PostgreSQL backends' involuntary context switches per transaction
+#    for each pooler: what the default buys.
 # 2. Idle clients: IDLE_CLIENTS (default 15,000) logged-in idle client connections opened to
 #    each pooler in turn (a Python asyncio client, standard library only: StartupMessage,
 #    AuthenticationOk under trust, up to ReadyForQuery, then one query, SELECT 1, as an
@@ -15,7 +18,8 @@
 #    connected and idle: bytes of resident memory per idle client, and the ratio.
 #
 # POOLER_THREADS sets pgflow's `threads` (default: its own, one per two cores).
-# POOLERS (default "pgflow pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer. Poolers and
+# POOLERS (default "pgflow pgflow-normal pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer
+# (idle clients are measured for pgflow and pgbouncer). Poolers and
 # clients need `ulimit -n` above IDLE_CLIENTS: the script raises the soft limit to the hard one.
 # The machine may be shared: the figures are of one run, side by side.
 set -euo pipefail
@@ -24,10 +28,10 @@ BENCH_SECONDS=${BENCH_SECONDS:-20}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 CLIENTS=${CLIENTS:-50}
 POOL_SIZE=20
-POOLERS=" ${POOLERS:-pgflow pgbouncer} "
+POOLERS=" ${POOLERS:-pgflow pgflow-normal pgbouncer} "
 POOLERS=${POOLERS//,/ }
 for p in $POOLERS; do
-  case "$p" in pgflow|pgbouncer) ;; *) echo "POOLERS: unknown pooler $p (pgflow, pgbouncer)" >&2; exit 2 ;; esac
+  case "$p" in pgflow|pgflow-normal|pgbouncer) ;; *) echo "POOLERS: unknown pooler $p (pgflow, pgflow-normal, pgbouncer)" >&2; exit 2 ;; esac
 done
 want() { [[ "$POOLERS" == *" $1 "* ]]; }
 MAX_CLIENT_CONN=$(( IDLE_CLIENTS + 100 > 20000 ? IDLE_CLIENTS + 100 : 20000 ))
@@ -52,10 +56,10 @@ fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 
 source bench/common.sh
-PGFLOW_PID= BOUNCER_PID= IDLE_PID=
+PGFLOW_PID= NORMAL_PID= BOUNCER_PID= IDLE_PID=
 cleanup() {
   if [ -n "$IDLE_PID" ]; then kill "$IDLE_PID" 2>/dev/null || true; fi
-  if [ -n "$PGFLOW_PID" ]; then kill "$PGFLOW_PID" 2>/dev/null || true; wait "$PGFLOW_PID" 2>/dev/null || true; fi
+  for pid in $PGFLOW_PID $NORMAL_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   if [ -n "$BOUNCER_PID" ]; then kill "$BOUNCER_PID" 2>/dev/null || true; fi
   scripts/pgtmp.sh stop "$work/pg"
   rm -rf "$work"
@@ -63,7 +67,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The poolers' ports, all distinct.
-read -r PGFLOW_PORT ADMIN_PORT BOUNCER_PORT < <(scripts/free_ports 3)
+read -r PGFLOW_PORT ADMIN_PORT NORMAL_PORT NORMAL_ADMIN_PORT BOUNCER_PORT < <(scripts/free_ports 5)
 proc_cpu() {  # CPU seconds (user + system, all threads) process $1 has used so far
   awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); split($0, f, " "); printf "%.3f", (f[12] + f[13]) / t}' "/proc/$1/stat"
 }
@@ -85,20 +89,29 @@ echo "pgbench -i -s 10"
 pgbench -i -s 10 -q bench >"$work/pgbench-init.log" 2>&1 || { cat "$work/pgbench-init.log" >&2; exit 1; }
 printf '"postgres" ""\n' >"$work/userlist.txt"
 
-if want pgflow; then
-  cat >"$work/pooler.yaml" <<YAML
-listen: 127.0.0.1:$PGFLOW_PORT
+start_pgflow() {  # name port admin-port scheduling: sets STARTED_PID
+  cat >"$work/$1.yaml" <<YAML
+listen: 127.0.0.1:$2
 ${POOLER_THREADS:+threads: $POOLER_THREADS}
-admin: {listen: 127.0.0.1:$ADMIN_PORT, users: [postgres]}
+scheduling: $4
+admin: {listen: 127.0.0.1:$3, users: [postgres]}
 auth: {method: trust, users: $work/userlist.txt}
 max_client_conn: $MAX_CLIENT_CONN
 databases:
   bench: {url: postgres://postgres@127.0.0.1:$PGPORT/bench, pool_mode: transaction, pool_size: $POOL_SIZE}
 YAML
-  build/pgflow pooler --config "$work/pooler.yaml" >"$work/pooler.log" 2>&1 &
-  PGFLOW_PID=$!
-  wait_accepting "pgflow pooler (POOLERS=pgbouncer skips it)" "$PGFLOW_PORT" "$PGFLOW_PID" "$work/pooler.log"
-  echo "pgflow pooler: 127.0.0.1:$PGFLOW_PORT (pid $PGFLOW_PID)"
+  build/pgflow pooler --config "$work/$1.yaml" >"$work/$1.log" 2>&1 &
+  STARTED_PID=$!
+  wait_accepting "$1 pooler (POOLERS=pgbouncer skips it)" "$2" "$STARTED_PID" "$work/$1.log"
+  echo "$1 pooler, scheduling: $4: 127.0.0.1:$2 (pid $STARTED_PID)"
+}
+if want pgflow; then
+  start_pgflow pgflow "$PGFLOW_PORT" "$ADMIN_PORT" batch
+  PGFLOW_PID=$STARTED_PID
+fi
+if want pgflow-normal; then
+  start_pgflow pgflow-normal "$NORMAL_PORT" "$NORMAL_ADMIN_PORT" normal
+  NORMAL_PID=$STARTED_PID
 fi
 
 if want pgbouncer; then
@@ -140,7 +153,7 @@ INI
   echo "$("$PGBOUNCER" --version | head -n 1): 127.0.0.1:$BOUNCER_PORT (pid $BOUNCER_PID)"
 fi
 
-for pid in $PGFLOW_PID $BOUNCER_PID; do
+for pid in $PGFLOW_PID $NORMAL_PID $BOUNCER_PID; do
   files=$(awk '/^Max open files/{print $4}' "/proc/$pid/limits")
   [ "$files" = unlimited ] || [ "$files" -ge $((IDLE_CLIENTS + 100)) ] ||
     echo "warning: pid $pid may open only $files files, fewer than IDLE_CLIENTS + 100" >&2
@@ -148,26 +161,40 @@ done
 
 # --- 1. pgbench -S through each --------------------------------------------------------------
 : >"$work/results"
-run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps tx pooler-cpu pg-cpu"
-  local name=$1 port=$2 pid=$3 mode=$4 log="$work/pgbench-$1-$4.log" c0=0 c1=0 p0 p1 tps tx
+cluster_preemptions() {  # involuntary context switches of the cluster's backends so far
+  # (Processes come and go meanwhile: read through cat, which skips the ones gone.)
+  cat /proc/[0-9]*/status 2>/dev/null | awk -v pm="$(head -n 1 "$work/pg/data/postmaster.pid")" '
+    /^Name:/ { parent = "" }
+    /^PPid:/ { parent = $2 }
+    /^nonvoluntary_ctxt_switches:/ && parent == pm { total += $2 }
+    END { print total + 0 }' || true
+}
+run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps tx pooler-cpu pg-cpu pg-preemptions"
+  local name=$1 port=$2 pid=$3 mode=$4 log="$work/pgbench-$1-$4.log" c0=0 c1=0 p0 p1 n0 n1 tps tx
   [ "$pid" = - ] || c0=$(proc_cpu "$pid")
   p0=$(cluster_cpu "$work/pg")
+  n0=$(cluster_preemptions)
   pgbench -h 127.0.0.1 -p "$port" -S -c "$CLIENTS" -j 2 -T "$5" -n -M "$mode" bench >"$log" 2>&1 ||
     { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
+  n1=$(cluster_preemptions)
   p1=$(cluster_cpu "$work/pg")
   [ "$pid" = - ] || c1=$(proc_cpu "$pid")
   [ -z "${6:-}" ] || return 0
   tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
   tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")
-  echo "$name $mode $tps $tx $(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}') $(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" >>"$work/results"
-  awk -v n="$name" -v m="$mode" -v tps="$tps" -v tx="$tx" -v c="$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" \
-      -v pg="$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" -v pooled="$pid" 'BEGIN {
-    printf "  %-9s %-8s %9.0f tps", n, m, tps
+  local cpu pg
+  cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')
+  pg=$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')
+  echo "$name $mode $tps $tx $cpu $pg $((n1 - n0))" >>"$work/results"
+  awk -v n="$name" -v m="$mode" -v tps="$tps" -v tx="$tx" -v c="$cpu" -v pg="$pg" \
+      -v pre="$((n1 - n0))" -v pooled="$pid" 'BEGIN {
+    printf "  %-13s %-8s %9.0f tps", n, m, tps
     if (pooled != "-") printf "  pooler %.3f cpu s/1000 tx", c * 1000 / tx
-    printf "  postgres %.3f cpu s/1000 tx\n", pg * 1000 / tx }'
+    printf "  postgres %.3f cpu s/1000 tx, %.3f preemptions/tx\n", pg * 1000 / tx, pre / tx }'
 }
 targets=("direct $PGPORT -")
 want pgflow && targets+=("pgflow $PGFLOW_PORT $PGFLOW_PID")
+want pgflow-normal && targets+=("pgflow-normal $NORMAL_PORT $NORMAL_PID")
 want pgbouncer && targets+=("pgbouncer $BOUNCER_PORT $BOUNCER_PID")
 # Warm-up, not measured: the table into shared buffers, the pools filled.
 for t in "${targets[@]}"; do run_pgbench $t simple 2 warm; done
@@ -288,15 +315,17 @@ for line in open(sys.argv[1]):
     if f[0] == "idle":
         idle[f[1]] = (int(f[2]), int(f[3]))
     else:
-        runs[f[0], f[1]] = (float(f[2]), int(f[3]), float(f[4]), float(f[5]))
+        runs[f[0], f[1]] = (float(f[2]), int(f[3]), float(f[4]), float(f[5]), int(f[6]))
 seconds, n, clients = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def ratio(a, b):
     return f"{a / b:.3f}" if a is not None and b else "n/a"
 print(f"summary (pgbench -S -c {clients} -j 2 -T {seconds}; pool size 20, transaction mode; {n:,} idle clients)")
+names = ("direct", "pgflow", "pgflow-normal", "pgbouncer")
 for mode in ("simple", "extended"):
-    tps = {k: runs[k, mode][0] for k in ("direct", "pgflow", "pgbouncer") if (k, mode) in runs}
-    cpu = {k: runs[k, mode][2] * 1000 / runs[k, mode][1] for k in ("pgflow", "pgbouncer") if (k, mode) in runs}
+    tps = {k: runs[k, mode][0] for k in names if (k, mode) in runs}
+    cpu = {k: runs[k, mode][2] * 1000 / runs[k, mode][1] for k in names[1:] if (k, mode) in runs}
     pg = {k: runs[k, mode][3] * 1000 / runs[k, mode][1] for k in tps}
+    pre = {k: runs[k, mode][4] / runs[k, mode][1] for k in tps}
     fmt = lambda d, k, spec: format(d[k], spec) if k in d else "n/a"
     print(f"pooler select-only {mode}: pgflow {fmt(tps, 'pgflow', ',.0f')} tps, "
           f"pgbouncer {fmt(tps, 'pgbouncer', ',.0f')} tps, ratio {ratio(tps.get('pgflow'), tps.get('pgbouncer'))} "
@@ -304,6 +333,11 @@ for mode in ("simple", "extended"):
           f"pooler cpu s/1000 tx: pgflow {fmt(cpu, 'pgflow', '.3f')}, pgbouncer {fmt(cpu, 'pgbouncer', '.3f')}; "
           f"postgres cpu s/1000 tx: pgflow {fmt(pg, 'pgflow', '.3f')}, pgbouncer {fmt(pg, 'pgbouncer', '.3f')}, "
           f"direct {fmt(pg, 'direct', '.3f')}")
+    if "pgflow-normal" in tps:
+        print(f"  pgflow with scheduling: normal: {fmt(tps, 'pgflow-normal', ',.0f')} tps, ratio to pgbouncer "
+              f"{ratio(tps.get('pgflow-normal'), tps.get('pgbouncer'))}, pooler cpu s/1000 tx "
+              f"{fmt(cpu, 'pgflow-normal', '.3f')}; backend preemptions per tx: pgflow {fmt(pre, 'pgflow', '.3f')}, "
+              f"pgflow-normal {fmt(pre, 'pgflow-normal', '.3f')}, pgbouncer {fmt(pre, 'pgbouncer', '.3f')}")
 growth = {k: (a - b) * 1024 / n for k, (b, a) in idle.items()}
 print(f"pooler idle clients: pgflow {format(growth['pgflow'], ',.0f') if 'pgflow' in growth else 'n/a'} bytes/client, "
       f"pgbouncer {format(growth['pgbouncer'], ',.0f') if 'pgbouncer' in growth else 'n/a'} bytes/client, "

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sys/resource.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -2382,13 +2383,16 @@ absl::Status Pooler::Impl::Reload() {
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(*config);
   if (!tls.ok()) return tls.status();
   if (config->listen != config_.listen || config->threads != config_.threads ||
-      config->unix_socket_dir != config_.unix_socket_dir) {
-    LogWarning("pooler: listen, unix_socket_dir and threads take effect at the next start");
+      config->unix_socket_dir != config_.unix_socket_dir ||
+      config->scheduling != config_.scheduling) {
+    LogWarning("pooler: listen, unix_socket_dir, threads and scheduling take effect at the next "
+               "start");
   }
   PoolerConfig applied = *config;
   applied.listen = config_.listen;
   applied.unix_socket_dir = config_.unix_socket_dir;
   applied.threads = config_.threads;
+  applied.scheduling = config_.scheduling;
   applied.file = config_.file;
   auto snapshot = std::make_shared<const PoolerConfig>(applied);
   {
@@ -2680,7 +2684,15 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
                  asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();
-    t->thread = std::thread([t] {
+    t->thread = std::thread([t, batch = config_.scheduling == ThreadScheduling::kBatch] {
+      if (batch) {
+        // (Linux schedules threads one by one: this thread only.)
+        sched_param param{};
+        if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+          LogWarning("pooler: cannot schedule a network thread as SCHED_BATCH: %s",
+                     strerror(errno));
+        }
+      }
       auto guard = asio::make_work_guard(t->context);
       t->context.run();
     });

@@ -200,6 +200,11 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Range(0, 256)
               .DefaultText("half the cores")
               .Help("Network threads, each with its own listening socket (SO_REUSEPORT)."),
+          ChoiceOption("scheduling", &PoolerConfig::scheduling)
+              .Choices({{"batch", ThreadScheduling::kBatch}, {"normal", ThreadScheduling::kNormal}})
+              .Help("batch: a network thread that wakes does not preempt a running task (a "
+                    "PostgreSQL backend on the same machine) but runs when it blocks; normal: "
+                    "the kernel's default."),
           SectionOption("admin", &PoolerConfig::admin, AdminTable())
               .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),
           SectionOption("auth", &PoolerConfig::auth, AuthTable())

@@ -35,6 +35,13 @@ enum class AuthMethod { kScram, kMd5, kTrust };
 // to its server connection until it leaves.
 enum class SessionStatePolicy { kRefuse, kPin };
 
+// How the network threads are scheduled. batch (SCHED_BATCH): a thread that wakes does not
+// preempt the task running on its CPU, often a PostgreSQL backend on the same machine; it runs
+// when that task blocks or its time slice ends, and finds more events ready. normal: the
+// kernel's default, where a waking thread may preempt at once (lower latency when every core
+// is busy with long queries, more context switches when PostgreSQL shares a saturated machine).
+enum class ThreadScheduling { kBatch, kNormal };
+
 // libpq's sslmode names. Toward clients: disable (SSLRequest answered 'N'), prefer (TLS for
 // those who ask), require (a client that does not is refused). Toward servers (the url's
 // sslmode): disable, prefer (TLS if the server offers it), require, verify-ca (the
@@ -107,6 +114,7 @@ struct PoolerConfig {
   // do (psql -h <dir> -p <port>); empty: no Unix socket.
   std::string unix_socket_dir;
   int threads = 0;  // 0: one per two cores (at least one)
+  ThreadScheduling scheduling = ThreadScheduling::kBatch;
   AdminOptions admin;
   AuthOptions auth;
   TlsOptions tls;

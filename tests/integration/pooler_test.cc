@@ -5,6 +5,8 @@
 // (SHOW, PAUSE/RESUME, RELOAD, KILL) and /metrics.
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -375,6 +377,34 @@ TEST_F(PoolerTest, PgbenchRunsInEveryProtocolModeInTransactionPooling) {
   EXPECT_EQ(direct.Scalar("SELECT sum(delta) = (SELECT sum(abalance) FROM pgbench_accounts) "
                           "FROM pgbench_history"),
             "t");
+}
+
+// The threads of `pid` scheduled as SCHED_BATCH: the pooler's network threads (`threads: 2`)
+// and the threads they start (asio's resolver thread inherits the policy); -1 if the main
+// thread is one (it must not be).
+int BatchThreads(pid_t pid) {
+  if (sched_getscheduler(pid) == SCHED_BATCH) return -1;
+  int batch = 0;
+  DIR* tasks = opendir(absl::StrCat("/proc/", pid, "/task").c_str());
+  if (tasks == nullptr) return -1;
+  while (dirent* entry = readdir(tasks)) {
+    if (entry->d_name[0] == '.') continue;
+    if (sched_getscheduler(static_cast<pid_t>(atoi(entry->d_name))) == SCHED_BATCH) ++batch;
+  }
+  closedir(tasks);
+  return batch;
+}
+
+TEST_F(PoolerTest, NetworkThreadsRunAsBatchUnlessToldOtherwise) {
+  PoolerProcess batch("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Sql through(batch.Url("app"));
+  EXPECT_EQ(through.Scalar("SELECT 1"), "1");
+  EXPECT_GE(BatchThreads(batch.process().pid()), 2);
+  PoolerProcess normal("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+                       "scheduling: normal\n");
+  Sql through_normal(normal.Url("app"));
+  EXPECT_EQ(through_normal.Scalar("SELECT 1"), "1");
+  EXPECT_EQ(BatchThreads(normal.process().pid()), 0);
 }
 
 TEST_F(PoolerTest, PreparedStatementsFollowClientsAcrossServerConnections) {

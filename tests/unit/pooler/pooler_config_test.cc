@@ -28,6 +28,26 @@ TEST(PoolerConfigTest, ReadsAuthAndDatabases) {
   EXPECT_EQ(FindDatabase(*config, "other"), nullptr);
 }
 
+TEST(PoolerConfigTest, SchedulingIsBatchUnlessNormal) {
+  absl::StatusOr<PoolerConfig> plain =
+      ParsePoolerConfig(std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\n") + kDatabases,
+                        "pooler.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->scheduling, ThreadScheduling::kBatch);
+  absl::StatusOr<PoolerConfig> normal = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\nscheduling: normal\n") +
+          kDatabases,
+      "pooler.yaml");
+  ASSERT_TRUE(normal.ok()) << normal.status();
+  EXPECT_EQ(normal->scheduling, ThreadScheduling::kNormal);
+  absl::StatusOr<PoolerConfig> other = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\nscheduling: fifo\n") +
+          kDatabases,
+      "pooler.yaml");
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(other.status().message(), HasSubstr("scheduling"));
+}
+
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
   absl::StatusOr<PoolerConfig> trust = ParsePoolerConfig(
       std::string("listen: 127.0.0.1:6432\nauth: {method: trust, user: lookup}\n") + kDatabases,
