@@ -29,21 +29,17 @@ TEST(PoolerConfigTest, ReadsAuthAndDatabases) {
 }
 
 TEST(PoolerConfigTest, SchedulingIsBatchUnlessNormal) {
-  absl::StatusOr<PoolerConfig> plain =
-      ParsePoolerConfig(std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\n") + kDatabases,
-                        "pooler.yaml");
+  auto parse = [](const std::string& scheduling) {
+    return ParsePoolerConfig(
+        "listen: 127.0.0.1:6432\nauth: {method: trust}\n" + scheduling + kDatabases, "pooler.yaml");
+  };
+  absl::StatusOr<PoolerConfig> plain = parse("");
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_EQ(plain->scheduling, ThreadScheduling::kBatch);
-  absl::StatusOr<PoolerConfig> normal = ParsePoolerConfig(
-      std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\nscheduling: normal\n") +
-          kDatabases,
-      "pooler.yaml");
+  absl::StatusOr<PoolerConfig> normal = parse("scheduling: normal\n");
   ASSERT_TRUE(normal.ok()) << normal.status();
   EXPECT_EQ(normal->scheduling, ThreadScheduling::kNormal);
-  absl::StatusOr<PoolerConfig> other = ParsePoolerConfig(
-      std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\nscheduling: fifo\n") +
-          kDatabases,
-      "pooler.yaml");
+  absl::StatusOr<PoolerConfig> other = parse("scheduling: fifo\n");
   ASSERT_FALSE(other.ok());
   EXPECT_THAT(other.status().message(), HasSubstr("scheduling"));
 }
