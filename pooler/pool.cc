@@ -260,8 +260,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
   *transient = true;
   auto server = std::make_unique<ServerConn>(context);
   server->id = next_server_id.fetch_add(1);
-  const std::string where =
-      upstream.local() ? upstream.SocketPath() : Cat(upstream.host, ":", upstream.port);
+  const std::string where = upstream.Where();
 
   boost::system::error_code ec;
   const Clock::time_point give_up = Clock::now() + timeout;
@@ -547,6 +546,88 @@ Clock::duration Pool::QueueWaitLimit() const {
 
 Clock::time_point Pool::WaitSince(const Waiter& waiter) { return waiter.since; }
 
+// Whether a logged-in server is of the kind `target` asks for, from what it reported at login
+// (PostgreSQL 14 and later report in_hot_standby and default_transaction_read_only); an error
+// when it did not report them.
+absl::StatusOr<bool> ServerMatches(TargetSession target, const ServerConn& server) {
+  if (target == TargetSession::kAny) return true;
+  auto reported = [&](const char* name) -> std::optional<bool> {
+    auto it = server.params.find(name);
+    if (it == server.params.end()) return std::nullopt;
+    return it->second == "on";
+  };
+  std::optional<bool> standby = reported("in_hot_standby");
+  std::optional<bool> read_only = reported("default_transaction_read_only");
+  if (!standby.has_value() || !read_only.has_value()) {
+    return absl::FailedPreconditionError(
+        Cat("target_session_attrs=", TargetSessionName(target),
+            " needs PostgreSQL 14 or later, which reports in_hot_standby at login"));
+  }
+  switch (target) {
+    case TargetSession::kReadWrite:
+      return !*standby && !*read_only;
+    case TargetSession::kReadOnly:
+      return *standby || *read_only;
+    case TargetSession::kPrimary:
+      return !*standby;
+    case TargetSession::kStandby:
+    case TargetSession::kPreferStandby:
+      return *standby;
+    case TargetSession::kAny:
+      break;
+  }
+  return true;
+}
+
+Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Login(asio::io_context* context,
+                                                                const PoolSettings& settings,
+                                                                const LoginCredentials& login,
+                                                                const StartupSettings* startup,
+                                                                bool* transient) {
+  // The url's hosts in turn, from the one last reached, until one answers as the url's
+  // target_session_attrs asks; prefer-standby goes round twice, the second time for any.
+  const Upstream& upstream = settings.upstream;
+  const size_t count = upstream.host_count();
+  const size_t first = last_host_.load(std::memory_order_relaxed) % count;
+  const int rounds = upstream.target == TargetSession::kPreferStandby ? 2 : 1;
+  *transient = false;
+  absl::Status failure;
+  for (int round = 0; round < rounds; ++round) {
+    const TargetSession target = round == 0 ? upstream.target : TargetSession::kAny;
+    for (size_t k = 0; k < count; ++k) {
+      const size_t i = (first + k) % count;
+      const Upstream host = upstream.Host(i);
+      bool host_transient = false;
+      absl::StatusOr<std::unique_ptr<ServerConn>> server =
+          co_await LoginServer(context, host, settings.server_dbname, login, startup,
+                               settings.connect_timeout, &host_transient);
+      if (!server.ok()) {
+        *transient = *transient || host_transient;
+        failure = server.status();
+        continue;
+      }
+      absl::StatusOr<bool> matches = ServerMatches(target, **server);
+      if (matches.ok() && *matches) {
+        last_host_.store(i, std::memory_order_relaxed);
+        co_return server;
+      }
+      if (matches.ok()) {
+        *transient = true;  // a standby may be promoted, a primary demoted
+        failure = Failure("08001", Cat("server at ", host.Where(), " is not ",
+                                       TargetSessionName(target), " (target_session_attrs)"));
+      } else {
+        failure = Failure("08001", Cat("server at ", host.Where(), ": ", matches.status().message()));
+      }
+    }
+  }
+  if (count > 1) {
+    failure = Failure(SqlstateOf(failure).first,
+                      Cat("none of the url's ", count, " hosts answered as wanted; the last: ",
+                          SqlstateOf(failure).second));
+  }
+  co_return failure;
+}
+
 Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* context,
                                                                const StartupSettings* startup) {
   PoolSettings settings;
@@ -563,8 +644,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
   while (true) {
     bool transient = false;
     absl::StatusOr<std::unique_ptr<ServerConn>> server =
-        co_await LoginServer(context, settings.upstream, settings.server_dbname, login, startup,
-                             settings.connect_timeout, &transient);
+        co_await Login(context, settings, login, startup, &transient);
     if (server.ok()) {
       stats_.server_logins.fetch_add(1, std::memory_order_relaxed);
       (*server)->generation = generation;
@@ -928,6 +1008,8 @@ void Pool::Update(PoolSettings settings, LoginCredentials login) {
   absl::MutexLock lock(&mu_);
   bool moved = settings.upstream.host != settings_.upstream.host ||
                settings.upstream.port != settings_.upstream.port ||
+               settings.upstream.more_hosts != settings_.upstream.more_hosts ||
+               settings.upstream.target != settings_.upstream.target ||
                settings.server_dbname != settings_.server_dbname ||
                login.user != login_.user || login.password != login_.password;
   if (login.password.empty() && login.md5_hash.empty() && login.user == login_.user) {

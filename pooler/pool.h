@@ -253,6 +253,13 @@ class Pool {
  private:
   Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Open(asio::io_context* context,
                                                          const StartupSettings* startup);
+  // One login to the first of the url's hosts that answers as its target_session_attrs asks;
+  // `transient` when trying again later may succeed.
+  Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Login(asio::io_context* context,
+                                                          const PoolSettings& settings,
+                                                          const LoginCredentials& login,
+                                                          const StartupSettings* startup,
+                                                          bool* transient);
   void WakeLocked(std::shared_ptr<Waiter> waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaitersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An idle connection for `wanted` startup settings (those found dead go to *dead, to be
@@ -270,6 +277,9 @@ class Pool {
   std::deque<std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // The url's host a server connection was last opened to: the next opening tries it first
+  // (after a failover, the new primary found once is where the pool goes).
+  std::atomic<size_t> last_host_{0};
   std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_
       ABSL_GUARDED_BY(mu_);

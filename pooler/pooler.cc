@@ -2288,7 +2288,7 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
     }
     out.push_back(DatabaseView{
         .name = name,
-        .host = db.upstream.host,
+        .host = db.upstream.HostList(),
         .port = db.upstream.port,
         .dbname = db.upstream.dbname.empty() ? name : db.upstream.dbname,
         .force_user = db.upstream.user,

@@ -1,8 +1,10 @@
 #include "pooler/pooler_config.h"
 
 #include <climits>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/postgres/conninfo.h"
 #include "engine/config_node.h"
 #include "engine/listen_address.h"
@@ -59,32 +61,60 @@ const OptionTable<AuthOptions>& AuthTable() {
   return *table;
 }
 
+// The url's `keyword`, read by `parse` into `*out` (left as it is when the url has none); an
+// error naming the value and the `choices` for one `parse` does not know.
+template <typename T>
+absl::Status ReadUrlChoice(const ConfigNode& node, const std::string& url, const char* keyword,
+                           std::optional<T> (*parse)(std::string_view), std::string_view choices,
+                           T* out) {
+  std::string text = ConninfoValue(url, keyword);
+  if (text.empty()) return absl::OkStatus();
+  std::optional<T> value = parse(text);
+  if (!value.has_value()) return node.Error(Cat("invalid ", keyword, " '", text, "' (", choices, ")"));
+  *out = *value;
+  return absl::OkStatus();
+}
+
 // The database's upstream from its url (libpq's own parser).
 absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   if (absl::Status s = CheckConninfo(db->url); !s.ok()) return node.Error(Sv(s.message()));
   Upstream up;
-  std::string host = ConninfoValue(db->url, "host");
-  if (!host.empty()) {
-    if (host.find(',') != std::string::npos) {
-      return node.Error("several hosts are not supported: give one server per database");
-    }
-    up.host = host;
+  // host=a,b,c and port=1,2,3 (or one port for all), as libpq reads them.
+  std::vector<std::string> hosts = absl::StrSplit(ConninfoValue(db->url, "host"), ',');
+  std::vector<std::string> ports = absl::StrSplit(ConninfoValue(db->url, "port"), ',');
+  if (ports.size() != 1 && ports.size() != hosts.size()) {
+    return node.Error(Cat("the url names ", ports.size(), " ports for ", hosts.size(),
+                          " hosts: give one port for all, or one for each"));
   }
-  std::string port = ConninfoValue(db->url, "port");
-  if (!port.empty() && !absl::SimpleAtoi(port, &up.port)) {
-    return node.Error(Cat("invalid port '", port, "'"));
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    std::string host = hosts.size() == 1 && hosts[0].empty() ? Upstream().host : hosts[i];
+    if (host.empty()) return node.Error(Cat("the url's host number ", i + 1, " is empty"));
+    const std::string& text = ports.size() == 1 ? ports[0] : ports[i];
+    int port = Upstream().port;  // (libpq's default for an empty one)
+    if (!text.empty() && (!absl::SimpleAtoi(text, &port) || port <= 0 || port > 65535)) {
+      return node.Error(Cat("invalid port '", text, "'"));
+    }
+    if (i == 0) {
+      up.host = host;
+      up.port = port;
+    } else {
+      up.more_hosts.emplace_back(host, port);
+    }
+  }
+  if (absl::Status s = ReadUrlChoice(node, db->url, "target_session_attrs", ParseTargetSession,
+                                     "any, read-write, read-only, primary, standby, prefer-standby",
+                                     &up.target);
+      !s.ok()) {
+    return s;
   }
   up.dbname = ConninfoValue(db->url, "dbname");
   up.user = ConninfoValue(db->url, "user");
   up.password = ConninfoValue(db->url, "password");
-  std::string sslmode = ConninfoValue(db->url, "sslmode");
-  if (!sslmode.empty()) {
-    std::optional<TlsMode> mode = ParseTlsMode(sslmode);
-    if (!mode.has_value()) {
-      return node.Error(Cat("invalid sslmode '", sslmode,
-                            "' (disable, allow, prefer, require, verify-ca, verify-full)"));
-    }
-    up.sslmode = *mode;
+  if (absl::Status s = ReadUrlChoice(node, db->url, "sslmode", ParseTlsMode,
+                                     "disable, allow, prefer, require, verify-ca, verify-full",
+                                     &up.sslmode);
+      !s.ok()) {
+    return s;
   }
   up.sslrootcert = ConninfoValue(db->url, "sslrootcert");
   db->upstream = std::move(up);
@@ -100,7 +130,9 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
                 "user, clients log in to it as themselves (with the users file's password or "
                 "the keys of their SCRAM login); without dbname, the database's name here. "
                 "?sslmode=prefer|require|verify-ca|verify-full (default disable) and "
-                "sslrootcert=file: TLS toward the server."),
+                "sslrootcert=file: TLS toward the server. Several hosts (host1:port1,host2:port2) "
+                "with ?target_session_attrs=any|read-write|read-only|primary|standby|"
+                "prefer-standby, as libpq: the first that answers as asked."),
       ChoiceOption("pool_mode", &DatabaseOptions::pool_mode)
           .Choices({{"session", PoolMode::kSession},
                     {"transaction", PoolMode::kTransaction},
@@ -279,6 +311,48 @@ const OptionTable<PoolerConfig>& PoolerTable() {
 }
 
 }  // namespace
+
+std::string Upstream::Where() const {
+  return local() ? SocketPath() : Cat(host, ":", port);
+}
+
+Upstream Upstream::Host(size_t i) const {
+  Upstream one = *this;
+  one.more_hosts.clear();
+  if (i > 0) std::tie(one.host, one.port) = more_hosts.at(i - 1);
+  return one;
+}
+
+std::string Upstream::HostList() const {
+  std::string list = host;
+  for (const auto& [name, port] : more_hosts) list += Cat(",", name);
+  return list;
+}
+
+namespace {
+constexpr std::pair<std::string_view, TargetSession> kTargetSessions[] = {
+    {"any", TargetSession::kAny},
+    {"read-write", TargetSession::kReadWrite},
+    {"read-only", TargetSession::kReadOnly},
+    {"primary", TargetSession::kPrimary},
+    {"standby", TargetSession::kStandby},
+    {"prefer-standby", TargetSession::kPreferStandby},
+};
+}  // namespace
+
+std::optional<TargetSession> ParseTargetSession(std::string_view name) {
+  for (const auto& [text, target] : kTargetSessions) {
+    if (text == name) return target;
+  }
+  return std::nullopt;
+}
+
+std::string_view TargetSessionName(TargetSession target) {
+  for (const auto& [text, value] : kTargetSessions) {
+    if (value == target) return text;
+  }
+  return "any";
+}
 
 std::optional<TlsMode> ParseTlsMode(std::string_view name) {
   if (name == "disable") return TlsMode::kDisable;

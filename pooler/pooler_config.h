@@ -59,10 +59,21 @@ struct TlsOptions {
   bool operator==(const TlsOptions&) const = default;
 };
 
+// libpq's target_session_attrs: which server a url's hosts must lead to. read-write: not in hot
+// standby, and default_transaction_read_only off; read-only: either; primary: not in hot
+// standby; standby: in hot standby; prefer-standby: a standby if one answers, else any.
+enum class TargetSession { kAny, kReadWrite, kReadOnly, kPrimary, kStandby, kPreferStandby };
+std::optional<TargetSession> ParseTargetSession(std::string_view name);
+std::string_view TargetSessionName(TargetSession target);
+
 // Where a database's server connections go, from its `url` (a libpq URI or key=value string).
 struct Upstream {
   std::string host = "127.0.0.1";  // a name, an address or a Unix socket directory
   int port = 5432;
+  // The url's further hosts, as libpq's host=a,b,c with port=1,2,3 (or one port for all):
+  // tried after the first until one answers as `target` asks.
+  std::vector<std::pair<std::string, int>> more_hosts;
+  TargetSession target = TargetSession::kAny;
   std::string dbname;    // empty: the client's database name
   std::string user;      // empty: the client's user
   std::string password;  // empty: the users file's secret or the client's SCRAM keys
@@ -73,6 +84,13 @@ struct Upstream {
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.
   bool local() const { return !host.empty() && host[0] == '/'; }
   std::string SocketPath() const { return host + "/.s.PGSQL." + std::to_string(port); }
+  // host:port, or the socket's path.
+  std::string Where() const;
+  size_t host_count() const { return 1 + more_hosts.size(); }
+  // This upstream with its host number `i` (0: the first) alone.
+  Upstream Host(size_t i) const;
+  // The hosts as the url lists them, comma-separated.
+  std::string HostList() const;
 };
 
 struct DatabaseOptions {

@@ -5,6 +5,9 @@
 #                                loopback port with wal_level=logical; prints the port
 #   scripts/pgtmp.sh stop DIR    stop it (fast) and delete DIR
 #   scripts/pgtmp.sh pause DIR   stop it, keeping DIR; `resume DIR` starts it again
+#   scripts/pgtmp.sh standby DIR PORT
+#                                a hot standby of the server on 127.0.0.1:PORT (pg_basebackup,
+#                                streaming), started in DIR on a free port; prints the port
 #
 # Trust authentication on 127.0.0.1 and on a Unix socket inside DIR; superuser "postgres".
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
@@ -27,17 +30,40 @@ PY
 cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 
+make_dir() {  # DIR, owned by the server's user
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres:postgres "$dir"
+    runuser -u postgres -- test -x "$dir" || {
+      echo "pgtmp: the postgres user cannot reach $dir: make its parent directories searchable (chmod o+x)" >&2
+      exit 1
+    }
+  fi
+}
+
 case "$cmd" in
+  standby)
+    primary=${3:?usage: $0 standby DIR PRIMARY_PORT}
+    make_dir
+    as_owner "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir/data" -R \
+      -X stream -c fast >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; exit 1; }
+    for attempt in 1 2 3 4 5; do
+      port=$(free_port)
+      # (Later lines win over the primary's copied ones.)
+      printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\n" "$port" "$dir" \
+        >>"$dir/data/postgresql.conf"
+      if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+        echo "$port" >"$dir/port"
+        echo "$port"
+        exit 0
+      fi
+    done
+    cat "$dir/server.log" >&2
+    exit 1
+    ;;
   start)
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-    if [ "$(id -u)" = 0 ]; then
-      chown postgres:postgres "$dir"
-      runuser -u postgres -- test -x "$dir" || {
-        echo "pgtmp: the postgres user cannot reach $dir: make its parent directories searchable (chmod o+x)" >&2
-        exit 1
-      }
-    fi
+    make_dir
     as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     for attempt in 1 2 3 4 5; do
@@ -76,5 +102,5 @@ CONF
     [ -d "$dir/data" ] && as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start|stop|pause|resume DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|pause|resume DIR, or standby DIR PRIMARY_PORT" >&2; exit 2 ;;
 esac

@@ -18,6 +18,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
 #include "pooler/auth.h"
@@ -447,6 +448,89 @@ TEST_F(PoolerTest, PreparedStatementsFollowClientsAcrossServerConnections) {
   ASSERT_EQ(PQresultStatus(again), PGRES_TUPLES_OK) << PQresultErrorMessage(again);
   EXPECT_EQ(std::string(PQgetvalue(again, 0, 0)), "42");
   PQclear(again);
+}
+
+// A hot standby of `primary` (scripts/pgtmp.sh standby), stopped and removed with the object.
+class Standby {
+ public:
+  explicit Standby(const TestCluster& primary) {
+    chmod(dir_.path().c_str(), 0755);  // the server's user reaches its data below
+    std::string output;
+    if (Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh standby ", dir_.File("pg"), " ",
+                           primary.port()),
+              &output) == 0) {
+      port_ = atoi(output.c_str());
+    }
+    EXPECT_GT(port_, 0) << output;
+  }
+  ~Standby() {
+    std::string output;
+    Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh stop ", dir_.File("pg")), &output);
+  }
+  int port() const { return port_; }
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+};
+
+TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
+  // main: the primary; standby: its hot standby; other: a primary whose database is read-only
+  // by default; dead: nothing listens.
+  TestCluster& main = SharedCluster();
+  TestCluster& other = SharedCluster(1);
+  admin_->Exec("CREATE DATABASE pool_multi");
+  Sql(other.Url()).Exec("CREATE DATABASE pool_multi");
+  Sql(other.Url()).Exec("ALTER DATABASE pool_multi SET default_transaction_read_only = on");
+  Standby standby(main);
+  ASSERT_GT(standby.port(), 0);
+  const int dead = FreeLoopbackPort();
+  auto database = [](const std::string& name, std::vector<int> ports, const std::string& target) {
+    std::vector<std::string> hosts;
+    for (int port : ports) hosts.push_back(absl::StrCat("127.0.0.1:", port));
+    return absl::StrCat("  ", name, ": {url: 'postgres://postgres@", absl::StrJoin(hosts, ","),
+                        "/pool_multi", target.empty() ? "" : "?target_session_attrs=", target,
+                        "', pool_mode: transaction, pool_size: 2}\n");
+  };
+  PoolerProcess pooler(
+      "trust", kTrustUsers,
+      database("rw", {dead, other.port(), standby.port(), main.port()}, "read-write") +
+          database("ro", {main.port(), other.port()}, "read-only") +
+          database("prim", {standby.port(), other.port()}, "primary") +
+          database("stby", {main.port(), other.port(), standby.port()}, "standby") +
+          database("prefer", {main.port(), dead}, "prefer-standby") +
+          database("any", {dead, other.port(), main.port()}, "") +
+          database("none", {dead, standby.port()}, "read-write"),
+      "hold_timeout: 1s\n");
+  auto port_of = [&](const std::string& db) {
+    Conn client(pooler.Url(db));
+    return client.ok() ? client.Run("SELECT inet_server_port()") : client.error();
+  };
+  EXPECT_EQ(port_of("rw"), std::to_string(main.port()));
+  EXPECT_EQ(port_of("ro"), std::to_string(other.port()));
+  EXPECT_EQ(port_of("prim"), std::to_string(other.port()));  // read-only, yet no standby
+  EXPECT_EQ(port_of("stby"), std::to_string(standby.port()));
+  EXPECT_EQ(port_of("prefer"), std::to_string(main.port()));  // no standby among them: any
+  EXPECT_EQ(port_of("any"), std::to_string(other.port()));   // the first that answers
+  Conn none(pooler.Url("none"));  // (the login needs a server's parameters: refused there)
+  ASSERT_FALSE(none.ok());
+  const std::string refused = none.error();
+  EXPECT_NE(refused.find("none of the url's 2 hosts"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("is not read-write"), std::string::npos) << refused;
+
+  // A switchover: main turns read-only, other read-write. RECONNECT, and a client that stays
+  // connected runs its next transaction on the new read-write server.
+  Conn client(pooler.Url("rw"));
+  ASSERT_TRUE(client.ok()) << client.error();
+  EXPECT_EQ(client.Run("SELECT inet_server_port()"), std::to_string(main.port()));
+  admin_->Exec("ALTER DATABASE pool_multi SET default_transaction_read_only = on");
+  Sql(other.Url()).Exec("ALTER DATABASE pool_multi RESET default_transaction_read_only");
+  Conn console(pooler.Url("pgflow"));
+  ASSERT_TRUE(console.ok()) << console.error();
+  console.Run("RECONNECT rw");
+  EXPECT_EQ(client.Run("SELECT inet_server_port()"), std::to_string(other.port()));
+  EXPECT_EQ(client.Run("SELECT current_setting('transaction_read_only')"), "off");
+  admin_->Exec("ALTER DATABASE pool_multi RESET default_transaction_read_only");
 }
 
 TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {

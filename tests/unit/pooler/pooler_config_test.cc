@@ -44,6 +44,39 @@ TEST(PoolerConfigTest, SchedulingIsBatchUnlessNormal) {
   EXPECT_THAT(other.status().message(), HasSubstr("scheduling"));
 }
 
+TEST(PoolerConfigTest, AUrlMayNameSeveralHostsAndATarget) {
+  auto parse = [](const std::string& url) {
+    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n  app: {url: '" +
+                                 url + "'}\n",
+                             "pooler.yaml");
+  };
+  absl::StatusOr<PoolerConfig> config =
+      parse("postgres://db1:5433,db2,%2Frun%2Fpg:5435/app?target_session_attrs=read-write");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const Upstream& up = FindDatabase(*config, "app")->upstream;
+  ASSERT_EQ(up.host_count(), 3u);
+  EXPECT_EQ(up.Host(0).Where(), "db1:5433");
+  EXPECT_EQ(up.Host(1).Where(), "db2:5432");  // libpq's default port for an empty one
+  EXPECT_EQ(up.Host(2).Where(), "/run/pg/.s.PGSQL.5435");
+  EXPECT_EQ(up.Host(2).host_count(), 1u);
+  EXPECT_EQ(up.HostList(), "db1,db2,/run/pg");
+  EXPECT_EQ(up.target, TargetSession::kReadWrite);
+  // One port for all hosts (key=value form).
+  config = parse("host=a,b port=6000 dbname=app");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(FindDatabase(*config, "app")->upstream.Host(1).Where(), "b:6000");
+
+  absl::StatusOr<PoolerConfig> ports = parse("host=a,b,c port=1,2 dbname=app");
+  ASSERT_FALSE(ports.ok());
+  EXPECT_THAT(ports.status().message(), HasSubstr("2 ports for 3 hosts"));
+  absl::StatusOr<PoolerConfig> empty = parse("host=a,,c dbname=app");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_THAT(empty.status().message(), HasSubstr("host number 2 is empty"));
+  absl::StatusOr<PoolerConfig> target = parse("postgres://a/app?target_session_attrs=master");
+  ASSERT_FALSE(target.ok());
+  EXPECT_THAT(target.status().message(), HasSubstr("invalid target_session_attrs 'master'"));
+}
+
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
   absl::StatusOr<PoolerConfig> trust = ParsePoolerConfig(
       std::string("listen: 127.0.0.1:6432\nauth: {method: trust, user: lookup}\n") + kDatabases,
