@@ -306,7 +306,8 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
     }
     if (answer == 'S') {
       absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls =
-          MakeClientTlsContext(upstream.sslmode, upstream.sslrootcert);
+          MakeClientTlsContext(upstream.sslmode, upstream.sslrootcert, upstream.sslcert,
+                               upstream.sslkey);
       if (!tls.ok()) {
         *transient = false;
         co_return Failure("08001", Sv(tls.status().message()));

@@ -623,6 +623,7 @@ class Session : public std::enable_shared_from_this<Session>,
     const tcp::endpoint peer = local_ ? tcp::endpoint() : client_.remote_endpoint(ec);
     // (the peer read before a TLS pump takes over the socket)
     const std::string peer_address = local_ ? "unix" : peer.address().to_string(ec);
+    std::string certificate_user;  // the verified client certificate's common name, if any
     StartupPacket startup;
     for (int round = 0;; ++round) {
       std::string head;
@@ -660,7 +661,8 @@ class Session : public std::enable_shared_from_this<Session>,
               &client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
               std::max(std::chrono::milliseconds(1),
                        std::chrono::duration_cast<std::chrono::milliseconds>(
-                           login_deadline - Clock::now())));
+                           login_deadline - Clock::now())),
+              &certificate_user);
           // The deadline's timer, if it fired meanwhile, found no socket to cancel.
           if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
           if (!plain.ok()) {
@@ -676,7 +678,7 @@ class Session : public std::enable_shared_from_this<Session>,
       break;
     }
     // (As with PostgreSQL's `local` lines, a Unix-socket client needs no TLS.)
-    if (config->tls.mode == TlsMode::kRequire && !tls_ && !local_) {
+    if (config->tls.mode >= TlsMode::kRequire && !tls_ && !local_) {
       co_await SendFatal("28000", "the pooler accepts TLS connections only (connect with "
                                   "sslmode=require or stronger)");
       co_return false;
@@ -686,6 +688,19 @@ class Session : public std::enable_shared_from_this<Session>,
     info_->user = startup.Get("user");
     info_->database = startup.Get("database");
     if (info_->database.empty()) info_->database = info_->user;
+    if (config->tls.mode >= TlsMode::kVerifyCa && !local_) {
+      // PostgreSQL's clientcert=verify-ca and verify-full.
+      if (certificate_user.empty()) {
+        co_await SendFatal("28000", "the pooler requires a client certificate from its "
+                                    "authorities (tls.ca): connect with sslcert and sslkey");
+        co_return false;
+      }
+      if (config->tls.mode == TlsMode::kVerifyFull && certificate_user != info_->user) {
+        co_await SendFatal("28000", Cat("certificate validation (clientcert=verify-full) failed "
+                                        "for user \"", info_->user, "\": CN mismatch"));
+        co_return false;
+      }
+    }
     if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
         startup.Get("replication") != "0") {
       co_await SendFatal("08P01", "replication connections are not supported by the pooler");
@@ -730,7 +745,9 @@ class Session : public std::enable_shared_from_this<Session>,
     }
     std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
     ScramKeys proof;            // the keys of the client's SCRAM proof, for the server login
-    if (!co_await Authenticate(*config, *users, &looked_up_md5, &proof)) co_return false;
+    if (!co_await Authenticate(*config, *users, certificate_user, &looked_up_md5, &proof)) {
+      co_return false;
+    }
 
     std::string out;
     AppendAuthentication(&out, 0);
@@ -893,13 +910,17 @@ class Session : public std::enable_shared_from_this<Session>,
     co_return secret;
   }
 
+  // `certificate_user`: the common name of the client's verified TLS certificate, or empty.
   Task<bool> Authenticate(const PoolerConfig& config, const UserList& users,
-                          std::string* looked_up_md5, ScramKeys* proof) {
+                          const std::string& certificate_user, std::string* looked_up_md5,
+                          ScramKeys* proof) {
+    const bool no_password =
+        config.auth.method == AuthMethod::kTrust || config.auth.method == AuthMethod::kCert;
     auto entry = users.find(user());
     const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
     std::optional<UserSecret> looked_up;
     if (secret == nullptr && !config.auth.user.empty() &&
-        config.auth.method != AuthMethod::kTrust && FindDatabase(config, database()) != nullptr) {
+        !no_password && FindDatabase(config, database()) != nullptr) {
       absl::StatusOr<std::optional<UserSecret>> found = co_await LookUpSecret(config);
       if (!found.ok()) {
         co_await SendFatal("58000", Sv(found.status().message()));
@@ -912,7 +933,11 @@ class Session : public std::enable_shared_from_this<Session>,
       }
     }
     std::string refused = Cat("password authentication failed for user \"", user(), "\"");
-    if (config.auth.method == AuthMethod::kTrust) {
+    if (config.auth.method == AuthMethod::kCert && (local_ || certificate_user != user())) {
+      co_await SendFatal("28000", Cat("certificate authentication failed for user \"", user(), "\""));
+      co_return false;
+    }
+    if (no_password) {
       if (!config.auth.users.empty() && secret == nullptr) {
         co_await SendFatal("28000", Cat("user \"", user(), "\" is not in the users file"));
         co_return false;
@@ -2260,7 +2285,8 @@ std::vector<std::pair<std::string, std::string>> Pooler::Impl::ConfigRows() {
       {"threads", std::to_string(threads_.size())},
       {"auth_method", c->auth.method == AuthMethod::kScram ? "scram-sha-256"
                       : c->auth.method == AuthMethod::kMd5 ? "md5"
-                                                           : "trust"},
+                      : c->auth.method == AuthMethod::kCert ? "cert"
+                                                            : "trust"},
       {"auth_users", c->auth.users},
       {"admin_listen", c->admin.listen},
       {"max_client_conn", std::to_string(c->max_client_conn)},
@@ -2370,7 +2396,7 @@ absl::StatusOr<std::shared_ptr<const UserList>> LoadUsers(const PoolerConfig& co
 // The TLS context `config.tls` describes (its files read now), nullptr when disabled.
 absl::StatusOr<std::shared_ptr<asio::ssl::context>> LoadTls(const PoolerConfig& config) {
   if (config.tls.mode == TlsMode::kDisable) return nullptr;
-  return MakeServerTlsContext(config.tls.cert, config.tls.key);
+  return MakeServerTlsContext(config.tls.cert, config.tls.key, config.tls.ca);
 }
 
 }  // namespace

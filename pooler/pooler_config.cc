@@ -39,11 +39,13 @@ const OptionTable<AuthOptions>& AuthTable() {
       ChoiceOption("method", &AuthOptions::method)
           .Choices({{"scram-sha-256", AuthMethod::kScram},
                     {"md5", AuthMethod::kMd5},
-                    {"trust", AuthMethod::kTrust}},
+                    {"trust", AuthMethod::kTrust},
+                    {"cert", AuthMethod::kCert}},
                    "auth method")
           .Help("How clients prove who they are. md5 accepts a SCRAM-only user with SCRAM, as "
                 "PostgreSQL does; trust asks nothing (the user must still be in the users file "
-                "when one is given)."),
+                "when one is given); cert takes a TLS client certificate from tls.ca whose "
+                "common name is the user name, and asks no password."),
       StringOption("users", &AuthOptions::users)
           .NoDefault()
           .Help("pgbouncer's userlist.txt: one `\"user\" \"password, md5 hash or SCRAM secret\"` "
@@ -117,6 +119,11 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
     return s;
   }
   up.sslrootcert = ConninfoValue(db->url, "sslrootcert");
+  up.sslcert = ConninfoValue(db->url, "sslcert");
+  up.sslkey = ConninfoValue(db->url, "sslkey");
+  if (up.sslcert.empty() != up.sslkey.empty()) {
+    return node.Error("sslcert and sslkey go together: the certificate and its key");
+  }
   db->upstream = std::move(up);
   return absl::OkStatus();
 }
@@ -206,14 +213,22 @@ const OptionTable<TlsOptions>& TlsTable() {
       ChoiceOption("mode", &TlsOptions::mode)
           .Choices({{"disable", TlsMode::kDisable},
                     {"prefer", TlsMode::kPrefer},
-                    {"require", TlsMode::kRequire}},
+                    {"require", TlsMode::kRequire},
+                    {"verify-ca", TlsMode::kVerifyCa},
+                    {"verify-full", TlsMode::kVerifyFull}},
                    "TLS mode")
           .Help("disable: SSLRequest is answered N; prefer: clients that ask get TLS; require: "
-                "a client that does not ask is refused (SQLSTATE 28000)."),
+                "a client that does not ask is refused (SQLSTATE 28000); verify-ca: and one "
+                "without a certificate from tls.ca; verify-full: and one whose certificate's "
+                "common name is not its user name."),
       StringOption("cert", &TlsOptions::cert)
           .NoDefault()
           .Help("PEM certificate (chain) shown to clients. Re-read on RELOAD."),
       StringOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of tls.cert."),
+      StringOption("ca", &TlsOptions::ca)
+          .NoDefault()
+          .Help("PEM authorities of client certificates: when given, clients are asked for "
+                "one (needed by verify-ca, verify-full and auth.method cert)."),
   });
   return *table;
 }
@@ -294,16 +309,28 @@ const OptionTable<PoolerConfig>& PoolerTable() {
         if (config.tls.mode != TlsMode::kDisable && (config.tls.cert.empty() || config.tls.key.empty())) {
           return map.Error("tls.mode other than disable needs tls.cert and tls.key");
         }
-        if (!config.auth.user.empty() && config.auth.method == AuthMethod::kTrust) {
-          return map.Error("auth.user looks users up for a password check: not with trust");
+        if (config.tls.mode >= TlsMode::kVerifyCa && config.tls.ca.empty()) {
+          return map.Error("tls.mode verify-ca and verify-full need tls.ca, the authorities "
+                           "client certificates must chain to");
+        }
+        if (config.auth.method == AuthMethod::kCert &&
+            (config.tls.mode == TlsMode::kDisable || config.tls.ca.empty())) {
+          return map.Error("auth.method cert needs TLS toward clients with tls.ca (the "
+                           "authorities client certificates must chain to)");
+        }
+        if (!config.auth.user.empty() &&
+            (config.auth.method == AuthMethod::kTrust || config.auth.method == AuthMethod::kCert)) {
+          return map.Error("auth.user looks users up for a password check: not with trust or "
+                           "cert");
         }
         if (!config.auth.user.empty() && config.auth.query.find("$1") == std::string::npos) {
           return map.Error("auth.query must take the user name as $1");
         }
-        if (config.auth.method != AuthMethod::kTrust && config.auth.users.empty()) {
+        if (config.auth.method != AuthMethod::kTrust && config.auth.method != AuthMethod::kCert &&
+            config.auth.users.empty()) {
           return map.Error(
-              "auth.users is required unless auth.method is trust: the pooler needs each "
-              "user's password or SCRAM secret");
+              "auth.users is required unless auth.method is trust or cert: the pooler needs "
+              "each user's password or SCRAM secret");
         }
         return absl::OkStatus();
       });

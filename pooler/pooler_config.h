@@ -28,7 +28,9 @@ namespace pgflow::pooler {
 enum class PoolMode { kSession, kTransaction, kStatement };
 std::string_view PoolModeName(PoolMode mode);
 
-enum class AuthMethod { kScram, kMd5, kTrust };
+// How clients prove who they are. cert: a TLS client certificate, verified against tls.ca,
+// whose common name is the user name (PostgreSQL's cert method).
+enum class AuthMethod { kScram, kMd5, kTrust, kCert };
 
 // What transaction and statement pooling do with a query that takes session state (LISTEN, a
 // session-level advisory lock): refuse it with an error (SQLSTATE 0A000), or pin the client
@@ -51,11 +53,13 @@ enum class TlsMode { kDisable, kPrefer, kRequire, kVerifyCa, kVerifyFull };
 std::optional<TlsMode> ParseTlsMode(std::string_view name);
 std::string_view TlsModeName(TlsMode mode);
 
-// TLS toward clients.
+// TLS toward clients. verify-ca: a client must also show a certificate that chains to `ca`;
+// verify-full: and whose common name is the user it logs in as (PostgreSQL's clientcert).
 struct TlsOptions {
-  TlsMode mode = TlsMode::kDisable;  // disable, prefer or require
+  TlsMode mode = TlsMode::kDisable;  // disable, prefer, require, verify-ca or verify-full
   std::string cert;                  // PEM certificate chain
   std::string key;                   // PEM private key
+  std::string ca;  // PEM authorities of client certificates; empty: none asked for
   bool operator==(const TlsOptions&) const = default;
 };
 
@@ -79,6 +83,8 @@ struct Upstream {
   std::string password;  // empty: the users file's secret or the client's SCRAM keys
   TlsMode sslmode = TlsMode::kDisable;  // the url's sslmode (default disable, unlike libpq)
   std::string sslrootcert;              // the url's sslrootcert
+  std::string sslcert;                  // the url's sslcert: a client certificate to show
+  std::string sslkey;                   // its key (the url's sslkey)
   bool operator==(const Upstream&) const = default;
 
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -67,34 +68,86 @@ Task<void> Carry(std::shared_ptr<Pump>* owner, From* from, To* to) {
   (*owner)->Close();
 }
 
+// Loads `cert_file` (PEM chain) and `key_file` into `context`; an error names the file, by
+// the key that gave it (`cert_key`, `key_key`), that would not load or does not match.
+absl::Status LoadCertificate(ssl::context& context, const std::string& cert_file,
+                             const std::string& key_file, std::string_view cert_key,
+                             std::string_view key_key) {
+  boost::system::error_code ec;
+  context.use_certificate_chain_file(cert_file, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat(cert_key, ": cannot load ", cert_file, ": ", OpenSslError(ec.message())));
+  }
+  context.use_private_key_file(key_file, ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat(key_key, ": cannot load ", key_file, ": ", OpenSslError(ec.message())));
+  }
+  if (SSL_CTX_check_private_key(context.native_handle()) != 1) {
+    return absl::InvalidArgumentError(
+        Cat(key_key, ": ", key_file, " is not the key of the certificate in ", cert_file));
+  }
+  return absl::OkStatus();
+}
+
+// The common name of the peer's certificate, if it sent one and it was verified; else empty.
+std::string VerifiedCommonName(SSL* ssl) {
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return "";
+  std::string name;
+  if (SSL_get_verify_result(ssl) == X509_V_OK) {
+    X509_NAME* subject = X509_get_subject_name(cert);
+    const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    ASN1_STRING* data = at < 0 ? nullptr : X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
+    if (data != nullptr) {
+      name.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                  static_cast<size_t>(ASN1_STRING_length(data)));
+      if (name.find('\0') != std::string::npos) name.clear();  // (an embedded zero: refused)
+    }
+  }
+  X509_free(cert);
+  return name;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::string& cert_file,
-                                                                   const std::string& key_file) {
+                                                                   const std::string& key_file,
+                                                                   const std::string& ca_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (absl::Status s = LoadCertificate(*context, cert_file, key_file, "tls.cert", "tls.key");
+      !s.ok()) {
+    return s;
+  }
   boost::system::error_code ec;
-  context->use_certificate_chain_file(cert_file, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        Cat("tls.cert: cannot load ", cert_file, ": ", OpenSslError(ec.message())));
-  }
-  context->use_private_key_file(key_file, ssl::context::pem, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        Cat("tls.key: cannot load ", key_file, ": ", OpenSslError(ec.message())));
-  }
-  if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
-    return absl::InvalidArgumentError(
-        Cat("tls.key: ", key_file, " is not the key of the certificate in ", cert_file));
+  if (!ca_file.empty()) {
+    context->load_verify_file(ca_file, ec);
+    STACK_OF(X509_NAME)* names = ec ? nullptr : SSL_load_client_CA_file(ca_file.c_str());
+    if (ec || names == nullptr) {
+      return absl::InvalidArgumentError(
+          Cat("tls.ca: cannot load ", ca_file, ": ",
+              OpenSslError(ec ? ec.message() : "no certificate in it")));
+    }
+    SSL_CTX_set_client_CA_list(context->native_handle(), names);  // (takes them)
+    context->set_verify_mode(ssl::verify_peer);
   }
   return context;
 }
 
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
-                                                                   const std::string& root_cert) {
+                                                                   const std::string& root_cert,
+                                                                   const std::string& cert_file,
+                                                                   const std::string& key_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (!cert_file.empty()) {
+    if (absl::Status s = LoadCertificate(*context, cert_file, key_file, "sslcert", "sslkey");
+        !s.ok()) {
+      return s;
+    }
+  }
   if (mode == TlsMode::kVerifyCa || mode == TlsMode::kVerifyFull) {
     boost::system::error_code ec;
     if (root_cert.empty()) {
@@ -115,7 +168,7 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
 
 Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool as_server,
                                       TlsMode mode, const std::string& host,
-                                      std::chrono::milliseconds timeout) {
+                                      std::chrono::milliseconds timeout, std::string* peer_name) {
   Executor executor = raw->get_executor();
   auto stream = std::make_unique<ssl::stream<Socket>>(std::move(*raw), context);
   if (!as_server) {
@@ -147,6 +200,7 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
         Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ",
             watch->expired ? "" : OpenSslError(ec.message())));
   }
+  if (as_server && peer_name != nullptr) *peer_name = VerifiedCommonName(stream->native_handle());
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     co_return absl::UnavailableError(Cat("socketpair: ", strerror(errno)));

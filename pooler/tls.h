@@ -25,23 +25,30 @@ namespace pgflow::pooler {
 
 inline constexpr size_t kTlsPumpBuffer = 8192;
 
-// The context the pooler shows its clients: `cert_file` (PEM, the chain) and `key_file`.
+// The context the pooler shows its clients: `cert_file` (PEM, the chain) and `key_file`;
+// with `ca_file` (PEM authorities), clients are asked for a certificate, and one that does
+// not chain to them fails the handshake (one that sends none goes on: the session decides).
 // TLS 1.2 and later. An error names the file that would not load.
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(
-    const std::string& cert_file, const std::string& key_file);
+    const std::string& cert_file, const std::string& key_file, const std::string& ca_file);
 // The context for connections to a server: under verify-ca and verify-full the server's
-// certificate must chain to `root_cert` (PEM; empty: the system's authorities).
+// certificate must chain to `root_cert` (PEM; empty: the system's authorities); with
+// `cert_file` and `key_file`, the pooler shows that client certificate (the url's sslcert and
+// sslkey).
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
-    TlsMode mode, const std::string& root_cert);
+    TlsMode mode, const std::string& root_cert, const std::string& cert_file,
+    const std::string& key_file);
 
 // Runs the TLS handshake on `*raw` (moved from) with `context`, as the server (toward a
 // client) or as the client (toward PostgreSQL: `host` is sent as SNI and, under
 // verify-full, checked against the certificate), within `timeout` (what is left of the
 // caller's own deadline: a Deadline on `*raw` cannot reach the socket once moved); then starts
 // the pump and returns the plain socket, on the same executor. `context` must outlive the
-// handshake only.
+// handshake only. As the server, `*peer_name` (when given) gets the common name of the
+// client's certificate if it sent one and it was verified, else stays empty.
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
-    TlsMode mode, const std::string& host, std::chrono::milliseconds timeout);
+    TlsMode mode, const std::string& host, std::chrono::milliseconds timeout,
+    std::string* peer_name = nullptr);
 
 }  // namespace pgflow::pooler

@@ -652,6 +652,23 @@ TEST_F(PoolerTest, UsersNotInTheFileAreLookedUpWithAuthQuery) {
 
 // A self-signed certificate for localhost and 127.0.0.1 (its own root), made with the openssl
 // command line: `dir`/tls.crt and `dir`/tls.key.
+// What a client logging in through a pooler (trust) to database `url` is told: the error,
+// or "logged in".
+std::string LoginErrorThrough(const std::string& url) {
+  PoolerProcess pooler("trust", kTrustUsers,
+                       absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+  Conn client(pooler.Url("app"));
+  return client.ok() ? "logged in" : client.error();
+}
+
+// Copies `from` to `to` in the server's data directory, mode 0600 and owned by the server's
+// user, as PostgreSQL requires of its key.
+void CopyToServer(const std::string& from, const std::string& to) {
+  std::string copy = absl::StrCat("cp ", from, " ", to, " && chmod 600 ", to,
+                                  getuid() == 0 ? absl::StrCat(" && chown postgres: ", to) : "");
+  ASSERT_EQ(std::system(copy.c_str()), 0) << copy;
+}
+
 void MakeCertificate(const std::string& dir) {
   std::string command = absl::StrCat(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
@@ -704,10 +721,7 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
   // (owned by the server's user, as PostgreSQL requires of its key).
   const std::string data = SharedCluster().dir() + "/data";
   for (const char* file : {"tls.crt", "tls.key"}) {
-    std::string copy = absl::StrCat("cp ", certs.File(file), " ", data, "/pooler-", file,
-                                    " && chmod 600 ", data, "/pooler-", file,
-                                    getuid() == 0 ? absl::StrCat(" && chown postgres: ", data, "/pooler-", file) : "");
-    ASSERT_EQ(std::system(copy.c_str()), 0) << copy;
+    CopyToServer(certs.File(file), absl::StrCat(data, "/pooler-", file));
   }
   admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_cert_file = '", data, "/pooler-tls.crt'"));
   admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_key_file = '", data, "/pooler-tls.key'"));
@@ -730,15 +744,128 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
   }
   std::move(ssl_off).Invoke();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  absl::StrReplaceAll({{"verify-full", "require"}}, &url);
+  const std::string refused = LoginErrorThrough(url);
+  EXPECT_NE(refused.find("does not accept TLS (sslmode require)"), std::string::npos) << refused;
+}
+
+// A certificate authority in `dir` (ca.crt), a server certificate it signed (server.crt, for
+// localhost and 127.0.0.1), client certificates it signed for dana and mallory
+// (<name>.crt), and a self-signed one for dana that it did not (stranger.crt); keys beside
+// each, mode 0600 as libpq wants them.
+void MakeAuthority(const std::string& dir) {
+  const std::string d = dir + "/";
+  std::string command = absl::StrCat(
+      "set -e; cd ", dir, "; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgflow-test-ca -keyout ca.key "
+      "-out ca.crt; ",
+      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext; ",
+      "for name in server dana mallory; do ",
+      "  cn=$name; [ $name = server ] && cn=localhost; ",
+      "  openssl req -newkey rsa:2048 -nodes -subj /CN=$cn -keyout $name.key -out $name.csr; ",
+      "  ext=; [ $name = server ] && ext='-extfile san.ext'; ",
+      "  openssl x509 -req -in $name.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+      "-out $name.crt $ext; ",
+      "done; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dana -keyout stranger.key "
+      "-out stranger.crt; ",
+      "chmod 600 *.key");
+  std::string output;
+  ASSERT_EQ(Shell(command, &output), 0) << output;
+}
+
+// Client certificates toward clients (tls.mode verify-full and auth.method cert: the
+// certificate must come from tls.ca and name the user) and toward the server (the url's
+// sslcert and sslkey, against a PostgreSQL with ssl on and a `cert` line in pg_hba.conf).
+TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
+  TempDir certs;
+  MakeAuthority(certs.path());
+  if (HasFatalFailure()) return;
+  admin_->Exec("CREATE ROLE dana LOGIN");
+  auto client_url = [&](int port, const std::string& user, const std::string& cert) {
+    std::string url = absl::StrCat("postgres://", user, "@localhost:", port,
+                                   "/app?sslmode=verify-full&sslrootcert=", certs.File("ca.crt"));
+    if (!cert.empty()) {
+      absl::StrAppend(&url, "&sslcert=", certs.File(cert + ".crt"), "&sslkey=",
+                      certs.File(cert + ".key"));
+    }
+    return url;
+  };
+  const std::string tls =
+      absl::StrCat("tls: {mode: verify-full, cert: ", certs.File("server.crt"),
+                   ", key: ", certs.File("server.key"), ", ca: ", certs.File("ca.crt"), "}\n");
+  const std::string users = "\"dana\" \"\"\n\"mallory\" \"\"\n";
   {
-    absl::StrReplaceAll({{"verify-full", "require"}}, &url);
-    PoolerProcess pooler("trust", kTrustUsers,
-                         absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
-    Conn client(pooler.Url("app"));
-    EXPECT_FALSE(client.ok());
-    EXPECT_NE(client.error().find("does not accept TLS (sslmode require)"), std::string::npos)
-        << client.error();
+    PoolerProcess pooler("cert", users, Database("app", "transaction", 2, "pool_app", ""), tls);
+    Conn dana(client_url(pooler.port(), "dana", "dana"));
+    ASSERT_TRUE(dana.ok()) << dana.error() << pooler.Log();
+    EXPECT_EQ(dana.Run("SELECT current_user"), "dana");
+    Conn no_certificate(client_url(pooler.port(), "dana", ""));
+    EXPECT_FALSE(no_certificate.ok());
+    EXPECT_NE(no_certificate.error().find("requires a client certificate"), std::string::npos)
+        << no_certificate.error();
+    Conn borrowed(client_url(pooler.port(), "dana", "mallory"));
+    EXPECT_FALSE(borrowed.ok());
+    EXPECT_NE(borrowed.error().find("CN mismatch"), std::string::npos) << borrowed.error();
+    Conn stranger(client_url(pooler.port(), "dana", "stranger"));  // not from tls.ca
+    EXPECT_FALSE(stranger.ok());
+    EXPECT_NE(stranger.error().find("SSL error"), std::string::npos) << stranger.error();
+    EXPECT_EQ(dana.Run("SELECT 1"), "1");
   }
+  {
+    // tls.mode require: a certificate is asked for, not required, but auth.method cert wants
+    // one that names the user.
+    std::string require = tls;
+    absl::StrReplaceAll({{"verify-full", "require"}}, &require);
+    PoolerProcess pooler("cert", users, Database("app", "transaction", 2, "pool_app", ""), require);
+    Conn mallory(client_url(pooler.port(), "mallory", "dana"));
+    EXPECT_FALSE(mallory.ok());
+    EXPECT_NE(mallory.error().find("certificate authentication failed for user \"mallory\""),
+              std::string::npos)
+        << mallory.error();
+    Conn dana(client_url(pooler.port(), "dana", "dana"));
+    EXPECT_TRUE(dana.ok()) << dana.error();
+  }
+
+  // Toward the server: ssl on, its certificate from the authority, and dana let in over TCP
+  // to pool_app only by her certificate.
+  const std::string data = SharedCluster().dir() + "/data";
+  for (const char* file : {"server.crt", "server.key", "ca.crt"}) {
+    CopyToServer(certs.File(file), absl::StrCat(data, "/pooler-", file));
+  }
+  const std::string hba = data + "/pg_hba.conf";
+  const std::string original_hba = ReadFile(hba);
+  WriteFile(hba, "hostssl pool_app dana 127.0.0.1/32 cert\n"
+                 "host pool_app dana 127.0.0.1/32 reject\n" + original_hba);
+  admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_cert_file = '", data, "/pooler-server.crt'"));
+  admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_key_file = '", data, "/pooler-server.key'"));
+  admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_ca_file = '", data, "/pooler-ca.crt'"));
+  admin_->Exec("ALTER SYSTEM SET ssl = on");
+  admin_->Exec("SELECT pg_reload_conf()");
+  absl::Cleanup restore = [&] {
+    WriteFile(hba, original_hba);
+    admin_->Exec("ALTER SYSTEM RESET ssl");
+    admin_->Exec("ALTER SYSTEM RESET ssl_ca_file");
+    admin_->Exec("SELECT pg_reload_conf()");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the reload is asynchronous
+  const std::string server_url =
+      absl::StrCat("postgres://dana@localhost:", SharedCluster().port(),
+                   "/pool_app?sslmode=verify-full&sslrootcert=", certs.File("ca.crt"));
+  {
+    PoolerProcess pooler(
+        "trust", kTrustUsers,
+        absl::StrCat("  app: {url: '", server_url, "&sslcert=", certs.File("dana.crt"),
+                     "&sslkey=", certs.File("dana.key"), "', pool_mode: transaction}\n"));
+    Conn client(pooler.Url("app"));
+    ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
+    EXPECT_EQ(client.Run("SELECT current_user"), "dana");
+    EXPECT_EQ(client.Run("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+              "/CN=dana");
+  }
+  const std::string refused = LoginErrorThrough(server_url);
+  EXPECT_NE(refused.find("requires a valid client certificate"), std::string::npos) << refused;
 }
 
 // ---- Differential protocol sessions ----------------------------------------------------------

@@ -77,6 +77,31 @@ TEST(PoolerConfigTest, AUrlMayNameSeveralHostsAndATarget) {
   EXPECT_THAT(target.status().message(), HasSubstr("invalid target_session_attrs 'master'"));
 }
 
+TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
+  auto parse = [](const std::string& keys) {
+    return ParsePoolerConfig("listen: 127.0.0.1:6432\n" + keys + kDatabases, "pooler.yaml");
+  };
+  absl::StatusOr<PoolerConfig> verify =
+      parse("auth: {method: trust}\ntls: {mode: verify-full, cert: c.pem, key: k.pem}\n");
+  ASSERT_FALSE(verify.ok());
+  EXPECT_THAT(verify.status().message(), HasSubstr("need tls.ca"));
+  absl::StatusOr<PoolerConfig> cert = parse("auth: {method: cert}\n");
+  ASSERT_FALSE(cert.ok());
+  EXPECT_THAT(cert.status().message(), HasSubstr("auth.method cert needs TLS"));
+  absl::StatusOr<PoolerConfig> good = parse(
+      "auth: {method: cert}\ntls: {mode: verify-ca, cert: c.pem, key: k.pem, ca: ca.pem}\n");
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->auth.method, AuthMethod::kCert);
+  EXPECT_EQ(good->tls.mode, TlsMode::kVerifyCa);
+  EXPECT_EQ(good->tls.ca, "ca.pem");
+  absl::StatusOr<PoolerConfig> half = ParsePoolerConfig(
+      "listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n"
+      "  app: {url: 'postgres://db/app?sslmode=require&sslcert=c.pem'}\n",
+      "pooler.yaml");
+  ASSERT_FALSE(half.ok());
+  EXPECT_THAT(half.status().message(), HasSubstr("sslcert and sslkey go together"));
+}
+
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
   absl::StatusOr<PoolerConfig> trust = ParsePoolerConfig(
       std::string("listen: 127.0.0.1:6432\nauth: {method: trust, user: lookup}\n") + kDatabases,
