@@ -83,12 +83,26 @@ std::string ServerStatementName(std::string_view parse_rest) {
   return Cat("pgflow_", Sha256Hex(parse_rest).substr(0, 24));
 }
 
+// Whether `text` holds `word` (lower case) in any case.
+bool ContainsFolded(std::string_view text, std::string_view word) {
+  for (size_t i = 0; i + word.size() <= text.size(); ++i) {
+    if ((text[i] | 0x20) == word[0] &&
+        absl::EqualsIgnoreCase(absl::string_view(text.data() + i, word.size()),
+                               absl::string_view(word.data(), word.size()))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
 // which transaction pooling would lose: a statement starting with LISTEN, or a call of a
 // session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock and their _shared forms;
 // the _xact_ ones end with the transaction). String literals, quoted identifiers and comments
 // are skipped; a call in a function body ($$...$$, a DO block) counts.
 bool TakesSessionState(std::string_view sql) {
+  // Most queries hold neither word: told apart by a plain scan before the tokenizer's.
+  if (!ContainsFolded(sql, "listen") && !ContainsFolded(sql, "advisory_lock")) return false;
   auto ident = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '$'; };
   bool statement_start = true;
   size_t i = 0;
