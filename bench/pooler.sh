@@ -4,8 +4,9 @@
 # (max_connections raised to 200), in one run:
 #
 # 1. Throughput: `pgbench -i -s 10`, then `pgbench -S -c 50 -j 2 -T BENCH_SECONDS` (default 20)
-#    with `-M simple` and `-M extended`, through pgflow's pooler, through PgBouncer and direct
-#    to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0),
+#    with `-M simple` and `-M extended`, ROUNDS times (default 2; the order reversed every
+#    other round, and the summary gives means), through pgflow's pooler, through PgBouncer and
+#    direct to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0),
 #    and CPU seconds per 1,000 transactions of each pooler process (utime + stime from
 #    /proc/PID/stat around the run) and of the PostgreSQL cluster. Also through a second pgflow
 #    pooler with `scheduling: normal` (pgflow-normal), the kernel's default scheduling instead
@@ -25,6 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_SECONDS=${BENCH_SECONDS:-20}
+ROUNDS=${ROUNDS:-2}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 CLIENTS=${CLIENTS:-50}
 POOL_SIZE=20
@@ -198,9 +200,18 @@ want pgflow-normal && targets+=("pgflow-normal $NORMAL_PORT $NORMAL_PID")
 want pgbouncer && targets+=("pgbouncer $BOUNCER_PORT $BOUNCER_PID")
 # Warm-up, not measured: the table into shared buffers, the pools filled.
 for t in "${targets[@]}"; do run_pgbench $t simple 2 warm; done
-echo "1. pgbench -S -c $CLIENTS -j 2 -T $BENCH_SECONDS, pool size $POOL_SIZE, transaction mode"
-for mode in simple extended; do
-  for t in "${targets[@]}"; do run_pgbench $t "$mode" "$BENCH_SECONDS"; done
+echo "1. pgbench -S -c $CLIENTS -j 2 -T $BENCH_SECONDS, pool size $POOL_SIZE, transaction mode, $ROUNDS rounds"
+# ROUNDS rounds, the order reversed every other round (A B C, C B A, ...): a drift of the
+# machine over the run weighs on every pooler alike. The summary gives the mean.
+for round in $(seq "$ROUNDS"); do
+  order=("${targets[@]}")
+  if (( round % 2 == 0 )); then
+    order=()
+    for (( i = ${#targets[@]} - 1; i >= 0; i-- )); do order+=("${targets[i]}"); done
+  fi
+  for mode in simple extended; do
+    for t in "${order[@]}"; do run_pgbench $t "$mode" "$BENCH_SECONDS"; done
+  done
 done
 
 # --- 2. idle clients -------------------------------------------------------------------------
@@ -307,7 +318,7 @@ want pgflow && idle_test pgflow "$PGFLOW_PORT" "$PGFLOW_PID"
 want pgbouncer && idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
 
 # --- summary ---------------------------------------------------------------------------------
-python3 - "$work/results" "$BENCH_SECONDS" "$IDLE_CLIENTS" "$CLIENTS" <<'PY'
+python3 - "$work/results" "$BENCH_SECONDS" "$IDLE_CLIENTS" "$CLIENTS" "$ROUNDS" <<'PY'
 import sys
 runs, idle = {}, {}
 for line in open(sys.argv[1]):
@@ -315,11 +326,15 @@ for line in open(sys.argv[1]):
     if f[0] == "idle":
         idle[f[1]] = (int(f[2]), int(f[3]))
     else:
-        runs[f[0], f[1]] = (float(f[2]), int(f[3]), float(f[4]), float(f[5]), int(f[6]))
-seconds, n, clients = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+        # Summed over the rounds, tps averaged.
+        tps, tx, cpu, pg, pre, n = runs.get((f[0], f[1]), (0.0, 0, 0.0, 0.0, 0, 0))
+        runs[f[0], f[1]] = (tps + float(f[2]), tx + int(f[3]), cpu + float(f[4]), pg + float(f[5]),
+                            pre + int(f[6]), n + 1)
+runs = {k: (v[0] / v[5],) + v[1:5] for k, v in runs.items()}
+seconds, n, clients, rounds = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 def ratio(a, b):
     return f"{a / b:.3f}" if a is not None and b else "n/a"
-print(f"summary (pgbench -S -c {clients} -j 2 -T {seconds}; pool size 20, transaction mode; {n:,} idle clients)")
+print(f"summary (pgbench -S -c {clients} -j 2 -T {seconds}, mean of {rounds} rounds; pool size 20, transaction mode; {n:,} idle clients)")
 names = ("direct", "pgflow", "pgflow-normal", "pgbouncer")
 for mode in ("simple", "extended"):
     tps = {k: runs[k, mode][0] for k in names if (k, mode) in runs}
