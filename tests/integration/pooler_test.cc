@@ -459,7 +459,8 @@ class Standby {
     if (Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh standby ", dir_.File("pg"), " ",
                            primary.port()),
               &output) == 0) {
-      port_ = atoi(output.c_str());
+      // (From the file pgtmp.sh writes: the output may hold the tools' warnings too.)
+      port_ = atoi(ReadFile(dir_.File("pg") + "/port").c_str());
     }
     EXPECT_GT(port_, 0) << output;
   }
