@@ -622,9 +622,9 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Login(asio::io_context* 
     }
   }
   if (count > 1) {
-    failure = Failure(SqlstateOf(failure).first,
-                      Cat("none of the url's ", count, " hosts answered as wanted; the last: ",
-                          SqlstateOf(failure).second));
+    auto [sqlstate, message] = SqlstateOf(failure);
+    failure = Failure(sqlstate, Cat("none of the url's ", count,
+                                    " hosts answered as wanted; the last: ", message));
   }
   co_return failure;
 }

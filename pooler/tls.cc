@@ -121,8 +121,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::st
       !s.ok()) {
     return s;
   }
-  boost::system::error_code ec;
   if (!ca_file.empty()) {
+    boost::system::error_code ec;
     context->load_verify_file(ca_file, ec);
     STACK_OF(X509_NAME)* names = ec ? nullptr : SSL_load_client_CA_file(ca_file.c_str());
     if (ec || names == nullptr) {

@@ -42,35 +42,30 @@ make_dir() {  # DIR, owned by the server's user
   fi
 }
 
-case "$cmd" in
-  standby)
-    primary=${3:?usage: $0 standby DIR PRIMARY_PORT}
-    make_dir
-    as_owner "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir/data" -R \
-      -X stream -c fast >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; exit 1; }
-    for attempt in 1 2 3 4 5; do
-      port=$(free_port)
-      # (Later lines win over the primary's copied ones.)
-      printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\n" "$port" "$dir" \
-        >>"$dir/data/postgresql.conf"
-      if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
-        echo "$port" >"$dir/port"
-        echo "$port"
-        exit 0
-      fi
-    done
-    cat "$dir/server.log" >&2
-    exit 1
-    ;;
-  start)
-    make_dir
-    as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-    for attempt in 1 2 3 4 5; do
-      port=$(free_port)
-      cat >>"$dir/data/postgresql.conf" <<CONF
+# Starts the server in DIR/data on a free loopback port, with what `$1 PORT` prints appended
+# to its postgresql.conf (taken back when the port was taken meanwhile, before the next try);
+# prints the port and writes it to DIR/port, or prints the server's log and fails.
+start_on_a_free_port() {
+  local conf="$dir/data/postgresql.conf" kept port
+  kept=$(wc -l <"$conf")
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    "$1" "$port" >>"$conf"
+    if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+      echo "$port" >"$dir/port"
+      echo "$port"
+      exit 0
+    fi
+    sed -i "$((kept + 1)),\$d" "$conf"
+  done
+  cat "$dir/server.log" >&2
+  exit 1
+}
+
+server_settings() {  # PORT
+  cat <<CONF
 listen_addresses = '127.0.0.1'
-port = $port
+port = $1
 unix_socket_directories = '$dir'
 wal_level = logical
 max_wal_senders = 20
@@ -82,15 +77,25 @@ shared_buffers = 256MB
 max_connections = 100
 log_min_messages = warning
 CONF
-      if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
-        echo "$port" >"$dir/port"
-        echo "$port"
-        exit 0
-      fi
-      sed -i '/^listen_addresses = /,$d' "$dir/data/postgresql.conf"
-    done
-    cat "$dir/server.log" >&2
-    exit 1
+}
+
+standby_settings() {  # PORT (later lines win over the primary's copied ones)
+  printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\n" "$1" "$dir"
+}
+
+case "$cmd" in
+  standby)
+    primary=${3:?usage: $0 standby DIR PRIMARY_PORT}
+    make_dir
+    as_owner "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir/data" -R \
+      -X stream -c fast >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; exit 1; }
+    start_on_a_free_port standby_settings
+    ;;
+  start)
+    make_dir
+    as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    start_on_a_free_port server_settings
     ;;
   pause)  # stop the server, keeping its data and port
     as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
