@@ -230,9 +230,12 @@ bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
   }
 }
 
-std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
+namespace {
+// The JSON value of each line of `text` (read from `path`), a line that is not one failing
+// the current test.
+std::vector<nlohmann::json> ParseJsonl(const std::string& text, const std::string& path) {
   std::vector<nlohmann::json> out;
-  std::ifstream in(path);
+  std::istringstream in(text);
   std::string line;
   int n = 0;
   while (std::getline(in, line)) {
@@ -245,6 +248,18 @@ std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
     }
   }
   return out;
+}
+}  // namespace
+
+std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
+  return ParseJsonl(ReadFile(path), path);
+}
+
+std::vector<nlohmann::json> ReadJsonlWritten(const std::string& path) {
+  std::string text = ReadFile(path);
+  const size_t last_end = text.rfind('\n');
+  text.resize(last_end == std::string::npos ? 0 : last_end + 1);
+  return ParseJsonl(text, path);
 }
 
 TempDir::TempDir() {

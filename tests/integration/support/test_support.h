@@ -119,6 +119,9 @@ bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
 // The JSON objects of a jsonl file, one per line (a missing file reads as empty). A line that
 // is not valid JSON fails the current test.
 std::vector<nlohmann::json> ReadJsonl(const std::string& path);
+// The same for a file another process is appending to: a last line not yet ended by '\n' is
+// still being written (a reader can see part of one write) and is left for the next read.
+std::vector<nlohmann::json> ReadJsonlWritten(const std::string& path);
 
 // A fresh temporary directory, removed by the destructor.
 class TempDir {

@@ -64,7 +64,7 @@ void WebhookReceiver::WaitUntilRuleUsed() const {
 }
 
 std::vector<nlohmann::json> WebhookReceiver::Requests() const {
-  return ReadJsonl(dir_.File("requests.jsonl"));
+  return ReadJsonlWritten(dir_.File("requests.jsonl"));  // (the receiver may be writing)
 }
 
 std::vector<nlohmann::json> WebhookReceiver::Accepted() const {
