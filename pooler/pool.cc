@@ -465,9 +465,9 @@ constexpr ptrdiff_t kLocalHandOffScan = 16;
 constexpr std::chrono::milliseconds kLocalHandOffSlack{5};
 
 struct Pool::Waiter {
-  explicit Waiter(asio::io_context* c) : context(c), timer(c->get_executor()) {}
+  explicit Waiter(asio::io_context* c) : context(c) {}
   asio::io_context* context;
-  Timer timer;
+  std::optional<Timer> timer;  // Acquire's wait only (a timer costs asio's service registry)
   Clock::time_point since = Clock::now();
   std::unique_ptr<ServerConn> server;  // handed over
   bool may_open = false;               // a slot was freed for it: it opens a connection
@@ -488,7 +488,7 @@ void Pool::WakeLocked(std::shared_ptr<Waiter> waiter) {
     });
     return;
   }
-  asio::post(waiter->context->get_executor(), [waiter] { waiter->timer.cancel(); });
+  asio::post(waiter->context->get_executor(), [waiter] { waiter->timer->cancel(); });
 }
 
 std::shared_ptr<Pool::Waiter> Pool::Queue(asio::io_context* context,
@@ -787,6 +787,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(
                                             std::chrono::milliseconds(1));
         }
         waiter = std::make_shared<Waiter>(context);
+        waiter->timer.emplace(context->get_executor());
         waiter->since = start;
         waiter->wanted = wanted;
         waiters_.push_back(waiter);
@@ -812,9 +813,9 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(
     }
     if (!counted_wait) stats_.waits.fetch_add(1, std::memory_order_relaxed);
     counted_wait = true;
-    waiter->timer.expires_after(wait_for);
+    waiter->timer->expires_after(wait_for);
     boost::system::error_code ec;
-    co_await waiter->timer.async_wait(asio::redirect_error(asio_support::kUseTask, ec));
+    co_await waiter->timer->async_wait(asio::redirect_error(asio_support::kUseTask, ec));
   }
 }
 

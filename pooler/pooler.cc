@@ -83,14 +83,18 @@ std::string ServerStatementName(std::string_view parse_rest) {
   return Cat("pgflow_", Sha256Hex(parse_rest).substr(0, 24));
 }
 
-// Whether `text` holds `word` (lower case) in any case.
-bool ContainsFolded(std::string_view text, std::string_view word) {
-  for (size_t i = 0; i + word.size() <= text.size(); ++i) {
-    if ((text[i] | 0x20) == word[0] &&
-        absl::EqualsIgnoreCase(absl::string_view(text.data() + i, word.size()),
-                               absl::string_view(word.data(), word.size()))) {
-      return true;
-    }
+// Whether `text` holds "listen" or "advisory_lock", in any case: one pass, each candidate
+// dropped at its first differing letter (it runs on every query in transaction mode).
+bool MentionsSessionState(std::string_view text) {
+  static constexpr std::string_view kListen = "listen", kLock = "advisory_lock";
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = lower(text[i]);
+    const std::string_view word = c == 'l' ? kListen : c == 'a' ? kLock : std::string_view();
+    if (word.empty() || text.size() - i < word.size()) continue;
+    size_t k = 1;
+    while (k < word.size() && lower(text[i + k]) == word[k]) ++k;
+    if (k == word.size()) return true;
   }
   return false;
 }
@@ -102,7 +106,7 @@ bool ContainsFolded(std::string_view text, std::string_view word) {
 // are skipped; a call in a function body ($$...$$, a DO block) counts.
 bool TakesSessionState(std::string_view sql) {
   // Most queries hold neither word: told apart by a plain scan before the tokenizer's.
-  if (!ContainsFolded(sql, "listen") && !ContainsFolded(sql, "advisory_lock")) return false;
+  if (!MentionsSessionState(sql)) return false;
   auto ident = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '$'; };
   bool statement_start = true;
   size_t i = 0;
