@@ -349,7 +349,7 @@ TEST(OperationsTest, ALostSlotIsExplainedByRunAndStatus) {
     return text.replace(at, 23, "snapshot: {mode: initial}");
   }());
   auto pgflow = p.Start();
-  EXPECT_TRUE(WaitFor([&] { return ReadJsonl(p.output()).size() == 2; }, std::chrono::seconds(30)))
+  EXPECT_TRUE(WaitFor([&] { return ReadJsonlWritten(p.output()).size() == 2; }, std::chrono::seconds(30)))
       << ReadFile(p.log());
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
@@ -407,7 +407,7 @@ TEST(OperationsTest, AdminEndpointIsBoundedAndThePipelineGoesOn) {
   EXPECT_EQ(refused.code, 503);
   EXPECT_THAT(refused.body, HasSubstr("too many connections"));
   sql.Exec("INSERT INTO t VALUES (1)");
-  EXPECT_TRUE(WaitFor([&] { return ReadJsonl(p.output()).size() == 1; }, std::chrono::seconds(30)));
+  EXPECT_TRUE(WaitFor([&] { return ReadJsonlWritten(p.output()).size() == 1; }, std::chrono::seconds(30)));
   for (int fd : idle) close(fd);
   EXPECT_TRUE(
       WaitFor([&] { return Curl(p.admin("/healthz")).code == 200; }, std::chrono::seconds(10)));

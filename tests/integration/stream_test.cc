@@ -65,7 +65,8 @@ class Pipeline {
       ++n;
     return n;
   }
-  std::vector<json> Lines() const { return ReadJsonl(output()); }
+  // The lines written whole so far (the output is read while pgflow appends to it).
+  std::vector<json> Lines() const { return ReadJsonlWritten(output()); }
   // Waits until the output has at least `n` lines.
   std::vector<json> WaitForLines(size_t n) const {
     std::vector<json> lines;

@@ -71,8 +71,8 @@ TEST(TransformTest, MaskHidesEveryValueInSnapshotAndStreamAndASinkAddsItsOwn) {
   // 2 snapshot rows + 1 note + insert, update, delete.
   ASSERT_TRUE(WaitFor(
       [&] {
-        return ReadJsonl(dir.File("redacted.jsonl")).size() >= 6 &&
-               ReadJsonl(dir.File("hashed.jsonl")).size() >= 6;
+        return ReadJsonlWritten(dir.File("redacted.jsonl")).size() >= 6 &&
+               ReadJsonlWritten(dir.File("hashed.jsonl")).size() >= 6;
       },
       std::chrono::seconds(30)))
       << ReadFile(dir.File("pgflow.log"));
@@ -169,7 +169,7 @@ TEST(TransformTest, FilterKeepsMatchingRowsAndTurnsLeavingUpdatesIntoDeletes) {
   sql.Exec("INSERT INTO other VALUES (2)");                        // another table: passes
   auto described = [&] {
     std::vector<std::string> out;
-    for (const json& line : ReadJsonl(dir.File("out.jsonl"))) {
+    for (const json& line : ReadJsonlWritten(dir.File("out.jsonl"))) {
       const json& row = line["after"].is_object() ? line["after"] : line["before"];
       out.push_back(line["table"].get<std::string>() + " " + line["op"].get<std::string>() + " " +
                     std::to_string(row["id"].get<int>()));
@@ -258,7 +258,7 @@ TEST(TransformTest, AStrictMaskStopsAtAColumnAddedWithoutARuleBeforeItLeaks) {
                                        "replication stream: streaming");
   sql.Exec("INSERT INTO customers VALUES (2, 'bob@example.org')");
   // Delivered before the schema change (in one batch with it, it would wait with it).
-  ASSERT_TRUE(WaitFor([&] { return ReadJsonl(dir.File("out.jsonl")).size() >= 2; },
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonlWritten(dir.File("out.jsonl")).size() >= 2; },
                       std::chrono::seconds(30)))
       << ReadFile(dir.File("pgflow.log"));
   sql.Exec("ALTER TABLE customers ADD COLUMN phone text");
@@ -303,7 +303,7 @@ TEST(TransformTest, TheReadmesLuaRuleDerivesATierAndDropsTestAccounts) {
   sql.Exec("UPDATE customers SET lifetime_spend = 20 WHERE id = 3");
   sql.Exec("INSERT INTO customers VALUES (4, 'bot@test.example', 1, NULL)");
   sql.Exec("DELETE FROM customers WHERE id = 1");
-  ASSERT_TRUE(WaitFor([&] { return ReadJsonl(dir.File("out.jsonl")).size() >= 4; },
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonlWritten(dir.File("out.jsonl")).size() >= 4; },
                       std::chrono::seconds(30)))
       << ReadFile(dir.File("pgflow.log"));
   pgflow->Signal(SIGINT);
