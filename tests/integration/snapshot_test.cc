@@ -323,6 +323,8 @@ TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
     // Written to without a pause: every copy is voided, and after the last attempt the
     // pipeline stops rather than go on with a partial copy.
     BackgroundWriter writer(p.url(), LogsLoad(1000));
+    // (Writing already when the first copy starts: else it may end before the first write.)
+    ASSERT_TRUE(WaitFor([&] { return writer.transactions() > 0; }, std::chrono::seconds(30)));
     std::string out;
     EXPECT_NE(RunPgflow({"snapshot", p.yaml(), "--tables", "public.logs"}, &out), 0);
     EXPECT_EQ(pgflow->Wait(std::chrono::seconds(120)), 1) << ReadFile(p.log());
