@@ -320,7 +320,7 @@ want pgbouncer && idle_test pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"
 # --- summary ---------------------------------------------------------------------------------
 python3 - "$work/results" "$BENCH_SECONDS" "$IDLE_CLIENTS" "$CLIENTS" "$ROUNDS" <<'PY'
 import sys
-runs, idle = {}, {}
+runs, idle, each = {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "idle":
@@ -330,6 +330,7 @@ for line in open(sys.argv[1]):
         tps, tx, cpu, pg, pre, n = runs.get((f[0], f[1]), (0.0, 0, 0.0, 0.0, 0, 0))
         runs[f[0], f[1]] = (tps + float(f[2]), tx + int(f[3]), cpu + float(f[4]), pg + float(f[5]),
                             pre + int(f[6]), n + 1)
+        each.setdefault((f[0], f[1]), []).append(float(f[2]))
 runs = {k: (v[0] / v[5],) + v[1:5] for k, v in runs.items()}
 seconds, n, clients, rounds = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 def ratio(a, b):
@@ -348,6 +349,10 @@ for mode in ("simple", "extended"):
           f"pooler cpu s/1000 tx: pgflow {fmt(cpu, 'pgflow', '.3f')}, pgbouncer {fmt(cpu, 'pgbouncer', '.3f')}; "
           f"postgres cpu s/1000 tx: pgflow {fmt(pg, 'pgflow', '.3f')}, pgbouncer {fmt(pg, 'pgbouncer', '.3f')}, "
           f"direct {fmt(pg, 'direct', '.3f')}")
+    if ("pgflow", mode) in each and ("pgbouncer", mode) in each:
+        # The spread: how far one round's ratio may stray from the mean on this machine.
+        print(f"  pgflow/pgbouncer by round: " + " ".join(
+            f"{a / b:.3f}" for a, b in zip(each["pgflow", mode], each["pgbouncer", mode])))
     if "pgflow-normal" in tps:
         print(f"  pgflow with scheduling: normal: {fmt(tps, 'pgflow-normal', ',.0f')} tps, ratio to pgbouncer "
               f"{ratio(tps.get('pgflow-normal'), tps.get('pgbouncer'))}, pooler cpu s/1000 tx "

@@ -318,10 +318,11 @@ class ExpectQueue {
     items_.clear();
     head_ = 0;
   }
-  // Empty, gives its memory back (clear keeps it for the next transaction).
-  void Release() {
-    std::vector<Expectation>().swap(items_);
-    head_ = 0;
+  // Empty; its memory goes back only when it grew past `keep` items (a spare relay state
+  // keeps a transaction's few, so that the next transaction allocates none).
+  void Reset(size_t keep) {
+    if (items_.capacity() > keep) std::vector<Expectation>().swap(items_);
+    clear();
   }
   auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
   auto end() const { return items_.end(); }
@@ -366,6 +367,7 @@ struct NetThread {
   // their buffers' room, so that a transaction costs no allocation and an idle client holds
   // none. Touched from this thread only; at most kSpareRelays kept.
   static constexpr size_t kSpareRelays = 64;
+  static constexpr size_t kKeptExpectations = 16;
   std::vector<std::unique_ptr<RelayState>> spare;
   std::unique_ptr<RelayState> TakeRelay() {
     if (spare.empty()) return std::make_unique<RelayState>();
@@ -381,7 +383,7 @@ struct NetThread {
     }
     relay->server_sent = relay->client_sent = 0;
     relay->client_pass = relay->server_pass = 0;
-    relay->expect.Release();
+    relay->expect.Reset(kKeptExpectations);
     spare.push_back(std::move(relay));
   }
 };
