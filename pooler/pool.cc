@@ -1008,10 +1008,9 @@ void Pool::Prune() {
 
 void Pool::Update(PoolSettings settings, LoginCredentials login) {
   absl::MutexLock lock(&mu_);
-  bool moved = settings.upstream.host != settings_.upstream.host ||
-               settings.upstream.port != settings_.upstream.port ||
-               settings.upstream.more_hosts != settings_.upstream.more_hosts ||
-               settings.upstream.target != settings_.upstream.target ||
+  // Any change of the url (hosts, target, TLS options, ...) or of the login: connections
+  // made the old way close when given back.
+  bool moved = settings.upstream != settings_.upstream ||
                settings.server_dbname != settings_.server_dbname ||
                login.user != login_.user || login.password != login_.password;
   if (login.password.empty() && login.md5_hash.empty() && login.user == login_.user) {

@@ -736,11 +736,20 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
   std::string url = absl::StrCat("postgres://postgres@127.0.0.1:", SharedCluster().port(),
                                  "/pool_app?sslmode=verify-full&sslrootcert=", crt);
   {
+    // First in clear; then RELOAD turns TLS on, and the same client's next transaction runs
+    // on a connection made the new way (the old one closed when given back).
+    const std::string clear_url = absl::StrCat("postgres://postgres@127.0.0.1:",
+                                               SharedCluster().port(), "/pool_app");
     PoolerProcess pooler("trust", kTrustUsers,
-                         absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+                         absl::StrCat("  app: {url: '", clear_url, "', pool_mode: transaction}\n"));
     Conn client(pooler.Url("app"));
     ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
-    EXPECT_EQ(client.Run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "t");
+    const char* ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    EXPECT_EQ(client.Run(ssl_in_use), "f");
+    pooler.WriteConfig("trust", absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+    pooler.process().Signal(SIGHUP);
+    ASSERT_TRUE(WaitFor([&] { return client.Run(ssl_in_use) == "t"; }, std::chrono::seconds(10)))
+        << pooler.Log();
     EXPECT_EQ(client.Run("SELECT count(*) FROM generate_series(1, 100000)"), "100000");
   }
   std::move(ssl_off).Invoke();
