@@ -585,11 +585,14 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Login(asio::io_context* 
                                                                 const LoginCredentials& login,
                                                                 const StartupSettings* startup,
                                                                 bool* transient) {
-  // The url's hosts in turn, from the one last reached, until one answers as the url's
-  // target_session_attrs asks; prefer-standby goes round twice, the second time for any.
+  // The url's hosts in turn, from the one last reached (round-robin: from the one after the
+  // last connection's first), until one answers as the url's target_session_attrs asks;
+  // prefer-standby goes round twice, the second time for any.
   const Upstream& upstream = settings.upstream;
   const size_t count = upstream.host_count();
-  const size_t first = last_host_.load(std::memory_order_relaxed) % count;
+  const size_t first = (upstream.round_robin ? next_host_.fetch_add(1, std::memory_order_relaxed)
+                                             : last_host_.load(std::memory_order_relaxed)) %
+                       count;
   const int rounds = upstream.target == TargetSession::kPreferStandby ? 2 : 1;
   *transient = false;
   absl::Status failure;
@@ -1009,8 +1012,10 @@ void Pool::Prune() {
 void Pool::Update(PoolSettings settings, LoginCredentials login) {
   absl::MutexLock lock(&mu_);
   // Any change of the url (hosts, target, TLS options, ...) or of the login: connections
-  // made the old way close when given back.
-  bool moved = settings.upstream != settings_.upstream ||
+  // made the old way close when given back. (load_balance_hosts only orders new ones.)
+  Upstream before = settings_.upstream;
+  before.round_robin = settings.upstream.round_robin;
+  bool moved = settings.upstream != before ||
                settings.server_dbname != settings_.server_dbname ||
                login.user != login_.user || login.password != login_.password;
   if (login.password.empty() && login.md5_hash.empty() && login.user == login_.user) {

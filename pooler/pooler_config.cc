@@ -109,6 +109,7 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
       !s.ok()) {
     return s;
   }
+  up.round_robin = db->load_balance_hosts;
   up.dbname = ConninfoValue(db->url, "dbname");
   up.user = ConninfoValue(db->url, "user");
   up.password = ConninfoValue(db->url, "password");
@@ -140,6 +141,12 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
                 "sslrootcert=file: TLS toward the server. Several hosts (host1:port1,host2:port2) "
                 "with ?target_session_attrs=any|read-write|read-only|primary|standby|"
                 "prefer-standby, as libpq: the first that answers as asked."),
+      ChoiceOption("load_balance_hosts", &DatabaseOptions::load_balance_hosts)
+          .Choices({{"disable", false}, {"round-robin", true}}, "load_balance_hosts")
+          .Help("With several hosts in url: round-robin starts each new server connection at "
+                "the host after the one the last started at, spreading the pool over them "
+                "(the others still tried in turn when it does not answer as asked); disable "
+                "starts at the host that answered last, as libpq would."),
       ChoiceOption("pool_mode", &DatabaseOptions::pool_mode)
           .Choices({{"session", PoolMode::kSession},
                     {"transaction", PoolMode::kTransaction},

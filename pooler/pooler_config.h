@@ -78,6 +78,9 @@ struct Upstream {
   // tried after the first until one answers as `target` asks.
   std::vector<std::pair<std::string, int>> more_hosts;
   TargetSession target = TargetSession::kAny;
+  // The database's load_balance_hosts: round-robin: each new connection starts at the host
+  // after the one the last started at; disable (false): at the one that last answered.
+  bool round_robin = false;
   std::string dbname;    // empty: the client's database name
   std::string user;      // empty: the client's user
   std::string password;  // empty: the users file's secret or the client's SCRAM keys
@@ -108,8 +111,9 @@ struct DatabaseOptions {
   std::chrono::milliseconds reserve_pool_timeout{5000};
   int max_client_conn = 0;  // 0: only the global limit
   SessionStatePolicy session_state = SessionStatePolicy::kRefuse;
+  bool load_balance_hosts = false;  // round-robin (true) or disable
 
-  Upstream upstream;  // from url
+  Upstream upstream;  // from url (and load_balance_hosts)
   bool operator==(const DatabaseOptions&) const = default;
 };
 

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <set>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -501,7 +502,10 @@ TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
           database("stby", {main.port(), other.port(), standby.port()}, "standby") +
           database("prefer", {main.port(), dead}, "prefer-standby") +
           database("any", {dead, other.port(), main.port()}, "") +
-          database("none", {dead, standby.port()}, "read-write"),
+          database("none", {dead, standby.port()}, "read-write") +
+          absl::StrCat("  spread: {url: 'postgres://postgres@127.0.0.1:", main.port(),
+                       ",127.0.0.1:", other.port(), "/pool_multi', pool_mode: transaction, ",
+                       "pool_size: 2, load_balance_hosts: round-robin}\n"),
       "hold_timeout: 1s\n");
   auto port_of = [&](const std::string& db) {
     Conn client(pooler.Url(db));
@@ -518,6 +522,19 @@ TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
   const std::string refused = none.error();
   EXPECT_NE(refused.find("none of the url's 2 hosts"), std::string::npos) << refused;
   EXPECT_NE(refused.find("is not read-write"), std::string::npos) << refused;
+
+  // load_balance_hosts: round-robin: two transactions held at once, on connections opened
+  // one after the other, one on each host (without it both would go to the first).
+  {
+    Conn first(pooler.Url("spread")), second(pooler.Url("spread"));
+    ASSERT_TRUE(first.ok() && second.ok()) << first.error() << second.error();
+    first.Run("BEGIN");
+    second.Run("BEGIN");
+    std::set<std::string> ports = {first.Run("SELECT inet_server_port()"),
+                                   second.Run("SELECT inet_server_port()")};
+    EXPECT_EQ(ports, (std::set<std::string>{std::to_string(main.port()),
+                                            std::to_string(other.port())}));
+  }
 
   // A switchover: main turns read-only, other read-write. RECONNECT, and a client that stays
   // connected runs its next transaction on the new read-write server.

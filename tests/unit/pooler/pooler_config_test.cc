@@ -75,6 +75,24 @@ TEST(PoolerConfigTest, AUrlMayNameSeveralHostsAndATarget) {
   absl::StatusOr<PoolerConfig> target = parse("postgres://a/app?target_session_attrs=master");
   ASSERT_FALSE(target.ok());
   EXPECT_THAT(target.status().message(), HasSubstr("invalid target_session_attrs 'master'"));
+
+  // load_balance_hosts, beside the url (libpq 15 knows no such url parameter).
+  auto balanced = [](const std::string& value) {
+    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n  app: "
+                             "{url: 'postgres://a,b/app', load_balance_hosts: " + value + "}\n",
+                             "pooler.yaml");
+  };
+  config = balanced("round-robin");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(FindDatabase(*config, "app")->upstream.round_robin);
+  config = balanced("disable");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(FindDatabase(*config, "app")->upstream.round_robin);
+  EXPECT_FALSE(FindDatabase(*parse("postgres://a,b/app"), "app")->upstream.round_robin);
+  absl::StatusOr<PoolerConfig> random = balanced("random");
+  ASSERT_FALSE(random.ok());
+  EXPECT_THAT(random.status().message(), HasSubstr("load_balance_hosts"));
+  EXPECT_THAT(random.status().message(), HasSubstr("random"));
 }
 
 TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
