@@ -307,7 +307,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
     if (answer == 'S') {
       absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls =
           MakeClientTlsContext(upstream.sslmode, upstream.sslrootcert, upstream.sslcert,
-                               upstream.sslkey);
+                               upstream.sslkey, upstream.sslpassword);
       if (!tls.ok()) {
         *transient = false;
         co_return Failure("08001", Sv(tls.status().message()));
@@ -1017,7 +1017,9 @@ void Pool::Update(PoolSettings settings, LoginCredentials login) {
   before.round_robin = settings.upstream.round_robin;
   bool moved = settings.upstream != before ||
                settings.server_dbname != settings_.server_dbname ||
-               login.user != login_.user || login.password != login_.password;
+               login.user != login_.user || login.password != login_.password ||
+               // (An md5 hash a client's login offered is not in the new file's login.)
+               (!login.md5_hash.empty() && login.md5_hash != login_.md5_hash);
   if (login.password.empty() && login.md5_hash.empty() && login.user == login_.user) {
     login.scram_client_key = login_.scram_client_key;
     login.scram_server_key = login_.scram_server_key;

@@ -279,7 +279,7 @@ class Pool {
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   // The url's host a server connection was last opened to: the next opening tries it first
   // (after a failover, the new primary found once is where the pool goes).
-  std::atomic<size_t> last_host_{0};  // the url's host that answered last
+  std::atomic<size_t> last_host_{0};
   std::atomic<size_t> next_host_{0};  // load_balance_hosts round-robin: the next to start at
   std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_

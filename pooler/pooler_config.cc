@@ -109,6 +109,11 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
       !s.ok()) {
     return s;
   }
+  if (!ConninfoValue(db->url, "load_balance_hosts").empty()) {
+    // (libpq 16 would take it in the url; the pool would not act on it there.)
+    return node.Error("load_balance_hosts goes beside the url (load_balance_hosts: "
+                      "round-robin), not in it");
+  }
   up.round_robin = db->load_balance_hosts;
   up.dbname = ConninfoValue(db->url, "dbname");
   up.user = ConninfoValue(db->url, "user");
@@ -122,6 +127,7 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   up.sslrootcert = ConninfoValue(db->url, "sslrootcert");
   up.sslcert = ConninfoValue(db->url, "sslcert");
   up.sslkey = ConninfoValue(db->url, "sslkey");
+  up.sslpassword = ConninfoValue(db->url, "sslpassword");
   if (up.sslcert.empty() != up.sslkey.empty()) {
     return node.Error("sslcert and sslkey go together: the certificate and its key");
   }

@@ -88,6 +88,7 @@ struct Upstream {
   std::string sslrootcert;              // the url's sslrootcert
   std::string sslcert;                  // the url's sslcert: a client certificate to show
   std::string sslkey;                   // its key (the url's sslkey)
+  std::string sslpassword;              // the url's sslpassword: opens an encrypted sslkey
   bool operator==(const Upstream&) const = default;
 
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <fstream>
 #include <optional>
 #include <utility>
 
@@ -68,21 +69,50 @@ Task<void> Carry(std::shared_ptr<Pump>* owner, From* from, To* to) {
   (*owner)->Close();
 }
 
-// Loads `cert_file` (PEM chain) and `key_file` into `context`; an error names the file, by
-// the key that gave it (`cert_key`, `key_key`), that would not load or does not match.
+// Whether the PEM file at `path` starts with an encrypted key (PKCS#8's "BEGIN ENCRYPTED
+// PRIVATE KEY", or the traditional format's "Proc-Type: 4,ENCRYPTED").
+bool KeyFileIsEncrypted(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  for (int n = 0; n < 4 && std::getline(in, line); ++n) {
+    if (line.find("ENCRYPTED") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Loads `cert_file` (PEM chain) and `key_file` into `context`, an encrypted key with
+// `key_password` (never through OpenSSL's default, which would prompt on a terminal and hold
+// the thread); an error names the file, by the key that gave it (`cert_key`, `key_key`), that
+// would not load or does not match, and for an encrypted key the password's key
+// (`password_key`; empty: none can be given).
 absl::Status LoadCertificate(ssl::context& context, const std::string& cert_file,
-                             const std::string& key_file, std::string_view cert_key,
-                             std::string_view key_key) {
+                             const std::string& key_file, const std::string& key_password,
+                             std::string_view cert_key, std::string_view key_key,
+                             std::string_view password_key) {
   boost::system::error_code ec;
   context.use_certificate_chain_file(cert_file, ec);
   if (ec) {
     return absl::InvalidArgumentError(
         Cat(cert_key, ": cannot load ", cert_file, ": ", OpenSslError(ec.message())));
   }
+  context.set_password_callback(
+      [key_password](size_t, ssl::context::password_purpose) { return key_password; }, ec);
   context.use_private_key_file(key_file, ssl::context::pem, ec);
   if (ec) {
-    return absl::InvalidArgumentError(
-        Cat(key_key, ": cannot load ", key_file, ": ", OpenSslError(ec.message())));
+    std::string error = OpenSslError(ec.message());
+    if (KeyFileIsEncrypted(key_file)) {
+      if (password_key.empty()) {
+        return absl::InvalidArgumentError(Cat(key_key, ": ", key_file,
+                                              " is encrypted: give an unencrypted key "
+                                              "(openssl pkey -in KEY -out NEW)"));
+      }
+      return absl::InvalidArgumentError(Cat(
+          key_key, ": ", key_file, " is encrypted and ",
+          key_password.empty() ? Cat("no ", password_key, " was given")
+                               : Cat(password_key, " does not open it"),
+          " (", error, ")"));
+    }
+    return absl::InvalidArgumentError(Cat(key_key, ": cannot load ", key_file, ": ", error));
   }
   if (SSL_CTX_check_private_key(context.native_handle()) != 1) {
     return absl::InvalidArgumentError(
@@ -117,7 +147,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::st
                                                                    const std::string& ca_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
-  if (absl::Status s = LoadCertificate(*context, cert_file, key_file, "tls.cert", "tls.key");
+  if (absl::Status s =
+          LoadCertificate(*context, cert_file, key_file, "", "tls.cert", "tls.key", "");
       !s.ok()) {
     return s;
   }
@@ -139,11 +170,13 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::st
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
                                                                    const std::string& root_cert,
                                                                    const std::string& cert_file,
-                                                                   const std::string& key_file) {
+                                                                   const std::string& key_file,
+                                                                   const std::string& key_password) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
   if (!cert_file.empty()) {
-    if (absl::Status s = LoadCertificate(*context, cert_file, key_file, "sslcert", "sslkey");
+    if (absl::Status s = LoadCertificate(*context, cert_file, key_file, key_password, "sslcert",
+                                         "sslkey", "sslpassword");
         !s.ok()) {
       return s;
     }

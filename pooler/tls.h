@@ -34,10 +34,10 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(
 // The context for connections to a server: under verify-ca and verify-full the server's
 // certificate must chain to `root_cert` (PEM; empty: the system's authorities); with
 // `cert_file` and `key_file`, the pooler shows that client certificate (the url's sslcert and
-// sslkey).
+// sslkey; an encrypted key opened with `key_password`, the url's sslpassword).
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
     TlsMode mode, const std::string& root_cert, const std::string& cert_file,
-    const std::string& key_file);
+    const std::string& key_file, const std::string& key_password);
 
 // Runs the TLS handshake on `*raw` (moved from) with `context`, as the server (toward a
 // client) or as the client (toward PostgreSQL: `host` is sent as SNI and, under

@@ -154,6 +154,7 @@ std::string MaskPasswords(std::string_view conninfo) {
         size_t amp = out.find('&', p);
         if (amp == std::string::npos) amp = out.size();
         if (out.compare(p, 9, "password=") == 0) mask(p + 9, amp);
+        if (out.compare(p, 12, "sslpassword=") == 0) mask(p + 12, amp);
         p = amp + 1;
       }
     }
@@ -171,7 +172,8 @@ std::string MaskPasswords(std::string_view conninfo) {
            !absl::ascii_isspace(static_cast<unsigned char>(out[i]))) {
       ++i;
     }
-    bool is_password = std::string_view(out).substr(key_begin, i - key_begin) == "password";
+    const std::string_view key = std::string_view(out).substr(key_begin, i - key_begin);
+    bool is_password = key == "password" || key == "sslpassword";
     skip_space();
     if (i >= out.size() || out[i] != '=') break;
     ++i;

@@ -891,6 +891,29 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     EXPECT_EQ(client.Run("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
               "/CN=dana");
   }
+  {
+    // Her key encrypted: opened with the url's sslpassword (OpenSSL is never left to prompt).
+    std::string output;
+    ASSERT_EQ(Shell(absl::StrCat("cd ", certs.path(), " && openssl pkey -in dana.key "
+                                 "-aes-256-cbc -passout pass:open-sesame -out sealed.key && "
+                                 "chmod 600 sealed.key"),
+                    &output),
+              0)
+        << output;
+    const std::string sealed = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
+                                            "&sslkey=", certs.File("sealed.key"));
+    PoolerProcess pooler("trust", kTrustUsers,
+                         absl::StrCat("  app: {url: '", sealed,
+                                      "&sslpassword=open-sesame', pool_mode: transaction}\n"));
+    Conn client(pooler.Url("app"));
+    ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
+    EXPECT_EQ(client.Run("SELECT current_user"), "dana");
+    std::string refused = LoginErrorThrough(sealed);
+    EXPECT_NE(refused.find("is encrypted and no sslpassword was given"), std::string::npos)
+        << refused;
+    refused = LoginErrorThrough(sealed + "&sslpassword=open-sesame-not");
+    EXPECT_NE(refused.find("sslpassword does not open it"), std::string::npos) << refused;
+  }
   const std::string refused = LoginErrorThrough(server_url);
   EXPECT_NE(refused.find("requires a valid client certificate"), std::string::npos) << refused;
 }
