@@ -128,6 +128,7 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   up.sslcert = ConninfoValue(db->url, "sslcert");
   up.sslkey = ConninfoValue(db->url, "sslkey");
   up.sslpassword = ConninfoValue(db->url, "sslpassword");
+  up.sslcrl = ConninfoValue(db->url, "sslcrl");
   if (up.sslcert.empty() != up.sslkey.empty()) {
     return node.Error("sslcert and sslkey go together: the certificate and its key");
   }
@@ -242,6 +243,10 @@ const OptionTable<TlsOptions>& TlsTable() {
           .NoDefault()
           .Help("PEM authorities of client certificates: when given, clients are asked for "
                 "one (needed by verify-ca, verify-full and auth.method cert)."),
+      StringOption("crl", &TlsOptions::crl)
+          .NoDefault()
+          .Help("PEM revocation lists of tls.ca's authorities: a client certificate they "
+                "revoke fails the handshake (PostgreSQL's ssl_crl_file). Re-read on RELOAD."),
   });
   return *table;
 }
@@ -325,6 +330,9 @@ const OptionTable<PoolerConfig>& PoolerTable() {
         if (config.tls.mode >= TlsMode::kVerifyCa && config.tls.ca.empty()) {
           return map.Error("tls.mode verify-ca and verify-full need tls.ca, the authorities "
                            "client certificates must chain to");
+        }
+        if (!config.tls.crl.empty() && config.tls.ca.empty()) {
+          return map.Error("tls.crl revokes client certificates of tls.ca: give tls.ca too");
         }
         if (config.auth.method == AuthMethod::kCert &&
             (config.tls.mode == TlsMode::kDisable || config.tls.ca.empty())) {

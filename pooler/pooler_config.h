@@ -60,6 +60,7 @@ struct TlsOptions {
   std::string cert;                  // PEM certificate chain
   std::string key;                   // PEM private key
   std::string ca;  // PEM authorities of client certificates; empty: none asked for
+  std::string crl;  // PEM revocation lists of those authorities; empty: none
   bool operator==(const TlsOptions&) const = default;
 };
 
@@ -89,6 +90,7 @@ struct Upstream {
   std::string sslcert;                  // the url's sslcert: a client certificate to show
   std::string sslkey;                   // its key (the url's sslkey)
   std::string sslpassword;              // the url's sslpassword: opens an encrypted sslkey
+  std::string sslcrl;                   // the url's sslcrl: revocations of server certificates
   bool operator==(const Upstream&) const = default;
 
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.

@@ -121,6 +121,22 @@ absl::Status LoadCertificate(ssl::context& context, const std::string& cert_file
   return absl::OkStatus();
 }
 
+// Adds the revocation lists in `crl_file` (PEM) to `context`'s store and has every
+// certificate of a peer's chain checked against them, as PostgreSQL (ssl_crl_file) and libpq
+// (sslcrl) do; an error names `crl_key`.
+absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
+                             std::string_view crl_key) {
+  X509_STORE* store = SSL_CTX_get_cert_store(context.native_handle());
+  X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+  ERR_clear_error();
+  if (lookup == nullptr || X509_load_crl_file(lookup, crl_file.c_str(), X509_FILETYPE_PEM) <= 0) {
+    return absl::InvalidArgumentError(
+        Cat(crl_key, ": cannot load ", crl_file, ": ", OpenSslError("no revocation list in it")));
+  }
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  return absl::OkStatus();
+}
+
 // The common name of the peer's certificate, if it sent one and it was verified; else empty.
 std::string VerifiedCommonName(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
@@ -144,7 +160,8 @@ std::string VerifiedCommonName(SSL* ssl) {
 
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::string& cert_file,
                                                                    const std::string& key_file,
-                                                                   const std::string& ca_file) {
+                                                                   const std::string& ca_file,
+                                                                   const std::string& crl_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
   if (absl::Status s =
@@ -162,6 +179,9 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::st
               OpenSslError(ec ? ec.message() : "no certificate in it")));
     }
     SSL_CTX_set_client_CA_list(context->native_handle(), names);  // (takes them)
+    if (!crl_file.empty()) {
+      if (absl::Status s = LoadRevocations(*context, crl_file, "tls.crl"); !s.ok()) return s;
+    }
     context->set_verify_mode(ssl::verify_peer);
   }
   return context;
@@ -171,7 +191,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
                                                                    const std::string& root_cert,
                                                                    const std::string& cert_file,
                                                                    const std::string& key_file,
-                                                                   const std::string& key_password) {
+                                                                   const std::string& key_password,
+                                                                   const std::string& crl_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
   if (!cert_file.empty()) {
@@ -191,6 +212,9 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
     if (ec) {
       return absl::InvalidArgumentError(Cat("sslrootcert: cannot load ", root_cert, ": ",
                                             OpenSslError(ec.message())));
+    }
+    if (!crl_file.empty()) {
+      if (absl::Status s = LoadRevocations(*context, crl_file, "sslcrl"); !s.ok()) return s;
     }
     context->set_verify_mode(ssl::verify_peer);
   } else {
@@ -229,9 +253,14 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   watch->stream = nullptr;
   timer.cancel();
   if (ec || watch->expired) {
+    std::string why = watch->expired ? "" : OpenSslError(ec.message());
+    // Why the peer's certificate was refused (revoked, expired, unknown authority, ...).
+    const long verified = SSL_get_verify_result(stream->native_handle());
+    if (!watch->expired && verified != X509_V_OK) {
+      why = Cat(why, " (", X509_verify_cert_error_string(verified), ")");
+    }
     co_return absl::UnavailableError(
-        Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ",
-            watch->expired ? "" : OpenSslError(ec.message())));
+        Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ", why));
   }
   if (as_server && peer_name != nullptr) *peer_name = VerifiedCommonName(stream->native_handle());
   int fds[2];

@@ -853,6 +853,31 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     Conn dana(client_url(pooler.port(), "dana", "dana"));
     EXPECT_TRUE(dana.ok()) << dana.error();
   }
+  // Revocations: clients.crl revokes mallory's certificate, all.crl the server's too.
+  std::string crl_output;
+  ASSERT_EQ(Shell(absl::StrCat(
+                      "set -e; cd ", certs.path(), "; touch index.txt; echo 01 > crlnumber; ",
+                      "printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\n",
+                      "crlnumber=crlnumber\\ndefault_md=sha256\\ndefault_crl_days=2\\n' > ca.cnf; ",
+                      "sign='openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt'; ",
+                      "$sign -revoke mallory.crt; $sign -gencrl -out clients.crl; ",
+                      "$sign -revoke server.crt; $sign -gencrl -out all.crl"),
+                  &crl_output),
+            0)
+      << crl_output;
+  {
+    // tls.crl: a revoked client certificate fails the handshake; others still log in.
+    std::string revoking = tls;
+    absl::StrReplaceAll({{"}\n", absl::StrCat(", crl: ", certs.File("clients.crl"), "}\n")}},
+                        &revoking);
+    PoolerProcess pooler("cert", users, Database("app", "transaction", 2, "pool_app", ""),
+                         revoking);
+    Conn mallory(client_url(pooler.port(), "mallory", "mallory"));
+    EXPECT_FALSE(mallory.ok());
+    EXPECT_NE(mallory.error().find("revoked"), std::string::npos) << mallory.error();
+    Conn dana(client_url(pooler.port(), "dana", "dana"));
+    EXPECT_TRUE(dana.ok()) << dana.error() << pooler.Log();
+  }
 
   // Toward the server: ssl on, its certificate from the authority, and dana let in over TCP
   // to pool_app only by her certificate.
@@ -916,6 +941,12 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   }
   const std::string refused = LoginErrorThrough(server_url);
   EXPECT_NE(refused.find("requires a valid client certificate"), std::string::npos) << refused;
+  // The url's sslcrl: a server certificate it revokes is refused, one it does not is not.
+  const std::string with_cert = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
+                                             "&sslkey=", certs.File("dana.key"), "&sslcrl=");
+  EXPECT_EQ(LoginErrorThrough(with_cert + certs.File("clients.crl")), "logged in");
+  const std::string revoked = LoginErrorThrough(with_cert + certs.File("all.crl"));
+  EXPECT_NE(revoked.find("revoked"), std::string::npos) << revoked;
 }
 
 // ---- Differential protocol sessions ----------------------------------------------------------

@@ -118,6 +118,10 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
       "pooler.yaml");
   ASSERT_FALSE(half.ok());
   EXPECT_THAT(half.status().message(), HasSubstr("sslcert and sslkey go together"));
+  absl::StatusOr<PoolerConfig> crl =
+      parse("auth: {method: trust}\ntls: {mode: require, cert: c.pem, key: k.pem, crl: r.pem}\n");
+  ASSERT_FALSE(crl.ok());
+  EXPECT_THAT(crl.status().message(), HasSubstr("give tls.ca too"));
 }
 
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
