@@ -129,6 +129,13 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   up.sslkey = ConninfoValue(db->url, "sslkey");
   up.sslpassword = ConninfoValue(db->url, "sslpassword");
   up.sslcrl = ConninfoValue(db->url, "sslcrl");
+  if (!ConninfoValue(db->url, "sslcrldir").empty()) {
+    return node.Error("sslcrldir is not supported: give the revocation lists in one file, sslcrl");
+  }
+  if (!up.sslcrl.empty() && up.sslmode != TlsMode::kVerifyCa && up.sslmode != TlsMode::kVerifyFull) {
+    return node.Error("sslcrl checks a verified server's certificate: it needs sslmode "
+                      "verify-ca or verify-full");
+  }
   if (up.sslcert.empty() != up.sslkey.empty()) {
     return node.Error("sslcert and sslkey go together: the certificate and its key");
   }

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <fstream>
 #include <optional>
 #include <utility>
 
@@ -69,17 +68,6 @@ Task<void> Carry(std::shared_ptr<Pump>* owner, From* from, To* to) {
   (*owner)->Close();
 }
 
-// Whether the PEM file at `path` starts with an encrypted key (PKCS#8's "BEGIN ENCRYPTED
-// PRIVATE KEY", or the traditional format's "Proc-Type: 4,ENCRYPTED").
-bool KeyFileIsEncrypted(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  for (int n = 0; n < 4 && std::getline(in, line); ++n) {
-    if (line.find("ENCRYPTED") != std::string::npos) return true;
-  }
-  return false;
-}
-
 // Loads `cert_file` (PEM chain) and `key_file` into `context`, an encrypted key with
 // `key_password` (never through OpenSSL's default, which would prompt on a terminal and hold
 // the thread); an error names the file, by the key that gave it (`cert_key`, `key_key`), that
@@ -95,12 +83,19 @@ absl::Status LoadCertificate(ssl::context& context, const std::string& cert_file
     return absl::InvalidArgumentError(
         Cat(cert_key, ": cannot load ", cert_file, ": ", OpenSslError(ec.message())));
   }
+  // OpenSSL asks for a password exactly when the key is encrypted.
+  auto asked = std::make_shared<bool>(false);
   context.set_password_callback(
-      [key_password](size_t, ssl::context::password_purpose) { return key_password; }, ec);
+      [key_password, asked](size_t, ssl::context::password_purpose) {
+        *asked = true;
+        return key_password;
+      },
+      ec);
   context.use_private_key_file(key_file, ssl::context::pem, ec);
   if (ec) {
-    std::string error = OpenSslError(ec.message());
-    if (KeyFileIsEncrypted(key_file)) {
+    ERR_clear_error();
+    const std::string error = ec.message();  // (asio took the first, most telling, error)
+    if (*asked) {
       if (password_key.empty()) {
         return absl::InvalidArgumentError(Cat(key_key, ": ", key_file,
                                               " is encrypted: give an unencrypted key "
@@ -254,9 +249,14 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   timer.cancel();
   if (ec || watch->expired) {
     std::string why = watch->expired ? "" : OpenSslError(ec.message());
-    // Why the peer's certificate was refused (revoked, expired, unknown authority, ...).
-    const long verified = SSL_get_verify_result(stream->native_handle());
-    if (!watch->expired && verified != X509_V_OK) {
+    // Why the peer's certificate was refused (revoked, expired, unknown authority, ...), when
+    // that is what failed: OpenSSL keeps a verify result even when nothing was verified.
+    SSL* ssl = stream->native_handle();
+    const long verified = SSL_get_verify_result(ssl);
+    if (!watch->expired && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 &&
+        ec.category() == asio::error::get_ssl_category() &&
+        ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        verified != X509_V_OK && verified != X509_V_ERR_UNSPECIFIED) {
       why = Cat(why, " (", X509_verify_cert_error_string(verified), ")");
     }
     co_return absl::UnavailableError(

@@ -122,6 +122,18 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
       parse("auth: {method: trust}\ntls: {mode: require, cert: c.pem, key: k.pem, crl: r.pem}\n");
   ASSERT_FALSE(crl.ok());
   EXPECT_THAT(crl.status().message(), HasSubstr("give tls.ca too"));
+  auto url = [](const std::string& query) {
+    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n"
+                             "  app: {url: 'postgres://db/app?" + query + "'}\n",
+                             "pooler.yaml");
+  };
+  EXPECT_TRUE(url("sslmode=verify-full&sslcrl=r.pem").ok());
+  absl::StatusOr<PoolerConfig> unverified = url("sslmode=require&sslcrl=r.pem");
+  ASSERT_FALSE(unverified.ok());
+  EXPECT_THAT(unverified.status().message(), HasSubstr("needs sslmode verify-ca or verify-full"));
+  absl::StatusOr<PoolerConfig> dir = url("sslmode=verify-full&sslcrldir=/etc/crls");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_THAT(dir.status().message(), HasSubstr("sslcrldir is not supported"));
 }
 
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
