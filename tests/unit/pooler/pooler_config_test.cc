@@ -44,12 +44,15 @@ TEST(PoolerConfigTest, SchedulingIsBatchUnlessNormal) {
   EXPECT_THAT(other.status().message(), HasSubstr("scheduling"));
 }
 
+// A configuration whose one database, app, has `fields` (a flow mapping's contents).
+absl::StatusOr<PoolerConfig> WithApp(const std::string& fields) {
+  return ParsePoolerConfig(
+      "listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n  app: {" + fields + "}\n",
+      "pooler.yaml");
+}
+
 TEST(PoolerConfigTest, AUrlMayNameSeveralHostsAndATarget) {
-  auto parse = [](const std::string& url) {
-    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n  app: {url: '" +
-                                 url + "'}\n",
-                             "pooler.yaml");
-  };
+  auto parse = [](const std::string& url) { return WithApp("url: '" + url + "'"); };
   absl::StatusOr<PoolerConfig> config =
       parse("postgres://db1:5433,db2,%2Frun%2Fpg:5435/app?target_session_attrs=read-write");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -78,9 +81,7 @@ TEST(PoolerConfigTest, AUrlMayNameSeveralHostsAndATarget) {
 
   // load_balance_hosts, beside the url (libpq 15 knows no such url parameter).
   auto balanced = [](const std::string& value) {
-    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n  app: "
-                             "{url: 'postgres://a,b/app', load_balance_hosts: " + value + "}\n",
-                             "pooler.yaml");
+    return WithApp("url: 'postgres://a,b/app', load_balance_hosts: " + value);
   };
   config = balanced("round-robin");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -123,9 +124,7 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
   ASSERT_FALSE(crl.ok());
   EXPECT_THAT(crl.status().message(), HasSubstr("give tls.ca too"));
   auto url = [](const std::string& query) {
-    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n"
-                             "  app: {url: 'postgres://db/app?" + query + "'}\n",
-                             "pooler.yaml");
+    return WithApp("url: 'postgres://db/app?" + query + "'");
   };
   EXPECT_TRUE(url("sslmode=verify-full&sslcrl=r.pem").ok());
   absl::StatusOr<PoolerConfig> unverified = url("sslmode=require&sslcrl=r.pem");
