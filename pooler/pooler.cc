@@ -87,13 +87,12 @@ std::string ServerStatementName(std::string_view parse_rest) {
 // dropped at its first differing letter (it runs on every query in transaction mode).
 bool MentionsSessionState(std::string_view text) {
   static constexpr std::string_view kListen = "listen", kLock = "advisory_lock";
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
   for (size_t i = 0; i < text.size(); ++i) {
-    const char c = lower(text[i]);
+    const char c = absl::ascii_tolower(text[i]);
     const std::string_view word = c == 'l' ? kListen : c == 'a' ? kLock : std::string_view();
     if (word.empty() || text.size() - i < word.size()) continue;
     size_t k = 1;
-    while (k < word.size() && lower(text[i + k]) == word[k]) ++k;
+    while (k < word.size() && absl::ascii_tolower(text[i + k]) == word[k]) ++k;
     if (k == word.size()) return true;
   }
   return false;

@@ -905,11 +905,12 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   const std::string server_url =
       absl::StrCat("postgres://dana@localhost:", SharedCluster().port(),
                    "/pool_app?sslmode=verify-full&sslrootcert=", certs.File("ca.crt"));
+  // ...showing dana's certificate.
+  const std::string dana_url = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
+                                            "&sslkey=", certs.File("dana.key"));
   {
-    PoolerProcess pooler(
-        "trust", kTrustUsers,
-        absl::StrCat("  app: {url: '", server_url, "&sslcert=", certs.File("dana.crt"),
-                     "&sslkey=", certs.File("dana.key"), "', pool_mode: transaction}\n"));
+    PoolerProcess pooler("trust", kTrustUsers,
+                         absl::StrCat("  app: {url: '", dana_url, "', pool_mode: transaction}\n"));
     Conn client(pooler.Url("app"));
     ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
     EXPECT_EQ(client.Run("SELECT current_user"), "dana");
@@ -942,8 +943,7 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   const std::string refused = LoginErrorThrough(server_url);
   EXPECT_NE(refused.find("requires a valid client certificate"), std::string::npos) << refused;
   // The url's sslcrl: a server certificate it revokes is refused, one it does not is not.
-  const std::string with_cert = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
-                                             "&sslkey=", certs.File("dana.key"), "&sslcrl=");
+  const std::string with_cert = dana_url + "&sslcrl=";
   EXPECT_EQ(LoginErrorThrough(with_cert + certs.File("clients.crl")), "logged in");
   const std::string revoked = LoginErrorThrough(with_cert + certs.File("all.crl"));
   EXPECT_NE(revoked.find("revoked"), std::string::npos) << revoked;
