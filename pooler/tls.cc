@@ -10,7 +10,6 @@
 #include <optional>
 #include <utility>
 
-#include "boost/asio/ssl/host_name_verification.hpp"
 #include "engine/str_cat.h"
 
 namespace pgflow::pooler {
@@ -224,8 +223,23 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   Executor executor = raw->get_executor();
   auto stream = std::make_unique<ssl::stream<Socket>>(std::move(*raw), context);
   if (!as_server) {
-    SSL_set_tlsext_host_name(stream->native_handle(), host.c_str());
-    if (mode == TlsMode::kVerifyFull) stream->set_verify_callback(ssl::host_name_verification(host));
+    SSL* ssl = stream->native_handle();
+    SSL_set_tlsext_host_name(ssl, host.c_str());
+    if (mode == TlsMode::kVerifyFull) {
+      // The certificate must name `host` (an address among its IP addresses; a name among its
+      // DNS names, or as its common name when it has none). Checked by OpenSSL's own
+      // verification, so that a mismatch fails with its reason ("hostname mismatch").
+      boost::system::error_code not_address;
+      asio::ip::make_address(host, not_address);
+      const int set = not_address
+                          ? SSL_set1_host(ssl, host.c_str())
+                          : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+      if (set != 1) {
+        co_return absl::InvalidArgumentError(
+            Cat("sslmode verify-full: cannot check certificates against host ", host, ": ",
+                OpenSslError("refused by OpenSSL")));
+      }
+    }
   }
   // The timer's handler may run after this coroutine is gone (it expired in the turn the
   // handshake finished): it reaches the stream only through a state the coroutine detaches.

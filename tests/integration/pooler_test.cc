@@ -668,8 +668,6 @@ TEST_F(PoolerTest, UsersNotInTheFileAreLookedUpWithAuthQuery) {
   EXPECT_NE(broken.Log().find("no_such_lookup"), std::string::npos) << broken.Log();
 }
 
-// A self-signed certificate for localhost and 127.0.0.1 (its own root), made with the openssl
-// command line: `dir`/tls.crt and `dir`/tls.key.
 // What a client logging in through a pooler (trust) to database `url` is told: the error,
 // or "logged in".
 std::string LoginErrorThrough(const std::string& url) {
@@ -687,11 +685,14 @@ void CopyToServer(const std::string& from, const std::string& to) {
   ASSERT_EQ(std::system(copy.c_str()), 0) << copy;
 }
 
-void MakeCertificate(const std::string& dir) {
+// A self-signed certificate (its own root) for `names` (a subjectAltName), made with the openssl
+// command line: `dir`/`file`.crt and `dir`/`file`.key.
+void MakeCertificate(const std::string& dir, const std::string& file = "tls",
+                     const std::string& names = "DNS:localhost,IP:127.0.0.1") {
   std::string command = absl::StrCat(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
-      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
-      dir, "/tls.key -out ", dir, "/tls.crt >/dev/null 2>&1");
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=", file,
+      " -addext subjectAltName=", names, " -keyout ", dir, "/", file, ".key -out ", dir, "/",
+      file, ".crt >/dev/null 2>&1");
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
 }
 
@@ -730,9 +731,31 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
     EXPECT_FALSE(clear.ok());
     EXPECT_NE(clear.error().find("accepts TLS connections only"), std::string::npos)
         << clear.error();
-    Conn other_name(absl::StrCat("postgres://postgres@127.0.0.2:", pooler.port(),
-                                 "/app?sslmode=verify-full&sslrootcert=", crt));
-    EXPECT_FALSE(other_name.ok());  // the certificate does not name 127.0.0.2
+    // Reached under a name the certificate does not hold (hostaddr: where libpq connects).
+    Conn other_name(absl::StrCat("postgres://postgres@elsewhere.invalid:", pooler.port(),
+                                 "/app?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert=", crt));
+    EXPECT_FALSE(other_name.ok());
+    EXPECT_NE(other_name.error().find("does not match host name \"elsewhere.invalid\""),
+              std::string::npos)
+        << other_name.error();
+  }
+  {
+    // The pooler's own verify-full toward a server (another pooler stands in for one) whose
+    // certificate names neither the url's host name nor its address: refused, saying which.
+    MakeCertificate(certs.path(), "elsewhere", "DNS:elsewhere.invalid");
+    if (HasFatalFailure()) return;
+    PoolerProcess server("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+                         absl::StrCat("tls: {mode: require, cert: ", certs.File("elsewhere.crt"),
+                                      ", key: ", certs.File("elsewhere.key"), "}\n"));
+    const std::string rest =
+        absl::StrCat(server.port(), "/app?sslmode=verify-full&sslrootcert=",
+                     certs.File("elsewhere.crt"));
+    std::string refused = LoginErrorThrough(absl::StrCat("postgres://postgres@localhost:", rest));
+    EXPECT_NE(refused.find("certificate verify failed (hostname mismatch)"), std::string::npos)
+        << refused;
+    refused = LoginErrorThrough(absl::StrCat("postgres://postgres@127.0.0.1:", rest));
+    EXPECT_NE(refused.find("certificate verify failed (IP address mismatch)"), std::string::npos)
+        << refused;
   }
 
   // Toward the server: the cluster's ssl turned on for this test, with the same certificate
@@ -978,7 +1001,8 @@ class WireClient {
   std::vector<std::string> Until(char last, int count = 1) {
     std::vector<std::string> messages;
     while (count > 0) {
-      while (buffer_.size() < 5 || buffer_.size() < 1 + pooler::ReadInt32(buffer_.data() + 1)) {
+      while (buffer_.size() < 5 ||
+             buffer_.size() < 1 + static_cast<size_t>(pooler::ReadInt32(buffer_.data() + 1))) {
         char chunk[65536];
         ssize_t n = read(fd_, chunk, sizeof chunk);
         if (n <= 0) return {};
