@@ -6,7 +6,9 @@
 # 1. Throughput: `pgbench -i -s 10`, then `pgbench -S -c 50 -j 2 -T BENCH_SECONDS` (default 20)
 #    with `-M simple` and `-M extended`, ROUNDS times (default 2; the order reversed every
 #    other round, and the summary gives means), through pgflow's pooler, through PgBouncer and
-#    direct to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0),
+#    direct to PostgreSQL (50 backends: the third figure). TPS of each, pgflow/pgbouncer (goal >= 1.0;
+#    each round's ratio too, and the 95% confidence interval of their mean, which tells a
+#    difference from the rounds' noise),
 #    and CPU seconds per 1,000 transactions of each pooler process (utime + stime from
 #    /proc/PID/stat around the run) and of the PostgreSQL cluster. Also through a second pgflow
 #    pooler with `scheduling: normal` (pgflow-normal), the kernel's default scheduling instead
@@ -171,8 +173,13 @@ cluster_preemptions() {  # involuntary context switches of the cluster's backend
     /^nonvoluntary_ctxt_switches:/ && parent == pm { total += $2 }
     END { print total + 0 }' || true
 }
+machine_ticks() {  # "idle total": the machine's idle and all CPU time so far, in ticks
+  awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat
+}
 run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps tx pooler-cpu pg-cpu pg-preemptions"
   local name=$1 port=$2 pid=$3 mode=$4 log="$work/pgbench-$1-$4.log" c0=0 c1=0 p0 p1 n0 n1 tps tx
+  local i0 t0 i1 t1
+  read -r i0 t0 < <(machine_ticks)
   [ "$pid" = - ] || c0=$(proc_cpu "$pid")
   p0=$(cluster_cpu "$work/pg")
   n0=$(cluster_preemptions)
@@ -181,6 +188,7 @@ run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps t
   n1=$(cluster_preemptions)
   p1=$(cluster_cpu "$work/pg")
   [ "$pid" = - ] || c1=$(proc_cpu "$pid")
+  read -r i1 t1 < <(machine_ticks)
   [ -z "${6:-}" ] || return 0
   tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
   tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")
@@ -189,10 +197,10 @@ run_pgbench() {  # name port pid|- mode seconds [warm]: appends "name mode tps t
   pg=$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')
   echo "$name $mode $tps $tx $cpu $pg $((n1 - n0))" >>"$work/results"
   awk -v n="$name" -v m="$mode" -v tps="$tps" -v tx="$tx" -v c="$cpu" -v pg="$pg" \
-      -v pre="$((n1 - n0))" -v pooled="$pid" 'BEGIN {
+      -v pre="$((n1 - n0))" -v pooled="$pid" -v idle="$(( (i1 - i0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))" 'BEGIN {
     printf "  %-13s %-8s %9.0f tps", n, m, tps
     if (pooled != "-") printf "  pooler %.3f cpu s/1000 tx", c * 1000 / tx
-    printf "  postgres %.3f cpu s/1000 tx, %.3f preemptions/tx\n", pg * 1000 / tx, pre / tx }'
+    printf "  postgres %.3f cpu s/1000 tx, %.3f preemptions/tx; machine %d%% idle\n", pg * 1000 / tx, pre / tx, idle }'
 }
 targets=("direct $PGPORT -")
 want pgflow && targets+=("pgflow $PGFLOW_PORT $PGFLOW_PID")
@@ -333,6 +341,9 @@ for line in open(sys.argv[1]):
         each.setdefault((f[0], f[1]), []).append(float(f[2]))
 runs = {k: (v[0] / v[5],) + v[1:5] for k, v in runs.items()}
 seconds, n, clients, rounds = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+# Student's t, two-sided 95%, by degrees of freedom (index 1 on).
+T95 = (None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
 def ratio(a, b):
     return f"{a / b:.3f}" if a is not None and b else "n/a"
 print(f"summary (pgbench -S -c {clients} -j 2 -T {seconds}, mean of {rounds} rounds; pool size 20, transaction mode; {n:,} idle clients)")
@@ -350,9 +361,19 @@ for mode in ("simple", "extended"):
           f"postgres cpu s/1000 tx: pgflow {fmt(pg, 'pgflow', '.3f')}, pgbouncer {fmt(pg, 'pgbouncer', '.3f')}, "
           f"direct {fmt(pg, 'direct', '.3f')}")
     if ("pgflow", mode) in each and ("pgbouncer", mode) in each:
-        # The spread: how far one round's ratio may stray from the mean on this machine.
-        print(f"  pgflow/pgbouncer by round: " + " ".join(
-            f"{a / b:.3f}" for a, b in zip(each["pgflow", mode], each["pgbouncer", mode])))
+        # The spread: how far one round's ratio may stray from the mean on this machine, and
+        # the 95% confidence interval of the mean of the rounds' ratios (Student's t).
+        ratios = [a / b for a, b in zip(each["pgflow", mode], each["pgbouncer", mode])]
+        line = "  pgflow/pgbouncer by round: " + " ".join(f"{r:.3f}" for r in ratios)
+        if len(ratios) >= 2:
+            k = len(ratios)
+            mean = sum(ratios) / k
+            sd = (sum((r - mean) ** 2 for r in ratios) / (k - 1)) ** 0.5
+            t = T95[k - 1] if k - 1 < len(T95) else 1.96
+            half = t * sd / k ** 0.5
+            line += (f"; mean {mean:.3f}, standard deviation {sd:.3f}, "
+                     f"95% interval {mean - half:.3f} to {mean + half:.3f}")
+        print(line)
     if "pgflow-normal" in tps:
         print(f"  pgflow with scheduling: normal: {fmt(tps, 'pgflow-normal', ',.0f')} tps, ratio to pgbouncer "
               f"{ratio(tps.get('pgflow-normal'), tps.get('pgbouncer'))}, pooler cpu s/1000 tx "
