@@ -306,8 +306,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
     }
     if (answer == 'S') {
       absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls =
-          MakeClientTlsContext(upstream.sslmode, upstream.sslrootcert, upstream.sslcert,
-                               upstream.sslkey, upstream.sslpassword, upstream.sslcrl);
+          MakeClientTlsContext(upstream);
       if (!tls.ok()) {
         *transient = false;
         co_return Failure("08001", Sv(tls.status().message()));

@@ -2415,7 +2415,7 @@ absl::StatusOr<std::shared_ptr<const UserList>> LoadUsers(const PoolerConfig& co
 // The TLS context `config.tls` describes (its files read now), nullptr when disabled.
 absl::StatusOr<std::shared_ptr<asio::ssl::context>> LoadTls(const PoolerConfig& config) {
   if (config.tls.mode == TlsMode::kDisable) return nullptr;
-  return MakeServerTlsContext(config.tls.cert, config.tls.key, config.tls.ca, config.tls.crl);
+  return MakeServerTlsContext(config.tls);
 }
 
 }  // namespace

@@ -129,12 +129,12 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
   up.sslkey = ConninfoValue(db->url, "sslkey");
   up.sslpassword = ConninfoValue(db->url, "sslpassword");
   up.sslcrl = ConninfoValue(db->url, "sslcrl");
-  if (!ConninfoValue(db->url, "sslcrldir").empty()) {
-    return node.Error("sslcrldir is not supported: give the revocation lists in one file, sslcrl");
-  }
-  if (!up.sslcrl.empty() && up.sslmode != TlsMode::kVerifyCa && up.sslmode != TlsMode::kVerifyFull) {
-    return node.Error("sslcrl checks a verified server's certificate: it needs sslmode "
-                      "verify-ca or verify-full");
+  up.sslcrldir = ConninfoValue(db->url, "sslcrldir");
+  if ((!up.sslcrl.empty() || !up.sslcrldir.empty()) && up.sslmode != TlsMode::kVerifyCa &&
+      up.sslmode != TlsMode::kVerifyFull) {
+    return node.Error(Cat(up.sslcrl.empty() ? "sslcrldir" : "sslcrl",
+                          " checks a verified server's certificate: it needs sslmode verify-ca "
+                          "or verify-full"));
   }
   if (up.sslcert.empty() != up.sslkey.empty()) {
     return node.Error("sslcert and sslkey go together: the certificate and its key");
@@ -254,6 +254,11 @@ const OptionTable<TlsOptions>& TlsTable() {
           .NoDefault()
           .Help("PEM revocation lists of tls.ca's authorities: a client certificate they "
                 "revoke fails the handshake (PostgreSQL's ssl_crl_file). Re-read on RELOAD."),
+      StringOption("crl_dir", &TlsOptions::crl_dir)
+          .NoDefault()
+          .Help("A directory of PEM revocation lists of tls.ca's authorities, each under the "
+                "name `openssl rehash` gives it, read when a certificate is checked "
+                "(PostgreSQL's ssl_crl_dir)."),
   });
   return *table;
 }
@@ -338,8 +343,9 @@ const OptionTable<PoolerConfig>& PoolerTable() {
           return map.Error("tls.mode verify-ca and verify-full need tls.ca, the authorities "
                            "client certificates must chain to");
         }
-        if (!config.tls.crl.empty() && config.tls.ca.empty()) {
-          return map.Error("tls.crl revokes client certificates of tls.ca: give tls.ca too");
+        if ((!config.tls.crl.empty() || !config.tls.crl_dir.empty()) && config.tls.ca.empty()) {
+          return map.Error(Cat(config.tls.crl.empty() ? "tls.crl_dir" : "tls.crl",
+                               " revokes client certificates of tls.ca: give tls.ca too"));
         }
         if (config.auth.method == AuthMethod::kCert &&
             (config.tls.mode == TlsMode::kDisable || config.tls.ca.empty())) {

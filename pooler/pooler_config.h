@@ -61,6 +61,7 @@ struct TlsOptions {
   std::string key;                   // PEM private key
   std::string ca;  // PEM authorities of client certificates; empty: none asked for
   std::string crl;  // PEM revocation lists of those authorities; empty: none
+  std::string crl_dir;  // a directory of them, named by `openssl rehash`; empty: none
   bool operator==(const TlsOptions&) const = default;
 };
 
@@ -91,6 +92,7 @@ struct Upstream {
   std::string sslkey;                   // its key (the url's sslkey)
   std::string sslpassword;              // the url's sslpassword: opens an encrypted sslkey
   std::string sslcrl;                   // the url's sslcrl: revocations of server certificates
+  std::string sslcrldir;                // the url's sslcrldir: a directory of them
   bool operator==(const Upstream&) const = default;
 
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.

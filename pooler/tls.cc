@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -115,17 +116,37 @@ absl::Status LoadCertificate(ssl::context& context, const std::string& cert_file
   return absl::OkStatus();
 }
 
-// Adds the revocation lists in `crl_file` (PEM) to `context`'s store and has every
-// certificate of a peer's chain checked against them, as PostgreSQL (ssl_crl_file) and libpq
-// (sslcrl) do; an error names `crl_key`.
+// Adds the revocation lists in `crl_file` (PEM) to `context`'s store, and those of directory
+// `crl_dir` (PEM files named by `openssl rehash`: <issuer hash>.r<n>, looked up when a chain
+// is checked), and has every certificate of a peer's chain checked against them, as
+// PostgreSQL (ssl_crl_file, ssl_crl_dir) and libpq (sslcrl, sslcrldir) do: an authority with
+// no list then fails the check. Neither given: nothing is checked. An error names the key.
 absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
-                             std::string_view crl_key) {
+                             std::string_view file_key, const std::string& crl_dir,
+                             std::string_view dir_key) {
+  if (crl_file.empty() && crl_dir.empty()) return absl::OkStatus();
   X509_STORE* store = SSL_CTX_get_cert_store(context.native_handle());
-  X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
   ERR_clear_error();
-  if (lookup == nullptr || X509_load_crl_file(lookup, crl_file.c_str(), X509_FILETYPE_PEM) <= 0) {
-    return absl::InvalidArgumentError(
-        Cat(crl_key, ": cannot load ", crl_file, ": ", OpenSslError("no revocation list in it")));
+  if (!crl_file.empty()) {
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    if (lookup == nullptr || X509_load_crl_file(lookup, crl_file.c_str(), X509_FILETYPE_PEM) <= 0) {
+      return absl::InvalidArgumentError(Cat(file_key, ": cannot load ", crl_file, ": ",
+                                            OpenSslError("no revocation list in it")));
+    }
+  }
+  if (!crl_dir.empty()) {
+    // (OpenSSL reads the directory only when it looks a list up: a missing one is told now.)
+    struct stat st;
+    if (::stat(crl_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+        ::access(crl_dir.c_str(), R_OK | X_OK) != 0) {
+      return absl::InvalidArgumentError(
+          Cat(dir_key, ": ", crl_dir, " is not a directory this process can read"));
+    }
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lookup == nullptr || X509_LOOKUP_add_dir(lookup, crl_dir.c_str(), X509_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          Cat(dir_key, ": cannot use ", crl_dir, ": ", OpenSslError("refused by OpenSSL")));
+    }
   }
   X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
   return absl::OkStatus();
@@ -152,63 +173,57 @@ std::string VerifiedCommonName(SSL* ssl) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const std::string& cert_file,
-                                                                   const std::string& key_file,
-                                                                   const std::string& ca_file,
-                                                                   const std::string& crl_file) {
+absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOptions& tls) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
-  if (absl::Status s =
-          LoadCertificate(*context, cert_file, key_file, "", "tls.cert", "tls.key", "");
+  if (absl::Status s = LoadCertificate(*context, tls.cert, tls.key, "", "tls.cert", "tls.key", "");
       !s.ok()) {
     return s;
   }
-  if (!ca_file.empty()) {
+  if (!tls.ca.empty()) {
     boost::system::error_code ec;
-    context->load_verify_file(ca_file, ec);
-    STACK_OF(X509_NAME)* names = ec ? nullptr : SSL_load_client_CA_file(ca_file.c_str());
+    context->load_verify_file(tls.ca, ec);
+    STACK_OF(X509_NAME)* names = ec ? nullptr : SSL_load_client_CA_file(tls.ca.c_str());
     if (ec || names == nullptr) {
       return absl::InvalidArgumentError(
-          Cat("tls.ca: cannot load ", ca_file, ": ",
+          Cat("tls.ca: cannot load ", tls.ca, ": ",
               OpenSslError(ec ? ec.message() : "no certificate in it")));
     }
     SSL_CTX_set_client_CA_list(context->native_handle(), names);  // (takes them)
-    if (!crl_file.empty()) {
-      if (absl::Status s = LoadRevocations(*context, crl_file, "tls.crl"); !s.ok()) return s;
+    if (absl::Status s = LoadRevocations(*context, tls.crl, "tls.crl", tls.crl_dir, "tls.crl_dir");
+        !s.ok()) {
+      return s;
     }
     context->set_verify_mode(ssl::verify_peer);
   }
   return context;
 }
 
-absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(TlsMode mode,
-                                                                   const std::string& root_cert,
-                                                                   const std::string& cert_file,
-                                                                   const std::string& key_file,
-                                                                   const std::string& key_password,
-                                                                   const std::string& crl_file) {
+absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(const Upstream& upstream) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
-  if (!cert_file.empty()) {
-    if (absl::Status s = LoadCertificate(*context, cert_file, key_file, key_password, "sslcert",
-                                         "sslkey", "sslpassword");
+  if (!upstream.sslcert.empty()) {
+    if (absl::Status s = LoadCertificate(*context, upstream.sslcert, upstream.sslkey,
+                                         upstream.sslpassword, "sslcert", "sslkey", "sslpassword");
         !s.ok()) {
       return s;
     }
   }
-  if (mode == TlsMode::kVerifyCa || mode == TlsMode::kVerifyFull) {
+  if (upstream.sslmode == TlsMode::kVerifyCa || upstream.sslmode == TlsMode::kVerifyFull) {
     boost::system::error_code ec;
-    if (root_cert.empty()) {
+    if (upstream.sslrootcert.empty()) {
       context->set_default_verify_paths(ec);
     } else {
-      context->load_verify_file(root_cert, ec);
+      context->load_verify_file(upstream.sslrootcert, ec);
     }
     if (ec) {
-      return absl::InvalidArgumentError(Cat("sslrootcert: cannot load ", root_cert, ": ",
+      return absl::InvalidArgumentError(Cat("sslrootcert: cannot load ", upstream.sslrootcert, ": ",
                                             OpenSslError(ec.message())));
     }
-    if (!crl_file.empty()) {
-      if (absl::Status s = LoadRevocations(*context, crl_file, "sslcrl"); !s.ok()) return s;
+    if (absl::Status s = LoadRevocations(*context, upstream.sslcrl, "sslcrl",
+                                         upstream.sslcrldir, "sslcrldir");
+        !s.ok()) {
+      return s;
     }
     context->set_verify_mode(ssl::verify_peer);
   } else {

@@ -25,22 +25,18 @@ namespace pgflow::pooler {
 
 inline constexpr size_t kTlsPumpBuffer = 8192;
 
-// The context the pooler shows its clients: `cert_file` (PEM, the chain) and `key_file`;
-// with `ca_file` (PEM authorities), clients are asked for a certificate, and one that does
-// not chain to them fails the handshake (one that sends none goes on: the session decides).
-// TLS 1.2 and later. An error names the file that would not load.
+// The context the pooler shows its clients: `tls.cert` (PEM, the chain) and `tls.key`; with
+// `tls.ca` (PEM authorities), clients are asked for a certificate, and one that does not chain
+// to them (or that `tls.crl` or `tls.crl_dir` revokes) fails the handshake (one that sends none
+// goes on: the session decides). TLS 1.2 and later. An error names the file that would not load.
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeServerTlsContext(
-    const std::string& cert_file, const std::string& key_file, const std::string& ca_file,
-    const std::string& crl_file);
-// The context for connections to a server: under verify-ca and verify-full the server's
-// certificate must chain to `root_cert` (PEM; empty: the system's authorities); with
-// `cert_file` and `key_file`, the pooler shows that client certificate (the url's sslcert and
-// sslkey; an encrypted key opened with `key_password`, the url's sslpassword). With
-// `crl_file` (the url's sslcrl), a verified server's chain is checked against its revocation
-// lists.
+    const TlsOptions& tls);
+// The context for connections to `upstream`'s server: under verify-ca and verify-full the
+// server's certificate must chain to the url's sslrootcert (PEM; empty: the system's
+// authorities) and not be revoked by its sslcrl or sslcrldir; with sslcert and sslkey, the
+// pooler shows that client certificate (an encrypted key opened with sslpassword).
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
-    TlsMode mode, const std::string& root_cert, const std::string& cert_file,
-    const std::string& key_file, const std::string& key_password, const std::string& crl_file);
+    const Upstream& upstream);
 
 // Runs the TLS handshake on `*raw` (moved from) with `context`, as the server (toward a
 // client) or as the client (toward PostgreSQL: `host` is sent as SNI and, under

@@ -884,14 +884,19 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
                       "crlnumber=crlnumber\\ndefault_md=sha256\\ndefault_crl_days=2\\n' > ca.cnf; ",
                       "sign='openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt'; ",
                       "$sign -revoke mallory.crt; $sign -gencrl -out clients.crl; ",
-                      "$sign -revoke server.crt; $sign -gencrl -out all.crl"),
+                      "$sign -revoke server.crt; $sign -gencrl -out all.crl; ",
+                      // The same lists as directories, each file under its issuer's hash.
+                      "for list in clients all; do mkdir $list.d; cp $list.crl $list.d/; ",
+                      "openssl rehash $list.d; done"),
                   &crl_output),
             0)
       << crl_output;
-  {
-    // tls.crl: a revoked client certificate fails the handshake; others still log in.
+  // tls.crl, and tls.crl_dir (the same list found in a directory when a certificate is
+  // checked): a revoked client certificate fails the handshake; others still log in.
+  for (const auto& [key, file] : {std::pair{"crl", "clients.crl"}, {"crl_dir", "clients.d"}}) {
+    SCOPED_TRACE(key);
     std::string revoking = tls;
-    absl::StrReplaceAll({{"}\n", absl::StrCat(", crl: ", certs.File("clients.crl"), "}\n")}},
+    absl::StrReplaceAll({{"}\n", absl::StrCat(", ", key, ": ", certs.File(file), "}\n")}},
                         &revoking);
     PoolerProcess pooler("cert", users, Database("app", "transaction", 2, "pool_app", ""),
                          revoking);
@@ -970,6 +975,14 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   EXPECT_EQ(LoginErrorThrough(with_cert + certs.File("clients.crl")), "logged in");
   const std::string revoked = LoginErrorThrough(with_cert + certs.File("all.crl"));
   EXPECT_NE(revoked.find("revoked"), std::string::npos) << revoked;
+  // The url's sslcrldir: the same from a directory; one that is not there is named.
+  const std::string with_dir = dana_url + "&sslcrldir=";
+  EXPECT_EQ(LoginErrorThrough(with_dir + certs.File("clients.d")), "logged in");
+  const std::string revoked_by_dir = LoginErrorThrough(with_dir + certs.File("all.d"));
+  EXPECT_NE(revoked_by_dir.find("certificate revoked"), std::string::npos) << revoked_by_dir;
+  const std::string missing = LoginErrorThrough(with_dir + certs.File("none.d"));
+  EXPECT_NE(missing.find("is not a directory this process can read"), std::string::npos)
+      << missing;
 }
 
 // ---- Differential protocol sessions ----------------------------------------------------------

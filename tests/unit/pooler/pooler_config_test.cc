@@ -123,6 +123,10 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
       parse("auth: {method: trust}\ntls: {mode: require, cert: c.pem, key: k.pem, crl: r.pem}\n");
   ASSERT_FALSE(crl.ok());
   EXPECT_THAT(crl.status().message(), HasSubstr("give tls.ca too"));
+  absl::StatusOr<PoolerConfig> crl_dir = parse(
+      "auth: {method: trust}\ntls: {mode: require, cert: c.pem, key: k.pem, crl_dir: crls}\n");
+  ASSERT_FALSE(crl_dir.ok());
+  EXPECT_THAT(crl_dir.status().message(), HasSubstr("tls.crl_dir revokes client certificates"));
   auto url = [](const std::string& query) {
     return WithApp("url: 'postgres://db/app?" + query + "'");
   };
@@ -130,9 +134,12 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
   absl::StatusOr<PoolerConfig> unverified = url("sslmode=require&sslcrl=r.pem");
   ASSERT_FALSE(unverified.ok());
   EXPECT_THAT(unverified.status().message(), HasSubstr("needs sslmode verify-ca or verify-full"));
-  absl::StatusOr<PoolerConfig> dir = url("sslmode=verify-full&sslcrldir=/etc/crls");
-  ASSERT_FALSE(dir.ok());
-  EXPECT_THAT(dir.status().message(), HasSubstr("sslcrldir is not supported"));
+  absl::StatusOr<PoolerConfig> dir = url("sslmode=verify-ca&sslcrldir=/etc/crls");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  EXPECT_EQ(dir->databases.at("app").upstream.sslcrldir, "/etc/crls");
+  absl::StatusOr<PoolerConfig> unverified_dir = url("sslmode=prefer&sslcrldir=/etc/crls");
+  ASSERT_FALSE(unverified_dir.ok());
+  EXPECT_THAT(unverified_dir.status().message(), HasSubstr("sslcrldir checks a verified server"));
 }
 
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
