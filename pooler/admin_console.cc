@@ -201,8 +201,17 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
     return Done("RELOAD");
   }
   if (command == "shutdown") {
+    ShutdownMode mode = ShutdownMode::kNow;
+    if (arg == "wait_for_servers") {
+      mode = ShutdownMode::kWaitForServers;
+    } else if (arg == "wait_for_clients") {
+      mode = ShutdownMode::kWaitForClients;
+    } else if (!arg.empty()) {
+      return Error("42601", Cat("unknown SHUTDOWN mode '", arg,
+                                "': none (at once), WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS"));
+    }
     AdminReply reply = Done("SHUTDOWN");
-    reply.after = [target] { target->Shutdown(); };
+    reply.after = [target, mode] { target->Shutdown(mode); };
     return reply;
   }
   return Error("42601",

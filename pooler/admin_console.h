@@ -11,6 +11,10 @@
 //   KILL db      disconnects the database's clients and closes its server connections
 //   RELOAD       re-reads the configuration and users files
 //   SHUTDOWN     stops the pooler
+//   SHUTDOWN WAIT_FOR_SERVERS   stops listening, pauses every database, and stops the pooler
+//                once no server connection is in use
+//   SHUTDOWN WAIT_FOR_CLIENTS   stops listening and stops the pooler once every client (but
+//                the console's) has left; another pooler may take the port meanwhile
 // The commands are parsed and answered here, as protocol messages, over an AdminTarget; the
 // session only carries them.
 
@@ -68,6 +72,8 @@ struct DatabaseView {
   bool paused = false;
 };
 
+enum class ShutdownMode { kNow, kWaitForServers, kWaitForClients };
+
 // What the console acts on (the pooler).
 class AdminTarget {
  public:
@@ -84,7 +90,7 @@ class AdminTarget {
   virtual void Kill(const std::string& database) = 0;
   virtual void Suspend() = 0;
   virtual absl::Status Reload() = 0;
-  virtual void Shutdown() = 0;
+  virtual void Shutdown(ShutdownMode mode) = 0;
 };
 
 struct AdminReply {

@@ -474,7 +474,7 @@ class Pooler::Impl : public AdminTarget {
   void Reconnect(const std::string& database) override;
   void Kill(const std::string& database) override;
   void Suspend() override;
-  void Shutdown() override;
+  void Shutdown(ShutdownMode mode) override;
   bool HasDatabase(const std::string& database) override;
 
  private:
@@ -486,6 +486,8 @@ class Pooler::Impl : public AdminTarget {
                    void (Impl::*work)(NetThread*));
   void PrunePools(NetThread* thread);
   void SweepWaits(NetThread* thread);
+  void StopListening();
+  void FinishDrain(NetThread* thread);
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
@@ -515,6 +517,8 @@ class Pooler::Impl : public AdminTarget {
   std::atomic<bool> suspended_{false};
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
+  // A SHUTDOWN WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS under way (kNow: none).
+  ShutdownMode draining_ ABSL_GUARDED_BY(stop_mu_) = ShutdownMode::kNow;
   bool stopped_ = false;
 
   MetricsRegistry* metrics_ = nullptr;
@@ -2391,9 +2395,77 @@ void Pooler::Impl::Suspend() {
   Pause("");
 }
 
-void Pooler::Impl::Shutdown() {
-  absl::MutexLock lock(&stop_mu_);
-  stopping_ = true;
+void Pooler::Impl::Shutdown(ShutdownMode mode) {
+  bool first_drain;
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (mode == ShutdownMode::kNow) {
+      stopping_ = true;
+      return;
+    }
+    first_drain = draining_ == ShutdownMode::kNow;
+    // (WAIT_FOR_SERVERS after WAIT_FOR_CLIENTS ends sooner: the later one holds.)
+    draining_ = mode;
+  }
+  if (mode == ShutdownMode::kWaitForServers) {
+    LogInfo("pooler: SHUTDOWN WAIT_FOR_SERVERS: new transactions wait, and the pooler stops "
+            "once no server connection is in use");
+    Pause("");
+  } else {
+    LogInfo("pooler: SHUTDOWN WAIT_FOR_CLIENTS: the pooler stops once its %d clients have left",
+            clients.load());
+  }
+  if (!first_drain) return;
+  StopListening();
+  asio::co_spawn(threads_[0]->context,
+                 Every(threads_[0].get(), std::chrono::milliseconds(100), &Impl::FinishDrain),
+                 asio::detached);
+}
+
+// Closes the listening sockets, each on its own thread (a pending accept ends with it), so
+// that new connections go to another pooler bound to the port (SO_REUSEPORT) or are refused;
+// the Unix socket's file is removed, for a new pooler to create.
+void Pooler::Impl::StopListening() {
+  auto open = std::make_shared<std::atomic<size_t>>(threads_.size());
+  for (const std::unique_ptr<NetThread>& thread : threads_) {
+    NetThread* t = thread.get();
+    asio::post(t->context, [this, t, open] {
+      boost::system::error_code ec;
+      if (t->acceptor) t->acceptor->close(ec);
+      if (t->local_acceptor && t->local_acceptor->is_open()) {
+        t->local_acceptor->close(ec);
+        ::unlink(local_path_.c_str());
+        local_path_.clear();  // (not unlinked again at Stop: it may be another pooler's now)
+      }
+      if (open->fetch_sub(1) == 1) LogInfo("pooler: no longer listening (SHUTDOWN)");
+    });
+  }
+}
+
+// Every 100 ms once a SHUTDOWN waits (on the first thread): stops the pooler once what it
+// waits for is done. Console sessions are not waited for: one is asking.
+void Pooler::Impl::FinishDrain(NetThread*) {
+  ShutdownMode mode;
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (stopping_) return;
+    mode = draining_;
+  }
+  if (mode == ShutdownMode::kWaitForClients) {
+    absl::MutexLock lock(&clients_mu_);
+    for (const auto& [id, info] : client_infos_) {
+      if (info->database != "pgflow" && info->database != "pgbouncer") return;
+    }
+  } else {
+    for (const std::shared_ptr<Pool>& pool : PoolsOf("")) {
+      const Pool::Counts counts = pool->counts();
+      if (counts.active > 0 || counts.connecting > 0) return;
+    }
+  }
+  LogInfo("pooler: %s", mode == ShutdownMode::kWaitForClients
+                            ? "the last client left: stopping"
+                            : "no server connection is in use: stopping");
+  Shutdown(ShutdownMode::kNow);
 }
 
 namespace {

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -61,10 +62,11 @@ int Shell(const std::string& command, std::string* output) {
 // A pooler in front of the shared cluster, with its files in a TempDir.
 class PoolerProcess {
  public:
-  // `databases` is the YAML under `databases:`; `extra` more top-level keys.
+  // `databases` is the YAML under `databases:`; `extra` more top-level keys; `port` where it
+  // listens (0: a free port; another pooler's: beside it, SO_REUSEPORT).
   PoolerProcess(const std::string& auth, const std::string& users, const std::string& databases,
-                const std::string& extra = "")
-      : port_(FreeLoopbackPort()), admin_port_(FreeLoopbackPort()) {
+                const std::string& extra = "", int port = 0)
+      : port_(port != 0 ? port : FreeLoopbackPort()), admin_port_(FreeLoopbackPort()) {
     WriteFile(dir_.File("users.txt"), users);
     config_ = dir_.File("pooler.yaml");
     WriteConfig(auth, databases, extra);
@@ -1683,6 +1685,77 @@ TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
   EXPECT_FALSE(console.ok());  // not an admin user (nor in the file)
   EXPECT_EQ(psql("SHUTDOWN"), "SHUTDOWN\n");
   EXPECT_EQ(pooler.process().Wait(seconds(10)), 0);
+}
+
+// Whether `pooler` logs, within 5 seconds, that a SHUTDOWN closed all its listening sockets.
+bool StoppedListening(const PoolerProcess& pooler) {
+  return WaitFor([&] { return pooler.Log().find("no longer listening") != std::string::npos; },
+                 seconds(5));
+}
+
+// A rolling restart: SHUTDOWN WAIT_FOR_CLIENTS stops the old pooler listening while a new one
+// bound to the same port (SO_REUSEPORT) takes every new client; the old one serves the clients
+// it has until they leave (its console session aside), then exits.
+TEST_F(PoolerTest, ShutdownWaitForClientsHandsThePortToANewPooler) {
+  TempDir sockets;
+  PoolerProcess old_pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+                           absl::StrCat("unix_socket_dir: ", sockets.path(), "\n"));
+  const std::string socket_file = sockets.File(absl::StrCat(".s.PGSQL.", old_pooler.port()));
+  ASSERT_TRUE(std::filesystem::exists(socket_file));
+  auto client = std::make_unique<Conn>(old_pooler.Url("app"));
+  ASSERT_TRUE(client->ok()) << client->error();
+  Conn console(old_pooler.Url("pgflow"));  // (before another pooler shares the port)
+  ASSERT_TRUE(console.ok()) << console.error();
+  PoolerProcess new_pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+                           "", old_pooler.port());
+  EXPECT_EQ(console.Run("SHUTDOWN WAIT_FOR_CLIENTS"), "");
+  ASSERT_TRUE(StoppedListening(old_pooler)) << old_pooler.Log();
+  EXPECT_FALSE(std::filesystem::exists(socket_file));  // for the next pooler to create
+  // New clients all reach the new pooler, whose console counts them; the old one still serves
+  // the client it has.
+  std::vector<std::unique_ptr<Conn>> arrivals;
+  for (int i = 0; i < 8; ++i) {
+    arrivals.push_back(std::make_unique<Conn>(old_pooler.Url("app")));
+    ASSERT_TRUE(arrivals.back()->ok()) << arrivals.back()->error();
+    EXPECT_EQ(arrivals.back()->Run("SELECT 1"), "1");
+  }
+  Conn new_console(new_pooler.Url("pgflow"));
+  ASSERT_TRUE(new_console.ok()) << new_console.error();
+  PGresult* shown = PQexec(new_console.conn, "SHOW CLIENTS");
+  EXPECT_EQ(PQntuples(shown), 9) << "8 clients and the console";  // (none of them the old one's)
+  PQclear(shown);
+  EXPECT_EQ(client->Run("SELECT 2"), "2");
+  EXPECT_TRUE(old_pooler.process().Running());
+  EXPECT_NE(console.Run("SHOW NOTHING").find("unknown SHOW nothing"), std::string::npos)
+      << "the console stays until the pooler exits";
+  client.reset();
+  EXPECT_EQ(old_pooler.process().Wait(seconds(10)), 0) << old_pooler.Log();
+  EXPECT_NE(old_pooler.Log().find("the last client left: stopping"), std::string::npos)
+      << old_pooler.Log();
+  EXPECT_EQ(arrivals.front()->Run("SELECT 3"), "3");
+}
+
+// SHUTDOWN WAIT_FOR_SERVERS: no new clients; a transaction under way runs to its end, a client
+// between transactions waits; the pooler exits once no server connection is in use.
+TEST_F(PoolerTest, ShutdownWaitForServersLetsTransactionsFinish) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn busy(pooler.Url("app"));
+  Conn idle(pooler.Url("app"));
+  Conn console(pooler.Url("pgflow"));
+  ASSERT_TRUE(busy.ok() && idle.ok() && console.ok()) << pooler.Log();
+  EXPECT_EQ(busy.Run("BEGIN"), "");
+  EXPECT_EQ(busy.Run("SELECT 1"), "1");
+  EXPECT_EQ(console.Run("SHUTDOWN WAIT_FOR_SERVERS"), "");
+  EXPECT_NE(console.Run("SHUTDOWN NOW").find("unknown SHUTDOWN mode 'now'"), std::string::npos);
+  ASSERT_TRUE(StoppedListening(pooler)) << pooler.Log();
+  EXPECT_FALSE(Conn(pooler.Url("app")).ok());  // refused: nothing listens
+  EXPECT_EQ(busy.Run("SELECT 2"), "2");
+  EXPECT_TRUE(pooler.process().Running());
+  EXPECT_EQ(busy.Run("COMMIT"), "");
+  EXPECT_EQ(pooler.process().Wait(seconds(10)), 0) << pooler.Log();
+  EXPECT_NE(pooler.Log().find("no server connection is in use: stopping"), std::string::npos)
+      << pooler.Log();
+  EXPECT_NE(idle.Run("SELECT 3"), "3");  // the pooler is gone
 }
 
 }  // namespace
