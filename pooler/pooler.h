@@ -44,7 +44,7 @@ class Pooler {
 
   int port() const;
 
-  class Impl;  // public for the sessions in pooler.cc
+  class Impl;  // public for the sessions (pooler/session.h)
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -1,0 +1,290 @@
+#pragma once
+
+// What the pooler's sources share (pooler.cc, session_login.cc, session_relay.cc): the network
+// threads, what a relaying session keeps while its client speaks, what the admin console and
+// cancel requests see of a client, and Pooler::Impl. Internal to pooler/.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "boost/asio/ssl.hpp"
+#include "engine/asio_support.h"
+#include "pooler/admin_console.h"
+#include "pooler/auth.h"
+#include "pooler/pool.h"
+#include "pooler/pooler.h"
+#include "pooler/pooler_config.h"
+#include "pooler/reactor.h"
+
+namespace pgflow::pooler {
+
+using asio_support::Acceptor;
+using asio_support::kUseTask;
+using asio_support::tcp;
+using LocalAcceptor =
+    asio::basic_socket_acceptor<asio::local::stream_protocol, asio_support::Executor>;
+
+// What one read from a socket takes at most (NetThread::scratch).
+constexpr size_t kReadChunk = 16384;
+
+class Session;
+
+// The relay's bookkeeping of what a server connection owes.
+enum class Expect : uint8_t {
+  kParse,         // a ParseComplete to pass on
+  kParseSwallow,  // a ParseComplete of a Parse the pooler added
+  kClose,         // a CloseComplete to pass on
+  kCloseSwallow,  // a CloseComplete of a Close the pooler added
+  kSync,          // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
+  kSyncSwallow,   // everything up to a ReadyForQuery of a query the pooler sent
+};
+struct Expectation {
+  Expect kind;
+  std::string statement;  // kParse/kParseSwallow of a named statement: its server name
+  char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
+};
+// A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
+// its first block when constructed, half a kilobyte per idle client).
+class ExpectQueue {
+ public:
+  bool empty() const { return head_ == items_.size(); }
+  size_t size() const { return items_.size() - head_; }
+  Expectation& front() { return items_[head_]; }
+  void push_back(Expectation e) { items_.push_back(std::move(e)); }
+  void pop_front() {
+    if (++head_ == items_.size()) {
+      clear();
+    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+      // Never empty (a pipelining client in session mode): what was answered goes.
+      items_.erase(items_.begin(), items_.begin() + static_cast<ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  void clear() {
+    items_.clear();
+    head_ = 0;
+  }
+  // Empty; its memory goes back only when it grew past `keep` items (a spare relay state
+  // keeps a transaction's few, so that the next transaction allocates none).
+  void Reset(size_t keep) {
+    if (items_.capacity() > keep) std::vector<Expectation>().swap(items_);
+    clear();
+  }
+  auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<Expectation> items_;
+  size_t head_ = 0;
+};
+
+// What a session needs only while its client speaks: taken when it first does, given back
+// when it parks (Park), so that an idle client holds none of it.
+struct RelayState {
+  std::string cbuf;        // read from the client, not yet relayed
+  std::string sbuf;        // read from the server, not yet relayed
+  std::string to_server;   // for the server connection, not yet written
+  std::string to_client;   // for the client, not yet written
+  size_t server_sent = 0;  // bytes of to_server written (the rest waits for the socket)
+  size_t client_sent = 0;  // bytes of to_client written
+  size_t client_pass = 0;  // bytes of the client's current message still to relay
+  size_t server_pass = 0;  // bytes of the server's current message still to relay
+  ExpectQueue expect;      // the answers owed by the server connection, in order
+};
+struct NetThread {
+  asio::io_context context{1};
+  Reactor reactor{&context};  // the relay's sockets
+  std::optional<Acceptor> acceptor;
+  std::optional<LocalAcceptor> local_acceptor;  // the Unix socket (the first thread only)
+  std::thread thread;
+  Session* relaying = nullptr;            // the thread's relaying sessions, linked through them
+  absl::flat_hash_set<Session*> waiting;  // its sessions in a Queue wait (Session::SweepWaits)
+
+  // Where the thread's sockets are read into, so that a buffer grows by what came and is
+  // never zero-filled ahead of a read.
+  std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kReadChunk);
+
+  // The configuration as the thread's relay last saw it (refreshed at each Pump, when a
+  // RELOAD changed it): read without a lock or a reference count per transaction.
+  std::shared_ptr<const PoolerConfig> config;
+  uint64_t config_version = 0;
+
+  // Relay states the thread's sessions take while they relay and give back when idle, with
+  // their buffers' room, so that a transaction costs no allocation and an idle client holds
+  // none. Touched from this thread only; at most kSpareRelays kept.
+  static constexpr size_t kSpareRelays = 64;
+  static constexpr size_t kKeptExpectations = 16;
+  std::vector<std::unique_ptr<RelayState>> spare;
+  std::unique_ptr<RelayState> TakeRelay() {
+    if (spare.empty()) return std::make_unique<RelayState>();
+    std::unique_ptr<RelayState> relay = std::move(spare.back());
+    spare.pop_back();
+    return relay;
+  }
+  void GiveRelay(std::unique_ptr<RelayState> relay) {
+    if (spare.size() >= kSpareRelays) return;
+    for (std::string* buffer : {&relay->cbuf, &relay->sbuf, &relay->to_server, &relay->to_client}) {
+      buffer->clear();
+      if (buffer->capacity() > 4 * kReadChunk) std::string().swap(*buffer);
+    }
+    relay->server_sent = relay->client_sent = 0;
+    relay->client_pass = relay->server_pass = 0;
+    relay->expect.Reset(kKeptExpectations);
+    spare.push_back(std::move(relay));
+  }
+};
+
+// What the admin console and cancel requests see of a client, readable from any thread.
+struct ClientInfo {
+  uint64_t id = 0;
+  std::string user;
+  std::string database;
+  std::string address;
+  int port = 0;
+  absl::Time connected = absl::Now();
+  int32_t cancel_pid = 0;
+  int32_t cancel_key = 0;
+  std::atomic<int> state{0};  // 0 idle, 1 active (holds a server), 2 waiting
+  asio::io_context* context = nullptr;
+  std::weak_ptr<Session> session;
+
+  absl::Mutex mu;
+  // The server the client holds, for its cancel requests.
+  std::optional<tcp::endpoint> server ABSL_GUARDED_BY(mu);
+  // Its Unix socket, when reached through one: the server connection's own string, which
+  // outlives this pointer (cleared at Detach, before the connection goes back to its pool).
+  const std::string* server_path ABSL_GUARDED_BY(mu) = nullptr;
+  int32_t server_pid ABSL_GUARDED_BY(mu) = 0;
+  int32_t server_key ABSL_GUARDED_BY(mu) = 0;
+};
+
+class Pooler::Impl : public AdminTarget {
+ public:
+  explicit Impl(PoolerConfig config) : config_(std::move(config)) {}
+
+  absl::Status Start(MetricsRegistry* metrics);
+  absl::Status Reload() override;
+  bool WaitForShutdown(std::chrono::milliseconds timeout);
+  void Stop();
+  int port() const { return port_; }
+
+  // Sessions.
+  std::shared_ptr<const PoolerConfig> config() const {
+    absl::MutexLock lock(&config_mu_);
+    return config_snapshot_;
+  }
+  // Brings thread->config to the current configuration, if a RELOAD changed it.
+  void RefreshConfig(NetThread* thread) const {
+    const uint64_t version = config_version_.load(std::memory_order_acquire);
+    if (thread->config != nullptr && thread->config_version == version) return;
+    thread->config = config();
+    thread->config_version = version;
+  }
+  std::shared_ptr<const UserList> users() const {
+    absl::MutexLock lock(&config_mu_);
+    return users_;
+  }
+  // TLS toward clients: nullptr when tls.mode is disable.
+  std::shared_ptr<asio::ssl::context> client_tls() const {
+    absl::MutexLock lock(&config_mu_);
+    return client_tls_;
+  }
+  // The pool of (database, login user), created on first use; nullptr when the database is
+  // not (or no longer) configured.
+  std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user);
+  // The same, if it exists already.
+  std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
+  void Register(const std::shared_ptr<ClientInfo>& info);
+  void Unregister(uint64_t id);
+  // Where a cancel request for the client with BackendKeyData (pid, key) goes: the server
+  // connection it is running on; nullopt when it runs nothing (or no such client).
+  struct CancelTarget {
+    tcp::endpoint server;
+    std::string socket_path;  // the server's Unix socket, when it is reached through one
+    int32_t pid = 0;
+    int32_t key = 0;
+  };
+  std::optional<CancelTarget> FindCancelTarget(int32_t pid, int32_t key);
+  std::atomic<int> clients{0};
+  std::atomic<uint64_t> next_client_id{1};
+  bool accepting() const { return !suspended_.load(); }
+  // The key of MockScramSecret: random, drawn once per process.
+  const std::string& mock_key() const { return mock_key_; }
+
+  // AdminTarget.
+  std::vector<PoolView> Pools() override;
+  std::vector<ClientView> Clients() override;
+  std::vector<std::pair<std::string, std::string>> ConfigRows() override;
+  std::vector<DatabaseView> Databases() override;
+  void Pause(const std::string& database) override;
+  void Resume(const std::string& database) override;
+  void Reconnect(const std::string& database) override;
+  void Kill(const std::string& database) override;
+  void Suspend() override;
+  void Shutdown(ShutdownMode mode) override;
+  bool HasDatabase(const std::string& database) override;
+
+ private:
+  Task<void> Accept(NetThread* thread);
+  Task<void> AcceptLocal(NetThread* thread);
+  absl::Status ListenLocal(NetThread* thread);
+  void StartSession(NetThread* thread, Socket socket, bool local);
+  Task<void> Every(NetThread* thread, std::chrono::milliseconds period,
+                   void (Impl::*work)(NetThread*));
+  void PrunePools(NetThread* thread);
+  void SweepWaits(NetThread* thread);
+  void StopListening();
+  void FinishDrain(NetThread* thread);
+  PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
+                           const DatabaseOptions& db) const;
+  LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
+                            const UserList& users) const;
+  std::vector<std::shared_ptr<Pool>> PoolsOf(const std::string& database);
+  void CollectMetrics();
+
+  PoolerConfig config_;
+  const std::string mock_key_ = RandomBytes(32);
+  mutable absl::Mutex config_mu_;
+  std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
+  std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
+  std::shared_ptr<asio::ssl::context> client_tls_ ABSL_GUARDED_BY(config_mu_);
+  std::atomic<uint64_t> config_version_{1};  // changed with config_snapshot_ (RefreshConfig)
+
+  absl::Mutex pools_mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_
+      ABSL_GUARDED_BY(pools_mu_);
+
+  absl::Mutex clients_mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_
+      ABSL_GUARDED_BY(clients_mu_);
+
+  std::vector<std::unique_ptr<NetThread>> threads_;
+  int port_ = 0;
+  std::string local_path_;  // the Unix socket's path, when unix_socket_dir is set
+  std::atomic<bool> suspended_{false};
+  absl::Mutex stop_mu_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
+  // A SHUTDOWN WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS under way (kNow: none).
+  ShutdownMode draining_ ABSL_GUARDED_BY(stop_mu_) = ShutdownMode::kNow;
+  bool stopped_ = false;
+
+  MetricsRegistry* metrics_ = nullptr;
+  int collector_ = -1;
+  std::map<std::string, uint64_t> exported_;  // counters' last exported values
+};
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,336 @@
+#pragma once
+
+// The pooler's client connections (Session, below). Internal to pooler/: Pooler::Impl starts
+// a session per accepted client (Session::Run).
+//
+// The methods are defined by theme: session_login.cc holds the login (TLS, SCRAM, md5, trust
+// and cert authentication, auth.query lookups), cancel requests and the admin console;
+// session_relay.cc holds the relay, the state machine that passes a logged-in client's
+// messages to and from its server connections.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "engine/asio_support.h"
+#include "pooler/auth.h"
+#include "pooler/pool.h"
+#include "pooler/pooler_config.h"
+#include "pooler/pooler_internal.h"
+#include "pooler/reactor.h"
+
+namespace pgflow::pooler {
+
+// The keys of a client's SCRAM proof (ScramServer::client_key, the secret's ServerKey), with
+// which the pooler can log in to PostgreSQL as that user.
+struct ScramKeys {
+  std::string client_key;
+  std::string server_key;
+};
+
+// One client connection: its login, then either the admin console or the relay.
+class Session : public std::enable_shared_from_this<Session>,
+                public Reactor::Target,
+                public PoolClient {
+ public:
+  // `local`: the client came through the Unix socket.
+  Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
+      : impl_(impl), thread_(thread), client_(std::move(socket)), local_(local) {}
+  ~Session();
+
+  // The session's life: login, then the console or the relay. `owner` (heap-held, deleted at
+  // the end) keeps the session alive while it logs in; the relay keeps it itself (self_).
+  // Coroutines here take no class-type parameter by value: GCC 12 was seen to copy a
+  // shared_ptr parameter into the coroutine frame wrongly (the copy pointed at the control
+  // block), so owners travel by pointer.
+  static Task<void> Run(std::shared_ptr<Session>* owner);
+
+  // From another thread (KILL, shutdown): posted to this session's thread.
+  void Kill();
+
+  // Every 100 ms on each thread (Pooler::Impl::SweepWaits): a Queue wait past its limit goes
+  // on through Acquire, which opens the reserve pool or gives up after query_wait_timeout.
+  static void SweepWaits(NetThread* thread);
+
+  // The pooler stops (its threads have): every relaying session of `thread` is let go, its
+  // server connection closed, before the io_contexts go.
+  static void AbandonRelays(NetThread* thread);
+
+ private:
+  struct Statement {
+    std::string server_name;
+    std::string parse_rest;
+  };
+
+  RelayState& relay() {
+    if (relay_ == nullptr) relay_ = thread_->TakeRelay();
+    return *relay_;
+  }
+
+  // --- login (session_login.cc) -----------------------------------------------------------
+
+  Task<bool> ReadExactly(std::string* out, size_t n);
+
+  Task<void> SendFatal(std::string_view sqlstate, std::string_view message);
+
+  Task<bool> Login();
+
+  // Reads one password-phase message ('p').
+  Task<std::optional<std::string>> ReadPasswordMessage();
+
+  // Passes a cancel request on to the server connection running the client's query, on this
+  // session's own connection: as many at once as clients connected, each bounded by the
+  // server connect timeout.
+  Task<void> ForwardCancel(const Pooler::Impl::CancelTarget& target);
+
+  // Looks the client's user up with auth.query, as auth.user, on the database it named: its
+  // secret, or none (no such user, a NULL secret, one that is not a secret). An error when the
+  // lookup itself fails (the server unreachable, the query refused: the log says which).
+  Task<absl::StatusOr<std::optional<UserSecret>>> LookUpSecret(const PoolerConfig& config);
+
+  // `certificate_user`: the common name of the client's verified TLS certificate, or empty.
+  Task<bool> Authenticate(const PoolerConfig& config, const UserList& users,
+                          const std::string& certificate_user, std::string* looked_up_md5,
+                          ScramKeys* proof);
+
+  // --- relay (session_relay.cc, which says how it runs) -----------------------------------
+
+  void StartRelay();
+
+  void OnReady(int fd, uint32_t events) override;
+
+  // Does what the sockets allow, until nothing moves; then watches for what is awaited.
+  void Pump();
+
+  bool Settled() const;
+
+  // Reads what the client sent and relays its messages (the client's side of Pump).
+  bool ClientSide();
+
+  // How much of the client's bytes may wait in cbuf before it is no longer read: kFlushAt, or
+  // a message that must be read whole (client_need_).
+  size_t ClientReadLimit() const;
+
+  // Relays the client's buffered messages as far as they go: until one waits for more of its
+  // bytes (client_parsed_), for a server connection, or for to_server to be written.
+  void ProcessClientInput();
+
+  // The client's first message of a transaction needs a server connection: an idle one now.
+  bool TryAttach();
+
+  // ...else one handed over by the pool when a client gives one back (Pool::Queue: no
+  // coroutine, no timer), or, when the pool has room to open one, is paused, or the wait goes
+  // on past the reserve pool's or query_wait_timeout's time, one Pool::Acquire gets, in a
+  // coroutine that resumes the relay.
+  void StartAttach();
+  const StartupSettings* startup_settings() const {
+    return mode_ == PoolMode::kSession ? startup_.get() : nullptr;
+  }
+
+  // The pool answered the Queue wait (posted to this thread).
+  void PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) override;
+  // Ends the Queue wait: with the connection handed to it, else through Acquire.
+  void EndWait();
+
+  void AcquireLater(const std::shared_ptr<Pool::Waiter>& resumed);
+  struct AttachArgs {
+    std::shared_ptr<Session> self;
+    std::shared_ptr<Pool::Waiter> resumed;  // a Queue wait gone on with, or null
+  };
+  static Task<void> AttachLater(AttachArgs* args);
+  void AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server);
+
+  void Attached(std::unique_ptr<ServerConn> server);
+
+  // Reads what `fd` holds into `buffer` without waiting (through the thread's scratch): the
+  // bytes read, `in` cleared once a short read shows the socket emptied; 0 when it had
+  // nothing, `in` and `hup` cleared (a hung-up socket reads its end, not EAGAIN, so a hang-up
+  // report is stale then); -1 at the end of the stream (errno 0) or on an error (errno set).
+  ssize_t ReceivePending(int fd, std::string& buffer, bool& in, bool& hup);
+
+  // What ended a ReceivePending that gave -1.
+  static const char* ReadFailure();
+
+  // Writes what `out` holds past `sent` to `fd` without waiting, keeping the count: the bytes
+  // written (0 when the socket is full: `blocked` until the reactor reports it writable,
+  // `writable`), -1 on an error (errno set). `out` is emptied once all of it is written.
+  static ssize_t SendPending(int fd, std::string& out, size_t& sent, bool& blocked, bool& writable);
+
+  // Writes what waits for the server, as far as the socket takes it.
+  bool WriteServer();
+
+  // Writes what waits for the client; a client closing once told (closing_) is closed when
+  // it is written.
+  bool WriteClient();
+
+  // Watches each socket for what the relay awaits of it.
+  void UpdateInterest();
+
+  // epoll refused a registration (out of memory or watches): the client is ended, its server
+  // connection closed (Pump, posted: this runs at the end of one).
+  void WatchFailed(std::string_view what);
+
+  // The client is told `message` and closed once it has read it; its server connection (if
+  // any) is closed.
+  void EndWithFatal(std::string_view sqlstate, std::string_view message);
+
+  // The client left, broke the protocol, was killed or was closed: its socket is closed, and
+  // its server connection, if it holds one, cleaned up before it goes back (SettleAfterClientGone).
+  void ClientGone();
+
+  void CloseClientFd();
+
+  void Unlink();
+
+  // The relay is over: the session goes once the handler running this returns.
+  void Finish();
+
+  // --- relay: client to server ------------------------------------------------------------
+
+  // Appends to *out the SETs and RESETs that bring the server connection to the client's
+  // settings, and notes that it has them: what the client gave at startup or changed since
+  // (params_), and, for the rest, the values every client is shown at login (defaults_), which
+  // another client may have changed on this connection.
+  void AddSettingsSync(std::string* out);
+
+  // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server.
+  void Rewrite(char type, std::string_view message, const PoolerConfig& config);
+
+  // The client's statement `name`, prepared on the current server connection (a Parse is
+  // added first when it is not); nullptr when the client has no such statement.
+  const Statement* Prepared(std::string_view name);
+
+  // Prepares statement `name` on the server connection (`expected` tells whether the client
+  // sees the ParseComplete). A Close of the name goes first: after an error skipped a batch,
+  // the server may still hold a statement this connection's list forgot (the same query:
+  // names are digests). A connection holding max_prepared_statements closes them all first.
+  void PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
+                       const PoolerConfig& config);
+
+  // What relaying the client's buffer stopped for.
+  enum class ClientStep : uint8_t {
+    kMore,    // all of it relayed, or a message waits for more of its bytes
+    kAttach,  // the message at the position needs a server connection first
+    kFlush,   // to_server is full: send it, then go on
+    kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
+    kLeave,   // Terminate
+  };
+
+  // Relays the messages in cbuf from *position on into to_server (rewritten where
+  // transaction pooling needs it), keeping the expectations and counters in step, and
+  // advances *position past what it took. A plain function, called again after each step the
+  // client loop takes for it: its locals live on the stack, not in every idle client's
+  // coroutine frame.
+  ClientStep ProcessClientBuffer(const PoolerConfig& config, size_t* position,
+                                 std::string* fatal_message);
+
+  const std::string& user() const { return info_->user; }
+  const std::string& database() const { return info_->database; }
+
+  // --- relay: server to client ------------------------------------------------------------
+
+  bool Releasable() const;
+
+  // Drops what the server will not answer after an error: everything up to the next Sync.
+  void DropUntilSync();
+
+  // Handles one whole inspected message from the server; false to swallow it.
+  bool OnServerMessage(char type, std::string_view body);
+
+  bool Inspected(char type) const;
+
+  // Reads what the server sent and relays its messages (the server's side of Pump).
+  bool ServerSide();
+
+  // Relays the server's buffered messages into to_client (swallowing the answers the pooler's
+  // own queries get), until one waits for more of its bytes or to_client holds kFlushAt;
+  // whether anything was taken.
+  bool ProcessServerInput();
+
+  // Gives the server connection back once nothing more is owed on it.
+  bool Release();
+
+  // The client left while holding its server connection: a connection in the middle of an
+  // answer or a message is closed, one inside a transaction (or in session mode, or pinned)
+  // is rolled back and reset first, then given back.
+  bool SettleAfterClientGone();
+
+  // The server connection failed under the client: what was in flight gets an error (its
+  // outcome unknown), and the client goes on with its next transaction on another connection.
+  // A client in the middle of an answer, inside a transaction or in session mode is closed.
+  void ServerLost();
+
+  // Gives the server connection back (`reusable` false: closed), with what was owed on it.
+  void Detach(bool reusable);
+
+  void CloseClient();
+
+  // --- admin console (session_login.cc) ---------------------------------------------------
+
+  Task<void> AdminLoop();
+
+  Pooler::Impl* impl_;
+  NetThread* thread_;
+  Socket client_;
+  std::shared_ptr<ClientInfo> info_;  // from the startup packet on
+  std::shared_ptr<Pool> pool_;
+  bool counted_ = false;
+  bool admin_ = false;
+  PoolMode mode_ = PoolMode::kTransaction;
+  // The client's settings (lower-case names): its startup parameters and what it changed.
+  absl::flat_hash_map<std::string, std::string> params_;
+  // The client's named statements (transaction pooling), made at its first.
+  using Statements = absl::flat_hash_map<std::string, Statement>;
+  std::unique_ptr<Statements> statements_;
+  Statements& statements() {
+    if (statements_ == nullptr) statements_ = std::make_unique<Statements>();
+    return *statements_;
+  }
+  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
+  uint64_t settings_stamp_ = 0;  // Pool::SettingsStamp of params_ over defaults_
+  // Session mode, a client with settings: those its server connections start with.
+  std::unique_ptr<StartupSettings> startup_;
+
+  std::unique_ptr<ServerConn> server_;
+  std::unique_ptr<RelayState> relay_;  // while the client speaks (RelayState)
+  bool client_drop_ = false;          // client_pass bytes are dropped (the rest of a refused query)
+  bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
+  int unsynced_ = 0;                  // extended-protocol messages sent since the last Sync
+  char txn_status_ = 'I';
+  bool client_gone_ = false;  // its socket is closed (it left, broke the protocol, was killed)
+  bool killed_ = false;
+  bool statement_violation_ = false;
+  bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
+  bool pinned_ = false;   // took session state: keeps its server connection (TakesSessionState)
+  bool tls_ = false;      // the client speaks TLS (through a pump: pooler/tls.h)
+  bool local_ = false;    // the client came through the Unix socket
+
+  // The relay's state machine (Pump).
+  std::shared_ptr<Session> self_;  // keeps the session while it relays
+  Session* prev_ = nullptr;        // in thread_->relaying
+  Session* next_ = nullptr;
+  int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start
+  bool relaying_ = false;
+  bool pumping_ = false;
+  bool finished_ = false;
+  bool attaching_ = false;              // waiting for a server connection (Queue, AttachLater)
+  std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
+  bool closing_ = false;                // closed once to_client is written (EndWithFatal)
+  bool cleanup_sent_ = false;           // the ROLLBACK and reset of a client gone were sent
+  bool client_parsed_ = false;          // cbuf holds only the start of a message
+  size_t client_need_ = 0;              // ...one to be read whole, of this size
+  // What the reactor reported and the last read or write left: *_in_ readable (until a read
+  // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
+  bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;
+  bool server_in_ = false, server_out_ = false, server_hup_ = false, server_blocked_ = false;
+};
+
+}  // namespace pgflow::pooler

@@ -1,0 +1,521 @@
+// A session's login (TLS, authentication, cancel requests, auth.query lookups) and the admin
+// console; the relay that follows a login is in session_relay.cc.
+
+#include "pooler/session.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/asio_support.h"
+#include "engine/log.h"
+#include "engine/str_cat.h"
+#include "pooler/admin_console.h"
+#include "pooler/auth.h"
+#include "pooler/pool.h"
+#include "pooler/pooler_config.h"
+#include "pooler/protocol.h"
+#include "pooler/query_text.h"
+#include "pooler/tls.h"
+
+namespace pgflow::pooler {
+
+Session::~Session() {
+  if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
+  if (pool_ != nullptr) pool_->clients.fetch_sub(1);
+  if (counted_) impl_->clients.fetch_sub(1);
+}
+
+Task<void> Session::Run(std::shared_ptr<Session>* owner) {
+  std::unique_ptr<std::shared_ptr<Session>> hold(owner);
+  Session* self = owner->get();
+  if (!co_await self->Login()) {
+    self->CloseClient();
+    co_return;
+  }
+  if (self->admin_) {
+    co_await self->AdminLoop();  // (the console never holds a server connection)
+    self->CloseClient();
+    co_return;
+  }
+  self->StartRelay();
+}
+
+Task<bool> Session::ReadExactly(std::string* out, size_t n) {
+  out->resize(n);
+  boost::system::error_code ec;
+  co_await asio::async_read(client_, asio::buffer(out->data(), n),
+                            asio::redirect_error(kUseTask, ec));
+  co_return !ec;
+}
+
+Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view message) {
+  std::string out;
+  AppendError(&out, "FATAL", sqlstate, message);
+  boost::system::error_code ec;
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+}
+
+Task<bool> Session::Login() {
+  std::shared_ptr<const PoolerConfig> config = impl_->config();
+  const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
+  Deadline deadline(client_, config->client_login_timeout);
+  boost::system::error_code ec;
+  if (!local_) client_.set_option(tcp::no_delay(true), ec);
+  const tcp::endpoint peer = local_ ? tcp::endpoint() : client_.remote_endpoint(ec);
+  // (the peer read before a TLS pump takes over the socket)
+  const std::string peer_address = local_ ? "unix" : peer.address().to_string(ec);
+  std::string certificate_user;  // the verified client certificate's common name, if any
+  StartupPacket startup;
+  for (int round = 0;; ++round) {
+    std::string head;
+    if (!co_await ReadExactly(&head, 4)) co_return false;
+    absl::StatusOr<size_t> length = StartupPacketLength(head);
+    if (!length.ok()) {
+      co_await SendFatal("08P01", Sv(length.status().message()));
+      co_return false;
+    }
+    std::string rest;
+    if (!co_await ReadExactly(&rest, *length - 4)) co_return false;
+    absl::StatusOr<StartupPacket> packet = ParseStartupPacket(head + rest);
+    if (!packet.ok()) {
+      co_await SendFatal("08P01", Sv(packet.status().message()));
+      co_return false;
+    }
+    if (packet->kind == StartupPacket::Kind::kCancel) {
+      std::optional<Pooler::Impl::CancelTarget> target =
+          impl_->FindCancelTarget(packet->cancel_pid, packet->cancel_key);
+      if (target.has_value()) co_await ForwardCancel(*target);
+      co_return false;
+    }
+    if (packet->kind != StartupPacket::Kind::kStartup) {
+      if (round > 2) co_return false;
+      // TLS when configured (once); GSSAPI encryption is not offered: the client goes on
+      // in the clear, or gives up when its sslmode requires encryption.
+      std::shared_ptr<asio::ssl::context> tls =
+          packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
+      char answer = tls != nullptr ? 'S' : 'N';
+      co_await asio::async_write(client_, asio::buffer(&answer, 1),
+                                 asio::redirect_error(kUseTask, ec));
+      if (ec) co_return false;
+      if (tls != nullptr) {
+        absl::StatusOr<Socket> plain =
+            co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
+                              std::max(std::chrono::milliseconds(1),
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           login_deadline - Clock::now())),
+                              &certificate_user);
+        // The deadline's timer, if it fired meanwhile, found no socket to cancel.
+        if (plain.ok() && deadline.expired())
+          plain = absl::DeadlineExceededError("login timed out");
+        if (!plain.ok()) {
+          LogInfo("pooler: client %s: %s", peer_address, plain.status().message());
+          co_return false;
+        }
+        client_ = *std::move(plain);
+        tls_ = true;
+      }
+      continue;
+    }
+    startup = *std::move(packet);
+    break;
+  }
+  // (As with PostgreSQL's `local` lines, a Unix-socket client needs no TLS.)
+  if (config->tls.mode >= TlsMode::kRequire && !tls_ && !local_) {
+    co_await SendFatal("28000",
+                       "the pooler accepts TLS connections only (connect with "
+                       "sslmode=require or stronger)");
+    co_return false;
+  }
+  // (Registered, with an id, once logged in.)
+  info_ = std::make_shared<ClientInfo>();
+  info_->user = startup.Get("user");
+  info_->database = startup.Get("database");
+  if (info_->database.empty()) info_->database = info_->user;
+  if (config->tls.mode >= TlsMode::kVerifyCa && !local_) {
+    // PostgreSQL's clientcert=verify-ca and verify-full.
+    if (certificate_user.empty()) {
+      co_await SendFatal("28000",
+                         "the pooler requires a client certificate from its "
+                         "authorities (tls.ca): connect with sslcert and sslkey");
+      co_return false;
+    }
+    if (config->tls.mode == TlsMode::kVerifyFull && certificate_user != info_->user) {
+      co_await SendFatal("28000", Cat("certificate validation (clientcert=verify-full) failed "
+                                      "for user \"",
+                                      info_->user, "\": CN mismatch"));
+      co_return false;
+    }
+  }
+  if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
+      startup.Get("replication") != "0") {
+    co_await SendFatal("08P01", "replication connections are not supported by the pooler");
+    co_return false;
+  }
+  if (!impl_->accepting()) {
+    co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
+    co_return false;
+  }
+  counted_ = true;
+  if (impl_->clients.fetch_add(1) >= config->max_client_conn) {
+    co_await SendFatal(
+        "53300", Cat("too many clients already (max_client_conn ", config->max_client_conn, ")"));
+    co_return false;
+  }
+
+  admin_ = database() == "pgflow" || database() == "pgbouncer";
+  std::shared_ptr<const UserList> users = impl_->users();
+  if (admin_) {
+    if (std::find(config->admin.users.begin(), config->admin.users.end(), user()) ==
+        config->admin.users.end()) {
+      co_await SendFatal("28000",
+                         Cat("user \"", user(), "\" may not use the admin console (admin.users)"));
+      co_return false;
+    }
+  } else {
+    const DatabaseOptions* db = FindDatabase(*config, database());
+    if (db == nullptr) {
+      co_await SendFatal("3D000",
+                         Cat("database \"", database(), "\" is not in the pooler's configuration"));
+      co_return false;
+    }
+    if (db->max_client_conn > 0) {
+      // Looked up, not created: a client not yet authenticated creates nothing.
+      std::shared_ptr<Pool> pool = impl_->FindPool(database(), user());
+      if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
+        co_await SendFatal("53300", Cat("too many clients of database ", database(),
+                                        " (max_client_conn ", db->max_client_conn, ")"));
+        co_return false;
+      }
+    }
+  }
+  std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
+  ScramKeys proof;            // the keys of the client's SCRAM proof, for the server login
+  if (!co_await Authenticate(*config, *users, certificate_user, &looked_up_md5, &proof)) {
+    co_return false;
+  }
+
+  std::string out;
+  AppendAuthentication(&out, 0);
+  info_->id = impl_->next_client_id.fetch_add(1);
+  info_->address = peer_address;
+  info_->port = peer.port();
+  info_->context = &thread_->context;
+  info_->session = weak_from_this();
+  std::string key_bytes = RandomBytes(8);
+  info_->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
+  info_->cancel_key = ReadInt32(key_bytes.data() + 4);
+  impl_->Register(info_);
+
+  if (admin_) {
+    for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
+             {"server_version", "15.0 (pgflow pooler console)"},
+             {"server_encoding", "UTF8"},
+             {"client_encoding", "UTF8"},
+             {"DateStyle", "ISO"},
+             {"integer_datetimes", "on"},
+             {"standard_conforming_strings", "on"}}) {
+      AppendParameterStatus(&out, name, value);
+    }
+    AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+    AppendReadyForQuery(&out, 'I');
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    co_return !ec;
+  }
+
+  pool_ = impl_->PoolFor(database(), user());
+  if (pool_ == nullptr) {
+    co_await SendFatal("3D000", Cat("database \"", database(), "\" was removed"));
+    co_return false;
+  }
+  pool_->clients.fetch_add(1);
+  mode_ = pool_->settings().mode;
+  if (!proof.client_key.empty() && pool_->login_user() == user()) {
+    pool_->OfferScramKeys(proof.client_key, proof.server_key);
+  }
+  if (!looked_up_md5.empty() && pool_->login_user() == user()) pool_->OfferMd5Hash(looked_up_md5);
+  for (const auto& [name, value] : startup.parameters) {
+    if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
+  }
+  // `options` (PGOPTIONS): command-line style settings, -c name=value or --name=value.
+  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &params_); !s.ok()) {
+    co_await SendFatal("08P01", Sv(s.message()));
+    co_return false;
+  }
+
+  std::vector<std::pair<std::string, std::string>> server_params = pool_->ServerParams();
+  if (server_params.empty()) {
+    // No server login yet: one now, to learn what to tell the client (server_version...).
+    info_->state = 2;
+    absl::StatusOr<std::unique_ptr<ServerConn>> server =
+        co_await pool_->Acquire(&thread_->context, nullptr);
+    info_->state = 0;
+    if (!server.ok()) {
+      auto [sqlstate, message] = SqlstateOf(server.status());
+      co_await SendFatal(sqlstate, message);
+      co_return false;
+    }
+    server_params = pool_->ServerParams();
+    pool_->Release(*std::move(server), true);
+  }
+  for (const auto& [name, value] : server_params) {
+    auto mine = params_.find(Lower(name));
+    AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
+  }
+  defaults_ = pool_->Defaults();
+  settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
+  if (mode_ == PoolMode::kSession && !params_.empty()) {
+    // Session mode: the server connection starts with the client's settings, so that RESET
+    // returns to them (SET would make them the session's, not its defaults).
+    startup_ = std::make_unique<StartupSettings>();
+    startup_->settings.assign(params_.begin(), params_.end());
+    std::sort(startup_->settings.begin(), startup_->settings.end());
+    for (const auto& [name, value] : startup_->settings) {
+      startup_->key += Cat(name, "=", value, "\n");
+    }
+  }
+  AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+  AppendReadyForQuery(&out, 'I');
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_return !ec;
+}
+
+Task<std::optional<std::string>> Session::ReadPasswordMessage() {
+  std::string head;
+  if (!co_await ReadExactly(&head, 5)) co_return std::nullopt;
+  int32_t length = ReadInt32(head.data() + 1);
+  if (head[0] != 'p' || length < 4 || length > 65536) co_return std::nullopt;
+  std::string body;
+  if (!co_await ReadExactly(&body, static_cast<size_t>(length) - 4)) co_return std::nullopt;
+  co_return body;
+}
+
+Task<void> Session::ForwardCancel(const Pooler::Impl::CancelTarget& target) {
+  Socket socket(thread_->context.get_executor());
+  Deadline deadline(socket, impl_->config()->server_connect_timeout);
+  boost::system::error_code ec;
+  if (!target.socket_path.empty()) {
+    absl::StatusOr<Socket> local = ConnectLocal(&thread_->context, target.socket_path);
+    if (!local.ok()) {
+      LogDebug("pooler: cancel request not passed on: %s", local.status().message());
+      co_return;
+    }
+    socket = *std::move(local);
+  } else {
+    co_await socket.async_connect(target.server, asio::redirect_error(kUseTask, ec));
+    if (ec) {
+      LogDebug("pooler: cancel request not passed on: %s", ec.message());
+      co_return;
+    }
+  }
+  std::string out;
+  AppendCancelRequest(&out, target.pid, target.key);
+  co_await asio::async_write(socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  char byte;
+  // PostgreSQL closes the connection once it has read the request.
+  co_await socket.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(kUseTask, ec));
+}
+
+Task<absl::StatusOr<std::optional<UserSecret>>> Session::LookUpSecret(const PoolerConfig& config) {
+  std::shared_ptr<Pool> pool = impl_->PoolFor(database(), config.auth.user);
+  if (pool == nullptr) co_return std::nullopt;
+  absl::StatusOr<std::unique_ptr<ServerConn>> server =
+      co_await pool->Acquire(&thread_->context, nullptr);
+  absl::Status failure;
+  QueryResult result;
+  if (server.ok()) {
+    (*server)->MoveTo(&thread_->context);  // (asio's calls below)
+    result =
+        co_await QueryFirstRow(**server, config.auth.query, user(), config.server_connect_timeout);
+    pool->Release(*std::move(server), result.reusable);
+    failure = result.status;
+  } else {
+    failure = server.status();
+  }
+  if (!failure.ok()) {
+    LogWarning("pooler: auth.query for user %s on database %s, as %s: %s", user(), database(),
+               config.auth.user, failure.message());
+    co_return absl::UnavailableError(
+        "could not look the user up (auth.query failed: the pooler's log says why)");
+  }
+  if (!result.row.has_value() || result.row->size() < 2 || !(*result.row)[1].has_value()) {
+    co_return std::nullopt;
+  }
+  std::optional<UserSecret> secret = SecretFromText(*std::move((*result.row)[1]));
+  if (!secret.has_value()) {
+    LogWarning(
+        "pooler: auth.query for user %s returned a secret that is not a valid SCRAM "
+        "secret",
+        user());
+  }
+  co_return secret;
+}
+
+Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& users,
+                                 const std::string& certificate_user, std::string* looked_up_md5,
+                                 ScramKeys* proof) {
+  const bool no_password =
+      config.auth.method == AuthMethod::kTrust || config.auth.method == AuthMethod::kCert;
+  auto entry = users.find(user());
+  const UserSecret* secret = entry == users.end() ? nullptr : &entry->second;
+  std::optional<UserSecret> looked_up;
+  if (secret == nullptr && !config.auth.user.empty() && !no_password &&
+      FindDatabase(config, database()) != nullptr) {
+    absl::StatusOr<std::optional<UserSecret>> found = co_await LookUpSecret(config);
+    if (!found.ok()) {
+      co_await SendFatal("58000", Sv(found.status().message()));
+      co_return false;
+    }
+    looked_up = *std::move(found);
+    if (looked_up.has_value()) {
+      secret = &*looked_up;
+      if (secret->kind == UserSecret::Kind::kMd5) *looked_up_md5 = secret->text;
+    }
+  }
+  std::string refused = Cat("password authentication failed for user \"", user(), "\"");
+  if (config.auth.method == AuthMethod::kCert && (local_ || certificate_user != user())) {
+    co_await SendFatal("28000", Cat("certificate authentication failed for user \"", user(), "\""));
+    co_return false;
+  }
+  if (no_password) {
+    if (!config.auth.users.empty() && secret == nullptr) {
+      co_await SendFatal("28000", Cat("user \"", user(), "\" is not in the users file"));
+      co_return false;
+    }
+    co_return true;
+  }
+  // An empty secret lists a user for trust only: no password matches it.
+  if (secret != nullptr && secret->kind == UserSecret::Kind::kPlain && secret->text.empty()) {
+    secret = nullptr;
+  }
+  bool use_scram = config.auth.method == AuthMethod::kScram ||
+                   (secret != nullptr && secret->kind == UserSecret::Kind::kScram);
+  boost::system::error_code ec;
+  if (!use_scram) {
+    // md5. An unknown user is asked for a password too and gets a wrong password's answer.
+    std::string salt = RandomBytes(4);
+    std::string out;
+    AppendAuthentication(&out, 5, salt);
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    std::optional<std::string> answer = co_await ReadPasswordMessage();
+    if (!answer.has_value()) co_return false;
+    if (secret == nullptr) {
+      co_await SendFatal("28P01", refused);
+      co_return false;
+    }
+    std::string hash = secret->kind == UserSecret::Kind::kMd5
+                           ? secret->text
+                           : Md5PasswordHash(user(), secret->text);
+    std::string expected = Md5Response(hash, salt);
+    if (answer->size() != expected.size() + 1 ||
+        CRYPTO_memcmp(answer->data(), expected.data(), expected.size()) != 0) {
+      co_await SendFatal("28P01", refused);
+      co_return false;
+    }
+    co_return true;
+  }
+  // SCRAM. A user who cannot log in by it (unknown, or listed by an md5 hash) goes through
+  // the same exchange with a mock secret, as with PostgreSQL: the answers do not tell
+  // whether the user exists.
+  ScramSecret scram_secret;
+  if (secret == nullptr || secret->kind == UserSecret::Kind::kMd5) {
+    if (secret != nullptr) {
+      LogWarning(
+          "pooler: user %s cannot log in by SCRAM: the users file holds an md5 hash "
+          "of the password (give the password or its SCRAM secret)",
+          user());
+    }
+    scram_secret = MockScramSecret(user(), impl_->mock_key());
+  } else if (!secret->scram.salt.empty()) {
+    scram_secret = secret->scram;  // a SCRAM secret, or derived from the password at load
+  } else {
+    scram_secret = MakeScramSecret(secret->text, RandomBytes(16), kDefaultScramIterations);
+  }
+  ScramServer server(scram_secret, RandomBytes(18));
+  std::string out;
+  AppendAuthentication(&out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  std::optional<std::string> initial = co_await ReadPasswordMessage();
+  if (!initial.has_value()) co_return false;
+  BodyReader reader(*initial);
+  std::optional<std::string_view> mechanism = reader.CString();
+  std::optional<int32_t> size = reader.Int32();
+  if (!mechanism.has_value() || *mechanism != "SCRAM-SHA-256" || !size.has_value() || *size < 0 ||
+      reader.rest().size() != static_cast<size_t>(*size)) {
+    co_await SendFatal("08P01", "malformed SASLInitialResponse (expected SCRAM-SHA-256)");
+    co_return false;
+  }
+  absl::StatusOr<std::string> server_first = server.ClientFirst(reader.rest());
+  if (!server_first.ok()) {
+    co_await SendFatal("08P01", Cat("SCRAM: ", server_first.status().message()));
+    co_return false;
+  }
+  out.clear();
+  AppendAuthentication(&out, 11, *server_first);
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  std::optional<std::string> final_message = co_await ReadPasswordMessage();
+  if (!final_message.has_value()) co_return false;
+  absl::StatusOr<std::string> server_final = server.ClientFinal(*final_message);
+  if (!server_final.ok()) {
+    if (absl::IsPermissionDenied(server_final.status())) {
+      co_await SendFatal("28P01", refused);
+    } else {
+      co_await SendFatal("08P01", Cat("SCRAM: ", server_final.status().message()));
+    }
+    co_return false;
+  }
+  out.clear();
+  AppendAuthentication(&out, 12, *server_final);
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  proof->client_key = server.client_key();
+  proof->server_key = scram_secret.server_key;
+  co_return !ec;
+}
+
+void Session::CloseClient() {
+  boost::system::error_code ec;
+  client_.shutdown(tcp::socket::shutdown_both, ec);
+  client_.close(ec);
+}
+
+Task<void> Session::AdminLoop() {
+  std::string buffer;
+  boost::system::error_code ec;
+  while (!killed_) {
+    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(client_, buffer, 1 << 20);
+    if (!message.ok() || message->type == 'X') co_return;
+    std::string out;
+    if (message->type != 'Q') {
+      AppendError(&out, "FATAL", "08P01",
+                  "the admin console speaks the simple query protocol only");
+      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      co_return;
+    }
+    std::string sql = message->body;
+    while (!sql.empty() && sql.back() == '\0') sql.pop_back();
+    AdminReply reply = RunAdminCommand(impl_, sql);
+    // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done.
+    while (reply.wait_until && !reply.wait_until()) {
+      Timer pause(thread_->context.get_executor());
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      if (killed_) co_return;
+    }
+    out = std::move(reply.messages);
+    AppendReadyForQuery(&out, 'I');
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    if (ec) co_return;
+    if (reply.after) reply.after();
+  }
+}
+
+}  // namespace pgflow::pooler
