@@ -4,9 +4,10 @@
 // to it as to PostgreSQL, and it shares a few server connections among them.
 //
 // Threads: `threads` network threads, each with its own io_context and its own listening
-// socket on the same port (SO_REUSEPORT: the kernel spreads new clients over them); one
-// coroutine per client, and while a client holds a server connection a second one relays
-// the server's answers. Pools (pooler/pool.h) are shared by all threads.
+// socket on the same port (SO_REUSEPORT: the kernel spreads new clients over them). A client
+// logs in through a coroutine (pooler/session_login.cc); then its socket joins its thread's
+// epoll set (pooler/reactor.h) and the relay is a state machine run from there
+// (pooler/session_relay.cc). Pools (pooler/pool.h) are shared by all threads.
 //
 // The admin console is the virtual database `pgflow` (SHOW, PAUSE, RESUME, RECONNECT, KILL,
 // RELOAD, SHUTDOWN, ...); /metrics is served on admin.listen.

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -41,42 +42,110 @@ std::string ServerStatementName(std::string_view parse_rest) {
   return Cat("pgflow_", Sha256Hex(parse_rest).substr(0, 24));
 }
 
+namespace {
+
+// The dollar-quote tag ("$$", "$body$") starting at sql[i] (a '$'), or empty: a positional
+// parameter ($1) or a '$' inside a word is none.
+std::string_view DollarTag(std::string_view sql, size_t i) {
+  size_t k = i + 1;
+  if (k < sql.size() && (absl::ascii_isalpha(sql[k]) || sql[k] == '_')) {
+    while (k < sql.size() && (absl::ascii_isalnum(sql[k]) || sql[k] == '_')) ++k;
+  }
+  if (k < sql.size() && sql[k] == '$') return sql.substr(i, k + 1 - i);
+  return {};
+}
+
+// The end of the literal or quoted identifier opening with the quote at sql[i] (one past its
+// closing quote, or the end of `sql`): a doubled quote stands for itself, and in an escape
+// string (E'...', `backslashes`) a backslash escapes the next character.
+size_t SkipQuoted(std::string_view sql, size_t i, bool backslashes) {
+  const char quote = sql[i];
+  for (++i; i < sql.size(); ++i) {
+    if (backslashes && sql[i] == '\\') {
+      ++i;
+    } else if (sql[i] == quote) {
+      if (i + 1 < sql.size() && sql[i + 1] == quote) {
+        ++i;
+      } else {
+        return i + 1;
+      }
+    }
+  }
+  return sql.size();
+}
+
+// The end of the block comment opening at sql[i] ("/*"): PostgreSQL's nest.
+size_t SkipBlockComment(std::string_view sql, size_t i) {
+  int depth = 0;
+  while (i + 1 < sql.size()) {
+    if (sql[i] == '/' && sql[i + 1] == '*') {
+      ++depth;
+      i += 2;
+    } else if (sql[i] == '*' && sql[i + 1] == '/') {
+      i += 2;
+      if (--depth == 0) return i;
+    } else {
+      ++i;
+    }
+  }
+  return sql.size();
+}
+
+// In a function body, the words after which a PL/pgSQL statement starts.
+bool OpensBodyStatement(absl::string_view word) {
+  for (absl::string_view keyword : {"begin", "then", "else", "loop"}) {
+    if (absl::EqualsIgnoreCase(word, keyword)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool TakesSessionState(std::string_view sql) {
   // Most queries hold neither word: told apart by a plain scan before the tokenizer's.
   if (!MentionsSessionState(sql)) return false;
   auto ident = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '$'; };
   bool statement_start = true;
+  // The dollar-quoted bodies the scan is in, innermost last (their tags).
+  absl::InlinedVector<std::string_view, 2> bodies;
   size_t i = 0;
   while (i < sql.size()) {
     const char c = sql[i];
     const char next = i + 1 < sql.size() ? sql[i + 1] : '\0';
-    if (c == '\'' || c == '"') {  // a literal or a quoted identifier; '' and "" inside
-      for (++i; i < sql.size(); ++i) {
-        if (sql[i] != c) continue;
-        if (i + 1 < sql.size() && sql[i + 1] == c) {
-          ++i;
-          continue;
-        }
-        break;
-      }
-      ++i;
+    if (c == '\'' || c == '"') {  // a literal or a quoted identifier
+      i = SkipQuoted(sql, i, false);
       statement_start = false;
     } else if (c == '-' && next == '-') {
       while (i < sql.size() && sql[i] != '\n') ++i;
     } else if (c == '/' && next == '*') {
-      size_t end = sql.find("*/", i + 2);
-      i = end == std::string_view::npos ? sql.size() : end + 2;
+      i = SkipBlockComment(sql, i);
     } else if (c == ';') {
       statement_start = true;
       ++i;
     } else if (absl::ascii_isspace(c) || c == '(') {
       ++i;
+    } else if (std::string_view tag = c == '$' ? DollarTag(sql, i) : std::string_view();
+               !tag.empty()) {
+      // A function body's start or end: its statements are read as statements.
+      if (!bodies.empty() && bodies.back() == tag) {
+        bodies.pop_back();
+        statement_start = false;
+      } else {
+        bodies.push_back(tag);
+        statement_start = true;
+      }
+      i += tag.size();
     } else if (ident(c)) {
       size_t end = i;
       while (end < sql.size() && ident(sql[end])) ++end;
       absl::string_view word(sql.data() + i, end - i);
+      if ((word == "E" || word == "e") && end < sql.size() && sql[end] == '\'') {
+        i = SkipQuoted(sql, end, true);  // an escape string
+        statement_start = false;
+        continue;
+      }
       if (statement_start && absl::EqualsIgnoreCase(word, "listen")) return true;
-      statement_start = false;
+      statement_start = !bodies.empty() && OpensBodyStatement(word);
       if (absl::EqualsIgnoreCase(word, "pg_advisory_lock") ||
           absl::EqualsIgnoreCase(word, "pg_advisory_lock_shared") ||
           absl::EqualsIgnoreCase(word, "pg_try_advisory_lock") ||

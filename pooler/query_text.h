@@ -27,8 +27,12 @@ std::string ServerStatementName(std::string_view parse_rest);
 // Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
 // which transaction pooling would lose: a statement starting with LISTEN, or a call of a
 // session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock and their _shared forms;
-// the _xact_ ones end with the transaction). String literals, quoted identifiers and comments
-// are skipped; a call in a function body ($$...$$, a DO block) counts.
+// the _xact_ ones end with the transaction). String literals (escape strings, E'...', with
+// their backslash escapes), quoted identifiers and comments (nested, as PostgreSQL's) are
+// skipped. In a function body ($$...$$, a DO block) a call counts, and so does a LISTEN that
+// starts one of its statements (after BEGIN, THEN, ELSE, LOOP or ';'); a query built in a
+// string (EXECUTE 'LISTEN x') is not seen. Plain literals are read with
+// standard_conforming_strings on (PostgreSQL's default): a backslash in one is a character.
 bool TakesSessionState(std::string_view sql);
 
 // Whether a query's text is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces

@@ -94,6 +94,33 @@ TEST(PoolerQueryTextTest, CallsInFunctionBodiesCount) {
   EXPECT_FALSE(TakesSessionState("DO $$BEGIN PERFORM pg_advisory_xact_lock(7); END$$"));
 }
 
+TEST(PoolerQueryTextTest, ListenStartingAStatementOfAFunctionBodyCounts) {
+  for (const char* sql :
+       {"DO $$BEGIN LISTEN orders; END$$", "DO $$ DECLARE n int; BEGIN n := 1; LISTEN x; END $$",
+        "DO $do$BEGIN IF true THEN LISTEN orders; END IF; END$do$",
+        "CREATE FUNCTION f() RETURNS void AS $$ LISTEN orders $$ LANGUAGE sql"}) {
+    EXPECT_TRUE(TakesSessionState(sql)) << sql;
+  }
+  // Not a statement of the body, or after the body has ended; a parameter is no tag.
+  for (const char* sql : {"DO $$BEGIN PERFORM listen FROM t; END$$", "SELECT $$x$$ AS listen",
+                          "DO $$BEGIN NULL; END$$; SELECT listen FROM t", "SELECT $1 listen",
+                          "DO $$BEGIN EXECUTE 'LISTEN orders'; END$$"}) {
+    EXPECT_FALSE(TakesSessionState(sql)) << sql;
+  }
+}
+
+TEST(PoolerQueryTextTest, EscapeStringsAndNestedCommentsAreSkippedWhole) {
+  // A backslash-escaped quote does not end an escape string: what follows it is read.
+  EXPECT_TRUE(TakesSessionState(R"(SELECT E'\'', pg_advisory_lock(1))"));
+  EXPECT_TRUE(TakesSessionState(R"(SELECT e'a\\', pg_advisory_lock(1))"));
+  EXPECT_FALSE(TakesSessionState(R"(SELECT E'\' pg_advisory_lock(1) ')"));
+  // In a plain literal a backslash is a character (standard_conforming_strings).
+  EXPECT_TRUE(TakesSessionState(R"(SELECT 'C:\', pg_advisory_lock(1))"));
+  // PostgreSQL's block comments nest.
+  EXPECT_FALSE(TakesSessionState("SELECT 1 /* a /* nested */ pg_advisory_lock(1) */"));
+  EXPECT_TRUE(TakesSessionState("SELECT 1 /* a /* nested */ */ , pg_advisory_lock(1)"));
+}
+
 TEST(PoolerQueryTextTest, DeallocatesAllRecognizesTheStatementsThatDropEveryStatement) {
   for (const char* sql :
        {"DEALLOCATE ALL", "deallocate all;", "  Deallocate\n\tALL ;  ", "deallocate prepare all;",
