@@ -33,6 +33,11 @@ AdminReply Error(std::string_view sqlstate, std::string_view message) {
   return reply;
 }
 
+std::string_view DrainName(ShutdownMode mode) {
+  return mode == ShutdownMode::kWaitForServers ? "SHUTDOWN WAIT_FOR_SERVERS"
+                                               : "SHUTDOWN WAIT_FOR_CLIENTS";
+}
+
 AdminReply Done(std::string_view tag) {
   AdminReply reply;
   AppendCommandComplete(&reply.messages, tag);
@@ -48,8 +53,8 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
       rows.push_back({p.database, p.user, Num(p.clients - p.counts.waiting), Num(p.counts.waiting),
                       Num(p.counts.active), Num(p.counts.idle), "0", "0", Num(p.counts.connecting),
                       Num(static_cast<int64_t>(p.counts.max_wait_s)),
-                      Num(static_cast<int64_t>((p.counts.max_wait_s -
-                                                static_cast<int64_t>(p.counts.max_wait_s)) * 1e6)),
+                      Num(static_cast<int64_t>(
+                          (p.counts.max_wait_s - static_cast<int64_t>(p.counts.max_wait_s)) * 1e6)),
                       p.mode, p.paused ? "yes" : "no"});
     }
     Table(out,
@@ -97,10 +102,11 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
   } else if (what == "databases") {
     std::vector<Row> rows;
     for (const DatabaseView& d : target->Databases()) {
-      rows.push_back({d.name, d.host, Num(d.port), d.dbname,
-                      d.force_user.empty() ? std::nullopt : std::optional<std::string>(d.force_user),
-                      Num(d.pool_size), Num(d.min_pool_size), Num(d.reserve_pool), d.mode,
-                      Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0"});
+      rows.push_back(
+          {d.name, d.host, Num(d.port), d.dbname,
+           d.force_user.empty() ? std::nullopt : std::optional<std::string>(d.force_user),
+           Num(d.pool_size), Num(d.min_pool_size), Num(d.reserve_pool), d.mode,
+           Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0"});
     }
     Table(out,
           {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
@@ -131,10 +137,11 @@ bool Quiet(AdminTarget* target, const std::string& database) {
 }  // namespace
 
 AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
-  std::string text = absl::AsciiStrToLower(absl::StripAsciiWhitespace(
-      absl::string_view(sql.data(), sql.size())));
+  std::string text =
+      absl::AsciiStrToLower(absl::StripAsciiWhitespace(absl::string_view(sql.data(), sql.size())));
   while (!text.empty() && (text.back() == ';' || absl::ascii_isspace(text.back()))) text.pop_back();
-  std::vector<std::string> words = absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  std::vector<std::string> words =
+      absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
   if (words.empty()) {
     AdminReply reply;
     AppendMessage(&reply.messages, 'I', {});  // EmptyQueryResponse
@@ -152,6 +159,14 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
   if (command == "show") {
     if (arg.empty()) return Error("42601", "SHOW what? POOLS, CLIENTS, SERVERS, STATS, ...");
     return Show(target, arg);
+  }
+  // Under a SHUTDOWN WAIT_FOR_*, pausing or resuming would stall or undo what it waits for.
+  if (command == "pause" || command == "resume" || command == "suspend") {
+    if (const ShutdownMode draining = target->Draining(); draining != ShutdownMode::kNow) {
+      return Error("55000",
+                   Cat(DrainName(draining), " is under way: ", absl::AsciiStrToUpper(command),
+                       " is refused (SHUTDOWN stops the pooler at once)"));
+    }
   }
   if (command == "pause") {
     if (auto e = check_db()) return *e;
@@ -210,14 +225,18 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
       return Error("42601", Cat("unknown SHUTDOWN mode '", arg,
                                 "': none (at once), WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS"));
     }
+    const ShutdownMode draining = target->Draining();
+    if (mode != ShutdownMode::kNow && draining != ShutdownMode::kNow && draining != mode) {
+      return Error("55000", Cat(DrainName(draining),
+                                " is under way: SHUTDOWN (alone) stops the pooler at once"));
+    }
     AdminReply reply = Done("SHUTDOWN");
     reply.after = [target, mode] { target->Shutdown(mode); };
     return reply;
   }
-  return Error("42601",
-               Cat("unknown command '", command,
-                   "': SHOW, PAUSE, RESUME, SUSPEND, RECONNECT, WAIT_CLOSE, KILL, RELOAD, "
-                   "SHUTDOWN"));
+  return Error("42601", Cat("unknown command '", command,
+                            "': SHOW, PAUSE, RESUME, SUSPEND, RECONNECT, WAIT_CLOSE, KILL, RELOAD, "
+                            "SHUTDOWN"));
 }
 
 }  // namespace pgflow::pooler

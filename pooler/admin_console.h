@@ -91,12 +91,14 @@ class AdminTarget {
   virtual void Suspend() = 0;
   virtual absl::Status Reload() = 0;
   virtual void Shutdown(ShutdownMode mode) = 0;
+  // The SHUTDOWN WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS under way; kNow when none is.
+  virtual ShutdownMode Draining() = 0;
 };
 
 struct AdminReply {
-  std::string messages;                // RowDescription/DataRow/CommandComplete or an error
-  std::function<bool()> wait_until;    // the reply waits until this is true (PAUSE...)
-  std::function<void()> after;         // run once the reply was sent (SHUTDOWN)
+  std::string messages;              // RowDescription/DataRow/CommandComplete or an error
+  std::function<bool()> wait_until;  // the reply waits until this is true (PAUSE...)
+  std::function<void()> after;       // run once the reply was sent (SHUTDOWN)
 };
 
 // Runs one console command (a simple Query's text; a trailing ';' and case do not matter).

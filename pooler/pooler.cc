@@ -309,8 +309,8 @@ void Pooler::Impl::Shutdown(ShutdownMode mode) {
       stopping_ = true;
       return;
     }
+    if (draining_ != ShutdownMode::kNow && draining_ != mode) return;  // (refused by the console)
     first_drain = draining_ == ShutdownMode::kNow;
-    // (WAIT_FOR_SERVERS after WAIT_FOR_CLIENTS ends sooner: the later one holds.)
     draining_ = mode;
   }
   if (mode == ShutdownMode::kWaitForServers) {
@@ -320,7 +320,7 @@ void Pooler::Impl::Shutdown(ShutdownMode mode) {
     Pause("");
   } else {
     LogInfo("pooler: SHUTDOWN WAIT_FOR_CLIENTS: the pooler stops once its %d clients have left",
-            clients.load());
+            sessions.load() - consoles.load());
   }
   if (!first_drain) return;
   StopListening();
@@ -349,8 +349,15 @@ void Pooler::Impl::StopListening() {
   }
 }
 
+ShutdownMode Pooler::Impl::Draining() {
+  absl::MutexLock lock(&stop_mu_);
+  return draining_;
+}
+
 // Every 100 ms once a SHUTDOWN waits (on the first thread): stops the pooler once what it
-// waits for is done. Console sessions are not waited for: one is asking.
+// waits for is done. Console sessions are not waited for: one is asking. Under
+// WAIT_FOR_SERVERS, clients waiting for a server connection are told and closed meanwhile, as
+// PgBouncer does: free to connect again, to the pooler that takes the port over.
 void Pooler::Impl::FinishDrain(NetThread*) {
   ShutdownMode mode;
   {
@@ -359,11 +366,18 @@ void Pooler::Impl::FinishDrain(NetThread*) {
     mode = draining_;
   }
   if (mode == ShutdownMode::kWaitForClients) {
-    absl::MutexLock lock(&clients_mu_);
-    for (const auto& [id, info] : client_infos_) {
-      if (info->database != "pgflow" && info->database != "pgbouncer") return;
-    }
+    // (Sessions still logging in count: they may become clients.)
+    if (sessions.load() - consoles.load() > 0) return;
   } else {
+    {
+      absl::MutexLock lock(&clients_mu_);
+      for (const auto& [id, info] : client_infos_) {
+        if (info->state.load() != 2) continue;
+        asio::post(info->context->get_executor(), [weak = info->session] {
+          if (std::shared_ptr<Session> session = weak.lock()) session->DismissWaiting();
+        });
+      }
+    }
     for (const std::shared_ptr<Pool>& pool : PoolsOf("")) {
       const Pool::Counts counts = pool->counts();
       if (counts.active > 0 || counts.connecting > 0) return;

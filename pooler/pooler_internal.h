@@ -220,6 +220,10 @@ class Pooler::Impl : public AdminTarget {
   };
   std::optional<CancelTarget> FindCancelTarget(int32_t pid, int32_t key);
   std::atomic<int> clients{0};
+  // Sessions alive, from accept to their end (logging in included), and those of them that
+  // are the console: what SHUTDOWN WAIT_FOR_CLIENTS waits for is the difference.
+  std::atomic<int> sessions{0};
+  std::atomic<int> consoles{0};
   std::atomic<uint64_t> next_client_id{1};
   bool accepting() const { return !suspended_.load(); }
   // The key of MockScramSecret: random, drawn once per process.
@@ -236,6 +240,7 @@ class Pooler::Impl : public AdminTarget {
   void Kill(const std::string& database) override;
   void Suspend() override;
   void Shutdown(ShutdownMode mode) override;
+  ShutdownMode Draining() override;
   bool HasDatabase(const std::string& database) override;
 
  private:

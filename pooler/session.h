@@ -43,7 +43,9 @@ class Session : public std::enable_shared_from_this<Session>,
  public:
   // `local`: the client came through the Unix socket.
   Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
-      : impl_(impl), thread_(thread), client_(std::move(socket)), local_(local) {}
+      : impl_(impl), thread_(thread), client_(std::move(socket)), local_(local) {
+    impl_->sessions.fetch_add(1);
+  }
   ~Session();
 
   // The session's life: login, then the console or the relay. `owner` (heap-held, deleted at
@@ -55,6 +57,9 @@ class Session : public std::enable_shared_from_this<Session>,
 
   // From another thread (KILL, shutdown): posted to this session's thread.
   void Kill();
+  // SHUTDOWN WAIT_FOR_SERVERS, posted to this session's thread: a client waiting for a server
+  // connection is told the pooler is stopping (FATAL 57P01) and closed; others are left.
+  void DismissWaiting();
 
   // Every 100 ms on each thread (Pooler::Impl::SweepWaits): a Queue wait past its limit goes
   // on through Acquire, which opens the reserve pool or gives up after query_wait_timeout.

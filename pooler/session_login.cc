@@ -33,6 +33,8 @@ Session::~Session() {
   if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (counted_) impl_->clients.fetch_sub(1);
+  if (admin_) impl_->consoles.fetch_sub(1);
+  impl_->sessions.fetch_sub(1);
 }
 
 Task<void> Session::Run(std::shared_ptr<Session>* owner) {
@@ -173,6 +175,7 @@ Task<bool> Session::Login() {
   }
 
   admin_ = database() == "pgflow" || database() == "pgbouncer";
+  if (admin_) impl_->consoles.fetch_add(1);
   std::shared_ptr<const UserList> users = impl_->users();
   if (admin_) {
     if (std::find(config->admin.users.begin(), config->admin.users.end(), user()) ==

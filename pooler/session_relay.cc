@@ -61,6 +61,12 @@ void Session::Kill() {
   client_.cancel(ec);  // (logging in, or the console)
 }
 
+void Session::DismissWaiting() {
+  if (!relaying_ || finished_ || client_gone_ || closing_ || !attaching_) return;
+  EndWithFatal("57P01", "the pooler is shutting down (SHUTDOWN WAIT_FOR_SERVERS): connect again");
+  Pump();
+}
+
 void Session::SweepWaits(NetThread* thread) {
   const Clock::time_point now = Clock::now();
   std::vector<Session*> due;
@@ -284,7 +290,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     info_->state = 0;
     auto [sqlstate, message] = SqlstateOf(server.status());
     EndWithFatal(sqlstate, message);
-  } else if (client_gone_ || killed_) {
+  } else if (client_gone_ || killed_ || closing_) {
     info_->state = 0;
     pool_->Release(*std::move(server), true);
   } else {

@@ -6,8 +6,8 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <sched.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -70,17 +70,17 @@ class PoolerProcess {
     WriteFile(dir_.File("users.txt"), users);
     config_ = dir_.File("pooler.yaml");
     WriteConfig(auth, databases, extra);
-    process_ = StartPgflowUntilLogged({"pooler", "--config", config_}, dir_.File("pooler.log"),
-                                      {}, "pooler: listening on");
+    process_ = StartPgflowUntilLogged({"pooler", "--config", config_}, dir_.File("pooler.log"), {},
+                                      "pooler: listening on");
   }
 
   void WriteConfig(const std::string& auth, const std::string& databases,
                    const std::string& extra = "") {
-    WriteFile(config_, absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
-                                    "admin: {listen: 127.0.0.1:", admin_port_,
-                                    ", users: [postgres]}\n", "auth: {method: ", auth,
-                                    ", users: ", dir_.File("users.txt"), "}\n", extra,
-                                    "databases:\n", databases));
+    WriteFile(config_,
+              absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
+                           "admin: {listen: 127.0.0.1:", admin_port_, ", users: [postgres]}\n",
+                           "auth: {method: ", auth, ", users: ", dir_.File("users.txt"), "}\n",
+                           extra, "databases:\n", databases));
   }
 
   int port() const { return port_; }
@@ -105,8 +105,8 @@ class PoolerProcess {
 std::string Database(const std::string& name, const std::string& mode, int pool_size,
                      const std::string& db, const std::string& user = "postgres",
                      const std::string& extra = "") {
-  return absl::StrCat("  ", name, ": {url: 'postgres://", user, "@127.0.0.1:",
-                      SharedCluster().port(), "/", db, "', pool_mode: ", mode,
+  return absl::StrCat("  ", name, ": {url: 'postgres://", user,
+                      "@127.0.0.1:", SharedCluster().port(), "/", db, "', pool_mode: ", mode,
                       ", pool_size: ", pool_size, extra.empty() ? "" : ", ", extra, "}\n");
 }
 
@@ -184,7 +184,8 @@ class PoolerTest : public ::testing::Test {
       admin_->Exec(absl::StrCat("CREATE DATABASE ", db));
     }
     Sql app(SharedCluster().Url("pool_app"));
-    app.Exec("CREATE TABLE items (id int PRIMARY KEY, name text); GRANT ALL ON items TO alice, bob");
+    app.Exec(
+        "CREATE TABLE items (id int PRIMARY KEY, name text); GRANT ALL ON items TO alice, bob");
   }
   static void TearDownTestSuite() { admin_.reset(); }
 
@@ -195,16 +196,16 @@ std::unique_ptr<Sql> PoolerTest::admin_;
 const char* kTrustUsers = "\"postgres\" \"\"\n";
 
 TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
-  PoolerProcess pooler("trust", kTrustUsers,
-                       Database("tx", "transaction", 2, "pool_app", "postgres",
-                                "session_state: pin") +
-                           Database("strict", "transaction", 2, "pool_app") +
-                           Database("sess", "session", 2, "pool_app"));
+  PoolerProcess pooler(
+      "trust", kTrustUsers,
+      Database("tx", "transaction", 2, "pool_app", "postgres", "session_state: pin") +
+          Database("strict", "transaction", 2, "pool_app") +
+          Database("sess", "session", 2, "pool_app"));
   // Transaction mode: more clients than server connections, each with its own settings.
   std::vector<std::unique_ptr<Conn>> clients;
   for (int i = 0; i < 6; ++i) {
-    clients.push_back(std::make_unique<Conn>(
-        pooler.Url("tx") + absl::StrCat("?application_name=client", i)));
+    clients.push_back(
+        std::make_unique<Conn>(pooler.Url("tx") + absl::StrCat("?application_name=client", i)));
     ASSERT_TRUE(clients.back()->ok()) << clients.back()->error();
   }
   for (int round = 0; round < 3; ++round) {
@@ -249,7 +250,8 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   EXPECT_EQ(clients[2]->Run("SELECT 2"), "2");
 
   // PGOPTIONS-style settings in the startup packet hold on every connection the client gets.
-  Conn optioned(pooler.Url("tx") + "?options=-c%20intervalstyle%3Dpostgres_verbose%20--work-mem%3D5MB");
+  Conn optioned(pooler.Url("tx") +
+                "?options=-c%20intervalstyle%3Dpostgres_verbose%20--work-mem%3D5MB");
   ASSERT_TRUE(optioned.ok()) << optioned.error();
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(optioned.Run("SHOW intervalstyle"), "postgres_verbose");
@@ -289,8 +291,9 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
     PGresult* prepared = PQexecParams(strict.conn, "SELECT pg_advisory_lock($1::bigint)", 1,
                                       nullptr, key, nullptr, nullptr, 0);
     EXPECT_EQ(PQresultStatus(prepared), PGRES_FATAL_ERROR);
-    EXPECT_NE(std::string(PQresultErrorMessage(prepared)).find("are refused in transaction pooling"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(PQresultErrorMessage(prepared)).find("are refused in transaction pooling"),
+        std::string::npos)
         << PQresultErrorMessage(prepared);
     PQclear(prepared);
     EXPECT_EQ(strict.Run("SELECT pg_advisory_xact_lock(42)::text || 'ok'"), "ok");
@@ -300,9 +303,9 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
               "pg_advisory_lock(1); LISTEN x");
     EXPECT_EQ(strict.Run("SELECT 1 AS app_advisory_locks"), "1");
     // In a DO block, or a second statement, it is.
-    EXPECT_NE(strict.Run("DO $$BEGIN PERFORM pg_catalog.pg_advisory_lock (7); END$$")
-                  .find("ERROR 0A000"),
-              std::string::npos);
+    EXPECT_NE(
+        strict.Run("DO $$BEGIN PERFORM pg_catalog.pg_advisory_lock (7); END$$").find("ERROR 0A000"),
+        std::string::npos);
     EXPECT_NE(strict.Run("SELECT 1; listen refused_channel").find("ERROR 0A000"),
               std::string::npos);
     EXPECT_EQ(Sql(SharedCluster().Url("pool_app"))
@@ -518,7 +521,7 @@ TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
   EXPECT_EQ(port_of("prim"), std::to_string(other.port()));  // read-only, yet no standby
   EXPECT_EQ(port_of("stby"), std::to_string(standby.port()));
   EXPECT_EQ(port_of("prefer"), std::to_string(main.port()));  // no standby among them: any
-  EXPECT_EQ(port_of("any"), std::to_string(other.port()));   // the first that answers
+  EXPECT_EQ(port_of("any"), std::to_string(other.port()));    // the first that answers
   Conn none(pooler.Url("none"));  // (the login needs a server's parameters: refused there)
   ASSERT_FALSE(none.ok());
   const std::string refused = none.error();
@@ -534,8 +537,8 @@ TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
     second.Run("BEGIN");
     std::set<std::string> ports = {first.Run("SELECT inet_server_port()"),
                                    second.Run("SELECT inet_server_port()")};
-    EXPECT_EQ(ports, (std::set<std::string>{std::to_string(main.port()),
-                                            std::to_string(other.port())}));
+    EXPECT_EQ(ports,
+              (std::set<std::string>{std::to_string(main.port()), std::to_string(other.port())}));
   }
 
   // A switchover: main turns read-only, other read-write. RECONNECT, and a client that stays
@@ -554,12 +557,11 @@ TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
 }
 
 TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
-  std::string users = absl::StrCat("\"postgres\" \"\"\n\"alice\" \"alice-secret\"\n",
-                                   "\"bob\" \"", pooler::Md5PasswordHash("bob", "bob-secret"),
-                                   "\"\n");
+  std::string users = absl::StrCat("\"postgres\" \"\"\n\"alice\" \"alice-secret\"\n", "\"bob\" \"",
+                                   pooler::Md5PasswordHash("bob", "bob-secret"), "\"\n");
   for (const char* method : {"scram-sha-256", "md5"}) {
     SCOPED_TRACE(method);
-    PoolerProcess pooler(method, users, Database("app", "transaction", 2, "pool_app", "") );
+    PoolerProcess pooler(method, users, Database("app", "transaction", 2, "pool_app", ""));
     Conn alice(pooler.Url("app", "alice", "alice-secret"));
     ASSERT_TRUE(alice.ok()) << alice.error();
     EXPECT_EQ(alice.Run("SELECT current_user"), "alice");
@@ -631,8 +633,9 @@ TEST_F(PoolerTest, UsersNotInTheFileAreLookedUpWithAuthQuery) {
   const std::string users = "\"lookup\" \"lookup-secret\"\n";
   for (const char* method : {"scram-sha-256", "md5"}) {
     SCOPED_TRACE(method);
-    PoolerProcess pooler(absl::StrCat(method, ", user: lookup, query: 'SELECT * FROM user_lookup($1)'"),
-                         users, Database("app", "transaction", 2, "pool_app", ""));
+    PoolerProcess pooler(
+        absl::StrCat(method, ", user: lookup, query: 'SELECT * FROM user_lookup($1)'"), users,
+        Database("app", "transaction", 2, "pool_app", ""));
     Conn carol(pooler.Url("app", "carol", "carol-secret"));
     ASSERT_TRUE(carol.ok()) << carol.error() << pooler.Log();
     EXPECT_EQ(carol.Run("SELECT current_user"), "carol");
@@ -691,10 +694,10 @@ void CopyToServer(const std::string& from, const std::string& to) {
 // command line: `dir`/`file`.crt and `dir`/`file`.key.
 void MakeCertificate(const std::string& dir, const std::string& file = "tls",
                      const std::string& names = "DNS:localhost,IP:127.0.0.1") {
-  std::string command = absl::StrCat(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=", file,
-      " -addext subjectAltName=", names, " -keyout ", dir, "/", file, ".key -out ", dir, "/",
-      file, ".crt >/dev/null 2>&1");
+  std::string command =
+      absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=", file,
+                   " -addext subjectAltName=", names, " -keyout ", dir, "/", file, ".key -out ",
+                   dir, "/", file, ".crt >/dev/null 2>&1");
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
 }
 
@@ -749,9 +752,8 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
     PoolerProcess server("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
                          absl::StrCat("tls: {mode: require, cert: ", certs.File("elsewhere.crt"),
                                       ", key: ", certs.File("elsewhere.key"), "}\n"));
-    const std::string rest =
-        absl::StrCat(server.port(), "/app?sslmode=verify-full&sslrootcert=",
-                     certs.File("elsewhere.crt"));
+    const std::string rest = absl::StrCat(
+        server.port(), "/app?sslmode=verify-full&sslrootcert=", certs.File("elsewhere.crt"));
     std::string refused = LoginErrorThrough(absl::StrCat("postgres://postgres@localhost:", rest));
     EXPECT_NE(refused.find("certificate verify failed (hostname mismatch)"), std::string::npos)
         << refused;
@@ -780,15 +782,16 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
   {
     // First in clear; then RELOAD turns TLS on, and the same client's next transaction runs
     // on a connection made the new way (the old one closed when given back).
-    const std::string clear_url = absl::StrCat("postgres://postgres@127.0.0.1:",
-                                               SharedCluster().port(), "/pool_app");
+    const std::string clear_url =
+        absl::StrCat("postgres://postgres@127.0.0.1:", SharedCluster().port(), "/pool_app");
     PoolerProcess pooler("trust", kTrustUsers,
                          absl::StrCat("  app: {url: '", clear_url, "', pool_mode: transaction}\n"));
     Conn client(pooler.Url("app"));
     ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
     const char* ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     EXPECT_EQ(client.Run(ssl_in_use), "f");
-    pooler.WriteConfig("trust", absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
+    pooler.WriteConfig("trust",
+                       absl::StrCat("  app: {url: '", url, "', pool_mode: transaction}\n"));
     pooler.process().Signal(SIGHUP);
     ASSERT_TRUE(WaitFor([&] { return client.Run(ssl_in_use) == "t"; }, std::chrono::seconds(10)))
         << pooler.Log();
@@ -812,8 +815,7 @@ void MakeAuthority(const std::string& dir) {
       "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgflow-test-ca -keyout ca.key "
       "-out ca.crt; ",
       "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext; ",
-      "for name in server dana mallory; do ",
-      "  cn=$name; [ $name = server ] && cn=localhost; ",
+      "for name in server dana mallory; do ", "  cn=$name; [ $name = server ] && cn=localhost; ",
       "  openssl req -newkey rsa:2048 -nodes -subj /CN=$cn -keyout $name.key -out $name.csr; ",
       "  ext=; [ $name = server ] && ext='-extfile san.ext'; ",
       "  openssl x509 -req -in $name.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
@@ -838,8 +840,8 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     std::string url = absl::StrCat("postgres://", user, "@localhost:", port,
                                    "/app?sslmode=verify-full&sslrootcert=", certs.File("ca.crt"));
     if (!cert.empty()) {
-      absl::StrAppend(&url, "&sslcert=", certs.File(cert + ".crt"), "&sslkey=",
-                      certs.File(cert + ".key"));
+      absl::StrAppend(&url, "&sslcert=", certs.File(cert + ".crt"),
+                      "&sslkey=", certs.File(cert + ".key"));
     }
     return url;
   };
@@ -917,8 +919,10 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   }
   const std::string hba = data + "/pg_hba.conf";
   const std::string original_hba = ReadFile(hba);
-  WriteFile(hba, "hostssl pool_app dana 127.0.0.1/32 cert\n"
-                 "host pool_app dana 127.0.0.1/32 reject\n" + original_hba);
+  WriteFile(hba,
+            "hostssl pool_app dana 127.0.0.1/32 cert\n"
+            "host pool_app dana 127.0.0.1/32 reject\n" +
+                original_hba);
   admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_cert_file = '", data, "/pooler-server.crt'"));
   admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_key_file = '", data, "/pooler-server.key'"));
   admin_->Exec(absl::StrCat("ALTER SYSTEM SET ssl_ca_file = '", data, "/pooler-ca.crt'"));
@@ -950,7 +954,8 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   {
     // Her key encrypted: opened with the url's sslpassword (OpenSSL is never left to prompt).
     std::string output;
-    ASSERT_EQ(Shell(absl::StrCat("cd ", certs.path(), " && openssl pkey -in dana.key "
+    ASSERT_EQ(Shell(absl::StrCat("cd ", certs.path(),
+                                 " && openssl pkey -in dana.key "
                                  "-aes-256-cbc -passout pass:open-sesame -out sealed.key && "
                                  "chmod 600 sealed.key"),
                     &output),
@@ -983,8 +988,7 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
   const std::string revoked_by_dir = LoginErrorThrough(with_dir + certs.File("all.d"));
   EXPECT_NE(revoked_by_dir.find("certificate revoked"), std::string::npos) << revoked_by_dir;
   const std::string missing = LoginErrorThrough(with_dir + certs.File("none.d"));
-  EXPECT_NE(missing.find("is not a directory this process can read"), std::string::npos)
-      << missing;
+  EXPECT_NE(missing.find("is not a directory this process can read"), std::string::npos) << missing;
 }
 
 // ---- Differential protocol sessions ----------------------------------------------------------
@@ -1003,8 +1007,8 @@ class WireClient {
     timeval timeout{.tv_sec = 20, .tv_usec = 0};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     std::string out;
-    pooler::AppendStartup(&out, {{"user", "postgres"}, {"database", database},
-                                 {"application_name", "wire"}});
+    pooler::AppendStartup(
+        &out, {{"user", "postgres"}, {"database", database}, {"application_name", "wire"}});
     Send(out);
     ok_ = !Until('Z').empty();
   }
@@ -1123,9 +1127,9 @@ std::string Replay(int port, const std::string& database, const std::vector<Step
 TEST_F(PoolerTest, SessionsGetTheSameBytesAsDirectly) {
   Sql(SharedCluster().Url("pool_app"))
       .Exec("CREATE TABLE IF NOT EXISTS wire (id int PRIMARY KEY, note text)");
-  PoolerProcess pooler("trust", kTrustUsers,
-                       Database("sess", "session", 2, "pool_app") +
-                           Database("tx", "transaction", 2, "pool_app"));
+  PoolerProcess pooler(
+      "trust", kTrustUsers,
+      Database("sess", "session", 2, "pool_app") + Database("tx", "transaction", 2, "pool_app"));
   std::string copy_data;
   for (int i = 1; i <= 3000; ++i) copy_data += Message('d', absl::StrCat(i, "\tnote ", i, "\n"));
   const std::vector<Step> common = {
@@ -1146,13 +1150,13 @@ TEST_F(PoolerTest, SessionsGetTheSameBytesAsDirectly) {
       {Query("SELECT id, note, repeat(note, 20) FROM wire ORDER BY id")},
       // Extended protocol, pipelined: three syncs in one write, an error in the second.
       {Parse("", "SELECT $1::int + 1") + Bind("", "", {"41"}) + Describe('P', "") + Execute("") +
-           Sync() + Parse("", "SELECT 1/$1::int") + Bind("", "", {"0"}) + Execute("") +
-           Sync() + Parse("", "SELECT 'after'") + Bind("", "", {}) + Execute("") + Sync(),
+           Sync() + Parse("", "SELECT 1/$1::int") + Bind("", "", {"0"}) + Execute("") + Sync() +
+           Parse("", "SELECT 'after'") + Bind("", "", {}) + Execute("") + Sync(),
        'Z', 3},
       // Named statements, Describe of a statement, a portal read in parts inside a
       // transaction, Close.
       {Parse("named", "SELECT id, note FROM wire WHERE id <= $1::int ORDER BY id") +
-           Describe('S', "named") + Sync()},
+       Describe('S', "named") + Sync()},
       {Query("BEGIN")},
       {Bind("cursor", "named", {"10"}) + Execute("cursor", 4) + Execute("cursor", 4) +
        Execute("cursor", 4) + Sync()},
@@ -1202,8 +1206,8 @@ TEST_F(PoolerTest, PreparedStatementsAreBounded) {
   auto run = [](Conn& c, const std::string& name) {
     const char* values[1] = {"1"};
     PGresult* r = PQexecPrepared(c.conn, name.c_str(), 1, values, nullptr, nullptr, 0);
-    std::string out = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0)
-                                                            : PQresultErrorMessage(r);
+    std::string out =
+        PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : PQresultErrorMessage(r);
     PQclear(r);
     return out;
   };
@@ -1221,8 +1225,8 @@ TEST_F(PoolerTest, PreparedStatementsAreBounded) {
   EXPECT_EQ(run(a, "a5"), "6");  // the others still work
   // Another client's DEALLOCATE ALL, in the extended protocol, empties the one connection:
   // a's statements are prepared again on demand; b's own are gone, as directly.
-  PGresult* deallocated = PQexecParams(b.conn, "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr,
-                                       nullptr, 0);
+  PGresult* deallocated =
+      PQexecParams(b.conn, "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr, nullptr, 0);
   EXPECT_EQ(PQresultStatus(deallocated), PGRES_COMMAND_OK) << PQresultErrorMessage(deallocated);
   PQclear(deallocated);
   EXPECT_EQ(run(a, "a5"), "6");
@@ -1247,8 +1251,8 @@ TEST_F(PoolerTest, PreparedStatementsAreBounded) {
             5)
       << answer;  // ParseComplete
   EXPECT_NE(answer.find("max_client_prepared_statements"), std::string::npos) << answer;
-  wire.Send(Message('C', std::string("Sw1") + '\0') + Parse("w6", "SELECT 6") +
-            Bind("", "w6", {}) + Execute("") + Sync());
+  wire.Send(Message('C', std::string("Sw1") + '\0') + Parse("w6", "SELECT 6") + Bind("", "w6", {}) +
+            Execute("") + Sync());
   answer = Normalized(wire.Until('Z'));
   EXPECT_EQ(answer.find("ERROR"), std::string::npos) << answer;
   EXPECT_NE(answer.find(std::string("D\0\x01\0\0\0\x01", 7) + "6"), std::string::npos) << answer;
@@ -1344,12 +1348,11 @@ TEST_F(PoolerTest, IdleClientsComeBack) {
 // connection of the reserve; without a reserve, one that waited query_wait_timeout gets an
 // error naming it, and the client holding the connection notices nothing.
 TEST_F(PoolerTest, WaitingClientsGetTheReserveOrGiveUpInTime) {
-  PoolerProcess pooler(
-      "trust", kTrustUsers,
-      Database("reserve", "transaction", 1, "pool_app", "postgres",
-               "reserve_pool: 1, reserve_pool_timeout: 300ms") +
-          Database("strict", "transaction", 1, "pool_app"),
-      "query_wait_timeout: 1s\n");
+  PoolerProcess pooler("trust", kTrustUsers,
+                       Database("reserve", "transaction", 1, "pool_app", "postgres",
+                                "reserve_pool: 1, reserve_pool_timeout: 300ms") +
+                           Database("strict", "transaction", 1, "pool_app"),
+                       "query_wait_timeout: 1s\n");
   auto seconds_since = [](std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
@@ -1383,8 +1386,8 @@ TEST_F(PoolerTest, LargeParseAndBindMessagesGoThroughTransactionPooling) {
   ASSERT_TRUE(a.ok() && b.ok());
   const std::string value(300000, 'v');  // a Bind of about 300 kB
   const char* values[] = {value.c_str()};
-  PGresult* bound = PQexecParams(a.conn, "SELECT length($1)", 1, nullptr, values, nullptr,
-                                 nullptr, 0);
+  PGresult* bound =
+      PQexecParams(a.conn, "SELECT length($1)", 1, nullptr, values, nullptr, nullptr, 0);
   ASSERT_EQ(PQresultStatus(bound), PGRES_TUPLES_OK) << PQresultErrorMessage(bound);
   EXPECT_STREQ(PQgetvalue(bound, 0, 0), "300000");
   PQclear(bound);
@@ -1455,9 +1458,9 @@ TEST_F(PoolerTest, ClientsComeThroughTheUnixSocket) {
   EXPECT_EQ(again.Run("SELECT 'back'"), "back");
   // A second pooler on the same socket is refused, and the first keeps it.
   EXPECT_NE(RunPgflow({"pooler", "--config", config}, &output), 0);
-  EXPECT_NE(output.find(absl::StrCat("cannot listen on ", socket_file,
-                                     ": another server listens on it")),
-            std::string::npos)
+  EXPECT_NE(
+      output.find(absl::StrCat("cannot listen on ", socket_file, ": another server listens on it")),
+      std::string::npos)
       << output;
   EXPECT_EQ(again.Run("SELECT 'still'"), "still");
   ASSERT_EQ(lstat(socket_file.c_str(), &st), 0) << "the refused pooler left the socket alone";
@@ -1472,10 +1475,12 @@ TEST_F(PoolerTest, ClientsComeThroughTheUnixSocket) {
 // A database whose url's host is a directory is reached through PostgreSQL's Unix socket in
 // it, as libpq does: queries, SHOW SERVERS (at `unix`) and cancel requests go that way.
 TEST_F(PoolerTest, ServersAreReachedThroughTheirUnixSocket) {
-  const std::string url = absl::StrCat("host=", SharedCluster().dir(), " port=",
-                                       SharedCluster().port(), " dbname=pool_app user=postgres");
+  const std::string url =
+      absl::StrCat("host=", SharedCluster().dir(), " port=", SharedCluster().port(),
+                   " dbname=pool_app user=postgres");
   PoolerProcess pooler("trust", kTrustUsers,
-                       absl::StrCat("  local: {url: '", url, "', pool_mode: transaction, "
+                       absl::StrCat("  local: {url: '", url,
+                                    "', pool_mode: transaction, "
                                     "pool_size: 1}\n"));
   Conn client(pooler.Url("local"));
   ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
@@ -1514,8 +1519,8 @@ TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
   // COPY FROM STDIN over the extended protocol (its Sync during the copy is ignored by the
   // server): the one connection comes back to the pool afterwards.
   next.Run("CREATE TEMP TABLE IF NOT EXISTS copied (x int)");
-  PGresult* copy = PQexecParams(next.conn, "COPY items (id, name) FROM STDIN", 0, nullptr,
-                                nullptr, nullptr, nullptr, 0);
+  PGresult* copy = PQexecParams(next.conn, "COPY items (id, name) FROM STDIN", 0, nullptr, nullptr,
+                                nullptr, nullptr, 0);
   ASSERT_EQ(PQresultStatus(copy), PGRES_COPY_IN) << PQresultErrorMessage(copy);
   PQclear(copy);
   std::string rows = "200\ttwo hundred\n201\ttwo hundred one\n";
@@ -1542,8 +1547,7 @@ TEST_F(PoolerTest, AClientLeavingMidTransactionLeavesNothingBehind) {
 }
 
 TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
-  PoolerProcess pooler("trust", kTrustUsers,
-                       Database("app", "transaction", 4, "pool_restart"),
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 4, "pool_restart"),
                        "hold_timeout: 30s\n");
   Sql(SharedCluster().Url("pool_restart")).Exec("CREATE TABLE IF NOT EXISTS hits (n bigint)");
   constexpr int kClients = 4;
@@ -1617,8 +1621,8 @@ TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
   EXPECT_LE(aborted, 2) << output;  // each client runs a transaction 2.5% of the time
   EXPECT_EQ(status, aborted == 0 ? 0 : 2) << output;
   EXPECT_GT(processed, 500) << output;  // ~1,000 scheduled; the outage is waited through
-  int64_t rows = std::stoll(Sql(SharedCluster().Url("pool_restart"))
-                                .Scalar("SELECT count(*) FROM bench_hits"));
+  int64_t rows = std::stoll(
+      Sql(SharedCluster().Url("pool_restart")).Scalar("SELECT count(*) FROM bench_hits"));
   EXPECT_GE(rows, processed) << output;
   EXPECT_LE(rows, processed + aborted) << output;
 }
@@ -1660,9 +1664,8 @@ TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
   EXPECT_TRUE(done.load());
 
   // RELOAD applies a changed file without dropping clients.
-  pooler.WriteConfig("trust",
-                     Database("app", "transaction", 5, "pool_app") +
-                         Database("app2", "session", 1, "pool_app"));
+  pooler.WriteConfig("trust", Database("app", "transaction", 5, "pool_app") +
+                                  Database("app2", "session", 1, "pool_app"));
   EXPECT_EQ(psql("RELOAD"), "RELOAD\n");
   EXPECT_NE(psql("SHOW DATABASES").find("app2|"), std::string::npos) << output;
   EXPECT_EQ(client.Run("SELECT 'kept'"), "kept");
@@ -1672,8 +1675,9 @@ TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
   // /metrics
   HttpAnswer metrics = Curl(absl::StrCat("http://127.0.0.1:", pooler.admin_port(), "/metrics"));
   EXPECT_EQ(metrics.code, 200);
-  EXPECT_NE(metrics.body.find("pgflow_pooler_transactions_total{database=\"app\",user=\"postgres\"}"),
-            std::string::npos)
+  EXPECT_NE(
+      metrics.body.find("pgflow_pooler_transactions_total{database=\"app\",user=\"postgres\"}"),
+      std::string::npos)
       << metrics.body;
   EXPECT_NE(metrics.body.find("pgflow_pooler_servers{database=\"app\""), std::string::npos);
   EXPECT_NE(metrics.body.find("state=\"idle\""), std::string::npos);
@@ -1704,10 +1708,18 @@ TEST_F(PoolerTest, ShutdownWaitForClientsHandsThePortToANewPooler) {
   ASSERT_TRUE(std::filesystem::exists(socket_file));
   auto client = std::make_unique<Conn>(old_pooler.Url("app"));
   ASSERT_TRUE(client->ok()) << client->error();
+  // A connection that will stay in its login (accepted long before the SHUTDOWN: a console
+  // logs in and a new pooler starts in between).
+  const int logging_in = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // (not the new pooler's)
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(old_pooler.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(logging_in, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   Conn console(old_pooler.Url("pgflow"));  // (before another pooler shares the port)
   ASSERT_TRUE(console.ok()) << console.error();
-  PoolerProcess new_pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
-                           "", old_pooler.port());
+  PoolerProcess new_pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"), "",
+                           old_pooler.port());
   EXPECT_EQ(console.Run("SHUTDOWN WAIT_FOR_CLIENTS"), "");
   ASSERT_TRUE(StoppedListening(old_pooler)) << old_pooler.Log();
   EXPECT_FALSE(std::filesystem::exists(socket_file));  // for the next pooler to create
@@ -1728,7 +1740,14 @@ TEST_F(PoolerTest, ShutdownWaitForClientsHandsThePortToANewPooler) {
   EXPECT_TRUE(old_pooler.process().Running());
   EXPECT_NE(console.Run("SHOW NOTHING").find("unknown SHOW nothing"), std::string::npos)
       << "the console stays until the pooler exits";
+  EXPECT_NE(console.Run("PAUSE").find("SHUTDOWN WAIT_FOR_CLIENTS is under way"), std::string::npos);
+  EXPECT_NE(console.Run("SHUTDOWN WAIT_FOR_SERVERS").find("is under way"), std::string::npos);
+  // The connection still logging in (it has sent no startup packet) is a client too: the
+  // pooler waits for it past its last logged-in client.
   client.reset();
+  EXPECT_FALSE(WaitFor([&] { return !old_pooler.process().Running(); }, milliseconds(500)))
+      << old_pooler.Log();
+  close(logging_in);
   EXPECT_EQ(old_pooler.process().Wait(seconds(10)), 0) << old_pooler.Log();
   EXPECT_NE(old_pooler.Log().find("the last client left: stopping"), std::string::npos)
       << old_pooler.Log();
@@ -1747,15 +1766,22 @@ TEST_F(PoolerTest, ShutdownWaitForServersLetsTransactionsFinish) {
   EXPECT_EQ(busy.Run("SELECT 1"), "1");
   EXPECT_EQ(console.Run("SHUTDOWN WAIT_FOR_SERVERS"), "");
   EXPECT_NE(console.Run("SHUTDOWN NOW").find("unknown SHUTDOWN mode 'now'"), std::string::npos);
+  // Nothing undoes the pause the shutdown waits behind.
+  EXPECT_NE(console.Run("RESUME").find("SHUTDOWN WAIT_FOR_SERVERS is under way"),
+            std::string::npos);
+  EXPECT_NE(console.Run("SHUTDOWN WAIT_FOR_CLIENTS").find("is under way"), std::string::npos);
   ASSERT_TRUE(StoppedListening(pooler)) << pooler.Log();
   EXPECT_FALSE(Conn(pooler.Url("app")).ok());  // refused: nothing listens
   EXPECT_EQ(busy.Run("SELECT 2"), "2");
+  // A client asking for a server connection is told at once, free to connect elsewhere.
+  EXPECT_NE(idle.Run("SELECT 3"), "3");
+  const std::string dismissed = PQerrorMessage(idle.conn);  // (the FATAL, then the closing)
+  EXPECT_NE(dismissed.find("the pooler is shutting down"), std::string::npos) << dismissed;
   EXPECT_TRUE(pooler.process().Running());
   EXPECT_EQ(busy.Run("COMMIT"), "");
   EXPECT_EQ(pooler.process().Wait(seconds(10)), 0) << pooler.Log();
   EXPECT_NE(pooler.Log().find("no server connection is in use: stopping"), std::string::npos)
       << pooler.Log();
-  EXPECT_NE(idle.Run("SELECT 3"), "3");  // the pooler is gone
 }
 
 }  // namespace
