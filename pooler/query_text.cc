@@ -6,7 +6,6 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -44,12 +43,18 @@ std::string ServerStatementName(std::string_view parse_rest) {
 
 namespace {
 
+// Characters of PostgreSQL's identifiers (bytes from 0x80 up are letters to its lexer).
+bool IdentStart(char c) {
+  return absl::ascii_isalpha(c) || c == '_' || static_cast<unsigned char>(c) >= 0x80;
+}
+bool IdentChar(char c) { return IdentStart(c) || absl::ascii_isdigit(c) || c == '$'; }
+
 // The dollar-quote tag ("$$", "$body$") starting at sql[i] (a '$'), or empty: a positional
-// parameter ($1) or a '$' inside a word is none.
+// parameter ($1) is none.
 std::string_view DollarTag(std::string_view sql, size_t i) {
   size_t k = i + 1;
-  if (k < sql.size() && (absl::ascii_isalpha(sql[k]) || sql[k] == '_')) {
-    while (k < sql.size() && (absl::ascii_isalnum(sql[k]) || sql[k] == '_')) ++k;
+  if (k < sql.size() && IdentStart(sql[k])) {
+    while (k < sql.size() && (IdentStart(sql[k]) || absl::ascii_isdigit(sql[k]))) ++k;
   }
   if (k < sql.size() && sql[k] == '$') return sql.substr(i, k + 1 - i);
   return {};
@@ -91,6 +96,45 @@ size_t SkipBlockComment(std::string_view sql, size_t i) {
   return sql.size();
 }
 
+// The end of the comment starting at sql[i], or i when none does.
+size_t SkipComment(std::string_view sql, size_t i) {
+  if (i + 1 >= sql.size()) return i;
+  if (sql[i] == '-' && sql[i + 1] == '-') {
+    while (i < sql.size() && sql[i] != '\n' && sql[i] != '\r') ++i;
+  } else if (sql[i] == '/' && sql[i + 1] == '*') {
+    i = SkipBlockComment(sql, i);
+  }
+  return i;
+}
+
+// Whether what follows sql[i] (spaces and comments skipped) opens a call's arguments.
+bool CallFollows(std::string_view sql, size_t i) {
+  while (i < sql.size()) {
+    if (absl::ascii_isspace(sql[i])) {
+      ++i;
+    } else if (size_t end = SkipComment(sql, i); end != i) {
+      i = end;
+    } else {
+      return sql[i] == '(';
+    }
+  }
+  return false;
+}
+
+// Whether `name` is a session-level advisory lock function: any case unquoted, lower case
+// quoted.
+bool IsSessionLock(std::string_view name, bool quoted) {
+  for (std::string_view function : {"pg_advisory_lock", "pg_advisory_lock_shared",
+                                    "pg_try_advisory_lock", "pg_try_advisory_lock_shared"}) {
+    if (quoted ? name == function
+               : absl::EqualsIgnoreCase(absl::string_view(name.data(), name.size()),
+                                        absl::string_view(function.data(), function.size()))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // In a function body, the words after which a PL/pgSQL statement starts.
 bool OpensBodyStatement(absl::string_view word) {
   for (absl::string_view keyword : {"begin", "then", "else", "loop"}) {
@@ -99,26 +143,25 @@ bool OpensBodyStatement(absl::string_view word) {
   return false;
 }
 
-}  // namespace
-
-bool TakesSessionState(std::string_view sql) {
-  // Most queries hold neither word: told apart by a plain scan before the tokenizer's.
-  if (!MentionsSessionState(sql)) return false;
-  auto ident = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '$'; };
+// TakesSessionState over `sql`, the whole text (`body` false) or a dollar-quoted body in it.
+bool ScanForSessionState(std::string_view sql, bool body) {
   bool statement_start = true;
-  // The dollar-quoted bodies the scan is in, innermost last (their tags).
-  absl::InlinedVector<std::string_view, 2> bodies;
   size_t i = 0;
   while (i < sql.size()) {
     const char c = sql[i];
-    const char next = i + 1 < sql.size() ? sql[i + 1] : '\0';
-    if (c == '\'' || c == '"') {  // a literal or a quoted identifier
+    if (size_t end = SkipComment(sql, i); end != i) {
+      i = end;
+    } else if (c == '\'') {  // a literal
       i = SkipQuoted(sql, i, false);
       statement_start = false;
-    } else if (c == '-' && next == '-') {
-      while (i < sql.size() && sql[i] != '\n') ++i;
-    } else if (c == '/' && next == '*') {
-      i = SkipBlockComment(sql, i);
+    } else if (c == '"') {  // a quoted identifier: a function's name, perhaps
+      const size_t end = SkipQuoted(sql, i, false);
+      if (end - i >= 2 && sql[end - 1] == '"' &&
+          IsSessionLock(sql.substr(i + 1, end - i - 2), true) && CallFollows(sql, end)) {
+        return true;
+      }
+      i = end;
+      statement_start = false;
     } else if (c == ';') {
       statement_start = true;
       ++i;
@@ -126,34 +169,30 @@ bool TakesSessionState(std::string_view sql) {
       ++i;
     } else if (std::string_view tag = c == '$' ? DollarTag(sql, i) : std::string_view();
                !tag.empty()) {
-      // A function body's start or end: its statements are read as statements.
-      if (!bodies.empty() && bodies.back() == tag) {
-        bodies.pop_back();
-        statement_start = false;
-      } else {
-        bodies.push_back(tag);
-        statement_start = true;
-      }
-      i += tag.size();
-    } else if (ident(c)) {
+      // A function body (or a dollar-quoted string): it ends at its tag, wherever that stands,
+      // and its statements are read as statements.
+      const size_t open = i + tag.size();
+      const size_t close = sql.find(tag, open);
+      const std::string_view inside =
+          sql.substr(open, close == std::string_view::npos ? std::string_view::npos : close - open);
+      if (ScanForSessionState(inside, true)) return true;
+      i = close == std::string_view::npos ? sql.size() : close + tag.size();
+      statement_start = false;
+    } else if (IdentChar(c)) {
       size_t end = i;
-      while (end < sql.size() && ident(sql[end])) ++end;
-      absl::string_view word(sql.data() + i, end - i);
+      while (end < sql.size() && IdentChar(sql[end])) ++end;
+      const std::string_view word = sql.substr(i, end - i);
       if ((word == "E" || word == "e") && end < sql.size() && sql[end] == '\'') {
         i = SkipQuoted(sql, end, true);  // an escape string
         statement_start = false;
         continue;
       }
-      if (statement_start && absl::EqualsIgnoreCase(word, "listen")) return true;
-      statement_start = !bodies.empty() && OpensBodyStatement(word);
-      if (absl::EqualsIgnoreCase(word, "pg_advisory_lock") ||
-          absl::EqualsIgnoreCase(word, "pg_advisory_lock_shared") ||
-          absl::EqualsIgnoreCase(word, "pg_try_advisory_lock") ||
-          absl::EqualsIgnoreCase(word, "pg_try_advisory_lock_shared")) {
-        size_t k = end;
-        while (k < sql.size() && absl::ascii_isspace(sql[k])) ++k;
-        if (k < sql.size() && sql[k] == '(') return true;
+      if (statement_start &&
+          absl::EqualsIgnoreCase(absl::string_view(word.data(), word.size()), "listen")) {
+        return true;
       }
+      statement_start = body && OpensBodyStatement(absl::string_view(word.data(), word.size()));
+      if (IsSessionLock(word, false) && CallFollows(sql, end)) return true;
       i = end;
     } else {
       statement_start = false;
@@ -161,6 +200,13 @@ bool TakesSessionState(std::string_view sql) {
     }
   }
   return false;
+}
+
+}  // namespace
+
+bool TakesSessionState(std::string_view sql) {
+  // Most queries hold neither word: told apart by a plain scan before the tokenizer's.
+  return MentionsSessionState(sql) && ScanForSessionState(sql, false);
 }
 
 bool DeallocatesAll(std::string_view sql) {

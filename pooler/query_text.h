@@ -26,13 +26,15 @@ std::string ServerStatementName(std::string_view parse_rest);
 
 // Whether `sql` (a query's text, or its start) takes state that outlives its transaction and
 // which transaction pooling would lose: a statement starting with LISTEN, or a call of a
-// session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock and their _shared forms;
-// the _xact_ ones end with the transaction). String literals (escape strings, E'...', with
-// their backslash escapes), quoted identifiers and comments (nested, as PostgreSQL's) are
-// skipped. In a function body ($$...$$, a DO block) a call counts, and so does a LISTEN that
-// starts one of its statements (after BEGIN, THEN, ELSE, LOOP or ';'); a query built in a
-// string (EXECUTE 'LISTEN x') is not seen. Plain literals are read with
-// standard_conforming_strings on (PostgreSQL's default): a backslash in one is a character.
+// session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock and their _shared forms,
+// by name in any case, quoted in lower case, schema-qualified or not; the _xact_ ones end with
+// the transaction). The text is read as PostgreSQL's lexer reads it: string literals (escape
+// strings, E'...', with their backslash escapes), quoted identifiers and comments (nested) are
+// skipped, and a dollar-quoted body ends at its tag wherever it stands. In a body ($$...$$, a
+// function's or a DO block's) a call counts, and so does a LISTEN that starts one of its
+// statements (after BEGIN, THEN, ELSE, LOOP or ';'). Not seen: a query built in a string
+// (EXECUTE 'LISTEN x'), a name in Unicode escapes (U&"..."), and a backslash escaping a quote
+// in a plain literal under standard_conforming_strings off (the default is on).
 bool TakesSessionState(std::string_view sql);
 
 // Whether a query's text is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces

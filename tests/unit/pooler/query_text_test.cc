@@ -74,7 +74,7 @@ TEST(PoolerQueryTextTest, TransactionLevelAdvisoryLocksDoNotCount) {
 TEST(PoolerQueryTextTest, LiteralsQuotedIdentifiersAndCommentsDoNotCount) {
   for (const char* sql :
        {"SELECT 'pg_advisory_lock(1)'", "SELECT 'it''s pg_advisory_lock(1)'",
-        "INSERT INTO log VALUES ('LISTEN orders')", "SELECT \"pg_advisory_lock\"(1)",
+        "INSERT INTO log VALUES ('LISTEN orders')", "SELECT \"PG_ADVISORY_LOCK\"(1)",
         "SELECT 1 AS \"LISTEN\"", "-- SELECT pg_advisory_lock(1)\nSELECT 1",
         "SELECT 1 /* LISTEN orders; pg_advisory_lock(1) */", "SELECT 1; -- LISTEN orders"}) {
     EXPECT_FALSE(TakesSessionState(sql)) << sql;
@@ -107,6 +107,32 @@ TEST(PoolerQueryTextTest, ListenStartingAStatementOfAFunctionBodyCounts) {
                           "DO $$BEGIN EXECUTE 'LISTEN orders'; END$$"}) {
     EXPECT_FALSE(TakesSessionState(sql)) << sql;
   }
+}
+
+TEST(PoolerQueryTextTest, LockCallsAreSeenAsPostgreSQLReadsThem) {
+  // A quoted name is the function when its case matches; a comment may stand before the
+  // arguments; a schema may qualify it.
+  for (const char* sql :
+       {"SELECT \"pg_advisory_lock\"(1)", "SELECT pg_catalog.\"pg_advisory_lock\"(1)",
+        "SELECT pg_catalog.pg_try_advisory_lock(1)", "SELECT pg_advisory_lock/* why */(1)",
+        "SELECT pg_advisory_lock -- the lock\n(1)"}) {
+    EXPECT_TRUE(TakesSessionState(sql)) << sql;
+  }
+}
+
+TEST(PoolerQueryTextTest, DollarQuotesEndAtTheirTagWhereverItStands) {
+  // END$$ closes the body (the tag is not part of the word), and what a body holds ('"/* --)
+  // opens nothing outside it.
+  for (const char* sql : {"DO $$BEGIN NULL; END$$; DO $$BEGIN LISTEN x; END$$",
+                          "SELECT $$'$$; LISTEN x", "SELECT $$/*$$; SELECT pg_advisory_lock(1)",
+                          "SELECT $a$ $$ $a$; LISTEN x", "SELECT 1; --c\rLISTEN x"}) {
+    EXPECT_TRUE(TakesSessionState(sql)) << sql;
+  }
+  // Letters beyond ASCII are a word's (PostgreSQL's lexer reads them so).
+  EXPECT_TRUE(TakesSessionState("SELECT 1 AS \xc3\xa9$$; DO $$BEGIN LISTEN x; END$$"));
+  EXPECT_TRUE(TakesSessionState("DO $\xc3\xa9$BEGIN LISTEN x; END $\xc3\xa9$"));
+  // A body not closed yet (a long query judged by the start that came) is read as far as it goes.
+  EXPECT_TRUE(TakesSessionState("CREATE FUNCTION f() RETURNS void AS $$ LISTEN x"));
 }
 
 TEST(PoolerQueryTextTest, EscapeStringsAndNestedCommentsAreSkippedWhole) {
