@@ -280,19 +280,24 @@ void Pooler::Impl::Reconnect(const std::string& database) {
   for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) pool->Reconnect();
 }
 
-void Pooler::Impl::Kill(const std::string& database) {
-  std::vector<std::shared_ptr<ClientInfo>> victims;
+void Pooler::Impl::PostToSessions(const std::function<bool(const ClientInfo&)>& which,
+                                  void (Session::*what)()) {
+  std::vector<std::shared_ptr<ClientInfo>> picked;
   {
     absl::MutexLock lock(&clients_mu_);
     for (const auto& [id, info] : client_infos_) {
-      if (info->database == database) victims.push_back(info);
+      if (which(*info)) picked.push_back(info);
     }
   }
-  for (const std::shared_ptr<ClientInfo>& info : victims) {
-    asio::post(info->context->get_executor(), [weak = info->session] {
-      if (std::shared_ptr<Session> session = weak.lock()) session->Kill();
+  for (const std::shared_ptr<ClientInfo>& info : picked) {
+    asio::post(info->context->get_executor(), [weak = info->session, what] {
+      if (std::shared_ptr<Session> session = weak.lock()) (session.get()->*what)();
     });
   }
+}
+
+void Pooler::Impl::Kill(const std::string& database) {
+  PostToSessions([&](const ClientInfo& info) { return info.database == database; }, &Session::Kill);
   Reconnect(database);
 }
 
@@ -369,15 +374,8 @@ void Pooler::Impl::FinishDrain(NetThread*) {
     // (Sessions still logging in count: they may become clients.)
     if (sessions.load() - consoles.load() > 0) return;
   } else {
-    {
-      absl::MutexLock lock(&clients_mu_);
-      for (const auto& [id, info] : client_infos_) {
-        if (info->state.load() != 2) continue;
-        asio::post(info->context->get_executor(), [weak = info->session] {
-          if (std::shared_ptr<Session> session = weak.lock()) session->DismissWaiting();
-        });
-      }
-    }
+    PostToSessions([](const ClientInfo& info) { return info.state.load() == 2; },
+                   &Session::DismissWaiting);
     for (const std::shared_ptr<Pool>& pool : PoolsOf("")) {
       const Pool::Counts counts = pool->counts();
       if (counts.active > 0 || counts.connecting > 0) return;

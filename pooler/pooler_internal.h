@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -254,6 +255,9 @@ class Pooler::Impl : public AdminTarget {
   void SweepWaits(NetThread* thread);
   void StopListening();
   void FinishDrain(NetThread* thread);
+  // Runs `what` on the session of every registered client that `which` picks, each on its own
+  // thread (posted).
+  void PostToSessions(const std::function<bool(const ClientInfo&)>& which, void (Session::*what)());
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
                            const DatabaseOptions& db) const;
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,

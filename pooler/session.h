@@ -247,6 +247,9 @@ class Session : public std::enable_shared_from_this<Session>,
   // Drops what the server will not answer after an error: everything up to the next Sync.
   void DropUntilSync();
 
+  // A ParseComplete or CloseComplete: the expectation it answers (`pass`, or `swallow` for one
+  // the pooler added) is taken off; whether to relay it to the client.
+  bool Answered(Expect pass, Expect swallow, bool swallowing);
   // Handles one whole inspected message from the server; false to swallow it.
   bool OnServerMessage(char type, std::string_view body);
 

@@ -722,6 +722,16 @@ void Session::DropUntilSync() {
   }
 }
 
+bool Session::Answered(Expect pass, Expect swallow, bool swallowing) {
+  ExpectQueue& expect = relay().expect;
+  if (!expect.empty() && (expect.front().kind == pass || expect.front().kind == swallow)) {
+    const bool forward = expect.front().kind == pass;
+    expect.pop_front();
+    return forward;
+  }
+  return !swallowing;
+}
+
 bool Session::OnServerMessage(char type, std::string_view body) {
   bool swallowing = !relay().expect.empty() && relay().expect.front().kind == Expect::kSyncSwallow;
   switch (type) {
@@ -740,22 +750,10 @@ bool Session::OnServerMessage(char type, std::string_view body) {
       }
       return forward;
     }
-    case '1':
-      if (!relay().expect.empty() && (relay().expect.front().kind == Expect::kParse ||
-                                      relay().expect.front().kind == Expect::kParseSwallow)) {
-        bool forward = relay().expect.front().kind == Expect::kParse;
-        relay().expect.pop_front();
-        return forward;
-      }
-      return !swallowing;
-    case '3':
-      if (!relay().expect.empty() && (relay().expect.front().kind == Expect::kClose ||
-                                      relay().expect.front().kind == Expect::kCloseSwallow)) {
-        bool forward = relay().expect.front().kind == Expect::kClose;
-        relay().expect.pop_front();
-        return forward;
-      }
-      return !swallowing;
+    case '1':  // ParseComplete
+      return Answered(Expect::kParse, Expect::kParseSwallow, swallowing);
+    case '3':  // CloseComplete
+      return Answered(Expect::kClose, Expect::kCloseSwallow, swallowing);
     case 'E':
       if (swallowing) {
         ErrorFields error = ParseErrorFields(body);

@@ -133,18 +133,26 @@ struct Conn {
   PGconn* conn;
 };
 
-// Sends `bytes` and reads the answer until the pooler closes the connection (or 5 seconds
-// pass, or `enough` bytes came).
-std::string RawExchange(int port, const std::string& bytes, size_t enough = 65536) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+// A TCP connection to 127.0.0.1:`port`, its descriptor not inherited by the poolers a test
+// starts later (or closing it would not end it); -1 when refused.
+int ConnectLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     close(fd);
-    return "<no connection>";
+    return -1;
   }
+  return fd;
+}
+
+// Sends `bytes` and reads the answer until the pooler closes the connection (or 5 seconds
+// pass, or `enough` bytes came).
+std::string RawExchange(int port, const std::string& bytes, size_t enough = 65536) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "<no connection>";
   timeval timeout{.tv_sec = 5, .tv_usec = 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   (void)!write(fd, bytes.data(), bytes.size());
@@ -998,12 +1006,8 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
 class WireClient {
  public:
   WireClient(int port, const std::string& database) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    fd_ = ConnectLoopback(port);
+    if (fd_ < 0) return;
     timeval timeout{.tv_sec = 20, .tv_usec = 0};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     std::string out;
@@ -1710,12 +1714,8 @@ TEST_F(PoolerTest, ShutdownWaitForClientsHandsThePortToANewPooler) {
   ASSERT_TRUE(client->ok()) << client->error();
   // A connection that will stay in its login (accepted long before the SHUTDOWN: a console
   // logs in and a new pooler starts in between).
-  const int logging_in = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // (not the new pooler's)
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(old_pooler.port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(logging_in, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const int logging_in = ConnectLoopback(old_pooler.port());
+  ASSERT_GE(logging_in, 0);
   Conn console(old_pooler.Url("pgflow"));  // (before another pooler shares the port)
   ASSERT_TRUE(console.ok()) << console.error();
   PoolerProcess new_pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"), "",
