@@ -57,6 +57,16 @@ struct StartupSettings {
   std::string key;                                             // all of them, joined
 };
 
+// A statement prepared on a server connection under the pooler's name (transaction pooling).
+struct PreparedCopy {
+  // The Pool::NextPrepareStamp its Parse was sent with: which of two copies, or of a copy and
+  // a client's own Parse, came first.
+  uint64_t stamp = 0;
+  // Its StatementShape, from the Describe the pooler sends after each Parse; 0 until that is
+  // answered.
+  uint64_t shape = 0;
+};
+
 // An open, logged-in server connection. Owned by one client at a time, or by its pool.
 struct ServerConn {
   explicit ServerConn(asio::io_context* context)
@@ -87,7 +97,7 @@ struct ServerConn {
   // What PostgreSQL reported at login, under its own names (what clients are shown).
   std::vector<std::pair<std::string, std::string>> reported;
   // The statements prepared on it under the pooler's names (transaction pooling).
-  absl::flat_hash_set<std::string> prepared;
+  absl::flat_hash_map<std::string, PreparedCopy> prepared;
   Clock::time_point connected_at;
   Clock::time_point idle_since;
   uint64_t generation = 0;  // the pool's at login; RECONNECT closes older ones
@@ -208,6 +218,9 @@ class Pool {
   // client landing on a connection last brought to its settings skips comparing them. Never 0.
   uint64_t SettingsStamp(const absl::flat_hash_map<std::string, std::string>& params,
                          const absl::flat_hash_map<std::string, std::string>* defaults);
+  // A number that grows with each Parse the pool's connections are sent (from any thread): a
+  // statement prepared with a larger one was prepared after one with a smaller.
+  uint64_t NextPrepareStamp() { return prepare_clock_.fetch_add(1, std::memory_order_relaxed) + 1; }
   // A client's SCRAM keys, for a pool whose login has no password.
   void OfferScramKeys(const std::string& client_key, const std::string& server_key);
   // The same with an md5 hash (of a user auth.query found), for an md5 login to the server.
@@ -281,6 +294,7 @@ class Pool {
   // (after a failover, the new primary found once is where the pool goes).
   std::atomic<size_t> last_host_{0};
   std::atomic<size_t> next_host_{0};  // load_balance_hosts round-robin: the next to start at
+  std::atomic<uint64_t> prepare_clock_{0};
   std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_
       ABSL_GUARDED_BY(mu_);

@@ -135,18 +135,12 @@ void Pooler::Impl::Unregister(uint64_t id) {
   client_infos_.erase(id);
 }
 
-std::optional<Pooler::Impl::CancelTarget> Pooler::Impl::FindCancelTarget(int32_t pid, int32_t key) {
+std::shared_ptr<ClientInfo> Pooler::Impl::FindClientByKey(int32_t pid, int32_t key) {
   absl::MutexLock lock(&clients_mu_);
   for (const auto& [id, info] : client_infos_) {
-    if (info->cancel_pid != pid || info->cancel_key != key) continue;
-    absl::MutexLock info_lock(&info->mu);
-    if (!info->server.has_value()) return std::nullopt;
-    return CancelTarget{.server = *info->server,
-                        .socket_path = info->server_path != nullptr ? *info->server_path : "",
-                        .pid = info->server_pid,
-                        .key = info->server_key};
+    if (info->cancel_pid == pid && info->cancel_key == key) return info;
   }
-  return std::nullopt;
+  return nullptr;
 }
 
 std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {

@@ -46,17 +46,22 @@ class Session;
 
 // The relay's bookkeeping of what a server connection owes.
 enum class Expect : uint8_t {
-  kParse,         // a ParseComplete to pass on
-  kParseSwallow,  // a ParseComplete of a Parse the pooler added
-  kClose,         // a CloseComplete to pass on
-  kCloseSwallow,  // a CloseComplete of a Close the pooler added
-  kSync,          // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
-  kSyncSwallow,   // everything up to a ReadyForQuery of a query the pooler sent
+  kParse,            // a ParseComplete to pass on
+  kParseSwallow,     // a ParseComplete of a Parse the pooler added
+  kClose,            // a CloseComplete to pass on
+  kCloseSwallow,     // a CloseComplete of a Close the pooler added
+  kSync,             // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
+  kSyncSwallow,      // everything up to a ReadyForQuery of a query the pooler sent
+  kDescribeSwallow,  // the ParameterDescription and RowDescription/NoData of a statement the
+                     // pooler prepared: its shape (StatementShape)
+  kErrorReplace,     // the error of a statement that fails in place of a client's stale one:
+                     // what the client is told instead is PostgreSQL's for a changed plan
 };
 struct Expectation {
   Expect kind;
-  std::string statement;  // kParse/kParseSwallow of a named statement: its server name
+  std::string statement;  // kParse/kParseSwallow/kDescribeSwallow: the server's name for it
   char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
+  std::string client_statement = {};  // kDescribeSwallow after a client's Parse: the client's name
 };
 // A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
 // its first block when constructed, half a kilobyte per idle client).
@@ -171,6 +176,13 @@ struct ClientInfo {
   const std::string* server_path ABSL_GUARDED_BY(mu) = nullptr;
   int32_t server_pid ABSL_GUARDED_BY(mu) = 0;
   int32_t server_key ABSL_GUARDED_BY(mu) = 0;
+  // Cancel requests passed on to that server and not yet answered (PostgreSQL closes a cancel
+  // connection once it has signalled the backend). Until they are, the server connection is
+  // not given back: a late signal would cancel the next client's query (pgbouncer#717).
+  int cancels_in_flight ABSL_GUARDED_BY(mu) = 0;
+  // A cancel passed on whose delivery is unknown (no answer in time): the connection the
+  // client holds is closed, not reused, when given back.
+  bool cancel_unsettled ABSL_GUARDED_BY(mu) = false;
 };
 
 class Pooler::Impl : public AdminTarget {
@@ -211,15 +223,8 @@ class Pooler::Impl : public AdminTarget {
   std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
   void Register(const std::shared_ptr<ClientInfo>& info);
   void Unregister(uint64_t id);
-  // Where a cancel request for the client with BackendKeyData (pid, key) goes: the server
-  // connection it is running on; nullopt when it runs nothing (or no such client).
-  struct CancelTarget {
-    tcp::endpoint server;
-    std::string socket_path;  // the server's Unix socket, when it is reached through one
-    int32_t pid = 0;
-    int32_t key = 0;
-  };
-  std::optional<CancelTarget> FindCancelTarget(int32_t pid, int32_t key);
+  // The client a cancel request with BackendKeyData (pid, key) is for; nullptr when none.
+  std::shared_ptr<ClientInfo> FindClientByKey(int32_t pid, int32_t key);
   std::atomic<int> clients{0};
   // Sessions alive, from accept to their end (logging in included), and those of them that
   // are the console: what SHUTDOWN WAIT_FOR_CLIENTS waits for is the difference.

@@ -205,6 +205,21 @@ void AppendReadyForQuery(std::string* out, char status) {
   AppendMessage(out, 'Z', std::string_view(&status, 1));
 }
 
+void AppendCachedPlanChanged(std::string* out) {
+  AppendBuilt(out, 'E', [&](std::string* o) {
+    for (auto [code, value] : {std::pair<char, std::string_view>{'S', "ERROR"},
+                               {'V', "ERROR"},
+                               {'C', "0A000"},
+                               {'M', "cached plan must not change result type"},
+                               {'F', "plancache.c"},
+                               {'R', "RevalidateCachedQuery"}}) {
+      o->push_back(code);
+      AppendCString(o, value);
+    }
+    o->push_back('\0');
+  });
+}
+
 void AppendError(std::string* out, std::string_view severity, std::string_view sqlstate,
                  std::string_view message, char type) {
   AppendBuilt(out, type, [&](std::string* o) {
@@ -330,6 +345,41 @@ ErrorFields ParseErrorFields(std::string_view body) {
     }
   }
   return fields;
+}
+
+std::optional<uint64_t> StatementShape(std::string_view parameter_description,
+                                       std::string_view row_description) {
+  // FNV-1a over what a Bind and the rows depend on.
+  uint64_t hash = 14695981039346656037ull;
+  auto mix = [&](std::string_view bytes) {
+    for (unsigned char c : bytes) hash = (hash ^ c) * 1099511628211ull;
+  };
+  mix(parameter_description);
+  mix(std::string_view("\xff", 1));  // (where one ends)
+  if (!row_description.empty()) {
+    BodyReader reader(row_description);
+    std::optional<int16_t> count = reader.Int16();
+    if (!count.has_value() || *count < 0) return std::nullopt;
+    mix(row_description.substr(0, 2));
+    for (int16_t i = 0; i < *count; ++i) {
+      std::optional<std::string_view> name = reader.CString();
+      std::optional<std::string_view> table_and_column = reader.Bytes(6);
+      std::optional<std::string_view> type = reader.Bytes(4);
+      std::optional<std::string_view> length = reader.Bytes(2);
+      std::optional<std::string_view> modifier = reader.Bytes(4);
+      std::optional<std::string_view> format = reader.Bytes(2);
+      if (!name || !table_and_column || !type || !length || !modifier || !format) {
+        return std::nullopt;
+      }
+      // (The source table and column are left out: a table dropped and created again with
+      // the same columns gives the same rows, as PostgreSQL sees it.)
+      mix(*name);
+      mix(std::string_view("", 1));
+      mix(*type);
+      mix(*modifier);
+    }
+  }
+  return hash == 0 ? 1 : hash;
 }
 
 std::optional<ParseMessage> SplitParse(std::string_view body) {

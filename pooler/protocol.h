@@ -97,6 +97,10 @@ void AppendReadyForQuery(std::string* out, char status);
 // SQLSTATE and message.
 void AppendError(std::string* out, std::string_view severity, std::string_view sqlstate,
                  std::string_view message, char type = 'E');
+// The ErrorResponse PostgreSQL sends when a prepared statement's result changed shape since
+// it was prepared (plancache.c's RevalidateCachedQuery), fields as PostgreSQL fills them, so
+// that drivers that prepare again on it (the JDBC driver, by its routine) do.
+void AppendCachedPlanChanged(std::string* out);
 void AppendRowDescription(std::string* out, const std::vector<std::string>& columns);
 // A DataRow of text values; nullopt is NULL.
 void AppendDataRow(std::string* out, const std::vector<std::optional<std::string>>& values);
@@ -121,6 +125,14 @@ struct ErrorFields {
   std::string detail;    // 'D'
 };
 ErrorFields ParseErrorFields(std::string_view body);
+
+// The shape of a prepared statement, from the answer to a Describe of it: the bodies of its
+// ParameterDescription and of its RowDescription (empty for NoData). Two statements of the
+// same shape take the same Bind (parameter types, result columns' count, names, types and
+// type modifiers: what PostgreSQL compares when it revalidates a plan); never 0. nullopt for
+// a malformed message.
+std::optional<uint64_t> StatementShape(std::string_view parameter_description,
+                                       std::string_view row_description);
 
 // The extended protocol's messages that name a prepared statement, split around the name so
 // that it can be replaced (transaction pooling prepares statements under names of its own).

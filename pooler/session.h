@@ -73,6 +73,10 @@ class Session : public std::enable_shared_from_this<Session>,
   struct Statement {
     std::string server_name;
     std::string parse_rest;
+    // The Pool::NextPrepareStamp of the client's Parse (PreparedCopy::stamp of the copy it
+    // made), and the shape that copy had (StatementShape; 0 until known).
+    uint64_t parsed = 0;
+    uint64_t shape = 0;
   };
 
   RelayState& relay() {
@@ -91,10 +95,40 @@ class Session : public std::enable_shared_from_this<Session>,
   // Reads one password-phase message ('p').
   Task<std::optional<std::string>> ReadPasswordMessage();
 
-  // Passes a cancel request on to the server connection running the client's query, on this
-  // session's own connection: as many at once as clients connected, each bounded by the
-  // server connect timeout.
-  Task<void> ForwardCancel(const Pooler::Impl::CancelTarget& target);
+  // A cancel request for `client`'s query, on this session's own connection (as many at once
+  // as requests come, each bounded by the server connect timeout). A query running on a
+  // server connection: the request is passed on to it, and the connection is given back
+  // only once PostgreSQL has answered it (ClientInfo::cancels_in_flight). A query still
+  // waiting for a server connection: the client's session ends the wait (CancelWaiting).
+  Task<void> Cancel(const std::shared_ptr<ClientInfo>& client);
+
+  // Where a cancel request for a client's query goes: the server connection it runs on.
+  struct CancelTarget {
+    tcp::endpoint server;
+    std::string socket_path;  // the server's Unix socket, when it is reached through one
+    int32_t pid = 0;
+    int32_t key = 0;
+  };
+  // The server connection `client` holds, counted in its cancels_in_flight (ForwardCancel
+  // uncounts it); nullopt when it holds none.
+  static std::optional<CancelTarget> TakeCancelTarget(ClientInfo& client);
+  struct CancelForward {
+    Pooler::Impl* impl;
+    asio::io_context* context;  // where the request is passed on from
+    std::shared_ptr<ClientInfo> client;
+    CancelTarget target;
+  };
+  // Passes a cancel request on to `forward->target` and waits for PostgreSQL to close the
+  // connection; then the client's session is told (a Pump) once none is in flight. Owns
+  // `forward`. Runs without its requester: a session's own late cancel spawns it.
+  static Task<void> ForwardCancel(CancelForward* forward);
+
+  // On the client's own thread: its query, waiting for a server connection, is cancelled. The
+  // wait ends (a Queue wait at once; an Acquire under way is left to finish, and what it gets
+  // serves the client's next query or goes back), the client is answered 57014 and
+  // ReadyForQuery as a server would, and the rest of the query is dropped (drop_until_sync_).
+  // A client that got its server connection meanwhile has the request passed on there.
+  void CancelWaiting();
 
   // Looks the client's user up with auth.query, as auth.user, on the database it named: its
   // secret, or none (no such user, a NULL secret, one that is not a secret). An error when the
@@ -209,16 +243,35 @@ class Session : public std::enable_shared_from_this<Session>,
   // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server.
   void Rewrite(char type, std::string_view message, const PoolerConfig& config);
 
-  // The client's statement `name`, prepared on the current server connection (a Parse is
-  // added first when it is not); nullptr when the client has no such statement.
-  const Statement* Prepared(std::string_view name);
+  // The client's statement `name`; nullptr when it has none.
+  const Statement* Prepared(std::string_view name) const;
+
+  // What a Bind or Describe of the client's statement `name` does on the current server
+  // connection (ResolveStatement). A client's statement runs on the connection's copy of the
+  // same query when that copy has the shape the client's own copy had when it prepared it (a
+  // schema change since then may have changed it): PostgreSQL would run the client's own
+  // statement, or fail it 0A000 "cached plan must not change result type", the same way.
+  enum class StatementUse : uint8_t {
+    kReady,  // it runs (renamed to the server's copy); also a name the client never prepared
+    kWait,   // a copy is being prepared (none, or an older one of another shape) or its shape
+             // learned: the message waits for the answer, before anything it does runs
+    kStale,  // it changed shape since the client prepared it: it fails, as PostgreSQL fails it
+  };
+  StatementUse ResolveStatement(std::string_view name, const PoolerConfig& config);
 
   // Prepares statement `name` on the server connection (`expected` tells whether the client
-  // sees the ParseComplete). A Close of the name goes first: after an error skipped a batch,
-  // the server may still hold a statement this connection's list forgot (the same query:
-  // names are digests). A connection holding max_prepared_statements closes them all first.
-  void PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
-                       const PoolerConfig& config);
+  // sees the ParseComplete), and describes it to learn its shape: the stamp the copy gets.
+  // `client_statement`: the client's name, for its own Parse (its Statement::shape is set
+  // when the Describe is answered). A Close of the name goes first: after an error skipped a
+  // batch, the server may still hold a statement this connection's list forgot (the same
+  // query: names are digests), and an older copy of another shape is replaced. A connection
+  // holding max_prepared_statements closes them all first.
+  uint64_t PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
+                           const PoolerConfig& config, std::string_view client_statement);
+
+  // The server answered a Describe the pooler sent (ParameterDescription, then RowDescription
+  // or NoData): the copy's shape, and the client's statement's.
+  void LearnShape(char type, std::string_view body);
 
   // What relaying the client's buffer stopped for.
   enum class ClientStep : uint8_t {
@@ -227,6 +280,7 @@ class Session : public std::enable_shared_from_this<Session>,
     kFlush,   // to_server is full: send it, then go on
     kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
     kLeave,   // Terminate
+    kWait,    // the message at the position waits for a statement's shape (shape_wait_)
   };
 
   // Relays the messages in cbuf from *position on into to_server (rewritten where
@@ -276,8 +330,11 @@ class Session : public std::enable_shared_from_this<Session>,
   // A client in the middle of an answer, inside a transaction or in session mode is closed.
   void ServerLost();
 
-  // Gives the server connection back (`reusable` false: closed), with what was owed on it.
-  void Detach(bool reusable);
+  // Gives the server connection back (`reusable` false: closed), with what was owed on it;
+  // whether it did. A reusable connection is kept while a cancel request passed on to it is
+  // unanswered (false: ForwardCancel pumps the session when it is), and closed instead when
+  // one went unanswered.
+  bool Detach(bool reusable);
 
   void CloseClient();
 
@@ -318,8 +375,20 @@ class Session : public std::enable_shared_from_this<Session>,
   bool statement_violation_ = false;
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;   // took session state: keeps its server connection (TakesSessionState)
-  bool tls_ = false;      // the client speaks TLS (through a pump: pooler/tls.h)
-  bool local_ = false;    // the client came through the Unix socket
+  // The client's query was cancelled while it waited for a server connection: its messages
+  // are dropped up to its end (a Sync, Query or FunctionCall), answered ReadyForQuery.
+  bool drop_until_sync_ = false;
+  bool wait_cancelled_ = false;  // ...and an Acquire under way (AttachLater) has no query to serve
+  // Describes the pooler sent that the server has not answered (kDescribeSwallow), and the
+  // ParameterDescription of the one being answered.
+  int describing_ = 0;
+  std::string described_parameters_;
+  bool shape_wait_ = false;  // the client's next message waits for one (StatementUse::kWait)
+  // An error skipped a Describe the client's next message waited for: the server skips what
+  // comes up to the client's next Sync, which is relayed as it is, without preparing.
+  bool skipping_ = false;
+  bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h)
+  bool local_ = false;  // the client came through the Unix socket
 
   // The relay's state machine (Pump).
   std::shared_ptr<Session> self_;  // keeps the session while it relays

@@ -94,9 +94,9 @@ Task<bool> Session::Login() {
       co_return false;
     }
     if (packet->kind == StartupPacket::Kind::kCancel) {
-      std::optional<Pooler::Impl::CancelTarget> target =
-          impl_->FindCancelTarget(packet->cancel_pid, packet->cancel_key);
-      if (target.has_value()) co_await ForwardCancel(*target);
+      std::shared_ptr<ClientInfo> cancelled =
+          impl_->FindClientByKey(packet->cancel_pid, packet->cancel_key);
+      if (cancelled != nullptr) co_await Cancel(cancelled);
       co_return false;
     }
     if (packet->kind != StartupPacket::Kind::kStartup) {
@@ -302,30 +302,87 @@ Task<std::optional<std::string>> Session::ReadPasswordMessage() {
   co_return body;
 }
 
-Task<void> Session::ForwardCancel(const Pooler::Impl::CancelTarget& target) {
-  Socket socket(thread_->context.get_executor());
-  Deadline deadline(socket, impl_->config()->server_connect_timeout);
+Task<void> Session::Cancel(const std::shared_ptr<ClientInfo>& client) {
+  std::optional<CancelTarget> target = TakeCancelTarget(*client);
+  if (!target.has_value()) {
+    // No query on a server: one may wait for a server connection, which its session ends.
+    asio::post(client->context->get_executor(), [weak = client->session] {
+      if (std::shared_ptr<Session> session = weak.lock()) session->CancelWaiting();
+    });
+    co_return;
+  }
+  // The requester's connection is closed once PostgreSQL closed the one passing it on, as
+  // PostgreSQL closes it directly: a client that waits for that knows its query was signalled.
+  // (Built apart from the co_await: GCC 12 destroys an aggregate's temporaries built inside
+  // a co_await's operand twice.)
+  auto* forward = new CancelForward{impl_, &thread_->context, client, *std::move(target)};
+  co_await ForwardCancel(forward);
+}
+
+std::optional<Session::CancelTarget> Session::TakeCancelTarget(ClientInfo& client) {
+  absl::MutexLock lock(&client.mu);
+  if (!client.server.has_value()) return std::nullopt;
+  ++client.cancels_in_flight;
+  return CancelTarget{.server = *client.server,
+                      .socket_path = client.server_path != nullptr ? *client.server_path : "",
+                      .pid = client.server_pid,
+                      .key = client.server_key};
+}
+
+Task<void> Session::ForwardCancel(CancelForward* forward) {
+  std::unique_ptr<CancelForward> hold(forward);
+  const CancelTarget& target = forward->target;
+  // Settled: PostgreSQL has signalled the backend (it closed the connection after reading the
+  // request), or certainly never will (no connection was made).
+  bool settled = false;
+  Socket socket(forward->context->get_executor());
+  Deadline deadline(socket, forward->impl->config()->server_connect_timeout);
   boost::system::error_code ec;
   if (!target.socket_path.empty()) {
-    absl::StatusOr<Socket> local = ConnectLocal(&thread_->context, target.socket_path);
-    if (!local.ok()) {
+    absl::StatusOr<Socket> local = ConnectLocal(forward->context, target.socket_path);
+    if (local.ok()) {
+      socket = *std::move(local);
+    } else {
+      ec = asio::error::not_connected;
       LogDebug("pooler: cancel request not passed on: %s", local.status().message());
-      co_return;
     }
-    socket = *std::move(local);
   } else {
     co_await socket.async_connect(target.server, asio::redirect_error(kUseTask, ec));
-    if (ec) {
-      LogDebug("pooler: cancel request not passed on: %s", ec.message());
-      co_return;
+    if (ec) LogDebug("pooler: cancel request not passed on: %s", ec.message());
+  }
+  if (ec) {
+    settled = true;
+  } else {
+    std::string out;
+    AppendCancelRequest(&out, target.pid, target.key);
+    co_await asio::async_write(socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    char byte;
+    if (!ec) {
+      co_await socket.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(kUseTask, ec));
+      settled = ec == asio::error::eof;
+    }
+    if (!settled) {
+      LogInfo(
+          "pooler: a cancel request passed on to server pid %d got no answer (%s): its "
+          "connection is closed when given back",
+          target.pid, deadline.expired() ? "timed out" : ec.message());
     }
   }
-  std::string out;
-  AppendCancelRequest(&out, target.pid, target.key);
-  co_await asio::async_write(socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-  char byte;
-  // PostgreSQL closes the connection once it has read the request.
-  co_await socket.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(kUseTask, ec));
+  bool last;
+  {
+    ClientInfo& client = *forward->client;
+    absl::MutexLock lock(&client.mu);
+    --client.cancels_in_flight;
+    if (!settled) client.cancel_unsettled = true;
+    last = client.cancels_in_flight == 0;
+  }
+  if (last) {
+    // The client's session may give its server connection back now.
+    asio::post(forward->client->context->get_executor(), [weak = forward->client->session] {
+      std::shared_ptr<Session> session = weak.lock();
+      if (session != nullptr && session->relaying_) session->Pump();
+    });
+  }
 }
 
 Task<absl::StatusOr<std::optional<UserSecret>>> Session::LookUpSecret(const PoolerConfig& config) {

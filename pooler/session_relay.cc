@@ -67,6 +67,34 @@ void Session::DismissWaiting() {
   Pump();
 }
 
+void Session::CancelWaiting() {
+  if (!relaying_ || finished_ || client_gone_ || closing_) return;
+  if (!attaching_ || wait_cancelled_) {
+    // It got a server connection meanwhile: the request goes there, if a query runs on it.
+    if (server_ != nullptr && relay_ != nullptr && !relay_->expect.empty()) {
+      if (std::optional<CancelTarget> target = TakeCancelTarget(*info_)) {
+        asio::co_spawn(
+            thread_->context,
+            ForwardCancel(new CancelForward{impl_, &thread_->context, info_, *std::move(target)}),
+            asio::detached);
+      }
+    }
+    return;
+  }
+  if (wait_ != nullptr) {
+    pool_->Abandon(std::exchange(wait_, {}));
+    thread_->waiting.erase(this);
+    attaching_ = false;
+    info_->state = 0;
+  } else {
+    wait_cancelled_ = true;
+  }
+  AppendError(&relay().to_client, "ERROR", "57014", "canceling statement due to user request");
+  drop_until_sync_ = true;
+  client_parsed_ = false;  // (the query's messages are dropped now)
+  Pump();
+}
+
 void Session::SweepWaits(NetThread* thread) {
   const Clock::time_point now = Clock::now();
   std::vector<Session*> due;
@@ -186,7 +214,8 @@ bool Session::ClientSide() {
       progress = true;
     }
   }
-  if (!client_parsed_ && !attaching_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
+  if (!client_parsed_ && (!attaching_ || drop_until_sync_) && !shape_wait_ && !r.cbuf.empty() &&
+      r.to_server.size() < kFlushAt) {
     ProcessClientInput();
     progress = true;
   }
@@ -208,7 +237,9 @@ void Session::ProcessClientInput() {
         more = false;
         break;
       case ClientStep::kAttach:
-        if (!TryAttach()) {
+        if (attaching_) {
+          more = false;  // (an Acquire under way after a cancelled wait: it resumes the relay)
+        } else if (!TryAttach()) {
           StartAttach();
           more = false;
         } else if (closing_) {
@@ -217,6 +248,10 @@ void Session::ProcessClientInput() {
         break;
       case ClientStep::kFlush:
         more = false;  // written by Pump, then relayed on
+        break;
+      case ClientStep::kWait:
+        shape_wait_ = true;  // (LearnShape or DropUntilSync lets it go on)
+        more = false;
         break;
       case ClientStep::kFatal:
         if (fatal_message.empty()) {
@@ -282,6 +317,7 @@ Task<void> Session::AttachLater(AttachArgs* args) {
 
 void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
   attaching_ = false;
+  const bool cancelled = std::exchange(wait_cancelled_, false);
   if (finished_) {
     if (server.ok()) pool_->Release(*std::move(server), true);
     return;
@@ -289,7 +325,12 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
   if (!server.ok()) {
     info_->state = 0;
     auto [sqlstate, message] = SqlstateOf(server.status());
-    EndWithFatal(sqlstate, message);
+    if (cancelled && (relay_ == nullptr || relay_->cbuf.empty())) {
+      // The query this wait was for was cancelled and answered; no other waits.
+      LogDebug("pooler: client %d: a cancelled wait ended: %s", info_->id, message);
+    } else {
+      EndWithFatal(sqlstate, message);
+    }
   } else if (client_gone_ || killed_ || closing_) {
     info_->state = 0;
     pool_->Release(*std::move(server), true);
@@ -527,8 +568,10 @@ void Session::Rewrite(char type, std::string_view message, const PoolerConfig& c
         return;
       }
       std::string server_name = ServerStatementName(parse->rest);
-      statements()[std::string(parse->name)] = {server_name, std::string(parse->rest)};
-      PrepareOnServer(server_name, parse->rest, Expect::kParse, config);
+      const uint64_t parsed =
+          PrepareOnServer(server_name, parse->rest, Expect::kParse, config, parse->name);
+      statements()[std::string(parse->name)] = {std::move(server_name), std::string(parse->rest),
+                                                parsed, /*shape=*/0};
       return;
     }
     case 'B': {
@@ -563,31 +606,89 @@ void Session::Rewrite(char type, std::string_view message, const PoolerConfig& c
   relay().to_server.append(message);
 }
 
-const Session::Statement* Session::Prepared(std::string_view name) {
+const Session::Statement* Session::Prepared(std::string_view name) const {
   if (statements_ == nullptr) return nullptr;
   auto it = statements_->find(std::string(name));
-  if (it == statements_->end()) return nullptr;
-  if (!server_->prepared.contains(it->second.server_name)) {
-    PrepareOnServer(it->second.server_name, it->second.parse_rest, Expect::kParseSwallow,
-                    *impl_->config());
-  }
-  return &it->second;
+  return it == statements_->end() ? nullptr : &it->second;
 }
 
-void Session::PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
-                              const PoolerConfig& config) {
+Session::StatementUse Session::ResolveStatement(std::string_view name, const PoolerConfig& config) {
+  const Statement* statement = Prepared(name);
+  if (statement == nullptr || skipping_) return StatementUse::kReady;
+  auto copy = server_->prepared.find(statement->server_name);
+  if (copy == server_->prepared.end()) {
+    PrepareOnServer(statement->server_name, statement->parse_rest, Expect::kParseSwallow, config,
+                    {});
+    return StatementUse::kWait;
+  }
+  const PreparedCopy& prepared = copy->second;
+  if (prepared.stamp == statement->parsed) return StatementUse::kReady;  // the client's own
+  if (prepared.shape == 0) {
+    // Prepared earlier in this batch, its Describe not yet answered.
+    return describing_ > 0 ? StatementUse::kWait : StatementUse::kReady;
+  }
+  if (statement->shape == 0 || prepared.shape == statement->shape) return StatementUse::kReady;
+  if (prepared.stamp < statement->parsed) {
+    // Prepared before the client's Parse, on a table's shape from before a change the client
+    // has seen: replaced (the client's Parse must never fail 0A000, as it cannot directly).
+    PrepareOnServer(statement->server_name, statement->parse_rest, Expect::kParseSwallow, config,
+                    {});
+    return StatementUse::kWait;
+  }
+  // Prepared after the client's Parse, and of another shape: the client's statement would
+  // fail its revalidation directly, so it fails here (never run with a shape the client does
+  // not expect: a driver reading binary results by the old types would misread them).
+  return StatementUse::kStale;
+}
+
+uint64_t Session::PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
+                                  const PoolerConfig& config, std::string_view client_statement) {
+  RelayState& r = relay();
   if (server_->prepared.size() >= config.max_prepared_statements) {
-    for (const std::string& old : server_->prepared) {
-      AppendTarget(&relay().to_server, 'C', 'S', old);
-      relay().expect.push_back({Expect::kCloseSwallow, {}});
+    for (const auto& [old, copy] : server_->prepared) {
+      AppendTarget(&r.to_server, 'C', 'S', old);
+      r.expect.push_back({Expect::kCloseSwallow, {}});
     }
     server_->prepared.clear();
   }
-  AppendTarget(&relay().to_server, 'C', 'S', name);
-  relay().expect.push_back({Expect::kCloseSwallow, {}});
-  AppendParse(&relay().to_server, name, rest);
-  relay().expect.push_back({expected, name});
-  server_->prepared.insert(name);
+  AppendTarget(&r.to_server, 'C', 'S', name);
+  r.expect.push_back({Expect::kCloseSwallow, {}});
+  AppendParse(&r.to_server, name, rest);
+  r.expect.push_back({expected, name});
+  AppendTarget(&r.to_server, 'D', 'S', name);
+  r.expect.push_back({Expect::kDescribeSwallow, name, 0, std::string(client_statement)});
+  ++describing_;
+  const uint64_t stamp = pool_->NextPrepareStamp();
+  server_->prepared[name] = PreparedCopy{.stamp = stamp, .shape = 0};
+  return stamp;
+}
+
+void Session::LearnShape(char type, std::string_view body) {
+  if (type == 't') {
+    described_parameters_.assign(body);
+    return;
+  }
+  ExpectQueue& expect = relay().expect;
+  const Expectation answered = std::move(expect.front());
+  expect.pop_front();
+  --describing_;
+  const uint64_t shape =
+      StatementShape(described_parameters_, type == 'T' ? body : std::string_view()).value_or(0);
+  described_parameters_.clear();
+  auto copy = server_->prepared.find(answered.statement);
+  if (copy != server_->prepared.end()) {
+    copy->second.shape = shape;
+    if (!answered.client_statement.empty() && statements_ != nullptr) {
+      auto mine = statements_->find(answered.client_statement);
+      if (mine != statements_->end() && mine->second.parsed == copy->second.stamp) {
+        mine->second.shape = shape;
+      }
+    }
+  }
+  if (shape_wait_) {
+    shape_wait_ = false;
+    client_parsed_ = false;  // (the waiting message is relayed now)
+  }
 }
 
 Session::ClientStep Session::ProcessClientBuffer(const PoolerConfig& config, size_t* position,
@@ -611,6 +712,19 @@ Session::ClientStep Session::ProcessClientBuffer(const PoolerConfig& config, siz
     if (!header->has_value()) return ClientStep::kMore;
     const MessageHeader h = **header;
     if (h.type == 'X') return ClientStep::kLeave;  // Terminate
+    if (drop_until_sync_) {
+      // The rest of a query cancelled while it waited for a server connection
+      // (CancelWaiting): dropped up to its end, which gets the ReadyForQuery its error needs.
+      const size_t n = std::min(h.size, r.cbuf.size() - pos);
+      pos += n;
+      r.client_pass = h.size - n;
+      client_drop_ = true;
+      if (h.type == 'Q' || h.type == 'S' || h.type == 'F') {
+        AppendReadyForQuery(&r.to_client, 'I');
+        drop_until_sync_ = false;
+      }
+      continue;
+    }
     if (server_ == nullptr) return ClientStep::kAttach;
     bool rewrite = mode_ != PoolMode::kSession &&
                    (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
@@ -628,6 +742,38 @@ Session::ClientStep Session::ProcessClientBuffer(const PoolerConfig& config, siz
       // The client's DEALLOCATE ALL or DISCARD ALL: its statements named before it are
       // gone (the connection's list is cleared by the answer's tag, however sent).
       statements_.reset();
+    }
+    if (rewrite && (h.type == 'B' || h.type == 'D')) {
+      const std::string_view body = std::string_view(r.cbuf).substr(pos + 5, h.size - 5);
+      std::optional<std::string_view> name;
+      if (h.type == 'B') {
+        if (std::optional<BindMessage> bind = SplitBind(body)) name = bind->statement;
+      } else if (std::optional<TargetMessage> target = SplitTarget(body);
+                 target.has_value() && target->kind == 'S') {
+        name = target->name;
+      }
+      if (name.has_value() && !name->empty()) {
+        const StatementUse use = ResolveStatement(*name, config);
+        if (use == StatementUse::kWait) {
+          // (The server answers an unsynced Describe only when asked to send what it holds.)
+          AppendMessage(&r.to_server, 'H', {});
+          return ClientStep::kWait;
+        }
+        if (use == StatementUse::kStale) {
+          // A statement fails on the server in its place, so that the server skips the rest up
+          // to the Sync (and aborts a transaction) as for PostgreSQL's own error, which the
+          // client is told instead. The Close before it is answered only if nothing earlier in
+          // the batch failed: the error after it is then this one.
+          AppendTarget(&r.to_server, 'C', 'S', "pgflow_closed");
+          r.expect.push_back({Expect::kCloseSwallow, {}});
+          r.to_server.append(FailingParse("", "pgflow pooler: a statement changed shape"));
+          r.expect.push_back({Expect::kErrorReplace, {}});
+          ++unsynced_;
+          pos += h.size;
+          if (r.to_server.size() >= kFlushAt) return ClientStep::kFlush;
+          continue;
+        }
+      }
     }
     std::string refused;  // the message sent instead of one refused
     if (!pinned_ && !text.empty()) {
@@ -651,6 +797,7 @@ Session::ClientStep Session::ProcessClientBuffer(const PoolerConfig& config, siz
       case 'F':
         // PostgreSQL ignores a Sync that arrives while it copies in.
         if (copy_in_ && h.type == 'S') break;
+        if (h.type == 'S') skipping_ = false;
         r.expect.push_back({Expect::kSync, {}, h.type});
         unsynced_ = 0;
         break;
@@ -711,14 +858,24 @@ bool Session::Releasable() const {
 }
 
 void Session::DropUntilSync() {
-  while (!relay().expect.empty() && relay().expect.front().kind != Expect::kSync &&
-         relay().expect.front().kind != Expect::kSyncSwallow) {
-    if (!relay().expect.front().statement.empty() &&
-        (relay().expect.front().kind == Expect::kParse ||
-         relay().expect.front().kind == Expect::kParseSwallow)) {
-      server_->prepared.erase(relay().expect.front().statement);
+  ExpectQueue& expect = relay().expect;
+  while (!expect.empty() && expect.front().kind != Expect::kSync &&
+         expect.front().kind != Expect::kSyncSwallow) {
+    const Expectation& dropped = expect.front();
+    if (!dropped.statement.empty() &&
+        (dropped.kind == Expect::kParse || dropped.kind == Expect::kParseSwallow)) {
+      server_->prepared.erase(dropped.statement);
     }
-    relay().expect.pop_front();
+    if (dropped.kind == Expect::kDescribeSwallow) {
+      --describing_;
+      if (shape_wait_) {
+        // The waiting message comes before the client's next Sync: the server skips it.
+        shape_wait_ = false;
+        skipping_ = true;
+        client_parsed_ = false;
+      }
+    }
+    expect.pop_front();
   }
 }
 
@@ -761,8 +918,22 @@ bool Session::OnServerMessage(char type, std::string_view body) {
                    error.message);
         return false;
       }
+      if (!relay().expect.empty() && relay().expect.front().kind == Expect::kErrorReplace) {
+        relay().expect.pop_front();
+        AppendCachedPlanChanged(&relay().to_client);
+        DropUntilSync();
+        return false;
+      }
       DropUntilSync();
       return true;
+    case 't':  // ParameterDescription
+    case 'T':  // RowDescription
+    case 'n':  // NoData
+      if (!relay().expect.empty() && relay().expect.front().kind == Expect::kDescribeSwallow) {
+        LearnShape(type, body);
+        return false;
+      }
+      return !swallowing;
     case 'C': {
       // CommandComplete (inspected in transaction and statement modes). DEALLOCATE ALL or
       // DISCARD ALL, however the client sent it, dropped every statement on the connection,
@@ -817,7 +988,8 @@ bool Session::OnServerMessage(char type, std::string_view body) {
 
 bool Session::Inspected(char type) const {
   return type == 'Z' || type == '1' || type == '3' || type == 'E' || type == 'S' || type == 'G' ||
-         (type == 'C' && mode_ != PoolMode::kSession);
+         (type == 'C' && mode_ != PoolMode::kSession) ||
+         (describing_ > 0 && (type == 't' || type == 'T' || type == 'n'));
 }
 
 bool Session::ServerSide() {
@@ -900,8 +1072,7 @@ bool Session::ProcessServerInput() {
 bool Session::Release() {
   // (Not while the client's next messages wait to be relayed: they go on this connection.)
   if (!Releasable() || (!client_parsed_ && !relay_->cbuf.empty())) return false;
-  Detach(true);
-  return true;
+  return Detach(true);
 }
 
 bool Session::SettleAfterClientGone() {
@@ -915,10 +1086,7 @@ bool Session::SettleAfterClientGone() {
     return true;
   }
   const bool dirty = txn_status_ != 'I' || mode_ == PoolMode::kSession || pinned_;
-  if (!dirty || cleanup_sent_) {
-    Detach(true);
-    return true;
-  }
+  if (!dirty || cleanup_sent_) return Detach(true);
   // Two queries: DISCARD ALL cannot run in the implicit transaction of one.
   if (txn_status_ != 'I') {
     AppendQuery(&r.to_server, "ROLLBACK");
@@ -929,10 +1097,7 @@ bool Session::SettleAfterClientGone() {
     AppendQuery(&r.to_server, config.server_reset_query);
     r.expect.push_back({Expect::kSyncSwallow, {}});
   }
-  if (r.to_server.empty()) {
-    Detach(true);
-    return true;
-  }
+  if (r.to_server.empty()) return Detach(true);
   cleanup_sent_ = true;
   server_->ForgetSettings();  // DISCARD ALL resets what the client set...
   server_->prepared.clear();  // ...and deallocates every prepared statement
@@ -968,9 +1133,13 @@ void Session::ServerLost() {
   if (!keep_client) closing_ = true;
 }
 
-void Session::Detach(bool reusable) {
+bool Session::Detach(bool reusable) {
   if (info_ != nullptr) {
     absl::MutexLock lock(&info_->mu);
+    // (Checked under the lock that cancel requests take the server under: none can begin
+    // once the connection is no longer the client's.)
+    if (reusable && info_->cancels_in_flight > 0) return false;  // (ForwardCancel pumps)
+    if (std::exchange(info_->cancel_unsettled, false)) reusable = false;
     info_->server.reset();
     info_->server_path = nullptr;
     info_->state = 0;
@@ -985,6 +1154,9 @@ void Session::Detach(bool reusable) {
   }
   copy_in_ = false;
   cleanup_sent_ = false;
+  describing_ = 0;
+  described_parameters_.clear();
+  shape_wait_ = skipping_ = false;
   server_in_ = server_out_ = server_hup_ = server_blocked_ = false;
   const int fd = server_->fd();
   if (reusable) {
@@ -993,6 +1165,7 @@ void Session::Detach(bool reusable) {
     thread_->reactor.Forget(fd);  // closed by Release
   }
   pool_->Release(std::move(server_), reusable);
+  return true;
 }
 
 }  // namespace pgflow::pooler

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Real drivers through `pgflow pooler` in transaction mode, as their users run them:
-# node-postgres and postgres.js (npm), psycopg 3 (PyPI), the PostgreSQL JDBC driver (Maven
-# Central), each with several clients sharing a pool of 3 server connections, logging in by
-# SCRAM-SHA-256: named and automatic server-side prepared statements, pipelining (postgres.js,
+# node-postgres and postgres.js (npm), psycopg 3 and asyncpg (PyPI), the PostgreSQL JDBC driver
+# (Maven Central), each with several clients sharing a pool of 3 server connections, logging in
+# by SCRAM-SHA-256: named and automatic server-side prepared statements, pipelining (postgres.js,
 # psycopg's pipeline mode), transactions, batches, and errors that roll a transaction back.
 # Then the rows each committed are counted directly: all of them, none of the rolled back.
+#
+# Then cancels and schema changes (cancels.py, Cancels.java, cancels.js), each driver's workload
+# run directly and through the pooler: a cancel (psycopg's cancel(), asyncpg's and JDBC's
+# timeouts, postgres.js's cancel()) never cancels another client's query, a query waiting for a
+# server connection is cancelled at once, and no statement prepared after a schema change fails
+# 0A000 "cached plan must not change result type".
 #
 # The drivers are installed once into the build tree (BUILD_DIR/drivers). Usage:
 #   tests/drivers/pooler_drivers.sh BUILD_DIR
@@ -42,11 +48,12 @@ if ! cmp -s "$HERE/package.json" "$CACHE/node/package.json" || [ ! -d "$CACHE/no
   cp "$HERE/package.json" "$CACHE/node/package.json"
   (cd "$CACHE/node" && npm install --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
 fi
-if ! "$CACHE/venv/bin/python" -c 'import psycopg' 2>/dev/null; then
-  say "installing psycopg from PyPI"
+if ! "$CACHE/venv/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+  say "installing psycopg and asyncpg from PyPI"
   rm -rf "$CACHE/venv"
   python3 -m venv "$CACHE/venv"
-  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.3' </dev/null
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.3' \
+    'asyncpg==0.30.0' </dev/null
 fi
 JDBC_VERSION=42.7.14
 REPO=${MAVEN_REPOSITORY:-$HOME/.m2/repository}
@@ -72,6 +79,8 @@ threads: 2
 auth: {method: scram-sha-256, users: $WORK/users.txt}
 databases:
   app: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 3}
+  small: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 2}
+  one: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 1}
 YAML
 "$PGFLOW" pooler --config "$WORK/pooler.yaml" >"$WORK/pooler.log" 2>&1 &
 POOLER_PID=$!
@@ -89,6 +98,20 @@ status=0
 [ -n "${ONLY:-}" ] && [ "$ONLY" != python ] || "$CACHE/venv/bin/python" "$HERE/clients.py" "$URL" || status=1
 [ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Clients.java" \
   "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?user=app&password=app-secret" || status=1
+
+# --- Cancels and schema changes, directly and through the pooler --------------------------------
+DIRECT="postgres://app:app-secret@127.0.0.1:$PORT/app"
+POOLER="postgres://app:app-secret@127.0.0.1:$POOLER_PORT"
+JDBC_AUTH="user=app&password=app-secret"
+[ -n "${ONLY:-}" ] && [ "$ONLY" != python ] ||
+  "$CACHE/venv/bin/python" "$HERE/cancels.py" "$DIRECT" "$POOLER/small" "$POOLER/one" "$POOLER/app" ||
+  status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Cancels.java" \
+  "jdbc:postgresql://127.0.0.1:$PORT/app?$JDBC_AUTH" \
+  "jdbc:postgresql://127.0.0.1:$POOLER_PORT/small?$JDBC_AUTH" \
+  "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?$JDBC_AUTH" || status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != node ] || NODE_PATH="$CACHE/node/node_modules" \
+  node "$HERE/cancels.js" "$DIRECT" "$POOLER/small" "$POOLER/app" || status=1
 
 # --- What they committed, counted directly ---------------------------------------------------
 counts=$(psql -X -At -d app -c "SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM (

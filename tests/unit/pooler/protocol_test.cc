@@ -4,6 +4,8 @@
 #include "pooler/protocol.h"
 
 #include <random>
+#include <tuple>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -135,6 +137,69 @@ TEST(PoolerProtocolTest, ErrorsAndRowsAreBuiltAsPostgresSendsThem) {
   EXPECT_EQ(QuoteIdentifier("Date\"Style"), "\"Date\"\"Style\"");
 }
 
+// A RowDescription body as PostgreSQL sends it: (name, table oid, column, type oid, modifier).
+std::string RowDescription(const std::vector<std::tuple<std::string, int32_t, int16_t, int32_t,
+                                                        int32_t>>& fields) {
+  std::string out;
+  auto int16 = [&](int16_t v) {
+    out.push_back(static_cast<char>(v >> 8));
+    out.push_back(static_cast<char>(v));
+  };
+  auto int32 = [&](int32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+  };
+  int16(static_cast<int16_t>(fields.size()));
+  for (const auto& [name, table, column, type, modifier] : fields) {
+    out += name;
+    out.push_back('\0');
+    int32(table);
+    int16(column);
+    int32(type);
+    int16(4);
+    int32(modifier);
+    int16(0);
+  }
+  return out;
+}
+
+TEST(PoolerProtocolTest, StatementShapesDifferAsPostgresRevalidationDoes) {
+  const std::string params = std::string("\0\1\0\0\0\x17", 6);  // one int4 parameter
+  const std::string two = RowDescription({{"id", 16384, 1, 23, -1}, {"d", 16384, 2, 23, -1}});
+  const std::optional<uint64_t> shape = StatementShape(params, two);
+  ASSERT_TRUE(shape.has_value());
+  EXPECT_NE(*shape, 0u);
+  // The same columns from a table dropped and created again: the same rows.
+  EXPECT_EQ(StatementShape(params, RowDescription({{"id", 16500, 1, 23, -1}, {"d", 16500, 2, 23, -1}})),
+            shape);
+  // A column added, a type changed, a column renamed, a modifier, a parameter's type: another.
+  EXPECT_NE(StatementShape(params, RowDescription({{"id", 16384, 1, 23, -1},
+                                                   {"d", 16384, 2, 23, -1},
+                                                   {"b", 16384, 3, 25, -1}})),
+            shape);
+  EXPECT_NE(StatementShape(params, RowDescription({{"id", 16384, 1, 23, -1}, {"d", 16384, 2, 20, -1}})),
+            shape);
+  EXPECT_NE(StatementShape(params, RowDescription({{"id", 16384, 1, 23, -1}, {"e", 16384, 2, 23, -1}})),
+            shape);
+  EXPECT_NE(StatementShape(params, RowDescription({{"id", 16384, 1, 23, -1}, {"d", 16384, 2, 23, 8}})),
+            shape);
+  EXPECT_NE(StatementShape(std::string("\0\1\0\0\0\x14", 6), two), shape);
+  // NoData (no rows) is a shape of its own; a truncated RowDescription is none.
+  EXPECT_NE(StatementShape(params, ""), shape);
+  EXPECT_EQ(StatementShape(params, two.substr(0, two.size() - 3)), std::nullopt);
+}
+
+TEST(PoolerProtocolTest, TheCachedPlanErrorIsPostgresOwn) {
+  std::string error;
+  AppendCachedPlanChanged(&error);
+  ASSERT_EQ(error[0], 'E');
+  ErrorFields fields = ParseErrorFields(std::string_view(error).substr(5));
+  EXPECT_EQ(fields.severity, "ERROR");
+  EXPECT_EQ(fields.sqlstate, "0A000");
+  EXPECT_EQ(fields.message, "cached plan must not change result type");
+  // The routine, by which the JDBC driver knows to prepare the statement again.
+  EXPECT_NE(error.find(std::string("RRevalidateCachedQuery\0", 23)), std::string::npos);
+}
+
 // Random and truncated input never crashes a parser or reads out of bounds.
 TEST(PoolerProtocolTest, FuzzedInputNeverCrashes) {
   std::mt19937 rng(7);
@@ -167,6 +232,7 @@ TEST(PoolerProtocolTest, FuzzedInputNeverCrashes) {
     (void)SplitParse(input);
     (void)SplitBind(input);
     (void)SplitTarget(input);
+    (void)StatementShape(input, input);
     (void)ParseErrorFields(input);
     (void)ReadMessageHeader(input, 1 << 20);
   }
