@@ -110,6 +110,9 @@ struct RelayState {
   size_t client_pass = 0;  // bytes of the client's current message still to relay
   size_t server_pass = 0;  // bytes of the server's current message still to relay
   ExpectQueue expect;      // the answers owed by the server connection, in order
+  // The ParameterDescription of a Describe the pooler sent, until its RowDescription or NoData
+  // comes (Session::LearnShape).
+  std::string described_parameters;
 };
 struct NetThread {
   asio::io_context context{1};
@@ -147,6 +150,7 @@ struct NetThread {
       buffer->clear();
       if (buffer->capacity() > 4 * kReadChunk) std::string().swap(*buffer);
     }
+    relay->described_parameters.clear();
     relay->server_sent = relay->client_sent = 0;
     relay->client_pass = relay->server_pass = 0;
     relay->expect.Reset(kKeptExpectations);

@@ -379,10 +379,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // are dropped up to its end (a Sync, Query or FunctionCall), answered ReadyForQuery.
   bool drop_until_sync_ = false;
   bool wait_cancelled_ = false;  // ...and an Acquire under way (AttachLater) has no query to serve
-  // Describes the pooler sent that the server has not answered (kDescribeSwallow), and the
-  // ParameterDescription of the one being answered.
+  // Describes the pooler sent that the server has not answered (kDescribeSwallow).
   int describing_ = 0;
-  std::string described_parameters_;
   bool shape_wait_ = false;  // the client's next message waits for one (StatementUse::kWait)
   // An error skipped a Describe the client's next message waited for: the server skips what
   // comes up to the client's next Sync, which is relayed as it is, without preparing.

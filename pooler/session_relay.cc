@@ -664,17 +664,18 @@ uint64_t Session::PrepareOnServer(const std::string& name, std::string_view rest
 }
 
 void Session::LearnShape(char type, std::string_view body) {
+  RelayState& r = relay();
   if (type == 't') {
-    described_parameters_.assign(body);
+    r.described_parameters.assign(body);
     return;
   }
-  ExpectQueue& expect = relay().expect;
+  ExpectQueue& expect = r.expect;
   const Expectation answered = std::move(expect.front());
   expect.pop_front();
   --describing_;
   const uint64_t shape =
-      StatementShape(described_parameters_, type == 'T' ? body : std::string_view()).value_or(0);
-  described_parameters_.clear();
+      StatementShape(r.described_parameters, type == 'T' ? body : std::string_view()).value_or(0);
+  r.described_parameters.clear();
   auto copy = server_->prepared.find(answered.statement);
   if (copy != server_->prepared.end()) {
     copy->second.shape = shape;
@@ -743,7 +744,8 @@ Session::ClientStep Session::ProcessClientBuffer(const PoolerConfig& config, siz
       // gone (the connection's list is cleared by the answer's tag, however sent).
       statements_.reset();
     }
-    if (rewrite && (h.type == 'B' || h.type == 'D')) {
+    if (rewrite && (h.type == 'B' || h.type == 'D') && statements_ != nullptr &&
+        !statements_->empty()) {
       const std::string_view body = std::string_view(r.cbuf).substr(pos + 5, h.size - 5);
       std::optional<std::string_view> name;
       if (h.type == 'B') {
@@ -1147,6 +1149,7 @@ bool Session::Detach(bool reusable) {
   if (relay_ != nullptr) {
     RelayState& r = *relay_;
     r.expect.clear();
+    r.described_parameters.clear();
     r.sbuf.clear();
     r.server_pass = 0;
     r.to_server.clear();  // (empty unless the connection is closed)
@@ -1155,7 +1158,6 @@ bool Session::Detach(bool reusable) {
   copy_in_ = false;
   cleanup_sent_ = false;
   describing_ = 0;
-  described_parameters_.clear();
   shape_wait_ = skipping_ = false;
   server_in_ = server_out_ = server_hup_ = server_blocked_ = false;
   const int fd = server_->fd();
