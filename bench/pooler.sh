@@ -21,6 +21,8 @@
 #    connected and idle: bytes of resident memory per idle client, and the ratio.
 #
 # POOLER_THREADS sets pgflow's `threads` (default: its own, one per two cores).
+# PGFLOW_BINARY runs another build of pgflow (default build/pgflow): an earlier commit's, to
+# compare a change with what it changed in the same hour.
 # POOLERS (default "pgflow pgflow-normal pgbouncer") picks the poolers, e.g. POOLERS=pgbouncer
 # (idle clients are measured for pgflow and pgbouncer). Poolers and
 # clients need `ulimit -n` above IDLE_CLIENTS: the script raises the soft limit to the hard one.
@@ -31,6 +33,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-20}
 ROUNDS=${ROUNDS:-2}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 CLIENTS=${CLIENTS:-50}
+PGFLOW_BINARY=${PGFLOW_BINARY:-build/pgflow}
 POOL_SIZE=20
 POOLERS=" ${POOLERS:-pgflow pgflow-normal pgbouncer} "
 POOLERS=${POOLERS//,/ }
@@ -104,7 +107,7 @@ max_client_conn: $MAX_CLIENT_CONN
 databases:
   bench: {url: postgres://postgres@127.0.0.1:$PGPORT/bench, pool_mode: transaction, pool_size: $POOL_SIZE}
 YAML
-  build/pgflow pooler --config "$work/$1.yaml" >"$work/$1.log" 2>&1 &
+  "$PGFLOW_BINARY" pooler --config "$work/$1.yaml" >"$work/$1.log" 2>&1 &
   STARTED_PID=$!
   wait_accepting "$1 pooler (POOLERS=pgbouncer skips it)" "$2" "$STARTED_PID" "$work/$1.log"
   echo "$1 pooler, scheduling: $4: 127.0.0.1:$2 (pid $STARTED_PID)"

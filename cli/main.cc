@@ -37,6 +37,7 @@
 #include "sources/postgres/postgres_source.h"
 #include "sources/postgres/postgres_source_config.h"
 #include "sources/postgres/privileges.h"
+#include "sources/postgres/slot_holder.h"
 #include "sources/postgres/slot_monitor.h"
 
 namespace pgflow {
@@ -164,28 +165,14 @@ int Dlq(const std::string& path, const DlqRequest& request) {
 }
 
 // A pipeline runs once: another `run` of it holds its replication slot. Said before the sinks
-// open their listeners (whose "address in use" would say less). A slot still held by a pgflow
-// that just died is let go within seconds: waited for. A source that cannot be reached is
-// left to the run to report.
+// open their listeners (whose "address in use" would say less). A source that cannot be
+// reached is left to the run to report.
 absl::Status CheckNotRunning(const std::string& pipeline, const PostgresSourceOptions& source) {
   if (source.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
   absl::StatusOr<PgConnPtr> conn = Connect(source.url, ConnectionKind::kRegular);
   if (!conn.ok()) return absl::OkStatus();
-  for (int waited_ms = 0;; waited_ms += 200) {
-    absl::StatusOr<PgResultPtr> res =
-        Exec(conn->get(),
-             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid "
-             "IS NOT NULL",
-             {source.slot});
-    if (!res.ok() || PQntuples(res->get()) == 0) return absl::OkStatus();
-    if (waited_ms >= 10000) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("pipeline ", pipeline, " is already running: its replication slot ",
-                       source.slot, " is in use by server process ", PQgetvalue(res->get(), 0, 0),
-                       " (stop that pgflow first, or give this pipeline another name)"));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  absl::Status free = WaitForSlotFree(conn->get(), pipeline, source.slot);
+  return absl::IsFailedPrecondition(free) ? free : absl::OkStatus();
 }
 
 int Run(const std::string& path, std::chrono::milliseconds progress_interval,
@@ -211,6 +198,16 @@ int Run(const std::string& path, std::chrono::milliseconds progress_interval,
     if (absl::Status s = CheckNotRunning(config->name, *source); !s.ok()) {
       LogError("%s", s.message());
       return kExitFailure;
+    }
+    // What `validate --source` finds would stop the run after it created its slot: said
+    // first, nothing created. (A source out of reach is left to the run, which waits for it.)
+    absl::StatusOr<std::vector<std::string>> problems =
+        ValidateAgainstSource(*config, /*before_run=*/true);
+    if (problems.ok() && !problems->empty()) {
+      for (const std::string& p : *problems) LogError("%s: %s", path, p);
+      LogError("pipeline %s: not started, nothing created in the source: correct the above",
+               config->name);
+      return kExitConfig;
     }
   }
   StopSignal stop;

@@ -1,12 +1,14 @@
 #include "cli/preview_command.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/postgres/pg_connection.h"
 #include "common/postgres/table_ref.h"
 #include "engine/transform.h"
+#include "sources/postgres/postgres_source.h"
 #include "sources/postgres/postgres_source_config.h"
 #include "sources/postgres/snapshot.h"
 #include "transformers/value_text.h"
@@ -189,11 +191,15 @@ absl::StatusOr<std::string> PreviewTable(const PipelineConfig& config, const std
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config) {
+absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config,
+                                                                bool before_run) {
   std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(config);
   absl::StatusOr<PgConnPtr> conn = ConnectToSource(config);
   if (!conn.ok()) return conn.status();
   std::vector<std::string> problems;
+  if (absl::Status server = CheckSourceServer(conn->get()); !server.ok()) {
+    problems.push_back(std::string(server.message()));
+  }
   // The followed tables, patterns expanded.
   std::vector<TableRef> tables;
   for (const TableRef& pattern : source->tables) {
@@ -204,8 +210,9 @@ absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineCon
              "n.nspname = $1 AND ($2 = '*' OR c.relname = $2) ORDER BY 2",
              {pattern.schema, pattern.table});
     if (!res.ok()) return res.status();
-    if (PQntuples(res->get()) == 0) {
-      problems.push_back(absl::StrCat("source.postgres.tables: ", pattern.ToString(),
+    if (PQntuples(res->get()) == 0 && !(before_run && pattern.is_schema())) {
+      problems.push_back(absl::StrCat("source.postgres.tables: ",
+                                      pattern.is_schema() ? "schema " : "table ", pattern.ToString(),
                                       pattern.is_schema() ? " has no tables" : " does not exist"));
     }
     for (int i = 0; i < PQntuples(res->get()); ++i) {
@@ -227,6 +234,9 @@ absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineCon
     } else {
       row = (*rows)[0];
     }
+    // The table as each chain hands it on ("": the pipeline's transforms).
+    std::map<std::string, TableSchemaPtr> shapes;
+    shapes[""] = reader->schema;
     for (const std::string& sink : chains) {
       if (sink.empty() && config.transforms.empty()) continue;
       absl::StatusOr<TransformChain> chain = ChainFor(config, sink);
@@ -236,6 +246,16 @@ absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineCon
         problems.push_back(absl::StrCat(t.ToString(),
                                         sink.empty() ? "" : absl::StrCat(" (sink ", sink, ")"),
                                         ": ", out.status().message()));
+      } else if (!out->empty() && out->front().table != nullptr) {
+        shapes[sink] = out->front().table;
+      }
+    }
+    // What each sink's options say of the table, as the sink sees it.
+    for (const SinkConfig& sink : config.sinks) {
+      auto shape = shapes.find(sink.name);
+      if (shape == shapes.end()) shape = shapes.find("");
+      if (absl::Status s = sink.factory->CheckTable(*sink.options, *shape->second); !s.ok()) {
+        problems.push_back(absl::StrCat("sinks.", sink.name, ".", s.message()));
       }
     }
   }

@@ -27,6 +27,9 @@ absl::StatusOr<std::string> PreviewTable(const PipelineConfig& config, const std
 
 // The problems found (each naming the table and the sink); empty when there are none.
 // An error when the source cannot be read.
-absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config);
+// `before_run`: for `pgflow run` before it starts, where a followed schema without tables yet is
+// fine (its tables are followed once created).
+absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config,
+                                                                bool before_run = false);
 
 }  // namespace pgflow

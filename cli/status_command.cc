@@ -46,6 +46,46 @@ nlohmann::json CatalogSnapshot(PGconn* conn, const std::string& pipeline) {
   return snapshot;
 }
 
+// What the catalog shows the sinks do not hold whole yet: an initial copy not finished, a
+// backfill pending or failed. One line each.
+std::vector<std::string> IncompleteCopies(PGconn* conn, const std::string& pipeline,
+                                          const std::string& file) {
+  std::vector<std::string> problems;
+  auto snapshot = Exec(conn,
+                       "SELECT (SELECT count(done_at) || ' of ' || count(*) FROM "
+                       "pgflow.snapshot_chunks WHERE pipeline = $1) FROM pgflow.snapshots "
+                       "WHERE pipeline = $1 AND finished_at IS NULL",
+                       {pipeline});
+  if (snapshot.ok() && PQntuples(snapshot->get()) == 1) {
+    problems.push_back(absl::StrCat("the initial copy is not finished (",
+                                    PQgetvalue(snapshot->get(), 0, 0),
+                                    " chunks done): the sinks do not hold every row yet"));
+  }
+  auto backfills = Exec(conn,
+                        "SELECT id, array_to_string(tables, ', '), error FROM pgflow.backfills "
+                        "WHERE to_regclass('pgflow.backfills') IS NOT NULL AND pipeline = $1 "
+                        "AND finished_at IS NULL ORDER BY id",
+                        {pipeline});
+  if (!backfills.ok()) return problems;
+  for (int i = 0; i < PQntuples(backfills->get()); ++i) {
+    std::string tables = PQgetvalue(backfills->get(), i, 1);
+    if (tables.empty()) tables = "every table";
+    if (PQgetisnull(backfills->get(), i, 2)) {
+      problems.push_back(absl::StrCat("backfill ", PQgetvalue(backfills->get(), i, 0), " (",
+                                      tables,
+                                      ") is not finished: the sinks do not hold every row of "
+                                      "them yet"));
+    } else {
+      problems.push_back(absl::StrCat(
+          "backfill ", PQgetvalue(backfills->get(), i, 0), " (", tables,
+          ") failed: ", PQgetvalue(backfills->get(), i, 2),
+          "; the sinks may hold part of them: `pgflow snapshot ", file, " --tables ", tables,
+          "` copies them again"));
+    }
+  }
+  return problems;
+}
+
 std::string Text(const nlohmann::json& j, const char* key, const std::string& otherwise = "-") {
   if (!j.is_object() || !j.contains(key) || j[key].is_null()) return otherwise;
   if (j[key].is_string()) return j[key].get<std::string>();
@@ -118,11 +158,22 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
         slot_active = slot->active;
         slot_lost = slot->lost();
         if (!slot->exists) {
+          auto wal_level = Exec(conn->get(), "SELECT current_setting('wal_level')");
+          const std::string level =
+              wal_level.ok() ? PQgetvalue(wal_level->get(), 0, 0) : std::string("logical");
           problem(kStatusUnreachable,
-                  absl::StrCat("replication slot ", source->slot,
-                               " does not exist: the pipeline was never initialised or was torn "
-                               "down (`pgflow run ",
-                               file, "` creates it and copies the tables)"));
+                  level == "logical"
+                      ? absl::StrCat("replication slot ", source->slot,
+                                     " does not exist: the pipeline was never initialised or was "
+                                     "torn down (`pgflow run ",
+                                     file, "` creates it and copies the tables)")
+                      : absl::StrCat("replication slot ", source->slot,
+                                     " does not exist, and the server cannot create one: its "
+                                     "wal_level is ",
+                                     level,
+                                     ". Set it on the server (ALTER SYSTEM SET wal_level = "
+                                     "logical, then restart PostgreSQL), then `pgflow run ",
+                                     file, "`"));
         } else if (slot->lost()) {
           problem(kStatusUnreachable, LostSlotMessage(conn->get(), config.name, file, *slot));
         } else if (slot->max_retained_wal > 0 && slot->retained_bytes > slot->max_retained_wal) {
@@ -132,6 +183,9 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
         }
       }
       snapshot = CatalogSnapshot(conn->get(), config.name);
+      for (std::string& p : IncompleteCopies(conn->get(), config.name, file)) {
+        problem(kStatusDegraded, std::move(p));
+      }
     }
   }
 

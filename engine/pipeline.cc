@@ -209,6 +209,11 @@ class Pipeline::FanOut : public Emitter {
     stats_->server_wal_end.store(wal_end.value, std::memory_order_relaxed);
   }
 
+  void NoteBackfill(std::string what) override {
+    absl::MutexLock lock(&snapshot_->mu);
+    snapshot_->backfill = std::move(what);
+  }
+
   void NoteSnapshot(std::vector<TableProgress> tables, bool running) override {
     absl::MutexLock lock(&snapshot_->mu);
     snapshot_->tables = std::move(tables);
@@ -291,7 +296,8 @@ PipelineView Pipeline::View() {
     view.sinks.push_back(SinkView{sinks_[i].name, sinks_[i].type, queues_[i]->used_bytes(),
                                   Lsn(state.durable.load(std::memory_order_relaxed)),
                                   state.LagSeconds(now), state.failed.load(),
-                                  state.oldest_pending_us.load(std::memory_order_relaxed)});
+                                  state.oldest_pending_us.load(std::memory_order_relaxed),
+                                  sinks_[i].sink->Trouble()});
   }
   view.server_wal_end = Lsn(stats_.server_wal_end.load(std::memory_order_relaxed));
   view.changes = stats_.changes.load(std::memory_order_relaxed);
@@ -300,6 +306,7 @@ PipelineView Pipeline::View() {
     absl::MutexLock lock(&snapshot_.mu);
     view.snapshot_running = snapshot_.running;
     view.snapshot_tables = snapshot_.tables;
+    view.backfill = snapshot_.backfill;
   }
   view.started = started();
   if (view.started) view.confirmed = tracker_->Confirmed();
@@ -445,6 +452,9 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   }
   absl::MutexLock lock(&error_mu_);
   if (error_.ok() && !finish.ok()) error_ = finish;
+  if (!error_.ok() && confirmed == *start && chunk_tracker_->Confirmed() == 0) {
+    source_->ReleaseUnacknowledged();
+  }
   if (error_.ok()) {
     LogInfo("pipeline %s: stopped after %d changes in %d transactions; confirmed %s", options_.name,
             stats_.changes.load(), stats_.transactions.load(), confirmed.ToString());

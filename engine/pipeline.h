@@ -135,6 +135,7 @@ class Pipeline {
     std::vector<TableProgress> tables ABSL_GUARDED_BY(mu);
     bool running ABSL_GUARDED_BY(mu) = false;
     bool reported ABSL_GUARDED_BY(mu) = false;  // running was true at least once
+    std::string backfill ABSL_GUARDED_BY(mu);      // Emitter::NoteBackfill's
   };
   // Lines describing the snapshot (overall first, then one per table when `per_table`).
   std::vector<std::string> SnapshotLines(double elapsed_seconds, bool per_table);

@@ -120,6 +120,12 @@ class SinkFactory {
   // Whether the sink can follow `source`: OK, or why not (the loader places the message at the
   // sink's type key). Pure, like Parse.
   virtual absl::Status CheckSource(const SourceTraits& source) const { return absl::OkStatus(); }
+  // Whether `options` fit `table` as the source describes it (after the transforms): the
+  // columns they name exist, say. An error names the option. Read from the source's catalog
+  // by `pgflow validate --source`, and by `pgflow run` before it creates anything there.
+  virtual absl::Status CheckTable(const SinkOptions& options, const TableSchema& table) const {
+    return absl::OkStatus();
+  }
   // Whether the sink sets aside what it refuses for good when `dead_letter:` is configured
   // (engine/dead_letter.h); the loader refuses `dead_letter:` for the others.
   virtual bool SetsAside() const { return false; }
@@ -182,11 +188,17 @@ class SinkFactoryOf : public SinkFactory {
                                std::shared_ptr<const SinkOptions> options) const final {
     return Build(context, std::static_pointer_cast<const Options>(std::move(options)));
   }
+  absl::Status CheckTable(const SinkOptions& options, const TableSchema& table) const final {
+    return CheckTableOf(static_cast<const Options&>(options), table);
+  }
 
  protected:
   virtual const OptionTable<Options>& table() const = 0;
   // Rules across options, after the table parsed the block (an error names the block).
   virtual absl::Status Check(const ConfigNode& node, Options* options) const {
+    return absl::OkStatus();
+  }
+  virtual absl::Status CheckTableOf(const Options& options, const TableSchema& table) const {
     return absl::OkStatus();
   }
   virtual std::unique_ptr<Sink> Build(const SinkContext& context,

@@ -138,8 +138,28 @@ bool RunStatus::Ready(std::string* reason) const {
       *reason = absl::StrCat("sink ", sink.name, " failed: ", last_error_);
       return false;
     }
+    if (!sink.trouble.empty()) {
+      *reason = absl::StrCat("sink ", sink.name, ": ", sink.trouble);
+      return false;
+    }
   }
-  if (!view.snapshot_running && !view.streaming) {
+  if (view.snapshot_running) {
+    // The sinks do not hold every row until the copy ends.
+    uint64_t done = 0, total = 0;
+    for (const TableProgress& t : view.snapshot_tables) {
+      done += t.chunks_done;
+      total += t.chunks_total;
+    }
+    *reason = absl::StrCat("copying the tables (", done, " of ", total,
+                           " chunks): the sinks do not hold every row yet");
+    return false;
+  }
+  if (!view.backfill.empty()) {
+    *reason = absl::StrCat("copying tables again (", view.backfill,
+                           "): the sinks do not hold every row of them yet");
+    return false;
+  }
+  if (!view.streaming) {
     *reason = "starting: waiting for the source's first message";
     return false;
   }
@@ -194,6 +214,7 @@ nlohmann::json RunStatus::ToJson() const {
                                   {"chunks_total", t.chunks_total}});
   }
   j["snapshot"] = snapshot;
+  j["backfill"] = view->backfill.empty() ? nlohmann::json(nullptr) : nlohmann::json(view->backfill);
   j["server_wal_end"] = LsnJson(view->server_wal_end);
   j["confirmed"] = LsnJson(view->confirmed);
   j["unconfirmed_bytes"] = view->server_wal_end > view->confirmed

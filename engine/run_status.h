@@ -64,6 +64,7 @@ struct SinkView {
   // Commit time (µs since the epoch) of the oldest transaction written and not yet durable;
   // 0 when none is. Kept after the attempt ends, so the lag goes on growing through an outage.
   int64_t oldest_pending_us = 0;
+  std::string trouble;  // Sink::Trouble(): what it is retrying, if anything
 };
 
 // A live attempt of the pipeline.
@@ -72,6 +73,8 @@ struct PipelineView {
   bool snapshot_running = false;  // a snapshot (initial, resumed or backfill) is copying
   bool streaming = false;         // past the snapshot, taking the source's changes
   std::vector<TableProgress> snapshot_tables;
+  // A backfill copying tables beside the stream ("backfill 3: public.logs"); empty when none.
+  std::string backfill;
   Lsn server_wal_end;  // as the server last reported it (invalid before streaming)
   Lsn confirmed;       // the position confirmed to the source
   uint64_t changes = 0;

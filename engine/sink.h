@@ -73,6 +73,11 @@ class Sink {
   // Thread-safe: the metrics are read from another thread while the sink runs.
   virtual uint64_t DeadLettered() const { return 0; }
 
+  // What keeps the sink from delivering at the moment while it tries again (an endpoint that
+  // fails or throttles): one line for readiness and `pgflow status`, empty when nothing does.
+  // Thread-safe: read from another thread while the sink runs.
+  virtual std::string Trouble() const { return {}; }
+
   // Sets the sink's own gauges, if it has any, labelled with `labels` (the pipeline's and the
   // sink's names). Called from the scraping thread before every /metrics exposition, while
   // the sink runs: thread-safe.

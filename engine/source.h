@@ -39,6 +39,10 @@ class Emitter {
   // Tells progress reporting how a snapshot stands (called every second or so while one runs,
   // and once with `running` false when it ends).
   virtual void NoteSnapshot(std::vector<TableProgress> tables, bool running) {}
+  // Tells readiness and /status which backfill copies tables into the sinks beside the stream
+  // ("backfill 3: public.logs"), or none (empty): until it ends, the sinks do not hold every
+  // row of those tables.
+  virtual void NoteBackfill(std::string what) {}
   // True when `table`'s snapshot rows are to be sent as raw binary COPY data
   // (EventKind::kRawRows): every sink takes them so, and no transform touches the table.
   virtual bool WantsRawCopy(const TableSchema& table) const { return false; }
@@ -69,6 +73,12 @@ class Source {
   // Called once the sinks have drained and flushed: acknowledges what `acks` confirms (WAL
   // position, snapshot chunks) and disconnects.
   virtual absl::Status Finish(Acknowledgements acks) = 0;
+
+  // Called after Finish when the attempt failed before any change or snapshot chunk was
+  // acknowledged: what this attempt created in the source that holds resources there (a
+  // replication slot keeps WAL) may go, since nothing depends on it yet; the next attempt
+  // creates it again. Says what it removed, or what stays and what removes it.
+  virtual void ReleaseUnacknowledged() {}
 };
 
 }  // namespace pgflow

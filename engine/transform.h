@@ -103,6 +103,7 @@ class TransformingEmitter : public Emitter {
 
   Result Emit(const EventBatchPtr& batch, absl::Duration timeout) override;
   void NoteServerWalEnd(Lsn wal_end) override { next_->NoteServerWalEnd(wal_end); }
+  void NoteBackfill(std::string what) override { next_->NoteBackfill(std::move(what)); }
   void NoteSnapshot(std::vector<TableProgress> tables, bool running) override {
     next_->NoteSnapshot(std::move(tables), running);
   }

@@ -2,12 +2,14 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/postgres/conninfo.h"
@@ -42,6 +44,27 @@ std::string Quote(std::string_view text, char quote) {
 }
 
 }  // namespace
+
+std::string ReplicationApplicationName() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  // (application_name keeps 63 bytes: a long host name is cut, which only weakens the check.)
+  return absl::StrCat("pgflow pid ", getpid(), " on ", host);
+}
+
+std::optional<PgflowProcessName> ParseReplicationApplicationName(std::string_view name) {
+  constexpr std::string_view kPrefix = "pgflow pid ";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  name.remove_prefix(kPrefix.size());
+  const size_t on = name.find(" on ");
+  if (on == std::string_view::npos) return std::nullopt;
+  PgflowProcessName parsed;
+  if (!absl::SimpleAtoi(absl::string_view(name.data(), on), &parsed.pid) || parsed.pid <= 0) {
+    return std::nullopt;
+  }
+  parsed.host = std::string(name.substr(on + 4));
+  return parsed;
+}
 
 std::string QuoteIdent(std::string_view name) { return Quote(name, '"'); }
 
@@ -94,8 +117,11 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind) {
   keys.emplace_back("options");
   values.push_back(options);
   if (!has_application_name) {
+    // A replication connection says which process holds the slot, so that another pgflow of
+    // the same pipeline can say who runs it (PostgresSource::EnsureSlot).
     keys.emplace_back("application_name");
-    values.emplace_back("pgflow");
+    values.emplace_back(kind == ConnectionKind::kReplication ? ReplicationApplicationName()
+                                                             : std::string("pgflow"));
   }
   if (kind == ConnectionKind::kReplication) {
     keys.emplace_back("replication");

@@ -5,7 +5,9 @@
 
 #include <libpq-fe.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +37,16 @@ absl::StatusOr<PgConnPtr> Connect(const std::string& url, ConnectionKind kind);
 
 // "host:port/dbname" of a connection, for messages.
 std::string Describe(PGconn* conn);
+
+// The application_name of pgflow's replication connections (unless the URL gives one):
+// "pgflow pid <pid> on <host>", which pg_stat_activity shows beside the slot's holder.
+std::string ReplicationApplicationName();
+// The pid and host a ReplicationApplicationName names; nullopt for any other name.
+struct PgflowProcessName {
+  int64_t pid = 0;
+  std::string host;
+};
+std::optional<PgflowProcessName> ParseReplicationApplicationName(std::string_view name);
 
 // Runs `sql` with text parameters and expects PGRES_COMMAND_OK or PGRES_TUPLES_OK.
 absl::StatusOr<PgResultPtr> Exec(PGconn* conn, const std::string& sql,

@@ -293,6 +293,13 @@ class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
 
  protected:
   const OptionTable<KvSinkOptions>& table() const override { return KvSinkTable(); }
+  absl::Status CheckTableOf(const KvSinkOptions& options, const TableSchema& table) const override {
+    auto selected = options.store.columns.find(table.QualifiedName());
+    if (selected == options.store.columns.end()) return absl::OkStatus();
+    const std::string missing = MissingSelectedColumns(table, selected->second);
+    if (missing.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("kv.", missing, ": correct it"));
+  }
   std::unique_ptr<Sink> Build(const SinkContext& context,
                               std::shared_ptr<const KvSinkOptions> options) const override {
     const PostgresOrigin& origin = *context.source.postgres;  // CheckSource made sure

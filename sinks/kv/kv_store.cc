@@ -480,12 +480,8 @@ KvRowPtr KvStore::Current(const KvTable& table, const std::string& key) const {
   return table.Get(key);
 }
 
-absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
-                                           const std::vector<std::string>& selected) {
-  if (!columns_checked_.insert({schema.relation_id, schema.version}).second) {
-    return absl::OkStatus();
-  }
-  const bool first_version = columns_checked_tables_.insert(schema.relation_id).second;
+std::string MissingSelectedColumns(const TableSchema& schema,
+                                   const std::vector<std::string>& selected) {
   std::vector<std::string> missing;
   std::vector<std::string> present;
   for (const Column& c : schema.columns) present.push_back(c.name);
@@ -494,10 +490,20 @@ absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
       missing.push_back(name);
     }
   }
-  if (missing.empty()) return absl::OkStatus();
-  const std::string what = absl::StrCat(
-      "columns (of ", schema.QualifiedName(), ") names ", absl::StrJoin(missing, ", "),
-      ", which the table does not have (its columns: ", absl::StrJoin(present, ", "), ")");
+  if (missing.empty()) return "";
+  return absl::StrCat("columns (of ", schema.QualifiedName(), ") names ",
+                      absl::StrJoin(missing, ", "), ", which the table does not have (its columns: ",
+                      absl::StrJoin(present, ", "), ")");
+}
+
+absl::Status KvStore::CheckSelectedColumns(const TableSchema& schema,
+                                           const std::vector<std::string>& selected) {
+  if (!columns_checked_.insert({schema.relation_id, schema.version}).second) {
+    return absl::OkStatus();
+  }
+  const bool first_version = columns_checked_tables_.insert(schema.relation_id).second;
+  const std::string what = MissingSelectedColumns(schema, selected);
+  if (what.empty()) return absl::OkStatus();
   if (first_version) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": correct the sink's kv.columns"));
   }

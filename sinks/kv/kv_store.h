@@ -337,6 +337,11 @@ struct KeyEvent {
   bool deleted = false;  // "del", else "hset"
 };
 
+// What is wrong when `selected` (a table's kv.columns) names columns `schema` lacks; empty when
+// it names none.
+std::string MissingSelectedColumns(const TableSchema& schema,
+                                   const std::vector<std::string>& selected);
+
 struct KvStoreOptions {
   // Columns to keep per table ("schema.table" → names); tables not listed keep every column.
   // Key columns are always kept.

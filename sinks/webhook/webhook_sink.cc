@@ -266,6 +266,9 @@ struct WebhookSink::Endpoint {
   EndpointQueue queue;
   bool gone = false;  // answered 410
   WebhookClock::time_point last_log{};
+  // Since its last delivery: the failure it is retrying (empty when the last attempt went
+  // through), for Trouble().
+  std::string retrying;
   explicit Endpoint(EndpointQueue::Limits limits) : queue(limits) {}
 };
 
@@ -718,6 +721,7 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
   std::lock_guard<std::mutex> lock(mu_);
   if (curl_code == CURLE_OK && status / 100 == 2) {
     for (const WebhookEvent& event : endpoint.queue.Finish(request)) tracker_.Delivered(event.number);
+    endpoint.retrying.clear();
     room_.notify_all();
   } else if (curl_code != CURLE_OK && !transfer->denied.empty()) {
     GiveUp(endpoint, request,
@@ -735,6 +739,8 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
             ? std::string(curl_easy_strerror(static_cast<CURLcode>(curl_code)))
             : Cat("HTTP ", status, transfer->answer.empty() ? "" : ": ", transfer->answer);
     request->last_failure = failure;
+    endpoint.retrying = Cat("retrying deliveries to ", url, " (", failure, ", attempt ",
+                            request->attempts, ")");
     const bool exhausted =
         (options_->max_attempts > 0 && request->attempts >= options_->max_attempts) ||
         now - request->first_attempt >= options_->max_age;
@@ -776,6 +782,16 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
            std::to_string(status));
   }
   delete transfer;
+}
+
+std::string WebhookSink::Trouble() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string trouble;
+  for (const std::unique_ptr<Endpoint>& endpoint : endpoints_) {
+    if (endpoint->retrying.empty()) continue;
+    trouble += trouble.empty() ? endpoint->retrying : Cat("; ", endpoint->retrying);
+  }
+  return trouble;
 }
 
 void WebhookSink::GiveUp(Endpoint& endpoint, WebhookRequest* request, const std::string& reason,

@@ -104,6 +104,7 @@ class WebhookSink : public TransactionalSink {
   std::optional<Lsn> DurableThrough() const override;
   uint64_t DurableChunkThrough() const override;
   uint64_t DeadLettered() const override { return dead_lettered_.load(); }
+  std::string Trouble() const override;
 
   struct Transfer;  // one request on the wire (webhook_sink.cc)
 

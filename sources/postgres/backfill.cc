@@ -257,6 +257,9 @@ absl::Status Backfill::CopyAll() {
     // TABLE): what was selected no longer exists.
     std::string last_shape;  // the select list that last failed for a missing column
     int same_shape = 0;      // how many times in a row it failed
+    // Copies of a table without a key that its changes voided, however often it is described
+    // again: at kKeylessAttempts the backfill stops.
+    int voided = 0;
     for (int described = 1; described <= kDescribeAttempts && !done && !gone; ++described) {
       absl::StatusOr<TableReader> reader = DescribeTable(c, schema, name);
       if (absl::IsNotFound(reader.status())) {
@@ -267,12 +270,13 @@ absl::Status Backfill::CopyAll() {
       if (!reader.ok()) return reader.status();
       same_shape = reader->select_list == last_shape ? same_shape + 1 : 1;
       const int attempts = reader->primary_key.empty() ? kKeylessAttempts : 1;
-      for (int attempt = 1; attempt <= attempts && !done; ++attempt) {
-        if (attempt > 1) {
+      bool describe_again = false;
+      while (!done && !describe_again && voided < attempts) {
+        if (voided > 0) {
           LogInfo(
               "backfill %d: table %s (no primary key) changed during its copy: copying it "
               "again (attempt %d of %d)",
-              options_.id, quoted, attempt, attempts);
+              options_.id, quoted, voided + 1, attempts);
         }
         absl::Status s = CopyTable(c, *reader, from, last_table, &chunk, &done);
         const std::string state = SqlState(s);
@@ -290,16 +294,19 @@ absl::Status Backfill::CopyAll() {
               "again",
               options_.id, quoted);
           last_shape = reader->select_list;
+          describe_again = true;
           break;
         }
         if (!s.ok()) return s;
+        if (!done) ++voided;
       }
+      if (!describe_again) break;
     }
     if (gone) continue;
     ended = done && last_table;
     if (!done) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "table ", quoted, " has no primary key and changed during each of its ", kKeylessAttempts,
+          "table ", quoted, " has no primary key and changed during each of its ", voided,
           " copies: without a key it can only be copied exactly while it does not change, so "
           "the sinks' copy of it is incomplete. Add a primary key to it, or run `pgflow "
           "snapshot --tables ",

@@ -27,6 +27,7 @@
 #include "sources/postgres/backfill.h"
 #include "sources/postgres/ddl_capture.h"
 #include "sources/postgres/pgoutput.h"
+#include "sources/postgres/slot_holder.h"
 #include "sources/postgres/slot_monitor.h"
 #include "sources/postgres/snapshot.h"
 
@@ -34,22 +35,6 @@ namespace pgflow {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Table names as two text[] parameters, schemas and names ('*' for a whole schema), for
-// `unnest($1::text[], $2::text[]) AS r(nsp, rel)`.
-std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& tables) {
-  std::string schemas = "{";
-  std::string names = "{";
-  for (const TableRef& t : tables) {
-    if (schemas.size() > 1) {
-      schemas += ',';
-      names += ',';
-    }
-    AppendArrayLiteralElement(t.schema, &schemas);
-    AppendArrayLiteralElement(t.table, &names);
-  }
-  return {schemas + "}", names + "}"};
-}
 
 std::vector<std::string> QuotedNames(const std::vector<TableRef>& tables) {
   std::vector<std::string> names;
@@ -625,6 +610,7 @@ absl::Status PostgresSource::StreamState::OnWatermark(std::string_view content,
 absl::Status PostgresSource::StreamState::FailBackfill(const absl::Status& error) {
   const int64_t id = backfill_->id();
   backfill_.reset();
+  emitter_.NoteBackfill("");
   backfill_ending_ = false;
   backfill_durable_at_ = Lsn();
   if (absl::IsUnavailable(error)) {
@@ -713,6 +699,7 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
         Add(std::move(done));
       }
       backfill_.reset();
+      emitter_.NoteBackfill("");
       backfill_durable_at_ = Lsn();
     }
   }
@@ -771,6 +758,8 @@ absl::Status PostgresSource::StreamState::TendBackfills() {
   LogInfo("backfill %d: copying %s beside the stream", id, listed.empty() ? "every table" : listed);
   backfill_rows_ = 0;
   backfill_ = std::make_unique<Backfill>(std::move(options));
+  emitter_.NoteBackfill(
+      absl::StrCat("backfill ", id, ": ", listed.empty() ? "every table" : listed));
   return absl::OkStatus();
 }
 
@@ -942,6 +931,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
   if (auto* insert = std::get_if<pgoutput::InsertMessage>(&message)) {
     absl::StatusOr<TableSchemaPtr> table = FindRelation(insert->relation_id);
     if (!table.ok()) return table.status();
+    if (source_->CopiedAfter(**table, txn_.commit_lsn)) return absl::OkStatus();
     Event event = change_event(Op::kInsert, *table);
     absl::StatusOr<Row> row = ToRow(insert->new_tuple, **table, "an insert");
     if (!row.ok()) return row.status();
@@ -953,6 +943,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
   if (auto* update = std::get_if<pgoutput::UpdateMessage>(&message)) {
     absl::StatusOr<TableSchemaPtr> table = FindRelation(update->relation_id);
     if (!table.ok()) return table.status();
+    if (source_->CopiedAfter(**table, txn_.commit_lsn)) return absl::OkStatus();
     Event event = change_event(Op::kUpdate, *table);
     absl::StatusOr<Row> row = ToRow(update->new_tuple, **table, "an update");
     if (!row.ok()) return row.status();
@@ -970,6 +961,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
   if (auto* del = std::get_if<pgoutput::DeleteMessage>(&message)) {
     absl::StatusOr<TableSchemaPtr> table = FindRelation(del->relation_id);
     if (!table.ok()) return table.status();
+    if (source_->CopiedAfter(**table, txn_.commit_lsn)) return absl::OkStatus();
     Event event = change_event(Op::kDelete, *table);
     absl::StatusOr<Row> old = ToRow(del->old_tuple, **table, "a delete");
     if (!old.ok()) return old.status();
@@ -983,6 +975,7 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
     for (uint32_t relation_id : truncate->relation_ids) {
       absl::StatusOr<TableSchemaPtr> table = FindRelation(relation_id);
       if (!table.ok()) return table.status();
+      if (source_->CopiedAfter(**table, txn_.commit_lsn)) continue;
       Event event = change_event(Op::kTruncate, *table);
       event.change.truncate_cascade = truncate->cascade;
       event.change.truncate_restart_identity = truncate->restart_identity;
@@ -1065,7 +1058,9 @@ PostgresSource::PostgresSource(std::string pipeline, std::string file,
 
 PostgresSource::~PostgresSource() = default;
 
-absl::Status PostgresSource::CheckServer(PGconn* conn) {
+absl::Status PostgresSource::CheckServer(PGconn* conn) { return CheckSourceServer(conn); }
+
+absl::Status CheckSourceServer(PGconn* conn) {
   absl::StatusOr<PgResultPtr> res =
       Exec(conn, "SELECT current_setting('wal_level'), current_setting('server_version_num')::int");
   if (!res.ok()) return res.status();
@@ -1334,18 +1329,9 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   const std::string query =
       "SELECT plugin, database, confirmed_flush_lsn, active_pid, current_database() "
       "FROM pg_replication_slots WHERE slot_name = $1";
+  if (absl::Status free = WaitForSlotFree(conn, pipeline_, source_.slot); !free.ok()) return free;
   auto res = Exec(conn, query, {source_.slot});
   if (!res.ok()) return res.status();
-  // A slot still held by the WAL sender of a pgflow that just died (or of this process's
-  // previous attempt) is released within moments: give it a few seconds before concluding
-  // that another pgflow runs this pipeline.
-  for (int waited_ms = 0;
-       PQntuples(res->get()) == 1 && !PQgetisnull(res->get(), 0, 3) && waited_ms < 10000;
-       waited_ms += 200) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    res = Exec(conn, query, {source_.slot});
-    if (!res.ok()) return res.status();
-  }
   PGresult* r = res->get();
   if (PQntuples(r) == 1) {
     std::string plugin = PQgetvalue(r, 0, 0);
@@ -1357,8 +1343,9 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
     }
     if (!PQgetisnull(r, 0, 3)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "replication slot ", source_.slot, " is in use by server process ", PQgetvalue(r, 0, 3),
-          ": is another pgflow running pipeline ", pipeline_, "?"));
+          "replication slot ", source_.slot, " is in use by ",
+          DescribeSlotHolder(conn, PQgetvalue(r, 0, 3)), ": is another pgflow running pipeline ",
+          pipeline_, "?"));
     }
     absl::StatusOr<SlotState> slot = ReadSlotState(conn, source_.slot);
     if (!slot.ok()) return slot.status();
@@ -1399,6 +1386,7 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(created.get(), 0, 1));
   if (!lsn) return absl::DataLossError("CREATE_REPLICATION_SLOT returned no consistent point");
   LogInfo("created replication slot %s at %s", source_.slot, lsn->ToString());
+  created_slot_ = true;
   if (initial) {
     snapshot_owed_ = true;
     snapshot_name_ = PQgetvalue(created.get(), 0, 2);
@@ -1504,10 +1492,11 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   options.raw = [&emitter](const TableSchema& table) { return emitter.WantsRawCopy(table); };
 
   // Without a snapshot exported with the slot, take one now and hold it until the workers
-  // have imported it.
+  // have imported it: for a one-off copy any snapshot; for a pipeline, one exactly as of a
+  // position the stream can tell changes before and after by (a temporary slot's).
   PgConnPtr holder;
   std::string name = snapshot_name_;
-  if (name.empty()) {
+  if (name.empty() && only) {
     absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
     if (!conn.ok()) return conn.status();
     holder = *std::move(conn);
@@ -1516,20 +1505,25 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
     res = Exec(holder.get(), "SELECT pg_export_snapshot(), pg_current_wal_lsn()");
     if (!res.ok()) return res.status();
     name = PQgetvalue(res->get(), 0, 0);
-    if (only) options.position = Lsn::Parse(PQgetvalue(res->get(), 0, 1)).value_or(Lsn());
+    options.position = Lsn::Parse(PQgetvalue(res->get(), 0, 1)).value_or(Lsn());
+  } else if (name.empty()) {
+    absl::StatusOr<ExactSnapshot> exact = TakeExactSnapshot(source_.url, pipeline_);
+    if (!exact.ok()) return exact.status();
+    holder = std::move(exact->holder);
+    name = exact->name;
+    options.copied_as_of = exact->as_of;
   }
   copier_ = std::make_unique<SnapshotCopier>(std::move(options));
   absl::Status s = copier_->Run(
       name,
       [&] {
-        if (holder != nullptr) Exec(holder.get(), "COMMIT").IgnoreError();
-        holder.reset();
+        if (holder != nullptr && only) Exec(holder.get(), "COMMIT").IgnoreError();
+        holder.reset();  // (a temporary slot goes with its connection)
       },
       emitter, chunks, stop);
   if (!s.ok() || !copier_->finished() || only) return s;
   absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
   if (!conn.ok()) return conn.status();
-  if (absl::Status s = RecopyResumedKeylessTables(conn->get()); !s.ok()) return s;
   auto done =
       Exec(conn->get(), "UPDATE pgflow.snapshots SET finished_at = now() WHERE pipeline = $1",
            {pipeline_});
@@ -1537,31 +1531,29 @@ absl::Status PostgresSource::RunSnapshot(Emitter& emitter, const ChunkTracker& c
   return done.status();
 }
 
-absl::Status PostgresSource::RecopyResumedKeylessTables(PGconn* conn) {
-  const std::vector<TableRef>& resumed = copier_->resumed_tables();
-  if (resumed.empty()) return absl::OkStatus();
-  auto [schemas, names] = TableRefArrays(resumed);
+absl::Status PostgresSource::LoadCopiedAsOf(PGconn* conn) {
+  copied_as_of_.clear();
+  if (source_.snapshot.mode != SnapshotMode::kInitial) return absl::OkStatus();
   auto res = Exec(conn,
-                  "SELECT r.nsp, r.rel FROM unnest($1::text[], $2::text[]) AS r(nsp, rel) "
-                  "WHERE NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = "
-                  "i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-                  "WHERE n.nspname = r.nsp AND c.relname = r.rel AND i.indisprimary)",
-                  {schemas, names});
+                  "SELECT table_schema || '.' || table_name, max(as_of) FROM "
+                  "pgflow.snapshot_chunks WHERE pipeline = $1 AND as_of > $2::pg_lsn GROUP BY 1",
+                  {pipeline_, start_.ToString()});
   if (!res.ok()) return res.status();
-  std::vector<TableRef> keyless;
-  std::vector<std::string> listed;
   for (int i = 0; i < PQntuples(res->get()); ++i) {
-    keyless.push_back({PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
-    listed.push_back(keyless.back().Quoted());
+    std::optional<Lsn> as_of = Lsn::Parse(PQgetvalue(res->get(), i, 1));
+    if (as_of.has_value()) copied_as_of_[PQgetvalue(res->get(), i, 0)] = *as_of;
   }
-  if (keyless.empty()) return absl::OkStatus();
-  absl::StatusOr<int64_t> id = RequestBackfill(source_.url, pipeline_, keyless);
-  if (!id.ok()) return id.status();
-  LogInfo(
-      "the resumed snapshot copied part of %d table(s) without a primary key under a new "
-      "snapshot, which the stream's replay would double: backfill %d copies them again, "
-      "exactly, beside the stream: %s",
-      keyless.size(), *id, NameSome(listed));
+  if (!copied_as_of_.empty()) {
+    std::vector<std::string> listed;
+    for (const auto& [table, as_of] : copied_as_of_) {
+      listed.push_back(absl::StrCat(table, " (", as_of.ToString(), ")"));
+    }
+    std::sort(listed.begin(), listed.end());
+    LogInfo(
+        "replication stream: %d table(s) were copied as of a later position than %s; their "
+        "changes before it are in the copy and are skipped: %s",
+        listed.size(), start_.ToString(), NameSome(listed));
+  }
   return absl::OkStatus();
 }
 
@@ -1583,6 +1575,7 @@ absl::Status PostgresSource::StartReplication(Lsn from) {
     return s;
   }
   streaming_ = true;
+  streamed_ = true;
   return absl::OkStatus();
 }
 
@@ -1595,12 +1588,56 @@ absl::Status PostgresSource::Stream(Emitter& emitter, Acknowledgements acks,
     }
   }
   // Every snapshot row is durable in every sink: the stream starts exactly where the snapshot
-  // was taken.
+  // was taken, or, for a table copied under a later one, skips what its copy holds.
+  {
+    absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+    if (!conn.ok()) return conn.status();
+    if (absl::Status s = LoadCopiedAsOf(conn->get()); !s.ok()) return s;
+  }
   absl::Status started = StartReplication(start_);
   if (!started.ok() && !absl::IsUnavailable(started)) return started;
   if (started.ok()) LogInfo("replication stream: streaming from %s", start_.ToString());
   StreamState state(this, emitter, acks.wal, stop);
   return state.Run();
+}
+
+void PostgresSource::ReleaseUnacknowledged() {
+  if (source_.snapshot.mode == SnapshotMode::kOnly) return;
+  // The slot may go only if nothing written since its creation can be missed: the snapshot is
+  // still owed with no chunk acknowledged (the caller checks that), so the next run copies
+  // every table under a new slot's snapshot. Once the stream began, or the copy finished, the
+  // changes the slot holds are the only record of what was written since, so it stays.
+  if (!created_slot_ || streamed_ || !snapshot_owed_ ||
+      source_.snapshot.mode != SnapshotMode::kInitial) {
+    LogWarning(
+        "replication slot %s keeps WAL on the server until pipeline %s runs again, or `pgflow "
+        "teardown %s` removes it",
+        source_.slot, pipeline_, file_);
+    return;
+  }
+  replication_.reset();  // (the slot's holder, if Finish left it)
+  absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+  absl::Status dropped = conn.status();
+  if (conn.ok()) {
+    dropped = WaitForSlotFree(conn->get(), pipeline_, source_.slot);
+    if (dropped.ok()) {
+      dropped = Exec(conn->get(), "SELECT pg_drop_replication_slot($1)", {source_.slot}).status();
+    }
+  }
+  if (!dropped.ok()) {
+    LogWarning(
+        "replication slot %s, which this run created, could not be removed (%s): it keeps WAL "
+        "on the server until pipeline %s runs again, or `pgflow teardown %s` removes it",
+        source_.slot, dropped.message(), pipeline_, file_);
+    return;
+  }
+  created_slot_ = false;
+  LogInfo(
+      "removed replication slot %s, which this run created: nothing it copied was "
+      "acknowledged and it never streamed (the next run copies every table under a new one), and the slot would "
+      "keep WAL on the server (pgflow's schema and publication %s stay, holding "
+      "nothing; `pgflow teardown %s` removes them)",
+      source_.slot, source_.publication, file_);
 }
 
 absl::Status PostgresSource::Finish(Acknowledgements acks) {

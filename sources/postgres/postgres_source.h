@@ -22,6 +22,10 @@
 
 namespace pgflow {
 
+// Whether the server at `conn` can be a pipeline's source: PostgreSQL 14 or later, wal_level =
+// logical. The error says what to change.
+absl::Status CheckSourceServer(PGconn* conn);
+
 class PostgresSource : public Source {
  public:
   // `file`: the pipeline file, named in messages that tell the user what to run.
@@ -32,6 +36,9 @@ class PostgresSource : public Source {
   absl::StatusOr<Lsn> Prepare() override;
   absl::Status Stream(Emitter& emitter, Acknowledgements acks, const StopSignal& stop) override;
   absl::Status Finish(Acknowledgements acks) override;
+  // Drops the replication slot when this process created it (the pgflow schema and the
+  // publication stay: they keep nothing); names an older slot that stays.
+  void ReleaseUnacknowledged() override;
   // Without a snapshot owed, requests a backfill of every table (as `pgflow snapshot` does);
   // its end is announced to the sinks with kSnapshotDone.
   absl::Status EnsureFullCopy() override;
@@ -51,8 +58,16 @@ class PostgresSource : public Source {
   // keyless_tables: skip. Notes (and logs) the followed tables left out.
   absl::Status NoteSkippedKeylessTables(PGconn* conn);
   bool SkipsKeyless() const { return source_.keyless_tables == KeylessPolicy::kSkip; }
-  // After a resumed snapshot: a backfill of the tables without a primary key it copied part of.
-  absl::Status RecopyResumedKeylessTables(PGconn* conn);
+  // The tables copied whole under a snapshot later than the stream's start (SnapshotCopier's
+  // copied_as_of), with its position: read from pgflow.snapshot_chunks before streaming.
+  absl::Status LoadCopiedAsOf(PGconn* conn);
+  // Whether `table`'s rows were copied whole under a snapshot that holds a transaction
+  // committed at `commit_lsn` already: its change is skipped.
+  bool CopiedAfter(const TableSchema& table, Lsn commit_lsn) const {
+    if (copied_as_of_.empty()) return false;
+    auto it = copied_as_of_.find(table.QualifiedName());
+    return it != copied_as_of_.end() && commit_lsn < it->second;
+  }
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);
   absl::Status StartReplication(Lsn from);
   absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
@@ -72,7 +87,10 @@ class PostgresSource : public Source {
   // asked for): such a table is copied again.
   bool reload_new_columns_ = false;
   std::string snapshot_name_;
+  bool created_slot_ = false;  // EnsureSlot created the slot in this process
+  bool streamed_ = false;  // StartReplication succeeded in this process
   std::unique_ptr<SnapshotCopier> copier_;
+  absl::flat_hash_map<std::string, Lsn> copied_as_of_;  // by "schema.table" (LoadCopiedAsOf)
   // keyless_tables: skip: the followed tables left out when the pipeline started.
   std::vector<TableRef> skipped_at_start_;
 };

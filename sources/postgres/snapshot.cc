@@ -1,5 +1,7 @@
 #include "sources/postgres/snapshot.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/postgres/keyless.h"
 #include "engine/bounded_queue.h"
 #include "engine/log.h"
@@ -146,13 +150,46 @@ std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t
   return chunks;
 }
 
+absl::StatusOr<ExactSnapshot> TakeExactSnapshot(const std::string& url,
+                                                const std::string& pipeline) {
+  absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kReplication);
+  if (!conn.ok()) return conn.status();
+  const std::string slot =
+      absl::StrCat("pgflow_copy_", getpid(), "_", absl::ToUnixMicros(absl::Now()) % 1000000);
+  LogInfo(
+      "snapshot: taking a snapshot as of an exact position (temporary slot %s; it waits for the "
+      "transactions in progress to end)",
+      slot);
+  PgResultPtr created(PQexec(
+      conn->get(),
+      absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
+          .c_str()));
+  if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
+    absl::Status error =
+        ResultError(conn->get(), created.get(),
+                    absl::StrCat("pipeline ", pipeline, ": taking the copy's snapshot"));
+    return absl::Status(error.code(),
+                        absl::StrCat(error.message(),
+                                     " (a copy that does not start with its slot takes its "
+                                     "snapshot from a temporary slot: it needs one free "
+                                     "replication slot and WAL sender for a moment, "
+                                     "max_replication_slots and max_wal_senders)"));
+  }
+  std::optional<Lsn> as_of = Lsn::Parse(PQgetvalue(created.get(), 0, 1));
+  if (!as_of.has_value())
+    return absl::DataLossError("CREATE_REPLICATION_SLOT returned no consistent point");
+  return ExactSnapshot{*std::move(conn), PQgetvalue(created.get(), 0, 2), *as_of};
+}
+
 absl::Status EnsureSnapshotState(PGconn* conn) {
   // Created by `pgflow init` (a superuser) when a role that may not create in the database runs
   // the pipeline: CREATE ... IF NOT EXISTS would still need that privilege.
   auto present = Exec(conn,
                       "SELECT to_regclass('pgflow.snapshots') IS NOT NULL AND "
                       "to_regclass('pgflow.snapshot_chunks') IS NOT NULL AND "
-                      "to_regclass('pgflow.backfills') IS NOT NULL");
+                      "to_regclass('pgflow.backfills') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                      "pg_attribute WHERE attrelid = to_regclass('pgflow.snapshot_chunks') AND "
+                      "attname = 'as_of' AND NOT attisdropped)");
   if (!present.ok()) return present.status();
   if (PQgetvalue(present->get(), 0, 0)[0] == 't') return absl::OkStatus();
   auto res = Exec(conn, R"sql(
@@ -174,6 +211,9 @@ absl::Status EnsureSnapshotState(PGconn* conn) {
       done_at timestamptz,
       rows bigint,
       PRIMARY KEY (pipeline, leaf_schema, leaf_name, first_page));
+    -- The position of the snapshot a table was copied whole under, when later than the
+    -- stream's start: its changes committed before it are in the copy.
+    ALTER TABLE pgflow.snapshot_chunks ADD COLUMN IF NOT EXISTS as_of pg_lsn;
     CREATE TABLE IF NOT EXISTS pgflow.backfills (
       id bigserial PRIMARY KEY,
       pipeline text NOT NULL,
@@ -184,6 +224,13 @@ absl::Status EnsureSnapshotState(PGconn* conn) {
       rows bigint NOT NULL DEFAULT 0,
       error text);
   )sql");
+  if (!res.ok() && PQstatus(conn) == CONNECTION_OK) {
+    return absl::Status(res.status().code(),
+                        absl::StrCat(res.status().message(),
+                                     " (pgflow's snapshot tables in the source are an older "
+                                     "version's: run `pgflow init` with this pgflow as a "
+                                     "superuser)"));
+  }
   return res.status();
 }
 
@@ -525,11 +572,6 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::LoadPlan(PGconn* stat
     if (PQgetvalue(r, i, 7)[0] == 't') {
       done_before_.push_back({std::move(c), std::stoull(PQgetvalue(r, i, 8))});
     } else {
-      TableRef table{c.table_schema, c.table_name};
-      if (std::find(resumed_tables_.begin(), resumed_tables_.end(), table) ==
-          resumed_tables_.end()) {
-        resumed_tables_.push_back(std::move(table));
-      }
       plan.push_back(std::move(c));
     }
   }
@@ -560,11 +602,25 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
   absl::StatusOr<std::vector<SnapshotChunk>> plan =
       options_.record_progress ? LoadPlan(state_conn_.get()) : std::vector<SnapshotChunk>();
   if (!plan.ok()) return plan.status();
-  if (plan->empty() && done_before_.empty()) {
+  const bool resumed = !plan->empty() || !done_before_.empty();
+  if (!resumed) {
     plan = Plan(planner->get(), state_conn_.get());
     if (!plan.ok()) return plan.status();
   }
   shared.plan = *std::move(plan);
+  std::vector<TableSchemaPtr> truncated;
+  if (options_.copied_as_of.IsValid() && options_.record_progress) {
+    if (resumed) {
+      absl::StatusOr<std::vector<TableSchemaPtr>> keyless = RecopyKeyless(planner->get(), &shared);
+      if (!keyless.ok()) return keyless.status();
+      truncated = *std::move(keyless);
+    } else {
+      auto noted = Exec(state_conn_.get(),
+                        "UPDATE pgflow.snapshot_chunks SET as_of = $2 WHERE pipeline = $1",
+                        {options_.pipeline, options_.copied_as_of.ToString()});
+      if (!noted.ok()) return noted.status();
+    }
+  }
 
   // Progress per table, counting what earlier runs already copied.
   std::map<std::string, TableProgress> progress;
@@ -644,6 +700,13 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
   auto last_report = Clock::now();
   report(true);
   uint64_t ordinal = 0;
+  if (!truncated.empty()) {
+    if (absl::Status s = EmitTruncates(truncated, emitter, stop, &ordinal); !s.ok()) {
+      join();
+      report(false);
+      return s;
+    }
+  }
   while (true) {
     absl::Status error;
     {
@@ -735,18 +798,99 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<TableSchemaPtr>> SnapshotCopier::RecopyKeyless(PGconn* snapshot_conn,
+                                                                          Shared* shared) {
+  std::set<std::pair<std::string, std::string>> tables;
+  for (const SnapshotChunk& c : shared->plan) tables.insert({c.table_schema, c.table_name});
+  for (const auto& [c, rows] : done_before_) tables.insert({c.table_schema, c.table_name});
+  std::vector<TableSchemaPtr> keyless;
+  std::vector<TableRef> refs;
+  for (const auto& [schema, name] : tables) {
+    absl::StatusOr<TableReader> reader = DescribeTable(snapshot_conn, schema, name);
+    if (absl::IsNotFound(reader.status())) continue;  // dropped since: nothing to copy
+    if (!reader.ok()) return reader.status();
+    if (!reader->schema->RowKeyColumns().empty()) continue;
+    keyless.push_back(reader->schema);
+    refs.push_back({schema, name});
+    recopied_keyless_.push_back(reader->schema->QualifiedName());
+  }
+  if (keyless.empty()) return keyless;
+  auto is_keyless = [&](const SnapshotChunk& c) {
+    return std::find(recopied_keyless_.begin(), recopied_keyless_.end(), c.TableName()) !=
+           recopied_keyless_.end();
+  };
+  for (auto it = done_before_.begin(); it != done_before_.end();) {
+    if (!is_keyless(it->first)) {
+      ++it;
+      continue;
+    }
+    shared->plan.push_back(std::move(it->first));
+    it = done_before_.erase(it);
+  }
+  auto [schemas, names] = TableRefArrays(refs);
+  auto reset = Exec(state_conn_.get(),
+                    "UPDATE pgflow.snapshot_chunks c SET done_at = NULL, rows = NULL, as_of = $4 "
+                    "FROM unnest($2::text[], $3::text[]) AS t(nsp, rel) WHERE c.pipeline = $1 "
+                    "AND c.table_schema = t.nsp AND c.table_name = t.rel",
+                    {options_.pipeline, schemas, names, options_.copied_as_of.ToString()});
+  if (!reset.ok()) return reset.status();
+  LogInfo(
+      "snapshot: %d table(s) without a key are copied again whole, as of %s (what the sinks "
+      "hold of them is truncated first; the stream skips their changes before it): %s",
+      keyless.size(), options_.copied_as_of.ToString(), absl::StrJoin(recopied_keyless_, ", "));
+  return keyless;
+}
+
+absl::Status SnapshotCopier::EmitTruncates(const std::vector<TableSchemaPtr>& truncated,
+                                           Emitter& emitter, const StopSignal& stop,
+                                           uint64_t* ordinal) {
+  auto batch = std::make_shared<EventBatch>();
+  for (const TableSchemaPtr& table : truncated) {
+    Event event;
+    event.kind = EventKind::kChange;
+    event.change.op = Op::kTruncate;
+    event.change.table = table;
+    event.change.txn.commit_lsn = options_.position;
+    event.change.lsn = options_.position;
+    batch->events.push_back(std::move(event));
+  }
+  Event mark;
+  mark.kind = EventKind::kChunkDone;
+  mark.chunk = ++*ordinal;
+  batch->events.push_back(std::move(mark));
+  batch->bytes = batch->events.size() * sizeof(Event);
+  unrecorded_.push_back({*ordinal, SnapshotChunk()});
+  unrecorded_rows_.push_back({*ordinal, 0});
+  const EventBatchPtr shared_batch = std::move(batch);
+  while (true) {
+    switch (emitter.Emit(shared_batch, absl::Milliseconds(100))) {
+      case Emitter::Result::kOk:
+        return absl::OkStatus();
+      case Emitter::Result::kClosed:
+        return absl::CancelledError("pipeline closed");
+      case Emitter::Result::kTimeout:
+        if (stop.requested()) return absl::CancelledError("stopped");
+        break;
+    }
+  }
+}
+
 absl::Status SnapshotCopier::RecordDurable(const ChunkTracker& chunks) {
   uint64_t confirmed = chunks.Confirmed();
   std::vector<std::string> values;
   size_t n = 0;
   while (n < unrecorded_.size() && unrecorded_[n].first <= confirmed) {
     const SnapshotChunk& c = unrecorded_[n].second;
+    if (c.leaf_name.empty()) {  // (the mark after truncates: no chunk of the plan)
+      ++n;
+      continue;
+    }
     values.push_back(absl::StrCat("(", QuoteLiteral(c.leaf_schema), ",", QuoteLiteral(c.leaf_name),
                                   ",", c.first_page, ",", unrecorded_rows_[n].second, ")"));
     ++n;
   }
   if (n == 0) return absl::OkStatus();
-  if (options_.record_progress && state_conn_ != nullptr) {
+  if (options_.record_progress && state_conn_ != nullptr && !values.empty()) {
     auto res = Exec(state_conn_.get(),
                     absl::StrCat("UPDATE pgflow.snapshot_chunks c SET done_at = now(), rows = "
                                  "v.rows FROM (VALUES ",

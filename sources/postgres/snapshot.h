@@ -73,6 +73,20 @@ std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t
 // The SQL pgflow keeps its snapshot progress in, in the source database. Idempotent.
 absl::Status EnsureSnapshotState(PGconn* conn);
 
+// A snapshot exactly as of a WAL position, apart from a pipeline's slot: a temporary logical
+// slot's, exported when it is created. It holds every transaction that committed before
+// `as_of` and none after (what logical decoding from `as_of` would send), so a stream can tell
+// the changes a copy under it holds by their commit LSN. Valid while `holder` (the slot's
+// replication connection, which drops the slot when it closes) stays open and unused: close
+// it once the snapshot is imported. Creating the slot waits for the transactions in progress
+// to end, and needs a free replication slot and WAL sender.
+struct ExactSnapshot {
+  PgConnPtr holder;
+  std::string name;
+  Lsn as_of;
+};
+absl::StatusOr<ExactSnapshot> TakeExactSnapshot(const std::string& url, const std::string& pipeline);
+
 // Runs one snapshot to its end (or until stopped), emitting `read` changes and one
 // kChunkDone per chunk, and recording chunks durable in every sink as done.
 class SnapshotCopier {
@@ -84,6 +98,15 @@ class SnapshotCopier {
     int workers = 1;
     uint64_t chunk_bytes = 64ull << 20;
     Lsn position;  // the LSN `read` events carry (the slot's consistent point)
+    // When the snapshot is not the one the slot exported at `position` but a later one taken
+    // apart from it (a resumed copy, or `pgflow init` some time before the first run): the
+    // position it is exactly as of (a temporary slot's consistent point). A table copied
+    // whole under it is recorded with it (pgflow.snapshot_chunks.as_of): the stream skips
+    // that table's changes committed before it, which the copy holds already. A fresh plan
+    // records it for every table; a resumed one copies its tables without a key again whole
+    // (after a truncate of what the sinks hold of them), since the stream cannot make their
+    // rows copied under the first snapshot meet the rest exactly.
+    Lsn copied_as_of;
     // Which tables' rows go on as raw COPY data (EventKind::kRawRows); none when empty.
     std::function<bool(const TableSchema&)> raw;
     bool record_progress = true;  // keep the plan and finished chunks in pgflow.snapshot_chunks
@@ -105,10 +128,8 @@ class SnapshotCopier {
 
   bool finished() const { return finished_; }
 
-  // The tables a resumed snapshot copied chunks of under its new snapshot: rows the stream,
-  // replayed from the first snapshot's point, may carry again. Keys make that harmless; a table
-  // without one must be copied again beside the stream.
-  const std::vector<TableRef>& resumed_tables() const { return resumed_tables_; }
+  // The tables without a key a resumed snapshot copied again whole (Options::copied_as_of).
+  const std::vector<std::string>& recopied_keyless() const { return recopied_keyless_; }
 
  private:
   struct Worker;
@@ -116,6 +137,14 @@ class SnapshotCopier {
 
   absl::StatusOr<std::vector<SnapshotChunk>> Plan(PGconn* snapshot_conn, PGconn* state_conn);
   absl::StatusOr<std::vector<SnapshotChunk>> LoadPlan(PGconn* state_conn);
+  // A resumed plan under a snapshot apart from the slot's: the tables without a key (as the
+  // snapshot describes them) get every chunk back into `shared->plan`, recorded not done and
+  // as of Options::copied_as_of; their schemas, to be truncated in the sinks first.
+  absl::StatusOr<std::vector<TableSchemaPtr>> RecopyKeyless(PGconn* snapshot_conn, Shared* shared);
+  // Hands `truncated`'s truncates on, ahead of every row, with a chunk mark of their own (a
+  // PostgreSQL target commits them before its loaders write the tables again).
+  absl::Status EmitTruncates(const std::vector<TableSchemaPtr>& truncated, Emitter& emitter,
+                             const StopSignal& stop, uint64_t* ordinal);
 
   Options options_;
   PgConnPtr state_conn_;
@@ -124,7 +153,7 @@ class SnapshotCopier {
   std::vector<std::pair<uint64_t, uint64_t>> unrecorded_rows_;
   // Chunks an earlier run finished, with their row counts (for progress only).
   std::vector<std::pair<SnapshotChunk, uint64_t>> done_before_;
-  std::vector<TableRef> resumed_tables_;
+  std::vector<std::string> recopied_keyless_;
   bool finished_ = false;
 };
 

@@ -423,16 +423,20 @@ TEST(KvCacheTest, AMissingSelectedColumnAndASecondRunAreRefusedClearly) {
       "CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text);"
       "INSERT INTO people VALUES (1, 'a')");
   std::string out;
-  EXPECT_EQ(RunPgflow({"run", wrong.yaml()}, &out, {{"SOURCE_URL", wrong.url()}}), 1);
-  EXPECT_THAT(out, HasSubstr("columns (of public.people) names nmae, which the table does not "
-                             "have (its columns: id, name): correct the sink's kv.columns"));
+  // Refused before anything is created in the source (SnapshotTest checks that nothing is).
+  EXPECT_EQ(RunPgflow({"run", wrong.yaml()}, &out, {{"SOURCE_URL", wrong.url()}}), 2);
+  EXPECT_THAT(out, HasSubstr("sinks.cache.kv.columns (of public.people) names nmae, which the "
+                             "table does not have (its columns: id, name): correct it"));
+  EXPECT_THAT(out, HasSubstr("not started, nothing created in the source"));
 
   KvPipeline p("kv_twice");
   Sql(p.url()).Exec("CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text)");
   auto pgflow = p.Start();
   EXPECT_EQ(RunPgflow({"run", p.yaml()}, &out, {{"SOURCE_URL", p.url()}}), 1);
-  EXPECT_THAT(out, HasSubstr("pipeline kv_twice is already running: its replication slot "
-                             "pgflow_kv_twice is in use by server process"));
+  // Named as the pgflow process it is, not as the WAL sender serving it.
+  EXPECT_THAT(out, HasSubstr("pipeline kv_twice is already running: pgflow process " +
+                             std::to_string(pgflow->pid()) + " on "));
+  EXPECT_THAT(out, HasSubstr("streams from its replication slot pgflow_kv_twice"));
   EXPECT_THAT(out, Not(HasSubstr("Address already in use")));
   EXPECT_TRUE(pgflow->Running());
   pgflow->Signal(SIGINT);

@@ -185,5 +185,64 @@ TEST(MigrationTest, TheTargetGoesDownMidLoadAndTheCopyCompletes) {
   EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 0) << out;
 }
 
+// The issue a user met: a keyed and a keyless table, the application inserting into both
+// without a pause, SIGINT in the middle of the copy, `pgflow run` again. The keyless table is
+// copied again whole as of an exact position (its partial copy truncated on the target, the
+// stream skipping what the new copy holds), and both tables end identical while the writes
+// never stop.
+TEST(MigrationTest, AKeylessTableInterruptedMidCopyEndsIdenticalUnderConstantWrites) {
+  Migration m("keylessresume", "{mode: initial, workers: 2, chunk_size: 1MiB}");
+  Sql source(m.source_url());
+  source.Exec(
+      "CREATE TABLE accounts (id bigint PRIMARY KEY, balance int, note text); "
+      "INSERT INTO accounts SELECT g, 0, md5(g::text) FROM generate_series(1, 1000000) g; "
+      "CREATE TABLE audit_log (at timestamptz, account bigint, delta int); "
+      "INSERT INTO audit_log SELECT now(), g % 1000, 1 FROM generate_series(1, 600000) g");
+  BackgroundWriter writer(m.source_url(), [](int64_t n, std::mt19937_64& rng) {
+    const std::string id = std::to_string(rng() % 1000000 + 1);
+    return "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = " + id +
+           "; INSERT INTO audit_log VALUES (now(), " + id + ", 1); INSERT INTO accounts VALUES (" +
+           std::to_string(1000001 + n) + ", 0, 'new'); COMMIT;";
+  });
+  auto pgflow = m.Start();
+  auto done_chunks = [&] {
+    if (source.Scalar("SELECT to_regclass('pgflow.snapshot_chunks') IS NULL") == "t") return 0;
+    return std::stoi(source.Scalar(
+        "SELECT count(*) FROM pgflow.snapshot_chunks WHERE done_at IS NOT NULL"));
+  };
+  // Interrupted as soon as the target holds copied rows: the copy is far from its end then.
+  Sql target(m.target_url());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return target.PollScalar("SELECT coalesce(pg_relation_size(to_regclass('accounts')) > "
+                                 "4000000, false)") == "t" ||
+               !pgflow->Running();
+      },
+      std::chrono::seconds(120)))
+      << ReadFile(m.log());
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(m.log());
+  ASSERT_LT(done_chunks(), std::stoi(source.Scalar("SELECT count(*) FROM pgflow.snapshot_chunks")))
+      << "the copy finished before it could be interrupted";
+
+  pgflow = m.Start();
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(m.log()).find("streaming from") != std::string::npos ||
+                                   !pgflow->Running(); },
+                      std::chrono::seconds(300)))
+      << ReadFile(m.log());
+  EXPECT_THAT(ReadFile(m.log()), HasSubstr("1 table(s) without a key are copied again whole"));
+  const int64_t written = writer.transactions();
+  ASSERT_TRUE(WaitFor([&] { return writer.transactions() > written + 50; },
+                      std::chrono::seconds(30)));
+  writer.Stop();
+  ASSERT_TRUE(m.CaughtUp(std::chrono::seconds(180))) << ReadFile(m.log());
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(60)), 0) << ReadFile(m.log());
+  m.ExpectSameRows("audit_log");
+  m.ExpectSameRows("accounts");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 0) << out;
+}
+
 }  // namespace
 }  // namespace pgflow::testing

@@ -267,7 +267,8 @@ TEST(OperationsTest, ReadyzFollowsATargetThatGoesDownAndNoSecretLeaks) {
       << ReadFile(p.log());
   Sql target(SharedCluster(1).Url("ready_target"));
   EXPECT_TRUE(WaitFor([&] { return target.PollScalar("SELECT count(*) FROM t") == "1"; },
-                      std::chrono::seconds(30)));
+                      std::chrono::seconds(30)))
+      << ReadFile(p.log());
   std::string metrics = Curl(p.admin("/metrics")).body;
   EXPECT_THAT(metrics, HasSubstr("pgflow_pipeline_restarts_total{pipeline=\"ready_secret\"} "));
   EXPECT_THAT(metrics,

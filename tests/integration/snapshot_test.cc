@@ -189,6 +189,16 @@ void CreateItems(Sql& sql, int rows) {
   sql.Exec("ANALYZE items");
 }
 
+// The events written replay to exactly the source's rows: `items` by key, the keyless `logs`
+// as a multiset.
+void ExpectItemsAndLogsAsInTheSource(SnapshotPipeline& p, Sql& sql) {
+  auto lines = ReadJsonl(p.output());
+  EXPECT_EQ(Diff(Replay(lines, "items", "id"), SourceRows(sql, "items", "id")), "");
+  EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
+      << ReplayBag(lines, "logs").size() << " rows replayed, " << SourceBag(sql, "logs").size()
+      << " in the source";
+}
+
 // Waits for the stream to confirm everything written so far, then stops pgflow cleanly.
 void DrainAndStop(SnapshotPipeline& p, PgflowProcess& pgflow, Sql& sql) {
   std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
@@ -255,14 +265,19 @@ TEST(SnapshotTest, ExactUnderConcurrentWritesAndHandedOverToTheStream) {
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("snapshot: "));
 }
 
-TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
+// kill -9 mid-copy while both tables take writes without a pause, then a restart: the keyed
+// table resumes with the chunks still owed (the stream, replayed from the first snapshot's
+// point, brings its copied rows up to date); the keyless one cannot meet the stream that way
+// and is copied again whole under a snapshot taken at an exact position, the stream skipping
+// its changes before it. Both end exactly as the source, with the writes never stopped.
+TEST(SnapshotTest, KillNineMidSnapshotResumesExactlyUnderConstantWrites) {
   SnapshotPipeline p("resume", "[public.items, public.logs]",
                      "{mode: initial, workers: 2, chunk_size: 1MiB}");
   Sql sql(p.url());
   CreateItems(sql, 400000);
   CreateLogs(sql, 200000);
   BackgroundWriter writer(p.url(), ItemsLoad(400001));
-  auto logs_writer = std::make_unique<BackgroundWriter>(p.url(), LogsLoad(1000));
+  BackgroundWriter logs_writer(p.url(), LogsLoad(1000));
   auto pgflow = p.Start();
   auto done_chunks = [&] {
     if (sql.Scalar("SELECT to_regclass('pgflow.snapshot_chunks') IS NULL") == "t") return 0;
@@ -275,38 +290,64 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesWithTheChunksStillOwed) {
       << ReadFile(p.log());
   pgflow->Signal(SIGKILL);
   pgflow->Wait(std::chrono::seconds(10));
-  logs_writer.reset();  // quiet, so that its copy beside the stream is not voided
   int total = std::stoi(sql.Scalar("SELECT count(*) FROM pgflow.snapshot_chunks"));
   int done = done_chunks();
   ASSERT_LT(done, total) << "the snapshot finished before it could be interrupted";
+  std::string status;
+  EXPECT_EQ(RunPgflow({"status", p.yaml()}, &status), 1) << status;
+  EXPECT_THAT(status, HasSubstr("the initial copy is not finished"));
+  const int64_t logs_written = logs_writer.transactions();
 
   pgflow = p.Start();
-  ASSERT_TRUE(WaitFor([&] { return p.LogHas("snapshot: done") || !pgflow->Running(); },
+  ASSERT_TRUE(WaitFor([&] { return p.LogHas("streaming from") || !pgflow->Running(); },
                       std::chrono::seconds(300)))
       << ReadFile(p.log());
   EXPECT_THAT(ReadFile(p.log()),
               HasSubstr("once the tables are copied (the snapshot is not finished)"));
-  EXPECT_THAT(ReadFile(p.log()), HasSubstr(std::to_string(done) + " done before"));
-  // The keyless table's rows copied under the new snapshot would meet the replayed stream
-  // twice: it is copied again, exactly, beside the stream.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        return sql.Scalar(
-                   "SELECT count(*) FROM pgflow.backfills WHERE finished_at IS NOT NULL "
-                   "AND tables = '{public.logs}'") == "1" ||
-               !pgflow->Running();
-      },
-      std::chrono::seconds(120)))
-      << ReadFile(p.log());
-  EXPECT_THAT(ReadFile(p.log()), HasSubstr("without a primary key under a new snapshot"));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("1 table(s) without a key are copied again whole"));
+  EXPECT_THAT(ReadFile(p.log()), HasSubstr("their changes before it are in the copy"));
+  EXPECT_GT(logs_writer.transactions(), logs_written) << "the keyless table was not written to";
+  // Still written to: the stream goes on past the copy's position.
+  const int64_t after_copy = logs_writer.transactions();
+  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > after_copy + 20; },
+                      std::chrono::seconds(30)));
   writer.Stop();
+  logs_writer.Stop();
+  DrainAndStop(p, *pgflow, sql);
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pgflow.backfills"), "0");
+
+  ExpectItemsAndLogsAsInTheSource(p, sql);
+}
+
+// `pgflow init`, the application writing, then `pgflow run` a while later (docs/migrate.md's
+// steps 4 and 5): the slot init made starts the stream at init's moment, the copy is taken
+// later, and the rows written in between must reach the sinks once, keyed or not.
+TEST(SnapshotTest, InitThenRunLaterMeetsTheStreamExactlyForEveryTable) {
+  SnapshotPipeline p("initrun", "[public.items, public.logs]",
+                     "{mode: initial, workers: 2, chunk_size: 1MiB}");
+  Sql sql(p.url());
+  CreateItems(sql, 20000);
+  CreateLogs(sql, 20000);
+  std::string out;
+  ASSERT_EQ(RunPgflow({"init", p.yaml()}, &out), 0) << out;
+  BackgroundWriter writer(p.url(), ItemsLoad(20001));
+  BackgroundWriter logs_writer(p.url(), LogsLoad(1000));
+  // Writes between init and run.
+  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > 100 && writer.transactions() > 100; },
+                      std::chrono::seconds(60)));
+  auto pgflow = p.Start();
+  ASSERT_TRUE(WaitFor([&] { return p.LogHas("snapshot: done") || !pgflow->Running(); },
+                      std::chrono::seconds(300)))
+      << ReadFile(p.log());
+  EXPECT_TRUE(p.LogHas("taking a snapshot as of an exact position")) << ReadFile(p.log());
+  const int64_t after_copy = logs_writer.transactions();
+  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > after_copy + 20; },
+                      std::chrono::seconds(30)));
+  writer.Stop();
+  logs_writer.Stop();
   DrainAndStop(p, *pgflow, sql);
 
-  auto lines = ReadJsonl(p.output());
-  EXPECT_EQ(Diff(Replay(lines, "items", "id"), SourceRows(sql, "items", "id")), "");
-  EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
-      << ReplayBag(lines, "logs").size() << " rows replayed, " << SourceBag(sql, "logs").size()
-      << " in the source";
+  ExpectItemsAndLogsAsInTheSource(p, sql);
 }
 
 // A table without a key cannot have its changed rows left out of a chunk: its copy is exact
@@ -349,6 +390,48 @@ TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
   EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))
       << ReplayBag(lines, "logs").size() << " rows replayed, " << SourceBag(sql, "logs").size()
       << " in the source";
+}
+
+// A sink option that does not fit the source's tables (examples/kv-cache.yaml's columns on a
+// table without them) is found by `validate --source`, and `run` refuses it before creating
+// anything in the source. So is a server whose wal_level cannot stream.
+TEST(SnapshotTest, ASinkThatDoesNotFitTheTablesIsRefusedBeforeAnythingIsCreated) {
+  Sql sql(NewDatabase("unfit"));
+  sql.Exec("CREATE TABLE orders (id int PRIMARY KEY, total int)");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("unfit", "[public.orders]") +
+                      "sinks:\n  cache:\n    kv: {http: 127.0.0.1:" +
+                      std::to_string(FreeLoopbackPort()) +
+                      ", columns: {public.orders: [customer, total]}}\n");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"validate", yaml, "--source"}, &out), 2) << out;
+  EXPECT_THAT(out, HasSubstr("sinks.cache.kv.columns (of public.orders) names customer, which "
+                             "the table does not have"));
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 2) << out;
+  EXPECT_THAT(out, HasSubstr("not started, nothing created in the source"));
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgflow_unfit'"),
+            "0");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_publication WHERE pubname = 'pgflow_unfit'"), "0");
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'"), "0");
+
+  // A server that cannot stream: validate names the setting to change, run creates nothing.
+  TestCluster replica;
+  Sql(replica.Url()).Exec("ALTER SYSTEM SET wal_level = replica");
+  replica.Pause();
+  replica.Resume();
+  Sql(replica.Url()).Exec("CREATE TABLE orders (id int PRIMARY KEY, total int)");
+  const std::string fits = dir.File("fits.yaml");
+  WriteFile(fits, "pipeline: unfit\nsource: {postgres: {url: '" + replica.Url() +
+                      "', tables: [public.orders]}}\nsinks: {out: {jsonl: {path: " +
+                      dir.File("out.jsonl") + "}}}\n");
+  EXPECT_EQ(RunPgflow({"validate", fits, "--source"}, &out), 2) << out;
+  EXPECT_THAT(out, HasSubstr("wal_level is 'replica'"));
+  EXPECT_THAT(out, HasSubstr("wal_level = logical"));
+  EXPECT_EQ(RunPgflow({"run", fits}, &out), 2) << out;
+  EXPECT_THAT(out, HasSubstr("not started, nothing created in the source"));
+  EXPECT_EQ(Sql(replica.Url()).Scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'"),
+            "0");
 }
 
 TEST(SnapshotTest, SnapshotRowsLookExactlyLikeStreamedRows) {

@@ -631,8 +631,9 @@ TEST(StreamTest, ClearErrorsForAMissingTableAndAnUnreachableServer) {
                       "\n    tables: [public.nope]\n    snapshot: {mode: never}\n"
                       "sinks:\n  out: {jsonl: {path: " +
                       tmp.File("o.jsonl") + "}}\n");
-  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
-  EXPECT_THAT(out, HasSubstr("table public.nope (in source.postgres.tables) does not exist"));
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("source.postgres.tables: table public.nope does not exist"));
+  EXPECT_THAT(out, HasSubstr("not started, nothing created in the source"));
   // Nothing listens on port 1.
   WriteFile(yaml,
             "pipeline: missing\nsource:\n  postgres:\n"

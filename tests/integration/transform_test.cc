@@ -231,7 +231,8 @@ TEST(TransformTest, AMaskThatCannotApplyStopsThePipelineNamingIt) {
                 "sinks: {out: {jsonl: {path: " +
                 dir.File("out.jsonl") + "}}}\n");
   std::string out;
-  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 1);
+  // Found by the checks `run` makes before it starts: refused as a configuration error.
+  EXPECT_EQ(RunPgflow({"run", yaml}, &out), 2);
   EXPECT_THAT(out, HasSubstr("transforms[0] (mask): public.t.n: rule redact applies to text "
                              "columns"));
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 0u);  // nothing unmasked went out

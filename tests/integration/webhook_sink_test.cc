@@ -278,6 +278,73 @@ TEST(WebhookSinkTest, OutagesErrorsTimeoutsAndKill9LoseNothingAndKeepRowOrder) {
   EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("retrying in"));
 }
 
+// An endpoint that keeps failing makes no data loss, but the pipeline is not healthy: /readyz
+// answers 503 naming what is retried and `pgflow status` says degraded, until the endpoint
+// takes deliveries again.
+TEST(WebhookSinkTest, AnEndpointThatKeepsFailingMakesThePipelineNotReadyUntilItRecovers) {
+  Sql sql(NewDatabase("retrying"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, n int)");
+  WebhookReceiver receiver(kNewSecret);
+  TempDir dir;
+  const int port = FreeLoopbackPort();
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("retrying", "[public.items]") +
+                      "sinks:\n  hooks:\n    webhook: {url: \"" + receiver.url() +
+                      "\", secret: " + kNewSecret +
+                      ", backoff: 50ms, max_backoff: 200ms}\n    flush_interval: 50ms\n"
+                      "admin: {listen: 127.0.0.1:" +
+                      std::to_string(port) + "}\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  const std::string readyz = "http://127.0.0.1:" + std::to_string(port) + "/readyz";
+  ASSERT_TRUE(WaitFor([&] { return Curl(readyz).code == 200; }, std::chrono::seconds(30)));
+  receiver.Control({{"status", 503}, {"count", 100000}});
+  sql.Exec("INSERT INTO items VALUES (1, 0)");
+  HttpAnswer down;
+  EXPECT_TRUE(WaitFor([&] { return (down = Curl(readyz)).code == 503; }, std::chrono::seconds(30)));
+  EXPECT_THAT(down.body, HasSubstr("sink hooks: retrying deliveries to " + receiver.url()));
+  EXPECT_THAT(down.body, HasSubstr("HTTP 503"));
+  std::string out;
+  EXPECT_EQ(RunPgflow({"status", yaml}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("degraded"));
+  EXPECT_THAT(out, HasSubstr("retrying deliveries to"));
+  receiver.Control(nlohmann::json::object());
+  EXPECT_TRUE(WaitFor([&] { return Curl(readyz).code == 200; }, std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
+  EXPECT_EQ(RunPgflow({"status", yaml}, &out), 0) << out;
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+// A first run that fails before anything was delivered (the endpoint refuses the very first
+// rows of the copy) leaves no replication slot keeping WAL on the server, and says so; the
+// next run starts afresh.
+TEST(WebhookSinkTest, AFirstRunThatFailsBeforeAnyDeliveryLeavesNoSlot) {
+  Sql sql(NewDatabase("firstfail"));
+  sql.Exec("CREATE TABLE items (id int PRIMARY KEY, note text)");
+  sql.Exec("INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20) g");
+  WebhookReceiver receiver(kNewSecret);
+  receiver.Control({{"status", 400}, {"count", -1}});
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("firstfail", "[public.items]") +
+                      "    snapshot: {mode: initial}\nsinks:\n  hooks:\n    webhook: {url: \"" +
+                      receiver.url() + "\", secret: " + kNewSecret +
+                      "}\n    flush_interval: 50ms\n");
+  std::string out;
+  EXPECT_NE(RunPgflow({"run", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("removed replication slot pgflow_firstfail, which this run created"));
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = "
+                       "'pgflow_firstfail'"),
+            "0");
+  receiver.Control(nlohmann::json::object());
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("again.log"), {},
+                                       "replication stream: streaming");
+  EXPECT_TRUE(WaitFor([&] { return receiver.Accepted().size() >= 20; }, std::chrono::seconds(60)));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("again.log"));
+}
+
 TEST(WebhookSinkTest, ARefusalStopsThePipelineNamingItOrIsSetAsideAndReplayed) {
   Sql sql(NewDatabase("refused"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, note text)");

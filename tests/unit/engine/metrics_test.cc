@@ -96,7 +96,7 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   view.started = true;
   view.server_wal_end = Lsn(100);
   view.streaming = true;
-  view.sinks.push_back(SinkView{"pg", "postgres", 0, Lsn(100), 0.1, false});
+  view.sinks.push_back(SinkView{"pg", "postgres", 0, Lsn(100), 0.1, false, 0, ""});
   status.SetPhase(RunPhase::kRunning);
   status.Attach([&] { return view; });
   EXPECT_TRUE(status.Ready(&reason));
@@ -120,6 +120,36 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   EXPECT_EQ(j["ready"], false);
   EXPECT_EQ(j["last_error"], "connection refused");
   EXPECT_GE(j["sinks"][0]["lag_seconds"].get<double>(), 30);
+}
+
+// Ready means the sinks hold every row and take the stream: not while a copy runs, nor while a
+// sink retries.
+TEST(RunStatusTest, NotReadyWhileCopyingOrWhileASinkRetries) {
+  RunStatus status("p");
+  PipelineView view;
+  view.started = true;
+  view.server_wal_end = Lsn(100);
+  view.sinks.push_back(SinkView{"hooks", "webhook", 0, Lsn(100), 0.1, false, 0, ""});
+  view.snapshot_running = true;
+  view.snapshot_tables.push_back(TableProgress{"public.t", 10, 1, 4, 1, 4});
+  status.SetPhase(RunPhase::kRunning);
+  status.Attach([&] { return view; });
+  std::string reason;
+  EXPECT_FALSE(status.Ready(&reason));
+  EXPECT_EQ(reason, "copying the tables (1 of 4 chunks): the sinks do not hold every row yet");
+  view.snapshot_running = false;
+  view.streaming = true;
+  view.backfill = "backfill 3: public.logs";
+  EXPECT_FALSE(status.Ready(&reason));
+  EXPECT_EQ(reason,
+            "copying tables again (backfill 3: public.logs): the sinks do not hold every row of "
+            "them yet");
+  view.backfill.clear();
+  view.sinks[0].trouble = "retrying deliveries to http://x/ (HTTP 503, attempt 4)";
+  EXPECT_FALSE(status.Ready(&reason));
+  EXPECT_EQ(reason, "sink hooks: retrying deliveries to http://x/ (HTTP 503, attempt 4)");
+  view.sinks[0].trouble.clear();
+  EXPECT_TRUE(status.Ready(&reason)) << reason;
 }
 
 TEST(RunStatusTest, ALostSlotIsNeverReady) {
