@@ -1,7 +1,9 @@
 # Shared by the benchmarks: a throwaway PostgreSQL with an empty database `bench`, removed on
 # exit; PGHOST, PGPORT and PGUSER exported for psql; $work a scratch directory. Source it.
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-[ -x build/pgflow ] || scripts/setup.sh >/dev/null
+# The full set-up (the servers, clients and tools the benchmarks compare with), unless it ran:
+# the quickstart's set-up builds build/pgflow alone.
+[ -x build/kv_bench ] || scripts/setup.sh >/dev/null
 
 work=$(mktemp -d /tmp/pgflow-bench.XXXXXX)
 trap 'scripts/pgtmp.sh stop "$work/pg"; rm -rf "$work"' EXIT

@@ -650,8 +650,9 @@ int main(int argc, char** argv) {
       "and resumes from the committed offsets.");
   run->add_option("pipeline", run_path, "pipeline file (YAML)")->required();
   run->add_option("--progress", progress_seconds,
-                  "seconds between progress lines on stderr (0: none); on a terminal a live "
-                  "line is redrawn every second")
+                  "seconds between progress lines in the log on stderr (0: no progress); when "
+                  "stderr is a terminal (and --log-format text), a live display redrawn every "
+                  "second instead, a line per table during the copy")
       ->capture_default_str();
   std::string until;
   run->add_option("--until", until,

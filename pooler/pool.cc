@@ -11,6 +11,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "engine/asio_support.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
 #include "pooler/protocol.h"
@@ -250,6 +251,7 @@ Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string&
   }
 }
 
+PGFLOW_ASIO_COROUTINE_BEGIN
 Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* context,
                                                                const Upstream& upstream,
                                                                const std::string& dbname,
@@ -452,6 +454,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* 
     }
   }
 }
+PGFLOW_ASIO_COROUTINE_END
 
 // ---------------------------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view messag
   co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
 }
 
+PGFLOW_ASIO_COROUTINE_BEGIN
 Task<bool> Session::Login() {
   std::shared_ptr<const PoolerConfig> config = impl_->config();
   const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
@@ -291,6 +292,7 @@ Task<bool> Session::Login() {
   co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   co_return !ec;
 }
+PGFLOW_ASIO_COROUTINE_END
 
 Task<std::optional<std::string>> Session::ReadPasswordMessage() {
   std::string head;
@@ -420,6 +422,7 @@ Task<absl::StatusOr<std::optional<UserSecret>>> Session::LookUpSecret(const Pool
   co_return secret;
 }
 
+PGFLOW_ASIO_COROUTINE_BEGIN
 Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& users,
                                  const std::string& certificate_user, std::string* looked_up_md5,
                                  ScramKeys* proof) {
@@ -540,6 +543,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   proof->server_key = scram_secret.server_key;
   co_return !ec;
 }
+PGFLOW_ASIO_COROUTINE_END
 
 void Session::CloseClient() {
   boost::system::error_code ec;

@@ -35,9 +35,9 @@ classpath() {
   cache="$repo/.pgflow-kafka-$VERSION.classpath"
   if [ ! -s "$cache" ] || ! all_present "$cache"; then
     echo "kafkatmp: resolving Apache Kafka $VERSION from Maven Central" >&2
-    mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$repo" -f "$ROOT/tests/integration/tools/kafka_broker/pom.xml" \
+    scripts/mvn_plain -Dmaven.repo.local="$repo" -f "$ROOT/tests/integration/tools/kafka_broker/pom.xml" \
       -Dkafka.version="$VERSION" dependency:build-classpath -Dmdep.includeScope=runtime \
-      -Dmdep.outputFile="$cache.tmp" </dev/null >&2 || {
+      -Dmdep.outputFile="$cache.tmp" || {
       echo "kafkatmp: could not resolve org.apache.kafka:kafka_2.13:$VERSION with Maven" >&2
       exit 1
     }

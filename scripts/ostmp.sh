@@ -28,8 +28,8 @@ fetch() {
   zip="$repo/org/opensearch/distribution/integ-test-zip/opensearch/$VERSION/opensearch-$VERSION.zip"
   if [ ! -f "$zip" ]; then
     echo "ostmp: fetching $ARTIFACT from Maven Central" >&2
-    mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$repo" dependency:get \
-      -Dartifact="$ARTIFACT" -Dtransitive=false </dev/null >&2 || {
+    "$(dirname "$0")/mvn_plain" -Dmaven.repo.local="$repo" dependency:get \
+      -Dartifact="$ARTIFACT" -Dtransitive=false || {
       echo "ostmp: could not fetch $ARTIFACT with Maven" >&2
       exit 1
     }

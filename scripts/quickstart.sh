@@ -20,15 +20,8 @@ chmod 755 "$work"
 PGPORT=$(scripts/pgtmp.sh start "$work/pg")
 export PGPORT PGHOST=127.0.0.1 PGUSER=postgres
 psql -q -d postgres -c "CREATE DATABASE shop"
-psql -q -d shop <<'SQL'
-CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2),
-                       tags text[], attrs jsonb);
-CREATE TABLE orders (id bigserial PRIMARY KEY, product_id bigint REFERENCES products,
-                     quantity int, placed_at timestamptz DEFAULT now());
-INSERT INTO products VALUES (10, 'stapler', 7.90, '{office}', '{"color": "red"}'),
-                            (11, 'lamp', 24.00, '{home}', null);
-SQL
-echo "== PostgreSQL on 127.0.0.1:$PGPORT, database shop; running: pgflow run examples/quickstart.yaml"
+psql -q -d shop -v ON_ERROR_STOP=1 -f examples/shop.sql   # the shop every example reads
+echo "== PostgreSQL on 127.0.0.1:$PGPORT, database shop (examples/shop.sql); running: pgflow run examples/quickstart.yaml"
 
 # Events go to the terminal as they arrive (and to a file, to count them).
 build/pgflow run examples/quickstart.yaml 2> "$work/pgflow.log" > >(tee "$work/events.jsonl") &

@@ -104,7 +104,7 @@ absl::StatusOr<TableRef> ParseTableRef(std::string_view text) {
   TableRef ref;
   ref.schema = *std::move(schema);
   if (rest == "*") {
-    ref.table = "*";
+    ref.table.assign(1, '*');  // not = "*": GCC 12's false -Wrestrict (GCC bug 105329)
     return ref;
   }
   absl::StatusOr<std::string> table = ParseIdentifier(&rest, &quoted);

@@ -60,8 +60,8 @@ REPO=${MAVEN_REPOSITORY:-$HOME/.m2/repository}
 JAR=$REPO/org/postgresql/postgresql/$JDBC_VERSION/postgresql-$JDBC_VERSION.jar
 if [ ! -f "$JAR" ]; then
   say "fetching the PostgreSQL JDBC driver $JDBC_VERSION from Maven Central"
-  mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$REPO" dependency:get \
-    -Dartifact="org.postgresql:postgresql:$JDBC_VERSION" -Dtransitive=false </dev/null >&2
+  "$ROOT/scripts/mvn_plain" -Dmaven.repo.local="$REPO" dependency:get \
+    -Dartifact="org.postgresql:postgresql:$JDBC_VERSION" -Dtransitive=false
 fi
 
 # --- A server and the pooler -----------------------------------------------------------------

@@ -57,9 +57,8 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
   WriteFile(yaml, PipelineHead("searched", "[public.products]") +
-                      "sinks:\n  search:\n    opensearch: {url: \"" +
-                      SharedOpenSearch().url() +
-                      "\", index: \"shop_{table}\"}\n    flush_interval: 50ms\n");
+                      "sinks:\n  search:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                      "\", index: \"shop_{table}\", replicas: 0}\n    flush_interval: 50ms\n");
   std::string out;
   ASSERT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
   auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
@@ -94,6 +93,14 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
   EXPECT_EQ(json::parse(settings.body)["shop_products"]["settings"]["index"]["refresh_interval"],
             "1s")
       << settings.body;
+  // replicas: 0, as the README and examples/search-index.yaml have it for a single node: green
+  // (the cluster's default of one replica would leave it yellow, unassigned).
+  EXPECT_EQ(json::parse(settings.body)["shop_products"]["settings"]["index"]["number_of_replicas"],
+            "0")
+      << settings.body;
+  HttpAnswer health =
+      SharedOpenSearch().Get("/_cluster/health/shop_products?wait_for_status=green&timeout=10s");
+  EXPECT_EQ(json::parse(health.body, nullptr, false).value("status", ""), "green") << health.body;
   EXPECT_EQ(json::parse(mapping.body)["shop_products"]["mappings"]["_meta"]["pgflow"]["loading"],
             false);
   EXPECT_THAT(ReadFile(dir.File("pgflow.log")),

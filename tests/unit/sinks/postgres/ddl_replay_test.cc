@@ -66,7 +66,7 @@ DdlCommand AlterTable(DdlTableShape old, DdlTableShape now) {
 
 TEST(PlanDdlTest, ColumnsAddedDroppedRenamedRetyped) {
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "a", "b", "n"}, "t_pkey", {"id"}};
+  target.tables["app.t"] = {{"id", "a", "b", "n"}, "t_pkey", {"id"}, {}};
   DdlCommand cmd = AlterTable(
       Shape("app", "t",
             {Col(1, "id", "integer", true), Col(2, "a", "text"), Col(3, "b", "int"),
@@ -90,7 +90,7 @@ TEST(PlanDdlTest, ColumnsAddedDroppedRenamedRetyped) {
 TEST(PlanDdlTest, WhatTheTargetAlreadyHasIsNotDoneTwice) {
   // The target table was created from a newer shape during the initial load.
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "a2", "c"}, "t_pkey", {"id"}};
+  target.tables["app.t"] = {{"id", "a2", "c"}, "t_pkey", {"id"}, {}};
   DdlCommand cmd = AlterTable(
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "a", "text")}),
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "a2", "text"), Col(3, "c", "text")}));
@@ -101,7 +101,7 @@ TEST(PlanDdlTest, WhatTheTargetAlreadyHasIsNotDoneTwice) {
 
 TEST(PlanDdlTest, RenamedTableFollowsUnderTheMappedSchema) {
   FakeTarget target;
-  target.tables["copy.r"] = {{"id"}, "r_pkey", {"id"}};
+  target.tables["copy.r"] = {{"id"}, "r_pkey", {"id"}, {}};
   DdlCommand cmd = AlterTable(Shape("app", "r", {Col(1, "id", "integer")}),
                               Shape("app", "r2", {Col(1, "id", "integer")}));
   absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts("copy"), target);
@@ -131,7 +131,7 @@ TEST(PlanDdlTest, MissingTableIsCreatedFromTheShape) {
 
 TEST(PlanDdlTest, PrimaryKeyChange) {
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "k"}, "t_pkey", {"id"}};
+  target.tables["app.t"] = {{"id", "k"}, "t_pkey", {"id"}, {}};
   DdlCommand cmd =
       AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}),
                  Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}, {"id", "k"}));
@@ -195,7 +195,7 @@ TEST(PlanDdlTest, IndexesSequencesAndDrops) {
           R"(CREATE SEQUENCE IF NOT EXISTS "app"."s" AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 100 START WITH 1 NO CYCLE)",
           R"(ALTER SEQUENCE "app"."s" AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 100 START WITH 1 NO CYCLE)"))
       << "OWNED BY waits until the owning table exists";
-  target.tables["app.t"] = {{"id"}, "", {}};
+  target.tables["app.t"] = {{"id"}, "", {}, {}};
   plan = PlanDdl(seq, Opts(""), target);
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(plan->statements.back(), HasSubstr(R"( OWNED BY "app"."t"."id")"));
@@ -223,7 +223,7 @@ TEST(PlanDdlTest, WhatCannotBeReplayedIsRefusedWithTheWayOut) {
   EXPECT_THAT(plan->statements, IsEmpty());
 
   // A column turned into a generated one cannot be reproduced by ALTER statements.
-  target.tables["app.t"] = {{"id", "g"}, "", {}};
+  target.tables["app.t"] = {{"id", "g"}, "", {}, {}};
   DdlColumn generated = Col(2, "g", "integer");
   generated.generated = "(id * 2)";
   plan = PlanDdl(AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "g", "integer")}),
@@ -235,7 +235,7 @@ TEST(PlanDdlTest, WhatCannotBeReplayedIsRefusedWithTheWayOut) {
 
 TEST(PlanDdlTest, ColumnDroppedAndAddedAgainUnderItsNameIsANewColumn) {
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}};
+  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}, {}};
   DdlCommand cmd = AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "integer")}),
                               Shape("app", "t", {Col(1, "id", "integer"), Col(3, "v", "text")}));
   absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
@@ -246,7 +246,7 @@ TEST(PlanDdlTest, ColumnDroppedAndAddedAgainUnderItsNameIsANewColumn) {
 
 TEST(PlanDdlTest, DefaultsMakeWayForATypeChange) {
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}};
+  target.tables["app.t"] = {{"id", "v"}, "t_pkey", {"id"}, {}};
   DdlCommand cmd = AlterTable(
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "text", false, "'a'::text")}),
       Shape("app", "t", {Col(1, "id", "integer"), Col(2, "v", "integer", false, "0")}));
@@ -263,7 +263,7 @@ TEST(PlanDdlTest, KeyOfTheTargetIsLeftAloneUnlessTheSourceChangedIt) {
   // The target's key differs from the source's (the user made it so): a command that does not
   // touch the source's key leaves it.
   FakeTarget target;
-  target.tables["app.t"] = {{"id", "k"}, "t_pkey", {"id", "k"}};
+  target.tables["app.t"] = {{"id", "k"}, "t_pkey", {"id", "k"}, {}};
   DdlCommand cmd = AlterTable(Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}),
                               Shape("app", "t", {Col(1, "id", "integer"), Col(2, "k", "int")}));
   absl::StatusOr<DdlPlan> plan = PlanDdl(cmd, Opts(""), target);
