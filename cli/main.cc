@@ -30,6 +30,7 @@
 #include "engine/progress.h"
 #include "engine/run_status.h"
 #include "engine/stop_signal.h"
+#include "pooler/pooler_config.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/verify.h"
 #include "sources/postgres/backfill.h"
@@ -106,8 +107,22 @@ bool ParseTableArgs(const std::vector<std::string>& args, const PostgresPipeline
   return true;
 }
 
+// `pgflow validate`: a pipeline file, or a pooler file (pooler::LooksLikePoolerConfig).
 int Validate(const std::string& path, bool against_source) {
-  absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(text.status().message()).c_str());
+    return kExitConfig;
+  }
+  if (pooler::LooksLikePoolerConfig(*text)) {
+    if (against_source) {
+      std::fprintf(stderr, "%s: a pooler file has no source: --source checks a pipeline file\n",
+                   path.c_str());
+      return kExitConfig;
+    }
+    return ValidatePoolerFile(*text, path);
+  }
+  absl::StatusOr<PipelineConfig> config = ParsePipelineConfig(*text, path);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return kExitConfig;
@@ -688,9 +703,11 @@ int main(int argc, char** argv) {
   std::string validate_path;
   CLI::App* validate = app.add_subcommand(
       "validate",
-      "Check a pipeline file without touching any server: YAML syntax, unknown keys, types, "
-      "required fields, URLs. Errors name file, line and column; exit status 2 on error.");
-  validate->add_option("pipeline", validate_path, "pipeline file (YAML)")->required();
+      "Check a pipeline file, or a pooler file (told apart by its keys: listen and databases), "
+      "without touching any server: YAML syntax, unknown keys, types, required fields, URLs; "
+      "for a pooler file also its users file and TLS files. Errors name file, line and "
+      "column, every one at once; exit status 2 on error.");
+  validate->add_option("file", validate_path, "pipeline or pooler file (YAML)")->required();
   bool validate_source = false;
   validate->add_flag("--source", validate_source,
                      "also connect to the source and run every followed table's first row "
@@ -788,9 +805,26 @@ int main(int argc, char** argv) {
       "Run the PostgreSQL connection pooler: clients connect to it as to PostgreSQL and share "
       "a few server connections (session, transaction or statement pooling, prepared "
       "statements in transaction mode, waits through a server restart). SIGHUP or the "
-      "console's RELOAD re-reads the file; SIGINT/SIGTERM or SHUTDOWN stop it.");
-  pooler->add_option("--config", pooler_path, "pooler file (YAML): listen, auth, databases")
-      ->required();
+      "console's RELOAD re-reads the file; SIGINT/SIGTERM or SHUTDOWN stop it. Paths in the "
+      "file are relative to its directory.");
+  pooler->add_option("--config", pooler_path, "pooler file (YAML): listen, auth, databases");
+  std::string pooler_status_path;
+  PoolerStatusOptions pooler_status_options;
+  bool pooler_status_json = false;
+  CLI::App* pooler_status = pooler->add_subcommand(
+      "status",
+      "How a running pooler stands, asked of its admin console (database pgflow, on its Unix "
+      "socket if it has one, else on `listen`) as the first of admin.users: up or not, and per "
+      "database clients (active/waiting/idle), server connections (active/idle), paused, "
+      "transactions and queries a second, the longest wait, a server it cannot reach. The "
+      "console user's password comes from the users file, else PGPASSWORD or ~/.pgpass. "
+      "Takes about a second (rates). Exit status 0 healthy, 1 a database cannot reach its "
+      "server, 2 the pooler does not answer or refuses the console.");
+  pooler_status->add_option("--config", pooler_status_path, "pooler file (YAML)")->required();
+  pooler_status->add_option("--user", pooler_status_options.user,
+                            "the console's user (default: the first of admin.users)");
+  pooler_status->add_flag("--json", pooler_status_json,
+                          "print the status as one JSON object, for scripts");
 
   CLI::App* options = app.add_subcommand(
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
@@ -835,6 +869,15 @@ int main(int argc, char** argv) {
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);
   if (*sequences) return SequencesCommand(sequences_path);
   if (*options) return Options(markdown);
-  if (*pooler) return PoolerCommand(pooler_path);
+  if (*pooler_status) {
+    return PoolerStatusCommand(pooler_status_path, pooler_status_options, pooler_status_json);
+  }
+  if (*pooler) {
+    if (pooler_path.empty()) {
+      std::fprintf(stderr, "pgflow pooler: --config is required (pgflow pooler --help)\n");
+      return kExitConfig;
+    }
+    return PoolerCommand(pooler_path);
+  }
   return 0;
 }

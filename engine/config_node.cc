@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/ascii.h"
@@ -346,6 +347,12 @@ absl::StatusOr<std::string> ConfigNode::AsString() const {
   return expanded;
 }
 
+absl::StatusOr<std::string> ConfigNode::AsPath() const {
+  absl::StatusOr<std::string> text = AsString();
+  if (!text.ok()) return text.status();
+  return ResolveConfigPath(file_, *text);
+}
+
 absl::StatusOr<bool> ConfigNode::AsBool() const {
   if (!IsScalar()) return Error(Cat("expected true or false, got ", Kind(node_)));
   absl::StatusOr<std::string> text = AsString();
@@ -493,6 +500,12 @@ absl::StatusOr<ConfigNode> ParseConfigDocument(std::string_view yaml_text,
     // Defensive: yaml-cpp accessors throw on misuse; nothing escapes.
     return absl::InternalError(Cat(file, ": unexpected error: ", e.what()));
   }
+}
+
+std::string ResolveConfigPath(std::string_view file, std::string_view path) {
+  const std::filesystem::path named(path);
+  if (path.empty() || named.is_absolute()) return std::string(path);
+  return (std::filesystem::path(file).parent_path() / named).string();
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {

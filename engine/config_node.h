@@ -98,6 +98,9 @@ class ConfigNode {
   absl::StatusOr<std::chrono::milliseconds> AsDuration() const;
   // A string or a list of strings.
   absl::StatusOr<std::vector<std::string>> AsStringList() const;
+  // A string naming a file or directory: a relative path is resolved against the directory of
+  // this node's file (ResolveConfigPath), so that a file means the same from any directory.
+  absl::StatusOr<std::string> AsPath() const;
 
  private:
   std::shared_ptr<const YAML::Node> node_;
@@ -117,6 +120,11 @@ class ConfigNode {
 absl::StatusOr<ConfigNode> ParseConfigDocument(std::string_view yaml_text,
                                                std::string_view file_name,
                                                std::string_view expected);
+
+// `path` as a configuration file named `file` means it: relative to the directory holding
+// `file` (as `file` itself is named: relative to the current directory when `file` is), an
+// absolute path as it is, an empty one empty.
+std::string ResolveConfigPath(std::string_view file, std::string_view path);
 
 // Reads `path` (a regular file or a pipe, at most 16 MiB). NotFound / PermissionDenied /
 // InvalidArgument naming the path when it cannot be read.

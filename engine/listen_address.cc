@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
+#include <iterator>
 
 #include "absl/status/status.h"
 #include "engine/str_cat.h"
@@ -22,6 +24,16 @@ bool IsIpAddress(const std::string& host, int family) {
 std::string ListenAddress::ToString() const {
   if (host.find(':') != std::string::npos) return Cat("[", host, "]:", port);
   return Cat(host, ":", port);
+}
+
+std::string ListenAddress::LocalHost() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  unsigned char bytes[16] = {};
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, host.c_str(), bytes) != 1) return host;
+  const bool wildcard =
+      std::all_of(std::begin(bytes), std::end(bytes), [](unsigned char b) { return b == 0; });
+  if (!wildcard) return host;
+  return v6 ? "::1" : "127.0.0.1";
 }
 
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {

@@ -16,6 +16,9 @@ struct ListenAddress {
   uint16_t port = 0;  // 0 asks for a free port
   // "127.0.0.1:9187", "[::1]:9187".
   std::string ToString() const;
+  // The address a client on this machine reaches the listener at: `host`, or the loopback
+  // address of a wildcard one (0.0.0.0: 127.0.0.1; ::, [::]: ::1).
+  std::string LocalHost() const;
   friend bool operator==(const ListenAddress&, const ListenAddress&) = default;
 };
 

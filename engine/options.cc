@@ -112,6 +112,13 @@ absl::Status UnknownChoice(const ConfigNode& node, std::string_view what, std::s
       Cat("unknown ", what, " '", text, "' ", DidYouMean(text, names, "expected one of")));
 }
 
+absl::Status ReadPath(const ConfigNode& node, std::string* out) {
+  absl::StatusOr<std::string> path = node.AsPath();
+  if (!path.ok()) return path.status();
+  *out = *std::move(path);
+  return absl::OkStatus();
+}
+
 }  // namespace options_internal
 
 namespace {

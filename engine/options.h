@@ -177,6 +177,8 @@ std::string RangeRule(std::string_view min, std::string_view max, bool zero_off)
 absl::Status OutOfRange(const ConfigNode& node, const std::string& rule, std::string_view got);
 absl::Status UnknownChoice(const ConfigNode& node, std::string_view what, std::string_view text,
                            std::span<const std::string_view> names);
+// PathOption's parser: ConfigNode::AsPath into *out.
+absl::Status ReadPath(const ConfigNode& node, std::string* out);
 
 }  // namespace options_internal
 
@@ -447,6 +449,14 @@ template <typename T, typename M, typename... Rest>
 auto StringOption(std::string_view key, M T::*first, Rest... rest) {
   static_assert(std::is_same_v<options_internal::ValueAt<T, M T::*, Rest...>, std::string>);
   return options_internal::Make<T>(key, OptionType::kString, nullptr, first, rest...);
+}
+// A file or directory: a relative path is relative to the configuration file's directory
+// (ConfigNode::AsPath), and the field holds it so resolved.
+template <typename T, typename M, typename... Rest>
+auto PathOption(std::string_view key, M T::*first, Rest... rest) {
+  static_assert(std::is_same_v<options_internal::ValueAt<T, M T::*, Rest...>, std::string>);
+  return options_internal::Make<T>(key, OptionType::kString, options_internal::ReadPath, first,
+                                   rest...);
 }
 template <typename T, typename M, typename... Rest>
 auto BoolOption(std::string_view key, M T::*first, Rest... rest) {

@@ -50,16 +50,18 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
   if (what == "pools") {
     std::vector<Row> rows;
     for (const PoolView& p : target->Pools()) {
-      rows.push_back({p.database, p.user, Num(p.clients - p.counts.waiting), Num(p.counts.waiting),
-                      Num(p.counts.active), Num(p.counts.idle), "0", "0", Num(p.counts.connecting),
-                      Num(static_cast<int64_t>(p.counts.max_wait_s)),
-                      Num(static_cast<int64_t>(
-                          (p.counts.max_wait_s - static_cast<int64_t>(p.counts.max_wait_s)) * 1e6)),
-                      p.mode, p.paused ? "yes" : "no"});
+      rows.push_back(
+          {p.database, p.user, Num(p.clients - p.counts.waiting), Num(p.counts.waiting),
+           Num(p.counts.active), Num(p.counts.idle), "0", "0", Num(p.counts.connecting),
+           Num(static_cast<int64_t>(p.counts.max_wait_s)),
+           Num(static_cast<int64_t>(
+               (p.counts.max_wait_s - static_cast<int64_t>(p.counts.max_wait_s)) * 1e6)),
+           p.mode, p.paused ? "yes" : "no",
+           p.server_error.empty() ? std::nullopt : std::optional<std::string>(p.server_error)});
     }
     Table(out,
           {"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
-           "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "paused"},
+           "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "paused", "server_error"},
           rows, "SHOW");
   } else if (what == "clients") {
     std::vector<Row> rows;

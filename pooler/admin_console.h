@@ -44,6 +44,7 @@ struct PoolView {
   uint64_t server_logins = 0;          // server connections opened
   uint64_t server_login_failures = 0;  // attempts that failed (refused, unreachable)
   bool paused = false;
+  std::string server_error;  // Pool::server_error(): empty while its server answers
   std::vector<Pool::ServerRow> servers;
 };
 

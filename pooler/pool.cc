@@ -655,6 +655,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       stats_.server_logins.fetch_add(1, std::memory_order_relaxed);
       (*server)->generation = generation;
       absl::MutexLock lock(&mu_);
+      server_error_.clear();
       if (startup == nullptr || server_params_.empty()) server_params_ = (*server)->reported;
       if (startup == nullptr || defaults_ == nullptr) {
         defaults_ = std::make_shared<const absl::flat_hash_map<std::string, std::string>>(
@@ -665,6 +666,10 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       co_return server;
     }
     stats_.server_login_failures.fetch_add(1, std::memory_order_relaxed);
+    {
+      absl::MutexLock lock(&mu_);
+      server_error_ = Sv(server.status().message());
+    }
     if (!transient || Clock::now() + backoff >= give_up) {
       LogWarning("pooler: database %s: %s", settings.database, server.status().message());
       co_return server.status();
@@ -1030,6 +1035,11 @@ void Pool::Update(PoolSettings settings, LoginCredentials login) {
   login_ = std::move(login);
   if (moved) ++generation_;
   ServeWaitersLocked();
+}
+
+std::string Pool::server_error() const {
+  absl::MutexLock lock(&mu_);
+  return server_error_;
 }
 
 Pool::Counts Pool::counts() const {

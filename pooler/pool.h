@@ -250,6 +250,9 @@ class Pool {
     double max_wait_s = 0;
   };
   Counts counts() const;
+  // Why the last attempt to open a server connection failed (the server unreachable, the login
+  // refused: "08006 ..." as Acquire's errors), until one succeeds; empty before any failed.
+  std::string server_error() const;
   // One row per connection for SHOW SERVERS: state, id, pid, connected_at age in seconds.
   struct ServerRow {
     std::string state;
@@ -290,6 +293,7 @@ class Pool {
   std::deque<std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string server_error_ ABSL_GUARDED_BY(mu_);  // server_error()
   // The url's host a server connection was last opened to: the next opening tries it first
   // (after a failover, the new primary found once is where the pool goes).
   std::atomic<size_t> last_host_{0};

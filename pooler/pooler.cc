@@ -177,6 +177,7 @@ std::vector<PoolView> Pooler::Impl::Pools() {
         .server_logins = stats.server_logins.load(),
         .server_login_failures = stats.server_login_failures.load(),
         .paused = pool->paused(),
+        .server_error = pool->server_error(),
         .servers = pool->ServerRows(),
     });
   }
@@ -383,16 +384,11 @@ void Pooler::Impl::FinishDrain(NetThread*) {
 
 namespace {
 
-// The users file `config` names, parsed; for SCRAM logins each plain password's secret derived
-// now, once, rather than at every login. Empty without a file.
-absl::StatusOr<std::shared_ptr<const UserList>> LoadUsers(const PoolerConfig& config) {
+// The users file's entries, read with `config`; for SCRAM logins each plain password's secret
+// derived now, once, rather than at every login. Empty without a file.
+std::shared_ptr<const UserList> PrepareUsers(const PoolerConfig& config) {
   auto users = std::make_shared<UserList>();
-  if (config.auth.users.empty()) return users;
-  absl::StatusOr<std::string> text = ReadConfigFile(config.auth.users);
-  if (!text.ok()) return text.status();
-  absl::StatusOr<UserList> parsed = ParseUserList(*text, config.auth.users);
-  if (!parsed.ok()) return parsed.status();
-  *users = *std::move(parsed);
+  if (config.auth.user_list != nullptr) *users = *config.auth.user_list;
   if (config.auth.method == AuthMethod::kScram) DeriveScramSecrets(users.get());
   return users;
 }
@@ -408,8 +404,7 @@ absl::StatusOr<std::shared_ptr<asio::ssl::context>> LoadTls(const PoolerConfig& 
 absl::Status Pooler::Impl::Reload() {
   absl::StatusOr<PoolerConfig> config = LoadPoolerConfig(config_.file);
   if (!config.ok()) return config.status();
-  absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(*config);
-  if (!users.ok()) return users.status();
+  std::shared_ptr<const UserList> users = PrepareUsers(*config);
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(*config);
   if (!tls.ok()) return tls.status();
   if (config->listen != config_.listen || config->threads != config_.threads ||
@@ -429,7 +424,7 @@ absl::Status Pooler::Impl::Reload() {
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
-    users_ = *users;
+    users_ = users;
     client_tls_ = *tls;
     config_version_.fetch_add(1, std::memory_order_release);
   }
@@ -440,7 +435,7 @@ absl::Status Pooler::Impl::Reload() {
       it->second->Reconnect();  // removed: its connections close as they come back
       continue;
     }
-    LoginCredentials login = LoginFor(*db, it->first.second, **users);
+    LoginCredentials login = LoginFor(*db, it->first.second, *users);
     it->second->Update(SettingsFor(*snapshot, it->first.first, *db), std::move(login));
   }
   LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file,
@@ -650,19 +645,21 @@ void Pooler::Impl::PrunePools(NetThread*) {
   for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
 }
 
+// Every second (on the first thread): the count of failed logins the log held back.
+void Pooler::Impl::SumUpLoginFailures(NetThread*) { login_failures_.SumUp(); }
+
 // Every 100 ms on each thread: the relay's waits for a server connection that reached the
 // reserve pool's or query_wait_timeout's time go on through Pool::Acquire.
 void Pooler::Impl::SweepWaits(NetThread* thread) { Session::SweepWaits(thread); }
 
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
-  absl::StatusOr<std::shared_ptr<const UserList>> users = LoadUsers(config_);
-  if (!users.ok()) return users.status();
+  std::shared_ptr<const UserList> users = PrepareUsers(config_);
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(config_);
   if (!tls.ok()) return tls.status();
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = std::make_shared<const PoolerConfig>(config_);
-    users_ = *std::move(users);
+    users_ = std::move(users);
     client_tls_ = *std::move(tls);
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
@@ -714,6 +711,9 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   }
   asio::co_spawn(threads_[0]->context,
                  Every(threads_[0].get(), std::chrono::seconds(1), &Impl::PrunePools),
+                 asio::detached);
+  asio::co_spawn(threads_[0]->context,
+                 Every(threads_[0].get(), std::chrono::seconds(1), &Impl::SumUpLoginFailures),
                  asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();

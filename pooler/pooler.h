@@ -27,11 +27,11 @@ namespace pgflow::pooler {
 
 class Pooler {
  public:
-  // Reads nothing yet; Start reads the users file.
+  // `config` as LoadPoolerConfig read it (the users file with it). Starts nothing yet.
   explicit Pooler(PoolerConfig config);
   ~Pooler();  // Stop()
 
-  // Reads the users file, binds the listeners (an error names the address) and starts the
+  // Reads the TLS files, binds the listeners (an error names the address) and starts the
   // threads. `metrics` (may be null) receives the pooler's metrics; it must outlive Stop.
   absl::Status Start(MetricsRegistry* metrics);
   // Re-reads the configuration file and the users file and applies them: new databases

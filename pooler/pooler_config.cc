@@ -34,6 +34,21 @@ const OptionTable<AdminOptions>& AdminTable() {
   return *table;
 }
 
+// auth.users: the path (relative to the pooler file's directory) and the users file it names,
+// read now, so that a file missing, unreadable or malformed is an error at this key, found by
+// `pgflow validate` too (a malformed line is reported at its own line of the users file).
+absl::Status ReadUsersFile(const ConfigNode& node, AuthOptions* auth) {
+  absl::StatusOr<std::string> path = node.AsPath();
+  if (!path.ok()) return path.status();
+  absl::StatusOr<std::string> text = ReadConfigFile(*path);
+  if (!text.ok()) return node.Error(Sv(text.status().message()));
+  absl::StatusOr<UserList> users = ParseUserList(*text, *path);
+  if (!users.ok()) return users.status();
+  auth->users = *std::move(path);
+  auth->user_list = std::make_shared<const UserList>(*std::move(users));
+  return absl::OkStatus();
+}
+
 const OptionTable<AuthOptions>& AuthTable() {
   static const auto* table = new OptionTable<AuthOptions>({
       ChoiceOption("method", &AuthOptions::method)
@@ -46,10 +61,10 @@ const OptionTable<AuthOptions>& AuthTable() {
                 "PostgreSQL does; trust asks nothing (the user must still be in the users file "
                 "when one is given); cert takes a TLS client certificate from tls.ca whose "
                 "common name is the user name, and asks no password."),
-      StringOption("users", &AuthOptions::users)
-          .NoDefault()
+      CustomOption<AuthOptions>("users", OptionType::kString, ReadUsersFile)
           .Help("pgbouncer's userlist.txt: one `\"user\" \"password, md5 hash or SCRAM secret\"` "
-                "a line. Re-read on RELOAD."),
+                "a line; a relative path is relative to this file's directory. Re-read on "
+                "RELOAD."),
       StringOption("user", &AuthOptions::user)
           .NoDefault()
           .Help("pgbouncer's auth_user: a user not in the users file is looked up in "
@@ -124,12 +139,16 @@ absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
       !s.ok()) {
     return s;
   }
-  up.sslrootcert = ConninfoValue(db->url, "sslrootcert");
-  up.sslcert = ConninfoValue(db->url, "sslcert");
-  up.sslkey = ConninfoValue(db->url, "sslkey");
+  // The url's files, as the file's own paths: relative to its directory.
+  auto file_of = [&](const char* keyword) {
+    return ResolveConfigPath(node.file(), ConninfoValue(db->url, keyword));
+  };
+  up.sslrootcert = file_of("sslrootcert");
+  up.sslcert = file_of("sslcert");
+  up.sslkey = file_of("sslkey");
   up.sslpassword = ConninfoValue(db->url, "sslpassword");
-  up.sslcrl = ConninfoValue(db->url, "sslcrl");
-  up.sslcrldir = ConninfoValue(db->url, "sslcrldir");
+  up.sslcrl = file_of("sslcrl");
+  up.sslcrldir = file_of("sslcrldir");
   if ((!up.sslcrl.empty() || !up.sslcrldir.empty()) && up.sslmode != TlsMode::kVerifyCa &&
       up.sslmode != TlsMode::kVerifyFull) {
     return node.Error(Cat(up.sslcrl.empty() ? "sslcrldir" : "sslcrl",
@@ -242,19 +261,19 @@ const OptionTable<TlsOptions>& TlsTable() {
                 "a client that does not ask is refused (SQLSTATE 28000); verify-ca: and one "
                 "without a certificate from tls.ca; verify-full: and one whose certificate's "
                 "common name is not its user name."),
-      StringOption("cert", &TlsOptions::cert)
+      PathOption("cert", &TlsOptions::cert)
           .NoDefault()
           .Help("PEM certificate (chain) shown to clients. Re-read on RELOAD."),
-      StringOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of tls.cert."),
-      StringOption("ca", &TlsOptions::ca)
+      PathOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of tls.cert."),
+      PathOption("ca", &TlsOptions::ca)
           .NoDefault()
           .Help("PEM authorities of client certificates: when given, clients are asked for "
                 "one (needed by verify-ca, verify-full and auth.method cert)."),
-      StringOption("crl", &TlsOptions::crl)
+      PathOption("crl", &TlsOptions::crl)
           .NoDefault()
           .Help("PEM revocation lists of tls.ca's authorities: a client certificate they "
                 "revoke fails the handshake (PostgreSQL's ssl_crl_file). Re-read on RELOAD."),
-      StringOption("crl_dir", &TlsOptions::crl_dir)
+      PathOption("crl_dir", &TlsOptions::crl_dir)
           .NoDefault()
           .Help("A directory of PEM revocation lists of tls.ca's authorities, each under the "
                 "name `openssl rehash` gives it, read when a certificate is checked "
@@ -270,7 +289,7 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Required()
               .Check(CheckListen)
               .Help("host:port where clients connect, as they would to PostgreSQL."),
-          StringOption("unix_socket_dir", &PoolerConfig::unix_socket_dir)
+          PathOption("unix_socket_dir", &PoolerConfig::unix_socket_dir)
               .Help("A directory: also listen on its Unix socket .s.PGSQL.<port> (psql -h "
                     "<dir> -p <port>), mode 0777. Default: none."),
           IntOption("threads", &PoolerConfig::threads)
@@ -471,6 +490,13 @@ absl::StatusOr<PoolerConfig> ParsePoolerConfig(std::string_view yaml, const std:
   if (absl::Status all = errors.Finish(s); !all.ok()) return all;
   config.file = file;
   return config;
+}
+
+bool LooksLikePoolerConfig(std::string_view yaml) {
+  absl::StatusOr<ConfigNode> root = ParseConfigDocument(yaml, "", "a mapping");
+  if (!root.ok() || !root->IsMap()) return false;
+  auto has = [&](std::string_view key) { return root->KeyNode(key).has_value(); };
+  return (has("listen") || has("databases")) && !has("pipeline") && !has("source") && !has("sinks");
 }
 
 absl::StatusOr<PoolerConfig> LoadPoolerConfig(const std::string& path) {

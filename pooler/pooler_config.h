@@ -16,12 +16,14 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/options.h"
+#include "pooler/auth.h"
 
 namespace pgflow::pooler {
 
@@ -133,7 +135,9 @@ inline constexpr std::string_view kDefaultAuthQuery =
 
 struct AuthOptions {
   AuthMethod method = AuthMethod::kScram;
-  std::string users;  // path of a pgbouncer-style userlist.txt
+  std::string users;  // path of a pgbouncer-style userlist.txt (resolved: see PoolerConfig)
+  // What that file held when the configuration was read; nullptr without a file.
+  std::shared_ptr<const UserList> user_list;
   // A user not in the users file is looked up by running `query` (its $1 the user name; the
   // second column the secret) on the database the client named, as `user`; empty: no lookup.
   std::string user;
@@ -141,6 +145,9 @@ struct AuthOptions {
   bool operator==(const AuthOptions&) const = default;
 };
 
+// Paths in the file (auth.users, tls.*, unix_socket_dir, the url's sslrootcert, sslcert,
+// sslkey, sslcrl and sslcrldir) are relative to the file's directory, as in a pipeline file;
+// the fields hold them so resolved.
 struct PoolerConfig {
   std::string listen;
   // Also listens on <unix_socket_dir>/.s.PGSQL.<listen's port>, as PostgreSQL and pgbouncer
@@ -177,9 +184,15 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
 const OptionSchema& PoolerOptionSchema();
 const OptionSchema& PoolerDatabaseOptionSchema();
 
-// Reads and checks the file (every error at once, each at its position; the users file is
-// read by the caller). The database named "pgflow" is refused: it is the admin console.
+// Reads and checks the file, and the users file it names (every error at once, each at its
+// position: a users file that cannot be read at the auth.users key). No network. The database
+// named "pgflow" is refused: it is the admin console.
 absl::StatusOr<PoolerConfig> LoadPoolerConfig(const std::string& path);
+
+// Whether `yaml` is a pooler file rather than a pipeline file (`pgflow validate` takes
+// either): a mapping with the pooler's `listen` or `databases` and none of a pipeline's
+// `pipeline`, `source` and `sinks`. False for text that is no such mapping.
+bool LooksLikePoolerConfig(std::string_view yaml);
 absl::StatusOr<PoolerConfig> ParsePoolerConfig(std::string_view yaml, const std::string& file);
 
 }  // namespace pgflow::pooler

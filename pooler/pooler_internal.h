@@ -26,6 +26,7 @@
 #include "engine/asio_support.h"
 #include "pooler/admin_console.h"
 #include "pooler/auth.h"
+#include "pooler/login_failures.h"
 #include "pooler/pool.h"
 #include "pooler/pooler.h"
 #include "pooler/pooler_config.h"
@@ -238,6 +239,8 @@ class Pooler::Impl : public AdminTarget {
   bool accepting() const { return !suspended_.load(); }
   // The key of MockScramSecret: random, drawn once per process.
   const std::string& mock_key() const { return mock_key_; }
+  // Where sessions report the logins they refused.
+  LoginFailureLog& login_failures() { return login_failures_; }
 
   // AdminTarget.
   std::vector<PoolView> Pools() override;
@@ -262,6 +265,7 @@ class Pooler::Impl : public AdminTarget {
                    void (Impl::*work)(NetThread*));
   void PrunePools(NetThread* thread);
   void SweepWaits(NetThread* thread);
+  void SumUpLoginFailures(NetThread* thread);
   void StopListening();
   void FinishDrain(NetThread* thread);
   // Runs `what` on the session of every registered client that `which` picks, each on its own
@@ -276,6 +280,7 @@ class Pooler::Impl : public AdminTarget {
 
   PoolerConfig config_;
   const std::string mock_key_ = RandomBytes(32);
+  LoginFailureLog login_failures_;
   mutable absl::Mutex config_mu_;
   std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);

@@ -88,7 +88,14 @@ class Session : public std::enable_shared_from_this<Session>,
 
   Task<bool> ReadExactly(std::string* out, size_t n);
 
+  // Refuses the login: the client is sent FATAL `message`, which, while the client logs in, is
+  // noted as the refusal the log gives (LogRefusal), with the password detail for a refused
+  // password (28P01).
   Task<void> SendFatal(std::string_view sqlstate, std::string_view message);
+
+  // A login that failed for a reason (a FATAL sent, a TLS handshake refused) goes to the
+  // pooler's LoginFailureLog: rate-limited, never with a password.
+  void LogRefusal();
 
   Task<bool> Login();
 
@@ -342,9 +349,19 @@ class Session : public std::enable_shared_from_this<Session>,
 
   Task<void> AdminLoop();
 
+  // What the log says of a login that fails (LogRefusal). Kept while the client logs in only.
+  struct LoginNotes {
+    std::string address;  // the client's IP address, or "unix"
+    std::string refusal;  // the FATAL sent, or why the TLS handshake failed; empty: none
+    // What a refused password's FATAL does not tell the client: "unknown user", "wrong
+    // password", ... (a user's existence is not given away).
+    std::string_view password_detail;
+  };
+
   Pooler::Impl* impl_;
   NetThread* thread_;
   Socket client_;
+  std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
   bool counted_ = false;

@@ -40,10 +40,13 @@ Session::~Session() {
 Task<void> Session::Run(std::shared_ptr<Session>* owner) {
   std::unique_ptr<std::shared_ptr<Session>> hold(owner);
   Session* self = owner->get();
+  self->login_notes_ = std::make_unique<LoginNotes>();
   if (!co_await self->Login()) {
+    self->LogRefusal();
     self->CloseClient();
     co_return;
   }
+  self->login_notes_.reset();
   if (self->admin_) {
     co_await self->AdminLoop();  // (the console never holds a server connection)
     self->CloseClient();
@@ -61,6 +64,11 @@ Task<bool> Session::ReadExactly(std::string* out, size_t n) {
 }
 
 Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view message) {
+  if (login_notes_ != nullptr) {
+    std::string_view detail = login_notes_->password_detail;
+    login_notes_->refusal = sqlstate == "28P01" && !detail.empty() ? Cat(message, " (", detail, ")")
+                                                                   : std::string(message);
+  }
   std::string out;
   AppendError(&out, "FATAL", sqlstate, message);
   boost::system::error_code ec;
@@ -76,7 +84,7 @@ Task<bool> Session::Login() {
   if (!local_) client_.set_option(tcp::no_delay(true), ec);
   const tcp::endpoint peer = local_ ? tcp::endpoint() : client_.remote_endpoint(ec);
   // (the peer read before a TLS pump takes over the socket)
-  const std::string peer_address = local_ ? "unix" : peer.address().to_string(ec);
+  login_notes_->address = local_ ? "unix" : peer.address().to_string(ec);
   std::string certificate_user;  // the verified client certificate's common name, if any
   StartupPacket startup;
   for (int round = 0;; ++round) {
@@ -121,7 +129,7 @@ Task<bool> Session::Login() {
         if (plain.ok() && deadline.expired())
           plain = absl::DeadlineExceededError("login timed out");
         if (!plain.ok()) {
-          LogInfo("pooler: client %s: %s", peer_address, plain.status().message());
+          login_notes_->refusal = Sv(plain.status().message());
           co_return false;
         }
         client_ = *std::move(plain);
@@ -211,7 +219,7 @@ Task<bool> Session::Login() {
   std::string out;
   AppendAuthentication(&out, 0);
   info_->id = impl_->next_client_id.fetch_add(1);
-  info_->address = peer_address;
+  info_->address = login_notes_->address;
   info_->port = peer.port();
   info_->context = &thread_->context;
   info_->session = weak_from_this();
@@ -444,6 +452,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
       if (secret->kind == UserSecret::Kind::kMd5) *looked_up_md5 = secret->text;
     }
   }
+  login_notes_->password_detail = secret == nullptr ? "unknown user" : "wrong password";
   std::string refused = Cat("password authentication failed for user \"", user(), "\"");
   if (config.auth.method == AuthMethod::kCert && (local_ || certificate_user != user())) {
     co_await SendFatal("28000", Cat("certificate authentication failed for user \"", user(), "\""));
@@ -459,6 +468,8 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   // An empty secret lists a user for trust only: no password matches it.
   if (secret != nullptr && secret->kind == UserSecret::Kind::kPlain && secret->text.empty()) {
     secret = nullptr;
+    login_notes_->password_detail =
+        "the users file gives the user no password: listed for trust only";
   }
   bool use_scram = config.auth.method == AuthMethod::kScram ||
                    (secret != nullptr && secret->kind == UserSecret::Kind::kScram);
@@ -492,10 +503,9 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   ScramSecret scram_secret;
   if (secret == nullptr || secret->kind == UserSecret::Kind::kMd5) {
     if (secret != nullptr) {
-      LogWarning(
-          "pooler: user %s cannot log in by SCRAM: the users file holds an md5 hash "
-          "of the password (give the password or its SCRAM secret)",
-          user());
+      login_notes_->password_detail =
+          "the users file holds an md5 hash of the password, which SCRAM cannot use: give the "
+          "password or its SCRAM secret";
     }
     scram_secret = MockScramSecret(user(), impl_->mock_key());
   } else if (!secret->scram.salt.empty()) {
@@ -544,6 +554,15 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   co_return !ec;
 }
 PGFLOW_ASIO_COROUTINE_END
+
+void Session::LogRefusal() {
+  // (No refusal: the client left, as psql does to ask its user for a password.)
+  if (login_notes_->refusal.empty()) return;
+  impl_->login_failures().Note({.address = login_notes_->address,
+                                .user = info_ != nullptr ? info_->user : "",
+                                .database = info_ != nullptr ? info_->database : "",
+                                .reason = login_notes_->refusal});
+}
 
 void Session::CloseClient() {
   boost::system::error_code ec;

@@ -6,7 +6,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 #include <limits>
 
 #include "absl/container/flat_hash_map.h"
@@ -1022,9 +1021,8 @@ class LuaFactory : public TransformFactoryOf<LuaOptions> {
     }
     const std::string_view key = options->file.empty() ? "script" : "file";
     if (!options->file.empty()) {
-      std::filesystem::path path(options->file);
-      if (path.is_relative()) path = std::filesystem::path(node.file()).parent_path() / path;
-      absl::StatusOr<std::string> code = ReadConfigFile(path.string());
+      absl::StatusOr<std::string> code =
+          ReadConfigFile(ResolveConfigPath(node.file(), options->file));
       if (!code.ok()) return node.Get(key)->Error(Sv(code.status().message()));
       options->code = *std::move(code);
       options->chunk_name = Cat("@", options->file);

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -59,7 +60,8 @@ int Shell(const std::string& command, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-// A pooler in front of the shared cluster, with its files in a TempDir.
+// A pooler in front of the shared cluster, with its files in a TempDir. Its file names the
+// users file by a path relative to that directory, which is not the pooler's current one.
 class PoolerProcess {
  public:
   // `databases` is the YAML under `databases:`; `extra` more top-level keys; `port` where it
@@ -76,11 +78,10 @@ class PoolerProcess {
 
   void WriteConfig(const std::string& auth, const std::string& databases,
                    const std::string& extra = "") {
-    WriteFile(config_,
-              absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
-                           "admin: {listen: 127.0.0.1:", admin_port_, ", users: [postgres]}\n",
-                           "auth: {method: ", auth, ", users: ", dir_.File("users.txt"), "}\n",
-                           extra, "databases:\n", databases));
+    WriteFile(config_, absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
+                                    "admin: {listen: 127.0.0.1:", admin_port_,
+                                    ", users: [postgres]}\n", "auth: {method: ", auth,
+                                    ", users: users.txt}\n", extra, "databases:\n", databases));
   }
 
   int port() const { return port_; }
@@ -91,6 +92,7 @@ class PoolerProcess {
                         "@127.0.0.1:", port_, "/", database);
   }
   std::string Log() const { return ReadFile(dir_.File("pooler.log")); }
+  const std::string& config() const { return config_; }
   PgflowProcess& process() { return *process_; }
   const TempDir& dir() const { return dir_; }
 
@@ -620,6 +622,157 @@ TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
   EXPECT_EQ(alice.Run("SELECT current_user"), "alice");
   Conn wrong(pooler.Url("app", "alice", "alice-wrong"));
   EXPECT_FALSE(wrong.ok());
+}
+
+// How many times `needle` occurs in `text`.
+size_t Occurrences(const std::string& text, const std::string& needle) {
+  size_t count = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// The failed logins `log` accounts for: a line each, and the count each summary line gives.
+int FailedLoginsLogged(const std::string& log) {
+  int count = static_cast<int>(Occurrences(log, "pooler: failed login from "));
+  constexpr std::string_view kSummary = "pooler: ... and ";
+  for (size_t at = log.find(kSummary); at != std::string::npos; at = log.find(kSummary, at + 1)) {
+    count += std::atoi(log.c_str() + at + kSummary.size());
+  }
+  return count;
+}
+
+// A refused login is logged once, naming the client's address, user and database and why (what
+// the client is not told too: unknown user or wrong password), never the password; a client
+// guessing passwords does not flood the log: a few lines a second, and one that counts the rest.
+TEST_F(PoolerTest, FailedLoginsAreLoggedWithoutPasswordsAndWithoutFlooding) {
+  PoolerProcess pooler("scram-sha-256", "\"alice\" \"alice-secret\"\n",
+                       Database("app", "transaction", 2, "pool_app", ""));
+  EXPECT_FALSE(Conn(pooler.Url("app", "alice", "guess-one")).ok());
+  const std::string wrong =
+      "pooler: failed login from 127.0.0.1: user \"alice\", database \"app\": password "
+      "authentication failed for user \"alice\" (wrong password)";
+  ASSERT_TRUE(WaitFor([&] { return pooler.Log().find(wrong) != std::string::npos; }, seconds(5)))
+      << pooler.Log();
+  EXPECT_EQ(Occurrences(pooler.Log(), wrong), 1u) << pooler.Log();
+  EXPECT_FALSE(Conn(pooler.Url("app", "mallory", "guess-two")).ok());
+  EXPECT_FALSE(Conn(pooler.Url("nosuch", "alice", "alice-secret")).ok());
+  const std::string unknown =
+      "user \"mallory\", database \"app\": password authentication failed for user "
+      "\"mallory\" (unknown user)";
+  const std::string no_database =
+      "user \"alice\", database \"nosuch\": database \"nosuch\" is not in the pooler's "
+      "configuration";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::string log = pooler.Log();
+        return log.find(unknown) != std::string::npos && log.find(no_database) != std::string::npos;
+      },
+      seconds(5)))
+      << pooler.Log();
+  Conn alice(pooler.Url("app", "alice", "alice-secret"));  // a login that works says nothing
+  ASSERT_TRUE(alice.ok()) << alice.error();
+  EXPECT_EQ(FailedLoginsLogged(pooler.Log()), 3) << pooler.Log();
+
+  // A client guessing passwords as fast as it can.
+  const size_t before = pooler.Log().size();
+  auto burst_log = [&] { return pooler.Log().substr(before); };
+  constexpr int kGuesses = 40;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < kGuesses; ++i) EXPECT_FALSE(Conn(pooler.Url("app", "alice", "guess-x")).ok());
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_TRUE(WaitFor([&] { return FailedLoginsLogged(burst_log()) == kGuesses; }, seconds(5)))
+      << burst_log();
+  // At most 5 lines a second (and a summary each): the rest counted.
+  const size_t lines = Occurrences(burst_log(), "pooler: failed login from ");
+  EXPECT_LE(lines, 5 * (static_cast<size_t>(took) + 2)) << "in " << took << "s: " << burst_log();
+  EXPECT_LT(lines, static_cast<size_t>(kGuesses)) << burst_log();
+  EXPECT_NE(burst_log().find("more failed logins in the last"), std::string::npos) << burst_log();
+  EXPECT_EQ(pooler.Log().find("guess-"), std::string::npos) << pooler.Log();
+}
+
+// examples/pooler.yaml as written, run from a directory that is neither the repository's nor
+// the file's: its users file (`pooler-users.txt`, beside it) is found, a client logs in with a
+// password from it, and `pgflow pooler status` from there reaches the console. Only its ports
+// are moved (to free ones, and to the test's PostgreSQL), and the two files copied together.
+TEST_F(PoolerTest, TheExampleRunsFromAnotherDirectory) {
+  std::string yaml = ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/examples/pooler.yaml");
+  const int port = FreeLoopbackPort();
+  const std::pair<std::string, std::string> moves[] = {
+      {"127.0.0.1:6432", absl::StrCat("127.0.0.1:", port)},
+      {"127.0.0.1:9188", absl::StrCat("127.0.0.1:", FreeLoopbackPort())},
+      {"127.0.0.1:5432", absl::StrCat("127.0.0.1:", SharedCluster().port())}};
+  for (const auto& [from, to] : moves) {
+    ASSERT_NE(yaml.find(from), std::string::npos) << "the example no longer listens on " << from;
+    absl::StrReplaceAll({{from, to}}, &yaml);
+  }
+  ASSERT_NE(yaml.find("users: pooler-users.txt"), std::string::npos) << yaml;
+  TempDir example;
+  WriteFile(example.File("pooler.yaml"), yaml);
+  WriteFile(example.File("pooler-users.txt"),
+            ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/examples/pooler-users.txt"));
+  admin_->Exec("CREATE DATABASE reports");
+  absl::Cleanup drop = [] { admin_->Exec("DROP DATABASE reports WITH (FORCE)"); };
+
+  TempDir elsewhere;
+  const std::filesystem::path home = std::filesystem::current_path();
+  std::filesystem::current_path(elsewhere.path());  // the pooler's and pgflow status's
+  absl::Cleanup back = [&] { std::filesystem::current_path(home); };
+  auto pooler = StartPgflowUntilLogged({"pooler", "--config", example.File("pooler.yaml")},
+                                       example.File("pooler.log"), {}, "pooler: listening on");
+  // reports: the client logs in to PostgreSQL as itself, with the users file's password.
+  Conn reports(absl::StrCat("postgres://postgres:postgres@127.0.0.1:", port, "/reports"));
+  ASSERT_TRUE(reports.ok()) << reports.error() << ReadFile(example.File("pooler.log"));
+  EXPECT_EQ(reports.Run("SELECT current_database()"), "reports");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"pooler", "status", "--config", example.File("pooler.yaml")}, &out), 0)
+      << out;
+  EXPECT_NE(out.find("health     healthy"), std::string::npos) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\\breports +session "))) << out;
+  pooler->Signal(SIGTERM);
+  EXPECT_EQ(pooler->Wait(seconds(10)), 0) << ReadFile(example.File("pooler.log"));
+}
+
+// `pgflow validate` knows a pooler file by its keys and checks it, its users file with it,
+// without a server and from any directory (a relative path in the file is relative to the
+// file); every mistake at once, each at its line and column. The pooler says the same at start.
+TEST_F(PoolerTest, ValidateChecksAPoolerFileFromAnyDirectory) {
+  TempDir elsewhere;
+  std::string out;
+  const std::string example = std::string(PGFLOW_SOURCE_DIR) + "/examples/pooler.yaml";
+  EXPECT_EQ(
+      Shell(absl::StrCat("cd ", elsewhere.path(), " && ", PGFLOW_BINARY, " validate ", example),
+            &out),
+      0)
+      << out;
+  EXPECT_NE(out.find(example + ": ok: pooler on 127.0.0.1:6432, databases app, reports, 2 users "
+                               "in the users file"),
+            std::string::npos)
+      << out;
+
+  TempDir dir;
+  const std::string file = dir.File("pooler.yaml");
+  WriteFile(file,
+            "listen: 127.0.0.1:6432\nthreds: 2\nauth: {users: users.txt}\ndatabases:\n"
+            "  app: {url: 'postgres://127.0.0.1/app', pool_mode: sesion}\n");
+  EXPECT_EQ(
+      Shell(absl::StrCat("cd ", elsewhere.path(), " && ", PGFLOW_BINARY, " validate ", file), &out),
+      2)
+      << out;
+  const std::string no_users = absl::StrCat(file, ":3:15: auth.users: ", dir.File("users.txt"),
+                                            ": cannot read the file: No such file or directory");
+  EXPECT_NE(out.find(no_users), std::string::npos) << out;
+  EXPECT_NE(out.find(file + ":2:1: unknown key 'threds' (did you mean 'threads'?"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("databases.app.pool_mode: unknown pool mode 'sesion'"), std::string::npos)
+      << out;
+  EXPECT_EQ(RunPgflow({"pooler", "--config", file}, &out), 2) << out;
+  EXPECT_NE(out.find(no_users), std::string::npos) << out;
+  EXPECT_EQ(RunPgflow({"validate", "--source", example}, &out), 2) << out;
+  EXPECT_NE(out.find("a pooler file has no source"), std::string::npos) << out;
 }
 
 // auth.user and auth.query: users not in the file are looked up in PostgreSQL (here through
@@ -1693,6 +1846,75 @@ TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
   EXPECT_FALSE(console.ok());  // not an admin user (nor in the file)
   EXPECT_EQ(psql("SHUTDOWN"), "SHUTDOWN\n");
   EXPECT_EQ(pooler.process().Wait(seconds(10)), 0);
+}
+
+// `pgflow pooler status`, the real binary, against a running pooler (its console reached as the
+// first admin user, with the users file's password): up, clients and server connections per
+// database, rates, a database whose server is gone; then against the pooler stopped. Its exit
+// status tells each apart, as `pgflow status`'s does.
+TEST_F(PoolerTest, PoolerStatusSaysHowThePoolerStands) {
+  const std::string gone =
+      absl::StrCat("  gone: {url: 'postgres://postgres@127.0.0.1:", FreeLoopbackPort(),
+                   "/gone', pool_mode: transaction}\n");
+  PoolerProcess pooler("scram-sha-256",
+                       "\"postgres\" \"console-secret\"\n\"alice\" \"alice-secret\"\n",
+                       Database("app", "transaction", 2, "pool_app") + gone, "hold_timeout: 1s\n");
+  Conn busy(pooler.Url("app", "alice", "alice-secret"));
+  Conn idle(pooler.Url("app", "alice", "alice-secret"));
+  ASSERT_TRUE(busy.ok() && idle.ok()) << busy.error() << idle.error();
+  EXPECT_EQ(busy.Run("BEGIN"), "");  // holds a server connection until its COMMIT
+  EXPECT_EQ(busy.Run("SELECT 1"), "1");
+  EXPECT_EQ(idle.Run("SELECT 2"), "2");  // opens a second one, idle again since
+  std::string out;
+  EXPECT_EQ(RunPgflow({"pooler", "status", "--config", pooler.config()}, &out), 0) << out;
+  EXPECT_NE(out.find("health     healthy"), std::string::npos) << out;
+  EXPECT_NE(out.find("console    up: pgflow pooler "), std::string::npos) << out;
+  // app: clients 1 active, 0 waiting, 1 idle; servers 1 active, 1 idle.
+  EXPECT_TRUE(std::regex_search(out, std::regex("\\bapp +transaction +1/0/1 +1/1 "))) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\\bgone +transaction +0/0/0 +0/0 "))) << out;
+
+  // --json, while a client runs queries: the same, and its rates.
+  std::atomic<bool> stop{false};
+  std::thread load([&] {
+    Conn client(pooler.Url("app", "alice", "alice-secret"));
+    while (!stop.load()) client.Run("SELECT 3");
+  });
+  const int json_status =
+      RunPgflow({"pooler", "status", "--config", pooler.config(), "--json"}, &out);
+  stop = true;
+  load.join();
+  EXPECT_EQ(json_status, 0) << out;
+  nlohmann::json report = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(report.is_object()) << out;
+  EXPECT_EQ(report["health"], "healthy");
+  EXPECT_EQ(report["up"], true);
+  ASSERT_EQ(report["databases"].size(), 2u) << out;
+  const nlohmann::json& app = report["databases"][0];
+  EXPECT_EQ(app["name"], "app");
+  EXPECT_EQ(app["paused"], false);
+  EXPECT_GT(app["queries_per_second"].get<double>(), 10) << out;
+  EXPECT_GT(app["transactions_per_second"].get<double>(), 10) << out;
+  EXPECT_EQ(app["servers"]["active"].get<int>() + app["servers"]["idle"].get<int>(), 2) << out;
+
+  // A database whose server does not answer: the pool says so (its user the url's, whom the
+  // pooler logs in as), and the status is degraded.
+  Conn lost(pooler.Url("gone", "alice", "alice-secret"));
+  EXPECT_FALSE(lost.ok());
+  EXPECT_EQ(RunPgflow({"pooler", "status", "--config", pooler.config()}, &out), 1) << out;
+  EXPECT_NE(out.find("health     degraded"), std::string::npos) << out;
+  EXPECT_NE(out.find("problem    database gone cannot reach its server (user postgres: "),
+            std::string::npos)
+      << out;
+
+  // Stopped: down, and exit status 2.
+  Conn console(pooler.Url("pgflow", "postgres", "console-secret"));
+  ASSERT_TRUE(console.ok()) << console.error();
+  console.Run("SHUTDOWN");
+  EXPECT_EQ(pooler.process().Wait(seconds(10)), 0);
+  EXPECT_EQ(RunPgflow({"pooler", "status", "--config", pooler.config()}, &out), 2) << out;
+  EXPECT_NE(out.find("health     unreachable"), std::string::npos) << out;
+  EXPECT_NE(out.find("console    down"), std::string::npos) << out;
+  EXPECT_NE(out.find("Connection refused"), std::string::npos) << out;
 }
 
 // Whether `pooler` logs, within 5 seconds, that a SHUTDOWN closed all its listening sockets.

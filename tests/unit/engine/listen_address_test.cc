@@ -22,6 +22,15 @@ TEST(ListenAddressTest, AddressesAListenerCanBind) {
   EXPECT_EQ(ParseListenAddress("127.0.0.1:1")->ToString(), "127.0.0.1:1");
 }
 
+// What a client on the same machine connects to (`pgflow pooler status`).
+TEST(ListenAddressTest, AWildcardIsReachedAtLoopback) {
+  EXPECT_EQ(ParseListenAddress("0.0.0.0:6432")->LocalHost(), "127.0.0.1");
+  EXPECT_EQ(ParseListenAddress("[::]:6432")->LocalHost(), "::1");
+  EXPECT_EQ(ParseListenAddress("[0:0::0]:6432")->LocalHost(), "::1");
+  EXPECT_EQ(ParseListenAddress("10.1.2.3:6432")->LocalHost(), "10.1.2.3");
+  EXPECT_EQ(ParseListenAddress("[::1]:6432")->LocalHost(), "::1");
+}
+
 TEST(ListenAddressTest, EverythingElseIsRefusedWithTheReason) {
   EXPECT_EQ(ErrorOf("localhost"),
             "missing port; expected host:port, like 127.0.0.1:9187 or [::1]:9187");

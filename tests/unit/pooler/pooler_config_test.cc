@@ -1,5 +1,9 @@
 #include "pooler/pooler_config.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -13,14 +17,35 @@ using ::testing::HasSubstr;
 constexpr const char* kDatabases =
     "databases:\n  app: {url: 'postgres://127.0.0.1:5432/app', pool_mode: session}\n";
 
+// A directory of its own holding a pooler file's neighbours, as a user keeps them.
+class ConfigDir {
+ public:
+  ConfigDir() : path_(::testing::TempDir() + "/pooler_config_test_" + std::to_string(getpid())) {
+    std::filesystem::create_directories(path_);
+  }
+  ~ConfigDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  void Write(const std::string& name, const std::string& text) const {
+    std::ofstream(File(name)) << text;
+  }
+
+ private:
+  std::string path_;
+};
+
 TEST(PoolerConfigTest, ReadsAuthAndDatabases) {
-  absl::StatusOr<PoolerConfig> config = ParsePoolerConfig(
-      std::string("listen: 127.0.0.1:6432\n"
-                  "auth: {method: md5, users: u.txt, user: lookup}\n") +
-          kDatabases,
-      "pooler.yaml");
+  ConfigDir dir;
+  dir.Write("u.txt", "\"alice\" \"secret\"\n");
+  absl::StatusOr<PoolerConfig> config =
+      ParsePoolerConfig(std::string("listen: 127.0.0.1:6432\n"
+                                    "auth: {method: md5, users: u.txt, user: lookup}\n") +
+                            kDatabases,
+                        dir.File("pooler.yaml"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->auth.method, AuthMethod::kMd5);
+  EXPECT_EQ(config->auth.users, dir.File("u.txt"));
+  ASSERT_NE(config->auth.user_list, nullptr);
+  EXPECT_TRUE(config->auth.user_list->contains("alice"));
   EXPECT_EQ(config->auth.user, "lookup");
   EXPECT_EQ(config->auth.query, kDefaultAuthQuery);
   ASSERT_NE(FindDatabase(*config, "app"), nullptr);
@@ -142,22 +167,86 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
   EXPECT_THAT(unverified_dir.status().message(), HasSubstr("sslcrldir checks a verified server"));
 }
 
+// Every path in the file is relative to the file's directory, wherever the pooler runs from.
+TEST(PoolerConfigTest, PathsAreRelativeToTheFile) {
+  ConfigDir dir;
+  dir.Write("users.txt", "\"alice\" \"secret\"\n");
+  absl::StatusOr<PoolerConfig> config = ParsePoolerConfig(
+      "listen: 127.0.0.1:6432\nunix_socket_dir: sockets\n"
+      "auth: {users: users.txt}\n"
+      "tls: {mode: verify-ca, cert: tls/server.crt, key: tls/server.key, ca: /etc/ca.crt, "
+      "crl: crl.pem, crl_dir: crls}\n"
+      "databases:\n"
+      "  app: {url: 'postgres://db/app?sslmode=verify-full&sslrootcert=root.crt"
+      "&sslcert=client.crt&sslkey=/keys/client.key&sslcrl=server.crl&sslcrldir=server-crls'}\n",
+      dir.File("pooler.yaml"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->auth.users, dir.File("users.txt"));
+  EXPECT_EQ(config->unix_socket_dir, dir.File("sockets"));
+  EXPECT_EQ(config->tls.cert, dir.File("tls/server.crt"));
+  EXPECT_EQ(config->tls.key, dir.File("tls/server.key"));
+  EXPECT_EQ(config->tls.ca, "/etc/ca.crt");
+  EXPECT_EQ(config->tls.crl, dir.File("crl.pem"));
+  EXPECT_EQ(config->tls.crl_dir, dir.File("crls"));
+  const Upstream& up = config->databases.at("app").upstream;
+  EXPECT_EQ(up.sslrootcert, dir.File("root.crt"));
+  EXPECT_EQ(up.sslcert, dir.File("client.crt"));
+  EXPECT_EQ(up.sslkey, "/keys/client.key");
+  EXPECT_EQ(up.sslcrl, dir.File("server.crl"));
+  EXPECT_EQ(up.sslcrldir, dir.File("server-crls"));
+}
+
+// A users file that cannot be read is an error at the key that names it, beside the file's
+// other errors; one that is malformed, at its own line.
+TEST(PoolerConfigTest, AUsersFileThatCannotBeReadIsAnErrorAtItsKey) {
+  ConfigDir dir;
+  const std::string file = dir.File("pooler.yaml");
+  absl::StatusOr<PoolerConfig> missing = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {users: missing.txt}\nthreds: 2\n") + kDatabases,
+      file);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr(file + ":2:15: auth.users: " + dir.File("missing.txt") +
+                        ": cannot read the file: No such file or directory"));
+  EXPECT_THAT(missing.status().message(), HasSubstr(file + ":3:1: unknown key 'threds'"));
+  dir.Write("users.txt", "\"alice\" \"secret\"\nbob secret\n");
+  absl::StatusOr<PoolerConfig> malformed = ParsePoolerConfig(
+      std::string("listen: 127.0.0.1:6432\nauth: {users: users.txt}\n") + kDatabases, file);
+  ASSERT_FALSE(malformed.ok());
+  EXPECT_THAT(malformed.status().message(),
+              HasSubstr(dir.File("users.txt") + ":2:1: expected a quoted user name"));
+}
+
+// `pgflow validate` tells a pooler file from a pipeline file by its keys.
+TEST(PoolerConfigTest, APoolerFileIsKnownByItsKeys) {
+  EXPECT_TRUE(LooksLikePoolerConfig("listen: 127.0.0.1:6432\ndatabases: {}\n"));
+  EXPECT_TRUE(LooksLikePoolerConfig("databases:\n  app: {url: x}\nthreds: 2\n"));
+  EXPECT_FALSE(LooksLikePoolerConfig("pipeline: shop\nsource: {}\nsinks: {}\n"));
+  // A pipeline's admin listens too: its own keys decide.
+  EXPECT_FALSE(LooksLikePoolerConfig("pipeline: shop\nadmin: {listen: 127.0.0.1:9187}\n"));
+  EXPECT_FALSE(LooksLikePoolerConfig("listen: x\nsinks: {}\n"));
+  EXPECT_FALSE(LooksLikePoolerConfig("- a list\n"));
+  EXPECT_FALSE(LooksLikePoolerConfig("listen: [unclosed\n"));
+}
+
 TEST(PoolerConfigTest, AuthLookupsNeedAPasswordMethodAndAParameter) {
+  ConfigDir dir;
+  dir.Write("u.txt", "\"lookup\" \"secret\"\n");
   absl::StatusOr<PoolerConfig> trust = ParsePoolerConfig(
       std::string("listen: 127.0.0.1:6432\nauth: {method: trust, user: lookup}\n") + kDatabases,
       "pooler.yaml");
   ASSERT_FALSE(trust.ok());
   EXPECT_THAT(trust.status().message(), HasSubstr("not with trust"));
-  absl::StatusOr<PoolerConfig> no_parameter = ParsePoolerConfig(
-      std::string("listen: 127.0.0.1:6432\n"
-                  "auth: {users: u.txt, user: lookup, query: 'SELECT 1, 2'}\n") +
-          kDatabases,
-      "pooler.yaml");
+  absl::StatusOr<PoolerConfig> no_parameter =
+      ParsePoolerConfig(std::string("listen: 127.0.0.1:6432\n"
+                                    "auth: {users: u.txt, user: lookup, query: 'SELECT 1, 2'}\n") +
+                            kDatabases,
+                        dir.File("pooler.yaml"));
   ASSERT_FALSE(no_parameter.ok());
   EXPECT_THAT(no_parameter.status().message(), HasSubstr("$1"));
   absl::StatusOr<PoolerConfig> unknown = ParsePoolerConfig(
       std::string("listen: 127.0.0.1:6432\nauth: {users: u.txt, auth_user: x}\n") + kDatabases,
-      "pooler.yaml");
+      dir.File("pooler.yaml"));
   ASSERT_FALSE(unknown.ok());
   EXPECT_THAT(unknown.status().message(), HasSubstr("auth_user"));
 }
