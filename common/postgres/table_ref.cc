@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "engine/str_cat.h"
+#include "schemas/pg_array_literal.h"
 
 namespace pgflow {
 namespace {
@@ -126,6 +127,20 @@ absl::StatusOr<TableRef> ParseTableRef(std::string_view text) {
 
 std::string TableRef::Quoted() const {
   return Cat(QuoteIfNeeded(schema), ".", is_schema() ? "*" : QuoteIfNeeded(table));
+}
+
+std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& tables) {
+  std::string schemas = "{";
+  std::string names = "{";
+  for (const TableRef& t : tables) {
+    if (schemas.size() > 1) {
+      schemas += ',';
+      names += ',';
+    }
+    AppendArrayLiteralElement(t.schema, &schemas);
+    AppendArrayLiteralElement(t.table, &names);
+  }
+  return {schemas + "}", names + "}"};
 }
 
 }  // namespace pgflow

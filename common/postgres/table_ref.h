@@ -6,6 +6,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -32,5 +34,9 @@ struct TableRef {
 // as PostgreSQL folds them; quoted ones keep their case ("" is a quote inside). The error
 // message says what is wrong and has no position (the caller adds where the text came from).
 absl::StatusOr<TableRef> ParseTableRef(std::string_view text);
+
+// Table names as two text[] literals, schemas and names ('*' for a whole schema), for
+// `unnest($1::text[], $2::text[]) AS r(nsp, rel)`.
+std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& tables);
 
 }  // namespace pgflow

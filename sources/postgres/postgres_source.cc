@@ -35,22 +35,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Table names as two text[] parameters, schemas and names ('*' for a whole schema), for
-// `unnest($1::text[], $2::text[]) AS r(nsp, rel)`.
-std::pair<std::string, std::string> TableRefArrays(const std::vector<TableRef>& tables) {
-  std::string schemas = "{";
-  std::string names = "{";
-  for (const TableRef& t : tables) {
-    if (schemas.size() > 1) {
-      schemas += ',';
-      names += ',';
-    }
-    AppendArrayLiteralElement(t.schema, &schemas);
-    AppendArrayLiteralElement(t.table, &names);
-  }
-  return {schemas + "}", names + "}"};
-}
-
 std::vector<std::string> QuotedNames(const std::vector<TableRef>& tables) {
   std::vector<std::string> names;
   for (const TableRef& t : tables) names.push_back(t.Quoted());
@@ -1173,8 +1157,30 @@ absl::StatusOr<std::vector<TableRef>> PostgresSource::FollowedTables(PGconn* con
 absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
   absl::StatusOr<std::vector<TableRef>> keyless = FollowedTables(conn, /*keyless=*/true);
   if (!keyless.ok()) return keyless.status();
+  // What each had before, for `pgflow teardown` to give back (a role that may not record it is
+  // told so).
+  auto recordable = Exec(conn,
+                         "SELECT coalesce(has_table_privilege(to_regclass("
+                         "'pgflow.replica_identities'), 'INSERT'), false)");
+  if (!recordable.ok()) return recordable.status();
+  const bool record = PQgetvalue(recordable->get(), 0, 0)[0] == 't';
+  if (!record && !keyless->empty()) {
+    LogWarning(
+        "REPLICA IDENTITY FULL is set on %s without a record in pgflow.replica_identities (a "
+        "superuser's `pgflow init` installs it): `pgflow teardown` will not give those tables "
+        "their identity back",
+        NameSome(QuotedNames(*keyless)));
+  }
   for (const TableRef& ref : *keyless) {
     const std::string table = ref.Quoted();
+    if (record) {
+      auto noted = Exec(conn,
+                        "INSERT INTO pgflow.replica_identities (relid, previous) SELECT oid, "
+                        "relreplident FROM pg_class WHERE oid = $1::regclass "
+                        "ON CONFLICT (relid) DO NOTHING",
+                        {table});
+      if (!noted.ok()) return noted.status();
+    }
     auto res = Exec(conn, absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
     if (!res.ok()) {
       return absl::Status(
