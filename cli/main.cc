@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -435,7 +436,27 @@ int StatusCommand(const std::string& path, bool json) {
   }
 }
 
-// `pgflow teardown`: removes what init (or run) left in the source.
+// The sink's bookkeeping in each PostgreSQL target, removed once the source's part is: a target
+// that cannot be reached keeps it, said so.
+void TeardownTargets(const PipelineConfig& config, const std::vector<TableRef>& tables,
+                     std::vector<std::string>* removed, std::vector<std::string>* kept) {
+  for (const SinkConfig& sink : config.sinks) {
+    if (sink.type != "postgres") continue;
+    const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
+    absl::StatusOr<TargetTeardown> done = TeardownTarget(config.name, target, tables);
+    if (!done.ok()) {
+      kept->push_back(absl::StrCat("schema pgflow in sink ", sink.name, "'s target ",
+                                   DescribeConninfo(target.url), " (", done.status().message(),
+                                   "): `pgflow teardown` again, or `DROP SCHEMA pgflow CASCADE` "
+                                   "there"));
+      continue;
+    }
+    removed->insert(removed->end(), done->removed.begin(), done->removed.end());
+    kept->insert(kept->end(), done->kept.begin(), done->kept.end());
+  }
+}
+
+// `pgflow teardown`: removes what init (or run) left in the source, then in the targets.
 int TeardownCommand(const std::string& path) {
   std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "teardown");
   if (!pipeline) return kExitConfig;
@@ -452,9 +473,12 @@ int TeardownCommand(const std::string& path) {
     LogError("teardown %s: %s", name, report.status().message());
     return kExitFailure;
   }
-  for (const std::string& what : report->removed) std::printf("removed %s\n", what.c_str());
-  for (const std::string& what : report->kept) std::printf("kept %s\n", what.c_str());
-  if (report->removed.empty()) std::printf("pipeline %s: nothing to remove\n", name.c_str());
+  std::vector<std::string> removed = report->removed;
+  std::vector<std::string> kept = report->kept;
+  TeardownTargets(pipeline->config, options.tables, &removed, &kept);
+  for (const std::string& what : removed) std::printf("removed %s\n", what.c_str());
+  for (const std::string& what : kept) std::printf("kept %s\n", what.c_str());
+  if (removed.empty()) std::printf("pipeline %s: nothing to remove\n", name.c_str());
   return kExitOk;
 }
 
@@ -542,6 +566,7 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
     options.ranges = ranges;
     options.jobs = jobs;
     options.skip_keyless = pipeline->source->keyless_tables == KeylessPolicy::kSkip;
+    options.compare_privileges = target.CopiesRoles();
     auto started = std::chrono::steady_clock::now();
     auto shown = started;
     auto progress = [&](const VerifyProgress& p) {
@@ -581,6 +606,11 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
                   sink.name.c_str(), d.table.c_str(), d.range.c_str(),
                   static_cast<long long>(d.source_rows), static_cast<long long>(d.target_rows));
     }
+    if (report->privileges_compared > 0) {
+      std::printf("%s: owners and grants: %s (%lld tables and sequences)\n", sink.name.c_str(),
+                  report->privilege_differences.empty() ? "identical" : "DIFFERENT",
+                  static_cast<long long>(report->privileges_compared));
+    }
     std::printf("%s: %s\n", sink.name.c_str(), report->Summary().c_str());
     all_ok = all_ok && report->ok();
   }
@@ -591,19 +621,21 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
   return all_ok ? kExitOk : kExitFailure;
 }
 
-// `pgflow sequences`: sets every target sequence to the source's value.
-int SequencesCommand(const std::string& path) {
-  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, "sequences");
+// Runs `apply` on each PostgreSQL sink of the pipeline at `path` (for `pgflow <command>`),
+// stopping at the first that fails.
+int ForEachTarget(
+    const std::string& path, std::string_view command,
+    const std::function<absl::Status(const PipelineConfig&, const PostgresSinkOptions&)>& apply) {
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(path, command);
   if (!pipeline) return kExitConfig;
   const PipelineConfig* config = &pipeline->config;
   int targets = 0;
   for (const SinkConfig& sink : config->sinks) {
     if (sink.type != "postgres") continue;
     ++targets;
-    absl::Status s = SyncSequences(config->name, *config->source.traits.postgres,
-                                   static_cast<const PostgresSinkOptions&>(*sink.options));
+    absl::Status s = apply(*config, static_cast<const PostgresSinkOptions&>(*sink.options));
     if (!s.ok()) {
-      LogError("sequences for sink %s: %s", sink.name, s.message());
+      LogError("%s for sink %s: %s", command, sink.name, s.message());
       return kExitFailure;
     }
   }
@@ -612,6 +644,22 @@ int SequencesCommand(const std::string& path) {
     return kExitConfig;
   }
   return kExitOk;
+}
+
+// `pgflow sequences`: sets every target sequence to the source's value.
+int SequencesCommand(const std::string& path) {
+  return ForEachTarget(path, "sequences",
+                       [](const PipelineConfig& config, const PostgresSinkOptions& target) {
+                         return SyncSequences(config.name, *config.source.traits.postgres, target);
+                       });
+}
+
+// `pgflow roles`: the source's roles, owners and grants in each PostgreSQL target.
+int RolesCommand(const std::string& path, const std::string& pipeline_role) {
+  return ForEachTarget(
+      path, "roles", [&](const PipelineConfig& config, const PostgresSinkOptions& target) {
+        return CopyRolesCommand(*config.source.traits.postgres, target, pipeline_role);
+      });
 }
 
 int Options(bool markdown) {
@@ -696,8 +744,11 @@ int main(int argc, char** argv) {
   CLI::App* teardown = app.add_subcommand(
       "teardown",
       "Remove what a pipeline installed in the source: its replication slot (so no WAL stays "
-      "pinned), its publication and its state; the DDL capture and the pgflow schema too when "
-      "no other pipeline uses them. Refuses while the pipeline runs. Idempotent.");
+      "pinned), its publication and its state, the REPLICA IDENTITY FULL it set on keyless "
+      "tables; the DDL capture and the pgflow schema too when no other pipeline uses them. "
+      "Then each PostgreSQL target's pgflow schema (the applied position, pending DDL), unless "
+      "it holds refused rows or more. Prints what it removed and, with the command that removes "
+      "it, what it kept. Refuses while the pipeline runs. Idempotent.");
   teardown->add_option("pipeline", teardown_path, "pipeline file (YAML)")->required();
 
   std::string validate_path;
@@ -787,6 +838,22 @@ int main(int argc, char** argv) {
       "initial load does it by itself once the snapshot is in.)");
   sequences->add_option("pipeline", sequences_path, "pipeline file (YAML)")->required();
 
+  std::string roles_path;
+  std::string roles_grant_to;
+  CLI::App* roles = app.add_subcommand(
+      "roles",
+      "Create on each PostgreSQL target the roles the pipeline's objects need (owners, "
+      "grantees, their members and groups, with attributes, memberships, settings and, when the "
+      "source URL names a superuser, passwords), then give the database, the schemas and every "
+      "table, sequence, type and routine pgflow brought the source's owners, grants, settings "
+      "and default privileges: what `roles: copy` does as the pipeline runs. Run with "
+      "superusers' URLs, it does what the pipeline's role may not. Idempotent.");
+  roles->add_option("pipeline", roles_path, "pipeline file (YAML)")->required();
+  roles->add_option("--grant-to", roles_grant_to,
+                    "the role the pipeline writes as in the targets (default: each target URL's "
+                    "user): made a member of the roles that own its objects, so that it gives "
+                    "what it creates their owner and keeps writing to them");
+
   std::string status_path;
   bool status_json = false;
   CLI::App* status = app.add_subcommand(
@@ -868,6 +935,7 @@ int main(int argc, char** argv) {
   if (*snapshot) return Snapshot(snapshot_path, snapshot_tables, !no_wait);
   if (*verify) return VerifyCommand(verify_path, verify_tables, verify_ranges, verify_jobs);
   if (*sequences) return SequencesCommand(sequences_path);
+  if (*roles) return RolesCommand(roles_path, roles_grant_to);
   if (*options) return Options(markdown);
   if (*pooler_status) {
     return PoolerStatusCommand(pooler_status_path, pooler_status_options, pooler_status_json);

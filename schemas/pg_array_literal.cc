@@ -188,6 +188,15 @@ void AppendArrayLiteralElement(std::string_view element, std::string* out) {
   out->push_back('"');
 }
 
+std::string ArrayLiteral(const std::vector<std::string>& elements) {
+  std::string out = "{";
+  for (const std::string& element : elements) {
+    if (out.size() > 1) out += ',';
+    AppendArrayLiteralElement(element, &out);
+  }
+  return out + "}";
+}
+
 bool AppendArrayLiteralAsJson(
     std::string_view text,
     absl::FunctionRef<void(std::string_view element, std::string* out)> append_element,

@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 
@@ -20,6 +21,9 @@ namespace pgflow {
 // or white space. array_in reads what is appended back as exactly `element`, whatever its
 // bytes. The caller writes the braces, the ',' between elements, and NULL for a null element.
 void AppendArrayLiteralElement(std::string_view element, std::string* out);
+
+// The array literal of `elements`, none of them null: {a,"b c"}, for a text[] parameter.
+std::string ArrayLiteral(const std::vector<std::string>& elements);
 
 // Reads the array literal `text` and appends it as a JSON array: one JSON array per level of
 // braces, `null` for each NULL element, and every other element, quotes removed and escapes

@@ -44,8 +44,7 @@ PostgresSink::PostgresSink(const SinkContext& context,
       context_(context),
       dead_letter_(context.dead_letter.enabled()),
       session_(options_->url, sink_name_),
-      tables_(session_, sink_name_, pipeline_, origin_ != nullptr ? origin_->url : "",
-              origin_ != nullptr, options_),
+      tables_(session_, sink_name_, pipeline_, origin_, options_),
       writer_(session_, tables_, sink_name_, options_, in_source_txn_) {
   // What is held back goes out before anything else is sent.
   session_.SetBeforeStatement([this] { return writer_.SendHeldBack(); });
@@ -398,6 +397,14 @@ absl::Status PostgresSink::ApplyDdl(const Change& change) {
   for (const std::string& why : plan->constraints_passed_over) {
     LogWarning("sink %s (postgres): %s %s at %s: not replayed: %s", sink_name_, cmd.tag,
                cmd.identity, change.lsn.ToString(), why);
+  }
+  // A table created on the source gets the owner and grants it has there (roles: copy).
+  const bool created =
+      cmd.tag == "CREATE TABLE" || cmd.tag == "CREATE TABLE AS" || cmd.tag == "SELECT INTO";
+  if (created && cmd.table.has_value() && !plan->statements.empty() && options_->CopiesRoles()) {
+    if (absl::Status s = tables_.GiveSourceOwner(cmd.table->schema, cmd.table->name); !s.ok()) {
+      return s;
+    }
   }
   for (const std::string& table : plan->changed_tables) tables_.Forget(table);
   if (!plan->statements.empty()) {

@@ -23,12 +23,19 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/postgres/postgres_origin.h"
 #include "engine/registry.h"
 
 namespace pgflow {
+
+// `roles`: whether the sink brings the source's roles, owners and grants (sinks/postgres/
+// ownership.h). kDefault: copy when the sink creates the target's tables (create_tables, a
+// migration into an empty server), skip when they are someone else's.
+enum class RolesPolicy { kDefault, kCopy, kSkip };
 
 struct PostgresSinkOptions : SinkOptions {
   std::string url;            // libpq URL or conninfo of the target database
@@ -40,7 +47,41 @@ struct PostgresSinkOptions : SinkOptions {
   // Set for the sink's session when the target's is lower: building a key or an index after
   // the load sorts in this much memory.
   std::string maintenance_work_mem = "256MB";
+  RolesPolicy roles = RolesPolicy::kDefault;
+
+  // Whether `roles` copies, once its default is resolved.
+  bool CopiesRoles() const {
+    return roles == RolesPolicy::kCopy || (roles == RolesPolicy::kDefault && create_tables);
+  }
 };
+
+// `pgflow roles pipeline.yaml`: what `roles: copy` does before the sink creates anything (the
+// roles the pipeline's objects need, the database's and schemas' owners, grants, settings and
+// default privileges), then the owners and grants of every table, sequence, type and routine
+// pgflow brought, whatever `roles` says. Run with superusers' URLs it copies the passwords too
+// and can do what the pipeline's role may not. `pipeline_role`: the role the pipeline writes as
+// in the target (empty: the target URL's user), which keeps its access. Prints what it did and
+// could not do; errors are the connections' and catalogs'.
+absl::Status CopyRolesCommand(const PostgresOrigin& origin, const PostgresSinkOptions& options,
+                              const std::string& pipeline_role);
+
+// What `pgflow teardown` removed from a target, and what it kept, each with why and the
+// statement or command that removes it.
+struct TargetTeardown {
+  std::vector<std::string> removed;
+  std::vector<std::string> kept;
+};
+
+// `pgflow teardown`'s part in the target of `options`: removes the pipeline's rows from the
+// sink's bookkeeping (pgflow.applied, pgflow.pending_ddl) and then schema pgflow, unless it
+// holds more: the pipeline's refused rows (pgflow.dead_letters), other pipelines' rows, objects
+// that are not the sink's (the target is another pipeline's source). Names what it keeps,
+// and the target role's memberships in the owners of the pipeline's `tables` (CopyRoles grants
+// them, and only a superuser may revoke them). Connects to options.url; errors are the
+// connection's and the statements'.
+absl::StatusOr<TargetTeardown> TeardownTarget(const std::string& pipeline,
+                                              const PostgresSinkOptions& options,
+                                              const std::vector<TableRef>& tables);
 
 // Registers the "postgres" sink type with the engine's factory registry.
 void RegisterPostgresSink();

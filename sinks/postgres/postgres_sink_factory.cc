@@ -14,8 +14,10 @@
 #include "common/postgres/pg_connection.h"
 #include "engine/log.h"
 #include "engine/sink.h"
+#include "sinks/postgres/ownership.h"
 #include "sinks/postgres/postgres_sink.h"
 #include "sinks/postgres/postgres_sink_impl.h"
+#include "sinks/postgres/roles.h"
 #include "sinks/postgres/sequences.h"
 #include "sinks/postgres/table_definition.h"
 
@@ -47,6 +49,17 @@ const OptionTable<PostgresSinkOptions>& PostgresSinkTable() {
           .NonEmpty("leave it out for 256MB")
           .Help("Memory for building keys and indexes after the load (raised to this for the "
                 "sink's session, never lowered)."),
+      ChoiceOption("roles", &O::roles)
+          .Choices({{"copy", RolesPolicy::kCopy}, {"skip", RolesPolicy::kSkip}}, "roles policy")
+          .DefaultText("copy (skip with create_tables: false)")
+          .Help("copy: before the first table, create the roles the followed objects need "
+                "(owners, grantees, their members and groups; attributes, memberships, "
+                "settings, and passwords when the source role is a superuser; existing roles "
+                "are left as they are), give the database and schemas the source's owners, "
+                "grants, settings and default privileges, and each table, sequence, type and "
+                "routine pgflow creates the source's owner and grants; what the target role may "
+                "not do is logged with the statement for a superuser (`pgflow roles` does it "
+                "all again). skip: none of it; `pgflow verify` then compares rows only."),
   });
   return *table;
 }
@@ -74,8 +87,16 @@ class PostgresSinkFactory : public SinkFactoryOf<PostgresSinkOptions> {
 
 void RegisterPostgresSink() { RegisterSinkFactory(std::make_unique<PostgresSinkFactory>()); }
 
-absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
-                           const PostgresSinkOptions& options) {
+namespace {
+
+// A command's connections: the source's catalog and the target.
+struct SourceAndTarget {
+  PgConnPtr source;
+  PgConnPtr target;
+};
+
+absl::StatusOr<SourceAndTarget> ConnectBoth(const PostgresOrigin& origin,
+                                            const PostgresSinkOptions& options) {
   absl::StatusOr<PgConnPtr> source = ConnectToSourceCatalog(origin.url);
   if (!source.ok()) return source.status();
   absl::StatusOr<PgConnPtr> target = Connect(options.url, ConnectionKind::kRegular);
@@ -83,20 +104,58 @@ absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& orig
     return absl::Status(target.status().code(),
                         absl::StrCat("postgres target: ", target.status().message()));
   }
+  return SourceAndTarget{*std::move(source), *std::move(target)};
+}
+
+}  // namespace
+
+absl::Status SyncSequences(std::string_view pipeline, const PostgresOrigin& origin,
+                           const PostgresSinkOptions& options) {
+  absl::StatusOr<SourceAndTarget> connected = ConnectBoth(origin, options);
+  if (!connected.ok()) return connected.status();
+  PGconn* source = connected->source.get();
+  PGconn* target = connected->target.get();
   absl::StatusOr<std::vector<SequencePair>> sequences =
-      ReadTableSequences(source->get(), origin.tables, options.schema);
+      ReadTableSequences(source, origin.tables, options.schema);
   if (!sequences.ok()) return sequences.status();
-  absl::StatusOr<SequenceCopyResult> copied =
-      CopySequenceValues(source->get(), target->get(), *sequences);
+  absl::StatusOr<SequenceCopyResult> copied = CopySequenceValues(source, target, *sequences);
   if (!copied.ok()) return copied.status();
   LogInfo("%d sequences of pipeline %s set in %s to the source's values", copied->copied,
-          std::string(pipeline), Describe(target->get()));
+          std::string(pipeline), Describe(target));
   if (!copied->missing.empty()) {
     return absl::NotFoundError(
-        absl::StrCat("postgres target ", Describe(target->get()), ": ", copied->missing.size(),
+        absl::StrCat("postgres target ", Describe(target), ": ", copied->missing.size(),
                      " sequences of the source do not exist in the target (the others were set): ",
                      absl::StrJoin(copied->missing, ", ")));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CopyRolesCommand(const PostgresOrigin& origin, const PostgresSinkOptions& options,
+                              const std::string& pipeline_role) {
+  absl::StatusOr<SourceAndTarget> connected = ConnectBoth(origin, options);
+  if (!connected.ok()) return connected.status();
+  PGconn* source = connected->source.get();
+  PGconn* conn = connected->target.get();
+  std::vector<std::string> more_run_roles;
+  if (!pipeline_role.empty()) more_run_roles.push_back(pipeline_role);
+  absl::StatusOr<RoleMap> map = ReadRoleMap(source, conn, more_run_roles);
+  if (!map.ok()) return map.status();
+  const std::string role = pipeline_role.empty() ? map->target_user : pipeline_role;
+  absl::StatusOr<std::vector<NeededRole>> roles = ReadNeededRoles(source, origin.tables, *map);
+  if (!roles.ok()) return roles.status();
+  absl::StatusOr<RolesOutcome> outcome = CopyRoles(source, conn, *roles, *map, role);
+  if (!outcome.ok()) return outcome.status();
+  OwnershipCopier copier(source, conn, *map, {origin.tables, options.schema, role},
+                         [conn](const std::string& sql, std::string* refused) {
+                           return RunRefusable(conn, sql, refused);
+                         });
+  // The schemas first: a new owner needs CREATE on its object's schema.
+  if (absl::Status s = copier.CopyDatabase(*roles); !s.ok()) return s;
+  for (auto step : {&OwnershipCopier::CopySchemaObjects, &OwnershipCopier::CopyTables}) {
+    if (absl::Status s = (copier.*step)(); !s.ok()) return s;
+  }
+  LogOwnership(absl::StrCat("roles: ", Describe(conn), ": "), &*outcome, copier, Describe(conn));
   return absl::OkStatus();
 }
 

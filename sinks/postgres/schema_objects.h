@@ -16,6 +16,24 @@
 
 namespace pgflow {
 
+// The schemas whose objects CopySchemaObjects brings: all but PostgreSQL's own and pgflow's, as
+// a condition on `n` (pg_namespace).
+inline constexpr char kRestoredSchemaCondition[] =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgflow') AND n.nspname !~ "
+    "'^pg_(toast|temp)'";
+// Of those, the types and domains (as `t`, pg_type) and routines (as `p`, pg_proc) that have an
+// owner and grants of their own: not an array type, a table's row type, a multirange (each goes
+// with its element, table or range) or a member of an extension. In the same catalog.
+inline constexpr char kRestoredTypeCondition[] =
+    "t.typtype IN ('b', 'c', 'd', 'e', 'r') AND (t.typtype <> 'c' OR (SELECT c.relkind FROM "
+    "pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c') AND NOT EXISTS (SELECT 1 FROM "
+    "pg_catalog.pg_type a WHERE a.typarray = t.oid) AND NOT EXISTS (SELECT 1 FROM "
+    "pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND "
+    "d.objid = t.oid AND d.deptype = 'e')";
+inline constexpr char kRestoredRoutineCondition[] =
+    "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+    "'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')";
+
 // Restores the source's schema objects into the target. Objects the target already has are
 // left as they are. Returns how many could not be restored: the statements are logged, not
 // returned (a function taking a table's row type needs the table: a second pass once the

@@ -88,7 +88,20 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     return absl::NotFoundError(absl::StrCat("the source has no table ", schema, ".", name));
   }
   const std::string oid = Get(rel->get(), 0, 0);
-  const char replica_identity = Get(rel->get(), 0, 1)[0];
+  // REPLICA IDENTITY FULL that pgflow set on a keyless table is not the application's.
+  absl::StatusOr<PgResultPtr> set_by_pgflow =
+      Exec(source,
+           "SELECT CASE WHEN $1::text <> 'f' OR NOT coalesce(has_table_privilege(to_regclass("
+           "'pgflow.replica_identities'), 'SELECT'), false) THEN $1::text END",
+           {Get(rel->get(), 0, 1)});
+  if (set_by_pgflow.ok() && PQgetisnull(set_by_pgflow->get(), 0, 0)) {
+    set_by_pgflow = Exec(source,
+                         "SELECT coalesce((SELECT CASE previous WHEN 'n' THEN 'n' ELSE 'd' END "
+                         "FROM pgflow.replica_identities WHERE relid = $1::oid), 'f')",
+                         {oid});
+  }
+  if (!set_by_pgflow.ok()) return Annotate(set_by_pgflow.status(), context);
+  const char replica_identity = Get(set_by_pgflow->get(), 0, 0)[0];
   const std::string source_qualified = Get(rel->get(), 0, 2);
   const std::string target_schema = MapSchema(mapped_schema, schema);
   const std::string table = absl::StrCat(QuoteIdent(target_schema), ".", QuoteIdent(name));

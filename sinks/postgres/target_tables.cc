@@ -12,6 +12,7 @@
 #include "engine/log.h"
 #include "nlohmann/json.hpp"
 #include "sinks/postgres/create_table.h"
+#include "sinks/postgres/ownership.h"
 #include "sinks/postgres/parallel_statements.h"
 #include "sinks/postgres/schema_objects.h"
 #include "sinks/postgres/sql_builders.h"
@@ -25,13 +26,14 @@ constexpr uint32_t kFirstNonBuiltinOid = 16384;
 }  // namespace
 
 TargetTables::TargetTables(TargetSession& session, std::string sink_name, std::string pipeline,
-                           std::string source_url, bool source_is_postgres,
+                           std::shared_ptr<const PostgresOrigin> origin,
                            std::shared_ptr<const PostgresSinkOptions> options)
     : session_(session),
       sink_name_(std::move(sink_name)),
       pipeline_(std::move(pipeline)),
-      source_url_(std::move(source_url)),
-      source_is_postgres_(source_is_postgres),
+      source_url_(origin != nullptr ? origin->url : ""),
+      source_is_postgres_(origin != nullptr),
+      origin_tables_(origin != nullptr ? origin->tables : std::vector<TableRef>()),
       options_(std::move(options)) {}
 
 TargetTable* TargetTables::Find(const TableSchemaPtr& schema) {
@@ -378,16 +380,8 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
     return CreateFromShape(schema, target_schema, quoted);
   }
   if (!schema_objects_copied_) {
-    // The first table this run creates: the types, domains and functions tables may use first.
     schema_objects_copied_ = true;
-    absl::StatusOr<size_t> failed = CopySchemaObjects(source_url_, options_->url, sink_name_);
-    if (!failed.ok()) {
-      LogWarning(
-          "sink %s (postgres): the source's schema objects (types, domains, functions) were not "
-          "copied: %s; a table that uses one will fail to be created",
-          sink_name_, failed.status().message());
-    }
-    schema_objects_owed_ = failed.ok() && *failed > 0;
+    if (absl::Status s = BringSchemaObjects(); !s.ok()) return s;
   }
   absl::StatusOr<PGconn*> source = SourceConnection();
   if (!source.ok()) return source.status();
@@ -437,7 +431,106 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
       std::count_if(def->deferred.begin(), def->deferred.end(),
                     [](const DeferredStatement& d) { return !d.attaches; }),
       load_finished_ ? "now" : "once the snapshot is loaded");
+  if (options_->CopiesRoles()) {
+    if (absl::Status s = GiveSourceOwner(schema.schema, schema.name); !s.ok()) return s;
+  }
   if (load_finished_) return BuildPending();
+  return absl::OkStatus();
+}
+
+absl::Status TargetTables::BringSchemaObjects() {
+  // The roles first: the schema objects and the tables name them.
+  if (options_->CopiesRoles()) {
+    if (absl::Status s = CopyRoles(/*restored=*/false); !s.ok()) return s;
+  }
+  // The types, domains and functions tables may use.
+  absl::StatusOr<size_t> failed = CopySchemaObjects(source_url_, options_->url, sink_name_);
+  if (!failed.ok()) {
+    LogWarning(
+        "sink %s (postgres): the source's schema objects (types, domains, functions) were not "
+        "copied: %s; a table that uses one will fail to be created",
+        sink_name_, failed.status().message());
+  }
+  schema_objects_owed_ = failed.ok() && *failed > 0;
+  if (!options_->CopiesRoles()) return absl::OkStatus();
+  return CopyRoles(/*restored=*/true);
+}
+
+absl::Status TargetTables::CopyRoles(bool restored) {
+  const std::string prefix = absl::StrCat("sink ", sink_name_, " (postgres): ");
+  // Nothing here stops the pipeline but a lost connection: the rows come first.
+  auto lost = [&](const absl::Status& s) {
+    if (absl::IsUnavailable(s)) return s;
+    LogWarning("%sthe source's roles, owners and grants were not copied: %s", prefix, s.message());
+    return absl::OkStatus();
+  };
+  absl::StatusOr<PGconn*> source = SourceConnection();
+  if (!source.ok()) return lost(source.status());
+  absl::StatusOr<PgConnPtr> target = Connect(options_->url, ConnectionKind::kRegular);
+  if (!target.ok()) return lost(target.status());
+  PGconn* conn = target->get();
+  if (!role_map_.has_value()) {
+    absl::StatusOr<RoleMap> map = ReadRoleMap(*source, conn);
+    if (!map.ok()) return lost(map.status());
+    role_map_ = *std::move(map);
+  }
+  const std::string& role = role_map_->target_user;
+  OwnershipCopier copier(*source, conn, *role_map_, {origin_tables_, options_->schema, role},
+                         [conn](const std::string& sql, std::string* refused) {
+                           return RunRefusable(conn, sql, refused);
+                         });
+  if (restored) {
+    absl::Status s = copier.CopyDatabase(needed_roles_);
+    if (s.ok()) s = copier.CopySchemaObjects();
+    if (!s.ok()) return lost(s);
+    LogOwnership(prefix, nullptr, copier, session_.TargetName());
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<NeededRole>> roles =
+      ReadNeededRoles(*source, origin_tables_, *role_map_);
+  if (!roles.ok()) return lost(roles.status());
+  needed_roles_ = *std::move(roles);
+  absl::StatusOr<RolesOutcome> outcome =
+      pgflow::CopyRoles(*source, conn, needed_roles_, *role_map_, role);
+  if (!outcome.ok()) return lost(outcome.status());
+  LogOwnership(prefix, &*outcome, copier, session_.TargetName());
+  return absl::OkStatus();
+}
+
+absl::Status TargetTables::GiveSourceOwner(const std::string& schema, const std::string& name) {
+  if (!source_is_postgres_) return absl::OkStatus();
+  if (absl::Status s = session_.Drain(); !s.ok()) return s;
+  absl::StatusOr<PGconn*> source = SourceConnection();
+  if (!source.ok()) return source.status();
+  if (!role_map_.has_value()) {
+    absl::StatusOr<RoleMap> map = ReadRoleMap(*source, session_.conn());
+    if (!map.ok()) return map.status();
+    role_map_ = *std::move(map);
+  }
+  // Inside the open transaction, under a savepoint: a refusal takes nothing else with it.
+  auto run = [this](const std::string& sql, std::string* refused) -> absl::Status {
+    const bool nested = session_.in_transaction();
+    absl::Status s = session_.Run(
+        nested ? absl::StrCat("SAVEPOINT pgflow_owner; ", sql, "; RELEASE SAVEPOINT pgflow_owner")
+               : sql,
+        "giving a table the source's owner and grants");
+    if (s.ok() || absl::IsUnavailable(s)) return s;
+    *refused = std::string(s.message());
+    if (!nested) return absl::OkStatus();
+    return session_.Run("ROLLBACK TO SAVEPOINT pgflow_owner; RELEASE SAVEPOINT pgflow_owner",
+                        "rolling back a refused owner or grant");
+  };
+  OwnershipCopier copier(*source, session_.conn(), *role_map_,
+                         {origin_tables_, options_->schema, role_map_->target_user}, run);
+  absl::Status s = copier.CopyTable(schema, name);
+  if (!s.ok()) {
+    if (absl::IsUnavailable(s)) return s;
+    LogWarning("sink %s (postgres): %s.%s was not given the source's owner and grants: %s",
+               sink_name_, schema, name, s.message());
+    return absl::OkStatus();
+  }
+  LogOwnership(absl::StrCat("sink ", sink_name_, " (postgres): "), nullptr, copier,
+               session_.TargetName());
   return absl::OkStatus();
 }
 

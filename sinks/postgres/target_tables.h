@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -13,6 +14,8 @@
 #include "engine/change.h"
 #include "sinks/postgres/ddl_replay.h"
 #include "sinks/postgres/postgres_sink.h"
+#include "sinks/postgres/privileges.h"
+#include "sinks/postgres/roles.h"
 #include "sinks/postgres/target_session.h"
 #include "sinks/postgres/target_table.h"
 
@@ -34,9 +37,9 @@ namespace pgflow {
 class TargetTables {
  public:
   // `session` outlives this. `pipeline`: the pipeline's name, which keys pgflow.pending_ddl.
-  // `source_url`: the source, read when `source_is_postgres`.
+  // `origin`: the PostgreSQL source, whose catalog is read; null for another source.
   TargetTables(TargetSession& session, std::string sink_name, std::string pipeline,
-               std::string source_url, bool source_is_postgres,
+               std::shared_ptr<const PostgresOrigin> origin,
                std::shared_ptr<const PostgresSinkOptions> options);
   TargetTables(const TargetTables&) = delete;
   TargetTables& operator=(const TargetTables&) = delete;
@@ -78,6 +81,12 @@ class TargetTables {
   // outside one, the index builds run load_workers at a time over connections of their own.
   absl::Status BuildPending();
 
+  // roles: copy. Gives the target table of source table schema.name (and its sequences) the
+  // source's owner and grants, in the session's transaction if one is open; what the target
+  // role may not do is logged with the statement for a superuser. Only a lost connection is an
+  // error.
+  absl::Status GiveSourceOwner(const std::string& schema, const std::string& name);
+
   // The connection for catalog reads of the source, opened when first needed.
   absl::StatusOr<PGconn*> SourceConnection();
   void CloseSource() { source_conn_.reset(); }
@@ -91,6 +100,12 @@ class TargetTables {
   // has the table.
   absl::Status CreateFromSource(const TableSchema& schema, const std::string& target_schema,
                                 const std::string& quoted, const std::string& name);
+  // Before the first table this run creates: the roles (roles: copy), the source's types,
+  // domains and functions, then the database's, schemas' and those objects' owners and grants.
+  absl::Status BringSchemaObjects();
+  // The roles and the owners and grants of everything but the tables, over a target connection
+  // of its own: before the schema objects (`restored` false) and after them.
+  absl::Status CopyRoles(bool restored);
   // Creates the table from the shape pgoutput describes: columns and primary key.
   absl::Status CreateFromShape(const TableSchema& schema, const std::string& target_schema,
                                const std::string& quoted);
@@ -98,13 +113,16 @@ class TargetTables {
   TargetSession& session_;
   const std::string sink_name_;
   const std::string pipeline_;
-  const std::string source_url_;
+  const std::string source_url_;  // the origin's, or empty
   const bool source_is_postgres_;
+  const std::vector<TableRef> origin_tables_;  // the origin's, or none
   const std::shared_ptr<const PostgresSinkOptions> options_;
   bool load_finished_ = false;
   bool schema_objects_copied_ = false;  // CopySchemaObjects ran (before the first table created)
   bool schema_objects_owed_ = false;    // some failed then: a second pass after the load
   PgConnPtr source_conn_;
+  std::optional<RoleMap> role_map_;       // roles: copy, read when first needed
+  std::vector<NeededRole> needed_roles_;  // found before the first table
   // Source "schema.table" -> what is known of it. Shared with the net changes staged for a
   // table, which may outlive an entry replaced here.
   absl::flat_hash_map<std::string, std::shared_ptr<TargetTable>> tables_;

@@ -10,6 +10,8 @@
 #include "absl/synchronization/mutex.h"
 #include "common/postgres/keyless.h"
 #include "common/postgres/pg_connection.h"
+#include "sinks/postgres/privileges.h"
+#include "sinks/postgres/sequences.h"
 
 namespace pgflow {
 namespace {
@@ -199,6 +201,37 @@ absl::StatusOr<RangeComparison> CompareRange(ConnectionPair& pair, const std::st
   return RangeComparison{std::move(*a), std::move(*b)};
 }
 
+// The differences of owner and grants between source table `t` (`source_table`, quoted) and
+// `target_table`, and their sequences, each "schema.name: what differs"; counts the objects
+// compared in report->privileges_compared.
+absl::StatusOr<std::vector<std::string>> ComparePrivileges(PGconn* source, PGconn* target,
+                                                           const RoleMap& map, const Table& t,
+                                                           const std::string& source_table,
+                                                           const std::string& target_table,
+                                                           const std::string& target_schema,
+                                                           VerifyReport* report) {
+  std::vector<std::pair<ObjectKind, SequencePair>> objects = {
+      {ObjectKind::kTable, {source_table, target_table}}};
+  absl::StatusOr<std::vector<SequencePair>> sequences =
+      ReadTableSequences(source, {TableRef{t.schema, t.name}}, target_schema);
+  if (!sequences.ok()) return sequences.status();
+  for (SequencePair& pair : *sequences) objects.push_back({ObjectKind::kSequence, std::move(pair)});
+  std::vector<std::string> lines;
+  for (const auto& [kind, names] : objects) {
+    absl::StatusOr<std::optional<Privileges>> want = ReadPrivileges(source, kind, names.source);
+    if (!want.ok()) return want.status();
+    absl::StatusOr<std::optional<Privileges>> have = ReadPrivileges(target, kind, names.target);
+    if (!have.ok()) return have.status();
+    if (!want->has_value() || !have->has_value()) continue;  // a missing sequence: `sequences`
+    ++report->privileges_compared;
+    for (const std::string& difference :
+         PrivilegeDifferences(ForTarget(**want, map), **have, map)) {
+      lines.push_back(absl::StrCat(names.target, ": ", difference));
+    }
+  }
+  return lines;
+}
+
 }  // namespace
 
 absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
@@ -216,6 +249,12 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
   absl::StatusOr<std::vector<Table>> tables = ResolveTables(
       source, options.tables, options.skip_keyless ? &report.skipped : nullptr, &report.problems);
   if (!tables.ok()) return tables.status();
+  std::optional<RoleMap> roles;
+  if (options.compare_privileges) {
+    absl::StatusOr<RoleMap> map = ReadRoleMap(source, target);
+    if (!map.ok()) return map.status();
+    roles = *std::move(map);
+  }
   report.tables = static_cast<int64_t>(report.problems.size());
   for (const std::string& problem : report.problems) finished(problem);
   if (!report.skipped.empty()) {
@@ -301,6 +340,15 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
       continue;
     }
 
+    if (roles.has_value()) {
+      absl::StatusOr<std::vector<std::string>> differences =
+          ComparePrivileges(source, target, *roles, t, source_table, target_table, schema, &report);
+      if (!differences.ok()) return differences.status();
+      for (std::string& line : *differences) {
+        finished(line);
+        report.privilege_differences.push_back(std::move(line));
+      }
+    }
     report.rows += state.rows;
     size_t differing = 0;
     for (size_t i = 0; i < results.size(); ++i) {
@@ -324,9 +372,14 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
 
 std::string VerifyReport::Summary() const {
   if (ok()) return absl::StrCat("identical (", tables, " tables, ", rows, " rows)");
+  std::string privileges;
+  if (!privilege_differences.empty()) {
+    privileges = absl::StrCat(", ", privilege_differences.size(), " owner or grant difference",
+                              privilege_differences.size() == 1 ? "" : "s");
+  }
   return absl::StrCat("DIFFERENT: ", identical, " identical, ", different, " different, ",
                       not_compared(), " not compared (of ", tables, " tables; ", rows,
-                      " rows compared)");
+                      " rows compared)", privileges);
 }
 
 }  // namespace pgflow

@@ -24,6 +24,9 @@ struct VerifyOptions {
   int ranges = 64;               // key ranges per table
   int jobs = 1;                  // ranges compared at once, each over a pair of connections
   bool skip_keyless = false;     // keyless_tables: skip: tables without a key are not replicated
+  // Also compare each table's and its sequences' owner and grants (roles: copy), the grants of
+  // pgflow's run roles excepted (sinks/postgres/privileges.h).
+  bool compare_privileges = true;
 };
 
 struct RangeDifference {
@@ -43,11 +46,17 @@ struct VerifyReport {
   // table named that does not exist), or a comparison that failed.
   std::vector<std::string> problems;
   std::vector<std::string> skipped;  // tables the pipeline does not replicate (no key, skip)
+  int64_t privileges_compared = 0;   // tables and sequences whose owner and grants were compared
+  // Each difference of owner or grants: "public.orders: owner app on the source, flow on the
+  // target".
+  std::vector<std::string> privilege_differences;
   int64_t not_compared() const { return static_cast<int64_t>(problems.size()); }
   // Every table was compared, and is identical: the only outcome that proves anything.
-  bool ok() const { return differences.empty() && problems.empty(); }
+  bool ok() const {
+    return differences.empty() && problems.empty() && privilege_differences.empty();
+  }
   // "identical (3 tables, 1200 rows)", or "DIFFERENT: 1 identical, 1 different, 1 not compared
-  // (of 3 tables; 1200 rows compared)".
+  // (of 3 tables; 1200 rows compared), 2 owner or grant differences".
   std::string Summary() const;
 };
 

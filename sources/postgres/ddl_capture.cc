@@ -18,6 +18,14 @@ ALTER TABLE pgflow.pipelines
   ADD COLUMN IF NOT EXISTS keyless text NOT NULL DEFAULT 'full',
   ADD COLUMN IF NOT EXISTS table_schemas text[] NOT NULL DEFAULT '{}',
   ADD COLUMN IF NOT EXISTS table_names text[] NOT NULL DEFAULT '{}';
+-- The tables pgflow set REPLICA IDENTITY FULL on (keyless_tables: full), with the identity
+-- they had before, which `pgflow teardown` gives back.
+CREATE TABLE IF NOT EXISTS pgflow.replica_identities (
+  relid oid PRIMARY KEY,
+  previous "char" NOT NULL,
+  set_at timestamptz NOT NULL DEFAULT now());
+-- (A sink creating a table reads it: the target gets the identity the application chose.)
+GRANT SELECT ON pgflow.replica_identities TO PUBLIC;
 CREATE TABLE IF NOT EXISTS pgflow.ddl_shapes (
   relid oid PRIMARY KEY,
   shape jsonb NOT NULL);
@@ -264,6 +272,9 @@ BEGIN
                                            WHERE c.oid = child.relid) IN ('n', 'i')
                                           AND statement ~* 'replica\s+identity'), false);
         IF identity_set THEN
+          INSERT INTO pgflow.replica_identities (relid, previous)
+            SELECT c.oid, c.relreplident FROM pg_class c WHERE c.oid = child.relid
+            ON CONFLICT (relid) DO NOTHING;
           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', child.relid::regclass);
           PERFORM pgflow.publish_skipping_keyless(child.relid);
           shape := pgflow.table_shape(child.relid);
@@ -375,6 +386,7 @@ BEGIN
       CONTINUE WHEN obj.objsubid <> 0 OR obj.object_type = 'table constraint';
       IF obj.object_type IN ('table', 'index', 'sequence') THEN
         DELETE FROM pgflow.ddl_shapes WHERE relid = obj.objid;
+        DELETE FROM pgflow.replica_identities WHERE relid = obj.objid;
       END IF;
       CONTINUE WHEN NOT emit OR (NOT obj.original AND obj.object_type <> 'table');
       PERFORM pgflow.emit_ddl(jsonb_build_object(
@@ -424,10 +436,13 @@ WHERE c.relkind IN ('r', 'p', 'i', 'I', 'S') AND c.relpersistence <> 't'
 ON CONFLICT (relid) DO NOTHING
 )sql";
 
-// Old shapes of relations that no longer exist (dropped while the triggers were absent).
+// Old shapes and replica identities of relations that no longer exist (dropped while the
+// triggers were absent).
 constexpr const char* kForgetShapesSql =
     "DELETE FROM pgflow.ddl_shapes s WHERE NOT EXISTS "
-    "(SELECT 1 FROM pg_class c WHERE c.oid = s.relid AND c.relkind IN ('r', 'p', 'i', 'I', 'S'))";
+    "(SELECT 1 FROM pg_class c WHERE c.oid = s.relid AND c.relkind IN ('r', 'p', 'i', 'I', 'S'));"
+    "DELETE FROM pgflow.replica_identities r WHERE NOT EXISTS "
+    "(SELECT 1 FROM pg_class c WHERE c.oid = r.relid AND c.relkind IN ('r', 'p'))";
 
 absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
                             const std::vector<std::string>& params = {}) {
@@ -438,6 +453,57 @@ absl::StatusOr<bool> Exists(PGconn* conn, const std::string& sql,
 
 absl::StatusOr<bool> IsSuperuser(PGconn* conn) {
   return Exists(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+}
+
+// Gives each table pgflow set REPLICA IDENTITY FULL on the identity it had, unless a pipeline
+// still follows it or someone changed it since; names each one it keeps, and why.
+absl::Status RestoreReplicaIdentities(PGconn* conn, TeardownReport* report) {
+  absl::StatusOr<bool> recorded =
+      Exists(conn, "SELECT to_regclass('pgflow.replica_identities') IS NOT NULL");
+  if (!recorded.ok() || !*recorded) return recorded.status();
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn,
+           "SELECT r.relid, c.oid::regclass::text, c.relreplident = 'f', CASE r.previous WHEN 'n' "
+           "THEN 'NOTHING' ELSE 'DEFAULT' END, pgflow.followed_by_pipeline(c.oid) FROM "
+           "pgflow.replica_identities r LEFT JOIN pg_class c ON c.oid = r.relid ORDER BY 2");
+  if (!res.ok()) return res.status();
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    PGresult* r = res->get();
+    const std::string relid = PQgetvalue(r, i, 0);
+    const std::string table = PQgetvalue(r, i, 1);
+    const std::string alter =
+        absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY ", PQgetvalue(r, i, 3));
+    if (PQgetvalue(r, i, 4)[0] == 't') {
+      report->kept.push_back(absl::StrCat(
+          "REPLICA IDENTITY FULL on ", table,
+          ", which pgflow set and a pipeline's publication still needs (once it is torn down: `",
+          alter, "`)"));
+      continue;
+    }
+    // Gone, or changed since: the record goes, nothing else.
+    const bool restore = !PQgetisnull(r, i, 1) && PQgetvalue(r, i, 2)[0] == 't';
+    absl::StatusOr<PgResultPtr> done =
+        Exec(conn, absl::StrCat("BEGIN; SET LOCAL pgflow.capture_ddl = off; ", restore ? alter : "",
+                                restore ? "; " : "",
+                                "DELETE FROM pgflow.replica_identities WHERE relid = ", relid,
+                                "; COMMIT"));
+    if (!done.ok()) {
+      Exec(conn, "ROLLBACK").IgnoreError();
+      if (absl::IsUnavailable(done.status())) return done.status();
+      const char* user = PQuser(conn);
+      report->kept.push_back(absl::StrCat("REPLICA IDENTITY FULL on ", table,
+                                          ", which pgflow set (role ", user != nullptr ? user : "?",
+                                          " may not alter the table): as its owner or a "
+                                          "superuser, `",
+                                          alter, "`"));
+      continue;
+    }
+    if (restore) {
+      report->removed.push_back(absl::StrCat("REPLICA IDENTITY FULL that pgflow set on ", table,
+                                             " (", PQgetvalue(r, i, 3), " again)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // pgflow.is_keyless(rel): kKeylessCondition, for the capture functions.
@@ -566,6 +632,7 @@ absl::StatusOr<TeardownReport> Teardown(PGconn* conn, const std::string& pipelin
                {pipeline});
     if (!res.ok()) return res.status();
   }
+  if (absl::Status s = RestoreReplicaIdentities(conn, &report); !s.ok()) return s;
   absl::StatusOr<PgResultPtr> others = Exec(
       conn, absl::StrCat("SELECT string_agg(name, ', ' ORDER BY name) FROM (SELECT NULL::text "
                          "AS name WHERE false",

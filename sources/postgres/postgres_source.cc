@@ -1168,8 +1168,30 @@ absl::StatusOr<std::vector<TableRef>> PostgresSource::FollowedTables(PGconn* con
 absl::Status PostgresSource::SetKeylessIdentityFull(PGconn* conn) {
   absl::StatusOr<std::vector<TableRef>> keyless = FollowedTables(conn, /*keyless=*/true);
   if (!keyless.ok()) return keyless.status();
+  // What each had before, for `pgflow teardown` to give back (a role that may not record it is
+  // told so).
+  auto recordable = Exec(conn,
+                         "SELECT coalesce(has_table_privilege(to_regclass("
+                         "'pgflow.replica_identities'), 'INSERT'), false)");
+  if (!recordable.ok()) return recordable.status();
+  const bool record = PQgetvalue(recordable->get(), 0, 0)[0] == 't';
+  if (!record && !keyless->empty()) {
+    LogWarning(
+        "REPLICA IDENTITY FULL is set on %s without a record in pgflow.replica_identities (a "
+        "superuser's `pgflow init` installs it): `pgflow teardown` will not give those tables "
+        "their identity back",
+        NameSome(QuotedNames(*keyless)));
+  }
   for (const TableRef& ref : *keyless) {
     const std::string table = ref.Quoted();
+    if (record) {
+      auto noted = Exec(conn,
+                        "INSERT INTO pgflow.replica_identities (relid, previous) SELECT oid, "
+                        "relreplident FROM pg_class WHERE oid = $1::regclass "
+                        "ON CONFLICT (relid) DO NOTHING",
+                        {table});
+      if (!noted.ok()) return noted.status();
+    }
     auto res = Exec(conn, absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
     if (!res.ok()) {
       return absl::Status(

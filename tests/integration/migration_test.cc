@@ -5,8 +5,11 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <thread>
 
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/support/test_support.h"
@@ -22,13 +25,14 @@ TestCluster& Target() { return SharedCluster(1); }
 class Migration {
  public:
   explicit Migration(const std::string& name,
-                     const std::string& snapshot = "{mode: initial, workers: 2}")
+                     const std::string& snapshot = "{mode: initial, workers: 2}",
+                     const std::string& tables = "[public.*]")
       : name_(name) {
     Sql(Source().Url()).Exec("CREATE DATABASE " + name);
     Sql(Target().Url()).Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
     WriteFile(yaml_, "pipeline: " + name + "\nsource:\n  postgres:\n    url: " + source_url() +
-                         "\n    tables: [public.*]\n    snapshot: " + snapshot +
+                         "\n    tables: " + tables + "\n    snapshot: " + snapshot +
                          "\n"
                          "    status_interval: 200ms\nsinks:\n  target: {postgres: {url: " +
                          target_url() + "}, flush_interval: 50ms}\n");
@@ -38,9 +42,24 @@ class Migration {
   const std::string& yaml() const { return yaml_; }
   std::string log() const { return dir_.File("pgflow.log"); }
 
-  std::unique_ptr<PgflowProcess> Start() {
+  // `env`: for a file whose URLs name variables (${SRC}).
+  std::unique_ptr<PgflowProcess> Start(std::map<std::string, std::string> env = {}) {
     return std::make_unique<PgflowProcess>(
-        std::vector<std::string>{"run", yaml_, "--progress", "2"}, log());
+        std::vector<std::string>{"run", yaml_, "--progress", "2"}, log(), std::move(env));
+  }
+  // Starts pgflow and waits until it streams (the copy is over).
+  std::unique_ptr<PgflowProcess> StartStreaming(std::map<std::string, std::string> env = {}) {
+    auto pgflow = Start(std::move(env));
+    EXPECT_TRUE(WaitFor([&] { return ReadFile(log()).find("streaming from") != std::string::npos; },
+                        std::chrono::seconds(60)))
+        << ReadFile(log());
+    return pgflow;
+  }
+  // Waits until pgflow has applied everything the source has written, then stops it.
+  void CatchUpAndStop(PgflowProcess& pgflow) {
+    ASSERT_TRUE(CaughtUp(std::chrono::seconds(60))) << ReadFile(log());
+    pgflow.Signal(SIGTERM);
+    ASSERT_EQ(pgflow.Wait(std::chrono::seconds(60)), 0) << ReadFile(log());
   }
   // Waits until the slot confirms everything the source has written so far. (Only meaningful
   // once streaming: during the snapshot the slot sits at its consistent point.)
@@ -242,6 +261,183 @@ TEST(MigrationTest, AKeylessTableInterruptedMidCopyEndsIdenticalUnderConstantWri
   m.ExpectSameRows("accounts");
   std::string out;
   EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 0) << out;
+}
+
+// Whether `url` lets its user in.
+bool LogsIn(const std::string& url) {
+  PGconn* conn = PQconnectdb(url.c_str());
+  const bool in = PQstatus(conn) == CONNECTION_OK;
+  PQfinish(conn);
+  return in;
+}
+
+// Role `role` logs in to `cluster` over TCP with its password only (scram-sha-256), once this
+// returns.
+void RequirePassword(TestCluster& cluster, const std::string& role) {
+  const std::string hba = cluster.dir() + "/data/pg_hba.conf";
+  const std::string rules = ReadFile(hba);
+  // Written in place: the file keeps its owner, the server's user.
+  std::ofstream(hba, std::ios::trunc) << "host all " << role << " 127.0.0.1/32 scram-sha-256\n"
+                                      << rules;
+  Sql(cluster.Url()).Exec("SELECT pg_reload_conf()");
+  const std::string wrong =
+      "postgres://" + role + ":wrong@127.0.0.1:" + std::to_string(cluster.port()) + "/postgres";
+  ASSERT_TRUE(WaitFor([&] { return !LogsIn(wrong); }, std::chrono::seconds(10)));
+}
+
+// An object's owner and ACL, the ACL's items sorted (they hold the same grants in any order).
+std::string OwnerAndAcl(const std::string& url, const std::string& catalog_row) {
+  return Sql(url).Scalar(
+      "SELECT o.owner::regrole || ' ' || coalesce((SELECT string_agg(a::text, "
+      "',' ORDER BY a::text) FROM unnest(o.acl) a), 'default') FROM (" +
+      catalog_row + ") o(owner, acl)");
+}
+
+// Roles are the cluster's, shared by every test of the file: each test names its own.
+TEST(MigrationTest, RolesComeWithTheirPasswordsAndEveryObjectWithItsOwnerAndGrants) {
+  Migration m("owned", "{mode: initial, workers: 2}", "[app.*]");
+  Sql(Source().Url())
+      .Exec(
+          "CREATE ROLE owned_app LOGIN PASSWORD 'Owned-Pw1' CONNECTION LIMIT 7; "
+          "ALTER ROLE owned_app SET search_path = app, public; "
+          "CREATE ROLE owned_readers NOLOGIN; CREATE ROLE owned_analyst LOGIN IN ROLE "
+          "owned_readers; CREATE ROLE owned_bystander LOGIN");
+  Sql source(m.source_url());
+  source.Exec(
+      "ALTER DATABASE owned OWNER TO owned_app; ALTER DATABASE owned SET work_mem = '8MB'; "
+      "CREATE SCHEMA app AUTHORIZATION owned_app; GRANT USAGE ON SCHEMA app TO owned_readers; "
+      "SET ROLE owned_app; "
+      "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO owned_readers; "
+      "CREATE TYPE app.mood AS ENUM ('ok'); "
+      "CREATE FUNCTION app.two() RETURNS int LANGUAGE sql AS 'SELECT 2'; "
+      "REVOKE EXECUTE ON FUNCTION app.two() FROM PUBLIC; "
+      "GRANT EXECUTE ON FUNCTION app.two() TO owned_readers; "
+      "CREATE TABLE app.t (id serial PRIMARY KEY, m app.mood); "
+      "GRANT UPDATE ON app.t TO owned_readers WITH GRANT OPTION; "
+      "INSERT INTO app.t (m) VALUES ('ok'); RESET ROLE");
+  auto pgflow = m.StartStreaming();
+  // A table created while streaming gets its owner and grants too.
+  source.Exec("SET ROLE owned_app; CREATE TABLE app.later (id int PRIMARY KEY); RESET ROLE");
+  m.CatchUpAndStop(*pgflow);
+
+  Sql target(m.target_url());
+  EXPECT_THAT(ReadFile(m.log()), HasSubstr("roles created: owned_analyst, owned_app, "
+                                           "owned_readers"));
+  EXPECT_EQ(target.Scalar("SELECT rolcanlogin || ' ' || rolconnlimit FROM pg_roles WHERE "
+                          "rolname = 'owned_app'"),
+            "true 7");
+  EXPECT_EQ(target.Scalar("SELECT setconfig::text FROM pg_db_role_setting WHERE setrole = "
+                          "'owned_app'::regrole"),
+            "{\"search_path=app, public\"}");
+  EXPECT_EQ(target.Scalar("SELECT pg_has_role('owned_analyst', 'owned_readers', 'MEMBER')"), "t");
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'owned_bystander'"), "0");
+  // The SCRAM secret itself: the application logs in to the new server with its password.
+  const std::string secret = "SELECT rolpassword FROM pg_authid WHERE rolname = 'owned_app'";
+  EXPECT_EQ(target.Scalar(secret), source.Scalar(secret));
+  RequirePassword(Target(), "owned_app");
+  const std::string app_url =
+      "postgres://owned_app:Owned-Pw1@127.0.0.1:" + std::to_string(Target().port()) + "/owned";
+  EXPECT_TRUE(LogsIn(app_url));
+  EXPECT_FALSE(
+      LogsIn("postgres://owned_app:wrong@127.0.0.1:" + std::to_string(Target().port()) + "/owned"));
+  EXPECT_EQ(Sql(app_url).Scalar("SELECT count(*) FROM app.t WHERE app.two() = 2"), "1");
+
+  for (const char* row :
+       {"SELECT datdba, datacl FROM pg_database WHERE datname = current_database()",
+        "SELECT nspowner, nspacl FROM pg_namespace WHERE nspname = 'app'",
+        "SELECT relowner, relacl FROM pg_class WHERE oid = 'app.t'::regclass",
+        "SELECT relowner, relacl FROM pg_class WHERE oid = 'app.t_id_seq'::regclass",
+        "SELECT relowner, relacl FROM pg_class WHERE oid = 'app.later'::regclass",
+        "SELECT typowner, typacl FROM pg_type WHERE oid = 'app.mood'::regtype",
+        "SELECT proowner, proacl FROM pg_proc WHERE oid = 'app.two()'::regprocedure",
+        "SELECT defaclrole, defaclacl FROM pg_default_acl"}) {
+    EXPECT_EQ(OwnerAndAcl(m.target_url(), row), OwnerAndAcl(m.source_url(), row)) << row;
+  }
+  EXPECT_THAT(OwnerAndAcl(m.target_url(),
+                          "SELECT relowner, relacl FROM pg_class WHERE oid = "
+                          "'app.later'::regclass"),
+              HasSubstr("owned_readers=r/owned_app"));
+  const std::string settings =
+      "SELECT setconfig::text FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = "
+      "(SELECT oid FROM pg_database WHERE datname = current_database())";
+  EXPECT_EQ(target.Scalar(settings), "{work_mem=8MB}");
+
+  std::string out;
+  EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("target: owners and grants: identical (3 tables and sequences)"));
+  // A grant taken away behind pgflow's back is found, by object.
+  target.Exec("REVOKE UPDATE ON app.t FROM owned_readers");
+  EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("target: \"app\".\"t\": UPDATE for owned_readers on the source "
+                             "only"));
+  EXPECT_THAT(out, HasSubstr("1 owner or grant difference"));
+}
+
+// The source role is not a superuser, so it cannot read the passwords: the roles are created
+// without them, the log names them, and `pgflow roles` run as a superuser later fills them in.
+TEST(MigrationTest, ASourceRoleThatIsNoSuperuserCreatesRolesWithoutPasswordsAndSaysSo) {
+  Migration m("nopw");
+  Sql(Source().Url())
+      .Exec("CREATE ROLE nopw_app LOGIN PASSWORD 'Nopw-Pw1'; CREATE ROLE nopw_run LOGIN");
+  Sql source(m.source_url());
+  source.Exec(
+      "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO nopw_app; "
+      "INSERT INTO t VALUES (1)");
+  WriteFile(m.yaml(), absl::StrReplaceAll(ReadFile(m.yaml()), {{m.source_url(), "${SRC}"}}));
+  const std::map<std::string, std::string> superuser = {{"SRC", m.source_url()}};
+  const std::map<std::string, std::string> run_role = {
+      {"SRC", "postgres://nopw_run@127.0.0.1:" + std::to_string(Source().port()) + "/nopw"}};
+  std::string out;
+  ASSERT_EQ(RunPgflow({"init", m.yaml(), "--grant-to", "nopw_run"}, &out, superuser), 0) << out;
+  m.CatchUpAndStop(*m.StartStreaming(run_role));
+
+  Sql target(m.target_url());
+  const std::string log = ReadFile(m.log());
+  EXPECT_THAT(log, HasSubstr("roles created without their password, which only a superuser may "
+                             "read in the source (pg_authid) and role nopw_run is not one: "
+                             "nopw_app"));
+  EXPECT_THAT(log, HasSubstr("ALTER ROLE \"nopw_app\" PASSWORD '...';"));
+  EXPECT_EQ(target.Scalar("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'nopw_app'"),
+            "t");
+  EXPECT_EQ(target.Scalar("SELECT tableowner FROM pg_tables WHERE tablename = 't'"), "nopw_app");
+
+  ASSERT_EQ(RunPgflow({"roles", m.yaml()}, &out, superuser), 0) << out;
+  EXPECT_THAT(out, HasSubstr("roles given the password they lacked: nopw_app"));
+  const std::string secret = "SELECT rolpassword FROM pg_authid WHERE rolname = 'nopw_app'";
+  EXPECT_EQ(target.Scalar(secret), source.Scalar(secret));
+}
+
+// Teardown gives keyless tables back the replica identity they had (but one the application
+// chose), and removes the sink's schema from the target.
+TEST(MigrationTest, TeardownGivesBackWhatPgflowChangedAndClearsTheTarget) {
+  Migration m("retire");
+  Sql source(m.source_url());
+  source.Exec(
+      "CREATE TABLE keyless (a int); CREATE TABLE chosen (a int); "
+      "ALTER TABLE chosen REPLICA IDENTITY FULL; CREATE TABLE keyed (id int PRIMARY KEY); "
+      "INSERT INTO keyless VALUES (1); INSERT INTO chosen VALUES (1)");
+  auto pgflow = m.StartStreaming();
+  source.Exec("CREATE TABLE later (b int); INSERT INTO later VALUES (2)");  // the capture's FULL
+  m.CatchUpAndStop(*pgflow);
+  const std::string identities =
+      "SELECT string_agg(relname || '=' || relreplident::text, ' ' ORDER BY relname) FROM pg_class "
+      "WHERE relname IN ('keyless', 'chosen', 'keyed', 'later')";
+  EXPECT_EQ(source.Scalar(identities), "chosen=f keyed=d keyless=f later=f");
+  // The target's copy has the identity the application gave each table.
+  EXPECT_THAT(Sql(m.target_url()).Scalar(identities), HasSubstr("chosen=f keyed=d keyless=d"));
+
+  std::string out;
+  ASSERT_EQ(RunPgflow({"teardown", m.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("removed REPLICA IDENTITY FULL that pgflow set on keyless (DEFAULT "
+                             "again)"));
+  EXPECT_THAT(out, HasSubstr("removed REPLICA IDENTITY FULL that pgflow set on later"));
+  EXPECT_THAT(out, HasSubstr("removed schema pgflow (the sink's applied position"));
+  EXPECT_EQ(source.Scalar(identities), "chosen=f keyed=d keyless=d later=d");
+  const std::string schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'";
+  EXPECT_EQ(source.Scalar(schema), "0");
+  EXPECT_EQ(Sql(m.target_url()).Scalar(schema), "0");
+  ASSERT_EQ(RunPgflow({"teardown", m.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("nothing to remove"));
 }
 
 }  // namespace

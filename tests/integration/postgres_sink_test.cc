@@ -583,6 +583,12 @@ TEST(PostgresSinkTest, OptionsAreValidatedWithoutADatabase) {
             "tables: [public.t]\nsinks:\n  replica: {postgres: {schema: s}}\n");
   EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 2);
   EXPECT_THAT(out, HasSubstr("url"));
+  WriteFile(yaml,
+            "pipeline: opts\nsource:\n  postgres:\n    url: postgres://x@127.0.0.1:1/db\n    "
+            "tables: [public.t]\nsinks:\n  replica: {postgres: {url: postgres://h/db, "
+            "roles: all}}\n");
+  EXPECT_EQ(RunPgflow({"validate", yaml}, &out), 2);
+  EXPECT_THAT(out, HasSubstr("roles policy 'all'"));
 }
 
 // The schema of `tables` as pg_dump prints it, without comments, blank lines, session settings

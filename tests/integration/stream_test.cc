@@ -686,6 +686,7 @@ TEST(CliTest, NoCommandEverShowsAPassword) {
                                                  {"snapshot", yaml, "--no-wait"},
                                                  {"verify", yaml},
                                                  {"sequences", yaml},
+                                                 {"roles", yaml},
                                                  {"teardown", yaml}}) {
         std::string out;
         RunPgflow(args, &out, env);

@@ -16,6 +16,7 @@ namespace {
 
 using ::pgflow::testing::SharedCluster;
 using ::pgflow::testing::Sql;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 struct Databases {
@@ -209,6 +210,28 @@ TEST(VerifyTest, ATableThatCannotBeComparedIsReportedBesideTheOthers) {
   // The next table is still compared.
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[1], "public.u: 1 rows in 1 ranges: identical");
+}
+
+// Owners and grants are compared by object, a table's sequences with it; the rows being the
+// same does not make the tables identical.
+TEST(VerifyTest, AnOwnerOrGrantThatDiffersIsReportedByObject) {
+  Sql(SharedCluster().Url()).Exec("CREATE ROLE verify_reader NOLOGIN");
+  Databases d = Create("granted",
+                       "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t DEFAULT VALUES;"
+                       "GRANT SELECT ON t TO verify_reader; CREATE TABLE u (id int PRIMARY KEY);");
+  Sql(d.target).Exec(
+      "REVOKE SELECT ON t FROM verify_reader; GRANT USAGE ON t_id_seq TO verify_reader "
+      "WITH GRANT OPTION; ALTER TABLE u OWNER TO verify_reader");
+  Outcome run = VerifyTables(d, {{"public", "t"}, {"public", "u"}});
+  EXPECT_FALSE(run.report.ok());
+  EXPECT_EQ(run.report.privileges_compared, 3);
+  EXPECT_THAT(run.report.privilege_differences,
+              ElementsAre("\"public\".\"t\": SELECT for verify_reader on the source only",
+                          "\"public\".\"t_id_seq\": USAGE for verify_reader on the target only",
+                          "\"public\".\"u\": owner postgres on the source, verify_reader on the "
+                          "target"));
+  EXPECT_THAT(run.report.Summary(),
+              HasSubstr("(of 2 tables; 1 rows compared), 3 owner or grant differences"));
 }
 
 }  // namespace
