@@ -900,6 +900,18 @@ absl::Status PostgresSource::StreamState::HandleMessage(const pgoutput::XLogData
             catalog_.UpdateRelation(std::move(changed));
           }
         }
+        // A table copied as of a later position has this command's effect in its copy, shape
+        // and indexes included: replayed, a DROP and CREATE of it would empty the copy, a DROP
+        // and ADD COLUMN lose the column's values, whose changes before the copy are skipped.
+        const std::string on_table = ddl->IsTable() ? absl::StrCat(ddl->schema, ".", ddl->name)
+                                     : !ddl->on_table.empty()
+                                         ? absl::StrCat(ddl->on_schema, ".", ddl->on_table)
+                                         : std::string();
+        if (!on_table.empty() && source_->CopiedAfter(on_table, txn_.commit_lsn)) {
+          LogInfo("%s %s at %s is in the copy of %s, taken after it: not replayed", ddl->tag,
+                  ddl->identity, txn_.commit_lsn.ToString(), on_table);
+          return absl::OkStatus();
+        }
         LogDebug("DDL %s %s at %s", ddl->tag, ddl->identity, frame.wal_start.ToString());
         event.change.ddl = std::make_shared<const DdlCommand>(*std::move(ddl));
         event.change.prefix = std::move(logical->prefix);
@@ -1625,11 +1637,13 @@ absl::Status PostgresSource::Stream(Emitter& emitter, Acknowledgements acks,
 
 void PostgresSource::ReleaseUnacknowledged() {
   if (source_.snapshot.mode == SnapshotMode::kOnly) return;
-  // The slot may go only if nothing written since its creation can be missed: the snapshot is
-  // still owed with no chunk acknowledged (the caller checks that), so the next run copies
-  // every table under a new slot's snapshot. Once the stream began, or the copy finished, the
-  // changes the slot holds are the only record of what was written since, so it stays.
+  // The slot may go only if nothing written since its creation can be missed and no sink holds
+  // anything of this run: the snapshot is still owed and sent the sinks nothing (a sink may
+  // hold rows of a chunk not every sink acknowledged, which a fresh copy would not empty
+  // first), so the next run copies every table under a new slot's snapshot. Once the stream
+  // began, or the copy sent anything, the slot stays: it is the record of what was written.
   if (!created_slot_ || streamed_ || !snapshot_owed_ ||
+      (copier_ != nullptr && copier_->emitted()) ||
       source_.snapshot.mode != SnapshotMode::kInitial) {
     LogWarning(
         "replication slot %s keeps WAL on the server until pipeline %s runs again, or `pgflow "
@@ -1655,8 +1669,9 @@ void PostgresSource::ReleaseUnacknowledged() {
   }
   created_slot_ = false;
   LogInfo(
-      "removed replication slot %s, which this run created: nothing it copied was "
-      "acknowledged and it never streamed (the next run copies every table under a new one), and the slot would "
+      "removed replication slot %s, which this run created: it stopped before it "
+      "sent the sinks anything (the next run copies every table under a new one), and the slot "
+      "would "
       "keep WAL on the server (pgflow's schema and publication %s stay, holding "
       "nothing; `pgflow teardown %s` removes them)",
       source_.slot, source_.publication, file_);

@@ -63,9 +63,15 @@ class PostgresSource : public Source {
   absl::Status LoadCopiedAsOf(PGconn* conn);
   // Whether `table`'s rows were copied whole under a snapshot that holds a transaction
   // committed at `commit_lsn` already: its change is skipped.
+  // (The exported snapshot of a slot created at C holds exactly the transactions whose commit
+  // record starts before C, so the comparison is with the commit's start, as pgoutput's BEGIN
+  // gives it; a streamed in-progress or two-phase protocol would have to buffer until then.)
   bool CopiedAfter(const TableSchema& table, Lsn commit_lsn) const {
+    return CopiedAfter(table.QualifiedName(), commit_lsn);
+  }
+  bool CopiedAfter(const std::string& qualified_name, Lsn commit_lsn) const {
     if (copied_as_of_.empty()) return false;
-    auto it = copied_as_of_.find(table.QualifiedName());
+    auto it = copied_as_of_.find(qualified_name);
     return it != copied_as_of_.end() && commit_lsn < it->second;
   }
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);

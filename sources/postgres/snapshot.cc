@@ -756,7 +756,10 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     auto shared_batch = std::make_shared<const EventBatch>(std::move(output->batch));
     while (true) {
       Emitter::Result r = emitter.Emit(shared_batch, absl::Milliseconds(100));
-      if (r == Emitter::Result::kOk) break;
+      if (r == Emitter::Result::kOk) {
+        emitted_.store(true, std::memory_order_relaxed);
+        break;
+      }
       if (r == Emitter::Result::kClosed || stop.requested()) {
         join();
         report(false);
@@ -865,6 +868,7 @@ absl::Status SnapshotCopier::EmitTruncates(const std::vector<TableSchemaPtr>& tr
   while (true) {
     switch (emitter.Emit(shared_batch, absl::Milliseconds(100))) {
       case Emitter::Result::kOk:
+        emitted_.store(true, std::memory_order_relaxed);
         return absl::OkStatus();
       case Emitter::Result::kClosed:
         return absl::CancelledError("pipeline closed");

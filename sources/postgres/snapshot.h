@@ -13,6 +13,7 @@
 // Progress is durable: the plan is stored in the source (pgflow.snapshot_chunks) and a chunk is
 // marked done once every sink holds it, so a crash resumes with the chunks still to do.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -127,6 +128,8 @@ class SnapshotCopier {
   absl::Status RecordDurable(const ChunkTracker& chunks);
 
   bool finished() const { return finished_; }
+  // Whether any batch went to the sinks: rows, a truncate, a chunk's end.
+  bool emitted() const { return emitted_.load(std::memory_order_relaxed); }
 
   // The tables without a key a resumed snapshot copied again whole (Options::copied_as_of).
   const std::vector<std::string>& recopied_keyless() const { return recopied_keyless_; }
@@ -155,6 +158,7 @@ class SnapshotCopier {
   std::vector<std::pair<SnapshotChunk, uint64_t>> done_before_;
   std::vector<std::string> recopied_keyless_;
   bool finished_ = false;
+  std::atomic<bool> emitted_{false};
 };
 
 }  // namespace pgflow

@@ -319,7 +319,10 @@ TEST(WebhookSinkTest, AnEndpointThatKeepsFailingMakesThePipelineNotReadyUntilItR
 // A first run that fails before anything was delivered (the endpoint refuses the very first
 // rows of the copy) leaves no replication slot keeping WAL on the server, and says so; the
 // next run starts afresh.
-TEST(WebhookSinkTest, AFirstRunThatFailsBeforeAnyDeliveryLeavesNoSlot) {
+// A first run whose endpoint refuses the copy stops; the slot it made stays (the copy reached
+// a sink, which may hold part of it), and the log says so and how to remove it. The next run
+// delivers every row.
+TEST(WebhookSinkTest, AFirstRunThatFailsAtItsEndpointSaysWhatItLeaves) {
   Sql sql(NewDatabase("firstfail"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, note text)");
   sql.Exec("INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20) g");
@@ -333,10 +336,8 @@ TEST(WebhookSinkTest, AFirstRunThatFailsBeforeAnyDeliveryLeavesNoSlot) {
                       "}\n    flush_interval: 50ms\n");
   std::string out;
   EXPECT_NE(RunPgflow({"run", yaml}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("removed replication slot pgflow_firstfail, which this run created"));
-  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = "
-                       "'pgflow_firstfail'"),
-            "0");
+  EXPECT_THAT(out, HasSubstr("replication slot pgflow_firstfail keeps WAL on the server until "
+                             "pipeline firstfail runs again, or `pgflow teardown "));
   receiver.Control(nlohmann::json::object());
   auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("again.log"), {},
                                        "replication stream: streaming");
