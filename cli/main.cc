@@ -734,7 +734,7 @@ int main(int argc, char** argv) {
   init->add_option("--grant-to", grant_to,
                    "then grant ROLE (not a superuser) what running the pipeline needs in the "
                    "source: REPLICATION, pgflow's bookkeeping tables, SELECT on the followed "
-                   "tables and sequences (README.md, \"Privileges\")");
+                   "tables and sequences (docs/operations/source-database.md, \"Privileges\")");
   bool print_sql = false;
   init->add_flag("--print-sql", print_sql,
                  "print those grants (for --grant-to ROLE, else the source URL's user), and "
@@ -897,7 +897,8 @@ int main(int argc, char** argv) {
       "options", "Print every key a pipeline file accepts, with its type, default and meaning.");
   bool markdown = false;
   options->add_flag("--markdown", markdown,
-                    "as the markdown table README.md carries (| key | type | default | meaning |)");
+                    "as the markdown table docs/reference/pipeline-options.md carries "
+                    "(| key | type | default | meaning |)");
 
   if (argc == 1) {
     std::printf("%s\n", app.help().c_str());

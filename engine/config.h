@@ -6,7 +6,8 @@
 //
 // Every error names the file, line and column it is about, and the dotted path of the key:
 //   shop.yaml:7:5: sinks.out.jsonl: unknown key 'pth' (did you mean 'path'? ...)
-// Keys that docs/architecture.md ("Configuration") lists as the contract are never renamed.
+// Keys that docs/development/architecture.md ("Configuration") lists as the contract are never
+// renamed.
 
 #include <chrono>
 #include <cstdint>
@@ -90,7 +91,8 @@ const OptionSchema& PipelineOptions();    // the top level
 const OptionSchema& SinkCommonOptions();  // beside the type key of every sink
 
 // Every key a pipeline file accepts, with the registered sources and sinks: aligned text for a
-// terminal, or the markdown table the README carries (| key | type | default | meaning |).
+// terminal, or the markdown table docs/reference/pipeline-options.md carries (| key | type |
+// default | meaning |).
 enum class ReferenceFormat { kText, kMarkdown };
 std::string OptionsReference(ReferenceFormat format);
 

@@ -5,7 +5,8 @@
 // component's code that says, per key: its type, the field it fills, its range or choices, and
 // its help. The one generic parser below applies the table (unknown keys rejected with a
 // suggestion, required keys, types, ranges, choices, each error at its file, line and column),
-// and `pgflow options` prints the same table, as text or as the README's markdown.
+// and `pgflow options` prints the same table, as text or as the markdown of
+// docs/reference/pipeline-options.md.
 //
 //   struct JsonlSinkOptions : SinkOptions {
 //     std::string path;    // "-" is stdout

@@ -11,7 +11,7 @@
 //     app: {url: postgres://app:${APP_PASSWORD}@127.0.0.1:5432/app, pool_mode: transaction,
 //           pool_size: 20}
 //
-// docs/pooler.md lists every key.
+// docs/guides/pooler.md lists every key.
 
 #include <chrono>
 #include <cstdint>

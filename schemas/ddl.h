@@ -1,6 +1,6 @@
 #pragma once
 
-// Schema changes as the source captures them (docs/architecture.md, "Schema changes").
+// Schema changes as the source captures them (docs/development/architecture.md, "Schema changes").
 //
 // pgflow's event triggers in the source database (sources/postgres/ddl_capture.h) describe
 // every DDL command with `pg_logical_emit_message(true, 'pgflow.ddl', <json>)`, inside the

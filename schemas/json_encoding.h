@@ -1,8 +1,8 @@
 #pragma once
 
-// The one place where a PostgreSQL value becomes JSON (docs/architecture.md, "Change events"):
-// integers and booleans as JSON numbers and booleans, json/jsonb embedded, arrays as arrays,
-// timestamps ISO 8601, bytea base64, numeric as a string unless asked otherwise, anything
+// The one place where a PostgreSQL value becomes JSON (docs/development/architecture.md, "Change
+// events"): integers and booleans as JSON numbers and booleans, json/jsonb embedded, arrays as
+// arrays, timestamps ISO 8601, bytea base64, numeric as a string unless asked otherwise, anything
 // else as a JSON string of its text form. Whatever the input, the output is valid JSON.
 //
 // The rules are here; the formats they read and write have headers of their own:
@@ -74,7 +74,7 @@ void AppendUnchangedToast(const Change& change, std::string* out);
 void AppendJsonNulls(const Change& change, std::string* out);
 
 // Appends pgflow's own JSON object for one change, without a newline: the `jsonl` sink's line
-// and the Kafka sink's `compact` value (README, "The jsonl line format").
+// and the Kafka sink's `compact` value (docs/concepts.md, "Events").
 void AppendChangeObject(const Change& change, const JsonOptions& options, std::string* out);
 
 }  // namespace pgflow

@@ -173,8 +173,9 @@ absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view co
   if (sqlstate == "42501") {  // insufficient_privilege
     const char* user = PQuser(conn);
     absl::StrAppend(&text, ". Role ", user != nullptr ? user : "?", " on ", Describe(conn),
-                    " lacks a privilege pgflow needs: README.md, \"Privileges\", lists them; "
-                    "on a source, `pgflow init --grant-to ROLE` (run as a superuser) grants them");
+                    " lacks a privilege pgflow needs: docs/operations/source-database.md, "
+                    "\"Privileges\", lists them; on a source, `pgflow init --grant-to ROLE` (run "
+                    "as a superuser) grants them");
   }
   absl::Status status = PQstatus(conn) != CONNECTION_OK || IsConnectionClass(sqlstate)
                             ? absl::UnavailableError(text)

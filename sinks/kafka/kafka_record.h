@@ -20,8 +20,8 @@
 // or jsonb column whose value is JSON null (written `null`, like SQL NULL) is listed in
 // "json_null".
 //
-// Value, format `compact`: pgflow's own jsonl object (docs/architecture.md, "Configuration"), one
-// line.
+// Value, format `compact`: pgflow's own jsonl object (docs/development/architecture.md,
+// "Configuration"), one line.
 //
 // Event id: "<commit lsn X/X>:<seq>", the same for a change however often it is produced:
 // consumers deduplicate on it after a restart (at-least-once). The delete that an update of a

@@ -17,7 +17,8 @@
 // Errors: an unreachable target is kUnavailable; a statement the target refuses is an error
 // naming the table, the row's key and PostgreSQL's message. Either stops the pipeline. With
 // `dead_letter`, a refused streamed change (SQLSTATE class 22 or 23) is kAborted instead, and
-// the run that follows sets it aside in pgflow.dead_letters (README, "Refused rows").
+// the run that follows sets it aside in pgflow.dead_letters (docs/guides/postgres-sink.md, "Refused
+// rows").
 //
 // How it works, and which file does what: sinks/postgres/README.md.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs docs/migrate.md as a user would: every ```sh block of the guide, in order, in one shell,
+# Runs docs/guides/migrate.md as a user would: every ```sh block of the guide, in order, in one shell,
 # against two throwaway servers (scripts/pgtmp.sh) holding a small shop database. The guide's
 # first block (where things are) is replaced by this script's own settings; while the pipeline
 # streams, the "application" writes, changes a table and adds one. The guide's own commands
@@ -54,7 +54,7 @@ hba="$WORK/new/data/pg_hba.conf"
 psql -X -q -At "postgres://postgres@127.0.0.1:$NEW/postgres" -c "SELECT pg_reload_conf()" >/dev/null
 
 # The guide's blocks, the first replaced by these settings.
-python3 - "$ROOT/docs/migrate.md" "$WORK/guide.sh" "$OLD" "$NEW" <<'PY'
+python3 - "$ROOT/docs/guides/migrate.md" "$WORK/guide.sh" "$OLD" "$NEW" <<'PY'
 import re, sys
 guide, out, old, new = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 blocks = re.findall(r"```sh\n(.*?)```", open(guide).read(), re.S)

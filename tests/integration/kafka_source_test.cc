@@ -110,7 +110,8 @@ std::string Workload(int64_t n) {
          std::to_string(n / 2) + ";";
   if (n % 5 == 0) sql += "DELETE FROM accounts WHERE id = " + std::to_string(n - 3) + ";";
   // A key change: a delete of the old key and a create of the new one, in two partitions.
-  // (Rows with a TOASTed value are left alone: their create would lack it, see the README.)
+  // (Rows with a TOASTed value are left alone: their create would lack it, see
+  // docs/guides/kafka-to-postgres.md.)
   if (n % 11 == 0) {
     sql += "UPDATE accounts SET id = -id WHERE id = " + std::to_string(n - 5) + " AND big IS NULL;";
   }
@@ -688,7 +689,7 @@ TEST(KafkaSourceTest, TwoDeliveriesOfOneGroupShareTheWorkAndOneTakesOverFromTheO
   ASSERT_TRUE(t.WaitForTarget()) << ReadFile(t.second_delivery_log()) << "\n" << t.ExplainAccounts();
   t.ExpectIdentical();
   // `pgflow verify` with a file naming the capture's source and the delivery's target, as the
-  // README's recipe does.
+  // recipe in docs/guides/kafka-to-postgres.md does.
   TempDir dir;
   const std::string verify_yaml = dir.File("verify.yaml");
   WriteFile(verify_yaml, "pipeline: ks_scale_verify\nsource:\n  postgres:\n    url: " +

@@ -93,8 +93,8 @@ TEST(OpenSearchSinkTest, SnapshotChangesAddedColumnsDeletesAndTruncateEndAsTheTa
   EXPECT_EQ(json::parse(settings.body)["shop_products"]["settings"]["index"]["refresh_interval"],
             "1s")
       << settings.body;
-  // replicas: 0, as the README and examples/search-index.yaml have it for a single node: green
-  // (the cluster's default of one replica would leave it yellow, unassigned).
+  // replicas: 0, as docs/guides/search-index.md and examples/search-index.yaml have it for a single
+  // node: green (the cluster's default of one replica would leave it yellow, unassigned).
   EXPECT_EQ(json::parse(settings.body)["shop_products"]["settings"]["index"]["number_of_replicas"],
             "0")
       << settings.body;

@@ -319,7 +319,7 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesExactlyUnderConstantWrites) {
   ExpectItemsAndLogsAsInTheSource(p, sql);
 }
 
-// `pgflow init`, the application writing, then `pgflow run` a while later (docs/migrate.md's
+// `pgflow init`, the application writing, then `pgflow run` a while later (docs/guides/migrate.md's
 // steps 4 and 5): the slot init made starts the stream at init's moment, the copy is taken
 // later, and the rows written in between must reach the sinks once, keyed or not.
 TEST(SnapshotTest, InitThenRunLaterMeetsTheStreamExactlyForEveryTable) {

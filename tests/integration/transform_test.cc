@@ -273,8 +273,8 @@ TEST(TransformTest, AStrictMaskStopsAtAColumnAddedWithoutARuleBeforeItLeaks) {
   EXPECT_EQ(ReadJsonl(dir.File("out.jsonl")).size(), 2u);  // the copy and the first insert
 }
 
-// The rule README.md shows for `lua`, end to end.
-TEST(TransformTest, TheReadmesLuaRuleDerivesATierAndDropsTestAccounts) {
+// The rule docs/guides/transforms.md shows for `lua`, end to end.
+TEST(TransformTest, TheGuidesLuaRuleDerivesATierAndDropsTestAccounts) {
   Sql admin(SharedCluster().Url());
   admin.Exec("CREATE DATABASE scripted");
   Sql sql(SharedCluster().Url("scripted"));
@@ -285,10 +285,11 @@ TEST(TransformTest, TheReadmesLuaRuleDerivesATierAndDropsTestAccounts) {
   )sql");
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
-  const std::string readme = ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/README.md");
-  const size_t start = readme.find("  - lua:\n      table: public.customers");
+  const std::string guide =
+      ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/docs/guides/transforms.md");
+  const size_t start = guide.find("  - lua:\n      table: public.customers");
   ASSERT_NE(start, std::string::npos);
-  const std::string block = readme.substr(start, readme.find("```", start) - start);
+  const std::string block = guide.substr(start, guide.find("```", start) - start);
   WriteFile(yaml, "pipeline: scripted\n"
                   "source:\n  postgres:\n    url: " +
                       SharedCluster().Url("scripted") +

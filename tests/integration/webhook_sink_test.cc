@@ -421,9 +421,9 @@ TEST(WebhookSinkTest, PrivateAddressesAreRefusedWhenAsked) {
                              "deny_private_addresses refuses"));
 }
 
-// The receiver the README shows (examples/webhook_receiver.py) takes pgflow's requests: they
-// pass both its checks, the standardwebhooks library's from PyPI and its few lines of plain
-// code (a request failing either is answered 400, which would stop the pipeline).
+// The receiver docs/guides/webhooks.md shows (examples/webhook_receiver.py) takes pgflow's
+// requests: they pass both its checks, the standardwebhooks library's from PyPI and its few lines
+// of plain code (a request failing either is answered 400, which would stop the pipeline).
 TEST(WebhookSinkTest, TheExampleReceiverVerifiesWithTheStandardWebhooksLibrary) {
   // A virtual environment with the library, kept beside the build for the next runs.
   const std::string venv =
