@@ -606,6 +606,9 @@ int VerifyCommand(const std::string& path, const std::vector<std::string>& only,
                   sink.name.c_str(), d.table.c_str(), d.range.c_str(),
                   static_cast<long long>(d.source_rows), static_cast<long long>(d.target_rows));
     }
+    for (const std::string& note : report->privilege_notes) {
+      std::printf("%s: note: %s\n", sink.name.c_str(), note.c_str());
+    }
     if (report->privileges_compared > 0) {
       std::printf("%s: owners and grants: %s (%lld tables and sequences)\n", sink.name.c_str(),
                   report->privilege_differences.empty() ? "identical" : "DIFFERENT",

@@ -18,9 +18,16 @@
 namespace pgflow {
 namespace {
 
+// Every session pgflow opens, replication ones too (the walsender accepts these): the text
+// formats it parses, literals as QuoteLiteral writes them (a backslash is a character), and no
+// timeout or read-only default that a database's or role's settings (ALTER DATABASE ... SET,
+// which `pgflow roles` copies from the source) would otherwise impose on an initial load or a
+// long apply. The URL's own `options` come after these and win.
 constexpr const char* kSessionOptions =
     "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 "
-    "-c bytea_output=hex";
+    "-c bytea_output=hex -c standard_conforming_strings=on -c statement_timeout=0 "
+    "-c lock_timeout=0 -c idle_in_transaction_session_timeout=0 "
+    "-c default_transaction_read_only=off";
 
 bool IsConnectionClass(absl::string_view sqlstate) {
   return absl::StartsWith(sqlstate, "08") || sqlstate == "57P01" || sqlstate == "57P02" ||
@@ -32,7 +39,8 @@ bool IsConnectionClass(absl::string_view sqlstate) {
 namespace {
 
 // `text` between `quote`s, with every `quote` inside doubled: SQL's rule for both identifiers
-// and string literals.
+// and string literals (a backslash is a character in a literal: every session of Connect has
+// standard_conforming_strings on).
 std::string Quote(std::string_view text, char quote) {
   std::string out(1, quote);
   for (char c : text) {
@@ -68,7 +76,18 @@ std::optional<PgflowProcessName> ParseReplicationApplicationName(std::string_vie
 
 std::string QuoteIdent(std::string_view name) { return Quote(name, '"'); }
 
-std::string QuoteLiteral(std::string_view text) { return Quote(text, '\''); }
+std::string QuoteLiteral(std::string_view text) {
+  if (text.find('\\') == std::string_view::npos) return Quote(text, '\'');
+  // An escape string (E'...', backslashes doubled) means the same under any
+  // standard_conforming_strings, also in a session Connect did not open (a statement shown to
+  // run in psql).
+  std::string doubled;
+  for (char c : text) {
+    if (c == '\\') doubled += c;
+    doubled += c;
+  }
+  return "E" + Quote(doubled, '\'');
+}
 
 std::string Describe(PGconn* conn) {
   const char* host = PQhost(conn);

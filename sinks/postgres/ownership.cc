@@ -117,18 +117,23 @@ absl::Status OwnershipCopier::CopyDatabase(const std::vector<NeededRole>& roles)
   absl::StatusOr<std::vector<std::string>> target_db = Column(target_, "SELECT current_database()");
   if (!target_db.ok()) return target_db.status();
   const std::string& target_name = target_db->front();
+  bool pgflows = false;
   if (absl::Status s = CopyObject(ObjectKind::kDatabase, absl::StrCat("database ", target_name),
-                                  source_db->front(), target_name, false);
+                                  source_db->front(), target_name, Scope::kShared, &pgflows);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CopyDatabaseSettings(source_db->front(), target_name); !s.ok()) return s;
+  // Settings apply to every new session in the database: only `pgflow roles` copies them, and
+  // only into a database pgflow's role owns or that has the source's owner already.
+  if (options_.copy_settings && pgflows) {
+    if (absl::Status s = CopyDatabaseSettings(source_db->front(), target_name); !s.ok()) return s;
+  }
   std::set<std::string> schemas;
   for (const TableRef& ref : options_.tables) schemas.insert(ref.schema);
   for (const std::string& schema : schemas) {
     const std::string& mapped = MapSchema(options_.mapped_schema, schema);
-    if (absl::Status s =
-            CopyObject(ObjectKind::kSchema, absl::StrCat("schema ", mapped), schema, mapped, false);
+    if (absl::Status s = CopyObject(ObjectKind::kSchema, absl::StrCat("schema ", mapped), schema,
+                                    mapped, Scope::kShared);
         !s.ok()) {
       return s;
     }
@@ -138,8 +143,9 @@ absl::Status OwnershipCopier::CopyDatabase(const std::vector<NeededRole>& roles)
 
 absl::Status OwnershipCopier::CopyTable(const std::string& schema, const std::string& name) {
   const std::string mapped = MapSchema(options_.mapped_schema, schema);
-  if (absl::Status s = CopyObject(ObjectKind::kTable, absl::StrCat("table ", mapped, ".", name),
-                                  Qualified(schema, name), Qualified(mapped, name), true);
+  if (absl::Status s =
+          CopyObject(ObjectKind::kTable, absl::StrCat("table ", mapped, ".", name),
+                     Qualified(schema, name), Qualified(mapped, name), Scope::kPgflows);
       !s.ok()) {
     return s;
   }
@@ -148,7 +154,7 @@ absl::Status OwnershipCopier::CopyTable(const std::string& schema, const std::st
   if (!sequences.ok()) return sequences.status();
   for (const SequencePair& pair : *sequences) {
     if (absl::Status s = CopyObject(ObjectKind::kSequence, absl::StrCat("sequence ", pair.target),
-                                    pair.source, pair.target, true);
+                                    pair.source, pair.target, Scope::kPgflows);
         !s.ok()) {
       return s;
     }
@@ -200,7 +206,8 @@ absl::Status OwnershipCopier::CopySchemaObjects() {
     absl::StatusOr<std::vector<std::string>> names = Column(source_, found.sql);
     if (!names.ok()) return names.status();
     for (const std::string& name : *names) {
-      if (absl::Status s = CopyObject(found.kind, absl::StrCat(found.what, name), name, name, true);
+      if (absl::Status s =
+              CopyObject(found.kind, absl::StrCat(found.what, name), name, name, Scope::kPgflows);
           !s.ok()) {
         return s;
       }
@@ -211,19 +218,39 @@ absl::Status OwnershipCopier::CopySchemaObjects() {
 
 absl::Status OwnershipCopier::CopyObject(ObjectKind kind, const std::string& what,
                                          const std::string& source_name,
-                                         const std::string& target_name, bool only_pgflows) {
+                                         const std::string& target_name, Scope scope,
+                                         bool* copies) {
+  if (copies != nullptr) *copies = false;
   absl::StatusOr<std::optional<Privileges>> source = ReadPrivileges(source_, kind, source_name);
   if (!source.ok()) return source.status();
   absl::StatusOr<std::optional<Privileges>> target = ReadPrivileges(target_, kind, target_name);
   if (!target.ok()) return target.status();
   if (!source->has_value() || !target->has_value()) return absl::OkStatus();
   const Privileges want = ForTarget(**source, map_);
-  // Someone else's object in the target is left as it is.
-  if (only_pgflows && !map_.IsRunRole((*target)->owner) && (*target)->owner != want.owner) {
-    return absl::OkStatus();
+  const Privileges& have = **target;
+  if (copies != nullptr) *copies = CopiesPrivilegesOf(want, have, map_);
+  if (scope == Scope::kPgflows && !CopiesPrivilegesOf(want, have, map_)) {
+    return absl::OkStatus();  // someone else's object in the target is left as it is
+  }
+  // A database or schema pgflow writes into but does not own may be shared with others: it
+  // gains what the source grants, and keeps its owner and everyone's grants.
+  if (scope == Scope::kShared && !map_.IsRunRole(have.owner)) {
+    if (want.owner != have.owner) {
+      left_.push_back(absl::StrCat(
+          what, ": owned by ", have.owner, " (", want.owner,
+          " in the source), not by pgflow's role, so it keeps its owner, its grants and its "
+          "settings, and gains only the source's grants it lacked; to give it the source's "
+          "owner once it is yours alone: ALTER ",
+          KindKeyword(kind), " ", InStatement(kind, target_name), " OWNER TO ",
+          QuoteIdent(want.owner)));
+    }
+    std::vector<std::string> added =
+        AddedGrantStatements(kind, InStatement(kind, target_name), want, have, map_);
+    if (added.empty()) return absl::OkStatus();
+    return Run(added, what, absl::StrCat("give ", what, " the source's grants"));
   }
   std::vector<std::string> statements =
-      PrivilegeStatements(kind, InStatement(kind, target_name), want, **target, map_);
+      PrivilegeStatements(kind, InStatement(kind, target_name), want, have, map_);
   if (statements.empty()) return absl::OkStatus();
   const std::string give = absl::StrCat("give ", what, " the source's owner and grants");
   // The pipeline's role gives up an object it owns only when it keeps its access through the
@@ -232,13 +259,21 @@ absl::Status OwnershipCopier::CopyObject(ObjectKind kind, const std::string& wha
     absl::StatusOr<bool> keeps = KeepsAccess(want.owner);
     if (!keeps.ok()) return keeps.status();
     if (!*keeps) {
+      absl::StatusOr<bool> super = IsSuperuser(want.owner);
+      if (!super.ok()) return super.status();
+      // Membership in a superuser would let the pipeline's role SET ROLE to it: never offered.
+      const std::string how =
+          *super ? absl::StrCat("; ", want.owner,
+                                " is a superuser, whose membership is never to be granted: run "
+                                "this once the pipeline is done)")
+                 : absl::StrCat(", or make it one first: `GRANT ", QuoteIdent(want.owner), " TO ",
+                                QuoteIdent(options_.pipeline_role), "`)");
       not_done_.push_back(
           {give, absl::StrCat(absl::StrJoin(statements, ";\n"), ";"),
            absl::StrCat("role ", options_.pipeline_role, " is not a member of ", want.owner,
-                        " with INHERIT and would lose its access "
-                        "(run this once the pipeline is done, or make it one "
-                        "first: `GRANT ",
-                        QuoteIdent(want.owner), " TO ", QuoteIdent(options_.pipeline_role), "`)")});
+                        " with INHERIT and would lose its access (run this once "
+                        "the pipeline is done",
+                        how)});
       return absl::OkStatus();
     }
   }
@@ -256,6 +291,15 @@ absl::StatusOr<bool> OwnershipCopier::KeepsAccess(const std::string& owner) {
   return Get(res->get(), 0, 0) == "t";
 }
 
+absl::StatusOr<bool> OwnershipCopier::IsSuperuser(const std::string& role) {
+  absl::StatusOr<PgResultPtr> res =
+      Exec(target_,
+           "SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1), false)",
+           {role});
+  if (!res.ok()) return res.status();
+  return Get(res->get(), 0, 0) == "t";
+}
+
 absl::Status OwnershipCopier::CopyDatabaseSettings(const std::string& source_db,
                                                    const std::string& target_db) {
   absl::StatusOr<std::vector<std::string>> want = DatabaseSettings(source_);
@@ -265,12 +309,19 @@ absl::Status OwnershipCopier::CopyDatabaseSettings(const std::string& source_db,
   const std::set<std::string> had(have->begin(), have->end());
   for (const std::string& setting : *want) {
     if (had.contains(setting)) continue;
-    if (absl::Status s = Run(
-            {SetStatement(absl::StrCat("ALTER DATABASE ", QuoteIdent(target_db), " "), setting)},
-            absl::StrCat("database ", target_db, " (", setting, ")"),
-            absl::StrCat("give database ", target_db, " the setting ", setting, " of ", source_db));
-        !s.ok()) {
-      return s;
+    // The name alone in what is logged: a value may hold a secret.
+    const std::string name = setting.substr(0, setting.find('='));
+    const std::string prefix = absl::StrCat("ALTER DATABASE ", QuoteIdent(target_db), " ");
+    std::string refused;
+    if (absl::Status s = run_(SetStatement(prefix, setting), &refused); !s.ok()) return s;
+    if (refused.empty()) {
+      changed_.push_back(absl::StrCat("database ", target_db, " (setting ", name, ")"));
+    } else {
+      not_done_.push_back(
+          {absl::StrCat("give database ", target_db, " the setting ", name, " of ", source_db),
+           absl::StrCat(prefix, "SET ", QuoteIdent(name), " TO <its value in ", source_db,
+                        ": SHOW ", name, ">;"),
+           std::move(refused)});
     }
   }
   return absl::OkStatus();
@@ -336,6 +387,7 @@ void LogOwnership(std::string_view prefix, const RolesOutcome* roles, const Owne
     LogInfo("%sgiven the source's owners, grants or settings: %s", prefix,
             absl::StrJoin(copier.changed(), ", "));
   }
+  for (const std::string& line : copier.left()) LogInfo("%sleft as it is: %s", prefix, line);
   not_done.insert(not_done.end(), copier.not_done().begin(), copier.not_done().end());
   for (const NotDone& n : not_done) {
     LogWarning("%scould not %s: %s; as a superuser in %s, run: %s", prefix, n.what, n.error, target,

@@ -146,7 +146,9 @@ absl::Status CopyRolesCommand(const PostgresOrigin& origin, const PostgresSinkOp
   if (!roles.ok()) return roles.status();
   absl::StatusOr<RolesOutcome> outcome = CopyRoles(source, conn, *roles, *map, role);
   if (!outcome.ok()) return outcome.status();
-  OwnershipCopier copier(source, conn, *map, {origin.tables, options.schema, role},
+  // An operator runs this: it alone copies the database's settings (OwnershipCopier::Options).
+  OwnershipCopier copier(source, conn, *map,
+                         {origin.tables, options.schema, role, /*copy_settings=*/true},
                          [conn](const std::string& sql, std::string* refused) {
                            return RunRefusable(conn, sql, refused);
                          });

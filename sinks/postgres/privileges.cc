@@ -1,5 +1,8 @@
 #include "sinks/postgres/privileges.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/postgres/pg_connection.h"
@@ -33,10 +36,15 @@ const char* CatalogRow(ObjectKind kind) {
 std::string Grantee(const std::string& role) { return role.empty() ? "PUBLIC" : QuoteIdent(role); }
 std::string GranteeName(const std::string& role) { return role.empty() ? "PUBLIC" : role; }
 
-// The grants compared and copied: run roles' left out, but the owner's.
+// The grants compared and copied: run roles' left out, but the owner's, and the privileges
+// one side's server does not have (MAINTAIN from a 16 to a 17: acldefault gives it there).
 Privileges Compared(Privileges p, const RoleMap& map) {
+  const int both = map.source_version == 0   ? map.target_version
+                   : map.target_version == 0 ? map.source_version
+                                             : std::min(map.source_version, map.target_version);
   std::erase_if(p.grants, [&](const auto& grant) {
     const std::string& grantee = grant.first.first;
+    if (both != 0 && PrivilegeSince(grant.first.second) > both) return true;
     return grantee != p.owner && map.IsRunRole(grantee);
   });
   return p;
@@ -50,6 +58,12 @@ void AddTo(ByGrantee& group, const std::pair<std::string, std::string>& grant) {
 }
 
 }  // namespace
+
+int PrivilegeSince(const std::string& privilege) { return privilege == "MAINTAIN" ? 170000 : 0; }
+
+bool CopiesPrivilegesOf(const Privileges& want, const Privileges& have, const RoleMap& map) {
+  return map.IsRunRole(have.owner) || have.owner == want.owner;
+}
 
 const char* KindKeyword(ObjectKind kind) {
   switch (kind) {
@@ -86,7 +100,8 @@ absl::Status RunRefusable(PGconn* conn, const std::string& sql, std::string* ref
 absl::StatusOr<RoleMap> ReadRoleMap(PGconn* source, PGconn* target,
                                     const std::vector<std::string>& more_run_roles) {
   constexpr const char* kSql =
-      "SELECT (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10), current_user";
+      "SELECT (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10), current_user, "
+      "current_setting('server_version_num')::int";
   absl::StatusOr<PgResultPtr> s = Exec(source, kSql);
   if (!s.ok()) return s.status();
   absl::StatusOr<PgResultPtr> t = Exec(target, kSql);
@@ -96,6 +111,8 @@ absl::StatusOr<RoleMap> ReadRoleMap(PGconn* source, PGconn* target,
   map.target_bootstrap = PQgetvalue(t->get(), 0, 0);
   map.target_user = PQgetvalue(t->get(), 0, 1);
   map.run_roles = {PQgetvalue(s->get(), 0, 1), map.target_user};
+  map.source_version = std::atoi(PQgetvalue(s->get(), 0, 2));
+  map.target_version = std::atoi(PQgetvalue(t->get(), 0, 2));
   map.run_roles.insert(more_run_roles.begin(), more_run_roles.end());
   return map;
 }
@@ -106,7 +123,7 @@ absl::StatusOr<std::optional<Privileges>> ReadPrivileges(PGconn* conn, ObjectKin
       conn,
       absl::StrCat("SELECT pg_catalog.pg_get_userbyid(o.owner), CASE WHEN a.grantee = 0 THEN '' "
                    "ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, "
-                   "a.is_grantable FROM (",
+                   "a.is_grantable, o.acl IS NULL FROM (",
                    CatalogRow(kind),
                    ") AS o(owner, acl, kind) LEFT JOIN LATERAL pg_catalog.aclexplode("
                    "coalesce(o.acl, pg_catalog.acldefault(o.kind, o.owner))) a ON true"),
@@ -116,6 +133,7 @@ absl::StatusOr<std::optional<Privileges>> ReadPrivileges(PGconn* conn, ObjectKin
   if (PQntuples(r) == 0) return std::optional<Privileges>();
   Privileges p;
   p.owner = PQgetvalue(r, 0, 0);
+  p.default_acl = PQgetvalue(r, 0, 4)[0] == 't';
   for (int i = 0; i < PQntuples(r); ++i) {
     if (PQgetisnull(r, i, 2)) continue;  // an empty ACL: nothing granted, not even to the owner
     p.grants[{PQgetvalue(r, i, 1), PQgetvalue(r, i, 2)}] = PQgetvalue(r, i, 3)[0] == 't';
@@ -126,6 +144,7 @@ absl::StatusOr<std::optional<Privileges>> ReadPrivileges(PGconn* conn, ObjectKin
 Privileges ForTarget(const Privileges& source, const RoleMap& map) {
   Privileges p;
   p.owner = map.Target(source.owner);
+  p.default_acl = source.default_acl;
   for (const auto& [grant, grantable] : source.grants) {
     p.grants[{map.Target(grant.first), grant.second}] = grantable;
   }
@@ -188,11 +207,29 @@ std::vector<std::string> PrivilegeStatements(ObjectKind kind, const std::string&
         absl::StrCat("ALTER ", KindKeyword(kind), " ", name, " OWNER TO ", QuoteIdent(want.owner)));
     now = Reowned(std::move(now), want.owner);
   }
+  if (want.default_acl) return out;  // the target's ACL is left alone, as pg_dump does
   for (std::string& s :
        GrantStatements("", absl::StrCat(KindKeyword(kind), " ", name), want, now, map)) {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+std::vector<std::string> AddedGrantStatements(ObjectKind kind, const std::string& name,
+                                              const Privileges& want, const Privileges& have,
+                                              const RoleMap& map) {
+  if (want.default_acl) return {};
+  Privileges added = want;
+  std::erase_if(added.grants, [&](const auto& grant) {
+    const auto& [key, grantable] = grant;
+    if (key.first == want.owner) return true;
+    auto had = have.grants.find(key);
+    return had != have.grants.end() && (had->second || !grantable);
+  });
+  // What the target has besides is kept: `have`'s grants stay wanted.
+  for (const auto& [key, grantable] : have.grants) added.grants.emplace(key, grantable);
+  added.owner = have.owner;
+  return GrantStatements("", absl::StrCat(KindKeyword(kind), " ", name), added, have, map);
 }
 
 std::vector<std::string> PrivilegeDifferences(const Privileges& want, const Privileges& have,

@@ -35,6 +35,9 @@ struct Privileges {
   // (grantee, privilege) -> whether WITH GRANT OPTION; grantee "" is PUBLIC, privilege as
   // aclexplode() names it ("SELECT", "USAGE", "TEMPORARY", ...).
   std::map<std::pair<std::string, std::string>, bool> grants;
+  // The catalog's ACL is NULL: `grants` is acldefault's, which differs between versions (17
+  // gives the owner MAINTAIN). A copy leaves the target's ACL alone then, as pg_dump does.
+  bool default_acl = false;
 
   bool operator==(const Privileges&) const = default;
 };
@@ -54,7 +57,21 @@ struct RoleMap {
   bool IsRunRole(const std::string& role) const { return run_roles.contains(role); }
 
   std::string target_user;  // current_user in the target
+
+  // server_version_num of each side; 0 when unknown (no privilege is then left out).
+  int source_version = 0;
+  int target_version = 0;
 };
+
+// The server_version_num from which PostgreSQL has `privilege` (170000 for MAINTAIN), 0 for
+// those every supported version has. A privilege one side's server lacks is neither granted,
+// revoked nor compared.
+int PrivilegeSince(const std::string& privilege);
+
+// Whether a copy gives target object `have` the source's owner and grants (`want`, ForTarget):
+// when a run role owns it (pgflow created it) or it has the source's owner already. Anyone
+// else's object is left as it is, and verify says so instead of comparing it.
+bool CopiesPrivilegesOf(const Privileges& want, const Privileges& have, const RoleMap& map);
 
 // Something the role pgflow connects as may not do in the target, said so once with the
 // statement a superuser runs instead.
@@ -90,11 +107,19 @@ Privileges Reowned(Privileges have, const std::string& owner);
 
 // The statements that turn `have` (the target's, as read) into `want` (ForTarget of the
 // source's): ALTER <kind> <name> OWNER TO when the owners differ, then REVOKE and GRANT of the
-// grants that differ (run roles' excepted). `name` as it goes into the statement, quoted.
-// Empty when nothing differs.
+// grants that differ (run roles' excepted; none when want.default_acl). `name` as it goes into
+// the statement, quoted. Empty when nothing differs.
 std::vector<std::string> PrivilegeStatements(ObjectKind kind, const std::string& name,
                                              const Privileges& want, const Privileges& have,
                                              const RoleMap& map);
+
+// For an object that is not pgflow's, shared with others (a database or schema pgflow writes
+// into): only the GRANTs of what `want` grants and `have` lacks, never a REVOKE nor an owner
+// change, and not the grants of want's owner (what its ownership gives it). Empty when
+// want.default_acl.
+std::vector<std::string> AddedGrantStatements(ObjectKind kind, const std::string& name,
+                                              const Privileges& want, const Privileges& have,
+                                              const RoleMap& map);
 
 // The GRANT and REVOKE statements alone, each `prefix` + "GRANT ... ON " + `on` + " TO ...":
 // ("ALTER DEFAULT PRIVILEGES FOR ROLE r ", "TABLES") for default privileges.

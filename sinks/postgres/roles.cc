@@ -138,25 +138,39 @@ absl::StatusOr<std::map<std::string, std::vector<std::pair<bool, std::string>>>>
   return settings;
 }
 
-// (role, member) -> WITH ADMIN OPTION, of the members `names` list, in roles `names` lists or
-// predefined ones (all of them, with `any_role`).
-using Memberships = std::map<std::pair<std::string, std::string>, bool>;
+// (role, member) -> its options, of the members `names` list, in roles `names` lists or
+// predefined ones (all of them, with `any_role`). INHERIT and SET from a server of `version`
+// 16 or later, which has them per membership.
+using Memberships = std::map<std::pair<std::string, std::string>, MembershipOptions>;
 absl::StatusOr<Memberships> ReadMemberships(PGconn* conn, const std::vector<std::string>& names,
-                                            bool any_role) {
+                                            bool any_role, int version) {
+  const bool options = version >= 160000;
   absl::StatusOr<PgResultPtr> res =
       Exec(conn,
-           "SELECT g.rolname, m.rolname, bool_or(a.admin_option) FROM pg_auth_members a "
-           "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
-           "WHERE m.rolname = ANY($1::text[]) AND ($2::bool OR g.rolname = ANY($1::text[]) OR "
-           "(g.oid < 16384 AND g.rolname ~ '^pg_')) GROUP BY 1, 2",
+           absl::StrCat("SELECT g.rolname, m.rolname, bool_or(a.admin_option), ",
+                        options ? "bool_or(a.inherit_option), bool_or(a.set_option)"
+                                : "NULL::bool, NULL::bool",
+                        " FROM pg_auth_members a "
+                        "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
+                        "WHERE m.rolname = ANY($1::text[]) AND ($2::bool OR g.rolname = "
+                        "ANY($1::text[]) OR (g.oid < 16384 AND g.rolname ~ '^pg_')) GROUP BY 1, 2"),
            {ArrayLiteral(names), any_role ? "true" : "false"});
   if (!res.ok()) return res.status();
   Memberships out;
-  for (int i = 0; i < PQntuples(res->get()); ++i) {
-    out[{Get(res->get(), i, 0), Get(res->get(), i, 1)}] = True(res->get(), i, 2);
+  PGresult* r = res->get();
+  for (int i = 0; i < PQntuples(r); ++i) {
+    MembershipOptions& o = out[{Get(r, i, 0), Get(r, i, 1)}];
+    o.admin = True(r, i, 2);
+    if (!PQgetisnull(r, i, 3)) o.inherit = True(r, i, 3);
+    if (!PQgetisnull(r, i, 4)) o.set = True(r, i, 4);
   }
   return out;
 }
+
+// What a role pgflow creates without its password says in its comment: `pgflow roles`, later
+// run as a superuser, gives such a role its password, and no other role that lacks one.
+constexpr const char* kWithoutPasswordComment =
+    "created by pgflow without its password: `pgflow roles` run as a superuser copies it";
 
 // The steps of CopyRoles over one pair of connections.
 class RoleCopy {
@@ -237,13 +251,27 @@ class RoleCopy {
       if (absl::Status s = SetPassword(role); !s.ok()) return s;
     } else if (role.login && passwords_unreadable) {
       outcome_.without_password.push_back(role.name);
+      // The mark that lets `pgflow roles` give it its password later; without it (refused),
+      // the notice's ALTER ROLE is the way.
+      std::string refused;
+      if (absl::Status s = RunRefusable(target_,
+                                        absl::StrCat("COMMENT ON ROLE ", quoted, " IS ",
+                                                     QuoteLiteral(kWithoutPasswordComment)),
+                                        &refused);
+          !s.ok()) {
+        return s;
+      }
     }
     for (const auto& [in_database, setting] : settings) {
       const std::string prefix = in_database ? absl::StrCat("ALTER ROLE ", quoted, " IN DATABASE ",
                                                             QuoteIdent(database_), " ")
                                              : absl::StrCat("ALTER ROLE ", quoted, " ");
+      // The name alone in the log: a value may hold a secret.
+      const std::string name = setting.substr(0, setting.find('='));
       if (absl::Status s = Try(SetStatement(prefix, setting),
-                               absl::StrCat("give role ", role.name, " its setting ", setting));
+                               absl::StrCat("give role ", role.name, " its setting ", name),
+                               absl::StrCat(prefix, "SET ", QuoteIdent(name),
+                                            " TO <its value in the source>"));
           !s.ok()) {
         return s;
       }
@@ -258,10 +286,19 @@ class RoleCopy {
                absl::StrCat("ALTER ROLE ", quoted, " PASSWORD '...'"));
   }
 
-  // An existing role is given only the password it lacks, when both sides may read them.
+  // An existing role is left as it is, but one pgflow created without its password (it says so
+  // in its comment), which is given it when both sides may read them: a role without one may
+  // be so on purpose.
   absl::Status CompletePassword(const SourceRole& role) {
     outcome_.existing.push_back(role.name);
     if (!role.password.has_value()) return absl::OkStatus();
+    absl::StatusOr<PgResultPtr> mark =
+        Exec(target_,
+             "SELECT shobj_description(oid, 'pg_authid') IS NOT DISTINCT FROM $2 FROM pg_roles "
+             "WHERE rolname = $1",
+             {role.name, kWithoutPasswordComment});
+    if (!mark.ok()) return mark.status();
+    if (PQntuples(mark->get()) == 0 || !True(mark->get(), 0, 0)) return absl::OkStatus();
     if (!target_passwords_read_) {
       target_passwords_read_ = true;
       absl::StatusOr<std::optional<std::map<std::string, std::string>>> read =
@@ -273,28 +310,32 @@ class RoleCopy {
     auto it = target_passwords_->find(role.name);
     if (it == target_passwords_->end() || !it->second.empty()) return absl::OkStatus();
     if (absl::Status s = SetPassword(role); !s.ok()) return s;
-    if (!last_refused_) outcome_.given_password.push_back(role.name);
-    return absl::OkStatus();
+    if (last_refused_) return absl::OkStatus();
+    outcome_.given_password.push_back(role.name);
+    std::string refused;  // the mark has done its work
+    return RunRefusable(
+        target_, absl::StrCat("COMMENT ON ROLE ", QuoteIdent(role.name), " IS NULL"), &refused);
   }
 
   absl::Status CopyMemberships() {
-    absl::StatusOr<Memberships> want = ReadMemberships(source_, names_, false);
+    absl::StatusOr<Memberships> want = ReadMemberships(source_, names_, false, map_.source_version);
     if (!want.ok()) return want.status();
-    absl::StatusOr<Memberships> have = ReadMemberships(target_, names_, true);
+    absl::StatusOr<Memberships> have = ReadMemberships(target_, names_, true, 0);
     if (!have.ok()) return have.status();
-    for (const auto& [pair, admin] : *want) {
+    // (An existing membership keeps its INHERIT and SET: it is the target's.)
+    for (const auto& [pair, options] : *want) {
       const std::string& role = map_.Target(pair.first);
       const std::string& member = map_.Target(pair.second);
       auto had = have->find({role, member});
-      if (had != have->end() && (had->second || !admin)) continue;
-      if (absl::Status s = Grant(role, member, admin); !s.ok()) return s;
+      if (had != have->end() && (had->second.admin || !options.admin)) continue;
+      if (absl::Status s = Grant(role, member, options); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
 
-  absl::Status Grant(const std::string& role, const std::string& member, bool admin) {
-    if (absl::Status s = Try(absl::StrCat("GRANT ", QuoteIdent(role), " TO ", QuoteIdent(member),
-                                          admin ? " WITH ADMIN OPTION" : ""),
+  absl::Status Grant(const std::string& role, const std::string& member,
+                     const MembershipOptions& options) {
+    if (absl::Status s = Try(GrantRoleStatement(role, member, options, map_.target_version),
                              absl::StrCat("make role ", member, " a member of ", role));
         !s.ok()) {
       return s;
@@ -320,7 +361,8 @@ class RoleCopy {
           {pipeline_role, owner});
       if (!member.ok()) return member.status();
       if (PQntuples(member->get()) == 0 || !True(member->get(), 0, 0)) continue;
-      if (absl::Status s = Grant(owner, pipeline_role, false); !s.ok()) return s;
+      // INHERIT for its access, SET to give objects to the owner (16 and later: per membership).
+      if (absl::Status s = Grant(owner, pipeline_role, {false, true, true}); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -447,6 +489,20 @@ std::string SetStatement(std::string_view prefix, std::string_view setting) {
     values = QuoteLiteral(value);
   }
   return Cat(prefix, "SET ", QuoteIdent(name), " TO ", values);
+}
+
+std::string GrantRoleStatement(const std::string& role, const std::string& member,
+                               const MembershipOptions& options, int target_version) {
+  std::vector<std::string> with;
+  if (options.admin) with.push_back("ADMIN OPTION");
+  if (target_version >= 160000) {
+    if (options.inherit.has_value()) {
+      with.push_back(*options.inherit ? "INHERIT TRUE" : "INHERIT FALSE");
+    }
+    if (options.set.has_value()) with.push_back(*options.set ? "SET TRUE" : "SET FALSE");
+  }
+  return absl::StrCat("GRANT ", QuoteIdent(role), " TO ", QuoteIdent(member),
+                      with.empty() ? "" : " WITH ", absl::StrJoin(with, ", "));
 }
 
 std::vector<std::string> RolesOutcome::Lines() const {

@@ -14,8 +14,10 @@
 // target role is a superuser), its password (the SCRAM secret or md5 hash, when the source role
 // may read pg_authid: a superuser) and its settings (ALTER ROLE ... SET, everywhere and in the
 // database). A role the target has is left as it is but for what it lacks: its memberships
-// among these roles (and in predefined roles), and a password when it has none and both sides
-// may read pg_authid.
+// among these roles (and in predefined roles), with their INHERIT and SET options when both
+// sides are 16 or later. An existing role's password is never touched, but for a role pgflow
+// created without it (the source's passwords were unreadable: its comment says so), given it
+// when both sides may read pg_authid.
 //
 // Thread-safety: plain functions.
 
@@ -86,6 +88,21 @@ struct SourceRole {
 // BYPASSRLS are left out and named in *withheld. Pure; exposed for tests.
 std::string CreateRoleStatement(const SourceRole& role, bool superuser_attributes,
                                 std::vector<std::string>* withheld);
+
+// The options of a membership: ADMIN; INHERIT and SET when the source is 16 or later (per
+// membership there; before, INHERIT was the member's attribute and SET did not exist).
+struct MembershipOptions {
+  bool admin = false;
+  std::optional<bool> inherit;
+  std::optional<bool> set;
+};
+
+// GRANT `role` TO `member` with `options` as a server of `target_version`
+// (server_version_num; 0 when unknown) takes them: `WITH ADMIN OPTION, INHERIT FALSE, SET TRUE`
+// on 16 and later, and ADMIN OPTION alone before (where INHERIT and SET cannot be said). Pure;
+// exposed for tests.
+std::string GrantRoleStatement(const std::string& role, const std::string& member,
+                               const MembershipOptions& options, int target_version);
 
 // `prefix` ("ALTER ROLE "app" ", "ALTER DATABASE "shop" ") + "SET name TO value" for one
 // element of pg_db_role_setting.setconfig ("name=value"): a list-valued setting (search_path,

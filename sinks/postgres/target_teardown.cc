@@ -55,18 +55,65 @@ absl::StatusOr<std::vector<std::string>> RemoveRows(PGconn* conn, const std::str
   return others;
 }
 
-// Relations and routines of schema pgflow that are not the sink's bookkeeping (this database
-// is another pipeline's source too, say), as "table pgflow.pipelines, 12 routines".
-absl::StatusOr<std::string> ForeignObjects(PGconn* conn) {
-  std::vector<std::string> names;
-  for (const char* table : kBookkeeping) names.push_back(table);
+// Every object left in schema pgflow, as PostgreSQL describes them ("view pgflow.report,
+// function pgflow.f(integer)"): what DROP SCHEMA pgflow (RESTRICT) refused to take.
+absl::StatusOr<std::string> RemainingObjects(PGconn* conn) {
   return Scalar(conn,
-                "SELECT concat_ws(', ', (SELECT string_agg('pgflow.' || c.relname, ', ' ORDER BY "
-                "c.relname) FROM pg_class c WHERE c.relnamespace = 'pgflow'::regnamespace AND "
-                "c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relname <> ALL($1::text[])), "
-                "(SELECT count(*) || ' routine(s)' FROM pg_proc WHERE pronamespace = "
-                "'pgflow'::regnamespace HAVING count(*) > 0))",
-                {ArrayLiteral(names)});
+                "SELECT string_agg(o, ', ' ORDER BY o) FROM (SELECT pg_describe_object(d.classid, "
+                "d.objid, d.objsubid) AS o FROM pg_depend d WHERE d.refclassid = "
+                "'pg_namespace'::regclass AND d.refobjid = 'pgflow'::regnamespace AND "
+                "d.deptype = 'n') x");
+}
+
+// Runs `sql` under a savepoint: on a refusal, rolls back to it and returns the refusal as OK's
+// message (empty when done); a lost connection is an error.
+absl::StatusOr<std::string> Try(PGconn* conn, const std::string& sql) {
+  if (absl::Status s = Exec(conn, "SAVEPOINT pgflow_teardown").status(); !s.ok()) return s;
+  absl::Status done = Exec(conn, sql).status();
+  if (absl::IsUnavailable(done)) return done;
+  if (absl::Status s = Exec(conn, done.ok() ? "RELEASE SAVEPOINT pgflow_teardown"
+                                            : "ROLLBACK TO SAVEPOINT pgflow_teardown")
+                           .status();
+      !s.ok()) {
+    return s;
+  }
+  return done.ok() ? std::string() : std::string(done.message());
+}
+
+// Drops the sink's bookkeeping tables, then schema pgflow if nothing else is in it. Never
+// CASCADE: what is not pgflow's (a view on a bookkeeping table, a type, an extension in the
+// schema) stays, and the report says what and how to remove it.
+absl::Status DropSchema(PGconn* conn, TargetTeardown* report) {
+  const std::string where = Describe(conn);
+  std::vector<std::string> tables;
+  for (const char* table : kBookkeeping) tables.push_back(absl::StrCat("pgflow.", table));
+  const std::string drop_tables =
+      absl::StrCat("DROP TABLE IF EXISTS ", absl::StrJoin(tables, ", "));
+  absl::StatusOr<std::string> refused = Try(conn, drop_tables);
+  if (!refused.ok()) return refused.status();
+  if (!refused->empty()) {
+    report->kept.push_back(
+        absl::StrCat("schema pgflow in ", where, " and the sink's bookkeeping tables there (",
+                     *refused, "): once what depends on them is not needed, `", drop_tables,
+                     "; DROP SCHEMA pgflow` as their owner removes them"));
+    return absl::OkStatus();
+  }
+  refused = Try(conn, "DROP SCHEMA pgflow");
+  if (!refused.ok()) return refused.status();
+  if (refused->empty()) {
+    report->removed.push_back(
+        absl::StrCat("schema pgflow (the sink's applied position and pending DDL) in ", where));
+    return absl::OkStatus();
+  }
+  report->removed.push_back(
+      absl::StrCat("the sink's bookkeeping tables in schema pgflow in ", where));
+  absl::StatusOr<std::string> remaining = RemainingObjects(conn);
+  if (!remaining.ok()) return remaining.status();
+  report->kept.push_back(absl::StrCat(
+      "schema pgflow in ", where, ", which still holds what is not pgflow's",
+      remaining->empty() ? absl::StrCat(" (", *refused, ")") : absl::StrCat(": ", *remaining),
+      " (once none of it is needed: `DROP SCHEMA pgflow CASCADE` as its owner)"));
+  return absl::OkStatus();
 }
 
 // The memberships of the target's role in the owners of the pipeline's tables: what lets it
@@ -110,34 +157,23 @@ absl::StatusOr<TargetTeardown> TeardownTarget(const std::string& pipeline,
   if (*schema != "t") return report;
   if (absl::Status s = Exec(conn, "BEGIN").status(); !s.ok()) return s;
   absl::StatusOr<std::vector<std::string>> others = RemoveRows(conn, pipeline, &report);
-  absl::StatusOr<std::string> foreign = others.ok() ? ForeignObjects(conn) : others.status();
-  if (!foreign.ok()) {
+  if (!others.ok()) {
     Exec(conn, "ROLLBACK").IgnoreError();
-    return foreign.status();
+    return others.status();
   }
-  if (!foreign->empty()) others->push_back(*foreign);
   const std::string where = Describe(conn);
   if (others->empty()) {
-    absl::StatusOr<PgResultPtr> dropped = Exec(conn, "DROP SCHEMA pgflow CASCADE");
-    if (dropped.ok()) {
-      report.removed.push_back(
-          absl::StrCat("schema pgflow (the sink's applied position and "
-                       "pending DDL) in ",
-                       where));
-    } else {
+    if (absl::Status s = DropSchema(conn, &report); !s.ok()) {
       Exec(conn, "ROLLBACK").IgnoreError();
-      if (absl::IsUnavailable(dropped.status())) return dropped.status();
-      report.kept.push_back(
-          absl::StrCat("schema pgflow in ", where, " (", dropped.status().message(),
-                       "): `DROP SCHEMA pgflow CASCADE` as its owner removes it"));
-      return report;
+      return s;
     }
   } else {
     report.removed.push_back(
         absl::StrCat("pipeline ", pipeline, "'s rows in schema pgflow in ", where));
-    report.kept.push_back(absl::StrCat(
-        "schema pgflow in ", where, ", which also holds ", absl::StrJoin(*others, ", "),
-        " (once nothing there is needed: `DROP SCHEMA pgflow CASCADE` as its owner)"));
+    report.kept.push_back(absl::StrCat("schema pgflow in ", where, ", which also holds ",
+                                       absl::StrJoin(*others, ", "),
+                                       " (other pipelines' bookkeeping: `pgflow teardown` of the "
+                                       "last of them removes it)"));
   }
   if (absl::Status s = Exec(conn, "COMMIT").status(); !s.ok()) return s;
   return report;

@@ -223,9 +223,17 @@ absl::StatusOr<std::vector<std::string>> ComparePrivileges(PGconn* source, PGcon
     absl::StatusOr<std::optional<Privileges>> have = ReadPrivileges(target, kind, names.target);
     if (!have.ok()) return have.status();
     if (!want->has_value() || !have->has_value()) continue;  // a missing sequence: `sequences`
+    const Privileges wanted = ForTarget(**want, map);
+    // What the copy does not touch is not held against it (OwnershipCopier::CopyObject).
+    if (!CopiesPrivilegesOf(wanted, **have, map)) {
+      report->privilege_notes.push_back(absl::StrCat(
+          names.target, ": owned by ", (*have)->owner, " in the target, ", wanted.owner,
+          " in the source: owner and grants not compared (pgflow gives the source's to what "
+          "its role owns, and leaves anyone else's as it is)"));
+      continue;
+    }
     ++report->privileges_compared;
-    for (const std::string& difference :
-         PrivilegeDifferences(ForTarget(**want, map), **have, map)) {
+    for (const std::string& difference : PrivilegeDifferences(wanted, **have, map)) {
       lines.push_back(absl::StrCat(names.target, ": ", difference));
     }
   }

@@ -381,12 +381,18 @@ TEST(MigrationTest, RolesComeWithTheirPasswordsAndEveryObjectWithItsOwnerAndGran
                           "SELECT relowner, relacl FROM pg_class WHERE oid = "
                           "'app.later'::regclass"),
               HasSubstr("owned_readers=r/owned_app"));
+  // The database's settings would apply to every new session mid-load: the sink leaves them to
+  // `pgflow roles`, which logs their names, never their values.
   const std::string settings =
-      "SELECT setconfig::text FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = "
-      "(SELECT oid FROM pg_database WHERE datname = current_database())";
-  EXPECT_EQ(target.Scalar(settings), "{work_mem=8MB}");
-
+      "SELECT coalesce((SELECT setconfig::text FROM pg_db_role_setting WHERE setrole = 0 AND "
+      "setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())), '')";
+  EXPECT_EQ(target.Scalar(settings), "");
   std::string out;
+  ASSERT_EQ(RunPgflow({"roles", m.yaml()}, &out), 0) << out;
+  EXPECT_EQ(target.Scalar(settings), "{work_mem=8MB}");
+  EXPECT_THAT(out, HasSubstr("database owned (setting work_mem)"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("8MB")));
+
   EXPECT_EQ(RunPgflow({"verify", m.yaml()}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("target: owners and grants: identical (3 tables and sequences)"));
   // A grant taken away behind pgflow's back is found, by object.
@@ -397,16 +403,67 @@ TEST(MigrationTest, RolesComeWithTheirPasswordsAndEveryObjectWithItsOwnerAndGran
   EXPECT_THAT(out, HasSubstr("1 owner or grant difference"));
 }
 
+// The sink writes into a database and schema that already exist in the target and are someone
+// else's (shared): they gain the source's grants, and keep their owner and everyone's grants.
+// Settings of the target database that would abort an ordinary session (read-only by default,
+// tight timeouts) do not touch pgflow's.
+TEST(MigrationTest, ASharedTargetDatabaseOnlyGainsGrantsAndItsSettingsDoNotStopTheLoad) {
+  Migration m("shared", "{mode: initial, workers: 2}", "[app.*]");
+  Sql(Source().Url()).Exec("CREATE ROLE shared_app NOLOGIN; CREATE ROLE shared_reader LOGIN");
+  Sql(Target().Url()).Exec("CREATE ROLE shared_dba NOLOGIN; CREATE ROLE shared_other LOGIN");
+  Sql source(m.source_url());
+  source.Exec(
+      "ALTER DATABASE shared OWNER TO shared_app; REVOKE ALL ON DATABASE shared FROM PUBLIC; "
+      "GRANT CONNECT ON DATABASE shared TO shared_reader; "
+      "CREATE SCHEMA app AUTHORIZATION shared_app; GRANT USAGE ON SCHEMA app TO shared_reader; "
+      "CREATE TABLE app.t (id int PRIMARY KEY); ALTER TABLE app.t OWNER TO shared_app; "
+      "INSERT INTO app.t SELECT generate_series(1, 1000)");
+  Sql target(m.target_url());
+  target.Exec(
+      "ALTER DATABASE shared OWNER TO shared_dba; "
+      "GRANT CONNECT ON DATABASE shared TO shared_other; "
+      "CREATE SCHEMA app AUTHORIZATION shared_dba; GRANT USAGE ON SCHEMA app TO shared_other; "
+      "ALTER DATABASE shared SET default_transaction_read_only = on; "
+      "ALTER DATABASE shared SET idle_in_transaction_session_timeout = '1ms'; "
+      "ALTER DATABASE shared SET lock_timeout = '1ms'");
+  m.CatchUpAndStop(*m.StartStreaming());
+
+  EXPECT_EQ(target.Scalar("SELECT count(*) FROM app.t"), "1000");
+  EXPECT_EQ(target.Scalar("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = "
+                          "current_database()"),
+            "shared_dba");
+  EXPECT_EQ(target.Scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = "
+                          "'app'"),
+            "shared_dba");
+  // Nothing revoked: the other user's and PUBLIC's grants stay; the source's reader gains its.
+  EXPECT_EQ(target.Scalar("SELECT has_database_privilege('shared_other', current_database(), "
+                          "'CONNECT') AND has_database_privilege('public', current_database(), "
+                          "'CONNECT') AND has_database_privilege('shared_reader', "
+                          "current_database(), 'CONNECT') AND has_schema_privilege('shared_other', "
+                          "'app', 'USAGE') AND has_schema_privilege('shared_reader', 'app', "
+                          "'USAGE')"),
+            "t");
+  // The table pgflow created is its own: it gets the source's owner.
+  EXPECT_EQ(target.Scalar("SELECT tableowner FROM pg_tables WHERE tablename = 't'"), "shared_app");
+  EXPECT_THAT(ReadFile(m.log()),
+              HasSubstr("left as it is: database shared: owned by shared_dba (shared_app in the "
+                        "source), not by pgflow's role"));
+}
+
 // The source role is not a superuser, so it cannot read the passwords: the roles are created
 // without them, the log names them, and `pgflow roles` run as a superuser later fills them in.
 TEST(MigrationTest, ASourceRoleThatIsNoSuperuserCreatesRolesWithoutPasswordsAndSaysSo) {
   Migration m("nopw");
   Sql(Source().Url())
-      .Exec("CREATE ROLE nopw_app LOGIN PASSWORD 'Nopw-Pw1'; CREATE ROLE nopw_run LOGIN");
+      .Exec(
+          "CREATE ROLE nopw_app LOGIN PASSWORD 'Nopw-Pw1'; CREATE ROLE nopw_run LOGIN; "
+          "CREATE ROLE nopw_keep LOGIN PASSWORD 'Keep-Pw1'");
+  // A role the target has without a password, on purpose (peer or certificate logins).
+  Sql(Target().Url()).Exec("CREATE ROLE nopw_keep LOGIN");
   Sql source(m.source_url());
   source.Exec(
       "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO nopw_app; "
-      "INSERT INTO t VALUES (1)");
+      "INSERT INTO t VALUES (1); GRANT SELECT ON t TO nopw_keep");
   WriteFile(m.yaml(), absl::StrReplaceAll(ReadFile(m.yaml()), {{m.source_url(), "${SRC}"}}));
   const std::map<std::string, std::string> superuser = {{"SRC", m.source_url()}};
   const std::map<std::string, std::string> run_role = {
@@ -426,9 +483,14 @@ TEST(MigrationTest, ASourceRoleThatIsNoSuperuserCreatesRolesWithoutPasswordsAndS
   EXPECT_EQ(target.Scalar("SELECT tableowner FROM pg_tables WHERE tablename = 't'"), "nopw_app");
 
   ASSERT_EQ(RunPgflow({"roles", m.yaml()}, &out, superuser), 0) << out;
-  EXPECT_THAT(out, HasSubstr("roles given the password they lacked: nopw_app"));
+  EXPECT_THAT(out, HasSubstr("roles given the password they lacked: nopw_app\n"));
   const std::string secret = "SELECT rolpassword FROM pg_authid WHERE rolname = 'nopw_app'";
   EXPECT_EQ(target.Scalar(secret), source.Scalar(secret));
+  EXPECT_EQ(target.Scalar("SELECT shobj_description('nopw_app'::regrole, 'pg_authid') IS NULL"),
+            "t");
+  // The role pgflow did not create keeps having none.
+  EXPECT_EQ(target.Scalar("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'nopw_keep'"),
+            "t");
 }
 
 // Teardown gives keyless tables back the replica identity they had (but one the application
@@ -450,12 +512,23 @@ TEST(MigrationTest, TeardownGivesBackWhatPgflowChangedAndClearsTheTarget) {
   // The target's copy has the identity the application gave each table.
   EXPECT_THAT(Sql(m.target_url()).Scalar(identities), HasSubstr("chosen=f keyed=d keyless=d"));
 
+  // Something not pgflow's in schema pgflow of the target: never dropped with it.
+  Sql target(m.target_url());
+  target.Exec("CREATE TYPE pgflow.kept AS ENUM ('a')");
   std::string out;
   ASSERT_EQ(RunPgflow({"teardown", m.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("which still holds what is not pgflow's: type pgflow.kept (once "
+                             "none of it is needed: `DROP SCHEMA pgflow CASCADE` as its owner)"));
+  EXPECT_EQ(target.Scalar("SELECT to_regtype('pgflow.kept') IS NOT NULL AND "
+                          "to_regclass('pgflow.applied') IS NULL"),
+            "t");
   EXPECT_THAT(out, HasSubstr("removed REPLICA IDENTITY FULL that pgflow set on keyless (DEFAULT "
                              "again)"));
   EXPECT_THAT(out, HasSubstr("removed REPLICA IDENTITY FULL that pgflow set on later"));
-  EXPECT_THAT(out, HasSubstr("removed schema pgflow (the sink's applied position"));
+  target.Exec("DROP TYPE pgflow.kept");
+  ASSERT_EQ(RunPgflow({"teardown", m.yaml()}, &out), 0) << out;
+  EXPECT_THAT(out,
+              HasSubstr("removed schema pgflow (the sink's applied position and pending DDL)"));
   EXPECT_EQ(source.Scalar(identities), "chosen=f keyed=d keyless=d later=d");
   const std::string schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'";
   EXPECT_EQ(source.Scalar(schema), "0");

@@ -213,25 +213,31 @@ TEST(VerifyTest, ATableThatCannotBeComparedIsReportedBesideTheOthers) {
 }
 
 // Owners and grants are compared by object, a table's sequences with it; the rows being the
-// same does not make the tables identical.
+// same does not make the tables identical. A table the copy leaves as it is (owned in the target
+// by neither pgflow's role nor the source's owner) is a note, not a difference.
 TEST(VerifyTest, AnOwnerOrGrantThatDiffersIsReportedByObject) {
   Sql(SharedCluster().Url()).Exec("CREATE ROLE verify_reader NOLOGIN");
   Databases d = Create("granted",
                        "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t DEFAULT VALUES;"
-                       "GRANT SELECT ON t TO verify_reader; CREATE TABLE u (id int PRIMARY KEY);");
+                       "GRANT SELECT ON t TO verify_reader; CREATE TABLE u (id int PRIMARY KEY);"
+                       "CREATE TABLE w (id int PRIMARY KEY);");
+  Sql(d.source).Exec("ALTER TABLE u OWNER TO verify_reader");
   Sql(d.target).Exec(
       "REVOKE SELECT ON t FROM verify_reader; GRANT USAGE ON t_id_seq TO verify_reader "
-      "WITH GRANT OPTION; ALTER TABLE u OWNER TO verify_reader");
-  Outcome run = VerifyTables(d, {{"public", "t"}, {"public", "u"}});
+      "WITH GRANT OPTION; ALTER TABLE w OWNER TO verify_reader");
+  Outcome run = VerifyTables(d, {{"public", "t"}, {"public", "u"}, {"public", "w"}});
   EXPECT_FALSE(run.report.ok());
   EXPECT_EQ(run.report.privileges_compared, 3);
   EXPECT_THAT(run.report.privilege_differences,
               ElementsAre("\"public\".\"t\": SELECT for verify_reader on the source only",
                           "\"public\".\"t_id_seq\": USAGE for verify_reader on the target only",
-                          "\"public\".\"u\": owner postgres on the source, verify_reader on the "
+                          "\"public\".\"u\": owner verify_reader on the source, postgres on the "
                           "target"));
+  EXPECT_THAT(run.report.privilege_notes,
+              ElementsAre(HasSubstr("\"public\".\"w\": owned by verify_reader in the target, "
+                                    "postgres in the source: owner and grants not compared")));
   EXPECT_THAT(run.report.Summary(),
-              HasSubstr("(of 2 tables; 1 rows compared), 3 owner or grant differences"));
+              HasSubstr("(of 3 tables; 1 rows compared), 3 owner or grant differences"));
 }
 
 }  // namespace
