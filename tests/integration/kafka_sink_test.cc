@@ -458,10 +458,12 @@ TEST(KafkaSinkTest, ClearErrorsForAMissingTopicAndUnreachableBrokers) {
   {
     TempDir dir;
     std::string yaml = dir.File("p.yaml");
+    const std::string down_url = NewDatabase("kafka_down");
+    Sql(down_url).Exec("CREATE TABLE x (id int PRIMARY KEY)");
     WriteFile(yaml,
               "pipeline: kafka_down\n"
               "source: {postgres: {url: \"" +
-                  SharedCluster().Url() +
+                  down_url +
                   "\", tables: [public.x]}}\n"
                   "sinks:\n"
                   "  events: {kafka: {brokers: \"127.0.0.1:1\", connect_timeout: 1s}}\n");

@@ -474,9 +474,11 @@ TEST(OpenSearchSinkTest, AnUnreachableNodeIsNamed) {
   TempDir dir;
   const std::string yaml = dir.File("pipeline.yaml");
   const int port = FreeLoopbackPort();
+  const std::string url = NewDatabase("unreachable_os");
+  Sql(url).Exec("CREATE TABLE nothing (id int PRIMARY KEY)");
   WriteFile(yaml, "pipeline: unreachable_os\n"
                   "source: {postgres: {url: '" +
-                      SharedCluster().Url() +
+                      url +
                       "', tables: [public.nothing]}}\n"
                       "sinks: {search: {opensearch: {url: 'http://127.0.0.1:" +
                       std::to_string(port) + "'}}}\n");
