@@ -271,10 +271,14 @@ BEGIN
                                  AND NOT ((SELECT c.relreplident FROM pg_class c
                                            WHERE c.oid = child.relid) IN ('n', 'i')
                                           AND statement ~* 'replica\s+identity'), false);
-        IF identity_set THEN
+        -- (Not recorded in a serializable transaction: one more table read and written there
+        -- makes the application's transaction a likelier victim of serialization failures.)
+        IF identity_set AND current_setting('transaction_isolation') <> 'serializable' THEN
           INSERT INTO pgflow.replica_identities (relid, previous)
             SELECT c.oid, c.relreplident FROM pg_class c WHERE c.oid = child.relid
             ON CONFLICT (relid) DO NOTHING;
+        END IF;
+        IF identity_set THEN
           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', child.relid::regclass);
           PERFORM pgflow.publish_skipping_keyless(child.relid);
           shape := pgflow.table_shape(child.relid);
@@ -386,7 +390,9 @@ BEGIN
       CONTINUE WHEN obj.objsubid <> 0 OR obj.object_type = 'table constraint';
       IF obj.object_type IN ('table', 'index', 'sequence') THEN
         DELETE FROM pgflow.ddl_shapes WHERE relid = obj.objid;
-        DELETE FROM pgflow.replica_identities WHERE relid = obj.objid;
+        IF current_setting('transaction_isolation') <> 'serializable' THEN
+          DELETE FROM pgflow.replica_identities WHERE relid = obj.objid;
+        END IF;
       END IF;
       CONTINUE WHEN NOT emit OR (NOT obj.original AND obj.object_type <> 'table');
       PERFORM pgflow.emit_ddl(jsonb_build_object(
