@@ -208,6 +208,18 @@ void DrainAndStop(SnapshotPipeline& p, PgflowProcess& pgflow, Sql& sql) {
   EXPECT_EQ(pgflow.Wait(std::chrono::seconds(60)), 0) << ReadFile(p.log());
 }
 
+// Lets the keyless table be written to past the copy's position (the stream goes on from
+// there), stops both writers, and drains and stops pgflow.
+void WriteOnPastTheCopyThenDrain(SnapshotPipeline& p, PgflowProcess& pgflow, Sql& sql,
+                                 BackgroundWriter& writer, BackgroundWriter& logs_writer) {
+  const int64_t after_copy = logs_writer.transactions();
+  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > after_copy + 20; },
+                      std::chrono::seconds(30)));
+  writer.Stop();
+  logs_writer.Stop();
+  DrainAndStop(p, pgflow, sql);
+}
+
 TEST(SnapshotTest, ExactUnderConcurrentWritesAndHandedOverToTheStream) {
   SnapshotPipeline p("exact", "[public.items, public.empty, public.nokey, public.parted]",
                      "{mode: initial, workers: 4, chunk_size: 1MiB}");
@@ -307,13 +319,7 @@ TEST(SnapshotTest, KillNineMidSnapshotResumesExactlyUnderConstantWrites) {
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("1 table(s) without a key are copied again whole"));
   EXPECT_THAT(ReadFile(p.log()), HasSubstr("their changes before it are in the copy"));
   EXPECT_GT(logs_writer.transactions(), logs_written) << "the keyless table was not written to";
-  // Still written to: the stream goes on past the copy's position.
-  const int64_t after_copy = logs_writer.transactions();
-  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > after_copy + 20; },
-                      std::chrono::seconds(30)));
-  writer.Stop();
-  logs_writer.Stop();
-  DrainAndStop(p, *pgflow, sql);
+  ASSERT_NO_FATAL_FAILURE(WriteOnPastTheCopyThenDrain(p, *pgflow, sql, writer, logs_writer));
   EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pgflow.backfills"), "0");
 
   ExpectItemsAndLogsAsInTheSource(p, sql);
@@ -340,12 +346,7 @@ TEST(SnapshotTest, InitThenRunLaterMeetsTheStreamExactlyForEveryTable) {
                       std::chrono::seconds(300)))
       << ReadFile(p.log());
   EXPECT_TRUE(p.LogHas("taking a snapshot as of an exact position")) << ReadFile(p.log());
-  const int64_t after_copy = logs_writer.transactions();
-  ASSERT_TRUE(WaitFor([&] { return logs_writer.transactions() > after_copy + 20; },
-                      std::chrono::seconds(30)));
-  writer.Stop();
-  logs_writer.Stop();
-  DrainAndStop(p, *pgflow, sql);
+  ASSERT_NO_FATAL_FAILURE(WriteOnPastTheCopyThenDrain(p, *pgflow, sql, writer, logs_writer));
 
   ExpectItemsAndLogsAsInTheSource(p, sql);
 }
