@@ -175,6 +175,205 @@ absl::StatusOr<const KafkaMessageDecoder::CachedTable*> KafkaMessageDecoder::Tab
   return &tables_.emplace(std::string(header), std::move(cached)).first->second;
 }
 
+namespace {
+
+// The names of the event's schema and table, when it carries them (checked against the header).
+struct EventTable {
+  std::string schema;
+  std::string table;
+};
+
+// The transaction's keys (commit position, xid, commit time, sequence, schema and table) from
+// debezium's `source` object or a DDL event's, or from the compact event's own keys.
+absl::Status ReadTransaction(const std::vector<JsonMember>& txn_members, bool from_source,
+                             Change* change, EventTable* names) {
+  for (const JsonMember& m : txn_members) {
+    absl::StatusOr<int64_t> n;
+    if (m.key == "lsn") {
+      if (from_source) {
+        n = ReadInteger(m.value, "source.lsn");
+        if (!n.ok()) return n.status();
+        change->txn.commit_lsn = Lsn(static_cast<uint64_t>(*n));
+      } else {
+        absl::StatusOr<std::string> text = ReadString(m.value, "lsn");
+        if (!text.ok()) return text.status();
+        std::optional<Lsn> lsn = Lsn::Parse(*text);
+        if (!lsn.has_value()) return Invalid(absl::StrCat("lsn \"", *text, "\" is not X/X"));
+        change->txn.commit_lsn = *lsn;
+      }
+    } else if (m.key == "txId" || m.key == "xid") {
+      n = ReadInteger(m.value, m.key);
+      if (!n.ok()) return n.status();
+      change->txn.xid = static_cast<uint32_t>(*n);
+    } else if (m.key == "ts_ms" && from_source) {
+      n = ReadInteger(m.value, "source.ts_ms");
+      if (!n.ok()) return n.status();
+      change->txn.commit_time_us = *n * 1000;
+    } else if (m.key == "commit_ts") {
+      absl::StatusOr<std::string> text = ReadString(m.value, "commit_ts");
+      if (!text.ok()) return text.status();
+      if (!ParseIsoTimestamp(*text, &change->txn.commit_time_us)) {
+        return Invalid(absl::StrCat("commit_ts '", text->substr(0, 40),
+                                    "' is not of the form 2026-11-22T11:06:17.887758Z"));
+      }
+    } else if (m.key == "seq") {
+      n = ReadInteger(m.value, "seq");
+      if (!n.ok()) return n.status();
+      if (*n < 0) return Invalid("seq is negative");
+      change->sequence = static_cast<uint64_t>(*n);
+    } else if (m.key == "schema" || m.key == "table") {
+      absl::StatusOr<std::string> text = ReadString(m.value, m.key);
+      if (!text.ok()) return text.status();
+      (m.key == "schema" ? names->schema : names->table) = *std::move(text);
+    }
+  }
+  change->txn.end_lsn = change->txn.commit_lsn;
+  change->lsn = change->txn.commit_lsn;
+  return absl::OkStatus();
+}
+
+// A schema change: its `ddl` description, a string or the object itself.
+absl::Status DecodeDdl(const std::vector<JsonMember>& members, Change* change) {
+  const JsonMember* ddl = FindNonNull(members, "ddl");
+  if (ddl == nullptr) return Invalid("a schema change without its \"ddl\" description");
+  if (JsonTypeOf(ddl->value) == JsonType::kString) {
+    absl::StatusOr<std::string> text = ReadString(ddl->value, "ddl");
+    if (!text.ok()) return text.status();
+    change->content = *std::move(text);
+  } else {
+    change->content = std::string(ddl->value);
+  }
+  absl::StatusOr<DdlCommand> command = ParseDdlCommand(change->content);
+  if (!command.ok()) return command.status();
+  change->prefix = std::string(kDdlMessagePrefix);
+  change->transactional = true;
+  change->ddl = std::make_shared<const DdlCommand>(*std::move(command));
+  return absl::OkStatus();
+}
+
+// A logical decoding message: prefix, content (base64 in debezium's `message` object) and
+// whether it was transactional.
+absl::Status DecodeMessageEvent(const std::vector<JsonMember>& members, bool debezium,
+                                Change* change) {
+  const std::vector<JsonMember>* fields = &members;
+  std::vector<JsonMember> message_members;
+  if (debezium) {
+    const JsonMember* message = FindNonNull(members, "message");
+    if (message == nullptr || JsonTypeOf(message->value) != JsonType::kObject) {
+      return Invalid("a message event without its \"message\" object");
+    }
+    if (absl::Status s = ReadJsonObject(message->value, &message_members); !s.ok()) {
+      return Within("message", s);
+    }
+    fields = &message_members;
+  }
+  for (const JsonMember& m : *fields) {
+    if (m.key == "prefix") {
+      absl::StatusOr<std::string> text = ReadString(m.value, "prefix");
+      if (!text.ok()) return text.status();
+      change->prefix = *std::move(text);
+    } else if (m.key == "content") {
+      absl::StatusOr<std::string> text = ReadString(m.value, "content");
+      if (!text.ok()) return text.status();
+      if (debezium) {
+        if (!AppendBase64Decoded(*text, &change->content)) {
+          return Invalid("message content is not base64");
+        }
+      } else {
+        change->content = *std::move(text);
+      }
+    } else if (m.key == "transactional") {
+      change->transactional = m.value == "true";
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A truncate's options, in debezium's `truncate` object or the compact event's own keys.
+absl::Status DecodeTruncate(const std::vector<JsonMember>& members, bool debezium, Change* change) {
+  const std::vector<JsonMember>* fields = &members;
+  std::vector<JsonMember> truncate_members;
+  if (debezium) {
+    if (const JsonMember* t = FindNonNull(members, "truncate"); t != nullptr) {
+      if (absl::Status s = ReadJsonObject(t->value, &truncate_members); !s.ok()) {
+        return Within("truncate", s);
+      }
+    }
+    fields = &truncate_members;
+  }
+  for (const JsonMember& m : *fields) {
+    if (m.key == "cascade") change->truncate_cascade = m.value == "true";
+    if (m.key == "restart_identity") change->truncate_restart_identity = m.value == "true";
+  }
+  return absl::OkStatus();
+}
+
+// The names a list key of the event holds (`unchanged_toast`, `json_null`); none when absent.
+absl::Status ReadNameList(const std::vector<JsonMember>& members, std::string_view key,
+                          std::vector<std::string>* names) {
+  const JsonMember* list = FindNonNull(members, key);
+  if (list == nullptr) return absl::OkStatus();
+  std::vector<std::string_view> items;
+  if (JsonTypeOf(list->value) != JsonType::kArray) {
+    return Invalid(absl::StrCat(std::string(key), " is not an array"));
+  }
+  if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) return Within(key, s);
+  for (std::string_view item : items) {
+    absl::StatusOr<std::string> name = ReadString(item, absl::StrCat(std::string(key), "[]"));
+    if (!name.ok()) return name.status();
+    names->push_back(*std::move(name));
+  }
+  return absl::OkStatus();
+}
+
+// An insert, update, delete or read: its rows typed by the table description (`full`: the
+// table's replica identity is FULL, so `before` is the whole old row).
+absl::Status DecodeRowChange(const std::vector<JsonMember>& members, bool full,
+                             DecodedMessage* out) {
+  Change& change = out->change;
+  std::vector<std::string> unchanged_toast;
+  std::vector<std::string> json_null;
+  if (absl::Status s = ReadNameList(members, "unchanged_toast", &unchanged_toast); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ReadNameList(members, "json_null", &json_null); !s.ok()) return s;
+  const TableSchema& schema = *change.table;
+  if (change.op != Op::kDelete) {
+    const JsonMember* after = FindNonNull(members, "after");
+    if (after == nullptr) {
+      return Invalid(absl::StrCat("a ", OpName(change.op), " without its \"after\" row"));
+    }
+    if (absl::Status s = ReadRow(after->value, schema, "after", unchanged_toast, Missing::kListed,
+                                 &change.after);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = SetJsonNulls(schema, json_null, &change.after); !s.ok()) return s;
+  }
+  if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
+    change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;
+    if (absl::Status s = ReadRow(before->value, schema, "before", {},
+                                 full ? Missing::kUnchangedToast : Missing::kNull, &change.before);
+        !s.ok()) {
+      return s;
+    }
+  } else if (change.op == Op::kDelete) {
+    return Invalid("a delete without its \"before\" key");
+  }
+  if ((change.op == Op::kInsert || change.op == Op::kRead) && !unchanged_toast.empty()) {
+    // An update that moved the row to a new key, published as a create (see the header).
+    change.op = Op::kUpdate;
+    out->warning = absl::StrCat(
+        "a row of ", schema.QualifiedName(), " moved to a new key without the values of ",
+        absl::StrJoin(unchanged_toast, ", "),
+        " (TOASTed and unchanged, so never published): applied as an update of the new key; "
+        "a target that lacks that row lacks it still");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
     std::optional<std::string_view> value, std::optional<std::string_view> schema_header) {
   if (!value.has_value()) return std::optional<DecodedMessage>();
@@ -214,102 +413,16 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
       return Within("source", s);
     }
   }
-  const std::vector<JsonMember>& txn_members = debezium || is_ddl ? source_members : members;
-  std::string schema_name;
-  std::string table_name;
-  for (const JsonMember& m : txn_members) {
-    absl::StatusOr<int64_t> n;
-    if (m.key == "lsn") {
-      if (debezium || is_ddl) {
-        n = ReadInteger(m.value, "source.lsn");
-        if (!n.ok()) return n.status();
-        change.txn.commit_lsn = Lsn(static_cast<uint64_t>(*n));
-      } else {
-        absl::StatusOr<std::string> text = ReadString(m.value, "lsn");
-        if (!text.ok()) return text.status();
-        std::optional<Lsn> lsn = Lsn::Parse(*text);
-        if (!lsn.has_value()) return Invalid(absl::StrCat("lsn \"", *text, "\" is not X/X"));
-        change.txn.commit_lsn = *lsn;
-      }
-    } else if (m.key == "txId" || m.key == "xid") {
-      n = ReadInteger(m.value, m.key);
-      if (!n.ok()) return n.status();
-      change.txn.xid = static_cast<uint32_t>(*n);
-    } else if (m.key == "ts_ms" && (debezium || is_ddl)) {
-      n = ReadInteger(m.value, "source.ts_ms");
-      if (!n.ok()) return n.status();
-      change.txn.commit_time_us = *n * 1000;
-    } else if (m.key == "commit_ts") {
-      absl::StatusOr<std::string> text = ReadString(m.value, "commit_ts");
-      if (!text.ok()) return text.status();
-      if (!ParseIsoTimestamp(*text, &change.txn.commit_time_us)) {
-        return Invalid(absl::StrCat("commit_ts '", text->substr(0, 40),
-                                    "' is not of the form 2026-11-22T11:06:17.887758Z"));
-      }
-    } else if (m.key == "seq") {
-      n = ReadInteger(m.value, "seq");
-      if (!n.ok()) return n.status();
-      if (*n < 0) return Invalid("seq is negative");
-      change.sequence = static_cast<uint64_t>(*n);
-    } else if (m.key == "schema" || m.key == "table") {
-      absl::StatusOr<std::string> text = ReadString(m.value, m.key);
-      if (!text.ok()) return text.status();
-      (m.key == "schema" ? schema_name : table_name) = *std::move(text);
-    }
+  EventTable names;
+  if (absl::Status s = ReadTransaction(debezium || is_ddl ? source_members : members,
+                                       debezium || is_ddl, &change, &names);
+      !s.ok()) {
+    return s;
   }
-  change.txn.end_lsn = change.txn.commit_lsn;
-  change.lsn = change.txn.commit_lsn;
-
-  if (change.op == Op::kDdl) {
-    const JsonMember* ddl = FindNonNull(members, "ddl");
-    if (ddl == nullptr) return Invalid("a schema change without its \"ddl\" description");
-    if (JsonTypeOf(ddl->value) == JsonType::kString) {
-      absl::StatusOr<std::string> text = ReadString(ddl->value, "ddl");
-      if (!text.ok()) return text.status();
-      change.content = *std::move(text);
-    } else {
-      change.content = std::string(ddl->value);
-    }
-    absl::StatusOr<DdlCommand> command = ParseDdlCommand(change.content);
-    if (!command.ok()) return command.status();
-    change.prefix = std::string(kDdlMessagePrefix);
-    change.transactional = true;
-    change.ddl = std::make_shared<const DdlCommand>(*std::move(command));
-    return std::optional<DecodedMessage>(std::move(out));
-  }
-
-  if (change.op == Op::kMessage) {
-    const JsonMember* message = FindNonNull(members, "message");
-    const std::vector<JsonMember>* fields = &members;
-    std::vector<JsonMember> message_members;
-    if (debezium) {
-      if (message == nullptr || JsonTypeOf(message->value) != JsonType::kObject) {
-        return Invalid("a message event without its \"message\" object");
-      }
-      if (absl::Status s = ReadJsonObject(message->value, &message_members); !s.ok()) {
-        return Within("message", s);
-      }
-      fields = &message_members;
-    }
-    for (const JsonMember& m : *fields) {
-      if (m.key == "prefix") {
-        absl::StatusOr<std::string> text = ReadString(m.value, "prefix");
-        if (!text.ok()) return text.status();
-        change.prefix = *std::move(text);
-      } else if (m.key == "content") {
-        absl::StatusOr<std::string> text = ReadString(m.value, "content");
-        if (!text.ok()) return text.status();
-        if (debezium) {
-          if (!AppendBase64Decoded(*text, &change.content)) {
-            return Invalid("message content is not base64");
-          }
-        } else {
-          change.content = *std::move(text);
-        }
-      } else if (m.key == "transactional") {
-        change.transactional = m.value == "true";
-      }
-    }
+  if (change.op == Op::kDdl || change.op == Op::kMessage) {
+    absl::Status s = change.op == Op::kDdl ? DecodeDdl(members, &change)
+                                           : DecodeMessageEvent(members, debezium, &change);
+    if (!s.ok()) return s;
     return std::optional<DecodedMessage>(std::move(out));
   }
 
@@ -322,82 +435,15 @@ absl::StatusOr<std::optional<DecodedMessage>> KafkaMessageDecoder::Decode(
   absl::StatusOr<const CachedTable*> table = Table(*schema_header);
   if (!table.ok()) return table.status();
   change.table = (*table)->table;
-  const bool full = (*table)->full;
-  if ((!schema_name.empty() && schema_name != change.table->schema) ||
-      (!table_name.empty() && table_name != change.table->name)) {
-    return Invalid(absl::StrCat("the event is about ", schema_name, ".", table_name,
+  if ((!names.schema.empty() && names.schema != change.table->schema) ||
+      (!names.table.empty() && names.table != change.table->name)) {
+    return Invalid(absl::StrCat("the event is about ", names.schema, ".", names.table,
                                 " but its pgflow.schema header describes ",
                                 change.table->QualifiedName()));
   }
-
-  if (change.op == Op::kTruncate) {
-    const std::vector<JsonMember>* fields = &members;
-    std::vector<JsonMember> truncate_members;
-    if (debezium) {
-      if (const JsonMember* t = FindNonNull(members, "truncate"); t != nullptr) {
-        if (absl::Status s = ReadJsonObject(t->value, &truncate_members); !s.ok()) {
-          return Within("truncate", s);
-        }
-      }
-      fields = &truncate_members;
-    }
-    for (const JsonMember& m : *fields) {
-      if (m.key == "cascade") change.truncate_cascade = m.value == "true";
-      if (m.key == "restart_identity") change.truncate_restart_identity = m.value == "true";
-    }
-    return std::optional<DecodedMessage>(std::move(out));
-  }
-
-  std::vector<std::string> unchanged_toast;
-  std::vector<std::string> json_null;
-  for (auto [key, names] :
-       {std::pair<std::string_view, std::vector<std::string>*>{"unchanged_toast", &unchanged_toast},
-        {"json_null", &json_null}}) {
-    const JsonMember* list = FindNonNull(members, key);
-    if (list == nullptr) continue;
-    std::vector<std::string_view> items;
-    if (JsonTypeOf(list->value) != JsonType::kArray) {
-      return Invalid(absl::StrCat(std::string(key), " is not an array"));
-    }
-    if (absl::Status s = ReadJsonArray(list->value, &items); !s.ok()) return Within(key, s);
-    for (std::string_view item : items) {
-      absl::StatusOr<std::string> name = ReadString(item, absl::StrCat(std::string(key), "[]"));
-      if (!name.ok()) return name.status();
-      names->push_back(*std::move(name));
-    }
-  }
-  const TableSchema& schema = *change.table;
-  if (change.op != Op::kDelete) {
-    const JsonMember* after = FindNonNull(members, "after");
-    if (after == nullptr) {
-      return Invalid(absl::StrCat("a ", OpName(change.op), " without its \"after\" row"));
-    }
-    if (absl::Status s = ReadRow(after->value, schema, "after", unchanged_toast, Missing::kListed,
-                                 &change.after);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = SetJsonNulls(schema, json_null, &change.after); !s.ok()) return s;
-  }
-  if (const JsonMember* before = FindNonNull(members, "before"); before != nullptr) {
-    change.before_kind = full ? BeforeKind::kFull : BeforeKind::kKey;
-    if (absl::Status s = ReadRow(before->value, schema, "before", {},
-                                 full ? Missing::kUnchangedToast : Missing::kNull, &change.before);
-        !s.ok()) {
-      return s;
-    }
-  } else if (change.op == Op::kDelete) {
-    return Invalid("a delete without its \"before\" key");
-  }
-  if ((change.op == Op::kInsert || change.op == Op::kRead) && !unchanged_toast.empty()) {
-    // An update that moved the row to a new key, published as a create (see the header).
-    change.op = Op::kUpdate;
-    out.warning = absl::StrCat(
-        "a row of ", schema.QualifiedName(), " moved to a new key without the values of ",
-        absl::StrJoin(unchanged_toast, ", "),
-        " (TOASTed and unchanged, so never published): applied as an update of the new key; "
-        "a target that lacks that row lacks it still");
-  }
+  absl::Status s = change.op == Op::kTruncate ? DecodeTruncate(members, debezium, &change)
+                                              : DecodeRowChange(members, (*table)->full, &out);
+  if (!s.ok()) return s;
   return std::optional<DecodedMessage>(std::move(out));
 }
 

@@ -1,14 +1,11 @@
 #include "sources/kafka/kafka_source.h"
 
 #include <librdkafka/rdkafka.h>
-#include <regex.h>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -26,168 +23,8 @@ constexpr size_t kBatchBytes = 4u << 20;
 // Consumer errors (brokers down and the like) are logged at most this often.
 constexpr auto kErrorLogInterval = std::chrono::seconds(10);
 
-// Properties pgflow sets itself: the group, where it starts, and when offsets are committed
-// (acknowledgement rests on them).
-constexpr std::array<std::string_view, 7> kReservedProperties = {
-    "bootstrap.servers",   "metadata.broker.list",     "group.id",
-    "enable.auto.commit",  "enable.auto.offset.store", "auto.offset.reset",
-    "enable.partition.eof"};
-
-// pgflow's own consumer settings; `properties:` come after them.
-std::vector<std::pair<std::string, std::string>> ConsumerSettings(const KafkaSourceOptions& o,
-                                                                  const std::string& client_id) {
-  return {
-      {"bootstrap.servers", o.client.brokers},
-      {"client.id", client_id},
-      {"group.id", o.group},
-      // Offsets are committed by pgflow, and only for what every sink holds.
-      {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"},
-      // A partition without a committed offset is assigned at offset_reset's end explicitly;
-      // any other reset means messages this group never read are gone: an error, never a
-      // silent skip.
-      {"auto.offset.reset", "error"},
-      {"enable.partition.eof", "false"},
-      // New topics matching a pattern, and named topics created after start-up, are found
-      // within 10 s rather than librdkafka's 5 minutes.
-      {"topic.metadata.refresh.interval.ms", "10000"},
-  };
-}
-
 // Ten seconds of patience per call, for rd_kafka_metadata and synchronous commits.
 constexpr int kRequestTimeoutMs = 10000;
-// librdkafka's default max.poll.interval.ms.
-constexpr int64_t kDefaultMaxPollIntervalMs = 300000;
-
-absl::Status ReadTopics(const ConfigNode& node, std::vector<std::string>* out) {
-  absl::StatusOr<std::vector<std::string>> topics = node.AsStringList();
-  if (!topics.ok()) return topics.status();
-  if (topics->empty()) return node.Error("list at least one topic");
-  std::vector<ConfigNode> items = node.IsSequence() ? node.Items() : std::vector<ConfigNode>{node};
-  for (size_t i = 0; i < topics->size(); ++i) {
-    const std::string& t = (*topics)[i];
-    const ConfigNode& at = i < items.size() ? items[i] : node;
-    if (t.empty()) return at.Error("a topic name is empty");
-    if (t[0] == '^') {
-      regex_t re;
-      int rc = regcomp(&re, t.c_str(), REG_EXTENDED | REG_NOSUB);
-      if (rc != 0) {
-        char why[256];
-        regerror(rc, &re, why, sizeof(why));
-        return at.Error(absl::StrCat("invalid regular expression '", t, "': ", why));
-      }
-      regfree(&re);
-    } else if (t.size() > 249 || !std::all_of(t.begin(), t.end(), [](char c) {
-                 return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-               })) {
-      return at.Error(absl::StrCat("invalid topic name '", t,
-                                   "': Kafka allows [A-Za-z0-9._-], at most 249 characters "
-                                   "(a regular expression starts with '^')"));
-    }
-    if (std::find(out->begin(), out->end(), t) != out->end()) {
-      return at.Error(absl::StrCat("topic '", t, "' is listed twice"));
-    }
-    out->push_back(t);
-  }
-  return absl::OkStatus();
-}
-
-// The revocation waits inside the poll: a consumer that does not poll again within
-// max.poll.interval.ms leaves the group, and its partitions go without their offsets.
-absl::Status CheckRebalanceTimeout(const KafkaSourceOptions& o, const ConfigNode& node) {
-  int64_t max_poll_ms = kDefaultMaxPollIntervalMs;
-  std::optional<ConfigNode> max_poll_node;
-  for (size_t i = 0; i < o.client.properties.size(); ++i) {
-    const auto& [name, value] = o.client.properties[i];
-    if (name != "max.poll.interval.ms") continue;
-    if (!absl::SimpleAtoi(value, &max_poll_ms)) max_poll_ms = kDefaultMaxPollIntervalMs;
-    if (i < o.client.property_nodes.size()) max_poll_node = o.client.property_nodes[i];
-  }
-  if (o.rebalance_timeout.count() < max_poll_ms) return absl::OkStatus();
-  std::optional<ConfigNode> at = node.Get("rebalance_timeout");
-  if (!at.has_value()) at = max_poll_node;
-  return (at.has_value() ? *at : node)
-      .Error(absl::StrCat("rebalance_timeout (", o.rebalance_timeout.count(),
-                          "ms) must be below the consumer's max.poll.interval.ms (", max_poll_ms,
-                          "ms): a rebalance waits inside the poll, and a consumer that polls no "
-                          "more often leaves the group. Lower rebalance_timeout or raise "
-                          "properties: {max.poll.interval.ms: ...}"));
-}
-
-const OptionTable<KafkaClientConfig>& ClientTable() {
-  static const auto* table =
-      MakeKafkaClientTable(kReservedProperties,
-                           "brokers: the `brokers` key; the group: `group`; where it starts: "
-                           "`offset_reset`; offsets are committed only once every sink holds the "
-                           "events",
-                           "Any librdkafka consumer property, {fetch.max.bytes: 1048576}; "
-                           "group.id, offsets and auto commit are pgflow's.")
-          .release();
-  return *table;
-}
-
-const OptionTable<KafkaSourceOptions>& KafkaSourceTable() {
-  using O = KafkaSourceOptions;
-  using std::chrono::milliseconds;
-  static const auto* table = new OptionTable<O>(
-      {
-          EmbedOptions(&O::client, ClientTable()),
-          CustomOption("topics", OptionType::kList, ReadTopics, &O::topics)
-              .Required()
-              .Help("Topics to read: names, or regular expressions starting with '^' (POSIX "
-                    "extended, as librdkafka reads them), e.g. '^shop\\..*'. Include the "
-                    "schema-changes topic for DDL."),
-          StringOption("group", &O::group)
-              .Required()
-              .NonEmpty()
-              .Help("Consumer group: its committed offsets are where the pipeline resumes; run "
-                    "several delivery processes in one group to share the partitions."),
-          ChoiceOption("offset_reset", &O::offset_reset)
-              .Choices({{"earliest", "earliest"}, {"latest", "latest"}})
-              .Help("Where a partition without a committed offset starts: earliest (everything "
-                    "on the topic) or latest (only what is written from now on)."),
-          DurationOption("commit_interval", &O::commit_interval)
-              .Range(milliseconds(100), milliseconds(3600000))
-              .Help("How often the offsets of messages every sink holds are committed."),
-          DurationOption("connect_timeout", &O::connect_timeout)
-              .Range(milliseconds(100), milliseconds(3600000))
-              .Help("How long start-up waits for the brokers to answer before failing."),
-          DurationOption("rebalance_timeout", &O::rebalance_timeout)
-              .Range(milliseconds(1000), milliseconds(3600000))
-              .Help("How long a rebalance waits for the events of the partitions it takes away "
-                    "to be held by every sink; past it the run starts again from the committed "
-                    "offsets. Below the consumer's max.poll.interval.ms (5m by default)."),
-          ChoiceOption("truncate", &O::truncate)
-              .Choices({{"auto", KafkaTruncateMode::kAuto},
-                        {"apply", KafkaTruncateMode::kApply},
-                        {"skip", KafkaTruncateMode::kSkip}},
-                       "truncate mode")
-              .Help("auto: apply a truncate read from a topic of one partition, skip it (with a "
-                    "warning) from a topic of several, where it cannot be placed among the other "
-                    "partitions' changes; apply; skip."),
-          DurationOption("ddl_wait", &O::ddl_wait)
-              .Range(milliseconds(0), milliseconds(3600000))
-              .Help("How long a row with a new column waits for its table's DDL event from the "
-                    "schema-changes topic before it goes on as it is; 0: it does not wait."),
-          ChoiceOption("keyless", &O::skip_keyless)
-              .Choices({{"stop", false}, {"skip", true}}, "keyless mode")
-              .Help("Rows of a table without a primary key, which cannot be applied by key: "
-                    "stop (the pipeline fails, naming the table) or skip (logged once per "
-                    "table)."),
-          ChoiceOption("malformed", &O::skip_malformed)
-              .Choices({{"stop", false}, {"skip", true}}, "malformed mode")
-              .Help("A message that is not a pgflow event: stop (the pipeline fails, naming "
-                    "topic, partition and offset) or skip (logged the same way; its offset is "
-                    "committed)."),
-      },
-      [](const O& o, const ConfigNode& node) -> absl::Status {
-        if (absl::Status s = CheckRebalanceTimeout(o, node); !s.ok()) return s;
-        return CheckKafkaProperties(ConsumerSettings(o, "pgflow"), o.client, node);
-      });
-  return *table;
-}
-
 class KafkaSourceFactory : public SourceFactoryOf<KafkaSourceOptions> {
  public:
   std::string_view type() const override { return "kafka"; }
@@ -791,6 +628,132 @@ bool KafkaSource::ApplyTruncate(const rd_kafka_message_t* m) {
   return it->second == 1;
 }
 
+namespace {
+
+// The pgflow.schema header of a message (the table description its row values are typed by).
+std::optional<std::string_view> SchemaHeader(rd_kafka_message_t* m) {
+  rd_kafka_headers_t* headers = nullptr;
+  const void* header = nullptr;
+  size_t header_size = 0;
+  if (rd_kafka_message_headers(m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      rd_kafka_header_get_last(headers, "pgflow.schema", &header, &header_size) ==
+          RD_KAFKA_RESP_ERR_NO_ERROR &&
+      header != nullptr) {
+    return std::string_view(static_cast<const char*>(header), header_size);
+  }
+  return std::nullopt;
+}
+
+std::string WhereFrom(const TopicPartition& origin, const rd_kafka_message_t* m) {
+  return absl::StrCat("kafka topic ", origin.topic, " partition ", origin.partition, " offset ",
+                      m->offset);
+}
+
+}  // namespace
+
+absl::Status KafkaSource::MessageError(const rd_kafka_message_t* m) {
+  const std::string what = absl::StrCat(
+      m->rkt != nullptr ? absl::StrCat("topic ", rd_kafka_topic_name(m->rkt), ": ") : "",
+      rd_kafka_message_errstr(m));
+  if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+      m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
+    return absl::PermissionDeniedError(absl::StrCat("kafka source: ", what));
+  }
+  if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+    // Where the partition starts now, to name what was lost.
+    int64_t low = -1;
+    int64_t high = -1;
+    std::string deleted;
+    if (m->rkt != nullptr &&
+        rd_kafka_query_watermark_offsets(consumer_, rd_kafka_topic_name(m->rkt), m->partition, &low,
+                                         &high, kRequestTimeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        low > m->offset) {
+      deleted = absl::StrCat("; offsets ", m->offset, " to ", low - 1,
+                             " were deleted, the partition now starts at offset ", low);
+    }
+    return absl::DataLossError(absl::StrCat(
+        "kafka source: ", what, " (partition ", m->partition, ", offset ", m->offset,
+        "): the next message group ", options_->group,
+        " has to read is no longer on the topic (retention deleted it first", deleted,
+        "), so changes are missing from the sinks. Copy the tables again into the sinks, "
+        "then move the group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
+  }
+  auto now = Clock::now();
+  if (now - last_error_log_ >= kErrorLogInterval) {
+    last_error_log_ = now;
+    LogWarning("kafka source: %s", what);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KafkaSource::Admit(size_t index, DecodedMessage& d, const TxnInfo& txn,
+                                EventBatch* batch, bool* held) {
+  rd_kafka_message_t* m = polled_[index];
+  const TopicPartition origin = PartitionOf(m);
+  if (!d.warning.empty()) LogWarning("%s: %s", WhereFrom(origin, m), d.warning);
+  const Op op = d.change.op;
+  const bool row = IsRowChange(op);
+  ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
+  if (row && IsKeyless(*d.change.table)) {
+    const std::string why = KeylessReason(*d.change.table);
+    if (!options_->skip_keyless) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          WhereFrom(origin, m), ": ", why,
+          ". Add a primary key to the table in the source (events written from then on "
+          "carry it), leave its topic out of source.kafka.topics, or set "
+          "source.kafka.keyless: skip to pass over its rows"));
+    }
+    ++skipped_;
+    verdict = ShapeGate::Verdict::kDrop;
+    if (keyless_noted_.insert(d.change.table->QualifiedName()).second) {
+      LogWarning("%s: %s; its rows are skipped (keyless: skip)", WhereFrom(origin, m), why);
+    }
+  } else if (row) {
+    std::string note;
+    verdict = gate_.Check(&d.change, &note);
+    if (!note.empty()) LogWarning("%s: %s", WhereFrom(origin, m), note);
+  }
+  if (verdict == ShapeGate::Verdict::kHold) {
+    LogInfo(
+        "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
+        "the DDL event that added it",
+        WhereFrom(origin, m), d.change.table->QualifiedName(), options_->ddl_wait.count());
+    held_[origin] = Held{d.change.table->QualifiedName(), {m}, Clock::now(), false};
+    polled_[index] = nullptr;
+    rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, origin.topic.c_str(), origin.partition);
+    rd_kafka_pause_partitions(consumer_, one);
+    rd_kafka_topic_partition_list_destroy(one);
+    *held = true;
+    return absl::OkStatus();
+  }
+  bool keep = verdict != ShapeGate::Verdict::kDrop;
+  if (op == Op::kDdl) {
+    for (const std::string& table : gate_.NoteDdl(d.change)) {
+      for (auto& [partition, waiting] : held_) {
+        if (waiting.table == table) waiting.released = true;
+      }
+    }
+  }
+  if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
+    keep = false;
+    LogWarning(
+        "%s: truncate of %s skipped: a truncate cannot be placed among the changes of the "
+        "topic's other partitions (set source.kafka.truncate: apply to apply it anyway, or "
+        "truncate the target yourself)",
+        WhereFrom(origin, m), d.change.table->QualifiedName());
+  }
+  if (keep) {
+    Event event;
+    event.kind = EventKind::kChange;
+    event.txn = txn;
+    event.change = std::move(d.change);
+    batch->bytes += event.ApproximateBytes();
+    batch->events.push_back(std::move(event));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KafkaSource::Decode() {
   if (!held_.empty()) ReleaseHeld();
   auto batch = std::make_shared<EventBatch>();
@@ -805,45 +768,12 @@ absl::Status KafkaSource::Decode() {
   batch->events.push_back(std::move(begin));
   size_t offsets = 0;
   absl::Status status;
-  size_t used = 0;
-  for (; used < polled_.size(); ++used) {
+  for (size_t used = 0; used < polled_.size(); ++used) {
     rd_kafka_message_t* m = polled_[used];
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
-      const std::string what = absl::StrCat(
-          m->rkt != nullptr ? absl::StrCat("topic ", rd_kafka_topic_name(m->rkt), ": ") : "",
-          rd_kafka_message_errstr(m));
-      if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
-          m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
-        status = absl::PermissionDeniedError(absl::StrCat("kafka source: ", what));
-        break;
-      }
-      if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
-        // Where the partition starts now, to name what was lost.
-        int64_t low = -1;
-        int64_t high = -1;
-        std::string deleted;
-        if (m->rkt != nullptr &&
-            rd_kafka_query_watermark_offsets(consumer_, rd_kafka_topic_name(m->rkt), m->partition,
-                                             &low, &high, kRequestTimeoutMs) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            low > m->offset) {
-          deleted = absl::StrCat("; offsets ", m->offset, " to ", low - 1,
-                                 " were deleted, the partition now starts at offset ", low);
-        }
-        status = absl::DataLossError(absl::StrCat(
-            "kafka source: ", what, " (partition ", m->partition, ", offset ", m->offset,
-            "): the next message group ", options_->group,
-            " has to read is no longer on the topic (retention deleted it first", deleted,
-            "), so changes are missing from the sinks. Copy the tables again into the sinks, "
-            "then move the group's offsets past the gap (kafka-consumer-groups --reset-offsets)"));
-        break;
-      }
-      auto now = Clock::now();
-      if (now - last_error_log_ >= kErrorLogInterval) {
-        last_error_log_ = now;
-        LogWarning("kafka source: %s", what);
-      }
+      status = MessageError(m);
+      if (!status.ok()) break;
       continue;
     }
     const TopicPartition origin = PartitionOf(m);
@@ -854,97 +784,26 @@ absl::Status KafkaSource::Decode() {
       continue;
     }
     std::optional<std::string_view> value;
-    if (m->payload != nullptr)
+    if (m->payload != nullptr) {
       value = std::string_view(static_cast<const char*>(m->payload), m->len);
-    std::optional<std::string_view> schema;
-    rd_kafka_headers_t* headers = nullptr;
-    const void* header = nullptr;
-    size_t header_size = 0;
-    if (rd_kafka_message_headers(m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(headers, "pgflow.schema", &header, &header_size) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        header != nullptr) {
-      schema = std::string_view(static_cast<const char*>(header), header_size);
     }
-    absl::StatusOr<std::optional<DecodedMessage>> decoded = decoder_.Decode(value, schema);
-    auto where = [&] {
-      return absl::StrCat("kafka topic ", origin.topic, " partition ", origin.partition, " offset ",
-                          m->offset);
-    };
+    absl::StatusOr<std::optional<DecodedMessage>> decoded = decoder_.Decode(value, SchemaHeader(m));
     if (!decoded.ok()) {
       if (!options_->skip_malformed) {
         status = absl::InvalidArgumentError(
-            absl::StrCat(where(), ": ", decoded.status().message(),
+            absl::StrCat(WhereFrom(origin, m), ": ", decoded.status().message(),
                          "; the message is not a pgflow event this pipeline can read (set "
                          "source.kafka.malformed: skip to pass over such messages)"));
         break;
       }
       ++skipped_;
-      LogWarning("%s: skipped (malformed: skip): %s", where(), decoded.status().message());
+      LogWarning("%s: skipped (malformed: skip): %s", WhereFrom(origin, m),
+                 decoded.status().message());
     } else if (decoded->has_value()) {
-      DecodedMessage& d = **decoded;
-      if (!d.warning.empty()) LogWarning("%s: %s", where(), d.warning);
-      bool keep = true;
-      const Op op = d.change.op;
-      const bool row = IsRowChange(op);
-      ShapeGate::Verdict verdict = ShapeGate::Verdict::kHandOn;
-      if (row && IsKeyless(*d.change.table)) {
-        const std::string why = KeylessReason(*d.change.table);
-        if (!options_->skip_keyless) {
-          status = absl::FailedPreconditionError(absl::StrCat(
-              where(), ": ", why,
-              ". Add a primary key to the table in the source (events written from then on "
-              "carry it), leave its topic out of source.kafka.topics, or set "
-              "source.kafka.keyless: skip to pass over its rows"));
-          break;
-        }
-        ++skipped_;
-        verdict = ShapeGate::Verdict::kDrop;
-        if (keyless_noted_.insert(d.change.table->QualifiedName()).second) {
-          LogWarning("%s: %s; its rows are skipped (keyless: skip)", where(), why);
-        }
-      } else if (row) {
-        std::string note;
-        verdict = gate_.Check(&d.change, &note);
-        if (!note.empty()) LogWarning("%s: %s", where(), note);
-      }
-      if (verdict == ShapeGate::Verdict::kDrop) keep = false;
-      if (verdict == ShapeGate::Verdict::kHold) {
-        LogInfo(
-            "%s: a row of %s with a column its last shape lacks waits (at most %dms) for "
-            "the DDL event that added it",
-            where(), d.change.table->QualifiedName(), options_->ddl_wait.count());
-        held_[origin] = Held{d.change.table->QualifiedName(), {m}, Clock::now(), false};
-        polled_[used] = nullptr;
-        rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(one, origin.topic.c_str(), origin.partition);
-        rd_kafka_pause_partitions(consumer_, one);
-        rd_kafka_topic_partition_list_destroy(one);
-        continue;
-      }
-      if (op == Op::kDdl) {
-        for (const std::string& table : gate_.NoteDdl(d.change)) {
-          for (auto& [partition, held] : held_) {
-            if (held.table == table) held.released = true;
-          }
-        }
-      }
-      if (d.change.op == Op::kTruncate && !ApplyTruncate(m)) {
-        keep = false;
-        LogWarning(
-            "%s: truncate of %s skipped: a truncate cannot be placed among the changes of the "
-            "topic's other partitions (set source.kafka.truncate: apply to apply it anyway, or "
-            "truncate the target yourself)",
-            where(), d.change.table->QualifiedName());
-      }
-      if (keep) {
-        Event event;
-        event.kind = EventKind::kChange;
-        event.txn = txn;
-        event.change = std::move(d.change);
-        batch->bytes += event.ApproximateBytes();
-        batch->events.push_back(std::move(event));
-      }
+      bool held = false;
+      status = Admit(used, **decoded, txn, batch.get(), &held);
+      if (!status.ok()) break;
+      if (held) continue;
     }
     tracker_.Add(position, origin, m->offset);
     ++offsets;

@@ -24,10 +24,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "common/kafka/kafka_client_config.h"
 #include "engine/registry.h"
 #include "engine/source.h"
 #include "sources/kafka/kafka_message.h"
+#include "sources/kafka/kafka_source_config.h"
 #include "sources/kafka/offset_tracker.h"
 #include "sources/kafka/read_order.h"
 #include "sources/kafka/shape_gate.h"
@@ -37,28 +37,6 @@ struct rd_kafka_message_s;
 struct rd_kafka_topic_partition_list_s;
 
 namespace pgflow {
-
-enum class KafkaTruncateMode { kAuto, kApply, kSkip };
-
-struct KafkaSourceOptions : SourceOptions {
-  // Brokers, security settings, `properties:` (consumer properties; group.id, offsets and
-  // auto commit are pgflow's).
-  KafkaClientConfig client;
-  // Topic names, or regular expressions (POSIX extended) when they start with '^'.
-  std::vector<std::string> topics;
-  std::string group;                      // consumer group (group.id)
-  std::string offset_reset = "earliest";  // where a group with no committed offset starts
-  std::chrono::milliseconds commit_interval{1000};
-  std::chrono::milliseconds connect_timeout{10000};  // Prepare's wait for the brokers
-  // How long a rebalance waits for the events of the partitions it takes away to become
-  // durable before it commits their offsets and lets them go.
-  std::chrono::milliseconds rebalance_timeout{60000};
-  KafkaTruncateMode truncate = KafkaTruncateMode::kAuto;
-  // How long a row of a new shape waits for its table's DDL event (0: it does not wait).
-  std::chrono::milliseconds ddl_wait{30000};
-  bool skip_malformed = false;  // `malformed: skip`
-  bool skip_keyless = false;    // `keyless: skip`
-};
 
 class KafkaSource : public Source {
  public:
@@ -103,6 +81,16 @@ class KafkaSource : public Source {
   void Take(rd_kafka_message_s* m);
   // Turns polled_ into pending_ (one transaction) and records their offsets.
   absl::Status Decode();
+  // What a polled message that carries an error means: a non-OK status ends the batch (an
+  // authorisation error, messages lost to retention); any other error is logged (at most once
+  // per kErrorLogInterval) and the message passed over.
+  absl::Status MessageError(const rd_kafka_message_s* m);
+  // Takes the decoded event of polled_[index] into `batch` (as a change of `txn`), drops it
+  // (keyless: skip, a shape the gate drops, a truncate not applied) or holds its partition until
+  // its table's DDL event arrives (sets *held; polled_[index] is then the held list's). A non-OK
+  // status ends the batch.
+  absl::Status Admit(size_t index, DecodedMessage& decoded, const TxnInfo& txn, EventBatch* batch,
+                     bool* held);
   // Hands pending_ on; while the engine's queues are full, pauses the partitions and serves
   // the group. Returns when it is handed on, `stop` is requested, the pipeline closed, or
   // `deadline` passed (then pending_ is still set).
@@ -111,10 +99,10 @@ class KafkaSource : public Source {
   void ResumePartitions();
   // Commits what the engine confirmed: asynchronously every commit_interval, or now (`sync`).
   void Commit(bool sync, const std::vector<PartitionOffset>* only = nullptr);
-  // Whether a truncate read from `topic` (handle of message `m`) is applied.
   // Whether a gap in `tp` from `gap_start` was left by retention (it starts below the
   // partition's first offset); then the run fails with a data-loss error naming it.
   bool DeletedBeforeRead(const TopicPartition& tp, int64_t gap_start);
+  // Whether a truncate read from `topic` (handle of message `m`) is applied.
   bool ApplyTruncate(const rd_kafka_message_s* m);
   void DropPolled(const TopicPartition& partition);
 
