@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
+#include "transformers/lua_vm.h"
 #include "transformers/table_patterns.h"
 #include "transformers/value_text.h"
 
@@ -27,14 +28,9 @@ namespace {
 
 // Table versions remembered before starting over (a few per table: one per schema change).
 constexpr size_t kMaxPlans = 4096;
-// The instruction hook runs every kHookStep VM instructions.
-constexpr int kHookStep = 1000;
 // int8 values within this magnitude are Lua numbers (exact as doubles too, should the script
 // mix them with floats); larger ones are strings.
 constexpr int64_t kMaxExactInteger = int64_t{1} << 53;
-
-// `pgflow.unchanged`: a light userdata holding this address.
-char unchanged_marker;
 
 // How a column's values look in Lua.
 enum class LuaKind : uint8_t { kText, kBool, kInt2, kInt4, kInt8, kFloat4, kFloat8 };
@@ -89,269 +85,6 @@ std::string TypeLabel(const Column& column) {
   }
 }
 
-// A double as PostgreSQL reads it back exactly: the shortest form that round-trips ("0.1",
-// "3", "1e+20"), NaN, Infinity, -Infinity. For a float4 column, the shortest as a float.
-char* FormatDouble(double d, bool single, char* out, char* end) {
-  auto copy = [out](std::string_view text) { return std::copy(text.begin(), text.end(), out); };
-  if (std::isnan(d)) return copy("NaN");
-  if (std::isinf(d)) return copy(d > 0 ? "Infinity" : "-Infinity");
-  return single ? std::to_chars(out, end, static_cast<float>(d)).ptr
-                : std::to_chars(out, end, d).ptr;
-}
-
-std::string NumberText(lua_State* L, int index) {
-  char buffer[64];
-  if (lua_isinteger(L, index)) {
-    return std::string(buffer,
-                       std::to_chars(buffer, buffer + sizeof buffer, lua_tointeger(L, index)).ptr);
-  }
-  return std::string(buffer, FormatDouble(lua_tonumber(L, index), false, buffer, buffer + 64));
-}
-
-// Keys of the event table, interned once in an array (kept in the registry) so that reading
-// the function's result pushes them without allocating.
-enum EventKey : int {
-  kOpKey = 1,
-  kSchemaKey,
-  kTableKey,
-  kLsnKey,
-  kCommitTsKey,
-  kXidKey,
-  kAfterKey,
-  kBeforeKey,
-};
-constexpr const char* kEventKeys[] = {"op",        "schema", "table", "lsn",
-                                      "commit_ts", "xid",    "after", "before"};
-
-// One interpreter: the sandboxed libraries, the script's top level run, its function found,
-// and the limits. Thread-compatible.
-class LuaVm {
- public:
-  // Stores nothing and returns the message of Lua (or ours: a missing function) when the
-  // script does not compile, its top level fails, or the function is not defined.
-  // `log_name` names the transform in print()'s lines ("transforms[0]").
-  static absl::StatusOr<std::unique_ptr<LuaVm>> Open(const LuaOptions& options,
-                                                     std::string log_name);
-  ~LuaVm() {
-    if (state_ != nullptr) lua_close(state_);
-  }
-  LuaVm(const LuaVm&) = delete;
-  LuaVm& operator=(const LuaVm&) = delete;
-
-  lua_State* state() const { return state_; }
-  int function_ref() const { return function_ref_; }
-  int keys_ref() const { return keys_ref_; }
-
-  // Calls fn(data) protected, with a fresh instruction budget, leaving what it returns on the
-  // stack from index 1: LUA_OK, or an error status (TakeError has the message).
-  int Call(lua_CFunction fn, void* data);
-  // The message of the error Call left, with the stack emptied.
-  std::string TakeError(int status);
-
- private:
-  LuaVm(const LuaOptions& options, std::string log_name)
-      : log_name_(std::move(log_name)),
-        budget_(options.max_instructions),
-        memory_limit_(options.max_memory) {}
-
-  static void* Allocate(void* ud, void* ptr, size_t old_size, size_t new_size);
-  static void CountHook(lua_State* L, lua_Debug* ar);
-  static int Print(lua_State* L);
-  static int Setup(lua_State* L);
-  static int FindFunction(lua_State* L);
-  static LuaVm* Of(lua_State* L) { return *static_cast<LuaVm**>(lua_getextraspace(L)); }
-
-  lua_State* state_ = nullptr;
-  const std::string log_name_;
-  const int64_t budget_;
-  int64_t spent_ = 0;       // instructions run since the budget was reset
-  bool exhausted_ = false;  // the hook then runs at every instruction (see CountHook)
-  size_t memory_limit_;     // SIZE_MAX while the libraries are set up
-  size_t memory_used_ = 0;
-  bool memory_refused_ = false;
-  int function_ref_ = LUA_NOREF;
-  int keys_ref_ = LUA_NOREF;
-  // For FindFunction.
-  const char* function_name_ = nullptr;
-  const char* function_type_ = nullptr;
-};
-
-void* LuaVm::Allocate(void* ud, void* ptr, size_t old_size, size_t new_size) {
-  auto* vm = static_cast<LuaVm*>(ud);
-  if (ptr == nullptr) old_size = 0;  // then it says what kind of object Lua makes
-  if (new_size == 0) {
-    std::free(ptr);
-    vm->memory_used_ -= old_size;
-    return nullptr;
-  }
-  // Shrinking never fails (Lua counts on it); growing past the cap does, and Lua raises "not
-  // enough memory" after a full collection.
-  if (new_size > old_size) {
-    const size_t room =
-        vm->memory_limit_ > vm->memory_used_ ? vm->memory_limit_ - vm->memory_used_ : 0;
-    if (new_size - old_size > room) {
-      vm->memory_refused_ = true;
-      return nullptr;
-    }
-  }
-  void* grown = std::realloc(ptr, new_size);
-  if (grown == nullptr) return nullptr;
-  vm->memory_used_ = vm->memory_used_ - old_size + new_size;
-  return grown;
-}
-
-void LuaVm::CountHook(lua_State* L, lua_Debug* ar) {
-  LuaVm* vm = Of(L);
-  vm->spent_ += kHookStep;
-  if (vm->spent_ <= vm->budget_) return;
-  if (!vm->exhausted_) {
-    // From now on every instruction raises, so that a script catching the error with pcall
-    // cannot run on: the first instruction outside the pcall raises again.
-    vm->exhausted_ = true;
-    lua_sethook(L, CountHook, LUA_MASKCOUNT, 1);
-  }
-  lua_getinfo(L, "Sl", ar);
-  lua_pushfstring(L, "%s:%d: instruction budget of %I exceeded (max_instructions)", ar->short_src,
-                  ar->currentline, static_cast<LUAI_UACINT>(vm->budget_));
-  lua_error(L);
-}
-
-int LuaVm::Print(lua_State* L) {
-  const int n = lua_gettop(L);
-  luaL_Buffer buffer;
-  luaL_buffinit(L, &buffer);
-  for (int i = 1; i <= n; ++i) {
-    if (i > 1) luaL_addchar(&buffer, '\t');
-    luaL_tolstring(L, i, nullptr);
-    luaL_addvalue(&buffer);
-  }
-  luaL_pushresult(&buffer);
-  size_t length = 0;
-  const char* text = lua_tolstring(L, -1, &length);
-  // No call into Lua follows: the temporaries below cannot be skipped by an error.
-  LogInfo("%s (lua): %s", Of(L)->log_name_, absl::string_view(text, length));
-  return 0;
-}
-
-int LuaVm::Setup(lua_State* L) {
-  static constexpr luaL_Reg kLibraries[] = {{LUA_GNAME, luaopen_base},
-                                            {LUA_STRLIBNAME, luaopen_string},
-                                            {LUA_TABLIBNAME, luaopen_table},
-                                            {LUA_MATHLIBNAME, luaopen_math},
-                                            {LUA_UTF8LIBNAME, luaopen_utf8}};
-  for (const luaL_Reg& library : kLibraries) {
-    luaL_requiref(L, library.name, library.func, 1);
-    lua_pop(L, 1);
-  }
-  // What reads files or compiles code at run time, and the collector's controls.
-  for (const char* name :
-       {"dofile", "loadfile", "load", "loadstring", "require", "collectgarbage"}) {
-    lua_pushnil(L);
-    lua_setglobal(L, name);
-  }
-  lua_getglobal(L, LUA_STRLIBNAME);
-  lua_pushnil(L);
-  lua_setfield(L, -2, "dump");  // bytecode, which nothing here may load
-  lua_pop(L, 1);
-  lua_register(L, "print", Print);
-  lua_createtable(L, 0, 1);
-  lua_pushlightuserdata(L, &unchanged_marker);
-  lua_setfield(L, -2, "unchanged");
-  lua_setglobal(L, "pgflow");
-
-  lua_createtable(L, std::size(kEventKeys), 0);
-  for (int i = 0; i < static_cast<int>(std::size(kEventKeys)); ++i) {
-    lua_pushstring(L, kEventKeys[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  Of(L)->keys_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
-  // Most of what a call makes (the event's tables) is garbage right after it.
-  lua_gc(L, LUA_GCGEN, 0, 0);
-  return 0;
-}
-
-int LuaVm::FindFunction(lua_State* L) {
-  LuaVm* vm = Of(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  lua_pushstring(L, vm->function_name_);
-  lua_rawget(L, -2);
-  if (!lua_isfunction(L, -1)) {
-    vm->function_type_ = luaL_typename(L, -1);
-    return 0;
-  }
-  vm->function_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
-}
-
-absl::StatusOr<std::unique_ptr<LuaVm>> LuaVm::Open(const LuaOptions& options,
-                                                   std::string log_name) {
-  std::unique_ptr<LuaVm> vm(new LuaVm(options, std::move(log_name)));
-  const size_t limit = vm->memory_limit_;
-  vm->memory_limit_ = std::numeric_limits<size_t>::max();
-  lua_State* L = lua_newstate(Allocate, vm.get());
-  if (L == nullptr) return absl::ResourceExhaustedError("cannot create a Lua interpreter");
-  vm->state_ = L;
-  *static_cast<LuaVm**>(lua_getextraspace(L)) = vm.get();
-  if (int status = vm->Call(Setup, nullptr); status != LUA_OK) {
-    return absl::ResourceExhaustedError(vm->TakeError(status));
-  }
-  vm->memory_limit_ = limit;
-  lua_sethook(L, CountHook, LUA_MASKCOUNT, kHookStep);
-
-  // Text only: a precompiled chunk can crash the interpreter.
-  int status = luaL_loadbufferx(L, options.code.data(), options.code.size(),
-                                options.chunk_name.c_str(), "t");
-  if (status == LUA_OK) {
-    vm->spent_ = 0;
-    status = lua_pcall(L, 0, 0, 0);
-  }
-  if (status != LUA_OK) return absl::InvalidArgumentError(vm->TakeError(status));
-  vm->function_name_ = options.function.c_str();
-  if (status = vm->Call(FindFunction, nullptr); status != LUA_OK) {
-    return absl::InvalidArgumentError(vm->TakeError(status));
-  }
-  if (vm->function_ref_ == LUA_NOREF) {
-    return absl::InvalidArgumentError(
-        Cat(options.script_name, " defines no function '", options.function, "' (",
-            vm->function_type_ == nullptr ? "nil" : vm->function_type_, "): define function ",
-            options.function, "(event) returning the event, a list of events, or nil to drop it"));
-  }
-  lua_settop(L, 0);
-  return vm;
-}
-
-int LuaVm::Call(lua_CFunction fn, void* data) {
-  spent_ = 0;
-  memory_refused_ = false;
-  if (exhausted_) {
-    exhausted_ = false;
-    lua_sethook(state_, CountHook, LUA_MASKCOUNT, kHookStep);
-  }
-  lua_settop(state_, 0);
-  lua_pushcfunction(state_, fn);
-  lua_pushlightuserdata(state_, data);
-  return lua_pcall(state_, 1, LUA_MULTRET, 0);
-}
-
-std::string LuaVm::TakeError(int status) {
-  std::string message;
-  if (status == LUA_ERRMEM) {
-    message = memory_refused_ ? Cat("not enough memory: the script's heap reached max_memory (",
-                                    FormatBytes(memory_limit_), ")")
-                              : std::string("not enough memory");
-  } else if (lua_type(state_, -1) == LUA_TSTRING) {
-    size_t length = 0;
-    const char* text = lua_tolstring(state_, -1, &length);
-    message.assign(text, length);
-  } else if (lua_type(state_, -1) == LUA_TNUMBER) {
-    message = NumberText(state_, -1);
-  } else {
-    message = Cat("(error object is a ", luaL_typename(state_, -1), " value)");
-  }
-  lua_settop(state_, 0);
-  return message;
-}
-
 // What the transform knows of one version of a table.
 struct Plan {
   TableSchemaPtr hold;  // keeps the key's address from being reused
@@ -370,7 +103,7 @@ void PushValue(lua_State* L, const Value& value, LuaKind kind, const std::string
     return;
   }
   if (value.is_unchanged_toast()) {
-    lua_pushlightuserdata(L, &unchanged_marker);
+    lua_pushlightuserdata(L, UnchangedMarker());
     return;
   }
   const absl::string_view text = value.kind == ValueKind::kText
@@ -585,7 +318,7 @@ absl::Status FromLua(lua_State* L, int index, const Column& column, LuaKind kind
       return absl::OkStatus();
     }
     case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, index) != &unchanged_marker) break;
+      if (lua_touserdata(L, index) != UnchangedMarker()) break;
       if (!allow_unchanged) {
         return absl::InvalidArgumentError(
             "pgflow.unchanged in the row of an insert or a snapshot row (every value of a new "

@@ -262,6 +262,27 @@ absl::StatusOr<bool> ReshapingTransform::RewriteDdl(Change* change) {
   }
 }
 
+std::optional<ReshapingTransform::ColumnFate> ReshapingTransform::NewestFate(
+    const std::string& schema, const std::string& name) const {
+  if (auto it = ddl_fates_.find(Cat(schema, ".", name)); it != ddl_fates_.end()) {
+    return it->second;
+  }
+  const Version* newest = nullptr;
+  for (const auto& [ptr, v] : versions_) {
+    if (v.input->schema == schema && v.input->name == name &&
+        (newest == nullptr || v.input->version > newest->input->version)) {
+      newest = &v;
+    }
+  }
+  if (newest == nullptr) return std::nullopt;
+  ColumnFate fate;
+  for (const Column& c : newest->input->columns) fate[c.name] = std::nullopt;
+  for (const ShapeMap::Out& o : newest->map.columns) {
+    if (o.from >= 0) fate[newest->input->columns[static_cast<size_t>(o.from)].name] = o.name;
+  }
+  return fate;
+}
+
 absl::StatusOr<bool> ReshapingTransform::RewriteDdlDocument(Change* change, json& doc) {
   bool changed = false;
   const bool on_table = Str(doc, "object_type") == "table";
@@ -366,26 +387,7 @@ absl::StatusOr<bool> ReshapingTransform::RewriteDdlDocument(Change* change, json
     if (Covers(schema, name)) {
       // An index's columns: the newest shape this transform saw of the table (a schema
       // change's, else a row's) tells which it keeps and under which names.
-      std::optional<ColumnFate> fate;
-      if (auto it = ddl_fates_.find(Cat(schema, ".", name)); it != ddl_fates_.end()) {
-        fate = it->second;
-      } else {
-        const Version* newest = nullptr;
-        for (const auto& [ptr, v] : versions_) {
-          if (v.input->schema == schema && v.input->name == name &&
-              (newest == nullptr || v.input->version > newest->input->version)) {
-            newest = &v;
-          }
-        }
-        if (newest != nullptr) {
-          fate.emplace();
-          for (const Column& c : newest->input->columns) (*fate)[c.name] = std::nullopt;
-          for (const ShapeMap::Out& o : newest->map.columns) {
-            if (o.from >= 0) (*fate)[newest->input->columns[static_cast<size_t>(o.from)].name] = o.name;
-          }
-        }
-      }
-      if (fate) {
+      if (std::optional<ColumnFate> fate = NewestFate(schema, name)) {
         std::string using_text;
         std::string definition;
         if (!RewriteIdentifiers(Str(*index, "using"), *fate, &using_text)) {

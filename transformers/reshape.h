@@ -128,6 +128,10 @@ class ReshapingTransform : public Transform {
   absl::StatusOr<const Version*> VersionFor(const TableSchemaPtr& table);
   absl::StatusOr<bool> RewriteDdl(Change* change);
   absl::StatusOr<bool> RewriteDdlDocument(Change* change, nlohmann::json& doc);
+  // What becomes of each column of table schema.name in the newest shape this transform saw of
+  // it (a schema change's, else a row's): its output name, or nullopt when dropped. Nullopt
+  // when it saw none.
+  std::optional<ColumnFate> NewestFate(const std::string& schema, const std::string& name) const;
 
   const TransformContext context_;
   const std::vector<TableRef> tables_;

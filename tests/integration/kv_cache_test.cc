@@ -139,6 +139,34 @@ class KvPipeline {
   int redis_, memcached_, http_, admin_;
 };
 
+// INFO memory: the memory section alone, with what the rows hold (`rows` of them, `big_text`
+// bytes of one text among them) and the limit, as monitoring tools read them; the same figures
+// are metrics.
+void ExpectMemoryFigures(KvPipeline& p, int rows, int big_text) {
+  const std::string memory = p.Cli("INFO memory");
+  EXPECT_THAT(memory, HasSubstr("# Memory"));
+  EXPECT_THAT(memory, Not(HasSubstr("# Keyspace")));
+  EXPECT_THAT(memory, HasSubstr("pgflow_rows:" + std::to_string(rows)));
+  EXPECT_THAT(memory, HasSubstr("maxmemory:1073741824"));
+  EXPECT_THAT(memory, HasSubstr("maxmemory_human:1.00G"));
+  EXPECT_THAT(memory, HasSubstr("maxmemory_policy:noeviction"));
+  const size_t at = memory.find("used_memory:");
+  ASSERT_NE(at, std::string::npos) << memory;
+  const long used = std::stol(memory.substr(at + 12));
+  EXPECT_GT(used, big_text + rows * 60) << memory;
+  EXPECT_LT(used, big_text + rows * 400) << memory;
+  EXPECT_THAT(memory, HasSubstr("used_memory_human:"));
+  const std::string metrics = p.Metrics();
+  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_rows{pipeline=\"kv_clients\",sink=\"cache\"} " +
+                                 std::to_string(rows)));
+  EXPECT_THAT(metrics,
+              HasSubstr("pgflow_kv_used_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} " +
+                        std::to_string(used)));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("pgflow_kv_max_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} 1073741824"));
+}
+
 TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   KvPipeline p("kv_clients");
   Sql sql(p.url());
@@ -171,26 +199,7 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
       << scanned;  // 1, 10-19, 100-199
   EXPECT_THAT(p.Cli("HSET users:1 name x"), HasSubstr("READONLY"));
   EXPECT_THAT(p.Cli("INFO keyspace"), HasSubstr("db0:keys=203"));
-  // INFO memory: the memory section alone, with what the rows hold (a 10,000-byte text among
-  // them) and the limit, as monitoring tools read them; the same figures are metrics.
-  const std::string memory = p.Cli("INFO memory");
-  EXPECT_THAT(memory, HasSubstr("# Memory"));
-  EXPECT_THAT(memory, Not(HasSubstr("# Keyspace")));
-  EXPECT_THAT(memory, HasSubstr("pgflow_rows:203"));
-  EXPECT_THAT(memory, HasSubstr("maxmemory:1073741824"));
-  EXPECT_THAT(memory, HasSubstr("maxmemory_human:1.00G"));
-  EXPECT_THAT(memory, HasSubstr("maxmemory_policy:noeviction"));
-  const size_t at = memory.find("used_memory:");
-  ASSERT_NE(at, std::string::npos) << memory;
-  const long used = std::stol(memory.substr(at + 12));
-  EXPECT_GT(used, 10000 + 203 * 60) << memory;
-  EXPECT_LT(used, 10000 + 203 * 400) << memory;
-  EXPECT_THAT(memory, HasSubstr("used_memory_human:"));
-  const std::string metrics = p.Metrics();
-  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_rows{pipeline=\"kv_clients\",sink=\"cache\"} 203"));
-  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_used_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} " +
-                                 std::to_string(used)));
-  EXPECT_THAT(metrics, HasSubstr("pgflow_kv_max_memory_bytes{pipeline=\"kv_clients\",sink=\"cache\"} 1073741824"));
+  ExpectMemoryFigures(p, 203, 10000);
 
   // Pipelining: many commands in one write, answered in order.
   std::string batch;
