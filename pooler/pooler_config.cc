@@ -64,7 +64,7 @@ const OptionTable<AuthOptions>& AuthTable() {
       CustomOption<AuthOptions>("users", OptionType::kString, ReadUsersFile)
           .Help("pgbouncer's userlist.txt: one `\"user\" \"password, md5 hash or SCRAM secret\"` "
                 "a line; a relative path is relative to this file's directory. Re-read on "
-                "RELOAD."),
+                "RELOAD. Required unless auth.method is trust or cert."),
       StringOption("user", &AuthOptions::user)
           .NoDefault()
           .Help("pgbouncer's auth_user: a user not in the users file is looked up in "
@@ -173,13 +173,16 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
                 "?sslmode=prefer|require|verify-ca|verify-full (default disable) and "
                 "sslrootcert=file: TLS toward the server. Several hosts (host1:port1,host2:port2) "
                 "with ?target_session_attrs=any|read-write|read-only|primary|standby|"
-                "prefer-standby, as libpq: the first that answers as asked."),
+                "prefer-standby, as libpq: the first that answers as asked. A host that is a "
+                "directory is PostgreSQL's Unix socket in it (host=/var/run/postgresql "
+                "port=5432), where sslmode does not apply. libpq's key=value form works too."),
       ChoiceOption("load_balance_hosts", &DatabaseOptions::load_balance_hosts)
           .Choices({{"disable", false}, {"round-robin", true}}, "load_balance_hosts")
           .Help("With several hosts in url: round-robin starts each new server connection at "
                 "the host after the one the last started at, spreading the pool over them "
                 "(the others still tried in turn when it does not answer as asked); disable "
-                "starts at the host that answered last, as libpq would."),
+                "starts at the host that answered last, as libpq would. (pgbouncer's name; "
+                "libpq 15, which reads the url, knows no such url parameter.)"),
       ChoiceOption("pool_mode", &DatabaseOptions::pool_mode)
           .Choices({{"session", PoolMode::kSession},
                     {"transaction", PoolMode::kTransaction},
@@ -272,7 +275,9 @@ const OptionTable<TlsOptions>& TlsTable() {
       PathOption("crl", &TlsOptions::crl)
           .NoDefault()
           .Help("PEM revocation lists of tls.ca's authorities: a client certificate they "
-                "revoke fails the handshake (PostgreSQL's ssl_crl_file). Re-read on RELOAD."),
+                "revoke fails the handshake (PostgreSQL's ssl_crl_file). As in PostgreSQL, "
+                "every authority of a chain needs its list (an intermediate's missing one fails "
+                "the handshake with `unable to get certificate CRL`). Re-read on RELOAD."),
       PathOption("crl_dir", &TlsOptions::crl_dir)
           .NoDefault()
           .Help("A directory of PEM revocation lists of tls.ca's authorities, each under the "
@@ -291,16 +296,17 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Help("host:port where clients connect, as they would to PostgreSQL."),
           PathOption("unix_socket_dir", &PoolerConfig::unix_socket_dir)
               .Help("A directory: also listen on its Unix socket .s.PGSQL.<port> (psql -h "
-                    "<dir> -p <port>), mode 0777. Default: none."),
+                    "<dir> -p <port>), mode 0777, as PostgreSQL and pgbouncer do. Such clients "
+                    "need no TLS under tls.mode require, and show as `unix` in SHOW CLIENTS."),
           IntOption("threads", &PoolerConfig::threads)
               .Range(0, 256)
               .DefaultText("half the cores")
               .Help("Network threads, each with its own listening socket (SO_REUSEPORT)."),
           ChoiceOption("scheduling", &PoolerConfig::scheduling)
               .Choices({{"batch", ThreadScheduling::kBatch}, {"normal", ThreadScheduling::kNormal}})
-              .Help("batch: a network thread that wakes does not preempt a running task (a "
-                    "PostgreSQL backend on the same machine) but runs when it blocks; normal: "
-                    "the kernel's default."),
+              .Help("batch: the network threads run as SCHED_BATCH, so a thread that wakes "
+                    "does not preempt a running task (a PostgreSQL backend on the same machine) "
+                    "but runs when it blocks; normal: the kernel's default."),
           SectionOption("admin", &PoolerConfig::admin, AdminTable())
               .Help("{listen: host:port, users: [...]}: /metrics and the SQL console."),
           SectionOption("auth", &PoolerConfig::auth, AuthTable())
@@ -316,7 +322,8 @@ const OptionTable<PoolerConfig>& PoolerTable() {
                     "restart, a failover) before its client gets an error."),
           DurationOption("query_wait_timeout", &PoolerConfig::query_wait_timeout)
               .Range(milliseconds(0), milliseconds(86400000))
-              .Help("How long a client waits in the queue for a server connection."),
+              .Help("How long a client waits in the queue for a server connection (looked "
+                    "at every 100 ms)."),
           DurationOption("client_login_timeout", &PoolerConfig::client_login_timeout)
               .Range(milliseconds(100), milliseconds(3600000))
               .Help("A client must have logged in within this time."),
@@ -334,14 +341,14 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Help("A server connection is closed when released after this age."),
           StringOption("server_reset_query", &PoolerConfig::server_reset_query)
               .Help("Run on a server connection before another client gets it in session "
-                    "mode, and after a client left in the middle of a transaction."),
+                    "mode, and after a client left in the middle of a transaction (after a "
+                    "ROLLBACK)."),
           IntOption("max_prepared_statements", &PoolerConfig::max_prepared_statements)
               .Range(1, 1000000)
               .Help("Transaction and statement modes: prepared statements a server connection "
                     "keeps for its clients; past it, it closes them all and prepares again on "
                     "demand."),
-          IntOption("max_client_prepared_statements",
-                    &PoolerConfig::max_client_prepared_statements)
+          IntOption("max_client_prepared_statements", &PoolerConfig::max_client_prepared_statements)
               .Range(1, 10000000)
               .Help("Transaction and statement modes: named prepared statements one client "
                     "may hold; past it, its Parse fails with an error that says so."),
@@ -479,6 +486,13 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
 
 const OptionSchema& PoolerOptionSchema() { return PoolerTable(); }
 const OptionSchema& PoolerDatabaseOptionSchema() { return DatabaseTable(); }
+
+std::string PoolerOptionsReference() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  AppendOptionsMarkdown("", PoolerTable(), &out);
+  AppendOptionsMarkdown("databases.<name>", DatabaseTable(), &out);
+  return out;
+}
 
 absl::StatusOr<PoolerConfig> ParsePoolerConfig(std::string_view yaml, const std::string& file) {
   absl::StatusOr<ConfigNode> root =

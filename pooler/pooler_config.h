@@ -184,6 +184,11 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
 const OptionSchema& PoolerOptionSchema();
 const OptionSchema& PoolerDatabaseOptionSchema();
 
+// Every key a pooler file accepts, as the markdown table docs/reference/pooler-options.md
+// carries (| key | type | default | meaning |): generated from the option tables above, never
+// written by hand (tests/unit/docs/reference_pages_test.cc keeps the page equal to it).
+std::string PoolerOptionsReference();
+
 // Reads and checks the file, and the users file it names (every error at once, each at its
 // position: a users file that cannot be read at the auth.users key). No network. The database
 // named "pgflow" is refused: it is the admin console.
