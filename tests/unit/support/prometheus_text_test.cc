@@ -1,6 +1,6 @@
 // The strict Prometheus text-format reader the /metrics tests rely on: it must read a good
 // exposition exactly (values, unescaped label values and help) and refuse each kind of
-// malformed one with the line at fault. No database needed.
+// malformed one with the line at fault. A unit test: no server needed.
 
 #include "tests/integration/support/prometheus_text.h"
 
