@@ -733,6 +733,7 @@ TEST(KafkaSourceTest, WhatRetentionDeletedBeforeTheGroupReadItStopsTheDeliveryAs
   ASSERT_TRUE(WaitFor(
       [&] {
         source.Exec(Workload(1000 + std::stoll(source.Scalar("SELECT count(*) FROM ledger"))));
+        // Paced, not waited on: a write every 200 ms rolls the 100 ms segments.
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         return Offsets(kafka, t.group(), t.topic("ledger"), 1).low[0] > committed;
       },
