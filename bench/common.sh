@@ -1,6 +1,9 @@
 # Shared by the benchmarks: a throwaway PostgreSQL with an empty database `bench`, removed on
 # exit; PGHOST, PGPORT and PGUSER exported for psql; $work a scratch directory. Source it.
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# PGFLOW_BINARY runs another build of pgflow (default build/pgflow): an earlier commit's, to
+# compare a change with what it changed in the same hour.
+export PGFLOW_BINARY=${PGFLOW_BINARY:-build/pgflow}
 # The full set-up (the servers, clients and tools the benchmarks compare with), unless it ran:
 # the quickstart's set-up builds build/pgflow alone.
 [ -x build/kv_bench ] || scripts/setup.sh >/dev/null
@@ -104,10 +107,10 @@ latency_pipeline() { stream_pipeline public.lat lat lat_bench "$1"; }
 # CPU seconds (user + system), the steadier measure on a shared machine.
 timed_pgflow() {
   python3 - "$1" "$END" "$2" <<'PY' || { cat "$2"; exit 1; }
-import resource, subprocess, sys, time
+import os, resource, subprocess, sys, time
 start = time.monotonic()
 with open(sys.argv[3], "w") as log:
-    code = subprocess.call(["build/pgflow", "run", sys.argv[1], "--until", sys.argv[2],
+    code = subprocess.call([os.environ["PGFLOW_BINARY"], "run", sys.argv[1], "--until", sys.argv[2],
                             "--progress", "0"], stderr=log)
 wall = time.monotonic() - start
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -66,7 +66,7 @@ bench_pipeline bench_mock mock_bench "{kafka: {brokers: \"$MOCKED\", tombstones:
 run() {  # name: prints "seconds cpu"
   local t0 t1
   t0=$(now)
-  /usr/bin/time -f "%U %S" -o "$work/$1.cpu" build/pgflow run "$work/$1.yaml" --until "$END" \
+  /usr/bin/time -f "%U %S" -o "$work/$1.cpu" "$PGFLOW_BINARY" run "$work/$1.yaml" --until "$END" \
     --progress 0 2>"$work/$1.log" || { cat "$work/$1.log" >&2; exit 1; }
   t1=$(now)
   echo "$(python3 -c "print($t1 - $t0)") $(awk '{print $1 + $2}' "$work/$1.cpu")"
@@ -115,7 +115,7 @@ source:
 sinks:
   out: {kafka: {brokers: "$2"$KAFKA_EXTRA}}
 YAML
-build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
+"$PGFLOW_BINARY" run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
 pgflow_pid=$!
 for _ in $(seq 300); do grep -q "streaming from" "$work/lat.log" && break; sleep 0.1; done
 # A first row, so that pgflow creates the topic (3 partitions) before kcat asks for it.

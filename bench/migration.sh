@@ -126,11 +126,11 @@ hand_copy() {
 }
 # pgflow: snapshot into an empty target, indexes after; stops once streaming confirms `start`.
 pgflow_copy() {
-  build/pgflow teardown "$work/migrate.yaml" >/dev/null 2>&1 || true
+  "$PGFLOW_BINARY" teardown "$work/migrate.yaml" >/dev/null 2>&1 || true
   tpsql -q -d postgres -c "DROP DATABASE IF EXISTS pgflow" -c "CREATE DATABASE pgflow"
   local start=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
   begin_phase
-  /usr/bin/time -f "%U %S" -o "$work/snapshot.cpu" build/pgflow run "$work/migrate.yaml" --until "$start" \
+  /usr/bin/time -f "%U %S" -o "$work/snapshot.cpu" "$PGFLOW_BINARY" run "$work/migrate.yaml" --until "$start" \
     --progress 0 2>"$work/pgflow-snapshot.log" || { cat "$work/pgflow-snapshot.log"; exit 1; }
   end_phase pgflow_sync "$work/snapshot.cpu"
   # pgflow's own steps, with their times (kept for the summary).
@@ -145,7 +145,7 @@ pgflow_copy() {
 # its own: when it fails, pgcopydb signals its whole process group, this script included.
 [ "$ROUNDS" -le 4 ] || { echo "ROUNDS: at most 4" >&2; exit 2; }
 pgcopydb_copy() {
-  build/pgflow teardown "$work/migrate.yaml" >/dev/null 2>&1 || true
+  "$PGFLOW_BINARY" teardown "$work/migrate.yaml" >/dev/null 2>&1 || true
   tpsql -q -d postgres -c "DROP DATABASE IF EXISTS pgcopydb" -c "CREATE DATABASE pgcopydb"
   rm -rf "$work/pgcopydb"
   begin_phase
@@ -178,7 +178,7 @@ native_apply() {
 }
 pgflow_apply() {
   begin_phase
-  /usr/bin/time -f "%U %S" -o "$work/stream.cpu" build/pgflow run "$work/migrate.yaml" --until "$end" \
+  /usr/bin/time -f "%U %S" -o "$work/stream.cpu" "$PGFLOW_BINARY" run "$work/migrate.yaml" --until "$end" \
     --progress 0 2>"$work/pgflow-stream.log" || { cat "$work/pgflow-stream.log"; exit 1; }
   end_phase pgflow_apply "$work/stream.cpu"
 }
@@ -200,7 +200,7 @@ PY
   end=$(psql -Atq -d bench -c "SELECT pg_current_wal_lsn()")
   if [ $((round % 2)) = 1 ]; then native_apply; pgflow_apply; else pgflow_apply; native_apply; fi
 done
-build/pgflow verify "$work/migrate.yaml" --ranges 16 | tail -n 1
+"$PGFLOW_BINARY" verify "$work/migrate.yaml" --ranges 16 | tail -n 1
 sed 's/^/pgflow steps: /' "$work/pgflow-steps"
 
 python3 - "$ROWS" "$CHANGES" "$work/phases" "$ROUNDS" <<'PY'

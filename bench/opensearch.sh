@@ -91,7 +91,7 @@ source:
 sinks:
   out: $1
 YAML
-  timed build/pgflow run "$work/load.yaml" --progress 0
+  timed "$PGFLOW_BINARY" run "$work/load.yaml" --progress 0
 }
 jsonl_t=$(run_pgflow "{jsonl: {path: /dev/null}}")
 fresh_index pgflow_items
@@ -210,7 +210,7 @@ PY
 curl -sf -X PUT "$OS/direct_lat" -H 'Content-Type: application/json' \
   -d '{"settings":{"number_of_shards":1,"number_of_replicas":0,"refresh_interval":"1s"},"mappings":{"properties":{"id":{"type":"long"},"ts":{"type":"date"}}}}' >/dev/null
 direct=$(python3 "$work/latency.py" "$OS" direct_lat "$SECONDS_LAT" direct)
-build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
+"$PGFLOW_BINARY" run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
 lat_pid=$!
 for _ in $(seq 100); do grep -q "replication stream: streaming" "$work/lat.log" && break; sleep 0.2; done
 # pgflow creates the index at its first document: one row first, then the measured ones.

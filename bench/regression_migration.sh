@@ -57,7 +57,7 @@ settle() {
   sync
 }
 verified() {  # verified YAML: "identical N of M tables"
-  build/pgflow verify "$1" >"$work/verify.out" 2>&1 || true
+  "$PGFLOW_BINARY" verify "$1" >"$work/verify.out" 2>&1 || true
   local total same
   total=$(grep -oE '\(([0-9]+) tables' "$work/verify.out" | tail -n 1 | tr -dc 0-9)
   same=$(grep -cE ': ([0-9]+ rows.*)?identical' "$work/verify.out" || true)
@@ -79,7 +79,7 @@ pgflow_run() {
   tpsql -q -d postgres -c "DROP DATABASE IF EXISTS pgflow" -c "CREATE DATABASE pgflow"
   settle
   local t0=$(now)
-  build/pgflow run "$work/pgflow.yaml" --progress 0 >"$work/pgflow.log" 2>&1 \
+  "$PGFLOW_BINARY" run "$work/pgflow.yaml" --progress 0 >"$work/pgflow.log" 2>&1 \
     && status=ok || status="exit $?"
   echo "pgflow $(elapsed "$t0" "$(now)") $status" >>"$work/times"
 }

@@ -48,7 +48,7 @@ source:
 sinks:
   discard: {blackhole: {raw_copy: $2}}
 YAML
-  best build/pgflow run "$work/snap.yaml" --progress 0
+  best "$PGFLOW_BINARY" run "$work/snap.yaml" --progress 0
 }
 for workers in 1 2 4; do
   report "pgflow snapshot, $workers worker(s)" "$(run_pgflow "$workers" false)"

@@ -40,7 +40,7 @@ sinks:
   out: {jsonl: {path: /dev/null}}
 YAML
 t2=$(now)
-build/pgflow run "$work/bench.yaml" --until "$END" --progress 0 2>"$work/pgflow.log" || { cat "$work/pgflow.log"; exit 1; }
+"$PGFLOW_BINARY" run "$work/bench.yaml" --until "$END" --progress 0 2>"$work/pgflow.log" || { cat "$work/pgflow.log"; exit 1; }
 t3=$(now)
 grep -E "stopped after" "$work/pgflow.log" || true
 

@@ -71,7 +71,7 @@ SELECT 'slot' FROM pg_create_logical_replication_slot('lat_bench', 'pgoutput');
 ALTER PUBLICATION pgflow_bench ADD TABLE lat;
 SQL
 latency_pipeline "{webhook: {url: \"$HOOK/hook\", secret: \"\${WEBHOOK_SECRET}\"}}" >"$work/lat.yaml"
-build/pgflow run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
+"$PGFLOW_BINARY" run "$work/lat.yaml" --progress 0 2>"$work/lat.log" &
 PGFLOW=$!
 for _ in $(seq 200); do grep -q "streaming" "$work/lat.log" && break; sleep 0.05; done
 reset
