@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +27,9 @@ using nlohmann::json;
 constexpr size_t kMaxIdBytes = 512;
 // In an index several tables share: the field naming each document's table.
 constexpr char kTableField[] = "pgflow_table";
+// The backoff between rounds of a flush that are pushed back (without a Retry-After).
+constexpr std::chrono::milliseconds kFirstRetry(100);
+constexpr std::chrono::milliseconds kLongestRetry(10000);
 
 // The mapping of a column, from its type: what OpenSearch would not guess right on its own.
 json FieldMapping(const Column& column, const std::string& json_type) {
@@ -104,6 +106,11 @@ absl::Status ReadProperties(const ConfigNode& node,
   return absl::OkStatus();
 }
 
+const OptionTable<HttpEndpointOptions>& HttpEndpointTable() {
+  static const auto* table = MakeHttpEndpointTable(OpenSearchSinkOptions{}.http, "node").release();
+  return *table;
+}
+
 const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
   using O = OpenSearchSinkOptions;
   static const auto* table = new OptionTable<O>({
@@ -115,14 +122,7 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
       StringOption("api_key", &O::api_key)
           .Help("Sent as `Authorization: ApiKey <api_key>` (the base64 of id:key), instead of "
                 "basic authentication."),
-      StringOption("ca_file", &O::ca_file)
-          .DefaultText("the system's")
-          .Help("PEM file of the certificate authorities an https node's certificate is "
-                "checked against."),
-      StringOption("client_cert", &O::client_cert).Help("PEM client certificate, for mutual TLS."),
-      StringOption("client_key", &O::client_key).Help("PEM key of client_cert."),
-      BoolOption("tls_verify", &O::tls_verify)
-          .Help("Check an https node's certificate and host name; false only for tests."),
+      EmbedOptions(&O::http, HttpEndpointTable()),
       StringOption("refresh_interval", &O::refresh_interval)
           .Help("The refresh interval of the indexes pgflow creates: how soon a document is "
                 "searchable (\"1s\", \"500ms\")."),
@@ -147,8 +147,6 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
           .Choices({{"keep", O::OnDrop::kKeep}, {"delete", O::OnDrop::kDelete}}, "on_drop_table")
           .Help("DROP TABLE of a followed table: keep its documents, or delete them (its own "
                 "index, or its documents in an index tables share)."),
-      BoolOption("gzip", &O::gzip)
-          .Help("Compress request bodies (Content-Encoding: gzip): less network for some CPU."),
       StringOption("index", &O::index)
           .Help("The index of each table: a name, or a template over {schema} and {table} "
                 "(lower-cased); a route transform's destination takes precedence."),
@@ -162,7 +160,6 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
           .Range(1, 64)
           .Help("_bulk requests sent at once, each over a connection of its own; documents are "
                 "spread over them by id."),
-      DurationOption("timeout", &O::timeout).Help("How long one request may take."),
       DurationOption("retry_for", &O::retry_for)
           .Help("How long items refused for a while (429, 5xx, the node down) are sent again "
                 "before the pipeline restarts from its last acknowledgement."),
@@ -206,12 +203,7 @@ absl::Status OpenSearchSink::Open() {
       .username = options_->username,
       .password = options_->password,
       .api_key = options_->api_key,
-      .ca_file = options_->ca_file,
-      .client_cert = options_->client_cert,
-      .client_key = options_->client_key,
-      .tls_verify = options_->tls_verify,
-      .gzip = options_->gzip,
-      .timeout = options_->timeout,
+      .endpoint = options_->http,
   });
   absl::StatusOr<HttpResponse> root = http_->Request("GET", "/");
   if (!root.ok()) {
@@ -894,13 +886,14 @@ absl::Status OpenSearchSink::Judge(const absl::StatusOr<HttpResponse>& res,
     for (Action& a : sent) again->push_back(std::move(a));
     return absl::OkStatus();
   }
-  if (res->status == 429 || res->status / 100 == 5) {
+  const HttpDisposition disposition = Classify(res->status, /*curl_code=*/0);
+  if (IsRetry(disposition)) {
     *reason = Cat("HTTP ", res->status);
     *wait_seconds = std::max(*wait_seconds, res->retry_after_seconds);
     for (Action& a : sent) again->push_back(std::move(a));
     return absl::OkStatus();
   }
-  if (res->status / 100 != 2) {
+  if (disposition != HttpDisposition::kAccepted) {
     return absl::FailedPreconditionError(Cat("sink ", context_.sink,
                                              " (opensearch): _bulk refused: HTTP ", res->status,
                                              ": ", res->body.substr(0, 500)));
@@ -926,7 +919,7 @@ absl::Status OpenSearchSink::Judge(const absl::StatusOr<HttpResponse>& res,
     if (status / 100 == 2 || status == 409 || (status == 404 && sent[i].is_delete)) continue;
     const std::string error = item.contains("error") ? item["error"].dump() : "";
     // Pushed back, or blocked for a while (a write block, the disk's flood stage): again later.
-    if (status == 429 || status / 100 == 5 ||
+    if (IsRetry(Classify(status, /*curl_code=*/0)) ||
         error.find("cluster_block_exception") != std::string::npos) {
       *reason = Cat("HTTP ", status, " ", error.substr(0, 200));
       again->push_back(std::move(sent[i]));
@@ -958,8 +951,8 @@ absl::Status OpenSearchSink::SendAll() {
   pending_.clear();
   pending_bytes_ = 0;
   const auto give_up = std::chrono::steady_clock::now() + options_->retry_for;
-  std::chrono::milliseconds backoff(100);
-  std::mt19937 jitter(std::random_device{}());
+  const Backoff backoff(kFirstRetry, kLongestRetry);
+  int round = 0;
   while (!todo.empty()) {
     // Lanes, one request each, sent at once: a document is always in the same lane, so its
     // writes keep their order (its versions would restore it anyway).
@@ -1006,13 +999,10 @@ absl::Status OpenSearchSink::SendAll() {
                                         " document(s) still refused after ",
                                         options_->retry_for.count() / 1000, "s: ", reason));
     }
-    std::chrono::milliseconds wait =
-        wait_seconds > 0 ? std::chrono::milliseconds(wait_seconds * 1000)
-                         : backoff + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+    const std::chrono::milliseconds wait = backoff.Next(++round, std::chrono::seconds(wait_seconds));
     LogWarning("sink %s (opensearch): %d document(s) to send again in %dms: %s", context_.sink,
                todo.size(), wait.count(), reason);
     std::this_thread::sleep_for(wait);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
   }
   return absl::OkStatus();
 }
