@@ -175,6 +175,9 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status Judge(const absl::StatusOr<HttpResponse>& res, std::vector<Action>& sent,
                      std::vector<Action>* again, std::string* reason, int* wait_seconds);
 
+  // In an index several tables share: the field naming each document's table.
+  static constexpr char kTableField[] = "pgflow_table";
+
   const SinkContext context_;
   const std::shared_ptr<const OpenSearchSinkOptions> options_;
   // `shared`: several tables may share an index, so each document carries its table
