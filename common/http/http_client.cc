@@ -1,43 +1,14 @@
 #include "common/http/http_client.h"
 
 #include <curl/curl.h>
-#include <strings.h>
 #include <zlib.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "engine/str_cat.h"
 
 namespace pgflow {
-namespace {
-
-size_t AppendBody(char* data, size_t size, size_t count, void* out) {
-  static_cast<std::string*>(out)->append(data, size * count);
-  return size * count;
-}
-
-}  // namespace
-
-std::optional<int> ParseRetryAfter(std::string_view line) {
-  constexpr std::string_view kName = "retry-after:";
-  if (line.size() <= kName.size() || strncasecmp(line.data(), kName.data(), kName.size()) != 0) {
-    return std::nullopt;
-  }
-  const long long seconds =
-      std::strtoll(std::string(line.substr(kName.size())).c_str(), nullptr, 10);
-  return static_cast<int>(std::clamp<long long>(seconds, 0, 86400));
-}
-
-size_t ReadRetryAfterHeader(char* data, size_t size, size_t count, void* seconds) {
-  const size_t n = size * count;
-  if (std::optional<int> parsed = ParseRetryAfter(std::string_view(data, n))) {
-    *static_cast<int*>(seconds) = *parsed;
-  }
-  return n;
-}
 
 HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options)) {
   static std::once_flag init;
@@ -52,31 +23,12 @@ HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options))
 
 void HttpClient::Prepare(void* handle, const std::string& url, HttpResponse* response) const {
   CURL* curl = static_cast<CURL*>(handle);
-  const long timeout = static_cast<long>(options_.timeout.count());
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(timeout, 10000));
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response->body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadRetryAfterHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response->retry_after_seconds);
+  SetUpHandle(curl, options_.endpoint, url.c_str(), response);
   // Answers may come compressed (the node decides); libcurl inflates them.
   curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
   if (!userpwd_.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd_.c_str());
-  }
-  if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  if (!options_.client_cert.empty()) {
-    curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_cert.c_str());
-  }
-  if (!options_.client_key.empty()) {
-    curl_easy_setopt(curl, CURLOPT_SSLKEY, options_.client_key.c_str());
-  }
-  if (!options_.tls_verify) {
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
   }
 }
 
@@ -89,7 +41,7 @@ struct curl_slist* HttpClient::Headers(std::string_view content_type, bool gzipp
 }
 
 std::string_view HttpClient::Encode(std::string_view body, std::string* scratch) const {
-  return options_.gzip ? GzipEncode(body, scratch) : body;
+  return options_.endpoint.gzip ? GzipEncode(body, scratch) : body;
 }
 
 std::string_view GzipEncode(std::string_view body, std::string* scratch) {

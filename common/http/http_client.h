@@ -6,50 +6,29 @@
 // tried in turn when one cannot be reached; several requests at once over libcurl's multi
 // interface, on the calling thread. Not thread-safe: one per sink thread.
 
-#include <chrono>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/http/http_endpoint.h"
+#include "common/http/retry_policy.h"
 
 struct curl_slist;
 
 namespace pgflow {
 
-// The wait a `Retry-After` header line asks for ("Retry-After: 120\r\n", the name in any
-// case), in seconds, bounded to 0..86400 (a day); nullopt when `line` is another header. An HTTP
-// date is not understood and reads as 0 (the caller's own backoff applies).
-std::optional<int> ParseRetryAfter(std::string_view line);
-
-// A libcurl header callback (CURLOPT_HEADERFUNCTION): stores ParseRetryAfter's seconds in the
-// `int` that CURLOPT_HEADERDATA points at; other headers leave it as it is.
-size_t ReadRetryAfterHeader(char* data, size_t size, size_t count, void* seconds);
-
 // `body` gzipped (a gzip header and trailer around a deflate stream, at the fastest level)
 // into *scratch, which the result then points at; `body` itself when empty or when zlib fails.
 std::string_view GzipEncode(std::string_view body, std::string* scratch);
-
-struct HttpResponse {
-  long status = 0;
-  std::string body;
-  // Retry-After, in seconds (ParseRetryAfter), when the server sent one (429, 503); 0 otherwise.
-  int retry_after_seconds = 0;
-};
 
 struct HttpClientOptions {
   std::vector<std::string> urls;  // "http://127.0.0.1:9200", ... (no trailing slash needed)
   std::string username;           // basic authentication, when set
   std::string password;
   std::string api_key;            // `Authorization: ApiKey <api_key>`, when set
-  std::string ca_file;            // PEM CA bundle for https (default: the system's)
-  std::string client_cert;        // PEM client certificate and key, for mutual TLS
-  std::string client_key;
-  bool tls_verify = true;         // check the node's certificate and name
-  bool gzip = false;              // compress request bodies (Content-Encoding: gzip)
-  std::chrono::milliseconds timeout{30000};
+  HttpEndpointOptions endpoint;   // TLS, gzip, the timeout
 };
 
 class HttpClient {
@@ -76,7 +55,7 @@ class HttpClient {
   const std::string& node() const { return options_.urls[current_]; }
 
  private:
-  // Sets what every request carries: timeouts, authentication, TLS, the answer's buffers.
+  // Sets what every request carries: SetUpHandle's, and authentication.
   void Prepare(void* curl, const std::string& url, HttpResponse* response) const;
   // The headers of a request with a body (a curl_slist the caller frees); `gzipped`: the body
   // went through Encode's compression.

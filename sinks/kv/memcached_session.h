@@ -30,6 +30,14 @@ class MemcachedSession {
   bool more() const { return more_; }
 
  private:
+  using Tokens = std::vector<std::string_view>;  // a request line's words, the command first
+  // get / gets (`with_cas`: each value's LSN as its cas) of the keys in tok[1..].
+  void Get(const Tokens& tok, bool with_cas, std::string* out);
+  // mg <key> <flags>*: the meta get.
+  void MetaGet(const Tokens& tok, std::string* out);
+  // stats: the general statistics (other groups answer only END).
+  void Stats(const Tokens& tok, std::string* out);
+
   KvService* service_;
   std::string in_;
   size_t in_pos_ = 0;

@@ -7,6 +7,7 @@
 //
 // A session belongs to one connection and is used from one thread at a time.
 
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,10 +18,15 @@
 
 namespace pgflow {
 
-enum class RedisCommand;  // the Redis commands RedisSession tells apart (redis_session.cc)
+enum class RedisCommand;  // the reads RedisSession::Read answers (redis_session.cc)
 
 class RedisSession {
  public:
+  using Args = std::vector<std::string_view>;  // a command's words, its name first
+  // One command of the table Execute dispatches on (name, arity, flags, when it may run, its
+  // handler); COMMAND shows the table (redis_session.cc).
+  struct Command;
+
   // `service` must outlive the session.
   explicit RedisSession(KvService* service) : service_(service) {}
 
@@ -42,10 +48,30 @@ class RedisSession {
 
  private:
   SessionStep Run(std::string* out);
-  // Runs one command; may ask to close or wait.
-  SessionStep Execute(const std::vector<std::string_view>& args, std::string* out);
+  // Runs one command: looks it up in the table, checks authentication, subscribed mode, the
+  // tables being loaded, write_through and the arity, then runs its handler or Read.
+  SessionStep Execute(const Args& args, std::string* out);
+  // The table, in COMMAND's order; the command named `upper` (upper case) in it, or null.
+  static std::span<const Command> Commands();
+  static const Command* FindCommand(std::string_view upper);
+  // A handler member as the table holds it.
+  template <SessionStep (RedisSession::*handler)(const Args&, std::string*)>
+  static SessionStep Call(RedisSession& session, const Args& args, std::string* out);
+  // The handlers; each is called with its arity checked.
+  SessionStep Auth(const Args& args, std::string* out);
+  SessionStep Hello(const Args& args, std::string* out);
+  SessionStep Ping(const Args& args, std::string* out);
+  SessionStep Select(const Args& args, std::string* out);
+  SessionStep DescribeCommands(const Args& args, std::string* out);
+  SessionStep Client(const Args& args, std::string* out);
+  SessionStep WaitLsn(const Args& args, std::string* out);
+  SessionStep WriteHash(const Args& args, std::string* out);
+  SessionStep DeleteKeys(const Args& args, std::string* out);
+  // True (and the session authenticated) when `password` is the configured one; else WRONGPASS
+  // is appended.
+  bool CheckPassword(std::string_view password, std::string* out);
   // The hash and string reads (GET, HGET, HGETALL, ...): `id` names one of them.
-  void Read(RedisCommand id, const std::vector<std::string_view>& args, std::string* out);
+  void Read(RedisCommand id, const Args& args, std::string* out);
   void Subscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Unsubscribe(bool pattern, const std::vector<std::string_view>& args, std::string* out);
   void Scan(const std::vector<std::string_view>& args, std::string* out);

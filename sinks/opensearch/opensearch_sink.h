@@ -30,8 +30,9 @@
 //   a partial update of the fields it has (`update` with `doc`): indexing the row would lose
 //   the field. Partial updates carry no external version.
 // - Durability: Flush sends what is buffered as `_bulk` requests and returns once every item
-//   is done. Items that fail for a while (429, 5xx, the node unreachable) are sent again, and
-//   only they, with backoff (honouring Retry-After) for up to `retry_for`, after which the
+//   is done. Items that fail for a while (408, 429, 5xx, the node unreachable: Classify in
+//   common/http/retry_policy.h) are sent again, and only they, after a Backoff of 100 ms doubling
+//   to 10 s (or the Retry-After asked for) for up to `retry_for`, after which the
 //   pipeline restarts from its last acknowledgement (nothing is lost). An item refused for good
 //   (400: a mapping conflict, a value the field cannot take) stops the pipeline naming the
 //   document and the reason; with `dead_letter:` it is recorded there (engine/dead_letter.h),
@@ -47,12 +48,12 @@
 //   change streamed to them). Indexes that exist already are left as they are.
 //
 // - A column whose type changes so that the index cannot take it in place (integer to text, ...),
-//   or a column dropped or renamed, in an index pgflow created for one table: at the first row of the new shape, pgflow creates
-//   a new index "<index>-r<lsn>" with the new mapping, asks the source for a backfill of the
-//   table (as `pgflow snapshot` does) and writes the table's changes there; once the backfill
-//   is complete (every sink holds it), the alias <index> is pointed at the new index and the
-//   old one removed, in one _aliases call: searches see the old index until then, never a
-//   half-built one. A restart finds the rebuild again by the new index's _meta.
+//   or a column dropped or renamed, in an index pgflow created for one table: at the first row of
+//   the new shape, pgflow creates a new index "<index>-r<lsn>" with the new mapping, asks the
+//   source for a backfill of the table (as `pgflow snapshot` does) and writes the table's changes
+//   there; once the backfill is complete (every sink holds it), the alias <index> is pointed at the
+//   new index and the old one removed, in one _aliases call: searches see the old index until then,
+//   never a half-built one. A restart finds the rebuild again by the new index's _meta.
 
 #include <atomic>
 #include <chrono>
@@ -77,11 +78,7 @@ struct OpenSearchSinkOptions : SinkOptions {
   std::string username;
   std::string password;
   std::string api_key;
-  std::string ca_file;
-  std::string client_cert;
-  std::string client_key;
-  bool tls_verify = true;
-  bool gzip = false;
+  HttpEndpointOptions http{.timeout = std::chrono::milliseconds(30000)};  // TLS, gzip, timeout
   std::string index = "{schema}.{table}";
   std::string refresh_interval = "1s";
   int replicas = -1;  // -1: the cluster's default
@@ -96,7 +93,6 @@ struct OpenSearchSinkOptions : SinkOptions {
   uint64_t batch_bytes = 5 << 20;
   int batch_docs = 2000;
   int connections = 4;
-  std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds retry_for{300000};
 };
 
@@ -178,6 +174,9 @@ class OpenSearchSink : public TransactionalSink {
   // reason and any Retry-After), a permanent refusal is an error.
   absl::Status Judge(const absl::StatusOr<HttpResponse>& res, std::vector<Action>& sent,
                      std::vector<Action>* again, std::string* reason, int* wait_seconds);
+
+  // In an index several tables share: the field naming each document's table.
+  static constexpr char kTableField[] = "pgflow_table";
 
   const SinkContext context_;
   const std::shared_ptr<const OpenSearchSinkOptions> options_;

@@ -4,8 +4,6 @@
 #include <netdb.h>
 
 #include <algorithm>
-#include <cmath>
-#include <random>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -83,6 +81,11 @@ absl::Status ReadHeaders(const ConfigNode& node,
   return absl::OkStatus();
 }
 
+const OptionTable<HttpEndpointOptions>& HttpEndpointTable() {
+  static const auto* table = MakeHttpEndpointTable(WebhookSinkOptions{}.http, "endpoint").release();
+  return *table;
+}
+
 const OptionTable<WebhookSinkOptions>& WebhookTable() {
   using O = WebhookSinkOptions;
   static const auto* table = new OptionTable<O>({
@@ -98,9 +101,9 @@ const OptionTable<WebhookSinkOptions>& WebhookTable() {
           .Help("The signing secret, whsec_<base64> (write ${VAR}); several (a list, or "
                 "space-separated) sign with each, for rotation."),
       ChoiceOption("method", &O::method)
-          .Choices({{"POST", O::Method::kPost}, {"PUT", O::Method::kPut},
-                    {"PATCH", O::Method::kPatch}},
-                   "method")
+          .Choices(
+              {{"POST", O::Method::kPost}, {"PUT", O::Method::kPut}, {"PATCH", O::Method::kPatch}},
+              "method")
           .Help("The HTTP method."),
       CustomOption("headers", OptionType::kMap, ReadHeaders, &O::headers)
           .NoDefault()
@@ -111,7 +114,6 @@ const OptionTable<WebhookSinkOptions>& WebhookTable() {
                 "this many, delivered all or nothing."),
       DurationOption("linger", &O::linger)
           .Help("How long a batch that is not full waits for more events."),
-      BoolOption("gzip", &O::gzip).Help("Compress bodies (Content-Encoding: gzip)."),
       ChoiceOption("order", &O::order)
           .Choices({{"per_key", WebhookOrder::kPerKey},
                     {"fifo", WebhookOrder::kFifo},
@@ -125,20 +127,16 @@ const OptionTable<WebhookSinkOptions>& WebhookTable() {
       IntOption("buffer", &O::buffer)
           .AtLeast(1)
           .Help("Events per endpoint not yet accepted; when full, the pipeline waits."),
-      DurationOption("timeout", &O::timeout).Help("How long one request may take."),
       IntOption("max_attempts", &O::max_attempts)
           .AtLeast(0)
           .Help("Attempts before a request that keeps failing is given up; 0: only max_age."),
       DurationOption("max_age", &O::max_age)
           .Help("How long a failing request is retried before it is given up."),
       DurationOption("backoff", &O::backoff)
-          .Help("The wait before the first retry, doubled at each (with jitter)."),
+          .Help("The wait before the first retry, doubled at each up to max_backoff; each wait "
+                "is drawn between half of that and all of it (jitter)."),
       DurationOption("max_backoff", &O::max_backoff).Help("The longest wait between attempts."),
-      BoolOption("tls_verify", &O::tls_verify)
-          .Help("Check an https endpoint's certificate and host name; false only for tests."),
-      StringOption("ca_file", &O::ca_file)
-          .DefaultText("the system's")
-          .Help("PEM file of the certificate authorities endpoints are checked against."),
+      EmbedOptions(&O::http, HttpEndpointTable()),
       BoolOption("deny_private_addresses", &O::deny_private_addresses)
           .Help("Refuse endpoints that resolve or connect to loopback, private or link-local "
                 "addresses (against server-side request forgery)."),
@@ -241,18 +239,7 @@ std::string PayloadOf(const Change& change, const std::string& id, const JsonOpt
   return out;
 }
 
-// ---- HTTP ----
-
-size_t KeepAnswer(char* data, size_t size, size_t count, void* out) {
-  std::string* answer = static_cast<std::string*>(out);
-  const size_t n = size * count;
-  if (answer->size() < kAnswerBytes) answer->append(data, std::min(n, kAnswerBytes - answer->size()));
-  return n;
-}
-
-bool Retryable(long status) { return status == 408 || status == 429 || status >= 500; }
-// Answers that say the endpoint as a whole is struggling, not this request.
-bool EndpointDown(long status) { return status == 429 || (status >= 502 && status <= 504); }
+// ---- messages ----
 
 std::string Seconds(WebhookClock::duration d) {
   return absl::StrFormat("%.1fs", std::chrono::duration<double>(d).count());
@@ -278,8 +265,7 @@ struct WebhookSink::Transfer {
   WebhookRequest* request = nullptr;
   CURL* curl = nullptr;
   curl_slist* headers = nullptr;
-  std::string answer;
-  int retry_after = 0;  // seconds (ReadRetryAfterHeader)
+  HttpResponse answer{.body_limit = kAnswerBytes};  // its status is read by Judge
   std::string gzipped;
   std::string denied;  // the internal address a connection was refused to
   bool failed_to_start = false;  // libcurl could not take it (no memory): retried
@@ -301,7 +287,8 @@ curl_socket_t OpenSocket(void* clientp, curlsocktype purpose, curl_sockaddr* add
 WebhookSink::WebhookSink(SinkContext context, std::shared_ptr<const WebhookSinkOptions> options)
     : TransactionalSink(context.source.positions),
       context_(std::move(context)),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      backoff_(options_->backoff, options_->max_backoff) {}
 
 WebhookSink::~WebhookSink() { Close().IgnoreError(); }
 
@@ -647,15 +634,15 @@ void WebhookSink::Start(Transfer* transfer) {
   }
   headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
   std::string_view body = request.body;
-  if (options.gzip) {
+  if (options.http.gzip) {
     body = GzipEncode(request.body, &transfer->gzipped);
     if (body.data() != request.body.data()) {
       headers = curl_slist_append(headers, "Content-Encoding: gzip");
     }
   }
   transfer->headers = headers;
-  transfer->answer.clear();
-  transfer->retry_after = 0;
+  transfer->answer.body.clear();
+  transfer->answer.retry_after_seconds = 0;
   transfer->denied.clear();
   // Handles are kept for the next requests (their buffers and TLS session with them).
   CURL* curl = nullptr;
@@ -671,8 +658,7 @@ void WebhookSink::Start(Transfer* transfer) {
     transfer->failed_to_start = true;
     return;
   }
-  curl_easy_setopt(curl, CURLOPT_URL, transfer->endpoint->route->url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  SetUpHandle(curl, options.http, transfer->endpoint->route->url.c_str(), &transfer->answer);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "pgflow");
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
@@ -682,22 +668,10 @@ void WebhookSink::Start(Transfer* transfer) {
   } else if (options.method == WebhookSinkOptions::Method::kPatch) {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PATCH");
   }
-  const long timeout = static_cast<long>(options.timeout.count());
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(timeout, 10000));
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   curl_easy_setopt(curl, CURLOPT_PIPEWAIT, 1L);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, KeepAnswer);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer->answer);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ReadRetryAfterHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer->retry_after);
   curl_easy_setopt(curl, CURLOPT_PRIVATE, transfer);
-  if (!options.tls_verify) {
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-  }
-  if (!options.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
   if (options.deny_private_addresses) {
     // Checked at each connection too: a name may resolve elsewhere later (DNS rebinding).
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
@@ -716,10 +690,11 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
   Endpoint& endpoint = *transfer->endpoint;
   WebhookRequest* request = transfer->request;
   const std::string& url = endpoint.route->url;
-  const auto now = WebhookClock::now();
+  const std::string& answer = transfer->answer.body;
+  const HttpDisposition disposition = Classify(status, curl_code);
 
   std::lock_guard<std::mutex> lock(mu_);
-  if (curl_code == CURLE_OK && status / 100 == 2) {
+  if (disposition == HttpDisposition::kAccepted) {
     for (const WebhookEvent& event : endpoint.queue.Finish(request)) tracker_.Delivered(event.number);
     endpoint.retrying.clear();
     room_.notify_all();
@@ -728,60 +703,56 @@ void WebhookSink::Judge(Transfer* transfer, int curl_code) {
            Cat("it connects to the internal address ", transfer->denied,
                ", which deny_private_addresses refuses"),
            "denied");
-  } else if (status == 410) {
+  } else if (disposition == HttpDisposition::kGone) {
     endpoint.gone = true;
     LogWarning("sink %s (webhook): %s answered 410 Gone: nothing more is sent to it", context_.sink,
                url);
     GiveUp(endpoint, request, "the endpoint is gone (it answered 410 Gone)", "410");
-  } else if (curl_code != CURLE_OK || Retryable(status)) {
+  } else if (IsRetry(disposition)) {
     const std::string failure =
-        curl_code != CURLE_OK
-            ? std::string(curl_easy_strerror(static_cast<CURLcode>(curl_code)))
-            : Cat("HTTP ", status, transfer->answer.empty() ? "" : ": ", transfer->answer);
-    request->last_failure = failure;
-    endpoint.retrying = Cat("retrying deliveries to ", url, " (", failure, ", attempt ",
-                            request->attempts, ")");
-    const bool exhausted =
-        (options_->max_attempts > 0 && request->attempts >= options_->max_attempts) ||
-        now - request->first_attempt >= options_->max_age;
-    if (exhausted) {
-      GiveUp(endpoint, request,
-             Cat("still failing after ", request->attempts, " attempts over ",
-                 Seconds(now - request->first_attempt), ": ", failure),
-             curl_code != CURLE_OK ? "unreachable" : std::to_string(status));
-    } else {
-      // Exponential backoff with jitter (half to all of the doubled wait), or what the
-      // endpoint asked for.
-      static thread_local std::mt19937_64 random{std::random_device{}()};
-      const double doubled = std::min<double>(
-          options_->backoff.count() * std::pow(2.0, std::min(request->attempts - 1, 30)),
-          options_->max_backoff.count());
-      const double jittered = doubled * std::uniform_real_distribution<double>(0.5, 1.0)(random);
-      std::chrono::milliseconds wait =
-          transfer->retry_after > 0
-              ? std::chrono::milliseconds(int64_t{transfer->retry_after} * 1000)
-              : std::chrono::milliseconds(static_cast<int64_t>(jittered));
-      // Never past max_age: the last attempt is made then.
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          request->first_attempt + options_->max_age - now);
-      wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
-      endpoint.queue.Again(request, now + wait,
-                           curl_code != CURLE_OK || EndpointDown(status));
-      if (now - endpoint.last_log >= kLogEvery) {
-        endpoint.last_log = now;
-        LogWarning("sink %s (webhook): %s: %s (request %s, attempt %d); retrying in %s",
-                   context_.sink, url, failure, request->webhook_id, request->attempts,
-                   Seconds(wait));
-      }
-    }
+        curl_code != CURLE_OK ? std::string(curl_easy_strerror(static_cast<CURLcode>(curl_code)))
+                              : Cat("HTTP ", status, answer.empty() ? "" : ": ", answer);
+    Retry(endpoint, request, failure,
+          curl_code != CURLE_OK ? "unreachable" : std::to_string(status),
+          disposition == HttpDisposition::kRetryEndpoint, transfer->answer.retry_after_seconds);
   } else {
     GiveUp(endpoint, request,
-           Cat("refused: HTTP ", status,
-               status / 100 == 3 ? " (redirects are not followed)" : "",
-               transfer->answer.empty() ? "" : ": ", transfer->answer),
+           Cat("refused: HTTP ", status, status / 100 == 3 ? " (redirects are not followed)" : "",
+               answer.empty() ? "" : ": ", answer),
            std::to_string(status));
   }
   delete transfer;
+}
+
+void WebhookSink::Retry(Endpoint& endpoint, WebhookRequest* request, const std::string& failure,
+                        const std::string& code, bool endpoint_down, int retry_after_seconds) {
+  const std::string& url = endpoint.route->url;
+  const auto now = WebhookClock::now();
+  request->last_failure = failure;
+  endpoint.retrying =
+      Cat("retrying deliveries to ", url, " (", failure, ", attempt ", request->attempts, ")");
+  const bool exhausted =
+      (options_->max_attempts > 0 && request->attempts >= options_->max_attempts) ||
+      now - request->first_attempt >= options_->max_age;
+  if (exhausted) {
+    GiveUp(endpoint, request,
+           Cat("still failing after ", request->attempts, " attempts over ",
+               Seconds(now - request->first_attempt), ": ", failure),
+           code);
+    return;
+  }
+  std::chrono::milliseconds wait =
+      backoff_.Next(request->attempts, std::chrono::seconds(retry_after_seconds));
+  // Never past max_age: the last attempt is made then.
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request->first_attempt +
+                                                                          options_->max_age - now);
+  wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
+  endpoint.queue.Again(request, now + wait, endpoint_down);
+  if (now - endpoint.last_log >= kLogEvery) {
+    endpoint.last_log = now;
+    LogWarning("sink %s (webhook): %s: %s (request %s, attempt %d); retrying in %s", context_.sink,
+               url, failure, request->webhook_id, request->attempts, Seconds(wait));
+  }
 }
 
 std::string WebhookSink::Trouble() const {

@@ -20,16 +20,18 @@
 //   deduplicate on it (a '.' in it is written '_', as the specification asks). A batch's is
 //   "<pipeline>:<first>~<last>", the same on every attempt; after a restart the events may be
 //   batched otherwise, and each event's own `id` in the body is what tells them apart. A
-//   snapshot row replayed from a dead letter goes as an insert, under "<lsn>:<seq>". A snapshot row's event id is its table and key under the snapshot's
-//   position ("0/16B3748:public.items:<sha256 of the key, 16 hex>"), stable too.
+//   snapshot row replayed from a dead letter goes as an insert, under "<lsn>:<seq>". A snapshot
+//   row's event id is its table and key under the snapshot's position
+//   ("0/16B3748:public.items:<sha256 of the key, 16 hex>"), stable too.
 // - Routes: every event goes to each endpoint whose route takes it (tables, operations, a row
 //   predicate in the filter language); an event whose `destination` (the route transform's
 //   choice, or a dead letter's endpoint on replay) names an endpoint's url goes there only.
 // - Delivery: a 2xx is success. 408, 429, 5xx (after Retry-After when given) and network
-//   errors are retried with exponential backoff and jitter, for up to `max_attempts` and
-//   `max_age`; redirects are not followed. 410 means the endpoint is gone, and any other status
-//   is a refusal: a refusal, a gone endpoint or retries exhausted stop the pipeline naming the
-//   endpoint, the event and the answer, or with `dead_letter:` record the events and go on.
+//   errors are retried with exponential backoff and jitter (common/http/retry_policy.h), for
+//   up to `max_attempts` and `max_age`; redirects are not followed. 410 means the endpoint is
+//   gone, and any other status is a refusal: a refusal, a gone endpoint or retries exhausted
+//   stop the pipeline naming the endpoint, the event and the answer, or with `dead_letter:`
+//   record the events and go on.
 // - Order (`order`, sinks/webhook/endpoint_queue.h): per_key, fifo or none. Each endpoint has
 //   its own bounded buffer; a slow or failing endpoint holds the others up only once it fills.
 // - Acknowledgement: every event bound for an endpoint is numbered (engine/delivery_tracker.h);
@@ -52,6 +54,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/http/http_endpoint.h"
+#include "common/http/retry_policy.h"
 #include "engine/delivery_tracker.h"
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
@@ -77,17 +81,14 @@ struct WebhookSinkOptions : SinkOptions {
   absl::flat_hash_map<std::string, std::string> headers;  // sent with every request
   int batch = 1;
   std::chrono::milliseconds linger{20};
-  bool gzip = false;
   WebhookOrder order = WebhookOrder::kPerKey;
   int concurrency = 16;  // requests in flight per endpoint
   int buffer = 10000;    // events per endpoint not yet accepted
-  std::chrono::milliseconds timeout{10000};
   int max_attempts = 0;  // 0: no limit but max_age
   std::chrono::milliseconds max_age{24 * 3600 * 1000};
   std::chrono::milliseconds backoff{100};       // the first retry's wait
   std::chrono::milliseconds max_backoff{60000};  // the longest
-  bool tls_verify = true;
-  std::string ca_file;
+  HttpEndpointOptions http{.timeout = std::chrono::milliseconds(10000)};  // TLS, gzip, timeout
   bool deny_private_addresses = false;
   JsonOptions json;
 };
@@ -130,6 +131,10 @@ class WebhookSink : public TransactionalSink {
   void Start(Transfer* transfer);
   // What an answer (or its absence) means for the request, and what is done about it.
   void Judge(Transfer* transfer, int curl_code);
+  // The request failed for a while (`failure`): sent again after a backoff, or given up once
+  // max_attempts or max_age is reached. Called with mu_ held.
+  void Retry(Endpoint& endpoint, WebhookRequest* request, const std::string& failure,
+             const std::string& code, bool endpoint_down, int retry_after_seconds);
   // The request will not be delivered: its events are set aside, or the pipeline stops.
   void GiveUp(Endpoint& endpoint, WebhookRequest* request, const std::string& reason,
               const std::string& code);
@@ -137,6 +142,7 @@ class WebhookSink : public TransactionalSink {
 
   const SinkContext context_;
   const std::shared_ptr<const WebhookSinkOptions> options_;
+  const Backoff backoff_;          // options_->backoff doubling to max_backoff
   std::vector<std::string> keys_;  // the secrets' keys
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
   std::unique_ptr<DeadLetterStore> dead_letters_;  // used by the delivery thread only

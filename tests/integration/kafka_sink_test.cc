@@ -400,7 +400,8 @@ TEST(KafkaSinkTest, BrokerOutageLosesNothingKeepsKeyOrderAndHoldsTheAcknowledgem
   kafka.Kill();  // kill -9 of the broker, mid-stream
   for (int64_t n = 101; n <= 300; ++n) sql.Exec(Workload(n));
   std::string during = sql.Scalar("SELECT pg_current_wal_lsn()");
-  // Nothing written during the outage may be acknowledged while the brokers are down.
+  // Nothing written during the outage may be acknowledged while the brokers are down. (A fixed
+  // wait: that nothing is acknowledged over it is what is tested.)
   std::this_thread::sleep_for(std::chrono::seconds(3));
   Sql check(p.url());
   EXPECT_EQ(check.Scalar("SELECT confirmed_flush_lsn < '" + during +

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -160,16 +159,32 @@ TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOr
                "; COMMIT");
     }
   };
+  // What the proxy injected so far (the 503s, the 429s, the failed items it answered).
+  auto injected = [&] {
+    json stats = json::parse(proxy.Stats(), nullptr, false);
+    return stats.is_object() ? stats["stats"].value("injected", 0) : 0;
+  };
   workload(0, 40);
+  const int before_outage = injected();
   proxy.Fault("status=503&count=-1");  // the node answers 503 to everything
   workload(40, 80);
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // Refused, and sent again at least once: pgflow is retrying.
+  ASSERT_TRUE(WaitFor([&] { return injected() >= before_outage + 2; }, std::chrono::seconds(30)))
+      << proxy.Stats() << "\n"
+      << ReadFile(dir.File("pgflow.log"));
   pgflow->Signal(SIGKILL);  // kill -9 during the outage
   pgflow->Wait(std::chrono::seconds(10));
   auto again = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow2.log"), {}, "pipeline");
   workload(80, 100);
   proxy.Fault("status=429&retry_after=1&count=3");
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  // Up to a second for the three 429s to be taken (the requests of what was written may have
+  // gone before the rule: then the items below are what is refused).
+  WaitFor(
+      [&] {
+        json stats = json::parse(proxy.Stats(), nullptr, false);
+        return stats.is_object() && stats["fault"].value("count", -1) == 0;
+      },
+      std::chrono::seconds(1));
   proxy.Fault("items=5&count=4");  // then _bulk answers with items to send again
   workload(100, 140);
   auto rows = [&] {

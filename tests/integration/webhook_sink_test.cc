@@ -119,7 +119,8 @@ TEST(WebhookSinkTest, RoutesSignedEventsOncePerEndpointInRowOrder) {
   EXPECT_TRUE(WaitFor([&] { return on("/all").size() >= 14 && on("/big").size() >= 8; },
                       std::chrono::seconds(60)))
       << on("/all").size() << " " << on("/big").size() << "\n" << ReadFile(dir.File("pgflow.log"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // nothing more comes
+  // Nothing more comes. (A fixed wait: that nothing arrives over it is what is tested.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 
@@ -219,6 +220,7 @@ TEST(WebhookSinkTest, OutagesErrorsTimeoutsAndKill9LoseNothingAndKeepRowOrder) {
     for (int r = 0; r < rounds; ++r) {
       sql.Exec("UPDATE items SET n = n + 1 WHERE id = " + std::to_string(1 + updates % 10));
       ++updates;
+      // (A fixed pause: the faults are to meet a stream of writes over time, not one burst.)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   };
@@ -229,12 +231,24 @@ TEST(WebhookSinkTest, OutagesErrorsTimeoutsAndKill9LoseNothingAndKeepRowOrder) {
   receiver.Control({{"status", 429}, {"count", 2}, {"retry_after", 1}});
   update_rounds(20);
   receiver.WaitUntilRuleUsed();
+  // Requests the receiver answered nothing (pgflow gave up waiting, or went away).
+  auto unanswered = [&] {
+    size_t n = 0;
+    for (const json& request : receiver.Requests()) n += request.value("answered", 0) == 0;
+    return n;
+  };
+  const size_t unanswered_before = unanswered();
   receiver.Control({{"status", 200}, {"count", 2}, {"stall_ms", 1500}});  // past the timeout
   update_rounds(20);
   receiver.WaitUntilRuleUsed();
-  std::this_thread::sleep_for(std::chrono::milliseconds(1600));  // the stalls end, logged
+  // Both stalls end (pgflow's timeout) and are logged.
+  EXPECT_TRUE(
+      WaitFor([&] { return unanswered() >= unanswered_before + 2; }, std::chrono::seconds(30)))
+      << ReadFile(dir.File("pgflow.log"));
   receiver.Kill();  // down...
   update_rounds(20);
+  // (A fixed wait: pgflow is to be killed some way into retrying against a receiver that is
+  // down, where nothing can be observed of it.)
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   // ...and pgflow killed while it retries; started again, and the receiver with it.
   pgflow->Signal(SIGKILL);

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
@@ -70,10 +69,12 @@ FaultProxy::FaultProxy(const std::string& upstream, bool tls) : tls_(tls) {
     }
     _exit(127);
   }
-  for (int i = 0; i < 100 && port_ == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    port_ = std::atoi(ReadFile(port_file).c_str());
-  }
+  WaitFor(
+      [&] {
+        port_ = std::atoi(ReadFile(port_file).c_str());
+        return port_ != 0;
+      },
+      std::chrono::seconds(5));
   if (port_ == 0) ADD_FAILURE() << "the fault proxy did not start (" << script << ")";
 }
 

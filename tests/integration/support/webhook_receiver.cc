@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -32,10 +31,12 @@ void WebhookReceiver::Start() {
     _exit(127);
   }
   int bound = 0;
-  for (int i = 0; i < 200 && bound == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    bound = std::atoi(ReadFile(port_file).c_str());
-  }
+  WaitFor(
+      [&] {
+        bound = std::atoi(ReadFile(port_file).c_str());
+        return bound != 0;
+      },
+      std::chrono::seconds(5));
   if (bound == 0) ADD_FAILURE() << "the webhook receiver did not start (" WEBHOOK_RECEIVER_BINARY ")";
   port_ = bound;
 }

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gtest/gtest.h"
+#include "tests/unit/support/wait_until.h"
 
 namespace pgflow {
 namespace {
@@ -115,15 +116,16 @@ std::vector<Event> Transaction(uint64_t lsn, std::vector<Change> changes) {
   return events;
 }
 
-// Flushes until the sink reports `lsn` durable or 20 s pass.
+// Flushes until the sink reports `lsn` durable (true) or 20 s pass or a flush fails (false).
 bool WaitDurable(KafkaSink& sink, Lsn lsn) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!sink.Flush().ok()) return false;
-    if (sink.DurableThrough().value_or(Lsn()) >= lsn) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return false;
+  bool flushed = true;
+  const bool ended = test_support::WaitUntil(
+      [&] {
+        flushed = sink.Flush().ok();
+        return !flushed || sink.DurableThrough().value_or(Lsn()) >= lsn;
+      },
+      std::chrono::seconds(20));
+  return ended && flushed;
 }
 
 TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDelivered) {
@@ -155,6 +157,7 @@ TEST(KafkaSinkMockTest, RowsDdlAndMessagesGoToTheirTopicsAndAreDurableOnlyWhenDe
   kafka.SetDown(true);
   for (const Event& e : Transaction(0x1000, {insert, ddl, message}))
     ASSERT_TRUE(sink.Write(e).ok());
+  // (A fixed second: that nothing becomes durable over it is what is tested.)
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(sink.Flush().ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

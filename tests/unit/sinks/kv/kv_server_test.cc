@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 
 #include "sinks/kv/kv_protocols.h"
 #include "sinks/kv/kv_store.h"
+#include "tests/unit/support/wait_until.h"
 
 namespace pgflow {
 namespace {
@@ -68,6 +70,21 @@ class KvServerTest : public ::testing::Test {
     }
   }
 
+  // Waits until the server's replies on `fd` stop piling up unread: the socket buffers are
+  // full and the server's writes go short. False after 10 s.
+  static bool WaitUntilBuffersFill(int fd) {
+    int last = -1;
+    return test_support::WaitUntil(
+        [&] {
+          int queued = 0;
+          if (ioctl(fd, FIONREAD, &queued) != 0) return false;
+          const bool still = queued > 0 && queued == last;
+          last = queued;
+          return still;
+        },
+        std::chrono::seconds(10), std::chrono::milliseconds(50));
+  }
+
   KvStore store_;
 };
 
@@ -95,7 +112,7 @@ TEST_F(KvServerTest, ALongPipelineReadLateGetsEveryReplyInOrder) {
   int fd = Connect(server.redis_port());
   ASSERT_GE(fd, 0);
   std::thread writer([&] { SendAll(fd, request); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the buffers fill
+  ASSERT_TRUE(WaitUntilBuffersFill(fd));
   std::string got;
   char buf[65536];
   while (got.size() < expected.size()) {
@@ -131,7 +148,8 @@ TEST_F(KvServerTest, ConnectionsGetTheirOwnRepliesWhenRequestsArriveInPieces) {
         const int id = 1 + (c * 31 + i) % 100;
         const std::string key = "users:" + std::to_string(id);
         const std::string req = redis ? "GET " + key + "\r\n" : "get " + key + "\r\n";
-        // In two pieces, the second after a pause: the first read is short.
+        // In two pieces, the second after a pause: the first read is short. (A fixed pause:
+        // the gap between the pieces is what is tested.)
         (void)!write(fd, req.data(), 3);
         std::this_thread::sleep_for(std::chrono::microseconds(200));
         (void)!write(fd, req.data() + 3, req.size() - 3);
@@ -181,8 +199,8 @@ TEST_F(KvServerTest, StoppingClosesConnectionsWhereverTheyWait) {
   std::thread writer([&] { SendAll(not_reading, pipeline); });
   SendAll(subscribed, "SUBSCRIBE news\r\n");
   char buf[256];
-  ASSERT_GT(read(subscribed, buf, sizeof(buf)), 0);             // the subscription's confirmation
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the replies fill the buffers
+  ASSERT_GT(read(subscribed, buf, sizeof(buf)), 0);  // the subscription's confirmation
+  ASSERT_TRUE(WaitUntilBuffersFill(not_reading));
 
   const auto started = std::chrono::steady_clock::now();
   server.Stop();

@@ -1,0 +1,24 @@
+#pragma once
+
+// Waiting on a condition with a deadline in unit tests (the integration tests have WaitFor in
+// tests/integration/support/test_support.h): no fixed sleeps standing in for "long enough".
+
+#include <chrono>
+#include <thread>
+
+namespace pgflow::test_support {
+
+// Checks `condition` at once and then every `poll` until it holds or `timeout` passes; returns
+// whether it held.
+template <typename Condition>
+bool WaitUntil(Condition condition, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds poll = std::chrono::milliseconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+  return true;
+}
+
+}  // namespace pgflow::test_support
