@@ -25,6 +25,7 @@
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
+#include "pooler/protocol.h"
 #include "pooler/reactor.h"
 
 namespace pgflow::pooler {
@@ -97,7 +98,32 @@ class Session : public std::enable_shared_from_this<Session>,
   // pooler's LoginFailureLog: rate-limited, never with a password.
   void LogRefusal();
 
+  // The login, from the startup packet to ReadyForQuery: false when the client was refused
+  // (told why: SendFatal) or left.
   Task<bool> Login();
+
+  // Reads startup-phase packets until the startup packet (which it returns), negotiating TLS
+  // on the way (finished by `login_deadline`; *certificate_user: the verified client
+  // certificate's common name, if any). A cancel request is served here and ends the session
+  // (nullopt), as does a malformed packet (the client told) or a socket error.
+  Task<std::optional<StartupPacket>> ReadStartup(Clock::time_point login_deadline,
+                                                 const Deadline& deadline,
+                                                 std::string* certificate_user);
+
+  // What is checked before authentication: TLS and the client's certificate as tls.mode asks,
+  // no replication, the pooler not suspended, max_client_conn (counted_), then AdmitTo. Makes
+  // info_ from `startup`. False when the client was refused (told why).
+  Task<bool> Admit(const PoolerConfig& config, const StartupPacket& startup,
+                   const std::string& certificate_user);
+  // The console's admin.users, or the database's existence and its own max_client_conn.
+  Task<bool> AdmitTo(const PoolerConfig& config);
+
+  // After authentication, a client of a database: takes its pool (pool_, mode_), hands the
+  // pool what the login learned of the user's secret, takes the client's settings, and
+  // appends to *out the ParameterStatus messages it is shown (logging in to the server first
+  // when the pool has not yet). False when the client was refused (told why).
+  Task<bool> JoinPool(const StartupPacket& startup, const std::string& looked_up_md5,
+                      const ScramKeys& proof, std::string* out);
 
   // Reads one password-phase message ('p').
   Task<std::optional<std::string>> ReadPasswordMessage();
