@@ -274,16 +274,17 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     co_return false;
   }
   pool_->clients.fetch_add(1);
-  mode_ = pool_->settings().mode;
+  protocol_.Start(pool_.get(), info_.get());
+  ClientSettings& settings = protocol_.settings();
   if (!proof.client_key.empty() && pool_->login_user() == user()) {
     pool_->OfferScramKeys(proof.client_key, proof.server_key);
   }
   if (!looked_up_md5.empty() && pool_->login_user() == user()) pool_->OfferMd5Hash(looked_up_md5);
   for (const auto& [name, value] : startup.parameters) {
-    if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
+    if (!IsConnectionParameter(name)) settings.params[Lower(name)] = value;
   }
   // `options` (PGOPTIONS): command-line style settings, -c name=value or --name=value.
-  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &params_); !s.ok()) {
+  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &settings.params); !s.ok()) {
     co_await SendFatal("08P01", Sv(s.message()));
     co_return false;
   }
@@ -304,16 +305,16 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     pool_->Release(*std::move(server), true);
   }
   for (const auto& [name, value] : server_params) {
-    auto mine = params_.find(Lower(name));
-    AppendParameterStatus(out, name, mine != params_.end() ? mine->second : value);
+    auto mine = settings.params.find(Lower(name));
+    AppendParameterStatus(out, name, mine != settings.params.end() ? mine->second : value);
   }
-  defaults_ = pool_->Defaults();
-  settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
-  if (mode_ == PoolMode::kSession && !params_.empty()) {
+  settings.defaults = pool_->Defaults();
+  settings.stamp = pool_->SettingsStamp(settings.params, settings.defaults.get());
+  if (protocol_.mode() == PoolMode::kSession && !settings.params.empty()) {
     // Session mode: the server connection starts with the client's settings, so that RESET
     // returns to them (SET would make them the session's, not its defaults).
     startup_ = std::make_unique<StartupSettings>();
-    startup_->settings.assign(params_.begin(), params_.end());
+    startup_->settings.assign(settings.params.begin(), settings.params.end());
     std::sort(startup_->settings.begin(), startup_->settings.end());
     for (const auto& [name, value] : startup_->settings) {
       startup_->key += Cat(name, "=", value, "\n");
