@@ -73,6 +73,24 @@ class Session : public std::enable_shared_from_this<Session>,
   static void AbandonRelays(NetThread* thread);
 
  private:
+  // A session's life, in this order: it only moves forward (Advance), never back.
+  // PgBouncer's SocketState is the model; what is apart from it (a wait for a server
+  // connection, a KILL asked for, the sockets' readiness) keeps its own flag below.
+  enum class Phase : uint8_t {
+    kLogin,       // logging in, or the admin console: asio holds the client's socket
+    kRelaying,    // the relay: the thread's reactor watches the client's socket (relaying())
+    kClosing,     // told a FATAL (EndWithFatal): closed once what it is owed is written
+    kClientGone,  // its socket closed (it left, broke the protocol, was killed): its server
+                  // connection, if it holds one, is settled (SettleAfterClientGone), then
+    kFinished,    // the relay is over: the session goes once the handler running Finish returns
+  };
+  // The one place the phase changes: to `next`, when that is later than where it is.
+  void Advance(Phase next) {
+    if (next > phase_) phase_ = next;
+  }
+  // In thread_->relaying, its reactor watching the client (from StartRelay to Finish).
+  bool relaying() const { return phase_ >= Phase::kRelaying && phase_ < Phase::kFinished; }
+
   RelayState& relay() {
     if (relay_ == nullptr) relay_ = thread_->TakeRelay();
     return *relay_;
@@ -232,7 +250,7 @@ class Session : public std::enable_shared_from_this<Session>,
   // Writes what waits for the server, as far as the socket takes it.
   bool WriteServer();
 
-  // Writes what waits for the client; a client closing once told (closing_) is closed when
+  // Writes what waits for the client; a client closing once told (kClosing) is closed when
   // it is written.
   bool WriteClient();
 
@@ -310,8 +328,8 @@ class Session : public std::enable_shared_from_this<Session>,
   std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
-  bool counted_ = false;
-  bool admin_ = false;
+  bool counted_ = false;  // counted in impl_->clients (released by the destructor)
+  bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 
@@ -320,7 +338,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // What the relay does with the messages, and the client's state in the protocol: its mode,
   // settings, named statements, transaction status. Started at login (JoinPool).
   RelayProtocol protocol_;
-  bool client_gone_ = false;  // its socket is closed (it left, broke the protocol, was killed)
+  // KILL or shutdown asked the session to end (Kill): the next Pump closes the client and
+  // its server connection, whatever the phase.
   bool killed_ = false;
   // The client's query was cancelled while it waited for a server connection
   // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.
@@ -329,17 +348,17 @@ class Session : public std::enable_shared_from_this<Session>,
   bool local_ = false;  // the client came through the Unix socket
 
   // The relay's state machine (Pump).
+  Phase phase_ = Phase::kLogin;
   std::shared_ptr<Session> self_;  // keeps the session while it relays
   Session* prev_ = nullptr;        // in thread_->relaying
   Session* next_ = nullptr;
   int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start
-  bool relaying_ = false;
-  bool pumping_ = false;
-  bool finished_ = false;
-  bool attaching_ = false;              // waiting for a server connection (Queue, AttachLater)
+  bool pumping_ = false;  // Pump runs (a call from within it returns at once)
+  // Waiting for a server connection (Queue, AttachLater); then server_ is null. Apart from the
+  // phase: the wait goes on to its end when the client goes meanwhile.
+  bool attaching_ = false;
   std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
-  bool closing_ = false;                // closed once to_client is written (EndWithFatal)
-  bool cleanup_sent_ = false;           // the ROLLBACK and reset of a client gone were sent
+  bool cleanup_sent_ = false;  // kClientGone: the ROLLBACK and reset of its connection were sent
   // What the reactor reported and the last read or write left: *_in_ readable (until a read
   // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
   bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;

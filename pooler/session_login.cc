@@ -412,7 +412,7 @@ Task<void> Session::ForwardCancel(CancelForward* forward) {
     // The client's session may give its server connection back now.
     asio::post(forward->client->context->get_executor(), [weak = forward->client->session] {
       std::shared_ptr<Session> session = weak.lock();
-      if (session != nullptr && session->relaying_) session->Pump();
+      if (session != nullptr && session->relaying()) session->Pump();
     });
   }
 }

@@ -48,7 +48,7 @@ constexpr int kPumpRounds = 32;
 
 void Session::Kill() {
   killed_ = true;
-  if (relaying_) {
+  if (relaying()) {
     Pump();
     return;
   }
@@ -57,13 +57,13 @@ void Session::Kill() {
 }
 
 void Session::DismissWaiting() {
-  if (!relaying_ || finished_ || client_gone_ || closing_ || !attaching_) return;
+  if (phase_ != Phase::kRelaying || !attaching_) return;
   EndWithFatal("57P01", "the pooler is shutting down (SHUTDOWN WAIT_FOR_SERVERS): connect again");
   Pump();
 }
 
 void Session::CancelWaiting() {
-  if (!relaying_ || finished_ || client_gone_ || closing_) return;
+  if (phase_ != Phase::kRelaying) return;
   if (!attaching_ || wait_cancelled_) {
     // It got a server connection meanwhile: the request goes there, if a query runs on it.
     if (server_ != nullptr && relay_ != nullptr && !relay_->expect.empty()) {
@@ -105,8 +105,8 @@ void Session::AbandonRelays(NetThread* thread) {
   thread->waiting.clear();
   while (Session* session = thread->relaying) {
     if (session->wait_ != nullptr) session->pool_->Abandon(std::exchange(session->wait_, {}));
-    session->finished_ = true;
     session->Unlink();
+    session->Advance(Phase::kFinished);
     session->CloseClientFd();
     if (session->server_ != nullptr) session->Detach(false);
     std::shared_ptr<Session> last = std::move(session->self_);
@@ -122,14 +122,14 @@ void Session::StartRelay() {
     return;
   }
   self_ = shared_from_this();
-  relaying_ = true;
+  Advance(Phase::kRelaying);
   next_ = thread_->relaying;
   if (next_ != nullptr) next_->prev_ = this;
   thread_->relaying = this;
   if (!thread_->reactor.Add(client_fd_, Reactor::kRead, this)) {
     LogWarning("pooler: cannot watch a client's socket: %s", strerror(errno));
     ::close(std::exchange(client_fd_, -1));
-    client_gone_ = true;
+    Advance(Phase::kClientGone);
   }
   Pump();
 }
@@ -151,21 +151,21 @@ void Session::OnReady(int fd, uint32_t events) {
 }
 
 void Session::Pump() {
-  if (pumping_ || finished_) return;
+  if (pumping_ || phase_ == Phase::kFinished) return;
   pumping_ = true;
   impl_->RefreshConfig(thread_);
   // A bound on one pass (each round reads at most a chunk from each side): a client reading
   // a large result as fast as the server makes it would otherwise hold the thread.
   int rounds = 0;
-  for (bool progress = true; progress && !finished_;) {
+  for (bool progress = true; progress && phase_ != Phase::kFinished;) {
     if (++rounds > kPumpRounds) {
       asio::post(thread_->context, [self = shared_from_this()] { self->Pump(); });
       break;
     }
     progress = false;
-    if (killed_ && (!client_gone_ || server_ != nullptr)) {
+    if (killed_ && (phase_ < Phase::kClientGone || server_ != nullptr)) {
       if (server_ != nullptr) Detach(false);  // (a cleanup under way included)
-      if (!client_gone_) ClientGone();
+      if (phase_ < Phase::kClientGone) ClientGone();
       progress = true;
     }
     if (server_ != nullptr) progress |= ServerSide();
@@ -173,14 +173,15 @@ void Session::Pump() {
     progress |= ClientSide();
     if (server_ != nullptr) progress |= WriteServer();
     if (server_ != nullptr && !attaching_) {
-      progress |= client_gone_ ? SettleAfterClientGone() : Release();
+      progress |= phase_ >= Phase::kClientGone ? SettleAfterClientGone() : Release();
     }
-    if (client_gone_ && server_ == nullptr && !attaching_) Finish();
+    if (phase_ >= Phase::kClientGone && server_ == nullptr && !attaching_) Finish();
   }
   pumping_ = false;
-  if (finished_) return;
+  if (phase_ == Phase::kFinished) return;
   UpdateInterest();
-  if (relay_ != nullptr && server_ == nullptr && !attaching_ && !closing_ && Settled()) {
+  if (relay_ != nullptr && server_ == nullptr && !attaching_ && phase_ < Phase::kClosing &&
+      Settled()) {
     thread_->GiveRelay(std::move(relay_));  // idle: the relay's state goes back
   }
 }
@@ -192,7 +193,7 @@ bool Session::Settled() const {
 }
 
 bool Session::ClientSide() {
-  if (client_gone_ || closing_) return false;
+  if (phase_ >= Phase::kClosing) return false;
   RelayState& r = relay();
   bool progress = false;
   if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_)) {
@@ -234,7 +235,7 @@ void Session::ProcessClientInput() {
         } else if (!TryAttach()) {
           StartAttach();
           more = false;
-        } else if (closing_) {
+        } else if (phase_ >= Phase::kClosing) {
           more = false;  // (its connection could not be watched)
         }
         break;
@@ -280,7 +281,7 @@ void Session::StartAttach() {
 }
 
 void Session::PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) {
-  if (waiter == wait_ && !finished_) EndWait();
+  if (waiter == wait_ && phase_ != Phase::kFinished) EndWait();
 }
 
 void Session::EndWait() {
@@ -309,7 +310,7 @@ Task<void> Session::AttachLater(AttachArgs* args) {
 void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
   attaching_ = false;
   const bool cancelled = std::exchange(wait_cancelled_, false);
-  if (finished_) {
+  if (phase_ == Phase::kFinished) {
     if (server.ok()) pool_->Release(*std::move(server), true);
     return;
   }
@@ -322,7 +323,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     } else {
       EndWithFatal(sqlstate, message);
     }
-  } else if (client_gone_ || killed_ || closing_) {
+  } else if (phase_ >= Phase::kClosing || killed_) {
     info_->state = 0;
     pool_->Release(*std::move(server), true);
   } else {
@@ -417,14 +418,14 @@ bool Session::WriteServer() {
 
 bool Session::WriteClient() {
   if (relay_ == nullptr || relay_->to_client.empty()) {
-    if (closing_ && client_fd_ >= 0) {
+    if (phase_ >= Phase::kClosing && client_fd_ >= 0) {
       ClientGone();
       return true;
     }
     return false;
   }
   RelayState& r = *relay_;
-  if (client_gone_) {
+  if (phase_ >= Phase::kClientGone) {
     r.to_client.clear();
     r.client_sent = 0;
     return true;
@@ -445,7 +446,7 @@ void Session::UpdateInterest() {
   const RelayState* r = relay_.get();
   if (client_fd_ >= 0) {
     uint32_t want = 0;
-    if (!client_gone_ && !closing_ && (r == nullptr || r->cbuf.size() < ClientReadLimit())) {
+    if (phase_ < Phase::kClosing && (r == nullptr || r->cbuf.size() < ClientReadLimit())) {
       want |= Reactor::kRead;
     }
     if (r != nullptr && !r->to_client.empty()) want |= Reactor::kWrite;
@@ -466,13 +467,13 @@ void Session::WatchFailed(std::string_view what) {
 }
 
 void Session::EndWithFatal(std::string_view sqlstate, std::string_view message) {
-  if (!client_gone_) AppendError(&relay().to_client, "FATAL", sqlstate, message);
-  closing_ = true;
+  if (phase_ < Phase::kClientGone) AppendError(&relay().to_client, "FATAL", sqlstate, message);
+  Advance(Phase::kClosing);
   if (server_ != nullptr) Detach(false);
 }
 
 void Session::ClientGone() {
-  client_gone_ = true;
+  Advance(Phase::kClientGone);
   CloseClientFd();
   if (relay_ != nullptr) {
     relay_->to_client.clear();
@@ -489,8 +490,7 @@ void Session::CloseClientFd() {
 }
 
 void Session::Unlink() {
-  if (!relaying_) return;
-  relaying_ = false;
+  if (prev_ == nullptr && thread_->relaying != this) return;  // (not linked)
   if (prev_ != nullptr) {
     prev_->next_ = next_;
   } else {
@@ -501,9 +501,9 @@ void Session::Unlink() {
 }
 
 void Session::Finish() {
-  finished_ = true;
   CloseClientFd();
   Unlink();
+  Advance(Phase::kFinished);
   if (relay_ != nullptr) thread_->GiveRelay(std::move(relay_));
   asio::post(thread_->context, [last = std::move(self_)] {});
 }
@@ -584,7 +584,7 @@ void Session::ServerLost() {
   RelayState& r = relay();
   // Kept only at a message boundary on both sides: a client message half sent must not have
   // its rest read as messages of their own.
-  const bool keep_client = !client_gone_ && !closing_ && protocol_.mode() != PoolMode::kSession &&
+  const bool keep_client = phase_ < Phase::kClosing && protocol_.mode() != PoolMode::kSession &&
                            r.server_pass == 0 && r.client_pass == 0 && protocol_.unsynced() == 0 &&
                            !r.expect.empty() && protocol_.txn_status() == 'I';
   if (keep_client) {
@@ -596,14 +596,14 @@ void Session::ServerLost() {
                   "connection");
       AppendReadyForQuery(&r.to_client, 'I');
     }
-  } else if (!client_gone_ && r.server_pass == 0) {
+  } else if (phase_ < Phase::kClientGone && r.server_pass == 0) {
     AppendError(&r.to_client, "FATAL", "08006",
                 "the server connection was lost (restart or failover)");
   }
   protocol_.Lost();
   r.client_pass = 0;  // a message half sent is lost with the connection
   Detach(false);
-  if (!keep_client) closing_ = true;
+  if (!keep_client) Advance(Phase::kClosing);
 }
 
 bool Session::Detach(bool reusable) {
