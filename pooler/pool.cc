@@ -2,39 +2,22 @@
 
 #include <openssl/rand.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "engine/asio_support.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
 #include "pooler/protocol.h"
-#include "pooler/tls.h"
+#include "pooler/server_login.h"
 
 namespace pgflow::pooler {
 namespace {
 
 using asio_support::kUseTask;
 using asio_support::tcp;
-
-std::atomic<uint64_t> next_server_id{1};
-
-absl::Status Failure(std::string_view sqlstate, std::string_view message) {
-  return absl::UnavailableError(Cat(sqlstate, " ", message));
-}
-
-// SQLSTATEs after which trying again later may succeed: the server is starting up, shutting
-// down, in recovery, or out of connection slots for a moment.
-bool TransientSqlstate(std::string_view sqlstate) {
-  return sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03" ||
-         sqlstate == "53300" || sqlstate.substr(0, 2) == "08";
-}
 
 }  // namespace
 
@@ -54,6 +37,10 @@ std::pair<std::string, std::string> SqlstateOf(const absl::Status& status) {
     return {std::string(message.substr(0, 5)), std::string(message.substr(6))};
   }
   return {"08006", std::string(message)};
+}
+
+absl::Status SqlstateError(std::string_view sqlstate, std::string_view message) {
+  return absl::UnavailableError(Cat(sqlstate, " ", message));
 }
 
 Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
@@ -80,7 +67,7 @@ Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
   boost::system::error_code ec;
   co_await asio::async_write(server.socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   if (ec) {
-    result.status = Failure("08006", Cat("sending the query: ", ec.message()));
+    result.status = SqlstateError("08006", Cat("sending the query: ", ec.message()));
     result.reusable = false;
     co_return result;
   }
@@ -88,9 +75,9 @@ Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
   while (true) {
     absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(server.socket, buffer, 1 << 20);
     if (!message.ok()) {
-      result.status = Failure("08006", deadline.expired()
-                                           ? Cat("no answer within ", FormatDuration(timeout))
-                                           : std::string(message.status().message()));
+      result.status = SqlstateError("08006", deadline.expired()
+                                                 ? Cat("no answer within ", FormatDuration(timeout))
+                                                 : std::string(message.status().message()));
       result.reusable = false;
       co_return result;
     }
@@ -112,7 +99,7 @@ Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
           row.emplace_back(std::string(*value));
         }
         if (!count.has_value() || row.size() != static_cast<size_t>(*count)) {
-          result.status = Failure("08P01", "malformed DataRow");
+          result.status = SqlstateError("08P01", "malformed DataRow");
           result.reusable = false;
           co_return result;
         }
@@ -121,7 +108,7 @@ Task<QueryResult> QueryFirstRow(ServerConn& server, const std::string& query,
       }
       case 'E': {
         ErrorFields error = ParseErrorFields(message->body);
-        result.status = Failure(error.sqlstate, error.message);
+        result.status = SqlstateError(error.sqlstate, error.message);
         break;
       }
       case 'Z':
@@ -195,39 +182,6 @@ bool ServerConn::LooksAlive() {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-int ConnectUnixSocket(const std::string& path, int* fd) {
-  *fd = -1;
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof address.sun_path) return ENAMETOOLONG;
-  std::memcpy(address.sun_path, path.data(), path.size());
-  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s < 0) return errno;
-  if (::connect(s, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    const int error = errno;
-    ::close(s);
-    return error;
-  }
-  *fd = s;
-  return 0;
-}
-
-absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path) {
-  int fd;
-  if (const int error = ConnectUnixSocket(path, &fd); error != 0) {
-    return absl::UnavailableError(error == EAGAIN ? "its connection backlog is full"
-                                                  : strerror(error));
-  }
-  Socket socket(context->get_executor());
-  boost::system::error_code ec;
-  socket.assign(tcp::v4(), fd, ec);  // any stream socket: the calls made are those of all
-  if (ec) {
-    ::close(fd);
-    return absl::UnavailableError(ec.message());
-  }
-  return socket;
-}
-
 Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string& buffer,
                                                     size_t max_size) {
   while (true) {
@@ -250,211 +204,6 @@ Task<absl::StatusOr<WholeMessage>> ReadWholeMessage(Socket& socket, std::string&
     buffer.append(chunk, n);
   }
 }
-
-PGFLOW_ASIO_COROUTINE_BEGIN
-Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* context,
-                                                               const Upstream& upstream,
-                                                               const std::string& dbname,
-                                                               const LoginCredentials& login,
-                                                               const StartupSettings* startup,
-                                                               std::chrono::milliseconds timeout,
-                                                               bool* transient) {
-  *transient = true;
-  auto server = std::make_unique<ServerConn>(context);
-  server->id = next_server_id.fetch_add(1);
-  const std::string where = upstream.Where();
-
-  boost::system::error_code ec;
-  const Clock::time_point give_up = Clock::now() + timeout;
-  Deadline deadline(server->socket, timeout);
-  if (upstream.local()) {
-    absl::StatusOr<Socket> local = ConnectLocal(context, where);
-    if (!local.ok()) {
-      co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
-                                     local.status().message()));
-    }
-    server->socket = *std::move(local);
-    server->socket_path = where;
-  } else {
-    asio::ip::basic_resolver<tcp, Executor> resolver(context->get_executor());
-    auto endpoints = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
-                                                     asio::redirect_error(kUseTask, ec));
-    if (ec) co_return Failure("08001", Cat("cannot resolve ", upstream.host, ": ", ec.message()));
-    co_await asio::async_connect(server->socket, endpoints, asio::redirect_error(kUseTask, ec));
-    if (ec) {
-      co_return Failure("08001", Cat("cannot connect to the server at ", where, ": ",
-                                     deadline.expired() ? "timed out" : ec.message()));
-    }
-    server->socket.set_option(tcp::no_delay(true), ec);
-    server->remote = server->socket.remote_endpoint(ec);
-  }
-  server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait
-
-  // (As libpq, no TLS over a Unix socket, whatever the url's sslmode.)
-  if (upstream.sslmode != TlsMode::kDisable && !upstream.local()) {
-    // PostgreSQL's negotiation: SSLRequest, then 'S' and the handshake, or 'N'.
-    std::string request;
-    AppendInt32(&request, 8);
-    AppendInt32(&request, kSslRequestCode);
-    co_await asio::async_write(server->socket, asio::buffer(request), asio::redirect_error(kUseTask, ec));
-    char answer = 0;
-    if (!ec) {
-      co_await asio::async_read(server->socket, asio::buffer(&answer, 1),
-                                asio::redirect_error(kUseTask, ec));
-    }
-    if (ec) {
-      co_return Failure("08006", Cat("server at ", where, " closed the connection during the "
-                                     "TLS request: ", deadline.expired() ? "timed out" : ec.message()));
-    }
-    if (answer == 'S') {
-      absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls =
-          MakeClientTlsContext(upstream);
-      if (!tls.ok()) {
-        *transient = false;
-        co_return Failure("08001", Sv(tls.status().message()));
-      }
-      absl::StatusOr<Socket> plain = co_await StartTls(
-          &server->socket, **tls, false, upstream.sslmode, upstream.host,
-          std::max(std::chrono::milliseconds(1),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now())));
-      // The deadline's timer, if it fired meanwhile, found no socket to cancel.
-      if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("timed out");
-      if (!plain.ok()) {
-        *transient = upstream.sslmode < TlsMode::kVerifyCa;  // a certificate refused stays so
-        co_return Failure("08001", Cat("server at ", where, ": ", plain.status().message()));
-      }
-      server->socket = *std::move(plain);
-    } else if (answer == 'N' && upstream.sslmode == TlsMode::kPrefer) {
-      // In the clear, as libpq's prefer.
-    } else {
-      *transient = false;
-      co_return Failure("08001", Cat("server at ", where, " does not accept TLS (sslmode ",
-                                     TlsModeName(upstream.sslmode), ")"));
-    }
-  }
-
-  std::string out;
-  std::vector<std::pair<std::string, std::string>> parameters = {{"user", login.user},
-                                                                 {"database", dbname}};
-  if (startup != nullptr) {
-    parameters.insert(parameters.end(), startup->settings.begin(), startup->settings.end());
-    server->startup_key = startup->key;
-  }
-  AppendStartup(&out, parameters);
-  co_await asio::async_write(server->socket, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-  std::optional<ScramClient> scram;
-  std::string buffer;
-  auto lost = [&](const absl::Status& s) {
-    return Failure("08006", Cat("server at ", where, " ", deadline.expired() ? "timed out" : "",
-                                deadline.expired() ? "" : "closed the connection",
-                                " during login: ", s.message()));
-  };
-  while (true) {
-    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(server->socket, buffer, 1 << 20);
-    if (!message.ok()) co_return lost(message.status());
-    BodyReader body(message->body);
-    out.clear();
-    switch (message->type) {
-      case 'R': {
-        int32_t code = body.Int32().value_or(-1);
-        if (code == 0) break;
-        if (code == 3) {  // cleartext
-          if (login.password.empty()) {
-            *transient = false;
-            co_return Failure("28P01", Cat("the server asks user ", login.user,
-                                           "'s password in clear, and the pooler has none"));
-          }
-          AppendPassword(&out, login.password);
-        } else if (code == 5) {  // md5
-          std::optional<std::string_view> salt = body.Bytes(4);
-          std::string hash = !login.md5_hash.empty() ? login.md5_hash
-                             : !login.password.empty() ? Md5PasswordHash(login.user, login.password)
-                                                       : "";
-          if (!salt.has_value() || hash.empty()) {
-            *transient = false;
-            co_return Failure("28P01", Cat("the server asks an md5 password for user ", login.user,
-                                           " and the pooler has neither it nor its md5 hash"));
-          }
-          AppendPassword(&out, Md5Response(hash, *salt));
-        } else if (code == 10) {  // SASL
-          bool offered = false;
-          while (std::optional<std::string_view> mechanism = body.CString()) {
-            if (mechanism->empty()) break;
-            if (*mechanism == "SCRAM-SHA-256") offered = true;
-          }
-          if (!offered) {
-            *transient = false;
-            co_return Failure("28000", "the server offers no SCRAM-SHA-256 authentication");
-          }
-          std::string nonce = RandomBytes(18);
-          if (!login.password.empty()) {
-            scram = ScramClient::FromPassword(login.password, nonce);
-          } else if (!login.scram_client_key.empty()) {
-            scram = ScramClient::FromKeys(login.scram_client_key, login.scram_server_key, nonce);
-          } else {
-            *transient = false;
-            co_return Failure("28P01", Cat("no password for user ", login.user,
-                                           ": give one in the database url or the users file, "
-                                           "or let the user log in with SCRAM first"));
-          }
-          AppendSaslInitialResponse(&out, "SCRAM-SHA-256", scram->ClientFirst());
-        } else if (code == 11 && scram.has_value()) {
-          absl::StatusOr<std::string> final_message = scram->ServerFirst(body.rest());
-          if (!final_message.ok()) {
-            *transient = false;
-            co_return Failure("28000", Cat("SCRAM with the server: ", final_message.status().message()));
-          }
-          AppendSaslResponse(&out, *final_message);
-        } else if (code == 12 && scram.has_value()) {
-          if (absl::Status s = scram->ServerFinal(body.rest()); !s.ok()) {
-            *transient = false;
-            co_return Failure("28000", Cat("the server's SCRAM signature: ", s.message()));
-          }
-        } else {
-          *transient = false;
-          co_return Failure("28000", Cat("unsupported authentication request ", code,
-                                         " from the server"));
-        }
-        break;
-      }
-      case 'E': {
-        ErrorFields error = ParseErrorFields(message->body);
-        *transient = TransientSqlstate(error.sqlstate);
-        co_return Failure(error.sqlstate.empty() ? "08006" : error.sqlstate,
-                          Cat("server at ", where, ": ", error.message));
-      }
-      case 'S': {
-        std::optional<std::string_view> name = body.CString();
-        std::optional<std::string_view> value = body.CString();
-        if (name.has_value() && value.has_value()) {
-          server->params[absl::AsciiStrToLower(absl::string_view(name->data(), name->size()))] =
-              std::string(*value);
-          server->reported.emplace_back(std::string(*name), std::string(*value));
-        }
-        break;
-      }
-      case 'K':
-        server->backend_pid = body.Int32().value_or(0);
-        server->backend_key = body.Int32().value_or(0);
-        break;
-      case 'Z':
-        server->connected_at = server->idle_since = Clock::now();
-        if (startup != nullptr) {
-          // What it was started with is in force, reported or not.
-          for (const auto& [name, value] : startup->settings) server->params.try_emplace(name, value);
-        }
-        co_return server;
-      default:
-        break;  // NoticeResponse, NegotiateProtocolVersion
-    }
-    if (!out.empty()) {
-      co_await asio::async_write(server->socket, asio::buffer(out),
-                                 asio::redirect_error(kUseTask, ec));
-      if (ec) co_return lost(absl::UnavailableError(ec.message()));
-    }
-  }
-}
-PGFLOW_ASIO_COROUTINE_END
 
 // ---------------------------------------------------------------------------------------------
 
@@ -619,17 +368,18 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Login(asio::io_context* 
       }
       if (matches.ok()) {
         *transient = true;  // a standby may be promoted, a primary demoted
-        failure = Failure("08001", Cat("server at ", host.Where(), " is not ",
-                                       TargetSessionName(target), " (target_session_attrs)"));
+        failure = SqlstateError("08001", Cat("server at ", host.Where(), " is not ",
+                                             TargetSessionName(target), " (target_session_attrs)"));
       } else {
-        failure = Failure("08001", Cat("server at ", host.Where(), ": ", matches.status().message()));
+        failure = SqlstateError("08001",
+                                Cat("server at ", host.Where(), ": ", matches.status().message()));
       }
     }
   }
   if (count > 1) {
     auto [sqlstate, message] = SqlstateOf(failure);
-    failure = Failure(sqlstate, Cat("none of the url's ", count,
-                                    " hosts answered as wanted; the last: ", message));
+    failure = SqlstateError(sqlstate, Cat("none of the url's ", count,
+                                          " hosts answered as wanted; the last: ", message));
   }
   co_return failure;
 }
@@ -786,9 +536,10 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Acquire(
         if (paused_) deadline = std::max(deadline, start + settings_.hold_timeout);
         if (now >= deadline && settings_.query_wait_timeout.count() > 0) {
           done_waiting();
-          co_return Failure("08P01", Cat("query_wait_timeout: no server connection for database ",
-                                         settings_.database, " within ",
-                                         FormatDuration(settings_.query_wait_timeout)));
+          co_return SqlstateError(
+              "08P01",
+              Cat("query_wait_timeout: no server connection for database ", settings_.database,
+                  " within ", FormatDuration(settings_.query_wait_timeout)));
         }
         wait_for = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
         if (settings_.reserve_pool > 0 && now - start < settings_.reserve_pool_timeout) {

@@ -124,15 +124,6 @@ struct ServerConn {
   bool LooksAlive();
 };
 
-// Connects a non-blocking stream socket to the Unix socket at `path` (PostgreSQL's
-// .s.PGSQL.<port>) into *fd: 0, or the errno of the failure (ENAMETOOLONG for a path longer
-// than a Unix socket path may be). A local connect completes at once or fails (EAGAIN: the
-// server's backlog is full), so it needs no wait.
-int ConnectUnixSocket(const std::string& path, int* fd);
-
-// The same connection, in the Socket type the relay uses for every stream.
-absl::StatusOr<Socket> ConnectLocal(asio::io_context* context, const std::string& path);
-
 class PoolClient;
 
 // Per pool counters, for SHOW STATS and /metrics.
@@ -321,17 +312,8 @@ class PoolClient {
 
 // The SQLSTATE at the front of a pool error's message ("08006 server ..."), and the rest.
 std::pair<std::string, std::string> SqlstateOf(const absl::Status& status);
-
-// Opens one server connection on `context` and logs in (the whole within `timeout`). The
-// error's message starts with the SQLSTATE (PostgreSQL's when it answered one); `transient`
-// is set when trying again later may succeed (no answer, starting up, shutting down).
-Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(asio::io_context* context,
-                                                               const Upstream& upstream,
-                                                               const std::string& dbname,
-                                                               const LoginCredentials& login,
-                                                               const StartupSettings* startup,
-                                                               std::chrono::milliseconds timeout,
-                                                               bool* transient);
+// A pool error: Unavailable, its message `message` after the SQLSTATE (what SqlstateOf reads).
+absl::Status SqlstateError(std::string_view sqlstate, std::string_view message);
 
 // Reads one whole message from `socket` through `buffer` (bytes read past it stay there):
 // the type and body. For logins and the admin console, not the relay's hot path.

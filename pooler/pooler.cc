@@ -28,6 +28,7 @@
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
+#include "pooler/server_login.h"
 #include "pooler/session.h"
 #include "pooler/tls.h"
 

@@ -31,6 +31,7 @@
 #include "pooler/pooler.h"
 #include "pooler/pooler_config.h"
 #include "pooler/reactor.h"
+#include "pooler/relay_protocol.h"
 
 namespace pgflow::pooler {
 
@@ -45,76 +46,6 @@ constexpr size_t kReadChunk = 16384;
 
 class Session;
 
-// The relay's bookkeeping of what a server connection owes.
-enum class Expect : uint8_t {
-  kParse,            // a ParseComplete to pass on
-  kParseSwallow,     // a ParseComplete of a Parse the pooler added
-  kClose,            // a CloseComplete to pass on
-  kCloseSwallow,     // a CloseComplete of a Close the pooler added
-  kSync,             // a ReadyForQuery to pass on (after Sync, Query, FunctionCall)
-  kSyncSwallow,      // everything up to a ReadyForQuery of a query the pooler sent
-  kDescribeSwallow,  // the ParameterDescription and RowDescription/NoData of a statement the
-                     // pooler prepared: its shape (StatementShape)
-  kErrorReplace,     // the error of a statement that fails in place of a client's stale one:
-                     // what the client is told instead is PostgreSQL's for a changed plan
-};
-struct Expectation {
-  Expect kind;
-  std::string statement;  // kParse/kParseSwallow/kDescribeSwallow: the server's name for it
-  char origin = 0;        // kSync: the message that asked for it ('Q', 'S', 'F')
-  std::string client_statement = {};  // kDescribeSwallow after a client's Parse: the client's name
-};
-// A FIFO of expectations on a vector: empty, it holds no memory (a std::deque allocates
-// its first block when constructed, half a kilobyte per idle client).
-class ExpectQueue {
- public:
-  bool empty() const { return head_ == items_.size(); }
-  size_t size() const { return items_.size() - head_; }
-  Expectation& front() { return items_[head_]; }
-  void push_back(Expectation e) { items_.push_back(std::move(e)); }
-  void pop_front() {
-    if (++head_ == items_.size()) {
-      clear();
-    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
-      // Never empty (a pipelining client in session mode): what was answered goes.
-      items_.erase(items_.begin(), items_.begin() + static_cast<ptrdiff_t>(head_));
-      head_ = 0;
-    }
-  }
-  void clear() {
-    items_.clear();
-    head_ = 0;
-  }
-  // Empty; its memory goes back only when it grew past `keep` items (a spare relay state
-  // keeps a transaction's few, so that the next transaction allocates none).
-  void Reset(size_t keep) {
-    if (items_.capacity() > keep) std::vector<Expectation>().swap(items_);
-    clear();
-  }
-  auto begin() const { return items_.begin() + static_cast<ptrdiff_t>(head_); }
-  auto end() const { return items_.end(); }
-
- private:
-  std::vector<Expectation> items_;
-  size_t head_ = 0;
-};
-
-// What a session needs only while its client speaks: taken when it first does, given back
-// when it parks (Park), so that an idle client holds none of it.
-struct RelayState {
-  std::string cbuf;        // read from the client, not yet relayed
-  std::string sbuf;        // read from the server, not yet relayed
-  std::string to_server;   // for the server connection, not yet written
-  std::string to_client;   // for the client, not yet written
-  size_t server_sent = 0;  // bytes of to_server written (the rest waits for the socket)
-  size_t client_sent = 0;  // bytes of to_client written
-  size_t client_pass = 0;  // bytes of the client's current message still to relay
-  size_t server_pass = 0;  // bytes of the server's current message still to relay
-  ExpectQueue expect;      // the answers owed by the server connection, in order
-  // The ParameterDescription of a Describe the pooler sent, until its RowDescription or NoData
-  // comes (Session::LearnShape).
-  std::string described_parameters;
-};
 struct NetThread {
   asio::io_context context{1};
   Reactor reactor{&context};  // the relay's sockets

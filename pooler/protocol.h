@@ -28,6 +28,21 @@ inline constexpr int32_t kGssEncRequestCode = 80877104;
 // PostgreSQL's own bound on a startup packet (MAX_STARTUP_PACKET_LENGTH).
 inline constexpr size_t kMaxStartupPacket = 10000;
 
+// The request codes of an Authentication message ('R', its first Int32), as PostgreSQL numbers
+// them (AUTH_REQ_* in its pqcomm.h). The pooler asks clients for md5 and SCRAM, and answers a
+// server's cleartext, md5 and SCRAM requests; the others are named for the messages that
+// refuse them.
+inline constexpr int32_t kAuthenticationOk = 0;
+inline constexpr int32_t kAuthenticationKerberosV5 = 2;
+inline constexpr int32_t kAuthenticationCleartextPassword = 3;
+inline constexpr int32_t kAuthenticationMd5Password = 5;
+inline constexpr int32_t kAuthenticationGss = 7;
+inline constexpr int32_t kAuthenticationGssContinue = 8;
+inline constexpr int32_t kAuthenticationSspi = 9;
+inline constexpr int32_t kAuthenticationSasl = 10;
+inline constexpr int32_t kAuthenticationSaslContinue = 11;
+inline constexpr int32_t kAuthenticationSaslFinal = 12;
+
 // Big-endian integers.
 int32_t ReadInt32(const char* p);
 int16_t ReadInt16(const char* p);

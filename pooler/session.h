@@ -6,7 +6,8 @@
 // The methods are defined by theme: session_login.cc holds the login (TLS, SCRAM, md5, trust
 // and cert authentication, auth.query lookups), cancel requests and the admin console;
 // session_relay.cc holds the relay, the state machine that passes a logged-in client's
-// messages to and from its server connections.
+// messages to and from its server connections (their protocol logic is RelayProtocol's,
+// pooler/relay_protocol.h).
 
 #include <sys/types.h>
 
@@ -25,7 +26,9 @@
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
+#include "pooler/protocol.h"
 #include "pooler/reactor.h"
+#include "pooler/relay_protocol.h"
 
 namespace pgflow::pooler {
 
@@ -70,14 +73,23 @@ class Session : public std::enable_shared_from_this<Session>,
   static void AbandonRelays(NetThread* thread);
 
  private:
-  struct Statement {
-    std::string server_name;
-    std::string parse_rest;
-    // The Pool::NextPrepareStamp of the client's Parse (PreparedCopy::stamp of the copy it
-    // made), and the shape that copy had (StatementShape; 0 until known).
-    uint64_t parsed = 0;
-    uint64_t shape = 0;
+  // A session's life, in this order: it only moves forward (Advance), never back.
+  // PgBouncer's SocketState is the model; what is apart from it (a wait for a server
+  // connection, a KILL asked for, the sockets' readiness) keeps its own flag below.
+  enum class Phase : uint8_t {
+    kLogin,       // logging in, or the admin console: asio holds the client's socket
+    kRelaying,    // the relay: the thread's reactor watches the client's socket (relaying())
+    kClosing,     // told a FATAL (EndWithFatal): closed once what it is owed is written
+    kClientGone,  // its socket closed (it left, broke the protocol, was killed): its server
+                  // connection, if it holds one, is settled (SettleAfterClientGone), then
+    kFinished,    // the relay is over: the session goes once the handler running Finish returns
   };
+  // The one place the phase changes: to `next`, when that is later than where it is.
+  void Advance(Phase next) {
+    if (next > phase_) phase_ = next;
+  }
+  // In thread_->relaying, its reactor watching the client (from StartRelay to Finish).
+  bool relaying() const { return phase_ >= Phase::kRelaying && phase_ < Phase::kFinished; }
 
   RelayState& relay() {
     if (relay_ == nullptr) relay_ = thread_->TakeRelay();
@@ -97,7 +109,32 @@ class Session : public std::enable_shared_from_this<Session>,
   // pooler's LoginFailureLog: rate-limited, never with a password.
   void LogRefusal();
 
+  // The login, from the startup packet to ReadyForQuery: false when the client was refused
+  // (told why: SendFatal) or left.
   Task<bool> Login();
+
+  // Reads startup-phase packets until the startup packet (which it returns), negotiating TLS
+  // on the way (finished by `login_deadline`; *certificate_user: the verified client
+  // certificate's common name, if any). A cancel request is served here and ends the session
+  // (nullopt), as does a malformed packet (the client told) or a socket error.
+  Task<std::optional<StartupPacket>> ReadStartup(Clock::time_point login_deadline,
+                                                 const Deadline& deadline,
+                                                 std::string* certificate_user);
+
+  // What is checked before authentication: TLS and the client's certificate as tls.mode asks,
+  // no replication, the pooler not suspended, max_client_conn (counted_), then AdmitTo. Makes
+  // info_ from `startup`. False when the client was refused (told why).
+  Task<bool> Admit(const PoolerConfig& config, const StartupPacket& startup,
+                   const std::string& certificate_user);
+  // The console's admin.users, or the database's existence and its own max_client_conn.
+  Task<bool> AdmitTo(const PoolerConfig& config);
+
+  // After authentication, a client of a database: takes its pool (pool_, protocol_), hands the
+  // pool what the login learned of the user's secret, takes the client's settings, and
+  // appends to *out the ParameterStatus messages it is shown (logging in to the server first
+  // when the pool has not yet). False when the client was refused (told why).
+  Task<bool> JoinPool(const StartupPacket& startup, const std::string& looked_up_md5,
+                      const ScramKeys& proof, std::string* out);
 
   // Reads one password-phase message ('p').
   Task<std::optional<std::string>> ReadPasswordMessage();
@@ -162,11 +199,11 @@ class Session : public std::enable_shared_from_this<Session>,
   bool ClientSide();
 
   // How much of the client's bytes may wait in cbuf before it is no longer read: kFlushAt, or
-  // a message that must be read whole (client_need_).
+  // a message that must be read whole (RelayProtocol::need()).
   size_t ClientReadLimit() const;
 
   // Relays the client's buffered messages as far as they go: until one waits for more of its
-  // bytes (client_parsed_), for a server connection, or for to_server to be written.
+  // bytes (RelayProtocol::parsed()), for a server connection, or for to_server to be written.
   void ProcessClientInput();
 
   // The client's first message of a transaction needs a server connection: an idle one now.
@@ -178,7 +215,7 @@ class Session : public std::enable_shared_from_this<Session>,
   // coroutine that resumes the relay.
   void StartAttach();
   const StartupSettings* startup_settings() const {
-    return mode_ == PoolMode::kSession ? startup_.get() : nullptr;
+    return protocol_.mode() == PoolMode::kSession ? startup_.get() : nullptr;
   }
 
   // The pool answered the Queue wait (posted to this thread).
@@ -213,7 +250,7 @@ class Session : public std::enable_shared_from_this<Session>,
   // Writes what waits for the server, as far as the socket takes it.
   bool WriteServer();
 
-  // Writes what waits for the client; a client closing once told (closing_) is closed when
+  // Writes what waits for the client; a client closing once told (kClosing) is closed when
   // it is written.
   bool WriteClient();
 
@@ -239,89 +276,16 @@ class Session : public std::enable_shared_from_this<Session>,
   // The relay is over: the session goes once the handler running this returns.
   void Finish();
 
-  // --- relay: client to server ------------------------------------------------------------
-
-  // Appends to *out the SETs and RESETs that bring the server connection to the client's
-  // settings, and notes that it has them: what the client gave at startup or changed since
-  // (params_), and, for the rest, the values every client is shown at login (defaults_), which
-  // another client may have changed on this connection.
-  void AddSettingsSync(std::string* out);
-
-  // Rewrites a Parse, Bind, Describe or Close for transaction pooling into to_server.
-  void Rewrite(char type, std::string_view message, const PoolerConfig& config);
-
-  // The client's statement `name`; nullptr when it has none.
-  const Statement* Prepared(std::string_view name) const;
-
-  // What a Bind or Describe of the client's statement `name` does on the current server
-  // connection (ResolveStatement). A client's statement runs on the connection's copy of the
-  // same query when that copy has the shape the client's own copy had when it prepared it (a
-  // schema change since then may have changed it): PostgreSQL would run the client's own
-  // statement, or fail it 0A000 "cached plan must not change result type", the same way.
-  enum class StatementUse : uint8_t {
-    kReady,  // it runs (renamed to the server's copy); also a name the client never prepared
-    kWait,   // a copy is being prepared (none, or an older one of another shape) or its shape
-             // learned: the message waits for the answer, before anything it does runs
-    kStale,  // it changed shape since the client prepared it: it fails, as PostgreSQL fails it
-  };
-  StatementUse ResolveStatement(std::string_view name, const PoolerConfig& config);
-
-  // Prepares statement `name` on the server connection (`expected` tells whether the client
-  // sees the ParseComplete), and describes it to learn its shape: the stamp the copy gets.
-  // `client_statement`: the client's name, for its own Parse (its Statement::shape is set
-  // when the Describe is answered). A Close of the name goes first: after an error skipped a
-  // batch, the server may still hold a statement this connection's list forgot (the same
-  // query: names are digests), and an older copy of another shape is replaced. A connection
-  // holding max_prepared_statements closes them all first.
-  uint64_t PrepareOnServer(const std::string& name, std::string_view rest, Expect expected,
-                           const PoolerConfig& config, std::string_view client_statement);
-
-  // The server answered a Describe the pooler sent (ParameterDescription, then RowDescription
-  // or NoData): the copy's shape, and the client's statement's.
-  void LearnShape(char type, std::string_view body);
-
-  // What relaying the client's buffer stopped for.
-  enum class ClientStep : uint8_t {
-    kMore,    // all of it relayed, or a message waits for more of its bytes
-    kAttach,  // the message at the position needs a server connection first
-    kFlush,   // to_server is full: send it, then go on
-    kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
-    kLeave,   // Terminate
-    kWait,    // the message at the position waits for a statement's shape (shape_wait_)
-  };
-
-  // Relays the messages in cbuf from *position on into to_server (rewritten where
-  // transaction pooling needs it), keeping the expectations and counters in step, and
-  // advances *position past what it took. A plain function, called again after each step the
-  // client loop takes for it: its locals live on the stack, not in every idle client's
-  // coroutine frame.
-  ClientStep ProcessClientBuffer(const PoolerConfig& config, size_t* position,
-                                 std::string* fatal_message);
-
   const std::string& user() const { return info_->user; }
   const std::string& database() const { return info_->database; }
 
   // --- relay: server to client ------------------------------------------------------------
 
-  bool Releasable() const;
-
-  // Drops what the server will not answer after an error: everything up to the next Sync.
-  void DropUntilSync();
-
-  // A ParseComplete or CloseComplete: the expectation it answers (`pass`, or `swallow` for one
-  // the pooler added) is taken off; whether to relay it to the client.
-  bool Answered(Expect pass, Expect swallow, bool swallowing);
-  // Handles one whole inspected message from the server; false to swallow it.
-  bool OnServerMessage(char type, std::string_view body);
-
-  bool Inspected(char type) const;
-
   // Reads what the server sent and relays its messages (the server's side of Pump).
   bool ServerSide();
 
-  // Relays the server's buffered messages into to_client (swallowing the answers the pooler's
-  // own queries get), until one waits for more of its bytes or to_client holds kFlushAt;
-  // whether anything was taken.
+  // Relays the server's buffered messages (RelayProtocol::ProcessServerBuffer); whether
+  // anything was taken. An answer that cannot be relayed ends the client (EndWithFatal).
   bool ProcessServerInput();
 
   // Gives the server connection back once nothing more is owed on it.
@@ -364,61 +328,37 @@ class Session : public std::enable_shared_from_this<Session>,
   std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
-  bool counted_ = false;
-  bool admin_ = false;
-  PoolMode mode_ = PoolMode::kTransaction;
-  // The client's settings (lower-case names): its startup parameters and what it changed.
-  absl::flat_hash_map<std::string, std::string> params_;
-  // The client's named statements (transaction pooling), made at its first.
-  using Statements = absl::flat_hash_map<std::string, Statement>;
-  std::unique_ptr<Statements> statements_;
-  Statements& statements() {
-    if (statements_ == nullptr) statements_ = std::make_unique<Statements>();
-    return *statements_;
-  }
-  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_;
-  uint64_t settings_stamp_ = 0;  // Pool::SettingsStamp of params_ over defaults_
+  bool counted_ = false;  // counted in impl_->clients (released by the destructor)
+  bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 
   std::unique_ptr<ServerConn> server_;
   std::unique_ptr<RelayState> relay_;  // while the client speaks (RelayState)
-  bool client_drop_ = false;          // client_pass bytes are dropped (the rest of a refused query)
-  bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
-  int unsynced_ = 0;                  // extended-protocol messages sent since the last Sync
-  char txn_status_ = 'I';
-  bool client_gone_ = false;  // its socket is closed (it left, broke the protocol, was killed)
+  // What the relay does with the messages, and the client's state in the protocol: its mode,
+  // settings, named statements, transaction status. Started at login (JoinPool).
+  RelayProtocol protocol_;
+  // KILL or shutdown asked the session to end (Kill): the next Pump closes the client and
+  // its server connection, whatever the phase.
   bool killed_ = false;
-  bool statement_violation_ = false;
-  bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
-  bool pinned_ = false;   // took session state: keeps its server connection (TakesSessionState)
-  // The client's query was cancelled while it waited for a server connection: its messages
-  // are dropped up to its end (a Sync, Query or FunctionCall), answered ReadyForQuery.
-  bool drop_until_sync_ = false;
-  bool wait_cancelled_ = false;  // ...and an Acquire under way (AttachLater) has no query to serve
-  // Describes the pooler sent that the server has not answered (kDescribeSwallow).
-  int describing_ = 0;
-  bool shape_wait_ = false;  // the client's next message waits for one (StatementUse::kWait)
-  // An error skipped a Describe the client's next message waited for: the server skips what
-  // comes up to the client's next Sync, which is relayed as it is, without preparing.
-  bool skipping_ = false;
+  // The client's query was cancelled while it waited for a server connection
+  // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.
+  bool wait_cancelled_ = false;
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h)
   bool local_ = false;  // the client came through the Unix socket
 
   // The relay's state machine (Pump).
+  Phase phase_ = Phase::kLogin;
   std::shared_ptr<Session> self_;  // keeps the session while it relays
   Session* prev_ = nullptr;        // in thread_->relaying
   Session* next_ = nullptr;
   int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start
-  bool relaying_ = false;
-  bool pumping_ = false;
-  bool finished_ = false;
-  bool attaching_ = false;              // waiting for a server connection (Queue, AttachLater)
+  bool pumping_ = false;  // Pump runs (a call from within it returns at once)
+  // Waiting for a server connection (Queue, AttachLater); then server_ is null. Apart from the
+  // phase: the wait goes on to its end when the client goes meanwhile.
+  bool attaching_ = false;
   std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
-  bool closing_ = false;                // closed once to_client is written (EndWithFatal)
-  bool cleanup_sent_ = false;           // the ROLLBACK and reset of a client gone were sent
-  bool client_parsed_ = false;          // cbuf holds only the start of a message
-  size_t client_need_ = 0;              // ...one to be read whole, of this size
+  bool cleanup_sent_ = false;  // kClientGone: the ROLLBACK and reset of its connection were sent
   // What the reactor reported and the last read or write left: *_in_ readable (until a read
   // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
   bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;

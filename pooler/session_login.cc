@@ -25,6 +25,7 @@
 #include "pooler/pooler_config.h"
 #include "pooler/protocol.h"
 #include "pooler/query_text.h"
+#include "pooler/server_login.h"
 #include "pooler/tls.h"
 
 namespace pgflow::pooler {
@@ -86,130 +87,11 @@ Task<bool> Session::Login() {
   // (the peer read before a TLS pump takes over the socket)
   login_notes_->address = local_ ? "unix" : peer.address().to_string(ec);
   std::string certificate_user;  // the verified client certificate's common name, if any
-  StartupPacket startup;
-  for (int round = 0;; ++round) {
-    std::string head;
-    if (!co_await ReadExactly(&head, 4)) co_return false;
-    absl::StatusOr<size_t> length = StartupPacketLength(head);
-    if (!length.ok()) {
-      co_await SendFatal("08P01", Sv(length.status().message()));
-      co_return false;
-    }
-    std::string rest;
-    if (!co_await ReadExactly(&rest, *length - 4)) co_return false;
-    absl::StatusOr<StartupPacket> packet = ParseStartupPacket(head + rest);
-    if (!packet.ok()) {
-      co_await SendFatal("08P01", Sv(packet.status().message()));
-      co_return false;
-    }
-    if (packet->kind == StartupPacket::Kind::kCancel) {
-      std::shared_ptr<ClientInfo> cancelled =
-          impl_->FindClientByKey(packet->cancel_pid, packet->cancel_key);
-      if (cancelled != nullptr) co_await Cancel(cancelled);
-      co_return false;
-    }
-    if (packet->kind != StartupPacket::Kind::kStartup) {
-      if (round > 2) co_return false;
-      // TLS when configured (once); GSSAPI encryption is not offered: the client goes on
-      // in the clear, or gives up when its sslmode requires encryption.
-      std::shared_ptr<asio::ssl::context> tls =
-          packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
-      char answer = tls != nullptr ? 'S' : 'N';
-      co_await asio::async_write(client_, asio::buffer(&answer, 1),
-                                 asio::redirect_error(kUseTask, ec));
-      if (ec) co_return false;
-      if (tls != nullptr) {
-        absl::StatusOr<Socket> plain =
-            co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "",
-                              std::max(std::chrono::milliseconds(1),
-                                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           login_deadline - Clock::now())),
-                              &certificate_user);
-        // The deadline's timer, if it fired meanwhile, found no socket to cancel.
-        if (plain.ok() && deadline.expired())
-          plain = absl::DeadlineExceededError("login timed out");
-        if (!plain.ok()) {
-          login_notes_->refusal = Sv(plain.status().message());
-          co_return false;
-        }
-        client_ = *std::move(plain);
-        tls_ = true;
-      }
-      continue;
-    }
-    startup = *std::move(packet);
-    break;
-  }
-  // (As with PostgreSQL's `local` lines, a Unix-socket client needs no TLS.)
-  if (config->tls.mode >= TlsMode::kRequire && !tls_ && !local_) {
-    co_await SendFatal("28000",
-                       "the pooler accepts TLS connections only (connect with "
-                       "sslmode=require or stronger)");
-    co_return false;
-  }
-  // (Registered, with an id, once logged in.)
-  info_ = std::make_shared<ClientInfo>();
-  info_->user = startup.Get("user");
-  info_->database = startup.Get("database");
-  if (info_->database.empty()) info_->database = info_->user;
-  if (config->tls.mode >= TlsMode::kVerifyCa && !local_) {
-    // PostgreSQL's clientcert=verify-ca and verify-full.
-    if (certificate_user.empty()) {
-      co_await SendFatal("28000",
-                         "the pooler requires a client certificate from its "
-                         "authorities (tls.ca): connect with sslcert and sslkey");
-      co_return false;
-    }
-    if (config->tls.mode == TlsMode::kVerifyFull && certificate_user != info_->user) {
-      co_await SendFatal("28000", Cat("certificate validation (clientcert=verify-full) failed "
-                                      "for user \"",
-                                      info_->user, "\": CN mismatch"));
-      co_return false;
-    }
-  }
-  if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
-      startup.Get("replication") != "0") {
-    co_await SendFatal("08P01", "replication connections are not supported by the pooler");
-    co_return false;
-  }
-  if (!impl_->accepting()) {
-    co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
-    co_return false;
-  }
-  counted_ = true;
-  if (impl_->clients.fetch_add(1) >= config->max_client_conn) {
-    co_await SendFatal(
-        "53300", Cat("too many clients already (max_client_conn ", config->max_client_conn, ")"));
-    co_return false;
-  }
-
-  admin_ = database() == "pgflow" || database() == "pgbouncer";
-  if (admin_) impl_->consoles.fetch_add(1);
+  std::optional<StartupPacket> startup =
+      co_await ReadStartup(login_deadline, deadline, &certificate_user);
+  if (!startup.has_value()) co_return false;
+  if (!co_await Admit(*config, *startup, certificate_user)) co_return false;
   std::shared_ptr<const UserList> users = impl_->users();
-  if (admin_) {
-    if (std::find(config->admin.users.begin(), config->admin.users.end(), user()) ==
-        config->admin.users.end()) {
-      co_await SendFatal("28000",
-                         Cat("user \"", user(), "\" may not use the admin console (admin.users)"));
-      co_return false;
-    }
-  } else {
-    const DatabaseOptions* db = FindDatabase(*config, database());
-    if (db == nullptr) {
-      co_await SendFatal("3D000",
-                         Cat("database \"", database(), "\" is not in the pooler's configuration"));
-      co_return false;
-    }
-    if (db->max_client_conn > 0) {
-      // Looked up, not created: a client not yet authenticated creates nothing.
-      std::shared_ptr<Pool> pool = impl_->FindPool(database(), user());
-      if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
-        co_await SendFatal("53300", Cat("too many clients of database ", database(),
-                                        " (max_client_conn ", db->max_client_conn, ")"));
-        co_return false;
-      }
-    }
-  }
   std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
   ScramKeys proof;            // the keys of the client's SCRAM proof, for the server login
   if (!co_await Authenticate(*config, *users, certificate_user, &looked_up_md5, &proof)) {
@@ -217,7 +99,7 @@ Task<bool> Session::Login() {
   }
 
   std::string out;
-  AppendAuthentication(&out, 0);
+  AppendAuthentication(&out, kAuthenticationOk);
   info_->id = impl_->next_client_id.fetch_add(1);
   info_->address = login_notes_->address;
   info_->port = peer.port();
@@ -238,28 +120,171 @@ Task<bool> Session::Login() {
              {"standard_conforming_strings", "on"}}) {
       AppendParameterStatus(&out, name, value);
     }
-    AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
-    AppendReadyForQuery(&out, 'I');
-    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-    co_return !ec;
+  } else if (!co_await JoinPool(*startup, looked_up_md5, proof, &out)) {
+    co_return false;
   }
+  AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+  AppendReadyForQuery(&out, 'I');
+  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_return !ec;
+}
+PGFLOW_ASIO_COROUTINE_END
 
+PGFLOW_ASIO_COROUTINE_BEGIN
+Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_deadline,
+                                                        const Deadline& deadline,
+                                                        std::string* certificate_user) {
+  boost::system::error_code ec;
+  for (int round = 0;; ++round) {
+    std::string head;
+    if (!co_await ReadExactly(&head, 4)) co_return std::nullopt;
+    absl::StatusOr<size_t> length = StartupPacketLength(head);
+    if (!length.ok()) {
+      co_await SendFatal("08P01", Sv(length.status().message()));
+      co_return std::nullopt;
+    }
+    std::string rest;
+    if (!co_await ReadExactly(&rest, *length - 4)) co_return std::nullopt;
+    absl::StatusOr<StartupPacket> packet = ParseStartupPacket(head + rest);
+    if (!packet.ok()) {
+      co_await SendFatal("08P01", Sv(packet.status().message()));
+      co_return std::nullopt;
+    }
+    if (packet->kind == StartupPacket::Kind::kCancel) {
+      std::shared_ptr<ClientInfo> cancelled =
+          impl_->FindClientByKey(packet->cancel_pid, packet->cancel_key);
+      if (cancelled != nullptr) co_await Cancel(cancelled);
+      co_return std::nullopt;
+    }
+    if (packet->kind == StartupPacket::Kind::kStartup) co_return *std::move(packet);
+    if (round > 2) co_return std::nullopt;
+    // TLS when configured (once); GSSAPI encryption is not offered: the client goes on
+    // in the clear, or gives up when its sslmode requires encryption.
+    std::shared_ptr<asio::ssl::context> tls =
+        packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
+    char answer = tls != nullptr ? 'S' : 'N';
+    co_await asio::async_write(client_, asio::buffer(&answer, 1),
+                               asio::redirect_error(kUseTask, ec));
+    if (ec) co_return std::nullopt;
+    if (tls == nullptr) continue;
+    const auto left = std::max(
+        std::chrono::milliseconds(1),
+        std::chrono::duration_cast<std::chrono::milliseconds>(login_deadline - Clock::now()));
+    absl::StatusOr<Socket> plain = co_await StartTls(&client_, *tls, /*as_server=*/true,
+                                                     TlsMode::kRequire, "", left, certificate_user);
+    // The deadline's timer, if it fired meanwhile, found no socket to cancel.
+    if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
+    if (!plain.ok()) {
+      login_notes_->refusal = Sv(plain.status().message());
+      co_return std::nullopt;
+    }
+    client_ = *std::move(plain);
+    tls_ = true;
+  }
+}
+PGFLOW_ASIO_COROUTINE_END
+
+PGFLOW_ASIO_COROUTINE_BEGIN
+Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& startup,
+                          const std::string& certificate_user) {
+  // (As with PostgreSQL's `local` lines, a Unix-socket client needs no TLS.)
+  if (config.tls.mode >= TlsMode::kRequire && !tls_ && !local_) {
+    co_await SendFatal("28000",
+                       "the pooler accepts TLS connections only (connect with "
+                       "sslmode=require or stronger)");
+    co_return false;
+  }
+  // (Registered, with an id, once logged in.)
+  info_ = std::make_shared<ClientInfo>();
+  info_->user = startup.Get("user");
+  info_->database = startup.Get("database");
+  if (info_->database.empty()) info_->database = info_->user;
+  if (config.tls.mode >= TlsMode::kVerifyCa && !local_) {
+    // PostgreSQL's clientcert=verify-ca and verify-full.
+    if (certificate_user.empty()) {
+      co_await SendFatal("28000",
+                         "the pooler requires a client certificate from its "
+                         "authorities (tls.ca): connect with sslcert and sslkey");
+      co_return false;
+    }
+    if (config.tls.mode == TlsMode::kVerifyFull && certificate_user != info_->user) {
+      co_await SendFatal("28000", Cat("certificate validation (clientcert=verify-full) failed "
+                                      "for user \"",
+                                      info_->user, "\": CN mismatch"));
+      co_return false;
+    }
+  }
+  if (!startup.Get("replication").empty() && startup.Get("replication") != "false" &&
+      startup.Get("replication") != "0") {
+    co_await SendFatal("08P01", "replication connections are not supported by the pooler");
+    co_return false;
+  }
+  if (!impl_->accepting()) {
+    co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
+    co_return false;
+  }
+  counted_ = true;
+  if (impl_->clients.fetch_add(1) >= config.max_client_conn) {
+    co_await SendFatal(
+        "53300", Cat("too many clients already (max_client_conn ", config.max_client_conn, ")"));
+    co_return false;
+  }
+  admin_ = database() == "pgflow" || database() == "pgbouncer";
+  if (admin_) impl_->consoles.fetch_add(1);
+  co_return co_await AdmitTo(config);
+}
+PGFLOW_ASIO_COROUTINE_END
+
+PGFLOW_ASIO_COROUTINE_BEGIN
+Task<bool> Session::AdmitTo(const PoolerConfig& config) {
+  if (admin_) {
+    if (std::find(config.admin.users.begin(), config.admin.users.end(), user()) ==
+        config.admin.users.end()) {
+      co_await SendFatal("28000",
+                         Cat("user \"", user(), "\" may not use the admin console (admin.users)"));
+      co_return false;
+    }
+    co_return true;
+  }
+  const DatabaseOptions* db = FindDatabase(config, database());
+  if (db == nullptr) {
+    co_await SendFatal("3D000",
+                       Cat("database \"", database(), "\" is not in the pooler's configuration"));
+    co_return false;
+  }
+  if (db->max_client_conn > 0) {
+    // Looked up, not created: a client not yet authenticated creates nothing.
+    std::shared_ptr<Pool> pool = impl_->FindPool(database(), user());
+    if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
+      co_await SendFatal("53300", Cat("too many clients of database ", database(),
+                                      " (max_client_conn ", db->max_client_conn, ")"));
+      co_return false;
+    }
+  }
+  co_return true;
+}
+PGFLOW_ASIO_COROUTINE_END
+
+PGFLOW_ASIO_COROUTINE_BEGIN
+Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& looked_up_md5,
+                             const ScramKeys& proof, std::string* out) {
   pool_ = impl_->PoolFor(database(), user());
   if (pool_ == nullptr) {
     co_await SendFatal("3D000", Cat("database \"", database(), "\" was removed"));
     co_return false;
   }
   pool_->clients.fetch_add(1);
-  mode_ = pool_->settings().mode;
+  protocol_.Start(pool_.get(), info_.get());
+  ClientSettings& settings = protocol_.settings();
   if (!proof.client_key.empty() && pool_->login_user() == user()) {
     pool_->OfferScramKeys(proof.client_key, proof.server_key);
   }
   if (!looked_up_md5.empty() && pool_->login_user() == user()) pool_->OfferMd5Hash(looked_up_md5);
   for (const auto& [name, value] : startup.parameters) {
-    if (!IsConnectionParameter(name)) params_[Lower(name)] = value;
+    if (!IsConnectionParameter(name)) settings.params[Lower(name)] = value;
   }
   // `options` (PGOPTIONS): command-line style settings, -c name=value or --name=value.
-  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &params_); !s.ok()) {
+  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &settings.params); !s.ok()) {
     co_await SendFatal("08P01", Sv(s.message()));
     co_return false;
   }
@@ -280,25 +305,22 @@ Task<bool> Session::Login() {
     pool_->Release(*std::move(server), true);
   }
   for (const auto& [name, value] : server_params) {
-    auto mine = params_.find(Lower(name));
-    AppendParameterStatus(&out, name, mine != params_.end() ? mine->second : value);
+    auto mine = settings.params.find(Lower(name));
+    AppendParameterStatus(out, name, mine != settings.params.end() ? mine->second : value);
   }
-  defaults_ = pool_->Defaults();
-  settings_stamp_ = pool_->SettingsStamp(params_, defaults_.get());
-  if (mode_ == PoolMode::kSession && !params_.empty()) {
+  settings.defaults = pool_->Defaults();
+  settings.stamp = pool_->SettingsStamp(settings.params, settings.defaults.get());
+  if (protocol_.mode() == PoolMode::kSession && !settings.params.empty()) {
     // Session mode: the server connection starts with the client's settings, so that RESET
     // returns to them (SET would make them the session's, not its defaults).
     startup_ = std::make_unique<StartupSettings>();
-    startup_->settings.assign(params_.begin(), params_.end());
+    startup_->settings.assign(settings.params.begin(), settings.params.end());
     std::sort(startup_->settings.begin(), startup_->settings.end());
     for (const auto& [name, value] : startup_->settings) {
       startup_->key += Cat(name, "=", value, "\n");
     }
   }
-  AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
-  AppendReadyForQuery(&out, 'I');
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
-  co_return !ec;
+  co_return true;
 }
 PGFLOW_ASIO_COROUTINE_END
 
@@ -390,7 +412,7 @@ Task<void> Session::ForwardCancel(CancelForward* forward) {
     // The client's session may give its server connection back now.
     asio::post(forward->client->context->get_executor(), [weak = forward->client->session] {
       std::shared_ptr<Session> session = weak.lock();
-      if (session != nullptr && session->relaying_) session->Pump();
+      if (session != nullptr && session->relaying()) session->Pump();
     });
   }
 }
@@ -478,7 +500,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
     // md5. An unknown user is asked for a password too and gets a wrong password's answer.
     std::string salt = RandomBytes(4);
     std::string out;
-    AppendAuthentication(&out, 5, salt);
+    AppendAuthentication(&out, kAuthenticationMd5Password, salt);
     co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
     std::optional<std::string> answer = co_await ReadPasswordMessage();
     if (!answer.has_value()) co_return false;
@@ -515,7 +537,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   ScramServer server(scram_secret, RandomBytes(18));
   std::string out;
-  AppendAuthentication(&out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
+  AppendAuthentication(&out, kAuthenticationSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
   co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   std::optional<std::string> initial = co_await ReadPasswordMessage();
   if (!initial.has_value()) co_return false;
@@ -533,7 +555,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
     co_return false;
   }
   out.clear();
-  AppendAuthentication(&out, 11, *server_first);
+  AppendAuthentication(&out, kAuthenticationSaslContinue, *server_first);
   co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   std::optional<std::string> final_message = co_await ReadPasswordMessage();
   if (!final_message.has_value()) co_return false;
@@ -547,7 +569,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
     co_return false;
   }
   out.clear();
-  AppendAuthentication(&out, 12, *server_final);
+  AppendAuthentication(&out, kAuthenticationSaslFinal, *server_final);
   co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
   proof->client_key = server.client_key();
   proof->server_key = scram_secret.server_key;

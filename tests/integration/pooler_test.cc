@@ -1,3 +1,8 @@
+// Longer than 1,000 lines because each integration test file is one binary with one
+// PostgreSQL of its own: the pooler's tests share this file's server (and its roles, databases
+// and TLS settings) instead of starting one more per file. Its helpers are in
+// tests/integration/support/pooler_support.h.
+//
 // The connection pooler (`pgflow pooler`) against a real PostgreSQL, with real clients:
 // libpq, psql and pgbench in every protocol mode, through session and transaction pooling;
 // logins with right and wrong passwords; malformed startup packets; cancel requests; a client
@@ -26,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "pooler/auth.h"
 #include "pooler/protocol.h"
+#include "tests/integration/support/pooler_support.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -33,150 +39,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-std::string PgBin() {
-  static const std::string bin = [] {
-    FILE* pipe = popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1", "r");
-    char buffer[256] = {};
-    if (pipe != nullptr && fgets(buffer, sizeof buffer, pipe) != nullptr) {
-      std::string s(buffer);
-      while (!s.empty() && s.back() == '\n') s.pop_back();
-      pclose(pipe);
-      return s;
-    }
-    return std::string("/usr/bin");
-  }();
-  return bin;
-}
-
-// Runs a shell command; its exit status and output (stdout and stderr).
-int Shell(const std::string& command, std::string* output) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  output->clear();
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output->append(buffer, n);
-  int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-// A pooler in front of the shared cluster, with its files in a TempDir. Its file names the
-// users file by a path relative to that directory, which is not the pooler's current one.
-class PoolerProcess {
- public:
-  // `databases` is the YAML under `databases:`; `extra` more top-level keys; `port` where it
-  // listens (0: a free port; another pooler's: beside it, SO_REUSEPORT).
-  PoolerProcess(const std::string& auth, const std::string& users, const std::string& databases,
-                const std::string& extra = "", int port = 0)
-      : port_(port != 0 ? port : FreeLoopbackPort()), admin_port_(FreeLoopbackPort()) {
-    WriteFile(dir_.File("users.txt"), users);
-    config_ = dir_.File("pooler.yaml");
-    WriteConfig(auth, databases, extra);
-    process_ = StartPgflowUntilLogged({"pooler", "--config", config_}, dir_.File("pooler.log"), {},
-                                      "pooler: listening on");
-  }
-
-  void WriteConfig(const std::string& auth, const std::string& databases,
-                   const std::string& extra = "") {
-    WriteFile(config_, absl::StrCat("listen: 127.0.0.1:", port_, "\nthreads: 2\n",
-                                    "admin: {listen: 127.0.0.1:", admin_port_,
-                                    ", users: [postgres]}\n", "auth: {method: ", auth,
-                                    ", users: users.txt}\n", extra, "databases:\n", databases));
-  }
-
-  int port() const { return port_; }
-  int admin_port() const { return admin_port_; }
-  std::string Url(const std::string& database, const std::string& user = "postgres",
-                  const std::string& password = "") const {
-    return absl::StrCat("postgres://", user, password.empty() ? "" : ":", password,
-                        "@127.0.0.1:", port_, "/", database);
-  }
-  std::string Log() const { return ReadFile(dir_.File("pooler.log")); }
-  const std::string& config() const { return config_; }
-  PgflowProcess& process() { return *process_; }
-  const TempDir& dir() const { return dir_; }
-
- private:
-  TempDir dir_;
-  int port_;
-  int admin_port_;
-  std::string config_;
-  std::unique_ptr<PgflowProcess> process_;
-};
-
-std::string Database(const std::string& name, const std::string& mode, int pool_size,
-                     const std::string& db, const std::string& user = "postgres",
-                     const std::string& extra = "") {
-  return absl::StrCat("  ", name, ": {url: 'postgres://", user,
-                      "@127.0.0.1:", SharedCluster().port(), "/", db, "', pool_mode: ", mode,
-                      ", pool_size: ", pool_size, extra.empty() ? "" : ", ", extra, "}\n");
-}
-
-// A libpq connection that may fail (Sql fails the test on any error).
-struct Conn {
-  explicit Conn(const std::string& url) : conn(PQconnectdb(url.c_str())) {}
-  ~Conn() { PQfinish(conn); }
-  bool ok() const { return PQstatus(conn) == CONNECTION_OK; }
-  std::string error() const { return PQerrorMessage(conn); }
-  // The first value of the result, or "ERROR <sqlstate>: <message>".
-  std::string Run(const std::string& sql) {
-    PGresult* result = PQexec(conn, sql.c_str());
-    std::string out;
-    ExecStatusType status = PQresultStatus(result);
-    if (status == PGRES_TUPLES_OK && PQntuples(result) > 0) {
-      out = PQgetvalue(result, 0, 0);
-    } else if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-      const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
-      out = absl::StrCat("ERROR ", state ? state : "", ": ", PQresultErrorMessage(result));
-    }
-    PQclear(result);
-    return out;
-  }
-  PGconn* conn;
-};
-
-// A TCP connection to 127.0.0.1:`port`, its descriptor not inherited by the poolers a test
-// starts later (or closing it would not end it); -1 when refused.
-int ConnectLoopback(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Sends `bytes` and reads the answer until the pooler closes the connection (or 5 seconds
-// pass, or `enough` bytes came).
-std::string RawExchange(int port, const std::string& bytes, size_t enough = 65536) {
-  const int fd = ConnectLoopback(port);
-  if (fd < 0) return "<no connection>";
-  timeval timeout{.tv_sec = 5, .tv_usec = 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  (void)!write(fd, bytes.data(), bytes.size());
-  std::string answer;
-  char buffer[4096];
-  while (answer.size() < enough) {
-    ssize_t n = read(fd, buffer, sizeof buffer);
-    if (n <= 0) break;
-    answer.append(buffer, n);
-  }
-  close(fd);
-  return answer;
-}
-
-std::string Int32(int32_t v) {
-  std::string s(4, '\0');
-  s[0] = static_cast<char>(v >> 24);
-  s[1] = static_cast<char>(v >> 16);
-  s[2] = static_cast<char>(v >> 8);
-  s[3] = static_cast<char>(v);
-  return s;
-}
 
 class PoolerTest : public ::testing::Test {
  protected:
@@ -204,6 +66,43 @@ class PoolerTest : public ::testing::Test {
 std::unique_ptr<Sql> PoolerTest::admin_;
 
 const char* kTrustUsers = "\"postgres\" \"\"\n";
+
+// With session_state: refuse (the default), LISTEN and session advisory locks fail with
+// SQLSTATE 0A000 and say why, in the simple and the extended protocol; inside a transaction
+// the error aborts it, as any error would; transaction-level advisory locks are fine.
+void ExpectSessionStateRefused(const PoolerProcess& pooler) {
+  Conn strict(pooler.Url("strict"));
+  ASSERT_TRUE(strict.ok()) << strict.error();
+  std::string listen = strict.Run("LISTEN refused_channel");
+  EXPECT_NE(listen.find("ERROR 0A000"), std::string::npos) << listen;
+  EXPECT_NE(listen.find("session_state: pin"), std::string::npos) << listen;
+  EXPECT_EQ(strict.Run("BEGIN"), "");
+  EXPECT_NE(strict.Run("SELECT pg_advisory_lock(42)").find("ERROR 0A000"), std::string::npos);
+  EXPECT_NE(strict.Run("SELECT 1").find("ERROR 25P02"), std::string::npos);
+  EXPECT_EQ(strict.Run("ROLLBACK"), "");
+  const char* key[1] = {"42"};
+  PGresult* prepared = PQexecParams(strict.conn, "SELECT pg_advisory_lock($1::bigint)", 1, nullptr,
+                                    key, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(prepared), PGRES_FATAL_ERROR);
+  EXPECT_NE(std::string(PQresultErrorMessage(prepared)).find("are refused in transaction pooling"),
+            std::string::npos)
+      << PQresultErrorMessage(prepared);
+  PQclear(prepared);
+  EXPECT_EQ(strict.Run("SELECT pg_advisory_xact_lock(42)::text || 'ok'"), "ok");
+  // Named in a literal, a quoted identifier, a comment or another name: not a lock.
+  EXPECT_EQ(strict.Run("SELECT 'pg_advisory_lock(1); LISTEN x' AS \"pg_advisory_lock(\" "
+                       "/* pg_advisory_lock(2) */ -- LISTEN y\n"),
+            "pg_advisory_lock(1); LISTEN x");
+  EXPECT_EQ(strict.Run("SELECT 1 AS app_advisory_locks"), "1");
+  // In a DO block, or a second statement, it is.
+  EXPECT_NE(
+      strict.Run("DO $$BEGIN PERFORM pg_catalog.pg_advisory_lock (7); END$$").find("ERROR 0A000"),
+      std::string::npos);
+  EXPECT_NE(strict.Run("SELECT 1; listen refused_channel").find("ERROR 0A000"), std::string::npos);
+  EXPECT_EQ(Sql(SharedCluster().Url("pool_app"))
+                .Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "0");
+}
 
 TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   PoolerProcess pooler(
@@ -284,44 +183,8 @@ TEST_F(PoolerTest, ClientsRunThroughSessionAndTransactionPools) {
   EXPECT_EQ(std::string(notify->extra), "hello");
   PQfreemem(notify);
 
-  // With session_state: refuse (the default), LISTEN and session advisory locks fail with
-  // SQLSTATE 0A000 and say why, in the simple and the extended protocol; inside a transaction
-  // the error aborts it, as any error would; transaction-level advisory locks are fine.
-  {
-    Conn strict(pooler.Url("strict"));
-    ASSERT_TRUE(strict.ok()) << strict.error();
-    std::string listen = strict.Run("LISTEN refused_channel");
-    EXPECT_NE(listen.find("ERROR 0A000"), std::string::npos) << listen;
-    EXPECT_NE(listen.find("session_state: pin"), std::string::npos) << listen;
-    EXPECT_EQ(strict.Run("BEGIN"), "");
-    EXPECT_NE(strict.Run("SELECT pg_advisory_lock(42)").find("ERROR 0A000"), std::string::npos);
-    EXPECT_NE(strict.Run("SELECT 1").find("ERROR 25P02"), std::string::npos);
-    EXPECT_EQ(strict.Run("ROLLBACK"), "");
-    const char* key[1] = {"42"};
-    PGresult* prepared = PQexecParams(strict.conn, "SELECT pg_advisory_lock($1::bigint)", 1,
-                                      nullptr, key, nullptr, nullptr, 0);
-    EXPECT_EQ(PQresultStatus(prepared), PGRES_FATAL_ERROR);
-    EXPECT_NE(
-        std::string(PQresultErrorMessage(prepared)).find("are refused in transaction pooling"),
-        std::string::npos)
-        << PQresultErrorMessage(prepared);
-    PQclear(prepared);
-    EXPECT_EQ(strict.Run("SELECT pg_advisory_xact_lock(42)::text || 'ok'"), "ok");
-    // Named in a literal, a quoted identifier, a comment or another name: not a lock.
-    EXPECT_EQ(strict.Run("SELECT 'pg_advisory_lock(1); LISTEN x' AS \"pg_advisory_lock(\" "
-                         "/* pg_advisory_lock(2) */ -- LISTEN y\n"),
-              "pg_advisory_lock(1); LISTEN x");
-    EXPECT_EQ(strict.Run("SELECT 1 AS app_advisory_locks"), "1");
-    // In a DO block, or a second statement, it is.
-    EXPECT_NE(
-        strict.Run("DO $$BEGIN PERFORM pg_catalog.pg_advisory_lock (7); END$$").find("ERROR 0A000"),
-        std::string::npos);
-    EXPECT_NE(strict.Run("SELECT 1; listen refused_channel").find("ERROR 0A000"),
-              std::string::npos);
-    EXPECT_EQ(Sql(SharedCluster().Url("pool_app"))
-                  .Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
-              "0");
-  }
+  // With session_state: refuse (the default), what takes session state fails.
+  ASSERT_NO_FATAL_FAILURE(ExpectSessionStateRefused(pooler));
 
   // Session mode: the session's state stays (a temporary table, a plain SET).
   {
@@ -465,31 +328,6 @@ TEST_F(PoolerTest, PreparedStatementsFollowClientsAcrossServerConnections) {
   EXPECT_EQ(std::string(PQgetvalue(again, 0, 0)), "42");
   PQclear(again);
 }
-
-// A hot standby of `primary` (scripts/pgtmp.sh standby), stopped and removed with the object.
-class Standby {
- public:
-  explicit Standby(const TestCluster& primary) {
-    chmod(dir_.path().c_str(), 0755);  // the server's user reaches its data below
-    std::string output;
-    if (Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh standby ", dir_.File("pg"), " ",
-                           primary.port()),
-              &output) == 0) {
-      // (From the file pgtmp.sh writes: the output may hold the tools' warnings too.)
-      port_ = atoi(ReadFile(dir_.File("pg") + "/port").c_str());
-    }
-    EXPECT_GT(port_, 0) << output;
-  }
-  ~Standby() {
-    std::string output;
-    Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh stop ", dir_.File("pg")), &output);
-  }
-  int port() const { return port_; }
-
- private:
-  TempDir dir_;
-  int port_ = 0;
-};
 
 TEST_F(PoolerTest, SeveralHostsLeadToTheServerTheUrlAsksFor) {
   // main: the primary; standby: its hot standby; other: a primary whose database is read-only
@@ -843,23 +681,11 @@ std::string LoginErrorThrough(const std::string& url) {
   return client.ok() ? "logged in" : client.error();
 }
 
-// Copies `from` to `to` in the server's data directory, mode 0600 and owned by the server's
-// user, as PostgreSQL requires of its key.
-void CopyToServer(const std::string& from, const std::string& to) {
-  std::string copy = absl::StrCat("cp ", from, " ", to, " && chmod 600 ", to,
-                                  getuid() == 0 ? absl::StrCat(" && chown postgres: ", to) : "");
-  ASSERT_EQ(std::system(copy.c_str()), 0) << copy;
-}
-
-// A self-signed certificate (its own root) for `names` (a subjectAltName), made with the openssl
-// command line: `dir`/`file`.crt and `dir`/`file`.key.
-void MakeCertificate(const std::string& dir, const std::string& file = "tls",
-                     const std::string& names = "DNS:localhost,IP:127.0.0.1") {
-  std::string command =
-      absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=", file,
-                   " -addext subjectAltName=", names, " -keyout ", dir, "/", file, ".key -out ",
-                   dir, "/", file, ".crt >/dev/null 2>&1");
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+// Whether the shared cluster takes TLS connections now (ssl on, its reload done).
+bool ServerSpeaksTls() {
+  Conn probe(absl::StrCat("postgres://postgres@127.0.0.1:", SharedCluster().port(),
+                          "/postgres?sslmode=require"));
+  return probe.ok();
 }
 
 // TLS toward clients (tls.mode require: libpq's sslmode=require and verify-full connect, a
@@ -936,8 +762,10 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
   absl::Cleanup ssl_off = [] {
     admin_->Exec("ALTER SYSTEM RESET ssl");
     admin_->Exec("SELECT pg_reload_conf()");
+    EXPECT_TRUE(WaitFor([] { return !ServerSpeaksTls(); }, seconds(10)));
   };
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the reload is asynchronous
+  // (The reload is asynchronous.)
+  ASSERT_TRUE(WaitFor(ServerSpeaksTls, seconds(10)));
   std::string url = absl::StrCat("postgres://postgres@127.0.0.1:", SharedCluster().port(),
                                  "/pool_app?sslmode=verify-full&sslrootcert=", crt);
   {
@@ -959,34 +787,55 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
     EXPECT_EQ(client.Run("SELECT count(*) FROM generate_series(1, 100000)"), "100000");
   }
   std::move(ssl_off).Invoke();
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   absl::StrReplaceAll({{"verify-full", "require"}}, &url);
   const std::string refused = LoginErrorThrough(url);
   EXPECT_NE(refused.find("does not accept TLS (sslmode require)"), std::string::npos) << refused;
 }
 
-// A certificate authority in `dir` (ca.crt), a server certificate it signed (server.crt, for
-// localhost and 127.0.0.1), client certificates it signed for dana and mallory
-// (<name>.crt), and a self-signed one for dana that it did not (stranger.crt); keys beside
-// each, mode 0600 as libpq wants them.
-void MakeAuthority(const std::string& dir) {
-  const std::string d = dir + "/";
-  std::string command = absl::StrCat(
-      "set -e; cd ", dir, "; ",
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgflow-test-ca -keyout ca.key "
-      "-out ca.crt; ",
-      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext; ",
-      "for name in server dana mallory; do ", "  cn=$name; [ $name = server ] && cn=localhost; ",
-      "  openssl req -newkey rsa:2048 -nodes -subj /CN=$cn -keyout $name.key -out $name.csr; ",
-      "  ext=; [ $name = server ] && ext='-extfile san.ext'; ",
-      "  openssl x509 -req -in $name.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-      "-out $name.crt $ext; ",
-      "done; ",
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dana -keyout stranger.key "
-      "-out stranger.crt; ",
-      "chmod 600 *.key");
+// Revocation lists of the authority MakeAuthority made in `dir`: clients.crl revokes mallory's
+// certificate, all.crl the server's too; clients.d and all.d hold the same lists as
+// directories (each file under its issuer's hash).
+void MakeRevocationLists(const std::string& dir) {
+  std::string crl_output;
+  ASSERT_EQ(Shell(absl::StrCat(
+                      "set -e; cd ", dir, "; touch index.txt; echo 01 > crlnumber; ",
+                      "printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\n",
+                      "crlnumber=crlnumber\\ndefault_md=sha256\\ndefault_crl_days=2\\n' > ca.cnf; ",
+                      "sign='openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt'; ",
+                      "$sign -revoke mallory.crt; $sign -gencrl -out clients.crl; ",
+                      "$sign -revoke server.crt; $sign -gencrl -out all.crl; ",
+                      // The same lists as directories, each file under its issuer's hash.
+                      "for list in clients all; do mkdir $list.d; cp $list.crl $list.d/; ",
+                      "openssl rehash $list.d; done"),
+                  &crl_output),
+            0)
+      << crl_output;
+}
+
+// The server reached with dana's key encrypted: opened with the url's sslpassword (OpenSSL is
+// never left to prompt); without it, or with a wrong one, the login says why.
+void ExpectSealedKeyOpens(const TempDir& certs, const std::string& server_url) {
   std::string output;
-  ASSERT_EQ(Shell(command, &output), 0) << output;
+  ASSERT_EQ(Shell(absl::StrCat("cd ", certs.path(),
+                               " && openssl pkey -in dana.key "
+                               "-aes-256-cbc -passout pass:open-sesame -out sealed.key && "
+                               "chmod 600 sealed.key"),
+                  &output),
+            0)
+      << output;
+  const std::string sealed = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
+                                          "&sslkey=", certs.File("sealed.key"));
+  PoolerProcess pooler("trust", kTrustUsers,
+                       absl::StrCat("  app: {url: '", sealed,
+                                    "&sslpassword=open-sesame', pool_mode: transaction}\n"));
+  Conn client(pooler.Url("app"));
+  ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
+  EXPECT_EQ(client.Run("SELECT current_user"), "dana");
+  std::string refused = LoginErrorThrough(sealed);
+  EXPECT_NE(refused.find("is encrypted and no sslpassword was given"), std::string::npos)
+      << refused;
+  refused = LoginErrorThrough(sealed + "&sslpassword=open-sesame-not");
+  EXPECT_NE(refused.find("sslpassword does not open it"), std::string::npos) << refused;
 }
 
 // Client certificates toward clients (tls.mode verify-full and auth.method cert: the
@@ -1042,20 +891,8 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     EXPECT_TRUE(dana.ok()) << dana.error();
   }
   // Revocations: clients.crl revokes mallory's certificate, all.crl the server's too.
-  std::string crl_output;
-  ASSERT_EQ(Shell(absl::StrCat(
-                      "set -e; cd ", certs.path(), "; touch index.txt; echo 01 > crlnumber; ",
-                      "printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\n",
-                      "crlnumber=crlnumber\\ndefault_md=sha256\\ndefault_crl_days=2\\n' > ca.cnf; ",
-                      "sign='openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt'; ",
-                      "$sign -revoke mallory.crt; $sign -gencrl -out clients.crl; ",
-                      "$sign -revoke server.crt; $sign -gencrl -out all.crl; ",
-                      // The same lists as directories, each file under its issuer's hash.
-                      "for list in clients all; do mkdir $list.d; cp $list.crl $list.d/; ",
-                      "openssl rehash $list.d; done"),
-                  &crl_output),
-            0)
-      << crl_output;
+  MakeRevocationLists(certs.path());
+  if (HasFatalFailure()) return;
   // tls.crl, and tls.crl_dir (the same list found in a directory when a certificate is
   // checked): a revoked client certificate fails the handshake; others still log in.
   for (const auto& [key, file] : {std::pair{"crl", "clients.crl"}, {"crl_dir", "clients.d"}}) {
@@ -1094,9 +931,10 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     admin_->Exec("ALTER SYSTEM RESET ssl");
     admin_->Exec("ALTER SYSTEM RESET ssl_ca_file");
     admin_->Exec("SELECT pg_reload_conf()");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_TRUE(WaitFor([] { return !ServerSpeaksTls(); }, seconds(10)));
   };
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the reload is asynchronous
+  // (The reload, of pg_hba.conf too, is asynchronous.)
+  ASSERT_TRUE(WaitFor(ServerSpeaksTls, seconds(10)));
   const std::string server_url =
       absl::StrCat("postgres://dana@localhost:", SharedCluster().port(),
                    "/pool_app?sslmode=verify-full&sslrootcert=", certs.File("ca.crt"));
@@ -1112,30 +950,7 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
     EXPECT_EQ(client.Run("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
               "/CN=dana");
   }
-  {
-    // Her key encrypted: opened with the url's sslpassword (OpenSSL is never left to prompt).
-    std::string output;
-    ASSERT_EQ(Shell(absl::StrCat("cd ", certs.path(),
-                                 " && openssl pkey -in dana.key "
-                                 "-aes-256-cbc -passout pass:open-sesame -out sealed.key && "
-                                 "chmod 600 sealed.key"),
-                    &output),
-              0)
-        << output;
-    const std::string sealed = absl::StrCat(server_url, "&sslcert=", certs.File("dana.crt"),
-                                            "&sslkey=", certs.File("sealed.key"));
-    PoolerProcess pooler("trust", kTrustUsers,
-                         absl::StrCat("  app: {url: '", sealed,
-                                      "&sslpassword=open-sesame', pool_mode: transaction}\n"));
-    Conn client(pooler.Url("app"));
-    ASSERT_TRUE(client.ok()) << client.error() << pooler.Log();
-    EXPECT_EQ(client.Run("SELECT current_user"), "dana");
-    std::string refused = LoginErrorThrough(sealed);
-    EXPECT_NE(refused.find("is encrypted and no sslpassword was given"), std::string::npos)
-        << refused;
-    refused = LoginErrorThrough(sealed + "&sslpassword=open-sesame-not");
-    EXPECT_NE(refused.find("sslpassword does not open it"), std::string::npos) << refused;
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectSealedKeyOpens(certs, server_url));
   const std::string refused = LoginErrorThrough(server_url);
   EXPECT_NE(refused.find("requires a valid client certificate"), std::string::npos) << refused;
   // The url's sslcrl: a server certificate it revokes is refused, one it does not is not.
@@ -1153,129 +968,6 @@ TEST_F(PoolerTest, ClientCertificatesOnEitherSide) {
 }
 
 // ---- Differential protocol sessions ----------------------------------------------------------
-
-// A client speaking the wire protocol itself, for sessions replayed byte for byte against the
-// pooler and directly against PostgreSQL.
-class WireClient {
- public:
-  WireClient(int port, const std::string& database) {
-    fd_ = ConnectLoopback(port);
-    if (fd_ < 0) return;
-    timeval timeout{.tv_sec = 20, .tv_usec = 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    std::string out;
-    pooler::AppendStartup(
-        &out, {{"user", "postgres"}, {"database", database}, {"application_name", "wire"}});
-    Send(out);
-    ok_ = !Until('Z').empty();
-  }
-  ~WireClient() { close(fd_); }
-  bool ok() const { return ok_; }
-  void Send(const std::string& bytes) { (void)!write(fd_, bytes.data(), bytes.size()); }
-  // The messages that come until the `count`-th of type `last` (inclusive), each as type
-  // byte + body; empty when the connection ends or stays silent first.
-  std::vector<std::string> Until(char last, int count = 1) {
-    std::vector<std::string> messages;
-    while (count > 0) {
-      while (buffer_.size() < 5 ||
-             buffer_.size() < 1 + static_cast<size_t>(pooler::ReadInt32(buffer_.data() + 1))) {
-        char chunk[65536];
-        ssize_t n = read(fd_, chunk, sizeof chunk);
-        if (n <= 0) return {};
-        buffer_.append(chunk, n);
-      }
-      size_t size = 1 + pooler::ReadInt32(buffer_.data() + 1);
-      messages.push_back(buffer_.substr(0, 1) + buffer_.substr(5, size - 5));
-      buffer_.erase(0, size);
-      if (messages.back()[0] == last) --count;
-    }
-    return messages;
-  }
-
- private:
-  int fd_ = -1;
-  bool ok_ = false;
-  std::string buffer_;
-};
-
-// What may differ between two backends answering the same session: a NOTIFY's sender pid.
-std::string Normalized(const std::vector<std::string>& messages) {
-  std::string out;
-  for (std::string m : messages) {
-    if (m[0] == 'A' && m.size() >= 5) m.replace(1, 4, "PID!");
-    out += m;
-    out.push_back('\n');
-  }
-  return out;
-}
-
-std::string Message(char type, const std::string& body) {
-  std::string out;
-  pooler::AppendMessage(&out, type, body);
-  return out;
-}
-std::string Parse(const std::string& name, const std::string& sql) {
-  std::string rest = sql;
-  rest.push_back('\0');
-  pooler::AppendInt16(&rest, 0);
-  std::string out;
-  pooler::AppendParse(&out, name, rest);
-  return out;
-}
-std::string Bind(const std::string& portal, const std::string& statement,
-                 const std::vector<std::string>& values) {
-  std::string rest;
-  pooler::AppendInt16(&rest, 0);
-  pooler::AppendInt16(&rest, static_cast<int16_t>(values.size()));
-  for (const std::string& v : values) {
-    pooler::AppendInt32(&rest, static_cast<int32_t>(v.size()));
-    rest += v;
-  }
-  pooler::AppendInt16(&rest, 0);
-  std::string out;
-  pooler::AppendBind(&out, portal, statement, rest);
-  return out;
-}
-std::string Execute(const std::string& portal, int32_t max_rows = 0) {
-  std::string body = portal;
-  body.push_back('\0');
-  pooler::AppendInt32(&body, max_rows);
-  return Message('E', body);
-}
-std::string Describe(char kind, const std::string& name) {
-  std::string out;
-  pooler::AppendTarget(&out, 'D', kind, name);
-  return out;
-}
-std::string Sync() { return Message('S', ""); }
-std::string Query(const std::string& sql) {
-  std::string out;
-  pooler::AppendQuery(&out, sql);
-  return out;
-}
-
-// One step of a session: bytes to send, then what to read: until the `count`-th message of
-// type `until`.
-struct Step {
-  std::string send;
-  char until = 'Z';
-  int count = 1;
-};
-
-// Runs `steps` on a fresh connection to `port`; the answers, normalized, one step a line
-// block.
-std::string Replay(int port, const std::string& database, const std::vector<Step>& steps) {
-  WireClient client(port, database);
-  if (!client.ok()) return "<no session>";
-  std::string out;
-  for (const Step& step : steps) {
-    client.Send(step.send);
-    std::vector<std::string> answer = client.Until(step.until, step.count);
-    if (answer.empty()) return out + "<connection ended>";
-    out += Normalized(answer) + "--\n";
-  }
-  return out;
-}
 
 // The same client sessions (simple and extended protocol, pipelining, errors mid-transaction,
 // named and unnamed statements, portals read in parts, COPY in and out, large results,
@@ -1439,11 +1131,18 @@ TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
   EXPECT_TRUE(pooler.process().Running());
 }
 
-// Runs `SELECT pg_sleep(30)` on `client` and cancels it half a second in, as libpq's
+// Runs `SELECT pg_sleep(30)` on `client` and cancels it once it runs on the server, as libpq's
 // PQcancel does: the query ends at once with SQLSTATE 57014.
 void ExpectCancelled(Conn& client) {
   std::thread canceller([&] {
-    std::this_thread::sleep_for(milliseconds(500));
+    Sql watcher(SharedCluster().Url());
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return watcher.Scalar(
+                     "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                     "AND query = 'SELECT pg_sleep(30)'") != "0";
+        },
+        seconds(10)));
     PGcancel* cancel = PQgetCancel(client.conn);
     char error[256];
     PQcancel(cancel, error, sizeof error);
@@ -1480,6 +1179,21 @@ TEST_F(PoolerTest, AnEmptiedSettingFollowsItsClient) {
   }
 }
 
+// Waits until SHOW CLIENTS lists `idle` clients of `database` idle and `active` holding a
+// server connection.
+bool WaitForClients(const PoolerProcess& pooler, const std::string& database, int idle,
+                    int active) {
+  return WaitFor(
+      [&] {
+        const std::string clients = Console(pooler, "SHOW CLIENTS");
+        return Occurrences(clients, absl::StrCat("|", database, "|idle|")) ==
+                   static_cast<size_t>(idle) &&
+               Occurrences(clients, absl::StrCat("|", database, "|active|")) ==
+                   static_cast<size_t>(active);
+      },
+      seconds(10));
+}
+
 // An idle client holds its session and its socket's registration only (the relay's state goes
 // back once it is idle: after login, or after its last transaction); a client inside a
 // transaction keeps its server connection however long it waits. Each comes back when it
@@ -1490,13 +1204,13 @@ TEST_F(PoolerTest, IdleClientsComeBack) {
   ASSERT_TRUE(after_login.ok() && after_query.ok() && in_txn.ok());
   EXPECT_EQ(after_query.Run("SELECT 1"), "1");
   EXPECT_EQ(in_txn.Run("BEGIN; INSERT INTO items VALUES (300, 'kept')"), "");
-  std::this_thread::sleep_for(milliseconds(500));
+  ASSERT_TRUE(WaitForClients(pooler, "one", /*idle=*/2, /*active=*/1)) << pooler.Log();
   EXPECT_EQ(after_login.Run("SELECT 2"), "2");
   EXPECT_EQ(after_query.Run("SELECT 3"), "3");
   EXPECT_EQ(in_txn.Run("SELECT count(*) FROM items WHERE id = 300"), "1");
   EXPECT_EQ(in_txn.Run("COMMIT"), "");
   const std::string big(100000, 'x');
-  std::this_thread::sleep_for(milliseconds(500));
+  ASSERT_TRUE(WaitForClients(pooler, "one", /*idle=*/3, /*active=*/0)) << pooler.Log();
   EXPECT_EQ(after_query.Run(absl::StrCat("SELECT length('", big, "')")), "100000");
   EXPECT_EQ(in_txn.Run("SELECT count(*) FROM items WHERE id = 300"), "1");
 }
@@ -1724,16 +1438,18 @@ TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
         } else {
           ++failures[c];
         }
+        // (Paces the clients: fifty transactions a second each is the load, not a wait.)
         std::this_thread::sleep_for(milliseconds(20));
       }
     });
   }
-  std::this_thread::sleep_for(seconds(2));
+  EXPECT_TRUE(WaitFor([&] { return successes.load() > 40; }, seconds(20)));
   int before = successes.load();
   SharedCluster().Pause();  // pg_ctl stop -m fast
+  // The outage itself, what the test is about: two seconds without a server.
   std::this_thread::sleep_for(seconds(2));
   SharedCluster().Resume();
-  std::this_thread::sleep_for(seconds(3));
+  EXPECT_TRUE(WaitFor([&] { return successes.load() > before + 40; }, seconds(30)));
   stop = true;
   for (std::thread& t : threads) t.join();
   int after = successes.load();
@@ -1761,8 +1477,12 @@ TEST_F(PoolerTest, TransactionsWaitThroughAServerRestart) {
                                 " -U postgres -h 127.0.0.1 -p ", pooler.port(), " app"),
                    &output);
   });
-  std::this_thread::sleep_for(seconds(3));
+  // (pgbench runs for ten seconds: the outage comes once it has begun.)
+  EXPECT_TRUE(WaitFor(
+      [&] { return std::atoi(direct.Scalar("SELECT count(*) FROM bench_hits").c_str()) >= 100; },
+      seconds(20)));
   SharedCluster().Pause();
+  // The outage itself, what the test is about: two seconds without a server.
   std::this_thread::sleep_for(seconds(2));
   SharedCluster().Resume();
   bench.join();
@@ -1813,7 +1533,10 @@ TEST_F(PoolerTest, TheAdminConsoleShowsPausesReloadsAndKills) {
     EXPECT_EQ(client.Run("SELECT 'after resume'"), "after resume");
     done = true;
   });
-  std::this_thread::sleep_for(milliseconds(700));
+  EXPECT_TRUE(
+      WaitFor([&] { return psql("SHOW POOLS").find("app|postgres|0|1|") != std::string::npos; },
+              seconds(10)))
+      << output;
   EXPECT_FALSE(done.load());
   EXPECT_NE(psql("SHOW POOLS").find("app|postgres|0|1|"), std::string::npos) << output;
   psql("RESUME app");

@@ -1,0 +1,421 @@
+// The relay's protocol logic (pooler/relay_protocol.h) driven with byte strings, as a session
+// drives it with what its sockets read: what goes to the server, what comes back to the
+// client, and the expectations kept between them, for the simple and extended protocols,
+// pipelines, errors, COPY and messages split across reads.
+
+#include "pooler/relay_protocol.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "pooler/pool.h"
+#include "pooler/pooler_internal.h"
+#include "pooler/protocol.h"
+#include "pooler/query_text.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using Step = RelayProtocol::ClientStep;
+
+// Client messages.
+std::string Query(std::string_view sql) {
+  std::string out;
+  AppendQuery(&out, sql);
+  return out;
+}
+// What follows a Parse's name: the query and no parameter types.
+std::string ParseRest(std::string_view sql) {
+  std::string rest(sql);
+  rest.push_back('\0');
+  AppendInt16(&rest, 0);
+  return rest;
+}
+std::string Parse(std::string_view name, std::string_view sql) {
+  std::string out;
+  AppendParse(&out, name, ParseRest(sql));
+  return out;
+}
+// What follows a Bind's statement name: no parameters, results in text.
+std::string BindRest() {
+  std::string rest;
+  AppendInt16(&rest, 0);
+  AppendInt16(&rest, 0);
+  AppendInt16(&rest, 0);
+  return rest;
+}
+std::string Bind(std::string_view statement) {
+  std::string out;
+  AppendBind(&out, "", statement, BindRest());
+  return out;
+}
+std::string Describe(std::string_view statement) {
+  std::string out;
+  AppendTarget(&out, 'D', 'S', statement);
+  return out;
+}
+std::string CloseStatement(std::string_view statement) {
+  std::string out;
+  AppendTarget(&out, 'C', 'S', statement);
+  return out;
+}
+std::string Execute() {
+  std::string body(1, '\0');  // the unnamed portal
+  AppendInt32(&body, 0);
+  std::string out;
+  AppendMessage(&out, 'E', body);
+  return out;
+}
+std::string Message(char type, std::string_view body = {}) {
+  std::string out;
+  AppendMessage(&out, type, body);
+  return out;
+}
+std::string Sync() { return Message('S'); }
+std::string Flush() { return Message('H'); }
+
+// Server messages.
+std::string ParseComplete() { return Message('1'); }
+std::string BindComplete() { return Message('2'); }
+std::string CloseComplete() { return Message('3'); }
+std::string NoParameters() {
+  std::string body;
+  AppendInt16(&body, 0);
+  return Message('t', body);
+}
+std::string Columns(const std::vector<std::string>& names) {
+  std::string out;
+  AppendRowDescription(&out, names);
+  return out;
+}
+std::string Row(const std::string& value) {
+  std::string out;
+  AppendDataRow(&out, {value});
+  return out;
+}
+std::string Complete(std::string_view tag) {
+  std::string out;
+  AppendCommandComplete(&out, tag);
+  return out;
+}
+std::string Ready(char status = 'I') {
+  std::string out;
+  AppendReadyForQuery(&out, status);
+  return out;
+}
+std::string Error(std::string_view sqlstate, std::string_view message) {
+  std::string out;
+  AppendError(&out, "ERROR", sqlstate, message);
+  return out;
+}
+
+PoolSettings Settings(PoolMode mode) {
+  PoolSettings settings;
+  settings.database = "app";
+  settings.mode = mode;
+  return settings;
+}
+
+// A client of a pool in `mode` with one server connection (none until Attach), fed bytes as a
+// session feeds what it reads.
+class RelayProtocolTest : public ::testing::Test {
+ protected:
+  explicit RelayProtocolTest(PoolMode mode = PoolMode::kTransaction)
+      : pool_(Settings(mode), LoginCredentials{}) {
+    info_.id = 7;
+    info_.user = "alice";
+    info_.database = "app";
+    protocol_.Start(&pool_, &info_);
+  }
+
+  void Attach() { protocol_.Attach(&server_); }
+
+  // Relays the client's buffer with `bytes` added, as far as it goes, and takes off what was
+  // relayed; what it stopped for.
+  Step Client(std::string_view bytes) {
+    relay_.cbuf.append(bytes);
+    protocol_.Unparse();
+    size_t position = 0;
+    std::string fatal_message;
+    const Step step = protocol_.ProcessClientBuffer(relay_, config_, &position, &fatal_message);
+    relay_.cbuf.erase(0, position);
+    return step;
+  }
+
+  // The same for the server's buffer.
+  RelayProtocol::ServerStep Server(std::string_view bytes) {
+    relay_.sbuf.append(bytes);
+    std::string fatal_message;
+    return protocol_.ProcessServerBuffer(relay_, &fatal_message);
+  }
+
+  std::string ToServer() { return std::exchange(relay_.to_server, {}); }
+  std::string ToClient() { return std::exchange(relay_.to_client, {}); }
+
+  asio::io_context context_;
+  Pool pool_;
+  ServerConn server_{&context_};
+  ClientInfo info_;
+  PoolerConfig config_;
+  RelayState relay_;
+  RelayProtocol protocol_;
+};
+
+class SessionModeRelayTest : public RelayProtocolTest {
+ protected:
+  SessionModeRelayTest() : RelayProtocolTest(PoolMode::kSession) {}
+};
+
+TEST_F(RelayProtocolTest, ATransactionsFirstMessageWaitsForAServerConnection) {
+  // The routing seam: the message is left where it is, nothing of it relayed.
+  const std::string query = Query("SELECT 1");
+  relay_.cbuf = query;
+  size_t position = 0;
+  std::string fatal_message;
+  EXPECT_EQ(protocol_.ProcessClientBuffer(relay_, config_, &position, &fatal_message),
+            Step::kAttach);
+  EXPECT_EQ(position, 0u);
+  EXPECT_EQ(relay_.to_server, "");
+  EXPECT_TRUE(relay_.expect.empty());
+
+  Attach();
+  EXPECT_EQ(protocol_.ProcessClientBuffer(relay_, config_, &position, &fatal_message), Step::kMore);
+  EXPECT_EQ(position, query.size());
+  EXPECT_EQ(relay_.to_server, query);
+}
+
+TEST_F(RelayProtocolTest, ASimpleQueryIsRelayedAndItsAnswerPassedOn) {
+  Attach();
+  EXPECT_EQ(Client(Query("SELECT 1")), Step::kMore);
+  EXPECT_TRUE(protocol_.parsed());
+  EXPECT_EQ(ToServer(), Query("SELECT 1"));
+  ASSERT_EQ(relay_.expect.size(), 1u);
+  EXPECT_EQ(relay_.expect.front().kind, Expect::kSync);
+  EXPECT_FALSE(protocol_.Releasable(&relay_));  // an answer is owed
+
+  const std::string answer = Columns({"?column?"}) + Row("1") + Complete("SELECT 1") + Ready();
+  EXPECT_EQ(Server(answer), RelayProtocol::ServerStep::kProgress);
+  EXPECT_EQ(ToClient(), answer);
+  EXPECT_TRUE(relay_.expect.empty());
+  EXPECT_EQ(protocol_.txn_status(), 'I');
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+  EXPECT_EQ(pool_.stats().queries.load(), 1u);
+  EXPECT_EQ(pool_.stats().transactions.load(), 1u);
+}
+
+TEST_F(RelayProtocolTest, AnOpenTransactionKeepsItsServerConnection) {
+  Attach();
+  Client(Query("BEGIN"));
+  ToServer();
+  Server(Complete("BEGIN") + Ready('T'));
+  EXPECT_EQ(ToClient(), Complete("BEGIN") + Ready('T'));
+  EXPECT_EQ(protocol_.txn_status(), 'T');
+  EXPECT_FALSE(protocol_.Releasable(&relay_));
+  Client(Query("COMMIT"));
+  ToServer();
+  Server(Complete("COMMIT") + Ready('I'));
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RelayProtocolTest, NamedStatementsAreRewrittenToTheServersCopy) {
+  Attach();
+  const std::string rest = ParseRest("SELECT $1::int");
+  const std::string name = ServerStatementName(rest);
+  EXPECT_EQ(
+      Client(Parse("s1", "SELECT $1::int") + Bind("s1") + Describe("s1") + Execute() + Sync()),
+      Step::kMore);
+  // The client's Parse becomes a Close, a Parse and a Describe of the server's name (the
+  // Describe learns the statement's shape); its Bind and Describe name the server's copy.
+  std::string parse;
+  AppendParse(&parse, name, rest);
+  std::string bind;
+  AppendBind(&bind, "", name, BindRest());
+  EXPECT_EQ(ToServer(), CloseStatement(name) + parse + Describe(name) + bind + Describe(name) +
+                            Execute() + Sync());
+  EXPECT_EQ(protocol_.unsynced(), 0);
+  ASSERT_TRUE(server_.prepared.contains(name));
+
+  // The answers to what the pooler added are swallowed; the client's pass.
+  const std::string columns = Columns({"int4"});
+  Server(CloseComplete() + ParseComplete() + NoParameters() + columns + BindComplete() +
+         NoParameters() + columns + Row("1") + Complete("SELECT 1") + Ready());
+  EXPECT_EQ(ToClient(), ParseComplete() + BindComplete() + NoParameters() + columns + Row("1") +
+                            Complete("SELECT 1") + Ready());
+  EXPECT_TRUE(relay_.expect.empty());
+  EXPECT_NE(server_.prepared[name].shape, 0u);
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+
+  // The client's Close forgets its name; the server's copy stays for other clients.
+  Client(CloseStatement("s1") + Sync());
+  EXPECT_EQ(ToServer(), CloseStatement("pgflow_closed") + Sync());
+  Server(CloseComplete() + Ready());
+  EXPECT_EQ(ToClient(), CloseComplete() + Ready());
+  EXPECT_TRUE(server_.prepared.contains(name));
+}
+
+TEST_F(RelayProtocolTest, ANamedStatementIsPreparedAgainOnAnotherServerConnection) {
+  Attach();
+  const std::string rest = ParseRest("SELECT 2");
+  const std::string name = ServerStatementName(rest);
+  Client(Parse("s1", "SELECT 2") + Sync());
+  ToServer();
+  Server(CloseComplete() + ParseComplete() + NoParameters() + Columns({"x"}) + Ready());
+  EXPECT_EQ(ToClient(), ParseComplete() + Ready());
+  ASSERT_TRUE(protocol_.Releasable(&relay_));
+  protocol_.Detach(&relay_);
+
+  // Another connection, which has no copy: the Bind waits for one to be prepared.
+  ServerConn other(&context_);
+  protocol_.Attach(&other);
+  EXPECT_EQ(Client(Bind("s1") + Execute() + Sync()), Step::kWait);
+  EXPECT_TRUE(protocol_.shape_wait());
+  std::string parse;
+  AppendParse(&parse, name, rest);
+  EXPECT_EQ(ToServer(), CloseStatement(name) + parse + Describe(name) + Flush());
+  Server(CloseComplete() + ParseComplete() + NoParameters() + Columns({"x"}));
+  EXPECT_EQ(ToClient(), "");  // all of it the pooler's own
+  EXPECT_FALSE(protocol_.shape_wait());
+  EXPECT_FALSE(protocol_.parsed());  // the waiting Bind goes on now
+
+  EXPECT_EQ(Client(""), Step::kMore);
+  std::string bind;
+  AppendBind(&bind, "", name, BindRest());
+  EXPECT_EQ(ToServer(), bind + Execute() + Sync());
+  Server(BindComplete() + Row("2") + Complete("SELECT 1") + Ready());
+  EXPECT_EQ(ToClient(), BindComplete() + Row("2") + Complete("SELECT 1") + Ready());
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RelayProtocolTest, APipelineOfSeveralSyncsIsAnsweredInOrder) {
+  Attach();
+  std::string batch;
+  for (int i = 0; i < 3; ++i) batch += Parse("", "SELECT 1") + Bind("") + Execute() + Sync();
+  EXPECT_EQ(Client(batch), Step::kMore);
+  EXPECT_EQ(ToServer(), batch);         // unnamed statements are not rewritten
+  EXPECT_EQ(relay_.expect.size(), 6u);  // a ParseComplete and a ReadyForQuery each
+
+  const std::string answer =
+      ParseComplete() + BindComplete() + Row("1") + Complete("SELECT 1") + Ready();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(protocol_.Releasable(&relay_));
+    Server(answer);
+    EXPECT_EQ(ToClient(), answer);
+    EXPECT_EQ(relay_.expect.size(), static_cast<size_t>(4 - 2 * i));
+  }
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+  EXPECT_EQ(pool_.stats().queries.load(), 3u);
+}
+
+TEST_F(RelayProtocolTest, AnErrorInAPipelineSkipsItsBatchUpToTheSync) {
+  Attach();
+  const std::string rest = ParseRest("SELECT 3");
+  const std::string name = ServerStatementName(rest);
+  // The second batch fails at its Execute; the named Parse after it is never run.
+  Client(Parse("", "SELECT 1") + Bind("") + Execute() + Sync() + Bind("") + Execute() +
+         Parse("s3", "SELECT 3") + Sync() + Parse("", "SELECT 1") + Sync());
+  ToServer();
+  EXPECT_TRUE(server_.prepared.contains(name));
+
+  const std::string first = ParseComplete() + BindComplete() + Complete("SELECT 1") + Ready();
+  const std::string failed = BindComplete() + Error("22012", "division by zero") + Ready('I');
+  const std::string last = ParseComplete() + Ready();
+  Server(first + failed + last);
+  EXPECT_EQ(ToClient(), first + failed + last);
+  EXPECT_TRUE(relay_.expect.empty());
+  // The statement the error skipped is not on the connection: it is prepared again.
+  EXPECT_FALSE(server_.prepared.contains(name));
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RelayProtocolTest, CopyInIsRelayedWithTheSyncItsExtendedFormIgnores) {
+  Attach();
+  // Simple protocol.
+  Client(Query("COPY items FROM STDIN"));
+  EXPECT_EQ(ToServer(), Query("COPY items FROM STDIN"));
+  std::string copy_in_body(1, '\0');
+  AppendInt16(&copy_in_body, 0);
+  const std::string copy_in = Message('G', copy_in_body);
+  Server(copy_in);
+  EXPECT_EQ(ToClient(), copy_in);
+  const std::string data = Message('d', "1\tone\n") + Message('d', "2\ttwo\n") + Message('c');
+  Client(data);
+  EXPECT_EQ(ToServer(), data);
+  Server(Complete("COPY 2") + Ready());
+  EXPECT_EQ(ToClient(), Complete("COPY 2") + Ready());
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+
+  // Extended protocol: the Sync after Execute comes during the copy, and is not answered.
+  Client(Parse("", "COPY items FROM STDIN") + Bind("") + Execute() + Sync());
+  ToServer();
+  Server(ParseComplete() + BindComplete() + copy_in);
+  EXPECT_EQ(ToClient(), ParseComplete() + BindComplete() + copy_in);
+  Client(Message('d', "3\tthree\n") + Message('c') + Sync());
+  EXPECT_EQ(ToServer(), Message('d', "3\tthree\n") + Message('c') + Sync());
+  Server(Complete("COPY 1") + Ready());
+  EXPECT_EQ(ToClient(), Complete("COPY 1") + Ready());
+  EXPECT_TRUE(relay_.expect.empty());
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RelayProtocolTest, AMessageSplitAcrossReadsIsRelayedWhole) {
+  Attach();
+  // A query streams through as its bytes come, once its header has.
+  const std::string query = Query("SELECT 'a long enough query'");
+  EXPECT_EQ(Client(query.substr(0, 3)), Step::kMore);
+  EXPECT_EQ(ToServer(), "");
+  EXPECT_EQ(Client(query.substr(3, 10)), Step::kMore);
+  EXPECT_EQ(ToServer(), query.substr(0, 13));
+  EXPECT_EQ(Client(query.substr(13)), Step::kMore);
+  EXPECT_EQ(ToServer(), query.substr(13));
+  ASSERT_EQ(relay_.expect.size(), 1u);
+
+  // A server's answer too; a ReadyForQuery, inspected, waits to be whole.
+  const std::string answer = Complete("SELECT 1") + Ready();
+  Server(answer.substr(0, 4));
+  Server(answer.substr(4, answer.size() - 7));
+  EXPECT_EQ(ToClient(), Complete("SELECT 1"));
+  EXPECT_EQ(relay_.expect.size(), 1u);
+  Server(answer.substr(answer.size() - 3));
+  EXPECT_EQ(ToClient(), Ready());
+  EXPECT_TRUE(relay_.expect.empty());
+
+  // A Parse of a named statement is rewritten: it is read whole first.
+  const std::string parse = Parse("s1", "SELECT 1");
+  EXPECT_EQ(Client(parse.substr(0, 8)), Step::kMore);
+  EXPECT_EQ(protocol_.need(), parse.size());
+  EXPECT_EQ(ToServer(), "");
+  EXPECT_EQ(Client(parse.substr(8) + Sync()), Step::kMore);
+  EXPECT_EQ(protocol_.need(), 0u);
+  EXPECT_NE(ToServer(), "");
+}
+
+TEST_F(RelayProtocolTest, AMalformedClientMessageIsFatal) {
+  std::string fatal_message;
+  relay_.cbuf = std::string("Q\0\0\0\1", 5);  // a length below 4
+  size_t position = 0;
+  EXPECT_EQ(protocol_.ProcessClientBuffer(relay_, config_, &position, &fatal_message),
+            Step::kFatal);
+  EXPECT_NE(fatal_message, "");  // told, as it holds no server connection
+}
+
+TEST_F(RelayProtocolTest, TerminateEndsTheClient) {
+  Attach();
+  EXPECT_EQ(Client(Message('X')), Step::kLeave);
+}
+
+TEST_F(SessionModeRelayTest, NamedStatementsPassAsTheyAre) {
+  Attach();
+  const std::string batch = Parse("s1", "SELECT 1") + Bind("s1") + Execute() + Sync();
+  EXPECT_EQ(Client(batch), Step::kMore);
+  EXPECT_EQ(ToServer(), batch);
+  Server(ParseComplete() + BindComplete() + Complete("SELECT 1") + Ready());
+  EXPECT_EQ(ToClient(), ParseComplete() + BindComplete() + Complete("SELECT 1") + Ready());
+  EXPECT_TRUE(relay_.expect.empty());
+  EXPECT_FALSE(protocol_.Releasable(&relay_));  // session mode keeps its connection
+}
+
+}  // namespace
+}  // namespace pgflow::pooler
