@@ -23,6 +23,13 @@ struct HttpEndpointOptions {
   bool tls_verify = true;                    // check the peer's certificate and host name
   bool gzip = false;                         // compress request bodies (Content-Encoding: gzip)
   std::chrono::milliseconds timeout{30000};  // one request, connecting included
+
+  // The group's defaults with a sink's own request timeout.
+  static HttpEndpointOptions WithTimeout(std::chrono::milliseconds timeout) {
+    HttpEndpointOptions options;
+    options.timeout = timeout;
+    return options;
+  }
 };
 
 // The table of the group above (ca_file, client_cert, client_key, tls_verify, gzip, timeout),
@@ -41,6 +48,13 @@ struct HttpResponse {
   int retry_after_seconds = 0;
   // Bytes of the body kept (for messages, say); the rest is read and dropped.
   size_t body_limit = std::numeric_limits<size_t>::max();
+
+  // An answer that keeps at most `body_limit` bytes of its body.
+  static HttpResponse Keeping(size_t body_limit) {
+    HttpResponse response;
+    response.body_limit = body_limit;
+    return response;
+  }
 };
 
 // Sets on `curl` (a CURL*, fresh or curl_easy_reset) what every request to an endpoint

@@ -303,7 +303,8 @@ SessionStep RedisSession::Execute(const Args& args, std::string* out) {
   char upper[kMaxCommandName];
   const std::string_view cmd = UpperCommand(args[0], upper);
   const Command* command = FindCommand(cmd);
-  const uint8_t access = command != nullptr ? command->access : Command::kAfterAuth;
+  const uint8_t access =
+      command != nullptr ? command->access : static_cast<uint8_t>(Command::kAfterAuth);
   if ((access & Command::kAnyTime) == 0) {
     if (!service_->config().password.empty() && !authed_) {
       resp::AppendError("NOAUTH Authentication required.", out);

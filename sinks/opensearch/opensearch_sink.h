@@ -78,7 +78,8 @@ struct OpenSearchSinkOptions : SinkOptions {
   std::string username;
   std::string password;
   std::string api_key;
-  HttpEndpointOptions http{.timeout = std::chrono::milliseconds(30000)};  // TLS, gzip, timeout
+  HttpEndpointOptions http =
+      HttpEndpointOptions::WithTimeout(std::chrono::milliseconds(30000));  // TLS, gzip, timeout
   std::string index = "{schema}.{table}";
   std::string refresh_interval = "1s";
   int replicas = -1;  // -1: the cluster's default

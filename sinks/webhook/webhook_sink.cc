@@ -265,7 +265,7 @@ struct WebhookSink::Transfer {
   WebhookRequest* request = nullptr;
   CURL* curl = nullptr;
   curl_slist* headers = nullptr;
-  HttpResponse answer{.body_limit = kAnswerBytes};  // its status is read by Judge
+  HttpResponse answer = HttpResponse::Keeping(kAnswerBytes);  // its status is read by Judge
   std::string gzipped;
   std::string denied;  // the internal address a connection was refused to
   bool failed_to_start = false;  // libcurl could not take it (no memory): retried

@@ -88,7 +88,8 @@ struct WebhookSinkOptions : SinkOptions {
   std::chrono::milliseconds max_age{24 * 3600 * 1000};
   std::chrono::milliseconds backoff{100};       // the first retry's wait
   std::chrono::milliseconds max_backoff{60000};  // the longest
-  HttpEndpointOptions http{.timeout = std::chrono::milliseconds(10000)};  // TLS, gzip, timeout
+  HttpEndpointOptions http =
+      HttpEndpointOptions::WithTimeout(std::chrono::milliseconds(10000));  // TLS, gzip, timeout
   bool deny_private_addresses = false;
   JsonOptions json;
 };

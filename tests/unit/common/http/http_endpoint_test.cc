@@ -13,7 +13,7 @@ namespace {
 using std::chrono::milliseconds;
 
 struct Sink {
-  HttpEndpointOptions http{.timeout = milliseconds(10000)};
+  HttpEndpointOptions http = HttpEndpointOptions::WithTimeout(milliseconds(10000));
   int batch = 1;
 };
 
