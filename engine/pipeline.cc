@@ -4,7 +4,6 @@
 
 #include <array>
 #include <cstdio>
-#include <deque>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -141,14 +140,6 @@ void SetSinkGauges(MetricsRegistry* metrics, const std::string& pipeline,
   }
 }
 
-namespace {}  // namespace
-
-double Pipeline::SinkState::LagSeconds(int64_t now_us) const {
-  int64_t oldest = oldest_pending_us.load(std::memory_order_relaxed);
-  if (oldest != 0) return std::max<int64_t>(0, now_us - oldest) / 1e6;
-  return last_lag_seconds.load(std::memory_order_relaxed);
-}
-
 // Hands each batch to every sink queue in turn, remembering how far it got when a queue is
 // full so that a retried Emit resumes with the next queue instead of duplicating.
 class Pipeline::FanOut : public Emitter {
@@ -274,7 +265,7 @@ Pipeline::Pipeline(PipelineRunOptions options, std::unique_ptr<Source> source,
     state->gauges = SinkGaugesFor(metrics_, labels);
     // What the last attempt left not durable comes again: its age is this attempt's lag too.
     if (options_.status != nullptr) {
-      state->oldest_pending_us.store(options_.status->PendingSince(sinks_[i].name));
+      state->progress.oldest_pending_us.store(options_.status->PendingSince(sinks_[i].name));
     }
     sink_states_.push_back(std::move(state));
   }
@@ -294,9 +285,9 @@ PipelineView Pipeline::View() {
   for (size_t i = 0; i < sinks_.size(); ++i) {
     const SinkState& state = *sink_states_[i];
     view.sinks.push_back(SinkView{sinks_[i].name, sinks_[i].type, queues_[i]->used_bytes(),
-                                  Lsn(state.durable.load(std::memory_order_relaxed)),
-                                  state.LagSeconds(now), state.failed.load(),
-                                  state.oldest_pending_us.load(std::memory_order_relaxed),
+                                  Lsn(state.progress.durable.load(std::memory_order_relaxed)),
+                                  state.progress.LagSeconds(now), state.failed.load(),
+                                  state.progress.oldest_pending_us.load(std::memory_order_relaxed),
                                   sinks_[i].sink->Trouble()});
   }
   view.server_wal_end = Lsn(stats_.server_wal_end.load(std::memory_order_relaxed));
@@ -403,7 +394,7 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   }
   tracker_ = std::make_unique<AckTracker>(sinks_.size(), *start);
   chunk_tracker_ = std::make_unique<ChunkTracker>(sinks_.size());
-  for (auto& state : sink_states_) state->durable.store(start->value);
+  for (auto& state : sink_states_) state->progress.durable.store(start->value);
   started_.store(true, std::memory_order_release);
   LogInfo("pipeline %s: running into %d sink(s), from position %s", options_.name, sinks_.size(),
           start->ToString());
@@ -462,152 +453,126 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
   return error_;
 }
 
-void Pipeline::RunSink(size_t index, StopSignal& stop) {
-  SinkSlot& slot = sinks_[index];
-  SinkState& state = *sink_states_[index];
-  TableOpCounters counts(metrics_, "pgflow_sink", "the sink took",
-                         {{"pipeline", options_.name}, {"sink", slot.name}});
-  // Transactions written and not yet durable, (commit LSN, commit time), oldest first, for
-  // the sink's lag. Bounded: past kMaxPending the newest entry is overwritten, so the oldest
-  // (what the lag is measured from) is always kept.
-  constexpr size_t kMaxPending = 4096;
-  std::deque<std::pair<uint64_t, int64_t>> pending;
-  if (int64_t since = state.oldest_pending_us.load(); since != 0) {
-    // Left by the last attempt: gone once anything past the resume point is durable.
-    pending.emplace_back(tracker_->Confirmed().value + 1, since);
-  }
-  BoundedQueue<EventBatchPtr>& queue = *queues_[index];
-  const absl::Duration flush_interval = absl::FromChrono(slot.flush_interval);
-  Lsn written;                  // last acknowledgeable position written to the sink
-  Lsn reported;                 // last position reported durable
-  uint64_t written_chunk = 0;   // last snapshot chunk written whole
-  uint64_t reported_chunk = 0;  // last snapshot chunk reported durable
-  Clock::time_point last_flush = Clock::now();
+// One sink's loop: pops batches, writes them, flushes every flush interval and reports what
+// is durable (SinkProgress), until its queue is closed and drained.
+class Pipeline::SinkRunner {
+ public:
+  SinkRunner(Pipeline& pipeline, size_t index, StopSignal& stop)
+      : pipeline_(pipeline),
+        slot_(pipeline.sinks_[index]),
+        state_(*pipeline.sink_states_[index]),
+        queue_(*pipeline.queues_[index]),
+        stop_(stop),
+        flush_interval_(absl::FromChrono(slot_.flush_interval)),
+        counts_(pipeline.metrics_, "pgflow_sink", "the sink took",
+                {{"pipeline", pipeline.options_.name}, {"sink", slot_.name}}),
+        progress_(*slot_.sink, index, *pipeline.tracker_, *pipeline.chunk_tracker_,
+                  state_.progress) {}
 
-  auto fail = [&](const absl::Status& s) {
-    state.failures->Add();
-    state.failed.store(true);
-    RecordError(absl::Status(s.code(), absl::StrCat("sink ", slot.name, ": ", s.message())));
-    stop.Request();
-  };
-  // Reports how far the sink's writes are durable: an asynchronous sink says it itself, chunks
-  // included, at any time; a synchronous one holds what it was given once `flushed`. True while
-  // an asynchronous sink holds writes not yet durable.
-  auto report = [&](bool flushed) -> bool {
-    std::optional<Lsn> async_durable = slot.sink->DurableThrough();
-    if (!async_durable.has_value() && !flushed) return false;
-    Lsn durable = async_durable.value_or(written);
-    if (durable > reported) {
-      tracker_->Report(index, durable);
-      reported = durable;
-      state.durable.store(durable.value, std::memory_order_relaxed);
-      int64_t made_durable = 0;
-      // At or below: a source whose commit and acknowledgement positions are one (kafka).
-      while (!pending.empty() && pending.front().first <= durable.value) {
-        made_durable = pending.front().second;
-        pending.pop_front();
+  void Run() {
+    while (true) {
+      absl::Duration wait = flush_interval_ - absl::FromChrono(Clock::now() - last_flush_);
+      if (progress_.unconfirmed()) wait = std::min(wait, kDurablePoll);
+      std::optional<EventBatchPtr> batch = queue_.Pop(std::max(wait, absl::Milliseconds(1)));
+      if (batch.has_value()) {
+        if (!Write(*std::move(batch))) return;
+      } else if (progress_.unconfirmed()) {
+        progress_.PollDurable();
       }
-      if (made_durable != 0) {
-        state.last_lag_seconds.store(std::max<int64_t>(0, NowMicros() - made_durable) / 1e6,
-                                     std::memory_order_relaxed);
-        state.oldest_pending_us.store(pending.empty() ? 0 : pending.front().second,
-                                      std::memory_order_relaxed);
+      const bool drained = queue_.closed_and_drained();
+      if (drained || Clock::now() - last_flush_ >= slot_.flush_interval) {
+        if (progress_.WantsFlush() && !Flush()) return;
+        if (drained && !Settle()) return;
+        last_flush_ = Clock::now();
       }
+      if (drained) return;
     }
-    uint64_t durable_chunk =
-        async_durable.has_value() ? slot.sink->DurableChunkThrough() : written_chunk;
-    if (durable_chunk > reported_chunk) {
-      chunk_tracker_->Report(index, durable_chunk);
-      reported_chunk = durable_chunk;
+  }
+
+ private:
+  // Passes `batch` through the sink's transforms and writes it. False once the sink failed.
+  bool Write(EventBatchPtr batch) {
+    if (!slot_.transforms.empty()) {
+      absl::StatusOr<EventBatchPtr> transformed = slot_.transforms.Apply(batch);
+      if (!transformed.ok()) {
+        Fail(absl::Status(transformed.status().code(),
+                          absl::StrCat("transforms: ", transformed.status().message())));
+        return false;
+      }
+      batch = *std::move(transformed);
     }
-    return async_durable.has_value() && (reported < written || reported_chunk < written_chunk);
-  };
-  bool unconfirmed = false;  // what report() last said
-  auto flush = [&]() -> bool {
-    last_flush = Clock::now();
-    absl::Status s = slot.sink->Flush();
-    state.flush_seconds->Observe(std::chrono::duration<double>(Clock::now() - last_flush).count());
+    state_.batch_events->Observe(batch->events.size());
+    for (const Event& event : batch->events) {
+      const bool ddl = event.kind == EventKind::kChange && event.change.ddl != nullptr;
+      if (ddl && !slot_.ddl.Passes(event.change.ddl->object_type)) continue;
+      progress_.BeforeWrite(event);
+      if (absl::Status s = slot_.sink->Write(event); !s.ok()) {
+        counts_.Publish();
+        Fail(s);
+        return false;
+      }
+      counts_.Count(event);
+      if (ddl) state_.ddl_applied->Add();
+      progress_.AfterWrite(event);
+    }
+    counts_.Publish();
+    progress_.PollDurable();
+    return true;
+  }
+
+  // Flushes the sink and reports what that made durable. False once the sink failed.
+  bool Flush() {
+    last_flush_ = Clock::now();
+    absl::Status s = slot_.sink->Flush();
+    state_.flush_seconds->Observe(
+        std::chrono::duration<double>(Clock::now() - last_flush_).count());
     if (!s.ok()) {
-      fail(s);
+      Fail(s);
       return false;
     }
-    unconfirmed = report(/*flushed=*/true);
+    progress_.NoteFlushed();
     return true;
-  };
+  }
+
   // At the end of the stream, an asynchronous sink gets a while to confirm what it was given,
   // so that a clean stop acknowledges everything; what it has not confirmed by then is simply
-  // not acknowledged (and delivered again after a restart).
-  auto settle = [&]() -> bool {
+  // not acknowledged (and delivered again after a restart). False once the sink failed.
+  bool Settle() {
     const Clock::time_point deadline = Clock::now() + kAsyncSettleTimeout;
-    unconfirmed = report(/*flushed=*/false);
-    while (unconfirmed) {
+    progress_.PollDurable();
+    while (progress_.unconfirmed()) {
       if (Clock::now() >= deadline) {
         LogWarning("sink %s: deliveries up to %s still unconfirmed after %ds; not acknowledged",
-                   slot.name, written.ToString(),
+                   slot_.name, progress_.written().ToString(),
                    std::chrono::duration_cast<std::chrono::seconds>(kAsyncSettleTimeout).count());
         break;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (!flush()) return false;
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(kDurablePoll));
+      if (!Flush()) return false;
     }
     return true;
-  };
-
-  while (true) {
-    auto elapsed = Clock::now() - last_flush;
-    absl::Duration wait = flush_interval - absl::FromChrono(elapsed);
-    if (unconfirmed) wait = std::min(wait, kDurablePoll);
-    std::optional<EventBatchPtr> batch = queue.Pop(std::max(wait, absl::Milliseconds(1)));
-    if (unconfirmed && !batch.has_value()) unconfirmed = report(/*flushed=*/false);
-    if (batch.has_value() && !slot.transforms.empty()) {
-      absl::StatusOr<EventBatchPtr> transformed = slot.transforms.Apply(*batch);
-      if (!transformed.ok()) {
-        fail(absl::Status(transformed.status().code(),
-                          absl::StrCat("transforms: ", transformed.status().message())));
-        return;
-      }
-      *batch = *std::move(transformed);
-    }
-    if (batch.has_value()) {
-      state.batch_events->Observe((*batch)->events.size());
-      for (const Event& event : (*batch)->events) {
-        const bool ddl = event.kind == EventKind::kChange && event.change.ddl != nullptr;
-        if (ddl && !slot.ddl.Passes(event.change.ddl->object_type)) continue;
-        if (event.kind == EventKind::kBegin && event.txn.commit_time_us != 0) {
-          // Pending from the moment it is handed over: a sink that fails on it holds it not.
-          if (pending.empty()) {
-            state.oldest_pending_us.store(event.txn.commit_time_us, std::memory_order_relaxed);
-          }
-          if (pending.size() < kMaxPending) {
-            pending.emplace_back(event.txn.commit_lsn.value, event.txn.commit_time_us);
-          } else {
-            pending.back() = {event.txn.commit_lsn.value, event.txn.commit_time_us};
-          }
-        }
-        if (absl::Status s = slot.sink->Write(event); !s.ok()) {
-          counts.Publish();
-          fail(s);
-          return;
-        }
-        counts.Count(event);
-        if (ddl) state.ddl_applied->Add();
-        if (Lsn p = event.AckPosition(); p.IsValid()) written = p;
-        if (event.kind == EventKind::kChunkDone) written_chunk = event.chunk;
-      }
-      counts.Publish();
-      unconfirmed = report(/*flushed=*/false);
-    }
-    bool drained = queue.closed_and_drained();
-    if (drained || Clock::now() - last_flush >= slot.flush_interval) {
-      bool pending = written > reported || written_chunk > reported_chunk ||
-                     slot.sink->DurableThrough().has_value();
-      if (pending && !flush()) return;
-      if (drained && !settle()) return;
-      last_flush = Clock::now();
-    }
-    if (drained) return;
   }
-}
+
+  void Fail(const absl::Status& s) {
+    state_.failures->Add();
+    state_.failed.store(true);
+    pipeline_.RecordError(
+        absl::Status(s.code(), absl::StrCat("sink ", slot_.name, ": ", s.message())));
+    stop_.Request();
+  }
+
+  Pipeline& pipeline_;
+  SinkSlot& slot_;
+  SinkState& state_;
+  BoundedQueue<EventBatchPtr>& queue_;
+  StopSignal& stop_;
+  const absl::Duration flush_interval_;
+  TableOpCounters counts_;
+  SinkProgress progress_;
+  Clock::time_point last_flush_ = Clock::now();
+};
+
+void Pipeline::RunSink(size_t index, StopSignal& stop) { SinkRunner(*this, index, stop).Run(); }
 
 std::vector<std::string> Pipeline::SnapshotLines(double elapsed, bool per_table) {
   absl::MutexLock lock(&snapshot_.mu);

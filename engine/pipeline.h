@@ -14,6 +14,7 @@
 #include "engine/metrics.h"
 #include "engine/run_status.h"
 #include "engine/sink.h"
+#include "engine/sink_progress.h"
 #include "engine/source.h"
 #include "engine/stop_signal.h"
 #include "engine/transform.h"
@@ -109,11 +110,7 @@ class Pipeline {
   class FanOut;
   // What each sink's runner publishes for View() and the metrics, and its metric cells.
   struct SinkState {
-    std::atomic<uint64_t> durable{0};
-    // Commit time (µs since the epoch) of the oldest transaction written to the sink and not
-    // yet durable; 0 when none is.
-    std::atomic<int64_t> oldest_pending_us{0};
-    std::atomic<double> last_lag_seconds{0};  // commit to durable, of the last one made durable
+    SinkProgress::Published progress;
     std::atomic<bool> failed{false};
     Counter* failures = nullptr;
     Counter* dead_lettered = nullptr;
@@ -124,8 +121,6 @@ class Pipeline {
     Histogram* flush_seconds = nullptr;
     Histogram* batch_events = nullptr;
     SinkGauges gauges;
-
-    double LagSeconds(int64_t now_us) const;
   };
   // Sets the gauges read at scrape time (registered as a collector while Run runs).
   void CollectMetrics();
@@ -139,6 +134,9 @@ class Pipeline {
   };
   // Lines describing the snapshot (overall first, then one per table when `per_table`).
   std::vector<std::string> SnapshotLines(double elapsed_seconds, bool per_table);
+  // Runs sink `index` on the calling thread: takes its queue's batches until the queue is
+  // closed and drained, writes, flushes and reports durability; a failure stops `stop`.
+  class SinkRunner;
   void RunSink(size_t index, StopSignal& stop);
   void ReportProgress(const StopSignal& done, const StopSignal& requested, StopSignal& stop);
   void RecordError(absl::Status status);

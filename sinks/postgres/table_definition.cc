@@ -62,60 +62,104 @@ std::string SequenceOptions(const SourceSequence& s) {
                       s.cycle ? " CYCLE" : " NO CYCLE");
 }
 
-}  // namespace
+// Reads one table's definition from the source catalog, step by step (ReadTableDefinition).
+class DefinitionReader {
+ public:
+  DefinitionReader(PGconn* source, const std::string& schema, const std::string& name,
+                   const std::string& mapped_schema)
+      : source_(source),
+        schema_(schema),
+        name_(name),
+        mapped_schema_(mapped_schema),
+        context_(absl::StrCat("reading the definition of ", schema, ".", name, " from the source ",
+                              Describe(source))),
+        target_schema_(MapSchema(mapped_schema, schema)),
+        table_(absl::StrCat(QuoteIdent(target_schema_), ".", QuoteIdent(name))),
+        schemas_({target_schema_}) {}
 
-absl::StatusOr<PgConnPtr> ConnectToSourceCatalog(const std::string& url) {
-  absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
-  if (!conn.ok()) return Annotate(conn.status(), "source");
-  absl::StatusOr<PgResultPtr> res = Exec(conn->get(), "SET search_path = pg_catalog");
-  if (!res.ok()) return Annotate(res.status(), "source");
-  return conn;
-}
+  absl::StatusOr<TableDefinition> Read() {
+    if (absl::Status s = ReadRelation(); !s.ok()) return s;
+    if (absl::Status s = ReadSequences(); !s.ok()) return s;
+    if (absl::Status s = ReadColumns(); !s.ok()) return s;
+    if (absl::Status s = ReadConstraints(); !s.ok()) return s;
+    if (absl::Status s = ReadIndexes(); !s.ok()) return s;
+    return Finish();
+  }
 
-absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::string& schema,
-                                                    const std::string& name,
-                                                    const std::string& mapped_schema) {
-  const std::string context = absl::StrCat("reading the definition of ", schema, ".", name,
-                                           " from the source ", Describe(source));
+ private:
+  // The table's OID, its name as the source prints it, and its replica identity as the
+  // application set it. NotFound when the source has no such table.
+  absl::Status ReadRelation();
+  // The sequences: owned by a column of the table, or called in one of its defaults.
+  absl::Status ReadSequences();
+  absl::Status ReadColumns();
+  absl::Status ReadConstraints();
+  // Constraint `i` of `r` (ReadConstraints' query): into CREATE TABLE, right after it, or
+  // deferred until after the load.
+  void AddConstraint(PGresult* r, int i);
+  // Indexes that no constraint owns.
+  absl::Status ReadIndexes();
+  TableDefinition Finish();
+
+  std::string TargetName(const std::string& source_schema, const std::string& object) const {
+    return absl::StrCat(QuoteIdent(MapSchema(mapped_schema_, source_schema)), ".",
+                        QuoteIdent(object));
+  }
+
+  PGconn* const source_;
+  const std::string& schema_;
+  const std::string& name_;
+  const std::string& mapped_schema_;
+  const std::string context_;
+  const std::string target_schema_;
+  const std::string table_;  // the target table, qualified and quoted
+  std::string oid_;
+  char replica_identity_ = 'd';
+  std::string source_qualified_;
+
+  TableDefinition def_;
+  std::set<std::string> schemas_;
+  std::vector<SourceSequence> sequences_;
+  std::map<std::string, const SourceSequence*> identity_of_;  // column -> its identity sequence
+  // Replacements that move the sequences' names in default expressions to the target schema.
+  std::vector<std::pair<std::string, std::string>> renames_;
+  CreateTableSpec create_;
+  std::vector<std::string> after_create_;  // run right after CREATE TABLE
+};
+
+absl::Status DefinitionReader::ReadRelation() {
   absl::StatusOr<PgResultPtr> rel =
-      Exec(source,
+      Exec(source_,
            "SELECT c.oid, c.relreplident, quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
            "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-           {schema, name});
-  if (!rel.ok()) return Annotate(rel.status(), context);
+           {schema_, name_});
+  if (!rel.ok()) return Annotate(rel.status(), context_);
   if (PQntuples(rel->get()) != 1) {
-    return absl::NotFoundError(absl::StrCat("the source has no table ", schema, ".", name));
+    return absl::NotFoundError(absl::StrCat("the source has no table ", schema_, ".", name_));
   }
-  const std::string oid = Get(rel->get(), 0, 0);
+  oid_ = Get(rel->get(), 0, 0);
   // REPLICA IDENTITY FULL that pgflow set on a keyless table is not the application's.
   absl::StatusOr<PgResultPtr> set_by_pgflow =
-      Exec(source,
+      Exec(source_,
            "SELECT CASE WHEN $1::text <> 'f' OR NOT coalesce(has_table_privilege(to_regclass("
            "'pgflow.replica_identities'), 'SELECT'), false) THEN $1::text END",
            {Get(rel->get(), 0, 1)});
   if (set_by_pgflow.ok() && PQgetisnull(set_by_pgflow->get(), 0, 0)) {
-    set_by_pgflow = Exec(source,
+    set_by_pgflow = Exec(source_,
                          "SELECT coalesce((SELECT CASE previous WHEN 'n' THEN 'n' ELSE 'd' END "
                          "FROM pgflow.replica_identities WHERE relid = $1::oid), 'f')",
-                         {oid});
+                         {oid_});
   }
-  if (!set_by_pgflow.ok()) return Annotate(set_by_pgflow.status(), context);
-  const char replica_identity = Get(set_by_pgflow->get(), 0, 0)[0];
-  const std::string source_qualified = Get(rel->get(), 0, 2);
-  const std::string target_schema = MapSchema(mapped_schema, schema);
-  const std::string table = absl::StrCat(QuoteIdent(target_schema), ".", QuoteIdent(name));
-  auto target_name = [&](const std::string& source_schema, const std::string& object) {
-    return absl::StrCat(QuoteIdent(MapSchema(mapped_schema, source_schema)), ".",
-                        QuoteIdent(object));
-  };
+  if (!set_by_pgflow.ok()) return Annotate(set_by_pgflow.status(), context_);
+  replica_identity_ = Get(set_by_pgflow->get(), 0, 0)[0];
+  source_qualified_ = Get(rel->get(), 0, 2);
+  return absl::OkStatus();
+}
 
-  TableDefinition def;
-  std::set<std::string> schemas = {target_schema};
-
-  // The sequences: owned by a column of the table, or called in one of its defaults.
+absl::Status DefinitionReader::ReadSequences() {
   absl::StatusOr<PgResultPtr> seqs = Exec(
-      source,
+      source_,
       "SELECT n.nspname, c.relname, "
       "  quote_literal(quote_ident(n.nspname) || '.' || quote_ident(c.relname)), "
       "  format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, "
@@ -134,10 +178,8 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
       "    'pg_attrdef'::regclass AND d.objid = ad.oid WHERE ad.adrelid = $1::oid AND "
       "    d.refclassid = 'pg_class'::regclass) "
       "ORDER BY n.nspname, c.relname",
-      {oid});
-  if (!seqs.ok()) return Annotate(seqs.status(), context);
-  std::vector<SourceSequence> sequences;
-  std::map<std::string, const SourceSequence*> identity_of;  // column -> its identity sequence
+      {oid_});
+  if (!seqs.ok()) return Annotate(seqs.status(), context_);
   for (int i = 0; i < PQntuples(seqs->get()); ++i) {
     PGresult* r = seqs->get();
     SourceSequence s;
@@ -153,27 +195,28 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
     s.cycle = Get(r, i, 9) == "t";
     s.owner_column = Get(r, i, 10);
     s.identity = Get(r, i, 11) == "t";
-    sequences.push_back(std::move(s));
+    sequences_.push_back(std::move(s));
   }
-  // Replacements that move the sequences' names in default expressions to the target schema.
-  std::vector<std::pair<std::string, std::string>> renames;
-  for (const SourceSequence& s : sequences) {
+  for (const SourceSequence& s : sequences_) {
     if (s.identity) {
-      identity_of[s.owner_column] = &s;
+      identity_of_[s.owner_column] = &s;
       continue;
     }
-    schemas.insert(MapSchema(mapped_schema, s.schema));
-    const std::string target = target_name(s.schema, s.name);
-    def.create.push_back(absl::StrCat("CREATE SEQUENCE IF NOT EXISTS ", target, " AS ", s.type, " ",
-                                      SequenceOptions(s)));
-    if (MapSchema(mapped_schema, s.schema) != s.schema) {
-      renames.push_back({absl::StrCat(s.regclass_literal, "::regclass"),
-                         absl::StrCat(QuoteLiteral(target), "::regclass")});
+    schemas_.insert(MapSchema(mapped_schema_, s.schema));
+    const std::string target = TargetName(s.schema, s.name);
+    def_.create.push_back(absl::StrCat("CREATE SEQUENCE IF NOT EXISTS ", target, " AS ", s.type,
+                                       " ", SequenceOptions(s)));
+    if (MapSchema(mapped_schema_, s.schema) != s.schema) {
+      renames_.push_back({absl::StrCat(s.regclass_literal, "::regclass"),
+                          absl::StrCat(QuoteLiteral(target), "::regclass")});
     }
   }
+  return absl::OkStatus();
+}
 
+absl::Status DefinitionReader::ReadColumns() {
   absl::StatusOr<PgResultPtr> cols =
-      Exec(source,
+      Exec(source_,
            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
            "  pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated, "
            "  CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN "
@@ -183,10 +226,9 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
            "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
            "LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace "
            "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-           {oid});
-  if (!cols.ok()) return Annotate(cols.status(), context);
-  CreateTableSpec create;
-  create.table = table;
+           {oid_});
+  if (!cols.ok()) return Annotate(cols.status(), context_);
+  create_.table = table_;
   for (int i = 0; i < PQntuples(cols->get()); ++i) {
     PGresult* r = cols->get();
     ColumnDefinitionSpec c;
@@ -200,24 +242,27 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
       c.generated = Get(r, i, 3);
     } else if (!identity.empty()) {
       c.identity = identity[0];
-      auto it = identity_of.find(c.name);
-      if (it != identity_of.end()) {
+      auto it = identity_of_.find(c.name);
+      if (it != identity_of_.end()) {
         const SourceSequence& s = *it->second;
         c.identity_options =
-            absl::StrCat("SEQUENCE NAME ", target_name(s.schema, s.name), " ", SequenceOptions(s));
+            absl::StrCat("SEQUENCE NAME ", TargetName(s.schema, s.name), " ", SequenceOptions(s));
       }
     } else if (!IsNull(r, i, 3)) {
-      c.default_expr = absl::StrReplaceAll(Get(r, i, 3), renames);
+      c.default_expr = absl::StrReplaceAll(Get(r, i, 3), renames_);
     }
     c.not_null = Get(r, i, 2) == "t";
-    create.columns.push_back(std::move(c));
+    create_.columns.push_back(std::move(c));
   }
+  return absl::OkStatus();
+}
 
-  // Constraints: a UNIQUE constraint whose index is the replica identity goes into CREATE TABLE
-  // (the sink upserts on it), and so does the primary key unless it is the sink's key (REPLICA
+absl::Status DefinitionReader::ReadConstraints() {
+  // A UNIQUE constraint whose index is the replica identity goes into CREATE TABLE (the sink
+  // upserts on it), and so does the primary key unless it is the sink's key (REPLICA
   // IDENTITY DEFAULT); the others wait for the load.
   absl::StatusOr<PgResultPtr> cons =
-      Exec(source,
+      Exec(source_,
            "SELECT quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid), "
            "  coalesce(i.indisreplident, false), quote_ident(rn.nspname) || '.' || "
            "  quote_ident(r.relname), rn.nspname, r.relname, quote_ident(ic.relname), "
@@ -229,118 +274,139 @@ absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::s
            "LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace "
            "WHERE k.conrelid = $1::oid AND k.contype IN ('p', 'u', 'c', 'f', 'x') "
            "ORDER BY k.contype = 'f', k.conname",
-           {oid});
-  if (!cons.ok()) return Annotate(cons.status(), context);
-  std::vector<std::string> after_create;
-  for (int i = 0; i < PQntuples(cons->get()); ++i) {
-    PGresult* r = cons->get();
-    const std::string constraint = Get(r, i, 0);
-    const char type = Get(r, i, 1)[0];
-    std::string body = Get(r, i, 2);
-    if (type == 'p' && replica_identity != 'd') {
-      // The sink's key is not the primary key (REPLICA IDENTITY FULL, NOTHING or USING INDEX):
-      // nothing would stop a chunk copied twice after a crash from leaving duplicates.
-      create.constraints.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
-      if (Get(r, i, 3) == "t") {
-        after_create.push_back(
-            absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
-      }
-      continue;
-    }
-    // A key's index is built on its own, beside the table's other indexes, then attached.
-    const bool replica_identity_index = Get(r, i, 3) == "t";
-    std::optional<std::string> key_index;
-    if ((type == 'p' || (type == 'u' && !replica_identity_index)) && Get(r, i, 9) == "f") {
-      key_index = IndexOn(Get(r, i, 8), Get(r, i, 7), true, source_qualified, table);
-    }
-    if (type == 'p') {
-      std::vector<DeferredStatement> key;
-      std::string statement = absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint);
-      if (key_index.has_value()) {
-        key.push_back({-1, std::move(*key_index)});
-        absl::StrAppend(&statement, " PRIMARY KEY USING INDEX ", Get(r, i, 7));
-      } else {
-        absl::StrAppend(&statement, " ", body);
-      }
-      if (replica_identity_index) {
-        absl::StrAppend(&statement, "; ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ",
-                        Get(r, i, 7));
-      }
-      key.push_back({-1, std::move(statement), key_index.has_value()});
-      def.deferred.insert(def.deferred.begin(), key.begin(), key.end());
-      continue;
-    }
-    if (key_index.has_value()) {
-      def.deferred.push_back({0, std::move(*key_index)});
-      def.deferred.push_back({0,
-                              absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint,
-                                           " UNIQUE USING INDEX ", Get(r, i, 7)),
-                              true});
-      continue;
-    }
-    if (type == 'f') {
-      // The referenced table moves with the schema mapping.
-      const std::string from = absl::StrCat(" REFERENCES ", Get(r, i, 4), "(");
-      const std::string to =
-          absl::StrCat(" REFERENCES ", target_name(Get(r, i, 5), Get(r, i, 6)), "(");
-      if (size_t at = body.find(from); at != std::string::npos) body.replace(at, from.size(), to);
-    }
-    std::string statement =
-        absl::StrCat("ALTER TABLE ", table, " ADD CONSTRAINT ", constraint, " ", body);
-    if (replica_identity_index) {
-      after_create.push_back(std::move(statement));
-      after_create.push_back(
-          absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
-      continue;
-    }
-    def.deferred.push_back({type == 'f' ? 1 : 0, std::move(statement)});
-  }
+           {oid_});
+  if (!cons.ok()) return Annotate(cons.status(), context_);
+  for (int i = 0; i < PQntuples(cons->get()); ++i) AddConstraint(cons->get(), i);
+  return absl::OkStatus();
+}
 
-  // Indexes that no constraint owns.
+void DefinitionReader::AddConstraint(PGresult* r, int i) {
+  const std::string constraint = Get(r, i, 0);
+  const char type = Get(r, i, 1)[0];
+  std::string body = Get(r, i, 2);
+  if (type == 'p' && replica_identity_ != 'd') {
+    // The sink's key is not the primary key (REPLICA IDENTITY FULL, NOTHING or USING INDEX):
+    // nothing would stop a chunk copied twice after a crash from leaving duplicates.
+    create_.constraints.push_back(absl::StrCat("CONSTRAINT ", constraint, " ", body));
+    if (Get(r, i, 3) == "t") {
+      after_create_.push_back(
+          absl::StrCat("ALTER TABLE ", table_, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
+    }
+    return;
+  }
+  // A key's index is built on its own, beside the table's other indexes, then attached.
+  const bool replica_identity_index = Get(r, i, 3) == "t";
+  std::optional<std::string> key_index;
+  if ((type == 'p' || (type == 'u' && !replica_identity_index)) && Get(r, i, 9) == "f") {
+    key_index = IndexOn(Get(r, i, 8), Get(r, i, 7), true, source_qualified_, table_);
+  }
+  if (type == 'p') {
+    std::vector<DeferredStatement> key;
+    std::string statement = absl::StrCat("ALTER TABLE ", table_, " ADD CONSTRAINT ", constraint);
+    if (key_index.has_value()) {
+      key.push_back({-1, std::move(*key_index)});
+      absl::StrAppend(&statement, " PRIMARY KEY USING INDEX ", Get(r, i, 7));
+    } else {
+      absl::StrAppend(&statement, " ", body);
+    }
+    if (replica_identity_index) {
+      absl::StrAppend(&statement, "; ALTER TABLE ", table_, " REPLICA IDENTITY USING INDEX ",
+                      Get(r, i, 7));
+    }
+    key.push_back({-1, std::move(statement), key_index.has_value()});
+    def_.deferred.insert(def_.deferred.begin(), key.begin(), key.end());
+    return;
+  }
+  if (key_index.has_value()) {
+    def_.deferred.push_back({0, std::move(*key_index)});
+    def_.deferred.push_back({0,
+                             absl::StrCat("ALTER TABLE ", table_, " ADD CONSTRAINT ", constraint,
+                                          " UNIQUE USING INDEX ", Get(r, i, 7)),
+                             true});
+    return;
+  }
+  if (type == 'f') {
+    // The referenced table moves with the schema mapping.
+    const std::string from = absl::StrCat(" REFERENCES ", Get(r, i, 4), "(");
+    const std::string to =
+        absl::StrCat(" REFERENCES ", TargetName(Get(r, i, 5), Get(r, i, 6)), "(");
+    if (size_t at = body.find(from); at != std::string::npos) body.replace(at, from.size(), to);
+  }
+  std::string statement =
+      absl::StrCat("ALTER TABLE ", table_, " ADD CONSTRAINT ", constraint, " ", body);
+  if (replica_identity_index) {
+    after_create_.push_back(std::move(statement));
+    after_create_.push_back(
+        absl::StrCat("ALTER TABLE ", table_, " REPLICA IDENTITY USING INDEX ", Get(r, i, 7)));
+    return;
+  }
+  def_.deferred.push_back({type == 'f' ? 1 : 0, std::move(statement)});
+}
+
+absl::Status DefinitionReader::ReadIndexes() {
   absl::StatusOr<PgResultPtr> idx = Exec(
-      source,
+      source_,
       "SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid), i.indisunique, "
       "  i.indisreplident "
       "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
       "WHERE i.indrelid = $1::oid AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE "
       "  k.conrelid = i.indrelid AND k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x')) "
       "ORDER BY c.relname",
-      {oid});
-  if (!idx.ok()) return Annotate(idx.status(), context);
+      {oid_});
+  if (!idx.ok()) return Annotate(idx.status(), context_);
   for (int i = 0; i < PQntuples(idx->get()); ++i) {
     PGresult* r = idx->get();
     const std::string index = Get(r, i, 0);
     const std::string indexdef = Get(r, i, 1);
     std::optional<std::string> statement =
-        IndexOn(indexdef, index, Get(r, i, 2) == "t", source_qualified, table);
+        IndexOn(indexdef, index, Get(r, i, 2) == "t", source_qualified_, table_);
     if (!statement.has_value()) {
       LogWarning("the definition of index %s of %s.%s is not understood, it is not recreated: %s",
-                 index, schema, name, indexdef);
+                 index, schema_, name_, indexdef);
       continue;
     }
     if (Get(r, i, 3) == "t") {
-      after_create.push_back(std::move(*statement));
-      after_create.push_back(
-          absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY USING INDEX ", index));
+      after_create_.push_back(std::move(*statement));
+      after_create_.push_back(
+          absl::StrCat("ALTER TABLE ", table_, " REPLICA IDENTITY USING INDEX ", index));
       continue;
     }
-    def.deferred.push_back({0, std::move(*statement)});
+    def_.deferred.push_back({0, std::move(*statement)});
   }
-  if (replica_identity == 'f') {
-    after_create.push_back(absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY FULL"));
-  } else if (replica_identity == 'n') {
-    after_create.push_back(absl::StrCat("ALTER TABLE ", table, " REPLICA IDENTITY NOTHING"));
-  }
+  return absl::OkStatus();
+}
 
-  def.create.push_back(RenderCreateTable(create));
-  for (const SourceSequence& s : sequences) {
-    if (s.identity || s.owner_column.empty()) continue;
-    def.create.push_back(absl::StrCat("ALTER SEQUENCE ", target_name(s.schema, s.name),
-                                      " OWNED BY ", table, ".", QuoteIdent(s.owner_column)));
+TableDefinition DefinitionReader::Finish() {
+  if (replica_identity_ == 'f') {
+    after_create_.push_back(absl::StrCat("ALTER TABLE ", table_, " REPLICA IDENTITY FULL"));
+  } else if (replica_identity_ == 'n') {
+    after_create_.push_back(absl::StrCat("ALTER TABLE ", table_, " REPLICA IDENTITY NOTHING"));
   }
-  for (std::string& s : after_create) def.create.push_back(std::move(s));
-  def.schemas.assign(schemas.begin(), schemas.end());
-  return def;
+  def_.create.push_back(RenderCreateTable(create_));
+  for (const SourceSequence& s : sequences_) {
+    if (s.identity || s.owner_column.empty()) continue;
+    def_.create.push_back(absl::StrCat("ALTER SEQUENCE ", TargetName(s.schema, s.name),
+                                       " OWNED BY ", table_, ".", QuoteIdent(s.owner_column)));
+  }
+  for (std::string& s : after_create_) def_.create.push_back(std::move(s));
+  def_.schemas.assign(schemas_.begin(), schemas_.end());
+  return std::move(def_);
+}
+
+}  // namespace
+
+absl::StatusOr<PgConnPtr> ConnectToSourceCatalog(const std::string& url) {
+  absl::StatusOr<PgConnPtr> conn = Connect(url, ConnectionKind::kRegular);
+  if (!conn.ok()) return Annotate(conn.status(), "source");
+  absl::StatusOr<PgResultPtr> res = Exec(conn->get(), "SET search_path = pg_catalog");
+  if (!res.ok()) return Annotate(res.status(), "source");
+  return conn;
+}
+
+absl::StatusOr<TableDefinition> ReadTableDefinition(PGconn* source, const std::string& schema,
+                                                    const std::string& name,
+                                                    const std::string& mapped_schema) {
+  return DefinitionReader(source, schema, name, mapped_schema).Read();
 }
 
 bool BuildsIndex(absl::string_view statement) {

@@ -31,8 +31,6 @@ constexpr size_t kWorkerQueueBytes = 16 << 20;
 // The smallest chunk a table's end is cut into (see CutIntoChunks), unless chunk_size is less:
 // each chunk costs the source a statement and a savepoint of its own.
 constexpr uint64_t kMinChunkBytes = 4 << 20;
-// pgoutput describes types below this OID as built in and sends Type messages for the rest.
-constexpr uint32_t kFirstNonBuiltinOid = 10000;
 
 std::string Qualified(const std::string& schema, const std::string& name) {
   return absl::StrCat(QuoteIdent(schema), ".", QuoteIdent(name));
@@ -47,87 +45,32 @@ struct WorkerOutput {
   uint64_t chunk_rows = 0;
 };
 
-}  // namespace
+// Threads that are halted and joined at the latest when this goes: `halt` must make each of
+// them return soon.
+class JoinedThreads {
+ public:
+  explicit JoinedThreads(std::function<void()> halt) : halt_(std::move(halt)) {}
+  ~JoinedThreads() { Join(); }
+  JoinedThreads(const JoinedThreads&) = delete;
+  JoinedThreads& operator=(const JoinedThreads&) = delete;
 
-absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
-                                          const std::string& name) {
-  auto rel = Exec(conn,
-                  "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                  "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                  {schema, name});
-  if (!rel.ok()) return rel.status();
-  if (PQntuples(rel->get()) != 1) {
-    return absl::NotFoundError(absl::StrCat("table ", schema, ".", name, " does not exist"));
+  void Start(std::function<void()> body) { threads_.emplace_back(std::move(body)); }
+  int size() const { return static_cast<int>(threads_.size()); }
+  // Halts and joins every thread; once.
+  void Join() {
+    if (joined_) return;
+    joined_ = true;
+    halt_();
+    for (std::thread& t : threads_) t.join();
   }
-  std::string oid = PQgetvalue(rel->get(), 0, 0);
-  char identity = PQgetvalue(rel->get(), 0, 1)[0];
-  auto cols =
-      Exec(conn,
-           "SELECT a.attname, a.atttypid, a.atttypmod, "
-           // Key columns only: an index's INCLUDE columns follow them in indkey.
-           "  coalesce(a.attnum = ANY((SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1] "
-           "    FROM pg_index i WHERE i.indrelid = a.attrelid AND CASE WHEN $2 = 'i' "
-           "    THEN i.indisreplident ELSE i.indisprimary END LIMIT 1)::int2[]), false), "
-           "  tn.nspname || '.' || t.typname, format_type(a.atttypid, a.atttypmod), "
-           "  array_position((SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1] FROM pg_index i "
-           "    WHERE i.indrelid = a.attrelid AND i.indisprimary), a.attnum), "
-           // Whether binary COPY can write it (aclitem, say, has no send function; nor have
-           // arrays of it, nor domains over it).
-           "  t.typsend <> 0 AND coalesce((SELECT e.typsend <> 0 FROM pg_type e "
-           "    WHERE e.oid = t.typelem AND t.typelem <> 0), true) "
-           "  AND coalesce((SELECT b.typsend <> 0 FROM pg_type b "
-           "    WHERE b.oid = t.typbasetype AND t.typbasetype <> 0), true) "
-           "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-           "JOIN pg_namespace tn ON tn.oid = t.typnamespace "
-           "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
-           "  AND a.attgenerated = '' ORDER BY a.attnum",
-           {oid, std::string(1, identity)});
-  if (!cols.ok()) return cols.status();
-  auto table = std::make_shared<TableSchema>();
-  TableReader reader;
-  table->relation_id = static_cast<uint32_t>(std::stoul(oid));
-  table->schema = schema;
-  table->name = name;
-  table->replica_identity = identity;
-  std::vector<std::string> select;
-  PGresult* r = cols->get();
-  std::vector<std::pair<int, int>> key_order;  // (position in the primary key, column)
-  for (int i = 0; i < PQntuples(r); ++i) {
-    reader.types.push_back(PQgetvalue(r, i, 5));
-    if (!PQgetisnull(r, i, 6)) key_order.push_back({std::stoi(PQgetvalue(r, i, 6)), i});
-    Column column;
-    column.name = PQgetvalue(r, i, 0);
-    column.type_oid = static_cast<uint32_t>(std::stoul(PQgetvalue(r, i, 1)));
-    column.type_modifier = std::stoi(PQgetvalue(r, i, 2));
-    column.is_key = identity == 'f' || (identity != 'n' && PQgetvalue(r, i, 3)[0] == 't');
-    if (column.type_oid >= kFirstNonBuiltinOid) column.type_name = PQgetvalue(r, i, 4);
-    reader.raw_capable = reader.raw_capable && PQgetvalue(r, i, 7)[0] == 't';
-    if (CanDecodeBinary(column.type_oid)) {
-      select.push_back(QuoteIdent(column.name));
-      reader.kinds.push_back(ValueKind::kBinary);
-    } else {
-      // Read as text, exactly as the stream shows it: the type's output function under the
-      // same session settings. (A cast to text is not always that: inet's shows the mask.)
-      const std::string c = QuoteIdent(column.name);
-      select.push_back(
-          absl::StrCat("CASE WHEN ", c, " IS NULL THEN NULL ELSE format('%s', ", c, ") END"));
-      reader.kinds.push_back(ValueKind::kText);
-    }
-    table->columns.push_back(std::move(column));
-  }
-  std::sort(key_order.begin(), key_order.end());
-  for (const auto& [position, column] : key_order) {
-    reader.primary_key.push_back(column);
-    // Under FULL every column is marked: the real key travels beside them.
-    if (identity == 'f') table->primary_key.push_back(table->columns[column].name);
-  }
-  reader.select_list = absl::StrJoin(select, ", ");
-  std::vector<std::string> plain;
-  for (const Column& column : table->columns) plain.push_back(QuoteIdent(column.name));
-  reader.raw_select_list = absl::StrJoin(plain, ", ");
-  reader.schema = std::move(table);
-  return reader;
-}
+
+ private:
+  std::function<void()> halt_;
+  std::vector<std::thread> threads_;
+  bool joined_ = false;
+};
+
+}  // namespace
 
 std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t pages,
                                          uint32_t pages_per_chunk, uint32_t min_pages, int workers,
@@ -578,6 +521,19 @@ absl::StatusOr<std::vector<SnapshotChunk>> SnapshotCopier::LoadPlan(PGconn* stat
   return plan;
 }
 
+// What the copy has done, per table ("schema.table"), for Emitter::NoteSnapshot.
+struct SnapshotCopier::Progress {
+  std::map<std::string, TableProgress> tables;
+  Clock::time_point reported_at;
+
+  void Report(Emitter& emitter, bool running) {
+    std::vector<TableProgress> list;
+    for (const auto& [name, p] : tables) list.push_back(p);
+    emitter.NoteSnapshot(std::move(list), running);
+    reported_at = Clock::now();
+  }
+};
+
 absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                                  const std::function<void()>& imported, Emitter& emitter,
                                  const ChunkTracker& chunks, const StopSignal& stop) {
@@ -587,7 +543,64 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                           .count();
   shared.url = options_.url;
   shared.snapshot_name = snapshot_name;
+  absl::StatusOr<PgConnPtr> planner = OpenPlanner(snapshot_name);
+  if (!planner.ok()) return planner.status();
+  absl::StatusOr<std::vector<TableSchemaPtr>> truncated = PreparePlan(planner->get(), &shared);
+  if (!truncated.ok()) return truncated.status();
+  Progress progress = PlannedProgress(shared.plan);
+  if (absl::Status s = DescribeTables(planner->get(), &shared); !s.ok()) return s;
+  OrderLargestFirst(&shared);
+  uint64_t total_bytes = 0;
+  for (const auto& [name, p] : progress.tables) total_bytes += p.bytes_total - p.bytes_done;
+  LogInfo("snapshot: %d chunks of %d tables to copy (%d MB), %d done before, %d workers",
+          shared.plan.size(), progress.tables.size(), total_bytes >> 20, done_before_.size(),
+          std::min<size_t>(options_.workers, std::max<size_t>(shared.plan.size(), 1)));
 
+  const int workers = static_cast<int>(
+      std::min<size_t>(std::max(options_.workers, 1), std::max<size_t>(shared.plan.size(), 1)));
+  JoinedThreads threads([&shared] {
+    shared.stop = true;
+    shared.out.Close();
+    while (shared.out.Pop(absl::ZeroDuration())) {
+    }
+  });
+  for (int i = 0; i < workers && !shared.plan.empty(); ++i) {
+    threads.Start([&shared, this] { Worker{shared, options_.position}.Run(); });
+  }
+  // Until every worker holds the snapshot, its exporter must stay untouched.
+  while (shared.imported.load() + shared.finished_workers.load() < threads.size()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  imported();
+  Exec(planner->get(), "COMMIT").IgnoreError();
+  planner->reset();
+
+  progress.Report(emitter, true);
+  uint64_t ordinal = 0;
+  if (!truncated->empty()) {
+    if (absl::Status s = EmitTruncates(*truncated, emitter, stop, &ordinal); !s.ok()) {
+      threads.Join();
+      progress.Report(emitter, false);
+      return s;
+    }
+  }
+  absl::StatusOr<bool> handed_on =
+      HandOn(&shared, threads.size(), emitter, chunks, stop, &progress, &ordinal);
+  threads.Join();
+  if (!handed_on.ok()) return handed_on.status();
+  if (!*handed_on) {
+    progress.Report(emitter, false);
+    return absl::OkStatus();
+  }
+  {
+    // A worker that failed after the last output was taken.
+    absl::MutexLock lock(&shared.mu);
+    if (!shared.error.ok()) return shared.error;
+  }
+  return Conclude(emitter, chunks, stop, ordinal, &progress);
+}
+
+absl::StatusOr<PgConnPtr> SnapshotCopier::OpenPlanner(const std::string& snapshot_name) {
   absl::StatusOr<PgConnPtr> state = Connect(options_.url, ConnectionKind::kRegular);
   if (!state.ok()) return state.status();
   state_conn_ = *std::move(state);
@@ -598,42 +611,43 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
                                                  "ONLY; SET TRANSACTION SNAPSHOT ",
                                                  QuoteLiteral(snapshot_name)));
   if (!begin.ok()) return begin.status();
+  return planner;
+}
 
+absl::StatusOr<std::vector<TableSchemaPtr>> SnapshotCopier::PreparePlan(PGconn* planner,
+                                                                        Shared* shared) {
   absl::StatusOr<std::vector<SnapshotChunk>> plan =
       options_.record_progress ? LoadPlan(state_conn_.get()) : std::vector<SnapshotChunk>();
   if (!plan.ok()) return plan.status();
   const bool resumed = !plan->empty() || !done_before_.empty();
   if (!resumed) {
-    plan = Plan(planner->get(), state_conn_.get());
+    plan = Plan(planner, state_conn_.get());
     if (!plan.ok()) return plan.status();
   }
-  shared.plan = *std::move(plan);
-  std::vector<TableSchemaPtr> truncated;
-  if (options_.copied_as_of.IsValid() && options_.record_progress) {
-    if (resumed) {
-      absl::StatusOr<std::vector<TableSchemaPtr>> keyless = RecopyKeyless(planner->get(), &shared);
-      if (!keyless.ok()) return keyless.status();
-      truncated = *std::move(keyless);
-    } else {
-      auto noted = Exec(state_conn_.get(),
-                        "UPDATE pgflow.snapshot_chunks SET as_of = $2 WHERE pipeline = $1",
-                        {options_.pipeline, options_.copied_as_of.ToString()});
-      if (!noted.ok()) return noted.status();
-    }
+  shared->plan = *std::move(plan);
+  if (!options_.copied_as_of.IsValid() || !options_.record_progress) {
+    return std::vector<TableSchemaPtr>();
   }
+  if (resumed) return RecopyKeyless(planner, shared);
+  auto noted =
+      Exec(state_conn_.get(), "UPDATE pgflow.snapshot_chunks SET as_of = $2 WHERE pipeline = $1",
+           {options_.pipeline, options_.copied_as_of.ToString()});
+  if (!noted.ok()) return noted.status();
+  return std::vector<TableSchemaPtr>();
+}
 
-  // Progress per table, counting what earlier runs already copied.
-  std::map<std::string, TableProgress> progress;
-  std::map<std::string, uint64_t> table_bytes;
-  for (const SnapshotChunk& c : shared.plan) {
-    TableProgress& p = progress[c.TableName()];
+SnapshotCopier::Progress SnapshotCopier::PlannedProgress(
+    const std::vector<SnapshotChunk>& plan) const {
+  // Counting what earlier runs already copied.
+  Progress progress;
+  for (const SnapshotChunk& c : plan) {
+    TableProgress& p = progress.tables[c.TableName()];
     p.name = c.TableName();
     p.bytes_total += c.bytes;
     ++p.chunks_total;
-    table_bytes[c.TableName()] += c.bytes;
   }
   for (const auto& [c, rows] : done_before_) {
-    TableProgress& p = progress[c.TableName()];
+    TableProgress& p = progress.tables[c.TableName()];
     p.name = c.TableName();
     p.bytes_total += c.bytes;
     p.bytes_done += c.bytes;
@@ -641,142 +655,93 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
     ++p.chunks_total;
     ++p.chunks_done;
   }
-  for (const SnapshotChunk& c : shared.plan) {
-    if (shared.readers.count(c.TableName())) continue;
-    absl::StatusOr<TableReader> reader =
-        DescribeTable(planner->get(), c.table_schema, c.table_name);
+  return progress;
+}
+
+absl::Status SnapshotCopier::DescribeTables(PGconn* planner, Shared* shared) const {
+  for (const SnapshotChunk& c : shared->plan) {
+    if (shared->readers.count(c.TableName())) continue;
+    absl::StatusOr<TableReader> reader = DescribeTable(planner, c.table_schema, c.table_name);
     if (!reader.ok()) return reader.status();
     reader->raw = reader->raw_capable && options_.raw && options_.raw(*reader->schema);
-    shared.readers.emplace(c.TableName(), *std::move(reader));
+    shared->readers.emplace(c.TableName(), *std::move(reader));
   }
   size_t raw_tables = 0;
-  for (const auto& [name, reader] : shared.readers) raw_tables += reader.raw;
-  if (raw_tables == shared.readers.size() && raw_tables > 0) {
+  for (const auto& [name, reader] : shared->readers) raw_tables += reader.raw;
+  if (raw_tables == shared->readers.size() && raw_tables > 0) {
     LogInfo("snapshot: every sink takes raw COPY data; rows are not decoded");
   } else if (raw_tables > 0) {
     LogInfo(
         "snapshot: %d of %d tables go on as raw COPY data (rows not decoded); the others "
         "are decoded for a sink or a transform that needs them so",
-        raw_tables, shared.readers.size());
+        raw_tables, shared->readers.size());
   }
-  for (size_t i = 0; i < shared.plan.size(); ++i) shared.order.push_back(i);
-  std::stable_sort(shared.order.begin(), shared.order.end(), [&](size_t a, size_t b) {
-    return table_bytes[shared.plan[a].TableName()] > table_bytes[shared.plan[b].TableName()];
+  return absl::OkStatus();
+}
+
+void SnapshotCopier::OrderLargestFirst(Shared* shared) {
+  std::map<std::string, uint64_t> table_bytes;
+  for (const SnapshotChunk& c : shared->plan) table_bytes[c.TableName()] += c.bytes;
+  for (size_t i = 0; i < shared->plan.size(); ++i) shared->order.push_back(i);
+  std::stable_sort(shared->order.begin(), shared->order.end(), [&](size_t a, size_t b) {
+    return table_bytes[shared->plan[a].TableName()] > table_bytes[shared->plan[b].TableName()];
   });
-  uint64_t total_bytes = 0;
-  for (const auto& [name, p] : progress) total_bytes += p.bytes_total - p.bytes_done;
-  LogInfo("snapshot: %d chunks of %d tables to copy (%d MB), %d done before, %d workers",
-          shared.plan.size(), progress.size(), total_bytes >> 20, done_before_.size(),
-          std::min<size_t>(options_.workers, std::max<size_t>(shared.plan.size(), 1)));
+}
 
-  const int workers = static_cast<int>(
-      std::min<size_t>(std::max(options_.workers, 1), std::max<size_t>(shared.plan.size(), 1)));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < workers && !shared.plan.empty(); ++i) {
-    threads.emplace_back([&shared, this] { Worker{shared, options_.position}.Run(); });
-  }
-  auto join = [&] {
-    shared.stop = true;
-    shared.out.Close();
-    while (shared.out.Pop(absl::ZeroDuration())) {
-    }
-    for (std::thread& t : threads) t.join();
-    threads.clear();
-  };
-  // Until every worker holds the snapshot, its exporter must stay untouched.
-  while (shared.imported.load() + shared.finished_workers.load() <
-         static_cast<int>(threads.size())) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  imported();
-  Exec(planner->get(), "COMMIT").IgnoreError();
-  planner->reset();
-
-  auto report = [&](bool running) {
-    std::vector<TableProgress> tables;
-    for (const auto& [name, p] : progress) tables.push_back(p);
-    emitter.NoteSnapshot(std::move(tables), running);
-  };
-  auto last_report = Clock::now();
-  report(true);
-  uint64_t ordinal = 0;
-  if (!truncated.empty()) {
-    if (absl::Status s = EmitTruncates(truncated, emitter, stop, &ordinal); !s.ok()) {
-      join();
-      report(false);
-      return s;
-    }
-  }
+absl::StatusOr<bool> SnapshotCopier::HandOn(Shared* shared, int workers, Emitter& emitter,
+                                            const ChunkTracker& chunks, const StopSignal& stop,
+                                            Progress* progress, uint64_t* ordinal) {
   while (true) {
-    absl::Status error;
     {
-      absl::MutexLock lock(&shared.mu);
-      error = shared.error;
+      absl::MutexLock lock(&shared->mu);
+      if (!shared->error.ok()) return shared->error;
     }
-    if (!error.ok()) {
-      join();
-      return error;
+    if (stop.requested()) return false;
+    if (Clock::now() - progress->reported_at >= std::chrono::seconds(1)) {
+      progress->Report(emitter, true);
     }
-    if (stop.requested()) {
-      join();
-      report(false);
-      return absl::OkStatus();
-    }
-    if (Clock::now() - last_report >= std::chrono::seconds(1)) {
-      report(true);
-      last_report = Clock::now();
-    }
-    if (absl::Status s = RecordDurable(chunks); !s.ok()) {
-      join();
-      return s;
-    }
-    std::optional<WorkerOutput> output = shared.out.Pop(absl::Milliseconds(50));
+    if (absl::Status s = RecordDurable(chunks); !s.ok()) return s;
+    std::optional<WorkerOutput> output = shared->out.Pop(absl::Milliseconds(50));
     if (!output) {
-      if (shared.finished_workers.load() == static_cast<int>(threads.size()) &&
-          shared.out.used_bytes() == 0) {
-        break;
+      if (shared->finished_workers.load() == workers && shared->out.used_bytes() == 0) {
+        return true;
       }
       continue;
     }
     if (output->finished_chunk) {
-      const SnapshotChunk& chunk = shared.plan[*output->finished_chunk];
+      const SnapshotChunk& chunk = shared->plan[*output->finished_chunk];
       Event done;
       done.kind = EventKind::kChunkDone;
-      done.chunk = ++ordinal;
-      auto reader = shared.readers.find(chunk.TableName());
-      if (reader != shared.readers.end()) done.change.table = reader->second.schema;
+      done.chunk = ++*ordinal;
+      auto reader = shared->readers.find(chunk.TableName());
+      if (reader != shared->readers.end()) done.change.table = reader->second.schema;
       output->batch.events.push_back(std::move(done));
-      unrecorded_.push_back({ordinal, chunk});
-      unrecorded_rows_.push_back({ordinal, output->chunk_rows});
-      TableProgress& p = progress[chunk.TableName()];
+      unrecorded_.push_back({*ordinal, chunk});
+      unrecorded_rows_.push_back({*ordinal, output->chunk_rows});
+      TableProgress& p = progress->tables[chunk.TableName()];
       p.bytes_done += chunk.bytes;
       ++p.chunks_done;
     }
-    if (output->rows > 0) progress[output->table].rows += output->rows;
-    auto shared_batch = std::make_shared<const EventBatch>(std::move(output->batch));
+    if (output->rows > 0) progress->tables[output->table].rows += output->rows;
+    auto batch = std::make_shared<const EventBatch>(std::move(output->batch));
     while (true) {
-      Emitter::Result r = emitter.Emit(shared_batch, absl::Milliseconds(100));
+      Emitter::Result r = emitter.Emit(batch, absl::Milliseconds(100));
       if (r == Emitter::Result::kOk) {
         emitted_.store(true, std::memory_order_relaxed);
         break;
       }
-      if (r == Emitter::Result::kClosed || stop.requested()) {
-        join();
-        report(false);
-        return absl::OkStatus();
-      }
+      if (r == Emitter::Result::kClosed || stop.requested()) return false;
     }
   }
-  join();
-  {
-    // A worker that failed after the last output was taken.
-    absl::MutexLock lock(&shared.mu);
-    if (!shared.error.ok()) return shared.error;
-  }
+}
+
+absl::Status SnapshotCopier::Conclude(Emitter& emitter, const ChunkTracker& chunks,
+                                      const StopSignal& stop, uint64_t ordinal,
+                                      Progress* progress) {
   // Every chunk is handed on: wait until every sink holds them all.
   while (chunks.Confirmed() < ordinal) {
     if (stop.requested()) {
-      report(false);
+      progress->Report(emitter, false);
       return absl::OkStatus();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -793,10 +758,10 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
   while (emitter.Emit(done_batch, absl::Milliseconds(100)) == Emitter::Result::kTimeout) {
     if (stop.requested()) break;
   }
-  report(false);
+  progress->Report(emitter, false);
   uint64_t rows = 0;
-  for (const auto& [name, p] : progress) rows += p.rows;
-  LogInfo("snapshot: done, %d rows of %d tables copied", rows, progress.size());
+  for (const auto& [name, p] : progress->tables) rows += p.rows;
+  LogInfo("snapshot: done, %d rows of %d tables copied", rows, progress->tables.size());
   finished_ = true;
   return absl::OkStatus();
 }

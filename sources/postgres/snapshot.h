@@ -26,6 +26,7 @@
 #include "common/postgres/table_ref.h"
 #include "engine/source.h"
 #include "schemas/table_schema.h"
+#include "sources/postgres/table_reader.h"
 
 namespace pgflow {
 
@@ -41,25 +42,6 @@ struct SnapshotChunk {
 
   std::string TableName() const { return table_schema + "." + table_name; }
 };
-
-// How to read one published table: its schema as pgoutput describes it (columns in order,
-// generated columns left out, key flags from its replica identity) and the SELECT list that
-// yields each column in binary where pgflow decodes the binary form exactly, else as the text
-// of the type's output function.
-struct TableReader {
-  TableSchemaPtr schema;
-  std::string select_list;
-  std::string raw_select_list;     // every column as it is, for raw COPY to a PostgreSQL target
-  std::vector<ValueKind> kinds;    // per column: kBinary or kText
-  std::vector<std::string> types;  // per column: format_type(), for casts
-  std::vector<int> primary_key;    // column indices of the primary key, in key order
-  bool raw = false;                // its rows go on as raw COPY data (EventKind::kRawRows)
-  bool raw_capable = true;         // every column has a binary send function
-};
-
-// Describes table schema.name as the transaction on `conn` sees it.
-absl::StatusOr<TableReader> DescribeTable(PGconn* conn, const std::string& schema,
-                                          const std::string& name);
 
 // Cuts a relation of `pages` heap pages into chunks of at most `pages_per_chunk`, which shrink
 // toward the relation's end (guided scheduling): each takes at most a 1/(2 × workers) share of
@@ -137,6 +119,28 @@ class SnapshotCopier {
  private:
   struct Worker;
   struct Shared;
+  struct Progress;
+
+  // Run's steps, in order.
+  // Connects state_conn_, and a planner connection in a transaction under the snapshot.
+  absl::StatusOr<PgConnPtr> OpenPlanner(const std::string& snapshot_name);
+  // Loads the stored plan into `shared`, or plans anew; returns the tables to truncate in the
+  // sinks before any row (RecopyKeyless).
+  absl::StatusOr<std::vector<TableSchemaPtr>> PreparePlan(PGconn* planner, Shared* shared);
+  // The progress of every table, counting what earlier runs copied (done_before_).
+  Progress PlannedProgress(const std::vector<SnapshotChunk>& plan) const;
+  // A reader for every table of the plan, described under the snapshot.
+  absl::Status DescribeTables(PGconn* planner, Shared* shared) const;
+  static void OrderLargestFirst(Shared* shared);
+  // Hands on what the workers copy, each chunk's end marked, until all `workers` finished
+  // (true) or the copy is stopped (false). The first error of a worker, or of recording.
+  absl::StatusOr<bool> HandOn(Shared* shared, int workers, Emitter& emitter,
+                              const ChunkTracker& chunks, const StopSignal& stop,
+                              Progress* progress, uint64_t* ordinal);
+  // Waits until every sink holds the `ordinal` chunks handed on, records them, and tells the
+  // sinks the copy is complete (kSnapshotDone). OK when stopped meanwhile too.
+  absl::Status Conclude(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop,
+                        uint64_t ordinal, Progress* progress);
 
   absl::StatusOr<std::vector<SnapshotChunk>> Plan(PGconn* snapshot_conn, PGconn* state_conn);
   absl::StatusOr<std::vector<SnapshotChunk>> LoadPlan(PGconn* state_conn);

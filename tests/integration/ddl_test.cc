@@ -104,7 +104,12 @@ TEST(DdlTest, EveryStatementUnderAWriteLoadEndsIdentical) {
            (n % 7 == 0 ? "; DELETE FROM app.t WHERE id = " + std::to_string(id - 3) : "") +
            "; COMMIT";
   });
-  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(150)); };
+  // Lets the writer commit between two steps, so that its transactions neighbour the DDL.
+  auto pause = [&writer] {
+    const int64_t before = writer.transactions();
+    ASSERT_TRUE(
+        WaitFor([&] { return writer.transactions() >= before + 2; }, std::chrono::seconds(30)));
+  };
   // DDL and writes in the same transaction, and in the neighbouring ones.
   sql.Exec(
       "BEGIN; UPDATE app.t SET a = 'before add' WHERE id = 1; "

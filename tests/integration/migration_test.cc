@@ -61,6 +61,15 @@ class Migration {
     pgflow.Signal(SIGTERM);
     ASSERT_EQ(pgflow.Wait(std::chrono::seconds(60)), 0) << ReadFile(log());
   }
+  size_t CountInLog(const std::string& needle) const { return CountInFile(log(), needle); }
+  // The slot's confirmed position ("" before the slot exists).
+  std::string Confirmed() {
+    return Sql(source_url())
+        .Scalar(
+            "SELECT coalesce(max(confirmed_flush_lsn)::text, '') FROM pg_replication_slots "
+            "WHERE slot_name = 'pgflow_" +
+            name_ + "'");
+  }
   // Waits until the slot confirms everything the source has written so far. (Only meaningful
   // once streaming: during the snapshot the slot sits at its consistent point.)
   bool CaughtUp(std::chrono::seconds timeout) {
@@ -104,11 +113,21 @@ TEST(MigrationTest, CopyAndFollowAPgbenchLoadThroughThreeKillsThenVerify) {
   Sql(m.source_url()).Exec("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY");
 
   auto pgflow = m.Start();
+  std::atomic<bool> load_done{false};
   std::thread load([&] {
     std::system((Pgbench() + "-p " + port + " -n -c 2 -T 12 bench >/dev/null 2>&1").c_str());
+    load_done = true;
   });
-  for (int delay : {2, 3, 3}) {
-    std::this_thread::sleep_for(std::chrono::seconds(delay));
+  for (size_t kill = 1; kill <= 3; ++kill) {
+    // Each run is killed once it streams and has confirmed some of the load (or the load is
+    // over).
+    ASSERT_TRUE(
+        WaitFor([&] { return m.CountInLog("streaming from") >= kill; }, std::chrono::seconds(120)))
+        << ReadFile(m.log());
+    const std::string streaming_at = m.Confirmed();
+    ASSERT_TRUE(WaitFor([&] { return load_done.load() || m.Confirmed() != streaming_at; },
+                        std::chrono::seconds(60)))
+        << ReadFile(m.log());
     pgflow->Signal(SIGKILL);
     pgflow->Wait(std::chrono::seconds(10));
     pgflow = m.Start();
@@ -150,7 +169,11 @@ TEST(MigrationTest, TheTargetGoesDownMidStreamAndNothingIsLost) {
     source.Exec("INSERT INTO t VALUES (" + std::to_string(i) + ", 'during outage')");
   }
   source.Exec("UPDATE t SET v = 'updated' WHERE id <= 10; DELETE FROM t WHERE id > 1190");
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // pgflow notices the outage and waits it out rather than exit.
+  EXPECT_TRUE(
+      WaitFor([&] { return m.CountInLog("starting again from the confirmed position") > 0; },
+              std::chrono::seconds(60)))
+      << ReadFile(m.log());
   EXPECT_TRUE(pgflow->Running()) << ReadFile(m.log());
   Target().Resume();
   ASSERT_TRUE(m.CaughtUp(std::chrono::seconds(120))) << ReadFile(m.log());
@@ -181,7 +204,11 @@ TEST(MigrationTest, TheTargetGoesDownMidLoadAndTheCopyCompletes) {
       WaitFor([&] { return copied() > 40000 || !pgflow->Running(); }, std::chrono::seconds(120)))
       << ReadFile(m.log());
   Target().Pause();
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // pgflow notices the outage and waits it out rather than exit.
+  EXPECT_TRUE(
+      WaitFor([&] { return m.CountInLog("starting again from the confirmed position") > 0; },
+              std::chrono::seconds(60)))
+      << ReadFile(m.log());
   EXPECT_TRUE(pgflow->Running()) << ReadFile(m.log());
   Target().Resume();
   ASSERT_TRUE(WaitFor([&] { return ReadFile(m.log()).find("streaming from") != std::string::npos; },

@@ -321,9 +321,12 @@ TEST(PostgresSinkTest, SourceConnectionCutMidTransactionLeavesTheTargetEqual) {
   });
   for (int cut = 0; cut < 6; ++cut) {
     int64_t before = writer.transactions();
-    ASSERT_TRUE(
-        WaitFor([&] { return writer.transactions() > before + 3; }, std::chrono::seconds(60)));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50 + 37 * cut));
+    // A few more transactions each time, so the cuts fall at different points of the load.
+    ASSERT_TRUE(WaitFor([&] { return writer.transactions() > before + 3 + cut; },
+                        std::chrono::seconds(60)));
+    // pgflow is connected again (after the last cut) and has been sent what was written.
+    ASSERT_TRUE(WaitSlotSentAll(r.source_url(), "pgflow_cut", std::chrono::seconds(60)))
+        << ReadFile(r.log());
     sql.Exec(
         "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
         "WHERE slot_name = 'pgflow_cut' AND active");

@@ -385,7 +385,7 @@ TEST(SnapshotTest, BackfillOfAKeylessTableIsExactOrStopsThePipelineNamingIt) {
   EXPECT_EQ(RunPgflow({"snapshot", p.yaml(), "--tables", "public.logs"}, &out), 0)
       << out << ReadFile(p.log());
   BackgroundWriter after(p.url(), LogsLoad(2000), 50);
-  while (after.transactions() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(WaitFor([&] { return after.transactions() >= 50; }, std::chrono::seconds(60)));
   DrainAndStop(p, *pgflow, sql);
   auto lines = ReadJsonl(p.output());
   EXPECT_TRUE(ReplayBag(lines, "logs") == SourceBag(sql, "logs"))

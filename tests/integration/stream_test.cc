@@ -584,7 +584,9 @@ TEST(StreamTest, ABackfillFollowsATableWhoseColumnsKeepChanging) {
   for (int i = 1; i <= kChanges; ++i) {
     sql.Exec("ALTER TABLE churn ADD COLUMN c" + std::to_string(i) + " int DEFAULT " +
              std::to_string(i) + "; ALTER TABLE churn DROP COLUMN c" + std::to_string(i - 1));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Each change reaches pgflow before the next is made, while the backfill copies.
+    ASSERT_TRUE(WaitSlotSentAll(p.url(), "pgflow_churn", std::chrono::seconds(30)))
+        << ReadFile(p.log());
   }
   sql.Exec("UPDATE churn SET v = 'last' WHERE id = 1");
   ASSERT_TRUE(WaitFor(

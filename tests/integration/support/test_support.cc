@@ -226,8 +226,22 @@ bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
   while (true) {
     if (condition()) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the poll interval
   }
+}
+
+bool WaitSlotSentAll(const std::string& url, const std::string& slot,
+                     std::chrono::milliseconds timeout) {
+  Sql sql(url);
+  const std::string end = sql.Scalar("SELECT pg_current_wal_lsn()");
+  return WaitFor(
+      [&] {
+        return sql.Scalar("SELECT coalesce(bool_or(r.sent_lsn >= '" + end +
+                          "'), false) FROM pg_stat_replication r JOIN pg_replication_slots s ON "
+                          "s.active_pid = r.pid WHERE s.slot_name = '" +
+                          slot + "'") == "t";
+      },
+      timeout);
 }
 
 namespace {

@@ -116,6 +116,12 @@ int RunPgflow(const std::vector<std::string>& args, std::string* output,
 // Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
+// Waits until the WAL sender of replication slot `slot`, on the server at `url`, has sent
+// everything written there before the call: a client is streaming from the slot and has been
+// sent it. Returns false on timeout.
+bool WaitSlotSentAll(const std::string& url, const std::string& slot,
+                     std::chrono::milliseconds timeout);
+
 // The JSON objects of a jsonl file, one per line (a missing file reads as empty). A line that
 // is not valid JSON fails the current test.
 std::vector<nlohmann::json> ReadJsonl(const std::string& path);

@@ -26,6 +26,7 @@ TEST(BoundedQueueTest, AFullQueueBlocksItsProducerUntilAConsumerMakesRoom) {
     EXPECT_EQ(queue.Push(&c, 60, absl::Seconds(10)), BoundedQueue<std::string>::PushResult::kOk);
     pushed = true;
   });
+  // A fixed interval on purpose: what is tested is that the producer stays blocked meanwhile.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(pushed.load());
   EXPECT_EQ(queue.Pop(absl::ZeroDuration()), "a");
@@ -52,6 +53,8 @@ TEST(BoundedQueueTest, CloseWakesWaitersAndKeepsWhatIsQueued) {
     int two = 2;
     EXPECT_EQ(queue.Push(&two, 10, absl::Seconds(10)), BoundedQueue<int>::PushResult::kClosed);
   });
+  // A fixed interval on purpose: it lets the producer become a waiter, which nothing outside
+  // the queue can observe (had it not yet pushed, Close would refuse it all the same).
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   queue.Close();
   producer.join();

@@ -8,6 +8,7 @@
 
 #include "engine/pipeline.h"
 #include "gtest/gtest.h"
+#include "tests/unit/engine/wait_until.h"
 
 namespace pgflow {
 namespace {
@@ -41,11 +42,13 @@ class ChunkSource : public Source {
       if (stop.requested()) return absl::OkStatus();
     }
     emitted = true;
-    while (!stop.requested()) {
-      chunks_seen.store(acks.chunks.Confirmed());
-      wal_seen.store(acks.wal.Confirmed().value);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    WaitUntil(
+        [&] {
+          chunks_seen.store(acks.chunks.Confirmed());
+          wal_seen.store(acks.wal.Confirmed().value);
+          return stop.requested();
+        },
+        absl::InfiniteDuration());
     return absl::OkStatus();
   }
 
@@ -91,17 +94,6 @@ class AsyncSink : public Sink {
   std::atomic<uint64_t> durable_lsn{0};
   std::atomic<int> flushes{0};
 };
-
-// Polls `condition` until it holds or 10 s pass.
-template <typename F>
-bool WaitUntil(F condition) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 TEST(PipelineAsyncTest, ChunksAndPositionsWaitForTheAsynchronousSink) {
   auto source = std::make_unique<ChunkSource>();
@@ -152,8 +144,9 @@ TEST(PipelineAsyncTest, ACleanStopWaitsForTheLastDeliveries) {
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
   EXPECT_TRUE(WaitUntil([&] { return src->emitted.load(); }));
   stop.Request();
-  // The deliveries come back a little after the stop: still acknowledged.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The deliveries come back only once the runner, at the end of the stream, flushed and is
+  // waiting for them (a second flush is its polling): still acknowledged.
+  EXPECT_TRUE(WaitUntil([&] { return async->flushes.load() >= 2; }));
   async->gate = true;
   runner.join();
   EXPECT_EQ(src->final_chunks, 3u);

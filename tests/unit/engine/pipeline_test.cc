@@ -9,6 +9,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "tests/unit/engine/wait_until.h"
 
 namespace pgflow {
 namespace {
@@ -50,7 +51,7 @@ class ScriptedSource : public Source {
       lsn += 100;
     }
     done_ = true;
-    while (!stop.requested()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    WaitUntil([&] { return stop.requested(); }, absl::InfiniteDuration());
     return absl::OkStatus();
   }
 
@@ -78,9 +79,7 @@ class CountingSink : public Sink {
   absl::Status Write(const Event& event) override {
     if (event.kind == EventKind::kChange) changes.fetch_add(1);
     if (event.kind == EventKind::kCommit) last_commit_written = event.txn.end_lsn.value;
-    if (block_writes) {
-      while (block_writes.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    if (block_writes) WaitUntil([&] { return !block_writes.load(); }, absl::InfiniteDuration());
     return absl::OkStatus();
   }
   absl::Status Flush() override {
@@ -122,11 +121,12 @@ TEST(PipelineTest, DeliversEverythingToEverySinkAndAcknowledgesOnlyWhatAllHold) 
   StopSignal stop;
   std::thread runner([&] { EXPECT_TRUE(pipeline.Run(stop).ok()); });
 
+  // A fixed interval on purpose: what is tested is that the source stays blocked meanwhile.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_FALSE(src->done_.load()) << "a full queue must block the source";
   EXPECT_LE(fast_ptr->changes.load(), 12 * 10 * 10);
   slow_ptr->block_writes = false;
-  while (!src->done_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(WaitUntil([&] { return src->done_.load(); }));
   stop.Request();
   runner.join();
 
