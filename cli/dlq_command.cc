@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
+#include <cstdio>
 #include <memory>
+#include <thread>
 #include <utility>
 
+#include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "cli/pipeline_file.h"
 #include "engine/dead_letter.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -229,6 +232,40 @@ absl::StatusOr<std::string> RunDlq(const PipelineConfig& config, const DlqReques
   }
   return absl::InvalidArgumentError(
       Cat("unknown dlq action '", request.action, "': list, show, replay or purge"));
+}
+
+}  // namespace pgflow
+
+namespace pgflow {
+namespace {
+
+struct DlqArgs {
+  std::string path;
+  DlqRequest request;
+};
+
+int Dlq(const DlqArgs& args) {
+  return PrintFromPipeline(
+      args.path, [&](const PipelineConfig& config) { return RunDlq(config, args.request); },
+      [](const absl::Status& s) { return absl::IsInvalidArgument(s); });
+}
+
+}  // namespace
+
+Command AddDlqCommand(CLI::App& app) {
+  auto args = std::make_shared<DlqArgs>();
+  CLI::App* dlq = AddCommand(
+      app, "dlq", "List, show, replay or purge the events the sinks set aside",
+      "The events the sinks set aside (`dead_letter:`): list, show, replay (send them to "
+      "their sink again; those delivered are removed) or purge.");
+  dlq->add_option("action", args->request.action, "list, show, replay or purge")
+      ->required()
+      ->check(CLI::IsMember({"list", "show", "replay", "purge"}));
+  AddPipelineFile(dlq, &args->path);
+  dlq->add_option("--sink", args->request.sink, "only this sink's records");
+  dlq->add_option("--id", args->request.ids, "only these records (repeatable)");
+  dlq->add_flag("--all", args->request.all, "purge: every record of the sinks chosen");
+  return {dlq, [args] { return Dlq(*args); }};
 }
 
 }  // namespace pgflow

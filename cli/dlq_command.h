@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/command.h"
 #include "engine/config.h"
 
 namespace pgflow {
@@ -32,5 +33,9 @@ struct DlqRequest {
 
 // What the command prints on success; an error names the sink, the record and the reason.
 absl::StatusOr<std::string> RunDlq(const PipelineConfig& config, const DlqRequest& request);
+
+// The subcommand: prints what RunDlq returns; exit status 0, 1 when a record was not delivered
+// or a store failed, 2 on a mistake in the file or the request.
+Command AddDlqCommand(CLI::App& app);
 
 }  // namespace pgflow

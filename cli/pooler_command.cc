@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/admin_server.h"
@@ -121,6 +122,60 @@ int PoolerCommand(const std::string& config_path) {
   pooler.Stop();
   if (admin != nullptr) admin->Stop();
   return 0;
+}
+
+namespace {
+
+struct PoolerArgs {
+  std::string path;
+  std::string status_path;
+  PoolerStatusOptions status_options;
+  bool status_json = false;
+};
+
+// `pgflow pooler status`, declared on `pooler`.
+CLI::App* AddPoolerStatus(CLI::App* pooler, PoolerArgs* args) {
+  CLI::App* status = AddCommand(
+      *pooler, "status", "How a running pooler stands: clients, servers, rates per database",
+      "How a running pooler stands, asked of its admin console (database pgflow, on its "
+      "Unix socket if it has one, else on `listen`) as the first of admin.users: up or "
+      "not, and per database clients (active/waiting/idle), server connections "
+      "(active/idle), paused, transactions and queries a second, the longest wait, a "
+      "server it cannot reach. The console user's password comes from the users file, "
+      "else PGPASSWORD or ~/.pgpass. Takes about a second (rates). Exit status 0 healthy, "
+      "1 a database cannot reach its server, 2 the pooler does not answer or refuses the "
+      "console.");
+  status->add_option("--config", args->status_path, "pooler file (YAML)")->required();
+  status->add_option("--user", args->status_options.user,
+                     "the console's user (default: the first of admin.users)");
+  status->add_flag("--json", args->status_json, "print the status as one JSON object, for scripts");
+  return status;
+}
+
+}  // namespace
+
+Command AddPoolerCommand(CLI::App& app) {
+  auto args = std::make_shared<PoolerArgs>();
+  CLI::App* pooler =
+      AddCommand(app, "pooler", "Run the PostgreSQL connection pooler",
+                 "Run the PostgreSQL connection pooler: clients connect to it as to PostgreSQL and "
+                 "share a few server connections (session, transaction or statement pooling, "
+                 "prepared statements in transaction mode, waits through a server restart). SIGHUP "
+                 "or the console's RELOAD re-reads the file; SIGINT/SIGTERM or SHUTDOWN stop it. "
+                 "Paths in the file are relative to its directory.");
+  pooler->add_option("--config", args->path, "pooler file (YAML): listen, auth, databases");
+  CLI::App* status = AddPoolerStatus(pooler, args.get());
+  return {pooler, [args, status] {
+            if (*status) {
+              return PoolerStatusCommand(args->status_path, args->status_options,
+                                         args->status_json);
+            }
+            if (args->path.empty()) {
+              std::fprintf(stderr, "pgflow pooler: --config is required (pgflow pooler --help)\n");
+              return kExitConfig;
+            }
+            return PoolerCommand(args->path);
+          }};
 }
 
 }  // namespace pgflow

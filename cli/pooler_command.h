@@ -3,6 +3,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/command.h"
 #include "cli/pooler_status.h"
 
 namespace pgflow {
@@ -21,5 +22,9 @@ int PoolerStatusCommand(const std::string& config_path, const PoolerStatusOption
 // the TLS files it names, checked without touching a server. Prints every error (each at its
 // file, line and column where it has one) and returns 2, or prints a summary and returns 0.
 int ValidatePoolerFile(std::string_view yaml, const std::string& path);
+
+// The subcommands `pgflow pooler` and `pgflow pooler status`; the Command runs whichever the
+// command line chose.
+Command AddPoolerCommand(CLI::App& app);
 
 }  // namespace pgflow

@@ -1,10 +1,14 @@
 #include "cli/preview_command.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
+#include <memory>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/pipeline_file.h"
 #include "common/postgres/pg_connection.h"
 #include "common/postgres/table_ref.h"
 #include "engine/transform.h"
@@ -101,6 +105,22 @@ std::string Shown(const Value& value, const Column& column) {
   }
   if (s.size() > kMaxWidth) s = s.substr(0, kMaxWidth - 3) + "...";
   return s;
+}
+
+struct PreviewArgs {
+  std::string path;
+  std::string table;
+  std::string sink;
+  int limit = 10;
+};
+
+int Preview(const PreviewArgs& args) {
+  return PrintFromPipeline(
+      args.path,
+      [&](const PipelineConfig& config) {
+        return PreviewTable(config, args.table, args.limit, args.sink);
+      },
+      [](const absl::Status& s) { return absl::IsInvalidArgument(s) || absl::IsNotFound(s); });
 }
 
 std::string Pad(std::string s, size_t width) {
@@ -260,6 +280,25 @@ absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineCon
     }
   }
   return problems;
+}
+
+}  // namespace pgflow
+
+namespace pgflow {
+
+Command AddPreviewCommand(CLI::App& app) {
+  auto args = std::make_shared<PreviewArgs>();
+  CLI::App* preview =
+      AddCommand(app, "preview", "Show rows of a table before and after the pipeline's transforms",
+                 "Show rows of a source table beside what the pipeline's transforms (and a sink's, "
+                 "with --sink) make of them, without starting the pipeline.");
+  AddPipelineFile(preview, &args->path);
+  preview->add_option("--table", args->table, "the source table, schema.table")->required();
+  preview->add_option("--limit", args->limit, "rows to show")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  preview->add_option("--sink", args->sink, "add this sink's own transforms after the pipeline's");
+  return {preview, [args] { return Preview(*args); }};
 }
 
 }  // namespace pgflow

@@ -17,9 +17,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/command.h"
 #include "engine/config.h"
 
 namespace pgflow {
+
+// The subcommand: prints PreviewTable's preview; exit status 0, 1 when the source cannot be
+// read, 2 on a mistake in the file or --table.
+Command AddPreviewCommand(CLI::App& app);
 
 // The preview as printed: one block per source row.
 absl::StatusOr<std::string> PreviewTable(const PipelineConfig& config, const std::string& table,

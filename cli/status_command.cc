@@ -1,10 +1,21 @@
 #include "cli/status_command.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/pipeline_file.h"
 #include "common/postgres/conninfo.h"
 #include "common/postgres/pg_connection.h"
 #include "engine/admin_server.h"
+#include "engine/log.h"
 #include "engine/progress.h"
 #include "sources/postgres/postgres_source_config.h"
 #include "sources/postgres/slot_monitor.h"
@@ -92,148 +103,180 @@ std::string Text(const nlohmann::json& j, const char* key, const std::string& ot
   return j[key].dump();
 }
 
+// What `pgflow status` finds wrong, and the worst severity among it (the exit status).
+struct Problems {
+  int worst = kStatusHealthy;
+  std::vector<std::string> list;
+  void Add(int severity, std::string text) {
+    worst = std::max(worst, severity);
+    list.push_back(std::move(text));
+  }
+};
+
+// The running process's /status, if it has an admin endpoint and answers as this pipeline;
+// else null. Notes in report["admin"] what was asked and why there is no answer.
+nlohmann::json AskProcess(const PipelineConfig& config, nlohmann::json* report) {
+  nlohmann::json process = nullptr;
+  if (config.admin.listen.empty()) return process;
+  absl::StatusOr<HttpReply> reply = AdminGet(config.admin.listen, "/status", kAdminTimeout);
+  std::string error;
+  if (!reply.ok()) {
+    error = std::string(reply.status().message());
+  } else if (reply->status != 200) {
+    error = absl::StrCat("/status answered ", reply->status);
+  } else {
+    process = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+    if (!process.is_object()) {
+      process = nullptr;
+      error = "/status answered something other than a JSON object";
+    } else if (process.value("pipeline", "") != config.name) {
+      // Another pipeline's endpoint on that address says nothing about this one.
+      error = absl::StrCat("the endpoint serves pipeline '", process.value("pipeline", ""),
+                           "', not ", config.name);
+      process = nullptr;
+    }
+  }
+  (*report)["admin"] = {{"listen", config.admin.listen},
+                        {"reachable", !process.is_null()},
+                        {"error", error.empty() ? nlohmann::json(nullptr) : nlohmann::json(error)}};
+  return process;
+}
+
+// What the source's catalog shows of the pipeline.
+struct CatalogView {
+  nlohmann::json slot = nullptr;
+  nlohmann::json snapshot = nullptr;
+  bool slot_active = false;
+  bool slot_lost = false;
+};
+
+// The problem of a replication slot that does not exist: the pipeline never initialised, or a
+// server that cannot create one.
+std::string MissingSlotProblem(PGconn* conn, const std::string& slot, const std::string& file) {
+  auto wal_level = Exec(conn, "SELECT current_setting('wal_level')");
+  const std::string level =
+      wal_level.ok() ? PQgetvalue(wal_level->get(), 0, 0) : std::string("logical");
+  if (level == "logical") {
+    return absl::StrCat("replication slot ", slot,
+                        " does not exist: the pipeline was never initialised or was torn down "
+                        "(`pgflow run ",
+                        file, "` creates it and copies the tables)");
+  }
+  return absl::StrCat("replication slot ", slot,
+                      " does not exist, and the server cannot create one: its wal_level is ", level,
+                      ". Set it on the server (ALTER SYSTEM SET wal_level = logical, then "
+                      "restart PostgreSQL), then `pgflow run ",
+                      file, "`");
+}
+
+// The replication slot of `source` as `conn` shows it, into `view`; what is wrong with it.
+void ReadSlot(PGconn* conn, const PipelineConfig& config, const PostgresSourceOptions& source,
+              const std::string& file, CatalogView* view, Problems* problems) {
+  absl::StatusOr<SlotState> slot = ReadSlotState(conn, source.slot);
+  if (!slot.ok()) {
+    problems->Add(kStatusUnreachable,
+                  absl::StrCat("reading the replication slot: ", slot.status().message()));
+    return;
+  }
+  slot->max_retained_wal = static_cast<int64_t>(source.max_retained_wal);
+  view->slot = slot->ToJson();
+  view->slot_active = slot->active;
+  view->slot_lost = slot->lost();
+  if (!slot->exists) {
+    problems->Add(kStatusUnreachable, MissingSlotProblem(conn, source.slot, file));
+  } else if (slot->lost()) {
+    problems->Add(kStatusUnreachable, LostSlotMessage(conn, config.name, file, *slot));
+  } else if (slot->max_retained_wal > 0 && slot->retained_bytes > slot->max_retained_wal) {
+    problems->Add(kStatusDegraded, absl::StrCat("the slot keeps ", HumanBytes(slot->retained_bytes),
+                                                " of WAL, more than max_retained_wal (",
+                                                HumanBytes(slot->max_retained_wal), ")"));
+  }
+}
+
+// The source's catalog: report["source"], and for a postgres source the slot and the snapshot
+// progress it records.
+CatalogView ReadCatalog(const PipelineConfig& config, const std::string& file,
+                        nlohmann::json* report, Problems* problems) {
+  CatalogView view;
+  std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(config);
+  nlohmann::json& source_json = (*report)["source"];
+  source_json = {{"type", config.source.type},
+                 {"where", config.source.factory->Describe(*config.source.options)}};
+  if (source == nullptr) return view;
+  source_json["where"] = DescribeConninfo(source->url);
+  absl::StatusOr<PgConnPtr> conn = Connect(source->url, ConnectionKind::kRegular);
+  source_json["reachable"] = conn.ok();
+  if (!conn.ok()) {
+    source_json["error"] = std::string(conn.status().message());
+    problems->Add(kStatusUnreachable,
+                  absl::StrCat("source unreachable: ", conn.status().message()));
+    return view;
+  }
+  if (source->snapshot.mode == SnapshotMode::kOnly) return view;
+  ReadSlot(conn->get(), config, *source, file, &view, problems);
+  view.snapshot = CatalogSnapshot(conn->get(), config.name);
+  for (std::string& p : IncompleteCopies(conn->get(), config.name, file)) {
+    problems->Add(kStatusDegraded, std::move(p));
+  }
+  return view;
+}
+
+// The phase: the process's own word when it answers (and its snapshot progress, into
+// `view`), else what the slot shows.
+std::string Phase(const PipelineConfig& config, const nlohmann::json& process,
+                  const nlohmann::json& report, CatalogView* view, Problems* problems) {
+  if (!process.is_null()) {
+    if (process.contains("snapshot") && !process["snapshot"].is_null()) {
+      view->snapshot = process["snapshot"];
+    }
+    if (!process.value("ready", false)) {
+      problems->Add(kStatusDegraded,
+                    absl::StrCat("not ready: ", Text(process, "not_ready_reason", "unknown")));
+    }
+    return Text(process, "phase", "running");
+  }
+  if (view->slot_active) {
+    if (config.admin.listen.empty()) return "running (no admin endpoint to ask for more)";
+    // Something holds the slot but its endpoint does not answer: a hung process, or not ours.
+    const nlohmann::json admin = report.contains("admin") ? report.at("admin") : nullptr;
+    problems->Add(kStatusDegraded, absl::StrCat("the admin endpoint does not answer: ",
+                                                Text(admin, "error", "no answer")));
+    return "running (its admin endpoint does not answer)";
+  }
+  if (view->slot_lost) return "stopped, slot lost";
+  if (!view->slot.is_null() && view->slot.value("exists", false)) {
+    problems->Add(kStatusDegraded,
+                  "stopped: no pgflow streams from the slot, which keeps WAL on the server until "
+                  "the pipeline runs again (or `pgflow teardown` drops it)");
+  } else if (view->slot.is_null()) {
+    // No slot to tell (a kafka source, a snapshot-only pipeline): no answer is no run.
+    problems->Add(kStatusDegraded, config.admin.listen.empty()
+                                       ? "not running, as far as can be told (no admin endpoint)"
+                                       : "not running: its admin endpoint does not answer");
+  }
+  return "stopped";
+}
+
 }  // namespace
 
 PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& file) {
   PipelineHealth health;
   nlohmann::json& report = health.report;
-  std::vector<std::string> problems;
-  int worst = kStatusHealthy;
-  auto problem = [&](int severity, std::string text) {
-    worst = std::max(worst, severity);
-    problems.push_back(std::move(text));
-  };
+  Problems problems;
   report["pipeline"] = config.name;
   report["file"] = file;
-
-  // The running process, if it has an admin endpoint and answers.
-  nlohmann::json process = nullptr;
-  if (!config.admin.listen.empty()) {
-    absl::StatusOr<HttpReply> reply = AdminGet(config.admin.listen, "/status", kAdminTimeout);
-    std::string error;
-    if (!reply.ok()) {
-      error = std::string(reply.status().message());
-    } else if (reply->status != 200) {
-      error = absl::StrCat("/status answered ", reply->status);
-    } else {
-      process = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
-      if (!process.is_object()) {
-        process = nullptr;
-        error = "/status answered something other than a JSON object";
-      } else if (process.value("pipeline", "") != config.name) {
-        // Another pipeline's endpoint on that address says nothing about this one.
-        error = absl::StrCat("the endpoint serves pipeline '", process.value("pipeline", ""),
-                             "', not ", config.name);
-        process = nullptr;
-      }
-    }
-    report["admin"] = {{"listen", config.admin.listen},
-                       {"reachable", !process.is_null()},
-                       {"error", error.empty() ? nlohmann::json(nullptr) : nlohmann::json(error)}};
-  }
-
-  // The source's catalog.
-  nlohmann::json slot_json = nullptr;
-  nlohmann::json snapshot = nullptr;
-  bool slot_active = false;
-  bool slot_lost = false;
-  std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(config);
-  report["source"] = {{"type", config.source.type},
-                      {"where", config.source.factory->Describe(*config.source.options)}};
-  if (source != nullptr) {
-    report["source"]["where"] = DescribeConninfo(source->url);
-    absl::StatusOr<PgConnPtr> conn = Connect(source->url, ConnectionKind::kRegular);
-    report["source"]["reachable"] = conn.ok();
-    if (!conn.ok()) {
-      report["source"]["error"] = std::string(conn.status().message());
-      problem(kStatusUnreachable, absl::StrCat("source unreachable: ", conn.status().message()));
-    } else if (source->snapshot.mode != SnapshotMode::kOnly) {
-      absl::StatusOr<SlotState> slot = ReadSlotState(conn->get(), source->slot);
-      if (!slot.ok()) {
-        problem(kStatusUnreachable,
-                absl::StrCat("reading the replication slot: ", slot.status().message()));
-      } else {
-        slot->max_retained_wal = static_cast<int64_t>(source->max_retained_wal);
-        slot_json = slot->ToJson();
-        slot_active = slot->active;
-        slot_lost = slot->lost();
-        if (!slot->exists) {
-          auto wal_level = Exec(conn->get(), "SELECT current_setting('wal_level')");
-          const std::string level =
-              wal_level.ok() ? PQgetvalue(wal_level->get(), 0, 0) : std::string("logical");
-          problem(kStatusUnreachable,
-                  level == "logical"
-                      ? absl::StrCat("replication slot ", source->slot,
-                                     " does not exist: the pipeline was never initialised or was "
-                                     "torn down (`pgflow run ",
-                                     file, "` creates it and copies the tables)")
-                      : absl::StrCat("replication slot ", source->slot,
-                                     " does not exist, and the server cannot create one: its "
-                                     "wal_level is ",
-                                     level,
-                                     ". Set it on the server (ALTER SYSTEM SET wal_level = "
-                                     "logical, then restart PostgreSQL), then `pgflow run ",
-                                     file, "`"));
-        } else if (slot->lost()) {
-          problem(kStatusUnreachable, LostSlotMessage(conn->get(), config.name, file, *slot));
-        } else if (slot->max_retained_wal > 0 && slot->retained_bytes > slot->max_retained_wal) {
-          problem(kStatusDegraded, absl::StrCat("the slot keeps ", HumanBytes(slot->retained_bytes),
-                                                " of WAL, more than max_retained_wal (",
-                                                HumanBytes(slot->max_retained_wal), ")"));
-        }
-      }
-      snapshot = CatalogSnapshot(conn->get(), config.name);
-      for (std::string& p : IncompleteCopies(conn->get(), config.name, file)) {
-        problem(kStatusDegraded, std::move(p));
-      }
-    }
-  }
-
-  // The phase: the process's own word when it answers, else what the slot shows.
-  std::string phase;
-  if (!process.is_null()) {
-    phase = Text(process, "phase", "running");
-    if (process.contains("snapshot") && !process["snapshot"].is_null()) {
-      snapshot = process["snapshot"];
-    }
-    if (!process.value("ready", false)) {
-      problem(kStatusDegraded,
-              absl::StrCat("not ready: ", Text(process, "not_ready_reason", "unknown")));
-    }
-  } else if (slot_active) {
-    if (config.admin.listen.empty()) {
-      phase = "running (no admin endpoint to ask for more)";
-    } else {
-      // Something holds the slot but its endpoint does not answer: a hung process, or not ours.
-      phase = "running (its admin endpoint does not answer)";
-      problem(kStatusDegraded, absl::StrCat("the admin endpoint does not answer: ",
-                                            Text(report["admin"], "error", "no answer")));
-    }
-  } else if (slot_lost) {
-    phase = "stopped, slot lost";
-  } else {
-    phase = "stopped";
-    if (!slot_json.is_null() && slot_json.value("exists", false)) {
-      problem(kStatusDegraded,
-              "stopped: no pgflow streams from the slot, which keeps WAL on the server until the "
-              "pipeline runs again (or `pgflow teardown` drops it)");
-    } else if (slot_json.is_null()) {
-      // No slot to tell (a kafka source, a snapshot-only pipeline): no answer is no run.
-      problem(kStatusDegraded, config.admin.listen.empty()
-                                   ? "not running, as far as can be told (no admin endpoint)"
-                                   : "not running: its admin endpoint does not answer");
-    }
-  }
-  report["phase"] = phase;
-  report["slot"] = slot_json;
-  report["snapshot"] = snapshot;
+  nlohmann::json process = AskProcess(config, &report);
+  CatalogView view = ReadCatalog(config, file, &report, &problems);
+  report["phase"] = Phase(config, process, report, &view, &problems);
+  report["slot"] = view.slot;
+  report["snapshot"] = view.snapshot;
   report["sinks"] = process.is_null() ? nlohmann::json::array() : process["sinks"];
   report["last_error"] = process.is_null() ? nlohmann::json(nullptr) : process["last_error"];
   report["process"] = process;
-  report["problems"] = problems;
+  report["problems"] = problems.list;
   static constexpr const char* kHealth[] = {"healthy", "degraded", "unreachable or lost"};
-  report["health"] = kHealth[worst];
-  health.exit_status = worst;
+  report["health"] = kHealth[problems.worst];
+  health.exit_status = problems.worst;
   return health;
 }
 
@@ -300,6 +343,51 @@ std::string FormatStatus(const nlohmann::json& report) {
   for (const nlohmann::json& p : report["problems"])
     line("problem", p.is_string() ? p.get<std::string>() : p.dump());
   return out;
+}
+
+}  // namespace pgflow
+
+namespace pgflow {
+namespace {
+
+struct StatusArgs {
+  std::string path;
+  bool json = false;
+};
+
+int Status(const StatusArgs& args) {
+  std::optional<PipelineConfig> config = LoadOrReport(args.path);
+  if (!config) return kExitConfig;
+  try {
+    PipelineHealth health = GatherStatus(*config, args.path);
+    if (args.json) {
+      std::printf("%s\n", health.report.dump(2).c_str());
+    } else {
+      std::printf("%s", FormatStatus(health.report).c_str());
+    }
+    return health.exit_status;
+  } catch (const nlohmann::json::exception& e) {
+    // A field of another type than expected, in what a process of another version answered.
+    LogError("status %s: unexpected answer from the admin endpoint %s: %s", config->name,
+             config->admin.listen, e.what());
+    return kStatusUnreachable;
+  }
+}
+
+}  // namespace
+
+Command AddStatusCommand(CLI::App& app) {
+  auto args = std::make_shared<StatusArgs>();
+  CLI::App* status = AddCommand(
+      app, "status", "How a pipeline stands: phase, slot, retained WAL, lag, last error",
+      "How a pipeline stands, running or not: phase (snapshot, streaming, stopped), "
+      "snapshot progress, the replication slot (active, wal_status, retained WAL, "
+      "safe_wal_size), lag per sink and the last error (those two from the running "
+      "process's admin endpoint). Exit status 0 healthy, 1 degraded (stopped, not ready, "
+      "retained WAL past max_retained_wal), 2 source unreachable or slot lost or missing.");
+  AddPipelineFile(status, &args->path);
+  status->add_flag("--json", args->json, "print the status as one JSON object, for scripts");
+  return {status, [args] { return Status(*args); }};
 }
 
 }  // namespace pgflow

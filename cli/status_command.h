@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include "absl/status/statusor.h"
 
+#include "cli/command.h"
 #include "engine/config.h"
 
 namespace pgflow {
@@ -29,5 +30,8 @@ PipelineHealth GatherStatus(const PipelineConfig& config, const std::string& fil
 
 // The report as the table `pgflow status` prints.
 std::string FormatStatus(const nlohmann::json& report);
+
+// The subcommand: prints the table (or --json) and exits with the status above.
+Command AddStatusCommand(CLI::App& app);
 
 }  // namespace pgflow

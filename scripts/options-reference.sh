@@ -6,13 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/pgflow ] || { echo "build pgflow first: scripts/setup.sh" >&2; exit 1; }
 build/pgflow options --markdown > build/options.md
-python3 - <<'PY'
-page = "docs/reference/pipeline-options.md"
-begin = "<!-- pgflow options --markdown: begin -->\n"
-end = "<!-- pgflow options --markdown: end -->"
-text = open(page).read()
-table = open("build/options.md").read()
-i, j = text.index(begin) + len(begin), text.index(end)
-open(page, "w").write(text[:i] + table + text[j:])
-PY
+python3 scripts/splice-generated.py docs/reference/pipeline-options.md \
+  "pgflow options --markdown" build/options.md
 echo "docs/reference/pipeline-options.md: key table updated"

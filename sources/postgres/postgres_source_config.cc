@@ -3,6 +3,7 @@
 #include "common/postgres/conninfo.h"
 #include "common/postgres/postgres_origin.h"
 #include "engine/str_cat.h"
+#include "sources/postgres/postgres_run_guard.h"
 #include "sources/postgres/postgres_source.h"
 
 namespace pgflow {
@@ -170,6 +171,9 @@ std::shared_ptr<const PostgresSourceOptions> PostgresSourceOf(const PipelineConf
   return std::static_pointer_cast<const PostgresSourceOptions>(pipeline.source.options);
 }
 
-void RegisterPostgresSource() { RegisterSourceFactory(std::make_unique<PostgresSourceFactory>()); }
+void RegisterPostgresSource() {
+  RegisterSourceFactory(std::make_unique<PostgresSourceFactory>());
+  RegisterPostgresRunGuard();
+}
 
 }  // namespace pgflow

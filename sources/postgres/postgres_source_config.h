@@ -72,7 +72,8 @@ std::shared_ptr<const PostgresSourceOptions> PostgresSourceOf(const PipelineConf
 // twice, none covered by another's "schema.*". Errors are placed at the offending item.
 absl::Status ParseTableList(const ConfigNode& node, std::vector<TableRef>* tables);
 
-// Registers the "postgres" source type with the engine's registry.
+// Registers the "postgres" source type with the engine's registry, and its run guard
+// (sources/postgres/postgres_run_guard.h) with the runner's.
 void RegisterPostgresSource();
 
 }  // namespace pgflow

@@ -1,0 +1,88 @@
+#include "cli/run_command.h"
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "cli/pipeline_file.h"
+#include "cli/preview_command.h"
+#include "engine/log.h"
+#include "engine/runner.h"
+#include "engine/stop_signal.h"
+
+namespace pgflow {
+namespace {
+
+struct RunArgs {
+  std::string path;
+  int progress_seconds = 10;
+  std::string until;
+};
+
+int Run(const RunArgs& args) {
+  Lsn stop_at;
+  if (!args.until.empty()) {
+    std::optional<Lsn> lsn = Lsn::Parse(args.until);
+    if (!lsn) {
+      LogError("--until: '%s' is not a WAL position of the form X/X (e.g. 0/16B3748)", args.until);
+      return kExitConfig;
+    }
+    stop_at = *lsn;
+  }
+  std::optional<PipelineConfig> config = LoadOrReport(args.path);
+  if (!config) return kExitConfig;
+  SetLogPipeline(config->name);
+  if (stop_at.IsValid() && config->source.traits.positions != SourcePositions::kWal) {
+    LogError("--until: pipeline %s reads from a %s source, whose positions are not WAL positions",
+             config->name, config->source.type);
+    return kExitConfig;
+  }
+  RunnerOptions options;
+  options.progress_interval = std::chrono::seconds(std::max(args.progress_seconds, 0));
+  options.stop_at = stop_at;
+  options.version = PGFLOW_VERSION;
+  options.find_problems = [](const PipelineConfig& pipeline) {
+    return ValidateAgainstSource(pipeline, /*before_run=*/true);
+  };
+  // (The runner's guard may request `stop`, which therefore outlives it.)
+  StopSignal stop;
+  PipelineRunner runner(*std::move(config), std::move(options));
+  if (absl::Status s = runner.CheckBeforeStart(); !s.ok()) {
+    LogError("%s", s.message());
+    return absl::IsInvalidArgument(s) ? kExitConfig : kExitFailure;
+  }
+  InstallStopSignalHandlers(&stop);
+  if (absl::Status s = runner.Run(&stop); !s.ok()) {
+    LogError("%s", s.message());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Command AddRunCommand(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* run = AddCommand(
+      app, "run", "Run a pipeline: copy its tables, then stream their changes",
+      "Run a pipeline: create its publication and replication slot if missing, then stream "
+      "changes into its sinks until SIGINT/SIGTERM (which drain, flush, acknowledge and "
+      "exit 0). After a crash it resumes from the slot's confirmed position. With a kafka "
+      "source (source: {kafka: {brokers, topics, group}}) it reads pgflow's events back "
+      "from Kafka as a member of the consumer group, committing offsets only for what "
+      "every sink holds, and resumes from the committed offsets.");
+  AddPipelineFile(run, &args->path);
+  run->add_option("--progress", args->progress_seconds,
+                  "seconds between progress lines in the log on stderr (0: no progress); when "
+                  "stderr is a terminal (and --log-format text), a live display redrawn every "
+                  "second instead, a line per table during the copy")
+      ->capture_default_str();
+  run->add_option("--until", args->until,
+                  "stop (drain, flush, acknowledge, exit 0) once every change up to this WAL "
+                  "position (X/X, e.g. from pg_current_wal_lsn()) is held by every sink");
+  return {run, [args] { return Run(*args); }};
+}
+
+}  // namespace pgflow
