@@ -8,7 +8,8 @@
 //   docs/reference/lua.md             the Lua API, transformers/lua.h's opening comment
 //   docs/reference/events.md          what the encoders write for sample changes: jsonl lines,
 //                                     Kafka keys and values (debezium, compact)
-// (docs/reference/pipeline-options.md has its own test: tests/unit/cli/options_reference_test.cc.)
+// (docs/reference/pipeline-options.md and cli.md have their own tests, beside the CLI's:
+// tests/unit/cli/options_reference_test.cc and cli_reference_test.cc.)
 
 #include <cstdlib>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "schemas/table_schema.h"
 #include "sinks/jsonl/jsonl_sink.h"
 #include "sinks/kafka/kafka_record.h"
+#include "tests/unit/cli/generated_section.h"
 
 namespace pgflow {
 namespace {
@@ -37,23 +39,19 @@ std::string ReadSource(std::string_view path) {
 // Expects the part of `page` between the markers named `name` to be `generated`; with
 // PGFLOW_UPDATE_REFERENCES set, writes it there instead.
 void ExpectGenerated(std::string_view page, std::string_view name, const std::string& generated) {
-  const std::string begin = "<!-- " + std::string(name) + ": begin -->\n";
-  const std::string end = "<!-- " + std::string(name) + ": end -->";
-  std::string text = ReadSource(page);
-  ASSERT_FALSE(text.empty()) << page << " is missing or empty";
-  size_t from = text.find(begin);
-  const size_t to = text.find(end);
-  ASSERT_NE(from, std::string::npos) << page << " lacks the line " << begin;
-  ASSERT_NE(to, std::string::npos) << page << " lacks the line " << end;
-  from += begin.size();
-  ASSERT_LE(from, to);
   if (std::getenv("PGFLOW_UPDATE_REFERENCES") != nullptr) {
-    text.replace(from, to - from, generated);
+    std::string text = ReadSource(page);
+    const std::string begin = "<!-- " + std::string(name) + ": begin -->\n";
+    const size_t from = text.find(begin);
+    const size_t to = text.find("<!-- " + std::string(name) + ": end -->");
+    ASSERT_TRUE(from != std::string::npos && to != std::string::npos) << page << ": no markers";
+    text.replace(from + begin.size(), to - from - begin.size(), generated);
     std::ofstream(std::string(PGFLOW_SOURCE_DIR) + "/" + std::string(page)) << text;
     return;
   }
-  EXPECT_EQ(text.substr(from, to - from), generated)
-      << page << " is out of date: run scripts/update-references.sh";
+  absl::StatusOr<std::string> section = GeneratedSection(std::string(page), std::string(name));
+  ASSERT_TRUE(section.ok()) << section.status();
+  EXPECT_EQ(*section, generated) << page << " is out of date: run scripts/update-references.sh";
 }
 
 TEST(ReferencePagesTest, PoolerOptionsAreThePoolerFilesOptionTables) {
