@@ -8,10 +8,12 @@
 
 #include "engine/pipeline.h"
 #include "gtest/gtest.h"
-#include "tests/unit/engine/wait_until.h"
+#include "tests/unit/support/wait_until.h"
 
 namespace pgflow {
 namespace {
+
+using test_support::WaitUntil;
 
 // Emits three snapshot chunks, then one transaction, then waits until `release` (watching
 // what is confirmed) and the stop.
@@ -48,7 +50,7 @@ class ChunkSource : public Source {
           wal_seen.store(acks.wal.Confirmed().value);
           return stop.requested();
         },
-        absl::InfiniteDuration());
+        test_support::kForever);
     return absl::OkStatus();
   }
 

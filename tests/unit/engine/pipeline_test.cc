@@ -9,10 +9,12 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
-#include "tests/unit/engine/wait_until.h"
+#include "tests/unit/support/wait_until.h"
 
 namespace pgflow {
 namespace {
+
+using test_support::WaitUntil;
 
 // Emits `transactions` transactions of `changes` inserts each, then waits for the stop, and
 // records every position it was told was confirmed, beside what `durable` said each sink had
@@ -51,7 +53,7 @@ class ScriptedSource : public Source {
       lsn += 100;
     }
     done_ = true;
-    WaitUntil([&] { return stop.requested(); }, absl::InfiniteDuration());
+    WaitUntil([&] { return stop.requested(); }, test_support::kForever);
     return absl::OkStatus();
   }
 
@@ -79,7 +81,7 @@ class CountingSink : public Sink {
   absl::Status Write(const Event& event) override {
     if (event.kind == EventKind::kChange) changes.fetch_add(1);
     if (event.kind == EventKind::kCommit) last_commit_written = event.txn.end_lsn.value;
-    if (block_writes) WaitUntil([&] { return !block_writes.load(); }, absl::InfiniteDuration());
+    if (block_writes) WaitUntil([&] { return !block_writes.load(); }, test_support::kForever);
     return absl::OkStatus();
   }
   absl::Status Flush() override {

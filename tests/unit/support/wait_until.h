@@ -8,14 +8,18 @@
 
 namespace pgflow::test_support {
 
+// A timeout that never passes: WaitUntil then returns only once the condition holds.
+inline constexpr std::chrono::milliseconds kForever = std::chrono::milliseconds::max();
+
 // Checks `condition` at once and then every `poll` until it holds or `timeout` passes; returns
 // whether it held.
 template <typename Condition>
-bool WaitUntil(Condition condition, std::chrono::milliseconds timeout,
+bool WaitUntil(Condition condition,
+               std::chrono::milliseconds timeout = std::chrono::milliseconds(10000),
                std::chrono::milliseconds poll = std::chrono::milliseconds(5)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto start = std::chrono::steady_clock::now();
   while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (timeout != kForever && std::chrono::steady_clock::now() - start >= timeout) return false;
     std::this_thread::sleep_for(poll);
   }
   return true;
