@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "cli/cutover_command.h"
 #include "cli/dlq_command.h"
 #include "cli/help_format.h"
 #include "cli/init_command.h"
@@ -24,10 +25,10 @@ namespace {
 
 // The subcommands in the order `pgflow --help` lists them.
 constexpr Command (*kCommands[])(CLI::App&) = {
-    AddRunCommand,       AddInitCommand,  AddTeardownCommand, AddValidateCommand,
-    AddPreviewCommand,   AddDlqCommand,   AddSnapshotCommand, AddVerifyCommand,
-    AddSequencesCommand, AddRolesCommand, AddStatusCommand,   AddPoolerCommand,
-    AddOptionsCommand,
+    AddRunCommand,       AddInitCommand,    AddTeardownCommand, AddValidateCommand,
+    AddPreviewCommand,   AddDlqCommand,     AddSnapshotCommand, AddVerifyCommand,
+    AddSequencesCommand, AddRolesCommand,   AddCutoverCommand,  AddStatusCommand,
+    AddPoolerCommand,    AddOptionsCommand,
 };
 
 // `pgflow cli-reference`, left out of `pgflow --help` (no group): for

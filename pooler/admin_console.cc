@@ -1,5 +1,6 @@
 #include "pooler/admin_console.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/ascii.h"
@@ -108,11 +109,13 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
           {d.name, d.host, Num(d.port), d.dbname,
            d.force_user.empty() ? std::nullopt : std::optional<std::string>(d.force_user),
            Num(d.pool_size), Num(d.min_pool_size), Num(d.reserve_pool), d.mode,
-           Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0"});
+           Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0",
+           d.retargeted ? "1" : "0"});
     }
     Table(out,
           {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
-           "reserve_pool", "pool_mode", "max_client_conn", "current_connections", "paused"},
+           "reserve_pool", "pool_mode", "max_client_conn", "current_connections", "paused",
+           "retargeted"},
           rows, "SHOW");
   } else if (what == "config") {
     std::vector<Row> rows;
@@ -125,6 +128,53 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
                               ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, CONFIG, VERSION"));
   }
   return reply;
+}
+
+// RETARGET's arguments from the command as typed: a database name and a quoted url, whose
+// case is kept and where '' stands for one quote, as in SQL.
+struct RetargetArgs {
+  std::string database;
+  std::string url;
+};
+std::optional<RetargetArgs> ParseRetarget(std::string_view sql, std::string* error) {
+  absl::string_view rest =
+      absl::StripLeadingAsciiWhitespace(absl::string_view(sql.data(), sql.size()));
+  rest.remove_prefix(std::min<size_t>(rest.size(), 8));  // "retarget"
+  rest = absl::StripLeadingAsciiWhitespace(rest);
+  const size_t name_end = rest.find_first_of(" \t\n'");
+  RetargetArgs args;
+  args.database = absl::AsciiStrToLower(rest.substr(0, name_end));
+  rest = name_end == absl::string_view::npos ? absl::string_view() : rest.substr(name_end);
+  rest = absl::StripLeadingAsciiWhitespace(rest);
+  if (args.database.empty() || rest.empty() || rest[0] != '\'') {
+    *error = "RETARGET needs a database and a quoted url: RETARGET app 'postgres://host:5432/app'";
+    return std::nullopt;
+  }
+  size_t i = 1;
+  for (;; ++i) {
+    if (i >= rest.size()) {
+      *error = "RETARGET's url has no closing quote";
+      return std::nullopt;
+    }
+    if (rest[i] != '\'') {
+      args.url += rest[i];
+    } else if (i + 1 < rest.size() && rest[i + 1] == '\'') {
+      args.url += '\'';
+      ++i;
+    } else {
+      break;
+    }
+  }
+  absl::string_view tail = absl::StripAsciiWhitespace(rest.substr(i + 1));
+  while (!tail.empty() && tail.back() == ';') {
+    tail.remove_suffix(1);
+    tail = absl::StripTrailingAsciiWhitespace(tail);
+  }
+  if (!tail.empty()) {
+    *error = Cat("too many words for retarget: ", std::string(tail));
+    return std::nullopt;
+  }
+  return args;
 }
 
 // Whether `database`'s pools (every pool for "") have no server connection in use.
@@ -150,6 +200,17 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
     return reply;
   }
   const std::string& command = words[0];
+  if (command == "retarget") {
+    std::string error;
+    std::optional<RetargetArgs> args = ParseRetarget(sql, &error);
+    if (!args) return Error("42601", error);
+    if (absl::Status s = target->Retarget(args->database, args->url); !s.ok()) {
+      if (absl::IsNotFound(s)) return Error("3D000", std::string(s.message()));
+      return Error("F0000", Cat("RETARGET failed, the database stays where it was: ",
+                                std::string(s.message())));
+    }
+    return Done("RETARGET");
+  }
   std::string arg = words.size() > 1 ? words[1] : "";
   if (words.size() > 2) return Error("42601", Cat("too many words for ", command));
   auto check_db = [&]() -> std::optional<AdminReply> {
@@ -238,7 +299,7 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
   }
   return Error("42601", Cat("unknown command '", command,
                             "': SHOW, PAUSE, RESUME, SUSPEND, RECONNECT, WAIT_CLOSE, KILL, RELOAD, "
-                            "SHUTDOWN"));
+                            "RETARGET, SHUTDOWN"));
 }
 
 }  // namespace pgflow::pooler

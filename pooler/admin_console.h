@@ -10,6 +10,9 @@
 //   WAIT_CLOSE [db]  returns once the connections RECONNECT asked to close are closed
 //   KILL db      disconnects the database's clients and closes its server connections
 //   RELOAD       re-reads the configuration and users files
+//   RETARGET db 'url'   points the database at another server: new server connections go
+//                there, those to the old one close as they come back (after a PAUSE, none is
+//                left); until the file's url for it changes or the pooler restarts
 //   SHUTDOWN     stops the pooler
 //   SHUTDOWN WAIT_FOR_SERVERS   stops listening, pauses every database, and stops the pooler
 //                once no server connection is in use
@@ -71,6 +74,7 @@ struct DatabaseView {
   int max_client_conn = 0;
   int current_connections = 0;
   bool paused = false;
+  bool retargeted = false;  // RETARGET moved it from the file's url
 };
 
 enum class ShutdownMode { kNow, kWaitForServers, kWaitForClients };
@@ -91,6 +95,9 @@ class AdminTarget {
   virtual void Kill(const std::string& database) = 0;
   virtual void Suspend() = 0;
   virtual absl::Status Reload() = 0;
+  // Points `database` (of the file, not the wildcard) at `url`; an error names what is wrong
+  // with the url, and changes nothing.
+  virtual absl::Status Retarget(const std::string& database, const std::string& url) = 0;
   virtual void Shutdown(ShutdownMode mode) = 0;
   // The SHUTDOWN WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS under way; kNow when none is.
   virtual ShutdownMode Draining() = 0;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -228,6 +229,11 @@ std::vector<std::pair<std::string, std::string>> Pooler::Impl::ConfigRows() {
 
 std::vector<DatabaseView> Pooler::Impl::Databases() {
   std::shared_ptr<const PoolerConfig> c = config();
+  std::set<std::string> retargeted;
+  {
+    absl::MutexLock lock(&reconfigure_mu_);
+    for (const auto& [name, r] : retargeted_) retargeted.insert(name);
+  }
   std::vector<DatabaseView> out;
   for (const auto& [name, db] : c->databases) {
     int connections = 0;
@@ -250,6 +256,7 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
         .max_client_conn = db.max_client_conn,
         .current_connections = connections,
         .paused = paused,
+        .retargeted = retargeted.contains(name),
     });
   }
   return out;
@@ -403,6 +410,7 @@ absl::StatusOr<std::shared_ptr<asio::ssl::context>> LoadTls(const PoolerConfig& 
 }  // namespace
 
 absl::Status Pooler::Impl::Reload() {
+  absl::MutexLock reconfiguring(&reconfigure_mu_);
   absl::StatusOr<PoolerConfig> config = LoadPoolerConfig(config_.file);
   if (!config.ok()) return config.status();
   std::shared_ptr<const UserList> users = PrepareUsers(*config);
@@ -421,12 +429,52 @@ absl::Status Pooler::Impl::Reload() {
   applied.threads = config_.threads;
   applied.scheduling = config_.scheduling;
   applied.file = config_.file;
-  auto snapshot = std::make_shared<const PoolerConfig>(applied);
+  // A RETARGET holds while the file keeps the url it moved the database from.
+  for (auto it = retargeted_.begin(); it != retargeted_.end();) {
+    auto db = applied.databases.find(it->first);
+    if (db != applied.databases.end() && db->second.url == it->second.file_url &&
+        SetDatabaseUrl(applied.file, it->second.url, &db->second).ok()) {
+      ++it;
+      continue;
+    }
+    LogWarning("pooler: database %s: the file's url changed since RETARGET, and now applies",
+               it->first);
+    it = retargeted_.erase(it);
+  }
+  const size_t databases = applied.databases.size();
+  Install(std::make_shared<const PoolerConfig>(std::move(applied)), std::move(users), *tls);
+  LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file, databases);
+  return absl::OkStatus();
+}
+
+absl::Status Pooler::Impl::Retarget(const std::string& database, const std::string& url) {
+  absl::MutexLock reconfiguring(&reconfigure_mu_);
+  std::shared_ptr<const PoolerConfig> current = config();
+  auto db = current->databases.find(database);
+  if (db == current->databases.end() || database == "*") {
+    return absl::NotFoundError(
+        Cat("no such database: ", database, " (RETARGET moves a database the file names)"));
+  }
+  PoolerConfig changed = *current;
+  DatabaseOptions& moved = changed.databases.at(database);
+  if (absl::Status s = SetDatabaseUrl(changed.file, url, &moved); !s.ok()) return s;
+  auto [entry, first] = retargeted_.try_emplace(database, Retargeted{.file_url = db->second.url});
+  entry->second.url = url;
+  LogInfo("pooler: database %s retargeted to %s:%d/%s%s", database, moved.upstream.HostList(),
+          moved.upstream.port, moved.upstream.dbname.empty() ? database : moved.upstream.dbname,
+          first ? "" : " (it was retargeted before)");
+  Install(std::make_shared<const PoolerConfig>(std::move(changed)), users(), client_tls());
+  return absl::OkStatus();
+}
+
+void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
+                           std::shared_ptr<const UserList> users,
+                           std::shared_ptr<asio::ssl::context> client_tls) {
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
     users_ = users;
-    client_tls_ = *tls;
+    client_tls_ = std::move(client_tls);
     config_version_.fetch_add(1, std::memory_order_release);
   }
   absl::MutexLock lock(&pools_mu_);
@@ -439,9 +487,6 @@ absl::Status Pooler::Impl::Reload() {
     LoginCredentials login = LoginFor(*db, it->first.second, *users);
     it->second->Update(SettingsFor(*snapshot, it->first.first, *db), std::move(login));
   }
-  LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file,
-          snapshot->databases.size());
-  return absl::OkStatus();
 }
 
 void Pooler::Impl::CollectMetrics() {

@@ -80,8 +80,8 @@ const OptionTable<AuthOptions>& AuthTable() {
 
 // The url's `keyword`, read by `parse` into `*out` (left as it is when the url has none); an
 // error naming the value and the `choices` for one `parse` does not know.
-template <typename T>
-absl::Status ReadUrlChoice(const ConfigNode& node, const std::string& url, const char* keyword,
+template <typename Node, typename T>
+absl::Status ReadUrlChoice(const Node& node, const std::string& url, const char* keyword,
                            std::optional<T> (*parse)(std::string_view), std::string_view choices,
                            T* out) {
   std::string text = ConninfoValue(url, keyword);
@@ -92,8 +92,24 @@ absl::Status ReadUrlChoice(const ConfigNode& node, const std::string& url, const
   return absl::OkStatus();
 }
 
-// The database's upstream from its url (libpq's own parser).
-absl::Status ReadUpstream(const ConfigNode& node, DatabaseOptions* db) {
+// Where a url given on the console (RETARGET) is read: its errors are the message alone, and
+// its relative paths are the configuration file's.
+class ConsoleUrl {
+ public:
+  explicit ConsoleUrl(std::string file) : file_(std::move(file)) {}
+  absl::Status Error(std::string_view message) const {
+    return absl::InvalidArgumentError(Cat("url: ", message));
+  }
+  const std::string& file() const { return file_; }
+
+ private:
+  std::string file_;
+};
+
+// The database's upstream from its url (libpq's own parser). `node` is the url's ConfigNode,
+// or a ConsoleUrl.
+template <typename Node>
+absl::Status ReadUpstream(const Node& node, DatabaseOptions* db) {
   if (absl::Status s = CheckConninfo(db->url); !s.ok()) return node.Error(Sv(s.message()));
   Upstream up;
   // host=a,b,c and port=1,2,3 (or one port for all), as libpq reads them.
@@ -482,6 +498,15 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
   auto it = config.databases.find(name);
   if (it == config.databases.end()) it = config.databases.find("*");
   return it == config.databases.end() ? nullptr : &it->second;
+}
+
+absl::Status SetDatabaseUrl(const std::string& file, const std::string& url, DatabaseOptions* db) {
+  DatabaseOptions changed = *db;
+  changed.url = url;
+  if (url.empty()) return absl::InvalidArgumentError("url: empty");
+  if (absl::Status s = ReadUpstream(ConsoleUrl(file), &changed); !s.ok()) return s;
+  *db = std::move(changed);
+  return absl::OkStatus();
 }
 
 const OptionSchema& PoolerOptionSchema() { return PoolerTable(); }

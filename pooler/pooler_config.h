@@ -181,6 +181,11 @@ struct PoolerConfig {
 // name, served by the same server under the client's database name), else nullptr.
 const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::string& name);
 
+// `db` pointed at `url` (the console's RETARGET): its url and upstream, read as the file's
+// `url` is (relative paths against the directory of `file`, the configuration file). An
+// InvalidArgument error names what is wrong, and leaves `db` as it was.
+absl::Status SetDatabaseUrl(const std::string& file, const std::string& url, DatabaseOptions* db);
+
 const OptionSchema& PoolerOptionSchema();
 const OptionSchema& PoolerDatabaseOptionSchema();
 

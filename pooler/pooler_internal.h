@@ -127,6 +127,7 @@ class Pooler::Impl : public AdminTarget {
 
   absl::Status Start(MetricsRegistry* metrics);
   absl::Status Reload() override;
+  absl::Status Retarget(const std::string& database, const std::string& url) override;
   bool WaitForShutdown(std::chrono::milliseconds timeout);
   void Stop();
   int port() const { return port_; }
@@ -207,11 +208,24 @@ class Pooler::Impl : public AdminTarget {
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
                             const UserList& users) const;
   std::vector<std::shared_ptr<Pool>> PoolsOf(const std::string& database);
+  // Makes `snapshot` (with `users`) the running configuration, and gives the pools their new
+  // settings: a changed url or login closes their connections as they come back.
+  void Install(std::shared_ptr<const PoolerConfig> snapshot, std::shared_ptr<const UserList> users,
+               std::shared_ptr<asio::ssl::context> client_tls);
   void CollectMetrics();
 
   PoolerConfig config_;
   const std::string mock_key_ = RandomBytes(32);
   LoginFailureLog login_failures_;
+  // Held through a RELOAD or a RETARGET, so that one does not undo the other.
+  absl::Mutex reconfigure_mu_;
+  // A database RETARGET moved: the url the file had for it then, and the url it serves now.
+  // It holds until the file's url changes (or the pooler restarts).
+  struct Retargeted {
+    std::string file_url;
+    std::string url;
+  };
+  std::map<std::string, Retargeted> retargeted_ ABSL_GUARDED_BY(reconfigure_mu_);
   mutable absl::Mutex config_mu_;
   std::shared_ptr<const PoolerConfig> config_snapshot_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);

@@ -608,12 +608,16 @@ Task<void> Session::AdminLoop() {
     std::string sql = message->body;
     while (!sql.empty() && sql.back() == '\0') sql.pop_back();
     AdminReply reply = RunAdminCommand(impl_, sql);
-    // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done.
+    // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done: soon at first, as the
+    // transactions a PAUSE waits for usually end within milliseconds (a cutover's clients wait
+    // meanwhile), then every 50 ms.
+    std::chrono::milliseconds poll{1};
     while (reply.wait_until && !reply.wait_until()) {
       Timer pause(thread_->context.get_executor());
-      pause.expires_after(std::chrono::milliseconds(50));
+      pause.expires_after(poll);
       co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
       if (killed_) co_return;
+      poll = std::min(poll * 2, std::chrono::milliseconds(50));
     }
     out = std::move(reply.messages);
     AppendReadyForQuery(&out, 'I');

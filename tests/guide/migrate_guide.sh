@@ -12,6 +12,7 @@ WORK=$(mktemp -d /tmp/pgflow-guide.XXXXXX)
 chmod 755 "$WORK"
 cleanup() {
   [ -f "$WORK/pgflow.pid" ] && kill "$(cat "$WORK/pgflow.pid")" 2>/dev/null || true
+  [ -f "$WORK/pooler.pid" ] && kill "$(cat "$WORK/pooler.pid")" 2>/dev/null || true
   "$ROOT/scripts/pgtmp.sh" stop "$WORK/old" >/dev/null 2>&1 || true
   "$ROOT/scripts/pgtmp.sh" stop "$WORK/new" >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
@@ -54,9 +55,10 @@ hba="$WORK/new/data/pg_hba.conf"
 psql -X -q -At "postgres://postgres@127.0.0.1:$NEW/postgres" -c "SELECT pg_reload_conf()" >/dev/null
 
 # The guide's blocks, the first replaced by these settings.
-python3 - "$ROOT/docs/guides/migrate.md" "$WORK/guide.sh" "$OLD" "$NEW" <<'PY'
+read -r POOLER_PORT ADMIN_PORT < <("$ROOT/scripts/free_ports" 2)
+python3 - "$ROOT/docs/guides/migrate.md" "$WORK/guide.sh" "$OLD" "$NEW" "$POOLER_PORT" "$ADMIN_PORT" <<'PY'
 import re, sys
-guide, out, old, new = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+guide, out, old, new, pooler, admin = sys.argv[1:7]
 blocks = re.findall(r"```sh\n(.*?)```", open(guide).read(), re.S)
 assert blocks and blocks[0].startswith("# Where things are"), "the guide's first block moved"
 script = ["set -euo pipefail", "set -x",
@@ -66,17 +68,23 @@ script = ["set -euo pipefail", "set -x",
           f"export SOURCE_URL=\"postgres://flow:${{FLOW_PASSWORD}}@127.0.0.1:{old}/shop\"",
           f"export TARGET_URL=\"postgres://flow:${{FLOW_PASSWORD}}@127.0.0.1:{new}/shop\"",
           "export APP_PASSWORD='App-Pw1'",
-          f"export APP_NEW_URL=\"postgres://app:${{APP_PASSWORD}}@127.0.0.1:{new}/shop\""]
+          f"export OLD_SERVER=127.0.0.1:{old} NEW_SERVER=127.0.0.1:{new}",
+          f"export POOLER=127.0.0.1:{pooler}",
+          "export APP_URL=\"postgres://app:${APP_PASSWORD}@${POOLER}/shop\""]
 for block in blocks[1:]:
-    script.append(block)
+    # (The guide's admin endpoint port, made one that is free here.)
+    script.append(block.replace("127.0.0.1:9187", f"127.0.0.1:{admin}"))
     if "pgflow run shop-migrate.yaml > migrate.log" in block:
-        script.append('echo $PGFLOW_PID > pgflow.pid; application_writes')
+        script.append('echo $PGFLOW_PID > pgflow.pid')
+    if "pgflow pooler --config pooler.yaml" in block:
+        script.append('echo $POOLER_PID > pooler.pid; application_writes')
 open(out, "w").write("\n".join(script) + "\n")
 PY
 
-# What the application does while the pipeline streams: writes, a new column, a new table.
+# What the application does, through the pooler, while the pipeline streams: writes, a new
+# column, a new table.
 application_writes() {
-  psql -X -q -v ON_ERROR_STOP=1 "postgres://app@127.0.0.1:$OLD/shop" <<'SQL'
+  psql -X -q -v ON_ERROR_STOP=1 "$APP_URL" <<'SQL'
 INSERT INTO customers (email) SELECT 'late' || g || '@example.com' FROM generate_series(1, 100) g;
 UPDATE orders SET status = 'paid' WHERE id % 3 = 0;
 DELETE FROM orders WHERE id % 97 = 0;
@@ -99,6 +107,8 @@ if ! PATH="$BUILD:$PATH" bash guide.sh >guide.out 2>&1; then
 fi
 say "the guide ran as written ($(($(date +%s) - start)) s)"
 grep -E "^target: " guide.out | tail -n 1 | sed 's/^/[guide] verify: /'
+grep -E "^cutover: " guide.out | sed 's/^/[guide] /'
+grep -q "^cutover: done" guide.out || { say "FAIL: the cutover did not switch"; tail -n 40 guide.out; exit 1; }
 grep -q "^target: identical" guide.out || { say "FAIL: verify did not say identical"; cat guide.out; exit 1; }
 # The migration really moved the application's data, and the slot is gone from the old server.
 count() { psql -X -Atc "$2" "postgres://postgres@127.0.0.1:$1/shop"; }

@@ -31,10 +31,11 @@ TEST(CliReferenceTest, ThePageIsPgflowCliReference) {
 
 TEST(CliReferenceTest, EveryCommandHasItsSection) {
   const std::string reference = CliReference();
-  for (const char* command : {"pgflow", "pgflow run", "pgflow init", "pgflow teardown",
-                              "pgflow validate", "pgflow preview", "pgflow dlq", "pgflow snapshot",
-                              "pgflow verify", "pgflow sequences", "pgflow roles", "pgflow status",
-                              "pgflow pooler", "pgflow pooler status", "pgflow options"}) {
+  for (const char* command :
+       {"pgflow", "pgflow run", "pgflow init", "pgflow teardown", "pgflow validate",
+        "pgflow preview", "pgflow dlq", "pgflow snapshot", "pgflow verify", "pgflow sequences",
+        "pgflow roles", "pgflow cutover", "pgflow status", "pgflow pooler", "pgflow pooler status",
+        "pgflow options"}) {
     EXPECT_THAT(reference, HasSubstr("\n## `" + std::string(command) + "`\n")) << command;
   }
   EXPECT_THAT(reference, Not(HasSubstr("cli-reference")));

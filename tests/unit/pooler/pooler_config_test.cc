@@ -196,6 +196,36 @@ TEST(PoolerConfigTest, PathsAreRelativeToTheFile) {
   EXPECT_EQ(up.sslcrldir, dir.File("server-crls"));
 }
 
+// RETARGET's url is read as the file's is: its hosts, database and files (relative to the
+// file's directory); a wrong one changes nothing.
+TEST(PoolerConfigTest, ARetargetedUrlIsReadAsTheFilesIs) {
+  absl::StatusOr<PoolerConfig> config =
+      ParsePoolerConfig(std::string("listen: 127.0.0.1:6432\nauth: {method: trust}\n") + kDatabases,
+                        "/etc/pgflow/p.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  DatabaseOptions db = config->databases.at("app");
+  ASSERT_TRUE(SetDatabaseUrl(config->file,
+                             "postgres://new-db:5433/shop?sslmode=verify-full&"
+                             "sslrootcert=ca.crt",
+                             &db)
+                  .ok());
+  EXPECT_EQ(db.url, "postgres://new-db:5433/shop?sslmode=verify-full&sslrootcert=ca.crt");
+  EXPECT_EQ(db.upstream.HostList(), "new-db");
+  EXPECT_EQ(db.upstream.port, 5433);
+  EXPECT_EQ(db.upstream.dbname, "shop");
+  EXPECT_EQ(db.upstream.sslrootcert, "/etc/pgflow/ca.crt");
+  EXPECT_EQ(db.pool_mode, PoolMode::kSession);  // the rest stays
+
+  const DatabaseOptions before = db;
+  for (const char* bad : {"", "postgres://h:99999/x", "postgres://h/x?sslmode=sometimes",
+                          "host=h load_balance_hosts=random"}) {
+    absl::Status s = SetDatabaseUrl(config->file, bad, &db);
+    EXPECT_FALSE(s.ok()) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("url: ")) << bad;
+    EXPECT_EQ(db, before) << bad;
+  }
+}
+
 // A users file that cannot be read is an error at the key that names it, beside the file's
 // other errors; one that is malformed, at its own line.
 TEST(PoolerConfigTest, AUsersFileThatCannotBeReadIsAnErrorAtItsKey) {

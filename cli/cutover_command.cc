@@ -1,0 +1,190 @@
+#include "cli/cutover_command.h"
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "cli/pipeline_file.h"
+#include "cutover/cutover.h"
+#include "engine/log.h"
+
+namespace pgflow {
+namespace {
+
+constexpr int kExitBroken = 3;
+
+struct CutoverArgs {
+  std::string path;
+  std::string sink;
+  cutover::CutoverOptions options;
+  std::string max_lag = "1s";
+  std::string pause_timeout = "5s";
+  std::string catch_up_timeout = "10s";
+  bool json = false;
+};
+
+bool ReadDuration(const std::string& flag, const std::string& text,
+                  std::chrono::milliseconds* out) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d <= absl::ZeroDuration()) {
+    LogError("cutover: %s: '%s' is not a duration (500ms, 2s, 1m)", flag, text);
+    return false;
+  }
+  *out = absl::ToChronoMilliseconds(d);
+  return true;
+}
+
+// The pipeline's postgres sink the cutover moves to: the one named, or the only one.
+const SinkConfig* TargetSink(const PipelineConfig& config, const std::string& name) {
+  const SinkConfig* found = nullptr;
+  int postgres = 0;
+  for (const SinkConfig& sink : config.sinks) {
+    if (sink.type != "postgres") continue;
+    ++postgres;
+    if (name.empty() || sink.name == name) found = &sink;
+  }
+  if (!name.empty() && found == nullptr) {
+    LogError("cutover: the pipeline has no postgres sink named %s", name);
+    return nullptr;
+  }
+  if (postgres == 0) {
+    LogError("cutover: the pipeline has no postgres sink to move the application to");
+    return nullptr;
+  }
+  if (name.empty() && postgres > 1) {
+    LogError("cutover: the pipeline has %d postgres sinks: name one with --sink", postgres);
+    return nullptr;
+  }
+  return found;
+}
+
+void PrintStep(const cutover::CutoverStep& step) {
+  std::printf("%-10s %8.1f ms  %s%s\n", step.name.c_str(), absl::ToDoubleMilliseconds(step.took),
+              step.ok ? "" : "FAILED: ", step.detail.c_str());
+  std::fflush(stdout);
+}
+
+int Cutover(CutoverArgs& args) {
+  if (!ReadDuration("--max-lag", args.max_lag, &args.options.max_lag) ||
+      !ReadDuration("--pause-timeout", args.pause_timeout, &args.options.pause_timeout) ||
+      !ReadDuration("--catch-up-timeout", args.catch_up_timeout, &args.options.catch_up_timeout)) {
+    return kExitConfig;
+  }
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(args.path, "cutover");
+  if (!pipeline) return kExitConfig;
+  const SinkConfig* sink = TargetSink(pipeline->config, args.sink);
+  if (sink == nullptr) return kExitConfig;
+  const auto& target = static_cast<const PostgresSinkOptions&>(*sink->options);
+  cutover::PipelinePlan plan{
+      .name = pipeline->config.name,
+      .source = *pipeline->config.source.traits.postgres,
+      .skips_keyless = pipeline->source->keyless_tables == KeylessPolicy::kSkip,
+      .sink = sink->name,
+      .target_url = target.url,
+      .target_schema = target.schema,
+      .admin_listen = pipeline->config.admin.listen,
+  };
+  cutover::CutoverReport report =
+      cutover::RunCutover(plan, args.options,
+                          args.json ? std::function<void(const cutover::CutoverStep&)>()
+                                    : std::function<void(const cutover::CutoverStep&)>(PrintStep));
+  if (args.json) {
+    std::printf("%s\n", report.ToJson().dump(2).c_str());
+  } else {
+    for (const std::string& note : report.notes) std::printf("note: %s\n", note.c_str());
+    for (const std::string& problem : report.problems) {
+      std::printf("problem: %s\n", problem.c_str());
+    }
+    switch (report.outcome) {
+      case cutover::Outcome::kChecked:
+        std::printf("cutover: every check passed; nothing changed (--dry-run)\n");
+        break;
+      case cutover::Outcome::kRefused:
+        std::printf("cutover: refused, nothing changed\n");
+        break;
+      case cutover::Outcome::kSwitched:
+        std::printf(
+            "cutover: done; clients of %s waited at most %.1f ms. The pooler keeps the new url "
+            "until it restarts: put it in its file too (databases.%s.url). The source stays "
+            "read-only (default_transaction_read_only).\n",
+            args.options.database.c_str(), absl::ToDoubleMilliseconds(report.paused),
+            args.options.database.c_str());
+        break;
+      case cutover::Outcome::kAbandoned:
+      case cutover::Outcome::kBroken:
+        std::printf("cutover: %s: %s\n", cutover::OutcomeName(report.outcome),
+                    report.error.c_str());
+        break;
+    }
+  }
+  std::fflush(stdout);
+  switch (report.outcome) {
+    case cutover::Outcome::kChecked:
+    case cutover::Outcome::kSwitched:
+      return kExitOk;
+    case cutover::Outcome::kRefused:
+    case cutover::Outcome::kAbandoned:
+      return kExitFailure;
+    case cutover::Outcome::kBroken:
+      return kExitBroken;
+  }
+  return kExitBroken;
+}
+
+}  // namespace
+
+Command AddCutoverCommand(CLI::App& app) {
+  auto args = std::make_shared<CutoverArgs>();
+  CLI::App* cutover = AddCommand(
+      app, "cutover", "Move the application to the target, through the pooler",
+      "Move an application that connects through `pgflow pooler` from the pipeline's source "
+      "to its PostgreSQL target while `pgflow run` streams: check everything first (changing "
+      "nothing, every problem reported), PAUSE the pooler's database, turn the source "
+      "read-only, wait until the target has applied the source's last write, copy the "
+      "sequences, point the pooler's database at the target (RETARGET) and RESUME. Clients "
+      "wait, none fails. A failure before the switch undoes it all. Exit status 0 once "
+      "switched (or every check passed with --dry-run), 1 when refused or abandoned, 3 when "
+      "it could neither finish nor undo.");
+  AddPipelineFile(cutover, &args->path);
+  cutover
+      ->add_option("--pooler", args->options.pooler_url,
+                   "the pooler's admin console, e.g. postgres://admin@127.0.0.1:6432/pgflow")
+      ->required();
+  cutover
+      ->add_option("--database", args->options.database,
+                   "the pooler's database the application connects to")
+      ->required();
+  cutover->add_option("--sink", args->sink,
+                      "the postgres sink to move to (needed when the pipeline has several)");
+  cutover->add_option("--target-url", args->options.new_url,
+                      "what the pooler's database then points at (default: the target's host, "
+                      "port and database, with the user the database's url names)");
+  cutover->add_flag("--dry-run", args->options.dry_run, "run the checks only");
+  cutover->add_option("--max-lag", args->max_lag, "the most the sink may lag behind to start")
+      ->capture_default_str();
+  cutover
+      ->add_option("--pause-timeout", args->pause_timeout,
+                   "abandon when a transaction stays open this long after PAUSE")
+      ->capture_default_str();
+  cutover
+      ->add_option("--catch-up-timeout", args->catch_up_timeout,
+                   "abandon when the target has not applied the source's last write by then")
+      ->capture_default_str();
+  cutover->add_flag("--wait-sessions", args->options.wait_sessions,
+                    "let session-mode clients hold server connections (PAUSE waits for them, "
+                    "up to --pause-timeout)");
+  cutover->add_flag("--terminate-others", args->options.terminate_others,
+                    "end the source's sessions that do not come through the pooler");
+  cutover
+      ->add_option("--sequence-margin", args->options.sequence_margin,
+                   "add this much to every sequence copied to the target")
+      ->capture_default_str();
+  cutover->add_flag("--json", args->json, "print the report as JSON");
+  return {cutover, [args] { return Cutover(*args); }};
+}
+
+}  // namespace pgflow

@@ -1,0 +1,95 @@
+#pragma once
+
+// `pgflow cutover`: moves an application from a migration pipeline's source (A) to its
+// PostgreSQL target (B) through the pooler it connects by, with no failed transaction and a
+// pause of about the time B needs to catch up.
+//
+//   1. checks, changing nothing (cutover/checks.h): the pipeline streams with little lag, B
+//      holds every table and sequence, the pooler's database points at A, no session-mode
+//      client holds a server, the application's roles can do on B what they do on A, and no
+//      session on A writes around the pooler. Anything wrong is reported, all of it at once.
+//   2. pause: PAUSE on the pooler (transactions under way finish, new ones wait); one still
+//      open after the pause timeout abandons the cutover.
+//   3. fence: A's database turns read-only for new sessions (default_transaction_read_only),
+//      other sessions are ended if asked, and a marker goes through A's WAL
+//      (pg_logical_emit_message) after the last write.
+//   4. catch-up: B's sink records having applied the marker's transaction (pgflow.applied):
+//      B holds every write A took.
+//   5. sequences: B's set to A's values, plus an optional margin.
+//   6. switch: RETARGET points the pooler's database at B, and RESUME lets the clients go on.
+// A failure before the switch undoes what was done (A writable again, RESUME on A); after it,
+// nothing is undone (docs/guides/migrate.md says how to go back).
+//
+// The module drives the pipeline (its admin endpoint), A, B and the pooler (its console)
+// through their public interfaces only.
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include "absl/time/time.h"
+#include "common/postgres/postgres_origin.h"
+
+namespace pgflow::cutover {
+
+// What the cutover knows of the pipeline, from its file.
+struct PipelinePlan {
+  std::string name;
+  PostgresOrigin source;       // A
+  bool skips_keyless = false;  // keyless_tables: skip (such tables are not on B)
+  std::string sink;            // the postgres sink's name
+  std::string target_url;      // B
+  std::string target_schema;   // the sink's `schema` (empty: the source's names)
+  std::string admin_listen;    // the pipeline's admin endpoint (empty: none)
+};
+
+struct CutoverOptions {
+  std::string pooler_url;  // the pooler's admin console
+  std::string database;    // the pooler's database the application uses
+  // What RETARGET points the database at; empty: B's host, port and database name (with the
+  // user the database's url named, if any).
+  std::string new_url;
+  bool dry_run = false;  // the checks only
+  std::chrono::milliseconds max_lag{1000};
+  std::chrono::milliseconds pause_timeout{5000};
+  std::chrono::milliseconds catch_up_timeout{10000};
+  bool wait_sessions = false;     // let session-mode clients hold servers; PAUSE waits for them
+  bool terminate_others = false;  // end A's sessions that bypass the pooler
+  int64_t sequence_margin = 0;    // added to each sequence copied to B
+};
+
+struct CutoverStep {
+  std::string name;  // "checks", "pause", "fence", "catch-up", "sequences", "switch"
+  absl::Duration took;
+  std::string detail;  // what it did, or why it failed
+  bool ok = true;
+};
+
+enum class Outcome {
+  kChecked,    // --dry-run: every check passed
+  kRefused,    // a check failed: nothing changed
+  kAbandoned,  // a step before the switch failed: undone, the application stays on A
+  kSwitched,   // the application is on B
+  kBroken,     // a failure after the switch, or an undo that failed: see `error`
+};
+const char* OutcomeName(Outcome outcome);
+
+struct CutoverReport {
+  Outcome outcome = Outcome::kRefused;
+  std::vector<std::string> problems;  // the checks' findings (kRefused)
+  std::vector<std::string> notes;     // what the checks saw that does not stop the cutover
+  std::vector<CutoverStep> steps;     // in order, each as it ended
+  absl::Duration paused;  // from PAUSE sent until RESUME answered: what clients waited at most
+  std::string fence_lsn;  // A's WAL position once fenced (the marker's)
+  std::string error;      // kAbandoned, kBroken: the step and the cause
+  nlohmann::json ToJson() const;
+};
+
+// Runs the cutover; `on_step` (may be empty) is told each step as it ends. Never throws; the
+// report says how it ended.
+CutoverReport RunCutover(const PipelinePlan& plan, const CutoverOptions& options,
+                         const std::function<void(const CutoverStep&)>& on_step);
+
+}  // namespace pgflow::cutover

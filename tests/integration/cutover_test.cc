@@ -1,0 +1,238 @@
+// `pgflow cutover` as a user runs it: an application (pgbench) writes through `pgflow pooler`
+// to database A while a pipeline copies A into B on another server; the cutover moves the
+// application to B mid-load. No transaction may fail, B must hold every one, and A must take no
+// write after the switch. Also what makes it refuse, change nothing, or give up and undo.
+//
+// Servers: the two shared clusters (A on the first, B on the second), one pooler per test.
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/support/pooler_support.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kTrustUsers[] = "\"postgres\" \"\"\n";
+
+TestCluster& A() { return SharedCluster(0); }
+TestCluster& B() { return SharedCluster(1); }
+
+// A database `name` on A and on B, a pipeline copying the first into the second (with an admin
+// endpoint), and a pooler whose database `app` points at A.
+class Migration {
+ public:
+  explicit Migration(const std::string& name) : name_(name), admin_port_(FreeLoopbackPort()) {
+    Sql(A().Url()).Exec("CREATE DATABASE " + name);
+    Sql(B().Url()).Exec("CREATE DATABASE " + name);
+    yaml_ = dir_.File("pipeline.yaml");
+    WriteFile(yaml_, absl::StrCat("pipeline: ", name, "\nsource:\n  postgres:\n    url: ", a_url(),
+                                  "\n    tables: [public.*]\n    status_interval: 200ms\n",
+                                  "sinks:\n  target: {postgres: {url: ", b_url(),
+                                  "}, flush_interval: 20ms}\n",
+                                  "admin: {listen: 127.0.0.1:", admin_port_, "}\n"));
+    pooler_ = std::make_unique<PoolerProcess>("trust", kTrustUsers,
+                                              Database("app", "transaction", 10, name));
+  }
+  ~Migration() {
+    if (pgflow_ != nullptr) {
+      pgflow_->Signal(SIGTERM);
+      pgflow_->Wait(std::chrono::seconds(30));
+    }
+    // Leave A writable for whatever runs next on the shared cluster.
+    Sql(A().Url()).Exec("ALTER DATABASE " + name_ + " RESET default_transaction_read_only");
+  }
+
+  std::string a_url() const { return A().Url(name_); }
+  std::string b_url() const { return B().Url(name_); }
+  const std::string& yaml() const { return yaml_; }
+  std::string log() const { return dir_.File("pgflow.log"); }
+  PoolerProcess& pooler() { return *pooler_; }
+  std::string console_url() const { return pooler_->Url("pgflow"); }
+  // The pipeline's /status ("" while nothing answers).
+  std::string Status() const {
+    return Curl(absl::StrCat("http://127.0.0.1:", admin_port_, "/status")).body;
+  }
+
+  // pgbench's tables on A (through the pooler), pgbench_history with a serial key so that B's
+  // sequence matters after the switch.
+  void InitPgbench() {
+    std::string output;
+    ASSERT_EQ(Shell(absl::StrCat(PgBin(), "/pgbench -q -i -s 1 -h 127.0.0.1 -p ", A().port(),
+                                 " -U postgres ", name_),
+                    &output),
+              0)
+        << output;
+    Sql(a_url()).Exec("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY");
+  }
+
+  // Starts `pgflow run` and waits until it streams.
+  void StartPipeline() {
+    pgflow_ = StartPgflowUntilLogged({"run", yaml_}, log(), {}, "streaming from");
+  }
+
+  // `pgflow cutover` with `extra` arguments: its exit status, its output in *output.
+  int Cutover(const std::vector<std::string>& extra, std::string* output) {
+    std::vector<std::string> args = {"cutover",     yaml_,        "--pooler",
+                                     console_url(), "--database", "app"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunPgflow(args, output);
+  }
+
+ private:
+  std::string name_;
+  TempDir dir_;
+  int admin_port_;
+  std::string yaml_;
+  std::unique_ptr<PoolerProcess> pooler_;
+  std::unique_ptr<PgflowProcess> pgflow_;
+};
+
+// A number pgbench printed after `label` ("number of failed transactions: "), or -1.
+int64_t PgbenchNumber(const std::string& output, const std::string& label) {
+  const size_t at = output.find(label);
+  if (at == std::string::npos) return -1;
+  return std::stoll(output.substr(at + label.size()));
+}
+
+class CutoverUnderLoad : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CutoverUnderLoad, NoTransactionFailsAndBHoldsEveryOne) {
+  const std::string mode = GetParam();
+  Migration m("cut_" + mode);
+  m.InitPgbench();
+  m.StartPipeline();
+  // About 500 transactions a second from 8 clients, each on a thread of its own (pgbench's
+  // prepared mode blocks a thread in the middle of a transaction).
+  std::string pgbench_output;
+  std::thread load([&] {
+    Shell(absl::StrCat(PgBin(), "/pgbench -n -c 8 -j 8 -R 500 -T 8 -M ", mode, " -h 127.0.0.1 -p ",
+                       m.pooler().port(), " -U postgres app"),
+          &pgbench_output);
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // mid-load, by design
+  std::string out;
+  const int status = m.Cutover({"--json"}, &out);
+  const std::string a_history_after = Sql(m.a_url()).Scalar("SELECT count(*) FROM pgbench_history");
+  load.join();
+  std::printf("%s\n", out.c_str());  // each step's time, in the test's log
+  ASSERT_EQ(status, 0) << out << ReadFile(m.log());
+  EXPECT_THAT(out, HasSubstr("\"outcome\": \"switched\""));
+
+  EXPECT_EQ(PgbenchNumber(pgbench_output, "number of failed transactions: "), 0) << pgbench_output;
+  const int64_t processed =
+      PgbenchNumber(pgbench_output, "number of transactions actually processed: ");
+  ASSERT_GT(processed, 1000) << pgbench_output;
+
+  // B holds every transaction pgbench processed, and its balances add up.
+  Sql b(m.b_url());
+  EXPECT_EQ(b.Scalar("SELECT count(*) FROM pgbench_history"), std::to_string(processed));
+  EXPECT_EQ(b.Scalar("SELECT count(DISTINCT id) FROM pgbench_history"), std::to_string(processed));
+  for (const char* table : {"accounts", "tellers", "branches"}) {
+    const std::string prefix = std::string(table).substr(0, 1);
+    EXPECT_EQ(b.Scalar(absl::StrCat("SELECT (SELECT sum(", prefix, "balance) FROM pgbench_", table,
+                                    ") = (SELECT sum(delta) FROM pgbench_history)")),
+              "t")
+        << table;
+  }
+  // A took no write after the switch, and B's sequence went on past A's.
+  Sql a(m.a_url());
+  EXPECT_EQ(a.Scalar("SELECT count(*) FROM pgbench_history"), a_history_after);
+  EXPECT_LT(std::stoll(a_history_after), processed);
+  EXPECT_GE(std::stoll(b.Scalar("SELECT last_value FROM pgbench_history_id_seq")),
+            std::stoll(a.Scalar("SELECT last_value FROM pgbench_history_id_seq")));
+  EXPECT_EQ(a.Scalar("SHOW default_transaction_read_only"), "on");
+  // The pooler shows where the database points now.
+  EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), HasSubstr(std::to_string(B().port())));
+}
+
+INSTANTIATE_TEST_SUITE_P(Protocols, CutoverUnderLoad, ::testing::Values("simple", "prepared"));
+
+TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
+  Migration m("cut_long");
+  Sql(m.a_url()).Exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
+  Sql(m.a_url()).Exec("INSERT INTO t VALUES (1, 0)");
+  m.StartPipeline();
+  Conn open(m.pooler().Url("app"));
+  ASSERT_TRUE(open.ok()) << open.error();
+  ASSERT_EQ(open.Run("BEGIN"), "");
+  ASSERT_EQ(open.Run("UPDATE t SET v = 1"), "");
+
+  std::string out;
+  EXPECT_EQ(m.Cutover({"--pause-timeout", "1s"}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("FAILED: a server connection of app stayed in use for 1000 ms"));
+  EXPECT_THAT(out, HasSubstr("undone: the application stays on the source"));
+  // The open transaction goes on and commits on A; new clients go on too; A stays writable.
+  EXPECT_EQ(open.Run("COMMIT"), "");
+  Conn later(m.pooler().Url("app"));
+  EXPECT_EQ(later.Run("UPDATE t SET v = 2 RETURNING v"), "2");
+  EXPECT_EQ(Sql(m.a_url()).Scalar("SHOW default_transaction_read_only"), "off");
+  EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), HasSubstr(std::to_string(A().port())));
+}
+
+TEST(CutoverTest, DryRunNamesEveryProblemAndChangesNothing) {
+  Migration m("cut_checks");
+  Sql a(m.a_url());
+  a.Exec("CREATE TABLE kept (id serial PRIMARY KEY)");
+  a.Exec("CREATE TABLE dropped (id int PRIMARY KEY)");
+  std::string out;
+  // No pipeline running yet.
+  EXPECT_EQ(m.Cutover({"--dry-run"}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("does not answer"));
+
+  m.StartPipeline();
+  Sql(m.b_url()).Exec("DROP TABLE dropped");
+  // `a` is a session of its own on A, around the pooler.
+  EXPECT_EQ(m.Cutover({"--dry-run"}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("problem: public.dropped (public.dropped of the source) is missing "
+                             "on the target"));
+  EXPECT_THAT(out, HasSubstr("session(s) on the source bypass the pooler"));
+  EXPECT_THAT(out, HasSubstr("cutover: refused, nothing changed"));
+  EXPECT_EQ(a.Scalar("SHOW default_transaction_read_only"), "off");
+  EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), Not(HasSubstr(std::to_string(B().port()))));
+
+  // With the table back (empty on both sides) and --terminate-others, every check passes.
+  Sql(m.b_url()).Exec("CREATE TABLE dropped (id int PRIMARY KEY)");
+  EXPECT_EQ(m.Cutover({"--dry-run", "--terminate-others"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("will be ended (--terminate-others)"));
+  EXPECT_THAT(out, HasSubstr("every check passed; nothing changed"));
+}
+
+TEST(CutoverTest, RefusesAPipelineStillCopying) {
+  Migration m("cut_copying");
+  const std::string table = "CREATE TABLE big (id int PRIMARY KEY, pad text)";
+  Sql(m.a_url()).Exec(table);
+  Sql(m.a_url()).Exec(
+      "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g");
+  // The copy into B waits on the lock this transaction holds there.
+  Sql b(m.b_url());
+  b.Exec(table);
+  b.Exec("BEGIN");
+  b.Exec("LOCK TABLE big IN ACCESS EXCLUSIVE MODE");
+  PgflowProcess run({"run", m.yaml()}, m.log());
+  ASSERT_TRUE(
+      WaitFor([&] { return m.Status().find("\"phase\": \"snapshot\"") != std::string::npos; },
+              std::chrono::seconds(30)))
+      << m.Status() << ReadFile(m.log());
+  std::string out;
+  EXPECT_EQ(m.Cutover({"--dry-run"}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("problem: the pipeline is still copying its snapshot"));
+  b.Exec("ROLLBACK");
+  run.Signal(SIGTERM);
+  run.Wait(std::chrono::seconds(30));
+}
+
+}  // namespace
+}  // namespace pgflow::testing

@@ -1,0 +1,112 @@
+// The admin console's command parsing and replies, over a recording AdminTarget (no pooler).
+
+#include "pooler/admin_console.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pgflow::pooler {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+
+// Remembers what the console asked of it; knows one database, `app`.
+class RecordingTarget : public AdminTarget {
+ public:
+  std::vector<PoolView> Pools() override { return {}; }
+  std::vector<ClientView> Clients() override { return {}; }
+  std::vector<std::pair<std::string, std::string>> ConfigRows() override { return {}; }
+  std::vector<DatabaseView> Databases() override {
+    DatabaseView d;
+    d.name = "app";
+    d.host = "10.0.0.2";
+    d.port = 5433;
+    d.dbname = "app";
+    d.retargeted = !retargets.empty();
+    return {d};
+  }
+  bool HasDatabase(const std::string& database) override { return database == "app"; }
+  void Pause(const std::string&) override {}
+  void Resume(const std::string&) override {}
+  void Reconnect(const std::string&) override {}
+  void Kill(const std::string&) override {}
+  void Suspend() override {}
+  absl::Status Reload() override { return absl::OkStatus(); }
+  absl::Status Retarget(const std::string& database, const std::string& url) override {
+    if (database != "app") return absl::NotFoundError("no such database: " + database);
+    if (url.find("bad") != std::string::npos) return absl::InvalidArgumentError("url: bad host");
+    retargets.emplace_back(database, url);
+    return absl::OkStatus();
+  }
+  void Shutdown(ShutdownMode) override {}
+  ShutdownMode Draining() override { return ShutdownMode::kNow; }
+
+  std::vector<std::pair<std::string, std::string>> retargets;
+};
+
+// The message types of a reply, in order ("TDC": RowDescription, DataRow, CommandComplete).
+std::string Types(const std::string& messages) {
+  std::string types;
+  for (size_t at = 0; at + 5 <= messages.size();) {
+    types += messages[at];
+    const uint32_t length = (static_cast<uint8_t>(messages[at + 1]) << 24) |
+                            (static_cast<uint8_t>(messages[at + 2]) << 16) |
+                            (static_cast<uint8_t>(messages[at + 3]) << 8) |
+                            static_cast<uint8_t>(messages[at + 4]);
+    at += 1 + length;
+  }
+  return types;
+}
+
+TEST(AdminConsoleTest, RetargetKeepsTheUrlAsTypedWithItsQuotes) {
+  RecordingTarget target;
+  AdminReply reply =
+      RunAdminCommand(&target, "  RETARGET App 'postgres://App:it''s@10.0.0.3:5432/Orders' ; ");
+  EXPECT_EQ(Types(reply.messages), "C");
+  EXPECT_THAT(reply.messages, HasSubstr("RETARGET"));
+  EXPECT_THAT(target.retargets,
+              ElementsAre(Pair("app", "postgres://App:it's@10.0.0.3:5432/Orders")));
+}
+
+TEST(AdminConsoleTest, RetargetRefusesWhatItCannotUseAndChangesNothing) {
+  RecordingTarget target;
+  for (const char* sql : {"RETARGET", "RETARGET app", "RETARGET app postgres://h/app",
+                          "RETARGET app 'postgres://h/app", "RETARGET app 'postgres://h/app' x",
+                          "RETARGET 'postgres://h/app'"}) {
+    AdminReply reply = RunAdminCommand(&target, sql);
+    EXPECT_EQ(Types(reply.messages), "E") << sql;
+    EXPECT_THAT(reply.messages, HasSubstr("42601")) << sql;
+  }
+  AdminReply unknown = RunAdminCommand(&target, "RETARGET shop 'postgres://h/shop'");
+  EXPECT_THAT(unknown.messages, HasSubstr("3D000"));
+  EXPECT_THAT(unknown.messages, HasSubstr("no such database: shop"));
+  AdminReply bad = RunAdminCommand(&target, "RETARGET app 'postgres://bad/app'");
+  EXPECT_THAT(bad.messages, HasSubstr("RETARGET failed, the database stays where it was: url: "
+                                      "bad host"));
+  EXPECT_THAT(target.retargets, IsEmpty());
+}
+
+TEST(AdminConsoleTest, ShowDatabasesSaysWhichWereRetargeted) {
+  RecordingTarget target;
+  AdminReply before = RunAdminCommand(&target, "SHOW DATABASES");
+  EXPECT_EQ(Types(before.messages), "TDC");
+  EXPECT_THAT(before.messages, HasSubstr("retargeted"));
+  ASSERT_EQ(Types(RunAdminCommand(&target, "RETARGET app 'postgres://h/app'").messages), "C");
+  // The last column of the one row: "0" before, "1" after.
+  AdminReply after = RunAdminCommand(&target, "SHOW DATABASES");
+  const size_t row = after.messages.find('D');
+  const size_t done = after.messages.rfind('C');
+  ASSERT_NE(row, std::string::npos);
+  EXPECT_EQ(after.messages[done - 1], '1');
+  EXPECT_EQ(before.messages[before.messages.rfind('C') - 1], '0');
+}
+
+}  // namespace
+}  // namespace pgflow::pooler
