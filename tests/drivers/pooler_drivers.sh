@@ -6,6 +6,10 @@
 # psycopg's pipeline mode), transactions, batches, and errors that roll a transaction back.
 # Then the rows each committed are counted directly: all of them, none of the rolled back.
 #
+# Then a cutover (cutover.js): node-postgres clients run named prepared statements in
+# transactions through a pooler while `pgflow cutover` moves their database to another one a
+# pipeline copied it into; none may fail, and the new database holds every one.
+#
 # Then cancels and schema changes (cancels.py, Cancels.java, cancels.js), each driver's workload
 # run directly and through the pooler: a cancel (psycopg's cancel(), asyncpg's and JDBC's
 # timeouts, postgres.js's cancel()) never cancels another client's query, a query waiting for a
@@ -123,6 +127,61 @@ if [ "$counts" != "$want" ]; then
 else
   say "rows committed, counted directly: $counts"
 fi
+# --- A cutover under node-postgres ------------------------------------------------------------
+if [ -z "${ONLY:-}" ] || [ "$ONLY" = node ]; then
+  # (Databases of their own: the clients above left the first pooler's connections to app.)
+  psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE cut_a OWNER app" \
+    -c "CREATE DATABASE cut_b OWNER app"
+  psql -X -q -v ON_ERROR_STOP=1 -d cut_a \
+    -c "CREATE TABLE cut_orders (id bigserial PRIMARY KEY, client text, n int)" \
+    -c "ALTER TABLE cut_orders OWNER TO app"
+  read -r CUT_POOLER_PORT CUT_ADMIN_PORT < <("$ROOT/scripts/free_ports" 2)
+  cat >"$WORK/cutover-pooler.yaml" <<YAML
+listen: 127.0.0.1:$CUT_POOLER_PORT
+admin: {users: [app]}
+auth: {method: scram-sha-256, users: $WORK/users.txt}
+databases:
+  app: {url: postgres://127.0.0.1:$PORT/cut_a, pool_mode: transaction, pool_size: 3}
+YAML
+  cat >"$WORK/cutover.yaml" <<YAML
+pipeline: drivers_cutover
+source:
+  postgres: {url: 'postgres://postgres@127.0.0.1:$PORT/cut_a', tables: [public.cut_orders], status_interval: 200ms}
+sinks:
+  b: {postgres: {url: 'postgres://postgres@127.0.0.1:$PORT/cut_b'}, flush_interval: 20ms}
+admin: {listen: 127.0.0.1:$CUT_ADMIN_PORT}
+YAML
+  "$PGFLOW" pooler --config "$WORK/cutover-pooler.yaml" >"$WORK/cutover-pooler.log" 2>&1 &
+  CUT_POOLER_PID=$!
+  "$PGFLOW" run "$WORK/cutover.yaml" >"$WORK/cutover-run.log" 2>&1 &
+  CUT_RUN_PID=$!
+  for _ in $(seq 300); do grep -q "streaming from" "$WORK/cutover-run.log" && break; sleep 0.1; done
+  NODE_PATH="$CACHE/node/node_modules" node "$HERE/cutover.js" \
+    "postgres://app:app-secret@127.0.0.1:$CUT_POOLER_PORT/app" 6 >"$WORK/cutover-node.out" &
+  NODE_PID=$!
+  sleep 2
+  if ! "$PGFLOW" cutover "$WORK/cutover.yaml" --pooler "postgres://app:app-secret@127.0.0.1:$CUT_POOLER_PORT/pgflow" \
+      --database app >"$WORK/cutover.out" 2>&1 || ! grep -q '^cutover: done' "$WORK/cutover.out"; then
+    echo "the cutover under node-postgres failed:" >&2
+    cat "$WORK/cutover.out" "$WORK/cutover-run.log" >&2; status=1
+  fi
+  if ! wait "$NODE_PID"; then
+    echo "node-postgres failed during the cutover" >&2; status=1
+  else
+    committed=$(cat "$WORK/cutover-node.out")
+    on_b=$(psql -X -At -d cut_b -c "SELECT count(*) FROM cut_orders")
+    on_a=$(psql -X -At -d cut_a -c "SELECT count(*) FROM cut_orders")
+    if [ "$on_b" != "$committed" ] || [ "$on_a" -ge "$on_b" ]; then
+      echo "after the cutover: $on_b rows on the new database ($on_a on the old), $committed committed" >&2
+      status=1
+    else
+      say "cutover under node-postgres: $committed transactions, none failed, all on the new database ($on_a of them written on the old); $(grep '^cutover: done' "$WORK/cutover.out" | sed 's/^cutover: done; //; s/\. .*//')"
+    fi
+  fi
+  kill "$CUT_RUN_PID" "$CUT_POOLER_PID" 2>/dev/null || true
+  wait "$CUT_RUN_PID" "$CUT_POOLER_PID" 2>/dev/null || true
+fi
+
 if ! kill -0 "$POOLER_PID" 2>/dev/null; then
   echo "the pooler exited:" >&2; cat "$WORK/pooler.log" >&2; status=1
 fi
