@@ -11,6 +11,7 @@
 #include "cli/pipeline_file.h"
 #include "cutover/cutover.h"
 #include "engine/log.h"
+#include "engine/stop_signal.h"
 
 namespace pgflow {
 namespace {
@@ -88,6 +89,11 @@ int Cutover(CutoverArgs& args) {
       .target_schema = target.schema,
       .admin_listen = pipeline->config.admin.listen,
   };
+  // SIGINT or SIGTERM while paused undoes the cutover rather than leave the pooler paused and
+  // the source read-only.
+  StopSignal stop;
+  InstallStopSignalHandlers(&stop);
+  args.options.stop = &stop;
   cutover::CutoverReport report =
       cutover::RunCutover(plan, args.options,
                           args.json ? std::function<void(const cutover::CutoverStep&)>()

@@ -75,7 +75,7 @@ absl::StatusOr<Lsn> WriteMarker(PGconn* a, const std::string& pipeline) {
 
 // Waits until B records having applied a source transaction that ends at or past `marker`.
 absl::StatusOr<Lsn> WaitApplied(PGconn* b, const std::string& pipeline, Lsn marker,
-                                std::chrono::milliseconds timeout) {
+                                std::chrono::milliseconds timeout, const StopSignal* stop) {
   const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
   Lsn applied;
   for (;;) {
@@ -85,6 +85,7 @@ absl::StatusOr<Lsn> WaitApplied(PGconn* b, const std::string& pipeline, Lsn mark
       applied = Lsn::Parse(PQgetvalue(res->get(), 0, 0)).value_or(Lsn());
       if (applied >= marker) return applied;
     }
+    if (stop != nullptr && stop->requested()) return absl::CancelledError("interrupted");
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("the target applied up to ", applied.ToString(), " in ", timeout.count(),
@@ -150,7 +151,12 @@ class Cutover {
     pause_sent_ = absl::Now();
     paused_ = true;  // (a PAUSE that times out still leaves the database paused)
     bool ok = Step("pause", [&]() -> absl::StatusOr<std::string> {
-      if (absl::Status s = console.Pause(db, options_.pause_timeout); !s.ok()) return s;
+      const StopSignal* stop = options_.stop;
+      if (absl::Status s = console.Pause(db, options_.pause_timeout,
+                                         [stop] { return stop != nullptr && stop->requested(); });
+          !s.ok()) {
+        return s;
+      }
       return absl::StrCat(db, " paused on the pooler");
     });
     ok = ok && Step("fence", [&]() -> absl::StatusOr<std::string> {
@@ -166,7 +172,7 @@ class Cutover {
            marker = *written;
            report_->fence_lsn = marker.ToString();
            absl::StatusOr<Lsn> applied =
-               WaitApplied(b, plan_.name, marker, options_.catch_up_timeout);
+               WaitApplied(b, plan_.name, marker, options_.catch_up_timeout, options_.stop);
            if (!applied.ok()) return applied.status();
            return absl::StrCat("the target applied through ", applied->ToString(), " (source at ",
                                marker.ToString(), ")");

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 #include "absl/time/time.h"
 #include "common/postgres/postgres_origin.h"
+#include "engine/stop_signal.h"
 
 namespace pgflow::cutover {
 
@@ -58,6 +59,9 @@ struct CutoverOptions {
   bool wait_sessions = false;     // let session-mode clients hold servers; PAUSE waits for them
   bool terminate_others = false;  // end A's sessions that bypass the pooler
   int64_t sequence_margin = 0;    // added to each sequence copied to B
+  // When requested (SIGINT, SIGTERM), a wait before the switch gives up and the cutover is
+  // undone. May be null.
+  const StopSignal* stop = nullptr;
 };
 
 struct CutoverStep {

@@ -58,7 +58,8 @@ absl::Status PoolerConsole::Run(const std::string& command) {
   return absl::OkStatus();
 }
 
-absl::Status PoolerConsole::Pause(const std::string& database, std::chrono::milliseconds timeout) {
+absl::Status PoolerConsole::Pause(const std::string& database, std::chrono::milliseconds timeout,
+                                  const std::function<bool()>& interrupted) {
   const std::string sql = absl::StrCat("PAUSE ", database);
   if (PQsendQuery(conn_.get(), sql.c_str()) == 0) {
     return ResultError(conn_.get(), nullptr, absl::StrCat("the pooler's console: ", sql));
@@ -67,11 +68,13 @@ absl::Status PoolerConsole::Pause(const std::string& database, std::chrono::mill
   while (PQisBusy(conn_.get()) != 0) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
+    const bool stopped = interrupted && interrupted();
+    if (left.count() <= 0 || stopped) {
       // The console answers PAUSE once the servers are back: drop the wait, keep a console.
       absl::StatusOr<PgConnPtr> fresh = ConnectConsole(url_);
       if (!fresh.ok()) return fresh.status();
       conn_ = std::move(*fresh);
+      if (stopped) return absl::CancelledError("interrupted");
       return absl::DeadlineExceededError(absl::StrCat(
           "a server connection of ", database, " stayed in use for ", timeout.count(), " ms"));
     }

@@ -4,6 +4,7 @@
 // cutover` asks of the pooler the application connects through. Not thread-safe.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,9 +28,10 @@ class PoolerConsole {
   // A command with no rows (RESUME app, RETARGET app '...'); errors are the console's.
   absl::Status Run(const std::string& command);
   // PAUSE `database`: returns once its server connections are all back, or DeadlineExceeded
-  // after `timeout`, the database still paused (the connection that waited is dropped and a
-  // new one made, so RESUME can follow at once).
-  absl::Status Pause(const std::string& database, std::chrono::milliseconds timeout);
+  // after `timeout` (Cancelled once `interrupted` says so), the database still paused (the
+  // connection that waited is dropped and a new one made, so RESUME can follow at once).
+  absl::Status Pause(const std::string& database, std::chrono::milliseconds timeout,
+                     const std::function<bool()>& interrupted);
 
   // The row of SHOW DATABASES for `database`, NotFound when the pooler has none.
   absl::StatusOr<Row> Database(const std::string& database);

@@ -170,6 +170,23 @@ TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   ASSERT_EQ(open.Run("BEGIN"), "");
   ASSERT_EQ(open.Run("UPDATE t SET v = 1"), "");
 
+  // SIGINT while it waits for the transaction undoes it at once.
+  TempDir dir;
+  PgflowProcess interrupted({"cutover", m.yaml(), "--pooler", m.console_url(), "--database", "app",
+                             "--pause-timeout", "60s"},
+                            dir.File("cutover.out"));
+  // (SHOW DATABASES ends each row with paused|retargeted.)
+  ASSERT_TRUE(WaitFor(
+      [&] { return Console(m.pooler(), "SHOW DATABASES").find("|1|0") != std::string::npos; },
+      std::chrono::seconds(30)))
+      << Console(m.pooler(), "SHOW DATABASES");
+  interrupted.Signal(SIGINT);
+  EXPECT_EQ(interrupted.Wait(std::chrono::seconds(10)), 1);
+  EXPECT_THAT(ReadFile(dir.File("cutover.out")), HasSubstr("FAILED: interrupted"));
+  EXPECT_THAT(ReadFile(dir.File("cutover.out")), HasSubstr("undone"));
+  EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), HasSubstr("|0|0"));
+
+  // A transaction open longer than --pause-timeout gives it up.
   std::string out;
   EXPECT_EQ(m.Cutover({"--pause-timeout", "1s"}, &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("FAILED: a server connection of app stayed in use for 1000 ms"));
