@@ -67,7 +67,8 @@ class PostgresSource : public Source {
   // record starts before C, so the comparison is with the commit's start, as pgoutput's BEGIN
   // gives it; a streamed in-progress or two-phase protocol would have to buffer until then.)
   bool CopiedAfter(const TableSchema& table, Lsn commit_lsn) const {
-    return CopiedAfter(table.QualifiedName(), commit_lsn);
+    // (Asked for every row change: without copies, no name is made.)
+    return !copied_as_of_.empty() && CopiedAfter(table.QualifiedName(), commit_lsn);
   }
   bool CopiedAfter(const std::string& qualified_name, Lsn commit_lsn) const {
     if (copied_as_of_.empty()) return false;

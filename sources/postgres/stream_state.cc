@@ -319,7 +319,7 @@ absl::StatusOr<TableSchemaPtr> PostgresSource::StreamState::ChangedTable(uint32_
   return table;
 }
 
-void PostgresSource::StreamState::AddRowChange(Event event) {
+void PostgresSource::StreamState::AddRowChange(Event&& event) {
   NoteForBackfill(event.change);
   Add(std::move(event));
 }
