@@ -300,10 +300,10 @@ class RelayProtocol {
 
   const std::string& database() const;
 
+  // (Members by size, so that the session a client keeps while idle stays small.)
   Pool* pool_ = nullptr;
   const ClientInfo* client_ = nullptr;
   ServerConn* server_ = nullptr;  // the client's server connection, or none
-  PoolMode mode_ = PoolMode::kTransaction;
   ClientSettings settings_;
   // The client's named statements (transaction pooling), made at its first.
   using Statements = absl::flat_hash_map<std::string, Statement>;
@@ -312,20 +312,21 @@ class RelayProtocol {
     if (statements_ == nullptr) statements_ = std::make_unique<Statements>();
     return *statements_;
   }
-  size_t need_ = 0;                   // a message of this size is to be read whole
+  size_t need_ = 0;  // a message of this size is to be read whole
+  PoolMode mode_ = PoolMode::kTransaction;
+  int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
+  // Describes the pooler sent that the server has not answered (kDescribeSwallow).
+  int describing_ = 0;
+  char txn_status_ = 'I';
   bool parsed_ = false;               // cbuf holds only the start of a message
   bool client_drop_ = false;          // client_pass bytes are dropped (the rest of a refused query)
   bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
-  int unsynced_ = 0;                  // extended-protocol messages sent since the last Sync
-  char txn_status_ = 'I';
   bool statement_violation_ = false;  // a transaction began in statement pooling
   bool copy_in_ = false;  // the server copies in (CopyInResponse seen, no CopyDone/Fail yet)
   bool pinned_ = false;   // took session state: keeps its server connection (TakesSessionState)
   // The client's query was cancelled while it waited for a server connection: its messages
   // are dropped up to its end (a Sync, Query or FunctionCall), answered ReadyForQuery.
   bool drop_until_sync_ = false;
-  // Describes the pooler sent that the server has not answered (kDescribeSwallow).
-  int describing_ = 0;
   bool shape_wait_ = false;  // the client's next message waits for one (StatementUse::kWait)
   // An error skipped a Describe the client's next message waited for: the server skips what
   // comes up to the client's next Sync, which is relayed as it is, without preparing.

@@ -328,8 +328,6 @@ class Session : public std::enable_shared_from_this<Session>,
   std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
-  bool counted_ = false;  // counted in impl_->clients (released by the destructor)
-  bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 
@@ -346,6 +344,8 @@ class Session : public std::enable_shared_from_this<Session>,
   bool wait_cancelled_ = false;
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h)
   bool local_ = false;  // the client came through the Unix socket
+  bool counted_ = false;  // counted in impl_->clients (released by the destructor)
+  bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
 
   // The relay's state machine (Pump).
   Phase phase_ = Phase::kLogin;
@@ -357,12 +357,12 @@ class Session : public std::enable_shared_from_this<Session>,
   // Waiting for a server connection (Queue, AttachLater); then server_ is null. Apart from the
   // phase: the wait goes on to its end when the client goes meanwhile.
   bool attaching_ = false;
-  std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
   bool cleanup_sent_ = false;  // kClientGone: the ROLLBACK and reset of its connection were sent
   // What the reactor reported and the last read or write left: *_in_ readable (until a read
   // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
   bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;
   bool server_in_ = false, server_out_ = false, server_hup_ = false, server_blocked_ = false;
+  std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
 };
 
 }  // namespace pgflow::pooler

@@ -608,16 +608,14 @@ Task<void> Session::AdminLoop() {
     std::string sql = message->body;
     while (!sql.empty() && sql.back() == '\0') sql.pop_back();
     AdminReply reply = RunAdminCommand(impl_, sql);
-    // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done: soon at first, as the
-    // transactions a PAUSE waits for usually end within milliseconds (a cutover's clients wait
-    // meanwhile), then every 50 ms.
-    std::chrono::milliseconds poll{1};
-    while (reply.wait_until && !reply.wait_until()) {
+    // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done: every millisecond for
+    // the first 200, as the transactions a PAUSE waits for usually end within milliseconds (and
+    // a cutover's clients wait meanwhile), then every 50 ms.
+    for (int polls = 0; reply.wait_until && !reply.wait_until(); ++polls) {
       Timer pause(thread_->context.get_executor());
-      pause.expires_after(poll);
+      pause.expires_after(std::chrono::milliseconds(polls < 200 ? 1 : 50));
       co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
       if (killed_) co_return;
-      poll = std::min(poll * 2, std::chrono::milliseconds(50));
     }
     out = std::move(reply.messages);
     AppendReadyForQuery(&out, 'I');
