@@ -309,10 +309,12 @@ TEST(PostgresSinkTest, SourceConnectionCutMidTransactionLeavesTheTargetEqual) {
   Sql(r.target_url()).Exec("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text)");
   auto pgflow = r.Start();
   ASSERT_TRUE(r.WaitStreaming(*pgflow)) << ReadFile(r.log());
+  // Paced (about 40,000 changes a second): unpaced, the writer can outrun the WAL sender on a
+  // loaded machine, and "sent what was written" below would never come.
   BackgroundWriter writer(r.source_url(), [](int64_t n, std::mt19937_64& rng) {
     const int64_t base = n * 100000;
     const int64_t rows = n % 5 == 4 ? 30000 : 40 + static_cast<int64_t>(rng() % 200);
-    return "BEGIN; INSERT INTO items SELECT g, 0, 'n' FROM generate_series(" +
+    return "SELECT pg_sleep(0.2); BEGIN; INSERT INTO items SELECT g, 0, 'n' FROM generate_series(" +
            std::to_string(base) + ", " + std::to_string(base + rows - 1) +
            ") g; UPDATE items SET v = v + 1 WHERE id BETWEEN " + std::to_string(base) + " AND " +
            std::to_string(base + rows / 3) + "; DELETE FROM items WHERE id BETWEEN " +
