@@ -6,11 +6,15 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "cli/pipeline_file.h"
+#include "cli/reverse_pipeline.h"
+#include "common/postgres/pg_connection.h"
 #include "cutover/cutover.h"
 #include "engine/log.h"
+#include "engine/pipeline.h"
 #include "engine/stop_signal.h"
 
 namespace pgflow {
@@ -26,6 +30,7 @@ struct CutoverArgs {
   std::string pause_timeout = "5s";
   std::string catch_up_timeout = "10s";
   bool json = false;
+  bool no_reverse = false;
 };
 
 bool ReadDuration(const std::string& flag, const std::string& text,
@@ -69,17 +74,63 @@ void PrintStep(const cutover::CutoverStep& step) {
   std::fflush(stdout);
 }
 
+// The stream back's hooks (cutover/cutover.h's ReverseStream) for `reverse`, the reverse of
+// `forward`'s sink `sink` into `target_url`.
+cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::string& sink,
+                                    const ReversePipeline& reverse, const std::string& target_url) {
+  cutover::ReverseStream hooks;
+  hooks.name = reverse.name;
+  hooks.file = reverse.file.path;
+  hooks.slot = absl::StrCat("pgflow_", reverse.name);
+  hooks.prepare = [forward, sink, reverse]() -> absl::Status {
+    if (absl::Status s = WriteReversePipeline(forward, sink, reverse); !s.ok()) return s;
+    absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(reverse.file.path);
+    if (!config.ok()) return config.status();
+    // What `pgflow run` prepares before it streams: publication and slot (snapshot: never).
+    return BuildSource(*config)->Prepare().status();
+  };
+  hooks.forget = [target_url, reverse, slot = hooks.slot] {
+    absl::StatusOr<PgConnPtr> b = Connect(target_url, ConnectionKind::kRegular);
+    absl::Status dropped =
+        b.ok() ? Exec(b->get(),
+                      "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                      "WHERE slot_name = $1",
+                      {slot})
+                     .status()
+               : b.status();
+    if (!dropped.ok()) {
+      LogWarning("cutover: the stream back's slot %s on the target is left: %s", slot,
+                 dropped.message());
+    }
+    std::remove(reverse.file.path.c_str());
+  };
+  hooks.take_over = [file = reverse.file] { return MarkCurrent(file); };
+  return hooks;
+}
+
 int Cutover(CutoverArgs& args) {
   if (!ReadDuration("--max-lag", args.max_lag, &args.options.max_lag) ||
       !ReadDuration("--pause-timeout", args.pause_timeout, &args.options.pause_timeout) ||
       !ReadDuration("--catch-up-timeout", args.catch_up_timeout, &args.options.catch_up_timeout)) {
     return kExitConfig;
   }
-  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(args.path, "cutover");
+  // After a cutover, the stream back is the pipeline to cut over (back).
+  const PipelineFile file = CurrentPipelineFile(args.path);
+  if (file.path != args.path) LogInfo("%s was cut over: cutting over %s", args.path, file.path);
+  std::optional<PostgresPipeline> pipeline = LoadPostgresPipeline(file.path, "cutover");
   if (!pipeline) return kExitConfig;
   const SinkConfig* sink = TargetSink(pipeline->config, args.sink);
   if (sink == nullptr) return kExitConfig;
   const auto& target = static_cast<const PostgresSinkOptions&>(*sink->options);
+  if (!args.no_reverse) {
+    absl::StatusOr<ReversePipeline> reverse =
+        PlanReversePipeline(file, pipeline->config, sink->name);
+    if (!reverse.ok()) {
+      LogError("cutover: %s", reverse.status().message());
+      return kExitConfig;
+    }
+    args.options.reverse = ReverseHooks(file, sink->name, *reverse, target.url);
+  }
   cutover::PipelinePlan plan{
       .name = pipeline->config.name,
       .source = *pipeline->config.source.traits.postgres,
@@ -116,9 +167,16 @@ int Cutover(CutoverArgs& args) {
         std::printf(
             "cutover: done; clients of %s waited at most %.1f ms. The pooler keeps the new url "
             "until it restarts: put it in its file too (databases.%s.url). The source stays "
-            "read-only (default_transaction_read_only).\n",
+            "read-only (default_transaction_read_only)%s.\n",
             args.options.database.c_str(), absl::ToDoubleMilliseconds(report.paused),
-            args.options.database.c_str());
+            args.options.database.c_str(),
+            report.reverse_pipeline.empty()
+                ? ""
+                : absl::StrCat("; pipeline ", report.reverse_pipeline,
+                               " keeps it current from the target (", args.options.reverse->file,
+                               "). Going back is `pgflow cutover ", args.path,
+                               "` with the same options")
+                      .c_str());
         break;
       case cutover::Outcome::kAbandoned:
       case cutover::Outcome::kBroken:
@@ -152,7 +210,11 @@ Command AddCutoverCommand(CLI::App& app) {
       "nothing, every problem reported), PAUSE the pooler's database, turn the source "
       "read-only, wait until the target has applied the source's last write, copy the "
       "sequences, point the pooler's database at the target (RETARGET) and RESUME. Clients "
-      "wait, none fails. A failure before the switch undoes it all. Exit status 0 once "
+      "wait, none fails. A failure before the switch undoes it all. Then the running "
+      "pipeline hands over to a stream back from the target to the source, written beside "
+      "the pipeline's file (migrate.yaml: migrate.cutover-1.yaml; migrate.current names the "
+      "one that runs now), so that the source stays current and going back is another "
+      "cutover with the same file. Exit status 0 once "
       "switched (or every check passed with --dry-run), 1 when refused or abandoned, 3 when "
       "it could neither finish nor undo.");
   AddPipelineFile(cutover, &args->path);
@@ -189,6 +251,8 @@ Command AddCutoverCommand(CLI::App& app) {
       ->add_option("--sequence-margin", args->options.sequence_margin,
                    "add this much to every sequence copied to the target")
       ->capture_default_str();
+  cutover->add_flag("--no-reverse", args->no_reverse,
+                    "no stream back: the pipeline keeps running as it is, with nothing to stream");
   cutover->add_flag("--json", args->json, "print the report as JSON");
   return {cutover, [args] { return Cutover(*args); }};
 }

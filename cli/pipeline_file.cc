@@ -1,12 +1,107 @@
 #include "cli/pipeline_file.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string_view>
 #include <utility>
+
+#include "absl/strings/str_cat.h"
 
 #include "cli/command.h"
 #include "engine/log.h"
 
 namespace pgflow {
+
+namespace {
+
+// migrate.cutover-2.yaml: directory "", stem "migrate", generation 2, extension ".yaml".
+struct FileName {
+  std::filesystem::path dir;
+  std::string stem;
+  int generation = 0;
+  std::string extension;
+};
+
+FileName SplitName(const std::string& path) {
+  const std::filesystem::path p(path);
+  FileName name{.dir = p.parent_path(),
+                .stem = p.stem().string(),
+                .generation = 0,
+                .extension = p.extension().string()};
+  constexpr std::string_view kTag = ".cutover-";
+  if (size_t at = name.stem.rfind(kTag); at != std::string::npos) {
+    const std::string digits = name.stem.substr(at + kTag.size());
+    if (!digits.empty() && digits.size() < 9 &&
+        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      name.generation = std::stoi(digits);
+      name.stem.resize(at);
+    }
+  }
+  return name;
+}
+
+std::string Join(const std::filesystem::path& dir, const std::string& file) {
+  return dir.empty() ? file : (dir / file).string();
+}
+
+std::string MarkerPath(const FileName& name) { return Join(name.dir, name.stem + ".current"); }
+
+}  // namespace
+
+PipelineFile CurrentPipelineFile(const std::string& path) {
+  const FileName name = SplitName(path);
+  std::ifstream in(MarkerPath(name));
+  std::string current;
+  if (!in || !std::getline(in, current) || current.empty() ||
+      current.find('/') != std::string::npos) {
+    return {path, name.generation};
+  }
+  const FileName named = SplitName(current);
+  const std::string named_path = Join(name.dir, current);
+  if (named.stem != name.stem || !std::filesystem::exists(named_path)) {
+    return {path, name.generation};
+  }
+  return {named_path, named.generation};
+}
+
+PipelineFile NextPipelineFile(const PipelineFile& file) {
+  const FileName name = SplitName(file.path);
+  const int next = name.generation + 1;
+  return {Join(name.dir, absl::StrCat(name.stem, ".cutover-", next, name.extension)), next};
+}
+
+std::vector<PipelineFile> EarlierPipelineFiles(const PipelineFile& current) {
+  const FileName name = SplitName(current.path);
+  std::vector<PipelineFile> earlier;
+  for (int g = 0; g < name.generation; ++g) {
+    PipelineFile file{
+        Join(name.dir, g == 0 ? absl::StrCat(name.stem, name.extension)
+                              : absl::StrCat(name.stem, ".cutover-", g, name.extension)),
+        g};
+    if (std::filesystem::exists(file.path)) earlier.push_back(std::move(file));
+  }
+  return earlier;
+}
+
+absl::Status MarkCurrent(const PipelineFile& file) {
+  const FileName name = SplitName(file.path);
+  const std::string marker = MarkerPath(name);
+  const std::string temporary = marker + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << std::filesystem::path(file.path).filename().string() << "\n";
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", temporary));
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, marker, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot write ", marker, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
 
 std::optional<PipelineConfig> LoadOrReport(const std::string& path) {
   absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(path);

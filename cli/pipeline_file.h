@@ -19,6 +19,25 @@
 
 namespace pgflow {
 
+// A migration's pipeline files: the one the user wrote (migrate.yaml) and the one each
+// `pgflow cutover` writes beside it for the stream back (migrate.cutover-1.yaml, then -2, ...).
+// The file `<stem>.current` (migrate.current), written by the cutover at the switch, names the
+// one that runs now: `pgflow run`, `status` and `cutover`, given any file of the family, work
+// on that one, so that a restart goes on with the stream back.
+struct PipelineFile {
+  std::string path;
+  int generation = 0;  // 0: the user's; N: written by the Nth cutover
+};
+// The file of `path`'s family that runs now: `path` itself unless `<stem>.current` names
+// another file of the family that exists.
+PipelineFile CurrentPipelineFile(const std::string& path);
+// The file the next cutover of `file` writes: <stem>.cutover-<generation + 1>.<ext>.
+PipelineFile NextPipelineFile(const PipelineFile& file);
+// The files of `current`'s family before it that exist (generations 0 .. current's - 1).
+std::vector<PipelineFile> EarlierPipelineFiles(const PipelineFile& current);
+// Makes `file` the one that runs now (writes `<stem>.current` in one rename).
+absl::Status MarkCurrent(const PipelineFile& file);
+
 // The pipeline file at `path`, or nullopt after logging why it cannot be used.
 std::optional<PipelineConfig> LoadOrReport(const std::string& path);
 

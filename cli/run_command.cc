@@ -21,17 +21,12 @@ struct RunArgs {
   std::string until;
 };
 
-int Run(const RunArgs& args) {
-  Lsn stop_at;
-  if (!args.until.empty()) {
-    std::optional<Lsn> lsn = Lsn::Parse(args.until);
-    if (!lsn) {
-      LogError("--until: '%s' is not a WAL position of the form X/X (e.g. 0/16B3748)", args.until);
-      return kExitConfig;
-    }
-    stop_at = *lsn;
-  }
-  std::optional<PipelineConfig> config = LoadOrReport(args.path);
+// Runs the pipeline file `path` until it stops; *handed_over: it ended for a cutover's
+// handover, and the file that took over is to run next.
+int RunFile(const std::string& path, Lsn stop_at, const RunArgs& args, StopSignal* stop,
+            bool* handed_over) {
+  *handed_over = false;
+  std::optional<PipelineConfig> config = LoadOrReport(path);
   if (!config) return kExitConfig;
   SetLogPipeline(config->name);
   if (stop_at.IsValid() && config->source.traits.positions != SourcePositions::kWal) {
@@ -46,19 +41,49 @@ int Run(const RunArgs& args) {
   options.find_problems = [](const PipelineConfig& pipeline) {
     return ValidateAgainstSource(pipeline, /*before_run=*/true);
   };
-  // (The runner's guard may request `stop`, which therefore outlives it.)
-  StopSignal stop;
   PipelineRunner runner(*std::move(config), std::move(options));
   if (absl::Status s = runner.CheckBeforeStart(); !s.ok()) {
     LogError("%s", s.message());
     return absl::IsInvalidArgument(s) ? kExitConfig : kExitFailure;
   }
-  InstallStopSignalHandlers(&stop);
-  if (absl::Status s = runner.Run(&stop); !s.ok()) {
+  if (absl::Status s = runner.Run(stop); !s.ok()) {
     LogError("%s", s.message());
     return kExitFailure;
   }
+  *handed_over = runner.handed_over();
   return kExitOk;
+}
+
+int Run(const RunArgs& args) {
+  Lsn stop_at;
+  if (!args.until.empty()) {
+    std::optional<Lsn> lsn = Lsn::Parse(args.until);
+    if (!lsn) {
+      LogError("--until: '%s' is not a WAL position of the form X/X (e.g. 0/16B3748)", args.until);
+      return kExitConfig;
+    }
+    stop_at = *lsn;
+  }
+  // (The runner's guard may request `stop`, which therefore outlives it.)
+  StopSignal stop;
+  InstallStopSignalHandlers(&stop);
+  std::string previous;
+  while (true) {
+    // After a cutover, the file of the stream back runs in place of the one named.
+    const PipelineFile current = CurrentPipelineFile(args.path);
+    if (current.path == previous) {
+      LogError("%s handed over, but no other pipeline file took over (%s names it still)", previous,
+               current.path);
+      return kExitFailure;
+    }
+    if (current.path != args.path) {
+      LogInfo("%s was cut over: running %s, which took over", args.path, current.path);
+    }
+    bool handed_over = false;
+    const int status = RunFile(current.path, stop_at, args, &stop, &handed_over);
+    if (status != kExitOk || !handed_over) return status;
+    previous = current.path;
+  }
 }
 
 }  // namespace
@@ -72,7 +97,10 @@ Command AddRunCommand(CLI::App& app) {
       "exit 0). After a crash it resumes from the slot's confirmed position. With a kafka "
       "source (source: {kafka: {brokers, topics, group}}) it reads pgflow's events back "
       "from Kafka as a member of the consumer group, committing offsets only for what "
-      "every sink holds, and resumes from the committed offsets.");
+      "every sink holds, and resumes from the committed offsets. After `pgflow cutover`, "
+      "the process goes on with the stream back it handed over to, and the file "
+      "<stem>.current beside the pipeline file names it, so that a later `run` of the same "
+      "file runs the stream back.");
   AddPipelineFile(run, &args->path);
   run->add_option("--progress", args->progress_seconds,
                   "seconds between progress lines in the log on stderr (0: no progress); when "

@@ -355,11 +355,52 @@ struct StatusArgs {
   bool json = false;
 };
 
+// The slots the pipelines before a cutover left in their sources (kept until `pgflow
+// teardown` of their file): one line each, or none while the slot is gone.
+nlohmann::json SupersededSlots(const PipelineFile& current) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const PipelineFile& file : EarlierPipelineFiles(current)) {
+    absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(file.path);
+    if (!config.ok()) continue;
+    std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(*config);
+    if (source == nullptr) continue;
+    absl::StatusOr<PgConnPtr> conn = Connect(source->url, ConnectionKind::kRegular);
+    if (!conn.ok()) continue;
+    auto slot = Exec(conn->get(),
+                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text "
+                     "FROM pg_replication_slots WHERE slot_name = $1",
+                     {source->slot});
+    if (!slot.ok() || PQntuples(slot->get()) == 0) continue;
+    out.push_back({{"file", file.path},
+                   {"pipeline", config->name},
+                   {"slot", source->slot},
+                   {"source", DescribeConninfo(source->url)},
+                   {"retained_bytes", std::stoll(PQgetvalue(slot->get(), 0, 0))}});
+  }
+  return out;
+}
+
 int Status(const StatusArgs& args) {
-  std::optional<PipelineConfig> config = LoadOrReport(args.path);
+  // After a cutover, the stream back is what runs.
+  const PipelineFile current = CurrentPipelineFile(args.path);
+  std::optional<PipelineConfig> config = LoadOrReport(current.path);
   if (!config) return kExitConfig;
   try {
-    PipelineHealth health = GatherStatus(*config, args.path);
+    PipelineHealth health = GatherStatus(*config, current.path);
+    if (current.path != args.path) health.report["cut_over_from"] = args.path;
+    if (nlohmann::json kept = SupersededSlots(current); !kept.empty()) {
+      for (const nlohmann::json& k : kept) {
+        health.report["problems"].push_back(
+            absl::StrCat("slot ", k["slot"].get<std::string>(), " of pipeline ",
+                         k["pipeline"].get<std::string>(), " (before a cutover) is kept in ",
+                         k["source"].get<std::string>(), ", holding ",
+                         HumanBytes(k["retained_bytes"].get<int64_t>()),
+                         " of WAL: `pgflow teardown ", k["file"].get<std::string>(), "` drops it"));
+      }
+      health.report["superseded"] = kept;
+      // A slot nobody reads pins WAL: degraded until it is dropped.
+      health.exit_status = std::max(health.exit_status, kStatusDegraded);
+    }
     if (args.json) {
       std::printf("%s\n", health.report.dump(2).c_str());
     } else {

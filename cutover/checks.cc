@@ -403,6 +403,24 @@ absl::StatusOr<std::vector<OtherSession>> OtherSessions(PGconn* source, PoolerCo
   return seen;
 }
 
+// The stream back's slot must start inside the pause: one already on B was left by a cutover
+// that did not finish, and would send A again what A wrote.
+void CheckReverse(const CutoverOptions& options, Sides* sides, CheckResult* out) {
+  if (!options.reverse.has_value()) return;
+  auto slot =
+      Exec(sides->target.get(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+           {options.reverse->slot});
+  if (!slot.ok()) {
+    out->problems.push_back(std::string(slot.status().message()));
+    return;
+  }
+  if (PQntuples(slot->get()) == 0) return;
+  out->problems.push_back(absl::StrCat(
+      "the target already has the stream back's replication slot ", options.reverse->slot,
+      " (left by a cutover that did not finish?): drop it (SELECT pg_drop_replication_slot('",
+      options.reverse->slot, "') on the target), or --no-reverse"));
+}
+
 CheckResult RunChecks(const PipelinePlan& plan, const CutoverOptions& options, Sides* sides) {
   CheckResult out;
   CheckPipeline(plan, options, &out);
@@ -441,6 +459,7 @@ CheckResult RunChecks(const PipelinePlan& plan, const CutoverOptions& options, S
   }
   CheckPooler(plan, options, sides, &out);
   CheckFence(options, sides, &out);
+  CheckReverse(options, sides, &out);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -14,6 +15,7 @@
 #include "common/postgres/conninfo.h"
 #include "common/postgres/pg_connection.h"
 #include "cutover/checks.h"
+#include "engine/admin_server.h"
 #include "engine/lsn.h"
 #include "sinks/postgres/sequences.h"
 
@@ -24,7 +26,7 @@ constexpr char kMarkerPrefix[] = "pgflow.cutover";
 constexpr absl::Duration kCatchUpPoll = absl::Milliseconds(2);
 
 // A's database-level default_transaction_read_only as it was before the fence: restored by
-// Unfence.
+// LowerFence.
 struct Fence {
   bool set = false;                // the fence is up
   std::optional<std::string> was;  // the database's own setting before, if it had one
@@ -57,6 +59,56 @@ absl::Status LowerFence(PGconn* a, const Fence& fence) {
           : absl::StrCat("ALTER DATABASE ", DatabaseName(a),
                          " RESET default_transaction_read_only");
   return Exec(a, sql).status();
+}
+
+// Makes B's database writable for new sessions if an earlier cutover (the other way) left it
+// read-only: what it said before, or nothing when it said nothing.
+absl::StatusOr<std::string> LiftTargetFence(PGconn* b) {
+  auto fenced = Exec(b,
+                     "SELECT 1 FROM pg_db_role_setting r, unnest(r.setconfig) s WHERE "
+                     "r.setrole = 0 AND r.setdatabase = (SELECT oid FROM pg_database WHERE "
+                     "datname = current_database()) AND s = 'default_transaction_read_only=on'");
+  if (!fenced.ok()) return fenced.status();
+  if (PQntuples(fenced->get()) == 0) return std::string();
+  auto lifted = Exec(
+      b, absl::StrCat("ALTER DATABASE ", DatabaseName(b), " RESET default_transaction_read_only"));
+  if (!lifted.ok()) return lifted.status();
+  return std::string("the target, read-only since an earlier cutover, made writable; ");
+}
+
+// Asks the pipeline's process to hand over at `marker`, then waits until its admin endpoint
+// shows the stream back `reverse` streaming.
+absl::StatusOr<std::string> HandOver(const std::string& admin, const ReverseStream& reverse,
+                                     Lsn marker, std::chrono::milliseconds timeout) {
+  constexpr std::chrono::milliseconds kRequestTimeout{5000};
+  absl::StatusOr<HttpReply> asked = AdminRequest(
+      admin, "POST", absl::StrCat("/handover?at=", marker.ToString()), kRequestTimeout);
+  if (!asked.ok()) return asked.status();
+  if (asked->status != 202) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the pipeline refused to hand over (HTTP ", asked->status,
+                     "): ", absl::StripTrailingAsciiWhitespace(asked->body)));
+  }
+  const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
+  std::string seen = "no answer";
+  while (absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+    absl::StatusOr<HttpReply> status = AdminGet(admin, "/status", kRequestTimeout);
+    if (!status.ok() || status->status != 200) continue;  // between the two pipelines
+    const nlohmann::json j = nlohmann::json::parse(status->body, nullptr, false);
+    if (!j.is_object()) continue;
+    const std::string pipeline = j.value("pipeline", "");
+    const std::string phase = j.value("phase", "");
+    seen = absl::StrCat("pipeline ", pipeline, " ", phase);
+    if (pipeline == reverse.name && phase == "streaming") {
+      return absl::StrCat("pipeline ", reverse.name,
+                          " streams from the target back to the source (", reverse.file, ")");
+    }
+    if (pipeline == reverse.name && phase == "failed") break;
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "the stream back ", reverse.name, " is not streaming after ", timeout.count(),
+      " ms (the admin endpoint shows: ", seen, "); `pgflow run` on the pipeline's file runs it"));
 }
 
 // Writes the marker into A's WAL in a transaction of its own, after every write A took: its
@@ -186,11 +238,21 @@ class Cutover {
                                    ? absl::StrCat(", each ", options_.sequence_margin, " further")
                                    : std::string());
          });
+    if (options_.reverse.has_value()) {
+      ok = ok && Step("reverse", [&]() -> absl::StatusOr<std::string> {
+             prepared_ = true;  // (undo drops whatever part of it was made)
+             if (absl::Status s = options_.reverse->prepare(); !s.ok()) return s;
+             return absl::StrCat("slot ", options_.reverse->slot, " on the target for ",
+                                 options_.reverse->name);
+           });
+    }
     if (!ok) {
       Undo();
       return;
     }
     const bool switched = Step("switch", [&]() -> absl::StatusOr<std::string> {
+      absl::StatusOr<std::string> lifted = LiftTargetFence(b);
+      if (!lifted.ok()) return lifted.status();
       const std::string quoted = absl::StrReplaceAll(checks.new_url, {{"'", "''"}});
       if (absl::Status s = console.Run(absl::StrCat("RETARGET ", db, " '", quoted, "'")); !s.ok()) {
         return s;
@@ -199,10 +261,22 @@ class Cutover {
       if (absl::Status s = console.Run(absl::StrCat("RESUME ", db)); !s.ok()) return s;
       paused_ = false;
       report_->paused = absl::Now() - pause_sent_;
-      return absl::StrCat(db, " now at ", DescribeConninfo(checks.new_url), ", resumed");
+      return absl::StrCat(*lifted, db, " now at ", DescribeConninfo(checks.new_url), ", resumed");
     });
     if (switched) {
       report_->outcome = Outcome::kSwitched;
+      if (!options_.reverse.has_value()) return;
+      const ReverseStream& reverse = *options_.reverse;
+      const bool handed_over = Step("handover", [&]() -> absl::StatusOr<std::string> {
+        if (absl::Status s = reverse.take_over(); !s.ok()) return s;
+        return HandOver(plan_.admin_listen, reverse, marker, options_.handover_timeout);
+      });
+      if (handed_over) {
+        report_->reverse_pipeline = reverse.name;
+        return;
+      }
+      report_->outcome = Outcome::kBroken;
+      report_->error += "; the application is on the target, but nothing streams back yet";
       return;
     }
     if (!retargeted_) {
@@ -252,9 +326,10 @@ class Cutover {
                         " other session(s) ended");
   }
 
-  // Undoes the pause and the fence after a failure before the switch.
+  // Undoes the pause, the fence and the stream back after a failure before the switch.
   void Undo() {
     std::vector<std::string> failed;
+    if (prepared_) options_.reverse->forget();
     if (absl::Status s = LowerFence(sides_.source.get(), fence_); !s.ok()) {
       failed.push_back(absl::StrCat("making the source writable again: ", s.message()));
     }
@@ -283,6 +358,7 @@ class Cutover {
   Fence fence_;
   absl::Time pause_sent_;
   bool paused_ = false;
+  bool prepared_ = false;  // the stream back's slot may exist
   bool retargeted_ = false;
 };
 
@@ -318,6 +394,8 @@ nlohmann::json CutoverReport::ToJson() const {
   }
   j["paused_seconds"] = absl::ToDoubleSeconds(paused);
   j["fence_lsn"] = fence_lsn.empty() ? nlohmann::json(nullptr) : nlohmann::json(fence_lsn);
+  j["reverse_pipeline"] =
+      reverse_pipeline.empty() ? nlohmann::json(nullptr) : nlohmann::json(reverse_pipeline);
   j["error"] = error.empty() ? nlohmann::json(nullptr) : nlohmann::json(error);
   return j;
 }

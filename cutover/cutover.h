@@ -16,19 +16,26 @@
 //   4. catch-up: B's sink records having applied the marker's transaction (pgflow.applied):
 //      B holds every write A took.
 //   5. sequences: B's set to A's values, plus an optional margin.
-//   6. switch: RETARGET points the pooler's database at B, and RESUME lets the clients go on.
-// A failure before the switch undoes what was done (A writable again, RESUME on A); after it,
-// nothing is undone (docs/guides/migrate.md says how to go back).
+//   6. reverse: the stream back from B to A is prepared: its slot on B starts here.
+//   7. switch: B is made writable if an earlier cutover fenced it, RETARGET points the pooler's
+//      database at B, and RESUME lets the clients go on.
+//   8. handover: the running pipeline (its admin endpoint's POST /handover) ends once it has
+//      confirmed the marker, and its process runs the stream back in its place.
+// A failure before the switch undoes what was done (A writable again, RESUME on A, the stream
+// back's slot dropped); after it, nothing is undone (docs/guides/migrate.md says how to go
+// back).
 //
 // The module drives the pipeline (its admin endpoint), A, B and the pooler (its console)
 // through their public interfaces only.
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/postgres/postgres_origin.h"
 #include "engine/stop_signal.h"
@@ -46,6 +53,23 @@ struct PipelinePlan {
   std::string admin_listen;    // the pipeline's admin endpoint (empty: none)
 };
 
+// The stream back from B to A (step 7), started at the switch so that A stays current and
+// going back is a cutover the other way. The caller (cli/) owns the pipeline files; the module
+// calls these at their moment.
+struct ReverseStream {
+  std::string name;  // its pipeline name
+  std::string file;  // its pipeline file
+  std::string slot;  // its replication slot on B
+  // Inside the pause, once B holds everything A took: writes its file and creates its
+  // publication and slot on B, which from then on keeps every write B takes.
+  std::function<absl::Status()> prepare;
+  // Undoes `prepare` when the cutover is undone: drops the slot, removes the file.
+  std::function<void()> forget;
+  // After the switch: makes its file the one `pgflow run` runs, before the running pipeline is
+  // asked to hand over to it.
+  std::function<absl::Status()> take_over;
+};
+
 struct CutoverOptions {
   std::string pooler_url;  // the pooler's admin console
   std::string database;    // the pooler's database the application uses
@@ -59,13 +83,18 @@ struct CutoverOptions {
   bool wait_sessions = false;     // let session-mode clients hold servers; PAUSE waits for them
   bool terminate_others = false;  // end A's sessions that bypass the pooler
   int64_t sequence_margin = 0;    // added to each sequence copied to B
+  // The stream back; none: the pipeline keeps running as it is, idle (--no-reverse).
+  std::optional<ReverseStream> reverse;
+  // How long the running pipeline may take to hand over to the stream back.
+  std::chrono::milliseconds handover_timeout{30000};
   // When requested (SIGINT, SIGTERM), a wait before the switch gives up and the cutover is
   // undone. May be null.
   const StopSignal* stop = nullptr;
 };
 
 struct CutoverStep {
-  std::string name;  // "checks", "pause", "fence", "catch-up", "sequences", "switch"
+  // "checks", "pause", "fence", "catch-up", "sequences", "reverse", "switch", "handover"
+  std::string name;
   absl::Duration took;
   std::string detail;  // what it did, or why it failed
   bool ok = true;
@@ -87,6 +116,7 @@ struct CutoverReport {
   std::vector<CutoverStep> steps;     // in order, each as it ended
   absl::Duration paused;  // from PAUSE sent until RESUME answered: what clients waited at most
   std::string fence_lsn;  // A's WAL position once fenced (the marker's)
+  std::string reverse_pipeline;  // the stream back, once it streams
   std::string error;      // kAbandoned, kBroken: the step and the cause
   nlohmann::json ToJson() const;
 };

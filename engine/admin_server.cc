@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -112,6 +113,8 @@ class AdminServer::Impl {
   // One connection: requests answered in turn (keep-alive) until the client closes, errs or
   // is too slow.
   Task<void> Serve(Socket socket) {
+    boost::system::error_code peer_error;
+    const bool from_loopback = socket.remote_endpoint(peer_error).address().is_loopback();
     Stream stream(std::move(socket));
     struct Count {
       std::atomic<size_t>* n;
@@ -141,7 +144,7 @@ class AdminServer::Impl {
         keep_alive = request.keep_alive();
         version = request.version();
         head = request.method() == http::verb::head;
-        reply = Answer(request);
+        reply = Answer(request, from_loopback && !peer_error);
       }
       http::response<http::string_body> response(reply.status, version);
       response.set(http::field::server, "pgflow");
@@ -165,13 +168,20 @@ class AdminServer::Impl {
     }
   }
 
-  Reply Answer(const http::request<http::empty_body>& request) {
+  Reply Answer(const http::request<http::empty_body>& request, bool from_loopback) {
+    std::string_view target(request.target().data(), request.target().size());
+    std::string_view query;
+    if (size_t q = target.find('?'); q != std::string_view::npos) {
+      query = target.substr(q + 1);
+      target = target.substr(0, q);
+    }
+    if (request.method() == http::verb::post && target == "/handover" && status_ != nullptr) {
+      return Handover(query, from_loopback);
+    }
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
       return {http::status::method_not_allowed, "text/plain; charset=utf-8",
-              "only GET and HEAD are served here\n"};
+              "only GET and HEAD are served here (and POST /handover, from this machine)\n"};
     }
-    std::string_view target(request.target().data(), request.target().size());
-    if (size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     if (target == "/metrics") {
       return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8", metrics_->Exposition()};
     }
@@ -203,6 +213,29 @@ class AdminServer::Impl {
             Cat("no such page: ", target, " (try /metrics /healthz /readyz /status)\n")};
   }
 
+  // POST /handover?at=X/X (`pgflow cutover`): the run ends once everything up to that
+  // position is confirmed, and `pgflow run` goes on with the pipeline that took over. Only from
+  // this machine: it ends the pipeline.
+  Reply Handover(std::string_view query, bool from_loopback) {
+    if (!from_loopback) {
+      return {http::status::forbidden, "text/plain; charset=utf-8",
+              "POST /handover is taken only from this machine (a loopback address)\n"};
+    }
+    std::optional<Lsn> at;
+    if (query.starts_with("at=")) at = Lsn::Parse(std::string(query.substr(3)));
+    if (!at.has_value()) {
+      return {http::status::bad_request, "text/plain; charset=utf-8",
+              "POST /handover?at=X/X: the WAL position to hand over at\n"};
+    }
+    if (absl::Status s = status_->RequestHandover(*at); !s.ok()) {
+      return {http::status::conflict, "text/plain; charset=utf-8", absl::StrCat(s.message(), "\n")};
+    }
+    LogInfo("pipeline %s: handing over once confirmed through %s (POST /handover)",
+            status_->pipeline(), at->ToString());
+    return {http::status::accepted, "text/plain; charset=utf-8",
+            absl::StrCat("handing over once confirmed through ", at->ToString(), "\n")};
+  }
+
   const AdminServerOptions options_;
   MetricsRegistry* const metrics_;
   RunStatus* const status_;
@@ -215,15 +248,16 @@ class AdminServer::Impl {
 
 namespace {
 
-Task<void> Get(tcp::endpoint endpoint, std::string target, std::string host, HttpReply* reply,
-               boost::system::error_code* error) {
+Task<void> Request(tcp::endpoint endpoint, http::verb method, std::string target, std::string host,
+                   HttpReply* reply, boost::system::error_code* error) {
   Stream stream(co_await asio::this_coro::executor);
   boost::system::error_code& ec = *error;
   co_await stream.async_connect(endpoint, asio::redirect_error(kUseTask, ec));
   if (ec) co_return;
-  http::request<http::empty_body> request(http::verb::get, target, 11);
+  http::request<http::empty_body> request(method, target, 11);
   request.set(http::field::host, host);
   request.set(http::field::user_agent, "pgflow");
+  if (method == http::verb::post) request.set(http::field::content_length, "0");
   co_await http::async_write(stream, request, asio::redirect_error(kUseTask, ec));
   if (ec) co_return;
   beast::flat_buffer buffer;
@@ -239,6 +273,16 @@ Task<void> Get(tcp::endpoint endpoint, std::string target, std::string host, Htt
 
 absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string& target,
                                    std::chrono::milliseconds timeout) {
+  return AdminRequest(listen, "GET", target, timeout);
+}
+
+absl::StatusOr<HttpReply> AdminRequest(const std::string& listen, std::string_view method,
+                                       const std::string& target,
+                                       std::chrono::milliseconds timeout) {
+  const http::verb verb = http::string_to_verb(beast::string_view(method.data(), method.size()));
+  if (verb == http::verb::unknown) {
+    return absl::InvalidArgumentError(Cat("no such HTTP method: ", method));
+  }
   absl::StatusOr<tcp::endpoint> parsed = ParseEndpoint(listen);
   if (!parsed.ok()) return parsed.status();
   asio::ip::address ip = parsed->address();
@@ -250,7 +294,7 @@ absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string&
   HttpReply reply;
   boost::system::error_code error;
   asio::co_spawn(context.get_executor(),
-                 Get(tcp::endpoint(ip, parsed->port()), target, listen, &reply, &error),
+                 Request(tcp::endpoint(ip, parsed->port()), verb, target, listen, &reply, &error),
                  asio::detached);
   context.run_for(timeout);
   if (!context.stopped()) {

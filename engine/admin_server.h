@@ -6,15 +6,18 @@
 //   /healthz  200 while the process is alive;
 //   /readyz   200 while the pipeline copies or streams and every sink is healthy, else 503
 //             with the reason;
-//   /status   the RunStatus as JSON.
-// GET and HEAD only. Bounded so that a slow or hostile client cannot hurt the pipeline: at most
-// max_connections at once (past it a client gets 503 and is closed), requests of at most
-// 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
-// Nothing here takes a lock the pipeline's hot paths take (engine/metrics.h).
+//   /status   the RunStatus as JSON;
+//   POST /handover?at=X/X  (`pgflow cutover`, from a loopback address only) ends the run once
+//             everything up to that WAL position is confirmed: RunStatus::RequestHandover.
+// Otherwise GET and HEAD only. Bounded so that a slow or hostile client cannot hurt the pipeline:
+// at most max_connections at once (past it a client gets 503 and is closed), requests of at most 8
+// kB of headers and no body, and each read or write must finish within `io_timeout`. Nothing here
+// takes a lock the pipeline's hot paths take (engine/metrics.h).
 
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,6 +40,10 @@ struct HttpReply {
 };
 absl::StatusOr<HttpReply> AdminGet(const std::string& listen, const std::string& target,
                                    std::chrono::milliseconds timeout);
+// The same with another method ("POST").
+absl::StatusOr<HttpReply> AdminRequest(const std::string& listen, std::string_view method,
+                                       const std::string& target,
+                                       std::chrono::milliseconds timeout);
 
 class AdminServer {
  public:

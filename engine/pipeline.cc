@@ -637,6 +637,14 @@ void Pipeline::ReportProgress(const StopSignal& done, const StopSignal& requeste
               options_.stop_at.ToString());
       stop.Request();
     }
+    // A handover (`pgflow cutover`): another pipeline takes over from this position.
+    if (const Lsn handover = options_.status != nullptr ? options_.status->HandoverAt() : Lsn();
+        handover.IsValid() && stats_.server_wal_end.load() != 0 &&
+        tracker_->Confirmed() >= handover && !stop.requested()) {
+      LogInfo("pipeline %s: confirmed through %s, handing over", options_.name,
+              handover.ToString());
+      stop.Request();
+    }
     auto now = Clock::now();
     if (!report || now < next) continue;
     next = now + interval;

@@ -166,6 +166,25 @@ bool RunStatus::Ready(std::string* reason) const {
   return true;
 }
 
+absl::Status RunStatus::RequestHandover(Lsn at) {
+  if (!at.IsValid()) return absl::InvalidArgumentError("no position to hand over at");
+  {
+    absl::MutexLock lock(&mu_);
+    const bool streaming = phase_ == RunPhase::kRunning && view_ != nullptr && view_().streaming;
+    if (!streaming) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pipeline ", pipeline_, " is not streaming (", RunPhaseName(phase_), ")"));
+    }
+  }
+  uint64_t none = 0;
+  if (handover_at_.compare_exchange_strong(none, at.value, std::memory_order_acq_rel) ||
+      none == at.value) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("pipeline ", pipeline_, " already hands over at ", Lsn(none).ToString()));
+}
+
 nlohmann::json RunStatus::ToJson() const {
   std::string not_ready;
   const bool ready = Ready(&not_ready);
@@ -188,6 +207,7 @@ nlohmann::json RunStatus::ToJson() const {
   j["last_error_at"] =
       last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(TimeJson(last_error_at_));
   j["slot"] = slot_.has_value() ? slot_->ToJson() : nlohmann::json(nullptr);
+  if (const Lsn at = HandoverAt(); at.IsValid()) j["handover_at"] = at.ToString();
   auto sink_json = [](const SinkView& s) {
     return nlohmann::json{{"name", s.name},
                           {"type", s.type},

@@ -8,6 +8,7 @@
 //
 // Thread-safe: the run loop and the pipeline write it, the admin server reads it.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -113,6 +115,14 @@ class RunStatus {
   // The whole status as /status serves it.
   nlohmann::json ToJson() const;
 
+  // A handover (POST /handover, sent by `pgflow cutover` once the application is on the
+  // target): the run ends once everything up to `at` is confirmed, and `pgflow run` goes on
+  // with the pipeline file that took over (cli/pipeline_file.h). FailedPrecondition when the
+  // pipeline does not stream, or already hands over at another position.
+  absl::Status RequestHandover(Lsn at);
+  // The position asked for by RequestHandover; invalid when none was.
+  Lsn HandoverAt() const { return Lsn(handover_at_.load(std::memory_order_acquire)); }
+
  private:
   std::vector<SinkView> SinksBetweenAttemptsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -127,6 +137,7 @@ class RunStatus {
   std::optional<SlotState> slot_ ABSL_GUARDED_BY(mu_);
   std::function<PipelineView()> view_ ABSL_GUARDED_BY(mu_);
   std::optional<PipelineView> last_view_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> handover_at_{0};  // read by the pipeline's progress loop, unlocked
 };
 
 }  // namespace pgflow

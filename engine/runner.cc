@@ -129,7 +129,8 @@ absl::Status PipelineRunner::Supervise() {
       return Fail(absl::StatusCode::kFailedPrecondition, why);
     }
     if (status.ok()) {
-      run_status_.SetPhase(RunPhase::kStopped);
+      handed_over_ = run_status_.HandoverAt().IsValid() && !stop_->requested();
+      run_status_.SetPhase(RunPhase::kStopped, handed_over_ ? "handed over" : "");
       return absl::OkStatus();
     }
     const RestartPolicy::Decision next =

@@ -122,6 +122,10 @@ class PipelineRunner {
   // lost the source: `stop` must outlive the runner.
   absl::Status Run(StopSignal* stop);
 
+  // After Run returned OK: whether it ended for a handover (RunStatus::RequestHandover), and
+  // `pgflow run` goes on with the pipeline that took over.
+  bool handed_over() const { return handed_over_; }
+
  private:
   void AddRunMetrics();
   absl::Status StartAdmin();
@@ -141,6 +145,7 @@ class PipelineRunner {
   RunStatus run_status_;
   Counter* restarts_ = nullptr;
   std::unique_ptr<AdminServer> admin_;
+  bool handed_over_ = false;
   absl::Mutex lost_mu_;
   std::string lost_ ABSL_GUARDED_BY(lost_mu_);
   std::unique_ptr<RunGuard> guard_;  // last: its watch stops before what it reports to

@@ -53,14 +53,16 @@ class Migration {
       pgflow_->Signal(SIGTERM);
       pgflow_->Wait(std::chrono::seconds(30));
     }
-    // Leave A writable for whatever runs next on the shared cluster.
+    // Leave A and B writable for whatever runs next on the shared clusters.
     Sql(A().Url()).Exec("ALTER DATABASE " + name_ + " RESET default_transaction_read_only");
+    Sql(B().Url()).Exec("ALTER DATABASE " + name_ + " RESET default_transaction_read_only");
   }
 
   std::string a_url() const { return A().Url(name_); }
   std::string b_url() const { return B().Url(name_); }
   const std::string& yaml() const { return yaml_; }
   std::string log() const { return dir_.File("pgflow.log"); }
+  std::string file(const std::string& name) const { return dir_.File(name); }
   PoolerProcess& pooler() { return *pooler_; }
   std::string console_url() const { return pooler_->Url("pgflow"); }
   // The pipeline's /status ("" while nothing answers).
@@ -120,56 +122,145 @@ int64_t PgbenchNumber(const std::string& output, const std::string& label) {
 
 class CutoverUnderLoad : public ::testing::TestWithParam<const char*> {};
 
+// pgbench's load through the pooler for `seconds`, its output in *output.
+std::thread Pgbench(Migration& m, const std::string& mode, int seconds, std::string* output) {
+  // About 500 transactions a second from 8 clients, each on a thread of its own (pgbench's
+  // prepared mode blocks a thread in the middle of a transaction).
+  return std::thread([&m, mode, seconds, output] {
+    Shell(absl::StrCat(PgBin(), "/pgbench -n -c 8 -j 8 -R 500 -T ", seconds, " -M ", mode,
+                       " -h 127.0.0.1 -p ", m.pooler().port(), " -U postgres app"),
+          output);
+  });
+}
+
+// The transactions pgbench processed, once it says none failed.
+int64_t ProcessedNoneFailed(const std::string& pgbench_output) {
+  EXPECT_EQ(PgbenchNumber(pgbench_output, "number of failed transactions: "), 0) << pgbench_output;
+  return PgbenchNumber(pgbench_output, "number of transactions actually processed: ");
+}
+
+// What pgbench did is all in the database at `url`: a history row per transaction processed,
+// and balances that add up.
+void ExpectHoldsEveryTransaction(const std::string& url, int64_t processed) {
+  Sql db(url);
+  EXPECT_EQ(db.Scalar("SELECT count(*) FROM pgbench_history"), std::to_string(processed)) << url;
+  EXPECT_EQ(db.Scalar("SELECT count(DISTINCT id) FROM pgbench_history"), std::to_string(processed));
+  for (const char* table : {"accounts", "tellers", "branches"}) {
+    const std::string prefix = std::string(table).substr(0, 1);
+    EXPECT_EQ(db.Scalar(absl::StrCat("SELECT (SELECT sum(", prefix, "balance) FROM pgbench_", table,
+                                     ") = (SELECT sum(delta) FROM pgbench_history)")),
+              "t")
+        << table << " in " << url;
+  }
+}
+
+// Waits until the stream back has brought the database at `to` level with `from`'s pgbench
+// tables (every history row, the same balances).
+bool WaitLevel(const std::string& from, const std::string& to) {
+  const std::string digest =
+      "SELECT (SELECT count(*) FROM pgbench_history) || '/' || (SELECT sum(abalance) FROM "
+      "pgbench_accounts) || '/' || (SELECT sum(bbalance) FROM pgbench_branches) || '/' || "
+      "(SELECT max(id) FROM pgbench_history)";
+  return WaitFor([&] { return Sql(from).Scalar(digest) == Sql(to).Scalar(digest); },
+                 std::chrono::seconds(30));
+}
+
 TEST_P(CutoverUnderLoad, NoTransactionFailsAndBHoldsEveryOne) {
   const std::string mode = GetParam();
+  // The simple protocol's run streams back to A; the prepared one's does not, so that A must
+  // take no write at all after the switch.
+  const bool reverse = mode == "simple";
   Migration m("cut_" + mode);
   m.InitPgbench();
   m.StartPipeline();
-  // About 500 transactions a second from 8 clients, each on a thread of its own (pgbench's
-  // prepared mode blocks a thread in the middle of a transaction).
   std::string pgbench_output;
-  std::thread load([&] {
-    Shell(absl::StrCat(PgBin(), "/pgbench -n -c 8 -j 8 -R 500 -T 8 -M ", mode, " -h 127.0.0.1 -p ",
-                       m.pooler().port(), " -U postgres app"),
-          &pgbench_output);
-  });
+  std::thread load = Pgbench(m, mode, 8, &pgbench_output);
   std::this_thread::sleep_for(std::chrono::seconds(3));  // mid-load, by design
   std::string out;
-  const int status = m.Cutover({"--json"}, &out);
+  const int status = m.Cutover(reverse ? std::vector<std::string>{"--json"}
+                                       : std::vector<std::string>{"--json", "--no-reverse"},
+                               &out);
   const std::string a_history_after = Sql(m.a_url()).Scalar("SELECT count(*) FROM pgbench_history");
   load.join();
   std::printf("%s\n", out.c_str());  // each step's time, in the test's log
   ASSERT_EQ(status, 0) << out << ReadFile(m.log());
   EXPECT_THAT(out, HasSubstr("\"outcome\": \"switched\""));
 
-  EXPECT_EQ(PgbenchNumber(pgbench_output, "number of failed transactions: "), 0) << pgbench_output;
-  const int64_t processed =
-      PgbenchNumber(pgbench_output, "number of transactions actually processed: ");
+  const int64_t processed = ProcessedNoneFailed(pgbench_output);
   ASSERT_GT(processed, 1000) << pgbench_output;
 
   // B holds every transaction pgbench processed, and its balances add up.
-  Sql b(m.b_url());
-  EXPECT_EQ(b.Scalar("SELECT count(*) FROM pgbench_history"), std::to_string(processed));
-  EXPECT_EQ(b.Scalar("SELECT count(DISTINCT id) FROM pgbench_history"), std::to_string(processed));
-  for (const char* table : {"accounts", "tellers", "branches"}) {
-    const std::string prefix = std::string(table).substr(0, 1);
-    EXPECT_EQ(b.Scalar(absl::StrCat("SELECT (SELECT sum(", prefix, "balance) FROM pgbench_", table,
-                                    ") = (SELECT sum(delta) FROM pgbench_history)")),
-              "t")
-        << table;
-  }
-  // A took no write after the switch, and B's sequence went on past A's.
+  ExpectHoldsEveryTransaction(m.b_url(), processed);
   Sql a(m.a_url());
-  EXPECT_EQ(a.Scalar("SELECT count(*) FROM pgbench_history"), a_history_after);
+  Sql b(m.b_url());
   EXPECT_LT(std::stoll(a_history_after), processed);
+  // B's sequence went on past A's.
   EXPECT_GE(std::stoll(b.Scalar("SELECT last_value FROM pgbench_history_id_seq")),
             std::stoll(a.Scalar("SELECT last_value FROM pgbench_history_id_seq")));
   EXPECT_EQ(a.Scalar("SHOW default_transaction_read_only"), "on");
   // The pooler shows where the database points now.
   EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), HasSubstr(std::to_string(B().port())));
+  if (!reverse) {
+    // A took no write after the switch.
+    EXPECT_EQ(a.Scalar("SELECT count(*) FROM pgbench_history"), a_history_after);
+    return;
+  }
+  // The stream back: the same process now runs it, and brings B's writes to A, those made
+  // through the pooler and one made by hand.
+  EXPECT_THAT(out, HasSubstr("\"reverse_pipeline\": \"cut_simple_cutover_1\""));
+  EXPECT_THAT(m.Status(), HasSubstr("\"pipeline\": \"cut_simple_cutover_1\""));
+  EXPECT_EQ(ReadFile(m.file("pipeline.current")), "pipeline.cutover-1.yaml\n");
+  b.Exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 0, now())");
+  EXPECT_TRUE(WaitLevel(m.b_url(), m.a_url())) << ReadFile(m.log());
+  std::string status_out;
+  // `pgflow status` on the file the user wrote shows the stream back, and that the first
+  // pipeline's slot still pins WAL on A (degraded: exit 1) until a teardown.
+  EXPECT_EQ(RunPgflow({"status", m.yaml()}, &status_out), 1) << status_out;
+  EXPECT_THAT(status_out, HasSubstr("cut_simple_cutover_1"));
+  EXPECT_THAT(status_out, HasSubstr(absl::StrCat("slot pgflow_cut_simple of pipeline cut_simple "
+                                                 "(before a cutover) is kept")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Protocols, CutoverUnderLoad, ::testing::Values("simple", "prepared"));
+
+// A cutover, then under load a cutover back through the stream back: the same invariants the
+// other way, and a stream from A to B again afterwards.
+TEST(CutoverTest, CutsBackUnderLoadThroughTheStreamBack) {
+  Migration m("cut_back");
+  m.InitPgbench();
+  m.StartPipeline();
+  std::string out;
+  ASSERT_EQ(m.Cutover({}, &out), 0) << out << ReadFile(m.log());
+  EXPECT_THAT(out, HasSubstr("pipeline cut_back_cutover_1 keeps it current"));
+
+  std::string pgbench_output;
+  std::thread load = Pgbench(m, "simple", 8, &pgbench_output);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // The same file: pipeline.current says the stream back runs now, and it is what is cut over.
+  const int status = m.Cutover({"--json"}, &out);
+  load.join();
+  std::printf("%s\n", out.c_str());
+  ASSERT_EQ(status, 0) << out << ReadFile(m.log());
+  EXPECT_THAT(out, HasSubstr("\"reverse_pipeline\": \"cut_back_cutover_2\""));
+  const int64_t processed = ProcessedNoneFailed(pgbench_output);
+  ASSERT_GT(processed, 1000) << pgbench_output;
+
+  // A holds every transaction (the first half through the stream back, the rest directly),
+  // B is read-only now, A writable, and the pooler points at A again.
+  ExpectHoldsEveryTransaction(m.a_url(), processed);
+  Sql a(m.a_url());
+  Sql b(m.b_url());
+  EXPECT_EQ(a.Scalar("SHOW default_transaction_read_only"), "off");
+  EXPECT_EQ(b.Scalar("SHOW default_transaction_read_only"), "on");
+  EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), HasSubstr(std::to_string(A().port())));
+  EXPECT_GE(std::stoll(a.Scalar("SELECT last_value FROM pgbench_history_id_seq")),
+            std::stoll(b.Scalar("SELECT last_value FROM pgbench_history_id_seq")));
+  // And B is kept level with A by the next stream.
+  EXPECT_EQ(ReadFile(m.file("pipeline.current")), "pipeline.cutover-2.yaml\n");
+  a.Exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 0, now())");
+  EXPECT_TRUE(WaitLevel(m.a_url(), m.b_url())) << ReadFile(m.log());
+  EXPECT_THAT(m.Status(), HasSubstr("\"pipeline\": \"cut_back_cutover_2\""));
+}
 
 TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   Migration m("cut_long");
