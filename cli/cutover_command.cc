@@ -8,11 +8,14 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cli/pipeline_file.h"
 #include "cli/reverse_pipeline.h"
+#include "cli/verify_command.h"
 #include "common/postgres/pg_connection.h"
 #include "cutover/cutover.h"
+#include "cutover/held_point.h"
 #include "engine/log.h"
 #include "engine/pipeline.h"
 #include "engine/stop_signal.h"
@@ -31,6 +34,7 @@ struct CutoverArgs {
   std::string catch_up_timeout = "10s";
   bool json = false;
   bool no_reverse = false;
+  bool no_verify = false;
 };
 
 bool ReadDuration(const std::string& flag, const std::string& text,
@@ -108,6 +112,45 @@ cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::stri
   return hooks;
 }
 
+// `pgflow verify --live` as the cutover's step before the pause: what it found, or why the
+// cutover must not go on (the first differences named).
+// The point waits for the transactions under way on the source as the pause does for those
+// through the pooler: up to `wait`.
+std::function<absl::StatusOr<std::string>()> VerifyHook(const PostgresPipeline& pipeline,
+                                                        const SinkConfig& sink,
+                                                        std::chrono::milliseconds wait) {
+  return [options = VerifyOptionsFor(pipeline, sink, pipeline.source->tables),
+          admin = pipeline.config.admin.listen, wait]() mutable -> absl::StatusOr<std::string> {
+    constexpr std::chrono::seconds kLongestHold{60};
+    absl::StatusOr<std::unique_ptr<cutover::HeldPoint>> point =
+        cutover::HeldPoint::Take(options.source_url, admin, kLongestHold, wait);
+    if (!point.ok()) return point.status();
+    options.source_snapshot = (*point)->snapshot();
+    absl::StatusOr<VerifyReport> report = Verify(options, [](const std::string&) {});
+    if (!report.ok()) return report.status();
+    if (absl::Status s = (*point)->StillHeld(); !s.ok()) return s;
+    (*point)->Release().IgnoreError();
+    const std::string as_of = absl::StrCat(" as of ", (*point)->at().ToString());
+    if (report->ok()) return absl::StrCat(report->Summary(), as_of);
+    std::vector<std::string> what;
+    for (const RangeDifference& d : report->differences) {
+      if (what.size() == 3) break;
+      what.push_back(absl::StrCat(d.table, " where ", d.range));
+    }
+    for (const std::string& p : report->problems) {
+      if (what.size() == 3) break;
+      what.push_back(p);
+    }
+    for (const std::string& p : report->privilege_differences) {
+      if (what.size() == 3) break;
+      what.push_back(p);
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the target is not the source", as_of, ": ", report->Summary(), " (",
+        absl::StrJoin(what, "; "), "); `pgflow verify --live` says more, --no-verify skips it"));
+  };
+}
+
 int Cutover(CutoverArgs& args) {
   if (!ReadDuration("--max-lag", args.max_lag, &args.options.max_lag) ||
       !ReadDuration("--pause-timeout", args.pause_timeout, &args.options.pause_timeout) ||
@@ -122,6 +165,9 @@ int Cutover(CutoverArgs& args) {
   const SinkConfig* sink = TargetSink(pipeline->config, args.sink);
   if (sink == nullptr) return kExitConfig;
   const auto& target = static_cast<const PostgresSinkOptions&>(*sink->options);
+  if (!args.no_verify) {
+    args.options.verify = VerifyHook(*pipeline, *sink, args.options.pause_timeout);
+  }
   if (!args.no_reverse) {
     absl::StatusOr<ReversePipeline> reverse =
         PlanReversePipeline(file, pipeline->config, sink->name);
@@ -207,7 +253,9 @@ Command AddCutoverCommand(CLI::App& app) {
       app, "cutover", "Move the application to the target, through the pooler",
       "Move an application that connects through `pgflow pooler` from the pipeline's source "
       "to its PostgreSQL target while `pgflow run` streams: check everything first (changing "
-      "nothing, every problem reported), PAUSE the pooler's database, turn the source "
+      "nothing, every problem reported), compare the source with the target while the "
+      "application writes on (`pgflow verify --live`), PAUSE the pooler's database, turn the "
+      "source "
       "read-only, wait until the target has applied the source's last write, copy the "
       "sequences, point the pooler's database at the target (RETARGET) and RESUME. Clients "
       "wait, none fails. A failure before the switch undoes it all. Then the running "
@@ -251,6 +299,10 @@ Command AddCutoverCommand(CLI::App& app) {
       ->add_option("--sequence-margin", args->options.sequence_margin,
                    "add this much to every sequence copied to the target")
       ->capture_default_str();
+  cutover->add_flag("--no-verify", args->no_verify,
+                    "no `pgflow verify --live` before the pause (it compares the source with "
+                    "the target while the pipeline holds the target at a point; a difference "
+                    "refuses the cutover)");
   cutover->add_flag("--no-reverse", args->no_reverse,
                     "no stream back: the pipeline keeps running as it is, with nothing to stream");
   cutover->add_flag("--json", args->json, "print the report as JSON");

@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "cli/pipeline_file.h"
+#include "cutover/held_point.h"
 #include "engine/log.h"
 #include "engine/progress.h"
 #include "sinks/postgres/verify.h"
@@ -25,6 +26,8 @@ struct VerifyArgs {
   std::vector<std::string> tables;
   int ranges = 64;
   int jobs = 1;
+  bool live = false;
+  int hold_seconds = 60;
 };
 
 // Where the table being compared stands: on a terminal a live line redrawn every second,
@@ -80,18 +83,12 @@ void PrintReport(const std::string& sink, const VerifyReport& report) {
 
 // Compares the source with one PostgreSQL sink's target: its report, or an error (logged).
 absl::StatusOr<VerifyReport> VerifySink(const PostgresPipeline& pipeline, const SinkConfig& sink,
-                                        const std::vector<TableRef>& tables,
-                                        const VerifyArgs& args) {
-  const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
-  VerifyOptions options;
-  options.source_url = pipeline.source->url;
-  options.target_url = target.url;
-  options.target_schema = target.schema;
-  options.tables = tables;
+                                        const std::vector<TableRef>& tables, const VerifyArgs& args,
+                                        const std::string& snapshot) {
+  VerifyOptions options = VerifyOptionsFor(pipeline, sink, tables);
   options.ranges = args.ranges;
   options.jobs = args.jobs;
-  options.skip_keyless = pipeline.source->keyless_tables == KeylessPolicy::kSkip;
-  options.compare_privileges = target.CopiesRoles();
+  options.source_snapshot = snapshot;
   VerifyProgressLine progress(sink.name);
   return Verify(
       options,
@@ -109,12 +106,41 @@ int VerifyPipeline(const VerifyArgs& args) {
   std::vector<TableRef> tables;
   if (!ParseTableArgs(args.tables, *pipeline, &tables)) return kExitConfig;
   if (tables.empty()) tables = pipeline->source->tables;
-  bool all_ok = true;
   int targets = 0;
+  for (const SinkConfig& sink : pipeline->config.sinks) targets += sink.type == "postgres";
+  if (targets == 0) {
+    LogError("pipeline %s has no postgres sink to verify", pipeline->config.name);
+    return kExitConfig;
+  }
+  // --live: the source as of a point the running pipeline holds its targets at.
+  std::unique_ptr<cutover::HeldPoint> point;
+  if (args.live) {
+    if (pipeline->config.admin.listen.empty()) {
+      LogError(
+          "verify --live: pipeline %s has no admin endpoint (admin: {listen: host:port}) to be "
+          "held through",
+          pipeline->config.name);
+      return kExitConfig;
+    }
+    absl::StatusOr<std::unique_ptr<cutover::HeldPoint>> taken =
+        cutover::HeldPoint::Take(pipeline->source->url, pipeline->config.admin.listen,
+                                 std::chrono::seconds(args.hold_seconds), std::chrono::seconds(30));
+    if (!taken.ok()) {
+      LogError("verify --live %s: %s", pipeline->config.name, taken.status().message());
+      return kExitFailure;
+    }
+    point = *std::move(taken);
+    std::printf(
+        "live: the source as of %s, the pipeline held there (after %lld ms, %d attempt%s)\n",
+        point->at().ToString().c_str(), static_cast<long long>(point->took().count()),
+        point->attempts(), point->attempts() == 1 ? "" : "s");
+    std::fflush(stdout);
+  }
+  bool all_ok = true;
   for (const SinkConfig& sink : pipeline->config.sinks) {
     if (sink.type != "postgres") continue;
-    ++targets;
-    absl::StatusOr<VerifyReport> report = VerifySink(*pipeline, sink, tables, args);
+    absl::StatusOr<VerifyReport> report =
+        VerifySink(*pipeline, sink, tables, args, point ? point->snapshot() : std::string());
     if (!report.ok()) {
       LogError("verify %s: %s", sink.name, report.status().message());
       return kExitFailure;
@@ -122,14 +148,33 @@ int VerifyPipeline(const VerifyArgs& args) {
     PrintReport(sink.name, *report);
     all_ok = all_ok && report->ok();
   }
-  if (targets == 0) {
-    LogError("pipeline %s has no postgres sink to verify", pipeline->config.name);
-    return kExitConfig;
+  if (point != nullptr) {
+    // A comparison that outlasted the hold compared a moving target: it proves nothing.
+    if (absl::Status s = point->StillHeld(); !s.ok()) {
+      LogError("verify --live %s: %s (--hold-timeout longer)", pipeline->config.name, s.message());
+      return kExitFailure;
+    }
+    if (absl::Status s = point->Release(); !s.ok()) {
+      LogWarning("verify --live %s: %s", pipeline->config.name, s.message());
+    }
   }
   return all_ok ? kExitOk : kExitFailure;
 }
 
 }  // namespace
+
+VerifyOptions VerifyOptionsFor(const PostgresPipeline& pipeline, const SinkConfig& sink,
+                               const std::vector<TableRef>& tables) {
+  const auto& target = static_cast<const PostgresSinkOptions&>(*sink.options);
+  VerifyOptions options;
+  options.source_url = pipeline.source->url;
+  options.target_url = target.url;
+  options.target_schema = target.schema;
+  options.tables = tables;
+  options.skip_keyless = pipeline.source->keyless_tables == KeylessPolicy::kSkip;
+  options.compare_privileges = target.CopiesRoles();
+  return options;
+}
 
 Command AddVerifyCommand(CLI::App& app) {
   auto args = std::make_shared<VerifyArgs>();
@@ -137,7 +182,10 @@ Command AddVerifyCommand(CLI::App& app) {
       app, "verify", "Compare the source with each PostgreSQL target, range by range",
       "Compare the source with every PostgreSQL sink's target, table by table: row counts "
       "and a hash of the rows over primary-key ranges; prints the ranges that differ. Exit "
-      "status 0 only when everything matches. Run it once the target has caught up.");
+      "status 0 only when everything matches. Run it once the target has caught up, or with "
+      "--live while the pipeline runs and the application writes: the source is then read as "
+      "of a point (an exported snapshot) the pipeline holds its targets at until the "
+      "comparison ends (its admin endpoint's POST /hold and /release).");
   AddPipelineFile(verify, &args->path);
   verify->add_option("--tables", args->tables, "tables to compare (default: the pipeline's)")
       ->delimiter(',');
@@ -149,6 +197,15 @@ Command AddVerifyCommand(CLI::App& app) {
                    "ranges compared at once, each over its own pair of connections")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  verify->add_flag("--live", args->live,
+                   "compare while the pipeline runs (it needs an admin endpoint): the targets "
+                   "are held at the point the source is read as of");
+  verify
+      ->add_option("--hold-timeout", args->hold_seconds,
+                   "seconds the pipeline may be held at most (--live); a comparison that takes "
+                   "longer fails")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
   return {verify, [args] { return VerifyPipeline(*args); }};
 }
 

@@ -192,6 +192,11 @@ class Cutover {
       report_->outcome = Outcome::kRefused;
       return;
     }
+    if (options_.verify && !Step("verify", options_.verify)) {
+      report_->outcome = Outcome::kRefused;
+      report_->problems.push_back(report_->error);
+      return;
+    }
     if (options_.dry_run) {
       report_->outcome = Outcome::kChecked;
       return;

@@ -8,6 +8,8 @@
 //      holds every table and sequence, the pooler's database points at A, no session-mode
 //      client holds a server, the application's roles can do on B what they do on A, and no
 //      session on A writes around the pooler. Anything wrong is reported, all of it at once.
+//   1b. verify: the source, as of a point the pipeline holds the target at, compared with the
+//      target while the application writes on (`pgflow verify --live`); a difference refuses.
 //   2. pause: PAUSE on the pooler (transactions under way finish, new ones wait); one still
 //      open after the pause timeout abandons the cutover.
 //   3. fence: A's database turns read-only for new sessions (default_transaction_read_only),
@@ -83,6 +85,9 @@ struct CutoverOptions {
   bool wait_sessions = false;     // let session-mode clients hold servers; PAUSE waits for them
   bool terminate_others = false;  // end A's sessions that bypass the pooler
   int64_t sequence_margin = 0;    // added to each sequence copied to B
+  // `pgflow verify --live` (cli/): run after the checks, before the pause; what it found
+  // identical, or why the cutover must not go on. Empty: no comparison (--no-verify).
+  std::function<absl::StatusOr<std::string>()> verify;
   // The stream back; none: the pipeline keeps running as it is, idle (--no-reverse).
   std::optional<ReverseStream> reverse;
   // How long the running pipeline may take to hand over to the stream back.
@@ -93,7 +98,8 @@ struct CutoverOptions {
 };
 
 struct CutoverStep {
-  // "checks", "pause", "fence", "catch-up", "sequences", "reverse", "switch", "handover"
+  // "checks", "verify", "pause", "fence", "catch-up", "sequences", "reverse", "switch",
+  // "handover"
   std::string name;
   absl::Duration took;
   std::string detail;  // what it did, or why it failed

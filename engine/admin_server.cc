@@ -175,12 +175,22 @@ class AdminServer::Impl {
       query = target.substr(q + 1);
       target = target.substr(0, q);
     }
-    if (request.method() == http::verb::post && target == "/handover" && status_ != nullptr) {
-      return Handover(query, from_loopback);
+    if (request.method() == http::verb::post && status_ != nullptr &&
+        (target == "/handover" || target == "/hold" || target == "/release")) {
+      if (!from_loopback) {
+        return {http::status::forbidden, "text/plain; charset=utf-8",
+                Cat("POST ", target, " is taken only from this machine (a loopback address)\n")};
+      }
+      if (target == "/handover") return Handover(query);
+      if (target == "/hold") return HoldAt(query);
+      status_->ReleaseHold();
+      LogInfo("pipeline %s: hold released (POST /release)", status_->pipeline());
+      return {http::status::ok, "text/plain; charset=utf-8", "released\n"};
     }
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
       return {http::status::method_not_allowed, "text/plain; charset=utf-8",
-              "only GET and HEAD are served here (and POST /handover, from this machine)\n"};
+              "only GET and HEAD are served here (and POST /handover, /hold, /release, from "
+              "this machine)\n"};
     }
     if (target == "/metrics") {
       return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8", metrics_->Exposition()};
@@ -216,11 +226,7 @@ class AdminServer::Impl {
   // POST /handover?at=X/X (`pgflow cutover`): the run ends once everything up to that
   // position is confirmed, and `pgflow run` goes on with the pipeline that took over. Only from
   // this machine: it ends the pipeline.
-  Reply Handover(std::string_view query, bool from_loopback) {
-    if (!from_loopback) {
-      return {http::status::forbidden, "text/plain; charset=utf-8",
-              "POST /handover is taken only from this machine (a loopback address)\n"};
-    }
+  Reply Handover(std::string_view query) {
     std::optional<Lsn> at;
     if (query.starts_with("at=")) at = Lsn::Parse(std::string(query.substr(3)));
     if (!at.has_value()) {
@@ -234,6 +240,42 @@ class AdminServer::Impl {
             status_->pipeline(), at->ToString());
     return {http::status::accepted, "text/plain; charset=utf-8",
             absl::StrCat("handing over once confirmed through ", at->ToString(), "\n")};
+  }
+
+  // POST /hold?at=X/X&seconds=N (`pgflow verify --live`): the sinks get every transaction
+  // committed before that position and none after, until POST /release or N seconds (at most
+  // kMaxHold): RunStatus::RequestHold, engine/hold_gate.h.
+  Reply HoldAt(std::string_view query) {
+    constexpr int kMaxHoldSeconds = 600;
+    std::optional<Lsn> at;
+    int seconds = 60;
+    for (std::string_view rest = query; !rest.empty();) {
+      const size_t amp = rest.find('&');
+      const std::string_view pair = rest.substr(0, amp);
+      rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+      if (pair.starts_with("at=")) at = Lsn::Parse(pair.substr(3));
+      if (pair.starts_with("seconds=")) {
+        seconds = -1;
+        const std::string_view digits = pair.substr(8);
+        if (!digits.empty() && digits.size() < 6 &&
+            digits.find_first_not_of("0123456789") == std::string_view::npos) {
+          seconds = std::stoi(std::string(digits));
+        }
+      }
+    }
+    if (!at.has_value() || seconds < 1 || seconds > kMaxHoldSeconds) {
+      return {http::status::bad_request, "text/plain; charset=utf-8",
+              Cat("POST /hold?at=X/X&seconds=N: the WAL position to hold at, and for how long "
+                  "at most (1 to ",
+                  kMaxHoldSeconds, " seconds, 60 by default)\n")};
+    }
+    if (absl::Status s = status_->RequestHold(*at, absl::Seconds(seconds)); !s.ok()) {
+      return {http::status::conflict, "text/plain; charset=utf-8", absl::StrCat(s.message(), "\n")};
+    }
+    LogInfo("pipeline %s: holding at %s for at most %d s (POST /hold)", status_->pipeline(),
+            at->ToString(), seconds);
+    return {http::status::accepted, "text/plain; charset=utf-8",
+            absl::StrCat("holding at ", at->ToString(), ": see hold.state in /status\n")};
   }
 
   const AdminServerOptions options_;

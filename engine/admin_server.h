@@ -8,7 +8,10 @@
 //             with the reason;
 //   /status   the RunStatus as JSON;
 //   POST /handover?at=X/X  (`pgflow cutover`, from a loopback address only) ends the run once
-//             everything up to that WAL position is confirmed: RunStatus::RequestHandover.
+//             everything up to that WAL position is confirmed: RunStatus::RequestHandover;
+//   POST /hold?at=X/X&seconds=N, POST /release  (`pgflow verify --live`, loopback only): the
+//             sinks get the source's transactions up to that position and no further, until
+//             released: RunStatus::RequestHold, engine/hold_gate.h.
 // Otherwise GET and HEAD only. Bounded so that a slow or hostile client cannot hurt the pipeline:
 // at most max_connections at once (past it a client gets 503 and is closed), requests of at most 8
 // kB of headers and no body, and each read or write must finish within `io_timeout`. Nothing here

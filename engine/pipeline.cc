@@ -9,6 +9,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
+#include "engine/hold_gate.h"
 #include "engine/log.h"
 #include "engine/progress.h"
 
@@ -423,6 +424,12 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
       stop.Request();
     });
     emitter = &*transforming;
+  }
+  // A hold (`pgflow verify --live`) stops what the source sends at a position, ahead of all.
+  std::optional<HoldGate> gate;
+  if (options_.status != nullptr) {
+    gate.emplace(emitter, options_.status, [this] { return tracker_->Confirmed(); });
+    emitter = &*gate;
   }
   absl::Status source_status =
       source_->Stream(*emitter, Acknowledgements{*tracker_, *chunk_tracker_}, stop);

@@ -166,6 +166,58 @@ bool RunStatus::Ready(std::string* reason) const {
   return true;
 }
 
+const char* HoldStateName(HoldState state) {
+  switch (state) {
+    case HoldState::kNone:
+      return "none";
+    case HoldState::kWaiting:
+      return "waiting";
+    case HoldState::kHolding:
+      return "holding";
+    case HoldState::kMissed:
+      return "missed";
+    case HoldState::kExpired:
+      return "expired";
+  }
+  return "none";
+}
+
+absl::Status RunStatus::RequestHold(Lsn at, absl::Duration longest) {
+  if (!at.IsValid()) return absl::InvalidArgumentError("no position to hold at");
+  absl::MutexLock lock(&mu_);
+  const bool streaming = phase_ == RunPhase::kRunning && view_ != nullptr && view_().streaming;
+  if (!streaming) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pipeline ", pipeline_, " is not streaming (", RunPhaseName(phase_), ")"));
+  }
+  if ((hold_.state == HoldState::kWaiting || hold_.state == HoldState::kHolding) && at < hold_.at) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pipeline ", pipeline_, " already holds at ", hold_.at.ToString(), " (",
+                     HoldStateName(hold_.state), "): a hold moves only further"));
+  }
+  hold_ = Hold{at, HoldState::kWaiting, absl::Now() + longest};
+  hold_asked_.store(true, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+void RunStatus::ReleaseHold() {
+  absl::MutexLock lock(&mu_);
+  hold_ = Hold();
+  hold_asked_.store(false, std::memory_order_release);
+}
+
+Hold RunStatus::hold() const {
+  absl::MutexLock lock(&mu_);
+  return hold_;
+}
+
+void RunStatus::SetHoldState(HoldState state) {
+  absl::MutexLock lock(&mu_);
+  hold_.state = state;
+  hold_asked_.store(state == HoldState::kWaiting || state == HoldState::kHolding,
+                    std::memory_order_release);
+}
+
 absl::Status RunStatus::RequestHandover(Lsn at) {
   if (!at.IsValid()) return absl::InvalidArgumentError("no position to hand over at");
   {
@@ -208,6 +260,11 @@ nlohmann::json RunStatus::ToJson() const {
       last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(TimeJson(last_error_at_));
   j["slot"] = slot_.has_value() ? slot_->ToJson() : nlohmann::json(nullptr);
   if (const Lsn at = HandoverAt(); at.IsValid()) j["handover_at"] = at.ToString();
+  if (hold_.state != HoldState::kNone) {
+    j["hold"] = {{"at", hold_.at.ToString()},
+                 {"state", HoldStateName(hold_.state)},
+                 {"until", TimeJson(hold_.until)}};
+  }
   auto sink_json = [](const SinkView& s) {
     return nlohmann::json{{"name", s.name},
                           {"type", s.type},

@@ -84,6 +84,22 @@ struct PipelineView {
   std::vector<SinkView> sinks;
 };
 
+// A hold (POST /hold, `pgflow verify --live`): the pipeline hands its sinks every transaction
+// that commits before `at`, and none after, until released or `until`.
+enum class HoldState {
+  kNone,
+  kWaiting,  // asked for; the pipeline has not reached `at` yet
+  kHolding,  // everything before `at` is durable in every sink, nothing after it was handed on
+  kMissed,   // the pipeline had already handed on something past `at`: ask again, later
+  kExpired,  // held until `until`, then let go on by itself
+};
+const char* HoldStateName(HoldState state);
+struct Hold {
+  Lsn at;
+  HoldState state = HoldState::kNone;
+  absl::Time until = absl::InfinitePast();
+};
+
 class RunStatus {
  public:
   explicit RunStatus(std::string pipeline) : pipeline_(std::move(pipeline)) {}
@@ -123,6 +139,18 @@ class RunStatus {
   // The position asked for by RequestHandover; invalid when none was.
   Lsn HandoverAt() const { return Lsn(handover_at_.load(std::memory_order_acquire)); }
 
+  // A hold at `at` for at most `longest` (POST /hold): FailedPrecondition when the pipeline
+  // does not stream, or holds already at a later position. A hold in place at an earlier one
+  // moves to `at` (engine/hold_gate.h).
+  absl::Status RequestHold(Lsn at, absl::Duration longest);
+  // Lets the pipeline go on (POST /release); nothing when no hold is in place.
+  void ReleaseHold();
+  Hold hold() const;
+  // The pipeline's side (engine/hold_gate.h): whether a hold is asked for or in place, without
+  // a lock; and its new state.
+  bool HoldAsked() const { return hold_asked_.load(std::memory_order_acquire); }
+  void SetHoldState(HoldState state);
+
  private:
   std::vector<SinkView> SinksBetweenAttemptsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -138,6 +166,8 @@ class RunStatus {
   std::function<PipelineView()> view_ ABSL_GUARDED_BY(mu_);
   std::optional<PipelineView> last_view_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> handover_at_{0};  // read by the pipeline's progress loop, unlocked
+  Hold hold_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> hold_asked_{false};  // hold_ is kWaiting or kHolding
 };
 
 }  // namespace pgflow

@@ -177,6 +177,16 @@ struct ConnectionPair {
 absl::StatusOr<ConnectionPair> ConnectPair(const VerifyOptions& options) {
   absl::StatusOr<PgConnPtr> source = Connect(options.source_url, ConnectionKind::kRegular);
   if (!source.ok()) return source.status();
+  if (!options.source_snapshot.empty()) {
+    absl::Status s =
+        Exec(source->get(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").status();
+    if (s.ok()) {
+      s = Exec(source->get(),
+               absl::StrCat("SET TRANSACTION SNAPSHOT ", QuoteLiteral(options.source_snapshot)))
+              .status();
+    }
+    if (!s.ok()) return s;
+  }
   absl::StatusOr<PgConnPtr> target = Connect(options.target_url, ConnectionKind::kRegular);
   if (!target.ok()) return target.status();
   return ConnectionPair{std::move(*source), std::move(*target)};

@@ -27,6 +27,9 @@ struct VerifyOptions {
   // Also compare each table's and its sequences' owner and grants (roles: copy), the grants of
   // pgflow's run roles excepted (sinks/postgres/privileges.h).
   bool compare_privileges = true;
+  // An exported snapshot of the source (`pgflow verify --live`, cutover/held_point.h): the
+  // source is read as of it, on every connection; empty: as of each query.
+  std::string source_snapshot;
 };
 
 struct RangeDifference {

@@ -262,6 +262,41 @@ TEST(CutoverTest, CutsBackUnderLoadThroughTheStreamBack) {
   EXPECT_THAT(m.Status(), HasSubstr("\"pipeline\": \"cut_back_cutover_2\""));
 }
 
+// `pgflow verify --live` while pgbench writes to A and the pipeline streams: A's snapshot at
+// the point the pipeline holds B at is identical to B; a row B lost by hand is found.
+TEST(CutoverTest, VerifyLiveComparesWhileTheApplicationWrites) {
+  Migration m("cut_verify");
+  m.InitPgbench();
+  m.StartPipeline();
+  std::string pgbench_output;
+  std::thread load = Pgbench(m, "simple", 8, &pgbench_output);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::string out;
+  const int identical = RunPgflow({"verify", m.yaml(), "--live"}, &out);
+  EXPECT_EQ(identical, 0) << out << ReadFile(m.log());
+  std::printf("%s\n", out.c_str());
+  EXPECT_THAT(out, HasSubstr("live: the source as of "));
+  EXPECT_THAT(out, HasSubstr("target: identical (4 tables"));
+  // pgbench_history only grows: a row deleted on B stays missing whatever A does next.
+  Sql(m.b_url()).Exec(
+      "DELETE FROM pgbench_history WHERE id = (SELECT min(id) FROM pgbench_history)");
+  const int different = RunPgflow({"verify", m.yaml(), "--live"}, &out);
+  EXPECT_EQ(different, 1) << out;
+  EXPECT_THAT(out, HasSubstr("target: public.pgbench_history differs where"));
+  EXPECT_THAT(out, HasSubstr("DIFFERENT: 3 identical, 1 different"));
+  load.join();
+  EXPECT_EQ(PgbenchNumber(pgbench_output, "number of failed transactions: "), 0) << pgbench_output;
+  // The pipeline went on after each hold.
+  EXPECT_THAT(m.Status(), Not(HasSubstr("\"state\": \"holding\"")));
+  const std::string count = "SELECT count(*) FROM pgbench_history";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return std::stoll(Sql(m.b_url()).Scalar(count)) + 1 ==
+               std::stoll(Sql(m.a_url()).Scalar(count));
+      },
+      std::chrono::seconds(30)));
+}
+
 TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   Migration m("cut_long");
   Sql(m.a_url()).Exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
@@ -272,10 +307,20 @@ TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   ASSERT_EQ(open.Run("BEGIN"), "");
   ASSERT_EQ(open.Run("UPDATE t SET v = 1"), "");
 
-  // SIGINT while it waits for the transaction undoes it at once.
+  // The comparison before the pause waits for the transaction too (its snapshot's consistent
+  // point does), up to --pause-timeout, and then refuses naming it; the pipeline goes on.
+  std::string out;
+  EXPECT_EQ(m.Cutover({"--dry-run", "--pause-timeout", "1s"}, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("verify"));
+  EXPECT_THAT(out, HasSubstr("no consistent point on the source within 1s"));
+  EXPECT_THAT(out, HasSubstr("UPDATE t SET v = 1"));
+  EXPECT_THAT(out, HasSubstr("cutover: refused, nothing changed"));
+  EXPECT_THAT(m.Status(), Not(HasSubstr("\"state\": \"waiting\"")));
+
+  // Without it, SIGINT while the pause waits for the transaction undoes it at once.
   TempDir dir;
   PgflowProcess interrupted({"cutover", m.yaml(), "--pooler", m.console_url(), "--database", "app",
-                             "--pause-timeout", "60s"},
+                             "--pause-timeout", "60s", "--no-verify"},
                             dir.File("cutover.out"));
   ASSERT_TRUE(WaitFor([&] { return Paused(m.pooler()) == "1"; }, std::chrono::seconds(30)))
       << Console(m.pooler(), "SHOW DATABASES");
@@ -286,8 +331,7 @@ TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   EXPECT_EQ(Paused(m.pooler()), "0");
 
   // A transaction open longer than --pause-timeout gives it up.
-  std::string out;
-  EXPECT_EQ(m.Cutover({"--pause-timeout", "1s"}, &out), 1) << out;
+  EXPECT_EQ(m.Cutover({"--pause-timeout", "1s", "--no-verify"}, &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("FAILED: a server connection of app stayed in use for 1000 ms"));
   EXPECT_THAT(out, HasSubstr("undone: the application stays on the source"));
   // The open transaction goes on and commits on A; new clients go on too; A stays writable.

@@ -1,5 +1,6 @@
 // A cutover's handover (engine/run_status.h, RequestHandover; engine/admin_server.h, POST
-// /handover): taken only while the pipeline streams, once, at one position.
+// /handover): taken only while the pipeline streams, once, at one position; and the requests
+// of a hold (POST /hold, /release) as the admin endpoint takes them.
 
 #include <chrono>
 #include <string>
@@ -75,6 +76,23 @@ TEST(HandoverTest, ThroughTheAdminEndpoint) {
   EXPECT_EQ(reply->status, 202);
   EXPECT_THAT(reply->body, HasSubstr("handing over once confirmed through 0/100"));
   EXPECT_EQ(status.HandoverAt(), *Lsn::Parse("0/100"));
+  // A hold: only further once in place, then released; its bounds are checked.
+  reply = AdminRequest(listen, "POST", "/hold?at=0/200&seconds=5", kTimeout);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->status, 202) << reply->body;
+  EXPECT_EQ(status.hold().state, HoldState::kWaiting);
+  EXPECT_EQ(status.ToJson()["hold"]["state"], "waiting");
+  reply = AdminRequest(listen, "POST", "/hold?at=0/100", kTimeout);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->status, 409);
+  EXPECT_THAT(reply->body, HasSubstr("a hold moves only further"));
+  reply = AdminRequest(listen, "POST", "/hold?at=0/300&seconds=100000", kTimeout);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->status, 400);
+  reply = AdminRequest(listen, "POST", "/release", kTimeout);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->status, 200);
+  EXPECT_EQ(status.hold().state, HoldState::kNone);
   // Any other POST is refused.
   reply = AdminRequest(listen, "POST", "/status", kTimeout);
   ASSERT_TRUE(reply.ok());
