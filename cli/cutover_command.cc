@@ -35,6 +35,7 @@ struct CutoverArgs {
   bool json = false;
   bool no_reverse = false;
   bool no_verify = false;
+  int hold_seconds = 60;
 };
 
 bool ReadDuration(const std::string& flag, const std::string& text,
@@ -86,12 +87,16 @@ cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::stri
   hooks.name = reverse.name;
   hooks.file = reverse.file.path;
   hooks.slot = absl::StrCat("pgflow_", reverse.name);
-  hooks.prepare = [forward, sink, reverse]() -> absl::Status {
+  hooks.prepare = [forward, sink, reverse, target_url, slot = hooks.slot]() -> absl::Status {
     if (absl::Status s = WriteReversePipeline(forward, sink, reverse); !s.ok()) return s;
     absl::StatusOr<PipelineConfig> config = LoadPipelineConfig(reverse.file.path);
     if (!config.ok()) return config.status();
-    // What `pgflow run` prepares before it streams: publication and slot (snapshot: never).
-    return BuildSource(*config)->Prepare().status();
+    // What `pgflow run` prepares before it streams (snapshot: never), then without the slot,
+    // which the cutover makes inside the pause.
+    if (absl::Status s = BuildSource(*config)->Prepare().status(); !s.ok()) return s;
+    absl::StatusOr<PgConnPtr> b = Connect(target_url, ConnectionKind::kRegular);
+    if (!b.ok()) return b.status();
+    return Exec(b->get(), "SELECT pg_drop_replication_slot($1)", {slot}).status();
   };
   hooks.forget = [target_url, reverse, slot = hooks.slot] {
     absl::StatusOr<PgConnPtr> b = Connect(target_url, ConnectionKind::kRegular);
@@ -118,12 +123,13 @@ cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::stri
 // through the pooler: up to `wait`.
 std::function<absl::StatusOr<std::string>()> VerifyHook(const PostgresPipeline& pipeline,
                                                         const SinkConfig& sink,
-                                                        std::chrono::milliseconds wait) {
+                                                        std::chrono::milliseconds wait,
+                                                        std::chrono::seconds longest) {
   return [options = VerifyOptionsFor(pipeline, sink, pipeline.source->tables),
-          admin = pipeline.config.admin.listen, wait]() mutable -> absl::StatusOr<std::string> {
-    constexpr std::chrono::seconds kLongestHold{60};
+          admin = pipeline.config.admin.listen, name = pipeline.config.name, wait,
+          longest]() mutable -> absl::StatusOr<std::string> {
     absl::StatusOr<std::unique_ptr<cutover::HeldPoint>> point =
-        cutover::HeldPoint::Take(options.source_url, admin, kLongestHold, wait);
+        cutover::HeldPoint::Take(name, options.source_url, admin, longest, wait);
     if (!point.ok()) return point.status();
     options.source_snapshot = (*point)->snapshot();
     absl::StatusOr<VerifyReport> report = Verify(options, [](const std::string&) {});
@@ -166,7 +172,8 @@ int Cutover(CutoverArgs& args) {
   if (sink == nullptr) return kExitConfig;
   const auto& target = static_cast<const PostgresSinkOptions&>(*sink->options);
   if (!args.no_verify) {
-    args.options.verify = VerifyHook(*pipeline, *sink, args.options.pause_timeout);
+    args.options.verify = VerifyHook(*pipeline, *sink, args.options.pause_timeout,
+                                     std::chrono::seconds(args.hold_seconds));
   }
   if (!args.no_reverse) {
     absl::StatusOr<ReversePipeline> reverse =
@@ -303,6 +310,12 @@ Command AddCutoverCommand(CLI::App& app) {
                     "no `pgflow verify --live` before the pause (it compares the source with "
                     "the target while the pipeline holds the target at a point; a difference "
                     "refuses the cutover)");
+  cutover
+      ->add_option("--hold-timeout", args->hold_seconds,
+                   "seconds the comparison before the pause may hold the pipeline at most; one "
+                   "that takes longer refuses the cutover")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
   cutover->add_flag("--no-reverse", args->no_reverse,
                     "no stream back: the pipeline keeps running as it is, with nothing to stream");
   cutover->add_flag("--json", args->json, "print the report as JSON");

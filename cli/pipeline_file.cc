@@ -1,5 +1,8 @@
 #include "cli/pipeline_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -61,6 +64,8 @@ PipelineFile CurrentPipelineFile(const std::string& path) {
   const FileName named = SplitName(current);
   const std::string named_path = Join(name.dir, current);
   if (named.stem != name.stem || !std::filesystem::exists(named_path)) {
+    LogWarning("%s names %s, which is not a pipeline file beside %s: running %s itself",
+               MarkerPath(name), current, path, path);
     return {path, name.generation};
   }
   return {named_path, named.generation};
@@ -89,16 +94,21 @@ absl::Status MarkCurrent(const PipelineFile& file) {
   const FileName name = SplitName(file.path);
   const std::string marker = MarkerPath(name);
   const std::string temporary = marker + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << std::filesystem::path(file.path).filename().string() << "\n";
-    out.close();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", temporary));
+  // Durable before it counts: written, synced, renamed, and the directory synced, so that a
+  // crash leaves the old marker or the new one, whole.
+  const std::string text = std::filesystem::path(file.path).filename().string() + "\n";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot write ", temporary));
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fsync(fd) == 0;
+  if (::close(fd) != 0 || !written || std::rename(temporary.c_str(), marker.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", marker));
   }
-  std::error_code error;
-  std::filesystem::rename(temporary, marker, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot write ", marker, ": ", error.message()));
+  const std::string dir = name.dir.empty() ? std::string(".") : name.dir.string();
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
   return absl::OkStatus();
 }

@@ -83,6 +83,8 @@ int Run(const RunArgs& args) {
     const int status = RunFile(current.path, stop_at, args, &stop, &handed_over);
     if (status != kExitOk || !handed_over) return status;
     previous = current.path;
+    // --until names a position of the first pipeline's source: the stream back reads another.
+    stop_at = Lsn();
   }
 }
 

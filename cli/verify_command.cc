@@ -122,9 +122,9 @@ int VerifyPipeline(const VerifyArgs& args) {
           pipeline->config.name);
       return kExitConfig;
     }
-    absl::StatusOr<std::unique_ptr<cutover::HeldPoint>> taken =
-        cutover::HeldPoint::Take(pipeline->source->url, pipeline->config.admin.listen,
-                                 std::chrono::seconds(args.hold_seconds), std::chrono::seconds(30));
+    absl::StatusOr<std::unique_ptr<cutover::HeldPoint>> taken = cutover::HeldPoint::Take(
+        pipeline->config.name, pipeline->source->url, pipeline->config.admin.listen,
+        std::chrono::seconds(args.hold_seconds), std::chrono::seconds(30));
     if (!taken.ok()) {
       LogError("verify --live %s: %s", pipeline->config.name, taken.status().message());
       return kExitFailure;

@@ -13,9 +13,10 @@
 #include <nlohmann/json.hpp>
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/postgres/catalog_tables.h"
 #include "common/postgres/conninfo.h"
-#include "common/postgres/keyless.h"
 #include "engine/admin_server.h"
+#include "schemas/pg_array_literal.h"
 #include "sinks/postgres/table_definition.h"
 
 namespace pgflow::cutover {
@@ -26,6 +27,28 @@ constexpr size_t kSessionsShown = 5;
 
 std::string Value(const PgResultPtr& res, int row, int column) {
   return PQgetvalue(res.get(), row, column);
+}
+
+// What `role` may do to each of `tables` (in order): four characters each, '1' or '0', for
+// SELECT, INSERT, UPDATE and DELETE; "0000" for a table that does not exist.
+absl::StatusOr<std::vector<std::string>> TablePrivileges(PGconn* conn, const std::string& role,
+                                                         const std::vector<TableRef>& tables) {
+  std::vector<std::string> quoted;
+  for (const TableRef& t : tables) quoted.push_back(t.Quoted());
+  auto res = Exec(conn,
+                  "SELECT CASE WHEN to_regclass(t) IS NULL THEN '0000' ELSE "
+                  "has_table_privilege($1, t, 'SELECT')::int || has_table_privilege($1, t, "
+                  "'INSERT')::int || has_table_privilege($1, t, 'UPDATE')::int || "
+                  "has_table_privilege($1, t, 'DELETE')::int END FROM unnest($2::text[]) WITH "
+                  "ORDINALITY AS u(t, i) ORDER BY i",
+                  {role, ArrayLiteral(quoted)});
+  if (!res.ok()) return res.status();
+  std::vector<std::string> privileges;
+  for (int i = 0; i < PQntuples(res->get()); ++i) {
+    privileges.push_back(PQgetvalue(res->get(), i, 0));
+  }
+  if (privileges.size() != tables.size()) return absl::InternalError("privileges of every table");
+  return privileges;
 }
 
 // The pipeline's own view (its admin endpoint's /status): streaming, and not behind.
@@ -81,16 +104,11 @@ void CheckPipeline(const PipelinePlan& plan, const CutoverOptions& options, Chec
   out->problems.push_back(absl::StrCat("the pipeline's /status shows no sink ", plan.sink));
 }
 
-// Waits until the pipeline has confirmed A's WAL position as of now, so that what A holds now
-// (a table just created, say) has reached B before the checks compare them; false when it does
-// not come within `timeout`.
-bool WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::milliseconds timeout,
-                   CheckResult* out) {
+}  // namespace
+
+absl::Status WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::milliseconds timeout) {
   auto now = Exec(a, "SELECT pg_current_wal_lsn()::text");
-  if (!now.ok()) {
-    out->problems.push_back(std::string(now.status().message()));
-    return false;
-  }
+  if (!now.ok()) return now.status();
   const std::string lsn = Value(*now, 0, 0);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
@@ -98,41 +116,33 @@ bool WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::milliseconds
                           "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots "
                           "WHERE slot_name = $1",
                           {slot, lsn});
-    if (!confirmed.ok()) {
-      out->problems.push_back(std::string(confirmed.status().message()));
-      return false;
-    }
+    if (!confirmed.ok()) return confirmed.status();
     if (PQntuples(confirmed->get()) == 0) {
-      out->problems.push_back(absl::StrCat("the source has no replication slot ", slot));
-      return false;
+      return absl::NotFoundError(absl::StrCat("the source has no replication slot ", slot));
     }
-    if (Value(*confirmed, 0, 0) == "t") return true;
+    if (Value(*confirmed, 0, 0) == "t") return absl::OkStatus();
     if (std::chrono::steady_clock::now() > deadline) {
-      out->problems.push_back(absl::StrCat("the pipeline has not confirmed the source's position ",
-                                           lsn, " within ", timeout.count(), " ms"));
-      return false;
+      return absl::DeadlineExceededError(
+          absl::StrCat("the pipeline has not confirmed the source's position ", lsn, " within ",
+                       timeout.count(), " ms"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 
+namespace {
+
 // The followed tables as A has them, each present on B; and their sequences.
 void CheckTables(const PipelinePlan& plan, Sides* sides, CheckResult* out) {
   for (const TableRef& ref : plan.source.tables) {
-    auto res = Exec(sides->source.get(),
-                    absl::StrCat("SELECT n.nspname, c.relname, ", kKeylessCondition,
-                                 " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
-                                 "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN "
-                                 "('r', 'p') AND (($2 = '*' AND NOT c.relispartition) OR "
-                                 "c.relname = $2) ORDER BY 2"),
-                    {ref.schema, ref.table});
-    if (!res.ok()) {
-      out->problems.push_back(std::string(res.status().message()));
+    absl::StatusOr<std::vector<CatalogTable>> named = TablesNamed(sides->source.get(), ref);
+    if (!named.ok()) {
+      out->problems.push_back(std::string(named.status().message()));
       return;
     }
-    for (int i = 0; i < PQntuples(res->get()); ++i) {
-      TableRef table{Value(*res, i, 0), Value(*res, i, 1)};
-      if (plan.skips_keyless && Value(*res, i, 2) == "t") {
+    for (const CatalogTable& found : *named) {
+      TableRef table{found.schema, found.name};
+      if (plan.skips_keyless && found.keyless) {
         out->problems.push_back(
             absl::StrCat(table.Quoted(),
                          " has no key and keyless_tables: skip leaves it out: B lacks its rows"));
@@ -258,27 +268,28 @@ void CheckPooler(const PipelinePlan& plan, const CutoverOptions& options, Sides*
                                            "copies the roles"));
       continue;
     }
+    // One query a side: the table privileges the role has on each followed table.
+    std::vector<TableRef> on_b;
     for (const TableRef& table : out->tables) {
-      const TableRef on_b{plan.target_schema.empty() ? table.schema : plan.target_schema,
-                          table.table};
-      const std::string sql =
-          "SELECT has_table_privilege($1, $2, 'SELECT'), has_table_privilege($1, $2, "
-          "'INSERT'), has_table_privilege($1, $2, 'UPDATE'), has_table_privilege($1, $2, "
-          "'DELETE')";
-      auto on_source = Exec(sides->source.get(), sql, {user, table.Quoted()});
-      auto on_target = Exec(sides->target.get(), sql, {user, on_b.Quoted()});
-      if (!on_source.ok() || !on_target.ok()) continue;  // (a missing table is reported)
-      static constexpr const char* kPrivileges[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
+      on_b.push_back({plan.target_schema.empty() ? table.schema : plan.target_schema, table.table});
+    }
+    absl::StatusOr<std::vector<std::string>> on_source =
+        TablePrivileges(sides->source.get(), user, out->tables);
+    absl::StatusOr<std::vector<std::string>> on_target =
+        TablePrivileges(sides->target.get(), user, on_b);
+    if (!on_source.ok() || !on_target.ok()) continue;  // (a missing table is reported)
+    static constexpr const char* kPrivileges[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
+    for (size_t t = 0; t < out->tables.size(); ++t) {
       std::vector<std::string> lacking;
       for (int c = 0; c < 4; ++c) {
-        if (Value(*on_source, 0, c) == "t" && Value(*on_target, 0, c) != "t") {
+        if ((*on_source)[t][c] == '1' && (*on_target)[t][c] != '1') {
           lacking.push_back(kPrivileges[c]);
         }
       }
       if (!lacking.empty()) {
         out->problems.push_back(absl::StrCat("role ", user, " may ", absl::StrJoin(lacking, ", "),
-                                             " ", table.Quoted(), " on the source, not ",
-                                             on_b.Quoted(), " on the target"));
+                                             " ", out->tables[t].Quoted(), " on the source, not ",
+                                             on_b[t].Quoted(), " on the target"));
       }
     }
   }
@@ -452,10 +463,14 @@ CheckResult RunChecks(const PipelinePlan& plan, const CutoverOptions& options, S
     return out;
   }
   // (When the pipeline does not stream, what B lacks would be no news.)
-  if (!out.problems.empty() ||
-      WaitConfirmed(sides->source.get(), plan.source.slot,
-                    options.max_lag + std::chrono::milliseconds(2000), &out)) {
+  if (!out.problems.empty()) {
     CheckTables(plan, sides, &out);
+  } else if (absl::Status s = WaitConfirmed(sides->source.get(), plan.source.slot,
+                                            options.max_lag + std::chrono::milliseconds(2000));
+             s.ok()) {
+    CheckTables(plan, sides, &out);
+  } else {
+    out.problems.push_back(std::string(s.message()));
   }
   CheckPooler(plan, options, sides, &out);
   CheckFence(options, sides, &out);

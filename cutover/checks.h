@@ -34,6 +34,10 @@ struct CheckResult {
 // Connects what `sides` lacks and checks.
 CheckResult RunChecks(const PipelinePlan& plan, const CutoverOptions& options, Sides* sides);
 
+// Waits until the pipeline's `slot` has confirmed A's WAL position as of now (what A holds now
+// has reached B): DeadlineExceeded when it does not within `timeout`.
+absl::Status WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::milliseconds timeout);
+
 // A session on A's database that does not come through the pooler's `database` (nor is one of
 // pgflow's own): a client the fence must reckon with.
 struct OtherSession {

@@ -24,6 +24,8 @@ namespace {
 
 constexpr char kMarkerPrefix[] = "pgflow.cutover";
 constexpr absl::Duration kCatchUpPoll = absl::Milliseconds(2);
+// How long the pipeline may take to catch up with what the source took while it was held.
+constexpr std::chrono::milliseconds kAfterVerify{60000};
 
 // A's database-level default_transaction_read_only as it was before the fence: restored by
 // LowerFence.
@@ -81,15 +83,23 @@ absl::StatusOr<std::string> LiftTargetFence(PGconn* b) {
 absl::StatusOr<std::string> HandOver(const std::string& admin, const ReverseStream& reverse,
                                      Lsn marker, std::chrono::milliseconds timeout) {
   constexpr std::chrono::milliseconds kRequestTimeout{5000};
-  absl::StatusOr<HttpReply> asked = AdminRequest(
-      admin, "POST", absl::StrCat("/handover?at=", marker.ToString()), kRequestTimeout);
-  if (!asked.ok()) return asked.status();
-  if (asked->status != 202) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the pipeline refused to hand over (HTTP ", asked->status,
-                     "): ", absl::StripTrailingAsciiWhitespace(asked->body)));
-  }
   const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
+  // A pipeline retrying after an outage (409: not streaming) is asked again until it streams.
+  for (;;) {
+    absl::StatusOr<HttpReply> asked = AdminRequest(
+        admin, "POST", absl::StrCat("/handover?at=", marker.ToString()), kRequestTimeout);
+    if (asked.ok() && asked->status == 202) break;
+    if (absl::Now() > deadline || (asked.ok() && asked->status != 409)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the pipeline did not take the handover: ",
+          asked.ok() ? absl::StrCat("HTTP ", asked->status, ": ",
+                                    absl::StripTrailingAsciiWhitespace(asked->body))
+                     : std::string(asked.status().message()),
+          "; the forward pipeline still runs, which the stream back must not run beside: "
+          "stop it, then `pgflow run` its file, which runs the stream back"));
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
   std::string seen = "no answer";
   while (absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(50));
@@ -106,9 +116,9 @@ absl::StatusOr<std::string> HandOver(const std::string& admin, const ReverseStre
     }
     if (pipeline == reverse.name && phase == "failed") break;
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "the stream back ", reverse.name, " is not streaming after ", timeout.count(),
-      " ms (the admin endpoint shows: ", seen, "); `pgflow run` on the pipeline's file runs it"));
+  return absl::DeadlineExceededError(
+      absl::StrCat("the stream back ", reverse.name, " is not streaming after ", timeout.count(),
+                   " ms (the admin endpoint shows: ", seen, "); the process's log says why"));
 }
 
 // Writes the marker into A's WAL in a transaction of its own, after every write A took: its
@@ -192,7 +202,20 @@ class Cutover {
       report_->outcome = Outcome::kRefused;
       return;
     }
-    if (options_.verify && !Step("verify", options_.verify)) {
+    // The comparison held the pipeline: the backlog it left is caught up before the pause, or
+    // the pause would wait for it.
+    const auto verify_and_catch_up = [&]() -> absl::StatusOr<std::string> {
+      absl::StatusOr<std::string> found = options_.verify();
+      if (!found.ok()) return found;
+      const absl::Time held = absl::Now();
+      if (absl::Status s = WaitConfirmed(sides_.source.get(), plan_.source.slot, kAfterVerify);
+          !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("after the comparison: ", s.message()));
+      }
+      return absl::StrCat(*found, "; caught up again in ",
+                          absl::ToInt64Milliseconds(absl::Now() - held), " ms");
+    };
+    if (options_.verify && !Step("verify", verify_and_catch_up)) {
       report_->outcome = Outcome::kRefused;
       report_->problems.push_back(report_->error);
       return;
@@ -205,6 +228,17 @@ class Cutover {
     PGconn* b = sides_.target.get();
     PoolerConsole& console = *sides_.console;
     const std::string& db = options_.database;
+    // The stream back's file and publication, before the pause: inside it, only its slot.
+    if (options_.reverse.has_value()) {
+      prepared_ = true;  // (undo removes whatever part of it was made)
+      if (!Step("reverse", [&]() -> absl::StatusOr<std::string> {
+            if (absl::Status s = options_.reverse->prepare(); !s.ok()) return s;
+            return absl::StrCat(options_.reverse->name, " ready (", options_.reverse->file, ")");
+          })) {
+        Undo();
+        return;
+      }
+    }
     pause_sent_ = absl::Now();
     paused_ = true;  // (a PAUSE that times out still leaves the database paused)
     bool ok = Step("pause", [&]() -> absl::StatusOr<std::string> {
@@ -244,11 +278,15 @@ class Cutover {
                                    : std::string());
          });
     if (options_.reverse.has_value()) {
-      ok = ok && Step("reverse", [&]() -> absl::StatusOr<std::string> {
-             prepared_ = true;  // (undo drops whatever part of it was made)
-             if (absl::Status s = options_.reverse->prepare(); !s.ok()) return s;
-             return absl::StrCat("slot ", options_.reverse->slot, " on the target for ",
-                                 options_.reverse->name);
+      // The stream back starts here: after every write A took, before any B takes.
+      ok = ok && Step("slot", [&]() -> absl::StatusOr<std::string> {
+             auto made = Exec(b,
+                              "SELECT lsn::text FROM pg_create_logical_replication_slot($1, "
+                              "'pgoutput')",
+                              {options_.reverse->slot});
+             if (!made.ok()) return made.status();
+             return absl::StrCat("slot ", options_.reverse->slot, " on the target from ",
+                                 PQgetvalue(made->get(), 0, 0));
            });
     }
     if (!ok) {
@@ -363,7 +401,7 @@ class Cutover {
   Fence fence_;
   absl::Time pause_sent_;
   bool paused_ = false;
-  bool prepared_ = false;  // the stream back's slot may exist
+  bool prepared_ = false;  // the stream back's file, publication or slot may exist
   bool retargeted_ = false;
 };
 

@@ -18,7 +18,8 @@
 //   4. catch-up: B's sink records having applied the marker's transaction (pgflow.applied):
 //      B holds every write A took.
 //   5. sequences: B's set to A's values, plus an optional margin.
-//   6. reverse: the stream back from B to A is prepared: its slot on B starts here.
+//   6. slot: the stream back from B to A (its file and publication made before the pause)
+//      gets its slot on B, which starts here.
 //   7. switch: B is made writable if an earlier cutover fenced it, RETARGET points the pooler's
 //      database at B, and RESUME lets the clients go on.
 //   8. handover: the running pipeline (its admin endpoint's POST /handover) ends once it has
@@ -62,8 +63,10 @@ struct ReverseStream {
   std::string name;  // its pipeline name
   std::string file;  // its pipeline file
   std::string slot;  // its replication slot on B
-  // Inside the pause, once B holds everything A took: writes its file and creates its
-  // publication and slot on B, which from then on keeps every write B takes.
+  // Before the pause: writes its file and creates its publication (and the rest of what
+  // `pgflow run` prepares in a source) on B, but no slot: the cutover creates it, named `slot`,
+  // inside the pause once B holds everything A took, so that it keeps every write B takes
+  // from then on and none before.
   std::function<absl::Status()> prepare;
   // Undoes `prepare` when the cutover is undone: drops the slot, removes the file.
   std::function<void()> forget;
@@ -98,8 +101,8 @@ struct CutoverOptions {
 };
 
 struct CutoverStep {
-  // "checks", "verify", "pause", "fence", "catch-up", "sequences", "reverse", "switch",
-  // "handover"
+  // "checks", "verify", "reverse", "pause", "fence", "catch-up", "sequences", "slot",
+  // "switch", "handover"
   std::string name;
   absl::Duration took;
   std::string detail;  // what it did, or why it failed

@@ -87,13 +87,25 @@ absl::Status Post(const std::string& admin, const std::string& target, int expec
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& source_url,
+absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& pipeline,
+                                                           const std::string& source_url,
                                                            const std::string& admin,
                                                            std::chrono::seconds longest,
                                                            std::chrono::milliseconds wait) {
   static std::atomic<int> taken{0};
   absl::StatusOr<PgConnPtr> writer = Connect(source_url, ConnectionKind::kRegular);
   if (!writer.ok()) return writer.status();
+  // The admin endpoint must be that of the pipeline reading this source (after a cutover the
+  // stream back may answer there).
+  absl::StatusOr<HttpReply> status = AdminGet(admin, "/status", kRequestTimeout);
+  if (!status.ok()) return status.status();
+  const nlohmann::json running = nlohmann::json::parse(status->body, nullptr, false);
+  const std::string name = running.is_object() ? running.value("pipeline", "") : "";
+  if (name != pipeline) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the admin endpoint ", admin, " is pipeline ", name.empty() ? "?" : name,
+                     "'s, not ", pipeline, "'s (after a cutover, name the file that runs now)"));
+  }
   std::unique_ptr<HeldPoint> held(new HeldPoint());
   HeldPoint& point = *held;
   point.admin_ = admin;
@@ -106,7 +118,6 @@ absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& so
     // it waits for the transactions under way); then the hold moves there.
     auto now = Exec(writer->get(), "SELECT pg_current_wal_insert_lsn()::text");
     if (!now.ok()) return now.status();
-    const absl::Time asked = absl::Now();
     if (absl::Status s = Post(
             admin,
             absl::StrCat("/hold?at=", PQgetvalue(now->get(), 0, 0), "&seconds=", longest.count()),
@@ -131,6 +142,7 @@ absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& so
         !s.ok()) {
       return s;
     }
+    const absl::Time moved = absl::Now();
     // A transaction after the point, so that the pipeline reaches it even on a quiet source.
     if (absl::Status s =
             Exec(writer->get(), "SELECT pg_logical_emit_message(true, 'pgflow.verify', '')")
@@ -139,13 +151,13 @@ absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& so
       return s;
     }
     std::string state = "waiting";
-    while (state == "waiting" && absl::Now() - asked < kHoldWait) {
+    while (state == "waiting" && absl::Now() - moved < kHoldWait) {
       absl::SleepFor(absl::Milliseconds(5));
       absl::StatusOr<std::string> now = HoldState(admin);
       if (!now.ok()) return now.status();
       state = *now;
     }
-    point.took_ = absl::ToChronoMilliseconds(absl::Now() - asked);
+    point.took_ = absl::ToChronoMilliseconds(absl::Now() - moved);
     if (state == "holding") return held;
     if (absl::Status s = point.Release(); !s.ok()) return s;
     if (state != "missed") {
@@ -154,9 +166,9 @@ absl::StatusOr<std::unique_ptr<HeldPoint>> HeldPoint::Take(const std::string& so
           absl::FormatDuration(kHoldWait), " (hold state: ", state.empty() ? "none" : state, ")"));
     }
   }
-  return absl::UnavailableError(absl::StrCat(
-      "the pipeline was past each point taken (", kAttempts,
-      " attempts): it streams too far behind the source to hold; try again when it lags less"));
+  return absl::UnavailableError(
+      absl::StrCat("the pipeline was already past each point taken (", kAttempts,
+                   " attempts): something keeps it from being held; try again"));
 }
 
 HeldPoint::~HeldPoint() { Release().IgnoreError(); }

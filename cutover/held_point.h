@@ -23,11 +23,12 @@ namespace pgflow::cutover {
 
 class HeldPoint {
  public:
-  // Takes the point: `source_url` as the pipeline reads it (a role with REPLICATION),
-  // `admin` the pipeline's admin endpoint; the pipeline holds for `longest` at most. The point
-  // waits for the source's transactions under way to end: for `wait` at most (an error then
-  // names the oldest).
-  static absl::StatusOr<std::unique_ptr<HeldPoint>> Take(const std::string& source_url,
+  // Takes the point of pipeline `pipeline`: `source_url` as it reads it (a role with
+  // REPLICATION), `admin` its admin endpoint (which must say it is that pipeline's); the pipeline
+  // holds for `longest` at most. The point waits for the source's transactions under way to end:
+  // for `wait` at most (an error then names the oldest).
+  static absl::StatusOr<std::unique_ptr<HeldPoint>> Take(const std::string& pipeline,
+                                                         const std::string& source_url,
                                                          const std::string& admin,
                                                          std::chrono::seconds longest,
                                                          std::chrono::milliseconds wait);

@@ -177,9 +177,12 @@ class AdminServer::Impl {
     }
     if (request.method() == http::verb::post && status_ != nullptr &&
         (target == "/handover" || target == "/hold" || target == "/release")) {
-      if (!from_loopback) {
+      // A browser's page could send it too (its requests carry an Origin): pgflow's own
+      // clients never do.
+      if (!from_loopback || request.find(http::field::origin) != request.end()) {
         return {http::status::forbidden, "text/plain; charset=utf-8",
-                Cat("POST ", target, " is taken only from this machine (a loopback address)\n")};
+                Cat("POST ", target,
+                    " is taken only from this machine (a loopback address), not from a page\n")};
       }
       if (target == "/handover") return Handover(query);
       if (target == "/hold") return HoldAt(query);

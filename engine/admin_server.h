@@ -12,10 +12,12 @@
 //   POST /hold?at=X/X&seconds=N, POST /release  (`pgflow verify --live`, loopback only): the
 //             sinks get the source's transactions up to that position and no further, until
 //             released: RunStatus::RequestHold, engine/hold_gate.h.
-// Otherwise GET and HEAD only. Bounded so that a slow or hostile client cannot hurt the pipeline:
-// at most max_connections at once (past it a client gets 503 and is closed), requests of at most 8
-// kB of headers and no body, and each read or write must finish within `io_timeout`. Nothing here
-// takes a lock the pipeline's hot paths take (engine/metrics.h).
+// Otherwise GET and HEAD only. The POSTs are refused from other machines and from browsers
+// (a request with an Origin header): loopback is the only guard, so bind the endpoint where
+// only the machine's own users reach it. Bounded so that a slow or hostile client cannot hurt the
+// pipeline: at most max_connections at once (past it a client gets 503 and is closed), requests of
+// at most 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
+// Nothing here takes a lock the pipeline's hot paths take (engine/metrics.h).
 
 #include <chrono>
 #include <memory>

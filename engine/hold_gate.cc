@@ -13,10 +13,11 @@ namespace {
 Lsn WalPosition(const Event& e) {
   switch (e.kind) {
     case EventKind::kBegin:
-    case EventKind::kChange:
     case EventKind::kCommit:
     case EventKind::kRollback:
       return e.txn.commit_lsn;
+    case EventKind::kChange:  // (a change carries its transaction in itself)
+      return e.change.txn.commit_lsn;
     default:
       return Lsn();
   }
@@ -84,19 +85,20 @@ bool HoldGate::MustWait() {
   if (hold.at != held_at_) return false;  // released (or another hold since): go on
   if (hold.state != HoldState::kWaiting && hold.state != HoldState::kHolding) return false;
   if (absl::Now() > hold.until) {
-    LogWarning("hold at %s ran out: the pipeline goes on", hold.at.ToString());
-    status_->SetHoldState(HoldState::kExpired);
+    if (status_->SetHoldState(hold.at, hold.state, HoldState::kExpired)) {
+      LogWarning("hold at %s ran out: the pipeline goes on", hold.at.ToString());
+    }
     return false;
   }
   if (hold.state == HoldState::kWaiting) {
     if (passed_commit_.IsValid() && passed_commit_ >= hold.at) {
       // Asked for too late: something past it is in the sinks already.
-      status_->SetHoldState(HoldState::kMissed);
+      status_->SetHoldState(hold.at, HoldState::kWaiting, HoldState::kMissed);
       return false;
     }
-    if (confirmed_() >= passed_ack_) {
+    if (confirmed_() >= passed_ack_ &&
+        status_->SetHoldState(hold.at, HoldState::kWaiting, HoldState::kHolding)) {
       LogInfo("holding at %s: every sink holds the source as of there", hold.at.ToString());
-      status_->SetHoldState(HoldState::kHolding);
     }
   }
   return true;

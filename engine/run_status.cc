@@ -78,6 +78,12 @@ std::optional<SlotState> RunStatus::slot() const {
 void RunStatus::Attach(std::function<PipelineView()> view) {
   absl::MutexLock lock(&mu_);
   view_ = std::move(view);
+  // A new attempt does not know what the last handed on: a hold it had not reached may have
+  // been passed already.
+  if (hold_.state == HoldState::kWaiting) {
+    hold_.state = HoldState::kMissed;
+    hold_asked_.store(false, std::memory_order_release);
+  }
 }
 
 void RunStatus::Detach(PipelineView last) {
@@ -211,11 +217,13 @@ Hold RunStatus::hold() const {
   return hold_;
 }
 
-void RunStatus::SetHoldState(HoldState state) {
+bool RunStatus::SetHoldState(Lsn at, HoldState from, HoldState to) {
   absl::MutexLock lock(&mu_);
-  hold_.state = state;
-  hold_asked_.store(state == HoldState::kWaiting || state == HoldState::kHolding,
+  if (hold_.at != at || hold_.state != from) return false;
+  hold_.state = to;
+  hold_asked_.store(to == HoldState::kWaiting || to == HoldState::kHolding,
                     std::memory_order_release);
+  return true;
 }
 
 absl::Status RunStatus::RequestHandover(Lsn at) {

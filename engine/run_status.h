@@ -149,7 +149,9 @@ class RunStatus {
   // The pipeline's side (engine/hold_gate.h): whether a hold is asked for or in place, without
   // a lock; and its new state.
   bool HoldAsked() const { return hold_asked_.load(std::memory_order_acquire); }
-  void SetHoldState(HoldState state);
+  // Moves the hold at `at` from state `from` to `to`: false (nothing changed) when the hold is
+  // no longer that one in that state (released, moved, or asked again meanwhile).
+  bool SetHoldState(Lsn at, HoldState from, HoldState to);
 
  private:
   std::vector<SinkView> SinksBetweenAttemptsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -8,7 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "common/postgres/keyless.h"
+#include "common/postgres/catalog_tables.h"
 #include "common/postgres/pg_connection.h"
 #include "sinks/postgres/privileges.h"
 #include "sinks/postgres/sequences.h"
@@ -38,27 +38,21 @@ absl::StatusOr<std::vector<Table>> ResolveTables(PGconn* source, const std::vect
                                                  std::vector<std::string>* missing) {
   std::vector<Table> tables;
   for (const TableRef& ref : refs) {
-    auto res = Exec(
-        source,
-        absl::StrCat("SELECT n.nspname, c.relname, c.oid, c.relkind = 'p', ", kKeylessCondition,
-                     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                     "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND (($2 = '*' AND "
-                     "NOT c.relispartition) OR c.relname = $2) ORDER BY 2"),
-        {ref.schema, ref.table});
-    if (!res.ok()) return res.status();
-    if (PQntuples(res->get()) == 0 && ref.table != "*") {
+    absl::StatusOr<std::vector<CatalogTable>> named = TablesNamed(source, ref);
+    if (!named.ok()) return named.status();
+    if (named->empty() && ref.table != "*") {
       missing->push_back(absl::StrCat(ref.ToString(), " does not exist in the source"));
     }
-    for (int i = 0; i < PQntuples(res->get()); ++i) {
+    for (const CatalogTable& found : *named) {
       Table t;
-      t.schema = PQgetvalue(res->get(), i, 0);
-      t.name = PQgetvalue(res->get(), i, 1);
-      if (skipped != nullptr && PQgetvalue(res->get(), i, 4)[0] == 't') {
+      t.schema = found.schema;
+      t.name = found.name;
+      if (skipped != nullptr && found.keyless) {
         skipped->push_back(TableRef{t.schema, t.name}.Quoted());
         continue;
       }
-      std::string oid = PQgetvalue(res->get(), i, 2);
-      t.partitioned = PQgetvalue(res->get(), i, 3)[0] == 't';
+      const std::string& oid = found.oid;
+      t.partitioned = found.partitioned;
       auto cols = Exec(source,
                        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
                        "array_position((SELECT (x.indkey::int2[])[0:x.indnkeyatts - 1] FROM "
@@ -306,7 +300,18 @@ absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options,
     if (t.key.empty()) {
       whole = "no primary key";
     } else {
+      // Under one snapshot the source's queries share a transaction, which a failed query
+      // would end: the cut is tried in a savepoint of its own.
+      const bool in_snapshot = !options.source_snapshot.empty();
+      if (in_snapshot) {
+        if (absl::Status s = Exec(source, "SAVEPOINT key_ranges").status(); !s.ok()) return s;
+      }
       wheres = KeyRanges(source, t, source_table, source_from, options.ranges);
+      if (in_snapshot) {
+        const char* end =
+            wheres.ok() ? "RELEASE SAVEPOINT key_ranges" : "ROLLBACK TO SAVEPOINT key_ranges";
+        if (absl::Status s = Exec(source, end).status(); !s.ok()) return s;
+      }
       if (!wheres.ok() && absl::IsUnavailable(wheres.status())) return wheres.status();
       if (!wheres.ok()) {
         whole =

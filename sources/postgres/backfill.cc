@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/postgres/catalog_tables.h"
 #include "common/postgres/keyless.h"
 #include "engine/log.h"
 #include "sources/postgres/copy_binary.h"
@@ -216,27 +217,20 @@ absl::Status Backfill::CopyAll() {
   std::vector<std::pair<std::string, std::string>> tables;
   std::vector<std::string> skipped;
   for (const TableRef& ref : options_.tables) {
-    auto res = Exec(c,
-                    absl::StrCat("SELECT n.nspname, c.relname, ", kKeylessCondition,
-                                 " FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                                 "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-                                 "AND NOT c.relispartition AND ($2 = '*' OR c.relname = $2) "
-                                 "ORDER BY 2"),
-                    {ref.schema, ref.table});
-    if (!res.ok()) return res.status();
-    if (PQntuples(res->get()) == 0 && ref.table != "*") {
+    absl::StatusOr<std::vector<CatalogTable>> named = TablesNamed(c, ref);
+    if (!named.ok()) return named.status();
+    if (named->empty() && ref.table != "*") {
       // Dropped since the request (a table copied again after a rewrite, then dropped): its
       // rows are gone from the sinks with the DROP the stream carries.
       LogInfo("backfill %d: table %s no longer exists; nothing to copy", options_.id, ref.Quoted());
     }
-    for (int i = 0; i < PQntuples(res->get()); ++i) {
-      std::pair<std::string, std::string> table{PQgetvalue(res->get(), i, 0),
-                                                PQgetvalue(res->get(), i, 1)};
-      if (options_.skip_keyless && PQgetvalue(res->get(), i, 2)[0] == 't') {
-        skipped.push_back(TableRef{table.first, table.second}.Quoted());
+    for (const CatalogTable& found : *named) {
+      if (found.partition) continue;  // copied through its parent
+      if (options_.skip_keyless && found.keyless) {
+        skipped.push_back(TableRef{found.schema, found.name}.Quoted());
         continue;
       }
-      tables.push_back(std::move(table));
+      tables.emplace_back(found.schema, found.name);
     }
   }
   if (!skipped.empty()) {

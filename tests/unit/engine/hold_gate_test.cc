@@ -31,10 +31,11 @@ EventBatchPtr Transactions(const std::vector<uint64_t>& commits) {
     TxnInfo txn;
     txn.commit_lsn = Lsn(c);
     txn.end_lsn = Lsn(c + 8);
+    // As the postgres source makes them: a change carries its transaction in itself.
     for (EventKind kind : {EventKind::kBegin, EventKind::kChange, EventKind::kCommit}) {
       Event e;
       e.kind = kind;
-      e.txn = txn;
+      (kind == EventKind::kChange ? e.change.txn : e.txn) = txn;
       batch->events.push_back(e);
     }
   }
@@ -104,6 +105,29 @@ TEST_F(HoldGateTest, AHoldMovedFurtherLetsOnWhatItKeptBack) {
   status_.ReleaseHold();
   EXPECT_EQ(gate_.Emit(batch, kWait), Emitter::Result::kOk);
   EXPECT_EQ(sinks_.commits.back(), 400u);
+}
+
+TEST_F(HoldGateTest, AHoldIsGatedAtAChangeTooAndAnAnswerForAnotherHoldIsDropped) {
+  ASSERT_TRUE(status_.RequestHold(Lsn(200), absl::Minutes(1)).ok());
+  // A batch that starts mid-transaction: its first event is a change of the held one.
+  auto batch = std::make_shared<EventBatch>();
+  const EventBatchPtr whole = Transactions({200});
+  batch->events.assign(whole->events.begin() + 1, whole->events.end());
+  EXPECT_EQ(gate_.Emit(batch, kWait), Emitter::Result::kTimeout);
+  EXPECT_TRUE(sinks_.commits.empty());
+  // The hold moved meanwhile: what the gate saw of the old one changes nothing.
+  ASSERT_TRUE(status_.RequestHold(Lsn(300), absl::Minutes(1)).ok());
+  EXPECT_FALSE(status_.SetHoldState(Lsn(200), HoldState::kWaiting, HoldState::kHolding));
+  EXPECT_EQ(status_.hold().state, HoldState::kWaiting);
+  EXPECT_EQ(status_.hold().at, Lsn(300));
+  // A new attempt of the pipeline does not know what the last one handed on.
+  status_.Attach([] {
+    PipelineView view;
+    view.started = true;
+    view.streaming = true;
+    return view;
+  });
+  EXPECT_EQ(status_.hold().state, HoldState::kMissed);
 }
 
 TEST_F(HoldGateTest, AHoldRunsOutByItself) {
