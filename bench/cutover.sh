@@ -5,8 +5,10 @@
 # Two throwaway servers, A and B. For each contender a database pair of its own (pgbench -i
 # -s SCALE on A, pgbench_history given a bigserial key so that B's sequence matters), a
 # pipeline copying A into B (`pgflow run`), and a pooler in front of A in transaction mode:
-#   pgflow:    `pgflow pooler`; mid-load, `pgflow cutover` (pause, fence, catch-up,
-#              sequences, RETARGET, resume)
+#   pgflow:    `pgflow pooler`; mid-load, `pgflow cutover` (checks, verify --live while the
+#              load goes on, the stream back's file and publication; then pause, fence,
+#              catch-up, sequences, the stream back's slot, RETARGET, resume; then the handover
+#              to the stream back)
 #   by hand:   PgBouncer; mid-load, the recipe migration guides print: PAUSE, wait until the
 #              slot has confirmed A's WAL position, `pgflow sequences`, point pgbouncer.ini at
 #              B and RELOAD, RESUME

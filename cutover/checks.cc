@@ -317,7 +317,7 @@ void CheckFence(const CutoverOptions& options, Sides* sides, CheckResult* out) {
                                          "): COMMIT PREPARED or ROLLBACK PREPARED them first"));
   }
   absl::StatusOr<std::vector<OtherSession>> others =
-      OtherSessions(a, *sides->console, options.database);
+      OtherSessions(a, *sides->console, options.database, std::chrono::milliseconds(100));
   if (!others.ok()) {
     out->problems.push_back(std::string(others.status().message()));
     return;
@@ -395,11 +395,12 @@ absl::StatusOr<std::vector<OtherSession>> LookForOthers(PGconn* source, PoolerCo
 }  // namespace
 
 absl::StatusOr<std::vector<OtherSession>> OtherSessions(PGconn* source, PoolerConsole& console,
-                                                        const std::string& database) {
+                                                        const std::string& database,
+                                                        std::chrono::milliseconds between) {
   constexpr int kLooks = 3;
   std::vector<OtherSession> seen;
   for (int look = 0; look < kLooks; ++look) {
-    if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (look > 0) std::this_thread::sleep_for(between);
     absl::StatusOr<std::vector<OtherSession>> now = LookForOthers(source, console, database);
     if (!now.ok()) return now.status();
     if (look > 0) {

@@ -3,6 +3,7 @@
 // The cutover's first step: everything it relies on, checked without changing anything, every
 // problem found reported at once. The connections it opens stay for the later steps.
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,8 +52,9 @@ struct OtherSession {
 };
 // Every session on A's database but those of pgflow and the pooler's server connections for
 // `database`. (A session seen once may be a server connection the pooler was opening: only those
-// seen in three looks, 100 ms apart, are returned.)
+// seen in three looks, `between` apart, are returned.)
 absl::StatusOr<std::vector<OtherSession>> OtherSessions(PGconn* source, PoolerConsole& console,
-                                                        const std::string& database);
+                                                        const std::string& database,
+                                                        std::chrono::milliseconds between);
 
 }  // namespace pgflow::cutover

@@ -24,6 +24,9 @@ namespace {
 
 constexpr char kMarkerPrefix[] = "pgflow.cutover";
 constexpr absl::Duration kCatchUpPoll = absl::Milliseconds(2);
+// Between the looks for sessions around the pooler inside the pause (the checks, before it,
+// look 100 ms apart): a session seen once, and gone, was passing through.
+constexpr std::chrono::milliseconds kInsideThePause{30};
 // How long the pipeline may take to catch up with what the source took while it was held.
 constexpr std::chrono::milliseconds kAfterVerify{60000};
 
@@ -350,7 +353,7 @@ class Cutover {
   // appeared since the checks stops the cutover.
   absl::StatusOr<std::string> Fenced(PGconn* a) {
     absl::StatusOr<std::vector<OtherSession>> others =
-        OtherSessions(a, *sides_.console, options_.database);
+        OtherSessions(a, *sides_.console, options_.database, kInsideThePause);
     if (!others.ok()) return others.status();
     if (others->empty()) return std::string("the source is read-only for new sessions");
     if (!options_.terminate_others) {
