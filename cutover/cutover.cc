@@ -39,15 +39,23 @@ struct Fence {
 
 std::string DatabaseName(PGconn* conn) { return QuoteIdent(PQdb(conn)); }
 
+// The database's own default_transaction_read_only (ALTER DATABASE ... SET), if it has one.
+absl::StatusOr<std::optional<std::string>> DatabaseReadOnlySetting(PGconn* conn) {
+  auto setting = Exec(conn,
+                      "SELECT substr(s, length('default_transaction_read_only=') + 1) FROM "
+                      "pg_db_role_setting r, unnest(r.setconfig) s WHERE r.setrole = 0 AND "
+                      "r.setdatabase = (SELECT oid FROM pg_database WHERE datname = "
+                      "current_database()) AND s LIKE 'default\\_transaction\\_read\\_only=%'");
+  if (!setting.ok()) return setting.status();
+  if (PQntuples(setting->get()) == 0) return std::optional<std::string>();
+  return std::optional<std::string>(PQgetvalue(setting->get(), 0, 0));
+}
+
 absl::StatusOr<Fence> RaiseFence(PGconn* a) {
   Fence fence;
-  auto before = Exec(a,
-                     "SELECT substr(s, length('default_transaction_read_only=') + 1) FROM "
-                     "pg_db_role_setting r, unnest(r.setconfig) s WHERE r.setrole = 0 AND "
-                     "r.setdatabase = (SELECT oid FROM pg_database WHERE datname = "
-                     "current_database()) AND s LIKE 'default\\_transaction\\_read\\_only=%'");
+  absl::StatusOr<std::optional<std::string>> before = DatabaseReadOnlySetting(a);
   if (!before.ok()) return before.status();
-  if (PQntuples(before->get()) > 0) fence.was = PQgetvalue(before->get(), 0, 0);
+  fence.was = *before;
   auto set = Exec(a, absl::StrCat("ALTER DATABASE ", DatabaseName(a),
                                   " SET default_transaction_read_only = on"));
   if (!set.ok()) return set.status();
@@ -69,12 +77,9 @@ absl::Status LowerFence(PGconn* a, const Fence& fence) {
 // Makes B's database writable for new sessions if an earlier cutover (the other way) left it
 // read-only: what it said before, or nothing when it said nothing.
 absl::StatusOr<std::string> LiftTargetFence(PGconn* b) {
-  auto fenced = Exec(b,
-                     "SELECT 1 FROM pg_db_role_setting r, unnest(r.setconfig) s WHERE "
-                     "r.setrole = 0 AND r.setdatabase = (SELECT oid FROM pg_database WHERE "
-                     "datname = current_database()) AND s = 'default_transaction_read_only=on'");
-  if (!fenced.ok()) return fenced.status();
-  if (PQntuples(fenced->get()) == 0) return std::string();
+  absl::StatusOr<std::optional<std::string>> setting = DatabaseReadOnlySetting(b);
+  if (!setting.ok()) return setting.status();
+  if (*setting != "on") return std::string();
   auto lifted = Exec(
       b, absl::StrCat("ALTER DATABASE ", DatabaseName(b), " RESET default_transaction_read_only"));
   if (!lifted.ok()) return lifted.status();

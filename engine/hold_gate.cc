@@ -31,7 +31,7 @@ void HoldGate::Split(const EventBatchPtr& batch) {
   held_at_ = Lsn();
   if (status_->HoldAsked()) {
     const Hold hold = status_->hold();
-    if (hold.state == HoldState::kWaiting || hold.state == HoldState::kHolding) {
+    if (hold.active()) {
       SplitAt(batch, hold.at);
       return;
     }
@@ -68,7 +68,7 @@ void HoldGate::SplitAt(const EventBatchPtr& events, Lsn at) {
 
 bool HoldGate::MovedForward() {
   const Hold hold = status_->hold();
-  if (hold.state != HoldState::kWaiting && hold.state != HoldState::kHolding) return false;
+  if (!hold.active()) return false;
   if (!held_at_.IsValid() || hold.at <= held_at_) return false;
   // The hold moved further (`verify --live` holds first at the server's position, then at its
   // snapshot's): what the gate kept back up to there goes on.
@@ -83,7 +83,7 @@ bool HoldGate::MovedForward() {
 bool HoldGate::MustWait() {
   const Hold hold = status_->hold();
   if (hold.at != held_at_) return false;  // released (or another hold since): go on
-  if (hold.state != HoldState::kWaiting && hold.state != HoldState::kHolding) return false;
+  if (!hold.active()) return false;
   if (absl::Now() > hold.until) {
     if (status_->SetHoldState(hold.at, hold.state, HoldState::kExpired)) {
       LogWarning("hold at %s ran out: the pipeline goes on", hold.at.ToString());

@@ -172,6 +172,14 @@ bool RunStatus::Ready(std::string* reason) const {
   return true;
 }
 
+absl::Status RunStatus::StreamingLocked() const {
+  if (phase_ == RunPhase::kRunning && view_ != nullptr && view_().streaming) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("pipeline ", pipeline_, " is not streaming (", RunPhaseName(phase_), ")"));
+}
+
 const char* HoldStateName(HoldState state) {
   switch (state) {
     case HoldState::kNone:
@@ -191,12 +199,8 @@ const char* HoldStateName(HoldState state) {
 absl::Status RunStatus::RequestHold(Lsn at, absl::Duration longest) {
   if (!at.IsValid()) return absl::InvalidArgumentError("no position to hold at");
   absl::MutexLock lock(&mu_);
-  const bool streaming = phase_ == RunPhase::kRunning && view_ != nullptr && view_().streaming;
-  if (!streaming) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pipeline ", pipeline_, " is not streaming (", RunPhaseName(phase_), ")"));
-  }
-  if ((hold_.state == HoldState::kWaiting || hold_.state == HoldState::kHolding) && at < hold_.at) {
+  if (absl::Status s = StreamingLocked(); !s.ok()) return s;
+  if (hold_.active() && at < hold_.at) {
     return absl::FailedPreconditionError(
         absl::StrCat("pipeline ", pipeline_, " already holds at ", hold_.at.ToString(), " (",
                      HoldStateName(hold_.state), "): a hold moves only further"));
@@ -221,8 +225,7 @@ bool RunStatus::SetHoldState(Lsn at, HoldState from, HoldState to) {
   absl::MutexLock lock(&mu_);
   if (hold_.at != at || hold_.state != from) return false;
   hold_.state = to;
-  hold_asked_.store(to == HoldState::kWaiting || to == HoldState::kHolding,
-                    std::memory_order_release);
+  hold_asked_.store(hold_.active(), std::memory_order_release);
   return true;
 }
 
@@ -230,11 +233,7 @@ absl::Status RunStatus::RequestHandover(Lsn at) {
   if (!at.IsValid()) return absl::InvalidArgumentError("no position to hand over at");
   {
     absl::MutexLock lock(&mu_);
-    const bool streaming = phase_ == RunPhase::kRunning && view_ != nullptr && view_().streaming;
-    if (!streaming) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("pipeline ", pipeline_, " is not streaming (", RunPhaseName(phase_), ")"));
-    }
+    if (absl::Status s = StreamingLocked(); !s.ok()) return s;
   }
   uint64_t none = 0;
   if (handover_at_.compare_exchange_strong(none, at.value, std::memory_order_acq_rel) ||

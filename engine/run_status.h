@@ -98,6 +98,9 @@ struct Hold {
   Lsn at;
   HoldState state = HoldState::kNone;
   absl::Time until = absl::InfinitePast();
+
+  // Asked for or in place: the gate keeps back what comes at or past `at`.
+  bool active() const { return state == HoldState::kWaiting || state == HoldState::kHolding; }
 };
 
 class RunStatus {
@@ -155,6 +158,8 @@ class RunStatus {
 
  private:
   std::vector<SinkView> SinksBetweenAttemptsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK while an attempt streams; otherwise why a handover or a hold cannot be taken.
+  absl::Status StreamingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string pipeline_;
   const absl::Time started_at_ = absl::Now();
