@@ -17,6 +17,7 @@
 #include "engine/stop_signal.h"
 #include "pooler/pooler.h"
 #include "pooler/tls.h"
+#include "proxy/router.h"
 
 namespace pgflow {
 namespace {
@@ -105,7 +106,8 @@ int PoolerCommand(const std::string& config_path) {
     }
     LogInfo("pooler: admin endpoint on port %d: /metrics /healthz", admin->port());
   }
-  pooler::Pooler pooler(*std::move(config));
+  proxy::ProxyRouterFactory routers;  // (databases that list replicas)
+  pooler::Pooler pooler(*std::move(config), &routers);
   if (absl::Status s = pooler.Start(&metrics); !s.ok()) {
     LogError("%s", s.message());
     return 1;

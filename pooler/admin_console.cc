@@ -4,7 +4,9 @@
 #include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/lsn.h"
 #include "engine/str_cat.h"
 #include "pooler/protocol.h"
 
@@ -117,6 +119,19 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
            "reserve_pool", "pool_mode", "max_client_conn", "current_connections", "paused",
            "retargeted"},
           rows, "SHOW");
+  } else if (what == "replicas") {
+    std::vector<Row> rows;
+    for (const ReplicaView& r : target->Replicas()) {
+      rows.push_back(
+          {r.database, Num(r.node.node), r.node.role, r.node.address, r.node.state,
+           r.node.position != 0 ? std::optional<std::string>(Lsn(r.node.position).ToString())
+                                : std::nullopt,
+           Num(r.node.lag_bytes), absl::StrFormat("%.1f", r.node.lag_seconds), Num(r.node.reads)});
+    }
+    Table(out,
+          {"database", "node", "role", "address", "state", "position", "lag_bytes", "lag_seconds",
+           "reads"},
+          rows, "SHOW");
   } else if (what == "config") {
     std::vector<Row> rows;
     for (const auto& [key, value] : target->ConfigRows()) rows.push_back({key, value});
@@ -125,7 +140,8 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     Table(out, {"version"}, {{std::string("pgflow pooler ") + PGFLOW_POOLER_VERSION}}, "SHOW");
   } else {
     return Error("42601", Cat("unknown SHOW ", what,
-                              ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, CONFIG, VERSION"));
+                              ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, REPLICAS, CONFIG, "
+                              "VERSION"));
   }
   return reply;
 }

@@ -3,6 +3,7 @@
 // The pooler's admin console: the virtual database `pgflow` (or `pgbouncer`, for tools that
 // expect it), answering pgbouncer's commands where the names match:
 //   SHOW POOLS | CLIENTS | SERVERS | STATS | DATABASES | CONFIG | VERSION
+//   SHOW REPLICAS   the routing proxy's nodes: role, state, position, lag, reads
 //   PAUSE [db]   new transactions wait; returns once no server connection is in use
 //   RESUME [db]  lets them go on (and ends a SUSPEND)
 //   SUSPEND      stops taking new clients and pauses every database
@@ -29,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "pooler/pool.h"
+#include "pooler/router.h"
 
 namespace pgflow::pooler {
 
@@ -77,6 +79,12 @@ struct DatabaseView {
   bool retargeted = false;  // RETARGET moved it from the file's url
 };
 
+// A node of a routed database (pooler/router.h's Router::NodeView, with its database).
+struct ReplicaView {
+  std::string database;
+  Router::NodeView node;
+};
+
 enum class ShutdownMode { kNow, kWaitForServers, kWaitForClients };
 
 // What the console acts on (the pooler).
@@ -87,6 +95,7 @@ class AdminTarget {
   virtual std::vector<ClientView> Clients() = 0;
   virtual std::vector<std::pair<std::string, std::string>> ConfigRows() = 0;
   virtual std::vector<DatabaseView> Databases() = 0;
+  virtual std::vector<ReplicaView> Replicas() = 0;
   virtual bool HasDatabase(const std::string& database) = 0;
   // "" means every database.
   virtual void Pause(const std::string& database) = 0;

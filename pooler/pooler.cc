@@ -57,7 +57,18 @@ class UniqueFd {
 }  // namespace
 
 PoolSettings Pooler::Impl::SettingsFor(const PoolerConfig& config, const std::string& database,
-                                       const DatabaseOptions& db) const {
+                                       const DatabaseOptions& db, int node) const {
+  if (node != kPrimaryNode && static_cast<size_t>(node) <= db.replica_upstreams.size()) {
+    // A replica's pool: its server, and no waiting for a replica that does not answer (the
+    // router places the read elsewhere at once).
+    PoolSettings settings = SettingsFor(config, database, db, kPrimaryNode);
+    settings.upstream = db.replica_upstreams[node - 1];
+    settings.upstream.round_robin = false;
+    settings.min_pool_size = 0;
+    settings.hold_timeout = std::chrono::milliseconds(0);
+    if (!settings.upstream.dbname.empty()) settings.server_dbname = settings.upstream.dbname;
+    return settings;
+  }
   return PoolSettings{
       .database = database,
       // The wildcard entry serves each name as itself.
@@ -102,18 +113,47 @@ LoginCredentials Pooler::Impl::LoginFor(const DatabaseOptions& db, const std::st
 }
 
 std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
-                                            const std::string& client_user) {
+                                            const std::string& client_user, int node) {
   std::shared_ptr<const PoolerConfig> config = this->config();
   const DatabaseOptions* db = FindDatabase(*config, database);
-  if (db == nullptr) return nullptr;
+  if (db == nullptr || node < 0 || static_cast<size_t>(node) > db->replica_upstreams.size()) {
+    return nullptr;
+  }
   std::shared_ptr<const UserList> users = this->users();
   LoginCredentials login = LoginFor(*db, client_user, *users);
   absl::MutexLock lock(&pools_mu_);
-  std::shared_ptr<Pool>& pool = pools_[{database, login.user}];
+  std::shared_ptr<Pool>& pool = pools_[{database, login.user, node}];
   if (pool == nullptr) {
-    pool = std::make_shared<Pool>(SettingsFor(*config, database, *db), std::move(login));
+    pool = std::make_shared<Pool>(SettingsFor(*config, database, *db, node), std::move(login));
   }
   return pool;
+}
+
+absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::MakeRouters(
+    const PoolerConfig& config, const std::map<std::string, std::shared_ptr<Router>>& old) {
+  std::map<std::string, std::shared_ptr<Router>> routers;
+  std::shared_ptr<const PoolerConfig> running = this->config();
+  for (const auto& [name, db] : config.databases) {
+    if (db.replicas.empty()) continue;
+    if (auto kept = old.find(name); kept != old.end() && running != nullptr) {
+      auto before = running->databases.find(name);
+      if (before != running->databases.end() && before->second == db) {
+        routers[name] = kept->second;
+        continue;
+      }
+    }
+    if (router_factory_ == nullptr) {
+      return absl::FailedPreconditionError(
+          Cat("database ", name, " lists replicas, and this pooler has no routing proxy"));
+    }
+    absl::StatusOr<std::shared_ptr<Router>> router = router_factory_->Make(name, db);
+    if (!router.ok()) {
+      return absl::Status(router.status().code(),
+                          Cat("database ", name, ": ", router.status().message()));
+    }
+    routers[name] = *std::move(router);
+  }
+  return routers;
 }
 
 std::shared_ptr<Pool> Pooler::Impl::FindPool(const std::string& database,
@@ -123,7 +163,7 @@ std::shared_ptr<Pool> Pooler::Impl::FindPool(const std::string& database,
   if (db == nullptr) return nullptr;
   const std::string& login_user = db->upstream.user.empty() ? client_user : db->upstream.user;
   absl::MutexLock lock(&pools_mu_);
-  auto it = pools_.find({database, login_user});
+  auto it = pools_.find({database, login_user, kPrimaryNode});
   return it == pools_.end() ? nullptr : it->second;
 }
 
@@ -149,13 +189,23 @@ std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& data
   absl::MutexLock lock(&pools_mu_);
   std::vector<std::shared_ptr<Pool>> out;
   for (const auto& [key, pool] : pools_) {
-    if (database.empty() || key.first == database) out.push_back(pool);
+    if (database.empty() || std::get<0>(key) == database) out.push_back(pool);
+  }
+  return out;
+}
+
+std::vector<ReplicaView> Pooler::Impl::Replicas() {
+  std::vector<ReplicaView> out;
+  for (const auto& [database, router] : Routers()) {
+    for (Router::NodeView& node : router->Nodes()) {
+      out.push_back(ReplicaView{.database = database, .node = std::move(node)});
+    }
   }
   return out;
 }
 
 std::vector<PoolView> Pooler::Impl::Pools() {
-  std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<Pool>>> pools;
+  std::vector<std::pair<PoolKey, std::shared_ptr<Pool>>> pools;
   {
     absl::MutexLock lock(&pools_mu_);
     pools.assign(pools_.begin(), pools_.end());
@@ -165,8 +215,11 @@ std::vector<PoolView> Pooler::Impl::Pools() {
     Pool::Counts counts = pool->counts();
     PoolStats& stats = pool->stats();
     out.push_back(PoolView{
-        .database = key.first,
-        .user = key.second,
+        // (A replica's pool: the database's name, a slash and the replica's number.)
+        .database = std::get<2>(key) == kPrimaryNode
+                        ? std::get<0>(key)
+                        : Cat(std::get<0>(key), "/replica", std::get<2>(key)),
+        .user = std::get<1>(key),
         .mode = std::string(PoolModeName(pool->settings().mode)),
         .clients = pool->clients.load(),
         .counts = counts,
@@ -441,8 +494,12 @@ absl::Status Pooler::Impl::Reload() {
                it->first);
     it = retargeted_.erase(it);
   }
+  absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> routers =
+      MakeRouters(applied, Routers());
+  if (!routers.ok()) return routers.status();
   const size_t databases = applied.databases.size();
-  Install(std::make_shared<const PoolerConfig>(std::move(applied)), std::move(users), *tls);
+  Install(std::make_shared<const PoolerConfig>(std::move(applied)), std::move(users), *tls,
+          *std::move(routers));
   LogInfo("pooler: configuration reloaded from %s (%d databases)", config_.file, databases);
   return absl::OkStatus();
 }
@@ -463,29 +520,36 @@ absl::Status Pooler::Impl::Retarget(const std::string& database, const std::stri
   LogInfo("pooler: database %s retargeted to %s:%d/%s%s", database, moved.upstream.HostList(),
           moved.upstream.port, moved.upstream.dbname.empty() ? database : moved.upstream.dbname,
           first ? "" : " (it was retargeted before)");
-  Install(std::make_shared<const PoolerConfig>(std::move(changed)), users(), client_tls());
+  absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> routers =
+      MakeRouters(changed, Routers());
+  if (!routers.ok()) return routers.status();
+  Install(std::make_shared<const PoolerConfig>(std::move(changed)), users(), client_tls(),
+          *std::move(routers));
   return absl::OkStatus();
 }
 
 void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
                            std::shared_ptr<const UserList> users,
-                           std::shared_ptr<asio::ssl::context> client_tls) {
+                           std::shared_ptr<asio::ssl::context> client_tls,
+                           std::map<std::string, std::shared_ptr<Router>> routers) {
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
     users_ = users;
     client_tls_ = std::move(client_tls);
+    routers_ = std::move(routers);
     config_version_.fetch_add(1, std::memory_order_release);
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
-    const DatabaseOptions* db = FindDatabase(*snapshot, it->first.first);
-    if (db == nullptr) {
+    const auto& [database, login_user, node] = it->first;
+    const DatabaseOptions* db = FindDatabase(*snapshot, database);
+    if (db == nullptr || static_cast<size_t>(node) > db->replica_upstreams.size()) {
       it->second->Reconnect();  // removed: its connections close as they come back
       continue;
     }
-    LoginCredentials login = LoginFor(*db, it->first.second, *users);
-    it->second->Update(SettingsFor(*snapshot, it->first.first, *db), std::move(login));
+    LoginCredentials login = LoginFor(*db, login_user, *users);
+    it->second->Update(SettingsFor(*snapshot, database, *db, node), std::move(login));
   }
 }
 
@@ -500,6 +564,24 @@ void Pooler::Impl::CollectMetrics() {
     if (value > last) c->Add(value - last);
     last = value;
   };
+  for (const ReplicaView& r : Replicas()) {
+    const MetricLabels labels = {
+        {"database", r.database}, {"node", std::to_string(r.node.node)}, {"role", r.node.role}};
+    metrics_
+        ->GetGauge("pgflow_proxy_node_healthy",
+                   "Whether the routing proxy sends reads to the node (1) or not (0).", labels)
+        ->Set(r.node.state == "healthy" ? 1 : 0);
+    metrics_
+        ->GetGauge("pgflow_proxy_replica_lag_bytes",
+                   "How far a replica's replay is behind the primary's position, in bytes.", labels)
+        ->Set(static_cast<double>(r.node.lag_bytes));
+    metrics_
+        ->GetGauge("pgflow_proxy_replica_lag_seconds",
+                   "How long a replica has been behind a position the primary had.", labels)
+        ->Set(r.node.lag_seconds);
+    counter("pgflow_proxy_reads_total", "Units of reads the routing proxy placed on the node.",
+            labels, r.node.reads);
+  }
   int waiting_total = 0;
   for (const PoolView& p : pools) {
     MetricLabels labels = {{"database", p.database}, {"user", p.user}};
@@ -702,11 +784,14 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   std::shared_ptr<const UserList> users = PrepareUsers(config_);
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(config_);
   if (!tls.ok()) return tls.status();
+  absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> routers = MakeRouters(config_, {});
+  if (!routers.ok()) return routers.status();
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = std::make_shared<const PoolerConfig>(config_);
     users_ = std::move(users);
     client_tls_ = *std::move(tls);
+    routers_ = *std::move(routers);
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(config_.listen);
   if (!endpoint.ok()) return endpoint.status();
@@ -814,11 +899,16 @@ void Pooler::Impl::Stop() {
   }
   if (!local_path_.empty()) ::unlink(local_path_.c_str());
   threads_.clear();
-  absl::MutexLock lock(&pools_mu_);
-  pools_.clear();
+  {
+    absl::MutexLock lock(&pools_mu_);
+    pools_.clear();
+  }
+  absl::MutexLock lock(&config_mu_);
+  routers_.clear();  // (their monitors stop)
 }
 
-Pooler::Pooler(PoolerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Pooler::Pooler(PoolerConfig config, RouterFactory* routers)
+    : impl_(std::make_unique<Impl>(std::move(config), routers)) {}
 Pooler::~Pooler() { Stop(); }
 absl::Status Pooler::Start(MetricsRegistry* metrics) { return impl_->Start(metrics); }
 absl::Status Pooler::Reload() { return impl_->Reload(); }

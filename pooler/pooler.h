@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "pooler/pooler_config.h"
+#include "pooler/router.h"
 
 namespace pgflow {
 class MetricsRegistry;
@@ -28,7 +29,9 @@ namespace pgflow::pooler {
 class Pooler {
  public:
   // `config` as LoadPoolerConfig read it (the users file with it). Starts nothing yet.
-  explicit Pooler(PoolerConfig config);
+  // `routers` (may be null: then a database listing replicas is refused at Start) makes the
+  // routing proxy of each database that lists replicas; it must outlive the pooler.
+  explicit Pooler(PoolerConfig config, RouterFactory* routers = nullptr);
   ~Pooler();  // Stop()
 
   // Reads the TLS files, binds the listeners (an error names the address) and starts the

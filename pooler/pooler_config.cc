@@ -178,6 +178,19 @@ absl::Status ReadUpstream(const Node& node, DatabaseOptions* db) {
   return absl::OkStatus();
 }
 
+// max_replica_lag: a size of WAL or a time.
+absl::Status ReadReplicaLag(const ConfigNode& node, ReplicaLag* lag) {
+  if (absl::StatusOr<uint64_t> bytes = node.AsBytes(); bytes.ok()) {
+    *lag = ReplicaLag{.bytes = *bytes, .time = std::chrono::milliseconds(0)};
+    return absl::OkStatus();
+  }
+  if (absl::StatusOr<std::chrono::milliseconds> time = node.AsDuration(); time.ok()) {
+    *lag = ReplicaLag{.bytes = 0, .time = *time};
+    return absl::OkStatus();
+  }
+  return node.Error("expected a size of WAL (16MiB) or a time (5s)");
+}
+
 const OptionTable<DatabaseOptions>& DatabaseTable() {
   static const auto* table = new OptionTable<DatabaseOptions>({
       StringOption("url", &DatabaseOptions::url)
@@ -222,6 +235,27 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
       IntOption("max_client_conn", &DatabaseOptions::max_client_conn)
           .Range(0, 1000000)
           .Help("Clients of this database at most (0: only the global limit)."),
+      ListOption("replicas", &DatabaseOptions::replicas)
+          .NoDefault()
+          .Help("Streaming replicas of url (postgres://user:password@host:port/dbname each, "
+                "read as url is): autocommit reads and read-only transactions go to a healthy "
+                "one, balanced by the fewest in flight; writes and everything else to url. "
+                "Transaction and statement pooling only. docs/guides/routing.md says what "
+                "goes where."),
+      CustomOption("max_replica_lag", OptionType::kString, ReadReplicaLag,
+                   &DatabaseOptions::max_replica_lag)
+          .DefaultText("16MiB")
+          .Help("A replica further behind the primary than this takes no reads until it "
+                "catches up: a size of WAL (1MB) or a time (5s: how long it has been behind a "
+                "position the primary had). 0: no limit."),
+      BoolOption("read_your_writes", &DatabaseOptions::read_your_writes)
+          .Help("A client's reads after its own writes go only to a replica that has replayed "
+                "them (the primary's WAL position after its commit), or to the primary. "
+                "Clients may also SET pgflow.min_lsn = '<lsn>' to read at least that fresh."),
+      ListOption("write_functions", &DatabaseOptions::write_functions)
+          .NoDefault()
+          .Help("Functions (name or schema.name) whose calls go to the primary, beside every "
+                "function the catalog marks volatile."),
       ChoiceOption("session_state", &DatabaseOptions::session_state)
           .Choices({{"refuse", SessionStatePolicy::kRefuse}, {"pin", SessionStatePolicy::kPin}},
                    "session_state policy")
@@ -231,6 +265,28 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
                 "query's text: a query starting with LISTEN or naming advisory_lock."),
   });
   return *table;
+}
+
+// The replicas' upstreams, each read as the url is (its own user and password, or the url's).
+absl::Status ReadReplicas(const ConfigNode& value, DatabaseOptions* db) {
+  if (db->pool_mode == PoolMode::kSession) {
+    return value.Get("replicas")
+        ->Error(
+            "replicas are routed to per transaction: they need pool_mode transaction or statement");
+  }
+  const ConfigNode list = *value.Get("replicas");
+  const std::vector<ConfigNode> items =
+      list.IsSequence() ? list.Items() : std::vector<ConfigNode>{list};
+  for (size_t i = 0; i < db->replicas.size() && i < items.size(); ++i) {
+    DatabaseOptions replica;
+    replica.url = db->replicas[i];
+    if (absl::Status s = ReadUpstream(items[i], &replica); !s.ok()) return s;
+    if (replica.upstream.host_count() > 1) {
+      return items[i].Error("a replica is one server: give each its own url");
+    }
+    db->replica_upstreams.push_back(std::move(replica.upstream));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, DatabaseOptions>* out) {
@@ -257,6 +313,12 @@ absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, Databas
     DatabaseOptions db;
     absl::Status s = DatabaseTable().Parse(value, &db);
     if (s.ok() && !db.url.empty()) s = ReadUpstream(*value.Get("url"), &db);
+    if (s.ok() && !db.replicas.empty()) {
+      s = name == "*"
+              ? value.Get("replicas")
+                    ->Error("the wildcard entry serves any database: it cannot list replicas")
+              : ReadReplicas(value, &db);
+    }
     if (s.ok() && db.min_pool_size > db.pool_size) {
       s = value.Error(Cat("min_pool_size (", db.min_pool_size, ") exceeds pool_size (",
                           db.pool_size, ")"));

@@ -109,6 +109,14 @@ struct Upstream {
   std::string HostList() const;
 };
 
+// How far behind its primary a replica may be and still take reads (max_replica_lag): in bytes
+// of WAL, or in time (how long it has been behind a position the primary had). 0: no limit.
+struct ReplicaLag {
+  uint64_t bytes = 0;
+  std::chrono::milliseconds time{0};
+  bool operator==(const ReplicaLag&) const = default;
+};
+
 struct DatabaseOptions {
   std::string url;
   PoolMode pool_mode = PoolMode::kTransaction;
@@ -119,8 +127,17 @@ struct DatabaseOptions {
   int max_client_conn = 0;  // 0: only the global limit
   SessionStatePolicy session_state = SessionStatePolicy::kRefuse;
   bool load_balance_hosts = false;  // round-robin (true) or disable
+  // The routing proxy (proxy/, pooler/router.h): streaming replicas of `url` that take the
+  // reads a replica can run. Transaction and statement pooling only.
+  std::vector<std::string> replicas;
+  ReplicaLag max_replica_lag{.bytes = 16ull << 20, .time = std::chrono::milliseconds(0)};
+  bool read_your_writes = true;
+  // Functions that write though nothing in the catalog says so ("name" or "schema.name"):
+  // a statement calling one goes to the primary.
+  std::vector<std::string> write_functions;
 
   Upstream upstream;  // from url (and load_balance_hosts)
+  std::vector<Upstream> replica_upstreams;  // from replicas, in order
   bool operator==(const DatabaseOptions&) const = default;
 };
 

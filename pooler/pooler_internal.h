@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -123,7 +124,8 @@ struct ClientInfo {
 
 class Pooler::Impl : public AdminTarget {
  public:
-  explicit Impl(PoolerConfig config) : config_(std::move(config)) {}
+  Impl(PoolerConfig config, RouterFactory* routers)
+      : config_(std::move(config)), router_factory_(routers) {}
 
   absl::Status Start(MetricsRegistry* metrics);
   absl::Status Reload() override;
@@ -153,9 +155,21 @@ class Pooler::Impl : public AdminTarget {
     absl::MutexLock lock(&config_mu_);
     return client_tls_;
   }
-  // The pool of (database, login user), created on first use; nullptr when the database is
-  // not (or no longer) configured.
-  std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user);
+  // The pool of (database, login user) on `node` (kPrimaryNode: the url; i: replica i),
+  // created on first use; nullptr when the database (or the replica) is not (or no longer)
+  // configured.
+  std::shared_ptr<Pool> PoolFor(const std::string& database, const std::string& client_user,
+                                int node = kPrimaryNode);
+  // The routing proxy of a database that lists replicas; nullptr for others.
+  std::shared_ptr<Router> RouterFor(const std::string& database) const {
+    absl::MutexLock lock(&config_mu_);
+    auto it = routers_.find(database);
+    return it == routers_.end() ? nullptr : it->second;
+  }
+  std::map<std::string, std::shared_ptr<Router>> Routers() const {
+    absl::MutexLock lock(&config_mu_);
+    return routers_;
+  }
   // The same, if it exists already.
   std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
   void Register(const std::shared_ptr<ClientInfo>& info);
@@ -179,6 +193,7 @@ class Pooler::Impl : public AdminTarget {
   std::vector<ClientView> Clients() override;
   std::vector<std::pair<std::string, std::string>> ConfigRows() override;
   std::vector<DatabaseView> Databases() override;
+  std::vector<ReplicaView> Replicas() override;
   void Pause(const std::string& database) override;
   void Resume(const std::string& database) override;
   void Reconnect(const std::string& database) override;
@@ -204,17 +219,23 @@ class Pooler::Impl : public AdminTarget {
   // thread (posted).
   void PostToSessions(const std::function<bool(const ClientInfo&)>& which, void (Session::*what)());
   PoolSettings SettingsFor(const PoolerConfig& config, const std::string& database,
-                           const DatabaseOptions& db) const;
+                           const DatabaseOptions& db, int node) const;
+  // The routers `config` asks for: those of `old` kept where a database's entry is unchanged,
+  // new ones made (RouterFactory) for the rest. An error names the database.
+  absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> MakeRouters(
+      const PoolerConfig& config, const std::map<std::string, std::shared_ptr<Router>>& old);
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
                             const UserList& users) const;
   std::vector<std::shared_ptr<Pool>> PoolsOf(const std::string& database);
   // Makes `snapshot` (with `users`) the running configuration, and gives the pools their new
   // settings: a changed url or login closes their connections as they come back.
   void Install(std::shared_ptr<const PoolerConfig> snapshot, std::shared_ptr<const UserList> users,
-               std::shared_ptr<asio::ssl::context> client_tls);
+               std::shared_ptr<asio::ssl::context> client_tls,
+               std::map<std::string, std::shared_ptr<Router>> routers);
   void CollectMetrics();
 
   PoolerConfig config_;
+  RouterFactory* router_factory_;  // may be null
   const std::string mock_key_ = RandomBytes(32);
   LoginFailureLog login_failures_;
   // Held through a RELOAD or a RETARGET, so that one does not undo the other.
@@ -231,10 +252,14 @@ class Pooler::Impl : public AdminTarget {
   std::shared_ptr<const UserList> users_ ABSL_GUARDED_BY(config_mu_);
   std::shared_ptr<asio::ssl::context> client_tls_ ABSL_GUARDED_BY(config_mu_);
   std::atomic<uint64_t> config_version_{1};  // changed with config_snapshot_ (RefreshConfig)
+  // The routing proxies, by database (those whose entry lists replicas), with the options
+  // each was made from.
+  std::map<std::string, std::shared_ptr<Router>> routers_ ABSL_GUARDED_BY(config_mu_);
 
   absl::Mutex pools_mu_;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_
-      ABSL_GUARDED_BY(pools_mu_);
+  // By (database, login user, node).
+  using PoolKey = std::tuple<std::string, std::string, int>;
+  std::map<PoolKey, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(pools_mu_);
 
   absl::Mutex clients_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/log.h"
+#include "engine/lsn.h"
 #include "engine/str_cat.h"
 #include "pooler/pooler_internal.h"
 #include "pooler/protocol.h"
@@ -46,6 +47,119 @@ void RelayProtocol::Detach(RelayState* relay) {
   copy_in_ = false;
   describing_ = 0;
   shape_wait_ = skipping_ = false;
+  node_ = kPrimaryNode;
+  unit_open_ = wrote_ = holding_ = false;
+}
+
+RouteChoice RelayProtocol::Route(const RelayState& r, size_t position) {
+  if (routing_ == nullptr) return {};
+  RouteUnit unit;
+  if (auto it = settings_.params.find("default_transaction_read_only");
+      it != settings_.params.end()) {
+    unit.read_only_session = it->second == "on" || it->second == "true" || it->second == "1";
+  }
+  const std::string_view buffer = std::string_view(r.cbuf).substr(position);
+  // The statements the unit prepares itself, by name (Binds of them are judged by their Parse).
+  std::vector<std::string_view> parsed_names;
+  size_t pos = 0;
+  for (bool ended = false; !ended;) {
+    absl::StatusOr<std::optional<MessageHeader>> header =
+        ReadMessageHeader(buffer.substr(pos), size_t{1} << 31);
+    if (!header.ok() || !header->has_value() || buffer.size() - pos < (*header)->size) {
+      unit.whole = false;  // (the rest has not come: the primary's)
+      break;
+    }
+    const MessageHeader h = **header;
+    const std::string_view body = buffer.substr(pos + 5, h.body_size());
+    switch (h.type) {
+      case 'Q':
+        if (pos == 0) {
+          unit.statements.push_back(QueryText('Q', body));
+        } else {
+          unit.whole = false;  // (a simple query after unsynced messages)
+        }
+        ended = true;
+        break;
+      case 'P': {
+        const std::string_view name = body.substr(0, body.find('\0'));
+        parsed_names.push_back(name);
+        unit.statements.push_back(QueryText('P', body));
+        break;
+      }
+      case 'B': {
+        const size_t portal_end = body.find('\0');
+        const std::string_view rest =
+            portal_end == std::string_view::npos ? std::string_view() : body.substr(portal_end + 1);
+        const std::string_view name = rest.substr(0, rest.find('\0'));
+        if (std::find(parsed_names.begin(), parsed_names.end(), name) != parsed_names.end()) break;
+        const Statement* statement = name.empty() ? nullptr : Prepared(name);
+        if (statement == nullptr) {
+          unit.whole = false;  // (prepared in an earlier unit and not known here)
+          ended = true;
+          break;
+        }
+        const std::string_view text = statement->parse_rest;
+        unit.statements.push_back(text.substr(0, text.find('\0')));
+        break;
+      }
+      case 'D':
+      case 'E':
+      case 'C':
+      case 'H':
+        break;
+      case 'S':
+        ended = true;
+        break;
+      default:  // FunctionCall, COPY data, ...: the primary's
+        unit.whole = false;
+        ended = true;
+        break;
+    }
+    pos += h.size;
+  }
+  return routing_->Choose(unit);
+}
+
+bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view message) {
+  const std::string_view buffer = std::string_view(r.cbuf).substr(*position);
+  absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(buffer, size_t{1} << 31);
+  if (!header.ok() || !header->has_value() || (*header)->type != 'Q' ||
+      buffer.size() < (*header)->size) {
+    return false;
+  }
+  AppendError(&r.to_client, "ERROR", "22023", message);
+  AppendReadyForQuery(&r.to_client, txn_status_);
+  *position += (*header)->size;
+  return true;
+}
+
+RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r) {
+  if (unsynced_ > 0 || copy_in_) return ClientStep::kMore;  // (inside a unit)
+  bool only_ours = !r.expect.empty();  // the server owes the client nothing, only the position
+  for (const Expectation& e : r.expect) only_ours = only_ours && e.kind == Expect::kLsnCapture;
+  if (node_ == kPrimaryNode && !r.expect.empty() && !only_ours) {
+    // A client pipelining on the primary: it runs whatever comes; a unit not placed may write.
+    unit_open_ = true;
+    wrote_ = true;
+    return ClientStep::kMore;
+  }
+  if (!r.expect.empty()) {
+    holding_ = true;  // (until the server has answered: OnServerMessage)
+    return ClientStep::kHold;
+  }
+  if (txn_status_ == 'I') return ClientStep::kDetach;  // (placed again)
+  // Inside a transaction: it goes on where it runs (a replica's is read-only).
+  unit_open_ = true;
+  wrote_ = wrote_ || node_ == kPrimaryNode;
+  return ClientStep::kMore;
+}
+
+void RelayProtocol::TakeCommitPosition(std::string_view body) {
+  // DataRow: a column count, then the column's length and its text.
+  if (body.size() < 6) return;
+  const int32_t length = static_cast<int32_t>(ReadInt32(body.data() + 2));
+  if (length <= 0 || body.size() < 6 + static_cast<size_t>(length)) return;  // (NULL: a standby)
+  if (std::optional<Lsn> lsn = Lsn::Parse(body.substr(6, length))) routing_->Committed(lsn->value);
 }
 
 bool RelayProtocol::Releasable(const RelayState* relay) const {
@@ -280,6 +394,10 @@ RelayProtocol::ClientStep RelayProtocol::RelayClientMessages(RelayState& r,
       continue;
     }
     if (server_ == nullptr) return ClientStep::kAttach;  // (the routing seam: see the header)
+    if (routing_ != nullptr && !unit_open_) {
+      const ClientStep step = RouteNextUnit(r);
+      if (step != ClientStep::kMore) return step;
+    }
     bool rewrite = mode_ != PoolMode::kSession &&
                    (h.type == 'P' || h.type == 'B' || h.type == 'D' || h.type == 'C');
     if (rewrite && r.cbuf.size() - pos < h.size) {
@@ -392,6 +510,7 @@ void RelayProtocol::Expecting(RelayState& r, char type, bool rewrite) {
       if (type == 'S') skipping_ = false;
       r.expect.push_back({Expect::kSync, {}, type});
       unsynced_ = 0;
+      unit_open_ = false;
       break;
     case 'c':
     case 'f':
@@ -421,7 +540,8 @@ void RelayProtocol::Expecting(RelayState& r, char type, bool rewrite) {
 void RelayProtocol::DropUntilSync(RelayState& r) {
   ExpectQueue& expect = r.expect;
   while (!expect.empty() && expect.front().kind != Expect::kSync &&
-         expect.front().kind != Expect::kSyncSwallow) {
+         expect.front().kind != Expect::kSyncSwallow &&
+         expect.front().kind != Expect::kLsnCapture) {
     const Expectation& dropped = expect.front();
     if (!dropped.statement.empty() &&
         (dropped.kind == Expect::kParse || dropped.kind == Expect::kParseSwallow)) {
@@ -451,7 +571,9 @@ bool RelayProtocol::Answered(RelayState& r, Expect pass, Expect swallow, bool sw
 }
 
 bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view body) {
-  bool swallowing = !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow;
+  const bool capturing = !r.expect.empty() && r.expect.front().kind == Expect::kLsnCapture;
+  bool swallowing =
+      capturing || (!r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow);
   switch (type) {
     case 'Z': {
       DropUntilSync(r);
@@ -465,6 +587,21 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
         pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
         if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
         if (mode_ == PoolMode::kStatement && txn_status_ != 'I') statement_violation_ = true;
+        if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode && routing_ != nullptr &&
+            routing_->read_your_writes()) {
+          // The transaction ended: the primary's position now is past its commit. (NULL from
+          // a server in recovery, which a failover may have put here; a query that cannot
+          // fail, whatever the client pipelined meanwhile.)
+          AppendQuery(&r.to_server,
+                      "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+                      "ELSE pg_current_wal_insert_lsn() END");
+          r.expect.push_back({Expect::kLsnCapture, {}});
+          wrote_ = false;
+        }
+      }
+      if (holding_ && r.expect.empty()) {
+        holding_ = false;  // (the unit that waited goes on)
+        parsed_ = false;
       }
       return forward;
     }
@@ -472,7 +609,11 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
       return Answered(r, Expect::kParse, Expect::kParseSwallow, swallowing);
     case '3':  // CloseComplete
       return Answered(r, Expect::kClose, Expect::kCloseSwallow, swallowing);
+    case 'D':  // (inspected only while capturing)
+      if (capturing) TakeCommitPosition(body);
+      return !swallowing;
     case 'E':
+      if (capturing) return false;  // (an aborted transaction the client pipelined: no position)
       if (swallowing) {
         ErrorFields error = ParseErrorFields(body);
         LogWarning("pooler: database %s: setting a client's parameters failed: %s", database(),
@@ -581,10 +722,12 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
     }
     if (!header->has_value()) break;
     const MessageHeader h = **header;
-    bool swallowing = !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow;
+    const bool capturing = !r.expect.empty() && r.expect.front().kind == Expect::kLsnCapture;
+    bool swallowing =
+        capturing || (!r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow);
     bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
     if (large_error) DropUntilSync(r);  // read in pieces; only its type matters here
-    if (!Inspected(h.type) || large_error) {
+    if ((!Inspected(h.type) && !(capturing && h.type == 'D')) || large_error) {
       size_t k = std::min(h.size, sbuf.size() - pos);
       if (!swallowing) r.to_client.append(sbuf, pos, k);
       r.server_pass = h.size - k;

@@ -45,6 +45,7 @@
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/protocol.h"
+#include "pooler/router.h"
 
 namespace pgflow::pooler {
 
@@ -66,6 +67,9 @@ enum class Expect : uint8_t {
                      // pooler prepared: its shape (StatementShape)
   kErrorReplace,     // the error of a statement that fails in place of a client's stale one:
                      // what the client is told instead is PostgreSQL's for a changed plan
+  kLsnCapture,       // everything up to a ReadyForQuery of the pooler's query of the primary's
+                     // WAL position after a client's transaction (read-your-writes): its row
+                     // is taken (ClientRouting::Committed)
 };
 struct Expectation {
   Expect kind;
@@ -144,14 +148,37 @@ class RelayProtocol {
     kFatal,   // a malformed message (*fatal_message: what to tell a client holding no server)
     kLeave,   // Terminate
     kWait,    // the message at the position waits for a statement's shape (shape_wait())
+    kHold,    // routed: the message at the position begins the client's next unit while the
+              // replica it holds still owes answers; it waits for them (holding())
+    kDetach,  // routed: the message at the position begins a unit to be placed again; the
+              // replica connection, owed nothing, is to be given back first (then kAttach)
   };
 
   // The client's pool (its mode, settings, counters, statement stamps), which must outlive
   // this, and the client's entry (for the log). REQUIRES: before any other call but settings().
   void Start(Pool* pool, const ClientInfo* client);
 
-  // A server connection is the client's (REQUIRES: none was; `server` outlives its Detach).
-  void Attach(ServerConn* server) { server_ = server; }
+  // Routing (pooler/router.h): the client's, for a database with replicas. Before Attach.
+  void SetRouting(std::unique_ptr<ClientRouting> routing) { routing_ = std::move(routing); }
+  bool routed() const { return routing_ != nullptr; }
+  ClientRouting* routing() const { return routing_.get(); }
+  // Where the unit beginning at `position` in relay.cbuf runs (the primary when not routed).
+  // REQUIRES: ProcessClientBuffer returned kAttach there.
+  RouteChoice Route(const RelayState& relay, size_t position);
+  // The unit at `position`, when it is a simple query, is refused without running
+  // (RouteChoice::refusal): its error and ReadyForQuery go to the client, and *position moves
+  // past it. False for another unit (it runs).
+  bool Refuse(RelayState& relay, size_t* position, std::string_view message);
+
+  // A server connection is the client's (REQUIRES: none was; `server` outlives its Detach),
+  // from node `choice.node` for the unit at the position kAttach stopped at.
+  void Attach(ServerConn* server, const RouteChoice& choice = {}) {
+    server_ = server;
+    node_ = choice.node;
+    wrote_ = choice.node == kPrimaryNode && choice.may_write && routing_ != nullptr;
+    unit_open_ = true;
+    holding_ = false;
+  }
   // The server connection goes (given back or closed): what was owed on it is forgotten, in
   // `relay` (may be null) too.
   void Detach(RelayState* relay);
@@ -206,6 +233,8 @@ class RelayProtocol {
   bool dropping() const { return drop_until_sync_; }
   // Whether the client's next message waits for a statement's shape (ClientStep::kWait).
   bool shape_wait() const { return shape_wait_; }
+  // Whether the client's next unit waits for its replica's answers (ClientStep::kHold).
+  bool holding() const { return holding_; }
   // How large a message the client's buffer must hold whole before it goes on (0: none).
   size_t need() const { return need_; }
   // The server's transaction status, from its last ReadyForQuery ('I', 'T', 'E').
@@ -298,10 +327,17 @@ class RelayProtocol {
 
   bool Inspected(char type) const;
 
+  // Routing: whether the message `type` at the start of a unit (no unit under way) may be
+  // relayed on the held connection, or waits (kHold) or is to be placed again (kDetach).
+  ClientStep RouteNextUnit(const RelayState& r);
+  // The row of a kLsnCapture answer (a DataRow's body).
+  void TakeCommitPosition(std::string_view body);
+
   const std::string& database() const;
 
   // (Members by size, so that the session a client keeps while idle stays small.)
   Pool* pool_ = nullptr;
+  std::unique_ptr<ClientRouting> routing_;  // routed databases only
   const ClientInfo* client_ = nullptr;
   ServerConn* server_ = nullptr;  // the client's server connection, or none
   ClientSettings settings_;
@@ -331,6 +367,14 @@ class RelayProtocol {
   // An error skipped a Describe the client's next message waited for: the server skips what
   // comes up to the client's next Sync, which is relayed as it is, without preparing.
   bool skipping_ = false;
+  // Routing. node_: the node of the server connection held. unit_open_: the unit it was taken
+  // for is still being relayed (its end, a Sync or a simple query, not yet). wrote_: a
+  // transaction on the primary may have written since the last position taken: when it ends,
+  // the primary's position is asked for. holding_: ClientStep::kHold.
+  int node_ = kPrimaryNode;
+  bool unit_open_ = false;
+  bool wrote_ = false;
+  bool holding_ = false;
 };
 
 }  // namespace pgflow::pooler

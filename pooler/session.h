@@ -328,6 +328,13 @@ class Session : public std::enable_shared_from_this<Session>,
   std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
+  // Routing (pooler/router.h): the pool the held or awaited server connection is from (pool_,
+  // or a replica's), the choice it was taken for, and the replicas' pools, taken at first use.
+  Pool* target_ = nullptr;
+  RouteChoice choice_;
+  std::vector<std::shared_ptr<Pool>> replica_pools_;
+  // The pool of `node` (the primary's when the replica is no longer configured).
+  Pool* NodePool(int node);
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 

@@ -274,12 +274,26 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     co_return false;
   }
   pool_->clients.fetch_add(1);
+  target_ = pool_.get();
   protocol_.Start(pool_.get(), info_.get());
-  ClientSettings& settings = protocol_.settings();
-  if (!proof.client_key.empty() && pool_->login_user() == user()) {
-    pool_->OfferScramKeys(proof.client_key, proof.server_key);
+  if (std::shared_ptr<Router> router = impl_->RouterFor(database())) {
+    protocol_.SetRouting(router->NewClient());
+    const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
+    const size_t replicas = db != nullptr ? db->replica_upstreams.size() : 0;
+    for (size_t node = 1; node <= replicas; ++node) NodePool(static_cast<int>(node));
   }
-  if (!looked_up_md5.empty() && pool_->login_user() == user()) pool_->OfferMd5Hash(looked_up_md5);
+  ClientSettings& settings = protocol_.settings();
+  // What the login learned of the user's secret, for the pools that log in as the user.
+  std::vector<Pool*> pools = {pool_.get()};
+  for (const std::shared_ptr<Pool>& replica : replica_pools_) {
+    if (replica != nullptr) pools.push_back(replica.get());
+  }
+  for (Pool* pool : pools) {
+    if (!proof.client_key.empty() && pool->login_user() == user()) {
+      pool->OfferScramKeys(proof.client_key, proof.server_key);
+    }
+    if (!looked_up_md5.empty() && pool->login_user() == user()) pool->OfferMd5Hash(looked_up_md5);
+  }
   for (const auto& [name, value] : startup.parameters) {
     if (!IsConnectionParameter(name)) settings.params[Lower(name)] = value;
   }

@@ -77,7 +77,7 @@ void Session::CancelWaiting() {
     return;
   }
   if (wait_ != nullptr) {
-    pool_->Abandon(std::exchange(wait_, {}));
+    target_->Abandon(std::exchange(wait_, {}));
     thread_->waiting.erase(this);
     attaching_ = false;
     info_->state = 0;
@@ -93,7 +93,7 @@ void Session::SweepWaits(NetThread* thread) {
   const Clock::time_point now = Clock::now();
   std::vector<Session*> due;
   for (Session* session : thread->waiting) {
-    const Clock::duration limit = session->pool_->QueueWaitLimit();
+    const Clock::duration limit = session->target_->QueueWaitLimit();
     if (limit != Clock::duration::max() && now - Pool::WaitSince(*session->wait_) >= limit) {
       due.push_back(session);
     }
@@ -104,7 +104,7 @@ void Session::SweepWaits(NetThread* thread) {
 void Session::AbandonRelays(NetThread* thread) {
   thread->waiting.clear();
   while (Session* session = thread->relaying) {
-    if (session->wait_ != nullptr) session->pool_->Abandon(std::exchange(session->wait_, {}));
+    if (session->wait_ != nullptr) session->target_->Abandon(std::exchange(session->wait_, {}));
     session->Unlink();
     session->Advance(Phase::kFinished);
     session->CloseClientFd();
@@ -210,7 +210,7 @@ bool Session::ClientSide() {
     }
   }
   if (!protocol_.parsed() && (!attaching_ || protocol_.dropping()) && !protocol_.shape_wait() &&
-      !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
+      !protocol_.holding() && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
     ProcessClientInput();
     progress = true;
   }
@@ -230,6 +230,11 @@ void Session::ProcessClientInput() {
         more = false;
         break;
       case RelayProtocol::ClientStep::kAttach:
+        if (!attaching_ && protocol_.routed()) {
+          choice_ = protocol_.Route(r, pos);
+          if (!choice_.refusal.empty() && protocol_.Refuse(r, &pos, choice_.refusal)) break;
+          target_ = NodePool(choice_.node);
+        }
         if (attaching_) {
           more = false;  // (an Acquire under way after a cancelled wait: it resumes the relay)
         } else if (!TryAttach()) {
@@ -243,7 +248,13 @@ void Session::ProcessClientInput() {
         more = false;  // written by Pump, then relayed on
         break;
       case RelayProtocol::ClientStep::kWait:
+      case RelayProtocol::ClientStep::kHold:
         more = false;  // (the server's answer lets it go on)
+        break;
+      case RelayProtocol::ClientStep::kDetach:
+        // The replica goes back before the next unit is placed (a cancel in flight on it:
+        // tried again when it is answered).
+        more = Detach(true);
         break;
       case RelayProtocol::ClientStep::kFatal:
         if (fatal_message.empty()) {
@@ -262,8 +273,16 @@ void Session::ProcessClientInput() {
   r.cbuf.erase(0, pos);
 }
 
+Pool* Session::NodePool(int node) {
+  if (node == kPrimaryNode) return pool_.get();
+  if (replica_pools_.size() < static_cast<size_t>(node)) replica_pools_.resize(node);
+  std::shared_ptr<Pool>& pool = replica_pools_[node - 1];
+  if (pool == nullptr) pool = impl_->PoolFor(database(), user(), node);
+  return pool != nullptr ? pool.get() : pool_.get();
+}
+
 bool Session::TryAttach() {
-  std::unique_ptr<ServerConn> server = pool_->TryAcquire(&thread_->context, startup_settings());
+  std::unique_ptr<ServerConn> server = target_->TryAcquire(&thread_->context, startup_settings());
   if (server == nullptr) return false;
   Attached(std::move(server));
   return true;
@@ -272,7 +291,7 @@ bool Session::TryAttach() {
 void Session::StartAttach() {
   attaching_ = true;
   info_->state = 2;
-  wait_ = pool_->Queue(&thread_->context, startup_settings(), weak_from_this());
+  wait_ = target_->Queue(&thread_->context, startup_settings(), weak_from_this());
   if (wait_ != nullptr) {
     thread_->waiting.insert(this);
     return;
@@ -287,7 +306,7 @@ void Session::PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) {
 void Session::EndWait() {
   std::shared_ptr<Pool::Waiter> waiter = std::move(wait_);
   thread_->waiting.erase(this);
-  std::unique_ptr<ServerConn> server = pool_->TakeHanded(waiter);
+  std::unique_ptr<ServerConn> server = target_->TakeHanded(waiter);
   if (server != nullptr) {
     AttachDone(std::move(server));
     return;
@@ -302,7 +321,7 @@ void Session::AcquireLater(const std::shared_ptr<Pool::Waiter>& resumed) {
 Task<void> Session::AttachLater(AttachArgs* args) {
   std::unique_ptr<AttachArgs> hold(args);
   Session* self = args->self.get();
-  absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await self->pool_->Acquire(
+  absl::StatusOr<std::unique_ptr<ServerConn>> server = co_await self->target_->Acquire(
       &self->thread_->context, self->startup_settings(), &args->resumed);
   self->AttachDone(std::move(server));
 }
@@ -311,7 +330,21 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
   attaching_ = false;
   const bool cancelled = std::exchange(wait_cancelled_, false);
   if (phase_ == Phase::kFinished) {
-    if (server.ok()) pool_->Release(*std::move(server), true);
+    if (server.ok()) target_->Release(*std::move(server), true);
+    return;
+  }
+  if (!server.ok() && choice_.node != kPrimaryNode && !cancelled && phase_ < Phase::kClosing &&
+      !killed_) {
+    // A replica gave no connection: nothing of the unit was sent, so it is placed again
+    // (elsewhere: the replica takes no reads until it is seen healthy).
+    info_->state = 0;
+    LogInfo("pooler: database %s: replica %d gave no connection (%s): its reads go elsewhere",
+            database(), choice_.node, SqlstateOf(server.status()).second);
+    protocol_.routing()->Unavailable(choice_.node);
+    choice_ = RouteChoice();
+    target_ = pool_.get();
+    protocol_.Unparse();
+    Pump();
     return;
   }
   if (!server.ok()) {
@@ -325,7 +358,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     }
   } else if (phase_ >= Phase::kClosing || killed_) {
     info_->state = 0;
-    pool_->Release(*std::move(server), true);
+    target_->Release(*std::move(server), true);
   } else {
     Attached(*std::move(server));
   }
@@ -335,7 +368,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
 void Session::Attached(std::unique_ptr<ServerConn> server) {
   info_->state = 1;
   server_ = std::move(server);
-  protocol_.Attach(server_.get());
+  protocol_.Attach(server_.get(), choice_);
   {
     absl::MutexLock lock(&info_->mu);
     info_->server = server_->remote;
@@ -626,7 +659,7 @@ bool Session::Detach(bool reusable) {
   } else {
     thread_->reactor.Forget(fd);  // closed by Release
   }
-  pool_->Release(std::move(server_), reusable);
+  target_->Release(std::move(server_), reusable);
   return true;
 }
 

@@ -27,6 +27,7 @@ PACKAGES=(
   libpq-dev postgresql postgresql-client
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libboost-dev
   librdkafka-dev libssl-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev
+  libpg-query-dev
 )
 # The binary alone (the quickstart's `scripts/setup.sh pgflow`, or --install): the build
 # packages only, and the tests left out of the build unless an earlier full set-up put them in.

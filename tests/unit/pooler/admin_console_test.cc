@@ -32,6 +32,25 @@ class RecordingTarget : public AdminTarget {
     d.retargeted = !retargets.empty();
     return {d};
   }
+  std::vector<ReplicaView> Replicas() override {
+    Router::NodeView primary{.node = 0,
+                             .role = "primary",
+                             .address = "10.0.0.2:5433",
+                             .state = "healthy",
+                             .position = 0x3001618,
+                             .lag_bytes = 0,
+                             .lag_seconds = 0,
+                             .reads = 4};
+    Router::NodeView replica{.node = 1,
+                             .role = "replica",
+                             .address = "10.0.0.3:5433",
+                             .state = "lagging",
+                             .position = 0x3000000,
+                             .lag_bytes = 5656,
+                             .lag_seconds = 2.5,
+                             .reads = 17};
+    return {{"app", primary}, {"app", replica}};
+  }
   bool HasDatabase(const std::string& database) override { return database == "app"; }
   void Pause(const std::string&) override {}
   void Resume(const std::string&) override {}
@@ -106,6 +125,15 @@ TEST(AdminConsoleTest, ShowDatabasesSaysWhichWereRetargeted) {
   ASSERT_NE(row, std::string::npos);
   EXPECT_EQ(after.messages[done - 1], '1');
   EXPECT_EQ(before.messages[before.messages.rfind('C') - 1], '0');
+}
+
+TEST(AdminConsoleTest, ShowReplicasGivesEachNodesStateLagAndReads) {
+  RecordingTarget target;
+  AdminReply reply = RunAdminCommand(&target, "show replicas;");
+  EXPECT_EQ(Types(reply.messages), "TDDC");
+  for (const char* text : {"lag_bytes", "lagging", "10.0.0.3:5433", "0/3001618", "5656", "2.5"}) {
+    EXPECT_THAT(reply.messages, HasSubstr(text));
+  }
 }
 
 }  // namespace

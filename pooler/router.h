@@ -1,0 +1,100 @@
+#pragma once
+
+// The seam a routing proxy plugs into (proxy/ implements it): where each transaction of a
+// client runs, the primary or one of its database's replicas.
+//
+// The relay (pooler/relay_protocol.h) asks at the first message of each unit of work a client
+// sends while it holds no server connection (a simple query, or the extended-protocol messages
+// up to their Sync), before anything of it is relayed, handing over the unit's statement texts
+// as they came; it then takes a connection from the pool of the node chosen. A unit placed on a
+// replica runs there whole, and the client's next unit is placed again once the replica has
+// answered (a read-only transaction stays on its replica to its end). A unit placed on the
+// primary that may write has the primary's WAL insert position read on the same connection
+// right after its transaction ends (read-your-writes by LSN: the position the primary reports,
+// not a clock).
+//
+// A database entry without replicas gets no router: the relay then does none of this.
+//
+// Thread-safety: a Router is shared by the network threads (its methods are safe to call at
+// once); a ClientRouting belongs to one client, used on its thread only.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pooler/pooler_config.h"
+
+namespace pgflow::pooler {
+
+// Node 0 is the database's primary (its url); node i ≥ 1 its replica i (replicas[i - 1]).
+inline constexpr int kPrimaryNode = 0;
+
+struct RouteChoice {
+  int node = kPrimaryNode;
+  // The unit may write: on the primary, its commit position is asked for (read-your-writes).
+  bool may_write = true;
+  // Nonempty: the unit is refused with this message (SQLSTATE 22023) without running, e.g. a
+  // SET pgflow.min_lsn whose value is no position.
+  std::string refusal;
+};
+
+// What the relay knows of a unit when it asks.
+struct RouteUnit {
+  // The texts of its statements, in order (a simple query's whole text, or each Parse's, or
+  // the text a Bind's named statement was prepared with).
+  std::vector<std::string_view> statements;
+  // Whether the whole unit was seen (its Sync, or the simple query whole). A unit seen in
+  // part, or holding what cannot be judged (a Bind of a statement prepared elsewhere, a
+  // FunctionCall, COPY data), goes to the primary.
+  bool whole = true;
+  // The client's default_transaction_read_only is on: a plain BEGIN begins a read-only
+  // transaction, which a replica can run.
+  bool read_only_session = false;
+};
+
+class ClientRouting {
+ public:
+  virtual ~ClientRouting() = default;
+  // Where `unit` runs.
+  virtual RouteChoice Choose(const RouteUnit& unit) = 0;
+  // No server connection could be had from `node` (down, refusing): it takes no reads until
+  // it is seen healthy again. The relay then asks again.
+  virtual void Unavailable(int node) = 0;
+  // The client's transactions on the primary are committed at or before `lsn` (the primary's
+  // WAL insert position read after them): its later reads go only where that is replayed.
+  virtual void Committed(uint64_t lsn) = 0;
+  // Whether Committed is wanted (the database's read_your_writes).
+  virtual bool read_your_writes() const = 0;
+};
+
+class Router {
+ public:
+  virtual ~Router() = default;
+  virtual std::unique_ptr<ClientRouting> NewClient() = 0;
+  // One row per node for SHOW REPLICAS and /metrics.
+  struct NodeView {
+    int node = 0;
+    std::string role;        // primary, replica
+    std::string address;     // host:port
+    std::string state;       // healthy, lagging, down, promoted, unknown
+    uint64_t position = 0;   // the primary's WAL position, or the replica's replay position
+    uint64_t lag_bytes = 0;  // behind the primary (replicas)
+    double lag_seconds = 0;  // how long it has been behind (replicas)
+    uint64_t reads = 0;      // units placed on it
+  };
+  virtual std::vector<NodeView> Nodes() const = 0;
+};
+
+// Makes the router of a database whose entry lists replicas (the routing proxy's; the pooler
+// knows it only through this). Called at start and at each RELOAD that changes the entry.
+class RouterFactory {
+ public:
+  virtual ~RouterFactory() = default;
+  virtual absl::StatusOr<std::shared_ptr<Router>> Make(const std::string& database,
+                                                       const DatabaseOptions& db) = 0;
+};
+
+}  // namespace pgflow::pooler

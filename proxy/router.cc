@@ -1,0 +1,405 @@
+#include "proxy/router.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "engine/log.h"
+#include "engine/lsn.h"
+#include "engine/str_cat.h"
+
+namespace pgflow::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using pooler::kPrimaryNode;
+using pooler::RouteChoice;
+using pooler::RouteUnit;
+using Kind = StatementClass::Kind;
+
+// How long the primary's positions are remembered (a replica's lag in time is measured against
+// them; a replica further behind is "lagging" by at least this).
+constexpr auto kHistory = std::chrono::minutes(10);
+// The catalog of functions is read again at most this often when a name is not found in it.
+constexpr auto kCatalogEvery = std::chrono::seconds(5);
+
+std::string AddressOf(const pooler::Upstream& upstream) { return upstream.Where(); }
+
+class Routing : public pooler::ClientRouting {
+ public:
+  explicit Routing(std::shared_ptr<ProxyRouter> router) : router_(std::move(router)) {}
+  ~Routing() override {
+    if (current_ != kPrimaryNode) router_->Finished(current_);
+  }
+
+  RouteChoice Choose(const RouteUnit& unit) override {
+    if (current_ != kPrimaryNode) router_->Finished(std::exchange(current_, kPrimaryNode));
+    RouteChoice choice = router_->Choose(unit, &min_lsn_, committed_);
+    current_ = choice.node;
+    return choice;
+  }
+  void Unavailable(int node) override {
+    if (node == current_) current_ = kPrimaryNode;
+    router_->Unavailable(node);
+  }
+  void Committed(uint64_t lsn) override { committed_ = std::max(committed_, lsn); }
+  bool read_your_writes() const override { return router_->read_your_writes(); }
+
+ private:
+  std::shared_ptr<ProxyRouter> router_;
+  int current_ = kPrimaryNode;  // the replica of the unit under way (counted in its in_flight)
+  uint64_t min_lsn_ = 0;        // the client's SET pgflow.min_lsn (0: none)
+  uint64_t committed_ = 0;      // the primary's position after the client's last transaction there
+};
+
+}  // namespace
+
+std::shared_ptr<ProxyRouter> ProxyRouter::Start(std::string database,
+                                                const pooler::DatabaseOptions& db,
+                                                RouterOptions options) {
+  std::shared_ptr<ProxyRouter> router(new ProxyRouter(std::move(database), db, options));
+  router->thread_ = std::thread([raw = router.get()] { raw->Run(); });
+  return router;
+}
+
+ProxyRouter::ProxyRouter(std::string database, const pooler::DatabaseOptions& db,
+                         RouterOptions options)
+    : database_(std::move(database)),
+      options_(options),
+      max_lag_(db.max_replica_lag),
+      read_your_writes_(db.read_your_writes) {
+  for (const std::string& name : db.write_functions) write_functions_.insert(name);
+  auto primary = std::make_unique<Node>();
+  primary->url = db.url;
+  primary->address = AddressOf(db.upstream);
+  nodes_.push_back(std::move(primary));
+  for (size_t i = 0; i < db.replicas.size(); ++i) {
+    auto replica = std::make_unique<Node>();
+    replica->url = db.replicas[i];
+    replica->address = i < db.replica_upstreams.size() ? AddressOf(db.replica_upstreams[i]) : "";
+    nodes_.push_back(std::move(replica));
+  }
+  connections_.resize(nodes_.size());
+}
+
+ProxyRouter::~ProxyRouter() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<pooler::ClientRouting> ProxyRouter::NewClient() {
+  return std::make_unique<Routing>(shared_from_this());
+}
+
+std::shared_ptr<const StatementClass> ProxyRouter::Classify(std::string_view sql) {
+  std::string key = LiteralFreeKey(sql);
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = statements_.find(key);
+    if (it != statements_.end()) return it->second;
+  }
+  auto parsed = std::make_shared<const StatementClass>(ClassifySql(sql));
+  absl::MutexLock lock(&mu_);
+  if (statements_.size() >= options_.max_cached_statements) statements_.clear();
+  statements_.emplace(std::move(key), parsed);
+  return parsed;
+}
+
+char ProxyRouter::Volatility(const std::string& name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (volatility_ == nullptr) return 0;
+  auto it = volatility_->find(name);
+  return it == volatility_->end() ? 0 : it->second;
+}
+
+bool ProxyRouter::CallsWritingFunction(const StatementClass& statement) {
+  for (const std::string& name : statement.functions) {
+    const size_t dot = name.rfind('.');
+    if (write_functions_.contains(name) ||
+        (dot != std::string::npos && write_functions_.contains(name.substr(dot + 1)))) {
+      return true;
+    }
+    const char volatility = Volatility(name);
+    if (volatility == 0) {
+      catalog_wanted_.store(true, std::memory_order_relaxed);  // (a function made since?)
+      return true;
+    }
+    if (volatility == 'v') return true;
+  }
+  return false;
+}
+
+RouteChoice ProxyRouter::Choose(const RouteUnit& unit, uint64_t* min_lsn, uint64_t committed) {
+  RouteChoice write;  // the primary, may write
+  if (!unit.whole) return write;
+  bool begins_read_only = false;
+  for (std::string_view text : unit.statements) {
+    std::shared_ptr<const StatementClass> statement = Classify(text);
+    if (statement->min_lsn.has_value()) {
+      // (The cached class is of another value: the text's own is read.)
+      const StatementClass own = ClassifySql(text);
+      const std::string value = own.min_lsn.value_or("");
+      if (value.empty()) {
+        *min_lsn = 0;
+      } else if (std::optional<Lsn> lsn = Lsn::Parse(value)) {
+        *min_lsn = lsn->value;
+      } else {
+        write.refusal = Cat("pgflow.min_lsn: '", value,
+                            "' is not a WAL position (PostgreSQL's form: 16/B374D848)");
+        return write;
+      }
+    }
+    switch (statement->kind) {
+      case Kind::kWrite:
+      case Kind::kUnknown:
+        return write;
+      case Kind::kBegin:
+        if (!unit.read_only_session) return write;
+        begins_read_only = true;
+        break;
+      case Kind::kBeginReadOnly:
+        begins_read_only = true;
+        break;
+      case Kind::kRead:
+        break;
+    }
+    if (CallsWritingFunction(*statement)) return write;
+  }
+  (void)begins_read_only;  // (a read-only transaction runs whole where its first unit goes)
+  RouteChoice read;
+  read.may_write = false;
+  read.node = PickReplica(std::max(*min_lsn, committed));
+  return read;
+}
+
+int ProxyRouter::PickReplica(uint64_t required) {
+  int best = kPrimaryNode;
+  int best_load = 0;
+  const size_t n = nodes_.size() - 1;
+  if (n == 0) return kPrimaryNode;
+  const size_t start = turn_.fetch_add(1, std::memory_order_relaxed);
+  for (size_t k = 0; k < n; ++k) {
+    const int i = static_cast<int>(1 + (start + k) % n);
+    Node& node = *nodes_[i];
+    if (!node.healthy.load(std::memory_order_acquire) ||
+        node.suspect.load(std::memory_order_acquire)) {
+      continue;
+    }
+    if (required != 0 && node.position.load(std::memory_order_acquire) < required) continue;
+    const int load = node.in_flight.load(std::memory_order_relaxed);
+    if (best == kPrimaryNode || load < best_load) {
+      best = i;
+      best_load = load;
+    }
+  }
+  if (best != kPrimaryNode) nodes_[best]->in_flight.fetch_add(1, std::memory_order_relaxed);
+  nodes_[best]->reads.fetch_add(1, std::memory_order_relaxed);
+  return best;
+}
+
+void ProxyRouter::Finished(int node) {
+  if (node <= 0 || static_cast<size_t>(node) >= nodes_.size()) return;
+  nodes_[node]->in_flight.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ProxyRouter::Unavailable(int node) {
+  if (node <= 0 || static_cast<size_t>(node) >= nodes_.size()) return;
+  nodes_[node]->suspect.store(true, std::memory_order_release);
+}
+
+std::vector<pooler::Router::NodeView> ProxyRouter::Nodes() const {
+  std::vector<NodeView> out;
+  absl::ReaderMutexLock lock(&mu_);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& node = *nodes_[i];
+    out.push_back(NodeView{
+        .node = static_cast<int>(i),
+        .role = i == 0 ? "primary" : "replica",
+        .address = node.address,
+        .state = node.suspect.load() && node.state == "healthy" ? "suspect" : node.state,
+        .position = node.position.load(),
+        .lag_bytes = node.lag_bytes,
+        .lag_seconds = node.lag_seconds,
+        .reads = node.reads.load(),
+    });
+  }
+  return out;
+}
+
+void ProxyRouter::Run() {
+  while (true) {
+    const Clock::time_point next = Clock::now() + options_.interval;
+    CheckAll();
+    absl::MutexLock lock(&stop_mu_);
+    const auto wait = std::max(next - Clock::now(), Clock::duration::zero());
+    stop_mu_.AwaitWithTimeout(
+        absl::Condition(&stopping_),
+        absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(wait)));
+    if (stopping_) break;
+  }
+  connections_.clear();
+}
+
+absl::StatusOr<std::vector<std::string>> ProxyRouter::CheckQuery(size_t i, const std::string& sql) {
+  PgConnPtr& conn = connections_[i];
+  if (conn == nullptr || PQstatus(conn.get()) != CONNECTION_OK) {
+    const std::string timeout_s =
+        std::to_string(std::max<int64_t>(2, (options_.timeout.count() + 999) / 1000));
+    const std::string timeout_ms = std::to_string(options_.timeout.count());
+    const std::string options = Cat("-c statement_timeout=", options_.timeout.count());
+    const char* keys[] = {"dbname",           "connect_timeout", "tcp_user_timeout",
+                          "application_name", "options",         nullptr};
+    const char* values[] = {nodes_[i]->url.c_str(), timeout_s.c_str(), timeout_ms.c_str(),
+                            "pgflow proxy health",  options.c_str(),   nullptr};
+    conn.reset(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+    if (conn == nullptr || PQstatus(conn.get()) != CONNECTION_OK) {
+      std::string message = conn != nullptr ? PQerrorMessage(conn.get()) : "out of memory";
+      conn.reset();
+      while (!message.empty() && message.back() == '\n') message.pop_back();
+      return absl::UnavailableError(message);
+    }
+  }
+  absl::StatusOr<PgResultPtr> result = Exec(conn.get(), sql);
+  if (!result.ok()) {
+    conn.reset();
+    return result.status();
+  }
+  std::vector<std::string> row;
+  if (PQntuples(result->get()) > 0) {
+    for (int c = 0; c < PQnfields(result->get()); ++c) {
+      row.emplace_back(PQgetisnull(result->get(), 0, c) ? "" : PQgetvalue(result->get(), 0, c));
+    }
+  }
+  return row;
+}
+
+void ProxyRouter::ReadCatalog() {
+  PgConnPtr& conn = connections_[0];
+  if (conn == nullptr) return;
+  // The most volatile of a name's overloads, by schema and alone (an unqualified call may
+  // reach any schema on the search path).
+  absl::StatusOr<PgResultPtr> result =
+      Exec(conn.get(),
+           "SELECT n.nspname, p.proname, max(p.provolatile::text) FROM pg_proc p "
+           "JOIN pg_namespace n ON n.oid = p.pronamespace GROUP BY 1, 2");
+  if (!result.ok()) {
+    LogWarning("proxy: database %s: reading the primary's functions: %s", database_,
+               result.status().message());
+    return;
+  }
+  auto catalog = std::make_shared<absl::flat_hash_map<std::string, char>>();
+  for (int r = 0; r < PQntuples(result->get()); ++r) {
+    const std::string schema = PQgetvalue(result->get(), r, 0);
+    const std::string name = PQgetvalue(result->get(), r, 1);
+    const char volatility = PQgetvalue(result->get(), r, 2)[0];
+    (*catalog)[schema + "." + name] = volatility;
+    char& any = (*catalog)[name];
+    any = std::max(any, volatility);  // ('i' < 's' < 'v')
+  }
+  absl::MutexLock lock(&mu_);
+  volatility_ = std::move(catalog);
+  catalog_read_at_ = Clock::now();
+  catalog_wanted_.store(false, std::memory_order_relaxed);
+}
+
+void ProxyRouter::CheckAll() {
+  const Clock::time_point now = Clock::now();
+  // The primary: its position (and whether it is one).
+  absl::StatusOr<std::vector<std::string>> primary =
+      CheckQuery(0,
+                 "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN NULL "
+                 "ELSE pg_current_wal_lsn() END");
+  uint64_t primary_position = 0;
+  {
+    Node& node = *nodes_[0];
+    std::string state = "down";
+    if (primary.ok() && primary->size() == 2) {
+      state = (*primary)[0] == "t" ? "in recovery" : "healthy";
+      if (std::optional<Lsn> lsn = Lsn::Parse((*primary)[1])) primary_position = lsn->value;
+    } else if (!primary.ok()) {
+      LogDebug("proxy: database %s: primary %s: %s", database_, node.address,
+               primary.status().message());
+    }
+    node.healthy.store(state == "healthy", std::memory_order_release);
+    absl::MutexLock lock(&mu_);
+    if (state != node.state) {
+      LogInfo("proxy: database %s: primary %s is %s", database_, node.address, state);
+    }
+    node.state = state;
+    if (primary_position != 0) {
+      node.position.store(primary_position, std::memory_order_release);
+      history_.emplace_back(now, primary_position);
+      while (!history_.empty() && now - history_.front().first > kHistory) {
+        history_.erase(history_.begin());
+      }
+    }
+  }
+  bool want_catalog = false;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    want_catalog = volatility_ == nullptr || (catalog_wanted_.load(std::memory_order_relaxed) &&
+                                              now - catalog_read_at_ >= kCatalogEvery);
+  }
+  if (primary.ok() && want_catalog) ReadCatalog();
+
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& node = *nodes_[i];
+    absl::StatusOr<std::vector<std::string>> replica =
+        CheckQuery(i, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()");
+    std::string state = "down";
+    uint64_t replay = 0;
+    if (replica.ok() && replica->size() == 2) {
+      if ((*replica)[0] != "t") {
+        state = "promoted";  // (no longer a replica of this primary: it takes no reads)
+      } else if (std::optional<Lsn> lsn = Lsn::Parse((*replica)[1])) {
+        replay = lsn->value;
+        state = "healthy";
+      } else {
+        state = "not replaying";
+      }
+    } else if (!replica.ok()) {
+      LogDebug("proxy: database %s: replica %s: %s", database_, node.address,
+               replica.status().message());
+    }
+    absl::MutexLock lock(&mu_);
+    uint64_t lag_bytes = 0;
+    double lag_seconds = 0;
+    if (state == "healthy" && !history_.empty()) {
+      const uint64_t last = history_.back().second;
+      lag_bytes = last > replay ? last - replay : 0;
+      for (const auto& [seen, position] : history_) {
+        if (position > replay) {
+          lag_seconds = std::chrono::duration<double>(now - seen).count();
+          break;
+        }
+      }
+      const bool too_far = (max_lag_.bytes != 0 && lag_bytes > max_lag_.bytes) ||
+                           (max_lag_.time.count() != 0 &&
+                            lag_seconds * 1000 > static_cast<double>(max_lag_.time.count()));
+      if (too_far) state = "lagging";
+    }
+    if (state != node.state) {
+      LogInfo("proxy: database %s: replica %s is %s%s", database_, node.address, state,
+              state == "lagging" ? Cat(" (", lag_bytes, " bytes, ", lag_seconds, " s behind)")
+                                 : std::string());
+    }
+    node.state = state;
+    node.lag_bytes = lag_bytes;
+    node.lag_seconds = lag_seconds;
+    if (replay != 0) node.position.store(replay, std::memory_order_release);
+    node.healthy.store(state == "healthy", std::memory_order_release);
+    if (state == "healthy") node.suspect.store(false, std::memory_order_release);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<pooler::Router>> ProxyRouterFactory::Make(
+    const std::string& database, const pooler::DatabaseOptions& db) {
+  return std::shared_ptr<pooler::Router>(ProxyRouter::Start(database, db, options_));
+}
+
+}  // namespace pgflow::proxy
