@@ -148,6 +148,9 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
     }
     absl::StatusOr<std::shared_ptr<Router>> router = router_factory_->Make(name, db);
     if (!router.ok()) {
+      for (const auto& [made, made_router] : routers) {
+        if (!old.contains(made) || old.at(made) != made_router) made_router->Stop(false);
+      }
       return absl::Status(router.status().code(),
                           Cat("database ", name, ": ", router.status().message()));
     }
@@ -532,14 +535,21 @@ void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
                            std::shared_ptr<const UserList> users,
                            std::shared_ptr<asio::ssl::context> client_tls,
                            std::map<std::string, std::shared_ptr<Router>> routers) {
+  std::map<std::string, std::shared_ptr<Router>> replaced;
   {
     absl::MutexLock lock(&config_mu_);
     config_snapshot_ = snapshot;
     users_ = users;
     client_tls_ = std::move(client_tls);
+    for (auto& [name, router] : routers_) {
+      auto kept = routers.find(name);
+      if (kept == routers.end() || kept->second != router) replaced[name] = std::move(router);
+    }
     routers_ = std::move(routers);
     config_version_.fetch_add(1, std::memory_order_release);
   }
+  // (Their clients keep them until their next transaction: FollowRouter.)
+  for (auto& [name, router] : replaced) router->Stop(false);
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
     const auto& [database, login_user, node] = it->first;
@@ -903,8 +913,12 @@ void Pooler::Impl::Stop() {
     absl::MutexLock lock(&pools_mu_);
     pools_.clear();
   }
-  absl::MutexLock lock(&config_mu_);
-  routers_.clear();  // (their monitors stop)
+  std::map<std::string, std::shared_ptr<Router>> routers;
+  {
+    absl::MutexLock lock(&config_mu_);
+    routers.swap(routers_);
+  }
+  for (auto& [name, router] : routers) router->Stop(true);
 }
 
 Pooler::Pooler(PoolerConfig config, RouterFactory* routers)

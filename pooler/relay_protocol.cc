@@ -36,13 +36,20 @@ const std::string& RelayProtocol::database() const { return client_->database; }
 
 void RelayProtocol::Detach(RelayState* relay) {
   if (relay != nullptr) {
-    relay->expect.clear();
     relay->described_parameters.clear();
     relay->sbuf.clear();
     relay->server_pass = 0;
     relay->to_server.clear();  // (empty unless the connection is closed)
     relay->server_sent = 0;
   }
+  if (routing_ != nullptr) {
+    bool capture_owed = wrote_;
+    if (relay != nullptr) {
+      for (const Expectation& e : relay->expect) capture_owed |= e.kind == Expect::kLsnCapture;
+    }
+    if (capture_owed) routing_->Committed(kPositionUnknown);  // (its position never came)
+  }
+  if (relay != nullptr) relay->expect.clear();
   server_ = nullptr;
   copy_in_ = false;
   describing_ = 0;
@@ -133,24 +140,31 @@ bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view mes
   return true;
 }
 
+bool RelayProtocol::OwesOnlyPosition(const RelayState& r) const {
+  bool only_ours = !r.expect.empty();
+  for (const Expectation& e : r.expect) only_ours = only_ours && e.kind == Expect::kLsnCapture;
+  return only_ours && r.server_pass == 0 && r.client_pass == 0 && unsynced_ == 0;
+}
+
 RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r) {
   if (unsynced_ > 0 || copy_in_) return ClientStep::kMore;  // (inside a unit)
-  bool only_ours = !r.expect.empty();  // the server owes the client nothing, only the position
-  for (const Expectation& e : r.expect) only_ours = only_ours && e.kind == Expect::kLsnCapture;
+  // (The server owes the client nothing, only the position.)
+  const bool only_ours = OwesOnlyPosition(r);
   if (node_ == kPrimaryNode && !r.expect.empty() && !only_ours) {
     // A client pipelining on the primary: it runs whatever comes; a unit not placed may write.
     unit_open_ = true;
-    wrote_ = true;
+    wrote_ = wants_positions();
     return ClientStep::kMore;
   }
   if (!r.expect.empty()) {
     holding_ = true;  // (until the server has answered: OnServerMessage)
     return ClientStep::kHold;
   }
-  if (txn_status_ == 'I') return ClientStep::kDetach;  // (placed again)
-  // Inside a transaction: it goes on where it runs (a replica's is read-only).
+  if (txn_status_ == 'I' && !pinned_ && Releasable(&r))
+    return ClientStep::kDetach;  // (placed again)
+  // Inside a transaction, or pinned: it goes on where it runs (a replica's is read-only).
   unit_open_ = true;
-  wrote_ = wrote_ || node_ == kPrimaryNode;
+  wrote_ = wrote_ || (node_ == kPrimaryNode && wants_positions());
   return ClientStep::kMore;
 }
 
@@ -158,8 +172,12 @@ void RelayProtocol::TakeCommitPosition(std::string_view body) {
   // DataRow: a column count, then the column's length and its text.
   if (body.size() < 6) return;
   const int32_t length = static_cast<int32_t>(ReadInt32(body.data() + 2));
-  if (length <= 0 || body.size() < 6 + static_cast<size_t>(length)) return;  // (NULL: a standby)
-  if (std::optional<Lsn> lsn = Lsn::Parse(body.substr(6, length))) routing_->Committed(lsn->value);
+  std::optional<Lsn> lsn;
+  if (length > 0 && body.size() >= 6 + static_cast<size_t>(length)) {
+    lsn = Lsn::Parse(body.substr(6, length));
+  }
+  // (NULL: the server is in recovery, which a failover may have put under the connection.)
+  routing_->Committed(lsn ? lsn->value : kPositionUnknown);
 }
 
 bool RelayProtocol::Releasable(const RelayState* relay) const {
@@ -587,11 +605,12 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
         pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
         if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
         if (mode_ == PoolMode::kStatement && txn_status_ != 'I') statement_violation_ = true;
-        if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode && routing_ != nullptr &&
-            routing_->read_your_writes()) {
-          // The transaction ended: the primary's position now is past its commit. (NULL from
-          // a server in recovery, which a failover may have put here; a query that cannot
-          // fail, whatever the client pipelined meanwhile.)
+        if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode && r.expect.empty() &&
+            unsynced_ == 0 && r.client_pass == 0 && !copy_in_ && r.to_server.empty()) {
+          // The transaction ended and the client has nothing under way on the connection (a
+          // pipelining client's position is read after its last answer): the primary's
+          // position now is past its commit. (NULL from a server in recovery, which a
+          // failover may have put here.)
           AppendQuery(&r.to_server,
                       "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
                       "ELSE pg_current_wal_insert_lsn() END");
@@ -613,7 +632,10 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
       if (capturing) TakeCommitPosition(body);
       return !swallowing;
     case 'E':
-      if (capturing) return false;  // (an aborted transaction the client pipelined: no position)
+      if (capturing) {
+        routing_->Committed(kPositionUnknown);
+        return false;
+      }
       if (swallowing) {
         ErrorFields error = ParseErrorFields(body);
         LogWarning("pooler: database %s: setting a client's parameters failed: %s", database(),
@@ -647,6 +669,7 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
       if (!r.expect.empty() && r.expect.front().kind == Expect::kSync &&
           r.expect.front().origin == 'S') {
         r.expect.pop_front();
+        unit_open_ = true;  // (the unit ends at the Sync after CopyDone)
       }
       return !swallowing;
     case 'S':

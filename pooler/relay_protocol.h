@@ -175,7 +175,7 @@ class RelayProtocol {
   void Attach(ServerConn* server, const RouteChoice& choice = {}) {
     server_ = server;
     node_ = choice.node;
-    wrote_ = choice.node == kPrimaryNode && choice.may_write && routing_ != nullptr;
+    wrote_ = choice.node == kPrimaryNode && choice.may_write && wants_positions();
     unit_open_ = true;
     holding_ = false;
   }
@@ -225,6 +225,10 @@ class RelayProtocol {
 
   // New client bytes came: the buffer is to be parsed again.
   void Unparse() { parsed_ = false; }
+  // Nothing more is relayed until new bytes come or Unparse (a kDetach that must wait).
+  void Stall() { parsed_ = true; }
+  // Whether the server owes nothing but the pooler's read of its position (kLsnCapture).
+  bool OwesOnlyPosition(const RelayState& relay) const;
 
   // Whether the client's buffer was relayed as far as it goes (only the start of a message
   // left), until more bytes come.
@@ -330,6 +334,9 @@ class RelayProtocol {
   // Routing: whether the message `type` at the start of a unit (no unit under way) may be
   // relayed on the held connection, or waits (kHold) or is to be placed again (kDetach).
   ClientStep RouteNextUnit(const RelayState& r);
+  // Whether the primary's positions after the client's transactions are read (routed, with
+  // read_your_writes).
+  bool wants_positions() const { return routing_ != nullptr && routing_->read_your_writes(); }
   // The row of a kLsnCapture answer (a DataRow's body).
   void TakeCommitPosition(std::string_view body);
 

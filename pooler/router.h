@@ -31,6 +31,7 @@ namespace pgflow::pooler {
 
 // Node 0 is the database's primary (its url); node i ≥ 1 its replica i (replicas[i - 1]).
 inline constexpr int kPrimaryNode = 0;
+inline constexpr uint64_t kPositionUnknown = ~uint64_t{0};
 
 struct RouteChoice {
   int node = kPrimaryNode;
@@ -63,9 +64,16 @@ class ClientRouting {
   // No server connection could be had from `node` (down, refusing): it takes no reads until
   // it is seen healthy again. The relay then asks again.
   virtual void Unavailable(int node) = 0;
+  // What the last Choose placed is over: its server connection went back (or was lost).
+  virtual void Done() = 0;
   // The client's transactions on the primary are committed at or before `lsn` (the primary's
   // WAL insert position read after them): its later reads go only where that is replayed.
+  // kPositionUnknown: a transaction's position could not be read (the connection was lost,
+  // the server in recovery): its reads go to the primary until a position is read again.
   virtual void Committed(uint64_t lsn) = 0;
+  // The highest position the client's reads must see (its own and the one it gave), which a
+  // new ClientRouting takes over (Router::NewClient) when a RELOAD changes the router.
+  virtual uint64_t position() const = 0;
   // Whether Committed is wanted (the database's read_your_writes).
   virtual bool read_your_writes() const = 0;
 };
@@ -73,7 +81,12 @@ class ClientRouting {
 class Router {
  public:
   virtual ~Router() = default;
-  virtual std::unique_ptr<ClientRouting> NewClient() = 0;
+  // A client's routing; `position`: what its reads must see already (ClientRouting::position
+  // of the routing it replaces, 0 for a new client).
+  virtual std::unique_ptr<ClientRouting> NewClient(uint64_t position) = 0;
+  // Stops its health checks (`wait`: returns once they have; else at once, from a network
+  // thread). Routing goes on with what they last saw.
+  virtual void Stop(bool wait) = 0;
   // One row per node for SHOW REPLICAS and /metrics.
   struct NodeView {
     int node = 0;

@@ -335,6 +335,10 @@ class Session : public std::enable_shared_from_this<Session>,
   std::vector<std::shared_ptr<Pool>> replica_pools_;
   // The pool of `node` (the primary's when the replica is no longer configured).
   Pool* NodePool(int node);
+  // The database's router as the configuration now has it (RELOAD may have changed it).
+  void FollowRouter();
+  std::shared_ptr<Router> router_;  // the one routing_ was made by
+  uint64_t routing_version_ = 0;    // the configuration version router_ was looked up at
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 

@@ -276,8 +276,11 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
   pool_->clients.fetch_add(1);
   target_ = pool_.get();
   protocol_.Start(pool_.get(), info_.get());
-  if (std::shared_ptr<Router> router = impl_->RouterFor(database())) {
-    protocol_.SetRouting(router->NewClient());
+  impl_->RefreshConfig(thread_);
+  routing_version_ = thread_->config_version;
+  router_ = impl_->RouterFor(database());
+  if (const std::shared_ptr<Router>& router = router_) {
+    protocol_.SetRouting(router->NewClient(0));
     const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
     const size_t replicas = db != nullptr ? db->replica_upstreams.size() : 0;
     for (size_t node = 1; node <= replicas; ++node) NodePool(static_cast<int>(node));

@@ -230,6 +230,7 @@ void Session::ProcessClientInput() {
         more = false;
         break;
       case RelayProtocol::ClientStep::kAttach:
+        if (!attaching_ && thread_->config_version != routing_version_) FollowRouter();
         if (!attaching_ && protocol_.routed()) {
           choice_ = protocol_.Route(r, pos);
           if (!choice_.refusal.empty() && protocol_.Refuse(r, &pos, choice_.refusal)) break;
@@ -255,6 +256,7 @@ void Session::ProcessClientInput() {
         // The replica goes back before the next unit is placed (a cancel in flight on it:
         // tried again when it is answered).
         more = Detach(true);
+        if (!more) protocol_.Stall();  // (Release gives it back, then the unit is placed)
         break;
       case RelayProtocol::ClientStep::kFatal:
         if (fatal_message.empty()) {
@@ -279,6 +281,20 @@ Pool* Session::NodePool(int node) {
   std::shared_ptr<Pool>& pool = replica_pools_[node - 1];
   if (pool == nullptr) pool = impl_->PoolFor(database(), user(), node);
   return pool != nullptr ? pool.get() : pool_.get();
+}
+
+void Session::FollowRouter() {
+  routing_version_ = thread_->config_version;
+  std::shared_ptr<Router> router = impl_->RouterFor(database());
+  if (router == router_) return;
+  // A RELOAD changed the database's replicas: the client goes on with the new router (its
+  // reads still see its writes), and the replicas' pools as the new list numbers them.
+  const uint64_t position = protocol_.routed() ? protocol_.routing()->position() : 0;
+  router_ = std::move(router);
+  protocol_.SetRouting(router_ != nullptr ? router_->NewClient(position) : nullptr);
+  replica_pools_.clear();
+  choice_ = RouteChoice();
+  target_ = pool_.get();
 }
 
 bool Session::TryAttach() {
@@ -356,9 +372,11 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     } else {
       EndWithFatal(sqlstate, message);
     }
-  } else if (phase_ >= Phase::kClosing || killed_) {
+  } else if (phase_ >= Phase::kClosing || killed_ || (cancelled && protocol_.routed())) {
+    // (Routed: a connection taken for a cancelled unit goes back; the next unit is placed.)
     info_->state = 0;
     target_->Release(*std::move(server), true);
+    protocol_.Unparse();
   } else {
     Attached(*std::move(server));
   }
@@ -578,11 +596,16 @@ bool Session::Release() {
   if (!protocol_.Releasable(relay_.get()) || (!protocol_.parsed() && !relay_->cbuf.empty())) {
     return false;
   }
-  return Detach(true);
+  if (!Detach(true)) return false;
+  if (!relay_->cbuf.empty()) protocol_.Unparse();  // (what waited is placed now)
+  return true;
 }
 
 bool Session::SettleAfterClientGone() {
   RelayState& r = relay();
+  // (The pooler's own read of the primary's position after the client's last transaction: the
+  // connection is kept once it is answered.)
+  if (!cleanup_sent_ && protocol_.OwesOnlyPosition(r) && r.to_server.empty()) return false;
   if (!r.expect.empty() || r.client_pass > 0 || r.server_pass > 0 || protocol_.unsynced() > 0 ||
       !r.to_server.empty()) {
     if (cleanup_sent_ && !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow) {
@@ -651,6 +674,7 @@ bool Session::Detach(bool reusable) {
     info_->state = 0;
   }
   protocol_.Detach(relay_.get());
+  if (protocol_.routed()) protocol_.routing()->Done();
   cleanup_sent_ = false;
   server_in_ = server_out_ = server_hup_ = server_blocked_ = false;
   const int fd = server_->fd();

@@ -1,11 +1,13 @@
 #include "proxy/router.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <string>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "engine/log.h"
 #include "engine/lsn.h"
 #include "engine/str_cat.h"
@@ -27,24 +29,89 @@ constexpr auto kCatalogEvery = std::chrono::seconds(5);
 
 std::string AddressOf(const pooler::Upstream& upstream) { return upstream.Where(); }
 
+// `sql` on `conn` without blocking past `timeout` (a server that stopped answering, its kernel
+// still acknowledging, would hold a blocking call forever): its first result, checked as Exec
+// checks it. An error leaves the connection to be closed.
+absl::StatusOr<PgResultPtr> ExecWithin(PGconn* conn, const std::string& sql,
+                                       std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  auto wait = [&](short events) -> absl::Status {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd fd{.fd = PQsocket(conn), .events = events, .revents = 0};
+    if (left <= 0 || ::poll(&fd, 1, static_cast<int>(left)) == 0) {
+      return absl::DeadlineExceededError(
+          Cat("no answer from ", Describe(conn), " within ", timeout.count(), " ms"));
+    }
+    return absl::OkStatus();
+  };
+  if (PQsetnonblocking(conn, 1) != 0 || PQsendQuery(conn, sql.c_str()) == 0) {
+    return ResultError(conn, nullptr, "sending a health check");
+  }
+  for (int flushed; (flushed = PQflush(conn)) != 0;) {
+    if (flushed < 0) return ResultError(conn, nullptr, "sending a health check");
+    if (absl::Status s = wait(POLLOUT); !s.ok()) return s;
+  }
+  PgResultPtr first;
+  while (true) {
+    while (PQisBusy(conn)) {
+      if (absl::Status s = wait(POLLIN); !s.ok()) return s;
+      if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "a health check");
+    }
+    PGresult* result = PQgetResult(conn);
+    if (result == nullptr) break;
+    if (first == nullptr) {
+      first.reset(result);
+    } else {
+      PQclear(result);
+    }
+  }
+  const ExecStatusType status = first ? PQresultStatus(first.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    return ResultError(conn, first.get(), "a health check");
+  }
+  return first;
+}
+
+// PostgreSQL's functions that the catalog marks stable but that assign a transaction id,
+// which a server in recovery refuses to do.
+bool AssignsTransactionId(std::string_view name) {
+  if (name.starts_with("pg_catalog.")) name.remove_prefix(11);
+  return name == "txid_current" || name == "pg_current_xact_id";
+}
+
 class Routing : public pooler::ClientRouting {
  public:
-  explicit Routing(std::shared_ptr<ProxyRouter> router) : router_(std::move(router)) {}
-  ~Routing() override {
-    if (current_ != kPrimaryNode) router_->Finished(current_);
+  Routing(std::shared_ptr<ProxyRouter> router, uint64_t position) : router_(std::move(router)) {
+    Committed(position);
   }
+  ~Routing() override { Done(); }
 
   RouteChoice Choose(const RouteUnit& unit) override {
-    if (current_ != kPrimaryNode) router_->Finished(std::exchange(current_, kPrimaryNode));
-    RouteChoice choice = router_->Choose(unit, &min_lsn_, committed_);
+    Done();
+    RouteChoice choice =
+        router_->Choose(unit, &min_lsn_, unknown_ ? pooler::kPositionUnknown : committed_);
     current_ = choice.node;
     return choice;
   }
   void Unavailable(int node) override {
-    if (node == current_) current_ = kPrimaryNode;
+    if (node == current_) Done();
     router_->Unavailable(node);
   }
-  void Committed(uint64_t lsn) override { committed_ = std::max(committed_, lsn); }
+  void Done() override {
+    if (current_ != kPrimaryNode) router_->Finished(std::exchange(current_, kPrimaryNode));
+  }
+  void Committed(uint64_t lsn) override {
+    if (lsn == pooler::kPositionUnknown) {
+      unknown_ = true;  // (until a later transaction's position is read)
+      return;
+    }
+    committed_ = std::max(committed_, lsn);
+    unknown_ = false;
+  }
+  uint64_t position() const override {
+    return unknown_ ? pooler::kPositionUnknown : std::max(committed_, min_lsn_);
+  }
   bool read_your_writes() const override { return router_->read_your_writes(); }
 
  private:
@@ -52,6 +119,7 @@ class Routing : public pooler::ClientRouting {
   int current_ = kPrimaryNode;  // the replica of the unit under way (counted in its in_flight)
   uint64_t min_lsn_ = 0;        // the client's SET pgflow.min_lsn (0: none)
   uint64_t committed_ = 0;      // the primary's position after the client's last transaction there
+  bool unknown_ = false;        // the position of a later transaction could not be read
 };
 
 }  // namespace
@@ -60,7 +128,8 @@ std::shared_ptr<ProxyRouter> ProxyRouter::Start(std::string database,
                                                 const pooler::DatabaseOptions& db,
                                                 RouterOptions options) {
   std::shared_ptr<ProxyRouter> router(new ProxyRouter(std::move(database), db, options));
-  router->thread_ = std::thread([raw = router.get()] { raw->Run(); });
+  // (The checks hold the router until they end: Stop need not wait for them.)
+  router->thread_ = std::thread([self = router] { self->Run(); });
   return router;
 }
 
@@ -85,15 +154,28 @@ ProxyRouter::ProxyRouter(std::string database, const pooler::DatabaseOptions& db
 }
 
 ProxyRouter::~ProxyRouter() {
+  // (Run's end drops the last reference when Stop did not wait: on the checks' own thread.)
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      Stop(true);
+    }
+  }
+}
+
+void ProxyRouter::Stop(bool wait) {
   {
     absl::MutexLock lock(&stop_mu_);
     stopping_ = true;
   }
-  if (thread_.joinable()) thread_.join();
+  if (wait && thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
+    thread_.join();
+  }
 }
 
-std::unique_ptr<pooler::ClientRouting> ProxyRouter::NewClient() {
-  return std::make_unique<Routing>(shared_from_this());
+std::unique_ptr<pooler::ClientRouting> ProxyRouter::NewClient(uint64_t position) {
+  return std::make_unique<Routing>(shared_from_this(), position);
 }
 
 std::shared_ptr<const StatementClass> ProxyRouter::Classify(std::string_view sql) {
@@ -120,7 +202,7 @@ char ProxyRouter::Volatility(const std::string& name) const {
 bool ProxyRouter::CallsWritingFunction(const StatementClass& statement) {
   for (const std::string& name : statement.functions) {
     const size_t dot = name.rfind('.');
-    if (write_functions_.contains(name) ||
+    if (write_functions_.contains(name) || AssignsTransactionId(name) ||
         (dot != std::string::npos && write_functions_.contains(name.substr(dot + 1)))) {
       return true;
     }
@@ -232,6 +314,7 @@ std::vector<pooler::Router::NodeView> ProxyRouter::Nodes() const {
 }
 
 void ProxyRouter::Run() {
+  absl::Cleanup done = [this] { connections_.clear(); };
   while (true) {
     const Clock::time_point next = Clock::now() + options_.interval;
     CheckAll();
@@ -242,7 +325,6 @@ void ProxyRouter::Run() {
         absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(wait)));
     if (stopping_) break;
   }
-  connections_.clear();
 }
 
 absl::StatusOr<std::vector<std::string>> ProxyRouter::CheckQuery(size_t i, const std::string& sql) {
@@ -264,7 +346,7 @@ absl::StatusOr<std::vector<std::string>> ProxyRouter::CheckQuery(size_t i, const
       return absl::UnavailableError(message);
     }
   }
-  absl::StatusOr<PgResultPtr> result = Exec(conn.get(), sql);
+  absl::StatusOr<PgResultPtr> result = ExecWithin(conn.get(), sql, options_.timeout);
   if (!result.ok()) {
     conn.reset();
     return result.status();
@@ -284,9 +366,11 @@ void ProxyRouter::ReadCatalog() {
   // The most volatile of a name's overloads, by schema and alone (an unqualified call may
   // reach any schema on the search path).
   absl::StatusOr<PgResultPtr> result =
-      Exec(conn.get(),
-           "SELECT n.nspname, p.proname, max(p.provolatile::text) FROM pg_proc p "
-           "JOIN pg_namespace n ON n.oid = p.pronamespace GROUP BY 1, 2");
+      ExecWithin(conn.get(),
+                 "SELECT n.nspname, p.proname, max(p.provolatile::text) FROM pg_proc p "
+                 "JOIN pg_namespace n ON n.oid = p.pronamespace GROUP BY 1, 2",
+                 4 * options_.timeout);
+  if (!result.ok()) conn.reset();
   if (!result.ok()) {
     LogWarning("proxy: database %s: reading the primary's functions: %s", database_,
                result.status().message());
@@ -399,6 +483,11 @@ void ProxyRouter::CheckAll() {
 
 absl::StatusOr<std::shared_ptr<pooler::Router>> ProxyRouterFactory::Make(
     const std::string& database, const pooler::DatabaseOptions& db) {
+  if (db.upstream.user.empty()) {
+    return absl::InvalidArgumentError(
+        "its url names no user: the routing proxy's health checks log in to the primary and "
+        "the replicas with the url's user (and password, or ~/.pgpass)");
+  }
   return std::shared_ptr<pooler::Router>(ProxyRouter::Start(database, db, options_));
 }
 

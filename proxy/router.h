@@ -43,7 +43,9 @@
 namespace pgflow::proxy {
 
 struct RouterOptions {
-  std::chrono::milliseconds interval{1000};  // between health checks
+  // Between checks: a replica's replay position, and so how soon a client's reads after its
+  // writes may go to it again, is as fresh as the last.
+  std::chrono::milliseconds interval{200};
   std::chrono::milliseconds timeout{2000};   // a check's connection and query at most
   size_t max_cached_statements = 10000;      // classes kept by text (then started over)
 };
@@ -54,9 +56,10 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
   // node is "unknown", taking no reads, until its first check).
   static std::shared_ptr<ProxyRouter> Start(std::string database, const pooler::DatabaseOptions& db,
                                             RouterOptions options = {});
-  ~ProxyRouter() override;  // stops the checks
+  ~ProxyRouter() override;  // (after the checks ended: they hold the router)
 
-  std::unique_ptr<pooler::ClientRouting> NewClient() override;
+  std::unique_ptr<pooler::ClientRouting> NewClient(uint64_t position) override;
+  void Stop(bool wait) override;
   std::vector<NodeView> Nodes() const override;
 
   // Where a unit goes, for a client whose reads must see `committed` (its last transaction on

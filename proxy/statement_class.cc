@@ -83,17 +83,18 @@ std::optional<std::string> ConstString(const Json& arg) {
   return sval->value("sval", std::string());
 }
 
-// Whether a list of DefElem options says transaction_read_only = 1 (READ ONLY).
-bool ReadOnlyOption(const Json& options) {
-  if (!options.is_array()) return false;
-  bool read_only = false;
+// What a list of DefElem options says of transaction_read_only: 1 READ ONLY, 0 READ WRITE,
+// -1 nothing.
+int ReadOnlyOption(const Json& options) {
+  if (!options.is_array()) return -1;
+  int read_only = -1;
   for (const Json& option : options) {
     auto def = option.find("DefElem");
     if (def == option.end() || def->value("defname", std::string()) != "transaction_read_only") {
       continue;
     }
     auto arg = def->find("arg");
-    read_only = arg != def->end() && ConstInt(*arg) == 1;
+    read_only = arg != def->end() && ConstInt(*arg) == 1 ? 1 : 0;
   }
   return read_only;
 }
@@ -101,7 +102,13 @@ bool ReadOnlyOption(const Json& options) {
 // One statement of the tree: its kind, before what its nodes hold is looked at.
 Kind StatementKind(const std::string& type, const Json& body, StatementClass* out) {
   if (type == "SelectStmt" || type == "VariableShowStmt") return Kind::kRead;
-  if (type == "ExplainStmt") return Kind::kRead;  // (its query's nodes decide: Walk)
+  if (type == "ExplainStmt") {
+    // What it explains decides (EXPLAIN ANALYZE runs it; a plain EXPLAIN of a write is the
+    // primary's too).
+    auto query = body.find("query");
+    if (query == body.end() || !query->is_object() || query->empty()) return Kind::kWrite;
+    return StatementKind(query->begin().key(), query->begin().value(), out);
+  }
   if (type == "CopyStmt") {
     // COPY ... TO STDOUT reads; COPY FROM, and a server-side file or program, are the primary's.
     const bool from = body.value("is_from", false);
@@ -110,8 +117,14 @@ Kind StatementKind(const std::string& type, const Json& body, StatementClass* ou
   if (type == "TransactionStmt") {
     const std::string kind = body.value("kind", std::string());
     if (kind == "TRANS_STMT_BEGIN" || kind == "TRANS_STMT_START") {
-      return ReadOnlyOption(body.value("options", Json::array())) ? Kind::kBeginReadOnly
-                                                                  : Kind::kBegin;
+      switch (ReadOnlyOption(body.value("options", Json::array()))) {
+        case 1:
+          return Kind::kBeginReadOnly;
+        case 0:
+          return Kind::kWrite;  // (READ WRITE said aloud: even in a read-only session)
+        default:
+          return Kind::kBegin;
+      }
     }
     // COMMIT, ROLLBACK, SAVEPOINT ... alone begin nothing; PREPARE TRANSACTION and the
     // commit or rollback of a prepared one write.
@@ -130,7 +143,11 @@ Kind StatementKind(const std::string& type, const Json& body, StatementClass* ou
       return Kind::kRead;
     }
     // SET TRANSACTION and SET LOCAL last until the transaction's end; outside one they do
-    // nothing. Other SETs change the session: the primary's.
+    // nothing (SET TRANSACTION READ WRITE: the primary's). Other SETs change the session: the
+    // primary's.
+    if (name == "TRANSACTION" && ReadOnlyOption(body.value("args", Json::array())) == 0) {
+      return Kind::kWrite;
+    }
     if (name == "TRANSACTION" || body.value("is_local", false)) return Kind::kRead;
     return Kind::kWrite;
   }
@@ -266,8 +283,13 @@ std::string LiteralFreeKey(std::string_view sql) {
     }
     if (c == '$' && (key.empty() || !ident_char(key.back()))) {
       // $1 (a parameter) or a dollar-quoted string: $tag$ ... $tag$, kept whole (a body is code).
+      // (A tag's characters as PostgreSQL's lexer takes them: letters, digits, '_', and any
+      // byte of a multibyte character.)
       size_t j = i + 1;
-      while (j < n && (std::isalnum(static_cast<unsigned char>(sql[j])) || sql[j] == '_')) ++j;
+      while (j < n && (std::isalnum(static_cast<unsigned char>(sql[j])) || sql[j] == '_' ||
+                       static_cast<unsigned char>(sql[j]) >= 0x80)) {
+        ++j;
+      }
       if (j < n && sql[j] == '$' &&
           !(j > i + 1 && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) {
         const std::string_view tag = sql.substr(i, j - i + 1);

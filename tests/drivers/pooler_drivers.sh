@@ -10,6 +10,11 @@
 # transactions through a pooler while `pgflow cutover` moves their database to another one a
 # pipeline copied it into; none may fail, and the new database holds every one.
 #
+# Then the routing proxy (routed.js, routed.py, Routed.java): the same drivers against a database
+# with a streaming replica (pg_basebackup -R), prepared statements placed by their Parse, each
+# read after a client's own write seeing it, and reads of clients that only read served by the
+# replica (SHOW REPLICAS counts them).
+#
 # Then cancels and schema changes (cancels.py, Cancels.java, cancels.js), each driver's workload
 # run directly and through the pooler: a cancel (psycopg's cancel(), asyncpg's and JDBC's
 # timeouts, postgres.js's cancel()) never cancels another client's query, a query waiting for a
@@ -32,9 +37,11 @@ POOLER_PID=
 cleanup() {
   if [ -n "$POOLER_PID" ]; then kill "$POOLER_PID" 2>/dev/null || true; wait "$POOLER_PID" 2>/dev/null || true; fi
   if [ "${KEEP:-0}" = 1 ]; then
+    "$ROOT/scripts/pgtmp.sh" pause "$WORK/replica" >/dev/null 2>&1 || true
     "$ROOT/scripts/pgtmp.sh" pause "$WORK/pg" >/dev/null 2>&1 || true
     echo "kept $WORK"
   else
+    "$ROOT/scripts/pgtmp.sh" stop "$WORK/replica" >/dev/null 2>&1 || true
     "$ROOT/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
     rm -rf "$WORK"
   fi
@@ -73,16 +80,21 @@ PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
 psql -X -q -v ON_ERROR_STOP=1 -d postgres \
   -c "CREATE ROLE app LOGIN PASSWORD 'app-secret'" -c "CREATE DATABASE app OWNER app"
-psql -X -q -v ON_ERROR_STOP=1 -d app -c "CREATE TABLE hits (client text, n int); ALTER TABLE hits OWNER TO app"
+psql -X -q -v ON_ERROR_STOP=1 -d app -c "CREATE TABLE hits (client text, n int); ALTER TABLE hits OWNER TO app" \
+  -c "CREATE TABLE seen (client text, n int); ALTER TABLE seen OWNER TO app"
+REPLICA_PORT=$("$ROOT/scripts/pgtmp.sh" standby "$WORK/replica" "$PORT" | tail -n 1)
 [ -n "${PG_DEBUG:-}" ] && psql -X -q -d postgres -c "ALTER SYSTEM SET log_statement = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
 POOLER_PORT=$(free_port)
 printf '"app" "app-secret"\n' >"$WORK/users.txt"
 cat >"$WORK/pooler.yaml" <<YAML
 listen: 127.0.0.1:$POOLER_PORT
 threads: 2
+admin: {users: [app]}
 auth: {method: scram-sha-256, users: $WORK/users.txt}
 databases:
   app: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 3}
+  routed: {url: 'postgres://app:app-secret@127.0.0.1:$PORT/app', pool_mode: transaction, pool_size: 3,
+           replicas: ['postgres://app:app-secret@127.0.0.1:$REPLICA_PORT/app']}
   small: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 2}
   one: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 1}
 YAML
@@ -102,6 +114,31 @@ status=0
 [ -n "${ONLY:-}" ] && [ "$ONLY" != python ] || "$CACHE/venv/bin/python" "$HERE/clients.py" "$URL" || status=1
 [ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Clients.java" \
   "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?user=app&password=app-secret" || status=1
+
+# --- Through the routing proxy ---------------------------------------------------------------
+ROUTED="postgres://app:app-secret@127.0.0.1:$POOLER_PORT/routed"
+replica_reads() {
+  psql -X -At "postgres://app:app-secret@127.0.0.1:$POOLER_PORT/pgflow" -c "SHOW REPLICAS" |
+    awk -F'|' '$1 == "routed" && $2 == "1" { print $9 }'
+}
+for _ in $(seq 100); do
+  psql -X -At "postgres://app:app-secret@127.0.0.1:$POOLER_PORT/pgflow" -c "SHOW REPLICAS" |
+    grep -q '^routed|1|replica|[^|]*|healthy|' && break
+  sleep 0.1
+done
+reads_before=$(replica_reads)
+[ -n "${ONLY:-}" ] && [ "$ONLY" != node ] || NODE_PATH="$CACHE/node/node_modules" node "$HERE/routed.js" "$ROUTED" || status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != python ] || "$CACHE/venv/bin/python" "$HERE/routed.py" "$ROUTED" || status=1
+[ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Routed.java" \
+  "jdbc:postgresql://127.0.0.1:$POOLER_PORT/routed?user=app&password=app-secret" || status=1
+reads_after=$(replica_reads)
+if [ -z "$reads_after" ] || [ $((reads_after - reads_before)) -lt 100 ]; then
+  echo "the replica served $((${reads_after:-0} - ${reads_before:-0})) reads through the proxy; expected at least 100" >&2
+  psql -X -At "postgres://app:app-secret@127.0.0.1:$POOLER_PORT/pgflow" -c "SHOW REPLICAS" >&2
+  status=1
+else
+  say "routing proxy: the replica served $((reads_after - reads_before)) reads; every read after a write saw it"
+fi
 
 # --- Cancels and schema changes, directly and through the pooler --------------------------------
 DIRECT="postgres://app:app-secret@127.0.0.1:$PORT/app"

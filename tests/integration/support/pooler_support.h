@@ -136,6 +136,20 @@ class Standby {
     Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh stop ", dir_.File("pg")), &output);
   }
   int port() const { return port_; }
+  // Its directory (the server's log is server.log in it).
+  std::string dir() const { return dir_.File("pg"); }
+  // Stops it (fast), keeping its data; Resume starts it again on the same port.
+  void Pause() {
+    std::string output;
+    EXPECT_EQ(Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh pause ", dir()), &output), 0)
+        << output;
+  }
+  void Resume() {
+    std::string output;
+    EXPECT_EQ(Shell(absl::StrCat(PGFLOW_SOURCE_DIR, "/scripts/pgtmp.sh resume ", dir()), &output),
+              0)
+        << output;
+  }
 
  private:
   TempDir dir_;
