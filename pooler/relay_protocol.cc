@@ -60,6 +60,10 @@ void RelayProtocol::Detach(RelayState* relay) {
 
 RouteChoice RelayProtocol::Route(const RelayState& r, size_t position) {
   if (routing_ == nullptr) return {};
+  return routing_->Choose(UnitAt(r, position));
+}
+
+RouteUnit RelayProtocol::UnitAt(const RelayState& r, size_t position) const {
   RouteUnit unit;
   if (auto it = settings_.params.find("default_transaction_read_only");
       it != settings_.params.end()) {
@@ -124,7 +128,7 @@ RouteChoice RelayProtocol::Route(const RelayState& r, size_t position) {
     }
     pos += h.size;
   }
-  return routing_->Choose(unit);
+  return unit;
 }
 
 bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view message) {
@@ -146,10 +150,22 @@ bool RelayProtocol::OwesOnlyPosition(const RelayState& r) const {
   return only_ours && r.server_pass == 0 && r.client_pass == 0 && unsynced_ == 0;
 }
 
-RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r) {
+RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r, size_t position) {
   if (unsynced_ > 0 || copy_in_) return ClientStep::kMore;  // (inside a unit)
   // (The server owes the client nothing, only the position.)
   const bool only_ours = OwesOnlyPosition(r);
+  if (node_ == kPrimaryNode && only_ours) {
+    // The client's next unit came before the primary's position after its last transaction:
+    // the primary runs it, behind that query (no replica has replayed what it will say yet).
+    const RouteChoice judged = routing_->Judge(UnitAt(r, position));
+    if (!judged.refusal.empty()) {
+      holding_ = true;  // (refused once placed)
+      return ClientStep::kHold;
+    }
+    unit_open_ = true;
+    wrote_ = wrote_ || (judged.may_write && wants_positions());
+    return ClientStep::kMore;
+  }
   if (node_ == kPrimaryNode && !r.expect.empty() && !only_ours) {
     // A client pipelining on the primary: it runs whatever comes; a unit not placed may write.
     unit_open_ = true;
@@ -413,7 +429,7 @@ RelayProtocol::ClientStep RelayProtocol::RelayClientMessages(RelayState& r,
     }
     if (server_ == nullptr) return ClientStep::kAttach;  // (the routing seam: see the header)
     if (routing_ != nullptr && !unit_open_) {
-      const ClientStep step = RouteNextUnit(r);
+      const ClientStep step = RouteNextUnit(r, pos);
       if (step != ClientStep::kMore) return step;
     }
     bool rewrite = mode_ != PoolMode::kSession &&

@@ -333,7 +333,9 @@ class RelayProtocol {
 
   // Routing: whether the message `type` at the start of a unit (no unit under way) may be
   // relayed on the held connection, or waits (kHold) or is to be placed again (kDetach).
-  ClientStep RouteNextUnit(const RelayState& r);
+  ClientStep RouteNextUnit(const RelayState& r, size_t position);
+  // The unit of the client's messages beginning at `position` in r.cbuf.
+  RouteUnit UnitAt(const RelayState& r, size_t position) const;
   // Whether the primary's positions after the client's transactions are read (routed, with
   // read_your_writes).
   bool wants_positions() const { return routing_ != nullptr && routing_->read_your_writes(); }

@@ -61,6 +61,9 @@ class ClientRouting {
   virtual ~ClientRouting() = default;
   // Where `unit` runs.
   virtual RouteChoice Choose(const RouteUnit& unit) = 0;
+  // What `unit` does, without placing it (the node is the primary's): for a unit the primary
+  // runs anyway.
+  virtual RouteChoice Judge(const RouteUnit& unit) = 0;
   // No server connection could be had from `node` (down, refusing): it takes no reads until
   // it is seen healthy again. The relay then asks again.
   virtual void Unavailable(int node) = 0;

@@ -94,6 +94,7 @@ class Routing : public pooler::ClientRouting {
     current_ = choice.node;
     return choice;
   }
+  RouteChoice Judge(const RouteUnit& unit) override { return router_->Judge(unit, &min_lsn_); }
   void Unavailable(int node) override {
     if (node == current_) Done();
     router_->Unavailable(node);
@@ -217,6 +218,14 @@ bool ProxyRouter::CallsWritingFunction(const StatementClass& statement) {
 }
 
 RouteChoice ProxyRouter::Choose(const RouteUnit& unit, uint64_t* min_lsn, uint64_t committed) {
+  RouteChoice choice = Judge(unit, min_lsn);
+  if (!choice.may_write && choice.refusal.empty()) {
+    choice.node = PickReplica(std::max(*min_lsn, committed));
+  }
+  return choice;
+}
+
+RouteChoice ProxyRouter::Judge(const RouteUnit& unit, uint64_t* min_lsn) {
   RouteChoice write;  // the primary, may write
   if (!unit.whole) return write;
   bool begins_read_only = false;
@@ -255,7 +264,6 @@ RouteChoice ProxyRouter::Choose(const RouteUnit& unit, uint64_t* min_lsn, uint64
   (void)begins_read_only;  // (a read-only transaction runs whole where its first unit goes)
   RouteChoice read;
   read.may_write = false;
-  read.node = PickReplica(std::max(*min_lsn, committed));
   return read;
 }
 

@@ -65,6 +65,8 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
   // Where a unit goes, for a client whose reads must see `committed` (its last transaction on
   // the primary) and *min_lsn (its SET pgflow.min_lsn; a unit that sets it changes it).
   pooler::RouteChoice Choose(const pooler::RouteUnit& unit, uint64_t* min_lsn, uint64_t committed);
+  // What `unit` does (a write, a read, refused), without placing it.
+  pooler::RouteChoice Judge(const pooler::RouteUnit& unit, uint64_t* min_lsn);
   // A client's unit on `node` ended or never started (Unavailable: the node is left out).
   void Finished(int node);
   void Unavailable(int node);

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Benchmark: the routing proxy (`pgflow pooler` with a database that lists a replica) against
+# the same pooler without routing and against Pgpool-II 4.3 (Debian's `pgpool2`, installed when
+# missing: streaming-replication mode, load balancing on), in one run, on one primary and one
+# streaming replica of it (pg_basebackup -R) on this machine. They share its cores with the
+# poolers and pgbench, so the figures count what the routing costs, not what a replica on
+# another machine would add.
+#
+#   pgbench -i -s 10, then for each workload, through each of them in turn,
+#   pgbench -c CLIENTS (default 40) -j 2 -T BENCH_SECONDS (default 15):
+#   - select-only: pgbench -S (-M simple, then -M prepared)
+#   - mixed: one UPDATE and four SELECTs of other accounts, each its own transaction
+#     (read-your-writes sends a writing client's reads to the primary until the replica has
+#     replayed its write)
+#   TPS of each; pgflow routed / pgflow plain (goal: routing costs under 10%, >= 0.90) and
+#   pgflow routed / Pgpool-II (goal >= 1.5); the share of reads the replica served; CPU seconds
+#   per 1,000 transactions of each pooler's processes.
+#
+# Not measured yet: the query cache (issue 45 asks for one; it is not built).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_SECONDS=${BENCH_SECONDS:-15}
+CLIENTS=${CLIENTS:-40}
+POOL_SIZE=20
+if ! command -v pgpool >/dev/null && [ ! -x /usr/sbin/pgpool ]; then
+  echo "installing pgpool2 (Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgpool2 >/dev/null 2>&1 ||
+    { apt-get -qq update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y pgpool2 >/dev/null; }
+fi
+PGPOOL=$(command -v pgpool || echo /usr/sbin/pgpool)
+
+source bench/common.sh
+PGFLOW_PID= PGPOOL_PID=
+cleanup() {
+  if [ -n "$PGFLOW_PID" ]; then kill "$PGFLOW_PID" 2>/dev/null || true; wait "$PGFLOW_PID" 2>/dev/null || true; fi
+  if [ -n "$PGPOOL_PID" ]; then kill "$PGPOOL_PID" 2>/dev/null || true; sleep 0.5; pkill -f "pgpool -n -f $work" 2>/dev/null || true; fi
+  scripts/pgtmp.sh stop "$work/replica" >/dev/null 2>&1 || true
+  scripts/pgtmp.sh stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+proc_tree_cpu() {  # CPU seconds of process $1 and its children (live and reaped)
+  python3 - "$1" <<'PY'
+import os, sys
+root, ticks = sys.argv[1], os.sysconf("SC_CLK_TCK")
+def stat(pid):
+    text = open(f"/proc/{pid}/stat").read()
+    return text[text.rindex(")") + 2:].split()
+total = sum(int(x) for x in stat(root)[11:15])
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = stat(pid)
+    except OSError:
+        continue
+    if fields[1] == root:
+        total += int(fields[11]) + int(fields[12])
+print(f"{total / ticks:.3f}")
+PY
+}
+
+psql -q -d postgres -c "ALTER SYSTEM SET max_connections = 200"
+scripts/pgtmp.sh pause "$work/pg"
+scripts/pgtmp.sh resume "$work/pg"
+echo "pgbench -i -s 10"
+pgbench -i -s 10 -q bench >"$work/pgbench-init.log" 2>&1 || { cat "$work/pgbench-init.log" >&2; exit 1; }
+REPLICA_PORT=$(scripts/pgtmp.sh standby "$work/replica" "$PGPORT" | tail -n 1)
+echo "primary 127.0.0.1:$PGPORT, replica 127.0.0.1:$REPLICA_PORT (pg_basebackup -R)"
+printf '"postgres" ""\n' >"$work/userlist.txt"
+read -r PGFLOW_PORT PGPOOL_PORT PCP_PORT < <(scripts/free_ports 3)
+
+# --- pgflow: one pooler, a database routed and the same one plain ------------------------------
+cat >"$work/pooler.yaml" <<YAML
+listen: 127.0.0.1:$PGFLOW_PORT
+admin: {users: [postgres]}
+auth: {method: trust, users: $work/userlist.txt}
+databases:
+  routed: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
+           replicas: ['postgres://postgres@127.0.0.1:$REPLICA_PORT/bench']}
+  plain: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE}
+YAML
+"$PGFLOW_BINARY" pooler --config "$work/pooler.yaml" >"$work/pooler.log" 2>&1 &
+PGFLOW_PID=$!
+for _ in $(seq 100); do
+  psql -X -At -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW REPLICAS" 2>/dev/null |
+    grep -q '^routed|1|replica|[^|]*|healthy|' && break
+  sleep 0.1
+done
+
+# --- Pgpool-II: streaming replication, load balancing, a process per client ------------------
+mkdir -p "$work/pgpool"
+cat >"$work/pgpool/pgpool.conf" <<CONF
+backend_clustering_mode = 'streaming_replication'
+listen_addresses = '127.0.0.1'
+port = $PGPOOL_PORT
+socket_dir = '$work/pgpool'
+pcp_listen_addresses = ''
+pcp_port = $PCP_PORT
+pcp_socket_dir = '$work/pgpool'
+backend_hostname0 = '127.0.0.1'
+backend_port0 = $PGPORT
+backend_weight0 = 1
+backend_flag0 = 'ALLOW_TO_FAILOVER'
+backend_hostname1 = '127.0.0.1'
+backend_port1 = $REPLICA_PORT
+backend_weight1 = 1
+backend_flag1 = 'ALLOW_TO_FAILOVER'
+num_init_children = $((CLIENTS + 10))
+max_pool = 1
+load_balance_mode = on
+disable_load_balance_on_write = 'transaction'
+sr_check_period = 1
+sr_check_user = 'postgres'
+health_check_period = 0
+failover_on_backend_error = off
+memory_cache_enabled = off
+enable_pool_hba = off
+logdir = '$work/pgpool'
+pid_file_name = '$work/pgpool/pgpool.pid'
+log_min_messages = warning
+CONF
+: >"$work/pgpool/pcp.conf"
+chown -R postgres:postgres "$work/pgpool" 2>/dev/null || true
+if [ "$(id -u)" = 0 ]; then
+  runuser -u postgres -- "$PGPOOL" -n -f "$work/pgpool/pgpool.conf" -F "$work/pgpool/pcp.conf" \
+    >"$work/pgpool/pgpool.log" 2>&1 &
+else
+  "$PGPOOL" -n -f "$work/pgpool/pgpool.conf" -F "$work/pgpool/pcp.conf" >"$work/pgpool/pgpool.log" 2>&1 &
+fi
+for _ in $(seq 100); do [ -s "$work/pgpool/pgpool.pid" ] && break; sleep 0.1; done
+PGPOOL_PID=$(cat "$work/pgpool/pgpool.pid" 2>/dev/null) || { cat "$work/pgpool/pgpool.log" >&2; exit 1; }
+for _ in $(seq 100); do
+  psql -X -At -h 127.0.0.1 -p "$PGPOOL_PORT" -d bench -c "SELECT 1" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "$("$PGPOOL" --version 2>&1 | head -n 1): 127.0.0.1:$PGPOOL_PORT (pid $PGPOOL_PID), $((CLIENTS + 10)) children"
+
+# --- The workloads ---------------------------------------------------------------------------
+cat >"$work/mixed.sql" <<'SQL'
+\set aid random(1, 100000 * :scale)
+\set delta random(-5000, 5000)
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+\set r1 random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :r1;
+\set r2 random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :r2;
+\set r3 random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :r3;
+\set r4 random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :r4;
+SQL
+replica_transactions() {  # transactions the replica's bench database has committed so far
+  psql -X -At -h 127.0.0.1 -p "$REPLICA_PORT" -d postgres \
+    -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'bench'"
+}
+: >"$work/results"
+run() {  # name port database pid workload mode
+  local name=$1 port=$2 db=$3 pid=$4 workload=$5 mode=$6 log="$work/pgbench-$1-$5-$6.log" args
+  if [ "$workload" = select-only ]; then args=(-S); else args=(-f "$work/mixed.sql"); fi
+  local c0 c1 r0 r1
+  c0=$(proc_tree_cpu "$pid"); r0=$(replica_transactions)
+  pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M "$mode" "${args[@]}" "$db" \
+    >"$log" 2>&1 || { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
+  c1=$(proc_tree_cpu "$pid"); r1=$(replica_transactions)
+  local tps tx
+  tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
+  tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")
+  # (pgbench's statements per transaction: 1 for -S, 5 for the mixed script.)
+  local statements=5
+  [ "$workload" = select-only ] && statements=1
+  printf '%s %s %s %s %s %s %s\n' "$name" "$workload" "$mode" "$tps" \
+    "$(awk -v a="$c0" -v b="$c1" -v n="$tx" 'BEGIN {printf "%.3f", (b - a) * 1000 / n}')" \
+    "$(awk -v a="$r0" -v b="$r1" -v n="$tx" -v s="$statements" 'BEGIN {printf "%.2f", (b - a) / (n * (s == 1 ? 1 : 4))}')" \
+    "$tx" >>"$work/results"
+  printf '  %-14s %-12s %-9s %10.0f tps\n' "$name" "$workload" "$mode" "$tps"
+}
+for workload in select-only mixed; do
+  for mode in simple prepared; do
+    [ "$workload" = mixed ] && [ "$mode" = simple ] && continue
+    echo "$workload, -M $mode, $CLIENTS clients, $BENCH_SECONDS s each"
+    run pgflow-routed "$PGFLOW_PORT" routed "$PGFLOW_PID" "$workload" "$mode"
+    run pgflow-plain "$PGFLOW_PORT" plain "$PGFLOW_PID" "$workload" "$mode"
+    run pgpool "$PGPOOL_PORT" bench "$PGPOOL_PID" "$workload" "$mode"
+  done
+done
+
+echo
+echo "| workload | mode | pgflow routed tps | pgflow plain tps | Pgpool-II tps | routed/plain (goal >= 0.90) | routed/Pgpool-II (goal >= 1.5) | reads on the replica: routed / Pgpool-II | pooler CPU s per 1k tx: routed / plain / Pgpool-II |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk '
+  { tps[$1 "|" $2 "|" $3] = $4; cpu[$1 "|" $2 "|" $3] = $5; share[$1 "|" $2 "|" $3] = $6; seen[$2 "|" $3] = 1 }
+  END {
+    for (k in seen) {
+      split(k, p, "|")
+      r = tps["pgflow-routed|" k]; q = tps["pgflow-plain|" k]; g = tps["pgpool|" k]
+      printf "| %s | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f%% / %.0f%% | %s / %s / %s |\n", p[1], p[2], r, q, g,
+        r / q, r / g, 100 * share["pgflow-routed|" k], 100 * share["pgpool|" k],
+        cpu["pgflow-routed|" k], cpu["pgflow-plain|" k], cpu["pgpool|" k]
+    }
+  }' "$work/results" | sort
+if grep -q "ERROR\|FATAL" "$work/pooler.log"; then
+  echo "the pooler logged errors:" >&2; grep "ERROR\|FATAL" "$work/pooler.log" | head >&2
+fi
