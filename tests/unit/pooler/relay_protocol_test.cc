@@ -417,5 +417,203 @@ TEST_F(SessionModeRelayTest, NamedStatementsPassAsTheyAre) {
   EXPECT_FALSE(protocol_.Releasable(&relay_));  // session mode keeps its connection
 }
 
+// --- Routing (pooler/router.h): where units go, and the primary's position after writes ----
+
+// A router that sends a unit to replica 1 unless one of its statements says INSERT, BEGIN or
+// COPY, or it was not seen whole; it records what it is told.
+class RecordingRouting : public ClientRouting {
+ public:
+  RouteChoice Choose(const RouteUnit& unit) override {
+    ++chosen;
+    return Decide(unit, 1);
+  }
+  RouteChoice Judge(const RouteUnit& unit) override {
+    ++judged;
+    return Decide(unit, kPrimaryNode);
+  }
+  void Unavailable(int) override {}
+  void Done() override { ++done; }
+  void Committed(uint64_t lsn) override { committed.push_back(lsn); }
+  uint64_t position() const override { return 0; }
+  bool read_your_writes() const override { return true; }
+
+  int chosen = 0;
+  int judged = 0;
+  int done = 0;
+  std::vector<uint64_t> committed;
+
+ private:
+  static RouteChoice Decide(const RouteUnit& unit, int read_node) {
+    RouteChoice choice;
+    bool writes = !unit.whole;
+    for (std::string_view text : unit.statements) {
+      for (std::string_view word : {"INSERT", "BEGIN", "COPY"}) {
+        writes = writes || text.find(word) != std::string_view::npos;
+      }
+    }
+    if (!writes) {
+      choice.node = read_node;
+      choice.may_write = false;
+    }
+    return choice;
+  }
+};
+
+class RoutedRelayTest : public RelayProtocolTest {
+ protected:
+  RoutedRelayTest() {
+    auto routing = std::make_unique<RecordingRouting>();
+    routing_ = routing.get();
+    protocol_.SetRouting(std::move(routing));
+  }
+
+  // Places the unit at the front of the client's buffer as a session does: kAttach, the
+  // router's choice, the connection attached, the unit relayed; what the choice was.
+  RouteChoice Place(std::string_view bytes) {
+    relay_.cbuf.append(bytes);
+    protocol_.Unparse();
+    size_t position = 0;
+    std::string fatal_message;
+    EXPECT_EQ(protocol_.ProcessClientBuffer(relay_, config_, &position, &fatal_message),
+              Step::kAttach);
+    const RouteChoice choice = protocol_.Route(relay_, position);
+    protocol_.Attach(&server_, choice);
+    Client("");
+    return choice;
+  }
+
+  // The primary's answer to the pooler's query of its position.
+  static std::string PositionAnswer(const std::string& lsn) {
+    return Columns({"pg_current_wal_insert_lsn"}) + Row(lsn) + Complete("SELECT 1") + Ready();
+  }
+  static std::string InsertAnswer() { return Complete("INSERT 0 1") + Ready(); }
+
+  RecordingRouting* routing_;
+};
+
+TEST_F(RoutedRelayTest, AReadGoesToAReplicaAndTheNextUnitIsPlacedAgain) {
+  const RouteChoice choice = Place(Query("SELECT 1"));
+  EXPECT_EQ(choice.node, 1);
+  EXPECT_EQ(ToServer(), Query("SELECT 1"));
+  const std::string answer = Columns({"?column?"}) + Row("1") + Complete("SELECT 1") + Ready();
+  Server(answer);
+  EXPECT_EQ(ToClient(), answer);
+  // The next unit, a write, is not relayed to the replica: its connection goes back first.
+  EXPECT_EQ(Client(Query("INSERT INTO t VALUES (1)")), Step::kDetach);
+  EXPECT_EQ(ToServer(), "");
+  protocol_.Detach(&relay_);
+  EXPECT_EQ(Client(""), Step::kAttach);
+  EXPECT_EQ(protocol_.Route(relay_, 0).node, kPrimaryNode);
+  EXPECT_TRUE(routing_->committed.empty());  // (nothing was written yet)
+}
+
+TEST_F(RoutedRelayTest, APipelinedUnitWaitsForTheReplicasAnswersBeforeItIsPlaced) {
+  Place(Query("SELECT 1") + Query("INSERT INTO t VALUES (1)"));
+  EXPECT_EQ(ToServer(), Query("SELECT 1"));  // the write stays in the client's buffer
+  EXPECT_EQ(Client(""), Step::kHold);
+  EXPECT_TRUE(protocol_.holding());
+  Server(Columns({"?column?"}) + Row("1") + Complete("SELECT 1") + Ready());
+  EXPECT_FALSE(protocol_.holding());
+  EXPECT_EQ(Client(""), Step::kDetach);
+  EXPECT_EQ(ToServer(), "");
+}
+
+TEST_F(RoutedRelayTest, TheWritersPositionIsReadOnceItsTransactionEnds) {
+  EXPECT_EQ(Place(Query("BEGIN")).node, kPrimaryNode);
+  ToServer();
+  Server(Complete("BEGIN") + Ready('T'));
+  Client(Query("INSERT INTO t VALUES (1)"));
+  Server(Complete("INSERT 0 1") + Ready('T'));
+  EXPECT_EQ(ToServer(), Query("INSERT INTO t VALUES (1)"));  // (no position inside it)
+  Client(Query("COMMIT"));
+  EXPECT_EQ(ToServer(), Query("COMMIT"));
+  Server(Complete("COMMIT") + Ready());
+  // The client has its answer; the pooler's query follows on the same connection.
+  EXPECT_EQ(ToClient(), Complete("BEGIN") + Ready('T') + Complete("INSERT 0 1") + Ready('T') +
+                            Complete("COMMIT") + Ready());
+  const std::string position_query = ToServer();
+  EXPECT_NE(position_query.find("pg_current_wal_insert_lsn"), std::string::npos);
+  EXPECT_FALSE(protocol_.Releasable(&relay_));
+  Server(PositionAnswer("0/16B3748"));
+  EXPECT_EQ(ToClient(), "");  // (swallowed)
+  EXPECT_EQ(routing_->committed, std::vector<uint64_t>{0x16B3748});
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RoutedRelayTest, APipeliningWritersPositionIsReadAfterItsLastAnswer) {
+  const std::string first = Parse("", "INSERT INTO t VALUES (1)") + Bind("") + Execute() + Sync();
+  const std::string second = Parse("", "INSERT INTO t VALUES (2)") + Bind("") + Execute();
+  Place(first + second);
+  EXPECT_EQ(ToServer(), first + second);
+  // The first unit's answer comes while the second is under way (no Sync yet): no query of the
+  // position may go between the client's messages.
+  Server(ParseComplete() + BindComplete() + InsertAnswer());
+  EXPECT_EQ(ToServer(), "");
+  Client(Sync());
+  EXPECT_EQ(ToServer(), Sync());
+  Server(ParseComplete() + BindComplete() + InsertAnswer());
+  EXPECT_NE(ToServer().find("pg_current_wal_insert_lsn"), std::string::npos);
+  Server(PositionAnswer("1/0"));
+  EXPECT_EQ(routing_->committed, std::vector<uint64_t>{uint64_t{1} << 32});
+}
+
+TEST_F(RoutedRelayTest, AUnitThatComesWhileThePositionIsReadRunsOnThePrimaryBehindIt) {
+  Place(Query("INSERT INTO t VALUES (1)"));
+  ToServer();
+  Server(InsertAnswer());
+  const std::string position_query = ToServer();
+  ASSERT_FALSE(position_query.empty());
+  // A read now: judged, not placed, and relayed behind the pooler's query.
+  EXPECT_EQ(Client(Query("SELECT 1")), Step::kMore);
+  EXPECT_EQ(routing_->judged, 1);
+  EXPECT_EQ(routing_->chosen, 1);
+  EXPECT_EQ(ToServer(), Query("SELECT 1"));
+  Server(PositionAnswer("0/10") + Columns({"?column?"}) + Row("1") + Complete("SELECT 1") +
+         Ready());
+  EXPECT_EQ(ToClient(),
+            InsertAnswer() + Columns({"?column?"}) + Row("1") + Complete("SELECT 1") + Ready());
+  EXPECT_EQ(routing_->committed, std::vector<uint64_t>{0x10});
+  EXPECT_EQ(ToServer(), "");  // (the read wrote nothing: no second query)
+  EXPECT_TRUE(protocol_.Releasable(&relay_));
+}
+
+TEST_F(RoutedRelayTest, AnExtendedCopyStaysOneUnitToItsLastSync) {
+  Place(Parse("", "COPY t FROM STDIN") + Bind("") + Execute() + Sync());
+  ToServer();
+  std::string copy_in_body(1, '\0');
+  AppendInt16(&copy_in_body, 0);
+  Server(ParseComplete() + BindComplete() + Message('G', copy_in_body));
+  const std::string data = Message('d', "1\n") + Message('c') + Sync();
+  EXPECT_EQ(Client(data), Step::kMore);  // (never kDetach in the middle of the copy)
+  EXPECT_EQ(ToServer(), data);
+  Server(Complete("COPY 1") + Ready());
+  EXPECT_NE(ToServer().find("pg_current_wal_insert_lsn"), std::string::npos);
+}
+
+TEST_F(RoutedRelayTest, APositionNeverReadSendsTheClientsReadsToThePrimary) {
+  Place(Query("INSERT INTO t VALUES (1)"));
+  ToServer();
+  Server(InsertAnswer());
+  ASSERT_FALSE(ToServer().empty());
+  protocol_.Lost();
+  protocol_.Detach(&relay_);  // (the connection was lost before the answer)
+  EXPECT_EQ(routing_->committed, std::vector<uint64_t>{kPositionUnknown});
+}
+
+TEST_F(RoutedRelayTest, ARefusedSimpleQueryIsAnsweredWithoutAServer) {
+  relay_.cbuf = Query("SET pgflow.min_lsn = 'x'") + Query("SELECT 1");
+  size_t position = 0;
+  EXPECT_TRUE(protocol_.Refuse(relay_, &position, "pgflow.min_lsn: 'x' is not a WAL position"));
+  EXPECT_EQ(position, Query("SET pgflow.min_lsn = 'x'").size());
+  const std::string told = ToClient();
+  EXPECT_NE(told.find("22023"), std::string::npos);
+  EXPECT_EQ(told.back(), 'I');  // (ReadyForQuery)
+  // (Only a simple query is refused so: an extended unit runs.)
+  relay_.cbuf = Parse("", "SET pgflow.min_lsn = 'x'") + Bind("") + Execute() + Sync();
+  position = 0;
+  EXPECT_FALSE(protocol_.Refuse(relay_, &position, "no"));
+  EXPECT_EQ(position, 0u);
+}
+
 }  // namespace
 }  // namespace pgflow::pooler
