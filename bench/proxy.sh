@@ -39,24 +39,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-proc_tree_cpu() {  # CPU seconds of process $1 and its children (live and reaped)
-  python3 - "$1" <<'PY'
-import os, sys
-root, ticks = sys.argv[1], os.sysconf("SC_CLK_TCK")
-def stat(pid):
-    text = open(f"/proc/{pid}/stat").read()
-    return text[text.rindex(")") + 2:].split()
-total = sum(int(x) for x in stat(root)[11:15])
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        fields = stat(pid)
-    except OSError:
-        continue
-    if fields[1] == root:
-        total += int(fields[11]) + int(fields[12])
-print(f"{total / ticks:.3f}")
-PY
-}
 
 psql -q -d postgres -c "ALTER SYSTEM SET max_connections = 200"
 scripts/pgtmp.sh pause "$work/pg"
@@ -157,10 +139,10 @@ run() {  # name port database pid workload mode
   local name=$1 port=$2 db=$3 pid=$4 workload=$5 mode=$6 log="$work/pgbench-$1-$5-$6.log" args
   if [ "$workload" = select-only ]; then args=(-S); else args=(-f "$work/mixed.sql"); fi
   local c0 c1 r0 r1
-  c0=$(proc_tree_cpu "$pid"); r0=$(replica_transactions)
+  c0=$(process_tree_cpu "$pid"); r0=$(replica_transactions)
   pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M "$mode" "${args[@]}" "$db" \
     >"$log" 2>&1 || { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
-  c1=$(proc_tree_cpu "$pid"); r1=$(replica_transactions)
+  c1=$(process_tree_cpu "$pid"); r1=$(replica_transactions)
   local tps tx
   tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
   tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")

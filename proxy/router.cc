@@ -27,8 +27,6 @@ constexpr auto kHistory = std::chrono::minutes(10);
 // The catalog of functions is read again at most this often when a name is not found in it.
 constexpr auto kCatalogEvery = std::chrono::seconds(5);
 
-std::string AddressOf(const pooler::Upstream& upstream) { return upstream.Where(); }
-
 // `sql` on `conn` without blocking past `timeout` (a server that stopped answering, its kernel
 // still acknowledging, would hold a blocking call forever): its first result, checked as Exec
 // checks it. An error leaves the connection to be closed.
@@ -143,12 +141,12 @@ ProxyRouter::ProxyRouter(std::string database, const pooler::DatabaseOptions& db
   for (const std::string& name : db.write_functions) write_functions_.insert(name);
   auto primary = std::make_unique<Node>();
   primary->url = db.url;
-  primary->address = AddressOf(db.upstream);
+  primary->address = db.upstream.Where();
   nodes_.push_back(std::move(primary));
   for (size_t i = 0; i < db.replicas.size(); ++i) {
     auto replica = std::make_unique<Node>();
     replica->url = db.replicas[i];
-    replica->address = i < db.replica_upstreams.size() ? AddressOf(db.replica_upstreams[i]) : "";
+    replica->address = i < db.replica_upstreams.size() ? db.replica_upstreams[i].Where() : "";
     nodes_.push_back(std::move(replica));
   }
   connections_.resize(nodes_.size());
@@ -228,7 +226,6 @@ RouteChoice ProxyRouter::Choose(const RouteUnit& unit, uint64_t* min_lsn, uint64
 RouteChoice ProxyRouter::Judge(const RouteUnit& unit, uint64_t* min_lsn) {
   RouteChoice write;  // the primary, may write
   if (!unit.whole) return write;
-  bool begins_read_only = false;
   for (std::string_view text : unit.statements) {
     std::shared_ptr<const StatementClass> statement = Classify(text);
     if (statement->min_lsn.has_value()) {
@@ -251,17 +248,13 @@ RouteChoice ProxyRouter::Judge(const RouteUnit& unit, uint64_t* min_lsn) {
         return write;
       case Kind::kBegin:
         if (!unit.read_only_session) return write;
-        begins_read_only = true;
-        break;
+        break;  // (a read-only transaction runs whole where its first unit goes)
       case Kind::kBeginReadOnly:
-        begins_read_only = true;
-        break;
       case Kind::kRead:
         break;
     }
     if (CallsWritingFunction(*statement)) return write;
   }
-  (void)begins_read_only;  // (a read-only transaction runs whole where its first unit goes)
   RouteChoice read;
   read.may_write = false;
   return read;
