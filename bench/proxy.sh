@@ -16,7 +16,12 @@
 #   pgflow routed / Pgpool-II (goal >= 1.5); the share of reads the replica served; CPU seconds
 #   per 1,000 transactions of each pooler's processes.
 #
-# Not measured yet: the query cache (issue 45 asks for one; it is not built).
+#   - cached reads: ten aggregates over 1,000 rows each, repeated (-M simple), through the
+#     pooler with its query cache, the same pooler without, and Pgpool-II with its memqcache
+#     (a second instance, memory_cache_enabled = on): cached / uncached (goal >= 3);
+#   - stale reads (bench/cache_race.py, RACE_SECONDS, default 60, each): writers through the
+#     pooler and directly on the primary, readers through it; a read older than a write
+#     acknowledged before it was sent is stale (goal: 0 for pgflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_SECONDS=${BENCH_SECONDS:-15}
@@ -49,6 +54,8 @@ REPLICA_PORT=$(scripts/pgtmp.sh standby "$work/replica" "$PGPORT" | tail -n 1)
 echo "primary 127.0.0.1:$PGPORT, replica 127.0.0.1:$REPLICA_PORT (pg_basebackup -R)"
 printf '"postgres" ""\n' >"$work/userlist.txt"
 read -r PGFLOW_PORT PGPOOL_PORT PCP_PORT < <(scripts/free_ports 3)
+psql -q -d bench -c "CREATE TABLE cache_race (id int PRIMARY KEY, v bigint);
+  INSERT INTO cache_race SELECT g, 0 FROM generate_series(1, 4) g"
 
 # --- pgflow: one pooler, a database routed and the same one plain ------------------------------
 cat >"$work/pooler.yaml" <<YAML
@@ -59,6 +66,8 @@ databases:
   routed: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
            replicas: ['postgres://postgres@127.0.0.1:$REPLICA_PORT/bench']}
   plain: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE}
+  cached: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
+           cache: {tables: [public.pgbench_accounts, public.cache_race], ttl: 300s, max_memory: 256MiB}}
 YAML
 "$PGFLOW_BINARY" pooler --config "$work/pooler.yaml" >"$work/pooler.log" 2>&1 &
 PGFLOW_PID=$!
@@ -67,17 +76,25 @@ for _ in $(seq 100); do
     grep -q '^routed|1|replica|[^|]*|healthy|' && break
   sleep 0.1
 done
+for _ in $(seq 100); do
+  psql -X -At -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW CACHE" 2>/dev/null |
+    grep -q '^cached|ready|' && break
+  sleep 0.1
+done
 
 # --- Pgpool-II: streaming replication, load balancing, a process per client ------------------
-mkdir -p "$work/pgpool"
-cat >"$work/pgpool/pgpool.conf" <<CONF
+# start_pgpool DIR PORT PCP_PORT MEMQCACHE(on|off): its pid in PGPOOL_PID
+start_pgpool() {
+  local dir=$1 port=$2 pcp=$3 memq=$4
+  mkdir -p "$dir/oiddir"
+  cat >"$dir/pgpool.conf" <<CONF
 backend_clustering_mode = 'streaming_replication'
 listen_addresses = '127.0.0.1'
-port = $PGPOOL_PORT
-socket_dir = '$work/pgpool'
+port = $port
+socket_dir = '$dir'
 pcp_listen_addresses = ''
-pcp_port = $PCP_PORT
-pcp_socket_dir = '$work/pgpool'
+pcp_port = $pcp
+pcp_socket_dir = '$dir'
 backend_hostname0 = '127.0.0.1'
 backend_port0 = $PGPORT
 backend_weight0 = 1
@@ -94,26 +111,35 @@ sr_check_period = 1
 sr_check_user = 'postgres'
 health_check_period = 0
 failover_on_backend_error = off
-memory_cache_enabled = off
+memory_cache_enabled = $memq
+memqcache_method = 'shmem'
+memqcache_total_size = 256MB
+memqcache_max_num_cache = 100000
+memqcache_expire = 0
+memqcache_auto_cache_invalidation = on
+memqcache_maxcache = 1MB
+memqcache_oiddir = '$dir/oiddir'
 enable_pool_hba = off
-logdir = '$work/pgpool'
-pid_file_name = '$work/pgpool/pgpool.pid'
+logdir = '$dir'
+pid_file_name = '$dir/pgpool.pid'
 log_min_messages = warning
 CONF
-: >"$work/pgpool/pcp.conf"
-chown -R postgres:postgres "$work/pgpool" 2>/dev/null || true
-if [ "$(id -u)" = 0 ]; then
-  runuser -u postgres -- "$PGPOOL" -n -f "$work/pgpool/pgpool.conf" -F "$work/pgpool/pcp.conf" \
-    >"$work/pgpool/pgpool.log" 2>&1 &
-else
-  "$PGPOOL" -n -f "$work/pgpool/pgpool.conf" -F "$work/pgpool/pcp.conf" >"$work/pgpool/pgpool.log" 2>&1 &
-fi
-for _ in $(seq 100); do [ -s "$work/pgpool/pgpool.pid" ] && break; sleep 0.1; done
-PGPOOL_PID=$(cat "$work/pgpool/pgpool.pid" 2>/dev/null) || { cat "$work/pgpool/pgpool.log" >&2; exit 1; }
-for _ in $(seq 100); do
-  psql -X -At -h 127.0.0.1 -p "$PGPOOL_PORT" -d bench -c "SELECT 1" >/dev/null 2>&1 && break
-  sleep 0.2
-done
+  : >"$dir/pcp.conf"
+  chown -R postgres:postgres "$dir" 2>/dev/null || true
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$PGPOOL" -n -f "$dir/pgpool.conf" -F "$dir/pcp.conf" \
+      >"$dir/pgpool.log" 2>&1 &
+  else
+    "$PGPOOL" -n -f "$dir/pgpool.conf" -F "$dir/pcp.conf" >"$dir/pgpool.log" 2>&1 &
+  fi
+  for _ in $(seq 100); do [ -s "$dir/pgpool.pid" ] && break; sleep 0.1; done
+  PGPOOL_PID=$(tr -d '\0' <"$dir/pgpool.pid" 2>/dev/null) || { cat "$dir/pgpool.log" >&2; exit 1; }
+  for _ in $(seq 100); do
+    psql -X -At -h 127.0.0.1 -p "$port" -d bench -c "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+}
+start_pgpool "$work/pgpool" "$PGPOOL_PORT" "$PCP_PORT" off
 echo "$("$PGPOOL" --version 2>&1 | head -n 1): 127.0.0.1:$PGPOOL_PORT (pid $PGPOOL_PID), $((CLIENTS + 10)) children"
 
 # --- The workloads ---------------------------------------------------------------------------
@@ -165,6 +191,52 @@ for workload in select-only mixed; do
   done
 done
 
+# --- The query cache ---------------------------------------------------------------------------
+# Ten queries, each an aggregate over a thousand rows, repeated (-M simple: both caches answer
+# the simple protocol): pgflow's cache, the same pooler uncached, Pgpool-II's memqcache.
+cat >"$work/cached.sql" <<'SQL'
+\set k random(1, 10)
+SELECT count(*), sum(abalance), max(bid) FROM pgbench_accounts WHERE aid BETWEEN :k * 1000 AND :k * 1000 + 999;
+SQL
+kill "$PGPOOL_PID" 2>/dev/null || true; sleep 1; pkill -f "pgpool -n -f $work/pgpool/" 2>/dev/null || true; sleep 0.5
+read -r PGPOOLQ_PORT PCPQ_PORT < <(scripts/free_ports 2)
+start_pgpool "$work/pgpool-memq" "$PGPOOLQ_PORT" "$PCPQ_PORT" on
+echo "Pgpool-II with memory_cache_enabled: 127.0.0.1:$PGPOOLQ_PORT (pid $PGPOOL_PID)"
+cached_run() {  # name port database pid
+  local name=$1 port=$2 db=$3 pid=$4 log="$work/pgbench-cached-$1.log" c0 c1
+  c0=$(process_tree_cpu "$pid")
+  pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M simple -f "$work/cached.sql" "$db" \
+    >"$log" 2>&1 || { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
+  c1=$(process_tree_cpu "$pid")
+  local tps
+  tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
+  printf '%s %s\n' "$name" "$tps" >>"$work/cached-results"
+  printf '  %-22s %10.0f tps\n' "$name" "$tps"
+}
+: >"$work/cached-results"
+echo "cached reads (10 aggregates over 1,000 rows), -M simple, $CLIENTS clients, $BENCH_SECONDS s each"
+cached_run pgflow-cached "$PGFLOW_PORT" cached "$PGFLOW_PID"
+cached_run pgflow-uncached "$PGFLOW_PORT" plain "$PGFLOW_PID"
+cached_run pgpool-memqcache "$PGPOOLQ_PORT" bench "$PGPOOL_PID"
+
+# Stale reads: writers (one through the pooler, one directly on the primary) and readers
+# through it, RACE_SECONDS (default 60) each: bench/cache_race.py.
+VENV=$(dirname "$PGFLOW_BINARY")/drivers/venv
+if ! "$VENV/bin/python" -c 'import psycopg' 2>/dev/null; then
+  echo "installing psycopg from PyPI"
+  rm -rf "$VENV" && python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.3' </dev/null
+fi
+RACE_SECONDS=${RACE_SECONDS:-60}
+direct="postgresql://postgres@127.0.0.1:$PGPORT/bench"
+echo "stale reads, $RACE_SECONDS s each"
+race_pgflow=$("$VENV/bin/python" bench/cache_race.py "$RACE_SECONDS" \
+  "postgresql://postgres@127.0.0.1:$PGFLOW_PORT/cached" "postgresql://postgres@127.0.0.1:$PGFLOW_PORT/cached" "$direct")
+echo "  pgflow cache:        $race_pgflow"
+race_pgpool=$("$VENV/bin/python" bench/cache_race.py "$RACE_SECONDS" \
+  "postgresql://postgres@127.0.0.1:$PGPOOLQ_PORT/bench" "postgresql://postgres@127.0.0.1:$PGPOOLQ_PORT/bench" "$direct")
+echo "  Pgpool-II memqcache: $race_pgpool"
+
 echo
 echo "| workload | mode | pgflow routed tps | pgflow plain tps | Pgpool-II tps | routed/plain (goal >= 0.90) | routed/Pgpool-II (goal >= 1.5) | reads on the replica: routed / Pgpool-II | pooler CPU s per 1k tx: routed / plain / Pgpool-II |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -179,6 +251,19 @@ awk '
         cpu["pgflow-routed|" k], cpu["pgflow-plain|" k], cpu["pgpool|" k]
     }
   }' "$work/results" | sort
+echo
+echo "| cached reads | pgflow cached tps | pgflow uncached tps | Pgpool-II memqcache tps | cached/uncached (goal >= 3) | cached/Pgpool-II | stale reads: pgflow / Pgpool-II (goal 0 for pgflow) |"
+echo "|---|---|---|---|---|---|---|"
+awk -v rp="$race_pgflow" -v rq="$race_pgpool" '
+  { tps[$1] = $2 }
+  END {
+    split(rp, a, " "); split(rq, b, " ")
+    printf "| 10 aggregates over 1,000 rows | %.0f | %.0f | %.0f | %.2f | %.2f | %d of %d / %d of %d |\n",
+      tps["pgflow-cached"], tps["pgflow-uncached"], tps["pgpool-memqcache"],
+      tps["pgflow-cached"] / tps["pgflow-uncached"], tps["pgflow-cached"] / tps["pgpool-memqcache"],
+      a[6], a[2], b[6], b[2]
+  }' "$work/cached-results"
+psql -X -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW CACHE" || true
 if grep -q "ERROR\|FATAL" "$work/pooler.log"; then
   echo "the pooler logged errors:" >&2; grep "ERROR\|FATAL" "$work/pooler.log" | head >&2
 fi

@@ -132,6 +132,20 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
           {"database", "node", "role", "address", "state", "position", "lag_bytes", "lag_seconds",
            "reads"},
           rows, "SHOW");
+  } else if (what == "cache") {
+    std::vector<Row> rows;
+    for (const CacheView& c : target->Caches()) {
+      const QueryCache::View& v = c.cache;
+      rows.push_back({c.database, v.ready ? "ready" : "off", Num(v.hits), Num(v.misses),
+                      Num(v.entries), Num(v.bytes), Num(v.max_memory), Num(v.stores),
+                      Num(v.stale_stores), Num(v.invalidations), Num(v.evictions), Num(v.fences),
+                      v.position != 0 ? std::optional<std::string>(Lsn(v.position).ToString())
+                                      : std::nullopt});
+    }
+    Table(out,
+          {"database", "state", "hits", "misses", "entries", "bytes", "max_memory", "stores",
+           "stale_stores", "invalidations", "evictions", "fences", "position"},
+          rows, "SHOW");
   } else if (what == "config") {
     std::vector<Row> rows;
     for (const auto& [key, value] : target->ConfigRows()) rows.push_back({key, value});
@@ -140,8 +154,8 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     Table(out, {"version"}, {{std::string("pgflow pooler ") + PGFLOW_POOLER_VERSION}}, "SHOW");
   } else {
     return Error("42601", Cat("unknown SHOW ", what,
-                              ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, REPLICAS, CONFIG, "
-                              "VERSION"));
+                              ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, REPLICAS, CACHE, "
+                              "CONFIG, VERSION"));
   }
   return reply;
 }

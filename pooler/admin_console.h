@@ -85,6 +85,11 @@ struct ReplicaView {
   Router::NodeView node;
 };
 
+struct CacheView {
+  std::string database;
+  QueryCache::View cache;
+};
+
 enum class ShutdownMode { kNow, kWaitForServers, kWaitForClients };
 
 // What the console acts on (the pooler).
@@ -96,6 +101,7 @@ class AdminTarget {
   virtual std::vector<std::pair<std::string, std::string>> ConfigRows() = 0;
   virtual std::vector<DatabaseView> Databases() = 0;
   virtual std::vector<ReplicaView> Replicas() = 0;
+  virtual std::vector<CacheView> Caches() { return {}; }
   virtual bool HasDatabase(const std::string& database) = 0;
   // "" means every database.
   virtual void Pause(const std::string& database) = 0;

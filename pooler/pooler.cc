@@ -134,7 +134,7 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
   std::map<std::string, std::shared_ptr<Router>> routers;
   std::shared_ptr<const PoolerConfig> running = this->config();
   for (const auto& [name, db] : config.databases) {
-    if (db.replicas.empty()) continue;
+    if (db.replicas.empty() && db.cache.tables.empty()) continue;
     if (auto kept = old.find(name); kept != old.end() && running != nullptr) {
       auto before = running->databases.find(name);
       if (before != running->databases.end() && before->second == db) {
@@ -202,6 +202,16 @@ std::vector<ReplicaView> Pooler::Impl::Replicas() {
   for (const auto& [database, router] : Routers()) {
     for (Router::NodeView& node : router->Nodes()) {
       out.push_back(ReplicaView{.database = database, .node = std::move(node)});
+    }
+  }
+  return out;
+}
+
+std::vector<CacheView> Pooler::Impl::Caches() {
+  std::vector<CacheView> out;
+  for (const auto& [database, router] : Routers()) {
+    if (std::shared_ptr<QueryCache> cache = router->cache()) {
+      out.push_back(CacheView{.database = database, .cache = cache->Stats()});
     }
   }
   return out;
@@ -591,6 +601,31 @@ void Pooler::Impl::CollectMetrics() {
         ->Set(r.node.lag_seconds);
     counter("pgflow_proxy_reads_total", "Units of reads the routing proxy placed on the node.",
             labels, r.node.reads);
+  }
+  for (const CacheView& c : Caches()) {
+    const MetricLabels labels = {{"database", c.database}};
+    metrics_
+        ->GetGauge("pgflow_proxy_cache_ready",
+                   "Whether the query cache answers (1: its change stream and fences work).",
+                   labels)
+        ->Set(c.cache.ready ? 1 : 0);
+    metrics_->GetGauge("pgflow_proxy_cache_entries", "Answers the query cache holds.", labels)
+        ->Set(static_cast<double>(c.cache.entries));
+    metrics_->GetGauge("pgflow_proxy_cache_bytes", "Memory the query cache's answers take.", labels)
+        ->Set(static_cast<double>(c.cache.bytes));
+    counter("pgflow_proxy_cache_hits_total", "Queries answered from the query cache.", labels,
+            c.cache.hits);
+    counter("pgflow_proxy_cache_misses_total",
+            "Cacheable queries the query cache could not answer (run on the primary).", labels,
+            c.cache.misses);
+    counter("pgflow_proxy_cache_invalidations_total",
+            "Cached answers dropped because one of their tables changed.", labels,
+            c.cache.invalidations);
+    counter("pgflow_proxy_cache_evictions_total",
+            "Cached answers dropped for max_memory or their ttl.", labels, c.cache.evictions);
+    counter("pgflow_proxy_cache_fences_total",
+            "Fences the query cache ran (a message through the primary's WAL and back).", labels,
+            c.cache.fences);
   }
   int waiting_total = 0;
   for (const PoolView& p : pools) {

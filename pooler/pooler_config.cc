@@ -1,11 +1,13 @@
 #include "pooler/pooler_config.h"
 
+#include <algorithm>
 #include <climits>
 #include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/postgres/conninfo.h"
+#include "common/postgres/table_ref.h"
 #include "engine/config_node.h"
 #include "engine/listen_address.h"
 
@@ -191,6 +193,46 @@ absl::Status ReadReplicaLag(const ConfigNode& node, ReplicaLag* lag) {
   return node.Error("expected a size of WAL (16MiB) or a time (5s)");
 }
 
+// cache.tables: each "schema.table", none twice.
+absl::Status ReadCacheTables(const ConfigNode& node, std::vector<std::string>* tables) {
+  const std::vector<ConfigNode> items =
+      node.IsSequence() ? node.Items() : std::vector<ConfigNode>{node};
+  for (const ConfigNode& item : items) {
+    absl::StatusOr<std::string> text = item.AsString();
+    if (!text.ok()) return text.status();
+    absl::StatusOr<TableRef> table = ParseTableRef(*text);
+    if (!table.ok()) return item.Error(std::string(table.status().message()));
+    if (table->is_schema())
+      return item.Error("the cache lists tables one by one, not \"schema.*\"");
+    std::string name = table->ToString();
+    if (std::find(tables->begin(), tables->end(), name) != tables->end()) {
+      return item.Error(Cat(name, " is listed twice"));
+    }
+    tables->push_back(std::move(name));
+  }
+  return absl::OkStatus();
+}
+
+const OptionTable<CacheOptions>& CacheTable() {
+  static const auto* table = new OptionTable<CacheOptions>({
+      CustomOption("tables", OptionType::kList, ReadCacheTables, &CacheOptions::tables)
+          .Required()
+          .Help("The tables whose reads are cached (schema.table each): a simple query that "
+                "reads only these, calling only immutable functions, is answered from memory "
+                "until one of its tables changes on the primary, whoever changes it."),
+      DurationOption("ttl", &CacheOptions::ttl)
+          .Range(milliseconds(1), milliseconds(86400000))
+          .Help("An answer is kept at most this long."),
+      BytesOption("max_memory", &CacheOptions::max_memory)
+          .Help("The answers kept at most, in bytes; past it the least recently used go."),
+      StringOption("url", &CacheOptions::url)
+          .Help("The primary, as a user with the REPLICATION attribute, for the change stream "
+                "that keeps the cache exact (a slot of its own, pgflow_cache_<database>); "
+                "default: the database's url."),
+  });
+  return *table;
+}
+
 const OptionTable<DatabaseOptions>& DatabaseTable() {
   static const auto* table = new OptionTable<DatabaseOptions>({
       StringOption("url", &DatabaseOptions::url)
@@ -256,6 +298,9 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
           .NoDefault()
           .Help("Functions (name or schema.name) whose calls go to the primary, beside every "
                 "function the catalog marks volatile."),
+      SectionOption("cache", &DatabaseOptions::cache, CacheTable())
+          .Help("The routing proxy's query cache, kept exact by the primary's change stream "
+                "(docs/guides/routing.md). Transaction and statement pooling only."),
       ChoiceOption("session_state", &DatabaseOptions::session_state)
           .Choices({{"refuse", SessionStatePolicy::kRefuse}, {"pin", SessionStatePolicy::kPin}},
                    "session_state policy")
@@ -318,6 +363,14 @@ absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, Databas
               ? value.Get("replicas")
                     ->Error("the wildcard entry serves any database: it cannot list replicas")
               : ReadReplicas(value, &db);
+    }
+    if (s.ok() && !db.cache.tables.empty()) {
+      if (name == "*") {
+        s = value.Get("cache")->Error("the wildcard entry serves any database: it cannot cache");
+      } else if (db.pool_mode == PoolMode::kSession) {
+        s = value.Get("cache")->Error(
+            "the cache answers per query: it needs pool_mode transaction or statement");
+      }
     }
     if (s.ok() && db.min_pool_size > db.pool_size) {
       s = value.Error(Cat("min_pool_size (", db.min_pool_size, ") exceeds pool_size (",

@@ -117,6 +117,16 @@ struct ReplicaLag {
   bool operator==(const ReplicaLag&) const = default;
 };
 
+// The routing proxy's query cache (proxy/query_cache.h), `cache:` of a database entry.
+struct CacheOptions {
+  std::vector<std::string> tables;  // "schema.table"; empty: no cache
+  std::chrono::milliseconds ttl{300000};
+  uint64_t max_memory = 64ull << 20;
+  // The change stream's connection (a user with REPLICATION); empty: the database's url.
+  std::string url;
+  bool operator==(const CacheOptions&) const = default;
+};
+
 struct DatabaseOptions {
   std::string url;
   PoolMode pool_mode = PoolMode::kTransaction;
@@ -135,6 +145,7 @@ struct DatabaseOptions {
   // Functions that write though nothing in the catalog says so ("name" or "schema.name"):
   // a statement calling one goes to the primary.
   std::vector<std::string> write_functions;
+  CacheOptions cache;
 
   Upstream upstream;  // from url (and load_balance_hosts)
   std::vector<Upstream> replica_upstreams;  // from replicas, in order

@@ -194,6 +194,7 @@ class Pooler::Impl : public AdminTarget {
   std::vector<std::pair<std::string, std::string>> ConfigRows() override;
   std::vector<DatabaseView> Databases() override;
   std::vector<ReplicaView> Replicas() override;
+  std::vector<CacheView> Caches() override;
   void Pause(const std::string& database) override;
   void Resume(const std::string& database) override;
   void Reconnect(const std::string& database) override;

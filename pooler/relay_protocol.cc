@@ -4,6 +4,7 @@
 #include "pooler/relay_protocol.h"
 
 #include <algorithm>
+#include <cctype>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,8 @@ void RelayProtocol::Start(Pool* pool, const ClientInfo* client) {
 const std::string& RelayProtocol::database() const { return client_->database; }
 
 void RelayProtocol::Detach(RelayState* relay) {
+  if (!captured_) capture_.reset();
+  capture_pass_ = false;
   if (relay != nullptr) {
     relay->described_parameters.clear();
     relay->sbuf.clear();
@@ -142,6 +145,48 @@ bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view mes
   AppendReadyForQuery(&r.to_client, txn_status_);
   *position += (*header)->size;
   return true;
+}
+
+std::optional<std::string_view> RelayProtocol::SimpleQueryAt(const RelayState& r,
+                                                             size_t position) const {
+  const std::string_view buffer = std::string_view(r.cbuf).substr(position);
+  absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(buffer, size_t{1} << 31);
+  if (!header.ok() || !header->has_value() || (*header)->type != 'Q' ||
+      buffer.size() < (*header)->size || (*header)->size < 6 || txn_status_ != 'I' ||
+      unsynced_ > 0) {
+    return std::nullopt;
+  }
+  return buffer.substr(5, (*header)->size - 6);  // (without its NUL)
+}
+
+void RelayProtocol::ServeCached(RelayState& r, size_t* position, std::string_view answer) {
+  absl::StatusOr<std::optional<MessageHeader>> header =
+      ReadMessageHeader(std::string_view(r.cbuf).substr(*position), size_t{1} << 31);
+  r.to_client.append(answer);
+  AppendReadyForQuery(&r.to_client, 'I');
+  *position += (*header)->size;  // (SimpleQueryAt read it whole)
+}
+
+bool RelayProtocol::CaptureMessage(char type, size_t size, std::string_view ready_body) {
+  if (capture_ == nullptr || captured_) return false;
+  switch (type) {
+    case 'T':
+    case 'D':
+    case 'C':
+    case 'I':
+      if (capture_->size() + size <= capture_limit_) return true;
+      break;
+    case 'Z':
+      if (ready_body == "I") {
+        captured_ = true;
+        return false;
+      }
+      break;
+    default:
+      break;
+  }
+  capture_.reset();  // (a notice, an error, COPY, too large: not kept)
+  return false;
 }
 
 bool RelayProtocol::OwesOnlyPosition(const RelayState& r) const {
@@ -460,6 +505,15 @@ RelayProtocol::ClientStep RelayProtocol::RelayClientMessages(RelayState& r,
         continue;
       }
     }
+    if (routing_ != nullptr && !named_search_path_ && !text.empty()) {
+      // (The query cache resolves a table's unqualified name through public only for a client
+      // that never set its own search_path: a SET of it is no parameter the pooler follows.)
+      constexpr std::string_view kName = "search_path";
+      named_search_path_ =
+          std::search(text.begin(), text.end(), kName.begin(), kName.end(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == b;
+          }) != text.end();
+    }
     std::string refused;  // the message sent instead of one refused
     if (!pinned_ && !text.empty() && TakesSessionState(text)) {
       // (A query larger than what came so far is judged by its start and, if refused, its
@@ -747,6 +801,7 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
     if (r.server_pass > 0) {
       size_t k = std::min(r.server_pass, sbuf.size() - pos);
       if (!server_pass_swallow_) r.to_client.append(sbuf, pos, k);
+      if (capture_pass_ && capture_ != nullptr) capture_->append(sbuf, pos, k);
       pos += k;
       r.server_pass -= k;
       continue;
@@ -769,6 +824,8 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
     if ((!Inspected(h.type) && !(capturing && h.type == 'D')) || large_error) {
       size_t k = std::min(h.size, sbuf.size() - pos);
       if (!swallowing) r.to_client.append(sbuf, pos, k);
+      capture_pass_ = !swallowing && capture_ != nullptr && CaptureMessage(h.type, h.size, {});
+      if (capture_pass_) capture_->append(sbuf, pos, k);
       r.server_pass = h.size - k;
       server_pass_swallow_ = swallowing;
       pos += k;
@@ -780,8 +837,12 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
         break;
       }
       if (sbuf.size() - pos < h.size) break;
-      if (OnServerMessage(r, h.type, std::string_view(sbuf).substr(pos + 5, h.body_size()))) {
+      const std::string_view body = std::string_view(sbuf).substr(pos + 5, h.body_size());
+      if (OnServerMessage(r, h.type, body)) {
         r.to_client.append(sbuf, pos, h.size);
+        if (capture_ != nullptr && !swallowing && CaptureMessage(h.type, h.size, body)) {
+          capture_->append(sbuf, pos, h.size);
+        }
       }
       pos += h.size;
     }

@@ -36,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -169,6 +170,32 @@ class RelayProtocol {
   // (RouteChoice::refusal): its error and ReadyForQuery go to the client, and *position moves
   // past it. False for another unit (it runs).
   bool Refuse(RelayState& relay, size_t* position, std::string_view message);
+
+  // The query cache (pooler/router.h's QueryCache). The simple query beginning at `position`
+  // in relay.cbuf, held whole, while the client is between transactions: its text; nullopt
+  // for anything else.
+  std::optional<std::string_view> SimpleQueryAt(const RelayState& relay, size_t position) const;
+  // That query is answered with `answer` (a cached one) and ReadyForQuery, without running;
+  // *position moves past it.
+  void ServeCached(RelayState& relay, size_t* position, std::string_view answer);
+  // The answer to the simple query the server connection was just taken for is gathered too,
+  // up to `limit` bytes, to be offered to the cache: captured() once its ReadyForQuery came
+  // with the client between transactions and nothing but rows before it (RowDescription,
+  // DataRow, CommandComplete, EmptyQueryResponse); anything else ends the gathering.
+  void Capture(size_t limit) {
+    capture_ = std::make_unique<std::string>();
+    capture_limit_ = limit;
+  }
+  bool captured() const { return captured_; }
+  // Whether a query of the client named search_path (routed clients): its tables' unqualified
+  // names may not mean public's.
+  bool named_search_path() const { return named_search_path_; }
+  std::string TakeCapture() {
+    captured_ = false;
+    std::string answer = std::move(*capture_);
+    capture_.reset();
+    return answer;
+  }
 
   // A server connection is the client's (REQUIRES: none was; `server` outlives its Detach),
   // from node `choice.node` for the unit at the position kAttach stopped at.
@@ -341,12 +368,17 @@ class RelayProtocol {
   bool wants_positions() const { return routing_ != nullptr && routing_->read_your_writes(); }
   // The row of a kLsnCapture answer (a DataRow's body).
   void TakeCommitPosition(std::string_view body);
+  // The gathering (Capture) of a server message of `type` and `size` bytes relayed to the
+  // client: whether its bytes are to be gathered.
+  bool CaptureMessage(char type, size_t size, std::string_view ready_body);
 
   const std::string& database() const;
 
   // (Members by size, so that the session a client keeps while idle stays small.)
   Pool* pool_ = nullptr;
   std::unique_ptr<ClientRouting> routing_;  // routed databases only
+  std::unique_ptr<std::string> capture_;    // the answer gathered (Capture), while it is
+  size_t capture_limit_ = 0;
   const ClientInfo* client_ = nullptr;
   ServerConn* server_ = nullptr;  // the client's server connection, or none
   ClientSettings settings_;
@@ -384,6 +416,9 @@ class RelayProtocol {
   bool unit_open_ = false;
   bool wrote_ = false;
   bool holding_ = false;
+  bool capture_pass_ = false;  // the bytes of the message being relayed are gathered too
+  bool captured_ = false;      // the answer gathered is whole (captured())
+  bool named_search_path_ = false;
 };
 
 }  // namespace pgflow::pooler

@@ -13,15 +13,18 @@
 // right after its transaction ends (read-your-writes by LSN: the position the primary reports,
 // not a clock).
 //
-// A database entry without replicas gets no router: the relay then does none of this.
+// A database entry without replicas or a cache gets no router: the relay then does none of
+// this. (With a cache and no replicas, every unit is placed on the primary.)
 //
 // Thread-safety: a Router is shared by the network threads (its methods are safe to call at
 // once); a ClientRouting belongs to one client, used on its thread only.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -81,9 +84,63 @@ class ClientRouting {
   virtual bool read_your_writes() const = 0;
 };
 
+// The query cache of a routed database (proxy/query_cache.h), as the relay sees it: answers
+// to simple queries that only read listed tables, kept exact by the primary's change stream.
+//
+// A client's cacheable query (Look) is answered from the cache only after the stream has gone
+// past every transaction committed on the primary before the query came (a fence: the cache
+// writes a message into the primary's WAL after the query's arrival and waits to read it back
+// from the stream, one fence at a time for all clients waiting): Wait, then Answer. A query
+// the cache cannot answer runs on the primary, and its answer is offered back (Store), kept
+// only when no change of its tables came since Look.
+//
+// Thread-safety: shared by the network threads; every method may be called at once.
+class QueryCache {
+ public:
+  virtual ~QueryCache() = default;
+  // What Look found for a query.
+  struct Probe {
+    bool cacheable = false;  // a read of listed tables only, with immutable functions only
+    bool present = false;    // an answer is held (Wait, then Answer)
+    std::string key;         // the user, the client's settings and the text
+    // Its tables (the cache's numbers) and their generations when looked up: Store keeps an
+    // answer only if none changed since.
+    std::vector<std::pair<uint32_t, uint64_t>> tables;
+    uint64_t fence = 0;  // the fence that must end before an answer is served
+  };
+  // `settings`: what of the client's settings changes a query's answer or meaning (its
+  // search_path, DateStyle, ...), as one string.
+  virtual Probe Look(std::string_view user, std::string_view settings, std::string_view text) = 0;
+  // Calls `ready` (on the cache's thread, once) when probe.fence has ended; false, calling
+  // nothing, when it has already (or the cache cannot fence: Answer then finds nothing).
+  virtual bool Wait(const Probe& probe, std::function<void()> ready) = 0;
+  // The answer held (RowDescription, DataRows, CommandComplete of each statement, without the
+  // ReadyForQuery), if still valid for a client whose reads must see `position`; null else.
+  virtual std::shared_ptr<const std::string> Answer(const Probe& probe, uint64_t position) = 0;
+  // The primary's answer to a probed query, kept when nothing of its tables changed since.
+  virtual void Store(const Probe& probe, std::string answer) = 0;
+  // Largest answer kept (a bigger one is not gathered).
+  virtual size_t max_answer() const = 0;
+
+  // SHOW CACHE and /metrics.
+  struct View {
+    bool ready = false;  // its change stream runs and its last fence ended
+    uint64_t hits = 0, misses = 0;
+    uint64_t stores = 0, stale_stores = 0;  // answers kept; refused (a change came meanwhile)
+    uint64_t invalidations = 0;             // answers dropped by changes
+    uint64_t evictions = 0;                 // dropped for max_memory or ttl
+    uint64_t entries = 0, bytes = 0, max_memory = 0;
+    uint64_t fences = 0;
+    uint64_t position = 0;  // the change stream's
+  };
+  virtual View Stats() const = 0;
+};
+
 class Router {
  public:
   virtual ~Router() = default;
+  // The database's query cache, when its entry has one.
+  virtual std::shared_ptr<QueryCache> cache() const { return nullptr; }
   // A client's routing; `position`: what its reads must see already (ClientRouting::position
   // of the routing it replaces, 0 for a new client).
   virtual std::unique_ptr<ClientRouting> NewClient(uint64_t position) = 0;

@@ -338,6 +338,19 @@ class Session : public std::enable_shared_from_this<Session>,
   // The database's router as the configuration now has it (RELOAD may have changed it).
   void FollowRouter();
   std::shared_ptr<Router> router_;  // the one routing_ was made by
+  // The query cache (pooler/router.h's QueryCache): at the routing seam, a cacheable simple
+  // query is answered from it (kServed), waits for its fence (kWaiting), or runs (kRun), on
+  // the primary when cacheable, its answer gathered for the cache.
+  enum class CacheStep : uint8_t { kRun, kWaiting, kServed };
+  CacheStep ServeFromCache(RelayState& r, size_t* position);
+  // The fence the query waits for ended (on the session's thread).
+  void CacheReady();
+  // The client's settings that bear on an answer, as the cache's key holds them.
+  std::string CacheSettings();
+  // The probe of the query waiting for its fence, or whose answer is gathered.
+  std::unique_ptr<QueryCache::Probe> probe_;
+  bool cache_wait_ = false;         // waiting for probe_'s fence
+  bool cache_ready_ = false;        // probe_'s fence ended: its answer may be served
   uint64_t routing_version_ = 0;    // the configuration version router_ was looked up at
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;

@@ -210,7 +210,7 @@ bool Session::ClientSide() {
     }
   }
   if (!protocol_.parsed() && (!attaching_ || protocol_.dropping()) && !protocol_.shape_wait() &&
-      !protocol_.holding() && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
+      !protocol_.holding() && !cache_wait_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
     ProcessClientInput();
     progress = true;
   }
@@ -232,8 +232,15 @@ void Session::ProcessClientInput() {
       case RelayProtocol::ClientStep::kAttach:
         if (!attaching_ && thread_->config_version != routing_version_) FollowRouter();
         if (!attaching_ && protocol_.routed()) {
+          const CacheStep cached = ServeFromCache(r, &pos);
+          if (cached == CacheStep::kServed) break;
+          if (cached == CacheStep::kWaiting) {
+            more = false;
+            break;
+          }
           choice_ = protocol_.Route(r, pos);
           if (!choice_.refusal.empty() && protocol_.Refuse(r, &pos, choice_.refusal)) break;
+          if (probe_ != nullptr) choice_.node = kPrimaryNode;  // (its answer fills the cache)
           target_ = NodePool(choice_.node);
         }
         if (attaching_) {
@@ -273,6 +280,74 @@ void Session::ProcessClientInput() {
     }
   }
   r.cbuf.erase(0, pos);
+}
+
+Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
+  std::shared_ptr<QueryCache> cache = router_ != nullptr ? router_->cache() : nullptr;
+  std::optional<std::string_view> text;
+  if (cache != nullptr) text = protocol_.SimpleQueryAt(r, *position);
+  if (!text.has_value()) {
+    probe_.reset();
+    cache_ready_ = false;
+    return CacheStep::kRun;
+  }
+  if (probe_ != nullptr && cache_ready_) {
+    // (The query probed is the one still at the position: nothing moved while it waited.)
+    cache_ready_ = false;
+    std::shared_ptr<const std::string> answer =
+        cache->Answer(*probe_, protocol_.routing()->position());
+    if (answer == nullptr) return CacheStep::kRun;  // (probe_ kept: the answer is gathered)
+    protocol_.ServeCached(r, position, *answer);
+    probe_.reset();
+    return CacheStep::kServed;
+  }
+  probe_ = std::make_unique<QueryCache::Probe>(cache->Look(user(), CacheSettings(), *text));
+  if (!probe_->cacheable) {
+    probe_.reset();
+    return CacheStep::kRun;
+  }
+  if (!probe_->present) return CacheStep::kRun;
+  std::weak_ptr<Session> weak = weak_from_this();
+  asio::io_context* context = &thread_->context;
+  auto ready = [weak, context] {
+    asio::post(*context, [weak] {
+      if (std::shared_ptr<Session> session = weak.lock()) session->CacheReady();
+    });
+  };
+  if (cache->Wait(*probe_, std::move(ready))) {
+    cache_wait_ = true;
+    return CacheStep::kWaiting;
+  }
+  cache_ready_ = true;  // (it has ended already: Answer says whether it may be served)
+  return ServeFromCache(r, position);
+}
+
+void Session::CacheReady() {
+  if (!cache_wait_) return;
+  cache_wait_ = false;
+  cache_ready_ = true;
+  if (phase_ >= Phase::kClientGone) return;
+  protocol_.Unparse();
+  Pump();
+}
+
+std::string Session::CacheSettings() {
+  const auto& params = protocol_.settings().params;
+  std::vector<std::pair<std::string_view, std::string_view>> sorted;
+  sorted.reserve(params.size());
+  for (const auto& [name, value] : params) {
+    if (name != "application_name" && name != "fallback_application_name") {
+      sorted.emplace_back(name, value);
+    }
+  }
+  std::sort(sorted.begin(), sorted.end());
+  std::string out;
+  if (protocol_.named_search_path()) out = "\nsearch_path=";  // (a value the pooler never saw)
+  for (const auto& [name, value] : sorted) {
+    out.push_back('\n');
+    out.append(name).append("=").append(value);
+  }
+  return out;
 }
 
 Pool* Session::NodePool(int node) {
@@ -387,6 +462,9 @@ void Session::Attached(std::unique_ptr<ServerConn> server) {
   info_->state = 1;
   server_ = std::move(server);
   protocol_.Attach(server_.get(), choice_);
+  if (probe_ != nullptr && router_ != nullptr && router_->cache() != nullptr) {
+    protocol_.Capture(router_->cache()->max_answer());
+  }
   {
     absl::MutexLock lock(&info_->mu);
     info_->server = server_->remote;
@@ -583,6 +661,12 @@ bool Session::ProcessServerInput() {
     case RelayProtocol::ServerStep::kNone:
       return false;
     case RelayProtocol::ServerStep::kProgress:
+      if (protocol_.captured()) {
+        std::string answer = protocol_.TakeCapture();
+        std::shared_ptr<QueryCache> cache = router_ != nullptr ? router_->cache() : nullptr;
+        if (probe_ != nullptr && cache != nullptr) cache->Store(*probe_, std::move(answer));
+        probe_.reset();
+      }
       return true;
     case RelayProtocol::ServerStep::kFatal:
       EndWithFatal("08P01", fatal_message);

@@ -11,6 +11,7 @@
 #include "engine/log.h"
 #include "engine/lsn.h"
 #include "engine/str_cat.h"
+#include "proxy/query_cache.h"
 
 namespace pgflow::proxy {
 namespace {
@@ -26,50 +27,6 @@ using Kind = StatementClass::Kind;
 constexpr auto kHistory = std::chrono::minutes(10);
 // The catalog of functions is read again at most this often when a name is not found in it.
 constexpr auto kCatalogEvery = std::chrono::seconds(5);
-
-// `sql` on `conn` without blocking past `timeout` (a server that stopped answering, its kernel
-// still acknowledging, would hold a blocking call forever): its first result, checked as Exec
-// checks it. An error leaves the connection to be closed.
-absl::StatusOr<PgResultPtr> ExecWithin(PGconn* conn, const std::string& sql,
-                                       std::chrono::milliseconds timeout) {
-  const Clock::time_point deadline = Clock::now() + timeout;
-  auto wait = [&](short events) -> absl::Status {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    pollfd fd{.fd = PQsocket(conn), .events = events, .revents = 0};
-    if (left <= 0 || ::poll(&fd, 1, static_cast<int>(left)) == 0) {
-      return absl::DeadlineExceededError(
-          Cat("no answer from ", Describe(conn), " within ", timeout.count(), " ms"));
-    }
-    return absl::OkStatus();
-  };
-  if (PQsetnonblocking(conn, 1) != 0 || PQsendQuery(conn, sql.c_str()) == 0) {
-    return ResultError(conn, nullptr, "sending a health check");
-  }
-  for (int flushed; (flushed = PQflush(conn)) != 0;) {
-    if (flushed < 0) return ResultError(conn, nullptr, "sending a health check");
-    if (absl::Status s = wait(POLLOUT); !s.ok()) return s;
-  }
-  PgResultPtr first;
-  while (true) {
-    while (PQisBusy(conn)) {
-      if (absl::Status s = wait(POLLIN); !s.ok()) return s;
-      if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "a health check");
-    }
-    PGresult* result = PQgetResult(conn);
-    if (result == nullptr) break;
-    if (first == nullptr) {
-      first.reset(result);
-    } else {
-      PQclear(result);
-    }
-  }
-  const ExecStatusType status = first ? PQresultStatus(first.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    return ResultError(conn, first.get(), "a health check");
-  }
-  return first;
-}
 
 // PostgreSQL's functions that the catalog marks stable but that assign a transaction id,
 // which a server in recovery refuses to do.
@@ -123,12 +80,56 @@ class Routing : public pooler::ClientRouting {
 
 }  // namespace
 
+absl::StatusOr<PgResultPtr> ExecWithin(PGconn* conn, const std::string& sql,
+                                       std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  auto wait = [&](short events) -> absl::Status {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd fd{.fd = PQsocket(conn), .events = events, .revents = 0};
+    if (left <= 0 || ::poll(&fd, 1, static_cast<int>(left)) == 0) {
+      return absl::DeadlineExceededError(
+          Cat("no answer from ", Describe(conn), " within ", timeout.count(), " ms"));
+    }
+    return absl::OkStatus();
+  };
+  if (PQsetnonblocking(conn, 1) != 0 || PQsendQuery(conn, sql.c_str()) == 0) {
+    return ResultError(conn, nullptr, "sending a health check");
+  }
+  for (int flushed; (flushed = PQflush(conn)) != 0;) {
+    if (flushed < 0) return ResultError(conn, nullptr, "sending a health check");
+    if (absl::Status s = wait(POLLOUT); !s.ok()) return s;
+  }
+  PgResultPtr first;
+  while (true) {
+    while (PQisBusy(conn)) {
+      if (absl::Status s = wait(POLLIN); !s.ok()) return s;
+      if (PQconsumeInput(conn) == 0) return ResultError(conn, nullptr, "a health check");
+    }
+    PGresult* result = PQgetResult(conn);
+    if (result == nullptr) break;
+    if (first == nullptr) {
+      first.reset(result);
+    } else {
+      PQclear(result);
+    }
+  }
+  const ExecStatusType status = first ? PQresultStatus(first.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    return ResultError(conn, first.get(), "a health check");
+  }
+  return first;
+}
+
 std::shared_ptr<ProxyRouter> ProxyRouter::Start(std::string database,
                                                 const pooler::DatabaseOptions& db,
                                                 RouterOptions options) {
   std::shared_ptr<ProxyRouter> router(new ProxyRouter(std::move(database), db, options));
   // (The checks hold the router until they end: Stop need not wait for them.)
   router->thread_ = std::thread([self = router] { self->Run(); });
+  if (!db.cache.tables.empty()) {
+    router->cache_ = ProxyQueryCache::Start(router->database_, db, router.get());
+  }
   return router;
 }
 
@@ -164,6 +165,7 @@ ProxyRouter::~ProxyRouter() {
 }
 
 void ProxyRouter::Stop(bool wait) {
+  if (cache_ != nullptr) cache_->Stop(wait);
   {
     absl::MutexLock lock(&stop_mu_);
     stopping_ = true;
@@ -196,6 +198,18 @@ char ProxyRouter::Volatility(const std::string& name) const {
   if (volatility_ == nullptr) return 0;
   auto it = volatility_->find(name);
   return it == volatility_->end() ? 0 : it->second;
+}
+
+std::shared_ptr<pooler::QueryCache> ProxyRouter::cache() const { return cache_; }
+
+bool ProxyRouter::CallsOnlyImmutable(const StatementClass& statement) {
+  for (const std::string& name : statement.functions) {
+    if (write_functions_.contains(name) || AssignsTransactionId(name)) return false;
+    const char volatility = Volatility(name);
+    if (volatility == 0) catalog_wanted_.store(true, std::memory_order_relaxed);
+    if (volatility != 'i') return false;
+  }
+  return true;
 }
 
 bool ProxyRouter::CallsWritingFunction(const StatementClass& statement) {

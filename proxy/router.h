@@ -22,6 +22,9 @@
 // read after its transactions there (ClientRouting::Committed) and the one it gave with SET
 // pgflow.min_lsn; its reads go to a replica whose replay position, as last checked, is at or
 // past it, else to the primary.
+//
+// A database entry with `cache` has its query cache (proxy/query_cache.h), which the router
+// starts and stops with its checks.
 
 #include <atomic>
 #include <chrono>
@@ -41,6 +44,14 @@
 #include "proxy/statement_class.h"
 
 namespace pgflow::proxy {
+
+class ProxyQueryCache;
+
+// `sql` on `conn` without blocking past `timeout` (a server that stopped answering, its kernel
+// still acknowledging, would hold a blocking call forever): its first result, checked as Exec
+// checks it. An error leaves the connection to be closed.
+absl::StatusOr<PgResultPtr> ExecWithin(PGconn* conn, const std::string& sql,
+                                       std::chrono::milliseconds timeout);
 
 struct RouterOptions {
   // Between checks: a replica's replay position, and so how soon a client's reads after its
@@ -74,6 +85,9 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
 
   // The class of `sql`, from the cache or the parser.
   std::shared_ptr<const StatementClass> Classify(std::string_view sql);
+  // Whether every function `statement` calls is immutable (the query cache's rule).
+  bool CallsOnlyImmutable(const StatementClass& statement);
+  std::shared_ptr<pooler::QueryCache> cache() const override;
 
  private:
   struct Node {
@@ -124,6 +138,8 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
   std::chrono::steady_clock::time_point catalog_read_at_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<const StatementClass>> statements_
       ABSL_GUARDED_BY(mu_);
+
+  std::shared_ptr<ProxyQueryCache> cache_;  // the entry's cache, if any
 
   std::vector<PgConnPtr> connections_;  // the checks' own, by node (the check thread's)
 

@@ -7,14 +7,17 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -99,7 +102,22 @@ class ProxyTest : public ::testing::Test {
         "  AS 'INSERT INTO events (msg) VALUES (''touch'') RETURNING $1';"
         "CREATE FUNCTION app.stable_listed() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1';"
         "CREATE PROCEDURE app.proc() LANGUAGE sql "
-        "  AS 'INSERT INTO events (msg) VALUES (''proc'')';");
+        "  AS 'INSERT INTO events (msg) VALUES (''proc'')';"
+        // The query cache's tables: a and b; rls has row-level security; src's trigger writes
+        // into a; counter for the race.
+        "CREATE TABLE cache_a (id int PRIMARY KEY, v int);"
+        "INSERT INTO cache_a SELECT g, g FROM generate_series(1, 1000) g;"
+        "CREATE TABLE cache_b (id int PRIMARY KEY, v int);"
+        "INSERT INTO cache_b SELECT g, g FROM generate_series(1, 10) g;"
+        "CREATE TABLE cache_rls (id int PRIMARY KEY);"
+        "ALTER TABLE cache_rls ENABLE ROW LEVEL SECURITY;"
+        "CREATE TABLE cache_src (id int);"
+        "CREATE FUNCTION cache_copy() RETURNS trigger LANGUAGE plpgsql AS "
+        "  'BEGIN INSERT INTO cache_a VALUES (NEW.id, NEW.id); RETURN NEW; END';"
+        "CREATE TRIGGER cache_copy AFTER INSERT ON cache_src FOR EACH ROW "
+        "  EXECUTE FUNCTION cache_copy();"
+        "CREATE TABLE cache_counter (id int PRIMARY KEY, v bigint);"
+        "INSERT INTO cache_counter SELECT g, 0 FROM generate_series(1, 4) g;");
     replica1_ = new Standby(primary);
     replica2_ = new Standby(primary);
     auto url = [](int port) {
@@ -118,7 +136,10 @@ class ProxyTest : public ::testing::Test {
                  ", read_your_writes: false, write_functions: [app.stable_listed]") +
             database("app", both, "") + database("norw", both, ", read_your_writes: false") +
             database("lag", absl::StrCat("[", url(replica1_->port()), "]"),
-                     ", max_replica_lag: 64kB"));
+                     ", max_replica_lag: 64kB") +
+            absl::StrCat("  cached: {url: ", url(primary.port()),
+                         ", pool_size: 8, cache: {tables: [public.cache_a, public.cache_b, "
+                         "public.cache_rls, public.cache_counter], ttl: 60s}}\n"));
     ASSERT_TRUE(WaitFor([] { return Healthy("app", 1) && Healthy("app", 2) && Healthy("lag", 1); },
                         seconds(20)))
         << Console(*pooler_, "SHOW REPLICAS");
@@ -145,6 +166,37 @@ class ProxyTest : public ::testing::Test {
   static bool Healthy(const std::string& database, int node) {
     return State(database, node) == "healthy";
   }
+  // SHOW CACHE's row of `database`: database|state|hits|misses|entries|bytes|max_memory|
+  // stores|stale_stores|invalidations|evictions|fences|position.
+  static std::vector<std::string> CacheRow(const std::string& database) {
+    for (absl::string_view line : absl::StrSplit(Console(*pooler_, "SHOW CACHE"), '\n')) {
+      std::vector<std::string> row = absl::StrSplit(line, '|');
+      if (row.size() == 13 && row[0] == database) return row;
+    }
+    return {};
+  }
+  static uint64_t CacheHits(const std::string& database) {
+    std::vector<std::string> row = CacheRow(database);
+    return row.empty() ? 0 : std::stoull(row[2]);
+  }
+  static bool CacheReady(const std::string& database) {
+    std::vector<std::string> row = CacheRow(database);
+    return !row.empty() && row[1] == "ready";
+  }
+
+  // Runs `sql` on `client` (checking its answer) until the cache answers it, at most
+  // `attempts` times: whether it did (a table just changed is cached again once settled).
+  static bool Cached(Conn& client, const std::string& sql, const std::string& expected,
+                     int attempts = 50) {
+    for (int i = 0; i < attempts; ++i) {
+      const uint64_t hits = CacheHits("cached");
+      EXPECT_EQ(client.Run(sql), expected) << sql;
+      if (CacheHits("cached") > hits) return true;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return false;
+  }
+
   static uint64_t Reads(const std::string& database, int node) {
     std::vector<std::string> row = NodeRow(database, node);
     return row.empty() ? 0 : std::stoull(row[8]);
@@ -273,6 +325,136 @@ TEST_F(ProxyTest, AClientsReadsSeeItsOwnWritesWhileAReplicasReplayIsPaused) {
   EXPECT_TRUE(absl::StartsWith(refused, "ERROR 22023")) << refused;
   EXPECT_TRUE(absl::StrContains(refused, "'yesterday' is not a WAL position")) << refused;
   EXPECT_EQ(reader.Run("SELECT 1"), "1");  // (the session goes on)
+}
+
+TEST_F(ProxyTest, ARepeatedReadIsAnsweredFromTheCacheUntilItsTableChangesWhoeverChangesIt) {
+  ASSERT_TRUE(WaitFor([] { return CacheReady("cached"); }, seconds(30)))
+      << Console(*pooler_, "SHOW CACHE") << pooler_->Log();
+  Conn client(pooler_->Url("cached"));
+  ASSERT_TRUE(client.ok()) << client.error();
+  Sql direct(SharedCluster().Url());
+  const std::string count_a = "SELECT count(*) || ':' || sum(v) FROM cache_a";
+  const std::string count_b = "SELECT count(*) FROM public.cache_b";
+
+  // A repeated read: the cache's from the second on.
+  ASSERT_EQ(client.Run(count_a), "1000:500500");
+  uint64_t hits = CacheHits("cached");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(client.Run(count_a), "1000:500500");
+  EXPECT_EQ(CacheHits("cached"), hits + 5) << Console(*pooler_, "SHOW CACHE");
+
+  // Changed directly on the primary, by a trigger, through the pooler: the next read sees it,
+  // at once (no wait between the change and the read), and the cache has it again soon.
+  direct.Exec("UPDATE cache_a SET v = v + 1 WHERE id = 1");
+  EXPECT_EQ(client.Run(count_a), "1000:500501");
+  EXPECT_TRUE(Cached(client, count_a, "1000:500501"));
+  direct.Exec("INSERT INTO cache_src VALUES (1001)");
+  EXPECT_EQ(client.Run(count_a), "1001:501502");
+  EXPECT_TRUE(Cached(client, count_a, "1001:501502"));
+  Conn writer(pooler_->Url("cached"));
+  ASSERT_EQ(writer.Run("DELETE FROM cache_a WHERE id = 1001"), "");
+  EXPECT_EQ(client.Run(count_a), "1000:500501");
+  EXPECT_TRUE(Cached(client, count_a, "1000:500501"));
+
+  // TRUNCATE and DDL drop their own table's answers only.
+  EXPECT_TRUE(Cached(client, count_b, "10"));
+  direct.Exec("TRUNCATE cache_b");
+  hits = CacheHits("cached");
+  EXPECT_EQ(client.Run(count_a), "1000:500501");  // (still cached)
+  EXPECT_EQ(CacheHits("cached"), hits + 1);
+  EXPECT_EQ(client.Run(count_b), "0");
+  direct.Exec("INSERT INTO cache_b VALUES (1, 1)");
+  EXPECT_EQ(client.Run(count_b), "1");
+  const std::string sum_w = "SELECT sum(w) FROM cache_b";
+  direct.Exec("ALTER TABLE cache_b ADD COLUMN w int DEFAULT 7");
+  hits = CacheHits("cached");
+  EXPECT_EQ(client.Run(count_a), "1000:500501");  // (still cached)
+  EXPECT_EQ(CacheHits("cached"), hits + 1);
+  EXPECT_EQ(client.Run(sum_w), "7");
+  EXPECT_TRUE(Cached(client, sum_w, "7"));
+  direct.Exec("ALTER TABLE cache_b ALTER COLUMN w SET DEFAULT 8; UPDATE cache_b SET w = DEFAULT");
+  EXPECT_EQ(client.Run(sum_w), "8");
+
+  // Not cached: row-level security, stable and volatile functions, unlisted tables.
+  for (const std::string& sql : {std::string("SELECT count(*) FROM cache_rls"),
+                                 std::string("SELECT count(*) || now()::text FROM cache_a"),
+                                 std::string("SELECT count(*) || random()::text FROM cache_a"),
+                                 std::string("SELECT count(*) FROM items")}) {
+    client.Run(sql);
+    hits = CacheHits("cached");
+    client.Run(sql);
+    EXPECT_EQ(CacheHits("cached"), hits) << sql;
+  }
+  // A client that set its search_path: its unqualified names are not the cache's to resolve.
+  ASSERT_EQ(client.Run("SET search_path = app, public"), "");
+  EXPECT_TRUE(Cached(client, count_b, "1"));  // (qualified: cached under its own settings)
+  EXPECT_FALSE(Cached(client, count_a, "1000:500501", 5));
+
+  const std::string metrics =
+      Curl(absl::StrCat("http://127.0.0.1:", pooler_->admin_port(), "/metrics")).body;
+  EXPECT_TRUE(absl::StrContains(metrics, "pgflow_proxy_cache_hits_total{database=\"cached\"}"))
+      << metrics;
+}
+
+// Writers and readers at full speed: every read answered (from the cache or not) holds every
+// write acknowledged before the read was sent, whoever wrote it (through the pooler or
+// directly on the primary).
+TEST_F(ProxyTest, NoReadIsStaleWhileWritersAndReadersRunAtFullSpeed) {
+  ASSERT_TRUE(WaitFor([] { return CacheReady("cached"); }, seconds(30)));
+  constexpr int kKeys = 4;
+  std::atomic<int64_t> acknowledged[kKeys] = {};
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> reads{0}, stale{0}, writes{0};
+  const uint64_t hits_before = CacheHits("cached");
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      Conn conn(w == 0 ? pooler_->Url("cached") : SharedCluster().Url());
+      std::mt19937 rng(w);
+      while (!stop.load()) {
+        const int key = static_cast<int>(rng() % kKeys);
+        const std::string v = conn.Run(absl::StrCat(
+            "UPDATE cache_counter SET v = v + 1 WHERE id = ", key + 1, " RETURNING v"));
+        int64_t value = 0;
+        if (!absl::SimpleAtoi(v, &value)) {
+          ADD_FAILURE() << v;
+          return;
+        }
+        ++writes;
+        for (int64_t seen = acknowledged[key].load();
+             seen < value && !acknowledged[key].compare_exchange_weak(seen, value);) {
+        }
+        std::this_thread::sleep_for(milliseconds(rng() % 20));  // (room for hits)
+      }
+    });
+  }
+  for (int r = 0; r < 4; ++r) {
+    threads.emplace_back([&, r] {
+      Conn conn(pooler_->Url("cached"));
+      std::mt19937 rng(100 + r);
+      while (!stop.load()) {
+        const int key = static_cast<int>(rng() % kKeys);
+        const int64_t must = acknowledged[key].load();
+        const std::string v =
+            conn.Run(absl::StrCat("SELECT v FROM cache_counter WHERE id = ", key + 1));
+        int64_t value = 0;
+        if (!absl::SimpleAtoi(v, &value)) {
+          ADD_FAILURE() << v;
+          return;
+        }
+        ++reads;
+        if (value < must) ++stale;
+      }
+    });
+  }
+  std::this_thread::sleep_for(seconds(15));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  const uint64_t hits = CacheHits("cached") - hits_before;
+  RecordProperty("reads", std::to_string(reads.load()));
+  RecordProperty("cache_hits", std::to_string(hits));
+  EXPECT_EQ(stale.load(), 0) << reads.load() << " reads, " << writes.load() << " writes";
+  EXPECT_GT(writes.load(), 100);
+  EXPECT_GT(hits, 100u) << Console(*pooler_, "SHOW CACHE");
 }
 
 TEST_F(ProxyTest, ReadsGoOnWithoutAnErrorAsReplicasAndThePrimaryStopLagAndArePromoted) {

@@ -53,6 +53,43 @@ TEST(PoolerConfigTest, ReadsAuthAndDatabases) {
   EXPECT_EQ(FindDatabase(*config, "other"), nullptr);
 }
 
+TEST(PoolerConfigTest, ACacheListsTablesOneByOneOnATransactionPooledDatabase) {
+  auto parse = [](const std::string& entry) {
+    return ParsePoolerConfig("listen: 127.0.0.1:6432\nauth: {method: trust}\ndatabases:\n" + entry,
+                             "/etc/pgflow/pooler.yaml");
+  };
+  absl::StatusOr<PoolerConfig> config = parse(
+      "  app: {url: 'postgres://u@127.0.0.1:5432/app', cache: {tables: [public.items, "
+      "'\"Sales\".Orders'], ttl: 30s, max_memory: 1MiB}}\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const DatabaseOptions* app = FindDatabase(*config, "app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->cache.tables, (std::vector<std::string>{"public.items", "Sales.orders"}));
+  EXPECT_EQ(app->cache.ttl, std::chrono::milliseconds(30000));
+  EXPECT_EQ(app->cache.max_memory, 1u << 20);
+
+  struct Case {
+    std::string entry;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"  app: {url: 'postgres://u@h/app', cache: {tables: [public.*]}}\n",
+            "the cache lists tables one by one"},
+           {"  app: {url: 'postgres://u@h/app', cache: {tables: [items]}}\n", "items"},
+           {"  app: {url: 'postgres://u@h/app', cache: {tables: [public.a, public.a]}}\n",
+            "public.a is listed twice"},
+           {"  app: {url: 'postgres://u@h/app', cache: {ttl: 5s}}\n", "tables"},
+           {"  app: {url: 'postgres://u@h/app', cache: {tables: [public.a], size: 1}}\n", "size"},
+           {"  app: {url: 'postgres://u@h/app', pool_mode: session, cache: {tables: [public.a]}}\n",
+            "the cache answers per query: it needs pool_mode transaction or statement"},
+           {"  '*': {url: 'postgres://u@h/app', cache: {tables: [public.a]}}\n",
+            "the wildcard entry serves any database: it cannot cache"}}) {
+    absl::StatusOr<PoolerConfig> bad = parse(c.entry);
+    ASSERT_FALSE(bad.ok()) << c.entry;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(c.error)) << c.entry;
+  }
+}
+
 TEST(PoolerConfigTest, SchedulingIsBatchUnlessNormal) {
   auto parse = [](const std::string& scheduling) {
     return ParsePoolerConfig(

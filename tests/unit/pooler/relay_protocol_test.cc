@@ -507,6 +507,47 @@ TEST_F(RoutedRelayTest, AReadGoesToAReplicaAndTheNextUnitIsPlacedAgain) {
   EXPECT_TRUE(routing_->committed.empty());  // (nothing was written yet)
 }
 
+// The query cache's part of the relay: a cached answer served in place of a whole simple
+// query, and the primary's answer gathered for the cache only when it holds rows alone.
+TEST_F(RoutedRelayTest, ACachedAnswerIsServedAndOnlyAnAnswerOfRowsIsGathered) {
+  relay_.cbuf = Query("SELECT v FROM t");
+  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::optional<std::string_view>("SELECT v FROM t"));
+  relay_.cbuf.pop_back();  // (not whole yet)
+  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::nullopt);
+  relay_.cbuf = Query("SELECT v FROM t") + Query("SELECT 2");
+  size_t position = 0;
+  const std::string rows = Columns({"v"}) + Row("1") + Complete("SELECT 1");
+  protocol_.ServeCached(relay_, &position, rows);
+  EXPECT_EQ(position, Query("SELECT v FROM t").size());
+  EXPECT_EQ(relay_.to_client, rows + Ready());
+  relay_.cbuf.clear();
+  relay_.to_client.clear();
+  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::nullopt);  // (nothing there)
+
+  // Rows alone, the client between transactions: gathered, without the ReadyForQuery.
+  Place(Query("SELECT v FROM t"));
+  protocol_.Capture(1 << 20);
+  Server(rows + Ready());
+  EXPECT_EQ(ToClient(), rows + Ready());
+  ASSERT_TRUE(protocol_.captured());
+  EXPECT_EQ(protocol_.TakeCapture(), rows);
+  protocol_.Detach(&relay_);
+
+  // A notice, an error, an answer past the limit: nothing gathered, all of it relayed.
+  const std::string notice = Message('N', std::string("SNOTICE") + '\0' + '\0');
+  for (const auto& [answer, limit] :
+       std::vector<std::pair<std::string, size_t>>{{notice + rows + Ready(), 1 << 20},
+                                                   {Error("42P01", "no t") + Ready(), 1 << 20},
+                                                   {rows + Ready(), rows.size() - 1}}) {
+    Place(Query("SELECT v FROM t"));
+    protocol_.Capture(limit);
+    Server(answer);
+    EXPECT_EQ(ToClient(), answer);
+    EXPECT_FALSE(protocol_.captured());
+    protocol_.Detach(&relay_);
+  }
+}
+
 TEST_F(RoutedRelayTest, APipelinedUnitWaitsForTheReplicasAnswersBeforeItIsPlaced) {
   Place(Query("SELECT 1") + Query("INSERT INTO t VALUES (1)"));
   EXPECT_EQ(ToServer(), Query("SELECT 1"));  // the write stays in the client's buffer
