@@ -559,7 +559,11 @@ void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
     config_version_.fetch_add(1, std::memory_order_release);
   }
   // (Their clients keep them until their next transaction: FollowRouter.)
-  for (auto& [name, router] : replaced) router->Stop(false);
+  for (auto& [name, router] : replaced) {
+    router->Stop(false);
+    absl::MutexLock lock(&config_mu_);
+    retired_routers_.push_back(router);  // (joined by Stop: their threads post to ours)
+  }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
     const auto& [database, login_user, node] = it->first;
@@ -935,6 +939,17 @@ void Pooler::Impl::Stop() {
     absl::MutexLock lock(&pools_mu_);
     for (auto& [key, pool] : pools_) pool->CloseIdle();
   }
+  // The routers' threads end while the io_contexts they may post to (a query cache waking a
+  // session) still exist.
+  std::map<std::string, std::shared_ptr<Router>> routers;
+  std::vector<std::shared_ptr<Router>> retired;
+  {
+    absl::MutexLock lock(&config_mu_);
+    routers.swap(routers_);
+    retired.swap(retired_routers_);
+  }
+  for (auto& [name, router] : routers) router->Stop(true);
+  for (auto& router : retired) router->Stop(true);
   // The coroutines suspended on the contexts go with them (their frames are destroyed with the
   // handlers that hold them), sessions and server connections with them.
   for (auto& thread : threads_) {
@@ -948,12 +963,6 @@ void Pooler::Impl::Stop() {
     absl::MutexLock lock(&pools_mu_);
     pools_.clear();
   }
-  std::map<std::string, std::shared_ptr<Router>> routers;
-  {
-    absl::MutexLock lock(&config_mu_);
-    routers.swap(routers_);
-  }
-  for (auto& [name, router] : routers) router->Stop(true);
 }
 
 Pooler::Pooler(PoolerConfig config, RouterFactory* routers)

@@ -256,6 +256,8 @@ class Pooler::Impl : public AdminTarget {
   // The routing proxies, by database (those whose entry lists replicas), with the options
   // each was made from.
   std::map<std::string, std::shared_ptr<Router>> routers_ ABSL_GUARDED_BY(config_mu_);
+  // Routers a RELOAD replaced (stopped without waiting), joined by Stop.
+  std::vector<std::shared_ptr<Router>> retired_routers_ ABSL_GUARDED_BY(config_mu_);
 
   absl::Mutex pools_mu_;
   // By (database, login user, node).

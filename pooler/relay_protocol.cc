@@ -147,24 +147,139 @@ bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view mes
   return true;
 }
 
-std::optional<std::string_view> RelayProtocol::SimpleQueryAt(const RelayState& r,
-                                                             size_t position) const {
-  const std::string_view buffer = std::string_view(r.cbuf).substr(position);
-  absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(buffer, size_t{1} << 31);
-  if (!header.ok() || !header->has_value() || (*header)->type != 'Q' ||
-      buffer.size() < (*header)->size || (*header)->size < 6 || txn_status_ != 'I' ||
-      unsynced_ > 0) {
-    return std::nullopt;
+// Whether `sql` may change a session's setting: a SET or RESET (but SET LOCAL, SET
+// TRANSACTION, SET CONSTRAINTS: they end with the transaction), or a call of set_config.
+// (Conservative: a statement that only mentions set_config, or a SET in a later statement of a
+// string, counts too when seen.)
+static bool ChangesSettings(std::string_view sql) {
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  auto find = [&](std::string_view word) {
+    return std::search(sql.begin(), sql.end(), word.begin(), word.end(),
+                       [&](char a, char b) { return lower(a) == b; }) != sql.end();
+  };
+  if (find("set_config")) return true;
+  // The statements' first words.
+  for (size_t start = 0; start < sql.size();) {
+    start = sql.find_first_not_of(" \t\r\n;", start);
+    if (start == std::string_view::npos) break;
+    size_t end = sql.find_first_of(" \t\r\n;", start);
+    if (end == std::string_view::npos) end = sql.size();
+    std::string word(sql.substr(start, end - start));
+    for (char& c : word) c = lower(c);
+    if (word == "reset") return true;
+    if (word == "set") {
+      const size_t next = sql.find_first_not_of(" \t\r\n", end);
+      std::string second(next == std::string_view::npos ? "" : sql.substr(next, 11));
+      for (char& c : second) c = lower(c);
+      if (!second.starts_with("local") && !second.starts_with("transaction") &&
+          !second.starts_with("constraints")) {
+        return true;
+      }
+    }
+    const size_t semicolon = sql.find(';', end);  // (the next statement, roughly)
+    if (semicolon == std::string_view::npos) break;
+    start = semicolon + 1;
   }
-  return buffer.substr(5, (*header)->size - 6);  // (without its NUL)
+  return false;
 }
 
-void RelayProtocol::ServeCached(RelayState& r, size_t* position, std::string_view answer) {
-  absl::StatusOr<std::optional<MessageHeader>> header =
-      ReadMessageHeader(std::string_view(r.cbuf).substr(*position), size_t{1} << 31);
+std::optional<RelayProtocol::CacheableUnit> RelayProtocol::CacheableAt(const RelayState& r,
+                                                                       size_t position) const {
+  if (txn_status_ != 'I' || unsynced_ > 0) return std::nullopt;
+  const std::string_view buffer = std::string_view(r.cbuf).substr(position);
+  CacheableUnit unit;
+  // The extended protocol's messages, in the one order accepted: P? B D? E S.
+  enum class Next : uint8_t { kParseOrBind, kBind, kDescribeOrExecute, kSync };
+  Next next = Next::kParseOrBind;
+  bool parsed = false;
+  size_t bind_end = 0;  // where the messages after the Bind start
+  for (size_t pos = 0;;) {
+    absl::StatusOr<std::optional<MessageHeader>> header =
+        ReadMessageHeader(buffer.substr(pos), size_t{1} << 31);
+    if (!header.ok() || !header->has_value() || buffer.size() - pos < (*header)->size ||
+        (*header)->size < 5) {
+      return std::nullopt;  // (not whole yet: it runs)
+    }
+    const MessageHeader h = **header;
+    const std::string_view body = buffer.substr(pos + 5, h.body_size());
+    pos += h.size;
+    auto cstring = [](std::string_view* in) {  // the next NUL-terminated string of *in
+      const size_t end = in->find('\0');
+      if (end == std::string_view::npos) return std::optional<std::string_view>();
+      std::string_view out = in->substr(0, end);
+      in->remove_prefix(end + 1);
+      return std::optional<std::string_view>(out);
+    };
+    std::string_view rest = body;
+    switch (h.type) {
+      case 'Q':
+        if (pos != h.size || body.empty()) return std::nullopt;
+        unit.text = body.substr(0, body.size() - 1);
+        unit.key = Cat("Q", body);
+        unit.size = h.size;
+        return unit;
+      case 'P': {
+        std::optional<std::string_view> name = cstring(&rest);
+        if (next != Next::kParseOrBind || !name || !name->empty()) return std::nullopt;
+        std::optional<std::string_view> text = cstring(&rest);
+        if (!text) return std::nullopt;
+        unit.text = *text;
+        unit.key = Cat("P", body.substr(1));  // (its text and parameter types)
+        parsed = true;
+        next = Next::kBind;
+        break;
+      }
+      case 'B': {
+        std::optional<std::string_view> portal = cstring(&rest);
+        std::optional<std::string_view> statement = cstring(&rest);
+        if ((next != Next::kParseOrBind && next != Next::kBind) || !portal || !statement ||
+            !portal->empty() || parsed != statement->empty()) {
+          return std::nullopt;
+        }
+        if (!parsed) {  // (a statement the client prepared in an earlier unit)
+          const Statement* prepared = Prepared(*statement);
+          if (prepared == nullptr) return std::nullopt;
+          const std::string_view parse_rest = prepared->parse_rest;
+          unit.text = parse_rest.substr(0, parse_rest.find('\0'));
+          unit.key = Cat("N", parse_rest);
+        }
+        unit.key.append(std::string_view("\0B", 2)).append(rest);
+        bind_end = pos;
+        next = Next::kDescribeOrExecute;
+        break;
+      }
+      case 'D':
+        // Of the unnamed portal, or of the unnamed statement this unit parsed.
+        if (next != Next::kDescribeOrExecute || body.size() != 2 || body[1] != '\0' ||
+            (body[0] != 'P' && !(body[0] == 'S' && parsed))) {
+          return std::nullopt;
+        }
+        break;
+      case 'E':
+        // All the rows of the unnamed portal.
+        if (next != Next::kDescribeOrExecute || body != std::string_view("\0\0\0\0\0", 5)) {
+          return std::nullopt;
+        }
+        next = Next::kSync;
+        break;
+      case 'S':
+        if (next != Next::kSync) return std::nullopt;
+        unit.key.append(buffer.substr(bind_end, pos - bind_end));
+        unit.size = pos;
+        return unit;
+      default:
+        return std::nullopt;
+    }
+  }
+}
+
+void RelayProtocol::ServeCached(RelayState& r, size_t* position, size_t size,
+                                std::string_view answer) {
   r.to_client.append(answer);
   AppendReadyForQuery(&r.to_client, 'I');
-  *position += (*header)->size;  // (SimpleQueryAt read it whole)
+  *position += size;
 }
 
 bool RelayProtocol::CaptureMessage(char type, size_t size, std::string_view ready_body) {
@@ -174,6 +289,10 @@ bool RelayProtocol::CaptureMessage(char type, size_t size, std::string_view read
     case 'D':
     case 'C':
     case 'I':
+    case '1':
+    case '2':
+    case 't':
+    case 'n':
       if (capture_->size() + size <= capture_limit_) return true;
       break;
     case 'Z':
@@ -505,14 +624,8 @@ RelayProtocol::ClientStep RelayProtocol::RelayClientMessages(RelayState& r,
         continue;
       }
     }
-    if (routing_ != nullptr && !named_search_path_ && !text.empty()) {
-      // (The query cache resolves a table's unqualified name through public only for a client
-      // that never set its own search_path: a SET of it is no parameter the pooler follows.)
-      constexpr std::string_view kName = "search_path";
-      named_search_path_ =
-          std::search(text.begin(), text.end(), kName.begin(), kName.end(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) == b;
-          }) != text.end();
+    if (routing_ != nullptr && !changed_settings_ && !text.empty()) {
+      changed_settings_ = ChangesSettings(text);
     }
     std::string refused;  // the message sent instead of one refused
     if (!pinned_ && !text.empty() && TakesSessionState(text)) {

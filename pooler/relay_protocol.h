@@ -171,25 +171,36 @@ class RelayProtocol {
   // past it. False for another unit (it runs).
   bool Refuse(RelayState& relay, size_t* position, std::string_view message);
 
-  // The query cache (pooler/router.h's QueryCache). The simple query beginning at `position`
-  // in relay.cbuf, held whole, while the client is between transactions: its text; nullopt
-  // for anything else.
-  std::optional<std::string_view> SimpleQueryAt(const RelayState& relay, size_t position) const;
-  // That query is answered with `answer` (a cached one) and ReadyForQuery, without running;
-  // *position moves past it.
-  void ServeCached(RelayState& relay, size_t* position, std::string_view answer);
-  // The answer to the simple query the server connection was just taken for is gathered too,
-  // up to `limit` bytes, to be offered to the cache: captured() once its ReadyForQuery came
-  // with the client between transactions and nothing but rows before it (RowDescription,
-  // DataRow, CommandComplete, EmptyQueryResponse); anything else ends the gathering.
+  // The query cache (pooler/router.h's QueryCache): a unit it may answer, beginning at
+  // `position` in relay.cbuf, held whole, while the client is between transactions. A simple
+  // query; or extended-protocol messages Parse of the unnamed statement (or none, for a
+  // statement the client prepared before), Bind of it to the unnamed portal, Describe of
+  // that portal (or of the unnamed statement) or none, Execute of all its rows, Sync.
+  struct CacheableUnit {
+    std::string_view text;  // the statement's
+    // What identifies its answer: the text and parameter types, the values and formats
+    // bound, what was described and executed (not the names the client gave).
+    std::string key;
+    size_t size = 0;  // its bytes in relay.cbuf
+  };
+  std::optional<CacheableUnit> CacheableAt(const RelayState& relay, size_t position) const;
+  // That unit (of `size` bytes) is answered with `answer` (a cached one) and ReadyForQuery,
+  // without running; *position moves past it.
+  void ServeCached(RelayState& relay, size_t* position, size_t size, std::string_view answer);
+  // The answer to the unit the server connection was just taken for is gathered too, up to
+  // `limit` bytes, to be offered to the cache: captured() once its ReadyForQuery came with the
+  // client between transactions and nothing but rows before it (RowDescription, DataRow,
+  // CommandComplete, EmptyQueryResponse; ParseComplete, BindComplete, ParameterDescription,
+  // NoData); anything else ends the gathering.
   void Capture(size_t limit) {
     capture_ = std::make_unique<std::string>();
     capture_limit_ = limit;
   }
   bool captured() const { return captured_; }
-  // Whether a query of the client named search_path (routed clients): its tables' unqualified
-  // names may not mean public's.
-  bool named_search_path() const { return named_search_path_; }
+  // Whether the client may have changed a setting the pooler does not follow (a SET or RESET
+  // of anything, set_config; routed clients): the query cache does not answer it, whose key
+  // holds only the settings the pooler knows (a search_path, a role, bytea_output...).
+  bool changed_settings() const { return changed_settings_; }
   std::string TakeCapture() {
     captured_ = false;
     std::string answer = std::move(*capture_);
@@ -418,7 +429,7 @@ class RelayProtocol {
   bool holding_ = false;
   bool capture_pass_ = false;  // the bytes of the message being relayed are gathered too
   bool captured_ = false;      // the answer gathered is whole (captured())
-  bool named_search_path_ = false;
+  bool changed_settings_ = false;
 };
 
 }  // namespace pgflow::pooler

@@ -85,7 +85,8 @@ class ClientRouting {
 };
 
 // The query cache of a routed database (proxy/query_cache.h), as the relay sees it: answers
-// to simple queries that only read listed tables, kept exact by the primary's change stream.
+// to autocommit queries (simple, or an extended-protocol unit binding a statement) that only
+// read listed tables, kept exact by the primary's change stream.
 //
 // A client's cacheable query (Look) is answered from the cache only after the stream has gone
 // past every transaction committed on the primary before the query came (a fence: the cache
@@ -102,15 +103,22 @@ class QueryCache {
   struct Probe {
     bool cacheable = false;  // a read of listed tables only, with immutable functions only
     bool present = false;    // an answer is held (Wait, then Answer)
-    std::string key;         // the user, the client's settings and the text
+    std::string key;         // the user, the client's settings and the unit
     // Its tables (the cache's numbers) and their generations when looked up: Store keeps an
     // answer only if none changed since.
     std::vector<std::pair<uint32_t, uint64_t>> tables;
     uint64_t fence = 0;  // the fence that must end before an answer is served
+    // It names a table without its schema: served and kept only while such names surely mean
+    // public's (the cache's fences check), as of `epoch`.
+    bool unqualified = false;
+    uint64_t epoch = 0;
   };
   // `settings`: what of the client's settings changes a query's answer or meaning (its
-  // search_path, DateStyle, ...), as one string.
-  virtual Probe Look(std::string_view user, std::string_view settings, std::string_view text) = 0;
+  // search_path, DateStyle, ...), as one string; `text`: the statement's; `unit`: what
+  // identifies the answer beside them (the text, parameter values and formats, the messages
+  // sent: RelayProtocol::CacheableUnit::key).
+  virtual Probe Look(std::string_view user, std::string_view settings, std::string_view text,
+                     std::string_view unit) = 0;
   // Calls `ready` (on the cache's thread, once) when probe.fence has ended; false, calling
   // nothing, when it has already (or the cache cannot fence: Answer then finds nothing).
   virtual bool Wait(const Probe& probe, std::function<void()> ready) = 0;

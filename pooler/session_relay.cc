@@ -284,24 +284,25 @@ void Session::ProcessClientInput() {
 
 Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
   std::shared_ptr<QueryCache> cache = router_ != nullptr ? router_->cache() : nullptr;
-  std::optional<std::string_view> text;
-  if (cache != nullptr) text = protocol_.SimpleQueryAt(r, *position);
-  if (!text.has_value()) {
+  std::optional<RelayProtocol::CacheableUnit> unit;
+  if (cache != nullptr && !protocol_.changed_settings()) unit = protocol_.CacheableAt(r, *position);
+  if (!unit.has_value()) {
     probe_.reset();
     cache_ready_ = false;
     return CacheStep::kRun;
   }
-  if (probe_ != nullptr && cache_ready_) {
-    // (The query probed is the one still at the position: nothing moved while it waited.)
+  if (probe_ != nullptr && cache_ready_ && std::string_view(probe_->key).ends_with(unit->key)) {
+    // (The unit probed is the one still at the position: nothing moved while it waited.)
     cache_ready_ = false;
     std::shared_ptr<const std::string> answer =
         cache->Answer(*probe_, protocol_.routing()->position());
     if (answer == nullptr) return CacheStep::kRun;  // (probe_ kept: the answer is gathered)
-    protocol_.ServeCached(r, position, *answer);
+    protocol_.ServeCached(r, position, unit->size, *answer);
     probe_.reset();
     return CacheStep::kServed;
   }
-  probe_ = std::make_unique<QueryCache::Probe>(cache->Look(user(), CacheSettings(), *text));
+  probe_ = std::make_unique<QueryCache::Probe>(
+      cache->Look(user(), CacheSettings(), unit->text, unit->key));
   if (!probe_->cacheable) {
     probe_.reset();
     return CacheStep::kRun;
@@ -342,7 +343,6 @@ std::string Session::CacheSettings() {
   }
   std::sort(sorted.begin(), sorted.end());
   std::string out;
-  if (protocol_.named_search_path()) out = "\nsearch_path=";  // (a value the pooler never saw)
   for (const auto& [name, value] : sorted) {
     out.push_back('\n');
     out.append(name).append("=").append(value);
@@ -367,6 +367,8 @@ void Session::FollowRouter() {
   const uint64_t position = protocol_.routed() ? protocol_.routing()->position() : 0;
   router_ = std::move(router);
   protocol_.SetRouting(router_ != nullptr ? router_->NewClient(position) : nullptr);
+  probe_.reset();  // (the old cache's)
+  cache_ready_ = cache_wait_ = false;
   replica_pools_.clear();
   choice_ = RouteChoice();
   target_ = pool_.get();

@@ -46,6 +46,7 @@ std::string SlotName(std::string_view database) {
 
 struct ProxyQueryCache::Entry {
   std::string key;
+  bool unqualified = false;
   std::shared_ptr<const std::string> answer;
   std::vector<uint32_t> tables;
   Clock::time_point expires;
@@ -143,7 +144,7 @@ void ProxyQueryCache::Stop(bool wait) {
 bool ProxyQueryCache::Stopping() { return stop_.requested(); }
 
 pooler::QueryCache::Probe ProxyQueryCache::Look(std::string_view user, std::string_view settings,
-                                                std::string_view text) {
+                                                std::string_view text, std::string_view unit) {
   Probe probe;
   std::shared_ptr<const StatementClass> statement = router_->Classify(text);
   if (statement->kind != Kind::kRead || statement->tables.empty() || statement->min_lsn ||
@@ -157,7 +158,7 @@ pooler::QueryCache::Probe ProxyQueryCache::Look(std::string_view user, std::stri
     auto it = name.find('.') == std::string::npos ? table_index_.find("public." + name)
                                                   : table_index_.find(name);
     unqualified = unqualified || name.find('.') == std::string::npos;
-    if (it == table_index_.end() || tables_[it->second].rls) return probe;
+    if (it == table_index_.end() || tables_[it->second].excluded) return probe;
     const Table& table = tables_[it->second];
     probe.tables.emplace_back(it->second, table.settled() ? table.generation : kUnsettled);
   }
@@ -166,7 +167,9 @@ pooler::QueryCache::Probe ProxyQueryCache::Look(std::string_view user, std::stri
     return probe;
   }
   probe.cacheable = true;
-  probe.key = Cat(user, std::string_view("\0", 1), settings, std::string_view("\0", 1), text);
+  probe.unqualified = unqualified;
+  probe.epoch = unqualified_epoch_;
+  probe.key = Cat(user, std::string_view("\0", 1), settings, std::string_view("\0", 1), unit);
   probe.fence = fence_started_ + 1;
   auto it = entries_.find(probe.key);
   probe.present = it != entries_.end() && it->second->expires > Clock::now();
@@ -189,7 +192,9 @@ std::shared_ptr<const std::string> ProxyQueryCache::Answer(const Probe& probe, u
   auto it = entries_.find(probe.key);
   bool fresh = ready_ && fence_done_ >= probe.fence && it != entries_.end() &&
                (position == pooler::kPositionUnknown ? false : position_ >= position);
-  for (const auto& [index, generation] : probe.tables) fresh = fresh && !tables_[index].rls;
+  for (const auto& [index, generation] : probe.tables) fresh = fresh && !tables_[index].excluded;
+  // (The fence that ended after the query came checked the names again.)
+  fresh = fresh && (!probe.unqualified || unqualified_ok_);
   if (fresh && it->second->expires <= Clock::now()) {
     DropEntryLocked(it->second.get());
     ++stats_.evictions;
@@ -207,11 +212,14 @@ std::shared_ptr<const std::string> ProxyQueryCache::Answer(const Probe& probe, u
 
 void ProxyQueryCache::Store(const Probe& probe, std::string answer) {
   std::lock_guard lock(mu_);
-  if (!ready_ || answer.size() > max_answer()) return;
+  if (!ready_ || answer.size() > max_answer() ||
+      (probe.unqualified && (!unqualified_ok_ || probe.epoch != unqualified_epoch_))) {
+    return;
+  }
   for (const auto& [index, generation] : probe.tables) {
     const Table& table = tables_[index];
     if (generation == kUnsettled || table.generation != generation || !table.settled() ||
-        table.rls) {
+        table.excluded) {
       ++stats_.stale_stores;
       return;
     }
@@ -219,7 +227,8 @@ void ProxyQueryCache::Store(const Probe& probe, std::string answer) {
   if (auto it = entries_.find(probe.key); it != entries_.end()) DropEntryLocked(it->second.get());
   auto entry = std::make_unique<Entry>();
   entry->key = probe.key;
-  entry->bytes = probe.key.size() + answer.size() + kEntryOverhead;
+  entry->unqualified = probe.unqualified;
+  entry->bytes = 2 * probe.key.size() + answer.size() + kEntryOverhead;  // (the map's key too)
   entry->answer = std::make_shared<const std::string>(std::move(answer));
   entry->expires = Clock::now() + options_.ttl;
   for (const auto& [index, generation] : probe.tables) {
@@ -275,14 +284,19 @@ void ProxyQueryCache::OnChange(const std::string& name, uint32_t xid, bool all) 
       ++table.generation;
       if (xid == 0) return;  // (a transaction without an xid wrote nothing a snapshot misses)
       if (table.overflowed) {
-        table.unsettled[0] = xid;  // (the newest: xids only grow, but for wraparound)
+        // (The newest, wraparound considered: the stream brings commits, not xids, in order.)
+        if (static_cast<int32_t>(xid - table.unsettled[0]) > 0) table.unsettled[0] = xid;
       } else if (table.unsettled.size() < kUnsettledXids) {
         if (std::find(table.unsettled.begin(), table.unsettled.end(), xid) ==
             table.unsettled.end()) {
           table.unsettled.push_back(xid);
         }
       } else {
-        table.unsettled.assign(1, xid);
+        uint32_t newest = xid;
+        for (uint32_t other : table.unsettled) {
+          if (static_cast<int32_t>(other - newest) > 0) newest = other;
+        }
+        table.unsettled.assign(1, newest);
         table.overflowed = true;
       }
       table.settle_fence = fence_started_ + 1;
@@ -382,7 +396,9 @@ void ProxyQueryCache::Fail(const std::string& why) {
 void ProxyQueryCache::RunFences() {
   // The checks the fence makes with its snapshot: whether an unqualified name surely means
   // public's table (no schema named after a role, no role or database setting search_path),
-  // and which listed tables have row-level security.
+  // and which listed tables are not to be cached: with row-level security, or with
+  // inheritance children, or all of them when pgflow's DDL triggers are missing (a schema
+  // change would not reach the stream).
   std::string tables_sql;
   for (const Table& table : tables_) {
     absl::StatusOr<TableRef> ref = ParseTableRef(table.name);
@@ -446,13 +462,22 @@ void ProxyQueryCache::RunFences() {
       } else {
         snapshot_xmin_ = snapshot_xmax_ = 0;  // (settles nothing)
       }
-      unqualified_ok_ = std::string_view(PQgetvalue(res, 0, 2)) == "t";
-      const std::vector<std::string> rls =
+      const bool unqualified_ok = std::string_view(PQgetvalue(res, 0, 2)) == "t";
+      if (unqualified_ok_ && !unqualified_ok) {
+        ++unqualified_epoch_;
+        std::vector<Entry*> unqualified;
+        for (const auto& [key, entry] : entries_) {
+          if (entry->unqualified) unqualified.push_back(entry.get());
+        }
+        for (Entry* entry : unqualified) DropEntryLocked(entry);
+      }
+      unqualified_ok_ = unqualified_ok;
+      const std::vector<std::string> excluded =
           absl::StrSplit(PQgetvalue(res, 0, 3), ',', absl::SkipEmpty());
       for (Table& table : tables_) {
-        const bool now = std::find(rls.begin(), rls.end(), table.name) != rls.end();
-        if (now && !table.rls) DropTableLocked(table);
-        table.rls = now;
+        const bool now = std::find(excluded.begin(), excluded.end(), table.name) != excluded.end();
+        if (now && !table.excluded) DropTableLocked(table);
+        table.excluded = now;
       }
       if (!fence_cv_.wait_for(lock, kFenceTimeout,
                               [&] { return Stopping() || fence_seen_ >= seq; })) {

@@ -1,7 +1,9 @@
 #pragma once
 
-// The routing proxy's query cache (pooler/router.h's QueryCache): answers to simple queries
-// that only read the listed tables, kept exact by the primary's own change stream.
+// The routing proxy's query cache (pooler/router.h's QueryCache): answers to autocommit
+// queries (simple ones, and extended-protocol units that bind a statement: the same text,
+// parameter values and formats) that only read the listed tables, kept exact by the primary's
+// own change stream.
 //
 // Invalidation: a thread runs pgflow's PostgreSQL source (sources/postgres, through its public
 // interface) on a slot and publication of the cache's own, pgflow_cache_<database>, over the
@@ -34,6 +36,7 @@
 //
 // Thread-safety: shared by the network threads and its two threads; one mutex.
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -67,11 +70,13 @@ class ProxyQueryCache : public pooler::QueryCache,
   // Ends both threads (`wait`: returns once they have) and drops the slot.
   void Stop(bool wait);
 
-  Probe Look(std::string_view user, std::string_view settings, std::string_view text) override;
+  Probe Look(std::string_view user, std::string_view settings, std::string_view text,
+             std::string_view unit) override;
   bool Wait(const Probe& probe, std::function<void()> ready) override;
   std::shared_ptr<const std::string> Answer(const Probe& probe, uint64_t position) override;
   void Store(const Probe& probe, std::string answer) override;
-  size_t max_answer() const override { return max_memory_ / 16; }
+  // (Each client gathering an answer holds up to this much.)
+  size_t max_answer() const override { return std::min<size_t>(max_memory_ / 16, 1 << 20); }
 
   View Stats() const override;
 
@@ -80,13 +85,15 @@ class ProxyQueryCache : public pooler::QueryCache,
   struct Table {
     std::string name;  // schema.table
     uint64_t generation = 0;
-    bool rls = false;
+    // Not cached: it has row-level security or inheritance children (whose changes the stream
+    // names by the child), or the primary lacks pgflow's DDL triggers (the fences check).
+    bool excluded = false;
     // The transactions of its changes that no fence's snapshot has shown visible yet (commit
     // order in the WAL is not the order in which transactions become visible), up to
     // kUnsettledXids; past it, only the newest, settled once older than a snapshot's xmin.
     // settle_fence: the fence that must have begun after the last of them was read.
     std::vector<uint32_t> unsettled;
-    bool overflowed = false;
+    bool overflowed = false;  // unsettled holds the newest xid only
     uint64_t settle_fence = 0;
     bool settled() const { return unsettled.empty(); }
     absl::flat_hash_set<Entry*> entries;
@@ -145,6 +152,7 @@ class ProxyQueryCache : public pooler::QueryCache,
   uint64_t snapshot_xmin_ = 0, snapshot_xmax_ = 0;
   std::vector<uint64_t> snapshot_xip_;
   bool unqualified_ok_ = false;  // unqualified names resolve through public (fence's check)
+  uint64_t unqualified_epoch_ = 0;  // moved on each time unqualified_ok_ turns false
   bool ready_ = false;
   bool streaming_ = false;
   uint64_t position_ = 0;

@@ -441,6 +441,15 @@ TEST(KvCacheTest, AMissingSelectedColumnAndASecondRunAreRefusedClearly) {
   KvPipeline p("kv_twice");
   Sql(p.url()).Exec("CREATE SCHEMA sales; CREATE TABLE people (id int PRIMARY KEY, name text)");
   auto pgflow = p.Start();
+  // (The second run is told by the slot in use: once the first streams from it.)
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Sql(p.url()).Scalar(
+                   "SELECT count(*) FROM pg_replication_slots "
+                   "WHERE slot_name = 'pgflow_kv_twice' AND active") == "1";
+      },
+      std::chrono::seconds(30)))
+      << ReadFile(p.log());
   EXPECT_EQ(RunPgflow({"run", p.yaml()}, &out, {{"SOURCE_URL", p.url()}}), 1);
   // Named as the pgflow process it is, not as the WAL sender serving it.
   EXPECT_THAT(out, HasSubstr("pipeline kv_twice is already running: pgflow process " +

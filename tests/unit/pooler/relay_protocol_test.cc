@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 #include "pooler/pool.h"
 #include "pooler/pooler_internal.h"
@@ -510,19 +511,52 @@ TEST_F(RoutedRelayTest, AReadGoesToAReplicaAndTheNextUnitIsPlacedAgain) {
 // The query cache's part of the relay: a cached answer served in place of a whole simple
 // query, and the primary's answer gathered for the cache only when it holds rows alone.
 TEST_F(RoutedRelayTest, ACachedAnswerIsServedAndOnlyAnAnswerOfRowsIsGathered) {
-  relay_.cbuf = Query("SELECT v FROM t");
-  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::optional<std::string_view>("SELECT v FROM t"));
-  relay_.cbuf.pop_back();  // (not whole yet)
-  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::nullopt);
+  auto unit_at = [&](const std::string& bytes) {
+    relay_.cbuf = bytes;
+    return protocol_.CacheableAt(relay_, 0);
+  };
+  std::optional<RelayProtocol::CacheableUnit> unit = unit_at(Query("SELECT v FROM t"));
+  ASSERT_TRUE(unit.has_value());
+  EXPECT_EQ(unit->text, "SELECT v FROM t");
+  EXPECT_EQ(unit->size, Query("SELECT v FROM t").size());
+  std::string partial = Query("SELECT v FROM t");
+  partial.pop_back();
+  EXPECT_FALSE(unit_at(partial).has_value());  // (not whole yet)
+  EXPECT_FALSE(unit_at("").has_value());
+
+  // Extended: an unnamed statement parsed, bound, described and executed in one unit; keyed by
+  // what it does, whatever the order of other clients' names.
+  const std::string extended = Parse("", "SELECT v FROM t WHERE id = $1") + Bind("") +
+                               Message('D', std::string("P") + '\0') + Execute() + Sync();
+  unit = unit_at(extended);
+  ASSERT_TRUE(unit.has_value());
+  EXPECT_EQ(unit->text, "SELECT v FROM t WHERE id = $1");
+  EXPECT_EQ(unit->size, extended.size());
+  const std::string extended_key = unit->key;
+  EXPECT_NE(
+      unit_at(Parse("", "SELECT v FROM t WHERE id = $2") + Bind("") + Execute() + Sync())->key,
+      extended_key);
+  // Not cacheable: a named Parse, no Sync yet, a Flush, a limited Execute, a Bind of a
+  // statement not known.
+  std::string limited(1, '\0');
+  AppendInt32(&limited, 10);
+  for (const std::string& bytes :
+       {Parse("s1", "SELECT 1") + Bind("s1") + Execute() + Sync(),
+        Parse("", "SELECT 1") + Bind("") + Execute(),
+        Parse("", "SELECT 1") + Bind("") + Execute() + Flush() + Sync(),
+        Parse("", "SELECT 1") + Bind("") + Message('E', limited) + Sync(),
+        Bind("unknown") + Execute() + Sync()}) {
+    EXPECT_FALSE(unit_at(bytes).has_value()) << absl::CEscape(bytes);
+  }
+
   relay_.cbuf = Query("SELECT v FROM t") + Query("SELECT 2");
   size_t position = 0;
   const std::string rows = Columns({"v"}) + Row("1") + Complete("SELECT 1");
-  protocol_.ServeCached(relay_, &position, rows);
+  protocol_.ServeCached(relay_, &position, Query("SELECT v FROM t").size(), rows);
   EXPECT_EQ(position, Query("SELECT v FROM t").size());
   EXPECT_EQ(relay_.to_client, rows + Ready());
   relay_.cbuf.clear();
   relay_.to_client.clear();
-  EXPECT_EQ(protocol_.SimpleQueryAt(relay_, 0), std::nullopt);  // (nothing there)
 
   // Rows alone, the client between transactions: gathered, without the ReadyForQuery.
   Place(Query("SELECT v FROM t"));
@@ -531,6 +565,14 @@ TEST_F(RoutedRelayTest, ACachedAnswerIsServedAndOnlyAnAnswerOfRowsIsGathered) {
   EXPECT_EQ(ToClient(), rows + Ready());
   ASSERT_TRUE(protocol_.captured());
   EXPECT_EQ(protocol_.TakeCapture(), rows);
+  protocol_.Detach(&relay_);
+  Place(extended);
+  protocol_.Capture(1 << 20);
+  EXPECT_EQ(ToServer(), extended);
+  Server(ParseComplete() + BindComplete() + rows + Ready());
+  EXPECT_EQ(ToClient(), ParseComplete() + BindComplete() + rows + Ready());
+  ASSERT_TRUE(protocol_.captured());
+  EXPECT_EQ(protocol_.TakeCapture(), ParseComplete() + BindComplete() + rows);
   protocol_.Detach(&relay_);
 
   // A notice, an error, an answer past the limit: nothing gathered, all of it relayed.
