@@ -16,7 +16,8 @@
 #   pgflow routed / Pgpool-II (goal >= 1.5); the share of reads the replica served; CPU seconds
 #   per 1,000 transactions of each pooler's processes.
 #
-#   - cached reads: ten aggregates over 1,000 rows each, repeated (-M simple), through the
+#   - cached reads: ten aggregates over 1,000 rows each, repeated (-M simple, then -M
+#     prepared: bound statements), through the
 #     pooler with its query cache, the same pooler without, and Pgpool-II with its memqcache
 #     (a second instance, memory_cache_enabled = on): cached / uncached (goal >= 3);
 #   - stale reads (bench/cache_race.py, RACE_SECONDS, default 60, each): writers through the
@@ -202,22 +203,22 @@ kill "$PGPOOL_PID" 2>/dev/null || true; sleep 1; pkill -f "pgpool -n -f $work/pg
 read -r PGPOOLQ_PORT PCPQ_PORT < <(scripts/free_ports 2)
 start_pgpool "$work/pgpool-memq" "$PGPOOLQ_PORT" "$PCPQ_PORT" on
 echo "Pgpool-II with memory_cache_enabled: 127.0.0.1:$PGPOOLQ_PORT (pid $PGPOOL_PID)"
-cached_run() {  # name port database pid
-  local name=$1 port=$2 db=$3 pid=$4 log="$work/pgbench-cached-$1.log" c0 c1
-  c0=$(process_tree_cpu "$pid")
-  pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M simple -f "$work/cached.sql" "$db" \
+cached_run() {  # name port database pid mode
+  local name=$1 port=$2 db=$3 pid=$4 mode=$5 log="$work/pgbench-cached-$1-$5.log"
+  pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M "$mode" -f "$work/cached.sql" "$db" \
     >"$log" 2>&1 || { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
-  c1=$(process_tree_cpu "$pid")
   local tps
   tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
-  printf '%s %s\n' "$name" "$tps" >>"$work/cached-results"
-  printf '  %-22s %10.0f tps\n' "$name" "$tps"
+  printf '%s %s %s\n' "$name" "$mode" "$tps" >>"$work/cached-results"
+  printf '  %-22s %-9s %10.0f tps\n' "$name" "$mode" "$tps"
 }
 : >"$work/cached-results"
-echo "cached reads (10 aggregates over 1,000 rows), -M simple, $CLIENTS clients, $BENCH_SECONDS s each"
-cached_run pgflow-cached "$PGFLOW_PORT" cached "$PGFLOW_PID"
-cached_run pgflow-uncached "$PGFLOW_PORT" plain "$PGFLOW_PID"
-cached_run pgpool-memqcache "$PGPOOLQ_PORT" bench "$PGPOOL_PID"
+for mode in simple prepared; do
+  echo "cached reads (10 aggregates over 1,000 rows), -M $mode, $CLIENTS clients, $BENCH_SECONDS s each"
+  cached_run pgflow-cached "$PGFLOW_PORT" cached "$PGFLOW_PID" "$mode"
+  cached_run pgflow-uncached "$PGFLOW_PORT" plain "$PGFLOW_PID" "$mode"
+  cached_run pgpool-memqcache "$PGPOOLQ_PORT" bench "$PGPOOL_PID" "$mode"
+done
 
 # Stale reads: writers (one through the pooler, one directly on the primary) and readers
 # through it, RACE_SECONDS (default 60) each: bench/cache_race.py.
@@ -252,17 +253,18 @@ awk '
     }
   }' "$work/results" | sort
 echo
-echo "| cached reads | pgflow cached tps | pgflow uncached tps | Pgpool-II memqcache tps | cached/uncached (goal >= 3) | cached/Pgpool-II | stale reads: pgflow / Pgpool-II (goal 0 for pgflow) |"
+echo "| cached reads | mode | pgflow cached tps | pgflow uncached tps | Pgpool-II memqcache tps | cached/uncached (goal >= 3) | cached/Pgpool-II |"
 echo "|---|---|---|---|---|---|---|"
-awk -v rp="$race_pgflow" -v rq="$race_pgpool" '
-  { tps[$1] = $2 }
+awk '
+  { tps[$1 "|" $2] = $3; modes[$2] = 1 }
   END {
-    split(rp, a, " "); split(rq, b, " ")
-    printf "| 10 aggregates over 1,000 rows | %.0f | %.0f | %.0f | %.2f | %.2f | %d of %d / %d of %d |\n",
-      tps["pgflow-cached"], tps["pgflow-uncached"], tps["pgpool-memqcache"],
-      tps["pgflow-cached"] / tps["pgflow-uncached"], tps["pgflow-cached"] / tps["pgpool-memqcache"],
-      a[6], a[2], b[6], b[2]
-  }' "$work/cached-results"
+    for (m in modes) {
+      c = tps["pgflow-cached|" m]; u = tps["pgflow-uncached|" m]; q = tps["pgpool-memqcache|" m]
+      printf "| 10 aggregates over 1,000 rows | %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n", m, c, u, q, c / u, c / q
+    }
+  }' "$work/cached-results" | sort -r
+echo
+echo "stale reads (goal 0 for pgflow): pgflow $race_pgflow; Pgpool-II memqcache $race_pgpool"
 psql -X -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW CACHE" || true
 if grep -q "ERROR\|FATAL" "$work/pooler.log"; then
   echo "the pooler logged errors:" >&2; grep "ERROR\|FATAL" "$work/pooler.log" | head >&2
