@@ -217,9 +217,10 @@ const OptionTable<CacheOptions>& CacheTable() {
   static const auto* table = new OptionTable<CacheOptions>({
       CustomOption("tables", OptionType::kList, ReadCacheTables, &CacheOptions::tables)
           .Required()
-          .Help("The tables whose reads are cached (schema.table each): a simple query that "
-                "reads only these, calling only immutable functions, is answered from memory "
-                "until one of its tables changes on the primary, whoever changes it."),
+          .Help("The tables whose reads are cached (schema.table each): an autocommit query "
+                "(simple, or a statement bound with its parameters) that reads only these, "
+                "calling only immutable functions, is answered from memory until one of its "
+                "tables changes on the primary, whoever changes it."),
       DurationOption("ttl", &CacheOptions::ttl)
           .Range(milliseconds(1), milliseconds(86400000))
           .Help("An answer is kept at most this long."),

@@ -209,6 +209,36 @@ bool TakesSessionState(std::string_view sql) {
   return MentionsSessionState(sql) && ScanForSessionState(sql, false);
 }
 
+bool ChangesSettings(std::string_view sql) {
+  static constexpr std::string_view kSetConfig = "set_config";
+  if (std::search(sql.begin(), sql.end(), kSetConfig.begin(), kSetConfig.end(),
+                  [](char a, char b) { return absl::ascii_tolower(a) == b; }) != sql.end()) {
+    return true;
+  }
+  // The statements' first words.
+  for (size_t start = 0; start < sql.size();) {
+    start = sql.find_first_not_of(" \t\r\n;", start);
+    if (start == std::string_view::npos) break;
+    size_t end = sql.find_first_of(" \t\r\n;", start);
+    if (end == std::string_view::npos) end = sql.size();
+    const std::string word = Lower(sql.substr(start, end - start));
+    if (word == "reset") return true;
+    if (word == "set") {
+      const size_t next = sql.find_first_not_of(" \t\r\n", end);
+      const std::string second =
+          next == std::string_view::npos ? std::string() : Lower(sql.substr(next, 11));
+      if (!second.starts_with("local") && !second.starts_with("transaction") &&
+          !second.starts_with("constraints")) {
+        return true;
+      }
+    }
+    const size_t semicolon = sql.find(';', end);  // (the next statement, roughly)
+    if (semicolon == std::string_view::npos) break;
+    start = semicolon + 1;
+  }
+  return false;
+}
+
 bool DeallocatesAll(std::string_view sql) {
   const size_t start = sql.find_first_not_of(" \t\r\n;");
   if (start == std::string_view::npos || (sql[start] != 'd' && sql[start] != 'D')) return false;

@@ -37,6 +37,12 @@ std::string ServerStatementName(std::string_view parse_rest);
 // in a plain literal under standard_conforming_strings off (the default is on).
 bool TakesSessionState(std::string_view sql);
 
+// Whether `sql` may change a session's setting: a SET or RESET (but SET LOCAL, SET
+// TRANSACTION, SET CONSTRAINTS: they end with the transaction), or a call of set_config.
+// (Conservative: a statement that only mentions set_config, or a SET in a later statement of a
+// string, counts too when seen.)
+bool ChangesSettings(std::string_view sql);
+
 // Whether a query's text is DEALLOCATE [PREPARE] ALL or DISCARD ALL (alone, case and spaces
 // as SQL allows, a trailing semicolon). Runs on every query in transaction pooling: it
 // allocates nothing, and most queries are told apart by their first letter.

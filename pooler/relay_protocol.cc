@@ -4,7 +4,6 @@
 #include "pooler/relay_protocol.h"
 
 #include <algorithm>
-#include <cctype>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -145,44 +144,6 @@ bool RelayProtocol::Refuse(RelayState& r, size_t* position, std::string_view mes
   AppendReadyForQuery(&r.to_client, txn_status_);
   *position += (*header)->size;
   return true;
-}
-
-// Whether `sql` may change a session's setting: a SET or RESET (but SET LOCAL, SET
-// TRANSACTION, SET CONSTRAINTS: they end with the transaction), or a call of set_config.
-// (Conservative: a statement that only mentions set_config, or a SET in a later statement of a
-// string, counts too when seen.)
-static bool ChangesSettings(std::string_view sql) {
-  auto lower = [](char c) {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  };
-  auto find = [&](std::string_view word) {
-    return std::search(sql.begin(), sql.end(), word.begin(), word.end(),
-                       [&](char a, char b) { return lower(a) == b; }) != sql.end();
-  };
-  if (find("set_config")) return true;
-  // The statements' first words.
-  for (size_t start = 0; start < sql.size();) {
-    start = sql.find_first_not_of(" \t\r\n;", start);
-    if (start == std::string_view::npos) break;
-    size_t end = sql.find_first_of(" \t\r\n;", start);
-    if (end == std::string_view::npos) end = sql.size();
-    std::string word(sql.substr(start, end - start));
-    for (char& c : word) c = lower(c);
-    if (word == "reset") return true;
-    if (word == "set") {
-      const size_t next = sql.find_first_not_of(" \t\r\n", end);
-      std::string second(next == std::string_view::npos ? "" : sql.substr(next, 11));
-      for (char& c : second) c = lower(c);
-      if (!second.starts_with("local") && !second.starts_with("transaction") &&
-          !second.starts_with("constraints")) {
-        return true;
-      }
-    }
-    const size_t semicolon = sql.find(';', end);  // (the next statement, roughly)
-    if (semicolon == std::string_view::npos) break;
-    start = semicolon + 1;
-  }
-  return false;
 }
 
 std::optional<RelayProtocol::CacheableUnit> RelayProtocol::CacheableAt(const RelayState& r,

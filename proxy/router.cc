@@ -203,13 +203,9 @@ char ProxyRouter::Volatility(const std::string& name) const {
 std::shared_ptr<pooler::QueryCache> ProxyRouter::cache() const { return cache_; }
 
 bool ProxyRouter::CallsOnlyImmutable(const StatementClass& statement) {
-  for (const std::string& name : statement.functions) {
-    if (write_functions_.contains(name) || AssignsTransactionId(name)) return false;
-    const char volatility = Volatility(name);
-    if (volatility == 0) catalog_wanted_.store(true, std::memory_order_relaxed);
-    if (volatility != 'i') return false;
-  }
-  return true;
+  if (CallsWritingFunction(statement)) return false;  // (and unknown names asked for)
+  return std::all_of(statement.functions.begin(), statement.functions.end(),
+                     [&](const std::string& name) { return Volatility(name) == 'i'; });
 }
 
 bool ProxyRouter::CallsWritingFunction(const StatementClass& statement) {

@@ -37,6 +37,19 @@ std::string QueryBody(std::string_view sql) {
   return message.substr(5);
 }
 
+TEST(PoolerQueryTextTest, SetResetAndSetConfigChangeSettingsButTransactionScopedSetsDoNot) {
+  for (const char* sql : {"SET search_path = app", "  set Role alice", "RESET ALL",
+                          "SELECT 1; SET bytea_output = hex",
+                          "SELECT SET_CONFIG('search_path', 'app', false)", "SET SCHEMA 'app'"}) {
+    EXPECT_TRUE(ChangesSettings(sql)) << sql;
+  }
+  for (const char* sql :
+       {"SELECT 1", "SET LOCAL search_path = app", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "set constraints all deferred", "SELECT settings FROM t", ""}) {
+    EXPECT_FALSE(ChangesSettings(sql)) << sql;
+  }
+}
+
 TEST(PoolerQueryTextTest, ListenAtTheStartOfAStatementTakesSessionState) {
   for (const char* sql : {"LISTEN orders", "listen orders;", "  \n\tListen orders",
                           "SELECT 1; LISTEN orders", "/* subscribe */ LISTEN orders"}) {
