@@ -7,7 +7,8 @@
 # another machine would add.
 #
 #   pgbench -i -s 10, then for each workload, through each of them in turn,
-#   pgbench -c CLIENTS (default 40) -j 2 -T BENCH_SECONDS (default 15):
+#   pgbench -c CLIENTS (default 40) -j 2 -T BENCH_SECONDS (default 10), each run from a
+#   CHECKPOINT, ROUNDS (default 3) rounds in turning order (WORKLOADS="select-only mixed"):
 #   - select-only: pgbench -S (-M simple, then -M prepared)
 #   - mixed: one UPDATE and four SELECTs of other accounts, each its own transaction
 #     (read-your-writes sends a writing client's reads to the primary until the replica has
@@ -25,7 +26,7 @@
 #     acknowledged before it was sent is stale (goal: 0 for pgflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH_SECONDS=${BENCH_SECONDS:-15}
+BENCH_SECONDS=${BENCH_SECONDS:-10}
 CLIENTS=${CLIENTS:-40}
 POOL_SIZE=20
 if ! command -v pgpool >/dev/null && [ ! -x /usr/sbin/pgpool ]; then
@@ -67,19 +68,12 @@ databases:
   routed: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
            replicas: ['postgres://postgres@127.0.0.1:$REPLICA_PORT/bench']}
   plain: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE}
-  cached: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
-           cache: {tables: [public.pgbench_accounts, public.cache_race], ttl: 300s, max_memory: 256MiB}}
 YAML
 "$PGFLOW_BINARY" pooler --config "$work/pooler.yaml" >"$work/pooler.log" 2>&1 &
 PGFLOW_PID=$!
 for _ in $(seq 100); do
   psql -X -At -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW REPLICAS" 2>/dev/null |
     grep -q '^routed|1|replica|[^|]*|healthy|' && break
-  sleep 0.1
-done
-for _ in $(seq 100); do
-  psql -X -At -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW CACHE" 2>/dev/null |
-    grep -q '^cached|ready|' && break
   sleep 0.1
 done
 
@@ -166,29 +160,45 @@ run() {  # name port database pid workload mode
   local name=$1 port=$2 db=$3 pid=$4 workload=$5 mode=$6 log="$work/pgbench-$1-$5-$6.log" args
   if [ "$workload" = select-only ]; then args=(-S); else args=(-f "$work/mixed.sql"); fi
   local c0 c1 r0 r1
+  # (Each run starts from a checkpoint: the full-page images after one cost every run alike.)
+  psql -X -q -h 127.0.0.1 -p "$PGPORT" -d postgres -c CHECKPOINT >/dev/null
+  local s0 s1
   c0=$(process_tree_cpu "$pid"); r0=$(replica_transactions)
+  s0=$(awk -v a="$(cluster_cpu "$work/pg")" -v b="$(cluster_cpu "$work/replica")" 'BEGIN {print a + b}')
   pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M "$mode" "${args[@]}" "$db" \
     >"$log" 2>&1 || { echo "pgbench through $name failed:" >&2; cat "$log" >&2; exit 1; }
   c1=$(process_tree_cpu "$pid"); r1=$(replica_transactions)
+  s1=$(awk -v a="$(cluster_cpu "$work/pg")" -v b="$(cluster_cpu "$work/replica")" 'BEGIN {print a + b}')
   local tps tx
   tps=$(awk '/^tps = /{print $3}' "$log" | tail -n 1)
   tx=$(awk -F': ' '/^number of transactions actually processed/{split($2, a, "/"); print a[1]}' "$log")
   # (pgbench's statements per transaction: 1 for -S, 5 for the mixed script.)
   local statements=5
   [ "$workload" = select-only ] && statements=1
-  printf '%s %s %s %s %s %s %s\n' "$name" "$workload" "$mode" "$tps" \
+  printf '%s %s %s %s %s %s %s %s\n' "$name" "$workload" "$mode" "$tps" \
     "$(awk -v a="$c0" -v b="$c1" -v n="$tx" 'BEGIN {printf "%.3f", (b - a) * 1000 / n}')" \
     "$(awk -v a="$r0" -v b="$r1" -v n="$tx" -v s="$statements" 'BEGIN {printf "%.2f", (b - a) / (n * (s == 1 ? 1 : 4))}')" \
-    "$tx" >>"$work/results"
+    "$tx" "$(awk -v a="$s0" -v b="$s1" -v n="$tx" 'BEGIN {printf "%.3f", (b - a) * 1000 / n}')" \
+    >>"$work/results"
   printf '  %-14s %-12s %-9s %10.0f tps\n' "$name" "$workload" "$mode" "$tps"
 }
-for workload in select-only mixed; do
+# ROUNDS rounds of the three, each round in another order (a run's rate drifts with the
+# table's bloat, autovacuum and the disk: no one of them always goes first); the tables give
+# the mean of each one's rounds.
+ROUNDS=${ROUNDS:-3}
+for workload in ${WORKLOADS:-select-only mixed}; do
   for mode in simple prepared; do
     [ "$workload" = mixed ] && [ "$mode" = simple ] && continue
-    echo "$workload, -M $mode, $CLIENTS clients, $BENCH_SECONDS s each"
-    run pgflow-routed "$PGFLOW_PORT" routed "$PGFLOW_PID" "$workload" "$mode"
-    run pgflow-plain "$PGFLOW_PORT" plain "$PGFLOW_PID" "$workload" "$mode"
-    run pgpool "$PGPOOL_PORT" bench "$PGPOOL_PID" "$workload" "$mode"
+    echo "$workload, -M $mode, $CLIENTS clients, $BENCH_SECONDS s each, $ROUNDS rounds"
+    for ((round = 0; round < ROUNDS; round++)); do
+      for ((k = 0; k < 3; k++)); do
+        case $(((round + k) % 3)) in
+          0) run pgflow-routed "$PGFLOW_PORT" routed "$PGFLOW_PID" "$workload" "$mode" ;;
+          1) run pgflow-plain "$PGFLOW_PORT" plain "$PGFLOW_PID" "$workload" "$mode" ;;
+          2) run pgpool "$PGPOOL_PORT" bench "$PGPOOL_PID" "$workload" "$mode" ;;
+        esac
+      done
+    done
   done
 done
 
@@ -203,6 +213,18 @@ kill "$PGPOOL_PID" 2>/dev/null || true; sleep 1; pkill -f "pgpool -n -f $work/pg
 read -r PGPOOLQ_PORT PCPQ_PORT < <(scripts/free_ports 2)
 start_pgpool "$work/pgpool-memq" "$PGPOOLQ_PORT" "$PCPQ_PORT" on
 echo "Pgpool-II with memory_cache_enabled: 127.0.0.1:$PGPOOLQ_PORT (pid $PGPOOL_PID)"
+# The cached database joins the pooler only now (RELOAD): its change stream decodes every
+# write, which the routing runs above do not share the cores with.
+cat >>"$work/pooler.yaml" <<YAML
+  cached: {url: 'postgres://postgres@127.0.0.1:$PGPORT/bench', pool_mode: transaction, pool_size: $POOL_SIZE,
+           cache: {tables: [public.pgbench_accounts, public.cache_race], ttl: 300s, max_memory: 256MiB}}
+YAML
+psql -X -q -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "RELOAD" >/dev/null
+for _ in $(seq 100); do
+  psql -X -At -h 127.0.0.1 -p "$PGFLOW_PORT" -d pgflow -c "SHOW CACHE" 2>/dev/null |
+    grep -q '^cached|ready|' && break
+  sleep 0.1
+done
 cached_run() {  # name port database pid mode
   local name=$1 port=$2 db=$3 pid=$4 mode=$5 log="$work/pgbench-cached-$1-$5.log"
   pgbench -h 127.0.0.1 -p "$port" -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -n -M "$mode" -f "$work/cached.sql" "$db" \
@@ -239,17 +261,22 @@ race_pgpool=$("$VENV/bin/python" bench/cache_race.py "$RACE_SECONDS" \
 echo "  Pgpool-II memqcache: $race_pgpool"
 
 echo
-echo "| workload | mode | pgflow routed tps | pgflow plain tps | Pgpool-II tps | routed/plain (goal >= 0.90) | routed/Pgpool-II (goal >= 1.5) | reads on the replica: routed / Pgpool-II | pooler CPU s per 1k tx: routed / plain / Pgpool-II |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| workload | mode | pgflow routed tps | pgflow plain tps | Pgpool-II tps | routed/plain (goal >= 0.90) | routed/Pgpool-II (goal >= 1.5) | reads on the replica: routed / Pgpool-II | pooler CPU s per 1k tx: routed / plain / Pgpool-II | servers' CPU s per 1k tx (primary + replica): routed / plain / Pgpool-II |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 awk '
-  { tps[$1 "|" $2 "|" $3] = $4; cpu[$1 "|" $2 "|" $3] = $5; share[$1 "|" $2 "|" $3] = $6; seen[$2 "|" $3] = 1 }
+  # (Each round a line: the mean rate; CPU and the replica share weighted by transactions.)
+  { k = $1 "|" $2 "|" $3; n[k]++; sum[k] += $4; tx[k] += $7; cpus[k] += $5 * $7; shares[k] += $6 * $7
+    servers[k] += $8 * $7
+    tps[k] = sum[k] / n[k]; cpu[k] = sprintf("%.3f", cpus[k] / tx[k]); share[k] = shares[k] / tx[k]
+    scpu[k] = sprintf("%.3f", servers[k] / tx[k]); seen[$2 "|" $3] = 1 }
   END {
     for (k in seen) {
       split(k, p, "|")
       r = tps["pgflow-routed|" k]; q = tps["pgflow-plain|" k]; g = tps["pgpool|" k]
-      printf "| %s | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f%% / %.0f%% | %s / %s / %s |\n", p[1], p[2], r, q, g,
+      printf "| %s | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f%% / %.0f%% | %s / %s / %s | %s / %s / %s |\n", p[1], p[2], r, q, g,
         r / q, r / g, 100 * share["pgflow-routed|" k], 100 * share["pgpool|" k],
-        cpu["pgflow-routed|" k], cpu["pgflow-plain|" k], cpu["pgpool|" k]
+        cpu["pgflow-routed|" k], cpu["pgflow-plain|" k], cpu["pgpool|" k],
+        scpu["pgflow-routed|" k], scpu["pgflow-plain|" k], scpu["pgpool|" k]
     }
   }' "$work/results" | sort
 echo

@@ -11,7 +11,6 @@
 
 #include "absl/status/statusor.h"
 #include "engine/log.h"
-#include "engine/lsn.h"
 #include "engine/str_cat.h"
 #include "pooler/pooler_internal.h"
 #include "pooler/protocol.h"
@@ -44,13 +43,9 @@ void RelayProtocol::Detach(RelayState* relay) {
     relay->to_server.clear();  // (empty unless the connection is closed)
     relay->server_sent = 0;
   }
-  if (routing_ != nullptr) {
-    bool capture_owed = wrote_;
-    if (relay != nullptr) {
-      for (const Expectation& e : relay->expect) capture_owed |= e.kind == Expect::kLsnCapture;
-    }
-    if (capture_owed) routing_->Committed(kPositionUnknown);  // (its position never came)
-  }
+  // (A transaction that may have written was under way: whether and when it committed is not
+  // known.)
+  if (routing_ != nullptr && wrote_) routing_->Committed(kPositionUnknown);
   if (relay != nullptr) relay->expect.clear();
   server_ = nullptr;
   copy_in_ = false;
@@ -269,29 +264,9 @@ bool RelayProtocol::CaptureMessage(char type, size_t size, std::string_view read
   return false;
 }
 
-bool RelayProtocol::OwesOnlyPosition(const RelayState& r) const {
-  bool only_ours = !r.expect.empty();
-  for (const Expectation& e : r.expect) only_ours = only_ours && e.kind == Expect::kLsnCapture;
-  return only_ours && r.server_pass == 0 && r.client_pass == 0 && unsynced_ == 0;
-}
-
 RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r, size_t position) {
   if (unsynced_ > 0 || copy_in_) return ClientStep::kMore;  // (inside a unit)
-  // (The server owes the client nothing, only the position.)
-  const bool only_ours = OwesOnlyPosition(r);
-  if (node_ == kPrimaryNode && only_ours) {
-    // The client's next unit came before the primary's position after its last transaction:
-    // the primary runs it, behind that query (no replica has replayed what it will say yet).
-    const RouteChoice judged = routing_->Judge(UnitAt(r, position));
-    if (!judged.refusal.empty()) {
-      holding_ = true;  // (refused once placed)
-      return ClientStep::kHold;
-    }
-    unit_open_ = true;
-    wrote_ = wrote_ || (judged.may_write && wants_positions());
-    return ClientStep::kMore;
-  }
-  if (node_ == kPrimaryNode && !r.expect.empty() && !only_ours) {
+  if (node_ == kPrimaryNode && !r.expect.empty()) {
     // A client pipelining on the primary: it runs whatever comes; a unit not placed may write.
     unit_open_ = true;
     wrote_ = wants_positions();
@@ -307,18 +282,6 @@ RelayProtocol::ClientStep RelayProtocol::RouteNextUnit(const RelayState& r, size
   unit_open_ = true;
   wrote_ = wrote_ || (node_ == kPrimaryNode && wants_positions());
   return ClientStep::kMore;
-}
-
-void RelayProtocol::TakeCommitPosition(std::string_view body) {
-  // DataRow: a column count, then the column's length and its text.
-  if (body.size() < 6) return;
-  const int32_t length = static_cast<int32_t>(ReadInt32(body.data() + 2));
-  std::optional<Lsn> lsn;
-  if (length > 0 && body.size() >= 6 + static_cast<size_t>(length)) {
-    lsn = Lsn::Parse(body.substr(6, length));
-  }
-  // (NULL: the server is in recovery, which a failover may have put under the connection.)
-  routing_->Committed(lsn ? lsn->value : kPositionUnknown);
 }
 
 bool RelayProtocol::Releasable(const RelayState* relay) const {
@@ -702,8 +665,7 @@ void RelayProtocol::Expecting(RelayState& r, char type, bool rewrite) {
 void RelayProtocol::DropUntilSync(RelayState& r) {
   ExpectQueue& expect = r.expect;
   while (!expect.empty() && expect.front().kind != Expect::kSync &&
-         expect.front().kind != Expect::kSyncSwallow &&
-         expect.front().kind != Expect::kLsnCapture) {
+         expect.front().kind != Expect::kSyncSwallow) {
     const Expectation& dropped = expect.front();
     if (!dropped.statement.empty() &&
         (dropped.kind == Expect::kParse || dropped.kind == Expect::kParseSwallow)) {
@@ -733,9 +695,7 @@ bool RelayProtocol::Answered(RelayState& r, Expect pass, Expect swallow, bool sw
 }
 
 bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view body) {
-  const bool capturing = !r.expect.empty() && r.expect.front().kind == Expect::kLsnCapture;
-  bool swallowing =
-      capturing || (!r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow);
+  const bool swallowing = !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow;
   switch (type) {
     case 'Z': {
       DropUntilSync(r);
@@ -749,17 +709,13 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
         pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
         if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
         if (mode_ == PoolMode::kStatement && txn_status_ != 'I') statement_violation_ = true;
-        if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode && r.expect.empty() &&
-            unsynced_ == 0 && r.client_pass == 0 && !copy_in_ && r.to_server.empty()) {
-          // The transaction ended and the client has nothing under way on the connection (a
-          // pipelining client's position is read after its last answer): the primary's
-          // position now is past its commit. (NULL from a server in recovery, which a
-          // failover may have put here.)
-          AppendQuery(&r.to_server,
-                      "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
-                      "ELSE pg_current_wal_insert_lsn() END");
-          r.expect.push_back({Expect::kLsnCapture, {}});
-          wrote_ = false;
+        if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode) {
+          // The transaction ended: any position of the primary read from now on is past its
+          // commit. (A pipelining client's later units may write too: wrote_ stays until
+          // nothing is under way.)
+          routing_->Wrote();
+          wrote_ = !(r.expect.empty() && unsynced_ == 0 && r.client_pass == 0 && !copy_in_ &&
+                     r.to_server.empty());
         }
       }
       if (holding_ && r.expect.empty()) {
@@ -772,14 +728,7 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
       return Answered(r, Expect::kParse, Expect::kParseSwallow, swallowing);
     case '3':  // CloseComplete
       return Answered(r, Expect::kClose, Expect::kCloseSwallow, swallowing);
-    case 'D':  // (inspected only while capturing)
-      if (capturing) TakeCommitPosition(body);
-      return !swallowing;
     case 'E':
-      if (capturing) {
-        routing_->Committed(kPositionUnknown);
-        return false;
-      }
       if (swallowing) {
         ErrorFields error = ParseErrorFields(body);
         LogWarning("pooler: database %s: setting a client's parameters failed: %s", database(),
@@ -890,12 +839,10 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
     }
     if (!header->has_value()) break;
     const MessageHeader h = **header;
-    const bool capturing = !r.expect.empty() && r.expect.front().kind == Expect::kLsnCapture;
-    bool swallowing =
-        capturing || (!r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow);
+    const bool swallowing = !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow;
     bool large_error = h.type == 'E' && !swallowing && h.size > kMaxInspectedServerMessage;
     if (large_error) DropUntilSync(r);  // read in pieces; only its type matters here
-    if ((!Inspected(h.type) && !(capturing && h.type == 'D')) || large_error) {
+    if (!Inspected(h.type) || large_error) {
       size_t k = std::min(h.size, sbuf.size() - pos);
       if (!swallowing) r.to_client.append(sbuf, pos, k);
       capture_pass_ = !swallowing && capture_ != nullptr && CaptureMessage(h.type, h.size, {});

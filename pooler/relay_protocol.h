@@ -68,9 +68,6 @@ enum class Expect : uint8_t {
                      // pooler prepared: its shape (StatementShape)
   kErrorReplace,     // the error of a statement that fails in place of a client's stale one:
                      // what the client is told instead is PostgreSQL's for a changed plan
-  kLsnCapture,       // everything up to a ReadyForQuery of the pooler's query of the primary's
-                     // WAL position after a client's transaction (read-your-writes): its row
-                     // is taken (ClientRouting::Committed)
 };
 struct Expectation {
   Expect kind;
@@ -265,8 +262,6 @@ class RelayProtocol {
   void Unparse() { parsed_ = false; }
   // Nothing more is relayed until new bytes come or Unparse (a kDetach that must wait).
   void Stall() { parsed_ = true; }
-  // Whether the server owes nothing but the pooler's read of its position (kLsnCapture).
-  bool OwesOnlyPosition(const RelayState& relay) const;
 
   // Whether the client's buffer was relayed as far as it goes (only the start of a message
   // left), until more bytes come.
@@ -377,8 +372,6 @@ class RelayProtocol {
   // Whether the primary's positions after the client's transactions are read (routed, with
   // read_your_writes).
   bool wants_positions() const { return routing_ != nullptr && routing_->read_your_writes(); }
-  // The row of a kLsnCapture answer (a DataRow's body).
-  void TakeCommitPosition(std::string_view body);
   // The gathering (Capture) of a server message of `type` and `size` bytes relayed to the
   // client: whether its bytes are to be gathered.
   bool CaptureMessage(char type, size_t size, std::string_view ready_body);
@@ -421,8 +414,8 @@ class RelayProtocol {
   bool skipping_ = false;
   // Routing. node_: the node of the server connection held. unit_open_: the unit it was taken
   // for is still being relayed (its end, a Sync or a simple query, not yet). wrote_: a
-  // transaction on the primary may have written since the last position taken: when it ends,
-  // the primary's position is asked for. holding_: ClientStep::kHold.
+  // transaction on the primary may have written since its last end there: when it ends, the
+  // client's routing is told (ClientRouting::Wrote). holding_: ClientStep::kHold.
   int node_ = kPrimaryNode;
   bool unit_open_ = false;
   bool wrote_ = false;

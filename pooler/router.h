@@ -8,10 +8,10 @@
 // up to their Sync), before anything of it is relayed, handing over the unit's statement texts
 // as they came; it then takes a connection from the pool of the node chosen. A unit placed on a
 // replica runs there whole, and the client's next unit is placed again once the replica has
-// answered (a read-only transaction stays on its replica to its end). A unit placed on the
-// primary that may write has the primary's WAL insert position read on the same connection
-// right after its transaction ends (read-your-writes by LSN: the position the primary reports,
-// not a clock).
+// answered (a read-only transaction stays on its replica to its end). When a unit placed on the
+// primary that may write ends its transaction, the client's routing is told (Wrote): its reads
+// then go only where a position of the primary's WAL read after that end has been replayed
+// (read-your-writes by LSN: the position the primary reports, not a clock).
 //
 // A database entry without replicas or a cache gets no router: the relay then does none of
 // this. (With a cache and no replicas, every unit is placed on the primary.)
@@ -72,10 +72,14 @@ class ClientRouting {
   virtual void Unavailable(int node) = 0;
   // What the last Choose placed is over: its server connection went back (or was lost).
   virtual void Done() = 0;
-  // The client's transactions on the primary are committed at or before `lsn` (the primary's
-  // WAL insert position read after them): its later reads go only where that is replayed.
-  // kPositionUnknown: a transaction's position could not be read (the connection was lost,
-  // the server in recovery): its reads go to the primary until a position is read again.
+  // A transaction of the client that may have written ended on the primary (its commit, or
+  // its rollback, was answered): its later reads go only where a position of the primary read
+  // after now has been replayed, and to the primary until one has been read.
+  virtual void Wrote() = 0;
+  // The client's reads must see `lsn` (a position of the primary's WAL): a RELOAD's new
+  // routing takes its predecessor's. kPositionUnknown: whether and when a transaction
+  // committed is not known (its connection was lost in it): its reads go to the primary until
+  // the position after a later transaction of its is read.
   virtual void Committed(uint64_t lsn) = 0;
   // The highest position the client's reads must see (its own and the one it gave), which a
   // new ClientRouting takes over (Router::NewClient) when a RELOAD changes the router.

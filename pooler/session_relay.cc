@@ -689,9 +689,6 @@ bool Session::Release() {
 
 bool Session::SettleAfterClientGone() {
   RelayState& r = relay();
-  // (The pooler's own read of the primary's position after the client's last transaction: the
-  // connection is kept once it is answered.)
-  if (!cleanup_sent_ && protocol_.OwesOnlyPosition(r) && r.to_server.empty()) return false;
   if (!r.expect.empty() || r.client_pass > 0 || r.server_pass > 0 || protocol_.unsynced() > 0 ||
       !r.to_server.empty()) {
     if (cleanup_sent_ && !r.expect.empty() && r.expect.front().kind == Expect::kSyncSwallow) {

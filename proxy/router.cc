@@ -44,8 +44,9 @@ class Routing : public pooler::ClientRouting {
 
   RouteChoice Choose(const RouteUnit& unit) override {
     Done();
-    RouteChoice choice =
-        router_->Choose(unit, &min_lsn_, unknown_ ? pooler::kPositionUnknown : committed_);
+    Settle();
+    const uint64_t required = unknown_ || ticket_ != 0 ? pooler::kPositionUnknown : committed_;
+    RouteChoice choice = router_->Choose(unit, &min_lsn_, required);
     current_ = choice.node;
     return choice;
   }
@@ -57,16 +58,24 @@ class Routing : public pooler::ClientRouting {
   void Done() override {
     if (current_ != kPrimaryNode) router_->Finished(std::exchange(current_, kPrimaryNode));
   }
+  void Wrote() override { ticket_ = router_->WantPosition(); }
   void Committed(uint64_t lsn) override {
     if (lsn == pooler::kPositionUnknown) {
       unknown_ = true;  // (until a later transaction's position is read)
+      ticket_ = 0;      // (an earlier transaction's would not do)
       return;
     }
     committed_ = std::max(committed_, lsn);
     unknown_ = false;
   }
   uint64_t position() const override {
-    return unknown_ ? pooler::kPositionUnknown : std::max(committed_, min_lsn_);
+    uint64_t committed = committed_;
+    if (ticket_ != 0) {
+      const std::optional<uint64_t> read = router_->PositionRead(ticket_);
+      if (!read.has_value()) return pooler::kPositionUnknown;
+      committed = std::max(committed, *read);
+    }
+    return unknown_ ? pooler::kPositionUnknown : std::max(committed, min_lsn_);
   }
   bool read_your_writes() const override { return router_->read_your_writes(); }
 
@@ -76,6 +85,16 @@ class Routing : public pooler::ClientRouting {
   uint64_t min_lsn_ = 0;        // the client's SET pgflow.min_lsn (0: none)
   uint64_t committed_ = 0;      // the primary's position after the client's last transaction there
   bool unknown_ = false;        // the position of a later transaction could not be read
+  uint64_t ticket_ = 0;         // the position after its last transaction, asked for (0: none)
+
+  // The position asked for, once read, taken.
+  void Settle() {
+    if (ticket_ == 0) return;
+    const std::optional<uint64_t> read = router_->PositionRead(ticket_);
+    if (!read.has_value()) return;
+    ticket_ = 0;
+    Committed(*read);
+  }
 };
 
 }  // namespace
@@ -125,8 +144,9 @@ std::shared_ptr<ProxyRouter> ProxyRouter::Start(std::string database,
                                                 const pooler::DatabaseOptions& db,
                                                 RouterOptions options) {
   std::shared_ptr<ProxyRouter> router(new ProxyRouter(std::move(database), db, options));
-  // (The checks hold the router until they end: Stop need not wait for them.)
+  // (The threads hold the router until they end: Stop need not wait for them.)
   router->thread_ = std::thread([self = router] { self->Run(); });
+  router->position_thread_ = std::thread([self = router] { self->ReadPositions(); });
   if (!db.cache.tables.empty()) {
     router->cache_ = ProxyQueryCache::Start(router->database_, db, router.get());
   }
@@ -154,12 +174,16 @@ ProxyRouter::ProxyRouter(std::string database, const pooler::DatabaseOptions& db
 }
 
 ProxyRouter::~ProxyRouter() {
-  // (Run's end drops the last reference when Stop did not wait: on the checks' own thread.)
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();
+  // (A thread's end drops the last reference when Stop did not wait: on that thread, the
+  // other one has ended or is ending.)
+  const std::thread::id self = std::this_thread::get_id();
+  Stop(thread_.get_id() != self && position_thread_.get_id() != self);
+  for (std::thread* thread : {&thread_, &position_thread_}) {
+    if (!thread->joinable()) continue;
+    if (thread->get_id() == std::this_thread::get_id()) {
+      thread->detach();
     } else {
-      Stop(true);
+      thread->join();
     }
   }
 }
@@ -170,8 +194,60 @@ void ProxyRouter::Stop(bool wait) {
     absl::MutexLock lock(&stop_mu_);
     stopping_ = true;
   }
-  if (wait && thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
-    thread_.join();
+  if (!wait) return;
+  for (std::thread* thread : {&thread_, &position_thread_}) {
+    if (thread->joinable() && thread->get_id() != std::this_thread::get_id()) thread->join();
+  }
+}
+
+uint64_t ProxyRouter::WantPosition() {
+  absl::MutexLock lock(&stop_mu_);
+  return ++tickets_;
+}
+
+std::optional<uint64_t> ProxyRouter::PositionRead(uint64_t ticket) const {
+  if (served_.load(std::memory_order_acquire) < ticket) return std::nullopt;
+  return served_position_.load(std::memory_order_acquire);
+}
+
+bool ProxyRouter::PositionWanted() const {
+  return stopping_ || tickets_ > served_.load(std::memory_order_relaxed);
+}
+
+void ProxyRouter::ReadPositions() {
+  PgConnPtr conn;
+  Clock::time_point next = Clock::now();  // the next read, at the soonest
+  while (true) {
+    uint64_t ticket = 0;
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_mu_.Await(absl::Condition(this, &ProxyRouter::PositionWanted));
+      // (The tickets given meanwhile wait for the same read.)
+      const auto wait = std::max(next - Clock::now(), Clock::duration::zero());
+      stop_mu_.AwaitWithTimeout(
+          absl::Condition(&stopping_),
+          absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(wait)));
+      if (stopping_) return;
+      ticket = tickets_;  // (every ticket given so far: their transactions have ended)
+    }
+    next = Clock::now() + options_.position_every;
+    // (NULL from a server in recovery: a failover happened under the url.)
+    absl::StatusOr<std::vector<std::string>> row =
+        QueryNode(conn, 0,
+                  "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+                  "ELSE pg_current_wal_insert_lsn() END");
+    std::optional<Lsn> position;
+    if (row.ok() && row->size() == 1) position = Lsn::Parse((*row)[0]);
+    if (!position.has_value()) {
+      // The tickets wait for a later read (their clients' reads go to the primary meanwhile),
+      // not before a check's interval.
+      LogDebug("proxy: database %s: reading the primary's position: %s", database_,
+               row.ok() ? "it is in recovery" : row.status().message());
+      next = Clock::now() + options_.interval;
+      continue;
+    }
+    served_position_.store(position->value, std::memory_order_release);
+    served_.store(ticket, std::memory_order_release);
   }
 }
 
@@ -339,7 +415,11 @@ void ProxyRouter::Run() {
 }
 
 absl::StatusOr<std::vector<std::string>> ProxyRouter::CheckQuery(size_t i, const std::string& sql) {
-  PgConnPtr& conn = connections_[i];
+  return QueryNode(connections_[i], i, sql);
+}
+
+absl::StatusOr<std::vector<std::string>> ProxyRouter::QueryNode(PgConnPtr& conn, size_t i,
+                                                                const std::string& sql) {
   if (conn == nullptr || PQstatus(conn.get()) != CONNECTION_OK) {
     const std::string timeout_s =
         std::to_string(std::max<int64_t>(2, (options_.timeout.count() + 999) / 1000));

@@ -19,9 +19,13 @@
 // judged against its last known position.
 //
 // Read-your-writes: a client's required position is the highest of the primary's positions
-// read after its transactions there (ClientRouting::Committed) and the one it gave with SET
-// pgflow.min_lsn; its reads go to a replica whose replay position, as last checked, is at or
-// past it, else to the primary.
+// read after its transactions there and the one it gave with SET pgflow.min_lsn; its reads go
+// to a replica whose replay position, as last checked, is at or past it, else to the primary.
+// The primary's position after a client's transaction is read by a thread of its own, on a
+// connection of its own, once for every client whose transaction ended before the read was
+// sent (a ticket each: WantPosition, PositionRead), one read at a time and at most one each
+// position_every: its cost does not follow the rate of writes. Until it comes, the client's
+// reads go to the primary.
 //
 // A database entry with `cache` has its query cache (proxy/query_cache.h), which the router
 // starts and stops with its checks.
@@ -30,6 +34,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,6 +63,10 @@ struct RouterOptions {
   // writes may go to it again, is as fresh as the last.
   std::chrono::milliseconds interval{200};
   std::chrono::milliseconds timeout{2000};   // a check's connection and query at most
+  // Between two reads of the primary's position for read-your-writes, at least: under any
+  // rate of writes, at most one read this often (a replica's replay, checked every
+  // `interval`, is what lets a writer's reads leave the primary; this adds little to it).
+  std::chrono::milliseconds position_every{20};
   size_t max_cached_statements = 10000;      // classes kept by text (then started over)
 };
 
@@ -78,6 +87,11 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
   pooler::RouteChoice Choose(const pooler::RouteUnit& unit, uint64_t* min_lsn, uint64_t committed);
   // What `unit` does (a write, a read, refused), without placing it.
   pooler::RouteChoice Judge(const pooler::RouteUnit& unit, uint64_t* min_lsn);
+  // Read-your-writes: a ticket for a position of the primary read after now, and the position
+  // read for it (nullopt while none has been: a read that fails, or finds the server in
+  // recovery, is tried again).
+  uint64_t WantPosition();
+  std::optional<uint64_t> PositionRead(uint64_t ticket) const;
   // A client's unit on `node` ended or never started (Unavailable: the node is left out).
   void Finished(int node);
   void Unavailable(int node);
@@ -107,12 +121,18 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
 
   ProxyRouter(std::string database, const pooler::DatabaseOptions& db, RouterOptions options);
   void Run();
+  // The reads of the primary's position for tickets (its own thread).
+  void ReadPositions();
+  bool PositionWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mu_);
   // One round of checks: the primary's position (and its catalog of functions when wanted),
   // then each replica's.
   void CheckAll();
   // `sql` on node `i`'s check connection (opened when it has none), within the timeout: its
   // first row's text values; an error closes the connection.
   absl::StatusOr<std::vector<std::string>> CheckQuery(size_t i, const std::string& sql);
+  // The same on `conn`, a connection to node `i`.
+  absl::StatusOr<std::vector<std::string>> QueryNode(PgConnPtr& conn, size_t i,
+                                                     const std::string& sql);
   void ReadCatalog();
   // The volatility of function `name` ('i', 's', 'v'), or 0 when the catalog does not know it.
   char Volatility(const std::string& name) const;
@@ -143,9 +163,15 @@ class ProxyRouter : public pooler::Router, public std::enable_shared_from_this<P
 
   std::vector<PgConnPtr> connections_;  // the checks' own, by node (the check thread's)
 
-  absl::Mutex stop_mu_;
+  absl::Mutex stop_mu_;  // stopping_ and the tickets' wake-ups
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
-  std::thread thread_;
+  uint64_t tickets_ ABSL_GUARDED_BY(stop_mu_) = 0;  // the last ticket given
+  // The last ticket a read of the primary's position was for, and what it read (the position
+  // is stored first: a client that sees its ticket served reads that read's or a later one's).
+  std::atomic<uint64_t> served_{0};
+  std::atomic<uint64_t> served_position_{0};
+  std::thread thread_;           // the health checks
+  std::thread position_thread_;  // ReadPositions
 };
 
 // The pooler's RouterFactory: a ProxyRouter per database that lists replicas.

@@ -300,6 +300,16 @@ TEST_F(ProxyTest, AClientsReadsSeeItsOwnWritesWhileAReplicasReplayIsPaused) {
   }
   EXPECT_EQ(misses, 0);
 
+  // Once the primary's position after the writer's last write has been read and a replica has
+  // replayed it (replica 2: only replica 1 is paused), the writer's reads go there again.
+  const uint64_t on_replica2 = Reads("app", 2);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return writer.Run("SELECT count(*) FROM rw WHERE id = 200") == "1" &&
+               Reads("app", 2) > on_replica2;
+      },
+      seconds(10)));
+
   // The same client without read-your-writes misses them where replay is paused: what the
   // check above guards against.
   Conn careless(pooler_->Url("norw"));
