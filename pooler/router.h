@@ -38,7 +38,8 @@ inline constexpr uint64_t kPositionUnknown = ~uint64_t{0};
 
 struct RouteChoice {
   int node = kPrimaryNode;
-  // The unit may write: on the primary, its commit position is asked for (read-your-writes).
+  // The unit may write: on the primary, the routing is told when its transaction ends
+  // (ClientRouting::Wrote: read-your-writes).
   bool may_write = true;
   // Nonempty: the unit is refused with this message (SQLSTATE 22023) without running, e.g. a
   // SET pgflow.min_lsn whose value is no position.
@@ -82,9 +83,13 @@ class ClientRouting {
   // the position after a later transaction of its is read.
   virtual void Committed(uint64_t lsn) = 0;
   // The highest position the client's reads must see (its own and the one it gave), which a
-  // new ClientRouting takes over (Router::NewClient) when a RELOAD changes the router.
+  // new ClientRouting takes over (Router::NewClient) when a RELOAD changes the router;
+  // kPositionUnknown while the position after its last transaction has not been read.
   virtual uint64_t position() const = 0;
-  // Whether Committed is wanted (the database's read_your_writes).
+  // Whether the position after a transaction of its (Wrote) has been asked for and not read
+  // yet: a new ClientRouting is then told Wrote too, and its router reads one.
+  virtual bool awaiting_position() const = 0;
+  // Whether Wrote is wanted (the database's read_your_writes).
   virtual bool read_your_writes() const = 0;
 };
 

@@ -365,8 +365,12 @@ void Session::FollowRouter() {
   // A RELOAD changed the database's replicas: the client goes on with the new router (its
   // reads still see its writes), and the replicas' pools as the new list numbers them.
   const uint64_t position = protocol_.routed() ? protocol_.routing()->position() : 0;
+  const bool awaiting = protocol_.routed() && protocol_.routing()->awaiting_position();
   router_ = std::move(router);
   protocol_.SetRouting(router_ != nullptr ? router_->NewClient(position) : nullptr);
+  // (The old router's read of the position after its last write may never come: the new one's
+  // is after that write too.)
+  if (awaiting && protocol_.routed()) protocol_.routing()->Wrote();
   probe_.reset();  // (the old cache's)
   cache_ready_ = cache_wait_ = false;
   replica_pools_.clear();

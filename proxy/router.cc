@@ -70,12 +70,17 @@ class Routing : public pooler::ClientRouting {
   }
   uint64_t position() const override {
     uint64_t committed = committed_;
-    if (ticket_ != 0) {
+    bool unknown = unknown_;
+    if (ticket_ != 0) {  // (as Settle takes it)
       const std::optional<uint64_t> read = router_->PositionRead(ticket_);
       if (!read.has_value()) return pooler::kPositionUnknown;
       committed = std::max(committed, *read);
+      unknown = false;
     }
-    return unknown_ ? pooler::kPositionUnknown : std::max(committed, min_lsn_);
+    return unknown ? pooler::kPositionUnknown : std::max(committed, min_lsn_);
+  }
+  bool awaiting_position() const override {
+    return ticket_ != 0 && !router_->PositionRead(ticket_).has_value();
   }
   bool read_your_writes() const override { return router_->read_your_writes(); }
 

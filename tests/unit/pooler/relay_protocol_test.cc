@@ -437,6 +437,7 @@ class RecordingRouting : public ClientRouting {
   void Wrote() override { ++wrote; }
   void Committed(uint64_t lsn) override { committed.push_back(lsn); }
   uint64_t position() const override { return 0; }
+  bool awaiting_position() const override { return false; }
   bool read_your_writes() const override { return true; }
 
   int chosen = 0;
