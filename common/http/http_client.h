@@ -1,6 +1,6 @@
 #pragma once
 
-// HTTP/1.1 requests to OpenSearch (or Elasticsearch) over libcurl: keep-alive connections,
+// HTTP/1.1 requests over libcurl (to OpenSearch or Elasticsearch, and to etcd's JSON gateway): keep-alive connections,
 // basic auth or an API key, TLS (a CA file, a client certificate, verification on unless
 // turned off), request bodies gzipped when asked, a timeout per request, the nodes of `urls`
 // tried in turn when one cannot be reached; several requests at once over libcurl's multi

@@ -1,0 +1,53 @@
+#pragma once
+
+// Real etcd members for the tests (Debian's etcd-server, /usr/bin/etcd, v3 API), each on free
+// loopback ports for its clients and its peers, in a directory removed with it; started when
+// constructed, killed when destroyed. A member can be killed and started again (its data kept)
+// or stopped and continued, for the faults of the cluster's tests.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+
+class EtcdCluster {
+ public:
+  // `members` members forming one cluster; waits until every one answers /health (aborts the
+  // test binary with why when one does not within 30 s).
+  explicit EtcdCluster(int members = 1);
+  ~EtcdCluster();
+  EtcdCluster(const EtcdCluster&) = delete;
+  EtcdCluster& operator=(const EtcdCluster&) = delete;
+
+  int size() const { return static_cast<int>(members_.size()); }
+  // Member i's client url ("http://127.0.0.1:P").
+  std::string url(int i) const;
+  // Every member's client url.
+  std::vector<std::string> urls() const;
+
+  void Kill(int i);   // SIGKILL; its data stays
+  void Start(int i);  // (again, after Kill) and waits for its health
+  void Pause(int i);  // SIGSTOP
+  void Resume(int i); // SIGCONT
+
+ private:
+  struct Member {
+    std::string name;
+    int client_port = 0;
+    int peer_port = 0;
+    pid_t pid = -1;
+    bool started_once = false;
+  };
+  void Launch(int i);
+  bool Healthy(int i) const;
+
+  TempDir dir_;
+  std::string initial_cluster_;  // n1=http://127.0.0.1:P,...
+  std::vector<Member> members_;
+};
+
+}  // namespace pgflow::testing
