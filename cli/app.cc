@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "cli/cluster_command.h"
 #include "cli/cutover_command.h"
 #include "cli/dlq_command.h"
 #include "cli/help_format.h"
@@ -28,7 +29,7 @@ constexpr Command (*kCommands[])(CLI::App&) = {
     AddRunCommand,       AddInitCommand,    AddTeardownCommand, AddValidateCommand,
     AddPreviewCommand,   AddDlqCommand,     AddSnapshotCommand, AddVerifyCommand,
     AddSequencesCommand, AddRolesCommand,   AddCutoverCommand,  AddStatusCommand,
-    AddPoolerCommand,    AddOptionsCommand,
+    AddPoolerCommand,    AddNodeCommand,    AddClusterCommand,  AddOptionsCommand,
 };
 
 // `pgflow cli-reference`, left out of `pgflow --help` (no group): for

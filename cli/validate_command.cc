@@ -7,8 +7,10 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/pooler_command.h"
 #include "cli/preview_command.h"
+#include "cluster/node_config.h"
 #include "engine/config.h"
 #include "pooler/pooler_config.h"
 
@@ -47,6 +49,17 @@ int Validate(const ValidateArgs& args) {
     }
     return ValidatePoolerFile(*text, path);
   }
+  if (cluster::LooksLikeNodeConfig(*text)) {
+    absl::StatusOr<cluster::NodeConfig> node = cluster::ParseNodeConfig(*text, path);
+    if (!node.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(node.status().message()).c_str());
+      return kExitConfig;
+    }
+    std::printf("%s: ok: node %s of cluster %s, etcd %s, server on %s\n", path.c_str(),
+                node->name.c_str(), node->cluster.c_str(), absl::StrJoin(node->etcd, ",").c_str(),
+                node->postgres.listen.c_str());
+    return kExitOk;
+  }
   absl::StatusOr<PipelineConfig> config = ParsePipelineConfig(*text, path);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -70,12 +83,12 @@ int Validate(const ValidateArgs& args) {
 Command AddValidateCommand(CLI::App& app) {
   auto args = std::make_shared<ValidateArgs>();
   CLI::App* validate = AddCommand(
-      app, "validate", "Check a pipeline or pooler file without touching any server",
-      "Check a pipeline file, or a pooler file (told apart by its keys: listen and "
-      "databases), without touching any server: YAML syntax, unknown keys, types, required "
-      "fields, URLs; for a pooler file also its users file and TLS files. Errors name "
-      "file, line and column, every one at once; exit status 2 on error.");
-  validate->add_option("file", args->path, "pipeline or pooler file (YAML)")->required();
+      app, "validate", "Check a pipeline, pooler or node file without touching any server",
+      "Check a pipeline file, a pooler file or a node file (told apart by their keys: listen "
+      "and databases, cluster and etcd), without touching any server: YAML syntax, unknown "
+      "keys, types, required fields, URLs; for a pooler file also its users file and TLS "
+      "files. Errors name file, line and column, every one at once; exit status 2 on error.");
+  validate->add_option("file", args->path, "pipeline, pooler or node file (YAML)")->required();
   validate->add_flag("--source", args->against_source,
                      "also connect to the source and run every followed table's first row "
                      "through each sink's transforms: tables and columns the transforms name "

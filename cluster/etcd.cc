@@ -105,6 +105,14 @@ absl::StatusOr<int64_t> Etcd::KeepAlive(int64_t lease) {
   return Number(answer->value("result", json::object()), "TTL");
 }
 
+absl::StatusOr<int64_t> Etcd::TimeToLive(int64_t lease) {
+  absl::StatusOr<json> answer = Call("/v3/lease/timetolive", {{"ID", std::to_string(lease)}});
+  if (!answer.ok()) return answer.status();
+  // (A lease that is gone has TTL -1.)
+  if (!answer->contains("TTL")) return -1;
+  return Number(*answer, "TTL");
+}
+
 absl::Status Etcd::Revoke(int64_t lease) {
   absl::StatusOr<json> answer = Call("/v3/lease/revoke", {{"ID", std::to_string(lease)}});
   if (!answer.ok() && answer.status().message().find("not found") != std::string_view::npos) {
@@ -144,6 +152,13 @@ absl::Status Etcd::Put(std::string_view key, std::string_view value, int64_t lea
 
 absl::Status Etcd::Delete(std::string_view key) {
   return Call("/v3/kv/deleterange", {{"key", Encode(key)}}).status();
+}
+
+absl::StatusOr<int64_t> Etcd::DeletePrefix(std::string_view prefix) {
+  absl::StatusOr<json> answer = Call(
+      "/v3/kv/deleterange", {{"key", Encode(prefix)}, {"range_end", Encode(PrefixEnd(prefix))}});
+  if (!answer.ok()) return answer.status();
+  return Number(*answer, "deleted");
 }
 
 absl::StatusOr<bool> Etcd::Transaction(json compare, json success) {

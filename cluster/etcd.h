@@ -42,6 +42,8 @@ class Etcd {
   absl::StatusOr<int64_t> Grant(int64_t ttl);
   // Renews `lease`: its seconds left, or 0 when it is gone (expired or revoked).
   absl::StatusOr<int64_t> KeepAlive(int64_t lease);
+  // The seconds `lease` has left (rounded down), or -1 when it is gone.
+  absl::StatusOr<int64_t> TimeToLive(int64_t lease);
   // Ends `lease` and deletes the keys it holds (one already gone is no error).
   absl::Status Revoke(int64_t lease);
 
@@ -50,6 +52,8 @@ class Etcd {
   absl::StatusOr<std::vector<EtcdKeyValue>> List(std::string_view prefix);
   absl::Status Put(std::string_view key, std::string_view value, int64_t lease = 0);
   absl::Status Delete(std::string_view key);
+  // Every key starting with `prefix`: how many there were.
+  absl::StatusOr<int64_t> DeletePrefix(std::string_view prefix);
 
   // `key` = `value` (held by `lease`, 0: none) only if `key` does not exist: whether it was.
   absl::StatusOr<bool> Create(std::string_view key, std::string_view value, int64_t lease);

@@ -102,14 +102,27 @@ const OptionTable<NodeConfig>& NodeTable() {
           .Help("A replica further behind the leader's last published position does not take "
                 "its place (0: no limit)."),
       BoolOption("synchronous", &NodeConfig::synchronous)
-          .Help("The nodes keep synchronous_standby_names on the primary (ANY 1 of the live "
-                "replicas): no commit is acknowledged before a replica holds it, so a "
-                "failover loses none."),
+          .Help("The nodes keep one streaming standby synchronous (synchronous_standby_names, "
+                "named in etcd first): no commit is acknowledged before it holds it, and only "
+                "it may take the lead, so a failover loses none."),
   });
   return *table;
 }
 
 }  // namespace
+
+bool LooksLikeNodeConfig(std::string_view yaml) {
+  absl::StatusOr<ConfigNode> root = ParseConfigDocument(yaml, "", "a mapping");
+  if (!root.ok() || !root->IsMap()) return false;
+  return root->KeyNode("cluster").has_value() && root->KeyNode("etcd").has_value() &&
+         !root->KeyNode("pipeline").has_value();
+}
+
+std::string NodeOptionsReference() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  AppendOptionsMarkdown("", NodeTable(), &out);
+  return out;
+}
 
 absl::StatusOr<NodeConfig> ParseNodeConfig(std::string_view yaml, const std::string& file) {
   absl::StatusOr<ConfigNode> root = ParseConfigDocument(

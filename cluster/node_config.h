@@ -57,8 +57,9 @@ struct NodeConfig {
   // A replica further behind the last position the leader published takes no part in a
   // failover (0: none is too far).
   uint64_t maximum_lag_on_failover = 1 << 20;
-  // The nodes keep synchronous_standby_names on the primary (a quorum of the live replicas):
-  // no commit is acknowledged before a replica has it, so no acknowledged commit is lost.
+  // The nodes keep one streaming standby synchronous (synchronous_standby_names, named in
+  // etcd's `sync` first): no commit is acknowledged before it holds it, and only it may take
+  // the lead, so no acknowledged commit is lost.
   bool synchronous = false;
 
   std::string file;  // where it was read from, for messages
@@ -66,5 +67,11 @@ struct NodeConfig {
 
 absl::StatusOr<NodeConfig> ParseNodeConfig(std::string_view yaml, const std::string& file);
 absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path);
+
+// Whether `yaml` reads as a node file (name, cluster and etcd at its top), not a pipeline's.
+bool LooksLikeNodeConfig(std::string_view yaml);
+
+// docs/reference/node-options.md's table: every key of a node file.
+std::string NodeOptionsReference();
 
 }  // namespace pgflow::cluster

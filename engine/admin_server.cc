@@ -198,6 +198,12 @@ class AdminServer::Impl {
     if (target == "/metrics") {
       return {http::status::ok, "text/plain; version=0.0.4; charset=utf-8", metrics_->Exposition()};
     }
+    if (options_.pages) {
+      if (std::optional<AdminPage> page = options_.pages(target, query)) {
+        return {static_cast<http::status>(page->status), std::move(page->content_type),
+                std::move(page->body)};
+      }
+    }
     if (target == "/healthz") return {http::status::ok, "text/plain; charset=utf-8", "ok\n"};
     if (status_ == nullptr) {  // the pooler's endpoint: metrics and liveness only
       if (target == "/") {

@@ -12,15 +12,18 @@
 //   POST /hold?at=X/X&seconds=N, POST /release  (`pgflow verify --live`, loopback only): the
 //             sinks get the source's transactions up to that position and no further, until
 //             released: RunStatus::RequestHold, engine/hold_gate.h.
-// Otherwise GET and HEAD only. The POSTs are refused from other machines and from browsers
-// (a request with an Origin header): loopback is the only guard, so bind the endpoint where
-// only the machine's own users reach it. Bounded so that a slow or hostile client cannot hurt the
-// pipeline: at most max_connections at once (past it a client gets 503 and is closed), requests of
-// at most 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
+// A module adds pages of its own through AdminServerOptions::pages (`pgflow node`'s /primary,
+// /replica, /health). Otherwise GET and HEAD only. The POSTs are refused from other machines and
+// from browsers (a request with an Origin header): loopback is the only guard, so bind the endpoint
+// where only the machine's own users reach it. Bounded so that a slow or hostile client cannot hurt
+// the pipeline: at most max_connections at once (past it a client gets 503 and is closed), requests
+// of at most 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
 // Nothing here takes a lock the pipeline's hot paths take (engine/metrics.h).
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,8 +34,18 @@
 
 namespace pgflow {
 
+// A page another module serves on the endpoint (the HA node's /primary, /replica, /health).
+struct AdminPage {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
 struct AdminServerOptions {
   std::string listen;  // host:port (engine/listen_address.h)
+  // Asked first for every GET and HEAD but /metrics: the page at `path` (its query apart), or
+  // nullopt for the endpoint's own. Called on the server's thread.
+  std::function<std::optional<AdminPage>(std::string_view path, std::string_view query)> pages{};
   size_t max_connections = 64;
   std::chrono::milliseconds io_timeout{10000};
 };

@@ -20,8 +20,9 @@ namespace {
 
 constexpr size_t kKeptOutput = 1u << 20;
 
-// The newest /usr/lib/postgresql/<major>/bin/<tool>, or `tool` itself (looked up in the PATH).
-std::string FindTool(std::string_view tool) {
+}  // namespace
+
+std::string FindPgTool(std::string_view tool) {
   std::error_code ec;
   int best_major = -1;
   std::string best;
@@ -37,11 +38,16 @@ std::string FindTool(std::string_view tool) {
   return best.empty() ? std::string(tool) : best;
 }
 
-}  // namespace
-
 absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args,
                                   const std::string& password) {
-  const std::string path = FindTool(tool);
+  return RunProgram(FindPgTool(tool), args, password);
+}
+
+absl::StatusOr<ToolRun> RunProgram(const std::string& path, const std::vector<std::string>& args,
+                                   const std::string& password) {
+  const std::string_view tool(path.c_str() + (path.rfind('/') == std::string::npos
+                                                  ? 0
+                                                  : path.rfind('/') + 1));
   std::vector<std::string> env_storage;
   for (char** e = environ; *e != nullptr; ++e) {
     if (!password.empty() && std::string_view(*e).starts_with("PGPASSWORD=")) continue;

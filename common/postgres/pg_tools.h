@@ -29,4 +29,12 @@ struct ToolRun {
 absl::StatusOr<ToolRun> RunPgTool(std::string_view tool, const std::vector<std::string>& args,
                                   const std::string& password = "");
 
+// The same with the program at `path` ("/usr/lib/postgresql/15/bin/initdb"), or looked up in
+// the PATH when it names no directory.
+absl::StatusOr<ToolRun> RunProgram(const std::string& path, const std::vector<std::string>& args,
+                                   const std::string& password = "");
+
+// The newest /usr/lib/postgresql/<major>/bin/<tool>, or `tool` itself (for the PATH).
+std::string FindPgTool(std::string_view tool);
+
 }  // namespace pgflow

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Every pipeline and pooler file the docs show validates with `pgflow validate`.
+"""Every pipeline, pooler and node file the docs show validates with `pgflow validate`.
 
 Checked: examples/*.yaml, and each ```yaml block of README.md and docs/**/*.md whose top level is
 a mapping. A block that holds a whole file (a pipeline: `pipeline` and `source`; a pooler:
-`listen` and `databases`) is validated as it stands; a fragment (`sinks:` alone, `transforms:`,
+`listen` and `databases`; a node: `cluster` and `etcd`) is validated as it stands; a fragment (`sinks:` alone, `transforms:`,
 `auth:` ...) is validated inside a small complete file of its kind, its top-level keys replacing
 that file's. A block of another kind (a YAML list, such as Prometheus alert rules) is not a
 pgflow file and is skipped; a mapping whose keys fit neither kind fails, so a new kind of example
@@ -25,6 +25,9 @@ PIPELINE_KEYS = {"pipeline", "source", "sinks", "transforms", "admin", "log", "d
                  "max_retained_wal", "restart", "flush_interval"}
 POOLER_KEYS = {"listen", "threads", "admin", "auth", "databases", "tls", "max_client_conn",
                "hold_timeout", "scheduling", "server_tls", "unix_socket", "users"}
+
+NODE_KEYS = {"name", "cluster", "etcd", "data_dir", "postgres", "api", "ttl", "loop_wait",
+             "retry_timeout", "maximum_lag_on_failover", "synchronous"}
 
 BASE_PIPELINE = """pipeline: docs_example
 source:
@@ -81,6 +84,8 @@ def merged(base, fragment):
 
 
 def kind_of(keys):
+    if {"cluster", "etcd"} <= keys:
+        return "node" if keys <= NODE_KEYS else None
     if {"pipeline", "source"} <= keys or keys & {"sinks", "transforms"} or keys == {"admin"}:
         return "pipeline" if keys <= PIPELINE_KEYS else None
     if {"listen", "databases"} & keys or {"auth", "tls"} & keys:
@@ -153,6 +158,8 @@ def main():
                 if kind is None:
                     failures.append(f"{label}: a YAML mapping with keys {sorted(keys)} is neither "
                                     "a pipeline nor a pooler file (or a fragment of one)")
+                elif kind == "node":
+                    validate(label, text)
                 elif kind == "pipeline":
                     validate(label, text if {"pipeline", "source"} <= keys
                              else merged(BASE_PIPELINE, text))

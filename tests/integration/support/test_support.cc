@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -30,9 +32,17 @@ int ExitCode(int status) {
 }
 
 pid_t Spawn(const std::vector<std::string>& args, const std::string& out_path,
-            const std::map<std::string, std::string>& env) {
+            const std::map<std::string, std::string>& env, const std::string& run_as = "") {
   pid_t pid = fork();
   if (pid != 0) return pid;
+  if (!run_as.empty()) {
+    const passwd* user = ::getpwnam(run_as.c_str());
+    if (user == nullptr || ::initgroups(run_as.c_str(), user->pw_gid) != 0 ||
+        ::setgid(user->pw_gid) != 0 || ::setuid(user->pw_uid) != 0) {
+      _exit(126);
+    }
+    setenv("HOME", user->pw_dir, 1);
+  }
   int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd >= 0) {
     dup2(fd, STDOUT_FILENO);
@@ -179,8 +189,8 @@ void BackgroundWriter::Stop() {
 }
 
 PgflowProcess::PgflowProcess(std::vector<std::string> args, const std::string& log_path,
-                             std::map<std::string, std::string> env) {
-  pid_ = Spawn(args, log_path, env);
+                             std::map<std::string, std::string> env, const std::string& run_as) {
+  pid_ = Spawn(args, log_path, env, run_as);
 }
 
 PgflowProcess::~PgflowProcess() {

@@ -92,8 +92,9 @@ class BackgroundWriter {
 // The pgflow binary, run as a child with its stdout and stderr sent to files.
 class PgflowProcess {
  public:
+  // `run_as`: a user the child runs as (the tests run as root; PostgreSQL refuses to).
   PgflowProcess(std::vector<std::string> args, const std::string& log_path,
-                std::map<std::string, std::string> env = {});
+                std::map<std::string, std::string> env = {}, const std::string& run_as = "");
   ~PgflowProcess();  // SIGKILLs the child if it still runs
 
   pid_t pid() const { return pid_; }

@@ -15,7 +15,8 @@ constexpr const char* kNode =
     "cluster: main\n"
     "etcd: [http://127.0.0.1:2379, http://127.0.0.1:2479]\n"
     "data_dir: /var/lib/pgflow/n1\n"
-    "postgres: {listen: 127.0.0.1:5432, parameters: {shared_buffers: 256MB, max_connections: 200}}\n"
+    "postgres: {listen: 127.0.0.1:5432,\n"
+    "           parameters: {shared_buffers: 256MB, max_connections: 200}}\n"
     "api: 127.0.0.1:8008\n";
 
 TEST(NodeConfigTest, ReadsANodeWithPatronisDefaults) {
@@ -37,16 +38,19 @@ TEST(NodeConfigTest, ReadsANodeWithPatronisDefaults) {
 
 TEST(NodeConfigTest, ALeaseThatCouldEndBeforeItsLeaderStepsDownIsRefused) {
   absl::StatusOr<NodeConfig> config =
-      ParseNodeConfig(std::string(kNode) + "ttl: 10s\nloop_wait: 5s\nretry_timeout: 5s\n", "node.yaml");
+      ParseNodeConfig(std::string(kNode) + "ttl: 10s\nloop_wait: 5s\nretry_timeout: 5s\n",
+                      "node.yaml");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(), HasSubstr("must not exceed ttl"));
   EXPECT_THAT(config.status().message(), HasSubstr("node.yaml"));
   EXPECT_TRUE(
-      ParseNodeConfig(std::string(kNode) + "ttl: 10s\nloop_wait: 2s\nretry_timeout: 4s\n", "n").ok());
+      ParseNodeConfig(std::string(kNode) + "ttl: 10s\nloop_wait: 2s\nretry_timeout: 4s\n", "n")
+          .ok());
 }
 
 TEST(NodeConfigTest, MistakesAreNamedAtTheirPlace) {
-  absl::StatusOr<NodeConfig> unknown = ParseNodeConfig(std::string(kNode) + "tll: 10s\n", "node.yaml");
+  absl::StatusOr<NodeConfig> unknown =
+      ParseNodeConfig(std::string(kNode) + "tll: 10s\n", "node.yaml");
   ASSERT_FALSE(unknown.ok());
   EXPECT_THAT(unknown.status().message(), HasSubstr("tll"));
   EXPECT_THAT(unknown.status().message(), HasSubstr("ttl"));  // (the suggestion)

@@ -5,6 +5,7 @@
 // with PGFLOW_UPDATE_REFERENCES=1, which rewrites the parts instead of comparing them.
 //
 //   docs/reference/pooler-options.md  every key of a pooler file (pooler/pooler_config.cc)
+//   docs/reference/node-options.md    every key of a node file (cluster/node_config.cc)
 //   docs/reference/lua.md             the Lua API, transformers/lua.h's opening comment
 //   docs/reference/events.md          what the encoders write for sample changes: jsonl lines,
 //                                     Kafka keys and values (debezium, compact)
@@ -18,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/node_config.h"
 #include "engine/change.h"
 #include "gtest/gtest.h"
 #include "pooler/pooler_config.h"
@@ -52,6 +54,11 @@ void ExpectGenerated(std::string_view page, std::string_view name, const std::st
   absl::StatusOr<std::string> section = GeneratedSection(std::string(page), std::string(name));
   ASSERT_TRUE(section.ok()) << section.status();
   EXPECT_EQ(*section, generated) << page << " is out of date: run scripts/update-references.sh";
+}
+
+TEST(ReferencePagesTest, NodeOptionsAreTheNodeFilesOptionTables) {
+  ExpectGenerated("docs/reference/node-options.md", "node options",
+                  cluster::NodeOptionsReference());
 }
 
 TEST(ReferencePagesTest, PoolerOptionsAreThePoolerFilesOptionTables) {

@@ -1,0 +1,358 @@
+#include "cluster/local_server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "common/postgres/pg_connection.h"
+#include "common/postgres/pg_tools.h"
+#include "engine/listen_address.h"
+#include "engine/log.h"
+#include "engine/lsn.h"
+#include "engine/str_cat.h"
+
+namespace pgflow::cluster {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::steady_clock;
+
+constexpr const char* kSettingsFile = "pgflow.conf";
+
+// A value in postgresql.conf's quotes.
+std::string ConfQuoted(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+// A conninfo value, quoted as libpq reads it.
+std::string Quoted(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+// The server's Unix socket: PostgreSQL's own default directory (its name carries the port).
+std::string SocketDirectory() { return "/tmp"; }
+
+std::string ReadWhole(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+LocalServer::LocalServer(const NodeConfig& config) : config_(config) {
+  if (absl::StatusOr<ListenAddress> listen = ParseListenAddress(config_.postgres.listen);
+      listen.ok()) {
+    host_ = listen->LocalHost();
+    port_ = listen->port;
+    address_ = listen->ToString();
+  }
+}
+
+LocalServer::~LocalServer() {
+  if (pid_.load() > 0) {
+    (void)Stop(/*fast=*/true);
+  }
+}
+
+std::string LocalServer::Program(std::string_view name) const {
+  if (config_.postgres.bin_dir.empty()) return FindPgTool(name);
+  return Cat(config_.postgres.bin_dir, "/", name);
+}
+
+absl::Status LocalServer::Run(std::string_view program, const std::vector<std::string>& args) {
+  absl::StatusOr<ToolRun> run = RunProgram(Program(program), args);
+  if (!run.ok()) return run.status();
+  if (run->exit_code != 0) {
+    std::string output = run->output.substr(0, 2000);
+    while (!output.empty() && output.back() == '\n') output.pop_back();
+    return absl::InternalError(Cat(program, " ended with ", run->exit_code, ": ", output));
+  }
+  return absl::OkStatus();
+}
+
+std::string LocalServer::ReplicationConninfo() const {
+  return Cat("host=", Quoted(host_), " port=", port_, " user=",
+             Quoted(config_.postgres.replication_user));
+}
+
+bool LocalServer::WasStandby() const {
+  std::error_code ec;
+  return fs::exists(fs::path(config_.data_dir) / "standby.signal", ec);
+}
+
+absl::StatusOr<PgConnPtr> LocalServer::ConnectLocal(int timeout_seconds) const {
+  return Connect(Cat("host=", Quoted(SocketDirectory()), " port=", port_,
+                     " dbname=postgres user=", Quoted(config_.postgres.user),
+                     " connect_timeout=", timeout_seconds, " application_name=pgflow-node"),
+                 ConnectionKind::kRegular);
+}
+
+std::vector<std::pair<std::string, std::string>> LocalServer::Standbys() {
+  std::vector<std::pair<std::string, std::string>> out;
+  absl::StatusOr<PgConnPtr> conn = ConnectLocal(2);
+  if (!conn.ok()) return out;
+  absl::StatusOr<PgResultPtr> rows =
+      Exec(conn->get(),
+           "SELECT application_name, sync_state FROM pg_stat_replication "
+           "WHERE state = 'streaming' ORDER BY application_name");
+  if (!rows.ok()) return out;
+  for (int i = 0; i < PQntuples(rows->get()); ++i) {
+    out.emplace_back(PQgetvalue(rows->get(), i, 0), PQgetvalue(rows->get(), i, 1));
+  }
+  return out;
+}
+
+ServerStatus LocalServer::Read(int timeout_seconds) {
+  ServerStatus status;
+  const fs::path data(config_.data_dir);
+  std::error_code ec;
+  if (!fs::exists(data / "PG_VERSION", ec)) return status;  // kEmpty
+  status.state = ServerStatus::State::kStopped;
+  absl::StatusOr<PgConnPtr> conn = ConnectLocal(timeout_seconds);
+  if (!conn.ok()) return status;  // (stopped, starting or not answering: looked at again)
+  // A promoted server's last checkpoint may still name the old timeline: the WAL file it
+  // writes names the new one.
+  absl::StatusOr<PgResultPtr> row = Exec(
+      conn->get(),
+      "SELECT pg_is_in_recovery(), "
+      "CASE WHEN pg_is_in_recovery() THEN greatest(pg_last_wal_receive_lsn(), "
+      "pg_last_wal_replay_lsn()) ELSE pg_current_wal_insert_lsn() END, "
+      "CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM "
+      "pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())) ELSE "
+      "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
+      "(SELECT system_identifier FROM pg_control_system()), "
+      "coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)");
+  if (!row.ok()) return status;
+  status.state = ServerStatus::State::kRunning;
+  status.in_recovery = PQgetvalue(row->get(), 0, 0)[0] == 't';
+  if (std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(row->get(), 0, 1))) {
+    status.position = lsn->value;
+  }
+  (void)absl::SimpleAtoi(PQgetvalue(row->get(), 0, 2), &status.timeline);
+  (void)absl::SimpleAtoi(PQgetvalue(row->get(), 0, 3), &status.system_id);
+  status.streaming = PQgetvalue(row->get(), 0, 4)[0] == 't';
+  return status;
+}
+
+absl::Status LocalServer::WriteSettings(bool standby, const std::string& primary) {
+  const fs::path data(config_.data_dir);
+  const fs::path settings = data / kSettingsFile;
+  std::ofstream conf(settings, std::ios::trunc);
+  conf << "# Written by pgflow node " << config_.name
+       << ": the node rewrites it, so change its node.yaml instead.\n";
+  conf << "listen_addresses = " << ConfQuoted(host_) << "\n";
+  conf << "port = " << port_ << "\n";
+  // (Not in the data directory: pg_basebackup and pg_rewind would meet the socket there.)
+  conf << "unix_socket_directories = " << ConfQuoted(SocketDirectory()) << "\n";
+  conf << "wal_level = replica\nhot_standby = on\nwal_log_hints = on\n";
+  conf << "max_wal_senders = 10\nmax_replication_slots = 10\nhot_standby_feedback = on\n";
+  // (A clone, a standby catching up and pg_rewind read WAL the primary would recycle.)
+  conf << "wal_keep_size = '256MB'\n";
+  conf << "synchronous_standby_names = " << ConfQuoted(synchronous_) << "\n";
+  for (const auto& [name, value] : config_.postgres.parameters) {
+    conf << name << " = " << ConfQuoted(value) << "\n";
+  }
+  // (The primary knows its standbys by application_name: synchronous_standby_names.)
+  if (standby && !primary.empty()) {
+    conf << "primary_conninfo = "
+         << ConfQuoted(Cat(primary, " application_name=", Quoted(config_.name))) << "\n";
+  }
+  primary_ = standby ? primary : std::string();
+  conf.close();
+  if (!conf) return absl::InternalError(Cat("writing ", settings.string()));
+  // postgresql.conf includes it once (a clone's copy already does).
+  const fs::path main_conf = data / "postgresql.conf";
+  const std::string include = Cat("include_if_exists = '", kSettingsFile, "'");
+  if (ReadWhole(main_conf).find(include) == std::string::npos) {
+    std::ofstream(main_conf, std::ios::app) << "\n# pgflow node: its managed settings\n"
+                                            << include << "\n";
+  }
+  std::error_code ec;
+  if (standby) {
+    std::ofstream(data / "standby.signal").flush();
+  } else {
+    fs::remove(data / "standby.signal", ec);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalServer::Initialize() {
+  // initdb's own defaults on this machine (peer on the socket, trust on loopback: tighten
+  // pg_hba.conf for production); from other machines, passwords (their ~/.pgpass).
+  if (absl::Status s = Run("initdb", {"-D", config_.data_dir, "-U", config_.postgres.user,
+                                      "--data-checksums", "--auth-local=peer",
+                                      "--auth-host=trust"});
+      !s.ok()) {
+    return s;
+  }
+  std::ofstream hba(fs::path(config_.data_dir) / "pg_hba.conf", std::ios::app);
+  hba << "\n# pgflow node: the cluster's other machines\n"
+      << "host replication all all scram-sha-256\n"
+      << "host all all all scram-sha-256\n";
+  hba.close();
+  if (!hba) return absl::InternalError(Cat("writing ", config_.data_dir, "/pg_hba.conf"));
+  return WriteSettings(false, "");
+}
+
+absl::Status LocalServer::Clone(const std::string& primary) {
+  if (absl::Status s = Run("pg_basebackup", {"-D", config_.data_dir, "-d",
+                                             Cat(primary, " application_name=",
+                                                 Quoted(Cat(config_.name, "-clone"))),
+                                             "-X",
+                                             "stream", "-c", "fast"});
+      !s.ok()) {
+    return s;
+  }
+  return WriteSettings(true, primary);
+}
+
+absl::Status LocalServer::Rewind(const std::string& source) {
+  // (A server stopped immediately is first recovered by pg_rewind itself, in single-user mode.)
+  if (absl::Status s = Run("pg_rewind", {"-D", config_.data_dir, "--source-server",
+                                         Cat(source, " dbname=postgres")});
+      !s.ok()) {
+    return s;
+  }
+  return WriteSettings(true, source);
+}
+
+absl::Status LocalServer::SetAside() {
+  const std::string aside = Cat(config_.data_dir, ".", std::time(nullptr));
+  std::error_code ec;
+  fs::rename(config_.data_dir, aside, ec);
+  if (ec) return absl::InternalError(Cat("moving ", config_.data_dir, " aside: ", ec.message()));
+  LogWarning("node %s: the data directory was moved to %s", config_.name, aside);
+  return absl::OkStatus();
+}
+
+absl::Status LocalServer::Start(bool standby, const std::string& primary, int timeout_seconds) {
+  if (absl::Status s = WriteSettings(standby, primary); !s.ok()) return s;
+  const std::string program = Program("postgres");
+  const std::string log = (fs::path(config_.data_dir) / "server.log").string();
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError(Cat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    // The child: its own process group, killed with its node, its output to server.log.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);  // (the node died before the line above)
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    const int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, 0);
+    for (int i = 3; i < 1024; ++i) ::close(i);
+    ::execl(program.c_str(), program.c_str(), "-D", config_.data_dir.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  pid_.store(pid);
+  const auto deadline = steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  while (steady_clock::now() < deadline) {
+    if (!Alive()) {
+      return absl::InternalError(
+          Cat("postgres -D ", config_.data_dir, " ended while starting: see ", log));
+    }
+    if (Read(1).state == ServerStatus::State::kRunning) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::DeadlineExceededError(
+      Cat("postgres -D ", config_.data_dir, " did not answer within ", timeout_seconds,
+          " s: see ", log));
+}
+
+bool LocalServer::Alive() {
+  const pid_t pid = pid_.load();
+  if (pid <= 0) return false;
+  int status = 0;
+  const pid_t done = ::waitpid(pid, &status, WNOHANG);
+  if (done == 0) return true;
+  pid_.store(-1);
+  // (Its backends may outlive it a moment: the process group goes too.)
+  ::kill(-pid, SIGKILL);
+  return false;
+}
+
+absl::Status LocalServer::Stop(bool fast) {
+  const pid_t pid = pid_.load();
+  if (pid <= 0) return absl::OkStatus();
+  ::kill(pid, fast ? SIGINT : SIGQUIT);
+  const auto deadline = steady_clock::now() + std::chrono::seconds(fast ? 60 : 10);
+  while (Alive()) {
+    if (steady_clock::now() >= deadline) {
+      Kill();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  while (Alive()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return absl::OkStatus();
+}
+
+absl::Status LocalServer::StopForeign() {
+  return Run("pg_ctl", {"stop", "-w", "-t", "120", "-m", "fast", "-D", config_.data_dir});
+}
+
+void LocalServer::Kill() {
+  const pid_t pid = pid_.load();
+  if (pid <= 0) return;
+  ::kill(-pid, SIGKILL);  // (the group: a stopped postmaster's backends too)
+  ::kill(pid, SIGKILL);
+}
+
+absl::Status LocalServer::Reload() {
+  const pid_t pid = pid_.load();
+  if (pid <= 0 || ::kill(pid, SIGHUP) != 0) {
+    return absl::FailedPreconditionError("the server is not running to reload");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalServer::Promote() {
+  if (absl::Status s = Run("pg_ctl", {"promote", "-w", "-t", "60", "-D", config_.data_dir});
+      !s.ok()) {
+    return s;
+  }
+  return WriteSettings(false, "");
+}
+
+absl::Status LocalServer::Follow(const std::string& primary) {
+  if (absl::Status s = WriteSettings(true, primary); !s.ok()) return s;
+  return Reload();
+}
+
+absl::Status LocalServer::SetSynchronous(const std::string& standby) {
+  synchronous_ = standby.empty() ? std::string() : Cat("\"", standby, "\"");
+  if (absl::Status s = WriteSettings(false, ""); !s.ok()) return s;
+  return Reload();
+}
+
+}  // namespace pgflow::cluster

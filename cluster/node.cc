@@ -1,0 +1,544 @@
+#include "cluster/node.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/log.h"
+#include "engine/lsn.h"
+#include "engine/str_cat.h"
+
+namespace pgflow::cluster {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr std::string_view kMembers = "members/";
+
+int64_t Nanos(steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+const char* StateName(ServerStatus::State state) {
+  switch (state) {
+    case ServerStatus::State::kEmpty: return "empty";
+    case ServerStatus::State::kStopped: return "stopped";
+    case ServerStatus::State::kRunning: return "running";
+  }
+  return "?";
+}
+
+// "1048576", "16MB", "64kB", "1GB" (units of 1024): bytes, or nullopt.
+std::optional<uint64_t> ParseLag(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && absl::ascii_isdigit(text[digits])) ++digits;
+  uint64_t value = 0;
+  if (digits == 0 || !absl::SimpleAtoi(std::string(text.substr(0, digits)), &value)) {
+    return std::nullopt;
+  }
+  const std::string unit = absl::AsciiStrToLower(std::string(text.substr(digits)));
+  if (unit.empty() || unit == "b") return value;
+  if (unit == "kb" || unit == "kib") return value << 10;
+  if (unit == "mb" || unit == "mib") return value << 20;
+  if (unit == "gb" || unit == "gib") return value << 30;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string ClusterKey(std::string_view cluster, std::string_view name) {
+  return Cat("/pgflow/", cluster, "/", name);
+}
+
+absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) {
+  const std::string prefix = ClusterKey(cluster, "");
+  absl::StatusOr<std::vector<EtcdKeyValue>> keys = etcd.List(prefix);
+  if (!keys.ok()) return keys.status();
+  ClusterRead read;
+  for (const EtcdKeyValue& kv : *keys) {
+    const std::string_view name = std::string_view(kv.key).substr(prefix.size());
+    if (name == "leader") {
+      read.view.leader = kv.value;
+      read.leader_lease = kv.lease;
+    } else if (name == "initialize") {
+      read.view.initialized = true;
+    } else if (name == "position") {
+      (void)absl::SimpleAtoi(kv.value, &read.view.last_position);
+    } else if (name == "sync") {
+      read.view.synchronous = absl::StrSplit(kv.value, ',', absl::SkipEmpty());
+    } else if (name == "switchover") {
+      read.view.switchover_to = kv.value;
+    } else if (name.starts_with(kMembers)) {
+      json member = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+      if (!member.is_object()) continue;  // (not one of ours)
+      MemberView view;
+      view.name = std::string(name.substr(kMembers.size()));
+      view.role = member.value("role", "");
+      view.state = member.value("state", "");
+      view.timeline = member.value("timeline", 0u);
+      view.position = member.value("position", uint64_t{0});
+      read.view.members.push_back(view);
+      read.members[view.name] = std::move(member);
+    }
+  }
+  return read;
+}
+
+Node::Node(NodeConfig config)
+    : config_(std::move(config)),
+      // (An etcd call tries each member in turn: all of them within retry_timeout.)
+      etcd_(config_.etcd, milliseconds(std::max<int64_t>(
+                              500, config_.retry_timeout.count() /
+                                       std::max<int64_t>(1, config_.etcd.size())))),
+      server_(config_) {}
+
+Node::~Node() {
+  fence_stop_.store(true);
+  if (fence_thread_.joinable()) fence_thread_.join();
+  if (api_ != nullptr) api_->Stop();
+  (void)server_.Stop(/*fast=*/true);
+  if (holds_lead_) (void)etcd_.DeleteIf(Key("leader"), config_.name);
+  if (lease_ != 0) (void)etcd_.Revoke(lease_);
+}
+
+absl::Status Node::Run(const StopSignal& stop) {
+  if (!config_.api.empty()) {
+    AdminServerOptions options;
+    options.listen = config_.api;
+    options.pages = [this](std::string_view path, std::string_view query) {
+      return Page(path, query);
+    };
+    api_ = std::make_unique<AdminServer>(std::move(options), &metrics_, nullptr);
+    if (absl::Status s = api_->Start(); !s.ok()) return s;
+    LogInfo("node %s: API on port %d: /primary /replica /health /status /metrics", config_.name,
+            api_->port());
+  }
+  if (server_.Read().state == ServerStatus::State::kRunning) {
+    // A server this node did not start could not be fenced: stopped, then run as the node's.
+    LogWarning("node %s: a server already runs in %s: stopping it to run it as the node's",
+               config_.name, config_.data_dir);
+    if (absl::Status s = server_.StopForeign(); !s.ok()) return s;
+  }
+  const int collector = metrics_.AddCollector([this] { Collect(); });
+  fence_thread_ = std::thread([this] { FenceLoop(); });
+  LogInfo("node %s: cluster %s, etcd %s, ttl %d ms, loop_wait %d ms", config_.name,
+          config_.cluster, absl::StrJoin(config_.etcd, ","), config_.ttl.count(),
+          config_.loop_wait.count());
+  while (!stop.requested()) {
+    const auto next = steady_clock::now() + Round();
+    while (!stop.requested() && steady_clock::now() < next) {
+      std::this_thread::sleep_for(std::min<steady_clock::duration>(
+          milliseconds(50), next - steady_clock::now()));
+    }
+  }
+  LogInfo("node %s: stopping", config_.name);
+  metrics_.RemoveCollector(collector);
+  return absl::OkStatus();
+}
+
+void Node::Collect() {
+  absl::MutexLock lock(&mu_);
+  const MetricLabels labels = {{"node", config_.name}, {"cluster", config_.cluster}};
+  metrics_.GetGauge("pgflow_node_leader", "1 while this node holds the cluster's lead", labels)
+      ->Set(leading_ ? 1 : 0);
+  metrics_.GetGauge("pgflow_node_server_running", "1 while the node's server answers", labels)
+      ->Set(status_.state == ServerStatus::State::kRunning ? 1 : 0);
+  metrics_.GetGauge("pgflow_node_timeline", "The server's timeline", labels)
+      ->Set(static_cast<double>(status_.timeline));
+  metrics_.GetGauge("pgflow_node_wal_position_bytes",
+                    "The server's WAL position (a primary's insert, a standby's received)", labels)
+      ->Set(static_cast<double>(status_.position));
+  metrics_.GetGauge("pgflow_node_lag_bytes",
+                    "Bytes behind the leader's last published position (0 on the leader)", labels)
+      ->Set(static_cast<double>(leader_position_ > status_.position
+                                    ? leader_position_ - status_.position
+                                    : 0));
+}
+
+void Node::FenceLoop() {
+  while (!fence_stop_.load()) {
+    const int64_t at = fence_at_.load();
+    if (at != 0 && Nanos(steady_clock::now()) >= at) {
+      fence_at_.store(0);
+      LogError("node %s: the lead's lease was not renewed in time: killing the server before "
+               "another node can take the lead",
+               config_.name);
+      server_.Kill();
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+void Node::Fence(const std::string& why) {
+  fence_at_.store(0);
+  if (holds_lead_) LogError("node %s: %s: stopping the server at once", config_.name, why);
+  server_.Kill();
+  (void)server_.Stop(/*fast=*/false);  // (reaps it)
+  holds_lead_ = false;
+}
+
+void Node::RenewLease() {
+  const auto sent = steady_clock::now();
+  // (Rounded up: etcd may keep the lease longer than the node counts on, never shorter.)
+  const int64_t ttl_seconds = (config_.ttl.count() + 999) / 1000;
+  if (lease_ == 0) {
+    absl::StatusOr<int64_t> lease = etcd_.Grant(ttl_seconds);
+    if (!lease.ok()) {
+      LogWarning("node %s: %s", config_.name, lease.status().message());
+      return;
+    }
+    lease_ = *lease;
+    renewed_ = sent;
+    return;
+  }
+  absl::StatusOr<int64_t> left = etcd_.KeepAlive(lease_);
+  if (!left.ok()) {
+    LogWarning("node %s: renewing its lease: %s", config_.name, left.status().message());
+    return;
+  }
+  if (*left > 0) {
+    renewed_ = sent;
+    if (holds_lead_) {
+      fence_at_.store(Nanos(sent + config_.ttl - config_.retry_timeout));
+    }
+    return;
+  }
+  lease_ = 0;  // (gone: a new one next round)
+  if (holds_lead_) Fence("its lease ended");
+}
+
+milliseconds Node::Round() {
+  RenewLease();
+  ServerStatus status = server_.Read();
+  absl::StatusOr<ClusterRead> cluster = ReadCluster(etcd_, config_.cluster);
+  if (!cluster.ok()) {
+    LogWarning("node %s: reading the cluster: %s", config_.name, cluster.status().message());
+    return milliseconds(std::min<int64_t>(1000, config_.loop_wait.count()));
+  }
+  Decision decision = Decide(config_, cluster->view, status, holds_lead_);
+  if (cluster->view.leader.has_value()) election_published_ = false;
+  if (decision.action == Action::kTakeLead && !election_published_) {
+    // The others compare themselves with what this node published: its position now first,
+    // then a moment for theirs.
+    election_published_ = true;
+    Publish(status);
+    return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
+  }
+  if (decision.action == Action::kWait || decision.action == Action::kRenew ||
+      decision.action == Action::kFollow) {
+    const auto now = steady_clock::now();
+    if (!decision.reason.empty() && decision.action == Action::kWait &&
+        (decision.reason != last_reason_ || now - last_reason_at_ > std::chrono::seconds(30))) {
+      LogWarning("node %s: %s", config_.name, decision.reason);
+      last_reason_ = decision.reason;
+      last_reason_at_ = now;
+    }
+  } else {
+    LogInfo("node %s: %s (%s)", config_.name, ActionName(decision.action), decision.reason);
+    last_reason_.clear();
+  }
+  Act(decision, status, *cluster);
+  status = server_.Read();
+  Publish(status);
+  if (holds_lead_) {
+    (void)etcd_.Put(Key("position"), std::to_string(status.position));
+    if (config_.synchronous) KeepSynchronous(*cluster);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    leading_ = holds_lead_;
+    leader_position_ = holds_lead_ ? status.position : cluster->view.last_position;
+  }
+  // The next round: at loop_wait, or as the leader's lease may end (its TTL in whole seconds).
+  milliseconds wait = config_.loop_wait;
+  if (!holds_lead_ && cluster->leader_lease.has_value() && *cluster->leader_lease != 0) {
+    absl::StatusOr<int64_t> left = etcd_.TimeToLive(*cluster->leader_lease);
+    if (left.ok()) wait = std::min(wait, milliseconds(std::max<int64_t>(0, *left) * 1000 + 100));
+  }
+  if (decision.action != Action::kRenew && decision.action != Action::kFollow) {
+    wait = std::min(wait, milliseconds(1000));  // (something is under way)
+  }
+  return wait;
+}
+
+void Node::Act(const Decision& decision, const ServerStatus& status, const ClusterRead& cluster) {
+  switch (decision.action) {
+    case Action::kWait:
+    case Action::kRenew:
+      return;
+    case Action::kInitialize:
+      return Initialize();
+    case Action::kClone: {
+      const std::string primary = LeaderConninfo(cluster);
+      if (primary.empty()) return;
+      if (absl::Status s = server_.Clone(primary); !s.ok()) {
+        LogError("node %s: cloning %s: %s", config_.name, *cluster.view.leader, s.message());
+        std::error_code ec;
+        std::filesystem::remove_all(config_.data_dir, ec);  // (tried again next round)
+        return;
+      }
+      if (absl::Status s = server_.Start(true, primary); !s.ok()) {
+        LogError("node %s: %s", config_.name, s.message());
+      }
+      return;
+    }
+    case Action::kPromote:
+      if (absl::Status s = server_.Promote(); !s.ok()) {
+        LogError("node %s: promoting: %s", config_.name, s.message());
+      }
+      return;
+    case Action::kTakeLead:
+      return TakeLead(status);
+    case Action::kDemote:
+      Fence(decision.reason);
+      return;
+    case Action::kFollow:
+      return FollowLeader(status, cluster);
+    case Action::kStart:
+      return StartServer(cluster);
+    case Action::kStepDown:
+      return StepDown();
+  }
+}
+
+void Node::Initialize() {
+  absl::StatusOr<bool> mine = etcd_.Create(Key("initialize"), "initializing", 0);
+  if (!mine.ok() || !*mine) return;  // (another node initializes)
+  absl::Status s = server_.Initialize();
+  if (s.ok()) s = server_.Start(false, "");
+  if (!s.ok()) {
+    LogError("node %s: initializing the cluster: %s", config_.name, s.message());
+    (void)server_.Stop(/*fast=*/false);
+    std::error_code ec;
+    std::filesystem::remove_all(config_.data_dir, ec);
+    (void)etcd_.Delete(Key("initialize"));  // (another node, or this one, tries again)
+    return;
+  }
+  const ServerStatus status = server_.Read();
+  (void)etcd_.Put(Key("initialize"), std::to_string(status.system_id));
+  LogInfo("node %s: initialized the cluster (system identifier %d)", config_.name,
+          status.system_id);
+  TakeLead(status);
+}
+
+void Node::TakeLead(const ServerStatus& status) {
+  if (lease_ == 0) return;
+  absl::StatusOr<bool> won = etcd_.Create(Key("leader"), config_.name, lease_);
+  if (!won.ok() || !*won) return;
+  holds_lead_ = true;
+  fence_at_.store(Nanos(renewed_ + config_.ttl - config_.retry_timeout));
+  LogInfo("node %s: took the lead at %s, timeline %d", config_.name,
+          Lsn{status.position}.ToString(), status.timeline);
+  (void)etcd_.Delete(Key("switchover"));
+  if (status.in_recovery) {
+    if (absl::Status s = server_.Promote(); !s.ok()) {
+      LogError("node %s: promoting: %s", config_.name, s.message());
+    }
+  }
+}
+
+std::string Node::LeaderConninfo(const ClusterRead& cluster) const {
+  if (!cluster.view.leader.has_value()) return "";
+  auto it = cluster.members.find(*cluster.view.leader);
+  if (it == cluster.members.end()) return "";
+  return it->second.value("conninfo", "");
+}
+
+void Node::StartServer(const ClusterRead& cluster) {
+  if (holds_lead_) {
+    if (absl::Status s = server_.Start(false, ""); !s.ok()) {
+      LogError("node %s: restarting the primary: %s; giving up the lead", config_.name,
+               s.message());
+      StepDown();
+    }
+    return;
+  }
+  const std::string primary = LeaderConninfo(cluster);
+  if (!primary.empty() && !server_.WasStandby()) {
+    // A primary before: what it wrote past the new leader's timeline goes.
+    LogInfo("node %s: rewinding from %s", config_.name, *cluster.view.leader);
+    return RewindAndStart(primary);
+  }
+  if (absl::Status s = server_.Start(true, primary); !s.ok()) {
+    LogError("node %s: %s", config_.name, s.message());
+  }
+}
+
+void Node::RewindAndStart(const std::string& primary) {
+  if (absl::Status s = server_.Rewind(primary); !s.ok()) {
+    LogError("node %s: %s; cloning instead", config_.name, s.message());
+    (void)server_.SetAside();  // (an empty data directory: cloned next round)
+    return;
+  }
+  if (absl::Status s = server_.Start(true, primary); !s.ok()) {
+    LogError("node %s: %s", config_.name, s.message());
+  }
+}
+
+void Node::FollowLeader(const ServerStatus& status, const ClusterRead& cluster) {
+  const std::string primary = LeaderConninfo(cluster);
+  if (primary.empty()) return;
+  if (server_.primary() != primary) {
+    LogInfo("node %s: following %s", config_.name, *cluster.view.leader);
+    not_streaming_since_.reset();
+    if (absl::Status s = server_.Follow(primary); !s.ok()) {
+      LogError("node %s: %s", config_.name, s.message());
+    }
+    return;
+  }
+  const auto now = steady_clock::now();
+  if (status.streaming) {
+    not_streaming_since_.reset();
+    return;
+  }
+  if (!not_streaming_since_.has_value()) not_streaming_since_ = now;
+  const MemberView* leader = cluster.view.Member(*cluster.view.leader);
+  // A standby that went past the point where the leader's timeline forked cannot follow it:
+  // it never streams. (One replaying what it has first, or waiting for a primary that is
+  // restarting, is given time.)
+  const auto patience = std::max<steady_clock::duration>(std::chrono::seconds(30),
+                                                         5 * config_.loop_wait);
+  if (now - *not_streaming_since_ >= patience && leader != nullptr &&
+      leader->timeline > status.timeline) {
+    LogWarning("node %s: not streaming from %s (timeline %d, its %d): rewinding", config_.name,
+               *cluster.view.leader, status.timeline, leader->timeline);
+    not_streaming_since_.reset();
+    (void)server_.Stop(/*fast=*/true);
+    RewindAndStart(primary);
+  }
+}
+
+void Node::StepDown() {
+  // A clean stop first: every WAL record reaches the standbys before the key is given up.
+  fence_at_.store(0);
+  (void)server_.Stop(/*fast=*/true);
+  (void)etcd_.DeleteIf(Key("leader"), config_.name);
+  holds_lead_ = false;
+  LogInfo("node %s: gave up the lead", config_.name);
+}
+
+void Node::KeepSynchronous(const ClusterRead& cluster) {
+  // The members' standbys only: not a clone's pg_basebackup, not a pipeline's logical slot.
+  std::vector<std::pair<std::string, std::string>> standbys = server_.Standbys();
+  std::erase_if(standbys, [&](const auto& s) {
+    return s.first == config_.name || cluster.view.Member(s.first) == nullptr;
+  });
+  const std::vector<std::string>& named = cluster.view.synchronous;
+  auto streaming = [&](const std::string& name) {
+    return std::any_of(standbys.begin(), standbys.end(),
+                       [&](const auto& s) { return s.first == name; });
+  };
+  auto synchronous = [&](const std::string& name) {
+    return std::any_of(standbys.begin(), standbys.end(),
+                       [&](const auto& s) { return s.first == name && s.second == "sync"; });
+  };
+  // The standby kept: the one named alone if it still streams, else the first streaming.
+  std::string chosen;
+  if (named.size() == 1 && streaming(named[0])) {
+    chosen = named[0];
+  } else if (named.size() > 1) {
+    for (const std::string& name : named) {
+      if (synchronous(name)) chosen = name;
+    }
+    if (chosen.empty() && streaming(named.back())) chosen = named.back();
+  }
+  if (chosen.empty() && !standbys.empty()) chosen = standbys.front().first;
+  if (chosen.empty()) {
+    // No member's standby streams. While the one named is a live member (its server
+    // restarting, say) commits wait for it; once it is gone, the primary acknowledges them
+    // alone, and no standby may lead (`sync` empty) until one is synchronous again.
+    const bool named_alive =
+        std::any_of(named.begin(), named.end(),
+                    [&](const std::string& name) { return cluster.view.Member(name) != nullptr; });
+    if (named_alive) return;
+    if (!named.empty()) {
+      LogWarning("node %s: no standby streams: commits are acknowledged by the primary alone, "
+                 "and no standby may take the lead until one is synchronous again",
+                 config_.name);
+      (void)etcd_.Put(Key("sync"), "");
+    }
+    (void)server_.SetSynchronous("");
+    return;
+  }
+  if (std::find(named.begin(), named.end(), chosen) == named.end()) {
+    // Named before PostgreSQL waits for it, beside the one it replaces.
+    std::vector<std::string> both = named;
+    both.push_back(chosen);
+    if (!etcd_.Put(Key("sync"), absl::StrJoin(both, ",")).ok()) return;
+    LogInfo("node %s: %s becomes the synchronous standby", config_.name, chosen);
+  }
+  (void)server_.SetSynchronous(chosen);
+  if (synchronous(chosen) && (named.size() != 1 || named[0] != chosen)) {
+    (void)etcd_.Put(Key("sync"), chosen);  // (now alone: it has every acknowledged commit)
+  }
+}
+
+void Node::Publish(const ServerStatus& status) {
+  json member = {
+      {"role", status.state == ServerStatus::State::kRunning && !status.in_recovery ? "primary"
+                                                                                     : "replica"},
+      {"state", StateName(status.state)},
+      {"conninfo", server_.ReplicationConninfo()},
+      {"address", server_.address()},
+      {"api", config_.api},
+      {"timeline", status.timeline},
+      {"position", status.position},
+      {"streaming", status.streaming},
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    member_ = member;
+  }
+  if (lease_ == 0) return;
+  if (etcd_.Put(Key(Cat(kMembers, config_.name)), member.dump(), lease_).ok()) {
+    published_position_ = status.position;
+  }
+}
+
+std::optional<AdminPage> Node::Page(std::string_view path, std::string_view query) {
+  absl::MutexLock lock(&mu_);
+  const bool running = status_.state == ServerStatus::State::kRunning;
+  auto answer = [](bool ok, std::string body) {
+    return AdminPage{ok ? 200 : 503, "text/plain; charset=utf-8", std::move(body) + "\n"};
+  };
+  if (path == "/primary") {
+    const bool primary = leading_ && running && !status_.in_recovery;
+    return answer(primary, primary ? "primary" : "not the primary");
+  }
+  if (path == "/replica") {
+    std::optional<uint64_t> lag;
+    if (query.starts_with("lag=")) {
+      lag = ParseLag(query.substr(4));
+      if (!lag.has_value()) {
+        return AdminPage{400, "text/plain; charset=utf-8",
+                         "lag: bytes, or with a unit (16MB, 512kB)\n"};
+      }
+    }
+    if (!running || !status_.in_recovery || !status_.streaming) {
+      return answer(false, "not a streaming replica");
+    }
+    const uint64_t behind =
+        leader_position_ > status_.position ? leader_position_ - status_.position : 0;
+    if (lag.has_value() && behind > *lag) {
+      return answer(false, Cat("replica, ", behind, " bytes behind"));
+    }
+    return answer(true, "replica");
+  }
+  if (path == "/health") return answer(running, running ? "running" : "not running");
+  if (path == "/status" || path == "/") {
+    json body = member_;
+    body["name"] = config_.name;
+    body["leader"] = leading_;
+    return AdminPage{200, "application/json", body.dump(2) + "\n"};
+  }
+  return std::nullopt;
+}
+
+}  // namespace pgflow::cluster

@@ -1,0 +1,283 @@
+// High availability (cluster/node.h): three `pgflow node`s, each beside its own PostgreSQL
+// server, on three real etcd members (Debian's etcd-server) shared by the tests of this file.
+// The nodes run as the postgres user (PostgreSQL refuses root) on free loopback ports.
+//
+// What is checked: a cluster forms by itself (the first node initializes, the others clone
+// it); a primary whose node is killed with -9 is replaced within the ttl and a little more,
+// and with `synchronous: on` every acknowledged commit is on the new primary; the old primary
+// comes back as a standby (pg_rewind); a switchover; `pgflow cluster status`; the endpoints
+// load balancers route on. Partitions between network namespaces are the next step (issue 46).
+
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "cluster/etcd.h"
+#include "cluster/node.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kNodes = 3;
+
+void ChownToPostgres(const std::string& path) {
+  const passwd* user = ::getpwnam("postgres");
+  ASSERT_NE(user, nullptr) << "no postgres user (scripts/setup.sh installs PostgreSQL)";
+  ASSERT_EQ(::chown(path.c_str(), user->pw_uid, user->pw_gid), 0) << path;
+}
+
+// Three nodes of cluster `name`, n1 to n3, their files and logs in a directory of their own.
+class NodeCluster {
+ public:
+  NodeCluster(const std::string& name, const std::vector<std::string>& etcd, bool synchronous)
+      : name_(name), synchronous_(synchronous) {
+    ::chmod(dir_.path().c_str(), 0755);
+    ChownToPostgres(dir_.path());
+    for (int i = 0; i < kNodes; ++i) {
+      Member m;
+      m.name = absl::StrCat("n", i + 1);
+      m.pg_port = FreeLoopbackPort();
+      m.api_port = FreeLoopbackPort();
+      m.file = dir_.File(m.name + ".yaml");
+      std::string endpoints;
+      for (const std::string& url : etcd) {
+        absl::StrAppend(&endpoints, endpoints.empty() ? "" : ", ", url);
+      }
+      WriteFile(m.file,
+                absl::StrCat("name: ", m.name, "\ncluster: ", name, "\netcd: [", endpoints,
+                             "]\ndata_dir: ", dir_.File(m.name),
+                             "\npostgres: {listen: 127.0.0.1:", m.pg_port, "}\napi: 127.0.0.1:",
+                             m.api_port, "\nttl: 6s\nloop_wait: 1s\nretry_timeout: 2s\n",
+                             "synchronous: ", synchronous ? "on" : "off", "\n"));
+      members_.push_back(std::move(m));
+    }
+  }
+
+  ~NodeCluster() {
+    for (Member& m : members_) {
+      if (m.process != nullptr && m.process->Running()) {
+        m.process->Signal(SIGTERM);
+        if (m.process->Wait(seconds(30)) == -1) ADD_FAILURE() << m.name << " did not stop";
+      }
+    }
+  }
+
+  void Start(int i) {
+    members_[i].process = std::make_unique<PgflowProcess>(
+        std::vector<std::string>{"node", "--config", members_[i].file}, Log(i),
+        std::map<std::string, std::string>{}, "postgres");
+  }
+  void Kill(int i) { members_[i].process->Signal(SIGKILL); members_[i].process->Wait(seconds(10)); }
+
+  std::string Log(int i) const { return dir_.File(members_[i].name + ".log"); }
+  std::string Url(int i) const {
+    return absl::StrCat("postgres://postgres@127.0.0.1:", members_[i].pg_port, "/postgres");
+  }
+  std::string Api(int i, const std::string& page) const {
+    return absl::StrCat("http://127.0.0.1:", members_[i].api_port, page);
+  }
+  const std::string& file(int i) const { return members_[i].file; }
+  int Index(const std::string& name) const { return std::stoi(name.substr(1)) - 1; }
+
+  // `pgflow cluster status --json`, or null when it fails.
+  nlohmann::json Status() const {
+    std::string out;
+    RunPgflow({"cluster", "status", "--json", "--config", members_[0].file}, &out);
+    nlohmann::json status = nlohmann::json::parse(out.substr(std::min(out.find('{'), out.size())),
+                                                  nullptr, false);
+    return status.is_discarded() ? nlohmann::json() : status;
+  }
+  std::optional<std::string> Leader() const {
+    const nlohmann::json status = Status();
+    if (!status.is_object() || !status["leader"].is_string()) return std::nullopt;
+    return status["leader"].get<std::string>();
+  }
+  // Whether a leader other than `not_this` leads, every other member streams from it, and
+  // with `synchronous` one of them is synchronous.
+  bool Converged(const std::string& not_this = "") const {
+    const nlohmann::json status = Status();
+    if (!status.is_object() || !status["leader"].is_string()) return false;
+    if (status["leader"] == not_this) return false;
+    int streaming = 0;
+    int synchronous = 0;
+    for (const nlohmann::json& m : status["members"]) {
+      if (m["role"] == "replica" && m["streaming"] == true) ++streaming;
+      if (m["role"] == "replica" && m["synchronous"] == true) ++synchronous;
+    }
+    return streaming == kNodes - 1 && (!synchronous_ || synchronous == 1);
+  }
+
+  // The log of every node, for a failure's message.
+  std::string Logs() const {
+    std::string out;
+    for (int i = 0; i < kNodes; ++i) {
+      absl::StrAppend(&out, "---- ", members_[i].name, "\n", ReadFile(Log(i)));
+    }
+    return out;
+  }
+
+ private:
+  struct Member {
+    std::string name;
+    int pg_port = 0;
+    int api_port = 0;
+    std::string file;
+    std::unique_ptr<PgflowProcess> process;
+  };
+  std::string name_;
+  bool synchronous_ = false;
+  TempDir dir_;
+  std::vector<Member> members_;
+};
+
+class HaTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { etcd_ = new EtcdCluster(3); }
+  static void TearDownTestSuite() {
+    delete etcd_;
+    etcd_ = nullptr;
+  }
+  static EtcdCluster* etcd_;
+};
+EtcdCluster* HaTest::etcd_ = nullptr;
+
+// Inserts ids from `first` on, one transaction each, until one fails: the ids acknowledged.
+std::vector<int> InsertUntilError(const std::string& url, int first, int count) {
+  std::vector<int> acknowledged;
+  PGconn* conn = PQconnectdb(absl::StrCat(url, "?connect_timeout=3").c_str());
+  for (int id = first; id < first + count && PQstatus(conn) == CONNECTION_OK; ++id) {
+    PGresult* r = PQexec(conn, absl::StrCat("INSERT INTO acked VALUES (", id, ")").c_str());
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) break;
+    acknowledged.push_back(id);
+  }
+  PQfinish(conn);
+  return acknowledged;
+}
+
+TEST_F(HaTest, AClusterFormsFailsOverWithoutLosingACommitAndTheOldPrimaryRejoins) {
+  NodeCluster cluster("failover", etcd_->urls(), /*synchronous=*/true);
+  for (int i = 0; i < kNodes; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  const std::string first = *cluster.Leader();
+  const int leader = cluster.Index(first);
+
+  // The endpoints a load balancer routes on.
+  EXPECT_EQ(Curl(cluster.Api(leader, "/primary")).code, 200);
+  EXPECT_EQ(Curl(cluster.Api((leader + 1) % kNodes, "/primary")).code, 503);
+  const std::string standby_replica = cluster.Api((leader + 1) % kNodes, "/replica?lag=16MB");
+  EXPECT_TRUE(WaitFor([&] { return Curl(standby_replica).code == 200; }, seconds(10)));
+  EXPECT_EQ(Curl(cluster.Api(leader, "/replica")).code, 503);
+  EXPECT_EQ(Curl(cluster.Api(leader, "/health")).code, 200);
+  EXPECT_EQ(Curl(cluster.Api(leader, "/replica?lag=lots")).code, 400);
+  EXPECT_NE(Curl(cluster.Api(leader, "/metrics")).body.find("pgflow_node_leader{"),
+            std::string::npos);
+
+  {
+    Sql sql(cluster.Url(leader));
+    sql.Exec("CREATE TABLE acked (id int PRIMARY KEY)");
+  }
+  const std::vector<int> acknowledged = InsertUntilError(cluster.Url(leader), 1, 300);
+  ASSERT_EQ(acknowledged.size(), 300u);
+
+  // kill -9 of the leader's node: its server dies with it, and its lease ends within the ttl.
+  const auto killed = std::chrono::steady_clock::now();
+  cluster.Kill(leader);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Leader().value_or(first) != first; }, seconds(30)))
+      << cluster.Logs();
+  const std::string second = *cluster.Leader();
+  const int promoted = cluster.Index(second);
+  ASSERT_TRUE(WaitFor([&] { return Curl(cluster.Api(promoted, "/primary")).code == 200; },
+                      seconds(30)))
+      << cluster.Logs();
+  const double failover_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  std::printf("failover in %.1f s (ttl 6 s)\n", failover_seconds);
+  EXPECT_LT(failover_seconds, 6 + 10) << cluster.Logs();
+
+  // Synchronous: every acknowledged commit is on the new primary.
+  {
+    Sql sql(cluster.Url(promoted));
+    EXPECT_EQ(sql.Scalar("SELECT count(*) FROM acked WHERE id BETWEEN 1 AND 300"), "300");
+    sql.Exec("INSERT INTO acked VALUES (1000)");
+  }
+
+  // The old primary comes back as a standby of the new one.
+  cluster.Start(leader);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(first); }, seconds(120))) << cluster.Logs();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        Sql sql(cluster.Url(leader));
+        return sql.Scalar("SELECT count(*) FROM acked") == "301";
+      },
+      seconds(30)));
+  EXPECT_EQ(Curl(cluster.Api(leader, "/primary")).code, 503);
+}
+
+TEST_F(HaTest, ASwitchoverMovesThePrimaryToTheNamedStandby) {
+  NodeCluster cluster("switchover", etcd_->urls(), /*synchronous=*/false);
+  for (int i = 0; i < kNodes; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  const std::string first = *cluster.Leader();
+  const std::string target = first == "n3" ? "n2" : "n3";
+  {
+    Sql sql(cluster.Url(cluster.Index(first)));
+    sql.Exec("CREATE TABLE moved (id int PRIMARY KEY); INSERT INTO moved VALUES (1)");
+  }
+  std::string out;
+  ASSERT_EQ(RunPgflow({"cluster", "switchover", "--config", cluster.file(0), "--to", target}, &out),
+            0)
+      << out << cluster.Logs();
+  EXPECT_NE(out.find(target + " leads"), std::string::npos) << out;
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(first); }, seconds(60))) << cluster.Logs();
+  EXPECT_EQ(*cluster.Leader(), target);
+  Sql sql(cluster.Url(cluster.Index(target)));
+  EXPECT_EQ(sql.Scalar("SELECT count(*) FROM moved"), "1");
+  sql.Exec("INSERT INTO moved VALUES (2)");
+
+  // The table a person reads.
+  ASSERT_EQ(RunPgflow({"cluster", "status", "--config", cluster.file(1)}, &out), 0) << out;
+  EXPECT_NE(out.find("leader " + target), std::string::npos) << out;
+  EXPECT_NE(out.find("MEMBER"), std::string::npos) << out;
+}
+
+TEST_F(HaTest, ANodeRefusesRootAndABadFileWithAClearError) {
+  TempDir dir;
+  const std::string file = dir.File("node.yaml");
+  WriteFile(file, "name: n1\ncluster: c\netcd: [http://127.0.0.1:1]\ndata_dir: /tmp/x\n"
+                  "postgres: {listen: 127.0.0.1:5999}\napi: 127.0.0.1:0\n");
+  std::string out;
+  EXPECT_EQ(RunPgflow({"node", "--config", file}, &out), 2);
+  EXPECT_NE(out.find("refuses to run as root"), std::string::npos) << out;
+  WriteFile(file, "name: n1\ncluster: c\netcd: [127.0.0.1:1]\ndata_dir: /tmp/x\n"
+                  "postgres: {listen: 127.0.0.1:5999}\napi: 127.0.0.1:0\n");
+  EXPECT_EQ(RunPgflow({"cluster", "status", "--config", file}, &out), 2);
+  EXPECT_NE(out.find("'127.0.0.1:1' is no etcd client url"), std::string::npos) << out;
+  // etcd not answering: said, exit status 1.
+  WriteFile(file, absl::StrCat("name: n1\ncluster: c\netcd: [http://127.0.0.1:",
+                               FreeLoopbackPort(), "]\ndata_dir: /tmp/x\n",
+                               "postgres: {listen: 127.0.0.1:5999}\napi: 127.0.0.1:0\n"));
+  EXPECT_EQ(RunPgflow({"cluster", "status", "--config", file}, &out), 1);
+  EXPECT_NE(out.find("etcd"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace pgflow::testing
