@@ -250,6 +250,11 @@ absl::Status LocalServer::SetAside() {
 }
 
 absl::Status LocalServer::Start(bool standby, const std::string& primary, int timeout_seconds) {
+  if (Alive()) {
+    // (The one it started still runs: a second would fail on its lock file, and the node
+    // would lose the first's pid, which the fence needs.)
+    return absl::FailedPreconditionError(Cat("the server in ", config_.data_dir, " still runs"));
+  }
   if (absl::Status s = WriteSettings(standby, primary); !s.ok()) return s;
   const std::string program = Program("postgres");
   const std::string log = (fs::path(config_.data_dir) / "server.log").string();

@@ -216,6 +216,22 @@ void Node::RenewLease() {
 milliseconds Node::Round() {
   RenewLease();
   ServerStatus status = server_.Read();
+  if (status.state == ServerStatus::State::kStopped && server_.Alive()) {
+    // Its process runs but does not answer (stopped with SIGSTOP, say): past retry_timeout it
+    // is killed, whole, and started again like a crashed one. It may hold clients' sessions
+    // that would write once it woke.
+    const auto now = steady_clock::now();
+    if (!unanswered_since_.has_value()) unanswered_since_ = now;
+    if (now - *unanswered_since_ >= config_.retry_timeout) {
+      LogError("node %s: its server has not answered for %d ms: killing it", config_.name,
+               std::chrono::duration_cast<milliseconds>(now - *unanswered_since_).count());
+      server_.Kill();
+      (void)server_.Stop(/*fast=*/false);  // (reaps it)
+      unanswered_since_.reset();
+    }
+    return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
+  }
+  unanswered_since_.reset();
   absl::StatusOr<ClusterRead> cluster = ReadCluster(etcd_, config_.cluster);
   if (!cluster.ok()) {
     LogWarning("node %s: reading the cluster: %s", config_.name, cluster.status().message());

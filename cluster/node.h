@@ -90,6 +90,8 @@ class Node {
   int64_t lease_ = 0;
   std::chrono::steady_clock::time_point renewed_;  // when the last renewal that held was sent
   bool holds_lead_ = false;
+  // Since when the server this node runs has not answered.
+  std::optional<std::chrono::steady_clock::time_point> unanswered_since_;
   // Since when the standby, pointed at the leader, has not streamed from it.
   std::optional<std::chrono::steady_clock::time_point> not_streaming_since_;
   std::string last_reason_;

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -94,6 +95,17 @@ class NodeCluster {
     return absl::StrCat("http://127.0.0.1:", members_[i].api_port, page);
   }
   const std::string& file(int i) const { return members_[i].file; }
+  // The postmaster's pid of node i's server (0: none).
+  pid_t ServerPid(int i) const {
+    const std::string pidfile = ReadFile(dir_.File(members_[i].name + "/postmaster.pid"));
+    return pidfile.empty() ? 0 : std::stoi(pidfile.substr(0, pidfile.find('\n')));
+  }
+  // How many members' /primary answer 200.
+  int Primaries() const {
+    int primaries = 0;
+    for (int i = 0; i < kNodes; ++i) primaries += Curl(Api(i, "/primary")).code == 200;
+    return primaries;
+  }
   int Index(const std::string& name) const { return std::stoi(name.substr(1)) - 1; }
 
   // `pgflow cluster status --json`, or null when it fails.
@@ -257,6 +269,64 @@ TEST_F(HaTest, ASwitchoverMovesThePrimaryToTheNamedStandby) {
   ASSERT_EQ(RunPgflow({"cluster", "status", "--config", cluster.file(1)}, &out), 0) << out;
   EXPECT_NE(out.find("leader " + target), std::string::npos) << out;
   EXPECT_NE(out.find("MEMBER"), std::string::npos) << out;
+}
+
+// Whether an INSERT on `sql`'s connection, opened before, still commits.
+bool Writes(Sql& sql, int id) {
+  PGresult* r = PQexec(sql.conn(), absl::StrCat("INSERT INTO fenced VALUES (", id, ")").c_str());
+  const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  return ok;
+}
+
+TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
+  NodeCluster cluster("fencing", etcd_->urls(), /*synchronous=*/false);
+  for (int i = 0; i < kNodes; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  int leader = cluster.Index(*cluster.Leader());
+  {
+    Sql sql(cluster.Url(leader));
+    sql.Exec("CREATE TABLE fenced (id int PRIMARY KEY)");
+  }
+
+  // The primary stopped (SIGSTOP, every process of it) for longer than the ttl: its node kills
+  // it; woken, a session opened before cannot write.
+  {
+    Sql before(cluster.Url(leader));
+    ASSERT_TRUE(Writes(before, 1));
+    const pid_t postmaster = cluster.ServerPid(leader);
+    ASSERT_GT(postmaster, 0);
+    ::kill(-postmaster, SIGSTOP);
+    std::this_thread::sleep_for(seconds(8));
+    ::kill(-postmaster, SIGCONT);
+    EXPECT_FALSE(Writes(before, 2)) << "a stopped primary took a write once woken";
+  }
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged() && cluster.Primaries() == 1; },
+                      seconds(60)))
+      << cluster.Logs();
+
+  // Every etcd member stopped: no lease can be renewed, so the primary must stop taking
+  // writes before its lease could end (ttl - retry_timeout after its last renewal).
+  leader = cluster.Index(*cluster.Leader());
+  {
+    Sql before(cluster.Url(leader));
+    ASSERT_TRUE(Writes(before, 3));
+    for (int i = 0; i < etcd_->size(); ++i) etcd_->Pause(i);
+    const auto paused = std::chrono::steady_clock::now();
+    int id = 4;
+    const bool fenced = WaitFor([&] { return !Writes(before, id++); }, seconds(10));
+    const double after =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - paused).count();
+    for (int i = 0; i < etcd_->size(); ++i) etcd_->Resume(i);
+    EXPECT_TRUE(fenced) << cluster.Logs();
+    EXPECT_LT(after, 6.0) << "the primary took writes past its lease's ttl";
+    std::printf("the primary stopped taking writes %.1f s after etcd stopped (ttl 6 s)\n", after);
+  }
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged() && cluster.Primaries() == 1; },
+                      seconds(60)))
+      << cluster.Logs();
+  Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
+  EXPECT_TRUE(sql.Exec("INSERT INTO fenced VALUES (5000000)"));
 }
 
 TEST_F(HaTest, ANodeRefusesRootAndABadFileWithAClearError) {
