@@ -13,6 +13,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cluster/etcd.h"
 #include "cluster/node.h"
@@ -167,6 +168,13 @@ int Switchover(const ClusterArgs& args) {
       LogError("--to %s: not a running standby of cluster %s", args.to, name);
       return kExitConfig;
     }
+    const std::vector<std::string>& sync = read->view.synchronous;
+    if (!sync.empty() && std::find(sync.begin(), sync.end(), args.to) == sync.end()) {
+      LogError("--to %s: cluster %s is synchronous and %s is not its synchronous standby (%s "
+               "is): only that one holds every acknowledged commit",
+               args.to, name, args.to, absl::StrJoin(sync, " or "));
+      return kExitConfig;
+    }
   }
   // The request ends by itself if nobody acts on it (a lease of a minute).
   absl::StatusOr<int64_t> lease = etcd.Grant(60);
@@ -174,7 +182,8 @@ int Switchover(const ClusterArgs& args) {
     LogError("%s", lease.status().message());
     return kExitFailure;
   }
-  if (absl::Status s = etcd.Put(cluster::ClusterKey(name, "switchover"), args.to, *lease);
+  const json request = {{"from", from}, {"to", args.to}};
+  if (absl::Status s = etcd.Put(cluster::ClusterKey(name, "switchover"), request.dump(), *lease);
       !s.ok()) {
     LogError("%s", s.message());
     return kExitFailure;

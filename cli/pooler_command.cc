@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,8 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cluster/leader_watch.h"
+#include "common/postgres/conninfo.h"
 #include "engine/admin_server.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
@@ -42,6 +45,39 @@ std::vector<std::string> TlsFileErrors(const pooler::PoolerConfig& config) {
     }
   }
   return errors;
+}
+
+// A leader watch for each database that follows a cluster: while the cluster has no leader the
+// database is paused (clients wait); once one leads, it is pointed at its server and resumed.
+// (A database a RELOAD adds or changes is followed from the next start.)
+std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
+    pooler::Pooler& pooler, const std::map<std::string, pooler::DatabaseOptions>& databases) {
+  std::vector<std::unique_ptr<cluster::LeaderWatch>> watches;
+  for (const auto& [name, db] : databases) {
+    if (db.cluster.etcd.empty()) continue;
+    auto changed = [&pooler, name = name, url = db.url,
+                    cluster = db.cluster.name](const std::optional<ListenAddress>& leader) {
+      if (!leader.has_value()) {
+        LogWarning("pooler: cluster %s has no leader: database %s paused until one leads",
+                   cluster, name);
+        pooler.Pause(name);
+        return;
+      }
+      absl::StatusOr<std::string> moved = WithHost(url, leader->host, leader->port);
+      absl::Status s = moved.ok() ? pooler.Retarget(name, *moved) : moved.status();
+      if (!s.ok()) {
+        LogError("pooler: database %s: following cluster %s to %s: %s", name, cluster,
+                 leader->ToString(), s.message());
+        return;
+      }
+      LogInfo("pooler: database %s follows cluster %s's leader at %s", name, cluster,
+              leader->ToString());
+      pooler.Resume(name);
+    };
+    watches.push_back(std::make_unique<cluster::LeaderWatch>(db.cluster.name, db.cluster.etcd,
+                                                             std::move(changed)));
+  }
+  return watches;
 }
 
 }  // namespace
@@ -107,11 +143,14 @@ int PoolerCommand(const std::string& config_path) {
     LogInfo("pooler: admin endpoint on port %d: /metrics /healthz", admin->port());
   }
   proxy::ProxyRouterFactory routers;  // (databases that list replicas)
+  const std::map<std::string, pooler::DatabaseOptions> pooler_databases = config->databases;
   pooler::Pooler pooler(*std::move(config), &routers);
   if (absl::Status s = pooler.Start(&metrics); !s.ok()) {
     LogError("%s", s.message());
     return 1;
   }
+  std::vector<std::unique_ptr<cluster::LeaderWatch>> leader_watches =
+      FollowClusters(pooler, pooler_databases);
   while (!stop.requested()) {
     if (pooler.WaitForShutdown(std::chrono::milliseconds(200))) break;
     if (reload_requested.exchange(false)) {
@@ -121,6 +160,7 @@ int PoolerCommand(const std::string& config_path) {
     }
   }
   LogInfo("pooler: stopping");
+  leader_watches.clear();
   pooler.Stop();
   if (admin != nullptr) admin->Stop();
   return 0;

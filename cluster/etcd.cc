@@ -1,5 +1,6 @@
 #include "cluster/etcd.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -65,6 +66,7 @@ absl::StatusOr<EtcdKeyValue> ReadKeyValue(const json& kv) {
 HttpClientOptions ClientOptions(std::vector<std::string> endpoints,
                                 std::chrono::milliseconds timeout) {
   HttpClientOptions options;
+  options.peer = "etcd";
   options.urls = std::move(endpoints);
   options.endpoint.timeout = timeout;
   return options;
@@ -73,21 +75,28 @@ HttpClientOptions ClientOptions(std::vector<std::string> endpoints,
 }  // namespace
 
 Etcd::Etcd(std::vector<std::string> endpoints, std::chrono::milliseconds timeout)
-    : http_(ClientOptions(std::move(endpoints), timeout)) {}
+    : endpoints_(std::max<size_t>(1, endpoints.size())),
+      http_(ClientOptions(std::move(endpoints), timeout)) {}
 
 absl::StatusOr<json> Etcd::Call(std::string_view path, const json& body) {
-  absl::StatusOr<HttpResponse> response = http_.Request("POST", path, body.dump());
-  if (!response.ok()) {
-    return absl::UnavailableError(Cat("etcd: ", response.status().message()));
-  }
-  json answer = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-  if (response->status != 200 || answer.is_discarded() || !answer.is_object()) {
+  absl::Status last;
+  // A member that answers 5xx (one cut off from its quorum: "no leader") is passed over like
+  // one that does not answer; any other answer is etcd's.
+  for (size_t attempt = 0; attempt < endpoints_; ++attempt) {
+    absl::StatusOr<HttpResponse> response = http_.Request("POST", path, body.dump());
+    if (!response.ok()) return response.status();  // (every member was tried)
+    json answer = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+    if (response->status == 200 && answer.is_object() && !answer.contains("error")) {
+      return answer;
+    }
     std::string message = response->body.substr(0, 300);
     if (answer.is_object()) message = answer.value("message", answer.value("error", message));
-    return absl::UnavailableError(
+    last = absl::UnavailableError(
         Cat("etcd ", http_.node(), path, ": HTTP ", response->status, ": ", message));
+    if (response->status < 500) return last;
+    http_.SkipNode();
   }
-  return answer;
+  return last;
 }
 
 absl::StatusOr<int64_t> Etcd::Grant(int64_t ttl) {

@@ -72,6 +72,7 @@ class Etcd {
   // A transaction of one comparison on `key` and one operation on success.
   absl::StatusOr<bool> Transaction(nlohmann::json compare, nlohmann::json success);
 
+  size_t endpoints_;
   HttpClient http_;
 };
 

@@ -39,7 +39,16 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
       *cluster.switchover_to != config.name) {
     return Cat("a switchover to ", *cluster.switchover_to, " is under way");
   }
-  if (config.maximum_lag_on_failover != 0 && cluster.last_position > server.position &&
+  if (!cluster.switchover_from.empty() && cluster.switchover_from == config.name) {
+    return "it is handing the lead over (a switchover)";
+  }
+  const bool named_synchronous =
+      std::find(cluster.synchronous.begin(), cluster.synchronous.end(), config.name) !=
+      cluster.synchronous.end();
+  // (The synchronous standby holds every acknowledged commit, however far behind the last
+  // position published: the lag guard is not its.)
+  if (!(config.synchronous && named_synchronous) && config.maximum_lag_on_failover != 0 &&
+      cluster.last_position > server.position &&
       cluster.last_position - server.position > config.maximum_lag_on_failover) {
     return Cat("it is ", cluster.last_position - server.position,
                " bytes behind the last position the primary published "
@@ -53,15 +62,15 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
       return "synchronous: no standby was synchronous, so none is known to hold every "
              "acknowledged commit";
     }
-    bool named = false;
     for (const std::string& name : cluster.synchronous) {
-      if (name == config.name) {
-        named = true;
-      } else if (cluster.Member(name) == nullptr) {
-        return Cat("synchronous: ", name, ", also named synchronous, is not here to compare with");
+      if (name == config.name) continue;
+      const MemberView* other = cluster.Member(name);
+      if (other == nullptr || other->state != "running") {
+        return Cat("synchronous: ", name, ", also named synchronous, is not ",
+                   other == nullptr ? "here" : "running", " to compare with");
       }
     }
-    if (!named) {
+    if (!named_synchronous) {
       return Cat("synchronous: the synchronous standby is ",
                  absl::StrJoin(cluster.synchronous, " or "), ", not this node");
     }
@@ -109,7 +118,8 @@ Decision Decide(const NodeConfig& config, const ClusterView& cluster, const Serv
                                    : std::string("the leader key is gone")};
     }
     if (server.state == State::kStopped) return {Action::kStart, "the leader's server is down"};
-    if (cluster.switchover_to.has_value() && *cluster.switchover_to != config.name) {
+    if (cluster.switchover_to.has_value() && *cluster.switchover_to != config.name &&
+        (cluster.switchover_from.empty() || cluster.switchover_from == config.name)) {
       return {Action::kStepDown,
               Cat("a switchover to ",
                   cluster.switchover_to->empty() ? std::string("the best standby")

@@ -13,8 +13,7 @@
 //   position           the last WAL position the leader published (maximum_lag_on_failover)
 //   sync               with `synchronous`: the standby (comma-separated while it changes) that
 //                      may hold commits the primary acknowledged
-//   switchover         the member to hand the lead to ("" for the best one), from
-//                      `pgflow cluster switchover`
+//   switchover         {"from": leader, "to": member or ""}, from `pgflow cluster switchover`
 //
 // The rules:
 // - An empty data directory: under a leader, clone it; in a cluster not initialized, initialize
@@ -65,7 +64,8 @@ struct ClusterView {
   uint64_t last_position = 0;         // the leader's last published position
   std::vector<MemberView> members;    // live ones (their leases hold)
   std::vector<std::string> synchronous;  // `sync`
-  std::optional<std::string> switchover_to;
+  std::optional<std::string> switchover_to;  // "" for the best placed standby
+  std::string switchover_from;               // the leader asked to hand the lead over
 
   const MemberView* Member(const std::string& name) const;
 };

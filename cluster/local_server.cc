@@ -51,6 +51,18 @@ std::string Quoted(std::string_view value) {
   return out + "'";
 }
 
+// The processes `pid` started that still run (its threads' /proc children lists).
+std::vector<pid_t> Children(pid_t pid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator(Cat("/proc/", pid, "/task"), ec)) {
+    std::ifstream children(task.path() / "children");
+    pid_t child = 0;
+    while (children >> child) out.push_back(child);
+  }
+  return out;
+}
+
 // The server's Unix socket: PostgreSQL's own default directory (its name carries the port).
 std::string SocketDirectory() { return "/tmp"; }
 
@@ -105,23 +117,29 @@ bool LocalServer::WasStandby() const {
 }
 
 absl::StatusOr<PgConnPtr> LocalServer::ConnectLocal(int timeout_seconds) const {
+  // (A statement that hangs must not hold the node's loop, and the lease with it.)
   return Connect(Cat("host=", Quoted(SocketDirectory()), " port=", port_,
                      " dbname=postgres user=", Quoted(config_.postgres.user),
-                     " connect_timeout=", timeout_seconds, " application_name=pgflow-node"),
+                     " connect_timeout=", timeout_seconds, " application_name=pgflow-node",
+                     " options='-c statement_timeout=", timeout_seconds * 1000, "'"),
                  ConnectionKind::kRegular);
 }
 
-std::vector<std::pair<std::string, std::string>> LocalServer::Standbys() {
-  std::vector<std::pair<std::string, std::string>> out;
+std::vector<LocalServer::Standby> LocalServer::Standbys() {
+  std::vector<Standby> out;
   absl::StatusOr<PgConnPtr> conn = ConnectLocal(2);
   if (!conn.ok()) return out;
   absl::StatusOr<PgResultPtr> rows =
       Exec(conn->get(),
-           "SELECT application_name, sync_state FROM pg_stat_replication "
-           "WHERE state = 'streaming' ORDER BY application_name");
+           "SELECT application_name, sync_state, coalesce(flush_lsn, '0/0') "
+           "FROM pg_stat_replication WHERE state = 'streaming' ORDER BY application_name");
   if (!rows.ok()) return out;
   for (int i = 0; i < PQntuples(rows->get()); ++i) {
-    out.emplace_back(PQgetvalue(rows->get(), i, 0), PQgetvalue(rows->get(), i, 1));
+    Standby standby{PQgetvalue(rows->get(), i, 0), PQgetvalue(rows->get(), i, 1)};
+    if (std::optional<Lsn> lsn = Lsn::Parse(PQgetvalue(rows->get(), i, 2))) {
+      standby.flushed = lsn->value;
+    }
+    out.push_back(std::move(standby));
   }
   return out;
 }
@@ -161,7 +179,9 @@ ServerStatus LocalServer::Read(int timeout_seconds) {
 absl::Status LocalServer::WriteSettings(bool standby, const std::string& primary) {
   const fs::path data(config_.data_dir);
   const fs::path settings = data / kSettingsFile;
-  std::ofstream conf(settings, std::ios::trunc);
+  // (Written beside, then renamed over: a reload never reads half a file.)
+  const fs::path written = data / Cat(kSettingsFile, ".new");
+  std::ofstream conf(written, std::ios::trunc);
   conf << "# Written by pgflow node " << config_.name
        << ": the node rewrites it, so change its node.yaml instead.\n";
   conf << "listen_addresses = " << ConfQuoted(host_) << "\n";
@@ -183,7 +203,10 @@ absl::Status LocalServer::WriteSettings(bool standby, const std::string& primary
   }
   primary_ = standby ? primary : std::string();
   conf.close();
-  if (!conf) return absl::InternalError(Cat("writing ", settings.string()));
+  if (!conf) return absl::InternalError(Cat("writing ", written.string()));
+  std::error_code renamed;
+  fs::rename(written, settings, renamed);
+  if (renamed) return absl::InternalError(Cat("writing ", settings.string(), ": ", renamed.message()));
   // postgresql.conf includes it once (a clone's copy already does).
   const fs::path main_conf = data / "postgresql.conf";
   const std::string include = Cat("include_if_exists = '", kSettingsFile, "'");
@@ -301,8 +324,6 @@ bool LocalServer::Alive() {
   const pid_t done = ::waitpid(pid, &status, WNOHANG);
   if (done == 0) return true;
   pid_.store(-1);
-  // (Its backends may outlive it a moment: the process group goes too.)
-  ::kill(-pid, SIGKILL);
   return false;
 }
 
@@ -323,13 +344,27 @@ absl::Status LocalServer::Stop(bool fast) {
 }
 
 absl::Status LocalServer::StopForeign() {
-  return Run("pg_ctl", {"stop", "-w", "-t", "120", "-m", "fast", "-D", config_.data_dir});
+  if (Run("pg_ctl", {"stop", "-w", "-t", "60", "-m", "fast", "-D", config_.data_dir}).ok()) {
+    return absl::OkStatus();
+  }
+  return Run("pg_ctl", {"stop", "-w", "-t", "60", "-m", "immediate", "-D", config_.data_dir});
+}
+
+bool LocalServer::Answers(int timeout_seconds) const {
+  // (A server starting up or recovering rejects connections: it answers.)
+  const std::string conninfo = Cat("host=", Quoted(SocketDirectory()), " port=", port_,
+                                   " dbname=postgres connect_timeout=", timeout_seconds);
+  return PQping(conninfo.c_str()) != PQPING_NO_RESPONSE;
 }
 
 void LocalServer::Kill() {
   const pid_t pid = pid_.load();
   if (pid <= 0) return;
-  ::kill(-pid, SIGKILL);  // (the group: a stopped postmaster's backends too)
+  // Every backend makes itself a session leader (setsid), so no process group holds them all:
+  // the postmaster is stopped first (it forks no more), then each of its children is killed,
+  // then it. (Children of a postmaster that died already notice it and end by themselves.)
+  ::kill(pid, SIGSTOP);
+  for (pid_t child : Children(pid)) ::kill(child, SIGKILL);
   ::kill(pid, SIGKILL);
 }
 
@@ -355,7 +390,10 @@ absl::Status LocalServer::Follow(const std::string& primary) {
 }
 
 absl::Status LocalServer::SetSynchronous(const std::string& standby) {
-  synchronous_ = standby.empty() ? std::string() : Cat("\"", standby, "\"");
+  const std::string value = standby.empty() ? std::string() : Cat("\"", standby, "\"");
+  if (value == synchronous_ && synchronous_written_) return absl::OkStatus();
+  synchronous_ = value;
+  synchronous_written_ = true;
   if (absl::Status s = WriteSettings(false, ""); !s.ok()) return s;
   return Reload();
 }

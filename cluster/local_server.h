@@ -6,8 +6,9 @@
 //
 // The server dies with its node (PR_SET_PDEATHSIG): a node killed with -9 can no longer renew
 // its lease, and its server, left running as a primary, would take writes after another node
-// took the lead. It runs in a process group of its own, so that Kill reaches every backend even
-// while the postmaster is stopped (SIGSTOP).
+// took the lead. (Its backends then notice the postmaster's death and end.) Kill stops the
+// postmaster, kills each of its processes, then it: every backend is a session leader of its
+// own (setsid), so no process group holds them all.
 //
 // The node manages its settings in <data_dir>/pgflow.conf, included at the end of
 // postgresql.conf: port, listen_addresses, unix_socket_directories, wal_level replica,
@@ -64,7 +65,11 @@ class LocalServer {
   // `pg_ctl stop -m fast` of a server running in the data directory that this node did not
   // start.
   absl::Status StopForeign();
-  // SIGKILL to the server's whole process group (the fence): any thread.
+  // Whether the server answers at all (one starting up or recovering rejects connections, and
+  // answers), within `timeout_seconds`.
+  bool Answers(int timeout_seconds) const;
+  // SIGKILL to the server: the postmaster stopped, each of its processes killed, then it (the
+  // fence): any thread.
   void Kill();
   // Whether the server this node started still runs.
   bool Alive();
@@ -75,8 +80,13 @@ class LocalServer {
   // synchronous_standby_names (empty: none), reloaded.
   absl::Status SetSynchronous(const std::string& standby);
 
-  // The standbys streaming from this primary now: application_name and sync_state.
-  std::vector<std::pair<std::string, std::string>> Standbys();
+  // The standbys streaming from this primary now.
+  struct Standby {
+    std::string name;        // application_name
+    std::string sync_state;  // "sync", "async", ...
+    uint64_t flushed = 0;    // flush_lsn
+  };
+  std::vector<Standby> Standbys();
 
   // The conninfo another node streams from this server with (its application_name added).
   std::string ReplicationConninfo() const;
@@ -95,6 +105,7 @@ class LocalServer {
   int port_ = 0;
   std::string address_;
   std::string synchronous_;  // synchronous_standby_names as written
+  bool synchronous_written_ = false;
   std::string primary_;      // the conninfo primary_conninfo was written with
   std::atomic<pid_t> pid_{-1};
 };

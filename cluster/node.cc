@@ -73,7 +73,10 @@ absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) 
     } else if (name == "sync") {
       read.view.synchronous = absl::StrSplit(kv.value, ',', absl::SkipEmpty());
     } else if (name == "switchover") {
-      read.view.switchover_to = kv.value;
+      const json request = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+      if (!request.is_object()) continue;
+      read.view.switchover_to = request.value("to", "");
+      read.view.switchover_from = request.value("from", "");
     } else if (name.starts_with(kMembers)) {
       json member = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
       if (!member.is_object()) continue;  // (not one of ours)
@@ -165,10 +168,13 @@ void Node::FenceLoop() {
   while (!fence_stop_.load()) {
     const int64_t at = fence_at_.load();
     if (at != 0 && Nanos(steady_clock::now()) >= at) {
-      fence_at_.store(0);
-      LogError("node %s: the lead's lease was not renewed in time: killing the server before "
-               "another node can take the lead",
-               config_.name);
+      // (Killed again at each pass until the loop has dropped the lead: a server it started
+      // meanwhile goes too.)
+      if (!fenced_.exchange(true)) {
+        LogError("node %s: the lead's lease was not renewed in time: killing the server before "
+                 "another node can take the lead",
+                 config_.name);
+      }
       server_.Kill();
     }
     std::this_thread::sleep_for(milliseconds(20));
@@ -214,12 +220,23 @@ void Node::RenewLease() {
 }
 
 milliseconds Node::Round() {
+  if (fenced_.load()) {
+    // The fence fired: the lead is dropped (and its key, if it is still held by this node's
+    // lease) before anything else; only then does the fence stand down.
+    holds_lead_ = false;
+    (void)etcd_.DeleteIf(Key("leader"), config_.name);
+    fence_at_.store(0);
+    fenced_.store(false);
+    (void)server_.Stop(/*fast=*/false);  // (reaps it)
+  }
   RenewLease();
   ServerStatus status = server_.Read();
-  if (status.state == ServerStatus::State::kStopped && server_.Alive()) {
-    // Its process runs but does not answer (stopped with SIGSTOP, say): past retry_timeout it
-    // is killed, whole, and started again like a crashed one. It may hold clients' sessions
-    // that would write once it woke.
+  if (status.state == ServerStatus::State::kStopped && server_.Alive() &&
+      !server_.Answers(1)) {
+    // Its process runs but does not answer at all (stopped with SIGSTOP, say; one starting or
+    // recovering rejects connections, which is an answer): past retry_timeout it is killed and
+    // started again like a crashed one. It may hold clients' sessions that would write once
+    // it woke.
     const auto now = steady_clock::now();
     if (!unanswered_since_.has_value()) unanswered_since_ = now;
     if (now - *unanswered_since_ >= config_.retry_timeout) {
@@ -236,6 +253,12 @@ milliseconds Node::Round() {
   if (!cluster.ok()) {
     LogWarning("node %s: reading the cluster: %s", config_.name, cluster.status().message());
     return milliseconds(std::min<int64_t>(1000, config_.loop_wait.count()));
+  }
+  if (!holds_lead_ && cluster->view.leader == config_.name && lease_ != 0 &&
+      cluster->leader_lease == lease_) {
+    // The key this node gave up is still held by its lease (a delete that failed): again.
+    (void)etcd_.DeleteIf(Key("leader"), config_.name);
+    return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
   }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
   if (cluster->view.leader.has_value()) election_published_ = false;
@@ -295,9 +318,8 @@ void Node::Act(const Decision& decision, const ServerStatus& status, const Clust
       const std::string primary = LeaderConninfo(cluster);
       if (primary.empty()) return;
       if (absl::Status s = server_.Clone(primary); !s.ok()) {
+        // (pg_basebackup removes what it wrote: tried again next round.)
         LogError("node %s: cloning %s: %s", config_.name, *cluster.view.leader, s.message());
-        std::error_code ec;
-        std::filesystem::remove_all(config_.data_dir, ec);  // (tried again next round)
         return;
       }
       if (absl::Status s = server_.Start(true, primary); !s.ok()) {
@@ -332,9 +354,9 @@ void Node::Initialize() {
   if (!s.ok()) {
     LogError("node %s: initializing the cluster: %s", config_.name, s.message());
     (void)server_.Stop(/*fast=*/false);
-    std::error_code ec;
-    std::filesystem::remove_all(config_.data_dir, ec);
-    (void)etcd_.Delete(Key("initialize"));  // (another node, or this one, tries again)
+    // (initdb removes what it wrote; a server that would not start keeps its directory, for
+    // a person to look at: nobody initializes the cluster until it is empty again.)
+    (void)etcd_.Delete(Key("initialize"));
     return;
   }
   const ServerStatus status = server_.Read();
@@ -442,45 +464,66 @@ void Node::StepDown() {
 
 void Node::KeepSynchronous(const ClusterRead& cluster) {
   // The members' standbys only: not a clone's pg_basebackup, not a pipeline's logical slot.
-  std::vector<std::pair<std::string, std::string>> standbys = server_.Standbys();
-  std::erase_if(standbys, [&](const auto& s) {
-    return s.first == config_.name || cluster.view.Member(s.first) == nullptr;
+  std::vector<LocalServer::Standby> standbys = server_.Standbys();
+  std::erase_if(standbys, [&](const LocalServer::Standby& s) {
+    return s.name == config_.name || cluster.view.Member(s.name) == nullptr;
   });
-  const std::vector<std::string>& named = cluster.view.synchronous;
-  auto streaming = [&](const std::string& name) {
-    return std::any_of(standbys.begin(), standbys.end(),
-                       [&](const auto& s) { return s.first == name; });
+  auto find = [&](const std::string& name) -> const LocalServer::Standby* {
+    for (const LocalServer::Standby& s : standbys) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
   };
   auto synchronous = [&](const std::string& name) {
-    return std::any_of(standbys.begin(), standbys.end(),
-                       [&](const auto& s) { return s.first == name && s.second == "sync"; });
+    const LocalServer::Standby* s = find(name);
+    return s != nullptr && s->sync_state == "sync";
   };
+  const std::vector<std::string>& named = cluster.view.synchronous;
   // The standby kept: the one named alone if it still streams, else the first streaming.
   std::string chosen;
-  if (named.size() == 1 && streaming(named[0])) {
+  if (named.size() == 1 && find(named[0]) != nullptr) {
     chosen = named[0];
   } else if (named.size() > 1) {
     for (const std::string& name : named) {
       if (synchronous(name)) chosen = name;
     }
-    if (chosen.empty() && streaming(named.back())) chosen = named.back();
+    if (chosen.empty() && find(named.back()) != nullptr) chosen = named.back();
   }
-  if (chosen.empty() && !standbys.empty()) chosen = standbys.front().first;
+  if (chosen.empty() && !standbys.empty()) chosen = standbys.front().name;
   if (chosen.empty()) {
-    // No member's standby streams. While the one named is a live member (its server
-    // restarting, say) commits wait for it; once it is gone, the primary acknowledges them
-    // alone, and no standby may lead (`sync` empty) until one is synchronous again.
-    const bool named_alive =
-        std::any_of(named.begin(), named.end(),
-                    [&](const std::string& name) { return cluster.view.Member(name) != nullptr; });
+    // No member's standby streams. While one named is a live member (its server restarting,
+    // say) commits wait for it; once none is, the primary acknowledges them alone, and no
+    // standby may lead (`sync` emptied first) until one is synchronous again.
+    const bool named_alive = std::any_of(named.begin(), named.end(), [&](const std::string& n) {
+      return cluster.view.Member(n) != nullptr;
+    });
     if (named_alive) return;
     if (!named.empty()) {
+      if (!etcd_.Put(Key("sync"), "").ok()) return;
       LogWarning("node %s: no standby streams: commits are acknowledged by the primary alone, "
                  "and no standby may take the lead until one is synchronous again",
                  config_.name);
-      (void)etcd_.Put(Key("sync"), "");
     }
     (void)server_.SetSynchronous("");
+    return;
+  }
+  (void)server_.SetSynchronous(chosen);
+  if (named.empty()) {
+    // Until now commits were acknowledged by the primary alone: the standby is named once it
+    // is synchronous and has flushed every commit made before it was (the primary's position
+    // read after seeing it synchronous, checked the round after).
+    if (!synchronous(chosen)) {
+      sync_floor_.reset();
+      return;
+    }
+    if (!sync_floor_.has_value() || sync_floor_->first != chosen) {
+      sync_floor_ = {chosen, server_.Read().position};
+      return;
+    }
+    if (find(chosen)->flushed >= sync_floor_->second && etcd_.Put(Key("sync"), chosen).ok()) {
+      LogInfo("node %s: %s is the synchronous standby", config_.name, chosen);
+      sync_floor_.reset();
+    }
     return;
   }
   if (std::find(named.begin(), named.end(), chosen) == named.end()) {
@@ -490,7 +533,6 @@ void Node::KeepSynchronous(const ClusterRead& cluster) {
     if (!etcd_.Put(Key("sync"), absl::StrJoin(both, ",")).ok()) return;
     LogInfo("node %s: %s becomes the synchronous standby", config_.name, chosen);
   }
-  (void)server_.SetSynchronous(chosen);
   if (synchronous(chosen) && (named.size() != 1 || named[0] != chosen)) {
     (void)etcd_.Put(Key("sync"), chosen);  // (now alone: it has every acknowledged commit)
   }

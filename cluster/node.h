@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -97,10 +98,14 @@ class Node {
   std::string last_reason_;
   std::chrono::steady_clock::time_point last_reason_at_;
   uint64_t published_position_ = 0;
-  bool election_published_ = false;  // its position published since the lead was found empty
+  bool election_published_ = false;
+  // The standby made synchronous while `sync` was empty, and the primary's position when it
+  // was seen synchronous: it is named once it has flushed that far.
+  std::optional<std::pair<std::string, uint64_t>> sync_floor_;  // its position published since the lead was found empty
 
   // The fence: the steady clock's nanoseconds past which the server is killed (0: not leading).
   std::atomic<int64_t> fence_at_{0};
+  std::atomic<bool> fenced_{false};  // it fired: the loop drops the lead, then disarms it
   std::atomic<bool> fence_stop_{false};
   std::thread fence_thread_;
 

@@ -976,4 +976,12 @@ bool Pooler::WaitForShutdown(std::chrono::milliseconds timeout) {
 void Pooler::Stop() { impl_->Stop(); }
 int Pooler::port() const { return impl_->port(); }
 
+void Pooler::Pause(const std::string& database) { impl_->Pause(database); }
+
+void Pooler::Resume(const std::string& database) { impl_->Resume(database); }
+
+absl::Status Pooler::Retarget(const std::string& database, const std::string& url) {
+  return impl_->Retarget(database, url);
+}
+
 }  // namespace pgflow::pooler

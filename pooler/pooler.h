@@ -48,6 +48,12 @@ class Pooler {
 
   int port() const;
 
+  // The console's PAUSE, RESUME and RETARGET of `database`, for what else runs in the process
+  // (the leader watch of a database that follows a cluster).
+  void Pause(const std::string& database);
+  void Resume(const std::string& database);
+  absl::Status Retarget(const std::string& database, const std::string& url);
+
   class Impl;  // public for the sessions (pooler/session.h)
 
  private:

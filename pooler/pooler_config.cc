@@ -234,6 +234,30 @@ const OptionTable<CacheOptions>& CacheTable() {
   return *table;
 }
 
+absl::Status CheckEtcdUrls(const std::vector<std::string>& urls) {
+  for (const std::string& url : urls) {
+    if (!url.starts_with("http://") && !url.starts_with("https://")) {
+      return absl::InvalidArgumentError(
+          Cat("'", url, "' is no etcd client url (http://host:2379)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+const OptionTable<ClusterFollowOptions>& ClusterFollowTable() {
+  static const auto* table = new OptionTable<ClusterFollowOptions>({
+      StringOption("name", &ClusterFollowOptions::name)
+          .Required()
+          .NonEmpty()
+          .Help("The cluster's name, as its nodes' files give it."),
+      ListOption("etcd", &ClusterFollowOptions::etcd)
+          .Required()
+          .Check(CheckEtcdUrls)
+          .Help("The etcd members' client urls (http://host:2379)."),
+  });
+  return *table;
+}
+
 const OptionTable<DatabaseOptions>& DatabaseTable() {
   static const auto* table = new OptionTable<DatabaseOptions>({
       StringOption("url", &DatabaseOptions::url)
@@ -299,6 +323,12 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
           .NoDefault()
           .Help("Functions (name or schema.name) whose calls go to the primary, beside every "
                 "function the catalog marks volatile."),
+      SectionOption("cluster", &DatabaseOptions::cluster, ClusterFollowTable())
+          .Help("A high-availability cluster of `pgflow node`s (docs/guides/high-availability.md) "
+                "to follow: server connections go to the server of the node that holds its "
+                "leader key, whatever host the url names; while it has none, the database is "
+                "paused (clients wait, up to hold_timeout), and when another node takes the "
+                "lead it is pointed there."),
       SectionOption("cache", &DatabaseOptions::cache, CacheTable())
           .Help("The routing proxy's query cache, kept exact by the primary's change stream "
                 "(docs/guides/routing.md). Transaction and statement pooling only."),

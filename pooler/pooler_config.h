@@ -127,6 +127,14 @@ struct CacheOptions {
   bool operator==(const CacheOptions&) const = default;
 };
 
+// A high-availability cluster a database entry follows (`cluster:`, cluster/node.h): the
+// pooler sends its connections to the server of whichever node holds the cluster's leader key.
+struct ClusterFollowOptions {
+  std::string name;               // the cluster's name (its keys under /pgflow/<name>/)
+  std::vector<std::string> etcd;  // the etcd members' client urls; empty: no cluster
+  bool operator==(const ClusterFollowOptions&) const = default;
+};
+
 struct DatabaseOptions {
   std::string url;
   PoolMode pool_mode = PoolMode::kTransaction;
@@ -146,6 +154,7 @@ struct DatabaseOptions {
   // a statement calling one goes to the primary.
   std::vector<std::string> write_functions;
   CacheOptions cache;
+  ClusterFollowOptions cluster;
 
   Upstream upstream;  // from url (and load_balance_hosts)
   std::vector<Upstream> replica_upstreams;  // from replicas, in order

@@ -115,7 +115,8 @@ std::vector<absl::StatusOr<HttpResponse>> HttpClient::PostMany(
       results[i] = std::move(responses[i]);
     } else {
       results[i] = absl::UnavailableError(
-          Cat("OpenSearch unreachable: ", options_.urls[current_], ": ", curl_easy_strerror(msg->data.result)));
+          Cat(options_.peer, " unreachable: ", options_.urls[current_], ": ",
+              curl_easy_strerror(msg->data.result)));
     }
   }
   for (size_t i = 0; i < bodies.size(); ++i) {
@@ -166,7 +167,7 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
     last_error = Cat(options_.urls[current_], ": ", curl_easy_strerror(code));
     current_ = (current_ + 1) % options_.urls.size();  // the next node, if there are several
   }
-  return absl::UnavailableError(Cat("OpenSearch unreachable: ", last_error));
+  return absl::UnavailableError(Cat(options_.peer, " unreachable: ", last_error));
 }
 
 }  // namespace pgflow

@@ -29,6 +29,7 @@ struct HttpClientOptions {
   std::string password;
   std::string api_key;            // `Authorization: ApiKey <api_key>`, when set
   HttpEndpointOptions endpoint;   // TLS, gzip, the timeout
+  std::string peer = "OpenSearch";  // what the urls are, for messages ("etcd")
 };
 
 class HttpClient {
@@ -53,6 +54,8 @@ class HttpClient {
 
   // The node requests go to now, for messages.
   const std::string& node() const { return options_.urls[current_]; }
+  // The next requests start at the next url (one that answered with an error of its own).
+  void SkipNode() { current_ = (current_ + 1) % options_.urls.size(); }
 
  private:
   // Sets what every request carries: SetUpHandle's, and authentication.

@@ -89,6 +89,20 @@ std::string ValueOf(const PQconninfoOption* options, std::string_view keyword) {
 
 }  // namespace
 
+namespace {
+
+// keyword='value', quoted as libpq reads it, after `*out` (space-separated).
+void AppendPair(std::string_view keyword, std::string_view value, std::string* out) {
+  std::string quoted;
+  for (char c : value) {
+    if (c == '\\' || c == '\'') quoted.push_back('\\');
+    quoted.push_back(c);
+  }
+  *out += Cat(out->empty() ? "" : " ", keyword, "='", quoted, "'");
+}
+
+}  // namespace
+
 absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
   if (absl::Status s = CheckConninfo(conninfo); !s.ok()) return s;
   ConninfoOptions options = ParseOptions(conninfo);
@@ -100,12 +114,24 @@ absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo) {
       out.password = o->val;
       continue;
     }
-    std::string value;
-    for (const char* c = o->val; *c != '\0'; ++c) {
-      if (*c == '\\' || *c == '\'') value.push_back('\\');
-      value.push_back(*c);
-    }
-    out.conninfo += Cat(out.conninfo.empty() ? "" : " ", o->keyword, "='", value, "'");
+    AppendPair(o->keyword, o->val, &out.conninfo);
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> WithHost(const std::string& conninfo, std::string_view host,
+                                     int port) {
+  if (absl::Status s = CheckConninfo(conninfo); !s.ok()) return s;
+  ConninfoOptions options = ParseOptions(conninfo);
+  if (options == nullptr) return absl::InvalidArgumentError("invalid connection string");
+  std::string out;
+  AppendPair("host", host, &out);
+  AppendPair("port", std::to_string(port), &out);
+  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    const std::string_view keyword = o->keyword;
+    if (keyword == "host" || keyword == "hostaddr" || keyword == "port") continue;
+    AppendPair(keyword, o->val, &out);
   }
   return out;
 }

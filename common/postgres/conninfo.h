@@ -29,6 +29,11 @@ struct ConninfoForTool {
 };
 absl::StatusOr<ConninfoForTool> WithoutPassword(const std::string& conninfo);
 
+// The same connection as key=value pairs (the password kept), to one server: `host` and
+// `port`, whatever hosts, host addresses and ports `conninfo` named.
+absl::StatusOr<std::string> WithHost(const std::string& conninfo, std::string_view host,
+                                     int port);
+
 // "user@host:port/dbname" (the parts `conninfo` gives) for a message: never the password.
 std::string DescribeConninfo(const std::string& conninfo);
 

@@ -13,10 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,10 +26,12 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cluster/etcd.h"
 #include "cluster/node.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/pooler_support.h"
 #include "tests/integration/support/test_support.h"
 
 namespace pgflow::testing {
@@ -95,10 +99,16 @@ class NodeCluster {
     return absl::StrCat("http://127.0.0.1:", members_[i].api_port, page);
   }
   const std::string& file(int i) const { return members_[i].file; }
-  // The postmaster's pid of node i's server (0: none).
-  pid_t ServerPid(int i) const {
+  // Every process of node i's server: its postmaster first (none when it has none).
+  std::vector<pid_t> ServerPids(int i) const {
     const std::string pidfile = ReadFile(dir_.File(members_[i].name + "/postmaster.pid"));
-    return pidfile.empty() ? 0 : std::stoi(pidfile.substr(0, pidfile.find('\n')));
+    if (pidfile.empty()) return {};
+    const pid_t postmaster = std::stoi(pidfile.substr(0, pidfile.find('\n')));
+    std::vector<pid_t> pids = {postmaster};
+    std::istringstream children(ReadFile(
+        absl::StrCat("/proc/", postmaster, "/task/", postmaster, "/children")));
+    for (pid_t child = 0; children >> child;) pids.push_back(child);
+    return pids;
   }
   // How many members' /primary answer 200.
   int Primaries() const {
@@ -294,11 +304,12 @@ TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
   {
     Sql before(cluster.Url(leader));
     ASSERT_TRUE(Writes(before, 1));
-    const pid_t postmaster = cluster.ServerPid(leader);
-    ASSERT_GT(postmaster, 0);
-    ::kill(-postmaster, SIGSTOP);
+    // (Every backend is a session leader of its own: each process is stopped.)
+    const std::vector<pid_t> server = cluster.ServerPids(leader);
+    ASSERT_GT(server.size(), 3u);
+    for (pid_t pid : server) ::kill(pid, SIGSTOP);
     std::this_thread::sleep_for(seconds(8));
-    ::kill(-postmaster, SIGCONT);
+    for (pid_t pid : server) ::kill(pid, SIGCONT);
     EXPECT_FALSE(Writes(before, 2)) << "a stopped primary took a write once woken";
   }
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged() && cluster.Primaries() == 1; },
@@ -327,6 +338,92 @@ TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
       << cluster.Logs();
   Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
   EXPECT_TRUE(sql.Exec("INSERT INTO fenced VALUES (5000000)"));
+}
+
+// Commits one row at a time through `url` from a thread of its own (reconnecting after an
+// error), recording the ids acknowledged and the errors seen.
+class PoolerWriter {
+ public:
+  explicit PoolerWriter(std::string url) : url_(std::move(url)), thread_([this] { Run(); }) {}
+  ~PoolerWriter() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  int acknowledged() const { return acknowledged_.load(); }
+  int errors() const { return errors_.load(); }
+  // The ids acknowledged, once stopped.
+  const std::vector<int>& ids() const { return ids_; }
+
+ private:
+  void Run() {
+    PGconn* conn = nullptr;
+    for (int id = 1; !stop_.load(); ++id) {
+      if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+        PQfinish(conn);
+        conn = PQconnectdb(absl::StrCat(url_, "?connect_timeout=5").c_str());
+      }
+      PGresult* r = PQexec(conn, absl::StrCat("INSERT INTO pooled VALUES (", id, ")").c_str());
+      if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        ids_.push_back(id);
+        acknowledged_.fetch_add(1);
+      } else {
+        errors_.fetch_add(1);
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+      PQclear(r);
+    }
+    PQfinish(conn);
+  }
+
+  const std::string url_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> acknowledged_{0};
+  std::atomic<int> errors_{0};
+  std::vector<int> ids_;
+  std::thread thread_;
+};
+
+TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
+  NodeCluster cluster("pooled", etcd_->urls(), /*synchronous=*/true);
+  for (int i = 0; i < kNodes; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  const std::string first = *cluster.Leader();
+  {
+    Sql sql(cluster.Url(cluster.Index(first)));
+    sql.Exec("CREATE TABLE pooled (id int PRIMARY KEY)");
+  }
+  std::string etcd;
+  for (const std::string& url : etcd_->urls()) {
+    absl::StrAppend(&etcd, etcd.empty() ? "" : ", ", url);
+  }
+  // (The url's host is nobody's: the cluster says where the primary is.)
+  PoolerProcess pooler("trust", "\"postgres\" \"\"\n",
+                       absl::StrCat("  app: {url: 'postgres://postgres@127.0.0.1:1/postgres', "
+                                    "cluster: {name: pooled, etcd: [", etcd, "]}}\n"));
+  PoolerWriter writer(pooler.Url("app"));
+  ASSERT_TRUE(WaitFor([&] { return writer.acknowledged() > 50; }, seconds(30))) << pooler.Log();
+  const int errors_before = writer.errors();
+
+  cluster.Kill(cluster.Index(first));
+  ASSERT_TRUE(WaitFor([&] { return cluster.Leader().value_or(first) != first; }, seconds(30)))
+      << cluster.Logs();
+  const int at_failover = writer.acknowledged();
+  ASSERT_TRUE(WaitFor([&] { return writer.acknowledged() > at_failover + 50; }, seconds(60)))
+      << pooler.Log() << cluster.Logs();
+  writer.Stop();
+  const int errors = writer.errors() - errors_before;
+  std::printf("through the pooler: %d commits, %d errors across the failover\n",
+              writer.acknowledged(), errors);
+  // Only what was under way when the primary died fails; what came after waits for the new one.
+  EXPECT_LE(errors, 3) << pooler.Log();
+  EXPECT_NE(pooler.Log().find("follows cluster pooled's leader"), std::string::npos);
+  // Synchronous: every acknowledged id is on the new primary (and an id whose commit came
+  // back as an error may be there too: its outcome was not known).
+  Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
+  EXPECT_EQ(sql.Scalar(absl::StrCat("SELECT count(*) FROM pooled WHERE id IN (",
+                                    absl::StrJoin(writer.ids(), ","), ")")),
+            std::to_string(writer.ids().size()));
 }
 
 TEST_F(HaTest, ANodeRefusesRootAndABadFileWithAClearError) {

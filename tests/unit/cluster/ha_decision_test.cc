@@ -74,6 +74,7 @@ TEST(HaDecisionTest, TheLeaderRenewsPromotesRestartsAndStepsDown) {
   stopped.state = State::kStopped;
   EXPECT_EQ(Decide(Node("n1"), view, stopped, true).action, Action::kStart);
   view.switchover_to = "n3";
+  view.switchover_from = "n1";
   EXPECT_EQ(Decide(Node("n1"), view, Primary(100), true).action, Action::kStepDown);
   view.switchover_to = "";
   EXPECT_EQ(Decide(Node("n1"), view, Primary(100), true).action, Action::kStepDown);
@@ -163,6 +164,15 @@ TEST(HaDecisionTest, SynchronousModeLetsOnlyTheSynchronousStandbyLead) {
   view.synchronous = {"n2", "n3"};
   view.members = {Running("n3", 100)};
   EXPECT_THAT(Decide(n3, view, Standby(100), false).reason, HasSubstr("n2, also named"));
+  // Here but its server down: it may hold commits n3 lacks, and cannot be compared with.
+  view.members = {Running("n2", 100), Running("n3", 100)};
+  view.members[0].state = "stopped";
+  EXPECT_THAT(Decide(n3, view, Standby(100), false).reason, HasSubstr("n2, also named"));
+  // The synchronous standby holds every acknowledged commit however far behind the last
+  // published position: the lag guard does not hold it back.
+  view.synchronous = {"n3"};
+  view.last_position = 100000;
+  EXPECT_EQ(Decide(n3, view, Standby(100), false).action, Action::kTakeLead);
 }
 
 TEST(HaDecisionTest, ASwitchoverToAnotherNodeHoldsTheRestBack) {
@@ -170,6 +180,14 @@ TEST(HaDecisionTest, ASwitchoverToAnotherNodeHoldsTheRestBack) {
   view.switchover_to = "n3";
   EXPECT_THAT(Decide(Node("n2"), view, Standby(100), false).reason,
               HasSubstr("switchover to n3"));
+  // The leader that handed the lead over (to the best placed) does not take it back, however
+  // placed it is.
+  view.switchover_to = "";
+  view.switchover_from = "n1";
+  view.members = {Running("n2", 90), Running("n3", 90)};
+  EXPECT_THAT(Decide(Node("n1"), view, Standby(100), false).reason, HasSubstr("handing the lead"));
+  EXPECT_EQ(Decide(Node("n2"), view, Standby(90), false).action, Action::kTakeLead);
+  view.switchover_to = "n3";
   // Its target does not yield to one as far ahead and first by name, only to one further.
   view.members = {Running("n2", 100), Running("n3", 100)};
   EXPECT_EQ(Decide(Node("n3"), view, Standby(100), false).action, Action::kTakeLead);

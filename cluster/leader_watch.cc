@@ -1,0 +1,65 @@
+#include "cluster/leader_watch.h"
+
+#include <utility>
+
+#include "cluster/etcd.h"
+#include "cluster/node.h"
+#include "engine/log.h"
+
+namespace pgflow::cluster {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+LeaderWatch::LeaderWatch(std::string cluster, std::vector<std::string> etcd, Changed changed,
+                         milliseconds interval)
+    : cluster_(std::move(cluster)),
+      etcd_(std::move(etcd)),
+      changed_(std::move(changed)),
+      interval_(interval),
+      thread_([this] { Run(); }) {}
+
+LeaderWatch::~LeaderWatch() {
+  stop_.store(true);
+  thread_.join();
+}
+
+void LeaderWatch::Run() {
+  Etcd etcd(etcd_, milliseconds(2000));
+  bool known = false;  // whether `followed` was ever told
+  std::optional<ListenAddress> followed;
+  steady_clock::time_point warned;
+  while (!stop_.load()) {
+    absl::StatusOr<ClusterRead> read = ReadCluster(etcd, cluster_);
+    if (!read.ok()) {
+      if (steady_clock::now() - warned > std::chrono::seconds(30)) {
+        LogWarning("cluster %s: %s (following %s meanwhile)", cluster_, read.status().message(),
+                   followed.has_value() ? followed->ToString() : std::string("no leader"));
+        warned = steady_clock::now();
+      }
+    } else {
+      std::optional<ListenAddress> leader;
+      if (read->view.leader.has_value()) {
+        auto member = read->members.find(*read->view.leader);
+        if (member != read->members.end()) {
+          absl::StatusOr<ListenAddress> address =
+              ParseListenAddress(member->second.value("address", ""));
+          if (address.ok()) leader = *address;
+        }
+        // (A leader whose member key is not there yet: no leader yet.)
+      }
+      if (!known || leader != followed) {
+        known = true;
+        followed = leader;
+        changed_(leader);
+      }
+    }
+    const auto next = steady_clock::now() + interval_;
+    while (!stop_.load() && steady_clock::now() < next) {
+      std::this_thread::sleep_for(std::min<steady_clock::duration>(milliseconds(20),
+                                                                   next - steady_clock::now()));
+    }
+  }
+}
+
+}  // namespace pgflow::cluster
