@@ -389,15 +389,18 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
   PoolSettings settings;
   LoginCredentials login;
   uint64_t generation;
-  {
-    absl::MutexLock lock(&mu_);
-    settings = settings_;
-    login = login_;
-    generation = generation_;
-  }
-  Clock::time_point give_up = Clock::now() + settings.hold_timeout;
+  std::optional<Clock::time_point> give_up;
   std::chrono::milliseconds backoff(50);
   while (true) {
+    {
+      // (Read again at each try: a RETARGET or RELOAD while the server was held, a failover
+      // followed, sends the next try to the new server.)
+      absl::MutexLock lock(&mu_);
+      settings = settings_;
+      login = login_;
+      generation = generation_;
+    }
+    if (!give_up.has_value()) give_up = Clock::now() + settings.hold_timeout;
     bool transient = false;
     absl::StatusOr<std::unique_ptr<ServerConn>> server =
         co_await Login(context, settings, login, startup, &transient);
@@ -420,7 +423,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       absl::MutexLock lock(&mu_);
       server_error_ = Sv(server.status().message());
     }
-    if (!transient || Clock::now() + backoff >= give_up) {
+    if (!transient || Clock::now() + backoff >= *give_up) {
       LogWarning("pooler: database %s: %s", settings.database, server.status().message());
       co_return server.status();
     }
