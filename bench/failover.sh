@@ -87,7 +87,7 @@ for i in 1 2 3; do
     --advertise-client-urls "http://127.0.0.1:${client[$i]}" \
     --listen-peer-urls "http://127.0.0.1:${peer[$i]}" \
     --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
-    --initial-cluster "$initial" --initial-cluster-state new >"$work/etcd$i.log" 2>&1 &
+    --initial-cluster "$initial" --initial-cluster-state new --pre-vote >"$work/etcd$i.log" 2>&1 &
   pids+=($!)
 done
 wait_until 30 "etcd's health" curl -sf "http://127.0.0.1:${client[1]}/health"

@@ -34,6 +34,7 @@ struct ClusterArgs {
   std::string name;
   bool json = false;
   std::string to;                    // switchover
+  std::string member;                // reinit
 };
 
 int RunNode(const std::string& path) {
@@ -94,6 +95,13 @@ std::variant<Opened, int> Open(const ClusterArgs& args) {
   return opened;
 }
 
+// Runs `command` on the cluster `args` name: the exit status.
+int OnCluster(const ClusterArgs& args, int (*command)(const ClusterArgs&, Opened&)) {
+  std::variant<Opened, int> opened = Open(args);
+  if (const int* exit_status = std::get_if<int>(&opened)) return *exit_status;
+  return command(args, std::get<Opened>(opened));
+}
+
 json StatusJson(const ClusterRead& read) {
   json members = json::array();
   uint64_t leader_position = read.view.last_position;
@@ -124,11 +132,9 @@ json StatusJson(const ClusterRead& read) {
           {"members", members}};
 }
 
-int Status(const ClusterArgs& args) {
-  std::variant<Opened, int> opened = Open(args);
-  if (const int* exit_status = std::get_if<int>(&opened)) return *exit_status;
-  const std::string& name = std::get<Opened>(opened).name;
-  const ClusterRead* read = &std::get<Opened>(opened).read;
+int Status(const ClusterArgs& args, Opened& cluster) {
+  const std::string& name = cluster.name;
+  const ClusterRead* read = &cluster.read;
   const json status = StatusJson(*read);
   if (args.json) {
     std::printf("%s\n", status.dump(2).c_str());
@@ -151,12 +157,10 @@ int Status(const ClusterArgs& args) {
   return read->view.leader.has_value() ? kExitOk : kExitFailure;
 }
 
-int Switchover(const ClusterArgs& args) {
-  std::variant<Opened, int> opened = Open(args);
-  if (const int* exit_status = std::get_if<int>(&opened)) return *exit_status;
-  const std::string& name = std::get<Opened>(opened).name;
-  cluster::Etcd& etcd = *std::get<Opened>(opened).etcd;
-  const ClusterRead* read = &std::get<Opened>(opened).read;
+int Switchover(const ClusterArgs& args, Opened& cluster) {
+  const std::string& name = cluster.name;
+  cluster::Etcd& etcd = *cluster.etcd;
+  const ClusterRead* read = &cluster.read;
   if (!read->view.leader.has_value()) {
     LogError("cluster %s has no leader to switch over from", name);
     return kExitFailure;
@@ -203,12 +207,73 @@ int Switchover(const ClusterArgs& args) {
   return kExitFailure;
 }
 
-int Remove(const ClusterArgs& args) {
-  std::variant<Opened, int> opened = Open(args);
-  if (const int* exit_status = std::get_if<int>(&opened)) return *exit_status;
-  const std::string& name = std::get<Opened>(opened).name;
-  cluster::Etcd& etcd = *std::get<Opened>(opened).etcd;
-  const ClusterRead* read = &std::get<Opened>(opened).read;
+// Whether `member` of `read` runs as a standby streaming from the leader.
+bool Streams(const ClusterRead& read, const std::string& member) {
+  auto it = read.members.find(member);
+  return it != read.members.end() && it->second.value("role", "") == "replica" &&
+         it->second.value("state", "") == "running" && it->second.value("streaming", false);
+}
+
+int Reinit(const ClusterArgs& args, Opened& cluster) {
+  const std::string& name = cluster.name;
+  cluster::Etcd& etcd = *cluster.etcd;
+  const ClusterRead* read = &cluster.read;
+  if (read->view.Member(args.member) == nullptr) {
+    LogError("%s is no live member of cluster %s (`pgflow cluster status` lists them)",
+             args.member, name);
+    return kExitConfig;
+  }
+  if (read->view.leader == args.member) {
+    LogError("%s leads cluster %s: `pgflow cluster switchover` first, then reinit it",
+             args.member, name);
+    return kExitConfig;
+  }
+  if (!read->view.leader.has_value()) {
+    LogError("cluster %s has no leader to clone", name);
+    return kExitFailure;
+  }
+  // The request ends by itself if the node does not act on it (a lease of a minute).
+  absl::StatusOr<int64_t> lease = etcd.Grant(60);
+  if (!lease.ok()) {
+    LogError("%s", lease.status().message());
+    return kExitFailure;
+  }
+  const std::string key = cluster::ClusterKey(name, Cat("reinit/", args.member));
+  if (absl::Status s = etcd.Put(key, *read->view.leader, *lease); !s.ok()) {
+    LogError("%s", s.message());
+    return kExitFailure;
+  }
+  std::printf("reinit of %s asked: its data directory is set aside and %s cloned; waiting\n",
+              args.member.c_str(), read->view.leader->c_str());
+  // Taken up once the node has deleted the key; done once it streams again.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(30);
+  bool taken_up = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    absl::StatusOr<ClusterRead> now = cluster::ReadCluster(etcd, name);
+    if (!now.ok()) continue;
+    if (!taken_up) {
+      absl::StatusOr<std::optional<cluster::EtcdKeyValue>> request = etcd.Get(key);
+      if (!request.ok() || request->has_value()) continue;
+      taken_up = true;  // (and the member key says so: published before the key went)
+      continue;
+    }
+    if (Streams(*now, args.member)) {
+      std::printf("%s streams from %s again\n", args.member.c_str(),
+                  now->view.leader.value_or("the leader").c_str());
+      return kExitOk;
+    }
+  }
+  LogError(taken_up ? "%s did not stream again within 30 minutes (see its node's log)"
+                    : "%s did not take the reinit up (is its node running?)",
+           args.member);
+  return kExitFailure;
+}
+
+int Remove(const ClusterArgs& args, Opened& cluster) {
+  const std::string& name = cluster.name;
+  cluster::Etcd& etcd = *cluster.etcd;
+  const ClusterRead* read = &cluster.read;
   if (read->view.leader.has_value() || !read->view.members.empty()) {
     LogError("cluster %s still has live members (%s leads): stop every node first", name,
              read->view.leader.value_or("nobody"));
@@ -245,7 +310,7 @@ Command AddNodeCommand(CLI::App& app) {
 Command AddClusterCommand(CLI::App& app) {
   auto args = std::make_shared<ClusterArgs>();
   CLI::App* cluster = AddCommand(
-      app, "cluster", "A high-availability cluster's members, and switchovers",
+      app, "cluster", "A high-availability cluster's members, switchovers and reinits",
       "A cluster of `pgflow node`s as etcd holds it: give any node's file (--config), or the "
       "etcd endpoints (--etcd) and the cluster's name (--cluster).");
   cluster->require_subcommand(1);
@@ -277,10 +342,19 @@ Command AddClusterCommand(CLI::App& app) {
       "the next node started initializes a new cluster: for a cluster whose data is lost. "
       "Refused while any member is live.");
   add_target(remove);
-  return {cluster, [args, status, switchover, remove] {
-            if (*status) return Status(*args);
-            if (*switchover) return Switchover(*args);
-            if (*remove) return Remove(*args);
+  CLI::App* reinit = AddCommand(
+      *cluster, "reinit", "Clone the leader afresh into a standby's data directory",
+      "The member's node stops its server, moves its data directory aside (not deleted: "
+      "<data_dir>.<time>) and clones the leader into a new one (pg_basebackup), then streams "
+      "from it: for a standby whose data cannot follow the leader. Refused for the leader. "
+      "Waits until the member streams again.");
+  add_target(reinit);
+  reinit->add_option("member", args->member, "the member to reinitialize")->required();
+  return {cluster, [args, status, switchover, reinit, remove] {
+            if (*status) return OnCluster(*args, Status);
+            if (*switchover) return OnCluster(*args, Switchover);
+            if (*reinit) return OnCluster(*args, Reinit);
+            if (*remove) return OnCluster(*args, Remove);
             return kExitConfig;
           }};
 }

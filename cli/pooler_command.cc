@@ -56,10 +56,11 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
   for (const auto& [name, db] : databases) {
     if (db.cluster.etcd.empty()) continue;
     auto changed = [&pooler, name = name, url = db.url,
-                    cluster = db.cluster.name](const std::optional<ListenAddress>& leader) {
+                    cluster = db.cluster.name](const std::optional<ListenAddress>& leader,
+                                               const std::string& why_none) {
       if (!leader.has_value()) {
-        LogWarning("pooler: cluster %s has no leader: database %s paused until one leads",
-                   cluster, name);
+        LogWarning("pooler: cluster %s: %s: database %s paused until a leader is known",
+                   cluster, why_none, name);
         pooler.Pause(name);
         return;
       }

@@ -81,6 +81,8 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
   const bool targeted = cluster.switchover_to == config.name;
   for (const MemberView& other : cluster.members) {
     if (other.name == config.name || other.state != "running") continue;
+    // (The leader handing the lead over may not take it back: it is no rival, or none would.)
+    if (other.name == cluster.switchover_from) continue;
     if (config.synchronous && std::find(cluster.synchronous.begin(), cluster.synchronous.end(),
                                         other.name) == cluster.synchronous.end()) {
       continue;

@@ -5,6 +5,7 @@
 #include "cluster/etcd.h"
 #include "cluster/node.h"
 #include "engine/log.h"
+#include "engine/str_cat.h"
 
 namespace pgflow::cluster {
 
@@ -39,9 +40,15 @@ void LeaderWatch::Run() {
       }
     } else {
       std::optional<ListenAddress> leader;
-      if (read->view.leader.has_value()) {
+      std::string why_none = "no leader";
+      if (read->view.leader.has_value() && read->view.switchover_from == *read->view.leader) {
+        why_none = Cat("a switchover from ", *read->view.leader, " is under way");
+      } else if (read->view.leader.has_value()) {
         auto member = read->members.find(*read->view.leader);
-        if (member != read->members.end()) {
+        if (member != read->members.end() && member->second.value("role", "") != "primary") {
+          // (Just elected and not promoted yet, or its server restarting: writes would fail.)
+          why_none = Cat("its leader ", *read->view.leader, " does not run a primary yet");
+        } else if (member != read->members.end()) {
           absl::StatusOr<ListenAddress> address =
               ParseListenAddress(member->second.value("address", ""));
           if (address.ok()) leader = *address;
@@ -51,7 +58,7 @@ void LeaderWatch::Run() {
       if (!known || leader != followed) {
         known = true;
         followed = leader;
-        changed_(leader);
+        changed_(leader, why_none);
       }
     }
     const auto next = steady_clock::now() + interval_;

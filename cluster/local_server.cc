@@ -144,6 +144,38 @@ std::vector<LocalServer::Standby> LocalServer::Standbys() {
   return out;
 }
 
+std::optional<uint32_t> LocalServer::ReplayTimeline(int timeout_seconds) const {
+  absl::StatusOr<PgConnPtr> conn =
+      Connect(Cat("host=", Quoted(SocketDirectory()), " port=", port_, " dbname=postgres user=",
+                  Quoted(config_.postgres.user), " connect_timeout=", timeout_seconds,
+                  " application_name=pgflow-node"),
+              ConnectionKind::kReplication);
+  if (!conn.ok()) return std::nullopt;
+  absl::StatusOr<PgResultPtr> row = Exec(conn->get(), "IDENTIFY_SYSTEM");
+  uint32_t timeline = 0;
+  if (!row.ok() || PQntuples(row->get()) != 1 ||
+      !absl::SimpleAtoi(PQgetvalue(row->get(), 0, 1), &timeline)) {
+    return std::nullopt;
+  }
+  return timeline;
+}
+
+void LocalServer::WaitForTransactions(std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  // (The poolers look at the cluster's keys every 200 ms.)
+  std::this_thread::sleep_for(std::min(limit, std::chrono::milliseconds(500)));
+  absl::StatusOr<PgConnPtr> conn = ConnectLocal(2);
+  if (!conn.ok()) return;
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<PgResultPtr> open =
+        Exec(conn->get(),
+             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND "
+             "xact_start IS NOT NULL AND pid <> pg_backend_pid()");
+    if (!open.ok() || std::string_view(PQgetvalue(open->get(), 0, 0)) == "0") return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 ServerStatus LocalServer::Read(int timeout_seconds) {
   ServerStatus status;
   const fs::path data(config_.data_dir);
@@ -153,7 +185,7 @@ ServerStatus LocalServer::Read(int timeout_seconds) {
   absl::StatusOr<PgConnPtr> conn = ConnectLocal(timeout_seconds);
   if (!conn.ok()) return status;  // (stopped, starting or not answering: looked at again)
   // A promoted server's last checkpoint may still name the old timeline: the WAL file it
-  // writes names the new one.
+  // writes names the new one. (A standby's: below.)
   absl::StatusOr<PgResultPtr> row = Exec(
       conn->get(),
       "SELECT pg_is_in_recovery(), "
@@ -173,6 +205,13 @@ ServerStatus LocalServer::Read(int timeout_seconds) {
   (void)absl::SimpleAtoi(PQgetvalue(row->get(), 0, 2), &status.timeline);
   (void)absl::SimpleAtoi(PQgetvalue(row->get(), 0, 3), &status.system_id);
   status.streaming = PQgetvalue(row->get(), 0, 4)[0] == 't';
+  if (status.in_recovery) {
+    // A standby's timeline is that of the WAL it replays, which neither its last restartpoint
+    // nor a stopped WAL receiver tells: IDENTIFY_SYSTEM on a walsender of its own does.
+    if (std::optional<uint32_t> timeline = ReplayTimeline(timeout_seconds)) {
+      status.timeline = *timeline;
+    }
+  }
   return status;
 }
 
@@ -225,7 +264,7 @@ absl::Status LocalServer::WriteSettings(bool standby, const std::string& primary
 
 absl::Status LocalServer::Initialize() {
   // initdb's own defaults on this machine (peer on the socket, trust on loopback: tighten
-  // pg_hba.conf for production); from other machines, passwords (their ~/.pgpass).
+  // pg_hba.conf for production); from other machines, the file's pg_hba lines.
   if (absl::Status s = Run("initdb", {"-D", config_.data_dir, "-U", config_.postgres.user,
                                       "--data-checksums", "--auth-local=peer",
                                       "--auth-host=trust"});
@@ -233,9 +272,8 @@ absl::Status LocalServer::Initialize() {
     return s;
   }
   std::ofstream hba(fs::path(config_.data_dir) / "pg_hba.conf", std::ios::app);
-  hba << "\n# pgflow node: the cluster's other machines\n"
-      << "host replication all all scram-sha-256\n"
-      << "host all all all scram-sha-256\n";
+  hba << "\n# pgflow node: postgres.pg_hba\n";
+  for (const std::string& line : config_.postgres.pg_hba) hba << line << "\n";
   hba.close();
   if (!hba) return absl::InternalError(Cat("writing ", config_.data_dir, "/pg_hba.conf"));
   return WriteSettings(false, "");
@@ -254,6 +292,18 @@ absl::Status LocalServer::Clone(const std::string& primary) {
 }
 
 absl::Status LocalServer::Rewind(const std::string& source) {
+  // pg_rewind reads the source's timeline from its control file, which a server just promoted
+  // updates only at its first checkpoint: before it, the rewind would go back to the wrong
+  // fork and leave a server that never starts. A checkpoint on the source first.
+  {
+    absl::StatusOr<PgConnPtr> conn =
+        Connect(Cat(source, " dbname=postgres connect_timeout=10"), ConnectionKind::kRegular);
+    if (!conn.ok()) return conn.status();
+    if (absl::StatusOr<PgResultPtr> done = Exec(conn->get(), "CHECKPOINT"); !done.ok()) {
+      return absl::UnavailableError(Cat("a checkpoint on the source of pg_rewind: ",
+                                        done.status().message()));
+    }
+  }
   // (A server stopped immediately is first recovered by pg_rewind itself, in single-user mode.)
   if (absl::Status s = Run("pg_rewind", {"-D", config_.data_dir, "--source-server",
                                          Cat(source, " dbname=postgres")});

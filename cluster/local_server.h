@@ -22,7 +22,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <chrono>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -52,6 +54,7 @@ class LocalServer {
   // pg_basebackup of `primary` (a conninfo) into the empty data directory, as its standby.
   absl::Status Clone(const std::string& primary);
   // pg_rewind against `source` (the new primary), the server stopped; then its standby.
+  // Unavailable when `source` does not answer (nothing was changed).
   absl::Status Rewind(const std::string& source);
   // Moves the data directory aside (<data_dir>.<unix time>), for a clone to replace it.
   absl::Status SetAside();
@@ -87,6 +90,9 @@ class LocalServer {
     uint64_t flushed = 0;    // flush_lsn
   };
   std::vector<Standby> Standbys();
+  // Waits until no client session has a transaction open (after a moment for the poolers to
+  // see a switchover and pause), at most `limit`.
+  void WaitForTransactions(std::chrono::milliseconds limit);
 
   // The conninfo another node streams from this server with (its application_name added).
   std::string ReplicationConninfo() const;
@@ -96,6 +102,8 @@ class LocalServer {
  private:
   std::string Program(std::string_view name) const;
   absl::StatusOr<PgConnPtr> ConnectLocal(int timeout_seconds) const;
+  // A standby's timeline: IDENTIFY_SYSTEM's on a walsender of its own (nullopt: unknown).
+  std::optional<uint32_t> ReplayTimeline(int timeout_seconds) const;
   absl::Status Run(std::string_view program, const std::vector<std::string>& args);
   absl::Status WriteSettings(bool standby, const std::string& primary);
   absl::Status Reload();

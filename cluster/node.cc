@@ -20,6 +20,7 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 constexpr std::string_view kMembers = "members/";
+constexpr std::string_view kReinit = "reinit/";
 
 int64_t Nanos(steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -77,6 +78,8 @@ absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) 
       if (!request.is_object()) continue;
       read.view.switchover_to = request.value("to", "");
       read.view.switchover_from = request.value("from", "");
+    } else if (name.starts_with(kReinit)) {
+      read.reinit.emplace_back(name.substr(kReinit.size()));
     } else if (name.starts_with(kMembers)) {
       json member = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
       if (!member.is_object()) continue;  // (not one of ours)
@@ -190,7 +193,7 @@ void Node::Fence(const std::string& why) {
 }
 
 void Node::RenewLease() {
-  const auto sent = steady_clock::now();
+  auto sent = steady_clock::now();
   // (Rounded up: etcd may keep the lease longer than the node counts on, never shorter.)
   const int64_t ttl_seconds = (config_.ttl.count() + 999) / 1000;
   if (lease_ == 0) {
@@ -204,6 +207,16 @@ void Node::RenewLease() {
     return;
   }
   absl::StatusOr<int64_t> left = etcd_.KeepAlive(lease_);
+  // The leader tries again until its fence would fire: etcd electing a leader of its own (its
+  // leader's machine lost, say) stalls every call for a second or two, well within the lease.
+  while (!left.ok() && holds_lead_ && !fenced_.load() &&
+         Nanos(steady_clock::now() + milliseconds(200)) < fence_at_.load()) {
+    LogWarning("node %s: renewing its lease (trying again): %s", config_.name,
+               left.status().message());
+    std::this_thread::sleep_for(milliseconds(100));
+    sent = steady_clock::now();
+    left = etcd_.KeepAlive(lease_);
+  }
   if (!left.ok()) {
     LogWarning("node %s: renewing its lease: %s", config_.name, left.status().message());
     return;
@@ -258,6 +271,11 @@ milliseconds Node::Round() {
       cluster->leader_lease == lease_) {
     // The key this node gave up is still held by its lease (a delete that failed): again.
     (void)etcd_.DeleteIf(Key("leader"), config_.name);
+    return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
+  }
+  if (std::find(cluster->reinit.begin(), cluster->reinit.end(), config_.name) !=
+      cluster->reinit.end()) {
+    Reinitialize();
     return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
   }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
@@ -322,10 +340,7 @@ void Node::Act(const Decision& decision, const ServerStatus& status, const Clust
         LogError("node %s: cloning %s: %s", config_.name, *cluster.view.leader, s.message());
         return;
       }
-      if (absl::Status s = server_.Start(true, primary); !s.ok()) {
-        LogError("node %s: %s", config_.name, s.message());
-      }
-      return;
+      return StartStandby(primary);
     }
     case Action::kPromote:
       if (absl::Status s = server_.Promote(); !s.ok()) {
@@ -342,6 +357,9 @@ void Node::Act(const Decision& decision, const ServerStatus& status, const Clust
     case Action::kStart:
       return StartServer(cluster);
     case Action::kStepDown:
+      // (A switchover: the poolers following the cluster pause once they see it; what they
+      // had under way ends before the server stops.)
+      server_.WaitForTransactions(kSwitchoverDrain);
       return StepDown();
   }
 }
@@ -404,20 +422,52 @@ void Node::StartServer(const ClusterRead& cluster) {
     LogInfo("node %s: rewinding from %s", config_.name, *cluster.view.leader);
     return RewindAndStart(primary);
   }
-  if (absl::Status s = server_.Start(true, primary); !s.ok()) {
-    LogError("node %s: %s", config_.name, s.message());
+  StartStandby(primary);
+}
+
+void Node::StartStandby(const std::string& primary) {
+  absl::Status s = server_.Start(true, primary);
+  if (s.ok()) {
+    standby_start_failures_ = 0;
+    return;
   }
+  LogError("node %s: %s", config_.name, s.message());
+  if (++standby_start_failures_ < kStandbyStartAttempts || primary.empty()) return;
+  // (A data directory that recovery cannot take up: a rewind gone wrong, a lost WAL file.)
+  LogError("node %s: the server did not start as a standby %d times in a row: cloning the "
+           "leader's instead",
+           config_.name, standby_start_failures_);
+  standby_start_failures_ = 0;
+  (void)server_.SetAside();  // (an empty data directory: cloned next round)
+}
+
+void Node::Reinitialize() {
+  const std::string key = Cat(kReinit, config_.name);
+  if (holds_lead_) {
+    LogWarning("node %s: reinit refused: this node leads (`pgflow cluster switchover` first)",
+               config_.name);
+  } else {
+    LogInfo("node %s: reinit asked: stopping the server and cloning the leader afresh",
+            config_.name);
+    absl::Status s = server_.Stop(/*fast=*/true);
+    if (s.ok()) s = server_.SetAside();
+    if (!s.ok()) LogError("node %s: reinit: %s", config_.name, s.message());
+    Publish(server_.Read());  // (no longer streaming, before the request is seen taken up)
+  }
+  (void)etcd_.Delete(Key(key));
 }
 
 void Node::RewindAndStart(const std::string& primary) {
   if (absl::Status s = server_.Rewind(primary); !s.ok()) {
+    if (absl::IsUnavailable(s)) {  // (the leader's server not answering yet)
+      LogWarning("node %s: rewinding: %s (tried again next round)", config_.name, s.message());
+      return;
+    }
     LogError("node %s: %s; cloning instead", config_.name, s.message());
     (void)server_.SetAside();  // (an empty data directory: cloned next round)
     return;
   }
-  if (absl::Status s = server_.Start(true, primary); !s.ok()) {
-    LogError("node %s: %s", config_.name, s.message());
-  }
+  StartStandby(primary);
 }
 
 void Node::FollowLeader(const ServerStatus& status, const ClusterRead& cluster) {

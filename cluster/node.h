@@ -50,6 +50,8 @@ struct ClusterRead {
   std::optional<int64_t> leader_lease;  // the leader key's lease
   // Every live member's published JSON, by name.
   std::map<std::string, nlohmann::json> members;
+  // The members `pgflow cluster reinit` asked to clone the leader afresh (keys reinit/<name>).
+  std::vector<std::string> reinit;
 };
 absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster);
 
@@ -72,6 +74,13 @@ class Node {
   // pg_rewind from `primary`, then start as its standby; a rewind that fails sets the data
   // directory aside, for a clone.
   void RewindAndStart(const std::string& primary);
+  // Starts the server as a standby of `primary` (empty: of none yet), counting failures.
+  void StartStandby(const std::string& primary);
+  // `pgflow cluster reinit` of this node: its data directory set aside, to be cloned anew.
+  void Reinitialize();
+  static constexpr int kStandbyStartAttempts = 5;
+  // How long a leader handing the lead over waits for open transactions to end.
+  static constexpr std::chrono::milliseconds kSwitchoverDrain{5000};
   void FollowLeader(const ServerStatus& status, const ClusterRead& cluster);
   void StepDown();
   void KeepSynchronous(const ClusterRead& cluster);
@@ -95,6 +104,9 @@ class Node {
   std::optional<std::chrono::steady_clock::time_point> unanswered_since_;
   // Since when the standby, pointed at the leader, has not streamed from it.
   std::optional<std::chrono::steady_clock::time_point> not_streaming_since_;
+  // Starts as a standby that failed in a row (its data cannot follow the leader: cloned anew
+  // past kStandbyStartAttempts).
+  int standby_start_failures_ = 0;
   std::string last_reason_;
   std::chrono::steady_clock::time_point last_reason_at_;
   uint64_t published_position_ = 0;

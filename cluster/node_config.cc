@@ -56,6 +56,13 @@ const OptionTable<NodePostgresOptions>& PostgresTable() {
           .Help("postgresql.conf settings beside the ones the node manages (port, "
                 "listen_addresses, wal_level, hot_standby, wal_log_hints, "
                 "synchronous_standby_names, primary_conninfo)."),
+      ListOption("pg_hba", &NodePostgresOptions::pg_hba)
+          .DefaultText("[host replication all all scram-sha-256, host all all all "
+                       "scram-sha-256]")
+          .Help("pg_hba.conf's lines after initdb's own (peer on the Unix socket, trust on "
+                "loopback), written by the node that initializes the cluster; the others "
+                "clone its file. The default asks the other machines for passwords "
+                "(~/.pgpass)."),
   });
   return *table;
 }

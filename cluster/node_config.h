@@ -39,6 +39,10 @@ struct NodePostgresOptions {
   // Settings written into postgresql.conf beside the ones the node manages (port,
   // listen_addresses, wal_level, hot_standby, wal_log_hints, synchronous_standby_names, ...).
   std::map<std::string, std::string> parameters;
+  // The lines pg_hba.conf gets after initdb's own (local peer, loopback trust) on the node
+  // that initializes the cluster (the others clone its file).
+  std::vector<std::string> pg_hba = {"host replication all all scram-sha-256",
+                                     "host all all all scram-sha-256"};
 };
 
 struct NodeConfig {

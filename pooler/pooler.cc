@@ -125,6 +125,7 @@ std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
   std::shared_ptr<Pool>& pool = pools_[{database, login.user, node}];
   if (pool == nullptr) {
     pool = std::make_shared<Pool>(SettingsFor(*config, database, *db, node), std::move(login));
+    if (paused_databases_.contains(database) || paused_databases_.contains("")) pool->Pause();
   }
   return pool;
 }
@@ -334,6 +335,10 @@ bool Pooler::Impl::HasDatabase(const std::string& database) {
 }
 
 void Pooler::Impl::Pause(const std::string& database) {
+  {
+    absl::MutexLock lock(&pools_mu_);
+    paused_databases_.insert(database);
+  }
   for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) {
     pool->Pause();
     pool->Reconnect();  // idle connections close; busy ones when given back
@@ -342,6 +347,14 @@ void Pooler::Impl::Pause(const std::string& database) {
 
 void Pooler::Impl::Resume(const std::string& database) {
   suspended_ = false;
+  {
+    absl::MutexLock lock(&pools_mu_);
+    if (database.empty()) {
+      paused_databases_.clear();
+    } else {
+      paused_databases_.erase(database);
+    }
+  }
   for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) pool->Resume();
 }
 

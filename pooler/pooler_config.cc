@@ -176,6 +176,23 @@ absl::Status ReadUpstream(const Node& node, DatabaseOptions* db) {
   if (up.sslcert.empty() != up.sslkey.empty()) {
     return node.Error("sslcert and sslkey go together: the certificate and its key");
   }
+  const std::string keepalives = ConninfoValue(db->url, "keepalives");
+  if (!keepalives.empty() && keepalives != "0" && keepalives != "1") {
+    return node.Error(Cat("keepalives is 1 (on) or 0 (off), not '", keepalives, "'"));
+  }
+  up.keepalives = keepalives != "0";
+  const std::tuple<const char*, int*, int> timings[] = {
+      {"keepalives_idle", &up.keepalives_idle, 32767},
+      {"keepalives_interval", &up.keepalives_interval, 32767},
+      {"keepalives_count", &up.keepalives_count, 127},
+      {"tcp_user_timeout", &up.tcp_user_timeout, 86400000}};
+  for (auto [keyword, value, most] : timings) {
+    const std::string text = ConninfoValue(db->url, keyword);
+    if (!text.empty() && (!absl::SimpleAtoi(text, value) || *value < 0 || *value > most)) {
+      return node.Error(Cat(keyword, " is a whole number from 0 to ", most, ", not '", text,
+                            "'"));
+    }
+  }
   db->upstream = std::move(up);
   return absl::OkStatus();
 }
@@ -271,7 +288,10 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
                 "with ?target_session_attrs=any|read-write|read-only|primary|standby|"
                 "prefer-standby, as libpq: the first that answers as asked. A host that is a "
                 "directory is PostgreSQL's Unix socket in it (host=/var/run/postgresql "
-                "port=5432), where sslmode does not apply. libpq's key=value form works too."),
+                "port=5432), where sslmode does not apply. ?keepalives_idle=s&keepalives_interval=s&"
+                "keepalives_count=n&tcp_user_timeout=ms, as libpq: how soon a server that "
+                "vanished (its machine lost, the network cut) is given up (default: the "
+                "system's timings). libpq's key=value form works too."),
       ChoiceOption("load_balance_hosts", &DatabaseOptions::load_balance_hosts)
           .Choices({{"disable", false}, {"round-robin", true}}, "load_balance_hosts")
           .Help("With several hosts in url: round-robin starts each new server connection at "

@@ -95,6 +95,15 @@ struct Upstream {
   std::string sslpassword;              // the url's sslpassword: opens an encrypted sslkey
   std::string sslcrl;                   // the url's sslcrl: revocations of server certificates
   std::string sslcrldir;                // the url's sslcrldir: a directory of them
+  // TCP keepalives on the server connection, as libpq's url parameters: a server that
+  // vanishes (its machine lost, the network cut) is noticed after keepalives_idle +
+  // keepalives_count x keepalives_interval seconds, or once data sent has gone unacknowledged
+  // for tcp_user_timeout milliseconds, instead of the system's hours. 0: the system's.
+  bool keepalives = true;
+  int keepalives_idle = 0;
+  int keepalives_interval = 0;
+  int keepalives_count = 0;
+  int tcp_user_timeout = 0;
   bool operator==(const Upstream&) const = default;
 
   // A host starting with '/' is a directory holding PostgreSQL's Unix socket, as in libpq.

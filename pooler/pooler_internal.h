@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -263,6 +264,8 @@ class Pooler::Impl : public AdminTarget {
   // By (database, login user, node).
   using PoolKey = std::tuple<std::string, std::string, int>;
   std::map<PoolKey, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(pools_mu_);
+  // The databases PAUSEd ("" for all): a pool made for one meanwhile starts paused.
+  std::set<std::string> paused_databases_ ABSL_GUARDED_BY(pools_mu_);
 
   absl::Mutex clients_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_

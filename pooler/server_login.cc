@@ -1,5 +1,7 @@
 #include "pooler/server_login.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -38,6 +40,19 @@ bool TransientSqlstate(std::string_view sqlstate) {
          sqlstate.substr(0, 2) == "08";
 }
 
+// The url's keepalives on a connected TCP socket, as libpq sets them (0: the system's).
+void SetKeepalives(const Upstream& upstream, int fd) {
+  const int on = upstream.keepalives ? 1 : 0;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  if (!upstream.keepalives) return;
+  for (auto [option, value] : {std::pair{TCP_KEEPIDLE, upstream.keepalives_idle},
+                               std::pair{TCP_KEEPINTVL, upstream.keepalives_interval},
+                               std::pair{TCP_KEEPCNT, upstream.keepalives_count},
+                               std::pair{TCP_USER_TIMEOUT, upstream.tcp_user_timeout}}) {
+    if (value > 0) ::setsockopt(fd, IPPROTO_TCP, option, &value, sizeof value);
+  }
+}
+
 // Connects `server`'s socket to `upstream` (its Unix socket, or its host resolved), within
 // `deadline`.
 PGFLOW_ASIO_COROUTINE_BEGIN
@@ -66,6 +81,7 @@ Task<absl::Status> Connect(asio::io_context* context, const Upstream& upstream,
                                            deadline.expired() ? "timed out" : ec.message()));
     }
     server->socket.set_option(tcp::no_delay(true), ec);
+    SetKeepalives(upstream, server->socket.native_handle());
     server->remote = server->socket.remote_endpoint(ec);
   }
   server->socket.non_blocking(true, ec);  // the relay reads with read_some after a wait

@@ -72,7 +72,7 @@ start() {
       --advertise-client-urls "http://127.0.0.1:${client[$i]}" \
       --listen-peer-urls "http://127.0.0.1:${peer[$i]}" \
       --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
-      --initial-cluster "$initial" --initial-cluster-state new \
+      --initial-cluster "$initial" --initial-cluster-state new --pre-vote \
       >"$dir/etcd$i.log" 2>&1 &
     echo $! >"$dir/etcd$i.pid"
   done

@@ -6,7 +6,7 @@
 // it); a primary whose node is killed with -9 is replaced within the ttl and a little more,
 // and with `synchronous: on` every acknowledged commit is on the new primary; the old primary
 // comes back as a standby (pg_rewind); a switchover; `pgflow cluster status`; the endpoints
-// load balancers route on. Partitions between network namespaces are the next step (issue 46).
+// load balancers route on. Partitions: ha_partition_test.cc.
 
 #include <pwd.h>
 #include <signal.h>
@@ -31,6 +31,7 @@
 #include "cluster/node.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/node_cluster.h"
 #include "tests/integration/support/pooler_support.h"
 #include "tests/integration/support/test_support.h"
 
@@ -40,134 +41,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr int kNodes = 3;
-
-void ChownToPostgres(const std::string& path) {
-  const passwd* user = ::getpwnam("postgres");
-  ASSERT_NE(user, nullptr) << "no postgres user (scripts/setup.sh installs PostgreSQL)";
-  ASSERT_EQ(::chown(path.c_str(), user->pw_uid, user->pw_gid), 0) << path;
-}
-
-// Three nodes of cluster `name`, n1 to n3, their files and logs in a directory of their own.
-class NodeCluster {
- public:
-  NodeCluster(const std::string& name, const std::vector<std::string>& etcd, bool synchronous)
-      : name_(name), synchronous_(synchronous) {
-    ::chmod(dir_.path().c_str(), 0755);
-    ChownToPostgres(dir_.path());
-    for (int i = 0; i < kNodes; ++i) {
-      Member m;
-      m.name = absl::StrCat("n", i + 1);
-      m.pg_port = FreeLoopbackPort();
-      m.api_port = FreeLoopbackPort();
-      m.file = dir_.File(m.name + ".yaml");
-      std::string endpoints;
-      for (const std::string& url : etcd) {
-        absl::StrAppend(&endpoints, endpoints.empty() ? "" : ", ", url);
-      }
-      WriteFile(m.file,
-                absl::StrCat("name: ", m.name, "\ncluster: ", name, "\netcd: [", endpoints,
-                             "]\ndata_dir: ", dir_.File(m.name),
-                             "\npostgres: {listen: 127.0.0.1:", m.pg_port, "}\napi: 127.0.0.1:",
-                             m.api_port, "\nttl: 6s\nloop_wait: 1s\nretry_timeout: 2s\n",
-                             "synchronous: ", synchronous ? "on" : "off", "\n"));
-      members_.push_back(std::move(m));
-    }
-  }
-
-  ~NodeCluster() {
-    for (Member& m : members_) {
-      if (m.process != nullptr && m.process->Running()) {
-        m.process->Signal(SIGTERM);
-        if (m.process->Wait(seconds(30)) == -1) ADD_FAILURE() << m.name << " did not stop";
-      }
-    }
-  }
-
-  void Start(int i) {
-    members_[i].process = std::make_unique<PgflowProcess>(
-        std::vector<std::string>{"node", "--config", members_[i].file}, Log(i),
-        std::map<std::string, std::string>{}, "postgres");
-  }
-  void Kill(int i) { members_[i].process->Signal(SIGKILL); members_[i].process->Wait(seconds(10)); }
-
-  std::string Log(int i) const { return dir_.File(members_[i].name + ".log"); }
-  std::string Url(int i) const {
-    return absl::StrCat("postgres://postgres@127.0.0.1:", members_[i].pg_port, "/postgres");
-  }
-  std::string Api(int i, const std::string& page) const {
-    return absl::StrCat("http://127.0.0.1:", members_[i].api_port, page);
-  }
-  const std::string& file(int i) const { return members_[i].file; }
-  // Every process of node i's server: its postmaster first (none when it has none).
-  std::vector<pid_t> ServerPids(int i) const {
-    const std::string pidfile = ReadFile(dir_.File(members_[i].name + "/postmaster.pid"));
-    if (pidfile.empty()) return {};
-    const pid_t postmaster = std::stoi(pidfile.substr(0, pidfile.find('\n')));
-    std::vector<pid_t> pids = {postmaster};
-    std::istringstream children(ReadFile(
-        absl::StrCat("/proc/", postmaster, "/task/", postmaster, "/children")));
-    for (pid_t child = 0; children >> child;) pids.push_back(child);
-    return pids;
-  }
-  // How many members' /primary answer 200.
-  int Primaries() const {
-    int primaries = 0;
-    for (int i = 0; i < kNodes; ++i) primaries += Curl(Api(i, "/primary")).code == 200;
-    return primaries;
-  }
-  int Index(const std::string& name) const { return std::stoi(name.substr(1)) - 1; }
-
-  // `pgflow cluster status --json`, or null when it fails.
-  nlohmann::json Status() const {
-    std::string out;
-    RunPgflow({"cluster", "status", "--json", "--config", members_[0].file}, &out);
-    nlohmann::json status = nlohmann::json::parse(out.substr(std::min(out.find('{'), out.size())),
-                                                  nullptr, false);
-    return status.is_discarded() ? nlohmann::json() : status;
-  }
-  std::optional<std::string> Leader() const {
-    const nlohmann::json status = Status();
-    if (!status.is_object() || !status["leader"].is_string()) return std::nullopt;
-    return status["leader"].get<std::string>();
-  }
-  // Whether a leader other than `not_this` leads, every other member streams from it, and
-  // with `synchronous` one of them is synchronous.
-  bool Converged(const std::string& not_this = "") const {
-    const nlohmann::json status = Status();
-    if (!status.is_object() || !status["leader"].is_string()) return false;
-    if (status["leader"] == not_this) return false;
-    int streaming = 0;
-    int synchronous = 0;
-    for (const nlohmann::json& m : status["members"]) {
-      if (m["role"] == "replica" && m["streaming"] == true) ++streaming;
-      if (m["role"] == "replica" && m["synchronous"] == true) ++synchronous;
-    }
-    return streaming == kNodes - 1 && (!synchronous_ || synchronous == 1);
-  }
-
-  // The log of every node, for a failure's message.
-  std::string Logs() const {
-    std::string out;
-    for (int i = 0; i < kNodes; ++i) {
-      absl::StrAppend(&out, "---- ", members_[i].name, "\n", ReadFile(Log(i)));
-    }
-    return out;
-  }
-
- private:
-  struct Member {
-    std::string name;
-    int pg_port = 0;
-    int api_port = 0;
-    std::string file;
-    std::unique_ptr<PgflowProcess> process;
-  };
-  std::string name_;
-  bool synchronous_ = false;
-  TempDir dir_;
-  std::vector<Member> members_;
-};
+constexpr int kNodes = NodeCluster::kNodes;
 
 class HaTest : public ::testing::Test {
  protected:
@@ -180,12 +54,14 @@ class HaTest : public ::testing::Test {
 };
 EtcdCluster* HaTest::etcd_ = nullptr;
 
-// Inserts ids from `first` on, one transaction each, until one fails: the ids acknowledged.
-std::vector<int> InsertUntilError(const std::string& url, int first, int count) {
+// Inserts ids from `first` on into `table`, one transaction each, until one fails: the ids
+// acknowledged.
+std::vector<int> InsertUntilError(const std::string& url, const std::string& table, int first,
+                                  int count) {
   std::vector<int> acknowledged;
   PGconn* conn = PQconnectdb(absl::StrCat(url, "?connect_timeout=3").c_str());
   for (int id = first; id < first + count && PQstatus(conn) == CONNECTION_OK; ++id) {
-    PGresult* r = PQexec(conn, absl::StrCat("INSERT INTO acked VALUES (", id, ")").c_str());
+    PGresult* r = PQexec(conn, absl::StrCat("INSERT INTO ", table, " VALUES (", id, ")").c_str());
     const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok) break;
@@ -196,7 +72,7 @@ std::vector<int> InsertUntilError(const std::string& url, int first, int count) 
 }
 
 TEST_F(HaTest, AClusterFormsFailsOverWithoutLosingACommitAndTheOldPrimaryRejoins) {
-  NodeCluster cluster("failover", etcd_->urls(), /*synchronous=*/true);
+  NodeCluster cluster({.name = "failover", .etcd = etcd_->urls(), .synchronous = true});
   for (int i = 0; i < kNodes; ++i) cluster.Start(i);
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
   const std::string first = *cluster.Leader();
@@ -217,7 +93,7 @@ TEST_F(HaTest, AClusterFormsFailsOverWithoutLosingACommitAndTheOldPrimaryRejoins
     Sql sql(cluster.Url(leader));
     sql.Exec("CREATE TABLE acked (id int PRIMARY KEY)");
   }
-  const std::vector<int> acknowledged = InsertUntilError(cluster.Url(leader), 1, 300);
+  const std::vector<int> acknowledged = InsertUntilError(cluster.Url(leader), "acked", 1, 300);
   ASSERT_EQ(acknowledged.size(), 300u);
 
   // kill -9 of the leader's node: its server dies with it, and its lease ends within the ttl.
@@ -255,7 +131,7 @@ TEST_F(HaTest, AClusterFormsFailsOverWithoutLosingACommitAndTheOldPrimaryRejoins
 }
 
 TEST_F(HaTest, ASwitchoverMovesThePrimaryToTheNamedStandby) {
-  NodeCluster cluster("switchover", etcd_->urls(), /*synchronous=*/false);
+  NodeCluster cluster({.name = "switchover", .etcd = etcd_->urls(), .synchronous = false});
   for (int i = 0; i < kNodes; ++i) cluster.Start(i);
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
   const std::string first = *cluster.Leader();
@@ -279,6 +155,21 @@ TEST_F(HaTest, ASwitchoverMovesThePrimaryToTheNamedStandby) {
   ASSERT_EQ(RunPgflow({"cluster", "status", "--config", cluster.file(1)}, &out), 0) << out;
   EXPECT_NE(out.find("leader " + target), std::string::npos) << out;
   EXPECT_NE(out.find("MEMBER"), std::string::npos) << out;
+
+  // reinit: the old primary, now a standby, cloned afresh; refused for the leader.
+  EXPECT_EQ(RunPgflow({"cluster", "reinit", target, "--config", cluster.file(0)}, &out), 2);
+  EXPECT_NE(out.find("switchover` first"), std::string::npos) << out;
+  ASSERT_EQ(RunPgflow({"cluster", "reinit", first, "--config", cluster.file(0)}, &out), 0)
+      << out << cluster.Logs();
+  EXPECT_NE(out.find(first + " streams from " + target + " again"), std::string::npos) << out;
+  EXPECT_NE(ReadFile(cluster.Log(cluster.Index(first))).find("the data directory was moved to"),
+            std::string::npos);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        Sql reinitialized(cluster.Url(cluster.Index(first)));
+        return reinitialized.Scalar("SELECT count(*) FROM moved") == "2";
+      },
+      seconds(30)));
 }
 
 // Whether an INSERT on `sql`'s connection, opened before, still commits.
@@ -290,7 +181,7 @@ bool Writes(Sql& sql, int id) {
 }
 
 TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
-  NodeCluster cluster("fencing", etcd_->urls(), /*synchronous=*/false);
+  NodeCluster cluster({.name = "fencing", .etcd = etcd_->urls(), .synchronous = false});
   for (int i = 0; i < kNodes; ++i) cluster.Start(i);
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
   int leader = cluster.Index(*cluster.Leader());
@@ -336,8 +227,16 @@ TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged() && cluster.Primaries() == 1; },
                       seconds(60)))
       << cluster.Logs();
-  Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
-  EXPECT_TRUE(sql.Exec("INSERT INTO fenced VALUES (5000000)"));
+  // (Its server may still be starting again as the primary.)
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::optional<std::string> leader = cluster.Leader();
+        return leader.has_value() &&
+               InsertUntilError(cluster.Url(cluster.Index(*leader)), "fenced", 5000000, 1)
+                       .size() == 1;
+      },
+      seconds(30)))
+      << cluster.Logs();
 }
 
 // Commits one row at a time through `url` from a thread of its own (reconnecting after an
@@ -385,7 +284,7 @@ class PoolerWriter {
 };
 
 TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
-  NodeCluster cluster("pooled", etcd_->urls(), /*synchronous=*/true);
+  NodeCluster cluster({.name = "pooled", .etcd = etcd_->urls(), .synchronous = true});
   for (int i = 0; i < kNodes; ++i) cluster.Start(i);
   ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
   const std::string first = *cluster.Leader();

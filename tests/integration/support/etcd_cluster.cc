@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +20,12 @@ constexpr const char* kEtcd = "/usr/bin/etcd";
 
 }  // namespace
 
-EtcdCluster::EtcdCluster(int members) {
+EtcdCluster::EtcdCluster(int members)
+    : EtcdCluster(std::vector<std::string>(members, "127.0.0.1"), nullptr) {}
+
+EtcdCluster::EtcdCluster(std::vector<std::string> hosts, std::function<void(int)> in_child)
+    : in_child_(std::move(in_child)) {
+  const int members = static_cast<int>(hosts.size());
   if (access(kEtcd, X_OK) != 0) {
     std::fprintf(stderr, "%s is missing (Debian's etcd-server: scripts/setup.sh installs it)\n",
                  kEtcd);
@@ -29,9 +35,10 @@ EtcdCluster::EtcdCluster(int members) {
   for (int i = 0; i < members; ++i) {
     Member m;
     m.name = absl::StrCat("e", i + 1);
+    m.host = hosts[i];
     m.client_port = FreeLoopbackPort();
     m.peer_port = FreeLoopbackPort();
-    peers.push_back(absl::StrCat(m.name, "=http://127.0.0.1:", m.peer_port));
+    peers.push_back(absl::StrCat(m.name, "=http://", m.host, ":", m.peer_port));
     members_.push_back(m);
   }
   initial_cluster_ = absl::StrJoin(peers, ",");
@@ -51,7 +58,7 @@ EtcdCluster::~EtcdCluster() {
 }
 
 std::string EtcdCluster::url(int i) const {
-  return absl::StrCat("http://127.0.0.1:", members_[i].client_port);
+  return absl::StrCat("http://", members_[i].host, ":", members_[i].client_port);
 }
 
 std::vector<std::string> EtcdCluster::urls() const {
@@ -63,7 +70,7 @@ std::vector<std::string> EtcdCluster::urls() const {
 void EtcdCluster::Launch(int i) {
   Member& m = members_[i];
   const std::string client = url(i);
-  const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
+  const std::string peer = absl::StrCat("http://", m.host, ":", m.peer_port);
   const std::string data = dir_.File(m.name + ".etcd");
   const std::string log = dir_.File(m.name + ".log");
   // (A member started again joins with its data: the cluster state flag is read only once.)
@@ -71,6 +78,7 @@ void EtcdCluster::Launch(int i) {
   m.started_once = true;
   m.pid = fork();
   if (m.pid == 0) {
+    if (in_child_) in_child_(i);
     FILE* out = std::freopen(log.c_str(), "a", stderr);
     (void)out;
     execl(kEtcd, kEtcd, "--name", m.name.c_str(), "--data-dir", data.c_str(),
@@ -78,7 +86,14 @@ void EtcdCluster::Launch(int i) {
           "--listen-peer-urls", peer.c_str(), "--initial-advertise-peer-urls", peer.c_str(),
           "--initial-cluster", initial_cluster_.c_str(), "--initial-cluster-state", state,
           "--initial-cluster-token", "pgflow-test", "--heartbeat-interval", "100",
-          "--election-timeout", "1000", "--log-level", "warn", nullptr);
+          "--election-timeout", "1000", "--log-level", "warn",
+          // (etcd 3.4's default is off: a member back from a partition would depose the leader
+          // and stall every call for an election.)
+          "--pre-vote",
+          // (One disk shared by every member and the PostgreSQL servers of the tests, busy
+          // with their fsyncs: etcd's own would stall it for seconds. A member killed -9 loses
+          // nothing without them; only a machine's crash would.)
+          "--unsafe-no-fsync", nullptr);
     _exit(127);
   }
 }

@@ -294,6 +294,10 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (std::getenv("PGFLOW_TEST_KEEP") != nullptr) {  // (to look into a failure)
+    std::fprintf(stderr, "kept %s (PGFLOW_TEST_KEEP)\n", path_.c_str());
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

@@ -130,7 +130,8 @@ std::vector<nlohmann::json> ReadJsonl(const std::string& path);
 // still being written (a reader can see part of one write) and is left for the next read.
 std::vector<nlohmann::json> ReadJsonlWritten(const std::string& path);
 
-// A fresh temporary directory, removed by the destructor.
+// A fresh temporary directory, removed by the destructor (kept, and named on stderr, when
+// PGFLOW_TEST_KEEP is set: to look into a failure).
 class TempDir {
  public:
   TempDir();

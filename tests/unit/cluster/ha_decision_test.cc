@@ -187,6 +187,9 @@ TEST(HaDecisionTest, ASwitchoverToAnotherNodeHoldsTheRestBack) {
   view.members = {Running("n2", 90), Running("n3", 90)};
   EXPECT_THAT(Decide(Node("n1"), view, Standby(100), false).reason, HasSubstr("handing the lead"));
   EXPECT_EQ(Decide(Node("n2"), view, Standby(90), false).action, Action::kTakeLead);
+  // Nor does it hold the others back, running as a standby as far ahead and first by name.
+  view.members = {Running("n1", 90), Running("n2", 90), Running("n3", 90)};
+  EXPECT_EQ(Decide(Node("n2"), view, Standby(90), false).action, Action::kTakeLead);
   view.switchover_to = "n3";
   // Its target does not yield to one as far ahead and first by name, only to one further.
   view.members = {Running("n2", 100), Running("n3", 100)};

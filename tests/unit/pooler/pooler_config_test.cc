@@ -204,6 +204,32 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
   EXPECT_THAT(unverified_dir.status().message(), HasSubstr("sslcrldir checks a verified server"));
 }
 
+// libpq's keepalive parameters in the url: how soon a vanished server is given up.
+TEST(PoolerConfigTest, TheUrlsKeepalivesAreRead) {
+  auto url = [](const std::string& query) {
+    return WithApp("url: 'postgres://db/app?" + query + "'");
+  };
+  absl::StatusOr<PoolerConfig> set =
+      url("keepalives_idle=5&keepalives_interval=2&keepalives_count=3&tcp_user_timeout=9000");
+  ASSERT_TRUE(set.ok()) << set.status();
+  const Upstream& up = set->databases.at("app").upstream;
+  EXPECT_TRUE(up.keepalives);
+  EXPECT_EQ(up.keepalives_idle, 5);
+  EXPECT_EQ(up.keepalives_interval, 2);
+  EXPECT_EQ(up.keepalives_count, 3);
+  EXPECT_EQ(up.tcp_user_timeout, 9000);
+  absl::StatusOr<PoolerConfig> off = url("keepalives=0");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->databases.at("app").upstream.keepalives);
+  absl::StatusOr<PoolerConfig> bad = url("keepalives_idle=soon");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("keepalives_idle is a whole number from 0 to 32767, not 'soon'"));
+  absl::StatusOr<PoolerConfig> neither = url("keepalives=yes");
+  ASSERT_FALSE(neither.ok());
+  EXPECT_THAT(neither.status().message(), HasSubstr("keepalives is 1 (on) or 0 (off)"));
+}
+
 // Every path in the file is relative to the file's directory, wherever the pooler runs from.
 TEST(PoolerConfigTest, PathsAreRelativeToTheFile) {
   ConfigDir dir;

@@ -1,0 +1,319 @@
+// High availability under real faults (issue 46), in the manner of Patroni's Jepsen suite:
+// three hosts, each a network namespace of its own (NetnsLab: veth links to one bridge) with an
+// etcd member and a `pgflow node` beside its PostgreSQL server, and a pooler following the
+// cluster from the tests' own namespace.
+//
+// Writers commit unique ids the whole time: one through the pooler, and one on each host
+// straight to that host's own server (a client on the primary's side of a partition). Each
+// acknowledged write records the server's system identifier and timeline and when it was sent
+// and acknowledged. The faults, one after another under that load: the primary's host cut off
+// from everyone (then healed), the primary's postmaster killed with -9, the primary's node
+// killed with -9 (then started again), the primary stopped (SIGSTOP) longer than the ttl (then
+// continued), a switchover, one etcd member killed (then started again). After each the
+// cluster must converge, every node streaming from one primary.
+//
+// What is checked at the end, over the whole ledger: two timelines never took writes at once
+// (no write acknowledged on a timeline was sent after a later timeline had acknowledged one);
+// with `synchronous: on` every acknowledged id is on the final primary, with it off the ids
+// lost are counted and were all acknowledged after a fault began (none that had been
+// replicated before); the pooler's client saw at most the error of the transaction under way
+// at each fault.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/netns_lab.h"
+#include "tests/integration/support/node_cluster.h"
+#include "tests/integration/support/pooler_support.h"
+#include "tests/integration/support/test_support.h"
+
+namespace pgflow::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kHosts = NodeCluster::kNodes;
+
+// One acknowledged write.
+struct Write {
+  int64_t id = 0;
+  std::string server;  // system identifier and timeline: "<sysid>/<timeline>"
+  Clock::time_point sent;
+  Clock::time_point acknowledged;
+};
+
+// Commits one id at a time through its own connection (reconnecting after an error), from a
+// thread on a lab host or in the tests' namespace; records what was acknowledged and the
+// errors.
+class LedgerWriter {
+ public:
+  // `host`: the lab host the thread runs on, -1 for the tests' own namespace.
+  LedgerWriter(int number, std::string url, const NetnsLab* lab, int host)
+      : number_(number), url_(std::move(url)), lab_(lab), host_(host),
+        thread_([this] { Run(); }) {}
+  ~LedgerWriter() { Stop(); }
+
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  int errors() const { return errors_.load(); }
+  int acknowledged() const { return acknowledged_.load(); }
+  std::vector<Write> writes() const {
+    absl::MutexLock lock(&mu_);
+    return writes_;
+  }
+
+ private:
+  void Run() {
+    std::optional<NetnsLab::InHost> on_host;
+    if (host_ >= 0) on_host.emplace(*lab_, host_);
+    PGconn* conn = nullptr;
+    for (int64_t n = 1; !stop_.load(); ++n) {
+      if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+        PQfinish(conn);
+        conn = PQconnectdb(absl::StrCat(url_, "?connect_timeout=2").c_str());
+      }
+      const int64_t id = int64_t{number_} * 1000000000 + n;
+      const Clock::time_point sent = Clock::now();
+      // (The timeline from the name of the WAL file being written: the one writes go to.)
+      PGresult* r = PQexec(
+          conn, absl::StrCat("INSERT INTO ledger VALUES (", id, ") RETURNING (SELECT "
+                             "system_identifier FROM pg_control_system()) || '/' || "
+                             "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                             "::bit(32)::int")
+                    .c_str());
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        absl::MutexLock lock(&mu_);
+        writes_.push_back(Write{.id = id, .server = PQgetvalue(r, 0, 0), .sent = sent,
+                                .acknowledged = Clock::now()});
+        acknowledged_.fetch_add(1);
+        std::this_thread::sleep_for(milliseconds(10));  // (a steady load, not a flood)
+      } else {
+        errors_.fetch_add(1);
+        std::this_thread::sleep_for(milliseconds(50));
+      }
+      PQclear(r);
+    }
+    PQfinish(conn);
+  }
+
+  const int number_;
+  const std::string url_;
+  const NetnsLab* lab_;
+  const int host_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> errors_{0};
+  std::atomic<int> acknowledged_{0};
+  mutable absl::Mutex mu_;
+  std::vector<Write> writes_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// "Two timelines took writes at once": for each pair of servers (system identifier and
+// timeline), the later one's first acknowledgement came before a write the earlier one
+// acknowledged had even been sent. Returns the descriptions of each such overlap.
+std::vector<std::string> Overlaps(const std::vector<Write>& writes) {
+  struct Span {
+    Clock::time_point first_acknowledged = Clock::time_point::max();
+    Clock::time_point last_sent = Clock::time_point::min();
+    int writes = 0;
+  };
+  std::map<std::string, Span> spans;
+  for (const Write& w : writes) {
+    Span& s = spans[w.server];
+    s.first_acknowledged = std::min(s.first_acknowledged, w.acknowledged);
+    s.last_sent = std::max(s.last_sent, w.sent);
+    ++s.writes;
+  }
+  std::vector<std::string> overlaps;
+  for (const auto& [a, earlier] : spans) {
+    for (const auto& [b, later] : spans) {
+      if (a == b || earlier.first_acknowledged > later.first_acknowledged) continue;
+      if (earlier.last_sent > later.first_acknowledged) {
+        overlaps.push_back(absl::StrCat(
+            a, " (", earlier.writes, " writes) took a write sent ",
+            std::chrono::duration_cast<milliseconds>(earlier.last_sent -
+                                                     later.first_acknowledged)
+                .count(),
+            " ms after ", b, " had acknowledged its first"));
+      }
+    }
+  }
+  return overlaps;
+}
+
+// The time of day, as the nodes' logs write it (to read the test's steps beside them).
+std::string Now() { return absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::UTCTimeZone()); }
+
+class HaPartitionTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(HaPartitionTest, NoTwoPrimariesAndNoAcknowledgedWriteLostUnderFaults) {
+  const bool synchronous = GetParam();
+  NetnsLab lab(kHosts);
+  std::vector<std::string> hosts;
+  for (int i = 0; i < kHosts; ++i) hosts.push_back(lab.address(i));
+  EtcdCluster etcd(hosts, [&lab](int i) { lab.Enter(i); });
+  NodeCluster cluster({.name = "jepsen", .etcd = etcd.urls(), .synchronous = synchronous,
+                       .lab = &lab});
+  for (int i = 0; i < kHosts; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  {
+    Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
+    sql.Exec("CREATE TABLE ledger (id bigint PRIMARY KEY)");
+  }
+
+  // (The url's host is nobody's: the cluster says where the primary is. Keepalives: a
+  // connection to a primary cut off is given up within seconds.)
+  PoolerProcess pooler(
+      "trust", "\"postgres\" \"\"\n",
+      absl::StrCat("  app: {url: 'postgres://postgres@127.0.0.1:1/postgres?keepalives_idle=1&"
+                   "keepalives_interval=1&keepalives_count=2&tcp_user_timeout=3000', "
+                   "cluster: {name: jepsen, etcd: [",
+                   absl::StrJoin(etcd.urls(), ", "), "]}}\n"));
+  std::vector<std::unique_ptr<LedgerWriter>> writers;
+  writers.push_back(std::make_unique<LedgerWriter>(0, pooler.Url("app"), &lab, -1));
+  for (int i = 0; i < kHosts; ++i) {
+    writers.push_back(std::make_unique<LedgerWriter>(i + 1, cluster.Url(i), &lab, i));
+  }
+  LedgerWriter& through_pooler = *writers[0];
+  auto progress = [&](int more) {
+    const int from = through_pooler.acknowledged();
+    return WaitFor([&] { return through_pooler.acknowledged() >= from + more; }, seconds(60));
+  };
+  ASSERT_TRUE(progress(50)) << pooler.Log() << cluster.Logs();
+
+  std::vector<Clock::time_point> faults;
+  std::vector<int> pooler_errors;
+  // Runs `fault` on the leader (its index), waits for writes through the pooler to go on and
+  // the cluster to converge, and records the pooler client's errors.
+  auto under_fault = [&](const char* what, auto fault) {
+    SCOPED_TRACE(what);
+    const std::string leader = *cluster.Leader();
+    const int errors_before = through_pooler.errors();
+    std::printf("%s %s (leader %s)\n", Now().c_str(), what, leader.c_str());
+    faults.push_back(Clock::now());
+    fault(cluster.Index(leader));
+    ASSERT_TRUE(progress(50)) << what << "\n" << pooler.Log() << cluster.Logs();
+    ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120)))
+        << what << "\n" << cluster.Logs();
+    pooler_errors.push_back(through_pooler.errors() - errors_before);
+    std::printf("%s %s: over; the pooler's client saw %d errors\n", Now().c_str(), what,
+                pooler_errors.back());
+  };
+
+  under_fault("the primary's host cut off", [&](int leader) {
+    lab.Cut(leader);
+    const std::string old_leader = absl::StrCat("n", leader + 1);
+    const int other = (leader + 1) % kHosts;
+    EXPECT_TRUE(WaitFor([&] { return cluster.Leader(other).value_or(old_leader) != old_leader; },
+                        seconds(30)))
+        << cluster.Logs();
+    std::this_thread::sleep_for(seconds(5));  // (the new primary takes writes a while)
+    lab.Heal(leader);
+  });
+  under_fault("the primary's postmaster killed", [&](int leader) {
+    const std::vector<pid_t> server = cluster.ServerPids(leader);
+    ASSERT_FALSE(server.empty());
+    ::kill(server[0], SIGKILL);
+  });
+  under_fault("the primary's node killed", [&](int leader) {
+    cluster.Kill(leader);
+    const std::string old_leader = absl::StrCat("n", leader + 1);
+    EXPECT_TRUE(WaitFor([&] { return cluster.Leader().value_or(old_leader) != old_leader; },
+                        seconds(30)))
+        << cluster.Logs();
+    cluster.Start(leader);
+  });
+  under_fault("the primary stopped longer than the ttl", [&](int leader) {
+    // (Every process of it: each backend is a session leader of its own.)
+    const std::vector<pid_t> server = cluster.ServerPids(leader);
+    ASSERT_GT(server.size(), 3u);
+    for (pid_t pid : server) ::kill(pid, SIGSTOP);
+    std::this_thread::sleep_for(seconds(8));
+    for (pid_t pid : server) ::kill(pid, SIGCONT);
+  });
+  under_fault("a switchover", [&](int leader) {
+    std::string out;
+    EXPECT_EQ(RunPgflow({"cluster", "switchover", "--config", cluster.file(leader)}, &out), 0)
+        << out << cluster.Logs();
+  });
+  // (The pooler paused while the lead was handed over: nothing under way was cut.)
+  EXPECT_EQ(pooler_errors.back(), 0) << "errors through the pooler in a switchover\n"
+                                     << pooler.Log();
+  under_fault("an etcd member killed", [&](int leader) {
+    etcd.Kill(leader);
+    ASSERT_TRUE(progress(50)) << cluster.Logs();
+    etcd.Start(leader);
+  });
+
+  for (auto& writer : writers) writer->Stop();
+  std::vector<Write> writes;
+  int direct_errors = 0;
+  for (size_t w = 0; w < writers.size(); ++w) {
+    const std::vector<Write> some = writers[w]->writes();
+    writes.insert(writes.end(), some.begin(), some.end());
+    if (w > 0) direct_errors += writers[w]->errors();
+  }
+  for (const std::string& overlap : Overlaps(writes)) ADD_FAILURE() << overlap;
+
+  std::set<int64_t> kept;
+  {
+    Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
+    PGresult* r = PQexec(sql.conn(), "SELECT id FROM ledger");
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+    for (int row = 0; row < PQntuples(r); ++row) kept.insert(std::stoll(PQgetvalue(r, row, 0)));
+    PQclear(r);
+  }
+  int lost = 0;
+  for (const Write& w : writes) {
+    if (kept.contains(w.id)) continue;
+    ++lost;
+    // Lost: acknowledged by a primary after a fault began, not before it (what was
+    // acknowledged before had reached the replicas).
+    const bool after_a_fault = std::any_of(faults.begin(), faults.end(), [&](auto fault) {
+      return w.acknowledged >= fault - milliseconds(500);
+    });
+    EXPECT_TRUE(after_a_fault) << "id " << w.id << " on " << w.server
+                               << " was acknowledged before any fault, and lost";
+  }
+  std::set<std::string> servers;
+  for (const Write& w : writes) servers.insert(w.server);
+  std::printf("%s: %zu writes acknowledged on %zu timelines, %d lost; %d errors on the hosts' "
+              "own writers (replicas refuse writes)\n",
+              synchronous ? "synchronous" : "asynchronous", writes.size(), servers.size(), lost,
+              direct_errors);
+  if (synchronous) {
+    EXPECT_EQ(lost, 0) << "acknowledged writes lost in synchronous mode";
+  }
+  for (int errors : pooler_errors) EXPECT_LE(errors, 3) << pooler.Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, HaPartitionTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Synchronous" : "Asynchronous";
+                         });
+
+}  // namespace
+}  // namespace pgflow::testing
