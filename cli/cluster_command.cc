@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <variant>
@@ -245,17 +246,27 @@ int Reinit(const ClusterArgs& args, Opened& cluster) {
   }
   std::printf("reinit of %s asked: its data directory is set aside and %s cloned; waiting\n",
               args.member.c_str(), read->view.leader->c_str());
-  // Taken up once the node has deleted the key; done once it streams again.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(30);
-  bool taken_up = false;
-  while (std::chrono::steady_clock::now() < deadline) {
+  // Taken up once the node has deleted the key (having published its member key without a
+  // server); done once it streams again. A node that refused streams on: its log says why.
+  using std::chrono::steady_clock;
+  const auto deadline = steady_clock::now() + std::chrono::minutes(30);
+  std::optional<steady_clock::time_point> taken_up;
+  bool went_down = false;
+  while (steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     absl::StatusOr<ClusterRead> now = cluster::ReadCluster(etcd, name);
     if (!now.ok()) continue;
-    if (!taken_up) {
+    if (!taken_up.has_value()) {
       absl::StatusOr<std::optional<cluster::EtcdKeyValue>> request = etcd.Get(key);
       if (!request.ok() || request->has_value()) continue;
-      taken_up = true;  // (and the member key says so: published before the key went)
+      taken_up = steady_clock::now();
+    }
+    if (!went_down) {
+      went_down = !Streams(*now, args.member);
+      if (!went_down && steady_clock::now() - *taken_up > std::chrono::seconds(10)) {
+        LogError("%s went on streaming: its node did not reinit it (see its log)", args.member);
+        return kExitFailure;
+      }
       continue;
     }
     if (Streams(*now, args.member)) {
@@ -264,8 +275,8 @@ int Reinit(const ClusterArgs& args, Opened& cluster) {
       return kExitOk;
     }
   }
-  LogError(taken_up ? "%s did not stream again within 30 minutes (see its node's log)"
-                    : "%s did not take the reinit up (is its node running?)",
+  LogError(taken_up.has_value() ? "%s did not stream again within 30 minutes (see its node's log)"
+                                : "%s did not take the reinit up (is its node running?)",
            args.member);
   return kExitFailure;
 }

@@ -55,17 +55,24 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
   std::vector<std::unique_ptr<cluster::LeaderWatch>> watches;
   for (const auto& [name, db] : databases) {
     if (db.cluster.etcd.empty()) continue;
-    auto changed = [&pooler, name = name, url = db.url,
-                    cluster = db.cluster.name](const std::optional<ListenAddress>& leader,
-                                               const std::string& why_none) {
+    auto changed = [&pooler, name = name, url = db.url, cluster = db.cluster.name,
+                    reads = db.cluster.replicas](const cluster::LeaderWatch::Topology& now) {
+      const std::optional<ListenAddress>& leader = now.leader;
       if (!leader.has_value()) {
         LogWarning("pooler: cluster %s: %s: database %s paused until a leader is known",
-                   cluster, why_none, name);
+                   cluster, now.why_none, name);
         pooler.Pause(name);
         return;
       }
       absl::StatusOr<std::string> moved = WithHost(url, leader->host, leader->port);
-      absl::Status s = moved.ok() ? pooler.Retarget(name, *moved) : moved.status();
+      std::vector<std::string> replicas;
+      for (const ListenAddress& replica : now.replicas) {
+        absl::StatusOr<std::string> at = WithHost(url, replica.host, replica.port);
+        if (at.ok()) replicas.push_back(*at);
+      }
+      absl::Status s = !moved.ok() ? moved.status()
+                       : reads     ? pooler.Retarget(name, *moved, replicas)
+                                   : pooler.Retarget(name, *moved);
       if (!s.ok()) {
         LogError("pooler: database %s: following cluster %s to %s: %s", name, cluster,
                  leader->ToString(), s.message());

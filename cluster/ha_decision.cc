@@ -81,8 +81,9 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
   const bool targeted = cluster.switchover_to == config.name;
   for (const MemberView& other : cluster.members) {
     if (other.name == config.name || other.state != "running") continue;
-    // (The leader handing the lead over may not take it back: it is no rival, or none would.)
-    if (other.name == cluster.switchover_from) continue;
+    // (The leader handing the lead over may not take it back: no rival unless further ahead,
+    // which a clean stop leaves none of its standbys, or none would lead.)
+    if (other.name == cluster.switchover_from && other.position <= server.position) continue;
     if (config.synchronous && std::find(cluster.synchronous.begin(), cluster.synchronous.end(),
                                         other.name) == cluster.synchronous.end()) {
       continue;

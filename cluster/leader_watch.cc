@@ -28,19 +28,22 @@ LeaderWatch::~LeaderWatch() {
 void LeaderWatch::Run() {
   Etcd etcd(etcd_, milliseconds(2000));
   bool known = false;  // whether `followed` was ever told
-  std::optional<ListenAddress> followed;
+  Topology followed;
   steady_clock::time_point warned;
   while (!stop_.load()) {
     absl::StatusOr<ClusterRead> read = ReadCluster(etcd, cluster_);
     if (!read.ok()) {
       if (steady_clock::now() - warned > std::chrono::seconds(30)) {
         LogWarning("cluster %s: %s (following %s meanwhile)", cluster_, read.status().message(),
-                   followed.has_value() ? followed->ToString() : std::string("no leader"));
+                   followed.leader.has_value() ? followed.leader->ToString()
+                                               : std::string("no leader"));
         warned = steady_clock::now();
       }
     } else {
-      std::optional<ListenAddress> leader;
-      std::string why_none = "no leader";
+      Topology now;
+      std::optional<ListenAddress>& leader = now.leader;
+      std::string& why_none = now.why_none;
+      why_none = "no leader";
       if (read->view.leader.has_value() && read->view.switchover_from == *read->view.leader) {
         why_none = Cat("a switchover from ", *read->view.leader, " is under way");
       } else if (read->view.leader.has_value()) {
@@ -55,10 +58,21 @@ void LeaderWatch::Run() {
         }
         // (A leader whose member key is not there yet: no leader yet.)
       }
-      if (!known || leader != followed) {
+      if (leader.has_value()) {
+        for (const auto& [name, member] : read->members) {  // (by name: a std::map)
+          if (name == *read->view.leader || member.value("role", "") != "replica" ||
+              member.value("state", "") != "running" || !member.value("streaming", false)) {
+            continue;
+          }
+          absl::StatusOr<ListenAddress> address =
+              ParseListenAddress(member.value("address", ""));
+          if (address.ok()) now.replicas.push_back(*address);
+        }
+      }
+      if (!known || now.leader != followed.leader || now.replicas != followed.replicas) {
         known = true;
-        followed = leader;
-        changed_(leader, why_none);
+        followed = now;
+        changed_(now);
       }
     }
     const auto next = steady_clock::now() + interval_;

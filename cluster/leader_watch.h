@@ -8,7 +8,8 @@
 // is handing the lead over (a switchover: whoever follows pauses until the new leader is
 // known, instead of sending transactions to a server about to stop). While
 // etcd does not answer, nothing changes (the last leader stays the one followed) and a warning
-// says so.
+// says so. The members streaming from the leader come with it (for reads on standbys), and a
+// change of them is a change too.
 //
 // Thread-safety: `changed` runs on the watch's thread.
 
@@ -26,11 +27,15 @@ namespace pgflow::cluster {
 
 class LeaderWatch {
  public:
-  using Changed = std::function<void(const std::optional<ListenAddress>& leader,
-                                     const std::string& why_none)>;
+  struct Topology {
+    std::optional<ListenAddress> leader;  // none to send to: why_none says why
+    std::string why_none;
+    std::vector<ListenAddress> replicas;  // the running members streaming from it, by name
+  };
+  using Changed = std::function<void(const Topology&)>;
 
   LeaderWatch(std::string cluster, std::vector<std::string> etcd, Changed changed,
-              std::chrono::milliseconds interval = std::chrono::milliseconds(200));
+              std::chrono::milliseconds interval = std::chrono::milliseconds(100));
   ~LeaderWatch();  // stops and joins the thread
   LeaderWatch(const LeaderWatch&) = delete;
   LeaderWatch& operator=(const LeaderWatch&) = delete;

@@ -162,7 +162,7 @@ std::optional<uint32_t> LocalServer::ReplayTimeline(int timeout_seconds) const {
 
 void LocalServer::WaitForTransactions(std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  // (The poolers look at the cluster's keys every 200 ms.)
+  // (The poolers look at the cluster's keys every 100 ms.)
   std::this_thread::sleep_for(std::min(limit, std::chrono::milliseconds(500)));
   absl::StatusOr<PgConnPtr> conn = ConnectLocal(2);
   if (!conn.ok()) return;
@@ -227,7 +227,8 @@ absl::Status LocalServer::WriteSettings(bool standby, const std::string& primary
   conf << "port = " << port_ << "\n";
   // (Not in the data directory: pg_basebackup and pg_rewind would meet the socket there.)
   conf << "unix_socket_directories = " << ConfQuoted(SocketDirectory()) << "\n";
-  conf << "wal_level = replica\nhot_standby = on\nwal_log_hints = on\n";
+  // (logical: a pipeline may read the cluster's primary.)
+  conf << "wal_level = logical\nhot_standby = on\nwal_log_hints = on\n";
   conf << "max_wal_senders = 10\nmax_replication_slots = 10\nhot_standby_feedback = on\n";
   // (A clone, a standby catching up and pg_rewind read WAL the primary would recycle.)
   conf << "wal_keep_size = '256MB'\n";
@@ -299,9 +300,15 @@ absl::Status LocalServer::Rewind(const std::string& source) {
     absl::StatusOr<PgConnPtr> conn =
         Connect(Cat(source, " dbname=postgres connect_timeout=10"), ConnectionKind::kRegular);
     if (!conn.ok()) return conn.status();
+    // (A leader not yet promoted is on the old timeline: pg_rewind would find nothing to do.)
+    absl::StatusOr<PgResultPtr> recovering = Exec(conn->get(), "SELECT pg_is_in_recovery()");
+    if (!recovering.ok()) return absl::UnavailableError(recovering.status().message());
+    if (PQgetvalue(recovering->get(), 0, 0)[0] == 't') {
+      return absl::UnavailableError("the source of pg_rewind is not promoted yet");
+    }
     if (absl::StatusOr<PgResultPtr> done = Exec(conn->get(), "CHECKPOINT"); !done.ok()) {
-      return absl::UnavailableError(Cat("a checkpoint on the source of pg_rewind: ",
-                                        done.status().message()));
+      return absl::FailedPreconditionError(Cat("a checkpoint on the source of pg_rewind: ",
+                                               done.status().message()));
     }
   }
   // (A server stopped immediately is first recovered by pg_rewind itself, in single-user mode.)
@@ -309,6 +316,17 @@ absl::Status LocalServer::Rewind(const std::string& source) {
                                          Cat(source, " dbname=postgres")});
       !s.ok()) {
     return s;
+  }
+  // pg_rewind leaves pg_replslot as it was: a pipeline's logical slot there may have confirmed
+  // changes past where the timelines forked, and resumed on a later promotion it would skip
+  // the new timeline's changes there without a word. The slots go (a pipeline then stops at
+  // the missing slot and says how to go on).
+  std::error_code ec;
+  for (const fs::directory_entry& slot :
+       fs::directory_iterator(fs::path(config_.data_dir) / "pg_replslot", ec)) {
+    LogWarning("node %s: dropping replication slot %s, left from before the rewind",
+               config_.name, slot.path().filename().string());
+    fs::remove_all(slot.path(), ec);
   }
   return WriteSettings(true, source);
 }

@@ -275,17 +275,19 @@ milliseconds Node::Round() {
   }
   if (std::find(cluster->reinit.begin(), cluster->reinit.end(), config_.name) !=
       cluster->reinit.end()) {
-    Reinitialize();
+    Reinitialize(*cluster);
     return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
   }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
   if (cluster->view.leader.has_value()) election_published_ = false;
-  if (decision.action == Action::kTakeLead && !election_published_) {
+  if (decision.action == Action::kTakeLead && !election_published_ &&
+      !SoleSynchronous(cluster->view)) {
     // The others compare themselves with what this node published: its position now first,
-    // then a moment for theirs.
+    // then a moment for theirs (they all woke as the lease ended). The synchronous standby
+    // named alone has no rival to wait for.
     election_published_ = true;
     Publish(status);
-    return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
+    return milliseconds(std::min<int64_t>(kElectionWait.count(), config_.loop_wait.count()));
   }
   if (decision.action == Action::kWait || decision.action == Action::kRenew ||
       decision.action == Action::kFollow) {
@@ -358,8 +360,8 @@ void Node::Act(const Decision& decision, const ServerStatus& status, const Clust
       return StartServer(cluster);
     case Action::kStepDown:
       // (A switchover: the poolers following the cluster pause once they see it; what they
-      // had under way ends before the server stops.)
-      server_.WaitForTransactions(kSwitchoverDrain);
+      // had under way ends before the server stops, and before the fence could fire.)
+      server_.WaitForTransactions(std::min<milliseconds>(kSwitchoverDrain, FenceMargin()));
       return StepDown();
   }
 }
@@ -432,6 +434,9 @@ void Node::StartStandby(const std::string& primary) {
     return;
   }
   LogError("node %s: %s", config_.name, s.message());
+  // (Only a server that ended while starting counts: one still starting or recovering is let
+  // be, and a running server's data directory is never moved.)
+  if (server_.Alive()) return;
   if (++standby_start_failures_ < kStandbyStartAttempts || primary.empty()) return;
   // (A data directory that recovery cannot take up: a rewind gone wrong, a lost WAL file.)
   LogError("node %s: the server did not start as a standby %d times in a row: cloning the "
@@ -441,11 +446,28 @@ void Node::StartStandby(const std::string& primary) {
   (void)server_.SetAside();  // (an empty data directory: cloned next round)
 }
 
-void Node::Reinitialize() {
+bool Node::SoleSynchronous(const ClusterView& view) const {
+  return config_.synchronous && view.synchronous.size() == 1 &&
+         view.synchronous[0] == config_.name;
+}
+
+milliseconds Node::FenceMargin() const {
+  const int64_t at = fence_at_.load();
+  if (at == 0) return config_.retry_timeout;
+  const int64_t left = at - Nanos(steady_clock::now());
+  return milliseconds(std::max<int64_t>(0, left / 1000000 - 1000));
+}
+
+void Node::Reinitialize(const ClusterRead& cluster) {
   const std::string key = Cat(kReinit, config_.name);
+  const MemberView* leader =
+      cluster.view.leader.has_value() ? cluster.view.Member(*cluster.view.leader) : nullptr;
   if (holds_lead_) {
     LogWarning("node %s: reinit refused: this node leads (`pgflow cluster switchover` first)",
                config_.name);
+  } else if (leader == nullptr || leader->role != "primary") {
+    // (Its data may be what a failover needs.)
+    LogWarning("node %s: reinit refused: no leader runs a primary to clone", config_.name);
   } else {
     LogInfo("node %s: reinit asked: stopping the server and cloning the leader afresh",
             config_.name);

@@ -77,7 +77,14 @@ class Node {
   // Starts the server as a standby of `primary` (empty: of none yet), counting failures.
   void StartStandby(const std::string& primary);
   // `pgflow cluster reinit` of this node: its data directory set aside, to be cloned anew.
-  void Reinitialize();
+  void Reinitialize(const ClusterRead& cluster);
+  // How long until the fence would fire, less a margin (the longest a drain may take).
+  std::chrono::milliseconds FenceMargin() const;
+  // Whether `synchronous` is on and etcd's `sync` names this node alone.
+  bool SoleSynchronous(const ClusterView& view) const;
+  // How long a candidate waits, its position published, for the others' before it takes the
+  // lead.
+  static constexpr std::chrono::milliseconds kElectionWait{250};
   static constexpr int kStandbyStartAttempts = 5;
   // How long a leader handing the lead over waits for open transactions to end.
   static constexpr std::chrono::milliseconds kSwitchoverDrain{5000};

@@ -54,7 +54,7 @@ const OptionTable<NodePostgresOptions>& PostgresTable() {
                    &NodePostgresOptions::parameters)
           .NoDefault()
           .Help("postgresql.conf settings beside the ones the node manages (port, "
-                "listen_addresses, wal_level, hot_standby, wal_log_hints, "
+                "listen_addresses, wal_level (logical), hot_standby, wal_log_hints, "
                 "synchronous_standby_names, primary_conninfo)."),
       ListOption("pg_hba", &NodePostgresOptions::pg_hba)
           .DefaultText("[host replication all all scram-sha-256, host all all all "

@@ -427,11 +427,20 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       LogWarning("pooler: database %s: %s", settings.database, server.status().message());
       co_return server.status();
     }
-    // Held: the server restarts or fails over; new transactions wait for it.
-    Timer pause(context->get_executor());
-    pause.expires_after(backoff);
-    boost::system::error_code ec;
-    co_await pause.async_wait(asio::redirect_error(asio_support::kUseTask, ec));
+    // Held: the server restarts or fails over; new transactions wait for it. A RETARGET
+    // meanwhile (a failover followed) ends the wait at once: the new server is tried next.
+    const Clock::time_point retry_at = Clock::now() + backoff;
+    while (Clock::now() < retry_at) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (!(settings_.upstream == settings.upstream)) break;
+      }
+      Timer pause(context->get_executor());
+      pause.expires_after(std::min<Clock::duration>(std::chrono::milliseconds(50),
+                                                    retry_at - Clock::now()));
+      boost::system::error_code ec;
+      co_await pause.async_wait(asio::redirect_error(asio_support::kUseTask, ec));
+    }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
 }

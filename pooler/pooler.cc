@@ -198,137 +198,6 @@ std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& data
   return out;
 }
 
-std::vector<ReplicaView> Pooler::Impl::Replicas() {
-  std::vector<ReplicaView> out;
-  for (const auto& [database, router] : Routers()) {
-    for (Router::NodeView& node : router->Nodes()) {
-      out.push_back(ReplicaView{.database = database, .node = std::move(node)});
-    }
-  }
-  return out;
-}
-
-std::vector<CacheView> Pooler::Impl::Caches() {
-  std::vector<CacheView> out;
-  for (const auto& [database, router] : Routers()) {
-    if (std::shared_ptr<QueryCache> cache = router->cache()) {
-      out.push_back(CacheView{.database = database, .cache = cache->Stats()});
-    }
-  }
-  return out;
-}
-
-std::vector<PoolView> Pooler::Impl::Pools() {
-  std::vector<std::pair<PoolKey, std::shared_ptr<Pool>>> pools;
-  {
-    absl::MutexLock lock(&pools_mu_);
-    pools.assign(pools_.begin(), pools_.end());
-  }
-  std::vector<PoolView> out;
-  for (const auto& [key, pool] : pools) {
-    Pool::Counts counts = pool->counts();
-    PoolStats& stats = pool->stats();
-    out.push_back(PoolView{
-        // (A replica's pool: the database's name, a slash and the replica's number.)
-        .database = std::get<2>(key) == kPrimaryNode
-                        ? std::get<0>(key)
-                        : Cat(std::get<0>(key), "/replica", std::get<2>(key)),
-        .user = std::get<1>(key),
-        .mode = std::string(PoolModeName(pool->settings().mode)),
-        .clients = pool->clients.load(),
-        .counts = counts,
-        .transactions = stats.transactions.load(),
-        .queries = stats.queries.load(),
-        .bytes_received = stats.bytes_received.load(),
-        .bytes_sent = stats.bytes_sent.load(),
-        .wait_us = stats.wait_us.load(),
-        .waits = stats.waits.load(),
-        .server_logins = stats.server_logins.load(),
-        .server_login_failures = stats.server_login_failures.load(),
-        .paused = pool->paused(),
-        .server_error = pool->server_error(),
-        .servers = pool->ServerRows(),
-    });
-  }
-  return out;
-}
-
-std::vector<ClientView> Pooler::Impl::Clients() {
-  absl::MutexLock lock(&clients_mu_);
-  std::vector<ClientView> out;
-  for (const auto& [id, info] : client_infos_) {
-    static constexpr const char* kStates[] = {"idle", "active", "waiting"};
-    out.push_back(ClientView{.id = id,
-                             .user = info->user,
-                             .database = info->database,
-                             .state = kStates[std::clamp(info->state.load(), 0, 2)],
-                             .address = info->address,
-                             .port = info->port,
-                             .connected = info->connected});
-  }
-  std::sort(out.begin(), out.end(),
-            [](const ClientView& a, const ClientView& b) { return a.id < b.id; });
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> Pooler::Impl::ConfigRows() {
-  std::shared_ptr<const PoolerConfig> c = config();
-  return {
-      {"listen", c->listen},
-      {"threads", std::to_string(threads_.size())},
-      {"auth_method", c->auth.method == AuthMethod::kScram  ? "scram-sha-256"
-                      : c->auth.method == AuthMethod::kMd5  ? "md5"
-                      : c->auth.method == AuthMethod::kCert ? "cert"
-                                                            : "trust"},
-      {"auth_users", c->auth.users},
-      {"admin_listen", c->admin.listen},
-      {"max_client_conn", std::to_string(c->max_client_conn)},
-      {"hold_timeout", FormatDuration(c->hold_timeout)},
-      {"query_wait_timeout", FormatDuration(c->query_wait_timeout)},
-      {"client_login_timeout", FormatDuration(c->client_login_timeout)},
-      {"server_connect_timeout", FormatDuration(c->server_connect_timeout)},
-      {"server_idle_timeout", FormatDuration(c->server_idle_timeout)},
-      {"server_lifetime", FormatDuration(c->server_lifetime)},
-      {"server_reset_query", c->server_reset_query},
-      {"max_message_size", FormatBytes(c->max_message_size)},
-  };
-}
-
-std::vector<DatabaseView> Pooler::Impl::Databases() {
-  std::shared_ptr<const PoolerConfig> c = config();
-  std::set<std::string> retargeted;
-  {
-    absl::MutexLock lock(&reconfigure_mu_);
-    for (const auto& [name, r] : retargeted_) retargeted.insert(name);
-  }
-  std::vector<DatabaseView> out;
-  for (const auto& [name, db] : c->databases) {
-    int connections = 0;
-    bool paused = false;
-    for (const std::shared_ptr<Pool>& pool : PoolsOf(name)) {
-      Pool::Counts counts = pool->counts();
-      connections += counts.active + counts.idle + counts.connecting;
-      paused = paused || pool->paused();
-    }
-    out.push_back(DatabaseView{
-        .name = name,
-        .host = db.upstream.HostList(),
-        .port = db.upstream.port,
-        .dbname = db.upstream.dbname.empty() ? name : db.upstream.dbname,
-        .force_user = db.upstream.user,
-        .pool_size = db.pool_size,
-        .min_pool_size = db.min_pool_size,
-        .reserve_pool = db.reserve_pool,
-        .mode = std::string(PoolModeName(db.pool_mode)),
-        .max_client_conn = db.max_client_conn,
-        .current_connections = connections,
-        .paused = paused,
-        .retargeted = retargeted.contains(name),
-    });
-  }
-  return out;
-}
-
 bool Pooler::Impl::HasDatabase(const std::string& database) {
   std::shared_ptr<const PoolerConfig> c = config();
   return FindDatabase(*c, database) != nullptr;
@@ -512,7 +381,9 @@ absl::Status Pooler::Impl::Reload() {
   for (auto it = retargeted_.begin(); it != retargeted_.end();) {
     auto db = applied.databases.find(it->first);
     if (db != applied.databases.end() && db->second.url == it->second.file_url &&
-        SetDatabaseUrl(applied.file, it->second.url, &db->second).ok()) {
+        SetDatabaseUrl(applied.file, it->second.url, &db->second).ok() &&
+        (!it->second.replicas.has_value() ||
+         SetDatabaseReplicas(applied.file, *it->second.replicas, &db->second).ok())) {
       ++it;
       continue;
     }
@@ -531,6 +402,11 @@ absl::Status Pooler::Impl::Reload() {
 }
 
 absl::Status Pooler::Impl::Retarget(const std::string& database, const std::string& url) {
+  return Move(database, url, nullptr);
+}
+
+absl::Status Pooler::Impl::Move(const std::string& database, const std::string& url,
+                                const std::vector<std::string>* replicas) {
   absl::MutexLock reconfiguring(&reconfigure_mu_);
   std::shared_ptr<const PoolerConfig> current = config();
   auto db = current->databases.find(database);
@@ -541,11 +417,22 @@ absl::Status Pooler::Impl::Retarget(const std::string& database, const std::stri
   PoolerConfig changed = *current;
   DatabaseOptions& moved = changed.databases.at(database);
   if (absl::Status s = SetDatabaseUrl(changed.file, url, &moved); !s.ok()) return s;
+  if (replicas != nullptr) {
+    if (absl::Status s = SetDatabaseReplicas(changed.file, *replicas, &moved); !s.ok()) return s;
+  }
   auto [entry, first] = retargeted_.try_emplace(database, Retargeted{.file_url = db->second.url});
   entry->second.url = url;
+  if (replicas != nullptr) entry->second.replicas = *replicas;
   LogInfo("pooler: database %s retargeted to %s:%d/%s%s", database, moved.upstream.HostList(),
           moved.upstream.port, moved.upstream.dbname.empty() ? database : moved.upstream.dbname,
           first ? "" : " (it was retargeted before)");
+  if (replicas != nullptr) {
+    std::string where;
+    for (const Upstream& up : moved.replica_upstreams) {
+      where += Cat(where.empty() ? ": " : ", ", up.Where());
+    }
+    LogInfo("pooler: database %s reads from %d replica(s)%s", database, replicas->size(), where);
+  }
   absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> routers =
       MakeRouters(changed, Routers());
   if (!routers.ok()) return routers.status();
@@ -995,6 +882,11 @@ void Pooler::Resume(const std::string& database) { impl_->Resume(database); }
 
 absl::Status Pooler::Retarget(const std::string& database, const std::string& url) {
   return impl_->Retarget(database, url);
+}
+
+absl::Status Pooler::Retarget(const std::string& database, const std::string& url,
+                              const std::vector<std::string>& replicas) {
+  return impl_->Move(database, url, &replicas);
 }
 
 }  // namespace pgflow::pooler

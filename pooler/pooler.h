@@ -53,6 +53,10 @@ class Pooler {
   void Pause(const std::string& database);
   void Resume(const std::string& database);
   absl::Status Retarget(const std::string& database, const std::string& url);
+  // RETARGET with the routing proxy's replicas too (a database following a cluster's
+  // standbys), in one change.
+  absl::Status Retarget(const std::string& database, const std::string& url,
+                        const std::vector<std::string>& replicas);
 
   class Impl;  // public for the sessions (pooler/session.h)
 

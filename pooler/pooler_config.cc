@@ -271,6 +271,10 @@ const OptionTable<ClusterFollowOptions>& ClusterFollowTable() {
           .Required()
           .Check(CheckEtcdUrls)
           .Help("The etcd members' client urls (http://host:2379)."),
+      BoolOption("replicas", &ClusterFollowOptions::replicas)
+          .Help("The cluster's streaming standbys take the reads a replica can run, as "
+                "`replicas` would list them (the routing proxy; pool_mode transaction or "
+                "statement)."),
   });
   return *table;
 }
@@ -414,6 +418,17 @@ absl::Status ReadDatabases(const ConfigNode& node, std::map<std::string, Databas
               ? value.Get("replicas")
                     ->Error("the wildcard entry serves any database: it cannot list replicas")
               : ReadReplicas(value, &db);
+    }
+    if (s.ok() && db.cluster.replicas) {
+      const ConfigNode where = *value.Get("cluster");
+      if (name == "*") {
+        s = where.Error("the wildcard entry serves any database: it cannot follow replicas");
+      } else if (!db.replicas.empty()) {
+        s = where.Error("give replicas or cluster.replicas, not both");
+      } else if (db.pool_mode == PoolMode::kSession) {
+        s = where.Error("replicas are routed to per transaction: they need pool_mode "
+                        "transaction or statement");
+      }
     }
     if (s.ok() && !db.cache.tables.empty()) {
       if (name == "*") {
@@ -664,6 +679,20 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
   auto it = config.databases.find(name);
   if (it == config.databases.end()) it = config.databases.find("*");
   return it == config.databases.end() ? nullptr : &it->second;
+}
+
+absl::Status SetDatabaseReplicas(const std::string& file, const std::vector<std::string>& urls,
+                                 DatabaseOptions* db) {
+  std::vector<Upstream> upstreams;
+  for (const std::string& url : urls) {
+    DatabaseOptions replica;
+    replica.url = url;
+    if (absl::Status s = ReadUpstream(ConsoleUrl(file), &replica); !s.ok()) return s;
+    upstreams.push_back(std::move(replica.upstream));
+  }
+  db->replicas = urls;
+  db->replica_upstreams = std::move(upstreams);
+  return absl::OkStatus();
 }
 
 absl::Status SetDatabaseUrl(const std::string& file, const std::string& url, DatabaseOptions* db) {

@@ -141,6 +141,8 @@ struct CacheOptions {
 struct ClusterFollowOptions {
   std::string name;               // the cluster's name (its keys under /pgflow/<name>/)
   std::vector<std::string> etcd;  // the etcd members' client urls; empty: no cluster
+  // The cluster's streaming standbys take the reads (the routing proxy, as `replicas` would).
+  bool replicas = false;
   bool operator==(const ClusterFollowOptions&) const = default;
 };
 
@@ -231,6 +233,10 @@ const DatabaseOptions* FindDatabase(const PoolerConfig& config, const std::strin
 // `url` is (relative paths against the directory of `file`, the configuration file). An
 // InvalidArgument error names what is wrong, and leaves `db` as it was.
 absl::Status SetDatabaseUrl(const std::string& file, const std::string& url, DatabaseOptions* db);
+
+// The same for db's replicas (the routing proxy's): `urls`, read as the file's would be.
+absl::Status SetDatabaseReplicas(const std::string& file, const std::vector<std::string>& urls,
+                                 DatabaseOptions* db);
 
 const OptionSchema& PoolerOptionSchema();
 const OptionSchema& PoolerDatabaseOptionSchema();

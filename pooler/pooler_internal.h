@@ -131,6 +131,9 @@ class Pooler::Impl : public AdminTarget {
   absl::Status Start(MetricsRegistry* metrics);
   absl::Status Reload() override;
   absl::Status Retarget(const std::string& database, const std::string& url) override;
+  // `replicas` null: the database's stay.
+  absl::Status Move(const std::string& database, const std::string& url,
+                    const std::vector<std::string>* replicas);
   bool WaitForShutdown(std::chrono::milliseconds timeout);
   void Stop();
   int port() const { return port_; }
@@ -247,6 +250,7 @@ class Pooler::Impl : public AdminTarget {
   struct Retargeted {
     std::string file_url;
     std::string url;
+    std::optional<std::vector<std::string>> replicas;  // set by a cluster's leader watch
   };
   std::map<std::string, Retargeted> retargeted_ ABSL_GUARDED_BY(reconfigure_mu_);
   mutable absl::Mutex config_mu_;

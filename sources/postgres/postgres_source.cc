@@ -343,6 +343,63 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> PostgresSource::CheckMissingSlot(PGconn* conn) {
+  // The slot's consistent point, recorded once it was made (RecordSlotMade): none when it was
+  // never made, or `pgflow teardown` dropped it with the pipeline's rows (a first run, then).
+  auto made = Exec(conn,
+                   "SELECT 1 FROM pgflow.snapshots WHERE to_regclass('pgflow.snapshots') IS NOT "
+                   "NULL AND pipeline = $1 AND consistent_point IS NOT NULL",
+                   {pipeline_});
+  if (!made.ok()) return made.status();
+  if (PQntuples(made->get()) == 0) return false;
+  auto copy = Exec(conn,
+                   "SELECT min(id) FROM pgflow.backfills WHERE to_regclass('pgflow.backfills') "
+                   "IS NOT NULL AND pipeline = $1 AND tables = '{}' AND started_at IS NULL AND "
+                   "finished_at IS NULL AND error IS NULL",
+                   {pipeline_});
+  if (!copy.ok()) return copy.status();
+  if (!PQgetisnull(copy->get(), 0, 0)) {
+    LogWarning("replication slot %s of pipeline %s is missing on %s (made before: a failover or "
+               "a restore lost it): a new slot, and the copy of every table asked for "
+               "(backfill %s) brings the sinks up to date",
+               source_.slot, pipeline_, Describe(conn), PQgetvalue(copy->get(), 0, 0));
+    return true;
+  }
+  return MissingSlotError(conn, Lsn());
+}
+
+absl::Status PostgresSource::MissingSlotError(PGconn* conn, Lsn held) {
+  std::string now = "now";
+  if (auto position = Exec(conn,
+                           "SELECT pg_current_wal_lsn()::text || ' on timeline ' || "
+                           "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                           "::bit(32)::int");
+      position.ok()) {
+    now = PQgetvalue(position->get(), 0, 0);
+  }
+  const std::string from = held.IsValid() ? held.ToString() : "the last one the sinks hold";
+  return absl::DataLossError(absl::StrCat(
+      "replication slot ", source_.slot, " of pipeline ", pipeline_, " is missing on ",
+      Describe(conn), ", though the pipeline made it there before: this server took over from "
+      "another (a failover: PostgreSQL 15 keeps no logical slot on standbys) or was restored, "
+      "or the slot was dropped. The changes after ", from, ", up to ", now,
+      ", were not read, and a new slot would start after them: a gap. Way out: `pgflow "
+      "snapshot ", file_, "` (asks for a copy of every table), then `pgflow run ", file_,
+      "` (a new slot; the copy brings every row up to date), then `pgflow verify ", file_,
+      "` (rows deleted meanwhile, which the targets still hold)."));
+}
+
+absl::Status PostgresSource::RecordSlotMade(PGconn* conn, Lsn lsn) {
+  if (absl::Status s = EnsureSnapshotState(conn); !s.ok()) return s;
+  // (A row with finished_at set: no snapshot is owed, should the mode become initial.)
+  return Exec(conn,
+              "INSERT INTO pgflow.snapshots (pipeline, consistent_point, finished_at) "
+              "VALUES ($1, $2, now()) ON CONFLICT (pipeline) DO UPDATE SET consistent_point = "
+              "excluded.consistent_point",
+              {pipeline_, lsn.ToString()})
+      .status();
+}
+
 absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   const bool initial = source_.snapshot.mode == SnapshotMode::kInitial;
   const std::string query =
@@ -384,7 +441,12 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
             snapshot_owed_ ? ", once the tables are copied (the snapshot is not finished)" : "");
     return *lsn;
   }
-  if (initial) {
+  // A slot lost (a failover): what it missed comes from a copy of every table asked for, not
+  // from the initial snapshot again.
+  absl::StatusOr<bool> lost = CheckMissingSlot(conn);
+  if (!lost.ok()) return lost.status();
+  const bool export_snapshot = initial && !*lost;
+  if (export_snapshot) {
     // Recorded before the slot exists, so a crash in between is recognised as a snapshot owed.
     for (const char* sql : {"DELETE FROM pgflow.snapshot_chunks WHERE pipeline = $1",
                             "DELETE FROM pgflow.snapshots WHERE pipeline = $1",
@@ -396,7 +458,8 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   PgResultPtr created(
       PQexec(replication_.get(),
              absl::StrCat("CREATE_REPLICATION_SLOT ", QuoteIdent(source_.slot),
-                          " LOGICAL pgoutput ", initial ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT")
+                          " LOGICAL pgoutput ",
+                          export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT")
                  .c_str()));
   if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
     return ResultError(replication_.get(), created.get(),
@@ -406,7 +469,15 @@ absl::StatusOr<Lsn> PostgresSource::EnsureSlot(PGconn* conn) {
   if (!lsn) return absl::DataLossError("CREATE_REPLICATION_SLOT returned no consistent point");
   LogInfo("created replication slot %s at %s", source_.slot, lsn->ToString());
   created_slot_ = true;
-  if (initial) {
+  if (!initial) {
+    // (Initial: its snapshot row gets the consistent point below.)
+    if (absl::Status s = RecordSlotMade(conn, *lsn); !s.ok()) {
+      LogWarning("replication slot %s: %s (without it, a slot lost in a failover is not told "
+                 "from a first run)",
+                 source_.slot, s.message());
+    }
+  }
+  if (export_snapshot) {
     snapshot_owed_ = true;
     snapshot_name_ = PQgetvalue(created.get(), 0, 2);
     auto noted = Exec(conn, "UPDATE pgflow.snapshots SET consistent_point = $2 WHERE pipeline = $1",
@@ -590,7 +661,14 @@ absl::Status PostgresSource::StartReplication(Lsn from) {
   PgResultPtr res(PQexec(replication_.get(), command.c_str()));
   if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
     absl::Status s = ResultError(replication_.get(), res.get(), "starting replication");
+    const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
     replication_.reset();
+    if (state != nullptr && std::string_view(state) == "42704") {
+      // The slot is gone since the stream began: the server it reconnected to took over from
+      // another (a failover). Everything after `from` went unread.
+      absl::StatusOr<PgConnPtr> conn = Connect(source_.url, ConnectionKind::kRegular);
+      if (conn.ok()) return MissingSlotError(conn->get(), from);
+    }
     return s;
   }
   streaming_ = true;
@@ -643,6 +721,12 @@ void PostgresSource::ReleaseUnacknowledged() {
     dropped = WaitForSlotFree(conn->get(), pipeline_, source_.slot);
     if (dropped.ok()) {
       dropped = Exec(conn->get(), "SELECT pg_drop_replication_slot($1)", {source_.slot}).status();
+    }
+    if (dropped.ok()) {  // (not a slot lost: the next run's is a first one)
+      dropped = Exec(conn->get(),
+                     "UPDATE pgflow.snapshots SET consistent_point = NULL WHERE pipeline = $1",
+                     {pipeline_})
+                    .status();
     }
   }
   if (!dropped.ok()) {

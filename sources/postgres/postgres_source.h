@@ -76,6 +76,17 @@ class PostgresSource : public Source {
     return it != copied_as_of_.end() && commit_lsn < it->second;
   }
   absl::StatusOr<Lsn> EnsureSlot(PGconn* conn);
+  // The slot missing: false when it was never made (a first run); true when it was made and
+  // lost (a failover, a restore) and a copy of every table asked for since (`pgflow
+  // snapshot`) covers what it would have read; an error naming the gap and the way out
+  // otherwise.
+  absl::StatusOr<bool> CheckMissingSlot(PGconn* conn);
+  // The error of a slot lost: what went unread (after `held`, the sinks' position, when
+  // known) and the way out.
+  absl::Status MissingSlotError(PGconn* conn, Lsn held);
+  // Notes in pgflow.snapshots that the slot was made, at `lsn` (a pipeline without an
+  // initial snapshot; one with it records its consistent point there anyway).
+  absl::Status RecordSlotMade(PGconn* conn, Lsn lsn);
   absl::Status StartReplication(Lsn from);
   absl::Status RunSnapshot(Emitter& emitter, const ChunkTracker& chunks, const StopSignal& stop);
 
@@ -89,6 +100,7 @@ class PostgresSource : public Source {
   // The initial copy still owed before streaming may start, and the snapshot exported with the
   // slot for it (empty: take a new one).
   bool snapshot_owed_ = false;
+
   int64_t full_copy_backfill_ = 0;  // the backfill EnsureFullCopy asked for, if any
   // A sink holds whole rows and cannot fill a column added with a default (EnsureFullCopy was
   // asked for): such a table is copied again.

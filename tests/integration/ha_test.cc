@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cluster/etcd.h"
 #include "cluster/node.h"
 #include "nlohmann/json.hpp"
@@ -283,6 +285,30 @@ class PoolerWriter {
   std::thread thread_;
 };
 
+// SHOW REPLICAS's rows of `database` (database|node|role|address|state|position|lag_bytes|
+// lag_seconds|reads) that are replicas.
+std::vector<std::vector<std::string>> ReplicaRows(const PoolerProcess& pooler,
+                                                  const std::string& database) {
+  std::vector<std::vector<std::string>> rows;
+  for (absl::string_view line : absl::StrSplit(Console(pooler, "SHOW REPLICAS"), '\n')) {
+    std::vector<std::string> row = absl::StrSplit(line, '|');
+    if (row.size() == 9 && row[0] == database && row[2] == "replica") rows.push_back(row);
+  }
+  return rows;
+}
+
+int HealthyReplicas(const PoolerProcess& pooler, const std::string& database) {
+  int healthy = 0;
+  for (const auto& row : ReplicaRows(pooler, database)) healthy += row[4] == "healthy";
+  return healthy;
+}
+
+uint64_t ReplicaReads(const PoolerProcess& pooler, const std::string& database) {
+  uint64_t reads = 0;
+  for (const auto& row : ReplicaRows(pooler, database)) reads += std::stoull(row[8]);
+  return reads;
+}
+
 TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   NodeCluster cluster({.name = "pooled", .etcd = etcd_->urls(), .synchronous = true});
   for (int i = 0; i < kNodes; ++i) cluster.Start(i);
@@ -296,10 +322,22 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   for (const std::string& url : etcd_->urls()) {
     absl::StrAppend(&etcd, etcd.empty() ? "" : ", ", url);
   }
-  // (The url's host is nobody's: the cluster says where the primary is.)
+  // (The url's host is nobody's: the cluster says where the primary is. `ro` reads from the
+  // cluster's standbys through the routing proxy.)
   PoolerProcess pooler("trust", "\"postgres\" \"\"\n",
                        absl::StrCat("  app: {url: 'postgres://postgres@127.0.0.1:1/postgres', "
-                                    "cluster: {name: pooled, etcd: [", etcd, "]}}\n"));
+                                    "cluster: {name: pooled, etcd: [", etcd, "]}}\n",
+                                    "  ro: {url: 'postgres://postgres@127.0.0.1:1/postgres', "
+                                    "cluster: {name: pooled, etcd: [", etcd,
+                                    "], replicas: true}}\n"));
+  ASSERT_TRUE(WaitFor([&] { return HealthyReplicas(pooler, "ro") == 2; }, seconds(30)))
+      << Console(pooler, "SHOW REPLICAS") << pooler.Log();
+  {
+    Sql ro(pooler.Url("ro"));
+    for (int i = 0; i < 20; ++i) ro.Scalar("SELECT 1");
+    EXPECT_GT(ReplicaReads(pooler, "ro"), 0u) << Console(pooler, "SHOW REPLICAS");
+    ro.Exec("INSERT INTO pooled VALUES (-1)");  // (writes go to the primary)
+  }
   PoolerWriter writer(pooler.Url("app"));
   ASSERT_TRUE(WaitFor([&] { return writer.acknowledged() > 50; }, seconds(30))) << pooler.Log();
   const int errors_before = writer.errors();
@@ -311,6 +349,9 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   ASSERT_TRUE(WaitFor([&] { return writer.acknowledged() > at_failover + 50; }, seconds(60)))
       << pooler.Log() << cluster.Logs();
   writer.Stop();
+  // The standby left streams from the new primary, and `ro` reads from it alone.
+  EXPECT_TRUE(WaitFor([&] { return HealthyReplicas(pooler, "ro") == 1; }, seconds(30)))
+      << Console(pooler, "SHOW REPLICAS") << pooler.Log();
   const int errors = writer.errors() - errors_before;
   std::printf("through the pooler: %d commits, %d errors across the failover\n",
               writer.acknowledged(), errors);
@@ -323,6 +364,105 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   EXPECT_EQ(sql.Scalar(absl::StrCat("SELECT count(*) FROM pooled WHERE id IN (",
                                     absl::StrJoin(writer.ids(), ","), ")")),
             std::to_string(writer.ids().size()));
+}
+
+// The ids of `table` the jsonl file holds (inserts, updates, snapshot and backfill reads).
+std::set<int> IdsIn(const std::string& jsonl) {
+  std::set<int> ids;
+  for (const nlohmann::json& e : ReadJsonlWritten(jsonl)) {
+    if (e.contains("after") && e["after"].is_object() && e["after"].contains("id")) {
+      ids.insert(e["after"]["id"].get<int>());
+    }
+  }
+  return ids;
+}
+
+bool HoldsIds(const std::string& jsonl, int first, int last) {
+  const std::set<int> ids = IdsIn(jsonl);
+  for (int id = first; id <= last; ++id) {
+    if (!ids.contains(id)) return false;
+  }
+  return true;
+}
+
+// A pipeline reading the cluster's primary: PostgreSQL 15 keeps no logical slot on standbys,
+// so after a failover the slot is gone. The pipeline must stop, naming the gap and the way
+// out, never start a new slot silently; after `pgflow snapshot` it goes on with a new slot and
+// a copy of every table brings the sink up to date.
+TEST_F(HaTest, APipelineOnAClusterStopsAtAFailoverAndGoesOnAfterACopy) {
+  NodeCluster cluster({.name = "cdc", .etcd = etcd_->urls(), .synchronous = false});
+  for (int i = 0; i < kNodes; ++i) cluster.Start(i);
+  ASSERT_TRUE(WaitFor([&] { return cluster.Converged(); }, seconds(120))) << cluster.Logs();
+  const std::string first = *cluster.Leader();
+  {
+    Sql sql(cluster.Url(cluster.Index(first)));
+    sql.Exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 50)");
+  }
+  TempDir dir;
+  std::string hosts;
+  for (int i = 0; i < kNodes; ++i) {
+    const std::string url = cluster.Url(i);  // postgres://postgres@host:port/postgres
+    const size_t at = url.find('@') + 1;
+    absl::StrAppend(&hosts, hosts.empty() ? "" : ",", url.substr(at, url.rfind('/') - at));
+  }
+  const std::string file = dir.File("cdc.yaml");
+  const std::string out = dir.File("out.jsonl");
+  WriteFile(file,
+            absl::StrCat("pipeline: cdc\nsource:\n  postgres:\n    url: 'postgres://postgres@",
+                         hosts, "/postgres?target_session_attrs=read-write'\n",
+                         "    tables: [public.t]\nsinks:\n  out: {jsonl: {path: ", out,
+                         "}, flush_interval: 50ms}\n"));
+  auto run = std::make_unique<PgflowProcess>(std::vector<std::string>{"run", file},
+                                             dir.File("run.log"));
+  {
+    Sql sql(cluster.Url(cluster.Index(first)));
+    ASSERT_TRUE(WaitFor([&] { return HoldsIds(out, 1, 50); }, seconds(60)))
+        << ReadFile(dir.File("run.log"));
+    sql.Exec("INSERT INTO t SELECT generate_series(51, 100)");
+    ASSERT_TRUE(WaitFor([&] { return HoldsIds(out, 51, 100); }, seconds(30)))
+        << ReadFile(dir.File("run.log"));
+  }
+
+  cluster.Kill(cluster.Index(first));
+  ASSERT_TRUE(WaitFor([&] { return cluster.Leader().value_or(first) != first; }, seconds(30)))
+      << cluster.Logs();
+  const int second = cluster.Index(*cluster.Leader());
+  ASSERT_TRUE(WaitFor([&] { return Curl(cluster.Api(second, "/primary")).code == 200; },
+                      seconds(30)));
+  {
+    Sql sql(cluster.Url(second));
+    sql.Exec("INSERT INTO t SELECT generate_series(101, 150)");  // the gap
+  }
+  // Stopped, saying why and how to go on; no new slot made.
+  EXPECT_EQ(run->Wait(seconds(90)), 1) << ReadFile(dir.File("run.log"));
+  const std::string log = ReadFile(dir.File("run.log"));
+  EXPECT_NE(log.find("replication slot pgflow_cdc of pipeline cdc is missing"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("were not read"), std::string::npos) << log;
+  EXPECT_NE(log.find("pgflow snapshot " + file), std::string::npos) << log;
+  {
+    Sql sql(cluster.Url(second));
+    EXPECT_EQ(sql.Scalar("SELECT count(*) FROM pg_replication_slots"), "0");
+  }
+  EXPECT_FALSE(HoldsIds(out, 101, 150));
+
+  // The way out: a copy of every table asked for, then the pipeline again.
+  std::string said;
+  ASSERT_EQ(RunPgflow({"snapshot", file, "--no-wait"}, &said), 0) << said;
+  run = std::make_unique<PgflowProcess>(std::vector<std::string>{"run", file},
+                                        dir.File("run2.log"));
+  EXPECT_TRUE(WaitFor([&] { return HoldsIds(out, 101, 150); }, seconds(60)))
+      << ReadFile(dir.File("run2.log"));
+  {
+    Sql sql(cluster.Url(second));
+    sql.Exec("INSERT INTO t VALUES (151)");
+  }
+  EXPECT_TRUE(WaitFor([&] { return HoldsIds(out, 151, 151); }, seconds(30)))
+      << ReadFile(dir.File("run2.log"));
+  EXPECT_NE(ReadFile(dir.File("run2.log")).find("brings the sinks up to date"),
+            std::string::npos);
+  run->Signal(SIGTERM);
+  EXPECT_EQ(run->Wait(seconds(30)), 0);
 }
 
 TEST_F(HaTest, ANodeRefusesRootAndABadFileWithAClearError) {
