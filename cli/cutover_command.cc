@@ -19,6 +19,7 @@
 #include "engine/log.h"
 #include "engine/pipeline.h"
 #include "engine/stop_signal.h"
+#include "sources/postgres/snapshot.h"
 
 namespace pgflow {
 namespace {
@@ -96,7 +97,11 @@ cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::stri
     if (absl::Status s = BuildSource(*config)->Prepare().status(); !s.ok()) return s;
     absl::StatusOr<PgConnPtr> b = Connect(target_url, ConnectionKind::kRegular);
     if (!b.ok()) return b.status();
-    return Exec(b->get(), "SELECT pg_drop_replication_slot($1)", {slot}).status();
+    if (absl::Status s = Exec(b->get(), "SELECT pg_drop_replication_slot($1)", {slot}).status();
+        !s.ok()) {
+      return s;
+    }
+    return ForgetSlotMade(b->get(), reverse.name);
   };
   hooks.forget = [target_url, reverse, slot = hooks.slot] {
     absl::StatusOr<PgConnPtr> b = Connect(target_url, ConnectionKind::kRegular);
@@ -107,6 +112,7 @@ cutover::ReverseStream ReverseHooks(const PipelineFile& forward, const std::stri
                       {slot})
                      .status()
                : b.status();
+    if (dropped.ok()) dropped = ForgetSlotMade(b->get(), reverse.name);
     if (!dropped.ok()) {
       LogWarning("cutover: the stream back's slot %s on the target is left: %s", slot,
                  dropped.message());

@@ -15,6 +15,7 @@
 #include "engine/str_cat.h"
 #include "proxy/router.h"
 #include "sources/postgres/postgres_source.h"
+#include "sources/postgres/snapshot.h"
 
 namespace pgflow::proxy {
 namespace {
@@ -501,6 +502,12 @@ void ProxyQueryCache::DropIdleSlot() {
            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
            "WHERE slot_name = $1 AND NOT active",
            {slot_});
+  if (dropped.ok()) {
+    // (Dropped on purpose: the next slot is a first one, not one a failover lost.)
+    if (absl::Status s = ForgetSlotMade(conn->get(), slot_); !s.ok()) {
+      LogWarning("proxy: database %s: %s", database_, s.message());
+    }
+  }
   if (!dropped.ok()) {
     LogWarning("proxy: database %s: dropping the cache's slot %s: %s", database_, slot_,
                dropped.status().message());

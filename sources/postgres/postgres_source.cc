@@ -346,16 +346,24 @@ absl::Status PostgresSource::EnsurePublication(PGconn* conn) {
 absl::StatusOr<bool> PostgresSource::CheckMissingSlot(PGconn* conn) {
   // The slot's consistent point, recorded once it was made (RecordSlotMade): none when it was
   // never made, or `pgflow teardown` dropped it with the pipeline's rows (a first run, then).
+  // (Both tables are made together, with the first slot; a relation that does not exist
+  // cannot be named in a query, whatever its WHERE says.)
+  auto tables = Exec(conn,
+                     "SELECT to_regclass('pgflow.snapshots') IS NOT NULL AND "
+                     "to_regclass('pgflow.backfills') IS NOT NULL");
+  if (!tables.ok()) return tables.status();
+  if (PQgetvalue(tables->get(), 0, 0)[0] != 't') return false;
+  // (A snapshot not finished yet: the next run copies every table again under a new slot,
+  // as it would after an interruption, and the stream had not begun.)
   auto made = Exec(conn,
-                   "SELECT 1 FROM pgflow.snapshots WHERE to_regclass('pgflow.snapshots') IS NOT "
-                   "NULL AND pipeline = $1 AND consistent_point IS NOT NULL",
+                   "SELECT 1 FROM pgflow.snapshots WHERE pipeline = $1 AND consistent_point IS "
+                   "NOT NULL AND finished_at IS NOT NULL",
                    {pipeline_});
   if (!made.ok()) return made.status();
   if (PQntuples(made->get()) == 0) return false;
   auto copy = Exec(conn,
-                   "SELECT min(id) FROM pgflow.backfills WHERE to_regclass('pgflow.backfills') "
-                   "IS NOT NULL AND pipeline = $1 AND tables = '{}' AND started_at IS NULL AND "
-                   "finished_at IS NULL AND error IS NULL",
+                   "SELECT min(id) FROM pgflow.backfills WHERE pipeline = $1 AND tables = '{}' "
+                   "AND started_at IS NULL AND finished_at IS NULL AND error IS NULL",
                    {pipeline_});
   if (!copy.ok()) return copy.status();
   if (!PQgetisnull(copy->get(), 0, 0)) {
@@ -722,12 +730,7 @@ void PostgresSource::ReleaseUnacknowledged() {
     if (dropped.ok()) {
       dropped = Exec(conn->get(), "SELECT pg_drop_replication_slot($1)", {source_.slot}).status();
     }
-    if (dropped.ok()) {  // (not a slot lost: the next run's is a first one)
-      dropped = Exec(conn->get(),
-                     "UPDATE pgflow.snapshots SET consistent_point = NULL WHERE pipeline = $1",
-                     {pipeline_})
-                    .status();
-    }
+    if (dropped.ok()) dropped = ForgetSlotMade(conn->get(), pipeline_);
   }
   if (!dropped.ok()) {
     LogWarning(

@@ -124,6 +124,16 @@ absl::StatusOr<ExactSnapshot> TakeExactSnapshot(const std::string& url,
   return ExactSnapshot{*std::move(conn), PQgetvalue(created.get(), 0, 2), *as_of};
 }
 
+absl::Status ForgetSlotMade(PGconn* conn, const std::string& pipeline) {
+  absl::StatusOr<PgResultPtr> present =
+      Exec(conn, "SELECT to_regclass('pgflow.snapshots') IS NOT NULL");
+  if (!present.ok()) return present.status();
+  if (PQgetvalue(present->get(), 0, 0)[0] != 't') return absl::OkStatus();
+  return Exec(conn, "UPDATE pgflow.snapshots SET consistent_point = NULL WHERE pipeline = $1",
+              {pipeline})
+      .status();
+}
+
 absl::Status EnsureSnapshotState(PGconn* conn) {
   // Created by `pgflow init` (a superuser) when a role that may not create in the database runs
   // the pipeline: CREATE ... IF NOT EXISTS would still need that privilege.

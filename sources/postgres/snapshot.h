@@ -56,6 +56,10 @@ std::vector<SnapshotChunk> CutIntoChunks(const SnapshotChunk& relation, uint32_t
 // The SQL pgflow keeps its snapshot progress in, in the source database. Idempotent.
 absl::Status EnsureSnapshotState(PGconn* conn);
 
+// Forgets that `pipeline`'s slot was made (pgflow.snapshots' consistent point), for whoever
+// drops it on purpose: the next run's slot is then a first one, not one lost in a failover.
+absl::Status ForgetSlotMade(PGconn* conn, const std::string& pipeline);
+
 // A snapshot exactly as of a WAL position, apart from a pipeline's slot: a temporary logical
 // slot's, exported when it is created. It holds every transaction that committed before
 // `as_of` and none after (what logical decoding from `as_of` would send), so a stream can tell
