@@ -9,15 +9,17 @@
 # (bench/failover_writer.py, reconnecting 20 ms after an error) through the system's way in:
 #   pgflow:   `pgflow pooler` following the cluster (databases.<name>.cluster)
 #   Patroni:  HAProxy, checking each node's /primary every 500 ms (fall 2, rise 1)
-# TRIALS times (default 5): after KILL_AT seconds of load (default 5), the leader's agent and
-# every process of its server are killed with -9 at once (a machine lost); the client goes on
+# TRIALS times (default 5): after KILL_AT seconds of load (default 5), right after the leader
+# renewed its lease (so that it ends a whole ttl later under both systems), the leader's agent
+# and every process of its server are killed with -9 at once (a machine lost); the client goes on
 # until it has committed on the new primary; then the killed node is started again and must
 # rejoin before the next trial. Printed for each trial and as medians and totals: the time
 # from the kill to the first commit on the new primary, the client's errors, and the commits
 # it was told of that the new primary lacks. Goals (issue 46): the median failover within
 # TTL + 2 s and at most Patroni's, no acknowledged commit lost in synchronous mode, fewer
 # client-visible errors than through Patroni and HAProxy.
-# The machine may be shared: the figures are of one run, side by side.
+# The machine may be shared: the figures are of one run, side by side. KEEP=dir keeps every
+# log (nodes, pooler, Patroni, HAProxy, clients) there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${TRIALS:-5}
@@ -38,6 +40,10 @@ PGFLOW=$(realpath "$PGFLOW_BINARY")
 chown postgres: "$work"
 pids=()
 cleanup_all() {
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    (cd "$work" && find . -maxdepth 2 -name '*.log' -exec cp --parents {} "$KEEP" \;) || true
+  fi
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   pkill -9 -f "postgres -D $work/" 2>/dev/null || true
   scripts/pgtmp.sh stop "$work/pg" >/dev/null 2>&1 || true
@@ -54,8 +60,9 @@ spawned=""
 spawn_postgres() {
   local log="$1"
   shift
-  HOME=~postgres setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" >"$log" 2>&1 &
+  HOME=~postgres setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" >>"$log" 2>&1 &
   spawned=$!
+  disown  # (killed with -9 on purpose: no "Killed" from bash)
   pids+=("$spawned")
 }
 wait_until() {  # seconds, what, command...
@@ -89,6 +96,7 @@ for i in 1 2 3; do
     --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
     --initial-cluster "$initial" --initial-cluster-state new --pre-vote >"$work/etcd$i.log" 2>&1 &
   pids+=($!)
+  disown
 done
 wait_until 30 "etcd's health" curl -sf "http://127.0.0.1:${client[1]}/health"
 
@@ -132,12 +140,14 @@ databases:
 YAML
   "$PGFLOW" pooler --config "$cluster_dir/pooler.yaml" >"$cluster_dir/pooler.log" 2>&1 &
   pids+=($!)
+  disown
   entry_dsn="host=127.0.0.1 port=$entry_port dbname=bench user=postgres"
 }
 pgflow_start_node() {
   spawn_postgres "$cluster_dir/n$1.log" "$PGFLOW" node --config "$cluster_dir/n$1.yaml"
   agent[$1]=$spawned
 }
+pgflow_leader_key() { echo "/pgflow/failover-$1/leader"; }
 pgflow_leader() {
   "$PGFLOW" cluster status --json --config "$cluster_dir/n1.yaml" 2>/dev/null |
     python3 -c 'import json,sys; l=json.load(sys.stdin)["leader"]; print(l[1:] if l else "")'
@@ -205,6 +215,7 @@ YAML
   } >"$cluster_dir/haproxy.cfg"
   haproxy -f "$cluster_dir/haproxy.cfg" -db >"$cluster_dir/haproxy.log" 2>&1 &
   pids+=($!)
+  disown
   entry_dsn="host=127.0.0.1 port=$entry_port dbname=postgres user=postgres"
 }
 patroni_start_node() {
@@ -215,6 +226,7 @@ patroni_cluster_json() {
   for n in 1 2 3; do curl -sf "http://127.0.0.1:${api_port[$n]}/cluster" && return; done
   return 1
 }
+patroni_leader_key() { echo "/service/failover-$1/leader"; }
 patroni_has_leader() { patroni_cluster_json | grep -q '"role": *"leader"'; }
 patroni_leader() {
   patroni_cluster_json 2>/dev/null | python3 -c '
@@ -242,6 +254,33 @@ server_pids() {
   cat /proc/"$pm"/task/*/children 2>/dev/null || true
 }
 
+# Returns once the lease of etcd key $1 (the leader key) has just been renewed, so that a
+# kill then ends it a whole ttl later for both systems alike: the failover's time is the ttl
+# plus how fast each system reacts, not also where in its loop_wait the kill fell (up to
+# loop_wait of noise in a median of a few trials).
+wait_for_renewal() {
+  python3 - "$1" "http://127.0.0.1:${client[1]}" <<'PY'
+import base64, json, sys, time, urllib.request
+key, etcd = sys.argv[1], sys.argv[2]
+def call(path, body):
+    request = urllib.request.Request(etcd + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=2))
+kvs = call("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs", [])
+if not kvs:
+    sys.exit(1)
+lease, last = kvs[0]["lease"], None
+deadline = time.time() + 30
+while time.time() < deadline:
+    ttl = int(call("/v3/lease/timetolive", {"ID": lease}).get("TTL", -1))
+    if last is not None and ttl > last:  # (whole seconds: a renewal makes it jump up)
+        sys.exit(0)
+    last = ttl
+    time.sleep(0.02)
+sys.exit(1)
+PY
+}
+
 # One trial of system $1 in mode $2, number $3: its line of results in $cluster_dir/result$3
 # (failover seconds, client errors, acknowledged commits lost, acknowledged commits).
 trial() {
@@ -255,6 +294,8 @@ trial() {
   /usr/bin/python3 bench/failover_writer.py "$entry_dsn" "$log" "$stop" $((k * 10000000)) &
   local writer=$!
   sleep "$KILL_AT"
+  wait_for_renewal "$("${system}_leader_key" "$mode")" ||
+    echo "  (the leader's lease was not seen renewed: killed anyway)" >&2
   old_port=${pg_port[$leader]}
   t_kill=$(now)
   kill -9 "${agent[$leader]}" $(server_pids "$leader") 2>/dev/null || true

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -36,6 +37,7 @@ struct ClusterArgs {
   bool json = false;
   std::string to;                    // switchover
   std::string member;                // reinit
+  std::string setting, value;        // set
 };
 
 int RunNode(const std::string& path) {
@@ -130,6 +132,9 @@ json StatusJson(const ClusterRead& read) {
     });
   }
   return {{"leader", read.view.leader.has_value() ? json(*read.view.leader) : json(nullptr)},
+          {"synchronous", read.view.synchronous_mode.has_value()
+                              ? json(*read.view.synchronous_mode)
+                              : json(nullptr)},
           {"members", members}};
 }
 
@@ -140,8 +145,11 @@ int Status(const ClusterArgs& args, Opened& cluster) {
   if (args.json) {
     std::printf("%s\n", status.dump(2).c_str());
   } else {
-    std::printf("cluster %s, leader %s\n", name.c_str(),
-                read->view.leader.has_value() ? read->view.leader->c_str() : "(none)");
+    std::printf("cluster %s, leader %s, synchronous %s\n", name.c_str(),
+                read->view.leader.has_value() ? read->view.leader->c_str() : "(none)",
+                !read->view.synchronous_mode.has_value() ? "(not set yet)"
+                : *read->view.synchronous_mode          ? "on"
+                                                        : "off");
     std::printf("%-12s %-8s %-8s %-22s %8s %12s %-9s %s\n", "MEMBER", "ROLE", "STATE",
                 "ADDRESS", "TIMELINE", "LAG (BYTES)", "STREAMING", "SYNC");
     for (const json& m : status["members"]) {
@@ -281,6 +289,62 @@ int Reinit(const ClusterArgs& args, Opened& cluster) {
   return kExitFailure;
 }
 
+int Set(const ClusterArgs& args, Opened& cluster) {
+  const std::string& name = cluster.name;
+  cluster::Etcd& etcd = *cluster.etcd;
+  if (args.setting != "synchronous") {
+    LogError("pgflow cluster set: '%s' is no cluster setting (synchronous)", args.setting);
+    return kExitConfig;
+  }
+  const std::string value = absl::AsciiStrToLower(args.value);
+  bool on;
+  if (value == "on" || value == "true") {
+    on = true;
+  } else if (value == "off" || value == "false") {
+    on = false;
+  } else {
+    LogError("pgflow cluster set synchronous: '%s' is neither on nor off", args.value);
+    return kExitConfig;
+  }
+  const std::string key = cluster::ClusterKey(name, "config");
+  absl::StatusOr<std::optional<cluster::EtcdKeyValue>> old = etcd.Get(key);
+  if (!old.ok()) {
+    LogError("%s", old.status().message());
+    return kExitFailure;
+  }
+  json config = json::object();
+  if (old->has_value()) {
+    config = json::parse((*old)->value, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) config = json::object();
+  }
+  config["synchronous"] = on;
+  if (absl::Status s = etcd.Put(key, config.dump()); !s.ok()) {
+    LogError("%s", s.message());
+    return kExitFailure;
+  }
+  std::printf("cluster %s: synchronous %s; waiting for the leader to apply it\n", name.c_str(),
+              on ? "on" : "off");
+  // Applied once `sync` names a standby (on) or none (off).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<ClusterRead> now = cluster::ReadCluster(etcd, name);
+    if (now.ok() && now->view.synchronous.empty() != on) {
+      if (on) {
+        std::printf("commits wait for %s, the synchronous standby\n",
+                    absl::StrJoin(now->view.synchronous, " and ").c_str());
+      } else {
+        std::printf("commits are acknowledged by the primary alone\n");
+      }
+      return kExitOk;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  LogError(on ? "no standby became synchronous within 30 s: does one stream from the leader "
+                "(`pgflow cluster status`)?"
+              : "the leader did not apply it within 30 s (is one leading?)");
+  return kExitFailure;
+}
+
 int Remove(const ClusterArgs& args, Opened& cluster) {
   const std::string& name = cluster.name;
   cluster::Etcd& etcd = *cluster.etcd;
@@ -321,7 +385,7 @@ Command AddNodeCommand(CLI::App& app) {
 Command AddClusterCommand(CLI::App& app) {
   auto args = std::make_shared<ClusterArgs>();
   CLI::App* cluster = AddCommand(
-      app, "cluster", "A high-availability cluster's members, switchovers and reinits",
+      app, "cluster", "A high-availability cluster: members, settings, switchovers",
       "A cluster of `pgflow node`s as etcd holds it: give any node's file (--config), or the "
       "etcd endpoints (--etcd) and the cluster's name (--cluster).");
   cluster->require_subcommand(1);
@@ -338,7 +402,7 @@ Command AddClusterCommand(CLI::App& app) {
       "etcd does not answer.");
   add_target(status);
   status->add_flag("--json", args->json,
-                   "print {\"leader\", \"members\": [{\"name\", \"role\", \"state\", \"url\", "
+                   "print {\"leader\", \"synchronous\", \"members\": [{\"name\", \"role\", \"state\", \"url\", "
                    "\"api\", \"timeline\", \"lag_bytes\", \"streaming\", \"synchronous\"}]}");
   CLI::App* switchover = AddCommand(
       *cluster, "switchover", "Move the primary to another member on purpose",
@@ -361,8 +425,18 @@ Command AddClusterCommand(CLI::App& app) {
       "Waits until the member streams again.");
   add_target(reinit);
   reinit->add_option("member", args->member, "the member to reinitialize")->required();
-  return {cluster, [args, status, switchover, reinit, remove] {
+  CLI::App* set = AddCommand(
+      *cluster, "set", "Change a cluster-wide setting (synchronous on|off)",
+      "Writes the setting to etcd, where every node reads it (a node's file gives it only until "
+      "the cluster's first leader has written it there): `synchronous on`, each commit waits "
+      "for a standby, which alone may then lead (no acknowledged commit lost); `off`, the "
+      "primary acknowledges alone. Waits until the leader has applied it.");
+  add_target(set);
+  set->add_option("setting", args->setting, "synchronous")->required();
+  set->add_option("value", args->value, "on or off")->required();
+  return {cluster, [args, status, switchover, reinit, remove, set] {
             if (*status) return OnCluster(*args, Status);
+            if (*set) return OnCluster(*args, Set);
             if (*switchover) return OnCluster(*args, Switchover);
             if (*reinit) return OnCluster(*args, Reinit);
             if (*remove) return OnCluster(*args, Remove);

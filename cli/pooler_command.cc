@@ -61,7 +61,7 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
       if (!leader.has_value()) {
         LogWarning("pooler: cluster %s: %s: database %s paused until a leader is known",
                    cluster, now.why_none, name);
-        pooler.Pause(name);
+        pooler.Hold(name);
         return;
       }
       absl::StatusOr<std::string> moved = WithHost(url, leader->host, leader->port);
@@ -80,7 +80,7 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
       }
       LogInfo("pooler: database %s follows cluster %s's leader at %s", name, cluster,
               leader->ToString());
-      pooler.Resume(name);
+      pooler.Release(name);
     };
     watches.push_back(std::make_unique<cluster::LeaderWatch>(db.cluster.name, db.cluster.etcd,
                                                              std::move(changed)));

@@ -74,6 +74,16 @@ HttpClientOptions ClientOptions(std::vector<std::string> endpoints,
 
 }  // namespace
 
+absl::Status CheckEtcdUrls(const std::vector<std::string>& urls) {
+  for (const std::string& url : urls) {
+    if (!url.starts_with("http://") && !url.starts_with("https://")) {
+      return absl::InvalidArgumentError(
+          Cat("'", url, "' is no etcd client url (http://host:2379)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 Etcd::Etcd(std::vector<std::string> endpoints, std::chrono::milliseconds timeout)
     : endpoints_(std::max<size_t>(1, endpoints.size())),
       http_(ClientOptions(std::move(endpoints), timeout)) {}

@@ -25,6 +25,9 @@
 
 namespace pgflow::cluster {
 
+// The check of a configuration's list of etcd client urls: each http:// or https://.
+absl::Status CheckEtcdUrls(const std::vector<std::string>& urls);
+
 struct EtcdKeyValue {
   std::string key;
   std::string value;

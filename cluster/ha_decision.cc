@@ -42,12 +42,13 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
   if (!cluster.switchover_from.empty() && cluster.switchover_from == config.name) {
     return "it is handing the lead over (a switchover)";
   }
+  const bool synchronous = cluster.synchronous_mode.value_or(config.synchronous);
   const bool named_synchronous =
       std::find(cluster.synchronous.begin(), cluster.synchronous.end(), config.name) !=
       cluster.synchronous.end();
   // (The synchronous standby holds every acknowledged commit, however far behind the last
   // position published: the lag guard is not its.)
-  if (!(config.synchronous && named_synchronous) && config.maximum_lag_on_failover != 0 &&
+  if (!(synchronous && named_synchronous) && config.maximum_lag_on_failover != 0 &&
       cluster.last_position > server.position &&
       cluster.last_position - server.position > config.maximum_lag_on_failover) {
     return Cat("it is ", cluster.last_position - server.position,
@@ -55,7 +56,7 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
                "(maximum_lag_on_failover: ",
                config.maximum_lag_on_failover, ")");
   }
-  if (config.synchronous) {
+  if (synchronous) {
     // Only the synchronous standby holds every commit the primary acknowledged; while it
     // changes, `sync` names both and the further ahead of the two must lead.
     if (cluster.synchronous.empty()) {
@@ -84,8 +85,8 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
     // (The leader handing the lead over may not take it back: no rival unless further ahead,
     // which a clean stop leaves none of its standbys, or none would lead.)
     if (other.name == cluster.switchover_from && other.position <= server.position) continue;
-    if (config.synchronous && std::find(cluster.synchronous.begin(), cluster.synchronous.end(),
-                                        other.name) == cluster.synchronous.end()) {
+    if (synchronous && std::find(cluster.synchronous.begin(), cluster.synchronous.end(),
+                                 other.name) == cluster.synchronous.end()) {
       continue;
     }
     if (other.timeline > server.timeline) {

@@ -64,6 +64,9 @@ struct ClusterView {
   uint64_t last_position = 0;         // the leader's last published position
   std::vector<MemberView> members;    // live ones (their leases hold)
   std::vector<std::string> synchronous;  // `sync`
+  // `config`'s synchronous: the cluster's setting, which every node follows (none before the
+  // first leader wrote it from its file; `pgflow cluster set synchronous` changes it).
+  std::optional<bool> synchronous_mode;
   std::optional<std::string> switchover_to;  // "" for the best placed standby
   std::string switchover_from;               // the leader asked to hand the lead over
 

@@ -71,6 +71,12 @@ absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) 
       read.view.initialized = true;
     } else if (name == "position") {
       (void)absl::SimpleAtoi(kv.value, &read.view.last_position);
+    } else if (name == "config") {
+      const json config = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+      if (config.is_object() && config.contains("synchronous") &&
+          config["synchronous"].is_boolean()) {
+        read.view.synchronous_mode = config["synchronous"].get<bool>();
+      }
     } else if (name == "sync") {
       read.view.synchronous = absl::StrSplit(kv.value, ',', absl::SkipEmpty());
     } else if (name == "switchover") {
@@ -243,7 +249,16 @@ milliseconds Node::Round() {
     (void)server_.Stop(/*fast=*/false);  // (reaps it)
   }
   RenewLease();
+  const auto reading = steady_clock::now();
   ServerStatus status = server_.Read();
+  if (status.state == ServerStatus::State::kStopped && server_.Alive() &&
+      steady_clock::now() - reading < milliseconds(500)) {
+    // One read refused at once (a connection at max_connections, say) is no stopped server:
+    // read again before telling anyone, or whoever follows the leader would hold its clients
+    // until the next round. (One that timed out is looked at below.)
+    std::this_thread::sleep_for(milliseconds(50));
+    status = server_.Read();
+  }
   if (status.state == ServerStatus::State::kStopped && server_.Alive() &&
       !server_.Answers(1)) {
     // Its process runs but does not answer at all (stopped with SIGSTOP, say; one starting or
@@ -278,13 +293,23 @@ milliseconds Node::Round() {
     Reinitialize(*cluster);
     return milliseconds(std::min<int64_t>(500, config_.loop_wait.count()));
   }
+  if (cluster->view.leader.has_value()) {
+    election_published_ = false;
+  } else if (ending_lease_.has_value()) {
+    ran_out_at_ = steady_clock::now();  // (the lease this node saw in its last second is gone)
+    ending_lease_.reset();
+  }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
-  if (cluster->view.leader.has_value()) election_published_ = false;
+  const bool ran_out = ran_out_at_.has_value() && steady_clock::now() - *ran_out_at_ <
+                                                      config_.loop_wait;
   if (decision.action == Action::kTakeLead && !election_published_ &&
-      !SoleSynchronous(cluster->view)) {
+      !SoleSynchronous(cluster->view) && !ran_out) {
     // The others compare themselves with what this node published: its position now first,
     // then a moment for theirs (they all woke as the lease ended). The synchronous standby
-    // named alone has no rival to wait for.
+    // named alone has no rival to wait for; nor does a node that saw the leader's lease run
+    // out: that leader's server was fenced at least retry_timeout before, and every standby
+    // has published its final position since (each round, every 100 ms in the lease's last
+    // second).
     election_published_ = true;
     Publish(status);
     return milliseconds(std::min<int64_t>(kElectionWait.count(), config_.loop_wait.count()));
@@ -307,7 +332,7 @@ milliseconds Node::Round() {
   Publish(status);
   if (holds_lead_) {
     (void)etcd_.Put(Key("position"), std::to_string(status.position));
-    if (config_.synchronous) KeepSynchronous(*cluster);
+    FollowSettings(*cluster);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -315,16 +340,40 @@ milliseconds Node::Round() {
     leading_ = holds_lead_;
     leader_position_ = holds_lead_ ? status.position : cluster->view.last_position;
   }
-  // The next round: at loop_wait, or as the leader's lease may end (its TTL in whole seconds).
+  // The next round: at loop_wait, or as the leader's lease may end.
   milliseconds wait = config_.loop_wait;
   if (!holds_lead_ && cluster->leader_lease.has_value() && *cluster->leader_lease != 0) {
-    absl::StatusOr<int64_t> left = etcd_.TimeToLive(*cluster->leader_lease);
-    if (left.ok()) wait = std::min(wait, milliseconds(std::max<int64_t>(0, *left) * 1000 + 100));
+    wait = std::min(wait, WatchLeaderLease(*cluster->leader_lease));
   }
   if (decision.action != Action::kRenew && decision.action != Action::kFollow) {
     wait = std::min(wait, milliseconds(1000));  // (something is under way)
   }
   return wait;
+}
+
+milliseconds Node::WatchLeaderLease(int64_t lease) {
+  absl::StatusOr<int64_t> left = etcd_.TimeToLive(lease);
+  const auto now = steady_clock::now();
+  if (!left.ok()) return config_.loop_wait;
+  if (*left >= 1) {
+    // (In whole seconds, rounded down: at least that long left.)
+    ending_lease_.reset();
+    return *left == 1 ? kLastSecondPoll : milliseconds((*left - 1) * 1000);
+  }
+  // Under a second left as etcd read it, or ended and not swept yet: etcd revokes ended leases
+  // every 500 ms only. A second after the first such reading the lease has ended by etcd's own
+  // clock, unless renewed (which a reading would show: a renewal leaves more than a second for
+  // ttl - 2 s), and etcd renews no ended lease: this node revokes it then, so that the next
+  // leader need not wait for the sweep. The leader it was fenced itself retry_timeout before.
+  if (!ending_lease_.has_value() || ending_lease_->first != lease) ending_lease_ = {lease, now};
+  const auto since = now - ending_lease_->second;
+  if (since >= kLeaseEndMargin && since <= config_.ttl - std::chrono::seconds(2)) {
+    if (etcd_.Revoke(lease).ok()) {
+      LogInfo("node %s: the leader's lease ended: revoked", config_.name);
+      return milliseconds(0);
+    }
+  }
+  return kLastSecondPoll;
 }
 
 void Node::Act(const Decision& decision, const ServerStatus& status, const ClusterRead& cluster) {
@@ -446,8 +495,12 @@ void Node::StartStandby(const std::string& primary) {
   (void)server_.SetAside();  // (an empty data directory: cloned next round)
 }
 
+bool Node::Synchronous(const ClusterView& view) const {
+  return view.synchronous_mode.value_or(config_.synchronous);
+}
+
 bool Node::SoleSynchronous(const ClusterView& view) const {
-  return config_.synchronous && view.synchronous.size() == 1 &&
+  return Synchronous(view) && view.synchronous.size() == 1 &&
          view.synchronous[0] == config_.name;
 }
 
@@ -607,6 +660,30 @@ void Node::KeepSynchronous(const ClusterRead& cluster) {
   }
   if (synchronous(chosen) && (named.size() != 1 || named[0] != chosen)) {
     (void)etcd_.Put(Key("sync"), chosen);  // (now alone: it has every acknowledged commit)
+  }
+}
+
+void Node::FollowSettings(const ClusterRead& cluster) {
+  const ClusterView& view = cluster.view;
+  if (!view.synchronous_mode.has_value()) {
+    // The cluster's first leader (or one from before the setting lived in etcd) writes it
+    // from its file; from then on etcd's is the one every node follows.
+    const json config = {{"synchronous", config_.synchronous}};
+    (void)etcd_.Create(Key("config"), config.dump(), 0);
+  } else if (*view.synchronous_mode != config_.synchronous &&
+             warned_synchronous_ != *view.synchronous_mode) {
+    LogWarning("node %s: its file says synchronous %s, the cluster's setting in etcd %s: the "
+               "cluster's is followed (`pgflow cluster set synchronous on|off` changes it)",
+               config_.name, config_.synchronous ? "on" : "off",
+               *view.synchronous_mode ? "on" : "off");
+    warned_synchronous_ = *view.synchronous_mode;
+  }
+  if (Synchronous(view)) return KeepSynchronous(cluster);
+  // Asynchronous: commits wait for no standby, and `sync` names none.
+  if (!server_.SetSynchronous("").ok()) return;
+  if (!view.synchronous.empty() && etcd_.Put(Key("sync"), "").ok()) {
+    LogInfo("node %s: synchronous off: commits are acknowledged by the primary alone",
+            config_.name);
   }
 }
 

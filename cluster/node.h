@@ -80,16 +80,26 @@ class Node {
   void Reinitialize(const ClusterRead& cluster);
   // How long until the fence would fire, less a margin (the longest a drain may take).
   std::chrono::milliseconds FenceMargin() const;
-  // Whether `synchronous` is on and etcd's `sync` names this node alone.
+  // Whether the cluster is synchronous: etcd's `config`, or this node's file before it is
+  // written.
+  bool Synchronous(const ClusterView& view) const;
+  // Whether the cluster is synchronous and etcd's `sync` names this node alone.
   bool SoleSynchronous(const ClusterView& view) const;
   // How long a candidate waits, its position published, for the others' before it takes the
   // lead.
   static constexpr std::chrono::milliseconds kElectionWait{250};
+  // While another node leads: reads the TTL of its lease, revokes it once it has ended (see
+  // the .cc), and returns how long until the next round should look again.
+  std::chrono::milliseconds WatchLeaderLease(int64_t lease);
+  static constexpr std::chrono::milliseconds kLastSecondPoll{100};
+  static constexpr std::chrono::milliseconds kLeaseEndMargin{1050};
   static constexpr int kStandbyStartAttempts = 5;
   // How long a leader handing the lead over waits for open transactions to end.
   static constexpr std::chrono::milliseconds kSwitchoverDrain{5000};
   void FollowLeader(const ServerStatus& status, const ClusterRead& cluster);
   void StepDown();
+  // The leader's round: the cluster's settings written to etcd if absent, and applied.
+  void FollowSettings(const ClusterRead& cluster);
   void KeepSynchronous(const ClusterRead& cluster);
   // The leader's conninfo, from its member key ("" when it has none).
   std::string LeaderConninfo(const ClusterRead& cluster) const;
@@ -120,7 +130,14 @@ class Node {
   bool election_published_ = false;
   // The standby made synchronous while `sync` was empty, and the primary's position when it
   // was seen synchronous: it is named once it has flushed that far.
-  std::optional<std::pair<std::string, uint64_t>> sync_floor_;  // its position published since the lead was found empty
+  std::optional<std::pair<std::string, uint64_t>> sync_floor_;
+  // The leader's lease seen in its last second, and when first (WatchLeaderLease).
+  std::optional<std::pair<int64_t, std::chrono::steady_clock::time_point>> ending_lease_;
+  // When a leader's lease this node watched ran out (its key gone): the election that follows
+  // waits for no rival's position.
+  std::optional<std::chrono::steady_clock::time_point> ran_out_at_;
+  // The cluster's `synchronous` last warned of as differing from the file's.
+  std::optional<bool> warned_synchronous_;
 
   // The fence: the steady clock's nanoseconds past which the server is killed (0: not leading).
   std::atomic<int64_t> fence_at_{0};

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "cluster/etcd.h"
 #include "engine/config.h"
 #include "engine/config_node.h"
 #include "engine/listen_address.h"
@@ -12,18 +13,6 @@ namespace pgflow::cluster {
 namespace {
 
 using std::chrono::milliseconds;
-
-absl::Status CheckListen(const std::string& listen) { return ParseListenAddress(listen).status(); }
-
-absl::Status CheckEndpoints(const std::vector<std::string>& urls) {
-  for (const std::string& url : urls) {
-    if (!url.starts_with("http://") && !url.starts_with("https://")) {
-      return absl::InvalidArgumentError(
-          Cat("'", url, "' is no etcd client url (http://host:2379)"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::Status ReadParameters(const ConfigNode& node, std::map<std::string, std::string>* out) {
   if (!node.IsMap()) return node.Error("must be a mapping of setting: value");
@@ -39,7 +28,7 @@ const OptionTable<NodePostgresOptions>& PostgresTable() {
   static const auto* table = new OptionTable<NodePostgresOptions>({
       StringOption("listen", &NodePostgresOptions::listen)
           .Required()
-          .Check(CheckListen)
+          .Check(CheckListenAddress)
           .Help("host:port the server listens on, as the other nodes and the poolers reach it."),
       PathOption("bin_dir", &NodePostgresOptions::bin_dir)
           .DefaultText("the newest /usr/lib/postgresql/<major>/bin")
@@ -80,7 +69,7 @@ const OptionTable<NodeConfig>& NodeTable() {
       ListOption("etcd", &NodeConfig::etcd)
           .Required()
           .NonEmpty()
-          .Check(CheckEndpoints)
+          .Check(CheckEtcdUrls)
           .Help("The etcd members' client urls; each call goes to the next when one cannot "
                 "be reached."),
       PathOption("data_dir", &NodeConfig::data_dir)
@@ -93,7 +82,7 @@ const OptionTable<NodeConfig>& NodeTable() {
           .Help("{listen, bin_dir, user, replication_user, parameters}: the server."),
       StringOption("api", &NodeConfig::api)
           .Required()
-          .Check(CheckListen)
+          .Check(CheckListenAddress)
           .Help("host:port of the node's HTTP endpoints: /primary, /replica?lag=, /health, "
                 "/metrics, for load balancers and `pgflow cluster`."),
       DurationOption("ttl", &NodeConfig::ttl)
@@ -111,7 +100,9 @@ const OptionTable<NodeConfig>& NodeTable() {
       BoolOption("synchronous", &NodeConfig::synchronous)
           .Help("The nodes keep one streaming standby synchronous (synchronous_standby_names, "
                 "named in etcd first): no commit is acknowledged before it holds it, and only "
-                "it may take the lead, so a failover loses none."),
+                "it may take the lead, so a failover loses none. The cluster's first leader "
+                "writes it to etcd, which every node follows from then on (`pgflow cluster set "
+                "synchronous on|off` changes it)."),
   });
   return *table;
 }

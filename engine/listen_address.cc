@@ -78,4 +78,8 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {
   return address;
 }
 
+absl::Status CheckListenAddress(const std::string& text) {
+  return ParseListenAddress(text).status();
+}
+
 }  // namespace pgflow

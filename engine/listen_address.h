@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace pgflow {
@@ -26,5 +27,8 @@ struct ListenAddress {
 // `localhost` (127.0.0.1); a listener binds an address, so other host names are refused rather
 // than resolved. No network. The error message says what is wrong, without position.
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text);
+
+// ParseListenAddress's verdict alone: the check of a configuration's listen option.
+absl::Status CheckListenAddress(const std::string& text);
 
 }  // namespace pgflow

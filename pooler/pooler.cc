@@ -125,7 +125,7 @@ std::shared_ptr<Pool> Pooler::Impl::PoolFor(const std::string& database,
   std::shared_ptr<Pool>& pool = pools_[{database, login.user, node}];
   if (pool == nullptr) {
     pool = std::make_shared<Pool>(SettingsFor(*config, database, *db, node), std::move(login));
-    if (paused_databases_.contains(database) || paused_databases_.contains("")) pool->Pause();
+    if (KeptPaused(database)) pool->Pause();
   }
   return pool;
 }
@@ -203,10 +203,12 @@ bool Pooler::Impl::HasDatabase(const std::string& database) {
   return FindDatabase(*c, database) != nullptr;
 }
 
-void Pooler::Impl::Pause(const std::string& database) {
+void Pooler::Impl::Pause(const std::string& database) { PauseInto(database, &paused_databases_); }
+
+void Pooler::Impl::PauseInto(const std::string& database, std::set<std::string>* set) {
   {
     absl::MutexLock lock(&pools_mu_);
-    paused_databases_.insert(database);
+    set->insert(database);
   }
   for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) {
     pool->Pause();
@@ -224,7 +226,30 @@ void Pooler::Impl::Resume(const std::string& database) {
       paused_databases_.erase(database);
     }
   }
-  for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) pool->Resume();
+  ResumeFree(database);
+}
+
+void Pooler::Impl::Hold(const std::string& database) { PauseInto(database, &held_databases_); }
+
+void Pooler::Impl::Release(const std::string& database) {
+  {
+    absl::MutexLock lock(&pools_mu_);
+    held_databases_.erase(database);
+  }
+  ResumeFree(database);
+}
+
+bool Pooler::Impl::KeptPaused(const std::string& database) {
+  return paused_databases_.contains(database) || paused_databases_.contains("") ||
+         held_databases_.contains(database);
+}
+
+void Pooler::Impl::ResumeFree(const std::string& database) {
+  absl::MutexLock lock(&pools_mu_);
+  for (const auto& [key, pool] : pools_) {
+    const std::string& of = std::get<0>(key);
+    if ((database.empty() || of == database) && !KeptPaused(of)) pool->Resume();
+  }
 }
 
 void Pooler::Impl::Reconnect(const std::string& database) {
@@ -420,7 +445,8 @@ absl::Status Pooler::Impl::Move(const std::string& database, const std::string& 
   if (replicas != nullptr) {
     if (absl::Status s = SetDatabaseReplicas(changed.file, *replicas, &moved); !s.ok()) return s;
   }
-  auto [entry, first] = retargeted_.try_emplace(database, Retargeted{.file_url = db->second.url});
+  auto [entry, first] = retargeted_.try_emplace(
+      database, Retargeted{.file_url = db->second.url, .url = {}, .replicas = {}});
   entry->second.url = url;
   if (replicas != nullptr) entry->second.replicas = *replicas;
   LogInfo("pooler: database %s retargeted to %s:%d/%s%s", database, moved.upstream.HostList(),
@@ -876,9 +902,9 @@ bool Pooler::WaitForShutdown(std::chrono::milliseconds timeout) {
 void Pooler::Stop() { impl_->Stop(); }
 int Pooler::port() const { return impl_->port(); }
 
-void Pooler::Pause(const std::string& database) { impl_->Pause(database); }
+void Pooler::Hold(const std::string& database) { impl_->Hold(database); }
 
-void Pooler::Resume(const std::string& database) { impl_->Resume(database); }
+void Pooler::Release(const std::string& database) { impl_->Release(database); }
 
 absl::Status Pooler::Retarget(const std::string& database, const std::string& url) {
   return impl_->Retarget(database, url);

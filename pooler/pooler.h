@@ -48,10 +48,12 @@ class Pooler {
 
   int port() const;
 
-  // The console's PAUSE, RESUME and RETARGET of `database`, for what else runs in the process
-  // (the leader watch of a database that follows a cluster).
-  void Pause(const std::string& database);
-  void Resume(const std::string& database);
+  // For what else runs in the process (the leader watch of a database that follows a
+  // cluster): a hold of `database`'s new transactions (they wait, as under PAUSE), apart from
+  // the console's PAUSE: its pools run again once neither holds, so RESUME does not end a hold
+  // and Release does not end a PAUSE. And the console's RETARGET.
+  void Hold(const std::string& database);
+  void Release(const std::string& database);
   absl::Status Retarget(const std::string& database, const std::string& url);
   // RETARGET with the routing proxy's replicas too (a database following a cluster's
   // standbys), in one change.

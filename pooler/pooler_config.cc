@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cluster/etcd.h"
 #include "common/postgres/conninfo.h"
 #include "common/postgres/table_ref.h"
 #include "engine/config_node.h"
@@ -18,15 +19,11 @@ using std::chrono::milliseconds;
 
 constexpr std::string_view kAdminDatabase = "pgflow";
 
-absl::Status CheckListen(const std::string& listen) {
-  return ParseListenAddress(listen).status();
-}
-
 const OptionTable<AdminOptions>& AdminTable() {
   static const auto* table = new OptionTable<AdminOptions>({
       StringOption("listen", &AdminOptions::listen)
           .NoDefault()
-          .Check(CheckListen)
+          .Check(CheckListenAddress)
           .Help("host:port of the HTTP endpoint serving /metrics (Prometheus) and /healthz."),
       ListOption("users", &AdminOptions::users)
           .NoDefault()
@@ -251,16 +248,6 @@ const OptionTable<CacheOptions>& CacheTable() {
   return *table;
 }
 
-absl::Status CheckEtcdUrls(const std::vector<std::string>& urls) {
-  for (const std::string& url : urls) {
-    if (!url.starts_with("http://") && !url.starts_with("https://")) {
-      return absl::InvalidArgumentError(
-          Cat("'", url, "' is no etcd client url (http://host:2379)"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 const OptionTable<ClusterFollowOptions>& ClusterFollowTable() {
   static const auto* table = new OptionTable<ClusterFollowOptions>({
       StringOption("name", &ClusterFollowOptions::name)
@@ -269,7 +256,7 @@ const OptionTable<ClusterFollowOptions>& ClusterFollowTable() {
           .Help("The cluster's name, as its nodes' files give it."),
       ListOption("etcd", &ClusterFollowOptions::etcd)
           .Required()
-          .Check(CheckEtcdUrls)
+          .Check(cluster::CheckEtcdUrls)
           .Help("The etcd members' client urls (http://host:2379)."),
       BoolOption("replicas", &ClusterFollowOptions::replicas)
           .Help("The cluster's streaming standbys take the reads a replica can run, as "
@@ -489,7 +476,7 @@ const OptionTable<PoolerConfig>& PoolerTable() {
       {
           StringOption("listen", &PoolerConfig::listen)
               .Required()
-              .Check(CheckListen)
+              .Check(CheckListenAddress)
               .Help("host:port where clients connect, as they would to PostgreSQL."),
           PathOption("unix_socket_dir", &PoolerConfig::unix_socket_dir)
               .Help("A directory: also listen on its Unix socket .s.PGSQL.<port> (psql -h "

@@ -201,6 +201,14 @@ class Pooler::Impl : public AdminTarget {
   std::vector<CacheView> Caches() override;
   void Pause(const std::string& database) override;
   void Resume(const std::string& database) override;
+  void Hold(const std::string& database);
+  void Release(const std::string& database);
+  // Adds `database` to `set` (paused_databases_ or held_databases_), then pauses its pools.
+  void PauseInto(const std::string& database, std::set<std::string>* set);
+  // Whether `database`'s pools stay paused: PAUSEd or held.
+  bool KeptPaused(const std::string& database) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pools_mu_);
+  // Resumes `database`'s pools ("": every database's) that nothing keeps paused.
+  void ResumeFree(const std::string& database);
   void Reconnect(const std::string& database) override;
   void Kill(const std::string& database) override;
   void Suspend() override;
@@ -268,8 +276,10 @@ class Pooler::Impl : public AdminTarget {
   // By (database, login user, node).
   using PoolKey = std::tuple<std::string, std::string, int>;
   std::map<PoolKey, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(pools_mu_);
-  // The databases PAUSEd ("" for all): a pool made for one meanwhile starts paused.
+  // The databases PAUSEd ("" for all), and those held (Hold): a pool made for one meanwhile
+  // starts paused.
   std::set<std::string> paused_databases_ ABSL_GUARDED_BY(pools_mu_);
+  std::set<std::string> held_databases_ ABSL_GUARDED_BY(pools_mu_);
 
   absl::Mutex clients_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_

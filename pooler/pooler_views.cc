@@ -124,11 +124,14 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
   std::vector<DatabaseView> out;
   for (const auto& [name, db] : c->databases) {
     int connections = 0;
-    bool paused = false;
     for (const std::shared_ptr<Pool>& pool : PoolsOf(name)) {
       Pool::Counts counts = pool->counts();
       connections += counts.active + counts.idle + counts.connecting;
-      paused = paused || pool->paused();
+    }
+    bool paused;  // (PAUSEd or held, before any client made it a pool)
+    {
+      absl::MutexLock lock(&pools_mu_);
+      paused = KeptPaused(name);
     }
     out.push_back(DatabaseView{
         .name = name,

@@ -181,10 +181,6 @@ struct KvCache {
 
 namespace {
 
-absl::Status CheckListener(const std::string& address) {
-  return ParseListenAddress(address).status();
-}
-
 absl::Status ReadColumns(const ConfigNode& node,
                          absl::flat_hash_map<std::string, std::vector<std::string>>* columns) {
   if (!node.IsMap()) return node.Error("expected a mapping of schema.table: [column, ...]");
@@ -207,15 +203,15 @@ const OptionTable<KvSinkOptions>& KvSinkTable() {
   static const auto* table = new OptionTable<O>(
       {
           StringOption("redis", &O::listen, &KvListenOptions::redis)
-              .Check(CheckListener)
+              .Check(CheckListenAddress)
               .NoDefault()
               .Help("host:port of the Redis listener (RESP2 and RESP3)."),
           StringOption("memcached", &O::listen, &KvListenOptions::memcached)
-              .Check(CheckListener)
+              .Check(CheckListenAddress)
               .NoDefault()
               .Help("host:port of the memcached listener (text protocol)."),
           StringOption("http", &O::listen, &KvListenOptions::http)
-              .Check(CheckListener)
+              .Check(CheckListenAddress)
               .NoDefault()
               .Help("host:port of the HTTP listener."),
           StringOption("password", &O::service, &KvServiceConfig::password)

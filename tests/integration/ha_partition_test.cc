@@ -41,6 +41,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/ledger_writer.h"
 #include "tests/integration/support/netns_lab.h"
 #include "tests/integration/support/node_cluster.h"
 #include "tests/integration/support/pooler_support.h"
@@ -55,84 +56,7 @@ using std::chrono::seconds;
 
 constexpr int kHosts = NodeCluster::kNodes;
 
-// One acknowledged write.
-struct Write {
-  int64_t id = 0;
-  // The server and its timeline: "<address>:<port>/<sysid>/<timeline>" (two standbys
-  // promoted at once would pick the same timeline: the address tells them apart).
-  std::string server;
-  Clock::time_point sent;
-  Clock::time_point acknowledged;
-};
-
-// Commits one id at a time through its own connection (reconnecting after an error), from a
-// thread on a lab host or in the tests' namespace; records what was acknowledged and the
-// errors.
-class LedgerWriter {
- public:
-  // `host`: the lab host the thread runs on, -1 for the tests' own namespace.
-  LedgerWriter(int number, std::string url, const NetnsLab* lab, int host)
-      : number_(number), url_(std::move(url)), lab_(lab), host_(host),
-        thread_([this] { Run(); }) {}
-  ~LedgerWriter() { Stop(); }
-
-  void Stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-  }
-  int errors() const { return errors_.load(); }
-  int acknowledged() const { return acknowledged_.load(); }
-  std::vector<Write> writes() const {
-    absl::MutexLock lock(&mu_);
-    return writes_;
-  }
-
- private:
-  void Run() {
-    std::optional<NetnsLab::InHost> on_host;
-    if (host_ >= 0) on_host.emplace(*lab_, host_);
-    PGconn* conn = nullptr;
-    for (int64_t n = 1; !stop_.load(); ++n) {
-      if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-        PQfinish(conn);
-        conn = PQconnectdb(absl::StrCat(url_, "?connect_timeout=2").c_str());
-      }
-      const int64_t id = int64_t{number_} * 1000000000 + n;
-      const Clock::time_point sent = Clock::now();
-      // (The timeline from the name of the WAL file being written: the one writes go to.)
-      PGresult* r = PQexec(
-          conn, absl::StrCat("INSERT INTO ledger VALUES (", id, ") RETURNING "
-                             "host(inet_server_addr()) || ':' || inet_server_port() || '/' || "
-                             "(SELECT system_identifier FROM pg_control_system()) || '/' || "
-                             "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
-                             "::bit(32)::int")
-                    .c_str());
-      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        absl::MutexLock lock(&mu_);
-        writes_.push_back(Write{.id = id, .server = PQgetvalue(r, 0, 0), .sent = sent,
-                                .acknowledged = Clock::now()});
-        acknowledged_.fetch_add(1);
-        std::this_thread::sleep_for(milliseconds(10));  // (a steady load, not a flood)
-      } else {
-        errors_.fetch_add(1);
-        std::this_thread::sleep_for(milliseconds(50));
-      }
-      PQclear(r);
-    }
-    PQfinish(conn);
-  }
-
-  const int number_;
-  const std::string url_;
-  const NetnsLab* lab_;
-  const int host_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> errors_{0};
-  std::atomic<int> acknowledged_{0};
-  mutable absl::Mutex mu_;
-  std::vector<Write> writes_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
-};
+using Write = LedgerWrite;
 
 // "Two timelines took writes at once": for each pair of servers (system identifier and
 // timeline), the later one's first acknowledgement came before a write the earlier one

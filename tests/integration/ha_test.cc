@@ -33,6 +33,7 @@
 #include "cluster/node.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/support/etcd_cluster.h"
+#include "tests/integration/support/ledger_writer.h"
 #include "tests/integration/support/node_cluster.h"
 #include "tests/integration/support/pooler_support.h"
 #include "tests/integration/support/test_support.h"
@@ -157,6 +158,36 @@ TEST_F(HaTest, ASwitchoverMovesThePrimaryToTheNamedStandby) {
   ASSERT_EQ(RunPgflow({"cluster", "status", "--config", cluster.file(1)}, &out), 0) << out;
   EXPECT_NE(out.find("leader " + target), std::string::npos) << out;
   EXPECT_NE(out.find("MEMBER"), std::string::npos) << out;
+  EXPECT_NE(out.find("synchronous off"), std::string::npos) << out;
+
+  // The cluster's setting, in etcd, over the nodes' files (which say off): on, then off again.
+  ASSERT_EQ(RunPgflow({"cluster", "set", "synchronous", "on", "--config", cluster.file(2)}, &out),
+            0)
+      << out << cluster.Logs();
+  EXPECT_NE(out.find("the synchronous standby"), std::string::npos) << out;
+  ASSERT_EQ(RunPgflow({"cluster", "status", "--json", "--config", cluster.file(0)}, &out), 0);
+  const nlohmann::json status = nlohmann::json::parse(out);
+  EXPECT_EQ(status["synchronous"], true) << out;
+  std::string named;
+  for (const nlohmann::json& member : status["members"]) {
+    if (member["synchronous"] == true) named += member["name"].get<std::string>();
+  }
+  ASSERT_TRUE(named == "n1" || named == "n2" || named == "n3") << out;
+  {
+    Sql sql(cluster.Url(cluster.Index(target)));
+    EXPECT_NE(sql.Scalar("SHOW synchronous_standby_names").find(named), std::string::npos);
+  }
+  EXPECT_NE(ReadFile(cluster.Log(cluster.Index(target))).find("the cluster's is followed"),
+            std::string::npos);
+  ASSERT_EQ(RunPgflow({"cluster", "set", "synchronous", "off", "--config", cluster.file(2)},
+                      &out),
+            0)
+      << out << cluster.Logs();
+  EXPECT_NE(out.find("acknowledged by the primary alone"), std::string::npos) << out;
+  EXPECT_EQ(RunPgflow({"cluster", "set", "synchronous", "maybe", "--config", cluster.file(2)},
+                      &out),
+            2);
+  EXPECT_NE(out.find("neither on nor off"), std::string::npos) << out;
 
   // reinit: the old primary, now a standby, cloned afresh; refused for the leader.
   EXPECT_EQ(RunPgflow({"cluster", "reinit", target, "--config", cluster.file(0)}, &out), 2);
@@ -241,49 +272,15 @@ TEST_F(HaTest, AStoppedPrimaryAndALeaderCutOffFromEtcdTakeNoMoreWrites) {
       << cluster.Logs();
 }
 
-// Commits one row at a time through `url` from a thread of its own (reconnecting after an
-// error), recording the ids acknowledged and the errors seen.
-class PoolerWriter {
- public:
-  explicit PoolerWriter(std::string url) : url_(std::move(url)), thread_([this] { Run(); }) {}
-  ~PoolerWriter() { Stop(); }
-  void Stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
+// Column `column` of SHOW DATABASES's row of `database` (11: paused).
+std::string DatabaseColumn(const PoolerProcess& pooler, const std::string& database,
+                           size_t column) {
+  for (absl::string_view line : absl::StrSplit(Console(pooler, "SHOW DATABASES"), '\n')) {
+    std::vector<std::string> row = absl::StrSplit(line, '|');
+    if (row.size() > column && row[0] == database) return row[column];
   }
-  int acknowledged() const { return acknowledged_.load(); }
-  int errors() const { return errors_.load(); }
-  // The ids acknowledged, once stopped.
-  const std::vector<int>& ids() const { return ids_; }
-
- private:
-  void Run() {
-    PGconn* conn = nullptr;
-    for (int id = 1; !stop_.load(); ++id) {
-      if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-        PQfinish(conn);
-        conn = PQconnectdb(absl::StrCat(url_, "?connect_timeout=5").c_str());
-      }
-      PGresult* r = PQexec(conn, absl::StrCat("INSERT INTO pooled VALUES (", id, ")").c_str());
-      if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-        ids_.push_back(id);
-        acknowledged_.fetch_add(1);
-      } else {
-        errors_.fetch_add(1);
-        std::this_thread::sleep_for(milliseconds(20));
-      }
-      PQclear(r);
-    }
-    PQfinish(conn);
-  }
-
-  const std::string url_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> acknowledged_{0};
-  std::atomic<int> errors_{0};
-  std::vector<int> ids_;
-  std::thread thread_;
-};
+  return "";
+}
 
 // SHOW REPLICAS's rows of `database` (database|node|role|address|state|position|lag_bytes|
 // lag_seconds|reads) that are replicas.
@@ -316,7 +313,7 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   const std::string first = *cluster.Leader();
   {
     Sql sql(cluster.Url(cluster.Index(first)));
-    sql.Exec("CREATE TABLE pooled (id int PRIMARY KEY)");
+    sql.Exec("CREATE TABLE ledger (id bigint PRIMARY KEY)");
   }
   std::string etcd;
   for (const std::string& url : etcd_->urls()) {
@@ -336,9 +333,18 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
     Sql ro(pooler.Url("ro"));
     for (int i = 0; i < 20; ++i) ro.Scalar("SELECT 1");
     EXPECT_GT(ReplicaReads(pooler, "ro"), 0u) << Console(pooler, "SHOW REPLICAS");
-    ro.Exec("INSERT INTO pooled VALUES (-1)");  // (writes go to the primary)
+    ro.Exec("INSERT INTO ledger VALUES (-1)");  // (writes go to the primary)
   }
-  PoolerWriter writer(pooler.Url("app"));
+  // A second pooler follows the same cluster, its `app` PAUSEd from the console: the cluster
+  // moving on must not end the console's PAUSE.
+  PoolerProcess second("trust", "\"postgres\" \"\"\n",
+                       absl::StrCat("  app: {url: 'postgres://postgres@127.0.0.1:1/postgres', "
+                                    "cluster: {name: pooled, etcd: [", etcd, "]}}\n"));
+  ASSERT_TRUE(WaitFor([&] { return second.Log().find("follows cluster") != std::string::npos; },
+                      seconds(30)))
+      << second.Log();
+  EXPECT_EQ(Console(second, "PAUSE app"), "PAUSE\n");
+  LedgerWriter writer(0, pooler.Url("app"));
   ASSERT_TRUE(WaitFor([&] { return writer.acknowledged() > 50; }, seconds(30))) << pooler.Log();
   const int errors_before = writer.errors();
 
@@ -358,12 +364,27 @@ TEST_F(HaTest, APoolerFollowingTheClusterCarriesItsClientsOverAFailover) {
   // Only what was under way when the primary died fails; what came after waits for the new one.
   EXPECT_LE(errors, 3) << pooler.Log();
   EXPECT_NE(pooler.Log().find("follows cluster pooled's leader"), std::string::npos);
+  // The second pooler followed too, and its `app` stayed PAUSEd until RESUME.
+  const std::string address = cluster.Address(cluster.Index(*cluster.Leader()));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return second.Log().find("follows cluster pooled's leader at " + address) !=
+               std::string::npos;
+      },
+      seconds(30)))
+      << second.Log();
+  EXPECT_EQ(DatabaseColumn(second, "app", 11), "1") << Console(second, "SHOW DATABASES");
+  EXPECT_EQ(Console(second, "RESUME app"), "RESUME\n");
+  {
+    Sql through_second(second.Url("app"));
+    through_second.Exec("INSERT INTO ledger VALUES (-2)");
+  }
   // Synchronous: every acknowledged id is on the new primary (and an id whose commit came
   // back as an error may be there too: its outcome was not known).
   Sql sql(cluster.Url(cluster.Index(*cluster.Leader())));
-  EXPECT_EQ(sql.Scalar(absl::StrCat("SELECT count(*) FROM pooled WHERE id IN (",
-                                    absl::StrJoin(writer.ids(), ","), ")")),
-            std::to_string(writer.ids().size()));
+  EXPECT_EQ(sql.Scalar(absl::StrCat("SELECT count(*) FROM ledger WHERE id IN (", writer.Ids(),
+                                    ")")),
+            std::to_string(writer.acknowledged()));
 }
 
 // The ids of `table` the jsonl file holds (inserts, updates, snapshot and backfill reads).
@@ -401,9 +422,7 @@ TEST_F(HaTest, APipelineOnAClusterStopsAtAFailoverAndGoesOnAfterACopy) {
   TempDir dir;
   std::string hosts;
   for (int i = 0; i < kNodes; ++i) {
-    const std::string url = cluster.Url(i);  // postgres://postgres@host:port/postgres
-    const size_t at = url.find('@') + 1;
-    absl::StrAppend(&hosts, hosts.empty() ? "" : ",", url.substr(at, url.rfind('/') - at));
+    absl::StrAppend(&hosts, hosts.empty() ? "" : ",", cluster.Address(i));
   }
   const std::string file = dir.File("cdc.yaml");
   const std::string out = dir.File("out.jsonl");

@@ -76,8 +76,11 @@ void NodeCluster::Kill(int i) {
 std::string NodeCluster::Log(int i) const { return dir_.File(members_[i].name + ".log"); }
 
 std::string NodeCluster::Url(int i) const {
-  return absl::StrCat("postgres://postgres@", members_[i].host, ":", members_[i].pg_port,
-                      "/postgres");
+  return absl::StrCat("postgres://postgres@", Address(i), "/postgres");
+}
+
+std::string NodeCluster::Address(int i) const {
+  return absl::StrCat(members_[i].host, ":", members_[i].pg_port);
 }
 
 std::string NodeCluster::Api(int i, const std::string& page) const {

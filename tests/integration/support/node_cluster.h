@@ -40,6 +40,7 @@ class NodeCluster {
   std::string Log(int i) const;
   const std::string& host(int i) const { return members_[i].host; }
   std::string Url(int i) const;                        // node i's server, as postgres
+  std::string Address(int i) const;                    // node i's server's host:port
   std::string Api(int i, const std::string& page) const;  // http://host:port<page>
   const std::string& file(int i) const { return members_[i].file; }
   // Every process of node i's server: its postmaster first (none when it has none).

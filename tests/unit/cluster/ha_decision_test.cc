@@ -175,6 +175,24 @@ TEST(HaDecisionTest, SynchronousModeLetsOnlyTheSynchronousStandbyLead) {
   EXPECT_EQ(Decide(n3, view, Standby(100), false).action, Action::kTakeLead);
 }
 
+TEST(HaDecisionTest, TheClustersSynchronousSettingOverridesTheNodesFile) {
+  ClusterView view = Leaderless(100);
+  view.synchronous = {"n3"};
+  // The file says off, the cluster on: only the synchronous standby may lead.
+  view.synchronous_mode = true;
+  EXPECT_THAT(Decide(Node("n2"), view, Standby(100), false).reason,
+              HasSubstr("the synchronous standby is n3"));
+  // The file says on, the cluster off: `sync` (left over) is no reason to wait.
+  NodeConfig n2 = Node("n2");
+  n2.synchronous = true;
+  view.synchronous_mode = false;
+  EXPECT_EQ(Decide(n2, view, Standby(100), false).action, Action::kTakeLead);
+  // Not written yet: the file's.
+  view.synchronous_mode.reset();
+  EXPECT_THAT(Decide(n2, view, Standby(100), false).reason,
+              HasSubstr("the synchronous standby is n3"));
+}
+
 TEST(HaDecisionTest, ASwitchoverToAnotherNodeHoldsTheRestBack) {
   ClusterView view = Leaderless(100);
   view.switchover_to = "n3";
