@@ -112,10 +112,12 @@ TEXT
 }
 
 members_streaming() {  # (and one of them synchronous)
-  local status
-  status=$("$pgflow" cluster status --json --config "$dir/n1.yaml")
-  [ "$(grep -c '"streaming": true' <<<"$status")" = 2 ] &&
-    [ "$(grep -c '"synchronous": true' <<<"$status")" = 1 ]
+  "$pgflow" cluster status --json --config "$dir/n1.yaml" | python3 -c '
+import json, sys
+members = json.load(sys.stdin)["members"]
+streaming = sum(m["streaming"] for m in members)
+synchronous = sum(m["synchronous"] for m in members)
+sys.exit(0 if streaming == 2 and synchronous == 1 else 1)'
 }
 
 stop() {
