@@ -145,11 +145,16 @@ int Status(const ClusterArgs& args, Opened& cluster) {
   if (args.json) {
     std::printf("%s\n", status.dump(2).c_str());
   } else {
-    std::printf("cluster %s, leader %s, synchronous %s\n", name.c_str(),
+    std::printf("cluster %s, leader %s, synchronous %s%s\n", name.c_str(),
                 read->view.leader.has_value() ? read->view.leader->c_str() : "(none)",
                 !read->view.synchronous_mode.has_value() ? "(not set yet)"
                 : *read->view.synchronous_mode          ? "on"
-                                                        : "off");
+                                                        : "off",
+                read->view.synchronous_applied.has_value() &&
+                        read->view.synchronous_mode.has_value() &&
+                        *read->view.synchronous_applied != *read->view.synchronous_mode
+                    ? " (being applied)"
+                    : "");
     std::printf("%-12s %-8s %-8s %-22s %8s %12s %-9s %s\n", "MEMBER", "ROLE", "STATE",
                 "ADDRESS", "TIMELINE", "LAG (BYTES)", "STREAMING", "SYNC");
     for (const json& m : status["members"]) {
@@ -306,6 +311,11 @@ int Set(const ClusterArgs& args, Opened& cluster) {
     LogError("pgflow cluster set synchronous: '%s' is neither on nor off", args.value);
     return kExitConfig;
   }
+  if (!cluster.read.view.initialized) {
+    LogError("cluster %s has never been initialized (no node of it ever ran): is the name "
+             "right?", name);
+    return kExitConfig;
+  }
   const std::string key = cluster::ClusterKey(name, "config");
   absl::StatusOr<std::optional<cluster::EtcdKeyValue>> old = etcd.Get(key);
   if (!old.ok()) {
@@ -324,11 +334,12 @@ int Set(const ClusterArgs& args, Opened& cluster) {
   }
   std::printf("cluster %s: synchronous %s; waiting for the leader to apply it\n", name.c_str(),
               on ? "on" : "off");
-  // Applied once `sync` names a standby (on) or none (off).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // Applied once the leader says so (`sync_mode`): on once a standby is named synchronous,
+  // which takes it a few rounds; off once the primary acknowledges alone.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   while (std::chrono::steady_clock::now() < deadline) {
     absl::StatusOr<ClusterRead> now = cluster::ReadCluster(etcd, name);
-    if (now.ok() && now->view.synchronous.empty() != on) {
+    if (now.ok() && now->view.synchronous_applied == on) {
       if (on) {
         std::printf("commits wait for %s, the synchronous standby\n",
                     absl::StrJoin(now->view.synchronous, " and ").c_str());
@@ -339,9 +350,10 @@ int Set(const ClusterArgs& args, Opened& cluster) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  LogError(on ? "no standby became synchronous within 30 s: does one stream from the leader "
-                "(`pgflow cluster status`)?"
-              : "the leader did not apply it within 30 s (is one leading?)");
+  LogError(on ? "no standby became synchronous within 90 s: does one stream from the leader "
+                "(`pgflow cluster status`)? The setting stays; the leader applies it once one "
+                "does"
+              : "the leader did not apply it within 90 s (is one leading?); the setting stays");
   return kExitFailure;
 }
 

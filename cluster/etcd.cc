@@ -124,12 +124,16 @@ absl::StatusOr<int64_t> Etcd::KeepAlive(int64_t lease) {
   return Number(answer->value("result", json::object()), "TTL");
 }
 
-absl::StatusOr<int64_t> Etcd::TimeToLive(int64_t lease) {
+absl::StatusOr<Etcd::LeaseTime> Etcd::TimeToLive(int64_t lease) {
   absl::StatusOr<json> answer = Call("/v3/lease/timetolive", {{"ID", std::to_string(lease)}});
   if (!answer.ok()) return answer.status();
-  // (A lease that is gone has TTL -1.)
-  if (!answer->contains("TTL")) return -1;
-  return Number(*answer, "TTL");
+  // (The gateway leaves out fields that are 0: a lease in its last second comes without TTL;
+  // one that is gone has TTL -1 and no grantedTTL.)
+  LeaseTime time;
+  time.granted = Number(*answer, "grantedTTL");
+  time.left = Number(*answer, "TTL");
+  if (time.granted <= 0) time.left = -1;
+  return time;
 }
 
 absl::Status Etcd::Revoke(int64_t lease) {

@@ -45,8 +45,13 @@ class Etcd {
   absl::StatusOr<int64_t> Grant(int64_t ttl);
   // Renews `lease`: its seconds left, or 0 when it is gone (expired or revoked).
   absl::StatusOr<int64_t> KeepAlive(int64_t lease);
-  // The seconds `lease` has left (rounded down), or -1 when it is gone.
-  absl::StatusOr<int64_t> TimeToLive(int64_t lease);
+  struct LeaseTime {
+    // The seconds left as etcd read them, rounded toward zero (0: under a second left, or
+    // ended less than a second ago and not swept yet); -1: gone.
+    int64_t left = -1;
+    int64_t granted = 0;  // the TTL it was granted, which each renewal gives it again
+  };
+  absl::StatusOr<LeaseTime> TimeToLive(int64_t lease);
   // Ends `lease` and deletes the keys it holds (one already gone is no error).
   absl::Status Revoke(int64_t lease);
 

@@ -67,6 +67,10 @@ struct ClusterView {
   // `config`'s synchronous: the cluster's setting, which every node follows (none before the
   // first leader wrote it from its file; `pgflow cluster set synchronous` changes it).
   std::optional<bool> synchronous_mode;
+  // `sync_mode`: the mode the leader has applied ("on" once a standby is named synchronous,
+  // "off" once the primary acknowledges alone), which elections follow; while a change is
+  // being applied it is the one before.
+  std::optional<bool> synchronous_applied;
   std::optional<std::string> switchover_to;  // "" for the best placed standby
   std::string switchover_from;               // the leader asked to hand the lead over
 

@@ -460,10 +460,12 @@ absl::Status LocalServer::Follow(const std::string& primary) {
 absl::Status LocalServer::SetSynchronous(const std::string& standby) {
   const std::string value = standby.empty() ? std::string() : Cat("\"", standby, "\"");
   if (value == synchronous_ && synchronous_written_) return absl::OkStatus();
-  synchronous_ = value;
-  synchronous_written_ = true;
+  synchronous_ = value;  // (what WriteSettings writes)
+  synchronous_written_ = false;
   if (absl::Status s = WriteSettings(false, ""); !s.ok()) return s;
-  return Reload();
+  if (absl::Status s = Reload(); !s.ok()) return s;
+  synchronous_written_ = true;  // (only once the server has it: else written again next time)
+  return absl::OkStatus();
 }
 
 }  // namespace pgflow::cluster

@@ -77,6 +77,8 @@ absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) 
           config["synchronous"].is_boolean()) {
         read.view.synchronous_mode = config["synchronous"].get<bool>();
       }
+    } else if (name == "sync_mode") {
+      if (kv.value == "on" || kv.value == "off") read.view.synchronous_applied = kv.value == "on";
     } else if (name == "sync") {
       read.view.synchronous = absl::StrSplit(kv.value, ',', absl::SkipEmpty());
     } else if (name == "switchover") {
@@ -229,7 +231,8 @@ void Node::RenewLease() {
   }
   if (*left > 0) {
     renewed_ = sent;
-    if (holds_lead_) {
+    // (Not once the fence fired: the lead is given up first, at the next round's start.)
+    if (holds_lead_ && !fenced_.load()) {
       fence_at_.store(Nanos(sent + config_.ttl - config_.retry_timeout));
     }
     return;
@@ -249,6 +252,7 @@ milliseconds Node::Round() {
     (void)server_.Stop(/*fast=*/false);  // (reaps it)
   }
   RenewLease();
+  if (fenced_.load()) return milliseconds(0);  // (fired meanwhile: handled above, at once)
   const auto reading = steady_clock::now();
   ServerStatus status = server_.Read();
   if (status.state == ServerStatus::State::kStopped && server_.Alive() &&
@@ -295,21 +299,19 @@ milliseconds Node::Round() {
   }
   if (cluster->view.leader.has_value()) {
     election_published_ = false;
-  } else if (ending_lease_.has_value()) {
-    ran_out_at_ = steady_clock::now();  // (the lease this node saw in its last second is gone)
+    lease_ran_out_ = false;
+  } else {
     ending_lease_.reset();
   }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
-  const bool ran_out = ran_out_at_.has_value() && steady_clock::now() - *ran_out_at_ <
-                                                      config_.loop_wait;
   if (decision.action == Action::kTakeLead && !election_published_ &&
-      !SoleSynchronous(cluster->view) && !ran_out) {
+      !SoleSynchronous(cluster->view) && !lease_ran_out_) {
     // The others compare themselves with what this node published: its position now first,
     // then a moment for theirs (they all woke as the lease ended). The synchronous standby
-    // named alone has no rival to wait for; nor does a node that saw the leader's lease run
-    // out: that leader's server was fenced at least retry_timeout before, and every standby
-    // has published its final position since (each round, every 100 ms in the lease's last
-    // second).
+    // named alone has no rival to wait for; nor does a node that revoked the leader's ended
+    // lease: that leader's server was fenced at least retry_timeout before, and the standbys
+    // have published their final positions since (each round, every 100 ms in the lease's
+    // last second).
     election_published_ = true;
     Publish(status);
     return milliseconds(std::min<int64_t>(kElectionWait.count(), config_.loop_wait.count()));
@@ -352,26 +354,38 @@ milliseconds Node::Round() {
 }
 
 milliseconds Node::WatchLeaderLease(int64_t lease) {
-  absl::StatusOr<int64_t> left = etcd_.TimeToLive(lease);
-  const auto now = steady_clock::now();
-  if (!left.ok()) return config_.loop_wait;
-  if (*left >= 1) {
+  const auto asked = steady_clock::now();
+  absl::StatusOr<Etcd::LeaseTime> time = etcd_.TimeToLive(lease);
+  const auto got = steady_clock::now();
+  if (!time.ok()) return config_.loop_wait;
+  if (time->left >= 1) {
     // (In whole seconds, rounded down: at least that long left.)
     ending_lease_.reset();
-    return *left == 1 ? kLastSecondPoll : milliseconds((*left - 1) * 1000);
+    return time->left == 1 ? kLastSecondPoll : milliseconds((time->left - 1) * 1000);
   }
+  if (time->left < 0) return kLastSecondPoll;  // (gone: its key goes with it)
   // Under a second left as etcd read it, or ended and not swept yet: etcd revokes ended leases
-  // every 500 ms only. A second after the first such reading the lease has ended by etcd's own
-  // clock, unless renewed (which a reading would show: a renewal leaves more than a second for
-  // ttl - 2 s), and etcd renews no ended lease: this node revokes it then, so that the next
-  // leader need not wait for the sweep. The leader it was fenced itself retry_timeout before.
-  if (!ending_lease_.has_value() || ending_lease_->first != lease) ending_lease_ = {lease, now};
-  const auto since = now - ending_lease_->second;
-  if (since >= kLeaseEndMargin && since <= config_.ttl - std::chrono::seconds(2)) {
+  // only every 500 ms. The reading was made between `asked` and `got`. A reading of 0 made a
+  // second or more after an earlier one (asked again a second after the first answer came)
+  // proves the lease ended unrenewed, provided no renewal could hide between the two: one
+  // would leave it granted - 1 s or more for as long as granted - 1 s, so both readings must
+  // fall within that (the second answered before then, counted from the first asked). etcd
+  // renews no ended lease, and its leader fenced itself retry_timeout before: this node revokes
+  // it then, so that the next leader need not wait for the sweep.
+  if (!ending_lease_.has_value() || ending_lease_->lease != lease) {
+    ending_lease_ = EndingLease{.lease = lease, .asked = asked, .got = got};
+    return kLastSecondPoll;
+  }
+  const auto window = std::chrono::seconds(time->granted - 1) - kLeaseEndMargin;
+  if (asked - ending_lease_->got >= std::chrono::seconds(1) + kLeaseEndMargin &&
+      got - ending_lease_->asked <= window) {
     if (etcd_.Revoke(lease).ok()) {
       LogInfo("node %s: the leader's lease ended: revoked", config_.name);
+      lease_ran_out_ = true;
       return milliseconds(0);
     }
+  } else if (got - ending_lease_->asked > window) {
+    ending_lease_ = EndingLease{.lease = lease, .asked = asked, .got = got};  // (start again)
   }
   return kLastSecondPoll;
 }
@@ -500,7 +514,7 @@ bool Node::Synchronous(const ClusterView& view) const {
 }
 
 bool Node::SoleSynchronous(const ClusterView& view) const {
-  return Synchronous(view) && view.synchronous.size() == 1 &&
+  return view.synchronous_applied.value_or(Synchronous(view)) && view.synchronous.size() == 1 &&
          view.synchronous[0] == config_.name;
 }
 
@@ -678,10 +692,20 @@ void Node::FollowSettings(const ClusterRead& cluster) {
                *view.synchronous_mode ? "on" : "off");
     warned_synchronous_ = *view.synchronous_mode;
   }
-  if (Synchronous(view)) return KeepSynchronous(cluster);
-  // Asynchronous: commits wait for no standby, and `sync` names none.
+  // `sync_mode` says what is applied, for the elections: on once a standby is named (only it
+  // may lead from then on), off once the server waits for none and `sync` names none.
+  if (Synchronous(view)) {
+    KeepSynchronous(cluster);
+    if (!view.synchronous.empty() && view.synchronous_applied != true &&
+        etcd_.Put(Key("sync_mode"), "on").ok()) {
+      LogInfo("node %s: synchronous on: commits wait for %s", config_.name,
+              absl::StrJoin(view.synchronous, " and "));
+    }
+    return;
+  }
   if (!server_.SetSynchronous("").ok()) return;
-  if (!view.synchronous.empty() && etcd_.Put(Key("sync"), "").ok()) {
+  if (!view.synchronous.empty() && !etcd_.Put(Key("sync"), "").ok()) return;
+  if (view.synchronous_applied != false && etcd_.Put(Key("sync_mode"), "off").ok()) {
     LogInfo("node %s: synchronous off: commits are acknowledged by the primary alone",
             config_.name);
   }

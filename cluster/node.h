@@ -80,10 +80,11 @@ class Node {
   void Reinitialize(const ClusterRead& cluster);
   // How long until the fence would fire, less a margin (the longest a drain may take).
   std::chrono::milliseconds FenceMargin() const;
-  // Whether the cluster is synchronous: etcd's `config`, or this node's file before it is
-  // written.
+  // Whether the cluster is to be synchronous: etcd's `config`, or this node's file before it
+  // is written.
   bool Synchronous(const ClusterView& view) const;
-  // Whether the cluster is synchronous and etcd's `sync` names this node alone.
+  // Whether the cluster is synchronous as applied (`sync_mode`) and `sync` names this node
+  // alone.
   bool SoleSynchronous(const ClusterView& view) const;
   // How long a candidate waits, its position published, for the others' before it takes the
   // lead.
@@ -92,7 +93,7 @@ class Node {
   // the .cc), and returns how long until the next round should look again.
   std::chrono::milliseconds WatchLeaderLease(int64_t lease);
   static constexpr std::chrono::milliseconds kLastSecondPoll{100};
-  static constexpr std::chrono::milliseconds kLeaseEndMargin{1050};
+  static constexpr std::chrono::milliseconds kLeaseEndMargin{50};
   static constexpr int kStandbyStartAttempts = 5;
   // How long a leader handing the lead over waits for open transactions to end.
   static constexpr std::chrono::milliseconds kSwitchoverDrain{5000};
@@ -131,11 +132,16 @@ class Node {
   // The standby made synchronous while `sync` was empty, and the primary's position when it
   // was seen synchronous: it is named once it has flushed that far.
   std::optional<std::pair<std::string, uint64_t>> sync_floor_;
-  // The leader's lease seen in its last second, and when first (WatchLeaderLease).
-  std::optional<std::pair<int64_t, std::chrono::steady_clock::time_point>> ending_lease_;
-  // When a leader's lease this node watched ran out (its key gone): the election that follows
-  // waits for no rival's position.
-  std::optional<std::chrono::steady_clock::time_point> ran_out_at_;
+  // The leader's lease first read with under a second left: when that reading was asked for
+  // and answered (WatchLeaderLease).
+  struct EndingLease {
+    int64_t lease = 0;
+    std::chrono::steady_clock::time_point asked, got;
+  };
+  std::optional<EndingLease> ending_lease_;
+  // Whether this node revoked the leader's ended lease: the election that follows (until a
+  // leader is known) waits for no rival's position.
+  bool lease_ran_out_ = false;
   // The cluster's `synchronous` last warned of as differing from the file's.
   std::optional<bool> warned_synchronous_;
 

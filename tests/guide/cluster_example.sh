@@ -3,13 +3,6 @@
 # three-node cluster, write to its primary, kill -9 the leader's node, and expect another
 # member to lead within the ttl and a little more, holding every acknowledged row (the example
 # runs with synchronous: on); then stop it and remove it.
-#
-# Across that failover, real drivers commit through `pgflow pooler` following the cluster (the
-# guide's `cluster:` entry): node-postgres (tests/drivers/failover.js, 4 pooled clients) and
-# the PostgreSQL JDBC driver (tests/drivers/Failover.java, 3 connections), each transaction a
-# prepared INSERT. Each client may see the error of the transaction under way when the primary
-# died, no more; each commits again on the new primary; every commit a driver was told of is
-# there.
 # Usage: tests/guide/cluster_example.sh BUILD_DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,10 +11,7 @@ export PGFLOW="$BUILD/pgflow"
 WORK=$(mktemp -d /tmp/pgflow-cluster.XXXXXX)
 chmod 755 "$WORK"  # (the nodes run as postgres)
 EXAMPLE="$ROOT/examples/cluster/local.sh"
-POOLER_PID=""
 cleanup() {
-  touch "$WORK/stop"
-  [ -z "$POOLER_PID" ] || kill "$POOLER_PID" 2>/dev/null || true
   "$EXAMPLE" stop "$WORK/cluster" >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -29,15 +19,9 @@ trap cleanup EXIT
 say() { echo "[cluster] $*"; }
 fail() {
   echo "[cluster] FAILED: $*" >&2
-  for log in "$WORK"/cluster/n*.log "$WORK"/pooler.log; do
-    [ -f "$log" ] && { echo "---- $log"; tail -n 30 "$log"; }
-  done >&2
+  for log in "$WORK"/cluster/n*.log; do echo "---- $log"; tail -n 30 "$log"; done >&2
   exit 1
 }
-HERE="$ROOT/tests/drivers"
-CACHE="$BUILD/drivers"
-source "$HERE/install.sh"
-install_drivers node java
 
 "$EXAMPLE" start "$WORK/cluster" || fail "the example did not start"
 status() { "$PGFLOW" cluster status --json --config "$WORK/cluster/n1.yaml"; }
@@ -50,44 +34,7 @@ url() {  # the server of node $1
 say "leader $leader"
 psql -X -q -v ON_ERROR_STOP=1 "$(url "$leader")" \
   -c "CREATE TABLE acked (id int PRIMARY KEY)" \
-  -c "INSERT INTO acked SELECT generate_series(1, 1000)" \
-  -c "CREATE TABLE failover_ids (id text PRIMARY KEY)"
-
-# The pooler, following the cluster as the guide shows (the url's host is nobody's).
-etcd=$(sed -n 's/^etcd: \[\(.*\)\]$/\1/p' "$WORK/cluster/n1.yaml")
-pooler_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf '"postgres" ""\n' >"$WORK/users.txt"
-cat >"$WORK/pooler.yaml" <<YAML
-listen: 127.0.0.1:$pooler_port
-auth: {method: trust, users: $WORK/users.txt}
-databases:
-  app:
-    url: postgres://postgres@127.0.0.1:1/postgres
-    pool_mode: transaction
-    cluster: {name: local, etcd: [$etcd]}
-YAML
-"$PGFLOW" pooler --config "$WORK/pooler.yaml" >"$WORK/pooler.log" 2>&1 &
-POOLER_PID=$!
-for _ in $(seq 100); do
-  grep -q "follows cluster local's leader" "$WORK/pooler.log" && break
-  sleep 0.2
-done
-grep -q "follows cluster local's leader" "$WORK/pooler.log" || fail "the pooler follows no leader"
-NODE_PATH="$CACHE/node/node_modules" node "$HERE/failover.js" \
-  "postgres://postgres@127.0.0.1:$pooler_port/app" "$WORK/stop" node >"$WORK/node.out" &
-node_pid=$!
-java -cp "$JAR" "$HERE/Failover.java" "jdbc:postgresql://127.0.0.1:$pooler_port/app?user=postgres" \
-  "$WORK/stop" java >"$WORK/java.out" &
-java_pid=$!
-committed() {  # rows of failover_ids from client prefix $1 on node $2's server
-  psql -X -At "$(url "$2")" -c "SELECT count(*) FROM failover_ids WHERE id LIKE '$1%'" 2>/dev/null
-}
-for _ in $(seq 150); do
-  [ "$(committed node "$leader")" -gt 20 ] && [ "$(committed java "$leader")" -gt 20 ] && break
-  sleep 0.2
-done
-[ "$(committed java "$leader")" -gt 20 ] || fail "the drivers did not commit through the pooler"
-say "node-postgres and JDBC commit through the pooler"
+  -c "INSERT INTO acked SELECT generate_series(1, 1000)"
 
 say "kill -9 of $leader's node"
 kill -9 "$(cat "$WORK/cluster/$leader.pid")"
@@ -108,38 +55,4 @@ for _ in $(seq 100); do
 done
 [ "$rows" = 1000 ] || fail "the new primary holds $rows of the 1000 acknowledged rows"
 say "every acknowledged row is on $new, which takes writes"
-
-# The drivers commit on the new primary, then stop; every commit they were told of is there.
-node_before=$(committed node "$new")
-java_before=$(committed java "$new")
-for _ in $(seq 150); do
-  [ "$(committed node "$new")" -gt $((node_before + 20)) ] &&
-    [ "$(committed java "$new")" -gt $((java_before + 20)) ] && break
-  sleep 0.2
-done
-touch "$WORK/stop"
-wait "$node_pid" || fail "node-postgres ended with an error: $(cat "$WORK/node.out")"
-wait "$java_pid" || fail "the JDBC client ended with an error: $(cat "$WORK/java.out")"
-python3 - "$WORK/node.out" "$WORK/java.out" >"$WORK/acked.txt" <<'PY' || fail "the drivers' results"
-import json, sys
-node = json.load(open(sys.argv[1]))
-java = open(sys.argv[2]).read().split("\n")
-tail = [l for l in java if l.startswith("errors ")][0].split()
-java_errors, java_after = int(tail[1]), int(tail[3])
-for id in node["acked"] + [l for l in java if l and not l.startswith("errors ")]:
-    print(id)
-print(f"node-postgres: {len(node['acked'])} commits, {len(node['errors'])} errors "
-      f"({node['errors'][:4]}), {node['after']} commits after the first; JDBC: "
-      f"{java_errors} errors, {java_after} commits after the first", file=sys.stderr)
-# At most the transaction each client had under way when the primary died.
-ok = len(node["errors"]) <= 4 and java_errors <= 3
-ok = ok and (not node["errors"] or node["after"] > 0) and (java_errors == 0 or java_after > 0)
-sys.exit(0 if ok else 1)
-PY
-acked=$(wc -l <"$WORK/acked.txt")
-missing=$(psql -X -At -v ON_ERROR_STOP=1 "$(url "$new")" \
-  -c "CREATE TEMP TABLE told (id text)" -c "\\copy told FROM '$WORK/acked.txt'" \
-  -c "SELECT count(*) FROM told WHERE id NOT IN (SELECT id FROM failover_ids)" | tail -n 1)
-[ "$missing" = 0 ] || fail "$missing of the $acked commits the drivers were told of are missing on $new"
-say "node-postgres and JDBC through the pooler: $acked commits, every one on $new"
 "$EXAMPLE" stop "$WORK/cluster"

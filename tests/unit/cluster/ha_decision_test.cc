@@ -191,6 +191,15 @@ TEST(HaDecisionTest, TheClustersSynchronousSettingOverridesTheNodesFile) {
   view.synchronous_mode.reset();
   EXPECT_THAT(Decide(n2, view, Standby(100), false).reason,
               HasSubstr("the synchronous standby is n3"));
+  // Asked for (on) but not applied yet (off): the server still acknowledges alone, so the
+  // elections go by the applied mode, and the other way round.
+  view.synchronous_mode = true;
+  view.synchronous_applied = false;
+  EXPECT_EQ(Decide(Node("n2"), view, Standby(100), false).action, Action::kTakeLead);
+  view.synchronous_mode = false;
+  view.synchronous_applied = true;
+  EXPECT_THAT(Decide(Node("n2"), view, Standby(100), false).reason,
+              HasSubstr("the synchronous standby is n3"));
 }
 
 TEST(HaDecisionTest, ASwitchoverToAnotherNodeHoldsTheRestBack) {
