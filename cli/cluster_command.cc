@@ -414,8 +414,9 @@ Command AddClusterCommand(CLI::App& app) {
       "etcd does not answer.");
   add_target(status);
   status->add_flag("--json", args->json,
-                   "print {\"leader\", \"synchronous\", \"members\": [{\"name\", \"role\", \"state\", \"url\", "
-                   "\"api\", \"timeline\", \"lag_bytes\", \"streaming\", \"synchronous\"}]}");
+                   "print {\"leader\", \"synchronous\", \"members\": [{\"name\", \"role\", "
+                   "\"state\", \"url\", \"api\", \"timeline\", \"lag_bytes\", \"streaming\", "
+                   "\"synchronous\"}]}");
   CLI::App* switchover = AddCommand(
       *cluster, "switchover", "Move the primary to another member on purpose",
       "The leader stops its server cleanly (every WAL record reaches the standbys), gives the "

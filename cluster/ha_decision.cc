@@ -42,8 +42,7 @@ std::string Ineligible(const NodeConfig& config, const ClusterView& cluster,
   if (!cluster.switchover_from.empty() && cluster.switchover_from == config.name) {
     return "it is handing the lead over (a switchover)";
   }
-  const bool synchronous =
-      cluster.synchronous_applied.value_or(cluster.synchronous_mode.value_or(config.synchronous));
+  const bool synchronous = cluster.SynchronousApplied(config.synchronous);
   const bool named_synchronous =
       std::find(cluster.synchronous.begin(), cluster.synchronous.end(), config.name) !=
       cluster.synchronous.end();

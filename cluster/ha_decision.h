@@ -75,6 +75,14 @@ struct ClusterView {
   std::string switchover_from;               // the leader asked to hand the lead over
 
   const MemberView* Member(const std::string& name) const;
+  // Whether the cluster is to be synchronous (`config`), or is as applied (`sync_mode`, the
+  // one elections follow): `file_setting`, a node's own file, until etcd says.
+  bool SynchronousAsked(bool file_setting) const {
+    return synchronous_mode.value_or(file_setting);
+  }
+  bool SynchronousApplied(bool file_setting) const {
+    return synchronous_applied.value_or(SynchronousAsked(file_setting));
+  }
 };
 
 enum class Action {

@@ -509,12 +509,8 @@ void Node::StartStandby(const std::string& primary) {
   (void)server_.SetAside();  // (an empty data directory: cloned next round)
 }
 
-bool Node::Synchronous(const ClusterView& view) const {
-  return view.synchronous_mode.value_or(config_.synchronous);
-}
-
 bool Node::SoleSynchronous(const ClusterView& view) const {
-  return view.synchronous_applied.value_or(Synchronous(view)) && view.synchronous.size() == 1 &&
+  return view.SynchronousApplied(config_.synchronous) && view.synchronous.size() == 1 &&
          view.synchronous[0] == config_.name;
 }
 
@@ -694,7 +690,7 @@ void Node::FollowSettings(const ClusterRead& cluster) {
   }
   // `sync_mode` says what is applied, for the elections: on once a standby is named (only it
   // may lead from then on), off once the server waits for none and `sync` names none.
-  if (Synchronous(view)) {
+  if (view.SynchronousAsked(config_.synchronous)) {
     KeepSynchronous(cluster);
     if (!view.synchronous.empty() && view.synchronous_applied != true &&
         etcd_.Put(Key("sync_mode"), "on").ok()) {

@@ -80,9 +80,6 @@ class Node {
   void Reinitialize(const ClusterRead& cluster);
   // How long until the fence would fire, less a margin (the longest a drain may take).
   std::chrono::milliseconds FenceMargin() const;
-  // Whether the cluster is to be synchronous: etcd's `config`, or this node's file before it
-  // is written.
-  bool Synchronous(const ClusterView& view) const;
   // Whether the cluster is synchronous as applied (`sync_mode`) and `sync` names this node
   // alone.
   bool SoleSynchronous(const ClusterView& view) const;
