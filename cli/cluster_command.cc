@@ -316,20 +316,28 @@ int Set(const ClusterArgs& args, Opened& cluster) {
              "right?", name);
     return kExitConfig;
   }
+  // The other settings kept (unreadable ones replaced): written only over what was read, so a
+  // node's first write of it or another `cluster set` meanwhile is read again, not lost.
   const std::string key = cluster::ClusterKey(name, "config");
-  absl::StatusOr<std::optional<cluster::EtcdKeyValue>> old = etcd.Get(key);
-  if (!old.ok()) {
-    LogError("%s", old.status().message());
-    return kExitFailure;
+  absl::StatusOr<bool> written = false;
+  for (int attempt = 0; attempt < 10 && written.ok() && !*written; ++attempt) {
+    absl::StatusOr<std::optional<cluster::EtcdKeyValue>> old = etcd.Get(key);
+    if (!old.ok()) {
+      written = old.status();
+      break;
+    }
+    json config = json::object();
+    if (old->has_value()) {
+      config = json::parse((*old)->value, nullptr, /*allow_exceptions=*/false);
+      if (!config.is_object()) config = json::object();
+    }
+    config["synchronous"] = on;
+    written = old->has_value() ? etcd.Replace(key, (*old)->value, config.dump(), 0)
+                               : etcd.Create(key, config.dump(), 0);
   }
-  json config = json::object();
-  if (old->has_value()) {
-    config = json::parse((*old)->value, nullptr, /*allow_exceptions=*/false);
-    if (!config.is_object()) config = json::object();
-  }
-  config["synchronous"] = on;
-  if (absl::Status s = etcd.Put(key, config.dump()); !s.ok()) {
-    LogError("%s", s.message());
+  if (!written.ok() || !*written) {
+    LogError("%s", written.ok() ? "the cluster's settings kept changing under the write: try again"
+                                : std::string(written.status().message()));
     return kExitFailure;
   }
   std::printf("cluster %s: synchronous %s; waiting for the leader to apply it\n", name.c_str(),

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cluster/leader_watch.h"
@@ -62,7 +63,7 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
         LogWarning("pooler: cluster %s: %s: database %s paused until a leader is known",
                    cluster, now.why_none, name);
         pooler.Hold(name);
-        return;
+        return absl::OkStatus();
       }
       absl::StatusOr<std::string> moved = WithHost(url, leader->host, leader->port);
       std::vector<std::string> replicas;
@@ -74,13 +75,12 @@ std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
                        : reads     ? pooler.Retarget(name, *moved, replicas)
                                    : pooler.Retarget(name, *moved);
       if (!s.ok()) {
-        LogError("pooler: database %s: following cluster %s to %s: %s", name, cluster,
-                 leader->ToString(), s.message());
-        return;
+        return absl::Status(s.code(), absl::StrCat("database ", name, ": ", s.message()));
       }
       LogInfo("pooler: database %s follows cluster %s's leader at %s", name, cluster,
               leader->ToString());
       pooler.Release(name);
+      return absl::OkStatus();
     };
     watches.push_back(std::make_unique<cluster::LeaderWatch>(db.cluster.name, db.cluster.etcd,
                                                              std::move(changed)));

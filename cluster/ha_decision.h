@@ -67,6 +67,8 @@ struct ClusterView {
   // `config`'s synchronous: the cluster's setting, which every node follows (none before the
   // first leader wrote it from its file; `pgflow cluster set synchronous` changes it).
   std::optional<bool> synchronous_mode;
+  // Why `config` exists and synchronous_mode is still unset ("" when it is set, or absent).
+  std::string config_problem;
   // `sync_mode`: the mode the leader has applied ("on" once a standby is named synchronous,
   // "off" once the primary acknowledges alone), which elections follow; while a change is
   // being applied it is the one before.

@@ -30,6 +30,8 @@ void LeaderWatch::Run() {
   bool known = false;  // whether `followed` was ever told
   Topology followed;
   steady_clock::time_point warned;
+  steady_clock::time_point retry_at;  // after a failed change
+  std::string failure;                // the last one, said once
   while (!stop_.load()) {
     absl::StatusOr<ClusterRead> read = ReadCluster(etcd, cluster_);
     if (!read.ok()) {
@@ -69,10 +71,22 @@ void LeaderWatch::Run() {
           if (address.ok()) now.replicas.push_back(*address);
         }
       }
-      if (!known || now.leader != followed.leader || now.replicas != followed.replicas) {
-        known = true;
-        followed = now;
-        changed_(now);
+      const bool differs =
+          !known || now.leader != followed.leader || now.replicas != followed.replicas;
+      if (differs && steady_clock::now() >= retry_at) {
+        if (absl::Status s = changed_(now); s.ok()) {
+          known = true;
+          followed = now;
+          failure.clear();
+        } else {
+          // Tried again each second (a reload may mend it, a transient failure end).
+          retry_at = steady_clock::now() + std::chrono::seconds(1);
+          if (failure != s.message()) {
+            failure = std::string(s.message());
+            LogError("cluster %s: following %s: %s (tried again every second)", cluster_,
+                     now.leader.has_value() ? now.leader->ToString() : now.why_none, failure);
+          }
+        }
       }
     }
     const auto next = steady_clock::now() + interval_;

@@ -9,7 +9,8 @@
 // known, instead of sending transactions to a server about to stop). While
 // etcd does not answer, nothing changes (the last leader stays the one followed) and a warning
 // says so. The members streaming from the leader come with it (for reads on standbys), and a
-// change of them is a change too.
+// change of them is a change too. When `changed` fails (the pooler could not be pointed at the
+// new leader), the watch says why and calls it again every second until it succeeds.
 //
 // Thread-safety: `changed` runs on the watch's thread.
 
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/listen_address.h"
 
 namespace pgflow::cluster {
@@ -32,7 +34,7 @@ class LeaderWatch {
     std::string why_none;
     std::vector<ListenAddress> replicas;  // the running members streaming from it, by name
   };
-  using Changed = std::function<void(const Topology&)>;
+  using Changed = std::function<absl::Status(const Topology&)>;
 
   LeaderWatch(std::string cluster, std::vector<std::string> etcd, Changed changed,
               std::chrono::milliseconds interval = std::chrono::milliseconds(100));

@@ -76,6 +76,11 @@ absl::StatusOr<ClusterRead> ReadCluster(Etcd& etcd, const std::string& cluster) 
       if (config.is_object() && config.contains("synchronous") &&
           config["synchronous"].is_boolean()) {
         read.view.synchronous_mode = config["synchronous"].get<bool>();
+      } else {
+        read.view.config_problem =
+            !config.is_object() ? "not a JSON object"
+                                : (config.contains("synchronous") ? "its synchronous is no boolean"
+                                                                  : "it has no synchronous");
       }
     } else if (name == "sync_mode") {
       if (kv.value == "on" || kv.value == "off") read.view.synchronous_applied = kv.value == "on";
@@ -675,7 +680,17 @@ void Node::KeepSynchronous(const ClusterRead& cluster) {
 
 void Node::FollowSettings(const ClusterRead& cluster) {
   const ClusterView& view = cluster.view;
-  if (!view.synchronous_mode.has_value()) {
+  if (view.config_problem.empty()) warned_config_ = false;
+  if (!view.config_problem.empty()) {
+    if (!warned_config_) {
+      LogWarning("node %s: the cluster's settings in etcd (%s) cannot be read: %s; this node "
+                 "follows its file (synchronous %s) until `pgflow cluster set synchronous "
+                 "on|off` writes them anew",
+                 config_.name, Key("config"), view.config_problem,
+                 config_.synchronous ? "on" : "off");
+      warned_config_ = true;
+    }
+  } else if (!view.synchronous_mode.has_value()) {
     // The cluster's first leader (or one from before the setting lived in etcd) writes it
     // from its file; from then on etcd's is the one every node follows.
     const json config = {{"synchronous", config_.synchronous}};

@@ -141,6 +141,7 @@ class Node {
   bool lease_ran_out_ = false;
   // The cluster's `synchronous` last warned of as differing from the file's.
   std::optional<bool> warned_synchronous_;
+  bool warned_config_ = false;  // that the cluster's `config` cannot be read
 
   // The fence: the steady clock's nanoseconds past which the server is killed (0: not leading).
   std::atomic<int64_t> fence_at_{0};

@@ -206,11 +206,12 @@ bool Pooler::Impl::HasDatabase(const std::string& database) {
 void Pooler::Impl::Pause(const std::string& database) { PauseInto(database, &paused_databases_); }
 
 void Pooler::Impl::PauseInto(const std::string& database, std::set<std::string>* set) {
-  {
-    absl::MutexLock lock(&pools_mu_);
-    set->insert(database);
-  }
-  for (const std::shared_ptr<Pool>& pool : PoolsOf(database)) {
+  // Under the lock a RESUME takes too (ResumeFree): one running meanwhile either comes after,
+  // and resumes these pools, or before, and leaves the set and the pools paused alike.
+  absl::MutexLock lock(&pools_mu_);
+  set->insert(database);
+  for (const auto& [key, pool] : pools_) {
+    if (!database.empty() && std::get<0>(key) != database) continue;
     pool->Pause();
     pool->Reconnect();  // idle connections close; busy ones when given back
   }

@@ -50,7 +50,7 @@ void RelayProtocol::Detach(RelayState* relay) {
   server_ = nullptr;
   copy_in_ = false;
   describing_ = 0;
-  shape_wait_ = skipping_ = false;
+  shape_wait_ = skipping_ = server_fatal_relayed_ = false;
   node_ = kPrimaryNode;
   unit_open_ = wrote_ = holding_ = false;
 }
@@ -735,6 +735,7 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
                    error.message);
         return false;
       }
+      if (std::optional<bool> relayed = OnServerFatal(r, body)) return *relayed;
       if (!r.expect.empty() && r.expect.front().kind == Expect::kErrorReplace) {
         r.expect.pop_front();
         AppendCachedPlanChanged(&r.to_client);
@@ -771,6 +772,26 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
     default:
       return !swallowing;
   }
+}
+
+std::optional<bool> RelayProtocol::OnServerFatal(RelayState& r, std::string_view body) {
+  ErrorFields error = ParseErrorFields(body);
+  if (error.severity != "FATAL" && error.severity != "PANIC") return std::nullopt;
+  // The server is ending the connection. When it stops, crashes or fails over (SQLSTATE class
+  // 57, operator intervention: 57P01 for a shutdown or its postmaster's death, 57P02 for a crash
+  // of another process) under a client that can go on, the error is the pooler's to replace:
+  // the connection's end tells the client that its statement's outcome is unknown, as an
+  // ERROR it can go on after (Session::ServerLost). Otherwise the client sees the server's
+  // FATAL, and its connection ends there.
+  DropUntilSync(r);
+  if (error.sqlstate.starts_with("57") && SurvivesLoss(r)) {
+    LogDebug("pooler: database %s: the server ends a client's connection (%s: %s); the client "
+             "goes on on another",
+             database(), error.sqlstate, error.message);
+    return false;
+  }
+  server_fatal_relayed_ = true;
+  return true;
 }
 
 void RelayProtocol::OnCommandComplete(std::string_view body) {

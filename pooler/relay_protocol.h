@@ -222,6 +222,17 @@ class RelayProtocol {
     unsynced_ = 0;
     txn_status_ = 'I';
   }
+  // Whether the client may go on if the server connection is lost now: the pooler is at a
+  // message boundary on both sides, outside a transaction, owing the client answers (it is told
+  // that its statement's outcome is unknown; its next unit runs on a new connection). The
+  // session adds its own conditions (Session::ServerLost).
+  bool SurvivesLoss(const RelayState& relay) const {
+    return mode_ != PoolMode::kSession && relay.server_pass == 0 && relay.client_pass == 0 &&
+           unsynced_ == 0 && !relay.expect.empty() && txn_status_ == 'I';
+  }
+  // Whether the server's own FATAL error was relayed to the client: the connection then ends
+  // for the client as a direct one would, with nothing added.
+  bool server_fatal_relayed() const { return server_fatal_relayed_; }
 
   // Appends to *out the SETs and RESETs that bring the server connection to the client's
   // settings, and notes that it has them: what the client gave at startup or changed since,
@@ -358,6 +369,9 @@ class RelayProtocol {
   bool Answered(RelayState& r, Expect pass, Expect swallow, bool swallowing);
   // Handles one whole inspected message from the server; false to swallow it.
   bool OnServerMessage(RelayState& r, char type, std::string_view body);
+  // An ErrorResponse (`body`) of severity FATAL or PANIC: whether it is relayed (else it is
+  // swallowed: the client survives the connection's end); nullopt for another severity.
+  std::optional<bool> OnServerFatal(RelayState& r, std::string_view body);
   // A CommandComplete (tag `body`) and a ParameterStatus: what they change of the settings.
   void OnCommandComplete(std::string_view body);
   void OnParameterStatus(std::string_view body, bool swallowing);
@@ -420,6 +434,7 @@ class RelayProtocol {
   bool unit_open_ = false;
   bool wrote_ = false;
   bool holding_ = false;
+  bool server_fatal_relayed_ = false;  // server_fatal_relayed()
   bool capture_pass_ = false;  // the bytes of the message being relayed are gathered too
   bool captured_ = false;      // the answer gathered is whole (captured())
   bool changed_settings_ = false;

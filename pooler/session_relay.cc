@@ -725,11 +725,10 @@ void Session::ServerLost() {
   LogWarning("pooler: database %s: lost a server connection (pid %d) while a client held it",
              database(), server_->backend_pid);
   RelayState& r = relay();
-  // Kept only at a message boundary on both sides: a client message half sent must not have
-  // its rest read as messages of their own.
-  const bool keep_client = phase_ < Phase::kClosing && protocol_.mode() != PoolMode::kSession &&
-                           r.server_pass == 0 && r.client_pass == 0 && protocol_.unsynced() == 0 &&
-                           !r.expect.empty() && protocol_.txn_status() == 'I';
+  // Kept only at a message boundary on both sides (a client message half sent must not have
+  // its rest read as messages of their own), and when it was not shown the server's FATAL.
+  const bool keep_client = phase_ < Phase::kClosing && protocol_.SurvivesLoss(r) &&
+                           !protocol_.server_fatal_relayed();
   if (keep_client) {
     for (const Expectation& e : r.expect) {
       if (e.kind != Expect::kSync) continue;
@@ -739,7 +738,8 @@ void Session::ServerLost() {
                   "connection");
       AppendReadyForQuery(&r.to_client, 'I');
     }
-  } else if (phase_ < Phase::kClientGone && r.server_pass == 0) {
+  } else if (phase_ < Phase::kClientGone && r.server_pass == 0 &&
+             !protocol_.server_fatal_relayed()) {
     AppendError(&r.to_client, "FATAL", "08006",
                 "the server connection was lost (restart or failover)");
   }

@@ -221,6 +221,52 @@ TEST_F(RelayProtocolTest, AnOpenTransactionKeepsItsServerConnection) {
   EXPECT_TRUE(protocol_.Releasable(&relay_));
 }
 
+std::string Fatal(std::string_view sqlstate, std::string_view message) {
+  std::string out;
+  AppendError(&out, "FATAL", sqlstate, message);
+  return out;
+}
+
+TEST_F(RelayProtocolTest, AServerShuttingDownUnderAStatementOutsideATransactionIsHidden) {
+  // Its postmaster died (or a fast shutdown) while the statement ran: the client, at a unit's
+  // start, goes on, told by the session (Session::ServerLost) that the outcome is unknown,
+  // not by a FATAL that would end its connection.
+  Attach();
+  Client(Query("INSERT INTO t VALUES (1)"));
+  ToServer();
+  EXPECT_EQ(Server(Fatal("57P01", "terminating connection due to unexpected postmaster exit")),
+            RelayProtocol::ServerStep::kProgress);
+  EXPECT_EQ(ToClient(), "");
+  EXPECT_FALSE(protocol_.server_fatal_relayed());
+  EXPECT_TRUE(protocol_.SurvivesLoss(relay_));
+}
+
+TEST_F(RelayProtocolTest, AServersFatalInATransactionReachesTheClient) {
+  // The transaction is lost with the connection: the client sees the server's own FATAL, and
+  // nothing more is added (a second error would be read as the answer to its next statement).
+  Attach();
+  Client(Query("BEGIN"));
+  ToServer();
+  Server(Complete("BEGIN") + Ready('T'));
+  ToClient();
+  const std::string fatal = Fatal("57P01", "terminating connection due to administrator command");
+  Server(fatal);
+  EXPECT_EQ(ToClient(), fatal);
+  EXPECT_TRUE(protocol_.server_fatal_relayed());
+  EXPECT_FALSE(protocol_.SurvivesLoss(relay_));
+}
+
+TEST_F(RelayProtocolTest, AFatalOfAnotherClassReachesTheClient) {
+  // Not the server's stopping: the client is shown what ended its connection.
+  Attach();
+  Client(Query("SELECT 1"));
+  ToServer();
+  const std::string fatal = Fatal("28000", "role \"alice\" is not permitted to log in");
+  Server(fatal);
+  EXPECT_EQ(ToClient(), fatal);
+  EXPECT_TRUE(protocol_.server_fatal_relayed());
+}
+
 TEST_F(RelayProtocolTest, NamedStatementsAreRewrittenToTheServersCopy) {
   Attach();
   const std::string rest = ParseRest("SELECT $1::int");
