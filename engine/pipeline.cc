@@ -386,7 +386,12 @@ absl::Status Pipeline::Run(const StopSignal& requested) {
     return start.status();
   }
   bool full_copy = false;
-  for (const SinkSlot& slot : sinks_) full_copy = full_copy || slot.sink->NeedsFullCopy();
+  bool rows_after_ddl = false;
+  for (const SinkSlot& slot : sinks_) {
+    full_copy = full_copy || slot.sink->NeedsFullCopy();
+    rows_after_ddl = rows_after_ddl || slot.sink->NeedsRowsAfterDdl();
+  }
+  if (rows_after_ddl) source_->CopyAgainAfterDdl();
   if (full_copy) {
     if (absl::Status s = source_->EnsureFullCopy(); !s.ok()) {
       close_opened();

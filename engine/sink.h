@@ -99,6 +99,13 @@ class Sink {
   // in-memory cache after the process started): the engine then asks the source for a full
   // copy (Source::EnsureFullCopy), which ends with a kSnapshotDone event.
   virtual bool NeedsFullCopy() const { return false; }
+
+  // True for a sink that holds the rows of the pipeline's tables (documents, cache entries)
+  // and does not replay DDL: a DDL that gives existing rows new values without row changes in
+  // the WAL (a column added with a default) reaches it only when the source reads the table
+  // again (Source::CopyAgainAfterDdl). (A rewrite computing new values is read again for
+  // every sink.)
+  virtual bool NeedsRowsAfterDdl() const { return false; }
 };
 
 }  // namespace pgflow

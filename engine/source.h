@@ -70,6 +70,11 @@ class Source {
     return absl::UnimplementedError("this source cannot copy its tables again");
   }
 
+  // Called after Prepare when a sink holds rows without replaying DDL (Sink::NeedsRowsAfterDdl):
+  // from then on a table whose existing rows take values without row changes in the stream (a
+  // column added with a default) is read again beside the stream.
+  virtual void CopyAgainAfterDdl() {}
+
   // Called once the sinks have drained and flushed: acknowledges what `acks` confirms (WAL
   // position, snapshot chunks) and disconnects.
   virtual absl::Status Finish(Acknowledgements acks) = 0;

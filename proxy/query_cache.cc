@@ -117,7 +117,9 @@ ProxyQueryCache::ProxyQueryCache(std::string database, const pooler::DatabaseOpt
       fence_id_(std::to_string(std::random_device()()) + std::to_string(::getpid())) {
   for (const std::string& name : options_.tables) {
     table_index_.emplace(name, static_cast<uint32_t>(tables_.size()));
-    tables_.push_back(Table{.name = name});
+    Table table;
+    table.name = name;
+    tables_.push_back(std::move(table));
   }
   stats_.max_memory = max_memory_;
 }

@@ -49,6 +49,7 @@ class KvSink : public TransactionalSink {
   absl::Status Flush() override { return absl::OkStatus(); }
   absl::Status Close() override;
   bool NeedsFullCopy() const override { return fresh_; }
+  bool NeedsRowsAfterDdl() const override { return true; }
   // pgflow_kv_rows, pgflow_kv_used_memory_bytes, pgflow_kv_max_memory_bytes.
   void CollectMetrics(MetricsRegistry* metrics, const MetricLabels& labels) const override;
 

@@ -105,6 +105,9 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status Flush() override;
   absl::Status Close() override;
   uint64_t DeadLettered() const override { return dead_lettered_.load(); }
+  // A column added with a default reaches the documents already indexed by a new read of the
+  // table (their fields are the row's, not DDL's to fill).
+  bool NeedsRowsAfterDdl() const override { return true; }
 
  protected:
   absl::Status OnBegin(const TxnInfo& txn) override;

@@ -546,7 +546,6 @@ absl::StatusOr<Lsn> PostgresSource::Prepare() {
 
 absl::Status PostgresSource::EnsureFullCopy() {
   if (source_.snapshot.mode == SnapshotMode::kOnly) return absl::OkStatus();
-  reload_new_columns_ = true;
   if (snapshot_owed_) {
     if (source_.snapshot.mode != SnapshotMode::kInitial) return absl::OkStatus();
     // An interrupted snapshot would skip the chunks recorded done, which the empty sink lacks:

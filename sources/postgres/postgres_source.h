@@ -42,6 +42,7 @@ class PostgresSource : public Source {
   // Without a snapshot owed, requests a backfill of every table (as `pgflow snapshot` does);
   // its end is announced to the sinks with kSnapshotDone.
   absl::Status EnsureFullCopy() override;
+  void CopyAgainAfterDdl() override { reload_new_columns_ = true; }
 
  private:
   class StreamState;
@@ -102,8 +103,8 @@ class PostgresSource : public Source {
   bool snapshot_owed_ = false;
 
   int64_t full_copy_backfill_ = 0;  // the backfill EnsureFullCopy asked for, if any
-  // A sink holds whole rows and cannot fill a column added with a default (EnsureFullCopy was
-  // asked for): such a table is copied again.
+  // A sink holds whole rows and cannot fill a column added with a default (CopyAgainAfterDdl):
+  // such a table is copied again.
   bool reload_new_columns_ = false;
   std::string snapshot_name_;
   bool created_slot_ = false;  // EnsureSlot created the slot in this process

@@ -161,7 +161,8 @@ bool PostgresSource::StreamState::Follows(const DdlCommand& cmd) {
     if (source_->reload_new_columns_ && cmd.old_table && !cmd.rewritten &&
         rewrites_seen_.insert({txn_.commit_lsn, cmd.objid}).second) {
       // A column added with a default has that value in every existing row without a change
-      // in the stream. A sink holding whole rows (the kv cache) reads them again.
+      // in the stream. The sinks holding rows without replaying DDL (the kv cache, OpenSearch)
+      // read them again; the others see them as `read` changes.
       for (const DdlColumn& c : cmd.table->columns) {
         if (cmd.old_table->FindAttnum(c.attnum) == nullptr && !c.default_expr.empty()) {
           RequestTableCopy(schema, name, "gained a column with a default");

@@ -275,6 +275,12 @@ TEST(KvCacheTest, ServesRowsOverRedisMemcachedAndHttpAsTheSourceChanges) {
   ASSERT_TRUE(WaitFor([&] { return p.Cli("HGET users:1 tier") == "7"; }, std::chrono::seconds(30)))
       << ReadFile(p.log());
   EXPECT_THAT(p.Curl("/users/4"), HasSubstr(R"("tier":7)"));
+  // So has a rewrite computing new values (TYPE ... USING).
+  sql.Exec("ALTER TABLE users ALTER COLUMN tier TYPE text USING 'tier ' || tier");
+  ASSERT_TRUE(
+      WaitFor([&] { return p.Cli("HGET users:1 tier") == "tier 7"; }, std::chrono::seconds(30)))
+      << ReadFile(p.log());
+  EXPECT_THAT(p.Curl("/users/4"), HasSubstr(R"("tier":"tier 7")"));
 
   // Read-your-writes: wait for the LSN of one's own commit.
   sql.Exec("INSERT INTO users (id, name) VALUES (600, 'mine')");

@@ -1,7 +1,8 @@
 // The opensearch sink against a real OpenSearch node (scripts/ostmp.sh) and a real PostgreSQL:
 // snapshot rows and changes become documents keyed by the row's key, ordered by external
 // versions; a column added by the source is mapped before its first document; TRUNCATE empties
-// the index; an unreachable node is named.
+// the index; a default added by DDL and a rewrite reach every document; an unreachable node is
+// named.
 
 #include <signal.h>
 
@@ -135,6 +136,56 @@ std::map<std::string, std::string> DocQty(const std::string& index) {
   std::map<std::string, std::string> out;
   for (const auto& [id, doc] : Documents(index)) out[id] = doc["qty"].dump();
   return out;
+}
+
+TEST(OpenSearchSinkTest, ADefaultAddedByDdlAndARewriteReachEveryDocument) {
+  // ADD COLUMN ... DEFAULT gives every existing row the value without a row change in the WAL,
+  // and a rewrite by TYPE ... USING computes new values the same way: the table is read again,
+  // so every document holds them, not only the rows written afterwards.
+  Sql sql(NewDatabase("ddl_values_os"));
+  sql.Exec("CREATE TABLE goods (id int PRIMARY KEY, name varchar(20));"
+           "INSERT INTO goods SELECT g, 'item ' || g FROM generate_series(1, 1000) g");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("ddl_values_os", "[public.goods]") +
+                      "sinks:\n  search:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                      "\", index: \"ddl_{table}\", replicas: 0}\n    flush_interval: 50ms\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  auto every = [](const std::map<std::string, json>& docs, auto&& holds) {
+    if (docs.size() != 1000) return false;
+    for (const auto& [id, doc] : docs) {
+      if (!holds(id, doc)) return false;
+    }
+    return true;
+  };
+  sql.Exec("ALTER TABLE goods ADD COLUMN stock int DEFAULT 0");
+  sql.Exec("UPDATE goods SET stock = 5 WHERE id = 7");
+  std::map<std::string, json> docs;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        docs = Documents("ddl_goods");
+        return every(docs, [](const std::string& id, const json& doc) {
+          return doc.contains("stock") && doc["stock"] == (id == "7" ? 5 : 0);
+        });
+      },
+      std::chrono::seconds(60)))
+      << docs.size() << " documents, the first: " << (docs.empty() ? "" : docs.begin()->second.dump())
+      << "\n" << ReadFile(dir.File("pgflow.log"));
+  sql.Exec("ALTER TABLE goods ALTER COLUMN name TYPE text USING upper(name)");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        docs = Documents("ddl_goods");
+        return every(docs, [](const std::string& id, const json& doc) {
+          return doc["name"] == "ITEM " + id;
+        });
+      },
+      std::chrono::seconds(60)))
+      << docs.size() << " documents, the first: " << (docs.empty() ? "" : docs.begin()->second.dump())
+      << "\n" << ReadFile(dir.File("pgflow.log"));
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("gained a column with a default"));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
 
 TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOrder) {
