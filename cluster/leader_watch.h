@@ -37,7 +37,7 @@ class LeaderWatch {
   using Changed = std::function<absl::Status(const Topology&)>;
 
   LeaderWatch(std::string cluster, std::vector<std::string> etcd, Changed changed,
-              std::chrono::milliseconds interval = std::chrono::milliseconds(100));
+              std::chrono::milliseconds interval = std::chrono::milliseconds(50));
   ~LeaderWatch();  // stops and joins the thread
   LeaderWatch(const LeaderWatch&) = delete;
   LeaderWatch& operator=(const LeaderWatch&) = delete;

@@ -306,6 +306,15 @@ milliseconds Node::Round() {
     election_published_ = false;
     lease_ran_out_ = false;
   } else {
+    if (ending_lease_.has_value() && !lease_ran_out_) {
+      // This node watched the leader's lease through its last second, publishing its position
+      // each round as every standby did. The key is gone: if the lease went with it, the lease
+      // ended unrenewed (etcd swept it, or a rival revoked it with WatchLeaderLease's proof), and
+      // what revoking proves holds here too. (A leader giving the key up deletes the key alone
+      // and keeps its lease: then the election waits as usual.)
+      absl::StatusOr<Etcd::LeaseTime> time = etcd_.TimeToLive(ending_lease_->lease);
+      lease_ran_out_ = time.ok() && time->left < 0;
+    }
     ending_lease_.reset();
   }
   Decision decision = Decide(config_, cluster->view, status, holds_lead_);
@@ -313,10 +322,10 @@ milliseconds Node::Round() {
       !SoleSynchronous(cluster->view) && !lease_ran_out_) {
     // The others compare themselves with what this node published: its position now first,
     // then a moment for theirs (they all woke as the lease ended). The synchronous standby
-    // named alone has no rival to wait for; nor does a node that revoked the leader's ended
-    // lease: that leader's server was fenced at least retry_timeout before, and the standbys
-    // have published their final positions since (each round, every 100 ms in the lease's
-    // last second).
+    // named alone has no rival to wait for; nor does a node that saw the leader's lease end
+    // unrenewed (lease_ran_out_): that leader's server was fenced at least retry_timeout
+    // before, and the standbys have published their final positions since (each round, every
+    // 100 ms in the lease's last second).
     election_published_ = true;
     Publish(status);
     return milliseconds(std::min<int64_t>(kElectionWait.count(), config_.loop_wait.count()));
@@ -377,9 +386,16 @@ milliseconds Node::WatchLeaderLease(int64_t lease) {
   // fall within that (the second answered before then, counted from the first asked). etcd
   // renews no ended lease, and its leader fenced itself retry_timeout before: this node revokes
   // it then, so that the next leader need not wait for the sweep.
+  // The next reading that may prove it: a second (and the margin) after this first answer,
+  // not at the next 100 ms tick.
+  auto until_proof = [this] {
+    const auto due = ending_lease_->got + std::chrono::seconds(1) + kLeaseEndMargin;
+    const auto left = std::chrono::ceil<milliseconds>(due - steady_clock::now());
+    return std::clamp(left, milliseconds(0), kLastSecondPoll);
+  };
   if (!ending_lease_.has_value() || ending_lease_->lease != lease) {
     ending_lease_ = EndingLease{.lease = lease, .asked = asked, .got = got};
-    return kLastSecondPoll;
+    return until_proof();
   }
   const auto window = std::chrono::seconds(time->granted - 1) - kLeaseEndMargin;
   if (asked - ending_lease_->got >= std::chrono::seconds(1) + kLeaseEndMargin &&
@@ -392,7 +408,7 @@ milliseconds Node::WatchLeaderLease(int64_t lease) {
   } else if (got - ending_lease_->asked > window) {
     ending_lease_ = EndingLease{.lease = lease, .asked = asked, .got = got};  // (start again)
   }
-  return kLastSecondPoll;
+  return until_proof();
 }
 
 void Node::Act(const Decision& decision, const ServerStatus& status, const ClusterRead& cluster) {

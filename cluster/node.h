@@ -136,8 +136,9 @@ class Node {
     std::chrono::steady_clock::time_point asked, got;
   };
   std::optional<EndingLease> ending_lease_;
-  // Whether this node revoked the leader's ended lease: the election that follows (until a
-  // leader is known) waits for no rival's position.
+  // Whether this node saw the leader's lease end unrenewed, having watched its last second
+  // (it revoked it, or found it gone: Round): the election that follows (until a leader is
+  // known) waits for no rival's position.
   bool lease_ran_out_ = false;
   // The cluster's `synchronous` last warned of as differing from the file's.
   std::optional<bool> warned_synchronous_;
