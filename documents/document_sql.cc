@@ -205,9 +205,20 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
   sql.root_key_ = root.key;
   const std::string alias = builder.NextAlias();  // t0
   const std::string document = builder.Object(spec.root, alias);
-  sql.render_ = Cat("SELECT ", KeyObject(alias, root.key), " AS key, ", document,
-                    " AS document FROM ", TableSql(spec.root.table), " ", alias, " ",
-                    RecordsetJoin(alias, root.key, root));
+  // Every root asked for has a row: its key as its columns' types read it (the one form of a
+  // key however it was asked), and its document, null when the root is gone.
+  std::string definition;
+  std::string condition;
+  for (const std::string& column : root.key) {
+    definition += Cat(definition.empty() ? "" : ", ", QuoteIdent(column), " ",
+                      root.types.at(column));
+    condition += Cat(condition.empty() ? "" : " AND ", Column(alias, column), " = ",
+                     Column("v", column));
+  }
+  sql.render_ = Cat("SELECT ", KeyObject("v", root.key), " AS key, CASE WHEN ",
+                    Column(alias, root.key.front()), " IS NULL THEN NULL ELSE ", document,
+                    " END AS document FROM jsonb_to_recordset($1::jsonb) AS v(", definition,
+                    ") LEFT JOIN ", TableSql(spec.root.table), " ", alias, " ON ", condition);
   std::vector<const DocumentNode*> path = {&spec.root};
   AddPlaces(builder, path, root.key, &sql.places_);
   return sql;

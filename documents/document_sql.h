@@ -35,8 +35,9 @@ class DocumentSql {
   static absl::StatusOr<DocumentSql> Make(const DocumentSpec& spec, const Catalog& catalog);
 
   // Renders the documents of the roots in $1, a JSON array of objects holding each root's key
-  // columns ({"id": "7"}: values as text or JSON numbers). Rows: `key` (jsonb: the key's
-  // columns as an object) and `document` (jsonb). A root that does not exist has no row.
+  // columns ({"id": "7"}: values as text or JSON numbers). A row for each: `key` (jsonb: the
+  // key's columns as an object, as their types read them) and `document` (jsonb; null when the
+  // root does not exist).
   const std::string& render() const { return render_; }
   const std::vector<std::string>& root_key() const { return root_key_; }
 

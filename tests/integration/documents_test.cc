@@ -2,12 +2,16 @@
 // documents rendered by one statement, and each place of a table finding the documents a
 // changed row of it is in.
 
+#include <map>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_replace.h"
 #include "common/postgres/pg_connection.h"
 #include "documents/document_catalog.h"
+#include "documents/document_renderer.h"
 #include "documents/document_sql.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -59,7 +63,7 @@ DocumentSpec Orders() {
   return docs->at("orders");
 }
 
-// `query` with $1 given `parameter`; each row's columns as JSON.
+// `query` with $1 given `parameter`; each row's columns as JSON (SQL's null as null).
 std::vector<std::vector<json>> RunQuery(Sql& sql, const std::string& query,
                                         const json& parameter) {
   absl::StatusOr<PgResultPtr> result = Exec(sql.conn(), query, {parameter.dump()});
@@ -69,7 +73,9 @@ std::vector<std::vector<json>> RunQuery(Sql& sql, const std::string& query,
   for (int r = 0; r < PQntuples(result->get()); ++r) {
     std::vector<json> row;
     for (int c = 0; c < PQnfields(result->get()); ++c) {
-      row.push_back(json::parse(PQgetvalue(result->get(), r, c)));
+      row.push_back(PQgetisnull(result->get(), r, c) != 0
+                        ? json(nullptr)
+                        : json::parse(PQgetvalue(result->get(), r, c)));
     }
     rows.push_back(std::move(row));
   }
@@ -118,8 +124,8 @@ TEST_F(DocumentsTest, DocumentsAreRenderedWithTheirChildrenInKeyOrder) {
   std::vector<std::vector<json>> rows =
       RunQuery(sql_, queries_.render() + " ORDER BY 1",
                json::array({{{"id", "10"}}, {{"id", 11}}, {{"id", 12}}, {{"id", 99}}}));
-  ASSERT_EQ(rows.size(), 3u);  // (99 does not exist)
-  EXPECT_EQ(rows[0][0], json({{"id", 10}}));
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0][0], json({{"id", 10}}));  // (asked as "10": the key as its type reads it)
   EXPECT_EQ(rows[0][1], json::parse(R"({"id": 10, "placed_at": "2026-11-27T10:00:00+00:00",
       "status": "open", "customer": {"name": "Ada", "email": "ada@example.com"},
       "lines": [{"line": 1, "qty": 3, "product": {"title": "Pen", "Price": 1.50}},
@@ -129,6 +135,9 @@ TEST_F(DocumentsTest, DocumentsAreRenderedWithTheirChildrenInKeyOrder) {
   EXPECT_EQ(rows[1][1]["customer"]["email"], nullptr);
   EXPECT_EQ(rows[2][1]["customer"], nullptr);
   EXPECT_EQ(rows[2][1]["lines"], json::array());
+  // A root that is gone: its key, and no document.
+  EXPECT_EQ(rows[3][0], json({{"id", 99}}));
+  EXPECT_EQ(rows[3][1], nullptr);
 }
 
 TEST_F(DocumentsTest, AChangedRowFindsTheDocumentsItIsIn) {
@@ -144,6 +153,86 @@ TEST_F(DocumentsTest, AChangedRowFindsTheDocumentsItIsIn) {
   std::vector<std::vector<json>> rows = RunQuery(sql_, product.roots + " ORDER BY 1",
                                                 json::array({{{"sku", "p1"}}, {{"sku", "p2"}}}));
   EXPECT_THAT(rows, ElementsAre(ElementsAre(json({{"id", 10}})), ElementsAre(json({{"id", 11}}))));
+}
+
+// A version of `table` with `columns` (name, type OID, in the key), every value as text.
+TableSchemaPtr Shape(const std::string& table,
+                     const std::vector<std::tuple<std::string, uint32_t, bool>>& columns) {
+  auto shape = std::make_shared<TableSchema>();
+  shape->schema = "public";
+  shape->name = table;
+  for (const auto& [name, type, key] : columns) {
+    Column column;
+    column.name = name;
+    column.type_oid = type;
+    column.is_key = key;
+    shape->columns.push_back(column);
+  }
+  return shape;
+}
+
+Row Values(const std::vector<std::optional<std::string>>& values) {
+  Row row;
+  for (const std::optional<std::string>& v : values) {
+    row.push_back(v.has_value() ? Value::Text(0, *v) : Value::Null(0));
+  }
+  return row;
+}
+
+TEST_F(DocumentsTest, TheDocumentsChangesTouchAreRenderedOnce) {
+  const TableSchemaPtr lines = Shape("order_lines", {{"order_id", oid::kInt4, true},
+                                                     {"line", oid::kInt4, true},
+                                                     {"sku", oid::kText, false},
+                                                     {"qty", oid::kInt4, false}});
+  const TableSchemaPtr products = Shape("products", {{"id", oid::kText, true},
+                                                     {"title", oid::kText, false},
+                                                     {"Price", oid::kNumeric, false}});
+  const TableSchemaPtr orders = Shape("orders", {{"id", oid::kInt4, true},
+                                                 {"customer_id", oid::kInt4, false},
+                                                 {"placed_at", oid::kTimestamptz, false},
+                                                 {"status", oid::kText, false}});
+  const TableSchemaPtr other = Shape("other", {{"id", oid::kInt4, true}});
+  DocumentRenderer renderer(&queries_);
+  // A line moved from order 11 to order 10 (its whole old row known): both documents.
+  Change moved;
+  moved.op = Op::kUpdate;
+  moved.table = lines;
+  moved.before = Values({"11", "1", "p1", "1"});
+  moved.before_kind = BeforeKind::kFull;
+  moved.after = Values({"10", "1", "p1", "1"});
+  renderer.Note(moved);
+  // A product's title: the orders whose lines name it (10 again, through the query).
+  Change retitled;
+  retitled.op = Op::kUpdate;
+  retitled.table = products;
+  retitled.after = Values({"p2", "Pad (A5)", "3.00"});
+  renderer.Note(retitled);
+  // An order deleted (its old key only): rendered as gone.
+  Change deleted;
+  deleted.op = Op::kDelete;
+  deleted.table = orders;
+  deleted.before = Values({"99", std::nullopt, std::nullopt, std::nullopt});
+  deleted.before_kind = BeforeKind::kKey;
+  renderer.Note(deleted);
+  // Another table, and a truncate: nothing.
+  Change elsewhere;
+  elsewhere.op = Op::kInsert;
+  elsewhere.table = other;
+  elsewhere.after = Values({"1"});
+  renderer.Note(elsewhere);
+  EXPECT_FALSE(renderer.empty());
+  absl::StatusOr<std::vector<RenderedDocument>> rendered = renderer.Render(sql_.conn(), 2);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  EXPECT_TRUE(renderer.empty());
+  ASSERT_EQ(rendered->size(), 3u);
+  std::map<std::string, std::optional<std::string>> by_key;
+  for (const RenderedDocument& d : *rendered) by_key[d.key] = d.document;
+  ASSERT_TRUE(by_key.contains(R"({"id": 10})")) << ::testing::PrintToString(by_key);
+  EXPECT_EQ(json::parse(*by_key[R"({"id": 10})"])["lines"].size(), 2u);
+  ASSERT_TRUE(by_key[R"({"id": 11})"].has_value());
+  // Numbers keep their digits (the document's text is PostgreSQL's).
+  EXPECT_THAT(*by_key[R"({"id": 10})"], ::testing::HasSubstr(R"("Price": 1.50)"));
+  EXPECT_EQ(by_key[R"({"id": 99})"], std::nullopt);
 }
 
 }  // namespace

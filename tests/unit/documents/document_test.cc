@@ -123,15 +123,17 @@ TEST(DocumentSqlTest, RendersTheRootWithItsChildrenByOneStatement) {
   EXPECT_THAT(sql->render(), HasSubstr(R"(jsonb_build_object('id', t0."id", 'placed_at')"));
   EXPECT_EQ(
       Unquoted(sql->render()),
-      "SELECT jsonb_build_object('id', t0.id) AS key, jsonb_build_object('id', t0.id, "
+      "SELECT jsonb_build_object('id', v.id) AS key, CASE WHEN t0.id IS NULL THEN NULL ELSE "
+      "jsonb_build_object('id', t0.id, "
       "'placed_at', t0.placed_at, 'status', t0.status, 'customer', (SELECT "
       "jsonb_build_object('name', t1.name, 'email', t1.email) FROM public.customers t1 WHERE "
       "t1.id = t0.customer_id ORDER BY t1.id LIMIT 1), 'lines', COALESCE((SELECT "
       "jsonb_agg(jsonb_build_object('sku', t2.sku, 'qty', t2.qty, 'product', (SELECT "
       "jsonb_build_object('title', t3.title) FROM public.products t3 WHERE t3.id = t2.sku "
       "ORDER BY t3.id LIMIT 1)) ORDER BY t2.order_id, t2.line) FROM public.order_lines t2 "
-      "WHERE t2.order_id = t0.id), '[]'::jsonb)) AS document FROM public.orders t0 JOIN "
-      "jsonb_to_recordset($1::jsonb) AS v(id integer) ON t0.id = v.id");
+      "WHERE t2.order_id = t0.id), '[]'::jsonb)) END AS document FROM "
+      "jsonb_to_recordset($1::jsonb) AS v(id integer) LEFT JOIN public.orders t0 ON t0.id = "
+      "v.id");
 }
 
 TEST(DocumentSqlTest, EachPlaceOfATableFindsItsDocuments) {

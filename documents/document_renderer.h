@@ -1,0 +1,58 @@
+#pragma once
+
+// The documents a stream's changes touch (issue 51): each changed row of a table a document
+// reads finds the documents it is in, by its values before and after the change (a line moved
+// from one order to another is in both, a customer in every order naming it), and Render
+// renders them all from the source, a batch of roots a statement (DocumentSql::render), so that
+// no document mixes two states of the database.
+//
+// A row's old values count when the change carries them: a delete's or an update's old key,
+// or the whole old row under REPLICA IDENTITY FULL. A child whose join columns are not in its
+// key needs REPLICA IDENTITY FULL for the documents a row leaves to be found.
+//
+// Thread-compatible: one per sink thread.
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include "absl/status/statusor.h"
+#include "documents/document_sql.h"
+#include "engine/change.h"
+
+namespace pgflow::documents {
+
+// JSON texts as PostgreSQL wrote them (numbers keep every digit).
+struct RenderedDocument {
+  std::string key;                      // the root's key columns, as their types read them
+  std::optional<std::string> document;  // nullopt: the root is gone (delete its document)
+};
+
+class DocumentRenderer {
+ public:
+  explicit DocumentRenderer(const DocumentSql* sql) : sql_(sql) {}
+
+  // Notes a row change (read, insert, update, delete); changes of tables the document does not
+  // read, and other operations, are passed over.
+  void Note(const Change& change);
+  bool empty() const { return roots_.empty() && lookups_.empty(); }
+
+  // Renders every document noted on `conn` (the source) and forgets them: first the roots the
+  // noted rows find through queries, then each root once, `batch` to a statement.
+  absl::StatusOr<std::vector<RenderedDocument>> Render(PGconn* conn, size_t batch = 1000);
+
+ private:
+  void NoteRow(const TableSchema& table, const Row& row,
+               const std::vector<DocumentSql::Place>& places);
+
+  const DocumentSql* sql_;
+  std::set<std::string> roots_;  // JSON objects of a root's key columns
+  // By place: JSON objects of the values its roots query matches.
+  std::map<const DocumentSql::Place*, std::set<std::string>> lookups_;
+};
+
+}  // namespace pgflow::documents
