@@ -17,6 +17,10 @@
 #      fails directly but passes through the pooler is fine (flaky under load).
 #   4. The pooler is still running at the end, and its log has no ERROR line.
 #
+# tests/regress/regression_suite.sh runs this at its end on its own server, its run without
+# pgflow standing for step 1 (REGRESS_SHARED_PORT, REGRESS_SHARED_BASELINE): one server and
+# one baseline for both. Run alone, it starts its own.
+#
 # Usage: tests/regress/pooler_regress.sh BUILD_DIR   (KEEP=1 keeps the work directory)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -58,15 +62,25 @@ free_port() {
 
 # --- The suite's sources, a server ----------------------------------------------------------
 source "$ROOT/tests/regress/common.sh"
-start_server
+if [ -n "${REGRESS_SHARED_PORT:-}" ]; then
+  # Run by regression_suite.sh on its server, with its run of the suite without pgflow as the
+  # baseline (DIRECT/pg_regress.log, DIRECT.failed): one server and one baseline for both.
+  PORT=$REGRESS_SHARED_PORT
+  export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
+  DIRECT=$REGRESS_SHARED_BASELINE
+  say "directly (regression_suite.sh's baseline): $(wc -l <"$DIRECT.failed") test(s) fail: $(tr '\n' ' ' <"$DIRECT.failed")"
+else
+  start_server
+  DIRECT=$WORK/direct
 
-# --- 1. Directly -----------------------------------------------------------------------------
-fresh_database
-say "directly: the parallel schedule on 127.0.0.1:$PORT"
-start=$(date +%s)
-run_suite "$PORT" "$WORK/direct" >"$WORK/direct.failed"
-say "directly: $(wc -l <"$WORK/direct.failed") test(s) fail ($(($(date +%s) - start)) s): $(tr '\n' ' ' <"$WORK/direct.failed")"
-grep -q "^ok\|ok " "$WORK/direct/pg_regress.log" || { cat "$WORK/direct/pg_regress.log"; exit 1; }
+  # --- 1. Directly ---------------------------------------------------------------------------
+  fresh_database
+  say "directly: the parallel schedule on 127.0.0.1:$PORT"
+  start=$(date +%s)
+  run_suite "$PORT" "$DIRECT" >"$DIRECT.failed"
+  say "directly: $(wc -l <"$DIRECT.failed") test(s) fail ($(($(date +%s) - start)) s): $(tr '\n' ' ' <"$DIRECT.failed")"
+  grep -q "^ok\|ok " "$DIRECT/pg_regress.log" || { cat "$DIRECT/pg_regress.log"; exit 1; }
+fi
 
 # --- 2. Through the pooler -------------------------------------------------------------------
 POOLER_PORT=$(free_port)
@@ -97,13 +111,13 @@ say "through the pooler: $(wc -l <"$WORK/pooled.failed") test(s) fail ($(($(date
 # --- 3. The differences ----------------------------------------------------------------------
 status=0
 total=$(tests_run "$WORK/pooled")
-if [ "$total" != "$(tests_run "$WORK/direct")" ]; then
-  say "FAIL: pg_regress ran $(tests_run "$WORK/direct") tests directly, $total through the pooler:"
+if [ "$total" != "$(tests_run "$DIRECT")" ]; then
+  say "FAIL: pg_regress ran $(tests_run "$DIRECT") tests directly, $total through the pooler:"
   tail -n 30 "$WORK/pooled/pg_regress.log"
   status=1
 fi
-new_failures=$(comm -13 "$WORK/direct.failed" "$WORK/pooled.failed" || true)
-fixed=$(comm -23 "$WORK/direct.failed" "$WORK/pooled.failed" || true)
+new_failures=$(comm -13 "$DIRECT.failed" "$WORK/pooled.failed" || true)
+fixed=$(comm -23 "$DIRECT.failed" "$WORK/pooled.failed" || true)
 explained_file=$WORK/explained.txt
 : >"$explained_file"
 for test in "${!EXPLAINED[@]}"; do

@@ -11,6 +11,8 @@
 #      must end caught up, without an error.
 #   2. `pgflow run` with `snapshot: only` and a `postgres` sink migrates the finished database's
 #      public schema into an empty database; `pgflow verify` must find every table identical.
+#   3. The suite through `pgflow pooler` in session mode (tests/regress/pooler_regress.sh, on
+#      this server, against the baseline of step 1).
 #
 # The suite comes from Debian's source package of the installed server (`apt-get source`, with a
 # deb-src entry in a private apt configuration, never the machine's), cached in the build tree;
@@ -158,4 +160,8 @@ else
   say "FAIL: verify found differences:"; grep -v ": identical" "$WORK/verify.out" | first 30
   status=1
 fi
+
+# --- 3. Through the pooler -------------------------------------------------------------------
+REGRESS_SHARED_PORT=$PORT REGRESS_SHARED_BASELINE=$WORK/base \
+  bash "$ROOT/tests/regress/pooler_regress.sh" "$BUILD" || status=1
 exit $status
