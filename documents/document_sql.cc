@@ -43,21 +43,25 @@ std::string KeyObject(const std::string& alias, const std::vector<std::string>& 
   return BuildObject(pairs);
 }
 
-// `jsonb_to_recordset($1::jsonb) AS v("a" int, ...)`, and the join condition of its columns
-// with `alias`'s columns of the same names.
-std::string RecordsetJoin(const std::string& alias, const std::vector<std::string>& columns,
-                          const TableColumns& types) {
+// `jsonb_to_recordset($1::jsonb) AS v("a" int, ...)`: $1's objects as rows of `columns`, typed
+// as `types` has them.
+std::string Recordset(const std::vector<std::string>& columns, const TableColumns& types) {
   std::string definition;
+  for (const std::string& column : columns) {
+    definition += Cat(definition.empty() ? "" : ", ", QuoteIdent(column), " ",
+                      types.types.at(column));
+  }
+  return Cat("jsonb_to_recordset($1::jsonb) AS v(", definition, ")");
+}
+
+// `alias`'s `columns` equal to the recordset's (Recordset) of the same names.
+std::string MatchesRecordset(const std::string& alias, const std::vector<std::string>& columns) {
   std::string condition;
   for (const std::string& column : columns) {
-    if (!definition.empty()) {
-      definition += ", ";
-      condition += " AND ";
-    }
-    definition += QuoteIdent(column) + " " + types.types.at(column);
-    condition += Column(alias, column) + " = v." + QuoteIdent(column);
+    condition += Cat(condition.empty() ? "" : " AND ", Column(alias, column), " = ",
+                     Column("v", column));
   }
-  return Cat("JOIN jsonb_to_recordset($1::jsonb) AS v(", definition, ") ON ", condition);
+  return condition;
 }
 
 class Builder {
@@ -176,10 +180,11 @@ void AddPlaces(const Builder& builder, std::vector<const DocumentNode*>& path,
         joins += Cat(" JOIN ", TableSql(path[i]->table), " t", i, " ON ", condition);
       }
       const std::string parent_alias = Cat("t", path.size() - 2);
+      const TableColumns& parent = *builder.Find(path[path.size() - 2]->table);
       place.roots = Cat("SELECT DISTINCT ", KeyObject("t0", root_key), " AS key FROM ",
-                        TableSql(path[0]->table), " t0", joins, " ",
-                        RecordsetJoin(parent_alias, parent_columns,
-                                      *builder.Find(path[path.size() - 2]->table)));
+                        TableSql(path[0]->table), " t0", joins, " JOIN ",
+                        Recordset(parent_columns, parent), " ON ",
+                        MatchesRecordset(parent_alias, parent_columns));
     }
   }
   (*places)[node.table.ToString()].push_back(std::move(place));
@@ -207,18 +212,11 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
   const std::string document = builder.Object(spec.root, alias);
   // Every root asked for has a row: its key as its columns' types read it (the one form of a
   // key however it was asked), and its document, null when the root is gone.
-  std::string definition;
-  std::string condition;
-  for (const std::string& column : root.key) {
-    definition += Cat(definition.empty() ? "" : ", ", QuoteIdent(column), " ",
-                      root.types.at(column));
-    condition += Cat(condition.empty() ? "" : " AND ", Column(alias, column), " = ",
-                     Column("v", column));
-  }
   sql.render_ = Cat("SELECT ", KeyObject("v", root.key), " AS key, CASE WHEN ",
                     Column(alias, root.key.front()), " IS NULL THEN NULL ELSE ", document,
-                    " END AS document FROM jsonb_to_recordset($1::jsonb) AS v(", definition,
-                    ") LEFT JOIN ", TableSql(spec.root.table), " ", alias, " ON ", condition);
+                    " END AS document FROM ", Recordset(root.key, root), " LEFT JOIN ",
+                    TableSql(spec.root.table), " ", alias, " ON ",
+                    MatchesRecordset(alias, root.key));
   std::vector<const DocumentNode*> path = {&spec.root};
   AddPlaces(builder, path, root.key, &sql.places_);
   return sql;

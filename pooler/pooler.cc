@@ -191,6 +191,10 @@ std::shared_ptr<ClientInfo> Pooler::Impl::FindClientByKey(int32_t pid, int32_t k
 
 std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {
   absl::MutexLock lock(&pools_mu_);
+  return PoolsOfLocked(database);
+}
+
+std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOfLocked(const std::string& database) {
   std::vector<std::shared_ptr<Pool>> out;
   for (const auto& [key, pool] : pools_) {
     if (database.empty() || std::get<0>(key) == database) out.push_back(pool);
@@ -210,8 +214,7 @@ void Pooler::Impl::PauseInto(const std::string& database, std::set<std::string>*
   // and resumes these pools, or before, and leaves the set and the pools paused alike.
   absl::MutexLock lock(&pools_mu_);
   set->insert(database);
-  for (const auto& [key, pool] : pools_) {
-    if (!database.empty() && std::get<0>(key) != database) continue;
+  for (const std::shared_ptr<Pool>& pool : PoolsOfLocked(database)) {
     pool->Pause();
     pool->Reconnect();  // idle connections close; busy ones when given back
   }

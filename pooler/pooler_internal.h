@@ -240,6 +240,8 @@ class Pooler::Impl : public AdminTarget {
   LoginCredentials LoginFor(const DatabaseOptions& db, const std::string& client_user,
                             const UserList& users) const;
   std::vector<std::shared_ptr<Pool>> PoolsOf(const std::string& database);
+  std::vector<std::shared_ptr<Pool>> PoolsOfLocked(const std::string& database)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pools_mu_);
   // Makes `snapshot` (with `users`) the running configuration, and gives the pools their new
   // settings: a changed url or login closes their connections as they come back.
   void Install(std::shared_ptr<const PoolerConfig> snapshot, std::shared_ptr<const UserList> users,

@@ -152,37 +152,29 @@ TEST(OpenSearchSinkTest, ADefaultAddedByDdlAndARewriteReachEveryDocument) {
                       "\", index: \"ddl_{table}\", replicas: 0}\n    flush_interval: 50ms\n");
   auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
                                        "replication stream: streaming");
-  auto every = [](const std::map<std::string, json>& docs, auto&& holds) {
-    if (docs.size() != 1000) return false;
-    for (const auto& [id, doc] : docs) {
-      if (!holds(id, doc)) return false;
-    }
-    return true;
+  // Expects every one of the 1,000 documents to satisfy `holds` within a minute.
+  auto every_document = [&](auto&& holds) {
+    std::map<std::string, json> docs;
+    const bool held = WaitFor(
+        [&] {
+          docs = Documents("ddl_goods");
+          return docs.size() == 1000 &&
+                 std::all_of(docs.begin(), docs.end(),
+                             [&](const auto& entry) { return holds(entry.first, entry.second); });
+        },
+        std::chrono::seconds(60));
+    EXPECT_TRUE(held) << docs.size() << " documents, the first: "
+                      << (docs.empty() ? "" : docs.begin()->second.dump()) << "\n"
+                      << ReadFile(dir.File("pgflow.log"));
   };
   sql.Exec("ALTER TABLE goods ADD COLUMN stock int DEFAULT 0");
   sql.Exec("UPDATE goods SET stock = 5 WHERE id = 7");
-  std::map<std::string, json> docs;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        docs = Documents("ddl_goods");
-        return every(docs, [](const std::string& id, const json& doc) {
-          return doc.contains("stock") && doc["stock"] == (id == "7" ? 5 : 0);
-        });
-      },
-      std::chrono::seconds(60)))
-      << docs.size() << " documents, the first: " << (docs.empty() ? "" : docs.begin()->second.dump())
-      << "\n" << ReadFile(dir.File("pgflow.log"));
+  every_document([](const std::string& id, const json& doc) {
+    return doc.contains("stock") && doc["stock"] == (id == "7" ? 5 : 0);
+  });
   sql.Exec("ALTER TABLE goods ALTER COLUMN name TYPE text USING upper(name)");
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        docs = Documents("ddl_goods");
-        return every(docs, [](const std::string& id, const json& doc) {
-          return doc["name"] == "ITEM " + id;
-        });
-      },
-      std::chrono::seconds(60)))
-      << docs.size() << " documents, the first: " << (docs.empty() ? "" : docs.begin()->second.dump())
-      << "\n" << ReadFile(dir.File("pgflow.log"));
+  every_document(
+      [](const std::string& id, const json& doc) { return doc["name"] == "ITEM " + id; });
   EXPECT_THAT(ReadFile(dir.File("pgflow.log")), HasSubstr("gained a column with a default"));
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
