@@ -38,6 +38,9 @@ done
 systemctl stop patroni haproxy 2>/dev/null || true  # (the packages' own services, if started)
 PGFLOW=$(realpath "$PGFLOW_BINARY")
 chown postgres: "$work"
+if ! runuser -u postgres -- test -x "$PGFLOW"; then  # (a checkout only root may enter)
+  cp "$PGFLOW" "$work/pgflow" && chmod 755 "$work/pgflow" && PGFLOW=$work/pgflow
+fi
 pids=()
 cleanup_all() {
   if [ -n "${KEEP:-}" ]; then

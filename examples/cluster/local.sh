@@ -95,6 +95,14 @@ YAML
   done
   as_node_user test -r "$dir/n1.yaml" ||
     { echo "the postgres user cannot read $dir: every directory above it must let it" >&2; exit 1; }
+  if ! as_node_user test -x "$pgflow"; then
+    # (A checkout in a directory only root may enter: the nodes run a copy kept in DIR.)
+    echo "the postgres user cannot run $pgflow: the nodes run a copy in $dir/bin" >&2
+    mkdir -p "$dir/bin"
+    cp "$pgflow" "$dir/bin/pgflow"
+    chmod -R a+rX "$dir/bin"
+    pgflow="$dir/bin/pgflow"
+  fi
   for i in 1 2 3; do
     run_node "$pgflow" node --config "$dir/n$i.yaml" >"$dir/n$i.log" 2>&1 &
     echo $! >"$dir/n$i.pid"

@@ -17,6 +17,13 @@ MAJOR=$(basename "$(dirname "$PGBIN")")
 PG_REGRESS=/usr/lib/postgresql/$MAJOR/lib/pgxs/src/test/regress/pg_regress
 [ -x "$PG_REGRESS" ] || { echo "$(basename "$0"): $PG_REGRESS missing (postgresql-client-$MAJOR)" >&2; exit 1; }
 SRC=$("$ROOT/tests/regress/fetch-suite.sh" "$BUILD")
+# The server reads the suite's data files itself (COPY ... FROM a file), as postgres: from a
+# checkout only root may enter, the suite runs from a copy in WORK.
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -r "$SRC/parallel_schedule"; then
+  cp -r "$SRC" "$WORK/suite"
+  chmod -R a+rX "$WORK/suite"
+  SRC=$WORK/suite
+fi
 
 start_server() {
   PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")

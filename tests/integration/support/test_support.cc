@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -31,8 +33,40 @@ int ExitCode(int status) {
   return -1;
 }
 
+// The binary as another user can run it. A checkout may sit in a directory only root can enter
+// (`mktemp -d` makes one), so processes run as another user get the binary linked (or copied)
+// into a directory anyone can enter, once per test process, removed at its exit.
+const std::string& BinaryFor(const std::string& run_as) {
+  static const std::string built = PGFLOW_BINARY;
+  if (run_as.empty()) return built;
+  struct Staged {
+    std::string dir, binary;
+    Staged() {
+      char tmpl[] = "/tmp/pgflow-bin.XXXXXX";
+      if (::mkdtemp(tmpl) == nullptr) return;
+      dir = tmpl;
+      ::chmod(dir.c_str(), 0755);
+      binary = dir + "/pgflow";
+      std::error_code error;
+      std::filesystem::create_hard_link(built, binary, error);
+      if (error) std::filesystem::copy_file(built, binary, error);
+      if (error) {
+        ADD_FAILURE() << "could not stage " << built << " in " << dir << ": " << error.message();
+        binary = built;
+      }
+    }
+    ~Staged() {
+      std::error_code ignored;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
+    }
+  };
+  static const Staged staged;
+  return staged.binary;
+}
+
 pid_t Spawn(const std::vector<std::string>& args, const std::string& out_path,
             const std::map<std::string, std::string>& env, const std::string& run_as = "") {
+  const std::string& binary = BinaryFor(run_as);
   pid_t pid = fork();
   if (pid != 0) return pid;
   if (!run_as.empty()) {
@@ -53,12 +87,14 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& out_path,
   if (devnull >= 0) dup2(devnull, STDIN_FILENO);
   for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
   std::vector<char*> argv;
-  std::string binary = PGFLOW_BINARY;
-  argv.push_back(binary.data());
+  std::string path = binary;
+  argv.push_back(path.data());
   std::vector<std::string> copy = args;
   for (std::string& a : copy) argv.push_back(a.data());
   argv.push_back(nullptr);
-  execv(binary.c_str(), argv.data());
+  execv(path.c_str(), argv.data());
+  std::fprintf(stderr, "cannot run %s%s%s: %s\n", path.c_str(), run_as.empty() ? "" : " as ",
+               run_as.c_str(), std::strerror(errno));
   _exit(127);
 }
 
