@@ -11,6 +11,8 @@
 #include "cli/pipeline_file.h"
 #include "common/postgres/pg_connection.h"
 #include "common/postgres/table_ref.h"
+#include "documents/document_catalog.h"
+#include "documents/document_spec.h"
 #include "engine/transform.h"
 #include "sources/postgres/postgres_source.h"
 #include "sources/postgres/postgres_source_config.h"
@@ -211,8 +213,8 @@ absl::StatusOr<std::string> PreviewTable(const PipelineConfig& config, const std
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config,
-                                                                bool before_run) {
+absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(
+    const PipelineConfig& config, bool before_run, std::vector<std::string>* warnings) {
   std::shared_ptr<const PostgresSourceOptions> source = PostgresSourceOf(config);
   absl::StatusOr<PgConnPtr> conn = ConnectToSource(config);
   if (!conn.ok()) return conn.status();
@@ -238,6 +240,15 @@ absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineCon
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       tables.push_back(TableRef{PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
     }
+  }
+  if (config.documents.has_value()) {
+    absl::StatusOr<std::map<std::string, documents::DocumentSpec>> specs =
+        documents::ParseDocuments(*config.documents);
+    if (!specs.ok()) return specs.status();
+    std::vector<std::string> ignored;
+    absl::Status s = documents::CheckDocuments(conn->get(), *specs, tables, &problems,
+                                               warnings != nullptr ? warnings : &ignored);
+    if (!s.ok()) return s;
   }
   std::vector<std::string> chains = {""};
   for (const SinkConfig& sink : config.sinks) {

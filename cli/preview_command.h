@@ -34,7 +34,10 @@ absl::StatusOr<std::string> PreviewTable(const PipelineConfig& config, const std
 // An error when the source cannot be read.
 // `before_run`: for `pgflow run` before it starts, where a followed schema without tables yet is
 // fine (its tables are followed once created).
-absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(const PipelineConfig& config,
-                                                                bool before_run = false);
+// `warnings`, when given, gets what may be worth changing but works (a join of `documents:`
+// without an index).
+absl::StatusOr<std::vector<std::string>> ValidateAgainstSource(
+    const PipelineConfig& config, bool before_run = false,
+    std::vector<std::string>* warnings = nullptr);
 
 }  // namespace pgflow

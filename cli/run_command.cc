@@ -39,7 +39,10 @@ int RunFile(const std::string& path, Lsn stop_at, const RunArgs& args, StopSigna
   options.stop_at = stop_at;
   options.version = PGFLOW_VERSION;
   options.find_problems = [](const PipelineConfig& pipeline) {
-    return ValidateAgainstSource(pipeline, /*before_run=*/true);
+    std::vector<std::string> warnings;
+    auto problems = ValidateAgainstSource(pipeline, /*before_run=*/true, &warnings);
+    for (const std::string& warning : warnings) LogWarning("%s", warning);
+    return problems;
   };
   PipelineRunner runner(*std::move(config), std::move(options));
   if (absl::Status s = runner.CheckBeforeStart(); !s.ok()) {

@@ -24,13 +24,18 @@ struct ValidateArgs {
 
 // The problems `validate --source` finds, printed: kExitOk when there are none.
 int ValidateAgainstSourceOf(const PipelineConfig& config, const std::string& path) {
-  absl::StatusOr<std::vector<std::string>> problems = ValidateAgainstSource(config);
+  std::vector<std::string> warnings;
+  absl::StatusOr<std::vector<std::string>> problems =
+      ValidateAgainstSource(config, /*before_run=*/false, &warnings);
   if (!problems.ok()) {
     std::fprintf(stderr, "%s: reading the source: %s\n", path.c_str(),
                  std::string(problems.status().message()).c_str());
     return kExitFailure;
   }
   for (const std::string& p : *problems) std::fprintf(stderr, "%s: %s\n", path.c_str(), p.c_str());
+  for (const std::string& w : warnings) {
+    std::fprintf(stderr, "%s: warning: %s\n", path.c_str(), w.c_str());
+  }
   return problems->empty() ? kExitOk : kExitConfig;
 }
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/postgres/pg_connection.h"
+#include "engine/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "schemas/json_encoding.h"
 
@@ -56,13 +57,62 @@ void DocumentRenderer::NoteRow(const TableSchema& table, const Row& row,
     if (place.roots.empty()) {
       roots_.insert(std::move(object));
     } else {
-      lookups_[&place].insert(std::move(object));
+      looked_up_ += lookups_[&place].insert(std::move(object)).second ? 1 : 0;
     }
   }
 }
 
-absl::StatusOr<std::vector<RenderedDocument>> DocumentRenderer::Render(PGconn* conn,
-                                                                       size_t batch) {
+absl::Status DocumentRenderer::Render(PGconn* conn, size_t batch, const Emit& emit) {
+  // Each batch of roots rendered by one statement; a root asked twice in a batch is handed out
+  // once. (A key found by a query and the same noted from a row may be written apart, "7" and
+  // 7: the render reads both as the type does.)
+  auto render = [&](const std::string& roots) -> absl::Status {
+    absl::StatusOr<PgResultPtr> result = Exec(conn, sql_->render(), {roots});
+    if (!result.ok()) return result.status();
+    PGresult* rows = result->get();
+    std::set<std::string> seen;
+    for (int r = 0; r < PQntuples(rows); ++r) {
+      RenderedDocument document;
+      document.key = PQgetvalue(rows, r, 0);  // (jsonb's text: one form for one value)
+      if (!seen.insert(document.key).second) continue;
+      if (PQgetisnull(rows, r, 1) == 0) document.document = PQgetvalue(rows, r, 1);
+      if (absl::Status s = emit(std::move(document)); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  };
+  if (every_root_) {
+    // Every root, so what was noted is among them.
+    every_root_ = false;
+    roots_.clear();
+    lookups_.clear();
+    looked_up_ = 0;
+    absl::Status status = Exec(conn, "BEGIN").status();
+    if (status.ok()) {
+      status = Exec(conn, "DECLARE pgflow_every_root NO SCROLL CURSOR FOR " + sql_->every_root())
+                   .status();
+    }
+    while (status.ok()) {
+      absl::StatusOr<PgResultPtr> page =
+          Exec(conn, Cat("FETCH ", batch, " FROM pgflow_every_root"));
+      if (!page.ok()) {
+        status = page.status();
+        break;
+      }
+      const int n = PQntuples(page->get());
+      if (n == 0) break;
+      std::string roots = "[";
+      for (int r = 0; r < n; ++r) {
+        if (r > 0) roots += ",";
+        roots += PQgetvalue(page->get(), r, 0);
+      }
+      status = render(roots + "]");
+    }
+    if (!status.ok()) {
+      Exec(conn, "ROLLBACK").IgnoreError();
+      return status;
+    }
+    return Exec(conn, "COMMIT").status();
+  }
   for (auto& [place, values] : lookups_) {
     const std::vector<std::string> asked(values.begin(), values.end());
     for (size_t from = 0; from < asked.size(); from += batch) {
@@ -74,23 +124,24 @@ absl::StatusOr<std::vector<RenderedDocument>> DocumentRenderer::Render(PGconn* c
     }
   }
   lookups_.clear();
-  // (A key found by a query and the same noted from a row may be written apart, "7" and 7:
-  // the render reads both as the type does, and each root is kept once.)
+  looked_up_ = 0;
   const std::vector<std::string> asked(roots_.begin(), roots_.end());
   roots_.clear();
-  std::map<std::string, RenderedDocument> rendered;
   for (size_t from = 0; from < asked.size(); from += batch) {
-    absl::StatusOr<PgResultPtr> result = Exec(conn, sql_->render(), {ArrayOf(asked, from, batch)});
-    if (!result.ok()) return result.status();
-    PGresult* rows = result->get();
-    for (int r = 0; r < PQntuples(rows); ++r) {
-      RenderedDocument document;
-      document.key = PQgetvalue(rows, r, 0);
-      if (PQgetisnull(rows, r, 1) == 0) document.document = PQgetvalue(rows, r, 1);
-      std::string key = document.key;  // (jsonb's text: one form for one value)
-      rendered.insert_or_assign(std::move(key), std::move(document));
-    }
+    if (absl::Status s = render(ArrayOf(asked, from, batch)); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<RenderedDocument>> DocumentRenderer::Render(PGconn* conn,
+                                                                       size_t batch) {
+  std::map<std::string, RenderedDocument> rendered;
+  absl::Status status = Render(conn, batch, [&](RenderedDocument document) {
+    std::string key = document.key;
+    rendered.insert_or_assign(std::move(key), std::move(document));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   std::vector<RenderedDocument> out;
   out.reserve(rendered.size());
   for (auto& [key, document] : rendered) out.push_back(std::move(document));

@@ -12,6 +12,7 @@
 //
 // Thread-compatible: one per sink thread.
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -39,10 +40,19 @@ class DocumentRenderer {
   // Notes a row change (read, insert, update, delete); changes of tables the document does not
   // read, and other operations, are passed over.
   void Note(const Change& change);
-  bool empty() const { return roots_.empty() && lookups_.empty(); }
+  // Every document, whatever was noted (a TRUNCATE of a child's table touches them all).
+  void NoteEveryRoot() { every_root_ = true; }
+  bool empty() const { return roots_.empty() && lookups_.empty() && !every_root_; }
+  // How many roots and lookup values are noted (a bound on what waits for Render).
+  size_t noted() const { return roots_.size() + looked_up_; }
 
   // Renders every document noted on `conn` (the source) and forgets them: first the roots the
-  // noted rows find through queries, then each root once, `batch` to a statement.
+  // noted rows find through queries, then each root once, `batch` to a statement, each handed
+  // to `emit` (whose error stops the rendering). Every root, after NoteEveryRoot, is read
+  // through a cursor `batch` at a time (in a transaction of its own on `conn`).
+  using Emit = std::function<absl::Status(RenderedDocument)>;
+  absl::Status Render(PGconn* conn, size_t batch, const Emit& emit);
+  // The same, into a vector.
   absl::StatusOr<std::vector<RenderedDocument>> Render(PGconn* conn, size_t batch = 1000);
 
  private:
@@ -53,6 +63,8 @@ class DocumentRenderer {
   std::set<std::string> roots_;  // JSON objects of a root's key columns
   // By place: JSON objects of the values its roots query matches.
   std::map<const DocumentSql::Place*, std::set<std::string>> lookups_;
+  size_t looked_up_ = 0;  // values in lookups_
+  bool every_root_ = false;
 };
 
 }  // namespace pgflow::documents

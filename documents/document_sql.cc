@@ -217,6 +217,12 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
                     " END AS document FROM ", Recordset(root.key, root), " LEFT JOIN ",
                     TableSql(spec.root.table), " ", alias, " ON ",
                     MatchesRecordset(alias, root.key));
+  std::string order;
+  for (const std::string& column : root.key) {
+    order += Cat(order.empty() ? "" : ", ", Column("t0", column));
+  }
+  sql.every_root_ = Cat("SELECT ", KeyObject("t0", root.key), " AS key FROM ",
+                        TableSql(spec.root.table), " t0 ORDER BY ", order);
   std::vector<const DocumentNode*> path = {&spec.root};
   AddPlaces(builder, path, root.key, &sql.places_);
   return sql;

@@ -39,6 +39,8 @@ class DocumentSql {
   // key's columns as an object, as their types read them) and `document` (jsonb; null when the
   // root does not exist).
   const std::string& render() const { return render_; }
+  // Every root's key (as render() reads it back, a column `key`), in the order of the key.
+  const std::string& every_root() const { return every_root_; }
   const std::vector<std::string>& root_key() const { return root_key_; }
 
   // A place where a table's rows fill a document, and how a row of it finds the documents.
@@ -57,6 +59,7 @@ class DocumentSql {
 
  private:
   std::string render_;
+  std::string every_root_;
   std::vector<std::string> root_key_;
   std::map<std::string, std::vector<Place>> places_;
 };

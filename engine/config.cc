@@ -30,6 +30,7 @@ struct PipelineFile {
   std::optional<ConfigNode> source;
   std::optional<ConfigNode> transforms;
   std::optional<ConfigNode> sinks;
+  std::optional<ConfigNode> documents;
   BufferConfig buffer;
   AdminConfig admin;
 };
@@ -118,6 +119,11 @@ const OptionTable<PipelineFile>& PipelineTable() {
           .Required()
           .Help("One or more sinks, each under a name of your choosing ([A-Za-z0-9_-]+): "
                 "{<name>: {<type>: {...}, flush_interval: 200ms}}."),
+      CustomOption("documents", OptionType::kMap, KeepNode, &PipelineFile::documents)
+          .NoDefault()
+          .Help("Search documents joined from related tables, by name: {<name>: {table, fields, "
+                "children}}; a sink takes them with `documents: [<name>]` "
+                "(docs/guides/documents.md)."),
       SectionOption("buffer", &PipelineFile::buffer, BufferTable()).Help("{queue_bytes}"),
       SectionOption("admin", &PipelineFile::admin, AdminTable()).Help("{listen: host:port}"),
   });
@@ -160,8 +166,14 @@ absl::StatusOr<PipelineConfig> Loader::Load(const ConfigNode& root) {
         ConfigErrors::Note(LoadTransforms(*top->transforms, "transforms", &config.transforms));
     if (!s.ok()) return s;
   }
+  config.documents = top->documents;
   if (top->sinks.has_value()) {
     if (absl::Status s = LoadSinks(*top->sinks, &config); !s.ok()) return s;
+  }
+  for (const SinkConfig& sink : config.sinks) {
+    if (sink.factory == nullptr || sink.options == nullptr) continue;  // (its errors are noted)
+    absl::Status s = sink.factory->CheckPipeline(*sink.options, ContextFor(config, sink));
+    if (absl::Status kept = ConfigErrors::Note(s); !kept.ok()) return kept;
   }
   return config;
 }
@@ -392,6 +404,7 @@ SinkContext ContextFor(const PipelineConfig& pipeline, const SinkConfig& sink) {
   context.ddl = sink.common.ddl;
   context.dead_letter = sink.common.dead_letter;
   context.source = pipeline.source.traits;
+  context.documents = pipeline.documents;
   return context;
 }
 

@@ -79,6 +79,7 @@ struct PipelineConfig {
   SourceConfig source;
   std::vector<TransformConfig> transforms;
   std::vector<SinkConfig> sinks;
+  std::optional<ConfigNode> documents;  // `documents:` as written, for the sinks that take them
   BufferConfig buffer;
   AdminConfig admin;
 };

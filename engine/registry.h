@@ -21,6 +21,7 @@
 // Factories live until the process exits; the first registration of a type wins.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +74,9 @@ struct SinkContext {
   DdlPolicy ddl;         // which schema changes reach it
   SourceTraits source;
   DeadLetterConfig dead_letter;  // where it sets aside what it refuses for good, if anywhere
+  // The pipeline's `documents:` as written (documents/document_spec.h reads it), for the sinks
+  // that render them; the engine never looks inside.
+  std::optional<ConfigNode> documents;
 };
 
 // Opens the dead-letter store of a sink (`context.dead_letter`): null when none is configured.
@@ -120,6 +124,12 @@ class SinkFactory {
   // Whether the sink can follow `source`: OK, or why not (the loader places the message at the
   // sink's type key). Pure, like Parse.
   virtual absl::Status CheckSource(const SourceTraits& source) const { return absl::OkStatus(); }
+  // Whether `options` fit the rest of the pipeline (the documents they name are described
+  // under `documents:`, say), once every sink is read. Pure, like Parse.
+  virtual absl::Status CheckPipeline(const SinkOptions& options,
+                                     const SinkContext& context) const {
+    return absl::OkStatus();
+  }
   // Whether `options` fit `table` as the source describes it (after the transforms): the
   // columns they name exist, say. An error names the option. Read from the source's catalog
   // by `pgflow validate --source`, and by `pgflow run` before it creates anything there.

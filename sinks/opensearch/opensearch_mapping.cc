@@ -97,6 +97,7 @@ absl::Status OpenSearchSink::FinishLoad(const std::string& index) {
 }
 
 absl::Status OpenSearchSink::OnSnapshotDone() {
+  snapshot_done_ = true;
   if (loading_.empty()) return absl::OkStatus();
   // What was loaded is sent first: refreshing the index is what makes it searchable.
   if (absl::Status s = SendAll(); !s.ok()) return s;

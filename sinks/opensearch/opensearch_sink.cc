@@ -105,6 +105,11 @@ const OptionTable<OpenSearchSinkOptions>& OpenSearchTable() {
           .Range(1, 64)
           .Help("_bulk requests sent at once, each over a connection of its own; documents are "
                 "spread over them by id."),
+      CustomOption("documents", OptionType::kList, documents::ReadDocumentNames, &O::documents)
+          .NoDefault()
+          .Help("Joined documents to index instead of tables' rows, by their names under the "
+                "pipeline's `documents:`; each goes to the index `index` names, with "
+                "{document}, and {schema} and {table} of its root table."),
       DurationOption("retry_for", &O::retry_for)
           .Help("How long items refused for a while (429, 5xx, the node down) are sent again "
                 "before the pipeline restarts from its last acknowledgement."),
@@ -116,6 +121,11 @@ class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
  public:
   std::string_view type() const override { return "opensearch"; }
   bool SetsAside() const override { return true; }
+  absl::Status CheckPipeline(const SinkOptions& options,
+                             const SinkContext& context) const override {
+    const auto& mine = static_cast<const OpenSearchSinkOptions&>(options);
+    return documents::CheckDocumentNames(mine.documents, context.documents);
+  }
   std::string_view help() const override {
     return "Each table as an OpenSearch (or Elasticsearch) index of documents, ordered by "
            "external versions.";
@@ -177,6 +187,7 @@ absl::Status OpenSearchSink::Open() {
   absl::StatusOr<std::unique_ptr<DeadLetterStore>> dead_letters = OpenDeadLetters(context_);
   if (!dead_letters.ok()) return dead_letters.status();
   dead_letters_ = *std::move(dead_letters);
+  if (!options_->documents.names.empty()) return OpenDocuments();
   // Rebuilds a stop or a crash cut short go on (and their changes go to the new index).
   return FindRebuilds();
 }
@@ -205,6 +216,7 @@ absl::Status OpenSearchSink::OnBegin(const TxnInfo&) {
 }
 
 absl::Status OpenSearchSink::OnChange(const Change& change, bool in_txn) {
+  if (feed_ != nullptr) return OnDocumentChange(change);
   if (change.op == Op::kDdl && change.ddl != nullptr && change.ddl->object_type == "table" &&
       change.ddl->dropped && change.ddl->tag == "DROP TABLE") {
     return DropTable(change);
@@ -229,7 +241,12 @@ absl::Status OpenSearchSink::OnChange(const Change& change, bool in_txn) {
   return absl::OkStatus();
 }
 
-absl::Status OpenSearchSink::OnCommit(const TxnInfo&) {
+absl::Status OpenSearchSink::OnCommit(const TxnInfo& txn) {
+  if (feed_ != nullptr) {
+    document_version_ = std::max(document_version_, txn.commit_lsn);
+    return feed_->noted() >= static_cast<size_t>(options_->batch_docs) ? RenderDocuments()
+                                                                       : absl::OkStatus();
+  }
   for (Action& a : txn_) {
     if (absl::Status s = Add(std::move(a)); !s.ok()) return s;
   }
@@ -313,6 +330,10 @@ absl::Status OpenSearchSink::DropTable(const Change& change) {
 }
 
 absl::Status OpenSearchSink::Flush() {
+  if (feed_ != nullptr) {
+    if (absl::Status s = RenderDocuments(); !s.ok()) return s;
+    return SendAll();
+  }
   if (absl::Status s = SendAll(); !s.ok()) return s;
   return CheckRebuilds();
 }

@@ -70,6 +70,7 @@
 #include "engine/transactional_sink.h"
 #include "schemas/json_encoding.h"
 #include "common/http/http_client.h"
+#include "documents/document_feed.h"
 
 namespace pgflow {
 
@@ -95,6 +96,8 @@ struct OpenSearchSinkOptions : SinkOptions {
   int batch_docs = 2000;
   int connections = 4;
   std::chrono::milliseconds retry_for{300000};
+  // Joined documents to write instead of tables' rows (the pipeline's `documents:`).
+  documents::DocumentNames documents;
 };
 
 class OpenSearchSink : public TransactionalSink {
@@ -179,6 +182,15 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status Judge(const absl::StatusOr<HttpResponse>& res, std::vector<Action>& sent,
                      std::vector<Action>* again, std::string* reason, int* wait_seconds);
 
+  // Joined documents (`documents:`, opensearch_documents.cc): each an index of its own, its
+  // documents rendered from the source by feed_ as changes touch them.
+  absl::Status OpenDocuments();
+  absl::Status OnDocumentChange(const Change& change);
+  // Renders what feed_ noted into pending_, each document's write folded into one already
+  // pending for it (so that two renders of one document never race in a batch).
+  absl::Status RenderDocuments();
+  absl::Status AddDocument(Action action);
+
   // In an index several tables share: the field naming each document's table.
   static constexpr char kTableField[] = "pgflow_table";
 
@@ -226,6 +238,14 @@ class OpenSearchSink : public TransactionalSink {
   // grown again by one per round it takes in full.
   size_t lanes_ = 0;
   std::string scratch_;
+
+  // With `documents:`.
+  std::unique_ptr<documents::DocumentFeed> feed_;
+  absl::flat_hash_map<std::string, std::string> document_index_;  // document -> its index
+  // The version of the documents rendered next: the last commit LSN (or snapshot point) seen.
+  Lsn document_version_;
+  bool snapshot_done_ = false;
+  absl::flat_hash_map<std::string, size_t> pending_document_;  // index + '\0' + id -> pending_
 };
 
 // Registers the "opensearch" sink type.

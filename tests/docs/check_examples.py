@@ -22,6 +22,7 @@ import sys
 import tempfile
 
 PIPELINE_KEYS = {"pipeline", "source", "sinks", "transforms", "admin", "log", "dead_letter",
+                 "documents",
                  "max_retained_wal", "restart", "flush_interval"}
 POOLER_KEYS = {"listen", "threads", "admin", "auth", "databases", "tls", "max_client_conn",
                "hold_timeout", "scheduling", "server_tls", "unix_socket", "users"}

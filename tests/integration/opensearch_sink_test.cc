@@ -180,6 +180,132 @@ TEST(OpenSearchSinkTest, ADefaultAddedByDdlAndARewriteReachEveryDocument) {
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
 
+// Each order's document as the test computes it from the tables, by id.
+std::map<std::string, json> ExpectedOrders(Sql& sql) {
+  std::map<std::string, json> out;
+  const std::string rows = sql.Scalar(R"sql(
+    SELECT coalesce(jsonb_object_agg(o.id, jsonb_build_object(
+      'id', o.id, 'status', o.status,
+      'customer', (SELECT jsonb_build_object('name', c.name) FROM customers c
+                   WHERE c.id = o.customer_id),
+      'lines', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                           'line', l.line, 'qty', l.qty,
+                           'product', (SELECT jsonb_build_object('title', p.title)
+                                       FROM products p WHERE p.id = l.sku))
+                         ORDER BY l.order_id, l.line)
+                         FROM order_lines l WHERE l.order_id = o.id), '[]'))), '{}')
+    FROM orders o)sql");
+  const json orders = json::parse(rows);
+  for (auto& [id, doc] : orders.items()) out[id] = doc;
+  return out;
+}
+
+TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
+  Sql sql(NewDatabase("joined"));
+  sql.Exec(R"sql(
+    CREATE TABLE customers (id int PRIMARY KEY, name text);
+    CREATE TABLE products (id text PRIMARY KEY, title text);
+    CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text);
+    CREATE TABLE order_lines (order_id int, line int, sku text, qty int,
+                              PRIMARY KEY (order_id, line));
+    INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 20) g;
+    INSERT INTO products SELECT 'p' || g, 'product ' || g FROM generate_series(1, 10) g;
+    INSERT INTO orders SELECT g, g % 20 + 1, 'new' FROM generate_series(1, 300) g;
+    INSERT INTO order_lines SELECT o, l, 'p' || ((o + l) % 10 + 1), l
+      FROM generate_series(1, 300) o, generate_series(1, 3) l;
+  )sql");
+  TempDir dir;
+  const std::string documents = R"yaml(documents:
+  orders:
+    table: public.orders
+    fields: [id, status]
+    children:
+      customer: {table: public.customers, on: {id: customer_id}, one: true, fields: [name]}
+      lines:
+        table: public.order_lines
+        on: {order_id: id}
+        fields: [line, qty]
+        children:
+          product: {table: public.products, on: {id: sku}, one: true, fields: [title]}
+)yaml";
+  const std::string yaml = dir.File("pipeline.yaml");
+  const std::string head =
+      PipelineHead("joined", "[public.orders, public.customers, public.order_lines, "
+                             "public.products]") + documents;
+  WriteFile(yaml, head + "sinks:\n  search:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                      "\", index: \"docs_{document}\", replicas: 0, batch_docs: 100,"
+                      " documents: [orders]}\n    flush_interval: 50ms\n");
+  std::string out;
+  ASSERT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
+  // A document no one described is named where the sink names it.
+  const std::string wrong = dir.File("wrong.yaml");
+  WriteFile(wrong, head + "sinks:\n  search:\n    opensearch: {url: \"http://127.0.0.1:1\", "
+                          "documents: [order]}\n");
+  EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("no document 'order' under `documents:` (orders)"));
+  // Against the catalog: the joins no index serves are named with the index to make; a table
+  // the source does not follow is a mistake.
+  EXPECT_EQ(RunPgflow({"validate", "--source", yaml}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("warning: documents.orders.children.customer: no index of "
+                             "public.orders leads with (\"customer_id\")"));
+  EXPECT_THAT(out, HasSubstr("CREATE INDEX ON public.order_lines (\"sku\")"));
+  EXPECT_THAT(out,
+              ::testing::Not(HasSubstr("CREATE INDEX ON public.order_lines (\"order_id\")")));
+  WriteFile(wrong,
+            PipelineHead("joined", "[public.orders, public.customers, public.order_lines]") +
+                documents +
+                "sinks:\n  search:\n    opensearch: {url: \"http://127.0.0.1:1\", "
+                "documents: [orders]}\n");
+  EXPECT_NE(RunPgflow({"validate", "--source", wrong}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("documents.orders: public.products is not among the tables the "
+                             "source follows"));
+
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  std::map<std::string, json> expected, got;
+  auto documents_as_tables = [&](const std::string& when, const std::string& log) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          expected = ExpectedOrders(sql);
+          return (got = Documents("docs_orders")) == expected;
+        },
+        std::chrono::seconds(60)))
+        << when << ": " << got.size() << " documents, " << expected.size() << " orders; order 1: "
+        << got["1"].dump() << " against " << expected["1"].dump() << "\n" << ReadFile(log);
+  };
+  documents_as_tables("after the snapshot", dir.File("pgflow.log"));
+  ASSERT_EQ(expected.size(), 300u);
+  // A customer in 15 orders, a product in 90 lines, a line moved from one order to another,
+  // an order gone with its lines, a new one with its lines in one transaction.
+  sql.Exec("UPDATE customers SET name = 'Ada' WHERE id = 3");
+  sql.Exec("UPDATE products SET title = 'Pen' WHERE id = 'p4'");
+  sql.Exec("UPDATE order_lines SET order_id = 11, line = 9 WHERE order_id = 10 AND line = 2");
+  sql.Exec("BEGIN; DELETE FROM order_lines WHERE order_id = 12; DELETE FROM orders WHERE id = 12;"
+           "INSERT INTO orders VALUES (301, 1, 'paid');"
+           "INSERT INTO order_lines VALUES (301, 1, 'p1', 7), (301, 2, 'p2', 8); COMMIT");
+  documents_as_tables("after the changes", dir.File("pgflow.log"));
+  EXPECT_EQ(got.count("12"), 0u);
+  EXPECT_EQ(got["11"]["lines"].size(), 4u);
+  // Every product gone: every document renders again, without them.
+  sql.Exec("TRUNCATE products");
+  documents_as_tables("after TRUNCATE products", dir.File("pgflow.log"));
+  EXPECT_EQ(got["1"]["lines"][0]["product"], nullptr);
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
+
+  // From the slot again; a schema change renders every document from the new catalog.
+  auto again = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow2.log"), {},
+                                      "replication stream: streaming");
+  sql.Exec("ALTER TABLE orders ALTER COLUMN status TYPE varchar(10)");
+  sql.Exec("UPDATE orders SET status = 'shipped' WHERE id < 50");
+  sql.Exec("TRUNCATE orders, order_lines");
+  sql.Exec("INSERT INTO orders VALUES (1, 3, 'again')");
+  documents_as_tables("after a restart, ALTER and TRUNCATE orders", dir.File("pgflow2.log"));
+  EXPECT_EQ(got.size(), 1u);
+  again->Signal(SIGINT);
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
+}
+
 TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOrder) {
   Sql sql(NewDatabase("outage_os"));
   sql.Exec("CREATE TABLE items (id int PRIMARY KEY, qty int);"

@@ -744,7 +744,7 @@ TEST(CliTest, ValidateNamesFileLineAndColumn) {
   // Every example validates as written.
   for (const char* example : {"quickstart.yaml", "migrate.yaml", "changes-to-file.yaml",
                               "kv-cache.yaml", "anonymised-copy.yaml", "search-index.yaml",
-                              "webhook.yaml"}) {
+                              "webhook.yaml", "documents.yaml"}) {
     EXPECT_EQ(RunPgflow({"validate", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example}, &out,
                         {{"SOURCE_URL", "postgres://u@h/db"},
                          {"TARGET_URL", "postgres://u@h2/db"},
@@ -768,7 +768,8 @@ TEST(CliTest, EveryExampleFindsItsTablesInExamplesShopSql) {
   ASSERT_TRUE(Sql(url).Exec(ReadFile(std::string(PGFLOW_SOURCE_DIR) + "/examples/shop.sql")));
   for (const char* example :
        {"quickstart.yaml", "changes-to-file.yaml", "kafka.yaml", "kv-cache.yaml",
-        "search-index.yaml", "webhook.yaml", "anonymised-copy.yaml", "migrate.yaml"}) {
+        "search-index.yaml", "webhook.yaml", "anonymised-copy.yaml", "migrate.yaml",
+        "documents.yaml"}) {
     std::string out;
     EXPECT_EQ(
         RunPgflow({"validate", "--source", std::string(PGFLOW_SOURCE_DIR) + "/examples/" + example},

@@ -213,7 +213,7 @@ sink:
   out: {fake: {path: x}}
 )"),
             "p.yaml:3:1: unknown key 'sink' (did you mean 'sinks'? expected one of: pipeline, "
-            "source, transforms, sinks, buffer, admin)");
+            "source, transforms, sinks, documents, buffer, admin)");
 }
 
 TEST_F(ConfigTest, UnknownSourceType) {

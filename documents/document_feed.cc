@@ -1,0 +1,184 @@
+#include "documents/document_feed.h"
+
+#include <set>
+#include <utility>
+
+#include "documents/document_catalog.h"
+#include "engine/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace pgflow::documents {
+
+absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out) {
+  if (!node.IsSequence()) return node.Error("expected a list of document names: [orders]");
+  std::set<std::string> seen;
+  for (const ConfigNode& item : node.Items()) {
+    absl::StatusOr<std::string> name = item.AsString();
+    if (!name.ok() || name->empty()) return item.Error("expected a document's name");
+    if (!seen.insert(*name).second) return item.Error(Cat("document ", *name, " is named twice"));
+    out->names.push_back(*name);
+  }
+  if (out->names.empty()) return node.Error("name at least one document, or leave the key out");
+  out->node = node;
+  return absl::OkStatus();
+}
+
+absl::Status CheckDocumentNames(const DocumentNames& names,
+                                const std::optional<ConfigNode>& described) {
+  if (names.names.empty()) return absl::OkStatus();
+  if (!described.has_value()) {
+    return names.node->Error(
+        "the pipeline describes no documents: add a top-level `documents:` section");
+  }
+  absl::StatusOr<std::map<std::string, DocumentSpec>> specs = ParseDocuments(*described);
+  if (!specs.ok()) return specs.status();
+  std::vector<std::string> known;
+  for (const auto& [name, spec] : *specs) known.push_back(name);
+  const std::vector<ConfigNode> items = names.node->Items();
+  for (size_t i = 0; i < names.names.size(); ++i) {
+    if (!specs->contains(names.names[i])) {
+      return items[i].Error(Cat("no document '", names.names[i], "' under `documents:` (",
+                                known.empty() ? "none" : Join(known, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DocumentFeed>> DocumentFeed::Open(
+    const std::optional<ConfigNode>& described, const std::vector<std::string>& names,
+    const std::string& source_url, std::string who) {
+  if (!described.has_value()) {
+    return absl::InvalidArgumentError(Cat(who, ": the pipeline describes no documents"));
+  }
+  absl::StatusOr<std::map<std::string, DocumentSpec>> specs = ParseDocuments(*described);
+  if (!specs.ok()) return specs.status();
+  std::unique_ptr<DocumentFeed> feed(new DocumentFeed(source_url, std::move(who)));
+  for (const std::string& name : names) {
+    auto it = specs->find(name);
+    if (it == specs->end()) {
+      return absl::InvalidArgumentError(Cat(feed->who_, ": no document '", name, "'"));
+    }
+    feed->documents_.push_back(Document{it->second, nullptr, nullptr});
+  }
+  feed->stale_.assign(feed->documents_.size(), false);
+  if (absl::Status s = feed->Connect(); !s.ok()) return s;
+  for (Document& document : feed->documents_) {
+    if (absl::Status s = feed->Build(document); !s.ok()) return s;
+  }
+  return feed;
+}
+
+absl::Status DocumentFeed::Connect() {
+  if (conn_ != nullptr && PQstatus(conn_.get()) == CONNECTION_OK) return absl::OkStatus();
+  conn_.reset();
+  absl::StatusOr<PgConnPtr> conn = pgflow::Connect(url_, ConnectionKind::kRegular);
+  if (!conn.ok()) {
+    return absl::UnavailableError(
+        Cat(who_, ": connecting to the source to render documents: ", conn.status().message()));
+  }
+  // It only reads.
+  if (absl::Status s = Exec(conn->get(), "SET default_transaction_read_only = on").status();
+      !s.ok()) {
+    return s;
+  }
+  conn_ = *std::move(conn);
+  return absl::OkStatus();
+}
+
+absl::Status DocumentFeed::Build(Document& document) {
+  absl::StatusOr<Catalog> catalog = ReadCatalog(conn_.get(), document.spec.Tables());
+  if (!catalog.ok()) return catalog.status();
+  absl::StatusOr<DocumentSql> sql = DocumentSql::Make(document.spec, *catalog);
+  if (!sql.ok()) return absl::FailedPreconditionError(Cat(who_, ": ", sql.status().message()));
+  document.sql = std::make_unique<DocumentSql>(*std::move(sql));
+  document.renderer = std::make_unique<DocumentRenderer>(document.sql.get());
+  return absl::OkStatus();
+}
+
+bool DocumentFeed::Reads(const std::string& table) const {
+  for (const Document& document : documents_) {
+    if (!document.sql->PlacesOf(table).empty()) return true;
+  }
+  return false;
+}
+
+bool DocumentFeed::IsRoot(const std::string& table) const {
+  for (const Document& document : documents_) {
+    if (document.spec.root.table.ToString() == table) return true;
+  }
+  return false;
+}
+
+void DocumentFeed::Note(const Change& change, bool snapshotting) {
+  if (change.table == nullptr) return;
+  const std::string table = change.table->QualifiedName();
+  for (Document& document : documents_) {
+    if (snapshotting && change.op == Op::kRead && document.spec.root.table.ToString() != table) {
+      continue;
+    }
+    document.renderer->Note(change);
+  }
+}
+
+void DocumentFeed::NoteEveryRootReading(const std::string& table) {
+  for (Document& document : documents_) {
+    if (!document.sql->PlacesOf(table).empty()) document.renderer->NoteEveryRoot();
+  }
+}
+
+void DocumentFeed::Stale(const std::string& table) {
+  for (size_t i = 0; i < documents_.size(); ++i) {
+    if (!documents_[i].sql->PlacesOf(table).empty()) stale_[i] = true;
+  }
+}
+
+size_t DocumentFeed::noted() const {
+  size_t noted = 0;
+  for (const Document& document : documents_) noted += document.renderer->noted();
+  return noted;
+}
+
+absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
+  bool any = false;
+  for (size_t i = 0; i < documents_.size(); ++i) {
+    any = any || stale_[i] || !documents_[i].renderer->empty();
+  }
+  if (!any) return absl::OkStatus();
+  if (absl::Status s = Connect(); !s.ok()) return s;
+  for (size_t i = 0; i < documents_.size(); ++i) {
+    Document& document = documents_[i];
+    if (stale_[i]) {
+      // The schema of one of its tables changed: its queries anew, and every document again
+      // (a field's type may have changed them all; what was noted is among them).
+      if (absl::Status s = Build(document); !s.ok()) return s;
+      document.renderer->NoteEveryRoot();
+      stale_[i] = false;
+    }
+    absl::Status s = document.renderer->Render(
+        conn_.get(), batch,
+        [&](RenderedDocument rendered) { return emit(document, std::move(rendered)); });
+    if (!s.ok()) {
+      // (The noted documents are lost with the render: the caller restarts from its last
+      // acknowledgement, which notes them again.)
+      if (PQstatus(conn_.get()) != CONNECTION_OK) conn_.reset();
+      return absl::UnavailableError(
+          Cat(who_, ": rendering document ", document.spec.name, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string DocumentFeed::IdOf(const Document& document, const RenderedDocument& rendered) {
+  const nlohmann::json key = nlohmann::json::parse(rendered.key, nullptr, false);
+  const std::vector<std::string>& columns = document.sql->root_key();
+  auto text = [](const nlohmann::json& value) {
+    return value.is_string() ? value.get<std::string>() : value.dump();
+  };
+  if (!key.is_object()) return rendered.key;
+  if (columns.size() == 1) return text(key.value(columns[0], nlohmann::json()));
+  nlohmann::json values = nlohmann::json::array();
+  for (const std::string& column : columns) values.push_back(key.value(column, nlohmann::json()));
+  return values.dump();
+}
+
+}  // namespace pgflow::documents

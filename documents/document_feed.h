@@ -1,0 +1,100 @@
+#pragma once
+
+// The joined documents one sink writes (issue 51): the sink names them (`documents: [orders]`)
+// among the pipeline's `documents:`, and the feed turns the stream's changes into rendered
+// documents for it.
+//
+// - Open reads each document's tables from the source's catalog and builds its queries
+//   (documents/document_sql.h); a schema change to one of its tables has them built again
+//   before the next render (Stale).
+// - Note takes every change: a row of a table a document reads notes the documents it is in.
+//   While the initial snapshot runs, only the root table's rows count: the snapshot renders
+//   each document from its root's row, so its children's rows would render it again for
+//   nothing.
+// - Render renders what was noted, from the source, on a connection of its own, and hands out
+//   each document with the document it belongs to. A document is rendered after the changes
+//   that touched it were committed on the source, so it holds them (and perhaps later ones,
+//   which render it again when they arrive): written under the last commit's LSN as its
+//   version, the last write of every document is its state at the end.
+//
+// Thread-compatible: one per sink thread.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/postgres/pg_connection.h"
+#include "documents/document_renderer.h"
+#include "documents/document_spec.h"
+#include "documents/document_sql.h"
+#include "engine/change.h"
+#include "engine/config_node.h"
+
+namespace pgflow::documents {
+
+// A sink's `documents: [name, ...]` option: the names, and where they were written.
+struct DocumentNames {
+  std::vector<std::string> names;
+  std::optional<ConfigNode> node;
+};
+// Reads the option (a CustomOption's parser): a list of distinct names.
+absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out);
+// Whether the pipeline's `documents:` (`described`, absent when the file has none) reads and
+// describes every name of `names`. Pure: no catalog.
+absl::Status CheckDocumentNames(const DocumentNames& names,
+                                const std::optional<ConfigNode>& described);
+
+class DocumentFeed {
+ public:
+  struct Document {
+    DocumentSpec spec;
+    std::unique_ptr<DocumentSql> sql;  // (the renderer points at it)
+    std::unique_ptr<DocumentRenderer> renderer;
+  };
+
+  // Reads the descriptions of `names` and each document's tables from the catalog of the
+  // source at `source_url`. `who` starts the messages ("sink search (opensearch)").
+  static absl::StatusOr<std::unique_ptr<DocumentFeed>> Open(
+      const std::optional<ConfigNode>& described, const std::vector<std::string>& names,
+      const std::string& source_url, std::string who);
+
+  const std::vector<Document>& documents() const { return documents_; }
+  // Whether a document reads `table` ("public.orders"), and whether it is a root's.
+  bool Reads(const std::string& table) const;
+  bool IsRoot(const std::string& table) const;
+
+  // Notes a change; `snapshotting`: the initial snapshot is under way.
+  void Note(const Change& change, bool snapshotting);
+  // Every document of each document reading `table` is touched (a TRUNCATE of a child's
+  // table).
+  void NoteEveryRootReading(const std::string& table);
+  // A schema change to `table`: the queries of the documents reading it are built again.
+  void Stale(const std::string& table);
+  size_t noted() const;
+
+  // Renders every document noted, `batch` roots to a statement, each handed to `emit`.
+  using Emit = std::function<absl::Status(const Document&, RenderedDocument)>;
+  absl::Status Render(size_t batch, const Emit& emit);
+
+  // The id of a rendered document: its root's key, one column as its text, several as a JSON
+  // array of their values in the key's order (as the sink's ids of a table's rows).
+  static std::string IdOf(const Document& document, const RenderedDocument& rendered);
+
+ private:
+  DocumentFeed(std::string url, std::string who) : url_(std::move(url)), who_(std::move(who)) {}
+  absl::Status Connect();
+  // Builds the queries of `document` from the catalog as it is now.
+  absl::Status Build(Document& document);
+
+  const std::string url_;
+  const std::string who_;
+  PgConnPtr conn_;
+  std::vector<Document> documents_;
+  std::vector<bool> stale_;  // by document
+};
+
+}  // namespace pgflow::documents
