@@ -84,6 +84,46 @@ bool Served(const std::vector<std::vector<std::string>>& indexes,
   return false;
 }
 
+// Whether `table` sends whole old rows (REPLICA IDENTITY FULL).
+absl::StatusOr<bool> SendsOldRows(PGconn* conn, const TableRef& table) {
+  absl::StatusOr<PgResultPtr> result =
+      Exec(conn,
+           "SELECT c.relreplident = 'f' FROM pg_class c JOIN pg_namespace n ON n.oid = "
+           "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+           {table.schema, table.table});
+  if (!result.ok()) return result.status();
+  return PQntuples(result->get()) > 0 && PQgetvalue(result->get(), 0, 0)[0] == 't';
+}
+
+// A problem for each child joined on columns outside its key whose table does not send whole
+// old rows: an update moving a row from one document to another would leave the first stale
+// (the change carries no old values, or only the old key).
+absl::Status OldRowsNeeded(PGconn* conn, const DocumentNode& node, const Catalog& catalog,
+                           std::vector<std::string>* problems) {
+  for (const DocumentNode& child : node.children) {
+    const TableColumns& columns = catalog.at(child.table.ToString());
+    std::string outside;
+    for (const auto& [column, unused] : child.on) {
+      if (std::find(columns.key.begin(), columns.key.end(), column) == columns.key.end()) {
+        outside += Cat(outside.empty() ? "" : ", ", QuoteIdent(column));
+      }
+    }
+    if (!outside.empty()) {
+      absl::StatusOr<bool> full = SendsOldRows(conn, child.table);
+      if (!full.ok()) return full.status();
+      if (!*full) {
+        problems->push_back(Cat(
+            child.path, ": ", child.table.ToString(), " joins on (", outside,
+            "), outside its key, and sends no whole old rows: a row moved from one document to "
+            "another would leave the first stale; ALTER TABLE ", child.table.Quoted(),
+            " REPLICA IDENTITY FULL"));
+      }
+    }
+    if (absl::Status s = OldRowsNeeded(conn, child, catalog, problems); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 class Checker {
  public:
   Checker(PGconn* conn, std::vector<std::string>* warnings) : conn_(conn), warnings_(warnings) {}
@@ -164,6 +204,7 @@ absl::Status CheckDocuments(PGconn* conn, const std::map<std::string, DocumentSp
       problems->push_back(std::string(sql.status().message()));
       continue;
     }
+    if (absl::Status s = OldRowsNeeded(conn, spec.root, *catalog, problems); !s.ok()) return s;
     if (absl::Status s = checker.Joins(spec.root); !s.ok()) return s;
   }
   return absl::OkStatus();

@@ -8,7 +8,8 @@
 //
 // A row's old values count when the change carries them: a delete's or an update's old key,
 // or the whole old row under REPLICA IDENTITY FULL. A child whose join columns are not in its
-// key needs REPLICA IDENTITY FULL for the documents a row leaves to be found.
+// key needs REPLICA IDENTITY FULL for the documents a row leaves to be found (CheckDocuments,
+// documents/document_catalog.h, refuses it without).
 //
 // Thread-compatible: one per sink thread.
 

@@ -200,6 +200,19 @@ std::map<std::string, json> ExpectedOrders(Sql& sql) {
   return out;
 }
 
+// Each customer's document (with its orders) as the test computes it, by id.
+std::map<std::string, json> ExpectedCustomers(Sql& sql) {
+  std::map<std::string, json> out;
+  const json customers = json::parse(sql.Scalar(R"sql(
+    SELECT coalesce(jsonb_object_agg(c.id, jsonb_build_object('name', c.name,
+      'orders', coalesce((SELECT jsonb_agg(jsonb_build_object('id', o.id, 'status', o.status)
+                                           ORDER BY o.id)
+                          FROM orders o WHERE o.customer_id = c.id), '[]'))), '{}')
+    FROM customers c)sql"));
+  for (auto& [id, doc] : customers.items()) out[id] = doc;
+  return out;
+}
+
 TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   Sql sql(NewDatabase("joined"));
   sql.Exec(R"sql(
@@ -227,6 +240,11 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
         fields: [line, qty]
         children:
           product: {table: public.products, on: {id: sku}, one: true, fields: [title]}
+  customers:
+    table: public.customers
+    fields: [name]
+    children:
+      orders: {table: public.orders, on: {customer_id: id}, fields: [id, status]}
 )yaml";
   const std::string yaml = dir.File("pipeline.yaml");
   const std::string head =
@@ -234,7 +252,7 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
                              "public.products]") + documents;
   WriteFile(yaml, head + "sinks:\n  search:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
                       "\", index: \"docs_{document}\", replicas: 0, batch_docs: 100,"
-                      " documents: [orders]}\n    flush_interval: 50ms\n");
+                      " documents: [orders, customers]}\n    flush_interval: 50ms\n");
   std::string out;
   ASSERT_EQ(RunPgflow({"validate", yaml}, &out), 0) << out;
   // A document no one described is named where the sink names it.
@@ -242,12 +260,16 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   WriteFile(wrong, head + "sinks:\n  search:\n    opensearch: {url: \"http://127.0.0.1:1\", "
                           "documents: [order]}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
-  EXPECT_THAT(out, HasSubstr("no document 'order' under `documents:` (orders)"));
-  // Against the catalog: the joins no index serves are named with the index to make; a table
-  // the source does not follow is a mistake.
+  EXPECT_THAT(out, HasSubstr("no document 'order' under `documents:` (customers, orders)"));
+  // Against the catalog: an order moved to another customer must be found in the customer it
+  // leaves, so orders must send whole old rows; the joins no index serves are named with the
+  // index to make; a table the source does not follow is a mistake.
+  EXPECT_NE(RunPgflow({"validate", "--source", yaml}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("documents.customers.children.orders: public.orders joins on "
+                             "(\"customer_id\"), outside its key, and sends no whole old rows"));
+  sql.Exec("ALTER TABLE orders REPLICA IDENTITY FULL");
   EXPECT_EQ(RunPgflow({"validate", "--source", yaml}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("warning: documents.orders.children.customer: no index of "
-                             "public.orders leads with (\"customer_id\")"));
+  EXPECT_THAT(out, HasSubstr("no index of public.orders leads with (\"customer_id\")"));
   EXPECT_THAT(out, HasSubstr("CREATE INDEX ON public.order_lines (\"sku\")"));
   EXPECT_THAT(out,
               ::testing::Not(HasSubstr("CREATE INDEX ON public.order_lines (\"order_id\")")));
@@ -262,7 +284,7 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
 
   auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
                                        "replication stream: streaming");
-  std::map<std::string, json> expected, got;
+  std::map<std::string, json> expected, got, customers;
   auto documents_as_tables = [&](const std::string& when, const std::string& log) {
     EXPECT_TRUE(WaitFor(
         [&] {
@@ -272,6 +294,15 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
         std::chrono::seconds(60)))
         << when << ": " << got.size() << " documents, " << expected.size() << " orders; order 1: "
         << got["1"].dump() << " against " << expected["1"].dump() << "\n" << ReadFile(log);
+    std::map<std::string, json> should;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          should = ExpectedCustomers(sql);
+          return (customers = Documents("docs_customers")) == should;
+        },
+        std::chrono::seconds(60)))
+        << when << ": " << customers.size() << " customers; customer 8: "
+        << customers["8"].dump() << " against " << should["8"].dump() << "\n" << ReadFile(log);
   };
   documents_as_tables("after the snapshot", dir.File("pgflow.log"));
   ASSERT_EQ(expected.size(), 300u);
@@ -280,12 +311,14 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   sql.Exec("UPDATE customers SET name = 'Ada' WHERE id = 3");
   sql.Exec("UPDATE products SET title = 'Pen' WHERE id = 'p4'");
   sql.Exec("UPDATE order_lines SET order_id = 11, line = 9 WHERE order_id = 10 AND line = 2");
+  sql.Exec("UPDATE orders SET customer_id = 5 WHERE id = 7");  // (from customer 8)
   sql.Exec("BEGIN; DELETE FROM order_lines WHERE order_id = 12; DELETE FROM orders WHERE id = 12;"
            "INSERT INTO orders VALUES (301, 1, 'paid');"
            "INSERT INTO order_lines VALUES (301, 1, 'p1', 7), (301, 2, 'p2', 8); COMMIT");
   documents_as_tables("after the changes", dir.File("pgflow.log"));
   EXPECT_EQ(got.count("12"), 0u);
   EXPECT_EQ(got["11"]["lines"].size(), 4u);
+  EXPECT_EQ(customers["8"]["orders"].size(), 14u);
   // Every product gone: every document renders again, without them.
   sql.Exec("TRUNCATE products");
   documents_as_tables("after TRUNCATE products", dir.File("pgflow.log"));
@@ -302,6 +335,8 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   sql.Exec("INSERT INTO orders VALUES (1, 3, 'again')");
   documents_as_tables("after a restart, ALTER and TRUNCATE orders", dir.File("pgflow2.log"));
   EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(customers["3"]["orders"].size(), 1u);
+  EXPECT_EQ(customers["4"]["orders"].size(), 0u);
   again->Signal(SIGINT);
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
 }
