@@ -1,13 +1,21 @@
 #include "documents/document_feed.h"
 
+#include <chrono>
 #include <set>
 #include <utility>
 
 #include "documents/document_catalog.h"
+#include "engine/log.h"
 #include "engine/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace pgflow::documents {
+namespace {
+
+// How often a long render logs its progress.
+constexpr std::chrono::seconds kReportEvery(10);
+
+}  // namespace
 
 absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out) {
   if (!node.IsSequence()) return node.Error("expected a list of document names: [orders]");
@@ -154,9 +162,21 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
       document.renderer->NoteEveryRoot();
       stale_[i] = false;
     }
+    // A render that fans out wide (a row many documents hold) says how far it is.
+    const auto start = std::chrono::steady_clock::now();
+    auto next_report = start + kReportEvery;
+    uint64_t rendered_count = 0;
     absl::Status s = document.renderer->Render(
-        conn_.get(), batch,
-        [&](RenderedDocument rendered) { return emit(document, std::move(rendered)); });
+        conn_.get(), batch, [&](RenderedDocument rendered) {
+          ++rendered_count;
+          if (const auto now = std::chrono::steady_clock::now(); now >= next_report) {
+            next_report = now + kReportEvery;
+            const double seconds = std::chrono::duration<double>(now - start).count();
+            LogInfo("%s: document %s: %d documents rendered in %.0f s (%.0f/s)", who_,
+                    document.spec.name, rendered_count, seconds, rendered_count / seconds);
+          }
+          return emit(document, std::move(rendered));
+        });
     if (!s.ok()) {
       // (The noted documents are lost with the render: the caller restarts from its last
       // acknowledgement, which notes them again.)

@@ -80,20 +80,17 @@ absl::Status DocumentRenderer::Render(PGconn* conn, size_t batch, const Emit& em
     }
     return absl::OkStatus();
   };
-  if (every_root_) {
-    // Every root, so what was noted is among them.
-    every_root_ = false;
-    roots_.clear();
-    lookups_.clear();
-    looked_up_ = 0;
+  // Roots a query finds (every root, or those a lookup finds) are read through a cursor,
+  // `batch` at a time, and rendered as they come: a row shared by a million documents never
+  // has their keys in memory at once.
+  auto through_cursor = [&](const std::string& query,
+                            const std::vector<std::string>& params) -> absl::Status {
     absl::Status status = Exec(conn, "BEGIN").status();
     if (status.ok()) {
-      status = Exec(conn, "DECLARE pgflow_every_root NO SCROLL CURSOR FOR " + sql_->every_root())
-                   .status();
+      status = Exec(conn, "DECLARE pgflow_roots NO SCROLL CURSOR FOR " + query, params).status();
     }
     while (status.ok()) {
-      absl::StatusOr<PgResultPtr> page =
-          Exec(conn, Cat("FETCH ", batch, " FROM pgflow_every_root"));
+      absl::StatusOr<PgResultPtr> page = Exec(conn, Cat("FETCH ", batch, " FROM pgflow_roots"));
       if (!page.ok()) {
         status = page.status();
         break;
@@ -112,19 +109,26 @@ absl::Status DocumentRenderer::Render(PGconn* conn, size_t batch, const Emit& em
       return status;
     }
     return Exec(conn, "COMMIT").status();
+  };
+  if (every_root_) {
+    // Every root, so what was noted is among them.
+    every_root_ = false;
+    lookups_.clear();
+    looked_up_ = 0;
+    absl::Status status = through_cursor(sql_->every_root(), {});
+    roots_.clear();
+    return status;
   }
-  for (auto& [place, values] : lookups_) {
-    const std::vector<std::string> asked(values.begin(), values.end());
-    for (size_t from = 0; from < asked.size(); from += batch) {
-      absl::StatusOr<PgResultPtr> found = Exec(conn, place->roots, {ArrayOf(asked, from, batch)});
-      if (!found.ok()) return found.status();
-      for (int r = 0; r < PQntuples(found->get()); ++r) {
-        roots_.insert(PQgetvalue(found->get(), r, 0));
-      }
-    }
-  }
+  auto lookups = std::move(lookups_);
   lookups_.clear();
   looked_up_ = 0;
+  for (auto& [place, values] : lookups) {
+    const std::vector<std::string> asked(values.begin(), values.end());
+    for (size_t from = 0; from < asked.size(); from += batch) {
+      absl::Status s = through_cursor(place->roots, {ArrayOf(asked, from, batch)});
+      if (!s.ok()) return s;
+    }
+  }
   const std::vector<std::string> asked(roots_.begin(), roots_.end());
   roots_.clear();
   for (size_t from = 0; from < asked.size(); from += batch) {
