@@ -32,8 +32,13 @@ absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out) {
 }
 
 absl::Status CheckDocumentNames(const DocumentNames& names,
-                                const std::optional<ConfigNode>& described) {
+                                const std::optional<ConfigNode>& described, size_t transforms) {
   if (names.names.empty()) return absl::OkStatus();
+  if (transforms > 0) {
+    return names.node->Error(
+        "documents are rendered from the source, where transforms do not reach them yet: a "
+        "sink with documents takes no transforms (the pipeline's or its own)");
+  }
   if (!described.has_value()) {
     return names.node->Error(
         "the pipeline describes no documents: add a top-level `documents:` section");

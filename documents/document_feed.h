@@ -44,9 +44,11 @@ struct DocumentNames {
 // Reads the option (a CustomOption's parser): a list of distinct names.
 absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out);
 // Whether the pipeline's `documents:` (`described`, absent when the file has none) reads and
-// describes every name of `names`. Pure: no catalog.
+// describes every name of `names`, for a sink after `transforms` transforms (documents are
+// rendered from the source, where no transform reaches them: refused rather than indexed
+// unmasked). Pure: no catalog.
 absl::Status CheckDocumentNames(const DocumentNames& names,
-                                const std::optional<ConfigNode>& described);
+                                const std::optional<ConfigNode>& described, size_t transforms);
 
 class DocumentFeed {
  public:

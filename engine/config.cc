@@ -405,6 +405,7 @@ SinkContext ContextFor(const PipelineConfig& pipeline, const SinkConfig& sink) {
   context.dead_letter = sink.common.dead_letter;
   context.source = pipeline.source.traits;
   context.documents = pipeline.documents;
+  context.transforms = pipeline.transforms.size() + sink.common.transforms.size();
   return context;
 }
 

@@ -77,6 +77,8 @@ struct SinkContext {
   // The pipeline's `documents:` as written (documents/document_spec.h reads it), for the sinks
   // that render them; the engine never looks inside.
   std::optional<ConfigNode> documents;
+  // How many transforms run before the sink (the pipeline's and its own).
+  size_t transforms = 0;
 };
 
 // Opens the dead-letter store of a sink (`context.dead_letter`): null when none is configured.

@@ -124,7 +124,7 @@ class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
   absl::Status CheckPipeline(const SinkOptions& options,
                              const SinkContext& context) const override {
     const auto& mine = static_cast<const OpenSearchSinkOptions&>(options);
-    return documents::CheckDocumentNames(mine.documents, context.documents);
+    return documents::CheckDocumentNames(mine.documents, context.documents, context.transforms);
   }
   std::string_view help() const override {
     return "Each table as an OpenSearch (or Elasticsearch) index of documents, ordered by "

@@ -290,6 +290,12 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
                           "documents: [order]}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
   EXPECT_THAT(out, HasSubstr("no document 'order' under `documents:` (customers, orders)"));
+  // Transforms do not reach rendered documents: refused, not indexed unmasked.
+  WriteFile(wrong, head + "transforms:\n  - mask: {table: public.customers, columns: "
+                          "{name: redact}}\nsinks:\n  search:\n    opensearch: {url: "
+                          "\"http://127.0.0.1:1\", documents: [orders]}\n");
+  EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("a sink with documents takes no transforms")) << out;
   // Against the catalog: an order moved to another customer must be found in the customer it
   // leaves, so orders must send whole old rows; the joins no index serves are named with the
   // index to make; a table the source does not follow is a mistake.
