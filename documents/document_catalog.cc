@@ -140,8 +140,9 @@ class Checker {
           !s.ok()) {
         return s;
       }
-      absl::Status s = Need(child.path, node.table, theirs,
-                            Cat("a changed row of ", child.table.ToString(), " finds its documents"));
+      absl::Status s =
+          Need(child.path, node.table, theirs,
+               Cat("a changed row of ", child.table.ToString(), " finds its documents"));
       if (!s.ok()) return s;
       s = Joins(child);
       if (!s.ok()) return s;

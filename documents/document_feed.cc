@@ -1,9 +1,13 @@
 #include "documents/document_feed.h"
 
 #include <chrono>
+#include <deque>
+#include <optional>
 #include <set>
+#include <thread>
 #include <utility>
 
+#include "absl/synchronization/mutex.h"
 #include "documents/document_catalog.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
@@ -14,6 +18,50 @@ namespace {
 
 // How often a long render logs its progress.
 constexpr std::chrono::seconds kReportEvery(10);
+
+// Rendered documents from the rendering thread to the sink's, at most `capacity` waiting.
+// Closed by either side: by the renderer when it is done (with its status), by the sink when it
+// gives up (with its error, which the renderer's next Put returns).
+class Handoff {
+ public:
+  explicit Handoff(size_t capacity) : capacity_(capacity) {}
+
+  absl::Status Put(RenderedDocument document) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Handoff* h) { return h->closed_ || h->waiting_.size() < h->capacity_; }, this));
+    if (closed_) return status_.ok() ? absl::CancelledError("closed") : status_;
+    waiting_.push_back(std::move(document));
+    return absl::OkStatus();
+  }
+  // The next document; nullopt once closed and empty.
+  std::optional<RenderedDocument> Take() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Handoff* h) { return h->closed_ || !h->waiting_.empty(); }, this));
+    if (waiting_.empty()) return std::nullopt;
+    RenderedDocument document = std::move(waiting_.front());
+    waiting_.pop_front();
+    return document;
+  }
+  void Close(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    closed_ = true;
+    status_ = std::move(status);
+  }
+  absl::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  const size_t capacity_;
+  absl::Mutex mu_;
+  std::deque<RenderedDocument> waiting_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace
 
@@ -167,24 +215,38 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
       document.renderer->NoteEveryRoot();
       stale_[i] = false;
     }
-    // A render that fans out wide (a row many documents hold) says how far it is.
+    // The render runs on a thread of its own, at most a few batches ahead of `emit` (which
+    // writes them to the sink): the source renders the next batch while the sink sends this
+    // one. A render that fans out wide (a row many documents hold) says how far it is.
+    Handoff handoff(2 * batch);
+    std::thread rendering([&] {
+      handoff.Close(document.renderer->Render(conn_.get(), batch, [&](RenderedDocument d) {
+        return handoff.Put(std::move(d));
+      }));
+    });
     const auto start = std::chrono::steady_clock::now();
     auto next_report = start + kReportEvery;
     uint64_t rendered_count = 0;
-    absl::Status s = document.renderer->Render(
-        conn_.get(), batch, [&](RenderedDocument rendered) {
-          ++rendered_count;
-          if (const auto now = std::chrono::steady_clock::now(); now >= next_report) {
-            next_report = now + kReportEvery;
-            const double seconds = std::chrono::duration<double>(now - start).count();
-            LogInfo("%s: document %s: %d documents rendered in %.0f s (%.0f/s)", who_,
-                    document.spec.name, rendered_count, seconds, rendered_count / seconds);
-          }
-          return emit(document, std::move(rendered));
-        });
-    if (!s.ok()) {
-      // (The noted documents are lost with the render: the caller restarts from its last
-      // acknowledgement, which notes them again.)
+    absl::Status emitted = absl::OkStatus();
+    while (std::optional<RenderedDocument> rendered = handoff.Take()) {
+      ++rendered_count;
+      if (const auto now = std::chrono::steady_clock::now(); now >= next_report) {
+        next_report = now + kReportEvery;
+        const double seconds = std::chrono::duration<double>(now - start).count();
+        LogInfo("%s: document %s: %d documents rendered in %.0f s (%.0f/s)", who_,
+                document.spec.name, rendered_count, seconds, rendered_count / seconds);
+      }
+      emitted = emit(document, *std::move(rendered));
+      if (!emitted.ok()) {
+        handoff.Close(emitted);  // (the render stops at its next document)
+        break;
+      }
+    }
+    rendering.join();
+    if (!emitted.ok()) return emitted;
+    // (The noted documents are lost with a failed render: the caller restarts from its last
+    // acknowledgement, which notes them again.)
+    if (absl::Status s = handoff.status(); !s.ok()) {
       if (PQstatus(conn_.get()) != CONNECTION_OK) conn_.reset();
       return absl::UnavailableError(
           Cat(who_, ": rendering document ", document.spec.name, ": ", s.message()));

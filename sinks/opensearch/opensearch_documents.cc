@@ -10,8 +10,9 @@
 // - TRUNCATE of a root's table deletes every document of its index (as for a table's index);
 //   of a child's table, renders every document again. A schema change to one of the tables
 //   rebuilds the document's queries from the catalog and renders every document again.
-// - Indexes are created when missing, with `refresh_interval`, `replicas` and the fields of
-//   `properties` mapped; the rest is the cluster's dynamic mapping.
+// - Indexes are created when missing, for the initial load as a table's are (fast_load:
+//   refresh off and no replicas until the snapshot is in), with the fields of `properties`
+//   mapped; the rest is the cluster's dynamic mapping.
 
 #include <nlohmann/json.hpp>
 
@@ -53,17 +54,33 @@ absl::Status OpenSearchSink::OpenDocuments() {
               ", where their ids would collide: give each its own (index: \"{document}\")"));
     }
     document_index_[document.spec.name] = *index;
-    absl::StatusOr<HttpResponse> res = http_->Request("HEAD", Cat("/", *index));
+    absl::StatusOr<HttpResponse> res = http_->Request("GET", Cat("/", *index, "/_mapping"));
     if (!res.ok()) return res.status();
-    if (res->status == 200) continue;
-    json body = {{"settings", json::parse(AfterLoadSettings())}};
-    if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
-    if (!options_->properties.empty()) {
-      json properties = json::object();
-      for (const auto& [field, mapping] : options_->properties) {
-        properties[field] = json::parse(mapping);
+    if (res->status == 200) {
+      // Created for a load a stop or a crash cut short: finished with the snapshot, or at the
+      // first change streamed.
+      const json mapping = json::parse(res->body, nullptr, false);
+      if (mapping.is_object() && !mapping.empty()) {
+        const json& meta = mapping.begin().value()["mappings"].value("_meta", json::object());
+        if (meta.contains("pgflow") && meta["pgflow"].value("loading", false)) {
+          loading_.insert(*index);
+        }
       }
-      body["mappings"] = {{"properties", properties}};
+      continue;
+    }
+    // Created for the initial load (fast_load: refresh off, no replicas until it is in), with
+    // `properties` mapped.
+    json properties = json::object();
+    for (const auto& [field, mapping] : options_->properties) {
+      properties[field] = json::parse(mapping);
+    }
+    json body = {{"mappings", {{"properties", properties},
+                               {"_meta", {{"pgflow", {{"loading", options_->fast_load}}}}}}}};
+    if (options_->fast_load) {
+      body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
+    } else {
+      body["settings"] = json::parse(AfterLoadSettings());
+      if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
     }
     res = http_->Request("PUT", Cat("/", *index), body.dump());
     if (!res.ok()) return res.status();
@@ -73,7 +90,9 @@ absl::Status OpenSearchSink::OpenDocuments() {
                                         document.spec.name, ": HTTP ", res->status, ": ",
                                         res->body.substr(0, 300)));
     }
-    LogInfo("%s: created index %s for document %s", who, *index, document.spec.name);
+    if (options_->fast_load) loading_.insert(*index);
+    LogInfo("%s: created index %s for document %s%s", who, *index, document.spec.name,
+            options_->fast_load ? ", refresh off and no replicas for the initial load" : "");
   }
   return absl::OkStatus();
 }
@@ -87,6 +106,11 @@ absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
     return absl::OkStatus();
   }
   if (change.table == nullptr || change.op == Op::kMessage) return absl::OkStatus();
+  if (change.op != Op::kRead && !loading_.empty()) {
+    // The load is over (this run's snapshot, or an earlier run's that stopped before it said
+    // so): the indexes get their refresh interval and replicas.
+    if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
+  }
   const std::string table = change.table->QualifiedName();
   if (!feed_->Reads(table)) return absl::OkStatus();
   document_version_ = std::max(document_version_, change.txn.commit_lsn);

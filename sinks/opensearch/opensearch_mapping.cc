@@ -99,6 +99,9 @@ absl::Status OpenSearchSink::FinishLoad(const std::string& index) {
 absl::Status OpenSearchSink::OnSnapshotDone() {
   snapshot_done_ = true;
   if (loading_.empty()) return absl::OkStatus();
+  if (feed_ != nullptr) {
+    if (absl::Status s = RenderDocuments(); !s.ok()) return s;
+  }
   // What was loaded is sent first: refreshing the index is what makes it searchable.
   if (absl::Status s = SendAll(); !s.ok()) return s;
   std::vector<std::string> indexes(loading_.begin(), loading_.end());

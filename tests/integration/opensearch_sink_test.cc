@@ -330,6 +330,17 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   };
   documents_as_tables("after the snapshot", dir.File("pgflow.log"));
   ASSERT_EQ(got.size(), 300u);
+  // Loaded with refresh off, then given its refresh interval.
+  EXPECT_THAT(ReadFile(dir.File("pgflow.log")),
+              HasSubstr("created index docs_orders for document orders, refresh off"));
+  EXPECT_TRUE(WaitFor(
+      [] {
+        const json settings = json::parse(
+            SharedOpenSearch().Get("/docs_orders/_settings").body, nullptr, false);
+        return settings.is_object() &&
+               settings["docs_orders"]["settings"]["index"].value("refresh_interval", "") == "1s";
+      },
+      std::chrono::seconds(10)));
   // A customer in 15 orders, a product in 90 lines, a line moved from one order to another,
   // an order gone with its lines, a new one with its lines in one transaction.
   sql.Exec("UPDATE customers SET name = 'Ada' WHERE id = 3");
