@@ -1,7 +1,9 @@
 #include "documents/document_feed.h"
 
 #include <chrono>
+#include <algorithm>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <set>
 #include <thread>
@@ -11,26 +13,32 @@
 #include "documents/document_catalog.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
-#include "nlohmann/json.hpp"
 
 namespace pgflow::documents {
 namespace {
 
 // How often a long render logs its progress.
 constexpr std::chrono::seconds kReportEvery(10);
+// How long transactions the stream delivered may stay invisible to new snapshots.
+constexpr std::chrono::seconds kVisibleWithin(60);
+// Rendered documents waiting for the sink, in bytes (at least one waits, however large).
+constexpr size_t kHandoffBytes = 8 << 20;
 
 // Rendered documents from the rendering thread to the sink's, at most `capacity` waiting.
 // Closed by either side: by the renderer when it is done (with its status), by the sink when it
 // gives up (with its error, which the renderer's next Put returns).
 class Handoff {
  public:
-  explicit Handoff(size_t capacity) : capacity_(capacity) {}
+  explicit Handoff(size_t capacity_bytes) : capacity_(capacity_bytes) {}
 
+  // Waits for room; the sink's error once it closed the handoff.
   absl::Status Put(RenderedDocument document) {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
-        +[](Handoff* h) { return h->closed_ || h->waiting_.size() < h->capacity_; }, this));
-    if (closed_) return status_.ok() ? absl::CancelledError("closed") : status_;
+        +[](Handoff* h) { return h->closed_ || h->waiting_.empty() || h->bytes_ < h->capacity_; },
+        this));
+    if (closed_) return status_;
+    bytes_ += Size(document);
     waiting_.push_back(std::move(document));
     return absl::OkStatus();
   }
@@ -42,6 +50,7 @@ class Handoff {
     if (waiting_.empty()) return std::nullopt;
     RenderedDocument document = std::move(waiting_.front());
     waiting_.pop_front();
+    bytes_ -= Size(document);
     return document;
   }
   void Close(absl::Status status) {
@@ -56,11 +65,38 @@ class Handoff {
   }
 
  private:
+  static size_t Size(const RenderedDocument& d) {
+    return d.key.size() + d.id.size() + (d.document.has_value() ? d.document->size() : 0);
+  }
+
   const size_t capacity_;
   absl::Mutex mu_;
   std::deque<RenderedDocument> waiting_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// Runs a render on a thread of its own, closing `handoff` with its status; joined at the
+// latest when it goes out of scope, after closing the handoff for it (so that a sink that
+// stops taking documents, by an error or an exception, never leaves it waiting).
+class RenderingThread {
+ public:
+  RenderingThread(Handoff* handoff, std::function<absl::Status()> render)
+      : handoff_(handoff), thread_([handoff, render = std::move(render)] {
+          handoff->Close(render());
+        }) {}
+  ~RenderingThread() {
+    handoff_->Close(absl::CancelledError("the sink stopped taking documents"));
+    Join();
+  }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  Handoff* handoff_;
+  std::thread thread_;
 };
 
 }  // namespace
@@ -163,16 +199,10 @@ bool DocumentFeed::Reads(const std::string& table) const {
   return false;
 }
 
-bool DocumentFeed::IsRoot(const std::string& table) const {
-  for (const Document& document : documents_) {
-    if (document.spec.root.table.ToString() == table) return true;
-  }
-  return false;
-}
-
 void DocumentFeed::Note(const Change& change, bool snapshotting) {
   if (change.table == nullptr) return;
   const std::string table = change.table->QualifiedName();
+  if (!snapshotting && change.txn.xid != 0 && Reads(table)) xids_.insert(change.txn.xid);
   for (Document& document : documents_) {
     if (snapshotting && change.op == Op::kRead && document.spec.root.table.ToString() != table) {
       continue;
@@ -194,7 +224,7 @@ void DocumentFeed::Stale(const std::string& table) {
 }
 
 size_t DocumentFeed::noted() const {
-  size_t noted = 0;
+  size_t noted = xids_.size();
   for (const Document& document : documents_) noted += document.renderer->noted();
   return noted;
 }
@@ -206,23 +236,27 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
   }
   if (!any) return absl::OkStatus();
   if (absl::Status s = Connect(); !s.ok()) return s;
+  if (absl::Status s = AwaitVisible(); !s.ok()) return s;
   for (size_t i = 0; i < documents_.size(); ++i) {
     Document& document = documents_[i];
     if (stale_[i]) {
       // The schema of one of its tables changed: its queries anew, and every document again
       // (a field's type may have changed them all; what was noted is among them).
+      std::set<std::string> roots = document.renderer->TakeRoots();  // (some may be gone)
       if (absl::Status s = Build(document); !s.ok()) return s;
+      document.renderer->NoteRoots(std::move(roots));
       document.renderer->NoteEveryRoot();
       stale_[i] = false;
     }
     // The render runs on a thread of its own, at most a few batches ahead of `emit` (which
     // writes them to the sink): the source renders the next batch while the sink sends this
     // one. A render that fans out wide (a row many documents hold) says how far it is.
-    Handoff handoff(2 * batch);
-    std::thread rendering([&] {
-      handoff.Close(document.renderer->Render(conn_.get(), batch, [&](RenderedDocument d) {
+    if (document.renderer->empty()) continue;
+    Handoff handoff(kHandoffBytes);
+    RenderingThread rendering(&handoff, [&] {
+      return document.renderer->Render(conn_.get(), batch, [&](RenderedDocument d) {
         return handoff.Put(std::move(d));
-      }));
+      });
     });
     const auto start = std::chrono::steady_clock::now();
     auto next_report = start + kReportEvery;
@@ -242,7 +276,7 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
         break;
       }
     }
-    rendering.join();
+    rendering.Join();
     if (!emitted.ok()) return emitted;
     // (The noted documents are lost with a failed render: the caller restarts from its last
     // acknowledgement, which notes them again.)
@@ -252,20 +286,38 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
           Cat(who_, ": rendering document ", document.spec.name, ": ", s.message()));
     }
   }
+  xids_.clear();
   return absl::OkStatus();
 }
 
-std::string DocumentFeed::IdOf(const Document& document, const RenderedDocument& rendered) {
-  const nlohmann::json key = nlohmann::json::parse(rendered.key, nullptr, false);
-  const std::vector<std::string>& columns = document.sql->root_key();
-  auto text = [](const nlohmann::json& value) {
-    return value.is_string() ? value.get<std::string>() : value.dump();
-  };
-  if (!key.is_object()) return rendered.key;
-  if (columns.size() == 1) return text(key.value(columns[0], nlohmann::json()));
-  nlohmann::json values = nlohmann::json::array();
-  for (const std::string& column : columns) values.push_back(key.value(column, nlohmann::json()));
-  return values.dump();
+absl::Status DocumentFeed::AwaitVisible() {
+  if (xids_.empty()) return absl::OkStatus();
+  std::string xids = "{";
+  for (uint32_t xid : xids_) xids += Cat(xids.size() > 1 ? "," : "", xid);
+  xids += "}";
+  // A 32-bit xid is the full one within 2^31 below the snapshot's xmax; at or past xmax (or
+  // listed as running) it is not visible yet.
+  static const std::string kInvisible =
+      "SELECT count(*) FROM (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS xmax "
+      "FROM pg_current_snapshot() AS s(snap)) m, "
+      "LATERAL (SELECT ((xmax - xid) % 4294967296 + 4294967296) % 4294967296 AS behind "
+      "FROM unnest($1::bigint[]) AS x(xid)) x "
+      "WHERE NOT (behind BETWEEN 1 AND 2147483647 AND "
+      "pg_visible_in_snapshot((xmax - behind)::text::xid8, snap))";
+  const auto deadline = std::chrono::steady_clock::now() + kVisibleWithin;
+  auto pause = std::chrono::milliseconds(1);
+  while (true) {
+    absl::StatusOr<PgResultPtr> result = Exec(conn_.get(), kInvisible, {xids});
+    if (!result.ok()) return result.status();
+    if (std::string(PQgetvalue(result->get(), 0, 0)) == "0") return absl::OkStatus();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::UnavailableError(
+          Cat(who_, ": transactions the stream delivered are still not visible on the source "
+                    "after ", kVisibleWithin.count(), " s (", xids, ")"));
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
 }
 
 }  // namespace pgflow::documents

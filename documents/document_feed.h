@@ -8,19 +8,22 @@
 //   (documents/document_sql.h); a schema change to one of its tables has them built again
 //   before the next render (Stale).
 // - Note takes every change: a row of a table a document reads notes the documents it is in.
-//   While the initial snapshot runs, only the root table's rows count: the snapshot renders
-//   each document from its root's row, so its children's rows would render it again for
-//   nothing.
+//   Of the initial snapshot's rows (`snapshotting`), only the root table's count: the snapshot
+//   renders each document from its root's row, so its children's rows would render it again
+//   for nothing.
 // - Render renders what was noted, from the source, on a connection of its own, and hands out
-//   each document with the document it belongs to. A document is rendered after the changes
-//   that touched it were committed on the source, so it holds them (and perhaps later ones,
-//   which render it again when they arrive): written under the last commit's LSN as its
-//   version, the last write of every document is its state at the end.
+//   each document with the document it belongs to. It first waits until every transaction
+//   noted is visible to a new snapshot there: a commit reaches the replication stream before
+//   the server shows it to others (a synchronous standby's round trip before, on a primary
+//   that waits for one). A document is then rendered with the changes that touched it, and
+//   perhaps later ones, which render it again when they arrive: written under the last
+//   commit's LSN as its version, the last write of every document is its state at the end.
 //
 // Thread-compatible: one per sink thread.
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,9 +68,8 @@ class DocumentFeed {
       const std::string& source_url, std::string who);
 
   const std::vector<Document>& documents() const { return documents_; }
-  // Whether a document reads `table` ("public.orders"), and whether it is a root's.
+  // Whether a document reads `table` ("public.orders").
   bool Reads(const std::string& table) const;
-  bool IsRoot(const std::string& table) const;
 
   // Notes a change; `snapshotting`: the initial snapshot is under way.
   void Note(const Change& change, bool snapshotting);
@@ -78,17 +80,16 @@ class DocumentFeed {
   void Stale(const std::string& table);
   size_t noted() const;
 
-  // Renders every document noted, `batch` roots to a statement, each handed to `emit`.
+  // Renders every document noted, `batch` roots to a statement, each handed to `emit` (on the
+  // calling thread; the rendering runs on another, a few batches ahead).
   using Emit = std::function<absl::Status(const Document&, RenderedDocument)>;
   absl::Status Render(size_t batch, const Emit& emit);
-
-  // The id of a rendered document: its root's key, one column as its text, several as a JSON
-  // array of their values in the key's order (as the sink's ids of a table's rows).
-  static std::string IdOf(const Document& document, const RenderedDocument& rendered);
 
  private:
   DocumentFeed(std::string url, std::string who) : url_(std::move(url)), who_(std::move(who)) {}
   absl::Status Connect();
+  // Waits (a minute at most) until every transaction in xids_ is visible to a new snapshot.
+  absl::Status AwaitVisible();
   // Builds the queries of `document` from the catalog as it is now.
   absl::Status Build(Document& document);
 
@@ -97,6 +98,7 @@ class DocumentFeed {
   PgConnPtr conn_;
   std::vector<Document> documents_;
   std::vector<bool> stale_;  // by document
+  std::set<uint32_t> xids_;  // the transactions noted since the last render
 };
 
 }  // namespace pgflow::documents

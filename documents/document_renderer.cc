@@ -76,6 +76,7 @@ absl::Status DocumentRenderer::Render(PGconn* conn, size_t batch, const Emit& em
       document.key = PQgetvalue(rows, r, 0);  // (jsonb's text: one form for one value)
       if (!seen.insert(document.key).second) continue;
       if (PQgetisnull(rows, r, 1) == 0) document.document = PQgetvalue(rows, r, 1);
+      document.id = PQgetvalue(rows, r, 2);
       if (absl::Status s = emit(std::move(document)); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -110,27 +111,24 @@ absl::Status DocumentRenderer::Render(PGconn* conn, size_t batch, const Emit& em
     }
     return Exec(conn, "COMMIT").status();
   };
-  if (every_root_) {
-    // Every root, so what was noted is among them.
-    every_root_ = false;
-    lookups_.clear();
-    looked_up_ = 0;
-    absl::Status status = through_cursor(sql_->every_root(), {});
-    roots_.clear();
-    return status;
-  }
   auto lookups = std::move(lookups_);
   lookups_.clear();
   looked_up_ = 0;
-  for (auto& [place, values] : lookups) {
-    const std::vector<std::string> asked(values.begin(), values.end());
-    for (size_t from = 0; from < asked.size(); from += batch) {
-      absl::Status s = through_cursor(place->roots, {ArrayOf(asked, from, batch)});
-      if (!s.ok()) return s;
-    }
-  }
   const std::vector<std::string> asked(roots_.begin(), roots_.end());
   roots_.clear();
+  if (std::exchange(every_root_, false)) {
+    // Every root there is (the lookups find some of them); the roots noted, after, for those
+    // gone since.
+    if (absl::Status s = through_cursor(sql_->every_root(), {}); !s.ok()) return s;
+  } else {
+    for (auto& [place, values] : lookups) {
+      const std::vector<std::string> looked(values.begin(), values.end());
+      for (size_t from = 0; from < looked.size(); from += batch) {
+        absl::Status s = through_cursor(place->roots, {ArrayOf(looked, from, batch)});
+        if (!s.ok()) return s;
+      }
+    }
+  }
   for (size_t from = 0; from < asked.size(); from += batch) {
     if (absl::Status s = render(ArrayOf(asked, from, batch)); !s.ok()) return s;
   }

@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <libpq-fe.h>
@@ -32,6 +33,7 @@ namespace pgflow::documents {
 struct RenderedDocument {
   std::string key;                      // the root's key columns, as their types read them
   std::optional<std::string> document;  // nullopt: the root is gone (delete its document)
+  std::string id;                       // the key as a row's id (DocumentSql::render)
 };
 
 class DocumentRenderer {
@@ -41,8 +43,14 @@ class DocumentRenderer {
   // Notes a row change (read, insert, update, delete); changes of tables the document does not
   // read, and other operations, are passed over.
   void Note(const Change& change);
-  // Every document, whatever was noted (a TRUNCATE of a child's table touches them all).
+  // Every document, and those noted (a TRUNCATE of a child's table touches them all; a root
+  // noted and gone since is still to be deleted).
   void NoteEveryRoot() { every_root_ = true; }
+  // The roots noted directly (a root's own row changed), handed to another renderer of the
+  // same document (its queries rebuilt after a schema change): whatever else was noted, every
+  // root renders there anyway, but a root gone is only found here.
+  std::set<std::string> TakeRoots() { return std::exchange(roots_, {}); }
+  void NoteRoots(std::set<std::string> roots) { roots_.merge(roots); }
   bool empty() const { return roots_.empty() && lookups_.empty() && !every_root_; }
   // How many roots and lookup values are noted (a bound on what waits for Render).
   size_t noted() const { return roots_.size() + looked_up_; }
@@ -50,7 +58,9 @@ class DocumentRenderer {
   // Renders every document noted on `conn` (the source) and forgets them: first the roots the
   // noted rows find through queries, then each root once, `batch` to a statement, each handed
   // to `emit` (whose error stops the rendering). Every root, after NoteEveryRoot, is read
-  // through a cursor `batch` at a time (in a transaction of its own on `conn`).
+  // through a cursor `batch` at a time (in a transaction of its own on `conn`). What was noted
+  // is forgotten whether or not the render succeeds: after an error the caller goes back to
+  // changes it has not acknowledged, and notes them again.
   using Emit = std::function<absl::Status(RenderedDocument)>;
   absl::Status Render(PGconn* conn, size_t batch, const Emit& emit);
   // The same, into a vector.

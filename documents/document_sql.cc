@@ -212,10 +212,25 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
   const std::string document = builder.Object(spec.root, alias);
   // Every root asked for has a row: its key as its columns' types read it (the one form of a
   // key however it was asked), and its document, null when the root is gone.
+  // The id as the sink writes a row's (one column: its JSON value's text, a string's without
+  // the quotes; several: a JSON array of them), from PostgreSQL's own JSON of each value, so
+  // that no number is rounded on its way.
+  std::string id;
+  if (root.key.size() == 1) {
+    const std::string value = Cat("to_jsonb(", Column("v", root.key.front()), ")");
+    id = Cat("CASE WHEN jsonb_typeof(", value, ") = 'string' THEN ", value, " #>> '{}' ELSE ",
+             value, "::text END");
+  } else {
+    id = "'[' || concat_ws(','";
+    for (const std::string& column : root.key) {
+      id += Cat(", to_jsonb(", Column("v", column), ")::text");
+    }
+    id += ") || ']'";
+  }
   sql.render_ = Cat("SELECT ", KeyObject("v", root.key), " AS key, CASE WHEN ",
                     Column(alias, root.key.front()), " IS NULL THEN NULL ELSE ", document,
-                    " END AS document FROM ", Recordset(root.key, root), " LEFT JOIN ",
-                    TableSql(spec.root.table), " ", alias, " ON ",
+                    " END AS document, ", id, " AS id FROM ", Recordset(root.key, root),
+                    " LEFT JOIN ", TableSql(spec.root.table), " ", alias, " ON ",
                     MatchesRecordset(alias, root.key));
   std::string order;
   for (const std::string& column : root.key) {

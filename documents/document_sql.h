@@ -36,8 +36,8 @@ class DocumentSql {
 
   // Renders the documents of the roots in $1, a JSON array of objects holding each root's key
   // columns ({"id": "7"}: values as text or JSON numbers). A row for each: `key` (jsonb: the
-  // key's columns as an object, as their types read them) and `document` (jsonb; null when the
-  // root does not exist).
+  // key's columns as an object, as their types read them), `document` (jsonb; null when the
+  // root does not exist) and `id` (text: the key as the opensearch sink writes a row's id).
   const std::string& render() const { return render_; }
   // Every root's key (as render() reads it back, a column `key`), in the order of the key.
   const std::string& every_root() const { return every_root_; }

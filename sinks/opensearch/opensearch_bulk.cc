@@ -29,6 +29,10 @@ constexpr std::chrono::milliseconds kLongestRetry(10000);
 
 }  // namespace
 
+std::string OpenSearchSink::DocumentId(std::string id) {
+  return id.size() > kMaxIdBytes ? "sha256:" + Sha256Hex(id) : id;
+}
+
 absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& change) {
   const TableSchema& table = *change.table;
   const std::vector<size_t> key = table.RowKeyColumns();
@@ -77,7 +81,7 @@ absl::StatusOr<OpenSearchSink::Action> OpenSearchSink::MakeAction(const Change& 
     id += "]";
   }
   if (shared_) id = Cat(table.QualifiedName(), "/", id);
-  if (id.size() > kMaxIdBytes) id = "sha256:" + Sha256Hex(id);
+  id = DocumentId(std::move(id));
   action.id = id;
 
   bool partial = false;

@@ -7,7 +7,7 @@
 //   them, and the last write of each document is its state at the end. A root that is gone
 //   deletes its document.
 // - The initial snapshot renders each document from its root's row (its children's rows pass).
-// - TRUNCATE of a root's table deletes every document of its index (as for a table's index);
+// - TRUNCATE of a root's table deletes every document of its index (as for a table's own);
 //   of a child's table, renders every document again. A schema change to one of the tables
 //   rebuilds the document's queries from the catalog and renders every document again.
 // - Indexes are created when missing, for the initial load as a table's are (fast_load:
@@ -106,13 +106,13 @@ absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
     return absl::OkStatus();
   }
   if (change.table == nullptr || change.op == Op::kMessage) return absl::OkStatus();
-  if (change.op != Op::kRead && !loading_.empty()) {
-    // The load is over (this run's snapshot, or an earlier run's that stopped before it said
-    // so): the indexes get their refresh interval and replicas.
-    if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
-  }
   const std::string table = change.table->QualifiedName();
   if (!feed_->Reads(table)) return absl::OkStatus();
+  if (in_txn() && !loading_.empty()) {
+    // A change streamed: the load is over (this run's snapshot, or an earlier run's that
+    // stopped before it said so), and the indexes get their refresh interval and replicas.
+    if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
+  }
   document_version_ = std::max(document_version_, change.txn.commit_lsn);
   if (change.op == Op::kTruncate) {
     // Every document rooted in the table goes, under the TRUNCATE's version; every document
@@ -128,7 +128,8 @@ absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
     feed_->NoteEveryRootReading(table);
     return absl::OkStatus();
   }
-  feed_->Note(change, !snapshot_done_);
+  // (The initial snapshot's rows come outside any transaction, a backfill's inside one.)
+  feed_->Note(change, /*snapshotting=*/change.op == Op::kRead && !in_txn());
   return feed_->noted() >= static_cast<size_t>(options_->batch_docs) ? RenderDocuments()
                                                                      : absl::OkStatus();
 }
@@ -140,7 +141,7 @@ absl::Status OpenSearchSink::RenderDocuments() {
              documents::RenderedDocument rendered) {
         Action action;
         action.index = document_index_.at(document.spec.name);
-        action.id = documents::DocumentFeed::IdOf(document, rendered);
+        action.id = DocumentId(std::move(rendered.id));
         action.is_delete = !rendered.document.has_value();
         std::string& out = action.lines;
         out += action.is_delete ? "{\"delete\":{\"_index\":" : "{\"index\":{\"_index\":";

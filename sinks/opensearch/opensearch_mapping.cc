@@ -97,7 +97,6 @@ absl::Status OpenSearchSink::FinishLoad(const std::string& index) {
 }
 
 absl::Status OpenSearchSink::OnSnapshotDone() {
-  snapshot_done_ = true;
   if (loading_.empty()) return absl::OkStatus();
   if (feed_ != nullptr) {
     if (absl::Status s = RenderDocuments(); !s.ok()) return s;

@@ -124,6 +124,11 @@ class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
   absl::Status CheckPipeline(const SinkOptions& options,
                              const SinkContext& context) const override {
     const auto& mine = static_cast<const OpenSearchSinkOptions&>(options);
+    if (!mine.documents.names.empty() && mine.shared) {
+      return mine.documents.node->Error(
+          "documents take an index each: `shared: true` (several tables in one index) does not "
+          "apply to them");
+    }
     return documents::CheckDocumentNames(mine.documents, context.documents, context.transforms);
   }
   std::string_view help() const override {
@@ -209,7 +214,9 @@ absl::StatusOr<std::string> OpenSearchSink::IndexFor(const std::string& destinat
   return index;
 }
 
-absl::Status OpenSearchSink::OnBegin(const TxnInfo&) {
+absl::Status OpenSearchSink::OnBegin(const TxnInfo& txn) {
+  // (A flush may come within the transaction: what it renders holds what came before.)
+  if (feed_ != nullptr) document_version_ = std::max(document_version_, txn.commit_lsn);
   txn_.clear();
   txn_slot_.clear();
   return absl::OkStatus();

@@ -191,6 +191,10 @@ class OpenSearchSink : public TransactionalSink {
   absl::Status RenderDocuments();
   absl::Status AddDocument(Action action);
 
+  // `id` as a document's _id: hashed ("sha256:" and the hex digest) when longer than OpenSearch
+  // takes.
+  static std::string DocumentId(std::string id);
+
   // In an index several tables share: the field naming each document's table.
   static constexpr char kTableField[] = "pgflow_table";
 
@@ -244,7 +248,6 @@ class OpenSearchSink : public TransactionalSink {
   absl::flat_hash_map<std::string, std::string> document_index_;  // document -> its index
   // The version of the documents rendered next: the last commit LSN (or snapshot point) seen.
   Lsn document_version_;
-  bool snapshot_done_ = false;
   absl::flat_hash_map<std::string, size_t> pending_document_;  // index + '\0' + id -> pending_
 };
 

@@ -126,6 +126,7 @@ TEST_F(DocumentsTest, DocumentsAreRenderedWithTheirChildrenInKeyOrder) {
                json::array({{{"id", "10"}}, {{"id", 11}}, {{"id", 12}}, {{"id", 99}}}));
   ASSERT_EQ(rows.size(), 4u);
   EXPECT_EQ(rows[0][0], json({{"id", 10}}));  // (asked as "10": the key as its type reads it)
+  EXPECT_EQ(rows[0][2], 10);                  // the id, as the sink writes a row's
   EXPECT_EQ(rows[0][1], json::parse(R"({"id": 10, "placed_at": "2026-11-27T10:00:00+00:00",
       "status": "open", "customer": {"name": "Ada", "email": "ada@example.com"},
       "lines": [{"line": 1, "qty": 3, "product": {"title": "Pen", "Price": 1.50}},

@@ -10,12 +10,14 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 
 #include "tests/integration/support/opensearch_node.h"
@@ -296,6 +298,10 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
                           "\"http://127.0.0.1:1\", documents: [orders]}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
   EXPECT_THAT(out, HasSubstr("a sink with documents takes no transforms")) << out;
+  WriteFile(wrong, head + "sinks:\n  search:\n    opensearch: {url: \"http://127.0.0.1:1\", "
+                          "shared: true, index: shop, documents: [orders]}\n");
+  EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("`shared: true` (several tables in one index) does not apply"));
   // Against the catalog: an order moved to another customer must be found in the customer it
   // leaves, so orders must send whole old rows; the joins no index serves are named with the
   // index to make; a table the source does not follow is a mistake.
@@ -354,17 +360,24 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
   EXPECT_EQ(got.count("12"), 0u);
   EXPECT_EQ(got["11"]["lines"].size(), 4u);
   EXPECT_EQ(customers["8"]["orders"].size(), 14u);
-  // Every product gone: every document renders again, without them.
-  sql.Exec("TRUNCATE products");
+  // Every product gone: every document renders again, without them; an order deleted after,
+  // in the same transaction, is deleted too.
+  sql.Exec("BEGIN; TRUNCATE products; DELETE FROM order_lines WHERE order_id = 20;"
+           "DELETE FROM orders WHERE id = 20; COMMIT");
   documents_as_tables("after TRUNCATE products", dir.File("pgflow.log"));
   EXPECT_EQ(got["1"]["lines"][0]["product"], nullptr);
+  EXPECT_EQ(got.count("20"), 0u);
   pgflow->Signal(SIGINT);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 
   // From the slot again; a schema change renders every document from the new catalog.
   auto again = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow2.log"), {},
                                       "replication stream: streaming");
-  sql.Exec("ALTER TABLE orders ALTER COLUMN status TYPE varchar(10)");
+  // (An order deleted before the schema change, in its transaction, is deleted too.)
+  sql.Exec("BEGIN; DELETE FROM orders WHERE id = 21;"
+           "ALTER TABLE orders ALTER COLUMN status TYPE varchar(10); COMMIT");
+  documents_as_tables("after a restart and ALTER", dir.File("pgflow2.log"));
+  EXPECT_EQ(got.count("21"), 0u);
   sql.Exec("UPDATE orders SET status = 'shipped' WHERE id < 50");
   sql.Exec("TRUNCATE orders, order_lines");
   sql.Exec("INSERT INTO orders VALUES (1, 3, 'again')");
@@ -526,6 +539,65 @@ sinks:
       << ReadFile(dir.File("pgflow2.log"));
   again->Signal(SIGINT);
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow2.log"));
+}
+
+TEST(OpenSearchSinkTest, ADocumentIsRenderedOnceTheCommitsItFollowsAreVisible) {
+  // A commit reaches the replication stream before the server shows it to other sessions: on
+  // a primary waiting for a synchronous standby, for as long as the standby takes. Here the
+  // standby never answers (synchronous_standby_names names none there is): the writer's commit
+  // is streamed at once but stays invisible until its wait is cancelled. A document rendered
+  // in between would hold the old row under the new commit's version, and stay so.
+  const std::string url = NewDatabase("visible");
+  Sql sql(url);
+  sql.Exec("CREATE TABLE orders (id int PRIMARY KEY, status text);"
+           "INSERT INTO orders VALUES (1, 'new'), (2, 'new')");
+  // (pgflow's own sessions commit without waiting for a standby.)
+  sql.Exec("ALTER DATABASE visible SET synchronous_commit = local");
+  TempDir dir;
+  const std::string yaml = dir.File("pipeline.yaml");
+  WriteFile(yaml, PipelineHead("visible", "[public.orders]") +
+                      "documents:\n  orders: {table: public.orders, fields: [status]}\n"
+                      "sinks:\n  search:\n    opensearch: {url: \"" + SharedOpenSearch().url() +
+                      "\", index: \"visible_{document}\", replicas: 0, documents: [orders]}\n"
+                      "    flush_interval: 50ms\n");
+  auto pgflow = StartPgflowUntilLogged({"run", yaml}, dir.File("pgflow.log"), {},
+                                       "replication stream: streaming");
+  auto status_of = [](const std::string& id) {
+    const DocumentsById docs = Documents("visible_orders");
+    auto it = docs.find(id);
+    return it == docs.end() ? std::string("-") : it->second.value("status", "?");
+  };
+  ASSERT_TRUE(WaitFor([&] { return status_of("1") == "new"; }, std::chrono::seconds(30)));
+
+  sql.Exec("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+  sql.Scalar("SELECT pg_reload_conf()");
+  absl::Cleanup reset = [&] {
+    sql.Exec("ALTER SYSTEM RESET synchronous_standby_names");
+    sql.Scalar("SELECT pg_reload_conf()");
+  };
+  Sql writer(url);
+  const std::string pid = writer.Scalar("SELECT pg_backend_pid()");
+  writer.Exec("SET synchronous_commit = on");
+  std::thread commit([&] { writer.Exec("UPDATE orders SET status = 'paid' WHERE id = 1"); });
+  // Committed and streamed, not visible yet.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return sql.Scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") ==
+               "1";
+      },
+      std::chrono::seconds(10)));
+  EXPECT_EQ(sql.Scalar("SELECT status FROM orders WHERE id = 1"), "new");
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // (many flushes)
+  EXPECT_EQ(status_of("1"), "new");
+  sql.Scalar("SELECT pg_cancel_backend(" + pid + ")");  // committed locally: visible now
+  commit.join();
+  EXPECT_TRUE(WaitFor([&] { return status_of("1") == "paid"; }, std::chrono::seconds(30)))
+      << status_of("1") << "\n" << ReadFile(dir.File("pgflow.log"));
+  std::move(reset).Invoke();
+  sql.Exec("UPDATE orders SET status = 'shipped' WHERE id = 2");
+  EXPECT_TRUE(WaitFor([&] { return status_of("2") == "shipped"; }, std::chrono::seconds(30)));
+  pgflow->Signal(SIGINT);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(dir.File("pgflow.log"));
 }
 
 TEST(OpenSearchSinkTest, AnOutageAKillAndPartialBulkFailuresLoseNothingAndKeepOrder) {

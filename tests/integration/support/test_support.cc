@@ -42,18 +42,24 @@ const std::string& BinaryFor(const std::string& run_as) {
   struct Staged {
     std::string dir, binary;
     Staged() {
+      binary = built;
       char tmpl[] = "/tmp/pgflow-bin.XXXXXX";
-      if (::mkdtemp(tmpl) == nullptr) return;
+      if (::mkdtemp(tmpl) == nullptr) {
+        ADD_FAILURE() << "could not stage " << built << " in /tmp: " << std::strerror(errno);
+        return;
+      }
       dir = tmpl;
       ::chmod(dir.c_str(), 0755);
-      binary = dir + "/pgflow";
+      const std::string staged = dir + "/pgflow";
       std::error_code error;
-      std::filesystem::create_hard_link(built, binary, error);
-      if (error) std::filesystem::copy_file(built, binary, error);
-      if (error) {
-        ADD_FAILURE() << "could not stage " << built << " in " << dir << ": " << error.message();
-        binary = built;
+      std::filesystem::create_hard_link(built, staged, error);
+      if (error) std::filesystem::copy_file(built, staged, error);
+      if (error || ::chmod(staged.c_str(), 0755) != 0) {
+        ADD_FAILURE() << "could not stage " << built << " in " << dir << ": "
+                      << (error ? error.message() : std::strerror(errno));
+        return;
       }
+      binary = staged;
     }
     ~Staged() {
       std::error_code ignored;

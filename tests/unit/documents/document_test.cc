@@ -131,9 +131,10 @@ TEST(DocumentSqlTest, RendersTheRootWithItsChildrenByOneStatement) {
       "jsonb_agg(jsonb_build_object('sku', t2.sku, 'qty', t2.qty, 'product', (SELECT "
       "jsonb_build_object('title', t3.title) FROM public.products t3 WHERE t3.id = t2.sku "
       "ORDER BY t3.id LIMIT 1)) ORDER BY t2.order_id, t2.line) FROM public.order_lines t2 "
-      "WHERE t2.order_id = t0.id), '[]'::jsonb)) END AS document FROM "
-      "jsonb_to_recordset($1::jsonb) AS v(id integer) LEFT JOIN public.orders t0 ON t0.id = "
-      "v.id");
+      "WHERE t2.order_id = t0.id), '[]'::jsonb)) END AS document, CASE WHEN "
+      "jsonb_typeof(to_jsonb(v.id)) = 'string' THEN to_jsonb(v.id) #>> '{}' ELSE "
+      "to_jsonb(v.id)::text END AS id FROM jsonb_to_recordset($1::jsonb) AS v(id integer) "
+      "LEFT JOIN public.orders t0 ON t0.id = v.id");
 }
 
 TEST(DocumentSqlTest, EachPlaceOfATableFindsItsDocuments) {
