@@ -202,7 +202,7 @@ bool DocumentFeed::Reads(const std::string& table) const {
 void DocumentFeed::Note(const Change& change, bool snapshotting) {
   if (change.table == nullptr) return;
   const std::string table = change.table->QualifiedName();
-  if (!snapshotting && change.txn.xid != 0 && Reads(table)) xids_.insert(change.txn.xid);
+  if (!snapshotting && Reads(table)) NoteTransaction(change.txn.xid);
   for (Document& document : documents_) {
     if (snapshotting && change.op == Op::kRead && document.spec.root.table.ToString() != table) {
       continue;
@@ -234,7 +234,10 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
   for (size_t i = 0; i < documents_.size(); ++i) {
     any = any || stale_[i] || !documents_[i].renderer->empty();
   }
-  if (!any) return absl::OkStatus();
+  if (!any) {
+    xids_.clear();  // (their changes noted nothing to render)
+    return absl::OkStatus();
+  }
   if (absl::Status s = Connect(); !s.ok()) return s;
   if (absl::Status s = AwaitVisible(); !s.ok()) return s;
   for (size_t i = 0; i < documents_.size(); ++i) {
@@ -243,12 +246,15 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
       // The schema of one of its tables changed: its queries anew, and every document again
       // (a field's type may have changed them all; what was noted is among them).
       std::set<std::string> roots = document.renderer->TakeRoots();  // (some may be gone)
-      if (absl::Status s = Build(document); !s.ok()) return s;
+      if (absl::Status s = Build(document); !s.ok()) {
+        document.renderer->NoteRoots(std::move(roots));
+        return s;
+      }
       document.renderer->NoteRoots(std::move(roots));
       document.renderer->NoteEveryRoot();
       stale_[i] = false;
     }
-    // The render runs on a thread of its own, at most a few batches ahead of `emit` (which
+    // The render runs on a thread of its own, at most kHandoffBytes ahead of `emit` (which
     // writes them to the sink): the source renders the next batch while the sink sends this
     // one. A render that fans out wide (a row many documents hold) says how far it is.
     if (document.renderer->empty()) continue;

@@ -78,6 +78,11 @@ class DocumentFeed {
   void NoteEveryRootReading(const std::string& table);
   // A schema change to `table`: the queries of the documents reading it are built again.
   void Stale(const std::string& table);
+  // The next render waits until transaction `xid` is visible (Note does so for the changes it
+  // notes; a TRUNCATE or a schema change is noted by the caller).
+  void NoteTransaction(uint32_t xid) {
+    if (xid != 0) xids_.insert(xid);
+  }
   size_t noted() const;
 
   // Renders every document noted, `batch` roots to a statement, each handed to `emit` (on the

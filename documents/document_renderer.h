@@ -33,7 +33,7 @@ namespace pgflow::documents {
 struct RenderedDocument {
   std::string key;                      // the root's key columns, as their types read them
   std::optional<std::string> document;  // nullopt: the root is gone (delete its document)
-  std::string id;                       // the key as a row's id (DocumentSql::render)
+  std::string id;                       // the key as the document's id (DocumentSql::render)
 };
 
 class DocumentRenderer {

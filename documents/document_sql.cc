@@ -212,9 +212,8 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
   const std::string document = builder.Object(spec.root, alias);
   // Every root asked for has a row: its key as its columns' types read it (the one form of a
   // key however it was asked), and its document, null when the root is gone.
-  // The id as the sink writes a row's (one column: its JSON value's text, a string's without
-  // the quotes; several: a JSON array of them), from PostgreSQL's own JSON of each value, so
-  // that no number is rounded on its way.
+  // The id (one column: its JSON value's text, a string's without the quotes; several: a JSON
+  // array of them), from PostgreSQL's own JSON of each value, so that no number is rounded.
   std::string id;
   if (root.key.size() == 1) {
     const std::string value = Cat("to_jsonb(", Column("v", root.key.front()), ")");
@@ -227,11 +226,17 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
     }
     id += ") || ']'";
   }
+  // (A root asked without every key column, noted before the key's columns were renamed,
+  // names no row: passed over.)
+  std::string complete;
+  for (const std::string& column : root.key) {
+    complete += Cat(complete.empty() ? " WHERE " : " AND ", Column("v", column), " IS NOT NULL");
+  }
   sql.render_ = Cat("SELECT ", KeyObject("v", root.key), " AS key, CASE WHEN ",
                     Column(alias, root.key.front()), " IS NULL THEN NULL ELSE ", document,
                     " END AS document, ", id, " AS id FROM ", Recordset(root.key, root),
                     " LEFT JOIN ", TableSql(spec.root.table), " ", alias, " ON ",
-                    MatchesRecordset(alias, root.key));
+                    MatchesRecordset(alias, root.key), complete);
   std::string order;
   for (const std::string& column : root.key) {
     order += Cat(order.empty() ? "" : ", ", Column("t0", column));

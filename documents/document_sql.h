@@ -35,9 +35,10 @@ class DocumentSql {
   static absl::StatusOr<DocumentSql> Make(const DocumentSpec& spec, const Catalog& catalog);
 
   // Renders the documents of the roots in $1, a JSON array of objects holding each root's key
-  // columns ({"id": "7"}: values as text or JSON numbers). A row for each: `key` (jsonb: the
-  // key's columns as an object, as their types read them), `document` (jsonb; null when the
-  // root does not exist) and `id` (text: the key as the opensearch sink writes a row's id).
+  // columns ({"id": "7"}: values as text or JSON numbers). A row for each with every key
+  // column: `key` (jsonb: the key's columns as an object, as their types read them),
+  // `document` (jsonb; null when the root does not exist) and `id` (text: one key column's
+  // JSON value, a string's without its quotes; several as a JSON array).
   const std::string& render() const { return render_; }
   // Every root's key (as render() reads it back, a column `key`), in the order of the key.
   const std::string& every_root() const { return every_root_; }

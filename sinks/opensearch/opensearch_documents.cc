@@ -98,21 +98,23 @@ absl::Status OpenSearchSink::OpenDocuments() {
 }
 
 absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
+  if (in_txn() && !loading_.empty()) {
+    // A change streamed: the load is over (this run's snapshot, or an earlier run's that
+    // stopped before it said so), and the indexes get their refresh interval and replicas.
+    if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
+  }
   if (change.op == Op::kDdl) {
     const DdlCommand* ddl = change.ddl.get();
-    if (ddl != nullptr && ddl->object_type == "table" && ddl->tag == "ALTER TABLE") {
+    if (ddl != nullptr && ddl->object_type == "table" && ddl->tag == "ALTER TABLE" &&
+        feed_->Reads(Cat(ddl->schema, ".", ddl->name))) {
       feed_->Stale(Cat(ddl->schema, ".", ddl->name));
+      feed_->NoteTransaction(change.txn.xid);  // (the catalog is read once it is visible)
     }
     return absl::OkStatus();
   }
   if (change.table == nullptr || change.op == Op::kMessage) return absl::OkStatus();
   const std::string table = change.table->QualifiedName();
   if (!feed_->Reads(table)) return absl::OkStatus();
-  if (in_txn() && !loading_.empty()) {
-    // A change streamed: the load is over (this run's snapshot, or an earlier run's that
-    // stopped before it said so), and the indexes get their refresh interval and replicas.
-    if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
-  }
   document_version_ = std::max(document_version_, change.txn.commit_lsn);
   if (change.op == Op::kTruncate) {
     // Every document rooted in the table goes, under the TRUNCATE's version; every document
@@ -126,6 +128,7 @@ absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
       if (!s.ok()) return s;
     }
     feed_->NoteEveryRootReading(table);
+    feed_->NoteTransaction(change.txn.xid);  // (rendered once the TRUNCATE is visible)
     return absl::OkStatus();
   }
   // (The initial snapshot's rows come outside any transaction, a backfill's inside one.)

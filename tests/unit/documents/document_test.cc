@@ -134,7 +134,7 @@ TEST(DocumentSqlTest, RendersTheRootWithItsChildrenByOneStatement) {
       "WHERE t2.order_id = t0.id), '[]'::jsonb)) END AS document, CASE WHEN "
       "jsonb_typeof(to_jsonb(v.id)) = 'string' THEN to_jsonb(v.id) #>> '{}' ELSE "
       "to_jsonb(v.id)::text END AS id FROM jsonb_to_recordset($1::jsonb) AS v(id integer) "
-      "LEFT JOIN public.orders t0 ON t0.id = v.id");
+      "LEFT JOIN public.orders t0 ON t0.id = v.id WHERE v.id IS NOT NULL");
 }
 
 TEST(DocumentSqlTest, EachPlaceOfATableFindsItsDocuments) {
