@@ -60,11 +60,9 @@ absl::Status OpenSearchSink::OpenDocuments() {
       // Created for a load a stop or a crash cut short: finished with the snapshot, or at the
       // first change streamed.
       const json mapping = json::parse(res->body, nullptr, false);
-      if (mapping.is_object() && !mapping.empty()) {
-        const json& meta = mapping.begin().value()["mappings"].value("_meta", json::object());
-        if (meta.contains("pgflow") && meta["pgflow"].value("loading", false)) {
-          loading_.insert(*index);
-        }
+      if (mapping.is_object() && !mapping.empty() && mapping.begin()->contains("mappings") &&
+          LoadMark((*mapping.begin())["mappings"]).value_or(false)) {
+        loading_.insert(*index);
       }
       continue;
     }
@@ -74,14 +72,7 @@ absl::Status OpenSearchSink::OpenDocuments() {
     for (const auto& [field, mapping] : options_->properties) {
       properties[field] = json::parse(mapping);
     }
-    json body = {{"mappings", {{"properties", properties},
-                               {"_meta", {{"pgflow", {{"loading", options_->fast_load}}}}}}}};
-    if (options_->fast_load) {
-      body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
-    } else {
-      body["settings"] = json::parse(AfterLoadSettings());
-      if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
-    }
+    const json body = NewIndexBody(std::move(properties), json::object(), options_->fast_load);
     res = http_->Request("PUT", Cat("/", *index), body.dump());
     if (!res.ok()) return res.status();
     // (400 resource_already_exists: another writer made it first.)

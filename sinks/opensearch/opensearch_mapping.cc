@@ -76,6 +76,25 @@ std::string OpenSearchSink::AfterLoadSettings() const {
   return json{{"index", settings}}.dump();
 }
 
+json OpenSearchSink::NewIndexBody(json properties, json pgflow, bool fast) const {
+  pgflow["loading"] = fast;
+  json body = {{"mappings", {{"properties", std::move(properties)},
+                             {"_meta", {{"pgflow", std::move(pgflow)}}}}}};
+  if (fast) {
+    body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
+  } else {
+    body["settings"] = json::parse(AfterLoadSettings());
+    if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
+  }
+  return body;
+}
+
+std::optional<bool> OpenSearchSink::LoadMark(const json& mappings) {
+  const json meta = mappings.is_object() ? mappings.value("_meta", json::object()) : json();
+  if (!meta.contains("pgflow") || !meta["pgflow"].is_object()) return std::nullopt;
+  return meta["pgflow"].value("loading", false);
+}
+
 absl::Status OpenSearchSink::FinishLoad(const std::string& index) {
   absl::StatusOr<HttpResponse> res =
       http_->Request("PUT", Cat("/", index, "/_settings"), AfterLoadSettings());
@@ -128,12 +147,11 @@ absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableS
           for (auto& [field, mapping] : props.items()) {
             state.fields[field] = mapping.is_object() ? mapping.value("type", "") : "";
           }
-          const json meta_doc = mappings.value("_meta", json::object());
-          if (meta_doc.contains("pgflow") && meta_doc["pgflow"].is_object()) {
+          if (const std::optional<bool> load = LoadMark(mappings); load.has_value()) {
             state.owned = true;
             // Created for a load that a crash or a stop cut short: loading still, if this run
             // copies the table again; else its settings are put right now.
-            if (meta_doc["pgflow"].value("loading", false)) {
+            if (*load) {
               loading_.insert(index);
               if (!loading) {
                 if (absl::Status s = FinishLoad(index); !s.ok()) return s;
@@ -149,16 +167,8 @@ absl::Status OpenSearchSink::LoadOrCreate(const std::string& index, const TableS
       }
       if (shared_) properties[kTableField] = {{"type", "keyword"}};
       const bool fast = loading && options_->fast_load;
-      json pgflow_meta = meta.empty() ? json::object() : json::parse(meta);
-      pgflow_meta["loading"] = fast;
-      json body = {
-          {"mappings", {{"properties", properties}, {"_meta", {{"pgflow", pgflow_meta}}}}}};
-      if (fast) {
-        body["settings"] = {{"index", {{"refresh_interval", "-1"}, {"number_of_replicas", 0}}}};
-      } else {
-        body["settings"] = json::parse(AfterLoadSettings());
-        if (options_->replicas < 0) body["settings"]["index"].erase("number_of_replicas");
-      }
+      const json body =
+          NewIndexBody(properties, meta.empty() ? json::object() : json::parse(meta), fast);
       absl::StatusOr<HttpResponse> created = http_->Request("PUT", Cat("/", index), body.dump());
       if (!created.ok()) return created.status();
       if (created->status / 100 != 2 &&

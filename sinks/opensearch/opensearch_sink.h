@@ -166,6 +166,14 @@ class OpenSearchSink : public TransactionalSink {
   void ForgetIndex(const std::string& index);
   // The index's settings as they should be once loaded: refresh_interval and replicas.
   std::string AfterLoadSettings() const;
+  // The body of the request creating an index that maps `properties`, with `pgflow` (an object)
+  // as its _meta.pgflow: for an initial load (`fast`: refresh off and no replicas, marked
+  // loading until FinishLoad), or else with the settings it keeps after one.
+  nlohmann::json NewIndexBody(nlohmann::json properties, nlohmann::json pgflow, bool fast) const;
+  // What an index's `mappings` (as GET /<index>/_mapping has them) say of it: nullopt when
+  // pgflow did not create it (no _meta.pgflow), else whether it was created for an initial load
+  // not finished yet (a stop or a crash cut it short).
+  static std::optional<bool> LoadMark(const nlohmann::json& mappings);
   absl::Status FinishLoad(const std::string& index);
   absl::StatusOr<Action> MakeAction(const Change& change);
   absl::Status Add(Action action);
