@@ -208,6 +208,7 @@ absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Ca
   DocumentSql sql;
   const TableColumns& root = *builder.Find(spec.root.table);
   sql.root_key_ = root.key;
+  for (const std::string& column : root.key) sql.root_key_types_.push_back(root.types.at(column));
   const std::string alias = builder.NextAlias();  // t0
   const std::string document = builder.Object(spec.root, alias);
   // Every root asked for has a row: its key as its columns' types read it (the one form of a

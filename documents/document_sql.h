@@ -43,6 +43,8 @@ class DocumentSql {
   // Every root's key (as render() reads it back, a column `key`), in the order of the key.
   const std::string& every_root() const { return every_root_; }
   const std::vector<std::string>& root_key() const { return root_key_; }
+  // Their types, as format_type names them ("integer", "text").
+  const std::vector<std::string>& root_key_types() const { return root_key_types_; }
 
   // A place where a table's rows fill a document, and how a row of it finds the documents.
   struct Place {
@@ -62,6 +64,7 @@ class DocumentSql {
   std::string render_;
   std::string every_root_;
   std::vector<std::string> root_key_;
+  std::vector<std::string> root_key_types_;
   std::map<std::string, std::vector<Place>> places_;
 };
 

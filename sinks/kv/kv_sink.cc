@@ -255,10 +255,26 @@ const OptionTable<KvSinkOptions>& KvSinkTable() {
           BoolOption("numeric_as_number", &O::store, &KvStoreOptions::json,
                      &JsonOptions::numeric_as_number)
               .Help("numeric columns as JSON numbers instead of strings."),
+          CustomOption("documents", OptionType::kList, documents::ReadDocumentNames,
+                       &O::documents)
+              .NoDefault()
+              .Help("Joined documents to hold instead of tables' rows, by their names under "
+                    "the pipeline's `documents:`: <document>:<root key>, the document as JSON "
+                    "and each field as a hash field."),
       },
       [](const O& o, const ConfigNode& node) -> absl::Status {
         if (o.listen.redis.empty() && o.listen.memcached.empty() && o.listen.http.empty()) {
           return node.Error("a kv sink needs at least one listener: redis, memcached or http");
+        }
+        if (!o.documents.names.empty() && o.write_through) {
+          return o.documents.node->Error(
+              "documents are rendered from several tables: they cannot be written through "
+              "(write_through: true) to one");
+        }
+        if (!o.documents.names.empty() && !o.store.columns.empty()) {
+          return o.documents.node->Error(
+              "a kv sink with documents holds their fields as described under `documents:`; "
+              "`columns` does not apply to it");
         }
         return absl::OkStatus();
       });
@@ -278,6 +294,11 @@ class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
   std::string_view help() const override {
     return "An in-memory cache of the tables' rows, served over the Redis, memcached and HTTP "
            "protocols.";
+  }
+  absl::Status CheckPipeline(const SinkOptions& options,
+                             const SinkContext& context) const override {
+    const auto& mine = static_cast<const KvSinkOptions&>(options);
+    return documents::CheckDocumentNames(mine.documents, context.documents, context.transforms);
   }
   absl::Status CheckSource(const SourceTraits& source) const override {
     if (source.postgres != nullptr) return absl::OkStatus();
@@ -310,18 +331,33 @@ class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
       }
       cache = std::make_shared<KvCache>(effective, origin.url);
     }
-    return std::make_unique<KvSink>(cache, fresh, context.source.positions);
+    std::optional<KvDocuments::Setup> documents;
+    if (!options->documents.names.empty()) {
+      documents = KvDocuments::Setup{context.documents, options->documents.names, origin.url,
+                                     absl::StrCat("sink ", context.sink, " (kv)")};
+    }
+    return std::make_unique<KvSink>(cache, fresh, context.source.positions,
+                                    std::move(documents));
   }
 };
 
 }  // namespace
 
-KvSink::KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions)
-    : TransactionalSink(positions), cache_(std::move(cache)), fresh_(fresh) {}
+KvSink::KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions,
+               std::optional<KvDocuments::Setup> documents)
+    : TransactionalSink(positions),
+      cache_(std::move(cache)),
+      fresh_(fresh),
+      documents_setup_(std::move(documents)) {}
 
 KvSink::~KvSink() = default;
 
 absl::Status KvSink::Open() {
+  if (documents_setup_.has_value() && documents_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<KvDocuments>> documents = KvDocuments::Open(*documents_setup_);
+    if (!documents.ok()) return documents.status();
+    documents_ = *std::move(documents);
+  }
   if (cache_->started) return absl::OkStatus();
   if (absl::Status s = cache_->server.Start(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("kv: ", s.message()));
@@ -346,16 +382,39 @@ absl::Status KvSink::CommitStagedReads() {
   return cache_->store.Commit(Lsn());
 }
 
-absl::Status KvSink::OnBegin(const TxnInfo&) { return CommitStagedReads(); }
+absl::Status KvSink::RenderDocuments(Lsn end) {
+  if (absl::Status s = documents_->Render(&cache_->store); !s.ok()) return s;
+  return cache_->store.Commit(end);
+}
+
+absl::Status KvSink::Flush() {
+  if (documents_ == nullptr) return absl::OkStatus();
+  // (Within a transaction the documents are staged, and applied with its commit.)
+  if (in_txn()) return documents_->Render(&cache_->store);
+  return RenderDocuments(documents_end_);
+}
+
+absl::Status KvSink::OnBegin(const TxnInfo& txn) {
+  if (documents_ != nullptr) documents_->NoteCommit(txn.commit_lsn);
+  return CommitStagedReads();
+}
 
 absl::Status KvSink::OnChange(const Change& change, bool in_txn) {
+  if (documents_ != nullptr) return documents_->OnChange(change, in_txn, &cache_->store);
   if (absl::Status s = cache_->store.Stage(change); !s.ok()) return s;
   // Snapshot rows outside a transaction are applied a few thousand at a time.
   if (!in_txn && ++staged_reads_ >= 4096) return CommitStagedReads();
   return absl::OkStatus();
 }
 
-absl::Status KvSink::OnCommit(const TxnInfo& txn) { return cache_->store.Commit(txn.end_lsn); }
+absl::Status KvSink::OnCommit(const TxnInfo& txn) {
+  if (documents_ != nullptr) {
+    // Applied once the documents it touched are rendered (at once when it touched none).
+    documents_end_ = txn.end_lsn;
+    if (documents_->noted() > 0) return absl::OkStatus();
+  }
+  return cache_->store.Commit(txn.end_lsn);
+}
 
 absl::Status KvSink::OnRollback() {
   cache_->store.Discard();
@@ -365,16 +424,24 @@ absl::Status KvSink::OnRollback() {
 absl::Status KvSink::OnPosition(Lsn position) {
   if (in_txn()) return absl::OkStatus();
   staged_reads_ = 0;
+  if (documents_ != nullptr) {
+    documents_end_ = std::max(documents_end_, position);
+    if (documents_->noted() > 0) return absl::OkStatus();
+  }
   return cache_->store.Commit(position);
 }
 
 absl::Status KvSink::OnChunkDone(uint64_t, const TableSchemaPtr&) {
   staged_reads_ = 0;
+  if (documents_ != nullptr) return RenderDocuments(Lsn());
   return cache_->store.Commit(Lsn());
 }
 
 absl::Status KvSink::OnSnapshotDone() {
   staged_reads_ = 0;
+  if (documents_ != nullptr) {
+    if (absl::Status s = RenderDocuments(Lsn()); !s.ok()) return s;
+  }
   absl::Status s = cache_->store.Commit(Lsn());
   if (!cache_->store.ready()) {
     LogInfo("kv cache: loaded, %d rows; serving", cache_->store.TotalRows());

@@ -17,12 +17,15 @@
 // cache and its listeners live on, and transactions it already applied are skipped.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "documents/document_feed.h"
 #include "engine/registry.h"
 #include "engine/transactional_sink.h"
+#include "sinks/kv/kv_documents.h"
 #include "sinks/kv/kv_protocols.h"
 #include "sinks/kv/kv_server.h"
 #include "sinks/kv/kv_store.h"
@@ -34,6 +37,8 @@ struct KvSinkOptions : SinkOptions {
   KvServiceConfig service;
   KvStoreOptions store;
   bool write_through = false;
+  // Joined documents to hold instead of tables' rows (sinks/kv/kv_documents.h).
+  documents::DocumentNames documents;
 };
 
 // The cache of one kv sink: store, service, listeners and write-through connection. It outlives
@@ -42,11 +47,14 @@ struct KvCache;
 
 class KvSink : public TransactionalSink {
  public:
-  KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions);
+  // `documents`: what Open needs to hold the sink's documents; nullopt without them.
+  KvSink(std::shared_ptr<KvCache> cache, bool fresh, SourcePositions positions,
+         std::optional<KvDocuments::Setup> documents);
   ~KvSink() override;
 
   absl::Status Open() override;
-  absl::Status Flush() override { return absl::OkStatus(); }
+  // Renders the documents noted (with documents; otherwise the cache has applied everything).
+  absl::Status Flush() override;
   absl::Status Close() override;
   bool NeedsFullCopy() const override { return fresh_; }
   bool NeedsRowsAfterDdl() const override { return true; }
@@ -67,10 +75,17 @@ class KvSink : public TransactionalSink {
  private:
   // Applies the snapshot rows staged so far.
   absl::Status CommitStagedReads();
+  // With documents: renders what was noted and applies it, with `end` as the applied LSN.
+  absl::Status RenderDocuments(Lsn end);
 
   std::shared_ptr<KvCache> cache_;
   const bool fresh_;
   size_t staged_reads_ = 0;
+  std::optional<KvDocuments::Setup> documents_setup_;
+  std::unique_ptr<KvDocuments> documents_;
+  // With documents: the end of the last transaction (or stream position) taken, applied once
+  // the documents it noted are rendered.
+  Lsn documents_end_;
 };
 
 // Registers the "kv" sink type with the engine's factory registry.

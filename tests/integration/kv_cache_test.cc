@@ -79,9 +79,9 @@ std::string Raw(int port, const std::string& request, size_t expect_bytes) {
 class KvPipeline {
  public:
   // `extra_sink_options` go inside the kv block; `sink_lines`, YAML at the sink's level (as
-  // "    transforms: [...]\n"), after it.
+  // "    transforms: [...]\n"), after it; `top_lines`, YAML at the file's top level.
   KvPipeline(const std::string& name, const std::string& extra_sink_options = "",
-             const std::string& sink_lines = "")
+             const std::string& sink_lines = "", const std::string& top_lines = "")
       : name_(name),
         redis_(FreeLoopbackPort()),
         memcached_(FreeLoopbackPort()),
@@ -104,8 +104,8 @@ class KvPipeline {
                          "    kv: {redis: 127.0.0.1:" +
                          std::to_string(redis_) + ", memcached: 127.0.0.1:" +
                          std::to_string(memcached_) + ", http: 127.0.0.1:" + std::to_string(http_) +
-                         extra_sink_options + "}\n" + sink_lines + "admin: {listen: '127.0.0.1:" +
-                         std::to_string(admin_) + "'}\n");
+                         extra_sink_options + "}\n" + sink_lines + top_lines +
+                         "admin: {listen: '127.0.0.1:" + std::to_string(admin_) + "'}\n");
   }
   std::string url() const { return SharedCluster().Url(name_); }
   std::string log() const { return dir_.File("pgflow.log"); }
@@ -341,6 +341,116 @@ TEST(KvCacheTest, ARestartedCacheLoadsEveryRowAgainWithoutPinningWal) {
   EXPECT_EQ(p.Cli("EXISTS items:3"), "0");
   EXPECT_EQ(p.Cli("HGET items:5000 v"), "new");
   EXPECT_EQ(p.Cli("DBSIZE"), "1000");
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+// Joined documents (sinks/kv/kv_documents.h): orders with their customer and their lines, each
+// line with its product, as the cache's "orders" table.
+constexpr char kOrderDocuments[] =
+    "documents:\n"
+    "  orders:\n"
+    "    table: public.orders\n"
+    "    fields: [id, status]\n"
+    "    children:\n"
+    "      customer: {table: public.customers, on: {id: customer_id}, one: true, fields: [name]}\n"
+    "      lines:\n"
+    "        table: public.order_lines\n"
+    "        on: {order_id: id}\n"
+    "        fields: [line, qty]\n"
+    "        children:\n"
+    "          product: {table: public.products, on: {sku: sku}, one: true, fields: [title]}\n";
+
+// Every order's document, rendered here independently of pgflow (jsonb, to compare with).
+constexpr char kExpectedOrders[] =
+    "SELECT jsonb_build_object('id', o.id, 'status', o.status,"
+    " 'customer', (SELECT jsonb_build_object('name', c.name) FROM customers c"
+    "              WHERE c.id = o.customer_id),"
+    " 'lines', COALESCE((SELECT jsonb_agg(jsonb_build_object('line', l.line, 'qty', l.qty,"
+    "   'product', (SELECT jsonb_build_object('title', p.title) FROM products p"
+    "               WHERE p.sku = l.sku)) ORDER BY l.order_id, l.line)"
+    "   FROM order_lines l WHERE l.order_id = o.id), '[]'::jsonb)) AS d FROM orders o";
+
+// "<documents the cache holds> <held but wrong or extra> <expected but missing or wrong>",
+// from one page of the cache's HTTP listing; "0 0 0" for an empty, exact cache.
+std::string CompareOrders(KvPipeline& p, Sql& sql) {
+  std::string page = p.Curl("/orders?limit=10000");
+  const size_t code = page.rfind(' ');
+  if (code == std::string::npos || page.substr(code + 1) != "200") return "HTTP: " + page;
+  page.resize(code);
+  return sql.Scalar(
+      "WITH got AS (SELECT d FROM jsonb_array_elements($page$" + page +
+      "$page$::jsonb->'rows') d), expected AS (" + kExpectedOrders +
+      ") SELECT (SELECT count(*) FROM got) || ' ' ||"
+      " (SELECT count(*) FROM (SELECT d FROM got EXCEPT SELECT d FROM expected) x) || ' ' ||"
+      " (SELECT count(*) FROM (SELECT d FROM expected EXCEPT SELECT d FROM got) y)");
+}
+
+TEST(KvCacheTest, JoinedDocumentsAreServedAndFollowEveryTableTheyRead) {
+  KvPipeline p("kv_documents", ", documents: [orders]", "", kOrderDocuments);
+  Sql sql(p.url());
+  sql.Exec(
+      "CREATE SCHEMA sales;"
+      "CREATE TABLE customers (id int PRIMARY KEY, name text);"
+      "CREATE TABLE products (sku text PRIMARY KEY, title text);"
+      "CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text);"
+      "CREATE TABLE order_lines (order_id int, line int, sku text, qty int,"
+      "                          PRIMARY KEY (order_id, line));"
+      "CREATE INDEX ON order_lines (sku); CREATE INDEX ON orders (customer_id);"
+      "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 20) g;"
+      "INSERT INTO products SELECT 'p' || g, 'product ' || g FROM generate_series(1, 10) g;"
+      "INSERT INTO orders SELECT g, g % 20 + 1, 'new' FROM generate_series(1, 300) g;"
+      "INSERT INTO order_lines SELECT o, l, 'p' || ((o + l) % 10 + 1), l"
+      "  FROM generate_series(1, 300) o, generate_series(1, 3) l;");
+  auto pgflow = p.Start();
+  EXPECT_EQ(p.Cli("DBSIZE"), "300");
+  EXPECT_EQ(CompareOrders(p, sql), "300 0 0");
+  // A document as JSON, a field as a hash field, a child's array as its JSON.
+  EXPECT_THAT(p.Cli("GET orders:7"), HasSubstr("\"customer\":{\"name\":\"customer 8\"}"));
+  EXPECT_EQ(p.Cli("HGET orders:7 status"), "new");
+  EXPECT_THAT(p.Cli("HGET orders:7 lines"), HasSubstr("{\"qty\":1,\"line\":1,"));
+
+  // Read-your-writes: once WAITLSN answers for a commit, its documents are there.
+  sql.Exec("UPDATE customers SET name = 'renamed' WHERE id = 8");
+  std::string lsn = sql.Scalar("SELECT pg_current_wal_lsn()");
+  EXPECT_EQ(p.Cli("WAITLSN " + lsn + " 10000"), "OK");
+  EXPECT_THAT(p.Cli("GET orders:7"), HasSubstr("\"customer\":{\"name\":\"renamed\"}"));
+  EXPECT_THAT(p.Cli("GET orders:27"), HasSubstr("\"customer\":{\"name\":\"renamed\"}"));
+
+  // A line moved to another order (both render again), a shared product renamed, an order
+  // gone, one new with its lines in one transaction, a customer gone.
+  sql.Exec("UPDATE order_lines SET order_id = 2, line = 4 WHERE order_id = 1 AND line = 1");
+  sql.Exec("UPDATE products SET title = 'the fifth' WHERE sku = 'p5'");
+  sql.Exec("DELETE FROM order_lines WHERE order_id = 3; DELETE FROM orders WHERE id = 3");
+  sql.Exec(
+      "BEGIN; INSERT INTO orders VALUES (1000, 1, 'fresh');"
+      "INSERT INTO order_lines VALUES (1000, 1, 'p1', 9); COMMIT");
+  sql.Exec("DELETE FROM customers WHERE id = 2; UPDATE orders SET status = 'paid' WHERE id < 50");
+  ASSERT_TRUE(WaitFor([&] { return CompareOrders(p, sql) == "300 0 0"; },
+                      std::chrono::seconds(20)))
+      << CompareOrders(p, sql);
+  EXPECT_EQ(p.Cli("EXISTS orders:3"), "0");
+  EXPECT_THAT(p.Cli("GET orders:21"), HasSubstr("\"customer\":null"));
+
+  // TRUNCATE of a child's table renders every document again; of the root's, empties them.
+  sql.Exec("TRUNCATE order_lines");
+  ASSERT_TRUE(WaitFor([&] { return CompareOrders(p, sql) == "300 0 0"; },
+                      std::chrono::seconds(20)))
+      << CompareOrders(p, sql);
+  EXPECT_EQ(p.Cli("HGET orders:7 lines"), "[]");
+
+  // A restart copies every table again, with what changed while pgflow was down.
+  pgflow->Signal(SIGTERM);
+  ASSERT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0) << ReadFile(p.log());
+  sql.Exec(
+      "INSERT INTO order_lines VALUES (7, 1, 'p2', 5); UPDATE products SET title = 'two'"
+      " WHERE sku = 'p2'; DELETE FROM orders WHERE id = 8");
+  pgflow = p.Start();
+  EXPECT_EQ(CompareOrders(p, sql), "299 0 0");
+  EXPECT_THAT(p.Cli("HGET orders:7 lines"), HasSubstr("\"title\":\"two\""));
+
+  sql.Exec("TRUNCATE orders");
+  ASSERT_TRUE(WaitFor([&] { return p.Cli("DBSIZE") == "0"; }, std::chrono::seconds(20)));
   pgflow->Signal(SIGTERM);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
