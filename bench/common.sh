@@ -56,27 +56,8 @@ PY
 }
 
 # CPU seconds (user + system, to $2 decimals, default 3) process $1 has used so far, with its
-# children still running and those that have exited (a server's postmaster and its backends,
-# Pgpool-II's parent and its per-client processes). The machine is shared, so a phase's CPU time tells more than its wall
-# time about where the work went.
-process_tree_cpu() {
-  python3 - "$1" "${2:-3}" <<'PY'
-import os, sys
-root, digits, ticks = sys.argv[1], int(sys.argv[2]), os.sysconf("SC_CLK_TCK")
-def stat(pid):
-    text = open(f"/proc/{pid}/stat").read()
-    return text[text.rindex(")") + 2:].split()
-total = sum(int(x) for x in stat(root)[11:15])  # own and reaped children's times
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        fields = stat(pid)
-    except OSError:
-        continue
-    if fields[1] == root:
-        total += int(fields[11]) + int(fields[12])
-print(f"{total / ticks:.{digits}f}")
-PY
-}
+# children still running and those that have exited: bench/process_cpu.py.
+process_tree_cpu() { python3 bench/process_cpu.py "$1" "${2:-3}"; }
 
 # The same for a pgtmp server in directory $1 (its postmaster), to hundredths.
 cluster_cpu() { process_tree_cpu "$(head -n 1 "$1/data/postmaster.pid")" 2; }

@@ -170,7 +170,10 @@ cat >"$work/check.py" <<'PY'
 #   deadline (wrong), CPU the process tree's CPU seconds since CPU0 by then, LOOKS the
 #   whole-index comparisons made, FOUND the seconds from T0 when one found the index exact.
 #   WRITES0 is the index's count of writes at T0.
-import datetime, decimal, http.client, json, os, subprocess, sys, threading, time, urllib.parse
+import datetime, decimal, http.client, json, subprocess, sys, threading, time, urllib.parse
+sys.path.insert(0, "bench")  # (run from the tree's root, as this script is)
+sys.dont_write_bytecode = True  # (no bench/__pycache__ left in the tree)
+from process_cpu import process_tree_cpu
 
 QUERY = """
 SELECT jsonb_build_object('id', o.id, 'placed_at', o.placed_at, 'status', o.status,
@@ -235,21 +238,6 @@ def compare(want, got):  # (missing, extra, differ, example)
             break
     return len(missing), len(extra), len(differ), example
 
-def cpu(pid):  # the process's own and reaped children's times, and its live children's
-    ticks = os.sysconf("SC_CLK_TCK")
-    def stat(p):
-        text = open(f"/proc/{p}/stat").read()
-        return text[text.rindex(")") + 2:].split()
-    total = sum(int(x) for x in stat(pid)[11:15])
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = stat(p)
-        except OSError:
-            continue
-        if fields[1] == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
 mode = sys.argv[2]
 if mode == "compare":
     want = expected()
@@ -279,7 +267,7 @@ class Watch:
 
     def cpu(self):
         try:
-            self.now_used = cpu(self.pid) - self.cpu0
+            self.now_used = process_tree_cpu(self.pid) - self.cpu0
         except OSError:  # the process is gone: its index stays as it is until the deadline
             pass
         return self.now_used
