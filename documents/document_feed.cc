@@ -202,13 +202,14 @@ bool DocumentFeed::Reads(const std::string& table) const {
 void DocumentFeed::Note(const Change& change, bool snapshotting) {
   if (change.table == nullptr) return;
   const std::string table = change.table->QualifiedName();
-  if (!snapshotting && Reads(table)) NoteTransaction(change.txn.xid);
+  bool read = false;  // by a document (each renderer finds whether its document reads it)
   for (Document& document : documents_) {
     if (snapshotting && change.op == Op::kRead && document.spec.root.table.ToString() != table) {
       continue;
     }
-    document.renderer->Note(change);
+    read = document.renderer->Note(change) || read;
   }
+  if (read && !snapshotting) NoteTransaction(change.txn.xid);
 }
 
 void DocumentFeed::NoteEveryRootReading(const std::string& table) {

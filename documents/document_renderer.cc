@@ -24,13 +24,14 @@ std::string ArrayOf(const std::vector<std::string>& objects, size_t from, size_t
 
 }  // namespace
 
-void DocumentRenderer::Note(const Change& change) {
-  if (!IsRowChange(change.op) || change.table == nullptr) return;
+bool DocumentRenderer::Note(const Change& change) {
+  if (!IsRowChange(change.op) || change.table == nullptr) return false;
   const std::vector<DocumentSql::Place>& places =
       sql_->PlacesOf(change.table->QualifiedName());
-  if (places.empty()) return;
+  if (places.empty()) return false;
   if (change.op != Op::kDelete) NoteRow(*change.table, change.after, places);
   if (change.before_kind != BeforeKind::kNone) NoteRow(*change.table, change.before, places);
+  return true;
 }
 
 void DocumentRenderer::NoteRow(const TableSchema& table, const Row& row,

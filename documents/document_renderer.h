@@ -41,8 +41,9 @@ class DocumentRenderer {
   explicit DocumentRenderer(const DocumentSql* sql) : sql_(sql) {}
 
   // Notes a row change (read, insert, update, delete); changes of tables the document does not
-  // read, and other operations, are passed over.
-  void Note(const Change& change);
+  // read, and other operations, are passed over. Returns whether it was taken: a row change
+  // of a table the document reads (whether or not the row joins any document).
+  bool Note(const Change& change);
   // Every document, and those noted (a TRUNCATE of a child's table touches them all; a root
   // noted and gone since is still to be deleted).
   void NoteEveryRoot() { every_root_ = true; }

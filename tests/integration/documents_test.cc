@@ -201,26 +201,30 @@ TEST_F(DocumentsTest, TheDocumentsChangesTouchAreRenderedOnce) {
   moved.before = Values({"11", "1", "p1", "1"});
   moved.before_kind = BeforeKind::kFull;
   moved.after = Values({"10", "1", "p1", "1"});
-  renderer.Note(moved);
+  EXPECT_TRUE(renderer.Note(moved));
   // A product's title: the orders whose lines name it (10 again, through the query).
   Change retitled;
   retitled.op = Op::kUpdate;
   retitled.table = products;
   retitled.after = Values({"p2", "Pad (A5)", "3.00"});
-  renderer.Note(retitled);
+  EXPECT_TRUE(renderer.Note(retitled));
   // An order deleted (its old key only): rendered as gone.
   Change deleted;
   deleted.op = Op::kDelete;
   deleted.table = orders;
   deleted.before = Values({"99", std::nullopt, std::nullopt, std::nullopt});
   deleted.before_kind = BeforeKind::kKey;
-  renderer.Note(deleted);
+  EXPECT_TRUE(renderer.Note(deleted));
   // Another table, and a truncate: nothing.
   Change elsewhere;
   elsewhere.op = Op::kInsert;
   elsewhere.table = other;
   elsewhere.after = Values({"1"});
-  renderer.Note(elsewhere);
+  EXPECT_FALSE(renderer.Note(elsewhere));
+  Change truncated;
+  truncated.op = Op::kTruncate;
+  truncated.table = lines;
+  EXPECT_FALSE(renderer.Note(truncated));
   EXPECT_FALSE(renderer.empty());
   absl::StatusOr<std::vector<RenderedDocument>> rendered = renderer.Render(sql_.conn(), 2);
   ASSERT_TRUE(rendered.ok()) << rendered.status();
