@@ -231,18 +231,17 @@ size_t DocumentFeed::noted() const {
 }
 
 absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
-  bool any = false;
-  for (size_t i = 0; i < documents_.size(); ++i) {
-    any = any || stale_[i] || !documents_[i].renderer->empty();
-  }
-  if (!any) {
-    xids_.clear();  // (their changes noted nothing to render)
-    return absl::OkStatus();
-  }
-  if (absl::Status s = Connect(); !s.ok()) return s;
-  if (absl::Status s = AwaitVisible(); !s.ok()) return s;
+  // Connected, and every transaction noted visible: done for the first document with something
+  // to render (with nothing noted, neither is).
+  bool visible = false;
   for (size_t i = 0; i < documents_.size(); ++i) {
     Document& document = documents_[i];
+    if (!stale_[i] && document.renderer->empty()) continue;
+    if (!visible) {
+      if (absl::Status s = Connect(); !s.ok()) return s;
+      if (absl::Status s = AwaitVisible(); !s.ok()) return s;
+      visible = true;
+    }
     if (stale_[i]) {
       // The schema of one of its tables changed: its queries anew, and every document again
       // (a field's type may have changed them all; what was noted is among them).
@@ -258,7 +257,6 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
     // The render runs on a thread of its own, at most kHandoffBytes ahead of `emit` (which
     // writes them to the sink): the source renders the next batch while the sink sends this
     // one. A render that fans out wide (a row many documents hold) says how far it is.
-    if (document.renderer->empty()) continue;
     Handoff handoff(kHandoffBytes);
     RenderingThread rendering(&handoff, [&] {
       return document.renderer->Render(conn_.get(), batch, [&](RenderedDocument d) {
@@ -293,7 +291,7 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
           Cat(who_, ": rendering document ", document.spec.name, ": ", s.message()));
     }
   }
-  xids_.clear();
+  xids_.clear();  // (seen visible, or their changes noted nothing to render)
   return absl::OkStatus();
 }
 
