@@ -4,6 +4,7 @@
 #include <string>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "common/postgres/pg_connection.h"
@@ -18,16 +19,20 @@ absl::StatusOr<Catalog> ReadCatalog(PGconn* conn, const std::vector<TableRef>& t
       "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
       // (indkey's subscripts start at 0: the key's first column is at position 1 here.)
       "coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) "
-      "+ 1, 0) "
+      "+ 1, 0), a.attnum, a.atttypid, a.atttypmod, "
+      // (Types not built in are named, as the stream's Type messages name them.)
+      "CASE WHEN a.atttypid >= 16384 THEN tn.nspname || '.' || t.typname ELSE '' END "
       "FROM unnest($1::text[], $2::text[]) AS r(nsp, rel) "
       "JOIN pg_namespace n ON n.nspname = r.nsp "
       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.rel AND c.relkind IN ('r', 'p') "
       "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+      "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
       "LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary "
       "ORDER BY 1, 2, 5, a.attnum",
       {schemas, names});
   if (!result.ok()) return result.status();
   Catalog catalog;
+  std::map<std::string, std::vector<std::pair<int, Column>>> by_attnum;
   PGresult* rows = result->get();
   for (int row = 0; row < PQntuples(rows); ++row) {
     const TableRef table{PQgetvalue(rows, row, 0), PQgetvalue(rows, row, 1)};
@@ -35,7 +40,17 @@ absl::StatusOr<Catalog> ReadCatalog(PGconn* conn, const std::vector<TableRef>& t
     const std::string column = PQgetvalue(rows, row, 2);
     columns.types[column] = PQgetvalue(rows, row, 3);
     // (Ordered by the key's position: the key's columns come in its order.)
-    if (std::atoi(PQgetvalue(rows, row, 4)) > 0) columns.key.push_back(column);
+    const bool is_key = std::atoi(PQgetvalue(rows, row, 4)) > 0;
+    if (is_key) columns.key.push_back(column);
+    by_attnum[table.ToString()].emplace_back(
+        std::atoi(PQgetvalue(rows, row, 5)),
+        Column{column, static_cast<uint32_t>(std::strtoul(PQgetvalue(rows, row, 6), nullptr, 10)),
+               std::atoi(PQgetvalue(rows, row, 7)), is_key, PQgetvalue(rows, row, 8)});
+  }
+  for (auto& [table, columns] : by_attnum) {
+    std::sort(columns.begin(), columns.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [attnum, column] : columns) catalog[table].columns.push_back(std::move(column));
   }
   return catalog;
 }

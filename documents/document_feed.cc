@@ -11,6 +11,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "documents/document_catalog.h"
+#include "documents/document_transforms.h"
+#include "engine/config.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
 
@@ -116,13 +118,10 @@ absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out) {
 }
 
 absl::Status CheckDocumentNames(const DocumentNames& names,
-                                const std::optional<ConfigNode>& described, size_t transforms) {
+                                const std::optional<ConfigNode>& described,
+                                const std::vector<TransformConfig>& transforms) {
   if (names.names.empty()) return absl::OkStatus();
-  if (transforms > 0) {
-    return names.node->Error(
-        "documents are rendered from the source, where transforms do not reach them yet: a "
-        "sink with documents takes no transforms (the pipeline's or its own)");
-  }
+  if (absl::Status s = CheckTransformTypes(transforms, *names.node); !s.ok()) return s;
   if (!described.has_value()) {
     return names.node->Error(
         "the pipeline describes no documents: add a top-level `documents:` section");
@@ -143,7 +142,8 @@ absl::Status CheckDocumentNames(const DocumentNames& names,
 
 absl::StatusOr<std::unique_ptr<DocumentFeed>> DocumentFeed::Open(
     const std::optional<ConfigNode>& described, const std::vector<std::string>& names,
-    const std::string& source_url, std::string who) {
+    const std::string& source_url, std::string who,
+    const std::vector<TransformConfig>& transforms, const std::string& pipeline) {
   if (!described.has_value()) {
     return absl::InvalidArgumentError(Cat(who, ": the pipeline describes no documents"));
   }
@@ -155,8 +155,9 @@ absl::StatusOr<std::unique_ptr<DocumentFeed>> DocumentFeed::Open(
     if (it == specs->end()) {
       return absl::InvalidArgumentError(Cat(feed->who_, ": no document '", name, "'"));
     }
-    feed->documents_.push_back(Document{it->second, nullptr, nullptr});
+    feed->documents_.push_back(Document{it->second, nullptr, nullptr, nullptr});
   }
+  feed->chain_ = BuildTransforms(pipeline, transforms);
   feed->stale_.assign(feed->documents_.size(), false);
   if (absl::Status s = feed->Connect(); !s.ok()) return s;
   for (Document& document : feed->documents_) {
@@ -185,7 +186,14 @@ absl::Status DocumentFeed::Connect() {
 absl::Status DocumentFeed::Build(Document& document) {
   absl::StatusOr<Catalog> catalog = ReadCatalog(conn_.get(), document.spec.Tables());
   if (!catalog.ok()) return catalog.status();
-  absl::StatusOr<DocumentSql> sql = DocumentSql::Make(document.spec, *catalog);
+  absl::StatusOr<DocumentTransforms> transforms =
+      DocumentTransforms::Make(document.spec, *catalog, &chain_);
+  if (!transforms.ok()) {
+    return absl::FailedPreconditionError(Cat(who_, ": ", transforms.status().message()));
+  }
+  document.transforms = std::make_unique<DocumentTransforms>(*std::move(transforms));
+  absl::StatusOr<DocumentSql> sql =
+      DocumentSql::Make(document.spec, *catalog, document.transforms->whole());
   if (!sql.ok()) return absl::FailedPreconditionError(Cat(who_, ": ", sql.status().message()));
   document.sql = std::make_unique<DocumentSql>(*std::move(sql));
   document.renderer = std::make_unique<DocumentRenderer>(document.sql.get());
@@ -274,6 +282,19 @@ absl::Status DocumentFeed::Render(size_t batch, const Emit& emit) {
         const double seconds = std::chrono::duration<double>(now - start).count();
         LogInfo("%s: document %s: %d documents rendered in %.0f s (%.0f/s)", who_,
                 document.spec.name, rendered_count, seconds, rendered_count / seconds);
+      }
+      if (rendered->document.has_value() && !document.transforms->empty()) {
+        // The transforms at every level; a root they drop has no document.
+        absl::StatusOr<std::optional<std::string>> transformed =
+            document.transforms->Apply(*rendered->document);
+        if (!transformed.ok()) {
+          emitted = absl::Status(transformed.status().code(),
+                                 Cat(who_, ": document ", document.spec.name, " ",
+                                     rendered->id, ": ", transformed.status().message()));
+          handoff.Close(emitted);
+          break;
+        }
+        rendered->document = *std::move(transformed);
       }
       emitted = emit(document, *std::move(rendered));
       if (!emitted.ok()) {

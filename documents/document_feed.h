@@ -34,8 +34,10 @@
 #include "documents/document_renderer.h"
 #include "documents/document_spec.h"
 #include "documents/document_sql.h"
+#include "documents/document_transforms.h"
 #include "engine/change.h"
 #include "engine/config_node.h"
+#include "engine/registry.h"
 
 namespace pgflow::documents {
 
@@ -47,11 +49,11 @@ struct DocumentNames {
 // Reads the option (a CustomOption's parser): a list of distinct names.
 absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out);
 // Whether the pipeline's `documents:` (`described`, absent when the file has none) reads and
-// describes every name of `names`, for a sink after `transforms` transforms (documents are
-// rendered from the source, where no transform reaches them: refused rather than indexed
-// unmasked). Pure: no catalog.
+// describes every name of `names`, for a sink after `transforms` (of the types documents take:
+// documents/document_transforms.h). Pure: no catalog.
 absl::Status CheckDocumentNames(const DocumentNames& names,
-                                const std::optional<ConfigNode>& described, size_t transforms);
+                                const std::optional<ConfigNode>& described,
+                                const std::vector<TransformConfig>& transforms);
 
 class DocumentFeed {
  public:
@@ -59,13 +61,17 @@ class DocumentFeed {
     DocumentSpec spec;
     std::unique_ptr<DocumentSql> sql;  // (the renderer points at it)
     std::unique_ptr<DocumentRenderer> renderer;
+    std::unique_ptr<DocumentTransforms> transforms;  // (over the feed's chain)
   };
 
   // Reads the descriptions of `names` and each document's tables from the catalog of the
   // source at `source_url`. `who` starts the messages ("sink search (opensearch)").
+  // `transforms` (the pipeline's, then the sink's) apply to every level of the documents
+  // (documents/document_transforms.h).
   static absl::StatusOr<std::unique_ptr<DocumentFeed>> Open(
       const std::optional<ConfigNode>& described, const std::vector<std::string>& names,
-      const std::string& source_url, std::string who);
+      const std::string& source_url, std::string who,
+      const std::vector<TransformConfig>& transforms, const std::string& pipeline);
 
   const std::vector<Document>& documents() const { return documents_; }
   // Whether a document reads `table` ("public.orders").
@@ -104,6 +110,7 @@ class DocumentFeed {
   std::vector<Document> documents_;
   std::vector<bool> stale_;  // by document
   std::set<uint32_t> xids_;  // the transactions noted since the last render
+  TransformChain chain_;     // the sink's transforms, on the rendered documents
 };
 
 }  // namespace pgflow::documents

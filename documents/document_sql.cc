@@ -66,7 +66,8 @@ std::string MatchesRecordset(const std::string& alias, const std::vector<std::st
 
 class Builder {
  public:
-  explicit Builder(const Catalog& catalog) : catalog_(catalog) {}
+  Builder(const Catalog& catalog, const std::set<std::string>& whole)
+      : catalog_(catalog), whole_(whole) {}
 
   // Checks `node` (and its children) against the catalog; every problem noted.
   void Check(const DocumentNode& node, const DocumentNode* parent) {
@@ -115,6 +116,9 @@ class Builder {
     for (const DocumentNode& child : node.children) {
       pairs.emplace_back(child.name, Child(child, alias));
     }
+    if (whole_.contains(node.table.ToString())) {
+      return Cat("jsonb_build_array(", BuildObject(pairs), ", to_jsonb(", alias, "))");
+    }
     return BuildObject(pairs);
   }
 
@@ -145,6 +149,7 @@ class Builder {
   }
 
   const Catalog& catalog_;
+  const std::set<std::string>& whole_;
   std::vector<std::string> problems_;
   int next_alias_ = 0;
 };
@@ -197,8 +202,9 @@ void AddPlaces(const Builder& builder, std::vector<const DocumentNode*>& path,
 
 }  // namespace
 
-absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Catalog& catalog) {
-  Builder builder(catalog);
+absl::StatusOr<DocumentSql> DocumentSql::Make(const DocumentSpec& spec, const Catalog& catalog,
+                                              const std::set<std::string>& whole) {
+  Builder builder(catalog, whole);
   builder.Check(spec.root, nullptr);
   if (!builder.problems().empty()) {
     std::string message = Cat("document ", spec.name, ":");

@@ -10,12 +10,14 @@
 // ISO 8601 text, json as json).
 
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "documents/document_spec.h"
+#include "schemas/table_schema.h"
 
 namespace pgflow::documents {
 
@@ -23,6 +25,9 @@ namespace pgflow::documents {
 struct TableColumns {
   std::vector<std::string> key;                // its primary key's columns, in order
   std::map<std::string, std::string> types;    // every column, to its type (format_type)
+  // Every column in the table's order, as change events describe it (OIDs, non-built-in
+  // types' names, the key marked): what transforms see of a row rendered into a document.
+  std::vector<Column> columns;
 };
 // By TableRef::ToString() ("public.orders").
 using Catalog = std::map<std::string, TableColumns>;
@@ -32,7 +37,10 @@ class DocumentSql {
   // Checks the document against the catalog (every table there, every field and join column
   // a column of its table, the root and every array child with a primary key) and builds its
   // queries. The errors name the document's path and what is missing.
-  static absl::StatusOr<DocumentSql> Make(const DocumentSpec& spec, const Catalog& catalog);
+  // The rows of the tables in `whole` (those transforms touch) are rendered whole beside their
+  // object: [object, to_jsonb(row)] (documents/document_transforms.h reads them).
+  static absl::StatusOr<DocumentSql> Make(const DocumentSpec& spec, const Catalog& catalog,
+                                          const std::set<std::string>& whole = {});
 
   // Renders the documents of the roots in $1, a JSON array of objects holding each root's key
   // columns ({"id": "7"}: values as text or JSON numbers). A row for each with every key

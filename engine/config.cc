@@ -405,7 +405,9 @@ SinkContext ContextFor(const PipelineConfig& pipeline, const SinkConfig& sink) {
   context.dead_letter = sink.common.dead_letter;
   context.source = pipeline.source.traits;
   context.documents = pipeline.documents;
-  context.transforms = pipeline.transforms.size() + sink.common.transforms.size();
+  context.transforms = pipeline.transforms;
+  context.transforms.insert(context.transforms.end(), sink.common.transforms.begin(),
+                            sink.common.transforms.end());
   return context;
 }
 

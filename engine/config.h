@@ -25,14 +25,6 @@
 
 namespace pgflow {
 
-// One entry of a `transforms:` list (the pipeline's, or a sink's).
-struct TransformConfig {
-  std::string type;   // "mask", ...
-  std::string where;  // "transforms[0]", "sinks.out.transforms[1]": for messages
-  const TransformFactory* factory = nullptr;
-  std::shared_ptr<const TransformOptions> options;  // what factory->Parse returned
-};
-
 // The chain of `transforms` (as loaded), built anew for each run of the pipeline.
 TransformChain BuildTransforms(const std::string& pipeline,
                                const std::vector<TransformConfig>& transforms);

@@ -67,6 +67,16 @@ struct SourceContext {
   std::string file;      // the pipeline file, for messages that name a command to run
 };
 
+class TransformFactory;
+struct TransformOptions;
+// One entry of a `transforms:` list (the pipeline's, or a sink's).
+struct TransformConfig {
+  std::string type;   // "mask", ...
+  std::string where;  // "transforms[0]", "sinks.out.transforms[1]": for messages
+  const TransformFactory* factory = nullptr;
+  std::shared_ptr<const TransformOptions> options;  // what factory->Parse returned
+};
+
 // What a sink is built with besides its options.
 struct SinkContext {
   std::string pipeline;  // the pipeline's name
@@ -77,8 +87,9 @@ struct SinkContext {
   // The pipeline's `documents:` as written (documents/document_spec.h reads it), for the sinks
   // that render them; the engine never looks inside.
   std::optional<ConfigNode> documents;
-  // How many transforms run before the sink (the pipeline's and its own).
-  size_t transforms = 0;
+  // The transforms that run before the sink: the pipeline's, then its own (each run of the
+  // pipeline builds them anew: engine/config.h, BuildTransforms).
+  std::vector<TransformConfig> transforms;
 };
 
 // Opens the dead-letter store of a sink (`context.dead_letter`): null when none is configured.

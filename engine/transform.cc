@@ -20,6 +20,21 @@ bool TransformChain::Touches(const TableSchema& table) const {
   return false;
 }
 
+bool TransformChain::Changes(const TableSchema& table, std::string_view column) const {
+  for (const auto& transform : transforms_) {
+    if (transform->Changes(table, column)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<bool> TransformChain::ApplyOne(Change* change) {
+  for (const auto& transform : transforms_) {
+    absl::StatusOr<bool> kept = transform->Apply(change);
+    if (!kept.ok() || !*kept) return kept;
+  }
+  return true;
+}
+
 absl::StatusOr<EventBatchPtr> TransformChain::Apply(const EventBatchPtr& batch) {
   if (transforms_.empty()) return batch;
   auto out = std::make_shared<EventBatch>();

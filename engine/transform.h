@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -53,6 +54,12 @@ class Transform {
   // Whether Apply may change or drop rows of `table`; a table no transform touches keeps the
   // raw COPY path for its snapshot rows.
   virtual bool Touches(const TableSchema& table) const = 0;
+  // Whether Apply may change the value of `column` in rows of `table` (joined documents are
+  // found by the values of their join columns: documents/document_transforms.h).
+  virtual bool Changes(const TableSchema& table, std::string_view column) const {
+    (void)column;
+    return Touches(table);
+  }
 };
 
 // For a transform that changes a table's shape: the output schema of each input schema version,
@@ -79,6 +86,12 @@ class TransformChain {
 
   bool empty() const { return transforms_.empty(); }
   bool Touches(const TableSchema& table) const;
+  // Whether a transform may change `column` in rows of `table` (Transform::Changes).
+  bool Changes(const TableSchema& table, std::string_view column) const;
+
+  // One change through the chain, for a transform that makes one change of one (every type
+  // but lua): false when one dropped it.
+  absl::StatusOr<bool> ApplyOne(Change* change);
 
   // `batch` with every change event run through the chain: dropped changes removed, control
   // events untouched and in place. The input is shared with other consumers and never

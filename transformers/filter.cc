@@ -56,6 +56,8 @@ class FilterTransform : public Transform {
   bool Touches(const TableSchema& table) const override {
     return options_->selection.TakesTable(table);
   }
+  // (It keeps or drops rows, and makes updates into inserts or deletes; no value changes.)
+  bool Changes(const TableSchema&, std::string_view) const override { return false; }
 
   absl::StatusOr<bool> Apply(Change* change) override {
     if (absl::Status s = CheckStillCovered(options_->selection.tables, *change,

@@ -288,6 +288,13 @@ class MaskTransform : public Transform {
   bool Touches(const TableSchema& table) const override {
     return PatternsCover(options_->tables, table);
   }
+  bool Changes(const TableSchema& table, std::string_view column) const override {
+    if (!Touches(table)) return false;
+    for (const MaskColumn& rule : options_->columns) {
+      if (rule.column == column) return rule.rule != MaskRule::kKeep;
+    }
+    return false;
+  }
 
   absl::StatusOr<bool> Apply(Change* change) override {
     if (change->op == Op::kDdl && change->ddl != nullptr) {

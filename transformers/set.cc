@@ -53,6 +53,14 @@ class SetTransform : public ReshapingTransform {
   SetTransform(TransformContext context, std::shared_ptr<const SetOptions> options)
       : ReshapingTransform(std::move(context), options->tables), options_(std::move(options)) {}
 
+  bool Changes(const TableSchema& table, std::string_view column) const override {
+    if (!Touches(table)) return false;
+    for (const SetColumn& set : options_->columns) {
+      if (set.column == column) return true;
+    }
+    return false;
+  }
+
  protected:
   absl::StatusOr<ShapeMap> Plan(const std::string& schema, const std::string& name,
                                 const std::vector<ShapeColumn>& columns,

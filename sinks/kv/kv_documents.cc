@@ -31,7 +31,8 @@ std::string Compact(std::string_view json) {
 
 absl::StatusOr<std::unique_ptr<KvDocuments>> KvDocuments::Open(const Setup& setup) {
   absl::StatusOr<std::unique_ptr<documents::DocumentFeed>> feed =
-      documents::DocumentFeed::Open(setup.described, setup.names, setup.source_url, setup.who);
+      documents::DocumentFeed::Open(setup.described, setup.names, setup.source_url, setup.who,
+                                    setup.transforms, setup.pipeline);
   if (!feed.ok()) return feed.status();
   std::unique_ptr<KvDocuments> out(new KvDocuments(*std::move(feed)));
   for (const documents::DocumentFeed::Document& document : out->feed_->documents()) {
@@ -102,8 +103,8 @@ absl::Status KvDocuments::Render(KvStore* store) {
 }
 
 absl::StatusOr<Change> KvDocuments::ChangeFor(const std::string& document,
-                                              const documents::RenderedDocument& rendered) const {
-  const TableSchemaPtr& shape = shapes_.at(document);
+                                              const documents::RenderedDocument& rendered) {
+  TableSchemaPtr& shape = shapes_.at(document);
   Change change;
   change.table = shape;
   change.txn.commit_lsn = version_;
@@ -129,6 +130,17 @@ absl::StatusOr<Change> KvDocuments::ChangeFor(const std::string& document,
   }
   std::vector<JsonMember> fields;
   if (absl::Status s = ReadJsonObject(*rendered.document, &fields); !s.ok()) return s;
+  // A field the description does not name (a column a `set` transform adds) joins the shape.
+  for (const JsonMember& field : fields) {
+    if (std::any_of(shape->columns.begin(), shape->columns.end(),
+                    [&](const Column& c) { return c.name == field.key; })) {
+      continue;
+    }
+    auto wider = std::make_shared<TableSchema>(*shape);
+    wider->columns.push_back(Column{field.key, oid::kJsonb, -1, /*is_key=*/false, ""});
+    shape = std::move(wider);
+  }
+  change.table = shape;
   for (size_t i = row.size(); i < shape->columns.size(); ++i) {
     const JsonMember* value = FindJsonMember(fields, shape->columns[i].name);
     row.push_back(value == nullptr || JsonTypeOf(value->value) == JsonType::kNull

@@ -46,6 +46,8 @@ class KvDocuments {
     std::vector<std::string> names;       // the sink's `documents: [...]`
     std::string source_url;
     std::string who;  // "sink cache (kv)"
+    std::vector<TransformConfig> transforms;  // the pipeline's, then the sink's
+    std::string pipeline;
   };
   // Opens the feed (the catalog of the source is read now) and makes each document's shape.
   static absl::StatusOr<std::unique_ptr<KvDocuments>> Open(const Setup& setup);
@@ -63,7 +65,7 @@ class KvDocuments {
   explicit KvDocuments(std::unique_ptr<documents::DocumentFeed> feed) : feed_(std::move(feed)) {}
   // The change that puts `rendered` (or its absence) into the store.
   absl::StatusOr<Change> ChangeFor(const std::string& document,
-                                   const documents::RenderedDocument& rendered) const;
+                                   const documents::RenderedDocument& rendered);
 
   std::unique_ptr<documents::DocumentFeed> feed_;
   std::map<std::string, TableSchemaPtr> shapes_;  // by document name

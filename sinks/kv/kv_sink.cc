@@ -333,8 +333,12 @@ class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
     }
     std::optional<KvDocuments::Setup> documents;
     if (!options->documents.names.empty()) {
-      documents = KvDocuments::Setup{context.documents, options->documents.names, origin.url,
-                                     absl::StrCat("sink ", context.sink, " (kv)")};
+      documents = KvDocuments::Setup{context.documents,
+                                     options->documents.names,
+                                     origin.url,
+                                     absl::StrCat("sink ", context.sink, " (kv)"),
+                                     context.transforms,
+                                     context.pipeline};
     }
     return std::make_unique<KvSink>(cache, fresh, context.source.positions,
                                     std::move(documents));

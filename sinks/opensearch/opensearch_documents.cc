@@ -35,7 +35,8 @@ absl::Status OpenSearchSink::OpenDocuments() {
             context_.source.type));
   }
   absl::StatusOr<std::unique_ptr<documents::DocumentFeed>> feed = documents::DocumentFeed::Open(
-      context_.documents, options_->documents.names, context_.source.postgres->url, who);
+      context_.documents, options_->documents.names, context_.source.postgres->url, who,
+      context_.transforms, context_.pipeline);
   if (!feed.ok()) return feed.status();
   feed_ = *std::move(feed);
   std::map<std::string, std::string> by_index;

@@ -371,24 +371,42 @@ constexpr char kExpectedOrders[] =
     "               WHERE p.sku = l.sku)) ORDER BY l.order_id, l.line)"
     "   FROM order_lines l WHERE l.order_id = o.id), '[]'::jsonb)) AS d FROM orders o";
 
+// The same through the transforms of kOrderTransforms.
+constexpr char kOrderTransforms[] =
+    "    transforms:\n"
+    "      - mask: {table: public.customers, columns: {name: redact}}\n"
+    "      - filter: {table: public.order_lines, where: 'qty > 1'}\n"
+    "      - set: {table: public.orders, columns: {region: eu}}\n";
+constexpr char kExpectedTransformedOrders[] =
+    "SELECT jsonb_build_object('id', o.id, 'status', o.status, 'region', 'eu',"
+    " 'customer', (SELECT jsonb_build_object('name', 'REDACTED') FROM customers c"
+    "              WHERE c.id = o.customer_id),"
+    " 'lines', COALESCE((SELECT jsonb_agg(jsonb_build_object('line', l.line, 'qty', l.qty,"
+    "   'product', (SELECT jsonb_build_object('title', p.title) FROM products p"
+    "               WHERE p.sku = l.sku)) ORDER BY l.order_id, l.line)"
+    "   FROM order_lines l WHERE l.order_id = o.id AND l.qty > 1), '[]'::jsonb)) AS d"
+    " FROM orders o";
+
 // "<documents the cache holds> <held but wrong or extra> <expected but missing or wrong>",
 // from one page of the cache's HTTP listing; "0 0 0" for an empty, exact cache.
-std::string CompareOrders(KvPipeline& p, Sql& sql) {
+std::string CompareOrders(KvPipeline& p, Sql& sql, const char* expected = kExpectedOrders) {
   std::string page = p.Curl("/orders?limit=10000");
   const size_t code = page.rfind(' ');
   if (code == std::string::npos || page.substr(code + 1) != "200") return "HTTP: " + page;
   page.resize(code);
   return sql.Scalar(
       "WITH got AS (SELECT d FROM jsonb_array_elements($page$" + page +
-      "$page$::jsonb->'rows') d), expected AS (" + kExpectedOrders +
+      "$page$::jsonb->'rows') d), expected AS (" + expected +
       ") SELECT (SELECT count(*) FROM got) || ' ' ||"
       " (SELECT count(*) FROM (SELECT d FROM got EXCEPT SELECT d FROM expected) x) || ' ' ||"
       " (SELECT count(*) FROM (SELECT d FROM expected EXCEPT SELECT d FROM got) y)");
 }
 
-TEST(KvCacheTest, JoinedDocumentsAreServedAndFollowEveryTableTheyRead) {
-  KvPipeline p("kv_documents", ", documents: [orders]", "", kOrderDocuments);
-  Sql sql(p.url());
+// The tables of kOrderDocuments: `orders` orders of three lines each, among `customers`
+// customers and `products` products.
+void CreateShop(Sql& sql, int customers, int products, int orders) {
+  const std::string c = std::to_string(customers);
+  const std::string p = std::to_string(products);
   sql.Exec(
       "CREATE SCHEMA sales;"
       "CREATE TABLE customers (id int PRIMARY KEY, name text);"
@@ -397,11 +415,18 @@ TEST(KvCacheTest, JoinedDocumentsAreServedAndFollowEveryTableTheyRead) {
       "CREATE TABLE order_lines (order_id int, line int, sku text, qty int,"
       "                          PRIMARY KEY (order_id, line));"
       "CREATE INDEX ON order_lines (sku); CREATE INDEX ON orders (customer_id);"
-      "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 20) g;"
-      "INSERT INTO products SELECT 'p' || g, 'product ' || g FROM generate_series(1, 10) g;"
-      "INSERT INTO orders SELECT g, g % 20 + 1, 'new' FROM generate_series(1, 300) g;"
-      "INSERT INTO order_lines SELECT o, l, 'p' || ((o + l) % 10 + 1), l"
-      "  FROM generate_series(1, 300) o, generate_series(1, 3) l;");
+      "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, " + c + ") g;"
+      "INSERT INTO products SELECT 'p' || g, 'product ' || g FROM generate_series(1, " + p +
+      ") g; INSERT INTO orders SELECT g, g % " + c + " + 1, 'new' FROM generate_series(1, " +
+      std::to_string(orders) + ") g;"
+      "INSERT INTO order_lines SELECT o, l, 'p' || ((o + l) % " + p + " + 1), l"
+      "  FROM generate_series(1, " + std::to_string(orders) + ") o, generate_series(1, 3) l;");
+}
+
+TEST(KvCacheTest, JoinedDocumentsAreServedAndFollowEveryTableTheyRead) {
+  KvPipeline p("kv_documents", ", documents: [orders]", "", kOrderDocuments);
+  Sql sql(p.url());
+  CreateShop(sql, 20, 10, 300);
   auto pgflow = p.Start();
   EXPECT_EQ(p.Cli("DBSIZE"), "300");
   EXPECT_EQ(CompareOrders(p, sql), "300 0 0");
@@ -451,6 +476,31 @@ TEST(KvCacheTest, JoinedDocumentsAreServedAndFollowEveryTableTheyRead) {
 
   sql.Exec("TRUNCATE orders");
   ASSERT_TRUE(WaitFor([&] { return p.Cli("DBSIZE") == "0"; }, std::chrono::seconds(20)));
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(KvCacheTest, TransformsReachEveryLevelOfAJoinedDocument) {
+  KvPipeline p("kv_document_transforms", ", documents: [orders]", kOrderTransforms,
+               kOrderDocuments);
+  Sql sql(p.url());
+  CreateShop(sql, 5, 5, 50);
+  auto pgflow = p.Start();
+  EXPECT_EQ(CompareOrders(p, sql, kExpectedTransformedOrders), "50 0 0");
+  EXPECT_EQ(p.Cli("HGET orders:7 region"), "eu");
+  EXPECT_THAT(p.Cli("GET orders:7"), Not(HasSubstr("customer ")));
+
+  // A line that enters the filter, one that leaves it, a renamed customer (masked still).
+  sql.Exec("UPDATE order_lines SET qty = 9 WHERE order_id = 7 AND line = 1");
+  sql.Exec("UPDATE order_lines SET qty = 0 WHERE order_id = 7 AND line = 3");
+  sql.Exec("UPDATE customers SET name = 'someone' WHERE id = 3");
+  sql.Exec("INSERT INTO orders VALUES (100, 2, 'fresh'); INSERT INTO order_lines VALUES"
+           " (100, 1, 'p1', 1), (100, 2, 'p2', 2)");
+  ASSERT_TRUE(WaitFor([&] { return CompareOrders(p, sql, kExpectedTransformedOrders) ==
+                                   "51 0 0"; },
+                      std::chrono::seconds(20)))
+      << CompareOrders(p, sql, kExpectedTransformedOrders);
+  EXPECT_THAT(p.Cli("HGET orders:7 lines"), HasSubstr("{\"line\":1,\"qty\":9,"));
   pgflow->Signal(SIGTERM);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }

@@ -292,12 +292,15 @@ TEST(OpenSearchSinkTest, JoinedDocumentsFollowEveryTableTheyRead) {
                           "documents: [order]}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
   EXPECT_THAT(out, HasSubstr("no document 'order' under `documents:` (customers, orders)"));
-  // Transforms do not reach rendered documents: refused, not indexed unmasked.
+  // Documents take mask, filter and set (at every level); a transform that reshapes events
+  // is refused, naming it.
   WriteFile(wrong, head + "transforms:\n  - mask: {table: public.customers, columns: "
                           "{name: redact}}\nsinks:\n  search:\n    opensearch: {url: "
-                          "\"http://127.0.0.1:1\", documents: [orders]}\n");
+                          "\"http://127.0.0.1:1\", documents: [orders]}\n    transforms:\n"
+                          "      - rename: {table: public.orders, columns: {status: state}}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);
-  EXPECT_THAT(out, HasSubstr("a sink with documents takes no transforms")) << out;
+  EXPECT_THAT(out, HasSubstr("sinks.search.transforms[0] (rename): a sink with documents takes "
+                             "mask, filter and set transforms only")) << out;
   WriteFile(wrong, head + "sinks:\n  search:\n    opensearch: {url: \"http://127.0.0.1:1\", "
                           "shared: true, index: shop, documents: [orders]}\n");
   EXPECT_NE(RunPgflow({"validate", wrong}, &out), 0);

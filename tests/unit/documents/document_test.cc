@@ -7,25 +7,15 @@
 
 #include "documents/document_sql.h"
 #include "documents/document_spec.h"
+#include "tests/unit/documents/shop_documents.h"
 
 namespace pgflow::documents {
 namespace {
 
-using ::testing::HasSubstr;
+using testdata::kOrders;
+using testdata::ShopCatalog;
 
-constexpr char kOrders[] = R"yaml(
-orders:
-  table: public.orders
-  fields: [id, placed_at, status]
-  children:
-    customer: {table: public.customers, on: {id: customer_id}, one: true, fields: [name, email]}
-    lines:
-      table: public.order_lines
-      on: {order_id: id}
-      fields: [sku, qty]
-      children:
-        product: {table: public.products, on: {id: sku}, one: true, fields: [title]}
-)yaml";
+using ::testing::HasSubstr;
 
 // The SQL with its identifiers' quotes taken out, to read (every identifier is quoted).
 std::string Unquoted(std::string sql) {
@@ -39,20 +29,6 @@ absl::StatusOr<std::map<std::string, DocumentSpec>> Parse(const std::string& yam
   return ParseDocuments(*root);
 }
 
-Catalog ShopCatalog() {
-  Catalog catalog;
-  catalog["public.orders"] = {{"id"},
-                              {{"id", "integer"},
-                               {"customer_id", "integer"},
-                               {"placed_at", "timestamp with time zone"},
-                               {"status", "text"}}};
-  catalog["public.customers"] = {{"id"}, {{"id", "integer"}, {"name", "text"}, {"email", "text"}}};
-  catalog["public.order_lines"] = {
-      {"order_id", "line"},
-      {{"order_id", "integer"}, {"line", "integer"}, {"sku", "text"}, {"qty", "integer"}}};
-  catalog["public.products"] = {{"id"}, {{"id", "text"}, {"title", "text"}}};
-  return catalog;
-}
 
 TEST(DocumentSpecTest, ReadsADocumentOfNestedChildren) {
   absl::StatusOr<std::map<std::string, DocumentSpec>> docs = Parse(kOrders);
