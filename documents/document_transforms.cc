@@ -7,6 +7,7 @@
 #include "schemas/json_decoding.h"
 #include "schemas/json_encoding.h"
 #include "schemas/json_text.h"
+#include "transformers/filter.h"
 
 namespace pgflow::documents {
 
@@ -39,6 +40,14 @@ std::vector<std::string> FindingColumns(const DocumentNode& node, const TableCol
 absl::Status CheckTransformTypes(const std::vector<TransformConfig>& transforms,
                                  const ConfigNode& node) {
   for (const TransformConfig& transform : transforms) {
+    if (const auto* filter = dynamic_cast<const FilterOptions*>(transform.options.get());
+        filter != nullptr && !filter->selection.op.empty()) {
+      // (It would drop some of the changes that find documents, and every rendered row, which
+      // reaches it as a snapshot row does.)
+      return node.Error(Cat(transform.where,
+                            " (filter): a sink with documents takes filters on rows only, "
+                            "without `op`"));
+    }
     if (std::find(std::begin(kTaken), std::end(kTaken), transform.type) != std::end(kTaken)) {
       continue;
     }
@@ -130,11 +139,17 @@ absl::Status DocumentTransforms::Level(const DocumentNode& node, std::string_vie
       absl::StatusOr<Value> v =
           member == nullptr ? Value::Null(column.type_oid)
                             : ValueFromJson(member->value, column.type_oid, column.type_name);
-      if (!v.ok()) {
-        return absl::Status(v.status().code(), Cat(node.path, ": ", schema->QualifiedName(), ".",
-                                                    column.name, ": ", v.status().message()));
+      // A value to_jsonb writes in a form pgflow's JSON does not read back (an hstore, a
+      // composite, a geometry as objects) reaches the transforms as one the stream did not
+      // send: unknown to them, and kept as rendered; unless one would change it (a mask
+      // would leave it as it is).
+      if (!v.ok() && chain_->Changes(*schema, column.name)) {
+        return absl::FailedPreconditionError(
+            Cat(node.path, ": a transform changes ", schema->QualifiedName(), ".", column.name,
+                ", whose value as PostgreSQL renders it in JSON pgflow cannot read back (",
+                v.status().message(), ")"));
       }
-      change.after.push_back(*std::move(v));
+      change.after.push_back(v.ok() ? *std::move(v) : Value::UnchangedToast(column.type_oid));
     }
     const Row input = change.after;
     absl::StatusOr<bool> passed = chain_->ApplyOne(&change);
@@ -174,7 +189,17 @@ absl::Status DocumentTransforms::Level(const DocumentNode& node, std::string_vie
     }
     // Columns a `set` added.
     for (size_t at = 0; at < output.columns.size() && at < change.after.size(); ++at) {
-      if (index_of(*schema, output.columns[at].name) == schema->columns.size()) add_value(at);
+      const std::string& name = output.columns[at].name;
+      if (index_of(*schema, name) < schema->columns.size()) continue;
+      for (const DocumentNode& child : node.children) {
+        if (child.name == name) {
+          return absl::FailedPreconditionError(
+              Cat(node.path, ": a set transform adds column ", name,
+                  " to ", schema->QualifiedName(), ", where the document has a child of that "
+                  "name: rename one of them"));
+        }
+      }
+      add_value(at);
     }
   }
   out->push_back('{');

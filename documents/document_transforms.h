@@ -13,7 +13,9 @@
 // The transforms see each row whole, as a change event of its table has it (every column,
 // with its type), however few of its columns the document takes: the render puts the row's
 // to_jsonb beside the object of every table a transform touches (DocumentSql::Make, `whole`).
-// A row reaches them as a snapshot row does (op `read`).
+// A row reaches them as a snapshot row does (op `read`); a filter that takes some operations
+// only (`op`) is refused (CheckTransformTypes): it would leave rendered rows out, and drop
+// changes by which documents are found.
 //
 // A document's rows are found by its join columns and its root's key, read from the change
 // events the sink receives, after the transforms: a transform that changes one of those columns

@@ -86,7 +86,7 @@ absl::Status KvDocuments::OnChange(const Change& change, bool in_txn, KvStore* s
     }
     feed_->NoteEveryRootReading(table);
     feed_->NoteTransaction(change.txn.xid);
-    return absl::OkStatus();
+    return store->Commit(Lsn());
   }
   // (The initial snapshot's rows come outside any transaction, a backfill's inside one.)
   feed_->Note(change, /*snapshotting=*/change.op == Op::kRead && !in_txn);
@@ -94,12 +94,21 @@ absl::Status KvDocuments::OnChange(const Change& change, bool in_txn, KvStore* s
 }
 
 absl::Status KvDocuments::Render(KvStore* store) {
-  return feed_->Render(1000, [&](const documents::DocumentFeed::Document& document,
-                                 documents::RenderedDocument rendered) -> absl::Status {
+  absl::Status s = feed_->Render(1000, [&](const documents::DocumentFeed::Document& document,
+                                           documents::RenderedDocument rendered) {
     absl::StatusOr<Change> change = ChangeFor(document.spec.name, rendered);
     if (!change.ok()) return change.status();
     return store->Stage(*change);
   });
+  if (!s.ok()) {
+    store->Discard();
+    return s;
+  }
+  // Applied at once, within a transaction too: the documents are the source's as of now,
+  // later than every change noted, so none of them is wrong to show whatever becomes of the
+  // transaction they are rendered in, and none may wait for its commit (a transaction cut off
+  // would take them away, with the documents of the transactions before it).
+  return store->Commit(Lsn());
 }
 
 absl::StatusOr<Change> KvDocuments::ChangeFor(const std::string& document,

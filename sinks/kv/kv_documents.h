@@ -53,12 +53,13 @@ class KvDocuments {
   static absl::StatusOr<std::unique_ptr<KvDocuments>> Open(const Setup& setup);
 
   // Takes one change of the stream (or a snapshot row, `in_txn` false); renders into `store`
-  // (staged, not committed) when enough documents are noted.
+  // when enough documents are noted.
   absl::Status OnChange(const Change& change, bool in_txn, KvStore* store);
   // The version the documents rendered next carry: the last commit seen.
   void NoteCommit(Lsn commit_lsn) { version_ = std::max(version_, commit_lsn); }
   size_t noted() const { return feed_->noted(); }
-  // Renders every document noted and stages it in `store` (the caller commits).
+  // Renders every document noted and applies it to `store` (applied() unchanged: the caller
+  // commits the transaction's end once nothing it noted waits).
   absl::Status Render(KvStore* store);
 
  private:

@@ -393,8 +393,8 @@ absl::Status KvSink::RenderDocuments(Lsn end) {
 
 absl::Status KvSink::Flush() {
   if (documents_ == nullptr) return absl::OkStatus();
-  // (Within a transaction the documents are staged, and applied with its commit.)
-  if (in_txn()) return documents_->Render(&cache_->store);
+  // Everything noted is applied, and with it every transaction taken so far (within one, the
+  // transactions before it), so that what the engine acknowledges after a flush is there.
   return RenderDocuments(documents_end_);
 }
 

@@ -146,6 +146,12 @@ TEST(DocumentTransformsTest, OnlyMaskFilterAndSetAreTaken) {
   absl::Status s = CheckTransformTypes(setup->config->transforms, *root->Get("documents"));
   EXPECT_THAT(s.message(), HasSubstr("transforms[1] (rename): a sink with documents takes "
                                      "mask, filter and set transforms only"));
+  // A filter of some operations would drop changes that find documents, and rendered rows.
+  setup = Load("  - filter: {table: public.orders, op: [insert, update]}\n");
+  ASSERT_TRUE(setup->config.ok());
+  s = CheckTransformTypes(setup->config->transforms, *root->Get("documents"));
+  EXPECT_THAT(s.message(), HasSubstr("transforms[0] (filter): a sink with documents takes "
+                                     "filters on rows only, without `op`"));
 }
 
 }  // namespace
