@@ -117,9 +117,26 @@ absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The first node under `node` (itself included) whose table none of `followed` covers.
+const DocumentNode* Unfollowed(const DocumentNode& node, const std::vector<TableRef>& followed) {
+  if (std::none_of(followed.begin(), followed.end(),
+                   [&](const TableRef& t) { return t.Covers(node.table); })) {
+    return &node;
+  }
+  for (const DocumentNode& child : node.children) {
+    if (const DocumentNode* found = Unfollowed(child, followed)) return found;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 absl::Status CheckDocumentNames(const DocumentNames& names,
                                 const std::optional<ConfigNode>& described,
-                                const std::vector<TransformConfig>& transforms) {
+                                const std::vector<TransformConfig>& transforms,
+                                const std::vector<TableRef>* followed) {
   if (names.names.empty()) return absl::OkStatus();
   if (absl::Status s = CheckTransformTypes(transforms, *names.node); !s.ok()) return s;
   if (!described.has_value()) {
@@ -132,9 +149,18 @@ absl::Status CheckDocumentNames(const DocumentNames& names,
   for (const auto& [name, spec] : *specs) known.push_back(name);
   const std::vector<ConfigNode> items = names.node->Items();
   for (size_t i = 0; i < names.names.size(); ++i) {
-    if (!specs->contains(names.names[i])) {
+    auto spec = specs->find(names.names[i]);
+    if (spec == specs->end()) {
       return items[i].Error(Cat("no document '", names.names[i], "' under `documents:` (",
                                 known.empty() ? "none" : Join(known, ", "), ")"));
+    }
+    const DocumentNode* unfollowed =
+        followed != nullptr ? Unfollowed(spec->second.root, *followed) : nullptr;
+    if (unfollowed != nullptr) {
+      return items[i].Error(
+          Cat(unfollowed->path, ": ", unfollowed->table.ToString(),
+              " is not among the tables the source follows (its `tables:`): add it, or the "
+              "document would miss its changes"));
     }
   }
   return absl::OkStatus();

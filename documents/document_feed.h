@@ -50,10 +50,12 @@ struct DocumentNames {
 absl::Status ReadDocumentNames(const ConfigNode& node, DocumentNames* out);
 // Whether the pipeline's `documents:` (`described`, absent when the file has none) reads and
 // describes every name of `names`, for a sink after `transforms` (of the types documents take:
-// documents/document_transforms.h). Pure: no catalog.
+// documents/document_transforms.h), each of their tables among `followed` (the source's
+// `tables:` patterns; null: not checked). Pure: no catalog.
 absl::Status CheckDocumentNames(const DocumentNames& names,
                                 const std::optional<ConfigNode>& described,
-                                const std::vector<TransformConfig>& transforms);
+                                const std::vector<TransformConfig>& transforms,
+                                const std::vector<TableRef>* followed);
 
 class DocumentFeed {
  public:

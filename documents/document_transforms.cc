@@ -38,24 +38,28 @@ std::vector<std::string> FindingColumns(const DocumentNode& node, const TableCol
 }  // namespace
 
 absl::Status CheckTransformTypes(const std::vector<TransformConfig>& transforms,
-                                 const ConfigNode& node) {
+                                 const ConfigNode& documents) {
   for (const TransformConfig& transform : transforms) {
+    // (Placed at the transform, and said of the sink's documents.)
+    const ConfigNode& node = transform.node.has_value() ? *transform.node : documents;
+    const std::string what = transform.node.has_value() ? "" : transform.where + ": ";
     if (const auto* filter = dynamic_cast<const FilterOptions*>(transform.options.get());
         filter != nullptr && !filter->selection.op.empty()) {
       // (It would drop some of the changes that find documents, and every rendered row, which
       // reaches it as a snapshot row does.)
-      return node.Error(Cat(transform.where,
-                            " (filter): a sink with documents takes filters on rows only, "
-                            "without `op`"));
+      return node.Error(Cat(what, "a filter with `op`, which ", documents.path(),
+                            " does not take: documents take filters on rows only (rendered "
+                            "rows are no operation, and it would drop changes by which "
+                            "documents are found)"));
     }
     if (std::find(std::begin(kTaken), std::end(kTaken), transform.type) != std::end(kTaken)) {
       continue;
     }
     return node.Error(Cat(
-        transform.where, " (", transform.type, "): a sink with documents takes mask, filter "
-        "and set transforms only (their rows are rendered from the source, each level as its "
-        "table's rows; a transform that renames, drops, routes or multiplies events has no "
-        "place there)"));
+        what, "a ", transform.type, " transform, which ", documents.path(), " does not take: "
+        "documents take mask, filter and set only (their rows are rendered from the source, "
+        "each level as its table's rows; a transform that renames, drops, routes or "
+        "multiplies events has no place there)"));
   }
   return absl::OkStatus();
 }

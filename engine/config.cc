@@ -246,7 +246,7 @@ absl::Status Loader::LoadTransforms(const ConfigNode& node, std::string_view whe
     absl::StatusOr<std::shared_ptr<const TransformOptions>> options = factory->Parse(options_node);
     if (!options.ok()) return options.status();
     transforms->push_back(TransformConfig{type, Cat(where, "[", std::to_string(index), "]"),
-                                          factory, *std::move(options)});
+                                          factory, *std::move(options), item});
     ++index;
   }
   return absl::OkStatus();

@@ -75,6 +75,7 @@ struct TransformConfig {
   std::string where;  // "transforms[0]", "sinks.out.transforms[1]": for messages
   const TransformFactory* factory = nullptr;
   std::shared_ptr<const TransformOptions> options;  // what factory->Parse returned
+  std::optional<ConfigNode> node;                   // where it is written, for messages
 };
 
 // What a sink is built with besides its options.

@@ -298,7 +298,9 @@ class KvSinkFactory : public SinkFactoryOf<KvSinkOptions> {
   absl::Status CheckPipeline(const SinkOptions& options,
                              const SinkContext& context) const override {
     const auto& mine = static_cast<const KvSinkOptions&>(options);
-    return documents::CheckDocumentNames(mine.documents, context.documents, context.transforms);
+    return documents::CheckDocumentNames(
+        mine.documents, context.documents, context.transforms,
+        context.source.postgres != nullptr ? &context.source.postgres->tables : nullptr);
   }
   absl::Status CheckSource(const SourceTraits& source) const override {
     if (source.postgres != nullptr) return absl::OkStatus();

@@ -10,6 +10,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_replace.h"
+#include "common/postgres/postgres_origin.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
 
@@ -129,7 +130,9 @@ class OpenSearchSinkFactory : public SinkFactoryOf<OpenSearchSinkOptions> {
           "documents take an index each: `shared: true` (several tables in one index) does not "
           "apply to them");
     }
-    return documents::CheckDocumentNames(mine.documents, context.documents, context.transforms);
+    return documents::CheckDocumentNames(
+        mine.documents, context.documents, context.transforms,
+        context.source.postgres != nullptr ? &context.source.postgres->tables : nullptr);
   }
   std::string_view help() const override {
     return "Each table as an OpenSearch (or Elasticsearch) index of documents, ordered by "

@@ -144,14 +144,15 @@ TEST(DocumentTransformsTest, OnlyMaskFilterAndSetAreTaken) {
   absl::StatusOr<ConfigNode> root = ParseConfigDocument("documents: [orders]\n", "p.yaml", "");
   ASSERT_TRUE(root.ok()) << root.status();
   absl::Status s = CheckTransformTypes(setup->config->transforms, *root->Get("documents"));
-  EXPECT_THAT(s.message(), HasSubstr("transforms[1] (rename): a sink with documents takes "
-                                     "mask, filter and set transforms only"));
+  EXPECT_THAT(s.message(), HasSubstr("p.yaml:5:5: transforms[1]: a rename transform, which "
+                                     "documents does not take: documents take mask, filter "
+                                     "and set only"));
   // A filter of some operations would drop changes that find documents, and rendered rows.
   setup = Load("  - filter: {table: public.orders, op: [insert, update]}\n");
   ASSERT_TRUE(setup->config.ok());
   s = CheckTransformTypes(setup->config->transforms, *root->Get("documents"));
-  EXPECT_THAT(s.message(), HasSubstr("transforms[0] (filter): a sink with documents takes "
-                                     "filters on rows only, without `op`"));
+  EXPECT_THAT(s.message(), HasSubstr("transforms[0]: a filter with `op`, which documents "
+                                     "does not take: documents take filters on rows only"));
 }
 
 }  // namespace
