@@ -233,6 +233,41 @@ bool DocumentFeed::Reads(const std::string& table) const {
   return false;
 }
 
+void DocumentFeed::Take(const Change& change, bool in_txn) {
+  if (change.op == Op::kDdl) {
+    const DdlCommand* ddl = change.ddl.get();
+    if (ddl == nullptr || ddl->object_type != "table" || ddl->tag != "ALTER TABLE") return;
+    const std::string table = Cat(ddl->schema, ".", ddl->name);
+    if (!Reads(table)) return;
+    Stale(table);
+    NoteTransaction(change.txn.xid);  // (the catalog is read once it is visible)
+    return;
+  }
+  if (change.table == nullptr || change.op == Op::kMessage) return;
+  if (change.op == Op::kTruncate) {
+    const std::string table = change.table->QualifiedName();
+    if (!Reads(table)) return;
+    NoteEveryRootReading(table);
+    NoteTransaction(change.txn.xid);
+    return;
+  }
+  Note(change, /*snapshotting=*/change.op == Op::kRead && !in_txn);
+}
+
+bool DocumentFeed::Truncates(const Change& change) const {
+  return change.op == Op::kTruncate && change.table != nullptr &&
+         Reads(change.table->QualifiedName());
+}
+
+std::vector<const DocumentFeed::Document*> DocumentFeed::RootedIn(
+    const std::string& table) const {
+  std::vector<const Document*> out;
+  for (const Document& document : documents_) {
+    if (document.spec.root.table.ToString() == table) out.push_back(&document);
+  }
+  return out;
+}
+
 void DocumentFeed::Note(const Change& change, bool snapshotting) {
   if (change.table == nullptr) return;
   const std::string table = change.table->QualifiedName();

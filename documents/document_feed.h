@@ -7,10 +7,11 @@
 // - Open reads each document's tables from the source's catalog and builds its queries
 //   (documents/document_sql.h); a schema change to one of its tables has them built again
 //   before the next render (Stale).
-// - Note takes every change: a row of a table a document reads notes the documents it is in.
-//   Of the initial snapshot's rows (`snapshotting`), only the root table's count: the snapshot
-//   renders each document from its root's row, so its children's rows would render it again
-//   for nothing.
+// - Take takes every change: a row of a table a document reads notes the documents it is in.
+//   Of the initial snapshot's rows, only the root table's count: the snapshot renders each
+//   document from its root's row, so its children's rows would render it again for nothing.
+//   The sink handles a TRUNCATE of a table a document reads itself (Truncates), as it removes
+//   documents its own way.
 // - Render renders what was noted, from the source, on a connection of its own, and hands out
 //   each document with the document it belongs to. It first waits until every transaction
 //   noted is visible to a new snapshot there: a commit reaches the replication stream before
@@ -79,18 +80,16 @@ class DocumentFeed {
   // Whether a document reads `table` ("public.orders").
   bool Reads(const std::string& table) const;
 
-  // Notes a change; `snapshotting`: the initial snapshot is under way.
-  void Note(const Change& change, bool snapshotting);
-  // Every document of each document reading `table` is touched (a TRUNCATE of a child's
-  // table).
-  void NoteEveryRootReading(const std::string& table);
-  // A schema change to `table`: the queries of the documents reading it are built again.
-  void Stale(const std::string& table);
-  // The next render waits until transaction `xid` is visible (Note does so for the changes it
-  // notes; a TRUNCATE or a schema change is noted by the caller).
-  void NoteTransaction(uint32_t xid) {
-    if (xid != 0) xids_.insert(xid);
-  }
+  // Takes a change of the stream (`in_txn`: within a transaction; the initial snapshot's rows
+  // come outside any, a backfill's inside one). A schema change to a table a document reads
+  // has the documents' queries built again once it is visible; a row of one notes the
+  // documents it is in; a TRUNCATE of one, once the sink has handled it (Truncates), has every
+  // document reading the table rendered again once it is visible.
+  void Take(const Change& change, bool in_txn);
+  // Whether `change` is a TRUNCATE of a table a document reads. The sink then renders what was
+  // noted, removes the documents rooted in the table (RootedIn), and calls Take.
+  bool Truncates(const Change& change) const;
+  std::vector<const Document*> RootedIn(const std::string& table) const;
   size_t noted() const;
 
   // Renders every document noted, `batch` roots to a statement, each handed to `emit` (on the
@@ -99,6 +98,18 @@ class DocumentFeed {
   absl::Status Render(size_t batch, const Emit& emit);
 
  private:
+  // Notes a change; `snapshotting`: the initial snapshot is under way.
+  void Note(const Change& change, bool snapshotting);
+  // Every document of each document reading `table` is touched (a TRUNCATE of a child's
+  // table).
+  void NoteEveryRootReading(const std::string& table);
+  // A schema change to `table`: the queries of the documents reading it are built again.
+  void Stale(const std::string& table);
+  // The next render waits until transaction `xid` is visible.
+  void NoteTransaction(uint32_t xid) {
+    if (xid != 0) xids_.insert(xid);
+  }
+
   DocumentFeed(std::string url, std::string who) : url_(std::move(url)), who_(std::move(who)) {}
   absl::Status Connect();
   // Waits (a minute at most) until every transaction in xids_ is visible to a new snapshot.

@@ -58,38 +58,22 @@ absl::StatusOr<std::unique_ptr<KvDocuments>> KvDocuments::Open(const Setup& setu
 }
 
 absl::Status KvDocuments::OnChange(const Change& change, bool in_txn, KvStore* store) {
-  if (change.op == Op::kDdl) {
-    const DdlCommand* ddl = change.ddl.get();
-    if (ddl != nullptr && ddl->object_type == "table" && ddl->tag == "ALTER TABLE") {
-      const std::string table = Cat(ddl->schema, ".", ddl->name);
-      if (feed_->Reads(table)) {
-        feed_->Stale(table);
-        feed_->NoteTransaction(change.txn.xid);  // (the catalog is read once it is visible)
-      }
-    }
-    return absl::OkStatus();
-  }
-  if (change.table == nullptr || change.op == Op::kMessage) return absl::OkStatus();
-  const std::string table = change.table->QualifiedName();
-  if (change.op == Op::kTruncate) {
-    if (!feed_->Reads(table)) return absl::OkStatus();
+  if (feed_->Truncates(change)) {
     // What was noted before goes first; then the documents rooted in the table go, and every
     // document reading it elsewhere is rendered again once the TRUNCATE is visible.
     if (absl::Status s = Render(store); !s.ok()) return s;
-    for (const documents::DocumentFeed::Document& document : feed_->documents()) {
-      if (document.spec.root.table.ToString() != table) continue;
+    for (const documents::DocumentFeed::Document* document :
+         feed_->RootedIn(change.table->QualifiedName())) {
       Change empty;
       empty.op = Op::kTruncate;
-      empty.table = shapes_.at(document.spec.name);
+      empty.table = shapes_.at(document->spec.name);
       empty.txn = change.txn;
       if (absl::Status s = store->Stage(empty); !s.ok()) return s;
     }
-    feed_->NoteEveryRootReading(table);
-    feed_->NoteTransaction(change.txn.xid);
+    feed_->Take(change, in_txn);
     return store->Commit(Lsn());
   }
-  // (The initial snapshot's rows come outside any transaction, a backfill's inside one.)
-  feed_->Note(change, /*snapshotting=*/change.op == Op::kRead && !in_txn);
+  feed_->Take(change, in_txn);
   return feed_->noted() >= 4096 ? Render(store) : absl::OkStatus();
 }
 

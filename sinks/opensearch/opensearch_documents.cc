@@ -95,36 +95,22 @@ absl::Status OpenSearchSink::OnDocumentChange(const Change& change) {
     // stopped before it said so), and the indexes get their refresh interval and replicas.
     if (absl::Status s = OnSnapshotDone(); !s.ok()) return s;
   }
-  if (change.op == Op::kDdl) {
-    const DdlCommand* ddl = change.ddl.get();
-    if (ddl != nullptr && ddl->object_type == "table" && ddl->tag == "ALTER TABLE" &&
-        feed_->Reads(Cat(ddl->schema, ".", ddl->name))) {
-      feed_->Stale(Cat(ddl->schema, ".", ddl->name));
-      feed_->NoteTransaction(change.txn.xid);  // (the catalog is read once it is visible)
-    }
-    return absl::OkStatus();
-  }
-  if (change.table == nullptr || change.op == Op::kMessage) return absl::OkStatus();
-  const std::string table = change.table->QualifiedName();
-  if (!feed_->Reads(table)) return absl::OkStatus();
   document_version_ = std::max(document_version_, change.txn.commit_lsn);
-  if (change.op == Op::kTruncate) {
+  if (feed_->Truncates(change)) {
     // Every document rooted in the table goes, under the TRUNCATE's version; every document
     // reading it elsewhere is rendered again. What was noted before goes first.
     if (absl::Status s = RenderDocuments(); !s.ok()) return s;
     if (absl::Status s = SendAll(); !s.ok()) return s;
-    for (const documents::DocumentFeed::Document& document : feed_->documents()) {
-      if (document.spec.root.table.ToString() != table) continue;
-      absl::Status s = DeleteDocuments(document_index_.at(document.spec.name), table,
+    const std::string table = change.table->QualifiedName();
+    for (const documents::DocumentFeed::Document* document : feed_->RootedIn(table)) {
+      absl::Status s = DeleteDocuments(document_index_.at(document->spec.name), table,
                                        change.txn.commit_lsn, Cat("TRUNCATE ", table));
       if (!s.ok()) return s;
     }
-    feed_->NoteEveryRootReading(table);
-    feed_->NoteTransaction(change.txn.xid);  // (rendered once the TRUNCATE is visible)
+    feed_->Take(change, in_txn());
     return absl::OkStatus();
   }
-  // (The initial snapshot's rows come outside any transaction, a backfill's inside one.)
-  feed_->Note(change, /*snapshotting=*/change.op == Op::kRead && !in_txn());
+  feed_->Take(change, in_txn());
   return feed_->noted() >= static_cast<size_t>(options_->batch_docs) ? RenderDocuments()
                                                                      : absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -501,6 +502,69 @@ TEST(KvCacheTest, TransformsReachEveryLevelOfAJoinedDocument) {
                       std::chrono::seconds(20)))
       << CompareOrders(p, sql, kExpectedTransformedOrders);
   EXPECT_THAT(p.Cli("HGET orders:7 lines"), HasSubstr("{\"line\":1,\"qty\":9,"));
+  pgflow->Signal(SIGTERM);
+  EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
+}
+
+// Under a stream of random transactions (join keys moved, shared rows renamed, orders made and
+// deleted), every WAITLSN for the last commit finds each document as SQL renders it then, and a
+// kill -9 halfway loses nothing.
+TEST(KvCacheTest, JoinedDocumentsStayExactUnderContinuousWrites) {
+  KvPipeline p("kv_documents_writes", ", documents: [orders]", "", kOrderDocuments);
+  Sql sql(p.url());
+  CreateShop(sql, 20, 10, 300);
+  auto pgflow = p.Start();
+  std::mt19937 rnd(51);
+  auto pick = [&](int n) { return std::to_string(std::uniform_int_distribution(1, n)(rnd)); };
+  int next_order = 301;
+  for (int t = 0; t < 240; ++t) {
+    std::string txn;  // (one transaction: Sql::Exec runs its statements in one)
+    for (int k = 0; k < 3; ++k) {
+      const std::string n = std::to_string(t * 3 + k);
+      const std::string order = pick(next_order - 1);
+      switch (rnd() % 7) {
+        case 0:
+          txn += "UPDATE orders SET status = 's" + n + "' WHERE id = " + order + ";";
+          break;
+        case 1:  // a line moved to another order, at its end
+          txn += "UPDATE order_lines SET order_id = " + order + ", line = (SELECT"
+                 " coalesce(max(line), 0) + 1 FROM order_lines WHERE order_id = " + order +
+                 ") WHERE (order_id, line) = (SELECT order_id, line FROM order_lines WHERE"
+                 " order_id = " + pick(next_order - 1) + " ORDER BY line LIMIT 1);";
+          break;
+        case 2:
+          txn += "UPDATE customers SET name = 'c" + n + "' WHERE id = " + pick(20) + ";";
+          break;
+        case 3:
+          txn += "UPDATE products SET title = 't" + n + "' WHERE sku = 'p" + pick(10) + "';";
+          break;
+        case 4: {
+          const std::string id = std::to_string(next_order++);
+          txn += "INSERT INTO orders VALUES (" + id + ", " + pick(20) + ", 'new');"
+                 "INSERT INTO order_lines VALUES (" + id + ", 1, 'p" + pick(10) + "', 1), (" +
+                 id + ", 2, 'p" + pick(10) + "', 2);";
+          break;
+        }
+        case 5:
+          txn += "DELETE FROM order_lines WHERE order_id = " + order +
+                 "; DELETE FROM orders WHERE id = " + order + ";";
+          break;
+        default:  // the customer's join key
+          txn += "UPDATE orders SET customer_id = " + pick(20) + " WHERE id = " + order + ";";
+      }
+    }
+    sql.Exec(txn);
+    if (t == 120) {
+      pgflow->Signal(SIGKILL);
+      pgflow->Wait(std::chrono::seconds(30));
+      pgflow = p.Start();
+    }
+    if (t % 40 != 39) continue;
+    const std::string lsn = sql.Scalar("SELECT pg_current_wal_lsn()");
+    ASSERT_EQ(p.Cli("WAITLSN " + lsn + " 20000"), "OK") << "after transaction " << t;
+    EXPECT_EQ(CompareOrders(p, sql), sql.Scalar("SELECT count(*) FROM orders") + " 0 0")
+        << "after transaction " << t;
+  }
   pgflow->Signal(SIGTERM);
   EXPECT_EQ(pgflow->Wait(std::chrono::seconds(30)), 0);
 }
