@@ -2,37 +2,43 @@
 # Benchmark: joined documents (`documents:`, docs/guides/documents.md) against PGSync 7.3.0
 # (PyPI `pgsync`, in its own venv beside the build, with a private Redis it needs), in one run
 # on one throwaway PostgreSQL and one OpenSearch node (scripts/ostmp.sh, OPENSEARCH_HEAP
-# default 1g). The same document for both: an order (id, placed_at, status) with its customer
+# default 1g). Each tool follows a database of its own, made the same (bench for pgflow,
+# bench_pgsync, a copy of it, for PGSync), so that neither's writes, triggers or slot weigh on
+# the other's. The same document for both: an order (id, placed_at, status) with its customer
 # (name, email) as an object and its lines (line, qty) as an array, each line with its product
 # (title, price) as an object, over customers, products, orders and order_lines (indexes on
 # orders(customer_id) and order_lines(sku)). Each index: 1 shard, 0 replicas, refresh 1s;
 # otherwise each tool's defaults (pgflow's fast_load: no refresh during its snapshot).
 #
-# 1. Initial load of ORDERS (default 200,000) orders of 3 lines each, CUSTOMERS (default
-#    ORDERS / 20) customers and PRODUCTS (default ORDERS / 200) products, one tool after the
-#    other: pgflow `run --until` the position before it (the snapshot, then exit) into
-#    bench_orders; PGSync `bootstrap` (its triggers, view and slot; run first, so that pgflow's
-#    load sees no DDL) plus `pgsync --daemon` until _count of pgsync_orders is ORDERS.
+# 1. Initial load of ORDERS (default 200,000; the issue's scale is 1,000,000) orders of LINES
+#    (default 5) lines each, CUSTOMERS (default ORDERS / 20) customers and PRODUCTS (default
+#    ORDERS / 200) products, one tool after the
+#    other: PGSync `bootstrap` (its triggers, view and slot), then pgflow `run --until` the
+#    position before it (the snapshot, then exit) into bench_orders, then `pgsync --daemon`
+#    until _count of pgsync_orders is ORDERS.
 #    Documents/s of each, the CPU seconds of its own processes and of PostgreSQL meanwhile, and
 #    whether each index then holds exactly the documents a SQL query renders.
-# 2. Streaming, both running: CHANGES (default 5,000) changes in transactions of 10 through
-#    one psql session (45% an order's status, 20% a new order with 3 lines, 15% an order
+# 2. Streaming, one tool after the other (both running, the other's database quiet): the same
+#    CHANGES (default 5,000) changes in transactions of 10 through one psql session into the
+#    tool's database (45% an order's status, 20% a new order with 3 lines, 15% an order
 #    deleted with its lines, 19% a customer's name, on ~20 orders each, 1% a product's title,
 #    on ~600 orders each; every new value unique, so a lost update shows), then one last
 #    transaction setting a sentinel order's status. From the first change, the seconds until
-#    each index holds exactly the documents the SQL query renders at the end, measured to the
+#    the tool's index holds exactly the documents the SQL query renders at the end, measured to the
 #    tool's last write (the index's _stats, read every 0.25 s): once the sentinel shows in an
 #    index and it has had no write for 1 s, the whole index is read and compared (PGSync's
 #    _meta stripped, lines taken in line order, times as instants, numbers as decimals); again
 #    after its next writes (or 10 s), until it is exact or CONVERGE_TIMEOUT (default 900)
 #    seconds have passed. Documents missing, extra and different are reported, and the
 #    documents each tool wrote (indexed and deleted). PGSync's triggers run on every write of
-#    the workload, pgflow's none.
+#    its workload (the time to write it counts), pgflow has none.
 # 3. CPU seconds (user + system, /proc) of pgflow's process and of PGSync's (its daemon, and its
 #    bootstrap in 1) in each part.
-# The defaults take about 7 minutes on 2 cores, most of it PGSync's, whose streaming goes at
-# about 30 changes/s here: each 5,000 more CHANGES add about 3 minutes (CONVERGE_TIMEOUT bounds
-# the wait). Quick run: ORDERS=5000 CHANGES=2000 (about 2 minutes).
+# The defaults took about 7 minutes on 2 cores with 3 lines an order, most of it PGSync's,
+# whose streaming goes at about 30 changes/s here: each 5,000 more CHANGES add about 3 minutes
+# (CONVERGE_TIMEOUT bounds the wait). ORDERS=1000000 takes about 36 minutes, 10 of them the
+# checker's (SQL renders and whole-index reads). Quick run: ORDERS=5000 CHANGES=2000 (about 2
+# minutes).
 # LOGS=dir keeps the logs of pgflow, PGSync and Redis there. The machine may be shared: the
 # figures are of one run, side by side.
 set -euo pipefail
@@ -40,6 +46,7 @@ cd "$(dirname "$0")/.."
 ORDERS=${ORDERS:-200000}
 CUSTOMERS=${CUSTOMERS:-$((ORDERS / 20))}
 PRODUCTS=${PRODUCTS:-$((ORDERS / 200))}
+LINES=${LINES:-5}
 CHANGES=${CHANGES:-5000}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-900}
 CONVERGE_TIMEOUT=${CONVERGE_TIMEOUT:-900}
@@ -92,7 +99,7 @@ redis_up() { [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 for _ in $(seq 100); do redis_up && break; sleep 0.1; done
 redis_up || { cat "$work/redis.log" >&2; exit 1; }
 
-echo "creating $ORDERS orders of 3 lines, $CUSTOMERS customers, $PRODUCTS products"
+echo "creating $ORDERS orders of $LINES lines, $CUSTOMERS customers, $PRODUCTS products"
 psql -q -d bench -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL);
 CREATE TABLE products (id text PRIMARY KEY, title text NOT NULL, price numeric(10,2) NOT NULL);
@@ -110,9 +117,10 @@ INSERT INTO orders SELECT g, 1 + g % $CUSTOMERS,
   timestamptz '2025-01-01 00:00:00+00' + g * interval '37 seconds',
   (ARRAY['open', 'paid', 'shipped'])[1 + g % 3] FROM generate_series(1, $ORDERS) g;
 INSERT INTO order_lines SELECT o, l, 'sku-' || (1 + (o * 7 + l * 13) % $PRODUCTS), 1 + (o + l) % 5
-  FROM generate_series(1, $ORDERS) o, generate_series(1, 3) l;
+  FROM generate_series(1, $ORDERS) o, generate_series(1, $LINES) l;
 VACUUM ANALYZE;
 SQL
+psql -q -d postgres -c "CREATE DATABASE bench_pgsync TEMPLATE bench"
 
 # The same document for both.
 cat >"$work/pgflow.yaml" <<YAML
@@ -138,7 +146,7 @@ sinks:
     opensearch: {url: "$OS", index: "bench_{document}", documents: [orders], replicas: 0}
 YAML
 cat >"$work/schema.json" <<'JSON'
-[{"database": "bench", "index": "pgsync_orders",
+[{"database": "bench_pgsync", "index": "pgsync_orders",
   "setting": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
   "nodes": {"table": "orders", "columns": ["id", "placed_at", "status"],
     "children": [
@@ -161,9 +169,10 @@ export OPENSEARCH=true PG_HOST=127.0.0.1 PG_PORT=$PGPORT PG_USER=postgres PG_PAS
 
 # The comparison of an index with the documents SQL renders, and the wait for exactness.
 cat >"$work/check.py" <<'PY'
-# check.py OS_URL compare INDEX...
-#   prints, per index, "INDEX exact N" or "INDEX wrong missing extra differ EXAMPLE"
-# check.py OS_URL converge T0 TIMEOUT SENTINEL NAME=INDEX=PID=CPU0=WRITES0...
+# check.py OS_URL compare INDEX=DATABASE...
+#   prints, per index, "INDEX exact N" or "INDEX wrong missing extra differ EXAMPLE", the index
+#   compared with the documents SQL renders from DATABASE
+# check.py OS_URL converge T0 TIMEOUT SENTINEL NAME=INDEX=DATABASE=PID=CPU0=WRITES0...
 #   waits until each index is exact (see the header of bench/documents.sh); prints per NAME
 #   "NAME exact SECONDS CPU LOOKS FOUND" or "NAME wrong SECONDS CPU LOOKS missing extra differ
 #   EXAMPLE": SECONDS from T0 (epoch seconds) to the index's last write (exact) or to the
@@ -194,8 +203,8 @@ def normalize(doc):
         doc["lines"] = sorted(doc["lines"], key=lambda line: line.get("line", 0))
     return doc
 
-def expected():
-    out = subprocess.run(["psql", "-Atq", "-d", "bench", "-c", QUERY], check=True,
+def expected(database):
+    out = subprocess.run(["psql", "-Atq", "-d", database, "-c", QUERY], check=True,
                          capture_output=True, text=True).stdout
     docs = {}
     for line in out.splitlines():
@@ -240,8 +249,9 @@ def compare(want, got):  # (missing, extra, differ, example)
 
 mode = sys.argv[2]
 if mode == "compare":
-    want = expected()
-    for index in sys.argv[3:]:
+    for spec in sys.argv[3:]:
+        index, database = spec.split("=")
+        want = expected(database)
         missing, extra, differ, example = compare(want, documents(index))
         if missing or extra or differ:
             print(index, "wrong", missing, extra, differ, example)
@@ -250,7 +260,6 @@ if mode == "compare":
     sys.exit(0)
 
 t0, timeout, sentinel = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-want = expected()
 
 def writes(index):  # documents indexed and deleted so far
     _, stats = call("GET", f"/{index}/_stats/indexing")
@@ -258,12 +267,18 @@ def writes(index):  # documents indexed and deleted so far
     return counts["index_total"] + counts["delete_total"]
 
 class Watch:
+    """One index: a thread of its own reads its count of writes every 0.25 s from T0 on, so that
+    the time and CPU of its last write are known however long a comparison takes; the calling
+    thread compares (step) once the index is quiet."""
     def __init__(self, spec):
-        self.name, self.index, self.pid, cpu0, writes0 = spec.split("=")
+        self.name, self.index, self.database, self.pid, cpu0, writes0 = spec.split("=")
         self.cpu0, self.writes = float(cpu0), int(writes0)
+        self.want = None  # the documents SQL renders (the workload is over: read once, late)
         self.changed, self.used = t0, 0.0  # the last write seen: when, the CPU by then
         self.looked, self.looks = None, 0  # the last comparison: when (None: none since a write)
         self.now_used = 0.0
+        self.lock, self.done = threading.Lock(), False
+        threading.Thread(target=self.poll, daemon=True).start()
 
     def cpu(self):
         try:
@@ -272,27 +287,42 @@ class Watch:
             pass
         return self.now_used
 
+    def poll(self):
+        while not self.done:
+            seen, now = writes(self.index), time.time()
+            if seen != self.writes:
+                used = self.cpu()
+                with self.lock:
+                    self.writes, self.changed, self.used, self.looked = seen, now, used, None
+            time.sleep(0.25)
+
     def step(self):  # True once reported
         now = time.time()
-        seen = writes(self.index)
-        if seen != self.writes:
-            self.writes, self.changed, self.used, self.looked = seen, now, self.cpu(), None
+        with self.lock:
+            changed, looked, seen = self.changed, self.looked, self.writes
         late = now - t0 > timeout
-        quiet = now - self.changed >= 1
-        if not late and not (quiet and (self.looked is None or now - self.looked >= 10)):
+        quiet = now - changed >= 1
+        if not late and not (quiet and (looked is None or now - looked >= 10)):
             return False
-        if not late and self.looked is None:  # the sentinel first
+        if not late and looked is None:  # the sentinel first
             call("POST", f"/{self.index}/_refresh")
             _, doc = call("GET", f"/{self.index}/_doc/{sentinel}")
             if doc.get("_source", {}).get("status") != "sentinel":
                 return False
-        self.looked, self.looks = now, self.looks + 1
-        missing, extra, differ, example = compare(want, documents(self.index))
-        if not (missing or extra or differ):
-            print(self.name, "exact", f"{self.changed - t0:.2f}", f"{self.used:.2f}", self.looks,
-                  f"{now - t0:.2f}", flush=True)
+        if self.want is None:
+            self.want = expected(self.database)
+        with self.lock:
+            self.looked, self.looks = now, self.looks + 1
+        missing, extra, differ, example = compare(self.want, documents(self.index))
+        with self.lock:
+            changed, used, written = self.changed, self.used, self.writes != seen
+        if not (missing or extra or differ) and not written:  # (else: again, once quiet)
+            self.done = True
+            print(self.name, "exact", f"{changed - t0:.2f}", f"{used:.2f}", self.looks,
+                  f"{time.time() - t0:.2f}", flush=True)
             return True
         if late:
+            self.done = True
             print(self.name, "wrong", f"{now - t0:.2f}", f"{self.cpu():.2f}", self.looks, missing,
                   extra, differ, example, flush=True)
             return True
@@ -361,7 +391,8 @@ done
 t1=$(now)
 pgsync_daemon_cpu=$(process_tree_cpu "$pgsync_pid" 2)
 pg4=$(cluster_cpu "$work/pg")
-python3 "$work/check.py" "$OS" compare bench_orders pgsync_orders >"$work/load-check.txt"
+python3 "$work/check.py" "$OS" compare bench_orders=bench pgsync_orders=bench_pgsync \
+  >"$work/load-check.txt"
 
 python3 - "$ORDERS" "$bootstrap" "$pgflow_load" "$t0" "$t1" "$pgsync_daemon_cpu" \
   "$pg0" "$pg1" "$pg2" "$pg3" "$pg4" "$work/load-check.txt" >"$work/load.txt" <<'PY'
@@ -442,53 +473,56 @@ print("\n".join(out))
 print(sentinel, len(live), ", ".join(f"{v} {k}" for k, v in kinds.items()), file=sys.stderr)
 PY
 read -r sentinel expected_n mix <"$work/workload.txt"
-echo "2. streaming: $CHANGES changes in transactions of 10 ($mix), $expected_n orders at the end"
+echo "2. streaming: $CHANGES changes in transactions of 10 ($mix), $expected_n orders at the end;"
+echo "   each tool alone on its database"
 writes() {  # documents indexed and deleted in index $1 so far
   curl -s "$OS/$1/_stats/indexing" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)["_all"]["primaries"]["indexing"]
-print(d["index_total"], d["delete_total"])'
+print(d["index_total"] + d["delete_total"])'
 }
-read -r flow_i0 flow_d0 < <(writes bench_orders)
-read -r sync_i0 sync_d0 < <(writes pgsync_orders)
-flow_cpu0=$(process_tree_cpu "$pgflow_pid" 2)
-sync_cpu0=$(process_tree_cpu "$pgsync_pid" 2)
-w0=$(now)
-psql -q -d bench -v ON_ERROR_STOP=1 -f "$work/workload.sql" >/dev/null
-w1=$(now)
-python3 -c "print(f'the workload written in {$w1 - $w0:.2f}s')"
-python3 "$work/check.py" "$OS" converge "$w0" "$CONVERGE_TIMEOUT" "$sentinel" \
-  "pgflow=bench_orders=$pgflow_pid=$flow_cpu0=$((flow_i0 + flow_d0))" \
-  "PGSync=pgsync_orders=$pgsync_pid=$sync_cpu0=$((sync_i0 + sync_d0))" \
-  >"$work/converge.txt"
-read -r flow_i1 flow_d1 < <(writes bench_orders)
-read -r sync_i1 sync_d1 < <(writes pgsync_orders)
-kill -0 "$pgflow_pid" 2>/dev/null || echo "pgflow exited; its log: $(tail -n 20 "$work/pgflow.log")"
-kill -0 "$pgsync_pid" 2>/dev/null || echo "PGSync exited; its log: $(tail -n 20 "$work/pgsync.log")"
+# stream NAME INDEX DATABASE PID: writes the workload into DATABASE and waits until INDEX is
+# exact; appends the checker's line, the seconds the workload took to write and the documents
+# the tool wrote meanwhile to $work/converge.txt.
+stream() {
+  local name=$1 index=$2 database=$3 pid=$4 writes0 cpu0 w0 w1
+  writes0=$(writes "$index")
+  cpu0=$(process_tree_cpu "$pid" 2)
+  w0=$(now)
+  psql -q -d "$database" -v ON_ERROR_STOP=1 -f "$work/workload.sql" >/dev/null
+  w1=$(now)
+  python3 "$work/check.py" "$OS" converge "$w0" "$CONVERGE_TIMEOUT" "$sentinel" \
+    "$name=$index=$database=$pid=$cpu0=$writes0" >"$work/converge-$name.txt"
+  kill -0 "$pid" 2>/dev/null || echo "$name exited; its log: $(tail -n 20 "$work/${name,,}.log")"
+  echo "$(cat "$work/converge-$name.txt") $(python3 -c "print(f'{$w1 - $w0:.2f}')")" \
+    "$(($(writes "$index") - writes0))" >>"$work/converge.txt"
+}
+: >"$work/converge.txt"
+stream pgflow bench_orders bench "$pgflow_pid"
+stream PGSync pgsync_orders bench_pgsync "$pgsync_pid"
 sync_errors=$(grep -c ':ERROR:' "$work/pgsync.log" || true)
 sync_404=$(grep ':ERROR:' "$work/pgsync.log" | grep -c "'result': 'not_found'" || true)
 
-python3 - "$work/load.txt" "$work/converge.txt" "$((flow_i1 - flow_i0))" "$((flow_d1 - flow_d0))" \
-  "$((sync_i1 - sync_i0))" "$((sync_d1 - sync_d0))" "$sync_errors" "$sync_404" <<'PY'
+python3 - "$work/load.txt" "$work/converge.txt" "$sync_errors" "$sync_404" <<'PY'
 import sys
 load = open(sys.argv[1]).read().splitlines()
 conv = {}
 for line in open(sys.argv[2]).read().splitlines():
-    name, rest = line.split(" ", 1)
-    conv[name] = rest.split(" ", 7)
-written = {"pgflow": sys.argv[3:5], "PGSync": sys.argv[5:7]}
-errors, not_found = int(sys.argv[7]), int(sys.argv[8])
+    name, kind, seconds, cpu, looks, *rest = line.split(" ")
+    written, wrote = rest[-2:]  # the seconds the workload took to write, the writes meanwhile
+    conv[name] = (kind, seconds, cpu, looks, " ".join(rest[:-2]), float(written), int(wrote))
+errors, not_found = int(sys.argv[3]), int(sys.argv[4])
 for name in ("pgflow", "PGSync"):
-    kind, seconds, cpu, looks, *rest = conv[name]
-    indexed, deleted = map(int, written[name])
+    kind, seconds, cpu, looks, rest, written, wrote = conv[name]
     if kind == "exact":
         what = (f"exact {float(seconds):7.2f}s after the first change (its last write; found so "
-                f"at {float(rest[0]):.2f}s, {looks} comparison(s))")
+                f"at {float(rest):.2f}s, {looks} comparison(s))")
     else:
+        missing, extra, differ, example = rest.split(" ", 3)
         what = (f"NOT exact {float(seconds):7.2f}s after the first change ({looks} comparison(s)): "
-                f"{rest[0]} missing, {rest[1]} extra, {rest[2]} different; {rest[3]}")
-    print(f"{name:<7} {what}; CPU {float(cpu):6.2f}s; "
-          f"wrote {indexed:,} documents, deleted {deleted:,}")
+                f"{missing} missing, {extra} extra, {differ} different; {example}")
+    print(f"{name:<7} {what}; the workload written in {written:.2f}s; CPU {float(cpu):6.2f}s; "
+          f"{wrote:,} documents written or deleted")
 if errors:
     print(f"PGSync logged {errors} errors, {not_found} of them deletes of a document it had not "
           f"indexed (404)")
