@@ -107,15 +107,15 @@ void CheckPipeline(const PipelinePlan& plan, const CutoverOptions& options, Chec
 }  // namespace
 
 absl::Status WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::milliseconds timeout) {
-  auto now = Exec(a, "SELECT pg_current_wal_lsn()::text");
-  if (!now.ok()) return now.status();
-  const std::string lsn = Value(*now, 0, 0);
+  // (The heartbeat's position is its end, past every commit A holds now.)
+  absl::StatusOr<std::string> lsn = WriteHeartbeat(a);
+  if (!lsn.ok()) return lsn.status();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto confirmed = Exec(a,
                           "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots "
                           "WHERE slot_name = $1",
-                          {slot, lsn});
+                          {slot, *lsn});
     if (!confirmed.ok()) return confirmed.status();
     if (PQntuples(confirmed->get()) == 0) {
       return absl::NotFoundError(absl::StrCat("the source has no replication slot ", slot));
@@ -123,7 +123,7 @@ absl::Status WaitConfirmed(PGconn* a, const std::string& slot, std::chrono::mill
     if (Value(*confirmed, 0, 0) == "t") return absl::OkStatus();
     if (std::chrono::steady_clock::now() > deadline) {
       return absl::DeadlineExceededError(
-          absl::StrCat("the pipeline has not confirmed the source's position ", lsn, " within ",
+          absl::StrCat("the pipeline has not confirmed the source's position ", *lsn, " within ",
                        timeout.count(), " ms"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -208,6 +208,13 @@ std::string SqlState(const absl::Status& status) {
   return sqlstate.has_value() ? std::string(*sqlstate) : std::string();
 }
 
+absl::StatusOr<std::string> WriteHeartbeat(PGconn* conn) {
+  absl::StatusOr<PgResultPtr> res =
+      Exec(conn, "SELECT pg_logical_emit_message(false, $1, '')::text", {kHeartbeatPrefix});
+  if (!res.ok()) return res.status();
+  return std::string(PQgetvalue(res->get(), 0, 0));
+}
+
 namespace {
 
 // `res` when it is PGRES_COMMAND_OK or PGRES_TUPLES_OK, else the error, naming the query.

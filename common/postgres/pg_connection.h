@@ -66,6 +66,17 @@ absl::Status ResultError(PGconn* conn, const PGresult* res, absl::string_view co
 // The SQLSTATE of a status ResultError made; empty for any other status.
 std::string SqlState(const absl::Status& status);
 
+// The prefix of pgflow's heartbeat messages, which its stream passes over.
+inline constexpr char kHeartbeatPrefix[] = "pgflow.heartbeat";
+
+// Writes a heartbeat into the server's WAL, outside any transaction: the position ("X/X") of
+// its end. It follows every commit the server holds when it is written, and the WAL writer
+// flushes it within wal_writer_delay, so a reader of the stream reaches it even while a
+// transaction stays open. (pg_current_wal_lsn() is no such point: with a transaction open,
+// the WAL writer writes whole pages, so the position can fall inside a record, which no
+// reader gets past before the rest of it is written.)
+absl::StatusOr<std::string> WriteHeartbeat(PGconn* conn);
+
 // Reads a COPY TO STDOUT stream the way PQgetCopyData(conn, buf, 0) does, but waking the
 // calling thread only once `low_water` bytes wait in the socket (SO_RCVLOWAT), or after
 // `max_wait_ms`, rather than at every message the server sends. On loopback a wake-up costs the

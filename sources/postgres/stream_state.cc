@@ -524,9 +524,8 @@ void PostgresSource::StreamState::MaybeHeartbeat() {
     }
     heartbeat_conn_ = *std::move(conn);
   }
-  auto res = Exec(heartbeat_conn_.get(), absl::StrCat("SELECT pg_logical_emit_message(false, ",
-                                                      QuoteLiteral(kHeartbeatPrefix), ", '')"));
-  if (!res.ok()) LogWarning("heartbeat: %s", res.status().message());
+  absl::StatusOr<std::string> written = WriteHeartbeat(heartbeat_conn_.get());
+  if (!written.ok()) LogWarning("heartbeat: %s", written.status().message());
 }
 
 }  // namespace pgflow

@@ -145,8 +145,6 @@ class PostgresSource::StreamState {
   // Best effort: without it every change wakes the reader, as before.
   void SetCatchingUp(int fd, bool on);
   static constexpr int kCatchUpLowat = 64 << 10;
-  // The prefix of the heartbeat messages (MaybeHeartbeat), which the stream passes over.
-  static constexpr std::string_view kHeartbeatPrefix = "pgflow.heartbeat";
 
   PostgresSource* source_;
   Emitter& emitter_;

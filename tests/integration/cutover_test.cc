@@ -306,10 +306,15 @@ TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
   Migration m("cut_long");
   Sql(m.a_url()).Exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
   Sql(m.a_url()).Exec("INSERT INTO t VALUES (1, 0)");
+  Sql(m.a_url()).Exec("CREATE TABLE pad (id int PRIMARY KEY)");
   m.StartPipeline();
   Conn open(m.pooler().Url("app"));
   ASSERT_TRUE(open.ok()) << open.error();
   ASSERT_EQ(open.Run("BEGIN"), "");
+  // More WAL than the server's WAL buffers hold: their full pages are written while the
+  // transaction stays open, and the server's write position falls inside a record, where no
+  // reader of the stream can stop.
+  ASSERT_EQ(open.Run("INSERT INTO pad SELECT generate_series(1, 100000)"), "");
   ASSERT_EQ(open.Run("UPDATE t SET v = 1"), "");
 
   // The comparison before the pause waits for the transaction too (its snapshot's consistent
