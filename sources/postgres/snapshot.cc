@@ -198,7 +198,9 @@ struct SnapshotCopier::Shared {
   size_t next ABSL_GUARDED_BY(mu) = 0;  // next index into `order`
   std::vector<size_t> order;            // plan indices still to copy, largest tables first
   absl::Status error ABSL_GUARDED_BY(mu);
-  std::atomic<int> imported{0};
+  // Workers that hold the snapshot or will never import it (none left to copy, or failed): once
+  // every one is, its exporter may let it go.
+  std::atomic<int> settled{0};
   // `read` events carry the snapshot's time and a sequence number unique within it, so
   // (lsn, seq) identifies each row like any change.
   int64_t started_us = 0;
@@ -239,12 +241,18 @@ struct SnapshotCopier::Worker {
   Lsn position;
 
   void Run() {
-    absl::Status s = RunChunks();
+    bool settled = false;
+    absl::Status s = RunChunks(&settled);
     if (!s.ok()) shared.Fail(std::move(s));
+    if (!settled) shared.settled.fetch_add(1);
     shared.finished_workers.fetch_add(1);
   }
 
-  absl::Status RunChunks() {
+  // *settled once the worker holds the snapshot (and Shared::settled counts it).
+  absl::Status RunChunks(bool* settled) {
+    // A chunk first: a worker that starts once the others took every chunk needs no snapshot.
+    std::optional<size_t> index = shared.Take();
+    if (!index) return absl::OkStatus();
     absl::StatusOr<PgConnPtr> conn = Connect(shared.url, ConnectionKind::kRegular);
     if (!conn.ok()) return conn.status();
     PGconn* c = conn->get();
@@ -252,10 +260,9 @@ struct SnapshotCopier::Worker {
                                       "SET TRANSACTION SNAPSHOT ",
                                       QuoteLiteral(shared.snapshot_name)));
     if (!begin.ok()) return begin.status();
-    shared.imported.fetch_add(1);
-    while (!shared.stop.load()) {
-      std::optional<size_t> index = shared.Take();
-      if (!index) break;
+    shared.settled.fetch_add(1);
+    *settled = true;
+    for (; index.has_value() && !shared.stop.load(); index = shared.Take()) {
       if (absl::Status s = CopyChunk(c, *index); !s.ok()) return s;
     }
     Exec(c, "COMMIT").IgnoreError();
@@ -577,8 +584,10 @@ absl::Status SnapshotCopier::Run(const std::string& snapshot_name,
   for (int i = 0; i < workers && !shared.plan.empty(); ++i) {
     threads.Start([&shared, this] { Worker{shared, options_.position}.Run(); });
   }
-  // Until every worker holds the snapshot, its exporter must stay untouched.
-  while (shared.imported.load() + shared.finished_workers.load() < threads.size()) {
+  // Until every worker holds the snapshot or never will, its exporter must stay untouched (one
+  // that copied every chunk and left is not every worker: another, started late, would find
+  // the snapshot gone).
+  while (shared.settled.load() < threads.size()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   imported();
