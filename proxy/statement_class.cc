@@ -200,14 +200,28 @@ StatementClass ClassifySql(std::string_view sql) {
   return out;
 }
 
+namespace {
+
+// Bytes as PostgreSQL's lexer reads them (the C locale's classes, without a call into libc
+// for each byte: the key is made for every simple query).
+constexpr bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+constexpr bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool IsAlnum(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+constexpr bool IsIdentChar(char c) {
+  return IsAlnum(c) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+}
+
+}  // namespace
+
 std::string LiteralFreeKey(std::string_view sql) {
   std::string key;
   key.reserve(sql.size());
   const size_t n = sql.size();
-  auto ident_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
-           static_cast<unsigned char>(c) >= 0x80;
-  };
+  auto ident_char = IsIdentChar;
   auto space = [&] {
     if (!key.empty() && key.back() != ' ') key += ' ';
   };
@@ -235,7 +249,7 @@ std::string LiteralFreeKey(std::string_view sql) {
       space();
       continue;
     }
-    if (std::isspace(static_cast<unsigned char>(c))) {
+    if (IsSpace(c)) {
       space();
       ++i;
       continue;
@@ -286,12 +300,12 @@ std::string LiteralFreeKey(std::string_view sql) {
       // (A tag's characters as PostgreSQL's lexer takes them: letters, digits, '_', and any
       // byte of a multibyte character.)
       size_t j = i + 1;
-      while (j < n && (std::isalnum(static_cast<unsigned char>(sql[j])) || sql[j] == '_' ||
+      while (j < n && (IsAlnum(sql[j]) || sql[j] == '_' ||
                        static_cast<unsigned char>(sql[j]) >= 0x80)) {
         ++j;
       }
       if (j < n && sql[j] == '$' &&
-          !(j > i + 1 && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) {
+          !(j > i + 1 && IsDigit(sql[i + 1]))) {
         const std::string_view tag = sql.substr(i, j - i + 1);
         const size_t end = sql.find(tag, j + 1);
         const size_t stop = end == std::string_view::npos ? n : end + tag.size();
@@ -303,16 +317,23 @@ std::string LiteralFreeKey(std::string_view sql) {
       i = j;
       continue;
     }
-    if ((std::isdigit(static_cast<unsigned char>(c)) ||
-         (c == '.' && i + 1 < n && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) &&
+    if ((IsDigit(c) ||
+         (c == '.' && i + 1 < n && IsDigit(sql[i + 1]))) &&
         (key.empty() || !ident_char(key.back()))) {
       // A number (with a fraction, an exponent, 0x...): its value goes.
       while (i < n &&
-             (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '.' || sql[i] == '_' ||
+             (IsAlnum(sql[i]) || sql[i] == '.' || sql[i] == '_' ||
               ((sql[i] == '+' || sql[i] == '-') && (sql[i - 1] == 'e' || sql[i - 1] == 'E')))) {
         ++i;
       }
       key += '?';
+      continue;
+    }
+    if (ident_char(c)) {  // a word (a keyword or a name, its digits and all): kept whole
+      size_t j = i + 1;
+      while (j < n && ident_char(sql[j])) ++j;
+      key.append(sql.data() + i, j - i);
+      i = j;
       continue;
     }
     key += c;
