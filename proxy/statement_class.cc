@@ -3,10 +3,10 @@
 #include <pg_query.h>
 
 #include <algorithm>
-#include <cctype>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "nlohmann/json.hpp"
 
 namespace pgflow::proxy {
@@ -202,16 +202,13 @@ StatementClass ClassifySql(std::string_view sql) {
 
 namespace {
 
-// Bytes as PostgreSQL's lexer reads them (the C locale's classes, without a call into libc
-// for each byte: the key is made for every simple query).
-constexpr bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-constexpr bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-constexpr bool IsAlnum(char c) {
-  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-constexpr bool IsIdentChar(char c) {
+// absl's byte classes are the C locale's, without a call into libc for each byte (the key is
+// made for every simple query).
+bool IsSpace(char c) { return absl::ascii_isspace(static_cast<unsigned char>(c)); }
+bool IsDigit(char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }
+bool IsAlnum(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); }
+// A byte of a name as PostgreSQL's lexer reads it.
+bool IsIdentChar(char c) {
   return IsAlnum(c) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
 }
 
@@ -221,7 +218,6 @@ std::string LiteralFreeKey(std::string_view sql) {
   std::string key;
   key.reserve(sql.size());
   const size_t n = sql.size();
-  auto ident_char = IsIdentChar;
   auto space = [&] {
     if (!key.empty() && key.back() != ' ') key += ' ';
   };
@@ -257,7 +253,7 @@ std::string LiteralFreeKey(std::string_view sql) {
     const bool prefixed = (c == 'E' || c == 'e' || c == 'B' || c == 'b' || c == 'X' || c == 'x' ||
                            c == 'N' || c == 'n') &&
                           i + 1 < n && sql[i + 1] == '\'' &&
-                          (key.empty() || !ident_char(key.back()));
+                          (key.empty() || !IsIdentChar(key.back()));
     if (c == '\'' || prefixed) {  // a string: its value goes
       const bool backslashes = prefixed && (c == 'E' || c == 'e');
       if (prefixed) ++i;
@@ -295,17 +291,13 @@ std::string LiteralFreeKey(std::string_view sql) {
       key.append(sql, start, i - start);
       continue;
     }
-    if (c == '$' && (key.empty() || !ident_char(key.back()))) {
+    if (c == '$' && (key.empty() || !IsIdentChar(key.back()))) {
       // $1 (a parameter) or a dollar-quoted string: $tag$ ... $tag$, kept whole (a body is code).
       // (A tag's characters as PostgreSQL's lexer takes them: letters, digits, '_', and any
       // byte of a multibyte character.)
       size_t j = i + 1;
-      while (j < n && (IsAlnum(sql[j]) || sql[j] == '_' ||
-                       static_cast<unsigned char>(sql[j]) >= 0x80)) {
-        ++j;
-      }
-      if (j < n && sql[j] == '$' &&
-          !(j > i + 1 && IsDigit(sql[i + 1]))) {
+      while (j < n && IsIdentChar(sql[j]) && sql[j] != '$') ++j;
+      if (j < n && sql[j] == '$' && !(j > i + 1 && IsDigit(sql[i + 1]))) {
         const std::string_view tag = sql.substr(i, j - i + 1);
         const size_t end = sql.find(tag, j + 1);
         const size_t stop = end == std::string_view::npos ? n : end + tag.size();
@@ -317,21 +309,20 @@ std::string LiteralFreeKey(std::string_view sql) {
       i = j;
       continue;
     }
-    if ((IsDigit(c) ||
-         (c == '.' && i + 1 < n && IsDigit(sql[i + 1]))) &&
-        (key.empty() || !ident_char(key.back()))) {
+    if ((IsDigit(c) || (c == '.' && i + 1 < n && IsDigit(sql[i + 1]))) &&
+        (key.empty() || !IsIdentChar(key.back()))) {
       // A number (with a fraction, an exponent, 0x...): its value goes.
-      while (i < n &&
-             (IsAlnum(sql[i]) || sql[i] == '.' || sql[i] == '_' ||
-              ((sql[i] == '+' || sql[i] == '-') && (sql[i - 1] == 'e' || sql[i - 1] == 'E')))) {
+      while (i < n && (IsAlnum(sql[i]) || sql[i] == '.' || sql[i] == '_' ||
+                       ((sql[i] == '+' || sql[i] == '-') &&
+                        (sql[i - 1] == 'e' || sql[i - 1] == 'E')))) {
         ++i;
       }
       key += '?';
       continue;
     }
-    if (ident_char(c)) {  // a word (a keyword or a name, its digits and all): kept whole
+    if (IsIdentChar(c)) {  // a word (a keyword or a name, its digits and all): kept whole
       size_t j = i + 1;
-      while (j < n && ident_char(sql[j])) ++j;
+      while (j < n && IsIdentChar(sql[j])) ++j;
       key.append(sql.data() + i, j - i);
       i = j;
       continue;
