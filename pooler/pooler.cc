@@ -26,6 +26,7 @@
 #include "engine/str_cat.h"
 #include "pooler/admin_console.h"
 #include "pooler/auth.h"
+#include "pooler/gateway.h"
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
@@ -55,6 +56,11 @@ class UniqueFd {
 };
 
 }  // namespace
+
+Pooler::Impl::Impl(PoolerConfig config, RouterFactory* routers)
+    : config_(std::move(config)), router_factory_(routers) {}
+
+Pooler::Impl::~Impl() = default;
 
 PoolSettings Pooler::Impl::SettingsFor(const PoolerConfig& config, const std::string& database,
                                        const DatabaseOptions& db, int node) const {
@@ -395,16 +401,19 @@ absl::Status Pooler::Impl::Reload() {
   if (!tls.ok()) return tls.status();
   if (config->listen != config_.listen || config->threads != config_.threads ||
       config->unix_socket_dir != config_.unix_socket_dir ||
-      config->scheduling != config_.scheduling) {
+      config->scheduling != config_.scheduling || config->http.listen != config_.http.listen ||
+      config->http.tls != config_.http.tls) {
     LogWarning(
-        "pooler: listen, unix_socket_dir, threads and scheduling take effect at the next "
-        "start");
+        "pooler: listen, unix_socket_dir, threads, scheduling, http.listen and http.tls take "
+        "effect at the next start");
   }
   PoolerConfig applied = *config;
   applied.listen = config_.listen;
   applied.unix_socket_dir = config_.unix_socket_dir;
   applied.threads = config_.threads;
   applied.scheduling = config_.scheduling;
+  applied.http.listen = config_.http.listen;
+  applied.http.tls = config_.http.tls;
   applied.file = config_.file;
   // A RETARGET holds while the file keeps the url it moved the database from.
   for (auto it = retargeted_.begin(); it != retargeted_.end();) {
@@ -638,10 +647,54 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
   }
 }
 
-void Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local) {
+void Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local,
+                                std::optional<Tunnel> tunnel) {
   auto* owner = new std::shared_ptr<Session>(
-      std::make_shared<Session>(this, thread, std::move(socket), local));
+      std::make_shared<Session>(this, thread, std::move(socket), local, tunnel));
   asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
+}
+
+absl::StatusOr<Socket> Pooler::Impl::OpenTunnel(NetThread* thread, const Tunnel& tunnel) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) != 0) {
+    return absl::ResourceExhaustedError(Cat("cannot make a socketpair: ", strerror(errno)));
+  }
+  UniqueFd session_end(ends[0]);
+  UniqueFd gateway_end(ends[1]);
+  // (Stream sockets, driven through a tcp socket object as the Unix socket's clients are.)
+  Socket served(thread->context.get_executor());
+  Socket ours(thread->context.get_executor());
+  boost::system::error_code ec;
+  served.assign(tcp::v4(), session_end.get(), ec);
+  if (!ec) session_end.release();
+  if (!ec) ours.assign(tcp::v4(), gateway_end.get(), ec);
+  if (!ec) gateway_end.release();
+  if (ec) return absl::ResourceExhaustedError(Cat("cannot use a socketpair: ", ec.message()));
+  StartSession(thread, std::move(served), /*local=*/false, tunnel);
+  return ours;
+}
+
+boost::system::error_code ListenShared(Acceptor* acceptor, const tcp::endpoint& at) {
+  boost::system::error_code ec;
+  acceptor->open(at.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) {
+    int one = 1;
+    if (setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      ec = boost::system::error_code(errno, boost::system::system_category());
+    }
+  }
+  if (!ec) acceptor->bind(at, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  return ec;
+}
+
+int Pooler::Impl::http_port() const { return gateway_ == nullptr ? 0 : gateway_->port(); }
+
+std::vector<NetThread*> Pooler::Impl::threads() const {
+  std::vector<NetThread*> out;
+  for (const auto& thread : threads_) out.push_back(thread.get());
+  return out;
 }
 
 // The Unix socket is one, accepted on the first thread; its clients go to the threads in turn.
@@ -784,20 +837,9 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
     auto thread = std::make_unique<NetThread>();
     if (absl::Status s = thread->reactor.Open(); !s.ok()) return s;
     thread->acceptor.emplace(thread->context.get_executor());
-    boost::system::error_code ec;
     tcp::endpoint at = *endpoint;
     if (i > 0) at.port(static_cast<unsigned short>(port_));
-    thread->acceptor->open(at.protocol(), ec);
-    if (!ec) thread->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) {
-      int one = 1;
-      if (setsockopt(thread->acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one,
-                     sizeof one) != 0) {
-        ec = boost::system::error_code(errno, boost::system::system_category());
-      }
-    }
-    if (!ec) thread->acceptor->bind(at, ec);
-    if (!ec) thread->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    boost::system::error_code ec = ListenShared(&*thread->acceptor, at);
     if (ec) {
       return absl::UnavailableError(
           Cat("pooler: cannot listen on ", config_.listen, ": ", ec.message()));
@@ -809,6 +851,11 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
     if (absl::Status s = ListenLocal(threads_[0].get()); !s.ok()) return s;
   }
   metrics_ = metrics;
+  if (!config_.http.listen.empty()) {
+    gateway_ = std::make_unique<Gateway>(this, metrics);
+    if (absl::Status s = gateway_->Listen(config_.http, threads()); !s.ok()) return s;
+    gateway_->Start();
+  }
   if (metrics_ != nullptr) collector_ = metrics_->AddCollector([this] { CollectMetrics(); });
   if (threads_[0]->local_acceptor) {
     asio::co_spawn(threads_[0]->context, AcceptLocal(threads_[0].get()), asio::detached);
@@ -887,6 +934,7 @@ void Pooler::Impl::Stop() {
     if (thread->acceptor) thread->acceptor->close(ec);
     if (thread->local_acceptor) thread->local_acceptor->close(ec);
   }
+  if (gateway_ != nullptr) gateway_->Close();
   if (!local_path_.empty()) ::unlink(local_path_.c_str());
   threads_.clear();
   {
@@ -905,6 +953,7 @@ bool Pooler::WaitForShutdown(std::chrono::milliseconds timeout) {
 }
 void Pooler::Stop() { impl_->Stop(); }
 int Pooler::port() const { return impl_->port(); }
+int Pooler::http_port() const { return impl_->http_port(); }
 
 void Pooler::Hold(const std::string& database) { impl_->Hold(database); }
 

@@ -47,6 +47,8 @@ class Pooler {
   void Stop();
 
   int port() const;
+  // The port of http.listen (SQL over HTTP and WebSocket); 0 without it.
+  int http_port() const;
 
   // For what else runs in the process (the leader watch of a database that follows a
   // cluster): a hold of `database`'s new transactions (they wait, as under PAUSE), apart from

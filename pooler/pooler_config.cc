@@ -471,6 +471,49 @@ const OptionTable<TlsOptions>& TlsTable() {
   return *table;
 }
 
+const OptionTable<TlsOptions>& HttpTlsTable() {
+  static const auto* table = new OptionTable<TlsOptions>({
+      PathOption("cert", &TlsOptions::cert)
+          .NoDefault()
+          .Help("PEM certificate (chain) of the HTTP listener: with it, https:// and wss:// "
+                "only."),
+      PathOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of http.tls.cert."),
+  });
+  return *table;
+}
+
+const OptionTable<HttpOptions>& HttpTable() {
+  static const auto* table = new OptionTable<HttpOptions>({
+      StringOption("listen", &HttpOptions::listen)
+          .NoDefault()
+          .Check(CheckListenAddress)
+          .Help("host:port of SQL over HTTP (POST /sql) and of the PostgreSQL protocol over "
+                "WebSocket, as Neon's serverless driver speaks them."),
+      SectionOption("tls", &HttpOptions::tls, HttpTlsTable())
+          .Help("{cert, key}: HTTPS and wss:// (re-read at start only)."),
+      IntOption("max_connections", &HttpOptions::max_connections)
+          .Range(1, 1000000)
+          .Help("HTTP and WebSocket connections at once; past it a connection is answered 503 "
+                "and closed. Each also counts toward max_client_conn while it holds a login."),
+      BytesOption("max_request_size", &HttpOptions::max_request_size)
+          .Range(uint64_t{1024}, uint64_t{1} << 30)
+          .Help("A larger POST /sql body is answered 413."),
+      BytesOption("max_response_size", &HttpOptions::max_response_size)
+          .Range(uint64_t{0}, uint64_t{1} << 40)
+          .Help("A /sql answer growing past this is cut off (the connection closed, so the "
+                "client sees an error, never a partial result); 0: no limit. Answers are "
+                "streamed, so the pooler holds a bounded part of one whatever this is."),
+      DurationOption("statement_timeout", &HttpOptions::statement_timeout)
+          .Range(milliseconds(0), milliseconds(86400000))
+          .ZeroMeansOff()
+          .Help("A /sql request still running after this is cancelled (SQLSTATE 57014)."),
+      DurationOption("idle_timeout", &HttpOptions::idle_timeout)
+          .Range(milliseconds(100), milliseconds(86400000))
+          .Help("A keep-alive connection with no request for this long is closed."),
+  });
+  return *table;
+}
+
 const OptionTable<PoolerConfig>& PoolerTable() {
   static const auto* table = new OptionTable<PoolerConfig>(
       {
@@ -497,6 +540,9 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Help("{method, users, user, query}: how clients log in."),
           SectionOption("tls", &PoolerConfig::tls, TlsTable())
               .Help("{mode, cert, key}: TLS toward clients (toward servers: the url's sslmode)."),
+          SectionOption("http", &PoolerConfig::http, HttpTable())
+              .Help("{listen, tls, ...}: SQL over HTTP and WebSocket (Neon's serverless "
+                    "driver), through the same pools and logins."),
           IntOption("max_client_conn", &PoolerConfig::max_client_conn)
               .Range(1, 1000000)
               .Help("Client connections at most; past it a client gets SQLSTATE 53300."),
@@ -548,6 +594,12 @@ const OptionTable<PoolerConfig>& PoolerTable() {
       [](const PoolerConfig& config, const ConfigNode& map) -> absl::Status {
         if (config.tls.mode != TlsMode::kDisable && (config.tls.cert.empty() || config.tls.key.empty())) {
           return map.Error("tls.mode other than disable needs tls.cert and tls.key");
+        }
+        if (config.http.tls.cert.empty() != config.http.tls.key.empty()) {
+          return map.Error("http.tls needs both cert and key");
+        }
+        if (!config.http.tls.cert.empty() && config.http.listen.empty()) {
+          return map.Error("http.tls is for http.listen: give it");
         }
         if (config.tls.mode >= TlsMode::kVerifyCa && config.tls.ca.empty()) {
           return map.Error("tls.mode verify-ca and verify-full need tls.ca, the authorities "

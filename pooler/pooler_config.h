@@ -177,6 +177,19 @@ struct AdminOptions {
   std::vector<std::string> users;   // who may use the SQL console (database "pgflow")
 };
 
+// SQL over HTTP and the PostgreSQL protocol over WebSocket (pooler/gateway.h): the protocol
+// Neon's serverless driver speaks, served through the pooler's own pools and logins.
+struct HttpOptions {
+  std::string listen;  // host:port; empty: no HTTP listener
+  TlsOptions tls;      // cert and key: HTTPS and wss:// (mode is not read)
+  int max_connections = 1000;                     // HTTP and WebSocket connections at once
+  uint64_t max_request_size = 10ull << 20;        // a POST /sql body at most
+  uint64_t max_response_size = 0;                 // a /sql answer at most; 0: no limit
+  std::chrono::milliseconds statement_timeout{0};  // a /sql request at most; 0: none
+  std::chrono::milliseconds idle_timeout{60000};   // a keep-alive connection with no request
+  bool operator==(const HttpOptions&) const = default;
+};
+
 // pgbouncer's default auth_query.
 inline constexpr std::string_view kDefaultAuthQuery =
     "SELECT usename, passwd FROM pg_shadow WHERE usename = $1";
@@ -206,6 +219,7 @@ struct PoolerConfig {
   AdminOptions admin;
   AuthOptions auth;
   TlsOptions tls;
+  HttpOptions http;
   int max_client_conn = 10000;
   std::chrono::milliseconds hold_timeout{30000};
   std::chrono::milliseconds query_wait_timeout{120000};

@@ -47,6 +47,20 @@ using LocalAcceptor =
 constexpr size_t kReadChunk = 16384;
 
 class Session;
+class Gateway;
+
+// Opens `acceptor` listening on `at` with SO_REUSEPORT, so that each network thread listens
+// on the same address with a socket of its own and the kernel spreads connections among them.
+boost::system::error_code ListenShared(Acceptor* acceptor, const tcp::endpoint& at);
+
+// A client that reached the pooler through its HTTP listener (pooler/gateway.h): the gateway
+// speaks for it over one end of a socketpair, the session serves the other end as it would a
+// socket of its own, with the client's address (for SHOW CLIENTS, bans and the log) and whether
+// the client's connection is TLS (for tls.mode require).
+struct Tunnel {
+  tcp::endpoint peer;
+  bool tls = false;
+};
 
 struct NetThread {
   asio::io_context context{1};
@@ -125,8 +139,8 @@ struct ClientInfo {
 
 class Pooler::Impl : public AdminTarget {
  public:
-  Impl(PoolerConfig config, RouterFactory* routers)
-      : config_(std::move(config)), router_factory_(routers) {}
+  Impl(PoolerConfig config, RouterFactory* routers);
+  ~Impl() override;  // (in pooler.cc, where Gateway is complete)
 
   absl::Status Start(MetricsRegistry* metrics);
   absl::Status Reload() override;
@@ -137,6 +151,7 @@ class Pooler::Impl : public AdminTarget {
   bool WaitForShutdown(std::chrono::milliseconds timeout);
   void Stop();
   int port() const { return port_; }
+  int http_port() const;
 
   // Sessions.
   std::shared_ptr<const PoolerConfig> config() const {
@@ -176,6 +191,11 @@ class Pooler::Impl : public AdminTarget {
   }
   // The same, if it exists already.
   std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
+  // A session served over one end of a socketpair on `thread`, for a gateway client (Tunnel);
+  // the other end, on the thread's executor. An error when the socketpair cannot be made.
+  absl::StatusOr<Socket> OpenTunnel(NetThread* thread, const Tunnel& tunnel);
+  // The network threads (the gateway serves its connections on them).
+  std::vector<NetThread*> threads() const;
   void Register(const std::shared_ptr<ClientInfo>& info);
   void Unregister(uint64_t id);
   // The client a cancel request with BackendKeyData (pid, key) is for; nullptr when none.
@@ -220,7 +240,8 @@ class Pooler::Impl : public AdminTarget {
   Task<void> Accept(NetThread* thread);
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);
-  void StartSession(NetThread* thread, Socket socket, bool local);
+  void StartSession(NetThread* thread, Socket socket, bool local,
+                    std::optional<Tunnel> tunnel = std::nullopt);
   Task<void> Every(NetThread* thread, std::chrono::milliseconds period,
                    void (Impl::*work)(NetThread*));
   void PrunePools(NetThread* thread);
@@ -288,6 +309,7 @@ class Pooler::Impl : public AdminTarget {
       ABSL_GUARDED_BY(clients_mu_);
 
   std::vector<std::unique_ptr<NetThread>> threads_;
+  std::unique_ptr<Gateway> gateway_;  // http.listen's (pooler/gateway.h); null without it
   int port_ = 0;
   std::string local_path_;  // the Unix socket's path, when unix_socket_dir is set
   std::atomic<bool> suspended_{false};

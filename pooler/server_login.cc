@@ -165,9 +165,8 @@ absl::Status StartScram(BodyReader* body, const LoginCredentials& login,
   return absl::OkStatus();
 }
 
-// The answer to the server's Authentication message `body` (empty for AuthenticationOk and
-// SASLFinal) into *out, *scram holding a SCRAM exchange between its steps; an error (one that
-// trying again cannot mend) when the pooler cannot answer it.
+}  // namespace
+
 absl::Status AnswerAuthentication(BodyReader* body, const LoginCredentials& login,
                                   std::optional<ScramClient>* scram, std::string* out) {
   const int32_t code = body->Int32().value_or(-1);
@@ -217,6 +216,8 @@ absl::Status AnswerAuthentication(BodyReader* body, const LoginCredentials& logi
   return SqlstateError("28000",
                        Cat("unsupported authentication request ", code, " from the server"));
 }
+
+namespace {
 
 // A ParameterStatus the server sent at login, noted in `server`'s parameters.
 void NoteParameter(BodyReader* body, ServerConn* server) {

@@ -9,8 +9,12 @@
 #include <memory>
 #include <string>
 
+#include <optional>
+
 #include "absl/status/statusor.h"
+#include "pooler/auth.h"
 #include "pooler/pool.h"
+#include "pooler/protocol.h"
 #include "pooler/pooler_config.h"
 
 namespace pgflow::pooler {
@@ -25,6 +29,13 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> LoginServer(
     asio::io_context* context, const Upstream& upstream, const std::string& dbname,
     const LoginCredentials& login, const StartupSettings* startup,
     std::chrono::milliseconds timeout, bool* transient);
+
+// The answer to an Authentication message `body` (as a server sends it) into *out, *scram
+// holding a SCRAM exchange between its steps (empty for AuthenticationOk and SASLFinal); an
+// error (one that trying again cannot mend) when `login` cannot answer it. The gateway's
+// clients answer their sessions with it too.
+absl::Status AnswerAuthentication(BodyReader* body, const LoginCredentials& login,
+                                  std::optional<ScramClient>* scram, std::string* out);
 
 // Connects a non-blocking stream socket to the Unix socket at `path` (PostgreSQL's
 // .s.PGSQL.<port>) into *fd: 0, or the errno of the failure (ENAMETOOLONG for a path longer

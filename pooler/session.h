@@ -44,9 +44,10 @@ class Session : public std::enable_shared_from_this<Session>,
                 public Reactor::Target,
                 public PoolClient {
  public:
-  // `local`: the client came through the Unix socket.
-  Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local)
-      : impl_(impl), thread_(thread), client_(std::move(socket)), local_(local) {
+  // `local`: the client came through the Unix socket; `tunnel`: through the HTTP listener.
+  Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local,
+          std::optional<Tunnel> tunnel = std::nullopt)
+      : impl_(impl), thread_(thread), client_(std::move(socket)), tunnel_(tunnel), local_(local) {
     impl_->sessions.fetch_add(1);
   }
   ~Session();
@@ -366,7 +367,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // The client's query was cancelled while it waited for a server connection
   // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.
   bool wait_cancelled_ = false;
-  bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h)
+  std::optional<Tunnel> tunnel_;  // the client came through the gateway (Tunnel)
+  bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)
   bool admin_ = false;    // the admin console's client (counted in impl_->consoles)

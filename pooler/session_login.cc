@@ -82,8 +82,11 @@ Task<bool> Session::Login() {
   const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
   Deadline deadline(client_, config->client_login_timeout);
   boost::system::error_code ec;
-  if (!local_) client_.set_option(tcp::no_delay(true), ec);
-  const tcp::endpoint peer = local_ ? tcp::endpoint() : client_.remote_endpoint(ec);
+  if (!local_ && !tunnel_) client_.set_option(tcp::no_delay(true), ec);
+  const tcp::endpoint peer = tunnel_ ? tunnel_->peer
+                             : local_ ? tcp::endpoint()
+                                      : client_.remote_endpoint(ec);
+  if (tunnel_) tls_ = tunnel_->tls;
   // (the peer read before a TLS pump takes over the socket)
   login_notes_->address = local_ ? "unix" : peer.address().to_string(ec);
   std::string certificate_user;  // the verified client certificate's common name, if any

@@ -1,8 +1,8 @@
 # The drivers the tests run, installed once into the build tree ($CACHE: BUILD_DIR/drivers).
 # Sourced by the scripts that run them, which set ROOT, HERE (tests/drivers), CACHE and a
-# function say. install_drivers node|python|java...: node-postgres and postgres.js (npm),
-# psycopg and asyncpg (PyPI, in $CACHE/venv), the PostgreSQL JDBC driver (Maven Central; its
-# jar's path in JAR).
+# function say. install_drivers node|python|java...: node-postgres, postgres.js, Neon's
+# serverless driver and ws (npm), psycopg and asyncpg (PyPI, in $CACHE/venv), the PostgreSQL
+# JDBC driver (Maven Central; its jar's path in JAR).
 JDBC_VERSION=42.7.14
 REPO=${MAVEN_REPOSITORY:-$HOME/.m2/repository}
 JAR=$REPO/org/postgresql/postgresql/$JDBC_VERSION/postgresql-$JDBC_VERSION.jar
@@ -14,7 +14,7 @@ install_drivers() {
       node)
         mkdir -p "$CACHE/node"
         if ! cmp -s "$HERE/package.json" "$CACHE/node/package.json" ||
-            [ ! -d "$CACHE/node/node_modules/postgres" ]; then
+            [ ! -d "$CACHE/node/node_modules/@neondatabase/serverless" ]; then
           say "installing node-postgres and postgres.js from npm"
           cp "$HERE/package.json" "$CACHE/node/package.json"
           (cd "$CACHE/node" && npm install --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
