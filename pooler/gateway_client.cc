@@ -1,6 +1,8 @@
 #include "pooler/gateway_client.h"
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "engine/str_cat.h"
 #include "pooler/pool.h"
@@ -65,7 +67,7 @@ Task<bool> GatewayClient::Write(std::string_view bytes) {
 
 Task<absl::StatusOr<BackendMessage>> GatewayClient::Next() {
   while (true) {
-    const std::string_view pending = std::string_view(in_).substr(pos_);
+    const std::string_view pending(in_.get() + pos_, end_ - pos_);
     absl::StatusOr<std::optional<MessageHeader>> header =
         ReadMessageHeader(pending, kMaxBackendMessage);
     if (!header.ok()) co_return header.status();
@@ -74,19 +76,24 @@ Task<absl::StatusOr<BackendMessage>> GatewayClient::Next() {
       pos_ += (*header)->size;
       co_return message;
     }
-    // Room for more: what was returned goes first (the views it gave are no longer used).
+    // Room for more: what was returned goes first (the views it gave are no longer used),
+    // and the buffer grows to hold the whole message when it is larger.
+    const size_t need = std::max(kReadSize, header->has_value() ? (*header)->size : size_t{0});
     if (pos_ > 0) {
-      in_.erase(0, pos_);
+      std::memmove(in_.get(), in_.get() + pos_, end_ - pos_);
+      end_ -= pos_;
       pos_ = 0;
     }
-    const size_t had = in_.size();
-    const size_t want =
-        header->has_value() ? std::max(kReadSize, (*header)->size - had) : kReadSize;
-    in_.resize(had + want);
+    if (capacity_ < need) {
+      auto grown = std::make_unique_for_overwrite<char[]>(need);
+      if (end_ > 0) std::memcpy(grown.get(), in_.get(), end_);
+      in_ = std::move(grown);
+      capacity_ = need;
+    }
     boost::system::error_code ec;
-    const size_t n = co_await socket_.async_read_some(asio::buffer(in_.data() + had, want),
-                                                      asio::redirect_error(kUseTask, ec));
-    in_.resize(had + n);
+    const size_t n = co_await socket_.async_read_some(
+        asio::buffer(in_.get() + end_, capacity_ - end_), asio::redirect_error(kUseTask, ec));
+    end_ += n;
     if (ec) {
       co_return absl::UnavailableError(ec == asio::error::eof ? "the session closed"
                                                               : ec.message());
@@ -142,9 +149,8 @@ Task<std::optional<PgError>> GatewayClient::Login(const GatewayLogin& login,
 PGFLOW_ASIO_COROUTINE_END
 
 std::string GatewayClient::TakeBuffered() {
-  std::string rest = in_.substr(pos_);
-  in_.clear();
-  pos_ = 0;
+  std::string rest(in_.get() + pos_, end_ - pos_);
+  pos_ = end_ = 0;
   return rest;
 }
 

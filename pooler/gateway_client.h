@@ -7,6 +7,7 @@
 // them. Internal to pooler/; one client, used by one coroutine at a time.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,8 +74,11 @@ class GatewayClient {
 
  private:
   Socket socket_;
-  std::string in_;
-  size_t pos_ = 0;  // in_[pos_..] is not yet returned
+  // What was read: in_[pos_, end_) is not yet returned; capacity_ bytes, never zero-filled.
+  std::unique_ptr<char[]> in_;
+  size_t capacity_ = 0;
+  size_t pos_ = 0;
+  size_t end_ = 0;
   int32_t backend_pid_ = 0;
   int32_t backend_key_ = 0;
 };

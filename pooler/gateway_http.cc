@@ -545,14 +545,17 @@ Task<bool> ServeSql(Connection<Stream>* c, const GatewayRequest& request, int* s
   const bool keep_alive = request.keep_alive();
   absl::StatusOr<SqlRequest> sql = ReadSqlRequest(request);
   std::string_view connection_string = Header(request, "Neon-Connection-String");
-  absl::StatusOr<GatewayLogin> login = ReadLogin(connection_string);
+  // (Read only for a new login: the connection string is parsed by libpq.)
+  const bool same_login = c->client != nullptr && c->logged_in_as == connection_string;
+  absl::StatusOr<GatewayLogin> login =
+      same_login ? absl::StatusOr<GatewayLogin>(GatewayLogin{}) : ReadLogin(connection_string);
   // (No range-for over temporaries around a co_await: g++ 12 destroys them twice.)
   const absl::Status wrong = !sql.ok() ? sql.status() : login.status();
   if (!wrong.ok()) {
     *status = 400;
     co_return co_await Reply(c, 400, std::string(wrong.message()), keep_alive);
   }
-  if (c->client == nullptr || c->logged_in_as != connection_string) {
+  if (!same_login) {
     c->client.reset();
     absl::StatusOr<Socket> socket = c->gateway->impl()->OpenTunnel(c->thread, c->tunnel);
     if (!socket.ok()) {

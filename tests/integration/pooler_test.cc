@@ -20,11 +20,13 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 #include <regex>
 #include <set>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -1727,6 +1729,123 @@ TEST_F(PoolerTest, ShutdownWaitForServersLetsTransactionsFinish) {
   EXPECT_EQ(pooler.process().Wait(seconds(10)), 0) << pooler.Log();
   EXPECT_NE(pooler.Log().find("no server connection is in use: stopping"), std::string::npos)
       << pooler.Log();
+}
+
+
+// Sends each of `steps` to `port` in turn, reading after each until the answer holds its
+// `until` (empty: the sending side is shut after the last, and the answer read to its end),
+// the pooler closes, or `quiet` passes without a byte. The answers, joined.
+struct Step {
+  std::string bytes;
+  std::string until;
+};
+std::string FuzzExchange(int port, const std::vector<Step>& steps,
+                         milliseconds quiet = milliseconds(200)) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "<no connection>";
+  timeval timeout{.tv_sec = 0, .tv_usec = static_cast<suseconds_t>(quiet.count() * 1000)};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  std::string answer;
+  for (const Step& step : steps) {
+    (void)!write(fd, step.bytes.data(), step.bytes.size());
+    if (step.until.empty()) shutdown(fd, SHUT_WR);
+    char buffer[4096];
+    while (answer.size() < (1u << 20)) {
+      ssize_t n = read(fd, buffer, sizeof buffer);
+      if (n <= 0) break;
+      answer.append(buffer, n);
+      if (!step.until.empty() && answer.find(step.until) != std::string::npos) break;
+    }
+  }
+  close(fd);
+  return answer;
+}
+std::string FuzzExchange(int port, const std::string& bytes) {
+  return FuzzExchange(port, std::vector<Step>{{bytes, ""}});
+}
+
+// A masked binary WebSocket frame, as a client sends it.
+std::string ClientFrame(const std::string& payload) {
+  std::string frame = "\x82";
+  if (payload.size() < 126) {
+    frame.push_back(static_cast<char>(0x80 | payload.size()));
+  } else {
+    frame.push_back(static_cast<char>(0x80 | 126));
+    frame.push_back(static_cast<char>(payload.size() >> 8));
+    frame.push_back(static_cast<char>(payload.size() & 0xff));
+  }
+  const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+  frame.append(mask, 4);
+  for (size_t i = 0; i < payload.size(); ++i) frame.push_back(payload[i] ^ mask[i % 4]);
+  return frame;
+}
+
+// The http listener (SQL over HTTP, the protocol over WebSocket) under random mutations of
+// valid requests and frames: Beast's parsers within http.max_request_size and the pooler's
+// message limits. Each gets an answer or a closed connection; none crashes the pooler, holds a
+// session, or disturbs a client of the wire.
+TEST_F(PoolerTest, FuzzedHttpRequestsAndWebSocketFramesHurtNoOne) {
+  const int http_port = FreeLoopbackPort();
+  PoolerProcess pooler(
+      "trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
+      absl::StrCat("http: {listen: 127.0.0.1:", http_port, ", max_request_size: 16KiB}\n"));
+  Conn bystander(pooler.Url("app"));
+  ASSERT_TRUE(bystander.ok());
+  const std::string body = R"({"query":"SELECT $1::int + 1 AS n","params":["41"]})";
+  const std::string sql_request = absl::StrCat(
+      "POST /sql HTTP/1.1\r\nHost: x\r\nNeon-Connection-String: postgres://postgres@x/app\r\n"
+      "Neon-Array-Mode: true\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+  std::string answer = FuzzExchange(http_port, sql_request);
+  ASSERT_NE(answer.find("200 OK"), std::string::npos) << answer;
+  EXPECT_NE(answer.find(R"("rows":[["42"]])"), std::string::npos) << answer;
+
+  std::string startup;
+  for (const char* kv : {"user", "postgres", "database", "app"}) {
+    startup += kv;
+    startup.push_back('\0');
+  }
+  startup.push_back('\0');
+  startup = Int32(static_cast<int32_t>(startup.size() + 8)) + Int32(196608) + startup;
+  const std::string password = std::string("p") + Int32(9) + "none" + std::string(1, '\0');
+  const std::string query = std::string("Q") + Int32(13) + "SELECT 7" + std::string(1, '\0');
+  const std::string upgrade =
+      "GET /v2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  const std::string frames = ClientFrame(startup + password) + ClientFrame(query);
+  // (The answer's DataRow: one column, "7". A client sends frames once upgraded: RFC 6455.)
+  const std::string row = std::string("D") + Int32(11) + std::string("\0\x01", 2) + Int32(1) + "7";
+  answer = FuzzExchange(http_port, {{upgrade, "\r\n\r\n"}, {frames, row}}, milliseconds(999));
+  ASSERT_NE(answer.find("101 Switching Protocols"), std::string::npos) << answer;
+  EXPECT_NE(answer.find(row), std::string::npos) << absl::CEscape(answer);
+
+  std::mt19937 random(20261128);
+  const std::vector<std::string> seeds = {sql_request, upgrade + frames, frames};
+  for (int i = 0; i < 1500; ++i) {
+    const bool frames_only = i % 3 == 2;  // mutated frames after a valid upgrade
+    std::string input = seeds[i % seeds.size()];
+    const int edits = 1 + static_cast<int>(random() % 8);
+    for (int e = 0; e < edits && !input.empty(); ++e) {
+      const size_t at = random() % input.size();
+      switch (random() % 5) {
+        case 0: input[at] = static_cast<char>(random()); break;               // a byte changed
+        case 1: input.erase(at, 1 + random() % 16); break;                     // bytes cut
+        case 2: input.insert(at, std::string(1 + random() % 64, static_cast<char>(random()))); break;
+        case 3: input.resize(at); break;                                        // truncated
+        case 4: input.insert(at, input.substr(at, random() % 4096)); break;    // repeated
+      }
+    }
+    if (frames_only) {
+      FuzzExchange(http_port, {{upgrade, "\r\n\r\n"}, {input, ""}});
+    } else {
+      FuzzExchange(http_port, input);
+    }
+  }
+  ASSERT_TRUE(pooler.process().Running()) << pooler.Log();
+  answer = FuzzExchange(http_port, sql_request);
+  EXPECT_NE(answer.find(R"("rows":[["42"]])"), std::string::npos) << answer;
+  EXPECT_EQ(bystander.Run("SELECT 'still here'"), "still here");
+  // Every tunnelled session ended with its connection: the bystander alone remains.
+  EXPECT_TRUE(WaitForClients(pooler, "app", 1, 0)) << Console(pooler, "SHOW CLIENTS");
 }
 
 }  // namespace

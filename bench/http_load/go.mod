@@ -1,0 +1,3 @@
+module pgflow/bench/http_load
+
+go 1.21
