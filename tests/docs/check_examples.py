@@ -25,7 +25,7 @@ PIPELINE_KEYS = {"pipeline", "source", "sinks", "transforms", "admin", "log", "d
                  "documents",
                  "max_retained_wal", "restart", "flush_interval"}
 POOLER_KEYS = {"listen", "threads", "admin", "auth", "databases", "tls", "max_client_conn",
-               "hold_timeout", "scheduling", "server_tls", "unix_socket", "users"}
+               "hold_timeout", "scheduling", "server_tls", "unix_socket", "users", "http"}
 
 NODE_KEYS = {"name", "cluster", "etcd", "data_dir", "postgres", "api", "ttl", "loop_wait",
              "retry_timeout", "maximum_lag_on_failover", "synchronous"}
@@ -89,7 +89,7 @@ def kind_of(keys):
         return "node" if keys <= NODE_KEYS else None
     if {"pipeline", "source"} <= keys or keys & {"sinks", "transforms"} or keys == {"admin"}:
         return "pipeline" if keys <= PIPELINE_KEYS else None
-    if {"listen", "databases"} & keys or {"auth", "tls"} & keys:
+    if {"listen", "databases"} & keys or {"auth", "tls", "http"} & keys:
         return "pooler" if keys <= POOLER_KEYS else None
     return None
 

@@ -162,6 +162,33 @@ for (const pipelineConnect of ['password', false]) {
   });
 }
 
+test('several databases behind one endpoint', async () => {
+  assert.deepEqual(await neon(url('app', 'app-secret', 'other'))`SELECT current_database() AS db`,
+    [{ db: 'other' }]);
+  assert.deepEqual(await sql`SELECT current_database() AS db`, [{ db: 'app' }]);
+});
+
+test('HTTPS and wss:// satisfy a pooler that takes TLS clients only', async () => {
+  const port = process.env.TLS_HTTP_PORT;
+  const secure = `postgres://app:app-secret@127.0.0.1:${port}/app`;
+  const overHttps = neon(secure, { fetchEndpoint: `https://127.0.0.1:${port}/sql` });
+  assert.deepEqual(await overHttps`SELECT ${5}::int AS five`, [{ five: 5 }]);
+  const saved = { ...neonConfig };
+  neonConfig.useSecureWebSocket = true;
+  neonConfig.wsProxy = () => `127.0.0.1:${port}/v2`;
+  neonConfig.pipelineConnect = 'password';
+  try {
+    const pool = new Pool({ connectionString: secure });
+    assert.deepEqual((await pool.query('SELECT $1::text AS t', ['tls'])).rows, [{ t: 'tls' }]);
+    await pool.end();
+  } finally {
+    neonConfig.useSecureWebSocket = saved.useSecureWebSocket;
+    neonConfig.wsProxy = () => `127.0.0.1:${HTTP}/v2`;
+  }
+  // Plain HTTP to the HTTPS listener gets no answer.
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/sql`, { method: 'POST', body: '{}' }));
+});
+
 test('metrics count the requests by status', async () => {
   const text = await (await fetch(`http://127.0.0.1:${process.env.ADMIN_PORT}/metrics`)).text();
   assert.match(text, /pgflow_pooler_http_requests_total\{status="200"\} [1-9]/);
