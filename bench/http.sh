@@ -8,7 +8,7 @@
 # (default 3), each round in turn:
 #   wire       pgbench -S -c CLIENTS -j 2 (the simple protocol) to the pooler's port
 #   http       POST /sql over HTTP keep-alive, one connection per client, as Neon's serverless
-#              driver sends it (bench/http_load, Go's net/http)
+#              driver sends it (bench/http_load, in Go, its HTTP/1.1 by hand)
 #   websocket  a WebSocket session per client, its login pipelined as the driver's, then
 #              simple Query messages (bench/http_load)
 # It prints each round's queries/s, the means, the ratios http/wire (goal >= 0.5) and

@@ -26,7 +26,10 @@
 //   password at once, without waiting for the request ("pipelined" login): the gateway asks
 //   every WebSocket client for a cleartext password (the driver ignores that request, and a
 //   client that waits for it answers it), then logs in to the session with that password by
-//   whatever method the pooler asks, and relays from AuthenticationOk on.
+//   whatever method the pooler asks, and passes on what follows from AuthenticationOk on.
+//   Then a plain WebSocket's session takes its socket (Session::AdoptWebSocket) and frames
+//   the protocol in its relay (websocket_frames.h): the tunnel is left, and a query costs what
+//   a wire client's does. A wss:// one stays on the tunnel, relayed here (the TLS is here).
 //
 // Each network thread accepts on the HTTP address too (SO_REUSEPORT) and serves its
 // connections itself, beside its sessions.

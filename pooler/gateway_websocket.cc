@@ -1,10 +1,9 @@
 // The gateway's WebSocket side: the PostgreSQL protocol in binary messages (pooler/gateway.h
-// says how it works).
+// says how it works). The gateway does the handshake and the login; a plain WebSocket is then
+// handed to its session, which frames the protocol in its relay (Session::AdoptWebSocket); a
+// TLS one is relayed here, through the tunnel.
 
 #include "pooler/gateway_websocket.h"
-
-#include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/ssl.hpp>
 
 #include <memory>
 #include <optional>
@@ -15,72 +14,89 @@
 #include "engine/str_cat.h"
 #include "pooler/gateway_client.h"
 #include "pooler/protocol.h"
+#include "pooler/session.h"
+#include "pooler/websocket_frames.h"
 
 namespace pgflow::pooler {
 namespace {
 
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 using asio_support::Timer;
 
-constexpr size_t kRelayChunk = 64 * 1024;  // a session's bytes sent in messages of at most this
+constexpr size_t kRelayChunk = 64 * 1024;  // a session's bytes sent in frames of at most this
 
+// One WebSocket over `Stream`: its raw bytes decoded into the protocol's (`data`), frames
+// written whole.
 template <class Stream>
-using WebSocket = websocket::stream<Stream&>;
+struct WebSocketConn {
+  Stream* stream;
+  std::unique_ptr<Session::WebSocket> ws = std::make_unique<Session::WebSocket>();
+  std::string data;  // decoded, not yet taken
+  bool closed = false;
+
+  // Sends `bytes` as one binary frame; false when the connection failed.
+  Task<bool> Send(std::string_view bytes) {
+    std::string frame;
+    AppendWsFrame(&frame, kWsBinary, bytes);
+    co_return co_await Write(frame);
+  }
+  Task<bool> Write(std::string_view bytes) {
+    boost::system::error_code ec;
+    co_await asio::async_write(*stream, asio::buffer(bytes.data(), bytes.size()),
+                               asio::redirect_error(kUseTask, ec));
+    co_return !ec;
+  }
+  // Reads until `data` holds `need` bytes; false when the client closed or broke the protocol.
+  Task<bool> ReadUntil(size_t need) {
+    std::string chunk(kRelayChunk, '\0');
+    while (data.size() < need) {
+      if (closed) co_return false;
+      boost::system::error_code ec;
+      const size_t n = co_await stream->async_read_some(asio::buffer(chunk),
+                                                        asio::redirect_error(kUseTask, ec));
+      if (ec) co_return false;
+      ws->raw.append(chunk.data(), n);
+      std::string reply;
+      absl::Status s = ws->decoder.Decode(&ws->raw, &data, &reply, &closed);
+      if (!reply.empty() && !co_await Write(reply)) co_return false;
+      if (!s.ok()) {
+        LogDebug("pooler: a WebSocket client broke the protocol: %s", s.message());
+        co_return false;
+      }
+    }
+    co_return true;
+  }
+};
 
 // What the client sent before the login: its startup packet, then its password message (sent
 // at once by a pipelining driver, or as the answer to the request).
 struct ClientLogin {
-  std::string bytes;  // read so far
   std::optional<StartupPacket> startup;
   std::optional<std::string> password;
-  std::string rest;  // what followed the password (queries a pipelining driver sent already)
 };
 
-// Reads messages until `bytes` holds `need` bytes; false when the WebSocket ended.
+// The client's startup packet and password, taken from conn->data. An error names what was
+// wrong (sent to the client as a FATAL); nullopt with `login->startup` empty: a cancel request
+// was passed on, or the client left.
 template <class Stream>
-Task<bool> ReadUntil(WebSocket<Stream>& ws, std::string* bytes, size_t need) {
-  beast::flat_buffer message;
-  while (bytes->size() < need) {
-    boost::system::error_code ec;
-    co_await ws.async_read(message, asio::redirect_error(kUseTask, ec));
-    if (ec) co_return false;
-    const auto data = message.data();
-    bytes->append(static_cast<const char*>(data.data()), data.size());
-    message.consume(message.size());
-  }
-  co_return true;
-}
-
-template <class Stream>
-Task<bool> Send(WebSocket<Stream>& ws, std::string_view bytes) {
-  boost::system::error_code ec;
-  co_await ws.async_write(asio::buffer(bytes.data(), bytes.size()),
-                          asio::redirect_error(kUseTask, ec));
-  co_return !ec;
-}
-
-// The client's startup packet and password. An error names what was wrong (sent to the client
-// as a FATAL); nullopt with `login->startup` empty: a cancel request was passed on, or the
-// client left.
-template <class Stream>
-Task<std::optional<std::string>> ReadClientLogin(WebSocket<Stream>& ws, ClientLogin* login,
+Task<std::optional<std::string>> ReadClientLogin(WebSocketConn<Stream>* conn, ClientLogin* login,
                                                  Gateway* gateway, NetThread* thread,
                                                  const Tunnel& tunnel) {
+  std::string& data = conn->data;
   while (true) {
-    if (!co_await ReadUntil(ws, &login->bytes, 4)) co_return std::nullopt;
-    absl::StatusOr<size_t> length = StartupPacketLength(login->bytes);
+    if (!co_await conn->ReadUntil(4)) co_return std::nullopt;
+    absl::StatusOr<size_t> length = StartupPacketLength(data);
     if (!length.ok()) co_return std::string(length.status().message());
-    if (!co_await ReadUntil(ws, &login->bytes, *length)) co_return std::nullopt;
+    if (!co_await conn->ReadUntil(*length)) co_return std::nullopt;
     absl::StatusOr<StartupPacket> packet =
-        ParseStartupPacket(std::string_view(login->bytes).substr(0, *length));
+        ParseStartupPacket(std::string_view(data).substr(0, *length));
     if (!packet.ok()) co_return std::string(packet.status().message());
-    login->bytes.erase(0, *length);
+    data.erase(0, *length);
     switch (packet->kind) {
       case StartupPacket::Kind::kSslRequest:
       case StartupPacket::Kind::kGssEncRequest:
         // The WebSocket is the transport (and wss:// its TLS).
-        if (!co_await Send(ws, "N")) co_return std::nullopt;
+        if (!co_await conn->Send("N")) co_return std::nullopt;
         continue;
       case StartupPacket::Kind::kCancel: {
         absl::StatusOr<Socket> socket = gateway->impl()->OpenTunnel(thread, tunnel);
@@ -100,33 +116,72 @@ Task<std::optional<std::string>> ReadClientLogin(WebSocket<Stream>& ws, ClientLo
   }
   std::string request;
   AppendAuthentication(&request, kAuthenticationCleartextPassword);
-  if (!co_await Send(ws, request)) co_return std::nullopt;
-  if (!co_await ReadUntil(ws, &login->bytes, 5)) co_return std::nullopt;
-  absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(login->bytes, 4096);
+  if (!co_await conn->Send(request)) co_return std::nullopt;
+  if (!co_await conn->ReadUntil(5)) co_return std::nullopt;
+  absl::StatusOr<std::optional<MessageHeader>> header = ReadMessageHeader(data, 4096);
   if (!header.ok() || (*header)->type != 'p') {
     co_return std::string("expected a password message");
   }
-  if (!co_await ReadUntil(ws, &login->bytes, (*header)->size)) co_return std::nullopt;
-  BodyReader body(std::string_view(login->bytes).substr(5, (*header)->body_size()));
+  if (!co_await conn->ReadUntil((*header)->size)) co_return std::nullopt;
+  BodyReader body(std::string_view(data).substr(5, (*header)->body_size()));
   std::optional<std::string_view> password = body.CString();
   if (!password.has_value()) co_return std::string("a malformed password message");
   login->password = std::string(*password);
-  login->rest = login->bytes.substr((*header)->size);
+  data.erase(0, (*header)->size);  // (what follows: queries a pipelining driver sent already)
   co_return std::nullopt;
 }
 
-// The session's bytes to the client until the session ends; then the WebSocket is closed.
+// The session's bytes to the client until the session ends (a TLS WebSocket, relayed here).
 template <class Stream>
-Task<void> SessionToClient(WebSocket<Stream>* ws, GatewayClient* client) {
+Task<void> SessionToClient(WebSocketConn<Stream>* conn, GatewayClient* client) {
   std::string chunk(kRelayChunk, '\0');
   boost::system::error_code ec;
   while (true) {
     const size_t n = co_await client->socket().async_read_some(
         asio::buffer(chunk.data(), chunk.size()), asio::redirect_error(kUseTask, ec));
     if (ec) break;
-    if (!co_await Send(*ws, std::string_view(chunk.data(), n))) break;
+    if (!co_await conn->Send(std::string_view(chunk.data(), n))) break;
   }
-  co_await ws->async_close(websocket::close_code::normal, asio::redirect_error(kUseTask, ec));
+  std::string close;
+  AppendWsFrame(&close, kWsClose, std::string_view("\x03\xe8", 2));  // 1000: normal
+  co_await conn->Write(close);
+  beast::get_lowest_layer(*conn->stream).socket().close(ec);
+}
+
+// The client's bytes to the session, after the login, until either ends (a TLS WebSocket).
+template <class Stream>
+Task<void> Relay(WebSocketConn<Stream>* conn, GatewayClient* client, NetThread* thread) {
+  bool relayed = false;
+  Timer relayed_wait(thread->context.get_executor());
+  relayed_wait.expires_at(Timer::time_point::max());
+  asio::co_spawn(thread->context, SessionToClient(conn, client),
+                 [&relayed, &relayed_wait](std::exception_ptr) {
+                   relayed = true;
+                   relayed_wait.cancel();
+                 });
+  while (co_await conn->ReadUntil(1)) {
+    if (!co_await client->Write(conn->data)) break;
+    conn->data.clear();
+  }
+  boost::system::error_code ec;
+  client->socket().close(ec);  // the session sees its client go; SessionToClient ends
+  while (!relayed) co_await relayed_wait.async_wait(asio::redirect_error(kUseTask, ec));
+}
+
+// The 101 answer to `request`, or an error when it is no WebSocket handshake this server takes.
+absl::StatusOr<std::string> Handshake(const GatewayRequest& request) {
+  auto header = [&](beast::http::field field) {
+    auto it = request.find(field);
+    return it == request.end() ? std::string_view()
+                               : std::string_view(it->value().data(), it->value().size());
+  };
+  if (header(beast::http::field::sec_websocket_version) != "13") {
+    return absl::InvalidArgumentError("Sec-WebSocket-Version must be 13");
+  }
+  std::string_view key = header(beast::http::field::sec_websocket_key);
+  if (key.empty()) return absl::InvalidArgumentError("no Sec-WebSocket-Key");
+  return Cat("HTTP/1.1 101 Switching Protocols\r\nServer: pgflow\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Accept: ", WsAcceptKey(key), "\r\n\r\n");
 }
 
 }  // namespace
@@ -136,69 +191,65 @@ template <class Stream>
 Task<void> BridgeWebSocket(Gateway* gateway, NetThread* thread, Stream* stream,
                            const GatewayRequest* request, beast::flat_buffer* buffer,
                            Tunnel tunnel) {
-  WebSocket<Stream> ws(*stream);
-  ws.binary(true);
-  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-  ws.read_message_max(gateway->impl()->config()->max_message_size + 1024);
-  (void)buffer;  // (a client sends nothing before the upgrade's answer)
-  boost::system::error_code ec;
-  co_await ws.async_accept(*request, asio::redirect_error(kUseTask, ec));
-  if (ec) co_return;
+  WebSocketConn<Stream> conn{stream};
+  conn.ws->decoder = WsDecoder(gateway->impl()->config()->max_message_size + 1024);
+  absl::StatusOr<std::string> accepted = Handshake(*request);
+  if (!accepted.ok()) {
+    const std::string refusal = Cat(
+        "HTTP/1.1 400 Bad Request\r\nServer: pgflow\r\nConnection: close\r\n"
+        "Content-Type: text/plain\r\nContent-Length: ", accepted.status().message().size() + 1,
+        "\r\n\r\n", accepted.status().message(), "\n");
+    co_await conn.Write(refusal);
+    co_return;
+  }
+  if (!co_await conn.Write(*accepted)) co_return;
+  // (What the HTTP parser read past the request: frames a client sent early.)
+  const auto early = buffer->data();
+  conn.ws->raw.append(static_cast<const char*>(early.data()), early.size());
+  buffer->consume(buffer->size());
   ClientLogin login;
   if (std::optional<std::string> wrong =
-          co_await ReadClientLogin(ws, &login, gateway, thread, tunnel)) {
+          co_await ReadClientLogin(&conn, &login, gateway, thread, tunnel)) {
     std::string fatal;
     AppendError(&fatal, "FATAL", "08P01", Cat("invalid startup over WebSocket: ", *wrong));
-    co_await Send(ws, fatal);
-    co_await ws.async_close(websocket::close_code::protocol_error, asio::redirect_error(kUseTask, ec));
+    co_await conn.Send(fatal);
     co_return;
   }
   if (!login.startup.has_value() || !login.password.has_value()) co_return;
 
-  absl::StatusOr<Socket> socket = gateway->impl()->OpenTunnel(thread, tunnel);
+  std::weak_ptr<Session> session;
+  absl::StatusOr<Socket> socket = gateway->impl()->OpenTunnel(thread, tunnel, &session);
   if (!socket.ok()) {
     std::string fatal;
-    AppendError(&fatal, "FATAL", "53300", Cat("the pooler cannot take a client: ",
-                                              socket.status().message()));
-    co_await Send(ws, fatal);
+    AppendError(&fatal, "FATAL", "53300",
+                Cat("the pooler cannot take a client: ", socket.status().message()));
+    co_await conn.Send(fatal);
     co_return;
   }
   GatewayClient client(*std::move(socket));
   GatewayLogin as{.parameters = login.startup->parameters, .password = *login.password};
   std::string answer;
   std::optional<PgError> refused = co_await client.Login(as, &answer);
-  if (!answer.empty() && !co_await Send(ws, answer)) co_return;
-  if (refused.has_value()) {
-    co_await ws.async_close(websocket::close_code::normal, asio::redirect_error(kUseTask, ec));
+  if (!answer.empty() && !co_await conn.Send(answer)) co_return;
+  if (refused.has_value()) co_return;
+  std::string early_answer = client.TakeBuffered();
+  if (!early_answer.empty() && !co_await conn.Send(early_answer)) co_return;
+  if constexpr (std::is_same_v<Stream, GatewayTcpStream>) {
+    // A plain WebSocket: its session takes the socket and frames the protocol itself.
+    std::shared_ptr<Session> target = session.lock();
+    if (target == nullptr) co_return;
+    boost::system::error_code ec;
+    const int fd = beast::get_lowest_layer(*stream).socket().release(ec);
+    if (ec || fd < 0) co_return;
+    conn.ws->counted = &gateway->connections;
+    gateway->connections.fetch_add(1);  // (the connection's own count ends with this call)
+    target->AdoptWebSocket(fd, std::move(conn.ws), std::move(conn.data));
     co_return;
+  } else {
+    if (!conn.data.empty() && !co_await client.Write(conn.data)) co_return;
+    conn.data.clear();
+    co_await Relay(&conn, &client, thread);
   }
-  // Logged in: bytes both ways, unchanged. The session's side runs beside this one; whichever
-  // ends first ends the other (the tunnel closed, or the WebSocket).
-  if (std::string early = client.TakeBuffered(); !early.empty() && !co_await Send(ws, early)) {
-    co_return;
-  }
-  if (!login.rest.empty() && !co_await client.Write(login.rest)) co_return;
-  bool relayed = false;
-  Timer relayed_wait(thread->context.get_executor());
-  relayed_wait.expires_at(Timer::time_point::max());
-  asio::co_spawn(thread->context, SessionToClient(&ws, &client),
-                 [&relayed, &relayed_wait](std::exception_ptr) {
-                   relayed = true;
-                   relayed_wait.cancel();
-                 });
-  beast::flat_buffer message;
-  while (true) {
-    co_await ws.async_read(message, asio::redirect_error(kUseTask, ec));
-    if (ec) break;
-    const auto data = message.data();
-    if (!co_await client.Write(
-            std::string_view(static_cast<const char*>(data.data()), data.size()))) {
-      break;
-    }
-    message.consume(message.size());
-  }
-  client.socket().close(ec);  // the session sees its client go; SessionToClient ends
-  while (!relayed) co_await relayed_wait.async_wait(asio::redirect_error(kUseTask, ec));
 }
 PGFLOW_ASIO_COROUTINE_END
 

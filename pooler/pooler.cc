@@ -647,14 +647,17 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
   }
 }
 
-void Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local,
-                                std::optional<Tunnel> tunnel) {
+std::weak_ptr<Session> Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local,
+                                                  std::optional<Tunnel> tunnel) {
   auto* owner = new std::shared_ptr<Session>(
       std::make_shared<Session>(this, thread, std::move(socket), local, tunnel));
+  std::weak_ptr<Session> session = *owner;
   asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
+  return session;
 }
 
-absl::StatusOr<Socket> Pooler::Impl::OpenTunnel(NetThread* thread, const Tunnel& tunnel) {
+absl::StatusOr<Socket> Pooler::Impl::OpenTunnel(NetThread* thread, const Tunnel& tunnel,
+                                                std::weak_ptr<Session>* session) {
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) != 0) {
     return absl::ResourceExhaustedError(Cat("cannot make a socketpair: ", strerror(errno)));
@@ -670,7 +673,8 @@ absl::StatusOr<Socket> Pooler::Impl::OpenTunnel(NetThread* thread, const Tunnel&
   if (!ec) ours.assign(tcp::v4(), gateway_end.get(), ec);
   if (!ec) gateway_end.release();
   if (ec) return absl::ResourceExhaustedError(Cat("cannot use a socketpair: ", ec.message()));
-  StartSession(thread, std::move(served), /*local=*/false, tunnel);
+  std::weak_ptr<Session> started = StartSession(thread, std::move(served), /*local=*/false, tunnel);
+  if (session != nullptr) *session = std::move(started);
   return ours;
 }
 

@@ -192,8 +192,10 @@ class Pooler::Impl : public AdminTarget {
   // The same, if it exists already.
   std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
   // A session served over one end of a socketpair on `thread`, for a gateway client (Tunnel);
-  // the other end, on the thread's executor. An error when the socketpair cannot be made.
-  absl::StatusOr<Socket> OpenTunnel(NetThread* thread, const Tunnel& tunnel);
+  // the other end, on the thread's executor (and the session in *session, when given). An
+  // error when the socketpair cannot be made.
+  absl::StatusOr<Socket> OpenTunnel(NetThread* thread, const Tunnel& tunnel,
+                                    std::weak_ptr<Session>* session = nullptr);
   // The network threads (the gateway serves its connections on them).
   std::vector<NetThread*> threads() const;
   void Register(const std::shared_ptr<ClientInfo>& info);
@@ -240,8 +242,8 @@ class Pooler::Impl : public AdminTarget {
   Task<void> Accept(NetThread* thread);
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);
-  void StartSession(NetThread* thread, Socket socket, bool local,
-                    std::optional<Tunnel> tunnel = std::nullopt);
+  std::weak_ptr<Session> StartSession(NetThread* thread, Socket socket, bool local,
+                                      std::optional<Tunnel> tunnel = std::nullopt);
   Task<void> Every(NetThread* thread, std::chrono::milliseconds period,
                    void (Impl::*work)(NetThread*));
   void PrunePools(NetThread* thread);

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -29,6 +30,7 @@
 #include "pooler/protocol.h"
 #include "pooler/reactor.h"
 #include "pooler/relay_protocol.h"
+#include "pooler/websocket_frames.h"
 
 namespace pgflow::pooler {
 
@@ -72,6 +74,24 @@ class Session : public std::enable_shared_from_this<Session>,
   // The pooler stops (its threads have): every relaying session of `thread` is let go, its
   // server connection closed, before the io_contexts go.
   static void AbandonRelays(NetThread* thread);
+
+  // A client of the gateway's WebSocket path (pooler/gateway.h), once logged in through its
+  // tunnel: the session takes the WebSocket's own socket `fd` (plain TCP) instead of the
+  // tunnel's, and frames the protocol in the relay itself, so that a query no longer crosses
+  // the socketpair. `raw`: bytes read from `fd` and not yet decoded by `decoder`; `data`:
+  // protocol bytes the client sent already (relayed first). `counted` (may be null): the
+  // gateway's connection count, held until the session ends. On this session's thread.
+  struct WebSocket {
+    WsDecoder decoder;
+    std::string raw;       // read and not yet decoded
+    std::string out;       // frames being written
+    size_t sent = 0;       // of out
+    std::atomic<int>* counted = nullptr;
+    ~WebSocket() {
+      if (counted != nullptr) counted->fetch_sub(1);
+    }
+  };
+  void AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string data);
 
  private:
   // A session's life, in this order: it only moves forward (Advance), never back.
@@ -188,6 +208,10 @@ class Session : public std::enable_shared_from_this<Session>,
   // --- relay (session_relay.cc, which says how it runs) -----------------------------------
 
   void StartRelay();
+  // Swaps the client's socket for the WebSocket's (AdoptWebSocket), once relaying.
+  void SwapToWebSocket();
+  // Whether nothing waits to be written to the client (to_client, and the WebSocket's frames).
+  bool ClientOutputEmpty() const;
 
   void OnReady(int fd, uint32_t events) override;
 
@@ -376,6 +400,11 @@ class Session : public std::enable_shared_from_this<Session>,
   // The relay's state machine (Pump).
   Phase phase_ = Phase::kLogin;
   std::shared_ptr<Session> self_;  // keeps the session while it relays
+  // A WebSocket client's framing, once adopted (AdoptWebSocket); until the relay starts, what
+  // it is to adopt.
+  std::unique_ptr<WebSocket> ws_;
+  int ws_fd_ = -1;           // the WebSocket's socket, until swapped in
+  std::string ws_data_;      // its protocol bytes, until swapped in
   Session* prev_ = nullptr;        // in thread_->relaying
   Session* next_ = nullptr;
   int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start

@@ -121,6 +121,12 @@ void Session::StartRelay() {
     client_fd_ = -1;
     return;
   }
+  if (ws_fd_ >= 0) {
+    // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
+    // tunnel's.
+    ::close(std::exchange(client_fd_, std::exchange(ws_fd_, -1)));
+    client_in_ = true;
+  }
   self_ = shared_from_this();
   Advance(Phase::kRelaying);
   next_ = thread_->relaying;
@@ -131,7 +137,50 @@ void Session::StartRelay() {
     ::close(std::exchange(client_fd_, -1));
     Advance(Phase::kClientGone);
   }
+  if (!ws_data_.empty() && phase_ == Phase::kRelaying) {
+    relay().cbuf += ws_data_;
+    protocol_.Unparse();
+  }
+  ws_data_.clear();
   Pump();
+}
+
+void Session::AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string data) {
+  if (phase_ > Phase::kRelaying || ws_ != nullptr) {
+    ::close(fd);  // (the session ended meanwhile: so does the client)
+    return;
+  }
+  ws_ = std::move(ws);
+  ws_fd_ = fd;
+  ws_data_ = std::move(data);
+  if (phase_ == Phase::kLogin) return;  // StartRelay swaps the sockets
+  SwapToWebSocket();
+  Pump();
+}
+
+void Session::SwapToWebSocket() {
+  if (client_fd_ >= 0) {
+    thread_->reactor.Remove(client_fd_);
+    ::close(client_fd_);
+  }
+  client_fd_ = std::exchange(ws_fd_, -1);
+  client_in_ = true;
+  client_out_ = true;
+  client_hup_ = client_blocked_ = false;
+  if (!thread_->reactor.Add(client_fd_, Reactor::kRead, this)) {
+    LogWarning("pooler: cannot watch a client's socket: %s", strerror(errno));
+    ClientGone();
+    return;
+  }
+  if (!ws_data_.empty()) {
+    relay().cbuf += ws_data_;
+    protocol_.Unparse();
+    ws_data_.clear();
+  }
+}
+
+bool Session::ClientOutputEmpty() const {
+  return (relay_ == nullptr || relay_->to_client.empty()) && (ws_ == nullptr || ws_->out.empty());
 }
 
 void Session::OnReady(int fd, uint32_t events) {
@@ -188,7 +237,7 @@ void Session::Pump() {
 
 bool Session::Settled() const {
   const RelayState& r = *relay_;
-  return r.cbuf.empty() && r.sbuf.empty() && r.to_server.empty() && r.to_client.empty() &&
+  return r.cbuf.empty() && r.sbuf.empty() && r.to_server.empty() && ClientOutputEmpty() &&
          r.client_pass == 0 && r.server_pass == 0 && r.expect.empty();
 }
 
@@ -197,11 +246,23 @@ bool Session::ClientSide() {
   RelayState& r = relay();
   bool progress = false;
   if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_)) {
-    const ssize_t n = ReceivePending(client_fd_, r.cbuf, client_in_, client_hup_);
+    const ssize_t n = ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
+                                     client_hup_);
     if (n < 0) {
       LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
       ClientGone();
       return true;
+    }
+    if (n > 0 && ws_ != nullptr) {
+      // The WebSocket's frames: their payloads are the protocol's bytes.
+      bool closed = false;
+      const absl::Status s = ws_->decoder.Decode(&ws_->raw, &r.cbuf, &ws_->out, &closed);
+      if (!s.ok() || closed) {
+        LogDebug("pooler: client %d: %s", info_->id,
+                 s.ok() ? "closed its WebSocket" : std::string(s.message()));
+        ClientGone();
+        return true;
+      }
     }
     if (n > 0) {
       pool_->stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
@@ -552,22 +613,35 @@ bool Session::WriteServer() {
 }
 
 bool Session::WriteClient() {
-  if (relay_ == nullptr || relay_->to_client.empty()) {
+  if (ClientOutputEmpty()) {
     if (phase_ >= Phase::kClosing && client_fd_ >= 0) {
       ClientGone();
       return true;
     }
     return false;
   }
-  RelayState& r = *relay_;
+  RelayState& r = relay();
   if (phase_ >= Phase::kClientGone) {
     r.to_client.clear();
     r.client_sent = 0;
+    if (ws_ != nullptr) ws_->out.clear();
     return true;
   }
   if (client_blocked_ && !client_out_) return false;
-  const ssize_t n =
-      SendPending(client_fd_, r.to_client, r.client_sent, client_blocked_, client_out_);
+  std::string* out = &r.to_client;
+  size_t* sent = &r.client_sent;
+  if (ws_ != nullptr) {
+    // A WebSocket client: what waits is framed once the last frame is written, so that
+    // to_client keeps bounding what the server's side may add.
+    if (ws_->out.empty() && !r.to_client.empty()) {
+      AppendWsFrame(&ws_->out, kWsBinary, r.to_client);
+      r.to_client.clear();
+      r.client_sent = 0;
+    }
+    out = &ws_->out;
+    sent = &ws_->sent;
+  }
+  const ssize_t n = SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
   if (n < 0) {
     LogDebug("pooler: client %d: write: %s", info_->id, strerror(errno));
     ClientGone();
@@ -584,7 +658,7 @@ void Session::UpdateInterest() {
     if (phase_ < Phase::kClosing && (r == nullptr || r->cbuf.size() < ClientReadLimit())) {
       want |= Reactor::kRead;
     }
-    if (r != nullptr && !r->to_client.empty()) want |= Reactor::kWrite;
+    if (!ClientOutputEmpty()) want |= Reactor::kWrite;
     if (!thread_->reactor.Modify(client_fd_, want)) WatchFailed("its socket");
   }
   if (server_ != nullptr) {
@@ -615,6 +689,7 @@ void Session::ClientGone() {
     relay_->client_sent = 0;
     relay_->cbuf.clear();
   }
+  if (ws_ != nullptr) ws_->out.clear();
 }
 
 void Session::CloseClientFd() {

@@ -1788,7 +1788,8 @@ TEST_F(PoolerTest, FuzzedHttpRequestsAndWebSocketFramesHurtNoOne) {
   const int http_port = FreeLoopbackPort();
   PoolerProcess pooler(
       "trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"),
-      absl::StrCat("http: {listen: 127.0.0.1:", http_port, ", max_request_size: 16KiB}\n"));
+      absl::StrCat("http: {listen: 127.0.0.1:", http_port,
+                   ", max_request_size: 16KiB, max_connections: 8}\n"));
   Conn bystander(pooler.Url("app"));
   ASSERT_TRUE(bystander.ok());
   const std::string body = R"({"query":"SELECT $1::int + 1 AS n","params":["41"]})";
@@ -1846,6 +1847,18 @@ TEST_F(PoolerTest, FuzzedHttpRequestsAndWebSocketFramesHurtNoOne) {
   EXPECT_EQ(bystander.Run("SELECT 'still here'"), "still here");
   // Every tunnelled session ended with its connection: the bystander alone remains.
   EXPECT_TRUE(WaitForClients(pooler, "app", 1, 0)) << Console(pooler, "SHOW CLIENTS");
+
+  // http.max_connections: with 8 held, the next is answered 503 at once; once they go, served.
+  std::vector<int> held;
+  for (int i = 0; i < 8; ++i) held.push_back(ConnectLoopback(http_port));
+  EXPECT_TRUE(WaitFor(
+      [&] { return FuzzExchange(http_port, sql_request).find("503 Service") != std::string::npos; },
+      seconds(10)));
+  for (int fd : held) close(fd);
+  EXPECT_TRUE(WaitFor(
+      [&] { return FuzzExchange(http_port, sql_request).find(R"("rows":[["42"]])") !=
+                   std::string::npos; },
+      seconds(10)));
 }
 
 }  // namespace
