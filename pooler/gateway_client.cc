@@ -118,7 +118,9 @@ Task<std::optional<PgError>> GatewayClient::Login(const GatewayLogin& login,
     }
     BodyReader body(message->body);
     const bool request = message->type == 'R' && body.Int32().value_or(-1) != kAuthenticationOk;
-    if (!request && passthrough != nullptr) AppendMessage(passthrough, message->type, message->body);
+    if (!request && passthrough != nullptr) {
+      AppendMessage(passthrough, message->type, message->body);
+    }
     switch (message->type) {
       case 'R': {
         if (!request) break;
@@ -128,8 +130,12 @@ Task<std::optional<PgError>> GatewayClient::Login(const GatewayLogin& login,
           auto [sqlstate, text] = SqlstateOf(s);
           co_return PgError::Make(sqlstate.empty() ? "28000" : sqlstate, text);
         }
-        if (!out.empty() && !co_await Write(out)) {
-          co_return PgError::Make("08006", "the pooler's session closed during the login");
+        // (The co_await in a statement of its own: see gateway_websocket.cc's Send.)
+        if (!out.empty()) {
+          const bool written = co_await Write(out);
+          if (!written) {
+            co_return PgError::Make("08006", "the pooler's session closed during the login");
+          }
         }
         break;
       }

@@ -455,7 +455,11 @@ Task<bool> Answer<Stream>::Run(bool keep_alive, int* status) {
   while (true) {
     absl::StatusOr<BackendMessage> message = co_await client.Next();
     if (!message.ok()) {
-      error = PgError::Make("08006", Cat("the pooler's session ended: ", message.status().message()));
+      // (A session that sent its FATAL first keeps it as the error.)
+      if (!error.has_value()) {
+        error = PgError::Make("08006",
+                              Cat("the pooler's session ended: ", message.status().message()));
+      }
       break;
     }
     const std::string_view body = message->body;
@@ -489,6 +493,19 @@ Task<bool> Answer<Stream>::Run(bool keep_alive, int* status) {
       case 'E':
         error = PgError::Parse(body);
         break;
+      case 'G':
+      case 'W': {
+        // COPY ... FROM STDIN: nothing comes over HTTP to feed it. In copy-in the server
+        // ignores the Sync sent, so the copy is failed and another Sync follows.
+        std::string reason = "COPY FROM STDIN is not available over HTTP";
+        reason.push_back('\0');
+        std::string fail;
+        AppendMessage(&fail, 'f', reason);
+        AppendMessage(&fail, 'S', "");
+        const bool written = co_await client.Write(fail);
+        if (!written) error = PgError::Make("08006", "the pooler's session closed");
+        break;
+      }
       default:
         break;  // ParseComplete, BindComplete, notices, ParameterStatus, notifications
     }
@@ -507,14 +524,21 @@ Task<bool> Answer<Stream>::Run(bool keep_alive, int* status) {
                                                    error->Get('V') == "FATAL" ||
                                                    error->Get('C') == "54000");
   if (!session_lost && transaction != 'I') {
-    // A batch that failed inside its transaction: rolled back before the login is reused.
+    // A batch that failed inside its transaction: rolled back before the login is reused
+    // (the timer stopped first, so that it cancels nothing of it); a login that is not idle
+    // after it is dropped.
+    *finished = true;
+    timer.cancel();
     std::string rollback;
     AppendQuery(&rollback, "ROLLBACK");
     bool clean = co_await client.Write(rollback);
     while (clean) {
       absl::StatusOr<BackendMessage> message = co_await client.Next();
       if (!message.ok()) clean = false;
-      if (message.ok() && message->type == 'Z') break;
+      if (message.ok() && message->type == 'Z') {
+        clean = message->body == "I";
+        break;
+      }
     }
     if (!clean) c_->client.reset();
   }

@@ -26,24 +26,39 @@ using asio_support::Timer;
 constexpr size_t kRelayChunk = 64 * 1024;  // a session's bytes sent in frames of at most this
 
 // One WebSocket over `Stream`: its raw bytes decoded into the protocol's (`data`), frames
-// written whole.
+// written whole, one write at a time (the reading side answers pings while a relay's other
+// side writes data: a TLS stream takes one write at once).
+//
+// (Here a co_await stands in a statement of its own, never after `&&`: g++ 12 rewrites that
+// form, and the pooler's other code does not use it.)
 template <class Stream>
 struct WebSocketConn {
+  WebSocketConn(Stream* s, NetThread* thread)
+      : stream(s), write_wait(thread->context.get_executor()) {
+    write_wait.expires_at(Timer::time_point::max());
+  }
   Stream* stream;
   std::unique_ptr<Session::WebSocket> ws = std::make_unique<Session::WebSocket>();
   std::string data;  // decoded, not yet taken
   bool closed = false;
+  bool writing = false;
+  Timer write_wait;  // cancelled when a write ends, waking the writes waiting for it
 
   // Sends `bytes` as one binary frame; false when the connection failed.
   Task<bool> Send(std::string_view bytes) {
     std::string frame;
     AppendWsFrame(&frame, kWsBinary, bytes);
-    co_return co_await Write(frame);
+    const bool sent = co_await Write(frame);
+    co_return sent;
   }
   Task<bool> Write(std::string_view bytes) {
     boost::system::error_code ec;
+    while (writing) co_await write_wait.async_wait(asio::redirect_error(kUseTask, ec));
+    writing = true;
     co_await asio::async_write(*stream, asio::buffer(bytes.data(), bytes.size()),
                                asio::redirect_error(kUseTask, ec));
+    writing = false;
+    write_wait.cancel();
     co_return !ec;
   }
   // Reads until `data` holds `need` bytes; false when the client closed or broke the protocol.
@@ -58,7 +73,10 @@ struct WebSocketConn {
       ws->raw.append(chunk.data(), n);
       std::string reply;
       absl::Status s = ws->decoder.Decode(&ws->raw, &data, &reply, &closed);
-      if (!reply.empty() && !co_await Write(reply)) co_return false;
+      if (!reply.empty()) {
+        const bool written = co_await Write(reply);
+        if (!written) co_return false;
+      }
       if (!s.ok()) {
         LogDebug("pooler: a WebSocket client broke the protocol: %s", s.message());
         co_return false;
@@ -191,8 +209,10 @@ template <class Stream>
 Task<void> BridgeWebSocket(Gateway* gateway, NetThread* thread, Stream* stream,
                            const GatewayRequest* request, beast::flat_buffer* buffer,
                            Tunnel tunnel) {
-  WebSocketConn<Stream> conn{stream};
+  WebSocketConn<Stream> conn(stream, thread);
   conn.ws->decoder = WsDecoder(gateway->impl()->config()->max_message_size + 1024);
+  // The handshake and the login within client_login_timeout; no timeout once logged in.
+  beast::get_lowest_layer(*stream).expires_after(gateway->impl()->config()->client_login_timeout);
   absl::StatusOr<std::string> accepted = Handshake(*request);
   if (!accepted.ok()) {
     const std::string refusal = Cat(
@@ -230,26 +250,34 @@ Task<void> BridgeWebSocket(Gateway* gateway, NetThread* thread, Stream* stream,
   GatewayLogin as{.parameters = login.startup->parameters, .password = *login.password};
   std::string answer;
   std::optional<PgError> refused = co_await client.Login(as, &answer);
-  if (!answer.empty() && !co_await conn.Send(answer)) co_return;
+  answer += client.TakeBuffered();
+  if (!answer.empty()) {
+    const bool sent = co_await conn.Send(answer);
+    if (!sent) co_return;
+  }
   if (refused.has_value()) co_return;
-  std::string early_answer = client.TakeBuffered();
-  if (!early_answer.empty() && !co_await conn.Send(early_answer)) co_return;
+  beast::get_lowest_layer(*stream).expires_never();
   if constexpr (std::is_same_v<Stream, GatewayTcpStream>) {
-    // A plain WebSocket: its session takes the socket and frames the protocol itself.
+    // A plain WebSocket: its session takes the socket and frames the protocol itself (not
+    // the console's, which never relays: it stays on the tunnel).
     std::shared_ptr<Session> target = session.lock();
     if (target == nullptr) co_return;
-    boost::system::error_code ec;
-    const int fd = beast::get_lowest_layer(*stream).socket().release(ec);
-    if (ec || fd < 0) co_return;
-    conn.ws->counted = &gateway->connections;
-    gateway->connections.fetch_add(1);  // (the connection's own count ends with this call)
-    target->AdoptWebSocket(fd, std::move(conn.ws), std::move(conn.data));
-    co_return;
-  } else {
-    if (!conn.data.empty() && !co_await client.Write(conn.data)) co_return;
-    conn.data.clear();
-    co_await Relay(&conn, &client, thread);
+    if (target->CanAdoptWebSocket()) {
+      boost::system::error_code ec;
+      const int fd = beast::get_lowest_layer(*stream).socket().release(ec);
+      if (ec || fd < 0) co_return;
+      conn.ws->counted = &gateway->connections;
+      gateway->connections.fetch_add(1);  // (the connection's own count ends with this call)
+      target->AdoptWebSocket(fd, std::move(conn.ws), std::move(conn.data));
+      co_return;
+    }
   }
+  if (!conn.data.empty()) {
+    const bool written = co_await client.Write(conn.data);
+    if (!written) co_return;
+  }
+  conn.data.clear();
+  co_await Relay(&conn, &client, thread);
 }
 PGFLOW_ASIO_COROUTINE_END
 

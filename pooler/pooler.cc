@@ -517,6 +517,12 @@ void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
 }
 
 void Pooler::Impl::CollectMetrics() {
+  if (gateway_ != nullptr) {
+    metrics_
+        ->GetGauge("pgflow_pooler_http_connections",
+                   "HTTP and WebSocket connections open on the http listener.", {})
+        ->Set(gateway_->connections.load());
+  }
   std::vector<PoolView> pools = Pools();
   auto counter = [&](const std::string& name, const std::string& help, const MetricLabels& labels,
                      uint64_t value) {

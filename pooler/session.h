@@ -92,6 +92,11 @@ class Session : public std::enable_shared_from_this<Session>,
     }
   };
   void AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string data);
+  // Whether AdoptWebSocket would take a socket: not the console's session (it never relays),
+  // nor one that ended.
+  bool CanAdoptWebSocket() const {
+    return !admin_ && !killed_ && phase_ <= Phase::kRelaying && ws_ == nullptr;
+  }
 
  private:
   // A session's life, in this order: it only moves forward (Advance), never back.

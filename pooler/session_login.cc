@@ -31,6 +31,7 @@
 namespace pgflow::pooler {
 
 Session::~Session() {
+  if (ws_fd_ >= 0) ::close(ws_fd_);  // a WebSocket adopted by a session that never relayed
   if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (counted_) impl_->clients.fetch_sub(1);

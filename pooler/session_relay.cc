@@ -146,7 +146,7 @@ void Session::StartRelay() {
 }
 
 void Session::AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string data) {
-  if (phase_ > Phase::kRelaying || ws_ != nullptr) {
+  if (!CanAdoptWebSocket()) {
     ::close(fd);  // (the session ended meanwhile: so does the client)
     return;
   }
@@ -245,7 +245,10 @@ bool Session::ClientSide() {
   if (phase_ >= Phase::kClosing) return false;
   RelayState& r = relay();
   bool progress = false;
-  if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_)) {
+  // (A WebSocket's answers to pings wait in ws_->out: a client that sends them without reading
+  // is read no further until they are written, as a client that does not read its results.)
+  if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_) &&
+      (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
     const ssize_t n = ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
                                      client_hup_);
     if (n < 0) {
@@ -624,7 +627,10 @@ bool Session::WriteClient() {
   if (phase_ >= Phase::kClientGone) {
     r.to_client.clear();
     r.client_sent = 0;
-    if (ws_ != nullptr) ws_->out.clear();
+    if (ws_ != nullptr) {
+      ws_->out.clear();
+      ws_->sent = 0;
+    }
     return true;
   }
   if (client_blocked_ && !client_out_) return false;
@@ -655,7 +661,8 @@ void Session::UpdateInterest() {
   const RelayState* r = relay_.get();
   if (client_fd_ >= 0) {
     uint32_t want = 0;
-    if (phase_ < Phase::kClosing && (r == nullptr || r->cbuf.size() < ClientReadLimit())) {
+    if (phase_ < Phase::kClosing && (r == nullptr || r->cbuf.size() < ClientReadLimit()) &&
+        (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
       want |= Reactor::kRead;
     }
     if (!ClientOutputEmpty()) want |= Reactor::kWrite;
@@ -689,7 +696,10 @@ void Session::ClientGone() {
     relay_->client_sent = 0;
     relay_->cbuf.clear();
   }
-  if (ws_ != nullptr) ws_->out.clear();
+  if (ws_ != nullptr) {
+    ws_->out.clear();
+    ws_->sent = 0;
+  }
 }
 
 void Session::CloseClientFd() {

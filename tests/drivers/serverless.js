@@ -78,6 +78,9 @@ test('errors carry their SQLSTATE and fields', async () => {
   await assert.rejects(sql`SELECT 1/0`, (e) => e.code === '22012' && e.severity === 'ERROR');
   await assert.rejects(sql`SELEC 1`, (e) => e.code === '42601' && e.position === '1');
   await assert.rejects(sql`SELECT * FROM no_such_table`, (e) => e.code === '42P01');
+  // COPY FROM STDIN has nothing to read over HTTP: refused, the login kept.
+  await assert.rejects(sql`COPY items FROM STDIN`,
+    (e) => /not available over HTTP/.test(e.message));
   // The login is kept and still works after errors.
   assert.deepEqual(await sql`SELECT 2 AS two`, [{ two: 2 }]);
 });
