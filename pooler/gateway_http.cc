@@ -696,6 +696,8 @@ Task<void> HandshakeThenServe(Connection<GatewayTlsStream>* connection) {
     c->gateway->connections.fetch_sub(1);
     co_return;
   }
+  // (The sessions it opens decide on it, as on a wire client's: tls.mode, auth.method cert.)
+  c->tunnel.certificate_user = VerifiedCommonName(c->stream.native_handle());
   co_await Serve(c.release());
 }
 
@@ -705,7 +707,7 @@ void ServeGatewayConnection(Gateway* gateway, NetThread* thread, Socket socket,
                             std::shared_ptr<asio::ssl::context> tls) {
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
-  Tunnel tunnel{.peer = socket.remote_endpoint(ec), .tls = tls != nullptr};
+  Tunnel tunnel{.peer = socket.remote_endpoint(ec), .tls = tls != nullptr, .certificate_user = {}};
   if (tls == nullptr) {
     auto* c = new Connection<GatewayTcpStream>{
         gateway, thread, GatewayTcpStream(std::move(socket)), tunnel, {}, nullptr, {}};
@@ -724,7 +726,9 @@ absl::Status Gateway::Listen(const HttpOptions& http, const std::vector<NetThrea
     TlsOptions options = http.tls;
     options.mode = TlsMode::kRequire;
     absl::StatusOr<std::shared_ptr<asio::ssl::context>> context = MakeServerTlsContext(options);
-    if (!context.ok()) return context.status();
+    if (!context.ok()) {  // (its message names tls.cert, tls.ca...: these are http's)
+      return absl::Status(context.status().code(), Cat("http.", context.status().message()));
+    }
     tls_ = *std::move(context);
   }
   absl::StatusOr<tcp::endpoint> endpoint = asio_support::ParseEndpoint(http.listen);

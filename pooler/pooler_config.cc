@@ -478,6 +478,17 @@ const OptionTable<TlsOptions>& HttpTlsTable() {
           .Help("PEM certificate (chain) of the HTTP listener: with it, https:// and wss:// "
                 "only."),
       PathOption("key", &TlsOptions::key).NoDefault().Help("PEM private key of http.tls.cert."),
+      PathOption("ca", &TlsOptions::ca)
+          .NoDefault()
+          .Help("PEM authorities of client certificates, as tls.ca: a client that sends one "
+                "must chain to them, and its common name counts as a wire client's does "
+                "(tls.mode verify-ca and verify-full, auth.method cert)."),
+      PathOption("crl", &TlsOptions::crl)
+          .NoDefault()
+          .Help("PEM revocation lists of http.tls.ca's authorities, as tls.crl."),
+      PathOption("crl_dir", &TlsOptions::crl_dir)
+          .NoDefault()
+          .Help("A directory of revocation lists of http.tls.ca's authorities, as tls.crl_dir."),
   });
   return *table;
 }
@@ -490,7 +501,8 @@ const OptionTable<HttpOptions>& HttpTable() {
           .Help("host:port of SQL over HTTP (POST /sql) and of the PostgreSQL protocol over "
                 "WebSocket, as Neon's serverless driver speaks them."),
       SectionOption("tls", &HttpOptions::tls, HttpTlsTable())
-          .Help("{cert, key}: HTTPS and wss:// (re-read at start only)."),
+          .Help("{cert, key, ca, crl, crl_dir}: HTTPS and wss://, with client certificates "
+                "as the wire's tls takes them (read at start only)."),
       IntOption("max_connections", &HttpOptions::max_connections)
           .Range(1, 1000000)
           .Help("HTTP and WebSocket connections at once; past it a connection is answered 503 "
@@ -600,6 +612,15 @@ const OptionTable<PoolerConfig>& PoolerTable() {
         }
         if (!config.http.tls.cert.empty() && config.http.listen.empty()) {
           return map.Error("http.tls is for http.listen: give it");
+        }
+        if (!config.http.tls.ca.empty() && config.http.tls.cert.empty()) {
+          return map.Error("http.tls.ca asks HTTPS clients for certificates: give http.tls.cert "
+                           "and key");
+        }
+        if ((!config.http.tls.crl.empty() || !config.http.tls.crl_dir.empty()) &&
+            config.http.tls.ca.empty()) {
+          return map.Error("http.tls.crl and crl_dir revoke client certificates of http.tls.ca: "
+                           "give http.tls.ca too");
         }
         if (config.tls.mode >= TlsMode::kVerifyCa && config.tls.ca.empty()) {
           return map.Error("tls.mode verify-ca and verify-full need tls.ca, the authorities "

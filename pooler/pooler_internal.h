@@ -60,6 +60,8 @@ boost::system::error_code ListenShared(Acceptor* acceptor, const tcp::endpoint& 
 struct Tunnel {
   tcp::endpoint peer;
   bool tls = false;
+  // The common name of the client certificate its TLS verified (http.tls.ca), or empty.
+  std::string certificate_user;
 };
 
 struct NetThread {

@@ -94,6 +94,7 @@ Task<bool> Session::Login() {
   std::optional<StartupPacket> startup =
       co_await ReadStartup(login_deadline, deadline, &certificate_user);
   if (!startup.has_value()) co_return false;
+  if (tunnel_ && certificate_user.empty()) certificate_user = tunnel_->certificate_user;
   if (!co_await Admit(*config, *startup, certificate_user)) co_return false;
   std::shared_ptr<const UserList> users = impl_->users();
   std::string looked_up_md5;  // the md5 hash auth.query found, for the server login

@@ -152,7 +152,8 @@ absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
   return absl::OkStatus();
 }
 
-// The common name of the peer's certificate, if it sent one and it was verified; else empty.
+}  // namespace
+
 std::string VerifiedCommonName(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
   if (cert == nullptr) return "";
@@ -170,8 +171,6 @@ std::string VerifiedCommonName(SSL* ssl) {
   X509_free(cert);
   return name;
 }
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOptions& tls) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);

@@ -45,6 +45,9 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 // the pump and returns the plain socket, on the same executor. `context` must outlive the
 // handshake only. As the server, `*peer_name` (when given) gets the common name of the
 // client's certificate if it sent one and it was verified, else stays empty.
+// The common name of the peer's certificate, if it sent one and it was verified; else empty.
+std::string VerifiedCommonName(SSL* ssl);
+
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
     TlsMode mode, const std::string& host, std::chrono::milliseconds timeout,

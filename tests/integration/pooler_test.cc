@@ -1133,6 +1133,45 @@ TEST_F(PoolerTest, MalformedStartupPacketsGetAnErrorAndHurtNoOne) {
   EXPECT_TRUE(pooler.process().Running());
 }
 
+// HTTPS with http.tls.ca: a client certificate counts as a wire client's does. Under
+// tls.mode verify-full and auth.method cert, a request logs in by its certificate alone; one
+// without a certificate, or with another user's, is refused as on the wire.
+TEST_F(PoolerTest, HttpsClientsShowCertificatesAsWireClientsDo) {
+  TempDir certs;
+  MakeAuthority(certs.path());
+  if (HasFatalFailure()) return;
+  admin_->Exec("DO $$BEGIN CREATE ROLE dana LOGIN; EXCEPTION WHEN duplicate_object THEN END$$");
+  const int http_port = FreeLoopbackPort();
+  const std::string tls_files = absl::StrCat("cert: ", certs.File("server.crt"), ", key: ",
+                                             certs.File("server.key"), ", ca: ",
+                                             certs.File("ca.crt"));
+  PoolerProcess pooler("cert", "\"dana\" \"\"\n\"mallory\" \"\"\n",
+                       Database("app", "transaction", 2, "pool_app", ""),
+                       absl::StrCat("tls: {mode: verify-full, ", tls_files, "}\n",
+                                    "http: {listen: 127.0.0.1:", http_port, ", tls: {",
+                                    tls_files, "}}\n"));
+  auto request = [&](const std::string& certificate) {
+    std::string args = absl::StrCat(
+        "--cacert ", certs.File("ca.crt"), " --resolve localhost:", http_port, ":127.0.0.1",
+        " -H 'Neon-Connection-String: postgres://dana@localhost/app' -H 'Neon-Array-Mode: true'",
+        " -d '{\"query\":\"SELECT current_user\"}'");
+    if (!certificate.empty()) {
+      absl::StrAppend(&args, " --cert ", certs.File(certificate + ".crt"), " --key ",
+                      certs.File(certificate + ".key"));
+    }
+    return Curl(absl::StrCat("https://localhost:", http_port, "/sql"), args);
+  };
+  HttpAnswer dana = request("dana");
+  EXPECT_EQ(dana.code, 200) << dana.body << pooler.Log();
+  EXPECT_NE(dana.body.find(R"("rows":[["dana"]])"), std::string::npos) << dana.body;
+  HttpAnswer none = request("");
+  EXPECT_EQ(none.code, 400) << none.body;
+  EXPECT_NE(none.body.find("requires a client certificate"), std::string::npos) << none.body;
+  HttpAnswer borrowed = request("mallory");
+  EXPECT_EQ(borrowed.code, 400) << borrowed.body;
+  EXPECT_NE(borrowed.body.find("CN mismatch"), std::string::npos) << borrowed.body;
+}
+
 // Runs `SELECT pg_sleep(30)` on `client` and cancels it once it runs on the server, as libpq's
 // PQcancel does: the query ends at once with SQLSTATE 57014.
 void ExpectCancelled(Conn& client) {
