@@ -92,6 +92,11 @@ class Gateway {
   Histogram* latency_ = nullptr;
 };
 
+// Cancels the query of the session a gateway client speaks to (its BackendKeyData pid, key), as
+// a wire client's cancel request would: through a tunnel of its own (gateway_http.cc).
+void SendCancel(Pooler::Impl* impl, NetThread* thread, const Tunnel& tunnel, int32_t pid,
+                int32_t key);
+
 // Serves one accepted connection on `thread` (gateway_http.cc): its requests in turn, or the
 // WebSocket it upgrades to. Takes the connection count Accept added.
 void ServeGatewayConnection(Gateway* gateway, NetThread* thread, asio_support::Socket socket,

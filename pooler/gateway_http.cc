@@ -310,8 +310,8 @@ Task<bool> WriteAll(Connection<Stream>* c, std::string_view bytes) {
   co_return !ec;
 }
 
-// Cancels the query of the session a gateway client (pid, key) speaks to, as a wire client's
-// cancel request would: through a tunnel of its own.
+}  // namespace
+
 void SendCancel(Pooler::Impl* impl, NetThread* thread, const Tunnel& tunnel, int32_t pid,
                 int32_t key) {
   absl::StatusOr<Socket> socket = impl->OpenTunnel(thread, tunnel);
@@ -321,6 +321,8 @@ void SendCancel(Pooler::Impl* impl, NetThread* thread, const Tunnel& tunnel, int
   boost::system::error_code ec;
   socket->write_some(asio::buffer(packet), ec);  // 16 bytes into an empty socketpair
 }
+
+namespace {
 
 // The answer to one /sql request, built as the session's messages come and streamed once
 // longer than Gateway::kStreamAfter.
@@ -774,7 +776,6 @@ void Gateway::Close() {
 
 PGFLOW_ASIO_COROUTINE_BEGIN
 Task<void> Gateway::Accept(Listener* listener) {
-  Timer pause(listener->thread->context.get_executor());
   while (true) {
     boost::system::error_code ec;
     Socket socket(listener->thread->context.get_executor());
@@ -782,8 +783,7 @@ Task<void> Gateway::Accept(Listener* listener) {
     if (ec == asio::error::operation_aborted || !listener->acceptor->is_open()) co_return;
     if (ec) {
       LogWarning("pooler: accepting an HTTP client failed: %s", ec.message());
-      pause.expires_after(std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
+      co_await PauseAfterFailedAccept(listener->thread);
       continue;
     }
     if (connections.load() >= impl_->config()->http.max_connections) {

@@ -41,6 +41,7 @@ struct WebSocketConn {
   std::unique_ptr<Session::WebSocket> ws = std::make_unique<Session::WebSocket>();
   std::string data;  // decoded, not yet taken
   bool closed = false;
+  std::unique_ptr<char[]> chunk = std::make_unique_for_overwrite<char[]>(kRelayChunk);  // reads
   bool writing = false;
   Timer write_wait;  // cancelled when a write ends, waking the writes waiting for it
 
@@ -63,14 +64,13 @@ struct WebSocketConn {
   }
   // Reads until `data` holds `need` bytes; false when the client closed or broke the protocol.
   Task<bool> ReadUntil(size_t need) {
-    std::string chunk(kRelayChunk, '\0');
     while (data.size() < need) {
       if (closed) co_return false;
       boost::system::error_code ec;
-      const size_t n = co_await stream->async_read_some(asio::buffer(chunk),
+      const size_t n = co_await stream->async_read_some(asio::buffer(chunk.get(), kRelayChunk),
                                                         asio::redirect_error(kUseTask, ec));
       if (ec) co_return false;
-      ws->raw.append(chunk.data(), n);
+      ws->raw.append(chunk.get(), n);
       std::string reply;
       absl::Status s = ws->decoder.Decode(&ws->raw, &data, &reply, &closed);
       if (!reply.empty()) {
@@ -116,16 +116,9 @@ Task<std::optional<std::string>> ReadClientLogin(WebSocketConn<Stream>* conn, Cl
         // The WebSocket is the transport (and wss:// its TLS).
         if (!co_await conn->Send("N")) co_return std::nullopt;
         continue;
-      case StartupPacket::Kind::kCancel: {
-        absl::StatusOr<Socket> socket = gateway->impl()->OpenTunnel(thread, tunnel);
-        if (socket.ok()) {
-          std::string cancel;
-          AppendCancelRequest(&cancel, packet->cancel_pid, packet->cancel_key);
-          boost::system::error_code ec;
-          socket->write_some(asio::buffer(cancel), ec);
-        }
+      case StartupPacket::Kind::kCancel:
+        SendCancel(gateway->impl(), thread, tunnel, packet->cancel_pid, packet->cancel_key);
         co_return std::nullopt;
-      }
       case StartupPacket::Kind::kStartup:
         break;
     }

@@ -629,8 +629,7 @@ void Pooler::Impl::CollectMetrics() {
       ->Set(cpu);
 }
 
-// Out of descriptors (EMFILE) and the like: a little wait rather than a spin.
-static Task<void> PauseAfterFailedAccept(NetThread* thread) {
+Task<void> PauseAfterFailedAccept(NetThread* thread) {
   Timer pause(thread->context.get_executor());
   pause.expires_after(std::chrono::milliseconds(100));
   boost::system::error_code ec;

@@ -53,6 +53,11 @@ class Gateway;
 // on the same address with a socket of its own and the kernel spreads connections among them.
 boost::system::error_code ListenShared(Acceptor* acceptor, const tcp::endpoint& at);
 
+// After an accept failed (out of descriptors, EMFILE, and the like): a little wait on `thread`
+// rather than a spin.
+struct NetThread;
+asio_support::Task<void> PauseAfterFailedAccept(NetThread* thread);
+
 // A client that reached the pooler through its HTTP listener (pooler/gateway.h): the gateway
 // speaks for it over one end of a socketpair, the session serves the other end as it would a
 // socket of its own, with the client's address (for SHOW CLIENTS, bans and the log) and whether

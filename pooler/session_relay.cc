@@ -121,12 +121,6 @@ void Session::StartRelay() {
     client_fd_ = -1;
     return;
   }
-  if (ws_fd_ >= 0) {
-    // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
-    // tunnel's.
-    ::close(std::exchange(client_fd_, std::exchange(ws_fd_, -1)));
-    client_in_ = true;
-  }
   self_ = shared_from_this();
   Advance(Phase::kRelaying);
   next_ = thread_->relaying;
@@ -137,11 +131,9 @@ void Session::StartRelay() {
     ::close(std::exchange(client_fd_, -1));
     Advance(Phase::kClientGone);
   }
-  if (!ws_data_.empty() && phase_ == Phase::kRelaying) {
-    relay().cbuf += ws_data_;
-    protocol_.Unparse();
-  }
-  ws_data_.clear();
+  // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
+  // tunnel's now.
+  if (ws_fd_ >= 0 && phase_ == Phase::kRelaying) SwapToWebSocket();
   Pump();
 }
 
