@@ -208,6 +208,25 @@ absl::StatusOr<std::string> Replay(const PipelineConfig& config, std::vector<Sin
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> DeadLettersJson(const PipelineConfig& config) {
+  nlohmann::json out = nlohmann::json::array();
+  const bool any = std::any_of(config.sinks.begin(), config.sinks.end(), [](const SinkConfig& s) {
+    return s.common.dead_letter.enabled();
+  });
+  if (!any) return out;
+  absl::StatusOr<std::vector<SinkRecords>> all = ReadRecords(config, DlqRequest{});
+  if (!all.ok()) return all.status();
+  for (const SinkRecords& r : *all) {
+    for (const DeadLetter& l : r.letters) {
+      nlohmann::json j = nlohmann::json::parse(DeadLetterJson(l), nullptr, false);
+      if (j.is_discarded()) continue;
+      j.erase("schema");  // the table version: `pgflow dlq show` has it
+      out.push_back(std::move(j));
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> RunDlq(const PipelineConfig& config, const DlqRequest& request) {
   if (request.action == "purge" && request.ids.empty() && !request.all) {
     return absl::InvalidArgumentError(

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include "absl/status/statusor.h"
 #include "cli/command.h"
 #include "engine/config.h"
@@ -30,6 +31,10 @@ struct DlqRequest {
   std::vector<uint64_t> ids;  // empty: every record
   bool all = false;    // purge: required when no id is given
 };
+
+// Every record of the pipeline's sinks, oldest first per sink, as the JSON objects `show`
+// prints (the web console's list); an empty array when no sink has `dead_letter:`.
+absl::StatusOr<nlohmann::json> DeadLettersJson(const PipelineConfig& config);
 
 // What the command prints on success; an error names the sink, the record and the reason.
 absl::StatusOr<std::string> RunDlq(const PipelineConfig& config, const DlqRequest& request);

@@ -140,22 +140,26 @@ int PoolerCommand(const std::string& config_path) {
 
   MetricsRegistry metrics;
   metrics.GetGauge("pgflow_build_info", "pgflow's version", {{"version", PGFLOW_VERSION}})->Set(1);
-  std::unique_ptr<AdminServer> admin;
-  if (!config->admin.listen.empty()) {
-    admin = std::make_unique<AdminServer>(AdminServerOptions{config->admin.listen}, &metrics,
-                                          nullptr);
-    if (absl::Status s = admin->Start(); !s.ok()) {
-      LogError("pooler: %s", s.message());
-      return 1;
-    }
-    LogInfo("pooler: admin endpoint on port %d: /metrics /healthz", admin->port());
-  }
+  const std::string admin_listen = config->admin.listen;
   proxy::ProxyRouterFactory routers;  // (databases that list replicas)
   const std::map<std::string, pooler::DatabaseOptions> pooler_databases = config->databases;
   pooler::Pooler pooler(*std::move(config), &routers);
   if (absl::Status s = pooler.Start(&metrics); !s.ok()) {
     LogError("%s", s.message());
     return 1;
+  }
+  // After the pooler, so that it is stopped first: its console reads the pooler.
+  std::unique_ptr<AdminServer> admin;
+  if (!admin_listen.empty()) {
+    AdminServerOptions admin_options{admin_listen};
+    admin_options.console = pooler.Console();
+    admin = std::make_unique<AdminServer>(std::move(admin_options), &metrics, nullptr);
+    if (absl::Status s = admin->Start(); !s.ok()) {
+      LogError("pooler: %s", s.message());
+      return 1;
+    }
+    LogInfo("pooler: admin endpoint on port %d: the web console on /, /metrics /healthz",
+            admin->port());
   }
   std::vector<std::unique_ptr<cluster::LeaderWatch>> leader_watches =
       FollowClusters(pooler, pooler_databases);
@@ -169,8 +173,8 @@ int PoolerCommand(const std::string& config_path) {
   }
   LogInfo("pooler: stopping");
   leader_watches.clear();
-  pooler.Stop();
   if (admin != nullptr) admin->Stop();
+  pooler.Stop();
   return 0;
 }
 

@@ -1,16 +1,22 @@
 #include "cli/run_command.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "cli/dlq_command.h"
 #include "cli/pipeline_file.h"
 #include "cli/preview_command.h"
+#include "engine/config_node.h"
 #include "engine/log.h"
 #include "engine/runner.h"
 #include "engine/stop_signal.h"
+#include "pooler/auth.h"
 
 namespace pgflow {
 namespace {
@@ -20,6 +26,36 @@ struct RunArgs {
   int progress_seconds = 10;
   std::string until;
 };
+
+// The web console's login (admin.users, read once now: a mistake in it stops the run before it
+// starts), and its dead letters and replay, with `pgflow dlq`'s functions.
+absl::Status AddConsole(const PipelineConfig& config, RunnerOptions* options) {
+  if (config.admin.listen.empty()) return absl::OkStatus();
+  if (!config.admin.users.empty()) {
+    std::filesystem::path path(config.admin.users);
+    if (path.is_relative()) path = std::filesystem::path(config.file).parent_path() / path;
+    absl::StatusOr<std::string> text = ReadConfigFile(path.string());
+    if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(
+        config.file, ": admin.users: ", text.status().message()));
+    absl::StatusOr<pooler::UserList> users = pooler::ParseUserList(*text, path.string());
+    if (!users.ok()) return absl::InvalidArgumentError(absl::StrCat(
+        config.file, ": admin.users: ", users.status().message()));
+    auto list = std::make_shared<const pooler::UserList>(*std::move(users));
+    options->console_login = [list](const std::string& user, const std::string& password) {
+      return pooler::CheckPassword(*list, user, password);
+    };
+  }
+  auto shared = std::make_shared<const PipelineConfig>(config);
+  options->dead_letters = [shared] { return DeadLettersJson(*shared); };
+  options->replay = [shared](const std::string& sink,
+                             uint64_t id) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::string> out = RunDlq(*shared, {"replay", sink, {id}, false});
+    if (!out.ok()) return out.status();
+    return absl::StrCat("dead letter ", id, " of sink ", sink, " replayed: ",
+                        absl::StripAsciiWhitespace(*out));
+  };
+  return absl::OkStatus();
+}
 
 // Runs the pipeline file `path` until it stops; *handed_over: it ended for a cutover's
 // handover, and the file that took over is to run next.
@@ -44,6 +80,10 @@ int RunFile(const std::string& path, Lsn stop_at, const RunArgs& args, StopSigna
     for (const std::string& warning : warnings) LogWarning("%s", warning);
     return problems;
   };
+  if (absl::Status s = AddConsole(*config, &options); !s.ok()) {
+    LogError("%s", s.message());
+    return kExitConfig;
+  }
   PipelineRunner runner(*std::move(config), std::move(options));
   if (absl::Status s = runner.CheckBeforeStart(); !s.ok()) {
     LogError("%s", s.message());

@@ -10,6 +10,9 @@
 #include <boost/beast/http.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -29,19 +32,43 @@ using Stream = beast::basic_stream<tcp, Executor>;
 constexpr absl::string_view kTooMany = "too many connections to the admin endpoint\n";
 
 constexpr size_t kHeaderLimit = 8 * 1024;
+constexpr size_t kBodyLimit = 64 * 1024;
+// Console requests waiting for the worker at most; past it they get 503.
+constexpr size_t kMaxQueuedWork = 32;
 
 struct Reply {
   http::status status = http::status::ok;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::function<ConsoleReply()> deferred{};
 };
+
+Reply FromConsole(ConsoleReply reply) {
+  return {static_cast<http::status>(reply.status), std::move(reply.content_type),
+          std::move(reply.body), std::move(reply.headers), std::move(reply.deferred)};
+}
+
+std::string_view Header(const http::request<http::string_body>& request, http::field field) {
+  auto it = request.find(field);
+  if (it == request.end()) return {};
+  return std::string_view(it->value().data(), it->value().size());
+}
+
+std::string_view Header(const http::request<http::string_body>& request, std::string_view name) {
+  auto it = request.find(beast::string_view(name.data(), name.size()));
+  if (it == request.end()) return {};
+  return std::string_view(it->value().data(), it->value().size());
+}
 
 }  // namespace
 
 class AdminServer::Impl {
  public:
   Impl(AdminServerOptions options, MetricsRegistry* metrics, RunStatus* status)
-      : options_(std::move(options)), metrics_(metrics), status_(status) {}
+      : options_(std::move(options)), metrics_(metrics), status_(status) {
+    if (options_.console.has_value()) console_ = std::make_unique<Console>(*options_.console);
+  }
 
   absl::Status Start() {
     absl::StatusOr<tcp::endpoint> parsed = ParseEndpoint(options_.listen);
@@ -60,6 +87,10 @@ class AdminServer::Impl {
     }
     port_ = acceptor_.local_endpoint().port();
     asio::co_spawn(context_.get_executor(), Accept(), asio::detached);
+    if (console_ != nullptr) {
+      asio::co_spawn(context_.get_executor(), SampleForCharts(), asio::detached);
+      worker_ = std::thread([this] { Work(); });
+    }
     thread_ = std::thread([this] {
       SetLogComponent("admin");
       context_.run();
@@ -75,6 +106,14 @@ class AdminServer::Impl {
     });
     context_.stop();
     thread_.join();
+    if (worker_.joinable()) {
+      {
+        std::lock_guard lock(work_mu_);
+        stopping_ = true;
+      }
+      work_cv_.notify_all();
+      worker_.join();
+    }
   }
 
   int port() const { return port_; }
@@ -114,7 +153,9 @@ class AdminServer::Impl {
   // is too slow.
   Task<void> Serve(Socket socket) {
     boost::system::error_code peer_error;
-    const bool from_loopback = socket.remote_endpoint(peer_error).address().is_loopback();
+    const asio::ip::address peer_address = socket.remote_endpoint(peer_error).address();
+    const bool from_loopback = !peer_error && peer_address.is_loopback();
+    const std::string peer = peer_error ? "unknown" : peer_address.to_string();
     Stream stream(std::move(socket));
     struct Count {
       std::atomic<size_t>* n;
@@ -122,9 +163,9 @@ class AdminServer::Impl {
     } counted{&connections_};  // counted in by Accept
     beast::flat_buffer buffer(kHeaderLimit);
     while (true) {
-      http::request_parser<http::empty_body> parser;
+      http::request_parser<http::string_body> parser;
       parser.header_limit(kHeaderLimit);
-      parser.body_limit(0);
+      parser.body_limit(kBodyLimit);
       stream.expires_after(options_.io_timeout);
       boost::system::error_code ec;
       co_await http::async_read(stream, buffer, parser, asio::redirect_error(kUseTask, ec));
@@ -140,15 +181,22 @@ class AdminServer::Impl {
         reply = {http::status::bad_request, "text/plain; charset=utf-8",
                  absl::StrCat("bad request: ", ec.message(), "\n")};
       } else {
-        const http::request<http::empty_body>& request = parser.get();
+        const http::request<http::string_body>& request = parser.get();
         keep_alive = request.keep_alive();
         version = request.version();
         head = request.method() == http::verb::head;
-        reply = Answer(request, from_loopback && !peer_error);
+        reply = Answer(request, from_loopback, peer);
+        if (reply.deferred) {
+          std::function<ConsoleReply()> work = std::move(reply.deferred);
+          Reply done = co_await OnWorker(&work);
+          reply = std::move(done);
+        }
       }
       http::response<http::string_body> response(reply.status, version);
       response.set(http::field::server, "pgflow");
       response.set(http::field::content_type, reply.content_type);
+      for (const auto& [name, value] : Console::SecurityHeaders()) response.set(name, value);
+      for (const auto& [name, value] : reply.headers) response.set(name, value);
       response.keep_alive(keep_alive);
       response.body() = std::move(reply.body);
       response.prepare_payload();
@@ -168,12 +216,92 @@ class AdminServer::Impl {
     }
   }
 
-  Reply Answer(const http::request<http::empty_body>& request, bool from_loopback) {
+  // Runs `work` on the console's worker thread and resumes with its reply: the admin thread
+  // goes on serving /metrics meanwhile.
+  Task<Reply> OnWorker(std::function<ConsoleReply()>* work) {
+    struct Job {
+      std::function<ConsoleReply()> work;
+      ConsoleReply reply;
+      Timer* done = nullptr;  // cleared when the waiting coroutine is gone
+    };
+    auto job = std::make_shared<Job>();
+    job->work = std::move(*work);
+    {
+      std::lock_guard lock(work_mu_);
+      if (work_.size() >= kMaxQueuedWork) {
+        co_return Reply{http::status::service_unavailable, "application/json",
+                        R"({"error": "the console is busy: try again"})"};
+      }
+      work_.push_back([this, job] {
+        job->reply = job->work();
+        asio::post(context_, [job] {
+          if (job->done != nullptr) job->done->cancel();
+        });
+      });
+    }
+    work_cv_.notify_one();
+    Timer done(context_.get_executor(), std::chrono::steady_clock::time_point::max());
+    job->done = &done;
+    struct Forget {
+      Job* job;
+      ~Forget() { job->done = nullptr; }
+    } forget{job.get()};
+    boost::system::error_code ec;
+    co_await done.async_wait(asio::redirect_error(kUseTask, ec));
+    co_return FromConsole(std::move(job->reply));
+  }
+
+  void Work() {
+    SetLogComponent("console");
+    while (true) {
+      std::function<void()> next;
+      {
+        std::unique_lock lock(work_mu_);
+        work_cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+        if (stopping_) return;
+        next = std::move(work_.front());
+        work_.pop_front();
+      }
+      next();
+    }
+  }
+
+  // The console's samples for its charts, every sample_every whether or not anyone looks.
+  Task<void> SampleForCharts() {
+    Timer timer(context_.get_executor());
+    while (true) {
+      console_->Sample();
+      timer.expires_after(console_->sample_every());
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(kUseTask, ec));
+      if (ec) co_return;
+    }
+  }
+
+  Reply Answer(const http::request<http::string_body>& request, bool from_loopback,
+               const std::string& peer) {
     std::string_view target(request.target().data(), request.target().size());
     std::string_view query;
     if (size_t q = target.find('?'); q != std::string_view::npos) {
       query = target.substr(q + 1);
       target = target.substr(0, q);
+    }
+    if (console_ != nullptr && target != "/metrics") {
+      ConsoleRequest console_request{
+          .method = std::string_view(request.method_string().data(),
+                                     request.method_string().size()),
+          .path = target,
+          .body = request.body(),
+          .cookie = Header(request, http::field::cookie),
+          .origin = Header(request, http::field::origin),
+          .host = Header(request, http::field::host),
+          .sec_fetch_site = Header(request, "Sec-Fetch-Site"),
+          .csrf_token = Header(request, "X-CSRF-Token"),
+          .content_type = Header(request, http::field::content_type),
+          .peer = peer};
+      if (std::optional<ConsoleReply> reply = console_->Handle(console_request)) {
+        return FromConsole(*std::move(reply));
+      }
     }
     if (request.method() == http::verb::post && status_ != nullptr &&
         (target == "/handover" || target == "/hold" || target == "/release")) {
@@ -295,6 +423,13 @@ class AdminServer::Impl {
   std::thread thread_;
   int port_ = 0;
   std::atomic<size_t> connections_{0};
+  std::unique_ptr<Console> console_;
+  // The console's worker: what it runs, in turn.
+  std::thread worker_;
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  std::deque<std::function<void()>> work_;
+  bool stopping_ = false;
 };
 
 namespace {

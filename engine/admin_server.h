@@ -13,11 +13,15 @@
 //             sinks get the source's transactions up to that position and no further, until
 //             released: RunStatus::RequestHold, engine/hold_gate.h.
 // A module adds pages of its own through AdminServerOptions::pages (`pgflow node`'s /primary,
-// /replica, /health). Otherwise GET and HEAD only. The POSTs are refused from other machines and
+// /replica, /health), and the web console (engine/console.h: `/`, its files and /api/...)
+// through AdminServerOptions::console; the console's work that may wait (a password's check,
+// a database read, an action) runs on a worker thread of its own, one request at a time.
+// Otherwise GET and HEAD only. The POSTs are refused from other machines and
 // from browsers (a request with an Origin header): loopback is the only guard, so bind the endpoint
 // where only the machine's own users reach it. Bounded so that a slow or hostile client cannot hurt
 // the pipeline: at most max_connections at once (past it a client gets 503 and is closed), requests
-// of at most 8 kB of headers and no body, and each read or write must finish within `io_timeout`.
+// of at most 8 kB of headers and 64 kB of body, and each read or write must finish within
+// `io_timeout`.
 // Nothing here takes a lock the pipeline's hot paths take (engine/metrics.h).
 
 #include <chrono>
@@ -29,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/console.h"
 #include "engine/metrics.h"
 #include "engine/run_status.h"
 
@@ -46,6 +51,8 @@ struct AdminServerOptions {
   // Asked first for every GET and HEAD but /metrics: the page at `path` (its query apart), or
   // nullopt for the endpoint's own. Called on the server's thread.
   std::function<std::optional<AdminPage>(std::string_view path, std::string_view query)> pages{};
+  // The web console (engine/console.h) on `/`, `/api/...`, when set.
+  std::optional<ConsoleHooks> console{};
   size_t max_connections = 64;
   std::chrono::milliseconds io_timeout{10000};
 };

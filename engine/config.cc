@@ -58,6 +58,11 @@ const OptionTable<AdminConfig>& AdminTable() {
           .Help("host:port of the admin HTTP server for /metrics /healthz /readyz /status "
                 "([::1]:9187 for IPv6; port 0 picks a free port). Serves anyone who can reach "
                 "it: bind a loopback or private address."),
+      StringOption("users", &AdminConfig::users)
+          .Help("a users file (pgbouncer's userlist.txt: \"user\" \"password, md5 hash or "
+                "SCRAM secret\" lines) of who may log in to the web console on listen and act "
+                "there (replay a dead letter); relative to the pipeline file. Without it the "
+                "console only shows."),
   });
   return *table;
 }

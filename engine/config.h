@@ -44,6 +44,10 @@ struct BufferConfig {
 // `admin:`.
 struct AdminConfig {
   std::string listen;  // host:port; empty = off
+  // A pgbouncer-style users file (`"user" "password, md5 hash or SCRAM secret"` lines) of who
+  // may log in to the web console and act (replay a dead letter); relative paths are the
+  // pipeline file's directory's. Empty: the console only shows.
+  std::string users;
 };
 
 // The keys beside a sink's type key.

@@ -58,6 +58,8 @@ void RunStatus::NoteError(std::string message) {
   absl::MutexLock lock(&mu_);
   last_error_ = std::move(message);
   last_error_at_ = absl::Now();
+  recent_errors_.emplace_back(last_error_at_, last_error_);
+  if (recent_errors_.size() > kRecentErrors) recent_errors_.pop_front();
 }
 
 void RunStatus::NoteRestart() {
@@ -265,6 +267,10 @@ nlohmann::json RunStatus::ToJson() const {
   j["last_error"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_error_);
   j["last_error_at"] =
       last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(TimeJson(last_error_at_));
+  j["recent_errors"] = nlohmann::json::array();
+  for (const auto& [at, message] : recent_errors_) {
+    j["recent_errors"].push_back({{"at", TimeJson(at)}, {"message", message}});
+  }
   j["slot"] = slot_.has_value() ? slot_->ToJson() : nlohmann::json(nullptr);
   if (const Lsn at = HandoverAt(); at.IsValid()) j["handover_at"] = at.ToString();
   if (hold_.state != HoldState::kNone) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -167,6 +168,9 @@ class RunStatus {
   RunPhase phase_ ABSL_GUARDED_BY(mu_) = RunPhase::kStarting;
   std::string reason_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  // The last kRecentErrors errors, oldest first, with when they came (the console's list).
+  static constexpr size_t kRecentErrors = 20;
+  std::deque<std::pair<absl::Time, std::string>> recent_errors_ ABSL_GUARDED_BY(mu_);
   absl::Time last_error_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t restarts_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<SlotState> slot_ ABSL_GUARDED_BY(mu_);

@@ -95,8 +95,48 @@ void PipelineRunner::AddRunMetrics() {
 
 absl::Status PipelineRunner::StartAdmin() {
   if (config_.admin.listen.empty()) return absl::OkStatus();
-  admin_ = std::make_unique<AdminServer>(AdminServerOptions{config_.admin.listen}, &metrics_,
-                                         &run_status_);
+  AdminServerOptions admin{config_.admin.listen};
+  admin.console = ConsoleHooks();
+  ConsoleHooks& console = *admin.console;
+  console.kind = "pipeline";
+  console.title = absl::StrCat("pipeline ", config_.name);
+  console.check_login = options_.console_login;
+  console.state = [this](const std::string& user) {
+    nlohmann::json state = {{"status", run_status_.ToJson()}};
+    state["dead_letters"] = nullptr;
+    if (user.empty()) return state;
+    if (!options_.dead_letters) {
+      state["dead_letters"] = nlohmann::json::array();
+    } else if (absl::StatusOr<nlohmann::json> letters = options_.dead_letters(); letters.ok()) {
+      state["dead_letters"] = *std::move(letters);
+    } else {
+      state["dead_letter_error"] = absl::StrCat("the dead letters cannot be read: ",
+                                                letters.status().message());
+    }
+    return state;
+  };
+  console.sample = [this] {
+    nlohmann::json sinks = nlohmann::json::object();
+    for (const nlohmann::json& sink : run_status_.ToJson()["sinks"]) {
+      sinks[sink["name"].get<std::string>()] = sink["lag_seconds"];
+    }
+    return nlohmann::json{{"sinks", std::move(sinks)}};
+  };
+  console.act = [this](const std::string&,
+                       const nlohmann::json& request) -> absl::StatusOr<std::string> {
+    const std::string action = request["action"].get<std::string>();
+    if (action != "replay") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("no such action on a pipeline: ", action, " (only replay)"));
+    }
+    if (!request.contains("sink") || !request["sink"].is_string() || !request.contains("id") ||
+        !request["id"].is_number_unsigned()) {
+      return absl::InvalidArgumentError("replay takes {sink: name, id: number}");
+    }
+    if (!options_.replay) return absl::FailedPreconditionError("this run cannot replay");
+    return options_.replay(request["sink"].get<std::string>(), request["id"].get<uint64_t>());
+  };
+  admin_ = std::make_unique<AdminServer>(std::move(admin), &metrics_, &run_status_);
   if (absl::Status s = admin_->Start(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("pipeline ", config_.name, ": ", s.message()));
   }

@@ -101,6 +101,12 @@ struct RunnerOptions {
   // validate --source` finds): asked by CheckBeforeStart, after the guard's check. An error
   // (the source out of reach, say) is left to the attempts. Null: nothing is looked for.
   std::function<absl::StatusOr<std::vector<std::string>>(const PipelineConfig&)> find_problems;
+  // The web console (engine/console.h) on admin.listen, with what the engine does not link:
+  // who may log in (admin.users; null: no one), every sink's dead letters (null: none shown),
+  // and the replay of one (`pgflow dlq replay --sink S --id N`).
+  std::function<bool(const std::string& user, const std::string& password)> console_login;
+  std::function<absl::StatusOr<nlohmann::json>()> dead_letters;
+  std::function<absl::StatusOr<std::string>(const std::string& sink, uint64_t id)> replay;
 };
 
 // Runs one pipeline: CheckBeforeStart, then Run, once each, from one thread.

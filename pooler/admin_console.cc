@@ -96,12 +96,13 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     std::vector<Row> rows;
     for (const PoolView& p : target->Pools()) {
       rows.push_back({p.database, p.user, Num(p.transactions), Num(p.queries),
-                      Num(p.bytes_received), Num(p.bytes_sent), Num(p.wait_us), Num(p.waits),
+                      Num(p.bytes_received), Num(p.bytes_sent), Num(p.xact_us), Num(p.wait_us),
+                      Num(p.waits),
                       Num(p.server_logins), Num(p.server_login_failures)});
     }
     Table(out,
           {"database", "user", "total_xact_count", "total_query_count", "total_received",
-           "total_sent", "total_wait_time", "total_waits", "total_server_logins",
+           "total_sent", "total_xact_time", "total_wait_time", "total_waits", "total_server_logins",
            "total_server_login_failures"},
           rows, "SHOW");
   } else if (what == "databases") {
@@ -150,12 +151,16 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     std::vector<Row> rows;
     for (const auto& [key, value] : target->ConfigRows()) rows.push_back({key, value});
     Table(out, {"key", "value"}, rows, "SHOW");
+  } else if (what == "bans") {
+    std::vector<Row> rows;
+    for (const auto& [kind, who] : target->Bans()) rows.push_back({kind, who});
+    Table(out, {"kind", "who"}, rows, "SHOW");
   } else if (what == "version") {
     Table(out, {"version"}, {{std::string("pgflow pooler ") + PGFLOW_POOLER_VERSION}}, "SHOW");
   } else {
     return Error("42601", Cat("unknown SHOW ", what,
                               ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, REPLICAS, CACHE, "
-                              "CONFIG, VERSION"));
+                              "BANS, CONFIG, VERSION"));
   }
   return reply;
 }
@@ -216,6 +221,28 @@ bool Quiet(AdminTarget* target, const std::string& database) {
   return true;
 }
 
+// BAN USER name | BAN ADDRESS ip, and UNBAN: the name as written (a user name keeps its case;
+// double quotes around it are dropped).
+AdminReply BanCommand(AdminTarget* target, std::string_view sql, const std::string& command) {
+  std::vector<std::string> words = absl::StrSplit(
+      absl::StripAsciiWhitespace(absl::string_view(sql.data(), sql.size())),
+      absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  while (!words.empty() && !words.back().empty() && words.back().back() == ';') {
+    words.back().pop_back();
+    if (words.back().empty()) words.pop_back();
+  }
+  const std::string usage = Cat(absl::AsciiStrToUpper(command), " USER name | ",
+                                absl::AsciiStrToUpper(command), " ADDRESS ip");
+  if (words.size() != 3) return Error("42601", usage);
+  const std::string kind = absl::AsciiStrToLower(words[1]);
+  if (kind != "user" && kind != "address") return Error("42601", usage);
+  std::string who = words[2];
+  if (who.size() >= 2 && who.front() == '"' && who.back() == '"') who = who.substr(1, who.size() - 2);
+  absl::Status s = command == "ban" ? target->Ban(kind, who) : target->Unban(kind, who);
+  if (!s.ok()) return Error(absl::IsNotFound(s) ? "42704" : "22023", std::string(s.message()));
+  return Done(absl::AsciiStrToUpper(command));
+}
+
 }  // namespace
 
 AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
@@ -241,6 +268,7 @@ AdminReply RunAdminCommand(AdminTarget* target, std::string_view sql) {
     }
     return Done("RETARGET");
   }
+  if (command == "ban" || command == "unban") return BanCommand(target, sql, command);
   std::string arg = words.size() > 1 ? words[1] : "";
   if (words.size() > 2) return Error("42601", Cat("too many words for ", command));
   auto check_db = [&]() -> std::optional<AdminReply> {

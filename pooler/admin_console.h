@@ -14,6 +14,10 @@
 //   RETARGET db 'url'   points the database at another server: new server connections go
 //                there, those to the old one close as they come back (after a PAUSE, none is
 //                left); until the file's url for it changes or the pooler restarts
+//   BAN USER name | BAN ADDRESS ip   refuses the user's (the address's) logins from now on
+//                (28000) and disconnects their clients; until UNBAN or the pooler restarts
+//   UNBAN USER name | UNBAN ADDRESS ip
+//   SHOW BANS    who is banned
 //   SHUTDOWN     stops the pooler
 //   SHUTDOWN WAIT_FOR_SERVERS   stops listening, pauses every database, and stops the pooler
 //                once no server connection is in use
@@ -44,6 +48,7 @@ struct PoolView {
   uint64_t queries = 0;
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
+  uint64_t xact_us = 0;  // transactions' time, in microseconds
   uint64_t wait_us = 0;
   uint64_t waits = 0;
   uint64_t server_logins = 0;          // server connections opened
@@ -114,6 +119,12 @@ class AdminTarget {
   // with the url, and changes nothing.
   virtual absl::Status Retarget(const std::string& database, const std::string& url) = 0;
   virtual void Shutdown(ShutdownMode mode) = 0;
+  // BAN / UNBAN: `kind` is "user" or "address" (an IP address, or "unix" for the Unix
+  // socket's clients). An error names what is wrong with `who`.
+  virtual absl::Status Ban(const std::string& kind, const std::string& who) = 0;
+  virtual absl::Status Unban(const std::string& kind, const std::string& who) = 0;
+  // Who is banned: (kind, who) pairs, sorted.
+  virtual std::vector<std::pair<std::string, std::string>> Bans() = 0;
   // The SHUTDOWN WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS under way; kNow when none is.
   virtual ShutdownMode Draining() = 0;
 };

@@ -358,6 +358,25 @@ ScramSecret MockScramSecret(std::string_view user, std::string_view key) {
                      HmacSha256(key, Cat("server key ", user))};
 }
 
+bool CheckPassword(const UserList& users, std::string_view user, std::string_view password) {
+  auto it = users.find(std::string(user));
+  if (it == users.end() || it->second.kind != UserSecret::Kind::kScram) {
+    // The PBKDF2 a SCRAM secret costs, whatever the entry: a guess takes as long either way.
+    const ScramSecret mock = MockScramSecret(user, "console");
+    const bool mock_matches =
+        ConstantTimeEqual(MakeScramSecret(password, mock.salt, mock.iterations).stored_key,
+                          mock.stored_key);
+    if (it == users.end()) return mock_matches && false;  // (no password matches a mock)
+    if (it->second.kind == UserSecret::Kind::kMd5) {
+      return ConstantTimeEqual(Md5PasswordHash(user, password), it->second.text);
+    }
+    return !it->second.text.empty() && ConstantTimeEqual(password, it->second.text);
+  }
+  const ScramSecret& secret = it->second.scram;
+  return ConstantTimeEqual(MakeScramSecret(password, secret.salt, secret.iterations).stored_key,
+                           secret.stored_key);
+}
+
 // ---- md5 ----
 
 std::string Md5PasswordHash(std::string_view user, std::string_view password) {

@@ -89,6 +89,12 @@ void DeriveScramSecrets(UserList* users);
 // matches it. PostgreSQL does the same ("mock authentication").
 ScramSecret MockScramSecret(std::string_view user, std::string_view key);
 
+// Whether `password` is `user`'s, by the users file's `users` (a plain password, an md5 hash or a
+// SCRAM secret), compared in constant time. An unknown user costs the same PBKDF2 as a known
+// one (MockScramSecret), so that the time taken does not tell user names apart. The web
+// console's login (engine/console.h).
+bool CheckPassword(const UserList& users, std::string_view user, std::string_view password);
+
 // "md5" + hex(md5(password || user)): what pg_authid keeps for md5 passwords.
 std::string Md5PasswordHash(std::string_view user, std::string_view password);
 // What a client sends in its PasswordMessage for md5 authentication with `salt` (4 bytes):

@@ -15,8 +15,11 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/console.h"
 #include "pooler/pooler_config.h"
 #include "pooler/router.h"
 
@@ -61,6 +64,15 @@ class Pooler {
   // standbys), in one change.
   absl::Status Retarget(const std::string& database, const std::string& url,
                         const std::vector<std::string>& replicas);
+
+  // The web console's pooler page (engine/console.h; pooler/pooler_console.cc): databases,
+  // pools, replicas, caches and bans, charts of transactions per database, and PAUSE,
+  // RESUME, RELOAD, BAN and UNBAN. Its login is admin.users' with their users-file password
+  // (or, without a users file, their login to the SQL console). The pooler must outlive it.
+  ConsoleHooks Console();
+  // Runs one SQL console command in the process, waiting (at most 30 s) for what it waits
+  // for (PAUSE): its tag, or its error with its SQLSTATE.
+  absl::StatusOr<std::string> RunConsoleCommand(std::string_view sql);
 
   class Impl;  // public for the sessions (pooler/session.h)
 

@@ -244,8 +244,17 @@ class Pooler::Impl : public AdminTarget {
   void Shutdown(ShutdownMode mode) override;
   ShutdownMode Draining() override;
   bool HasDatabase(const std::string& database) override;
+  absl::Status Ban(const std::string& kind, const std::string& who) override;
+  absl::Status Unban(const std::string& kind, const std::string& who) override;
+  std::vector<std::pair<std::string, std::string>> Bans() override;
+  // Why a login of `user` from `address` is refused by a BAN, or "" when it is not.
+  std::string BanOf(const std::string& user, const std::string& address);
 
  private:
+  absl::Mutex bans_mu_;
+  std::set<std::pair<std::string, std::string>> bans_ ABSL_GUARDED_BY(bans_mu_);  // (kind, who)
+  std::atomic<bool> any_bans_{false};  // a login looks no further while there is none
+
   Task<void> Accept(NetThread* thread);
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);

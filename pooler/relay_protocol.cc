@@ -516,6 +516,10 @@ RelayProtocol::ClientStep RelayProtocol::RelayClientMessages(RelayState& r,
       continue;
     }
     if (server_ == nullptr) return ClientStep::kAttach;  // (the routing seam: see the header)
+    if (!txn_timed_) {  // the first message of a transaction: SHOW STATS's total_xact_time
+      txn_began_ = std::chrono::steady_clock::now();
+      txn_timed_ = true;
+    }
     if (routing_ != nullptr && !unit_open_) {
       const ClientStep step = RouteNextUnit(r, pos);
       if (step != ClientStep::kMore) return step;
@@ -707,7 +711,17 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
       txn_status_ = body.empty() ? 'I' : body[0];
       if (forward) {
         pool_->stats().queries.fetch_add(1, std::memory_order_relaxed);
-        if (txn_status_ == 'I') pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
+        if (txn_status_ == 'I') {
+          pool_->stats().transactions.fetch_add(1, std::memory_order_relaxed);
+          if (txn_timed_) {
+            txn_timed_ = false;
+            pool_->stats().xact_us.fetch_add(
+                std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - txn_began_)
+                    .count(),
+                std::memory_order_relaxed);
+          }
+        }
         if (mode_ == PoolMode::kStatement && txn_status_ != 'I') statement_violation_ = true;
         if (wrote_ && txn_status_ == 'I' && node_ == kPrimaryNode) {
           // The transaction ended: any position of the primary read from now on is past its

@@ -33,6 +33,7 @@
 //
 // Thread-safety: a RelayProtocol belongs to one session, used on the session's thread only.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -413,6 +414,9 @@ class RelayProtocol {
   // Describes the pooler sent that the server has not answered (kDescribeSwallow).
   int describing_ = 0;
   char txn_status_ = 'I';
+  // When the transaction under way began (its first message relayed), for xact_us.
+  bool txn_timed_ = false;
+  std::chrono::steady_clock::time_point txn_began_;
   bool parsed_ = false;               // cbuf holds only the start of a message
   bool client_drop_ = false;          // client_pass bytes are dropped (the rest of a refused query)
   bool server_pass_swallow_ = false;  // server_pass bytes are swallowed

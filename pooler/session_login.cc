@@ -224,6 +224,11 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
     co_await SendFatal("08P01", "replication connections are not supported by the pooler");
     co_return false;
   }
+  const std::string banned = impl_->BanOf(info_->user, info_->address);
+  if (!banned.empty()) {
+    co_await SendFatal("28000", banned);
+    co_return false;
+  }
   if (!impl_->accepting()) {
     co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
     co_return false;

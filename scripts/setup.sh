@@ -40,13 +40,14 @@ fi
 if [ $binary_only = 0 ]; then
   # What the tests and benchmarks run: GoogleTest, the servers and clients they compare with
   # or drive (redis, memcached, nginx, wrk, kcat, curl, etcd; ip for the network namespaces of
-  # the cluster's fault tests), certificates (openssl), PostgreSQL's
+  # the cluster's fault tests; chromium for the web console's tests), certificates (openssl), PostgreSQL's
   # regression suite (bzip2), OpenSearch's zip (unzip), the webhook receiver's venv.
   PACKAGES+=(
     git python3-venv bzip2 openssl unzip curl
     libgtest-dev libgmock-dev
     kcat redis-tools redis-server memcached libmemcached-tools wrk nginx
     etcd-server iproute2
+    chromium fonts-liberation
   )
   # Java and Maven run the real Kafka broker and OpenSearch node of the tests
   # (scripts/kafkatmp.sh, scripts/ostmp.sh, both from Maven Central); Debian's when the machine

@@ -66,7 +66,23 @@ class RecordingTarget : public AdminTarget {
   }
   void Shutdown(ShutdownMode) override {}
   ShutdownMode Draining() override { return ShutdownMode::kNow; }
+  absl::Status Ban(const std::string& kind, const std::string& who) override {
+    if (kind == "address" && who == "nowhere") return absl::InvalidArgumentError("not an IP");
+    bans.emplace_back(kind, who);
+    return absl::OkStatus();
+  }
+  absl::Status Unban(const std::string& kind, const std::string& who) override {
+    for (auto it = bans.begin(); it != bans.end(); ++it) {
+      if (*it == std::pair(kind, who)) {
+        bans.erase(it);
+        return absl::OkStatus();
+      }
+    }
+    return absl::NotFoundError(kind + " " + who + " is not banned");
+  }
+  std::vector<std::pair<std::string, std::string>> Bans() override { return bans; }
 
+  std::vector<std::pair<std::string, std::string>> bans;
   std::vector<std::pair<std::string, std::string>> retargets;
 };
 
@@ -134,6 +150,28 @@ TEST(AdminConsoleTest, ShowReplicasGivesEachNodesStateLagAndReads) {
   for (const char* text : {"lag_bytes", "lagging", "10.0.0.3:5433", "0/3001618", "5656", "2.5"}) {
     EXPECT_THAT(reply.messages, HasSubstr(text));
   }
+}
+
+TEST(AdminConsoleTest, BanKeepsTheNameAsWrittenAndUnbanUndoesIt) {
+  RecordingTarget target;
+  EXPECT_EQ(Types(RunAdminCommand(&target, "BAN USER Alice;").messages), "C");
+  EXPECT_EQ(Types(RunAdminCommand(&target, "ban address 10.0.0.7").messages), "C");
+  EXPECT_EQ(Types(RunAdminCommand(&target, "BAN USER \"Bob Two\"").messages), "E");  // 4 words
+  EXPECT_EQ(Types(RunAdminCommand(&target, "BAN USER \"bob\"").messages), "C");
+  EXPECT_THAT(target.bans, ElementsAre(Pair("user", "Alice"), Pair("address", "10.0.0.7"),
+                                       Pair("user", "bob")));
+  AdminReply shown = RunAdminCommand(&target, "SHOW BANS");
+  EXPECT_EQ(Types(shown.messages), "TDDDC");
+  EXPECT_THAT(shown.messages, HasSubstr("10.0.0.7"));
+  EXPECT_EQ(Types(RunAdminCommand(&target, "UNBAN USER Alice").messages), "C");
+  AdminReply again = RunAdminCommand(&target, "UNBAN USER Alice");
+  EXPECT_THAT(again.messages, HasSubstr("42704"));
+  EXPECT_THAT(again.messages, HasSubstr("user Alice is not banned"));
+  for (const char* sql : {"BAN", "BAN USER", "BAN TENANT x", "UNBAN ADDRESS"}) {
+    EXPECT_THAT(RunAdminCommand(&target, sql).messages, HasSubstr("42601")) << sql;
+  }
+  EXPECT_THAT(RunAdminCommand(&target, "BAN ADDRESS nowhere").messages, HasSubstr("22023"));
+  EXPECT_THAT(target.bans, ElementsAre(Pair("address", "10.0.0.7"), Pair("user", "bob")));
 }
 
 }  // namespace

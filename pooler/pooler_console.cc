@@ -1,0 +1,225 @@
+// The pooler's page of the web console (engine/console.h): what the console's SHOW commands
+// list, as JSON, the samples of its charts, and its actions, run as the SQL console runs them
+// (RunAdminCommand), in the process.
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/lsn.h"
+#include "engine/str_cat.h"
+#include "pooler/admin_console.h"
+#include "pooler/auth.h"
+#include "pooler/pooler.h"
+#include "pooler/pooler_config.h"
+#include "pooler/pooler_internal.h"
+
+namespace pgflow::pooler {
+namespace {
+
+constexpr auto kActionTimeout = std::chrono::seconds(30);
+
+uint32_t ReadInt32(std::string_view bytes, size_t at) {
+  return (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at])) << 24) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 1])) << 16) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 2])) << 8) |
+         static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 3]));
+}
+
+// The command's tag, or its error ("22023: not an IP address"), from a console reply.
+absl::StatusOr<std::string> Outcome(std::string_view messages) {
+  std::string tag;
+  for (size_t at = 0; at + 5 <= messages.size();) {
+    const char type = messages[at];
+    const uint32_t length = ReadInt32(messages, at + 1);
+    if (length < 4 || at + 1 + length > messages.size()) break;
+    const std::string_view body = messages.substr(at + 5, length - 4);
+    at += 1 + length;
+    if (type == 'C') tag = std::string(body.substr(0, body.find('\0')));
+    if (type != 'E') continue;
+    std::string code, message;
+    for (size_t f = 0; f < body.size() && body[f] != '\0';) {
+      const size_t end = body.find('\0', f + 1);
+      if (end == std::string_view::npos) break;
+      if (body[f] == 'C') code = std::string(body.substr(f + 1, end - f - 1));
+      if (body[f] == 'M') message = std::string(body.substr(f + 1, end - f - 1));
+      f = end + 1;
+    }
+    const std::string text = Cat(message, " (", code, ")");
+    if (code == "42601" || code == "22023" || code == "3D000" || code == "42704") {
+      return absl::InvalidArgumentError(text);
+    }
+    return absl::FailedPreconditionError(text);
+  }
+  return tag;
+}
+
+// `value` as one word of a console command: a database or user name, an address.
+absl::StatusOr<std::string> Word(const nlohmann::json& request, const char* key) {
+  if (!request.contains(key) || !request[key].is_string()) {
+    return absl::InvalidArgumentError(Cat("this action needs a ", key));
+  }
+  std::string value = request[key].get<std::string>();
+  if (value.empty() || value.size() > 256 ||
+      value.find_first_of(" \t\r\n;\"'") != std::string::npos) {
+    return absl::InvalidArgumentError(Cat("not a ", key, " the console takes: \"", value, "\""));
+  }
+  return value;
+}
+
+// Whether `user` logs in to the pooler's own SQL console with `password`: for a pooler whose
+// users are not in a file (auth_query), its login is the proof.
+bool LogsInToConsole(const PoolerConfig& config, int port, const std::string& user,
+                     const std::string& password) {
+  const std::string host = !config.unix_socket_dir.empty() ? config.unix_socket_dir : "127.0.0.1";
+  const std::string port_text = std::to_string(port);
+  const char* keys[] = {"host",     "port",           "dbname",  "user",
+                        "password", "connect_timeout", "sslmode", nullptr};
+  const char* values[] = {host.c_str(), port_text.c_str(), "pgflow", user.c_str(),
+                          password.c_str(), "5", "prefer", nullptr};
+  PGconn* conn = PQconnectdbParams(keys, values, 0);
+  const bool ok = PQstatus(conn) == CONNECTION_OK;
+  PQfinish(conn);
+  return ok;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Pooler::RunConsoleCommand(std::string_view sql) {
+  AdminReply reply = RunAdminCommand(impl_.get(), sql);
+  absl::StatusOr<std::string> outcome = Outcome(reply.messages);
+  if (!outcome.ok()) return outcome.status();
+  const auto deadline = std::chrono::steady_clock::now() + kActionTimeout;
+  for (int polls = 0; reply.wait_until && !reply.wait_until(); ++polls) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(
+          Cat(sql, ": still waiting after ", kActionTimeout.count(),
+              " s for the transactions under way to end; it stays in force"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(polls < 200 ? 1 : 50));
+  }
+  if (reply.after) reply.after();
+  return outcome;
+}
+
+ConsoleHooks Pooler::Console() {
+  ConsoleHooks hooks;
+  hooks.kind = "pooler";
+  hooks.title = Cat("pooler on ", impl_->config()->listen);
+  hooks.state_needs_login = true;
+  hooks.check_login = [this](const std::string& user, const std::string& password) {
+    std::shared_ptr<const PoolerConfig> config = impl_->config();
+    const std::vector<std::string>& admins = config->admin.users;
+    const bool admin = std::find(admins.begin(), admins.end(), user) != admins.end();
+    if (config->auth.user_list != nullptr) {
+      const bool right = CheckPassword(*config->auth.user_list, user, password);
+      return admin && right;
+    }
+    return admin && LogsInToConsole(*config, port(), user, password);
+  };
+  hooks.state = [this](const std::string&) {
+    nlohmann::json state;
+    state["databases"] = nlohmann::json::array();
+    for (const DatabaseView& d : impl_->Databases()) {
+      state["databases"].push_back({{"name", d.name},
+                                    {"host", d.host},
+                                    {"port", d.port},
+                                    {"dbname", d.dbname},
+                                    {"pool_size", d.pool_size},
+                                    {"pool_mode", d.mode},
+                                    {"max_client_conn", d.max_client_conn},
+                                    {"current_connections", d.current_connections},
+                                    {"paused", d.paused},
+                                    {"retargeted", d.retargeted}});
+    }
+    state["pools"] = nlohmann::json::array();
+    for (const PoolView& p : impl_->Pools()) {
+      state["pools"].push_back({{"database", p.database},
+                                {"user", p.user},
+                                {"cl_active", p.clients - p.counts.waiting},
+                                {"cl_waiting", p.counts.waiting},
+                                {"sv_active", p.counts.active},
+                                {"sv_idle", p.counts.idle},
+                                {"sv_login", p.counts.connecting},
+                                {"maxwait", p.counts.max_wait_s},
+                                {"pool_mode", p.mode},
+                                {"paused", p.paused},
+                                {"xact", p.transactions},
+                                {"queries", p.queries},
+                                {"xact_us", p.xact_us},
+                                {"wait_us", p.wait_us}});
+    }
+    state["replicas"] = nlohmann::json::array();
+    for (const ReplicaView& r : impl_->Replicas()) {
+      state["replicas"].push_back({{"database", r.database},
+                                   {"address", r.node.address},
+                                   {"role", r.node.role},
+                                   {"state", r.node.state},
+                                   {"lag_bytes", r.node.lag_bytes},
+                                   {"lag_seconds", r.node.lag_seconds},
+                                   {"reads", r.node.reads}});
+    }
+    state["caches"] = nlohmann::json::array();
+    for (const CacheView& c : impl_->Caches()) {
+      state["caches"].push_back({{"database", c.database},
+                                 {"hits", c.cache.hits},
+                                 {"misses", c.cache.misses},
+                                 {"entries", c.cache.entries},
+                                 {"bytes", c.cache.bytes},
+                                 {"invalidations", c.cache.invalidations}});
+    }
+    nlohmann::json bans = {{"users", nlohmann::json::array()},
+                           {"addresses", nlohmann::json::array()}};
+    for (const auto& [kind, who] : impl_->Bans()) {
+      bans[kind == "user" ? "users" : "addresses"].push_back(who);
+    }
+    state["bans"] = std::move(bans);
+    return state;
+  };
+  hooks.sample = [this] {
+    std::map<std::string, std::array<uint64_t, 3>> totals;  // xact, queries, xact_us
+    for (const PoolView& p : impl_->Pools()) {
+      std::array<uint64_t, 3>& t = totals[p.database];
+      t[0] += p.transactions;
+      t[1] += p.queries;
+      t[2] += p.xact_us;
+    }
+    nlohmann::json dbs = nlohmann::json::object();
+    for (const auto& [database, t] : totals) {
+      dbs[database] = {{"xact", t[0]}, {"queries", t[1]}, {"xact_us", t[2]}};
+    }
+    return nlohmann::json{{"dbs", std::move(dbs)}};
+  };
+  hooks.act = [this](const std::string&,
+                     const nlohmann::json& request) -> absl::StatusOr<std::string> {
+    const std::string action = request["action"].get<std::string>();
+    std::string sql;
+    if (action == "pause" || action == "resume") {
+      absl::StatusOr<std::string> database = Word(request, "database");
+      if (!database.ok()) return database.status();
+      sql = Cat(action == "pause" ? "PAUSE " : "RESUME ", *database);
+    } else if (action == "reload") {
+      sql = "RELOAD";
+    } else if (action == "ban" || action == "unban") {
+      const char* kind = request.contains("user") ? "user" : "address";
+      absl::StatusOr<std::string> who = Word(request, kind);
+      if (!who.ok()) return who.status();
+      sql = Cat(action == "ban" ? "BAN " : "UNBAN ", kind == std::string("user") ? "USER " :
+                "ADDRESS ", *who);
+    } else {
+      return absl::InvalidArgumentError(
+          Cat("no such action on a pooler: ", action, " (pause, resume, reload, ban, unban)"));
+    }
+    absl::StatusOr<std::string> done = RunConsoleCommand(sql);
+    if (!done.ok()) return done.status();
+    return Cat(sql, ": done");
+  };
+  return hooks;
+}
+
+}  // namespace pgflow::pooler
