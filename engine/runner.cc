@@ -117,7 +117,8 @@ absl::Status PipelineRunner::StartAdmin() {
   };
   console.sample = [this] {
     nlohmann::json sinks = nlohmann::json::object();
-    for (const nlohmann::json& sink : run_status_.ToJson()["sinks"]) {
+    const nlohmann::json status = run_status_.ToJson();
+    for (const nlohmann::json& sink : status["sinks"]) {
       sinks[sink["name"].get<std::string>()] = sink["lag_seconds"];
     }
     return nlohmann::json{{"sinks", std::move(sinks)}};

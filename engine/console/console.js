@@ -61,7 +61,7 @@ function badge(text, kind) { return h("span", { class: "badge " + (kind || "") }
 function table(id, columns, rows, empty) {
   if (!rows.length) return h("p", { class: "muted", id }, empty || "none");
   const head = h("tr", {}, columns.map(c => h("th", { class: c.num ? "num" : "" }, c.title)));
-  const body = rows.map(r => h("tr", { "data-key": r.key },
+  const body = rows.map(r => h("tr", { "data-key": r._key },
     columns.map(c => {
       const v = c.value(r);
       return h("td", { class: (c.num ? "num" : "") + (c.wide ? " reason" : ""), "data-col": c.key },
@@ -74,9 +74,9 @@ const COLORS = ["#2f6fdb", "#c0352b", "#1d8a4f", "#b7791f", "#7b3fb5", "#118a9c"
 
 // A line chart of `series` ([{name, points: [[t, v], ...]}]) over the samples' time span.
 function chart(series, format, id) {
-  const W = 600, H = 140, L = 52, B = 18;
+  const W = 600, H = 140, L = 2, B = 2;
   const points = series.flatMap(s => s.points);
-  if (points.length < 2) return h("p", { class: "muted", id }, "collecting samples…");
+  if (!series.some(s => s.points.length >= 2)) return h("p", { class: "muted", id }, "collecting samples…");
   const t0 = Math.min(...points.map(p => p[0])), t1 = Math.max(...points.map(p => p[0]));
   const vmax = Math.max(1e-9, ...points.map(p => p[1])) * 1.1;
   const x = t => L + (W - L - 4) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
@@ -85,17 +85,16 @@ function chart(series, format, id) {
     role: "img", id },
     svg("line", { class: "axis", x1: L, y1: H - B, x2: W, y2: H - B }),
     svg("line", { class: "axis", x1: L, y1: 4, x2: L, y2: H - B }),
-    svg("text", { x: 2, y: 12 }, format(vmax / 1.1)),
-    svg("text", { x: 2, y: H - B }, format(0)),
-    svg("text", { x: L, y: H - 4 }, new Date(t0 * 1000).toLocaleTimeString()),
-    svg("text", { x: W - 60, y: H - 4 }, new Date(t1 * 1000).toLocaleTimeString()),
     series.map((s, i) => svg("polyline", {
       fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 1.5,
+      "vector-effect": "non-scaling-stroke",
       points: s.points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
     })));
+  // The scale as text beside the chart, which stretches to the card's width.
   const legend = h("div", { class: "legend" },
-    series.map((s, i) => h("span", { class: "series" }, s.name)));
-  [...legend.children].forEach((c, i) => { c.style.color = COLORS[i % COLORS.length]; });
+    series.map((s, i) => h("span", { class: "series" }, s.name)),
+    h("em", { class: "muted" }, `top ${format(vmax / 1.1)} · ${new Date(t0 * 1000).toLocaleTimeString()}–${new Date(t1 * 1000).toLocaleTimeString()}`));
+  [...legend.querySelectorAll(".series")].forEach((c, i) => { c.style.color = COLORS[i % COLORS.length]; });
   return h("div", {}, el, legend);
 }
 
@@ -211,7 +210,7 @@ function drawPipeline(state) {
       if (!b || elapsed <= 0 || t.bytes_done <= b.bytes_done) return "–";
       return seconds((t.bytes_total - t.bytes_done) / ((t.bytes_done - b.bytes_done) / elapsed));
     } },
-  ], tables.map(t => ({ ...t, key: t.table })), s.phase === "streaming" ? "copied: streaming now" : "no snapshot running"));
+  ], tables.map(t => ({ ...t, _key: t.table })), s.phase === "streaming" ? "copied: streaming now" : "no snapshot running"));
 
   const sinks = h("section", { class: "wide" }, h("h2", {}, "Sinks"),
     table("sinks", [
@@ -221,7 +220,7 @@ function drawPipeline(state) {
       { title: "queued", key: "queue", num: true, value: k => bytes(k.queue_bytes) },
       { title: "durable", key: "durable", value: k => k.durable || "–" },
       { title: "state", key: "state", value: k => k.failed ? badge("failed", "bad") : badge("ok", "good") },
-    ], (s.sinks || []).map(k => ({ ...k, key: k.name }))),
+    ], (s.sinks || []).map(k => ({ ...k, _key: k.name }))),
     h("h2", {}, "Lag over the last hour"),
     chart(Object.keys(history.length ? history[history.length - 1].sinks || {} : {}).map(name => ({
       name, points: history.filter(p => p.sinks && name in p.sinks).map(p => [p.t, p.sinks[name]]),
@@ -261,14 +260,14 @@ function drawPipeline(state) {
       { title: "", key: "replay", value: d => h("button", { class: "replay", onclick: () =>
         act(`Send dead letter ${d.id} (${d.table} ${d.key}) to sink ${d.sink} again?`,
           { action: "replay", sink: d.sink, id: d.id }) }, "replay") },
-    ], state.dead_letters.map(d => ({ ...d, key: d.sink + ":" + d.id })), "none: every event was delivered"));
+    ], state.dead_letters.map(d => ({ ...d, _key: d.sink + ":" + d.id })), "none: every event was delivered"));
   }
 
   const errors = h("section", { class: "wide" }, h("h2", {}, "Last errors"),
     table("errors", [
       { title: "when", key: "at", value: e => e.at },
       { title: "error", key: "message", wide: true, value: e => e.message },
-    ], (s.recent_errors || []).slice().reverse().map((e, i) => ({ ...e, key: i })), "none"));
+    ], (s.recent_errors || []).slice().reverse().map((e, i) => ({ ...e, _key: i })), "none"));
   return [overview, slotSection, snapshot, sinks, letters, errors];
 }
 
@@ -314,7 +313,7 @@ function drawPooler(state) {
     d.clients += p.cl_active + p.cl_waiting; d.waiting += p.cl_waiting;
     d.sv_active += p.sv_active; d.sv_idle += p.sv_idle; d.maxwait = Math.max(d.maxwait, p.maxwait);
   }
-  const dbs = state.databases.map(d => ({ ...d, key: d.name, ...(byDb[d.name] || {}),
+  const dbs = state.databases.map(d => ({ ...d, _key: d.name, ...(byDb[d.name] || {}),
     tps: rates[d.name] ? rates[d.name].tps : 0, latency: rates[d.name] ? rates[d.name].latency : null }));
   dbs.sort((a, b) => b.tps - a.tps || a.name.localeCompare(b.name));
   const databases = h("section", { class: "wide" }, h("h2", {}, "Databases, busiest first"),
@@ -352,7 +351,7 @@ function drawPooler(state) {
       { title: "sv_login", key: "sv_login", num: true, value: p => p.sv_login },
       { title: "maxwait", key: "maxwait", num: true, value: p => seconds(p.maxwait) },
       { title: "mode", key: "pool_mode", value: p => p.pool_mode },
-    ], state.pools.map(p => ({ ...p, key: p.database + "/" + p.user }))));
+    ], state.pools.map(p => ({ ...p, _key: p.database + "/" + p.user }))));
 
   const banForm = h("form", { class: "row", id: "ban" },
     h("select", { name: "kind" }, h("option", { value: "user" }, "user"), h("option", { value: "address" }, "address")),
@@ -370,7 +369,7 @@ function drawPooler(state) {
       { title: "who", key: "who", value: b => b.who },
       { title: "", key: "unban", value: b => h("button", { class: "unban", onclick: () =>
         act(`Unban ${b.kind} ${b.who}?`, { action: "unban", [b.kind]: b.who }) }, "unban") },
-    ], bans.map(b => ({ ...b, key: b.kind + ":" + b.who })), "no one is banned"), banForm);
+    ], bans.map(b => ({ ...b, _key: b.kind + ":" + b.who })), "no one is banned"), banForm);
 
   const out = [databases, charts, pools, banSection];
   if (state.replicas.length) {
@@ -381,7 +380,7 @@ function drawPooler(state) {
       { title: "state", key: "state", value: r => r.state },
       { title: "lag", key: "lag", num: true, value: r => `${bytes(r.lag_bytes)}, ${seconds(r.lag_seconds)}` },
       { title: "reads", key: "reads", num: true, value: r => num(r.reads) },
-    ], state.replicas.map((r, i) => ({ ...r, key: i })))));
+    ], state.replicas.map((r, i) => ({ ...r, _key: i })))));
   }
   if (state.caches.length) {
     out.push(h("section", {}, h("h2", {}, "Query cache"), table("caches", [
@@ -390,7 +389,7 @@ function drawPooler(state) {
       { title: "entries", key: "entries", num: true, value: c => num(c.entries) },
       { title: "memory", key: "bytes", num: true, value: c => bytes(c.bytes) },
       { title: "invalidations", key: "invalidations", num: true, value: c => num(c.invalidations) },
-    ], state.caches.map(c => ({ ...c, key: c.database })))));
+    ], state.caches.map(c => ({ ...c, _key: c.database })))));
   }
   return out;
 }
