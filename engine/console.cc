@@ -87,6 +87,21 @@ std::string_view ContentTypeOf(std::string_view path) {
   return "text/html; charset=utf-8";
 }
 
+// `request` as the log shows it: a url's password and any password left out.
+std::string Redacted(nlohmann::json request) {
+  for (auto& [key, value] : request.items()) {
+    if (key == "password") value = "***";
+    if (!value.is_string()) continue;
+    std::string text = value.get<std::string>();
+    const size_t scheme = text.find("://");
+    const size_t at = text.find('@', scheme == std::string::npos ? 0 : scheme);
+    if (scheme == std::string::npos || at == std::string::npos) continue;
+    const size_t colon = text.find(':', scheme + 3);
+    if (colon < at) value = text.replace(colon + 1, at - colon - 1, "***");
+  }
+  return request.dump();
+}
+
 }  // namespace
 
 Console::Console(ConsoleHooks hooks) : hooks_(std::move(hooks)) {}
@@ -316,7 +331,7 @@ ConsoleReply Console::Action(const ConsoleRequest& request) {
   if (hooks_.act == nullptr) return Refuse(404, "this console takes no actions");
   ConsoleReply pending;
   pending.deferred = [this, user = std::move(user), body = std::move(body), peer = request.peer] {
-    const std::string what = body.dump();
+    const std::string what = Redacted(body);
     absl::StatusOr<std::string> done = hooks_.act(user, body);
     if (!done.ok()) {
       LogWarning("console: %s from %s: %s failed: %s", user, peer, what, done.status().message());

@@ -237,7 +237,9 @@ AdminReply BanCommand(AdminTarget* target, std::string_view sql, const std::stri
   const std::string kind = absl::AsciiStrToLower(words[1]);
   if (kind != "user" && kind != "address") return Error("42601", usage);
   std::string who = words[2];
-  if (who.size() >= 2 && who.front() == '"' && who.back() == '"') who = who.substr(1, who.size() - 2);
+  if (who.size() >= 2 && who.front() == '"' && who.back() == '"') {
+    who = who.substr(1, who.size() - 2);
+  }
   absl::Status s = command == "ban" ? target->Ban(kind, who) : target->Unban(kind, who);
   if (!s.ok()) return Error(absl::IsNotFound(s) ? "42704" : "22023", std::string(s.message()));
   return Done(absl::AsciiStrToUpper(command));

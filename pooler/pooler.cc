@@ -287,66 +287,6 @@ void Pooler::Impl::Kill(const std::string& database) {
   Reconnect(database);
 }
 
-absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) {
-  std::string key = who;
-  if (who.empty()) return absl::InvalidArgumentError(Cat("BAN ", kind, ": who?"));
-  if (kind == "address" && who != "unix") {
-    boost::system::error_code ec;
-    const asio::ip::address address = asio::ip::make_address(who, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(
-          Cat("not an IP address: \"", who, "\" (BAN ADDRESS takes one, or unix)"));
-    }
-    key = address.to_string();
-  }
-  {
-    absl::MutexLock lock(&bans_mu_);
-    bans_.emplace(kind, key);
-    any_bans_.store(true);
-  }
-  LogInfo("pooler: %s %s banned: their logins are refused and their clients disconnected",
-          kind, key);
-  PostToSessions(
-      [&](const ClientInfo& info) {
-        return kind == "user" ? info.user == key : info.address == key;
-      },
-      &Session::Kill);
-  return absl::OkStatus();
-}
-
-absl::Status Pooler::Impl::Unban(const std::string& kind, const std::string& who) {
-  std::string key = who;
-  if (kind == "address" && who != "unix") {
-    boost::system::error_code ec;
-    const asio::ip::address address = asio::ip::make_address(who, ec);
-    if (!ec) key = address.to_string();
-  }
-  absl::MutexLock lock(&bans_mu_);
-  if (bans_.erase({kind, key}) == 0) {
-    return absl::NotFoundError(Cat(kind, " ", who, " is not banned"));
-  }
-  any_bans_.store(!bans_.empty());
-  LogInfo("pooler: %s %s unbanned", kind, key);
-  return absl::OkStatus();
-}
-
-std::vector<std::pair<std::string, std::string>> Pooler::Impl::Bans() {
-  absl::MutexLock lock(&bans_mu_);
-  return {bans_.begin(), bans_.end()};
-}
-
-std::string Pooler::Impl::BanOf(const std::string& user, const std::string& address) {
-  if (!any_bans_.load(std::memory_order_relaxed)) return "";
-  absl::MutexLock lock(&bans_mu_);
-  if (bans_.contains({"user", user})) {
-    return Cat("user \"", user, "\" is banned from the pooler (BAN USER)");
-  }
-  if (bans_.contains({"address", address})) {
-    return Cat("clients from ", address, " are banned from the pooler (BAN ADDRESS)");
-  }
-  return "";
-}
-
 void Pooler::Impl::Suspend() {
   suspended_ = true;
   Pause("");

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "engine/console.h"
 #include "pooler/pooler_config.h"
+#include "pooler/pooler_file.h"
 #include "pooler/router.h"
 
 namespace pgflow {
@@ -73,6 +74,11 @@ class Pooler {
   // Runs one SQL console command in the process, waiting (at most 30 s) for what it waits
   // for (PAUSE): its tag, or its error with its SQLSTATE.
   absl::StatusOr<std::string> RunConsoleCommand(std::string_view sql);
+  // Adds a database to the pooler's file (pooler/pooler_file.h), or removes one, then RELOADs:
+  // the file stays the source of truth. An edit that the file would not load with, or that
+  // RELOAD refuses, is not kept (the file is put back as it was).
+  absl::Status AddDatabase(const NewDatabase& database);
+  absl::Status RemoveDatabase(const std::string& name);
 
   class Impl;  // public for the sessions (pooler/session.h)
 

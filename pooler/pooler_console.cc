@@ -5,12 +5,16 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "engine/config_node.h"
+#include "engine/log.h"
 #include "engine/lsn.h"
 #include "engine/str_cat.h"
 #include "pooler/admin_console.h"
@@ -105,6 +109,58 @@ absl::StatusOr<std::string> Pooler::RunConsoleCommand(std::string_view sql) {
   }
   if (reply.after) reply.after();
   return outcome;
+}
+
+namespace {
+
+// Applies `edit` to the pooler's file `file`, checks the result loads, writes it, and reloads
+// with `reload`; puts the file back when the reload refuses it.
+absl::Status EditFile(const std::string& file,
+                      const std::function<absl::StatusOr<std::string>(std::string_view)>& edit,
+                      const std::function<absl::Status()>& reload) {
+  if (file.empty()) {
+    return absl::FailedPreconditionError("the pooler was not started from a file");
+  }
+  absl::StatusOr<std::string> before = ReadConfigFile(file);
+  if (!before.ok()) return before.status();
+  absl::StatusOr<std::string> after = edit(*before);
+  if (!after.ok()) return after.status();
+  if (absl::StatusOr<PoolerConfig> check = ParsePoolerConfig(*after, file); !check.ok()) {
+    return absl::InvalidArgumentError(
+        Cat("the file would not load with that change, so it was not made: ",
+            check.status().message()));
+  }
+  if (absl::Status s = WriteFileAtomically(file, *after); !s.ok()) return s;
+  if (absl::Status s = reload(); !s.ok()) {
+    absl::Status restored = WriteFileAtomically(file, *before);
+    return absl::FailedPreconditionError(
+        Cat("RELOAD refused the changed file (", s.message(), "); ",
+            restored.ok() ? "it was put back as it was" : "and it could not be put back: ",
+            restored.ok() ? "" : restored.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Pooler::AddDatabase(const NewDatabase& database) {
+  const std::string file = impl_->config()->file;
+  absl::Status s = EditFile(
+      file, [&](std::string_view text) { return AddDatabaseToText(text, database); },
+      [this] { return Reload(); });
+  if (s.ok()) LogInfo("pooler: database %s added to %s", database.name, file);
+  return s;
+}
+
+absl::Status Pooler::RemoveDatabase(const std::string& name) {
+  const std::string file = impl_->config()->file;
+  absl::Status s = EditFile(
+      file, [&](std::string_view text) { return RemoveDatabaseFromText(text, name); },
+      [this] { return Reload(); });
+  if (s.ok()) {
+    LogInfo("pooler: database %s removed from %s: its clients stay until they leave", name, file);
+  }
+  return s;
 }
 
 ConsoleHooks Pooler::Console() {
@@ -205,6 +261,29 @@ ConsoleHooks Pooler::Console() {
       sql = Cat(action == "pause" ? "PAUSE " : "RESUME ", *database);
     } else if (action == "reload") {
       sql = "RELOAD";
+    } else if (action == "add_database") {
+      NewDatabase database;
+      for (const char* key : {"name", "url", "pool_mode"}) {
+        if (request.contains(key) && !request[key].is_string()) {
+          return absl::InvalidArgumentError(Cat(key, ": a string"));
+        }
+      }
+      database.name = request.value("name", "");
+      database.url = request.value("url", "");
+      database.pool_mode = request.value("pool_mode", "");
+      if (request.contains("pool_size") && !request["pool_size"].is_null()) {
+        if (!request["pool_size"].is_number_integer()) {
+          return absl::InvalidArgumentError("pool_size: a number");
+        }
+        database.pool_size = request["pool_size"].get<int>();
+      }
+      if (absl::Status s = AddDatabase(database); !s.ok()) return s;
+      return Cat("database ", database.name, " added to the file and serving");
+    } else if (action == "remove_database") {
+      absl::StatusOr<std::string> name = Word(request, "database");
+      if (!name.ok()) return name.status();
+      if (absl::Status s = RemoveDatabase(*name); !s.ok()) return s;
+      return Cat("database ", *name, " removed from the file: it takes no new clients");
     } else if (action == "ban" || action == "unban") {
       const char* kind = request.contains("user") ? "user" : "address";
       absl::StatusOr<std::string> who = Word(request, kind);

@@ -40,8 +40,8 @@ fi
 if [ $binary_only = 0 ]; then
   # What the tests and benchmarks run: GoogleTest, the servers and clients they compare with
   # or drive (redis, memcached, nginx, wrk, kcat, curl, etcd; ip for the network namespaces of
-  # the cluster's fault tests; chromium for the web console's tests), certificates (openssl), PostgreSQL's
-  # regression suite (bzip2), OpenSearch's zip (unzip), the webhook receiver's venv.
+  # the cluster's fault tests; chromium for the web console's tests), certificates (openssl),
+  # PostgreSQL's regression suite (bzip2), OpenSearch's zip (unzip), the webhook receiver's venv.
   PACKAGES+=(
     git python3-venv bzip2 openssl unzip curl
     libgtest-dev libgmock-dev

@@ -126,6 +126,7 @@ async function act(question, action) {
   try {
     const done = await api("/api/action", action);
     notice(done.message || "done");
+    document.querySelectorAll("#app form").forEach((f) => f.reset());
   } catch (e) {
     notice(e.message, true);
   }
@@ -305,6 +306,24 @@ function poolerSeries(value) {
   });
 }
 
+// A database added to the pooler's file (and served at once: the pooler reloads it).
+function addDatabaseForm() {
+  const form = h("form", { class: "row", id: "add-database" },
+    h("input", { name: "name", placeholder: "database", required: true, size: 10 }),
+    h("input", { name: "url", placeholder: "postgres://host:5432/db", required: true, size: 28 }),
+    h("select", { name: "pool_mode" }, ["transaction", "session", "statement"].map(m => h("option", { value: m }, m))),
+    h("input", { name: "pool_size", type: "number", min: 1, max: 10000, placeholder: "pool size", size: 6 }),
+    h("button", { type: "submit" }, "add a database"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const request = { action: "add_database", name: form.name.value.trim(), url: form.url.value.trim(),
+      pool_mode: form.pool_mode.value };
+    if (form.pool_size.value) request.pool_size = Number(form.pool_size.value);
+    act(`Add database ${request.name} to the pooler's file?`, request);
+  });
+  return form;
+}
+
 function drawPooler(state) {
   const rates = poolerRates();
   const byDb = {};
@@ -328,11 +347,13 @@ function drawPooler(state) {
       { title: "pool", key: "pool", value: d => `${d.pool_mode} × ${d.pool_size}` },
       { title: "server", key: "server", value: d => `${d.host}:${d.port}/${d.dbname}` },
       { title: "state", key: "paused", value: d => d.paused ? badge("paused", "warn") : badge("running", "good") },
+      { title: "", key: "remove", value: d => h("button", { class: "remove danger", onclick: () => act(`Remove database ${d.name} from the file? It takes no new clients; those connected stay until they leave.`, { action: "remove_database", database: d.name }) }, "remove") },
       { title: "", key: "actions", value: d => d.paused
         ? h("button", { class: "resume", onclick: () => act(`RESUME ${d.name}?`, { action: "resume", database: d.name }) }, "resume")
         : h("button", { class: "pause danger", onclick: () => act(`PAUSE ${d.name}? Its new transactions will wait.`, { action: "pause", database: d.name }) }, "pause") },
     ], dbs),
-    h("div", { class: "row" }, h("button", { id: "reload", onclick: () => act("RELOAD the configuration file?", { action: "reload" }) }, "reload the file")));
+    h("div", { class: "row" }, h("button", { id: "reload", onclick: () => act("RELOAD the configuration file?", { action: "reload" }) }, "reload the file")),
+    addDatabaseForm());
 
   const charts = h("section", { class: "wide" },
     h("h2", {}, "Transactions a second"),
@@ -396,6 +417,24 @@ function drawPooler(state) {
 
 // ---- polling ----
 
+// Puts `children` in `app` in place of what was there, keeping what is being typed in its
+// forms (and where): the page redraws every 2 s.
+function redraw(app, children) {
+  const saved = {};
+  let focused = null;
+  app.querySelectorAll("form[id] [name]").forEach((el) => {
+    const key = el.form.id + "/" + el.name;
+    saved[key] = el.value;
+    if (el === document.activeElement) focused = key;
+  });
+  app.replaceChildren(...children);
+  app.querySelectorAll("form[id] [name]").forEach((el) => {
+    const key = el.form.id + "/" + el.name;
+    if (key in saved) el.value = saved[key];
+    if (key === focused) el.focus();
+  });
+}
+
 let timer = null;
 async function refresh() {
   clearTimeout(timer);
@@ -404,7 +443,7 @@ async function refresh() {
     const [state, samples] = await Promise.all([api("/api/state"), api("/api/history")]);
     state.at = Date.now() / 1000;
     history = samples;
-    app.replaceChildren(...(session.kind === "pooler" ? drawPooler(state) : drawPipeline(state)));
+    redraw(app, session.kind === "pooler" ? drawPooler(state) : drawPipeline(state));
     app.dataset.updated = String(state.at);
     previous = state;
     lastState = state;

@@ -6,6 +6,7 @@
 
 const { test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
+const fs = require("node:fs");
 const path = require("node:path");
 const { chromium } = require("playwright-core");
 const pg = require("pg");
@@ -179,6 +180,30 @@ test("the pooler's page matches SHOW POOLS, and PAUSE then RESUME holds a client
   await page.locator('#bans tr[data-key="user:app"] button.unban').click();
   await until("the ban gone", async () => (await page.textContent("#bans")).includes("no one is banned"));
   assert.deepEqual(await sql("shop", "SELECT 1 AS one", "app", POOLER_PORT, "app-secret"), [{ one: 1 }]);
+
+  // A database added from the page is in the file and serves at once; removed, it is gone
+  // from both.
+  const file = () => fs.readFileSync(process.env.POOLER_FILE, "utf8");
+  await page.fill("#add-database input[name=name]", "tenant_2");
+  await page.fill("#add-database input[name=url]", `postgres://127.0.0.1:${PGPORT}/shop`);
+  await page.selectOption("#add-database select[name=pool_mode]", "session");
+  await page.fill("#add-database input[name=pool_size]", "1");
+  await page.click("#add-database button[type=submit]");
+  await until("the new database", async () => (await page.locator('#databases tr[data-key="tenant_2"]').count()) === 1);
+  assert.match(file(), /\n  tenant_2: \{url: "postgres:\/\/127\.0\.0\.1:\d+\/shop", pool_mode: session, pool_size: 1\}\n/);
+  assert.match(file(), /# the tenants' databases/);  // the file's comments stay
+  assert.deepEqual(await sql("tenant_2", "SELECT count(*)::int AS n FROM people WHERE id <= 3", "app", POOLER_PORT, "app-secret"), [{ n: 3 }]);
+  await page.locator('#databases tr[data-key="tenant_2"] button.remove').click();
+  await until("the database gone", async () => (await page.locator('#databases tr[data-key="tenant_2"]').count()) === 0);
+  assert.doesNotMatch(file(), /tenant_2/);
+  await assert.rejects(sql("tenant_2", "SELECT 1", "app", POOLER_PORT, "app-secret"), (e) => e.code === "3D000");
+  // One the file would not load with is refused, and the file left alone.
+  const before = file();
+  await page.fill("#add-database input[name=name]", "shop");
+  await page.fill("#add-database input[name=url]", "postgres://127.0.0.1/x");
+  await page.click("#add-database button[type=submit]");
+  await until("the refusal", async () => (await page.textContent("#notice")).includes("already in the file"));
+  assert.equal(file(), before);
   await console.end();
   await page.context().close();
 });

@@ -40,7 +40,8 @@ psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE shop" -c "CREATE D
   -c "CREATE ROLE app LOGIN PASSWORD 'app-secret'"
 psql -X -q -v ON_ERROR_STOP=1 -d shop \
   -c "CREATE TABLE people (id int PRIMARY KEY, email text, age int)" \
-  -c "INSERT INTO people SELECT g, 'p' || g || '@example.com', 20 + g % 50 FROM generate_series(1, 5000) g"
+  -c "INSERT INTO people SELECT g, 'p' || g || '@example.com', 20 + g % 50 FROM generate_series(1, 5000) g" \
+  -c "GRANT SELECT ON people TO app"
 # The target refuses a negative age: such a row is set aside as a dead letter.
 psql -X -q -v ON_ERROR_STOP=1 -d replica \
   -c "CREATE TABLE people (id int PRIMARY KEY, email text, age int CONSTRAINT adult CHECK (age >= 0))"
@@ -74,6 +75,7 @@ cat >"$WORK/pooler.yaml" <<YAML
 listen: 127.0.0.1:$POOLER_PORT
 admin: {listen: 127.0.0.1:$POOLER_ADMIN, users: [admin]}
 auth: {method: scram-sha-256, users: $WORK/users.txt}
+# the tenants' databases (the console adds and removes entries here)
 databases:
   shop: {url: postgres://127.0.0.1:$PORT/shop, pool_mode: transaction, pool_size: 2}
   replica: {url: postgres://127.0.0.1:$PORT/replica, pool_mode: transaction, pool_size: 2}
@@ -87,7 +89,7 @@ mkdir -p "$SHOTS"
 say "chromium $(chromium --version 2>/dev/null | awk '{print $2}'), pipeline admin :$ADMIN_PORT, pooler admin :$POOLER_ADMIN"
 status=0
 (cd "$CACHE/node" && PIPELINE_ADMIN=127.0.0.1:$ADMIN_PORT POOLER_ADMIN=127.0.0.1:$POOLER_ADMIN \
-  POOLER_PORT=$POOLER_PORT PGPORT=$PORT SHOTS=$SHOTS PGFLOW_LOGS="$WORK/run.log $WORK/pooler.log" \
+  POOLER_PORT=$POOLER_PORT POOLER_FILE=$WORK/pooler.yaml PGPORT=$PORT SHOTS=$SHOTS PGFLOW_LOGS="$WORK/run.log $WORK/pooler.log" \
   NODE_PATH="$CACHE/node/node_modules" node --test --test-concurrency=1 "$ROOT/tests/console/console.js") || status=$?
 if [ $status != 0 ]; then
   say "pgflow run's log:"; tail -30 "$WORK/run.log"
