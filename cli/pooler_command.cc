@@ -13,6 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "cluster/leader_watch.h"
 #include "common/postgres/conninfo.h"
 #include "engine/admin_server.h"
@@ -48,16 +50,48 @@ std::vector<std::string> TlsFileErrors(const pooler::PoolerConfig& config) {
   return errors;
 }
 
+// What the leader watches last saw, per database, for the web console's cluster section.
+class ClusterViews {
+ public:
+  void Set(const std::string& database, const std::string& cluster,
+           const cluster::LeaderWatch::Topology& now) {
+    nlohmann::json view = {{"database", database},
+                           {"cluster", cluster},
+                           {"leader", now.leader ? nlohmann::json(now.leader->ToString())
+                                                 : nlohmann::json(nullptr)},
+                           {"why_none", now.why_none},
+                           {"replicas", nlohmann::json::array()},
+                           {"since", absl::FormatTime(absl::Now(), absl::UTCTimeZone())}};
+    for (const ListenAddress& replica : now.replicas) view["replicas"].push_back(replica.ToString());
+    absl::MutexLock lock(&mu_);
+    views_[database] = std::move(view);
+  }
+  nlohmann::json Json() {
+    nlohmann::json out = nlohmann::json::array();
+    absl::MutexLock lock(&mu_);
+    for (const auto& [database, view] : views_) out.push_back(view);
+    return out;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, nlohmann::json> views_ ABSL_GUARDED_BY(mu_);
+};
+
 // A leader watch for each database that follows a cluster: while the cluster has no leader the
 // database is paused (clients wait); once one leads, it is pointed at its server and resumed.
-// (A database a RELOAD adds or changes is followed from the next start.)
+// (A database a RELOAD adds or changes is followed from the next start.) Each change is noted
+// in `views`.
 std::vector<std::unique_ptr<cluster::LeaderWatch>> FollowClusters(
-    pooler::Pooler& pooler, const std::map<std::string, pooler::DatabaseOptions>& databases) {
+    pooler::Pooler& pooler, const std::map<std::string, pooler::DatabaseOptions>& databases,
+    const std::shared_ptr<ClusterViews>& views) {
   std::vector<std::unique_ptr<cluster::LeaderWatch>> watches;
   for (const auto& [name, db] : databases) {
     if (db.cluster.etcd.empty()) continue;
     auto changed = [&pooler, name = name, url = db.url, cluster = db.cluster.name,
-                    reads = db.cluster.replicas](const cluster::LeaderWatch::Topology& now) {
+                    reads = db.cluster.replicas,
+                    views](const cluster::LeaderWatch::Topology& now) {
+      views->Set(name, cluster, now);
       const std::optional<ListenAddress>& leader = now.leader;
       if (!leader.has_value()) {
         LogWarning("pooler: cluster %s: %s: database %s paused until a leader is known",
@@ -141,6 +175,7 @@ int PoolerCommand(const std::string& config_path) {
   MetricsRegistry metrics;
   metrics.GetGauge("pgflow_build_info", "pgflow's version", {{"version", PGFLOW_VERSION}})->Set(1);
   const std::string admin_listen = config->admin.listen;
+  auto cluster_views = std::make_shared<ClusterViews>();
   proxy::ProxyRouterFactory routers;  // (databases that list replicas)
   const std::map<std::string, pooler::DatabaseOptions> pooler_databases = config->databases;
   pooler::Pooler pooler(*std::move(config), &routers);
@@ -153,6 +188,12 @@ int PoolerCommand(const std::string& config_path) {
   if (!admin_listen.empty()) {
     AdminServerOptions admin_options{admin_listen};
     admin_options.console = pooler.Console();
+    admin_options.console->state = [state = admin_options.console->state,
+                                    cluster_views](const std::string& user) {
+      nlohmann::json out = state(user);
+      out["clusters"] = cluster_views->Json();
+      return out;
+    };
     admin = std::make_unique<AdminServer>(std::move(admin_options), &metrics, nullptr);
     if (absl::Status s = admin->Start(); !s.ok()) {
       LogError("pooler: %s", s.message());
@@ -162,7 +203,7 @@ int PoolerCommand(const std::string& config_path) {
             admin->port());
   }
   std::vector<std::unique_ptr<cluster::LeaderWatch>> leader_watches =
-      FollowClusters(pooler, pooler_databases);
+      FollowClusters(pooler, pooler_databases, cluster_views);
   while (!stop.requested()) {
     if (pooler.WaitForShutdown(std::chrono::milliseconds(200))) break;
     if (reload_requested.exchange(false)) {

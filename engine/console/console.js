@@ -393,6 +393,15 @@ function drawPooler(state) {
     ], bans.map(b => ({ ...b, _key: b.kind + ":" + b.who })), "no one is banned"), banForm);
 
   const out = [databases, charts, pools, banSection];
+  if (state.clusters && state.clusters.length) {
+    out.push(h("section", { class: "wide" }, h("h2", {}, "Clusters followed"), table("clusters", [
+      { title: "database", key: "database", value: c => c.database },
+      { title: "cluster", key: "cluster", value: c => c.cluster },
+      { title: "leader", key: "leader", value: c => c.leader || badge(c.why_none || "none", "bad") },
+      { title: "replicas", key: "replicas", value: c => c.replicas.join(", ") || "–" },
+      { title: "since", key: "since", value: c => c.since },
+    ], state.clusters.map(c => ({ ...c, _key: c.database })))));
+  }
   if (state.replicas.length) {
     out.push(h("section", {}, h("h2", {}, "Replicas"), table("replicas", [
       { title: "database", key: "database", value: r => r.database },

@@ -57,9 +57,11 @@ psql -X -q -v ON_ERROR_STOP=1 "$(url "$leader")" \
 # The pooler, following the cluster as the guide shows (the url's host is nobody's).
 etcd=$(sed -n 's/^etcd: \[\(.*\)\]$/\1/p' "$WORK/cluster/n1.yaml")
 pooler_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf '"postgres" ""\n' >"$WORK/users.txt"
+pooler_admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf '"postgres" ""\n"ops" "ops-secret"\n' >"$WORK/users.txt"
 cat >"$WORK/pooler.yaml" <<YAML
 listen: 127.0.0.1:$pooler_port
+admin: {listen: 127.0.0.1:$pooler_admin, users: [ops]}
 auth: {method: trust, users: $WORK/users.txt}
 databases:
   app:
@@ -74,6 +76,18 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 grep -q "follows cluster local's leader" "$WORK/pooler.log" || fail "the pooler follows no leader"
+# The leader the pooler's web console names (docs/guides/console.md), as its page reads it.
+console_leader() {
+  curl -sf -c "$WORK/cookies" -H 'Content-Type: application/json' \
+    -d '{"user": "ops", "password": "ops-secret"}' "http://127.0.0.1:$pooler_admin/api/login" \
+    >/dev/null &&
+    curl -sf -b "$WORK/cookies" "http://127.0.0.1:$pooler_admin/api/state" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["clusters"][0]["leader"] or "")'
+}
+leader_at() { local u; u=$(url "$1"); u=${u#postgres://postgres@}; echo "${u%/postgres}"; }
+[ "$(console_leader)" = "$(leader_at "$leader")" ] ||
+  fail "the console names $(console_leader) as the leader, not $leader's $(leader_at "$leader")"
+say "the pooler's console names $leader's server as the leader"
 NODE_PATH="$CACHE/node/node_modules" node "$HERE/failover.js" \
   "postgres://postgres@127.0.0.1:$pooler_port/app" "$WORK/stop" node >"$WORK/node.out" &
 node_pid=$!
@@ -122,6 +136,12 @@ for _ in $(seq 100); do
 done
 [ "$rows" = 1000 ] || fail "the new primary holds $rows of the 1000 acknowledged rows"
 say "every acknowledged row is on $new, which takes writes"
+for _ in $(seq 50); do
+  [ "$(console_leader)" = "$(leader_at "$new")" ] && break
+  sleep 0.2
+done
+[ "$(console_leader)" = "$(leader_at "$new")" ] ||
+  fail "after the failover the console names $(console_leader), not $new's $(leader_at "$new")"
 
 # Each client commits on the new primary, then they stop; every commit they were told of is
 # there.
