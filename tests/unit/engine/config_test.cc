@@ -273,7 +273,7 @@ TEST_F(ConfigTest, UnknownBufferAndAdminKeysWithoutSuggestion) {
             "p.yaml:8:29: buffer: unknown key 'zzzzz' (expected one of: queue_bytes)");
   EXPECT_EQ(ErrorOf(base + "admin: {lisen: 127.0.0.1:1}\n"),
             "p.yaml:8:9: admin: unknown key 'lisen' (did you mean 'listen'? expected one of: "
-            "listen)");
+            "listen, users)");
 }
 
 // ---------------------------------------------------------------------------------------------
