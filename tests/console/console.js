@@ -181,6 +181,18 @@ test("the pooler's page matches SHOW POOLS, and PAUSE then RESUME holds a client
   await until("the ban gone", async () => (await page.textContent("#bans")).includes("no one is banned"));
   assert.deepEqual(await sql("shop", "SELECT 1 AS one", "app", POOLER_PORT, "app-secret"), [{ one: 1 }]);
 
+  // RELOAD from the page.
+  await page.click("#reload");
+  await until("the reload's answer", async () => (await page.textContent("#notice")).includes("RELOAD: done"));
+  // An address banned and unbanned (one no client here has).
+  await page.selectOption("#ban select[name=kind]", "address");
+  await page.fill("#ban input[name=who]", "10.9.9.9");
+  await page.click("#ban button[type=submit]");
+  await until("the address listed", async () => (await page.locator('#bans tr[data-key="address:10.9.9.9"]').count()) === 1);
+  assert.deepEqual((await console.query("SHOW BANS")).rows, [{ kind: "address", who: "10.9.9.9" }]);
+  await page.locator('#bans tr[data-key="address:10.9.9.9"] button.unban').click();
+  await until("the address unbanned", async () => (await page.textContent("#bans")).includes("no one is banned"));
+
   // A database added from the page is in the file and serves at once; removed, it is gone
   // from both.
   const file = () => fs.readFileSync(process.env.POOLER_FILE, "utf8");
