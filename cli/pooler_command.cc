@@ -257,7 +257,9 @@ Command AddPoolerCommand(CLI::App& app) {
                  "share a few server connections (session, transaction or statement pooling, "
                  "prepared statements in transaction mode, waits through a server restart). SIGHUP "
                  "or the console's RELOAD re-reads the file; SIGINT/SIGTERM or SHUTDOWN stop it. "
-                 "Paths in the file are relative to its directory.");
+                 "Paths in the file are relative to its directory. With admin.listen it serves "
+                 "/metrics and a web console on / for admin.users (pools, PAUSE, RESUME, bans, "
+                 "databases added to or removed from the file).");
   pooler->add_option("--config", args->path, "pooler file (YAML): listen, auth, databases");
   CLI::App* status = AddPoolerStatus(pooler, args.get());
   return {pooler, [args, status] {

@@ -145,7 +145,8 @@ Command AddRunCommand(CLI::App& app) {
       "every sink holds, and resumes from the committed offsets. After `pgflow cutover`, "
       "the process goes on with the stream back it handed over to, and the file "
       "<stem>.current beside the pipeline file names it, so that a later `run` of the same "
-      "file runs the stream back.");
+      "file runs the stream back. With admin.listen it serves /metrics, /status and a web "
+      "console on / (progress, lag, dead letters and their replay for admin.users).");
   AddPipelineFile(run, &args->path);
   run->add_option("--progress", args->progress_seconds,
                   "seconds between progress lines in the log on stderr (0: no progress); when "
