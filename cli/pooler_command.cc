@@ -62,7 +62,9 @@ class ClusterViews {
                            {"why_none", now.why_none},
                            {"replicas", nlohmann::json::array()},
                            {"since", absl::FormatTime(absl::Now(), absl::UTCTimeZone())}};
-    for (const ListenAddress& replica : now.replicas) view["replicas"].push_back(replica.ToString());
+    for (const ListenAddress& replica : now.replicas) {
+      view["replicas"].push_back(replica.ToString());
+    }
     absl::MutexLock lock(&mu_);
     views_[database] = std::move(view);
   }
@@ -214,6 +216,7 @@ int PoolerCommand(const std::string& config_path) {
   }
   LogInfo("pooler: stopping");
   leader_watches.clear();
+  pooler.InterruptConsole();
   if (admin != nullptr) admin->Stop();
   pooler.Stop();
   return 0;

@@ -15,7 +15,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::string_view kCookie = "pgflow_console";
 constexpr auto kIdle = std::chrono::minutes(30);
 constexpr auto kLongest = std::chrono::hours(12);
 constexpr size_t kMaxSessions = 64;
@@ -87,19 +86,41 @@ std::string_view ContentTypeOf(std::string_view path) {
   return "text/html; charset=utf-8";
 }
 
-// `request` as the log shows it: a url's password and any password left out.
+// `request` as the log shows it: a url (which may hold a password, in more than one place)
+// and any password left out.
 std::string Redacted(nlohmann::json request) {
   for (auto& [key, value] : request.items()) {
-    if (key == "password") value = "***";
-    if (!value.is_string()) continue;
-    std::string text = value.get<std::string>();
-    const size_t scheme = text.find("://");
-    const size_t at = text.find('@', scheme == std::string::npos ? 0 : scheme);
-    if (scheme == std::string::npos || at == std::string::npos) continue;
-    const size_t colon = text.find(':', scheme + 3);
-    if (colon < at) value = text.replace(colon + 1, at - colon - 1, "***");
+    if (key == "password" || key == "url") value = "(not logged)";
   }
   return request.dump();
+}
+
+// `text` for a log line: control characters (a forged line's newline) escaped.
+std::string Printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// The session cookie's name: one per port, as browsers keep cookies by host alone, so that
+// two endpoints of one machine (a pipeline's and a pooler's) do not take each other's.
+std::string CookieName(std::string_view host) {
+  const size_t colon = host.rfind(':');
+  std::string_view port = colon == std::string_view::npos ? "" : host.substr(colon + 1);
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) {
+    return "pgflow_console";
+  }
+  return Cat("pgflow_console_", port);
 }
 
 }  // namespace
@@ -135,7 +156,12 @@ std::optional<ConsoleReply> Console::Handle(const ConsoleRequest& request) {
   if (!request.path.starts_with("/api/")) return std::nullopt;
   if (request.path == "/api/session" && get) return SessionInfo(request);
   if (request.path == "/api/state" && get) return State(request);
-  if (request.path == "/api/history" && get) return History();
+  if (request.path == "/api/history" && get) {
+    if (hooks_.state_needs_login && SessionUser(request).empty()) {
+      return Refuse(401, "log in to see this console");
+    }
+    return History();
+  }
   if (post && (request.path == "/api/login" || request.path == "/api/logout" ||
                request.path == "/api/action")) {
     if (std::optional<ConsoleReply> refusal = CrossSiteRefusal(request)) return refusal;
@@ -166,7 +192,7 @@ std::optional<ConsoleReply> Console::CrossSiteRefusal(const ConsoleRequest& requ
 }
 
 std::string Console::SessionUser(const ConsoleRequest& request, std::string* csrf) {
-  const std::string token(CookieValue(request.cookie, kCookie));
+  const std::string token(CookieValue(request.cookie, CookieName(request.host)));
   if (token.empty()) return "";
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(token);
@@ -208,11 +234,27 @@ int Console::LoginBlockedFor(const std::string& peer) {
 void Console::NoteFailedLogin(const std::string& peer) {
   absl::MutexLock lock(&mu_);
   if (failed_logins_.size() >= kMaxWatchedAddresses && !failed_logins_.contains(peer)) {
-    failed_logins_.clear();  // a flood from many addresses: start counting again
+    // The address whose last attempt is the oldest is forgotten.
+    auto oldest = failed_logins_.begin();
+    for (auto it = failed_logins_.begin(); it != failed_logins_.end(); ++it) {
+      if (it->second.empty() ||
+          (!oldest->second.empty() && it->second.back() < oldest->second.back())) {
+        oldest = it;
+      }
+    }
+    failed_logins_.erase(oldest);
   }
   std::deque<Clock::time_point>& times = failed_logins_[peer];
   times.push_back(Clock::now());
   while (times.size() > kFailedLoginsPerMinute) times.pop_front();
+}
+
+void Console::ForgetFailedLogin(const std::string& peer) {
+  absl::MutexLock lock(&mu_);
+  auto it = failed_logins_.find(peer);
+  if (it == failed_logins_.end() || it->second.empty()) return;
+  it->second.pop_back();
+  if (it->second.empty()) failed_logins_.erase(it);
 }
 
 ConsoleReply Console::Login(const ConsoleRequest& request) {
@@ -231,14 +273,17 @@ ConsoleReply Console::Login(const ConsoleRequest& request) {
     reply.headers.emplace_back("Retry-After", std::to_string(wait));
     return reply;
   }
+  // Counted as failed until it succeeds: attempts queued behind one another all count.
+  NoteFailedLogin(request.peer);
   ConsoleReply pending;
   pending.deferred = [this, user = body["user"].get<std::string>(),
-                      password = body["password"].get<std::string>(), peer = request.peer] {
+                      password = body["password"].get<std::string>(), peer = request.peer,
+                      cookie = CookieName(request.host)] {
     if (!hooks_.check_login(user, password)) {
-      NoteFailedLogin(peer);
-      LogWarning("console: failed login from %s as \"%s\"", peer, user);
+      LogWarning("console: failed login from %s as \"%s\"", peer, Printable(user));
       return Refuse(401, "wrong user name or password");
     }
+    ForgetFailedLogin(peer);
     const std::string token = RandomHex(32);
     const std::string csrf = RandomHex(32);
     {
@@ -257,8 +302,8 @@ ConsoleReply Console::Login(const ConsoleRequest& request) {
     ConsoleReply reply = Json(200, {{"user", user}, {"csrf", csrf}});
     reply.headers.emplace_back(
         "Set-Cookie",
-        Cat(kCookie, "=", token, "; Path=/; HttpOnly; SameSite=Strict; Max-Age=",
-                     std::chrono::duration_cast<std::chrono::seconds>(kLongest).count()));
+        Cat(cookie, "=", token, "; Path=/; HttpOnly; SameSite=Strict; Max-Age=",
+            std::chrono::duration_cast<std::chrono::seconds>(kLongest).count()));
     return reply;
   };
   return pending;
@@ -272,12 +317,12 @@ ConsoleReply Console::Logout(const ConsoleRequest& request) {
   }
   {
     absl::MutexLock lock(&mu_);
-    sessions_.erase(std::string(CookieValue(request.cookie, kCookie)));
+    sessions_.erase(std::string(CookieValue(request.cookie, CookieName(request.host))));
   }
   LogInfo("console: %s logged out from %s", user, request.peer);
   ConsoleReply reply = Json(200, {{"user", nullptr}});
-  reply.headers.emplace_back("Set-Cookie", Cat(kCookie, "=; Path=/; HttpOnly; "
-                                                                 "SameSite=Strict; Max-Age=0"));
+  reply.headers.emplace_back("Set-Cookie", Cat(CookieName(request.host),
+                                                "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
   return reply;
 }
 

@@ -18,7 +18,8 @@
 //
 // Security: an action needs a login (ConsoleHooks::check_login: the pooler's console users, the
 // pipeline's admin.users file). The session is a random 256-bit token in a cookie that is
-// HttpOnly and SameSite=Strict; it lasts while used (30 minutes idle, 12 hours at most).
+// HttpOnly and SameSite=Strict, named after the endpoint's port (browsers share cookies between
+// the ports of a host); it lasts while used (30 minutes idle, 12 hours at most).
 // Every POST must be JSON (so no HTML form can send one), must not come from another site
 // (Origin must be this endpoint's own, Sec-Fetch-Site same-origin when the browser sends it),
 // and all but the login must carry the session's CSRF token in X-CSRF-Token. Failed logins are
@@ -124,6 +125,7 @@ class Console {
   // Whether `peer` failed too many logins lately; the seconds until it may try again.
   int LoginBlockedFor(const std::string& peer);
   void NoteFailedLogin(const std::string& peer);
+  void ForgetFailedLogin(const std::string& peer);  // the last one noted: the login succeeded
 
   const ConsoleHooks hooks_;
   absl::Mutex mu_;

@@ -108,6 +108,12 @@ absl::Status PipelineRunner::StartAdmin() {
     if (!options_.dead_letters) {
       state["dead_letters"] = nlohmann::json::array();
     } else if (absl::StatusOr<nlohmann::json> letters = options_.dead_letters(); letters.ok()) {
+      // The newest kShown, and how many there are.
+      constexpr size_t kShown = 200;
+      state["dead_letters_total"] = letters->size();
+      if (letters->size() > kShown) {
+        letters->erase(letters->begin(), letters->end() - static_cast<std::ptrdiff_t>(kShown));
+      }
       state["dead_letters"] = *std::move(letters);
     } else {
       state["dead_letter_error"] = absl::StrCat("the dead letters cannot be read: ",

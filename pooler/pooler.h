@@ -74,6 +74,9 @@ class Pooler {
   // Runs one SQL console command in the process, waiting (at most 30 s) for what it waits
   // for (PAUSE): its tag, or its error with its SQLSTATE.
   absl::StatusOr<std::string> RunConsoleCommand(std::string_view sql);
+  // Ends the waits of RunConsoleCommand under way, and of those to come: before the web
+  // console's server stops, so that it does not wait for a PAUSE to be done.
+  void InterruptConsole();
   // Adds a database to the pooler's file (pooler/pooler_file.h), or removes one, then RELOADs:
   // the file stays the source of truth. An edit that the file would not load with, or that
   // RELOAD refuses, is not kept (the file is put back as it was).

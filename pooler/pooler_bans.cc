@@ -13,6 +13,18 @@
 #include "pooler/session.h"
 
 namespace pgflow::pooler {
+namespace {
+
+// An address as bans name it: an IPv4 client of a dual-stack listener (::ffff:10.0.0.7) as
+// its IPv4 address.
+std::string Normalized(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  }
+  return address.to_string();
+}
+
+}  // namespace
 
 absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) {
   std::string key = who;
@@ -24,7 +36,7 @@ absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) 
       return absl::InvalidArgumentError(
           Cat("not an IP address: \"", who, "\" (BAN ADDRESS takes one, or unix)"));
     }
-    key = address.to_string();
+    key = Normalized(address);
   }
   {
     absl::MutexLock lock(&bans_mu_);
@@ -46,7 +58,7 @@ absl::Status Pooler::Impl::Unban(const std::string& kind, const std::string& who
   if (kind == "address" && who != "unix") {
     boost::system::error_code ec;
     const asio::ip::address address = asio::ip::make_address(who, ec);
-    if (!ec) key = address.to_string();
+    if (!ec) key = Normalized(address);
   }
   absl::MutexLock lock(&bans_mu_);
   if (bans_.erase({kind, key}) == 0) {
@@ -68,7 +80,9 @@ std::string Pooler::Impl::BanOf(const std::string& user, const std::string& addr
   if (bans_.contains({"user", user})) {
     return Cat("user \"", user, "\" is banned from the pooler (BAN USER)");
   }
-  if (bans_.contains({"address", address})) {
+  boost::system::error_code ec;
+  const asio::ip::address parsed = asio::ip::make_address(address, ec);
+  if (bans_.contains({"address", ec ? address : Normalized(parsed)})) {
     return Cat("clients from ", address, " are banned from the pooler (BAN ADDRESS)");
   }
   return "";

@@ -100,6 +100,9 @@ absl::StatusOr<std::string> Pooler::RunConsoleCommand(std::string_view sql) {
   if (!outcome.ok()) return outcome.status();
   const auto deadline = std::chrono::steady_clock::now() + kActionTimeout;
   for (int polls = 0; reply.wait_until && !reply.wait_until(); ++polls) {
+    if (impl_->console_interrupted.load()) {
+      return absl::CancelledError(Cat(sql, ": the pooler is stopping; it stays in force"));
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       return absl::DeadlineExceededError(
           Cat(sql, ": still waiting after ", kActionTimeout.count(),
@@ -130,9 +133,17 @@ absl::Status EditFile(const std::string& file,
         Cat("the file would not load with that change, so it was not made: ",
             check.status().message()));
   }
+  // Someone else's edit since it was read is not overwritten.
+  if (absl::StatusOr<std::string> now = ReadConfigFile(file); !now.ok() || *now != *before) {
+    return absl::AbortedError(Cat(file, " changed while it was being edited: nothing was done, "
+                                  "try again"));
+  }
   if (absl::Status s = WriteFileAtomically(file, *after); !s.ok()) return s;
   if (absl::Status s = reload(); !s.ok()) {
-    absl::Status restored = WriteFileAtomically(file, *before);
+    absl::StatusOr<std::string> now = ReadConfigFile(file);
+    absl::Status restored = now.ok() && *now == *after
+                                ? WriteFileAtomically(file, *before)
+                                : absl::AbortedError("it was changed again meanwhile");
     return absl::FailedPreconditionError(
         Cat("RELOAD refused the changed file (", s.message(), "); ",
             restored.ok() ? "it was put back as it was" : "and it could not be put back: ",
@@ -162,6 +173,8 @@ absl::Status Pooler::RemoveDatabase(const std::string& name) {
   }
   return s;
 }
+
+void Pooler::InterruptConsole() { impl_->console_interrupted.store(true); }
 
 ConsoleHooks Pooler::Console() {
   ConsoleHooks hooks;

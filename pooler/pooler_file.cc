@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -14,21 +16,25 @@
 namespace pgflow::pooler {
 namespace {
 
-std::vector<std::string> Lines(std::string_view text) {
+// The file's lines, without their ends; *crlf: it ends them with "\r\n".
+std::vector<std::string> Lines(std::string_view text, bool* crlf) {
   std::vector<std::string> lines;
+  *crlf = text.find("\r\n") != std::string_view::npos;
   while (!text.empty()) {
     const size_t end = text.find('\n');
-    lines.emplace_back(text.substr(0, end));
+    std::string_view line = text.substr(0, end);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    lines.emplace_back(line);
     text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
   }
   return lines;
 }
 
-std::string Join(const std::vector<std::string>& lines) {
+std::string Join(const std::vector<std::string>& lines, bool crlf) {
   std::string out;
   for (const std::string& line : lines) {
     out += line;
-    out += '\n';
+    out += crlf ? "\r\n" : "\n";
   }
   return out;
 }
@@ -62,7 +68,9 @@ std::optional<std::string> KeyOf(std::string_view line) {
   if (colon + 1 < line.size() && line[colon + 1] != ' ' && line[colon + 1] != '\t') {
     return std::nullopt;
   }
-  return std::string(line.substr(0, colon));
+  std::string_view key = line.substr(0, colon);
+  while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+  return std::string(key);
 }
 
 // Where `databases:` is: its line, the line past its block, and its entries' indentation.
@@ -112,26 +120,34 @@ std::optional<size_t> FindEntry(const std::vector<std::string>& lines, const Sec
   return std::nullopt;
 }
 
+// A YAML double-quoted string that the loader reads back as `text`: '$' doubled, as its
+// ${NAME} expansion takes "$$" for a '$' (so that an added url cannot read the pooler's
+// environment).
 std::string Quoted(std::string_view text) {
   std::string out = "\"";
   for (char c : text) {
     if (c == '"' || c == '\\') out += '\\';
+    if (c == '$') out += '$';
     out += c;
   }
   return out + "\"";
 }
 
+constexpr std::string_view kNameCharacters =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.";
+
 absl::Status CheckNew(const NewDatabase& d) {
   if (d.name.empty() || d.name.size() > 63 ||
-      d.name.find_first_not_of(
-          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != std::string::npos) {
+      d.name.find_first_not_of(kNameCharacters) != std::string::npos) {
     return absl::InvalidArgumentError(
         Cat("database name \"", d.name, "\": 1 to 63 letters, digits, '_', '-' or '.'"));
   }
   if (d.name == "pgflow" || d.name == "pgbouncer") {
     return absl::InvalidArgumentError(Cat("database name ", d.name, " is the admin console's"));
   }
-  if (d.url.empty() || d.url.find_first_of("\r\n") != std::string::npos) {
+  if (d.url.empty() || d.url.size() > 4096 ||
+      std::any_of(d.url.begin(), d.url.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
     return absl::InvalidArgumentError("url: a postgres:// url on one line");
   }
   if (!d.pool_mode.empty() && d.pool_mode != "session" && d.pool_mode != "transaction" &&
@@ -149,7 +165,8 @@ absl::Status CheckNew(const NewDatabase& d) {
 
 absl::StatusOr<std::string> AddDatabaseToText(std::string_view text, const NewDatabase& database) {
   if (absl::Status s = CheckNew(database); !s.ok()) return s;
-  std::vector<std::string> lines = Lines(text);
+  bool crlf = false;
+  std::vector<std::string> lines = Lines(text, &crlf);
   absl::StatusOr<std::optional<Section>> section = FindDatabases(lines);
   if (!section.ok()) return section.status();
   std::string entry = Cat(database.name, ": {url: ", Quoted(database.url));
@@ -159,19 +176,20 @@ absl::StatusOr<std::string> AddDatabaseToText(std::string_view text, const NewDa
   if (!section->has_value()) {
     lines.push_back("databases:");
     lines.push_back("  " + entry);
-    return Join(lines);
+    return Join(lines, crlf);
   }
   if (FindEntry(lines, **section, database.name)) {
     return absl::AlreadyExistsError(Cat("database ", database.name, " is already in the file"));
   }
   lines.insert(lines.begin() + static_cast<std::ptrdiff_t>((*section)->end),
                std::string((*section)->indent, ' ') + entry);
-  return Join(lines);
+  return Join(lines, crlf);
 }
 
 absl::StatusOr<std::string> RemoveDatabaseFromText(std::string_view text,
                                                    const std::string& name) {
-  std::vector<std::string> lines = Lines(text);
+  bool crlf = false;
+  std::vector<std::string> lines = Lines(text, &crlf);
   absl::StatusOr<std::optional<Section>> section = FindDatabases(lines);
   if (!section.ok()) return section.status();
   std::optional<size_t> start;
@@ -186,15 +204,24 @@ absl::StatusOr<std::string> RemoveDatabaseFromText(std::string_view text,
   }
   lines.erase(lines.begin() + static_cast<std::ptrdiff_t>(*start),
               lines.begin() + static_cast<std::ptrdiff_t>(end));
-  return Join(lines);
+  return Join(lines, crlf);
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view text) {
+absl::Status WriteFileAtomically(const std::string& given, std::string_view text) {
+  // The file a symbolic link names is the one replaced, not the link.
+  char resolved[PATH_MAX];
+  const std::string path = realpath(given.c_str(), resolved) != nullptr ? resolved : given;
   struct stat st {};
-  const mode_t mode = stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0644;
-  const std::string temp = path + ".pgflow-new";
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return absl::UnavailableError(Cat("cannot write ", temp, ": ", strerror(errno)));
+  const bool existed = stat(path.c_str(), &st) == 0;
+  const mode_t mode = existed ? (st.st_mode & 07777) : 0644;
+  std::string temp = path + ".XXXXXX";
+  const int fd = mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) {
+    return absl::UnavailableError(Cat("cannot write beside ", path, ": ", strerror(errno)));
+  }
+  if (existed && fchown(fd, st.st_uid, st.st_gid) != 0) {
+    // Not the file's owner: it stays ours, with its permissions.
+  }
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = write(fd, text.data() + done, text.size() - done);

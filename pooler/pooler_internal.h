@@ -255,6 +255,12 @@ class Pooler::Impl : public AdminTarget {
   std::set<std::pair<std::string, std::string>> bans_ ABSL_GUARDED_BY(bans_mu_);  // (kind, who)
   std::atomic<bool> any_bans_{false};  // a login looks no further while there is none
 
+ public:
+  // Set by Pooler::InterruptConsole: a console command waiting (PAUSE) returns at once.
+  std::atomic<bool> console_interrupted{false};
+
+ private:
+
   Task<void> Accept(NetThread* thread);
   Task<void> AcceptLocal(NetThread* thread);
   absl::Status ListenLocal(NetThread* thread);

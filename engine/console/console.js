@@ -249,6 +249,9 @@ function drawPipeline(state) {
     letters.append(h("p", { class: "muted", id: "dead-letters" },
       state.dead_letter_error || "log in to see the events the sinks set aside"));
   } else {
+    if (state.dead_letters_total > state.dead_letters.length) {
+      letters.append(h("p", { class: "muted" }, `the newest ${state.dead_letters.length} of ${num(state.dead_letters_total)}: pgflow dlq list shows them all`));
+    }
     letters.append(table("dead-letters", [
       { title: "id", key: "id", num: true, value: d => d.id },
       { title: "sink", key: "sink", value: d => d.sink },

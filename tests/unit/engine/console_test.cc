@@ -61,7 +61,7 @@ TEST(ConsoleTest, ALoginSetsAStrictHttpOnlyCookieAndItsTokenLetsAnActionThrough)
       Ask(f.console, f.Post("/api/login", R"({"user":"ops","password":"pw"})"));
   ASSERT_EQ(login.status, 200) << login.body;
   const std::string cookie = HeaderOf(login, "Set-Cookie");
-  EXPECT_THAT(cookie, StartsWith("pgflow_console="));
+  EXPECT_THAT(cookie, StartsWith("pgflow_console_9188="));
   EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
   EXPECT_THAT(cookie, HasSubstr("SameSite=Strict"));
   const std::string token = cookie.substr(0, cookie.find(';'));
@@ -89,8 +89,14 @@ TEST(ConsoleTest, ALoginSetsAStrictHttpOnlyCookieAndItsTokenLetsAnActionThrough)
   EXPECT_EQ(done.status, 200) << done.body;
   EXPECT_THAT(f.acted, ::testing::ElementsAre("ops pause"));
 
-  ConsoleRequest state{.method = "GET", .path = "/api/state", .cookie = token};
+  ConsoleRequest state{.method = "GET", .path = "/api/state", .cookie = token,
+                       .host = "127.0.0.1:9188"};
+  EXPECT_THAT(token, StartsWith("pgflow_console_9188="));  // one cookie per endpoint's port
   EXPECT_EQ(nlohmann::json::parse(Ask(f.console, state).body)["for"], "ops");
+  ConsoleRequest history{.method = "GET", .path = "/api/history", .host = "127.0.0.1:9188"};
+  EXPECT_EQ(Ask(f.console, history).status, 401);  // the pooler's samples name its databases
+  history.cookie = token;
+  EXPECT_EQ(Ask(f.console, history).status, 200);
   ConsoleRequest logout = f.Post("/api/logout", "{}");
   logout.cookie = token;
   logout.csrf_token = csrf;
@@ -125,8 +131,14 @@ TEST(ConsoleTest, ServesItsFilesAndKeepsABoundedHistory) {
   EXPECT_FALSE(f.console.Handle({.method = "GET", .path = "/metrics"}).has_value());
   EXPECT_EQ(Ask(f.console, {.method = "GET", .path = "/api/nope"}).status, 404);
   for (int i = 0; i < 5; ++i) f.console.Sample();
-  nlohmann::json history =
-      nlohmann::json::parse(Ask(f.console, {.method = "GET", .path = "/api/history"}).body);
+  ConsoleReply login =
+      Ask(f.console, f.Post("/api/login", R"({"user":"ops","password":"pw"})"));
+  const std::string cookie = HeaderOf(login, "Set-Cookie");
+  const std::string token = cookie.substr(0, cookie.find(';'));
+  nlohmann::json history = nlohmann::json::parse(
+      Ask(f.console, {.method = "GET", .path = "/api/history", .cookie = token,
+                      .host = "127.0.0.1:9188"})
+          .body);
   ASSERT_EQ(history.size(), 3u);
   EXPECT_EQ(history[0]["n"], 3);
   EXPECT_EQ(history[2]["n"], 5);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <cstdlib>
 
 #include "pooler/pooler_config.h"
 
@@ -93,6 +94,31 @@ TEST(PoolerFileTest, RefusesWhatItCannotDoAndSaysWhy) {
                         {"x", "postgres://h/x", "", 0})
           .status();
   EXPECT_THAT(flow.message(), HasSubstr("line 2: databases: is written on one line"));
+}
+
+TEST(PoolerFileTest, KeepsCrlfLineEndsAndReadsKeysSpacedBeforeTheColon) {
+  const std::string crlf = "listen: 127.0.0.1:6432\r\ndatabases :  # all\r\n  app : {url: x}\r\n";
+  absl::StatusOr<std::string> added = AddDatabaseToText(crlf, {"b", "postgres://h/b", "", 0});
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added,
+            "listen: 127.0.0.1:6432\r\ndatabases :  # all\r\n  app : {url: x}\r\n"
+            "  b: {url: \"postgres://h/b\"}\r\n");
+  absl::StatusOr<std::string> removed = RemoveDatabaseFromText(crlf, "app");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, "listen: 127.0.0.1:6432\r\ndatabases :  # all\r\n");
+}
+
+// The loader expands ${NAME} in every string: an added url is written so that it reads back
+// as typed, and never reads the pooler's environment.
+TEST(PoolerFileTest, AUrlReadsBackAsTypedDollarsIncluded) {
+  setenv("PGFLOW_FILE_TEST_SECRET", "leaked", 1);
+  absl::StatusOr<std::string> out = AddDatabaseToText(
+      "listen: 127.0.0.1:6432\nauth: {method: trust}\n",
+      {"x", "postgres://u:pa$$${PGFLOW_FILE_TEST_SECRET}@h/x", "", 0});
+  ASSERT_TRUE(out.ok()) << out.status();
+  absl::StatusOr<PoolerConfig> config = ParsePoolerConfig(*out, "pooler.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->databases.at("x").url, "postgres://u:pa$$${PGFLOW_FILE_TEST_SECRET}@h/x");
 }
 
 TEST(PoolerFileTest, AFileWithoutDatabasesGetsTheSection) {
