@@ -25,6 +25,7 @@
 #include "engine/metrics.h"
 #include "engine/str_cat.h"
 #include "pooler/admin_console.h"
+#include "pooler/kernel_limits.h"
 #include "pooler/auth.h"
 #include "pooler/gateway.h"
 #include "pooler/pool.h"
@@ -824,6 +825,9 @@ void Pooler::Impl::SumUpLoginFailures(NetThread*) { login_failures_.SumUp(); }
 void Pooler::Impl::SweepWaits(NetThread* thread) { Session::SweepWaits(thread); }
 
 absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
+  for (const std::string& problem : KernelLimitProblems(config_, ReadKernelLimits(config_))) {
+    LogWarning("pooler: %s", problem);
+  }
   std::shared_ptr<const UserList> users = PrepareUsers(config_);
   absl::StatusOr<std::shared_ptr<asio::ssl::context>> tls = LoadTls(config_);
   if (!tls.ok()) return tls.status();
