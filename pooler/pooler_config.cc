@@ -558,6 +558,10 @@ const OptionTable<PoolerConfig>& PoolerTable() {
           IntOption("max_client_conn", &PoolerConfig::max_client_conn)
               .Range(1, 1000000)
               .Help("Client connections at most; past it a client gets SQLSTATE 53300."),
+          BoolOption("tenant_in_user", &PoolerConfig::tenant_in_user)
+              .Help("A client's user name user.tenant names user `user` of the database entry "
+                    "`tenant`, whatever database it asks for (as Supavisor and pgcat read it), "
+                    "when `tenant` is an entry; split at the last dot."),
           DurationOption("hold_timeout", &PoolerConfig::hold_timeout)
               .Range(milliseconds(0), milliseconds(3600000))
               .Help("How long a transaction waits for a server that does not answer (a "

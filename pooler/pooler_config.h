@@ -221,6 +221,9 @@ struct PoolerConfig {
   TlsOptions tls;
   HttpOptions http;
   int max_client_conn = 10000;
+  // A client's user name `alice.shop` names user alice of database entry shop, whatever
+  // database it asks for (Supavisor's and pgcat's tenants), when shop is an entry.
+  bool tenant_in_user = false;
   std::chrono::milliseconds hold_timeout{30000};
   std::chrono::milliseconds query_wait_timeout{120000};
   std::chrono::milliseconds client_login_timeout{60000};

@@ -204,6 +204,15 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
   info_->user = startup.Get("user");
   info_->database = startup.Get("database");
   if (info_->database.empty()) info_->database = info_->user;
+  if (config.tenant_in_user) {
+    // user.tenant: user of the database entry tenant (split at the last dot).
+    const size_t dot = info_->user.rfind('.');
+    if (dot != std::string::npos && dot > 0 &&
+        config.databases.contains(info_->user.substr(dot + 1))) {
+      info_->database = info_->user.substr(dot + 1);
+      info_->user.resize(dot);
+    }
+  }
   if (config.tls.mode >= TlsMode::kVerifyCa && !local_) {
     // PostgreSQL's clientcert=verify-ca and verify-full.
     if (certificate_user.empty()) {

@@ -464,6 +464,40 @@ TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
   EXPECT_FALSE(wrong.ok());
 }
 
+// tenant_in_user: `alice.shop` is user alice of the database entry shop, whatever database the
+// client names; a name whose suffix is no entry, or without the option, is a user name as is.
+TEST_F(PoolerTest, TenantsAreNamedByTheUserNameSuffix) {
+  const std::string users =
+      "\"postgres\" \"pg-secret\"\n\"alice\" \"alice-secret\"\n\"b.c\" \"bc-secret\"\n";
+  const std::string databases = Database("shop", "transaction", 2, "pool_app", "") +
+                                Database("bench", "transaction", 2, "pool_bench", "");
+  PoolerProcess pooler("scram-sha-256", users, databases, "tenant_in_user: true\n");
+  for (const char* asked : {"postgres", "anything", "shop"}) {
+    Conn alice(pooler.Url(asked, "alice.shop", "alice-secret"));
+    ASSERT_TRUE(alice.ok()) << asked << ": " << alice.error();
+    EXPECT_EQ(alice.Run("SELECT current_user || '@' || current_database()"), "alice@pool_app");
+  }
+  Conn other(pooler.Url("postgres", "alice.bench", "alice-secret"));
+  ASSERT_TRUE(other.ok()) << other.error();
+  EXPECT_EQ(other.Run("SELECT current_database()"), "pool_bench");
+  // SHOW POOLS counts them under the tenant's entry and the plain user name.
+  setenv("PGPASSWORD", "pg-secret", 1);  // the console's user, by SCRAM
+  const std::string pools = Console(pooler, "SHOW POOLS");
+  unsetenv("PGPASSWORD");
+  EXPECT_NE(pools.find("shop|alice|"), std::string::npos) << pools;
+  EXPECT_NE(pools.find("bench|alice|"), std::string::npos) << pools;
+  // "b.c": c is no entry, so b.c is the user, of the database it names.
+  Conn dotted(pooler.Url("shop", "b.c", "bc-secret"));
+  EXPECT_FALSE(dotted.ok());  // (no role b.c in PostgreSQL: but the pooler let it through)
+  EXPECT_EQ(dotted.error().find("not in the users file"), std::string::npos) << dotted.error();
+  Conn unknown(pooler.Url("postgres", "alice.nosuch", "alice-secret"));
+  EXPECT_FALSE(unknown.ok());
+  // Without the option, alice.shop is a user of its own (not in the file).
+  PoolerProcess plain("scram-sha-256", users, databases);
+  Conn as_is(plain.Url("shop", "alice.shop", "alice-secret"));
+  EXPECT_FALSE(as_is.ok());
+}
+
 // How many times `needle` occurs in `text`.
 size_t Occurrences(const std::string& text, const std::string& needle) {
   size_t count = 0;
