@@ -97,13 +97,13 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     for (const PoolView& p : target->Pools()) {
       rows.push_back({p.database, p.user, Num(p.transactions), Num(p.queries),
                       Num(p.bytes_received), Num(p.bytes_sent), Num(p.xact_us), Num(p.wait_us),
-                      Num(p.waits),
+                      Num(p.waits), Num(p.errors),
                       Num(p.server_logins), Num(p.server_login_failures)});
     }
     Table(out,
           {"database", "user", "total_xact_count", "total_query_count", "total_received",
-           "total_sent", "total_xact_time", "total_wait_time", "total_waits", "total_server_logins",
-           "total_server_login_failures"},
+           "total_sent", "total_xact_time", "total_wait_time", "total_waits", "total_errors",
+           "total_server_logins", "total_server_login_failures"},
           rows, "SHOW");
   } else if (what == "databases") {
     std::vector<Row> rows;
@@ -231,18 +231,19 @@ AdminReply BanCommand(AdminTarget* target, std::string_view sql, const std::stri
     words.back().pop_back();
     if (words.back().empty()) words.pop_back();
   }
-  const std::string usage = Cat(absl::AsciiStrToUpper(command), " USER name | ",
-                                absl::AsciiStrToUpper(command), " ADDRESS ip");
+  const std::string verb = absl::AsciiStrToUpper(command);
+  const std::string usage =
+      Cat(verb, " USER name | ", verb, " ADDRESS ip | ", verb, " DATABASE name");
   if (words.size() != 3) return Error("42601", usage);
   const std::string kind = absl::AsciiStrToLower(words[1]);
-  if (kind != "user" && kind != "address") return Error("42601", usage);
+  if (kind != "user" && kind != "address" && kind != "database") return Error("42601", usage);
   std::string who = words[2];
   if (who.size() >= 2 && who.front() == '"' && who.back() == '"') {
     who = who.substr(1, who.size() - 2);
   }
   absl::Status s = command == "ban" ? target->Ban(kind, who) : target->Unban(kind, who);
   if (!s.ok()) return Error(absl::IsNotFound(s) ? "42704" : "22023", std::string(s.message()));
-  return Done(absl::AsciiStrToUpper(command));
+  return Done(verb);
 }
 
 }  // namespace

@@ -14,9 +14,10 @@
 //   RETARGET db 'url'   points the database at another server: new server connections go
 //                there, those to the old one close as they come back (after a PAUSE, none is
 //                left); until the file's url for it changes or the pooler restarts
-//   BAN USER name | BAN ADDRESS ip   refuses the user's (the address's) logins from now on
-//                (28000) and disconnects their clients; until UNBAN or the pooler restarts
-//   UNBAN USER name | UNBAN ADDRESS ip
+//   BAN USER name | BAN ADDRESS ip | BAN DATABASE name   refuses the user's (the address's, the
+//                database's: a tenant's) logins from now on (28000) and disconnects their
+//                clients; until UNBAN or the pooler restarts
+//   UNBAN USER name | UNBAN ADDRESS ip | UNBAN DATABASE name
 //   SHOW BANS    who is banned
 //   SHUTDOWN     stops the pooler
 //   SHUTDOWN WAIT_FOR_SERVERS   stops listening, pauses every database, and stops the pooler
@@ -49,6 +50,7 @@ struct PoolView {
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
   uint64_t xact_us = 0;  // transactions' time, in microseconds
+  uint64_t errors = 0;   // ErrorResponses of the server relayed to clients
   uint64_t wait_us = 0;
   uint64_t waits = 0;
   uint64_t server_logins = 0;          // server connections opened
@@ -119,8 +121,8 @@ class AdminTarget {
   // with the url, and changes nothing.
   virtual absl::Status Retarget(const std::string& database, const std::string& url) = 0;
   virtual void Shutdown(ShutdownMode mode) = 0;
-  // BAN / UNBAN: `kind` is "user" or "address" (an IP address, or "unix" for the Unix
-  // socket's clients). An error names what is wrong with `who`.
+  // BAN / UNBAN: `kind` is "user", "address" (an IP address, or "unix" for the Unix socket's
+  // clients) or "database" (one of the file's). An error names what is wrong with `who`.
   virtual absl::Status Ban(const std::string& kind, const std::string& who) = 0;
   virtual absl::Status Unban(const std::string& kind, const std::string& who) = 0;
   // Who is banned: (kind, who) pairs, sorted.

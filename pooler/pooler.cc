@@ -606,6 +606,8 @@ void Pooler::Impl::CollectMetrics() {
     counter("pgflow_pooler_received_bytes_total", "Bytes received from clients.", labels,
             p.bytes_received);
     counter("pgflow_pooler_sent_bytes_total", "Bytes sent to clients.", labels, p.bytes_sent);
+    counter("pgflow_pooler_errors_total", "Errors the server answered the pool's clients.",
+            labels, p.errors);
     counter("pgflow_pooler_transaction_microseconds_total",
             "Transactions' time, from their first message to their end.", labels, p.xact_us);
     counter("pgflow_pooler_wait_microseconds_total",

@@ -38,6 +38,9 @@ absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) 
     }
     key = Normalized(address);
   }
+  if (kind == "database" && !HasDatabase(who)) {
+    return absl::NotFoundError(Cat("no such database: ", who));
+  }
   {
     absl::MutexLock lock(&bans_mu_);
     bans_.emplace(kind, key);
@@ -47,7 +50,9 @@ absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) 
           kind, key);
   PostToSessions(
       [&](const ClientInfo& info) {
-        return kind == "user" ? info.user == key : info.address == key;
+        return kind == "user"       ? info.user == key
+               : kind == "database" ? info.database == key
+                                    : info.address == key;
       },
       &Session::Kill);
   return absl::OkStatus();
@@ -74,11 +79,15 @@ std::vector<std::pair<std::string, std::string>> Pooler::Impl::Bans() {
   return {bans_.begin(), bans_.end()};
 }
 
-std::string Pooler::Impl::BanOf(const std::string& user, const std::string& address) {
+std::string Pooler::Impl::BanOf(const std::string& user, const std::string& address,
+                                const std::string& database) {
   if (!any_bans_.load(std::memory_order_relaxed)) return "";
   absl::MutexLock lock(&bans_mu_);
   if (bans_.contains({"user", user})) {
     return Cat("user \"", user, "\" is banned from the pooler (BAN USER)");
+  }
+  if (bans_.contains({"database", database})) {
+    return Cat("database \"", database, "\" is banned from the pooler (BAN DATABASE)");
   }
   boost::system::error_code ec;
   const asio::ip::address parsed = asio::ip::make_address(address, ec);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "engine/config_node.h"
 #include "engine/log.h"
 #include "engine/lsn.h"
@@ -221,6 +222,7 @@ ConsoleHooks Pooler::Console() {
                                 {"xact", p.transactions},
                                 {"queries", p.queries},
                                 {"xact_us", p.xact_us},
+                                {"errors", p.errors},
                                 {"wait_us", p.wait_us}});
     }
     state["replicas"] = nlohmann::json::array();
@@ -243,9 +245,11 @@ ConsoleHooks Pooler::Console() {
                                  {"invalidations", c.cache.invalidations}});
     }
     nlohmann::json bans = {{"users", nlohmann::json::array()},
-                           {"addresses", nlohmann::json::array()}};
+                           {"addresses", nlohmann::json::array()},
+                           {"databases", nlohmann::json::array()}};
     for (const auto& [kind, who] : impl_->Bans()) {
-      bans[kind == "user" ? "users" : "addresses"].push_back(who);
+      bans[kind == "user" ? "users" : kind == "database" ? "databases" : "addresses"].push_back(
+          who);
     }
     state["bans"] = std::move(bans);
     return state;
@@ -298,11 +302,12 @@ ConsoleHooks Pooler::Console() {
       if (absl::Status s = RemoveDatabase(*name); !s.ok()) return s;
       return Cat("database ", *name, " removed from the file: it takes no new clients");
     } else if (action == "ban" || action == "unban") {
-      const char* kind = request.contains("user") ? "user" : "address";
-      absl::StatusOr<std::string> who = Word(request, kind);
+      const std::string kind = request.contains("user")       ? "user"
+                               : request.contains("database") ? "database"
+                                                              : "address";
+      absl::StatusOr<std::string> who = Word(request, kind.c_str());
       if (!who.ok()) return who.status();
-      sql = Cat(action == "ban" ? "BAN " : "UNBAN ", kind == std::string("user") ? "USER " :
-                "ADDRESS ", *who);
+      sql = Cat(action == "ban" ? "BAN " : "UNBAN ", absl::AsciiStrToUpper(kind), " ", *who);
     } else {
       return absl::InvalidArgumentError(
           Cat("no such action on a pooler: ", action, " (pause, resume, reload, ban, unban)"));

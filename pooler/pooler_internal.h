@@ -247,8 +247,10 @@ class Pooler::Impl : public AdminTarget {
   absl::Status Ban(const std::string& kind, const std::string& who) override;
   absl::Status Unban(const std::string& kind, const std::string& who) override;
   std::vector<std::pair<std::string, std::string>> Bans() override;
-  // Why a login of `user` from `address` is refused by a BAN, or "" when it is not.
-  std::string BanOf(const std::string& user, const std::string& address);
+  // Why a login of `user` from `address` to `database` is refused by a BAN, or "" when it is
+  // not.
+  std::string BanOf(const std::string& user, const std::string& address,
+                    const std::string& database);
 
  private:
   absl::Mutex bans_mu_;

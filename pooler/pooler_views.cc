@@ -62,6 +62,7 @@ std::vector<PoolView> Pooler::Impl::Pools() {
         .bytes_received = stats.bytes_received.load(),
         .bytes_sent = stats.bytes_sent.load(),
         .xact_us = stats.xact_us.load(),
+        .errors = stats.errors.load(),
         .wait_us = stats.wait_us.load(),
         .waits = stats.waits.load(),
         .server_logins = stats.server_logins.load(),

@@ -749,6 +749,7 @@ bool RelayProtocol::OnServerMessage(RelayState& r, char type, std::string_view b
                    error.message);
         return false;
       }
+      pool_->stats().errors.fetch_add(1, std::memory_order_relaxed);  // the tenant's errors
       if (std::optional<bool> relayed = OnServerFatal(r, body)) return *relayed;
       if (!r.expect.empty() && r.expect.front().kind == Expect::kErrorReplace) {
         r.expect.pop_front();

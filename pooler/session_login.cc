@@ -233,7 +233,7 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
     co_await SendFatal("08P01", "replication connections are not supported by the pooler");
     co_return false;
   }
-  const std::string banned = impl_->BanOf(info_->user, info_->address);
+  const std::string banned = impl_->BanOf(info_->user, info_->address, info_->database);
   if (!banned.empty()) {
     co_await SendFatal("28000", banned);
     co_return false;

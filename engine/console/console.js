@@ -378,7 +378,7 @@ function drawPooler(state) {
     ], state.pools.map(p => ({ ...p, _key: p.database + "/" + p.user }))));
 
   const banForm = h("form", { class: "row", id: "ban" },
-    h("select", { name: "kind" }, h("option", { value: "user" }, "user"), h("option", { value: "address" }, "address")),
+    h("select", { name: "kind" }, ["user", "address", "database"].map(k => h("option", { value: k }, k))),
     h("input", { name: "who", placeholder: "name or address", required: true }),
     h("button", { class: "danger", type: "submit" }, "ban"));
   banForm.addEventListener("submit", (event) => {
@@ -386,7 +386,8 @@ function drawPooler(state) {
     const kind = banForm.kind.value, who = banForm.who.value.trim();
     act(`Ban ${kind} ${who}? Their clients are closed and new logins refused.`, { action: "ban", [kind]: who });
   });
-  const bans = [...state.bans.users.map(u => ({ kind: "user", who: u })), ...state.bans.addresses.map(a => ({ kind: "address", who: a }))];
+  const bans = [...state.bans.users.map(u => ({ kind: "user", who: u })), ...state.bans.addresses.map(a => ({ kind: "address", who: a })),
+    ...(state.bans.databases || []).map(d => ({ kind: "database", who: d }))];
   const banSection = h("section", {}, h("h2", {}, "Bans"),
     table("bans", [
       { title: "kind", key: "kind", value: b => b.kind },

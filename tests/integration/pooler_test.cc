@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "pooler/auth.h"
 #include "pooler/protocol.h"
@@ -483,7 +484,28 @@ TEST_F(PoolerTest, TenantsAreNamedByTheUserNameSuffix) {
   // SHOW POOLS counts them under the tenant's entry and the plain user name.
   setenv("PGPASSWORD", "pg-secret", 1);  // the console's user, by SCRAM
   const std::string pools = Console(pooler, "SHOW POOLS");
+  // Each tenant's errors are counted apart (SHOW STATS' total_errors).
+  EXPECT_EQ(other.Run("SELECT 1/0").rfind("ERROR 22012", 0), 0u);
+  const std::string stats = Console(pooler, "SHOW STATS");
+  EXPECT_NE(stats.find("bench|alice|"), std::string::npos) << stats;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(stats, '\n'))) {
+    std::vector<std::string> cells = absl::StrSplit(line, '|');
+    if (cells.size() < 10 || cells[1] != "alice") continue;
+    EXPECT_EQ(cells[9], cells[0] == "bench" ? "1" : "0") << line;  // total_errors
+  }
+  // A tenant banned: its clients are refused, however they name it; the other goes on.
+  Console(pooler, "BAN DATABASE shop");
+  Conn banned(pooler.Url("postgres", "alice.shop", "alice-secret"));
+  EXPECT_FALSE(banned.ok());
+  EXPECT_NE(banned.error().find("database \"shop\" is banned from the pooler"), std::string::npos)
+      << banned.error();
+  Conn named(pooler.Url("shop", "alice", "alice-secret"));
+  EXPECT_FALSE(named.ok());
+  EXPECT_EQ(other.Run("SELECT 1"), "1");
+  Console(pooler, "UNBAN DATABASE shop");
   unsetenv("PGPASSWORD");
+  Conn back(pooler.Url("postgres", "alice.shop", "alice-secret"));
+  EXPECT_TRUE(back.ok()) << back.error();
   EXPECT_NE(pools.find("shop|alice|"), std::string::npos) << pools;
   EXPECT_NE(pools.find("bench|alice|"), std::string::npos) << pools;
   // "b.c": c is no entry, so b.c is the user, of the database it names.

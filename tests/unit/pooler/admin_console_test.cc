@@ -167,6 +167,8 @@ TEST(AdminConsoleTest, BanKeepsTheNameAsWrittenAndUnbanUndoesIt) {
   AdminReply again = RunAdminCommand(&target, "UNBAN USER Alice");
   EXPECT_THAT(again.messages, HasSubstr("42704"));
   EXPECT_THAT(again.messages, HasSubstr("user Alice is not banned"));
+  EXPECT_EQ(Types(RunAdminCommand(&target, "BAN DATABASE shop").messages), "C");
+  EXPECT_EQ(Types(RunAdminCommand(&target, "UNBAN DATABASE shop").messages), "C");
   for (const char* sql : {"BAN", "BAN USER", "BAN TENANT x", "UNBAN ADDRESS"}) {
     EXPECT_THAT(RunAdminCommand(&target, sql).messages, HasSubstr("42601")) << sql;
   }
