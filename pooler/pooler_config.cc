@@ -562,6 +562,11 @@ const OptionTable<PoolerConfig>& PoolerTable() {
               .Help("A client's user name user.tenant names user `user` of the database entry "
                     "`tenant`, whatever database it asks for (as Supavisor and pgcat read it), "
                     "when `tenant` is an entry; split at the last dot."),
+          BoolOption("tenant_from_sni", &PoolerConfig::tenant_from_sni)
+              .Help("A TLS client's server name (SNI) tenant.pooler.example.com names the "
+                    "database entry `tenant` (its first label), whatever database it asks "
+                    "for, when that is an entry; a user name's tenant (tenant_in_user) goes "
+                    "first."),
           DurationOption("hold_timeout", &PoolerConfig::hold_timeout)
               .Range(milliseconds(0), milliseconds(3600000))
               .Help("How long a transaction waits for a server that does not answer (a "

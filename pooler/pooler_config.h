@@ -224,6 +224,9 @@ struct PoolerConfig {
   // A client's user name `alice.shop` names user alice of database entry shop, whatever
   // database it asks for (Supavisor's and pgcat's tenants), when shop is an entry.
   bool tenant_in_user = false;
+  // A TLS client's server name (SNI) shop.pooler.example.com names the database entry shop,
+  // when it is one (the user name's suffix, with tenant_in_user, goes first).
+  bool tenant_from_sni = false;
   std::chrono::milliseconds hold_timeout{30000};
   std::chrono::milliseconds query_wait_timeout{120000};
   std::chrono::milliseconds client_login_timeout{60000};

@@ -398,6 +398,7 @@ class Session : public std::enable_shared_from_this<Session>,
   bool wait_cancelled_ = false;
   std::optional<Tunnel> tunnel_;  // the client came through the gateway (Tunnel)
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
+  std::string server_name_;  // the host name the client's TLS hello named (SNI), if any
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)
   bool admin_ = false;    // the admin console's client (counted in impl_->consoles)

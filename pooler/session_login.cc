@@ -175,8 +175,9 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
     const auto left = std::max(
         std::chrono::milliseconds(1),
         std::chrono::duration_cast<std::chrono::milliseconds>(login_deadline - Clock::now()));
-    absl::StatusOr<Socket> plain = co_await StartTls(&client_, *tls, /*as_server=*/true,
-                                                     TlsMode::kRequire, "", left, certificate_user);
+    absl::StatusOr<Socket> plain =
+        co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "", left,
+                          certificate_user, &server_name_);
     // The deadline's timer, if it fired meanwhile, found no socket to cancel.
     if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
     if (!plain.ok()) {
@@ -204,6 +205,11 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
   info_->user = startup.Get("user");
   info_->database = startup.Get("database");
   if (info_->database.empty()) info_->database = info_->user;
+  if (config.tenant_from_sni && !server_name_.empty()) {
+    // shop.pooler.example.com: the database entry shop, whatever database the client named.
+    const std::string label = server_name_.substr(0, server_name_.find('.'));
+    if (config.databases.contains(label)) info_->database = label;
+  }
   if (config.tenant_in_user) {
     // user.tenant: user of the database entry tenant (split at the last dot).
     const size_t dot = info_->user.rfind('.');

@@ -233,7 +233,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(const Upstrea
 
 Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool as_server,
                                       TlsMode mode, const std::string& host,
-                                      std::chrono::milliseconds timeout, std::string* peer_name) {
+                                      std::chrono::milliseconds timeout, std::string* peer_name,
+                                      std::string* server_name) {
   Executor executor = raw->get_executor();
   auto stream = std::make_unique<ssl::stream<Socket>>(std::move(*raw), context);
   if (!as_server) {
@@ -291,6 +292,10 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
         Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ", why));
   }
   if (as_server && peer_name != nullptr) *peer_name = VerifiedCommonName(stream->native_handle());
+  if (as_server && server_name != nullptr) {
+    const char* sni = SSL_get_servername(stream->native_handle(), TLSEXT_NAMETYPE_host_name);
+    if (sni != nullptr) *server_name = sni;
+  }
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     co_return absl::UnavailableError(Cat("socketpair: ", strerror(errno)));

@@ -44,13 +44,14 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 // caller's own deadline: a Deadline on `*raw` cannot reach the socket once moved); then starts
 // the pump and returns the plain socket, on the same executor. `context` must outlive the
 // handshake only. As the server, `*peer_name` (when given) gets the common name of the
-// client's certificate if it sent one and it was verified, else stays empty.
+// client's certificate if it sent one and it was verified, else stays empty; `*server_name`
+// (when given) the host name the client sent (SNI), if any.
 // The common name of the peer's certificate, if it sent one and it was verified; else empty.
 std::string VerifiedCommonName(SSL* ssl);
 
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
     TlsMode mode, const std::string& host, std::chrono::milliseconds timeout,
-    std::string* peer_name = nullptr);
+    std::string* peer_name = nullptr, std::string* server_name = nullptr);
 
 }  // namespace pgflow::pooler

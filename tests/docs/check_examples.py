@@ -26,7 +26,7 @@ PIPELINE_KEYS = {"pipeline", "source", "sinks", "transforms", "admin", "log", "d
                  "max_retained_wal", "restart", "flush_interval"}
 POOLER_KEYS = {"listen", "threads", "admin", "auth", "databases", "tls", "max_client_conn",
                "hold_timeout", "scheduling", "server_tls", "unix_socket", "users", "http",
-               "tenant_in_user"}
+               "tenant_in_user", "tenant_from_sni"}
 
 NODE_KEYS = {"name", "cluster", "etcd", "data_dir", "postgres", "api", "ttl", "loop_wait",
              "retry_timeout", "maximum_lag_on_failover", "synchronous"}

@@ -520,6 +520,36 @@ TEST_F(PoolerTest, TenantsAreNamedByTheUserNameSuffix) {
   EXPECT_FALSE(as_is.ok());
 }
 
+// tenant_from_sni: the host name a TLS client connects to (shop.pooler.test) names the entry.
+TEST_F(PoolerTest, TenantsAreNamedByTheTlsServerName) {
+  TempDir certs;
+  MakeCertificate(certs.path());
+  if (HasFatalFailure()) return;
+  PoolerProcess pooler(
+      "trust", kTrustUsers,
+      Database("shop", "transaction", 2, "pool_app") +
+          Database("bench", "transaction", 2, "pool_bench"),
+      absl::StrCat("tls: {mode: require, cert: ", certs.File("tls.crt"),
+                   ", key: ", certs.File("tls.key"), "}\ntenant_from_sni: true\n"));
+  // hostaddr: where libpq connects; host: the name it sends (sslsni is on by default).
+  auto at = [&](const std::string& host) {
+    return absl::StrCat("postgres://postgres@", host, ":", pooler.port(),
+                        "/postgres?hostaddr=127.0.0.1&sslmode=require");
+  };
+  Conn shop(at("shop.pooler.test"));
+  ASSERT_TRUE(shop.ok()) << shop.error() << pooler.Log();
+  EXPECT_EQ(shop.Run("SELECT current_database()"), "pool_app");
+  Conn bench(at("bench.pooler.test"));
+  ASSERT_TRUE(bench.ok()) << bench.error();
+  EXPECT_EQ(bench.Run("SELECT current_database()"), "pool_bench");
+  // A name that is no entry leaves the database the client named (none such here).
+  Conn other(at("other.pooler.test"));
+  EXPECT_FALSE(other.ok());
+  EXPECT_NE(other.error().find("\"postgres\" is not in the pooler's configuration"),
+            std::string::npos)
+      << other.error();
+}
+
 // How many times `needle` occurs in `text`.
 size_t Occurrences(const std::string& text, const std::string& needle) {
   size_t count = 0;
