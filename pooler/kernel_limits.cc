@@ -63,6 +63,13 @@ std::vector<std::string> KernelLimitProblems(const PoolerConfig& config,
   return problems;
 }
 
+bool MigratesQueuedConnections() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_migrate_req");
+  int value = 1;
+  in >> value;
+  return value != 0;
+}
+
 KernelLimits ReadKernelLimits(const PoolerConfig& config) {
   KernelLimits limits;
   rlimit files{};

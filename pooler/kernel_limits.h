@@ -32,6 +32,11 @@ uint64_t DescriptorsNeeded(const PoolerConfig& config);
 std::vector<std::string> KernelLimitProblems(const PoolerConfig& config,
                                              const KernelLimits& limits);
 
+// Whether net.ipv4.tcp_migrate_req is on: a listener that closes hands the connections queued
+// on it to another listener of its SO_REUSEPORT group instead of resetting them (a fleet's
+// rolling replacement drops no connection). True when unknown.
+bool MigratesQueuedConnections();
+
 // This process's and this machine's limits, raising the soft RLIMIT_NOFILE to the hard one
 // when it is below what `config` needs.
 KernelLimits ReadKernelLimits(const PoolerConfig& config);

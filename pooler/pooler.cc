@@ -313,6 +313,12 @@ void Pooler::Impl::Shutdown(ShutdownMode mode) {
   } else {
     LogInfo("pooler: SHUTDOWN WAIT_FOR_CLIENTS: the pooler stops once its %d clients have left",
             sessions.load() - consoles.load());
+    if (!MigratesQueuedConnections()) {
+      LogWarning(
+          "pooler: net.ipv4.tcp_migrate_req is 0: connections the kernel still queues for this "
+          "pooler are reset when it stops listening, not handed to the other poolers on the "
+          "port (sysctl -w net.ipv4.tcp_migrate_req=1)");
+    }
   }
   if (!first_drain) return;
   StopListening();
