@@ -84,7 +84,13 @@ NetnsLab::NetnsLab(int hosts) {
 }
 
 NetnsLab::~NetnsLab() {
-  for (const Host& h : hosts_) Ip("netns del " + h.netns, false);  // (its veth pair with it)
+  for (const Host& h : hosts_) {
+    // The veth pair first: deleting it is synchronous, while a namespace's own links go with
+    // it only once the kernel's cleanup gets to it, which a busy machine defers past the next
+    // lab's constructor (its same names: "File exists").
+    Ip("link del " + h.link, false);
+    Ip("netns del " + h.netns, false);
+  }
   Ip("link del " + bridge_, false);
 }
 
