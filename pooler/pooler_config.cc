@@ -616,6 +616,12 @@ const OptionTable<PoolerConfig>& PoolerTable() {
         if (config.tls.mode != TlsMode::kDisable && (config.tls.cert.empty() || config.tls.key.empty())) {
           return map.Error("tls.mode other than disable needs tls.cert and tls.key");
         }
+        if (config.tls.mode == TlsMode::kDisable && !config.tls.cert.empty()) {
+          // (A certificate given means TLS was meant: not offering it would go unnoticed.)
+          return map.Error("tls.cert is given but tls.mode is disable (the default), so TLS "
+                           "would not be offered: set tls.mode to prefer or require, or drop "
+                           "tls.cert and tls.key");
+        }
         if (config.http.tls.cert.empty() != config.http.tls.key.empty()) {
           return map.Error("http.tls needs both cert and key");
         }

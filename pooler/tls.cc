@@ -36,36 +36,132 @@ std::string OpenSslError(std::string_view fallback) {
   return text;
 }
 
-// Both ends of a TLS connection's plain side and the TLS stream, shared by the pump's two
-// directions; the first to end closes everything, so the other and the relay see the end.
+struct SslFree {
+  void operator()(SSL* ssl) const { SSL_free(ssl); }
+};
+using SslPtr = std::unique_ptr<SSL, SslFree>;
+
+// The bytes one thread's pumps read and decrypt or encrypt through, between two waits: a
+// pump holds none of its own while its connection is idle (OpenSSL's own buffers are
+// released then too: SSL_MODE_RELEASE_BUFFERS).
+char* Scratch() {
+  thread_local std::array<char, kTlsPumpBuffer> scratch;
+  return scratch.data();
+}
+
+// One TLS connection: the TCP socket (OpenSSL reads and writes it itself, non-blocking), its
+// TLS session, and the pump's end of the socketpair whose other end the relay holds. The
+// first direction to end closes everything, so the other and the relay see the end; after
+// that, `ssl` is not touched (its descriptor is closed and may be another's).
 struct Pump {
-  Pump(std::unique_ptr<ssl::stream<Socket>> s, Socket p) : tls(std::move(s)), plain(std::move(p)) {}
-  std::unique_ptr<ssl::stream<Socket>> tls;
+  Pump(Socket w, SslPtr s, Socket p) : wire(std::move(w)), ssl(std::move(s)), plain(std::move(p)) {}
+  Socket wire;  // the TCP connection to the peer
+  SslPtr ssl;
   Socket plain;
-  void Close() {
+  bool closed = false;
+  void Close(bool notify_peer) {
+    if (closed) return;
+    closed = true;
+    if (notify_peer) SSL_shutdown(ssl.get());  // close_notify, if the socket takes it now
+    ERR_clear_error();
     boost::system::error_code ignored;
     plain.close(ignored);
-    tls->lowest_layer().close(ignored);
+    wire.close(ignored);
   }
 };
 
-// One direction of the pump: what `from` gives, written to `to` (TLS to plain: what the peer
-// sent, decrypted, for the relay; plain to TLS: what the relay writes, encrypted). The owner
-// travels by pointer: GCC 12 copies a shared_ptr parameter into a coroutine frame wrongly.
-template <typename From, typename To>
-Task<void> Carry(std::shared_ptr<Pump>* owner, From* from, To* to) {
-  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
-  std::array<char, kTlsPumpBuffer> buffer;
+// Waits until OpenSSL's last call can go on (SSL_ERROR_WANT_READ or _WRITE on `wire`); false
+// when it cannot (another error, the socket closed or cancelled). asio registers sockets
+// edge-triggered: a wait is begun only once a call found the socket drained (or full).
+Task<bool> AwaitTls(Socket* wire, int error) {
+  if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) co_return false;
   boost::system::error_code ec;
-  while (true) {
-    size_t n = co_await from->async_read_some(asio::buffer(buffer),
-                                              asio::redirect_error(kUseTask, ec));
-    if (ec) break;
-    co_await asio::async_write(*to, asio::buffer(buffer.data(), n),
-                               asio::redirect_error(kUseTask, ec));
-    if (ec) break;
+  co_await wire->async_wait(error == SSL_ERROR_WANT_READ ? Socket::wait_read : Socket::wait_write,
+                           asio::redirect_error(kUseTask, ec));
+  co_return !ec;
+}
+
+// What the peer sent, decrypted, written to the relay's end. The owner travels by pointer:
+// GCC 12 copies a shared_ptr parameter into a coroutine frame wrongly.
+Task<void> Decrypt(std::shared_ptr<Pump>* owner) {
+  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
+  Pump& pump = **owner;
+  boost::system::error_code ec;
+  // SSL_read is called only when there is something to read: on an empty socket it would take
+  // a record buffer, which an idle connection would then hold.
+  int wait_for = SSL_ERROR_NONE;  // what the last SSL_read asked for
+  while (!pump.closed) {
+    if (wait_for == SSL_ERROR_NONE && SSL_has_pending(pump.ssl.get()) == 0) {
+      char byte;
+      const ssize_t peeked =
+          ::recv(pump.wire.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) wait_for = SSL_ERROR_WANT_READ;
+    }
+    if (wait_for != SSL_ERROR_NONE) {
+      const bool go_on = co_await AwaitTls(&pump.wire, wait_for);  // (the peer's end: false)
+      if (!go_on || pump.closed) break;
+      wait_for = SSL_ERROR_NONE;
+    }
+    char* data = Scratch();
+    const int n = SSL_read(pump.ssl.get(), data, kTlsPumpBuffer);
+    if (n <= 0) {
+      wait_for = SSL_get_error(pump.ssl.get(), n);
+      ERR_clear_error();
+      if (wait_for != SSL_ERROR_WANT_READ && wait_for != SSL_ERROR_WANT_WRITE) break;
+      continue;
+    }
+    // Into the socketpair, which holds far more than one read: the rest, if it does not all
+    // go at once, is copied before waiting (another pump of this thread uses the scratch).
+    const ssize_t sent = ::send(pump.plain.native_handle(), data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent == n) continue;
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+    std::string rest(data + std::max<ssize_t>(sent, 0), data + n);
+    co_await asio::async_write(pump.plain, asio::buffer(rest), asio::redirect_error(kUseTask, ec));
+    if (ec || pump.closed) break;
   }
-  (*owner)->Close();
+  pump.Close(/*notify_peer=*/false);
+}
+
+// What the relay writes, encrypted, sent to the peer; the relay's end closed: close_notify.
+Task<void> Encrypt(std::shared_ptr<Pump>* owner) {
+  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
+  Pump& pump = **owner;
+  boost::system::error_code ec;
+  bool relay_ended = false;
+  while (!pump.closed) {
+    char* data = Scratch();
+    const ssize_t n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      co_await pump.plain.async_wait(Socket::wait_read, asio::redirect_error(kUseTask, ec));
+      if (ec || pump.closed) break;
+      continue;
+    }
+    if (n <= 0) {
+      relay_ended = n == 0;
+      break;
+    }
+    // SSL_write (partial writes on) takes it a record at a time; when the socket is full,
+    // the rest is copied (OpenSSL may be given it again at another address) and waits.
+    std::string rest;
+    std::string_view left(data, static_cast<size_t>(n));
+    while (!left.empty() && !pump.closed) {
+      const int wrote = SSL_write(pump.ssl.get(), left.data(), static_cast<int>(left.size()));
+      if (wrote > 0) {
+        left.remove_prefix(static_cast<size_t>(wrote));
+        continue;
+      }
+      const int error = SSL_get_error(pump.ssl.get(), wrote);
+      ERR_clear_error();
+      if (rest.empty()) {
+        rest.assign(left);
+        left = rest;
+      }
+      const bool go_on = co_await AwaitTls(&pump.wire, error);
+      if (!go_on) break;
+    }
+    if (!left.empty()) break;
+  }
+  pump.Close(/*notify_peer=*/relay_ended);
 }
 
 // Loads `cert_file` (PEM chain) and `key_file` into `context`, an encrypted key with
@@ -175,6 +271,11 @@ std::string VerifiedCommonName(SSL* ssl) {
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOptions& tls) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  // No session resumption, as PostgreSQL's own server: its clients do not resume, and a
+  // server-side cache or the tickets sent after each handshake would cost every connection.
+  SSL_CTX_set_session_cache_mode(context->native_handle(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(context->native_handle(), 0);
   if (absl::Status s = LoadCertificate(*context, tls.cert, tls.key, "", "tls.cert", "tls.key", "");
       !s.ok()) {
     return s;
@@ -236,19 +337,30 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
                                       std::chrono::milliseconds timeout, std::string* peer_name,
                                       std::string* server_name) {
   Executor executor = raw->get_executor();
-  auto stream = std::make_unique<ssl::stream<Socket>>(std::move(*raw), context);
-  if (!as_server) {
-    SSL* ssl = stream->native_handle();
-    SSL_set_tlsext_host_name(ssl, host.c_str());
+  Socket wire(std::move(*raw));
+  boost::system::error_code ec;
+  wire.non_blocking(true, ec);
+  SslPtr ssl(SSL_new(context.native_handle()));
+  if (ssl == nullptr || SSL_set_fd(ssl.get(), wire.native_handle()) != 1) {
+    co_return absl::UnavailableError(Cat("TLS: ", OpenSslError("cannot make a session")));
+  }
+  // Partial writes: the pump gives SSL_write what it has and waits on what does not fit.
+  SSL_set_mode(ssl.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (as_server) {
+    SSL_set_accept_state(ssl.get());
+  } else {
+    SSL_set_connect_state(ssl.get());
+    SSL_set_tlsext_host_name(ssl.get(), host.c_str());
     if (mode == TlsMode::kVerifyFull) {
       // The certificate must name `host` (an address among its IP addresses; a name among its
       // DNS names, or as its common name when it has none). Checked by OpenSSL's own
       // verification, so that a mismatch fails with its reason ("hostname mismatch").
       boost::system::error_code not_address;
       asio::ip::make_address(host, not_address);
-      const int set = not_address
-                          ? SSL_set1_host(ssl, host.c_str())
-                          : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+      const int set =
+          not_address ? SSL_set1_host(ssl.get(), host.c_str())
+                      : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), host.c_str());
       if (set != 1) {
         co_return absl::InvalidArgumentError(
             Cat("sslmode verify-full: cannot check certificates against host ", host, ": ",
@@ -257,43 +369,58 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
     }
   }
   // The timer's handler may run after this coroutine is gone (it expired in the turn the
-  // handshake finished): it reaches the stream only through a state the coroutine detaches.
+  // handshake finished): it reaches the socket only through a state the coroutine detaches.
   struct Watch {
-    ssl::stream<Socket>* stream;
+    Socket* socket;
     bool expired = false;
   };
-  auto watch = std::make_shared<Watch>(Watch{.stream = stream.get()});
+  auto watch = std::make_shared<Watch>(Watch{.socket = &wire});
   Timer timer(executor);
   timer.expires_after(timeout);
   timer.async_wait([watch](const boost::system::error_code& ec) {
-    if (ec || watch->stream == nullptr) return;
+    if (ec || watch->socket == nullptr) return;
     watch->expired = true;
     boost::system::error_code ignored;
-    watch->stream->lowest_layer().cancel(ignored);
+    watch->socket->cancel(ignored);
   });
-  boost::system::error_code ec;
-  co_await stream->async_handshake(as_server ? ssl::stream_base::server : ssl::stream_base::client,
-                                   asio::redirect_error(kUseTask, ec));
-  watch->stream = nullptr;
-  timer.cancel();
-  if (ec || watch->expired) {
-    std::string why = watch->expired ? "" : OpenSslError(ec.message());
-    // Why the peer's certificate was refused (revoked, expired, unknown authority, ...), when
-    // that is what failed: OpenSSL keeps a verify result even when nothing was verified.
-    SSL* ssl = stream->native_handle();
-    const long verified = SSL_get_verify_result(ssl);
-    if (!watch->expired && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 &&
-        ec.category() == asio::error::get_ssl_category() &&
-        ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
-        verified != X509_V_OK && verified != X509_V_ERR_UNSPECIFIED) {
-      why = Cat(why, " (", X509_verify_cert_error_string(verified), ")");
+  // The handshake, each step waiting for what OpenSSL asks of the socket.
+  std::string why;
+  while (true) {
+    const int done = SSL_do_handshake(ssl.get());
+    if (done == 1) break;
+    const int error = SSL_get_error(ssl.get(), done);
+    const unsigned long code = error == SSL_ERROR_SSL ? ERR_peek_error() : 0;
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+      const bool go_on = co_await AwaitTls(&wire, error);
+      if (go_on && !watch->expired) continue;
+      why = watch->expired ? "" : "the connection was closed";
+    } else if (code != 0) {
+      const char* reason = ERR_reason_error_string(code);
+      why = reason != nullptr ? reason : OpenSslError("refused");
+      // Why the peer's certificate was refused (revoked, expired, unknown authority, ...),
+      // when that is what failed: OpenSSL keeps a verify result even when nothing was verified.
+      const long verified = SSL_get_verify_result(ssl.get());
+      if ((SSL_get_verify_mode(ssl.get()) & SSL_VERIFY_PEER) != 0 &&
+          ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verified != X509_V_OK &&
+          verified != X509_V_ERR_UNSPECIFIED) {
+        why = Cat(why, " (", X509_verify_cert_error_string(verified), ")");
+      }
+    } else {
+      why = error == SSL_ERROR_SYSCALL && errno != 0 ? strerror(errno)
+                                                      : "the peer closed the connection";
     }
+    ERR_clear_error();
+    break;
+  }
+  watch->socket = nullptr;
+  timer.cancel();
+  if (watch->expired || !why.empty()) {
     co_return absl::UnavailableError(
         Cat("TLS handshake ", watch->expired ? "timed out" : "failed", ": ", why));
   }
-  if (as_server && peer_name != nullptr) *peer_name = VerifiedCommonName(stream->native_handle());
+  if (as_server && peer_name != nullptr) *peer_name = VerifiedCommonName(ssl.get());
   if (as_server && server_name != nullptr) {
-    const char* sni = SSL_get_servername(stream->native_handle(), TLSEXT_NAMETYPE_host_name);
+    const char* sni = SSL_get_servername(ssl.get(), TLSEXT_NAMETYPE_host_name);
     if (sni != nullptr) *server_name = sni;
   }
   int fds[2];
@@ -315,13 +442,9 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   }
   inner.non_blocking(true, ec);
   outer.non_blocking(true, ec);
-  auto pump = std::make_shared<Pump>(std::move(stream), std::move(inner));
-  asio::co_spawn(executor,
-                 Carry(new std::shared_ptr<Pump>(pump), pump->tls.get(), &pump->plain),
-                 asio::detached);
-  asio::co_spawn(executor,
-                 Carry(new std::shared_ptr<Pump>(pump), &pump->plain, pump->tls.get()),
-                 asio::detached);
+  auto pump = std::make_shared<Pump>(std::move(wire), std::move(ssl), std::move(inner));
+  asio::co_spawn(executor, Decrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
+  asio::co_spawn(executor, Encrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
   co_return outer;
 }
 

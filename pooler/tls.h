@@ -1,12 +1,13 @@
 #pragma once
 
-// TLS on either side of the pooler (OpenSSL through Boost.Asio), as a transport adapter: the
-// sessions and server connections read and write plain PostgreSQL bytes on a socket, with
-// the wait-then-read_some calls of the relay; for a peer that speaks TLS, that socket is one
-// end of a Unix socketpair, and a pump (two coroutines on the same thread) carries the bytes
-// between its other end and the TLS session. The relay's code is the same with and without
-// TLS; a TLS connection costs the pump's two buffers (kTlsPumpBuffer each) and, per read or
-// write, one more pair of system calls.
+// TLS on either side of the pooler (OpenSSL, on the socket's descriptor), as a transport
+// adapter: the sessions and server connections read and write plain PostgreSQL bytes on a
+// socket, with the wait-then-read_some calls of the relay; for a peer that speaks TLS, that
+// socket is one end of a Unix socketpair, and a pump (two coroutines on the same thread)
+// carries the bytes between its other end and the TLS session. The relay's code is the same
+// with and without TLS; per read or write, a TLS connection costs one more pair of system
+// calls. An idle one holds no buffer: the pump reads through its thread's scratch
+// (kTlsPumpBuffer), and OpenSSL releases its record buffers between records.
 //
 // Negotiation is PostgreSQL's: a client sends SSLRequest and gets 'S' (then the handshake) or
 // 'N'; the pooler does the same toward a server when its url's sslmode asks for it.

@@ -166,6 +166,11 @@ TEST(PoolerConfigTest, ClientCertificatesNeedTheirAuthorities) {
       parse("auth: {method: trust}\ntls: {mode: verify-full, cert: c.pem, key: k.pem}\n");
   ASSERT_FALSE(verify.ok());
   EXPECT_THAT(verify.status().message(), HasSubstr("need tls.ca"));
+  // A certificate without a mode would silently offer no TLS: refused, saying so.
+  absl::StatusOr<PoolerConfig> unmoded =
+      parse("auth: {method: trust}\ntls: {cert: c.pem, key: k.pem}\n");
+  ASSERT_FALSE(unmoded.ok());
+  EXPECT_THAT(unmoded.status().message(), HasSubstr("tls.mode is disable (the default)"));
   absl::StatusOr<PoolerConfig> cert = parse("auth: {method: cert}\n");
   ASSERT_FALSE(cert.ok());
   EXPECT_THAT(cert.status().message(), HasSubstr("auth.method cert needs TLS"));
