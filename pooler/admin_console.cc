@@ -113,12 +113,13 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
            d.force_user.empty() ? std::nullopt : std::optional<std::string>(d.force_user),
            Num(d.pool_size), Num(d.min_pool_size), Num(d.reserve_pool), d.mode,
            Num(d.max_client_conn), Num(d.current_connections), d.paused ? "1" : "0",
-           d.retargeted ? "1" : "0"});
+           d.retargeted ? "1" : "0", Num(d.clients), Num(d.max_queries_per_second),
+           Num(d.queries_delayed)});
     }
     Table(out,
           {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
            "reserve_pool", "pool_mode", "max_client_conn", "current_connections", "paused",
-           "retargeted"},
+           "retargeted", "clients", "max_queries_per_second", "queries_delayed"},
           rows, "SHOW");
   } else if (what == "replicas") {
     std::vector<Row> rows;

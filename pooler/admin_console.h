@@ -82,6 +82,9 @@ struct DatabaseView {
   std::string mode;
   int max_client_conn = 0;
   int current_connections = 0;
+  int max_queries_per_second = 0;
+  int clients = 0;               // logged in, all users together
+  uint64_t queries_delayed = 0;  // queries that waited for their turn (max_queries_per_second)
   bool paused = false;
   bool retargeted = false;  // RETARGET moved it from the file's url
 };

@@ -167,17 +167,6 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
   return routers;
 }
 
-std::shared_ptr<Pool> Pooler::Impl::FindPool(const std::string& database,
-                                             const std::string& client_user) {
-  std::shared_ptr<const PoolerConfig> config = this->config();
-  const DatabaseOptions* db = FindDatabase(*config, database);
-  if (db == nullptr) return nullptr;
-  const std::string& login_user = db->upstream.user.empty() ? client_user : db->upstream.user;
-  absl::MutexLock lock(&pools_mu_);
-  auto it = pools_.find({database, login_user, kPrimaryNode});
-  return it == pools_.end() ? nullptr : it->second;
-}
-
 void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
   absl::MutexLock lock(&clients_mu_);
   client_infos_[info->id] = info;
@@ -510,6 +499,13 @@ void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
     absl::MutexLock lock(&config_mu_);
     retired_routers_.push_back(router);  // (joined by Stop: their threads post to ours)
   }
+  {
+    absl::MutexLock lock(&tenants_mu_);
+    for (auto& [database, tenant] : tenants_) {
+      const DatabaseOptions* db = FindDatabase(*snapshot, database);
+      tenant->max_queries_per_second.store(db != nullptr ? db->max_queries_per_second : 0);
+    }
+  }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {
     const auto& [database, login_user, node] = it->first;
@@ -537,9 +533,16 @@ void Pooler::Impl::CollectMetrics() {
     for (const auto& [k, v] : labels) key += Cat("|", k, "=", v);
     uint64_t& last = exported_[key];
     Counter* c = metrics_->GetCounter(name, help, labels);
-    if (value > last) c->Add(value - last);
+    // (A value below the last: its source was made again, a pruned pool or tenant, and
+    // counts from zero.)
+    c->Add(value >= last ? value - last : value);
     last = value;
   };
+  for (const auto& [database, tenant] : Tenants()) {
+    counter("pgflow_pooler_queries_delayed_total",
+            "Queries that waited for their turn under the database's max_queries_per_second.",
+            {{"database", database}}, tenant->queries_delayed.load());
+  }
   for (const ReplicaView& r : Replicas()) {
     const MetricLabels labels = {
         {"database", r.database}, {"node", std::to_string(r.node.node)}, {"role", r.node.role}};
@@ -823,6 +826,9 @@ Task<void> Pooler::Impl::Every(NetThread* thread, std::chrono::milliseconds peri
 void Pooler::Impl::PrunePools(NetThread*) {
   std::vector<std::shared_ptr<Pool>> pools = PoolsOf("");
   for (const std::shared_ptr<Pool>& pool : pools) pool->Prune();
+  // (A tenant no session holds has no clients, and a pace that a new one may start afresh.)
+  absl::MutexLock lock(&tenants_mu_);
+  std::erase_if(tenants_, [](const auto& entry) { return entry.second.use_count() == 1; });
 }
 
 // Every second (on the first thread): the count of failed logins the log held back.

@@ -312,7 +312,14 @@ const OptionTable<DatabaseOptions>& DatabaseTable() {
           .Help("How long a client waits before the reserve pool is used."),
       IntOption("max_client_conn", &DatabaseOptions::max_client_conn)
           .Range(0, 1000000)
-          .Help("Clients of this database at most (0: only the global limit)."),
+          .Help("Clients of this database at most, all its users together (0: only the "
+                "global limit); one more is refused with SQLSTATE 53300."),
+      IntOption("max_queries_per_second", &DatabaseOptions::max_queries_per_second)
+          .Range(0, 10000000)
+          .Help("Queries a second this database's clients may run together (simple queries "
+                "and extended-protocol Executes; 0: no limit). Up to one second's worth may "
+                "come at once after a quiet second; a query past that waits for its turn "
+                "(counted in SHOW DATABASES' queries_delayed)."),
       ListOption("replicas", &DatabaseOptions::replicas)
           .NoDefault()
           .Help("Streaming replicas of url (postgres://user:password@host:port/dbname each, "

@@ -154,6 +154,9 @@ struct DatabaseOptions {
   int reserve_pool = 0;
   std::chrono::milliseconds reserve_pool_timeout{5000};
   int max_client_conn = 0;  // 0: only the global limit
+  // Queries (simple queries and extended-protocol Executes) a second, across the entry's
+  // clients on every thread; a query past it waits for its turn. 0: no limit.
+  int max_queries_per_second = 0;
   SessionStatePolicy session_state = SessionStatePolicy::kRefuse;
   bool load_balance_hosts = false;  // round-robin (true) or disable
   // The routing proxy (proxy/, pooler/router.h): streaming replicas of `url` that take the

@@ -205,7 +205,9 @@ ConsoleHooks Pooler::Console() {
                                     {"max_client_conn", d.max_client_conn},
                                     {"current_connections", d.current_connections},
                                     {"paused", d.paused},
-                                    {"retargeted", d.retargeted}});
+                                    {"retargeted", d.retargeted},
+                                    {"max_queries_per_second", d.max_queries_per_second},
+                                    {"queries_delayed", d.queries_delayed}});
     }
     state["pools"] = nlohmann::json::array();
     for (const PoolView& p : impl_->Pools()) {

@@ -34,6 +34,7 @@
 #include "pooler/pooler_config.h"
 #include "pooler/reactor.h"
 #include "pooler/relay_protocol.h"
+#include "pooler/tenant.h"
 
 namespace pgflow::pooler {
 
@@ -196,8 +197,12 @@ class Pooler::Impl : public AdminTarget {
     absl::MutexLock lock(&config_mu_);
     return routers_;
   }
-  // The same, if it exists already.
-  std::shared_ptr<Pool> FindPool(const std::string& database, const std::string& client_user);
+  // The tenant of `database` (as clients name it), made on first use; FindTenant: nullptr
+  // when there is none yet. Kept while a session holds it (PruneTenants).
+  std::shared_ptr<Tenant> TenantFor(const std::string& database);
+  std::shared_ptr<Tenant> FindTenant(const std::string& database);
+  // The tenants, by database.
+  std::map<std::string, std::shared_ptr<Tenant>> Tenants();
   // A session served over one end of a socketpair on `thread`, for a gateway client (Tunnel);
   // the other end, on the thread's executor (and the session in *session, when given). An
   // error when the socketpair cannot be made.
@@ -270,7 +275,7 @@ class Pooler::Impl : public AdminTarget {
                                       std::optional<Tunnel> tunnel = std::nullopt);
   Task<void> Every(NetThread* thread, std::chrono::milliseconds period,
                    void (Impl::*work)(NetThread*));
-  void PrunePools(NetThread* thread);
+  void PrunePools(NetThread* thread);  // (and the tenants no session holds)
   void SweepWaits(NetThread* thread);
   void SumUpLoginFailures(NetThread* thread);
   void StopListening();
@@ -329,6 +334,9 @@ class Pooler::Impl : public AdminTarget {
   // starts paused.
   std::set<std::string> paused_databases_ ABSL_GUARDED_BY(pools_mu_);
   std::set<std::string> held_databases_ ABSL_GUARDED_BY(pools_mu_);
+
+  absl::Mutex tenants_mu_;
+  std::map<std::string, std::shared_ptr<Tenant>> tenants_ ABSL_GUARDED_BY(tenants_mu_);
 
   absl::Mutex clients_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_

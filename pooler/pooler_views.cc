@@ -135,6 +135,7 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
       absl::MutexLock lock(&pools_mu_);
       paused = KeptPaused(name);
     }
+    const std::shared_ptr<Tenant> tenant = FindTenant(name);
     out.push_back(DatabaseView{
         .name = name,
         .host = db.upstream.HostList(),
@@ -147,6 +148,9 @@ std::vector<DatabaseView> Pooler::Impl::Databases() {
         .mode = std::string(PoolModeName(db.pool_mode)),
         .max_client_conn = db.max_client_conn,
         .current_connections = connections,
+        .max_queries_per_second = db.max_queries_per_second,
+        .clients = tenant != nullptr ? tenant->clients.load() : 0,
+        .queries_delayed = tenant != nullptr ? tenant->queries_delayed.load() : 0,
         .paused = paused,
         .retargeted = retargeted.contains(name),
     });

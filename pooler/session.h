@@ -236,6 +236,11 @@ class Session : public std::enable_shared_from_this<Session>,
   // bytes (RelayProtocol::parsed()), for a server connection, or for to_server to be written.
   void ProcessClientInput();
 
+  // Under the tenant's max_queries_per_second: takes a turn for each query (Q, or E: an
+  // Execute) in cbuf past paced_until_, and returns where the first that must wait begins
+  // (cbuf's size: none waits); that one's turn is waited for on pace_timer_ (pacing_).
+  size_t PaceQueries(const std::string& cbuf);
+
   // The client's first message of a transaction needs a server connection: an idle one now.
   bool TryAttach();
 
@@ -358,6 +363,14 @@ class Session : public std::enable_shared_from_this<Session>,
   std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
+  std::shared_ptr<Tenant> tenant_;  // its database's (JoinPool on)
+  // Pacing (PaceQueries): the bytes of cbuf whose queries have had their turn; waiting for
+  // the next turn (the client is read on, up to ClientReadLimit, but not relayed); the timer
+  // of that wait, made at the first; whether the query waiting was counted as delayed.
+  size_t paced_until_ = 0;
+  bool pacing_ = false;
+  bool pace_counted_ = false;
+  std::unique_ptr<Timer> pace_timer_;
   // Routing (pooler/router.h): the pool the held or awaited server connection is from (pool_,
   // or a replica's), the choice it was taken for, and the replicas' pools, taken at first use.
   Pool* target_ = nullptr;

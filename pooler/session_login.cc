@@ -34,6 +34,7 @@ Session::~Session() {
   if (ws_fd_ >= 0) ::close(ws_fd_);  // a WebSocket adopted by a session that never relayed
   if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
+  if (tenant_ != nullptr) tenant_->clients.fetch_sub(1);
   if (counted_) impl_->clients.fetch_sub(1);
   if (admin_) impl_->consoles.fetch_sub(1);
   impl_->sessions.fetch_sub(1);
@@ -278,9 +279,9 @@ Task<bool> Session::AdmitTo(const PoolerConfig& config) {
     co_return false;
   }
   if (db->max_client_conn > 0) {
-    // Looked up, not created: a client not yet authenticated creates nothing.
-    std::shared_ptr<Pool> pool = impl_->FindPool(database(), user());
-    if (pool != nullptr && pool->clients.load() >= db->max_client_conn) {
+    // Looked up, not made: a client not yet authenticated makes nothing. (JoinPool counts.)
+    std::shared_ptr<Tenant> tenant = impl_->FindTenant(database());
+    if (tenant != nullptr && tenant->clients.load() >= db->max_client_conn) {
       co_await SendFatal("53300", Cat("too many clients of database ", database(),
                                       " (max_client_conn ", db->max_client_conn, ")"));
       co_return false;
@@ -299,6 +300,16 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     co_return false;
   }
   pool_->clients.fetch_add(1);
+  tenant_ = impl_->TenantFor(database());
+  const int others = tenant_->clients.fetch_add(1);
+  {
+    const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
+    if (db != nullptr && db->max_client_conn > 0 && others >= db->max_client_conn) {
+      co_await SendFatal("53300", Cat("too many clients of database ", database(),
+                                      " (max_client_conn ", db->max_client_conn, ")"));
+      co_return false;
+    }
+  }
   target_ = pool_.get();
   protocol_.Start(pool_.get(), info_.get());
   impl_->RefreshConfig(thread_);

@@ -266,7 +266,8 @@ bool Session::ClientSide() {
     }
   }
   if (!protocol_.parsed() && (!attaching_ || protocol_.dropping()) && !protocol_.shape_wait() &&
-      !protocol_.holding() && !cache_wait_ && !r.cbuf.empty() && r.to_server.size() < kFlushAt) {
+      !protocol_.holding() && !cache_wait_ && !pacing_ && !r.cbuf.empty() &&
+      r.to_server.size() < kFlushAt) {
     ProcessClientInput();
     progress = true;
   }
@@ -279,6 +280,16 @@ void Session::ProcessClientInput() {
   const PoolerConfig& config = *thread_->config;  // (refreshed by Pump)
   RelayState& r = relay();
   size_t pos = 0;
+  // Queries past the tenant's pace wait, with what follows them, out of cbuf's sight.
+  std::string later;
+  if (tenant_ != nullptr && tenant_->max_queries_per_second.load(std::memory_order_relaxed) > 0) {
+    const size_t cut = PaceQueries(r.cbuf);
+    if (cut == 0) return;
+    if (cut < r.cbuf.size()) {
+      later.assign(r.cbuf, cut);
+      r.cbuf.resize(cut);
+    }
+  }
   for (bool more = true; more;) {
     std::string fatal_message;
     switch (protocol_.ProcessClientBuffer(r, config, &pos, &fatal_message)) {
@@ -336,6 +347,44 @@ void Session::ProcessClientInput() {
     }
   }
   r.cbuf.erase(0, pos);
+  paced_until_ -= std::min(paced_until_, pos);
+  if (!later.empty()) {
+    r.cbuf += later;
+    protocol_.Unparse();  // (what it parsed to the end of was not the end)
+  }
+}
+
+size_t Session::PaceQueries(const std::string& cbuf) {
+  const int rate = tenant_->max_queries_per_second.load(std::memory_order_relaxed);
+  size_t at = paced_until_;
+  // Whole messages only (a type byte and a length); what is not whole yet is left for later.
+  while (at + 5 <= cbuf.size()) {
+    const char type = cbuf[at];
+    const auto length = static_cast<uint32_t>(ReadInt32(cbuf.data() + at + 1));
+    if (length < 4 || cbuf.size() - at - 1 < length) break;
+    if (type == 'Q' || type == 'E') {
+      const std::chrono::nanoseconds wait = tenant_->queries.Take(rate, Clock::now());
+      if (wait.count() > 0) {
+        if (!pace_counted_) tenant_->queries_delayed.fetch_add(1, std::memory_order_relaxed);
+        pace_counted_ = true;
+        pacing_ = true;
+        if (pace_timer_ == nullptr) pace_timer_ = std::make_unique<Timer>(thread_->context);
+        pace_timer_->expires_after(wait);
+        pace_timer_->async_wait(
+            [weak = weak_from_this()](const boost::system::error_code& ec) {
+              std::shared_ptr<Session> self = weak.lock();
+              if (ec || self == nullptr) return;
+              self->pacing_ = false;
+              self->Pump();
+            });
+        break;
+      }
+      pace_counted_ = false;
+    }
+    at += 1 + length;
+  }
+  paced_until_ = at;
+  return pacing_ ? at : cbuf.size();
 }
 
 Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
@@ -687,7 +736,10 @@ void Session::ClientGone() {
     relay_->to_client.clear();
     relay_->client_sent = 0;
     relay_->cbuf.clear();
+    paced_until_ = 0;
   }
+  pacing_ = false;
+  if (pace_timer_ != nullptr) pace_timer_->cancel();
   if (ws_ != nullptr) {
     ws_->out.clear();
     ws_->sent = 0;

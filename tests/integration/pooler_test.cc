@@ -520,6 +520,70 @@ TEST_F(PoolerTest, TenantsAreNamedByTheUserNameSuffix) {
   EXPECT_FALSE(as_is.ok());
 }
 
+// A tenant's limits hold across its users: max_client_conn counts the database's clients
+// whoever they log in as, and max_queries_per_second paces its queries, simple and extended,
+// counted in SHOW DATABASES; another tenant is not paced, and RELOAD lifts the pace.
+TEST_F(PoolerTest, TenantLimitsHoldAcrossUsers) {
+  const std::string users =
+      "\"postgres\" \"pg-secret\"\n\"alice\" \"alice-secret\"\n\"bob\" \"bob-secret\"\n";
+  const std::string bench = Database("bench", "transaction", 2, "pool_bench", "");
+  PoolerProcess pooler(
+      "scram-sha-256", users,
+      Database("shop", "transaction", 2, "pool_app", "",
+               "max_client_conn: 2, max_queries_per_second: 20") + bench);
+  Conn alice(pooler.Url("shop", "alice", "alice-secret"));
+  ASSERT_TRUE(alice.ok()) << alice.error();
+  Conn bob(pooler.Url("shop", "bob", "bob-secret"));
+  ASSERT_TRUE(bob.ok()) << bob.error();
+  Conn third(pooler.Url("shop", "alice", "alice-secret"));
+  EXPECT_FALSE(third.ok());
+  EXPECT_NE(third.error().find("too many clients of database shop (max_client_conn 2)"),
+            std::string::npos)
+      << third.error();
+  // 20 at once (a second's worth), then one every 50 ms: 50 queries take 1.5 s at least.
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 40; ++i) ASSERT_EQ((i % 2 ? alice : bob).Run("SELECT 1"), "1");
+  for (int i = 0; i < 10; ++i) {
+    const char* const value[] = {"7"};
+    PGresult* result =
+        PQexecParams(alice.conn, "SELECT $1::int", 1, nullptr, value, nullptr, nullptr, 0);
+    ASSERT_EQ(PQresultStatus(result), PGRES_TUPLES_OK) << PQerrorMessage(alice.conn);
+    EXPECT_STREQ(PQgetvalue(result, 0, 0), "7");
+    PQclear(result);
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(1450));
+  Conn other(pooler.Url("bench", "alice", "alice-secret"));
+  ASSERT_TRUE(other.ok()) << other.error();
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(other.Run("SELECT 1"), "1");
+  setenv("PGPASSWORD", "pg-secret", 1);
+  auto delayed = [&](const std::string& name) {
+    for (const std::string& line :
+         std::vector<std::string>(absl::StrSplit(Console(pooler, "SHOW DATABASES"), '\n'))) {
+      std::vector<std::string> cells = absl::StrSplit(line, '|');
+      // name ... clients (13), max_queries_per_second (14), queries_delayed (15)
+      if (cells.size() == 16 && cells[0] == name) {
+        return absl::StrJoin({cells[13], cells[14], cells[15]}, "/");
+      }
+    }
+    return std::string("none");
+  };
+  const std::string shop = delayed("shop");
+  std::vector<std::string> fields = absl::StrSplit(shop, '/');
+  ASSERT_EQ(fields.size(), 3u) << shop;
+  EXPECT_EQ(fields[0], "2");
+  EXPECT_EQ(fields[1], "20");
+  EXPECT_GE(std::stoi(fields[2]), 25) << shop;  // (about 30: the queries past the burst)
+  EXPECT_EQ(delayed("bench"), "1/0/0");
+  // RELOAD without the pace: no query waits any more.
+  pooler.WriteConfig("scram-sha-256",
+                     Database("shop", "transaction", 2, "pool_app", "", "max_client_conn: 2") +
+                         bench);
+  Console(pooler, "RELOAD");
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(alice.Run("SELECT 1"), "1");
+  EXPECT_EQ(delayed("shop"), absl::StrCat(fields[0], "/0/", fields[2]));
+  unsetenv("PGPASSWORD");
+}
+
 // tenant_from_sni: the host name a TLS client connects to (shop.pooler.test) names the entry.
 TEST_F(PoolerTest, TenantsAreNamedByTheTlsServerName) {
   TempDir certs;
