@@ -152,6 +152,10 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     std::vector<Row> rows;
     for (const auto& [key, value] : target->ConfigRows()) rows.push_back({key, value});
     Table(out, {"key", "value"}, rows, "SHOW");
+  } else if (what == "mem") {
+    std::vector<Row> rows;
+    for (const auto& [item, value] : target->Memory()) rows.push_back({item, value});
+    Table(out, {"item", "value"}, rows, "SHOW");
   } else if (what == "bans") {
     std::vector<Row> rows;
     for (const auto& [kind, who] : target->Bans()) rows.push_back({kind, who});
@@ -161,7 +165,7 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
   } else {
     return Error("42601", Cat("unknown SHOW ", what,
                               ": try POOLS, CLIENTS, SERVERS, STATS, DATABASES, REPLICAS, CACHE, "
-                              "BANS, CONFIG, VERSION"));
+                              "BANS, MEM, CONFIG, VERSION"));
   }
   return reply;
 }

@@ -19,6 +19,7 @@
 //                clients; until UNBAN or the pooler restarts
 //   UNBAN USER name | UNBAN ADDRESS ip | UNBAN DATABASE name
 //   SHOW BANS    who is banned
+//   SHOW MEM     resident and heap memory, clients, TLS clients, heap bytes per client
 //   SHUTDOWN     stops the pooler
 //   SHUTDOWN WAIT_FOR_SERVERS   stops listening, pauses every database, and stops the pooler
 //                once no server connection is in use
@@ -112,6 +113,8 @@ class AdminTarget {
   virtual std::vector<DatabaseView> Databases() = 0;
   virtual std::vector<ReplicaView> Replicas() = 0;
   virtual std::vector<CacheView> Caches() { return {}; }
+  // SHOW MEM's (item, value) rows: the process's memory and what its clients take.
+  virtual std::vector<std::pair<std::string, std::string>> Memory() { return {}; }
   virtual bool HasDatabase(const std::string& database) = 0;
   // "" means every database.
   virtual void Pause(const std::string& database) = 0;

@@ -233,6 +233,10 @@ class Pooler::Impl : public AdminTarget {
   std::vector<DatabaseView> Databases() override;
   std::vector<ReplicaView> Replicas() override;
   std::vector<CacheView> Caches() override;
+  std::vector<std::pair<std::string, std::string>> Memory() override;
+  // The process's resident memory and what malloc holds in use, in bytes.
+  static uint64_t ResidentBytes();
+  static uint64_t HeapBytes();
   void Pause(const std::string& database) override;
   void Resume(const std::string& database) override;
   void Hold(const std::string& database);
@@ -304,6 +308,7 @@ class Pooler::Impl : public AdminTarget {
   PoolerConfig config_;
   RouterFactory* router_factory_;  // may be null
   const std::string mock_key_ = RandomBytes(32);
+  const uint64_t heap_at_start_ = HeapBytes();  // (SHOW MEM: what clients add to it)
   LoginFailureLog login_failures_;
   // Held through a RELOAD or a RETARGET, so that one does not undo the other.
   absl::Mutex reconfigure_mu_;

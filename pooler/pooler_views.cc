@@ -2,7 +2,11 @@
 // settings, databases, and the routing proxy's replicas and caches, read from the running
 // configuration and the pools.
 
+#include <malloc.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,8 +19,37 @@
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
 #include "pooler/session.h"
+#include "pooler/tls.h"
 
 namespace pgflow::pooler {
+
+uint64_t Pooler::Impl::ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+uint64_t Pooler::Impl::HeapBytes() {
+  const struct mallinfo2 info = mallinfo2();
+  return info.uordblks + info.hblkhd;  // (allocated from the arenas, and mmapped alone)
+}
+
+std::vector<std::pair<std::string, std::string>> Pooler::Impl::Memory() {
+  const uint64_t heap = HeapBytes();
+  const int connected = sessions.load() - consoles.load();
+  const uint64_t added = heap > heap_at_start_ ? heap - heap_at_start_ : 0;
+  return {
+      {"resident_bytes", std::to_string(ResidentBytes())},
+      {"heap_bytes", std::to_string(heap)},
+      {"heap_bytes_at_start", std::to_string(heap_at_start_)},
+      {"clients", std::to_string(connected)},
+      {"tls_clients", std::to_string(TlsClientsOpen())},
+      // Everything the heap grew by since the start, pools and server connections included,
+      // over the clients: an upper bound on a client's own share.
+      {"heap_bytes_per_client", connected > 0 ? std::to_string(added / connected) : ""},
+  };
+}
 
 std::vector<ReplicaView> Pooler::Impl::Replicas() {
   std::vector<ReplicaView> out;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <optional>
 #include <utility>
 
@@ -53,11 +54,20 @@ char* Scratch() {
 // TLS session, and the pump's end of the socketpair whose other end the relay holds. The
 // first direction to end closes everything, so the other and the relay see the end; after
 // that, `ssl` is not touched (its descriptor is closed and may be another's).
+std::atomic<int> tls_clients{0};
+
 struct Pump {
-  Pump(Socket w, SslPtr s, Socket p) : wire(std::move(w)), ssl(std::move(s)), plain(std::move(p)) {}
+  Pump(Socket w, SslPtr s, Socket p, bool client)
+      : wire(std::move(w)), ssl(std::move(s)), plain(std::move(p)), of_client(client) {
+    if (of_client) tls_clients.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Pump() {
+    if (of_client) tls_clients.fetch_sub(1, std::memory_order_relaxed);
+  }
   Socket wire;  // the TCP connection to the peer
   SslPtr ssl;
   Socket plain;
+  bool of_client;  // toward a client (counted in TlsClientsOpen), not a server
   bool closed = false;
   void Close(bool notify_peer) {
     if (closed) return;
@@ -249,6 +259,8 @@ absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
 }
 
 }  // namespace
+
+int TlsClientsOpen() { return tls_clients.load(std::memory_order_relaxed); }
 
 std::string VerifiedCommonName(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
@@ -442,7 +454,7 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   }
   inner.non_blocking(true, ec);
   outer.non_blocking(true, ec);
-  auto pump = std::make_shared<Pump>(std::move(wire), std::move(ssl), std::move(inner));
+  auto pump = std::make_shared<Pump>(std::move(wire), std::move(ssl), std::move(inner), as_server);
   asio::co_spawn(executor, Decrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
   asio::co_spawn(executor, Encrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
   co_return outer;

@@ -50,6 +50,9 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 // The common name of the peer's certificate, if it sent one and it was verified; else empty.
 std::string VerifiedCommonName(SSL* ssl);
 
+// TLS clients open now (StartTls as the server, until their pump ends).
+int TlsClientsOpen();
+
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
     TlsMode mode, const std::string& host, std::chrono::milliseconds timeout,

@@ -574,6 +574,12 @@ TEST_F(PoolerTest, TenantLimitsHoldAcrossUsers) {
   EXPECT_EQ(fields[1], "20");
   EXPECT_GE(std::stoi(fields[2]), 25) << shop;  // (about 30: the queries past the burst)
   EXPECT_EQ(delayed("bench"), "1/0/0");
+  // SHOW MEM: the clients (the console's own apart) and what the heap holds per client.
+  const std::string memory = Console(pooler, "SHOW MEM");
+  EXPECT_NE(memory.find("\nclients|3\n"), std::string::npos) << memory;
+  EXPECT_NE(memory.find("\ntls_clients|0\n"), std::string::npos) << memory;
+  EXPECT_TRUE(std::regex_search(memory, std::regex("heap_bytes_per_client\\|[1-9][0-9]*")))
+      << memory;
   // RELOAD without the pace: no query waits any more.
   pooler.WriteConfig("scram-sha-256",
                      Database("shop", "transaction", 2, "pool_app", "", "max_client_conn: 2") +

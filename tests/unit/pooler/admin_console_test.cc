@@ -130,6 +130,14 @@ TEST(AdminConsoleTest, RetargetRefusesWhatItCannotUseAndChangesNothing) {
   EXPECT_THAT(target.retargets, IsEmpty());
 }
 
+TEST(AdminConsoleTest, ShowMemListsWhatTheTargetMeasures) {
+  RecordingTarget target;
+  AdminReply reply = RunAdminCommand(&target, "SHOW MEM");
+  EXPECT_EQ(Types(reply.messages), "TC");  // (the recording target measures nothing)
+  EXPECT_THAT(reply.messages, HasSubstr("item"));
+  EXPECT_THAT(RunAdminCommand(&target, "SHOW NOTHING").messages, HasSubstr("MEM"));
+}
+
 TEST(AdminConsoleTest, ShowDatabasesSaysWhichWereRetargeted) {
   RecordingTarget target;
   AdminReply before = RunAdminCommand(&target, "SHOW DATABASES");
