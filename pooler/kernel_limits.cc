@@ -15,10 +15,11 @@ namespace {
 constexpr int kBurstBacklog = 4096;
 constexpr int kManyClients = 1000;
 
-int ReadProcInt(const char* path) {
+// The number a /proc file holds, or `fallback` when it cannot be read.
+int ReadProcInt(const char* path, int fallback = 0) {
   std::ifstream in(path);
   int value = 0;
-  if (!(in >> value)) return 0;
+  if (!(in >> value)) return fallback;
   return value;
 }
 
@@ -64,10 +65,8 @@ std::vector<std::string> KernelLimitProblems(const PoolerConfig& config,
 }
 
 bool MigratesQueuedConnections() {
-  std::ifstream in("/proc/sys/net/ipv4/tcp_migrate_req");
-  int value = 1;
-  in >> value;
-  return value != 0;
+  // (Unreadable: nothing is known, and nothing is said.)
+  return ReadProcInt("/proc/sys/net/ipv4/tcp_migrate_req", 1) != 0;
 }
 
 KernelLimits ReadKernelLimits(const PoolerConfig& config) {

@@ -130,8 +130,8 @@ class PoolClient;
 struct PoolStats {
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> queries{0};
-  std::atomic<uint64_t> xact_us{0};
-  std::atomic<uint64_t> errors{0};  // ErrorResponses the server sent the pool's clients  // transactions' time, first message to ReadyForQuery 'I'
+  std::atomic<uint64_t> xact_us{0};  // transactions' time, first message to ReadyForQuery 'I'
+  std::atomic<uint64_t> errors{0};   // ErrorResponses the server sent the pool's clients
   std::atomic<uint64_t> bytes_received{0};  // from clients
   std::atomic<uint64_t> bytes_sent{0};      // to clients
   std::atomic<uint64_t> wait_us{0};         // clients' time waiting for a server

@@ -2,6 +2,7 @@
 // logins are refused, kept in memory, checked by every login (Session's, before it takes a
 // client slot) and cheap while there is none.
 
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -24,20 +25,26 @@ std::string Normalized(const asio::ip::address& address) {
   return address.to_string();
 }
 
+// What a ban of `kind` on `who` is kept under: an address normalized (nullopt: `who` is not
+// one; "unix", the Unix socket's clients, as it is); anything else as given.
+std::optional<std::string> BanKey(const std::string& kind, const std::string& who) {
+  if (kind != "address" || who == "unix") return who;
+  boost::system::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(who, ec);
+  if (ec) return std::nullopt;
+  return Normalized(address);
+}
+
 }  // namespace
 
 absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) {
-  std::string key = who;
   if (who.empty()) return absl::InvalidArgumentError(Cat("BAN ", kind, ": who?"));
-  if (kind == "address" && who != "unix") {
-    boost::system::error_code ec;
-    const asio::ip::address address = asio::ip::make_address(who, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(
-          Cat("not an IP address: \"", who, "\" (BAN ADDRESS takes one, or unix)"));
-    }
-    key = Normalized(address);
+  const std::optional<std::string> normalized = BanKey(kind, who);
+  if (!normalized) {
+    return absl::InvalidArgumentError(
+        Cat("not an IP address: \"", who, "\" (BAN ADDRESS takes one, or unix)"));
   }
+  const std::string& key = *normalized;
   if (kind == "database" && !HasDatabase(who)) {
     return absl::NotFoundError(Cat("no such database: ", who));
   }
@@ -59,12 +66,7 @@ absl::Status Pooler::Impl::Ban(const std::string& kind, const std::string& who) 
 }
 
 absl::Status Pooler::Impl::Unban(const std::string& kind, const std::string& who) {
-  std::string key = who;
-  if (kind == "address" && who != "unix") {
-    boost::system::error_code ec;
-    const asio::ip::address address = asio::ip::make_address(who, ec);
-    if (!ec) key = Normalized(address);
-  }
+  const std::string key = BanKey(kind, who).value_or(who);
   absl::MutexLock lock(&bans_mu_);
   if (bans_.erase({kind, key}) == 0) {
     return absl::NotFoundError(Cat(kind, " ", who, " is not banned"));
@@ -89,9 +91,7 @@ std::string Pooler::Impl::BanOf(const std::string& user, const std::string& addr
   if (bans_.contains({"database", database})) {
     return Cat("database \"", database, "\" is banned from the pooler (BAN DATABASE)");
   }
-  boost::system::error_code ec;
-  const asio::ip::address parsed = asio::ip::make_address(address, ec);
-  if (bans_.contains({"address", ec ? address : Normalized(parsed)})) {
+  if (bans_.contains({"address", BanKey("address", address).value_or(address)})) {
     return Cat("clients from ", address, " are banned from the pooler (BAN ADDRESS)");
   }
   return "";

@@ -23,39 +23,28 @@
 #include "pooler/pooler.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
+#include "pooler/protocol.h"
 
 namespace pgflow::pooler {
 namespace {
 
 constexpr auto kActionTimeout = std::chrono::seconds(30);
 
-uint32_t ReadInt32(std::string_view bytes, size_t at) {
-  return (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at])) << 24) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 1])) << 16) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 2])) << 8) |
-         static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 3]));
-}
-
 // The command's tag, or its error ("22023: not an IP address"), from a console reply.
 absl::StatusOr<std::string> Outcome(std::string_view messages) {
   std::string tag;
-  for (size_t at = 0; at + 5 <= messages.size();) {
-    const char type = messages[at];
-    const uint32_t length = ReadInt32(messages, at + 1);
-    if (length < 4 || at + 1 + length > messages.size()) break;
-    const std::string_view body = messages.substr(at + 5, length - 4);
-    at += 1 + length;
-    if (type == 'C') tag = std::string(body.substr(0, body.find('\0')));
-    if (type != 'E') continue;
-    std::string code, message;
-    for (size_t f = 0; f < body.size() && body[f] != '\0';) {
-      const size_t end = body.find('\0', f + 1);
-      if (end == std::string_view::npos) break;
-      if (body[f] == 'C') code = std::string(body.substr(f + 1, end - f - 1));
-      if (body[f] == 'M') message = std::string(body.substr(f + 1, end - f - 1));
-      f = end + 1;
-    }
-    const std::string text = Cat(message, " (", code, ")");
+  for (size_t at = 0;;) {
+    absl::StatusOr<std::optional<MessageHeader>> header =
+        ReadMessageHeader(messages.substr(at), messages.size() - at);
+    if (!header.ok() || !header->has_value()) break;
+    const MessageHeader& h = **header;
+    const std::string_view body = messages.substr(at + 5, h.body_size());
+    at += h.size;
+    if (h.type == 'C') tag = std::string(body.substr(0, body.find('\0')));
+    if (h.type != 'E') continue;
+    const ErrorFields error = ParseErrorFields(body);
+    const std::string& code = error.sqlstate;
+    const std::string text = Cat(error.message, " (", code, ")");
     if (code == "42601" || code == "22023" || code == "3D000" || code == "42704") {
       return absl::InvalidArgumentError(text);
     }
