@@ -121,6 +121,20 @@ std::vector<SinkView> RunStatus::SinksBetweenAttemptsLocked() const {
   return sinks;
 }
 
+std::vector<std::pair<std::string, double>> RunStatus::SinkLags() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<SinkView> sinks;
+  if (phase_ == RunPhase::kRunning && view_ != nullptr) {
+    sinks = view_().sinks;
+  } else {
+    sinks = SinksBetweenAttemptsLocked();
+  }
+  std::vector<std::pair<std::string, double>> lags;
+  lags.reserve(sinks.size());
+  for (const SinkView& s : sinks) lags.emplace_back(s.name, s.lag_seconds);
+  return lags;
+}
+
 bool RunStatus::Ready(std::string* reason) const {
   absl::MutexLock lock(&mu_);
   if (slot_.has_value() && slot_->lost()) {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -134,6 +135,8 @@ class RunStatus {
 
   // The whole status as /status serves it.
   nlohmann::json ToJson() const;
+  // Each sink's lag in seconds, by name, as ToJson gives it (the console's charts).
+  std::vector<std::pair<std::string, double>> SinkLags() const;
 
   // A handover (POST /handover, sent by `pgflow cutover` once the application is on the
   // target): the run ends once everything up to `at` is confirmed, and `pgflow run` goes on

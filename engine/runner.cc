@@ -123,10 +123,7 @@ absl::Status PipelineRunner::StartAdmin() {
   };
   console.sample = [this] {
     nlohmann::json sinks = nlohmann::json::object();
-    const nlohmann::json status = run_status_.ToJson();
-    for (const nlohmann::json& sink : status["sinks"]) {
-      sinks[sink["name"].get<std::string>()] = sink["lag_seconds"];
-    }
+    for (const auto& [name, lag] : run_status_.SinkLags()) sinks[name] = lag;
     return nlohmann::json{{"sinks", std::move(sinks)}};
   };
   console.act = [this](const std::string&,

@@ -105,6 +105,7 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   EXPECT_FALSE(status.Ready(&reason));
   EXPECT_EQ(reason, "sink pg failed: connection refused");
   EXPECT_TRUE(status.SinksBetweenAttempts().empty());  // an attempt runs
+  EXPECT_EQ(status.SinkLags(), (std::vector<std::pair<std::string, double>>{{"pg", 0.1}}));
   // The attempt ends with a transaction committed 30 s ago not yet durable: between attempts
   // its lag goes on growing.
   view.sinks[0].oldest_pending_us = absl::ToUnixMicros(absl::Now() - absl::Seconds(30));
@@ -120,6 +121,8 @@ TEST(RunStatusTest, ReadyOnlyWhileRunningWithHealthySinks) {
   EXPECT_EQ(j["ready"], false);
   EXPECT_EQ(j["last_error"], "connection refused");
   EXPECT_GE(j["sinks"][0]["lag_seconds"].get<double>(), 30);
+  ASSERT_EQ(status.SinkLags().size(), 1u);
+  EXPECT_GE(status.SinkLags()[0].second, 30);  // (the console's chart, between attempts too)
 }
 
 // Ready means the sinks hold every row and take the stream: not while a copy runs, nor while a
