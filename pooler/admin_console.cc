@@ -54,7 +54,7 @@ AdminReply Show(AdminTarget* target, std::string_view what) {
     std::vector<Row> rows;
     for (const PoolView& p : target->Pools()) {
       rows.push_back(
-          {p.database, p.user, Num(p.clients - p.counts.waiting), Num(p.counts.waiting),
+          {p.database, p.user, Num(p.active_clients()), Num(p.counts.waiting),
            Num(p.counts.active), Num(p.counts.idle), "0", "0", Num(p.counts.connecting),
            Num(static_cast<int64_t>(p.counts.max_wait_s)),
            Num(static_cast<int64_t>(

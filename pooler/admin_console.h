@@ -59,6 +59,9 @@ struct PoolView {
   bool paused = false;
   std::string server_error;  // Pool::server_error(): empty while its server answers
   std::vector<Pool::ServerRow> servers;
+
+  // SHOW POOLS' cl_active: the clients not waiting for a server connection.
+  int active_clients() const { return clients - counts.waiting; }
 };
 
 struct ClientView {

@@ -202,7 +202,7 @@ ConsoleHooks Pooler::Console() {
     for (const PoolView& p : impl_->Pools()) {
       state["pools"].push_back({{"database", p.database},
                                 {"user", p.user},
-                                {"cl_active", p.clients - p.counts.waiting},
+                                {"cl_active", p.active_clients()},
                                 {"cl_waiting", p.counts.waiting},
                                 {"sv_active", p.counts.active},
                                 {"sv_idle", p.counts.idle},

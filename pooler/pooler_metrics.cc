@@ -91,7 +91,7 @@ void Pooler::Impl::CollectMetrics() {
       return l;
     };
     metrics_->GetGauge("pgflow_pooler_clients", "Client connections by state.", with("active"))
-        ->Set(p.clients - p.counts.waiting);
+        ->Set(p.active_clients());
     metrics_->GetGauge("pgflow_pooler_clients", "Client connections by state.", with("waiting"))
         ->Set(p.counts.waiting);
     waiting_total += p.counts.waiting;
