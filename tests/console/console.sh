@@ -7,24 +7,14 @@
 #
 # Usage: tests/console/console.sh BUILD_DIR   (KEEP=1 keeps the work directory)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-HERE=$ROOT/tests/drivers
-CACHE=$BUILD/drivers
-WORK=$(mktemp -d /tmp/pgflow-console.XXXXXX)
-chmod 755 "$WORK"
+source "$(dirname "$0")/../drivers/script_env.sh" console "$@"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   "$ROOT/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  remove_work
 }
 trap cleanup EXIT
-say() { echo "[console] $*"; }
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 wait_http() {
   for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
   echo "nothing answers on $1" >&2; return 1

@@ -26,13 +26,7 @@
 # KEEP=1 keeps the work directory (and the server's data and log), ONLY=node|python|java runs
 # one language's clients, PG_DEBUG=1 has the server log every statement.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-HERE=$ROOT/tests/drivers
-CACHE=$BUILD/drivers
-WORK=$(mktemp -d /tmp/pgflow-drivers.XXXXXX)
-chmod 755 "$WORK"
+source "$(dirname "$0")/script_env.sh" pooler-drivers "$@"
 POOLER_PID=
 cleanup() {
   if [ -n "$POOLER_PID" ]; then kill "$POOLER_PID" 2>/dev/null || true; wait "$POOLER_PID" 2>/dev/null || true; fi
@@ -47,10 +41,6 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-say() { echo "[pooler-drivers] $*"; }
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # --- The drivers -----------------------------------------------------------------------------
 source "$HERE/install.sh"

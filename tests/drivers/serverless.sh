@@ -5,24 +5,14 @@
 #
 # Usage: tests/drivers/serverless.sh BUILD_DIR   (KEEP=1 keeps the work directory)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-HERE=$ROOT/tests/drivers
-CACHE=$BUILD/drivers
-WORK=$(mktemp -d /tmp/pgflow-serverless.XXXXXX)
-chmod 755 "$WORK"
+source "$(dirname "$0")/script_env.sh" serverless "$@"
 POOLER_PID=
 cleanup() {
   if [ -n "$POOLER_PID" ]; then kill "$POOLER_PID" 2>/dev/null || true; wait "$POOLER_PID" 2>/dev/null || true; fi
   "$ROOT/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  remove_work
 }
 trap cleanup EXIT
-say() { echo "[serverless] $*"; }
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 source "$HERE/install.sh"
 install_drivers node

@@ -11,13 +11,7 @@
 #
 # Usage: tests/fleet/fleet.sh BUILD_DIR   (KEEP=1 keeps the work directory)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-PGFLOW=$BUILD/pgflow
-HERE=$ROOT/tests/drivers
-CACHE=$BUILD/drivers
-WORK=$(mktemp -d /tmp/pgflow-fleet.XXXXXX)
-chmod 755 "$WORK"
+source "$(dirname "$0")/../drivers/script_env.sh" fleet "$@"
 NS=pgflow-fleet-$$
 declare -A PID=()
 cleanup() {
@@ -25,10 +19,9 @@ cleanup() {
   for p in "${PID[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns exec "$NS" "$ROOT/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
   ip netns del "$NS" 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  remove_work
 }
 trap cleanup EXIT
-say() { echo "[fleet] $*"; }
 fail() { say "FAILED: $*"; for f in "$WORK"/p*.log; do echo "--- $f"; tail -15 "$f"; done; exit 1; }
 in_ns() { ip netns exec "$NS" "$@"; }
 
