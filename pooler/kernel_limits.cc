@@ -32,10 +32,13 @@ uint64_t DescriptorsNeeded(const PoolerConfig& config) {
   }
   // Listeners (a few per thread), the epoll sets, the admin and http endpoints, logs.
   constexpr uint64_t kMargin = 64;
-  // A TLS client holds three: its socket and the pair its session reads the plain text from.
-  const uint64_t per_client = config.tls.cert.empty() ? 1 : 3;
-  return per_client * static_cast<uint64_t>(std::max(0, config.max_client_conn)) + servers +
-         kMargin;
+  // A client holds one. A TLS client's login borrows two more (the socket pair its handshake
+  // and login go through, until the relay takes the connection over): room for a burst of
+  // kTlsLoginsAtOnce.
+  constexpr uint64_t kTlsLoginsAtOnce = 1000;
+  const uint64_t clients = static_cast<uint64_t>(std::max(0, config.max_client_conn));
+  const uint64_t logins = config.tls.cert.empty() ? 0 : 2 * std::min(clients, kTlsLoginsAtOnce);
+  return clients + logins + servers + kMargin;
 }
 
 std::vector<std::string> KernelLimitProblems(const PoolerConfig& config,

@@ -1,5 +1,6 @@
 #include "pooler/pooler.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -526,12 +527,40 @@ Task<void> PauseAfterFailedAccept(NetThread* thread) {
   co_await pause.async_wait(asio::redirect_error(kUseTask, ec));
 }
 
+bool RefuseWithoutDescriptors(NetThread* thread, int listener) {
+  if (thread->spare_fd < 0) return false;
+  ::close(std::exchange(thread->spare_fd, -1));
+  const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    std::string out;
+    AppendError(&out, "FATAL", "53300",
+                Cat("too many clients: the pooler has no file descriptor left (its open-files "
+                    "limit is ", static_cast<uint64_t>(files.rlim_cur), ")"));
+    (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+  }
+  thread->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
+}
+
 Task<void> Pooler::Impl::Accept(NetThread* thread) {
   while (true) {
     boost::system::error_code ec;
     Socket socket(thread->context.get_executor());
     co_await thread->acceptor->async_accept(socket, asio::redirect_error(kUseTask, ec));
     if (ec == asio::error::operation_aborted || !thread->acceptor->is_open()) co_return;
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+      const bool refused = RefuseWithoutDescriptors(thread, thread->acceptor->native_handle());
+      if (refused && refusals_without_descriptors_.fetch_add(1) % 1000 == 0) {
+        LogWarning("pooler: no file descriptor left: new clients are refused (53300) until "
+                   "some leave (%llu so far); raise the open-files limit (ulimit -n) or lower "
+                   "max_client_conn",
+                   static_cast<unsigned long long>(refusals_without_descriptors_.load()));
+      }
+      if (refused) continue;
+    }
     if (ec) {
       LogWarning("pooler: accepting a client failed: %s", ec.message());
       co_await PauseAfterFailedAccept(thread);
@@ -741,6 +770,7 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
   for (int i = 0; i < count; ++i) {
     auto thread = std::make_unique<NetThread>();
     if (absl::Status s = thread->reactor.Open(); !s.ok()) return s;
+    thread->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     thread->acceptor.emplace(thread->context.get_executor());
     tcp::endpoint at = *endpoint;
     if (i > 0) at.port(static_cast<unsigned short>(port_));

@@ -58,6 +58,10 @@ boost::system::error_code ListenShared(Acceptor* acceptor, const tcp::endpoint& 
 // rather than a spin.
 struct NetThread;
 asio_support::Task<void> PauseAfterFailedAccept(NetThread* thread);
+// The process has no descriptor left: accepts the next client queued on `listener` with the
+// thread's spare one and closes it with FATAL 53300 saying so, rather than leaving it queued
+// until its own timeout. False when there was none to accept (or no spare).
+bool RefuseWithoutDescriptors(NetThread* thread, int listener);
 
 // A client that reached the pooler through its HTTP listener (pooler/gateway.h): the gateway
 // speaks for it over one end of a socketpair, the session serves the other end as it would a
@@ -82,6 +86,13 @@ struct NetThread {
   // Where the thread's sockets are read into, so that a buffer grows by what came and is
   // never zero-filled ahead of a read.
   std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kReadChunk);
+
+  // A descriptor held in reserve (/dev/null), given up for a moment when the process has no
+  // other left, to accept a queued client and tell it so (RefuseWithoutDescriptors).
+  int spare_fd = -1;
+  ~NetThread() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
 
   // The configuration as the thread's relay last saw it (refreshed at each Pump, when a
   // RELOAD changed it): read without a lock or a reference count per transaction.
@@ -220,6 +231,7 @@ class Pooler::Impl : public AdminTarget {
   std::atomic<int> sessions{0};
   std::atomic<int> consoles{0};
   std::atomic<uint64_t> next_client_id{1};
+  std::atomic<uint64_t> refusals_without_descriptors_{0};
   bool accepting() const { return !suspended_.load(); }
   // The key of MockScramSecret: random, drawn once per process.
   const std::string& mock_key() const { return mock_key_; }

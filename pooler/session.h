@@ -30,6 +30,7 @@
 #include "pooler/protocol.h"
 #include "pooler/reactor.h"
 #include "pooler/relay_protocol.h"
+#include "pooler/tls.h"
 #include "pooler/websocket_frames.h"
 
 namespace pgflow::pooler {
@@ -273,6 +274,9 @@ class Session : public std::enable_shared_from_this<Session>,
   // nothing, `in` and `hup` cleared (a hung-up socket reads its end, not EAGAIN, so a hang-up
   // report is stale then); -1 at the end of the stream (errno 0) or on an error (errno set).
   ssize_t ReceivePending(int fd, std::string& buffer, bool& in, bool& hup);
+  // The same for a TLS client the relay took over (client_ssl_), through SSL_read: `in` stays
+  // set while OpenSSL holds bytes the socket no longer shows.
+  ssize_t ReceiveTls(std::string& buffer, bool& in, bool& hup);
 
   // What ended a ReceivePending that gave -1.
   static const char* ReadFailure();
@@ -281,6 +285,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // written (0 when the socket is full: `blocked` until the reactor reports it writable,
   // `writable`), -1 on an error (errno set). `out` is emptied once all of it is written.
   static ssize_t SendPending(int fd, std::string& out, size_t& sent, bool& blocked, bool& writable);
+  // The same for a TLS client the relay took over, through SSL_write.
+  ssize_t SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable);
 
   // Writes what waits for the server, as far as the socket takes it.
   bool WriteServer();
@@ -411,6 +417,8 @@ class Session : public std::enable_shared_from_this<Session>,
   bool wait_cancelled_ = false;
   std::optional<Tunnel> tunnel_;  // the client came through the gateway (Tunnel)
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
+  std::shared_ptr<TlsLink> tls_link_;  // its pump, until the relay takes it over (StartRelay)
+  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
   std::string server_name_;  // the host name the client's TLS hello named (SNI), if any
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)

@@ -178,7 +178,7 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
         std::chrono::duration_cast<std::chrono::milliseconds>(login_deadline - Clock::now()));
     absl::StatusOr<Socket> plain =
         co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "", left,
-                          certificate_user, &server_name_);
+                          certificate_user, &server_name_, &tls_link_);
     // The deadline's timer, if it fired meanwhile, found no socket to cancel.
     if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
     if (!plain.ok()) {

@@ -115,7 +115,20 @@ void Session::AbandonRelays(NetThread* thread) {
 
 void Session::StartRelay() {
   boost::system::error_code ec;
-  client_fd_ = client_.release(ec);
+  // A TLS client's pump ends here: the relay reads and writes its own socket.
+  std::string from_client, to_client;
+  std::optional<TlsSession> taken;
+  if (tls_link_ != nullptr) {
+    taken = TakeOverTls(tls_link_, &client_, &from_client, &to_client);
+    tls_link_.reset();
+  }
+  if (taken) {
+    client_.close(ec);  // (the socketpair's end)
+    client_fd_ = taken->fd;
+    client_ssl_ = std::move(taken->ssl);
+  } else {
+    client_fd_ = client_.release(ec);
+  }
   if (ec || client_fd_ < 0) {
     LogDebug("pooler: client %d: cannot take its socket over: %s", info_->id, ec.message());
     client_fd_ = -1;
@@ -131,6 +144,14 @@ void Session::StartRelay() {
     ::close(std::exchange(client_fd_, -1));
     Advance(Phase::kClientGone);
   }
+  if (!from_client.empty() || !to_client.empty()) {
+    RelayState& r = relay();
+    r.cbuf += from_client;
+    r.to_client.insert(0, to_client);
+    protocol_.Unparse();
+  }
+  // What OpenSSL holds is seen by no report: read, and write, at once.
+  if (client_ssl_ != nullptr) client_in_ = client_out_ = true;
   // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
   // tunnel's now.
   if (ws_fd_ >= 0 && phase_ == Phase::kRelaying) SwapToWebSocket();
@@ -241,8 +262,11 @@ bool Session::ClientSide() {
   // is read no further until they are written, as a client that does not read its results.)
   if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_) &&
       (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
-    const ssize_t n = ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
-                                     client_hup_);
+    const ssize_t n =
+        client_ssl_ != nullptr
+            ? ReceiveTls(r.cbuf, client_in_, client_hup_)
+            : ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
+                             client_hup_);
     if (n < 0) {
       LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
       ClientGone();
@@ -620,6 +644,61 @@ ssize_t Session::ReceivePending(int fd, std::string& buffer, bool& in, bool& hup
   return 0;
 }
 
+ssize_t Session::ReceiveTls(std::string& buffer, bool& in, bool& hup) {
+  SSL* ssl = client_ssl_.get();
+  const int n = SSL_read(ssl, thread_->scratch.get(), static_cast<int>(kReadChunk));
+  if (n > 0) {
+    buffer.append(thread_->scratch.get(), static_cast<size_t>(n));
+    // A record is read whole: what the socket still holds, the reactor reports again. (An
+    // SSL_read on an emptied socket would leave OpenSSL holding a record buffer while idle.)
+    in = SSL_has_pending(ssl) != 0;
+    return n;
+  }
+  const int error = SSL_get_error(ssl, n);
+  ERR_clear_error();
+  if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+    in = false;
+    hup = false;
+    return 0;
+  }
+  if (error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && errno == EAGAIN)) {
+    errno = 0;  // (close_notify: the end of the stream)
+  } else if (error != SSL_ERROR_SYSCALL || errno == 0) {
+    errno = EPROTO;  // (a TLS error, or the peer gone without close_notify)
+  }
+  return -1;
+}
+
+ssize_t Session::SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable) {
+  SSL* ssl = client_ssl_.get();
+  ssize_t total = 0;
+  while (sent < out.size()) {
+    // (Partial writes: a record at a time. A record OpenSSL could not send whole is given
+    // again from the same place, at whatever address `out` now has.)
+    const size_t chunk = std::min<size_t>(out.size() - sent, 1 << 30);
+    const int n = SSL_write(ssl, out.data() + sent, static_cast<int>(chunk));
+    if (n <= 0) {
+      const int error = SSL_get_error(ssl, n);
+      ERR_clear_error();
+      if (error != SSL_ERROR_WANT_WRITE && error != SSL_ERROR_WANT_READ) {
+        if (errno == 0) errno = EPROTO;
+        return -1;
+      }
+      break;
+    }
+    sent += static_cast<size_t>(n);
+    total += n;
+  }
+  blocked = sent < out.size();
+  if (blocked) {
+    writable = false;
+  } else {
+    out.clear();
+    sent = 0;
+  }
+  return total;
+}
+
 const char* Session::ReadFailure() { return errno == 0 ? "end of stream" : strerror(errno); }
 
 ssize_t Session::SendPending(int fd, std::string& out, size_t& sent, bool& blocked,
@@ -688,7 +767,9 @@ bool Session::WriteClient() {
     out = &ws_->out;
     sent = &ws_->sent;
   }
-  const ssize_t n = SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
+  const ssize_t n = client_ssl_ != nullptr
+                        ? SendTls(*out, *sent, client_blocked_, client_out_)
+                        : SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
   if (n < 0) {
     LogDebug("pooler: client %d: write: %s", info_->id, strerror(errno));
     ClientGone();
@@ -749,8 +830,13 @@ void Session::ClientGone() {
 void Session::CloseClientFd() {
   if (client_fd_ < 0) return;
   thread_->reactor.Remove(client_fd_);
+  if (client_ssl_ != nullptr) {
+    SSL_shutdown(client_ssl_.get());  // close_notify, if the socket takes it now
+    ERR_clear_error();
+  }
   ::shutdown(client_fd_, SHUT_RDWR);
   ::close(std::exchange(client_fd_, -1));
+  client_ssl_.reset();
 }
 
 void Session::Unlink() {

@@ -10,9 +10,11 @@
 #include <array>
 #include <atomic>
 #include <optional>
+#include <string_view>
 #include <utility>
 
 #include "engine/str_cat.h"
+#include "pooler/protocol.h"
 
 namespace pgflow::pooler {
 
@@ -50,35 +52,49 @@ char* Scratch() {
   return scratch.data();
 }
 
-// One TLS connection: the TCP socket (OpenSSL reads and writes it itself, non-blocking), its
-// TLS session, and the pump's end of the socketpair whose other end the relay holds. The
-// first direction to end closes everything, so the other and the relay see the end; after
-// that, `ssl` is not touched (its descriptor is closed and may be another's).
 std::atomic<int> tls_clients{0};
 
-struct Pump {
-  Pump(Socket w, SslPtr s, Socket p, bool client)
-      : wire(std::move(w)), ssl(std::move(s)), plain(std::move(p)), of_client(client) {
+}  // namespace
+
+void TlsClientFree::operator()(SSL* ssl) const {
+  SSL_free(ssl);
+  tls_clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// One TLS connection while it is pumped: the TCP socket (OpenSSL reads and writes it itself,
+// non-blocking), its TLS session, and the pump's end of the socketpair whose other end the
+// session holds; and the bytes under way in either direction that a socket did not take yet
+// (kept here, not in a coroutine, so that TakeOverTls finds them). The first direction to end
+// closes everything, so the other and the session see the end; after that, `ssl` is not
+// touched (its descriptor is closed and may be another's).
+struct TlsLink {
+  TlsLink(Socket w, SSL* s, Socket p, bool client)
+      : wire(std::move(w)), ssl(s), plain(std::move(p)), of_client(client) {
     if (of_client) tls_clients.fetch_add(1, std::memory_order_relaxed);
   }
-  ~Pump() {
-    if (of_client) tls_clients.fetch_sub(1, std::memory_order_relaxed);
+  ~TlsLink() {
+    if (ssl != nullptr) SSL_free(ssl);
+    if (of_client && ssl != nullptr) tls_clients.fetch_sub(1, std::memory_order_relaxed);
   }
   Socket wire;  // the TCP connection to the peer
-  SslPtr ssl;
+  SSL* ssl;     // owned (null once taken over)
   Socket plain;
   bool of_client;  // toward a client (counted in TlsClientsOpen), not a server
   bool closed = false;
+  std::string to_relay;    // decrypted, not yet into the socketpair
+  std::string from_relay;  // from the socketpair, not yet taken by SSL_write
   void Close(bool notify_peer) {
     if (closed) return;
     closed = true;
-    if (notify_peer) SSL_shutdown(ssl.get());  // close_notify, if the socket takes it now
+    if (notify_peer) SSL_shutdown(ssl);  // close_notify, if the socket takes it now
     ERR_clear_error();
     boost::system::error_code ignored;
     plain.close(ignored);
     wire.close(ignored);
   }
 };
+
+namespace {
 
 // Waits until OpenSSL's last call can go on (SSL_ERROR_WANT_READ or _WRITE on `wire`); false
 // when it cannot (another error, the socket closed or cancelled). asio registers sockets
@@ -87,21 +103,32 @@ Task<bool> AwaitTls(Socket* wire, int error) {
   if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) co_return false;
   boost::system::error_code ec;
   co_await wire->async_wait(error == SSL_ERROR_WANT_READ ? Socket::wait_read : Socket::wait_write,
-                           asio::redirect_error(kUseTask, ec));
+                            asio::redirect_error(kUseTask, ec));
   co_return !ec;
 }
 
-// What the peer sent, decrypted, written to the relay's end. The owner travels by pointer:
+// What the peer sent, decrypted, written to the session's end. The owner travels by pointer:
 // GCC 12 copies a shared_ptr parameter into a coroutine frame wrongly.
-Task<void> Decrypt(std::shared_ptr<Pump>* owner) {
-  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
-  Pump& pump = **owner;
+Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
+  std::unique_ptr<std::shared_ptr<TlsLink>> hold(owner);
+  TlsLink& pump = **owner;
   boost::system::error_code ec;
   // SSL_read is called only when there is something to read: on an empty socket it would take
   // a record buffer, which an idle connection would then hold.
   int wait_for = SSL_ERROR_NONE;  // what the last SSL_read asked for
   while (!pump.closed) {
-    if (wait_for == SSL_ERROR_NONE && SSL_has_pending(pump.ssl.get()) == 0) {
+    if (!pump.to_relay.empty()) {
+      const ssize_t sent = ::send(pump.plain.native_handle(), pump.to_relay.data(),
+                                  pump.to_relay.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent > 0) pump.to_relay.erase(0, static_cast<size_t>(sent));
+      if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+      if (sent < 0) {
+        co_await pump.plain.async_wait(Socket::wait_write, asio::redirect_error(kUseTask, ec));
+        if (ec || pump.closed) break;
+      }
+      continue;
+    }
+    if (wait_for == SSL_ERROR_NONE && SSL_has_pending(pump.ssl) == 0) {
       char byte;
       const ssize_t peeked =
           ::recv(pump.wire.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -113,63 +140,69 @@ Task<void> Decrypt(std::shared_ptr<Pump>* owner) {
       wait_for = SSL_ERROR_NONE;
     }
     char* data = Scratch();
-    const int n = SSL_read(pump.ssl.get(), data, kTlsPumpBuffer);
+    const int n = SSL_read(pump.ssl, data, kTlsPumpBuffer);
     if (n <= 0) {
-      wait_for = SSL_get_error(pump.ssl.get(), n);
+      wait_for = SSL_get_error(pump.ssl, n);
       ERR_clear_error();
       if (wait_for != SSL_ERROR_WANT_READ && wait_for != SSL_ERROR_WANT_WRITE) break;
       continue;
     }
-    // Into the socketpair, which holds far more than one read: the rest, if it does not all
-    // go at once, is copied before waiting (another pump of this thread uses the scratch).
-    const ssize_t sent = ::send(pump.plain.native_handle(), data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t sent = ::send(pump.plain.native_handle(), data, static_cast<size_t>(n),
+                                MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent == n) continue;
     if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
-    std::string rest(data + std::max<ssize_t>(sent, 0), data + n);
-    co_await asio::async_write(pump.plain, asio::buffer(rest), asio::redirect_error(kUseTask, ec));
-    if (ec || pump.closed) break;
+    // (Kept, since another pump of this thread reads through the scratch meanwhile.)
+    pump.to_relay.assign(data + std::max<ssize_t>(sent, 0), data + n);
   }
   pump.Close(/*notify_peer=*/false);
 }
 
-// What the relay writes, encrypted, sent to the peer; the relay's end closed: close_notify.
-Task<void> Encrypt(std::shared_ptr<Pump>* owner) {
-  std::unique_ptr<std::shared_ptr<Pump>> hold(owner);
-  Pump& pump = **owner;
+// What the session writes, encrypted, sent to the peer; the session's end closed:
+// close_notify.
+Task<void> Encrypt(std::shared_ptr<TlsLink>* owner) {
+  std::unique_ptr<std::shared_ptr<TlsLink>> hold(owner);
+  TlsLink& pump = **owner;
   boost::system::error_code ec;
   bool relay_ended = false;
   while (!pump.closed) {
-    char* data = Scratch();
-    const ssize_t n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      co_await pump.plain.async_wait(Socket::wait_read, asio::redirect_error(kUseTask, ec));
-      if (ec || pump.closed) break;
-      continue;
-    }
-    if (n <= 0) {
-      relay_ended = n == 0;
-      break;
-    }
-    // SSL_write (partial writes on) takes it a record at a time; when the socket is full,
-    // the rest is copied (OpenSSL may be given it again at another address) and waits.
-    std::string rest;
-    std::string_view left(data, static_cast<size_t>(n));
-    while (!left.empty() && !pump.closed) {
-      const int wrote = SSL_write(pump.ssl.get(), left.data(), static_cast<int>(left.size()));
-      if (wrote > 0) {
-        left.remove_prefix(static_cast<size_t>(wrote));
+    // What SSL_write did not take yet goes first (OpenSSL may be given it again at another
+    // address: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), else what the session wrote.
+    std::string_view left = pump.from_relay;
+    if (left.empty()) {
+      char* data = Scratch();
+      const ssize_t n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        co_await pump.plain.async_wait(Socket::wait_read, asio::redirect_error(kUseTask, ec));
+        if (ec || pump.closed) break;
         continue;
       }
-      const int error = SSL_get_error(pump.ssl.get(), wrote);
-      ERR_clear_error();
-      if (rest.empty()) {
-        rest.assign(left);
-        left = rest;
+      if (n <= 0) {
+        relay_ended = n == 0;
+        break;
       }
-      const bool go_on = co_await AwaitTls(&pump.wire, error);
-      if (!go_on) break;
+      left = std::string_view(data, static_cast<size_t>(n));
     }
-    if (!left.empty()) break;
+    // SSL_write (partial writes on) takes it a record at a time.
+    size_t done = 0;
+    int error = SSL_ERROR_NONE;
+    while (done < left.size()) {
+      const int wrote =
+          SSL_write(pump.ssl, left.data() + done, static_cast<int>(left.size() - done));
+      if (wrote <= 0) {
+        error = SSL_get_error(pump.ssl, wrote);
+        ERR_clear_error();
+        break;
+      }
+      done += static_cast<size_t>(wrote);
+    }
+    if (left.data() == pump.from_relay.data()) {
+      pump.from_relay.erase(0, done);
+    } else {
+      pump.from_relay.assign(left.substr(done));
+    }
+    if (error == SSL_ERROR_NONE) continue;
+    const bool go_on = co_await AwaitTls(&pump.wire, error);
+    if (!go_on || pump.closed) break;
   }
   pump.Close(/*notify_peer=*/relay_ended);
 }
@@ -262,6 +295,7 @@ absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
 
 int TlsClientsOpen() { return tls_clients.load(std::memory_order_relaxed); }
 
+
 std::string VerifiedCommonName(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
   if (cert == nullptr) return "";
@@ -347,7 +381,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(const Upstrea
 Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool as_server,
                                       TlsMode mode, const std::string& host,
                                       std::chrono::milliseconds timeout, std::string* peer_name,
-                                      std::string* server_name) {
+                                      std::string* server_name,
+                                      std::shared_ptr<TlsLink>* link) {
   Executor executor = raw->get_executor();
   Socket wire(std::move(*raw));
   boost::system::error_code ec;
@@ -437,7 +472,16 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   }
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    co_return absl::UnavailableError(Cat("socketpair: ", strerror(errno)));
+    const std::string why = Cat("socketpair: ", strerror(errno));
+    if (as_server && (errno == EMFILE || errno == ENFILE)) {
+      // Told, as a client in the clear would be (RefuseWithoutDescriptors), not just closed.
+      std::string out;
+      AppendError(&out, "FATAL", "53300",
+                  "too many clients: the pooler has no file descriptor left");
+      SSL_write(ssl.get(), out.data(), static_cast<int>(out.size()));
+      ERR_clear_error();
+    }
+    co_return absl::UnavailableError(why);
   }
   Socket inner(executor);
   Socket outer(executor);
@@ -454,10 +498,42 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   }
   inner.non_blocking(true, ec);
   outer.non_blocking(true, ec);
-  auto pump = std::make_shared<Pump>(std::move(wire), std::move(ssl), std::move(inner), as_server);
-  asio::co_spawn(executor, Decrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
-  asio::co_spawn(executor, Encrypt(new std::shared_ptr<Pump>(pump)), asio::detached);
+  auto pump = std::make_shared<TlsLink>(std::move(wire), ssl.release(), std::move(inner), as_server);
+  asio::co_spawn(executor, Decrypt(new std::shared_ptr<TlsLink>(pump)), asio::detached);
+  asio::co_spawn(executor, Encrypt(new std::shared_ptr<TlsLink>(pump)), asio::detached);
+  if (link != nullptr) *link = pump;
   co_return outer;
+}
+
+std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link, Socket* plain,
+                                      std::string* from_client, std::string* to_client) {
+  TlsLink& pump = *link;
+  if (pump.closed || !pump.of_client) return std::nullopt;
+  // The session's end: what the pump passed on and the session has not read, then what the
+  // pump had decrypted and the socketpair had not taken.
+  char* data = Scratch();
+  ssize_t n;
+  while ((n = ::recv(plain->native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT)) > 0) {
+    from_client->append(data, static_cast<size_t>(n));
+  }
+  if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return std::nullopt;
+  from_client->append(pump.to_relay);
+  // The pump's end: what SSL_write has not taken, then what the session wrote that the pump
+  // has not read. (The first, if OpenSSL holds part of it as a record not yet sent, is what
+  // the next SSL_write must be given again: it comes first.)
+  to_client->append(pump.from_relay);
+  while ((n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT)) > 0) {
+    to_client->append(data, static_cast<size_t>(n));
+  }
+  // The pump's coroutines find it closed when their waits end (cancelled now) and leave
+  // everything as it is.
+  pump.closed = true;
+  boost::system::error_code ec;
+  const int fd = pump.wire.release(ec);
+  pump.plain.close(ec);
+  if (fd < 0) return std::nullopt;
+  TlsSession session{.fd = fd, .ssl = TlsClientPtr(std::exchange(pump.ssl, nullptr))};
+  return session;
 }
 
 }  // namespace pgflow::pooler

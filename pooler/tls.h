@@ -1,19 +1,21 @@
 #pragma once
 
-// TLS on either side of the pooler (OpenSSL, on the socket's descriptor), as a transport
-// adapter: the sessions and server connections read and write plain PostgreSQL bytes on a
-// socket, with the wait-then-read_some calls of the relay; for a peer that speaks TLS, that
-// socket is one end of a Unix socketpair, and a pump (two coroutines on the same thread)
-// carries the bytes between its other end and the TLS session. The relay's code is the same
-// with and without TLS; per read or write, a TLS connection costs one more pair of system
-// calls. An idle one holds no buffer: the pump reads through its thread's scratch
-// (kTlsPumpBuffer), and OpenSSL releases its record buffers between records.
+// TLS on either side of the pooler (OpenSSL, on the socket's descriptor). The login and the
+// server connections read and write plain PostgreSQL bytes on a socket with asio's calls: for
+// a peer that speaks TLS, that socket is one end of a Unix socketpair, and a pump (two
+// coroutines on the same thread) carries the bytes between its other end and the TLS
+// session. Once a client is logged in, the relay takes its connection over (TakeOverTls) and
+// calls SSL_read and SSL_write on the client's own socket: one descriptor per client, no
+// extra system call. An idle TLS connection holds no buffer either way: the pump reads
+// through its thread's scratch (kTlsPumpBuffer), the relay through its own, and OpenSSL
+// releases its record buffers between records.
 //
 // Negotiation is PostgreSQL's: a client sends SSLRequest and gets 'S' (then the handshake) or
 // 'N'; the pooler does the same toward a server when its url's sslmode asks for it.
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -50,12 +52,38 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 // The common name of the peer's certificate, if it sent one and it was verified; else empty.
 std::string VerifiedCommonName(SSL* ssl);
 
-// TLS clients open now (StartTls as the server, until their pump ends).
+// TLS clients open now (StartTls as the server, until their pump or session ends).
 int TlsClientsOpen();
+
+// A pumped TLS connection (StartTls's `*link`): what TakeOverTls takes over.
+struct TlsLink;
 
 asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     asio_support::Socket* raw, boost::asio::ssl::context& context, bool as_server,
     TlsMode mode, const std::string& host, std::chrono::milliseconds timeout,
-    std::string* peer_name = nullptr, std::string* server_name = nullptr);
+    std::string* peer_name = nullptr, std::string* server_name = nullptr,
+    std::shared_ptr<TlsLink>* link = nullptr);
+
+// A client's TLS session once the relay reads and writes it itself: freed (and uncounted in
+// TlsClientsOpen) with it.
+struct TlsClientFree {
+  void operator()(SSL* ssl) const;
+};
+using TlsClientPtr = std::unique_ptr<SSL, TlsClientFree>;
+struct TlsSession {
+  int fd = -1;  // the client's TCP socket, non-blocking, owned
+  TlsClientPtr ssl;
+};
+
+// Ends the pump of a client's `link` and hands its connection over, so that the relay holds
+// one descriptor per TLS client instead of three and makes no extra system call per read or
+// write: `*plain` (the session's end of the socketpair, which the caller then closes) is
+// read to its end into `*from_client`, followed by what the pump had decrypted and not passed
+// on; `*to_client` gets what the session wrote and the pump had not yet sent, which must go
+// first (and, when OpenSSL holds a record of it partly sent, be given to SSL_write again).
+// nullopt when the pump has ended (the session then sees the end on `*plain`).
+std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link,
+                                      asio_support::Socket* plain, std::string* from_client,
+                                      std::string* to_client);
 
 }  // namespace pgflow::pooler

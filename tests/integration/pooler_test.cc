@@ -590,6 +590,38 @@ TEST_F(PoolerTest, TenantLimitsHoldAcrossUsers) {
   unsetenv("PGPASSWORD");
 }
 
+// With no file descriptor left, a new client is told so (FATAL 53300) at once rather than
+// left queued until its own timeout; once clients leave, new ones get in again.
+TEST_F(PoolerTest, ClientsPastTheOpenFilesLimitAreRefusedSayingWhy) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  std::string output;
+  ASSERT_EQ(
+      Shell(absl::StrCat("prlimit --pid ", pooler.process().pid(), " --nofile=64:64"), &output),
+      0)
+      << output;
+  std::vector<std::unique_ptr<Conn>> held;
+  std::string refusal;
+  for (int i = 0; i < 100 && refusal.empty(); ++i) {
+    auto client = std::make_unique<Conn>(pooler.Url("app") + "?sslmode=disable");
+    if (client->ok()) {
+      held.push_back(std::move(client));
+    } else {
+      refusal = client->error();
+    }
+  }
+  EXPECT_NE(refusal.find("too many clients: the pooler has no file descriptor left (its "
+                         "open-files limit is 64)"),
+            std::string::npos)
+      << refusal;
+  EXPECT_GT(held.size(), 20u);
+  ASSERT_FALSE(held.empty());
+  EXPECT_EQ(held.front()->Run("SELECT 1"), "1");  // (those in go on)
+  held.clear();
+  EXPECT_TRUE(WaitFor([&] { return Conn(pooler.Url("app")).ok(); }, seconds(10)));
+  EXPECT_NE(pooler.Log().find("no file descriptor left: new clients are refused"),
+            std::string::npos);
+}
+
 // tenant_from_sni: the host name a TLS client connects to (shop.pooler.test) names the entry.
 TEST_F(PoolerTest, TenantsAreNamedByTheTlsServerName) {
   TempDir certs;
