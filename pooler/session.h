@@ -287,6 +287,9 @@ class Session : public std::enable_shared_from_this<Session>,
   static ssize_t SendPending(int fd, std::string& out, size_t& sent, bool& blocked, bool& writable);
   // The same for a TLS client the relay took over, through SSL_write.
   ssize_t SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable);
+  // After either: `blocked` (and not `writable`) while `out` is not all written, else `out`
+  // emptied.
+  static void AfterWrite(std::string& out, size_t& sent, bool& blocked, bool& writable);
 
   // Writes what waits for the server, as far as the socket takes it.
   bool WriteServer();

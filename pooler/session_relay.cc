@@ -689,6 +689,11 @@ ssize_t Session::SendTls(std::string& out, size_t& sent, bool& blocked, bool& wr
     sent += static_cast<size_t>(n);
     total += n;
   }
+  AfterWrite(out, sent, blocked, writable);
+  return total;
+}
+
+void Session::AfterWrite(std::string& out, size_t& sent, bool& blocked, bool& writable) {
   blocked = sent < out.size();
   if (blocked) {
     writable = false;
@@ -696,7 +701,6 @@ ssize_t Session::SendTls(std::string& out, size_t& sent, bool& blocked, bool& wr
     out.clear();
     sent = 0;
   }
-  return total;
 }
 
 const char* Session::ReadFailure() { return errno == 0 ? "end of stream" : strerror(errno); }
@@ -712,13 +716,7 @@ ssize_t Session::SendPending(int fd, std::string& out, size_t& sent, bool& block
     n = 0;
   }
   sent += static_cast<size_t>(n);
-  blocked = sent < out.size();
-  if (blocked) {
-    writable = false;
-  } else {
-    out.clear();
-    sent = 0;
-  }
+  AfterWrite(out, sent, blocked, writable);
   return n;
 }
 
