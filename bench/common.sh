@@ -17,6 +17,24 @@ psql -q -d postgres -c "CREATE DATABASE bench"
 
 now() { date +%s.%N; }
 
+# Starts PgBouncer ($PGBOUNCER) as a daemon on the ini file $2, whose files are in directory $1,
+# and prints its pid once its pidfile $3 appears (its log, $4, goes to stderr when it does not).
+# As root it runs as postgres, with this shell's open-files limit.
+launch_pgbouncer() {
+  local dir=$1 ini=$2 pidfile=$3 log=$4
+  touch "$log"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres:postgres "$dir"
+    # runuser's PAM session (pam_limits) resets the soft open-files limit to 1024: raised again.
+    runuser -u postgres -- bash -c 'ulimit -n "$1" && exec "$2" -d "$3"' - "$(ulimit -n)" \
+      "$PGBOUNCER" "$ini"
+  else
+    "$PGBOUNCER" -d "$ini"
+  fi
+  for _ in $(seq 100); do [ -s "$pidfile" ] && break; sleep 0.1; done
+  cat "$pidfile" 2>/dev/null || { cat "$log" >&2; return 1; }
+}
+
 # Debian's pgcopydb, installed when missing (the migration benchmarks' contender).
 need_pgcopydb() {
   command -v pgcopydb >/dev/null && return

@@ -145,17 +145,8 @@ log_disconnections = 0
 logfile = $bdir/pgbouncer.log
 pidfile = $bdir/pgbouncer.pid
 INI
-  touch "$bdir/pgbouncer.log"
-  if [ "$(id -u)" = 0 ]; then
-    chown -R postgres:postgres "$bdir"
-    # runuser's PAM session (pam_limits) resets the soft open-files limit to 1024: raised again.
-    runuser -u postgres -- bash -c 'ulimit -n "$1" && exec "$2" -d "$3"' - "$(ulimit -n)" \
-      "$PGBOUNCER" "$bdir/pgbouncer.ini"
-  else
-    "$PGBOUNCER" -d "$bdir/pgbouncer.ini"
-  fi
-  for _ in $(seq 100); do [ -s "$bdir/pgbouncer.pid" ] && break; sleep 0.1; done
-  BOUNCER_PID=$(cat "$bdir/pgbouncer.pid" 2>/dev/null) || { cat "$bdir/pgbouncer.log" >&2; exit 1; }
+  BOUNCER_PID=$(launch_pgbouncer "$bdir" "$bdir/pgbouncer.ini" "$bdir/pgbouncer.pid" \
+                                 "$bdir/pgbouncer.log") || exit 1
   wait_accepting pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$bdir/pgbouncer.log"
   echo "$("$PGBOUNCER" --version | head -n 1): 127.0.0.1:$BOUNCER_PORT (pid $BOUNCER_PID)"
 fi
