@@ -32,6 +32,7 @@
 #include "pooler/pool.h"
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
+#include "pooler/protocol.h"
 #include "pooler/server_login.h"
 #include "pooler/session.h"
 #include "pooler/tls.h"
@@ -528,17 +529,27 @@ Task<void> PauseAfterFailedAccept(NetThread* thread) {
 }
 
 bool RefuseWithoutDescriptors(NetThread* thread, int listener) {
+  // (Lost when another took the slot between its close and its reopening: taken back when
+  // one is free again.)
+  if (thread->spare_fd < 0) thread->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (thread->spare_fd < 0) return false;
   ::close(std::exchange(thread->spare_fd, -1));
   const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd >= 0) {
+    // What the client sent is read first: closed with it unread, the socket would be reset,
+    // and the answer with it.
+    char sent[512];
+    (void)::recv(fd, sent, sizeof sent, MSG_DONTWAIT);
+    std::string out;
     rlimit files{};
     getrlimit(RLIMIT_NOFILE, &files);
-    std::string out;
     AppendError(&out, "FATAL", "53300",
                 Cat("too many clients: the pooler has no file descriptor left (its open-files "
                     "limit is ", static_cast<uint64_t>(files.rlim_cur), ")"));
     (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::shutdown(fd, SHUT_WR);
+    while (::recv(fd, sent, sizeof sent, MSG_DONTWAIT) > 0) {
+    }
     ::close(fd);
   }
   thread->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -10,11 +10,12 @@
 namespace pgflow::pooler {
 
 std::shared_ptr<Tenant> Pooler::Impl::TenantFor(const std::string& database) {
-  std::shared_ptr<const PoolerConfig> config = this->config();
-  const DatabaseOptions* db = FindDatabase(*config, database);
   absl::MutexLock lock(&tenants_mu_);
   std::shared_ptr<Tenant>& tenant = tenants_[database];
   if (tenant == nullptr) {
+    // (Read under the lock: a RELOAD installs its file, then sets the tenants' limits under it.)
+    std::shared_ptr<const PoolerConfig> config = this->config();
+    const DatabaseOptions* db = FindDatabase(*config, database);
     tenant = std::make_shared<Tenant>();
     tenant->max_queries_per_second.store(db != nullptr ? db->max_queries_per_second : 0);
   }

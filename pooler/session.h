@@ -237,10 +237,11 @@ class Session : public std::enable_shared_from_this<Session>,
   // bytes (RelayProtocol::parsed()), for a server connection, or for to_server to be written.
   void ProcessClientInput();
 
-  // Under the tenant's max_queries_per_second: takes a turn for each query (Q, or E: an
-  // Execute) in cbuf past paced_until_, and returns where the first that must wait begins
-  // (cbuf's size: none waits); that one's turn is waited for on pace_timer_ (pacing_).
-  size_t PaceQueries(const std::string& cbuf);
+  // Under the tenant's max_queries_per_second (`rate`): takes a turn for each query (Q, or E:
+  // an Execute) in r.cbuf past paced_until_, and returns where the unit of the first that
+  // must wait begins (cbuf's size: none waits); that one's turn, taken, comes when
+  // pace_timer_ ends (pacing_).
+  size_t PaceQueries(const RelayState& r, int rate);
 
   // The client's first message of a transaction needs a server connection: an idle one now.
   bool TryAttach();
@@ -373,12 +374,12 @@ class Session : public std::enable_shared_from_this<Session>,
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
   std::shared_ptr<Tenant> tenant_;  // its database's (JoinPool on)
-  // Pacing (PaceQueries): the bytes of cbuf whose queries have had their turn; waiting for
-  // the next turn (the client is read on, up to ClientReadLimit, but not relayed); the timer
-  // of that wait, made at the first; whether the query waiting was counted as delayed.
+  // Pacing (PaceQueries): the bytes of cbuf whose queries have had their turn (it may pass
+  // cbuf's end: a query charged before all of it came); waiting for a turn (the client is
+  // read on, up to ClientReadLimit, but not relayed); the timer of that wait, made at the
+  // first.
   size_t paced_until_ = 0;
   bool pacing_ = false;
-  bool pace_counted_ = false;
   std::unique_ptr<Timer> pace_timer_;
   // Routing (pooler/router.h): the pool the held or awaited server connection is from (pool_,
   // or a replica's), the choice it was taken for, and the replicas' pools, taken at first use.
@@ -422,6 +423,7 @@ class Session : public std::enable_shared_from_this<Session>,
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
   std::shared_ptr<TlsLink> tls_link_;  // its pump, until the relay takes it over (StartRelay)
   TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
+  bool tls_read_wants_write_ = false;  // SSL_read waits for the socket to take writes
   std::string server_name_;  // the host name the client's TLS hello named (SNI), if any
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)

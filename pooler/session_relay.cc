@@ -123,7 +123,8 @@ void Session::StartRelay() {
     tls_link_.reset();
   }
   if (taken) {
-    client_.close(ec);  // (the socketpair's end)
+    boost::system::error_code ignored;
+    client_.close(ignored);  // (the socketpair's end)
     client_fd_ = taken->fd;
     client_ssl_ = std::move(taken->ssl);
   } else {
@@ -176,6 +177,8 @@ void Session::SwapToWebSocket() {
     thread_->reactor.Remove(client_fd_);
     ::close(client_fd_);
   }
+  client_ssl_.reset();  // (a tunnel's client never has one: its TLS is the gateway's)
+  tls_read_wants_write_ = false;
   client_fd_ = std::exchange(ws_fd_, -1);
   client_in_ = true;
   client_out_ = true;
@@ -201,6 +204,10 @@ void Session::OnReady(int fd, uint32_t events) {
   if (fd == client_fd_ && fd >= 0) {
     if (events & (EPOLLIN | EPOLLRDHUP) || broken) client_in_ = true;
     if (events & EPOLLOUT || broken) client_out_ = true;
+    if (tls_read_wants_write_ && client_out_) {
+      tls_read_wants_write_ = false;  // (the read OpenSSL held back goes on)
+      client_in_ = true;
+    }
     client_hup_ = client_hup_ || broken;
   } else if (server_ != nullptr && fd == server_->fd()) {
     if (events & (EPOLLIN | EPOLLRDHUP) || broken) server_in_ = true;
@@ -260,7 +267,8 @@ bool Session::ClientSide() {
   bool progress = false;
   // (A WebSocket's answers to pings wait in ws_->out: a client that sends them without reading
   // is read no further until they are written, as a client that does not read its results.)
-  if (client_in_ && (r.cbuf.size() < ClientReadLimit() || client_hup_) &&
+  if (client_in_ && !tls_read_wants_write_ &&
+      (r.cbuf.size() < ClientReadLimit() || client_hup_) &&
       (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
     const ssize_t n =
         client_ssl_ != nullptr
@@ -306,8 +314,11 @@ void Session::ProcessClientInput() {
   size_t pos = 0;
   // Queries past the tenant's pace wait, with what follows them, out of cbuf's sight.
   std::string later;
-  if (tenant_ != nullptr && tenant_->max_queries_per_second.load(std::memory_order_relaxed) > 0) {
-    const size_t cut = PaceQueries(r.cbuf);
+  // (Read once: a RELOAD may change it meanwhile.)
+  const int rate =
+      tenant_ != nullptr ? tenant_->max_queries_per_second.load(std::memory_order_relaxed) : 0;
+  if (rate > 0) {
+    const size_t cut = PaceQueries(r, rate);
     if (cut == 0) return;
     if (cut < r.cbuf.size()) {
       later.assign(r.cbuf, cut);
@@ -372,25 +383,34 @@ void Session::ProcessClientInput() {
   }
   r.cbuf.erase(0, pos);
   paced_until_ -= std::min(paced_until_, pos);
-  if (!later.empty()) {
+  if (!later.empty() && phase_ < Phase::kClientGone) {
     r.cbuf += later;
     protocol_.Unparse();  // (what it parsed to the end of was not the end)
   }
 }
 
-size_t Session::PaceQueries(const std::string& cbuf) {
-  const int rate = tenant_->max_queries_per_second.load(std::memory_order_relaxed);
-  size_t at = paced_until_;
-  // Whole messages only (a type byte and a length); what is not whole yet is left for later.
+size_t Session::PaceQueries(const RelayState& r, int rate) {
+  const std::string& cbuf = r.cbuf;
+  // From the first message boundary not yet looked at: past the rest of a message the relay
+  // streams (client_pass: its bytes still to come are the first of cbuf's).
+  size_t at = std::max(paced_until_, r.client_pass);
+  // Where the unit the next query belongs to begins (after a Sync or a simple query): a query
+  // that must wait holds back its whole unit, so that a Parse and Bind do not reach the server
+  // and hold its connection, and the unit stays whole for routing. (Its start in an earlier
+  // pass, already relayed, is where this pass began.)
+  size_t unit = at;
   while (at + 5 <= cbuf.size()) {
     const char type = cbuf[at];
     const auto length = static_cast<uint32_t>(ReadInt32(cbuf.data() + at + 1));
-    if (length < 4 || cbuf.size() - at - 1 < length) break;
+    if (length < 4) break;  // (the protocol refuses it)
+    // A query is charged once its header is there, whole or not (the relay may stream it).
     if (type == 'Q' || type == 'E') {
       const std::chrono::nanoseconds wait = tenant_->queries.Take(rate, Clock::now());
       if (wait.count() > 0) {
-        if (!pace_counted_) tenant_->queries_delayed.fetch_add(1, std::memory_order_relaxed);
-        pace_counted_ = true;
+        // Its turn is taken (in order behind those already waiting): it goes when the timer
+        // ends, with no other turn to take.
+        tenant_->queries_delayed.fetch_add(1, std::memory_order_relaxed);
+        paced_until_ = at + 1 + length;
         pacing_ = true;
         if (pace_timer_ == nullptr) pace_timer_ = std::make_unique<Timer>(thread_->context);
         pace_timer_->expires_after(wait);
@@ -401,14 +421,14 @@ size_t Session::PaceQueries(const std::string& cbuf) {
               self->pacing_ = false;
               self->Pump();
             });
-        break;
+        return unit;
       }
-      pace_counted_ = false;
     }
     at += 1 + length;
+    if (type == 'S' || type == 'Q') unit = at;
   }
   paced_until_ = at;
-  return pacing_ ? at : cbuf.size();
+  return cbuf.size();
 }
 
 Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
@@ -624,102 +644,6 @@ void Session::Attached(std::unique_ptr<ServerConn> server) {
   }
 }
 
-ssize_t Session::ReceivePending(int fd, std::string& buffer, bool& in, bool& hup) {
-  ssize_t n;
-  do {
-    n = ::recv(fd, thread_->scratch.get(), kReadChunk, MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    buffer.append(thread_->scratch.get(), static_cast<size_t>(n));
-    if (static_cast<size_t>(n) < kReadChunk) in = false;
-    return n;
-  }
-  if (n == 0) {
-    errno = 0;
-    return -1;
-  }
-  if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-  in = false;
-  hup = false;
-  return 0;
-}
-
-ssize_t Session::ReceiveTls(std::string& buffer, bool& in, bool& hup) {
-  SSL* ssl = client_ssl_.get();
-  const int n = SSL_read(ssl, thread_->scratch.get(), static_cast<int>(kReadChunk));
-  if (n > 0) {
-    buffer.append(thread_->scratch.get(), static_cast<size_t>(n));
-    // A record is read whole: what the socket still holds, the reactor reports again. (An
-    // SSL_read on an emptied socket would leave OpenSSL holding a record buffer while idle.)
-    in = SSL_has_pending(ssl) != 0;
-    return n;
-  }
-  const int error = SSL_get_error(ssl, n);
-  ERR_clear_error();
-  if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
-    in = false;
-    hup = false;
-    return 0;
-  }
-  if (error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && errno == EAGAIN)) {
-    errno = 0;  // (close_notify: the end of the stream)
-  } else if (error != SSL_ERROR_SYSCALL || errno == 0) {
-    errno = EPROTO;  // (a TLS error, or the peer gone without close_notify)
-  }
-  return -1;
-}
-
-ssize_t Session::SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable) {
-  SSL* ssl = client_ssl_.get();
-  ssize_t total = 0;
-  while (sent < out.size()) {
-    // (Partial writes: a record at a time. A record OpenSSL could not send whole is given
-    // again from the same place, at whatever address `out` now has.)
-    const size_t chunk = std::min<size_t>(out.size() - sent, 1 << 30);
-    const int n = SSL_write(ssl, out.data() + sent, static_cast<int>(chunk));
-    if (n <= 0) {
-      const int error = SSL_get_error(ssl, n);
-      ERR_clear_error();
-      if (error != SSL_ERROR_WANT_WRITE && error != SSL_ERROR_WANT_READ) {
-        if (errno == 0) errno = EPROTO;
-        return -1;
-      }
-      break;
-    }
-    sent += static_cast<size_t>(n);
-    total += n;
-  }
-  AfterWrite(out, sent, blocked, writable);
-  return total;
-}
-
-void Session::AfterWrite(std::string& out, size_t& sent, bool& blocked, bool& writable) {
-  blocked = sent < out.size();
-  if (blocked) {
-    writable = false;
-  } else {
-    out.clear();
-    sent = 0;
-  }
-}
-
-const char* Session::ReadFailure() { return errno == 0 ? "end of stream" : strerror(errno); }
-
-ssize_t Session::SendPending(int fd, std::string& out, size_t& sent, bool& blocked,
-                             bool& writable) {
-  ssize_t n;
-  do {
-    n = ::send(fd, out.data() + sent, out.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    n = 0;
-  }
-  sent += static_cast<size_t>(n);
-  AfterWrite(out, sent, blocked, writable);
-  return n;
-}
-
 bool Session::WriteServer() {
   RelayState& r = relay();
   if (r.to_server.empty() || (server_blocked_ && !server_out_)) return false;
@@ -782,10 +706,10 @@ void Session::UpdateInterest() {
   if (client_fd_ >= 0) {
     uint32_t want = 0;
     if (phase_ < Phase::kClosing && (r == nullptr || r->cbuf.size() < ClientReadLimit()) &&
-        (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
+        (ws_ == nullptr || ws_->out.size() < kFlushAt) && !tls_read_wants_write_) {
       want |= Reactor::kRead;
     }
-    if (!ClientOutputEmpty()) want |= Reactor::kWrite;
+    if (!ClientOutputEmpty() || tls_read_wants_write_) want |= Reactor::kWrite;
     if (!thread_->reactor.Modify(client_fd_, want)) WatchFailed("its socket");
   }
   if (server_ != nullptr) {

@@ -17,18 +17,19 @@ class QueryPace {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // Takes a turn at `now` under `per_second` (> 0): zero when the query may go now, else how
-  // long until it may (and nothing is taken).
+  // Takes the next turn at `now` under `per_second` (0 or less: no limit): zero when the query
+  // may go now, else how long until its turn comes. The turn is taken either way, so that
+  // waiting queries go one by one in the order they came, each woken once.
   std::chrono::nanoseconds Take(int per_second, Clock::time_point now) {
+    if (per_second <= 0) return std::chrono::nanoseconds(0);
     const int64_t interval = 1'000'000'000 / per_second;
     const int64_t ahead = 1'000'000'000 - interval;  // how far ahead turns may be taken
     const int64_t t = now.time_since_epoch() / std::chrono::nanoseconds(1);
     int64_t due = next_.load(std::memory_order_relaxed);
     while (true) {
       const int64_t from = due > t ? due : t;
-      if (from - t > ahead) return std::chrono::nanoseconds(from - t - ahead);
       if (next_.compare_exchange_weak(due, from + interval, std::memory_order_relaxed)) {
-        return std::chrono::nanoseconds(0);
+        return std::chrono::nanoseconds(from - t > ahead ? from - t - ahead : 0);
       }
     }
   }

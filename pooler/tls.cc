@@ -140,6 +140,7 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
       wait_for = SSL_ERROR_NONE;
     }
     char* data = Scratch();
+    ERR_clear_error();  // (SSL_get_error reads the thread's queue: it must hold only this call's)
     const int n = SSL_read(pump.ssl, data, kTlsPumpBuffer);
     if (n <= 0) {
       wait_for = SSL_get_error(pump.ssl, n);
@@ -186,6 +187,7 @@ Task<void> Encrypt(std::shared_ptr<TlsLink>* owner) {
     size_t done = 0;
     int error = SSL_ERROR_NONE;
     while (done < left.size()) {
+      ERR_clear_error();
       const int wrote =
           SSL_write(pump.ssl, left.data() + done, static_cast<int>(left.size() - done));
       if (wrote <= 0) {
@@ -320,7 +322,9 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOpti
   // No session resumption, as PostgreSQL's own server: its clients do not resume, and a
   // server-side cache or the tickets sent after each handshake would cost every connection.
   SSL_CTX_set_session_cache_mode(context->native_handle(), SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  // No renegotiation either (as PostgreSQL): a TLS 1.2 client may not start one, so that
+  // an SSL_write never waits to read.
+  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_num_tickets(context->native_handle(), 0);
   if (absl::Status s = LoadCertificate(*context, tls.cert, tls.key, "", "tls.cert", "tls.key", "");
       !s.ok()) {
@@ -433,6 +437,7 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   // The handshake, each step waiting for what OpenSSL asks of the socket.
   std::string why;
   while (true) {
+    ERR_clear_error();
     const int done = SSL_do_handshake(ssl.get());
     if (done == 1) break;
     const int error = SSL_get_error(ssl.get(), done);

@@ -614,6 +614,13 @@ TEST_F(PoolerTest, ClientsPastTheOpenFilesLimitAreRefusedSayingWhy) {
             std::string::npos)
       << refusal;
   EXPECT_GT(held.size(), 20u);
+  // A client that asks for TLS first (libpq's default, sslmode=prefer) gets the same answer
+  // at once, though libpq does not show the text of an error sent before encryption is settled.
+  Conn prefer(pooler.Url("app"));
+  EXPECT_FALSE(prefer.ok());
+  EXPECT_NE(prefer.error().find("server sent an error response during SSL exchange"),
+            std::string::npos)
+      << prefer.error();
   ASSERT_FALSE(held.empty());
   EXPECT_EQ(held.front()->Run("SELECT 1"), "1");  // (those in go on)
   held.clear();
