@@ -108,7 +108,7 @@ class Migration {
 std::string Paused(const PoolerProcess& pooler) {
   for (const absl::string_view line : absl::StrSplit(Console(pooler, "SHOW DATABASES"), '\n')) {
     const std::vector<std::string> columns = absl::StrSplit(line, '|');
-    if (columns.size() == 13 && columns[0] == "app") return columns[11];
+    if (columns.size() > 11 && columns[0] == "app") return columns[11];
   }
   return "";
 }
