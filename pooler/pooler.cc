@@ -503,10 +503,7 @@ void Pooler::Impl::Install(std::shared_ptr<const PoolerConfig> snapshot,
   }
   {
     absl::MutexLock lock(&tenants_mu_);
-    for (auto& [database, tenant] : tenants_) {
-      const DatabaseOptions* db = FindDatabase(*snapshot, database);
-      tenant->max_queries_per_second.store(db != nullptr ? db->max_queries_per_second : 0);
-    }
+    for (auto& [database, tenant] : tenants_) tenant->Follow(FindDatabase(*snapshot, database));
   }
   absl::MutexLock lock(&pools_mu_);
   for (auto it = pools_.begin(); it != pools_.end(); ++it) {

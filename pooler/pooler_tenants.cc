@@ -15,9 +15,8 @@ std::shared_ptr<Tenant> Pooler::Impl::TenantFor(const std::string& database) {
   if (tenant == nullptr) {
     // (Read under the lock: a RELOAD installs its file, then sets the tenants' limits under it.)
     std::shared_ptr<const PoolerConfig> config = this->config();
-    const DatabaseOptions* db = FindDatabase(*config, database);
     tenant = std::make_shared<Tenant>();
-    tenant->max_queries_per_second.store(db != nullptr ? db->max_queries_per_second : 0);
+    tenant->Follow(FindDatabase(*config, database));
   }
   return tenant;
 }

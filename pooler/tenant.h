@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "pooler/pooler_config.h"
+
 namespace pgflow::pooler {
 
 // Queries' turns at a rate, shared by threads without a lock: the generic cell rate
@@ -43,6 +45,12 @@ struct Tenant {
   std::atomic<int> max_queries_per_second{0};  // the entry's, kept current by RELOAD; 0: none
   QueryPace queries;
   std::atomic<uint64_t> queries_delayed{0};  // queries that waited for their turn
+
+  // Takes the limits of the entry `db` (null: the entry is gone, so none) of a configuration
+  // installed now or before.
+  void Follow(const DatabaseOptions* db) {
+    max_queries_per_second.store(db != nullptr ? db->max_queries_per_second : 0);
+  }
 };
 
 }  // namespace pgflow::pooler

@@ -52,6 +52,17 @@ char* Scratch() {
   return scratch.data();
 }
 
+// Appends to *out what socket `fd` holds, without waiting: whether it emptied the socket
+// (false: its end came, or an error).
+bool DrainInto(int fd, std::string* out) {
+  char* data = Scratch();
+  ssize_t n;
+  while ((n = ::recv(fd, data, kTlsPumpBuffer, MSG_DONTWAIT)) > 0) {
+    out->append(data, static_cast<size_t>(n));
+  }
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 std::atomic<int> tls_clients{0};
 
 }  // namespace
@@ -516,20 +527,13 @@ std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link, Sock
   if (pump.closed || !pump.of_client) return std::nullopt;
   // The session's end: what the pump passed on and the session has not read, then what the
   // pump had decrypted and the socketpair had not taken.
-  char* data = Scratch();
-  ssize_t n;
-  while ((n = ::recv(plain->native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT)) > 0) {
-    from_client->append(data, static_cast<size_t>(n));
-  }
-  if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return std::nullopt;
+  if (!DrainInto(plain->native_handle(), from_client)) return std::nullopt;
   from_client->append(pump.to_relay);
   // The pump's end: what SSL_write has not taken, then what the session wrote that the pump
   // has not read. (The first, if OpenSSL holds part of it as a record not yet sent, is what
   // the next SSL_write must be given again: it comes first.)
   to_client->append(pump.from_relay);
-  while ((n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT)) > 0) {
-    to_client->append(data, static_cast<size_t>(n));
-  }
+  DrainInto(pump.plain.native_handle(), to_client);  // (the pump's end stays open: never 0)
   // The pump's coroutines find it closed when their waits end (cancelled now) and leave
   // everything as it is.
   pump.closed = true;
