@@ -411,7 +411,7 @@ Task<absl::StatusOr<std::unique_ptr<ServerConn>>> Pool::Open(asio::io_context* c
       server_error_.clear();
       if (startup == nullptr || server_params_.empty()) server_params_ = (*server)->reported;
       if (startup == nullptr || defaults_ == nullptr) {
-        defaults_ = std::make_shared<const absl::flat_hash_map<std::string, std::string>>(
+        defaults_ = std::make_shared<const SettingsMap>(
             (*server)->params);
       }
       (*server)->reported.clear();
@@ -661,13 +661,12 @@ std::vector<std::pair<std::string, std::string>> Pool::ServerParams() const {
   return server_params_;
 }
 
-std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Pool::Defaults() const {
+std::shared_ptr<const SettingsMap> Pool::Defaults() const {
   absl::MutexLock lock(&mu_);
   return defaults_;
 }
 
-uint64_t Pool::SettingsStamp(const absl::flat_hash_map<std::string, std::string>& params,
-                             const absl::flat_hash_map<std::string, std::string>* defaults) {
+uint64_t Pool::SettingsStamp(const SettingsMap& params, const SettingsMap* defaults) {
   // The settings written out in order; a name or value holds no zero byte.
   auto append_sorted = [](std::string* key, const auto& settings) {
     std::vector<std::pair<std::string_view, std::string_view>> sorted(settings.begin(),
@@ -684,9 +683,20 @@ uint64_t Pool::SettingsStamp(const absl::flat_hash_map<std::string, std::string>
   if (defaults != nullptr) append_sorted(&key, *defaults);
   absl::MutexLock lock(&mu_);
   if (auto it = settings_stamps_.find(key); it != settings_stamps_.end()) return it->second;
-  if (settings_stamps_.size() >= kSettingsStamps) settings_stamps_.clear();
+  if (settings_stamps_.size() >= kSettingsStamps) {
+    settings_stamps_.clear();
+    shared_settings_.clear();
+  }
   settings_stamps_.emplace(std::move(key), ++last_settings_stamp_);
   return last_settings_stamp_;
+}
+
+std::shared_ptr<SettingsMap> Pool::ShareSettings(uint64_t stamp, SettingsMap params) {
+  if (params.empty()) return nullptr;
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<SettingsMap>& shared = shared_settings_[stamp];
+  if (shared == nullptr) shared = std::make_shared<SettingsMap>(std::move(params));
+  return shared;
 }
 
 void Pool::OfferScramKeys(const std::string& client_key, const std::string& server_key) {

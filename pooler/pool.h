@@ -40,6 +40,9 @@ using asio_support::Timer;
 namespace asio = asio_support::asio;
 using Clock = std::chrono::steady_clock;
 
+// Settings by lower-case name (a client's, a server connection's).
+using SettingsMap = absl::flat_hash_map<std::string, std::string>;
+
 // How the pooler logs in to PostgreSQL for one pool.
 struct LoginCredentials {
   std::string user;
@@ -93,7 +96,7 @@ struct ServerConn {
   std::string socket_path;  // reached through this Unix socket (remote is then unset)
   // The parameters in force on the connection, by lower-case name: those PostgreSQL reported
   // (ParameterStatus) and those the pooler set.
-  absl::flat_hash_map<std::string, std::string> params;
+  SettingsMap params;
   // What PostgreSQL reported at login, under its own names (what clients are shown).
   std::vector<std::pair<std::string, std::string>> reported;
   // The statements prepared on it under the pooler's names (transaction pooling).
@@ -204,13 +207,16 @@ class Pool {
   // server login. Empty until one succeeded.
   std::vector<std::pair<std::string, std::string>> ServerParams() const;
   // The same by lower-case name: the values a client that never changed them expects.
-  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> Defaults() const;
+  std::shared_ptr<const SettingsMap> Defaults() const;
   // A number naming the settings a client runs with: its own (`params`) over `defaults`. Equal
   // settings get the same number, within the pool and while it remembers them (up to
   // kSettingsStamps sets; then it starts over with new numbers, never reusing one), so that a
   // client landing on a connection last brought to its settings skips comparing them. Never 0.
-  uint64_t SettingsStamp(const absl::flat_hash_map<std::string, std::string>& params,
-                         const absl::flat_hash_map<std::string, std::string>* defaults);
+  uint64_t SettingsStamp(const SettingsMap& params, const SettingsMap* defaults);
+  // The settings named `stamp` (SettingsStamp), `params`, as one copy that the clients who
+  // log in with them share: the copy the pool keeps (while it remembers the stamp), else
+  // `params`, kept. Null when `params` is empty. From any thread.
+  std::shared_ptr<SettingsMap> ShareSettings(uint64_t stamp, SettingsMap params);
   // A number that grows with each Parse the pool's connections are sent (from any thread): a
   // statement prepared with a larger one was prepared after one with a smaller.
   uint64_t NextPrepareStamp() { return prepare_clock_.fetch_add(1, std::memory_order_relaxed) + 1; }
@@ -293,10 +299,13 @@ class Pool {
   std::atomic<size_t> next_host_{0};  // load_balance_hosts round-robin: the next to start at
   std::atomic<uint64_t> prepare_clock_{0};
   std::vector<std::pair<std::string, std::string>> server_params_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults_
+  std::shared_ptr<const SettingsMap> defaults_
       ABSL_GUARDED_BY(mu_);
   static constexpr size_t kSettingsStamps = 1024;
   absl::flat_hash_map<std::string, uint64_t> settings_stamps_ ABSL_GUARDED_BY(mu_);
+  // The settings clients share, by stamp (ShareSettings): forgotten with settings_stamps_.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<SettingsMap>> shared_settings_
+      ABSL_GUARDED_BY(mu_);
   uint64_t last_settings_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   PoolStats stats_;
 };

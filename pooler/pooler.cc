@@ -171,20 +171,26 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
 
 void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
   absl::MutexLock lock(&clients_mu_);
-  client_infos_[info->id] = info;
+  for (;;) {
+    std::string key_bytes = RandomBytes(8);
+    info->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
+    info->cancel_key = ReadInt32(key_bytes.data() + 4);
+    if (client_infos_.try_emplace(CancelKey(info->cancel_pid, info->cancel_key), info).second) {
+      return;
+    }
+  }
 }
 
-void Pooler::Impl::Unregister(uint64_t id) {
+void Pooler::Impl::Unregister(const ClientInfo& info) {
   absl::MutexLock lock(&clients_mu_);
-  client_infos_.erase(id);
+  auto it = client_infos_.find(CancelKey(info.cancel_pid, info.cancel_key));
+  if (it != client_infos_.end() && it->second.get() == &info) client_infos_.erase(it);
 }
 
 std::shared_ptr<ClientInfo> Pooler::Impl::FindClientByKey(int32_t pid, int32_t key) {
   absl::MutexLock lock(&clients_mu_);
-  for (const auto& [id, info] : client_infos_) {
-    if (info->cancel_pid == pid && info->cancel_key == key) return info;
-  }
-  return nullptr;
+  auto it = client_infos_.find(CancelKey(pid, key));
+  return it != client_infos_.end() ? it->second : nullptr;
 }
 
 std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {
@@ -263,7 +269,7 @@ void Pooler::Impl::PostToSessions(const std::function<bool(const ClientInfo&)>& 
   std::vector<std::shared_ptr<ClientInfo>> picked;
   {
     absl::MutexLock lock(&clients_mu_);
-    for (const auto& [id, info] : client_infos_) {
+    for (const auto& [key, info] : client_infos_) {
       if (which(*info)) picked.push_back(info);
     }
   }

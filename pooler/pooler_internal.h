@@ -131,8 +131,8 @@ struct ClientInfo {
   std::string user;
   std::string database;
   std::string address;
-  int port = 0;
   absl::Time connected = absl::Now();
+  int port = 0;
   int32_t cancel_pid = 0;
   int32_t cancel_key = 0;
   std::atomic<int> state{0};  // 0 idle, 1 active (holds a server), 2 waiting
@@ -140,13 +140,10 @@ struct ClientInfo {
   std::weak_ptr<Session> session;
 
   absl::Mutex mu;
-  // The server the client holds, for its cancel requests.
-  std::optional<tcp::endpoint> server ABSL_GUARDED_BY(mu);
-  // Its Unix socket, when reached through one: the server connection's own string, which
-  // outlives this pointer (cleared at Detach, before the connection goes back to its pool).
-  const std::string* server_path ABSL_GUARDED_BY(mu) = nullptr;
-  int32_t server_pid ABSL_GUARDED_BY(mu) = 0;
-  int32_t server_key ABSL_GUARDED_BY(mu) = 0;
+  // The server connection the client holds, for its cancel requests (its address, Unix socket,
+  // backend key): set while the client holds it, cleared before it goes back to its pool
+  // (Session::Detach), so that it outlives this pointer; its fields read are set at its login.
+  const ServerConn* server ABSL_GUARDED_BY(mu) = nullptr;
   // Cancel requests passed on to that server and not yet answered (PostgreSQL closes a cancel
   // connection once it has signalled the backend). Until they are, the server connection is
   // not given back: a late signal would cancel the next client's query (pgbouncer#717).
@@ -221,8 +218,10 @@ class Pooler::Impl : public AdminTarget {
                                     std::weak_ptr<Session>* session = nullptr);
   // The network threads (the gateway serves its connections on them).
   std::vector<NetThread*> threads() const;
+  // A logged-in client, by its BackendKeyData: its cancel_pid and cancel_key are drawn at
+  // random here, unlike any other client's.
   void Register(const std::shared_ptr<ClientInfo>& info);
-  void Unregister(uint64_t id);
+  void Unregister(const ClientInfo& info);
   // The client a cancel request with BackendKeyData (pid, key) is for; nullptr when none.
   std::shared_ptr<ClientInfo> FindClientByKey(int32_t pid, int32_t key);
   std::atomic<int> clients{0};
@@ -356,6 +355,11 @@ class Pooler::Impl : public AdminTarget {
   std::map<std::string, std::shared_ptr<Tenant>> tenants_ ABSL_GUARDED_BY(tenants_mu_);
 
   absl::Mutex clients_mu_;
+  // The logged-in clients by BackendKeyData (CancelKey): a cancel request finds its client
+  // at once, whatever the number of clients.
+  static uint64_t CancelKey(int32_t pid, int32_t key) {
+    return (uint64_t{static_cast<uint32_t>(pid)} << 32) | static_cast<uint32_t>(key);
+  }
   absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_
       ABSL_GUARDED_BY(clients_mu_);
 

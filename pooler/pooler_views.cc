@@ -111,9 +111,9 @@ std::vector<PoolView> Pooler::Impl::Pools() {
 std::vector<ClientView> Pooler::Impl::Clients() {
   absl::MutexLock lock(&clients_mu_);
   std::vector<ClientView> out;
-  for (const auto& [id, info] : client_infos_) {
+  for (const auto& [key, info] : client_infos_) {
     static constexpr const char* kStates[] = {"idle", "active", "waiting"};
-    out.push_back(ClientView{.id = id,
+    out.push_back(ClientView{.id = info->id,
                              .user = info->user,
                              .database = info->database,
                              .state = kStates[std::clamp(info->state.load(), 0, 2)],

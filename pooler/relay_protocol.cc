@@ -25,6 +25,21 @@ constexpr size_t kMaxInspectedServerMessage = 1 << 20;
 
 }  // namespace
 
+const SettingsMap& ClientSettings::Empty() {
+  static const SettingsMap* const empty = new SettingsMap();
+  return *empty;
+}
+
+SettingsMap& ClientSettings::MutableParams() {
+  // (No other thread can take a reference to a set held once: the pool's copy counts.)
+  if (params_ == nullptr) {
+    params_ = std::make_shared<SettingsMap>();
+  } else if (params_.use_count() > 1) {
+    params_ = std::make_shared<SettingsMap>(*params_);
+  }
+  return *params_;
+}
+
 void RelayProtocol::Start(Pool* pool, const ClientInfo* client) {
   pool_ = pool;
   client_ = client;
@@ -62,8 +77,8 @@ RouteChoice RelayProtocol::Route(const RelayState& r, size_t position) {
 
 RouteUnit RelayProtocol::UnitAt(const RelayState& r, size_t position) const {
   RouteUnit unit;
-  if (auto it = settings_.params.find("default_transaction_read_only");
-      it != settings_.params.end()) {
+  if (auto it = settings_.params().find("default_transaction_read_only");
+      it != settings_.params().end()) {
     unit.read_only_session = it->second == "on" || it->second == "true" || it->second == "1";
   }
   const std::string_view buffer = std::string_view(r.cbuf).substr(position);
@@ -249,7 +264,7 @@ bool RelayProtocol::CaptureMessage(char type, size_t size, std::string_view read
     case '2':
     case 't':
     case 'n':
-      if (capture_->size() + size <= capture_limit_) return true;
+      if (capture_->answer.size() + size <= capture_->limit) return true;
       break;
     case 'Z':
       if (ready_body == "I") {
@@ -293,7 +308,7 @@ bool RelayProtocol::Releasable(const RelayState* relay) const {
 
 void RelayProtocol::AddSettingsSync(std::string* out) {
   std::string& sql = *out;
-  for (const auto& [name, value] : settings_.params) {
+  for (const auto& [name, value] : settings_.params()) {
     auto theirs = server_->params.find(name);
     if (theirs != server_->params.end() && theirs->second == value) continue;
     sql += Cat("SET ", QuoteIdentifier(name), " = ", QuoteLiteral(value), ";");
@@ -302,7 +317,7 @@ void RelayProtocol::AddSettingsSync(std::string* out) {
   if (settings_.defaults != nullptr) {
     for (auto it = server_->params.begin(); it != server_->params.end();) {
       const std::string& name = it->first;
-      if (settings_.params.contains(name) || IsReadOnlyParameter(name)) {
+      if (settings_.params().contains(name) || IsReadOnlyParameter(name)) {
         ++it;
         continue;
       }
@@ -836,11 +851,11 @@ void RelayProtocol::OnParameterStatus(std::string_view body, bool swallowing) {
     known->second = std::string(*value);
     server_->settings_stamp = 0;
   }
-  if (settings_.params.contains(key) || !swallowing) {
-    auto [mine, added] = settings_.params.try_emplace(key);
-    if (added || mine->second != *value) {
-      mine->second = std::string(*value);
-      settings_.stamp = pool_->SettingsStamp(settings_.params, settings_.defaults.get());
+  if (!swallowing || settings_.params().contains(key)) {
+    auto mine = settings_.params().find(key);
+    if (mine == settings_.params().end() || mine->second != *value) {
+      settings_.MutableParams()[key] = std::string(*value);
+      settings_.stamp = pool_->SettingsStamp(settings_.params(), settings_.defaults.get());
     }
   }
 }
@@ -860,7 +875,7 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
     if (r.server_pass > 0) {
       size_t k = std::min(r.server_pass, sbuf.size() - pos);
       if (!server_pass_swallow_) r.to_client.append(sbuf, pos, k);
-      if (capture_pass_ && capture_ != nullptr) capture_->append(sbuf, pos, k);
+      if (capture_pass_ && capture_ != nullptr) capture_->answer.append(sbuf, pos, k);
       pos += k;
       r.server_pass -= k;
       continue;
@@ -882,7 +897,7 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
       size_t k = std::min(h.size, sbuf.size() - pos);
       if (!swallowing) r.to_client.append(sbuf, pos, k);
       capture_pass_ = !swallowing && capture_ != nullptr && CaptureMessage(h.type, h.size, {});
-      if (capture_pass_) capture_->append(sbuf, pos, k);
+      if (capture_pass_) capture_->answer.append(sbuf, pos, k);
       r.server_pass = h.size - k;
       server_pass_swallow_ = swallowing;
       pos += k;
@@ -898,7 +913,7 @@ RelayProtocol::ServerStep RelayProtocol::ProcessServerBuffer(RelayState& r,
       if (OnServerMessage(r, h.type, body)) {
         r.to_client.append(sbuf, pos, h.size);
         if (capture_ != nullptr && !swallowing && CaptureMessage(h.type, h.size, body)) {
-          capture_->append(sbuf, pos, h.size);
+          capture_->answer.append(sbuf, pos, h.size);
         }
       }
       pos += h.size;

@@ -129,12 +129,25 @@ struct RelayState {
 };
 
 // The client's settings, as the pooler brings its server connections to them.
-struct ClientSettings {
+class ClientSettings {
+ public:
   // Lower-case names: the client's startup parameters and what it changed since.
-  absl::flat_hash_map<std::string, std::string> params;
+  const SettingsMap& params() const { return params_ != nullptr ? *params_ : Empty(); }
+  // The same, to change: a set shared with other clients (Share) is copied first.
+  SettingsMap& MutableParams();
+  // Takes `params`, a set other clients of the pool may hold too and that none changes
+  // (Pool::ShareSettings: clients that log in alike hold one copy); null: none.
+  void Share(std::shared_ptr<SettingsMap> params) { params_ = std::move(params); }
+
   // The values every client of the pool is shown at login (Pool::Defaults).
-  std::shared_ptr<const absl::flat_hash_map<std::string, std::string>> defaults;
+  std::shared_ptr<const SettingsMap> defaults;
   uint64_t stamp = 0;  // Pool::SettingsStamp of params over defaults
+
+ private:
+  static const SettingsMap& Empty();
+  // Null: none. Held by this client alone (use_count 1), it may be changed in place: a set
+  // shared is one the pool keeps (so held twice at least) or that a client took from it.
+  std::shared_ptr<SettingsMap> params_;
 };
 
 class RelayProtocol {
@@ -191,8 +204,8 @@ class RelayProtocol {
   // CommandComplete, EmptyQueryResponse; ParseComplete, BindComplete, ParameterDescription,
   // NoData); anything else ends the gathering.
   void Capture(size_t limit) {
-    capture_ = std::make_unique<std::string>();
-    capture_limit_ = limit;
+    capture_ = std::make_unique<Gathered>();
+    capture_->limit = limit;
   }
   bool captured() const { return captured_; }
   // Whether the client may have changed a setting the pooler does not follow (a SET or RESET
@@ -201,7 +214,7 @@ class RelayProtocol {
   bool changed_settings() const { return changed_settings_; }
   std::string TakeCapture() {
     captured_ = false;
-    std::string answer = std::move(*capture_);
+    std::string answer = std::move(capture_->answer);
     capture_.reset();
     return answer;
   }
@@ -396,8 +409,11 @@ class RelayProtocol {
   // (Members by size, so that the session a client keeps while idle stays small.)
   Pool* pool_ = nullptr;
   std::unique_ptr<ClientRouting> routing_;  // routed databases only
-  std::unique_ptr<std::string> capture_;    // the answer gathered (Capture), while it is
-  size_t capture_limit_ = 0;
+  struct Gathered {
+    std::string answer;  // gathered so far
+    size_t limit = 0;    // its size at most
+  };
+  std::unique_ptr<Gathered> capture_;  // the answer gathered (Capture), while it is
   const ClientInfo* client_ = nullptr;
   ServerConn* server_ = nullptr;  // the client's server connection, or none
   ClientSettings settings_;

@@ -50,7 +50,10 @@ class Session : public std::enable_shared_from_this<Session>,
   // `local`: the client came through the Unix socket; `tunnel`: through the HTTP listener.
   Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local,
           std::optional<Tunnel> tunnel = std::nullopt)
-      : impl_(impl), thread_(thread), client_(std::move(socket)), tunnel_(tunnel), local_(local) {
+      : impl_(impl),
+        thread_(thread),
+        login_(std::make_unique<LoginState>(std::move(socket), std::move(tunnel))),
+        local_(local) {
     impl_->sessions.fetch_add(1);
   }
   ~Session();
@@ -88,9 +91,11 @@ class Session : public std::enable_shared_from_this<Session>,
     std::string out;       // frames being written
     size_t sent = 0;       // of out
     std::atomic<int>* counted = nullptr;
-    ~WebSocket() {
-      if (counted != nullptr) counted->fetch_sub(1);
-    }
+    // Until the relay swaps them in: the WebSocket's socket, and the protocol bytes the
+    // client sent already.
+    int fd = -1;
+    std::string data;
+    ~WebSocket();
   };
   void AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string data);
   // Whether AdoptWebSocket would take a socket: not the console's session (it never relays),
@@ -238,9 +243,9 @@ class Session : public std::enable_shared_from_this<Session>,
   void ProcessClientInput();
 
   // Under the tenant's max_queries_per_second (`rate`): takes a turn for each query (Q, or E:
-  // an Execute) in r.cbuf past paced_until_, and returns where the unit of the first that
+  // an Execute) in r.cbuf past pace_->until, and returns where the unit of the first that
   // must wait begins (cbuf's size: none waits); that one's turn, taken, comes when
-  // pace_timer_ ends (pacing_).
+  // pace_'s timer ends (pacing()).
   size_t PaceQueries(const RelayState& r, int rate);
 
   // The client's first message of a transaction needs a server connection: an idle one now.
@@ -358,53 +363,73 @@ class Session : public std::enable_shared_from_this<Session>,
 
   Task<void> AdminLoop();
 
-  // What the log says of a login that fails (LogRefusal). Kept while the client logs in only.
-  struct LoginNotes {
+  // What a session holds until its relay starts (the console's session, to its end): asio's
+  // socket for the client, and what the login learns on the way; an idle client keeps none
+  // of it.
+  struct LoginState {
+    LoginState(Socket client, std::optional<Tunnel> through)
+        : socket(std::move(client)), tunnel(std::move(through)) {}
+    Socket socket;
+    std::optional<Tunnel> tunnel;  // the client came through the gateway (Tunnel)
+    std::shared_ptr<TlsLink> tls_link;  // its TLS pump, until the relay takes it over
+    std::string server_name;  // the host name the client's TLS hello named (SNI), if any
+    // For the log of a login that fails (LogRefusal):
     std::string address;  // the client's IP address, or "unix"
     std::string refusal;  // the FATAL sent, or why the TLS handshake failed; empty: none
     // What a refused password's FATAL does not tell the client: "unknown user", "wrong
     // password", ... (a user's existence is not given away).
     std::string_view password_detail;
   };
+  Socket& client() { return login_->socket; }
 
   Pooler::Impl* impl_;
   NetThread* thread_;
-  Socket client_;
-  std::unique_ptr<LoginNotes> login_notes_;  // while the client logs in
+  std::unique_ptr<LoginState> login_;
   std::shared_ptr<ClientInfo> info_;  // from the startup packet on
   std::shared_ptr<Pool> pool_;
   std::shared_ptr<Tenant> tenant_;  // its database's (JoinPool on)
-  // Pacing (PaceQueries): the bytes of cbuf whose queries have had their turn (it may pass
-  // cbuf's end: a query charged before all of it came); waiting for a turn (the client is
-  // read on, up to ClientReadLimit, but not relayed); the timer of that wait, made at the
-  // first.
-  size_t paced_until_ = 0;
-  bool pacing_ = false;
-  std::unique_ptr<Timer> pace_timer_;
+  // Pacing (PaceQueries), made at a paced tenant's first query: the bytes of cbuf whose
+  // queries have had their turn (it may pass cbuf's end: a query charged before all of it
+  // came); whether one waits for its turn (the client is read on, up to ClientReadLimit, but
+  // not relayed), and the timer of that wait.
+  struct Pace {
+    explicit Pace(asio::io_context& context) : timer(context) {}
+    Timer timer;
+    size_t until = 0;
+    bool waiting = false;
+  };
+  std::unique_ptr<Pace> pace_;
+  bool pacing() const { return pace_ != nullptr && pace_->waiting; }
   // Routing (pooler/router.h): the pool the held or awaited server connection is from (pool_,
-  // or a replica's), the choice it was taken for, and the replicas' pools, taken at first use.
+  // or a replica's).
   Pool* target_ = nullptr;
-  RouteChoice choice_;
-  std::vector<std::shared_ptr<Pool>> replica_pools_;
+  // A routed database's client (one with a router): the router, the choice the held or
+  // awaited server connection was taken for, and the replicas' pools, taken at first use.
+  // The query cache (pooler/router.h's QueryCache): at the routing seam, a cacheable simple
+  // query is answered from it (kServed), waits for its fence (kWaiting), or runs (kRun), on
+  // the primary when cacheable, its answer gathered for the cache: `probe` is that of the
+  // query waiting for its fence, or whose answer is gathered.
+  struct Routed {
+    std::shared_ptr<Router> router;
+    RouteChoice choice;
+    std::vector<std::shared_ptr<Pool>> replica_pools;
+    std::unique_ptr<QueryCache::Probe> probe;
+    bool cache_wait = false;   // waiting for probe's fence
+    bool cache_ready = false;  // probe's fence ended: its answer may be served
+  };
+  std::unique_ptr<Routed> routed_;  // null: not routed
+  bool cache_waiting() const { return routed_ != nullptr && routed_->cache_wait; }
+  uint64_t routing_version_ = 0;    // the configuration version routed_ was looked up at
   // The pool of `node` (the primary's when the replica is no longer configured).
   Pool* NodePool(int node);
   // The database's router as the configuration now has it (RELOAD may have changed it).
   void FollowRouter();
-  std::shared_ptr<Router> router_;  // the one routing_ was made by
-  // The query cache (pooler/router.h's QueryCache): at the routing seam, a cacheable simple
-  // query is answered from it (kServed), waits for its fence (kWaiting), or runs (kRun), on
-  // the primary when cacheable, its answer gathered for the cache.
   enum class CacheStep : uint8_t { kRun, kWaiting, kServed };
   CacheStep ServeFromCache(RelayState& r, size_t* position);
   // The fence the query waits for ended (on the session's thread).
   void CacheReady();
   // The client's settings that bear on an answer, as the cache's key holds them.
   std::string CacheSettings();
-  // The probe of the query waiting for its fence, or whose answer is gathered.
-  std::unique_ptr<QueryCache::Probe> probe_;
-  bool cache_wait_ = false;         // waiting for probe_'s fence
-  bool cache_ready_ = false;        // probe_'s fence ended: its answer may be served
-  uint64_t routing_version_ = 0;    // the configuration version router_ was looked up at
   // Session mode, a client with settings: those its server connections start with.
   std::unique_ptr<StartupSettings> startup_;
 
@@ -415,16 +440,13 @@ class Session : public std::enable_shared_from_this<Session>,
   RelayProtocol protocol_;
   // KILL or shutdown asked the session to end (Kill): the next Pump closes the client and
   // its server connection, whatever the phase.
+  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
   bool killed_ = false;
   // The client's query was cancelled while it waited for a server connection
   // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.
   bool wait_cancelled_ = false;
-  std::optional<Tunnel> tunnel_;  // the client came through the gateway (Tunnel)
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
-  std::shared_ptr<TlsLink> tls_link_;  // its pump, until the relay takes it over (StartRelay)
-  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
   bool tls_read_wants_write_ = false;  // SSL_read waits for the socket to take writes
-  std::string server_name_;  // the host name the client's TLS hello named (SNI), if any
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)
   bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
@@ -435,8 +457,6 @@ class Session : public std::enable_shared_from_this<Session>,
   // A WebSocket client's framing, once adopted (AdoptWebSocket); until the relay starts, what
   // it is to adopt.
   std::unique_ptr<WebSocket> ws_;
-  int ws_fd_ = -1;           // the WebSocket's socket, until swapped in
-  std::string ws_data_;      // its protocol bytes, until swapped in
   Session* prev_ = nullptr;        // in thread_->relaying
   Session* next_ = nullptr;
   int client_fd_ = -1;  // the client's socket, taken from asio at the relay's start

@@ -30,9 +30,17 @@
 
 namespace pgflow::pooler {
 
+Session::WebSocket::~WebSocket() {
+  if (fd >= 0) ::close(fd);  // adopted by a session that never relayed
+  if (counted != nullptr) counted->fetch_sub(1);
+}
+
 Session::~Session() {
-  if (ws_fd_ >= 0) ::close(ws_fd_);  // a WebSocket adopted by a session that never relayed
-  if (info_ != nullptr && info_->id != 0) impl_->Unregister(info_->id);
+  if (info_ != nullptr && server_ != nullptr) {
+    absl::MutexLock lock(&info_->mu);
+    info_->server = nullptr;  // (it goes with the session)
+  }
+  if (info_ != nullptr && info_->id != 0) impl_->Unregister(*info_);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (tenant_ != nullptr) tenant_->clients.fetch_sub(1);
   if (counted_) impl_->clients.fetch_sub(1);
@@ -43,13 +51,11 @@ Session::~Session() {
 Task<void> Session::Run(std::shared_ptr<Session>* owner) {
   std::unique_ptr<std::shared_ptr<Session>> hold(owner);
   Session* self = owner->get();
-  self->login_notes_ = std::make_unique<LoginNotes>();
   if (!co_await self->Login()) {
     self->LogRefusal();
     self->CloseClient();
     co_return;
   }
-  self->login_notes_.reset();
   if (self->admin_) {
     co_await self->AdminLoop();  // (the console never holds a server connection)
     self->CloseClient();
@@ -61,41 +67,42 @@ Task<void> Session::Run(std::shared_ptr<Session>* owner) {
 Task<bool> Session::ReadExactly(std::string* out, size_t n) {
   out->resize(n);
   boost::system::error_code ec;
-  co_await asio::async_read(client_, asio::buffer(out->data(), n),
+  co_await asio::async_read(client(), asio::buffer(out->data(), n),
                             asio::redirect_error(kUseTask, ec));
   co_return !ec;
 }
 
 Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view message) {
-  if (login_notes_ != nullptr) {
-    std::string_view detail = login_notes_->password_detail;
-    login_notes_->refusal = sqlstate == "28P01" && !detail.empty() ? Cat(message, " (", detail, ")")
+  if (login_ != nullptr) {
+    std::string_view detail = login_->password_detail;
+    login_->refusal = sqlstate == "28P01" && !detail.empty() ? Cat(message, " (", detail, ")")
                                                                    : std::string(message);
   }
   std::string out;
   AppendError(&out, "FATAL", sqlstate, message);
   boost::system::error_code ec;
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
 }
 
 PGFLOW_ASIO_COROUTINE_BEGIN
 Task<bool> Session::Login() {
   std::shared_ptr<const PoolerConfig> config = impl_->config();
   const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
-  Deadline deadline(client_, config->client_login_timeout);
+  Deadline deadline(client(), config->client_login_timeout);
   boost::system::error_code ec;
-  if (!local_ && !tunnel_) client_.set_option(tcp::no_delay(true), ec);
-  const tcp::endpoint peer = tunnel_ ? tunnel_->peer
+  const std::optional<Tunnel>& tunnel = login_->tunnel;
+  if (!local_ && !tunnel) client().set_option(tcp::no_delay(true), ec);
+  const tcp::endpoint peer = tunnel ? tunnel->peer
                              : local_ ? tcp::endpoint()
-                                      : client_.remote_endpoint(ec);
-  if (tunnel_) tls_ = tunnel_->tls;
+                                      : client().remote_endpoint(ec);
+  if (tunnel) tls_ = tunnel->tls;
   // (the peer read before a TLS pump takes over the socket)
-  login_notes_->address = local_ ? "unix" : peer.address().to_string(ec);
+  login_->address = local_ ? "unix" : peer.address().to_string(ec);
   std::string certificate_user;  // the verified client certificate's common name, if any
   std::optional<StartupPacket> startup =
       co_await ReadStartup(login_deadline, deadline, &certificate_user);
   if (!startup.has_value()) co_return false;
-  if (tunnel_ && certificate_user.empty()) certificate_user = tunnel_->certificate_user;
+  if (tunnel && certificate_user.empty()) certificate_user = tunnel->certificate_user;
   if (!co_await Admit(*config, *startup, certificate_user)) co_return false;
   std::shared_ptr<const UserList> users = impl_->users();
   std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
@@ -107,14 +114,11 @@ Task<bool> Session::Login() {
   std::string out;
   AppendAuthentication(&out, kAuthenticationOk);
   info_->id = impl_->next_client_id.fetch_add(1);
-  info_->address = login_notes_->address;
+  info_->address = login_->address;
   info_->port = peer.port();
   info_->context = &thread_->context;
   info_->session = weak_from_this();
-  std::string key_bytes = RandomBytes(8);
-  info_->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
-  info_->cancel_key = ReadInt32(key_bytes.data() + 4);
-  impl_->Register(info_);
+  impl_->Register(info_);  // (which draws its BackendKeyData)
 
   if (admin_) {
     for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
@@ -131,7 +135,7 @@ Task<bool> Session::Login() {
   }
   AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
   AppendReadyForQuery(&out, 'I');
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
   co_return !ec;
 }
 PGFLOW_ASIO_COROUTINE_END
@@ -169,7 +173,7 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
     std::shared_ptr<asio::ssl::context> tls =
         packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
     char answer = tls != nullptr ? 'S' : 'N';
-    co_await asio::async_write(client_, asio::buffer(&answer, 1),
+    co_await asio::async_write(client(), asio::buffer(&answer, 1),
                                asio::redirect_error(kUseTask, ec));
     if (ec) co_return std::nullopt;
     if (tls == nullptr) continue;
@@ -177,15 +181,15 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
         std::chrono::milliseconds(1),
         std::chrono::duration_cast<std::chrono::milliseconds>(login_deadline - Clock::now()));
     absl::StatusOr<Socket> plain =
-        co_await StartTls(&client_, *tls, /*as_server=*/true, TlsMode::kRequire, "", left,
-                          certificate_user, &server_name_, &tls_link_);
+        co_await StartTls(&client(), *tls, /*as_server=*/true, TlsMode::kRequire, "", left,
+                          certificate_user, &login_->server_name, &login_->tls_link);
     // The deadline's timer, if it fired meanwhile, found no socket to cancel.
     if (plain.ok() && deadline.expired()) plain = absl::DeadlineExceededError("login timed out");
     if (!plain.ok()) {
-      login_notes_->refusal = Sv(plain.status().message());
+      login_->refusal = Sv(plain.status().message());
       co_return std::nullopt;
     }
-    client_ = *std::move(plain);
+    client() = *std::move(plain);
     tls_ = true;
   }
 }
@@ -206,9 +210,10 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
   info_->user = startup.Get("user");
   info_->database = startup.Get("database");
   if (info_->database.empty()) info_->database = info_->user;
-  if (config.tenant_from_sni && !server_name_.empty()) {
+  if (const std::string& server_name = login_->server_name;
+      config.tenant_from_sni && !server_name.empty()) {
     // shop.pooler.example.com: the database entry shop, whatever database the client named.
-    const std::string label = server_name_.substr(0, server_name_.find('.'));
+    const std::string label = server_name.substr(0, server_name.find('.'));
     if (config.databases.contains(label)) info_->database = label;
   }
   if (config.tenant_in_user) {
@@ -314,9 +319,10 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
   protocol_.Start(pool_.get(), info_.get());
   impl_->RefreshConfig(thread_);
   routing_version_ = thread_->config_version;
-  router_ = impl_->RouterFor(database());
-  if (const std::shared_ptr<Router>& router = router_) {
-    protocol_.SetRouting(router->NewClient(0));
+  if (std::shared_ptr<Router> router = impl_->RouterFor(database())) {
+    routed_ = std::make_unique<Routed>();
+    routed_->router = std::move(router);
+    protocol_.SetRouting(routed_->router->NewClient(0));
     const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
     const size_t replicas = db != nullptr ? db->replica_upstreams.size() : 0;
     for (size_t node = 1; node <= replicas; ++node) NodePool(static_cast<int>(node));
@@ -324,8 +330,10 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
   ClientSettings& settings = protocol_.settings();
   // What the login learned of the user's secret, for the pools that log in as the user.
   std::vector<Pool*> pools = {pool_.get()};
-  for (const std::shared_ptr<Pool>& replica : replica_pools_) {
-    if (replica != nullptr) pools.push_back(replica.get());
+  if (routed_ != nullptr) {
+    for (const std::shared_ptr<Pool>& replica : routed_->replica_pools) {
+      if (replica != nullptr) pools.push_back(replica.get());
+    }
   }
   for (Pool* pool : pools) {
     if (!proof.client_key.empty() && pool->login_user() == user()) {
@@ -333,11 +341,12 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     }
     if (!looked_up_md5.empty() && pool->login_user() == user()) pool->OfferMd5Hash(looked_up_md5);
   }
+  SettingsMap params;  // the client's startup settings
   for (const auto& [name, value] : startup.parameters) {
-    if (!IsConnectionParameter(name)) settings.params[Lower(name)] = value;
+    if (!IsConnectionParameter(name)) params[Lower(name)] = value;
   }
   // `options` (PGOPTIONS): command-line style settings, -c name=value or --name=value.
-  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &settings.params); !s.ok()) {
+  if (absl::Status s = ParseOptionsParameter(startup.Get("options"), &params); !s.ok()) {
     co_await SendFatal("08P01", Sv(s.message()));
     co_return false;
   }
@@ -358,21 +367,23 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     pool_->Release(*std::move(server), true);
   }
   for (const auto& [name, value] : server_params) {
-    auto mine = settings.params.find(Lower(name));
-    AppendParameterStatus(out, name, mine != settings.params.end() ? mine->second : value);
+    auto mine = params.find(Lower(name));
+    AppendParameterStatus(out, name, mine != params.end() ? mine->second : value);
   }
   settings.defaults = pool_->Defaults();
-  settings.stamp = pool_->SettingsStamp(settings.params, settings.defaults.get());
-  if (protocol_.mode() == PoolMode::kSession && !settings.params.empty()) {
+  settings.stamp = pool_->SettingsStamp(params, settings.defaults.get());
+  if (protocol_.mode() == PoolMode::kSession && !params.empty()) {
     // Session mode: the server connection starts with the client's settings, so that RESET
     // returns to them (SET would make them the session's, not its defaults).
     startup_ = std::make_unique<StartupSettings>();
-    startup_->settings.assign(settings.params.begin(), settings.params.end());
+    startup_->settings.assign(params.begin(), params.end());
     std::sort(startup_->settings.begin(), startup_->settings.end());
     for (const auto& [name, value] : startup_->settings) {
       startup_->key += Cat(name, "=", value, "\n");
     }
   }
+  // Clients that log in alike share one copy of their settings (a change copies them).
+  settings.Share(pool_->ShareSettings(settings.stamp, std::move(params)));
   co_return true;
 }
 PGFLOW_ASIO_COROUTINE_END
@@ -406,12 +417,13 @@ Task<void> Session::Cancel(const std::shared_ptr<ClientInfo>& client) {
 
 std::optional<Session::CancelTarget> Session::TakeCancelTarget(ClientInfo& client) {
   absl::MutexLock lock(&client.mu);
-  if (!client.server.has_value()) return std::nullopt;
+  const ServerConn* server = client.server;
+  if (server == nullptr) return std::nullopt;
   ++client.cancels_in_flight;
-  return CancelTarget{.server = *client.server,
-                      .socket_path = client.server_path != nullptr ? *client.server_path : "",
-                      .pid = client.server_pid,
-                      .key = client.server_key};
+  return CancelTarget{.server = server->remote,
+                      .socket_path = server->socket_path,
+                      .pid = server->backend_pid,
+                      .key = server->backend_key};
 }
 
 Task<void> Session::ForwardCancel(CancelForward* forward) {
@@ -527,7 +539,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
       if (secret->kind == UserSecret::Kind::kMd5) *looked_up_md5 = secret->text;
     }
   }
-  login_notes_->password_detail = secret == nullptr ? "unknown user" : "wrong password";
+  login_->password_detail = secret == nullptr ? "unknown user" : "wrong password";
   std::string refused = Cat("password authentication failed for user \"", user(), "\"");
   if (config.auth.method == AuthMethod::kCert && (local_ || certificate_user != user())) {
     co_await SendFatal("28000", Cat("certificate authentication failed for user \"", user(), "\""));
@@ -543,7 +555,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   // An empty secret lists a user for trust only: no password matches it.
   if (secret != nullptr && secret->kind == UserSecret::Kind::kPlain && secret->text.empty()) {
     secret = nullptr;
-    login_notes_->password_detail =
+    login_->password_detail =
         "the users file gives the user no password: listed for trust only";
   }
   bool use_scram = config.auth.method == AuthMethod::kScram ||
@@ -554,7 +566,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
     std::string salt = RandomBytes(4);
     std::string out;
     AppendAuthentication(&out, kAuthenticationMd5Password, salt);
-    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
     std::optional<std::string> answer = co_await ReadPasswordMessage();
     if (!answer.has_value()) co_return false;
     if (secret == nullptr) {
@@ -578,7 +590,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   ScramSecret scram_secret;
   if (secret == nullptr || secret->kind == UserSecret::Kind::kMd5) {
     if (secret != nullptr) {
-      login_notes_->password_detail =
+      login_->password_detail =
           "the users file holds an md5 hash of the password, which SCRAM cannot use: give the "
           "password or its SCRAM secret";
     }
@@ -591,7 +603,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   ScramServer server(scram_secret, RandomBytes(18));
   std::string out;
   AppendAuthentication(&out, kAuthenticationSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
   std::optional<std::string> initial = co_await ReadPasswordMessage();
   if (!initial.has_value()) co_return false;
   BodyReader reader(*initial);
@@ -609,7 +621,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   out.clear();
   AppendAuthentication(&out, kAuthenticationSaslContinue, *server_first);
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
   std::optional<std::string> final_message = co_await ReadPasswordMessage();
   if (!final_message.has_value()) co_return false;
   absl::StatusOr<std::string> server_final = server.ClientFinal(*final_message);
@@ -623,7 +635,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   out.clear();
   AppendAuthentication(&out, kAuthenticationSaslFinal, *server_final);
-  co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
   proof->client_key = server.client_key();
   proof->server_key = scram_secret.server_key;
   co_return !ec;
@@ -632,30 +644,31 @@ PGFLOW_ASIO_COROUTINE_END
 
 void Session::LogRefusal() {
   // (No refusal: the client left, as psql does to ask its user for a password.)
-  if (login_notes_->refusal.empty()) return;
-  impl_->login_failures().Note({.address = login_notes_->address,
+  if (login_->refusal.empty()) return;
+  impl_->login_failures().Note({.address = login_->address,
                                 .user = info_ != nullptr ? info_->user : "",
                                 .database = info_ != nullptr ? info_->database : "",
-                                .reason = login_notes_->refusal});
+                                .reason = login_->refusal});
 }
 
 void Session::CloseClient() {
   boost::system::error_code ec;
-  client_.shutdown(tcp::socket::shutdown_both, ec);
-  client_.close(ec);
+  if (login_ == nullptr) return;
+  client().shutdown(tcp::socket::shutdown_both, ec);
+  client().close(ec);
 }
 
 Task<void> Session::AdminLoop() {
   std::string buffer;
   boost::system::error_code ec;
   while (!killed_) {
-    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(client_, buffer, 1 << 20);
+    absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(client(), buffer, 1 << 20);
     if (!message.ok() || message->type == 'X') co_return;
     std::string out;
     if (message->type != 'Q') {
       AppendError(&out, "FATAL", "08P01",
                   "the admin console speaks the simple query protocol only");
-      co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
       co_return;
     }
     std::string sql = message->body;
@@ -672,7 +685,7 @@ Task<void> Session::AdminLoop() {
     }
     out = std::move(reply.messages);
     AppendReadyForQuery(&out, 'I');
-    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
     if (ec) co_return;
     if (reply.after) reply.after();
   }

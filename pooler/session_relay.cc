@@ -53,7 +53,7 @@ void Session::Kill() {
     return;
   }
   boost::system::error_code ec;
-  client_.cancel(ec);  // (logging in, or the console)
+  if (login_ != nullptr) client().cancel(ec);  // (logging in, or the console)
 }
 
 void Session::DismissWaiting() {
@@ -118,18 +118,18 @@ void Session::StartRelay() {
   // A TLS client's pump ends here: the relay reads and writes its own socket.
   std::string from_client, to_client;
   std::optional<TlsSession> taken;
-  if (tls_link_ != nullptr) {
-    taken = TakeOverTls(tls_link_, &client_, &from_client, &to_client);
-    tls_link_.reset();
+  if (login_->tls_link != nullptr) {
+    taken = TakeOverTls(login_->tls_link, &client(), &from_client, &to_client);
   }
   if (taken) {
     boost::system::error_code ignored;
-    client_.close(ignored);  // (the socketpair's end)
+    client().close(ignored);  // (the socketpair's end)
     client_fd_ = taken->fd;
     client_ssl_ = std::move(taken->ssl);
   } else {
-    client_fd_ = client_.release(ec);
+    client_fd_ = client().release(ec);
   }
+  login_.reset();
   if (ec || client_fd_ < 0) {
     LogDebug("pooler: client %d: cannot take its socket over: %s", info_->id, ec.message());
     client_fd_ = -1;
@@ -155,7 +155,7 @@ void Session::StartRelay() {
   if (client_ssl_ != nullptr) client_in_ = client_out_ = true;
   // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
   // tunnel's now.
-  if (ws_fd_ >= 0 && phase_ == Phase::kRelaying) SwapToWebSocket();
+  if (ws_ != nullptr && ws_->fd >= 0 && phase_ == Phase::kRelaying) SwapToWebSocket();
   Pump();
 }
 
@@ -165,8 +165,8 @@ void Session::AdoptWebSocket(int fd, std::unique_ptr<WebSocket> ws, std::string 
     return;
   }
   ws_ = std::move(ws);
-  ws_fd_ = fd;
-  ws_data_ = std::move(data);
+  ws_->fd = fd;
+  ws_->data = std::move(data);
   if (phase_ == Phase::kLogin) return;  // StartRelay swaps the sockets
   SwapToWebSocket();
   Pump();
@@ -179,7 +179,7 @@ void Session::SwapToWebSocket() {
   }
   client_ssl_.reset();  // (a tunnel's client never has one: its TLS is the gateway's)
   tls_read_wants_write_ = false;
-  client_fd_ = std::exchange(ws_fd_, -1);
+  client_fd_ = std::exchange(ws_->fd, -1);
   client_in_ = true;
   client_out_ = true;
   client_hup_ = client_blocked_ = false;
@@ -188,10 +188,10 @@ void Session::SwapToWebSocket() {
     ClientGone();
     return;
   }
-  if (!ws_data_.empty()) {
-    relay().cbuf += ws_data_;
+  if (!ws_->data.empty()) {
+    relay().cbuf += ws_->data;
     protocol_.Unparse();
-    ws_data_.clear();
+    std::string().swap(ws_->data);
   }
 }
 
@@ -298,7 +298,7 @@ bool Session::ClientSide() {
     }
   }
   if (!protocol_.parsed() && (!attaching_ || protocol_.dropping()) && !protocol_.shape_wait() &&
-      !protocol_.holding() && !cache_wait_ && !pacing_ && !r.cbuf.empty() &&
+      !protocol_.holding() && !cache_waiting() && !pacing() && !r.cbuf.empty() &&
       r.to_server.size() < kFlushAt) {
     ProcessClientInput();
     progress = true;
@@ -340,10 +340,11 @@ void Session::ProcessClientInput() {
             more = false;
             break;
           }
-          choice_ = protocol_.Route(r, pos);
-          if (!choice_.refusal.empty() && protocol_.Refuse(r, &pos, choice_.refusal)) break;
-          if (probe_ != nullptr) choice_.node = kPrimaryNode;  // (its answer fills the cache)
-          target_ = NodePool(choice_.node);
+          RouteChoice& choice = routed_->choice;
+          choice = protocol_.Route(r, pos);
+          if (!choice.refusal.empty() && protocol_.Refuse(r, &pos, choice.refusal)) break;
+          if (routed_->probe != nullptr) choice.node = kPrimaryNode;  // (it fills the cache)
+          target_ = NodePool(choice.node);
         }
         if (attaching_) {
           more = false;  // (an Acquire under way after a cancelled wait: it resumes the relay)
@@ -382,7 +383,7 @@ void Session::ProcessClientInput() {
     }
   }
   r.cbuf.erase(0, pos);
-  paced_until_ -= std::min(paced_until_, pos);
+  if (pace_ != nullptr) pace_->until -= std::min(pace_->until, pos);
   if (!later.empty() && phase_ < Phase::kClientGone) {
     r.cbuf += later;
     protocol_.Unparse();  // (what it parsed to the end of was not the end)
@@ -393,7 +394,8 @@ size_t Session::PaceQueries(const RelayState& r, int rate) {
   const std::string& cbuf = r.cbuf;
   // From the first message boundary not yet looked at: past the rest of a message the relay
   // streams (client_pass: its bytes still to come are the first of cbuf's).
-  size_t at = std::max(paced_until_, r.client_pass);
+  if (pace_ == nullptr) pace_ = std::make_unique<Pace>(thread_->context);
+  size_t at = std::max(pace_->until, r.client_pass);
   // Where the unit the next query belongs to begins (after a Sync or a simple query): a query
   // that must wait holds back its whole unit, so that a Parse and Bind do not reach the server
   // and hold its connection, and the unit stays whole for routing. (Its start in an earlier
@@ -410,15 +412,14 @@ size_t Session::PaceQueries(const RelayState& r, int rate) {
         // Its turn is taken (in order behind those already waiting): it goes when the timer
         // ends, with no other turn to take.
         tenant_->queries_delayed.fetch_add(1, std::memory_order_relaxed);
-        paced_until_ = at + 1 + length;
-        pacing_ = true;
-        if (pace_timer_ == nullptr) pace_timer_ = std::make_unique<Timer>(thread_->context);
-        pace_timer_->expires_after(wait);
-        pace_timer_->async_wait(
+        pace_->until = at + 1 + length;
+        pace_->waiting = true;
+        pace_->timer.expires_after(wait);
+        pace_->timer.async_wait(
             [weak = weak_from_this()](const boost::system::error_code& ec) {
               std::shared_ptr<Session> self = weak.lock();
               if (ec || self == nullptr) return;
-              self->pacing_ = false;
+              self->pace_->waiting = false;
               self->Pump();
             });
         return unit;
@@ -427,36 +428,38 @@ size_t Session::PaceQueries(const RelayState& r, int rate) {
     at += 1 + length;
     if (type == 'S' || type == 'Q') unit = at;
   }
-  paced_until_ = at;
+  pace_->until = at;
   return cbuf.size();
 }
 
 Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
-  std::shared_ptr<QueryCache> cache = router_ != nullptr ? router_->cache() : nullptr;
+  Routed& routed = *routed_;  // (only a routed client's queries are looked up)
+  std::shared_ptr<QueryCache> cache = routed.router->cache();
   std::optional<RelayProtocol::CacheableUnit> unit;
   if (cache != nullptr && !protocol_.changed_settings()) unit = protocol_.CacheableAt(r, *position);
   if (!unit.has_value()) {
-    probe_.reset();
-    cache_ready_ = false;
+    routed.probe.reset();
+    routed.cache_ready = false;
     return CacheStep::kRun;
   }
-  if (probe_ != nullptr && cache_ready_ && std::string_view(probe_->key).ends_with(unit->key)) {
+  if (routed.probe != nullptr && routed.cache_ready &&
+      std::string_view(routed.probe->key).ends_with(unit->key)) {
     // (The unit probed is the one still at the position: nothing moved while it waited.)
-    cache_ready_ = false;
+    routed.cache_ready = false;
     std::shared_ptr<const std::string> answer =
-        cache->Answer(*probe_, protocol_.routing()->position());
-    if (answer == nullptr) return CacheStep::kRun;  // (probe_ kept: the answer is gathered)
+        cache->Answer(*routed.probe, protocol_.routing()->position());
+    if (answer == nullptr) return CacheStep::kRun;  // (the probe kept: the answer is gathered)
     protocol_.ServeCached(r, position, unit->size, *answer);
-    probe_.reset();
+    routed.probe.reset();
     return CacheStep::kServed;
   }
-  probe_ = std::make_unique<QueryCache::Probe>(
+  routed.probe = std::make_unique<QueryCache::Probe>(
       cache->Look(user(), CacheSettings(), unit->text, unit->key));
-  if (!probe_->cacheable) {
-    probe_.reset();
+  if (!routed.probe->cacheable) {
+    routed.probe.reset();
     return CacheStep::kRun;
   }
-  if (!probe_->present) return CacheStep::kRun;
+  if (!routed.probe->present) return CacheStep::kRun;
   std::weak_ptr<Session> weak = weak_from_this();
   asio::io_context* context = &thread_->context;
   auto ready = [weak, context] {
@@ -464,25 +467,25 @@ Session::CacheStep Session::ServeFromCache(RelayState& r, size_t* position) {
       if (std::shared_ptr<Session> session = weak.lock()) session->CacheReady();
     });
   };
-  if (cache->Wait(*probe_, std::move(ready))) {
-    cache_wait_ = true;
+  if (cache->Wait(*routed.probe, std::move(ready))) {
+    routed.cache_wait = true;
     return CacheStep::kWaiting;
   }
-  cache_ready_ = true;  // (it has ended already: Answer says whether it may be served)
+  routed.cache_ready = true;  // (it has ended already: Answer says whether it may be served)
   return ServeFromCache(r, position);
 }
 
 void Session::CacheReady() {
-  if (!cache_wait_) return;
-  cache_wait_ = false;
-  cache_ready_ = true;
+  if (routed_ == nullptr || !routed_->cache_wait) return;
+  routed_->cache_wait = false;
+  routed_->cache_ready = true;
   if (phase_ >= Phase::kClientGone) return;
   protocol_.Unparse();
   Pump();
 }
 
 std::string Session::CacheSettings() {
-  const auto& params = protocol_.settings().params;
+  const SettingsMap& params = protocol_.settings().params();
   std::vector<std::pair<std::string_view, std::string_view>> sorted;
   sorted.reserve(params.size());
   for (const auto& [name, value] : params) {
@@ -500,9 +503,10 @@ std::string Session::CacheSettings() {
 }
 
 Pool* Session::NodePool(int node) {
-  if (node == kPrimaryNode) return pool_.get();
-  if (replica_pools_.size() < static_cast<size_t>(node)) replica_pools_.resize(node);
-  std::shared_ptr<Pool>& pool = replica_pools_[node - 1];
+  if (node == kPrimaryNode || routed_ == nullptr) return pool_.get();
+  std::vector<std::shared_ptr<Pool>>& pools = routed_->replica_pools;
+  if (pools.size() < static_cast<size_t>(node)) pools.resize(node);
+  std::shared_ptr<Pool>& pool = pools[node - 1];
   if (pool == nullptr) pool = impl_->PoolFor(database(), user(), node);
   return pool != nullptr ? pool.get() : pool_.get();
 }
@@ -510,20 +514,21 @@ Pool* Session::NodePool(int node) {
 void Session::FollowRouter() {
   routing_version_ = thread_->config_version;
   std::shared_ptr<Router> router = impl_->RouterFor(database());
-  if (router == router_) return;
+  if (router == (routed_ != nullptr ? routed_->router : nullptr)) return;
   // A RELOAD changed the database's replicas: the client goes on with the new router (its
   // reads still see its writes), and the replicas' pools as the new list numbers them.
   const uint64_t position = protocol_.routed() ? protocol_.routing()->position() : 0;
   const bool awaiting = protocol_.routed() && protocol_.routing()->awaiting_position();
-  router_ = std::move(router);
-  protocol_.SetRouting(router_ != nullptr ? router_->NewClient(position) : nullptr);
+  // (The old cache's probe and the old replicas' pools go with the old router.)
+  routed_.reset();
+  if (router != nullptr) {
+    routed_ = std::make_unique<Routed>();
+    routed_->router = std::move(router);
+  }
+  protocol_.SetRouting(routed_ != nullptr ? routed_->router->NewClient(position) : nullptr);
   // (The old router's read of the position after its last write may never come: the new one's
   // is after that write too.)
   if (awaiting && protocol_.routed()) protocol_.routing()->Wrote();
-  probe_.reset();  // (the old cache's)
-  cache_ready_ = cache_wait_ = false;
-  replica_pools_.clear();
-  choice_ = RouteChoice();
   target_ = pool_.get();
 }
 
@@ -579,15 +584,15 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     if (server.ok()) target_->Release(*std::move(server), true);
     return;
   }
-  if (!server.ok() && choice_.node != kPrimaryNode && !cancelled && phase_ < Phase::kClosing &&
-      !killed_) {
+  if (!server.ok() && routed_ != nullptr && routed_->choice.node != kPrimaryNode && !cancelled &&
+      phase_ < Phase::kClosing && !killed_) {
     // A replica gave no connection: nothing of the unit was sent, so it is placed again
     // (elsewhere: the replica takes no reads until it is seen healthy).
     info_->state = 0;
     LogInfo("pooler: database %s: replica %d gave no connection (%s): its reads go elsewhere",
-            database(), choice_.node, SqlstateOf(server.status()).second);
-    protocol_.routing()->Unavailable(choice_.node);
-    choice_ = RouteChoice();
+            database(), routed_->choice.node, SqlstateOf(server.status()).second);
+    protocol_.routing()->Unavailable(routed_->choice.node);
+    routed_->choice = RouteChoice();
     target_ = pool_.get();
     protocol_.Unparse();
     Pump();
@@ -616,16 +621,17 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
 void Session::Attached(std::unique_ptr<ServerConn> server) {
   info_->state = 1;
   server_ = std::move(server);
-  protocol_.Attach(server_.get(), choice_);
-  if (probe_ != nullptr && router_ != nullptr && router_->cache() != nullptr) {
-    protocol_.Capture(router_->cache()->max_answer());
+  if (routed_ == nullptr) {
+    protocol_.Attach(server_.get());
+  } else {
+    protocol_.Attach(server_.get(), routed_->choice);
+    if (routed_->probe != nullptr && routed_->router->cache() != nullptr) {
+      protocol_.Capture(routed_->router->cache()->max_answer());
+    }
   }
   {
     absl::MutexLock lock(&info_->mu);
-    info_->server = server_->remote;
-    info_->server_path = server_->socket_path.empty() ? nullptr : &server_->socket_path;
-    info_->server_pid = server_->backend_pid;
-    info_->server_key = server_->backend_key;
+    info_->server = server_.get();
   }
   server_in_ = server_out_ = server_hup_ = false;
   server_->LeaveAsio();
@@ -739,10 +745,12 @@ void Session::ClientGone() {
     relay_->to_client.clear();
     relay_->client_sent = 0;
     relay_->cbuf.clear();
-    paced_until_ = 0;
   }
-  pacing_ = false;
-  if (pace_timer_ != nullptr) pace_timer_->cancel();
+  if (pace_ != nullptr) {
+    pace_->until = 0;
+    pace_->waiting = false;
+    pace_->timer.cancel();
+  }
   if (ws_ != nullptr) {
     ws_->out.clear();
     ws_->sent = 0;
@@ -806,9 +814,12 @@ bool Session::ProcessServerInput() {
     case RelayProtocol::ServerStep::kProgress:
       if (protocol_.captured()) {
         std::string answer = protocol_.TakeCapture();
-        std::shared_ptr<QueryCache> cache = router_ != nullptr ? router_->cache() : nullptr;
-        if (probe_ != nullptr && cache != nullptr) cache->Store(*probe_, std::move(answer));
-        probe_.reset();
+        if (routed_ != nullptr && routed_->probe != nullptr) {
+          if (std::shared_ptr<QueryCache> cache = routed_->router->cache()) {
+            cache->Store(*routed_->probe, std::move(answer));
+          }
+          routed_->probe.reset();
+        }
       }
       return true;
     case RelayProtocol::ServerStep::kFatal:
@@ -893,8 +904,7 @@ bool Session::Detach(bool reusable) {
     // once the connection is no longer the client's.)
     if (reusable && info_->cancels_in_flight > 0) return false;  // (ForwardCancel pumps)
     if (std::exchange(info_->cancel_unsettled, false)) reusable = false;
-    info_->server.reset();
-    info_->server_path = nullptr;
+    info_->server = nullptr;
     info_->state = 0;
   }
   protocol_.Detach(relay_.get());

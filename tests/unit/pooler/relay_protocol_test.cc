@@ -5,6 +5,7 @@
 
 #include "pooler/relay_protocol.h"
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -451,6 +452,35 @@ TEST_F(RelayProtocolTest, AMalformedClientMessageIsFatal) {
 TEST_F(RelayProtocolTest, TerminateEndsTheClient) {
   Attach();
   EXPECT_EQ(Client(Message('X')), Step::kLeave);
+}
+
+// Clients that log in with the same settings hold one copy of them (an idle client's memory):
+// one that changes a setting gets its own copy, and the others keep theirs as they were.
+TEST_F(RelayProtocolTest, ClientsWhoLogInAlikeShareTheirSettingsTillOneChangesThem) {
+  const SettingsMap startup = {{"application_name", "shop"}, {"datestyle", "ISO, MDY"}};
+  const uint64_t stamp = pool_.SettingsStamp(startup, nullptr);
+  std::shared_ptr<SettingsMap> shared = pool_.ShareSettings(stamp, startup);
+  ASSERT_NE(shared, nullptr);
+  EXPECT_EQ(pool_.ShareSettings(stamp, startup), shared);  // (one copy, whoever asks)
+  EXPECT_EQ(pool_.ShareSettings(pool_.SettingsStamp({}, nullptr), {}), nullptr);
+  protocol_.settings().Share(shared);
+  ClientInfo other_info;
+  RelayProtocol other;
+  other.Start(&pool_, &other_info);
+  other.settings().Share(pool_.ShareSettings(stamp, startup));
+  EXPECT_EQ(&other.settings().params(), &protocol_.settings().params());
+
+  Attach();
+  EXPECT_EQ(Client(Query("SET application_name = 'cart'")), Step::kMore);
+  ToServer();
+  std::string answer;
+  AppendParameterStatus(&answer, "application_name", "cart");
+  Server(answer + Complete("SET") + Ready());
+  EXPECT_EQ(protocol_.settings().params().at("application_name"), "cart");
+  EXPECT_EQ(protocol_.settings().params().at("datestyle"), "ISO, MDY");
+  EXPECT_EQ(other.settings().params().at("application_name"), "shop");
+  EXPECT_EQ(shared->at("application_name"), "shop");
+  EXPECT_NE(protocol_.settings().stamp, stamp);
 }
 
 TEST_F(SessionModeRelayTest, NamedStatementsPassAsTheyAre) {
