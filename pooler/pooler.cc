@@ -170,11 +170,11 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
 }
 
 void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
-  absl::MutexLock lock(&clients_mu_);
   for (;;) {
-    std::string key_bytes = RandomBytes(8);
+    const std::string key_bytes = RandomBytes(8);  // (drawn outside the lock)
     info->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
     info->cancel_key = ReadInt32(key_bytes.data() + 4);
+    absl::MutexLock lock(&clients_mu_);
     if (client_infos_.try_emplace(CancelKey(info->cancel_pid, info->cancel_key), info).second) {
       return;
     }

@@ -4,6 +4,7 @@
 #include "pooler/relay_protocol.h"
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,11 +32,14 @@ const SettingsMap& ClientSettings::Empty() {
 }
 
 SettingsMap& ClientSettings::MutableParams() {
-  // (No other thread can take a reference to a set held once: the pool's copy counts.)
   if (params_ == nullptr) {
     params_ = std::make_shared<SettingsMap>();
   } else if (params_.use_count() > 1) {
     params_ = std::make_shared<SettingsMap>(*params_);
+  } else {
+    // Held here alone: no other thread can take a reference to it (the pool's copy counts),
+    // and the fence orders the reads of clients that held it before their release.
+    std::atomic_thread_fence(std::memory_order_acquire);
   }
   return *params_;
 }

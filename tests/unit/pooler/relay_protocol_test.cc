@@ -481,6 +481,15 @@ TEST_F(RelayProtocolTest, ClientsWhoLogInAlikeShareTheirSettingsTillOneChangesTh
   EXPECT_EQ(other.settings().params().at("application_name"), "shop");
   EXPECT_EQ(shared->at("application_name"), "shop");
   EXPECT_NE(protocol_.settings().stamp, stamp);
+
+  // A set this client alone holds (the pool no longer keeps it) is changed in place.
+  const SettingsMap* own = &protocol_.settings().params();
+  protocol_.settings().MutableParams()["search_path"] = "shop";
+  EXPECT_EQ(&protocol_.settings().params(), own);
+  other.settings().Share(std::make_shared<SettingsMap>(startup));
+  const SettingsMap* alone = &other.settings().params();
+  other.settings().MutableParams()["search_path"] = "shop";
+  EXPECT_EQ(&other.settings().params(), alone);
 }
 
 TEST_F(SessionModeRelayTest, NamedStatementsPassAsTheyAre) {
