@@ -130,7 +130,9 @@ class Session : public std::enable_shared_from_this<Session>,
 
   // --- login (session_login.cc) -----------------------------------------------------------
 
+  // Reads the next `n` bytes the client sends: false when it left, or the login timed out.
   Task<bool> ReadExactly(std::string* out, size_t n);
+  static constexpr size_t kLoginReadAhead = 1024;
 
   // Refuses the login: the client is sent FATAL `message`, which, while the client logs in, is
   // noted as the refusal the log gives (LogRefusal), with the password detail for a refused
@@ -372,6 +374,9 @@ class Session : public std::enable_shared_from_this<Session>,
     Socket socket;
     std::optional<Tunnel> tunnel;  // the client came through the gateway (Tunnel)
     std::shared_ptr<TlsLink> tls_link;  // its TLS pump, until the relay takes it over
+    // Read from the socket past the message ReadExactly returned: the start of the next one
+    // (handed to the relay, or the console, when the login is over).
+    std::string read_ahead;
     std::string server_name;  // the host name the client's TLS hello named (SNI), if any
     // For the log of a login that fails (LogRefusal):
     std::string address;  // the client's IP address, or "unix"
@@ -438,9 +443,9 @@ class Session : public std::enable_shared_from_this<Session>,
   // What the relay does with the messages, and the client's state in the protocol: its mode,
   // settings, named statements, transaction status. Started at login (JoinPool).
   RelayProtocol protocol_;
+  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
   // KILL or shutdown asked the session to end (Kill): the next Pump closes the client and
   // its server connection, whatever the phase.
-  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
   bool killed_ = false;
   // The client's query was cancelled while it waited for a server connection
   // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.

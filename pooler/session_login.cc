@@ -65,19 +65,28 @@ Task<void> Session::Run(std::shared_ptr<Session>* owner) {
 }
 
 Task<bool> Session::ReadExactly(std::string* out, size_t n) {
-  out->resize(n);
+  std::string& ahead = login_->read_ahead;
   boost::system::error_code ec;
-  co_await asio::async_read(client(), asio::buffer(out->data(), n),
-                            asio::redirect_error(kUseTask, ec));
-  co_return !ec;
+  while (!ec && ahead.size() < n) {
+    // What the socket holds, up to kLoginReadAhead past the message: a message's header and
+    // body (or the next message, when the client sent it already) cost one read.
+    const size_t had = ahead.size();
+    ahead.resize(had + std::max(n - had, kLoginReadAhead));
+    const size_t got = co_await client().async_read_some(
+        asio::buffer(ahead.data() + had, ahead.size() - had), asio::redirect_error(kUseTask, ec));
+    ahead.resize(had + got);
+  }
+  if (ahead.size() < n) co_return false;
+  out->assign(ahead, 0, n);
+  ahead.erase(0, n);
+  co_return true;
 }
 
 Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view message) {
-  if (login_ != nullptr) {
-    std::string_view detail = login_->password_detail;
-    login_->refusal = sqlstate == "28P01" && !detail.empty() ? Cat(message, " (", detail, ")")
-                                                                   : std::string(message);
-  }
+  if (login_ == nullptr) co_return;  // (the relay's own way is EndWithFatal)
+  std::string_view detail = login_->password_detail;
+  login_->refusal = sqlstate == "28P01" && !detail.empty() ? Cat(message, " (", detail, ")")
+                                                                 : std::string(message);
   std::string out;
   AppendError(&out, "FATAL", sqlstate, message);
   boost::system::error_code ec;
@@ -172,6 +181,12 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
     // in the clear, or gives up when its sslmode requires encryption.
     std::shared_ptr<asio::ssl::context> tls =
         packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
+    if (tls != nullptr && !login_->read_ahead.empty()) {
+      // (As PostgreSQL: what follows must be the TLS handshake, which the pump reads from the
+      // socket; bytes sent before the answer would be taken as the client's, in the clear.)
+      co_await SendFatal("08P01", "received unencrypted data after the SSL request");
+      co_return std::nullopt;
+    }
     char answer = tls != nullptr ? 'S' : 'N';
     co_await asio::async_write(client(), asio::buffer(&answer, 1),
                                asio::redirect_error(kUseTask, ec));
@@ -659,7 +674,7 @@ void Session::CloseClient() {
 }
 
 Task<void> Session::AdminLoop() {
-  std::string buffer;
+  std::string buffer = std::move(login_->read_ahead);  // (sent before its ReadyForQuery)
   boost::system::error_code ec;
   while (!killed_) {
     absl::StatusOr<WholeMessage> message = co_await ReadWholeMessage(client(), buffer, 1 << 20);

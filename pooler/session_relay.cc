@@ -116,7 +116,8 @@ void Session::AbandonRelays(NetThread* thread) {
 void Session::StartRelay() {
   boost::system::error_code ec;
   // A TLS client's pump ends here: the relay reads and writes its own socket.
-  std::string from_client, to_client;
+  // (Bytes the login read past its last message come first.)
+  std::string from_client = std::move(login_->read_ahead), to_client;
   std::optional<TlsSession> taken;
   if (login_->tls_link != nullptr) {
     taken = TakeOverTls(login_->tls_link, &client(), &from_client, &to_client);

@@ -15,10 +15,12 @@
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <regex>
@@ -911,10 +913,34 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
                                "/app?sslmode=verify-full&sslrootcert=", crt));
     ASSERT_TRUE(verified.ok()) << verified.error();
     EXPECT_EQ(verified.Run("SELECT 7"), "7");
-    // A client that asks for TLS and then sends no handshake is closed; others go on.
+    // A client that sends bytes after its SSL request before the answer (in the clear, where
+    // only its TLS handshake may follow) is refused, as PostgreSQL refuses it; others go on.
     std::string answer =
         RawExchange(pooler.port(), Int32(8) + Int32(80877103) + "this is not a TLS hello\n");
-    EXPECT_EQ(answer.substr(0, 1), "S") << answer;
+    EXPECT_EQ(answer.substr(0, 1), "E") << answer;
+    EXPECT_NE(answer.find("received unencrypted data after the SSL request"), std::string::npos)
+        << answer;
+    // One that waits for the answer and then sends no handshake is closed (reset: its bytes
+    // are left unread).
+    {
+      const int fd = ConnectLoopback(pooler.port());
+      ASSERT_GE(fd, 0);
+      timeval timeout{.tv_sec = 5, .tv_usec = 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      const std::string request = Int32(8) + Int32(80877103);
+      ASSERT_EQ(write(fd, request.data(), request.size()), 8);
+      char byte = 0;
+      ASSERT_EQ(read(fd, &byte, 1), 1);
+      EXPECT_EQ(byte, 'S');
+      const std::string junk = "this is not a TLS hello\n";
+      ASSERT_EQ(write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+      char rest[256];
+      ssize_t n;
+      while ((n = read(fd, rest, sizeof rest)) > 0) {
+      }
+      EXPECT_TRUE(n == 0 || errno == ECONNRESET) << strerror(errno);  // (not timed out)
+      close(fd);
+    }
     EXPECT_EQ(encrypted.Run("SELECT 1"), "1");
     Conn clear(pooler.Url("app") + "?sslmode=disable");
     EXPECT_FALSE(clear.ok());
