@@ -133,6 +133,11 @@ class Session : public std::enable_shared_from_this<Session>,
   // Reads the next `n` bytes the client sends: false when it left, or the login timed out.
   Task<bool> ReadExactly(std::string* out, size_t n);
   static constexpr size_t kLoginReadAhead = 1024;
+  // Writes what waits in login_->unsent, then `bytes`, to the client while it logs in (or
+  // in the console): at once when the socket takes it all, as it does a login's short
+  // answers (no wait, no completion through asio's queue), else through asio. False when
+  // the client is gone.
+  Task<bool> SendToClient(std::string_view bytes);
 
   // Refuses the login: the client is sent FATAL `message`, which, while the client logs in, is
   // noted as the refusal the log gives (LogRefusal), with the password detail for a refused
@@ -377,6 +382,9 @@ class Session : public std::enable_shared_from_this<Session>,
     // Read from the socket past the message ReadExactly returned: the start of the next one
     // (handed to the relay, or the console, when the login is over).
     std::string read_ahead;
+    // For the client, to go with the next SendToClient (the SASL final message goes with
+    // AuthenticationOk, in one write).
+    std::string unsent;
     std::string server_name;  // the host name the client's TLS hello named (SNI), if any
     // For the log of a login that fails (LogRefusal):
     std::string address;  // the client's IP address, or "unix"

@@ -82,6 +82,22 @@ Task<bool> Session::ReadExactly(std::string* out, size_t n) {
   co_return true;
 }
 
+Task<bool> Session::SendToClient(std::string_view bytes) {
+  std::string out = std::exchange(login_->unsent, {});
+  out.append(bytes);
+  Socket& socket = client();
+  boost::system::error_code ec;
+  if (!socket.non_blocking()) socket.non_blocking(true, ec);
+  size_t sent = 0;
+  if (!ec) sent = socket.write_some(asio::buffer(out), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  if (!ec && sent < out.size()) {
+    co_await asio::async_write(socket, asio::buffer(out.data() + sent, out.size() - sent),
+                               asio::redirect_error(kUseTask, ec));
+  }
+  co_return !ec;
+}
+
 Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view message) {
   if (login_ == nullptr) co_return;  // (the relay's own way is EndWithFatal)
   std::string_view detail = login_->password_detail;
@@ -89,8 +105,7 @@ Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view messag
                                                                  : std::string(message);
   std::string out;
   AppendError(&out, "FATAL", sqlstate, message);
-  boost::system::error_code ec;
-  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await SendToClient(out);
 }
 
 PGFLOW_ASIO_COROUTINE_BEGIN
@@ -144,8 +159,7 @@ Task<bool> Session::Login() {
   }
   AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
   AppendReadyForQuery(&out, 'I');
-  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
-  co_return !ec;
+  co_return co_await SendToClient(out);
 }
 PGFLOW_ASIO_COROUTINE_END
 
@@ -153,7 +167,6 @@ PGFLOW_ASIO_COROUTINE_BEGIN
 Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_deadline,
                                                         const Deadline& deadline,
                                                         std::string* certificate_user) {
-  boost::system::error_code ec;
   for (int round = 0;; ++round) {
     std::string head;
     if (!co_await ReadExactly(&head, 4)) co_return std::nullopt;
@@ -188,9 +201,7 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
       co_return std::nullopt;
     }
     char answer = tls != nullptr ? 'S' : 'N';
-    co_await asio::async_write(client(), asio::buffer(&answer, 1),
-                               asio::redirect_error(kUseTask, ec));
-    if (ec) co_return std::nullopt;
+    if (!co_await SendToClient(std::string_view(&answer, 1))) co_return std::nullopt;
     if (tls == nullptr) continue;
     const auto left = std::max(
         std::chrono::milliseconds(1),
@@ -581,7 +592,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
     std::string salt = RandomBytes(4);
     std::string out;
     AppendAuthentication(&out, kAuthenticationMd5Password, salt);
-    co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+    co_await SendToClient(out);  // (a client gone fails the next read)
     std::optional<std::string> answer = co_await ReadPasswordMessage();
     if (!answer.has_value()) co_return false;
     if (secret == nullptr) {
@@ -618,7 +629,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   ScramServer server(scram_secret, RandomBytes(18));
   std::string out;
   AppendAuthentication(&out, kAuthenticationSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
-  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await SendToClient(out);  // (a client gone fails the next read)
   std::optional<std::string> initial = co_await ReadPasswordMessage();
   if (!initial.has_value()) co_return false;
   BodyReader reader(*initial);
@@ -636,7 +647,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   out.clear();
   AppendAuthentication(&out, kAuthenticationSaslContinue, *server_first);
-  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  co_await SendToClient(out);  // (a client gone fails the next read)
   std::optional<std::string> final_message = co_await ReadPasswordMessage();
   if (!final_message.has_value()) co_return false;
   absl::StatusOr<std::string> server_final = server.ClientFinal(*final_message);
@@ -650,7 +661,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   out.clear();
   AppendAuthentication(&out, kAuthenticationSaslFinal, *server_final);
-  co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+  login_->unsent += out;  // (sent with AuthenticationOk, or the refusal)
   proof->client_key = server.client_key();
   proof->server_key = scram_secret.server_key;
   co_return !ec;
@@ -683,7 +694,7 @@ Task<void> Session::AdminLoop() {
     if (message->type != 'Q') {
       AppendError(&out, "FATAL", "08P01",
                   "the admin console speaks the simple query protocol only");
-      co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
+      co_await SendToClient(out);
       co_return;
     }
     std::string sql = message->body;
@@ -700,8 +711,7 @@ Task<void> Session::AdminLoop() {
     }
     out = std::move(reply.messages);
     AppendReadyForQuery(&out, 'I');
-    co_await asio::async_write(client(), asio::buffer(out), asio::redirect_error(kUseTask, ec));
-    if (ec) co_return;
+    if (!co_await SendToClient(out)) co_return;
     if (reply.after) reply.after();
   }
 }
