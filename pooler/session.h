@@ -385,6 +385,7 @@ class Session : public std::enable_shared_from_this<Session>,
     // For the client, to go with the next SendToClient (the SASL final message goes with
     // AuthenticationOk, in one write).
     std::string unsent;
+    const Deadline* deadline = nullptr;  // the login's, while Login runs
     std::string server_name;  // the host name the client's TLS hello named (SNI), if any
     // For the log of a login that fails (LogRefusal):
     std::string address;  // the client's IP address, or "unix"

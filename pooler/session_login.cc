@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/asio_support.h"
@@ -67,11 +68,15 @@ Task<void> Session::Run(std::shared_ptr<Session>* owner) {
 Task<bool> Session::ReadExactly(std::string* out, size_t n) {
   std::string& ahead = login_->read_ahead;
   boost::system::error_code ec;
-  while (!ec && ahead.size() < n) {
+  // (The deadline cancels a read under way only: one begun after it passed is not.)
+  const auto expired = [this] {
+    return login_->deadline != nullptr && login_->deadline->expired();
+  };
+  while (!ec && ahead.size() < n && !expired()) {
     // What the socket holds, up to kLoginReadAhead past the message: a message's header and
     // body (or the next message, when the client sent it already) cost one read.
     const size_t had = ahead.size();
-    ahead.resize(had + std::max(n - had, kLoginReadAhead));
+    ahead.resize(n + kLoginReadAhead);
     const size_t got = co_await client().async_read_some(
         asio::buffer(ahead.data() + had, ahead.size() - had), asio::redirect_error(kUseTask, ec));
     ahead.resize(had + got);
@@ -113,6 +118,8 @@ Task<bool> Session::Login() {
   std::shared_ptr<const PoolerConfig> config = impl_->config();
   const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
   Deadline deadline(client(), config->client_login_timeout);
+  login_->deadline = &deadline;
+  absl::Cleanup forget_deadline = [this] { login_->deadline = nullptr; };
   boost::system::error_code ec;
   const std::optional<Tunnel>& tunnel = login_->tunnel;
   if (!local_ && !tunnel) client().set_option(tcp::no_delay(true), ec);
@@ -586,7 +593,6 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   }
   bool use_scram = config.auth.method == AuthMethod::kScram ||
                    (secret != nullptr && secret->kind == UserSecret::Kind::kScram);
-  boost::system::error_code ec;
   if (!use_scram) {
     // md5. An unknown user is asked for a password too and gets a wrong password's answer.
     std::string salt = RandomBytes(4);
@@ -664,7 +670,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
   login_->unsent += out;  // (sent with AuthenticationOk, or the refusal)
   proof->client_key = server.client_key();
   proof->server_key = scram_secret.server_key;
-  co_return !ec;
+  co_return true;
 }
 PGFLOW_ASIO_COROUTINE_END
 
