@@ -287,8 +287,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // nothing, `in` and `hup` cleared (a hung-up socket reads its end, not EAGAIN, so a hang-up
   // report is stale then); -1 at the end of the stream (errno 0) or on an error (errno set).
   ssize_t ReceivePending(int fd, std::string& buffer, bool& in, bool& hup);
-  // The same for a TLS client the relay took over (client_ssl_), through SSL_read: `in` stays
-  // set while OpenSSL holds bytes the socket no longer shows.
+  // The same for a TLS client the relay took over (client_tls_): `in` stays set while the
+  // channel holds bytes the socket no longer shows.
   ssize_t ReceiveTls(std::string& buffer, bool& in, bool& hup);
 
   // What ended a ReceivePending that gave -1.
@@ -298,7 +298,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // written (0 when the socket is full: `blocked` until the reactor reports it writable,
   // `writable`), -1 on an error (errno set). `out` is emptied once all of it is written.
   static ssize_t SendPending(int fd, std::string& out, size_t& sent, bool& blocked, bool& writable);
-  // The same for a TLS client the relay took over, through SSL_write.
+  // The same for a TLS client the relay took over; records sealed and not yet taken by the
+  // socket keep it `blocked` too.
   ssize_t SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable);
   // After either: `blocked` (and not `writable`) while `out` is not all written, else `out`
   // emptied.
@@ -452,7 +453,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // What the relay does with the messages, and the client's state in the protocol: its mode,
   // settings, named statements, transaction status. Started at login (JoinPool).
   RelayProtocol protocol_;
-  TlsClientPtr client_ssl_;  // its TLS session once the relay reads and writes it (client_fd_)
+  // Its TLS connection once the relay reads and writes it (client_fd_).
+  std::unique_ptr<TlsChannel> client_tls_;
   // KILL or shutdown asked the session to end (Kill): the next Pump closes the client and
   // its server connection, whatever the phase.
   bool killed_ = false;
@@ -460,7 +462,7 @@ class Session : public std::enable_shared_from_this<Session>,
   // (RelayProtocol::DropQuery), and an Acquire under way (AttachLater) has no query to serve.
   bool wait_cancelled_ = false;
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
-  bool tls_read_wants_write_ = false;  // SSL_read waits for the socket to take writes
+  bool tls_read_wants_write_ = false;  // a TLS read waits for the socket to take writes
   bool local_ = false;  // the client came through the Unix socket
   bool counted_ = false;  // counted in impl_->clients (released by the destructor)
   bool admin_ = false;    // the admin console's client (counted in impl_->consoles)

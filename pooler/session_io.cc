@@ -1,8 +1,6 @@
 // The relay's reads and writes of a session's sockets (pooler/session.h): without waiting, through
-// the thread's scratch, and for a TLS client the relay took over, through OpenSSL.
+// the thread's scratch, and for a TLS client the relay took over, through its TlsChannel.
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -35,58 +33,37 @@ ssize_t Session::ReceivePending(int fd, std::string& buffer, bool& in, bool& hup
 }
 
 ssize_t Session::ReceiveTls(std::string& buffer, bool& in, bool& hup) {
-  SSL* ssl = client_ssl_.get();
-  ERR_clear_error();  // (SSL_get_error reads the thread's queue: it must hold only this call's)
-  const int n = SSL_read(ssl, thread_->scratch.get(), static_cast<int>(kReadChunk));
-  if (n > 0) {
-    buffer.append(thread_->scratch.get(), static_cast<size_t>(n));
-    // A record is read whole: what the socket still holds, the reactor reports again. (An
-    // SSL_read on an emptied socket would leave OpenSSL holding a record buffer while idle.)
-    in = SSL_has_pending(ssl) != 0;
-    return n;
-  }
-  const int error = SSL_get_error(ssl, n);
-  ERR_clear_error();
-  if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
-    // WANT_WRITE: OpenSSL must send first (its answer to a KeyUpdate) and the socket is
-    // full: reading waits for the socket to take writes again, or a level-triggered report of
-    // the bytes still unread would call it again and again (UpdateInterest, OnReady).
-    tls_read_wants_write_ = error == SSL_ERROR_WANT_WRITE;
-    in = false;
-    hup = false;
-    return 0;
-  }
-  if (error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && errno == EAGAIN)) {
-    errno = 0;  // (close_notify: the end of the stream)
-  } else if (error != SSL_ERROR_SYSCALL || errno == 0) {
-    errno = EPROTO;  // (a TLS error, or the peer gone without close_notify)
-  }
-  return -1;
+  bool drained = false;
+  bool wants_write = false;
+  const ssize_t n = client_tls_->Read(client_fd_, thread_->scratch.get(), kReadChunk, &buffer,
+                                      &drained, &wants_write);
+  if (n < 0) return -1;
+  // (What the channel holds past what it gave, the socket no longer shows: read on.)
+  in = !drained && !wants_write;
+  // Wants write: OpenSSL must send first (its answer to a KeyUpdate) and the socket is full:
+  // reading waits for the socket to take writes again, or a level-triggered report of the
+  // bytes still unread would call it again and again (UpdateInterest, OnReady).
+  if (wants_write) tls_read_wants_write_ = true;
+  if (n == 0) hup = false;
+  return n;
 }
 
 ssize_t Session::SendTls(std::string& out, size_t& sent, bool& blocked, bool& writable) {
-  SSL* ssl = client_ssl_.get();
   ssize_t total = 0;
+  if (client_tls_->unsent() && !client_tls_->Flush(client_fd_)) return -1;
   while (sent < out.size()) {
-    // (Partial writes: a record at a time. A record OpenSSL could not send whole is given
-    // again from the same place, at whatever address `out` now has.)
-    const size_t chunk = std::min<size_t>(out.size() - sent, 1 << 30);
-    ERR_clear_error();
-    const int n = SSL_write(ssl, out.data() + sent, static_cast<int>(chunk));
-    if (n <= 0) {
-      // (WANT_READ would need a renegotiation, which the server's context refuses.)
-      const int error = SSL_get_error(ssl, n);
-      ERR_clear_error();
-      if (error != SSL_ERROR_WANT_WRITE) {
-        if (errno == 0 || errno == EAGAIN) errno = EPROTO;
-        return -1;
-      }
-      break;
-    }
+    const ssize_t n =
+        client_tls_->Write(client_fd_, std::string_view(out).substr(sent));
+    if (n < 0) return -1;
+    if (n == 0) break;
     sent += static_cast<size_t>(n);
     total += n;
   }
   AfterWrite(out, sent, blocked, writable);
+  if (client_tls_->unsent()) {  // (sealed records the socket did not take: written first)
+    blocked = true;
+    writable = false;
+  }
   return total;
 }
 

@@ -126,7 +126,7 @@ void Session::StartRelay() {
     boost::system::error_code ignored;
     client().close(ignored);  // (the socketpair's end)
     client_fd_ = taken->fd;
-    client_ssl_ = std::move(taken->ssl);
+    client_tls_ = std::move(taken->tls);
   } else {
     client_fd_ = client().release(ec);
   }
@@ -144,6 +144,7 @@ void Session::StartRelay() {
   if (!thread_->reactor.Add(client_fd_, Reactor::kRead, this)) {
     LogWarning("pooler: cannot watch a client's socket: %s", strerror(errno));
     ::close(std::exchange(client_fd_, -1));
+    client_tls_.reset();
     Advance(Phase::kClientGone);
   }
   if (!from_client.empty() || !to_client.empty()) {
@@ -152,8 +153,8 @@ void Session::StartRelay() {
     r.to_client.insert(0, to_client);
     protocol_.Unparse();
   }
-  // What OpenSSL holds is seen by no report: read, and write, at once.
-  if (client_ssl_ != nullptr) client_in_ = client_out_ = true;
+  // What the channel holds is seen by no report: read, and write, at once.
+  if (client_tls_ != nullptr) client_in_ = client_out_ = true;
   // Adopted before the relay began (AdoptWebSocket): the WebSocket's socket replaces the
   // tunnel's now.
   if (ws_ != nullptr && ws_->fd >= 0 && phase_ == Phase::kRelaying) SwapToWebSocket();
@@ -178,7 +179,7 @@ void Session::SwapToWebSocket() {
     thread_->reactor.Remove(client_fd_);
     ::close(client_fd_);
   }
-  client_ssl_.reset();  // (a tunnel's client never has one: its TLS is the gateway's)
+  client_tls_.reset();  // (a tunnel's client never has one: its TLS is the gateway's)
   tls_read_wants_write_ = false;
   client_fd_ = std::exchange(ws_->fd, -1);
   client_in_ = true;
@@ -197,7 +198,8 @@ void Session::SwapToWebSocket() {
 }
 
 bool Session::ClientOutputEmpty() const {
-  return (relay_ == nullptr || relay_->to_client.empty()) && (ws_ == nullptr || ws_->out.empty());
+  return (relay_ == nullptr || relay_->to_client.empty()) &&
+         (ws_ == nullptr || ws_->out.empty()) && (client_tls_ == nullptr || !client_tls_->unsent());
 }
 
 void Session::OnReady(int fd, uint32_t events) {
@@ -272,7 +274,7 @@ bool Session::ClientSide() {
       (r.cbuf.size() < ClientReadLimit() || client_hup_) &&
       (ws_ == nullptr || ws_->out.size() < kFlushAt)) {
     const ssize_t n =
-        client_ssl_ != nullptr
+        client_tls_ != nullptr
             ? ReceiveTls(r.cbuf, client_in_, client_hup_)
             : ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
                              client_hup_);
@@ -676,6 +678,7 @@ bool Session::WriteClient() {
   if (phase_ >= Phase::kClientGone) {
     r.to_client.clear();
     r.client_sent = 0;
+    client_tls_.reset();  // (records it sealed and did not send go with it)
     if (ws_ != nullptr) {
       ws_->out.clear();
       ws_->sent = 0;
@@ -696,7 +699,7 @@ bool Session::WriteClient() {
     out = &ws_->out;
     sent = &ws_->sent;
   }
-  const ssize_t n = client_ssl_ != nullptr
+  const ssize_t n = client_tls_ != nullptr
                         ? SendTls(*out, *sent, client_blocked_, client_out_)
                         : SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
   if (n < 0) {
@@ -761,13 +764,10 @@ void Session::ClientGone() {
 void Session::CloseClientFd() {
   if (client_fd_ < 0) return;
   thread_->reactor.Remove(client_fd_);
-  if (client_ssl_ != nullptr) {
-    SSL_shutdown(client_ssl_.get());  // close_notify, if the socket takes it now
-    ERR_clear_error();
-  }
+  if (client_tls_ != nullptr) client_tls_->Close(client_fd_);  // (close_notify, if it fits)
   ::shutdown(client_fd_, SHUT_RDWR);
   ::close(std::exchange(client_fd_, -1));
-  client_ssl_.reset();
+  client_tls_.reset();
 }
 
 void Session::Unlink() {

@@ -7,8 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
-#include <atomic>
+#include <climits>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -63,42 +64,113 @@ bool DrainInto(int fd, std::string* out) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-std::atomic<int> tls_clients{0};
+// OpenSSL's session as a TlsChannel: a client that negotiated TLS 1.2, and every connection
+// toward a server.
+class OpenSslChannel final : public TlsChannel {
+ public:
+  explicit OpenSslChannel(SSL* ssl) : ssl_(ssl) {}
+  ~OpenSslChannel() override { SSL_free(ssl_); }
+  OpenSslChannel(const OpenSslChannel&) = delete;
+  OpenSslChannel& operator=(const OpenSslChannel&) = delete;
+
+  // `*drained` after a read that gave bytes: OpenSSL holds none past them (the socket may:
+  // it reports them again, or an edge-triggered caller reads again till 0).
+  ssize_t Read(int fd, char* scratch, size_t cap, std::string* plain, bool* drained,
+               bool* wants_write) override {
+    *drained = false;
+    *wants_write = false;
+    // SSL_read is called only when there is something to read: on an empty socket it would
+    // take a record buffer, which an idle connection would then hold.
+    if (SSL_has_pending(ssl_) == 0) {
+      char byte;
+      const ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        *drained = true;
+        return 0;
+      }
+    }
+    ERR_clear_error();  // (SSL_get_error reads the thread's queue: it must hold only this call's)
+    const int n = SSL_read(ssl_, scratch, static_cast<int>(std::min<size_t>(cap, INT_MAX)));
+    if (n > 0) {
+      plain->append(scratch, static_cast<size_t>(n));
+      *drained = SSL_has_pending(ssl_) == 0;
+      return n;
+    }
+    const int error = SSL_get_error(ssl_, n);
+    ERR_clear_error();
+    if (error == SSL_ERROR_WANT_READ) {
+      *drained = true;
+      return 0;
+    }
+    if (error == SSL_ERROR_WANT_WRITE) {
+      // OpenSSL must send first (its answer to a KeyUpdate) and the socket is full.
+      *wants_write = true;
+      return 0;
+    }
+    if (error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && errno == EAGAIN)) {
+      failure_ = "end of stream";
+      errno = 0;  // (close_notify: the end of the stream)
+    } else if (error != SSL_ERROR_SYSCALL || errno == 0) {
+      failure_ = "a TLS error, or the peer gone without close_notify";
+      errno = EPROTO;
+    } else {
+      failure_ = "the socket failed";
+    }
+    return -1;
+  }
+
+  // (Partial writes: a record at a time. A record OpenSSL could not send whole is given
+  // again from the same place, at whatever address it then has.)
+  ssize_t Write(int, std::string_view plain) override {
+    ERR_clear_error();
+    const int n = SSL_write(ssl_, plain.data(),
+                            static_cast<int>(std::min<size_t>(plain.size(), 1 << 30)));
+    if (n > 0) return n;
+    // (WANT_READ would need a renegotiation, which neither side's context allows.)
+    const int error = SSL_get_error(ssl_, n);
+    ERR_clear_error();
+    if (error == SSL_ERROR_WANT_WRITE) return 0;
+    if (errno == 0 || errno == EAGAIN) errno = EPROTO;
+    return -1;
+  }
+  bool Flush(int) override { return true; }  // (OpenSSL is given again what it did not send)
+  bool unsent() const override { return false; }
+
+  void Close(int) override {
+    SSL_shutdown(ssl_);  // close_notify, if the socket takes it now
+    ERR_clear_error();
+  }
+  const char* failure() const override { return failure_; }
+
+ private:
+  SSL* ssl_;
+  const char* failure_ = "";
+};
 
 }  // namespace
 
-void TlsClientFree::operator()(SSL* ssl) const {
-  SSL_free(ssl);
-  tls_clients.fetch_sub(1, std::memory_order_relaxed);
-}
-
-// One TLS connection while it is pumped: the TCP socket (OpenSSL reads and writes it itself,
-// non-blocking), its TLS session, and the pump's end of the socketpair whose other end the
-// session holds; and the bytes under way in either direction that a socket did not take yet
-// (kept here, not in a coroutine, so that TakeOverTls finds them). The first direction to end
-// closes everything, so the other and the session see the end; after that, `ssl` is not
-// touched (its descriptor is closed and may be another's).
+// One TLS connection while it is pumped: the TCP socket, its channel (which reads and
+// writes that socket itself, non-blocking), and the pump's end of the socketpair whose other
+// end the session holds; and the bytes under way in either direction that a socket did not
+// take yet (kept here, not in a coroutine, so that TakeOverTls finds them). The first
+// direction to end closes everything, so the other and the session see the end; after that,
+// the channel is not used (its descriptor is closed and may be another's).
 struct TlsLink {
-  TlsLink(Socket w, SSL* s, Socket p, bool client)
-      : wire(std::move(w)), ssl(s), plain(std::move(p)), of_client(client) {
-    if (of_client) tls_clients.fetch_add(1, std::memory_order_relaxed);
-  }
-  ~TlsLink() {
-    if (ssl != nullptr) SSL_free(ssl);
-    if (of_client && ssl != nullptr) tls_clients.fetch_sub(1, std::memory_order_relaxed);
+  TlsLink(Socket w, std::unique_ptr<TlsChannel> c, Socket p, bool client)
+      : wire(std::move(w)), channel(std::move(c)), plain(std::move(p)), of_client(client) {
+    if (of_client) channel->CountAsClient();
   }
   Socket wire;  // the TCP connection to the peer
-  SSL* ssl;     // owned (null once taken over)
+  std::unique_ptr<TlsChannel> channel;  // (null once taken over)
   Socket plain;
   bool of_client;  // toward a client (counted in TlsClientsOpen), not a server
   bool closed = false;
   std::string to_relay;    // decrypted, not yet into the socketpair
-  std::string from_relay;  // from the socketpair, not yet taken by SSL_write
+  std::string from_relay;  // from the socketpair, not yet taken by the channel
   void Close(bool notify_peer) {
     if (closed) return;
     closed = true;
-    if (notify_peer) SSL_shutdown(ssl);  // close_notify, if the socket takes it now
-    ERR_clear_error();
+    if (notify_peer) channel->Close(wire.native_handle());
     boost::system::error_code ignored;
     plain.close(ignored);
     wire.close(ignored);
@@ -124,9 +196,6 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
   std::unique_ptr<std::shared_ptr<TlsLink>> hold(owner);
   TlsLink& pump = **owner;
   boost::system::error_code ec;
-  // SSL_read is called only when there is something to read: on an empty socket it would take
-  // a record buffer, which an idle connection would then hold.
-  int wait_for = SSL_ERROR_NONE;  // what the last SSL_read asked for
   while (!pump.closed) {
     if (!pump.to_relay.empty()) {
       const ssize_t sent = ::send(pump.plain.native_handle(), pump.to_relay.data(),
@@ -139,32 +208,16 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
       }
       continue;
     }
-    if (wait_for == SSL_ERROR_NONE && SSL_has_pending(pump.ssl) == 0) {
-      char byte;
-      const ssize_t peeked =
-          ::recv(pump.wire.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) wait_for = SSL_ERROR_WANT_READ;
-    }
-    if (wait_for != SSL_ERROR_NONE) {
-      const bool go_on = co_await AwaitTls(&pump.wire, wait_for);  // (the peer's end: false)
-      if (!go_on || pump.closed) break;
-      wait_for = SSL_ERROR_NONE;
-    }
-    char* data = Scratch();
-    ERR_clear_error();  // (SSL_get_error reads the thread's queue: it must hold only this call's)
-    const int n = SSL_read(pump.ssl, data, kTlsPumpBuffer);
-    if (n <= 0) {
-      wait_for = SSL_get_error(pump.ssl, n);
-      ERR_clear_error();
-      if (wait_for != SSL_ERROR_WANT_READ && wait_for != SSL_ERROR_WANT_WRITE) break;
-      continue;
-    }
-    const ssize_t sent = ::send(pump.plain.native_handle(), data, static_cast<size_t>(n),
-                                MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent == n) continue;
-    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
-    // (Kept, since another pump of this thread reads through the scratch meanwhile.)
-    pump.to_relay.assign(data + std::max<ssize_t>(sent, 0), data + n);
+    bool drained = false;
+    bool wants_write = false;
+    const ssize_t n = pump.channel->Read(pump.wire.native_handle(), Scratch(), kTlsPumpBuffer,
+                                         &pump.to_relay, &drained, &wants_write);
+    if (n < 0) break;
+    // (asio registers sockets edge-triggered: a wait is begun only once a read found nothing.)
+    if (n > 0) continue;
+    co_await pump.wire.async_wait(wants_write ? Socket::wait_write : Socket::wait_read,
+                                  asio::redirect_error(kUseTask, ec));
+    if (ec || pump.closed) break;  // (the peer's end: read as such)
   }
   pump.Close(/*notify_peer=*/false);
 }
@@ -174,48 +227,56 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
 Task<void> Encrypt(std::shared_ptr<TlsLink>* owner) {
   std::unique_ptr<std::shared_ptr<TlsLink>> hold(owner);
   TlsLink& pump = **owner;
+  const int wire = pump.wire.native_handle();
   boost::system::error_code ec;
   bool relay_ended = false;
   while (!pump.closed) {
-    // What SSL_write did not take yet goes first (OpenSSL may be given it again at another
-    // address: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), else what the session wrote.
-    std::string_view left = pump.from_relay;
-    if (left.empty()) {
-      char* data = Scratch();
-      const ssize_t n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        co_await pump.plain.async_wait(Socket::wait_read, asio::redirect_error(kUseTask, ec));
-        if (ec || pump.closed) break;
-        continue;
-      }
-      if (n <= 0) {
-        relay_ended = n == 0;
-        break;
-      }
-      left = std::string_view(data, static_cast<size_t>(n));
+    // Records the channel sealed and the socket did not take go first; then what the channel
+    // did not take yet (OpenSSL may be given it again at another address:
+    // SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), else what the session wrote.
+    bool blocked = false;
+    if (pump.channel->unsent()) {
+      if (!pump.channel->Flush(wire)) break;
+      blocked = pump.channel->unsent();
     }
-    // SSL_write (partial writes on) takes it a record at a time.
-    size_t done = 0;
-    int error = SSL_ERROR_NONE;
-    while (done < left.size()) {
-      ERR_clear_error();
-      const int wrote =
-          SSL_write(pump.ssl, left.data() + done, static_cast<int>(left.size() - done));
-      if (wrote <= 0) {
-        error = SSL_get_error(pump.ssl, wrote);
-        ERR_clear_error();
-        break;
+    if (!blocked) {
+      std::string_view left = pump.from_relay;
+      if (left.empty()) {
+        char* data = Scratch();
+        const ssize_t n = ::recv(pump.plain.native_handle(), data, kTlsPumpBuffer, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          co_await pump.plain.async_wait(Socket::wait_read, asio::redirect_error(kUseTask, ec));
+          if (ec || pump.closed) break;
+          continue;
+        }
+        if (n <= 0) {
+          relay_ended = n == 0;
+          break;
+        }
+        left = std::string_view(data, static_cast<size_t>(n));
       }
-      done += static_cast<size_t>(wrote);
+      size_t done = 0;
+      bool failed = false;
+      while (done < left.size()) {
+        const ssize_t wrote = pump.channel->Write(wire, left.substr(done));
+        if (wrote <= 0) {
+          failed = wrote < 0;
+          blocked = true;
+          break;
+        }
+        done += static_cast<size_t>(wrote);
+      }
+      if (failed) break;
+      if (left.data() == pump.from_relay.data()) {
+        pump.from_relay.erase(0, done);
+      } else {
+        pump.from_relay.assign(left.substr(done));
+      }
+      blocked = blocked || pump.channel->unsent();
     }
-    if (left.data() == pump.from_relay.data()) {
-      pump.from_relay.erase(0, done);
-    } else {
-      pump.from_relay.assign(left.substr(done));
-    }
-    if (error == SSL_ERROR_NONE) continue;
-    const bool go_on = co_await AwaitTls(&pump.wire, error);
-    if (!go_on || pump.closed) break;
+    if (!blocked) continue;
+    co_await pump.wire.async_wait(Socket::wait_write, asio::redirect_error(kUseTask, ec));
+    if (ec || pump.closed) break;
   }
   pump.Close(/*notify_peer=*/relay_ended);
 }
@@ -306,9 +367,6 @@ absl::Status LoadRevocations(ssl::context& context, const std::string& crl_file,
 
 }  // namespace
 
-int TlsClientsOpen() { return tls_clients.load(std::memory_order_relaxed); }
-
-
 std::string VerifiedCommonName(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
   if (cert == nullptr) return "";
@@ -337,6 +395,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOpti
   // an SSL_write never waits to read.
   SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_num_tickets(context->native_handle(), 0);
+  // A TLS 1.3 client's records are pgflow's own once its handshake is over (Tls13Records).
+  Tls13Records::CatchSecrets(context->native_handle());
   if (absl::Status s = LoadCertificate(*context, tls.cert, tls.key, "", "tls.cert", "tls.key", "");
       !s.ok()) {
     return s;
@@ -363,6 +423,8 @@ absl::StatusOr<std::shared_ptr<ssl::context>> MakeServerTlsContext(const TlsOpti
 absl::StatusOr<std::shared_ptr<ssl::context>> MakeClientTlsContext(const Upstream& upstream) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  // (A server may not renegotiate either: the pump's writes never wait to read.)
+  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_RENEGOTIATION);
   if (!upstream.sslcert.empty()) {
     if (absl::Status s = LoadCertificate(*context, upstream.sslcert, upstream.sslkey,
                                          upstream.sslpassword, "sslcert", "sslkey", "sslpassword");
@@ -514,7 +576,16 @@ Task<absl::StatusOr<Socket>> StartTls(Socket* raw, ssl::context& context, bool a
   }
   inner.non_blocking(true, ec);
   outer.non_blocking(true, ec);
-  auto pump = std::make_shared<TlsLink>(std::move(wire), ssl.release(), std::move(inner), as_server);
+  // A client's TLS 1.3 records are pgflow's from here: OpenSSL's session is freed.
+  std::unique_ptr<TlsChannel> channel;
+  if (as_server) channel = Tls13Records::Take(ssl.get());
+  if (channel != nullptr) {
+    ssl.reset();
+  } else {
+    channel = std::make_unique<OpenSslChannel>(ssl.release());
+  }
+  auto pump =
+      std::make_shared<TlsLink>(std::move(wire), std::move(channel), std::move(inner), as_server);
   asio::co_spawn(executor, Decrypt(new std::shared_ptr<TlsLink>(pump)), asio::detached);
   asio::co_spawn(executor, Encrypt(new std::shared_ptr<TlsLink>(pump)), asio::detached);
   if (link != nullptr) *link = pump;
@@ -529,9 +600,10 @@ std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link, Sock
   // pump had decrypted and the socketpair had not taken.
   if (!DrainInto(plain->native_handle(), from_client)) return std::nullopt;
   from_client->append(pump.to_relay);
-  // The pump's end: what SSL_write has not taken, then what the session wrote that the pump
-  // has not read. (The first, if OpenSSL holds part of it as a record not yet sent, is what
-  // the next SSL_write must be given again: it comes first.)
+  // The pump's end: what the channel has not taken, then what the session wrote that the
+  // pump has not read. (The first, if OpenSSL holds part of it as a record not yet sent, is
+  // what the next SSL_write must be given again: it comes first. Records sealed and not sent
+  // go with the channel, before either.)
   to_client->append(pump.from_relay);
   DrainInto(pump.plain.native_handle(), to_client);  // (the pump's end stays open: never 0)
   // The pump's coroutines find it closed when their waits end (cancelled now) and leave
@@ -541,7 +613,7 @@ std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link, Sock
   const int fd = pump.wire.release(ec);
   pump.plain.close(ec);
   if (fd < 0) return std::nullopt;
-  TlsSession session{.fd = fd, .ssl = TlsClientPtr(std::exchange(pump.ssl, nullptr))};
+  TlsSession session{.fd = fd, .tls = std::move(pump.channel)};
   return session;
 }
 

@@ -5,10 +5,13 @@
 // a peer that speaks TLS, that socket is one end of a Unix socketpair, and a pump (two
 // coroutines on the same thread) carries the bytes between its other end and the TLS
 // session. Once a client is logged in, the relay takes its connection over (TakeOverTls) and
-// calls SSL_read and SSL_write on the client's own socket: one descriptor per client, no
-// extra system call. An idle TLS connection holds no buffer either way: the pump reads
-// through its thread's scratch (kTlsPumpBuffer), the relay through its own, and OpenSSL
-// releases its record buffers between records.
+// reads and writes its records on the client's own socket: one descriptor per client, no
+// extra system call. Both go through a TlsChannel (pooler/tls_records.h): for a client that
+// negotiated TLS 1.3, pgflow's own record layer, which holds a few hundred bytes per
+// connection once OpenSSL's session is freed at the end of the handshake; else OpenSSL's
+// session, which releases its record buffers between records. An idle TLS connection holds
+// no buffer either way: the pump reads through its thread's scratch (kTlsPumpBuffer), the
+// relay through its own.
 //
 // Negotiation is PostgreSQL's: a client sends SSLRequest and gets 'S' (then the handshake) or
 // 'N'; the pooler does the same toward a server when its url's sslmode asks for it.
@@ -23,6 +26,7 @@
 #include "boost/asio/ssl.hpp"
 #include "engine/asio_support.h"
 #include "pooler/pooler_config.h"
+#include "pooler/tls_records.h"
 
 namespace pgflow::pooler {
 
@@ -52,9 +56,6 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeClientTlsContext(
 // The common name of the peer's certificate, if it sent one and it was verified; else empty.
 std::string VerifiedCommonName(SSL* ssl);
 
-// TLS clients open now (StartTls as the server, until their pump or session ends).
-int TlsClientsOpen();
-
 // A pumped TLS connection (StartTls's `*link`): what TakeOverTls takes over.
 struct TlsLink;
 
@@ -64,15 +65,10 @@ asio_support::Task<absl::StatusOr<asio_support::Socket>> StartTls(
     std::string* peer_name = nullptr, std::string* server_name = nullptr,
     std::shared_ptr<TlsLink>* link = nullptr);
 
-// A client's TLS session once the relay reads and writes it itself: freed (and uncounted in
-// TlsClientsOpen) with it.
-struct TlsClientFree {
-  void operator()(SSL* ssl) const;
-};
-using TlsClientPtr = std::unique_ptr<SSL, TlsClientFree>;
+// A client's TLS connection once the relay reads and writes it itself.
 struct TlsSession {
   int fd = -1;  // the client's TCP socket, non-blocking, owned
-  TlsClientPtr ssl;
+  std::unique_ptr<TlsChannel> tls;  // (counted in TlsClientsOpen till freed)
 };
 
 // Ends the pump of a client's `link` and hands its connection over, so that the relay holds
@@ -80,7 +76,8 @@ struct TlsSession {
 // write: `*plain` (the session's end of the socketpair, which the caller then closes) is
 // read to its end into `*from_client`, followed by what the pump had decrypted and not passed
 // on; `*to_client` gets what the session wrote and the pump had not yet sent, which must go
-// first (and, when OpenSSL holds a record of it partly sent, be given to SSL_write again).
+// first (and, when OpenSSL holds a record of it partly sent, be given to SSL_write again;
+// records sealed and not yet sent stay in the channel, unsent()).
 // nullopt when the pump has ended (the session then sees the end on `*plain`).
 std::optional<TlsSession> TakeOverTls(const std::shared_ptr<TlsLink>& link,
                                       asio_support::Socket* plain, std::string* from_client,

@@ -909,6 +909,19 @@ TEST_F(PoolerTest, TlsTowardClientsAndServers) {
               "1600000");
     EXPECT_EQ(encrypted.Run("SELECT sum(length(repeat('x', i))) FROM generate_series(1, 3000) i"),
               "4501500");
+    // libpq's TLS 1.3: its records are the pooler's own once the handshake is over
+    // (Tls13Records), a query larger than a record included.
+    EXPECT_STREQ(PQsslAttribute(encrypted.conn, "protocol"), "TLSv1.3");
+    const std::string literal(300000, 'q');
+    EXPECT_EQ(encrypted.Run("SELECT length('" + literal + "')"), "300000");
+    // A TLS 1.2 client stays with OpenSSL's session.
+    Conn older(pooler.Url("app") + "?sslmode=require&ssl_max_protocol_version=TLSv1.2");
+    ASSERT_TRUE(older.ok()) << older.error() << pooler.Log();
+    EXPECT_STREQ(PQsslAttribute(older.conn, "protocol"), "TLSv1.2");
+    EXPECT_EQ(older.Run("SELECT length(string_agg(md5(i::text), '')) FROM "
+                        "generate_series(1, 50000) i"),
+              "1600000");
+    EXPECT_EQ(older.Run("SELECT length('" + literal + "')"), "300000");
     Conn verified(absl::StrCat("postgres://postgres@localhost:", pooler.port(),
                                "/app?sslmode=verify-full&sslrootcert=", crt));
     ASSERT_TRUE(verified.ok()) << verified.error();
