@@ -8,6 +8,9 @@
 #
 # 1. Active clients, none idle (after 2 s of warm-up): `pgbench -S -c 50 -j 2 -T BENCH_SECONDS`
 #    (sslmode=disable) with every transaction's latency logged (-l): TPS and p99 latency.
+#    The same over TLS (sslmode=require): TLS 1.3, whose records pgflow seals itself after the
+#    handshake, and TLS 1.2 (PGSSLMAXPROTOCOLVERSION), which stays with OpenSSL's session, with
+#    the pooler's CPU per thousand transactions.
 # 2. Connect rate: `pgbench -C -S -c 8 -j 2 -T CONNECT_SECONDS` (a SCRAM login and one query a
 #    connection), in the clear and with sslmode=require: connections a second, and logins per
 #    CPU-second of the pooler (utime + stime of its processes, all threads, from /proc), the
@@ -299,13 +302,14 @@ processed() {  # pgbench's log: its transactions (with -C, its connections)
 }
 # pgbench -S through the pooler, every transaction's latency logged: records TAG_tps and
 # TAG_p99 (ms); fails (recorded) when pgbench does.
-active() {  # name tag
-  local name=$1 tag=$2 log="$work/pgbench-$1-$2.log" c0 c1 tps tx p99 cpu
+active() {  # name tag [sslmode [the highest TLS version]]
+  local name=$1 tag=$2 mode=${3:-disable} version=${4:-} log="$work/pgbench-$1-$2.log"
+  local c0 c1 tps tx p99 cpu
   rm -f "$work/lat-$name-$tag".*
   c0=$(sum_over proc_cpu "${PIDS[@]}")
-  if ! PGSSLMODE=disable timeout -k 5 $((BENCH_SECONDS + 120)) \
-      pgbench -h 127.0.0.1 -p "$PORT" -U bench -n -S -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" \
-      -l --log-prefix="$work/lat-$name-$tag" bench >"$log" 2>&1; then
+  if ! env PGSSLMODE="$mode" ${version:+PGSSLMAXPROTOCOLVERSION=$version} \
+      timeout -k 5 $((BENCH_SECONDS + 120)) pgbench -h 127.0.0.1 -p "$PORT" -U bench -n -S \
+      -c "$CLIENTS" -j 2 -T "$BENCH_SECONDS" -l --log-prefix="$work/lat-$name-$tag" bench >"$log" 2>&1; then
     fail "$name" "pgbench -S ($tag) failed: $(grep -v '^pgbench (' "$log" | tail -n 2)"
     return 0
   fi
@@ -319,6 +323,7 @@ active() {  # name tag
   rm -f "$work/lat-$name-$tag".*
   record "$name" "${tag}_tps" "$tps"
   record "$name" "${tag}_p99" "$p99"
+  record "$name" "${tag}_cpu" "$cpu"
   printf '  %-9s %-28s %9.0f tps, p99 %6.2f ms, pooler %.3f cpu s/1000 tx\n' "$name" \
     "pgbench -S -c $CLIENTS ($tag)" "$tps" "$p99" "$cpu"
 }
@@ -438,6 +443,8 @@ measure() {  # name: the whole sequence for one pooler (in a subshell: a failure
   PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$PORT" -U bench -n -S -c "$CLIENTS" -j 2 -T 2 bench \
     >"$work/warm-$name.log" 2>&1 || { cat "$work/warm-$name.log" >&2; return 1; }
   active "$name" base
+  active "$name" tls13 require
+  active "$name" tls12 require TLSv1.2
   connect_rate "$name" disable
   connect_rate "$name" require
   alive "$name"
@@ -524,6 +531,11 @@ line("p99 latency ms, no idle clients", "base_p99", ".2f", True)
 line("tps, idle clients held", "held_tps", ",.0f", False)
 line("p99 latency ms, idle clients held", "held_p99", ".2f", True)
 line("tps held / tps none", "tps_ratio", ".3f", False, 0.95)
+line("pooler cpu s per 1000 tx, no idle clients", "base_cpu", ".3f", True)
+line("tps over TLS 1.3", "tls13_tps", ",.0f", False)
+line("pooler cpu s per 1000 tx over TLS 1.3", "tls13_cpu", ".3f", True)
+line("tps over TLS 1.2", "tls12_tps", ",.0f", False)
+line("pooler cpu s per 1000 tx over TLS 1.2", "tls12_cpu", ".3f", True)
 for name, what in failures.items():
     for w in what:
         print(f"FAILED {name}: {w}")
