@@ -149,6 +149,10 @@ void Session::StartRelay() {
   }
   if (!from_client.empty() || !to_client.empty()) {
     RelayState& r = relay();
+    // (Read before the relay, by the login or the TLS pump: the client's bytes all the same.)
+    if (pool_ != nullptr) {
+      pool_->stats().bytes_received.fetch_add(from_client.size(), std::memory_order_relaxed);
+    }
     r.cbuf += from_client;
     r.to_client.insert(0, to_client);
     protocol_.Unparse();
