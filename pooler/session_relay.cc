@@ -703,6 +703,9 @@ bool Session::WriteClient() {
     out = &ws_->out;
     sent = &ws_->sent;
   }
+  // (Sealed records a TLS client's socket now took in full are progress too, though no new
+  // byte was: a closing session goes on to close.)
+  const bool had_unsent = client_tls_ != nullptr && client_tls_->unsent();
   const ssize_t n = client_tls_ != nullptr
                         ? SendTls(*out, *sent, client_blocked_, client_out_)
                         : SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
@@ -712,7 +715,7 @@ bool Session::WriteClient() {
     return true;
   }
   pool_->stats().bytes_sent.fetch_add(n, std::memory_order_relaxed);
-  return n > 0;
+  return n > 0 || (had_unsent && !client_tls_->unsent());
 }
 
 void Session::UpdateInterest() {

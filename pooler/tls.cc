@@ -53,6 +53,12 @@ char* Scratch() {
   return scratch.data();
 }
 
+// What one thread's pumps decrypt into before the session's end takes it.
+std::string& Decrypted() {
+  thread_local std::string decrypted;
+  return decrypted;
+}
+
 // Appends to *out what socket `fd` holds, without waiting: whether it emptied the socket
 // (false: its end came, or an error).
 bool DrainInto(int fd, std::string* out) {
@@ -201,6 +207,7 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
       const ssize_t sent = ::send(pump.plain.native_handle(), pump.to_relay.data(),
                                   pump.to_relay.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (sent > 0) pump.to_relay.erase(0, static_cast<size_t>(sent));
+      if (pump.to_relay.empty()) std::string().swap(pump.to_relay);  // (none held while idle)
       if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
       if (sent < 0) {
         co_await pump.plain.async_wait(Socket::wait_write, asio::redirect_error(kUseTask, ec));
@@ -210,11 +217,21 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
     }
     bool drained = false;
     bool wants_write = false;
+    std::string& decrypted = Decrypted();
+    decrypted.clear();
     const ssize_t n = pump.channel->Read(pump.wire.native_handle(), Scratch(), kTlsPumpBuffer,
-                                         &pump.to_relay, &drained, &wants_write);
+                                         &decrypted, &drained, &wants_write);
     if (n < 0) break;
     // (asio registers sockets edge-triggered: a wait is begun only once a read found nothing.)
-    if (n > 0) continue;
+    if (n > 0) {
+      const ssize_t sent = ::send(pump.plain.native_handle(), decrypted.data(), decrypted.size(),
+                                  MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+      // (Kept, since another pump of this thread reads through the same buffer meanwhile.)
+      const size_t taken = static_cast<size_t>(std::max<ssize_t>(sent, 0));
+      if (taken < decrypted.size()) pump.to_relay.assign(decrypted, taken);
+      continue;
+    }
     co_await pump.wire.async_wait(wants_write ? Socket::wait_write : Socket::wait_read,
                                   asio::redirect_error(kUseTask, ec));
     if (ec || pump.closed) break;  // (the peer's end: read as such)

@@ -29,6 +29,7 @@ constexpr size_t kMaxSealed = kMaxPlain + 256;  // a record's length at most (5.
 // Records sealed under one key before the pooler updates it: AES-GCM's limit is 2^24.5 full
 // records (5.5); the same bound serves every suite.
 constexpr uint64_t kRecordsPerKey = uint64_t{1} << 23;
+constexpr int kMaxRecordsWithoutData = 32;
 
 std::atomic<int> tls_clients{0};
 std::atomic<uint64_t> next_key_id{1};
@@ -211,6 +212,7 @@ void Tls13Records::Update(Direction& d) {
 }
 
 bool Tls13Records::Fail(const char* why, int error) {
+  failed_ = true;
   failure_ = why;
   errno = error;
   return false;
@@ -287,12 +289,11 @@ bool Tls13Records::Seal(uint8_t type, std::string_view content, std::string* out
 }
 
 bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain) {
-  if (record[0] != kApplicationData) {
-    return Fail(record[0] == kAlert ? "an alert in the clear after the handshake"
-                                    : "a record of a type TLS 1.3 does not send encrypted",
-                EPROTO);
-  }
   if (length <= kTag) return Fail("a record too short to hold its tag", EPROTO);
+  // (TLSInnerPlaintext: the content, its type and the padding, 2^14 + 1 bytes at most, 5.4.)
+  if (length - kTag > kMaxPlain + 1) {
+    return Fail("a record longer than TLS allows (record_overflow)", EPROTO);
+  }
   const size_t at = plain->size();
   const size_t sealed_length = length - kTag;
   plain->resize(at + sealed_length);
@@ -324,12 +325,19 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
   }
   const uint8_t type = out[end - 1];
   const size_t content_length = end - 1;
-  if (content_length > kMaxPlain) {
+  if (type == kApplicationData && content_length > 0) {
+    plain->resize(at + content_length);
+    records_without_data_ = 0;
+    return true;
+  }
+  // Records that carry no data (empty ones, KeyUpdates, warnings) are few in a row, or a
+  // client could keep the thread busy with them (OpenSSL allows 32).
+  if (++records_without_data_ > kMaxRecordsWithoutData) {
     plain->resize(at);
-    return Fail("a record longer than TLS allows (record_overflow)", EPROTO);
+    return Fail("too many records in a row without data", EPROTO);
   }
   if (type == kApplicationData) {
-    plain->resize(at + content_length);
+    plain->resize(at);
     return true;
   }
   const std::string content(reinterpret_cast<char*>(out), content_length);
@@ -367,6 +375,12 @@ bool Tls13Records::Consume(const char* bytes, size_t n, std::string* plain) {
   bool ok = true;
   while (!closed_ && in.size() - used >= kHeader) {
     const auto* record = reinterpret_cast<const uint8_t*>(in.data() + used);
+    if (record[0] != kApplicationData) {  // (told at once, not once a whole "record" came)
+      ok = Fail(record[0] == kAlert ? "an alert in the clear after the handshake"
+                                    : "a record of a type TLS 1.3 does not send encrypted",
+                EPROTO);
+      break;
+    }
     const size_t length = static_cast<size_t>(record[3]) << 8 | record[4];
     if (length > kMaxSealed) {
       ok = Fail("a record longer than TLS allows (record_overflow)", EPROTO);
@@ -471,7 +485,8 @@ ssize_t Tls13Records::Write(int fd, std::string_view plain) {
 }
 
 void Tls13Records::Close(int fd) {
-  if (!Flush(fd) || !unsent_.empty()) return;
+  // (After a failure, not close_notify: that would tell a clean end. The connection is cut.)
+  if (failed_ || !Flush(fd) || !unsent_.empty()) return;
   static constexpr char kCloseNotify[] = {1, 0};  // warning, close_notify
   std::string& sealed = SealScratch();
   sealed.clear();

@@ -132,6 +132,8 @@ class Tls13Records final : public TlsChannel {
   Suite suite_;
   bool update_owed_ = false;  // the client asked for a KeyUpdate: sent before the next record
   bool closed_ = false;       // close_notify came
+  bool failed_ = false;       // a record was refused (Fail): nothing more is sent
+  uint8_t records_without_data_ = 0;  // in a row (KeyUpdates, empty records, warnings)
   const char* failure_ = "";
   Direction from_client_, to_client_;
   std::string partial_;  // a record not yet whole (held only while there is one)

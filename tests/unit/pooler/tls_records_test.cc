@@ -237,8 +237,26 @@ TEST_P(TlsRecordsTest, RefusesARecordAlteredOnTheWay) {
   EXPECT_EQ(errno, EBADMSG);
   EXPECT_STREQ(records_->failure(), "a record failed its authentication (bad_record_mac)");
   EXPECT_TRUE(plain.empty());
+  // Cut, not closed cleanly: no close_notify follows a refused record.
+  records_->Close(fds[1]);
+  char after[64];
+  EXPECT_EQ(::recv(fds[0], after, sizeof after, MSG_DONTWAIT), -1);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+TEST_P(TlsRecordsTest, RefusesAnEndlessRunOfRecordsWithoutData) {
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_EQ(SSL_key_update(client_.get(), SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+    ASSERT_EQ(SSL_do_handshake(client_.get()), 1);  // (sends it)
+  }
+  std::string plain;
+  char scratch[4096];
+  bool drained = false;
+  bool wants_write = false;
+  EXPECT_EQ(records_->Read(server_fd_, scratch, sizeof scratch, &plain, &drained, &wants_write),
+            -1);
+  EXPECT_STREQ(records_->failure(), "too many records in a row without data");
 }
 
 TEST_P(TlsRecordsTest, RefusesBytesThatAreNotARecordOfTls13) {
