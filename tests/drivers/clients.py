@@ -1,6 +1,6 @@
 """psycopg 3 through the pooler (transaction mode): every query prepared on the server
 (prepare_threshold=0), transactions, pipeline mode. Exits non-zero at the first wrong answer.
-Usage: python clients.py postgres://user:password@host:port/db"""
+Usage: python clients.py postgres://user:password@host:port/db[?sslmode=require]"""
 import sys
 import threading
 
@@ -8,11 +8,14 @@ import psycopg
 
 url = sys.argv[1]
 errors = []
+over = ["in the clear"]
 
 
 def work(i):
     try:
         with psycopg.connect(url, prepare_threshold=0, autocommit=True) as conn:
+            if conn.pgconn.ssl_in_use:  # (psycopg does not expose libpq's PQsslAttribute)
+                over[0] = "over TLS"
             for k in range(100):
                 got = conn.execute("SELECT %s::int + %s::int", (i, k)).fetchone()[0]
                 assert got == i + k, f"add {i}+{k}: {got}"
@@ -41,4 +44,5 @@ for t in threads:
 if errors:
     print("FAILED", *errors, sep="\n", file=sys.stderr)
     sys.exit(1)
-print("ok psycopg: 6 clients, 600 prepared queries, 6 transactions, 600 pipelined queries")
+print("ok psycopg: 6 clients, 600 prepared queries, 6 transactions, 600 pipelined queries,",
+      over[0])

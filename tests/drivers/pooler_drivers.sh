@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Real drivers through `pgflow pooler` in transaction mode, as their users run them:
 # node-postgres and postgres.js (npm), psycopg 3 and asyncpg (PyPI), the PostgreSQL JDBC driver
-# (Maven Central), each with several clients sharing a pool of 3 server connections, logging in
-# by SCRAM-SHA-256: named and automatic server-side prepared statements, pipelining (postgres.js,
-# psycopg's pipeline mode), transactions, batches, and errors that roll a transaction back.
-# Then the rows each committed are counted directly: all of them, none of the rolled back.
+# (Maven Central) and pgx (the Go module proxy), each with several clients sharing a pool of 3
+# server connections, logging in by SCRAM-SHA-256: named and automatic server-side prepared
+# statements, pipelining (postgres.js, psycopg's pipeline mode, pgx's batches), transactions,
+# batches, COPY FROM, and errors that roll a transaction back. Then the rows each committed are
+# counted directly: all of them, none of the rolled back.
+#
+# Then the same clients again over TLS (sslmode=require, a pooler that refuses clients in the
+# clear), each through its own TLS stack: OpenSSL under Node.js and libpq, Java's JSSE, Go's
+# crypto/tls; all of them agree TLS 1.3, so the pooler's own record layer carries them once
+# they are logged in. pgbench writes through the same pooler over TLS meanwhile, and every
+# transaction it reports committed is counted too.
 #
 # Then a cutover (cutover.js): node-postgres clients run named prepared statements in
 # transactions through a pooler while `pgflow cutover` moves their database to another one a
@@ -23,13 +30,18 @@
 #
 # The drivers are installed once into the build tree (BUILD_DIR/drivers). Usage:
 #   tests/drivers/pooler_drivers.sh BUILD_DIR
-# KEEP=1 keeps the work directory (and the server's data and log), ONLY=node|python|java runs
+# KEEP=1 keeps the work directory (and the server's data and log), ONLY=node|python|java|go runs
 # one language's clients, PG_DEBUG=1 has the server log every statement.
 set -euo pipefail
 source "$(dirname "$0")/script_env.sh" pooler-drivers "$@"
 POOLER_PID=
+TLS_POOLER_PID=
 cleanup() {
-  if [ -n "$POOLER_PID" ]; then kill "$POOLER_PID" 2>/dev/null || true; wait "$POOLER_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in $POOLER_PID $TLS_POOLER_PID; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   if [ "${KEEP:-0}" = 1 ]; then
     "$ROOT/scripts/pgtmp.sh" pause "$WORK/replica" >/dev/null 2>&1 || true
     "$ROOT/scripts/pgtmp.sh" pause "$WORK/pg" >/dev/null 2>&1 || true
@@ -44,7 +56,7 @@ trap cleanup EXIT
 
 # --- The drivers -----------------------------------------------------------------------------
 source "$HERE/install.sh"
-install_drivers node python java
+install_drivers node python java go
 
 # --- A server and the pooler -----------------------------------------------------------------
 PORT=$("$ROOT/scripts/pgtmp.sh" start "$WORK/pg")
@@ -69,22 +81,36 @@ databases:
   small: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 2}
   one: {url: postgres://127.0.0.1:$PORT/app, pool_mode: transaction, pool_size: 1}
 YAML
-"$PGFLOW" pooler --config "$WORK/pooler.yaml" >"$WORK/pooler.log" 2>&1 &
-POOLER_PID=$!
-for _ in $(seq 300); do
-  grep -q "pooler: listening" "$WORK/pooler.log" && break
-  kill -0 "$POOLER_PID" 2>/dev/null || { cat "$WORK/pooler.log"; exit 1; }
-  sleep 0.1
-done
+# start_pooler NAME: `pgflow pooler` on WORK/NAME.yaml, logging to WORK/NAME.log, until it
+# listens; its pid in STARTED.
+start_pooler() {
+  "$PGFLOW" pooler --config "$WORK/$1.yaml" >"$WORK/$1.log" 2>&1 &
+  STARTED=$!
+  for _ in $(seq 300); do
+    grep -q "pooler: listening" "$WORK/$1.log" && return 0
+    kill -0 "$STARTED" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$WORK/$1.log" >&2
+  exit 1
+}
+start_pooler pooler
+POOLER_PID=$STARTED
 URL="postgres://app:app-secret@127.0.0.1:$POOLER_PORT/app"
 say "pooler on 127.0.0.1:$POOLER_PORT (transaction mode, 3 server connections)"
 
 # --- The clients -----------------------------------------------------------------------------
+# run_clients URL JDBC_URL: each language's clients, one after the other; status=1 if one fails.
 status=0
-[ -n "${ONLY:-}" ] && [ "$ONLY" != node ] || NODE_PATH="$CACHE/node/node_modules" node "$HERE/clients.js" "$URL" || status=1
-[ -n "${ONLY:-}" ] && [ "$ONLY" != python ] || "$CACHE/venv/bin/python" "$HERE/clients.py" "$URL" || status=1
-[ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Clients.java" \
-  "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?user=app&password=app-secret" || status=1
+run_clients() {
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != node ] ||
+    NODE_PATH="$CACHE/node/node_modules" node "$HERE/clients.js" "$1" || status=1
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != python ] ||
+    "$CACHE/venv/bin/python" "$HERE/clients.py" "$1" || status=1
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != java ] || java -cp "$JAR" "$HERE/Clients.java" "$2" || status=1
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != go ] || "$PGX_CLIENTS" "$1" || status=1
+}
+run_clients "$URL" "jdbc:postgresql://127.0.0.1:$POOLER_PORT/app?user=app&password=app-secret"
 
 # --- Through the routing proxy ---------------------------------------------------------------
 ROUTED="postgres://app:app-secret@127.0.0.1:$POOLER_PORT/routed"
@@ -126,15 +152,65 @@ JDBC_AUTH="user=app&password=app-secret"
   node "$HERE/cancels.js" "$DIRECT" "$POOLER/small" "$POOLER/app" || status=1
 
 # --- What they committed, counted directly ---------------------------------------------------
-counts=$(psql -X -At -d app -c "SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM (
-  SELECT regexp_replace(client, '[0-9]+$', '') AS kind, count(*) AS n FROM hits GROUP BY 1) c")
-want="java=300 js=50 pg=600 py=300"
-if [ "$counts" != "$want" ]; then
-  echo "rows committed: $counts; expected $want (no rolled back rows: *rb)" >&2
-  status=1
-else
-  say "rows committed, counted directly: $counts"
+# check_committed DATABASE: the rows each language's clients committed in DATABASE's hits.
+check_committed() {
+  local counts want="go=600 java=300 js=50 pg=600 py=300"
+  counts=$(psql -X -At -d "$1" -c "SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM (
+    SELECT regexp_replace(client, '[0-9]+$', '') AS kind, count(*) AS n FROM hits GROUP BY 1) c")
+  if [ "$counts" != "$want" ]; then
+    echo "rows committed in $1: $counts; expected $want (no rolled back rows: *rb)" >&2
+    status=1
+  else
+    say "rows committed in $1, counted directly: $counts"
+  fi
+}
+check_committed app
+
+# --- The same clients over TLS, with pgbench writing over TLS meanwhile -----------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+  -keyout "$WORK/server.key" -out "$WORK/server.crt" 2>/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE app_tls OWNER app"
+psql -X -q -v ON_ERROR_STOP=1 "postgres://app:app-secret@127.0.0.1:$PORT/app_tls" \
+  -c "CREATE TABLE hits (client text, n int)" -c "CREATE TABLE seen (client text, n int)" \
+  -c "CREATE TABLE writes (id bigserial PRIMARY KEY, n int)"
+TLS_PORT=$(free_port)
+cat >"$WORK/tls-pooler.yaml" <<YAML
+listen: 127.0.0.1:$TLS_PORT
+threads: 2
+auth: {method: scram-sha-256, users: $WORK/users.txt}
+tls: {mode: require, cert: $WORK/server.crt, key: $WORK/server.key}
+databases:
+  app: {url: postgres://127.0.0.1:$PORT/app_tls, pool_mode: transaction, pool_size: 4}
+YAML
+start_pooler tls-pooler
+TLS_POOLER_PID=$STARTED
+TLS_URL="postgres://app:app-secret@127.0.0.1:$TLS_PORT/app?sslmode=require"
+if PGSSLMODE=disable psql -X -At "postgres://app:app-secret@127.0.0.1:$TLS_PORT/app" -c "SELECT 1" \
+    >/dev/null 2>&1; then
+  echo "the TLS pooler let a client in the clear in" >&2; status=1
 fi
+# pgbench: 4 clients, named prepared statements, 200 transactions a second, for 30 s (the
+# drivers take about as long); then what it reports committed is what the table holds.
+printf '\\set n random(1, 1000000)\nINSERT INTO writes (n) VALUES (:n);\n' >"$WORK/writes.sql"
+pgbench -n -M prepared -c 4 -j 1 -R 200 -T "${TLS_WRITE_SECONDS:-30}" -f "$WORK/writes.sql" \
+  "$TLS_URL" >"$WORK/pgbench-tls.out" 2>&1 &
+PGBENCH_PID=$!
+run_clients "$TLS_URL" \
+  "jdbc:postgresql://127.0.0.1:$TLS_PORT/app?user=app&password=app-secret&sslmode=require"
+if ! wait "$PGBENCH_PID"; then
+  echo "pgbench over TLS failed:" >&2; cat "$WORK/pgbench-tls.out" >&2; status=1
+fi
+processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
+  "$WORK/pgbench-tls.out")
+written=$(psql -X -At -d app_tls -c "SELECT count(*) FROM writes")
+if [ -z "$processed" ] || [ "$processed" != "$written" ] || [ "$processed" -lt 1000 ] ||
+    grep -q '^number of failed transactions: [1-9]' "$WORK/pgbench-tls.out"; then
+  echo "pgbench over TLS: ${processed:-?} transactions reported, $written rows written:" >&2
+  cat "$WORK/pgbench-tls.out" >&2; status=1
+else
+  say "pgbench over TLS meanwhile: $processed transactions, every one of them written"
+fi
+check_committed app_tls
 # --- A cutover under node-postgres ------------------------------------------------------------
 if [ -z "${ONLY:-}" ] || [ "$ONLY" = node ]; then
   # (Databases of their own: the clients above left the first pooler's connections to app.)
@@ -195,7 +271,9 @@ fi
 if ! kill -0 "$POOLER_PID" 2>/dev/null; then
   echo "the pooler exited:" >&2; cat "$WORK/pooler.log" >&2; status=1
 fi
-if grep -q "ERROR\|FATAL" "$WORK/pooler.log"; then
-  echo "the pooler logged errors:" >&2; grep "ERROR\|FATAL" "$WORK/pooler.log" >&2; status=1
-fi
+for log in pooler tls-pooler; do
+  if grep -q "ERROR\|FATAL" "$WORK/$log.log"; then
+    echo "the $log logged errors:" >&2; grep "ERROR\|FATAL" "$WORK/$log.log" >&2; status=1
+  fi
+done
 exit $status
