@@ -283,7 +283,13 @@ bool Session::ClientSide() {
             : ReceivePending(client_fd_, ws_ != nullptr ? ws_->raw : r.cbuf, client_in_,
                              client_hup_);
     if (n < 0) {
-      LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
+      if (client_tls_ != nullptr && client_tls_->owes_alert()) {
+        // (A broken or hostile client: told why by the alert CloseClientFd sends.)
+        LogWarning("pooler: client %d: refused its TLS record: %s", info_->id,
+                client_tls_->failure());
+      } else {
+        LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
+      }
       ClientGone();
       return true;
     }

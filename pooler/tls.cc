@@ -236,7 +236,8 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
                                   asio::redirect_error(kUseTask, ec));
     if (ec || pump.closed) break;  // (the peer's end: read as such)
   }
-  pump.Close(/*notify_peer=*/false);
+  // (A refused record is answered with its alert, where the channel sends one.)
+  pump.Close(/*notify_peer=*/pump.channel != nullptr && pump.channel->owes_alert());
 }
 
 // What the session writes, encrypted, sent to the peer; the session's end closed:

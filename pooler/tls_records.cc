@@ -26,10 +26,14 @@ constexpr size_t kHeader = 5;
 constexpr size_t kTag = 16;
 constexpr size_t kMaxPlain = 16384;
 constexpr size_t kMaxSealed = kMaxPlain + 256;  // a record's length at most (5.2)
-// Records sealed under one key before the pooler updates it: AES-GCM's limit is 2^24.5 full
-// records (5.5); the same bound serves every suite.
-constexpr uint64_t kRecordsPerKey = uint64_t{1} << 23;
 constexpr int kMaxRecordsWithoutData = 32;
+// Alert descriptions (6) sent after a refused record.
+constexpr uint8_t kUnexpectedMessage = 10;
+constexpr uint8_t kBadRecordMac = 20;
+constexpr uint8_t kRecordOverflow = 22;
+constexpr uint8_t kIllegalParameter = 47;
+constexpr uint8_t kDecodeError = 50;
+constexpr uint8_t kInternalError = 80;
 
 std::atomic<int> tls_clients{0};
 std::atomic<uint64_t> next_key_id{1};
@@ -211,9 +215,10 @@ void Tls13Records::Update(Direction& d) {
   Derive(d);
 }
 
-bool Tls13Records::Fail(const char* why, int error) {
+bool Tls13Records::Fail(const char* why, int error, uint8_t alert) {
   failed_ = true;
   failure_ = why;
+  alert_ = alert;
   errno = error;
   return false;
 }
@@ -271,14 +276,14 @@ bool Tls13Records::SealRecord(uint8_t type, std::string_view content, std::strin
       EVP_CIPHER_CTX_ctrl(c.seal, EVP_CTRL_AEAD_GET_TAG, kTag, sealed + done) == 1;
   if (!ok) {
     out->resize(at);
-    return Fail("OpenSSL could not seal a record", EPROTO);
+    return Fail("OpenSSL could not seal a record", EPROTO, kInternalError);
   }
   ++to_client_.seq;
   return true;
 }
 
 bool Tls13Records::Seal(uint8_t type, std::string_view content, std::string* out) {
-  if (update_owed_ || to_client_.seq >= kRecordsPerKey) {
+  if (update_owed_ || to_client_.seq >= records_per_key_) {
     // KeyUpdate, update_not_requested (4.6.3), under the old key; the next record under the new.
     static constexpr char kUpdate[] = {kKeyUpdate, 0, 0, 1, 0};
     if (!SealRecord(kHandshake, std::string_view(kUpdate, sizeof kUpdate), out)) return false;
@@ -289,10 +294,10 @@ bool Tls13Records::Seal(uint8_t type, std::string_view content, std::string* out
 }
 
 bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain) {
-  if (length <= kTag) return Fail("a record too short to hold its tag", EPROTO);
+  if (length <= kTag) return Fail("a record too short to hold its tag", EPROTO, kBadRecordMac);
   // (TLSInnerPlaintext: the content, its type and the padding, 2^14 + 1 bytes at most, 5.4.)
   if (length - kTag > kMaxPlain + 1) {
-    return Fail("a record longer than TLS allows (record_overflow)", EPROTO);
+    return Fail("a record longer than TLS allows (record_overflow)", EPROTO, kRecordOverflow);
   }
   const size_t at = plain->size();
   const size_t sealed_length = length - kTag;
@@ -313,7 +318,7 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
       static_cast<size_t>(done + n) == sealed_length;
   if (!ok) {
     plain->resize(at);
-    return Fail("a record failed its authentication (bad_record_mac)", EBADMSG);
+    return Fail("a record failed its authentication (bad_record_mac)", EBADMSG, kBadRecordMac);
   }
   ++from_client_.seq;
   // The content type is the last byte that is not padding (5.4).
@@ -321,7 +326,7 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
   while (end > 0 && out[end - 1] == 0) --end;
   if (end == 0) {
     plain->resize(at);
-    return Fail("a record with no content type", EPROTO);
+    return Fail("a record with no content type", EPROTO, kUnexpectedMessage);
   }
   const uint8_t type = out[end - 1];
   const size_t content_length = end - 1;
@@ -334,7 +339,7 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
   // client could keep the thread busy with them (OpenSSL allows 32).
   if (++records_without_data_ > kMaxRecordsWithoutData) {
     plain->resize(at);
-    return Fail("too many records in a row without data", EPROTO);
+    return Fail("too many records in a row without data", EPROTO, kUnexpectedMessage);
   }
   if (type == kApplicationData) {
     plain->resize(at);
@@ -343,23 +348,28 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
   const std::string content(reinterpret_cast<char*>(out), content_length);
   plain->resize(at);
   if (type == kHandshake) return OnHandshake(content);
-  if (type != kAlert) return Fail("a record of an unknown content type", EPROTO);
-  if (content.size() != 2) return Fail("a malformed alert", EPROTO);
+  if (type != kAlert) {
+    return Fail("a record of an unknown content type", EPROTO, kUnexpectedMessage);
+  }
+  if (content.size() != 2) return Fail("a malformed alert", EPROTO, kDecodeError);
   if (content[1] == 0) {  // close_notify: the end of what the client sends
     closed_ = true;
     return true;
   }
   if (content[1] == 90) return true;  // user_canceled: a warning (close_notify follows)
-  return Fail("the client sent a fatal alert", ECONNRESET);
+  return Fail("the client sent a fatal alert", ECONNRESET, /*alert=*/0);
 }
 
 bool Tls13Records::OnHandshake(std::string_view content) {
   // A KeyUpdate (4.6.3), whole in its record and the record's last message (5.1).
   if (content.size() != 5 || static_cast<uint8_t>(content[0]) != kKeyUpdate ||
       content[1] != 0 || content[2] != 0 || content[3] != 1) {
-    return Fail("a handshake message after the handshake other than a KeyUpdate", EPROTO);
+    return Fail("a handshake message after the handshake other than a KeyUpdate", EPROTO,
+                kUnexpectedMessage);
   }
-  if (content[4] != 0 && content[4] != 1) return Fail("a malformed KeyUpdate", EPROTO);
+  if (content[4] != 0 && content[4] != 1) {
+    return Fail("a malformed KeyUpdate", EPROTO, kIllegalParameter);
+  }
   Update(from_client_);
   if (content[4] == 1) update_owed_ = true;  // (update_requested)
   return true;
@@ -378,12 +388,12 @@ bool Tls13Records::Consume(const char* bytes, size_t n, std::string* plain) {
     if (record[0] != kApplicationData) {  // (told at once, not once a whole "record" came)
       ok = Fail(record[0] == kAlert ? "an alert in the clear after the handshake"
                                     : "a record of a type TLS 1.3 does not send encrypted",
-                EPROTO);
+                EPROTO, kUnexpectedMessage);
       break;
     }
     const size_t length = static_cast<size_t>(record[3]) << 8 | record[4];
     if (length > kMaxSealed) {
-      ok = Fail("a record longer than TLS allows (record_overflow)", EPROTO);
+      ok = Fail("a record longer than TLS allows (record_overflow)", EPROTO, kRecordOverflow);
       break;
     }
     if (in.size() - used < kHeader + length) break;
@@ -485,12 +495,13 @@ ssize_t Tls13Records::Write(int fd, std::string_view plain) {
 }
 
 void Tls13Records::Close(int fd) {
-  // (After a failure, not close_notify: that would tell a clean end. The connection is cut.)
-  if (failed_ || !Flush(fd) || !unsent_.empty()) return;
-  static constexpr char kCloseNotify[] = {1, 0};  // warning, close_notify
+  // close_notify, or after a refused record the fatal alert that names why (6.2): not
+  // close_notify, which would tell a clean end. Either only if what was sealed before is sent.
+  if ((failed_ && alert_ == 0) || !Flush(fd) || !unsent_.empty()) return;
+  const char alert[] = {static_cast<char>(failed_ ? 2 : 1), static_cast<char>(alert_)};
   std::string& sealed = SealScratch();
   sealed.clear();
-  if (!Seal(kAlert, std::string_view(kCloseNotify, sizeof kCloseNotify), &sealed)) return;
+  if (!Seal(kAlert, std::string_view(alert, sizeof alert), &sealed)) return;
   (void)::send(fd, sealed.data(), sealed.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 

@@ -52,10 +52,14 @@ class TlsChannel {
   virtual bool Flush(int fd) = 0;
   virtual bool unsent() const = 0;
 
-  // Sends close_notify if the socket takes it now (after what waits before it).
+  // Sends close_notify if the socket takes it now (after what waits before it); after a
+  // refused record, the fatal alert that says why instead, where the channel has one.
   virtual void Close(int fd) = 0;
 
   virtual const char* failure() const = 0;
+  // A record was refused and Close owes the peer the alert that says why (OpenSSL sends its
+  // own at once).
+  virtual bool owes_alert() const { return false; }
 
   // Counts the connection in TlsClientsOpen for as long as it lives (a client's).
   void CountAsClient();
@@ -89,9 +93,15 @@ class Tls13Records final : public TlsChannel {
   bool unsent() const override { return !unsent_.empty(); }
   void Close(int fd) override;
   const char* failure() const override { return failure_; }
+  bool owes_alert() const override { return failed_ && alert_ != 0; }
 
   // What one Write seals at most: bounds what a connection keeps when its socket is full.
   static constexpr size_t kMaxWrite = 4 * 16384;
+  // Records sealed under one key before the pooler updates it: AES-GCM's limit is 2^24.5
+  // full records (RFC 8446, 5.5); the same bound serves every suite.
+  static constexpr uint64_t kRecordsPerKey = uint64_t{1} << 23;
+  // (For the tests: the update comes after `records` instead, not eight million.)
+  void LimitRecordsPerKeyForTesting(uint64_t records) { records_per_key_ = records; }
 
  private:
   enum class Suite : uint8_t { kAes128Gcm, kAes256Gcm, kChaCha20Poly1305 };
@@ -125,15 +135,19 @@ class Tls13Records final : public TlsChannel {
   void Derive(Direction& d);
   // Moves `d`'s secret one generation on (RFC 8446, 7.2) and derives from it.
   void Update(Direction& d);
-  bool Fail(const char* why, int error);
+  // Refuses the connection: `why` for failure(), errno `error`, and the alert Close sends
+  // (its description; 0: none).
+  bool Fail(const char* why, int error, uint8_t alert);
   size_t hash_length() const { return suite_ == Suite::kAes256Gcm ? 48 : 32; }
   size_t key_length() const { return suite_ == Suite::kAes128Gcm ? 16 : 32; }
 
   Suite suite_;
   bool update_owed_ = false;  // the client asked for a KeyUpdate: sent before the next record
   bool closed_ = false;       // close_notify came
-  bool failed_ = false;       // a record was refused (Fail): nothing more is sent
+  bool failed_ = false;       // a record was refused (Fail): nothing more is sent but alert_
+  uint8_t alert_ = 0;         // the fatal alert owed after a refusal (0: none)
   uint8_t records_without_data_ = 0;  // in a row (KeyUpdates, empty records, warnings)
+  uint64_t records_per_key_ = kRecordsPerKey;
   const char* failure_ = "";
   Direction from_client_, to_client_;
   std::string partial_;  // a record not yet whole (held only while there is one)

@@ -147,6 +147,18 @@ class TlsRecordsTest : public ::testing::TestWithParam<const char*> {
   std::unique_ptr<Tls13Records> records_;
 };
 
+// The records waiting to be read on `fd` (headers counted, nothing taken).
+int RecordsWaiting(int fd) {
+  char raw[4096];
+  const ssize_t n = ::recv(fd, raw, sizeof raw, MSG_PEEK);
+  int records = 0;
+  for (ssize_t at = 0; at + 5 <= n;
+       at += 5 + (static_cast<uint8_t>(raw[at + 3]) << 8 | static_cast<uint8_t>(raw[at + 4]))) {
+    ++records;
+  }
+  return records;
+}
+
 std::string Text(size_t size) {
   std::string text(size, '\0');
   for (size_t i = 0; i < size; ++i) text[i] = static_cast<char>('a' + i * 7 % 26);
@@ -182,14 +194,7 @@ TEST_P(TlsRecordsTest, FollowsAndAnswersTheClientsKeyUpdates) {
     // Asked for one, the pooler sends its own KeyUpdate before its next record.
     const std::string answer = "answer " + std::to_string(round);
     ASSERT_EQ(records_->Write(server_fd_, answer), static_cast<ssize_t>(answer.size()));
-    char raw[512];
-    const ssize_t n = ::recv(client_fd_, raw, sizeof raw, MSG_PEEK);
-    int records = 0;
-    for (ssize_t at = 0; at + 5 <= n;
-         at += 5 + (static_cast<uint8_t>(raw[at + 3]) << 8 | static_cast<uint8_t>(raw[at + 4]))) {
-      ++records;
-    }
-    EXPECT_EQ(records, round % 2 == 0 ? 2 : 1);
+    EXPECT_EQ(RecordsWaiting(client_fd_), round % 2 == 0 ? 2 : 1);
     // (The client opens the answer only under the keys that KeyUpdate moved it to.)
     char buffer[64];
     const int got = SSL_read(client_.get(), buffer, sizeof buffer);
@@ -220,7 +225,7 @@ TEST_P(TlsRecordsTest, ItsCloseNotifyEndsTheClientsStream) {
   EXPECT_EQ(SSL_get_error(client_.get(), n), SSL_ERROR_ZERO_RETURN);
 }
 
-TEST_P(TlsRecordsTest, RefusesARecordAlteredOnTheWay) {
+TEST_P(TlsRecordsTest, RefusesARecordAlteredOnTheWayAndSaysWhy) {
   ClientWrites("DROP TABLE nothing");
   char raw[256];
   const ssize_t n = ::recv(server_fd_, raw, sizeof raw, 0);
@@ -237,12 +242,41 @@ TEST_P(TlsRecordsTest, RefusesARecordAlteredOnTheWay) {
   EXPECT_EQ(errno, EBADMSG);
   EXPECT_STREQ(records_->failure(), "a record failed its authentication (bad_record_mac)");
   EXPECT_TRUE(plain.empty());
-  // Cut, not closed cleanly: no close_notify follows a refused record.
-  records_->Close(fds[1]);
-  char after[64];
-  EXPECT_EQ(::recv(fds[0], after, sizeof after, MSG_DONTWAIT), -1);
   ::close(fds[0]);
   ::close(fds[1]);
+  // Not closed cleanly: the client is told bad_record_mac, a fatal alert, not close_notify.
+  EXPECT_TRUE(records_->owes_alert());
+  records_->Close(server_fd_);
+  char buffer[16];
+  const int got = SSL_read(client_.get(), buffer, sizeof buffer);
+  EXPECT_LE(got, 0);
+  EXPECT_EQ(SSL_get_error(client_.get(), got), SSL_ERROR_SSL);
+  EXPECT_EQ(ERR_GET_REASON(ERR_peek_last_error()), SSL_AD_REASON_OFFSET + SSL_AD_BAD_RECORD_MAC);
+  ERR_clear_error();
+}
+
+TEST_P(TlsRecordsTest, UpdatesItsOwnKeyAtItsLimitOfRecords) {
+  records_->LimitRecordsPerKeyForTesting(3);
+  std::string sent;
+  for (int i = 0; i < 10; ++i) {
+    const std::string row = "row " + std::to_string(i) + ";";
+    ASSERT_EQ(records_->Write(server_fd_, row), static_cast<ssize_t>(row.size()));
+    sent += row;
+  }
+  // On the wire: the ten records, and a KeyUpdate before the 4th, the 7th and the 10th.
+  EXPECT_EQ(RecordsWaiting(client_fd_), 13);
+  // OpenSSL's client opens each under the key it was sealed with.
+  std::string got;
+  char buffer[256];
+  for (int turn = 0; turn < 100 && got.size() < sent.size(); ++turn) {
+    const int r = SSL_read(client_.get(), buffer, sizeof buffer);
+    ASSERT_GT(r, 0) << "client error " << SSL_get_error(client_.get(), r);
+    got.append(buffer, static_cast<size_t>(r));
+  }
+  EXPECT_EQ(got, sent);
+  // The client's own key is not moved by the pooler's updates.
+  ClientWrites("and back");
+  EXPECT_EQ(ReadServer(8), "and back");
 }
 
 TEST_P(TlsRecordsTest, RefusesAnEndlessRunOfRecordsWithoutData) {
