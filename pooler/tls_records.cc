@@ -283,7 +283,7 @@ bool Tls13Records::SealRecord(uint8_t type, std::string_view content, std::strin
 }
 
 bool Tls13Records::Seal(uint8_t type, std::string_view content, std::string* out) {
-  if (update_owed_ || to_client_.seq >= records_per_key_) {
+  if (update_owed_ || to_client_.seq >> records_per_key_log2_ != 0) {
     // KeyUpdate, update_not_requested (4.6.3), under the old key; the next record under the new.
     static constexpr char kUpdate[] = {kKeyUpdate, 0, 0, 1, 0};
     if (!SealRecord(kHandshake, std::string_view(kUpdate, sizeof kUpdate), out)) return false;

@@ -97,11 +97,11 @@ class Tls13Records final : public TlsChannel {
 
   // What one Write seals at most: bounds what a connection keeps when its socket is full.
   static constexpr size_t kMaxWrite = 4 * 16384;
-  // Records sealed under one key before the pooler updates it: AES-GCM's limit is 2^24.5
-  // full records (RFC 8446, 5.5); the same bound serves every suite.
-  static constexpr uint64_t kRecordsPerKey = uint64_t{1} << 23;
-  // (For the tests: the update comes after `records` instead, not eight million.)
-  void LimitRecordsPerKeyForTesting(uint64_t records) { records_per_key_ = records; }
+  // Records sealed under one key before the pooler updates it, 2^this: AES-GCM's limit is
+  // 2^24.5 full records (RFC 8446, 5.5); the same bound serves every suite.
+  static constexpr uint8_t kRecordsPerKeyLog2 = 23;
+  // (For the tests: the update comes after 2^`log2` records instead, not eight million.)
+  void LimitRecordsPerKeyForTesting(uint8_t log2) { records_per_key_log2_ = log2; }
 
  private:
   enum class Suite : uint8_t { kAes128Gcm, kAes256Gcm, kChaCha20Poly1305 };
@@ -147,7 +147,7 @@ class Tls13Records final : public TlsChannel {
   bool failed_ = false;       // a record was refused (Fail): nothing more is sent but alert_
   uint8_t alert_ = 0;         // the fatal alert owed after a refusal (0: none)
   uint8_t records_without_data_ = 0;  // in a row (KeyUpdates, empty records, warnings)
-  uint64_t records_per_key_ = kRecordsPerKey;
+  uint8_t records_per_key_log2_ = kRecordsPerKeyLog2;  // (a byte: no idle client grows)
   const char* failure_ = "";
   Direction from_client_, to_client_;
   std::string partial_;  // a record not yet whole (held only while there is one)
