@@ -286,7 +286,7 @@ bool Session::ClientSide() {
       if (client_tls_ != nullptr && client_tls_->owes_alert()) {
         // (A broken or hostile client: told why by the alert CloseClientFd sends.)
         LogWarning("pooler: client %d: refused its TLS record: %s", info_->id,
-                client_tls_->failure());
+                   client_tls_->failure());
       } else {
         LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
       }

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <utility>
 
+#include "engine/log.h"
 #include "engine/str_cat.h"
 #include "pooler/protocol.h"
 
@@ -237,7 +238,12 @@ Task<void> Decrypt(std::shared_ptr<TlsLink>* owner) {
     if (ec || pump.closed) break;  // (the peer's end: read as such)
   }
   // (A refused record is answered with its alert, where the channel sends one.)
-  pump.Close(/*notify_peer=*/pump.channel != nullptr && pump.channel->owes_alert());
+  const bool refused = pump.channel != nullptr && pump.channel->owes_alert();
+  if (refused) {
+    LogWarning("pooler: refused a TLS %s's record during its login: %s",
+               pump.of_client ? "client" : "server", pump.channel->failure());
+  }
+  pump.Close(/*notify_peer=*/refused);
 }
 
 // What the session writes, encrypted, sent to the peer; the session's end closed:

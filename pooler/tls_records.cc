@@ -33,7 +33,6 @@ constexpr uint8_t kBadRecordMac = 20;
 constexpr uint8_t kRecordOverflow = 22;
 constexpr uint8_t kIllegalParameter = 47;
 constexpr uint8_t kDecodeError = 50;
-constexpr uint8_t kInternalError = 80;
 
 std::atomic<int> tls_clients{0};
 std::atomic<uint64_t> next_key_id{1};
@@ -276,7 +275,9 @@ bool Tls13Records::SealRecord(uint8_t type, std::string_view content, std::strin
       EVP_CIPHER_CTX_ctrl(c.seal, EVP_CTRL_AEAD_GET_TAG, kTag, sealed + done) == 1;
   if (!ok) {
     out->resize(at);
-    return Fail("OpenSSL could not seal a record", EPROTO, kInternalError);
+    // (No alert: the records sealed before it in this batch were dropped, so the client could
+    // not open one sealed after them.)
+    return Fail("OpenSSL could not seal a record", EPROTO, /*alert=*/0);
   }
   ++to_client_.seq;
   return true;
@@ -362,10 +363,12 @@ bool Tls13Records::Open(const uint8_t* record, size_t length, std::string* plain
 
 bool Tls13Records::OnHandshake(std::string_view content) {
   // A KeyUpdate (4.6.3), whole in its record and the record's last message (5.1).
-  if (content.size() != 5 || static_cast<uint8_t>(content[0]) != kKeyUpdate ||
-      content[1] != 0 || content[2] != 0 || content[3] != 1) {
+  if (content.empty() || static_cast<uint8_t>(content[0]) != kKeyUpdate) {
     return Fail("a handshake message after the handshake other than a KeyUpdate", EPROTO,
                 kUnexpectedMessage);
+  }
+  if (content.size() != 5 || content[1] != 0 || content[2] != 0 || content[3] != 1) {
+    return Fail("a KeyUpdate of the wrong length", EPROTO, kDecodeError);
   }
   if (content[4] != 0 && content[4] != 1) {
     return Fail("a malformed KeyUpdate", EPROTO, kIllegalParameter);

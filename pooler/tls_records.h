@@ -18,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -101,7 +102,9 @@ class Tls13Records final : public TlsChannel {
   // 2^24.5 full records (RFC 8446, 5.5); the same bound serves every suite.
   static constexpr uint8_t kRecordsPerKeyLog2 = 23;
   // (For the tests: the update comes after 2^`log2` records instead, not eight million.)
-  void LimitRecordsPerKeyForTesting(uint8_t log2) { records_per_key_log2_ = log2; }
+  void LimitRecordsPerKeyForTesting(uint8_t log2) {
+    records_per_key_log2_ = std::min<uint8_t>(log2, kRecordsPerKeyLog2);
+  }
 
  private:
   enum class Suite : uint8_t { kAes128Gcm, kAes256Gcm, kChaCha20Poly1305 };

@@ -44,8 +44,9 @@ install_drivers() {
           say "building the pgx clients (pgx from the Go module proxy)"
           local go_bin
           go_bin=$(command -v go || echo /usr/local/go/bin/go)
-          (cd "$HERE/pgx" && GOFLAGS=-mod=mod GOTOOLCHAIN=local GOCACHE="$CACHE/go-cache" \
-            GOPATH="$CACHE/go-path" "$go_bin" build -o "$PGX_CLIENTS" . </dev/null)
+          (cd "$HERE/pgx" && GOFLAGS="-mod=readonly -modcacherw" GOTOOLCHAIN=local \
+            GOCACHE="$CACHE/go-cache" GOPATH="$CACHE/go-path" \
+            "$go_bin" build -o "$PGX_CLIENTS" . </dev/null)
         fi
         ;;
       *) echo "install_drivers: $which?" >&2; return 2 ;;

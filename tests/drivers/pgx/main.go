@@ -74,7 +74,7 @@ func work(ctx context.Context, pool *pgxpool.Pool, i int) error {
 	for k := range rows {
 		rows[k] = []any{fmt.Sprintf("go%d", i), k}
 	}
-	copied, err := pool.CopyFrom(ctx, pgx.Identifier{"seen"}, []string{"client", "n"},
+	copied, err := pool.CopyFrom(ctx, pgx.Identifier{"copied"}, []string{"client", "n"},
 		pgx.CopyFromRows(rows))
 	if err != nil || copied != int64(len(rows)) {
 		return fmt.Errorf("COPY FROM: %d rows, %v", copied, err)

@@ -256,7 +256,7 @@ TEST_P(TlsRecordsTest, RefusesARecordAlteredOnTheWayAndSaysWhy) {
 }
 
 TEST_P(TlsRecordsTest, UpdatesItsOwnKeyAtItsLimitOfRecords) {
-  records_->LimitRecordsPerKeyForTesting(2);  // (four records a key)
+  records_->LimitRecordsPerKeyForTesting(2);  // (four records of data a key, then a KeyUpdate)
   std::string sent;
   for (int i = 0; i < 10; ++i) {
     const std::string row = "row " + std::to_string(i) + ";";
