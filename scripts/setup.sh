@@ -83,7 +83,10 @@ if [ $binary_only = 1 ]; then
   tests=()
   [ -f build/CMakeCache.txt ] || tests=(-DBUILD_TESTING=OFF)
 fi
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${tests[@]}" >/dev/null
+# DEBUG_INFO=lines: line tables only (-g1), as the test suite builds (scripts/test.sh); the
+# binary users run and install keeps full debug information.
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+  -DPGFLOW_DEBUG_INFO="${DEBUG_INFO:-full}" "${tests[@]}" >/dev/null
 ninja -C build "$@"
 
 if [ -n "$install_prefix" ]; then
