@@ -169,28 +169,30 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
   return routers;
 }
 
-void Pooler::Impl::Register(const std::shared_ptr<ClientInfo>& info) {
+void Pooler::Impl::Register(Session* session, ClientInfo& info) {
   for (;;) {
     const std::string key_bytes = RandomBytes(8);  // (drawn outside the lock)
-    info->cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
-    info->cancel_key = ReadInt32(key_bytes.data() + 4);
+    info.cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
+    info.cancel_key = ReadInt32(key_bytes.data() + 4);
     absl::MutexLock lock(&clients_mu_);
-    if (client_infos_.try_emplace(CancelKey(info->cancel_pid, info->cancel_key), info).second) {
+    if (client_infos_.try_emplace(CancelKey(info.cancel_pid, info.cancel_key), session).second) {
       return;
     }
   }
 }
 
-void Pooler::Impl::Unregister(const ClientInfo& info) {
+void Pooler::Impl::Unregister(const Session* session, const ClientInfo& info) {
   absl::MutexLock lock(&clients_mu_);
   auto it = client_infos_.find(CancelKey(info.cancel_pid, info.cancel_key));
-  if (it != client_infos_.end() && it->second.get() == &info) client_infos_.erase(it);
+  if (it != client_infos_.end() && it->second == session) client_infos_.erase(it);
 }
 
-std::shared_ptr<ClientInfo> Pooler::Impl::FindClientByKey(int32_t pid, int32_t key) {
+bool Pooler::Impl::WithClient(int32_t pid, int32_t key, absl::FunctionRef<void(Session&)> found) {
   absl::MutexLock lock(&clients_mu_);
   auto it = client_infos_.find(CancelKey(pid, key));
-  return it != client_infos_.end() ? it->second : nullptr;
+  if (it == client_infos_.end()) return false;
+  found(*it->second);
+  return true;
 }
 
 std::vector<std::shared_ptr<Pool>> Pooler::Impl::PoolsOf(const std::string& database) {
@@ -266,15 +268,18 @@ void Pooler::Impl::Reconnect(const std::string& database) {
 
 void Pooler::Impl::PostToSessions(const std::function<bool(const ClientInfo&)>& which,
                                   void (Session::*what)()) {
-  std::vector<std::shared_ptr<ClientInfo>> picked;
+  std::vector<std::pair<asio::io_context*, std::weak_ptr<Session>>> picked;
   {
     absl::MutexLock lock(&clients_mu_);
-    for (const auto& [key, info] : client_infos_) {
-      if (which(*info)) picked.push_back(info);
+    for (const auto& [key, session] : client_infos_) {
+      if (which(session->info())) {
+        picked.emplace_back(&session->context(), session->weak_from_this());
+      }
     }
   }
-  for (const std::shared_ptr<ClientInfo>& info : picked) {
-    asio::post(info->context->get_executor(), [weak = info->session, what] {
+  for (auto& [context, weak] : picked) {
+    // (Locked on the session's thread: the last owner may let it go there only.)
+    asio::post(context->get_executor(), [weak = std::move(weak), what] {
       if (std::shared_ptr<Session> session = weak.lock()) (session.get()->*what)();
     });
   }

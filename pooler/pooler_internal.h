@@ -21,6 +21,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -125,20 +126,12 @@ struct NetThread {
   }
 };
 
-// What the admin console and cancel requests see of a client, readable from any thread.
+// What the admin console and cancel requests see of a client, readable from any thread while
+// the client is registered (Pooler::Impl::Register). A part of its Session (Session::info), not
+// an object of its own, and its members in an order that leaves no padding: an idle client
+// costs one allocation, as small as it goes.
 struct ClientInfo {
-  uint64_t id = 0;
-  std::string user;
-  std::string database;
-  std::string address;
-  absl::Time connected = absl::Now();
-  int port = 0;
-  int32_t cancel_pid = 0;
-  int32_t cancel_key = 0;
-  std::atomic<int> state{0};  // 0 idle, 1 active (holds a server), 2 waiting
-  asio::io_context* context = nullptr;
-  std::weak_ptr<Session> session;
-
+  // What changes while the client is registered:
   absl::Mutex mu;
   // The server connection the client holds, for its cancel requests (its address, Unix socket,
   // backend key): set while the client holds it, cleared before it goes back to its pool
@@ -151,6 +144,18 @@ struct ClientInfo {
   // A cancel passed on whose delivery is unknown (no answer in time): the connection the
   // client holds is closed, not reused, when given back.
   bool cancel_unsettled ABSL_GUARDED_BY(mu) = false;
+  std::atomic<uint8_t> state{0};  // 0 idle, 1 active (holds a server), 2 waiting
+
+  // What is set before it is registered, and does not change after:
+  uint16_t port = 0;
+  uint64_t id = 0;
+  std::string user;
+  std::string database;
+  std::string address;
+  // When it connected, in microseconds since the epoch (an absl::Time takes twice the room).
+  int64_t connected_us = absl::ToUnixMicros(absl::Now());
+  int32_t cancel_pid = 0;
+  int32_t cancel_key = 0;
 };
 
 class Pooler::Impl : public AdminTarget {
@@ -218,12 +223,17 @@ class Pooler::Impl : public AdminTarget {
                                     std::weak_ptr<Session>* session = nullptr);
   // The network threads (the gateway serves its connections on them).
   std::vector<NetThread*> threads() const;
-  // A logged-in client, by its BackendKeyData: its cancel_pid and cancel_key are drawn at
-  // random here, unlike any other client's.
-  void Register(const std::shared_ptr<ClientInfo>& info);
-  void Unregister(const ClientInfo& info);
-  // The client a cancel request with BackendKeyData (pid, key) is for; nullptr when none.
-  std::shared_ptr<ClientInfo> FindClientByKey(int32_t pid, int32_t key);
+  // A logged-in client's session, by its BackendKeyData: `info`'s (the session's own)
+  // cancel_pid and cancel_key are drawn at random here, unlike any other client's. The session
+  // unregisters first thing in its destructor, so a registered one is alive while the registry's
+  // lock is held (and only then: it may end on its own thread at any time after).
+  void Register(Session* session, ClientInfo& info);
+  void Unregister(const Session* session, const ClientInfo& info);
+  // Calls `found` under the registry's lock with the session of the client a cancel request
+  // with BackendKeyData (pid, key) is for: false when there is none. `found` must not block,
+  // and keeps nothing of the session but what it copies and a weak_ptr, locked on the
+  // session's own thread only (the thread a session is destroyed on).
+  bool WithClient(int32_t pid, int32_t key, absl::FunctionRef<void(Session&)> found);
   std::atomic<int> clients{0};
   // Sessions alive, from accept to their end (logging in included), and those of them that
   // are the console: what SHUTDOWN WAIT_FOR_CLIENTS waits for is the difference.
@@ -360,8 +370,7 @@ class Pooler::Impl : public AdminTarget {
   static uint64_t CancelKey(int32_t pid, int32_t key) {
     return (uint64_t{static_cast<uint32_t>(pid)} << 32) | static_cast<uint32_t>(key);
   }
-  absl::flat_hash_map<uint64_t, std::shared_ptr<ClientInfo>> client_infos_
-      ABSL_GUARDED_BY(clients_mu_);
+  absl::flat_hash_map<uint64_t, Session*> client_infos_ ABSL_GUARDED_BY(clients_mu_);
 
   std::vector<std::unique_ptr<NetThread>> threads_;
   std::unique_ptr<Gateway> gateway_;  // http.listen's (pooler/gateway.h); null without it

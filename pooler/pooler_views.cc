@@ -111,15 +111,16 @@ std::vector<PoolView> Pooler::Impl::Pools() {
 std::vector<ClientView> Pooler::Impl::Clients() {
   absl::MutexLock lock(&clients_mu_);
   std::vector<ClientView> out;
-  for (const auto& [key, info] : client_infos_) {
+  for (const auto& [key, session] : client_infos_) {
     static constexpr const char* kStates[] = {"idle", "active", "waiting"};
-    out.push_back(ClientView{.id = info->id,
-                             .user = info->user,
-                             .database = info->database,
-                             .state = kStates[std::clamp(info->state.load(), 0, 2)],
-                             .address = info->address,
-                             .port = info->port,
-                             .connected = info->connected});
+    const ClientInfo& info = session->info();
+    out.push_back(ClientView{.id = info.id,
+                             .user = info.user,
+                             .database = info.database,
+                             .state = kStates[std::min<int>(info.state.load(), 2)],
+                             .address = info.address,
+                             .port = info.port,
+                             .connected = absl::FromUnixMicros(info.connected_us)});
   }
   std::sort(out.begin(), out.end(),
             [](const ClientView& a, const ClientView& b) { return a.id < b.id; });

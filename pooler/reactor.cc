@@ -57,7 +57,7 @@ void Reactor::Turn() {
   const int n = epoll_wait(epfd_, ready.data(), static_cast<int>(ready.size()), 0);
   for (int i = 0; i < n; ++i) {
     const int fd = ready[i].data.fd;
-    Target* target = static_cast<size_t>(fd) < slots_.size() ? slots_[fd].target : nullptr;
+    Target* target = static_cast<size_t>(fd) < slots_.size() ? slots_[fd].target() : nullptr;
     if (target != nullptr) {
       target->OnReady(fd, ready[i].events);
     } else {
@@ -65,7 +65,7 @@ void Reactor::Turn() {
       // or level-triggered epoll would report it every turn. Its next taker registers it.
       epoll_event none{};
       if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &none) == 0) taken_out_.insert(fd);
-      if (static_cast<size_t>(fd) < slots_.size()) slots_[fd].events = 0;
+      if (static_cast<size_t>(fd) < slots_.size()) slots_[fd].set_events(0);
     }
   }
   if (!watch_) return;
@@ -98,12 +98,12 @@ void Reactor::Remove(int fd) {
 
 bool Reactor::Modify(int fd, uint32_t events) {
   Slot& s = slot(fd);
-  if (s.events == events) return true;
+  if (s.events() == events) return true;
   epoll_event ev{};
   ev.events = events;
   ev.data.fd = fd;
   if (epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) != 0) return false;
-  s.events = events;
+  s.set_events(events);
   return true;
 }
 
@@ -118,7 +118,8 @@ bool Reactor::Watch(int fd, int* watched_by, uint32_t events, Target* target) {
     if (!Add(fd, events, target)) {
       if (errno != EEXIST) return false;
       // Registered here under an earlier life of the number: set as wanted.
-      slot(fd) = {target, ~events};
+      slot(fd) = {target, 0u};
+      slot(fd).ForgetEvents();
       if (!Modify(fd, events)) return false;
     }
     *watched_by = epfd_;
@@ -128,13 +129,13 @@ bool Reactor::Watch(int fd, int* watched_by, uint32_t events, Target* target) {
     *watched_by = -1;
     return Watch(fd, watched_by, events, target);
   }
-  slot(fd).target = target;
+  slot(fd).set_target(target);
   return Modify(fd, events);
 }
 
 void Reactor::Unwatch(int fd, uint32_t events) {
   if (static_cast<size_t>(fd) >= slots_.size()) return;
-  slots_[fd].target = nullptr;
+  slots_[fd].set_target(nullptr);
   if (!taken_out_.contains(fd)) Modify(fd, events);
 }
 

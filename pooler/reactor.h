@@ -78,13 +78,38 @@ class Reactor {
   bool Modify(int fd, uint32_t events);
   // The events `fd` is registered for here.
   uint32_t events(int fd) const {
-    return static_cast<size_t>(fd) < slots_.size() ? slots_[fd].events : 0;
+    return static_cast<size_t>(fd) < slots_.size() ? slots_[fd].events() : 0;
   }
 
  private:
-  struct Slot {
-    Target* target = nullptr;
-    uint32_t events = 0;
+  // A descriptor's owner and the events it is registered for, in one word: the events in the
+  // low bits the owner's alignment leaves free. A slot per descriptor number and per thread,
+  // so its size is paid by every client once per network thread (8 bytes, not 16).
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(Target* target, uint32_t events) : word_(Word(target, Bits(events))) {}
+    Target* target() const { return reinterpret_cast<Target*>(word_ & ~kMask); }
+    // The events (kRead, kWrite, both or none), or ~0 after ForgetEvents.
+    uint32_t events() const {
+      if ((word_ & kUnknown) != 0) return ~uint32_t{0};
+      return ((word_ & kReadBit) != 0 ? kRead : 0) | ((word_ & kWriteBit) != 0 ? kWrite : 0);
+    }
+    void set_target(Target* target) { word_ = Word(target, word_ & kMask); }
+    void set_events(uint32_t events) { word_ = Word(target(), Bits(events)); }
+    // Matches no events, so that the next Modify registers them whatever they are.
+    void ForgetEvents() { word_ |= kUnknown; }
+
+   private:
+    static constexpr uintptr_t kReadBit = 1, kWriteBit = 2, kUnknown = 4, kMask = 7;
+    static_assert(alignof(Target) >= 8);  // (its vtable pointer's)
+    static uintptr_t Word(Target* target, uintptr_t bits) {
+      return reinterpret_cast<uintptr_t>(target) | bits;
+    }
+    static uintptr_t Bits(uint32_t events) {
+      return ((events & EPOLLIN) != 0 ? kReadBit : 0) | ((events & EPOLLOUT) != 0 ? kWriteBit : 0);
+    }
+    uintptr_t word_ = 0;
   };
   void Wait();
   void Turn();

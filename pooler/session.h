@@ -104,6 +104,11 @@ class Session : public std::enable_shared_from_this<Session>,
     return !admin_ && !killed_ && phase_ <= Phase::kRelaying && ws_ == nullptr;
   }
 
+  // What the registry (Pooler::Impl::Register) and the views read of the client; the thread
+  // it runs on.
+  const ClientInfo& info() const { return info_; }
+  asio::io_context& context() const { return thread_->context; }
+
  private:
   // A session's life, in this order: it only moves forward (Advance), never back.
   // PgBouncer's SocketState is the model; what is apart from it (a wait for a server
@@ -178,12 +183,13 @@ class Session : public std::enable_shared_from_this<Session>,
   // Reads one password-phase message ('p').
   Task<std::optional<std::string>> ReadPasswordMessage();
 
-  // A cancel request for `client`'s query, on this session's own connection (as many at once
-  // as requests come, each bounded by the server connect timeout). A query running on a
-  // server connection: the request is passed on to it, and the connection is given back
-  // only once PostgreSQL has answered it (ClientInfo::cancels_in_flight). A query still
-  // waiting for a server connection: the client's session ends the wait (CancelWaiting).
-  Task<void> Cancel(const std::shared_ptr<ClientInfo>& client);
+  // A cancel request with BackendKeyData (pid, key), on this session's own connection (as many
+  // at once as requests come, each bounded by the server connect timeout), for the client
+  // registered with it, if any. A query running on a server connection: the request is passed
+  // on to it, and the connection is given back only once PostgreSQL has answered it
+  // (ClientInfo::cancels_in_flight). A query still waiting for a server connection: the
+  // client's session ends the wait (CancelWaiting).
+  Task<void> Cancel(int32_t pid, int32_t key);
 
   // Where a cancel request for a client's query goes: the server connection it runs on.
   struct CancelTarget {
@@ -198,13 +204,20 @@ class Session : public std::enable_shared_from_this<Session>,
   struct CancelForward {
     Pooler::Impl* impl;
     asio::io_context* context;  // where the request is passed on from
-    std::shared_ptr<ClientInfo> client;
+    // The client's session, and its thread: the request's end is posted there (Settled).
+    asio::io_context* client_context;
+    std::weak_ptr<Session> client;
     CancelTarget target;
   };
   // Passes a cancel request on to `forward->target` and waits for PostgreSQL to close the
-  // connection; then the client's session is told (a Pump) once none is in flight. Owns
-  // `forward`. Runs without its requester: a session's own late cancel spawns it.
+  // connection; then the client's session, on its own thread, counts it answered and is told
+  // (a Pump) once none is in flight (CancelSettled). Owns `forward`. Runs without its
+  // requester: a session's own late cancel spawns it. Keeps the client's session alive only
+  // on its own thread, for its destruction to happen there.
   static Task<void> ForwardCancel(CancelForward* forward);
+  // A cancel request passed on is over, `settled` (PostgreSQL signalled its backend, or never
+  // will) or not: on this session's thread.
+  void CancelSettled(bool settled);
 
   // On the client's own thread: its query, waiting for a server connection, is cancelled. The
   // wait ends (a Queue wait at once; an Acquire under way is left to finish, and what it gets
@@ -334,8 +347,8 @@ class Session : public std::enable_shared_from_this<Session>,
   // The relay is over: the session goes once the handler running this returns.
   void Finish();
 
-  const std::string& user() const { return info_->user; }
-  const std::string& database() const { return info_->database; }
+  const std::string& user() const { return info_.user; }
+  const std::string& database() const { return info_.database; }
 
   // --- relay: server to client ------------------------------------------------------------
 
@@ -400,7 +413,8 @@ class Session : public std::enable_shared_from_this<Session>,
   Pooler::Impl* impl_;
   NetThread* thread_;
   std::unique_ptr<LoginState> login_;
-  std::shared_ptr<ClientInfo> info_;  // from the startup packet on
+  // Its user and database from the startup packet on (Admit); registered once logged in.
+  ClientInfo info_;
   std::shared_ptr<Pool> pool_;
   std::shared_ptr<Tenant> tenant_;  // its database's (JoinPool on)
   // Pacing (PaceQueries), made at a paced tenant's first query: the bytes of cbuf whose

@@ -37,11 +37,8 @@ Session::WebSocket::~WebSocket() {
 }
 
 Session::~Session() {
-  if (info_ != nullptr && server_ != nullptr) {
-    absl::MutexLock lock(&info_->mu);
-    info_->server = nullptr;  // (it goes with the session)
-  }
-  if (info_ != nullptr && info_->id != 0) impl_->Unregister(*info_);
+  // First: once unregistered, no other thread reaches the session (Pooler::Impl::WithClient).
+  if (info_.id != 0) impl_->Unregister(this, info_);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (tenant_ != nullptr) tenant_->clients.fetch_sub(1);
   if (counted_) impl_->clients.fetch_sub(1);
@@ -144,12 +141,10 @@ Task<bool> Session::Login() {
 
   std::string out;
   AppendAuthentication(&out, kAuthenticationOk);
-  info_->id = impl_->next_client_id.fetch_add(1);
-  info_->address = login_->address;
-  info_->port = peer.port();
-  info_->context = &thread_->context;
-  info_->session = weak_from_this();
-  impl_->Register(info_);  // (which draws its BackendKeyData)
+  info_.id = impl_->next_client_id.fetch_add(1);
+  info_.address = login_->address;
+  info_.port = peer.port();
+  impl_->Register(this, info_);  // (which draws its BackendKeyData)
 
   if (admin_) {
     for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
@@ -164,7 +159,7 @@ Task<bool> Session::Login() {
   } else if (!co_await JoinPool(*startup, looked_up_md5, proof, &out)) {
     co_return false;
   }
-  AppendBackendKeyData(&out, info_->cancel_pid, info_->cancel_key);
+  AppendBackendKeyData(&out, info_.cancel_pid, info_.cancel_key);
   AppendReadyForQuery(&out, 'I');
   co_return co_await SendToClient(out);
 }
@@ -190,9 +185,7 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
       co_return std::nullopt;
     }
     if (packet->kind == StartupPacket::Kind::kCancel) {
-      std::shared_ptr<ClientInfo> cancelled =
-          impl_->FindClientByKey(packet->cancel_pid, packet->cancel_key);
-      if (cancelled != nullptr) co_await Cancel(cancelled);
+      co_await Cancel(packet->cancel_pid, packet->cancel_key);
       co_return std::nullopt;
     }
     if (packet->kind == StartupPacket::Kind::kStartup) co_return *std::move(packet);
@@ -239,23 +232,22 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
     co_return false;
   }
   // (Registered, with an id, once logged in.)
-  info_ = std::make_shared<ClientInfo>();
-  info_->user = startup.Get("user");
-  info_->database = startup.Get("database");
-  if (info_->database.empty()) info_->database = info_->user;
+  info_.user = startup.Get("user");
+  info_.database = startup.Get("database");
+  if (info_.database.empty()) info_.database = info_.user;
   if (const std::string& server_name = login_->server_name;
       config.tenant_from_sni && !server_name.empty()) {
     // shop.pooler.example.com: the database entry shop, whatever database the client named.
     const std::string label = server_name.substr(0, server_name.find('.'));
-    if (config.databases.contains(label)) info_->database = label;
+    if (config.databases.contains(label)) info_.database = label;
   }
   if (config.tenant_in_user) {
     // user.tenant: user of the database entry tenant (split at the last dot).
-    const size_t dot = info_->user.rfind('.');
+    const size_t dot = info_.user.rfind('.');
     if (dot != std::string::npos && dot > 0 &&
-        config.databases.contains(info_->user.substr(dot + 1))) {
-      info_->database = info_->user.substr(dot + 1);
-      info_->user.resize(dot);
+        config.databases.contains(info_.user.substr(dot + 1))) {
+      info_.database = info_.user.substr(dot + 1);
+      info_.user.resize(dot);
     }
   }
   if (config.tls.mode >= TlsMode::kVerifyCa && !local_) {
@@ -266,10 +258,10 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
                          "authorities (tls.ca): connect with sslcert and sslkey");
       co_return false;
     }
-    if (config.tls.mode == TlsMode::kVerifyFull && certificate_user != info_->user) {
+    if (config.tls.mode == TlsMode::kVerifyFull && certificate_user != info_.user) {
       co_await SendFatal("28000", Cat("certificate validation (clientcert=verify-full) failed "
                                       "for user \"",
-                                      info_->user, "\": CN mismatch"));
+                                      info_.user, "\": CN mismatch"));
       co_return false;
     }
   }
@@ -278,7 +270,7 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
     co_await SendFatal("08P01", "replication connections are not supported by the pooler");
     co_return false;
   }
-  const std::string banned = impl_->BanOf(info_->user, info_->address, info_->database);
+  const std::string banned = impl_->BanOf(info_.user, info_.address, info_.database);
   if (!banned.empty()) {
     co_await SendFatal("28000", banned);
     co_return false;
@@ -349,7 +341,7 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
     }
   }
   target_ = pool_.get();
-  protocol_.Start(pool_.get(), info_.get());
+  protocol_.Start(pool_.get(), &info_);
   impl_->RefreshConfig(thread_);
   routing_version_ = thread_->config_version;
   if (std::shared_ptr<Router> router = impl_->RouterFor(database())) {
@@ -387,10 +379,10 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
   std::vector<std::pair<std::string, std::string>> server_params = pool_->ServerParams();
   if (server_params.empty()) {
     // No server login yet: one now, to learn what to tell the client (server_version...).
-    info_->state = 2;
+    info_.state = 2;
     absl::StatusOr<std::unique_ptr<ServerConn>> server =
         co_await pool_->Acquire(&thread_->context, nullptr);
-    info_->state = 0;
+    info_.state = 0;
     if (!server.ok()) {
       auto [sqlstate, message] = SqlstateOf(server.status());
       co_await SendFatal(sqlstate, message);
@@ -431,21 +423,31 @@ Task<std::optional<std::string>> Session::ReadPasswordMessage() {
   co_return body;
 }
 
-Task<void> Session::Cancel(const std::shared_ptr<ClientInfo>& client) {
-  std::optional<CancelTarget> target = TakeCancelTarget(*client);
-  if (!target.has_value()) {
+Task<void> Session::Cancel(int32_t pid, int32_t key) {
+  CancelForward* forward = nullptr;
+  asio::io_context* waiting = nullptr;  // the thread of a client with no query on a server
+  std::weak_ptr<Session> client;
+  impl_->WithClient(pid, key, [&](Session& session) {
+    client = session.weak_from_this();
+    std::optional<CancelTarget> target = TakeCancelTarget(session.info_);
+    if (!target.has_value()) {
+      waiting = &session.context();
+      return;
+    }
+    // The requester's connection is closed once PostgreSQL closed the one passing it on, as
+    // PostgreSQL closes it directly: a client that waits for that knows its query was
+    // signalled. (Built apart from the co_await: GCC 12 destroys an aggregate's temporaries
+    // built inside a co_await's operand twice.)
+    forward = new CancelForward{impl_, &thread_->context, &session.context(), std::move(client),
+                                *std::move(target)};
+  });
+  if (waiting != nullptr) {
     // No query on a server: one may wait for a server connection, which its session ends.
-    asio::post(client->context->get_executor(), [weak = client->session] {
+    asio::post(waiting->get_executor(), [weak = std::move(client)] {
       if (std::shared_ptr<Session> session = weak.lock()) session->CancelWaiting();
     });
-    co_return;
   }
-  // The requester's connection is closed once PostgreSQL closed the one passing it on, as
-  // PostgreSQL closes it directly: a client that waits for that knows its query was signalled.
-  // (Built apart from the co_await: GCC 12 destroys an aggregate's temporaries built inside
-  // a co_await's operand twice.)
-  auto* forward = new CancelForward{impl_, &thread_->context, client, *std::move(target)};
-  co_await ForwardCancel(forward);
+  if (forward != nullptr) co_await ForwardCancel(forward);
 }
 
 std::optional<Session::CancelTarget> Session::TakeCancelTarget(ClientInfo& client) {
@@ -498,21 +500,24 @@ Task<void> Session::ForwardCancel(CancelForward* forward) {
           target.pid, deadline.expired() ? "timed out" : ec.message());
     }
   }
+  // (Counted on the client's thread, where alone its session may be kept alive and let go.)
+  asio::post(forward->client_context->get_executor(),
+             [weak = std::move(forward->client), settled] {
+               std::shared_ptr<Session> session = weak.lock();
+               if (session != nullptr) session->CancelSettled(settled);
+             });
+}
+
+void Session::CancelSettled(bool settled) {
   bool last;
   {
-    ClientInfo& client = *forward->client;
-    absl::MutexLock lock(&client.mu);
-    --client.cancels_in_flight;
-    if (!settled) client.cancel_unsettled = true;
-    last = client.cancels_in_flight == 0;
+    absl::MutexLock lock(&info_.mu);
+    --info_.cancels_in_flight;
+    if (!settled) info_.cancel_unsettled = true;
+    last = info_.cancels_in_flight == 0;
   }
-  if (last) {
-    // The client's session may give its server connection back now.
-    asio::post(forward->client->context->get_executor(), [weak = forward->client->session] {
-      std::shared_ptr<Session> session = weak.lock();
-      if (session != nullptr && session->relaying()) session->Pump();
-    });
-  }
+  // The client's session may give its server connection back now.
+  if (last && relaying()) Pump();
 }
 
 Task<absl::StatusOr<std::optional<UserSecret>>> Session::LookUpSecret(const PoolerConfig& config) {
@@ -678,8 +683,8 @@ void Session::LogRefusal() {
   // (No refusal: the client left, as psql does to ask its user for a password.)
   if (login_->refusal.empty()) return;
   impl_->login_failures().Note({.address = login_->address,
-                                .user = info_ != nullptr ? info_->user : "",
-                                .database = info_ != nullptr ? info_->database : "",
+                                .user = info_.user,
+                                .database = info_.database,
                                 .reason = login_->refusal});
 }
 

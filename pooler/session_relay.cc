@@ -67,11 +67,11 @@ void Session::CancelWaiting() {
   if (!attaching_ || wait_cancelled_) {
     // It got a server connection meanwhile: the request goes there, if a query runs on it.
     if (server_ != nullptr && relay_ != nullptr && !relay_->expect.empty()) {
-      if (std::optional<CancelTarget> target = TakeCancelTarget(*info_)) {
-        asio::co_spawn(
-            thread_->context,
-            ForwardCancel(new CancelForward{impl_, &thread_->context, info_, *std::move(target)}),
-            asio::detached);
+      if (std::optional<CancelTarget> target = TakeCancelTarget(info_)) {
+        asio::co_spawn(thread_->context,
+                       ForwardCancel(new CancelForward{impl_, &thread_->context, &thread_->context,
+                                                       weak_from_this(), *std::move(target)}),
+                       asio::detached);
       }
     }
     return;
@@ -80,7 +80,7 @@ void Session::CancelWaiting() {
     target_->Abandon(std::exchange(wait_, {}));
     thread_->waiting.erase(this);
     attaching_ = false;
-    info_->state = 0;
+    info_.state = 0;
   } else {
     wait_cancelled_ = true;
   }
@@ -132,7 +132,7 @@ void Session::StartRelay() {
   }
   login_.reset();
   if (ec || client_fd_ < 0) {
-    LogDebug("pooler: client %d: cannot take its socket over: %s", info_->id, ec.message());
+    LogDebug("pooler: client %d: cannot take its socket over: %s", info_.id, ec.message());
     client_fd_ = -1;
     return;
   }
@@ -285,10 +285,10 @@ bool Session::ClientSide() {
     if (n < 0) {
       if (client_tls_ != nullptr && client_tls_->owes_alert()) {
         // (A broken or hostile client: told why by the alert CloseClientFd sends.)
-        LogWarning("pooler: client %d: refused its TLS record: %s", info_->id,
+        LogWarning("pooler: client %d: refused its TLS record: %s", info_.id,
                    client_tls_->failure());
       } else {
-        LogDebug("pooler: client %d: read: %s", info_->id, ReadFailure());
+        LogDebug("pooler: client %d: read: %s", info_.id, ReadFailure());
       }
       ClientGone();
       return true;
@@ -298,7 +298,7 @@ bool Session::ClientSide() {
       bool closed = false;
       const absl::Status s = ws_->decoder.Decode(&ws_->raw, &r.cbuf, &ws_->out, &closed);
       if (!s.ok() || closed) {
-        LogDebug("pooler: client %d: %s", info_->id,
+        LogDebug("pooler: client %d: %s", info_.id,
                  s.ok() ? "closed its WebSocket" : std::string(s.message()));
         ClientGone();
         return true;
@@ -554,7 +554,7 @@ bool Session::TryAttach() {
 
 void Session::StartAttach() {
   attaching_ = true;
-  info_->state = 2;
+  info_.state = 2;
   wait_ = target_->Queue(&thread_->context, startup_settings(), weak_from_this());
   if (wait_ != nullptr) {
     thread_->waiting.insert(this);
@@ -601,7 +601,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
       phase_ < Phase::kClosing && !killed_) {
     // A replica gave no connection: nothing of the unit was sent, so it is placed again
     // (elsewhere: the replica takes no reads until it is seen healthy).
-    info_->state = 0;
+    info_.state = 0;
     LogInfo("pooler: database %s: replica %d gave no connection (%s): its reads go elsewhere",
             database(), routed_->choice.node, SqlstateOf(server.status()).second);
     protocol_.routing()->Unavailable(routed_->choice.node);
@@ -612,17 +612,17 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
     return;
   }
   if (!server.ok()) {
-    info_->state = 0;
+    info_.state = 0;
     auto [sqlstate, message] = SqlstateOf(server.status());
     if (cancelled && (relay_ == nullptr || relay_->cbuf.empty())) {
       // The query this wait was for was cancelled and answered; no other waits.
-      LogDebug("pooler: client %d: a cancelled wait ended: %s", info_->id, message);
+      LogDebug("pooler: client %d: a cancelled wait ended: %s", info_.id, message);
     } else {
       EndWithFatal(sqlstate, message);
     }
   } else if (phase_ >= Phase::kClosing || killed_ || (cancelled && protocol_.routed())) {
     // (Routed: a connection taken for a cancelled unit goes back; the next unit is placed.)
-    info_->state = 0;
+    info_.state = 0;
     target_->Release(*std::move(server), true);
     protocol_.Unparse();
   } else {
@@ -632,7 +632,7 @@ void Session::AttachDone(absl::StatusOr<std::unique_ptr<ServerConn>> server) {
 }
 
 void Session::Attached(std::unique_ptr<ServerConn> server) {
-  info_->state = 1;
+  info_.state = 1;
   server_ = std::move(server);
   if (routed_ == nullptr) {
     protocol_.Attach(server_.get());
@@ -643,8 +643,8 @@ void Session::Attached(std::unique_ptr<ServerConn> server) {
     }
   }
   {
-    absl::MutexLock lock(&info_->mu);
-    info_->server = server_.get();
+    absl::MutexLock lock(&info_.mu);
+    info_.server = server_.get();
   }
   server_in_ = server_out_ = server_hup_ = false;
   server_->LeaveAsio();
@@ -669,7 +669,7 @@ bool Session::WriteServer() {
   const ssize_t n =
       SendPending(server_->fd(), r.to_server, r.server_sent, server_blocked_, server_out_);
   if (n < 0) {
-    LogDebug("pooler: client %d: write to server: %s", info_->id, strerror(errno));
+    LogDebug("pooler: client %d: write to server: %s", info_.id, strerror(errno));
     ServerLost();
     return true;
   }
@@ -716,7 +716,7 @@ bool Session::WriteClient() {
                         ? SendTls(*out, *sent, client_blocked_, client_out_)
                         : SendPending(client_fd_, *out, *sent, client_blocked_, client_out_);
   if (n < 0) {
-    LogDebug("pooler: client %d: write: %s", info_->id, strerror(errno));
+    LogDebug("pooler: client %d: write: %s", info_.id, strerror(errno));
     ClientGone();
     return true;
   }
@@ -744,7 +744,7 @@ void Session::UpdateInterest() {
 }
 
 void Session::WatchFailed(std::string_view what) {
-  LogWarning("pooler: client %d: cannot watch %s: %s", info_->id, what, strerror(errno));
+  LogWarning("pooler: client %d: cannot watch %s: %s", info_.id, what, strerror(errno));
   killed_ = true;
   asio::post(thread_->context, [self = shared_from_this()] { self->Pump(); });
 }
@@ -808,7 +808,7 @@ bool Session::ServerSide() {
   if (server_in_ && (r.to_client.size() < kFlushAt || server_hup_)) {
     const ssize_t n = ReceivePending(server_->fd(), r.sbuf, server_in_, server_hup_);
     if (n < 0) {
-      LogDebug("pooler: client %d: server read: %s", info_->id, ReadFailure());
+      LogDebug("pooler: client %d: server read: %s", info_.id, ReadFailure());
       ServerLost();
       return true;
     }
@@ -912,14 +912,14 @@ void Session::ServerLost() {
 }
 
 bool Session::Detach(bool reusable) {
-  if (info_ != nullptr) {
-    absl::MutexLock lock(&info_->mu);
+  {
+    absl::MutexLock lock(&info_.mu);
     // (Checked under the lock that cancel requests take the server under: none can begin
     // once the connection is no longer the client's.)
-    if (reusable && info_->cancels_in_flight > 0) return false;  // (ForwardCancel pumps)
-    if (std::exchange(info_->cancel_unsettled, false)) reusable = false;
-    info_->server = nullptr;
-    info_->state = 0;
+    if (reusable && info_.cancels_in_flight > 0) return false;  // (CancelSettled pumps)
+    if (std::exchange(info_.cancel_unsettled, false)) reusable = false;
+    info_.server = nullptr;
+    info_.state = 0;
   }
   protocol_.Detach(relay_.get());
   if (protocol_.routed()) protocol_.routing()->Done();
