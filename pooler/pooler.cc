@@ -1,6 +1,7 @@
 #include "pooler/pooler.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -35,6 +36,7 @@
 #include "pooler/protocol.h"
 #include "pooler/server_login.h"
 #include "pooler/session.h"
+#include "pooler/slab.h"
 #include "pooler/tls.h"
 
 namespace pgflow::pooler {
@@ -590,10 +592,24 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
   }
 }
 
+Slab& SessionSlab() {
+  // A session and its shared_ptr counts, one block (std::allocate_shared's, in libstdc++: its
+  // counts and vtable pointer, then the object; were it larger, sessions would come from
+  // operator new instead, as SlabAllocator does for what does not fit).
+  return SlabOf<Session>(sizeof(Session) + 16, alignof(Session));
+}
+#ifdef __GLIBCXX__
+static_assert(sizeof(std::_Sp_counted_ptr_inplace<Session, SlabAllocator<Session>,
+                                                  std::__default_lock_policy>) <=
+              sizeof(Session) + 16);
+#endif
+
 std::weak_ptr<Session> Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local,
                                                   std::optional<Tunnel> tunnel) {
-  auto* owner = new std::shared_ptr<Session>(
-      std::make_shared<Session>(this, thread, std::move(socket), local, tunnel));
+  SessionSlab();  // (made for the sessions' blocks before the first is allocated)
+  accepted.fetch_add(1, std::memory_order_relaxed);
+  auto* owner = new std::shared_ptr<Session>(std::allocate_shared<Session>(
+      SlabAllocator<Session>(), this, thread, std::move(socket), local, tunnel));
   std::weak_ptr<Session> session = *owner;
   asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
   return session;
@@ -758,6 +774,23 @@ void Pooler::Impl::PrunePools(NetThread*) {
 // Every second (on the first thread): the count of failed logins the log held back.
 void Pooler::Impl::SumUpLoginFailures(NetThread*) { login_failures_.SumUp(); }
 
+// Every second (on the first thread): once a burst of connections (a reconnection storm, a
+// fleet's clients coming back) is over, what malloc holds free goes back to the kernel. Each
+// login allocates and frees its buffers, its SCRAM exchange and its coroutine frames, and
+// what a burst of them freed stays resident otherwise, in pages among those in use
+// (malloc_trim gives back every free page of every arena).
+void Pooler::Impl::TrimAfterBurst(NetThread*) {
+  static constexpr uint64_t kBurst = 200;  // connections a second
+  const uint64_t now = accepted.load();
+  const uint64_t during = now - std::exchange(accepted_at_last_trim_check_, now);
+  if (during >= kBurst) {
+    in_burst_ = true;
+    return;
+  }
+  if (!std::exchange(in_burst_, false)) return;
+  malloc_trim(0);
+}
+
 // Every 100 ms on each thread: the relay's waits for a server connection that reached the
 // reserve pool's or query_wait_timeout's time go on through Pool::Acquire.
 void Pooler::Impl::SweepWaits(NetThread* thread) { Session::SweepWaits(thread); }
@@ -825,6 +858,9 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
                  asio::detached);
   asio::co_spawn(threads_[0]->context,
                  Every(threads_[0].get(), std::chrono::seconds(1), &Impl::SumUpLoginFailures),
+                 asio::detached);
+  asio::co_spawn(threads_[0]->context,
+                 Every(threads_[0].get(), std::chrono::seconds(1), &Impl::TrimAfterBurst),
                  asio::detached);
   for (auto& thread : threads_) {
     NetThread* t = thread.get();

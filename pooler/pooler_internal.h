@@ -240,6 +240,10 @@ class Pooler::Impl : public AdminTarget {
   std::atomic<int> sessions{0};
   std::atomic<int> consoles{0};
   std::atomic<uint64_t> next_client_id{1};
+  // Connections accepted (StartSession), and TrimAfterBurst's own state (on the first thread).
+  std::atomic<uint64_t> accepted{0};
+  uint64_t accepted_at_last_trim_check_ = 0;
+  bool in_burst_ = false;
   std::atomic<uint64_t> refusals_without_descriptors_{0};
   bool accepting() const { return !suspended_.load(); }
   // The key of MockScramSecret: random, drawn once per process.
@@ -255,7 +259,7 @@ class Pooler::Impl : public AdminTarget {
   std::vector<ReplicaView> Replicas() override;
   std::vector<CacheView> Caches() override;
   std::vector<std::pair<std::string, std::string>> Memory() override;
-  // The process's resident memory and what malloc holds in use, in bytes.
+  // The process's resident memory and what malloc and the sessions' slab hold in use, in bytes.
   static uint64_t ResidentBytes();
   static uint64_t HeapBytes();
   void Pause(const std::string& database) override;
@@ -303,6 +307,7 @@ class Pooler::Impl : public AdminTarget {
   void PrunePools(NetThread* thread);  // (and the tenants no session holds)
   void SweepWaits(NetThread* thread);
   void SumUpLoginFailures(NetThread* thread);
+  void TrimAfterBurst(NetThread* thread);
   void StopListening();
   void FinishDrain(NetThread* thread);
   // Runs `what` on the session of every registered client that `which` picks, each on its own

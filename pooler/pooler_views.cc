@@ -19,6 +19,7 @@
 #include "pooler/pooler_config.h"
 #include "pooler/pooler_internal.h"
 #include "pooler/session.h"
+#include "pooler/slab.h"
 #include "pooler/tls.h"
 
 namespace pgflow::pooler {
@@ -32,7 +33,9 @@ uint64_t Pooler::Impl::ResidentBytes() {
 
 uint64_t Pooler::Impl::HeapBytes() {
   const struct mallinfo2 info = mallinfo2();
-  return info.uordblks + info.hblkhd;  // (allocated from the arenas, and mmapped alone)
+  const Slab& sessions = SessionSlab();
+  // (Allocated from malloc's arenas, mmapped alone, and the sessions' blocks.)
+  return info.uordblks + info.hblkhd + sessions.blocks_in_use() * sessions.block_size();
 }
 
 std::vector<std::pair<std::string, std::string>> Pooler::Impl::Memory() {

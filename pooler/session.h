@@ -42,6 +42,11 @@ struct ScramKeys {
   std::string server_key;
 };
 
+class Slab;
+// Where sessions are allocated (Pooler::Impl::StartSession, with SlabAllocator<Session>): apart
+// from malloc's heap, side by side (pooler/slab.h).
+Slab& SessionSlab();
+
 // One client connection: its login, then either the admin console or the relay.
 class Session : public std::enable_shared_from_this<Session>,
                 public Reactor::Target,
