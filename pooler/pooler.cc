@@ -171,29 +171,33 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<Router>>> Pooler::Impl::Mak
   return routers;
 }
 
+uint64_t Pooler::Impl::CancelKey(const Session* session) {
+  const ClientInfo& info = session->info();
+  return CancelKey(info.cancel_pid, info.cancel_key);
+}
+
 void Pooler::Impl::Register(Session* session, ClientInfo& info) {
   for (;;) {
     const std::string key_bytes = RandomBytes(8);  // (drawn outside the lock)
     info.cancel_pid = ReadInt32(key_bytes.data()) & 0x7fffffff;
     info.cancel_key = ReadInt32(key_bytes.data() + 4);
     absl::MutexLock lock(&clients_mu_);
-    if (client_infos_.try_emplace(CancelKey(info.cancel_pid, info.cancel_key), session).second) {
-      return;
-    }
+    // (Refused when another session has the same key: the hash and equality are the key's.)
+    if (client_infos_.insert(session).second) return;
   }
 }
 
 void Pooler::Impl::Unregister(const Session* session, const ClientInfo& info) {
   absl::MutexLock lock(&clients_mu_);
   auto it = client_infos_.find(CancelKey(info.cancel_pid, info.cancel_key));
-  if (it != client_infos_.end() && it->second == session) client_infos_.erase(it);
+  if (it != client_infos_.end() && *it == session) client_infos_.erase(it);
 }
 
 bool Pooler::Impl::WithClient(int32_t pid, int32_t key, absl::FunctionRef<void(Session&)> found) {
   absl::MutexLock lock(&clients_mu_);
   auto it = client_infos_.find(CancelKey(pid, key));
   if (it == client_infos_.end()) return false;
-  found(*it->second);
+  found(**it);
   return true;
 }
 
@@ -273,7 +277,7 @@ void Pooler::Impl::PostToSessions(const std::function<bool(const ClientInfo&)>& 
   std::vector<std::pair<asio::io_context*, std::weak_ptr<Session>>> picked;
   {
     absl::MutexLock lock(&clients_mu_);
-    for (const auto& [key, session] : client_infos_) {
+    for (Session* session : client_infos_) {
       if (which(session->info())) {
         picked.emplace_back(&session->context(), session->weak_from_this());
       }
@@ -609,7 +613,7 @@ std::weak_ptr<Session> Pooler::Impl::StartSession(NetThread* thread, Socket sock
   SessionSlab();  // (made for the sessions' blocks before the first is allocated)
   accepted.fetch_add(1, std::memory_order_relaxed);
   auto* owner = new std::shared_ptr<Session>(std::allocate_shared<Session>(
-      SlabAllocator<Session>(), this, thread, std::move(socket), local, tunnel));
+      SlabAllocator<Session>(), thread, std::move(socket), local, tunnel));
   std::weak_ptr<Session> session = *owner;
   asio::co_spawn(thread->context, Session::Run(owner), asio::detached);
   return session;
@@ -821,6 +825,7 @@ absl::Status Pooler::Impl::Start(MetricsRegistry* metrics) {
                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
   for (int i = 0; i < count; ++i) {
     auto thread = std::make_unique<NetThread>();
+    thread->impl = this;
     if (absl::Status s = thread->reactor.Open(); !s.ok()) return s;
     thread->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     thread->acceptor.emplace(thread->context.get_executor());

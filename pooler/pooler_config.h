@@ -27,7 +27,7 @@
 
 namespace pgflow::pooler {
 
-enum class PoolMode { kSession, kTransaction, kStatement };
+enum class PoolMode : uint8_t { kSession, kTransaction, kStatement };
 std::string_view PoolModeName(PoolMode mode);
 
 // How clients prove who they are. cert: a TLS client certificate, verified against tls.ca,

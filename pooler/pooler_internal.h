@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
+#include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -76,6 +77,7 @@ struct Tunnel {
 };
 
 struct NetThread {
+  Pooler::Impl* impl = nullptr;  // the pooler it is one of
   asio::io_context context{1};
   Reactor reactor{&context};  // the relay's sockets
   std::optional<Acceptor> acceptor;
@@ -370,12 +372,26 @@ class Pooler::Impl : public AdminTarget {
   std::map<std::string, std::shared_ptr<Tenant>> tenants_ ABSL_GUARDED_BY(tenants_mu_);
 
   absl::Mutex clients_mu_;
-  // The logged-in clients by BackendKeyData (CancelKey): a cancel request finds its client
-  // at once, whatever the number of clients.
+  // The logged-in clients' sessions by their BackendKeyData (CancelKey): a cancel request
+  // finds its client at once, whatever the number of clients. A set of the pointers alone, the
+  // key read from the session (its ClientInfo's, set before it is registered): 8 bytes a slot
+  // where a map from the key took 16.
   static uint64_t CancelKey(int32_t pid, int32_t key) {
     return (uint64_t{static_cast<uint32_t>(pid)} << 32) | static_cast<uint32_t>(key);
   }
-  absl::flat_hash_map<uint64_t, Session*> client_infos_ ABSL_GUARDED_BY(clients_mu_);
+  static uint64_t CancelKey(const Session* session);
+  struct ByCancelKey {
+    using is_transparent = void;
+    size_t operator()(uint64_t key) const { return absl::Hash<uint64_t>()(key); }
+    size_t operator()(const Session* session) const { return (*this)(CancelKey(session)); }
+    bool operator()(const Session* a, const Session* b) const {
+      return CancelKey(a) == CancelKey(b);
+    }
+    bool operator()(const Session* a, uint64_t key) const { return CancelKey(a) == key; }
+    bool operator()(uint64_t key, const Session* a) const { return CancelKey(a) == key; }
+  };
+  absl::flat_hash_set<Session*, ByCancelKey, ByCancelKey> client_infos_
+      ABSL_GUARDED_BY(clients_mu_);
 
   std::vector<std::unique_ptr<NetThread>> threads_;
   std::unique_ptr<Gateway> gateway_;  // http.listen's (pooler/gateway.h); null without it

@@ -114,7 +114,7 @@ std::vector<PoolView> Pooler::Impl::Pools() {
 std::vector<ClientView> Pooler::Impl::Clients() {
   absl::MutexLock lock(&clients_mu_);
   std::vector<ClientView> out;
-  for (const auto& [key, session] : client_infos_) {
+  for (const Session* session : client_infos_) {
     static constexpr const char* kStates[] = {"idle", "active", "waiting"};
     const ClientInfo& info = session->info();
     out.push_back(ClientView{.id = info.id,

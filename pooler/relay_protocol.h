@@ -126,6 +126,9 @@ struct RelayState {
   // The ParameterDescription of a Describe the pooler sent, until its RowDescription or NoData
   // comes (RelayProtocol::LearnShape).
   std::string described_parameters;
+  // The session's wait for a server connection (Pool::Queue), while it waits: here, since a
+  // client waits only while it speaks.
+  std::shared_ptr<Pool::Waiter> wait;
 };
 
 // The client's settings, as the pooler brings its server connections to them.
@@ -425,14 +428,19 @@ class RelayProtocol {
     return *statements_;
   }
   size_t need_ = 0;  // a message of this size is to be read whole
-  PoolMode mode_ = PoolMode::kTransaction;
+  // When the transaction under way began (its first message relayed, txn_timed_), for xact_us.
+  std::chrono::steady_clock::time_point txn_began_;
   int unsynced_ = 0;  // extended-protocol messages sent since the last Sync
   // Describes the pooler sent that the server has not answered (kDescribeSwallow).
   int describing_ = 0;
+  // Routing. node_: the node of the server connection held. unit_open_: the unit it was taken
+  // for is still being relayed (its end, a Sync or a simple query, not yet). wrote_: a
+  // transaction on the primary may have written since its last end there: when it ends, the
+  // client's routing is told (ClientRouting::Wrote). holding_: ClientStep::kHold.
+  int node_ = kPrimaryNode;
+  PoolMode mode_ = PoolMode::kTransaction;
   char txn_status_ = 'I';
-  // When the transaction under way began (its first message relayed), for xact_us.
   bool txn_timed_ = false;
-  std::chrono::steady_clock::time_point txn_began_;
   bool parsed_ = false;               // cbuf holds only the start of a message
   bool client_drop_ = false;          // client_pass bytes are dropped (the rest of a refused query)
   bool server_pass_swallow_ = false;  // server_pass bytes are swallowed
@@ -446,11 +454,6 @@ class RelayProtocol {
   // An error skipped a Describe the client's next message waited for: the server skips what
   // comes up to the client's next Sync, which is relayed as it is, without preparing.
   bool skipping_ = false;
-  // Routing. node_: the node of the server connection held. unit_open_: the unit it was taken
-  // for is still being relayed (its end, a Sync or a simple query, not yet). wrote_: a
-  // transaction on the primary may have written since its last end there: when it ends, the
-  // client's routing is told (ClientRouting::Wrote). holding_: ClientStep::kHold.
-  int node_ = kPrimaryNode;
   bool unit_open_ = false;
   bool wrote_ = false;
   bool holding_ = false;

@@ -52,14 +52,14 @@ class Session : public std::enable_shared_from_this<Session>,
                 public Reactor::Target,
                 public PoolClient {
  public:
-  // `local`: the client came through the Unix socket; `tunnel`: through the HTTP listener.
-  Session(Pooler::Impl* impl, NetThread* thread, Socket socket, bool local,
+  // On `thread` (of thread->impl's pooler). `local`: the client came through the Unix socket;
+  // `tunnel`: through the HTTP listener.
+  Session(NetThread* thread, Socket socket, bool local,
           std::optional<Tunnel> tunnel = std::nullopt)
-      : impl_(impl),
-        thread_(thread),
+      : thread_(thread),
         login_(std::make_unique<LoginState>(std::move(socket), std::move(tunnel))),
         local_(local) {
-    impl_->sessions.fetch_add(1);
+    impl()->sessions.fetch_add(1);
   }
   ~Session();
 
@@ -415,7 +415,7 @@ class Session : public std::enable_shared_from_this<Session>,
   };
   Socket& client() { return login_->socket; }
 
-  Pooler::Impl* impl_;
+  Pooler::Impl* impl() const { return thread_->impl; }
   NetThread* thread_;
   std::unique_ptr<LoginState> login_;
   // Its user and database from the startup packet on (Admit); registered once logged in.
@@ -483,8 +483,8 @@ class Session : public std::enable_shared_from_this<Session>,
   bool tls_ = false;    // the client speaks TLS (through a pump: pooler/tls.h, or its tunnel)
   bool tls_read_wants_write_ = false;  // a TLS read waits for the socket to take writes
   bool local_ = false;  // the client came through the Unix socket
-  bool counted_ = false;  // counted in impl_->clients (released by the destructor)
-  bool admin_ = false;    // the admin console's client (counted in impl_->consoles)
+  bool counted_ = false;  // counted in impl()->clients (released by the destructor)
+  bool admin_ = false;    // the admin console's client (counted in impl()->consoles)
 
   // The relay's state machine (Pump).
   Phase phase_ = Phase::kLogin;
@@ -504,7 +504,6 @@ class Session : public std::enable_shared_from_this<Session>,
   // comes back short), *_out_ writable, *_hup_ hung up or failed, *_blocked_ a write waits.
   bool client_in_ = false, client_out_ = false, client_hup_ = false, client_blocked_ = false;
   bool server_in_ = false, server_out_ = false, server_hup_ = false, server_blocked_ = false;
-  std::shared_ptr<Pool::Waiter> wait_;  // a Queue wait (in thread_->waiting)
 };
 
 }  // namespace pgflow::pooler

@@ -38,12 +38,12 @@ Session::WebSocket::~WebSocket() {
 
 Session::~Session() {
   // First: once unregistered, no other thread reaches the session (Pooler::Impl::WithClient).
-  if (info_.id != 0) impl_->Unregister(this, info_);
+  if (info_.id != 0) impl()->Unregister(this, info_);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (tenant_ != nullptr) tenant_->clients.fetch_sub(1);
-  if (counted_) impl_->clients.fetch_sub(1);
-  if (admin_) impl_->consoles.fetch_sub(1);
-  impl_->sessions.fetch_sub(1);
+  if (counted_) impl()->clients.fetch_sub(1);
+  if (admin_) impl()->consoles.fetch_sub(1);
+  impl()->sessions.fetch_sub(1);
 }
 
 Task<void> Session::Run(std::shared_ptr<Session>* owner) {
@@ -112,7 +112,7 @@ Task<void> Session::SendFatal(std::string_view sqlstate, std::string_view messag
 
 PGFLOW_ASIO_COROUTINE_BEGIN
 Task<bool> Session::Login() {
-  std::shared_ptr<const PoolerConfig> config = impl_->config();
+  std::shared_ptr<const PoolerConfig> config = impl()->config();
   const Clock::time_point login_deadline = Clock::now() + config->client_login_timeout;
   Deadline deadline(client(), config->client_login_timeout);
   login_->deadline = &deadline;
@@ -132,7 +132,7 @@ Task<bool> Session::Login() {
   if (!startup.has_value()) co_return false;
   if (tunnel && certificate_user.empty()) certificate_user = tunnel->certificate_user;
   if (!co_await Admit(*config, *startup, certificate_user)) co_return false;
-  std::shared_ptr<const UserList> users = impl_->users();
+  std::shared_ptr<const UserList> users = impl()->users();
   std::string looked_up_md5;  // the md5 hash auth.query found, for the server login
   ScramKeys proof;            // the keys of the client's SCRAM proof, for the server login
   if (!co_await Authenticate(*config, *users, certificate_user, &looked_up_md5, &proof)) {
@@ -141,10 +141,10 @@ Task<bool> Session::Login() {
 
   std::string out;
   AppendAuthentication(&out, kAuthenticationOk);
-  info_.id = impl_->next_client_id.fetch_add(1);
+  info_.id = impl()->next_client_id.fetch_add(1);
   info_.address = login_->address;
   info_.port = peer.port();
-  impl_->Register(this, info_);  // (which draws its BackendKeyData)
+  impl()->Register(this, info_);  // (which draws its BackendKeyData)
 
   if (admin_) {
     for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
@@ -193,7 +193,7 @@ Task<std::optional<StartupPacket>> Session::ReadStartup(Clock::time_point login_
     // TLS when configured (once); GSSAPI encryption is not offered: the client goes on
     // in the clear, or gives up when its sslmode requires encryption.
     std::shared_ptr<asio::ssl::context> tls =
-        packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl_->client_tls() : nullptr;
+        packet->kind == StartupPacket::Kind::kSslRequest && !tls_ ? impl()->client_tls() : nullptr;
     if (tls != nullptr && !login_->read_ahead.empty()) {
       // (As PostgreSQL: what follows must be the TLS handshake, which the pump reads from the
       // socket; bytes sent before the answer would be taken as the client's, in the clear.)
@@ -270,23 +270,23 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
     co_await SendFatal("08P01", "replication connections are not supported by the pooler");
     co_return false;
   }
-  const std::string banned = impl_->BanOf(info_.user, info_.address, info_.database);
+  const std::string banned = impl()->BanOf(info_.user, info_.address, info_.database);
   if (!banned.empty()) {
     co_await SendFatal("28000", banned);
     co_return false;
   }
-  if (!impl_->accepting()) {
+  if (!impl()->accepting()) {
     co_await SendFatal("57P03", "the pooler is suspended (SUSPEND): try again after RESUME");
     co_return false;
   }
   counted_ = true;
-  if (impl_->clients.fetch_add(1) >= config.max_client_conn) {
+  if (impl()->clients.fetch_add(1) >= config.max_client_conn) {
     co_await SendFatal(
         "53300", Cat("too many clients already (max_client_conn ", config.max_client_conn, ")"));
     co_return false;
   }
   admin_ = database() == "pgflow" || database() == "pgbouncer";
-  if (admin_) impl_->consoles.fetch_add(1);
+  if (admin_) impl()->consoles.fetch_add(1);
   co_return co_await AdmitTo(config);
 }
 PGFLOW_ASIO_COROUTINE_END
@@ -310,7 +310,7 @@ Task<bool> Session::AdmitTo(const PoolerConfig& config) {
   }
   if (db->max_client_conn > 0) {
     // Looked up, not made: a client not yet authenticated makes nothing. (JoinPool counts.)
-    std::shared_ptr<Tenant> tenant = impl_->FindTenant(database());
+    std::shared_ptr<Tenant> tenant = impl()->FindTenant(database());
     if (tenant != nullptr && tenant->clients.load() >= db->max_client_conn) {
       co_await SendFatal("53300", Cat("too many clients of database ", database(),
                                       " (max_client_conn ", db->max_client_conn, ")"));
@@ -324,16 +324,16 @@ PGFLOW_ASIO_COROUTINE_END
 PGFLOW_ASIO_COROUTINE_BEGIN
 Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& looked_up_md5,
                              const ScramKeys& proof, std::string* out) {
-  pool_ = impl_->PoolFor(database(), user());
+  pool_ = impl()->PoolFor(database(), user());
   if (pool_ == nullptr) {
     co_await SendFatal("3D000", Cat("database \"", database(), "\" was removed"));
     co_return false;
   }
   pool_->clients.fetch_add(1);
-  tenant_ = impl_->TenantFor(database());
+  tenant_ = impl()->TenantFor(database());
   const int others = tenant_->clients.fetch_add(1);
   {
-    const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
+    const DatabaseOptions* db = FindDatabase(*impl()->config(), database());
     if (db != nullptr && db->max_client_conn > 0 && others >= db->max_client_conn) {
       co_await SendFatal("53300", Cat("too many clients of database ", database(),
                                       " (max_client_conn ", db->max_client_conn, ")"));
@@ -342,13 +342,13 @@ Task<bool> Session::JoinPool(const StartupPacket& startup, const std::string& lo
   }
   target_ = pool_.get();
   protocol_.Start(pool_.get(), &info_);
-  impl_->RefreshConfig(thread_);
+  impl()->RefreshConfig(thread_);
   routing_version_ = thread_->config_version;
-  if (std::shared_ptr<Router> router = impl_->RouterFor(database())) {
+  if (std::shared_ptr<Router> router = impl()->RouterFor(database())) {
     routed_ = std::make_unique<Routed>();
     routed_->router = std::move(router);
     protocol_.SetRouting(routed_->router->NewClient(0));
-    const DatabaseOptions* db = FindDatabase(*impl_->config(), database());
+    const DatabaseOptions* db = FindDatabase(*impl()->config(), database());
     const size_t replicas = db != nullptr ? db->replica_upstreams.size() : 0;
     for (size_t node = 1; node <= replicas; ++node) NodePool(static_cast<int>(node));
   }
@@ -427,7 +427,7 @@ Task<void> Session::Cancel(int32_t pid, int32_t key) {
   CancelForward* forward = nullptr;
   asio::io_context* waiting = nullptr;  // the thread of a client with no query on a server
   std::weak_ptr<Session> client;
-  impl_->WithClient(pid, key, [&](Session& session) {
+  impl()->WithClient(pid, key, [&](Session& session) {
     client = session.weak_from_this();
     std::optional<CancelTarget> target = TakeCancelTarget(session.info_);
     if (!target.has_value()) {
@@ -438,7 +438,7 @@ Task<void> Session::Cancel(int32_t pid, int32_t key) {
     // PostgreSQL closes it directly: a client that waits for that knows its query was
     // signalled. (Built apart from the co_await: GCC 12 destroys an aggregate's temporaries
     // built inside a co_await's operand twice.)
-    forward = new CancelForward{impl_, &thread_->context, &session.context(), std::move(client),
+    forward = new CancelForward{impl(), &thread_->context, &session.context(), std::move(client),
                                 *std::move(target)};
   });
   if (waiting != nullptr) {
@@ -521,7 +521,7 @@ void Session::CancelSettled(bool settled) {
 }
 
 Task<absl::StatusOr<std::optional<UserSecret>>> Session::LookUpSecret(const PoolerConfig& config) {
-  std::shared_ptr<Pool> pool = impl_->PoolFor(database(), config.auth.user);
+  std::shared_ptr<Pool> pool = impl()->PoolFor(database(), config.auth.user);
   if (pool == nullptr) co_return std::nullopt;
   absl::StatusOr<std::unique_ptr<ServerConn>> server =
       co_await pool->Acquire(&thread_->context, nullptr);
@@ -631,7 +631,7 @@ Task<bool> Session::Authenticate(const PoolerConfig& config, const UserList& use
           "the users file holds an md5 hash of the password, which SCRAM cannot use: give the "
           "password or its SCRAM secret";
     }
-    scram_secret = MockScramSecret(user(), impl_->mock_key());
+    scram_secret = MockScramSecret(user(), impl()->mock_key());
   } else if (!secret->scram.salt.empty()) {
     scram_secret = secret->scram;  // a SCRAM secret, or derived from the password at load
   } else {
@@ -682,7 +682,7 @@ PGFLOW_ASIO_COROUTINE_END
 void Session::LogRefusal() {
   // (No refusal: the client left, as psql does to ask its user for a password.)
   if (login_->refusal.empty()) return;
-  impl_->login_failures().Note({.address = login_->address,
+  impl()->login_failures().Note({.address = login_->address,
                                 .user = info_.user,
                                 .database = info_.database,
                                 .reason = login_->refusal});
@@ -710,7 +710,7 @@ Task<void> Session::AdminLoop() {
     }
     std::string sql = message->body;
     while (!sql.empty() && sql.back() == '\0') sql.pop_back();
-    AdminReply reply = RunAdminCommand(impl_, sql);
+    AdminReply reply = RunAdminCommand(impl(), sql);
     // Commands that wait (PAUSE, WAIT_CLOSE, SUSPEND) poll until done: every millisecond for
     // the first 200, as the transactions a PAUSE waits for usually end within milliseconds (and
     // a cutover's clients wait meanwhile), then every 50 ms.

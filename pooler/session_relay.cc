@@ -69,15 +69,15 @@ void Session::CancelWaiting() {
     if (server_ != nullptr && relay_ != nullptr && !relay_->expect.empty()) {
       if (std::optional<CancelTarget> target = TakeCancelTarget(info_)) {
         asio::co_spawn(thread_->context,
-                       ForwardCancel(new CancelForward{impl_, &thread_->context, &thread_->context,
+                       ForwardCancel(new CancelForward{impl(), &thread_->context, &thread_->context,
                                                        weak_from_this(), *std::move(target)}),
                        asio::detached);
       }
     }
     return;
   }
-  if (wait_ != nullptr) {
-    target_->Abandon(std::exchange(wait_, {}));
+  if (relay_ != nullptr && relay_->wait != nullptr) {
+    target_->Abandon(std::exchange(relay_->wait, {}));
     thread_->waiting.erase(this);
     attaching_ = false;
     info_.state = 0;
@@ -94,7 +94,7 @@ void Session::SweepWaits(NetThread* thread) {
   std::vector<Session*> due;
   for (Session* session : thread->waiting) {
     const Clock::duration limit = session->target_->QueueWaitLimit();
-    if (limit != Clock::duration::max() && now - Pool::WaitSince(*session->wait_) >= limit) {
+    if (limit != Clock::duration::max() && now - Pool::WaitSince(*session->relay_->wait) >= limit) {
       due.push_back(session);
     }
   }
@@ -104,7 +104,9 @@ void Session::SweepWaits(NetThread* thread) {
 void Session::AbandonRelays(NetThread* thread) {
   thread->waiting.clear();
   while (Session* session = thread->relaying) {
-    if (session->wait_ != nullptr) session->target_->Abandon(std::exchange(session->wait_, {}));
+    if (session->relay_ != nullptr && session->relay_->wait != nullptr) {
+      session->target_->Abandon(std::exchange(session->relay_->wait, {}));
+    }
     session->Unlink();
     session->Advance(Phase::kFinished);
     session->CloseClientFd();
@@ -229,7 +231,7 @@ void Session::OnReady(int fd, uint32_t events) {
 void Session::Pump() {
   if (pumping_ || phase_ == Phase::kFinished) return;
   pumping_ = true;
-  impl_->RefreshConfig(thread_);
+  impl()->RefreshConfig(thread_);
   // A bound on one pass (each round reads at most a chunk from each side): a client reading
   // a large result as fast as the server makes it would otherwise hold the thread.
   int rounds = 0;
@@ -520,13 +522,13 @@ Pool* Session::NodePool(int node) {
   std::vector<std::shared_ptr<Pool>>& pools = routed_->replica_pools;
   if (pools.size() < static_cast<size_t>(node)) pools.resize(node);
   std::shared_ptr<Pool>& pool = pools[node - 1];
-  if (pool == nullptr) pool = impl_->PoolFor(database(), user(), node);
+  if (pool == nullptr) pool = impl()->PoolFor(database(), user(), node);
   return pool != nullptr ? pool.get() : pool_.get();
 }
 
 void Session::FollowRouter() {
   routing_version_ = thread_->config_version;
-  std::shared_ptr<Router> router = impl_->RouterFor(database());
+  std::shared_ptr<Router> router = impl()->RouterFor(database());
   if (router == (routed_ != nullptr ? routed_->router : nullptr)) return;
   // A RELOAD changed the database's replicas: the client goes on with the new router (its
   // reads still see its writes), and the replicas' pools as the new list numbers them.
@@ -555,8 +557,9 @@ bool Session::TryAttach() {
 void Session::StartAttach() {
   attaching_ = true;
   info_.state = 2;
-  wait_ = target_->Queue(&thread_->context, startup_settings(), weak_from_this());
-  if (wait_ != nullptr) {
+  RelayState& r = relay();
+  r.wait = target_->Queue(&thread_->context, startup_settings(), weak_from_this());
+  if (r.wait != nullptr) {
     thread_->waiting.insert(this);
     return;
   }
@@ -564,11 +567,11 @@ void Session::StartAttach() {
 }
 
 void Session::PoolAnswered(const std::shared_ptr<Pool::Waiter>& waiter) {
-  if (waiter == wait_ && phase_ != Phase::kFinished) EndWait();
+  if (relay_ != nullptr && waiter == relay_->wait && phase_ != Phase::kFinished) EndWait();
 }
 
 void Session::EndWait() {
-  std::shared_ptr<Pool::Waiter> waiter = std::move(wait_);
+  std::shared_ptr<Pool::Waiter> waiter = std::move(relay().wait);
   thread_->waiting.erase(this);
   std::unique_ptr<ServerConn> server = target_->TakeHanded(waiter);
   if (server != nullptr) {
