@@ -24,6 +24,7 @@
 
 #include <sys/epoll.h>
 
+#include <cassert>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -106,7 +107,10 @@ class Reactor {
     static uintptr_t Word(Target* target, uintptr_t bits) {
       return reinterpret_cast<uintptr_t>(target) | bits;
     }
+    // (kRead, kWrite or both: EPOLLRDHUP goes with EPOLLIN, as kRead has it.)
     static uintptr_t Bits(uint32_t events) {
+      assert((events & ~(kRead | kWrite)) == 0);
+      assert(((events & EPOLLIN) == 0) == ((events & EPOLLRDHUP) == 0));
       return ((events & EPOLLIN) != 0 ? kReadBit : 0) | ((events & EPOLLOUT) != 0 ? kWriteBit : 0);
     }
     uintptr_t word_ = 0;

@@ -142,7 +142,6 @@ Task<bool> Session::Login() {
   std::string out;
   AppendAuthentication(&out, kAuthenticationOk);
   info_.id = impl()->next_client_id.fetch_add(1);
-  info_.address = login_->address;
   info_.port = peer.port();
   impl()->Register(this, info_);  // (which draws its BackendKeyData)
 
@@ -231,7 +230,8 @@ Task<bool> Session::Admit(const PoolerConfig& config, const StartupPacket& start
                        "sslmode=require or stronger)");
     co_return false;
   }
-  // (Registered, with an id, once logged in.)
+  // (Registered, with an id, once logged in.) The address first: BAN ADDRESS is checked below.
+  info_.address = login_->address;
   info_.user = startup.Get("user");
   info_.database = startup.Get("database");
   if (info_.database.empty()) info_.database = info_.user;

@@ -30,6 +30,7 @@ struct Slab::Region {
 };
 Slab::Slab(size_t block_size, size_t alignment)
     : block_size_(RoundUp(block_size < sizeof(void*) ? sizeof(void*) : block_size, alignment)),
+      alignment_(alignment),
       blocks_per_region_(static_cast<uint32_t>((kRegionSize - kHeaderSize) / block_size_)) {
   static_assert(sizeof(Region) <= kHeaderSize);
   if (alignment < 8 || alignment > kHeaderSize || (alignment & (alignment - 1)) != 0 ||

@@ -467,6 +467,21 @@ TEST_F(PoolerTest, LoginsCheckPasswordsForEachMethod) {
   EXPECT_FALSE(wrong.ok());
 }
 
+// BAN ADDRESS refuses the address's logins from then on, not only its clients connected then
+// (the check ran before the client's address was known, and let every login through).
+TEST_F(PoolerTest, AnAddressBanRefusesItsLogins) {
+  PoolerProcess pooler("trust", kTrustUsers, Database("app", "transaction", 2, "pool_app"));
+  Conn before(pooler.Url("app"));
+  ASSERT_TRUE(before.ok()) << before.error();
+  Console(pooler, "BAN ADDRESS 127.0.0.1");
+  EXPECT_NE(before.Run("SELECT 1"), "1");  // disconnected
+  Conn after(pooler.Url("app"));
+  EXPECT_FALSE(after.ok());
+  EXPECT_NE(after.error().find("clients from 127.0.0.1 are banned from the pooler (BAN ADDRESS)"),
+            std::string::npos)
+      << after.error();
+}
+
 // tenant_in_user: `alice.shop` is user alice of the database entry shop, whatever database the
 // client names; a name whose suffix is no entry, or without the option, is a user name as is.
 TEST_F(PoolerTest, TenantsAreNamedByTheUserNameSuffix) {
