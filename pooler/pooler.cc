@@ -187,9 +187,9 @@ void Pooler::Impl::Register(Session* session, ClientInfo& info) {
   }
 }
 
-void Pooler::Impl::Unregister(const Session* session, const ClientInfo& info) {
+void Pooler::Impl::Unregister(const Session* session) {
   absl::MutexLock lock(&clients_mu_);
-  auto it = client_infos_.find(CancelKey(info.cancel_pid, info.cancel_key));
+  auto it = client_infos_.find(CancelKey(session));
   if (it != client_infos_.end() && *it == session) client_infos_.erase(it);
 }
 
@@ -598,8 +598,8 @@ Task<void> Pooler::Impl::Accept(NetThread* thread) {
 
 Slab& SessionSlab() {
   // A session and its shared_ptr counts, one block (std::allocate_shared's, in libstdc++: its
-  // counts and vtable pointer, then the object; were it larger, sessions would come from
-  // operator new instead, as SlabAllocator does for what does not fit).
+  // counts and vtable pointer, then the object). Whichever comes first, this or the first
+  // session's allocate_shared, makes the slab for a block that size: sessions fit either way.
   return SlabOf<Session>(sizeof(Session) + 16, alignof(Session));
 }
 #ifdef __GLIBCXX__
@@ -610,7 +610,6 @@ static_assert(sizeof(std::_Sp_counted_ptr_inplace<Session, SlabAllocator<Session
 
 std::weak_ptr<Session> Pooler::Impl::StartSession(NetThread* thread, Socket socket, bool local,
                                                   std::optional<Tunnel> tunnel) {
-  SessionSlab();  // (made for the sessions' blocks before the first is allocated)
   accepted.fetch_add(1, std::memory_order_relaxed);
   auto* owner = new std::shared_ptr<Session>(std::allocate_shared<Session>(
       SlabAllocator<Session>(), thread, std::move(socket), local, tunnel));

@@ -230,7 +230,7 @@ class Pooler::Impl : public AdminTarget {
   // unregisters first thing in its destructor, so a registered one is alive while the registry's
   // lock is held (and only then: it may end on its own thread at any time after).
   void Register(Session* session, ClientInfo& info);
-  void Unregister(const Session* session, const ClientInfo& info);
+  void Unregister(const Session* session);
   // Calls `found` under the registry's lock with the session of the client a cancel request
   // with BackendKeyData (pid, key) is for: false when there is none. `found` must not block,
   // and keeps nothing of the session but what it copies and a weak_ptr, locked on the

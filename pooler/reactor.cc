@@ -118,8 +118,9 @@ bool Reactor::Watch(int fd, int* watched_by, uint32_t events, Target* target) {
     if (!Add(fd, events, target)) {
       if (errno != EEXIST) return false;
       // Registered here under an earlier life of the number: set as wanted.
-      slot(fd) = {target, 0u};
-      slot(fd).ForgetEvents();
+      Slot& s = slot(fd);
+      s = {target, 0u};
+      s.ForgetEvents();
       if (!Modify(fd, events)) return false;
     }
     *watched_by = epfd_;

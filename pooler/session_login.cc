@@ -38,7 +38,7 @@ Session::WebSocket::~WebSocket() {
 
 Session::~Session() {
   // First: once unregistered, no other thread reaches the session (Pooler::Impl::WithClient).
-  if (info_.id != 0) impl()->Unregister(this, info_);
+  if (info_.id != 0) impl()->Unregister(this);
   if (pool_ != nullptr) pool_->clients.fetch_sub(1);
   if (tenant_ != nullptr) tenant_->clients.fetch_sub(1);
   if (counted_) impl()->clients.fetch_sub(1);
