@@ -44,8 +44,9 @@ INSERT INTO pgflow.ddl_secret
 // The shape of a table: what DDL replay reproduces (schemas/ddl.h, DdlTableShape).
 constexpr const char* kShapeFunctionSql = R"sql(
 CREATE OR REPLACE FUNCTION pgflow.table_shape(rel oid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-  SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  RETURN (SELECT jsonb_build_object(
     'relid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
     'columns', COALESCE((
       SELECT jsonb_agg(jsonb_build_object(
@@ -82,15 +83,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
       '[]'::jsonb),
     'keyless', pgflow.is_keyless(c.oid))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.oid = rel
+  WHERE c.oid = rel);
+END
 $f$;
 -- Whether a publication of a pgflow pipeline publishes the UPDATEs or DELETEs of `rel`:
 -- listed itself or through a partition ancestor, by its schema or an ancestor's, or as one of
 -- all tables (the rule PostgreSQL applies when it refuses a statement). pg_partition_ancestors
 -- lists nothing for a table outside any partition tree, hence the union with `rel`.
 CREATE OR REPLACE FUNCTION pgflow.followed_by_pipeline(rel oid) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-  WITH self_and_ancestors(relid) AS (
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  RETURN (WITH self_and_ancestors(relid) AS (
     SELECT rel UNION SELECT relid FROM pg_partition_ancestors(rel))
   SELECT EXISTS (
     SELECT 1 FROM pgflow.pipelines pl JOIN pg_publication p ON p.pubname = pl.publication
@@ -102,7 +105,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
            OR EXISTS (SELECT 1 FROM pg_publication_namespace pn JOIN pg_class a
                         ON a.relnamespace = pn.pnnspid
                       WHERE pn.pnpubid = p.oid
-                        AND a.oid IN (SELECT relid FROM self_and_ancestors))))
+                        AND a.oid IN (SELECT relid FROM self_and_ancestors)))));
+END
 $f$;
 -- keyless_tables: skip. The publication of a pipeline that skips keyless tables lists its
 -- tables one by one: `rel` joins it once it matches the pipeline's tables (itself or through
@@ -114,11 +118,16 @@ CREATE OR REPLACE FUNCTION pgflow.publish_skipping_keyless(rel oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
   pub record;
-  keyless boolean := pgflow.is_keyless(rel);
-  publishable boolean := EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel
-                                 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
-                                 AND NOT c.relispartition);
+  keyless boolean;
+  publishable boolean;
 BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pgflow.pipelines pl WHERE pl.keyless = 'skip') THEN
+    RETURN;  -- (the common case, at the cost of one row read)
+  END IF;
+  keyless := pgflow.is_keyless(rel);
+  publishable := EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel
+                         AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+                         AND NOT c.relispartition);
   FOR pub IN
     SELECT p.pubname,
            EXISTS (SELECT 1 FROM pg_publication_rel pr
@@ -144,9 +153,11 @@ END
 $f$;
 -- Indexes and sequences: their name, so that a rename can be followed.
 CREATE OR REPLACE FUNCTION pgflow.relation_name(rel oid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-  SELECT jsonb_build_object('schema', n.nspname, 'name', c.relname)
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  RETURN (SELECT jsonb_build_object('schema', n.nspname, 'name', c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel);
+END
 $f$;
 )sql";
 
@@ -154,11 +165,13 @@ $f$;
 // pipeline run by a role that may not write in schema pgflow still registers.
 constexpr const char* kMacFunctionsSql = R"sql(
 CREATE OR REPLACE FUNCTION pgflow.ddl_mac(content text) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-  SELECT encode(sha256(convert_to(
-           s.secret || encode(sha256(convert_to(s.secret || content, 'UTF8')), 'hex'),
-           'UTF8')), 'hex')
-  FROM pgflow.ddl_secret s LIMIT 1
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  RETURN (SELECT encode(sha256(convert_to(
+                   s.secret || encode(sha256(convert_to(s.secret || content, 'UTF8')), 'hex'),
+                   'UTF8')), 'hex')
+          FROM pgflow.ddl_secret s LIMIT 1);
+END
 $f$;
 REVOKE EXECUTE ON FUNCTION pgflow.ddl_mac(text) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgflow.ddl_verify(content text, mac text) RETURNS boolean
@@ -516,8 +529,8 @@ absl::Status RestoreReplicaIdentities(PGconn* conn, TeardownReport* report) {
 std::string IsKeylessFunctionSql() {
   return absl::StrCat(
       "CREATE OR REPLACE FUNCTION pgflow.is_keyless(rel oid) RETURNS boolean "
-      "LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$ SELECT ",
-      kKeylessCondition, " FROM pg_class c WHERE c.oid = rel $f$;");
+      "LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$ BEGIN RETURN (SELECT ",
+      kKeylessCondition, " FROM pg_class c WHERE c.oid = rel); END $f$;");
 }
 
 }  // namespace
