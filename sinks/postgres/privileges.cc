@@ -128,6 +128,9 @@ absl::StatusOr<std::optional<Privileges>> ReadPrivileges(PGconn* conn, ObjectKin
                    ") AS o(owner, acl, kind) LEFT JOIN LATERAL pg_catalog.aclexplode("
                    "coalesce(o.acl, pg_catalog.acldefault(o.kind, o.owner))) a ON true"),
       {name});
+  // A routine whose argument type is missing (a table's row type, before the table) is missing
+  // too: to_regprocedure finds no routine, and then fails on the type before PostgreSQL 16.
+  if (!res.ok() && SqlState(res.status()) == "42704") return std::optional<Privileges>();
   if (!res.ok()) return res.status();
   PGresult* r = res->get();
   if (PQntuples(r) == 0) return std::optional<Privileges>();

@@ -221,6 +221,10 @@ absl::Status TargetTables::FinishLoad() {
     absl::StatusOr<size_t> failed =
         CopySchemaObjects(source_url_, options_->url, sink_name_, /*second_pass=*/true);
     if (!failed.ok()) LogWarning("sink %s (postgres): %s", sink_name_, failed.status().message());
+    // Their owners and grants: the first pass found them missing.
+    if (options_->CopiesRoles()) {
+      if (absl::Status s = CopyRoles(/*restored=*/true); !s.ok()) return s;
+    }
   }
   if (absl::Status s = BuildPending(); !s.ok()) return s;
   for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
