@@ -260,7 +260,9 @@ absl::Status DefinitionReader::ReadColumns() {
 absl::Status DefinitionReader::ReadConstraints() {
   // A UNIQUE constraint whose index is the replica identity goes into CREATE TABLE (the sink
   // upserts on it), and so does the primary key unless it is the sink's key (REPLICA
-  // IDENTITY DEFAULT); the others wait for the load.
+  // IDENTITY DEFAULT); the others wait for the load. A foreign key to a partitioned table
+  // stands in pg_constraint beside one child constraint per referenced partition, on the
+  // same table: PostgreSQL makes those itself with the key, so they are not read.
   absl::StatusOr<PgResultPtr> cons =
       Exec(source_,
            "SELECT quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid), "
@@ -273,6 +275,8 @@ absl::Status DefinitionReader::ReadConstraints() {
            "LEFT JOIN pg_class r ON r.oid = k.confrelid AND k.contype = 'f' "
            "LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace "
            "WHERE k.conrelid = $1::oid AND k.contype IN ('p', 'u', 'c', 'f', 'x') "
+           "  AND NOT EXISTS (SELECT 1 FROM pg_constraint up WHERE up.oid = k.conparentid "
+           "                  AND up.conrelid = k.conrelid) "
            "ORDER BY k.contype = 'f', k.conname",
            {oid_});
   if (!cons.ok()) return Annotate(cons.status(), context_);
