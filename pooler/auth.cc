@@ -2,9 +2,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <utility>
@@ -23,19 +23,61 @@ constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
 
 // ---- Digests ----
 
+// SHA-256, fetched once: OpenSSL 3 looks a method named by EVP_sha256() up in its providers at
+// every use, and its HMAC() fetches the MAC and builds its parameters at every call, which
+// cost more than the digests of a login.
+const EVP_MD* Sha256Method() {
+  static EVP_MD* const method = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return method;
+}
+
+// A digest context per thread, reset at each use.
+EVP_MD_CTX* DigestContext() {
+  struct Owned {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Owned() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Owned owned;
+  return owned.ctx;
+}
+
+constexpr size_t kSha256Block = 64;
+
 std::string Sha256(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), digest, &n, EVP_sha256(), nullptr);
+  EVP_Digest(data.data(), data.size(), digest, &n, Sha256Method(), nullptr);
   return std::string(reinterpret_cast<const char*>(digest), n);
 }
 
+// HMAC (RFC 2104) over the fetched SHA-256: H((K ^ opad) || H((K ^ ipad) || data)).
 std::string HmacSha256(std::string_view key, std::string_view data) {
+  unsigned char block[kSha256Block] = {};
+  if (key.size() > kSha256Block) {
+    unsigned int n = 0;
+    EVP_Digest(key.data(), key.size(), block, &n, Sha256Method(), nullptr);
+  } else {
+    std::copy(key.begin(), key.end(), block);
+  }
+  unsigned char pad[kSha256Block];
+  unsigned char inner[EVP_MAX_MD_SIZE];
   unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &n);
-  return std::string(reinterpret_cast<const char*>(mac), n);
+  unsigned int inner_size = 0;
+  unsigned int mac_size = 0;
+  EVP_MD_CTX* ctx = DigestContext();
+  for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x36;
+  EVP_DigestInit_ex(ctx, Sha256Method(), nullptr);
+  EVP_DigestUpdate(ctx, pad, sizeof pad);
+  EVP_DigestUpdate(ctx, data.data(), data.size());
+  EVP_DigestFinal_ex(ctx, inner, &inner_size);
+  for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x5c;
+  EVP_DigestInit_ex(ctx, Sha256Method(), nullptr);
+  EVP_DigestUpdate(ctx, pad, sizeof pad);
+  EVP_DigestUpdate(ctx, inner, inner_size);
+  EVP_DigestFinal_ex(ctx, mac, &mac_size);
+  OPENSSL_cleanse(block, sizeof block);
+  OPENSSL_cleanse(pad, sizeof pad);
+  return std::string(reinterpret_cast<const char*>(mac), mac_size);
 }
 
 std::string Md5Hex(std::string_view data) { return HexDigest(EVP_md5(), data); }
@@ -159,7 +201,7 @@ ScramKeys KeysOfPassword(std::string_view password, std::string_view salt, int i
   unsigned char salted[kScramKeyLength];
   PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                     reinterpret_cast<const unsigned char*>(salt.data()),
-                    static_cast<int>(salt.size()), iterations, EVP_sha256(), sizeof(salted),
+                    static_cast<int>(salt.size()), iterations, Sha256Method(), sizeof(salted),
                     salted);
   const std::string_view salted_password(reinterpret_cast<const char*>(salted), sizeof(salted));
   ScramKeys keys{HmacSha256(salted_password, "Client Key"),
