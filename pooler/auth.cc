@@ -43,19 +43,27 @@ EVP_MD_CTX* DigestContext() {
 
 constexpr size_t kSha256Block = 64;
 
+// The digests below are empty when OpenSSL fails (no provider offers SHA-256): an empty
+// digest equals nothing (ConstantTimeEqual), so a login fails closed.
 std::string Sha256(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), digest, &n, Sha256Method(), nullptr);
+  if (Sha256Method() == nullptr ||
+      EVP_Digest(data.data(), data.size(), digest, &n, Sha256Method(), nullptr) != 1) {
+    return {};
+  }
   return std::string(reinterpret_cast<const char*>(digest), n);
 }
 
 // HMAC (RFC 2104) over the fetched SHA-256: H((K ^ opad) || H((K ^ ipad) || data)).
 std::string HmacSha256(std::string_view key, std::string_view data) {
+  const EVP_MD* method = Sha256Method();
+  EVP_MD_CTX* ctx = DigestContext();
+  if (method == nullptr || ctx == nullptr) return {};
   unsigned char block[kSha256Block] = {};
   if (key.size() > kSha256Block) {
     unsigned int n = 0;
-    EVP_Digest(key.data(), key.size(), block, &n, Sha256Method(), nullptr);
+    if (EVP_Digest(key.data(), key.size(), block, &n, method, nullptr) != 1) return {};
   } else {
     std::copy(key.begin(), key.end(), block);
   }
@@ -64,19 +72,21 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int inner_size = 0;
   unsigned int mac_size = 0;
-  EVP_MD_CTX* ctx = DigestContext();
   for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x36;
-  EVP_DigestInit_ex(ctx, Sha256Method(), nullptr);
-  EVP_DigestUpdate(ctx, pad, sizeof pad);
-  EVP_DigestUpdate(ctx, data.data(), data.size());
-  EVP_DigestFinal_ex(ctx, inner, &inner_size);
+  bool ok = EVP_DigestInit_ex(ctx, method, nullptr) == 1 &&
+            EVP_DigestUpdate(ctx, pad, sizeof pad) == 1 &&
+            EVP_DigestUpdate(ctx, data.data(), data.size()) == 1 &&
+            EVP_DigestFinal_ex(ctx, inner, &inner_size) == 1;
   for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x5c;
-  EVP_DigestInit_ex(ctx, Sha256Method(), nullptr);
-  EVP_DigestUpdate(ctx, pad, sizeof pad);
-  EVP_DigestUpdate(ctx, inner, inner_size);
-  EVP_DigestFinal_ex(ctx, mac, &mac_size);
+  ok = ok && EVP_DigestInit_ex(ctx, method, nullptr) == 1 &&
+       EVP_DigestUpdate(ctx, pad, sizeof pad) == 1 &&
+       EVP_DigestUpdate(ctx, inner, inner_size) == 1 &&
+       EVP_DigestFinal_ex(ctx, mac, &mac_size) == 1;
+  EVP_MD_CTX_reset(ctx);  // (what it hashed is not left in memory, as HMAC() leaves nothing)
   OPENSSL_cleanse(block, sizeof block);
   OPENSSL_cleanse(pad, sizeof pad);
+  OPENSSL_cleanse(inner, sizeof inner);
+  if (!ok) return {};
   return std::string(reinterpret_cast<const char*>(mac), mac_size);
 }
 
@@ -89,7 +99,7 @@ std::string Xor(std::string_view a, std::string_view b) {
 }
 
 bool ConstantTimeEqual(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  return !a.empty() && a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 // ---- Encodings ----
@@ -199,10 +209,13 @@ struct ScramKeys {
 };
 ScramKeys KeysOfPassword(std::string_view password, std::string_view salt, int iterations) {
   unsigned char salted[kScramKeyLength];
-  PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                    reinterpret_cast<const unsigned char*>(salt.data()),
-                    static_cast<int>(salt.size()), iterations, Sha256Method(), sizeof(salted),
-                    salted);
+  if (Sha256Method() == nullptr ||
+      PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                        reinterpret_cast<const unsigned char*>(salt.data()),
+                        static_cast<int>(salt.size()), iterations, Sha256Method(),
+                        sizeof(salted), salted) != 1) {
+    return {};  // (empty keys: they match nothing)
+  }
   const std::string_view salted_password(reinterpret_cast<const char*>(salted), sizeof(salted));
   ScramKeys keys{HmacSha256(salted_password, "Client Key"),
                  HmacSha256(salted_password, "Server Key")};
@@ -274,7 +287,9 @@ std::optional<ScramSecret> ParseScramSecret(std::string_view text) {
 
 ScramSecret MakeScramSecret(std::string_view password, std::string_view salt, int iterations) {
   ScramKeys keys = KeysOfPassword(password, salt, iterations);
-  return ScramSecret{iterations, std::string(salt), Sha256(keys.client_key),
+  // (No keys, no secret: an empty StoredKey matches no proof.)
+  return ScramSecret{iterations, std::string(salt),
+                     keys.client_key.empty() ? std::string() : Sha256(keys.client_key),
                      std::move(keys.server_key)};
 }
 

@@ -130,7 +130,11 @@ absl::StatusOr<std::optional<Privileges>> ReadPrivileges(PGconn* conn, ObjectKin
       {name});
   // A routine whose argument type is missing (a table's row type, before the table) is missing
   // too: to_regprocedure finds no routine, and then fails on the type before PostgreSQL 16.
-  if (!res.ok() && SqlState(res.status()) == "42704") return std::optional<Privileges>();
+  // (Outside a transaction only: inside one, the error would leave it aborted.)
+  if (!res.ok() && kind == ObjectKind::kRoutine && SqlState(res.status()) == "42704" &&
+      PQtransactionStatus(conn) == PQTRANS_IDLE) {
+    return std::optional<Privileges>();
+  }
   if (!res.ok()) return res.status();
   PGresult* r = res->get();
   if (PQntuples(r) == 0) return std::optional<Privileges>();

@@ -214,6 +214,7 @@ absl::Status TargetTables::FinishLoad() {
   auto seconds = [&started] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   };
+  bool late_objects = false;
   if (schema_objects_owed_) {
     // What failed before the tables existed (a function of a table's row type), before the
     // constraints that may use it.
@@ -221,12 +222,15 @@ absl::Status TargetTables::FinishLoad() {
     absl::StatusOr<size_t> failed =
         CopySchemaObjects(source_url_, options_->url, sink_name_, /*second_pass=*/true);
     if (!failed.ok()) LogWarning("sink %s (postgres): %s", sink_name_, failed.status().message());
-    // Their owners and grants: the first pass found them missing.
-    if (options_->CopiesRoles()) {
-      if (absl::Status s = CopyRoles(/*restored=*/true); !s.ok()) return s;
-    }
+    late_objects = true;
   }
   if (absl::Status s = BuildPending(); !s.ok()) return s;
+  // The late objects' owners and grants: the first pass found them missing.
+  if (late_objects && options_->CopiesRoles()) {
+    if (absl::Status s = CopyRoles(/*restored=*/true, /*late_objects_only=*/true); !s.ok()) {
+      return s;
+    }
+  }
   for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
   if (tables_.empty()) return absl::OkStatus();
   LogInfo("sink %s (postgres): keys, indexes and constraints built in %.1fs", sink_name_,
@@ -460,7 +464,7 @@ absl::Status TargetTables::BringSchemaObjects() {
   return CopyRoles(/*restored=*/true);
 }
 
-absl::Status TargetTables::CopyRoles(bool restored) {
+absl::Status TargetTables::CopyRoles(bool restored, bool late_objects_only) {
   const std::string prefix = absl::StrCat("sink ", sink_name_, " (postgres): ");
   // Nothing here stops the pipeline but a lost connection: the rows come first.
   auto lost = [&](const absl::Status& s) {
@@ -484,7 +488,7 @@ absl::Status TargetTables::CopyRoles(bool restored) {
                            return RunRefusable(conn, sql, refused);
                          });
   if (restored) {
-    absl::Status s = copier.CopyDatabase(needed_roles_);
+    absl::Status s = late_objects_only ? absl::OkStatus() : copier.CopyDatabase(needed_roles_);
     if (s.ok()) s = copier.CopySchemaObjects();
     if (!s.ok()) return lost(s);
     LogOwnership(prefix, nullptr, copier, session_.TargetName());

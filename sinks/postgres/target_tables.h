@@ -105,7 +105,9 @@ class TargetTables {
   absl::Status BringSchemaObjects();
   // The roles and the owners and grants of everything but the tables, over a target connection
   // of its own: before the schema objects (`restored` false) and after them.
-  absl::Status CopyRoles(bool restored);
+  // `late_objects_only`: the schema objects' owners and grants alone, for the objects
+  // restored once the tables existed.
+  absl::Status CopyRoles(bool restored, bool late_objects_only = false);
   // Creates the table from the shape pgoutput describes: columns and primary key.
   absl::Status CreateFromShape(const TableSchema& schema, const std::string& target_schema,
                                const std::string& quoted);
