@@ -23,13 +23,8 @@ constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
 
 // ---- Digests ----
 
-// SHA-256, fetched once: OpenSSL 3 looks a method named by EVP_sha256() up in its providers at
-// every use, and its HMAC() fetches the MAC and builds its parameters at every call, which
-// cost more than the digests of a login.
-const EVP_MD* Sha256Method() {
-  static EVP_MD* const method = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return method;
-}
+// Over SHA-256 fetched once (Sha256Method): OpenSSL 3's HMAC() fetches the MAC and builds its
+// parameters at every call, which cost more than the digests of a login.
 
 // A digest context per thread, reset at each use.
 EVP_MD_CTX* DigestContext() {
@@ -48,8 +43,8 @@ constexpr size_t kSha256Block = 64;
 std::string Sha256(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  if (Sha256Method() == nullptr ||
-      EVP_Digest(data.data(), data.size(), digest, &n, Sha256Method(), nullptr) != 1) {
+  const EVP_MD* method = Sha256Method();
+  if (method == nullptr || EVP_Digest(data.data(), data.size(), digest, &n, method, nullptr) != 1) {
     return {};
   }
   return std::string(reinterpret_cast<const char*>(digest), n);
@@ -209,10 +204,11 @@ struct ScramKeys {
 };
 ScramKeys KeysOfPassword(std::string_view password, std::string_view salt, int iterations) {
   unsigned char salted[kScramKeyLength];
-  if (Sha256Method() == nullptr ||
+  const EVP_MD* method = Sha256Method();
+  if (method == nullptr ||
       PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()),
-                        static_cast<int>(salt.size()), iterations, Sha256Method(),
+                        static_cast<int>(salt.size()), iterations, method,
                         sizeof(salted), salted) != 1) {
     return {};  // (empty keys: they match nothing)
   }
