@@ -51,8 +51,10 @@ launch() {  # DIR: starts the broker configured in DIR and waits for it
   port=$(cat "$dir/port")
   cp=$(classpath)
   # The heap bounded, the JIT's threads few: two-core CI shares the machine with PostgreSQL.
+  # Its collector's pauses are logged in DIR/gc.log (the benchmarks count them).
   # shellcheck disable=SC2086
   nohup java -Xms"$HEAP" -Xmx"$HEAP" ${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:CICompilerCount=2} \
+    -Xlog:gc:file="$dir/gc.log":uptime \
     -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
     -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
   echo $! >"$dir/pid"
