@@ -23,21 +23,6 @@ constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
 
 // ---- Digests ----
 
-// Over SHA-256 fetched once (Sha256Method): OpenSSL 3's HMAC() fetches the MAC and builds its
-// parameters at every call, which cost more than the digests of a login.
-
-// A digest context per thread, reset at each use.
-EVP_MD_CTX* DigestContext() {
-  struct Owned {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    ~Owned() { EVP_MD_CTX_free(ctx); }
-  };
-  thread_local Owned owned;
-  return owned.ctx;
-}
-
-constexpr size_t kSha256Block = 64;
-
 // The digests below are empty when OpenSSL fails (no provider offers SHA-256): an empty
 // digest equals nothing (ConstantTimeEqual), so a login fails closed.
 std::string Sha256(std::string_view data) {
@@ -48,41 +33,6 @@ std::string Sha256(std::string_view data) {
     return {};
   }
   return std::string(reinterpret_cast<const char*>(digest), n);
-}
-
-// HMAC (RFC 2104) over the fetched SHA-256: H((K ^ opad) || H((K ^ ipad) || data)).
-std::string HmacSha256(std::string_view key, std::string_view data) {
-  const EVP_MD* method = Sha256Method();
-  EVP_MD_CTX* ctx = DigestContext();
-  if (method == nullptr || ctx == nullptr) return {};
-  unsigned char block[kSha256Block] = {};
-  if (key.size() > kSha256Block) {
-    unsigned int n = 0;
-    if (EVP_Digest(key.data(), key.size(), block, &n, method, nullptr) != 1) return {};
-  } else {
-    std::copy(key.begin(), key.end(), block);
-  }
-  unsigned char pad[kSha256Block];
-  unsigned char inner[EVP_MAX_MD_SIZE];
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int inner_size = 0;
-  unsigned int mac_size = 0;
-  for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x36;
-  bool ok = EVP_DigestInit_ex(ctx, method, nullptr) == 1 &&
-            EVP_DigestUpdate(ctx, pad, sizeof pad) == 1 &&
-            EVP_DigestUpdate(ctx, data.data(), data.size()) == 1 &&
-            EVP_DigestFinal_ex(ctx, inner, &inner_size) == 1;
-  for (size_t i = 0; i < kSha256Block; ++i) pad[i] = block[i] ^ 0x5c;
-  ok = ok && EVP_DigestInit_ex(ctx, method, nullptr) == 1 &&
-       EVP_DigestUpdate(ctx, pad, sizeof pad) == 1 &&
-       EVP_DigestUpdate(ctx, inner, inner_size) == 1 &&
-       EVP_DigestFinal_ex(ctx, mac, &mac_size) == 1;
-  EVP_MD_CTX_reset(ctx);  // (what it hashed is not left in memory, as HMAC() leaves nothing)
-  OPENSSL_cleanse(block, sizeof block);
-  OPENSSL_cleanse(pad, sizeof pad);
-  OPENSSL_cleanse(inner, sizeof inner);
-  if (!ok) return {};
-  return std::string(reinterpret_cast<const char*>(mac), mac_size);
 }
 
 std::string Md5Hex(std::string_view data) { return HexDigest(EVP_md5(), data); }
@@ -213,8 +163,8 @@ ScramKeys KeysOfPassword(std::string_view password, std::string_view salt, int i
     return {};  // (empty keys: they match nothing)
   }
   const std::string_view salted_password(reinterpret_cast<const char*>(salted), sizeof(salted));
-  ScramKeys keys{HmacSha256(salted_password, "Client Key"),
-                 HmacSha256(salted_password, "Server Key")};
+  ScramKeys keys{HmacSha256(salted_password, {"Client Key"}),
+                 HmacSha256(salted_password, {"Server Key"})};
   OPENSSL_cleanse(salted, sizeof(salted));
   return keys;
 }
@@ -406,9 +356,9 @@ void DeriveScramSecrets(UserList* users) {
 }
 
 ScramSecret MockScramSecret(std::string_view user, std::string_view key) {
-  return ScramSecret{kDefaultScramIterations, HmacSha256(key, Cat("salt ", user)).substr(0, 16),
-                     HmacSha256(key, Cat("stored key ", user)),
-                     HmacSha256(key, Cat("server key ", user))};
+  return ScramSecret{kDefaultScramIterations, HmacSha256(key, {Cat("salt ", user)}).substr(0, 16),
+                     HmacSha256(key, {Cat("stored key ", user)}),
+                     HmacSha256(key, {Cat("server key ", user)})};
 }
 
 bool CheckPassword(const UserList& users, std::string_view user, std::string_view password) {
@@ -527,13 +477,13 @@ absl::StatusOr<std::string> ScramServer::ClientFinal(std::string_view client_fin
   const std::string_view without_proof =
       client_final.substr(0, client_final.size() - parts.back().size() - 1);
   const std::string auth_message = Cat(client_first_bare_, ",", server_first_, ",", without_proof);
-  const std::string client_signature = HmacSha256(secret_.stored_key, auth_message);
+  const std::string client_signature = HmacSha256(secret_.stored_key, {auth_message});
   std::string client_key = Xor(*proof, client_signature);
   if (!ConstantTimeEqual(Sha256(client_key), secret_.stored_key)) {
     return absl::PermissionDeniedError("password authentication failed (wrong SCRAM proof)");
   }
   client_key_ = std::move(client_key);
-  return Cat("v=", Base64(HmacSha256(secret_.server_key, auth_message)));
+  return Cat("v=", Base64(HmacSha256(secret_.server_key, {auth_message})));
 }
 
 // ---- ScramClient ----
@@ -607,9 +557,9 @@ absl::StatusOr<std::string> ScramClient::ServerFirst(std::string_view server_fir
   }
   const std::string without_proof = Cat("c=biws,r=", *nonce);
   const std::string auth_message = Cat(client_first_bare_, ",", server_first, ",", without_proof);
-  const std::string client_signature = HmacSha256(Sha256(client_key_), auth_message);
+  const std::string client_signature = HmacSha256(Sha256(client_key_), {auth_message});
   const std::string proof = Xor(client_key_, client_signature);
-  expected_server_signature_ = HmacSha256(server_key_, auth_message);
+  expected_server_signature_ = HmacSha256(server_key_, {auth_message});
   step_ = Step::kServerFinal;
   return Cat(without_proof, ",p=", Base64(proof));
 }

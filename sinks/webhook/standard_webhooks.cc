@@ -1,9 +1,6 @@
 #include "sinks/webhook/standard_webhooks.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
-#include "engine/str_cat.h"
+#include "common/digest.h"
 #include "schemas/base64.h"
 
 namespace pgflow {
@@ -22,17 +19,13 @@ absl::StatusOr<std::string> WebhookSecretKey(std::string_view secret) {
 
 std::string SignWebhook(const std::vector<std::string>& keys, std::string_view id,
                         std::string_view timestamp, std::string_view body) {
-  std::string message = Cat(id, ".", timestamp, ".");
-  message.append(body);
   std::string signature;
   for (const std::string& key : keys) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-         reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
+    // The signed content is "id.timestamp.body", digested in parts: the body is not copied.
+    const std::string digest = HmacSha256(key, {id, ".", timestamp, ".", body});
     if (!signature.empty()) signature.push_back(' ');
     signature.append("v1,");
-    AppendBase64(std::string_view(reinterpret_cast<const char*>(digest), length), &signature);
+    AppendBase64(digest, &signature);
   }
   return signature;
 }
