@@ -227,9 +227,7 @@ absl::Status TargetTables::FinishLoad() {
   if (absl::Status s = BuildPending(); !s.ok()) return s;
   // The late objects' owners and grants: the first pass found them missing.
   if (late_objects && options_->CopiesRoles()) {
-    if (absl::Status s = CopyRoles(/*restored=*/true, /*late_objects_only=*/true); !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = CopyRoles(RolesPass::kLateObjects); !s.ok()) return s;
   }
   for (auto& [name, table] : tables_) table->plain_inserts = false;  // keys were built
   if (tables_.empty()) return absl::OkStatus();
@@ -449,7 +447,7 @@ absl::Status TargetTables::CreateFromSource(const TableSchema& schema,
 absl::Status TargetTables::BringSchemaObjects() {
   // The roles first: the schema objects and the tables name them.
   if (options_->CopiesRoles()) {
-    if (absl::Status s = CopyRoles(/*restored=*/false); !s.ok()) return s;
+    if (absl::Status s = CopyRoles(RolesPass::kRoles); !s.ok()) return s;
   }
   // The types, domains and functions tables may use.
   absl::StatusOr<size_t> failed = CopySchemaObjects(source_url_, options_->url, sink_name_);
@@ -461,10 +459,10 @@ absl::Status TargetTables::BringSchemaObjects() {
   }
   schema_objects_owed_ = failed.ok() && *failed > 0;
   if (!options_->CopiesRoles()) return absl::OkStatus();
-  return CopyRoles(/*restored=*/true);
+  return CopyRoles(RolesPass::kOwnersAndGrants);
 }
 
-absl::Status TargetTables::CopyRoles(bool restored, bool late_objects_only) {
+absl::Status TargetTables::CopyRoles(RolesPass pass) {
   const std::string prefix = absl::StrCat("sink ", sink_name_, " (postgres): ");
   // Nothing here stops the pipeline but a lost connection: the rows come first.
   auto lost = [&](const absl::Status& s) {
@@ -487,8 +485,9 @@ absl::Status TargetTables::CopyRoles(bool restored, bool late_objects_only) {
                          [conn](const std::string& sql, std::string* refused) {
                            return RunRefusable(conn, sql, refused);
                          });
-  if (restored) {
-    absl::Status s = late_objects_only ? absl::OkStatus() : copier.CopyDatabase(needed_roles_);
+  if (pass != RolesPass::kRoles) {
+    absl::Status s =
+        pass == RolesPass::kLateObjects ? absl::OkStatus() : copier.CopyDatabase(needed_roles_);
     if (s.ok()) s = copier.CopySchemaObjects();
     if (!s.ok()) return lost(s);
     LogOwnership(prefix, nullptr, copier, session_.TargetName());

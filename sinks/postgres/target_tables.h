@@ -103,11 +103,16 @@ class TargetTables {
   // Before the first table this run creates: the roles (roles: copy), the source's types,
   // domains and functions, then the database's, schemas' and those objects' owners and grants.
   absl::Status BringSchemaObjects();
-  // The roles and the owners and grants of everything but the tables, over a target connection
-  // of its own: before the schema objects (`restored` false) and after them.
-  // `late_objects_only`: the schema objects' owners and grants alone, for the objects
-  // restored once the tables existed.
-  absl::Status CopyRoles(bool restored, bool late_objects_only = false);
+  // The passes of CopyRoles.
+  enum class RolesPass {
+    kRoles,            // the roles, before the schema objects are restored
+    kOwnersAndGrants,  // the database's, schemas' and schema objects' owners and grants
+    kLateObjects,      // the schema objects' owners and grants alone, for the objects
+                       // restored once the tables existed
+  };
+  // The roles, or the owners and grants of everything but the tables, over a target connection
+  // of its own.
+  absl::Status CopyRoles(RolesPass pass);
   // Creates the table from the shape pgoutput describes: columns and primary key.
   absl::Status CreateFromShape(const TableSchema& schema, const std::string& target_schema,
                                const std::string& quoted);
