@@ -101,8 +101,13 @@ export OLD
 cd "$WORK"
 start=$(date +%s)
 if ! PATH="$BUILD:$PATH" bash guide.sh >guide.out 2>&1; then
-  say "FAIL: the guide's commands stopped:"; tail -n 40 guide.out
-  [ -f migrate.log ] && { say "migrate.log:"; tail -n 20 migrate.log; }
+  # (Most telling last: CI shows the head and the tail of a long output.)
+  for log in old/server.log new/server.log; do
+    say "$log, its warnings and errors:"; grep -E "WARNING|ERROR|FATAL|PANIC" "$log" | tail -n 10 || true
+  done
+  [ -f pooler.log ] && { say "pooler.log:"; tail -n 10 pooler.log; }
+  [ -f migrate.log ] && { say "migrate.log:"; tail -n 15 migrate.log; }
+  say "FAIL: the guide's commands stopped:"; tail -n 30 guide.out
   exit 1
 fi
 say "the guide ran as written ($(($(date +%s) - start)) s)"

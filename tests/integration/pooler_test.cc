@@ -633,11 +633,20 @@ TEST_F(PoolerTest, ClientsPastTheOpenFilesLimitAreRefusedSayingWhy) {
   EXPECT_GT(held.size(), 20u);
   // A client that asks for TLS first (libpq's default, sslmode=prefer) gets the same answer
   // at once, though libpq does not show the text of an error sent before encryption is settled.
-  Conn prefer(pooler.Url("app"));
-  EXPECT_FALSE(prefer.ok());
-  EXPECT_NE(prefer.error().find("server sent an error response during SSL exchange"),
+  // (A descriptor the pooler held for a moment when the last client was refused may be free
+  // again: a client that gets in is held, and the next one tried.)
+  std::string prefer_refusal;
+  for (int i = 0; i < 10 && prefer_refusal.empty(); ++i) {
+    auto client = std::make_unique<Conn>(pooler.Url("app"));
+    if (client->ok()) {
+      held.push_back(std::move(client));
+    } else {
+      prefer_refusal = client->error();
+    }
+  }
+  EXPECT_NE(prefer_refusal.find("server sent an error response during SSL exchange"),
             std::string::npos)
-      << prefer.error();
+      << prefer_refusal;
   ASSERT_FALSE(held.empty());
   EXPECT_EQ(held.front()->Run("SELECT 1"), "1");  // (those in go on)
   held.clear();
