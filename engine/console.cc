@@ -9,6 +9,7 @@
 #include "engine/console_assets.h"
 #include "engine/log.h"
 #include "engine/str_cat.h"
+#include "schemas/ascii.h"
 
 namespace pgflow {
 namespace {
@@ -40,14 +41,7 @@ std::string RandomHex(size_t bytes) {
     const ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
     if (n > 0) got += static_cast<size_t>(n);
   }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(bytes * 2);
-  for (unsigned char c : raw) {
-    hex.push_back(kDigits[c >> 4]);
-    hex.push_back(kDigits[c & 15]);
-  }
-  return hex;
+  return LowerHex(raw);
 }
 
 // Equal, in a time that does not depend on where they differ.
@@ -97,14 +91,12 @@ std::string Redacted(nlohmann::json request) {
 
 // `text` for a log line: control characters (a forged line's newline) escaped.
 std::string Printable(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (char c : text) {
     const auto byte = static_cast<unsigned char>(c);
     if (byte < 0x20 || byte == 0x7f) {
       out += "\\x";
-      out += kHex[byte >> 4];
-      out += kHex[byte & 15];
+      AppendLowerHex(std::string_view(&c, 1), &out);
     } else {
       out += c;
     }

@@ -25,15 +25,7 @@ constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
 
 // The digests below are empty when OpenSSL fails (no provider offers SHA-256): an empty
 // digest equals nothing (ConstantTimeEqual), so a login fails closed.
-std::string Sha256(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  const EVP_MD* method = Sha256Method();
-  if (method == nullptr || EVP_Digest(data.data(), data.size(), digest, &n, method, nullptr) != 1) {
-    return {};
-  }
-  return std::string(reinterpret_cast<const char*>(digest), n);
-}
+std::string Sha256(std::string_view data) { return Digest(Sha256Method(), data); }
 
 std::string Md5Hex(std::string_view data) { return HexDigest(EVP_md5(), data); }
 

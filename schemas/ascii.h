@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace pgflow {
 
@@ -25,6 +26,23 @@ inline int HexDigitValue(char c) {
 
 // The hexadecimal digits, lower case, by value.
 inline constexpr char kLowerHexDigits[] = "0123456789abcdef";
+
+// Appends each byte of `bytes` as two lower-case hexadecimal digits.
+inline void AppendLowerHex(std::string_view bytes, std::string* out) {
+  out->reserve(out->size() + 2 * bytes.size());
+  for (const char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    out->push_back(kLowerHexDigits[byte >> 4]);
+    out->push_back(kLowerHexDigits[byte & 15]);
+  }
+}
+
+// `bytes` as lower-case hexadecimal digits, two a byte.
+inline std::string LowerHex(std::string_view bytes) {
+  std::string out;
+  AppendLowerHex(bytes, &out);
+  return out;
+}
 
 // Appends `value` in decimal, zero-padded on the left to at least `width` digits.
 inline void AppendZeroPadded(uint64_t value, int width, std::string* out) {

@@ -23,12 +23,8 @@ constexpr int kMaxArrayDims = 6;
 bool AppendByteaFromBase64(std::string_view text, std::string* out) {
   std::string bytes;
   if (!AppendBase64Decoded(text, &bytes)) return false;
-  out->reserve(out->size() + 2 + 2 * bytes.size());
   out->append("\\x");
-  for (unsigned char byte : bytes) {
-    out->push_back(kLowerHexDigits[byte >> 4]);
-    out->push_back(kLowerHexDigits[byte & 15]);
-  }
+  AppendLowerHex(bytes, out);
   return true;
 }
 

@@ -65,12 +65,14 @@ bool AppendNumericText(std::string_view data, std::string* out) {
 
 bool AppendUuidText(std::string_view data, std::string* out) {
   if (data.size() != 16) return false;
-  for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
-    const auto b = static_cast<uint8_t>(data[i]);
-    out->push_back(kLowerHexDigits[b >> 4]);
-    out->push_back(kLowerHexDigits[b & 15]);
+  // 8-4-4-4-12 digits.
+  AppendLowerHex(data.substr(0, 4), out);
+  for (size_t at : {4, 6, 8}) {
+    out->push_back('-');
+    AppendLowerHex(data.substr(at, 2), out);
   }
+  out->push_back('-');
+  AppendLowerHex(data.substr(10), out);
   return true;
 }
 

@@ -1,6 +1,5 @@
 #include "transformers/mask.h"
 
-#include <openssl/evp.h>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/digest.h"
 #include "engine/str_cat.h"
 #include "transformers/table_patterns.h"
 #include "transformers/value_text.h"
@@ -415,6 +415,9 @@ class MaskTransform : public Transform {
 
   absl::Status Mask(const Step& step, Value* value) {
     if (value->is_null() || value->is_unchanged_toast()) return absl::OkStatus();
+    if (!hmac_.ok()) {
+      return absl::InternalError(Cat(context_.where, " (mask): OpenSSL offers no SHA-256"));
+    }
     const MaskColumn& rule = *step.rule;
     std::string masked;
     switch (rule.rule) {
@@ -440,19 +443,19 @@ class MaskTransform : public Transform {
         return absl::OkStatus();
       }
       case MaskRule::kFakeName: {
-        const std::string h = hmac_.Hex(value->data);
+        const std::string h = Hash(value->data);
         masked = Cat(kFirstNames[HexWord(h, 0) % std::size(kFirstNames)], " ",
                      kLastNames[HexWord(h, 8) % std::size(kLastNames)]);
         break;
       }
       case MaskRule::kFakePhone: {
-        std::string h = hmac_.Hex(value->data);
+        std::string h = Hash(value->data);
         masked = value->data;
         size_t next = 0;
         for (char& c : masked) {
           // Letters too (1-800-FLOWERS): only punctuation and spaces keep the format.
           if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) continue;
-          if (next + 8 > h.size()) h += hmac_.Hex(h);  // more digits than one digest gives
+          if (next + 8 > h.size()) h += Hash(h);  // more digits than one digest gives
           c = static_cast<char>('0' + HexWord(h, next) % 10);
           next += 2;
         }
@@ -462,14 +465,14 @@ class MaskTransform : public Transform {
         masked = options_->redact_with;
         break;
       case MaskRule::kHash:
-        masked = hmac_.Hex(value->data);
+        masked = Hash(value->data);
         break;
       case MaskRule::kEmail: {
         size_t at = value->data.rfind('@');
         std::string_view local = at == std::string::npos
                                      ? std::string_view(value->data)
                                      : std::string_view(value->data).substr(0, at);
-        masked = hmac_.Hex(local).substr(0, 16);
+        masked = Hash(local).substr(0, 16);
         if (at != std::string::npos) masked += value->data.substr(at);
         break;
       }
@@ -497,10 +500,13 @@ class MaskTransform : public Transform {
     return absl::OkStatus();
   }
 
+  // The salted hash of `value`: 64 lower-case hexadecimal digits.
+  std::string Hash(std::string_view value) { return LowerHex(hmac_.Mac(value)); }
+
   const TransformContext context_;
   const std::shared_ptr<const MaskOptions> options_;
   absl::flat_hash_map<const TableSchema*, Plan> plans_;
-  HmacSha256 hmac_;
+  HmacSha256Key hmac_;
 };
 
 class MaskFactory : public TransformFactoryOf<MaskOptions> {
@@ -568,60 +574,6 @@ class MaskFactory : public TransformFactoryOf<MaskOptions> {
 };
 
 }  // namespace
-
-struct HmacSha256::State {
-  EVP_MD_CTX* inner = EVP_MD_CTX_new();  // SHA-256 having absorbed key ^ ipad
-  EVP_MD_CTX* outer = EVP_MD_CTX_new();  // SHA-256 having absorbed key ^ opad
-  EVP_MD_CTX* work = EVP_MD_CTX_new();
-  ~State() {
-    EVP_MD_CTX_free(inner);
-    EVP_MD_CTX_free(outer);
-    EVP_MD_CTX_free(work);
-  }
-};
-
-HmacSha256::HmacSha256(std::string_view key) : state_(std::make_unique<State>()) {
-  constexpr size_t kBlock = 64;  // SHA-256's block size
-  unsigned char block[kBlock] = {};
-  if (key.size() > kBlock) {
-    unsigned int n = 0;
-    EVP_Digest(key.data(), key.size(), block, &n, EVP_sha256(), nullptr);
-  } else {
-    std::memcpy(block, key.data(), key.size());
-  }
-  unsigned char pad[kBlock];
-  for (auto [ctx, byte] : {std::pair{state_->inner, 0x36}, std::pair{state_->outer, 0x5c}}) {
-    for (size_t i = 0; i < kBlock; ++i) pad[i] = block[i] ^ byte;
-    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-    EVP_DigestUpdate(ctx, pad, kBlock);
-  }
-}
-
-HmacSha256::~HmacSha256() = default;
-
-std::string HmacSha256::Hex(std::string_view value) {
-  unsigned char inner[EVP_MAX_MD_SIZE];
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int inner_length = 0;
-  unsigned int length = 0;
-  EVP_MD_CTX_copy_ex(state_->work, state_->inner);
-  EVP_DigestUpdate(state_->work, value.data(), value.size());
-  EVP_DigestFinal_ex(state_->work, inner, &inner_length);
-  EVP_MD_CTX_copy_ex(state_->work, state_->outer);
-  EVP_DigestUpdate(state_->work, inner, inner_length);
-  EVP_DigestFinal_ex(state_->work, digest, &length);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(2 * length, '0');
-  for (unsigned int i = 0; i < length; ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 15];
-  }
-  return out;
-}
-
-std::string HmacSha256Hex(std::string_view salt, std::string_view value) {
-  return HmacSha256(salt).Hex(value);
-}
 
 void RegisterMaskTransform() { RegisterTransformFactory(std::make_unique<MaskFactory>()); }
 

@@ -76,24 +76,4 @@ struct MaskOptions : TransformOptions {
 // Registers the `mask` transform type.
 void RegisterMaskTransform();
 
-// HMAC-SHA-256 (RFC 2104) under one key, with the key's inner and outer hash states computed
-// once: each value then costs two SHA-256 runs over it and the inner digest, nothing more.
-// Thread-compatible.
-class HmacSha256 {
- public:
-  explicit HmacSha256(std::string_view key);
-  ~HmacSha256();
-  HmacSha256(const HmacSha256&) = delete;
-  HmacSha256& operator=(const HmacSha256&) = delete;
-  // The HMAC of `value`, as 64 lower-case hex digits (what `hash` writes).
-  std::string Hex(std::string_view value);
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-};
-
-// HmacSha256(salt).Hex(value), for one value.
-std::string HmacSha256Hex(std::string_view salt, std::string_view value);
-
 }  // namespace pgflow
