@@ -181,7 +181,8 @@ absl::Status PostgresSource::StreamState::HandleFrame(std::string_view bytes) {
     return absl::OkStatus();
   }
   const auto& data = std::get<pgoutput::XLogData>(*frame);
-  emitter_.NoteServerWalEnd(data.wal_end);
+  // (A logical WAL sender sets it on the last message of a transaction only, 0 on the others.)
+  if (data.wal_end.IsValid()) emitter_.NoteServerWalEnd(data.wal_end);
   return HandleMessage(data);
 }
 
