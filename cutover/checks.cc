@@ -37,9 +37,9 @@ absl::StatusOr<std::vector<std::string>> TablePrivileges(PGconn* conn, const std
   for (const TableRef& t : tables) quoted.push_back(t.Quoted());
   auto res = Exec(conn,
                   "SELECT CASE WHEN to_regclass(t) IS NULL THEN '0000' ELSE "
-                  "has_table_privilege($1, t, 'SELECT')::int || has_table_privilege($1, t, "
-                  "'INSERT')::int || has_table_privilege($1, t, 'UPDATE')::int || "
-                  "has_table_privilege($1, t, 'DELETE')::int END FROM unnest($2::text[]) WITH "
+                  "concat(has_table_privilege($1, t, 'SELECT')::int, has_table_privilege($1, t, "
+                  "'INSERT')::int, has_table_privilege($1, t, 'UPDATE')::int, "
+                  "has_table_privilege($1, t, 'DELETE')::int) END FROM unnest($2::text[]) WITH "
                   "ORDINALITY AS u(t, i) ORDER BY i",
                   {role, ArrayLiteral(quoted)});
   if (!res.ok()) return res.status();
@@ -277,7 +277,13 @@ void CheckPooler(const PipelinePlan& plan, const CutoverOptions& options, Sides*
         TablePrivileges(sides->source.get(), user, out->tables);
     absl::StatusOr<std::vector<std::string>> on_target =
         TablePrivileges(sides->target.get(), user, on_b);
-    if (!on_source.ok() || !on_target.ok()) continue;  // (a missing table is reported)
+    if (!on_source.ok() || !on_target.ok()) {
+      const absl::Status& failed = on_source.ok() ? on_target.status() : on_source.status();
+      out->problems.push_back(absl::StrCat("reading role ", user, "'s table privileges on the ",
+                                           on_source.ok() ? "target" : "source", ": ",
+                                           failed.message()));
+      continue;
+    }
     static constexpr const char* kPrivileges[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
     for (size_t t = 0; t < out->tables.size(); ++t) {
       std::vector<std::string> lacking;

@@ -33,10 +33,11 @@ TestCluster& A() { return SharedCluster(0); }
 TestCluster& B() { return SharedCluster(1); }
 
 // A database `name` on A and on B, a pipeline copying the first into the second (with an admin
-// endpoint), and a pooler whose database `app` points at A.
+// endpoint), and a pooler whose database `app` points at A (as `server_user`, when given).
 class Migration {
  public:
-  explicit Migration(const std::string& name) : name_(name), admin_port_(FreeLoopbackPort()) {
+  explicit Migration(const std::string& name, const std::string& server_user = "")
+      : name_(name), admin_port_(FreeLoopbackPort()) {
     Sql(A().Url()).Exec("CREATE DATABASE " + name);
     Sql(B().Url()).Exec("CREATE DATABASE " + name);
     yaml_ = dir_.File("pipeline.yaml");
@@ -46,7 +47,8 @@ class Migration {
                                   "}, flush_interval: 20ms}\n",
                                   "admin: {listen: 127.0.0.1:", admin_port_, "}\n"));
     pooler_ = std::make_unique<PoolerProcess>("trust", kTrustUsers,
-                                              Database("app", "transaction", 10, name));
+                                              Database("app", "transaction", 10, name,
+                                                       server_user));
   }
   ~Migration() {
     if (pgflow_ != nullptr) {
@@ -353,10 +355,15 @@ TEST(CutoverTest, ALongTransactionMakesItGiveUpAndUndo) {
 }
 
 TEST(CutoverTest, DryRunNamesEveryProblemAndChangesNothing) {
-  Migration m("cut_checks");
+  // The application's role may write `kept` on A; on B it may only read it.
+  for (TestCluster* cluster : {&A(), &B()}) {
+    Sql(cluster->Url()).Exec("CREATE ROLE cut_clerk LOGIN");
+  }
+  Migration m("cut_checks", "cut_clerk");
   Sql a(m.a_url());
   a.Exec("CREATE TABLE kept (id serial PRIMARY KEY)");
   a.Exec("CREATE TABLE dropped (id int PRIMARY KEY)");
+  a.Exec("GRANT SELECT, INSERT ON kept TO cut_clerk");
   std::string out;
   // No pipeline running yet.
   EXPECT_EQ(m.Cutover({"--dry-run"}, &out), 1) << out;
@@ -364,17 +371,21 @@ TEST(CutoverTest, DryRunNamesEveryProblemAndChangesNothing) {
 
   m.StartPipeline();
   Sql(m.b_url()).Exec("DROP TABLE dropped");
+  Sql(m.b_url()).Exec("REVOKE INSERT ON kept FROM cut_clerk");  // (the copy granted it)
   // `a` is a session of its own on A, around the pooler.
   EXPECT_EQ(m.Cutover({"--dry-run"}, &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("problem: public.dropped (public.dropped of the source) is missing "
                              "on the target"));
   EXPECT_THAT(out, HasSubstr("session(s) on the source bypass the pooler"));
+  EXPECT_THAT(out, HasSubstr("problem: role cut_clerk may INSERT public.kept on the source, not "
+                             "public.kept on the target"));
   EXPECT_THAT(out, HasSubstr("cutover: refused, nothing changed"));
   EXPECT_EQ(a.Scalar("SHOW default_transaction_read_only"), "off");
   EXPECT_THAT(Console(m.pooler(), "SHOW DATABASES"), Not(HasSubstr(std::to_string(B().port()))));
 
   // With the table back (empty on both sides) and --terminate-others, every check passes.
   Sql(m.b_url()).Exec("CREATE TABLE dropped (id int PRIMARY KEY)");
+  Sql(m.b_url()).Exec("GRANT INSERT ON kept TO cut_clerk");
   EXPECT_EQ(m.Cutover({"--dry-run", "--terminate-others"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("will be ended (--terminate-others)"));
   EXPECT_THAT(out, HasSubstr("every check passed; nothing changed"));
