@@ -108,8 +108,11 @@ PY
 # --- latency ---------------------------------------------------------------------------------
 psql -q -d bench -c "CREATE TABLE lat (id bigserial PRIMARY KEY, v int)"
 latency() {  # pipeline brokers label fetch-wait-ms [topic settings]
-local topic_config=""
-[ -n "${5:-}" ] && topic_config=", topic_config: {$5}"
+local topic_config="" stamped=produced
+if [ -n "${5:-}" ]; then
+  topic_config=", topic_config: {$5}"
+  stamped="appended (LogAppendTime)"
+fi
 cat >"$work/lat.yaml" <<YAML
 pipeline: $1
 source:
@@ -172,10 +175,8 @@ ms = [float(m) for m in re.findall(r"Pause.* ([0-9.]+)ms$", sys.stdin.read(), re
 print(f"  the broker'"'"'s collector paused it {len(ms)} times meanwhile, {sum(ms):.0f} ms in all"
       + (f", longest {max(ms):.0f} ms" if ms else ""))'
 fi
-stamped=produced
-[ -n "${5:-}" ] && stamped="appended (LogAppendTime)"
 STAMPED=$stamped python3 - "$work/lat.samples" <<'PY' || { cat "$work/kcat.err" "$work/lat.log"; exit 1; }
-import sys
+import os, sys
 produced, consumed = [], []
 for line in open(sys.argv[1]):
     a, b = line.split()
@@ -186,7 +187,6 @@ if not produced:
 def pct(xs, p):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 print(f"latency over {len(produced)} changes (ms, commit time has 1 ms resolution):")
-import os
 print(f"  commit -> {os.environ['STAMPED']}: p50 {pct(produced, 50):.0f}  p99 {pct(produced, 99):.0f}")
 print(f"  commit -> consumed: p50 {pct(consumed, 50):.0f}  p99 {pct(consumed, 99):.0f}  (goal p99 < 20)")
 PY
