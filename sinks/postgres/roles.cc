@@ -104,6 +104,11 @@ absl::StatusOr<std::map<std::string, SourceRole>> ReadSourceRoles(
 // Role -> rolpassword, of the roles that have one; nullopt when this role may not read them.
 absl::StatusOr<std::optional<std::map<std::string, std::string>>> ReadPasswords(
     PGconn* conn, const std::vector<std::string>& names, bool with_null) {
+  // Asked first, so that a role without the right leaves no error in the server's log.
+  absl::StatusOr<PgResultPtr> may =
+      Exec(conn, "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')", {});
+  if (!may.ok()) return may.status();
+  if (Get(may->get(), 0, 0) != "t") return std::nullopt;
   absl::StatusOr<PgResultPtr> res =
       Exec(conn,
            "SELECT rolname, coalesce(rolpassword, '') FROM pg_catalog.pg_authid "

@@ -157,6 +157,11 @@ grep -q "^removed REPLICA IDENTITY FULL that pgflow set on audit" guide.out ||
   { say "FAIL: teardown did not say it gave audit its identity back"; exit 1; }
 grep -q "^kept role flow's membership in app .*REVOKE \"app\" FROM \"flow\"" guide.out ||
   { say "FAIL: teardown did not name flow's membership in app"; exit 1; }
+# pgflow asked before reading what its role may not read: no error in either server's log
+# (the application's wrong password above is a FATAL, not an error).
+for log in old/server.log new/server.log; do
+  if grep -E "ERROR:" "$log"; then say "FAIL: errors in $log"; exit 1; fi
+done
 # The same grants, printed for a DBA.
 PATH="$BUILD:$PATH" SOURCE_URL="postgres://postgres@127.0.0.1:$OLD/shop" \
   TARGET_URL="postgres://flow@127.0.0.1:$NEW/shop" \
