@@ -181,7 +181,8 @@ absl::Status PostgresSource::StreamState::HandleFrame(std::string_view bytes) {
     return absl::OkStatus();
   }
   const auto& data = std::get<pgoutput::XLogData>(*frame);
-  // (A logical WAL sender sets it on the last message of a transaction only, 0 on the others.)
+  // (A logical WAL sender sets it on the last message of each decoded change only: 0 on the
+  // relation and type messages sent before it.)
   if (data.wal_end.IsValid()) emitter_.NoteServerWalEnd(data.wal_end);
   return HandleMessage(data);
 }
